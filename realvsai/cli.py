@@ -1,0 +1,129 @@
+"""What every script shares: the argument parser, logging, progress bars and exit codes.
+
+Exit codes: 0 done, 1 failed (one line on stderr that says what happened and how to fix it),
+2 bad usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from tqdm import tqdm
+
+from realvsai.errors import UserError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+logger = logging.getLogger("realvsai")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the docstring's layout (folder trees, examples) and appends every default."""
+
+
+def make_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """A parser whose description is the script's docstring, with ``--quiet`` already added.
+
+    Defaults are shown by the formatter, so help strings need not repeat them.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=_HelpFormatter)
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors, no progress bars")
+    return parser
+
+
+def setup_logging(quiet: bool = False) -> None:
+    """Sends the project's log lines to stderr: INFO and up, or WARNING and up when ``quiet``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+def progress(
+    iterable: Iterable[T], total: int | None = None, desc: str | None = None, unit: str = "file"
+) -> Iterable[T]:
+    """A tqdm bar on stderr around ``iterable``, hidden when logging is quiet."""
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not logger.isEnabledFor(logging.INFO),
+        dynamic_ncols=True,
+        leave=False,
+        file=sys.stderr,
+    )
+
+
+def run_main(body: Callable[[], object]) -> int:
+    """Runs a script's work and turns the failures a user can cause into one line and exit 1.
+
+    ``body`` returns None or an exit code. Programming errors keep their traceback.
+    """
+    try:
+        result = body()
+    except UserError as error:
+        return _fail(str(error))
+    except FileNotFoundError as error:
+        return _fail(f"{error.filename or error}: no such file or folder. Check the path.")
+    except PermissionError as error:
+        return _fail(f"{error.filename or error}: permission denied. Check the file's owner and mode.")
+    except IsADirectoryError as error:
+        return _fail(f"{error.filename or error} is a folder, but a file was expected.")
+    except KeyboardInterrupt:
+        return _fail("interrupted. Run the same command again: finished work is kept and not redone.")
+    return EXIT_OK if result is None else int(result)
+
+
+def _fail(message: str) -> int:
+    logging.shutdown()
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def existing_folder(text: str) -> Path:
+    """argparse type for a folder that must exist (exit 2 with a clear message otherwise)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not an existing folder")
+    return path
+
+
+def positive_int(text: str) -> int:
+    """argparse type for an integer above zero."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a whole number above 0")
+    return value
+
+
+def confirm(question: str, assume_yes: bool) -> bool:
+    """True when ``assume_yes``, or when a person at a terminal answers yes.
+
+    Raises:
+        UserError: when there is no terminal to ask and ``assume_yes`` is False.
+    """
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UserError("no terminal to confirm on. Add --yes to go ahead without asking.")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A plain-text table with right-aligned numbers, for the summaries the scripts print."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(header, widths))]
+    lines.append("  ".join("-" * width for width in widths))
+    for row in rows:
+        lines.append("  ".join(cell.rjust(width) if cell.replace(",", "").replace(".", "").isdigit()
+                               else cell.ljust(width) for cell, width in zip(row, widths)))
+    return "\n".join(lines)

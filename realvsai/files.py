@@ -1,0 +1,224 @@
+"""Safe file handling: hashing, image checks, atomic writes, collision-safe copy and move.
+
+Nothing here ever overwrites a file: identical content is recognised and skipped, and a different
+file under a taken name gets a stable new name derived from its content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image
+
+# Pillow's own default (about 89 megapixels) guards against decompression bombs; we keep a
+# rounder, slightly larger limit so big camera photos (e.g. 100 MP medium format) still pass.
+MAX_IMAGE_PIXELS = 120_000_000
+_HASH_CHUNK = 1 << 20
+
+
+class Outcome(enum.Enum):
+    """What ``place_file`` did with one file."""
+
+    COPIED = "copied"
+    MOVED = "moved"
+    LINKED = "linked"
+    IDENTICAL = "identical"  # the same content was already at the target: nothing written
+    RENAMED = "renamed"  # the name was taken by other content: written under a new name
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def image_problem(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Why ``path`` is not a usable image, or None when it decodes completely.
+
+    The pixel count is checked from the header before any pixel is decoded, so a decompression
+    bomb costs nothing. The full decode catches truncated files that the header alone hides.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                return f"{width}x{height} pixels is more than the limit of {max_pixels:,}"
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image.load()
+    except FileNotFoundError:
+        return "file not found"
+    except Image.DecompressionBombError as error:
+        return f"too many pixels ({error})"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+        # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
+        # data and SyntaxError/ValueError for some malformed headers.
+        return f"not a readable image ({type(error).__name__}: {error})"
+    return None
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "wb") -> Iterator[object]:
+    """Opens a temporary file beside ``path`` and renames it onto ``path`` only on success.
+
+    An interrupted write leaves at most a ``.tmp`` file, never a half-written file under the final
+    name. The rename replaces ``path``: callers decide beforehand whether that is allowed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, mode) as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically."""
+    with atomic_write(path, "wb") as stream:
+        stream.write(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copies ``source`` to ``target`` completely under a temporary name, then renames it into place."""
+    with open(source, "rb") as reader, atomic_write(target, "wb") as writer:
+        shutil.copyfileobj(reader, writer, _HASH_CHUNK)
+    shutil.copystat(source, target)
+
+
+def free_name(target: Path, digest: str) -> Path:
+    """A stable alternative name for content ``digest`` whose wanted name ``target`` is taken.
+
+    The name derives from the content (``cat_1a2b3c4d.jpg``), so re-running a merge gives the same
+    name and recognises the file as already there.
+    """
+    for length in (8, 16, 64):
+        candidate = target.with_name(f"{target.stem}_{digest[:length]}{target.suffix}")
+        if not candidate.exists() or sha256_file(candidate) == digest:
+            return candidate
+    raise FileExistsError(f"no free name for {target}")
+
+
+def place_file(
+    source: Path,
+    target: Path,
+    *,
+    move: bool = False,
+    link: bool = False,
+    source_digest: str | None = None,
+) -> tuple[Path, Outcome]:
+    """Copies, moves or hard-links ``source`` to ``target`` without ever overwriting anything.
+
+    If ``target`` holds the same bytes, nothing is written (and with ``move`` the source is removed,
+    since its content is safe at the target). If it holds other bytes, the file goes to a stable new
+    name (see ``free_name``). A move across file systems copies completely before it deletes.
+
+    Args:
+        source: the file to place.
+        target: the wanted path; its folder is created.
+        move: remove ``source`` once its content is safely at the target.
+        link: make a hard link instead of a copy (raises ``OSError`` across file systems).
+        source_digest: ``sha256_file(source)`` when the caller already has it.
+
+    Returns:
+        The path the content now has, and what was done.
+    """
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    outcome = Outcome.MOVED if move else Outcome.LINKED if link else Outcome.COPIED
+    if target.exists() or target.is_symlink():
+        digest = source_digest or sha256_file(source)
+        if target.is_file() and sha256_file(target) == digest:
+            if move and not _same_file(source, target):
+                source.unlink()
+            return target, Outcome.IDENTICAL
+        target = free_name(target, digest)
+        if target.exists():  # free_name found this content already under the derived name
+            if move:
+                source.unlink()
+            return target, Outcome.IDENTICAL
+        outcome = Outcome.RENAMED
+    if link:
+        _link_no_clobber(source, target)
+    elif move:
+        _move_no_clobber(source, target)
+    else:
+        atomic_copy(source, target)
+        if target.exists() and not _same_size(source, target):
+            raise OSError(f"copy of {source} to {target} is incomplete")
+    return target, outcome
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def _same_size(first: Path, second: Path) -> bool:
+    return first.stat().st_size == second.stat().st_size
+
+
+def _link_no_clobber(source: Path, target: Path) -> None:
+    os.link(source, target)  # raises FileExistsError rather than replacing
+
+
+def _move_no_clobber(source: Path, target: Path) -> None:
+    """Moves by a hard link plus unlink on one file system, by a full copy then unlink across."""
+    try:
+        os.link(source, target)
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+            raise
+        atomic_copy(source, target)
+        if not _same_size(source, target):
+            raise OSError(f"copy of {source} to {target} is incomplete; the source was kept") from error
+    source.unlink()
+
+
+def ensure_inside(path: Path, root: Path) -> Path:
+    """``path`` resolved, checked to lie inside ``root`` (against ``..`` and symlink escapes).
+
+    Raises:
+        ValueError: if the resolved path is outside ``root``.
+    """
+    resolved_root = Path(root).resolve()
+    resolved = (resolved_root / path).resolve()
+    if resolved != resolved_root and resolved_root not in resolved.parents:
+        raise ValueError(f"{path} points outside {root}")
+    return resolved
+
+
+def human_bytes(num_bytes: float) -> str:
+    """``1536`` -> ``'1.5 KB'``."""
+    if abs(num_bytes) < 1024:
+        return f"{num_bytes:.0f} B"
+    for unit in ("KB", "MB", "GB"):
+        num_bytes /= 1024
+        if abs(num_bytes) < 1024:
+            return f"{num_bytes:.1f} {unit}"
+    return f"{num_bytes / 1024:.1f} TB"

@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny synthetic image folders and the broken files users really have."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def write_image(
+    path: Path, seed: int, size: tuple[int, int] = (32, 32), mode: str = "RGB", fmt: str | None = None
+) -> Path:
+    """Writes a random image whose content depends only on ``seed``."""
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt or ("JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None))
+    return path
+
+
+@pytest.fixture
+def make_class_folder() -> Callable[..., Path]:
+    """``make_class_folder(root, {"REAL": 6, "FAKE": 6})`` writes that many distinct images per class."""
+
+    def make(root: Path, counts: Mapping[str, int], suffix: str = ".png", seed: int = 0,
+             size: tuple[int, int] = (32, 32)) -> Path:
+        for class_index, (class_name, count) in enumerate(sorted(counts.items())):
+            for index in range(count):
+                write_image(Path(root) / class_name / f"img_{index:03d}{suffix}",
+                            seed=seed * 100_000 + class_index * 1000 + index, size=size)
+        return Path(root)
+
+    return make
+
+
+@pytest.fixture
+def bad_files() -> Callable[[Path], dict[str, Path]]:
+    """Writes the broken files a user really has into a folder; returns them by kind."""
+
+    def make(folder: Path) -> dict[str, Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        good = io.BytesIO()
+        Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(good, "JPEG")
+        files = {
+            "truncated": folder / "truncated.jpg",
+            "empty": folder / "empty.jpg",
+            "text": folder / "notes.jpg",
+        }
+        files["truncated"].write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+        files["empty"].write_bytes(b"")
+        files["text"].write_text("this is not an image\n")
+        return files
+
+    return make
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None, input_text: str | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs a top-level script as a user would; returns the finished process (text output)."""
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *map(str, args)],
+        cwd=cwd or REPO,
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)},
+    )
