@@ -1,0 +1,185 @@
+"""tf.data input straight from class folders: scan, decode in parallel, cache, shuffle, batch.
+
+Images come out as float32 RGB in 0..255 (the model does its own preprocessing), with int32
+labels in the order of ``class_names``. Images that all share one size are left at that size (the
+model resizes them on the accelerator); folders of mixed sizes are resized in the pipeline to the
+model's ``image_size`` with the same bilinear resize the model's Resizing layer uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from realvsai import images as image_io
+from realvsai.cli import progress
+from realvsai.errors import UserError
+from realvsai.layout import find_class_folders, list_images
+
+logger = logging.getLogger(__name__)
+
+# Decoded images are cached in memory when they take less than this; above it they are decoded
+# again every epoch (still in parallel), which costs CPU but never runs out of memory.
+DEFAULT_CACHE_BYTES = 4 * 1024**3
+_SCAN_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """The usable images of a folder of class folders, in a fixed order (sorted per class)."""
+
+    files: list[Path]
+    labels: list[int]
+    class_names: list[str]
+    sizes: list[tuple[int, int]]  # (width, height) of each file
+    needs_pil: list[bool]  # decode with Pillow (EXIF-rotated, 16-bit, ...) rather than TensorFlow
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why) for broken files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def counts(self) -> dict[str, int]:
+        """Number of usable images per class name (zero for an empty class)."""
+        counted = Counter(self.labels)
+        return {name: counted.get(index, 0) for index, name in enumerate(self.class_names)}
+
+    def uniform_size(self) -> tuple[int, int] | None:
+        """The one (width, height) every image has, or None when sizes differ."""
+        distinct = set(self.sizes)
+        return distinct.pop() if len(distinct) == 1 else None
+
+
+def check_class_names(folder: Path, found: Sequence[str], expected: Sequence[str]) -> None:
+    """Raises a UserError naming the classes that differ, in either direction, between two sides."""
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        details = []
+        if missing:
+            details.append(f"missing {missing}")
+        if extra:
+            details.append(f"unexpected {extra}")
+        raise UserError(
+            f"{folder} has class folders {sorted(found)}, but {sorted(expected)} were expected "
+            f"({'; '.join(details)}). Rename the folders (or re-split with --rename OLD=NEW) so the names match."
+        )
+
+
+def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixels: int | None = None
+                ) -> LabelledImages:
+    """Lists and checks the images of ``folder/<Class>/``; broken files are skipped and named.
+
+    Args:
+        folder: a folder with one sub-folder per class.
+        class_names: the label order to use; the folder must have exactly these classes. When None,
+            the sorted sub-folder names are used.
+        max_pixels: images with more pixels are skipped (decompression-bomb guard).
+
+    Raises:
+        UserError: if the folder is missing, has other classes than ``class_names``, or holds no image.
+    """
+    folder = Path(folder)
+    found = find_class_folders(folder)
+    if class_names is None:
+        class_names = found
+    else:
+        check_class_names(folder, found, class_names)
+    candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
+    limit = max_pixels or image_io.MAX_IMAGE_PIXELS
+
+    def check(path: Path) -> image_io.ImageHeader | str:
+        try:
+            header = image_io.read_header(path, limit)
+            if not header.needs_pil:
+                image_io.load_rgb(path, limit)  # a full decode catches truncated data
+            return header
+        except image_io.ImageDecodeError as error:
+            return str(error)
+
+    with ThreadPoolExecutor(_SCAN_WORKERS) as pool:
+        results = list(progress(pool.map(check, [path for path, _ in candidates]), total=len(candidates),
+                                desc=f"checking {folder.name}"))
+    files, labels, sizes, needs_pil, skipped = [], [], [], [], []
+    for (path, label), result in zip(candidates, results):
+        if isinstance(result, str):
+            logger.warning("skipping %s: %s", path, result)
+            skipped.append((path, result))
+            continue
+        files.append(path)
+        labels.append(label)
+        sizes.append((result.width, result.height))
+        needs_pil.append(result.needs_pil)
+    if not files:
+        raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
+    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped)
+
+
+def _decode_with_pil(path: tf.Tensor) -> np.ndarray:
+    return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)))
+
+
+def make_dataset(
+    images: LabelledImages,
+    *,
+    batch_size: int,
+    image_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> tf.data.Dataset:
+    """Batches of ``(float32 images 0..255, int32 labels)`` read from ``images``' files.
+
+    Args:
+        images: the output of ``scan_images``.
+        batch_size: images per batch; the last batch may be smaller.
+        image_size: side length to resize to, used only when the images differ in size.
+        shuffle: reshuffle every epoch (seeded); False keeps the files' order, as evaluation needs.
+        seed: the shuffle seed.
+        cache_bytes: cache the decoded images in memory when they need less than this.
+    """
+    uniform = images.uniform_size()
+    target = None if uniform else (image_size, image_size)
+    width, height = uniform or (image_size, image_size)
+    decoded_bytes = len(images) * width * height * 3 * (1 if uniform else 4)
+    paths = tf.constant([str(path) for path in images.files])
+    labels = tf.constant(images.labels, tf.int32)
+    use_pil = tf.constant(images.needs_pil)
+
+    def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def with_tensorflow() -> tf.Tensor:
+            return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+        def with_pillow() -> tf.Tensor:
+            return tf.numpy_function(_decode_with_pil, [path], tf.uint8, stateful=False)
+
+        pixels = tf.ensure_shape(tf.cond(pil, with_pillow, with_tensorflow), [None, None, 3])
+        if target is not None:
+            return tf.image.resize(tf.cast(pixels, tf.float32), target, method="bilinear"), label
+        return tf.ensure_shape(pixels, [height, width, 3]), label  # uint8: a quarter of the cache
+
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels, use_pil))
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # A file changed or broken after the scan must not end a run of hours; the scan already named
+    # every file it found broken.
+    dataset = dataset.ignore_errors(log_warning=True)
+    if decoded_bytes <= cache_bytes:
+        dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(min(len(images), 50_000), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if uniform:
+        dataset = dataset.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(counts: Sequence[int]) -> dict[int, float]:
+    """Weights that make every class count as much as the others: ``total / (classes * count)``."""
+    total, num_classes = sum(counts), len(counts)
+    return {index: total / (num_classes * count) for index, count in enumerate(counts) if count}
