@@ -51,7 +51,7 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
 
 
 def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageHeader:
-    """Size and decode route of an image, from its header alone.
+    """Upright size and decode route of an image, from its header alone.
 
     Raises:
         ImageDecodeError: if it is not an image, or has more than ``max_pixels`` pixels.
@@ -64,6 +64,8 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
             or orientation not in (0, 1)
             or getattr(image, "n_frames", 1) > 1
         )
+        if orientation in (5, 6, 7, 8):  # a quarter turn: the upright image is transposed
+            return ImageHeader(image.height, image.width, needs_pil)
         return ImageHeader(image.width, image.height, needs_pil)
 
 

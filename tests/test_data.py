@@ -1,0 +1,102 @@
+"""realvsai.data: scanning class folders and the tf.data input pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import write_image
+from PIL import Image
+
+from realvsai import data, images
+from realvsai.errors import UserError
+
+
+def test_scan_images_labels_files_in_class_name_order(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"REAL": 3, "FAKE": 2})
+
+    scanned = data.scan_images(tmp_path)
+
+    assert scanned.class_names == ["FAKE", "REAL"]
+    assert scanned.labels == [0, 0, 1, 1, 1]
+    assert scanned.counts() == {"FAKE": 2, "REAL": 3}
+    assert [path.parent.name for path in scanned.files] == ["FAKE"] * 2 + ["REAL"] * 3
+
+
+def test_scan_images_skips_and_names_broken_files(tmp_path, make_class_folder, bad_files):
+    make_class_folder(tmp_path, {"a": 2, "b": 2})
+    broken = bad_files(tmp_path / "a")
+
+    scanned = data.scan_images(tmp_path)
+
+    assert len(scanned) == 4
+    assert {path for path, _ in scanned.skipped} == set(broken.values())
+
+
+def test_scan_images_with_other_classes_names_both_sides(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"REAL": 1, "OTHER": 1})
+
+    with pytest.raises(UserError, match=r"missing \['FAKE'\].*unexpected \['OTHER'\]"):
+        data.scan_images(tmp_path, class_names=["FAKE", "REAL"])
+
+
+def test_scan_images_of_an_empty_dataset_says_so(tmp_path):
+    (tmp_path / "a").mkdir()
+
+    with pytest.raises(UserError, match="no readable image"):
+        data.scan_images(tmp_path)
+
+
+def test_dataset_keeps_file_order_and_raw_pixel_values_without_shuffle(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"a": 3, "b": 2}, suffix=".png")
+    scanned = data.scan_images(tmp_path)
+
+    batches = list(data.make_dataset(scanned, batch_size=2, image_size=16))
+    pixels = np.concatenate([x.numpy() for x, _ in batches])
+    labels = np.concatenate([y.numpy() for _, y in batches])
+
+    expected = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in scanned.files])
+    assert pixels.dtype == np.float32 and pixels.shape == (5, 32, 32, 3)  # one size: not resized
+    np.testing.assert_array_equal(pixels, expected.astype(np.float32))
+    assert labels.tolist() == scanned.labels
+
+
+def test_dataset_resizes_only_when_sizes_differ(tmp_path):
+    write_image(tmp_path / "a" / "small.png", seed=1, size=(20, 10))
+    write_image(tmp_path / "a" / "large.png", seed=2, size=(50, 40))
+
+    (pixels, _), = data.make_dataset(data.scan_images(tmp_path), batch_size=4, image_size=24)
+
+    assert pixels.shape == (2, 24, 24, 3)
+
+
+def test_dataset_decodes_exif_rotated_files_like_the_app(tmp_path):
+    source = np.random.default_rng(0).integers(0, 255, (10, 20, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "a" / "rotated.png"
+    path.parent.mkdir()
+    Image.fromarray(source).save(path, exif=exif)
+    scanned = data.scan_images(tmp_path)
+
+    (pixels, _), = data.make_dataset(scanned, batch_size=1, image_size=8)
+
+    np.testing.assert_array_equal(pixels.numpy()[0], images.load_rgb(path).astype(np.float32))
+
+
+def test_shuffled_dataset_is_seeded(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"a": 8, "b": 8})
+    scanned = data.scan_images(tmp_path)
+
+    def first_epoch_labels(seed):
+        dataset = data.make_dataset(scanned, batch_size=16, image_size=32, shuffle=True, seed=seed)
+        return next(iter(dataset))[1].numpy().tolist()
+
+    assert first_epoch_labels(3) == first_epoch_labels(3)
+    assert first_epoch_labels(3) != scanned.labels
+
+
+def test_class_weights_balance_the_classes():
+    weights = data.class_weights([30, 10])
+
+    assert weights == {0: 40 / 60, 1: 40 / 20}
+    assert weights[0] * 30 == pytest.approx(weights[1] * 10)

@@ -1,0 +1,78 @@
+"""realvsai.images: every image a user has becomes upright RGB uint8, or one clear error."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realvsai import images
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_load_rgb_applies_exif_orientation():
+    pixels = np.zeros((10, 20, 3), np.uint8)
+    pixels[:, :10] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: displays rotated 90 degrees clockwise
+    data = encode(Image.fromarray(pixels), "PNG", exif=exif)
+
+    upright = images.load_rgb(data)
+
+    assert upright.shape == (20, 10, 3)
+    assert upright[0].mean() == 255 and upright[-1].mean() == 0  # white half is now on top
+    assert images.read_header(data).needs_pil
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK", "LA"])
+def test_load_rgb_converts_other_modes_to_rgb(mode):
+    image = Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+
+    pixels = images.load_rgb(encode(image, fmt))
+
+    assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
+    assert abs(int(pixels.mean()) - 100) <= 3
+
+
+def test_load_rgb_scales_16_bit_images_instead_of_clipping():
+    image = Image.fromarray(np.full((4, 4), 65535, np.uint16))
+
+    pixels = images.load_rgb(encode(image, "PNG"))
+
+    assert pixels.shape == (4, 4, 3)
+    assert (pixels == 255).all()
+    assert images.read_header(encode(Image.fromarray(np.full((4, 4), 32768, np.uint16)), "PNG")).needs_pil
+
+
+def test_load_rgb_refuses_too_many_pixels_before_decoding():
+    data = encode(Image.new("RGB", (100, 100)), "PNG")
+
+    with pytest.raises(images.ImageDecodeError, match="limit"):
+        images.load_rgb(data, max_pixels=100 * 99)
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 40])
+def test_load_rgb_raises_a_clear_error_for_non_images(data):
+    with pytest.raises(images.ImageDecodeError):
+        images.load_rgb(data)
+
+
+def test_load_rgb_raises_for_truncated_jpeg():
+    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), "JPEG")
+
+    with pytest.raises(images.ImageDecodeError, match="broken"):
+        images.load_rgb(data[: len(data) // 2])
+
+
+def test_ordinary_jpeg_takes_the_tensorflow_route():
+    header = images.read_header(encode(Image.new("RGB", (7, 5)), "JPEG"))
+
+    assert (header.width, header.height, header.needs_pil) == (7, 5, False)
