@@ -1,0 +1,401 @@
+"""Evaluation: metrics agree with scikit-learn, thresholds, calibration, and the files a run gets."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.preprocessing import label_binarize
+
+from realvsai import evaluation
+from realvsai.data import scan_images
+from realvsai.errors import UserError
+from realvsai.images import load_rgb
+
+BINARY_LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 0])
+BINARY_PROBABILITIES = np.array(
+    [[0.9, 0.1], [0.6, 0.4], [0.45, 0.55], [0.8, 0.2], [0.3, 0.7], [0.55, 0.45], [0.1, 0.9], [0.35, 0.65],
+     [0.2, 0.8], [0.3, 0.7]])
+THREE_LABELS = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 2])
+THREE_PROBABILITIES = np.array(
+    [[0.7, 0.2, 0.1], [0.3, 0.4, 0.3], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6], [0.1, 0.6, 0.3],
+     [0.6, 0.1, 0.3], [0.2, 0.5, 0.3], [0.05, 0.05, 0.9], [0.4, 0.3, 0.3]])
+
+
+def tiny_classifier(num_classes: int, seed: int = 0) -> keras.Model:
+    """A stand-in for the ResNet: raw RGB 0..255 of any size in, softmax out."""
+    keras.utils.set_random_seed(seed)
+    pixels = keras.Input((None, None, 3))
+    x = keras.layers.Resizing(8, 8, name="resize")(pixels)
+    x = keras.layers.Rescaling(1 / 255)(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(pixels, outputs)
+
+
+def model_info(class_names: list[str], **extra: object) -> dict:
+    return {"class_names": class_names, "image_size": 8, "positive_class": None, "backbone": "tiny",
+            "weights": "none", "config": {"epochs": 1, "batch_size": 4}, **extra}
+
+
+class CountingModel:
+    """Wraps a model and counts, inside the traced graph, how often it runs and on how many images."""
+
+    def __init__(self, inner: keras.Model) -> None:
+        self.inner = inner
+        self.calls = tf.Variable(0, dtype=tf.int64)
+        self.images = tf.Variable(0, dtype=tf.int64)
+
+    def __call__(self, pixels: tf.Tensor, training: bool = False) -> tf.Tensor:
+        self.calls.assign_add(1)
+        self.images.assign_add(tf.cast(tf.shape(pixels)[0], tf.int64))
+        return self.inner(pixels, training=training)
+
+
+@pytest.fixture(scope="module")
+def binary_model() -> keras.Model:
+    return tiny_classifier(2)
+
+
+@pytest.fixture(scope="module")
+def three_class_model() -> keras.Model:
+    return tiny_classifier(3)
+
+
+@pytest.fixture
+def dataset(tmp_path, make_class_folder) -> Path:
+    """A prepared dataset: train/validation/test with FAKE and REAL."""
+    root = tmp_path / "data"
+    for seed, (split, count) in enumerate((("train", 4), ("validation", 10), ("test", 12))):
+        make_class_folder(root / split, {"FAKE": count, "REAL": count}, seed=seed + 1)
+    return root
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_binary_metrics_agree_with_scikit_learn():
+    metrics = evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"])
+    predicted = BINARY_PROBABILITIES.argmax(axis=1)
+    assert metrics["positive_class"] == "B"
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(BINARY_LABELS, predicted))
+    assert metrics["precision"] == pytest.approx(precision_score(BINARY_LABELS, predicted))
+    assert metrics["recall"] == pytest.approx(recall_score(BINARY_LABELS, predicted))
+    assert metrics["f1"] == pytest.approx(f1_score(BINARY_LABELS, predicted))
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(BINARY_LABELS, BINARY_PROBABILITIES[:, 1]))
+    assert metrics["average_precision"] == pytest.approx(
+        average_precision_score(BINARY_LABELS, BINARY_PROBABILITIES[:, 1]))
+    assert metrics["loss"] == pytest.approx(log_loss(BINARY_LABELS, BINARY_PROBABILITIES))
+    assert metrics["confusion_matrix"] == confusion_matrix(BINARY_LABELS, predicted).tolist()
+    precision, recall, f1, support = precision_recall_fscore_support(BINARY_LABELS, predicted)
+    assert metrics["per_class"]["A"] == pytest.approx(
+        {"precision": precision[0], "recall": recall[0], "f1": f1[0], "support": support[0]})
+    assert metrics["num_images"] == len(BINARY_LABELS)
+
+
+def test_positive_class_by_name_scores_its_column():
+    metrics = evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"],
+                                         positive_class="FAKE")
+    predicted = BINARY_PROBABILITIES.argmax(axis=1)
+    assert metrics["positive_class"] == "FAKE"
+    assert metrics["precision"] == pytest.approx(precision_score(BINARY_LABELS, predicted, pos_label=0))
+    assert metrics["recall"] == pytest.approx(recall_score(BINARY_LABELS, predicted, pos_label=0))
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(BINARY_LABELS == 0, BINARY_PROBABILITIES[:, 0]))
+
+
+def test_unknown_positive_class_is_rejected():
+    with pytest.raises(ValueError, match="CAT"):
+        evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"], positive_class="CAT")
+
+
+def test_three_class_metrics_are_macro_averages_from_scikit_learn():
+    metrics = evaluation.compute_metrics(THREE_LABELS, THREE_PROBABILITIES, ["a", "b", "c"])
+    predicted = THREE_PROBABILITIES.argmax(axis=1)
+    precision, recall, f1, _ = precision_recall_fscore_support(THREE_LABELS, predicted, average="macro")
+    assert metrics["average"] == "macro"
+    assert metrics["positive_class"] is None
+    assert (metrics["precision"], metrics["recall"], metrics["f1"]) == pytest.approx((precision, recall, f1))
+    assert metrics["roc_auc"] == pytest.approx(
+        roc_auc_score(THREE_LABELS, THREE_PROBABILITIES, multi_class="ovr", average="macro"))
+    assert metrics["average_precision"] == pytest.approx(
+        average_precision_score(label_binarize(THREE_LABELS, classes=[0, 1, 2]), THREE_PROBABILITIES))
+    assert metrics["loss"] == pytest.approx(log_loss(THREE_LABELS, THREE_PROBABILITIES))
+    assert metrics["confusion_matrix"] == confusion_matrix(THREE_LABELS, predicted).tolist()
+    assert "at_threshold" not in metrics
+
+
+def test_metrics_at_threshold_call_positive_at_or_above_it():
+    metrics = evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
+    predicted = (BINARY_PROBABILITIES[:, 1] >= 0.45).astype(int)
+    at = metrics["at_threshold"]
+    assert metrics["decision_threshold"] == 0.45
+    assert at["accuracy"] == pytest.approx(accuracy_score(BINARY_LABELS, predicted))
+    assert at["f1"] == pytest.approx(f1_score(BINARY_LABELS, predicted))
+    assert at["confusion_matrix"] == confusion_matrix(BINARY_LABELS, predicted).tolist()
+    assert at["accuracy"] != metrics["accuracy"]  # 0.45 and argmax disagree on this data
+
+
+def test_roc_auc_is_none_when_the_labels_hold_one_class():
+    metrics = evaluation.compute_metrics([1, 1, 1], [[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]], ["A", "B"])
+    assert metrics["roc_auc"] is None
+    json.dumps(metrics, allow_nan=False)  # still valid JSON
+
+
+def test_outputs_that_are_not_probabilities_are_rejected():
+    logits = np.array([[2.0, -1.0], [0.5, 3.0]])
+    with pytest.raises(ValueError, match="softmax"):
+        evaluation.compute_metrics([0, 1], logits, ["A", "B"])
+
+
+def test_choose_threshold_maximises_validation_f1():
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 300)
+    scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1).round(3)  # rounding makes ties
+    threshold = evaluation.choose_threshold(labels, scores)
+    candidates = np.unique(np.concatenate([scores, [0.0, 1.0, 0.5]]))
+    best = max(f1_score(labels, scores >= candidate) for candidate in candidates)
+    assert f1_score(labels, scores >= threshold) == pytest.approx(best)
+    assert f1_score(labels, scores >= 0.5) < best  # the search does better than the default
+
+
+def test_choose_threshold_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        evaluation.choose_threshold([1, 1, 1], [0.2, 0.5, 0.9])
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy():
+    # 80%-sure answers right 8 times in 10, 60%-sure answers right 6 times in 10.
+    labels = [0] * 8 + [1] * 2 + [1] * 6 + [0] * 4
+    probabilities = [[0.8, 0.2]] * 10 + [[0.4, 0.6]] * 10
+    bins = evaluation.calibration_bins(labels, probabilities)
+    assert evaluation.expected_calibration_error(bins) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ece_is_the_confidence_gap_when_overconfident():
+    labels = [0, 1] * 10  # 99%-sure answers right half of the time
+    probabilities = [[0.99, 0.01]] * 20
+    bins = evaluation.calibration_bins(labels, probabilities)
+    assert evaluation.expected_calibration_error(bins) == pytest.approx(0.49)
+
+
+def test_calibration_bins_are_15_equal_width_bins_over_top_class_confidence():
+    bins = evaluation.calibration_bins([2, 0, 2], [[0.1, 0.2, 0.7], [0.25, 0.3, 0.45], [0.0, 0.0, 1.0]])
+    assert len(bins) == 15
+    assert all(entry["upper"] - entry["lower"] == pytest.approx(1 / 15) for entry in bins)
+    filled = {index: entry for index, entry in enumerate(bins) if entry["count"]}
+    assert sorted(filled) == [6, 10, 14]  # 0.45 in (6/15, 7/15], 0.7 in (10/15, 11/15], 1.0 in the last bin
+    assert filled[10]["accuracy"] == 1.0 and filled[6]["accuracy"] == 0.0
+    assert filled[6]["confidence"] == pytest.approx(0.45)
+
+
+def test_most_confident_errors_come_first():
+    order = evaluation.most_confident_errors(BINARY_LABELS, BINARY_PROBABILITIES)
+    predicted = BINARY_PROBABILITIES.argmax(axis=1)
+    assert set(order) == set(np.flatnonzero(predicted != BINARY_LABELS))
+    confidences = [BINARY_PROBABILITIES[index].max() for index in order]
+    assert confidences == sorted(confidences, reverse=True)
+
+
+# --- predictions -----------------------------------------------------------------------------
+
+
+def test_predict_images_keeps_file_order(tmp_path, make_class_folder, binary_model):
+    images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 5, "REAL": 5}))
+    probabilities = evaluation.predict_images(binary_model, images, batch_size=4)
+    one_by_one = np.concatenate([
+        binary_model(load_rgb(path)[None].astype(np.float32), training=False).numpy() for path in images.files])
+    np.testing.assert_allclose(probabilities, one_by_one, atol=1e-5)
+
+
+def test_two_thousand_images_are_predicted_in_batches(tmp_path, make_class_folder, binary_model):
+    images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 1000, "REAL": 1000}))
+    counting = CountingModel(binary_model)
+    probabilities = evaluation.predict_images(counting, images, batch_size=256, image_size=8)
+    assert probabilities.shape == (2000, 2)
+    assert int(counting.calls.numpy()) == math.ceil(2000 / 256)
+    assert int(counting.images.numpy()) == 2000
+
+
+# --- folders ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder_classes", [("DOG", "REAL"), ("REAL",), ("DOG", "FAKE", "REAL")])
+def test_class_name_mismatch_names_both_sides(tmp_path, make_class_folder, binary_model, folder_classes):
+    folder = make_class_folder(tmp_path / "mine", dict.fromkeys(folder_classes, 2))
+    with pytest.raises(UserError) as caught:
+        evaluation.evaluate_folder(binary_model, model_info(["FAKE", "REAL"]), folder, tmp_path / "out")
+    message = str(caught.value)
+    assert str(list(folder_classes)) in message and "['FAKE', 'REAL']" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_predicting_other_class_count_fails_clearly(tmp_path, make_class_folder, three_class_model):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    with pytest.raises(UserError, match="predicts 3 classes"):
+        evaluation.evaluate_folder(three_class_model, model_info(["FAKE", "REAL"]), folder, tmp_path / "out")
+
+
+def test_same_model_and_folder_give_identical_metrics(tmp_path, make_class_folder, binary_model):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 9, "REAL": 7})
+    info = model_info(["FAKE", "REAL"], decision_threshold=0.5)
+    first = evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "first", batch_size=4)
+    second = evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "second", batch_size=4)
+    assert first == second
+    assert (tmp_path / "first" / "metrics.json").read_bytes() == (tmp_path / "second" / "metrics.json").read_bytes()
+
+
+def test_broken_files_are_skipped_and_counted(tmp_path, make_class_folder, bad_files, binary_model):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3})
+    broken = bad_files(folder / "FAKE")
+    metrics = evaluation.evaluate_folder(binary_model, model_info(["FAKE", "REAL"]), folder, tmp_path / "out")
+    assert metrics["num_images"] == 6
+    assert metrics["num_skipped"] == len(broken)
+    assert sorted(entry["file"] for entry in metrics["skipped_files"]) == sorted(
+        f"FAKE/{path.name}" for path in broken.values())
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert written["num_skipped"] == len(broken)
+
+
+def test_images_of_mixed_sizes_are_evaluated(tmp_path, make_class_folder, binary_model):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3}, size=(20, 20))
+    make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2}, size=(61, 37), seed=9, suffix=".jpg")
+    metrics = evaluation.evaluate_folder(binary_model, model_info(["FAKE", "REAL"]), folder, tmp_path / "out")
+    assert metrics["num_images"] == 10
+
+
+def test_evaluate_folder_applies_the_threshold_from_model_json(tmp_path, make_class_folder, binary_model):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 4, "REAL": 4})
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE", decision_threshold=0.3)
+    metrics = evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "out")
+    assert metrics["at_threshold"]["threshold"] == 0.3
+    assert metrics["threshold_source"] == "model.json"
+    assert (tmp_path / "out" / "EVALUATION.md").is_file()
+
+
+def test_evaluate_folder_never_replaces_a_runs_test_results(tmp_path, make_class_folder, binary_model):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.json").write_text("{}")
+    (run / "metrics.json").write_text('{"accuracy": 0.9}')
+    with pytest.raises(UserError, match="another output folder"):
+        evaluation.evaluate_folder(binary_model, model_info(["FAKE", "REAL"]), folder, run)
+    assert (run / "metrics.json").read_text() == '{"accuracy": 0.9}'
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def test_evaluate_run_writes_every_output(tmp_path, dataset, binary_model):
+    run = tmp_path / "models" / "run1"
+    metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), dataset, run, batch_size=8)
+    for name in ("metrics.json", "classification_report.txt", "MODEL_CARD.md", *evaluation.PLOT_FILES.values()):
+        assert (run / name).stat().st_size > 0, name
+    for name in evaluation.PLOT_FILES.values():
+        with Image.open(run / name) as image:
+            assert image.format == "PNG"
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    assert metrics["num_images"] == 24
+    assert "FAKE" in (run / "classification_report.txt").read_text()
+
+
+def test_evaluate_run_updates_model_json_keeping_other_keys(tmp_path, dataset, binary_model):
+    run = tmp_path / "run"
+    run.mkdir()
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE", best_epoch={"epoch": 3, "val_loss": 0.5})
+    (run / "model.json").write_text(json.dumps({**info, "created": "2026-01-01T00:00:00"}))
+    metrics = evaluation.evaluate_run(binary_model, info, dataset, run)
+    saved = json.loads((run / "model.json").read_text())
+    assert saved["created"] == "2026-01-01T00:00:00"
+    assert saved["best_epoch"] == {"epoch": 3, "val_loss": 0.5}
+    assert saved["test_metrics"]["accuracy"] == metrics["accuracy"]
+    assert saved["test_metrics"]["f1"] == metrics["f1"]
+    assert saved["test_metrics"]["roc_auc"] == metrics["roc_auc"]
+    assert saved["decision_threshold"] == metrics["decision_threshold"] is not None
+
+
+def test_evaluate_run_chooses_the_threshold_on_validation(tmp_path, dataset, binary_model):
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE")
+    metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
+    validation = scan_images(dataset / "validation", class_names=["FAKE", "REAL"])
+    scores = evaluation.predict_images(binary_model, validation)[:, 0]
+    expected = evaluation.choose_threshold(np.asarray(validation.labels) == 0, scores.astype(np.float64))
+    assert metrics["decision_threshold"] == pytest.approx(expected)
+    assert metrics["threshold_source"] == "validation"
+    assert metrics["threshold_selection"]["num_images"] == 20
+
+
+def test_evaluate_run_without_validation_keeps_argmax(tmp_path, make_class_folder, binary_model):
+    make_class_folder(tmp_path / "data" / "test", {"FAKE": 3, "REAL": 3})
+    metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), tmp_path / "data",
+                                      tmp_path / "run")
+    assert metrics["decision_threshold"] is None
+    assert "at_threshold" not in metrics
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["decision_threshold"] is None
+
+
+def test_evaluate_run_without_test_split_fails_clearly(tmp_path, make_class_folder, binary_model):
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
+    with pytest.raises(UserError, match="no test folder"):
+        evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), tmp_path / "data", tmp_path / "run")
+
+
+def test_three_class_run_reports_macro_metrics_without_threshold(tmp_path, make_class_folder, three_class_model):
+    for split in ("validation", "test"):
+        make_class_folder(tmp_path / "data" / split, {"benign": 3, "malignant": 3, "normal": 3})
+    info = model_info(["benign", "malignant", "normal"])
+    metrics = evaluation.evaluate_run(three_class_model, info, tmp_path / "data", tmp_path / "run")
+    assert metrics["average"] == "macro"
+    assert "decision_threshold" not in metrics
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert "decision_threshold" not in saved and saved["test_metrics"]["f1"] == metrics["f1"]
+    assert (tmp_path / "run" / "roc_curve.png").stat().st_size > 0
+
+
+# --- model card ------------------------------------------------------------------------------
+
+
+def test_model_card_has_counts_config_metrics_plots_and_limitations(tmp_path, dataset, binary_model):
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE",
+                      counts={"train": {"FAKE": 4, "REAL": 4}, "validation": {"FAKE": 10, "REAL": 10},
+                              "test": {"FAKE": 12, "REAL": 12}})
+    metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
+    card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    assert "| FAKE | 4 | 10 | 12 |" in card
+    assert "| batch_size | `4` |" in card
+    assert f"| accuracy | {metrics['accuracy']:.4f} | {metrics['at_threshold']['accuracy']:.4f} |" in card
+    for file_name in evaluation.PLOT_FILES.values():
+        assert f"]({file_name})" in card
+    assert "Stable Diffusion 1.4" in card
+    assert "Demo model" not in card
+
+
+def test_model_card_says_so_when_the_data_was_synthetic_demo_data(tmp_path, dataset, binary_model):
+    info = model_info(["FAKE", "REAL"], config={"epochs": 1, "demo": True})
+    evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
+    assert "synthetic" in (tmp_path / "run" / "MODEL_CARD.md").read_text()
+
+
+def test_format_summary_names_the_headline_numbers_and_skipped_files():
+    metrics = evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
+    line = evaluation.format_summary({**metrics, "num_skipped": 2})
+    assert f"accuracy {metrics['accuracy']:.4f}" in line and f"ROC AUC {metrics['roc_auc']:.4f}" in line
+    assert "threshold 0.450" in line and "2 broken files skipped" in line
