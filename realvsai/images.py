@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from realvsai.files import MAX_IMAGE_PIXELS
 
@@ -41,6 +41,11 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
         image = Image.open(data)
+    except UnidentifiedImageError as error:
+        # Pillow's message names the stream object (<_io.BytesIO object at 0x...>): useless to a user.
+        raise ImageDecodeError("not an image (no known image format)") from error
+    except Image.DecompressionBombError as error:  # far beyond the limit: Pillow refuses to open it
+        raise ImageDecodeError(f"too many pixels ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"not an image Pillow can read ({error})") from error
     width, height = image.size

@@ -76,3 +76,18 @@ def test_ordinary_jpeg_takes_the_tensorflow_route():
     header = images.read_header(encode(Image.new("RGB", (7, 5)), "JPEG"))
 
     assert (header.width, header.height, header.needs_pil) == (7, 5, False)
+
+
+def test_a_far_too_large_image_is_refused_with_a_clear_error(monkeypatch):
+    data = encode(Image.new("RGB", (100, 100)), "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses at twice this
+
+    with pytest.raises(images.ImageDecodeError, match="pixels"):
+        images.read_header(data)
+
+
+def test_error_for_uploaded_bytes_does_not_show_python_object_names():
+    with pytest.raises(images.ImageDecodeError) as raised:
+        images.load_rgb(b"plain text")
+
+    assert "object at 0x" not in str(raised.value)

@@ -1,0 +1,307 @@
+"""Classify images in the browser: upload photos, see the predicted class, its odds and why.
+
+The app finds the trained models under models/ (each run folder holds model.h5 + model.json,
+written by ModelTraining.py), newest first, with a selector in the sidebar. For every upload it
+shows the picture, the predicted class with its probability, a bar per class, and "Uncertain"
+when the top probability is below the confidence threshold (sidebar slider; its default comes
+from the model's model.json). The Grad-CAM toggle lays a heatmap over each image showing where
+the evidence for the predicted class lies. A table lists every upload and downloads as CSV.
+
+    models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
+
+Start it with Streamlit; the app's own options come after "--":
+
+    streamlit run App.py
+    streamlit run App.py -- --model models/<run>
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+from realvsai import inference
+from realvsai.cli import make_parser, positive_int, setup_logging
+from realvsai.errors import UserError
+
+logger = logging.getLogger("realvsai.app")
+DEFAULTS = inference.DEFAULTS
+MAX_CARDS = 60  # uploads shown one by one; the table below them lists all of them
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The app's options (after ``--`` on the streamlit command line); unknown ones are ignored."""
+    parser = make_parser(__doc__, prog="streamlit run App.py --")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a run folder (or its model.h5) to open first (default: the newest in --models)")
+    parser.add_argument("--models", type=Path, default=DEFAULTS.models_dir,
+                        help="the folder holding the training runs")
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size,
+                        help="uploads per model call")
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULTS.max_pixels,
+                        help="uploads with more pixels are refused unread (decompression bombs)")
+    # Tolerant: whatever else ends up in sys.argv (a test runner's, Streamlit's) must not stop the app.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        logger.warning("ignoring unknown arguments: %s", " ".join(unknown))
+    return args
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the sidebar controls."""
+
+    threshold: float
+    explain: bool
+
+
+# --------------------------------------------------------------------------------- cached work
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
+def load_classifier(model_file: str, modified: float) -> inference.Classifier:
+    """The model, loaded once per file and modification time (a retrained run reloads)."""
+    del modified  # only part of the cache key
+    return inference.load_classifier(Path(model_file))[0]
+
+
+# The uploads are cached by their upload ids (unique per upload, stable across reruns) rather than
+# by their bytes, so a rerun does not hash every uploaded byte again.
+@st.cache_data(show_spinner=False, max_entries=8)
+def classify(_classifier: inference.Classifier, model_key: str, upload_ids: tuple[str, ...],
+             _uploads: list[UploadedFile], batch_size: int, max_pixels: int) -> list[inference.UploadResult]:
+    """Results of a set of uploads, kept across reruns (moving a slider does not re-run the model)."""
+    del upload_ids  # only part of the cache key
+    return inference.classify_uploads(_classifier, ((file.name, file.getvalue()) for file in _uploads),
+                                      batch_size=batch_size, max_pixels=max_pixels)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _data: bytes,
+            max_pixels: int) -> np.ndarray:
+    """The Grad-CAM overlay of one upload."""
+    del upload_id  # only part of the cache key
+    return inference.explain_upload(_classifier, _data, max_pixels=max_pixels)
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def _code(text: str) -> str:
+    """``text`` as inline code, so a file name is shown as typed, never read as Markdown."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _run_label(run: inference.ModelRun) -> str:
+    return f"{run.name} · {run.created.astimezone():%Y-%m-%d %H:%M}"
+
+
+def _model_key(run: inference.ModelRun) -> str:
+    return f"{run.model_file}:{run.model_file.stat().st_mtime_ns}"
+
+
+# ---------------------------------------------------------------------------------- sections
+
+
+def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[inference.ModelRun], int]:
+    """The runs to offer, and the index of the one to open first (``--model``, else the newest)."""
+    runs, skipped = inference.list_runs(models_dir)
+    for folder, reason in skipped:
+        st.sidebar.warning(f"Skipped {_code(folder.name)}: {reason}")
+    if explicit is None:
+        return runs, 0
+    try:
+        chosen = inference.read_run(explicit)
+    except UserError as error:
+        st.error(f"--model {_code(str(explicit))}: {error}")
+        return runs, 0
+    for index, run in enumerate(runs):
+        if run.path.resolve() == chosen.path.resolve():
+            return runs, index
+    return [chosen, *runs], 0
+
+
+def no_model_page(models_dir: Path) -> None:
+    """What a first-time user sees: how to get a model."""
+    st.title("🔍 Real or AI?")
+    st.info(f"There is no trained model in {_code(str(models_dir.resolve()))} yet.")
+    st.markdown("Train one on the small built-in demo dataset (a few minutes on a laptop), then start the app again:")
+    st.code("python ModelTraining.py --demo\nstreamlit run App.py", language="bash")
+    st.markdown("Trained one somewhere else? Point the app at its folder (the one holding `model.h5` and "
+                "`model.json`):")
+    st.code("streamlit run App.py -- --model PATH/TO/RUN", language="bash")
+
+
+def model_selector(runs: list[inference.ModelRun], default: int) -> inference.ModelRun:
+    """The sidebar's model choice."""
+    by_path = {str(run.path): run for run in runs}
+    chosen = st.sidebar.selectbox("Model", list(by_path), index=default, key="model",
+                                  format_func=lambda path: _run_label(by_path[path]),
+                                  help="Trained runs found in the models folder, newest first.")
+    return by_path[chosen]
+
+
+def open_model(run: inference.ModelRun) -> inference.Classifier:
+    """The loaded model; an unreadable one ends the page with a message instead of a traceback."""
+    try:
+        return load_classifier(str(run.model_file), run.model_file.stat().st_mtime)
+    except UserError as error:
+        st.error(str(error))
+    except Exception as error:  # Keras raises many types for a damaged or foreign file; all end here
+        logger.exception("cannot load %s", run.model_file)
+        st.error(f"Could not load {_code(str(run.model_file))} ({type(error).__name__}: {error}). "
+                 "Train the model again, or choose another one in the sidebar.")
+    st.stop()
+
+
+def sidebar_settings(run: inference.ModelRun) -> Settings:
+    """The confidence threshold and the Grad-CAM switch."""
+    threshold = st.sidebar.slider(
+        "Confidence threshold", min_value=0.0, max_value=1.0, value=run.confidence_threshold, step=0.01,
+        key=f"threshold:{run.path}",
+        help="A result whose top probability is below this is marked Uncertain. The default comes from "
+             "the model's model.json.")
+    explain_on = st.sidebar.toggle("Explain with Grad-CAM", value=False, key="explain",
+                                   help="Colours the regions that made the model choose its class "
+                                        "(gradient-weighted class activation map of the backbone's last "
+                                        "convolutional block). Costs about one extra model call per image.")
+    return Settings(threshold, explain_on)
+
+
+def model_card(run: inference.ModelRun) -> None:
+    """The chosen model at a glance: classes, image size, test metrics, date."""
+    st.title(f"🔍 {', '.join(run.class_names[:-1])} or {run.class_names[-1]}?")
+    with st.container(border=True):
+        details = [f"Model **{run.name}**", f"trained {run.created.astimezone():%Y-%m-%d %H:%M}",
+                   f"classes {', '.join(run.class_names)}", f"{run.image_size} px"]
+        backbone = run.info.get("backbone")
+        if backbone:
+            details.append(str(backbone))
+        st.markdown(" · ".join(details))
+        metrics = run.test_metrics()
+        if metrics:
+            columns = st.columns(len(metrics))
+            for column, (name, value) in zip(columns, metrics.items()):
+                column.metric(f"Test {name.replace('_', ' ')}", f"{value:.3f}")
+        else:
+            st.caption("No test metrics recorded for this model.")
+
+
+def upload_section() -> list[UploadedFile]:
+    """The file uploader; returns the uploaded files (possibly none)."""
+    files = st.file_uploader("Upload images", type=list(inference.UPLOAD_TYPES), accept_multiple_files=True,
+                             key="uploads", help="JPG, PNG, WebP or BMP; one or many at once.")
+    if not files:
+        st.caption("Drop one or more images above. Each one gets a predicted class with its probability; "
+                   "switch on Grad-CAM in the sidebar to see where the evidence lies.")
+    return list(files or [])
+
+
+def result_card(result: inference.UploadResult, upload: UploadedFile, classifier: inference.Classifier,
+                run: inference.ModelRun, settings: Settings, max_pixels: int) -> None:
+    """One upload: its picture (and heatmap), the verdict and a bar per class."""
+    with st.container(border=True):
+        if not result.ok:
+            st.error(f"{_code(result.name)} could not be classified: {result.error}")
+            return
+        index, probability = result.top()
+        predicted = run.class_names[index]
+        columns = st.columns([1, 1, 1.2] if settings.explain else [1, 1.6])
+        columns[0].image(result.preview, caption=result.name, width="stretch")
+        if settings.explain:
+            try:
+                overlay = explain(classifier, _model_key(run), upload.file_id, upload.getvalue(), max_pixels)
+                columns[1].image(overlay,
+                                 caption=f"Grad-CAM: evidence for {predicted}", width="stretch")
+            except Exception as error:  # an explanation that fails must not take the verdict with it
+                logger.exception("Grad-CAM failed for %s", result.name)
+                columns[1].warning(f"Grad-CAM failed for {_code(result.name)} ({type(error).__name__}: {error}).")
+        with columns[-1]:
+            if result.uncertain(settings.threshold):
+                st.markdown("### :orange[Uncertain]")
+                st.caption(f"Leaning {predicted} at {probability:.1%}, below the {settings.threshold:.0%} threshold.")
+            else:
+                st.markdown(f"### {predicted}")
+                st.caption(f"{probability:.1%} probability")
+            for name, value in zip(run.class_names, result.probabilities):
+                st.progress(float(np.clip(value, 0.0, 1.0)), text=f"{name}: {value:.1%}")
+
+
+def results_section(results: list[inference.UploadResult], uploads: list[UploadedFile],
+                    classifier: inference.Classifier, run: inference.ModelRun, settings: Settings,
+                    max_pixels: int) -> None:
+    """A card per upload (the first MAX_CARDS of them)."""
+    classified = [result for result in results if result.ok]
+    counts = {name: 0 for name in run.class_names}
+    uncertain = 0
+    for result in classified:
+        if result.uncertain(settings.threshold):
+            uncertain += 1
+        else:
+            counts[run.class_names[result.top()[0]]] += 1
+    summary = [f"{count} {name}" for name, count in counts.items()]
+    summary += [f"{uncertain} uncertain"] if uncertain else []
+    summary += [f"{len(results) - len(classified)} not classified"] if len(classified) < len(results) else []
+    st.subheader(f"{len(results)} image{'s' if len(results) != 1 else ''}: {', '.join(summary)}")
+    for result, upload in list(zip(results, uploads))[:MAX_CARDS]:
+        try:
+            result_card(result, upload, classifier, run, settings, max_pixels)
+        except Exception as error:  # one odd upload must not take the page down
+            logger.exception("cannot show %s", result.name)
+            st.error(f"{_code(result.name)}: unexpected error ({type(error).__name__}: {error})")
+    if len(results) > MAX_CARDS:
+        st.caption(f"Showing the first {MAX_CARDS} of {len(results)} uploads; the table below lists all of them.")
+
+
+def batch_table(results: list[inference.UploadResult], run: inference.ModelRun, settings: Settings) -> None:
+    """Every upload in one table, downloadable as CSV."""
+    rows = inference.results_table(results, run.class_names, settings.threshold)
+    st.subheader("All results")
+    probability_columns = {
+        f"p_{name}": st.column_config.ProgressColumn(f"P({name})", min_value=0.0, max_value=1.0, format="%.3f")
+        for name in run.class_names}
+    st.dataframe(rows, hide_index=True, column_config=probability_columns)
+    st.download_button("Download CSV", data=inference.results_csv(rows), file_name="predictions.csv",
+                       mime="text/csv", icon=":material/download:", on_click="ignore", key="download")
+
+
+# -------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+    st.set_page_config(page_title="Real vs AI", page_icon="🔍", layout="wide")
+    runs, default = find_runs(args.models, args.model)
+    if not runs:
+        no_model_page(args.models)
+        return 0
+    run = model_selector(runs, default)
+    classifier = open_model(run)
+    settings = sidebar_settings(run)
+    model_card(run)
+    uploads = upload_section()
+    if not uploads:
+        return 0
+    with st.spinner(f"Classifying {len(uploads)} image{'s' if len(uploads) != 1 else ''}…"):
+        results = classify(classifier, _model_key(run), tuple(file.file_id for file in uploads), uploads,
+                           args.batch_size, args.max_pixels)
+    results_section(results, uploads, classifier, run, settings, args.max_pixels)
+    batch_table(results, run, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    if st.runtime.exists():
+        main()  # under Streamlit: no sys.exit, which would end the script run rather than a process
+    else:
+        parse_args()  # so that `python App.py --help` shows the options
+        print("Start the app with Streamlit: streamlit run App.py [-- --model PATH]", file=sys.stderr)
+        sys.exit(2)

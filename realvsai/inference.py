@@ -1,0 +1,522 @@
+"""Serving a trained model: find the runs, load one, decode uploads, predict in batches, explain.
+
+    from realvsai import inference
+    runs, _ = inference.list_runs(Path("models"))
+    classifier = inference.load_classifier(runs[0].path)
+    results = inference.classify_uploads(classifier, [("cat.jpg", jpeg_bytes)])
+    heatmap = classifier.grad_cam(image)  # (H, W) float32 in [0, 1]
+
+The model does its own resizing and preprocessing (raw RGB 0..255 in), so the app sees what
+training saw. Each upload is resized to the model's image size with the model's own ``resize``
+layer before the uploads are stacked into one batch; the model's resize is then a no-op, so a
+batch gives the same probabilities as calling the model on each original image.
+
+TensorFlow and Keras are imported when a model is loaded, so listing runs stays instant.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from realvsai.errors import UserError
+from realvsai.files import MAX_IMAGE_PIXELS
+from realvsai.images import ImageDecodeError, load_rgb
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE, INFO_FILE, METRICS_FILE = "model.h5", "model.json", "metrics.json"
+UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
+# The layers Grad-CAM runs before the backbone; "augmentation" is skipped (it only acts in training).
+_AUGMENTATION_LAYER, _BACKBONE_LAYER, _RESIZE_LAYER = "augmentation", "backbone", "resize"
+# Metrics worth a headline on the model card, in the order shown.
+_BUFFER_REPR = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+HEADLINE_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall", "balanced_accuracy")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Defaults of the app and of the prediction path, held once."""
+
+    models_dir: Path = Path("models")
+    batch_size: int = 16  # uploads per model call
+    max_pixels: int = MAX_IMAGE_PIXELS  # larger uploads are refused before decoding (decompression bombs)
+    confidence_threshold: float = 0.6  # "Uncertain" below this, when model.json names none
+    preview_size: int = 384  # longest side of the picture shown per upload, in pixels
+    colormap: str = "turbo"  # matplotlib colormap of the Grad-CAM overlay (jet's perceptual successor)
+    heatmap_opacity: float = 0.45
+
+
+DEFAULTS = ServeConfig()
+
+
+# ----------------------------------------------------------------------------------- run folders
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One trained model on disk: ``model.h5`` with its ``model.json`` (and ``metrics.json``)."""
+
+    path: Path  # the run folder
+    model_file: Path
+    info: dict[str, Any]  # model.json
+    metrics: dict[str, Any]  # metrics.json; empty when the run has none
+    created: datetime  # timezone-aware
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(name) for name in self.info["class_names"]]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.info["image_size"])
+
+    @property
+    def confidence_threshold(self) -> float:
+        value = self.info.get("confidence_threshold")
+        return float(value) if isinstance(value, int | float) else DEFAULTS.confidence_threshold
+
+    def test_metrics(self) -> dict[str, float]:
+        """Headline test metrics: model.json's ``test_metrics``, else the numbers metrics.json holds."""
+        for source in (self.info.get("test_metrics"), self.metrics.get("test"), self.metrics):
+            if isinstance(source, dict):
+                found = {name: float(source[name]) for name in HEADLINE_METRICS
+                         if isinstance(source.get(name), int | float) and not isinstance(source.get(name), bool)}
+                if found:
+                    return found
+        return {}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} cannot be read ({error}). Train the model again or restore the file.") from error
+    if not isinstance(value, dict):
+        raise UserError(f"{path} does not hold a JSON object. Train the model again or restore the file.")
+    return value
+
+
+def _created(info: dict[str, Any], model_file: Path) -> datetime:
+    """model.json's ``created`` time (naive times are taken as local), else the model file's mtime."""
+    text = info.get("created")
+    if isinstance(text, str):
+        try:
+            moment = datetime.fromisoformat(text)
+            return moment.astimezone() if moment.tzinfo is None else moment
+        except ValueError:
+            logger.warning("%s: created %r is not an ISO time; using the file's time", model_file.parent, text)
+    return datetime.fromtimestamp(model_file.stat().st_mtime, tz=timezone.utc)
+
+
+def read_run(path: Path) -> ModelRun:
+    """Reads a run folder, or a ``model.h5`` with its ``model.json`` beside it.
+
+    Raises:
+        UserError: if the model file or its model.json is missing or lacks class names / image size.
+    """
+    path = Path(path)
+    folder, model_file = (path.parent, path) if path.suffix.lower() in (".h5", ".keras") else (path, path / MODEL_FILE)
+    if not model_file.is_file():
+        raise UserError(f"{model_file} does not exist. Give a run folder under models/ or its model.h5, "
+                        "or train one with: python ModelTraining.py --demo")
+    info_file = folder / INFO_FILE
+    if not info_file.is_file():
+        raise UserError(f"{info_file} is missing: the app needs it for the class names and image size. "
+                        "Use a folder written by ModelTraining.py.")
+    info = _read_json(info_file)
+    class_names, image_size = info.get("class_names"), info.get("image_size")
+    if not isinstance(class_names, list) or len(class_names) < 2:
+        raise UserError(f"{info_file} has no list of at least two class_names. Train the model again.")
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+        raise UserError(f"{info_file} has no positive integer image_size. Train the model again.")
+    metrics_file = folder / METRICS_FILE
+    try:
+        metrics = _read_json(metrics_file) if metrics_file.is_file() else {}
+    except UserError as error:  # the metrics only decorate the model card; the model still works
+        logger.warning("%s", error)
+        metrics = {}
+    return ModelRun(folder, model_file, info, metrics, _created(info, model_file))
+
+
+def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]:
+    """The usable runs under ``models_dir``, newest first, and the folders skipped with the reason.
+
+    A run is a sub-folder holding ``model.h5``; folders without one (a run still training, notes)
+    are ignored, and those whose model.json is missing or broken are returned as skipped.
+    """
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return [], []
+    runs, skipped = [], []
+    for folder in sorted(child for child in models_dir.iterdir() if child.is_dir() and not child.name.startswith(".")):
+        if not (folder / MODEL_FILE).is_file():
+            continue
+        try:
+            runs.append(read_run(folder))
+        except UserError as error:
+            logger.warning("skipping %s: %s", folder, error)
+            skipped.append((folder, str(error)))
+    runs.sort(key=lambda run: (run.created, run.name), reverse=True)
+    return runs, skipped
+
+
+# ------------------------------------------------------------------------------------- the model
+
+
+class Classifier:
+    """A loaded model with its class names, a batched predict path and Grad-CAM.
+
+    The model is called through ``tf.function``s with fixed input signatures, so it is traced
+    once, not once per upload size or batch size.
+    """
+
+    def __init__(self, model: keras.Model, class_names: Sequence[str], image_size: int) -> None:
+        import tensorflow as tf
+
+        self.model = model
+        self.class_names = list(class_names)
+        self.image_size = int(image_size)
+        outputs = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else None
+        if outputs is not None and outputs != len(self.class_names):
+            raise UserError(f"the model outputs {outputs} classes, but model.json names {len(self.class_names)} "
+                            f"({self.class_names}). The files do not belong together: train the model again.")
+        names = [layer.name for layer in model.layers]
+        self._resize = model.get_layer(_RESIZE_LAYER) if _RESIZE_LAYER in names else None
+        if self._resize is None:
+            logger.warning("the model has no %r layer; uploads are resized with plain bilinear", _RESIZE_LAYER)
+        image = tf.TensorSpec([None, None, 3], tf.uint8)
+        self._prepare_fn = tf.function(self._prepare_graph, input_signature=[image])
+        self._call = tf.function(lambda batch: model(batch, training=False),
+                                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        self._grad_cam_fn = tf.function(self._grad_cam_graph, input_signature=[
+            tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([], tf.int32)])
+
+    def _prepare_graph(self, image: tf.Tensor) -> tf.Tensor:
+        import tensorflow as tf
+
+        batch = tf.cast(image, tf.float32)[tf.newaxis]
+        # The model's own Resizing layer, so the resize here equals the one inside the model
+        # (bilinear, no antialias); the model's resize of an image already at image_size is a no-op.
+        if self._resize is not None:
+            resized = self._resize(batch)
+        else:
+            resized = tf.image.resize(batch, (self.image_size, self.image_size), method="bilinear")
+        return resized[0]
+
+    def prepare(self, image: np.ndarray) -> tf.Tensor:
+        """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor that batches are made of."""
+        return self._prepare_fn(np.ascontiguousarray(image, dtype=np.uint8))
+
+    def predict_prepared(self, batch: tf.Tensor | np.ndarray) -> np.ndarray:
+        """Probabilities (N, classes) of a batch of prepared images, in one model call."""
+        import tensorflow as tf
+
+        return self._call(tf.convert_to_tensor(batch, tf.float32)).numpy()
+
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = DEFAULTS.batch_size) -> np.ndarray:
+        """Probabilities (N, classes) of decoded (H, W, 3) uint8 images of any sizes, batch by batch."""
+        import tensorflow as tf
+
+        rows = [self.predict_prepared(tf.stack([self.prepare(image) for image in images[start:start + batch_size]]))
+                for start in range(0, len(images), batch_size)]
+        return np.concatenate(rows) if rows else np.zeros((0, len(self.class_names)), np.float32)
+
+    # ------------------------------------------------------------------------------- Grad-CAM
+
+    def _split_layers(self) -> tuple[list[Any], Any, list[Any]]:
+        import keras
+
+        layers = [layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        names = [layer.name for layer in layers]
+        if _BACKBONE_LAYER not in names:
+            raise ValueError(f"Grad-CAM needs a layer named {_BACKBONE_LAYER!r}; this model has {names}")
+        index = names.index(_BACKBONE_LAYER)
+        before = [layer for layer in layers[:index] if layer.name != _AUGMENTATION_LAYER]
+        return before, layers[index], layers[index + 1:]
+
+    def _grad_cam_graph(self, image: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        import keras
+        import tensorflow as tf
+
+        before, backbone, head = self._split_layers()
+        pixels = image[tf.newaxis]
+        for layer in before:
+            pixels = layer(pixels, training=False)
+        features = backbone(pixels, training=False)  # the last convolutional block's feature map
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            hidden = features
+            for layer in head[:-1]:
+                hidden = layer(hidden, training=False)
+            last = head[-1]
+            if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax:
+                logits = tf.matmul(tf.cast(hidden, last.kernel.dtype), last.kernel)
+                logits = logits + last.bias if last.use_bias else logits
+                probabilities = tf.nn.softmax(logits)
+            else:
+                probabilities = tf.cast(last(hidden, training=False), tf.float32)
+                logits = tf.math.log(probabilities + 1e-12)
+            logits = tf.cast(logits, tf.float32)
+            target = tf.where(class_index < 0, tf.argmax(probabilities[0], output_type=tf.int32), class_index)
+            # The class's logit minus the mean logit: softmax ignores a shift shared by all logits,
+            # so only this centred score is evidence for the class over the others (for two classes
+            # it is half the log-odds), and unlike the probability it does not saturate near 1.
+            score = logits[0, target] - tf.reduce_mean(logits[0])
+        gradients = tf.cast(tape.gradient(score, features), tf.float32)[0]  # (h, w, channels)
+        channel_weights = tf.reduce_mean(gradients, axis=(0, 1))
+        cam = tf.nn.relu(tf.reduce_sum(tf.cast(features[0], tf.float32) * channel_weights, axis=-1))
+        peak = tf.reduce_max(cam)
+        cam = tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), tf.zeros_like(cam))
+        return cam, target
+
+    def grad_cam(self, image: np.ndarray, class_index: int | None = None,
+                 output_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Grad-CAM heatmap of ``image`` for ``class_index`` (default: the predicted class).
+
+        Gradients of the class score with respect to the backbone's feature map, averaged over
+        space, weight its channels; the weighted map's positive part, scaled to a peak of 1 and
+        upsampled, shows where the evidence for the class lies.
+
+        Args:
+            image: an (H, W, 3) uint8 image, as decoded.
+            class_index: the class to explain; None explains the predicted one.
+            output_size: (height, width) of the heatmap; default the image's.
+
+        Returns:
+            A float32 (height, width) array in [0, 1]; all zeros when nothing speaks for the class.
+        """
+        import tensorflow as tf
+
+        if class_index is not None and not 0 <= class_index < len(self.class_names):
+            raise ValueError(f"class_index {class_index} is not one of the {len(self.class_names)} classes")
+        cam, _ = self._grad_cam_fn(self.prepare(image), tf.constant(-1 if class_index is None else class_index,
+                                                                    tf.int32))
+        height, width = output_size or image.shape[:2]
+        heatmap = tf.image.resize(cam[..., tf.newaxis], (height, width), method="bilinear")[..., 0]
+        return np.clip(heatmap.numpy(), 0.0, 1.0).astype(np.float32)
+
+
+def _import_project_module(name: str) -> Any:
+    """``realvsai.<name>``, or None where it does not exist (a model built without it)."""
+    try:
+        return importlib.import_module(f"realvsai.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"realvsai.{name}":
+            raise
+        return None
+
+
+def load_classifier(path: Path) -> tuple[Classifier, ModelRun]:
+    """Loads a run folder (or its model.h5) for inference.
+
+    Raises:
+        UserError: if the run's files are missing or do not fit together.
+    """
+    run = read_run(path)
+    logger.info("loading %s", run.model_file)
+    # Both modules register the project's custom layers, which reading the HDF5 file needs.
+    _import_project_module("augmentation")
+    model_module = _import_project_module("model")
+    if model_module is not None and hasattr(model_module, "load_classifier"):
+        model, _ = model_module.load_classifier(run.model_file)
+    else:
+        import keras
+
+        model = keras.models.load_model(run.model_file, compile=False)
+    return Classifier(model, run.class_names, run.image_size), run
+
+
+# ------------------------------------------------------------------------------------- uploads
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What became of one uploaded file."""
+
+    name: str
+    probabilities: np.ndarray | None = None  # (classes,) float32; None when it could not be classified
+    error: str | None = None  # why not, for the user
+    preview: np.ndarray | None = field(default=None, repr=False)  # a small upright RGB copy to show
+    size: tuple[int, int] | None = None  # (width, height) of the decoded image
+
+    @property
+    def ok(self) -> bool:
+        return self.probabilities is not None
+
+    def top(self) -> tuple[int, float]:
+        """Index and probability of the most likely class."""
+        index = int(np.argmax(self.probabilities))
+        return index, float(self.probabilities[index])
+
+    def uncertain(self, threshold: float) -> bool:
+        """True when even the most likely class is below ``threshold``."""
+        return self.top()[1] < threshold
+
+
+def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels) -> np.ndarray:
+    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (see ``images.load_rgb``).
+
+    Raises:
+        ImageDecodeError: if it is not an image, is broken, or has more than ``max_pixels`` pixels.
+    """
+    try:
+        return load_rgb(bytes(data), max_pixels)
+    except ImageDecodeError as error:
+        # Pillow names the in-memory buffer ("<_io.BytesIO object at 0x...>"), which means nothing to a user.
+        raise ImageDecodeError(_BUFFER_REPR.sub("", str(error))) from error
+    except Image.DecompressionBombError as error:
+        # Pillow refuses images above twice its own limit while opening them, before load_rgb's check.
+        raise ImageDecodeError(f"too many pixels ({error})") from error
+
+
+def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> np.ndarray:
+    """A copy of ``image`` no longer than ``max_side`` on either side (fast box reduction)."""
+    factor = math.ceil(max(image.shape[:2]) / max_side)
+    if factor <= 1:
+        return image
+    return np.asarray(Image.fromarray(image).reduce(factor))
+
+
+def classify_uploads(
+    classifier: Classifier,
+    uploads: Iterable[tuple[str, bytes]],
+    *,
+    batch_size: int = DEFAULTS.batch_size,
+    max_pixels: int = DEFAULTS.max_pixels,
+    preview_size: int = DEFAULTS.preview_size,
+) -> list[UploadResult]:
+    """Classifies uploaded files, ``batch_size`` images per model call, in upload order.
+
+    Each file is decoded and resized as it comes, so memory holds at most one full-size image.
+    A file that is not an image, is too large or fails in any other way gets a result with an
+    ``error`` for the user; the other files are classified all the same.
+    """
+    import tensorflow as tf
+
+    slots: list[dict[str, Any]] = []
+    pending: list[tuple[int, tf.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        try:
+            probabilities = classifier.predict_prepared(tf.stack([prepared for _, prepared in pending]))
+        except Exception as error:  # the app must go on; the files of this batch are named instead
+            logger.exception("the model failed on a batch")
+            for index, _ in pending:
+                slots[index].update(error=f"the model failed ({type(error).__name__}: {error})", preview=None)
+        else:
+            for (index, _), row in zip(pending, probabilities):
+                slots[index]["probabilities"] = row
+        pending.clear()
+
+    for name, data in uploads:
+        slot: dict[str, Any] = {"name": name}
+        slots.append(slot)
+        try:
+            image = decode_upload(data, max_pixels)
+            prepared = classifier.prepare(image)
+            slot.update(preview=preview_image(image, preview_size), size=(image.shape[1], image.shape[0]))
+            pending.append((len(slots) - 1, prepared))
+        except ImageDecodeError as error:
+            slot["error"] = str(error)
+        except Exception as error:  # whatever one upload does, the others are still classified
+            logger.exception("unexpected error on %s", name)
+            slot["error"] = f"unexpected error ({type(error).__name__}: {error})"
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return [UploadResult(**slot) for slot in slots]
+
+
+def explain_upload(classifier: Classifier, data: bytes, *, max_pixels: int = DEFAULTS.max_pixels,
+                   preview_size: int = DEFAULTS.preview_size, opacity: float = DEFAULTS.heatmap_opacity,
+                   colormap: str = DEFAULTS.colormap) -> np.ndarray:
+    """The upload's preview with its Grad-CAM heatmap (for the predicted class) laid over it.
+
+    Raises:
+        ImageDecodeError: if the data is not a usable image.
+    """
+    image = decode_upload(data, max_pixels)
+    preview = preview_image(image, preview_size)
+    heatmap = classifier.grad_cam(image, output_size=preview.shape[:2])
+    return overlay_heatmap(preview, heatmap, opacity=opacity, colormap=colormap)
+
+
+def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = DEFAULTS.heatmap_opacity,
+                    colormap: str = DEFAULTS.colormap) -> np.ndarray:
+    """``image`` (H, W, 3 uint8) blended with ``heatmap`` (values 0..1) coloured by a matplotlib colormap.
+
+    The heatmap is resized to the image when their sizes differ.
+    """
+    import matplotlib
+
+    if heatmap.shape[:2] != image.shape[:2]:
+        resized = Image.fromarray(np.asarray(heatmap, np.float32), mode="F").resize(
+            (image.shape[1], image.shape[0]), Image.BILINEAR)
+        heatmap = np.asarray(resized)
+    colours = matplotlib.colormaps[colormap](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
+    blended = (1.0 - opacity) * image.astype(np.float32) + opacity * colours
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------- results
+
+
+def results_table(results: Sequence[UploadResult], class_names: Sequence[str], threshold: float
+                  ) -> list[dict[str, Any]]:
+    """One row per upload: file, predicted class, a probability per class, uncertain, error."""
+    rows = []
+    for result in results:
+        row: dict[str, Any] = {"file": result.name, "predicted": None}
+        row.update({f"p_{name}": None for name in class_names})
+        row.update(uncertain=None, error=result.error or "")
+        if result.ok:
+            index, _ = result.top()
+            row["predicted"] = class_names[index]
+            row.update({f"p_{name}": float(p) for name, p in zip(class_names, result.probabilities)})
+            row["uncertain"] = result.uncertain(threshold)
+        rows.append(row)
+    return rows
+
+
+def _spreadsheet_safe(value: object) -> object:
+    # A file name like "=HYPERLINK(...)" would run as a formula when the CSV is opened in a spreadsheet.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def results_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The results table as CSV text (probabilities with 6 decimals, empty cells for missing values)."""
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if value is None else f"{value:.6f}" if isinstance(value, float)
+                         else _spreadsheet_safe(value) for key, value in row.items()})
+    return buffer.getvalue()

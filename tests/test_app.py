@@ -1,0 +1,261 @@
+"""Tests for App.py through Streamlit's AppTest: what the page shows for each thing a user does.
+
+The app reads its options from ``sys.argv`` in ``main()`` (as ``streamlit run App.py -- ...``
+sets it), so each test sets ``sys.argv`` before the run. Models are tiny stand-ins with the
+contract's layer names (see test_inference.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, run_script
+from streamlit.testing.v1 import AppTest
+from test_inference import bright_patch, build_stand_in, encode, png_header_only, random_image, write_run
+
+from realvsai import inference
+
+APP = REPO / "App.py"
+PNG, JPEG = "image/png", "image/jpeg"
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    """Two runs: "newest" (the evidence stand-in, threshold 0.73) and "older"."""
+    models = tmp_path_factory.mktemp("models")
+    write_run(models, "older", created="2024-01-01T00:00:00+00:00")
+    write_run(models, "newest", created="2025-06-01T12:00:00+00:00", threshold=0.73, evidence=True)
+    return models
+
+
+@pytest.fixture
+def start_app(monkeypatch) -> Callable[..., AppTest]:
+    """``start_app("--models", DIR, ...)``: the app as after ``streamlit run App.py -- ...``, run once."""
+
+    def start(*args: object) -> AppTest:
+        monkeypatch.setattr(sys, "argv", ["App.py", *map(str, args)])
+        app = AppTest.from_file(str(APP), default_timeout=60)
+        app.run()
+        assert not app.exception, app.exception
+        return app
+
+    return start
+
+
+def upload(app: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
+    app.file_uploader[0].set_value(list(files))
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def texts(app: AppTest) -> list[str]:
+    """Every piece of text the main page shows."""
+    return [element.value for kind in ("title", "markdown", "caption", "subheader", "error", "warning", "info")
+            for element in getattr(app, kind)] + [bar.proto.text for bar in app.get("progress")]
+
+
+def verdicts(app: AppTest) -> list[str]:
+    return [text.removeprefix("### ") for text in texts(app) if text.startswith("### ")]
+
+
+# The "newest" stand-in's score for REAL grows with brightness: it calls noise REAL (100%), black
+# FAKE (88%), and hesitates on a small bright patch on black (52% REAL).
+SURE = ("noise.jpg", encode(random_image(1, 50, 40), "JPEG"), JPEG)
+DARK = ("night.png", encode(np.zeros((30, 40, 3), np.uint8)), PNG)
+UNSURE = ("patch.png", encode(bright_patch(64)), PNG)
+
+
+def test_without_a_model_the_app_says_how_to_train_one(start_app, tmp_path):
+    app = start_app("--models", tmp_path / "models")
+
+    assert any("no trained model" in text for text in texts(app))
+    assert "python ModelTraining.py --demo\nstreamlit run App.py" in [block.value for block in app.code]
+    assert not app.file_uploader
+
+
+def test_the_newest_model_opens_with_its_card(start_app, models_dir):
+    app = start_app("--models", models_dir)
+
+    assert app.selectbox[0].value == str(models_dir / "newest")
+    card = next(text for text in texts(app) if text.startswith("Model **newest**"))
+    assert "trained 2025-06-01" in card and "classes FAKE, REAL" in card and "32 px" in card
+    assert [(metric.label, metric.value) for metric in app.metric] == [
+        ("Test accuracy", "0.910"), ("Test f1", "0.900"), ("Test roc auc", "0.950")]
+
+
+def test_the_model_flag_opens_that_run_first(start_app, models_dir):
+    app = start_app("--models", models_dir, "--model", models_dir / "older" / "model.h5")
+
+    assert app.selectbox[0].value == str(models_dir / "older")
+    assert len(app.selectbox[0].options) == 2
+
+
+def test_a_model_flag_pointing_nowhere_says_so_and_opens_the_newest(start_app, models_dir, tmp_path):
+    app = start_app("--models", models_dir, "--model", tmp_path / "missing")
+
+    assert any("--model" in error.value and "does not exist" in error.value for error in app.error)
+    assert app.selectbox[0].value == str(models_dir / "newest")
+
+
+def test_one_upload_shows_its_class_probability_and_a_bar_per_class(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), SURE)
+
+    assert verdicts(app) == ["REAL"]
+    assert "100.0% probability" in texts(app)
+    bars = [bar.proto.text for bar in app.get("progress")]
+    assert [text.split(":")[0] for text in bars] == ["FAKE", "REAL"]
+    assert len(app.get("image")) == 1
+
+
+def test_several_uploads_are_classified_in_one_model_call(start_app, models_dir, monkeypatch):
+    calls = []
+    real = inference.Classifier.predict_prepared
+    monkeypatch.setattr(inference.Classifier, "predict_prepared",
+                        lambda self, batch: calls.append(len(batch)) or real(self, batch))
+    files = [(f"photo_{index}.png", encode(random_image(100 + index, 30 + index, 20)), PNG) for index in range(5)]
+
+    app = upload(start_app("--models", models_dir), *files)
+
+    assert calls == [5]
+    assert len(verdicts(app)) == 5
+    assert app.subheader[0].value.startswith("5 images:")
+
+
+def test_moving_the_threshold_does_not_run_the_model_again(start_app, models_dir, monkeypatch):
+    calls = []
+    real = inference.Classifier.predict_prepared
+    monkeypatch.setattr(inference.Classifier, "predict_prepared",
+                        lambda self, batch: calls.append(len(batch)) or real(self, batch))
+    app = upload(start_app("--models", models_dir), UNSURE)
+
+    app.slider[0].set_value(0.3).run()
+
+    assert calls == [1]
+    assert verdicts(app) == ["REAL"]
+
+
+def test_a_corrupt_upload_is_named_and_the_others_are_classified(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), SURE, ("broken.jpg", b"\xff\xd8\xff\xe0 not really", JPEG), UNSURE)
+
+    assert [error.value.split(" ")[0] for error in app.error] == ["`broken.jpg`"]
+    assert "could not be classified: not an image Pillow can read" in app.error[0].value
+    assert len(verdicts(app)) == 2
+
+
+def test_an_image_with_too_many_pixels_is_refused_by_name(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), ("huge.png", png_header_only(20_000, 20_000), PNG), SURE)
+
+    assert "`huge.png`" in app.error[0].value and "limit" in app.error[0].value
+    assert verdicts(app) == ["REAL"]
+
+
+def test_an_unexpected_error_for_one_file_leaves_the_app_running(start_app, models_dir, monkeypatch):
+    real_load = inference.load_rgb
+
+    def load(data, max_pixels):
+        if data.startswith(b"GIF89a"):
+            raise RuntimeError("decoder exploded")
+        return real_load(data, max_pixels)
+
+    monkeypatch.setattr(inference, "load_rgb", load)
+    app = upload(start_app("--models", models_dir), ("odd.bmp", b"GIF89a....", "image/bmp"), SURE)
+
+    assert "`odd.bmp`" in app.error[0].value and "RuntimeError" in app.error[0].value
+    assert verdicts(app) == ["REAL"]
+
+
+def test_the_threshold_defaults_to_the_model_json_value_and_marks_results_uncertain(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), UNSURE)
+
+    assert app.slider[0].value == pytest.approx(0.73)
+    assert verdicts(app) == [":orange[Uncertain]"]
+    assert any(text.startswith("Leaning REAL at 52") and "73% threshold" in text for text in texts(app))
+
+    app.slider[0].set_value(0.5).run()
+
+    assert verdicts(app) == ["REAL"]
+
+
+def test_the_grad_cam_toggle_adds_a_heatmap_to_each_image(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), SURE, DARK)
+    assert len(app.get("image")) == 2
+
+    app.toggle[0].set_value(True).run()
+
+    assert not app.exception
+    assert len(app.get("image")) == 4
+    captions = [image.proto.imgs[0].caption for image in app.get("image")]
+    assert captions == ["noise.jpg", "Grad-CAM: evidence for REAL", "night.png", "Grad-CAM: evidence for FAKE"]
+
+
+def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypatch):
+    import streamlit
+
+    downloads = []
+    real_download = streamlit.download_button
+
+    def download_button(label, data, *args, **kwargs):
+        downloads.append(data)
+        return real_download(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "download_button", download_button)
+    app = upload(start_app("--models", models_dir), SURE, ("notes.png", b"plain text", PNG), UNSURE, DARK)
+
+    table = app.dataframe[0].value
+    assert list(table["file"]) == ["noise.jpg", "notes.png", "patch.png", "night.png"]
+    lines = downloads[-1].splitlines()
+    assert lines[0] == "file,predicted,p_FAKE,p_REAL,uncertain,error"
+    assert lines[1].startswith("noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,False,")
+    assert lines[2].startswith("notes.png,,,,,not an image Pillow can read")
+    assert lines[3].startswith("patch.png,REAL,0.47") and lines[3].endswith(",True,")
+    assert lines[4] == "night.png,FAKE,0.880797,0.119203,False,"
+
+
+def test_an_unreadable_model_file_shows_a_message_not_a_traceback(start_app, tmp_path):
+    folder = write_run(tmp_path, "damaged", model=build_stand_in())
+    (folder / "model.h5").write_bytes(b"this is not HDF5")
+
+    app = start_app("--models", tmp_path)
+
+    assert "Could not load" in app.error[0].value
+    assert not app.file_uploader
+
+
+def test_a_model_json_that_does_not_match_the_model_shows_a_message(start_app, tmp_path):
+    folder = write_run(tmp_path, "mismatch", model=build_stand_in())
+    info = json.loads((folder / "model.json").read_text())
+    info["class_names"] = ["cat", "dog", "fish"]
+    (folder / "model.json").write_text(json.dumps(info))
+
+    app = start_app("--models", tmp_path)
+
+    assert "outputs 2 classes" in app.error[0].value
+
+
+def test_python_app_py_without_streamlit_says_how_to_start_it():
+    finished = run_script("App.py", timeout=120)
+
+    assert finished.returncode == 2
+    assert "streamlit run App.py" in finished.stderr
+
+
+def test_app_py_help_lists_its_options():
+    finished = run_script("App.py", "--help", timeout=120)
+
+    assert finished.returncode == 0
+    assert "--model" in finished.stdout and "--models" in finished.stdout and "streamlit run App.py" in finished.stdout
+
+
+def test_results_are_the_same_as_the_model_gives_for_the_original_image(start_app, models_dir):
+    image = random_image(7, 70, 45)
+    app = upload(start_app("--models", models_dir), ("a.png", encode(image), PNG))
+
+    classifier, _ = inference.load_classifier(models_dir / "newest")
+    expected = classifier.model(image[None].astype(np.float32), training=False).numpy()[0]
+    assert list(app.dataframe[0].value["p_REAL"]) == pytest.approx([expected[1]], abs=1e-5)

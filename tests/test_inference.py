@@ -1,0 +1,464 @@
+"""Tests for realvsai.inference: run folders, loading, the batched predict path, uploads, Grad-CAM."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+
+from realvsai import inference
+from realvsai.errors import UserError
+
+CLASS_NAMES = ["FAKE", "REAL"]
+IMAGE_SIZE = 32
+
+
+# ------------------------------------------------------------------------------ stand-in models
+
+
+def build_stand_in(class_names=CLASS_NAMES, image_size: int = IMAGE_SIZE, evidence: bool = False, seed: int = 0,
+                   augmentation=None):
+    """A tiny model with the contract's layer names (``preprocess`` is a Rescaling layer here).
+
+    With ``evidence`` its weights are set by hand: the backbone measures local brightness, and the
+    last class's score grows with it, so a bright patch on black is evidence for that class, there.
+    ``augmentation`` (a block named "augmentation") goes first, as in the real model.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, 3))
+    pixels = augmentation(inputs) if augmentation is not None else inputs
+    pixels = keras.layers.Resizing(image_size, image_size, name="resize")(pixels)
+    pixels = keras.layers.Rescaling(1 / 255, name="preprocess")(pixels)
+    backbone_inputs = keras.Input((image_size, image_size, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(backbone_inputs)
+    features = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv2")(features)
+    backbone = keras.Model(backbone_inputs, features, name="backbone")
+    hidden = backbone(pixels, training=False)
+    hidden = keras.layers.GaussianNoise(0.1, name="head_noise")(hidden)
+    hidden = keras.layers.GlobalAveragePooling2D(name="head_pool")(hidden)
+    hidden = keras.layers.Dense(8, activation="relu", name="head_dense")(hidden)
+    hidden = keras.layers.Dropout(0.4, name="head_dropout")(hidden)
+    outputs = keras.layers.Dense(len(class_names), activation="softmax", name="predictions", dtype="float32")(hidden)
+    model = keras.Model(inputs, outputs)
+    if evidence:
+        conv1, conv2 = backbone.get_layer("conv1"), backbone.get_layer("conv2")
+        conv1.set_weights([np.full((3, 3, 3, 4), 1 / 27, np.float32), np.zeros(4, np.float32)])
+        conv2.set_weights([np.full((3, 3, 4, 8), 1 / 36, np.float32), np.zeros(8, np.float32)])
+        dense = np.zeros((8, 8), np.float32)
+        dense[0, 0] = 1.0
+        model.get_layer("head_dense").set_weights([dense, np.zeros(8, np.float32)])
+        scores = np.zeros((8, len(class_names)), np.float32)
+        scores[0, -1] = 40.0
+        model.get_layer("predictions").set_weights([scores, np.array([2.0] + [0.0] * (len(class_names) - 1),
+                                                                     np.float32)])
+    return model
+
+
+def write_run(models_dir: Path, name: str, model=None, *, created: str | None = "2025-01-02T03:04:05+00:00",
+              class_names=CLASS_NAMES, image_size: int = IMAGE_SIZE, threshold: float = 0.6,
+              metrics: dict | None = None, evidence: bool = False) -> Path:
+    """Writes ``models_dir/name/`` as training does: model.h5, model.json and metrics.json."""
+    folder = Path(models_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    model = model if model is not None else build_stand_in(class_names, image_size, evidence=evidence)
+    model.save(folder / "model.h5")
+    info = {"class_names": list(class_names), "image_size": image_size, "positive_class": class_names[0],
+            "backbone": "stand-in", "weights": "none", "confidence_threshold": threshold,
+            "test_metrics": {"accuracy": 0.91, "f1": 0.9, "roc_auc": 0.95}}
+    if created is not None:
+        info["created"] = created
+    (folder / "model.json").write_text(json.dumps(info))
+    (folder / "metrics.json").write_text(json.dumps(metrics or {"accuracy": 0.91, "f1": 0.9}))
+    return folder
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def random_image(seed: int, width: int, height: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def bright_patch(size: int = 64, corner: str = "top_left") -> np.ndarray:
+    image = np.zeros((size, size, 3), np.uint8)
+    quarter = size // 4
+    rows = slice(0, quarter) if corner.startswith("top") else slice(size - quarter, size)
+    cols = slice(0, quarter) if corner.endswith("left") else slice(size - quarter, size)
+    image[rows, cols] = 255
+    return image
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with almost no pixel data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def stand_in_run(tmp_path_factory) -> Path:
+    return write_run(tmp_path_factory.mktemp("models"), "stand_in")
+
+
+@pytest.fixture(scope="module")
+def classifier(stand_in_run) -> inference.Classifier:
+    return inference.load_classifier(stand_in_run)[0]
+
+
+@pytest.fixture(scope="module")
+def evidence_classifier(tmp_path_factory) -> inference.Classifier:
+    model = build_stand_in(evidence=True)
+    return inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE)
+
+
+# ---------------------------------------------------------------------------------- run folders
+
+
+def test_list_runs_puts_the_newest_first(tmp_path):
+    model = build_stand_in()
+    write_run(tmp_path, "older", model, created="2024-05-01T10:00:00+00:00")
+    write_run(tmp_path, "newer", model, created="2025-05-01T10:00:00")  # naive: local time
+    write_run(tmp_path, "middle", model, created="2024-12-01T10:00:00+02:00")
+
+    runs, skipped = inference.list_runs(tmp_path)
+
+    assert [run.name for run in runs] == ["newer", "middle", "older"]
+    assert skipped == []
+
+
+def test_list_runs_skips_a_folder_with_a_broken_model_json_and_says_why(tmp_path):
+    write_run(tmp_path, "good")
+    broken = write_run(tmp_path, "broken")
+    (broken / "model.json").write_text("{not json")
+    (tmp_path / "training_in_progress").mkdir()  # no model.h5 yet: ignored, not an error
+
+    runs, skipped = inference.list_runs(tmp_path)
+
+    assert [run.name for run in runs] == ["good"]
+    assert [folder.name for folder, _ in skipped] == ["broken"]
+    assert "model.json" in skipped[0][1]
+
+
+def test_list_runs_of_a_missing_folder_is_empty(tmp_path):
+    assert inference.list_runs(tmp_path / "nothing") == ([], [])
+
+
+def test_read_run_takes_the_model_file_as_well_as_the_folder(stand_in_run):
+    by_file = inference.read_run(stand_in_run / "model.h5")
+
+    assert by_file.path == stand_in_run
+    assert by_file.class_names == CLASS_NAMES
+    assert by_file.image_size == IMAGE_SIZE
+    assert by_file.confidence_threshold == 0.6
+
+
+def test_read_run_without_model_json_says_it_is_needed(tmp_path):
+    (tmp_path / "model.h5").write_bytes(b"")
+
+    with pytest.raises(UserError, match=r"model\.json is missing"):
+        inference.read_run(tmp_path)
+
+
+def test_read_run_rejects_a_model_json_without_class_names(tmp_path):
+    folder = write_run(tmp_path, "run")
+    (folder / "model.json").write_text(json.dumps({"image_size": 32}))
+
+    with pytest.raises(UserError, match="class_names"):
+        inference.read_run(folder)
+
+
+def test_test_metrics_fall_back_to_metrics_json(tmp_path):
+    folder = write_run(tmp_path, "run", metrics={"accuracy": 0.8, "roc_auc": 0.85, "confusion_matrix": [[1]]})
+    info = json.loads((folder / "model.json").read_text())
+    del info["test_metrics"]
+    (folder / "model.json").write_text(json.dumps(info))
+
+    assert inference.read_run(folder).test_metrics() == {"accuracy": 0.8, "roc_auc": 0.85}
+
+
+# ------------------------------------------------------------------------------------ the model
+
+
+def test_load_classifier_refuses_a_model_json_with_another_number_of_classes(tmp_path):
+    folder = write_run(tmp_path, "run")
+    info = json.loads((folder / "model.json").read_text())
+    info["class_names"] = ["a", "b", "c"]
+    (folder / "model.json").write_text(json.dumps(info))
+
+    with pytest.raises(UserError, match="outputs 2 classes"):
+        inference.load_classifier(folder)
+
+
+@pytest.mark.slow  # a fresh Python process with TensorFlow
+def test_load_classifier_reads_a_model_with_the_project_s_augmentation_layers_in_a_fresh_process(tmp_path):
+    augmentation = pytest.importorskip("realvsai.augmentation")
+    model = build_stand_in(augmentation=augmentation.build_augmentation("detector", seed=0))
+    folder = write_run(tmp_path, "augmented", model)
+    image = random_image(13, 40, 30)
+    np.save(tmp_path / "image.npy", image)
+    expected = model(image[None].astype(np.float32), training=False).numpy()
+
+    # A fresh process: custom layers registered in this one would hide a missing import.
+    finished = subprocess.run(
+        [sys.executable, "-c", "import sys, numpy as np; from realvsai import inference; "
+         "classifier, _ = inference.load_classifier(sys.argv[1]); "
+         "print(classifier.predict([np.load(sys.argv[2])]).tolist()); "
+         "print(classifier.grad_cam(np.load(sys.argv[2])).shape)", str(folder), str(tmp_path / "image.npy")],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    probabilities, heatmap_shape = finished.stdout.strip().splitlines()[-2:]
+    np.testing.assert_allclose(json.loads(probabilities), expected, atol=1e-5)
+    assert heatmap_shape == "(30, 40)"
+
+
+def test_batched_predictions_equal_single_image_model_calls_on_the_original_images(classifier):
+    sizes = [(32, 32), (50, 37), (17, 90), (640, 480), (33, 31)]
+    images = [random_image(seed, width, height) for seed, (width, height) in enumerate(sizes)]
+
+    batched = classifier.predict(images, batch_size=4)
+    single = np.concatenate([classifier.model(image[None].astype(np.float32), training=False).numpy()
+                             for image in images])
+
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_the_model_is_traced_once_for_any_batch_and_image_size(classifier):
+    for count, side in ((1, 20), (3, 64), (5, 33)):
+        classifier.predict([random_image(count, side, side + 3)] * count, batch_size=4)
+
+    assert classifier._call.experimental_get_tracing_count() == 1
+    assert classifier._prepare_fn.experimental_get_tracing_count() == 1
+
+
+# -------------------------------------------------------------------------------------- uploads
+
+
+def test_classify_uploads_names_each_broken_file_and_classifies_the_others(classifier, bad_files, tmp_path):
+    broken = bad_files(tmp_path)
+    uploads = [("good1.png", encode(random_image(1, 40, 30)))]
+    uploads += [(path.name, path.read_bytes()) for path in broken.values()]
+    uploads += [("good2.jpg", encode(random_image(2, 64, 48), "JPEG"))]
+
+    results = inference.classify_uploads(classifier, uploads, batch_size=2)
+
+    assert [result.name for result in results] == [name for name, _ in uploads]
+    assert [result.ok for result in results] == [True, False, False, False, True]
+    assert all(result.error.startswith("not an image Pillow can read") for result in results[1:4])
+    np.testing.assert_allclose(results[0].probabilities.sum(), 1.0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("side", [12_000, 40_000])  # above our limit; above Pillow's own bomb limit too
+def test_classify_uploads_refuses_an_image_with_too_many_pixels_before_decoding_it(classifier, side):
+    results = inference.classify_uploads(classifier, [("bomb.png", png_header_only(side, side)),
+                                                      ("fine.png", encode(random_image(3, 20, 20)))])
+
+    assert not results[0].ok
+    assert "pixels" in results[0].error and "limit" in results[0].error
+    assert results[1].ok
+
+
+def test_classify_uploads_reads_every_kind_of_image_a_user_has(classifier):
+    rgb = random_image(4, 24, 16)
+    sixteen_bit = io.BytesIO()
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(sixteen_bit, "PNG")
+    uploads = [
+        ("rgba.png", encode(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]))),
+        ("gray.png", encode(rgb[..., 0])),
+        ("palette.png", _save(Image.fromarray(rgb).convert("P"), "PNG")),
+        ("cmyk.jpg", _save(Image.fromarray(rgb).convert("CMYK"), "JPEG")),
+        ("sixteen.png", sixteen_bit.getvalue()),
+        ("photo.webp", encode(rgb, "WEBP")),
+        ("photo.bmp", encode(rgb, "BMP")),
+    ]
+
+    results = inference.classify_uploads(classifier, uploads)
+
+    assert [result.error for result in results] == [None] * len(uploads)
+    assert all(result.size == (24, 16) for result in results)
+
+
+def _save(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_classify_uploads_turns_an_exif_rotated_photo_upright(classifier):
+    image = Image.fromarray(random_image(5, 40, 20))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+
+    result = inference.classify_uploads(classifier, [("phone.jpg", _save(image, "JPEG", exif=exif))])[0]
+
+    assert result.size == (20, 40)
+    assert result.preview.shape[:2] == (40, 20)
+
+
+def test_classify_uploads_goes_on_when_one_file_fails_unexpectedly(classifier, monkeypatch):
+    real_load = inference.load_rgb
+
+    def load(data, max_pixels):
+        if data == b"boom":
+            raise RuntimeError("something nobody expected")
+        return real_load(data, max_pixels)
+
+    monkeypatch.setattr(inference, "load_rgb", load)
+    results = inference.classify_uploads(classifier, [("a.png", encode(random_image(6, 8, 8))), ("b.png", b"boom"),
+                                                      ("c.png", encode(random_image(7, 8, 8)))])
+
+    assert [result.ok for result in results] == [True, False, True]
+    assert "RuntimeError" in results[1].error
+
+
+def test_classify_uploads_calls_the_model_once_per_batch(classifier, monkeypatch):
+    calls = []
+    real = classifier.predict_prepared
+    monkeypatch.setattr(classifier, "predict_prepared", lambda batch: calls.append(len(batch)) or real(batch))
+    uploads = [(f"{index}.png", encode(random_image(index, 10 + index, 12))) for index in range(7)]
+
+    inference.classify_uploads(classifier, uploads, batch_size=3)
+
+    assert calls == [3, 3, 1]
+
+
+def test_preview_is_no_longer_than_its_limit_and_keeps_the_aspect_ratio():
+    preview = inference.preview_image(random_image(8, 1000, 500), max_side=384)
+
+    assert max(preview.shape[:2]) <= 384
+    assert preview.shape[1] == 2 * preview.shape[0]
+
+
+# ------------------------------------------------------------------------------------- Grad-CAM
+
+
+def test_grad_cam_heatmap_has_the_image_size_and_values_in_the_unit_range(classifier):
+    image = random_image(9, 45, 30)
+
+    heatmap = classifier.grad_cam(image)
+
+    assert heatmap.shape == (30, 45)
+    assert heatmap.dtype == np.float32
+    assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+
+
+@pytest.mark.parametrize("corner", ["top_left", "bottom_right"])
+def test_grad_cam_peaks_where_the_evidence_is(evidence_classifier, corner):
+    image = bright_patch(64, corner)
+    assert evidence_classifier.predict([image]).argmax() == 1  # the patch makes it "REAL"
+
+    heatmap = evidence_classifier.grad_cam(image)
+
+    peak_row, peak_col = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    inside = bright_patch(64, corner)[..., 0] > 0
+    assert inside[peak_row, peak_col]
+    assert heatmap[inside].mean() > 4 * heatmap[~inside].mean()
+
+
+def test_grad_cam_is_deterministic_and_not_constant(classifier):
+    image = random_image(10, 64, 64)
+
+    first, second = classifier.grad_cam(image), classifier.grad_cam(image)
+
+    np.testing.assert_array_equal(first, second)
+    assert first.max() - first.min() > 0.1
+
+
+def test_grad_cam_of_another_class_differs(evidence_classifier):
+    image = bright_patch(64)
+
+    assert not np.allclose(evidence_classifier.grad_cam(image, class_index=0),
+                           evidence_classifier.grad_cam(image, class_index=1))
+
+
+def test_overlay_keeps_the_image_size_and_colours_the_hot_area():
+    image = np.full((40, 60, 3), 128, np.uint8)
+    heatmap = np.zeros((4, 6), np.float32)
+    heatmap[0, 0] = 1.0
+
+    overlay = inference.overlay_heatmap(image, heatmap, opacity=0.5, colormap="jet")
+
+    assert overlay.shape == image.shape and overlay.dtype == np.uint8
+    assert not np.array_equal(overlay[0, 0], overlay[-1, -1])
+
+
+def test_explain_upload_returns_an_overlay_of_the_preview_size(classifier):
+    overlay = inference.explain_upload(classifier, encode(random_image(11, 800, 200)), preview_size=100)
+
+    assert overlay.shape == (25, 100, 3)
+
+
+# -------------------------------------------------------------------------------------- results
+
+
+def _result(name: str, probabilities=None, error=None) -> inference.UploadResult:
+    return inference.UploadResult(name, None if probabilities is None else np.array(probabilities, np.float32), error)
+
+
+def test_a_top_probability_below_the_threshold_is_uncertain():
+    result = _result("x.png", [0.45, 0.55])
+
+    assert result.uncertain(0.6)
+    assert not result.uncertain(0.5)
+
+
+def test_results_csv_has_a_row_per_upload_with_every_probability_and_the_errors():
+    results = [_result("a.png", [0.9, 0.1]), _result("b.txt", error="not an image: broken"),
+               _result("c.png", [0.45, 0.55])]
+
+    text = inference.results_csv(inference.results_table(results, CLASS_NAMES, threshold=0.6))
+
+    assert text.splitlines() == [
+        "file,predicted,p_FAKE,p_REAL,uncertain,error",
+        "a.png,FAKE,0.900000,0.100000,False,",
+        "b.txt,,,,,not an image: broken",
+        "c.png,REAL,0.450000,0.550000,True,",
+    ]
+
+
+def test_results_csv_keeps_a_formula_like_file_name_from_running_in_a_spreadsheet():
+    text = inference.results_csv(inference.results_table([_result("=cmd.png", [0.5, 0.5])], CLASS_NAMES, 0.6))
+
+    assert text.splitlines()[1].startswith("'=cmd.png,")
+
+
+# -------------------------------------------------------------------------------- the real model
+
+
+@pytest.mark.slow  # about 10 s alone, twice that on a busy machine
+def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
+    model_module = pytest.importorskip("realvsai.model")
+    # 64 px gives ResNet's last block a 2x2 map; at 32 px it is 1x1 and every heatmap is flat.
+    model = model_module.build_model(2, image_size=64, backbone="resnet50", weights=None, augment="none")
+    folder = write_run(tmp_path, "resnet", model, image_size=64)
+
+    classifier, run = inference.load_classifier(folder)
+    assert run.image_size == 64
+    image = random_image(12, 96, 80)
+    probabilities = classifier.predict([image])
+    heatmap = classifier.grad_cam(image)
+
+    np.testing.assert_allclose(probabilities, model(image[None].astype(np.float32), training=False), atol=1e-5)
+    assert classifier.model.get_layer("backbone").output.shape[1:3] == (2, 2)
+    assert heatmap.shape == (80, 96) and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+    assert heatmap.max() - heatmap.min() > 0.1
+    np.testing.assert_array_equal(heatmap, classifier.grad_cam(image))
