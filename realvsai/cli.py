@@ -82,7 +82,8 @@ def run_main(body: Callable[[], object]) -> int:
 
 
 def _fail(message: str) -> int:
-    logging.shutdown()
+    for handler in logger.handlers:  # let log lines already written come before the error line
+        handler.flush()
     print(f"error: {message}", file=sys.stderr)
     return EXIT_FAILED
 

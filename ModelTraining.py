@@ -1,0 +1,147 @@
+"""Fine-tunes a ResNet (ResNet101 by default) on DATA/train, picks the best epoch on DATA/validation,
+and evaluates it on DATA/test.
+
+    DATA/train/<Class>/...           ->   OUT/NAME/model.h5            best epoch (lowest val_loss)
+    DATA/validation/<Class>/...           OUT/NAME/model.json          class names, settings, counts, best epoch
+    DATA/test/<Class>/...  (optional)     OUT/NAME/history.csv         one row per epoch, both phases
+                                          OUT/NAME/training_curves.png loss, accuracy, precision, recall, AUC, F1
+                                          OUT/NAME/logs/               TensorBoard
+                                          OUT/NAME/metrics.json, MODEL_CARD.md, plots   (when DATA/test exists)
+
+Phase 1 trains the head on the frozen backbone (--head-epochs); phase 2 fine-tunes the backbone
+(--fine-tune-epochs, all of it or its top --fine-tune-blocks residual blocks) at a lower learning
+rate, on the same epoch axis. With --weights none the whole network trains from scratch for all
+the epochs. A run killed at any moment continues from its last finished epoch with
+--resume --name NAME. Preprocessing is inside the model: it takes raw RGB images of any size.
+
+Examples:
+    python ModelTraining.py --data data --name cifake --image-size 32 --weights none
+    python ModelTraining.py --data data --name art --head-epochs 5 --fine-tune-epochs 10
+    python ModelTraining.py --resume --name art
+    python ModelTraining.py --evaluate models/art/model.h5 --test-dir other_images
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from realvsai.cli import make_parser, positive_int, run_main, setup_logging
+from realvsai.training import AUGMENTATIONS, BACKBONES, PRECISIONS, TrainConfig
+
+logger = logging.getLogger("realvsai.train")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = make_parser(__doc__)
+    data = parser.add_argument_group("data and run")
+    data.add_argument("--data", type=Path, default=defaults.data, help="dataset folder with train/ and validation/")
+    data.add_argument("--out", type=Path, default=None,
+                      help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate, the folder for its "
+                           "outputs (default: eval-<test folder> beside the model)")
+    data.add_argument("--name", default=defaults.name, help="the run's folder name (default: a timestamp)")
+    data.add_argument("--resume", action="store_true",
+                      help="continue the run --name from its last finished epoch, with its saved settings")
+    data.add_argument("--seed", type=int, default=defaults.seed, help="seeds shuffling, augmentation and weights")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="the ResNet to fine-tune")
+    model.add_argument("--weights", default=defaults.weights,
+                       help="'imagenet' (downloaded once to ~/.keras/models/), a weights file, or 'none' to train "
+                            "from scratch")
+    model.add_argument("--image-size", type=positive_int, default=defaults.image_size,
+                       help="side in pixels the backbone sees; images of any size are resized to it")
+    model.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augment,
+                       help="augmentation inside the model, in training only: detector keeps the pixel traces of "
+                            "generated images; classic = ImageDataGenerator's rotations, shifts, shear, zoom, flip")
+    model.add_argument("--head-units", type=positive_int, default=defaults.head_units, help="units of the head's Dense")
+    model.add_argument("--l2", type=float, default=defaults.l2, help="L2 factor on the head's Dense kernel")
+    model.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout rate before the output")
+    model.add_argument("--noise", type=float, default=defaults.noise,
+                       help="stddev of the Gaussian noise on the feature map (training only)")
+
+    schedule = parser.add_argument_group("schedule")
+    schedule.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                          help="images per step on each GPU (the global batch is this times the GPUs)")
+    schedule.add_argument("--head-epochs", type=int, default=defaults.head_epochs,
+                          help="phase 1: epochs with the backbone frozen")
+    schedule.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs,
+                          help="phase 2: epochs that fine-tune the backbone too")
+    schedule.add_argument("--fine-tune-blocks", type=int, default=defaults.fine_tune_blocks,
+                          help="residual blocks that fine-tune, counted from the top (0 = the whole backbone)")
+    schedule.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                          help="Adam's start rate in phase 1 (and from scratch); decays linearly over the phase")
+    schedule.add_argument("--fine-tune-learning-rate", type=float, default=defaults.fine_tune_learning_rate,
+                          help="Adam's start rate in phase 2; decays linearly over the phase")
+    schedule.add_argument("--no-class-weights", dest="class_weights", action="store_false",
+                          help="do not weight the loss by inverse class frequency")
+    schedule.add_argument("--positive-class", default=defaults.positive_class,
+                          help="the class the binary precision/recall/F1/AUC are about (default: the class named "
+                               "fake, generated, synthetic or ai)")
+    schedule.add_argument("--stop-margin", type=float, default=defaults.stop_margin,
+                          help="StopTrainingOnValidationLoss: an epoch overfits when val_loss > loss + this")
+    schedule.add_argument("--stop-patience", type=positive_int, default=defaults.stop_patience,
+                          help="StopTrainingOnValidationLoss: overfitting epochs in a row that end the phase")
+    schedule.add_argument("--early-stopping-patience", type=positive_int, default=defaults.early_stopping_patience,
+                          help="epochs without a lower val_loss that end the phase")
+
+    hardware = parser.add_argument_group("hardware")
+    hardware.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                          help="auto = mixed_float16 on a GPU, float32 on CPU")
+    hardware.add_argument("--xla", action="store_true",
+                          help="compile the training step with XLA (default: Keras decides: on for one GPU when "
+                               "every layer supports it, off on CPU)")
+
+    evaluate = parser.add_argument_group("evaluate a saved model instead of training")
+    evaluate.add_argument("--evaluate", type=Path, metavar="MODEL",
+                          help="a model.h5 (with its model.json) or a run folder to evaluate on --test-dir")
+    evaluate.add_argument("--test-dir", type=Path, help="folder of class folders to evaluate --evaluate on")
+    args = parser.parse_args(argv)
+    if args.evaluate is not None and args.test_dir is None:
+        parser.error("--evaluate needs --test-dir DIR")
+    if args.test_dir is not None and args.evaluate is None:
+        parser.error("--test-dir goes with --evaluate MODEL")
+    return args
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the flags describe (flags share the fields' names)."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
+              if hasattr(args, field.name) and getattr(args, field.name) is not None}
+    return TrainConfig(**values)
+
+
+def run_training(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    config.validate()
+    from realvsai import training  # TensorFlow loads here, after the settings are checked
+
+    result = training.train(config, resume=args.resume, verbose=0 if args.quiet else "auto")
+    print(training.summarize(result))
+
+
+def run_evaluation(args: argparse.Namespace) -> None:
+    from realvsai import training
+
+    out_dir, metrics = training.evaluate_model_file(args.evaluate, args.test_dir, args.out)
+    summary = {key: metrics[key] for key in ("accuracy", "f1", "roc_auc") if key in metrics}
+    print(f"evaluated {args.evaluate} on {args.test_dir}: {json.dumps(summary)}; outputs in {out_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: hide its start-up chatter
+    if args.evaluate is not None:
+        return run_main(lambda: run_evaluation(args))
+    return run_main(lambda: run_training(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

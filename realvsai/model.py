@@ -1,0 +1,365 @@
+"""The classifier: raw RGB in, softmax out, with a ResNet backbone and the project's head.
+
+Layers, by name and in order (the app, Grad-CAM and the tests rely on them):
+
+    augmentation   optional, active only in training (realvsai.augmentation)
+    resize         keras.layers.Resizing to image_size, bilinear
+    preprocess     caffe preprocessing (RGB -> BGR minus the ImageNet means), a registered layer
+    backbone       keras.applications.ResNet50/101/152 without its top; output = last conv block
+    head_noise  head_pool  head_dense  head_dropout  predictions (softmax, float32)
+
+The model takes float32 RGB 0..255 of any size, so training, evaluation and the app cannot drift
+apart. ``import realvsai.model`` registers the custom layers, so ``keras.models.load_model`` reads
+``model.h5``; ``load_classifier`` loads a run's model together with its ``model.json``.
+
+Usage:
+
+    model = build_model(2, image_size=224, weights="imagenet")
+    model, info = load_classifier("models/run1")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import ops
+
+from realvsai.augmentation import build_augmentation  # also registers its layers for load_model
+from realvsai.errors import UserError
+from realvsai.training import MODEL_FILE, MODEL_JSON_FILE
+
+logger = logging.getLogger(__name__)
+
+BACKBONES = {
+    "resnet50": keras.applications.ResNet50,
+    "resnet101": keras.applications.ResNet101,
+    "resnet152": keras.applications.ResNet152,
+}
+# Where Keras keeps (and looks for) downloaded weights: ~/.keras/models/<file>.
+KERAS_MODELS_DIR = Path.home() / ".keras" / "models"
+_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+# MD5 of the no-top ImageNet files, as keras.applications checks them.
+_NOTOP_MD5 = {
+    "resnet50": "4d473c1dd8becc155b73f8504c6f6626",
+    "resnet101": "88cf7a10940856eca736dc7b7e228a21",
+    "resnet152": "ee4c566cf9a93f14d82f913c2dc6dd0c",
+}
+# ImageNet channel means in BGR order (keras.applications.imagenet_utils, mode "caffe").
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# From-scratch recipe: the moving statistics follow the weights within a few dozen steps instead
+# of Keras' default 0.99 (several hundred), so validation in the first epochs is meaningful.
+SCRATCH_BATCHNORM_MOMENTUM = 0.9
+_RESIDUAL_LAST_BN = re.compile(r"^conv\d+_block\d+_3_bn$")
+_BLOCK = re.compile(r"^(conv\d+_block\d+)_")
+
+
+@keras.saving.register_keras_serializable(package="realvsai")
+class CaffePreprocess(keras.layers.Layer):
+    """RGB 0..255 -> BGR minus the ImageNet channel means: what the Keras ResNet weights expect.
+
+    The same as ``keras.applications.resnet.preprocess_input``, as a layer so it is saved with the model.
+    """
+
+    def call(self, inputs):
+        bgr = ops.flip(inputs, axis=-1)
+        return bgr - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=bgr.dtype)
+
+
+def imagenet_weights_file(backbone: str) -> str:
+    """File name of the backbone's no-top ImageNet weights in Keras' cache."""
+    return f"{backbone}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def resolve_weights(weights: str | Path | None, backbone: str, cache_dir: Path | None = None) -> Path | None:
+    """The weights file to load into the backbone: None to start from random weights.
+
+    ``"imagenet"`` is looked up in Keras' cache and downloaded there once (checked by its MD5);
+    any other value is a path to a weights file for this backbone.
+
+    Raises:
+        UserError: if ImageNet weights cannot be downloaded (offline) or a weights path does not exist.
+    """
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if str(weights).lower() != "imagenet":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"--weights {weights}: no such file. Give a {backbone} weights file, "
+                            "'imagenet' or 'none'.")
+        return path
+    file_name = imagenet_weights_file(backbone)
+    cache_dir = Path(cache_dir) if cache_dir is not None else KERAS_MODELS_DIR
+    cached = cache_dir / file_name
+    if cached.is_file():
+        return cached
+    logger.info("downloading the ImageNet weights of %s to %s", backbone, cached)
+    try:
+        return Path(keras.utils.get_file(file_name, _WEIGHTS_URL + file_name, file_hash=_NOTOP_MD5[backbone],
+                                         cache_dir=str(cache_dir.parent), cache_subdir=cache_dir.name))
+    except Exception as error:  # Keras turns every URL/HTTP failure into a bare Exception
+        raise UserError(
+            f"could not download the ImageNet weights of {backbone} ({error}). Without internet, put "
+            f"{file_name} into {cache_dir}/ (copy it from a machine that has it), or pass "
+            f"--weights /path/to/{file_name}, or train from scratch with --weights none."
+        ) from error
+
+
+def _prepare_from_scratch(backbone: keras.Model) -> None:
+    """The from-scratch recipe: fast-settling BatchNorm statistics, residual blocks that start as identity.
+
+    Zeroing the gamma of the last BatchNorm of each residual block (Goyal et al. 2017) makes every
+    block start as its shortcut, so a 100-layer network trains like a shallow one at first.
+    """
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = SCRATCH_BATCHNORM_MOMENTUM
+            if _RESIDUAL_LAST_BN.match(layer.name):
+                layer.gamma.assign(ops.zeros_like(layer.gamma))
+
+
+def _freeze_batchnorm(backbone: keras.Model) -> None:
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def build_model(
+    num_classes: int,
+    *,
+    image_size: int = 224,
+    backbone: str = "resnet101",
+    weights: str | Path | None = "imagenet",
+    augment: str = "classic",
+    head_units: int = 1024,
+    l2: float = 1e-4,
+    dropout: float = 0.4,
+    noise: float = 0.1,
+    seed: int = 0,
+    weights_cache_dir: Path | None = None,
+) -> keras.Model:
+    """Builds the classifier (uncompiled) under the current dtype policy.
+
+    Args:
+        num_classes: number of output classes (2 or more).
+        image_size: the side the backbone sees; inputs of any size are resized to it.
+        backbone: one of ``BACKBONES``.
+        weights: ``"imagenet"``, a path to backbone weights, or None / ``"none"`` for random weights.
+            With pretrained weights the backbone runs with ``training=False`` (BatchNorm statistics kept);
+            without, it follows the training flag and gets the from-scratch recipe.
+        augment: an augmentation preset of ``realvsai.augmentation`` (``"none"`` for none).
+        head_units, l2, dropout, noise: the head's Dense width, its L2 factor, the dropout rate and
+            the standard deviation of the Gaussian noise on the feature map.
+        seed: seeds the augmentation, noise and dropout layers.
+        weights_cache_dir: where ImageNet weights are cached (default: Keras' ``~/.keras/models``).
+
+    Raises:
+        ValueError: for an unknown backbone or fewer than two classes.
+        UserError: if the weights cannot be found (see ``resolve_weights``).
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+    if num_classes < 2:
+        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+    weights_path = resolve_weights(weights, backbone, weights_cache_dir)
+    pretrained = weights_path is not None
+
+    inputs = keras.Input(shape=(None, None, 3), name="image")
+    x = inputs
+    if augment and augment != "none":
+        augmentation = build_augmentation(augment, seed=seed)
+        if augmentation is not None:
+            x = augmentation(x)
+    x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
+    x = CaffePreprocess(name="preprocess")(x)
+    base = BACKBONES[backbone](include_top=False, weights=str(weights_path) if pretrained else None,
+                               input_shape=(image_size, image_size, 3), name="backbone")
+    if pretrained:
+        # BatchNorm statistics stay frozen even when the backbone is trainable: fine-tuning on a small
+        # dataset would otherwise wreck the ImageNet statistics in the first few steps. Keras 3 lets the
+        # outer call's training flag override this training=False, so the BatchNorm layers are also
+        # kept non-trainable, which runs them in inference mode whatever the flag.
+        _freeze_batchnorm(base)
+        features = base(x, training=False)
+    else:
+        # Random weights have no statistics worth keeping: BatchNorm normalises with batch statistics.
+        _prepare_from_scratch(base)
+        features = base(x)
+    x = keras.layers.GaussianNoise(noise, seed=seed, name="head_noise")(features)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dense(head_units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2),
+                           name="head_dense")(x)
+    x = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")(x)
+    # float32 softmax even under mixed precision: float16 probabilities round 0.9999 to 1.
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+
+
+def backbone_blocks(backbone: keras.Model) -> list[str]:
+    """Names of the backbone's residual blocks (``conv2_block1`` ...), input side first."""
+    blocks: list[str] = []
+    for layer in backbone.layers:
+        match = _BLOCK.match(layer.name)
+        if match and match.group(1) not in blocks:
+            blocks.append(match.group(1))
+    return blocks
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool, top_blocks: int = 0) -> int:
+    """Freezes or unfreezes a pretrained backbone; recompile the model afterwards.
+
+    BatchNorm layers stay frozen either way (see ``build_model``).
+
+    Args:
+        model: a model from ``build_model``.
+        trainable: False freezes the whole backbone.
+        top_blocks: when trainable, only the last ``top_blocks`` residual blocks train (0 = all of it;
+            with a block count, the stem stays frozen).
+
+    Returns:
+        The number of residual blocks that train.
+    """
+    backbone = model.get_layer("backbone")
+    blocks = backbone_blocks(backbone)
+    if not trainable:
+        backbone.trainable = False
+        return 0
+    backbone.trainable = True
+    everything = top_blocks <= 0 or top_blocks >= len(blocks)
+    chosen = set(blocks if everything else blocks[-top_blocks:])
+    for layer in backbone.layers:
+        match = _BLOCK.match(layer.name)
+        in_chosen = everything or bool(match and match.group(1) in chosen)
+        layer.trainable = in_chosen and not isinstance(layer, keras.layers.BatchNormalization)
+    return len(chosen)
+
+
+def _float32_policies(config: Any) -> Any:
+    """``config`` with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith(
+                "mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same model computing in float32, for a model trained under a mixed-precision policy.
+
+    Mixed precision keeps its variables in float32, so the weights carry over exactly; the copy runs
+    on machines without fast float16 kernels (most CPUs) and its HDF5 file loads anywhere.
+    """
+    copy = type(model).from_config(_float32_policies(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics for compile: sparse int labels against softmax outputs
+
+
+@keras.saving.register_keras_serializable(package="realvsai")
+class ClassificationScore(keras.metrics.Metric):
+    """Precision, recall or F1 of the argmax prediction, for one class or macro-averaged over all.
+
+    Accumulates a confusion matrix, so the score is exact over the epoch (not a mean of batch scores).
+    Keras' own Precision/Recall/F1Score expect one-hot labels and thresholds; this reads the sparse
+    labels the pipeline gives and agrees with scikit-learn's ``precision_score(average=None|"macro")``.
+
+    Args:
+        kind: "precision", "recall" or "f1".
+        num_classes: number of classes.
+        class_id: the class to score (the positive class of a binary problem); None = macro average.
+    """
+
+    def __init__(self, kind: str, num_classes: int, class_id: int | None = None, name: str | None = None,
+                 dtype: Any = None):
+        if kind not in ("precision", "recall", "f1"):
+            raise ValueError(f"kind must be precision, recall or f1, got {kind!r}")
+        super().__init__(name=name or kind, dtype=dtype)
+        self.kind, self.num_classes, self.class_id = kind, int(num_classes), class_id
+        self.confusion = self.add_variable(shape=(self.num_classes, self.num_classes), initializer="zeros",
+                                           name="confusion", dtype="float32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        predicted = ops.argmax(y_pred, axis=-1)
+        truth = ops.one_hot(labels, self.num_classes, dtype="float32")
+        guess = ops.one_hot(predicted, self.num_classes, dtype="float32")
+        self.confusion.assign_add(ops.matmul(ops.transpose(truth), guess))  # rows: truth, columns: prediction
+
+    def result(self):
+        hits = ops.diagonal(self.confusion)
+        precision = ops.divide_no_nan(hits, ops.sum(self.confusion, axis=0))
+        recall = ops.divide_no_nan(hits, ops.sum(self.confusion, axis=1))
+        score = {"precision": precision, "recall": recall,
+                 "f1": ops.divide_no_nan(2 * precision * recall, precision + recall)}[self.kind]
+        return score[self.class_id] if self.class_id is not None else ops.mean(score)
+
+    def reset_state(self):
+        self.confusion.assign(ops.zeros_like(self.confusion))
+
+    def get_config(self):
+        return {"kind": self.kind, "num_classes": self.num_classes, "class_id": self.class_id, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="realvsai")
+class SparseAUC(keras.metrics.AUC):
+    """ROC AUC from sparse labels: of ``class_id``'s probability, or macro one-vs-rest when None."""
+
+    def __init__(self, num_classes: int, class_id: int | None = None, name: str = "auc", **kwargs: Any):
+        kwargs.pop("multi_label", None)
+        kwargs.pop("num_labels", None)
+        super().__init__(name=name, multi_label=class_id is None,
+                         num_labels=int(num_classes) if class_id is None else None, **kwargs)
+        self.num_classes, self.class_id = int(num_classes), class_id
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        if self.class_id is not None:
+            return super().update_state(ops.cast(ops.equal(labels, self.class_id), "float32"),
+                                        y_pred[:, self.class_id])
+        return super().update_state(ops.one_hot(labels, self.num_classes, dtype="float32"), y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, class_id=self.class_id)
+        return config
+
+
+def make_metrics(num_classes: int, positive_index: int | None) -> list[keras.metrics.Metric]:
+    """accuracy, precision, recall, auc, f1: of the positive class when binary, else macro-averaged."""
+    class_id = positive_index if num_classes == 2 else None
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        ClassificationScore("precision", num_classes, class_id),
+        ClassificationScore("recall", num_classes, class_id),
+        SparseAUC(num_classes, class_id),
+        ClassificationScore("f1", num_classes, class_id),
+    ]
+
+
+
+def load_classifier(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
+    """Loads a run's model and its model.json from the run folder or the ``.h5`` file inside it.
+
+    Raises:
+        UserError: if the model or its model.json is missing.
+    """
+    path = Path(path)
+    model_file = path / MODEL_FILE if path.is_dir() else path
+    info_file = model_file.with_name(MODEL_JSON_FILE)
+    if not model_file.is_file():
+        raise UserError(f"{model_file} does not exist. Give a run folder (models/NAME) or its model.h5.")
+    if not info_file.is_file():
+        raise UserError(f"{info_file} is missing next to {model_file.name}: it holds the class names. "
+                        "Copy it along with the model.")
+    model = keras.models.load_model(model_file, compile=False)
+    return model, json.loads(info_file.read_text(encoding="utf-8"))

@@ -1,0 +1,575 @@
+"""Training a classifier on DATA/{train,validation}: two phases on one epoch axis, resumable at any epoch.
+
+With pretrained weights:
+
+    head       the backbone frozen, the head trains (``head_epochs`` at ``learning_rate``)
+    fine_tune  the backbone (or its top ``fine_tune_blocks`` residual blocks) trains too, at the lower
+               ``fine_tune_learning_rate``, until epoch ``head_epochs + fine_tune_epochs``
+
+With ``weights="none"`` there is nothing to preserve, so the whole network trains from the first
+epoch with BatchNorm in training mode: one phase, ``full``, of ``head_epochs + fine_tune_epochs``
+epochs at ``learning_rate`` (see ``model.build_model`` for the from-scratch recipe).
+
+Each phase uses Adam with a linear ``PolynomialDecay`` over that phase's steps (from the data size
+and its epochs) down to ``final_learning_rate_fraction`` of its start. A stop rule or early
+stopping ends the phase it fires in (a head that stopped improving moves on to fine-tuning); the
+epochs it left are given to fine-tuning, so the run never goes past the requested total.
+
+Resume: each phase has its own ``RunBackup`` folder under ``RUN/backup/`` (the two phases train
+different variables with different optimizers). Every backup also records the history rows, the
+stop counters and whether its phase has ended, so ``--resume`` skips finished phases, restores the
+last finished epoch of the current one and ends with the requested number of epochs.
+
+Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch), ``model.json``, ``history.csv``,
+``training_curves.png``, ``logs/`` (TensorBoard), then the evaluation's files when DATA/test exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import json
+import logging
+import math
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from realvsai.cli import format_table
+from realvsai.errors import UserError
+from realvsai.files import atomic_write_bytes, atomic_write_text
+from realvsai.layout import TEST, TRAIN, VALIDATION
+
+if TYPE_CHECKING:  # TensorFlow loads only when training starts, so the script's --help is instant
+    import keras
+    import tensorflow as tf
+
+    from realvsai.data import LabelledImages
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+# The choices of model.BACKBONES and augmentation.PRESETS, repeated here without importing
+# TensorFlow (tests/test_training.py checks that they agree).
+BACKBONES = ("resnet50", "resnet101", "resnet152")
+AUGMENTATIONS = ("classic", "detector", "none")
+MODEL_FILE, MODEL_JSON_FILE = "model.h5", "model.json"
+HISTORY_FILE, CURVES_FILE, LOGS_DIR, BACKUP_DIR = "history.csv", "training_curves.png", "logs", "backup"
+CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" below this
+# Words in a class name that mark the AI-generated class (the positive class of the binary metrics).
+POSITIVE_WORDS = frozenset({"fake", "generated", "synthetic", "ai"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, with its default; saved as model.json's ``config``."""
+
+    data: Path = Path("data")  # DATA/train, DATA/validation (and DATA/test for the final evaluation)
+    out: Path = Path("models")  # runs go to OUT/NAME
+    name: str = ""  # the run's folder name; empty = a timestamp
+    backbone: str = "resnet101"
+    weights: str = "imagenet"  # "imagenet", "none" (from scratch) or a path to backbone weights
+    image_size: int = 224  # side the backbone sees; inputs of any size are resized to it
+    batch_size: int = 32  # images per step on each device (global batch = this x devices)
+    head_epochs: int = 5  # phase 1: backbone frozen (with --weights none: the epochs simply add up)
+    fine_tune_epochs: int = 10  # phase 2: backbone trains too
+    fine_tune_blocks: int = 0  # residual blocks of the backbone that fine-tune, counted from the top; 0 = all
+    learning_rate: float = 1e-3  # head phase, and the from-scratch run
+    fine_tune_learning_rate: float = 1e-5
+    final_learning_rate_fraction: float = 0.01  # each phase decays linearly to this share of its start
+    head_units: int = 1024
+    l2: float = 1e-4  # L2 factor on the head's Dense kernel
+    dropout: float = 0.4
+    noise: float = 0.1  # stddev of the Gaussian noise on the feature map (in training)
+    # "detector" keeps the pixel-level traces that tell generated images apart (whole-pixel shifts,
+    # flips, rare mild blur/JPEG); "classic" (ImageDataGenerator's rotations, shears, zooms)
+    # resamples every image and smooths those traces away.
+    augment: str = "detector"
+    class_weights: bool = True  # weight the loss by inverse class frequency
+    positive_class: str = ""  # binary metrics' positive class; empty = the class named fake/generated/synthetic/ai
+    stop_margin: float = 0.1  # StopTrainingOnValidationLoss: val_loss > loss + margin counts as overfitting
+    stop_patience: int = 3  # ... for this many epochs in a row ends the phase
+    early_stopping_patience: int = 5  # epochs without a lower val_loss that end the phase
+    precision: str = "auto"  # auto = mixed_float16 on a GPU, float32 on CPU
+    xla: bool = False  # force XLA (jit_compile); otherwise Keras decides (on for one GPU, off on CPU)
+    seed: int = 42
+
+    def validate(self) -> None:
+        """Raises UserError for settings that cannot work together."""
+        if self.backbone not in BACKBONES:
+            raise UserError(f"--backbone {self.backbone}: choose one of {', '.join(BACKBONES)}.")
+        if self.augment not in AUGMENTATIONS:
+            raise UserError(f"--augment {self.augment}: choose one of {', '.join(AUGMENTATIONS)}.")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision {self.precision}: choose one of {', '.join(PRECISIONS)}.")
+        if self.head_epochs < 0 or self.fine_tune_epochs < 0 or self.head_epochs + self.fine_tune_epochs == 0:
+            raise UserError("--head-epochs and --fine-tune-epochs must be 0 or more, and not both 0.")
+        if self.batch_size < 1 or self.image_size < 32:
+            raise UserError("--batch-size must be at least 1, and --image-size at least 32 (the ResNets' minimum).")
+        if not 0 <= self.dropout < 1 or self.fine_tune_blocks < 0 or self.head_units < 1:
+            raise UserError("--dropout must be in [0, 1), --fine-tune-blocks 0 or more, --head-units 1 or more.")
+        if not re.fullmatch(r"[\w.-]+", self.name or "x"):
+            raise UserError(f"--name {self.name!r}: use letters, digits, '-', '_' and '.' only.")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights.lower() != "none"
+
+    @property
+    def total_epochs(self) -> int:
+        return self.head_epochs + self.fine_tune_epochs
+
+    def to_json(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> TrainConfig:
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        known = {key: Path(value) if key in ("data", "out") else value
+                 for key, value in values.items() if key in fields}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One ``fit``: epochs ``start .. end-1`` of the run's single epoch axis."""
+
+    name: str  # "head", "fine_tune" or "full"
+    start: int
+    end: int
+    learning_rate: float
+    train_backbone: bool
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``train`` made: the run folder, the trained model (best weights) and its records."""
+
+    run_dir: Path
+    model: keras.Model
+    model_info: dict[str, Any]
+    history: list[dict[str, Any]]
+    test_metrics: dict[str, Any] | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware
+
+
+def select_precision(precision: str, num_gpus: int) -> str:
+    """The dtype policy name for ``--precision`` (``auto``: mixed_float16 on a GPU, float32 on CPU)."""
+    if precision == "auto":
+        return "mixed_float16" if num_gpus > 0 else "float32"
+    return precision
+
+
+def select_strategy(devices: Sequence[str]) -> tf.distribute.Strategy:
+    """MirroredStrategy over ``devices`` (the local GPUs) when there are several, else the default strategy."""
+    import tensorflow as tf
+
+    if len(devices) > 1:
+        return tf.distribute.MirroredStrategy(list(devices))
+    return tf.distribute.get_strategy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def find_positive_class(class_names: Sequence[str], requested: str = "") -> str | None:
+    """The positive class of a binary problem: ``requested``, else the one class named like a generated one.
+
+    A name counts when one of its words (split at separators and camelCase: ``AiArt``, ``ai_generated``,
+    ``FAKE``) is fake, generated, synthetic or ai. None for more than two classes or no clear match.
+
+    Raises:
+        UserError: if ``requested`` is not a class, or is given for more than two classes.
+    """
+    if requested:
+        if requested not in class_names:
+            raise UserError(f"--positive-class {requested}: no such class; the classes are {list(class_names)}.")
+        if len(class_names) != 2:
+            raise UserError(f"--positive-class applies to two classes; there are {len(class_names)}, whose "
+                            "metrics are macro-averaged. Leave it out.")
+        return requested
+    if len(class_names) != 2:
+        return None
+    matches = [name for name in class_names
+               if POSITIVE_WORDS & {word.lower() for word in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+", name)}]
+    return matches[0] if len(matches) == 1 else None
+
+
+def phase_names(config: TrainConfig) -> list[str]:
+    """The run's phases in order: ``["full"]`` from scratch, else ``head`` and/or ``fine_tune``."""
+    if not config.pretrained:
+        return ["full"]
+    return [name for name, epochs in (("head", config.head_epochs), ("fine_tune", config.fine_tune_epochs)) if epochs]
+
+
+def plan_phase(config: TrainConfig, name: str, head_epochs_run: int = 0) -> Phase:
+    """Phase ``name``'s epochs and learning rate. Fine-tuning starts after the epochs the head phase
+    actually ran (``head_epochs_run``, fewer when it stopped early) and ends at the requested total."""
+    total = config.total_epochs
+    if name == "full":
+        return Phase(name, 0, total, config.learning_rate, train_backbone=True)
+    if name == "head":
+        return Phase(name, 0, config.head_epochs, config.learning_rate, train_backbone=False)
+    return Phase(name, head_epochs_run, total, config.fine_tune_learning_rate, train_backbone=True)
+
+
+def loss_class_weights(config: TrainConfig, train_counts: Mapping[str, int]) -> dict[int, float] | None:
+    """Per-class loss weights (class index -> weight) that make every class count as much, or None when off."""
+    if not config.class_weights:
+        return None
+    from realvsai.data import class_weights
+
+    return class_weights(list(train_counts.values()))
+
+
+def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int) -> keras.optimizers.Optimizer:
+    """Adam with a linear decay over ``decay_steps`` (one phase's steps) to ``final_fraction`` of the start."""
+    import keras
+
+    schedule = keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, decay_steps=max(1, decay_steps), end_learning_rate=learning_rate * final_fraction, power=1.0)
+    return keras.optimizers.Adam(schedule)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None) -> Path:
+    """Loss, accuracy, precision, recall, AUC and F1 per epoch, training and validation, in one PNG.
+
+    ``fine_tune_start`` (an epoch number from 1) draws a line where fine-tuning begins.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(15, 8), layout="constrained")
+    axes = figure.subplots(2, 3).ravel()
+    epochs = [row["epoch"] for row in rows]
+    for axis, metric in zip(axes, ("loss", "accuracy", "precision", "recall", "auc", "f1")):
+        for key, label, style in ((metric, "training", "-o"), (f"val_{metric}", "validation", "-s")):
+            values = [row.get(key, math.nan) for row in rows]
+            if not all(math.isnan(value) for value in values):
+                axis.plot(epochs, values, style, label=label, markersize=3)
+        if fine_tune_start is not None:
+            axis.axvline(fine_tune_start - 0.5, color="gray", linestyle="--", label="fine-tuning starts")
+        axis.set_title(metric)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def _write_json(path: Path, content: Mapping[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(content, indent=2, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def resolve_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path]:
+    """The run folder, and the configuration to use (the saved one when resuming).
+
+    Raises:
+        UserError: if the folder exists and ``resume`` is False, or ``resume`` finds nothing to resume.
+    """
+    if not config.name:
+        if resume:
+            raise UserError("--resume needs the --name of the run to continue.")
+        config = dataclasses.replace(config, name=datetime.now().strftime("%Y%m%d-%H%M%S"))
+    run_dir = Path(config.out) / config.name
+    saved = run_dir / BACKUP_DIR / "config.json"
+    if not resume:
+        if run_dir.exists():
+            raise UserError(f"{run_dir} already exists. Continue that run with --resume, or choose another --name.")
+        return config, run_dir
+    if saved.is_file():
+        stored = TrainConfig.from_json(json.loads(saved.read_text(encoding="utf-8")))
+        logger.info("resuming %s with the settings it was started with (other setting flags have no effect)",
+                    run_dir)
+        return dataclasses.replace(stored, out=config.out, name=config.name), run_dir
+    if (run_dir / MODEL_JSON_FILE).is_file():
+        raise UserError(f"{run_dir} has finished training; there is nothing to resume. Start a new run with "
+                        "another --name.")
+    if run_dir.exists():
+        return config, run_dir  # killed before its first backup: start it over with these settings
+    raise UserError(f"{run_dir} does not exist, so there is nothing to resume. Check --out and --name.")
+
+
+def _latest_backup(run_dir: Path, phase_names: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+    """The last phase with a backup and its metadata (later phases first)."""
+    from realvsai.callbacks import read_backup
+
+    for name in reversed(phase_names):
+        metadata = read_backup(run_dir / BACKUP_DIR / name)
+        if metadata is not None:
+            return name, metadata
+    return None
+
+
+def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
+    from realvsai import data
+
+    data_dir = Path(config.data)
+    if not (data_dir / TRAIN).is_dir():
+        raise UserError(f"{data_dir} has no {TRAIN} folder. Run DataSplitD1.py or DataSplitD2.py first, "
+                        "or point --data at the folder that holds train/ and validation/.")
+    if not (data_dir / VALIDATION).is_dir():
+        raise UserError(f"{data_dir} has no {VALIDATION} folder: the best model and the stop rules are chosen on "
+                        "it. Split off one with DataSplitD1.py or DataSplitD2.py.")
+    train = data.scan_images(data_dir / TRAIN)
+    if len(train.class_names) < 2:
+        raise UserError(f"{data_dir / TRAIN} has one class folder ({train.class_names[0]}); a classifier needs "
+                        "at least two.")
+    empty = [name for name, count in train.counts().items() if count == 0]
+    if empty:
+        raise UserError(f"{data_dir / TRAIN} has no readable image in {empty}. Add images or remove the folder.")
+    validation = data.scan_images(data_dir / VALIDATION, train.class_names)
+    test = data.scan_images(data_dir / TEST, train.class_names) if (data_dir / TEST).is_dir() else None
+    return train, validation, test
+
+
+def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.Strategy | None = None,
+          verbose: int | str = "auto") -> TrainResult:
+    """Trains a model as ``config`` says and writes the run folder; see the module docstring.
+
+    Args:
+        config: the settings.
+        resume: continue the run ``config.out/config.name`` from its last finished epoch.
+        strategy: a ``tf.distribute`` strategy; None picks one for the local GPUs.
+        verbose: Keras' progress output (0 silent, 1 bars, 2 one line per epoch, "auto").
+
+    Raises:
+        UserError: for a missing or inconsistent dataset, a clash with an existing run, missing weights.
+    """
+    import keras
+    import tensorflow as tf
+
+    from realvsai import data
+    from realvsai.callbacks import save_model_atomically
+    from realvsai.model import build_model, float32_copy
+
+    config.validate()
+    config, run_dir = resolve_run_dir(config, resume)
+    logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
+    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    strategy = strategy or select_strategy(gpus)
+    policy = select_precision(config.precision, len(gpus))
+    keras.mixed_precision.set_global_policy(policy)
+    keras.utils.set_random_seed(config.seed)
+
+    train_images, validation_images, test_images = _scan_splits(config)
+    class_names = train_images.class_names
+    positive_class = find_positive_class(class_names, config.positive_class)
+    if len(class_names) == 2 and positive_class is None:
+        positive_class = class_names[1]
+        logger.warning("no class is named like the generated one (fake, generated, synthetic, ai); the binary "
+                       "metrics count %r as positive. Set --positive-class to choose.", positive_class)
+    positive_index = class_names.index(positive_class) if positive_class else None
+
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    steps_per_epoch = math.ceil(len(train_images) / global_batch)
+    validation_steps = math.ceil(len(validation_images) / global_batch)
+    # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras,
+    # which would otherwise show "Unknown" steps and warn that the input "ran out of data".
+    train_dataset = data.make_dataset(train_images, batch_size=global_batch, image_size=config.image_size,
+                                      shuffle=True, seed=config.seed).repeat()
+    validation_dataset = data.make_dataset(validation_images, batch_size=global_batch,
+                                           image_size=config.image_size).repeat()
+    counts = {TRAIN: train_images.counts(), VALIDATION: validation_images.counts()}
+    if test_images is not None:
+        counts[TEST] = test_images.counts()
+    class_weight = loss_class_weights(config, counts[TRAIN])
+    if class_weight:
+        logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
+                                                    for index, name in enumerate(class_names)))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / BACKUP_DIR / "config.json", config.to_json())
+    model_info: dict[str, Any] = {
+        "class_names": class_names,
+        "image_size": config.image_size,
+        "positive_class": positive_class,
+        "backbone": config.backbone,
+        "weights": config.weights,
+        "preprocessing": "caffe, inside the model; input is raw RGB 0..255 of any size",
+        "confidence_threshold": CONFIDENCE_THRESHOLD,
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "config": {**config.to_json(), "precision_policy": policy, "devices": replicas,
+                   "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
+        "counts": counts,
+    }
+    # Written now as well, so the best model saved during training is usable (by the app) even if
+    # the run never finishes; rewritten with the best epoch at the end.
+    _write_json(run_dir / MODEL_JSON_FILE, model_info)
+    logger.info("training %s on %d images (%s), validating on %d; %d step(s) per epoch on %d device(s), %s",
+                run_dir, len(train_images), ", ".join(f"{k} {v}" for k, v in counts[TRAIN].items()),
+                len(validation_images), steps_per_epoch, replicas, policy)
+
+    with strategy.scope():
+        model = build_model(len(class_names), image_size=config.image_size, backbone=config.backbone,
+                            weights=config.weights, augment=config.augment,
+                            head_units=config.head_units, l2=config.l2, dropout=config.dropout,
+                            noise=config.noise, seed=config.seed)
+    if not config.pretrained:
+        logger.info("--weights none: the whole network trains from the first epoch with BatchNorm in training "
+                    "mode, for all %d epochs (head + fine-tune) at learning rate %g", config.total_epochs,
+                    config.learning_rate)
+
+    history = _fit_phases(model, config, run_dir, strategy, (train_dataset, steps_per_epoch),
+                          (validation_dataset, validation_steps), class_weight, len(class_names), positive_index,
+                          resume, verbose)
+
+    stop_rule_best = _best_row(history)
+    if (run_dir / MODEL_FILE).is_file() and policy != "float32":
+        # The app and evaluation run on any machine, many without float16 kernels: save the best
+        # model in float32 (the weights are float32 under mixed precision anyway).
+        save_model_atomically(float32_copy(model), run_dir / MODEL_FILE)
+    elif not (run_dir / MODEL_FILE).is_file():
+        save_model_atomically(model, run_dir / MODEL_FILE)  # no finite val_loss ever: keep the last model
+    model_info["best_epoch"] = stop_rule_best
+    _write_json(run_dir / MODEL_JSON_FILE, model_info)
+    fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
+    plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start)
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+
+    test_metrics = None
+    if test_images is not None:
+        from realvsai import evaluation
+
+        test_metrics = evaluation.evaluate_run(model, model_info, Path(config.data), run_dir)
+        model_info = json.loads((run_dir / MODEL_JSON_FILE).read_text(encoding="utf-8"))
+    else:
+        logger.info("%s has no %s folder: skipping the final evaluation", config.data, TEST)
+    return TrainResult(run_dir, model, model_info, history, test_metrics)
+
+
+def _best_row(history: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    finite = [row for row in history if math.isfinite(row.get("val_loss", math.nan))]
+    return dict(min(finite, key=lambda row: row["val_loss"])) if finite else None
+
+
+def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
+                train: tuple[tf.data.Dataset, int], validation: tuple[tf.data.Dataset, int],
+                class_weight: dict[int, float] | None, num_classes: int, positive_index: int | None,
+                resume: bool, verbose: int | str) -> list[dict[str, Any]]:
+    """Runs (or resumes) every phase; returns the history rows. The model ends with its best weights.
+
+    ``train`` and ``validation`` are (repeated dataset, batches per epoch).
+    """
+    import keras
+
+    from realvsai.callbacks import (
+        ResumableEarlyStopping,
+        RunBackup,
+        StopTrainingOnValidationLoss,
+        TrainingHistory,
+        write_history_csv,
+    )
+    from realvsai.model import make_metrics, set_backbone_trainable
+
+    names = phase_names(config)
+    latest = _latest_backup(run_dir, names) if resume else None
+    rows: list[dict[str, Any]] = []
+    stop_rule = StopTrainingOnValidationLoss(run_dir / MODEL_FILE, margin=config.stop_margin,
+                                             patience=config.stop_patience)
+    early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
+                                            restore_best_weights=False)
+    if latest is not None:
+        state = latest[1]["state"]
+        rows = state["rows"]  # committed together with the weights' epoch, so they match it
+        stop_rule.restore(state["stop_rule"])
+        early_stopping.restore(state["early_stopping"])
+        logger.info("resuming %s after epoch %d (phase %s)", run_dir, latest[1]["epoch"], latest[0])
+    write_history_csv(run_dir / HISTORY_FILE, rows)
+    recorder = TrainingHistory(run_dir / HISTORY_FILE, rows)
+    extra_callbacks = []
+    if importlib.util.find_spec("tensorboard") is not None:
+        extra_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / LOGS_DIR), write_graph=False,
+                                                           profile_batch=0))
+    else:
+        logger.warning("TensorBoard is not installed, so %s gets no logs/ folder (pip install tensorboard)", run_dir)
+
+    # Phases before the backed-up one are finished; their weights live on in the later backup.
+    finished = set(names[:names.index(latest[0])]) if latest is not None else set()
+    for name in names:
+        if name in finished:
+            continue
+        phase = plan_phase(config, name, sum(1 for row in recorder.rows if row["phase"] == "head"))
+        end = phase.end
+        if latest is not None and latest[0] == name and latest[1]["state"]["phase_done"]:
+            end = latest[1]["epoch"]  # the phase ended (maybe early) just before the kill: only restore it
+        with strategy.scope():
+            if config.pretrained:
+                blocks = set_backbone_trainable(model, phase.train_backbone, config.fine_tune_blocks)
+                if phase.train_backbone:
+                    logger.info("fine-tuning %d residual block(s) of the backbone from epoch %d at learning rate "
+                                "%g", blocks, phase.start + 1, phase.learning_rate)
+            optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
+                                       train[1] * (phase.end - phase.start))
+            model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
+                          metrics=make_metrics(num_classes, positive_index),
+                          jit_compile=True if config.xla else "auto")
+        recorder.begin_phase(name)
+
+        def state_fn(phase_end: int = phase.end) -> dict[str, Any]:
+            return {"rows": recorder.rows, "stop_rule": stop_rule.state(), "early_stopping": early_stopping.state(),
+                    "phase_done": bool(model.stop_training) or recorder.rows[-1]["epoch"] >= phase_end}
+
+        backup = RunBackup(run_dir / BACKUP_DIR / name, state_fn)
+        # Order matters: the stop rules decide first, the recorder writes the row, the backup commits last.
+        callbacks = [stop_rule, early_stopping, recorder, *extra_callbacks, backup]
+        model.fit(train[0], steps_per_epoch=train[1], validation_data=validation[0], validation_steps=validation[1],
+                  epochs=end, initial_epoch=phase.start, shuffle=False, class_weight=class_weight,
+                  callbacks=callbacks, verbose=verbose)
+        latest = None
+    return recorder.rows
+
+
+def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None = None,
+                        batch_size: int = 64) -> tuple[Path, dict[str, Any]]:
+    """``--evaluate``: metrics and plots of a saved model on a folder of class folders.
+
+    Returns:
+        The output folder (default: ``eval-<folder name>`` beside the model) and the metrics.
+    """
+    from realvsai import evaluation
+    from realvsai.model import load_classifier
+
+    model, model_info = load_classifier(model_path)
+    model_path = Path(model_path)
+    run_dir = model_path if model_path.is_dir() else model_path.parent
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / f"eval-{Path(test_dir).resolve().name}"
+    metrics = evaluation.evaluate_folder(model, model_info, Path(test_dir), out_dir, batch_size=batch_size)
+    return out_dir, metrics
+
+
+def summarize(result: TrainResult) -> str:
+    """One line for the end of a run."""
+    best = result.model_info.get("best_epoch") or {}
+    parts = [f"trained {result.run_dir}"]
+    if best:
+        parts.append(f"best epoch {best.get('epoch')}: val_loss {best.get('val_loss', math.nan):.4f}, "
+                     f"val_accuracy {best.get('val_accuracy', math.nan):.4f}")
+    if result.test_metrics:
+        accuracy = result.test_metrics.get("accuracy")
+        if accuracy is not None:
+            parts.append(f"test accuracy {float(accuracy):.4f}")
+    return "; ".join(parts)

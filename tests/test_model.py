@@ -1,0 +1,229 @@
+"""The classifier's structure, its call modes, the from-scratch recipe, weights lookup and the metrics."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+from realvsai import model as model_module
+from realvsai.errors import UserError
+from realvsai.model import (
+    ClassificationScore,
+    SparseAUC,
+    backbone_blocks,
+    build_model,
+    float32_copy,
+    load_classifier,
+    make_metrics,
+    resolve_weights,
+    set_backbone_trainable,
+)
+
+HEAD = ["head_noise", "head_pool", "head_dense", "head_dropout", "predictions"]
+
+
+@pytest.fixture(scope="module")
+def resnet101():
+    """The project's default backbone at test size, with the classic augmentation in front."""
+    return build_model(2, image_size=32, backbone="resnet101", weights=None, augment="classic", head_units=16)
+
+
+@pytest.fixture(scope="module")
+def backbone_weights_file(tmp_path_factory):
+    """A weights file for ResNet50 made offline, standing in for the ImageNet file."""
+    path = tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5"
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    return path
+
+
+def raw_images(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (batch, height, width, 3)).astype("float32")
+
+
+def test_layers_are_named_and_ordered_as_the_contract_says(resnet101):
+    names = [layer.name for layer in resnet101.layers]
+    assert names == ["image", "augmentation", "resize", "preprocess", "backbone", *HEAD]
+    assert resnet101.get_layer("backbone").layers[-1].name == "conv5_block3_out"  # Grad-CAM reads this map
+    assert resnet101.get_layer("resize").get_config()["interpolation"] == "bilinear"
+
+
+def test_head_has_the_known_layers_and_a_float32_softmax(resnet101):
+    assert resnet101.get_layer("head_noise").stddev == pytest.approx(0.1)
+    assert resnet101.get_layer("head_dropout").rate == pytest.approx(0.4)
+    dense = resnet101.get_layer("head_dense")
+    assert dense.units == 16 and dense.activation.__name__ == "relu"
+    assert dense.kernel_regularizer.get_config()["l2"] == pytest.approx(1e-4)
+    predictions = resnet101.get_layer("predictions")
+    assert predictions.activation.__name__ == "softmax" and predictions.dtype_policy.compute_dtype == "float32"
+
+
+def test_model_takes_raw_images_of_any_size_and_returns_probabilities(resnet101):
+    for height, width in ((32, 32), (57, 91), (200, 120)):
+        probabilities = keras.ops.convert_to_numpy(resnet101(raw_images(2, height, width), training=False))
+        assert probabilities.shape == (2, 2) and probabilities.dtype == np.float32
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_augmentation_noise_and_dropout_are_inactive_at_inference(resnet101):
+    batch = raw_images(3, 48, 48)
+    first = keras.ops.convert_to_numpy(resnet101(batch, training=False))
+    second = keras.ops.convert_to_numpy(resnet101(batch, training=False))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_preprocess_is_caffe_preprocessing():
+    batch = raw_images(2, 8, 8)
+    layer = model_module.CaffePreprocess()
+    expected = keras.applications.resnet.preprocess_input(batch.copy())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(batch)), expected, rtol=1e-6, atol=1e-4)
+
+
+def test_from_scratch_recipe_sets_batchnorm_momentum_and_zero_gamma_on_residual_ends(resnet101):
+    backbone = resnet101.get_layer("backbone")
+    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(layer.momentum == pytest.approx(0.9) for layer in norms)
+    block_ends = [layer for layer in norms if layer.name.endswith("_3_bn")]
+    assert len(block_ends) == 33  # ResNet101: 3 + 4 + 23 + 3 residual blocks
+    assert all(not np.any(keras.ops.convert_to_numpy(layer.gamma)) for layer in block_ends)
+    assert np.all(keras.ops.convert_to_numpy(backbone.get_layer("conv1_bn").gamma) == 1.0)
+
+
+def test_from_scratch_backbone_batchnorm_trains_with_the_model():
+    model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment="none", head_units=8)
+    bn = model.get_layer("backbone").get_layer("conv1_bn")
+    before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
+    model(raw_images(4, 32, 32), training=True)
+    assert not np.allclose(before, keras.ops.convert_to_numpy(bn.moving_mean))
+
+
+def test_pretrained_backbone_batchnorm_stays_frozen_while_fine_tuning(backbone_weights_file):
+    model = build_model(2, image_size=32, backbone="resnet50", weights=backbone_weights_file, augment="none",
+                        head_units=8)
+    set_backbone_trainable(model, True)
+    backbone = model.get_layer("backbone")
+    bn = backbone.get_layer("conv1_bn")
+    before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
+    model(raw_images(4, 32, 32), training=True)
+    np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(bn.moving_mean))
+    assert not bn.trainable and backbone.get_layer("conv1_conv").trainable
+
+
+def test_pretrained_weights_are_loaded_from_a_file(backbone_weights_file):
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    reference.load_weights(backbone_weights_file)
+    model = build_model(2, image_size=32, backbone="resnet50", weights=backbone_weights_file, augment="none")
+    np.testing.assert_array_equal(reference.get_layer("conv1_conv").get_weights()[0],
+                                  model.get_layer("backbone").get_layer("conv1_conv").get_weights()[0])
+
+
+def test_fine_tune_blocks_unfreezes_only_the_top_residual_blocks(backbone_weights_file):
+    model = build_model(2, image_size=32, backbone="resnet50", weights=backbone_weights_file, augment="none")
+    backbone = model.get_layer("backbone")
+    assert set_backbone_trainable(model, False) == 0
+    assert not backbone.trainable_weights
+    assert set_backbone_trainable(model, True, top_blocks=2) == 2
+    trainable = {weight.path.split("/")[0] for weight in backbone.trainable_weights}
+    assert {name.rsplit("_", 1)[0] for name in trainable} == {"conv5_block2_1", "conv5_block2_2", "conv5_block2_3",
+                                                             "conv5_block3_1", "conv5_block3_2", "conv5_block3_3"}
+    assert backbone_blocks(backbone)[-2:] == ["conv5_block2", "conv5_block3"]
+
+
+def test_imagenet_weights_offline_give_one_clear_message(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):  # what keras.utils.get_file raises for a URLError
+        raise Exception("URL fetch failure on https://...: None -- no network")
+
+    monkeypatch.setattr(model_module.keras.utils, "get_file", offline)
+    with pytest.raises(UserError) as error:
+        resolve_weights("imagenet", "resnet101", cache_dir=tmp_path)
+    message = str(error.value)
+    assert "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert str(tmp_path) in message and "--weights" in message
+    assert list(tmp_path.iterdir()) == []  # no partial download left behind
+
+
+def test_imagenet_weights_already_cached_are_used_without_download(tmp_path, monkeypatch):
+    cached = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.write_bytes(b"weights")
+    monkeypatch.setattr(model_module.keras.utils, "get_file", pytest.fail)
+    assert resolve_weights("imagenet", "resnet50", cache_dir=tmp_path) == cached
+
+
+def test_missing_weights_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        resolve_weights(tmp_path / "nope.h5", "resnet101")
+    assert resolve_weights("none", "resnet101") is None and resolve_weights(None, "resnet101") is None
+
+
+def test_load_classifier_needs_the_model_json_beside_the_model(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    model.save(tmp_path / "model.h5")
+    with pytest.raises(UserError, match=r"model\.json"):
+        load_classifier(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"]}))
+    loaded, info = load_classifier(tmp_path / "model.h5")
+    assert info["class_names"] == ["FAKE", "REAL"] and loaded.output_shape == (None, 2)
+
+
+def test_float32_copy_of_a_mixed_precision_model_computes_the_same_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(2, activation="softmax", dtype="float32")])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    copy = float32_copy(mixed)
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    batch = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_allclose(copy(batch), mixed(batch), atol=2e-3)
+
+
+# Metrics ------------------------------------------------------------------------------------------
+
+
+def metric_value(metric: keras.metrics.Metric, labels: np.ndarray, probabilities: np.ndarray) -> float:
+    metric.reset_state()
+    for start in range(0, len(labels), 7):  # several batches, as in an epoch
+        metric.update_state(labels[start:start + 7], probabilities[start:start + 7])
+    return float(metric.result())
+
+
+def random_predictions(num_classes: int, count: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, count).astype("int32")
+    logits = rng.normal(size=(count, num_classes)) + 1.5 * np.eye(num_classes)[labels]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return labels, probabilities.astype("float32")
+
+
+def test_binary_metrics_are_about_the_positive_class():
+    labels, probabilities = random_predictions(2)
+    predicted = probabilities.argmax(axis=1)
+    for positive in (0, 1):
+        expected = {"precision": precision_score(labels, predicted, pos_label=positive),
+                    "recall": recall_score(labels, predicted, pos_label=positive),
+                    "f1": f1_score(labels, predicted, pos_label=positive)}
+        for kind, value in expected.items():
+            assert metric_value(ClassificationScore(kind, 2, positive), labels, probabilities) == pytest.approx(value)
+        auc = roc_auc_score(labels == positive, probabilities[:, positive])
+        assert metric_value(SparseAUC(2, positive), labels, probabilities) == pytest.approx(auc, abs=0.01)
+
+
+def test_multiclass_metrics_are_macro_averaged():
+    labels, probabilities = random_predictions(3, count=90)
+    predicted = probabilities.argmax(axis=1)
+    assert metric_value(ClassificationScore("precision", 3), labels, probabilities) == pytest.approx(
+        precision_score(labels, predicted, average="macro"))
+    assert metric_value(ClassificationScore("recall", 3), labels, probabilities) == pytest.approx(
+        recall_score(labels, predicted, average="macro"))
+    assert metric_value(ClassificationScore("f1", 3), labels, probabilities) == pytest.approx(
+        f1_score(labels, predicted, average="macro"))
+    assert metric_value(SparseAUC(3), labels, probabilities) == pytest.approx(
+        roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"), abs=0.01)
+
+
+def test_make_metrics_names_match_the_training_curves():
+    assert [metric.name for metric in make_metrics(2, 0)] == ["accuracy", "precision", "recall", "auc", "f1"]

@@ -1,0 +1,354 @@
+"""Training: settings and planning (fast), one shared tiny real run, resume after kill -9, MirroredStrategy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import REPO, run_script, write_image
+
+import ModelTraining
+from realvsai import model as model_module
+from realvsai import training
+from realvsai.callbacks import read_history_csv
+from realvsai.errors import UserError
+from realvsai.training import TrainConfig, find_positive_class, plan_phase
+
+# --- settings and planning ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("class_names", "expected"), [
+    (["FAKE", "REAL"], "FAKE"),
+    (["REAL", "FAKE"], "FAKE"),
+    (["AiArtData", "RealArt"], "AiArtData"),
+    (["real_photos", "ai_generated"], "ai_generated"),
+    (["Natural", "SyntheticImages"], "SyntheticImages"),
+    (["RAIN", "SUN"], None),  # "ai" inside a word does not count
+    (["fake", "generated"], None),  # ambiguous
+    (["FAKE", "REAL", "OTHER"], None),  # more than two classes: macro-averaged metrics
+])
+def test_positive_class_is_the_class_named_like_a_generated_one(class_names, expected):
+    assert find_positive_class(class_names) == expected
+
+
+def test_positive_class_flag_must_name_a_class_of_a_binary_problem():
+    assert find_positive_class(["FAKE", "REAL"], "REAL") == "REAL"
+    with pytest.raises(UserError, match="no such class"):
+        find_positive_class(["FAKE", "REAL"], "Fake")
+    with pytest.raises(UserError, match="two classes"):
+        find_positive_class(["a", "b", "c"], "a")
+
+
+def test_pretrained_phases_share_one_epoch_axis_and_fine_tuning_takes_the_epochs_the_head_left():
+    config = TrainConfig(head_epochs=2, fine_tune_epochs=3)
+    assert training.phase_names(config) == ["head", "fine_tune"]
+    head = plan_phase(config, "head")
+    assert (head.start, head.end, head.learning_rate, head.train_backbone) == (0, 2, 1e-3, False)
+    fine_tune = plan_phase(config, "fine_tune", head_epochs_run=2)
+    assert (fine_tune.start, fine_tune.end, fine_tune.learning_rate) == (2, 5, 1e-5)
+    assert (plan_phase(config, "fine_tune", head_epochs_run=1).start, plan_phase(config, "fine_tune", 1).end) == (1, 5)
+    assert training.phase_names(TrainConfig(head_epochs=0)) == ["fine_tune"]
+    assert training.phase_names(TrainConfig(fine_tune_epochs=0)) == ["head"]
+
+
+def test_from_scratch_trains_everything_for_all_epochs_in_one_phase():
+    config = TrainConfig(weights="none", head_epochs=2, fine_tune_epochs=6)
+    assert training.phase_names(config) == ["full"]
+    full = plan_phase(config, "full")
+    assert (full.start, full.end, full.learning_rate, full.train_backbone) == (0, 8, 1e-3, True)
+
+
+def test_learning_rate_decays_linearly_over_the_phase_steps():
+    optimizer = training.make_optimizer(1e-3, 0.01, decay_steps=40)
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(20)) == pytest.approx(0.505e-3)
+    assert float(schedule(40)) == pytest.approx(1e-5)
+
+
+def test_class_weights_balance_the_classes_and_can_be_turned_off():
+    counts = {"FAKE": 600, "REAL": 200}
+    weights = training.loss_class_weights(TrainConfig(), counts)
+    assert weights == pytest.approx({0: 800 / (2 * 600), 1: 800 / (2 * 200)})
+    assert weights[0] * 600 == pytest.approx(weights[1] * 200)  # each class weighs the same in the loss
+    flags = ModelTraining.parse_args(["--no-class-weights"])
+    assert training.loss_class_weights(ModelTraining.config_from_args(flags), counts) is None
+
+
+@pytest.mark.parametrize(("precision", "gpus", "expected"), [
+    ("auto", 0, "float32"), ("auto", 1, "mixed_float16"), ("mixed_bfloat16", 0, "mixed_bfloat16"),
+    ("float32", 4, "float32"),
+])
+def test_precision_auto_is_mixed_float16_on_a_gpu_and_float32_on_cpu(precision, gpus, expected):
+    assert training.select_precision(precision, gpus) == expected
+
+
+def test_one_device_uses_the_default_strategy():
+    import tensorflow as tf
+
+    assert training.select_strategy([]) is tf.distribute.get_strategy()
+    assert training.select_strategy(["/gpu:0"]).num_replicas_in_sync == 1
+
+
+def test_config_round_trips_through_json_and_lists_the_same_choices_as_the_modules():
+    from realvsai import augmentation
+
+    config = TrainConfig(data=Path("d"), name="run", weights="none", head_epochs=1)
+    assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    assert set(training.BACKBONES) == set(model_module.BACKBONES)
+    assert set(training.AUGMENTATIONS) == set(augmentation.PRESETS)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"backbone": "vgg16"}, "--backbone"),
+    ({"head_epochs": 0, "fine_tune_epochs": 0}, "not both 0"),
+    ({"name": "../elsewhere"}, "--name"),
+    ({"image_size": 16}, "--image-size"),
+    ({"dropout": 1.0}, "--dropout"),
+])
+def test_invalid_settings_are_user_errors(change, message):
+    with pytest.raises(UserError, match=message):
+        TrainConfig(**change).validate()
+
+
+def test_an_existing_run_folder_is_refused_without_resume(tmp_path):
+    (tmp_path / "run1").mkdir()
+    with pytest.raises(UserError, match=r"--resume, or choose another --name"):
+        training.resolve_run_dir(TrainConfig(out=tmp_path, name="run1"), resume=False)
+
+
+def test_resume_of_a_finished_or_missing_run_is_refused(tmp_path):
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "model.json").write_text("{}")
+    with pytest.raises(UserError, match="finished"):
+        training.resolve_run_dir(TrainConfig(out=tmp_path, name="done"), resume=True)
+    with pytest.raises(UserError, match="nothing to resume"):
+        training.resolve_run_dir(TrainConfig(out=tmp_path, name="never"), resume=True)
+
+
+def test_resume_takes_the_runs_saved_settings(tmp_path):
+    saved = TrainConfig(out=tmp_path, name="run", weights="none", head_epochs=3, seed=7)
+    (tmp_path / "run" / "backup").mkdir(parents=True)
+    (tmp_path / "run" / "backup" / "config.json").write_text(json.dumps(saved.to_json()))
+    config, run_dir = training.resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=True)
+    assert config == saved and run_dir == tmp_path / "run"
+
+
+def test_validation_classes_must_match_train(tmp_path, make_class_folder):
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
+    make_class_folder(tmp_path / "data" / "validation", {"FAKE": 1, "Real": 1})
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="x", weights="none")
+    with pytest.raises(UserError, match=r"missing \['REAL'\].*unexpected \['Real'\]"):
+        training.train(config)
+    assert not (tmp_path / "models" / "x").exists()
+
+
+@pytest.fixture
+def cli():
+    """ModelTraining.main, run in this process."""
+    return ModelTraining.main
+
+
+def test_cli_refuses_an_existing_run_in_one_line(tmp_path, make_class_folder, capsys, cli):
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
+    (tmp_path / "models" / "taken").mkdir(parents=True)
+    code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "taken", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and error[-1].startswith("error: ") and "--resume" in error[-1]
+
+
+def test_cli_offline_imagenet_names_the_file_to_put_where(tmp_path, make_class_folder, capsys, monkeypatch, cli):
+    def offline(*args, **kwargs):  # what keras.utils.get_file raises for a URLError
+        raise Exception("URL fetch failure on https://...: None -- no network")
+
+    monkeypatch.setattr(model_module.keras.utils, "get_file", offline)
+    monkeypatch.setattr(model_module, "KERAS_MODELS_DIR", tmp_path / "keras-cache")
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "offline",
+                "--image-size", "32", "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5" in error and "--weights" in error
+    assert "Traceback" not in error
+
+
+# --- one tiny real run, shared by the tests below -------------------------------------------------
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """ResNet101 from scratch at 32 px on three classes, one broken image in train, one epoch per phase."""
+    root = tmp_path_factory.mktemp("run")
+    classes = ("cat", "dog", "fox")
+    for split, count in (("train", 4), ("validation", 2), ("test", 2)):
+        for index, name in enumerate(classes):
+            for number in range(count):
+                write_image(root / "data" / split / name / f"{number}.png", seed=hash((split, index, number)) % 9999,
+                            size=(32 + 8 * number, 32))  # mixed sizes: resized in the pipeline
+    broken = root / "data" / "train" / "cat" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    records = _Records()
+    logging.getLogger("realvsai").addHandler(records)
+    logging.getLogger("realvsai").setLevel(logging.INFO)
+    config = TrainConfig(data=root / "data", out=root / "models", name="tiny", weights="none", image_size=32,
+                         batch_size=4, head_epochs=1, fine_tune_epochs=1, head_units=16)
+    try:
+        result = training.train(config, verbose=0)
+    finally:
+        logging.getLogger("realvsai").removeHandler(records)
+    return {"root": root, "result": result, "run": root / "models" / "tiny", "broken": broken,
+            "log": records.messages}
+
+
+@pytest.mark.slow
+def test_training_writes_every_output(trained_run):
+    run = trained_run["run"]
+    for name in ("model.h5", "model.json", "history.csv", "training_curves.png", "metrics.json"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if __import__("importlib").util.find_spec("tensorboard"):
+        assert list((run / "logs").rglob("events.out.tfevents.*"))
+    assert not (run / "backup").exists()  # the resume state goes once the run has finished
+
+
+@pytest.mark.slow
+def test_model_json_describes_the_run_as_the_contract_says(trained_run):
+    info = json.loads((trained_run["run"] / "model.json").read_text())
+    assert info["class_names"] == ["cat", "dog", "fox"] and info["positive_class"] is None
+    assert info["image_size"] == 32 and info["backbone"] == "resnet101" and info["weights"] == "none"
+    assert info["preprocessing"].startswith("caffe") and info["confidence_threshold"] == 0.6
+    assert info["counts"]["train"] == {"cat": 4, "dog": 4, "fox": 4}  # the broken file is not counted
+    assert info["config"]["batch_size"] == 4 and info["config"]["steps_per_epoch"] == 3
+    assert info["best_epoch"]["epoch"] in (1, 2) and "val_loss" in info["best_epoch"]
+    assert "test_metrics" in info  # added by the evaluation on data/test
+
+
+@pytest.mark.slow
+def test_history_has_both_epochs_with_macro_metrics(trained_run):
+    rows = read_history_csv(trained_run["run"] / "history.csv")
+    assert [row["epoch"] for row in rows] == [1, 2] and {row["phase"] for row in rows} == {"full"}
+    for key in ("loss", "accuracy", "precision", "recall", "auc", "f1", "val_loss", "val_f1", "learning_rate"):
+        assert all(key in row for row in rows), key
+    assert rows[1]["learning_rate"] < rows[0]["learning_rate"]  # decaying
+
+
+@pytest.mark.slow
+def test_broken_training_image_is_skipped_with_a_warning_naming_it(trained_run):
+    assert any(str(trained_run["broken"]) in message for message in trained_run["log"])
+    assert any("--weights none" in message for message in trained_run["log"])  # the log says how it trains
+
+
+@pytest.mark.slow
+def test_reloaded_model_gives_the_same_predictions(trained_run):
+    batch = np.random.default_rng(1).uniform(0, 255, (3, 40, 36, 3)).astype("float32")
+    model, info = model_module.load_classifier(trained_run["run"])
+    expected = keras.ops.convert_to_numpy(trained_run["result"].model(batch, training=False))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(batch, training=False)), expected, atol=1e-5)
+    assert info["class_names"] == ["cat", "dog", "fox"]
+
+
+@pytest.mark.slow
+def test_evaluate_flag_evaluates_a_saved_model_on_a_folder(trained_run, capsys):
+    test_dir = trained_run["root"] / "data" / "test"
+    out = trained_run["root"] / "evaluation"
+    code = ModelTraining.main(["--evaluate", str(trained_run["run"] / "model.h5"), "--test-dir", str(test_dir),
+                               "--out", str(out), "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 6 and metrics["class_names"] == ["cat", "dog", "fox"]
+    assert "accuracy" in capsys.readouterr().out
+
+
+# --- resume after kill -9, in the right phase -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_in_the_fine_tune_phase_and_ends_with_the_requested_epochs(tmp_path):
+    for split, count in (("train", 16), ("validation", 4)):
+        for index, name in enumerate(("FAKE", "REAL")):
+            for number in range(count):
+                write_image(tmp_path / "data" / split / name / f"{number}.png", seed=index * 100 + number)
+    weights = tmp_path / "backbone.weights.h5"  # a stand-in for ImageNet weights: two real phases
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    arguments = ["--data", tmp_path / "data", "--out", tmp_path / "models", "--name", "killed", "--weights", weights,
+                 "--backbone", "resnet50", "--image-size", "32", "--batch-size", "4", "--head-epochs", "1",
+                 "--fine-tune-epochs", "3", "--augment", "none", "--head-units", "8", "--quiet"]
+    run = tmp_path / "models" / "killed"
+    process = subprocess.Popen([sys.executable, str(REPO / "ModelTraining.py"), *map(str, arguments)], cwd=REPO,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run / "backup" / "fine_tune" / "training_metadata.json"
+    deadline = time.monotonic() + 600
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    done_before_kill = len(read_history_csv(run / "history.csv"))
+    assert 2 <= done_before_kill < 4
+
+    resumed = run_script("ModelTraining.py", "--resume", "--name", "killed", "--out", tmp_path / "models",
+                         timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "phase fine_tune" in resumed.stderr  # "resuming ... after epoch N (phase fine_tune)"
+    rows = read_history_csv(run / "history.csv")
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    assert [row["phase"] for row in rows] == ["head", "fine_tune", "fine_tune", "fine_tune"]
+    info = json.loads((run / "model.json").read_text())
+    assert info["config"]["fine_tune_epochs"] == 3 and info["best_epoch"]["epoch"] in (1, 2, 3, 4)
+    keras.models.load_model(run / "model.h5", compile=False)
+    assert not (run / "backup").exists()
+
+
+# --- MirroredStrategy on two logical CPUs ---------------------------------------------------------
+
+_MIRRORED = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from realvsai import training
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    strategy = training.select_strategy(devices)
+    config = training.TrainConfig(data=Path(sys.argv[1]), out=Path(sys.argv[2]), name="mirrored", weights="none",
+                                  backbone="resnet50", image_size=32, batch_size=2, head_epochs=1,
+                                  fine_tune_epochs=0, augment="none", head_units=8)
+    result = training.train(config, strategy=strategy, verbose=0)
+    print(json.dumps({"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+                      "global_batch": result.model_info["config"]["global_batch_size"],
+                      "epochs": len(result.history), "loss": result.history[0]["loss"]}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_over_two_logical_devices(tmp_path, make_class_folder):
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4})
+    process = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path / "data"), str(tmp_path / "models")],
+                             cwd=REPO, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)})
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = json.loads(process.stdout.strip().splitlines()[-1])
+    assert report["strategy"] == "MirroredStrategy" and report["replicas"] == 2
+    assert report["global_batch"] == 4 and report["epochs"] == 1 and np.isfinite(report["loss"])
+    assert (tmp_path / "models" / "mirrored" / "model.h5").is_file()
