@@ -84,7 +84,7 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         old, sep, new = pair.partition("=")
         old, new = old.strip(), new.strip()
-        if not sep or not old or not new or "/" in new or "\\" in new:
+        if not sep or not old or not new or "/" in new or "\\" in new or new in (".", ".."):
             raise UserError(f"--rename {pair!r} is not OLD=NEW. Write e.g. --rename RealArt=Real.")
         if old in renames:
             raise UserError(f"--rename names {old!r} twice. Give each class folder one new name.")

@@ -1,0 +1,62 @@
+"""Delete a dataset or model folder (or one file) under data/ or models/, after showing what goes.
+
+    data/raw/cifake-trainsplit/   ->   (gone; the archive it came from is untouched)
+
+It counts the files and bytes first and asks before deleting (--yes skips the question; without a
+terminal to ask on, it refuses unless --yes is given). --dry-run only shows what would go.
+It never deletes the file-system root, your home folder, this repository or a folder holding
+them, and refuses anything outside the project's data/ and models/ unless --allow-outside.
+Symlinks are removed as links: what they point to is never touched.
+
+Example:
+    python DataDeleter.py data/raw/cifake-real-and-ai-generated-synthetic-images --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from realvsai.cli import confirm, make_parser, run_main, setup_logging
+from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
+from realvsai.files import human_bytes
+
+REPO = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = make_parser(__doc__)
+    parser.add_argument("path", type=Path, help="the folder or file to delete")
+    parser.add_argument("--yes", action="store_true", help="delete without asking")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be deleted and delete nothing")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help=f"allow deleting outside {REPO / 'data'} and {REPO / 'models'}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+
+    def body() -> int:
+        location = locate(args.path)
+        check_deletable(location, protected=[Path(REPO.anchor), Path.home(), REPO],
+                        allowed_roots=[REPO / "data", REPO / "models"], allow_outside=args.allow_outside)
+        plan = plan_deletion(location)
+        print(describe(plan))
+        if args.dry_run:
+            print("Dry run: nothing was deleted.")
+            return 0
+        if not confirm(f"Delete {plan.files:,} files ({human_bytes(plan.num_bytes)}) in {location}?", args.yes):
+            print("Nothing was deleted.")
+            return 1
+        files, folders = delete_planned(plan)
+        print(f"Deleted {files:,} files and {folders:,} folders ({human_bytes(plan.num_bytes)}) from {location}.")
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

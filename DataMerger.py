@@ -1,0 +1,60 @@
+"""Step 2c: merge split datasets into one, e.g. the Fake-or-Real art set into the CIFAKE split.
+
+    data/art/                                  data/
+      train/{FAKE,REAL}/               ->        train/{FAKE,REAL}/        (CIFAKE's + the art set's)
+      validation/{FAKE,REAL}/                    validation/{FAKE,REAL}/
+      test/{FAKE,REAL}/                          test/{FAKE,REAL}/
+                                                 manifest.csv         every file, with its source
+                                                 merge-refused.csv    files refused for leakage, if any
+
+Class names must match across the sources and the target (split with --rename so they do, e.g.
+--rename RealArt=REAL). Nothing is ever overwritten: a file whose content is already in the same
+split and class is skipped, and a name taken by other content gets a stable new name
+(name_<sha256[:8]>.jpg). A file whose content already sits in ANOTHER split of the target (or in
+another split among the sources; the target, then the sources in the order given, train first, keep
+what they hold) is refused and listed in merge-refused.csv, so no image is both trained on and tested
+on. The counts add up: files in the target before + added = after. An interrupted merge is completed
+by running the same command again. --dry-run shows all of this and changes nothing. A SOURCE may sit
+inside the target folder (data/art beside data/train), just not inside its split folders.
+
+Example:
+    python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data
+    python DataSplitD1.py data/raw/art --out data/art --rename RealArt=REAL --rename GeneratedArt=FAKE
+    python DataMerger.py data/art --into data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from realvsai.cli import make_parser, positive_int, run_main, setup_logging
+from realvsai.merging import format_merge_report, merge_datasets
+from realvsai.splitting import default_workers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = make_parser(__doc__)
+    parser.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
+                        help="split datasets (train/, validation/, test/ with class folders) to merge")
+    parser.add_argument("--into", type=Path, required=True, help="the dataset to merge into; created when missing")
+    parser.add_argument("--move", action="store_true", help="remove each source file once its content is in --into")
+    parser.add_argument("--dry-run", action="store_true", help="print what would happen and change nothing")
+    parser.add_argument("--workers", type=positive_int, default=2 * default_workers(), help="threads that hash files")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+
+    def body() -> None:
+        report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run, workers=args.workers)
+        print(format_merge_report(report))
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Step 2a: split a dataset with one folder per class into train, validation and test.
+
+    data/raw/art/                        data/
+      RealArt/*.jpg             ->         train/Real/       train/Fake/        (70 %)
+      GeneratedArt/*.jpg                   validation/Real/  validation/Fake/   (15 %)
+                                           test/Real/        test/Fake/         (15 %)
+                                           manifest.csv   split, class, path, sha256, source
+                                           skipped.csv    files that are not usable images, and why
+
+Each class is cut on its own (stratified): its files are sorted, shuffled with --seed and cut at
+--ratios, so the same files and seed always give the same split, whatever order the disk lists them
+in. Exact duplicates (same sha256) stay in the split of their first copy, so no image is both trained
+on and tested on. Files that are not images or do not decode are skipped and listed in skipped.csv.
+Images in sub-folders of a class folder are included, their names prefixed with the sub-folder.
+
+SOURCE is left untouched (copies), unless --move; --link makes hard links instead (instant, no extra
+disk; SOURCE and --out must be on one file system). Re-running the same command completes an
+interrupted split and otherwise changes nothing; an --out that holds a different split is refused
+unless --overwrite, which moves the old split aside into OUT/previous-split-<time>/.
+
+Example:
+    python DataSplitD1.py data/raw/art --rename RealArt=Real --rename GeneratedArt=Fake
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from realvsai.cli import make_parser, run_main, setup_logging
+from realvsai.layout import parse_renames
+from realvsai.splitting import SplitDefaults, add_split_arguments, format_report, split_by_class
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = SplitDefaults()
+    parser = make_parser(__doc__)
+    parser.add_argument("source", type=Path, help="folder with one sub-folder of images per class")
+    add_split_arguments(parser, defaults)
+    parser.add_argument("--ratios", type=float, nargs=3, default=list(defaults.ratios),
+                        metavar=("TRAIN", "VALIDATION", "TEST"), help="shares of each class; they must add up to 1")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+
+    def body() -> None:
+        report = split_by_class(args.source, args.out, ratios=args.ratios, seed=args.seed, mode=args.mode,
+                                renames=parse_renames(args.rename), overwrite=args.overwrite, workers=args.workers)
+        print(format_report(report))
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

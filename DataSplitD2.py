@@ -1,0 +1,63 @@
+"""Step 2b: split a dataset that comes as train/ and test/ (e.g. CIFAKE): validation is carved out of train.
+
+    data/raw/cifake-real-and-ai-generated-synthetic-images/        data/
+      train/REAL/  train/FAKE/      ->      train/REAL/       train/FAKE/        (80 % of train)
+      test/REAL/   test/FAKE/               validation/REAL/  validation/FAKE/   (20 % of train)
+                                            test/REAL/        test/FAKE/         (all of test)
+                                            manifest.csv   split, class, path, sha256, source
+                                            skipped.csv    files left out, and why
+
+train/ and test/ may be in any letter case, and SOURCE may also be a folder holding exactly one such
+dataset (a Kaggle zip often unpacks to cifake/train, cifake/test). Each train class is cut on its own
+(stratified) after sorting and a shuffle with --seed, so the same files and seed always give the
+same split. Test stays test. A train file identical to a test file (same sha256) is left out of
+train and validation and listed in skipped.csv, so the test accuracy is never inflated by an image
+the model trained on; other exact duplicates stay in the split of their first copy. Files that are
+not images or do not decode are skipped and listed in skipped.csv.
+
+SOURCE is left untouched (copies), unless --move; --link makes hard links instead (instant, no extra
+disk; SOURCE and --out must be on one file system). Re-running the same command completes an
+interrupted split and otherwise changes nothing; an --out that holds a different split is refused
+unless --overwrite, which moves the old split aside into OUT/previous-split-<time>/.
+
+Example:
+    python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from realvsai.cli import make_parser, run_main, setup_logging
+from realvsai.layout import parse_renames
+from realvsai.splitting import SplitDefaults, add_split_arguments, format_report, split_train_test
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = SplitDefaults()
+    parser = make_parser(__doc__)
+    parser.add_argument("source", type=Path,
+                        help="folder with train/<Class>/ and test/<Class>/ (or one folder holding such a folder)")
+    add_split_arguments(parser, defaults)
+    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                        help="share of each train class that becomes validation")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+
+    def body() -> None:
+        report = split_train_test(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed,
+                                  mode=args.mode, renames=parse_renames(args.rename), overwrite=args.overwrite,
+                                  workers=args.workers)
+        print(format_report(report))
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

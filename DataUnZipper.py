@@ -1,0 +1,70 @@
+"""Step 1: unzip a downloaded dataset archive into data/raw/, safely and resumably.
+
+    ~/Downloads/cifake-real-and-ai-generated-synthetic-images.zip
+      -> data/raw/cifake-real-and-ai-generated-synthetic-images/
+           train/REAL/  train/FAKE/  test/REAL/  test/FAKE/
+
+The whole archive is checked before anything is written: entries that would land outside the
+target (absolute paths, "..", symlinks) and zip bombs (see --max-total-bytes, --max-ratio) are
+refused. macOS junk (__MACOSX/, .DS_Store) is skipped. Files are written under a temporary name and
+renamed into place, so an interrupted run is finished by running the same command again: files
+already there with the same size and CRC-32 are skipped. A file with other content is never
+replaced unless you add --overwrite.
+
+Example:
+    python DataUnZipper.py ~/Downloads/cifake-real-and-ai-generated-synthetic-images.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from realvsai.archives import UnzipLimits, default_target, extract_archive
+from realvsai.cli import make_parser, run_main, setup_logging
+from realvsai.files import human_bytes
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def byte_count(text: str) -> int:
+    """argparse type for a size in bytes: ``5000000``, ``500M``, ``100G`` (units are powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 5000000, 500M or 100G")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    limits = UnzipLimits()
+    parser = make_parser(__doc__)
+    parser.add_argument("archive", type=Path, help="the .zip file to extract")
+    parser.add_argument("--to", type=Path, default=None,
+                        help="folder to extract into; None means data/raw/<archive name without .zip>")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing files whose content differs from the archive's")
+    parser.add_argument("--max-total-bytes", type=byte_count, default=limits.max_total_bytes,
+                        help="refuse archives that expand to more than this many bytes (accepts 500M, 100G)")
+    parser.add_argument("--max-ratio", type=float, default=limits.max_ratio,
+                        help="refuse entries above 1 MB (and archives) that expand more than this many times")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+
+    def body() -> None:
+        target = args.to if args.to is not None else default_target(args.archive)
+        limits = UnzipLimits(max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio)
+        result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits)
+        print(f"Extracted {result.extracted:,} files ({human_bytes(result.bytes_written)}) to {result.target}; "
+              f"{result.already_there:,} already there, {result.junk_skipped:,} macOS junk entries skipped.")
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

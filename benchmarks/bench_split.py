@@ -1,0 +1,165 @@
+"""DataSplitD2 (copies, and --link) against ``cp -r`` of the same tree: is the split about as fast as a copy?
+
+Our side does more than ``cp -r``: it reads every file once for its sha256 and a full decode check,
+plans the split, writes manifest.csv and skipped.csv, and writes each copy under a temporary name
+renamed into place. Both sides are whole commands (``cp -r SOURCE OUT`` and ``python DataSplitD2.py
+SOURCE --out OUT --quiet``, Python's start included), so the CPU seconds of DataSplitD2's worker
+processes can be counted too. Both write to the same disk; each run starts from a flushed disk
+(``sync``, not timed) and its output is deleted afterwards (not timed). The sides alternate, several
+repetitions, medians reported, with the ratio to ``cp -r`` (target: copies <= 1.5x). CPU seconds
+(user + system, all child processes) are reported too: on a shared machine they vary less than wall
+time.
+
+Default data: ../shared/datasets/cifake-trainsplit.zip (100,000 32x32 JPEGs, cifake/train|test/REAL|FAKE),
+unpacked once into a temporary folder (not timed). Or give an unpacked train/test folder.
+
+Example:
+    python benchmarks/bench_split.py                                      # 100,000 files
+    python benchmarks/bench_split.py ../shared/datasets/cifake-mini --repeats 5   # 10,000 files, quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from realvsai.cli import format_table  # noqa: E402
+from realvsai.splitting import default_workers, find_train_test_root  # noqa: E402
+
+DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
+RESULTS = REPO / "benchmarks" / "results"
+SIDES = ("cp -r", "DataSplitD2 copy", "DataSplitD2 --link")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, nargs="?", default=None,
+                        help=f"an unpacked dataset with train/ and test/ (default: unpack {DEFAULT_ZIP.name})")
+    parser.add_argument("--source", dest="source_option", type=Path, default=None, help="same as SOURCE")
+    parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="archive to unpack when no SOURCE is given")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each side (default: %(default)s)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the temporary folders go (default: the system temp folder)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="processes that check images (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def cpu_seconds() -> float:
+    """User + system seconds of this process and of its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def become_subreaper() -> bool:
+    """Adopts orphaned descendants (Linux), so the CPU time of DataSplitD2's worker processes is counted.
+
+    The workers are children of multiprocessing's fork server, which outlives the script; as our
+    adopted child, its (and so its workers') CPU time reaches ``RUSAGE_CHILDREN`` once we reap it.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_adopted() -> None:
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def run_side(side: str, source: Path, out: Path, workers: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of ``side`` from ``source`` into the fresh folder ``out``."""
+    if side == "cp -r":
+        command = ["cp", "-r", str(source), str(out)]
+    else:
+        command = [sys.executable, str(REPO / "DataSplitD2.py"), str(source), "--out", str(out), "--quiet",
+                   "--workers", str(workers), *(["--link"] if "--link" in side else [])]
+    os.sync()  # start every run with nothing left to flush from the previous one
+    cpu, start = cpu_seconds(), time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    reap_adopted()
+    return wall, cpu_seconds() - cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    counts_workers = become_subreaper()
+    with tempfile.TemporaryDirectory(prefix="bench_split_", dir=args.workdir) as work:
+        work = Path(work)
+        source = args.source or args.source_option
+        if source is None:
+            print(f"unpacking {args.zip} (not timed) ...", flush=True)
+            with zipfile.ZipFile(args.zip) as archive:
+                archive.extractall(work / "unpacked")
+            source = work / "unpacked"
+        source = find_train_test_root(source.resolve())
+        files = [path for path in source.rglob("*") if path.is_file()]
+        num_files, num_bytes = len(files), sum(path.stat().st_size for path in files)
+        print(f"{num_files:,} files, {num_bytes / 1e6:.0f} MB in {source}; {args.repeats} repetitions, "
+              f"{args.workers} workers", flush=True)
+
+        runs: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
+        for repeat in range(args.repeats):
+            order = SIDES[repeat % len(SIDES):] + SIDES[:repeat % len(SIDES)]  # alternate who goes first
+            for side in order:
+                out = work / "out"
+                runs[side].append(run_side(side, source, out, args.workers))
+                print(f"  run {repeat + 1} {side:<20} {runs[side][-1][0]:7.2f} s wall {runs[side][-1][1]:7.2f} s CPU",
+                      flush=True)
+                shutil.rmtree(out)
+
+    medians = {side: (statistics.median(wall for wall, _ in runs[side]),
+                      statistics.median(cpu for _, cpu in runs[side])) for side in SIDES}
+    base_wall, base_cpu = medians["cp -r"]
+    rows = [[side, f"{wall:.2f}", f"{wall / base_wall:.2f}x", f"{cpu:.2f}", f"{cpu / base_cpu:.2f}x"]
+            for side, (wall, cpu) in medians.items()]
+    print()
+    print(format_table(["side", "median wall s", "vs cp -r", "median CPU s", "vs cp -r"], rows))
+    # The default (100,000-file) run is split.json; a run on another folder does not replace it.
+    given = args.source or args.source_option
+    results = RESULTS / ("split.json" if given is None else f"split-{given.resolve().name}.json")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({
+        "benchmark": "split",
+        "source": str(args.source or args.source_option or args.zip),
+        "num_files": num_files,
+        "num_bytes": num_bytes,
+        "repeats": args.repeats,
+        "workers": args.workers,
+        "cpu_includes_workers": counts_workers,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "load_average_at_end": os.getloadavg(),
+        "runs": {side: [{"wall_s": wall, "cpu_s": cpu} for wall, cpu in runs[side]] for side in SIDES},
+        "median_wall_s": {side: wall for side, (wall, _) in medians.items()},
+        "median_cpu_s": {side: cpu for side, (_, cpu) in medians.items()},
+        "ratio_wall_vs_cp": {side: wall / base_wall for side, (wall, _) in medians.items()},
+    }, indent=2) + "\n")
+    if not counts_workers:
+        print("note: CPU seconds leave out DataSplitD2's worker processes on this system (no PR_SET_CHILD_SUBREAPER)")
+    print(f"\nresults: {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

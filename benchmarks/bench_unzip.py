@@ -1,0 +1,119 @@
+"""Unzipping: DataUnZipper's checked, atomic, resumable extraction vs `unzip -q` and `ZipFile.extractall`.
+
+Each side extracts the whole archive into a fresh folder in one work folder (same disk for all);
+the sides alternate (their order rotates each round), dirty pages are flushed before each timed
+run, and the extracted tree is deleted after it, untimed. Ours runs in-process through
+``realvsai.archives.extract_archive`` with logging quiet (as ``DataUnZipper.py --quiet``), so
+every check (zip slip, symlinks, bombs, existing files, free space) and the CRC-32 of every entry
+are inside the time. `unzip` is skipped when it is not installed.
+
+Example:
+    python benchmarks/bench_unzip.py ../shared/datasets/cifake-trainsplit.zip --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from realvsai.archives import extract_archive  # noqa: E402
+from realvsai.cli import format_table, setup_logging  # noqa: E402
+
+DEFAULT_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
+RESULTS = REPO / "benchmarks" / "results" / "unzip.json"
+OURS = "DataUnZipper (realvsai)"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("archive", type=Path, nargs="?", default=DEFAULT_ARCHIVE,
+                        help="the zip to extract (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side (default: %(default)s)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="where the fresh folders go (default: the system's temp folder)")
+    return parser.parse_args(argv)
+
+
+def sides(archive: Path) -> dict[str, Callable[[Path], None]]:
+    found = {OURS: lambda target: extract_archive(archive, target)}
+    if shutil.which("unzip"):
+        found["unzip -q"] = lambda target: subprocess.run(
+            ["unzip", "-q", str(archive), "-d", str(target)], check=True)
+    found["ZipFile.extractall"] = lambda target: _extractall(archive, target)
+    return found
+
+
+def _extractall(archive: Path, target: Path) -> None:
+    with zipfile.ZipFile(archive) as zip_file:
+        zip_file.extractall(target)
+
+
+def count_files(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging(quiet=True)
+    archive = args.archive.resolve()
+    with zipfile.ZipFile(archive) as zip_file:
+        infos = zip_file.infolist()
+    num_files = sum(not info.is_dir() for info in infos)
+    runners = sides(archive)
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="bench_unzip_", dir=args.work_dir))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so `timeout` still lets the cleanup below run
+    try:
+        for round_index in range(args.repeats):
+            order = names[round_index % len(names):] + names[:round_index % len(names)]
+            for name in order:
+                target = work / f"round{round_index}_{names.index(name)}"
+                os.sync()  # the previous run's dirty pages must not be written back during this one
+                start = time.perf_counter()
+                runners[name](target)
+                times[name].append(time.perf_counter() - start)
+                if count_files(target) != num_files:
+                    raise SystemExit(f"{name} extracted {count_files(target)} files, expected {num_files}")
+                shutil.rmtree(target)
+                print(f"round {round_index + 1}: {name:<24} {times[name][-1]:7.2f} s", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
+
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    rows = [(name, f"{medians[name]:.2f}", " ".join(f"{value:.2f}" for value in times[name]),
+             f"{medians[OURS] / medians[name]:.2f}") for name in names]
+    print(f"{archive.name}: {num_files:,} files, {sum(info.file_size for info in infos) / 1e6:.1f} MB; "
+          f"{args.repeats} rounds, alternated; load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
+    print(format_table(["side", "median s", "runs s", "ours / this"], rows))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "archive": str(archive), "files": num_files, "repeats": args.repeats, "seconds": times,
+        "median_seconds": medians, "ratio_ours_to": {name: medians[OURS] / medians[name] for name in names},
+        "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count(),
+        "python": platform.python_version(), "platform": platform.platform(),
+    }, indent=2))
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

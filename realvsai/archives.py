@@ -1,0 +1,446 @@
+"""Zip archives in and out: safe extraction (DataUnZipper.py) and deterministic zipping (DataZipper.py).
+
+Extraction checks the whole archive before it writes a byte: no entry may land outside the target
+folder (absolute paths, ``..``, symlink entries, symlinked folders already on disk), and the sizes
+the archive declares must be sane (zip bombs). Each file is written under a temporary name and
+renamed into place, so an interrupted run never leaves a half-written file under a real name, and
+running it again skips the files already there (same size and CRC-32) and finishes the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import stat
+import zipfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from realvsai.cli import progress
+from realvsai.errors import UserError
+from realvsai.files import atomic_write, ensure_inside, human_bytes
+
+logger = logging.getLogger(__name__)
+
+# What macOS's Finder adds to every archive it makes: resource forks and folder view settings.
+JUNK_FOLDERS = frozenset({"__MACOSX"})
+JUNK_FILES = frozenset({".DS_Store"})
+# Already-compressed formats gain nothing from deflate; storing them makes zipping and unzipping fast.
+STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
+_READABLE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+_ENCRYPTED_FLAG = 0x1
+# A temporary file is named after its entry, so a re-run after a hard kill reuses (and so removes)
+# the stray instead of leaving it behind.
+_PARTIAL_SUFFIX = ".partial.tmp"
+_MAX_NAME_BYTES = 200  # leaves room for the prefix and suffix within the usual 255-byte name limit
+_CHUNK = 1 << 20
+# Small entries cannot be bombs however well they compress (a 100 KB text file of spaces is fine),
+# so the ratio limit only applies above this size.
+_RATIO_FLOOR_BYTES = 1 << 20
+_EXCLUSIVE_CREATE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class UnzipLimits:
+    """What an archive may declare before extraction refuses it as a zip bomb.
+
+    Attributes:
+        max_total_bytes: the uncompressed size of all entries together.
+        max_ratio: uncompressed / compressed size, for each entry above 1 MB and for the whole archive.
+            Deflate cannot exceed about 1,030, JPEGs are about 1 and text about 3 to 10.
+    """
+
+    max_total_bytes: int = 100 * 1024**3
+    max_ratio: float = 200.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractResult:
+    """What ``extract_archive`` did."""
+
+    target: Path
+    extracted: int  # files written
+    already_there: int  # files skipped because the same content was already in place
+    junk_skipped: int  # __MACOSX/ and .DS_Store entries left out
+    bytes_written: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ZipResult:
+    """What ``zip_folder`` wrote."""
+
+    archive: Path
+    stored: int  # files kept as they are (already-compressed images)
+    deflated: int
+    empty_folders: int
+    left_out: tuple[str, ...]  # symlinks and special files, which an archive should not carry
+    archive_bytes: int
+    verified: bool
+
+
+class _Entry(NamedTuple):
+    info: zipfile.ZipInfo
+    relative: str  # the entry's path below the target, with the OS's separator
+
+
+def default_target(archive: Path, raw_folder: Path = Path("data/raw")) -> Path:
+    """``data/raw/<archive name without .zip>``: where DataUnZipper.py extracts by default."""
+    return Path(raw_folder) / Path(archive).stem
+
+
+def entry_parts(name: str) -> list[str] | None:
+    """The folder and file names an archive entry would create, or None when it points outside.
+
+    Both separators count (archives made on Windows may use backslashes); empty and ``.`` parts
+    are dropped. Absolute names, drive letters and ``..`` anywhere make the entry unsafe.
+    """
+    parts = name.replace("\\", "/").split("/")
+    first = parts[0]
+    if name.startswith(("/", "\\")) or (first[:1].isalpha() and first[1:2] == ":") or ".." in parts:
+        return None
+    return [part for part in parts if part not in ("", ".")]
+
+
+def is_junk(parts: Sequence[str]) -> bool:
+    """True for macOS's ``__MACOSX/`` resource forks and ``.DS_Store`` files."""
+    return bool(parts) and (parts[-1] in JUNK_FILES or any(part in JUNK_FOLDERS for part in parts))
+
+
+def extract_archive(
+    archive: Path, target: Path, *, overwrite: bool = False, limits: UnzipLimits = UnzipLimits()
+) -> ExtractResult:
+    """Extracts ``archive`` into ``target`` after checking all of it; safe to re-run after an interruption.
+
+    Args:
+        archive: the zip file.
+        target: the folder to extract into (created).
+        overwrite: replace existing files whose content differs from the archive's.
+        limits: the zip-bomb limits.
+
+    Returns:
+        What was extracted and skipped.
+
+    Raises:
+        UserError: for a damaged, hostile or oversized archive, an existing file with other content
+            (without ``overwrite``) or too little free disk space. Nothing is written in these cases,
+            except for damage found while reading an entry: files finished before it stay, complete.
+    """
+    archive, target = Path(archive), Path(target)
+    try:
+        with zipfile.ZipFile(archive) as zip_file:
+            entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
+            root = _prepare_root(target)
+            if os.path.isdir(root):
+                existing_folders = _check_folders(root, folders)
+                to_write, already_there = _compare_existing(root, entries, existing_folders, overwrite)
+            else:  # a fresh extraction: nothing to compare, no stat call per file
+                existing_folders, to_write, already_there = set(), entries, 0
+            num_bytes = sum(entry.info.file_size for entry in to_write)
+            _check_free_space(root, num_bytes)
+            os.makedirs(root, exist_ok=True)
+            for folder in sorted(folders - existing_folders):
+                os.makedirs(os.path.join(root, folder), exist_ok=True)
+            for entry in progress(to_write, desc=f"unzip {archive.name}"):
+                path = root + os.sep + entry.relative
+                try:
+                    _extract_entry(zip_file, entry.info, path)
+                except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
+                    raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so far "
+                                    "are complete; fix the cause and re-run the same command.") from error
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise UserError(
+            f"{archive} is damaged or incomplete ({error}). Files finished before the damage are complete; "
+            "download the archive again and re-run the same command to finish."
+        ) from error
+    return ExtractResult(target, len(to_write), already_there, junk, num_bytes)
+
+
+def _check_entries(
+    archive: Path, infos: Sequence[zipfile.ZipInfo], limits: UnzipLimits
+) -> tuple[list[_Entry], set[str], int]:
+    """The entries to extract and the folders they need, once every entry has passed every check."""
+    entries: list[_Entry] = []
+    folders: set[str] = set()
+    junk = total_size = total_compressed = 0
+    for info in infos:
+        name = info.filename
+        parts = entry_parts(name)
+        if parts is None:
+            raise UserError(
+                f"{archive} is unsafe: entry {name!r} would be written outside the target folder (zip slip). "
+                "Nothing was extracted; only extract archives you trust."
+            )
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise UserError(
+                f"{archive} is unsafe: entry {name!r} is a symbolic link, which could point anywhere. "
+                "Nothing was extracted; only extract archives you trust."
+            )
+        if info.flag_bits & _ENCRYPTED_FLAG:
+            raise UserError(f"{archive} is password-protected ({name!r}). Extract it with a tool that asks "
+                            "for the password, e.g. `unzip`, then use the folder.")
+        if info.compress_type not in _READABLE_METHODS:
+            raise UserError(f"{archive} uses compression method {info.compress_type} ({name!r}), which Python "
+                            "cannot read. Extract it with `7z x` or `unzip` instead.")
+        total_size += info.file_size
+        total_compressed += info.compress_size
+        if info.file_size > _RATIO_FLOOR_BYTES and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise _bomb_error(archive, f"entry {name!r} expands {info.file_size / max(info.compress_size, 1):,.0f}"
+                              f" times, more than --max-ratio {limits.max_ratio:g}", "--max-ratio")
+        if not parts:  # "./": the target folder itself
+            continue
+        if is_junk(parts):
+            junk += 1
+            continue
+        if name.endswith(("/", "\\")):  # a folder entry (backslash: made on Windows)
+            _add_folder(folders, parts)
+        else:
+            entries.append(_Entry(info, os.sep.join(parts)))
+            _add_folder(folders, parts[:-1])
+    if total_size > limits.max_total_bytes:
+        raise _bomb_error(archive, f"it declares {human_bytes(total_size)} uncompressed, more than "
+                          f"--max-total-bytes {human_bytes(limits.max_total_bytes)}", "--max-total-bytes")
+    if total_size > _RATIO_FLOOR_BYTES and total_size > limits.max_ratio * max(total_compressed, 1):
+        raise _bomb_error(archive, f"it expands {total_size / max(total_compressed, 1):,.0f} times, more than "
+                          f"--max-ratio {limits.max_ratio:g}", "--max-ratio")
+    _check_unique(archive, entries, folders)
+    return entries, folders, junk
+
+
+def _add_folder(folders: set[str], parts: Sequence[str]) -> None:
+    """Adds a folder and all its parents (each parent must be checked for symlinks on disk)."""
+    for depth in range(len(parts), 0, -1):
+        folder = os.sep.join(parts[:depth])
+        if folder in folders:  # its parents were added with it
+            return
+        folders.add(folder)
+
+
+def _bomb_error(archive: Path, reason: str, flag: str) -> UserError:
+    return UserError(f"{archive} looks like a zip bomb: {reason}. Nothing was extracted; "
+                     f"if you trust the archive, raise {flag}.")
+
+
+def _check_unique(archive: Path, entries: Sequence[_Entry], folders: set[str]) -> None:
+    """Refuses two entries for one path, which would silently replace each other."""
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.relative in seen or entry.relative in folders:
+            raise UserError(f"{archive} has two entries for {entry.relative!r}, so one would replace the other. "
+                            "Nothing was extracted; ask for an archive without duplicate names.")
+        seen.add(entry.relative)
+
+
+def _prepare_root(target: Path) -> str:
+    """The target folder's real path (it need not exist yet)."""
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} is a file. Give --to a folder to extract into.")
+    return os.path.realpath(target)
+
+
+def _check_folders(root: str, folders: set[str]) -> set[str]:
+    """The folders that already exist, each checked to be a real folder inside ``root``.
+
+    A symlinked folder left on disk could otherwise carry the extraction outside the target.
+    ``folders`` holds every parent of every folder, so sorted order meets a parent first.
+    """
+    existing: set[str] = set()
+    for folder in sorted(folders):
+        path = os.path.join(root, folder)
+        if not os.path.lexists(path):
+            continue
+        try:
+            ensure_inside(Path(folder), Path(root))
+        except ValueError as error:
+            raise UserError(f"{path} is a symlink that leads outside {root}; nothing was extracted. "
+                            "Remove the link or extract elsewhere with --to.") from error
+        if not os.path.isdir(path):
+            raise UserError(f"{path} is a file, but the archive has a folder there. Move the file away "
+                            "or extract elsewhere with --to.")
+        existing.add(folder)
+    return existing
+
+
+def _compare_existing(
+    root: str, entries: Sequence[_Entry], existing_folders: set[str], overwrite: bool
+) -> tuple[list[_Entry], int]:
+    """Splits entries into those to write and the number already in place with the same content.
+
+    Raises:
+        UserError: when files with other content are in the way and ``overwrite`` is False.
+    """
+    to_write: list[_Entry] = []
+    clashes: list[str] = []
+    already_there = 0
+    for entry in entries:
+        # A file in a folder that does not exist yet needs no stat call.
+        if os.sep in entry.relative and os.path.dirname(entry.relative) not in existing_folders:
+            to_write.append(entry)
+            continue
+        path = os.path.join(root, entry.relative)
+        try:
+            status = os.lstat(path)
+        except FileNotFoundError:
+            to_write.append(entry)
+            continue
+        if stat.S_ISDIR(status.st_mode):
+            raise UserError(f"{path} is a folder, but the archive has a file there. Move the folder away "
+                            "or extract elsewhere with --to.")
+        if stat.S_ISREG(status.st_mode) and status.st_size == entry.info.file_size and _crc32(path) == entry.info.CRC:
+            already_there += 1
+            continue
+        clashes.append(path)
+        to_write.append(entry)
+    if clashes and not overwrite:
+        raise UserError(
+            f"{len(clashes):,} file(s) already exist with other content (first: {clashes[0]}). Nothing was "
+            "extracted; add --overwrite to replace them, or extract elsewhere with --to."
+        )
+    if clashes:
+        logger.warning("replacing %d existing file(s) with other content (first: %s)", len(clashes), clashes[0])
+    return to_write, already_there
+
+
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _check_free_space(root: str, num_bytes: int) -> None:
+    existing = root
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if num_bytes > free:
+        raise UserError(f"extracting needs {human_bytes(num_bytes)}, but only {human_bytes(free)} is free "
+                        f"on the disk holding {root}. Free some space or extract elsewhere with --to.")
+
+
+def _partial_path(path: str) -> str:
+    folder, name = os.path.split(path)
+    if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
+        name = f"{zlib.crc32(os.fsencode(name)):08x}"
+    return f"{folder}{os.sep}.{name}{_PARTIAL_SUFFIX}"
+
+
+def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
+    """Writes one entry under a temporary name, then renames it onto ``path``.
+
+    No fsync: it would cost more than the whole write for 100,000 small files. The rename alone
+    guarantees that an interrupted run (Ctrl-C, a killed process) never leaves a partial file under
+    a real name; after a power cut a re-run finds damaged files by their size and CRC-32.
+    ``ZipExtFile`` checks the CRC-32 when it reaches the end of the entry and raises BadZipFile.
+    """
+    temporary = _partial_path(path)
+    try:
+        descriptor = os.open(temporary, _EXCLUSIVE_CREATE, 0o666)
+    except FileExistsError:  # a stray from a run that was killed while writing this very file
+        os.unlink(temporary)
+        descriptor = os.open(temporary, _EXCLUSIVE_CREATE, 0o666)
+    try:
+        with open(descriptor, "wb") as writer, zip_file.open(info) as reader:
+            shutil.copyfileobj(reader, writer, _CHUNK)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool = False) -> ZipResult:
+    """Zips everything in ``folder`` into ``out``, entries named relative to ``folder`` in sorted order.
+
+    Already-compressed images are stored, everything else deflated. The same folder always gives
+    the same entries in the same order. Symlinks and special files are left out (and logged):
+    DataUnZipper.py refuses symlink entries, so an archive holding them could not be extracted.
+
+    Args:
+        folder: the folder to zip; it is not itself an entry, so extracting into ``X/`` recreates it as ``X``.
+        out: the archive to write, atomically.
+        overwrite: replace an existing ``out``.
+        verify: read the new archive back and check every entry's CRC-32 before it takes its name.
+
+    Raises:
+        UserError: if ``out`` exists (without ``overwrite``), lies inside ``folder``, or ``folder`` is empty.
+    """
+    folder, out = Path(folder), Path(out)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder. Give the folder to zip.")
+    real_folder, real_out = Path(os.path.realpath(folder)), Path(os.path.realpath(out))
+    if real_folder == real_out or real_folder in real_out.parents:
+        raise UserError(f"{out} is inside {folder}, the folder being zipped. Write the archive elsewhere with --out.")
+    if os.path.lexists(out) and not overwrite:
+        raise UserError(f"{out} already exists. Add --overwrite to replace it, or choose another --out.")
+    files, empty_folders, left_out = _folder_contents(folder)
+    if not files and not empty_folders:
+        raise UserError(f"{folder} has no files to zip.")
+    for name in left_out:
+        logger.warning("left out %s: symlinks and special files are not archived", name)
+    names = sorted([*files, *(f"{name}/" for name in empty_folders)])
+    stored = 0
+    with atomic_write(out, "w+b") as stream:
+        with zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as zip_file:
+            for name in progress(names, desc=f"zip {folder.name}"):
+                keep = os.path.splitext(name)[1].lower() in STORED_SUFFIXES
+                stored += keep
+                try:
+                    zip_file.write(folder / name, name, zipfile.ZIP_STORED if keep else zipfile.ZIP_DEFLATED)
+                except OSError as error:
+                    raise UserError(f"zipping stopped at {name} ({error.strerror or error}), so {out} was not "
+                                    "written. Fix the cause (disk space, permissions) and run again.") from error
+        if verify:
+            _verify(stream, out)
+    return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size, verify)
+
+
+def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
+    """Regular files, empty folders and left-out entries under ``folder``, as relative POSIX paths."""
+    files: list[str] = []
+    empty_folders: list[str] = []
+    left_out: list[str] = []
+
+    def fail(error: OSError) -> None:
+        raise error
+
+    for path, folder_names, file_names in os.walk(folder, onerror=fail):
+        relative = os.path.relpath(path, folder)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        kept = 0
+        for name in folder_names:  # os.walk lists symlinks to folders here but does not enter them
+            if os.path.islink(os.path.join(path, name)):
+                left_out.append(prefix + name)
+            else:
+                kept += 1
+        for name in file_names:
+            if is_junk([name]):
+                continue
+            if stat.S_ISREG(os.lstat(os.path.join(path, name)).st_mode):
+                files.append(prefix + name)
+                kept += 1
+            else:
+                left_out.append(prefix + name)
+        if not kept and prefix:
+            empty_folders.append(prefix[:-1])
+    return files, empty_folders, sorted(left_out)
+
+
+def _verify(stream, out: Path) -> None:
+    """Reads the archive being written back from ``stream`` and checks every entry's CRC-32."""
+    stream.flush()
+    stream.seek(0)
+    try:
+        with zipfile.ZipFile(stream) as zip_file:
+            bad = zip_file.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        bad = str(error)
+    if bad is not None:
+        raise UserError(f"the new archive failed its check ({bad}), so {out} was not written. "
+                        "Check the disk (space, errors) and run again.")

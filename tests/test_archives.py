@@ -1,0 +1,406 @@
+"""Tests for realvsai.archives, DataUnZipper.py and DataZipper.py: hostile archives, resuming, round trips."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import SHARED_DATASETS, run_script, write_image
+
+from realvsai import archives
+from realvsai.archives import UnzipLimits, entry_parts, extract_archive, zip_folder
+from realvsai.errors import UserError
+
+CONTENT = {
+    "train/REAL/a.jpg": b"\xff\xd8 real a",
+    "train/REAL/b.jpg": b"\xff\xd8 real b" * 50,
+    "train/FAKE/c.jpg": b"\xff\xd8 fake c" * 7,
+    "test/FAKE/d.jpg": b"\xff\xd8 fake d" * 3,
+    "notes.txt": b"read me\n" * 40,
+}
+
+
+def make_zip(path: Path, entries: dict[str, bytes] | None = None,
+             compression: int = zipfile.ZIP_STORED) -> Path:
+    """An archive whose entries are written as given, names untouched (so hostile names survive)."""
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in (CONTENT if entries is None else entries).items():
+            archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
+    return path
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` by relative POSIX path, hidden ones included."""
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def assert_refused_untouched(error_text: str, target: Path, outside: Path) -> None:
+    assert not target.exists(), "nothing may be written when an archive is refused"
+    assert not outside.exists()
+    assert "Nothing was extracted" in error_text
+
+
+# ---- entry names -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "a/../../evil.txt", "/etc/passwd", "\\evil.txt",
+                                  "..\\..\\evil.txt", "C:/Windows/evil.txt", "c:evil.txt"])
+def test_entry_parts_rejects_names_that_leave_the_target(name):
+    assert entry_parts(name) is None
+
+
+def test_entry_parts_drops_empty_and_dot_parts_and_splits_backslashes():
+    assert entry_parts("./train//REAL\\a.jpg") == ["train", "REAL", "a.jpg"]
+
+
+# ---- hostile archives ----------------------------------------------------------------------------
+
+
+def test_zip_slip_entry_is_refused_and_nothing_is_written(tmp_path):
+    archive = make_zip(tmp_path / "slip.zip", {"good.txt": b"fine", "../evil.txt": b"owned"})
+    target = tmp_path / "out" / "target"
+    with pytest.raises(UserError, match="outside the target") as error:
+        extract_archive(archive, target)
+    assert_refused_untouched(str(error.value), target, tmp_path / "out" / "evil.txt")
+
+
+def test_absolute_path_entry_is_refused(tmp_path):
+    outside = tmp_path / "absolute_evil.txt"
+    archive = make_zip(tmp_path / "abs.zip", {"good.txt": b"fine", str(outside): b"owned"})
+    with pytest.raises(UserError, match="outside the target") as error:
+        extract_archive(archive, tmp_path / "target")
+    assert_refused_untouched(str(error.value), tmp_path / "target", outside)
+
+
+def test_symlink_entry_is_refused(tmp_path):
+    link = zipfile.ZipInfo("passwd")
+    link.create_system = 3
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr("good.txt", b"fine")
+        zip_file.writestr(link, "/etc/passwd")
+    with pytest.raises(UserError, match="symbolic link") as error:
+        extract_archive(archive, tmp_path / "target")
+    assert_refused_untouched(str(error.value), tmp_path / "target", tmp_path / "passwd")
+
+
+def test_zip_bomb_ratio_is_refused(tmp_path):
+    archive = make_zip(tmp_path / "bomb.zip", {"zeros.bin": bytes(5_000_000)}, zipfile.ZIP_DEFLATED)
+    with pytest.raises(UserError, match=r"zip bomb.*--max-ratio") as error:
+        extract_archive(archive, tmp_path / "target", limits=UnzipLimits(max_ratio=10))
+    assert_refused_untouched(str(error.value), tmp_path / "target", tmp_path / "zeros.bin")
+
+
+def test_zip_bomb_total_size_is_refused(tmp_path):
+    archive = make_zip(tmp_path / "bomb.zip", {"a.bin": bytes(600_000), "b.bin": bytes(600_000)}, zipfile.ZIP_DEFLATED)
+    with pytest.raises(UserError, match=r"zip bomb.*--max-total-bytes") as error:
+        extract_archive(archive, tmp_path / "target", limits=UnzipLimits(max_total_bytes=1_000_000))
+    assert_refused_untouched(str(error.value), tmp_path / "target", tmp_path / "a.bin")
+
+
+def test_well_compressed_small_text_is_not_a_bomb(tmp_path):
+    archive = make_zip(tmp_path / "text.zip", {"spaces.txt": b" " * 500_000}, zipfile.ZIP_DEFLATED)
+    result = extract_archive(archive, tmp_path / "target", limits=UnzipLimits(max_ratio=10))
+    assert result.extracted == 1
+
+
+def test_symlinked_folder_on_disk_cannot_carry_files_outside(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "train").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UserError, match="symlink that leads outside"):
+        extract_archive(make_zip(tmp_path / "a.zip"), target)
+    assert list(outside.iterdir()) == []
+
+
+def test_duplicate_entries_are_refused(tmp_path):
+    archive = tmp_path / "dup.zip"
+    with zipfile.ZipFile(archive, "w") as zip_file, pytest.warns(UserWarning, match="Duplicate name"):
+        zip_file.writestr("a.txt", b"first")
+        zip_file.writestr("a.txt", b"second")
+    with pytest.raises(UserError, match="two entries"):
+        extract_archive(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+# ---- damaged archives ------------------------------------------------------------------------------
+
+
+def test_corrupt_archive_gives_a_clear_error(tmp_path):
+    archive = tmp_path / "corrupt.zip"
+    archive.write_bytes(os.urandom(4096))
+    with pytest.raises(UserError, match="damaged or incomplete"):
+        extract_archive(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+def test_truncated_archive_gives_a_clear_error(tmp_path):
+    whole = make_zip(tmp_path / "whole.zip").read_bytes()
+    archive = tmp_path / "truncated.zip"
+    archive.write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(UserError, match="damaged or incomplete"):
+        extract_archive(archive, tmp_path / "target")
+
+
+def test_crc_mismatch_is_an_error_and_leaves_no_file(tmp_path):
+    data = b"pixels " * 100
+    archive = make_zip(tmp_path / "crc.zip", {"ok.txt": b"fine", "bad.jpg": data})
+    raw = archive.read_bytes()
+    flipped = raw.index(data) + 10
+    archive.write_bytes(raw[:flipped] + bytes([raw[flipped] ^ 0xFF]) + raw[flipped + 1:])
+    target = tmp_path / "target"
+    with pytest.raises(UserError, match="CRC"):
+        extract_archive(archive, target)
+    assert files_under(target) == {"ok.txt": b"fine"}, "the damaged file and its temporary must both be gone"
+
+
+# ---- normal extraction, resuming, overwriting ------------------------------------------------------------
+
+
+def test_extraction_writes_every_file_byte_for_byte(tmp_path):
+    result = extract_archive(make_zip(tmp_path / "a.zip", compression=zipfile.ZIP_DEFLATED), tmp_path / "target")
+    assert files_under(tmp_path / "target") == CONTENT
+    assert (result.extracted, result.already_there, result.bytes_written) == (
+        len(CONTENT), 0, sum(map(len, CONTENT.values())))
+
+
+def test_macos_junk_entries_are_skipped(tmp_path):
+    entries = {**CONTENT, "__MACOSX/train/REAL/._a.jpg": b"fork", "train/.DS_Store": b"view", ".DS_Store": b"v"}
+    result = extract_archive(make_zip(tmp_path / "mac.zip", entries), tmp_path / "target")
+    assert files_under(tmp_path / "target") == CONTENT
+    assert result.junk_skipped == 3
+
+
+def test_empty_folder_entries_are_created(tmp_path):
+    archive = make_zip(tmp_path / "dirs.zip", {"empty/": b"", "a.txt": b"a"})
+    extract_archive(archive, tmp_path / "target")
+    assert (tmp_path / "target" / "empty").is_dir()
+
+
+def test_windows_backslash_names_become_folders(tmp_path):
+    archive = make_zip(tmp_path / "win.zip", {"train\\": b"", "train\\REAL\\a.jpg": b"a"})
+    extract_archive(archive, tmp_path / "target")
+    assert files_under(tmp_path / "target") == {"train/REAL/a.jpg": b"a"}
+
+
+def test_rerun_completes_an_interrupted_extraction_without_redoing_finished_files(tmp_path):
+    archive = make_zip(tmp_path / "a.zip")
+    target = tmp_path / "target"
+    extract_archive(archive, target)
+    (target / "train/REAL/b.jpg").unlink()
+    (target / "test/FAKE/d.jpg").unlink()
+    (target / "train/REAL/.b.jpg.partial.tmp").write_bytes(b"half of b")  # what a killed run leaves
+    kept = {name: (target / name).stat() for name in ("train/REAL/a.jpg", "train/FAKE/c.jpg", "notes.txt")}
+
+    result = extract_archive(archive, target)
+
+    assert files_under(target) == CONTENT, "complete, identical, and the stray temporary file is gone"
+    assert (result.extracted, result.already_there) == (2, 3)
+    for name, before in kept.items():
+        after = (target / name).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), f"{name} was rewritten"
+
+
+def test_interrupted_extraction_leaves_no_partial_file_and_rerun_finishes(tmp_path, monkeypatch):
+    archive = make_zip(tmp_path / "a.zip")
+    target = tmp_path / "target"
+    real_replace, calls = os.replace, []
+
+    def replace_then_interrupt(source, destination):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(destination)
+        real_replace(source, destination)
+
+    monkeypatch.setattr(archives.os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        extract_archive(archive, target)
+    monkeypatch.undo()
+    written = files_under(target)
+    assert len(written) == 2 and all(CONTENT[name] == data for name, data in written.items())
+
+    result = extract_archive(archive, target)
+    assert files_under(target) == CONTENT
+    assert (result.extracted, result.already_there) == (len(CONTENT) - 2, 2)
+
+
+def test_full_disk_while_writing_is_one_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    def disk_full(source, destination):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archives.os, "replace", disk_full)
+    with pytest.raises(UserError, match=r"No space left on device.*re-run"):
+        extract_archive(make_zip(tmp_path / "a.zip"), tmp_path / "target")
+    assert files_under(tmp_path / "target") == {}
+
+
+def test_existing_different_file_is_refused_without_overwrite(tmp_path):
+    target = tmp_path / "target"
+    (target / "train/REAL").mkdir(parents=True)
+    (target / "train/REAL/a.jpg").write_bytes(b"my own edit")
+    with pytest.raises(UserError, match=r"1 file\(s\) already exist.*a\.jpg.*--overwrite.*--to"):
+        extract_archive(make_zip(tmp_path / "a.zip"), target)
+    assert files_under(target) == {"train/REAL/a.jpg": b"my own edit"}, "nothing is written when refused"
+
+
+def test_existing_different_file_is_replaced_with_overwrite(tmp_path):
+    target = tmp_path / "target"
+    (target / "train/REAL").mkdir(parents=True)
+    (target / "train/REAL/a.jpg").write_bytes(b"my own edit")
+    extract_archive(make_zip(tmp_path / "a.zip"), target, overwrite=True)
+    assert files_under(target) == CONTENT
+
+
+def test_existing_file_with_same_size_but_other_content_is_not_taken_as_done(tmp_path):
+    target = tmp_path / "target"
+    (target / "train/REAL").mkdir(parents=True)
+    (target / "train/REAL/a.jpg").write_bytes(b"x" * len(CONTENT["train/REAL/a.jpg"]))
+    with pytest.raises(UserError, match="already exist"):
+        extract_archive(make_zip(tmp_path / "a.zip"), target)
+
+
+def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(archives.shutil, "disk_usage", lambda path: SimpleNamespace(total=10, used=0, free=10))
+    with pytest.raises(UserError, match="only 10 B is free"):
+        extract_archive(make_zip(tmp_path / "a.zip"), tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+# ---- zipping -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dataset(tmp_path, make_class_folder) -> Path:
+    folder = make_class_folder(tmp_path / "dataset", {"REAL": 3, "FAKE": 3}, suffix=".jpg")
+    write_image(folder / "FAKE" / "extra.PNG", seed=99)
+    (folder / "labels.csv").write_text("name,label\n" * 200)
+    (folder / "nested" / "deeper").mkdir(parents=True)
+    (folder / "nested" / "deeper" / "ünïcode name.txt").write_text("unicode and spaces")
+    (folder / "empty").mkdir()
+    return folder
+
+
+def test_zip_round_trip_gives_byte_identical_files(tmp_path, dataset):
+    archive = zip_folder(dataset, tmp_path / "dataset.zip", verify=True).archive
+    extract_archive(archive, tmp_path / "unzipped")
+    assert files_under(tmp_path / "unzipped") == files_under(dataset)
+    assert (tmp_path / "unzipped" / "empty").is_dir()
+
+
+def test_zipping_is_deterministic_and_sorted(tmp_path, dataset):
+    first = zipfile.ZipFile(zip_folder(dataset, tmp_path / "first.zip").archive).namelist()
+    second = zipfile.ZipFile(zip_folder(dataset, tmp_path / "second.zip").archive).namelist()
+    assert first == second == sorted(first)
+    assert "REAL/img_000.jpg" in first and "empty/" in first, "names are relative to the folder"
+
+
+def test_images_are_stored_and_other_files_deflated(tmp_path, dataset):
+    with zipfile.ZipFile(zip_folder(dataset, tmp_path / "d.zip").archive) as archive:
+        methods = {info.filename: info.compress_type for info in archive.infolist()}
+    assert methods["REAL/img_000.jpg"] == methods["FAKE/extra.PNG"] == zipfile.ZIP_STORED
+    assert methods["labels.csv"] == zipfile.ZIP_DEFLATED
+
+
+def test_zipping_leaves_out_symlinks(tmp_path, dataset):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not part of the dataset")
+    (dataset / "link.txt").symlink_to(outside)
+    result = zip_folder(dataset, tmp_path / "d.zip")
+    assert result.left_out == ("link.txt",)
+    assert "link.txt" not in zipfile.ZipFile(result.archive).namelist()
+
+
+def test_zipping_refuses_an_existing_archive_without_overwrite(tmp_path, dataset):
+    out = tmp_path / "d.zip"
+    out.write_bytes(b"precious")
+    with pytest.raises(UserError, match=r"already exists.*--overwrite"):
+        zip_folder(dataset, out)
+    assert out.read_bytes() == b"precious"
+    zip_folder(dataset, out, overwrite=True)
+    assert zipfile.is_zipfile(out)
+
+
+def test_zipping_refuses_to_write_inside_the_folder(tmp_path, dataset):
+    with pytest.raises(UserError, match="inside"):
+        zip_folder(dataset, dataset / "REAL" / "self.zip")
+    assert not (dataset / "REAL" / "self.zip").exists()
+
+
+def test_failed_verification_leaves_no_archive(tmp_path, dataset, monkeypatch):
+    monkeypatch.setattr(zipfile.ZipFile, "testzip", lambda self: "REAL/img_000.jpg")
+    with pytest.raises(UserError, match="failed its check"):
+        zip_folder(dataset, tmp_path / "d.zip", verify=True)
+    assert list(tmp_path.glob("*d.zip*")) == []
+
+
+# ---- the scripts, as a user runs them ------------------------------------------------------------------------
+
+
+def test_unzipper_script_extracts_to_data_raw_by_default(tmp_path):
+    archive = make_zip(tmp_path / "cifake-x.zip")
+    work = tmp_path / "project"
+    work.mkdir()
+    finished = run_script("DataUnZipper.py", archive, "--quiet", cwd=work)
+    assert finished.returncode == 0, finished.stderr
+    assert files_under(work / "data" / "raw" / "cifake-x") == CONTENT
+    assert f"Extracted {len(CONTENT)} files" in finished.stdout
+
+
+@pytest.mark.parametrize("kind", ["slip", "corrupt", "clash"])
+def test_unzipper_script_fails_with_one_line(tmp_path, kind):
+    target = tmp_path / "target"
+    if kind == "slip":
+        archive = make_zip(tmp_path / "a.zip", {"../evil.txt": b"x"})
+    elif kind == "corrupt":
+        archive = tmp_path / "a.zip"
+        archive.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        archive = make_zip(tmp_path / "a.zip")
+        (target / "notes.txt").parent.mkdir(parents=True)
+        (target / "notes.txt").write_text("mine")
+    finished = run_script("DataUnZipper.py", archive, "--to", target, "--quiet")
+    assert finished.returncode == 1
+    assert finished.stderr.startswith("error: ") and finished.stderr.count("\n") == 1, finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+def test_unzipper_script_bomb_limits_are_flags(tmp_path):
+    archive = make_zip(tmp_path / "bomb.zip", {"zeros.bin": bytes(5_000_000)}, zipfile.ZIP_DEFLATED)
+    by_default = run_script("DataUnZipper.py", archive, "--to", tmp_path / "t")
+    assert by_default.returncode == 1 and "raise --max-ratio" in by_default.stderr
+    too_big = run_script("DataUnZipper.py", archive, "--to", tmp_path / "t", "--max-ratio", "2000",
+                         "--max-total-bytes", "1M")
+    assert too_big.returncode == 1 and "raise --max-total-bytes" in too_big.stderr
+    allowed = run_script("DataUnZipper.py", archive, "--to", tmp_path / "t", "--max-ratio", "2000", "-q")
+    assert allowed.returncode == 0, allowed.stderr
+    assert (tmp_path / "t" / "zeros.bin").stat().st_size == 5_000_000
+
+
+def test_zipper_then_unzipper_scripts_round_trip(tmp_path, dataset):
+    zipped = run_script("DataZipper.py", dataset, "--verify", "--quiet")
+    assert zipped.returncode == 0, zipped.stderr
+    assert "verified" in zipped.stdout
+    unzipped = run_script("DataUnZipper.py", tmp_path / "dataset.zip", "--to", tmp_path / "back", "--quiet")
+    assert unzipped.returncode == 0, unzipped.stderr
+    assert files_under(tmp_path / "back") == files_under(dataset)
+    again = run_script("DataZipper.py", dataset, "--quiet")
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATASETS / "cifake-trainsplit.zip").exists(), reason="needs ../shared/datasets")
+def test_unzipper_extracts_the_real_cifake_archive(tmp_path):
+    archive = SHARED_DATASETS / "cifake-trainsplit.zip"
+    result = extract_archive(archive, tmp_path / "cifake")
+    assert result.extracted == 100_000
+    assert len(os.listdir(tmp_path / "cifake" / "cifake" / "train" / "REAL")) == 45_000
+    shutil.rmtree(tmp_path / "cifake")  # pytest keeps recent tmp folders; 100,000 files are worth removing

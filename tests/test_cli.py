@@ -1,0 +1,99 @@
+"""Tests for realvsai.cli: exit codes, one-line errors, confirmation, the parser and tables."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+
+import pytest
+
+from realvsai import cli
+from realvsai.errors import UserError
+
+
+def test_run_main_maps_user_error_to_exit_1_and_one_line(capsys):
+    def body():
+        raise UserError("data/raw has no class folders. Put each class in its own folder.")
+
+    assert cli.run_main(body) == cli.EXIT_FAILED
+    captured = capsys.readouterr()
+    assert captured.err == "error: data/raw has no class folders. Put each class in its own folder.\n"
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_run_main_maps_a_missing_file_to_exit_1(capsys, tmp_path):
+    assert cli.run_main((tmp_path / "missing.zip").read_bytes) == cli.EXIT_FAILED
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing.zip'}: no such file or folder. Check the path.\n"
+
+
+def test_run_main_maps_ctrl_c_to_exit_1_with_a_rerun_hint(capsys):
+    def body():
+        raise KeyboardInterrupt
+
+    assert cli.run_main(body) == cli.EXIT_FAILED
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_run_main_returns_the_body_exit_code():
+    assert cli.run_main(lambda: None) == cli.EXIT_OK
+    assert cli.run_main(lambda: 3) == 3
+
+
+def test_run_main_keeps_the_traceback_of_a_programming_error():
+    def body():
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        cli.run_main(body)
+
+
+def test_confirm_refuses_without_a_terminal(monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    with pytest.raises(UserError, match="--yes"):
+        cli.confirm("Delete?", assume_yes=False)
+
+
+def test_confirm_with_yes_does_not_ask(monkeypatch):
+    monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("asked although --yes was given"))
+    assert cli.confirm("Delete?", assume_yes=True)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("answer", "expected"), [("y", True), ("YES", True), ("", False), ("n", False)])
+def test_confirm_at_a_terminal_takes_only_yes(monkeypatch, answer, expected):
+    monkeypatch.setattr("sys.stdin", _Terminal())
+    monkeypatch.setattr("builtins.input", lambda prompt: answer)
+    assert cli.confirm("Delete?", assume_yes=False) is expected
+
+
+def test_make_parser_adds_quiet_and_shows_defaults():
+    parser = cli.make_parser("Doc.")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step")
+    assert parser.parse_args(["-q"]).quiet
+    assert "(default: 32)" in parser.format_help()
+
+
+def test_setup_logging_quiet_hides_info_and_progress():
+    cli.setup_logging(quiet=True)
+    assert not cli.logger.isEnabledFor(logging.INFO)
+    assert cli.progress([1, 2], total=2).disable
+    cli.setup_logging(quiet=False)
+    assert cli.logger.isEnabledFor(logging.INFO)
+
+
+def test_positive_int_rejects_zero():
+    assert cli.positive_int("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="above 0"):
+        cli.positive_int("0")
+
+
+def test_format_table_right_aligns_numbers():
+    table = cli.format_table(["class", "images"], [("REAL", "1,000"), ("FAKE", "5")])
+    lines = table.splitlines()
+    assert lines[0].split() == ["class", "images"]
+    assert lines[2].endswith("1,000") and lines[3].endswith("    5")

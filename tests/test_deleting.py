@@ -1,0 +1,190 @@
+"""Tests for realvsai.deleting and DataDeleter.py: what may be deleted, symlinks, confirmation, dry runs."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_script
+
+from realvsai import deleting
+from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
+from realvsai.errors import UserError
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A fake repository with data/ and models/, and a folder outside it."""
+    repo = tmp_path / "repo"
+    for folder in ("data/raw/set/train/REAL", "data/raw/set/test", "models", "outside"):
+        (repo.parent / folder if folder == "outside" else repo / folder).mkdir(parents=True)
+    (repo / "data/raw/set/train/REAL/a.jpg").write_bytes(b"a" * 100)
+    (repo / "data/raw/set/train/REAL/b.jpg").write_bytes(b"b" * 50)
+    (repo / "data/raw/set/notes.txt").write_bytes(b"n" * 7)
+    (tmp_path / "outside" / "keep.txt").write_text("must survive")
+    return repo
+
+
+def rules(repo: Path) -> dict:
+    return {"protected": [repo], "allowed_roots": [repo / "data", repo / "models"]}
+
+
+def deletable(path: Path, repo: Path, allow_outside: bool = False) -> Path:
+    location = locate(path)
+    check_deletable(location, **rules(repo), allow_outside=allow_outside)
+    return location
+
+
+# ---- the library ---------------------------------------------------------------------------------
+
+
+def test_plan_counts_files_folders_and_bytes(project):
+    plan = plan_deletion(locate(project / "data/raw/set"))
+    assert (plan.files, plan.folders, plan.num_bytes) == (3, 4, 157)
+    assert plan.by_child == (("notes.txt", 1, 7), ("test", 0, 0), ("train", 2, 150))
+    assert "3 files and 4 folders" in describe(plan)
+
+
+def test_describe_shortens_a_long_listing(tmp_path):
+    for index in range(30):
+        (tmp_path / f"{index:02d}.jpg").write_bytes(b"x")
+    text = describe(plan_deletion(locate(tmp_path)), max_rows=5)
+    assert "04.jpg" in text and "05.jpg" not in text
+    assert "25 more" in text and "30 files and 1 folders" in text
+
+
+def test_deleting_a_folder_removes_everything_in_it(project):
+    plan = plan_deletion(deletable(project / "data/raw/set", project))
+    assert delete_planned(plan) == (3, 4)
+    assert not (project / "data/raw/set").exists()
+    assert (project / "data/raw").is_dir()
+
+
+def test_deleting_a_single_file(project):
+    target = project / "data/raw/set/notes.txt"
+    assert delete_planned(plan_deletion(deletable(target, project))) == (1, 0)
+    assert not target.exists() and (project / "data/raw/set/train/REAL/a.jpg").exists()
+
+
+def test_a_failure_midway_is_one_clear_error(project, monkeypatch):
+    def busy(path, *args, **kwargs):
+        raise OSError(errno.EBUSY, "Device or resource busy", path)
+
+    plan = plan_deletion(deletable(project / "data/raw/set", project))
+    monkeypatch.setattr(deleting.os, "rmdir", busy)
+    with pytest.raises(UserError, match=r"Device or resource busy.*run the same command again"):
+        delete_planned(plan)
+
+
+def test_symlink_inside_the_tree_is_removed_as_a_link_and_its_target_survives(project, tmp_path):
+    outside = tmp_path / "outside"
+    (project / "data/raw/set/train/to_outside").symlink_to(outside, target_is_directory=True)
+    (project / "data/raw/set/file_link.txt").symlink_to(outside / "keep.txt")
+    plan = plan_deletion(deletable(project / "data/raw/set", project))
+    assert plan.files == 5, "the two links count as files and nothing behind them is counted"
+    delete_planned(plan)
+    assert not (project / "data/raw/set").exists()
+    assert (outside / "keep.txt").read_text() == "must survive"
+
+
+def test_symlink_given_as_the_target_is_removed_not_followed(project, tmp_path):
+    link = project / "data/link_to_outside"
+    link.symlink_to(tmp_path / "outside", target_is_directory=True)
+    location = deletable(link, project)
+    assert location == link, "the link itself is the target, so it counts as inside data/"
+    assert delete_planned(plan_deletion(location)) == (1, 0)
+    assert not link.is_symlink()
+    assert (tmp_path / "outside" / "keep.txt").exists()
+
+
+def test_path_through_a_symlinked_folder_is_judged_where_it_really_is(project, tmp_path):
+    (project / "data/link_to_outside").symlink_to(tmp_path / "outside", target_is_directory=True)
+    with pytest.raises(UserError, match="not inside"):
+        deletable(project / "data/link_to_outside/keep.txt", project)
+
+
+def test_refuses_the_repository_and_its_parents(project):
+    for path in (project, project.parent, project / "data" / ".." / ".."):
+        with pytest.raises(UserError, match="protected folder"):
+            deletable(path, project, allow_outside=True)
+
+
+def test_refuses_the_file_system_root(project):
+    with pytest.raises(UserError, match="root of a file system"):
+        check_deletable(locate(Path("/")), protected=[], allowed_roots=[], allow_outside=True)
+
+
+def test_refuses_a_protected_home_folder_but_not_what_is_inside_it(tmp_path):
+    home = tmp_path / "home"
+    (home / "Downloads" / "old").mkdir(parents=True)
+    with pytest.raises(UserError, match="protected folder"):
+        check_deletable(locate(home), protected=[home], allowed_roots=[], allow_outside=True)
+    check_deletable(locate(home / "Downloads" / "old"), protected=[home], allowed_roots=[], allow_outside=True)
+
+
+def test_refuses_outside_data_and_models_without_allow_outside(project, tmp_path):
+    with pytest.raises(UserError, match="--allow-outside"):
+        deletable(tmp_path / "outside", project)
+    assert deletable(tmp_path / "outside", project, allow_outside=True) == tmp_path / "outside"
+
+
+def test_refuses_the_data_folder_itself(project):
+    with pytest.raises(UserError, match="folders inside it"):
+        deletable(project / "data", project)
+
+
+def test_missing_path_is_a_clear_error(project):
+    with pytest.raises(UserError, match="does not exist"):
+        deletable(project / "data/raw/nothing", project)
+
+
+# ---- the script, as a user runs it ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def outside_tree(tmp_path) -> Path:
+    folder = tmp_path / "old_run"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.bin").write_bytes(b"x" * 2048)
+    (folder / "b.txt").write_text("b")
+    return folder
+
+
+def one_error_line(finished) -> str:
+    assert finished.returncode == 1, finished.stdout + finished.stderr
+    assert finished.stderr.startswith("error: ") and finished.stderr.count("\n") == 1, finished.stderr
+    return finished.stderr
+
+
+@pytest.mark.parametrize("path", ["/", str(REPO), str(REPO.parent), "."])
+def test_script_refuses_root_and_repository(path):
+    # --dry-run as a second guard: even a broken check could not delete anything here.
+    stderr = one_error_line(run_script("DataDeleter.py", path, "--dry-run", "--allow-outside", cwd=REPO))
+    assert "refusing to delete" in stderr
+
+
+def test_script_refuses_outside_data_and_models(outside_tree):
+    stderr = one_error_line(run_script("DataDeleter.py", outside_tree, "--yes"))
+    assert "--allow-outside" in stderr
+    assert (outside_tree / "sub" / "a.bin").exists()
+
+
+def test_script_without_terminal_refuses_unless_yes(outside_tree):
+    stderr = one_error_line(run_script("DataDeleter.py", outside_tree, "--allow-outside", input_text=""))
+    assert "--yes" in stderr
+    assert (outside_tree / "sub" / "a.bin").exists()
+
+
+def test_script_dry_run_deletes_nothing(outside_tree):
+    finished = run_script("DataDeleter.py", outside_tree, "--allow-outside", "--dry-run", "--yes")
+    assert finished.returncode == 0, finished.stderr
+    assert "2 files and 2 folders" in finished.stdout and "nothing was deleted" in finished.stdout
+    assert (outside_tree / "sub" / "a.bin").exists()
+
+
+def test_script_with_yes_deletes(outside_tree):
+    finished = run_script("DataDeleter.py", outside_tree, "--allow-outside", "--yes", "--quiet")
+    assert finished.returncode == 0, finished.stderr
+    assert "Deleted 2 files and 2 folders" in finished.stdout
+    assert not outside_tree.exists()

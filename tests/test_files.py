@@ -1,0 +1,218 @@
+"""Tests for realvsai.files: image checks, collision-safe placing, atomic writes, path containment."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from conftest import write_image
+
+from realvsai import files
+from realvsai.files import (
+    Outcome,
+    atomic_write,
+    atomic_write_text,
+    ensure_inside,
+    human_bytes,
+    image_problem,
+    place_file,
+    sha256_file,
+)
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` but holds no pixel data: a bomb that costs nothing to make."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+# ---- image_problem --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["good.png", "good.jpg"])
+def test_image_problem_accepts_a_good_image(tmp_path, name):
+    assert image_problem(write_image(tmp_path / name, seed=1)) is None
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text"])
+def test_image_problem_names_a_broken_file(tmp_path, bad_files, kind):
+    problem = image_problem(bad_files(tmp_path)[kind])
+    assert problem is not None and "not a readable image" in problem
+
+
+def test_image_problem_refuses_huge_dimensions_without_decoding(tmp_path):
+    problem = image_problem(png_header_only(tmp_path / "bomb.png", 30_000, 30_000))
+    assert problem is not None and "pixels" in problem
+
+
+def test_image_problem_applies_its_pixel_limit(tmp_path):
+    problem = image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=1000)
+    assert problem == "64x64 pixels is more than the limit of 1,000"
+
+
+def test_image_problem_of_a_missing_file(tmp_path):
+    assert image_problem(tmp_path / "missing.png") == "file not found"
+
+
+# ---- place_file ------------------------------------------------------------------------------------
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_place_file_copies_to_a_free_name(tmp_path):
+    source = write(tmp_path / "src" / "cat.jpg", b"cat")
+    placed, outcome = place_file(source, tmp_path / "dst" / "cat.jpg")
+    assert (placed, outcome) == (tmp_path / "dst" / "cat.jpg", Outcome.COPIED)
+    assert placed.read_bytes() == b"cat" and source.exists()
+
+
+def test_place_file_never_overwrites_different_content(tmp_path):
+    source = write(tmp_path / "src" / "cat.jpg", b"new cat")
+    taken = write(tmp_path / "dst" / "cat.jpg", b"old cat")
+    placed, outcome = place_file(source, taken)
+    assert outcome is Outcome.RENAMED
+    assert taken.read_bytes() == b"old cat"
+    digest = hashlib.sha256(b"new cat").hexdigest()
+    assert placed == tmp_path / "dst" / f"cat_{digest[:8]}.jpg" and placed.read_bytes() == b"new cat"
+
+
+def test_place_file_skips_identical_content_without_writing(tmp_path):
+    source = write(tmp_path / "src" / "cat.jpg", b"cat")
+    target = write(tmp_path / "dst" / "cat.jpg", b"cat")
+    before = target.stat()
+    assert place_file(source, target) == (target, Outcome.IDENTICAL)
+    after = target.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_place_file_rerun_recognises_its_renamed_copy(tmp_path):
+    source = write(tmp_path / "src" / "cat.jpg", b"new cat")
+    write(tmp_path / "dst" / "cat.jpg", b"old cat")
+    first, _ = place_file(source, tmp_path / "dst" / "cat.jpg")
+    again, outcome = place_file(source, tmp_path / "dst" / "cat.jpg")
+    assert (again, outcome) == (first, Outcome.IDENTICAL)
+    assert sorted(path.name for path in (tmp_path / "dst").iterdir()) == ["cat.jpg", first.name]
+
+
+def test_place_file_move_removes_the_source_once_placed(tmp_path):
+    source = write(tmp_path / "src" / "cat.jpg", b"cat")
+    placed, outcome = place_file(source, tmp_path / "dst" / "cat.jpg", move=True)
+    assert outcome is Outcome.MOVED and placed.read_bytes() == b"cat" and not source.exists()
+
+
+def test_place_file_move_onto_identical_content_removes_the_source(tmp_path):
+    source = write(tmp_path / "src" / "cat.jpg", b"cat")
+    target = write(tmp_path / "dst" / "cat.jpg", b"cat")
+    assert place_file(source, target, move=True) == (target, Outcome.IDENTICAL)
+    assert not source.exists() and target.read_bytes() == b"cat"
+
+
+def test_place_file_move_keeps_the_source_when_the_copy_fails(tmp_path, monkeypatch):
+    source = write(tmp_path / "src" / "cat.jpg", b"cat")
+
+    def cross_device(*args, **kwargs):
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "no space left on device")
+
+    monkeypatch.setattr(files.os, "link", cross_device)
+    monkeypatch.setattr(files, "atomic_copy", disk_full)
+    with pytest.raises(OSError, match="no space"):
+        place_file(source, tmp_path / "dst" / "cat.jpg", move=True)
+    assert source.read_bytes() == b"cat"
+    assert not (tmp_path / "dst" / "cat.jpg").exists()
+
+
+def test_place_file_move_across_file_systems_copies_then_removes(tmp_path, monkeypatch):
+    source = write(tmp_path / "src" / "cat.jpg", b"cat")
+
+    def cross_device(*args, **kwargs):
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    monkeypatch.setattr(files.os, "link", cross_device)
+    placed, outcome = place_file(source, tmp_path / "dst" / "cat.jpg", move=True)
+    assert outcome is Outcome.MOVED and placed.read_bytes() == b"cat" and not source.exists()
+
+
+def test_place_file_link_makes_a_hard_link(tmp_path):
+    source = write(tmp_path / "src" / "cat.jpg", b"cat")
+    placed, outcome = place_file(source, tmp_path / "dst" / "cat.jpg", link=True)
+    assert outcome is Outcome.LINKED and os.path.samefile(placed, source)
+
+
+def test_place_file_move_never_deletes_the_only_copy(tmp_path):
+    digest = hashlib.sha256(b"new cat").hexdigest()
+    write(tmp_path / "cat.jpg", b"old cat")
+    source = write(tmp_path / f"cat_{digest[:8]}.jpg", b"new cat")
+    place_file(source, tmp_path / "cat.jpg", move=True)
+    assert source.exists(), "the only copy of b'new cat' was deleted"
+
+
+# ---- atomic writes ------------------------------------------------------------------------------------
+
+
+def test_atomic_write_leaves_no_partial_file_when_interrupted(tmp_path):
+    target = tmp_path / "model.json"
+    with pytest.raises(RuntimeError), atomic_write(target) as stream:
+        stream.write(b"half of the")
+        raise RuntimeError("interrupted mid-write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
+    target = write(tmp_path / "model.json", b"old")
+    with pytest.raises(RuntimeError), atomic_write(target) as stream:
+        stream.write(b"new but incomplete")
+        raise RuntimeError("interrupted mid-write")
+    assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"old"
+
+
+def test_atomic_write_text_writes_utf8(tmp_path):
+    atomic_write_text(tmp_path / "sub" / "card.md", "Grad-CAM für Bilder\n")
+    assert (tmp_path / "sub" / "card.md").read_bytes() == "Grad-CAM für Bilder\n".encode()
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write_text(tmp_path / "metrics.json", "{}")
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ---- small helpers --------------------------------------------------------------------------------------
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 5)  # more than one read chunk
+    assert sha256_file(write(tmp_path / "blob", data)) == hashlib.sha256(data).hexdigest()
+
+
+def test_ensure_inside_rejects_dot_dot_and_symlink_escapes(tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "escape").symlink_to(tmp_path, target_is_directory=True)
+    assert ensure_inside(Path("sub/a.jpg"), root) == root.resolve() / "sub" / "a.jpg"
+    for path in (Path("../x"), Path("sub/../../x"), Path("escape/x"), tmp_path / "x"):
+        with pytest.raises(ValueError, match="outside"):
+            ensure_inside(path, root)
+
+
+@pytest.mark.parametrize(("num_bytes", "text"), [(0, "0 B"), (1536, "1.5 KB"), (5 * 1024**3, "5.0 GB")])
+def test_human_bytes(num_bytes, text):
+    assert human_bytes(num_bytes) == text

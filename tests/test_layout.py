@@ -1,0 +1,120 @@
+"""Tests for realvsai.layout: listing images, class folders, split folders and --rename pairs."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write_image
+
+from realvsai.errors import UserError
+from realvsai.layout import (
+    find_child_folder,
+    find_class_folders,
+    is_image_file,
+    list_images,
+    parse_renames,
+    read_split_classes,
+    renamed,
+)
+
+
+def test_list_images_accepts_extensions_in_any_case(tmp_path):
+    for name in ("a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.bmp"):
+        write_image(tmp_path / name, seed=len(name), fmt="PNG")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "no_suffix").write_bytes(b"x")
+    assert [path.name for path in list_images(tmp_path)] == ["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.bmp"]
+
+
+def test_list_images_skips_hidden_files_and_hidden_folders(tmp_path):
+    write_image(tmp_path / "visible.png", seed=1)
+    write_image(tmp_path / "._visible.png", seed=2)  # macOS resource fork
+    write_image(tmp_path / ".cache" / "inside.png", seed=3)
+    write_image(tmp_path / "sub" / "deep.png", seed=4)
+    assert list_images(tmp_path) == [tmp_path / "visible.png"]
+    assert list_images(tmp_path, recursive=True) == [tmp_path / "sub" / "deep.png", tmp_path / "visible.png"]
+
+
+def test_list_images_is_sorted(tmp_path):
+    for name in ("c.png", "a.png", "b.png", "10.png", "2.png"):
+        write_image(tmp_path / name, seed=0)
+    names = [path.name for path in list_images(tmp_path)]
+    assert names == sorted(names) == ["10.png", "2.png", "a.png", "b.png", "c.png"]
+
+
+def test_list_images_skips_folders_named_like_images(tmp_path):
+    (tmp_path / "album.jpg").mkdir()
+    assert list_images(tmp_path) == []
+    assert not is_image_file(tmp_path / "album.jpg")
+
+
+def test_find_class_folders_returns_sorted_visible_folders(tmp_path):
+    for name in ("REAL", "FAKE", ".ipynb_checkpoints", "__MACOSX_is_visible"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "readme.txt").write_text("a file is not a class")
+    assert find_class_folders(tmp_path) == ["FAKE", "REAL", "__MACOSX_is_visible"]
+
+
+def test_find_class_folders_without_subfolders_is_a_user_error(tmp_path):
+    write_image(tmp_path / "loose.png", seed=0)
+    with pytest.raises(UserError, match="no class folders"):
+        find_class_folders(tmp_path)
+
+
+def test_find_class_folders_of_a_missing_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="is not a folder"):
+        find_class_folders(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("on_disk", ["train", "Train", "TRAIN"])
+def test_find_child_folder_matches_any_letter_case(tmp_path, on_disk):
+    (tmp_path / on_disk).mkdir()
+    assert find_child_folder(tmp_path, "train") == tmp_path / on_disk
+
+
+def test_find_child_folder_missing_is_none(tmp_path):
+    (tmp_path / "test").mkdir()
+    (tmp_path / "train.txt").write_text("a file, not a folder")
+    assert find_child_folder(tmp_path, "train") is None
+
+
+def test_find_child_folder_refuses_two_folders_differing_by_case(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "Train").mkdir()
+    if len(list(tmp_path.iterdir())) < 2:
+        pytest.skip("case-insensitive file system")
+    with pytest.raises(UserError, match="different letter cases"):
+        find_child_folder(tmp_path, "TRAIN")
+
+
+def test_parse_renames_builds_the_mapping():
+    mapping = parse_renames(["RealArt=Real", " GeneratedArt = Fake "])
+    assert mapping == {"RealArt": "Real", "GeneratedArt": "Fake"}
+    assert renamed("RealArt", mapping) == "Real" and renamed("Other", mapping) == "Other"
+
+
+@pytest.mark.parametrize("pair", ["RealArt", "=Real", "RealArt=", "RealArt=a/b", "RealArt=a\\b"])
+def test_parse_renames_rejects_malformed_pairs(pair):
+    with pytest.raises(UserError, match="is not OLD=NEW"):
+        parse_renames([pair])
+
+
+def test_parse_renames_rejects_the_same_old_name_twice():
+    with pytest.raises(UserError, match="twice"):
+        parse_renames(["RealArt=Real", "RealArt=Fake"])
+
+
+@pytest.mark.parametrize("pair", ["RealArt=..", "RealArt=."])
+def test_parse_renames_rejects_dot_names(pair):
+    with pytest.raises(UserError):
+        parse_renames([pair])
+
+
+def test_read_split_classes_reads_the_splits_present(tmp_path, make_class_folder):
+    make_class_folder(tmp_path / "train", {"REAL": 1, "FAKE": 1})
+    make_class_folder(tmp_path / "test", {"REAL": 1, "FAKE": 1})
+    assert read_split_classes(tmp_path) == {"train": ["FAKE", "REAL"], "test": ["FAKE", "REAL"]}
+
+
+def test_read_split_classes_without_splits_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"DataSplitD1\.py"):
+        read_split_classes(tmp_path)

@@ -1,0 +1,212 @@
+"""realvsai.merging: merges that never overwrite, never duplicate, never leak, and add up."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import write_image
+
+from realvsai.errors import UserError
+from realvsai.merging import merge_datasets
+from realvsai.splitting import read_manifest, split_by_class
+
+
+def make_split(root: Path, counts: dict[tuple[str, str], int], seed: int) -> Path:
+    """``root/<split>/<class>/img_NNN.png`` with distinct images whose content depends on ``seed``."""
+    for index_pair, ((split, class_name), count) in enumerate(sorted(counts.items())):
+        for index in range(count):
+            write_image(root / split / class_name / f"img_{index:03d}.png",
+                        seed=seed * 10_000 + index_pair * 100 + index)
+    return root
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def images(root: Path) -> list[Path]:
+    return sorted(root.glob("*/*/*.png"))
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    return {path.relative_to(folder).as_posix(): (sha256(path), path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+COUNTS = {("train", "REAL"): 4, ("train", "FAKE"): 4, ("test", "REAL"): 2, ("test", "FAKE"): 2}
+
+
+@pytest.fixture
+def first(tmp_path) -> Path:
+    return make_split(tmp_path / "first", COUNTS, seed=1)
+
+
+@pytest.fixture
+def second(tmp_path) -> Path:
+    return make_split(tmp_path / "second", COUNTS, seed=2)
+
+
+def test_merge_into_a_new_folder_adds_every_file(first, second, tmp_path):
+    into = tmp_path / "merged"
+    report = merge_datasets([first, second], into)
+    assert (report.before, report.added, report.after) == (0, 24, 24)
+    assert Counter(sha256(path) for path in images(into)) == Counter(
+        sha256(path) for path in images(first) + images(second))
+
+
+def test_merge_skips_a_file_with_the_same_name_and_content(first, tmp_path):
+    into = tmp_path / "merged"
+    shutil.copytree(first, into)
+    before = snapshot(into)
+    report = merge_datasets([first], into)
+    assert (report.added, report.identical) == (0, 12)
+    after = snapshot(into)
+    assert after.pop("manifest.csv")  # the merge writes the manifest the copied folder lacked
+    assert after == before
+
+
+def test_merge_never_overwrites_a_different_file_with_the_same_name(first, second, tmp_path):
+    into = tmp_path / "merged"
+    shutil.copytree(first, into)
+    original = sha256(into / "train" / "REAL" / "img_000.png")
+    report = merge_datasets([second], into)
+    assert sha256(into / "train" / "REAL" / "img_000.png") == original
+    incoming = second / "train" / "REAL" / "img_000.png"
+    renamed = into / "train" / "REAL" / f"img_000_{sha256(incoming)[:8]}.png"
+    assert sha256(renamed) == sha256(incoming)
+    assert report.renamed == 12
+
+
+def test_counts_before_plus_added_equal_after(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    shutil.copyfile(second / "test" / "FAKE" / "img_000.png", second / "test" / "FAKE" / "copy.png")
+    report = merge_datasets([first, second], into)
+    assert report.before == 12
+    assert report.before + report.added == report.after == len(images(into))
+    assert report.identical == 12 + 1
+    assert report.added == 12
+
+
+def test_content_already_in_another_split_of_the_target_is_refused(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    leaking = second / "test" / "REAL" / "leak.png"
+    shutil.copyfile(first / "train" / "REAL" / "img_001.png", leaking)
+    report = merge_datasets([second], into)
+    assert [Path(source).name for source, _ in report.refused] == ["leak.png"]
+    assert not (into / "test" / "REAL" / "leak.png").exists()
+    digest = sha256(leaking)
+    assert {path.parent.parent.name for path in images(into) if sha256(path) == digest} == {"train"}
+    with open(into / "merge-refused.csv", newline="") as stream:
+        assert [Path(row["source"]).name for row in csv.DictReader(stream)] == ["leak.png"]
+
+
+def test_content_in_two_splits_among_the_sources_is_added_once(first, second, tmp_path):
+    shutil.copyfile(first / "train" / "FAKE" / "img_002.png", second / "test" / "FAKE" / "same.png")
+    into = tmp_path / "merged"
+    report = merge_datasets([first, second], into)
+    assert len(report.refused) == 1 and report.refused[0][0].endswith("same.png")
+    digest = sha256(first / "train" / "FAKE" / "img_002.png")
+    assert [path.parent.parent.name for path in images(into) if sha256(path) == digest] == ["train"]
+
+
+def test_dry_run_changes_nothing_and_predicts_the_real_run(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    shutil.copyfile(first / "train" / "REAL" / "img_000.png", second / "test" / "REAL" / "leak.png")
+    trees = [into, first, second]
+    before = [snapshot(folder) for folder in trees]
+    planned = merge_datasets([second], into, dry_run=True)
+    assert [snapshot(folder) for folder in trees] == before
+    done = merge_datasets([second], into)
+    assert (planned.before, planned.added, planned.renamed, planned.identical, planned.after, len(planned.refused)) \
+        == (done.before, done.added, done.renamed, done.identical, done.after, len(done.refused))
+
+
+def test_dry_run_into_a_missing_folder_creates_nothing(first, tmp_path):
+    merge_datasets([first], tmp_path / "merged", dry_run=True)
+    assert not (tmp_path / "merged").exists()
+
+
+def test_an_interrupted_merge_is_completed_without_duplicates(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first, second], into)
+    complete = Counter(sha256(path) for path in images(into))
+    for path in images(into)[::2]:  # as if the merge had stopped before writing these
+        path.unlink()
+    report = merge_datasets([first, second], into)
+    assert report.added == 12
+    assert Counter(sha256(path) for path in images(into)) == complete
+
+
+def test_different_class_names_are_an_error_naming_both_and_rename(first, tmp_path):
+    other = make_split(tmp_path / "art", {("train", "RealArt"): 2, ("train", "FAKE"): 2}, seed=3)
+    with pytest.raises(UserError, match=r"\['FAKE', 'RealArt'\].*\['FAKE', 'REAL'\].*--rename"):
+        merge_datasets([first, other], tmp_path / "merged")
+
+
+def test_class_names_must_match_the_existing_target(first, tmp_path):
+    into = make_split(tmp_path / "merged", {("train", "Real"): 1, ("train", "Fake"): 1}, seed=4)
+    with pytest.raises(UserError, match="--rename"):
+        merge_datasets([first], into)
+
+
+def test_move_removes_merged_source_files_but_keeps_refused_ones(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    shutil.copyfile(first / "train" / "REAL" / "img_000.png", second / "test" / "REAL" / "leak.png")
+    report = merge_datasets([second], into, move=True)
+    assert [path.name for path in images(second)] == ["leak.png"]
+    assert report.added == 12 and report.after == 24
+
+
+def test_manifest_lists_every_file_with_its_source(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first, second], into)
+    rows = read_manifest(into / "manifest.csv")
+    assert sorted(row.path for row in rows) == sorted(path.relative_to(into).as_posix() for path in images(into))
+    assert all(row.sha256 == sha256(into / row.path) for row in rows)
+    assert all(Path(row.source).is_file() and sha256(Path(row.source)) == row.sha256 for row in rows)
+
+
+def test_merge_keeps_the_sources_of_the_targets_own_manifest(tmp_path, make_class_folder):
+    art = make_class_folder(tmp_path / "art", {"REAL": 10, "FAKE": 10})
+    into = tmp_path / "data"
+    split_by_class(art, into)
+    sources = {row.path: row.source for row in read_manifest(into / "manifest.csv")}
+    merge_datasets([make_split(tmp_path / "more", COUNTS, seed=9)], into)
+    after = {row.path: row.source for row in read_manifest(into / "manifest.csv")}
+    assert {path: after[path] for path in sources} == sources
+    assert len(after) == 20 + 12
+
+
+def test_a_source_without_split_folders_is_an_error(tmp_path, make_class_folder):
+    flat = make_class_folder(tmp_path / "flat", {"REAL": 2, "FAKE": 2})
+    with pytest.raises(UserError, match=r"DataSplitD1\.py or DataSplitD2\.py"):
+        merge_datasets([flat], tmp_path / "merged")
+
+
+def test_merging_a_folder_into_itself_is_refused(first):
+    with pytest.raises(UserError, match="overlap"):
+        merge_datasets([first], first)
+
+
+def test_a_source_inside_a_split_folder_of_the_target_is_refused(tmp_path):
+    nested = make_split(tmp_path / "data" / "train" / "extra", COUNTS, seed=5)
+    with pytest.raises(UserError, match="overlap"):
+        merge_datasets([nested], tmp_path / "data")
+
+
+def test_a_source_beside_the_targets_split_folders_can_be_merged_into_it(first, tmp_path):
+    into = tmp_path / "data"
+    merge_datasets([first], into)
+    art = make_split(into / "art", COUNTS, seed=6)
+    report = merge_datasets([art], into)
+    assert (report.before, report.added, report.after) == (12, 12, 24)
+    assert len(images(into)) == 24  # data/art/... is not counted as part of the target

@@ -1,0 +1,125 @@
+"""DataSplitD1.py, DataSplitD2.py and DataMerger.py as a user runs them: exit codes, messages, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+import pytest
+from conftest import SHARED_DATASETS, run_script
+
+import DataMerger
+import DataSplitD1
+import DataSplitD2
+from realvsai.splitting import read_manifest
+
+CIFAKE_MINI = SHARED_DATASETS / "cifake-mini"
+
+
+def one_error_line(process) -> str:
+    """The single ``error: ...`` line a failed script prints, after checking there is just that."""
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1, process.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_datasplitd1_main_prints_the_table_of_renamed_classes(tmp_path, make_class_folder, capsys):
+    source = make_class_folder(tmp_path / "art", {"RealArt": 10, "GeneratedArt": 10})
+    code = DataSplitD1.main([str(source), "--out", str(tmp_path / "data"), "--rename", "RealArt=Real",
+                             "--rename", "GeneratedArt=Fake", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "Fake" in printed and "Real" in printed and "RealArt" not in printed
+    assert "20 files in" in printed
+    assert sorted(path.name for path in (tmp_path / "data" / "validation").iterdir()) == ["Fake", "Real"]
+
+
+def test_datasplitd2_main_splits_train_and_test(tmp_path, make_class_folder, capsys):
+    make_class_folder(tmp_path / "cifake" / "train", {"REAL": 10, "FAKE": 10}, seed=1)
+    make_class_folder(tmp_path / "cifake" / "test", {"REAL": 3, "FAKE": 3}, seed=2)
+    code = DataSplitD2.main([str(tmp_path / "cifake"), "--out", str(tmp_path / "data"), "--val-fraction", "0.3",
+                             "--link", "--quiet"])
+    assert code == 0
+    assert "26 files in" in capsys.readouterr().out
+    assert len(list((tmp_path / "data" / "validation" / "REAL").iterdir())) == 3
+
+
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
+def test_a_missing_source_exits_1_with_one_line(script, tmp_path):
+    process = run_script(script, tmp_path / "no_such_folder", "--out", tmp_path / "data")
+    assert process.returncode == 1
+    assert "no_such_folder is not an existing folder" in one_error_line(process)
+    assert not (tmp_path / "data").exists()
+
+
+def test_datasplitd2_on_a_folder_per_class_layout_exits_1_with_one_line(tmp_path, make_class_folder):
+    source = make_class_folder(tmp_path / "art", {"RealArt": 2, "GeneratedArt": 2})
+    process = run_script("DataSplitD2.py", source, "--out", tmp_path / "data")
+    assert process.returncode == 1
+    line = one_error_line(process)
+    assert "no train/ and test/" in line and "DataSplitD1.py" in line
+
+
+def test_datasplitd1_on_a_folder_without_class_folders_exits_1_with_one_line(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "photo.jpg").write_bytes(b"")
+    process = run_script("DataSplitD1.py", tmp_path / "flat", "--out", tmp_path / "data")
+    assert process.returncode == 1
+    assert "no class folders" in one_error_line(process)
+
+
+def test_ratios_that_do_not_add_up_exit_1_with_one_line(tmp_path, make_class_folder):
+    source = make_class_folder(tmp_path / "art", {"A": 2, "B": 2})
+    process = run_script("DataSplitD1.py", source, "--out", tmp_path / "data", "--ratios", "0.8", "0.2", "0.2")
+    assert process.returncode == 1
+    assert "add up to 1.2, not 1" in one_error_line(process)
+
+
+def test_move_and_link_together_are_bad_usage(tmp_path, make_class_folder):
+    source = make_class_folder(tmp_path / "art", {"A": 2, "B": 2})
+    process = run_script("DataSplitD1.py", source, "--move", "--link")
+    assert process.returncode == 2
+    assert "not allowed with argument" in process.stderr
+
+
+def test_datamerger_with_a_missing_source_exits_1_with_one_line(tmp_path):
+    process = run_script("DataMerger.py", tmp_path / "nowhere", "--into", tmp_path / "merged")
+    assert process.returncode == 1
+    assert "nowhere is not an existing folder" in one_error_line(process)
+
+
+def test_datamerger_with_mismatched_classes_exits_1_with_one_line(tmp_path, make_class_folder):
+    make_class_folder(tmp_path / "a" / "train", {"REAL": 1, "FAKE": 1})
+    make_class_folder(tmp_path / "b" / "train", {"Real": 1, "Fake": 1})
+    process = run_script("DataMerger.py", tmp_path / "a", tmp_path / "b", "--into", tmp_path / "merged")
+    assert process.returncode == 1
+    assert "--rename" in one_error_line(process)
+
+
+def test_datamerger_dry_run_says_so_and_writes_nothing(tmp_path, make_class_folder, capsys):
+    make_class_folder(tmp_path / "a" / "train", {"REAL": 2, "FAKE": 2})
+    code = DataMerger.main([str(tmp_path / "a"), "--into", str(tmp_path / "merged"), "--dry-run", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "0 before + 4 would be added = 4 after" in printed and "dry run" in printed
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.skipif(not CIFAKE_MINI.is_dir(), reason="../shared/datasets/cifake-mini is not here")
+def test_datasplitd2_splits_cifake_mini_without_cross_split_duplicates(tmp_path):
+    out = tmp_path / "data"
+    process = run_script("DataSplitD2.py", CIFAKE_MINI, "--out", out, "--link", "--quiet")
+    assert process.returncode == 0, process.stderr
+    rows = read_manifest(out / "manifest.csv")
+    counts = defaultdict(int)
+    splits_of = defaultdict(set)
+    for row in rows:
+        counts[row.split] += 1
+        splits_of[row.sha256].add(row.split)
+    dropped = sum(1 for line in (out / "skipped.csv").read_text().splitlines() if "kept in test only" in line)
+    assert counts["train"] + counts["validation"] + dropped == 8000
+    assert counts["test"] == 2000
+    assert all(len(splits) == 1 for splits in splits_of.values())
+    sample = rows[:: len(rows) // 50]
+    assert all(hashlib.sha256((out / row.path).read_bytes()).hexdigest() == row.sha256 for row in sample)

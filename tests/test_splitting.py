@@ -1,0 +1,429 @@
+"""realvsai.splitting: reproducible, stratified, leak-free and lossless splits."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import shutil
+import threading
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from conftest import write_image
+
+from realvsai import splitting
+from realvsai.errors import UserError
+from realvsai.splitting import (
+    check_ratios,
+    find_train_test_root,
+    read_manifest,
+    split_by_class,
+    split_files,
+    split_train_test,
+)
+
+
+def manifest_keys(out: Path) -> list[tuple[str, str, str, str]]:
+    return [row.key() for row in read_manifest(out / "manifest.csv")]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file below ``folder`` with its size, modification time and inode."""
+    return {path.relative_to(folder).as_posix(): (path.stat().st_size, path.stat().st_mtime_ns, path.stat().st_ino)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def skipped_sources(out: Path) -> dict[str, str]:
+    with open(out / "skipped.csv", newline="") as stream:
+        return {Path(row["source"]).name: row["reason"] for row in csv.DictReader(stream)}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def art(tmp_path, make_class_folder) -> Path:
+    """A one-folder-per-class set: 20 RealArt and 20 GeneratedArt images."""
+    return make_class_folder(tmp_path / "art", {"RealArt": 20, "GeneratedArt": 20})
+
+
+@pytest.fixture
+def cifake(tmp_path, make_class_folder) -> Path:
+    """A train/test set: 20 + 20 train and 5 + 5 test images per class REAL and FAKE."""
+    make_class_folder(tmp_path / "cifake" / "train", {"REAL": 20, "FAKE": 20}, seed=1)
+    make_class_folder(tmp_path / "cifake" / "test", {"REAL": 5, "FAKE": 5}, seed=2)
+    return tmp_path / "cifake"
+
+
+# ----------------------------------------------------------------------------------------------
+# split_files and ratios
+
+
+def test_split_files_is_the_same_whatever_the_input_order():
+    files = [f"img_{index:03d}.png" for index in range(50)]
+    shuffled = random.Random(7).sample(files, len(files))
+    assert split_files(files, {"a": 0.7, "b": 0.3}, seed=3) == split_files(shuffled, {"a": 0.7, "b": 0.3}, seed=3)
+
+
+def test_split_files_puts_every_file_in_exactly_one_split():
+    files = list(range(37))
+    result = split_files(files, {"train": 0.7, "validation": 0.15, "test": 0.15}, seed=0)
+    assert sorted(file for chosen in result.values() for file in chosen) == files
+    assert [len(result[name]) for name in ("train", "validation", "test")] == [26, 5, 6]
+
+
+def test_split_files_depends_on_the_seed():
+    files = list(range(40))
+    assert split_files(files, {"a": 0.5, "b": 0.5}, seed=1) != split_files(files, {"a": 0.5, "b": 0.5}, seed=2)
+
+
+@pytest.mark.parametrize("ratios", [(0.7, 0.2, 0.2), (0.5, 0.5), (1.2, -0.1, -0.1), (0, 0.5, 0.5)])
+def test_check_ratios_rejects_shares_that_are_not_three_adding_up_to_one(ratios):
+    with pytest.raises(UserError, match="--ratios"):
+        check_ratios(ratios)
+
+
+# ----------------------------------------------------------------------------------------------
+# DataSplitD1 layout
+
+
+def test_split_by_class_is_reproducible_whatever_order_files_were_created_in(tmp_path):
+    for folder, order in (("first", range(12)), ("second", reversed(range(12)))):
+        for index in order:
+            for class_index, class_name in enumerate(("cat", "dog")):
+                write_image(tmp_path / folder / class_name / f"{index:02d}.png", seed=class_index * 100 + index)
+    split_by_class(tmp_path / "first", tmp_path / "out1", seed=5)
+    split_by_class(tmp_path / "second", tmp_path / "out2", seed=5)
+    assert manifest_keys(tmp_path / "out1") == manifest_keys(tmp_path / "out2")
+
+
+def test_split_by_class_is_reproducible_whatever_order_the_file_system_lists(art, tmp_path, monkeypatch):
+    split_by_class(art, tmp_path / "out1", seed=5)
+    real_scandir = os.scandir
+
+    class ShuffledScandir:
+        def __init__(self, path):
+            self.entries = list(real_scandir(path))
+            random.Random(str(path)).shuffle(self.entries)
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(os, "scandir", ShuffledScandir)
+    split_by_class(art, tmp_path / "out2", seed=5)
+    assert manifest_keys(tmp_path / "out1") == manifest_keys(tmp_path / "out2")
+
+
+def test_split_by_class_keeps_each_class_proportions(art, tmp_path):
+    report = split_by_class(art, tmp_path / "out", ratios=(0.7, 0.15, 0.15))
+    for class_name in ("RealArt", "GeneratedArt"):
+        assert [report.counts[(split, class_name)] for split in ("train", "validation", "test")] == [14, 3, 3]
+
+
+def test_split_by_class_loses_no_file_and_puts_none_in_two_splits(art, tmp_path):
+    out = tmp_path / "out"
+    split_by_class(art, out)
+    source_hashes = sorted(sha256(path) for path in art.rglob("*.png"))
+    placed = sorted(out.glob("*/*/*.png"))
+    assert sorted(sha256(path) for path in placed) == source_hashes
+    splits_of = defaultdict(set)
+    for path in placed:
+        splits_of[sha256(path)].add(path.parent.parent.name)
+    assert all(len(splits) == 1 for splits in splits_of.values())
+    assert sorted(row.path for row in read_manifest(out / "manifest.csv")) == sorted(
+        path.relative_to(out).as_posix() for path in placed)
+
+
+def test_split_by_class_leaves_the_source_untouched_when_copying(art, tmp_path):
+    before = snapshot(art)
+    split_by_class(art, tmp_path / "out")
+    assert snapshot(art) == before
+
+
+def test_duplicates_under_other_names_and_classes_follow_their_first_copy(art, tmp_path):
+    original = art / "GeneratedArt" / "img_005.png"
+    for copy in (art / "GeneratedArt" / "zz_copy.png", art / "RealArt" / "aa_copy.png", art / "RealArt" / "zz.png"):
+        shutil.copyfile(original, copy)
+    out = tmp_path / "out"
+    report = split_by_class(art, out, seed=11)
+    rows = [row for row in read_manifest(out / "manifest.csv") if row.sha256 == sha256(original)]
+    assert len(rows) == 4
+    assert len({row.split for row in rows}) == 1
+    assert report.num_duplicates == 3
+
+
+def test_unreadable_and_non_image_files_are_skipped_and_listed(art, tmp_path, bad_files):
+    bad = bad_files(art / "RealArt")
+    (art / "RealArt" / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    report = split_by_class(art, out)
+    assert report.num_unreadable == len(bad) + 1
+    assert set(skipped_sources(out)) == {path.name for path in bad.values()} | {"notes.txt"}
+    assert not any(path.name in {p.name for p in bad.values()} for path in out.rglob("*.jpg"))
+    assert report.num_files == 40
+
+
+def test_skipped_list_is_the_same_on_every_run(art, tmp_path, bad_files):
+    bad_files(art / "RealArt")
+    out = tmp_path / "out"
+    split_by_class(art, out)
+    first = (out / "skipped.csv").read_text()
+    split_by_class(art, out)
+    assert (out / "skipped.csv").read_text() == first
+    assert "0x" not in first  # no memory addresses in Pillow's messages
+
+
+def test_renames_change_the_class_folder_names(art, tmp_path):
+    out = tmp_path / "out"
+    split_by_class(art, out, renames={"RealArt": "Real", "GeneratedArt": "Fake"})
+    assert sorted(path.name for path in (out / "train").iterdir()) == ["Fake", "Real"]
+    assert {row.class_name for row in read_manifest(out / "manifest.csv")} == {"Fake", "Real"}
+
+
+def test_rename_of_a_folder_that_is_not_a_class_is_an_error(art, tmp_path):
+    with pytest.raises(UserError, match=r"RealArtt.*GeneratedArt"):
+        split_by_class(art, tmp_path / "out", renames={"RealArtt": "Real"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_rename_of_two_classes_to_one_name_is_an_error(art, tmp_path):
+    with pytest.raises(UserError, match="same name"):
+        split_by_class(art, tmp_path / "out", renames={"RealArt": "GeneratedArt"})
+
+
+def test_link_makes_hard_links_to_the_source_files(art, tmp_path):
+    out = tmp_path / "out"
+    split_by_class(art, out, mode="link")
+    for row in read_manifest(out / "manifest.csv"):
+        assert os.stat(out / row.path).st_ino == os.stat(row.source).st_ino
+
+
+def test_link_across_file_systems_is_one_clear_error(art, tmp_path, monkeypatch):
+    monkeypatch.setattr(splitting, "_cross_device", lambda source, out: True)
+    with pytest.raises(UserError, match="--link needs SOURCE and --out on one file system"):
+        split_by_class(art, tmp_path / "out", mode="link")
+
+
+def test_move_empties_the_source_but_leaves_skipped_files(art, tmp_path, bad_files):
+    bad = bad_files(art / "RealArt")
+    out = tmp_path / "out"
+    hashes = sorted(sha256(path) for path in art.rglob("*.png"))
+    split_by_class(art, out, mode="move")
+    assert sorted(path.name for path in art.rglob("*") if path.is_file()) == sorted(p.name for p in bad.values())
+    assert sorted(sha256(path) for path in out.glob("*/*/*.png")) == hashes
+
+
+def test_images_in_sub_folders_are_flattened_without_name_clashes(art, tmp_path):
+    write_image(art / "RealArt" / "extra" / "img_000.png", seed=999)
+    write_image(art / "RealArt" / "extra__img_000.png", seed=998)
+    out = tmp_path / "out"
+    report = split_by_class(art, out, ratios=(1, 0, 0))  # all in train, so the two names do meet
+    assert report.num_files == 42
+    names = sorted(path.name for path in (out / "train" / "RealArt").iterdir())
+    assert len(names) == 22
+    assert "extra__img_000.png" in names
+    assert any(name.startswith("extra__img_000_") for name in names)
+
+
+def test_a_train_test_source_is_pointed_to_datasplitd2(cifake, tmp_path):
+    with pytest.raises(UserError, match=r"DataSplitD2\.py"):
+        split_by_class(cifake, tmp_path / "out")
+
+
+def test_a_class_folder_without_images_is_an_error(art, tmp_path):
+    (art / "Empty").mkdir()
+    with pytest.raises(UserError, match="Empty holds no image files"):
+        split_by_class(art, tmp_path / "out")
+
+
+def test_an_output_inside_the_source_is_refused(art):
+    with pytest.raises(UserError, match="inside SOURCE"):
+        split_by_class(art, art / "split")
+
+
+# ----------------------------------------------------------------------------------------------
+# Existing output: refuse, resume, overwrite
+
+
+def test_a_different_existing_split_is_refused_without_overwrite(art, tmp_path):
+    out = tmp_path / "out"
+    split_by_class(art, out, seed=1)
+    before = snapshot(out)
+    with pytest.raises(UserError, match="--overwrite"):
+        split_by_class(art, out, seed=2)
+    assert snapshot(out) == before
+
+
+def test_files_without_a_manifest_in_the_output_are_refused(art, tmp_path):
+    write_image(tmp_path / "out" / "train" / "RealArt" / "someone_elses.png", seed=5)
+    with pytest.raises(UserError, match=r"no manifest\.csv"):
+        split_by_class(art, tmp_path / "out")
+
+
+def test_overwrite_moves_the_old_split_aside_and_writes_the_new_one(art, tmp_path):
+    out = tmp_path / "out"
+    split_by_class(art, out, seed=1)
+    old = snapshot(out)
+    report = split_by_class(art, out, seed=2, overwrite=True)
+    assert report.moved_aside is not None and snapshot(report.moved_aside) == old
+    assert manifest_keys(report.moved_aside) != manifest_keys(out)
+    assert sorted(row.path for row in read_manifest(out / "manifest.csv")) == sorted(
+        path.relative_to(out).as_posix() for path in out.glob("*/*/*.png"))
+    assert report.num_written == 40
+
+
+def test_re_running_the_same_split_changes_nothing(art, tmp_path, bad_files):
+    bad_files(art / "RealArt")
+    out = tmp_path / "out"
+    split_by_class(art, out)
+    before = snapshot(out)
+    report = split_by_class(art, out)
+    assert snapshot(out) == before
+    assert (report.num_written, report.num_in_place) == (0, 40)
+
+
+def test_re_running_an_interrupted_split_completes_it(art, tmp_path):
+    out = tmp_path / "out"
+    split_by_class(art, out)
+    complete = {path: sha256(out / path) for path in snapshot(out)}
+    removed = sorted(out.glob("*/*/*.png"))[::3]
+    for path in removed:
+        path.unlink()
+    report = split_by_class(art, out)
+    assert report.num_written == len(removed)
+    assert {path: sha256(out / path) for path in snapshot(out)} == complete
+
+
+def test_a_file_changed_in_the_output_is_never_overwritten(art, tmp_path):
+    out = tmp_path / "out"
+    split_by_class(art, out)
+    victim = sorted(out.glob("train/*/*.png"))[0]
+    victim.write_bytes(b"edited by hand")
+    with pytest.raises(UserError, match="other content"):
+        split_by_class(art, out)
+    assert victim.read_bytes() == b"edited by hand"
+
+
+def test_an_interrupted_move_is_completed_by_a_re_run(art, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    shutil.copytree(art, reference)
+    split_by_class(reference, tmp_path / "expected", mode="move")
+    calls, lock = [], threading.Lock()
+    place_chunk = splitting._place_chunk
+
+    def interrupted(jobs, mode, cross_device):
+        with lock:
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        return place_chunk(jobs, mode, cross_device)
+
+    monkeypatch.setattr(splitting, "_CHUNK", 5)
+    monkeypatch.setattr(splitting, "_place_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        split_by_class(art, tmp_path / "out", mode="move")
+    assert any(art.rglob("*.png"))  # the move did stop half-way
+    monkeypatch.setattr(splitting, "_place_chunk", place_chunk)
+    split_by_class(art, tmp_path / "out", mode="move")
+    assert not any(art.rglob("*.png"))
+    assert manifest_keys(tmp_path / "out") == manifest_keys(tmp_path / "expected")
+    assert {path for path in snapshot(tmp_path / "out") if path.endswith(".png")} == {
+        path for path in snapshot(tmp_path / "expected") if path.endswith(".png")}
+
+
+# ----------------------------------------------------------------------------------------------
+# DataSplitD2 layout
+
+
+def test_split_train_test_carves_validation_out_of_train_and_keeps_test(cifake, tmp_path):
+    report = split_train_test(cifake, tmp_path / "out", val_fraction=0.2)
+    assert {key: count for key, count in report.counts.items()} == {
+        ("train", "REAL"): 16, ("train", "FAKE"): 16, ("validation", "REAL"): 4, ("validation", "FAKE"): 4,
+        ("test", "REAL"): 5, ("test", "FAKE"): 5}
+    test_sources = sorted(sha256(path) for path in (cifake / "test").rglob("*.png"))
+    assert sorted(sha256(path) for path in (tmp_path / "out" / "test").rglob("*.png")) == test_sources
+
+
+def test_a_train_file_identical_to_a_test_file_is_left_out_of_train(cifake, tmp_path):
+    test_file = cifake / "test" / "REAL" / "img_002.png"
+    shutil.copyfile(test_file, cifake / "train" / "FAKE" / "copy_of_test.png")
+    shutil.copyfile(test_file, cifake / "train" / "REAL" / "another_copy.png")
+    out = tmp_path / "out"
+    report = split_train_test(cifake, out)
+    splits = {row.split for row in read_manifest(out / "manifest.csv") if row.sha256 == sha256(test_file)}
+    assert splits == {"test"}
+    assert report.num_dropped == 2
+    reasons = skipped_sources(out)
+    assert "kept in test only" in reasons["copy_of_test.png"] and "kept in test only" in reasons["another_copy.png"]
+
+
+def test_identical_files_within_train_never_straddle_train_and_validation(cifake, tmp_path):
+    for index in range(10):
+        shutil.copyfile(cifake / "train" / "REAL" / f"img_{index:03d}.png", cifake / "train" / "FAKE" / f"d{index}.png")
+    out = tmp_path / "out"
+    report = split_train_test(cifake, out, val_fraction=0.5)
+    splits_of = defaultdict(set)
+    for row in read_manifest(out / "manifest.csv"):
+        splits_of[row.sha256].add(row.split)
+    assert all(len(splits) == 1 for splits in splits_of.values())
+    assert report.num_duplicates == 10
+
+
+def test_train_and_test_in_any_letter_case_are_found(cifake, tmp_path):
+    (cifake / "train").rename(cifake / "Train")
+    (cifake / "test").rename(cifake / "TEST")
+    report = split_train_test(cifake, tmp_path / "out")
+    assert report.num_files == 50
+
+
+def test_a_folder_holding_one_dataset_folder_is_accepted(cifake, tmp_path, caplog):
+    caplog.set_level("INFO", logger="realvsai")
+    wrapper = tmp_path / "download"
+    wrapper.mkdir()
+    cifake.rename(wrapper / "cifake")
+    assert find_train_test_root(wrapper) == wrapper / "cifake"
+    report = split_train_test(wrapper, tmp_path / "out")
+    assert report.num_files == 50
+    assert "using" in caplog.text and "cifake" in caplog.text
+
+
+def test_train_and_test_with_different_classes_is_an_error_listing_both(cifake, tmp_path):
+    (cifake / "test" / "FAKE").rename(cifake / "test" / "AI")
+    with pytest.raises(UserError, match=r"\['FAKE', 'REAL'\].*\['AI', 'REAL'\]"):
+        split_train_test(cifake, tmp_path / "out")
+
+
+def test_a_source_without_train_and_test_is_a_layout_error(art, tmp_path):
+    with pytest.raises(UserError, match="no train/ and test/"):
+        split_train_test(art, tmp_path / "out")
+
+
+def test_renames_apply_to_train_and_test(cifake, tmp_path):
+    report = split_train_test(cifake, tmp_path / "out", renames={"REAL": "Real", "FAKE": "Fake"})
+    assert {class_name for _, class_name in report.counts} == {"Real", "Fake"}
+    assert sorted(path.name for path in (tmp_path / "out" / "test").iterdir()) == ["Fake", "Real"]
+
+
+def test_parallel_checking_gives_the_same_split_as_serial(cifake, tmp_path, monkeypatch, bad_files):
+    bad_files(cifake / "train" / "REAL")
+    split_train_test(cifake, tmp_path / "serial", workers=1)
+    monkeypatch.setattr(splitting, "_PARALLEL_MIN_FILES", 0)
+    report = split_train_test(cifake, tmp_path / "parallel", workers=2)
+    assert manifest_keys(tmp_path / "parallel") == manifest_keys(tmp_path / "serial")
+    assert (tmp_path / "parallel" / "skipped.csv").read_text() == (tmp_path / "serial" / "skipped.csv").read_text()
+    assert report.num_unreadable == 3
+
+
+def test_files_too_large_to_keep_in_memory_are_read_again_and_verified(art, tmp_path, monkeypatch):
+    monkeypatch.setattr(splitting, "_KEEP_TOTAL_BYTES", 0)
+    out = tmp_path / "out"
+    split_by_class(art, out)
+    assert Counter(sha256(path) for path in out.glob("*/*/*.png")) == Counter(
+        sha256(path) for path in art.rglob("*.png"))
