@@ -165,12 +165,12 @@ def place_file(
     if target.exists() or target.is_symlink():
         digest = source_digest or sha256_file(source)
         if target.is_file() and sha256_file(target) == digest:
-            if move and not _same_file(source, target):
-                source.unlink()
+            if move and not _same_path(source, target):
+                source.unlink()  # also when both are hard links of one file: what a cut-off move leaves
             return target, Outcome.IDENTICAL
         target = free_name(target, digest)
         if target.exists():  # free_name found this content already under the derived name
-            if move and not _same_file(source, target):
+            if move and not _same_path(source, target):
                 source.unlink()
             return target, Outcome.IDENTICAL
         outcome = Outcome.RENAMED
@@ -185,11 +185,9 @@ def place_file(
     return target, outcome
 
 
-def _same_file(first: Path, second: Path) -> bool:
-    try:
-        return os.path.samefile(first, second)
-    except OSError:
-        return False
+def _same_path(first: Path, second: Path) -> bool:
+    """True when both name the same directory entry (not merely the same inode, as hard links do)."""
+    return Path(first).resolve() == Path(second).resolve()
 
 
 def _same_size(first: Path, second: Path) -> bool:

@@ -216,3 +216,17 @@ def test_ensure_inside_rejects_dot_dot_and_symlink_escapes(tmp_path):
 @pytest.mark.parametrize(("num_bytes", "text"), [(0, "0 B"), (1536, "1.5 KB"), (5 * 1024**3, "5.0 GB")])
 def test_human_bytes(num_bytes, text):
     assert human_bytes(num_bytes) == text
+
+
+def test_place_file_move_finishes_a_move_cut_off_after_the_hard_link(tmp_path):
+    source = tmp_path / "in" / "cat.jpg"
+    source.parent.mkdir()
+    source.write_bytes(b"cat")
+    target = tmp_path / "out" / "cat.jpg"
+    target.parent.mkdir()
+    os.link(source, target)  # the state a move leaves when cut off between link and unlink
+
+    placed, outcome = place_file(source, target, move=True)
+
+    assert (placed, outcome) == (target, Outcome.IDENTICAL)
+    assert not source.exists() and target.read_bytes() == b"cat"

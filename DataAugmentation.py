@@ -1,0 +1,145 @@
+"""Makes augmented copies of every training image, to be moved into train by MoveAugmentedImages.py.
+
+    DATA/train/<Class>/cat.jpg   ->   DATA/augmented_train/<Class>/aug_cat_0.jpg ... aug_cat_9.jpg
+
+Only train is ever augmented (never validation or test). The copies keep each image's own size
+unless --size N resizes them to N x N. Names derive from the source, so running again makes only
+what is missing; copies already moved into train (aug_*) count as made and are not augmented again.
+The same --seed gives byte-identical files. Broken images are skipped with a warning.
+
+Presets: classic = ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal
+flip, nearest fill; detector = whole-pixel crop-and-pad, flip, rare mild blur and JPEG re-compression
+(no resampling; see the README for why that matters to a real-vs-AI detector). For detectors,
+prefer augmenting online during training to writing copies.
+
+Example:
+    python DataAugmentation.py --data data --copies 10 --preset classic --seed 42
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from argparse import ArgumentTypeError, Namespace
+from dataclasses import dataclass
+from pathlib import Path
+
+from realvsai.cli import format_table, make_parser, positive_int, progress, run_main, setup_logging
+from realvsai.errors import UserError
+from realvsai.moving import CopyPlan, plan_copies, refuse_unless_train
+
+logger = logging.getLogger("realvsai.augment")
+
+# The offline presets; realvsai.augmentation.PRESETS adds "none", which would only write identical
+# copies. Not imported from there: that module loads TensorFlow, and --help must stay instant.
+OFFLINE_PRESETS = ("classic", "detector")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The defaults of DataAugmentation.py (the README's)."""
+
+    data: Path = Path("data")
+    copies: int = 10
+    preset: str = "classic"
+    seed: int = 42
+    size: str = "native"
+    batch_size: int = 64
+    jpeg_quality: int = 95
+    split: str = "train"
+
+
+def image_size(text: str) -> int | None:
+    """argparse type for --size: ``native`` (None) or a positive whole number of pixels."""
+    if text.lower() == "native":
+        return None
+    try:
+        return positive_int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is neither 'native' nor a whole number of pixels") from None
+
+
+def jpeg_quality(text: str) -> int:
+    """argparse type for a JPEG quality, 1..100."""
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise ArgumentTypeError(f"{text} is not a JPEG quality between 1 and 100")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> Namespace:
+    defaults = AugmentConfig()
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", type=Path, default=defaults.data, help="dataset folder holding train/<Class>/")
+    parser.add_argument("--copies", type=positive_int, default=defaults.copies, help="augmented copies per image")
+    parser.add_argument("--preset", choices=OFFLINE_PRESETS, default=defaults.preset, help="which transforms")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same files")
+    parser.add_argument("--size", type=image_size, default=defaults.size,
+                        help="'native' keeps each image's size; N resizes every copy to N x N first")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        help="images of one size augmented together, all copies each (large images are "
+                             "capped by memory); part of what the random draws depend on, like --seed")
+    parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality,
+                        help="quality of the written JPEG files")
+    parser.add_argument("--split", default=defaults.split, help="the split to augment: only train is allowed")
+    return parser.parse_args(argv)
+
+
+def augment(args: Namespace) -> None:
+    """Plans, makes and writes the copies; prints the summary."""
+    refuse_unless_train(args.data, args.split)
+    started = time.perf_counter()
+    plan = plan_copies(args.data, args.copies,
+                       wrap=lambda files, total: progress(files, total=total, desc="checking", unit="image"))
+    if not plan.images and not plan.broken:
+        raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
+    if not plan.to_write:
+        print_summary(args, plan, written=0, already_there=plan.already_there, undecodable=0,
+                      seconds=time.perf_counter() - started)
+        return
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: hide its CUDA probing chatter
+    from realvsai import augmentation  # TensorFlow: loaded only once there is work to do
+
+    layers = augmentation.build_augmentation(args.preset, seed=args.seed)
+    batches = augmentation.plan_batches(plan.images, args.seed, image_size=args.size, batch_size=args.batch_size)
+    with progress(None, total=len(plan.images), desc="augmenting", unit="image") as bar:
+        report = augmentation.write_augmented_copies(
+            batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality, on_image_done=bar.update
+        )
+    for source in report.undecodable:
+        logger.warning("skipping %s: TensorFlow could not decode it", source)
+    print_summary(args, plan, written=report.written, already_there=report.already_there,
+                  undecodable=len(report.undecodable), seconds=time.perf_counter() - started)
+
+
+def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: int, undecodable: int,
+                  seconds: float) -> None:
+    per_class: dict[str, list[int]] = {}
+    for image in plan.images:
+        per_class.setdefault(image.class_name, [0, 0])[0] += 1
+    for source, _ in plan.broken:
+        per_class.setdefault(source.parent.name, [0, 0])[1] += 1
+    rows = [(name, images, broken) for name, (images, broken) in sorted(per_class.items())]
+    print(format_table(("class", "images", "broken (skipped)"), rows))
+    size = "native size" if args.size is None else f"{args.size}x{args.size}"
+    print(
+        f"Wrote {written:,} copies ({args.copies} per image, {args.preset}, {size}) to {plan.output_dir} "
+        f"in {seconds:.1f} s; {already_there:,} already there (skipped); "
+        f"{len(plan.broken) + undecodable} broken image(s) skipped; "
+        f"{plan.earlier_copies:,} earlier copies (aug_*) in train not augmented."
+    )
+    if written:
+        print(f"Next: python MoveAugmentedImages.py --data {args.data}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+    return run_main(lambda: augment(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

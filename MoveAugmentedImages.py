@@ -1,0 +1,77 @@
+"""Moves the augmented copies into the training set, then removes the emptied augmented folder.
+
+    DATA/augmented_train/<Class>/aug_cat_0.jpg   ->   DATA/train/<Class>/aug_cat_0.jpg
+
+Nothing is overwritten: a copy whose content is already in train is dropped, and one whose name
+is taken by a different file gets a new name derived from its content. Class folders that train
+does not have are refused before anything moves. Interrupted, it can simply be run again.
+
+Example:
+    python MoveAugmentedImages.py --data data --dry-run
+    python MoveAugmentedImages.py --data data
+"""
+
+from __future__ import annotations
+
+import sys
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+
+from realvsai.cli import format_table, make_parser, progress, run_main, setup_logging
+from realvsai.moving import MoveReport, move_augmented
+
+
+@dataclass(frozen=True)
+class MoveConfig:
+    """The defaults of MoveAugmentedImages.py (the README's)."""
+
+    data: Path = Path("data")
+
+
+def parse_args(argv: list[str] | None = None) -> Namespace:
+    defaults = MoveConfig()
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", type=Path, default=defaults.data,
+                        help="dataset folder holding train/ and augmented_train/")
+    parser.add_argument("--dry-run", action="store_true", help="show what would move and change nothing")
+    return parser.parse_args(argv)
+
+
+def move(args: Namespace) -> None:
+    report = move_augmented(args.data, dry_run=args.dry_run,
+                            wrap=lambda files, total: progress(files, total=total, desc="moving", unit="file"))
+    print_summary(args, report)
+
+
+def print_summary(args: Namespace, report: MoveReport) -> None:
+    moved, identical, renamed = (sum(counts.values()) for counts in (report.moved, report.identical, report.renamed))
+    if not report.found:
+        print(f"Nothing to move: {args.data} has no augmented_train folder. Run DataAugmentation.py first.")
+        return
+    rows = [
+        (name, report.train_before[name], report.moved[name], report.identical[name], report.renamed[name],
+         report.train_after[name])
+        for name in report.classes
+    ]
+    print(format_table(("class", "train before", "moved", "identical (skipped)", "renamed", "train after"), rows))
+    verb = "Would move" if args.dry_run else "Moved"
+    line = (f"{verb} {moved + renamed:,} files into {args.data}/train ({renamed:,} under a new name); "
+            f"{identical:,} already there (identical, skipped).")
+    if args.dry_run:
+        line += " Dry run: nothing was changed."
+    elif report.removed_folder:
+        line += f" Removed the emptied {args.data}/augmented_train."
+    else:
+        line += f" Kept {args.data}/augmented_train: it still holds {len(report.left_behind)} other file(s)."
+    print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+    return run_main(lambda: move(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

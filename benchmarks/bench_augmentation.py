@@ -1,0 +1,219 @@
+"""Offline augmentation: DataAugmentation's tf.data pipeline vs the legacy ImageDataGenerator loop.
+
+Both sides make the same number of copies at the same size from the same images: ours through
+``realvsai`` exactly as DataAugmentation.py runs it (scan with image_problem, build the layers,
+decode/augment/encode in tf.data, atomic writes, one sync), the legacy side as the original notebook
+did, one ``ImageDataGenerator.flow(x, batch_size=1, save_to_dir=...)`` per image with the classic
+parameters (``--size N``: both sides resize to N x N first). A third row writes the same number of
+ready-made JPEG bytes with our atomic writer and nothing else: the floor any one-file-per-copy
+method pays. Sides alternate, each run writes into a fresh folder after the disk has settled
+(deleting thousands of files right before a timed run would bill the deletion to it), several
+repetitions, medians reported. TensorFlow is loaded once, before any timing.
+
+    <temp>/images/train/<Class>/   a subset of ../shared/datasets/cifake-mini/train
+    <temp>/run_<n>/train -> images/train, run_<n>/augmented_train/   one per timed run
+
+Example:
+    python benchmarks/bench_augmentation.py --images 500 --copies 10
+    python benchmarks/bench_augmentation.py --size 224     # the notebook's 224 px copies
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from realvsai.cli import format_table  # noqa: E402
+from realvsai.layout import find_class_folders, list_images  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifake-mini" / "train"
+RESULTS = REPO / "benchmarks" / "results" / "augmentation.json"
+SIDES = ("ours", "legacy", "floor")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="folder of class folders (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=500, help="source images, split evenly over the classes")
+    parser.add_argument("--copies", type=int, default=10, help="copies per image")
+    parser.add_argument("--size", type=int, default=None, help="resize to N x N first (default: native size)")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each side")
+    parser.add_argument("--preset", default="classic", choices=("classic", "detector"), help="our side's preset")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where to copy the images and write the copies (default: the system temp folder; "
+                             "/dev/shm takes the disk out of the comparison)")
+    return parser.parse_args(argv)
+
+
+def make_subset(source: Path, root: Path, num_images: int) -> Path:
+    """Copies the first ``num_images`` images (sorted, evenly per class) into ``root/train/<Class>``."""
+    classes = find_class_folders(source)
+    per_class = max(1, num_images // len(classes))
+    for class_name in classes:
+        (root / "train" / class_name).mkdir(parents=True)
+        for path in list_images(source / class_name)[:per_class]:
+            shutil.copy2(path, root / "train" / class_name / path.name)
+    return root
+
+
+def run_ours(data: Path, copies: int, size: int | None, preset: str, seed: int) -> int:
+    """What DataAugmentation.py does after parsing its arguments."""
+    from realvsai import augmentation
+    from realvsai.moving import plan_copies
+
+    plan = plan_copies(data, copies)
+    layers = augmentation.build_augmentation(preset, seed=seed)
+    batches = augmentation.plan_batches(plan.images, seed, image_size=size, batch_size=64)
+    return augmentation.write_augmented_copies(batches, layers, image_size=size).written
+
+
+def run_legacy(data: Path, copies: int, size: int | None) -> int:
+    """The notebook's loop: one ImageDataGenerator.flow per image, one saved JPEG per next()."""
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator  # benchmarks only: the old way
+
+    generator = ImageDataGenerator(rotation_range=20, width_shift_range=0.2, height_shift_range=0.2,
+                                   shear_range=0.2, zoom_range=0.2, horizontal_flip=True, fill_mode="nearest")
+    written = 0
+    for class_name in find_class_folders(data / "train"):
+        output = data / "augmented_train" / class_name
+        output.mkdir(parents=True, exist_ok=True)
+        for path in list_images(data / "train" / class_name):
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                if size:
+                    image = image.resize((size, size), Image.BILINEAR)
+                pixels = np.asarray(image, dtype=np.float32)[None]
+            flow = generator.flow(pixels, batch_size=1, save_to_dir=str(output),
+                                  save_prefix=f"aug_{path.stem}", save_format="jpeg")
+            for _ in range(copies):
+                next(flow)
+                written += 1
+    return written
+
+
+def run_floor(data: Path, payloads: list[bytes]) -> int:
+    """Only the file writing of ours: the same number of ready-made JPEGs, atomically, then one sync."""
+    from realvsai.augmentation import write_new_file
+
+    output = data / "augmented_train" / "ALL"
+    output.mkdir(parents=True)
+    for index, payload in enumerate(payloads):
+        write_new_file(output / f"aug_{index}.jpg", payload)
+    os.sync()
+    return len(payloads)
+
+
+def output_stats(data: Path) -> tuple[int, list[tuple[int, int]]]:
+    files = list_images(data / "augmented_train", recursive=True)
+    sizes = set()
+    for path in files:
+        with Image.open(path) as image:
+            sizes.add(image.size)
+    return len(files), sorted(sizes)
+
+
+def settle(previous: Path | None) -> None:
+    """Deletes the previous run's files and lets the disk catch up, outside every timing."""
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    os.sync()
+    time.sleep(1.0)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.data.is_dir():
+        print(f"error: {args.data} is not a folder of class folders. Pass --data.", file=sys.stderr)
+        return 1
+    import tensorflow as tf  # noqa: F401  (loaded once, outside every timing)
+
+    from realvsai import augmentation
+
+    wall: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
+    files_on_disk: dict[str, int] = {}
+    sizes: dict[str, list] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_augmentation_", dir=args.workdir) as temporary:
+        root = Path(temporary)
+        images = make_subset(args.data, root / "images", args.images)
+        num_sources = len(list_images(images / "train", recursive=True))
+        outputs = num_sources * args.copies
+        sources = [path.read_bytes() for path in list_images(images / "train", recursive=True)]
+        payloads = [sources[index % num_sources] for index in range(outputs)]  # JPEGs of the right size
+        # Warm-up, untimed: TensorFlow's first ops and Keras's first layer build happen once per process.
+        augmentation.build_augmentation(args.preset, seed=0)(np.zeros((1, 32, 32, 3), np.float32), training=True)
+        previous = None
+        for repeat in range(args.repeats):
+            order = SIDES if repeat % 2 == 0 else tuple(reversed(SIDES))
+            for side in order:
+                data = root / f"run_{repeat}_{side}"
+                data.mkdir()
+                (data / "train").symlink_to(images / "train", target_is_directory=True)
+                settle(previous)
+                started_wall, started_cpu = time.perf_counter(), time.process_time()
+                if side == "ours":
+                    run_ours(data, args.copies, args.size, args.preset, args.seed)
+                elif side == "legacy":
+                    run_legacy(data, args.copies, args.size)
+                else:
+                    run_floor(data, payloads)
+                wall[side].append(time.perf_counter() - started_wall)
+                cpu[side].append(time.process_time() - started_cpu)
+                files_on_disk[side], sizes[side] = output_stats(data)
+                previous = data
+                print(f"repeat {repeat + 1} {side:6s} {wall[side][-1]:7.2f} s wall {cpu[side][-1]:7.2f} s cpu  "
+                      f"{files_on_disk[side]} files", file=sys.stderr)
+
+    median_wall = {side: statistics.median(values) for side, values in wall.items()}
+    median_cpu = {side: statistics.median(values) for side, values in cpu.items()}
+    best_wall = {side: min(values) for side, values in wall.items()}
+    ratio = median_wall["legacy"] / median_wall["ours"]
+    names = {"ours": f"DataAugmentation ({args.preset}, tf.data)", "legacy": "ImageDataGenerator.flow loop (legacy)",
+             "floor": "only writing the files (atomic, ours)"}
+    rows = [(names[side], f"{median_wall[side]:.2f}", f"{best_wall[side]:.2f}", f"{median_cpu[side]:.2f}",
+             f"{outputs / median_wall[side]:.0f}", files_on_disk[side]) for side in SIDES]
+    size_text = f"{args.size}x{args.size}" if args.size else f"native size {sizes['ours']}"
+    print(f"{num_sources} images x {args.copies} copies = {outputs} outputs at {size_text}, "
+          f"median of {args.repeats}, {os.cpu_count()} CPUs")
+    print(format_table(("side", "median wall s", "best wall s", "median cpu s", "copies/s", "files on disk"), rows))
+    print(f"speed-up, median wall: {ratio:.1f}x (target >= 5x); best wall: "
+          f"{best_wall['legacy'] / best_wall['ours']:.1f}x; "
+          f"median cpu: {median_cpu['legacy'] / median_cpu['ours']:.1f}x; "
+          f"legacy vs the file-writing floor: {median_wall['legacy'] / median_wall['floor']:.1f}x")
+    if files_on_disk["legacy"] < outputs:
+        print(f"note: the legacy loop lost {outputs - files_on_disk['legacy']} copies to its random file names "
+              "(save_prefix_index_hash collides)")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "benchmark": "augmentation",
+        "images": num_sources, "copies": args.copies, "outputs": outputs, "preset": args.preset, "size": args.size,
+        "output_sizes": sizes, "wall_seconds": wall, "cpu_seconds": cpu,
+        "median_wall_seconds": median_wall, "best_wall_seconds": best_wall, "median_cpu_seconds": median_cpu,
+        "speedup_wall": ratio, "workdir": str(args.workdir or tempfile.gettempdir()),
+        "files_on_disk": files_on_disk,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average": os.getloadavg()},
+    }, indent=2))
+    print(f"wrote {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

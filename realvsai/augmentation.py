@@ -1,0 +1,673 @@
+"""Data augmentation as Keras preprocessing layers: one definition for training and for offline copies.
+
+``build_augmentation(preset, seed)`` returns a ``keras.Sequential(name="augmentation")`` that takes
+float32 RGB batches in 0..255 of any size, ``(batch, H, W, 3)``, and returns the same shape and range.
+It augments only when called with ``training=True`` and is an exact identity with ``training=False``,
+so it can be the first block of the model (before resizing) and be saved with it (HDF5 included).
+
+Presets:
+
+- ``classic``: what ImageDataGenerator(rotation_range=20, width/height_shift_range=0.2,
+  shear_range=0.2, zoom_range=0.2, horizontal_flip=True, fill_mode="nearest") did, with Keras layers.
+  Every transform but the flip resamples the pixels (bilinear interpolation).
+- ``detector``: transforms that keep the fine pixel texture a real-vs-generated detector relies on,
+  after Wang et al. 2020 ("CNN-generated images are surprisingly easy to spot... for now"): mild
+  Gaussian blur and JPEG re-compression, each with a small probability, then crop-and-pad by whole
+  pixels (no resampling) and a horizontal flip.
+- ``none``: no augmentation (``build_augmentation`` returns None).
+
+``augment_copies`` runs the same layers inside ``tf.data`` with every random draw taken from a
+seed tensor, so offline copies do not depend on order or parallelism; ``plan_batches`` and
+``write_augmented_copies`` are the batched, parallel offline pipeline DataAugmentation.py runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from realvsai.moving import is_made
+
+PRESETS = ("classic", "detector", "none")
+
+
+@dataclass(frozen=True)
+class ClassicSettings:
+    """The ImageDataGenerator parameters of the original notebook, in Keras-layer units.
+
+    ``shear_factor``: ImageDataGenerator read ``shear_range=0.2`` as an angle in *degrees* (±0.2°, a
+    shift of 0.1 px across a 32 px image: no visible shear, only a resampling). The 0.2 that people
+    write reads like the fraction other libraries use, so ``classic`` shears along x by a factor of
+    up to ±0.2 of the height (about ±11°), like ImageDataGenerator's single-axis shear was meant to.
+    ``zoom_fraction`` applies to each axis independently, as ImageDataGenerator's ``zoom_range`` did.
+    """
+
+    rotation_degrees: float = 20.0
+    shift_fraction: float = 0.2
+    shear_factor: float = 0.2
+    zoom_fraction: float = 0.2
+    fill_mode: str = "nearest"
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Texture-preserving augmentation for real-vs-generated detectors (Wang et al. 2020).
+
+    Wang et al. blur (sigma 0-3) and re-compress (quality 30-100) with probability 0.5 or 0.1; on
+    small images (CIFAKE is 32 px, JPEG blocks are 8 px) we keep both milder and rarer.
+    """
+
+    pad_fraction: float = 0.125  # pad each side by 1/8 of the image side, then crop back at random
+    blur_sigma: tuple[float, float] = (0.0, 1.0)
+    blur_probability: float = 0.1
+    jpeg_quality: tuple[int, int] = (65, 100)
+    jpeg_probability: float = 0.1
+
+
+CLASSIC = ClassicSettings()
+DETECTOR = DetectorSettings()
+
+# An offline batch holds at most this many pixels of copies (about 400 MB as float32 RGB), so a
+# folder of 12-megapixel photos never needs more than a few full-size float copies at once.
+MAX_BATCH_PIXELS = 1 << 25
+MAX_IMAGES_PER_BATCH = 1 << 20  # no real limit: plan_batches decides, this only bounds Dataset.batch
+
+
+def layer_seed(seed: int | None, index: int) -> int | None:
+    """A distinct, stable seed for the ``index``-th layer, derived from the preset's ``seed``."""
+    if seed is None:
+        return None
+    digest = hashlib.sha256(f"realvsai-augmentation:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") >> 1  # keras wants a non-negative int32
+
+
+def build_augmentation(preset: str, seed: int | None = None) -> keras.Sequential | None:
+    """The augmentation block for ``preset``: a ``keras.Sequential(name="augmentation")``, or None.
+
+    Args:
+        preset: one of ``PRESETS``.
+        seed: makes every layer's random stream repeatable (each layer gets its own seed from it).
+
+    Returns:
+        The layers, or None for ``"none"``. Call them with ``training=True`` to augment.
+
+    Raises:
+        ValueError: for an unknown preset.
+    """
+    if preset == "none":
+        return None
+    if preset == "classic":
+        layers = _classic_layers(CLASSIC)
+    elif preset == "detector":
+        layers = _detector_layers(DETECTOR)
+    else:
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    # float32 even under a mixed-precision policy: the contract is 0..255 float32 out, and float16
+    # would round pixel values above 128 to steps of 0.125.
+    return keras.Sequential(
+        [make(seed=layer_seed(seed, index), dtype="float32") for index, make in enumerate(layers)],
+        name="augmentation",
+    )
+
+
+def _classic_layers(settings: ClassicSettings) -> list[Callable[..., keras.layers.Layer]]:
+    fill = settings.fill_mode
+    return [
+        # RandomRotation's factor is a fraction of a full turn.
+        lambda **kw: keras.layers.RandomRotation(settings.rotation_degrees / 360.0, fill_mode=fill, **kw),
+        lambda **kw: keras.layers.RandomTranslation(settings.shift_fraction, settings.shift_fraction,
+                                                    fill_mode=fill, **kw),
+        # (0, s) rather than s: RandomShear flips the sign at random anyway, and its get_config writes
+        # a float s as (-s, s), which its own __init__ then rejects when the model is loaded again.
+        lambda **kw: keras.layers.RandomShear(x_factor=(0.0, settings.shear_factor), y_factor=(0.0, 0.0),
+                                              fill_mode=fill, **kw),
+        lambda **kw: keras.layers.RandomZoom(settings.zoom_fraction, settings.zoom_fraction, fill_mode=fill, **kw),
+        lambda **kw: keras.layers.RandomFlip("horizontal", **kw),
+    ]
+
+
+def _detector_layers(settings: DetectorSettings) -> list[Callable[..., keras.layers.Layer]]:
+    # Wang et al.'s order: blur and JPEG first, then crop and flip, so the 8x8 JPEG grid ends up at
+    # a random offset, as it does in images cropped after compression.
+    return [
+        lambda **kw: RandomBlur(settings.blur_sigma, settings.blur_probability, **kw),
+        lambda **kw: RandomJpegQuality(settings.jpeg_quality, settings.jpeg_probability, **kw),
+        lambda **kw: RandomCropPad(settings.pad_fraction, **kw),
+        lambda **kw: keras.layers.RandomFlip("horizontal", **kw),
+    ]
+
+
+class _RandomImageLayer(keras.layers.Layer):
+    """Base of the project's augmentation layers, with the interface of Keras's own image layers.
+
+    ``get_random_transformation`` draws the random parameters (from ``seed`` when given, else from
+    the layer's own generator) and ``transform_images`` applies them, like Keras's built-in image
+    preprocessing layers, so ``augment_copies`` can drive all of them the same way. As with those,
+    ``training`` defaults to True: pass ``training=False`` for the identity.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        images = tf.cast(images, self.compute_dtype)
+        if not training:
+            return images
+        transformation = self.get_random_transformation(images, training=True)
+        return self.transform_images(images, transformation, training=True)
+
+    def get_random_transformation(self, images, training=True, seed=None):
+        raise NotImplementedError
+
+    def transform_images(self, images, transformation, training=True):
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config
+
+
+def _uniform(images, seed, minval=0.0, maxval=1.0):
+    """One float per image of the batch, in [minval, maxval)."""
+    return keras.random.uniform((tf.shape(images)[0],), minval=minval, maxval=maxval, seed=seed)
+
+
+def _clamped_indices(length, radius):
+    """Indices ``-radius .. length+radius-1`` clamped into ``0 .. length-1`` (edge padding).
+
+    Gathering with them pads by repeating the edge pixel; unlike ``tf.pad(mode="REFLECT")`` it works
+    for images smaller than the padding.
+    """
+    return tf.clip_by_value(tf.range(-radius, length + radius), 0, length - 1)
+
+
+@keras.saving.register_keras_serializable(package="realvsai")
+class RandomCropPad(_RandomImageLayer):
+    """Pads each side by ``pad_fraction`` of the image side (reflecting), then crops back at random.
+
+    The shift is a whole number of pixels in each direction (0 to twice the pad), so pixels are
+    moved, never interpolated: the texture a detector looks at survives unchanged.
+
+    Args:
+        pad_fraction: padding per side as a fraction of the height (rows) and width (columns).
+        seed: seed of the layer's random stream.
+    """
+
+    def __init__(self, pad_fraction: float = 0.125, seed: int | None = None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        if not 0.0 <= pad_fraction < 1.0:
+            raise ValueError(f"pad_fraction must be in [0, 1), got {pad_fraction}")
+        self.pad_fraction = float(pad_fraction)
+
+    def _pads(self, images):
+        shape = tf.shape(images)
+        # floor(side * fraction) < side, so REFLECT padding (which needs pad < side) always works.
+        pad_height = tf.cast(tf.floor(tf.cast(shape[1], tf.float32) * self.pad_fraction), tf.int32)
+        pad_width = tf.cast(tf.floor(tf.cast(shape[2], tf.float32) * self.pad_fraction), tf.int32)
+        return pad_height, pad_width
+
+    def get_random_transformation(self, images, training=True, seed=None):
+        if not training:
+            return None
+        seed = self.generator if seed is None else seed
+        pad_height, pad_width = self._pads(images)
+        # floor(u * (2p + 1)) is uniform over the 2p + 1 whole-pixel offsets 0 .. 2p.
+        offset_y = tf.cast(tf.floor(_uniform(images, seed) * tf.cast(2 * pad_height + 1, tf.float32)), tf.int32)
+        offset_x = tf.cast(tf.floor(_uniform(images, seed) * tf.cast(2 * pad_width + 1, tf.float32)), tf.int32)
+        return {"offset_y": tf.minimum(offset_y, 2 * pad_height), "offset_x": tf.minimum(offset_x, 2 * pad_width)}
+
+    def transform_images(self, images, transformation, training=True):
+        images = tf.cast(images, self.compute_dtype)
+        if not training or transformation is None:
+            return images
+        shape = tf.shape(images)
+        pad_height, pad_width = self._pads(images)
+        padded = tf.pad(images, [[0, 0], [pad_height, pad_height], [pad_width, pad_width], [0, 0]], mode="REFLECT")
+        rows = transformation["offset_y"][:, None] + tf.range(shape[1])[None, :]
+        columns = transformation["offset_x"][:, None] + tf.range(shape[2])[None, :]
+        cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+        cropped = tf.gather(cropped, columns, axis=2, batch_dims=1)
+        return tf.ensure_shape(cropped, images.shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config["pad_fraction"] = self.pad_fraction
+        return config
+
+
+@keras.saving.register_keras_serializable(package="realvsai")
+class RandomBlur(_RandomImageLayer):
+    """Isotropic Gaussian blur with a sigma drawn per image, applied to a random share of the images.
+
+    ``keras.layers.RandomGaussianBlur`` is not used: it draws one sigma per *batch* (and separate
+    ones for x and y), and its ``factor`` is itself a random probability. Here every image gets its
+    own ``sigma`` in ``sigma_range`` with probability ``probability``; the others pass unchanged.
+    The blur is separable, as weighted sums of whole-pixel shifts (edges repeated), which runs on
+    any device, inside ``tf.data`` and under XLA, for any image size.
+
+    Args:
+        sigma_range: (low, high) standard deviation in pixels.
+        probability: share of images that are blurred.
+        seed: seed of the layer's random stream.
+    """
+
+    def __init__(self, sigma_range: Sequence[float] = (0.0, 1.0), probability: float = 0.1,
+                 seed: int | None = None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        low, high = (float(value) for value in sigma_range)
+        if not 0.0 <= low <= high:
+            raise ValueError(f"sigma_range must be (low, high) with 0 <= low <= high, got {sigma_range}")
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {probability}")
+        self.sigma_range = (low, high)
+        self.probability = float(probability)
+        self.radius = max(1, math.ceil(3.0 * high))  # three sigmas hold 99.7% of the kernel's weight
+
+    def get_random_transformation(self, images, training=True, seed=None):
+        if not training:
+            return None
+        seed = self.generator if seed is None else seed
+        apply = _uniform(images, seed) < self.probability
+        # A sigma of 0 means "not blurred"; the floor keeps a drawn sigma of exactly 0 from dividing by 0.
+        sigma = tf.maximum(_uniform(images, seed, *self.sigma_range), 1e-3)
+        return {"sigma": tf.where(apply, sigma, tf.zeros_like(sigma))}
+
+    def transform_images(self, images, transformation, training=True):
+        images = tf.cast(images, self.compute_dtype)
+        if not training or transformation is None:
+            return images
+        # Only the chosen images are blurred (a tenth of them by default), then put back in place;
+        # the others are not touched at all.
+        chosen = tf.where(transformation["sigma"] > 0.0)
+        sigma = tf.cast(tf.gather_nd(transformation["sigma"], chosen), self.compute_dtype)[:, None]
+        offsets = tf.cast(tf.range(-self.radius, self.radius + 1), self.compute_dtype)[None, :]
+        weights = tf.exp(-0.5 * tf.square(offsets / sigma))
+        weights = weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+        blurred = self._blur_axis(tf.gather_nd(images, chosen), weights, axis=1)
+        blurred = self._blur_axis(blurred, weights, axis=2)
+        return tf.tensor_scatter_nd_update(images, chosen, blurred)
+
+    def _blur_axis(self, images, weights, axis):
+        length = tf.shape(images)[axis]
+        padded = tf.gather(images, _clamped_indices(length, self.radius), axis=axis)
+        total = tf.zeros_like(images)
+        for tap in range(2 * self.radius + 1):
+            window = padded[:, tap:tap + length] if axis == 1 else padded[:, :, tap:tap + length]
+            total += weights[:, tap, None, None, None] * window
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(sigma_range=list(self.sigma_range), probability=self.probability)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="realvsai")
+class RandomJpegQuality(_RandomImageLayer):
+    """Re-compresses a random share of the images as JPEG at a random quality.
+
+    Images are rounded to uint8 before encoding (as any saved JPEG is); the others pass unchanged.
+    ``tf.image.adjust_jpeg_quality`` has only a CPU kernel and no XLA one: on a GPU, TensorFlow runs
+    this layer on the CPU (copying those images across), and the layer sets ``supports_jit = False``
+    so Keras does not try to XLA-compile a model that holds it.
+
+    Args:
+        quality_range: (low, high) JPEG quality, both inclusive, within 0..100.
+        probability: share of images that are re-compressed.
+        seed: seed of the layer's random stream.
+    """
+
+    def __init__(self, quality_range: Sequence[int] = (65, 100), probability: float = 0.1,
+                 seed: int | None = None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        low, high = (int(value) for value in quality_range)
+        if not 0 <= low <= high <= 100:
+            raise ValueError(f"quality_range must be (low, high) with 0 <= low <= high <= 100, got {quality_range}")
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {probability}")
+        self.quality_range = (low, high)
+        self.probability = float(probability)
+        self.supports_jit = False
+
+    def get_random_transformation(self, images, training=True, seed=None):
+        if not training:
+            return None
+        seed = self.generator if seed is None else seed
+        low, high = self.quality_range
+        apply = _uniform(images, seed) < self.probability
+        quality = tf.cast(tf.floor(_uniform(images, seed, float(low), float(high) + 1.0)), tf.int32)
+        return {"apply": apply, "quality": tf.minimum(quality, high)}
+
+    def transform_images(self, images, transformation, training=True):
+        images = tf.cast(images, self.compute_dtype)
+        if not training or transformation is None:
+            return images
+
+        def one_image(args):
+            image, apply, quality = args
+
+            def compress():
+                pixels = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+                compressed = tf.image.adjust_jpeg_quality(pixels, quality)
+                return tf.reshape(tf.cast(compressed, image.dtype), tf.shape(image))
+
+            return tf.cond(apply, compress, lambda: image)
+
+        compressed = tf.map_fn(
+            one_image,
+            (images, transformation["apply"], transformation["quality"]),
+            fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype),
+        )
+        return tf.ensure_shape(compressed, images.shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(quality_range=list(self.quality_range), probability=self.probability)
+        return config
+
+
+class _StatelessSeeds(keras.random.SeedGenerator):
+    """A seed source for one layer call that holds no state: every draw gets ``fold_in(base, n)``.
+
+    Keras's random ops accept a ``SeedGenerator`` and call its ``next()`` once per draw. This one
+    derives the seeds from a seed *tensor* (one per image, see ``copy_seed``) plus a counter that
+    advances while the function is traced, so each draw site in a layer gets its own stream and the
+    result depends on nothing but ``base``. ``SeedGenerator.__init__`` is skipped on purpose: it
+    would create a state variable, which cannot be made inside a ``tf.data`` function.
+    """
+
+    def __init__(self, base):
+        self.base = base
+        self.draws = 0
+
+    def next(self, ordered=True):
+        self.draws += 1
+        return tf.random.experimental.stateless_fold_in(self.base, self.draws)
+
+
+def batch_seed(seed: int, key: str, first_copy: int = 0) -> tuple[int, int]:
+    """The seed pair of one offline batch, from the run's ``seed`` and the batch's first image ``key``."""
+    digest = hashlib.sha256(f"realvsai-copies:{seed}:{key}:{first_copy}".encode()).digest()
+    return (int.from_bytes(digest[:4], "little") >> 1, int.from_bytes(digest[4:8], "little") >> 1)
+
+
+def augment_copies(augmentation: keras.Sequential, images, seed) -> tf.Tensor:
+    """Augments a batch with randomness drawn only from ``seed`` (an int32/int64 tensor of shape (2,)).
+
+    Runs the layers of ``augmentation`` in training mode, like ``augmentation(images, training=True)``,
+    but without touching their own random state: the output depends only on ``images`` and ``seed``,
+    so it is the same in any order and under any parallelism, e.g. inside ``tf.data.Dataset.map``.
+    """
+    images = tf.cast(images, tf.float32)
+    for index, layer in enumerate(augmentation.layers):
+        seeds = _StatelessSeeds(tf.random.experimental.stateless_fold_in(seed, index))
+        transformation = layer.get_random_transformation(images, training=True, seed=seeds)
+        images = layer.transform_images(images, transformation, training=True)
+    return images
+
+
+class SourceImage(Protocol):
+    """What ``plan_batches`` needs to know of a training image (``realvsai.moving.SourceImage``)."""
+
+    source: Path
+    targets: tuple[Path | None, ...]
+    width: int
+    height: int
+
+    @property
+    def key(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class CopyBatch:
+    """Images of one size, and which of their copies one call of the augmentation makes.
+
+    Attributes:
+        sources: the image files; they all decode (and resize) to the same size.
+        targets: for each source, one output path per copy made here; None for a copy that exists
+            already (it is still computed, so that the others come out the same as in a fresh run).
+        seed: the batch's seed pair, from ``batch_seed``.
+    """
+
+    sources: tuple[Path, ...]
+    targets: tuple[tuple[Path | None, ...], ...]
+    seed: tuple[int, int]
+
+    @property
+    def copies(self) -> int:
+        return len(self.targets[0])
+
+    def done(self) -> bool:
+        return all(target is None or is_made(target) for targets in self.targets for target in targets)
+
+
+def plan_batches(
+    images: Sequence[SourceImage], seed: int, image_size: int | None = None, batch_size: int = 64,
+    max_batch_pixels: int = MAX_BATCH_PIXELS,
+) -> list[CopyBatch]:
+    """Groups images by their output size into batches of at most ``batch_size`` images, all copies each.
+
+    Batching is what makes the offline run fast: the augmentation's few hundred small ops then run
+    once for hundreds of copies instead of once per image. A batch also holds at most
+    ``max_batch_pixels`` pixels of copies; an image too large for that alone gets its copies spread
+    over several batches. The batches (and so the random draws) depend only on the images, their
+    order, ``seed``, ``image_size`` and ``batch_size``: the same run always writes the same bytes, and
+    a re-run after an interruption recomputes exactly the copies that are missing.
+    """
+    groups: dict[tuple[int, int], list[SourceImage]] = {}
+    for image in images:
+        size = (image_size, image_size) if image_size else (image.height, image.width)
+        groups.setdefault(size, []).append(image)
+    batches = []
+    for (height, width), members in sorted(groups.items()):
+        copies = len(members[0].targets)
+        pixels_per_copy = max(1, height * width)
+        per_batch = max(1, min(batch_size, max_batch_pixels // (pixels_per_copy * copies)))
+        copies_per_batch = min(copies, max(1, max_batch_pixels // pixels_per_copy))
+        for start in range(0, len(members), per_batch):
+            chunk = members[start:start + per_batch]
+            for first_copy in range(0, copies, copies_per_batch):
+                batches.append(CopyBatch(
+                    sources=tuple(image.source for image in chunk),
+                    targets=tuple(tuple(image.targets[first_copy:first_copy + copies_per_batch]) for image in chunk),
+                    seed=batch_seed(seed, chunk[0].key, first_copy),
+                ))
+    return batches
+
+
+@dataclass
+class CopyReport:
+    """What ``write_augmented_copies`` did."""
+
+    written: int = 0
+    already_there: int = 0
+    undecodable: list[Path] = field(default_factory=list)
+
+
+def write_augmented_copies(
+    batches: Sequence[CopyBatch],
+    augmentation: keras.Sequential | None,
+    image_size: int | None = None,
+    jpeg_quality: int = 95,
+    writers: int = 2,
+    on_image_done: Callable[[int], None] | None = None,
+) -> CopyReport:
+    """Decodes, augments and JPEG-encodes every batch in a parallel ``tf.data`` pipeline, and writes it.
+
+    Images decode in parallel, one per element, and are regrouped into their batches; each batch
+    is augmented with its own seed (``augment_copies``) and JPEG-encoded, batches in parallel. No
+    random draw depends on the order or the parallelism, so the bytes written are the same on every
+    run. The atomic writes (``write_new_file``) run in a thread pool, and one sync at the end makes
+    them durable. Targets that are None or already exist are left alone, counted as already there.
+
+    Args:
+        batches: what to make (see ``plan_batches``).
+        augmentation: the layers to apply, or None to write (resized) copies unchanged.
+        image_size: resize every image to this square size first; None keeps its own size.
+        jpeg_quality: quality of the written JPEG files.
+        writers: threads that write the files, a batch at a time.
+        on_image_done: called with a number of source images finished, e.g. a progress bar's update.
+
+    Returns:
+        Counts, and the sources TensorFlow could not decode (skipped; Pillow had accepted them).
+    """
+    report = CopyReport()
+    pending = []
+    for batch in batches:
+        if batch.done():
+            report.already_there += sum(len(targets) for targets in batch.targets)
+            if on_image_done:
+                on_image_done(len(batch.sources))
+        else:
+            pending.append(batch)
+    if not pending:
+        return report
+
+    for folder in {target.parent for batch in pending for targets in batch.targets for target in targets if target}:
+        folder.mkdir(parents=True, exist_ok=True)
+    dataset = _copies_dataset(pending, augmentation, image_size, jpeg_quality)
+    decoded: set[tuple[int, int]] = set()
+    in_flight: list[Future] = []
+    # Writes go to a thread pool a batch at a time, while tf.data computes the next batches.
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        for batch_index, positions, encoded in dataset.as_numpy_iterator():
+            batch = pending[batch_index]
+            files = []
+            for row, position in enumerate(positions):
+                decoded.add((int(batch_index), int(position)))
+                copies = encoded[row * batch.copies:(row + 1) * batch.copies]
+                files.extend((target, data) for target, data in zip(batch.targets[position], copies) if target)
+                report.already_there += sum(target is None for target in batch.targets[position])
+            in_flight.append(pool.submit(_write_files, files))
+            while len(in_flight) > 2 * writers:
+                _count_writes(in_flight.pop(0), report)
+            if on_image_done:
+                on_image_done(len(positions))
+        for future in in_flight:
+            _count_writes(future, report)
+    if hasattr(os, "sync"):
+        os.sync()  # one flush to disk for all the copies (see write_new_file)
+    for batch_index, batch in enumerate(pending):
+        lost = [batch.sources[position] for position in range(len(batch.sources))
+                if (batch_index, position) not in decoded]
+        report.undecodable.extend(lost)
+        if lost and on_image_done:
+            on_image_done(len(lost))
+    report.undecodable = sorted(set(report.undecodable))
+    return report
+
+
+def write_new_file(path: Path, data: bytes) -> bool:
+    """Creates ``path`` (in an existing folder) holding ``data`` atomically; False if a copy is there already.
+
+    The bytes go to a hidden temporary file first and are renamed into place, so an interrupted run
+    never leaves a half-written copy under a final name. Unlike ``files.atomic_write_bytes`` there is
+    no fsync per file: on a virtual disk one costs about 3 ms, many times more than making the copy,
+    so ``write_augmented_copies`` syncs once at the end instead. An empty file under the name (what a
+    power cut can leave of a write that was never synced) counts as absent and is replaced.
+    """
+    if is_made(path):
+        return False
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            # os.open with 0o666 lets the umask set the mode, as for any new file (mkstemp would make it 0600).
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        # The copies are deterministic, so even a concurrent run that got here first wrote these bytes.
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return True
+
+
+def _write_files(files: Sequence[tuple[Path, bytes]]) -> tuple[int, int]:
+    """Writes each ``(path, bytes)`` with ``write_new_file``; returns (written, already there)."""
+    written = sum(write_new_file(path, data) for path, data in files)
+    return written, len(files) - written
+
+
+def _count_writes(future: Future, report: CopyReport) -> None:
+    """Waits for one batch of writes and adds it to ``report``; re-raises a failed write."""
+    written, already_there = future.result()
+    report.written += written
+    report.already_there += already_there
+
+
+def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg_quality) -> tf.data.Dataset:
+    """Elements ``(batch index, positions of its decoded images, JPEG bytes of their copies)``."""
+    batch_indices, positions, sources = [], [], []
+    for batch_index, batch in enumerate(batches):
+        for position, source in enumerate(batch.sources):
+            batch_indices.append(batch_index)
+            positions.append(position)
+            sources.append(str(source))
+    batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
+    copies = tf.constant([batch.copies for batch in batches], tf.int32)
+    seeds = tf.constant(np.array([batch.seed for batch in batches], np.int64).reshape(-1, 2))
+
+    # Plain Python control flow only (on Python values), so autograph is skipped: converting these
+    # functions and the Keras layers they call costs seconds for nothing.
+    @tf.autograph.experimental.do_not_convert
+    def decode(batch_index, position, path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False)
+        image = tf.cast(image, tf.float32)
+        if image_size is not None:
+            image = tf.image.resize(image, (image_size, image_size), antialias=True)
+        return batch_index, position, image
+
+    @tf.autograph.experimental.do_not_convert
+    def augment_and_encode(batch_index, position, images):
+        batch_index = batch_index[0]
+        images = tf.repeat(images, copies[batch_index], axis=0)  # each image's copies side by side
+        if augmentation is not None:
+            images = augment_copies(augmentation, images, seeds[batch_index])
+        pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
+        encoded = tf.map_fn(lambda image: tf.io.encode_jpeg(image, quality=jpeg_quality), pixels,
+                            fn_output_signature=tf.string, parallel_iterations=32)
+        return batch_index, position, encoded
+
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.array(batch_indices, np.int64), np.array(positions, np.int64), sources))
+    # A file that Pillow accepted but TensorFlow cannot decode drops out here and is reported by its
+    # missing position; errors after decoding are bugs and still stop the run.
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    # Regroup the decoded images into their batches. Each window closes as soon as its batch is
+    # complete (window_size_func), so only the batches being assembled are held in memory; one
+    # missing an undecodable image closes at the end of the input.
+    dataset = dataset.group_by_window(
+        key_func=lambda batch_index, position, image: batch_index,
+        reduce_func=lambda key, window: window.batch(MAX_IMAGES_PER_BATCH),
+        window_size_func=lambda key: batch_lengths[key],
+    )
+    dataset = dataset.map(augment_and_encode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    # tf.data's default graph rewrites cost about a second of start-up and gain nothing for this
+    # short, already parallel pipeline (measured in benchmarks/bench_augmentation.py).
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return dataset.with_options(options)

@@ -1,0 +1,310 @@
+"""The file side of offline augmentation: which copies each training image gets, and moving them into train.
+
+    DATA/train/<Class>/cat.jpg  --DataAugmentation.py-->   DATA/augmented_train/<Class>/aug_cat_0.jpg ...
+    DATA/augmented_train/<Class>/*  --MoveAugmentedImages.py-->  DATA/train/<Class>/
+
+Only the train split is ever augmented: copies of validation or test images would make those
+scores measure memory instead of generalisation. Output names derive from the source name, so a
+re-run finds the copies it made before (in augmented_train, or already moved into train) and does
+not multiply them. No TensorFlow here: planning and moving start instantly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from realvsai.errors import UserError
+from realvsai.files import Outcome, free_name, image_problem, place_file, sha256_file
+from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders, list_images
+
+logger = logging.getLogger(__name__)
+
+COPY_PREFIX = "aug_"
+CHECK_THREADS = 4
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One training image and the copies it should get.
+
+    Attributes:
+        source: the training image.
+        class_name: its class folder.
+        targets: one path per copy, in ``augmented_train``; None where that copy already exists
+            (in ``augmented_train`` or, moved, in ``train``).
+        width, height: its size in pixels, from the file header.
+    """
+
+    source: Path
+    class_name: str
+    targets: tuple[Path | None, ...]
+    width: int
+    height: int
+
+    @property
+    def key(self) -> str:
+        """Names the image stably for seeding: ``"<Class>/<file name>"``."""
+        return f"{self.class_name}/{self.source.name}"
+
+
+@dataclass
+class CopyPlan:
+    """What ``plan_copies`` found."""
+
+    train_dir: Path
+    output_dir: Path
+    images: list[SourceImage] = field(default_factory=list)
+    broken: list[tuple[Path, str]] = field(default_factory=list)
+    earlier_copies: int = 0  # aug_* files already in train: copies, not sources
+
+    @property
+    def already_there(self) -> int:
+        return sum(target is None for image in self.images for target in image.targets)
+
+    @property
+    def to_write(self) -> int:
+        return sum(target is not None for image in self.images for target in image.targets)
+
+
+def _inspect(source: Path) -> tuple[str | None, tuple[int, int]]:
+    """Why ``source`` is not a usable image (or None), and its width and height."""
+    problem = image_problem(source)
+    if problem:
+        return problem, (0, 0)
+    with Image.open(source) as image:
+        return None, image.size
+
+
+def is_made(path: Path) -> bool:
+    """True when ``path`` holds a copy: a file that is not empty (an empty one is a lost write)."""
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def refuse_unless_train(data_dir: Path, split: str = TRAIN) -> None:
+    """Stops any attempt to augment a split other than train.
+
+    Raises:
+        UserError: for ``split`` other than train, or ``data_dir`` that is itself a split folder.
+    """
+    if split.lower() != TRAIN:
+        raise UserError(
+            f"refusing to augment {split!r}: only the train split is augmented (copies of validation or "
+            "test images would inflate their scores). Leave out --split, or use --split train."
+        )
+    name = Path(data_dir).name.lower()
+    if name in (*SPLITS, AUGMENTED_TRAIN):
+        raise UserError(
+            f"--data {data_dir} is a split folder; give the dataset folder that holds train/, "
+            f"e.g. --data {Path(data_dir).parent}. Only train is ever augmented."
+        )
+
+
+def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
+    """``(DATA/train, DATA/augmented_train)`` of a prepared dataset (either letter case of train).
+
+    Raises:
+        UserError: if ``data_dir`` or its train folder is missing.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir} is not a folder. Give the dataset folder that holds train/ with --data.")
+    train_dir = find_child_folder(data_dir, TRAIN)
+    if train_dir is None:
+        raise UserError(f"{data_dir} has no train folder. Run DataSplitD1.py or DataSplitD2.py first.")
+    return train_dir, find_child_folder(data_dir, AUGMENTED_TRAIN) or data_dir / AUGMENTED_TRAIN
+
+
+def copy_names(sources: Sequence[Path], copies: int) -> dict[Path, list[str]]:
+    """``aug_<stem>_<k>.jpg`` for each source of one class folder, k = 0 .. copies-1.
+
+    Sources that share a stem (``cat.png`` and ``cat.jpg``) all get their extension in the name
+    (``aug_cat_png_0.jpg``), so no two sources ever write the same file, whatever order they come in.
+    """
+    stems: dict[str, int] = {}
+    for source in sources:
+        stems[source.stem] = stems.get(source.stem, 0) + 1
+    names = {}
+    for source in sources:
+        base = source.stem if stems[source.stem] == 1 else f"{source.stem}_{source.suffix.lstrip('.').lower()}"
+        names[source] = [f"{COPY_PREFIX}{base}_{k}.jpg" for k in range(copies)]
+    return names
+
+
+def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Iterable] | None = None) -> CopyPlan:
+    """Lists the training images, checks each one decodes, and names its copies.
+
+    Files called ``aug_*`` in train are earlier copies (moved there by MoveAugmentedImages.py) and
+    are not augmented again. Broken images are skipped with a warning naming them.
+
+    Args:
+        data_dir: the dataset folder holding ``train/<Class>/``.
+        copies: copies per image.
+        wrap: wraps the stream of checked files with their count, e.g. in a progress bar.
+
+    Raises:
+        UserError: if the dataset folder, train, or its class folders are missing.
+    """
+    train_dir, output_dir = dataset_folders(data_dir)
+    plan = CopyPlan(train_dir=train_dir, output_dir=output_dir)
+    names: dict[Path, list[str]] = {}
+    for class_name in find_class_folders(train_dir):
+        files = list_images(train_dir / class_name)
+        sources = [path for path in files if not path.name.startswith(COPY_PREFIX)]
+        plan.earlier_copies += len(files) - len(sources)
+        names.update(copy_names(sources, copies))
+    sources = list(names)
+    made: dict[str, set[str]] = {}
+    # Pillow decodes without holding the GIL, so a few threads check images side by side; map keeps
+    # the order, so the plan is the same however the threads finish.
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
+        checked = pool.map(_inspect, sources)
+        results = list(wrap(checked, len(sources)) if wrap else checked)
+    for source, (problem, (width, height)) in zip(sources, results):
+        if problem:
+            logger.warning("skipping %s: %s", source, problem)
+            plan.broken.append((source, problem))
+            continue
+        class_name = source.parent.name
+        if class_name not in made:
+            made[class_name] = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
+        targets = tuple(None if name in made[class_name] else output_dir / class_name / name for name in names[source])
+        plan.images.append(SourceImage(source, class_name, targets, width, height))
+    return plan
+
+
+def _made_copies(folder: Path) -> set[str]:
+    """Names of the copies (``aug_*``, not empty) already in ``folder``: one listing, not a stat per copy."""
+    if not folder.is_dir():
+        return set()
+    with os.scandir(folder) as entries:
+        return {entry.name for entry in entries
+                if entry.name.startswith(COPY_PREFIX) and entry.is_file() and entry.stat().st_size > 0}
+
+
+@dataclass
+class MoveReport:
+    """What ``move_augmented`` did (or, with ``dry_run``, would do)."""
+
+    classes: list[str]
+    train_before: dict[str, int]
+    train_after: dict[str, int] = field(default_factory=dict)
+    moved: dict[str, int] = field(default_factory=dict)
+    identical: dict[str, int] = field(default_factory=dict)
+    renamed: dict[str, int] = field(default_factory=dict)
+    left_behind: list[Path] = field(default_factory=list)  # non-image files kept in augmented_train
+    removed_folder: bool = False
+    found: bool = True  # False when there was no augmented_train folder: nothing to do
+
+
+def move_augmented(
+    data_dir: Path, dry_run: bool = False, wrap: Callable[[Iterable[Path], int], Iterable[Path]] | None = None
+) -> MoveReport:
+    """Moves every image in ``DATA/augmented_train/<Class>/`` into ``DATA/train/<Class>/``.
+
+    Never overwrites: identical content already in train is skipped (the copy is removed), a
+    different file under the same name makes the copy take a stable new name. Classes that train
+    does not have are refused before anything moves. The emptied augmented folder is removed. A run
+    that was interrupted can simply be run again: each file is either still in augmented_train or
+    already, completely, in train.
+
+    Args:
+        data_dir: the dataset folder holding ``train/`` and ``augmented_train/``.
+        dry_run: count what would happen and change nothing.
+        wrap: wraps the files to move with their count, e.g. in a progress bar.
+
+    Returns:
+        Per-class counts. With no augmented_train folder there is nothing to do and the counts are 0.
+
+    Raises:
+        UserError: if the dataset or its train folder is missing, or augmented_train has a class
+            that train does not have.
+    """
+    train_dir, augmented_dir = dataset_folders(data_dir)
+    train_classes = find_class_folders(train_dir)
+    if not augmented_dir.is_dir():
+        counts = {name: len(list_images(train_dir / name)) for name in train_classes}
+        return MoveReport(classes=train_classes, train_before=counts, train_after=dict(counts), found=False)
+    augmented_classes = sorted(
+        child.name for child in augmented_dir.iterdir() if child.is_dir() and not child.name.startswith(".")
+    )
+    unknown = sorted(set(augmented_classes) - set(train_classes))
+    if unknown:
+        raise UserError(
+            f"{augmented_dir} has class folders {unknown} that {train_dir} does not have "
+            f"(train has {train_classes}). Rename them to a train class or remove them, then run again."
+        )
+    report = MoveReport(
+        classes=augmented_classes,
+        train_before={name: len(list_images(train_dir / name)) for name in augmented_classes},
+    )
+    counts = {name: {Outcome.MOVED: 0, Outcome.IDENTICAL: 0, Outcome.RENAMED: 0} for name in augmented_classes}
+    sources = [path for name in augmented_classes for path in list_images(augmented_dir / name)]
+    for source in wrap(sources, len(sources)) if wrap else sources:
+        target = train_dir / source.parent.name / source.name
+        outcome = _would_place(source, target) if dry_run else _move_one(source, target)
+        counts[source.parent.name][outcome] += 1
+    for name in augmented_classes:
+        report.moved[name] = counts[name][Outcome.MOVED]
+        report.identical[name] = counts[name][Outcome.IDENTICAL]
+        report.renamed[name] = counts[name][Outcome.RENAMED]
+    if dry_run:
+        report.train_after = {
+            name: report.train_before[name] + report.moved[name] + report.renamed[name] for name in augmented_classes
+        }
+        return report
+    report.train_after = {name: len(list_images(train_dir / name)) for name in augmented_classes}
+    report.left_behind, report.removed_folder = _remove_emptied(augmented_dir)
+    return report
+
+
+def _move_one(source: Path, target: Path) -> Outcome:
+    placed, outcome = place_file(source, target, move=True)
+    # A move interrupted between its hard link and its unlink leaves one file under both names;
+    # place_file keeps the source when the two are the same file, so drop the extra name here.
+    if (outcome is Outcome.IDENTICAL and source.exists() and source.resolve() != placed.resolve()
+            and os.path.samefile(source, placed)):
+        source.unlink()
+    return outcome
+
+
+def _would_place(source: Path, target: Path) -> Outcome:
+    """What ``place_file(source, target, move=True)`` would do, without doing it."""
+    if not target.exists():
+        return Outcome.MOVED
+    digest = sha256_file(source)
+    if target.is_file() and sha256_file(target) == digest:
+        return Outcome.IDENTICAL
+    return Outcome.IDENTICAL if free_name(target, digest).exists() else Outcome.RENAMED
+
+
+def _remove_emptied(augmented_dir: Path) -> tuple[list[Path], bool]:
+    """Removes augmented_train once its images are gone; returns the other files it keeps.
+
+    Hidden ``.*.tmp`` files are the remains of interrupted atomic writes (never a complete file)
+    and are removed; anything else (a note, a non-image file) is kept, and so is its folder.
+    """
+    kept = []
+    for path in sorted(augmented_dir.rglob("*"), reverse=True):  # children before their folders
+        if path.is_dir():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path.name.startswith(".") and path.name.endswith(".tmp"):
+            path.unlink()
+        else:
+            kept.append(path)
+    if not any(augmented_dir.iterdir()):
+        augmented_dir.rmdir()
+        return [], True
+    for path in sorted(kept):
+        logger.warning("kept %s: not an image, so it was not moved", path)
+    return sorted(kept), False

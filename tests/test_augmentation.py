@@ -1,0 +1,279 @@
+"""realvsai.augmentation: the presets' contract, the project's layers, seeding, saving, offline batching."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from realvsai import augmentation
+from realvsai.augmentation import (
+    PRESETS,
+    RandomBlur,
+    RandomCropPad,
+    RandomJpegQuality,
+    augment_copies,
+    build_augmentation,
+    plan_batches,
+)
+
+AUGMENTING = ("classic", "detector")
+
+
+def random_images(shape=(4, 32, 32, 3), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
+
+
+def smooth_images(shape=(4, 32, 32, 3)) -> np.ndarray:
+    """Gradients: unlike noise, their blurred and JPEG-compressed versions stay close to them."""
+    rows = np.linspace(0, 255, shape[1], dtype="float32")[:, None, None]
+    columns = np.linspace(0, 255, shape[2], dtype="float32")[None, :, None]
+    image = (0.5 * rows + 0.5 * columns + np.zeros((1, 1, 3), "float32"))
+    return np.broadcast_to(image, shape).copy()
+
+
+def test_presets_are_the_published_names():
+    assert PRESETS == ("classic", "detector", "none")
+
+
+def test_none_preset_builds_no_augmentation():
+    assert build_augmentation("none", seed=1) is None
+
+
+def test_unknown_preset_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown augmentation preset 'fancy'"):
+        build_augmentation("fancy")
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_preset_is_a_sequential_named_augmentation(preset):
+    layers = build_augmentation(preset, seed=1)
+    assert isinstance(layers, keras.Sequential)
+    assert layers.name == "augmentation"
+
+
+def test_classic_preset_has_the_image_data_generator_transforms():
+    layers = build_augmentation("classic", seed=1).layers
+    assert [type(layer).__name__ for layer in layers] == [
+        "RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom", "RandomFlip"]
+    assert layers[0].factor == pytest.approx((-20 / 360, 20 / 360))
+    assert all(layer.fill_mode == "nearest" for layer in layers[:4])
+    assert layers[4].mode == "horizontal"
+
+
+def test_detector_preset_does_not_resample():
+    names = [type(layer).__name__ for layer in build_augmentation("detector", seed=1).layers]
+    assert names == ["RandomBlur", "RandomJpegQuality", "RandomCropPad", "RandomFlip"]
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_every_layer_gets_its_own_seed_from_the_preset_seed(preset):
+    seeds = [layer.seed for layer in build_augmentation(preset, seed=7).layers]
+    assert None not in seeds
+    assert len(set(seeds)) == len(seeds)
+    assert seeds != [layer.seed for layer in build_augmentation(preset, seed=8).layers]
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_augmentation_is_an_exact_identity_when_not_training(preset):
+    images = random_images((3, 24, 40, 3))
+    output = build_augmentation(preset, seed=1)(images, training=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(output), images)
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_augmentation_keeps_shape_dtype_and_pixel_range(preset):
+    images = random_images((3, 24, 40, 3))
+    output = keras.ops.convert_to_numpy(build_augmentation(preset, seed=1)(images, training=True))
+    assert output.shape == images.shape
+    assert output.dtype == np.float32
+    assert output.min() >= 0.0 and output.max() <= 255.0
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_augmentation_changes_the_images_when_training(preset):
+    images = random_images((8, 32, 32, 3))
+    output = keras.ops.convert_to_numpy(build_augmentation(preset, seed=1)(images, training=True))
+    assert not np.array_equal(output, images)
+
+
+def test_classic_and_detector_give_different_images():
+    images = random_images((4, 32, 32, 3))
+    classic = keras.ops.convert_to_numpy(build_augmentation("classic", seed=1)(images, training=True))
+    detector = keras.ops.convert_to_numpy(build_augmentation("detector", seed=1)(images, training=True))
+    assert not np.allclose(classic, detector)
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_same_seed_repeats_the_augmentation_and_another_seed_does_not(preset):
+    images = random_images((4, 32, 32, 3))
+
+    def run(seed):
+        return keras.ops.convert_to_numpy(build_augmentation(preset, seed=seed)(images, training=True))
+
+    np.testing.assert_array_equal(run(3), run(3))
+    assert not np.array_equal(run(3), run(4))
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_augmentation_runs_in_a_tf_function_for_any_image_size(preset):
+    layers = build_augmentation(preset, seed=1)
+    augment = tf.function(lambda images: layers(images, training=True),
+                          input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+    for shape in ((2, 32, 32, 3), (3, 20, 44, 3)):
+        assert tuple(augment(random_images(shape)).shape) == shape
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_augmentation_runs_inside_tf_data_map(preset):
+    layers = build_augmentation(preset, seed=1)
+    dataset = tf.data.Dataset.from_tensor_slices(random_images((6, 32, 32, 3))).batch(3)
+    batches = list(dataset.map(lambda images: layers(images, training=True)).as_numpy_iterator())
+    assert [batch.shape for batch in batches] == [(3, 32, 32, 3), (3, 32, 32, 3)]
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_model_with_augmentation_survives_an_hdf5_round_trip(preset, tmp_path):
+    inputs = keras.Input((None, None, 3))
+    features = build_augmentation(preset, seed=1)(inputs)
+    features = keras.layers.GlobalAveragePooling2D()(features)
+    model = keras.Model(inputs, keras.layers.Dense(2)(features))
+    model.save(tmp_path / "model.h5")
+
+    loaded = keras.models.load_model(tmp_path / "model.h5")
+
+    images = random_images((2, 28, 36, 3))
+    np.testing.assert_allclose(loaded(images, training=False), model(images, training=False), rtol=1e-6)
+    original, restored = model.get_layer("augmentation"), loaded.get_layer("augmentation")
+    assert [type(layer) for layer in restored.layers] == [type(layer) for layer in original.layers]
+    assert [layer.get_config() for layer in restored.layers] == [layer.get_config() for layer in original.layers]
+
+
+def test_crop_pad_shifts_by_whole_pixels_within_the_reflected_border():
+    image = random_images((1, 16, 24, 3), seed=5)
+    output = keras.ops.convert_to_numpy(RandomCropPad(0.125, seed=3)(np.repeat(image, 8, axis=0), training=True))
+    padded = np.pad(image[0], ((2, 2), (3, 3), (0, 0)), mode="reflect")  # 16 // 8 rows, 24 // 8 columns
+    crops = {(y, x): padded[y:y + 16, x:x + 24] for y in range(5) for x in range(7)}
+    offsets = [[key for key, crop in crops.items() if np.array_equal(crop, shifted)] for shifted in output]
+    assert all(len(found) == 1 for found in offsets)  # every output is exactly one integer shift
+    assert len({found[0] for found in offsets}) > 1  # and the shifts differ across the batch
+
+
+def test_blur_draws_a_sigma_per_image():
+    images = np.repeat(random_images((1, 16, 16, 3)), 6, axis=0)
+    output = keras.ops.convert_to_numpy(RandomBlur((0.3, 1.0), probability=1.0, seed=1)(images, training=True))
+    assert output.std() < images.std()  # smoothed
+    assert len({output[index].tobytes() for index in range(6)}) == 6  # each image its own sigma
+
+
+def test_blur_with_probability_zero_is_an_exact_identity():
+    images = random_images((4, 16, 16, 3))
+    output = RandomBlur((0.0, 1.0), probability=0.0, seed=1)(images, training=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(output), images)
+
+
+def test_blur_works_on_images_smaller_than_its_kernel():
+    images = random_images((2, 2, 3, 3))
+    output = RandomBlur((1.0, 1.0), probability=1.0, seed=1)(images, training=True)
+    assert tuple(output.shape) == (2, 2, 3, 3)
+
+
+def test_jpeg_layer_recompresses_at_the_drawn_quality():
+    images = smooth_images((2, 32, 32, 3))
+    output = keras.ops.convert_to_numpy(RandomJpegQuality((70, 70), probability=1.0, seed=1)(images, training=True))
+    expected = tf.image.adjust_jpeg_quality(tf.cast(tf.round(images[0]), tf.uint8), 70).numpy()
+    np.testing.assert_array_equal(output[0], expected.astype("float32"))
+
+
+def test_jpeg_layer_with_probability_zero_is_an_exact_identity():
+    images = random_images((3, 16, 16, 3))
+    output = RandomJpegQuality((65, 100), probability=0.0, seed=1)(images, training=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(output), images)
+
+
+def test_jpeg_layer_opts_out_of_xla():
+    assert RandomJpegQuality().supports_jit is False
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RandomCropPad(pad_fraction=1.0),
+    lambda: RandomBlur(sigma_range=(1.0, 0.5)),
+    lambda: RandomBlur(probability=1.5),
+    lambda: RandomJpegQuality(quality_range=(90, 50)),
+    lambda: RandomJpegQuality(quality_range=(50, 101)),
+])
+def test_layers_reject_impossible_settings(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_augment_copies_depends_only_on_the_seed(preset):
+    layers = build_augmentation(preset, seed=1)
+    images = random_images((6, 32, 32, 3))
+    seed = tf.constant([11, 12], tf.int64)
+    eager = augment_copies(layers, images, seed).numpy()
+    layers(images, training=True)  # advancing the layers' own random state changes nothing here
+    dataset = tf.data.Dataset.from_tensors(images).repeat(3)
+    mapped = list(dataset.map(lambda batch: augment_copies(layers, batch, seed), num_parallel_calls=3,
+                              deterministic=False).as_numpy_iterator())
+    assert all(np.array_equal(batch, eager) for batch in mapped)
+    assert not np.array_equal(augment_copies(layers, images, tf.constant([11, 13], tf.int64)).numpy(), eager)
+
+
+@dataclass
+class FakeSource:
+    source: Path
+    targets: tuple
+    width: int
+    height: int
+
+    @property
+    def key(self) -> str:
+        return self.source.name
+
+
+def test_plan_batches_groups_images_of_one_size_up_to_the_batch_size(tmp_path):
+    images = [FakeSource(tmp_path / f"{index}.png", (None,) * 3, *((32, 32) if index % 2 else (48, 24)))
+              for index in range(7)]
+    batches = plan_batches(images, seed=1, batch_size=2)
+    sizes = {image.source: (image.width, image.height) for image in images}
+    assert sorted(source for batch in batches for source in batch.sources) == sorted(sizes)
+    assert all(len(batch.sources) <= 2 for batch in batches)
+    assert all(len({sizes[source] for source in batch.sources}) == 1 for batch in batches)
+    assert len({batch.seed for batch in batches}) == len(batches)
+
+
+def test_plan_batches_spreads_the_copies_of_a_huge_image_over_batches(tmp_path):
+    image = FakeSource(tmp_path / "big.png", tuple(tmp_path / f"copy_{k}.jpg" for k in range(10)), 100, 100)
+    batches = plan_batches([image], seed=1, max_batch_pixels=3 * 100 * 100)
+    assert [batch.copies for batch in batches] == [3, 3, 3, 1]
+    assert [target for batch in batches for target in batch.targets[0]] == list(image.targets)
+
+
+def test_write_new_file_never_replaces_a_copy(tmp_path):
+    path = tmp_path / "aug_x_0.jpg"
+    assert augmentation.write_new_file(path, b"first")
+    assert not augmentation.write_new_file(path, b"second")
+    assert path.read_bytes() == b"first"
+    assert [child.name for child in tmp_path.iterdir()] == ["aug_x_0.jpg"]  # no temporary file left
+
+
+def test_write_new_file_gives_the_usual_file_mode(tmp_path):
+    path = tmp_path / "aug_x_0.jpg"
+    augmentation.write_new_file(path, b"copy")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_write_new_file_replaces_an_empty_leftover(tmp_path):
+    path = tmp_path / "aug_x_0.jpg"
+    path.write_bytes(b"")
+    assert augmentation.write_new_file(path, b"copy")
+    assert path.read_bytes() == b"copy"

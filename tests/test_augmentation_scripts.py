@@ -1,0 +1,336 @@
+"""DataAugmentation.py, MoveAugmentedImages.py and realvsai.moving: counts, sizes, seeds, refusals, moves."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_script, write_image
+from PIL import Image
+
+from realvsai import moving
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+DataAugmentation = importlib.import_module("DataAugmentation")
+MoveAugmentedImages = importlib.import_module("MoveAugmentedImages")
+
+CLASSES = {"FAKE": 3, "REAL": 3}
+
+
+@pytest.fixture(autouse=True)
+def keep_logging_open(monkeypatch):
+    """cli.run_main calls logging.shutdown() on exit 1, which in a process that lives on (pytest) closes
+    handlers it does not own: absl's, once TensorFlow is loaded, closes a stream pytest still writes
+    to, and the session dies with "lost sys.stderr". A real script exits right after, so skip it here."""
+    monkeypatch.setattr(logging, "shutdown", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
+def data(tmp_path, make_class_folder) -> Path:
+    """``data/train/{FAKE,REAL}`` with three 32 px images each."""
+    make_class_folder(tmp_path / "data" / "train", CLASSES)
+    return tmp_path / "data"
+
+
+def augment(data: Path, *args: str) -> int:
+    return DataAugmentation.main(["--data", str(data), "--copies", "2", "--seed", "1", "--quiet", *args])
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, with its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def digests(folder: Path) -> list[str]:
+    return sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.rglob("*") if path.is_file())
+
+
+# DataAugmentation.py
+
+
+def test_augmentation_writes_the_copies_of_every_image_of_every_class(data):
+    assert augment(data) == 0
+    for class_name, count in CLASSES.items():
+        names = sorted(path.name for path in (data / "augmented_train" / class_name).iterdir())
+        assert names == sorted(f"aug_img_{index:03d}_{k}.jpg" for index in range(count) for k in range(2))
+
+
+def test_copies_keep_each_image_native_size(tmp_path):
+    data = tmp_path / "data"
+    write_image(data / "train" / "REAL" / "wide.png", seed=1, size=(40, 24))
+    write_image(data / "train" / "REAL" / "square.jpg", seed=2, size=(32, 32))
+    assert augment(data) == 0
+    sizes = {path.name: Image.open(path).size for path in (data / "augmented_train" / "REAL").iterdir()}
+    assert sizes == {"aug_wide_0.jpg": (40, 24), "aug_wide_1.jpg": (40, 24),
+                     "aug_square_0.jpg": (32, 32), "aug_square_1.jpg": (32, 32)}
+
+
+def test_size_option_resizes_every_copy(data):
+    write_image(data / "train" / "REAL" / "wide.png", seed=9, size=(40, 24))
+    assert augment(data, "--size", "16") == 0
+    copies = list((data / "augmented_train").rglob("*.jpg"))
+    assert len(copies) == 14
+    for path in copies:
+        with Image.open(path) as image:
+            image.load()  # decodes completely
+            assert image.size == (16, 16)
+
+
+def test_same_seed_writes_byte_identical_files_and_another_seed_does_not(data, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(data, twin)
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    assert augment(data) == 0
+    assert augment(twin, "--batch-size", "64") == 0
+    assert DataAugmentation.main(["--data", str(other), "--copies", "2", "--seed", "2", "--quiet"]) == 0
+    first, second, third = (tree(folder / "augmented_train") for folder in (data, twin, other))
+    assert first == second
+    assert first.keys() == third.keys()
+    assert all(first[name] != third[name] for name in first)
+
+
+def test_presets_write_different_copies(data, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(data, twin)
+    assert augment(data, "--preset", "classic") == 0
+    assert augment(twin, "--preset", "detector") == 0
+    classic, detector = tree(data / "augmented_train"), tree(twin / "augmented_train")
+    assert classic.keys() == detector.keys()
+    assert classic != detector
+
+
+def test_rerun_does_not_multiply_or_change_the_copies(data):
+    assert augment(data) == 0
+    before = tree(data / "augmented_train")
+    assert augment(data) == 0
+    assert tree(data / "augmented_train") == before
+
+
+def test_rerun_reports_the_copies_already_there(data, capsys):
+    assert augment(data) == 0
+    capsys.readouterr()
+    assert augment(data) == 0
+    out = capsys.readouterr().out
+    assert "Wrote 0 copies" in out
+    assert "12 already there (skipped)" in out
+
+
+def test_interrupted_run_is_completed_with_the_same_bytes(data, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(data, twin)
+    assert augment(data) == 0
+    assert augment(twin) == 0
+    lost = sorted((twin / "augmented_train").rglob("*.jpg"))[::3]
+    for path in lost:
+        path.unlink()
+    (twin / "augmented_train" / "REAL" / "aug_img_000_1.jpg").write_bytes(b"")  # what a power cut leaves
+    assert augment(twin) == 0
+    assert tree(twin / "augmented_train") == tree(data / "augmented_train")
+
+
+def test_copies_moved_into_train_are_neither_remade_nor_augmented_again(data):
+    assert augment(data) == 0
+    assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
+    train_before = tree(data / "train")
+    assert augment(data) == 0
+    assert tree(data / "train") == train_before
+    assert not list(data.glob("augmented_train/*/*"))
+
+
+def test_broken_images_are_skipped_with_a_warning_naming_them(data, bad_files, capsys):
+    broken = bad_files(data / "train" / "REAL")
+    assert augment(data) == 0
+    err = capsys.readouterr().err
+    for path in broken.values():
+        assert str(path) in err
+    assert len(list((data / "augmented_train" / "REAL").iterdir())) == 6
+
+
+def test_image_tensorflow_cannot_decode_is_skipped_with_a_warning(data, capsys):
+    tiff = data / "train" / "REAL" / "scan.png"  # a TIFF under a .png name: Pillow reads it, TensorFlow cannot
+    Image.new("RGB", (32, 32), "red").save(tiff, format="TIFF")
+    assert augment(data) == 0
+    assert f"skipping {tiff}" in capsys.readouterr().err
+    assert len(list((data / "augmented_train" / "REAL").iterdir())) == 6
+
+
+def test_sources_sharing_a_stem_get_distinct_copies(tmp_path):
+    data = tmp_path / "data"
+    write_image(data / "train" / "REAL" / "cat.png", seed=1)
+    write_image(data / "train" / "REAL" / "cat.jpg", seed=2)
+    assert augment(data) == 0
+    names = sorted(path.name for path in (data / "augmented_train" / "REAL").iterdir())
+    assert names == ["aug_cat_jpg_0.jpg", "aug_cat_jpg_1.jpg", "aug_cat_png_0.jpg", "aug_cat_png_1.jpg"]
+
+
+@pytest.mark.parametrize("split", ["validation", "test", "Test"])
+def test_refuses_to_augment_validation_or_test(data, split, capsys):
+    assert augment(data, "--split", split) == 1
+    assert "only the train split is augmented" in capsys.readouterr().err
+    assert not (data / "augmented_train").exists()
+
+
+@pytest.mark.parametrize("split", ["validation", "test", "train"])
+def test_refuses_data_pointing_at_a_split_folder(data, make_class_folder, split, capsys):
+    make_class_folder(data / split, CLASSES)
+    assert augment(data / split) == 1
+    assert "is a split folder" in capsys.readouterr().err
+    assert not list(data.rglob("aug_*"))
+
+
+def test_offline_presets_are_library_presets():
+    from realvsai.augmentation import PRESETS
+
+    assert set(DataAugmentation.OFFLINE_PRESETS) == set(PRESETS) - {"none"}
+
+
+def test_data_scripts_start_without_tensorflow():
+    code = ("import sys, DataAugmentation, MoveAugmentedImages, realvsai.moving; "
+            "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", ["DataAugmentation.py", "MoveAugmentedImages.py"])
+def test_missing_data_folder_exits_1_with_one_line(script, tmp_path):
+    result = run_script(script, "--data", tmp_path / "nowhere")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'nowhere'} is not a folder. "
+                                                  "Give the dataset folder that holds train/ with --data."]
+
+
+@pytest.mark.parametrize("args", [["--copies", "0"], ["--size", "big"], ["--preset", "none"]])
+def test_bad_arguments_exit_2(args):
+    assert run_script("DataAugmentation.py", *args).returncode == 2
+
+
+def test_refusing_validation_exits_1_as_a_subprocess(data):
+    result = run_script("DataAugmentation.py", "--data", data, "--split", "validation")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: refusing to augment 'validation'")
+
+
+# MoveAugmentedImages.py and realvsai.moving
+
+
+@pytest.fixture
+def augmented(data) -> Path:
+    """``data`` plus two copies per training image in ``augmented_train`` (made without TensorFlow)."""
+    for class_index, (class_name, count) in enumerate(sorted(CLASSES.items())):
+        for index in range(count):
+            for k in range(2):
+                write_image(data / "augmented_train" / class_name / f"aug_img_{index:03d}_{k}.jpg",
+                            seed=50_000 + class_index * 100 + index * 10 + k)
+    return data
+
+
+def move(data: Path, *args: str) -> int:
+    return MoveAugmentedImages.main(["--data", str(data), "--quiet", *args])
+
+
+def test_move_puts_every_copy_into_train_and_removes_the_augmented_folder(augmented, capsys):
+    expected = sorted(digests(augmented / "train") + digests(augmented / "augmented_train"))
+    assert move(augmented) == 0
+    assert sorted(digests(augmented / "train")) == expected
+    assert not (augmented / "augmented_train").exists()
+    out = capsys.readouterr().out
+    assert "Moved 12 files" in out and "Removed the emptied" in out
+
+
+def test_move_reports_train_counts_before_and_after(augmented):
+    report = moving.move_augmented(augmented)
+    assert report.train_before == {"FAKE": 3, "REAL": 3}
+    assert report.train_after == {"FAKE": 9, "REAL": 9}
+    assert report.moved == {"FAKE": 6, "REAL": 6}
+
+
+def test_move_skips_a_copy_whose_content_is_already_in_train(augmented):
+    copy = augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
+    shutil.copy2(copy, augmented / "train" / "REAL" / copy.name)
+    report = moving.move_augmented(augmented)
+    assert report.identical["REAL"] == 1
+    assert len(list((augmented / "train" / "REAL").iterdir())) == 3 + 6
+    assert not (augmented / "augmented_train").exists()
+
+
+def test_move_renames_a_copy_whose_name_is_taken_by_other_content(augmented):
+    taken = augmented / "train" / "REAL" / "aug_img_000_0.jpg"
+    write_image(taken, seed=999)
+    original = taken.read_bytes()
+    copy = (augmented / "augmented_train" / "REAL" / taken.name).read_bytes()
+    report = moving.move_augmented(augmented)
+    assert report.renamed["REAL"] == 1
+    assert taken.read_bytes() == original
+    renamed = [path for path in taken.parent.glob("aug_img_000_0_*.jpg")]
+    assert [path.read_bytes() for path in renamed] == [copy]
+
+
+def test_move_refuses_a_class_train_does_not_have_and_moves_nothing(augmented, capsys):
+    write_image(augmented / "augmented_train" / "CATS" / "aug_cat_0.jpg", seed=3)
+    before = tree(augmented)
+    assert move(augmented) == 1
+    assert "['CATS']" in capsys.readouterr().err
+    assert tree(augmented) == before
+
+
+def test_move_interrupted_half_way_loses_nothing_when_run_again(augmented, monkeypatch):
+    expected = sorted(digests(augmented / "train") + digests(augmented / "augmented_train"))
+    real_place_file, calls = moving.place_file, []
+
+    def place_then_fail(*args, **kwargs):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return real_place_file(*args, **kwargs)
+
+    monkeypatch.setattr(moving, "place_file", place_then_fail)
+    assert move(augmented) == 1
+    assert len(list((augmented / "augmented_train").rglob("*.jpg"))) == 7
+    monkeypatch.setattr(moving, "place_file", real_place_file)
+    assert move(augmented) == 0
+    assert sorted(digests(augmented / "train")) == expected  # every file exactly once
+    assert not (augmented / "augmented_train").exists()
+
+
+def test_move_cut_between_link_and_unlink_finishes_when_run_again(augmented):
+    copy = augmented / "augmented_train" / "FAKE" / "aug_img_001_1.jpg"
+    (augmented / "train" / "FAKE" / copy.name).hardlink_to(copy)  # the state a crash mid-move leaves
+    expected = sorted(set(digests(augmented / "train")) | set(digests(augmented / "augmented_train")))
+    report = moving.move_augmented(augmented)
+    assert report.identical["FAKE"] == 1
+    assert sorted(digests(augmented / "train")) == expected
+    assert not (augmented / "augmented_train").exists()
+
+
+def test_move_dry_run_changes_nothing_and_counts_what_would_happen(augmented, capsys):
+    write_image(augmented / "train" / "REAL" / "aug_img_000_0.jpg", seed=999)  # a clash: would be renamed
+    before = tree(augmented)
+    assert move(augmented, "--dry-run") == 0
+    assert tree(augmented) == before
+    out = capsys.readouterr().out
+    assert "Would move 12 files" in out and "1 under a new name" in out and "nothing was changed" in out
+
+
+def test_move_keeps_other_files_and_their_folder(augmented):
+    note = augmented / "augmented_train" / "REAL" / "notes.txt"
+    note.write_text("keep me")
+    leftover = augmented / "augmented_train" / "FAKE" / ".aug_img_000_0.jpg.abc123.tmp"
+    leftover.write_bytes(b"half a jpeg")
+    report = moving.move_augmented(augmented)
+    assert report.left_behind == [note] and not report.removed_folder
+    assert note.read_text() == "keep me"
+    assert not leftover.exists()
+    assert not (augmented / "augmented_train" / "FAKE").exists()
+
+
+def test_move_without_augmented_folder_has_nothing_to_do(data, capsys):
+    assert move(data) == 0
+    assert "Nothing to move" in capsys.readouterr().out
