@@ -36,9 +36,25 @@ def make_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentPa
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a line is logged.
+
+    A plain StreamHandler keeps the stream it was made with; once a test harness swaps and closes
+    that stream, every later log line fails.
+    """
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(quiet: bool = False) -> None:
     """Sends the project's log lines to stderr: INFO and up, or WARNING and up when ``quiet``."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)

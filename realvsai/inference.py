@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,7 +46,6 @@ UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
 # The layers Grad-CAM runs before the backbone; "augmentation" is skipped (it only acts in training).
 _AUGMENTATION_LAYER, _BACKBONE_LAYER, _RESIZE_LAYER = "augmentation", "backbone", "resize"
 # Metrics worth a headline on the model card, in the order shown.
-_BUFFER_REPR = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 HEADLINE_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall", "balanced_accuracy")
 
 
@@ -381,14 +379,7 @@ def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels) -> np.ndar
     Raises:
         ImageDecodeError: if it is not an image, is broken, or has more than ``max_pixels`` pixels.
     """
-    try:
-        return load_rgb(bytes(data), max_pixels)
-    except ImageDecodeError as error:
-        # Pillow names the in-memory buffer ("<_io.BytesIO object at 0x...>"), which means nothing to a user.
-        raise ImageDecodeError(_BUFFER_REPR.sub("", str(error))) from error
-    except Image.DecompressionBombError as error:
-        # Pillow refuses images above twice its own limit while opening them, before load_rgb's check.
-        raise ImageDecodeError(f"too many pixels ({error})") from error
+    return load_rgb(bytes(data), max_pixels)
 
 
 def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> np.ndarray:

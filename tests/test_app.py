@@ -144,7 +144,7 @@ def test_a_corrupt_upload_is_named_and_the_others_are_classified(start_app, mode
     app = upload(start_app("--models", models_dir), SURE, ("broken.jpg", b"\xff\xd8\xff\xe0 not really", JPEG), UNSURE)
 
     assert [error.value.split(" ")[0] for error in app.error] == ["`broken.jpg`"]
-    assert "could not be classified: not an image Pillow can read" in app.error[0].value
+    assert "could not be classified: not an image" in app.error[0].value
     assert len(verdicts(app)) == 2
 
 
@@ -212,7 +212,7 @@ def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypa
     lines = downloads[-1].splitlines()
     assert lines[0] == "file,predicted,p_FAKE,p_REAL,uncertain,error"
     assert lines[1].startswith("noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,False,")
-    assert lines[2].startswith("notes.png,,,,,not an image Pillow can read")
+    assert lines[2].startswith("notes.png,,,,,not an image")
     assert lines[3].startswith("patch.png,REAL,0.47") and lines[3].endswith(",True,")
     assert lines[4] == "night.png,FAKE,0.880797,0.119203,False,"
 
