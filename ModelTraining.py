@@ -14,11 +14,23 @@ rate, on the same epoch axis. With --weights none the whole network trains from 
 the epochs. A run killed at any moment continues from its last finished epoch with
 --resume --name NAME. Preprocessing is inside the model: it takes raw RGB images of any size.
 
+Every local GPU trains (MirroredStrategy). To train on several machines, set TF_CONFIG on each
+(MultiWorkerMirroredStrategy) and start the same command on all of them: they take the chief's
+settings, read the data at the same --data path (checked to be the same files), and only the
+chief writes OUT/NAME. --batch-size counts per GPU (or per machine without one).
+
+--demo needs no dataset: it makes a small synthetic one in data/demo/ (from photos that ship with
+scikit-learn and matplotlib), splits it as DataSplitD2.py does and trains on it into models/demo/,
+offline, in a few minutes on a laptop CPU; App.py then serves it.
+
 Examples:
+    python ModelTraining.py --demo
     python ModelTraining.py --data data --name cifake --image-size 32 --weights none
     python ModelTraining.py --data data --name art --head-epochs 5 --fine-tune-epochs 10
     python ModelTraining.py --resume --name art
     python ModelTraining.py --evaluate models/art/model.h5 --test-dir other_images
+    export TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+    python ModelTraining.py --data data --name big     # on host1; on host2 the same, with "index": 1
 """
 
 from __future__ import annotations
@@ -49,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--resume", action="store_true",
                       help="continue the run --name from its last finished epoch, with its saved settings")
     data.add_argument("--seed", type=int, default=defaults.seed, help="seeds shuffling, augmentation and weights")
+    data.add_argument("--demo", action="store_true",
+                      help="make synthetic demo data in data/demo/ and train on it into models/demo/ (--out and "
+                           "--name apply; the rest are the demo's own small settings): the whole pipeline, offline")
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="the ResNet to fine-tune")
@@ -68,7 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     schedule = parser.add_argument_group("schedule")
     schedule.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
-                          help="images per step on each GPU (the global batch is this times the GPUs)")
+                          help="images per step on each GPU, or each machine without one (the global batch is "
+                               "this times all of them)")
     schedule.add_argument("--head-epochs", type=int, default=defaults.head_epochs,
                           help="phase 1: epochs with the backbone frozen")
     schedule.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs,
@@ -107,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--evaluate needs --test-dir DIR")
     if args.test_dir is not None and args.evaluate is None:
         parser.error("--test-dir goes with --evaluate MODEL")
+    if args.demo and args.evaluate is not None:
+        parser.error("--demo trains a model; it does not go with --evaluate")
     return args
 
 
@@ -120,10 +138,27 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run_training(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     config.validate()
-    from realvsai import training  # TensorFlow loads here, after the settings are checked
+    from realvsai import distributed, training  # TensorFlow loads here, after the settings are checked
 
-    result = training.train(config, resume=args.resume, verbose=0 if args.quiet else "auto")
+    # Before any other TensorFlow call: a TF_CONFIG cluster sets up its collective operations
+    # before the runtime starts. Waits until every machine of the cluster has started.
+    strategy = distributed.select_strategy(os.environ)
+    logger.info("training with %s", distributed.describe(strategy))
+    if not distributed.is_chief(strategy):
+        # The chief logs the run; the others would repeat it, naming their temporary folders.
+        logger.info("the chief's log follows the run; this worker shows only warnings and errors")
+        logging.getLogger("realvsai").setLevel(logging.WARNING)
+    result = training.train(config, resume=args.resume, strategy=strategy, verbose=0 if args.quiet else "auto")
     print(training.summarize(result))
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from realvsai import demo, training  # TensorFlow loads when the demo trains
+
+    config = demo.DemoConfig(out=args.out or demo.DemoConfig.out, name=args.name or demo.DemoConfig.name)
+    result = demo.run_demo(config, resume=args.resume, verbose=0 if args.quiet else "auto")
+    print(training.summarize(result))
+    print("synthetic demo data, not a real result; serve the model with: streamlit run App.py")
 
 
 def run_evaluation(args: argparse.Namespace) -> None:
@@ -140,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: hide its start-up chatter
     if args.evaluate is not None:
         return run_main(lambda: run_evaluation(args))
+    if args.demo:
+        return run_main(lambda: run_demo(args))
     return run_main(lambda: run_training(args))
 
 

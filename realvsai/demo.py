@@ -23,7 +23,6 @@ that the pipeline learns.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import logging
@@ -341,29 +340,8 @@ def _train_config(config: DemoConfig) -> Any:
         fine_tune_epochs=0, augment=config.augment, seed=config.seed,
         # From scratch, val_loss jumps about while the BatchNorm statistics settle (validation accuracy
         # does not); the stop rules would end a run of a few epochs early. The best epoch is kept anyway.
-        stop_patience=config.epochs, early_stopping_patience=config.epochs)
-    if "demo" in {item.name for item in dataclasses.fields(TrainConfig)}:
-        values["demo"] = True  # model.json's config and the model card then say so
+        stop_patience=config.epochs, early_stopping_patience=config.epochs, demo=True)
     return TrainConfig(**values)
-
-
-def _mark_demo_run(run_dir: Path) -> None:
-    """Flags a finished run as a demo in model.json and MODEL_CARD.md, when TrainConfig could not carry it."""
-    from realvsai.evaluation import MODEL_CARD_FILE, MODEL_JSON_FILE
-
-    info_file = run_dir / MODEL_JSON_FILE
-    info = json.loads(info_file.read_text(encoding="utf-8"))
-    if isinstance(info.get("config"), dict) and info["config"].get("demo"):
-        return
-    info["demo"] = True
-    info.setdefault("config", {})["demo"] = True
-    atomic_write_text(info_file, json.dumps(info, indent=2, default=str) + "\n")
-    card = run_dir / MODEL_CARD_FILE
-    if card.is_file() and "Demo model" not in card.read_text(encoding="utf-8"):
-        title, _, rest = card.read_text(encoding="utf-8").partition("\n")
-        banner = ("**Demo model: trained on synthetic demo images, not on real data. Its numbers say nothing about "
-                  "real photos or AI-generated images.**")
-        atomic_write_text(card, f"{title}\n\n{banner}\n{rest}")
 
 
 def _write_readme(folder: Path, text: str) -> None:
@@ -410,9 +388,4 @@ def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose
     _write_readme(config.data_dir, (config.raw_dir / README_NAME).read_text(encoding="utf-8"))
     logger.info("3/3 training %s from scratch at %d px for %d epochs into %s", config.backbone,
                 config.data.image_size, config.epochs, Path(config.out) / config.name)
-    result = training.train(train_config, resume=resume, verbose=verbose)
-    if "demo" not in train_config.to_json():
-        _mark_demo_run(result.run_dir)
-        result = dataclasses.replace(result, model_info=json.loads(
-            (result.run_dir / training.MODEL_JSON_FILE).read_text(encoding="utf-8")))
-    return result
+    return training.train(train_config, resume=resume, verbose=verbose)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 import json
 import logging
@@ -462,8 +463,10 @@ def _read_logs(model: keras.Model, loss_tracker: keras.metrics.Mean) -> dict[str
 # --- keeping the workers together ---------------------------------------------------------------
 
 
-def _broadcast_from_chief(strategy: tf.distribute.Strategy, tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:
-    """The chief's values of ``tensors`` on every worker (a collective: every worker must call it alike)."""
+@functools.cache
+def _broadcaster(strategy: tf.distribute.Strategy) -> Callable[[list[tf.Tensor]], Any]:
+    """The strategy's broadcast function. One per strategy, so calls with the same shapes reuse its
+    trace: a new tf.function per call would be traced (and warned about) every time."""
 
     @tf.function
     def broadcast(values):
@@ -483,7 +486,26 @@ def _broadcast_from_chief(strategy: tf.distribute.Strategy, tensors: Sequence[tf
 
         return strategy.run(replica, args=(values,))
 
-    return [strategy.experimental_local_results(value)[0] for value in broadcast(list(tensors))]
+    return broadcast
+
+
+class _HideRetracingWarning(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning: the broadcast function is traced
+    once for each structure of what it sends (a few per run), on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _broadcast_from_chief(strategy: tf.distribute.Strategy, tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    """The chief's values of ``tensors`` on every worker (a collective: every worker must call it alike)."""
+    tensorflow_logger, hide = tf.get_logger(), _HideRetracingWarning()
+    tensorflow_logger.addFilter(hide)
+    try:
+        received = _broadcaster(strategy)(list(tensors))
+    finally:
+        tensorflow_logger.removeFilter(hide)
+    return [strategy.experimental_local_results(value)[0] for value in received]
 
 
 def _sync_variables(strategy: tf.distribute.Strategy, variables: Sequence[Any]) -> None:
@@ -512,16 +534,25 @@ def broadcast_json(strategy: tf.distribute.Strategy, payload: Any) -> Any:
         return payload
     data = np.frombuffer(json.dumps(payload).encode("utf-8"), np.uint8) if is_chief(strategy) else np.zeros(0, np.uint8)
     (length,) = _broadcast_from_chief(strategy, [tf.constant(float(len(data)))])
-    buffer = np.zeros(int(length), np.float32)
+    length = int(length)
+    # Padded to a power of two, so that payloads of similar sizes share one trace of the broadcast.
+    buffer = np.zeros(max(256, 1 << (length - 1).bit_length()), np.float32)
     buffer[: len(data)] = data
     (received,) = _broadcast_from_chief(strategy, [tf.constant(buffer)])
-    return json.loads(np.asarray(received.numpy(), np.uint8).tobytes().decode("utf-8"))
+    return json.loads(np.asarray(received.numpy()[:length], np.uint8).tobytes().decode("utf-8"))
 
 
 def _any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
     """True on every worker when ``flag`` is True on any of them (a collective operation)."""
     if num_workers(strategy) == 1:
         return flag
+    total = _voter(strategy)(tf.constant(1.0 if flag else 0.0))
+    return float(strategy.experimental_local_results(total)[0]) > 0
+
+
+@functools.cache
+def _voter(strategy: tf.distribute.Strategy) -> Callable[[tf.Tensor], Any]:
+    """The strategy's vote-counting function (one per strategy: traced once)."""
 
     @tf.function
     def votes(flag):
@@ -529,8 +560,7 @@ def _any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
         return strategy.run(lambda flag: tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, tf.identity(flag)), args=(flag,))
 
-    total = votes(tf.constant(1.0 if flag else 0.0))
-    return float(strategy.experimental_local_results(total)[0]) > 0
+    return votes
 
 
 def check_same_on_every_worker(strategy: tf.distribute.Strategy, what: str, value: str) -> None:

@@ -20,6 +20,14 @@ different variables with different optimizers). Every backup also records the hi
 stop counters and whether its phase has ended, so ``--resume`` skips finished phases, restores the
 last finished epoch of the current one and ends with the requested number of epochs.
 
+Devices: the caller's ``tf.distribute`` strategy (``distributed.select_strategy``: every local GPU,
+or a ``TF_CONFIG`` cluster). On one machine the phases run in ``model.fit``; on several, where
+``model.fit`` fails (keras-team/keras#20585), in ``distributed.fit_distributed`` with the same
+callbacks, which backs each phase up in its own format. Every machine trains the chief's settings
+(its flags, or its saved ones on ``--resume``) on the data at the chief's ``data`` path, checked to be
+the same files everywhere. Only the chief writes the run folder and evaluates; the other workers
+write into a temporary folder, deleted at the end, and stop when training ends.
+
 Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch), ``model.json``, ``history.csv``,
 ``training_curves.png``, ``logs/`` (TensorBoard), then the evaluation's files when DATA/test exists.
 """
@@ -27,14 +35,16 @@ Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch), ``model.json``, ``history.c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import io
 import json
 import logging
 import math
+import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -98,6 +108,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = mixed_float16 on a GPU, float32 on CPU
     xla: bool = False  # force XLA (jit_compile); otherwise Keras decides (on for one GPU, off on CPU)
     seed: int = 42
+    demo: bool = False  # trained on realvsai.demo's synthetic images (model card and app say so)
 
     def validate(self) -> None:
         """Raises UserError for settings that cannot work together."""
@@ -149,13 +160,18 @@ class Phase:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What ``train`` made: the run folder, the trained model (best weights) and its records."""
+    """What ``train`` made: the run folder, the trained model (best weights) and its records.
+
+    On a worker that is not the chief (``chief`` False), ``run_dir`` names the chief's run folder,
+    on the chief's machine; such a worker keeps no file and ``test_metrics`` is None.
+    """
 
     run_dir: Path
     model: keras.Model
     model_info: dict[str, Any]
     history: list[dict[str, Any]]
     test_metrics: dict[str, Any] | None
+    chief: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,15 +183,6 @@ def select_precision(precision: str, num_gpus: int) -> str:
     if precision == "auto":
         return "mixed_float16" if num_gpus > 0 else "float32"
     return precision
-
-
-def select_strategy(devices: Sequence[str]) -> tf.distribute.Strategy:
-    """MirroredStrategy over ``devices`` (the local GPUs) when there are several, else the default strategy."""
-    import tensorflow as tf
-
-    if len(devices) > 1:
-        return tf.distribute.MirroredStrategy(list(devices))
-    return tf.distribute.get_strategy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,15 +319,52 @@ def resolve_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Pat
     raise UserError(f"{run_dir} does not exist, so there is nothing to resume. Check --out and --name.")
 
 
-def _latest_backup(run_dir: Path, phase_names: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
-    """The last phase with a backup and its metadata (later phases first)."""
-    from realvsai.callbacks import read_backup
+def _latest_backup(run_dir: Path, phase_names: Sequence[str], multi_worker: bool = False
+                   ) -> tuple[str, dict[str, Any]] | None:
+    """The last phase with a backup and its metadata (later phases first).
 
+    One machine backs a phase up with ``RunBackup``, several with ``fit_distributed``, in other
+    formats; a run resumes in the mode it was started in.
+
+    Raises:
+        UserError: when the backup was written in the other mode.
+    """
+    from realvsai import callbacks, distributed
+
+    read, read_other = ((distributed.read_backup, callbacks.read_backup) if multi_worker
+                        else (callbacks.read_backup, distributed.read_backup))
     for name in reversed(phase_names):
-        metadata = read_backup(run_dir / BACKUP_DIR / name)
+        metadata = read(run_dir / BACKUP_DIR / name)
         if metadata is not None:
             return name, metadata
+        if read_other(run_dir / BACKUP_DIR / name) is not None:
+            started, resume = (("on one machine", "without TF_CONFIG") if multi_worker
+                               else ("on several machines", "with the cluster's TF_CONFIG on every machine"))
+            raise UserError(f"{run_dir} was started {started}, and a run resumes the way it started: resume it "
+                            f"{resume}, or start a new run with another --name.")
     return None
+
+
+def _on_chief(strategy: tf.distribute.Strategy, task: Callable[[], Any]) -> Any:
+    """``task()``, run by the chief alone; its JSON-ready result, or its UserError, on every worker.
+
+    For what only the chief's files can decide (the run folder, the backup to resume from). A
+    collective operation on several machines: every worker must call it at the same point.
+    """
+    from realvsai import distributed
+
+    if distributed.num_workers(strategy) == 1:
+        return task()
+    outcome = None
+    if distributed.is_chief(strategy):
+        try:
+            outcome = {"value": task()}
+        except UserError as error:  # told to the others, who would otherwise wait for the chief forever
+            outcome = {"error": str(error)}
+    outcome = distributed.broadcast_json(strategy, outcome)
+    if "error" in outcome:
+        raise UserError(outcome["error"])
+    return outcome["value"]
 
 
 def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
@@ -345,36 +389,110 @@ def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, L
     return train, validation, test
 
 
+def _scan_on_every_worker(config: TrainConfig, strategy: tf.distribute.Strategy
+                          ) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
+    """``_scan_splits``; on several machines, also checks that every worker reads the same files.
+
+    Raises:
+        UserError: on every worker, when any of them cannot read the data or reads other files.
+    """
+    from realvsai import distributed
+
+    if distributed.num_workers(strategy) == 1:
+        return _scan_splits(config)
+    splits, problem = None, None
+    try:
+        splits = _scan_splits(config)
+    except UserError as error:
+        problem = error  # raised after the check, which stops the other workers too
+    digest = _training_data_digest(config, splits[0], splits[1]) if splits else f"unreadable: {problem}"
+    try:
+        distributed.check_same_on_every_worker(strategy, "training data", digest)
+    except UserError:
+        if problem is None:
+            raise
+    if problem is not None:
+        raise problem
+    return splits
+
+
+def _training_data_digest(config: TrainConfig, *splits: LabelledImages) -> str:
+    """What must be the same on every worker: each file's path under the data folder, label and size.
+
+    Each worker keeps its share of every global batch, so all of them must list the same images in
+    the same order (and decode them to the same sizes).
+    """
+    digest = hashlib.sha256(json.dumps(splits[0].class_names).encode("utf-8"))
+    for images in splits:
+        for path, label, size in zip(images.files, images.labels, images.sizes):
+            digest.update(f"{os.path.relpath(path, config.data)}\0{label}\0{size}\n".encode())
+    return digest.hexdigest()
+
+
 def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.Strategy | None = None,
           verbose: int | str = "auto") -> TrainResult:
     """Trains a model as ``config`` says and writes the run folder; see the module docstring.
 
+    Under MultiWorkerMirroredStrategy every worker calls ``train``; the chief's ``config`` and
+    ``resume`` count, and only the chief writes the run folder and evaluates.
+
     Args:
         config: the settings.
         resume: continue the run ``config.out/config.name`` from its last finished epoch.
-        strategy: a ``tf.distribute`` strategy; None picks one for the local GPUs.
+        strategy: the ``tf.distribute`` strategy, from ``distributed.select_strategy``; None mirrors
+            over the local GPUs.
         verbose: Keras' progress output (0 silent, 1 bars, 2 one line per epoch, "auto").
 
     Raises:
-        UserError: for a missing or inconsistent dataset, a clash with an existing run, missing weights.
+        UserError: for a missing or inconsistent dataset, a clash with an existing run, missing weights,
+            or (on several machines) a worker of the cluster that stopped.
     """
+    import tensorflow as tf
+
+    from realvsai import distributed
+
+    config.validate()
+    if strategy is None or distributed.num_workers(strategy) == 1:
+        config, run_dir = resolve_run_dir(config, resume)
+        return _train(config, run_dir, strategy or distributed.select_strategy({}), resume, verbose)
+    try:
+        chosen = _on_chief(strategy, lambda: {"config": resolve_run_dir(config, resume)[0].to_json(),
+                                              "resume": resume})
+        config, resume = TrainConfig.from_json(chosen["config"]), chosen["resume"]
+        run_dir = Path(config.out) / config.name
+        if not distributed.is_chief(strategy):
+            logger.info("the chief writes the run folder %s (on its machine); this worker keeps no file", run_dir)
+        with distributed.worker_folder(strategy, run_dir) as folder:
+            result = _train(config, folder, strategy, resume, verbose)
+        return dataclasses.replace(result, run_dir=run_dir)
+    except tf.errors.UnavailableError as error:
+        # What a worker sees when another one died: its collective operations are aborted.
+        lines = [line.strip() for line in str(error).splitlines()]
+        detail = next((line.split("aborted by: ", 1)[1] for line in lines if "aborted by: " in line),
+                      next((line for line in lines if "/job:" in line), type(error).__name__))
+        raise UserError(f"a machine of the cluster stopped, so the others cannot go on ({detail}). See that "
+                        "machine's output for why, fix it, and start the command again on every machine, with "
+                        f"--resume --name {config.name} to continue after the last finished epoch.") from None
+
+
+def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy, resume: bool,
+           verbose: int | str) -> TrainResult:
+    """``train`` once the run folder is settled; ``run_dir`` is where this process writes."""
     import keras
     import tensorflow as tf
 
-    from realvsai import data
+    from realvsai import data, distributed
     from realvsai.callbacks import save_model_atomically
     from realvsai.model import build_model, float32_copy
 
-    config.validate()
-    config, run_dir = resolve_run_dir(config, resume)
+    workers = distributed.num_workers(strategy)
     logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
-    strategy = strategy or select_strategy(gpus)
     policy = select_precision(config.precision, len(gpus))
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
 
-    train_images, validation_images, test_images = _scan_splits(config)
+    train_images, validation_images, test_images = _scan_on_every_worker(config, strategy)
     class_names = train_images.class_names
     positive_class = find_positive_class(class_names, config.positive_class)
     if len(class_names) == 2 and positive_class is None:
@@ -412,16 +530,17 @@ def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.
         "preprocessing": "caffe, inside the model; input is raw RGB 0..255 of any size",
         "confidence_threshold": CONFIDENCE_THRESHOLD,
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "config": {**config.to_json(), "precision_policy": policy, "devices": replicas,
+        "config": {**config.to_json(), "precision_policy": policy, "devices": replicas, "machines": workers,
                    "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
         "counts": counts,
     }
     # Written now as well, so the best model saved during training is usable (by the app) even if
     # the run never finishes; rewritten with the best epoch at the end.
     _write_json(run_dir / MODEL_JSON_FILE, model_info)
-    logger.info("training %s on %d images (%s), validating on %d; %d step(s) per epoch on %d device(s), %s",
+    logger.info("training %s on %d images (%s), validating on %d; %d step(s) per epoch on %d device(s)%s, %s",
                 run_dir, len(train_images), ", ".join(f"{k} {v}" for k, v in counts[TRAIN].items()),
-                len(validation_images), steps_per_epoch, replicas, policy)
+                len(validation_images), steps_per_epoch, replicas,
+                f" of {workers} machines" if workers > 1 else "", policy)
 
     with strategy.scope():
         model = build_model(len(class_names), image_size=config.image_size, backbone=config.backbone,
@@ -437,18 +556,23 @@ def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.
                           (validation_dataset, validation_steps), class_weight, len(class_names), positive_index,
                           resume, verbose)
 
-    stop_rule_best = _best_row(history)
+    model_info["best_epoch"] = _best_row(history)
+    if not distributed.is_chief(strategy):
+        return TrainResult(run_dir, model, model_info, history, None, chief=False)
     if (run_dir / MODEL_FILE).is_file() and policy != "float32":
         # The app and evaluation run on any machine, many without float16 kernels: save the best
         # model in float32 (the weights are float32 under mixed precision anyway).
         save_model_atomically(float32_copy(model), run_dir / MODEL_FILE)
     elif not (run_dir / MODEL_FILE).is_file():
         save_model_atomically(model, run_dir / MODEL_FILE)  # no finite val_loss ever: keep the last model
-    model_info["best_epoch"] = stop_rule_best
     _write_json(run_dir / MODEL_JSON_FILE, model_info)
     fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
     plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+    if workers > 1:
+        # The other workers have stopped, and the distributed model's predict would wait for them:
+        # the chief evaluates (and returns) the best model read back from its file, as the app will.
+        model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
 
     test_metrics = None
     if test_images is not None:
@@ -476,6 +600,7 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
     """
     import keras
 
+    from realvsai import distributed
     from realvsai.callbacks import (
         ResumableEarlyStopping,
         RunBackup,
@@ -485,11 +610,18 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
     )
     from realvsai.model import make_metrics, set_backbone_trainable
 
+    multi_worker = distributed.num_workers(strategy) > 1
+    if multi_worker and config.xla:
+        logger.warning("--xla applies to model.fit on one machine; the training loop for several machines runs "
+                       "without it")
     names = phase_names(config)
-    latest = _latest_backup(run_dir, names) if resume else None
+    latest = _on_chief(strategy, lambda: _latest_backup(run_dir, names, multi_worker)) if resume else None
     rows: list[dict[str, Any]] = []
+    # Only the chief has the best model's file to restore from after a resume; fit_distributed
+    # gives the other workers the chief's weights at the end of each phase.
     stop_rule = StopTrainingOnValidationLoss(run_dir / MODEL_FILE, margin=config.stop_margin,
-                                             patience=config.stop_patience)
+                                             patience=config.stop_patience,
+                                             restore_best_weights=distributed.is_chief(strategy))
     early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
                                             restore_best_weights=False)
     if latest is not None:
@@ -533,12 +665,21 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
             return {"rows": recorder.rows, "stop_rule": stop_rule.state(), "early_stopping": early_stopping.state(),
                     "phase_done": bool(model.stop_training) or recorder.rows[-1]["epoch"] >= phase_end}
 
-        backup = RunBackup(run_dir / BACKUP_DIR / name, state_fn)
         # Order matters: the stop rules decide first, the recorder writes the row, the backup commits last.
-        callbacks = [stop_rule, early_stopping, recorder, *extra_callbacks, backup]
-        model.fit(train[0], steps_per_epoch=train[1], validation_data=validation[0], validation_steps=validation[1],
-                  epochs=end, initial_epoch=phase.start, shuffle=False, class_weight=class_weight,
-                  callbacks=callbacks, verbose=verbose)
+        callbacks = [stop_rule, early_stopping, recorder, *extra_callbacks]
+        if multi_worker:
+            # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585). This loop
+            # drives the same callbacks in every worker and backs the phase up after them (on the chief).
+            distributed.fit_distributed(model, train[0], validation[0], epochs=end, initial_epoch=phase.start,
+                                        strategy=strategy, callbacks=callbacks, class_weight=class_weight,
+                                        steps_per_epoch=train[1], validation_steps=validation[1],
+                                        backup_dir=run_dir / BACKUP_DIR / name, keep_backup=True,
+                                        backup_state=state_fn, verbose=verbose)
+        else:
+            backup = RunBackup(run_dir / BACKUP_DIR / name, state_fn)
+            model.fit(train[0], steps_per_epoch=train[1], validation_data=validation[0],
+                      validation_steps=validation[1], epochs=end, initial_epoch=phase.start, shuffle=False,
+                      class_weight=class_weight, callbacks=[*callbacks, backup], verbose=verbose)
         latest = None
     return recorder.rows
 
@@ -564,7 +705,8 @@ def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None =
 def summarize(result: TrainResult) -> str:
     """One line for the end of a run."""
     best = result.model_info.get("best_epoch") or {}
-    parts = [f"trained {result.run_dir}"]
+    parts = [f"trained {result.run_dir}" if result.chief
+             else f"this worker has finished; the chief wrote the run to {result.run_dir} on its machine"]
     if best:
         parts.append(f"best epoch {best.get('epoch')}: val_loss {best.get('val_loss', math.nan):.4f}, "
                      f"val_accuracy {best.get('val_accuracy', math.nan):.4f}")

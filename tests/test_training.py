@@ -93,13 +93,6 @@ def test_precision_auto_is_mixed_float16_on_a_gpu_and_float32_on_cpu(precision, 
     assert training.select_precision(precision, gpus) == expected
 
 
-def test_one_device_uses_the_default_strategy():
-    import tensorflow as tf
-
-    assert training.select_strategy([]) is tf.distribute.get_strategy()
-    assert training.select_strategy(["/gpu:0"]).num_replicas_in_sync == 1
-
-
 def test_config_round_trips_through_json_and_lists_the_same_choices_as_the_modules():
     from realvsai import augmentation
 
@@ -136,6 +129,45 @@ def test_resume_of_a_finished_or_missing_run_is_refused(tmp_path):
         training.resolve_run_dir(TrainConfig(out=tmp_path, name="never"), resume=True)
 
 
+def test_resume_refuses_a_backup_written_in_the_other_mode(tmp_path):
+    one_machine = tmp_path / "one" / "backup" / "head"  # what RunBackup (model.fit) leaves
+    one_machine.mkdir(parents=True)
+    (one_machine / "training_metadata.json").write_text('{"epoch": 1, "state": {}}')
+    (one_machine / "latest.weights.h5").write_bytes(b"weights")
+    cluster = tmp_path / "cluster" / "backup" / "head"  # what fit_distributed leaves
+    cluster.mkdir(parents=True)
+    (cluster / "backup.json").write_text('{"epoch": 1, "checkpoint": "ckpt-1", "state": {}}')
+    assert training._latest_backup(tmp_path / "one", ["head"], multi_worker=False)[1]["epoch"] == 1
+    assert training._latest_backup(tmp_path / "cluster", ["head"], multi_worker=True)[1]["epoch"] == 1
+    with pytest.raises(UserError, match=r"started on one machine.*without TF_CONFIG"):
+        training._latest_backup(tmp_path / "one", ["head"], multi_worker=True)
+    with pytest.raises(UserError, match=r"started on several machines.*TF_CONFIG on every machine"):
+        training._latest_backup(tmp_path / "cluster", ["head"], multi_worker=False)
+
+
+def test_workers_data_digest_depends_on_the_files_not_on_where_the_data_folder_is(tmp_path, make_class_folder):
+    from realvsai import data
+
+    def digest(folder):
+        config = TrainConfig(data=folder)
+        return training._training_data_digest(config, data.scan_images(folder / "train"),
+                                              data.scan_images(folder / "validation"))
+
+    for machine in ("a", "b", "c"):
+        make_class_folder(tmp_path / machine / "train", {"FAKE": 2, "REAL": 2})
+        make_class_folder(tmp_path / machine / "validation", {"FAKE": 1, "REAL": 1})
+    write_image(tmp_path / "c" / "train" / "REAL" / "extra.png", seed=5)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+
+
+def test_summary_of_a_worker_that_is_not_the_chief_names_the_chiefs_run_folder():
+    result = training.TrainResult(Path("models/run"), None, {"best_epoch": {"epoch": 2, "val_loss": 0.5}}, [], None,
+                                  chief=False)
+    summary = training.summarize(result)
+    assert "the chief wrote the run to models/run on its machine" in summary and "best epoch 2" in summary
+    assert not summary.startswith("trained")
+
+
 def test_resume_takes_the_runs_saved_settings(tmp_path):
     saved = TrainConfig(out=tmp_path, name="run", weights="none", head_epochs=3, seed=7)
     (tmp_path / "run" / "backup").mkdir(parents=True)
@@ -165,6 +197,14 @@ def test_cli_refuses_an_existing_run_in_one_line(tmp_path, make_class_folder, ca
     code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "taken", "--quiet"])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and error[-1].startswith("error: ") and "--resume" in error[-1]
+
+
+def test_cli_malformed_tf_config_is_a_one_line_error(tmp_path, capsys, monkeypatch, cli):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}')
+    code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and error[-1].startswith("error: TF_CONFIG") and "Traceback" not in "\n".join(error)
+    assert not (tmp_path / "models").exists()
 
 
 def test_cli_offline_imagenet_names_the_file_to_put_where(tmp_path, make_class_folder, capsys, monkeypatch, cli):
@@ -327,9 +367,9 @@ _MIRRORED = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from realvsai import training
+    from realvsai import distributed, training
     devices = [device.name for device in tf.config.list_logical_devices("CPU")]
-    strategy = training.select_strategy(devices)
+    strategy = distributed.select_strategy({}, devices=devices)
     config = training.TrainConfig(data=Path(sys.argv[1]), out=Path(sys.argv[2]), name="mirrored", weights="none",
                                   backbone="resnet50", image_size=32, batch_size=2, head_epochs=1,
                                   fine_tune_epochs=0, augment="none", head_units=8)
