@@ -95,11 +95,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="Adam's start rate in phase 1 (and from scratch); decays linearly over the phase")
     schedule.add_argument("--fine-tune-learning-rate", type=float, default=defaults.fine_tune_learning_rate,
                           help="Adam's start rate in phase 2; decays linearly over the phase")
-    schedule.add_argument("--no-class-weights", dest="class_weights", action="store_false",
-                          help="do not weight the loss by inverse class frequency")
-    schedule.add_argument("--positive-class", default=defaults.positive_class,
-                          help="the class the binary precision/recall/F1/AUC are about (default: the class named "
-                               "fake, generated, synthetic or ai)")
+    schedule.add_argument("--no-class-weights", dest="class_weights", action="store_false", default=argparse.SUPPRESS,
+                          help="do not weight the loss by inverse class frequency (weighted by default)")
+    schedule.add_argument("--positive-class", default=None,
+                          help="the class the binary precision/recall/F1/AUC are about; when not given, the class "
+                               "named fake, generated, synthetic or ai")
     schedule.add_argument("--stop-margin", type=float, default=defaults.stop_margin,
                           help="StopTrainingOnValidationLoss: an epoch overfits when val_loss > loss + this")
     schedule.add_argument("--stop-patience", type=positive_int, default=defaults.stop_patience,
