@@ -5,12 +5,13 @@
 Only train is ever augmented (never validation or test). The copies keep each image's own size
 unless --size N resizes them to N x N. Names derive from the source, so running again makes only
 what is missing; copies already moved into train (aug_*) count as made and are not augmented again.
-The same --seed gives byte-identical files. Broken images are skipped with a warning.
+The same --seed gives byte-identical files. Broken images are skipped with a warning naming them.
 
 Presets: classic = ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal
-flip, nearest fill; detector = whole-pixel crop-and-pad, flip, rare mild blur and JPEG re-compression
-(no resampling; see the README for why that matters to a real-vs-AI detector). For detectors,
-prefer augmenting online during training to writing copies.
+flip, nearest fill, composed into one affine map per copy and interpolated once; detector =
+whole-pixel crop-and-pad, flip, rare mild blur and JPEG re-compression (no resampling; see the
+README for why that matters to a real-vs-AI detector). For detectors, prefer augmenting online
+during training to writing copies.
 
 Example:
     python DataAugmentation.py --data data --copies 10 --preset classic --seed 42
@@ -23,6 +24,7 @@ import os
 import sys
 import time
 from argparse import ArgumentTypeError, Namespace
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +48,7 @@ class AugmentConfig:
     preset: str = "classic"
     seed: int = 42
     size: str = "native"
-    batch_size: int = 64
+    batch_size: int = 16
     jpeg_quality: int = 95
     split: str = "train"
 
@@ -96,8 +98,7 @@ def augment(args: Namespace) -> None:
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
     if not plan.to_write:
-        print_summary(args, plan, written=0, already_there=plan.already_there, undecodable=0,
-                      seconds=time.perf_counter() - started)
+        print_summary(args, plan, written=0, already_there=plan.already_there, seconds=time.perf_counter() - started)
         return
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: hide its CUDA probing chatter
@@ -110,17 +111,21 @@ def augment(args: Namespace) -> None:
             batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality, on_image_done=bar.update
         )
     for source in report.undecodable:
-        logger.warning("skipping %s: TensorFlow could not decode it", source)
+        logger.warning("skipping %s: not a decodable image (TensorFlow could not decode it)", source)
     print_summary(args, plan, written=report.written, already_there=report.already_there,
-                  undecodable=len(report.undecodable), seconds=time.perf_counter() - started)
+                  undecodable=report.undecodable, seconds=time.perf_counter() - started)
 
 
-def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: int, undecodable: int,
-                  seconds: float) -> None:
+def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: int,
+                  undecodable: Sequence[Path] = (), seconds: float = 0.0) -> None:
     per_class: dict[str, list[int]] = {}
     for image in plan.images:
         per_class.setdefault(image.class_name, [0, 0])[0] += 1
-    for source, _ in plan.broken:
+    # Images whose header was broken never got planned; those that failed to decode did, so they move
+    # from the images column to the broken one.
+    for source in undecodable:
+        per_class[source.parent.name][0] -= 1
+    for source in [source for source, _ in plan.broken] + list(undecodable):
         per_class.setdefault(source.parent.name, [0, 0])[1] += 1
     rows = [(name, images, broken) for name, (images, broken) in sorted(per_class.items())]
     print(format_table(("class", "images", "broken (skipped)"), rows))
@@ -128,7 +133,7 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
     print(
         f"Wrote {written:,} copies ({args.copies} per image, {args.preset}, {size}) to {plan.output_dir} "
         f"in {seconds:.1f} s; {already_there:,} already there (skipped); "
-        f"{len(plan.broken) + undecodable} broken image(s) skipped; "
+        f"{len(plan.broken) + len(undecodable)} broken image(s) skipped; "
         f"{plan.earlier_copies:,} earlier copies (aug_*) in train not augmented."
     )
     if written:

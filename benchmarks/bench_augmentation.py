@@ -1,14 +1,23 @@
 """Offline augmentation: DataAugmentation's tf.data pipeline vs the legacy ImageDataGenerator loop.
 
 Both sides make the same number of copies at the same size from the same images: ours through
-``realvsai`` exactly as DataAugmentation.py runs it (scan with image_problem, build the layers,
+``realvsai`` exactly as DataAugmentation.py runs it (scan the headers, build the layers,
 decode/augment/encode in tf.data, atomic writes, one sync), the legacy side as the original notebook
 did, one ``ImageDataGenerator.flow(x, batch_size=1, save_to_dir=...)`` per image with the classic
 parameters (``--size N``: both sides resize to N x N first). A third row writes the same number of
 ready-made JPEG bytes with our atomic writer and nothing else: the floor any one-file-per-copy
-method pays. Sides alternate, each run writes into a fresh folder after the disk has settled
-(deleting thousands of files right before a timed run would bill the deletion to it), several
-repetitions, medians reported. TensorFlow is loaded once, before any timing.
+method pays. Sides alternate, each run writes into a fresh folder after the disk has settled,
+several repetitions, medians reported.
+
+No file is deleted until every run is done: on ext4, creating files within seconds of deleting
+thousands (``recently_deleted`` in the inode allocator) costs up to ten times more kernel time per
+file, which would bill one run's clean-up to the next. TensorFlow is loaded once, before any
+timing, and both sides are warmed up once (Keras's first layer call; the legacy loop's first flow,
+which imports SciPy). The objects that exist then are frozen out of garbage collection
+(``gc.freeze``), as DataAugmentation's pipeline does for itself: one full collection of
+TensorFlow's millions of objects pauses for about half a second and would otherwise land in
+whichever side happened to trigger it. The load average before and after the timed runs is
+printed and saved: other processes on the machine skew the figures (measure on an idle machine).
 
     <temp>/images/train/<Class>/   a subset of ../shared/datasets/cifake-mini/train
     <temp>/run_<n>/train -> images/train, run_<n>/augmented_train/   one per timed run
@@ -21,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -38,6 +48,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from DataAugmentation import AugmentConfig  # noqa: E402
 from realvsai.cli import format_table  # noqa: E402
 from realvsai.layout import find_class_folders, list_images  # noqa: E402
 
@@ -80,16 +91,21 @@ def run_ours(data: Path, copies: int, size: int | None, preset: str, seed: int) 
 
     plan = plan_copies(data, copies)
     layers = augmentation.build_augmentation(preset, seed=seed)
-    batches = augmentation.plan_batches(plan.images, seed, image_size=size, batch_size=64)
+    batches = augmentation.plan_batches(plan.images, seed, image_size=size, batch_size=AugmentConfig.batch_size)
     return augmentation.write_augmented_copies(batches, layers, image_size=size).written
+
+
+def legacy_generator():
+    """ImageDataGenerator with the notebook's classic parameters."""
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator  # benchmarks only: the old way
+
+    return ImageDataGenerator(rotation_range=20, width_shift_range=0.2, height_shift_range=0.2,
+                              shear_range=0.2, zoom_range=0.2, horizontal_flip=True, fill_mode="nearest")
 
 
 def run_legacy(data: Path, copies: int, size: int | None) -> int:
     """The notebook's loop: one ImageDataGenerator.flow per image, one saved JPEG per next()."""
-    from keras.src.legacy.preprocessing.image import ImageDataGenerator  # benchmarks only: the old way
-
-    generator = ImageDataGenerator(rotation_range=20, width_shift_range=0.2, height_shift_range=0.2,
-                                   shear_range=0.2, zoom_range=0.2, horizontal_flip=True, fill_mode="nearest")
+    generator = legacy_generator()
     written = 0
     for class_name in find_class_folders(data / "train"):
         output = data / "augmented_train" / class_name
@@ -129,10 +145,12 @@ def output_stats(data: Path) -> tuple[int, list[tuple[int, int]]]:
     return len(files), sorted(sizes)
 
 
-def settle(previous: Path | None) -> None:
-    """Deletes the previous run's files and lets the disk catch up, outside every timing."""
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+def format_load(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{value:.2f}" for value in load)
+
+
+def settle() -> None:
+    """Lets the disk catch up with the previous run's writes, outside every timing."""
     os.sync()
     time.sleep(1.0)
 
@@ -157,16 +175,23 @@ def main(argv=None) -> int:
         outputs = num_sources * args.copies
         sources = [path.read_bytes() for path in list_images(images / "train", recursive=True)]
         payloads = [sources[index % num_sources] for index in range(outputs)]  # JPEGs of the right size
-        # Warm-up, untimed: TensorFlow's first ops and Keras's first layer build happen once per process.
+        # Warm-up, untimed: TensorFlow's first ops and Keras's first layer build happen once per process,
+        # and so does the legacy loop's first flow (it imports SciPy for the affine transform).
         augmentation.build_augmentation(args.preset, seed=0)(np.zeros((1, 32, 32, 3), np.float32), training=True)
-        previous = None
+        warm_up = root / "warm_up"
+        warm_up.mkdir()
+        next(legacy_generator().flow(np.zeros((1, 32, 32, 3), np.float32), batch_size=1,
+                                     save_to_dir=str(warm_up), save_format="jpeg"))
+        gc.collect()
+        gc.freeze()  # see the module docstring
+        load_before = os.getloadavg()
         for repeat in range(args.repeats):
             order = SIDES if repeat % 2 == 0 else tuple(reversed(SIDES))
             for side in order:
                 data = root / f"run_{repeat}_{side}"
                 data.mkdir()
                 (data / "train").symlink_to(images / "train", target_is_directory=True)
-                settle(previous)
+                settle()
                 started_wall, started_cpu = time.perf_counter(), time.process_time()
                 if side == "ours":
                     run_ours(data, args.copies, args.size, args.preset, args.seed)
@@ -177,9 +202,10 @@ def main(argv=None) -> int:
                 wall[side].append(time.perf_counter() - started_wall)
                 cpu[side].append(time.process_time() - started_cpu)
                 files_on_disk[side], sizes[side] = output_stats(data)
-                previous = data
                 print(f"repeat {repeat + 1} {side:6s} {wall[side][-1]:7.2f} s wall {cpu[side][-1]:7.2f} s cpu  "
                       f"{files_on_disk[side]} files", file=sys.stderr)
+
+        load_after = os.getloadavg()
 
     median_wall = {side: statistics.median(values) for side, values in wall.items()}
     median_cpu = {side: statistics.median(values) for side, values in cpu.items()}
@@ -191,7 +217,8 @@ def main(argv=None) -> int:
              f"{outputs / median_wall[side]:.0f}", files_on_disk[side]) for side in SIDES]
     size_text = f"{args.size}x{args.size}" if args.size else f"native size {sizes['ours']}"
     print(f"{num_sources} images x {args.copies} copies = {outputs} outputs at {size_text}, "
-          f"median of {args.repeats}, {os.cpu_count()} CPUs")
+          f"median of {args.repeats}, {os.cpu_count()} CPUs, in {args.workdir or tempfile.gettempdir()}; "
+          f"load average (1, 5, 15 min) {format_load(load_before)} before, {format_load(load_after)} after")
     print(format_table(("side", "median wall s", "best wall s", "median cpu s", "copies/s", "files on disk"), rows))
     print(f"speed-up, median wall: {ratio:.1f}x (target >= 5x); best wall: "
           f"{best_wall['legacy'] / best_wall['ours']:.1f}x; "
@@ -209,7 +236,7 @@ def main(argv=None) -> int:
         "speedup_wall": ratio, "workdir": str(args.workdir or tempfile.gettempdir()),
         "files_on_disk": files_on_disk,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average": os.getloadavg()},
+                    "load_average_before": load_before, "load_average_after": load_after},
     }, indent=2))
     print(f"wrote {RESULTS.relative_to(REPO)}")
     return 0

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from realvsai.errors import UserError
-from realvsai.files import Outcome, free_name, image_problem, place_file, sha256_file
+from realvsai.files import MAX_IMAGE_PIXELS, Outcome, free_name, place_file, sha256_file
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders, list_images
 
 logger = logging.getLogger(__name__)
 
 COPY_PREFIX = "aug_"
-CHECK_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -74,18 +73,33 @@ class CopyPlan:
 
 
 def _inspect(source: Path) -> tuple[str | None, tuple[int, int]]:
-    """Why ``source`` is not a usable image (or None), and its width and height."""
-    problem = image_problem(source)
-    if problem:
-        return problem, (0, 0)
-    with Image.open(source) as image:
-        return None, image.size
+    """Why ``source`` is not a usable image (or None), and its width and height, from its header alone.
+
+    No pixel is decoded here: DataAugmentation's pipeline decodes every image anyway and reports the
+    ones that fail there (a truncated JPEG passes this check), so a full decode now would double the
+    decoding. The header still catches empty files, non-images and decompression bombs for free.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Our own limit decides; Pillow's warning (and its error at twice its limit) must not pre-empt it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                width, height = image.size
+    except FileNotFoundError:
+        return "file not found", (0, 0)
+    except (OSError, SyntaxError, ValueError) as error:
+        # As in files.image_problem: UnidentifiedImageError (an OSError) for non-images,
+        # SyntaxError/ValueError for some malformed headers.
+        return f"not a readable image ({type(error).__name__}: {error})", (0, 0)
+    if width * height > MAX_IMAGE_PIXELS:
+        return f"{width}x{height} pixels is more than the limit of {MAX_IMAGE_PIXELS:,}", (0, 0)
+    return None, (width, height)
 
 
-def is_made(path: Path) -> bool:
+def is_made(path: Path | str) -> bool:
     """True when ``path`` holds a copy: a file that is not empty (an empty one is a lost write)."""
     try:
-        return path.stat().st_size > 0
+        return os.stat(path).st_size > 0
     except FileNotFoundError:
         return False
 
@@ -141,10 +155,11 @@ def copy_names(sources: Sequence[Path], copies: int) -> dict[Path, list[str]]:
 
 
 def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Iterable] | None = None) -> CopyPlan:
-    """Lists the training images, checks each one decodes, and names its copies.
+    """Lists the training images, reads each one's header (size, readable), and names its copies.
 
     Files called ``aug_*`` in train are earlier copies (moved there by MoveAugmentedImages.py) and
-    are not augmented again. Broken images are skipped with a warning naming them.
+    are not augmented again. Files whose header is broken are skipped with a warning naming them;
+    the pixels are decoded (and failures reported) by the augmentation pipeline.
 
     Args:
         data_dir: the dataset folder holding ``train/<Class>/``.
@@ -164,11 +179,11 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
         names.update(copy_names(sources, copies))
     sources = list(names)
     made: dict[str, set[str]] = {}
-    # Pillow decodes without holding the GIL, so a few threads check images side by side; map keeps
-    # the order, so the plan is the same however the threads finish.
-    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
-        checked = pool.map(_inspect, sources)
-        results = list(wrap(checked, len(sources)) if wrap else checked)
+    folders: dict[str, Path] = {}
+    # One thread: reading a header takes tens of microseconds, mostly Python, which threads would
+    # only pass around the GIL (measured slower with 4 threads).
+    checked = map(_inspect, sources)
+    results = list(wrap(checked, len(sources)) if wrap else checked)
     for source, (problem, (width, height)) in zip(sources, results):
         if problem:
             logger.warning("skipping %s: %s", source, problem)
@@ -177,7 +192,8 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
         class_name = source.parent.name
         if class_name not in made:
             made[class_name] = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
-        targets = tuple(None if name in made[class_name] else output_dir / class_name / name for name in names[source])
+            folders[class_name] = output_dir / class_name
+        targets = tuple(None if name in made[class_name] else folders[class_name] / name for name in names[source])
         plan.images.append(SourceImage(source, class_name, targets, width, height))
     return plan
 

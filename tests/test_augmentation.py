@@ -14,6 +14,7 @@ import tensorflow as tf
 from realvsai import augmentation
 from realvsai.augmentation import (
     PRESETS,
+    RandomAffine,
     RandomBlur,
     RandomCropPad,
     RandomJpegQuality,
@@ -57,13 +58,13 @@ def test_preset_is_a_sequential_named_augmentation(preset):
     assert layers.name == "augmentation"
 
 
-def test_classic_preset_has_the_image_data_generator_transforms():
+def test_classic_preset_is_one_affine_layer_with_the_image_data_generator_ranges():
     layers = build_augmentation("classic", seed=1).layers
-    assert [type(layer).__name__ for layer in layers] == [
-        "RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom", "RandomFlip"]
-    assert layers[0].factor == pytest.approx((-20 / 360, 20 / 360))
-    assert all(layer.fill_mode == "nearest" for layer in layers[:4])
-    assert layers[4].mode == "horizontal"
+    assert [type(layer).__name__ for layer in layers] == ["RandomAffine"]
+    affine = layers[0]
+    assert (affine.rotation_degrees, affine.shift_fraction, affine.shear_factor, affine.zoom_fraction) == (
+        20.0, 0.2, 0.2, 0.2)
+    assert affine.horizontal_flip and affine.fill_mode == "nearest"
 
 
 def test_detector_preset_does_not_resample():
@@ -154,6 +155,99 @@ def test_model_with_augmentation_survives_an_hdf5_round_trip(preset, tmp_path):
     assert [layer.get_config() for layer in restored.layers] == [layer.get_config() for layer in original.layers]
 
 
+def only(**ranges) -> RandomAffine:
+    """A RandomAffine with every range zero (and no flip) except the ones given."""
+    settings = dict(rotation_degrees=0.0, shift_fraction=0.0, shear_factor=0.0, zoom_fraction=0.0,
+                    horizontal_flip=False, seed=1)
+    return RandomAffine(**{**settings, **ranges})
+
+
+def transformation(batch: int, **values) -> dict:
+    """RandomAffine parameters for ``batch`` images: the identity, except ``values`` (one per image)."""
+    neutral = dict(angle=0.0, shift_x=0.0, shift_y=0.0, shear=0.0, zoom_x=1.0, zoom_y=1.0)
+    result = {name: tf.constant(values.get(name, [value] * batch), tf.float32) for name, value in neutral.items()}
+    result["flip"] = tf.constant(values.get("flip", [False] * batch))
+    return result
+
+
+def test_random_affine_is_an_exact_identity_at_inference():
+    images = random_images((3, 24, 40, 3))
+    output = RandomAffine(seed=1)(images, training=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(output), images)
+
+
+def test_random_affine_changes_every_image_when_training():
+    images = random_images((6, 32, 32, 3))
+    output = keras.ops.convert_to_numpy(RandomAffine(seed=1)(images, training=True))
+    assert all(not np.allclose(output[index], images[index]) for index in range(6))
+
+
+def test_random_affine_draws_new_parameters_for_each_image():
+    images = np.repeat(random_images((1, 32, 32, 3)), 6, axis=0)
+    output = keras.ops.convert_to_numpy(RandomAffine(seed=1)(images, training=True))
+    assert len({output[index].tobytes() for index in range(6)}) == 6
+
+
+def test_random_affine_with_only_the_flip_mirrors_whole_images_exactly():
+    images = random_images((16, 20, 28, 3))
+    output = keras.ops.convert_to_numpy(only(horizontal_flip=True)(images, training=True))
+    flipped = [np.array_equal(out, image[:, ::-1]) for out, image in zip(output, images)]
+    kept = [np.array_equal(out, image) for out, image in zip(output, images)]
+    assert all(flip != keep for flip, keep in zip(flipped, kept))  # each exactly one of the two
+    assert 0 < sum(flipped) < 16
+
+
+def test_random_affine_whole_pixel_shift_moves_pixels_exactly():
+    images = random_images((2, 20, 28, 3))
+    shift = transformation(2, shift_x=[3.0, -2.0], shift_y=[2.0, 0.0])
+    output = keras.ops.convert_to_numpy(only().transform_images(images, shift))
+    # The content moves right and down by the shift; the uncovered border repeats the edge (fill "nearest").
+    np.testing.assert_array_equal(output[0], np.pad(images[0], ((2, 0), (3, 0), (0, 0)), mode="edge")[:20, :28])
+    np.testing.assert_array_equal(output[1], np.pad(images[1], ((0, 0), (0, 2), (0, 0)), mode="edge")[:, 2:])
+
+
+def test_random_affine_turns_about_the_image_centre():
+    images = random_images((1, 24, 24, 3))
+    quarter_turn = transformation(1, angle=[np.pi / 2])
+    output = keras.ops.convert_to_numpy(only().transform_images(images, quarter_turn))
+    np.testing.assert_allclose(output[0], np.rot90(images[0]), atol=1e-2)
+
+
+def test_random_affine_zoom_above_one_shows_more_of_the_image():
+    images = random_images((1, 21, 21, 3))
+    zoom_out = transformation(1, zoom_x=[2.0], zoom_y=[2.0])
+    output = keras.ops.convert_to_numpy(only().transform_images(images, zoom_out))
+    # Output pixel p reads input pixel 10 + 2 (p - 10): the middle 11 x 11 hold every other input pixel.
+    np.testing.assert_array_equal(output[0, 5:16, 5:16], images[0, ::2, ::2])
+
+
+def test_random_affine_same_seed_repeats_and_another_seed_does_not():
+    images = random_images((4, 32, 32, 3))
+
+    def run(seed):
+        return keras.ops.convert_to_numpy(RandomAffine(seed=seed)(images, training=True))
+
+    np.testing.assert_array_equal(run(3), run(3))
+    assert not np.array_equal(run(3), run(4))
+
+
+def test_random_affine_survives_an_hdf5_round_trip_with_its_settings(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    layer = RandomAffine(rotation_degrees=10.0, shift_fraction=0.1, shear_factor=0.3, zoom_fraction=0.05,
+                         horizontal_flip=False, fill_mode="reflect", seed=5)
+    features = keras.layers.GlobalAveragePooling2D()(layer(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(features))
+    model.save(tmp_path / "model.h5")
+
+    loaded = keras.models.load_model(tmp_path / "model.h5")
+
+    restored = loaded.layers[1]
+    assert isinstance(restored, RandomAffine)
+    assert restored.get_config() == layer.get_config()
+    images = random_images((2, 28, 36, 3))
+    np.testing.assert_allclose(loaded(images, training=False), model(images, training=False), rtol=1e-6)
+
+
 def test_crop_pad_shifts_by_whole_pixels_within_the_reflected_border():
     image = random_images((1, 16, 24, 3), seed=5)
     output = keras.ops.convert_to_numpy(RandomCropPad(0.125, seed=3)(np.repeat(image, 8, axis=0), training=True))
@@ -201,6 +295,11 @@ def test_jpeg_layer_opts_out_of_xla():
 
 
 @pytest.mark.parametrize("make", [
+    lambda: RandomAffine(rotation_degrees=-1.0),
+    lambda: RandomAffine(shift_fraction=1.5),
+    lambda: RandomAffine(shear_factor=-0.2),
+    lambda: RandomAffine(zoom_fraction=1.0),
+    lambda: RandomAffine(fill_mode="mirror"),
     lambda: RandomCropPad(pad_fraction=1.0),
     lambda: RandomBlur(sigma_range=(1.0, 0.5)),
     lambda: RandomBlur(probability=1.5),
@@ -256,7 +355,25 @@ def test_plan_batches_spreads_the_copies_of_a_huge_image_over_batches(tmp_path):
     assert [target for batch in batches for target in batch.targets[0]] == list(image.targets)
 
 
-def test_write_new_file_never_replaces_a_copy(tmp_path):
+def unnamed_files_work(folder: Path) -> bool:
+    try:
+        os.close(os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+@pytest.fixture(params=["unnamed file", "temporary name"])
+def file_writer(request, tmp_path, monkeypatch) -> str:
+    """Runs a test with each of write_new_file's two ways: O_TMPFILE + link (Linux), and rename."""
+    if request.param == "unnamed file" and not unnamed_files_work(tmp_path):
+        pytest.skip("this filesystem has no O_TMPFILE")
+    if request.param == "temporary name":
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    return request.param
+
+
+def test_write_new_file_never_replaces_a_copy(tmp_path, file_writer):
     path = tmp_path / "aug_x_0.jpg"
     assert augmentation.write_new_file(path, b"first")
     assert not augmentation.write_new_file(path, b"second")
@@ -264,7 +381,7 @@ def test_write_new_file_never_replaces_a_copy(tmp_path):
     assert [child.name for child in tmp_path.iterdir()] == ["aug_x_0.jpg"]  # no temporary file left
 
 
-def test_write_new_file_gives_the_usual_file_mode(tmp_path):
+def test_write_new_file_gives_the_usual_file_mode(tmp_path, file_writer):
     path = tmp_path / "aug_x_0.jpg"
     augmentation.write_new_file(path, b"copy")
     umask = os.umask(0)
@@ -272,8 +389,21 @@ def test_write_new_file_gives_the_usual_file_mode(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_write_new_file_replaces_an_empty_leftover(tmp_path):
+def test_write_new_file_replaces_an_empty_leftover(tmp_path, file_writer):
     path = tmp_path / "aug_x_0.jpg"
     path.write_bytes(b"")
     assert augmentation.write_new_file(path, b"copy")
     assert path.read_bytes() == b"copy"
+    assert [child.name for child in tmp_path.iterdir()] == ["aug_x_0.jpg"]
+
+
+def test_write_new_file_needs_no_temporary_name_where_unnamed_files_work(tmp_path, monkeypatch):
+    if not unnamed_files_work(tmp_path):
+        pytest.skip("this filesystem has no O_TMPFILE")
+
+    def fail(*args):
+        raise AssertionError("renamed a temporary file")
+
+    monkeypatch.setattr(augmentation, "_rename_temporary_file", fail)
+    assert augmentation.write_new_file(tmp_path / "aug_x_0.jpg", b"copy")
+    assert (tmp_path / "aug_x_0.jpg").read_bytes() == b"copy"

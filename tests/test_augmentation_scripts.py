@@ -154,6 +154,15 @@ def test_broken_images_are_skipped_with_a_warning_naming_them(data, bad_files, c
     assert len(list((data / "augmented_train" / "REAL").iterdir())) == 6
 
 
+def test_summary_counts_images_broken_in_the_header_and_in_the_pixels(data, bad_files, capsys):
+    bad_files(data / "train" / "REAL")  # the truncated JPEG has a good header: only decoding finds it
+    assert augment(data) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("FAKE", "REAL"))}
+    assert rows == {"FAKE": ["3", "0"], "REAL": ["3", "3"]}
+    assert "3 broken image(s) skipped" in out
+
+
 def test_image_tensorflow_cannot_decode_is_skipped_with_a_warning(data, capsys):
     tiff = data / "train" / "REAL" / "scan.png"  # a TIFF under a .png name: Pillow reads it, TensorFlow cannot
     Image.new("RGB", (32, 32), "red").save(tiff, format="TIFF")
