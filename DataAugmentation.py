@@ -48,7 +48,7 @@ class AugmentConfig:
     preset: str = "classic"
     seed: int = 42
     size: str = "native"
-    batch_size: int = 16
+    batch_size: int = 32
     jpeg_quality: int = 95
     split: str = "train"
 

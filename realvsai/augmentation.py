@@ -84,7 +84,6 @@ DETECTOR = DetectorSettings()
 # An offline batch holds at most this many pixels of copies (about 400 MB as float32 RGB), so a
 # folder of 12-megapixel photos never needs more than a few full-size float copies at once.
 MAX_BATCH_PIXELS = 1 << 25
-ENCODE_PARALLELISM = 32
 MAX_IMAGES_PER_BATCH = 1 << 20  # no real limit: plan_batches decides, this only bounds Dataset.batch
 
 
@@ -569,19 +568,18 @@ class CopyBatch:
 
 
 def plan_batches(
-    images: Sequence[SourceImage], seed: int, image_size: int | None = None, batch_size: int = 16,
+    images: Sequence[SourceImage], seed: int, image_size: int | None = None, batch_size: int = 32,
     max_batch_pixels: int = MAX_BATCH_PIXELS,
 ) -> list[CopyBatch]:
     """Groups images by their output size into batches of at most ``batch_size`` images, all copies each.
 
     Batching is what makes the offline run fast: the augmentation's hundred small ops then run once
-    for a batch's copies (160 by default) instead of once per image; batches much larger only delay
+    for a batch's copies (320 by default) instead of once per image; much larger batches only delay
     the first and last writes (the pipeline writes one batch while it computes the next). A batch
-    also holds at most
-    ``max_batch_pixels`` pixels of copies; an image too large for that alone gets its copies spread
-    over several batches. The batches (and so the random draws) depend only on the images, their
-    order, ``seed``, ``image_size`` and ``batch_size``: the same run always writes the same bytes, and
-    a re-run after an interruption recomputes exactly the copies that are missing.
+    also holds at most ``max_batch_pixels`` pixels of copies; an image too large for that alone gets
+    its copies spread over several batches. The batches (and so the random draws) depend only on
+    the images, their order, ``seed``, ``image_size`` and ``batch_size``: the same run always writes
+    the same bytes, and a re-run after an interruption recomputes exactly the copies that are missing.
     """
     groups: dict[tuple[int, int], list[SourceImage]] = {}
     for image in images:
@@ -837,7 +835,7 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
             images = augment_copies(augmentation, images, seeds[batch_index])
         pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
         encoded = tf.map_fn(lambda image: tf.io.encode_jpeg(image, quality=jpeg_quality), pixels,
-                            fn_output_signature=tf.string, parallel_iterations=ENCODE_PARALLELISM)
+                            fn_output_signature=tf.string, parallel_iterations=32)
         return batch_index, position, encoded
 
     dataset = tf.data.Dataset.from_tensor_slices(
