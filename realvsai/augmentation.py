@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from realvsai.data import decode_rgb
 from realvsai.moving import is_made
 
 PRESETS = ("classic", "detector", "none")
@@ -539,6 +540,7 @@ class SourceImage(Protocol):
     targets: tuple[Path | None, ...]
     width: int
     height: int
+    needs_pil: bool
 
     @property
     def key(self) -> str: ...
@@ -553,11 +555,13 @@ class CopyBatch:
         targets: for each source, one output path per copy made here; None for a copy that exists
             already (it is still computed, so that the others come out the same as in a fresh run).
         seed: the batch's seed pair, from ``batch_seed``.
+        needs_pil: for each source, whether it decodes with Pillow, as in training (``data.decode_rgb``).
     """
 
     sources: tuple[Path, ...]
     targets: tuple[tuple[Path | None, ...], ...]
     seed: tuple[int, int]
+    needs_pil: tuple[bool, ...] = ()
 
     @property
     def copies(self) -> int:
@@ -598,6 +602,7 @@ def plan_batches(
                     sources=tuple(image.source for image in chunk),
                     targets=tuple(tuple(image.targets[first_copy:first_copy + copies_per_batch]) for image in chunk),
                     seed=batch_seed(seed, chunk[0].key, first_copy),
+                    needs_pil=tuple(image.needs_pil for image in chunk),
                 ))
     return batches
 
@@ -807,12 +812,13 @@ def _count_writes(future: Future, report: CopyReport) -> None:
 
 def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg_quality) -> tf.data.Dataset:
     """Elements ``(batch index, positions of its decoded images, JPEG bytes of their copies)``."""
-    batch_indices, positions, sources = [], [], []
+    batch_indices, positions, sources, use_pil = [], [], [], []
     for batch_index, batch in enumerate(batches):
         for position, source in enumerate(batch.sources):
             batch_indices.append(batch_index)
             positions.append(position)
             sources.append(str(source))
+            use_pil.append(bool(batch.needs_pil) and batch.needs_pil[position])
     batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
     copies = tf.constant([batch.copies for batch in batches], tf.int32)
     seeds = tf.constant(np.array([batch.seed for batch in batches], np.int64).reshape(-1, 2))
@@ -820,9 +826,8 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
     # Plain Python control flow only (on Python values), so autograph is skipped: converting these
     # functions and the Keras layers they call costs seconds for nothing.
     @tf.autograph.experimental.do_not_convert
-    def decode(batch_index, position, path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False)
-        image = tf.cast(image, tf.float32)
+    def decode(batch_index, position, path, pil):
+        image = tf.cast(decode_rgb(path, pil), tf.float32)  # as training decodes it: upright, RGB
         if image_size is not None:
             image = tf.image.resize(image, (image_size, image_size), antialias=True)
         return batch_index, position, image
@@ -839,7 +844,7 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
         return batch_index, position, encoded
 
     dataset = tf.data.Dataset.from_tensor_slices(
-        (np.array(batch_indices, np.int64), np.array(positions, np.int64), sources))
+        (np.array(batch_indices, np.int64), np.array(positions, np.int64), sources, np.array(use_pil, bool)))
     # This is where broken images are found (plan_copies reads only their headers): one that
     # TensorFlow cannot decode (truncated, or a format it lacks) drops out here and is reported by
     # its missing position. Errors after decoding are bugs and still stop the run.

@@ -124,6 +124,24 @@ def _decode_with_pil(path: tf.Tensor) -> np.ndarray:
     return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)))
 
 
+def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor) -> tf.Tensor:
+    """The ``(height, width, 3)`` uint8 pixels of the image file ``path``, upright, inside a tf.data map.
+
+    The one decoding of training images, shared by training and by DataAugmentation.py's copies:
+    TensorFlow's decoder where it sees what the user sees, Pillow (``images.load_rgb``) where
+    ``use_pil`` says it does not (EXIF-rotated photos, CMYK, 16-bit, animations; see
+    ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would train on,
+    or write copies of, a sideways image.
+    """
+    def with_tensorflow() -> tf.Tensor:
+        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+    def with_pillow() -> tf.Tensor:
+        return tf.numpy_function(_decode_with_pil, [path], tf.uint8, stateful=False)
+
+    return tf.ensure_shape(tf.cond(use_pil, with_pillow, with_tensorflow), [None, None, 3])
+
+
 def make_dataset(
     images: LabelledImages,
     *,
@@ -152,13 +170,7 @@ def make_dataset(
     use_pil = tf.constant(images.needs_pil)
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        def with_tensorflow() -> tf.Tensor:
-            return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-
-        def with_pillow() -> tf.Tensor:
-            return tf.numpy_function(_decode_with_pil, [path], tf.uint8, stateful=False)
-
-        pixels = tf.ensure_shape(tf.cond(pil, with_pillow, with_tensorflow), [None, None, 3])
+        pixels = decode_rgb(path, pil)
         if target is not None:
             return tf.image.resize(tf.cast(pixels, tf.float32), target, method="bilinear"), label
         return tf.ensure_shape(pixels, [height, width, 3]), label  # uint8: a quarter of the cache

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
+from realvsai import images as image_io
 from realvsai.errors import UserError
 from realvsai.files import MAX_IMAGE_PIXELS, Outcome, free_name, place_file, sha256_file
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders, list_images
@@ -38,7 +36,8 @@ class SourceImage:
         class_name: its class folder.
         targets: one path per copy, in ``augmented_train``; None where that copy already exists
             (in ``augmented_train`` or, moved, in ``train``).
-        width, height: its size in pixels, from the file header.
+        width, height: its upright size in pixels, from the file header.
+        needs_pil: decode it with Pillow, as training does (``images.read_header``).
     """
 
     source: Path
@@ -46,6 +45,7 @@ class SourceImage:
     targets: tuple[Path | None, ...]
     width: int
     height: int
+    needs_pil: bool = False
 
     @property
     def key(self) -> str:
@@ -72,28 +72,22 @@ class CopyPlan:
         return sum(target is not None for image in self.images for target in image.targets)
 
 
-def _inspect(source: Path) -> tuple[str | None, tuple[int, int]]:
-    """Why ``source`` is not a usable image (or None), and its width and height, from its header alone.
+def _inspect(source: Path) -> tuple[str | None, image_io.ImageHeader | None]:
+    """Why ``source`` is not a usable image (or None), and its header: upright size, how to decode it.
 
     No pixel is decoded here: DataAugmentation's pipeline decodes every image anyway and reports the
     ones that fail there (a truncated JPEG passes this check), so a full decode now would double the
-    decoding. The header still catches empty files, non-images and decompression bombs for free.
+    decoding. The header still catches empty files, non-images and decompression bombs for free,
+    and says which images must be decoded as training decodes them, with Pillow (EXIF-rotated, CMYK,
+    16-bit): their copies come out upright, as the originals are seen in training.
     """
     try:
-        with warnings.catch_warnings():
-            # Our own limit decides; Pillow's warning (and its error at twice its limit) must not pre-empt it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                width, height = image.size
-    except FileNotFoundError:
-        return "file not found", (0, 0)
-    except (OSError, SyntaxError, ValueError) as error:
-        # As in files.image_problem: UnidentifiedImageError (an OSError) for non-images,
-        # SyntaxError/ValueError for some malformed headers.
-        return f"not a readable image ({type(error).__name__}: {error})", (0, 0)
-    if width * height > MAX_IMAGE_PIXELS:
-        return f"{width}x{height} pixels is more than the limit of {MAX_IMAGE_PIXELS:,}", (0, 0)
-    return None, (width, height)
+        return None, image_io.read_header(source, MAX_IMAGE_PIXELS)
+    except image_io.ImageDecodeError as error:
+        problem = "file not found" if isinstance(error.__cause__, FileNotFoundError) else str(error)
+        return problem, None
+    except (OSError, SyntaxError, ValueError) as error:  # a malformed EXIF block, say
+        return f"not a readable image ({type(error).__name__}: {error})", None
 
 
 def is_made(path: Path | str) -> bool:
@@ -184,7 +178,7 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
     # only pass around the GIL (measured slower with 4 threads).
     checked = map(_inspect, sources)
     results = list(wrap(checked, len(sources)) if wrap else checked)
-    for source, (problem, (width, height)) in zip(sources, results):
+    for source, (problem, header) in zip(sources, results):
         if problem:
             logger.warning("skipping %s: %s", source, problem)
             plan.broken.append((source, problem))
@@ -194,7 +188,7 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
             made[class_name] = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
             folders[class_name] = output_dir / class_name
         targets = tuple(None if name in made[class_name] else folders[class_name] / name for name in names[source])
-        plan.images.append(SourceImage(source, class_name, targets, width, height))
+        plan.images.append(SourceImage(source, class_name, targets, header.width, header.height, header.needs_pil))
     return plan
 
 

@@ -331,6 +331,7 @@ class FakeSource:
     targets: tuple
     width: int
     height: int
+    needs_pil: bool = False
 
     @property
     def key(self) -> str:

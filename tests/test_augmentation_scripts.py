@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, run_script, write_image
 from PIL import Image
@@ -163,12 +164,41 @@ def test_summary_counts_images_broken_in_the_header_and_in_the_pixels(data, bad_
     assert "3 broken image(s) skipped" in out
 
 
-def test_image_tensorflow_cannot_decode_is_skipped_with_a_warning(data, capsys):
-    tiff = data / "train" / "REAL" / "scan.png"  # a TIFF under a .png name: Pillow reads it, TensorFlow cannot
+def test_image_only_pillow_reads_is_augmented_as_training_reads_it(data, capsys):
+    tiff = data / "train" / "REAL" / "scan.png"  # a TIFF under a .png name: TensorFlow cannot decode it
     Image.new("RGB", (32, 32), "red").save(tiff, format="TIFF")
     assert augment(data) == 0
-    assert f"skipping {tiff}" in capsys.readouterr().err
-    assert len(list((data / "augmented_train" / "REAL").iterdir())) == 6
+    assert "skipping" not in capsys.readouterr().err
+    copies = [data / "augmented_train" / "REAL" / f"aug_scan_{k}.jpg" for k in range(2)]
+    assert all(Image.open(copy).size == (32, 32) for copy in copies)
+
+
+def test_exif_rotated_photo_gets_upright_copies(tmp_path):
+    """A phone photo stored sideways with an EXIF turn: training sees it upright, so must its copies."""
+    data = tmp_path / "data"
+    path = data / "train" / "REAL" / "phone.jpg"
+    path.parent.mkdir(parents=True)
+    pixels = np.zeros((24, 40, 3), np.uint8)  # stored 40 wide, 24 high, bright on the left half
+    pixels[:, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 24 wide, 40 high, bright on top
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+
+    assert augment(data, "--size", "native") == 0
+
+    for k in range(2):
+        copy = np.asarray(Image.open(data / "augmented_train" / "REAL" / f"aug_phone_{k}.jpg").convert("L"), float)
+        assert copy.shape == (40, 24)  # upright: 40 rows, 24 columns
+        assert copy[:16].mean() > copy[-16:].mean() + 100  # the bright half stays on top (up to the small turns)
+
+
+def test_cmyk_jpeg_is_augmented_not_skipped(data, capsys):
+    cmyk = data / "train" / "REAL" / "print.jpg"
+    Image.new("RGB", (32, 32), (200, 30, 30)).convert("CMYK").save(cmyk, "JPEG", quality=95)
+    assert augment(data) == 0
+    assert "skipping" not in capsys.readouterr().err
+    copy = np.asarray(Image.open(data / "augmented_train" / "REAL" / "aug_print_0.jpg").convert("RGB"), float)
+    assert copy[..., 0].mean() > copy[..., 1].mean() + 100  # still red, as load_rgb gives it
 
 
 def test_sources_sharing_a_stem_get_distinct_copies(tmp_path):
