@@ -268,6 +268,8 @@ class RandomAffine(_RandomImageLayer):
             return images
         shape = tf.shape(images)
         transforms = affine_transforms(transformation, shape[1], shape[2])
+        if _compiling_with_xla():
+            return affine_resample(images, transforms, self.fill_mode)
         output = keras.ops.image.affine_transform(images, transforms, interpolation="bilinear",
                                                   fill_mode=self.fill_mode, data_format="channels_last")
         return tf.cast(output, self.compute_dtype)
@@ -306,6 +308,86 @@ def affine_transforms(transformation: dict, height, width) -> tf.Tensor:
     b2 = center_y - b0 * center_x - b1 * center_y - (sin * shift_x + cos * shift_y)
     zeros = tf.zeros_like(a0)
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+def _compiling_with_xla() -> bool:
+    """True while TensorFlow traces a function for XLA (``jit_compile``, as Keras does by default on a GPU).
+
+    TensorFlow's own resampling op (behind ``keras.ops.image.affine_transform``) has no XLA kernel,
+    so ``RandomAffine`` switches to ``affine_resample`` there; outside XLA the op is about twice as
+    fast as the gathers. TensorFlow has no public way to ask; if its private one moves, the gathers
+    (correct everywhere) are used.
+    """
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:
+        return True
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def affine_resample(images, transforms, fill_mode: str = "nearest") -> tf.Tensor:
+    """``keras.ops.image.affine_transform(images, transforms, "bilinear", fill_mode)`` as gathers XLA compiles.
+
+    The same numbers as TensorFlow's ``ImageProjectiveTransformV3`` (the op Keras calls) with a fill
+    value of 0: each output pixel ``(x, y)`` reads the input point ``(a0 x + a1 y + a2, b0 x + b1 y
+    + b2)``, moved into the image by ``fill_mode`` as that op moves it, and interpolates its four
+    neighbours; a neighbour outside the image counts as 0 (only "constant" gives it a weight).
+
+    Args:
+        images: ``(batch, height, width, channels)`` floats.
+        transforms: ``(batch, 8)`` rows ``[a0, a1, a2, b0, b1, b2, 0, 0]`` (see ``affine_transforms``).
+        fill_mode: one of ``FILL_MODES``.
+    """
+    shape = tf.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    rows = tf.cast(tf.range(height), tf.float32)[None, :, None]
+    columns = tf.cast(tf.range(width), tf.float32)[None, None, :]
+    t = tf.cast(transforms, tf.float32)[:, :, None, None]
+    x = _map_coordinate(t[:, 0] * columns + t[:, 1] * rows + t[:, 2], width, fill_mode)
+    y = _map_coordinate(t[:, 3] * columns + t[:, 4] * rows + t[:, 5], height, fill_mode)
+    x_floor, y_floor = tf.floor(x), tf.floor(y)
+    x_weight, y_weight = x - x_floor, y - y_floor
+    left, top = tf.cast(x_floor, tf.int32), tf.cast(y_floor, tf.int32)
+
+    def inside(index, length):
+        return tf.cast((index >= 0) & (index < length), tf.float32)
+
+    # Each neighbour's weight, 0 where it lies outside the image; the indices are then clamped only
+    # to keep the gathers in bounds.
+    column_weights = ((1.0 - x_weight) * inside(left, width), x_weight * inside(left + 1, width))
+    row_weights = ((1.0 - y_weight) * inside(top, height), y_weight * inside(top + 1, height))
+    column_indices = (tf.clip_by_value(left, 0, width - 1), tf.clip_by_value(left + 1, 0, width - 1))
+    first_row = tf.range(batch)[:, None, None] * height
+    row_indices = (first_row + tf.clip_by_value(top, 0, height - 1),
+                   first_row + tf.clip_by_value(top + 1, 0, height - 1))
+    pixels = tf.reshape(images, [-1, channels])
+    output = 0.0
+    for row_index, row_weight in zip(row_indices, row_weights):
+        for column_index, column_weight in zip(column_indices, column_weights):
+            weight = tf.cast(row_weight * column_weight, images.dtype)[..., None]
+            output += tf.gather(pixels, row_index * width + column_index) * weight
+    return output
+
+
+def _map_coordinate(coordinate, length, fill_mode: str):
+    """Moves sampling coordinates into ``0 .. length - 1`` as ``ImageProjectiveTransformV3`` does."""
+    size = tf.cast(length, tf.float32)
+    if fill_mode == "constant":
+        return coordinate
+    if fill_mode == "reflect":  # ...cba|abcd|dcb...
+        period = 2.0 * size
+        below = period * tf.floor(-coordinate / period) + coordinate
+        below = tf.where(below < -size, below + period, -below - 1.0)
+        above = coordinate - period * tf.floor(coordinate / period)
+        above = tf.where(above >= size, period - above - 1.0, above)
+    elif fill_mode == "wrap":  # ...bcd|abcd|abc...
+        below = coordinate + size * (tf.floor(-coordinate / (size - 1.0)) + 1.0)
+        above = coordinate - size * tf.floor(coordinate / (size - 1.0))
+    else:  # nearest: ...aaa|abcd|ddd...
+        return tf.clip_by_value(coordinate, 0.0, size - 1.0)
+    moved = tf.where(coordinate < 0.0, below, tf.where(coordinate > size - 1.0, above, coordinate))
+    moved = tf.where(size <= 1.0, tf.zeros_like(moved), moved)
+    return tf.clip_by_value(moved, 0.0, size - 1.0)
 
 
 @keras.saving.register_keras_serializable(package="realvsai")

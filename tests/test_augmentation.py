@@ -248,6 +248,49 @@ def test_random_affine_survives_an_hdf5_round_trip_with_its_settings(tmp_path):
     np.testing.assert_allclose(loaded(images, training=False), model(images, training=False), rtol=1e-6)
 
 
+def random_affine_rows(count: int, seed: int = 0, shift: float = 40.0) -> np.ndarray:
+    """Affine maps with turns, shears, mirrored zooms and shifts reaching well outside a 24 x 32 image."""
+    rng = np.random.default_rng(seed)
+    angle, shear = rng.uniform(-0.6, 0.6, count), rng.uniform(-0.3, 0.3, count)
+    zoom_x = rng.uniform(0.7, 1.3, count) * rng.choice([-1.0, 1.0], count)
+    zoom_y = rng.uniform(0.7, 1.3, count)
+    cos, sin = np.cos(angle), np.sin(angle)
+    a0, a1, b0, b1 = cos * zoom_x, (cos * shear - sin) * zoom_y, sin * zoom_x, (sin * shear + cos) * zoom_y
+    a2, b2 = rng.uniform(-shift, shift, count), rng.uniform(-shift, shift, count)
+    return np.stack([a0, a1, a2, b0, b1, b2, np.zeros(count), np.zeros(count)], axis=1).astype("float32")
+
+
+@pytest.mark.parametrize("fill_mode", augmentation.FILL_MODES)
+def test_affine_resample_gives_the_numbers_of_keras_affine_transform(fill_mode):
+    images = random_images((16, 24, 32, 3), seed=2)
+    transforms = random_affine_rows(16)
+
+    expected = keras.ops.image.affine_transform(images, transforms, interpolation="bilinear", fill_mode=fill_mode)
+
+    np.testing.assert_allclose(augmentation.affine_resample(images, transforms, fill_mode), expected, atol=1e-3)
+
+
+def test_random_affine_under_xla_resamples_as_it_does_without():
+    images = random_images((8, 24, 32, 3))
+    layer = RandomAffine(seed=3)
+    transformation = layer.get_random_transformation(images, training=True)  # the draws, fixed for both
+
+    def run(batch):
+        return layer.transform_images(batch, transformation, training=True)
+
+    np.testing.assert_allclose(tf.function(run, jit_compile=True)(images), tf.function(run)(images), atol=1e-3)
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_every_layer_that_claims_xla_support_compiles_with_xla(preset):
+    """Keras XLA-compiles a model on a GPU ("auto") when all its layers claim support: a false claim is a crash."""
+    images = random_images((4, 24, 32, 3))
+    for layer in build_augmentation(preset, seed=1).layers:
+        if layer.supports_jit:
+            output = tf.function(lambda batch, layer=layer: layer(batch, training=True), jit_compile=True)(images)
+            assert tuple(output.shape) == images.shape, layer.name
+
+
 def test_crop_pad_shifts_by_whole_pixels_within_the_reflected_border():
     image = random_images((1, 16, 24, 3), seed=5)
     output = keras.ops.convert_to_numpy(RandomCropPad(0.125, seed=3)(np.repeat(image, 8, axis=0), training=True))
