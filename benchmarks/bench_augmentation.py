@@ -19,12 +19,18 @@ TensorFlow's millions of objects pauses for about half a second and would otherw
 whichever side happened to trigger it. The load average before and after the timed runs is
 printed and saved: other processes on the machine skew the figures (measure on an idle machine).
 
-    <temp>/images/train/<Class>/   a subset of ../shared/datasets/cifake-mini/train
+By default the whole train split of cifake-mini is augmented (8,000 images x 10 copies = 80,000
+files per run, about 40 s for the legacy loop, 3 minutes for the benchmark); ``--images N`` takes
+a subset, where our side's fixed start-up (loading the layers, building the tf.data graph: about
+0.2 s) weighs more.
+
+    <temp>/images/train/<Class>/   ../shared/datasets/cifake-mini/train, or a subset of it
     <temp>/run_<n>/train -> images/train, run_<n>/augmented_train/   one per timed run
 
 Example:
-    python benchmarks/bench_augmentation.py --images 500 --copies 10
-    python benchmarks/bench_augmentation.py --size 224     # the notebook's 224 px copies
+    python benchmarks/bench_augmentation.py                    # 8,000 images x 10 copies at 32 px
+    python benchmarks/bench_augmentation.py --images 500       # a small run: start-up costs show
+    python benchmarks/bench_augmentation.py --size 224 --images 500   # the notebook's 224 px copies
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="folder of class folders (default: %(default)s)")
-    parser.add_argument("--images", type=int, default=500, help="source images, split evenly over the classes")
+    parser.add_argument("--images", type=int, default=None,
+                        help="source images, split evenly over the classes (default: all of them)")
     parser.add_argument("--copies", type=int, default=10, help="copies per image")
     parser.add_argument("--size", type=int, default=None, help="resize to N x N first (default: native size)")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each side")
@@ -73,10 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_subset(source: Path, root: Path, num_images: int) -> Path:
-    """Copies the first ``num_images`` images (sorted, evenly per class) into ``root/train/<Class>``."""
+def make_subset(source: Path, root: Path, num_images: int | None) -> Path:
+    """Copies the first ``num_images`` images (sorted, evenly per class; None: all) into ``root/train/<Class>``."""
     classes = find_class_folders(source)
-    per_class = max(1, num_images // len(classes))
+    per_class = None if num_images is None else max(1, num_images // len(classes))
     for class_name in classes:
         (root / "train" / class_name).mkdir(parents=True)
         for path in list_images(source / class_name)[:per_class]:
