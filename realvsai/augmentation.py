@@ -643,7 +643,7 @@ class CopyBatch:
     sources: tuple[Path, ...]
     targets: tuple[tuple[Path | None, ...], ...]
     seed: tuple[int, int]
-    needs_pil: tuple[bool, ...] = ()
+    needs_pil: tuple[bool, ...]
 
     @property
     def copies(self) -> int:
@@ -900,7 +900,7 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
             batch_indices.append(batch_index)
             positions.append(position)
             sources.append(str(source))
-            use_pil.append(bool(batch.needs_pil) and batch.needs_pil[position])
+            use_pil.append(batch.needs_pil[position])
     batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
     copies = tf.constant([batch.copies for batch in batches], tf.int32)
     seeds = tf.constant(np.array([batch.seed for batch in batches], np.int64).reshape(-1, 2))
