@@ -2,10 +2,10 @@
 
 Both sides make the same number of copies at the same size from the same images: ours through
 ``realvsai`` exactly as DataAugmentation.py runs it (scan the headers, build the layers,
-decode/augment/encode in tf.data, atomic writes, one sync), the legacy side as the original notebook
+decode/augment/encode in tf.data, one write per copy), the legacy side as the original notebook
 did, one ``ImageDataGenerator.flow(x, batch_size=1, save_to_dir=...)`` per image with the classic
 parameters (``--size N``: both sides resize to N x N first). A third row writes the same number of
-ready-made JPEG bytes with our atomic writer and nothing else: the floor any one-file-per-copy
+ready-made JPEG bytes with our writer and nothing else: the floor any one-file-per-copy
 method pays. Sides alternate, each run writes into a fresh folder after the disk has settled,
 several repetitions, medians reported.
 
@@ -132,14 +132,13 @@ def run_legacy(data: Path, copies: int, size: int | None) -> int:
 
 
 def run_floor(data: Path, payloads: list[bytes]) -> int:
-    """Only the file writing of ours: the same number of ready-made JPEGs, atomically, then one sync."""
+    """Only the file writing of ours: the same number of ready-made JPEGs, one ``write_new_file`` each."""
     from realvsai.augmentation import write_new_file
 
     output = data / "augmented_train" / "ALL"
     output.mkdir(parents=True)
     for index, payload in enumerate(payloads):
         write_new_file(output / f"aug_{index}.jpg", payload)
-    os.sync()
     return len(payloads)
 
 
@@ -219,7 +218,7 @@ def main(argv=None) -> int:
     best_wall = {side: min(values) for side, values in wall.items()}
     ratio = median_wall["legacy"] / median_wall["ours"]
     names = {"ours": f"DataAugmentation ({args.preset}, tf.data)", "legacy": "ImageDataGenerator.flow loop (legacy)",
-             "floor": "only writing the files (atomic, ours)"}
+             "floor": "only writing the files (ours)"}
     rows = [(names[side], f"{median_wall[side]:.2f}", f"{best_wall[side]:.2f}", f"{median_cpu[side]:.2f}",
              f"{outputs / median_wall[side]:.0f}", files_on_disk[side]) for side in SIDES]
     size_text = f"{args.size}x{args.size}" if args.size else f"native size {sizes['ours']}"

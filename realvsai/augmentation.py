@@ -25,6 +25,7 @@ seed tensor, so offline copies do not depend on order or parallelism; ``plan_bat
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import math
@@ -86,6 +87,13 @@ DETECTOR = DetectorSettings()
 # folder of 12-megapixel photos never needs more than a few full-size float copies at once.
 MAX_BATCH_PIXELS = 1 << 25
 MAX_IMAGES_PER_BATCH = 1 << 20  # no real limit: plan_batches decides, this only bounds Dataset.batch
+# Offline, the augmentation of a size of which a run makes at least this many pixels of copies is
+# compiled with XLA: about 0.15 s a batch shape, repaid by about 25 ns a pixel saved (bilinear
+# resampling, measured at 32 and 224 px on 2 cores), so from about 16,000 copies at 32 px.
+MIN_COMPILED_PIXELS = 1 << 24
+# tf.io.encode_jpeg takes one image. map_fn over a batch costs about 14 us an iteration, more than
+# encoding a 32 px image, so each iteration encodes this many images, unrolled in the graph.
+ENCODE_CHUNK = 32
 
 
 def layer_seed(seed: int | None, index: int) -> int | None:
@@ -608,9 +616,26 @@ def augment_copies(augmentation: keras.Sequential, images, seed) -> tf.Tensor:
     so it is the same in any order and under any parallelism, e.g. inside ``tf.data.Dataset.map``.
     """
     images = tf.cast(images, tf.float32)
-    for index, layer in enumerate(augmentation.layers):
-        seeds = _StatelessSeeds(tf.random.experimental.stateless_fold_in(seed, index))
-        transformation = layer.get_random_transformation(images, training=True, seed=seeds)
+    return apply_transformations(augmentation.layers, images, random_transformations(augmentation, images, seed))
+
+
+def random_transformations(augmentation: keras.Sequential, images, seed) -> list:
+    """Each layer's random parameters for ``images``, drawn only from ``seed`` (see ``augment_copies``).
+
+    The draws depend on the batch's shape alone, which no layer changes, so they can all be made
+    before any pixel moves, outside a function that XLA compiles: XLA's random numbers differ
+    from TensorFlow's for the same seed.
+    """
+    return [
+        layer.get_random_transformation(
+            images, training=True, seed=_StatelessSeeds(tf.random.experimental.stateless_fold_in(seed, index)))
+        for index, layer in enumerate(augmentation.layers)
+    ]
+
+
+def apply_transformations(layers: Sequence[keras.layers.Layer], images, transformations: Sequence) -> tf.Tensor:
+    """Applies each layer's ``transformations`` (from ``random_transformations``) to float32 ``images``, in order."""
+    for layer, transformation in zip(layers, transformations):
         images = layer.transform_images(images, transformation, training=True)
     return images
 
@@ -619,7 +644,7 @@ class SourceImage(Protocol):
     """What ``plan_batches`` needs to know of a training image (``realvsai.moving.SourceImage``)."""
 
     source: Path
-    targets: tuple[Path | None, ...]
+    targets: tuple[str | None, ...]
     width: int
     height: int
     needs_pil: bool
@@ -638,12 +663,15 @@ class CopyBatch:
             already (it is still computed, so that the others come out the same as in a fresh run).
         seed: the batch's seed pair, from ``batch_seed``.
         needs_pil: for each source, whether it decodes with Pillow, as in training (``data.decode_rgb``).
+        jit_compile: XLA-compile the augmentation of this batch where its layers allow it: batches of
+            its size make enough copies in the run to repay the compile (see ``MIN_COMPILED_PIXELS``).
     """
 
     sources: tuple[Path, ...]
-    targets: tuple[tuple[Path | None, ...], ...]
+    targets: tuple[tuple[str | None, ...], ...]
     seed: tuple[int, int]
     needs_pil: tuple[bool, ...]
+    jit_compile: bool
 
     @property
     def copies(self) -> int:
@@ -675,6 +703,8 @@ def plan_batches(
     for (height, width), members in sorted(groups.items()):
         copies = len(members[0].targets)
         pixels_per_copy = max(1, height * width)
+        # All the images are counted, also those whose copies exist: a re-run must choose as the first run did.
+        jit_compile = len(members) * copies * pixels_per_copy >= MIN_COMPILED_PIXELS
         per_batch = max(1, min(batch_size, max_batch_pixels // (pixels_per_copy * copies)))
         copies_per_batch = min(copies, max(1, max_batch_pixels // pixels_per_copy))
         for start in range(0, len(members), per_batch):
@@ -685,6 +715,7 @@ def plan_batches(
                     targets=tuple(tuple(image.targets[first_copy:first_copy + copies_per_batch]) for image in chunk),
                     seed=batch_seed(seed, chunk[0].key, first_copy),
                     needs_pil=tuple(image.needs_pil for image in chunk),
+                    jit_compile=jit_compile,
                 ))
     return batches
 
@@ -711,8 +742,10 @@ def write_augmented_copies(
     Images decode in parallel, one per element, and are regrouped into their batches; each batch
     is augmented with its own seed (``augment_copies``) and JPEG-encoded, batches in parallel. No
     random draw depends on the order or the parallelism, so the bytes written are the same on every
-    run. The atomic writes (``write_new_file``) run in a thread pool, and one sync at the end makes
-    them durable. Targets that are None or already exist are left alone, counted as already there.
+    run. The writes (``write_new_file``) run in a thread pool. Nothing is synced: the system writes
+    the copies to disk in its own time, and one that a power cut loses or leaves unfinished is not
+    a complete copy (``moving.is_made``), which the next run makes again. Targets that are None or
+    already exist are left alone, counted as already there.
 
     Args:
         batches: what to make (see ``plan_batches``).
@@ -743,8 +776,6 @@ def write_augmented_copies(
         os.makedirs(folder, exist_ok=True)
     with _frozen_heap():
         _run_pipeline(pending, augmentation, image_size, jpeg_quality, writers, on_image_done, report)
-    if hasattr(os, "sync"):
-        os.sync()  # one flush to disk for all the copies (see write_new_file)
     report.undecodable = sorted(set(report.undecodable))
     return report
 
@@ -795,62 +826,42 @@ def _run_pipeline(pending, augmentation, image_size, jpeg_quality, writers, on_i
 
 
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-# Folders whose filesystem has no unnamed files (O_TMPFILE); write_new_file renames there instead.
-_NO_UNNAMED_FILES: set[str] = set()
 
 
 def write_new_file(path: Path | str, data: bytes) -> bool:
-    """Creates ``path`` (in an existing folder) holding ``data`` atomically; False if a copy is there already.
+    """Creates ``path`` (in an existing folder) holding ``data``; False if a complete copy is there already.
 
-    A copy appears under its name only once all its bytes are written, so an interrupted run never
-    leaves a half-written copy under a final name, and an existing copy is never replaced. On Linux
-    the bytes go to an unnamed file (``O_TMPFILE``) that is then linked to its name, which fails if
-    the name is taken; elsewhere to a hidden temporary file renamed into place. Unlike
-    ``files.atomic_write_bytes`` there is no fsync per file: on a virtual disk one costs about 3 ms,
-    many times more than making the copy, so ``write_augmented_copies`` syncs once at the end
-    instead. An empty file under the name (what a power cut can leave of a write that was never
-    synced) counts as absent and is replaced. Plain ``os`` calls on strings: a run writes thousands
-    of small files, and pathlib and file objects would cost about as much as the system calls.
+    An existing copy is never replaced; an incomplete one is, atomically (renamed over). A copy is
+    one ``write`` into a file created under its own name, and a failed write removes its file. What
+    a kill in the middle of that write, or a power cut, can leave (an empty, cut or zero-filled
+    file) is not a complete JPEG (``moving.is_made``), so the next run makes that copy again.
+    Writing under a temporary name and renaming, or linking an unnamed ``O_TMPFILE`` file, would
+    avoid such files but costs 30 to 50 % more kernel time per file on ext4, the largest cost of a
+    run. Unlike ``files.atomic_write_bytes`` there is no fsync: on a virtual disk one costs about
+    3 ms, many times more than making the copy, and a copy lost to a power cut is simply made again.
+    Plain ``os`` calls on strings: pathlib and file objects would cost about as much as the system
+    calls.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    if hasattr(os, "O_TMPFILE") and folder not in _NO_UNNAMED_FILES:
-        linked = _link_unnamed_file(folder, path, data)
-        if linked is not None:
-            return linked
-    if is_made(path):
-        return False
-    return _rename_temporary_file(folder, path, data)
-
-
-def _link_unnamed_file(folder: str, path: str, data: bytes) -> bool | None:
-    """Writes ``data`` to an unnamed file in ``folder`` and links it as ``path``; None where unsupported."""
     try:
-        # Mode 0o666 lets the umask decide, as for any new file (mkstemp would make it 0600).
-        handle = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
-    except OSError:  # EOPNOTSUPP, EISDIR, EINVAL: this filesystem has no unnamed files
-        _NO_UNNAMED_FILES.add(folder)
-        return None
+        # Mode 0o666 lets the umask decide, as for any new file.
+        handle = os.open(path, _NEW_FILE_FLAGS, 0o666)
+    except FileExistsError:
+        if is_made(path):
+            return False
+        return _rename_temporary_file(os.path.dirname(path) or ".", path, data)
     try:
         _write_all(handle, data)
-        try:
-            # Naming a file by its /proc path needs linkat(AT_SYMLINK_FOLLOW), which os.link uses only
-            # when given a folder descriptor; the path is absolute, so the descriptor itself is ignored.
-            os.link(f"/proc/self/fd/{handle}", path, src_dir_fd=handle)
-        except FileExistsError:
-            if is_made(path):
-                return False
-            return None  # an empty leftover: replaced by the rename below
-        except OSError:  # no /proc, or linkat refused: rename from now on
-            _NO_UNNAMED_FILES.add(folder)
-            return None
-    finally:
-        os.close(handle)  # an unnamed file that was never linked vanishes here
+    except BaseException:
+        os.close(handle)
+        os.unlink(path)
+        raise
+    os.close(handle)
     return True
 
 
 def _rename_temporary_file(folder: str, path: str, data: bytes) -> bool:
-    """Writes ``data`` to a hidden temporary file in ``folder`` and renames it onto ``path``."""
+    """Writes ``data`` to a hidden temporary file in ``folder`` and renames it onto ``path`` (replacing it)."""
     name = os.path.basename(path)
     while True:
         temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
@@ -879,7 +890,7 @@ def _write_all(handle: int, data: bytes) -> None:
         view = view[os.write(handle, view):]
 
 
-def _write_files(files: Sequence[tuple[Path, bytes]]) -> tuple[int, int]:
+def _write_files(files: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
     """Writes each ``(path, bytes)`` with ``write_new_file``; returns (written, already there)."""
     written = sum(write_new_file(path, data) for path, data in files)
     return written, len(files) - written
@@ -890,6 +901,50 @@ def _count_writes(future: Future, report: CopyReport) -> None:
     written, already_there = future.result()
     report.written += written
     report.already_there += already_there
+
+
+@functools.cache
+def xla_available() -> bool:
+    """True where TensorFlow can XLA-compile on this machine's CPU (every official build so far)."""
+    try:
+        tf.function(lambda value: value + 1.0, jit_compile=True)(tf.zeros(()))
+    except (tf.errors.OpError, ValueError):
+        return False
+    return True
+
+
+def encode_jpegs(pixels, quality: int) -> tf.Tensor:
+    """The JPEG bytes of each image of a uint8 ``(batch, height, width, 3)`` batch, as a string vector."""
+    count = tf.shape(pixels)[0]
+    # The batch is padded with black images to whole chunks; their bytes are cut off at the end.
+    padded = tf.pad(pixels, [[0, -count % ENCODE_CHUNK], [0, 0], [0, 0], [0, 0]])
+    chunks = tf.reshape(padded, tf.concat([[-1, ENCODE_CHUNK], tf.shape(pixels)[1:]], axis=0))
+
+    def encode_chunk(chunk):
+        return tf.stack([tf.io.encode_jpeg(image, quality=quality) for image in tf.unstack(chunk, ENCODE_CHUNK)])
+
+    encoded = tf.map_fn(encode_chunk, chunks, fn_output_signature=tf.TensorSpec([ENCODE_CHUNK], tf.string),
+                        parallel_iterations=8)
+    return tf.reshape(encoded, [-1])[:count]
+
+
+def _transform_function(augmentation: keras.Sequential, batches: Sequence[CopyBatch]) -> Callable:
+    """``transform(batch_index, images, transformations)`` for ``_copies_dataset``: applies the drawn transformations.
+
+    XLA-compiled for the batches planned so (``CopyBatch.jit_compile``), where XLA works and every
+    layer compiles; as TensorFlow ops for the others. Which way a batch goes is fixed by the plan,
+    so the same run always writes the same bytes.
+    """
+    plain = functools.partial(apply_transformations, augmentation.layers)
+    wanted = [batch.jit_compile for batch in batches]
+    if not any(wanted) or not all(layer.supports_jit for layer in augmentation.layers) or not xla_available():
+        return lambda batch_index, images, transformations: plain(images, transformations)
+    compiled = tf.function(plain, jit_compile=True, autograph=False)
+    if all(wanted):  # no tf.cond: tracing the other way too would cost a tenth of a second
+        return lambda batch_index, images, transformations: compiled(images, transformations)
+    wanted = tf.constant(wanted)
+    return lambda batch_index, images, transformations: tf.cond(
+        wanted[batch_index], lambda: compiled(images, transformations), lambda: plain(images, transformations))
 
 
 def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg_quality) -> tf.data.Dataset:
@@ -904,6 +959,7 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
     batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
     copies = tf.constant([batch.copies for batch in batches], tf.int32)
     seeds = tf.constant(np.array([batch.seed for batch in batches], np.int64).reshape(-1, 2))
+    transform = None if augmentation is None else _transform_function(augmentation, batches)
 
     # Plain Python control flow only (on Python values), so autograph is skipped: converting these
     # functions and the Keras layers they call costs seconds for nothing.
@@ -918,12 +974,10 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
     def augment_and_encode(batch_index, position, images):
         batch_index = batch_index[0]
         images = tf.repeat(images, copies[batch_index], axis=0)  # each image's copies side by side
-        if augmentation is not None:
-            images = augment_copies(augmentation, images, seeds[batch_index])
+        if transform is not None:
+            images = transform(batch_index, images, random_transformations(augmentation, images, seeds[batch_index]))
         pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
-        encoded = tf.map_fn(lambda image: tf.io.encode_jpeg(image, quality=jpeg_quality), pixels,
-                            fn_output_signature=tf.string, parallel_iterations=32)
-        return batch_index, position, encoded
+        return batch_index, position, encode_jpegs(pixels, jpeg_quality)
 
     dataset = tf.data.Dataset.from_tensor_slices(
         (np.array(batch_indices, np.int64), np.array(positions, np.int64), sources, np.array(use_pil, bool)))

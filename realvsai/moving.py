@@ -35,14 +35,15 @@ class SourceImage:
         source: the training image.
         class_name: its class folder.
         targets: one path per copy, in ``augmented_train``; None where that copy already exists
-            (in ``augmented_train`` or, moved, in ``train``).
+            (in ``augmented_train`` or, moved, in ``train``). Strings: a run names tens of thousands,
+            and as many Path objects would cost more than half a second.
         width, height: its upright size in pixels, from the file header.
         needs_pil: decode it with Pillow, as training does (``images.read_header``).
     """
 
     source: Path
     class_name: str
-    targets: tuple[Path | None, ...]
+    targets: tuple[str | None, ...]
     width: int
     height: int
     needs_pil: bool = False
@@ -90,12 +91,28 @@ def _inspect(source: Path) -> tuple[str | None, image_io.ImageHeader | None]:
         return f"not a readable image ({type(error).__name__}: {error})", None
 
 
+# Every JPEG ends with the end-of-image marker; in the coded data before it 0xFF is always followed
+# by 0x00 or a restart marker, so a cut or zero-filled copy cannot end with it.
+_JPEG_END = b"\xff\xd9"
+
+
 def is_made(path: Path | str) -> bool:
-    """True when ``path`` holds a copy: a file that is not empty (an empty one is a lost write)."""
+    """True when ``path`` holds a complete copy: a JPEG file that ends with its end-of-image marker.
+
+    An interrupted write or a power cut can leave a copy empty, cut short or zero-filled; such a
+    file is not made, and the next run of DataAugmentation.py replaces it.
+    """
     try:
-        return os.stat(path).st_size > 0
-    except FileNotFoundError:
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except (FileNotFoundError, IsADirectoryError):
         return False
+    try:
+        os.lseek(handle, -len(_JPEG_END), os.SEEK_END)
+        return os.read(handle, len(_JPEG_END)) == _JPEG_END
+    except OSError:  # shorter than the marker, or a folder
+        return False
+    finally:
+        os.close(handle)
 
 
 def refuse_unless_train(data_dir: Path, split: str = TRAIN) -> None:
@@ -186,19 +203,19 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
         class_name = source.parent.name
         if class_name not in made:
             made[class_name] = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
-            folders[class_name] = output_dir / class_name
-        targets = tuple(None if name in made[class_name] else folders[class_name] / name for name in names[source])
+            folders[class_name] = str(output_dir / class_name)
+        folder = folders[class_name]
+        targets = tuple(None if name in made[class_name] else f"{folder}{os.sep}{name}" for name in names[source])
         plan.images.append(SourceImage(source, class_name, targets, header.width, header.height, header.needs_pil))
     return plan
 
 
 def _made_copies(folder: Path) -> set[str]:
-    """Names of the copies (``aug_*``, not empty) already in ``folder``: one listing, not a stat per copy."""
+    """Names of the complete copies (``aug_*``, ``is_made``) already in ``folder``."""
     if not folder.is_dir():
         return set()
     with os.scandir(folder) as entries:
-        return {entry.name for entry in entries
-                if entry.name.startswith(COPY_PREFIX) and entry.is_file() and entry.stat().st_size > 0}
+        return {entry.name for entry in entries if entry.name.startswith(COPY_PREFIX) and is_made(entry.path)}
 
 
 @dataclass

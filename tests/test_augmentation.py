@@ -399,55 +399,121 @@ def test_plan_batches_spreads_the_copies_of_a_huge_image_over_batches(tmp_path):
     assert [target for batch in batches for target in batch.targets[0]] == list(image.targets)
 
 
-def unnamed_files_work(folder: Path) -> bool:
-    try:
-        os.close(os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666))
-    except (AttributeError, OSError):
-        return False
-    return True
+def jpeg_bytes(value: int = 0) -> bytes:
+    """A small complete JPEG file."""
+    return tf.io.encode_jpeg(np.full((8, 8, 3), value, np.uint8)).numpy()
 
 
-@pytest.fixture(params=["unnamed file", "temporary name"])
-def file_writer(request, tmp_path, monkeypatch) -> str:
-    """Runs a test with each of write_new_file's two ways: O_TMPFILE + link (Linux), and rename."""
-    if request.param == "unnamed file" and not unnamed_files_work(tmp_path):
-        pytest.skip("this filesystem has no O_TMPFILE")
-    if request.param == "temporary name":
-        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
-    return request.param
-
-
-def test_write_new_file_never_replaces_a_copy(tmp_path, file_writer):
+def test_write_new_file_never_replaces_a_complete_copy(tmp_path):
     path = tmp_path / "aug_x_0.jpg"
-    assert augmentation.write_new_file(path, b"first")
-    assert not augmentation.write_new_file(path, b"second")
-    assert path.read_bytes() == b"first"
+    first, second = jpeg_bytes(0), jpeg_bytes(255)
+    assert augmentation.write_new_file(path, first)
+    assert not augmentation.write_new_file(path, second)
+    assert path.read_bytes() == first
     assert [child.name for child in tmp_path.iterdir()] == ["aug_x_0.jpg"]  # no temporary file left
 
 
-def test_write_new_file_gives_the_usual_file_mode(tmp_path, file_writer):
+def test_write_new_file_gives_the_usual_file_mode(tmp_path):
     path = tmp_path / "aug_x_0.jpg"
-    augmentation.write_new_file(path, b"copy")
+    augmentation.write_new_file(path, jpeg_bytes())
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_write_new_file_replaces_an_empty_leftover(tmp_path, file_writer):
+@pytest.mark.parametrize("leftover", [b"", "cut", "zeros"])
+def test_write_new_file_replaces_what_an_interrupted_write_left(tmp_path, leftover):
+    copy = jpeg_bytes()
+    leftover = {"cut": copy[:len(copy) // 2], "zeros": bytes(len(copy))}.get(leftover, leftover)
     path = tmp_path / "aug_x_0.jpg"
-    path.write_bytes(b"")
-    assert augmentation.write_new_file(path, b"copy")
-    assert path.read_bytes() == b"copy"
+    path.write_bytes(leftover)
+    assert augmentation.write_new_file(path, copy)
+    assert path.read_bytes() == copy
     assert [child.name for child in tmp_path.iterdir()] == ["aug_x_0.jpg"]
 
 
-def test_write_new_file_needs_no_temporary_name_where_unnamed_files_work(tmp_path, monkeypatch):
-    if not unnamed_files_work(tmp_path):
-        pytest.skip("this filesystem has no O_TMPFILE")
+def test_write_new_file_that_fails_leaves_no_file_under_the_name(tmp_path, monkeypatch):
+    def disk_full(handle, data):
+        raise OSError(28, "No space left on device")
 
-    def fail(*args):
-        raise AssertionError("renamed a temporary file")
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        augmentation.write_new_file(tmp_path / "aug_x_0.jpg", jpeg_bytes())
+    assert list(tmp_path.iterdir()) == []
 
-    monkeypatch.setattr(augmentation, "_rename_temporary_file", fail)
-    assert augmentation.write_new_file(tmp_path / "aug_x_0.jpg", b"copy")
-    assert (tmp_path / "aug_x_0.jpg").read_bytes() == b"copy"
+
+@pytest.mark.parametrize("count", [1, augmentation.ENCODE_CHUNK, augmentation.ENCODE_CHUNK + 3])
+def test_encode_jpegs_gives_one_jpeg_per_image_in_order(count):
+    pixels = np.stack([np.full((16, 16, 3), 7 * index % 256, np.uint8) for index in range(count)])
+    encoded = augmentation.encode_jpegs(tf.constant(pixels), quality=95).numpy()
+    assert len(encoded) == count
+    decoded = np.stack([tf.io.decode_jpeg(data).numpy() for data in encoded])
+    assert np.abs(decoded.astype(int) - pixels).max() <= 2
+
+
+def test_plan_batches_compiles_only_sizes_that_make_enough_pixels(tmp_path, monkeypatch):
+    monkeypatch.setattr(augmentation, "MIN_COMPILED_PIXELS", 4 * 32 * 32 * 3)  # 4 images x 3 copies at 32 px
+    images = [FakeSource(tmp_path / f"{index}.png", (None,) * 3, *((32, 32) if index < 4 else (20, 20)))
+              for index in range(7)]
+    batches = plan_batches(images, seed=1, batch_size=2)
+    compiled = {source.stem: batch.jit_compile for batch in batches for source in batch.sources}
+    assert compiled == {"0": True, "1": True, "2": True, "3": True, "4": False, "5": False, "6": False}
+
+
+@pytest.fixture
+def copy_plan(tmp_path, make_class_folder):
+    """A train split of two sizes, as moving.plan_copies sees it: 32 px images and 24 px ones."""
+    from realvsai.moving import plan_copies
+
+    def make(name: str):
+        data = tmp_path / name
+        make_class_folder(data / "train", {"REAL": 3})
+        make_class_folder(data / "train", {"FAKE": 2}, size=(24, 24), seed=1)
+        return data, plan_copies(data, copies=4)
+
+    return make
+
+
+def augmented_pixels(data: Path) -> dict[str, np.ndarray]:
+    return {path.name: tf.io.decode_jpeg(path.read_bytes()).numpy().astype(int)
+            for path in sorted((data / "augmented_train").rglob("*.jpg"))}
+
+
+def count_xla_resamples(monkeypatch) -> list:
+    """Counts RandomAffine's XLA way (affine_resample is traced only inside XLA-compiled functions)."""
+    traced = []
+    resample = augmentation.affine_resample
+    monkeypatch.setattr(augmentation, "affine_resample", lambda *args: traced.append(1) or resample(*args))
+    return traced
+
+
+def test_compiled_batches_write_the_copies_tensorflow_ops_write(copy_plan, monkeypatch):
+    traced = count_xla_resamples(monkeypatch)
+    written = {}
+    for name, threshold in (("ops", 1 << 60), ("xla", 0)):
+        monkeypatch.setattr(augmentation, "MIN_COMPILED_PIXELS", threshold)
+        data, plan = copy_plan(name)
+        batches = plan_batches(plan.images, seed=3, batch_size=2)
+        report = augmentation.write_augmented_copies(batches, build_augmentation("classic", seed=3))
+        assert report.written == 5 * 4
+        written[name] = augmented_pixels(data)
+        assert bool(traced) == (name == "xla")
+    assert written["ops"].keys() == written["xla"].keys()
+    # The same draws; the two resamplings differ by float rounding only, the JPEG by a level or two.
+    assert max(np.abs(written["ops"][key] - written["xla"][key]).max() for key in written["ops"]) <= 4
+
+
+def test_compiled_and_uncompiled_sizes_in_one_run_are_each_written_the_same_every_time(copy_plan, monkeypatch):
+    traced = count_xla_resamples(monkeypatch)
+    monkeypatch.setattr(augmentation, "MIN_COMPILED_PIXELS", 3 * 4 * 32 * 32)  # the 32 px images only
+    trees = []
+    for name in ("first", "second"):
+        data, plan = copy_plan(name)
+        batches = plan_batches(plan.images, seed=3, batch_size=2)
+        assert sorted({batch.jit_compile for batch in batches}) == [False, True]
+        augmentation.write_augmented_copies(batches, build_augmentation("classic", seed=3))
+        trees.append({path.relative_to(data).as_posix(): path.read_bytes()
+                      for path in sorted((data / "augmented_train").rglob("*.jpg"))})
+    assert traced
+    assert len(trees[0]) == 5 * 4
+    assert trees[0] == trees[1]

@@ -137,6 +137,18 @@ def test_interrupted_run_is_completed_with_the_same_bytes(data, tmp_path):
     assert tree(twin / "augmented_train") == tree(data / "augmented_train")
 
 
+def test_copies_cut_short_or_zero_filled_are_made_again(data, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(data, twin)
+    assert augment(data) == 0
+    assert augment(twin) == 0
+    cut, zeroed = sorted((twin / "augmented_train" / "FAKE").glob("*.jpg"))[:2]
+    cut.write_bytes(cut.read_bytes()[:-100])  # a kill in the middle of the write
+    zeroed.write_bytes(bytes(zeroed.stat().st_size))  # a power cut before the data reached the disk
+    assert augment(twin) == 0
+    assert tree(twin / "augmented_train") == tree(data / "augmented_train")
+
+
 def test_copies_moved_into_train_are_neither_remade_nor_augmented_again(data):
     assert augment(data) == 0
     assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
