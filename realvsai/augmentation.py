@@ -854,7 +854,8 @@ def write_new_file(path: Path | str, data: bytes) -> bool:
         _write_all(handle, data)
     except BaseException:
         os.close(handle)
-        os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         raise
     os.close(handle)
     return True
@@ -905,9 +906,10 @@ def _count_writes(future: Future, report: CopyReport) -> None:
 
 @functools.cache
 def xla_available() -> bool:
-    """True where TensorFlow can XLA-compile on this machine's CPU (every official build so far)."""
+    """True where TensorFlow can XLA-compile for the CPU, where tf.data runs (every official build so far)."""
     try:
-        tf.function(lambda value: value + 1.0, jit_compile=True)(tf.zeros(()))
+        with tf.device("/CPU:0"):
+            tf.function(lambda value: value + 1.0, jit_compile=True)(tf.zeros(()))
     except (tf.errors.OpError, ValueError):
         return False
     return True
