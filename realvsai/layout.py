@@ -23,9 +23,13 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
-def is_image_file(path: Path) -> bool:
-    """True for a visible regular file with an image extension (any letter case)."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(path) and path.is_file()
+def is_image_file(entry: Path | os.DirEntry) -> bool:
+    """True for a visible regular file with an image extension (any letter case).
+
+    Takes an ``os.scandir`` entry as well as a path: an entry knows its type without a stat.
+    """
+    name = entry.name
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
@@ -38,9 +42,7 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     if not recursive:
         # One listing whose entries know their type: no stat per file, and names sort as their paths do.
         with os.scandir(folder) as entries:
-            names = [entry.name for entry in entries
-                     if not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
-                     and entry.is_file()]
+            names = [entry.name for entry in entries if is_image_file(entry)]
         return [folder / name for name in sorted(names)]
     images = [
         path
