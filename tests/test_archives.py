@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import io
 import os
 import shutil
 import stat
 import struct
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -15,11 +17,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATASETS, run_script, write_image
+from conftest import REPO, SHARED_DATASETS, run_script, write_image
 
 from realvsai import archives
 from realvsai.archives import UnzipLimits, entry_parts, extract_archive, zip_folder
 from realvsai.errors import UserError
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+DataUnZipper = importlib.import_module("DataUnZipper")
 
 CONTENT = {
     "train/REAL/a.jpg": b"\xff\xd8 real a",
@@ -446,6 +452,19 @@ def test_unzipper_script_bomb_limits_are_flags(tmp_path):
     allowed = run_script("DataUnZipper.py", archive, "--to", tmp_path / "t", "--max-ratio", "2000", "-q")
     assert allowed.returncode == 0, allowed.stderr
     assert (tmp_path / "t" / "zeros.bin").stat().st_size == 5_000_000
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--max-ratio", "nan"), ("--max-ratio", "inf"), ("--max-ratio", "-1"), ("--max-ratio", "0"),
+    ("--max-ratio", "0.5"), ("--max-total-bytes", "0"), ("--max-total-bytes", "0.1K"), ("--max-total-bytes", "-5"),
+])
+def test_unzipper_script_rejects_nonsense_limits_as_usage_errors(tmp_path, capsys, flag, value):
+    archive = make_zip(tmp_path / "a.zip")
+    with pytest.raises(SystemExit) as exit_info:
+        DataUnZipper.main([str(archive), "--to", str(tmp_path / "t"), flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: " in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
 
 
 def test_zipper_then_unzipper_scripts_round_trip(tmp_path, dataset):
