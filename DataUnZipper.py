@@ -5,8 +5,9 @@
            train/REAL/  train/FAKE/  test/REAL/  test/FAKE/
 
 The whole archive is checked before anything is written: entries that would land outside the
-target (absolute paths, "..", symlinks) and zip bombs (see --max-total-bytes, --max-ratio) are
-refused. macOS junk (__MACOSX/, .DS_Store) is skipped. Files are written under a temporary name and
+target (absolute paths, "..", symlinks) and zip bombs (entries that overlap; see also
+--max-total-bytes, --max-ratio) are refused, and each entry must inflate to exactly the size it
+declares. macOS junk (__MACOSX/, .DS_Store) is skipped. Files are written under a temporary name and
 renamed into place, so an interrupted run is finished by running the same command again: files
 already there with the same size and CRC-32 are skipped. A file with other content is never
 replaced unless you add --overwrite.
@@ -18,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
@@ -30,11 +32,26 @@ _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def byte_count(text: str) -> int:
-    """argparse type for a size in bytes: ``5000000``, ``500M``, ``100G`` (units are powers of 1024)."""
+    """argparse type for a size of at least one byte: ``5000000``, ``500M``, ``100G`` (units are powers of 1024)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 5000000, 500M or 100G")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    num_bytes = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if num_bytes < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is less than one byte; write e.g. 5000000, 500M or 100G")
+    return num_bytes
+
+
+def expansion_ratio(text: str) -> float:
+    """argparse type for a finite ratio of at least 1 (a stored entry expands exactly once)."""
+    try:
+        ratio = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(ratio) or ratio < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of at least 1, e.g. 200 "
+                                         "(a stored file expands exactly once)")
+    return ratio
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,8 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="replace existing files whose content differs from the archive's")
     parser.add_argument("--max-total-bytes", type=byte_count, default=limits.max_total_bytes,
                         help="refuse archives that expand to more than this many bytes (accepts 500M, 100G)")
-    parser.add_argument("--max-ratio", type=float, default=limits.max_ratio,
-                        help="refuse entries above 1 MB (and archives) that expand more than this many times")
+    parser.add_argument("--max-ratio", type=expansion_ratio, default=limits.max_ratio,
+                        help="refuse entries above 1 MB (and archives) that expand more than this many times "
+                             "(at least 1)")
     return parser.parse_args(argv)
 
 

@@ -1,10 +1,12 @@
 """Zip archives in and out: safe extraction (DataUnZipper.py) and deterministic zipping (DataZipper.py).
 
 Extraction checks the whole archive before it writes a byte: no entry may land outside the target
-folder (absolute paths, ``..``, symlink entries, symlinked folders already on disk), and the sizes
-the archive declares must be sane (zip bombs). Each file is written under a temporary name and
-renamed into place, so an interrupted run never leaves a half-written file under a real name, and
-running it again skips the files already there (same size and CRC-32) and finishes the rest.
+folder (absolute paths, ``..``, symlink entries, symlinked folders already on disk), the sizes
+the archive declares must be sane and no two entries may share compressed bytes (zip bombs). While
+writing, each entry must inflate to exactly the size it declares. Each file is written under a
+temporary name and renamed into place, so an interrupted run never leaves a half-written file under
+a real name, and running it again skips the files already there (same size and CRC-32) and
+finishes the rest.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import shutil
 import stat
+import struct
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -39,6 +42,9 @@ _ENCRYPTED_FLAG = 0x1
 _PARTIAL_SUFFIX = ".partial.tmp"
 _MAX_NAME_BYTES = 200  # leaves room for the prefix and suffix within the usual 255-byte name limit
 _CHUNK = 1 << 20
+# A local file header: signature, 22 bytes of fields the central directory repeats, name and extra lengths.
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+_LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
 # Small entries cannot be bombs however well they compress (a 100 KB text file of spaces is fine),
 # so the ratio limit only applies above this size.
 _RATIO_FLOOR_BYTES = 1 << 20
@@ -135,6 +141,7 @@ def extract_archive(
     try:
         with zipfile.ZipFile(archive) as zip_file:
             entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
+            _check_overlaps(archive, zip_file.infolist())
             root = _prepare_root(target)
             if os.path.isdir(root):
                 existing_folders = _check_folders(root, folders)
@@ -146,10 +153,13 @@ def extract_archive(
             os.makedirs(root, exist_ok=True)
             for folder in sorted(folders - existing_folders):
                 os.makedirs(os.path.join(root, folder), exist_ok=True)
+            # Each entry writes exactly the size it declares (or fails), so the bytes written stay
+            # within the declared total that --max-total-bytes and the free space were checked against.
+            bytes_written = 0
             for entry in progress(to_write, desc=f"unzip {archive.name}"):
                 path = root + os.sep + entry.relative
                 try:
-                    _extract_entry(zip_file, entry.info, path)
+                    bytes_written += _extract_entry(zip_file, entry.info, path)
                 except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
                     raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so far "
                                     "are complete; fix the cause and re-run the same command.") from error
@@ -158,7 +168,7 @@ def extract_archive(
             f"{archive} is damaged or incomplete ({error}). Files finished before the damage are complete; "
             "download the archive again and re-run the same command to finish."
         ) from error
-    return ExtractResult(target, len(to_write), already_there, junk, num_bytes)
+    return ExtractResult(target, len(to_write), already_there, junk, bytes_written)
 
 
 def _check_entries(
@@ -210,6 +220,36 @@ def _check_entries(
                           f"--max-ratio {limits.max_ratio:g}", "--max-ratio")
     _check_unique(archive, entries, folders)
     return entries, folders, junk
+
+
+def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
+    """Refuses entries whose bytes overlap, the trick that lets a tiny archive write gigabytes.
+
+    Each entry spans its local header and compressed data, and in a normal archive the spans follow
+    one another. A "quoted overlap" bomb makes each entry's compressed data run on through the later
+    entries, so every entry looks modest while all of them inflate the same bytes again.
+    zipfile only checks this from Python 3.12 on, and the local headers must be read to find where
+    each entry's data starts (their extra fields may differ from the central directory's).
+
+    Raises:
+        zipfile.BadZipFile: when an entry's local header is missing.
+    """
+    previous_name, previous_end = "", 0
+    with open(archive, "rb", buffering=0) as stream:
+        for info in sorted(infos, key=lambda info: info.header_offset):
+            stream.seek(info.header_offset)
+            header = stream.read(_LOCAL_HEADER.size)
+            if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_HEADER_SIGNATURE:
+                raise zipfile.BadZipFile(f"entry {info.filename!r} has no local header")
+            _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+            if info.header_offset < previous_end:
+                raise UserError(
+                    f"{archive} looks like a zip bomb: entries {previous_name!r} and {info.filename!r} overlap "
+                    "(they share compressed bytes, so they could write far more than the archive holds). "
+                    "Nothing was extracted; a normal zip never does this, so get the archive from its source again."
+                )
+            previous_name = info.filename
+            previous_end = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
 
 
 def _add_folder(folders: set[str], parts: Sequence[str]) -> None:
@@ -331,13 +371,17 @@ def _partial_path(path: str) -> str:
     return f"{folder}{os.sep}.{name}{_PARTIAL_SUFFIX}"
 
 
-def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
-    """Writes one entry under a temporary name, then renames it onto ``path``.
+def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> int:
+    """Writes one entry under a temporary name, then renames it onto ``path``; returns the bytes written.
 
     No fsync: it would cost more than the whole write for 100,000 small files. The rename alone
     guarantees that an interrupted run (Ctrl-C, a killed process) never leaves a partial file under
     a real name; after a power cut a re-run finds damaged files by their size and CRC-32.
     ``ZipExtFile`` checks the CRC-32 when it reaches the end of the entry and raises BadZipFile.
+
+    Raises:
+        zipfile.BadZipFile: also when the entry inflates to more or fewer bytes than it declares;
+            never more than the declared size is written.
     """
     temporary = _partial_path(path)
     try:
@@ -347,12 +391,23 @@ def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) 
         descriptor = os.open(temporary, _EXCLUSIVE_CREATE, 0o666)
     try:
         with open(descriptor, "wb") as writer, zip_file.open(info) as reader:
-            shutil.copyfileobj(reader, writer, _CHUNK)
+            left = info.file_size
+            # One byte more than is left reveals a stream that inflates beyond its declared size.
+            while chunk := reader.read(min(_CHUNK, left + 1)):
+                if len(chunk) > left:
+                    raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to more than the "
+                                             f"{human_bytes(info.file_size)} it declares")
+                writer.write(chunk)
+                left -= len(chunk)
+        if left:
+            raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to {human_bytes(info.file_size - left)}, "
+                                     f"less than the {human_bytes(info.file_size)} it declares")
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    return info.file_size
 
 
 def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool = False) -> ZipResult:

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import errno
+import importlib
+import io
 import os
 import shutil
 import stat
+import struct
+import sys
 import zipfile
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
-from conftest import SHARED_DATASETS, run_script, write_image
+from conftest import REPO, SHARED_DATASETS, run_script, write_image
 
 from realvsai import archives
 from realvsai.archives import UnzipLimits, entry_parts, extract_archive, zip_folder
 from realvsai.errors import UserError
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+DataUnZipper = importlib.import_module("DataUnZipper")
 
 CONTENT = {
     "train/REAL/a.jpg": b"\xff\xd8 real a",
@@ -32,6 +42,38 @@ def make_zip(path: Path, entries: dict[str, bytes] | None = None,
     with zipfile.ZipFile(path, "w", compression) as archive:
         for name, data in (CONTENT if entries is None else entries).items():
             archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
+    return path
+
+
+def make_overlapping_zip(path: Path, num_entries: int = 40, kernel_bytes: int = 64_000) -> Path:
+    """David Fifield's "quoted overlap" zip bomb: every entry's compressed data ends in one shared kernel.
+
+    Entry i's deflate stream is a stored block quoting entry i+1's local header, then entry i+1's
+    own stream, so each entry's compressed bytes hold all the later entries. The kernel is random
+    bytes, so each entry (and the sum of all) expands only about once as declared, yet the archive
+    writes about ``num_entries`` times its size. Each local header keeps its own name, so zipfile reads it.
+    """
+    kernel = np.random.default_rng(0).integers(0, 256, kernel_bytes, dtype=np.uint8).tobytes()
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate, as inside a zip
+    compressed, content = compressor.compress(kernel) + compressor.flush(), kernel
+    entries: list[tuple[bytes, int, int, int, bytes]] = []  # name, CRC, compressed size, size, local header
+    for index in reversed(range(num_entries)):
+        if entries:  # a non-final stored block quoting the next entry's local header, which follows in the file
+            quoted = entries[0][4]
+            compressed = b"\x00" + struct.pack("<HH", len(quoted), len(quoted) ^ 0xFFFF) + quoted + compressed
+            content = quoted + content
+        name, crc = f"file{index:02d}.bin".encode(), zlib.crc32(content)
+        header = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, zipfile.ZIP_DEFLATED, 0, 0x21, crc,
+                             len(compressed), len(content), len(name), 0) + name
+        entries.insert(0, (name, crc, len(compressed), len(content), header))
+    body = entries[0][4] + compressed
+    central, offset = b"", 0
+    for name, crc, compressed_size, size, header in entries:
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, zipfile.ZIP_DEFLATED, 0, 0x21, crc,
+                               compressed_size, size, len(name), 0, 0, 0, 0, 0, offset) + name
+        offset += len(header) + 5  # the header and the stored-block header that quotes the next one
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central), len(body), 0)
+    path.write_bytes(body + central + end)
     return path
 
 
@@ -103,6 +145,31 @@ def test_zip_bomb_total_size_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"zip bomb.*--max-total-bytes") as error:
         extract_archive(archive, tmp_path / "target", limits=UnzipLimits(max_total_bytes=1_000_000))
     assert_refused_untouched(str(error.value), tmp_path / "target", tmp_path / "a.bin")
+
+
+def test_overlapping_entries_are_refused_as_a_zip_bomb(tmp_path):
+    archive = make_overlapping_zip(tmp_path / "overlap.zip")
+    with pytest.raises(UserError, match=r"overlap.zip looks like a zip bomb.*overlap") as error:
+        extract_archive(archive, tmp_path / "target")
+    assert_refused_untouched(str(error.value), tmp_path / "target", tmp_path / "file00.bin")
+
+
+@pytest.mark.parametrize("extra_bytes", [100, -3])
+def test_entry_that_inflates_to_other_than_its_declared_size_is_refused_and_leaves_no_file(
+        tmp_path, monkeypatch, extra_bytes):
+    archive = make_zip(tmp_path / "a.zip", {"ok.txt": b"fine", "big.bin": b"b" * 50})
+    real_open = zipfile.ZipFile.open
+
+    def lying_open(self, info, *args, **kwargs):
+        if getattr(info, "filename", info) != "big.bin":
+            return real_open(self, info, *args, **kwargs)
+        return io.BytesIO(b"b" * (50 + extra_bytes))
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", lying_open)
+    target = tmp_path / "target"
+    with pytest.raises(UserError, match=r"big\.bin.*50 B"):
+        extract_archive(archive, target)
+    assert not (target / "big.bin").exists() and list(target.glob(".big.bin*")) == []
 
 
 def test_well_compressed_small_text_is_not_a_bomb(tmp_path):
@@ -355,11 +422,13 @@ def test_unzipper_script_extracts_to_data_raw_by_default(tmp_path):
     assert f"Extracted {len(CONTENT)} files" in finished.stdout
 
 
-@pytest.mark.parametrize("kind", ["slip", "corrupt", "clash"])
+@pytest.mark.parametrize("kind", ["slip", "overlap", "corrupt", "clash"])
 def test_unzipper_script_fails_with_one_line(tmp_path, kind):
     target = tmp_path / "target"
     if kind == "slip":
         archive = make_zip(tmp_path / "a.zip", {"../evil.txt": b"x"})
+    elif kind == "overlap":
+        archive = make_overlapping_zip(tmp_path / "a.zip")
     elif kind == "corrupt":
         archive = tmp_path / "a.zip"
         archive.write_bytes(b"PK\x03\x04 not really a zip")
@@ -383,6 +452,19 @@ def test_unzipper_script_bomb_limits_are_flags(tmp_path):
     allowed = run_script("DataUnZipper.py", archive, "--to", tmp_path / "t", "--max-ratio", "2000", "-q")
     assert allowed.returncode == 0, allowed.stderr
     assert (tmp_path / "t" / "zeros.bin").stat().st_size == 5_000_000
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--max-ratio", "nan"), ("--max-ratio", "inf"), ("--max-ratio", "-1"), ("--max-ratio", "0"),
+    ("--max-ratio", "0.5"), ("--max-total-bytes", "0"), ("--max-total-bytes", "0.5"), ("--max-total-bytes", "-5"),
+])
+def test_unzipper_script_rejects_nonsense_limits_as_usage_errors(tmp_path, capsys, flag, value):
+    archive = make_zip(tmp_path / "a.zip")
+    with pytest.raises(SystemExit) as exit_info:
+        DataUnZipper.main([str(archive), "--to", str(tmp_path / "t"), flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: " in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
 
 
 def test_zipper_then_unzipper_scripts_round_trip(tmp_path, dataset):
