@@ -182,6 +182,36 @@ def test_the_threshold_defaults_to_the_model_json_value_and_marks_results_uncert
     assert verdicts(app) == ["REAL"]
 
 
+@pytest.fixture(scope="module")
+def thresholded_models(tmp_path_factory) -> Path:
+    """One run, the evidence stand-in, whose model.json calls FAKE from P(FAKE) >= 0.3 (confidence 0.6)."""
+    models = tmp_path_factory.mktemp("thresholded")
+    write_run(models, "thresholded", evidence=True, info={"positive_class": "FAKE", "decision_threshold": 0.3})
+    return models
+
+
+def test_two_classes_are_decided_at_the_model_json_decision_threshold(start_app, thresholded_models):
+    app = upload(start_app("--models", thresholded_models), UNSURE)  # P(FAKE) 0.47: argmax would say REAL
+
+    assert verdicts(app) == ["FAKE"]
+    assert list(app.dataframe[0].value["predicted"]) == ["FAKE"]
+
+
+def test_the_page_states_the_decision_rule(start_app, thresholded_models):
+    app = start_app("--models", thresholded_models)
+
+    rule = inference.read_run(thresholded_models / "thresholded").decision_rule(0.6)
+    assert any(rule.describe(["FAKE", "REAL"]) in text for text in texts(app))
+
+
+def test_grad_cam_explains_the_class_decided_at_the_threshold(start_app, thresholded_models):
+    app = upload(start_app("--models", thresholded_models), UNSURE)
+
+    app.toggle[0].set_value(True).run()
+
+    assert [image.proto.imgs[0].caption for image in app.get("image")][1] == "Grad-CAM: evidence for FAKE"
+
+
 def test_the_grad_cam_toggle_adds_a_heatmap_to_each_image(start_app, models_dir):
     app = upload(start_app("--models", models_dir), SURE, DARK)
     assert len(app.get("image")) == 2
