@@ -2,10 +2,13 @@
 
 The app finds the trained models under models/ (each run folder holds model.h5 + model.json,
 written by ModelTraining.py), newest first, with a selector in the sidebar. For every upload it
-shows the picture, the predicted class with its probability, a bar per class, and "Uncertain"
-when the top probability is below the confidence threshold (sidebar slider; its default comes
-from the model's model.json). The Grad-CAM toggle lays a heatmap over each image showing where
-the evidence for the predicted class lies. A table lists every upload and downloads as CSV.
+shows the picture, the predicted class with its probability and a bar per class. For two classes
+the class is decided by P(positive) at the decision threshold chosen on validation (model.json),
+"Uncertain" when P(positive) is within (confidence threshold - 0.5) of it; otherwise the most
+probable class, "Uncertain" when its probability is below the confidence threshold (sidebar
+slider; its default comes from model.json). The page states the rule. The Grad-CAM toggle lays a
+heatmap over each image showing where the evidence for the decided class lies. A table lists
+every upload and downloads as CSV.
 
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
 
@@ -58,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Settings:
     """What the sidebar controls."""
 
-    threshold: float
+    rule: inference.DecisionRule  # the model's decision rule with the sidebar's confidence threshold
     explain: bool
 
 
@@ -84,11 +87,11 @@ def classify(_classifier: inference.Classifier, model_key: str, upload_ids: tupl
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _data: bytes,
+def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _data: bytes, class_index: int,
             max_pixels: int) -> np.ndarray:
-    """The Grad-CAM overlay of one upload."""
+    """The Grad-CAM overlay of one upload, for the class ``class_index``."""
     del upload_id  # only part of the cache key
-    return inference.explain_upload(_classifier, _data, max_pixels=max_pixels)
+    return inference.explain_upload(_classifier, _data, class_index=class_index, max_pixels=max_pixels)
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -105,6 +108,15 @@ def _run_label(run: inference.ModelRun) -> str:
 
 def _model_key(run: inference.ModelRun) -> str:
     return f"{run.model_file}:{run.model_file.stat().st_mtime_ns}"
+
+
+def _uncertain_reason(result: inference.UploadResult, predicted: str, probability: float,
+                      run: inference.ModelRun, rule: inference.DecisionRule) -> str:
+    if rule.decision_threshold is None or len(run.class_names) != 2:
+        return f"Leaning {predicted} at {probability:.1%}, below the {rule.confidence_threshold:.0%} threshold."
+    positive = run.class_names[rule.positive_index]
+    return (f"Leaning {predicted}: P({positive}) is {result.probabilities[rule.positive_index]:.1%}, within "
+            f"{rule.margin:.0%} of the {rule.decision_threshold:.1%} decision threshold.")
 
 
 # ---------------------------------------------------------------------------------- sections
@@ -166,17 +178,18 @@ def sidebar_settings(run: inference.ModelRun) -> Settings:
     threshold = st.sidebar.slider(
         "Confidence threshold", min_value=0.0, max_value=1.0, value=run.confidence_threshold, step=0.01,
         key=f"threshold:{run.path}",
-        help="A result whose top probability is below this is marked Uncertain. The default comes from "
+        help="A result whose top probability is below this is marked Uncertain; with a decision threshold "
+             "(two classes), one whose P(positive) is within this minus 0.5 of it. The default comes from "
              "the model's model.json.")
     explain_on = st.sidebar.toggle("Explain with Grad-CAM", value=False, key="explain",
                                    help="Colours the regions that made the model choose its class "
                                         "(gradient-weighted class activation map of the backbone's last "
                                         "convolutional block). Costs about one extra model call per image.")
-    return Settings(threshold, explain_on)
+    return Settings(run.decision_rule(threshold), explain_on)
 
 
-def model_card(run: inference.ModelRun) -> None:
-    """The chosen model at a glance: classes, image size, test metrics, date."""
+def model_card(run: inference.ModelRun, settings: Settings) -> None:
+    """The chosen model at a glance: classes, image size, test metrics, date, decision rule."""
     st.title(f"🔍 {', '.join(run.class_names[:-1])} or {run.class_names[-1]}?")
     with st.container(border=True):
         details = [f"Model **{run.name}**", f"trained {run.created.astimezone():%Y-%m-%d %H:%M}",
@@ -192,6 +205,7 @@ def model_card(run: inference.ModelRun) -> None:
                 column.metric(f"Test {name.replace('_', ' ')}", f"{value:.3f}")
         else:
             st.caption("No test metrics recorded for this model.")
+        st.caption(settings.rule.describe(run.class_names))
 
 
 def upload_section() -> list[UploadedFile]:
@@ -211,22 +225,22 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
         if not result.ok:
             st.error(f"{_code(result.name)} could not be classified: {result.error}")
             return
-        index, probability = result.top()
-        predicted = run.class_names[index]
+        index, uncertain = result.answer(settings.rule)
+        predicted, probability = run.class_names[index], float(result.probabilities[index])
         columns = st.columns([1, 1, 1.2] if settings.explain else [1, 1.6])
         columns[0].image(result.preview, caption=result.name, width="stretch")
         if settings.explain:
             try:
-                overlay = explain(classifier, _model_key(run), upload.file_id, upload.getvalue(), max_pixels)
+                overlay = explain(classifier, _model_key(run), upload.file_id, upload.getvalue(), index, max_pixels)
                 columns[1].image(overlay,
                                  caption=f"Grad-CAM: evidence for {predicted}", width="stretch")
             except Exception as error:  # an explanation that fails must not take the verdict with it
                 logger.exception("Grad-CAM failed for %s", result.name)
                 columns[1].warning(f"Grad-CAM failed for {_code(result.name)} ({type(error).__name__}: {error}).")
         with columns[-1]:
-            if result.uncertain(settings.threshold):
+            if uncertain:
                 st.markdown("### :orange[Uncertain]")
-                st.caption(f"Leaning {predicted} at {probability:.1%}, below the {settings.threshold:.0%} threshold.")
+                st.caption(_uncertain_reason(result, predicted, probability, run, settings.rule))
             else:
                 st.markdown(f"### {predicted}")
                 st.caption(f"{probability:.1%} probability")
@@ -242,10 +256,11 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
     counts = {name: 0 for name in run.class_names}
     uncertain = 0
     for result in classified:
-        if result.uncertain(settings.threshold):
+        index, unsure = result.answer(settings.rule)
+        if unsure:
             uncertain += 1
         else:
-            counts[run.class_names[result.top()[0]]] += 1
+            counts[run.class_names[index]] += 1
     summary = [f"{count} {name}" for name, count in counts.items()]
     summary += [f"{uncertain} uncertain"] if uncertain else []
     summary += [f"{len(results) - len(classified)} not classified"] if len(classified) < len(results) else []
@@ -262,7 +277,7 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
 
 def batch_table(results: list[inference.UploadResult], run: inference.ModelRun, settings: Settings) -> None:
     """Every upload in one table, downloadable as CSV."""
-    rows = inference.results_table(results, run.class_names, settings.threshold)
+    rows = inference.results_table(results, run.class_names, settings.rule)
     st.subheader("All results")
     probability_columns = {
         f"p_{name}": st.column_config.ProgressColumn(f"P({name})", min_value=0.0, max_value=1.0, format="%.3f")
@@ -286,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     run = model_selector(runs, default)
     classifier = open_model(run)
     settings = sidebar_settings(run)
-    model_card(run)
+    model_card(run, settings)
     uploads = upload_section()
     if not uploads:
         return 0

@@ -22,7 +22,7 @@ import io
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,6 +65,91 @@ class ServeConfig:
 DEFAULTS = ServeConfig()
 
 
+# ----------------------------------------------------------------------------- the decision rule
+
+
+def positive_index(class_names: Sequence[str], positive_class: str | None) -> int:
+    """Column of the positive class: ``positive_class`` by name, or class index 1 when None.
+
+    Raises:
+        ValueError: if ``positive_class`` is not one of ``class_names``.
+    """
+    if positive_class is None:
+        return 1
+    if positive_class not in class_names:
+        raise ValueError(f"positive class {positive_class!r} is not one of the classes {list(class_names)}")
+    return list(class_names).index(positive_class)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How probabilities become an answer: the one rule of the app, the model card and ``--evaluate``.
+
+    Two classes with a decision threshold t (chosen on validation, kept in model.json): the positive
+    class when P(positive) >= t, else the other; Uncertain when P(positive) lies within
+    ``confidence_threshold - 0.5`` of t. Otherwise: the most probable class, Uncertain when its
+    probability is below ``confidence_threshold``. For two classes at t = 0.5 both say the same (the
+    top probability is below c exactly when P(positive) is within c - 0.5 of 0.5), so the threshold
+    moves the Uncertain band with it instead of changing its meaning.
+    """
+
+    confidence_threshold: float = DEFAULTS.confidence_threshold
+    decision_threshold: float | None = None  # on P(positive); two classes only
+    positive_index: int = 1  # column of the positive class (two classes)
+
+    @classmethod
+    def from_model_info(cls, info: Mapping[str, Any], confidence_threshold: float | None = None) -> DecisionRule:
+        """The rule model.json records (``decision_threshold``, ``positive_class``, ``confidence_threshold``).
+
+        Raises:
+            ValueError: if its positive_class is not one of its class_names.
+        """
+        class_names = list(info["class_names"])
+        binary = len(class_names) == 2
+        if confidence_threshold is None:
+            confidence_threshold = _number(info.get("confidence_threshold"))
+        return cls(DEFAULTS.confidence_threshold if confidence_threshold is None else confidence_threshold,
+                   _number(info.get("decision_threshold")) if binary else None,
+                   positive_index(class_names, info.get("positive_class") if binary else None))
+
+    def _thresholded(self, probabilities: np.ndarray) -> bool:
+        return self.decision_threshold is not None and probabilities.shape[-1] == 2
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """The class index of each row of ``probabilities`` (..., classes); one row gives one index."""
+        probabilities = np.asarray(probabilities)
+        if not self._thresholded(probabilities):
+            return np.argmax(probabilities, axis=-1)
+        return np.where(probabilities[..., self.positive_index] >= self.decision_threshold,
+                        self.positive_index, 1 - self.positive_index)
+
+    def uncertain(self, probabilities: np.ndarray) -> np.ndarray:
+        """True for each row of ``probabilities`` whose answer is Uncertain."""
+        probabilities = np.asarray(probabilities)
+        if not self._thresholded(probabilities):
+            return np.max(probabilities, axis=-1) < self.confidence_threshold
+        return np.abs(probabilities[..., self.positive_index] - self.decision_threshold) < self.margin
+
+    @property
+    def margin(self) -> float:
+        """How close to the decision threshold P(positive) is Uncertain."""
+        return self.confidence_threshold - 0.5
+
+    def describe(self, class_names: Sequence[str]) -> str:
+        """The rule in one sentence, as the app and the model card state it."""
+        if self.decision_threshold is None or len(class_names) != 2:
+            return (f"Decision rule: the most probable class; Uncertain when its probability is below the "
+                    f"confidence threshold {self.confidence_threshold:.2f}.")
+        positive, other = class_names[self.positive_index], class_names[1 - self.positive_index]
+        return (f"Decision rule: {positive} when P({positive}) ≥ {self.decision_threshold:.3f} (the decision "
+                f"threshold chosen on validation), else {other}; Uncertain when P({positive}) is within "
+                f"{self.margin:.2f} of it (the confidence threshold {self.confidence_threshold:.2f} minus 0.5).")
+
+
 # ----------------------------------------------------------------------------------- run folders
 
 
@@ -92,8 +177,11 @@ class ModelRun:
 
     @property
     def confidence_threshold(self) -> float:
-        value = self.info.get("confidence_threshold")
-        return float(value) if isinstance(value, int | float) else DEFAULTS.confidence_threshold
+        return self.decision_rule().confidence_threshold
+
+    def decision_rule(self, confidence_threshold: float | None = None) -> DecisionRule:
+        """The rule this model decides by; ``confidence_threshold`` replaces model.json's."""
+        return DecisionRule.from_model_info(self.info, confidence_threshold)
 
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics: model.json's ``test_metrics``, else the numbers metrics.json holds."""
@@ -149,6 +237,11 @@ def read_run(path: Path) -> ModelRun:
         raise UserError(f"{info_file} has no list of at least two class_names. Train the model again.")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise UserError(f"{info_file} has no positive integer image_size. Train the model again.")
+    try:
+        DecisionRule.from_model_info(info)
+    except ValueError as error:
+        raise UserError(f"{info_file}: its positive_class does not fit ({error}). Set positive_class to one "
+                        "of the class_names, or train the model again.") from error
     metrics_file = folder / METRICS_FILE
     try:
         metrics = _read_json(metrics_file) if metrics_file.is_file() else {}
@@ -363,14 +456,9 @@ class UploadResult:
     def ok(self) -> bool:
         return self.probabilities is not None
 
-    def top(self) -> tuple[int, float]:
-        """Index and probability of the most likely class."""
-        index = int(np.argmax(self.probabilities))
-        return index, float(self.probabilities[index])
-
-    def uncertain(self, threshold: float) -> bool:
-        """True when even the most likely class is below ``threshold``."""
-        return self.top()[1] < threshold
+    def answer(self, rule: DecisionRule) -> tuple[int, bool]:
+        """The class ``rule`` decides (its index) and whether the answer is Uncertain."""
+        return int(rule.decide(self.probabilities)), bool(rule.uncertain(self.probabilities))
 
 
 def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels) -> np.ndarray:
@@ -442,17 +530,17 @@ def classify_uploads(
     return [UploadResult(**slot) for slot in slots]
 
 
-def explain_upload(classifier: Classifier, data: bytes, *, max_pixels: int = DEFAULTS.max_pixels,
-                   preview_size: int = DEFAULTS.preview_size, opacity: float = DEFAULTS.heatmap_opacity,
-                   colormap: str = DEFAULTS.colormap) -> np.ndarray:
-    """The upload's preview with its Grad-CAM heatmap (for the predicted class) laid over it.
+def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | None = None,
+                   max_pixels: int = DEFAULTS.max_pixels, preview_size: int = DEFAULTS.preview_size,
+                   opacity: float = DEFAULTS.heatmap_opacity, colormap: str = DEFAULTS.colormap) -> np.ndarray:
+    """The upload's preview with the Grad-CAM heatmap of ``class_index`` (default: argmax) laid over it.
 
     Raises:
         ImageDecodeError: if the data is not a usable image.
     """
     image = decode_upload(data, max_pixels)
     preview = preview_image(image, preview_size)
-    heatmap = classifier.grad_cam(image, output_size=preview.shape[:2])
+    heatmap = classifier.grad_cam(image, class_index, output_size=preview.shape[:2])
     return overlay_heatmap(preview, heatmap, opacity=opacity, colormap=colormap)
 
 
@@ -476,19 +564,19 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = 
 # ------------------------------------------------------------------------------------- results
 
 
-def results_table(results: Sequence[UploadResult], class_names: Sequence[str], threshold: float
+def results_table(results: Sequence[UploadResult], class_names: Sequence[str], rule: DecisionRule
                   ) -> list[dict[str, Any]]:
-    """One row per upload: file, predicted class, a probability per class, uncertain, error."""
+    """One row per upload: file, the class ``rule`` decides, a probability per class, uncertain, error."""
     rows = []
     for result in results:
         row: dict[str, Any] = {"file": result.name, "predicted": None}
         row.update({f"p_{name}": None for name in class_names})
         row.update(uncertain=None, error=result.error or "")
         if result.ok:
-            index, _ = result.top()
+            index, uncertain = result.answer(rule)
             row["predicted"] = class_names[index]
             row.update({f"p_{name}": float(p) for name, p in zip(class_names, result.probabilities)})
-            row["uncertain"] = result.uncertain(threshold)
+            row["uncertain"] = uncertain
         rows.append(row)
     return rows
 

@@ -432,7 +432,7 @@ def test_results_csv_has_a_row_per_upload_with_every_probability_and_the_errors(
 
 
 def test_results_table_predicts_at_the_decision_threshold():
-    results = [_result("a.png", [0.4, 0.6]), _result("b.png", [0.1, 0.9])]
+    results = [_result("a.png", [0.45, 0.55]), _result("b.png", [0.1, 0.9])]
 
     rows = inference.results_table(results, CLASS_NAMES, inference.DecisionRule(0.6, 0.3, positive_index=0))
 
