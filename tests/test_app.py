@@ -224,6 +224,25 @@ def test_the_grad_cam_toggle_adds_a_heatmap_to_each_image(start_app, models_dir)
     assert captions == ["noise.jpg", "Grad-CAM: evidence for REAL", "night.png", "Grad-CAM: evidence for FAKE"]
 
 
+def test_grad_cam_names_the_layer_it_explains_from(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), SURE)
+
+    app.toggle[0].set_value(True).run()
+
+    assert any("conv2" in caption.value and "16×16" in caption.value for caption in app.sidebar.caption)
+
+
+def test_grad_cam_says_so_when_the_model_cannot_localise(start_app, tmp_path):
+    write_run(tmp_path, "tiny", model=build_stand_in(image_size=2), image_size=2)  # feature maps 2x2 and 1x1
+    app = upload(start_app("--models", tmp_path), SURE)
+
+    app.toggle[0].set_value(True).run()
+
+    assert not app.exception
+    assert len(app.get("image")) == 1  # the upload, and no heatmap
+    assert any("cannot localise" in text for text in texts(app))
+
+
 def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypatch):
     import streamlit
 

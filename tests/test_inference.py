@@ -393,6 +393,42 @@ def test_grad_cam_of_another_class_differs(evidence_classifier):
                            evidence_classifier.grad_cam(image, class_index=1))
 
 
+def test_grad_cam_explains_from_the_deepest_layer_of_at_least_4x4(classifier):
+    # The stand-in's backbone: conv1 32x32, conv2 16x16 (its output).
+    assert classifier.grad_cam_layer.name == "conv2"
+
+
+def test_grad_cam_of_a_model_whose_feature_maps_are_all_below_4x4_has_no_layer_and_says_it_cannot_localise():
+    classifier = inference.Classifier(build_stand_in(image_size=2), CLASS_NAMES, 2)  # conv1 2x2, conv2 1x1
+
+    assert classifier.grad_cam_layer is None
+    with pytest.raises(ValueError, match="cannot localise"):
+        classifier.grad_cam(random_image(14, 20, 20))
+
+
+def test_grad_cam_of_a_224_px_resnet_uses_its_last_block():
+    model_module = pytest.importorskip("realvsai.model")
+    model = model_module.build_model(2, image_size=224, backbone="resnet101", weights=None, augment="none")
+
+    layer = inference.Classifier(model, CLASS_NAMES, 224).grad_cam_layer
+
+    assert layer.name == "conv5_block3_out"
+    assert layer is model.get_layer("backbone").layers[-1]
+
+
+@pytest.mark.slow  # a ResNet101 forward and backward pass
+def test_grad_cam_of_a_32_px_resnet_is_not_a_flat_tint():
+    model_module = pytest.importorskip("realvsai.model")
+    # At 32 px ResNet's last block is 1x1: a heatmap from it is one colour whatever the image.
+    model = model_module.build_model(2, image_size=32, backbone="resnet101", weights=None, augment="none")
+    classifier = inference.Classifier(model, CLASS_NAMES, 32)
+
+    heatmap = classifier.grad_cam(random_image(15, 48, 40))
+
+    assert heatmap.std() > 0.01
+    assert classifier.grad_cam_layer.name == "conv3_block4_out"  # 4x4
+
+
 def test_overlay_keeps_the_image_size_and_colours_the_hot_area():
     image = np.full((40, 60, 3), 128, np.uint8)
     heatmap = np.zeros((4, 6), np.float32)
