@@ -7,8 +7,9 @@ the class is decided by P(positive) at the decision threshold chosen on validati
 "Uncertain" when P(positive) is within (confidence threshold - 0.5) of it; otherwise the most
 probable class, "Uncertain" when its probability is below the confidence threshold (sidebar
 slider; its default comes from model.json). The page states the rule. The Grad-CAM toggle lays a
-heatmap over each image showing where the evidence for the decided class lies. A table lists
-every upload and downloads as CSV.
+heatmap over each image showing where the evidence for the decided class lies, from the backbone's
+last block or, at small image sizes, its deepest block still 4x4 (the sidebar names it; with none,
+the app says it cannot localise). A table lists every upload and downloads as CSV.
 
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
 
@@ -119,6 +120,16 @@ def _uncertain_reason(result: inference.UploadResult, predicted: str, probabilit
             f"{rule.margin:.0%} of the {rule.decision_threshold:.1%} decision threshold.")
 
 
+def _grad_cam_source(classifier: inference.Classifier) -> str:
+    layer = classifier.grad_cam_layer
+    if layer is None:
+        return (f"Grad-CAM cannot localise at {classifier.image_size} px: every feature map of the backbone is "
+                f"smaller than {DEFAULTS.grad_cam_min_size}×{DEFAULTS.grad_cam_min_size}, so a heatmap would be "
+                "one flat colour. Train at a larger --image-size to see where the evidence lies.")
+    height, width = layer.output.shape[1:3]
+    return f"Grad-CAM weighs the feature map of {_code(layer.name)} ({height}×{width} at {classifier.image_size} px)."
+
+
 # ---------------------------------------------------------------------------------- sections
 
 
@@ -173,8 +184,8 @@ def open_model(run: inference.ModelRun) -> inference.Classifier:
     st.stop()
 
 
-def sidebar_settings(run: inference.ModelRun) -> Settings:
-    """The confidence threshold and the Grad-CAM switch."""
+def sidebar_settings(run: inference.ModelRun, classifier: inference.Classifier) -> Settings:
+    """The confidence threshold and the Grad-CAM switch (with the layer it explains from)."""
     threshold = st.sidebar.slider(
         "Confidence threshold", min_value=0.0, max_value=1.0, value=run.confidence_threshold, step=0.01,
         key=f"threshold:{run.path}",
@@ -184,7 +195,10 @@ def sidebar_settings(run: inference.ModelRun) -> Settings:
     explain_on = st.sidebar.toggle("Explain with Grad-CAM", value=False, key="explain",
                                    help="Colours the regions that made the model choose its class "
                                         "(gradient-weighted class activation map of the backbone's last "
-                                        "convolutional block). Costs about one extra model call per image.")
+                                        "block, or of its deepest block still 4×4 at small image sizes). "
+                                        "Costs about one extra model call per image.")
+    if explain_on:
+        st.sidebar.caption(_grad_cam_source(classifier))
     return Settings(run.decision_rule(threshold), explain_on)
 
 
@@ -229,7 +243,9 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
         predicted, probability = run.class_names[index], float(result.probabilities[index])
         columns = st.columns([1, 1, 1.2] if settings.explain else [1, 1.6])
         columns[0].image(result.preview, caption=result.name, width="stretch")
-        if settings.explain:
+        if settings.explain and classifier.grad_cam_layer is None:
+            columns[1].info(_grad_cam_source(classifier))
+        elif settings.explain:
             try:
                 overlay = explain(classifier, _model_key(run), upload.file_id, upload.getvalue(), index, max_pixels)
                 columns[1].image(overlay,
@@ -300,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     run = model_selector(runs, default)
     classifier = open_model(run)
-    settings = sidebar_settings(run)
+    settings = sidebar_settings(run, classifier)
     model_card(run, settings)
     uploads = upload_section()
     if not uploads:

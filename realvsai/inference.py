@@ -17,6 +17,7 @@ TensorFlow and Keras are imported when a model is loaded, so listing runs stays 
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import io
 import json
@@ -59,6 +60,9 @@ class ServeConfig:
     confidence_threshold: float = 0.6  # "Uncertain" below this, when model.json names none
     preview_size: int = 384  # longest side of the picture shown per upload, in pixels
     colormap: str = "turbo"  # matplotlib colormap of the Grad-CAM overlay (jet's perceptual successor)
+    # Grad-CAM explains from the deepest feature map at least this many cells on each side; a smaller
+    # one cannot say where (ResNet's last block is 1x1 at 32 px, so the map would be one flat tint).
+    grad_cam_min_size: int = 4
     heatmap_opacity: float = 0.45
 
 
@@ -276,6 +280,27 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
 # ------------------------------------------------------------------------------------- the model
 
 
+def grad_cam_layer(backbone: keras.Model, min_size: int = DEFAULTS.grad_cam_min_size) -> keras.layers.Layer | None:
+    """The backbone layer Grad-CAM explains from: the deepest block output at least ``min_size`` a side.
+
+    Block outputs are ResNet's ``*_out`` layers, which every path to the output passes through (the
+    next block's shortcut starts there); a backbone without them offers all of its layers. At 224 px
+    this is the last block (7x7); at 32 px, where the last block is 1x1, the last 4x4 one.
+
+    Returns:
+        The layer, or None when no feature map is ``min_size`` a side (a heatmap could not localise).
+    """
+    layers = [layer for layer in backbone.layers if len(layer.output.shape) == 4]
+    blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
+    if layers and blocks[-1] is not layers[-1]:
+        blocks.append(layers[-1])  # the backbone's own output counts as a block output
+    return next((layer for layer in reversed(blocks)
+                 if min(layer.output.shape[1], layer.output.shape[2]) >= min_size), None)
+
+
+# ------------------------------------------------------------------------------------- the model
+
+
 class Classifier:
     """A loaded model with its class names, a batched predict path and Grad-CAM.
 
@@ -347,17 +372,32 @@ class Classifier:
         before = [layer for layer in layers[:index] if layer.name != _AUGMENTATION_LAYER]
         return before, layers[index], layers[index + 1:]
 
+    @functools.cached_property
+    def grad_cam_layer(self) -> keras.layers.Layer | None:
+        """The backbone layer whose feature map Grad-CAM weighs (see ``grad_cam_layer``); None: it cannot localise."""
+        return grad_cam_layer(self._split_layers()[1])
+
+    @functools.cached_property
+    def _grad_cam_backbone(self) -> keras.Model:
+        """The backbone, giving the explained feature map as well as its own output."""
+        import keras
+
+        backbone = self._split_layers()[1]
+        return keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
+
     def _grad_cam_graph(self, image: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         import keras
         import tensorflow as tf
 
-        before, backbone, head = self._split_layers()
+        before, _, head = self._split_layers()
         pixels = image[tf.newaxis]
         for layer in before:
             pixels = layer(pixels, training=False)
-        features = backbone(pixels, training=False)  # the last convolutional block's feature map
         with tf.GradientTape() as tape:
-            tape.watch(features)
+            # The explained map is inside the backbone: the tape records the backbone from its input
+            # (a frozen backbone has no trainable variables that would make it record by itself).
+            tape.watch(pixels)
+            explained, features = self._grad_cam_backbone(pixels, training=False)
             hidden = features
             for layer in head[:-1]:
                 hidden = layer(hidden, training=False)
@@ -375,18 +415,19 @@ class Classifier:
             # so only this centred score is evidence for the class over the others (for two classes
             # it is half the log-odds), and unlike the probability it does not saturate near 1.
             score = logits[0, target] - tf.reduce_mean(logits[0])
-        gradients = tf.cast(tape.gradient(score, features), tf.float32)[0]  # (h, w, channels)
+        gradients = tf.cast(tape.gradient(score, explained), tf.float32)[0]  # (h, w, channels)
         channel_weights = tf.reduce_mean(gradients, axis=(0, 1))
-        cam = tf.nn.relu(tf.reduce_sum(tf.cast(features[0], tf.float32) * channel_weights, axis=-1))
+        cam = tf.nn.relu(tf.reduce_sum(tf.cast(explained[0], tf.float32) * channel_weights, axis=-1))
         peak = tf.reduce_max(cam)
         cam = tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), tf.zeros_like(cam))
         return cam, target
 
     def grad_cam(self, image: np.ndarray, class_index: int | None = None,
                  output_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Grad-CAM heatmap of ``image`` for ``class_index`` (default: the predicted class).
+        """Grad-CAM heatmap of ``image`` for ``class_index`` (default: the most probable class).
 
-        Gradients of the class score with respect to the backbone's feature map, averaged over
+        Gradients of the class score with respect to the feature map of ``grad_cam_layer`` (the
+        backbone's last block, or the deepest one still 4x4 at small image sizes), averaged over
         space, weight its channels; the weighted map's positive part, scaled to a peak of 1 and
         upsampled, shows where the evidence for the class lies.
 
@@ -397,9 +438,15 @@ class Classifier:
 
         Returns:
             A float32 (height, width) array in [0, 1]; all zeros when nothing speaks for the class.
+
+        Raises:
+            ValueError: for an unknown class, or when no feature map is large enough to localise.
         """
         import tensorflow as tf
 
+        if self.grad_cam_layer is None:
+            raise ValueError(f"Grad-CAM cannot localise at {self.image_size} px: every feature map of the backbone "
+                             f"is smaller than {DEFAULTS.grad_cam_min_size}x{DEFAULTS.grad_cam_min_size}")
         if class_index is not None and not 0 <= class_index < len(self.class_names):
             raise ValueError(f"class_index {class_index} is not one of the {len(self.class_names)} classes")
         cam, _ = self._grad_cam_fn(self.prepare(image), tf.constant(-1 if class_index is None else class_index,

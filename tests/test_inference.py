@@ -568,7 +568,7 @@ def test_the_model_card_states_the_rule_the_app_decides_with():
 @pytest.mark.slow  # about 10 s alone, twice that on a busy machine
 def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
     model_module = pytest.importorskip("realvsai.model")
-    # 64 px gives ResNet's last block a 2x2 map; at 32 px it is 1x1 and every heatmap is flat.
+    # 64 px gives ResNet's last block a 2x2 map, so Grad-CAM explains from the last 4x4 one.
     model = model_module.build_model(2, image_size=64, backbone="resnet50", weights=None, augment="none")
     folder = write_run(tmp_path, "resnet", model, image_size=64)
 
@@ -580,6 +580,7 @@ def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
 
     np.testing.assert_allclose(probabilities, model(image[None].astype(np.float32), training=False), atol=1e-5)
     assert classifier.model.get_layer("backbone").output.shape[1:3] == (2, 2)
+    assert classifier.grad_cam_layer.name == "conv4_block6_out"
     assert heatmap.shape == (80, 96) and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     assert heatmap.max() - heatmap.min() > 0.1
     np.testing.assert_array_equal(heatmap, classifier.grad_cam(image))
