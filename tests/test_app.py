@@ -212,6 +212,39 @@ def test_grad_cam_explains_the_class_decided_at_the_threshold(start_app, thresho
     assert [image.proto.imgs[0].caption for image in app.get("image")][1] == "Grad-CAM: evidence for FAKE"
 
 
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory) -> Path:
+    """One run trained on the synthetic demo data (model.json's config says "demo": true)."""
+    models = tmp_path_factory.mktemp("demo")
+    write_run(models, "demo", evidence=True, info={"config": {"epochs": 1, "demo": True}})
+    return models
+
+
+def demo_warnings(app: AppTest) -> list[str]:
+    return [warning.value for warning in app.warning if inference.DEMO_WARNING in warning.value]
+
+
+def test_a_demo_model_is_marked_at_the_top_and_its_metrics_are_no_headline(start_app, demo_models):
+    app = start_app("--models", demo_models)
+
+    assert app.main.children[0].type == "title" and app.main.children[1].type == "warning"  # right under the title
+    assert inference.DEMO_WARNING in app.main.children[1].value
+    assert not app.metric
+
+
+def test_every_answer_of_a_demo_model_carries_the_demo_warning(start_app, demo_models):
+    app = upload(start_app("--models", demo_models), SURE, DARK)
+
+    assert verdicts(app) == ["REAL", "FAKE"]
+    assert len(demo_warnings(app)) == 1 + 2  # the top, and one per answer
+
+
+def test_a_real_model_shows_no_demo_warning(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), SURE)
+
+    assert demo_warnings(app) == []
+
+
 def test_the_grad_cam_toggle_adds_a_heatmap_to_each_image(start_app, models_dir):
     app = upload(start_app("--models", models_dir), SURE, DARK)
     assert len(app.get("image")) == 2

@@ -187,6 +187,12 @@ def test_read_run_rejects_a_model_json_without_class_names(tmp_path):
         inference.read_run(folder)
 
 
+@pytest.mark.parametrize("info", [{"config": {"epochs": 1, "demo": True}}, {"demo": True}])
+def test_a_run_trained_on_demo_data_is_a_demo(tmp_path, info):
+    assert inference.read_run(write_run(tmp_path, "demo", info=info)).demo
+    assert not inference.read_run(write_run(tmp_path, "real", info={"config": {"demo": False}})).demo
+
+
 def test_test_metrics_fall_back_to_metrics_json(tmp_path):
     folder = write_run(tmp_path, "run", metrics={"accuracy": 0.8, "roc_auc": 0.85, "confusion_matrix": [[1]]})
     info = json.loads((folder / "model.json").read_text())
