@@ -9,7 +9,9 @@ probable class, "Uncertain" when its probability is below the confidence thresho
 slider; its default comes from model.json). The page states the rule. The Grad-CAM toggle lays a
 heatmap over each image showing where the evidence for the decided class lies, from the backbone's
 last block or, at small image sizes, its deepest block still 4x4 (the sidebar names it; with none,
-the app says it cannot localise). A table lists every upload and downloads as CSV.
+the app says it cannot localise). A table lists every upload and downloads as CSV. A demo model
+(model.json: "demo": true) carries a warning at the top and beside every answer, and its test
+metrics are shown as a plain caption, never as headline figures.
 
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
 
@@ -205,6 +207,9 @@ def sidebar_settings(run: inference.ModelRun, classifier: inference.Classifier) 
 def model_card(run: inference.ModelRun, settings: Settings) -> None:
     """The chosen model at a glance: classes, image size, test metrics, date, decision rule."""
     st.title(f"🔍 {', '.join(run.class_names[:-1])} or {run.class_names[-1]}?")
+    if run.demo:
+        st.warning(f"**{inference.DEMO_WARNING}** Its answers show how the app works, nothing about your "
+                   "images. Train on real data (README, steps 1-6) for a detector.", icon="⚠️")
     with st.container(border=True):
         details = [f"Model **{run.name}**", f"trained {run.created.astimezone():%Y-%m-%d %H:%M}",
                    f"classes {', '.join(run.class_names)}", f"{run.image_size} px"]
@@ -213,7 +218,10 @@ def model_card(run: inference.ModelRun, settings: Settings) -> None:
             details.append(str(backbone))
         st.markdown(" · ".join(details))
         metrics = run.test_metrics()
-        if metrics:
+        if metrics and run.demo:  # no headline figures: they measure the synthetic test images only
+            st.caption("Test metrics on the synthetic demo images (they say nothing about real ones): "
+                       + ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in metrics.items()))
+        elif metrics:
             columns = st.columns(len(metrics))
             for column, (name, value) in zip(columns, metrics.items()):
                 column.metric(f"Test {name.replace('_', ' ')}", f"{value:.3f}")
@@ -260,6 +268,8 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
             else:
                 st.markdown(f"### {predicted}")
                 st.caption(f"{probability:.1%} probability")
+            if run.demo:
+                st.warning(inference.DEMO_WARNING, icon="⚠️")
             for name, value in zip(run.class_names, result.probabilities):
                 st.progress(float(np.clip(value, 0.0, 1.0)), text=f"{name}: {value:.1%}")
 
@@ -295,6 +305,8 @@ def batch_table(results: list[inference.UploadResult], run: inference.ModelRun, 
     """Every upload in one table, downloadable as CSV."""
     rows = inference.results_table(results, run.class_names, settings.rule)
     st.subheader("All results")
+    if run.demo:
+        st.caption(inference.DEMO_WARNING)
     probability_columns = {
         f"p_{name}": st.column_config.ProgressColumn(f"P({name})", min_value=0.0, max_value=1.0, format="%.3f")
         for name in run.class_names}

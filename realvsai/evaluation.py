@@ -50,7 +50,7 @@ from realvsai import plots
 from realvsai.cli import progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
-from realvsai.inference import DecisionRule, positive_index
+from realvsai.inference import DEMO_WARNING, DecisionRule, is_demo, positive_index
 from realvsai.layout import SPLITS, TEST, VALIDATION, list_images
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
@@ -469,11 +469,6 @@ def _check_output_count(probabilities: np.ndarray, model_info: Mapping[str, Any]
                         "with this model.")
 
 
-def _is_demo(model_info: Mapping[str, Any]) -> bool:
-    config = model_info.get("config") or {}
-    return bool(model_info.get("demo") or (isinstance(config, Mapping) and config.get("demo")))
-
-
 def _number(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -492,7 +487,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
               f"{model_info.get('image_size', '?')} px inside the model."]
     if model_info.get("created"):
         lines.append(f"Created {model_info['created']}.")
-    if _is_demo(model_info):
+    if is_demo(model_info):
         lines += ["", "**Demo model: trained on synthetic demo images, not on real data. Its numbers say nothing "
                   "about real photos or AI-generated images.**"]
 
@@ -576,8 +571,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     if metrics["num_images"] < 1000:
         lines.append(f"- The test set is small ({metrics['num_images']:,} images): a few images more or less right "
                      "move these numbers noticeably.")
-    if _is_demo(model_info):
-        lines.append("- Demo model: trained on synthetic images made for the demo; it detects nothing real.")
+    if is_demo(model_info):
+        lines.append(f"- {DEMO_WARNING}")
     return "\n".join(lines) + "\n"
 
 

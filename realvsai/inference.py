@@ -46,6 +46,8 @@ MODEL_FILE, INFO_FILE, METRICS_FILE = "model.h5", "model.json", "metrics.json"
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
 # The layers Grad-CAM runs before the backbone; "augmentation" is skipped (it only acts in training).
 _AUGMENTATION_LAYER, _BACKBONE_LAYER, _RESIZE_LAYER = "augmentation", "backbone", "resize"
+# What the app says at the top and beside every answer of a demo model, and its model card says too.
+DEMO_WARNING = "Demo model trained on synthetic data: it detects nothing real."
 # Metrics worth a headline on the model card, in the order shown.
 HEADLINE_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall", "balanced_accuracy")
 
@@ -157,6 +159,12 @@ class DecisionRule:
 # ----------------------------------------------------------------------------------- run folders
 
 
+def is_demo(info: Mapping[str, Any]) -> bool:
+    """Whether model.json says the model was trained on the synthetic demo data (``--demo``)."""
+    config = info.get("config") or {}
+    return bool(info.get("demo") or (isinstance(config, Mapping) and config.get("demo")))
+
+
 @dataclass(frozen=True)
 class ModelRun:
     """One trained model on disk: ``model.h5`` with its ``model.json`` (and ``metrics.json``)."""
@@ -178,6 +186,10 @@ class ModelRun:
     @property
     def image_size(self) -> int:
         return int(self.info["image_size"])
+
+    @property
+    def demo(self) -> bool:
+        return is_demo(self.info)
 
     @property
     def confidence_threshold(self) -> float:
