@@ -2,10 +2,16 @@
 
 The app finds the trained models under models/ (each run folder holds model.h5 + model.json,
 written by ModelTraining.py), newest first, with a selector in the sidebar. For every upload it
-shows the picture, the predicted class with its probability, a bar per class, and "Uncertain"
-when the top probability is below the confidence threshold (sidebar slider; its default comes
-from the model's model.json). The Grad-CAM toggle lays a heatmap over each image showing where
-the evidence for the predicted class lies. A table lists every upload and downloads as CSV.
+shows the picture, the predicted class with its probability and a bar per class. For two classes
+the class is decided by P(positive) at the decision threshold chosen on validation (model.json),
+"Uncertain" when P(positive) is within (confidence threshold - 0.5) of it; otherwise the most
+probable class, "Uncertain" when its probability is below the confidence threshold (sidebar
+slider; its default comes from model.json). The page states the rule. The Grad-CAM toggle lays a
+heatmap over each image showing where the evidence for the decided class lies, from the backbone's
+last block or, at small image sizes, its deepest block still 4x4 (the sidebar names it; with none,
+the app says it cannot localise). A table lists every upload and downloads as CSV. A demo model
+(model.json: "demo": true) carries a warning at the top and beside every answer, and its test
+metrics are shown as a plain caption, never as headline figures.
 
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
 
@@ -58,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Settings:
     """What the sidebar controls."""
 
-    threshold: float
+    rule: inference.DecisionRule  # the model's decision rule with the sidebar's confidence threshold
     explain: bool
 
 
@@ -84,11 +90,11 @@ def classify(_classifier: inference.Classifier, model_key: str, upload_ids: tupl
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _data: bytes,
+def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _data: bytes, class_index: int,
             max_pixels: int) -> np.ndarray:
-    """The Grad-CAM overlay of one upload."""
+    """The Grad-CAM overlay of one upload, for the class ``class_index``."""
     del upload_id  # only part of the cache key
-    return inference.explain_upload(_classifier, _data, max_pixels=max_pixels)
+    return inference.explain_upload(_classifier, _data, class_index=class_index, max_pixels=max_pixels)
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -105,6 +111,25 @@ def _run_label(run: inference.ModelRun) -> str:
 
 def _model_key(run: inference.ModelRun) -> str:
     return f"{run.model_file}:{run.model_file.stat().st_mtime_ns}"
+
+
+def _uncertain_reason(result: inference.UploadResult, predicted: str, probability: float,
+                      run: inference.ModelRun, rule: inference.DecisionRule) -> str:
+    if rule.decision_threshold is None or len(run.class_names) != 2:
+        return f"Leaning {predicted} at {probability:.1%}, below the {rule.confidence_threshold:.0%} threshold."
+    positive = run.class_names[rule.positive_index]
+    return (f"Leaning {predicted}: P({positive}) is {result.probabilities[rule.positive_index]:.1%}, within "
+            f"{rule.margin:.0%} of the {rule.decision_threshold:.1%} decision threshold.")
+
+
+def _grad_cam_source(classifier: inference.Classifier) -> str:
+    layer = classifier.grad_cam_layer
+    if layer is None:
+        return (f"Grad-CAM cannot localise at {classifier.image_size} px: every feature map of the backbone is "
+                f"smaller than {DEFAULTS.grad_cam_min_size}×{DEFAULTS.grad_cam_min_size}, so a heatmap would be "
+                "one flat colour. Train at a larger --image-size to see where the evidence lies.")
+    height, width = layer.output.shape[1:3]
+    return f"Grad-CAM weighs the feature map of {_code(layer.name)} ({height}×{width} at {classifier.image_size} px)."
 
 
 # ---------------------------------------------------------------------------------- sections
@@ -161,23 +186,30 @@ def open_model(run: inference.ModelRun) -> inference.Classifier:
     st.stop()
 
 
-def sidebar_settings(run: inference.ModelRun) -> Settings:
-    """The confidence threshold and the Grad-CAM switch."""
+def sidebar_settings(run: inference.ModelRun, classifier: inference.Classifier) -> Settings:
+    """The confidence threshold and the Grad-CAM switch (with the layer it explains from)."""
     threshold = st.sidebar.slider(
         "Confidence threshold", min_value=0.0, max_value=1.0, value=run.confidence_threshold, step=0.01,
         key=f"threshold:{run.path}",
-        help="A result whose top probability is below this is marked Uncertain. The default comes from "
+        help="A result whose top probability is below this is marked Uncertain; with a decision threshold "
+             "(two classes), one whose P(positive) is within this minus 0.5 of it. The default comes from "
              "the model's model.json.")
     explain_on = st.sidebar.toggle("Explain with Grad-CAM", value=False, key="explain",
                                    help="Colours the regions that made the model choose its class "
                                         "(gradient-weighted class activation map of the backbone's last "
-                                        "convolutional block). Costs about one extra model call per image.")
-    return Settings(threshold, explain_on)
+                                        "block, or of its deepest block still 4×4 at small image sizes). "
+                                        "Costs about one extra model call per image.")
+    if explain_on:
+        st.sidebar.caption(_grad_cam_source(classifier))
+    return Settings(run.decision_rule(threshold), explain_on)
 
 
-def model_card(run: inference.ModelRun) -> None:
-    """The chosen model at a glance: classes, image size, test metrics, date."""
+def model_card(run: inference.ModelRun, settings: Settings) -> None:
+    """The chosen model at a glance: classes, image size, test metrics, date, decision rule."""
     st.title(f"🔍 {', '.join(run.class_names[:-1])} or {run.class_names[-1]}?")
+    if run.demo:
+        st.warning(f"**{inference.DEMO_WARNING}** Its answers show how the app works, nothing about your "
+                   "images. Train on real data (README, steps 1-6) for a detector.", icon="⚠️")
     with st.container(border=True):
         details = [f"Model **{run.name}**", f"trained {run.created.astimezone():%Y-%m-%d %H:%M}",
                    f"classes {', '.join(run.class_names)}", f"{run.image_size} px"]
@@ -186,12 +218,16 @@ def model_card(run: inference.ModelRun) -> None:
             details.append(str(backbone))
         st.markdown(" · ".join(details))
         metrics = run.test_metrics()
-        if metrics:
+        if metrics and run.demo:  # no headline figures: they measure the synthetic test images only
+            st.caption("Test metrics on the synthetic demo images (they say nothing about real ones): "
+                       + ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in metrics.items()))
+        elif metrics:
             columns = st.columns(len(metrics))
             for column, (name, value) in zip(columns, metrics.items()):
                 column.metric(f"Test {name.replace('_', ' ')}", f"{value:.3f}")
         else:
             st.caption("No test metrics recorded for this model.")
+        st.caption(settings.rule.describe(run.class_names))
 
 
 def upload_section() -> list[UploadedFile]:
@@ -211,25 +247,29 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
         if not result.ok:
             st.error(f"{_code(result.name)} could not be classified: {result.error}")
             return
-        index, probability = result.top()
-        predicted = run.class_names[index]
+        index, uncertain = result.answer(settings.rule)
+        predicted, probability = run.class_names[index], float(result.probabilities[index])
         columns = st.columns([1, 1, 1.2] if settings.explain else [1, 1.6])
         columns[0].image(result.preview, caption=result.name, width="stretch")
-        if settings.explain:
+        if settings.explain and classifier.grad_cam_layer is None:
+            columns[1].info(_grad_cam_source(classifier))
+        elif settings.explain:
             try:
-                overlay = explain(classifier, _model_key(run), upload.file_id, upload.getvalue(), max_pixels)
+                overlay = explain(classifier, _model_key(run), upload.file_id, upload.getvalue(), index, max_pixels)
                 columns[1].image(overlay,
                                  caption=f"Grad-CAM: evidence for {predicted}", width="stretch")
             except Exception as error:  # an explanation that fails must not take the verdict with it
                 logger.exception("Grad-CAM failed for %s", result.name)
                 columns[1].warning(f"Grad-CAM failed for {_code(result.name)} ({type(error).__name__}: {error}).")
         with columns[-1]:
-            if result.uncertain(settings.threshold):
+            if uncertain:
                 st.markdown("### :orange[Uncertain]")
-                st.caption(f"Leaning {predicted} at {probability:.1%}, below the {settings.threshold:.0%} threshold.")
+                st.caption(_uncertain_reason(result, predicted, probability, run, settings.rule))
             else:
                 st.markdown(f"### {predicted}")
                 st.caption(f"{probability:.1%} probability")
+            if run.demo:
+                st.warning(inference.DEMO_WARNING, icon="⚠️")
             for name, value in zip(run.class_names, result.probabilities):
                 st.progress(float(np.clip(value, 0.0, 1.0)), text=f"{name}: {value:.1%}")
 
@@ -242,10 +282,11 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
     counts = {name: 0 for name in run.class_names}
     uncertain = 0
     for result in classified:
-        if result.uncertain(settings.threshold):
+        index, unsure = result.answer(settings.rule)
+        if unsure:
             uncertain += 1
         else:
-            counts[run.class_names[result.top()[0]]] += 1
+            counts[run.class_names[index]] += 1
     summary = [f"{count} {name}" for name, count in counts.items()]
     summary += [f"{uncertain} uncertain"] if uncertain else []
     summary += [f"{len(results) - len(classified)} not classified"] if len(classified) < len(results) else []
@@ -262,8 +303,10 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
 
 def batch_table(results: list[inference.UploadResult], run: inference.ModelRun, settings: Settings) -> None:
     """Every upload in one table, downloadable as CSV."""
-    rows = inference.results_table(results, run.class_names, settings.threshold)
+    rows = inference.results_table(results, run.class_names, settings.rule)
     st.subheader("All results")
+    if run.demo:
+        st.caption(inference.DEMO_WARNING)
     probability_columns = {
         f"p_{name}": st.column_config.ProgressColumn(f"P({name})", min_value=0.0, max_value=1.0, format="%.3f")
         for name in run.class_names}
@@ -285,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     run = model_selector(runs, default)
     classifier = open_model(run)
-    settings = sidebar_settings(run)
-    model_card(run)
+    settings = sidebar_settings(run, classifier)
+    model_card(run, settings)
     uploads = upload_section()
     if not uploads:
         return 0

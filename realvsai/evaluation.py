@@ -50,6 +50,7 @@ from realvsai import plots
 from realvsai.cli import progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
+from realvsai.inference import DEMO_WARNING, DecisionRule, is_demo, positive_index
 from realvsai.layout import SPLITS, TEST, VALIDATION, list_images
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
@@ -173,19 +174,6 @@ def _check_probabilities(probabilities: np.ndarray, num_classes: int, num_labels
     return probabilities / sums[:, None]
 
 
-def positive_index(class_names: Sequence[str], positive_class: str | None) -> int:
-    """Column of the positive class: ``positive_class`` by name, or class index 1 when None.
-
-    Raises:
-        ValueError: if ``positive_class`` is not one of ``class_names``.
-    """
-    if positive_class is None:
-        return 1
-    if positive_class not in class_names:
-        raise ValueError(f"positive class {positive_class!r} is not one of the classes {list(class_names)}")
-    return list(class_names).index(positive_class)
-
-
 def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | None:
     """A ranking metric, or None where the labels make it undefined (a single class present)."""
     with warnings.catch_warnings():
@@ -266,7 +254,9 @@ def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilit
 
 
 def _threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, threshold: float) -> dict[str, Any]:
-    predicted = np.where(scores >= threshold, positive, 1 - positive)
+    # The app's rule, so that the numbers at the threshold are the app's.
+    probabilities = np.stack([1 - scores, scores] if positive == 1 else [scores, 1 - scores], axis=-1)
+    predicted = DecisionRule(decision_threshold=threshold, positive_index=positive).decide(probabilities)
     precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
                                                                average="binary", zero_division=0)
     return {
@@ -412,7 +402,7 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, metric
     at = metrics.get("at_threshold")
     if at:
         positive = class_names.index(metrics["positive_class"])
-        predicted = np.where(probabilities[:, positive] >= at["threshold"], positive, 1 - positive)
+        predicted = DecisionRule(decision_threshold=at["threshold"], positive_index=positive).decide(probabilities)
         lines += [f"Predicted class = {metrics['positive_class']} when P({metrics['positive_class']}) >= "
                   f"{at['threshold']:.4f} (the decision threshold):", ""]
         lines.append(classification_report(labels, predicted, labels=class_ids, target_names=class_names,
@@ -479,11 +469,6 @@ def _check_output_count(probabilities: np.ndarray, model_info: Mapping[str, Any]
                         "with this model.")
 
 
-def _is_demo(model_info: Mapping[str, Any]) -> bool:
-    config = model_info.get("config") or {}
-    return bool(model_info.get("demo") or (isinstance(config, Mapping) and config.get("demo")))
-
-
 def _number(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -502,7 +487,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
               f"{model_info.get('image_size', '?')} px inside the model."]
     if model_info.get("created"):
         lines.append(f"Created {model_info['created']}.")
-    if _is_demo(model_info):
+    if is_demo(model_info):
         lines += ["", "**Demo model: trained on synthetic demo images, not on real data. Its numbers say nothing "
                   "about real photos or AI-generated images.**"]
 
@@ -549,6 +534,11 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "loss",
                     "expected_calibration_error"):
             lines.append(f"| {key} | {_number(metrics[key])} |")
+    # model_info is the one training wrote, before this evaluation added the threshold to model.json.
+    rule = DecisionRule.from_model_info({**model_info, "decision_threshold": metrics.get("decision_threshold"),
+                                         "positive_class": metrics.get("positive_class")})
+    lines += ["", f"{rule.describe(class_names)} The app answers by this rule"
+              + ("; the at-threshold column holds its numbers." if at else ".")]
     lines += ["", "| class | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|"]
     for name, values in metrics["per_class"].items():
         lines.append(f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} | "
@@ -581,8 +571,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     if metrics["num_images"] < 1000:
         lines.append(f"- The test set is small ({metrics['num_images']:,} images): a few images more or less right "
                      "move these numbers noticeably.")
-    if _is_demo(model_info):
-        lines.append("- Demo model: trained on synthetic images made for the demo; it detects nothing real.")
+    if is_demo(model_info):
+        lines.append(f"- {DEMO_WARNING}")
     return "\n".join(lines) + "\n"
 
 

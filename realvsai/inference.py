@@ -17,12 +17,13 @@ TensorFlow and Keras are imported when a model is loaded, so listing runs stays 
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import io
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,8 @@ MODEL_FILE, INFO_FILE, METRICS_FILE = "model.h5", "model.json", "metrics.json"
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
 # The layers Grad-CAM runs before the backbone; "augmentation" is skipped (it only acts in training).
 _AUGMENTATION_LAYER, _BACKBONE_LAYER, _RESIZE_LAYER = "augmentation", "backbone", "resize"
+# What the app says at the top and beside every answer of a demo model, and its model card says too.
+DEMO_WARNING = "Demo model trained on synthetic data: it detects nothing real."
 # Metrics worth a headline on the model card, in the order shown.
 HEADLINE_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall", "balanced_accuracy")
 
@@ -59,13 +62,107 @@ class ServeConfig:
     confidence_threshold: float = 0.6  # "Uncertain" below this, when model.json names none
     preview_size: int = 384  # longest side of the picture shown per upload, in pixels
     colormap: str = "turbo"  # matplotlib colormap of the Grad-CAM overlay (jet's perceptual successor)
+    # Grad-CAM explains from the deepest feature map at least this many cells on each side; a smaller
+    # one cannot say where (ResNet's last block is 1x1 at 32 px, so the map would be one flat tint).
+    grad_cam_min_size: int = 4
     heatmap_opacity: float = 0.45
 
 
 DEFAULTS = ServeConfig()
 
 
+# ----------------------------------------------------------------------------- the decision rule
+
+
+def positive_index(class_names: Sequence[str], positive_class: str | None) -> int:
+    """Column of the positive class: ``positive_class`` by name, or class index 1 when None.
+
+    Raises:
+        ValueError: if ``positive_class`` is not one of ``class_names``.
+    """
+    if positive_class is None:
+        return 1
+    if positive_class not in class_names:
+        raise ValueError(f"positive class {positive_class!r} is not one of the classes {list(class_names)}")
+    return list(class_names).index(positive_class)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How probabilities become an answer: the one rule of the app, the model card and ``--evaluate``.
+
+    Two classes with a decision threshold t (chosen on validation, kept in model.json): the positive
+    class when P(positive) >= t, else the other; Uncertain when P(positive) lies within
+    ``confidence_threshold - 0.5`` of t. Otherwise: the most probable class, Uncertain when its
+    probability is below ``confidence_threshold``. For two classes at t = 0.5 both say the same (the
+    top probability is below c exactly when P(positive) is within c - 0.5 of 0.5), so the threshold
+    moves the Uncertain band with it instead of changing its meaning.
+    """
+
+    confidence_threshold: float = DEFAULTS.confidence_threshold
+    decision_threshold: float | None = None  # on P(positive); two classes only
+    positive_index: int = 1  # column of the positive class (two classes)
+
+    @classmethod
+    def from_model_info(cls, info: Mapping[str, Any], confidence_threshold: float | None = None) -> DecisionRule:
+        """The rule model.json records (``decision_threshold``, ``positive_class``, ``confidence_threshold``).
+
+        Raises:
+            ValueError: if its positive_class is not one of its class_names.
+        """
+        class_names = list(info["class_names"])
+        binary = len(class_names) == 2
+        if confidence_threshold is None:
+            confidence_threshold = _number(info.get("confidence_threshold"))
+        return cls(DEFAULTS.confidence_threshold if confidence_threshold is None else confidence_threshold,
+                   _number(info.get("decision_threshold")) if binary else None,
+                   positive_index(class_names, info.get("positive_class") if binary else None))
+
+    def _thresholded(self, probabilities: np.ndarray) -> bool:
+        return self.decision_threshold is not None and probabilities.shape[-1] == 2
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """The class index of each row of ``probabilities`` (..., classes); one row gives one index."""
+        probabilities = np.asarray(probabilities)
+        if not self._thresholded(probabilities):
+            return np.argmax(probabilities, axis=-1)
+        return np.where(probabilities[..., self.positive_index] >= self.decision_threshold,
+                        self.positive_index, 1 - self.positive_index)
+
+    def uncertain(self, probabilities: np.ndarray) -> np.ndarray:
+        """True for each row of ``probabilities`` whose answer is Uncertain."""
+        probabilities = np.asarray(probabilities)
+        if not self._thresholded(probabilities):
+            return np.max(probabilities, axis=-1) < self.confidence_threshold
+        return np.abs(probabilities[..., self.positive_index] - self.decision_threshold) < self.margin
+
+    @property
+    def margin(self) -> float:
+        """How close to the decision threshold P(positive) is Uncertain."""
+        return self.confidence_threshold - 0.5
+
+    def describe(self, class_names: Sequence[str]) -> str:
+        """The rule in one sentence, as the app and the model card state it."""
+        if self.decision_threshold is None or len(class_names) != 2:
+            return (f"Decision rule: the most probable class; Uncertain when its probability is below the "
+                    f"confidence threshold {self.confidence_threshold:.2f}.")
+        positive, other = class_names[self.positive_index], class_names[1 - self.positive_index]
+        return (f"Decision rule: {positive} when P({positive}) ≥ {self.decision_threshold:.3f} (the decision "
+                f"threshold chosen on validation), else {other}; Uncertain when P({positive}) is within "
+                f"{self.margin:.2f} of it (the confidence threshold {self.confidence_threshold:.2f} minus 0.5).")
+
+
 # ----------------------------------------------------------------------------------- run folders
+
+
+def is_demo(info: Mapping[str, Any]) -> bool:
+    """Whether model.json says the model was trained on the synthetic demo data (``--demo``)."""
+    config = info.get("config") or {}
+    return bool(info.get("demo") or (isinstance(config, Mapping) and config.get("demo")))
 
 
 @dataclass(frozen=True)
@@ -91,9 +188,16 @@ class ModelRun:
         return int(self.info["image_size"])
 
     @property
+    def demo(self) -> bool:
+        return is_demo(self.info)
+
+    @property
     def confidence_threshold(self) -> float:
-        value = self.info.get("confidence_threshold")
-        return float(value) if isinstance(value, int | float) else DEFAULTS.confidence_threshold
+        return self.decision_rule().confidence_threshold
+
+    def decision_rule(self, confidence_threshold: float | None = None) -> DecisionRule:
+        """The rule this model decides by; ``confidence_threshold`` replaces model.json's."""
+        return DecisionRule.from_model_info(self.info, confidence_threshold)
 
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics: model.json's ``test_metrics``, else the numbers metrics.json holds."""
@@ -149,6 +253,11 @@ def read_run(path: Path) -> ModelRun:
         raise UserError(f"{info_file} has no list of at least two class_names. Train the model again.")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise UserError(f"{info_file} has no positive integer image_size. Train the model again.")
+    try:
+        DecisionRule.from_model_info(info)
+    except ValueError as error:
+        raise UserError(f"{info_file}: its positive_class does not fit ({error}). Set positive_class to one "
+                        "of the class_names, or train the model again.") from error
     metrics_file = folder / METRICS_FILE
     try:
         metrics = _read_json(metrics_file) if metrics_file.is_file() else {}
@@ -178,6 +287,27 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
             skipped.append((folder, str(error)))
     runs.sort(key=lambda run: (run.created, run.name), reverse=True)
     return runs, skipped
+
+
+# ------------------------------------------------------------------------------------- the model
+
+
+def grad_cam_layer(backbone: keras.Model, min_size: int = DEFAULTS.grad_cam_min_size) -> keras.layers.Layer | None:
+    """The backbone layer Grad-CAM explains from: the deepest block output at least ``min_size`` a side.
+
+    Block outputs are ResNet's ``*_out`` layers, which every path to the output passes through (the
+    next block's shortcut starts there); a backbone without them offers all of its layers. At 224 px
+    this is the last block (7x7); at 32 px, where the last block is 1x1, the last 4x4 one.
+
+    Returns:
+        The layer, or None when no feature map is ``min_size`` a side (a heatmap could not localise).
+    """
+    layers = [layer for layer in backbone.layers if len(layer.output.shape) == 4]
+    blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
+    if layers and blocks[-1] is not layers[-1]:
+        blocks.append(layers[-1])  # the backbone's own output counts as a block output
+    return next((layer for layer in reversed(blocks)
+                 if min(layer.output.shape[1], layer.output.shape[2]) >= min_size), None)
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -254,17 +384,32 @@ class Classifier:
         before = [layer for layer in layers[:index] if layer.name != _AUGMENTATION_LAYER]
         return before, layers[index], layers[index + 1:]
 
+    @functools.cached_property
+    def grad_cam_layer(self) -> keras.layers.Layer | None:
+        """The backbone layer whose feature map Grad-CAM weighs (see ``grad_cam_layer``); None: it cannot localise."""
+        return grad_cam_layer(self._split_layers()[1])
+
+    @functools.cached_property
+    def _grad_cam_backbone(self) -> keras.Model:
+        """The backbone, giving the explained feature map as well as its own output."""
+        import keras
+
+        backbone = self._split_layers()[1]
+        return keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
+
     def _grad_cam_graph(self, image: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         import keras
         import tensorflow as tf
 
-        before, backbone, head = self._split_layers()
+        before, _, head = self._split_layers()
         pixels = image[tf.newaxis]
         for layer in before:
             pixels = layer(pixels, training=False)
-        features = backbone(pixels, training=False)  # the last convolutional block's feature map
         with tf.GradientTape() as tape:
-            tape.watch(features)
+            # The explained map is inside the backbone: the tape records the backbone from its input
+            # (a frozen backbone has no trainable variables that would make it record by itself).
+            tape.watch(pixels)
+            explained, features = self._grad_cam_backbone(pixels, training=False)
             hidden = features
             for layer in head[:-1]:
                 hidden = layer(hidden, training=False)
@@ -282,18 +427,19 @@ class Classifier:
             # so only this centred score is evidence for the class over the others (for two classes
             # it is half the log-odds), and unlike the probability it does not saturate near 1.
             score = logits[0, target] - tf.reduce_mean(logits[0])
-        gradients = tf.cast(tape.gradient(score, features), tf.float32)[0]  # (h, w, channels)
+        gradients = tf.cast(tape.gradient(score, explained), tf.float32)[0]  # (h, w, channels)
         channel_weights = tf.reduce_mean(gradients, axis=(0, 1))
-        cam = tf.nn.relu(tf.reduce_sum(tf.cast(features[0], tf.float32) * channel_weights, axis=-1))
+        cam = tf.nn.relu(tf.reduce_sum(tf.cast(explained[0], tf.float32) * channel_weights, axis=-1))
         peak = tf.reduce_max(cam)
         cam = tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), tf.zeros_like(cam))
         return cam, target
 
     def grad_cam(self, image: np.ndarray, class_index: int | None = None,
                  output_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Grad-CAM heatmap of ``image`` for ``class_index`` (default: the predicted class).
+        """Grad-CAM heatmap of ``image`` for ``class_index`` (default: the most probable class).
 
-        Gradients of the class score with respect to the backbone's feature map, averaged over
+        Gradients of the class score with respect to the feature map of ``grad_cam_layer`` (the
+        backbone's last block, or the deepest one still 4x4 at small image sizes), averaged over
         space, weight its channels; the weighted map's positive part, scaled to a peak of 1 and
         upsampled, shows where the evidence for the class lies.
 
@@ -304,9 +450,15 @@ class Classifier:
 
         Returns:
             A float32 (height, width) array in [0, 1]; all zeros when nothing speaks for the class.
+
+        Raises:
+            ValueError: for an unknown class, or when no feature map is large enough to localise.
         """
         import tensorflow as tf
 
+        if self.grad_cam_layer is None:
+            raise ValueError(f"Grad-CAM cannot localise at {self.image_size} px: every feature map of the backbone "
+                             f"is smaller than {DEFAULTS.grad_cam_min_size}x{DEFAULTS.grad_cam_min_size}")
         if class_index is not None and not 0 <= class_index < len(self.class_names):
             raise ValueError(f"class_index {class_index} is not one of the {len(self.class_names)} classes")
         cam, _ = self._grad_cam_fn(self.prepare(image), tf.constant(-1 if class_index is None else class_index,
@@ -363,14 +515,9 @@ class UploadResult:
     def ok(self) -> bool:
         return self.probabilities is not None
 
-    def top(self) -> tuple[int, float]:
-        """Index and probability of the most likely class."""
-        index = int(np.argmax(self.probabilities))
-        return index, float(self.probabilities[index])
-
-    def uncertain(self, threshold: float) -> bool:
-        """True when even the most likely class is below ``threshold``."""
-        return self.top()[1] < threshold
+    def answer(self, rule: DecisionRule) -> tuple[int, bool]:
+        """The class ``rule`` decides (its index) and whether the answer is Uncertain."""
+        return int(rule.decide(self.probabilities)), bool(rule.uncertain(self.probabilities))
 
 
 def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels) -> np.ndarray:
@@ -442,17 +589,17 @@ def classify_uploads(
     return [UploadResult(**slot) for slot in slots]
 
 
-def explain_upload(classifier: Classifier, data: bytes, *, max_pixels: int = DEFAULTS.max_pixels,
-                   preview_size: int = DEFAULTS.preview_size, opacity: float = DEFAULTS.heatmap_opacity,
-                   colormap: str = DEFAULTS.colormap) -> np.ndarray:
-    """The upload's preview with its Grad-CAM heatmap (for the predicted class) laid over it.
+def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | None = None,
+                   max_pixels: int = DEFAULTS.max_pixels, preview_size: int = DEFAULTS.preview_size,
+                   opacity: float = DEFAULTS.heatmap_opacity, colormap: str = DEFAULTS.colormap) -> np.ndarray:
+    """The upload's preview with the Grad-CAM heatmap of ``class_index`` (default: argmax) laid over it.
 
     Raises:
         ImageDecodeError: if the data is not a usable image.
     """
     image = decode_upload(data, max_pixels)
     preview = preview_image(image, preview_size)
-    heatmap = classifier.grad_cam(image, output_size=preview.shape[:2])
+    heatmap = classifier.grad_cam(image, class_index, output_size=preview.shape[:2])
     return overlay_heatmap(preview, heatmap, opacity=opacity, colormap=colormap)
 
 
@@ -476,19 +623,19 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = 
 # ------------------------------------------------------------------------------------- results
 
 
-def results_table(results: Sequence[UploadResult], class_names: Sequence[str], threshold: float
+def results_table(results: Sequence[UploadResult], class_names: Sequence[str], rule: DecisionRule
                   ) -> list[dict[str, Any]]:
-    """One row per upload: file, predicted class, a probability per class, uncertain, error."""
+    """One row per upload: file, the class ``rule`` decides, a probability per class, uncertain, error."""
     rows = []
     for result in results:
         row: dict[str, Any] = {"file": result.name, "predicted": None}
         row.update({f"p_{name}": None for name in class_names})
         row.update(uncertain=None, error=result.error or "")
         if result.ok:
-            index, _ = result.top()
+            index, uncertain = result.answer(rule)
             row["predicted"] = class_names[index]
             row.update({f"p_{name}": float(p) for name, p in zip(class_names, result.probabilities)})
-            row["uncertain"] = result.uncertain(threshold)
+            row["uncertain"] = uncertain
         rows.append(row)
     return rows
 

@@ -182,6 +182,69 @@ def test_the_threshold_defaults_to_the_model_json_value_and_marks_results_uncert
     assert verdicts(app) == ["REAL"]
 
 
+@pytest.fixture(scope="module")
+def thresholded_models(tmp_path_factory) -> Path:
+    """One run, the evidence stand-in, whose model.json calls FAKE from P(FAKE) >= 0.3 (confidence 0.6)."""
+    models = tmp_path_factory.mktemp("thresholded")
+    write_run(models, "thresholded", evidence=True, info={"positive_class": "FAKE", "decision_threshold": 0.3})
+    return models
+
+
+def test_two_classes_are_decided_at_the_model_json_decision_threshold(start_app, thresholded_models):
+    app = upload(start_app("--models", thresholded_models), UNSURE)  # P(FAKE) 0.47: argmax would say REAL
+
+    assert verdicts(app) == ["FAKE"]
+    assert list(app.dataframe[0].value["predicted"]) == ["FAKE"]
+
+
+def test_the_page_states_the_decision_rule(start_app, thresholded_models):
+    app = start_app("--models", thresholded_models)
+
+    rule = inference.read_run(thresholded_models / "thresholded").decision_rule(0.6)
+    assert any(rule.describe(["FAKE", "REAL"]) in text for text in texts(app))
+
+
+def test_grad_cam_explains_the_class_decided_at_the_threshold(start_app, thresholded_models):
+    app = upload(start_app("--models", thresholded_models), UNSURE)
+
+    app.toggle[0].set_value(True).run()
+
+    assert [image.proto.imgs[0].caption for image in app.get("image")][1] == "Grad-CAM: evidence for FAKE"
+
+
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory) -> Path:
+    """One run trained on the synthetic demo data (model.json's config says "demo": true)."""
+    models = tmp_path_factory.mktemp("demo")
+    write_run(models, "demo", evidence=True, info={"config": {"epochs": 1, "demo": True}})
+    return models
+
+
+def demo_warnings(app: AppTest) -> list[str]:
+    return [warning.value for warning in app.warning if inference.DEMO_WARNING in warning.value]
+
+
+def test_a_demo_model_is_marked_at_the_top_and_its_metrics_are_no_headline(start_app, demo_models):
+    app = start_app("--models", demo_models)
+
+    assert app.main.children[0].type == "title" and app.main.children[1].type == "warning"  # right under the title
+    assert inference.DEMO_WARNING in app.main.children[1].value
+    assert not app.metric
+
+
+def test_every_answer_of_a_demo_model_carries_the_demo_warning(start_app, demo_models):
+    app = upload(start_app("--models", demo_models), SURE, DARK)
+
+    assert verdicts(app) == ["REAL", "FAKE"]
+    assert len(demo_warnings(app)) == 1 + 2  # the top, and one per answer
+
+
+def test_a_real_model_shows_no_demo_warning(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), SURE)
+
+    assert demo_warnings(app) == []
+
+
 def test_the_grad_cam_toggle_adds_a_heatmap_to_each_image(start_app, models_dir):
     app = upload(start_app("--models", models_dir), SURE, DARK)
     assert len(app.get("image")) == 2
@@ -192,6 +255,25 @@ def test_the_grad_cam_toggle_adds_a_heatmap_to_each_image(start_app, models_dir)
     assert len(app.get("image")) == 4
     captions = [image.proto.imgs[0].caption for image in app.get("image")]
     assert captions == ["noise.jpg", "Grad-CAM: evidence for REAL", "night.png", "Grad-CAM: evidence for FAKE"]
+
+
+def test_grad_cam_names_the_layer_it_explains_from(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), SURE)
+
+    app.toggle[0].set_value(True).run()
+
+    assert any("conv2" in caption.value and "16×16" in caption.value for caption in app.sidebar.caption)
+
+
+def test_grad_cam_says_so_when_the_model_cannot_localise(start_app, tmp_path):
+    write_run(tmp_path, "tiny", model=build_stand_in(image_size=2), image_size=2)  # feature maps 2x2 and 1x1
+    app = upload(start_app("--models", tmp_path), SURE)
+
+    app.toggle[0].set_value(True).run()
+
+    assert not app.exception
+    assert len(app.get("image")) == 1  # the upload, and no heatmap
+    assert any("cannot localise" in text for text in texts(app))
 
 
 def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypatch):

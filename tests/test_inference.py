@@ -68,18 +68,21 @@ def build_stand_in(class_names=CLASS_NAMES, image_size: int = IMAGE_SIZE, eviden
 
 def write_run(models_dir: Path, name: str, model=None, *, created: str | None = "2025-01-02T03:04:05+00:00",
               class_names=CLASS_NAMES, image_size: int = IMAGE_SIZE, threshold: float = 0.6,
-              metrics: dict | None = None, evidence: bool = False) -> Path:
-    """Writes ``models_dir/name/`` as training does: model.h5, model.json and metrics.json."""
+              metrics: dict | None = None, evidence: bool = False, info: dict | None = None) -> Path:
+    """Writes ``models_dir/name/`` as training does: model.h5, model.json and metrics.json.
+
+    ``info`` adds to (or replaces) model.json's keys.
+    """
     folder = Path(models_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     model = model if model is not None else build_stand_in(class_names, image_size, evidence=evidence)
     model.save(folder / "model.h5")
-    info = {"class_names": list(class_names), "image_size": image_size, "positive_class": class_names[0],
-            "backbone": "stand-in", "weights": "none", "confidence_threshold": threshold,
-            "test_metrics": {"accuracy": 0.91, "f1": 0.9, "roc_auc": 0.95}}
+    content = {"class_names": list(class_names), "image_size": image_size, "positive_class": class_names[0],
+               "backbone": "stand-in", "weights": "none", "confidence_threshold": threshold,
+               "test_metrics": {"accuracy": 0.91, "f1": 0.9, "roc_auc": 0.95}}
     if created is not None:
-        info["created"] = created
-    (folder / "model.json").write_text(json.dumps(info))
+        content["created"] = created
+    (folder / "model.json").write_text(json.dumps({**content, **(info or {})}))
     (folder / "metrics.json").write_text(json.dumps(metrics or {"accuracy": 0.91, "f1": 0.9}))
     return folder
 
@@ -182,6 +185,12 @@ def test_read_run_rejects_a_model_json_without_class_names(tmp_path):
 
     with pytest.raises(UserError, match="class_names"):
         inference.read_run(folder)
+
+
+@pytest.mark.parametrize("info", [{"config": {"epochs": 1, "demo": True}}, {"demo": True}])
+def test_a_run_trained_on_demo_data_is_a_demo(tmp_path, info):
+    assert inference.read_run(write_run(tmp_path, "demo", info=info)).demo
+    assert not inference.read_run(write_run(tmp_path, "real", info={"config": {"demo": False}})).demo
 
 
 def test_test_metrics_fall_back_to_metrics_json(tmp_path):
@@ -390,6 +399,42 @@ def test_grad_cam_of_another_class_differs(evidence_classifier):
                            evidence_classifier.grad_cam(image, class_index=1))
 
 
+def test_grad_cam_explains_from_the_deepest_layer_of_at_least_4x4(classifier):
+    # The stand-in's backbone: conv1 32x32, conv2 16x16 (its output).
+    assert classifier.grad_cam_layer.name == "conv2"
+
+
+def test_grad_cam_of_a_model_whose_feature_maps_are_all_below_4x4_has_no_layer_and_says_it_cannot_localise():
+    classifier = inference.Classifier(build_stand_in(image_size=2), CLASS_NAMES, 2)  # conv1 2x2, conv2 1x1
+
+    assert classifier.grad_cam_layer is None
+    with pytest.raises(ValueError, match="cannot localise"):
+        classifier.grad_cam(random_image(14, 20, 20))
+
+
+def test_grad_cam_of_a_224_px_resnet_uses_its_last_block():
+    model_module = pytest.importorskip("realvsai.model")
+    model = model_module.build_model(2, image_size=224, backbone="resnet101", weights=None, augment="none")
+
+    layer = inference.Classifier(model, CLASS_NAMES, 224).grad_cam_layer
+
+    assert layer.name == "conv5_block3_out"
+    assert layer is model.get_layer("backbone").layers[-1]
+
+
+@pytest.mark.slow  # a ResNet101 forward and backward pass
+def test_grad_cam_of_a_32_px_resnet_is_not_a_flat_tint():
+    model_module = pytest.importorskip("realvsai.model")
+    # At 32 px ResNet's last block is 1x1: a heatmap from it is one colour whatever the image.
+    model = model_module.build_model(2, image_size=32, backbone="resnet101", weights=None, augment="none")
+    classifier = inference.Classifier(model, CLASS_NAMES, 32)
+
+    heatmap = classifier.grad_cam(random_image(15, 48, 40))
+
+    assert heatmap.std() > 0.01
+    assert classifier.grad_cam_layer.name == "conv3_block4_out"  # 4x4
+
+
 def test_overlay_keeps_the_image_size_and_colours_the_hot_area():
     image = np.full((40, 60, 3), 128, np.uint8)
     heatmap = np.zeros((4, 6), np.float32)
@@ -414,18 +459,11 @@ def _result(name: str, probabilities=None, error=None) -> inference.UploadResult
     return inference.UploadResult(name, None if probabilities is None else np.array(probabilities, np.float32), error)
 
 
-def test_a_top_probability_below_the_threshold_is_uncertain():
-    result = _result("x.png", [0.45, 0.55])
-
-    assert result.uncertain(0.6)
-    assert not result.uncertain(0.5)
-
-
 def test_results_csv_has_a_row_per_upload_with_every_probability_and_the_errors():
     results = [_result("a.png", [0.9, 0.1]), _result("b.txt", error="not an image: broken"),
                _result("c.png", [0.45, 0.55])]
 
-    text = inference.results_csv(inference.results_table(results, CLASS_NAMES, threshold=0.6))
+    text = inference.results_csv(inference.results_table(results, CLASS_NAMES, inference.DecisionRule(0.6)))
 
     assert text.splitlines() == [
         "file,predicted,p_FAKE,p_REAL,uncertain,error",
@@ -435,10 +473,99 @@ def test_results_csv_has_a_row_per_upload_with_every_probability_and_the_errors(
     ]
 
 
+def test_results_table_predicts_at_the_decision_threshold():
+    results = [_result("a.png", [0.45, 0.55]), _result("b.png", [0.1, 0.9])]
+
+    rows = inference.results_table(results, CLASS_NAMES, inference.DecisionRule(0.6, 0.3, positive_index=0))
+
+    assert [(row["predicted"], row["uncertain"]) for row in rows] == [("FAKE", False), ("REAL", False)]
+
+
 def test_results_csv_keeps_a_formula_like_file_name_from_running_in_a_spreadsheet():
-    text = inference.results_csv(inference.results_table([_result("=cmd.png", [0.5, 0.5])], CLASS_NAMES, 0.6))
+    text = inference.results_csv(inference.results_table([_result("=cmd.png", [0.5, 0.5])], CLASS_NAMES,
+                                                         inference.DecisionRule(0.6)))
 
     assert text.splitlines()[1].startswith("'=cmd.png,")
+
+
+# ---------------------------------------------------------------------------- the decision rule
+
+
+def test_two_classes_are_decided_by_p_positive_at_the_decision_threshold():
+    rule = inference.DecisionRule(confidence_threshold=0.6, decision_threshold=0.3, positive_index=0)
+
+    assert rule.decide(np.array([[0.4, 0.6], [0.29, 0.71], [0.3, 0.7]])).tolist() == [0, 1, 0]
+    assert rule.decide(np.array([0.4, 0.6])) == 0
+
+
+def test_without_a_decision_threshold_the_most_probable_class_is_decided():
+    rule = inference.DecisionRule(confidence_threshold=0.6)
+
+    assert rule.decide(np.array([[0.4, 0.6], [0.7, 0.3]])).tolist() == [1, 0]
+    assert rule.decide(np.array([0.2, 0.5, 0.3])) == 1
+
+
+def test_at_a_threshold_uncertain_means_p_positive_within_the_confidence_margin_of_it():
+    # Confidence 0.6 is a margin of 0.1 on either side of the threshold 0.3.
+    rule = inference.DecisionRule(confidence_threshold=0.6, decision_threshold=0.3, positive_index=0)
+    probabilities = np.array([[0.25, 0.75], [0.35, 0.65], [0.45, 0.55], [0.15, 0.85]])
+
+    assert rule.uncertain(probabilities).tolist() == [True, True, False, False]
+
+
+def test_without_a_threshold_uncertain_means_the_top_probability_below_the_confidence_threshold():
+    rule = inference.DecisionRule(confidence_threshold=0.6)
+
+    assert rule.uncertain(np.array([[0.45, 0.55], [0.35, 0.65]])).tolist() == [True, False]
+    assert rule.uncertain(np.array([[0.5, 0.3, 0.2], [0.7, 0.2, 0.1]])).tolist() == [True, False]
+
+
+def test_a_run_decides_with_the_threshold_and_positive_class_of_its_model_json(tmp_path):
+    folder = write_run(tmp_path, "run", info={"positive_class": "FAKE", "decision_threshold": 0.3})
+
+    assert inference.read_run(folder).decision_rule(0.6) == inference.DecisionRule(0.6, 0.3, positive_index=0)
+
+
+def test_a_run_without_a_decision_threshold_decides_by_the_most_probable_class(tmp_path):
+    folder = write_run(tmp_path, "run", info={"decision_threshold": None})
+
+    assert inference.read_run(folder).decision_rule(0.7) == inference.DecisionRule(0.7, None, positive_index=0)
+
+
+def test_read_run_rejects_a_positive_class_that_is_not_a_class(tmp_path):
+    folder = write_run(tmp_path, "run", info={"positive_class": "CAT", "decision_threshold": 0.3})
+
+    with pytest.raises(UserError, match="positive_class"):
+        inference.read_run(folder)
+
+
+THRESHOLD_LABELS = np.array([0, 0, 1, 1, 0, 1])
+THRESHOLD_PROBABILITIES = np.array([[0.4, 0.6], [0.2, 0.8], [0.35, 0.65], [0.6, 0.4], [0.31, 0.69], [0.29, 0.71]])
+
+
+def test_evaluation_at_the_threshold_predicts_what_the_app_decides():
+    from sklearn.metrics import confusion_matrix
+
+    from realvsai import evaluation
+
+    rule = inference.DecisionRule(0.6, 0.3, positive_index=0)
+
+    metrics = evaluation.compute_metrics(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, CLASS_NAMES, "FAKE", 0.3)
+
+    decided = rule.decide(THRESHOLD_PROBABILITIES)
+    assert metrics["at_threshold"]["confusion_matrix"] == confusion_matrix(THRESHOLD_LABELS, decided).tolist()
+
+
+def test_the_model_card_states_the_rule_the_app_decides_with():
+    from realvsai import evaluation
+
+    metrics = evaluation.compute_metrics(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, CLASS_NAMES, "FAKE", 0.3)
+    info = {"class_names": CLASS_NAMES, "image_size": 32, "positive_class": "FAKE", "confidence_threshold": 0.6,
+            "decision_threshold": 0.3}
+
+    card = evaluation.render_card(info, {**metrics, "folder": "data/test"}, "Model card")
+
+    assert inference.DecisionRule(0.6, 0.3, positive_index=0).describe(CLASS_NAMES) in card
 
 
 # -------------------------------------------------------------------------------- the real model
@@ -447,7 +574,7 @@ def test_results_csv_keeps_a_formula_like_file_name_from_running_in_a_spreadshee
 @pytest.mark.slow  # about 10 s alone, twice that on a busy machine
 def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
     model_module = pytest.importorskip("realvsai.model")
-    # 64 px gives ResNet's last block a 2x2 map; at 32 px it is 1x1 and every heatmap is flat.
+    # 64 px gives ResNet's last block a 2x2 map, so Grad-CAM explains from the last 4x4 one.
     model = model_module.build_model(2, image_size=64, backbone="resnet50", weights=None, augment="none")
     folder = write_run(tmp_path, "resnet", model, image_size=64)
 
@@ -459,6 +586,7 @@ def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
 
     np.testing.assert_allclose(probabilities, model(image[None].astype(np.float32), training=False), atol=1e-5)
     assert classifier.model.get_layer("backbone").output.shape[1:3] == (2, 2)
+    assert classifier.grad_cam_layer.name == "conv4_block6_out"
     assert heatmap.shape == (80, 96) and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     assert heatmap.max() - heatmap.min() > 0.1
     np.testing.assert_array_equal(heatmap, classifier.grad_cam(image))
