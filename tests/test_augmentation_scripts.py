@@ -149,6 +149,27 @@ def test_copies_cut_short_or_zero_filled_are_made_again(data, tmp_path):
     assert tree(twin / "augmented_train") == tree(data / "augmented_train")
 
 
+def test_a_users_file_under_a_copys_name_is_never_replaced(data):
+    folder = data / "augmented_train" / "REAL"
+    picture = write_image(folder / "aug_img_000_0.jpg", seed=7, fmt="PNG")  # a PNG named .jpg: no JPEG end marker
+    note = folder / "aug_img_001_1.jpg"
+    note.write_text("my notes\n")
+    kept = {picture: picture.read_bytes(), note: note.read_bytes()}
+    augment(data)
+    assert {path: path.read_bytes() for path in kept} == kept
+
+
+def test_a_users_file_in_the_way_is_named_and_fails_the_run_after_the_other_copies(data, capsys):
+    note = data / "augmented_train" / "REAL" / "aug_img_001_1.jpg"
+    note.parent.mkdir(parents=True)
+    note.write_text("my notes\n")
+    assert augment(data) == 1
+    err = capsys.readouterr().err
+    assert str(note) in err and "kept" in err
+    assert err.strip().splitlines()[-1].startswith("error: ")
+    assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 12  # the 11 copies, and the note
+
+
 def test_copies_moved_into_train_are_neither_remade_nor_augmented_again(data):
     assert augment(data) == 0
     assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
