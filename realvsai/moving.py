@@ -100,7 +100,8 @@ def is_made(path: Path | str) -> bool:
     """True when ``path`` holds a complete copy: a JPEG file that ends with its end-of-image marker.
 
     An interrupted write or a power cut can leave a copy empty, cut short or zero-filled; such a
-    file is not made, and the next run of DataAugmentation.py replaces it.
+    file is not made, and the next run of DataAugmentation.py makes it again
+    (``augmentation.write_new_file``, which replaces only what an interrupted write left).
     """
     try:
         handle = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
