@@ -826,6 +826,19 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) 
     return True
 
 
+def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Adds ``rows`` to the CSV at ``path`` (created when missing), keeping every row already there.
+
+    The file is rewritten atomically, so an interruption leaves the old list or the new one. Rows
+    of an older file with other columns keep their values under the columns ``header`` shares.
+    """
+    old_rows = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as stream:
+            old_rows = [[row.get(name) or "" for name in header] for row in csv.DictReader(stream)]
+    write_csv(path, header, [*old_rows, *rows])
+
+
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:
     """Adds the options DataSplitD1.py and DataSplitD2.py share, with ``defaults``."""
     parser.add_argument("--out", type=Path, default=defaults.out,
