@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib
 import logging
@@ -343,6 +344,20 @@ def test_move_renames_a_copy_whose_name_is_taken_by_other_content(augmented):
     assert taken.read_bytes() == original
     renamed = [path for path in taken.parent.glob("aug_img_000_0_*.jpg")]
     assert [path.read_bytes() for path in renamed] == [copy]
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_move_refuses_a_copy_identical_to_a_validation_or_test_image(augmented, split, capsys):
+    copy = augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
+    (augmented / split / "REAL").mkdir(parents=True)
+    shutil.copy2(copy, augmented / split / "REAL" / "held_out.jpg")
+    digest = hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert move(augmented) == 0
+    assert copy.is_file()
+    assert digest not in digests(augmented / "train")
+    with open(augmented / "move-refused.csv", newline="") as stream:
+        assert [Path(row["source"]).name for row in csv.DictReader(stream)] == [copy.name]
+    assert "refused 1" in capsys.readouterr().out
 
 
 def test_move_refuses_a_class_train_does_not_have_and_moves_nothing(augmented, capsys):
