@@ -357,7 +357,7 @@ def test_move_refuses_a_copy_identical_to_a_validation_or_test_image(augmented, 
     assert digest not in digests(augmented / "train")
     with open(augmented / "move-refused.csv", newline="") as stream:
         assert [Path(row["source"]).name for row in csv.DictReader(stream)] == [copy.name]
-    assert "refused 1" in capsys.readouterr().out
+    assert "Refused 1 identical to a validation or test image" in capsys.readouterr().out
 
 
 def test_move_refuses_a_class_train_does_not_have_and_moves_nothing(augmented, capsys):
