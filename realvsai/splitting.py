@@ -5,8 +5,8 @@ Both split scripts (DataSplitD1.py, DataSplitD2.py) run the same steps:
 1. list SOURCE's files and sort them, so the order the file system lists them in never matters;
 2. read each file once, in parallel: its sha256 and a full decode check come from the same bytes;
 3. plan: cut each class with ``random.Random(seed)``; an exact duplicate (same sha256) follows its
-   first copy, so no content ever sits in two splits; files that are not images or do not decode
-   are left out and listed in ``skipped.csv``;
+   first copy, so no content ever sits in two splits; files that are not images, do not decode
+   or are hidden are left out and listed in ``skipped.csv``;
 4. write ``manifest.csv`` (the plan: split, class, path, sha256, source), then place the files:
    copy (one write of the bytes already read), move or hard-link, each file written under a
    temporary name and renamed into place.
@@ -112,7 +112,7 @@ class SplitReport:
     counts: Counter = field(default_factory=Counter)
     num_images: int = 0  # image files read (whether usable or not)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason): not placed
-    num_unreadable: int = 0  # of ``skipped``: not an image or does not decode
+    num_unreadable: int = 0  # of ``skipped``: not an image, does not decode, or hidden
     num_duplicates: int = 0  # exact duplicates placed with their first copy
     num_dropped: int = 0  # of ``skipped``: train files identical to a test file (DataSplitD2)
     num_written: int = 0
@@ -454,23 +454,32 @@ def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_It
 def _list_items(
     root: Path, class_dirs: Sequence[Path], locate: Callable[[str], tuple[str, str, str] | None]
 ) -> tuple[list[_Item], list[tuple[str, str]]]:
-    """The image files under ``class_dirs`` (recursively), and the other files with why they are skipped."""
+    """The image files under ``class_dirs`` (recursively), and the other files with why they are skipped.
+
+    Hidden files and folders are left out, and listed too: a ``.cat.jpg`` is as easy to miss as a ``cat.txt``.
+    """
     items, not_images = [], []
     prefix = len(str(root)) + 1
     extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
     for folder in progress(class_dirs, desc="listing", unit="folder"):
-        for path in _walk(str(root / folder.resolve().relative_to(root))):
+        hidden: list[tuple[str, bool]] = []
+        for path in _walk(str(root / folder.resolve().relative_to(root)), hidden):
             key = path[prefix:].replace(os.sep, "/")
             located = locate(key)
             if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS or located is None:
                 not_images.append((path, f"not an image file (image names end in {extensions})"))
                 continue
             items.append(_Item(key, *located, path, path))
+        not_images.extend((path, "hidden folder (names starting with '.' are left out; its files are not read)"
+                           if is_folder else "hidden file (names starting with '.' are left out)")
+                          for path, is_folder in hidden)
     return items, not_images
 
 
-def _walk(folder: str) -> Iterator[str]:
+def _walk(folder: str, hidden: list[tuple[str, bool]] | None = None) -> Iterator[str]:
     """Visible files below ``folder``; hidden files and folders (``.DS_Store``, ``._x.jpg``) are left out.
+
+    When ``hidden`` is given, each hidden entry left out is added to it as (path, is a folder).
 
     ``os.scandir`` knows each entry's type from the directory listing itself, so this costs one
     system call per folder rather than one ``stat`` per file as ``layout.list_images`` does (0.03 s
@@ -480,9 +489,11 @@ def _walk(folder: str) -> Iterator[str]:
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
+                if hidden is not None:
+                    hidden.append((entry.path, entry.is_dir()))
                 continue
             if entry.is_dir():
-                yield from _walk(entry.path)
+                yield from _walk(entry.path, hidden)
             elif entry.is_file():
                 yield entry.path
 
@@ -865,9 +876,14 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
 def _log_problems(report: SplitReport) -> None:
     if report.num_unreadable:
         examples = "; ".join(f"{source}: {reason}" for source, reason in report.skipped[:3])
-        logger.warning("skipped %d files that are not usable images (e.g. %s); the list is in %s",
+        logger.warning("skipped %d files that are not usable images or are hidden (e.g. %s); the list is in %s",
                        report.num_unreadable, examples, report.skipped_path)
     classes = sorted({class_name for _, class_name in report.counts})
+    if len(classes) == 1:
+        # Not an error: another class can still be merged in (DataMerger.py) before training.
+        logger.warning("only one class (%s) has usable images in this split, but a classifier needs at least two. "
+                       "Add a folder of images for each other class to SOURCE and split again, or merge another "
+                       "split dataset into %s with DataMerger.py, before training", classes[0], report.out)
     used = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
     for class_name in classes:
         empty = [split for split in used if not report.counts[(split, class_name)]]
@@ -892,7 +908,7 @@ def format_report(report: SplitReport) -> str:
         f"{report.num_in_place:,} already in place.",
         f"exact duplicates: {report.num_duplicates:,} (each kept in the split of its first copy)"
         + (f"; {report.num_dropped:,} train files identical to a test file left out" if report.num_dropped else ""),
-        f"skipped: {report.num_unreadable:,} files that are not usable images"
+        f"skipped: {report.num_unreadable:,} files that are not usable images or are hidden"
         + (f" (list: {report.skipped_path})" if report.skipped else ""),
         f"manifest: {report.manifest_path}",
     ]
