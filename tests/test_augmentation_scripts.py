@@ -198,6 +198,13 @@ def test_summary_counts_images_broken_in_the_header_and_in_the_pixels(data, bad_
     assert "3 broken image(s) skipped" in out
 
 
+def test_max_pixels_sets_the_limit_the_skip_warning_names(data, capsys):
+    assert augment(data, "--max-pixels", "1000") == 0  # every 32x32 image is over it
+    err = capsys.readouterr().err
+    assert "limit of 1,000 pixels" in err and "--max-pixels" in err
+    assert not list(data.glob("augmented_train/*/*"))
+
+
 def test_image_only_pillow_reads_is_augmented_as_training_reads_it(data, capsys):
     tiff = data / "train" / "REAL" / "scan.png"  # a TIFF under a .png name: TensorFlow cannot decode it
     Image.new("RGB", (32, 32), "red").save(tiff, format="TIFF")
