@@ -32,6 +32,7 @@ from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, positive_int, progress, run_main, setup_logging
 from realvsai.errors import UserError
+from realvsai.files import MAX_IMAGE_PIXELS
 from realvsai.moving import CopyPlan, plan_copies, refuse_unless_train
 
 logger = logging.getLogger("realvsai.augment")
@@ -53,6 +54,7 @@ class AugmentConfig:
     batch_size: int = 32
     jpeg_quality: int = 95
     split: str = "train"
+    max_pixels: int = MAX_IMAGE_PIXELS
 
 
 def image_size(text: str) -> int | None:
@@ -88,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality,
                         help="quality of the written JPEG files")
     parser.add_argument("--split", default=defaults.split, help="the split to augment: only train is allowed")
+    parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
+                        help="images with more pixels are skipped (a guard against decompression bombs)")
     return parser.parse_args(argv)
 
 
@@ -96,7 +100,8 @@ def augment(args: Namespace) -> None:
     refuse_unless_train(args.data, args.split)
     started = time.perf_counter()
     plan = plan_copies(args.data, args.copies,
-                       wrap=lambda files, total: progress(files, total=total, desc="checking", unit="image"))
+                       wrap=lambda files, total: progress(files, total=total, desc="checking", unit="image"),
+                       max_pixels=args.max_pixels)
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
     if not plan.to_write:

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         report = split_by_class(args.source, args.out, ratios=args.ratios, seed=args.seed, mode=args.mode,
-                                renames=parse_renames(args.rename), overwrite=args.overwrite, workers=args.workers)
+                                renames=parse_renames(args.rename), overwrite=args.overwrite, workers=args.workers,
+                                max_pixels=args.max_pixels)
         print(format_report(report))
 
     return run_main(body)

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         report = split_train_test(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed,
                                   mode=args.mode, renames=parse_renames(args.rename), overwrite=args.overwrite,
-                                  workers=args.workers)
+                                  workers=args.workers, max_pixels=args.max_pixels)
         print(format_report(report))
 
     return run_main(body)

@@ -87,7 +87,7 @@ class CopyPlan:
         return sum(target is not None for image in self.images for target in image.targets)
 
 
-def _inspect(source: Path) -> tuple[str | None, image_io.ImageHeader | None]:
+def _inspect(source: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str | None, image_io.ImageHeader | None]:
     """Why ``source`` is not a usable image (or None), and its header: upright size, how to decode it.
 
     No pixel is decoded here: DataAugmentation's pipeline decodes every image anyway and reports the
@@ -97,7 +97,7 @@ def _inspect(source: Path) -> tuple[str | None, image_io.ImageHeader | None]:
     16-bit): their copies come out upright, as the originals are seen in training.
     """
     try:
-        return None, image_io.read_header(source, MAX_IMAGE_PIXELS)
+        return None, image_io.read_header(source, max_pixels)
     except image_io.ImageDecodeError as error:
         problem = "file not found" if isinstance(error.__cause__, FileNotFoundError) else str(error)
         return problem, None
@@ -180,7 +180,8 @@ def copy_names(sources: Sequence[Path], copies: int) -> dict[Path, list[str]]:
     return names
 
 
-def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Iterable] | None = None) -> CopyPlan:
+def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Iterable] | None = None,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> CopyPlan:
     """Lists the training images, reads each one's header (size, readable), and names its copies.
 
     Files called ``aug_*`` in train are earlier copies (moved there by MoveAugmentedImages.py) and
@@ -191,6 +192,7 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
         data_dir: the dataset folder holding ``train/<Class>/``.
         copies: copies per image.
         wrap: wraps the stream of checked files with their count, e.g. in a progress bar.
+        max_pixels: images with more pixels are skipped (a guard against decompression bombs).
 
     Raises:
         UserError: if the dataset folder, train, or its class folders are missing.
@@ -208,7 +210,7 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
     folders: dict[str, Path] = {}
     # One thread: reading a header takes tens of microseconds, mostly Python, which threads would
     # only pass around the GIL (measured slower with 4 threads).
-    checked = map(_inspect, sources)
+    checked = (_inspect(source, max_pixels) for source in sources)
     results = list(wrap(checked, len(sources)) if wrap else checked)
     for source, (problem, header) in zip(sources, results):
         if problem:

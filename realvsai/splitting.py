@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import errno
+import functools
 import hashlib
 import io
 import itertools
@@ -39,7 +40,7 @@ from typing import TypeVar
 
 from realvsai.cli import format_table, positive_int, progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, image_problem, sha256_file
+from realvsai.files import MAX_IMAGE_PIXELS, atomic_write_text, image_problem, sha256_file
 from realvsai.layout import (
     IMAGE_EXTENSIONS,
     SPLITS,
@@ -87,6 +88,7 @@ class SplitDefaults:
     val_fraction: float = 0.2  # of train, carved out as validation (DataSplitD2)
     seed: int = 42
     workers: int = field(default_factory=default_workers)
+    max_pixels: int = MAX_IMAGE_PIXELS  # larger images are skipped: a guard against decompression bombs
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ def split_by_class(
     renames: Mapping[str, str] | None = None,
     overwrite: bool = False,
     workers: int | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> SplitReport:
     """Splits ``SOURCE/<Class>/<images>`` into train, validation and test, per class (DataSplitD1).
 
@@ -174,6 +177,7 @@ def split_by_class(
         renames: class folder name -> class name in the output.
         overwrite: move an existing, different split in ``out`` aside instead of refusing.
         workers: processes for reading and checking files (default: all cores).
+        max_pixels: images with more pixels are skipped (a guard against decompression bombs).
 
     Returns:
         What was placed, skipped and counted.
@@ -204,7 +208,7 @@ def split_by_class(
         return _assign(items, dict(zip(SPLITS, fractions)), seed), []
 
     return _run_split(source, [source / name for name in class_folders], out, locate, plan,
-                      mode=mode, overwrite=overwrite, workers=workers)
+                      mode=mode, overwrite=overwrite, workers=workers, max_pixels=max_pixels)
 
 
 def split_train_test(
@@ -217,6 +221,7 @@ def split_train_test(
     renames: Mapping[str, str] | None = None,
     overwrite: bool = False,
     workers: int | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> SplitReport:
     """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2).
 
@@ -270,7 +275,8 @@ def split_train_test(
         return _assign(train_items, fractions, seed) + [(TEST, item) for item in test_items], dropped
 
     folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in train_classes]
-    return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers)
+    return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
+                      max_pixels=max_pixels)
 
 
 def find_train_test_root(source: Path) -> Path:
@@ -396,6 +402,7 @@ def _run_split(
     mode: str,
     overwrite: bool,
     workers: int | None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> SplitReport:
     """List, check, plan and place; ``plan`` turns the usable items into (split, item) and dropped items."""
     report = SplitReport(out=out, mode=mode)
@@ -409,7 +416,8 @@ def _run_split(
     if mode == LINK and cross_device:
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
                         "ones. Drop --link to copy, or choose an --out on the same disk.")
-    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers or default_workers())
+    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers or default_workers(),
+          max_pixels=max_pixels)
 
     unreadable = [item for item in items if item.problem is not None]
     usable = sorted((item for item in items if item.problem is None), key=lambda item: item.key)
@@ -527,7 +535,7 @@ def _follow_moved_aside(items: Sequence[_Item], out: Path, aside: Path) -> None:
             item.read_from = new + item.read_from[len(old):]
 
 
-def _scan(items: list[_Item], keep_bytes: bool, workers: int) -> None:
+def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once.
 
     Reading, hashing and decoding run in worker processes: Pillow parses image headers in Python,
@@ -536,7 +544,8 @@ def _scan(items: list[_Item], keep_bytes: bool, workers: int) -> None:
     paths = [item.read_from for item in items]
     chunks = [paths[start:start + _CHUNK] for start in range(0, len(paths), _CHUNK)]
     kept = 0
-    results = _map_chunks(_inspect_chunk, chunks, keep_bytes, workers if len(paths) >= _PARALLEL_MIN_FILES else 1)
+    inspect = functools.partial(_inspect_chunk, max_pixels=max_pixels)
+    results = _map_chunks(inspect, chunks, keep_bytes, workers if len(paths) >= _PARALLEL_MIN_FILES else 1)
     for item, (digest, problem, data) in zip(items, progress(results, total=len(items), desc="checking")):
         item.digest, item.problem = digest, problem
         if data is not None and kept + len(data) <= _KEEP_TOTAL_BYTES:
@@ -570,7 +579,8 @@ class _NamedBytes(io.BytesIO):
         return repr(self.name)
 
 
-def _inspect_chunk(paths: Sequence[str], keep_bytes: bool) -> list[tuple[str | None, str | None, bytes | None]]:
+def _inspect_chunk(paths: Sequence[str], keep_bytes: bool, max_pixels: int = MAX_IMAGE_PIXELS
+                   ) -> list[tuple[str | None, str | None, bytes | None]]:
     """(sha256, problem, bytes or None) per path, from one read of each file. Runs in a worker process."""
     results = []
     for path in paths:
@@ -580,7 +590,7 @@ def _inspect_chunk(paths: Sequence[str], keep_bytes: bool) -> list[tuple[str | N
         except OSError as error:
             results.append((None, f"cannot be read ({error.strerror or error})", None))
             continue
-        problem = image_problem(_NamedBytes(data, os.path.basename(path)))
+        problem = image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
         keep = keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES
         results.append((hashlib.sha256(data).hexdigest(), problem, data if keep else None))
     return results
@@ -867,6 +877,8 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
                         help="if --out holds a different split, move it aside into OUT/previous-split-<time>/")
     parser.add_argument("--workers", type=positive_int, default=defaults.workers,
                         help="processes that read and check the images")
+    parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
+                        help="images with more pixels are skipped and listed (a guard against decompression bombs)")
 
 
 # ----------------------------------------------------------------------------------------------
