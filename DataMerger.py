@@ -14,8 +14,9 @@ split and class is skipped, and a name taken by other content gets a stable new 
 another split among the sources; the target, then the sources in the order given, train first, keep
 what they hold) is refused and added to merge-refused.csv with the merge's time (rows of earlier
 merges stay), so no image is both trained on and tested on. The counts add up: files in the target
-before + added = after. An interrupted merge is completed by running the same command again. --dry-run shows all of this and changes nothing. A SOURCE may sit
-inside the target folder (data/art beside data/train), just not inside its split folders.
+before + added = after. An interrupted merge is completed by running the same command again.
+--dry-run shows all of this and changes nothing. A SOURCE may sit inside the target folder (data/art
+beside data/train), just not inside its split folders.
 
 Example:
     python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data

@@ -21,16 +21,7 @@ from pathlib import Path
 from realvsai import images as image_io
 from realvsai.errors import UserError
 from realvsai.files import MAX_IMAGE_PIXELS, Outcome, free_name, place_file, sha256_file
-from realvsai.layout import (
-    AUGMENTED_TRAIN,
-    SPLITS,
-    TEST,
-    TRAIN,
-    VALIDATION,
-    find_child_folder,
-    find_class_folders,
-    list_images,
-)
+from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders, list_images
 from realvsai.splitting import append_csv
 
 logger = logging.getLogger(__name__)
@@ -336,7 +327,7 @@ def move_augmented(
 
 def _held_out_images(data_dir: Path) -> dict[str, Path]:
     """sha256 -> path of every image in ``DATA/validation`` and ``DATA/test`` (any letter case)."""
-    folders = [folder for split in (VALIDATION, TEST) if (folder := find_child_folder(data_dir, split))]
+    folders = [folder for split in SPLITS if split != TRAIN and (folder := find_child_folder(data_dir, split))]
     return {sha256_file(path): path for folder in folders for path in list_images(folder, recursive=True)}
 
 
