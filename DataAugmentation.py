@@ -5,6 +5,8 @@
 Only train is ever augmented (never validation or test). The copies keep each image's own size
 unless --size N resizes them to N x N. Names derive from the source, so running again makes only
 what is missing; copies already moved into train (aug_*) count as made and are not augmented again.
+A file of yours under a copy's name is never replaced: it is kept and named, and the run ends with
+exit status 1 once the other copies are written.
 The same --seed gives byte-identical files. Broken images are skipped with a warning naming them.
 
 Presets: classic = ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, positive_int, progress, run_main, setup_logging
 from realvsai.errors import UserError
+from realvsai.files import MAX_IMAGE_PIXELS
 from realvsai.moving import CopyPlan, plan_copies, refuse_unless_train
 
 logger = logging.getLogger("realvsai.augment")
@@ -51,6 +54,7 @@ class AugmentConfig:
     batch_size: int = 32
     jpeg_quality: int = 95
     split: str = "train"
+    max_pixels: int = MAX_IMAGE_PIXELS
 
 
 def image_size(text: str) -> int | None:
@@ -86,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality,
                         help="quality of the written JPEG files")
     parser.add_argument("--split", default=defaults.split, help="the split to augment: only train is allowed")
+    parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
+                        help="images with more pixels are skipped (a guard against decompression bombs)")
     return parser.parse_args(argv)
 
 
@@ -94,7 +100,8 @@ def augment(args: Namespace) -> None:
     refuse_unless_train(args.data, args.split)
     started = time.perf_counter()
     plan = plan_copies(args.data, args.copies,
-                       wrap=lambda files, total: progress(files, total=total, desc="checking", unit="image"))
+                       wrap=lambda files, total: progress(files, total=total, desc="checking", unit="image"),
+                       max_pixels=args.max_pixels)
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
     if not plan.to_write:
@@ -112,12 +119,23 @@ def augment(args: Namespace) -> None:
         )
     for source in report.undecodable:
         logger.warning("skipping %s: not a decodable image (TensorFlow could not decode it)", source)
+    for path in report.in_the_way:
+        logger.warning("kept %s: a file that is not a copy this run makes has its name, so that copy was not "
+                       "written", path)
     print_summary(args, plan, written=report.written, already_there=report.already_there,
-                  undecodable=report.undecodable, seconds=time.perf_counter() - started)
+                  undecodable=report.undecodable, in_the_way=len(report.in_the_way),
+                  seconds=time.perf_counter() - started)
+    if report.in_the_way:
+        # MoveAugmentedImages.py would take those files for copies: the user sorts them out first.
+        raise UserError(
+            f"{len(report.in_the_way)} file(s) in {plan.output_dir} have the name of a copy but are not one "
+            "(listed above; kept as they were). Move them out of that folder (or delete them if they are "
+            "copies of an earlier run with other settings) and run the same command again."
+        )
 
 
 def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: int,
-                  undecodable: Sequence[Path] = (), seconds: float = 0.0) -> None:
+                  undecodable: Sequence[Path] = (), in_the_way: int = 0, seconds: float = 0.0) -> None:
     per_class: dict[str, list[int]] = {}
     for image in plan.images:
         per_class.setdefault(image.class_name, [0, 0])[0] += 1
@@ -135,8 +153,9 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
         f"in {seconds:.1f} s; {already_there:,} already there (skipped); "
         f"{len(plan.broken) + len(undecodable)} broken image(s) skipped; "
         f"{plan.earlier_copies:,} earlier copies (aug_*) in train not augmented."
+        + (f" {in_the_way:,} other file(s) in the way of a copy kept, those copies not written." if in_the_way else "")
     )
-    if written:
+    if written and not in_the_way:
         print(f"Next: python MoveAugmentedImages.py --data {args.data}")
 
 

@@ -5,13 +5,15 @@
       GeneratedArt/*.jpg                   validation/Real/  validation/Fake/   (15 %)
                                            test/Real/        test/Fake/         (15 %)
                                            manifest.csv   split, class, path, sha256, source
-                                           skipped.csv    files that are not usable images, and why
+                                           skipped.csv    files left out, and why
 
 Each class is cut on its own (stratified): its files are sorted, shuffled with --seed and cut at
 --ratios, so the same files and seed always give the same split, whatever order the disk lists them
 in. Exact duplicates (same sha256) stay in the split of their first copy, so no image is both trained
-on and tested on. Files that are not images or do not decode are skipped and listed in skipped.csv.
-Images in sub-folders of a class folder are included, their names prefixed with the sub-folder.
+on and tested on. Files that are not images or do not decode, and hidden files (.name), are skipped
+and listed in skipped.csv. A dataset with only one class is split, with a warning: a classifier needs
+at least two. Images in sub-folders of a class folder are included, their names prefixed with the
+sub-folder.
 
 SOURCE is left untouched (copies), unless --move; --link makes hard links instead (instant, no extra
 disk; SOURCE and --out must be on one file system). Re-running the same command completes an
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         report = split_by_class(args.source, args.out, ratios=args.ratios, seed=args.seed, mode=args.mode,
-                                renames=parse_renames(args.rename), overwrite=args.overwrite, workers=args.workers)
+                                renames=parse_renames(args.rename), overwrite=args.overwrite, workers=args.workers,
+                                max_pixels=args.max_pixels)
         print(format_report(report))
 
     return run_main(body)

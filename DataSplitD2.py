@@ -13,7 +13,8 @@ dataset (a Kaggle zip often unpacks to cifake/train, cifake/test). Each train cl
 same split. Test stays test. A train file identical to a test file (same sha256) is left out of
 train and validation and listed in skipped.csv, so the test accuracy is never inflated by an image
 the model trained on; other exact duplicates stay in the split of their first copy. Files that are
-not images or do not decode are skipped and listed in skipped.csv.
+not images or do not decode, and hidden files (.name), are skipped and listed in skipped.csv.
+A dataset with only one class is split, with a warning: a classifier needs at least two.
 
 SOURCE is left untouched (copies), unless --move; --link makes hard links instead (instant, no extra
 disk; SOURCE and --out must be on one file system). Re-running the same command completes an
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         report = split_train_test(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed,
                                   mode=args.mode, renames=parse_renames(args.rename), overwrite=args.overwrite,
-                                  workers=args.workers)
+                                  workers=args.workers, max_pixels=args.max_pixels)
         print(format_report(report))
 
     return run_main(body)

@@ -4,7 +4,9 @@
 
 Nothing is overwritten: a copy whose content is already in train is dropped, and one whose name
 is taken by a different file gets a new name derived from its content. Class folders that train
-does not have are refused before anything moves. Interrupted, it can simply be run again.
+does not have are refused before anything moves. A copy with the same content as a validation or
+test image is refused too (it would leak that image into training): it stays in augmented_train and
+is added to DATA/move-refused.csv with the time of the run. Interrupted, it can simply be run again.
 
 Example:
     python MoveAugmentedImages.py --data data --dry-run
@@ -51,19 +53,26 @@ def print_summary(args: Namespace, report: MoveReport) -> None:
         return
     rows = [
         (name, report.train_before[name], report.moved[name], report.identical[name], report.renamed[name],
-         report.train_after[name])
+         report.refused[name], report.train_after[name])
         for name in report.classes
     ]
-    print(format_table(("class", "train before", "moved", "identical (skipped)", "renamed", "train after"), rows))
+    print(format_table(("class", "train before", "moved", "identical (skipped)", "renamed",
+                        "refused (leak)", "train after"), rows))
     verb = "Would move" if args.dry_run else "Moved"
     line = (f"{verb} {moved + renamed:,} files into {args.data}/train ({renamed:,} under a new name); "
             f"{identical:,} already there (identical, skipped).")
+    refused = len(report.refused_files)
+    if refused:
+        line += (f" {'Would refuse' if args.dry_run else 'Refused'} {refused:,} identical to a validation or test "
+                 "image (left in augmented_train" + (f"; list: {report.refused_path})." if report.refused_path
+                                                     else ")."))
     if args.dry_run:
         line += " Dry run: nothing was changed."
     elif report.removed_folder:
         line += f" Removed the emptied {args.data}/augmented_train."
     else:
-        line += f" Kept {args.data}/augmented_train: it still holds {len(report.left_behind)} other file(s)."
+        line += (f" Kept {args.data}/augmented_train: it still holds "
+                 f"{len(report.left_behind) + refused} file(s).")
     print(line)
 
 

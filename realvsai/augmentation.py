@@ -25,6 +25,7 @@ seed tensor, so offline copies do not depend on order or parallelism; ``plan_bat
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import gc
 import hashlib
@@ -727,6 +728,7 @@ class CopyReport:
     written: int = 0
     already_there: int = 0
     undecodable: list[Path] = field(default_factory=list)
+    in_the_way: list[str] = field(default_factory=list)  # files kept at a copy's name: not copies (write_new_file)
 
 
 def write_augmented_copies(
@@ -745,7 +747,8 @@ def write_augmented_copies(
     run. The writes (``write_new_file``) run in a thread pool. Nothing is synced: the system writes
     the copies to disk in its own time, and one that a power cut loses or leaves unfinished is not
     a complete copy (``moving.is_made``), which the next run makes again. Targets that are None or
-    already exist are left alone, counted as already there.
+    already exist are left alone, counted as already there; a file at a target that is not a copy
+    is kept, and its path listed in ``in_the_way``.
 
     Args:
         batches: what to make (see ``plan_batches``).
@@ -756,7 +759,8 @@ def write_augmented_copies(
         on_image_done: called with a number of source images finished, e.g. a progress bar's update.
 
     Returns:
-        Counts, and the sources TensorFlow could not decode (skipped; ``plan_copies`` reads only headers).
+        Counts, the sources TensorFlow could not decode (skipped; ``plan_copies`` reads only headers),
+        and the files kept in the way of a copy.
     """
     report = CopyReport()
     pending = []
@@ -777,6 +781,7 @@ def write_augmented_copies(
     with _frozen_heap():
         _run_pipeline(pending, augmentation, image_size, jpeg_quality, writers, on_image_done, report)
     report.undecodable = sorted(set(report.undecodable))
+    report.in_the_way.sort()
     return report
 
 
@@ -831,16 +836,21 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY",
 def write_new_file(path: Path | str, data: bytes) -> bool:
     """Creates ``path`` (in an existing folder) holding ``data``; False if a complete copy is there already.
 
-    An existing copy is never replaced; an incomplete one is, atomically (renamed over). A copy is
-    one ``write`` into a file created under its own name, and a failed write removes its file. What
-    a kill in the middle of that write, or a power cut, can leave (an empty, cut or zero-filled
-    file) is not a complete JPEG (``moving.is_made``), so the next run makes that copy again.
-    Writing under a temporary name and renaming, or linking an unnamed ``O_TMPFILE`` file, would
-    avoid such files but costs 30 to 50 % more kernel time per file on ext4, the largest cost of a
-    run. Unlike ``files.atomic_write_bytes`` there is no fsync: on a virtual disk one costs about
-    3 ms, many times more than making the copy, and a copy lost to a power cut is simply made again.
-    Plain ``os`` calls on strings: pathlib and file objects would cost about as much as the system
-    calls.
+    An existing copy is never replaced, and neither is any other file: only what an interrupted
+    write of these very bytes can leave is, atomically (renamed over). A copy is one ``write`` into
+    a file created under its own name, and a failed write removes its file. A kill in the middle of
+    that write, or a power cut, can leave an empty, cut or zero-filled file: not a complete JPEG
+    (``moving.is_made``), and a start of ``data`` where it is not zero (``_is_unfinished``), since
+    the same run always makes the same bytes. Writing under a temporary name and renaming, or
+    linking an unnamed ``O_TMPFILE`` file, would avoid such files but costs 30 to 50 % more kernel
+    time per file on ext4, the largest cost of a run. Unlike ``files.atomic_write_bytes`` there is
+    no fsync: on a virtual disk one costs about 3 ms, many times more than making the copy, and a
+    copy lost to a power cut is simply made again. Plain ``os`` calls on strings: pathlib and file
+    objects would cost about as much as the system calls.
+
+    Raises:
+        FileExistsError: if ``path`` holds another file (a user's, or a copy an earlier run with
+            other settings left unfinished); it is left as it is.
     """
     path = os.fspath(path)
     try:
@@ -849,6 +859,8 @@ def write_new_file(path: Path | str, data: bytes) -> bool:
     except FileExistsError:
         if is_made(path):
             return False
+        if not _is_unfinished(path, data):
+            raise FileExistsError(errno.EEXIST, "in the way of a copy, and not an unfinished copy", path) from None
         return _rename_temporary_file(os.path.dirname(path) or ".", path, data)
     try:
         _write_all(handle, data)
@@ -859,6 +871,20 @@ def write_new_file(path: Path | str, data: bytes) -> bool:
         raise
     os.close(handle)
     return True
+
+
+def _is_unfinished(path: str, data: bytes) -> bool:
+    """True when ``path`` is at most as long as ``data`` and each of its bytes is zero or that byte of ``data``.
+
+    That is all an interrupted write of ``data`` can leave: a start of it (a kill), with blocks the
+    disk never got reading as zeros (a power cut). A user's file, a PNG say, differs in its first bytes.
+    """
+    with open(path, "rb") as stream:
+        found = np.frombuffer(stream.read(len(data) + 1), np.uint8)
+    if len(found) > len(data):
+        return False
+    expected = np.frombuffer(data, np.uint8, count=len(found))
+    return bool(np.all((found == expected) | (found == 0)))
 
 
 def _rename_temporary_file(folder: str, path: str, data: bytes) -> bool:
@@ -891,17 +917,23 @@ def _write_all(handle: int, data: bytes) -> None:
         view = view[os.write(handle, view):]
 
 
-def _write_files(files: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
-    """Writes each ``(path, bytes)`` with ``write_new_file``; returns (written, already there)."""
-    written = sum(write_new_file(path, data) for path, data in files)
-    return written, len(files) - written
+def _write_files(files: Sequence[tuple[str, bytes]]) -> tuple[int, int, list[str]]:
+    """Writes each ``(path, bytes)`` with ``write_new_file``; returns (written, already there, in the way)."""
+    written, in_the_way = 0, []
+    for path, data in files:
+        try:
+            written += write_new_file(path, data)
+        except FileExistsError:
+            in_the_way.append(path)
+    return written, len(files) - written - len(in_the_way), in_the_way
 
 
 def _count_writes(future: Future, report: CopyReport) -> None:
     """Waits for one batch of writes and adds it to ``report``; re-raises a failed write."""
-    written, already_there = future.result()
+    written, already_there, in_the_way = future.result()
     report.written += written
     report.already_there += already_there
+    report.in_the_way.extend(in_the_way)
 
 
 @functools.cache

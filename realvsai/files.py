@@ -13,9 +13,11 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -23,6 +25,7 @@ from PIL import Image
 # rounder, slightly larger limit so big camera photos (e.g. 100 MP medium format) still pass.
 MAX_IMAGE_PIXELS = 120_000_000
 _HASH_CHUNK = 1 << 20
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 class Outcome(enum.Enum):
@@ -44,24 +47,59 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def image_problem(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+class TooManyPixelsError(ValueError):
+    """An image has more pixels than the project's limit; the message says so, and how to raise it."""
+
+
+def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Opens an image with Pillow, which reads only its header; ``max_pixels`` decides what is too large.
+
+    Pillow has a decompression-bomb limit of its own (a warning above about 89 megapixels, an error
+    above twice that); ours replaces it, so an image is refused with our limit named, and one within
+    a limit the user raised (``--max-pixels``) is not refused by Pillow's.
+
+    Raises:
+        TooManyPixelsError: if the image has more than ``max_pixels`` pixels (nothing is decoded).
+        OSError, SyntaxError, ValueError: Pillow's errors for what it cannot open.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(source)
+        except Image.DecompressionBombError:
+            # Open the header again without Pillow's check, to measure the image against our limit.
+            # The setting is global, so one thread at a time; the others' opens check our limit too.
+            if hasattr(source, "seek"):
+                source.seek(0)
+            with _PILLOW_LIMIT_LOCK:
+                pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    image = Image.open(source)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = pillow_limit
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise TooManyPixelsError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels (a guard "
+                                 "against decompression bombs; raise it with --max-pixels)")
+    return image
+
+
+def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     """Why ``path`` is not a usable image, or None when it decodes completely.
 
-    The pixel count is checked from the header before any pixel is decoded, so a decompression
-    bomb costs nothing. The full decode catches truncated files that the header alone hides.
+    The pixel count is checked from the header before any pixel is decoded (``open_image``), so a
+    decompression bomb costs nothing. The full decode catches truncated files that the header alone hides.
     """
     try:
-        with warnings.catch_warnings():
-            # Our own limit decides; Pillow's warning (and its error at twice its limit) must not pre-empt it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    return f"{width}x{height} pixels is more than the limit of {max_pixels:,}"
-                image.load()
+        with open_image(path, max_pixels) as image, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
+            image.load()
     except FileNotFoundError:
         return "file not found"
-    except Image.DecompressionBombError as error:
+    except TooManyPixelsError as error:
+        return str(error)
+    except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
         return f"too many pixels ({error})"
     except (OSError, SyntaxError, ValueError) as error:
         # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated

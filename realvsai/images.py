@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from realvsai.files import MAX_IMAGE_PIXELS
+from realvsai.files import MAX_IMAGE_PIXELS, TooManyPixelsError, open_image
 
 # Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images).
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
@@ -40,19 +40,14 @@ class ImageHeader:
 def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
-        image = Image.open(data)
+        return open_image(data, max_pixels)
+    except TooManyPixelsError as error:
+        raise ImageDecodeError(str(error)) from error
     except UnidentifiedImageError as error:
         # Pillow's message names the stream object (<_io.BytesIO object at 0x...>): useless to a user.
         raise ImageDecodeError("not an image (no known image format)") from error
-    except Image.DecompressionBombError as error:  # far beyond the limit: Pillow refuses to open it
-        raise ImageDecodeError(f"too many pixels ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"not an image Pillow can read ({error})") from error
-    width, height = image.size
-    if width * height > max_pixels:
-        image.close()
-        raise ImageDecodeError(f"{width}x{height} pixels is more than the limit of {max_pixels:,}")
-    return image
 
 
 def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageHeader:
@@ -87,7 +82,7 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     image = _open(source, max_pixels)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open applied our limit
             image.load()
             image = ImageOps.exif_transpose(image)
         if image.mode in _HIGH_BIT_DEPTH_MODES:
@@ -96,7 +91,9 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
             gray = np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
             return np.repeat(gray[..., None], 3, axis=-1)
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
+        raise ImageDecodeError(f"too many pixels ({error})") from error
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
     finally:
         image.close()

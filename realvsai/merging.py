@@ -13,7 +13,7 @@ run would do:
 Counts add up exactly: files in the target before + added = after. Because identical content is
 skipped, an interrupted merge is completed by running it again, with nothing lost or doubled. The
 target's ``manifest.csv`` is rewritten to list every image in it (sources carried over), and refused
-files are listed in ``merge-refused.csv``.
+files are added to ``merge-refused.csv`` with the time of their merge (earlier merges' rows stay).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from realvsai.cli import format_table, progress
@@ -33,10 +34,10 @@ from realvsai.layout import SPLITS, list_images, read_split_classes
 from realvsai.splitting import (
     MANIFEST_NAME,
     ManifestRow,
+    append_csv,
     default_workers,
     read_manifest,
     read_verified,
-    write_csv,
     write_manifest,
     write_new,
 )
@@ -44,6 +45,7 @@ from realvsai.splitting import (
 logger = logging.getLogger(__name__)
 
 REFUSED_NAME = "merge-refused.csv"
+REFUSED_FIELDS = ("merged_at", "source", "reason")
 _KEEP_FILE_BYTES = 1 << 20
 _CHUNK = 256
 
@@ -83,6 +85,7 @@ class MergeReport:
     counts: Counter = field(default_factory=Counter)  # files per (split, class) after
     added_counts: Counter = field(default_factory=Counter)  # files added per (split, class)
     sources_removed: int = 0  # --move: source files removed (moved, or identical to one in the target)
+    started: str = field(default_factory=lambda: datetime.now().isoformat(timespec="seconds"))
 
     @property
     def refused_path(self) -> Path:
@@ -148,9 +151,11 @@ def merge_datasets(
                        "it during the merge", report.before, report.added, report.after)
     _update_manifest(into, existing, added_files, actions)
     if report.refused:
-        write_csv(report.refused_path, ("source", "reason"), report.refused)
-        logger.warning("refused %d files whose content is already in another split (list: %s)",
-                       len(report.refused), report.refused_path)
+        # Appended: the lists of earlier merges into this folder stay, each row dated by its merge.
+        append_csv(report.refused_path, REFUSED_FIELDS,
+                   [(report.started, source, reason) for source, reason in report.refused])
+        logger.warning("refused %d files whose content is already in another split (list: %s, rows merged at %s)",
+                       len(report.refused), report.refused_path, report.started)
     return report
 
 
@@ -312,7 +317,8 @@ def format_merge_report(report: MergeReport) -> str:
         f"files in {report.into}: {report.before:,} before + {report.added:,} {would}added = {report.after:,} after",
         f"skipped identical: {report.identical:,}; {would}renamed (name taken by other content): {report.renamed:,}; "
         f"refused for leakage (content already in another split): {len(report.refused):,}"
-        + (f" (list: {report.refused_path})" if report.refused and not report.dry_run else ""),
+        + (f" (list: {report.refused_path}, rows merged at {report.started})"
+           if report.refused and not report.dry_run else ""),
     ]
     if report.dry_run:
         lines.append("dry run: nothing was written or removed.")

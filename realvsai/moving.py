@@ -15,16 +15,21 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from realvsai import images as image_io
 from realvsai.errors import UserError
 from realvsai.files import MAX_IMAGE_PIXELS, Outcome, free_name, place_file, sha256_file
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders, list_images
+from realvsai.splitting import append_csv
 
 logger = logging.getLogger(__name__)
 
 COPY_PREFIX = "aug_"
+MOVE_REFUSED_NAME = "move-refused.csv"
+MOVE_REFUSED_FIELDS = ("moved_at", "source", "reason")
+_REFUSED = "refused"  # a copy identical to a validation or test image, next to place_file's outcomes
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class CopyPlan:
         return sum(target is not None for image in self.images for target in image.targets)
 
 
-def _inspect(source: Path) -> tuple[str | None, image_io.ImageHeader | None]:
+def _inspect(source: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str | None, image_io.ImageHeader | None]:
     """Why ``source`` is not a usable image (or None), and its header: upright size, how to decode it.
 
     No pixel is decoded here: DataAugmentation's pipeline decodes every image anyway and reports the
@@ -83,7 +88,7 @@ def _inspect(source: Path) -> tuple[str | None, image_io.ImageHeader | None]:
     16-bit): their copies come out upright, as the originals are seen in training.
     """
     try:
-        return None, image_io.read_header(source, MAX_IMAGE_PIXELS)
+        return None, image_io.read_header(source, max_pixels)
     except image_io.ImageDecodeError as error:
         problem = "file not found" if isinstance(error.__cause__, FileNotFoundError) else str(error)
         return problem, None
@@ -100,7 +105,8 @@ def is_made(path: Path | str) -> bool:
     """True when ``path`` holds a complete copy: a JPEG file that ends with its end-of-image marker.
 
     An interrupted write or a power cut can leave a copy empty, cut short or zero-filled; such a
-    file is not made, and the next run of DataAugmentation.py replaces it.
+    file is not made, and the next run of DataAugmentation.py makes it again
+    (``augmentation.write_new_file``, which replaces only what an interrupted write left).
     """
     try:
         handle = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -165,7 +171,8 @@ def copy_names(sources: Sequence[Path], copies: int) -> dict[Path, list[str]]:
     return names
 
 
-def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Iterable] | None = None) -> CopyPlan:
+def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Iterable] | None = None,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> CopyPlan:
     """Lists the training images, reads each one's header (size, readable), and names its copies.
 
     Files called ``aug_*`` in train are earlier copies (moved there by MoveAugmentedImages.py) and
@@ -176,6 +183,7 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
         data_dir: the dataset folder holding ``train/<Class>/``.
         copies: copies per image.
         wrap: wraps the stream of checked files with their count, e.g. in a progress bar.
+        max_pixels: images with more pixels are skipped (a guard against decompression bombs).
 
     Raises:
         UserError: if the dataset folder, train, or its class folders are missing.
@@ -193,7 +201,7 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
     folders: dict[str, Path] = {}
     # One thread: reading a header takes tens of microseconds, mostly Python, which threads would
     # only pass around the GIL (measured slower with 4 threads).
-    checked = map(_inspect, sources)
+    checked = (_inspect(source, max_pixels) for source in sources)
     results = list(wrap(checked, len(sources)) if wrap else checked)
     for source, (problem, header) in zip(sources, results):
         if problem:
@@ -228,6 +236,9 @@ class MoveReport:
     moved: dict[str, int] = field(default_factory=dict)
     identical: dict[str, int] = field(default_factory=dict)
     renamed: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)  # copies identical to a validation or test image
+    refused_files: list[tuple[str, str]] = field(default_factory=list)  # (copy, reason), left in augmented_train
+    refused_path: Path | None = None  # where they are listed (None for a dry run or no refusal)
     left_behind: list[Path] = field(default_factory=list)  # non-image files kept in augmented_train
     removed_folder: bool = False
     found: bool = True  # False when there was no augmented_train folder: nothing to do
@@ -240,7 +251,10 @@ def move_augmented(
 
     Never overwrites: identical content already in train is skipped (the copy is removed), a
     different file under the same name makes the copy take a stable new name. Classes that train
-    does not have are refused before anything moves. The emptied augmented folder is removed. A run
+    does not have are refused before anything moves. A copy with the same content (sha256) as a
+    validation or test image is refused: in train it would leak that image into training. It stays
+    in augmented_train and is added to ``DATA/move-refused.csv``, dated, as the merge lists its
+    refusals. The emptied augmented folder is removed. A run
     that was interrupted can simply be run again: each file is either still in augmented_train or
     already, completely, in train.
 
@@ -274,28 +288,51 @@ def move_augmented(
         classes=augmented_classes,
         train_before={name: len(list_images(train_dir / name)) for name in augmented_classes},
     )
-    counts = {name: {Outcome.MOVED: 0, Outcome.IDENTICAL: 0, Outcome.RENAMED: 0} for name in augmented_classes}
+    counts = {name: {Outcome.MOVED: 0, Outcome.IDENTICAL: 0, Outcome.RENAMED: 0, _REFUSED: 0}
+              for name in augmented_classes}
     sources = [path for name in augmented_classes for path in list_images(augmented_dir / name)]
+    held_out = _held_out_images(data_dir) if sources else {}
     for source in wrap(sources, len(sources)) if wrap else sources:
         target = train_dir / source.parent.name / source.name
-        outcome = _would_place(source, target) if dry_run else _move_one(source, target)
+        digest = sha256_file(source) if held_out else None
+        if digest in held_out:
+            report.refused_files.append((str(source), f"same content as {held_out[digest]}; in train it would "
+                                                      "leak that image into training"))
+            counts[source.parent.name][_REFUSED] += 1
+            continue
+        outcome = _would_place(source, target, digest) if dry_run else _move_one(source, target, digest)
         counts[source.parent.name][outcome] += 1
     for name in augmented_classes:
         report.moved[name] = counts[name][Outcome.MOVED]
         report.identical[name] = counts[name][Outcome.IDENTICAL]
         report.renamed[name] = counts[name][Outcome.RENAMED]
+        report.refused[name] = counts[name][_REFUSED]
     if dry_run:
         report.train_after = {
             name: report.train_before[name] + report.moved[name] + report.renamed[name] for name in augmented_classes
         }
         return report
     report.train_after = {name: len(list_images(train_dir / name)) for name in augmented_classes}
-    report.left_behind, report.removed_folder = _remove_emptied(augmented_dir)
+    if report.refused_files:
+        report.refused_path = Path(data_dir) / MOVE_REFUSED_NAME
+        moved_at = datetime.now().isoformat(timespec="seconds")
+        append_csv(report.refused_path, MOVE_REFUSED_FIELDS,
+                   [(moved_at, source, reason) for source, reason in report.refused_files])
+        logger.warning("refused %d copies identical to a validation or test image; they stay in %s (list: %s)",
+                       len(report.refused_files), augmented_dir, report.refused_path)
+    refused = {Path(source) for source, _ in report.refused_files}
+    report.left_behind, report.removed_folder = _remove_emptied(augmented_dir, refused)
     return report
 
 
-def _move_one(source: Path, target: Path) -> Outcome:
-    placed, outcome = place_file(source, target, move=True)
+def _held_out_images(data_dir: Path) -> dict[str, Path]:
+    """sha256 -> path of every image in ``DATA/validation`` and ``DATA/test`` (any letter case)."""
+    folders = [folder for split in SPLITS if split != TRAIN and (folder := find_child_folder(data_dir, split))]
+    return {sha256_file(path): path for folder in folders for path in list_images(folder, recursive=True)}
+
+
+def _move_one(source: Path, target: Path, digest: str | None = None) -> Outcome:
+    placed, outcome = place_file(source, target, move=True, source_digest=digest)
     # A move interrupted between its hard link and its unlink leaves one file under both names;
     # place_file keeps the source when the two are the same file, so drop the extra name here.
     if (outcome is Outcome.IDENTICAL and source.exists() and source.resolve() != placed.resolve()
@@ -304,21 +341,22 @@ def _move_one(source: Path, target: Path) -> Outcome:
     return outcome
 
 
-def _would_place(source: Path, target: Path) -> Outcome:
+def _would_place(source: Path, target: Path, digest: str | None = None) -> Outcome:
     """What ``place_file(source, target, move=True)`` would do, without doing it."""
     if not target.exists():
         return Outcome.MOVED
-    digest = sha256_file(source)
+    digest = digest or sha256_file(source)
     if target.is_file() and sha256_file(target) == digest:
         return Outcome.IDENTICAL
     return Outcome.IDENTICAL if free_name(target, digest).exists() else Outcome.RENAMED
 
 
-def _remove_emptied(augmented_dir: Path) -> tuple[list[Path], bool]:
+def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path], bool]:
     """Removes augmented_train once its images are gone; returns the other files it keeps.
 
     Hidden ``.*.tmp`` files are the remains of interrupted atomic writes (never a complete file)
-    and are removed; anything else (a note, a non-image file) is kept, and so is its folder.
+    and are removed; anything else (a note, a non-image file) is kept, and so is its folder. The
+    ``refused`` copies stay too, already reported.
     """
     kept = []
     for path in sorted(augmented_dir.rglob("*"), reverse=True):  # children before their folders
@@ -327,7 +365,7 @@ def _remove_emptied(augmented_dir: Path) -> tuple[list[Path], bool]:
                 path.rmdir()
         elif path.name.startswith(".") and path.name.endswith(".tmp"):
             path.unlink()
-        else:
+        elif path not in refused:
             kept.append(path)
     if not any(augmented_dir.iterdir()):
         augmented_dir.rmdir()

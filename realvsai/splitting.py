@@ -5,8 +5,8 @@ Both split scripts (DataSplitD1.py, DataSplitD2.py) run the same steps:
 1. list SOURCE's files and sort them, so the order the file system lists them in never matters;
 2. read each file once, in parallel: its sha256 and a full decode check come from the same bytes;
 3. plan: cut each class with ``random.Random(seed)``; an exact duplicate (same sha256) follows its
-   first copy, so no content ever sits in two splits; files that are not images or do not decode
-   are left out and listed in ``skipped.csv``;
+   first copy, so no content ever sits in two splits; files that are not images, do not decode
+   or are hidden are left out and listed in ``skipped.csv``;
 4. write ``manifest.csv`` (the plan: split, class, path, sha256, source), then place the files:
    copy (one write of the bytes already read), move or hard-link, each file written under a
    temporary name and renamed into place.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import errno
+import functools
 import hashlib
 import io
 import itertools
@@ -39,7 +40,7 @@ from typing import TypeVar
 
 from realvsai.cli import format_table, positive_int, progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, image_problem, sha256_file
+from realvsai.files import MAX_IMAGE_PIXELS, atomic_write_text, image_problem, sha256_file
 from realvsai.layout import (
     IMAGE_EXTENSIONS,
     SPLITS,
@@ -87,6 +88,7 @@ class SplitDefaults:
     val_fraction: float = 0.2  # of train, carved out as validation (DataSplitD2)
     seed: int = 42
     workers: int = field(default_factory=default_workers)
+    max_pixels: int = MAX_IMAGE_PIXELS  # larger images are skipped: a guard against decompression bombs
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class SplitReport:
     counts: Counter = field(default_factory=Counter)
     num_images: int = 0  # image files read (whether usable or not)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason): not placed
-    num_unreadable: int = 0  # of ``skipped``: not an image or does not decode
+    num_unreadable: int = 0  # of ``skipped``: not an image, does not decode, or hidden
     num_duplicates: int = 0  # exact duplicates placed with their first copy
     num_dropped: int = 0  # of ``skipped``: train files identical to a test file (DataSplitD2)
     num_written: int = 0
@@ -162,6 +164,7 @@ def split_by_class(
     renames: Mapping[str, str] | None = None,
     overwrite: bool = False,
     workers: int | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> SplitReport:
     """Splits ``SOURCE/<Class>/<images>`` into train, validation and test, per class (DataSplitD1).
 
@@ -174,6 +177,7 @@ def split_by_class(
         renames: class folder name -> class name in the output.
         overwrite: move an existing, different split in ``out`` aside instead of refusing.
         workers: processes for reading and checking files (default: all cores).
+        max_pixels: images with more pixels are skipped (a guard against decompression bombs).
 
     Returns:
         What was placed, skipped and counted.
@@ -204,7 +208,7 @@ def split_by_class(
         return _assign(items, dict(zip(SPLITS, fractions)), seed), []
 
     return _run_split(source, [source / name for name in class_folders], out, locate, plan,
-                      mode=mode, overwrite=overwrite, workers=workers)
+                      mode=mode, overwrite=overwrite, workers=workers, max_pixels=max_pixels)
 
 
 def split_train_test(
@@ -217,6 +221,7 @@ def split_train_test(
     renames: Mapping[str, str] | None = None,
     overwrite: bool = False,
     workers: int | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> SplitReport:
     """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2).
 
@@ -270,7 +275,8 @@ def split_train_test(
         return _assign(train_items, fractions, seed) + [(TEST, item) for item in test_items], dropped
 
     folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in train_classes]
-    return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers)
+    return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
+                      max_pixels=max_pixels)
 
 
 def find_train_test_root(source: Path) -> Path:
@@ -396,6 +402,7 @@ def _run_split(
     mode: str,
     overwrite: bool,
     workers: int | None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> SplitReport:
     """List, check, plan and place; ``plan`` turns the usable items into (split, item) and dropped items."""
     report = SplitReport(out=out, mode=mode)
@@ -409,7 +416,8 @@ def _run_split(
     if mode == LINK and cross_device:
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
                         "ones. Drop --link to copy, or choose an --out on the same disk.")
-    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers or default_workers())
+    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers or default_workers(),
+          max_pixels=max_pixels)
 
     unreadable = [item for item in items if item.problem is not None]
     usable = sorted((item for item in items if item.problem is None), key=lambda item: item.key)
@@ -454,23 +462,32 @@ def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_It
 def _list_items(
     root: Path, class_dirs: Sequence[Path], locate: Callable[[str], tuple[str, str, str] | None]
 ) -> tuple[list[_Item], list[tuple[str, str]]]:
-    """The image files under ``class_dirs`` (recursively), and the other files with why they are skipped."""
+    """The image files under ``class_dirs`` (recursively), and the other files with why they are skipped.
+
+    Hidden files and folders are left out, and listed too: a ``.cat.jpg`` is as easy to miss as a ``cat.txt``.
+    """
     items, not_images = [], []
     prefix = len(str(root)) + 1
     extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
     for folder in progress(class_dirs, desc="listing", unit="folder"):
-        for path in _walk(str(root / folder.resolve().relative_to(root))):
+        hidden: list[tuple[str, bool]] = []
+        for path in _walk(str(root / folder.resolve().relative_to(root)), hidden):
             key = path[prefix:].replace(os.sep, "/")
             located = locate(key)
             if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS or located is None:
                 not_images.append((path, f"not an image file (image names end in {extensions})"))
                 continue
             items.append(_Item(key, *located, path, path))
+        not_images.extend((path, "hidden folder (names starting with '.' are left out; its files are not read)"
+                           if is_folder else "hidden file (names starting with '.' are left out)")
+                          for path, is_folder in hidden)
     return items, not_images
 
 
-def _walk(folder: str) -> Iterator[str]:
+def _walk(folder: str, hidden: list[tuple[str, bool]] | None = None) -> Iterator[str]:
     """Visible files below ``folder``; hidden files and folders (``.DS_Store``, ``._x.jpg``) are left out.
+
+    When ``hidden`` is given, each hidden entry left out is added to it as (path, is a folder).
 
     ``os.scandir`` knows each entry's type from the directory listing itself, so this costs one
     system call per folder rather than one ``stat`` per file as ``layout.list_images`` does (0.03 s
@@ -480,9 +497,11 @@ def _walk(folder: str) -> Iterator[str]:
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
+                if hidden is not None:
+                    hidden.append((entry.path, entry.is_dir()))
                 continue
             if entry.is_dir():
-                yield from _walk(entry.path)
+                yield from _walk(entry.path, hidden)
             elif entry.is_file():
                 yield entry.path
 
@@ -516,7 +535,7 @@ def _follow_moved_aside(items: Sequence[_Item], out: Path, aside: Path) -> None:
             item.read_from = new + item.read_from[len(old):]
 
 
-def _scan(items: list[_Item], keep_bytes: bool, workers: int) -> None:
+def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once.
 
     Reading, hashing and decoding run in worker processes: Pillow parses image headers in Python,
@@ -525,7 +544,8 @@ def _scan(items: list[_Item], keep_bytes: bool, workers: int) -> None:
     paths = [item.read_from for item in items]
     chunks = [paths[start:start + _CHUNK] for start in range(0, len(paths), _CHUNK)]
     kept = 0
-    results = _map_chunks(_inspect_chunk, chunks, keep_bytes, workers if len(paths) >= _PARALLEL_MIN_FILES else 1)
+    inspect = functools.partial(_inspect_chunk, max_pixels=max_pixels)
+    results = _map_chunks(inspect, chunks, keep_bytes, workers if len(paths) >= _PARALLEL_MIN_FILES else 1)
     for item, (digest, problem, data) in zip(items, progress(results, total=len(items), desc="checking")):
         item.digest, item.problem = digest, problem
         if data is not None and kept + len(data) <= _KEEP_TOTAL_BYTES:
@@ -559,7 +579,8 @@ class _NamedBytes(io.BytesIO):
         return repr(self.name)
 
 
-def _inspect_chunk(paths: Sequence[str], keep_bytes: bool) -> list[tuple[str | None, str | None, bytes | None]]:
+def _inspect_chunk(paths: Sequence[str], keep_bytes: bool, max_pixels: int = MAX_IMAGE_PIXELS
+                   ) -> list[tuple[str | None, str | None, bytes | None]]:
     """(sha256, problem, bytes or None) per path, from one read of each file. Runs in a worker process."""
     results = []
     for path in paths:
@@ -569,7 +590,7 @@ def _inspect_chunk(paths: Sequence[str], keep_bytes: bool) -> list[tuple[str | N
         except OSError as error:
             results.append((None, f"cannot be read ({error.strerror or error})", None))
             continue
-        problem = image_problem(_NamedBytes(data, os.path.basename(path)))
+        problem = image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
         keep = keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES
         results.append((hashlib.sha256(data).hexdigest(), problem, data if keep else None))
     return results
@@ -826,6 +847,19 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) 
     return True
 
 
+def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Adds ``rows`` to the CSV at ``path`` (created when missing), keeping every row already there.
+
+    The file is rewritten atomically, so an interruption leaves the old list or the new one. Rows
+    of an older file with other columns keep their values under the columns ``header`` shares.
+    """
+    old_rows = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as stream:
+            old_rows = [[row.get(name) or "" for name in header] for row in csv.DictReader(stream)]
+    write_csv(path, header, [*old_rows, *rows])
+
+
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:
     """Adds the options DataSplitD1.py and DataSplitD2.py share, with ``defaults``."""
     parser.add_argument("--out", type=Path, default=defaults.out,
@@ -843,6 +877,8 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
                         help="if --out holds a different split, move it aside into OUT/previous-split-<time>/")
     parser.add_argument("--workers", type=positive_int, default=defaults.workers,
                         help="processes that read and check the images")
+    parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
+                        help="images with more pixels are skipped and listed (a guard against decompression bombs)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -852,9 +888,14 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
 def _log_problems(report: SplitReport) -> None:
     if report.num_unreadable:
         examples = "; ".join(f"{source}: {reason}" for source, reason in report.skipped[:3])
-        logger.warning("skipped %d files that are not usable images (e.g. %s); the list is in %s",
+        logger.warning("skipped %d files that are not usable images or are hidden (e.g. %s); the list is in %s",
                        report.num_unreadable, examples, report.skipped_path)
     classes = sorted({class_name for _, class_name in report.counts})
+    if len(classes) == 1:
+        # Not an error: another class can still be merged in (DataMerger.py) before training.
+        logger.warning("only one class (%s) has usable images in this split, but a classifier needs at least two. "
+                       "Add a folder of images for each other class to SOURCE and split again, or merge another "
+                       "split dataset into %s with DataMerger.py, before training", classes[0], report.out)
     used = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
     for class_name in classes:
         empty = [split for split in used if not report.counts[(split, class_name)]]
@@ -879,7 +920,7 @@ def format_report(report: SplitReport) -> str:
         f"{report.num_in_place:,} already in place.",
         f"exact duplicates: {report.num_duplicates:,} (each kept in the split of its first copy)"
         + (f"; {report.num_dropped:,} train files identical to a test file left out" if report.num_dropped else ""),
-        f"skipped: {report.num_unreadable:,} files that are not usable images"
+        f"skipped: {report.num_unreadable:,} files that are not usable images or are hidden"
         + (f" (list: {report.skipped_path})" if report.skipped else ""),
         f"manifest: {report.manifest_path}",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib
 import logging
@@ -149,6 +150,27 @@ def test_copies_cut_short_or_zero_filled_are_made_again(data, tmp_path):
     assert tree(twin / "augmented_train") == tree(data / "augmented_train")
 
 
+def test_a_users_file_under_a_copys_name_is_never_replaced(data):
+    folder = data / "augmented_train" / "REAL"
+    picture = write_image(folder / "aug_img_000_0.jpg", seed=7, fmt="PNG")  # a PNG named .jpg: no JPEG end marker
+    note = folder / "aug_img_001_1.jpg"
+    note.write_text("my notes\n")
+    kept = {picture: picture.read_bytes(), note: note.read_bytes()}
+    augment(data)
+    assert {path: path.read_bytes() for path in kept} == kept
+
+
+def test_a_users_file_in_the_way_is_named_and_fails_the_run_after_the_other_copies(data, capsys):
+    note = data / "augmented_train" / "REAL" / "aug_img_001_1.jpg"
+    note.parent.mkdir(parents=True)
+    note.write_text("my notes\n")
+    assert augment(data) == 1
+    err = capsys.readouterr().err
+    assert str(note) in err and "kept" in err
+    assert err.strip().splitlines()[-1].startswith("error: ")
+    assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 12  # the 11 copies, and the note
+
+
 def test_copies_moved_into_train_are_neither_remade_nor_augmented_again(data):
     assert augment(data) == 0
     assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
@@ -174,6 +196,13 @@ def test_summary_counts_images_broken_in_the_header_and_in_the_pixels(data, bad_
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("FAKE", "REAL"))}
     assert rows == {"FAKE": ["3", "0"], "REAL": ["3", "3"]}
     assert "3 broken image(s) skipped" in out
+
+
+def test_max_pixels_sets_the_limit_the_skip_warning_names(data, capsys):
+    assert augment(data, "--max-pixels", "1000") == 0  # every 32x32 image is over it
+    err = capsys.readouterr().err
+    assert "limit of 1,000 pixels" in err and "--max-pixels" in err
+    assert not list(data.glob("augmented_train/*/*"))
 
 
 def test_image_only_pillow_reads_is_augmented_as_training_reads_it(data, capsys):
@@ -322,6 +351,20 @@ def test_move_renames_a_copy_whose_name_is_taken_by_other_content(augmented):
     assert taken.read_bytes() == original
     renamed = [path for path in taken.parent.glob("aug_img_000_0_*.jpg")]
     assert [path.read_bytes() for path in renamed] == [copy]
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_move_refuses_a_copy_identical_to_a_validation_or_test_image(augmented, split, capsys):
+    copy = augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
+    (augmented / split / "REAL").mkdir(parents=True)
+    shutil.copy2(copy, augmented / split / "REAL" / "held_out.jpg")
+    digest = hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert move(augmented) == 0
+    assert copy.is_file()
+    assert digest not in digests(augmented / "train")
+    with open(augmented / "move-refused.csv", newline="") as stream:
+        assert [Path(row["source"]).name for row in csv.DictReader(stream)] == [copy.name]
+    assert "Refused 1 identical to a validation or test image" in capsys.readouterr().out
 
 
 def test_move_refuses_a_class_train_does_not_have_and_moves_nothing(augmented, capsys):

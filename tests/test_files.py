@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import write_image
+from PIL import Image
 
 from realvsai import files
 from realvsai.files import (
+    MAX_IMAGE_PIXELS,
     Outcome,
     atomic_write,
     atomic_write_text,
@@ -51,14 +53,21 @@ def test_image_problem_names_a_broken_file(tmp_path, bad_files, kind):
     assert problem is not None and "not a readable image" in problem
 
 
-def test_image_problem_refuses_huge_dimensions_without_decoding(tmp_path):
-    problem = image_problem(png_header_only(tmp_path / "bomb.png", 30_000, 30_000))
-    assert problem is not None and "pixels" in problem
+def test_image_problem_refuses_huge_dimensions_with_the_projects_limit_and_flag(tmp_path):
+    problem = image_problem(png_header_only(tmp_path / "bomb.png", 30_000, 30_000))  # beyond Pillow's refusal too
+    assert problem is not None and "30000x30000" in problem
+    assert f"{MAX_IMAGE_PIXELS:,}" in problem and "--max-pixels" in problem and "178,956,970" not in problem
 
 
 def test_image_problem_applies_its_pixel_limit(tmp_path):
     problem = image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=1000)
-    assert problem == "64x64 pixels is more than the limit of 1,000"
+    assert problem is not None and problem.startswith("64x64 pixels is more than the limit of 1,000 pixels")
+    assert "--max-pixels" in problem
+
+
+def test_image_problem_honours_a_limit_above_pillows_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses above twice this
+    assert image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=10_000) is None
 
 
 def test_image_problem_of_a_missing_file(tmp_path):

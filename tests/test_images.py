@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -78,12 +80,37 @@ def test_ordinary_jpeg_takes_the_tensorflow_route():
     assert (header.width, header.height, header.needs_pil) == (7, 5, False)
 
 
-def test_a_far_too_large_image_is_refused_with_a_clear_error(monkeypatch):
-    data = encode(Image.new("RGB", (100, 100)), "PNG")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses at twice this
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` but holds no pixel data: a bomb that costs nothing to make."""
 
-    with pytest.raises(images.ImageDecodeError, match="pixels"):
-        images.read_header(data)
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("read", [images.read_header, images.load_rgb])
+def test_a_far_too_large_image_is_refused_with_the_projects_limit_and_flag(read):
+    with pytest.raises(images.ImageDecodeError) as raised:
+        read(png_header_only(30_000, 30_000))  # beyond Pillow's own refusal too
+
+    message = str(raised.value)
+    assert "30000x30000" in message and f"{images.MAX_IMAGE_PIXELS:,}" in message and "--max-pixels" in message
+    assert "178956970" not in message and "178,956,970" not in message  # Pillow's limit is not ours
+
+
+def test_a_limit_above_pillows_own_is_honoured(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses above twice this
+    header = images.read_header(encode(Image.new("RGB", (100, 100)), "PNG"), max_pixels=20_000)
+
+    assert (header.width, header.height) == (100, 100)
+
+
+def test_an_image_within_our_limit_decodes_whatever_pillows_own_limit(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above this and refuses above twice it
+    for side in (40, 100):
+        assert images.load_rgb(encode(Image.new("RGB", (side, side)), "PNG")).shape == (side, side, 3)
 
 
 def test_error_for_uploaded_bytes_does_not_show_python_object_names():

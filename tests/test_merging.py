@@ -107,6 +107,18 @@ def test_content_already_in_another_split_of_the_target_is_refused(first, second
         assert [Path(row["source"]).name for row in csv.DictReader(stream)] == ["leak.png"]
 
 
+def test_a_later_merge_keeps_the_refused_list_of_an_earlier_one(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    shutil.copyfile(first / "train" / "REAL" / "img_001.png", second / "test" / "REAL" / "leak.png")
+    merge_datasets([second], into)
+    third = make_split(tmp_path / "third", COUNTS, seed=3)
+    shutil.copyfile(first / "train" / "FAKE" / "img_002.png", third / "test" / "FAKE" / "other_leak.png")
+    merge_datasets([third], into)
+    with open(into / "merge-refused.csv", newline="") as stream:
+        assert sorted(Path(row["source"]).name for row in csv.DictReader(stream)) == ["leak.png", "other_leak.png"]
+
+
 def test_content_in_two_splits_among_the_sources_is_added_once(first, second, tmp_path):
     shutil.copyfile(first / "train" / "FAKE" / "img_002.png", second / "test" / "FAKE" / "same.png")
     into = tmp_path / "merged"

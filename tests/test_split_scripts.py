@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATASETS, run_script
+from conftest import SHARED_DATASETS, run_script, write_image
 
 import DataMerger
 import DataSplitD1
@@ -43,6 +45,16 @@ def test_datasplitd2_main_splits_train_and_test(tmp_path, make_class_folder, cap
     assert code == 0
     assert "26 files in" in capsys.readouterr().out
     assert len(list((tmp_path / "data" / "validation" / "REAL").iterdir())) == 3
+
+
+def test_datasplitd1_max_pixels_sets_the_limit_its_skipped_list_names(tmp_path, make_class_folder):
+    source = make_class_folder(tmp_path / "art", {"RealArt": 4, "GeneratedArt": 4})
+    write_image(source / "RealArt" / "big.png", seed=5, size=(64, 64))
+    assert DataSplitD1.main([str(source), "--out", str(tmp_path / "data"), "--max-pixels", "2000", "--quiet"]) == 0
+    with open(tmp_path / "data" / "skipped.csv", newline="") as stream:
+        reasons = {Path(row["source"]).name: row["reason"] for row in csv.DictReader(stream)}
+    assert list(reasons) == ["big.png"]
+    assert "limit of 2,000 pixels" in reasons["big.png"] and "--max-pixels" in reasons["big.png"]
 
 
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])

@@ -170,6 +170,25 @@ def test_unreadable_and_non_image_files_are_skipped_and_listed(art, tmp_path, ba
     assert report.num_files == 40
 
 
+def test_hidden_files_in_a_class_folder_are_listed_in_skipped_csv(art, tmp_path):
+    write_image(art / "RealArt" / ".hidden.jpg", seed=999)
+    (art / "GeneratedArt" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    out = tmp_path / "out"
+    split_by_class(art, out)
+    skipped = skipped_sources(out)
+    assert "hidden" in skipped[".hidden.jpg"] and "hidden" in skipped[".DS_Store"]
+
+
+def test_a_one_class_dataset_is_split_with_a_warning_that_a_classifier_needs_two(tmp_path, make_class_folder,
+                                                                                 caplog):
+    source = make_class_folder(tmp_path / "only", {"REAL": 10})
+    with caplog.at_level("WARNING", logger="realvsai"):
+        report = split_by_class(source, tmp_path / "out")
+    assert report.num_files == 10
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert any("only one class" in message and "at least two" in message for message in warnings)
+
+
 def test_skipped_list_is_the_same_on_every_run(art, tmp_path, bad_files):
     bad_files(art / "RealArt")
     out = tmp_path / "out"
