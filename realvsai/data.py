@@ -127,14 +127,22 @@ def _decode_with_pil(path: tf.Tensor) -> np.ndarray:
 def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor) -> tf.Tensor:
     """The ``(height, width, 3)`` uint8 pixels of the image file ``path``, upright, inside a tf.data map.
 
-    The one decoding of training images, shared by training and by DataAugmentation.py's copies:
-    TensorFlow's decoder where it sees what the user sees, Pillow (``images.load_rgb``) where
-    ``use_pil`` says it does not (EXIF-rotated photos, CMYK, 16-bit, animations; see
-    ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would train on,
+    The one decoding of training images, shared by training, evaluation and DataAugmentation.py's
+    copies, pixel for pixel what the app's ``images.load_rgb`` gives: TensorFlow's decoders where they
+    see what Pillow sees (JPEGs with the accurate DCT), Pillow itself where ``use_pil`` says they do
+    not (EXIF-rotated photos, 16-bit, animations, other formats; see ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would train on,
     or write copies of, a sideways image.
     """
     def with_tensorflow() -> tf.Tensor:
-        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        contents = tf.io.read_file(path)
+        # decode_image decodes JPEGs with libjpeg's fast integer DCT, which is up to 5 levels off
+        # (17 for progressive files) from Pillow's accurate one; INTEGER_ACCURATE gives Pillow's
+        # pixels exactly, baseline, progressive and CMYK alike.
+        return tf.cond(
+            tf.io.is_jpeg(contents),
+            lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+        )
 
     def with_pillow() -> tf.Tensor:
         return tf.numpy_function(_decode_with_pil, [path], tf.uint8, stateful=False)
