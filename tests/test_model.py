@@ -51,7 +51,7 @@ def test_layers_are_named_and_ordered_as_the_contract_says(resnet101):
     names = [layer.name for layer in resnet101.layers]
     assert names == ["image", "augmentation", "resize", "preprocess", "backbone", *HEAD]
     assert resnet101.get_layer("backbone").layers[-1].name == "conv5_block3_out"  # Grad-CAM reads this map
-    assert resnet101.get_layer("resize").get_config()["interpolation"] == "bilinear"
+    assert resnet101.get_layer("resize").get_config()["size"] == 32
 
 
 def test_head_has_the_known_layers_and_a_float32_softmax(resnet101):
