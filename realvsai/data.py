@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +73,7 @@ def check_class_names(folder: Path, found: Sequence[str], expected: Sequence[str
 
 def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixels: int | None = None
                 ) -> LabelledImages:
-    """Lists and checks the images of ``folder/<Class>/``; broken files are skipped and named.
+    """Lists the images of ``folder/<Class>/`` and reads their headers; files without one are skipped and named.
 
     Args:
         folder: a folder with one sub-folder per class.
@@ -93,12 +93,11 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
     candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
     limit = max_pixels or image_io.MAX_IMAGE_PIXELS
 
+    # Headers only: the split decoded every file already, and decoding them all again cost every
+    # run minutes. A file broken after its header is dropped, with a warning, when it is decoded.
     def check(path: Path) -> image_io.ImageHeader | str:
         try:
-            header = image_io.read_header(path, limit)
-            if not header.needs_pil:
-                image_io.load_rgb(path, limit)  # a full decode catches truncated data
-            return header
+            return image_io.read_header(path, limit)
         except image_io.ImageDecodeError as error:
             return str(error)
 
@@ -186,6 +185,19 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(tf.cond(use_pil, with_pillow, with_tensorflow), [None, None, 3])
 
 
+def _shuffle(dataset: tf.data.Dataset, count: int, seed: int) -> tf.data.Dataset:
+    """Every element in a new seeded order each epoch (a buffer as large as the dataset: a full permutation)."""
+    return dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+
+
+def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """``(path, label, use_pil)`` of every file of ``images``, in file order or, with ``shuffle``, a new seeded order each epoch."""
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (tf.constant([str(path) for path in images.files]), tf.constant(images.labels, tf.int32),
+         tf.constant(images.needs_pil)))
+    return _shuffle(dataset, len(images), seed) if shuffle else dataset
+
+
 def make_dataset(
     images: LabelledImages,
     *,
@@ -194,42 +206,50 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images 0..255, int32 labels)`` read from ``images``' files.
 
     Args:
         images: the output of ``scan_images``.
         batch_size: images per batch; the last batch may be smaller.
-        image_size: side length to resize to, used only when the images differ in size.
+        image_size: side length to resize to (``resize_to_square``), used only when the images differ in size.
         shuffle: reshuffle every epoch (seeded); False keeps the files' order, as evaluation needs.
-        seed: the shuffle seed.
+        seed: the seed of the shuffle and of ``augment``.
         cache_bytes: cache the decoded images in memory when they need less than this.
+        augment: ``augment(images, seed)`` is applied to every batch of float32 images, with a seed
+            pair (int64, shape (2,)) that differs for every batch and every epoch and repeats with
+            ``seed`` (the preset's input part, through ``augmentation.augment_copies``).
     """
     uniform = images.uniform_size()
-    target = None if uniform else (image_size, image_size)
     width, height = uniform or (image_size, image_size)
     decoded_bytes = len(images) * width * height * 3 * (1 if uniform else 4)
-    paths = tf.constant([str(path) for path in images.files])
-    labels = tf.constant(images.labels, tf.int32)
-    use_pil = tf.constant(images.needs_pil)
+    cached = decoded_bytes <= cache_bytes
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pixels = decode_rgb(path, pil)
-        if target is not None:
+        if not uniform:
             return resize_to_square(tf.cast(pixels, tf.float32), image_size), label
         return tf.ensure_shape(pixels, [height, width, 3]), label  # uint8: a quarter of the cache
 
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels, use_pil))
+    # Uncached, the file names are shuffled before decoding, so no buffer ever holds decoded images
+    # (50,000 of them at 224 px would take 30 GB); cached, the cache keeps the files' order and the
+    # decoded images, already in memory, are shuffled.
+    dataset = file_dataset(images, shuffle=shuffle and not cached, seed=seed)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # A file changed or broken after the scan must not end a run of hours; the scan already named
-    # every file it found broken.
+    # A file changed or broken after the scan (which reads only headers) must not end a run of hours.
     dataset = dataset.ignore_errors(log_warning=True)
-    if decoded_bytes <= cache_bytes:
+    if cached:
         dataset = dataset.cache()
-    if shuffle:
-        dataset = dataset.shuffle(min(len(images), 50_000), seed=seed, reshuffle_each_iteration=True)
+        if shuffle:
+            dataset = _shuffle(dataset, len(images), seed)
     dataset = dataset.batch(batch_size)
-    if uniform:
+    if augment is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, batch_seed: (augment(tf.cast(batch[0], tf.float32), batch_seed), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    elif uniform:
         dataset = dataset.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label),
                               num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

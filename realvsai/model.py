@@ -2,7 +2,7 @@
 
 Layers, by name and in order (the app, Grad-CAM and the tests rely on them):
 
-    augmentation   optional, active only in training (realvsai.augmentation)
+    augmentation   optional, active only in training (realvsai.augmentation, the preset's "model" part)
     resize         SquareResize: the centre square, resized (antialiased) to image_size x image_size
     preprocess     caffe preprocessing (RGB -> BGR minus the ImageNet means), a registered layer
     backbone       keras.applications.ResNet50/101/152 without its top; output = last conv block
@@ -183,7 +183,8 @@ def build_model(
         weights: ``"imagenet"``, a path to backbone weights, or None / ``"none"`` for random weights.
             With pretrained weights the backbone runs with ``training=False`` (BatchNorm statistics kept);
             without, it follows the training flag and gets the from-scratch recipe.
-        augment: an augmentation preset of ``realvsai.augmentation`` (``"none"`` for none).
+        augment: an augmentation preset of ``realvsai.augmentation`` (``"none"`` for none); the model
+            holds its ``"model"`` part, training's input pipeline runs the rest (the JPEG step).
         head_units, l2, dropout, noise: the head's Dense width, its L2 factor, the dropout rate and
             the standard deviation of the Gaussian noise on the feature map.
         seed: seeds the augmentation, noise and dropout layers.
@@ -203,7 +204,7 @@ def build_model(
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = inputs
     if augment and augment != "none":
-        augmentation = build_augmentation(augment, seed=seed)
+        augmentation = build_augmentation(augment, seed=seed, part="model")
         if augmentation is not None:
             x = augmentation(x)
     # float32 even under mixed precision, as the augmentation: float16 would round pixels above 128.
