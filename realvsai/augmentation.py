@@ -12,10 +12,15 @@ Presets:
   did it: one ``RandomAffine`` layer composes each image's rotation, shifts, shear, zoom and flip
   into one matrix and resamples the pixels once (bilinear interpolation).
 - ``detector``: transforms that keep the fine pixel texture a real-vs-generated detector relies on,
-  after Wang et al. 2020 ("CNN-generated images are surprisingly easy to spot... for now"): mild
-  Gaussian blur and JPEG re-compression, each with a small probability, then crop-and-pad by whole
+  after Wang et al. 2020 ("CNN-generated images are surprisingly easy to spot... for now"): JPEG
+  re-compression and mild Gaussian blur, each with a small probability, then crop-and-pad by whole
   pixels (no resampling) and a horizontal flip.
 - ``none``: no augmentation (``build_augmentation`` returns None).
+
+A preset has two parts. Its ``"input"`` part (the JPEG step: TensorFlow's JPEG codec runs only on
+the CPU and has no XLA kernel) runs in training's ``tf.data`` input pipeline, through
+``augment_copies`` with a seed per batch; its ``"model"`` part is the model's first block, which XLA
+compiles. Offline copies get both parts, in the same order (``part="all"``).
 
 ``augment_copies`` runs the same layers inside ``tf.data`` with every random draw taken from a
 seed tensor, so offline copies do not depend on order or parallelism; ``plan_batches`` and
@@ -105,19 +110,28 @@ def layer_seed(seed: int | None, index: int) -> int | None:
     return int.from_bytes(digest[:4], "little") >> 1  # keras wants a non-negative int32
 
 
-def build_augmentation(preset: str, seed: int | None = None) -> keras.Sequential | None:
+PARTS = ("all", "input", "model")
+
+
+def build_augmentation(preset: str, seed: int | None = None, part: str = "all") -> keras.Sequential | None:
     """The augmentation block for ``preset``: a ``keras.Sequential(name="augmentation")``, or None.
 
     Args:
         preset: one of ``PRESETS``.
-        seed: makes every layer's random stream repeatable (each layer gets its own seed from it).
+        seed: makes every layer's random stream repeatable (each layer gets its own seed from it,
+            the same whichever part is built).
+        part: ``"model"`` for the layers inside the model (all of them XLA-compile), ``"input"`` for
+            those that run in the tf.data input pipeline, ``"all"`` for both, input first (offline copies).
 
     Returns:
-        The layers, or None for ``"none"``. Call them with ``training=True`` to augment.
+        The layers, or None for ``"none"`` or a part the preset has no layer in. Call them with
+        ``training=True`` to augment.
 
     Raises:
-        ValueError: for an unknown preset.
+        ValueError: for an unknown preset or part.
     """
+    if part not in PARTS:
+        raise ValueError(f"unknown augmentation part {part!r}; choose one of {', '.join(PARTS)}")
     if preset == "none":
         return None
     if preset == "classic":
@@ -128,27 +142,28 @@ def build_augmentation(preset: str, seed: int | None = None) -> keras.Sequential
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
     # float32 even under a mixed-precision policy: the contract is 0..255 float32 out, and float16
     # would round pixel values above 128 to steps of 0.125.
-    return keras.Sequential(
-        [make(seed=layer_seed(seed, index), dtype="float32") for index, make in enumerate(layers)],
-        name="augmentation",
-    )
+    chosen = [make(seed=layer_seed(seed, index), dtype="float32") for index, (where, make) in enumerate(layers)
+              if part in ("all", where)]
+    return keras.Sequential(chosen, name="augmentation") if chosen else None
 
 
-def _classic_layers(settings: ClassicSettings) -> list[Callable[..., keras.layers.Layer]]:
-    return [lambda **kw: RandomAffine(
+def _classic_layers(settings: ClassicSettings) -> list[tuple[str, Callable[..., keras.layers.Layer]]]:
+    return [("model", lambda **kw: RandomAffine(
         rotation_degrees=settings.rotation_degrees, shift_fraction=settings.shift_fraction,
         shear_factor=settings.shear_factor, zoom_fraction=settings.zoom_fraction, horizontal_flip=True,
-        fill_mode=settings.fill_mode, **kw)]
+        fill_mode=settings.fill_mode, **kw))]
 
 
-def _detector_layers(settings: DetectorSettings) -> list[Callable[..., keras.layers.Layer]]:
-    # Wang et al.'s order: blur and JPEG first, then crop and flip, so the 8x8 JPEG grid ends up at
-    # a random offset, as it does in images cropped after compression.
+def _detector_layers(settings: DetectorSettings) -> list[tuple[str, Callable[..., keras.layers.Layer]]]:
+    # JPEG first, in the input pipeline: inside the model it would turn XLA off for the whole
+    # training step and encode one image at a time on the CPU. Then blur (Wang et al. blur before
+    # compressing; only the rare image drawn for both sees the other order), crop and flip, so the
+    # 8x8 JPEG grid ends up at a random offset, as it does in images cropped after compression.
     return [
-        lambda **kw: RandomBlur(settings.blur_sigma, settings.blur_probability, **kw),
-        lambda **kw: RandomJpegQuality(settings.jpeg_quality, settings.jpeg_probability, **kw),
-        lambda **kw: RandomCropPad(settings.pad_fraction, **kw),
-        lambda **kw: keras.layers.RandomFlip("horizontal", **kw),
+        ("input", lambda **kw: RandomJpegQuality(settings.jpeg_quality, settings.jpeg_probability, **kw)),
+        ("model", lambda **kw: RandomBlur(settings.blur_sigma, settings.blur_probability, **kw)),
+        ("model", lambda **kw: RandomCropPad(settings.pad_fraction, **kw)),
+        ("model", lambda **kw: keras.layers.RandomFlip("horizontal", **kw)),
     ]
 
 
@@ -525,9 +540,9 @@ class RandomJpegQuality(_RandomImageLayer):
     """Re-compresses a random share of the images as JPEG at a random quality.
 
     Images are rounded to uint8 before encoding (as any saved JPEG is); the others pass unchanged.
-    ``tf.image.adjust_jpeg_quality`` has only a CPU kernel and no XLA one: on a GPU, TensorFlow runs
-    this layer on the CPU (copying those images across), and the layer sets ``supports_jit = False``
-    so Keras does not try to XLA-compile a model that holds it.
+    ``tf.image.adjust_jpeg_quality`` has only a CPU kernel and no XLA one, so the presets run this
+    layer in the tf.data input pipeline (their ``"input"`` part), never inside the model; it sets
+    ``supports_jit = False`` so Keras does not try to XLA-compile a model that holds it anyway.
 
     Args:
         quality_range: (low, high) JPEG quality, both inclusive, within 0..100.

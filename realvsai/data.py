@@ -3,14 +3,14 @@
 Images come out as float32 RGB in 0..255 (the model does its own preprocessing), with int32
 labels in the order of ``class_names``. Images that all share one size are left at that size (the
 model resizes them on the accelerator); folders of mixed sizes are resized in the pipeline to the
-model's ``image_size`` with the same bilinear resize the model's Resizing layer uses.
+model's ``image_size`` with ``resize_to_square``, the function the model's resize layer calls.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +73,7 @@ def check_class_names(folder: Path, found: Sequence[str], expected: Sequence[str
 
 def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixels: int | None = None
                 ) -> LabelledImages:
-    """Lists and checks the images of ``folder/<Class>/``; broken files are skipped and named.
+    """Lists the images of ``folder/<Class>/`` and reads their headers; files without one are skipped and named.
 
     Args:
         folder: a folder with one sub-folder per class.
@@ -93,12 +93,11 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
     candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
     limit = max_pixels or image_io.MAX_IMAGE_PIXELS
 
+    # Headers only: the split decoded every file already, and decoding them all again cost every
+    # run minutes. A file broken after its header is dropped, with a warning, when it is decoded.
     def check(path: Path) -> image_io.ImageHeader | str:
         try:
-            header = image_io.read_header(path, limit)
-            if not header.needs_pil:
-                image_io.load_rgb(path, limit)  # a full decode catches truncated data
-            return header
+            return image_io.read_header(path, limit)
         except image_io.ImageDecodeError as error:
             return str(error)
 
@@ -120,6 +119,42 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
     return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped)
 
 
+def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
+    """``(output_length, input_length)`` weights of an antialiased linear resize along one axis.
+
+    ``tf.image.resize(..., antialias=True)``'s triangle filter: output pixel ``i`` averages the input
+    pixels within ``scale`` of its centre ``(i + 0.5) * scale`` (pixel centres at ``j + 0.5``), where
+    ``scale`` is input pixels per output pixel (at least 1, so enlarging is plain bilinear); the
+    weights of each output pixel sum to 1.
+    """
+    scale = tf.cast(input_length, tf.float32) / float(output_length)
+    support = tf.maximum(scale, 1.0)
+    centres = (tf.range(output_length, dtype=tf.float32) + 0.5) * scale
+    positions = tf.range(tf.cast(input_length, tf.float32)) + 0.5
+    weights = tf.nn.relu(1.0 - tf.abs(positions[None, :] - centres[:, None]) / support)
+    return weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+
+
+def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
+    """Crops the centre square of float ``images`` ``(..., height, width, channels)`` and resizes it to size x size.
+
+    The one resize of every image the model sees (in training, evaluation and the app): cropping,
+    not squashing, keeps shapes as they are, and the antialiased filter averages away detail the
+    smaller image cannot hold instead of aliasing it into false texture (plain bilinear shrinking a
+    640x427 photo to 32 px keeps 2.7 times the high-frequency energy). The same numbers as
+    ``tf.image.resize(crop, (size, size), antialias=True)``, as two matrix products, which XLA
+    compiles (the op behind antialias has no XLA kernel); an image already size x size is unchanged.
+    """
+    shape = tf.shape(images)
+    height, width = shape[-3], shape[-2]
+    side = tf.minimum(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = images[..., top:top + side, left:left + side, :]
+    weights = tf.cast(_resize_weights(side, size), images.dtype)
+    rows = tf.einsum("oh,...hwc->...owc", weights, square)
+    return tf.einsum("pw,...owc->...opc", weights, rows)
+
+
 def _decode_with_pil(path: tf.Tensor) -> np.ndarray:
     return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)))
 
@@ -127,19 +162,40 @@ def _decode_with_pil(path: tf.Tensor) -> np.ndarray:
 def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor) -> tf.Tensor:
     """The ``(height, width, 3)`` uint8 pixels of the image file ``path``, upright, inside a tf.data map.
 
-    The one decoding of training images, shared by training and by DataAugmentation.py's copies:
-    TensorFlow's decoder where it sees what the user sees, Pillow (``images.load_rgb``) where
-    ``use_pil`` says it does not (EXIF-rotated photos, CMYK, 16-bit, animations; see
-    ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would train on,
+    The one decoding of training images, shared by training, evaluation and DataAugmentation.py's
+    copies, pixel for pixel what the app's ``images.load_rgb`` gives: TensorFlow's decoders where they
+    see what Pillow sees (JPEGs with the accurate DCT), Pillow itself where ``use_pil`` says they do
+    not (EXIF-rotated photos, 16-bit, animations, other formats; see ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would train on,
     or write copies of, a sideways image.
     """
     def with_tensorflow() -> tf.Tensor:
-        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        contents = tf.io.read_file(path)
+        # decode_image decodes JPEGs with libjpeg's fast integer DCT, which is up to 5 levels off
+        # (17 for progressive files) from Pillow's accurate one; INTEGER_ACCURATE gives Pillow's
+        # pixels exactly, baseline, progressive and CMYK alike.
+        return tf.cond(
+            tf.io.is_jpeg(contents),
+            lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+        )
 
     def with_pillow() -> tf.Tensor:
         return tf.numpy_function(_decode_with_pil, [path], tf.uint8, stateful=False)
 
     return tf.ensure_shape(tf.cond(use_pil, with_pillow, with_tensorflow), [None, None, 3])
+
+
+def _shuffle(dataset: tf.data.Dataset, count: int, seed: int) -> tf.data.Dataset:
+    """Every element in a new seeded order each epoch (a buffer as large as the dataset: a full permutation)."""
+    return dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+
+
+def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """``(path, label, use_pil)`` of every file of ``images``, in file order or, with ``shuffle``, a new seeded order each epoch."""
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (tf.constant([str(path) for path in images.files]), tf.constant(images.labels, tf.int32),
+         tf.constant(images.needs_pil)))
+    return _shuffle(dataset, len(images), seed) if shuffle else dataset
 
 
 def make_dataset(
@@ -150,42 +206,50 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images 0..255, int32 labels)`` read from ``images``' files.
 
     Args:
         images: the output of ``scan_images``.
         batch_size: images per batch; the last batch may be smaller.
-        image_size: side length to resize to, used only when the images differ in size.
+        image_size: side length to resize to (``resize_to_square``), used only when the images differ in size.
         shuffle: reshuffle every epoch (seeded); False keeps the files' order, as evaluation needs.
-        seed: the shuffle seed.
+        seed: the seed of the shuffle and of ``augment``.
         cache_bytes: cache the decoded images in memory when they need less than this.
+        augment: ``augment(images, seed)`` is applied to every batch of float32 images, with a seed
+            pair (int64, shape (2,)) that differs for every batch and every epoch and repeats with
+            ``seed`` (the preset's input part, through ``augmentation.augment_copies``).
     """
     uniform = images.uniform_size()
-    target = None if uniform else (image_size, image_size)
     width, height = uniform or (image_size, image_size)
     decoded_bytes = len(images) * width * height * 3 * (1 if uniform else 4)
-    paths = tf.constant([str(path) for path in images.files])
-    labels = tf.constant(images.labels, tf.int32)
-    use_pil = tf.constant(images.needs_pil)
+    cached = decoded_bytes <= cache_bytes
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pixels = decode_rgb(path, pil)
-        if target is not None:
-            return tf.image.resize(tf.cast(pixels, tf.float32), target, method="bilinear"), label
+        if not uniform:
+            return resize_to_square(tf.cast(pixels, tf.float32), image_size), label
         return tf.ensure_shape(pixels, [height, width, 3]), label  # uint8: a quarter of the cache
 
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels, use_pil))
+    # Uncached, the file names are shuffled before decoding, so no buffer ever holds decoded images
+    # (50,000 of them at 224 px would take 30 GB); cached, the cache keeps the files' order and the
+    # decoded images, already in memory, are shuffled.
+    dataset = file_dataset(images, shuffle=shuffle and not cached, seed=seed)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # A file changed or broken after the scan must not end a run of hours; the scan already named
-    # every file it found broken.
+    # A file changed or broken after the scan (which reads only headers) must not end a run of hours.
     dataset = dataset.ignore_errors(log_warning=True)
-    if decoded_bytes <= cache_bytes:
+    if cached:
         dataset = dataset.cache()
-    if shuffle:
-        dataset = dataset.shuffle(min(len(images), 50_000), seed=seed, reshuffle_each_iteration=True)
+        if shuffle:
+            dataset = _shuffle(dataset, len(images), seed)
     dataset = dataset.batch(batch_size)
-    if uniform:
+    if augment is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, batch_seed: (augment(tf.cast(batch[0], tf.float32), batch_seed), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    elif uniform:
         dataset = dataset.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label),
                               num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,8 +1,9 @@
 """Decoding any image a user has into the RGB uint8 array the model takes (no TensorFlow here).
 
-Training decodes ordinary JPEG/PNG/BMP/GIF/WebP files with TensorFlow's fast decoders; the files
-those decoders would get wrong (EXIF-rotated, 16-bit, other formats) and every upload in the app
-go through ``load_rgb`` instead, so both sides see the same pixels.
+Training decodes ordinary JPEG/PNG/BMP/GIF/WebP files with TensorFlow's decoders (JPEGs with the
+accurate DCT, which gives Pillow's pixels exactly); the files those decoders would get wrong
+(EXIF-rotated, 16-bit, other formats) and every upload in the app go through ``load_rgb`` instead,
+so both sides see the same pixels.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@
     heatmap = classifier.grad_cam(image)  # (H, W) float32 in [0, 1]
 
 The model does its own resizing and preprocessing (raw RGB 0..255 in), so the app sees what
-training saw. Each upload is resized to the model's image size with the model's own ``resize``
-layer before the uploads are stacked into one batch; the model's resize is then a no-op, so a
-batch gives the same probabilities as calling the model on each original image.
+training saw. Each upload is cropped to its centre square and resized to the model's image size
+with the model's own ``resize`` layer before the uploads are stacked into one batch; the model's
+resize is then a no-op, so a batch gives the same probabilities as calling the model on each
+original image.
 
 TensorFlow and Keras are imported when a model is loaded, so listing runs stays instant.
 """
@@ -333,7 +334,8 @@ class Classifier:
         names = [layer.name for layer in model.layers]
         self._resize = model.get_layer(_RESIZE_LAYER) if _RESIZE_LAYER in names else None
         if self._resize is None:
-            logger.warning("the model has no %r layer; uploads are resized with plain bilinear", _RESIZE_LAYER)
+            logger.warning("the model has no %r layer; uploads are resized as training resizes mixed sizes",
+                           _RESIZE_LAYER)
         image = tf.TensorSpec([None, None, 3], tf.uint8)
         self._prepare_fn = tf.function(self._prepare_graph, input_signature=[image])
         self._call = tf.function(lambda batch: model(batch, training=False),
@@ -345,12 +347,14 @@ class Classifier:
         import tensorflow as tf
 
         batch = tf.cast(image, tf.float32)[tf.newaxis]
-        # The model's own Resizing layer, so the resize here equals the one inside the model
-        # (bilinear, no antialias); the model's resize of an image already at image_size is a no-op.
+        # The model's own resize layer, so the resize here equals the one inside the model (the
+        # centre square, antialiased); the model's resize of an image already at image_size is a no-op.
         if self._resize is not None:
             resized = self._resize(batch)
         else:
-            resized = tf.image.resize(batch, (self.image_size, self.image_size), method="bilinear")
+            from realvsai.data import resize_to_square
+
+            resized = resize_to_square(batch, self.image_size)
         return resized[0]
 
     def prepare(self, image: np.ndarray) -> tf.Tensor:

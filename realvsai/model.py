@@ -2,8 +2,8 @@
 
 Layers, by name and in order (the app, Grad-CAM and the tests rely on them):
 
-    augmentation   optional, active only in training (realvsai.augmentation)
-    resize         keras.layers.Resizing to image_size, bilinear
+    augmentation   optional, active only in training (realvsai.augmentation, the preset's "model" part)
+    resize         SquareResize: the centre square, resized (antialiased) to image_size x image_size
     preprocess     caffe preprocessing (RGB -> BGR minus the ImageNet means), a registered layer
     backbone       keras.applications.ResNet50/101/152 without its top; output = last conv block
     head_noise  head_pool  head_dense  head_dropout  predictions (softmax, float32)
@@ -30,6 +30,7 @@ import keras
 from keras import ops
 
 from realvsai.augmentation import build_augmentation  # also registers its layers for load_model
+from realvsai.data import resize_to_square
 from realvsai.errors import UserError
 from realvsai.training import MODEL_FILE, MODEL_JSON_FILE
 
@@ -68,6 +69,37 @@ class CaffePreprocess(keras.layers.Layer):
     def call(self, inputs):
         bgr = ops.flip(inputs, axis=-1)
         return bgr - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=bgr.dtype)
+
+
+@keras.saving.register_keras_serializable(package="realvsai")
+class SquareResize(keras.layers.Layer):
+    """``data.resize_to_square`` as a layer: images of any size in, the centre square at ``size`` x ``size`` out.
+
+    The pipeline resizes folders of mixed sizes with the same function, and the app calls this
+    layer, so every path crops and resizes alike.
+    """
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    # keras.layers.Resizing's names for the sides, which evaluation reads.
+    @property
+    def height(self) -> int:
+        return self.size
+
+    @property
+    def width(self) -> int:
+        return self.size
+
+    def call(self, inputs):
+        return resize_to_square(ops.cast(inputs, self.compute_dtype), self.size)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-3], self.size, self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
 
 
 def imagenet_weights_file(backbone: str) -> str:
@@ -146,12 +178,13 @@ def build_model(
 
     Args:
         num_classes: number of output classes (2 or more).
-        image_size: the side the backbone sees; inputs of any size are resized to it.
+        image_size: the side the backbone sees; the centre square of an input of any size is resized to it.
         backbone: one of ``BACKBONES``.
         weights: ``"imagenet"``, a path to backbone weights, or None / ``"none"`` for random weights.
             With pretrained weights the backbone runs with ``training=False`` (BatchNorm statistics kept);
             without, it follows the training flag and gets the from-scratch recipe.
-        augment: an augmentation preset of ``realvsai.augmentation`` (``"none"`` for none).
+        augment: an augmentation preset of ``realvsai.augmentation`` (``"none"`` for none); the model
+            holds its ``"model"`` part, training's input pipeline runs the rest (the JPEG step).
         head_units, l2, dropout, noise: the head's Dense width, its L2 factor, the dropout rate and
             the standard deviation of the Gaussian noise on the feature map.
         seed: seeds the augmentation, noise and dropout layers.
@@ -171,10 +204,11 @@ def build_model(
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = inputs
     if augment and augment != "none":
-        augmentation = build_augmentation(augment, seed=seed)
+        augmentation = build_augmentation(augment, seed=seed, part="model")
         if augmentation is not None:
             x = augmentation(x)
-    x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
+    # float32 even under mixed precision, as the augmentation: float16 would round pixels above 128.
+    x = SquareResize(image_size, dtype="float32", name="resize")(x)
     x = CaffePreprocess(name="preprocess")(x)
     base = BACKBONES[backbone](include_top=False, weights=str(weights_path) if pretrained else None,
                                input_shape=(image_size, image_size, 3), name="backbone")

@@ -35,6 +35,7 @@ Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch), ``model.json``, ``history.c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import io
@@ -482,6 +483,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     import tensorflow as tf
 
     from realvsai import data, distributed
+    from realvsai.augmentation import augment_copies, build_augmentation
     from realvsai.callbacks import save_model_atomically
     from realvsai.model import build_model, float32_copy
 
@@ -507,8 +509,11 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     validation_steps = math.ceil(len(validation_images) / global_batch)
     # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras,
     # which would otherwise show "Unknown" steps and warn that the input "ran out of data".
-    train_dataset = data.make_dataset(train_images, batch_size=global_batch, image_size=config.image_size,
-                                      shuffle=True, seed=config.seed).repeat()
+    # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
+    input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
+    train_dataset = data.make_dataset(
+        train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
+        augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None).repeat()
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch,
                                            image_size=config.image_size).repeat()
     counts = {TRAIN: train_images.counts(), VALIDATION: validation_images.counts()}

@@ -69,7 +69,26 @@ def test_classic_preset_is_one_affine_layer_with_the_image_data_generator_ranges
 
 def test_detector_preset_does_not_resample():
     names = [type(layer).__name__ for layer in build_augmentation("detector", seed=1).layers]
-    assert names == ["RandomBlur", "RandomJpegQuality", "RandomCropPad", "RandomFlip"]
+    assert names == ["RandomJpegQuality", "RandomBlur", "RandomCropPad", "RandomFlip"]
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_the_model_part_of_every_preset_supports_xla_and_the_input_part_holds_the_rest(preset):
+    everything = build_augmentation(preset, seed=1)
+    in_model = build_augmentation(preset, seed=1, part="model")
+    in_input = build_augmentation(preset, seed=1, part="input")
+
+    assert all(layer.supports_jit for layer in in_model.layers)
+    input_layers = in_input.layers if in_input is not None else []
+    def settings(layers):  # everything but the names Keras numbers
+        return [(type(layer), {k: v for k, v in layer.get_config().items() if k != "name"}) for layer in layers]
+
+    assert settings([*input_layers, *in_model.layers]) == settings(everything.layers)
+
+
+def test_detector_recompresses_jpegs_in_the_input_pipeline():
+    names = [type(layer).__name__ for layer in build_augmentation("detector", seed=1, part="input").layers]
+    assert names == ["RandomJpegQuality"]
 
 
 @pytest.mark.parametrize("preset", AUGMENTING)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import write_image
 from PIL import Image
 
@@ -22,7 +25,7 @@ def test_scan_images_labels_files_in_class_name_order(tmp_path, make_class_folde
     assert [path.parent.name for path in scanned.files] == ["FAKE"] * 2 + ["REAL"] * 3
 
 
-def test_scan_images_skips_and_names_broken_files(tmp_path, make_class_folder, bad_files):
+def test_scan_images_skips_and_names_files_without_an_image_header(tmp_path, make_class_folder, bad_files):
     make_class_folder(tmp_path, {"a": 2, "b": 2})
     broken = bad_files(tmp_path / "a")
 
@@ -30,6 +33,35 @@ def test_scan_images_skips_and_names_broken_files(tmp_path, make_class_folder, b
 
     assert len(scanned) == 4
     assert {path for path, _ in scanned.skipped} == set(broken.values())
+
+
+def jpeg_cut_after_its_header(path: Path) -> Path:
+    """A noisy JPEG whose last third is missing: its header reads, its pixels do not all decode."""
+    write_image(path, seed=9, size=(64, 64))
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    return path
+
+
+def test_scan_images_reads_headers_only(tmp_path, make_class_folder, monkeypatch):
+    make_class_folder(tmp_path, {"a": 2, "b": 2}, suffix=".jpg")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("scan_images decoded an image")
+
+    monkeypatch.setattr(images, "load_rgb", no_decoding)
+    assert len(data.scan_images(tmp_path)) == 4
+
+
+def test_dataset_drops_a_truncated_file_that_the_scan_let_through(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"a": 2, "b": 2})
+    jpeg_cut_after_its_header(tmp_path / "a" / "truncated.jpg")
+    scanned = data.scan_images(tmp_path)
+    assert len(scanned) == 5
+
+    labels = np.concatenate([y.numpy() for _, y in data.make_dataset(scanned, batch_size=8, image_size=32)])
+
+    assert labels.tolist() == [0, 0, 1, 1]
 
 
 def test_scan_images_with_other_classes_names_both_sides(tmp_path, make_class_folder):
@@ -100,3 +132,52 @@ def test_class_weights_balance_the_classes():
 
     assert weights == {0: 40 / 60, 1: 40 / 20}
     assert weights[0] * 30 == pytest.approx(weights[1] * 10)
+
+
+def epochs_of_paths(dataset: tf.data.Dataset, epochs: int) -> list[list[str]]:
+    paths = [path.decode() for path, _, _ in dataset.repeat(epochs).as_numpy_iterator()]
+    size = len(paths) // epochs
+    return [paths[start:start + size] for start in range(0, len(paths), size)]
+
+
+def test_shuffled_file_order_is_a_seeded_permutation_that_changes_every_epoch(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"a": 10, "b": 10})
+    scanned = data.scan_images(tmp_path)
+    in_file_order = [str(path) for path in scanned.files]
+
+    first, second = epochs_of_paths(data.file_dataset(scanned, shuffle=True, seed=3), 2)
+
+    assert sorted(first) == sorted(second) == sorted(in_file_order)
+    assert first != in_file_order and second != first
+    assert epochs_of_paths(data.file_dataset(scanned, shuffle=True, seed=3), 2) == [first, second]
+    assert epochs_of_paths(data.file_dataset(scanned, shuffle=True, seed=4), 1)[0] != first
+
+
+def test_uncached_dataset_shuffles_the_file_names_before_decoding(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"a": 6, "b": 6}, suffix=".png")
+    scanned = data.scan_images(tmp_path)
+
+    dataset = data.make_dataset(scanned, batch_size=1, image_size=32, shuffle=True, seed=5, cache_bytes=0)
+    decoded = [pixels.numpy()[0] for pixels, _ in dataset.repeat(2)]
+
+    # Decoding keeps the shuffled file names' order: no second shuffle holds decoded images.
+    order = [path for epoch in epochs_of_paths(data.file_dataset(scanned, shuffle=True, seed=5), 2) for path in epoch]
+    expected = [images.load_rgb(Path(path)).astype(np.float32) for path in order]
+    np.testing.assert_array_equal(np.stack(decoded), np.stack(expected))
+
+
+def test_training_dataset_gives_the_input_augmentation_a_new_seed_every_batch_and_epoch(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"a": 4, "b": 4})
+    scanned = data.scan_images(tmp_path)
+
+    def stamp_seed(pixels, seed):  # stands in for the JPEG step: shows the seed each batch got
+        return tf.fill(tf.shape(pixels), tf.cast(seed[0] % 1009, tf.float32))
+
+    def seeds(seed):
+        dataset = data.make_dataset(scanned, batch_size=2, image_size=32, shuffle=True, seed=seed,
+                                    augment=stamp_seed)
+        return [int(pixels.numpy()[0, 0, 0, 0]) for pixels, _ in dataset.repeat(2)]
+
+    drawn = seeds(7)
+    assert len(set(drawn)) == len(drawn) == 8
+    assert seeds(7) == drawn

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from realvsai import model as model_module
@@ -48,7 +51,7 @@ def test_layers_are_named_and_ordered_as_the_contract_says(resnet101):
     names = [layer.name for layer in resnet101.layers]
     assert names == ["image", "augmentation", "resize", "preprocess", "backbone", *HEAD]
     assert resnet101.get_layer("backbone").layers[-1].name == "conv5_block3_out"  # Grad-CAM reads this map
-    assert resnet101.get_layer("resize").get_config()["interpolation"] == "bilinear"
+    assert resnet101.get_layer("resize").get_config()["size"] == 32
 
 
 def test_head_has_the_known_layers_and_a_float32_softmax(resnet101):
@@ -227,3 +230,58 @@ def test_multiclass_metrics_are_macro_averaged():
 
 def test_make_metrics_names_match_the_training_curves():
     assert [metric.name for metric in make_metrics(2, 0)] == ["accuracy", "precision", "recall", "auc", "f1"]
+
+
+# Resizing -----------------------------------------------------------------------------------------
+
+
+def high_frequency_energy(image: np.ndarray) -> float:
+    """Mean squared difference between neighbouring pixels: what aliasing adds to a shrunk image."""
+    image = np.asarray(image, np.float64)
+    return float(np.mean(np.diff(image, axis=0) ** 2) + np.mean(np.diff(image, axis=1) ** 2))
+
+
+def striped_photo(height: int = 427, width: int = 640) -> np.ndarray:
+    """Fine stripes (a 3-pixel period) and noise: detail far beyond what 32 pixels can show."""
+    stripes = np.where(np.arange(width) % 3 == 0, 220.0, 40.0)[None, :, None]
+    noise = np.random.default_rng(0).normal(0.0, 30.0, (height, width, 3))
+    return np.clip(stripes + noise, 0, 255).astype(np.float32)
+
+
+def test_resize_shrinks_with_antialiasing(resnet101):
+    photo = striped_photo()
+
+    shrunk = keras.ops.convert_to_numpy(resnet101.get_layer("resize")(photo[None]))[0]
+
+    # Pillow's bilinear filter widens with the shrink factor: an antialiased reference.
+    centre = Image.fromarray(photo.astype(np.uint8)[:, 106:533]).resize((32, 32), Image.Resampling.BILINEAR)
+    reference = high_frequency_energy(np.asarray(centre))
+    assert 0.8 * reference < high_frequency_energy(shrunk) < 1.25 * reference
+
+
+def test_resize_crops_the_centre_square_instead_of_squashing(resnet101):
+    image = raw_images(1, 32, 64)
+
+    resized = keras.ops.convert_to_numpy(resnet101.get_layer("resize")(image))
+
+    np.testing.assert_array_equal(resized, image[:, :, 16:48])
+
+
+def test_resize_compiles_with_xla_and_gives_the_same_pixels(resnet101):
+    resize = resnet101.get_layer("resize")
+    image = raw_images(2, 90, 60)
+
+    compiled = tf.function(lambda images: resize(images), jit_compile=True)
+
+    np.testing.assert_allclose(compiled(image).numpy(), keras.ops.convert_to_numpy(resize(image)), atol=1e-3)
+
+
+def test_default_augmentation_keeps_xla_on_when_compiled_with_it():
+    model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment="detector", head_units=8)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)
+
+    assert model.jit_compile is True
+    assert not [warning for warning in caught if "jit_compile" in str(warning.message)]

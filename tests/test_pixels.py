@@ -1,0 +1,60 @@
+"""One truth from file to model: training, evaluation and the app decode and resize an image alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from realvsai import data, inference
+from realvsai.model import build_model
+
+JPEG_KINDS = {
+    "baseline": ("RGB", {}),
+    "progressive": ("RGB", {"progressive": True}),
+    "cmyk": ("CMYK", {}),
+}
+
+
+def noisy_pixels(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Noise: every DCT coefficient matters, so two JPEG decoders that round differently disagree."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
+
+
+def dataset_pixels(folder, image_size: int) -> np.ndarray:
+    """What training and evaluation feed the model for the images under ``folder/<class>/``, in file order."""
+    scanned = data.scan_images(folder)
+    return np.concatenate([pixels.numpy() for pixels, _ in data.make_dataset(scanned, batch_size=8,
+                                                                              image_size=image_size)])
+
+
+@pytest.mark.parametrize("kind", JPEG_KINDS)
+def test_training_decodes_a_jpeg_to_exactly_the_apps_pixels(tmp_path, kind):
+    mode, options = JPEG_KINDS[kind]
+    path = tmp_path / "a" / f"{kind}.jpg"
+    path.parent.mkdir()
+    Image.fromarray(noisy_pixels(40, 56)).convert(mode).save(path, "JPEG", quality=90, **options)
+
+    trained_on = dataset_pixels(tmp_path, image_size=32)[0]
+
+    shown_to_app = inference.decode_upload(path.read_bytes())
+    np.testing.assert_array_equal(trained_on, shown_to_app.astype(np.float32))
+
+
+def test_dataset_and_app_crop_a_non_square_image_identically(tmp_path):
+    wide = noisy_pixels(48, 96, seed=1)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    (tmp_path / "a").mkdir()
+    Image.fromarray(wide).save(tmp_path / "a" / "1_wide.png")
+    Image.fromarray(noisy_pixels(80, 40, seed=2)).save(tmp_path / "a" / "2_tall.png")  # mixed sizes
+    model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment="none", head_units=8)
+    classifier = inference.Classifier(model, ["a", "b"], image_size=32)
+
+    from_dataset = dataset_pixels(tmp_path, image_size=32)[0]
+    from_app = classifier.prepare(wide).numpy()
+
+    centre = tf.cast(wide[:, 24:72], tf.float32)  # the middle 48x48 square
+    cropped = tf.image.resize(centre, (32, 32), antialias=True).numpy()
+    np.testing.assert_allclose(from_app, cropped, atol=1e-3)
+    np.testing.assert_allclose(from_dataset, from_app, atol=1e-3)
