@@ -451,15 +451,17 @@ def test_model_saved_mid_run_under_mixed_precision_is_float32(tmp_path, make_cla
     for split in ("train", "validation"):
         make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, seed=len(split))
     monkeypatch.setattr(model_module, "build_model", tiny_classifier)
-    real_save = callbacks.RunBackup._save_model
+    real_save, backups = callbacks.RunBackup._save_model, []
 
-    def kill_after_first_backup(self):
+    def kill_after_second_backup(self):  # the first epoch's best model is written when the second begins
         real_save(self)
-        raise Killed
+        backups.append(self)
+        if len(backups) == 2:
+            raise Killed
 
-    monkeypatch.setattr(callbacks.RunBackup, "_save_model", kill_after_first_backup)
+    monkeypatch.setattr(callbacks.RunBackup, "_save_model", kill_after_second_backup)
     config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="mixed", weights="none", batch_size=4,
-                         head_epochs=2, fine_tune_epochs=0, precision="mixed_float16")
+                         head_epochs=3, fine_tune_epochs=0, precision="mixed_float16")
     try:
         with pytest.raises(Killed):
             training.train(config, verbose=0)
