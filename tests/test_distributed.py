@@ -431,14 +431,19 @@ print(json.dumps({
 '''
 
 
-@pytest.fixture(scope="module")
-def mirrored_report(tmp_path_factory) -> dict:
-    script = tmp_path_factory.mktemp("mirrored") / "mirrored.py"
-    script.write_text(MIRRORED_SCRIPT)
+def run_two_device_script(folder: Path, source: str) -> dict:
+    """Runs ``source`` (which splits the CPU into two logical devices) in a subprocess; its JSON report."""
+    script = folder / "script.py"
+    script.write_text(source)
     result = subprocess.run([sys.executable, str(script), str(REPO)], capture_output=True, text=True, timeout=240,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def mirrored_report(tmp_path_factory) -> dict:
+    return run_two_device_script(tmp_path_factory.mktemp("mirrored"), MIRRORED_SCRIPT)
 
 
 @pytest.mark.slow
@@ -698,12 +703,7 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def replicas_report(tmp_path_factory) -> dict:
-    script = tmp_path_factory.mktemp("replicas") / "replicas.py"
-    script.write_text(REPLICAS_SCRIPT)
-    result = subprocess.run([sys.executable, str(script), str(REPO)], capture_output=True, text=True, timeout=240,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_two_device_script(tmp_path_factory.mktemp("replicas"), REPLICAS_SCRIPT)
 
 
 @pytest.mark.slow
