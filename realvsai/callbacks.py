@@ -3,6 +3,8 @@
 - ``StopTrainingOnValidationLoss``: the stop rule the project's users know, made sound. It keeps
   the model of the epoch with the lowest validation loss (saved atomically to HDF5) and stops a
   phase once validation loss exceeds training loss by more than a margin for several epochs.
+- ``StopOnNonFiniteLoss``: ends a diverged run with a one-line ``UserError`` (Keras'
+  ``TerminateOnNaN`` stops it silently).
 - ``ResumableEarlyStopping``: ``keras.callbacks.EarlyStopping`` whose counters survive a restart.
 - ``TrainingHistory``: one row per epoch (with its phase and learning rate) in ``history.csv``.
 - ``RunBackup``: ``keras.callbacks.BackupAndRestore`` whose files are replaced atomically and whose
@@ -29,6 +31,7 @@ from typing import Any
 
 import keras
 
+from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -61,14 +64,51 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Ends training with a UserError as soon as the training loss is NaN or infinite.
+
+    A diverged run only gets worse, and a NaN loss is never "worse" to the stop rules (every
+    comparison with NaN is False), so it would otherwise train on to the end with NaN weights.
+    Put it first, so that no other callback saves or backs up the diverged epoch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check((logs or {}).get("loss"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check((logs or {}).get("loss"))
+
+    def _check(self, loss: Any) -> None:
+        if loss is None:
+            return
+        loss = float(keras.ops.convert_to_numpy(loss))
+        if not math.isfinite(loss):
+            raise UserError(f"training loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch "
+                            f"{self.epoch + 1}; lower --learning-rate or use --precision float32")
+
+
 class StopTrainingOnValidationLoss(keras.callbacks.Callback):
     """Keeps the best model by validation loss and stops a phase when validation loss runs away.
 
     After every epoch: when ``val_loss`` is the lowest so far (over the whole run, both phases),
-    the model is saved to ``filepath`` (atomically) and its weights are kept in memory. When
-    ``val_loss > loss + margin`` for ``patience`` epochs in a row, training stops. At the end of
-    each ``fit`` the best weights are put back into the model, so fine-tuning starts from the best
-    head and the run ends with its best model.
+    its weights are kept in memory and the model is saved to ``filepath`` (atomically) at the next
+    ``on_epoch_begin`` or ``on_train_end``, that is after the backup of that epoch has committed:
+    the file never holds an epoch that a resumed run does not know of. A run killed after that
+    commit but before the file was written writes it on resume, from the restored weights. When
+    ``val_loss > loss + margin`` (or ``val_loss`` is NaN) for ``patience`` epochs in a row, training
+    stops. At the end of each ``fit`` the best weights are put back into the model, so fine-tuning
+    starts from the best head and the run ends with its best model.
+
+    ``loss`` and ``val_loss`` must be measured alike: with class weights, give the validation data
+    the same weights as sample weights (``realvsai.training`` does), or ``loss`` is a class-weighted
+    mean and ``val_loss`` a plain one, and the margin compares two different things.
 
     Args:
         filepath: where the best model is saved (``.h5``).
@@ -77,9 +117,12 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
             augmentation on, so a small gap is normal.
         patience: consecutive overfitting epochs that stop the phase.
         restore_best_weights: put the best weights back at the end of each ``fit``.
+        export: makes the model to save from the trained one, e.g. ``model.float32_copy`` under mixed
+            precision, so the file is the same kind of model whenever the run stops; None saves it as is.
     """
 
-    def __init__(self, filepath: Path, margin: float = 0.1, patience: int = 3, restore_best_weights: bool = True):
+    def __init__(self, filepath: Path, margin: float = 0.1, patience: int = 3, restore_best_weights: bool = True,
+                 export: Callable[[keras.Model], keras.Model] | None = None):
         super().__init__()
         if patience < 1:
             raise ValueError(f"patience must be at least 1, got {patience}")
@@ -87,6 +130,7 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
         self.margin = margin
         self.patience = patience
         self.restore_best_weights = restore_best_weights
+        self.export = export
         self.best_val_loss: float = math.inf
         self.best_epoch: int | None = None
         self.best_logs: dict[str, float] = {}
@@ -94,6 +138,8 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
         self.stopped_epoch: int | None = None
         self._best_weights: list | None = None
         self._last_epoch: int | None = None  # the epoch whose weights the model holds
+        self._unsaved = False  # the best epoch is not in filepath yet
+        self._resumed = False  # restored, and no epoch has run since
         self._pending_state: dict[str, Any] | None = None
         self._warned = False
 
@@ -118,10 +164,39 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
             self.best_epoch = state.get("best_epoch")
             self.best_logs = dict(state.get("best_logs") or {})
             self.wait = int(state.get("wait", 0))
-            self._best_weights = None
+            self._best_weights, self._unsaved = None, False
             self._last_epoch = state.get("last_epoch")  # the epoch whose weights the backup restores
+            self._resumed = True  # the weights arrive later: BackupAndRestore restores them in its on_train_begin
+
+    def _save_best(self, model_holds_last_epoch: bool = True) -> None:
+        """Writes the best model to ``filepath`` unless it is there already."""
+        if self._resumed:
+            self._resumed = False
+            if model_holds_last_epoch and self.best_epoch is not None and self.best_epoch == self._last_epoch:
+                # The backup restored the best epoch's weights; perhaps the kill came before they were
+                # written. Writing them again is harmless.
+                self._best_weights, self._unsaved = self.model.get_weights(), True
+        if not self._unsaved:
+            return
+        current = None
+        if not (model_holds_last_epoch and self._last_epoch == self.best_epoch):
+            current = self.model.get_weights()
+            self.model.set_weights(self._best_weights)
+        try:
+            save_model_atomically(self.export(self.model) if self.export else self.model, self.filepath)
+        finally:
+            if current is not None:
+                self.model.set_weights(current)
+        self._unsaved = False
+        if not self.restore_best_weights:
+            self._best_weights = None
+        logger.info("saved epoch %d (val_loss %.4f) to %s", self.best_epoch + 1, self.best_val_loss, self.filepath)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._save_best()  # the last epoch's backup has committed, and the model still holds its weights
 
     def on_epoch_end(self, epoch, logs=None):
+        self._save_best(model_holds_last_epoch=False)  # a no-op after on_epoch_begin, as in fit
         logs = logs or {}
         loss, val_loss = logs.get("loss"), logs.get("val_loss")
         self._last_epoch = epoch
@@ -134,11 +209,9 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
         if val_loss < self.best_val_loss:  # False for NaN: a diverged epoch is never "best"
             self.best_val_loss, self.best_epoch = float(val_loss), epoch
             self.best_logs = {key: float(value) for key, value in logs.items()}
-            if self.restore_best_weights:
-                self._best_weights = self.model.get_weights()
-            save_model_atomically(self.model, self.filepath)
-            logger.info("epoch %d: val_loss %.4f is the best so far; saved %s", epoch + 1, val_loss, self.filepath)
-        if val_loss > loss + self.margin:
+            self._best_weights, self._unsaved = self.model.get_weights(), True  # saved after its backup
+            logger.info("epoch %d: val_loss %.4f is the best so far", epoch + 1, val_loss)
+        if not math.isfinite(val_loss) or val_loss > loss + self.margin:
             self.wait += 1
             if self.wait >= self.patience:
                 self.stopped_epoch = epoch
@@ -149,6 +222,7 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
             self.wait = 0
 
     def on_train_end(self, logs=None):
+        self._save_best()
         if not self.restore_best_weights or self.best_epoch is None or self._last_epoch == self.best_epoch:
             return
         if self._best_weights is None:

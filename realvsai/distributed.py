@@ -267,6 +267,67 @@ def worker_folder(strategy_or_environ: tf.distribute.Strategy | Mapping[str, str
 # --- the training loop ---------------------------------------------------------------------------
 
 
+def all_replicas_finite(tensors: Sequence[tf.Tensor | None]) -> tf.Tensor:
+    """True on every replica when every value of ``tensors`` is finite on every replica.
+
+    Called in a replica context (inside ``strategy.run``); a collective operation there.
+    """
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(tensor)) for tensor in tensors if tensor is not None])
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return finite
+    failed = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+    return tf.equal(failed, 0.0)
+
+
+@keras.saving.register_keras_serializable(package="realvsai")
+class AllReplicasLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """``LossScaleOptimizer`` that skips a step when the gradients overflow on any replica.
+
+    Keras' own checks only the first replica's gradients under MirroredStrategy (Keras 3.15), so an
+    overflow on another replica is summed into the update and turns the weights into NaN.
+    """
+
+    def check_finite(self, grads):
+        return all_replicas_finite(grads)
+
+
+class DistinctReplicaSeeds(keras.callbacks.Callback):
+    """Gives every replica its own random stream for the model's seeded layers (augmentation, noise, dropout).
+
+    A ``keras.random.SeedGenerator``'s state is mirrored, so without this every replica draws the
+    same numbers, and N replicas see 1/N of the randomness. Before every epoch, replica ``r``'s
+    state counter moves to ``r * 2**32`` past replica 0's (which draws as one device would). It
+    depends only on replica 0's state, so a resumed run (whose backup holds replica 0's state)
+    draws what the uninterrupted one would.
+    """
+
+    _STRIDE = 2**32  # far more draws than an epoch makes, so the replicas' counters never meet
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        super().__init__()
+        self.strategy = strategy
+        self._spread = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.strategy.num_replicas_in_sync == 1:
+            return
+        if self._spread is None:
+            # Keras names every SeedGenerator's state variable so.
+            states = [variable for variable in self.model.variables if variable.name == "seed_generator_state"]
+
+            def replica():
+                replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+                for state in states:
+                    seed, counter = tf.unstack(tf.cast(state.value, tf.int64))
+                    state.assign(tf.cast(tf.stack([seed, counter % self._STRIDE + replica_id * self._STRIDE]),
+                                         state.dtype))
+
+            self._spread = tf.function(lambda: self.strategy.run(replica))
+        self._spread()
+
+
+
 class _Unreduced(keras.losses.Loss):
     """A loss function (as ``compile`` accepts it) giving one value per example."""
 
@@ -379,6 +440,7 @@ def _make_steps(strategy: tf.distribute.Strategy, model: keras.Model, per_exampl
                 validation_spec: Any) -> tuple[Callable[[Any], tf.Tensor], Callable[[Any], None] | None]:
     """The train step (returns the global batch's loss) and the validation step, as tf.functions."""
     optimizer = model.optimizer
+    loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and strategy.num_replicas_in_sync > 1
 
     def gradients(scaled_loss: tf.Tensor, tape: tf.GradientTape) -> list[tf.Tensor]:
         # Zeros for variables the loss does not reach, so both branches of tf.cond below match.
@@ -415,6 +477,12 @@ def _make_steps(strategy: tf.distribute.Strategy, model: keras.Model, per_exampl
             loss, *grads = forward_backward(True)
         else:
             loss, *grads = tf.cond(local_size > 0, lambda: forward_backward(True), lambda: forward_backward(False))
+        if loss_scaling:
+            # An overflow on any replica becomes every replica's, so that LossScaleOptimizer (which
+            # looks at one replica only) skips the step and lowers the scale instead of applying it.
+            finite = all_replicas_finite(grads)
+            grads = [tf.where(finite, gradient, tf.fill(tf.shape(gradient), tf.constant(np.nan, gradient.dtype)))
+                     for gradient in grads]
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(grads, variables))  # sums the gradients across replicas
         return loss

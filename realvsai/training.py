@@ -11,7 +11,9 @@ epoch with BatchNorm in training mode: one phase, ``full``, of ``head_epochs + f
 epochs at ``learning_rate`` (see ``model.build_model`` for the from-scratch recipe).
 
 Each phase uses Adam with a linear ``PolynomialDecay`` over that phase's steps (from the data size
-and its epochs) down to ``final_learning_rate_fraction`` of its start. A stop rule or early
+and its epochs) down to ``final_learning_rate_fraction`` of its start. With class weights, the
+validation examples carry the same weights, so ``loss`` and ``val_loss`` are comparable. A NaN
+training loss ends the run with a UserError. A stop rule or early
 stopping ends the phase it fires in (a head that stopped improving moves on to fine-tuning); the
 epochs it left are given to fine-tuning, so the run never goes past the requested total.
 
@@ -240,12 +242,21 @@ def loss_class_weights(config: TrainConfig, train_counts: Mapping[str, int]) -> 
     return class_weights(list(train_counts.values()))
 
 
-def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int) -> keras.optimizers.Optimizer:
-    """Adam with a linear decay over ``decay_steps`` (one phase's steps) to ``final_fraction`` of the start."""
+def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int,
+                   loss_scaling: bool = False) -> keras.optimizers.Optimizer:
+    """Adam with a linear decay over ``decay_steps`` (one phase's steps) to ``final_fraction`` of the start.
+
+    ``loss_scaling`` (for mixed_float16) wraps it in a loss-scale optimizer that skips a step whose
+    gradients overflow on any device; the one Keras adds by itself checks only the first.
+    """
     import keras
 
     schedule = keras.optimizers.schedules.PolynomialDecay(
         learning_rate, decay_steps=max(1, decay_steps), end_learning_rate=learning_rate * final_fraction, power=1.0)
+    if loss_scaling:
+        from realvsai.distributed import AllReplicasLossScaleOptimizer
+
+        return AllReplicasLossScaleOptimizer(keras.optimizers.Adam(schedule))
     return keras.optimizers.Adam(schedule)
 
 
@@ -564,20 +575,17 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     model_info["best_epoch"] = _best_row(history)
     if not distributed.is_chief(strategy):
         return TrainResult(run_dir, model, model_info, history, None, chief=False)
-    if (run_dir / MODEL_FILE).is_file() and policy != "float32":
-        # The app and evaluation run on any machine, many without float16 kernels: save the best
-        # model in float32 (the weights are float32 under mixed precision anyway).
-        save_model_atomically(float32_copy(model), run_dir / MODEL_FILE)
-    elif not (run_dir / MODEL_FILE).is_file():
-        save_model_atomically(model, run_dir / MODEL_FILE)  # no finite val_loss ever: keep the last model
+    # The model holds the best epoch's weights (the last ones if no val_loss was ever finite). The app
+    # and evaluation run on any machine, many without float16 kernels: the file is in float32 (the
+    # weights are float32 under mixed precision anyway), as the stop rule's files during the run.
+    save_model_atomically(model if policy == "float32" else float32_copy(model), run_dir / MODEL_FILE)
     _write_json(run_dir / MODEL_JSON_FILE, model_info)
     fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
     plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
-    if workers > 1:
-        # The other workers have stopped, and the distributed model's predict would wait for them:
-        # the chief evaluates (and returns) the best model read back from its file, as the app will.
-        model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
+    # The chief evaluates (and returns) the model read back from its file, as the app will see it;
+    # on several machines the distributed model's predict would also wait for the stopped workers.
+    model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
 
     test_metrics = None
     if test_images is not None:
@@ -609,11 +617,12 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
     from realvsai.callbacks import (
         ResumableEarlyStopping,
         RunBackup,
+        StopOnNonFiniteLoss,
         StopTrainingOnValidationLoss,
         TrainingHistory,
         write_history_csv,
     )
-    from realvsai.model import make_metrics, set_backbone_trainable
+    from realvsai.model import float32_copy, make_metrics, set_backbone_trainable
 
     multi_worker = distributed.num_workers(strategy) > 1
     if multi_worker and config.xla:
@@ -622,11 +631,15 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
     names = phase_names(config)
     latest = _on_chief(strategy, lambda: _latest_backup(run_dir, names, multi_worker)) if resume else None
     rows: list[dict[str, Any]] = []
+    mixed = model.dtype_policy.name != "float32"
+    # Validation loss weighted like the training loss, so the stop rule compares like with like.
+    validation = (_with_class_weights(validation[0], class_weight), validation[1])
     # Only the chief has the best model's file to restore from after a resume; fit_distributed
     # gives the other workers the chief's weights at the end of each phase.
     stop_rule = StopTrainingOnValidationLoss(run_dir / MODEL_FILE, margin=config.stop_margin,
                                              patience=config.stop_patience,
-                                             restore_best_weights=distributed.is_chief(strategy))
+                                             restore_best_weights=distributed.is_chief(strategy),
+                                             export=float32_copy if mixed else None)
     early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
                                             restore_best_weights=False)
     if latest is not None:
@@ -660,7 +673,8 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
                     logger.info("fine-tuning %d residual block(s) of the backbone from epoch %d at learning rate "
                                 "%g", blocks, phase.start + 1, phase.learning_rate)
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
-                                       train[1] * (phase.end - phase.start))
+                                       train[1] * (phase.end - phase.start),
+                                       loss_scaling=model.dtype_policy.name == "mixed_float16")
             model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
                           metrics=make_metrics(num_classes, positive_index),
                           jit_compile=True if config.xla else "auto")
@@ -670,8 +684,10 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
             return {"rows": recorder.rows, "stop_rule": stop_rule.state(), "early_stopping": early_stopping.state(),
                     "phase_done": bool(model.stop_training) or recorder.rows[-1]["epoch"] >= phase_end}
 
-        # Order matters: the stop rules decide first, the recorder writes the row, the backup commits last.
-        callbacks = [stop_rule, early_stopping, recorder, *extra_callbacks]
+        # Order matters: a NaN loss ends the run before anything is saved, the stop rules decide, the
+        # recorder writes the row, the backup commits last (and the stop rule saves the best model after it).
+        callbacks = [StopOnNonFiniteLoss(), distributed.DistinctReplicaSeeds(strategy), stop_rule, early_stopping,
+                     recorder, *extra_callbacks]
         if multi_worker:
             # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585). This loop
             # drives the same callbacks in every worker and backs the phase up after them (on the chief).
@@ -687,6 +703,16 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
                       class_weight=class_weight, callbacks=[*callbacks, backup], verbose=verbose)
         latest = None
     return recorder.rows
+
+
+def _with_class_weights(dataset: tf.data.Dataset, class_weight: Mapping[int, float] | None) -> tf.data.Dataset:
+    """``dataset``'s (images, labels) batches with each label's class weight as the sample weight."""
+    if not class_weight:
+        return dataset
+    import tensorflow as tf
+
+    weights = tf.constant([class_weight.get(index, 1.0) for index in range(max(class_weight) + 1)], tf.float32)
+    return dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
 
 
 def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None = None,

@@ -187,3 +187,109 @@ def test_read_backup_is_none_without_a_complete_backup(tmp_path):
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "training_metadata.json").write_text('{"epoch": 1}')
     assert read_backup(tmp_path / "half") is None
+
+
+# --- a diverged run stops with a clear error ----------------------------------------------------------
+
+
+def test_nan_training_loss_stops_the_run_with_a_clear_error():
+    from realvsai.callbacks import StopOnNonFiniteLoss
+    from realvsai.errors import UserError
+
+    x = np.full((8, 3), np.nan, "float32")  # every prediction, so the loss, is NaN (no ReLU to turn it into 0)
+    y = np.zeros(8, "int32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    with pytest.raises(UserError) as raised:
+        model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[StopOnNonFiniteLoss()])
+    assert str(raised.value) == ("training loss became NaN at epoch 1; lower --learning-rate or use "
+                                 "--precision float32")
+
+
+def test_stop_rule_counts_a_nan_val_loss_as_overfitting(tmp_path):
+    rule = StopTrainingOnValidationLoss(tmp_path / "model.h5", margin=0.1, patience=2)
+    ran = drive(rule, tiny_model(), [(1.0, 0.9), (0.8, math.nan), (0.7, math.nan), (0.6, 0.5)])
+    assert ran == [0, 1, 2] and rule.stopped_epoch == 2
+
+
+# --- a kill at any moment leaves model.h5 the best epoch the committed state names ---------------------
+
+
+class Killed(Exception):
+    pass
+
+
+def run_epochs(rule: StopTrainingOnValidationLoss, model: keras.Model, epochs: list[tuple[float, float]],
+               first_epoch: int = 0, kill_before_commit_of: int | None = None) -> list[dict]:
+    """Drives ``rule`` as fit does (epoch begin, training, epoch end, then the backup commit).
+
+    Returns the committed backups (epoch, the rule's state, the weights); the last one is what a
+    resume restores. ``kill_before_commit_of`` ends the run (Killed) after that epoch's on_epoch_end.
+    """
+    callbacks = keras.callbacks.CallbackList([rule], model=model)
+    model.stop_training = False
+    commits = []
+    callbacks.on_train_begin()
+    for offset, (loss, val_loss) in enumerate(epochs):
+        epoch = first_epoch + offset
+        callbacks.on_epoch_begin(epoch)
+        model.set_weights([weight + 1.0 for weight in model.get_weights()])
+        callbacks.on_epoch_end(epoch, {"loss": loss, "val_loss": val_loss})
+        if epoch == kill_before_commit_of:
+            raise Killed(commits)
+        commits.append({"epoch": epoch, "state": json.loads(json.dumps(rule.state())), "weights": model.get_weights()})
+    callbacks.on_train_end()
+    return commits
+
+
+def resume_from(commit: dict, path) -> tuple[StopTrainingOnValidationLoss, keras.Model]:
+    model = tiny_model(seed=1)
+    model.set_weights(commit["weights"])  # what the backup restores
+    rule = StopTrainingOnValidationLoss(path, margin=1.0, patience=5)
+    rule.restore(commit["state"])
+    return rule, model
+
+
+def assert_weights(actual: list, expected: list) -> None:
+    for got, wanted in zip(actual, expected):
+        np.testing.assert_allclose(got, wanted)
+
+
+def test_kill_after_a_new_best_epoch_before_its_backup_keeps_the_committed_best_model(tmp_path):
+    rule = StopTrainingOnValidationLoss(tmp_path / "model.h5", margin=1.0, patience=5)
+    with pytest.raises(Killed) as killed:
+        run_epochs(rule, tiny_model(), [(1.0, 0.9), (0.8, 0.5)], kill_before_commit_of=1)
+    (committed,) = killed.value.args[0]  # epoch 0, the best so far
+    rule, resumed = resume_from(committed, tmp_path / "model.h5")
+    run_epochs(rule, resumed, [(0.8, 0.95)], first_epoch=1)  # epoch 1 trains again, and is worse this time
+    assert rule.best_epoch == 0
+    assert_weights(keras.models.load_model(tmp_path / "model.h5", compile=False).get_weights(), committed["weights"])
+    assert_weights(resumed.get_weights(), committed["weights"])
+
+
+def test_kill_after_the_backup_of_a_new_best_epoch_saves_that_epoch_on_resume(tmp_path):
+    model = tiny_model()
+    rule = StopTrainingOnValidationLoss(tmp_path / "model.h5", margin=1.0, patience=5)
+    commits = run_epochs(rule, model, [(1.0, 0.9), (0.8, 0.5)])
+    # A kill right after epoch 1's backup committed: simulated by a model.h5 that still holds epoch 0.
+    save_model_atomically(tiny_model(seed=5), tmp_path / "model.h5")
+    rule, resumed = resume_from(commits[-1], tmp_path / "model.h5")
+    run_epochs(rule, resumed, [(0.7, 0.8)], first_epoch=2)
+    assert rule.best_epoch == 1
+    assert_weights(keras.models.load_model(tmp_path / "model.h5", compile=False).get_weights(),
+                   commits[-1]["weights"])
+    assert_weights(resumed.get_weights(), commits[-1]["weights"])
+
+
+def test_stop_rule_saves_the_model_its_export_function_makes(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    from realvsai.model import float32_copy
+
+    rule = StopTrainingOnValidationLoss(tmp_path / "model.h5", patience=5, export=float32_copy)
+    run_epochs(rule, model, [(1.0, 0.9), (0.9, 1.0)])
+    saved = keras.models.load_model(tmp_path / "model.h5", compile=False)
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}

@@ -431,14 +431,19 @@ print(json.dumps({
 '''
 
 
-@pytest.fixture(scope="module")
-def mirrored_report(tmp_path_factory) -> dict:
-    script = tmp_path_factory.mktemp("mirrored") / "mirrored.py"
-    script.write_text(MIRRORED_SCRIPT)
+def run_two_device_script(folder: Path, source: str) -> dict:
+    """Runs ``source`` (which splits the CPU into two logical devices) in a subprocess; its JSON report."""
+    script = folder / "script.py"
+    script.write_text(source)
     result = subprocess.run([sys.executable, str(script), str(REPO)], capture_output=True, text=True, timeout=240,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def mirrored_report(tmp_path_factory) -> dict:
+    return run_two_device_script(tmp_path_factory.mktemp("mirrored"), MIRRORED_SCRIPT)
 
 
 @pytest.mark.slow
@@ -631,3 +636,89 @@ def test_two_workers_resume_from_the_chiefs_backup(cluster):
         assert report["iterations"]["resumed"] == report["iterations"]["full"] == 3 * STEPS
         # Weights, Adam's moments and the dropout seeds came back: the end is that of the uninterrupted run.
         assert report["final"]["resumed"] == report["final"]["full"]
+
+
+# --- replicas: overflow on one replica, random streams (MirroredStrategy over two logical CPUs) -----
+
+REPLICAS_SCRIPT = r'''
+import json, sys
+import tensorflow as tf
+
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[1])
+import keras
+import numpy as np
+from realvsai import distributed
+from realvsai.augmentation import build_augmentation
+
+strategy = distributed.select_strategy({}, devices=["/cpu:0", "/cpu:1"])
+# A global batch of 4: the first two examples go to replica 0, the last two to replica 1, whose
+# inputs are so large that their float16 gradients (times the loss scale) overflow.
+x = np.ones((4, 4), "float32")
+x[2:] = 1e4
+y = np.zeros(4, "int32")
+
+
+def overflow_model(optimizer):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, kernel_initializer="ones"),
+                                  keras.layers.Activation("softmax", dtype="float32")])
+        model.compile(optimizer=optimizer(), loss="sparse_categorical_crossentropy")
+    keras.mixed_precision.set_global_policy("float32")
+    return model
+
+
+def finite(model):
+    return bool(all(np.isfinite(weight).all() for weight in model.get_weights()))
+
+
+loop_model = overflow_model(lambda: keras.optimizers.SGD(0.1))  # compile wraps it in a LossScaleOptimizer
+distributed.fit_distributed(loop_model, tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1,
+                            strategy=strategy, verbose=0)
+fit_model = overflow_model(lambda: distributed.AllReplicasLossScaleOptimizer(keras.optimizers.SGD(0.1)))
+fit_model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+
+with strategy.scope():
+    augmentation = build_augmentation("classic", seed=3)
+    noisy = keras.Sequential([keras.Input((8, 8, 3)), augmentation, keras.layers.GaussianNoise(1.0, seed=3),
+                              keras.layers.Dropout(0.5, seed=3)])
+seeds = distributed.DistinctReplicaSeeds(strategy)
+seeds.set_model(noisy)
+seeds.on_epoch_begin(0)
+images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+outputs = strategy.run(tf.function(lambda batch: noisy(batch, training=True)), args=(tf.constant(images),))
+first, second = (np.asarray(output) for output in strategy.experimental_local_results(outputs))
+augmented = strategy.run(tf.function(lambda batch: augmentation(batch, training=True)), args=(tf.constant(images),))
+first_augmented, second_augmented = (np.asarray(output) for output in strategy.experimental_local_results(augmented))
+print(json.dumps({
+    "loop_finite": finite(loop_model), "loop_scale": float(loop_model.optimizer.dynamic_scale.numpy()),
+    "fit_finite": finite(fit_model), "fit_scale": float(fit_model.optimizer.dynamic_scale.numpy()),
+    "augmentation_differs": not np.allclose(first_augmented, second_augmented),
+    "noise_differs": not np.allclose(first, second),
+}))
+'''
+
+
+@pytest.fixture(scope="module")
+def replicas_report(tmp_path_factory) -> dict:
+    return run_two_device_script(tmp_path_factory.mktemp("replicas"), REPLICAS_SCRIPT)
+
+
+@pytest.mark.slow
+def test_loop_skips_a_step_whose_gradients_overflow_on_any_replica(replicas_report):
+    assert replicas_report["loop_finite"]
+    assert replicas_report["loop_scale"] == 2.0**15 / 2  # the step was skipped and the loss scale halved
+
+
+@pytest.mark.slow
+def test_model_fit_loss_scaling_skips_a_step_whose_gradients_overflow_on_any_replica(replicas_report):
+    assert replicas_report["fit_finite"]
+    assert replicas_report["fit_scale"] == 2.0**15 / 2
+
+
+@pytest.mark.slow
+def test_each_replica_draws_its_own_augmentation_and_noise(replicas_report):
+    assert replicas_report["augmentation_differs"]
+    assert replicas_report["noise_differs"]

@@ -392,3 +392,88 @@ def test_mirrored_strategy_trains_over_two_logical_devices(tmp_path, make_class_
     assert report["strategy"] == "MirroredStrategy" and report["replicas"] == 2
     assert report["global_batch"] == 4 and report["epochs"] == 1 and np.isfinite(report["loss"])
     assert (tmp_path / "models" / "mirrored" / "model.h5").is_file()
+
+
+# --- the fit wiring, on a tiny Dense model (fast) --------------------------------------------------
+
+
+def constant_model() -> keras.Model:
+    """Predicts [0.73, 0.27] for every input, whatever the training does (no trainable weight)."""
+    dense = keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([1.0, 0.0]),
+                               trainable=False)
+    return keras.Sequential([keras.Input((4,)), dense, keras.layers.Softmax(dtype="float32")])
+
+
+def fit_phases(model: keras.Model, run_dir: Path, x: np.ndarray, y: np.ndarray, **settings) -> list[dict]:
+    """``_fit_phases`` as ``train`` calls it, with the same data for training and validation."""
+    import tensorflow as tf
+
+    config = TrainConfig(weights="none", head_epochs=1, fine_tune_epochs=0, **settings)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat()
+    steps = int(np.ceil(len(x) / 4))
+    class_weight = training.loss_class_weights(config, {str(label): int(np.sum(y == label)) for label in (0, 1)})
+    return training._fit_phases(model, config, run_dir, tf.distribute.get_strategy(), (dataset, steps),
+                                (dataset, steps), class_weight, 2, 1, False, 0)
+
+
+def test_class_weighted_loss_and_val_loss_are_comparable(tmp_path):
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = np.array([0] * 12 + [1] * 4, "int32")  # imbalanced 3:1, so weighting changes the mean loss
+    (row,) = fit_phases(constant_model(), tmp_path, x, y)
+    assert row["loss"] == pytest.approx(row["val_loss"], abs=1e-5)
+
+
+def test_a_nan_training_loss_ends_the_run_with_a_one_line_user_error(tmp_path):
+    x = np.full((8, 4), np.nan, "float32")
+    y = np.array([0, 1] * 4, "int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(UserError, match=r"^training loss became NaN at epoch 1; lower --learning-rate or use "
+                                        r"--precision float32$"):
+        fit_phases(model, tmp_path, x, y)
+
+
+def tiny_classifier(num_classes: int, **ignored) -> keras.Model:
+    """A stand-in for build_model with its contract (raw RGB of any size in, float32 softmax out), in seconds."""
+    inputs = keras.Input((None, None, 3), name="image")
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    hidden = keras.layers.Dense(4, activation="relu")(features)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(hidden)
+    return keras.Model(inputs, outputs)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_model_saved_mid_run_under_mixed_precision_is_float32(tmp_path, make_class_folder, monkeypatch):
+    from realvsai import callbacks
+
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, seed=len(split))
+    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
+    real_save, backups = callbacks.RunBackup._save_model, []
+
+    def kill_after_second_backup(self):  # the first epoch's best model is written when the second begins
+        real_save(self)
+        backups.append(self)
+        if len(backups) == 2:
+            raise Killed
+
+    monkeypatch.setattr(callbacks.RunBackup, "_save_model", kill_after_second_backup)
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="mixed", weights="none", batch_size=4,
+                         head_epochs=3, fine_tune_epochs=0, precision="mixed_float16")
+    try:
+        with pytest.raises(Killed):
+            training.train(config, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    saved = keras.models.load_model(tmp_path / "models" / "mixed" / "model.h5", compile=False)
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+
+
+def test_mixed_float16_training_checks_every_replica_for_overflow():
+    from realvsai import distributed
+
+    optimizer = training.make_optimizer(1e-3, 0.01, 10, loss_scaling=True)
+    assert isinstance(optimizer, distributed.AllReplicasLossScaleOptimizer)
+    assert not isinstance(training.make_optimizer(1e-3, 0.01, 10), keras.optimizers.LossScaleOptimizer)
