@@ -106,6 +106,8 @@ def test_config_round_trips_through_json_and_lists_the_same_choices_as_the_modul
     ({"backbone": "vgg16"}, "--backbone"),
     ({"head_epochs": 0, "fine_tune_epochs": 0}, "not both 0"),
     ({"name": "../elsewhere"}, "--name"),
+    ({"name": ".."}, "--name"),
+    ({"name": "."}, "--name"),
     ({"image_size": 16}, "--image-size"),
     ({"dropout": 1.0}, "--dropout"),
 ])
@@ -197,6 +199,19 @@ def test_cli_refuses_an_existing_run_in_one_line(tmp_path, make_class_folder, ca
     code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "taken", "--quiet"])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and error[-1].startswith("error: ") and "--resume" in error[-1]
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "runs/art", "runs\\art", "/tmp/art", "../art"])
+@pytest.mark.parametrize("mode", [[], ["--resume"], ["--demo"]], ids=["train", "resume", "demo"])
+def test_cli_run_name_must_be_a_plain_folder_name(tmp_path, capsys, monkeypatch, cli, name, mode):
+    monkeypatch.chdir(tmp_path)  # --demo would write data/demo/ here
+    (tmp_path / "models").mkdir()
+    (tmp_path / "history.csv").write_text("a user's file")
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", name, "--quiet", *mode])
+    assert exit_info.value.code == 2 and "--name" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["history.csv", "models"]
+    assert list((tmp_path / "models").iterdir()) == []
 
 
 def test_cli_malformed_tf_config_is_a_one_line_error(tmp_path, capsys, monkeypatch, cli):
