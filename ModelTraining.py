@@ -44,7 +44,7 @@ import sys
 from pathlib import Path
 
 from realvsai.cli import make_parser, positive_int, run_main, setup_logging
-from realvsai.training import AUGMENTATIONS, BACKBONES, PRECISIONS, TrainConfig
+from realvsai.training import AUGMENTATIONS, BACKBONES, PRECISIONS, TrainConfig, run_name_problem
 
 logger = logging.getLogger("realvsai.train")
 
@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--out", type=Path, default=None,
                       help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate, the folder for its "
                            "outputs (default: eval-<test folder> beside the model)")
-    data.add_argument("--name", default=defaults.name, help="the run's folder name (default: a timestamp)")
+    data.add_argument("--name", type=run_name, default=argparse.SUPPRESS,
+                      help="the run's folder name inside OUT: letters, digits, '-', '_', '.' (default: a timestamp)")
     data.add_argument("--resume", action="store_true",
                       help="continue the run --name from its last finished epoch, with its saved settings")
     data.add_argument("--seed", type=int, default=defaults.seed, help="seeds shuffling, augmentation and weights")
@@ -128,6 +129,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_name(text: str) -> str:
+    """argparse type for --name: one plain folder name, so a run stays inside --out."""
+    problem = run_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the flags describe (flags share the fields' names)."""
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
@@ -155,7 +164,7 @@ def run_training(args: argparse.Namespace) -> None:
 def run_demo(args: argparse.Namespace) -> None:
     from realvsai import demo, training  # TensorFlow loads when the demo trains
 
-    config = demo.DemoConfig(out=args.out or demo.DemoConfig.out, name=args.name or demo.DemoConfig.name)
+    config = demo.DemoConfig(out=args.out or demo.DemoConfig.out, name=getattr(args, "name", demo.DemoConfig.name))
     result = demo.run_demo(config, resume=args.resume, verbose=0 if args.quiet else "auto")
     print(training.summarize(result))
     print("synthetic demo data, not a real result; serve the model with: streamlit run App.py")

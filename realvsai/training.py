@@ -71,6 +71,9 @@ AUGMENTATIONS = ("classic", "detector", "none")
 MODEL_FILE, MODEL_JSON_FILE = "model.h5", "model.json"
 HISTORY_FILE, CURVES_FILE, LOGS_DIR, BACKUP_DIR = "history.csv", "training_curves.png", "logs", "backup"
 CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" below this
+# A run's folder name: one plain name inside OUT (no separator, not "." or "..", not hidden), so
+# a run never writes into, or cleans up, a folder outside its own.
+_RUN_NAME = re.compile(r"[\w-][\w.-]*")
 # Words in a class name that mark the AI-generated class (the positive class of the binary metrics).
 POSITIVE_WORDS = frozenset({"fake", "generated", "synthetic", "ai"})
 
@@ -124,8 +127,8 @@ class TrainConfig:
             raise UserError("--batch-size must be at least 1, and --image-size at least 32 (the ResNets' minimum).")
         if not 0 <= self.dropout < 1 or self.fine_tune_blocks < 0 or self.head_units < 1:
             raise UserError("--dropout must be in [0, 1), --fine-tune-blocks 0 or more, --head-units 1 or more.")
-        if not re.fullmatch(r"[\w.-]+", self.name or "x"):
-            raise UserError(f"--name {self.name!r}: use letters, digits, '-', '_' and '.' only.")
+        if self.name and run_name_problem(self.name):
+            raise UserError(f"--name {run_name_problem(self.name)}.")
 
     @property
     def pretrained(self) -> bool:
@@ -145,6 +148,14 @@ class TrainConfig:
         known = {key: Path(value) if key in ("data", "out") else value
                  for key, value in values.items() if key in fields}
         return cls(**known)
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run's folder inside OUT, or None when it can."""
+    if _RUN_NAME.fullmatch(name):
+        return None
+    return (f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), "
+            "without '/' or '\\'")
 
 
 @dataclass(frozen=True)
