@@ -214,6 +214,15 @@ def test_cli_run_name_must_be_a_plain_folder_name(tmp_path, capsys, monkeypatch,
     assert list((tmp_path / "models").iterdir()) == []
 
 
+@pytest.mark.parametrize("size", ["7", "31", "0"])
+def test_cli_image_size_below_the_backbones_minimum_is_a_command_line_error(tmp_path, capsys, cli, size):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--image-size", size, "--quiet"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--image-size" in error and "32" in error and "--batch-size" not in error
+    assert not (tmp_path / "models").exists()
+
+
 def test_cli_malformed_tf_config_is_a_one_line_error(tmp_path, capsys, monkeypatch, cli):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}')
     code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--quiet"])
