@@ -218,7 +218,7 @@ def test_cli_run_name_must_be_a_plain_folder_name(tmp_path, capsys, monkeypatch,
 def test_cli_image_size_below_the_backbones_minimum_is_a_command_line_error(tmp_path, capsys, cli, size):
     with pytest.raises(SystemExit) as exit_info:
         cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--image-size", size, "--quiet"])
-    error = capsys.readouterr().err
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
     assert exit_info.value.code == 2 and "--image-size" in error and "32" in error and "--batch-size" not in error
     assert not (tmp_path / "models").exists()
 
