@@ -44,7 +44,14 @@ import sys
 from pathlib import Path
 
 from realvsai.cli import make_parser, positive_int, run_main, setup_logging
-from realvsai.training import AUGMENTATIONS, BACKBONES, PRECISIONS, TrainConfig, run_name_problem
+from realvsai.training import (
+    AUGMENTATIONS,
+    BACKBONES,
+    MIN_IMAGE_SIZE,
+    PRECISIONS,
+    TrainConfig,
+    run_name_problem,
+)
 
 logger = logging.getLogger("realvsai.train")
 
@@ -71,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--weights", default=defaults.weights,
                        help="'imagenet' (downloaded once to ~/.keras/models/), a weights file, or 'none' to train "
                             "from scratch")
-    model.add_argument("--image-size", type=positive_int, default=defaults.image_size,
+    model.add_argument("--image-size", type=image_size, default=defaults.image_size,
                        help="side in pixels the backbone sees; images of any size are resized to it")
     model.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augment,
                        help="augmentation inside the model, in training only: detector keeps the pixel traces of "
@@ -135,6 +142,14 @@ def run_name(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def image_size(text: str) -> int:
+    """argparse type for --image-size: a side the backbone accepts."""
+    value = int(text)
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text} is too small: the ResNets need at least {MIN_IMAGE_SIZE} pixels")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -71,6 +71,7 @@ AUGMENTATIONS = ("classic", "detector", "none")
 MODEL_FILE, MODEL_JSON_FILE = "model.h5", "model.json"
 HISTORY_FILE, CURVES_FILE, LOGS_DIR, BACKUP_DIR = "history.csv", "training_curves.png", "logs", "backup"
 CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" below this
+MIN_IMAGE_SIZE = 32  # the smallest side keras.applications' ResNets accept (five stride-2 stages)
 # A run's folder name: one plain name inside OUT (no separator, not "." or "..", not hidden), so
 # a run never writes into, or cleans up, a folder outside its own.
 _RUN_NAME = re.compile(r"[\w-][\w.-]*")
@@ -123,8 +124,10 @@ class TrainConfig:
             raise UserError(f"--precision {self.precision}: choose one of {', '.join(PRECISIONS)}.")
         if self.head_epochs < 0 or self.fine_tune_epochs < 0 or self.head_epochs + self.fine_tune_epochs == 0:
             raise UserError("--head-epochs and --fine-tune-epochs must be 0 or more, and not both 0.")
-        if self.batch_size < 1 or self.image_size < 32:
-            raise UserError("--batch-size must be at least 1, and --image-size at least 32 (the ResNets' minimum).")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: it must be at least 1.")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise UserError(f"--image-size {self.image_size}: the ResNets need at least {MIN_IMAGE_SIZE} pixels.")
         if not 0 <= self.dropout < 1 or self.fine_tune_blocks < 0 or self.head_units < 1:
             raise UserError("--dropout must be in [0, 1), --fine-tune-blocks 0 or more, --head-units 1 or more.")
         if self.name and run_name_problem(self.name):
