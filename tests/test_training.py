@@ -247,6 +247,31 @@ def test_cli_offline_imagenet_names_the_file_to_put_where(tmp_path, make_class_f
     assert "Traceback" not in error
 
 
+def test_cli_evaluate_on_a_corrupt_model_is_one_line_without_traceback(tmp_path, make_class_folder, capsys, cli):
+    run = tmp_path / "models" / "art"
+    run.mkdir(parents=True)
+    (run / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n cut off")
+    (run / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"], "image_size": 32}))
+    test_dir = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    code = cli(["--evaluate", str(run / "model.h5"), "--test-dir", str(test_dir), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(error) == 1 and error[0].startswith("error: ")
+    assert str(run / "model.h5") in error[0] and "corrupt" in error[0]
+    assert not (run / "eval-mine").exists()
+
+
+def test_cli_corrupt_weights_file_is_one_line_without_traceback(tmp_path, make_class_folder, capsys, cli):
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    weights = tmp_path / "resnet101_notop.h5"
+    weights.write_bytes(b"<html>404 Not Found</html>")
+    code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "art",
+                "--weights", str(weights), "--image-size", "32", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and error[-1].startswith("error: ") and "Traceback" not in "\n".join(error)
+    assert str(weights) in error[-1] and "corrupt" in error[-1]
+
+
 # --- one tiny real run, shared by the tests below -------------------------------------------------
 
 
