@@ -272,6 +272,20 @@ def test_cli_corrupt_weights_file_is_one_line_without_traceback(tmp_path, make_c
     assert str(weights) in error[-1] and "corrupt" in error[-1]
 
 
+def test_cli_weights_file_that_does_not_fit_the_backbone_is_one_line(tmp_path, make_class_folder, capsys, cli):
+    import h5py
+
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    weights = tmp_path / "other_notop.h5"
+    with h5py.File(weights, "w") as stream:  # readable HDF5, but not this backbone's weights
+        stream["numbers"] = [1, 2, 3]
+    code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "art",
+                "--weights", str(weights), "--image-size", "32", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and error[-1].startswith("error: --weights") and "resnet101" in error[-1]
+
+
 # --- one tiny real run, shared by the tests below -------------------------------------------------
 
 
