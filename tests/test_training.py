@@ -286,6 +286,39 @@ def test_cli_weights_file_that_does_not_fit_the_backbone_is_one_line(tmp_path, m
     assert code == 1 and error[-1].startswith("error: --weights") and "resnet101" in error[-1]
 
 
+@pytest.mark.parametrize("weights", ["corrupt", "missing", "offline imagenet"])
+def test_a_failed_start_leaves_no_run_folder(tmp_path, make_class_folder, monkeypatch, capsys, cli, weights):
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://...: None -- no network")
+
+    monkeypatch.setattr(model_module.keras.utils, "get_file", offline)
+    monkeypatch.setattr(model_module, "KERAS_MODELS_DIR", tmp_path / "keras-cache")
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    (tmp_path / "corrupt.h5").write_bytes(b"\x89HDF\r\n\x1a\n cut off")
+    flag = {"corrupt": str(tmp_path / "corrupt.h5"), "missing": str(tmp_path / "nope.h5"),
+            "offline imagenet": "imagenet"}[weights]
+    code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "art",
+                "--weights", flag, "--image-size", "32", "--quiet"])
+    assert code == 1 and "error: " in capsys.readouterr().err
+    assert not (tmp_path / "models" / "art").exists()
+
+
+@pytest.mark.slow
+def test_the_same_command_trains_once_the_weights_file_is_fixed(tmp_path, make_class_folder, capsys, cli):
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    weights = tmp_path / "resnet50_notop.weights.h5"
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n cut off")  # an interrupted copy
+    command = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "art",
+               "--backbone", "resnet50", "--weights", str(weights), "--image-size", "32", "--batch-size", "4",
+               "--head-epochs", "1", "--fine-tune-epochs", "0", "--head-units", "8", "--quiet"]
+    assert cli(command) == 1
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    assert cli(command) == 0, capsys.readouterr().err
+    assert (tmp_path / "models" / "art" / "model.h5").is_file()
+
+
 # --- one tiny real run, shared by the tests below -------------------------------------------------
 
 
