@@ -497,7 +497,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
 
     from realvsai import data, distributed
     from realvsai.callbacks import save_model_atomically
-    from realvsai.model import build_model, float32_copy
+    from realvsai.model import float32_copy
 
     workers = distributed.num_workers(strategy)
     logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
@@ -533,6 +533,10 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
 
+    # Built before the run folder exists: a start that fails on its weights (missing, corrupt,
+    # offline) leaves no folder behind, so the same command works once the weights are fixed.
+    with strategy.scope():
+        model = _build_model_for(config, len(class_names))
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / BACKUP_DIR / "config.json", config.to_json())
     model_info: dict[str, Any] = {
@@ -556,11 +560,6 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                 len(validation_images), steps_per_epoch, replicas,
                 f" of {workers} machines" if workers > 1 else "", policy)
 
-    with strategy.scope():
-        model = build_model(len(class_names), image_size=config.image_size, backbone=config.backbone,
-                            weights=config.weights, augment=config.augment,
-                            head_units=config.head_units, l2=config.l2, dropout=config.dropout,
-                            noise=config.noise, seed=config.seed)
     if not config.pretrained:
         logger.info("--weights none: the whole network trains from the first epoch with BatchNorm in training "
                     "mode, for all %d epochs (head + fine-tune) at learning rate %g", config.total_epochs,
@@ -597,6 +596,27 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     else:
         logger.info("%s has no %s folder: skipping the final evaluation", config.data, TEST)
     return TrainResult(run_dir, model, model_info, history, test_metrics)
+
+
+def _build_model_for(config: TrainConfig, num_classes: int) -> keras.Model:
+    """``model.build_model`` with ``config``'s settings.
+
+    Raises:
+        UserError: if the weights are missing or unreadable, or a weights file does not fit the backbone.
+    """
+    from realvsai.model import build_model
+
+    try:
+        return build_model(num_classes, image_size=config.image_size, backbone=config.backbone,
+                           weights=config.weights, augment=config.augment, head_units=config.head_units,
+                           l2=config.l2, dropout=config.dropout, noise=config.noise, seed=config.seed)
+    except ValueError as error:
+        if config.weights.lower() in ("imagenet", "none"):
+            raise
+        # Keras' error for a readable HDF5 file whose layers are not this backbone's.
+        raise UserError(f"--weights {config.weights} does not fit {config.backbone} ({error}). Give the weights "
+                        f"of a {config.backbone} without its top (include_top=False), 'imagenet' or 'none'."
+                        ) from None
 
 
 def _best_row(history: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
