@@ -319,6 +319,45 @@ def test_the_same_command_trains_once_the_weights_file_is_fixed(tmp_path, make_c
     assert (tmp_path / "models" / "art" / "model.h5").is_file()
 
 
+def tiny_saved_run(run: Path) -> Path:
+    """A run folder with a small stand-in classifier (raw RGB of any size in) and its model.json."""
+    pixels = keras.Input((None, None, 3))
+    x = keras.layers.Resizing(8, 8)(pixels)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(x))
+    keras.Model(pixels, keras.layers.Dense(2, activation="softmax")(x)).save(run / "model.h5")
+    (run / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"], "image_size": 8}))
+    return run
+
+
+def test_cli_evaluate_never_replaces_the_results_in_out(tmp_path, make_class_folder, capsys, cli):
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    test_dir = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    out = tmp_path / "results"
+    out.mkdir()
+    for name, content in (("metrics.json", b'{"accuracy": 0.97}'), ("EVALUATION.md", b"# earlier"),
+                          ("confusion_matrix.png", b"earlier plot")):
+        (out / name).write_bytes(content)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    code = cli(["--evaluate", str(run / "model.h5"), "--test-dir", str(test_dir), "--out", str(out), "--quiet"])
+    assert code == 0
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert (tmp_path / "results-2" / "metrics.json").is_file()
+    assert str(tmp_path / "results-2") in capsys.readouterr().out
+
+
+def test_cli_evaluating_twice_keeps_the_first_results_in_the_default_folder(tmp_path, make_class_folder, capsys,
+                                                                           cli):
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    test_dir = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    command = ["--evaluate", str(run / "model.h5"), "--test-dir", str(test_dir), "--quiet"]
+    assert cli(command) == 0
+    first = {path.name: path.read_bytes() for path in (run / "eval-mine").iterdir()}
+    assert cli(command) == 0
+    assert {path.name: path.read_bytes() for path in (run / "eval-mine").iterdir()} == first
+    assert (run / "eval-mine-2" / "metrics.json").is_file()
+    assert str(run / "eval-mine-2") in capsys.readouterr().out
+
+
 # --- one tiny real run, shared by the tests below -------------------------------------------------
 
 
