@@ -723,7 +723,8 @@ def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None =
     """``--evaluate``: metrics and plots of a saved model on a folder of class folders.
 
     Returns:
-        The output folder (default: ``eval-<folder name>`` beside the model) and the metrics.
+        The output folder and the metrics. The folder is ``out_dir`` (default: ``eval-<folder name>``
+        beside the model), or when that already holds results, a new ``<out_dir>-2`` (``-3``, ...).
     """
     from realvsai import evaluation
     from realvsai.model import load_classifier
@@ -731,7 +732,10 @@ def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None =
     model, model_info = load_classifier(model_path)
     model_path = Path(model_path)
     run_dir = model_path if model_path.is_dir() else model_path.parent
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / f"eval-{Path(test_dir).resolve().name}"
+    requested = Path(out_dir) if out_dir is not None else run_dir / f"eval-{Path(test_dir).resolve().name}"
+    out_dir = evaluation.unused_output_folder(requested)
+    if out_dir != requested:
+        logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
     metrics = evaluation.evaluate_folder(model, model_info, Path(test_dir), out_dir, batch_size=batch_size)
     return out_dir, metrics
 
