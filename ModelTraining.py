@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--data", type=Path, default=defaults.data, help="dataset folder with train/ and validation/")
     data.add_argument("--out", type=Path, default=None,
                       help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate, the folder for its "
-                           "outputs (default: eval-<test folder> beside the model)")
+                           "outputs (default: eval-<test folder> beside the model; when it already holds results, "
+                           "a new OUT-2 beside it)")
     data.add_argument("--name", type=run_name, default=argparse.SUPPRESS,
                       help="the run's folder name inside OUT: letters, digits, '-', '_', '.' (default: a timestamp)")
     data.add_argument("--resume", action="store_true",
