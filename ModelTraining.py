@@ -44,7 +44,14 @@ import sys
 from pathlib import Path
 
 from realvsai.cli import make_parser, positive_int, run_main, setup_logging
-from realvsai.training import AUGMENTATIONS, BACKBONES, PRECISIONS, TrainConfig
+from realvsai.training import (
+    AUGMENTATIONS,
+    BACKBONES,
+    MIN_IMAGE_SIZE,
+    PRECISIONS,
+    TrainConfig,
+    run_name_problem,
+)
 
 logger = logging.getLogger("realvsai.train")
 
@@ -56,8 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--data", type=Path, default=defaults.data, help="dataset folder with train/ and validation/")
     data.add_argument("--out", type=Path, default=None,
                       help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate, the folder for its "
-                           "outputs (default: eval-<test folder> beside the model)")
-    data.add_argument("--name", default=defaults.name, help="the run's folder name (default: a timestamp)")
+                           "outputs (default: eval-<test folder> beside the model; when it already holds results, "
+                           "a new OUT-2 beside it)")
+    data.add_argument("--name", type=run_name, default=argparse.SUPPRESS,
+                      help="the run's folder name inside OUT: letters, digits, '-', '_', '.' (default: a timestamp)")
     data.add_argument("--resume", action="store_true",
                       help="continue the run --name from its last finished epoch, with its saved settings")
     data.add_argument("--seed", type=int, default=defaults.seed, help="seeds shuffling, augmentation and weights")
@@ -70,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--weights", default=defaults.weights,
                        help="'imagenet' (downloaded once to ~/.keras/models/), a weights file, or 'none' to train "
                             "from scratch")
-    model.add_argument("--image-size", type=positive_int, default=defaults.image_size,
+    model.add_argument("--image-size", type=image_size, default=defaults.image_size,
                        help="side in pixels the backbone sees; images of any size are resized to it")
     model.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augment,
                        help="augmentation inside the model, in training only: detector keeps the pixel traces of "
@@ -128,6 +137,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_name(text: str) -> str:
+    """argparse type for --name: one plain folder name, so a run stays inside --out."""
+    problem = run_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def image_size(text: str) -> int:
+    """argparse type for --image-size: a side the backbone accepts."""
+    value = int(text)
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text} is too small: the ResNets need at least {MIN_IMAGE_SIZE} pixels")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the flags describe (flags share the fields' names)."""
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
@@ -155,7 +180,7 @@ def run_training(args: argparse.Namespace) -> None:
 def run_demo(args: argparse.Namespace) -> None:
     from realvsai import demo, training  # TensorFlow loads when the demo trains
 
-    config = demo.DemoConfig(out=args.out or demo.DemoConfig.out, name=args.name or demo.DemoConfig.name)
+    config = demo.DemoConfig(out=args.out or demo.DemoConfig.out, name=getattr(args, "name", demo.DemoConfig.name))
     result = demo.run_demo(config, resume=args.resume, verbose=0 if args.quiet else "auto")
     print(training.summarize(result))
     print("synthetic demo data, not a real result; serve the model with: streamlit run App.py")

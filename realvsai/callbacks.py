@@ -17,7 +17,6 @@ They use only the public callback hooks (``on_train_begin``, ``on_epoch_end``, `
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -38,26 +37,26 @@ logger = logging.getLogger(__name__)
 
 
 def save_model_atomically(model: keras.Model, path: Path) -> None:
-    """Saves ``model`` as legacy HDF5 under a temporary name beside ``path``, then renames it into place.
+    """Saves ``model`` as legacy HDF5 in a temporary folder beside ``path``, then renames it into place.
 
-    A kill during the save leaves at most a hidden temporary file; ``path`` is always a complete model.
-    The optimizer is left out: the file is for inference and fine-tuning restarts its optimizer anyway.
+    A kill during the save leaves at most a hidden temporary folder; ``path`` is always a complete
+    model, with the mode of every other output (0666 minus the umask). The optimizer is left out: the
+    file is for inference and fine-tuning restarts its optimizer anyway.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Keras picks the legacy HDF5 writer from the ".h5" suffix, so the temporary name keeps it.
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.h5", dir=path.parent)
-    os.close(handle)
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # HDF5 is the project's format: hide Keras' "legacy format" warning
     try:
-        model.save(temporary, include_optimizer=False)
-        os.replace(temporary, path)
+        # h5py creates the file itself (so with the umask's mode, not mkstemp's 0600), and Keras picks
+        # the legacy HDF5 writer from the ".h5" suffix, which the temporary name keeps.
+        with tempfile.TemporaryDirectory(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent) as folder:
+            temporary = Path(folder) / path.name
+            model.save(temporary, include_optimizer=False)
+            os.replace(temporary, path)
     finally:
         absl_logger.setLevel(level)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
 
 
 def _finite_or_none(value: float | None) -> float | None:

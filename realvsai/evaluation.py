@@ -73,6 +73,9 @@ PLOT_FILES = {
     "class_distribution": "class_distribution.png",
     "confident_errors": "confident_errors.png",
 }
+# Any of these in a folder means it already holds results, which an evaluation never replaces.
+RESULT_FILES = (METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, EVALUATION_CARD_FILE, MODEL_JSON_FILE,
+                *PLOT_FILES.values())
 # The metrics copied into model.json's "test_metrics" (the app and the README read them there).
 SUMMARY_KEYS = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
                 "expected_calibration_error", "num_images")
@@ -592,6 +595,17 @@ def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mappi
 # Entry points
 
 
+def unused_output_folder(out_dir: Path) -> Path:
+    """``out_dir``, or when it already holds results (or is a run folder), the first ``out_dir-2``,
+    ``out_dir-3``, ... beside it that does not: earlier results are never replaced."""
+    candidate, number = Path(out_dir), 1
+    while any((candidate / name).exists() for name in RESULT_FILES):
+        number += 1
+        base = Path(out_dir).resolve()  # resolved, so that "." gets a name to number too
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
 def evaluate_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path,
                     batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
     """Evaluates the model on any folder of class folders; writes metrics, report, plots and EVALUATION.md.
@@ -604,7 +618,8 @@ def evaluate_folder(model: keras.Model, model_info: Mapping[str, Any], folder: P
         model: the classifier (raw RGB 0..255 in, softmax out).
         model_info: its model.json (``class_names``, ``image_size``, ``positive_class``, ...).
         folder: the images, one sub-folder per class.
-        out_dir: where the outputs go (created; earlier outputs of evaluate_folder there are replaced).
+        out_dir: where the outputs go (created; outputs already there are replaced, so callers pick
+            the folder with ``unused_output_folder``).
         batch_size: images per forward pass.
 
     Returns:

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import h5py
 import keras
 from keras import ops
 
@@ -114,7 +115,8 @@ def resolve_weights(weights: str | Path | None, backbone: str, cache_dir: Path |
     any other value is a path to a weights file for this backbone.
 
     Raises:
-        UserError: if ImageNet weights cannot be downloaded (offline) or a weights path does not exist.
+        UserError: if ImageNet weights cannot be downloaded (offline), or a weights path (or the cached
+            ImageNet file) does not exist or is not a readable HDF5 file.
     """
     if weights is None or str(weights).lower() == "none":
         return None
@@ -123,11 +125,20 @@ def resolve_weights(weights: str | Path | None, backbone: str, cache_dir: Path |
         if not path.is_file():
             raise UserError(f"--weights {weights}: no such file. Give a {backbone} weights file, "
                             "'imagenet' or 'none'.")
+        problem = _hdf5_problem(path)
+        if problem:
+            raise UserError(f"--weights {path} is corrupt, truncated or not an HDF5 weights file ({problem}). "
+                            f"Copy the {backbone} weights file again, or use 'imagenet' or 'none'.")
         return path
     file_name = imagenet_weights_file(backbone)
     cache_dir = Path(cache_dir) if cache_dir is not None else KERAS_MODELS_DIR
     cached = cache_dir / file_name
     if cached.is_file():
+        problem = _hdf5_problem(cached)
+        if problem:
+            raise UserError(f"{cached} is corrupt or truncated ({problem}), perhaps an interrupted copy. Delete "
+                            "it so that --weights imagenet downloads it again, or copy it again from a machine "
+                            "that has it.")
         return cached
     logger.info("downloading the ImageNet weights of %s to %s", backbone, cached)
     try:
@@ -139,6 +150,15 @@ def resolve_weights(weights: str | Path | None, backbone: str, cache_dir: Path |
             f"{file_name} into {cache_dir}/ (copy it from a machine that has it), or pass "
             f"--weights /path/to/{file_name}, or train from scratch with --weights none."
         ) from error
+
+
+def _hdf5_problem(path: Path) -> str | None:
+    """Why ``path`` does not open as an HDF5 file (an interrupted copy, an HTML error page), or None."""
+    try:
+        with h5py.File(path, "r"):
+            return None
+    except OSError as error:  # h5py's error for a missing signature or a file shorter than it says
+        return str(error)
 
 
 def _prepare_from_scratch(backbone: keras.Model) -> None:
@@ -385,7 +405,7 @@ def load_classifier(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     """Loads a run's model and its model.json from the run folder or the ``.h5`` file inside it.
 
     Raises:
-        UserError: if the model or its model.json is missing.
+        UserError: if the model or its model.json is missing, or the model file is not a Keras HDF5 model.
     """
     path = Path(path)
     model_file = path / MODEL_FILE if path.is_dir() else path
@@ -395,5 +415,10 @@ def load_classifier(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     if not info_file.is_file():
         raise UserError(f"{info_file} is missing next to {model_file.name}: it holds the class names. "
                         "Copy it along with the model.")
-    model = keras.models.load_model(model_file, compile=False)
+    try:
+        model = keras.models.load_model(model_file, compile=False)
+    except (OSError, ValueError) as error:
+        # h5py's OSError: truncated, or not HDF5 at all; Keras' ValueError: HDF5 that holds no model.
+        raise UserError(f"{model_file} is not a Keras HDF5 model: it is corrupt, truncated or another kind of file "
+                        f"({error}). Copy the model.h5 that ModelTraining.py saved again, or train it again.") from None
     return model, json.loads(info_file.read_text(encoding="utf-8"))

@@ -74,6 +74,10 @@ AUGMENTATIONS = ("classic", "detector", "none")
 MODEL_FILE, MODEL_JSON_FILE = "model.h5", "model.json"
 HISTORY_FILE, CURVES_FILE, LOGS_DIR, BACKUP_DIR = "history.csv", "training_curves.png", "logs", "backup"
 CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" below this
+MIN_IMAGE_SIZE = 32  # the smallest side keras.applications' ResNets accept (five stride-2 stages)
+# A run's folder name: one plain name inside OUT (no separator, not "." or "..", not hidden), so
+# a run never writes into, or cleans up, a folder outside its own.
+_RUN_NAME = re.compile(r"[\w-][\w.-]*")
 # Words in a class name that mark the AI-generated class (the positive class of the binary metrics).
 POSITIVE_WORDS = frozenset({"fake", "generated", "synthetic", "ai"})
 
@@ -123,12 +127,14 @@ class TrainConfig:
             raise UserError(f"--precision {self.precision}: choose one of {', '.join(PRECISIONS)}.")
         if self.head_epochs < 0 or self.fine_tune_epochs < 0 or self.head_epochs + self.fine_tune_epochs == 0:
             raise UserError("--head-epochs and --fine-tune-epochs must be 0 or more, and not both 0.")
-        if self.batch_size < 1 or self.image_size < 32:
-            raise UserError("--batch-size must be at least 1, and --image-size at least 32 (the ResNets' minimum).")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: it must be at least 1.")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise UserError(f"--image-size {self.image_size}: the ResNets need at least {MIN_IMAGE_SIZE} pixels.")
         if not 0 <= self.dropout < 1 or self.fine_tune_blocks < 0 or self.head_units < 1:
             raise UserError("--dropout must be in [0, 1), --fine-tune-blocks 0 or more, --head-units 1 or more.")
-        if not re.fullmatch(r"[\w.-]+", self.name or "x"):
-            raise UserError(f"--name {self.name!r}: use letters, digits, '-', '_' and '.' only.")
+        if self.name and run_name_problem(self.name):
+            raise UserError(f"--name {run_name_problem(self.name)}.")
 
     @property
     def pretrained(self) -> bool:
@@ -148,6 +154,14 @@ class TrainConfig:
         known = {key: Path(value) if key in ("data", "out") else value
                  for key, value in values.items() if key in fields}
         return cls(**known)
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run's folder inside OUT, or None when it can."""
+    if _RUN_NAME.fullmatch(name):
+        return None
+    return (f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), "
+            "without '/' or '\\'")
 
 
 @dataclass(frozen=True)
@@ -496,7 +510,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     from realvsai import data, distributed
     from realvsai.augmentation import augment_copies, build_augmentation
     from realvsai.callbacks import save_model_atomically
-    from realvsai.model import build_model, float32_copy
+    from realvsai.model import float32_copy
 
     workers = distributed.num_workers(strategy)
     logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
@@ -535,6 +549,10 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
 
+    # Built before the run folder exists: a start that fails on its weights (missing, corrupt,
+    # offline) leaves no folder behind, so the same command works once the weights are fixed.
+    with strategy.scope():
+        model = _build_model_for(config, len(class_names))
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / BACKUP_DIR / "config.json", config.to_json())
     model_info: dict[str, Any] = {
@@ -558,11 +576,6 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                 len(validation_images), steps_per_epoch, replicas,
                 f" of {workers} machines" if workers > 1 else "", policy)
 
-    with strategy.scope():
-        model = build_model(len(class_names), image_size=config.image_size, backbone=config.backbone,
-                            weights=config.weights, augment=config.augment,
-                            head_units=config.head_units, l2=config.l2, dropout=config.dropout,
-                            noise=config.noise, seed=config.seed)
     if not config.pretrained:
         logger.info("--weights none: the whole network trains from the first epoch with BatchNorm in training "
                     "mode, for all %d epochs (head + fine-tune) at learning rate %g", config.total_epochs,
@@ -596,6 +609,27 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     else:
         logger.info("%s has no %s folder: skipping the final evaluation", config.data, TEST)
     return TrainResult(run_dir, model, model_info, history, test_metrics)
+
+
+def _build_model_for(config: TrainConfig, num_classes: int) -> keras.Model:
+    """``model.build_model`` with ``config``'s settings.
+
+    Raises:
+        UserError: if the weights are missing or unreadable, or a weights file does not fit the backbone.
+    """
+    from realvsai.model import build_model
+
+    try:
+        return build_model(num_classes, image_size=config.image_size, backbone=config.backbone,
+                           weights=config.weights, augment=config.augment, head_units=config.head_units,
+                           l2=config.l2, dropout=config.dropout, noise=config.noise, seed=config.seed)
+    except ValueError as error:
+        if config.weights.lower() in ("imagenet", "none"):
+            raise
+        # Keras' error for a readable HDF5 file whose layers are not this backbone's.
+        raise UserError(f"--weights {config.weights} does not fit {config.backbone} ({error}). Give the weights "
+                        f"of a {config.backbone} without its top (include_top=False), 'imagenet' or 'none'."
+                        ) from None
 
 
 def _best_row(history: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -720,7 +754,8 @@ def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None =
     """``--evaluate``: metrics and plots of a saved model on a folder of class folders.
 
     Returns:
-        The output folder (default: ``eval-<folder name>`` beside the model) and the metrics.
+        The output folder and the metrics. The folder is ``out_dir`` (default: ``eval-<folder name>``
+        beside the model), or when that already holds results, a new ``<out_dir>-2`` (``-3``, ...).
     """
     from realvsai import evaluation
     from realvsai.model import load_classifier
@@ -728,7 +763,10 @@ def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None =
     model, model_info = load_classifier(model_path)
     model_path = Path(model_path)
     run_dir = model_path if model_path.is_dir() else model_path.parent
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / f"eval-{Path(test_dir).resolve().name}"
+    requested = Path(out_dir) if out_dir is not None else run_dir / f"eval-{Path(test_dir).resolve().name}"
+    out_dir = evaluation.unused_output_folder(requested)
+    if out_dir != requested:
+        logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
     metrics = evaluation.evaluate_folder(model, model_info, Path(test_dir), out_dir, batch_size=batch_size)
     return out_dir, metrics
 

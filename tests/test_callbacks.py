@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
 import keras
 import numpy as np
@@ -141,6 +143,18 @@ def test_save_model_atomically_keeps_the_old_file_when_the_save_fails(tmp_path, 
         save_model_atomically(model, target)
     assert target.read_bytes() == before
     assert [path.name for path in tmp_path.iterdir()] == ["model.h5"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_saved_model_gets_the_mode_every_other_output_gets(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        save_model_atomically(tiny_model(), tmp_path / "model.h5")
+        write_history_csv(tmp_path / "history.csv", [{"epoch": 1, "loss": 0.5}])
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "model.h5").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "history.csv").stat().st_mode)
 
 
 def test_history_csv_round_trip_keeps_phase_and_numbers(tmp_path):

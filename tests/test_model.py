@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -40,6 +41,21 @@ def backbone_weights_file(tmp_path_factory):
     """A weights file for ResNet50 made offline, standing in for the ImageNet file."""
     path = tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5"
     keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    return path
+
+
+def broken_hdf5(path, kind: str):
+    """Writes the broken model or weights files users really have into ``path``."""
+    if kind in ("truncated", "not_a_model"):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+        model.save(path)
+        if kind == "truncated":  # an interrupted copy or download
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        else:
+            with h5py.File(path, "w") as stream:  # HDF5, but data of something else
+                stream["numbers"] = [1, 2, 3]
+    else:
+        path.write_bytes({"empty": b"", "text": b"<html>404 Not Found</html>"}[kind])
     return path
 
 
@@ -150,7 +166,7 @@ def test_imagenet_weights_offline_give_one_clear_message(tmp_path, monkeypatch):
 
 def test_imagenet_weights_already_cached_are_used_without_download(tmp_path, monkeypatch):
     cached = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    cached.write_bytes(b"weights")
+    h5py.File(cached, "w").close()  # any readable HDF5 file: only the lookup is under test
     monkeypatch.setattr(model_module.keras.utils, "get_file", pytest.fail)
     assert resolve_weights("imagenet", "resnet50", cache_dir=tmp_path) == cached
 
@@ -159,6 +175,31 @@ def test_missing_weights_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         resolve_weights(tmp_path / "nope.h5", "resnet101")
     assert resolve_weights("none", "resnet101") is None and resolve_weights(None, "resnet101") is None
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text"])
+def test_corrupt_weights_file_is_a_user_error_naming_it(tmp_path, kind):
+    weights = broken_hdf5(tmp_path / "resnet101_notop.h5", kind)
+    with pytest.raises(UserError, match="corrupt") as error:
+        resolve_weights(weights, "resnet101")
+    assert str(weights) in str(error.value) and "--weights" in str(error.value)
+
+
+def test_corrupt_cached_imagenet_weights_say_to_delete_them(tmp_path, monkeypatch):
+    cached = broken_hdf5(tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "truncated")
+    monkeypatch.setattr(model_module.keras.utils, "get_file", pytest.fail)
+    with pytest.raises(UserError, match="corrupt") as error:
+        resolve_weights("imagenet", "resnet50", cache_dir=tmp_path)
+    assert str(cached) in str(error.value) and "Delete it" in str(error.value)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text", "not_a_model"])
+def test_corrupt_model_file_is_a_user_error_naming_it(tmp_path, kind):
+    model_file = broken_hdf5(tmp_path / "model.h5", kind)
+    (tmp_path / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"]}))
+    with pytest.raises(UserError, match="not a Keras HDF5 model") as error:
+        load_classifier(model_file)
+    assert str(model_file) in str(error.value)
 
 
 def test_load_classifier_needs_the_model_json_beside_the_model(tmp_path):

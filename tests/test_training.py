@@ -106,6 +106,8 @@ def test_config_round_trips_through_json_and_lists_the_same_choices_as_the_modul
     ({"backbone": "vgg16"}, "--backbone"),
     ({"head_epochs": 0, "fine_tune_epochs": 0}, "not both 0"),
     ({"name": "../elsewhere"}, "--name"),
+    ({"name": ".."}, "--name"),
+    ({"name": "."}, "--name"),
     ({"image_size": 16}, "--image-size"),
     ({"dropout": 1.0}, "--dropout"),
 ])
@@ -199,6 +201,28 @@ def test_cli_refuses_an_existing_run_in_one_line(tmp_path, make_class_folder, ca
     assert code == 1 and error[-1].startswith("error: ") and "--resume" in error[-1]
 
 
+@pytest.mark.parametrize("name", ["..", ".", "", "runs/art", "runs\\art", "/tmp/art", "../art"])
+@pytest.mark.parametrize("mode", [[], ["--resume"], ["--demo"]], ids=["train", "resume", "demo"])
+def test_cli_run_name_must_be_a_plain_folder_name(tmp_path, capsys, monkeypatch, cli, name, mode):
+    monkeypatch.chdir(tmp_path)  # --demo would write data/demo/ here
+    (tmp_path / "models").mkdir()
+    (tmp_path / "history.csv").write_text("a user's file")
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", name, "--quiet", *mode])
+    assert exit_info.value.code == 2 and "--name" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["history.csv", "models"]
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+@pytest.mark.parametrize("size", ["7", "31", "0"])
+def test_cli_image_size_below_the_backbones_minimum_is_a_command_line_error(tmp_path, capsys, cli, size):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--image-size", size, "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
+    assert exit_info.value.code == 2 and "--image-size" in error and "32" in error and "--batch-size" not in error
+    assert not (tmp_path / "models").exists()
+
+
 def test_cli_malformed_tf_config_is_a_one_line_error(tmp_path, capsys, monkeypatch, cli):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}')
     code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--quiet"])
@@ -221,6 +245,117 @@ def test_cli_offline_imagenet_names_the_file_to_put_where(tmp_path, make_class_f
     assert code == 1
     assert "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5" in error and "--weights" in error
     assert "Traceback" not in error
+
+
+def test_cli_evaluate_on_a_corrupt_model_is_one_line_without_traceback(tmp_path, make_class_folder, capsys, cli):
+    run = tmp_path / "models" / "art"
+    run.mkdir(parents=True)
+    (run / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n cut off")
+    (run / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"], "image_size": 32}))
+    test_dir = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    code = cli(["--evaluate", str(run / "model.h5"), "--test-dir", str(test_dir), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(error) == 1 and error[0].startswith("error: ")
+    assert str(run / "model.h5") in error[0] and "corrupt" in error[0]
+    assert not (run / "eval-mine").exists()
+
+
+def test_cli_corrupt_weights_file_is_one_line_without_traceback(tmp_path, make_class_folder, capsys, cli):
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    weights = tmp_path / "resnet101_notop.h5"
+    weights.write_bytes(b"<html>404 Not Found</html>")
+    code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "art",
+                "--weights", str(weights), "--image-size", "32", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and error[-1].startswith("error: ") and "Traceback" not in "\n".join(error)
+    assert str(weights) in error[-1] and "corrupt" in error[-1]
+
+
+def test_cli_weights_file_that_does_not_fit_the_backbone_is_one_line(tmp_path, make_class_folder, capsys, cli):
+    import h5py
+
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    weights = tmp_path / "other_notop.h5"
+    with h5py.File(weights, "w") as stream:  # readable HDF5, but not this backbone's weights
+        stream["numbers"] = [1, 2, 3]
+    code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "art",
+                "--weights", str(weights), "--image-size", "32", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and error[-1].startswith("error: --weights") and "resnet101" in error[-1]
+
+
+@pytest.mark.parametrize("weights", ["corrupt", "missing", "offline imagenet"])
+def test_a_failed_start_leaves_no_run_folder(tmp_path, make_class_folder, monkeypatch, capsys, cli, weights):
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://...: None -- no network")
+
+    monkeypatch.setattr(model_module.keras.utils, "get_file", offline)
+    monkeypatch.setattr(model_module, "KERAS_MODELS_DIR", tmp_path / "keras-cache")
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    (tmp_path / "corrupt.h5").write_bytes(b"\x89HDF\r\n\x1a\n cut off")
+    flag = {"corrupt": str(tmp_path / "corrupt.h5"), "missing": str(tmp_path / "nope.h5"),
+            "offline imagenet": "imagenet"}[weights]
+    code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "art",
+                "--weights", flag, "--image-size", "32", "--quiet"])
+    assert code == 1 and "error: " in capsys.readouterr().err
+    assert not (tmp_path / "models" / "art").exists()
+
+
+@pytest.mark.slow
+def test_the_same_command_trains_once_the_weights_file_is_fixed(tmp_path, make_class_folder, capsys, cli):
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    weights = tmp_path / "resnet50_notop.weights.h5"
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n cut off")  # an interrupted copy
+    command = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "art",
+               "--backbone", "resnet50", "--weights", str(weights), "--image-size", "32", "--batch-size", "4",
+               "--head-epochs", "1", "--fine-tune-epochs", "0", "--head-units", "8", "--quiet"]
+    assert cli(command) == 1
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    assert cli(command) == 0, capsys.readouterr().err
+    assert (tmp_path / "models" / "art" / "model.h5").is_file()
+
+
+def tiny_saved_run(run: Path) -> Path:
+    """A run folder with a small stand-in classifier (raw RGB of any size in) and its model.json."""
+    pixels = keras.Input((None, None, 3))
+    x = keras.layers.Resizing(8, 8)(pixels)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(x))
+    keras.Model(pixels, keras.layers.Dense(2, activation="softmax")(x)).save(run / "model.h5")
+    (run / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"], "image_size": 8}))
+    return run
+
+
+def test_cli_evaluate_never_replaces_the_results_in_out(tmp_path, make_class_folder, capsys, cli):
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    test_dir = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    out = tmp_path / "results"
+    out.mkdir()
+    for name, content in (("metrics.json", b'{"accuracy": 0.97}'), ("EVALUATION.md", b"# earlier"),
+                          ("confusion_matrix.png", b"earlier plot")):
+        (out / name).write_bytes(content)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    code = cli(["--evaluate", str(run / "model.h5"), "--test-dir", str(test_dir), "--out", str(out), "--quiet"])
+    assert code == 0
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert (tmp_path / "results-2" / "metrics.json").is_file()
+    assert str(tmp_path / "results-2") in capsys.readouterr().out
+
+
+def test_cli_evaluating_twice_keeps_the_first_results_in_the_default_folder(tmp_path, make_class_folder, capsys,
+                                                                           cli):
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    test_dir = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    command = ["--evaluate", str(run / "model.h5"), "--test-dir", str(test_dir), "--quiet"]
+    assert cli(command) == 0
+    first = {path.name: path.read_bytes() for path in (run / "eval-mine").iterdir()}
+    assert cli(command) == 0
+    assert {path.name: path.read_bytes() for path in (run / "eval-mine").iterdir()} == first
+    assert (run / "eval-mine-2" / "metrics.json").is_file()
+    assert str(run / "eval-mine-2") in capsys.readouterr().out
 
 
 # --- one tiny real run, shared by the tests below -------------------------------------------------
