@@ -37,7 +37,7 @@ from realvsai.moving import CopyPlan, plan_copies, refuse_unless_train
 
 logger = logging.getLogger("realvsai.augment")
 
-# The offline presets; realvsai.augmentation.PRESETS adds "none", which would only write identical
+# The offline presets; realvsai.config.PRESETS adds "none", which would only write identical
 # copies. Not imported from there: that module loads TensorFlow, and --help must stay instant.
 OFFLINE_PRESETS = ("classic", "detector")
 

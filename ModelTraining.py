@@ -44,11 +44,11 @@ import sys
 from pathlib import Path
 
 from realvsai.cli import make_parser, positive_int, run_main, setup_logging
-from realvsai.training import (
-    AUGMENTATIONS,
+from realvsai.config import (
     BACKBONES,
     MIN_IMAGE_SIZE,
     PRECISIONS,
+    PRESETS,
     TrainConfig,
     run_name_problem,
 )
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "from scratch")
     model.add_argument("--image-size", type=image_size, default=defaults.image_size,
                        help="side in pixels the backbone sees; images of any size are resized to it")
-    model.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augment,
+    model.add_argument("--augment", choices=PRESETS, default=defaults.augment,
                        help="augmentation inside the model, in training only: detector keeps the pixel traces of "
                             "generated images; classic = ImageDataGenerator's rotations, shifts, shear, zoom, flip")
     model.add_argument("--head-units", type=positive_int, default=defaults.head_units, help="units of the head's Dense")

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from realvsai.cli import format_table, setup_logging  # noqa: E402
-from realvsai.training import TrainConfig  # noqa: E402
+from realvsai.config import TrainConfig  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifake-mini"
 RESULTS = REPO / "benchmarks" / "results" / "accuracy.json"

@@ -47,10 +47,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from realvsai.config import PRESETS
 from realvsai.data import decode_rgb
 from realvsai.moving import is_made
 
-PRESETS = ("classic", "detector", "none")
 
 
 @dataclass(frozen=True)

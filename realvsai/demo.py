@@ -331,7 +331,7 @@ class DemoConfig:
 
 def _train_config(config: DemoConfig) -> Any:
     """The TrainConfig of the demo run: the project's defaults at demo size, from scratch."""
-    from realvsai.training import TrainConfig
+    from realvsai.config import TrainConfig
 
     values: dict[str, Any] = dict(
         data=Path(config.data_dir), out=Path(config.out), name=config.name, backbone=config.backbone,

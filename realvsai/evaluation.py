@@ -48,6 +48,13 @@ from sklearn.preprocessing import label_binarize
 
 from realvsai import plots
 from realvsai.cli import progress
+from realvsai.config import (
+    EVALUATION_CARD_FILE,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
+    MODEL_JSON_FILE,
+    REPORT_FILE,
+)
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
 from realvsai.inference import DEMO_WARNING, DecisionRule, is_demo, positive_index
@@ -60,11 +67,6 @@ if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "classification_report.txt"
-MODEL_CARD_FILE = "MODEL_CARD.md"
-EVALUATION_CARD_FILE = "EVALUATION.md"
-MODEL_JSON_FILE = "model.json"
 PLOT_FILES = {
     "confusion_matrix": "confusion_matrix.png",
     "roc_curve": "roc_curve.png",

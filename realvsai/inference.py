@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from realvsai.config import CONFIDENCE_THRESHOLD, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.errors import UserError
 from realvsai.files import MAX_IMAGE_PIXELS
 from realvsai.images import ImageDecodeError, load_rgb
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE, INFO_FILE, METRICS_FILE = "model.h5", "model.json", "metrics.json"
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
 # The layers Grad-CAM runs before the backbone; "augmentation" is skipped (it only acts in training).
 _AUGMENTATION_LAYER, _BACKBONE_LAYER, _RESIZE_LAYER = "augmentation", "backbone", "resize"
@@ -60,7 +60,7 @@ class ServeConfig:
     models_dir: Path = Path("models")
     batch_size: int = 16  # uploads per model call
     max_pixels: int = MAX_IMAGE_PIXELS  # larger uploads are refused before decoding (decompression bombs)
-    confidence_threshold: float = 0.6  # "Uncertain" below this, when model.json names none
+    confidence_threshold: float = CONFIDENCE_THRESHOLD  # "Uncertain" below this, when model.json names none
     preview_size: int = 384  # longest side of the picture shown per upload, in pixels
     colormap: str = "turbo"  # matplotlib colormap of the Grad-CAM overlay (jet's perceptual successor)
     # Grad-CAM explains from the deepest feature map at least this many cells on each side; a smaller
@@ -244,7 +244,7 @@ def read_run(path: Path) -> ModelRun:
     if not model_file.is_file():
         raise UserError(f"{model_file} does not exist. Give a run folder under models/ or its model.h5, "
                         "or train one with: python ModelTraining.py --demo")
-    info_file = folder / INFO_FILE
+    info_file = folder / MODEL_JSON_FILE
     if not info_file.is_file():
         raise UserError(f"{info_file} is missing: the app needs it for the class names and image size. "
                         "Use a folder written by ModelTraining.py.")

@@ -33,11 +33,11 @@ from keras import ops
 from realvsai.augmentation import build_augmentation  # also registers its layers for load_model
 from realvsai.data import resize_to_square
 from realvsai.errors import UserError
-from realvsai.training import MODEL_FILE, MODEL_JSON_FILE
+from realvsai.config import BACKBONES, MODEL_FILE, MODEL_JSON_FILE
 
 logger = logging.getLogger(__name__)
 
-BACKBONES = {
+_APPLICATIONS = {
     "resnet50": keras.applications.ResNet50,
     "resnet101": keras.applications.ResNet101,
     "resnet152": keras.applications.ResNet152,
@@ -215,7 +215,7 @@ def build_model(
         UserError: if the weights cannot be found (see ``resolve_weights``).
     """
     if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
     weights_path = resolve_weights(weights, backbone, weights_cache_dir)
@@ -230,7 +230,7 @@ def build_model(
     # float32 even under mixed precision, as the augmentation: float16 would round pixels above 128.
     x = SquareResize(image_size, dtype="float32", name="resize")(x)
     x = CaffePreprocess(name="preprocess")(x)
-    base = BACKBONES[backbone](include_top=False, weights=str(weights_path) if pretrained else None,
+    base = _APPLICATIONS[backbone](include_top=False, weights=str(weights_path) if pretrained else None,
                                input_shape=(image_size, image_size, 3), name="backbone")
     if pretrained:
         # BatchNorm statistics stay frozen even when the backbone is trainable: fine-tuning on a small

@@ -22,7 +22,8 @@ from realvsai import model as model_module
 from realvsai import training
 from realvsai.callbacks import read_history_csv
 from realvsai.errors import UserError
-from realvsai.training import TrainConfig, find_positive_class, plan_phase
+from realvsai.config import TrainConfig
+from realvsai.training import find_positive_class, plan_phase
 
 # --- settings and planning ------------------------------------------------------------------------
 
@@ -93,13 +94,9 @@ def test_precision_auto_is_mixed_float16_on_a_gpu_and_float32_on_cpu(precision, 
     assert training.select_precision(precision, gpus) == expected
 
 
-def test_config_round_trips_through_json_and_lists_the_same_choices_as_the_modules():
-    from realvsai import augmentation
-
+def test_config_round_trips_through_json():
     config = TrainConfig(data=Path("d"), name="run", weights="none", head_epochs=1)
     assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
-    assert set(training.BACKBONES) == set(model_module.BACKBONES)
-    assert set(training.AUGMENTATIONS) == set(augmentation.PRESETS)
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -1,0 +1,123 @@
+"""Names, choices and defaults that the scripts, training, evaluation and the app share, each defined once.
+
+No TensorFlow here, so every script's ``--help`` is instant. ``TrainConfig`` is saved as model.json's
+``config``, so a run records every setting it was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from realvsai.errors import UserError
+
+# A training run's files, in OUT/NAME/.
+MODEL_FILE = "model.h5"  # the best epoch, float32, HDF5
+MODEL_JSON_FILE = "model.json"  # class names, image size, decision rule, config, test metrics
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "classification_report.txt"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+EVALUATION_CARD_FILE = "EVALUATION.md"  # --evaluate's card for a folder other than the run's test split
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "training_curves.png"
+LOGS_DIR = "logs"  # TensorBoard
+BACKUP_DIR = "backup"  # resume state; removed when the run ends
+
+# Choices.
+BACKBONES = ("resnet50", "resnet101", "resnet152")
+# "detector" keeps the pixel-level traces that tell generated images apart (whole-pixel shifts,
+# flips, rare mild blur/JPEG); "classic" (ImageDataGenerator's rotations, shears, zooms)
+# resamples every image and smooths those traces away; "none" trains on the images as they are.
+PRESETS = ("classic", "detector", "none")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+MIN_IMAGE_SIZE = 32  # the smallest side keras.applications' ResNets accept (five stride-2 stages)
+CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" rule, recorded in model.json
+# Words in a class name that mark the AI-generated class (the positive class of the binary metrics).
+POSITIVE_WORDS = frozenset({"fake", "generated", "synthetic", "ai"})
+# A run's folder name: one plain name inside OUT (no separator, not "." or "..", not hidden), so
+# a run never writes into, or cleans up, a folder outside its own.
+_RUN_NAME = re.compile(r"[\w-][\w.-]*")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, with its default; saved as model.json's ``config``."""
+
+    data: Path = Path("data")  # DATA/train, DATA/validation (and DATA/test for the final evaluation)
+    out: Path = Path("models")  # runs go to OUT/NAME
+    name: str = ""  # the run's folder name; empty = a timestamp
+    backbone: str = "resnet101"
+    weights: str = "imagenet"  # "imagenet", "none" (from scratch) or a path to backbone weights
+    image_size: int = 224  # side the backbone sees; inputs of any size are resized to it
+    batch_size: int = 32  # images per step on each device (global batch = this x devices)
+    head_epochs: int = 5  # phase 1: backbone frozen (with --weights none: the epochs simply add up)
+    fine_tune_epochs: int = 10  # phase 2: backbone trains too
+    fine_tune_blocks: int = 0  # residual blocks of the backbone that fine-tune, counted from the top; 0 = all
+    learning_rate: float = 1e-3  # head phase, and the from-scratch run
+    fine_tune_learning_rate: float = 1e-5
+    final_learning_rate_fraction: float = 0.01  # each phase decays linearly to this share of its start
+    head_units: int = 1024
+    l2: float = 1e-4  # L2 factor on the head's Dense kernel
+    dropout: float = 0.4
+    noise: float = 0.1  # stddev of the Gaussian noise on the feature map (in training)
+    augment: str = "detector"  # one of PRESETS
+    class_weights: bool = True  # weight the loss by inverse class frequency
+    positive_class: str = ""  # binary metrics' positive class; empty = the class named fake/generated/synthetic/ai
+    stop_margin: float = 0.1  # StopTrainingOnValidationLoss: val_loss > loss + margin counts as overfitting
+    stop_patience: int = 3  # ... for this many epochs in a row ends the phase
+    early_stopping_patience: int = 5  # epochs without a lower val_loss that end the phase
+    precision: str = "auto"  # auto = mixed_float16 on a GPU, float32 on CPU
+    xla: bool = False  # force XLA (jit_compile); otherwise Keras decides (on for one GPU, off on CPU)
+    seed: int = 42
+    demo: bool = False  # trained on realvsai.demo's synthetic images (model card and app say so)
+
+    def validate(self) -> None:
+        """Raises UserError for settings that cannot work together."""
+        if self.backbone not in BACKBONES:
+            raise UserError(f"--backbone {self.backbone}: choose one of {', '.join(BACKBONES)}.")
+        if self.augment not in PRESETS:
+            raise UserError(f"--augment {self.augment}: choose one of {', '.join(PRESETS)}.")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision {self.precision}: choose one of {', '.join(PRECISIONS)}.")
+        if self.head_epochs < 0 or self.fine_tune_epochs < 0 or self.head_epochs + self.fine_tune_epochs == 0:
+            raise UserError("--head-epochs and --fine-tune-epochs must be 0 or more, and not both 0.")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: it must be at least 1.")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise UserError(f"--image-size {self.image_size}: the ResNets need at least {MIN_IMAGE_SIZE} pixels.")
+        if not 0 <= self.dropout < 1 or self.fine_tune_blocks < 0 or self.head_units < 1:
+            raise UserError("--dropout must be in [0, 1), --fine-tune-blocks 0 or more, --head-units 1 or more.")
+        if self.name and run_name_problem(self.name):
+            raise UserError(f"--name {run_name_problem(self.name)}.")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights.lower() != "none"
+
+    @property
+    def total_epochs(self) -> int:
+        return self.head_epochs + self.fine_tune_epochs
+
+    def to_json(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> TrainConfig:
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        known = {key: Path(value) if key in ("data", "out") else value
+                 for key, value in values.items() if key in fields}
+        return cls(**known)
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run's folder inside OUT, or None when it can."""
+    if _RUN_NAME.fullmatch(name):
+        return None
+    return (f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), "
+            "without '/' or '\\'")
