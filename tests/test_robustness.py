@@ -60,7 +60,8 @@ ACCURACIES = {kind: {strength: 0.9 - 0.1 * step for step, strength in enumerate(
 
 def test_plot_has_one_line_per_perturbation_starting_at_the_clean_accuracy():
     axes = robustness_figure(0.95, ACCURACIES).axes[0]
-    lines = [line for line in axes.get_lines() if line.get_label() in {text.get_text() for text in axes.get_legend().get_texts()}]
+    legend = {text.get_text() for text in axes.get_legend().get_texts()}
+    lines = [line for line in axes.get_lines() if line.get_label() in legend]
     assert len(lines) == len(PERTURBATIONS)
     assert all(line.get_ydata()[0] == 0.95 and len(line.get_ydata()) == 1 + len(PERTURBATIONS[kind])
                for line, kind in zip(lines, PERTURBATIONS, strict=True))
