@@ -1,11 +1,16 @@
-"""The shortcut check: could image size or file format alone tell the classes apart?
+"""What sizes and formats a dataset's images have, and what follows: shortcuts and unfamiliar inputs.
 
-Datasets built like CIFAKE often give the label away without a pixel of content: every fake a
+The shortcut check: could image size or file format alone tell the classes apart? Datasets built like CIFAKE often give the label away without a pixel of content: every fake a
 512x512 PNG, every real photo a JPEG of another size. A detector trained on such data learns the
 size or the format, and published detectors were found to do exactly that. The check fits a tiny
 decision tree on one property at a time (size, or format) and measures its cross-validated
 balanced accuracy; at 90 % or more the property alone predicts the class, and the split scripts
 and the model card say so with the word "shortcut".
+
+The familiarity check: model.json records the training images' profile (``training_profile``), and
+an image far outside it, e.g. a 1024x768 photo for a model trained on 32x32 thumbnails, is flagged
+(``unfamiliar_reason``): the app warns next to its answer and never calls it certain, and
+predictions.csv carries the same flag.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 SHORTCUT_ACCURACY = 0.9  # balanced accuracy from one property at which the property is a shortcut
+# An image is unfamiliar when a side is more than this many times smaller or larger than the
+# training images' sides: the model's resize then erases or invents the detail it was trained on.
+SIZE_TOLERANCE = 2.0
 _MAX_FOLDS = 5
 
 
@@ -97,3 +105,31 @@ def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mappi
                         for name, profile in profiles.items())
     return (f"shortcut: {named} ({classes}). A model can learn that instead of the content; make the "
             "classes alike in size and format (re-encode or resize one side) before trusting its accuracy.")
+
+
+def training_profile(facts: Sequence[ImageFacts]) -> dict[str, object]:
+    """The training images' smallest and largest side and their formats: model.json's ``training_images``."""
+    return {
+        "min_side": min(min(fact.width, fact.height) for fact in facts),
+        "max_side": max(max(fact.width, fact.height) for fact in facts),
+        "formats": sorted({fact.image_format for fact in facts}),
+    }
+
+
+def unfamiliar_reason(profile: Mapping[str, object] | None, width: int, height: int,
+                      image_format: str | None) -> str | None:
+    """Why an image is unlike the training images, or None when it is like them (or no profile is known).
+
+    Unlike means: its short side below half the training images' smallest side, its long side above
+    twice their largest, or a file format none of them had (a PNG has no JPEG traces to read).
+    """
+    if not profile:
+        return None
+    min_side, max_side = int(profile["min_side"]), int(profile["max_side"])
+    reasons = []
+    if min(width, height) * SIZE_TOLERANCE < min_side or max(width, height) > max_side * SIZE_TOLERANCE:
+        reasons.append(f"{width}x{height} px, but the training images were {min_side}-{max_side} px a side")
+    formats = list(profile.get("formats") or [])
+    if image_format and formats and image_format not in formats:
+        reasons.append(f"{image_format}, but the training images were {', '.join(formats)}")
+    return "; ".join(reasons) or None

@@ -1,10 +1,17 @@
-"""The shortcut check: size or format alone must not give the class away unnoticed."""
+"""Image statistics: shortcuts by size or format, and images unlike the training images."""
 
 from __future__ import annotations
 
 import random
 
-from realvsai.shortcuts import ImageFacts, check_shortcuts, class_profiles, shortcut_warning
+from realvsai.image_stats import (
+    ImageFacts,
+    check_shortcuts,
+    class_profiles,
+    shortcut_warning,
+    training_profile,
+    unfamiliar_reason,
+)
 
 
 def facts(class_name: str, count: int, sizes: list[tuple[int, int]], image_format: str, seed: int) -> list[ImageFacts]:
@@ -63,3 +70,29 @@ def test_profiles_report_sizes_and_formats_per_class():
         "FAKE": {"images": 2, "min_side": 512, "max_side": 1024, "formats": {"PNG": 2}},
         "REAL": {"images": 2, "min_side": 427, "max_side": 800, "formats": {"JPEG": 1, "PNG": 1}},
     }
+
+
+CIFAKE_PROFILE = {"min_side": 32, "max_side": 32, "formats": ["JPEG"]}
+
+
+def test_training_profile_records_the_side_range_and_formats():
+    data = [ImageFacts("FAKE", 512, 512, "PNG"), ImageFacts("REAL", 640, 427, "JPEG")]
+    assert training_profile(data) == {"min_side": 427, "max_side": 640, "formats": ["JPEG", "PNG"]}
+
+
+def test_a_photo_is_unfamiliar_to_a_model_trained_on_thumbnails():
+    reason = unfamiliar_reason(CIFAKE_PROFILE, 1024, 768, "JPEG")
+    assert reason is not None and "1024x768" in reason and "32-32" in reason
+
+
+def test_an_image_like_the_training_images_is_familiar():
+    assert unfamiliar_reason(CIFAKE_PROFILE, 32, 32, "JPEG") is None
+    assert unfamiliar_reason(CIFAKE_PROFILE, 48, 40, "JPEG") is None  # within twice the training size
+
+
+def test_a_format_no_training_image_had_is_unfamiliar():
+    assert "PNG" in unfamiliar_reason(CIFAKE_PROFILE, 32, 32, "PNG")
+
+
+def test_without_a_recorded_profile_nothing_is_flagged():
+    assert unfamiliar_reason(None, 4000, 3000, "PNG") is None
