@@ -1,11 +1,12 @@
 """What sizes and formats a dataset's images have, and what follows: shortcuts and unfamiliar inputs.
 
-The shortcut check: could image size or file format alone tell the classes apart? Datasets built like CIFAKE often give the label away without a pixel of content: every fake a
-512x512 PNG, every real photo a JPEG of another size. A detector trained on such data learns the
-size or the format, and published detectors were found to do exactly that. The check fits a tiny
-decision tree on one property at a time (size, or format) and measures its cross-validated
-balanced accuracy; at 90 % or more the property alone predicts the class, and the split scripts
-and the model card say so with the word "shortcut".
+The shortcut check: could image size or file format alone tell the classes apart? Datasets built
+like CIFAKE often give the label away without a pixel of content: every fake a 512x512 PNG, every
+real photo a JPEG of another size. A detector trained on such data learns the size or the format,
+and published detectors were found to do exactly that. The check fits a tiny decision tree on one
+property at a time (size, or format) and measures its cross-validated balanced accuracy; at 90 %
+or more the property alone predicts the class, and the split scripts and the model card say so
+with the word "shortcut".
 
 The familiarity check: model.json records the training images' profile (``training_profile``), and
 an image far outside it, e.g. a 1024x768 photo for a model trained on 32x32 thumbnails, is flagged
