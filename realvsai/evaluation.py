@@ -160,19 +160,18 @@ def calibration_bins(labels: Sequence[int], probabilities: np.ndarray,
     Returns:
         One dict per bin: lower, upper, count, confidence (mean) and accuracy (None when empty).
     """
-    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     confidences = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
+    correct = probabilities.argmax(axis=1) == np.asarray(labels)
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     members = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, num_bins - 1)
-    bins = []
-    for index in range(num_bins):
-        inside = members == index
-        count = int(inside.sum())
-        bins.append({"lower": float(edges[index]), "upper": float(edges[index + 1]), "count": count,
-                     "confidence": float(confidences[inside].mean()) if count else None,
-                     "accuracy": float(correct[inside].mean()) if count else None})
-    return bins
+    counts = np.bincount(members, minlength=num_bins)
+    confidence_sums = np.bincount(members, confidences, minlength=num_bins)
+    correct_sums = np.bincount(members, correct, minlength=num_bins)
+    return [{"lower": float(edges[index]), "upper": float(edges[index + 1]), "count": int(count),
+             "confidence": float(confidence_sums[index] / count) if count else None,
+             "accuracy": float(correct_sums[index] / count) if count else None}
+            for index, count in enumerate(counts)]
 
 
 def expected_calibration_error(bins: Sequence[Mapping[str, float | int | None]]) -> float:

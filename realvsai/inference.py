@@ -291,24 +291,6 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
 # ------------------------------------------------------------------------------------- the model
 
 
-def grad_cam_layer(backbone: keras.Model, min_size: int = DEFAULTS.grad_cam_min_size) -> keras.layers.Layer | None:
-    """The backbone layer Grad-CAM explains from: the deepest block output at least ``min_size`` a side.
-
-    Block outputs are ResNet's ``*_out`` layers, which every path to the output passes through (the
-    next block's shortcut starts there); a backbone without them offers all of its layers. At 224 px
-    this is the last block (7x7); at 32 px, where the last block is 1x1, the last 4x4 one.
-
-    Returns:
-        The layer, or None when no feature map is ``min_size`` a side (a heatmap could not localise).
-    """
-    layers = [layer for layer in backbone.layers if len(layer.output.shape) == 4]
-    blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
-    if layers and blocks[-1] is not layers[-1]:
-        blocks.append(layers[-1])  # the backbone's own output counts as a block output
-    return next((layer for layer in reversed(blocks)
-                 if min(layer.output.shape[1], layer.output.shape[2]) >= min_size), None)
-
-
 class Classifier:
     """A loaded model with its class names, a batched predict path and Grad-CAM.
 
@@ -374,8 +356,19 @@ class Classifier:
 
     @functools.cached_property
     def grad_cam_layer(self) -> keras.layers.Layer | None:
-        """The backbone layer whose feature map Grad-CAM weighs (see ``grad_cam_layer``); None: it cannot localise."""
-        return grad_cam_layer(self._split_layers()[1])
+        """The backbone layer Grad-CAM explains from: the deepest block output at least 4x4.
+
+        Block outputs are ResNet's ``*_out`` layers, which every path to the output passes through (the
+        next block's shortcut starts there); a backbone without them offers all of its layers. At 224 px
+        this is the last block (7x7); at 32 px, where the last block is 1x1, the last 4x4 one. None when
+        no feature map is that large (a heatmap could not localise).
+        """
+        layers = [layer for layer in self._split_layers()[1].layers if len(layer.output.shape) == 4]
+        blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
+        if layers and blocks[-1] is not layers[-1]:
+            blocks.append(layers[-1])  # the backbone's own output counts as a block output
+        size = DEFAULTS.grad_cam_min_size
+        return next((layer for layer in reversed(blocks) if min(layer.output.shape[1:3]) >= size), None)
 
     @functools.cached_property
     def _grad_cam_backbone(self) -> keras.Model:
