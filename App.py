@@ -24,10 +24,14 @@ Start it with Streamlit; the app's own options come after "--":
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -72,10 +76,13 @@ class Settings:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def load_classifier(model_file: str, modified: float) -> inference.Classifier:
+def cached_classifier(model_file: str, modified: float, class_names: tuple[str, ...],
+                      image_size: int) -> inference.Classifier:
     """The model, loaded once per file and modification time (a retrained run reloads)."""
+    from realvsai.model import load_classifier  # Keras, and the project's layers the file needs
+
     del modified  # only part of the cache key
-    return inference.load_classifier(Path(model_file))[0]
+    return inference.Classifier(load_classifier(Path(model_file))[0], class_names, image_size)
 
 
 # The uploads are cached by their upload ids (unique per upload, stable across reruns) rather than
@@ -98,6 +105,43 @@ def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _
 
 
 # ------------------------------------------------------------------------------------- helpers
+
+
+def results_table(results: Sequence[inference.UploadResult], class_names: Sequence[str], rule: inference.DecisionRule
+                  ) -> list[dict[str, Any]]:
+    """One row per upload: file, the class ``rule`` decides, a probability per class, uncertain, error."""
+    rows = []
+    for result in results:
+        row: dict[str, Any] = {"file": result.name, "predicted": None}
+        row.update({f"p_{name}": None for name in class_names})
+        row.update(uncertain=None, error=result.error or "")
+        if result.ok:
+            index, uncertain = result.answer(rule)
+            row["predicted"] = class_names[index]
+            row.update({f"p_{name}": float(p) for name, p in zip(class_names, result.probabilities)})
+            row["uncertain"] = uncertain
+        rows.append(row)
+    return rows
+
+
+def _spreadsheet_safe(value: object) -> object:
+    # A file name like "=HYPERLINK(...)" would run as a formula when the CSV is opened in a spreadsheet.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def results_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The results table as CSV text (probabilities with 6 decimals, empty cells for missing values)."""
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if value is None else f"{value:.6f}" if isinstance(value, float)
+                         else _spreadsheet_safe(value) for key, value in row.items()})
+    return buffer.getvalue()
 
 
 def _code(text: str) -> str:
@@ -176,7 +220,8 @@ def model_selector(runs: list[inference.ModelRun], default: int) -> inference.Mo
 def open_model(run: inference.ModelRun) -> inference.Classifier:
     """The loaded model; an unreadable one ends the page with a message instead of a traceback."""
     try:
-        return load_classifier(str(run.model_file), run.model_file.stat().st_mtime)
+        return cached_classifier(str(run.model_file), run.model_file.stat().st_mtime, tuple(run.class_names),
+                                 run.image_size)
     except UserError as error:
         st.error(str(error))
     except Exception as error:  # Keras raises many types for a damaged or foreign file; all end here
@@ -303,7 +348,7 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
 
 def batch_table(results: list[inference.UploadResult], run: inference.ModelRun, settings: Settings) -> None:
     """Every upload in one table, downloadable as CSV."""
-    rows = inference.results_table(results, run.class_names, settings.rule)
+    rows = results_table(results, run.class_names, settings.rule)
     st.subheader("All results")
     if run.demo:
         st.caption(inference.DEMO_WARNING)
@@ -311,7 +356,7 @@ def batch_table(results: list[inference.UploadResult], run: inference.ModelRun, 
         f"p_{name}": st.column_config.ProgressColumn(f"P({name})", min_value=0.0, max_value=1.0, format="%.3f")
         for name in run.class_names}
     st.dataframe(rows, hide_index=True, column_config=probability_columns)
-    st.download_button("Download CSV", data=inference.results_csv(rows), file_name="predictions.csv",
+    st.download_button("Download CSV", data=results_csv(rows), file_name="predictions.csv",
                        mime="text/csv", icon=":material/download:", on_click="ignore", key="download")
 
 

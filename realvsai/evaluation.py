@@ -1,10 +1,9 @@
-"""Evaluation of a trained classifier on class folders: metrics, plots, a report and a model card.
+"""Evaluation of a trained classifier on class folders: predictions, metrics, threshold and outputs.
 
-Predictions run in batches over ``data.make_dataset(..., shuffle=False)``, so every probability
-lines up with its file and its label (a confusion matrix built from a shuffled generator pairs
-predictions with the wrong labels). Every metric comes from scikit-learn, except the expected
-calibration error, defined in ``calibration_bins``. The same model and folder always give the same
-numbers.
+Predictions come from ``model.predict`` over ``data.make_dataset(..., shuffle=False)``, so every
+probability lines up with its file and its label. Every metric comes from scikit-learn, except the
+expected calibration error, defined in ``calibration_bins``. The same model and folder always give
+the same numbers.
 
 Written atomically into the output folder:
 
@@ -47,18 +46,12 @@ from sklearn.metrics import (
 from sklearn.preprocessing import label_binarize
 
 from realvsai import plots
-from realvsai.cli import progress
-from realvsai.config import (
-    EVALUATION_CARD_FILE,
-    METRICS_FILE,
-    MODEL_CARD_FILE,
-    MODEL_JSON_FILE,
-    REPORT_FILE,
-)
+from realvsai.config import EVALUATION_CARD_FILE, METRICS_FILE, MODEL_CARD_FILE, MODEL_JSON_FILE, REPORT_FILE
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
-from realvsai.inference import DEMO_WARNING, DecisionRule, is_demo, positive_index
+from realvsai.inference import DecisionRule, positive_index
 from realvsai.layout import SPLITS, TEST, VALIDATION, list_images
+from realvsai.model_card import PLOT_FILES, render_card
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras
@@ -67,14 +60,6 @@ if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics
 
 logger = logging.getLogger(__name__)
 
-PLOT_FILES = {
-    "confusion_matrix": "confusion_matrix.png",
-    "roc_curve": "roc_curve.png",
-    "precision_recall_curve": "precision_recall_curve.png",
-    "reliability_diagram": "reliability_diagram.png",
-    "class_distribution": "class_distribution.png",
-    "confident_errors": "confident_errors.png",
-}
 # Any of these in a folder means it already holds results, which an evaluation never replaces.
 RESULT_FILES = (METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, EVALUATION_CARD_FILE, MODEL_JSON_FILE,
                 *PLOT_FILES.values())
@@ -102,63 +87,33 @@ DEFAULTS = EvaluationConfig()
 # Predictions
 
 
-def _batch_predictor(model: keras.Model) -> Callable[[Any], Any]:
-    """The model's forward pass as one traced graph for batches of any size and image shape."""
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def predict_batch(pixels: tf.Tensor) -> tf.Tensor:
-        return model(pixels, training=False)
-
-    return predict_batch
-
-
-def _model_image_size(model: keras.Model) -> int:
-    """The side of the model's ``resize`` layer (the model contract), used for mixed-size folders."""
-    try:
-        return int(model.get_layer("resize").height)
-    except (ValueError, AttributeError, TypeError):
-        return DEFAULTS.fallback_image_size
-
-
-def _predict(images: LabelledImages, predict_batch: Callable[[Any], Any], batch_size: int,
-             image_size: int) -> np.ndarray:
-    from realvsai.data import make_dataset
-
-    dataset = make_dataset(images, batch_size=batch_size, image_size=image_size, shuffle=False)
-    outputs, labels = [], []
-    for pixels, batch_labels in progress(dataset, total=math.ceil(len(images) / batch_size), desc="predicting",
-                                         unit="batch"):
-        outputs.append(np.asarray(predict_batch(pixels), dtype=np.float32))
-        labels.append(batch_labels.numpy())
-    # The pipeline drops a file that broke after the scan; its neighbours' predictions would then
-    # sit against the wrong labels, so stop rather than report shifted numbers.
-    seen = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int32)
-    if len(seen) != len(images):
-        raise UserError(
-            f"{len(images) - len(seen)} of {len(images)} images could not be read while predicting (they changed "
-            "after they were checked). Run the evaluation again."
-        )
-    if not np.array_equal(seen, images.labels):
-        raise RuntimeError("the input pipeline did not keep the files' order; the metrics would pair wrong labels")
-    return np.concatenate(outputs)
-
-
-def predict_images(model: keras.Model, images: LabelledImages, batch_size: int = DEFAULTS.batch_size, *,
-                   image_size: int | None = None) -> np.ndarray:
-    """Class probabilities of every image, in the images' file order, computed in batches.
+def predict(model: keras.Model, images: LabelledImages, batch_size: int = DEFAULTS.batch_size,
+            image_size: int = DEFAULTS.fallback_image_size) -> np.ndarray:
+    """Class probabilities (images, classes) of every image, in the images' file order.
 
     Args:
         model: a classifier taking raw RGB 0..255 float32 images and returning softmax probabilities.
         images: ``data.scan_images`` output.
         batch_size: images per forward pass.
-        image_size: resize target when the images differ in size (default: the model's ``resize`` layer).
+        image_size: resize target when the images differ in size.
 
-    Returns:
-        An (images, classes) float32 array.
+    Raises:
+        UserError: if a file broke after the scan (the pipeline drops it; every later prediction
+            would then sit against its neighbour's label).
     """
-    size = image_size or _model_image_size(model)
-    return _predict(images, _batch_predictor(model), batch_size, size)
+    from realvsai.data import make_dataset
+
+    dataset = make_dataset(images, batch_size=batch_size, image_size=image_size, shuffle=False)
+    with warnings.catch_warnings():
+        # The pipeline skips unreadable files, so its length is unknown and Keras warns when it ends.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        probabilities = np.asarray(model.predict(dataset, verbose=0), dtype=np.float32)
+    if len(probabilities) != len(images):
+        raise UserError(
+            f"{len(images) - len(probabilities)} of {len(images)} images could not be read while predicting (they "
+            "changed after they were checked). Run the evaluation again."
+        )
+    return probabilities
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +123,7 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int =
 def _check_probabilities(probabilities: np.ndarray, num_classes: int, num_labels: int) -> np.ndarray:
     """Float64 rows that sum to exactly 1, or a ValueError when they are not probabilities at all."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.ndim != 2 or probabilities.shape != (num_labels, num_classes):
+    if probabilities.shape != (num_labels, num_classes):
         raise ValueError(f"probabilities have shape {probabilities.shape}, but {num_labels} images and "
                          f"{num_classes} classes need ({num_labels}, {num_classes})")
     sums = probabilities.sum(axis=1)
@@ -205,32 +160,25 @@ def calibration_bins(labels: Sequence[int], probabilities: np.ndarray,
     Returns:
         One dict per bin: lower, upper, count, confidence (mean) and accuracy (None when empty).
     """
-    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     confidences = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
+    correct = probabilities.argmax(axis=1) == np.asarray(labels)
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     members = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, num_bins - 1)
-    bins = []
-    for index in range(num_bins):
-        inside = members == index
-        count = int(inside.sum())
-        bins.append({
-            "lower": float(edges[index]),
-            "upper": float(edges[index + 1]),
-            "count": count,
-            "confidence": float(confidences[inside].mean()) if count else None,
-            "accuracy": float(correct[inside].mean()) if count else None,
-        })
-    return bins
+    counts = np.bincount(members, minlength=num_bins)
+    confidence_sums = np.bincount(members, confidences, minlength=num_bins)
+    correct_sums = np.bincount(members, correct, minlength=num_bins)
+    return [{"lower": float(edges[index]), "upper": float(edges[index + 1]), "count": int(count),
+             "confidence": float(confidence_sums[index] / count) if count else None,
+             "accuracy": float(correct_sums[index] / count) if count else None}
+            for index, count in enumerate(counts)]
 
 
 def expected_calibration_error(bins: Sequence[Mapping[str, float | int | None]]) -> float:
     """ECE of ``calibration_bins`` output (its docstring gives the definition)."""
     total = sum(entry["count"] for entry in bins)
-    if not total:
-        return 0.0
     return float(sum(entry["count"] / total * abs(entry["accuracy"] - entry["confidence"])
-                     for entry in bins if entry["count"]))
+                     for entry in bins if entry["count"])) if total else 0.0
 
 
 def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilities: Sequence[float]) -> float:
@@ -264,14 +212,9 @@ def _threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, th
     predicted = DecisionRule(decision_threshold=threshold, positive_index=positive).decide(probabilities)
     precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
                                                                average="binary", zero_division=0)
-    return {
-        "threshold": float(threshold),
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
-    }
+    return {"threshold": float(threshold), "accuracy": float(accuracy_score(labels, predicted)),
+            "precision": float(precision), "recall": float(recall), "f1": float(f1),
+            "confusion_matrix": confusion_matrix(labels, predicted, labels=[0, 1]).tolist()}
 
 
 def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
@@ -301,58 +244,46 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     class_ids = list(range(len(class_names)))
     predicted = probabilities.argmax(axis=1)
     binary = len(class_names) == 2
+    bins = calibration_bins(labels, probabilities, calibration_bin_count)
+    if binary:
+        positive = positive_index(class_names, positive_class)
+        truth, scores = labels == positive, probabilities[:, positive]
+        averaged = precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
+                                                   average="binary", zero_division=0)
+        ranking = {"roc_auc": _score(roc_auc_score, truth, scores),
+                   "average_precision": _score(average_precision_score, truth, scores)}
+    else:
+        averaged = precision_recall_fscore_support(labels, predicted, labels=class_ids, average="macro",
+                                                   zero_division=0)
+        ranking = {"roc_auc": _score(roc_auc_score, labels, probabilities, multi_class="ovr", average="macro",
+                                     labels=class_ids),
+                   "average_precision": _score(average_precision_score, label_binarize(labels, classes=class_ids),
+                                               probabilities, average="macro")}
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=class_ids,
                                                                      zero_division=0)
-    bins = calibration_bins(labels, probabilities, calibration_bin_count)
     metrics: dict[str, Any] = {
         "class_names": list(class_names),
         "num_images": len(labels),
         "loss": float(log_loss(labels, probabilities, labels=class_ids)),
         "accuracy": float(accuracy_score(labels, predicted)),
-    }
-    if binary:
-        positive = positive_index(class_names, positive_class)
-        truth, scores = labels == positive, probabilities[:, positive]
-        binary_precision, binary_recall, binary_f1, _ = precision_recall_fscore_support(
-            labels, predicted, labels=class_ids, pos_label=positive, average="binary", zero_division=0)
-        metrics.update({
-            "average": "binary",
-            "positive_class": class_names[positive],
-            "precision": float(binary_precision),
-            "recall": float(binary_recall),
-            "f1": float(binary_f1),
-            "roc_auc": _score(roc_auc_score, truth, scores),
-            "average_precision": _score(average_precision_score, truth, scores),
-        })
-    else:
-        macro_precision, macro_recall, macro_f1, _ = precision_recall_fscore_support(
-            labels, predicted, labels=class_ids, average="macro", zero_division=0)
-        metrics.update({
-            "average": "macro",
-            "positive_class": None,
-            "precision": float(macro_precision),
-            "recall": float(macro_recall),
-            "f1": float(macro_f1),
-            "roc_auc": _score(roc_auc_score, labels, probabilities, multi_class="ovr", average="macro",
-                              labels=class_ids),
-            "average_precision": _score(average_precision_score, label_binarize(labels, classes=class_ids),
-                                        probabilities, average="macro"),
-        })
-    metrics.update({
+        "average": "binary" if binary else "macro",
+        "positive_class": class_names[positive] if binary else None,
+        "precision": float(averaged[0]),
+        "recall": float(averaged[1]),
+        "f1": float(averaged[2]),
+        **ranking,
         "expected_calibration_error": expected_calibration_error(bins),
-        "per_class": {
-            name: {"precision": float(precision[index]), "recall": float(recall[index]), "f1": float(f1[index]),
-                   "support": int(support[index])}
-            for index, name in enumerate(class_names)
-        },
+        "per_class": {name: {"precision": float(precision[index]), "recall": float(recall[index]),
+                             "f1": float(f1[index]), "support": int(support[index])}
+                      for index, name in enumerate(class_names)},
         "confusion_matrix": confusion_matrix(labels, predicted, labels=class_ids).tolist(),
         "confusion_matrix_axes": "rows: true class, columns: predicted class, both in class_names order",
         "calibration_bins": bins,
-    })
+    }
     if binary:
         metrics["decision_threshold"] = None if threshold is None else float(threshold)
         if threshold is not None:
-            metrics["at_threshold"] = _threshold_metrics(labels, probabilities[:, positive], positive, threshold)
+            metrics["at_threshold"] = _threshold_metrics(labels, scores, positive, threshold)
     return metrics
 
 
@@ -390,195 +321,43 @@ def _write_json(path: Path, content: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(content, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
-def _relative(path: Path, folder: Path) -> str:
-    try:
-        return Path(path).relative_to(folder).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _classification_report(labels: np.ndarray, probabilities: np.ndarray, metrics: Mapping[str, Any],
                            title: str) -> str:
     class_names = metrics["class_names"]
-    class_ids = list(range(len(class_names)))
-    lines = [title, "", "Predicted class = the most probable class (argmax):", ""]
-    lines.append(classification_report(labels, probabilities.argmax(axis=1), labels=class_ids,
-                                       target_names=class_names, digits=4, zero_division=0))
+    report = {"labels": list(range(len(class_names))), "target_names": class_names, "digits": 4, "zero_division": 0}
+    lines = [title, "", "Predicted class = the most probable class (argmax):", "",
+             classification_report(labels, probabilities.argmax(axis=1), **report)]
     at = metrics.get("at_threshold")
     if at:
         positive = class_names.index(metrics["positive_class"])
         predicted = DecisionRule(decision_threshold=at["threshold"], positive_index=positive).decide(probabilities)
         lines += [f"Predicted class = {metrics['positive_class']} when P({metrics['positive_class']}) >= "
-                  f"{at['threshold']:.4f} (the decision threshold):", ""]
-        lines.append(classification_report(labels, predicted, labels=class_ids, target_names=class_names,
-                                           digits=4, zero_division=0))
+                  f"{at['threshold']:.4f} (the decision threshold):", "",
+                  classification_report(labels, predicted, **report)]
     return "\n".join(lines)
-
-
-def _folder_counts(data_dir: Path, class_names: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Image files per class in each split folder (listed, not decoded)."""
-    return {split: {name: len(list_images(data_dir / split / name)) if (data_dir / split / name).is_dir() else 0
-                    for name in class_names}
-            for split in SPLITS if (data_dir / split).is_dir()}
 
 
 def _write_outputs(out_dir: Path, folder: Path, images: LabelledImages, probabilities: np.ndarray,
                    metrics: dict[str, Any], split_counts: Mapping[str, Mapping[str, int]]) -> dict[str, str]:
     """Plots and the classification report; returns the plot files by kind (names inside out_dir)."""
-    labels = np.asarray(images.labels)
+    labels, predicted = np.asarray(images.labels), probabilities.argmax(axis=1)
     class_names = metrics["class_names"]
     positive = class_names.index(metrics["positive_class"]) if metrics["positive_class"] else None
-    plots.plot_confusion_matrix(labels, probabilities.argmax(axis=1), class_names,
-                                out_dir / PLOT_FILES["confusion_matrix"])
+    plots.plot_confusion_matrix(labels, predicted, class_names, out_dir / PLOT_FILES["confusion_matrix"])
     plots.plot_roc_curves(labels, probabilities, class_names, out_dir / PLOT_FILES["roc_curve"], positive)
     plots.plot_precision_recall_curves(labels, probabilities, class_names,
                                        out_dir / PLOT_FILES["precision_recall_curve"], positive,
                                        metrics.get("decision_threshold"))
-    plots.plot_reliability_diagram(metrics["calibration_bins"], metrics["expected_calibration_error"],
-                                   out_dir / PLOT_FILES["reliability_diagram"])
+    plots.plot_reliability_diagram(labels, probabilities, metrics["expected_calibration_error"],
+                                   out_dir / PLOT_FILES["reliability_diagram"], len(metrics["calibration_bins"]))
     plots.plot_class_distribution(split_counts, out_dir / PLOT_FILES["class_distribution"])
-    predicted = probabilities.argmax(axis=1)
     examples = [plots.ErrorExample(images.files[index], class_names[labels[index]], class_names[predicted[index]],
                                    float(probabilities[index, predicted[index]]))
                 for index in most_confident_errors(labels, probabilities)]
     plots.plot_confident_errors(examples, out_dir / PLOT_FILES["confident_errors"])
-    atomic_write_text(out_dir / REPORT_FILE,
-                      _classification_report(labels, probabilities, metrics, f"Classification report: {folder} "
-                                             f"({len(labels):,} images)"))
+    atomic_write_text(out_dir / REPORT_FILE, _classification_report(
+        labels, probabilities, metrics, f"Classification report: {folder} ({len(labels):,} images)"))
     return dict(PLOT_FILES)
-
-
-def _scan(folder: Path, model_info: Mapping[str, Any]) -> LabelledImages:
-    from realvsai.data import scan_images
-
-    return scan_images(folder, class_names=model_info["class_names"])
-
-
-def _evaluate_images(folder: Path, images: LabelledImages, probabilities: np.ndarray, model_info: Mapping[str, Any],
-                     threshold: float | None) -> dict[str, Any]:
-    class_names = list(model_info["class_names"])
-    metrics = compute_metrics(images.labels, probabilities, class_names,
-                              model_info.get("positive_class") if len(class_names) == 2 else None, threshold)
-    return {
-        "folder": str(folder),
-        **metrics,
-        "num_skipped": len(images.skipped),
-        "skipped_files": [{"file": _relative(path, folder), "reason": reason} for path, reason in images.skipped],
-    }
-
-
-def _check_output_count(probabilities: np.ndarray, model_info: Mapping[str, Any]) -> None:
-    if probabilities.shape[1] != len(model_info["class_names"]):
-        raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
-                        f"{len(model_info['class_names'])}: {model_info['class_names']}. Use the model.json saved "
-                        "with this model.")
-
-
-def _number(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title: str,
-                split_counts: Mapping[str, Mapping[str, int]] | None = None, metrics_heading: str = "Test metrics"
-                ) -> str:
-    """Markdown: data and counts, training configuration, metrics table, plots, limitations."""
-    class_names = list(model_info["class_names"])
-    lines = [f"# {title}", ""]
-    lines.append(
-        f"A {model_info.get('backbone', 'Keras')} image classifier (weights: {model_info.get('weights', 'unknown')}) "
-        f"over {len(class_names)} classes, in label order: {', '.join(f'`{name}`' for name in class_names)}."
-        + (f" Positive class: `{metrics['positive_class']}`." if metrics.get("positive_class") else ""))
-    lines += ["", f"Input: {model_info.get('preprocessing', 'raw RGB 0..255 images of any size')}; resized to "
-              f"{model_info.get('image_size', '?')} px inside the model."]
-    if model_info.get("created"):
-        lines.append(f"Created {model_info['created']}.")
-    if is_demo(model_info):
-        lines += ["", "**Demo model: trained on synthetic demo images, not on real data. Its numbers say nothing "
-                  "about real photos or AI-generated images.**"]
-
-    lines += ["", "## Data", ""]
-    counts = split_counts or model_info.get("counts") or {}
-    if counts:
-        splits = list(counts)
-        lines.append("| class | " + " | ".join(splits) + " |")
-        lines.append("|---|" + "---:|" * len(splits))
-        for name in class_names:
-            lines.append(f"| {name} | " + " | ".join(f"{counts[split].get(name, 0):,}" for split in splits) + " |")
-        lines.append("| **total** | " + " | ".join(f"{sum(counts[split].values()):,}" for split in splits) + " |")
-        lines.append("")
-    lines.append(f"Evaluated on `{metrics['folder']}`: {metrics['num_images']:,} images"
-                 + (f", {metrics['num_skipped']:,} broken files skipped (listed in metrics.json)."
-                    if metrics.get("num_skipped") else ", no file skipped."))
-
-    config = model_info.get("config") or {}
-    if config:
-        lines += ["", "## Training configuration", "", "| setting | value |", "|---|---|"]
-        # A "|" inside a value would end the table cell; GitHub's Markdown takes "\|" even in code.
-        lines += [f"| {key} | `{json.dumps(value, ensure_ascii=False).replace('|', chr(92) + '|')}` |"
-                  for key, value in config.items()]
-    if model_info.get("best_epoch"):
-        best = ", ".join(f"{key} {_number(value)}" for key, value in model_info["best_epoch"].items())
-        lines += ["", f"Best epoch (the saved model): {best}."]
-
-    lines += ["", f"## {metrics_heading}", ""]
-    at = metrics.get("at_threshold")
-    average = ("of the positive class" if metrics["average"] == "binary"
-               else "macro averages; ROC AUC one-vs-rest")
-    if at:
-        lines += [f"Two decision rules: the most probable class (argmax), and `{metrics['positive_class']}` when "
-                  f"P({metrics['positive_class']}) >= {at['threshold']:.4f}, the threshold that maximised F1 "
-                  f"on the {metrics.get('threshold_source') or 'validation'} images. Precision, recall and F1 are "
-                  f"{average}.", "", "| metric | argmax | at threshold |", "|---|---:|---:|"]
-        for key in ("accuracy", "precision", "recall", "f1"):
-            lines.append(f"| {key} | {_number(metrics[key])} | {_number(at[key])} |")
-        for key in ("roc_auc", "average_precision", "loss", "expected_calibration_error"):
-            lines.append(f"| {key} | {_number(metrics[key])} | |")
-    else:
-        lines += [f"Predicted class = the most probable one. Precision, recall and F1 are {average}.", "",
-                  "| metric | value |", "|---|---:|"]
-        for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "loss",
-                    "expected_calibration_error"):
-            lines.append(f"| {key} | {_number(metrics[key])} |")
-    # model_info is the one training wrote, before this evaluation added the threshold to model.json.
-    rule = DecisionRule.from_model_info({**model_info, "decision_threshold": metrics.get("decision_threshold"),
-                                         "positive_class": metrics.get("positive_class")})
-    lines += ["", f"{rule.describe(class_names)} The app answers by this rule"
-              + ("; the at-threshold column holds its numbers." if at else ".")]
-    lines += ["", "| class | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|"]
-    for name, values in metrics["per_class"].items():
-        lines.append(f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} | "
-                     f"{values['support']:,} |")
-    lines += ["", f"Full numbers: [{METRICS_FILE}]({METRICS_FILE}), [{REPORT_FILE}]({REPORT_FILE})."]
-
-    lines += ["", "## Plots", ""]
-    captions = {
-        "confusion_matrix": "Confusion matrix (counts and row-normalised)",
-        "roc_curve": "ROC curve",
-        "precision_recall_curve": "Precision-recall curve",
-        "reliability_diagram": "Reliability diagram (calibration)",
-        "class_distribution": "Class distribution per split",
-        "confident_errors": "Most confident errors",
-    }
-    for kind, file_name in (metrics.get("plots") or {}).items():
-        lines.append(f"- [{captions.get(kind, kind)}]({file_name})")
-
-    lines += ["", "## Limitations", ""]
-    lines.append("- These numbers hold for images like the test images above, and nothing else. Evaluate the model on "
-                 "your own images before trusting it: `python ModelTraining.py --evaluate MODEL.h5 --test-dir DIR`.")
-    if any(name.upper() in ("FAKE", "REAL") for name in class_names):
-        lines.append("- A detector trained on CIFAKE is only known to work on CIFAKE-like images: 32×32 CIFAR-10 "
-                     "photos against Stable Diffusion 1.4 images. Other generators, other resolutions, and "
-                     "post-processing (JPEG re-compression, resizing, filters, screenshots) need their own evaluation.")
-    lines.append(f"- Every image is resized to {model_info.get('image_size', '?')} px; detail a larger image has is "
-                 "lost before the model sees it.")
-    lines.append("- Probabilities are not certainties: check the reliability diagram (ECE "
-                 f"{_number(metrics['expected_calibration_error'])}) before reading them as such.")
-    if metrics["num_images"] < 1000:
-        lines.append(f"- The test set is small ({metrics['num_images']:,} images): a few images more or less right "
-                     "move these numbers noticeably.")
-    if is_demo(model_info):
-        lines.append(f"- {DEMO_WARNING}")
-    return "\n".join(lines) + "\n"
 
 
 def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
@@ -606,6 +385,55 @@ def unused_output_folder(out_dir: Path) -> Path:
         base = Path(out_dir).resolve()  # resolved, so that "." gets a name to number too
         candidate = base.with_name(f"{base.name}-{number}")
     return candidate
+
+
+def _predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path,
+                    batch_size: int) -> tuple[LabelledImages, np.ndarray]:
+    """The folder's usable images (its classes must be the model's) and their probabilities."""
+    from realvsai.data import scan_images
+
+    images = scan_images(folder, class_names=model_info["class_names"])
+    try:  # the image size matters only for mixed sizes; the model's resize layer knows it too
+        image_size = int(model_info.get("image_size") or model.get_layer("resize").height)
+    except ValueError:
+        image_size = DEFAULTS.fallback_image_size
+    probabilities = predict(model, images, batch_size, image_size)
+    if probabilities.shape[1] != len(model_info["class_names"]):
+        raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
+                        f"{len(model_info['class_names'])}: {model_info['class_names']}. Use the model.json saved "
+                        "with this model.")
+    return images, probabilities
+
+
+def _evaluate(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path, batch_size: int,
+              threshold: float | None, split_counts: Mapping[str, Mapping[str, int]] | None,
+              **extra: Any) -> tuple[dict[str, Any], Mapping[str, Mapping[str, int]]]:
+    """Predicts ``folder``, writes metrics.json, the report and the plots; returns the metrics and the
+    split counts they show (for a foreign folder: the model's training splits, then the folder's)."""
+    class_names = list(model_info["class_names"])
+    images, probabilities = _predict_folder(model, model_info, folder, batch_size)
+    metrics = {"folder": str(folder),
+               **compute_metrics(images.labels, probabilities, class_names,
+                                 model_info.get("positive_class") if len(class_names) == 2 else None, threshold),
+               "num_skipped": len(images.skipped),
+               "skipped_files": [{"file": _relative(path, folder), "reason": reason}
+                                 for path, reason in images.skipped],
+               **extra}
+    if split_counts is None:
+        split_counts = {split: dict(counts) for split, counts in (model_info.get("counts") or {}).items()
+                        if split != TEST}
+        split_counts["evaluated"] = images.counts()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics["plots"] = _write_outputs(out_dir, folder, images, probabilities, metrics, split_counts)
+    _write_json(out_dir / METRICS_FILE, metrics)
+    return metrics, split_counts
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return Path(path).relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def evaluate_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path,
@@ -637,20 +465,9 @@ def evaluate_folder(model: keras.Model, model_info: Mapping[str, Any], folder: P
         raise UserError(f"{out_dir} is a training run's folder (it has {MODEL_JSON_FILE}); evaluating {folder} there "
                         "would replace the run's test results. Choose another output folder, e.g. "
                         f"{out_dir / 'evaluations' / folder.name}.")
-    images = _scan(folder, model_info)
-    image_size = int(model_info.get("image_size") or _model_image_size(model))
-    probabilities = _predict(images, _batch_predictor(model), batch_size, image_size)
-    _check_output_count(probabilities, model_info)
     threshold = model_info.get("decision_threshold") if len(model_info["class_names"]) == 2 else None
-    metrics = _evaluate_images(folder, images, probabilities, model_info, threshold)
-    if threshold is not None:
-        metrics["threshold_source"] = "model.json"
-    split_counts = {split: dict(counts) for split, counts in (model_info.get("counts") or {}).items()
-                    if split != TEST}
-    split_counts["evaluated"] = images.counts()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics["plots"] = _write_outputs(out_dir, folder, images, probabilities, metrics, split_counts)
-    _write_json(out_dir / METRICS_FILE, metrics)
+    extra = {"threshold_source": "model.json"} if threshold is not None else {}
+    metrics, split_counts = _evaluate(model, model_info, folder, out_dir, batch_size, threshold, None, **extra)
     atomic_write_text(out_dir / EVALUATION_CARD_FILE,
                       render_card(model_info, metrics, f"Evaluation on {folder.name}", split_counts,
                                   f"Metrics on {folder.name}"))
@@ -687,24 +504,15 @@ def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Pa
         raise UserError(f"{data_dir} has no {TEST} folder to evaluate on. Run DataSplitD1.py or DataSplitD2.py to "
                         "make one, or evaluate another folder with --evaluate MODEL.h5 --test-dir DIR.")
     class_names = list(model_info["class_names"])
-    image_size = int(model_info.get("image_size") or _model_image_size(model))
-    predict_batch = _batch_predictor(model)  # traced once for both splits
-
-    threshold, selection = None, None
+    threshold, extra = None, {}
     if len(class_names) == 2:
-        threshold, selection = _threshold_from_validation(data_dir / VALIDATION, model_info, predict_batch,
-                                                          batch_size, image_size)
-    test_images = _scan(test_dir, model_info)
-    probabilities = _predict(test_images, predict_batch, batch_size, image_size)
-    _check_output_count(probabilities, model_info)
-    metrics = _evaluate_images(test_dir, test_images, probabilities, model_info, threshold)
-    if len(class_names) == 2:
-        metrics["threshold_source"] = VALIDATION if threshold is not None else None
-        metrics["threshold_selection"] = selection
-    split_counts = model_info.get("counts") or _folder_counts(data_dir, class_names)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics["plots"] = _write_outputs(out_dir, test_dir, test_images, probabilities, metrics, split_counts)
-    _write_json(out_dir / METRICS_FILE, metrics)
+        threshold, selection = _threshold_from_validation(model, model_info, data_dir / VALIDATION, batch_size)
+        extra = {"threshold_source": VALIDATION if threshold is not None else None, "threshold_selection": selection}
+    split_counts = model_info.get("counts") or {
+        split: {name: len(list_images(data_dir / split / name)) if (data_dir / split / name).is_dir() else 0
+                for name in class_names}
+        for split in SPLITS if (data_dir / split).is_dir()}
+    metrics, _ = _evaluate(model, model_info, test_dir, out_dir, batch_size, threshold, split_counts, **extra)
     title = f"Model card: {out_dir.resolve().name}"
     atomic_write_text(out_dir / MODEL_CARD_FILE, render_card(model_info, metrics, title, split_counts))
     _update_model_json(out_dir / MODEL_JSON_FILE, model_info, metrics)
@@ -712,22 +520,20 @@ def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Pa
     return metrics
 
 
-def _threshold_from_validation(folder: Path, model_info: Mapping[str, Any], predict_batch: Callable[[Any], Any],
-                               batch_size: int, image_size: int) -> tuple[float | None, dict[str, Any] | None]:
+def _threshold_from_validation(model: keras.Model, model_info: Mapping[str, Any], folder: Path,
+                               batch_size: int) -> tuple[float | None, dict[str, Any] | None]:
     """The F1-maximising threshold on the validation split, and how it was found (None, None without one)."""
     if not folder.is_dir():
         logger.warning("no %s folder: the decision threshold stays at argmax", folder)
         return None, None
-    images = _scan(folder, model_info)
-    probabilities = _predict(images, predict_batch, batch_size, image_size)
-    _check_output_count(probabilities, model_info)
+    images, probabilities = _predict_folder(model, model_info, folder, batch_size)
     positive = positive_index(model_info["class_names"], model_info.get("positive_class"))
-    truth, scores = np.asarray(images.labels) == positive, probabilities[:, positive].astype(np.float64)
+    labels, scores = np.asarray(images.labels), probabilities[:, positive].astype(np.float64)
     try:
-        threshold = choose_threshold(truth, scores)
+        threshold = choose_threshold(labels == positive, scores)
     except ValueError as error:
         logger.warning("no decision threshold from %s: %s", folder, error)
         return None, None
-    at = _threshold_metrics(np.asarray(images.labels), scores, positive, threshold)
+    at = _threshold_metrics(labels, scores, positive, threshold)
     return threshold, {"split": VALIDATION, "num_images": len(images), "num_skipped": len(images.skipped),
                        "f1": at["f1"], "accuracy": at["accuracy"]}

@@ -1,8 +1,9 @@
 """Serving a trained model: find the runs, load one, decode uploads, predict in batches, explain.
 
-    from realvsai import inference
+    from realvsai import inference, model
     runs, _ = inference.list_runs(Path("models"))
-    classifier = inference.load_classifier(runs[0].path)
+    classifier = inference.Classifier(model.load_classifier(runs[0].model_file)[0], runs[0].class_names,
+                                      runs[0].image_size)
     results = inference.classify_uploads(classifier, [("cat.jpg", jpeg_bytes)])
     heatmap = classifier.grad_cam(image)  # (H, W) float32 in [0, 1]
 
@@ -12,15 +13,12 @@ with the model's own ``resize`` layer before the uploads are stacked into one ba
 resize is then a no-op, so a batch gives the same probabilities as calling the model on each
 original image.
 
-TensorFlow and Keras are imported when a model is loaded, so listing runs stays instant.
+TensorFlow and Keras are imported when a model is used, so listing runs stays instant.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import importlib
-import io
 import json
 import logging
 import math
@@ -49,8 +47,8 @@ UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
 _AUGMENTATION_LAYER, _BACKBONE_LAYER, _RESIZE_LAYER = "augmentation", "backbone", "resize"
 # What the app says at the top and beside every answer of a demo model, and its model card says too.
 DEMO_WARNING = "Demo model trained on synthetic data: it detects nothing real."
-# Metrics worth a headline on the model card, in the order shown.
-HEADLINE_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall", "balanced_accuracy")
+# Metrics worth a headline on the app's model card, in the order shown (all written by evaluation).
+HEADLINE_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall")
 
 
 @dataclass(frozen=True)
@@ -293,27 +291,6 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
 # ------------------------------------------------------------------------------------- the model
 
 
-def grad_cam_layer(backbone: keras.Model, min_size: int = DEFAULTS.grad_cam_min_size) -> keras.layers.Layer | None:
-    """The backbone layer Grad-CAM explains from: the deepest block output at least ``min_size`` a side.
-
-    Block outputs are ResNet's ``*_out`` layers, which every path to the output passes through (the
-    next block's shortcut starts there); a backbone without them offers all of its layers. At 224 px
-    this is the last block (7x7); at 32 px, where the last block is 1x1, the last 4x4 one.
-
-    Returns:
-        The layer, or None when no feature map is ``min_size`` a side (a heatmap could not localise).
-    """
-    layers = [layer for layer in backbone.layers if len(layer.output.shape) == 4]
-    blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
-    if layers and blocks[-1] is not layers[-1]:
-        blocks.append(layers[-1])  # the backbone's own output counts as a block output
-    return next((layer for layer in reversed(blocks)
-                 if min(layer.output.shape[1], layer.output.shape[2]) >= min_size), None)
-
-
-# ------------------------------------------------------------------------------------- the model
-
-
 class Classifier:
     """A loaded model with its class names, a batched predict path and Grad-CAM.
 
@@ -331,11 +308,7 @@ class Classifier:
         if outputs is not None and outputs != len(self.class_names):
             raise UserError(f"the model outputs {outputs} classes, but model.json names {len(self.class_names)} "
                             f"({self.class_names}). The files do not belong together: train the model again.")
-        names = [layer.name for layer in model.layers]
-        self._resize = model.get_layer(_RESIZE_LAYER) if _RESIZE_LAYER in names else None
-        if self._resize is None:
-            logger.warning("the model has no %r layer; uploads are resized as training resizes mixed sizes",
-                           _RESIZE_LAYER)
+        self._resize = model.get_layer(_RESIZE_LAYER)  # the model contract: build_model names it so
         image = tf.TensorSpec([None, None, 3], tf.uint8)
         self._prepare_fn = tf.function(self._prepare_graph, input_signature=[image])
         self._call = tf.function(lambda batch: model(batch, training=False),
@@ -346,16 +319,9 @@ class Classifier:
     def _prepare_graph(self, image: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
-        batch = tf.cast(image, tf.float32)[tf.newaxis]
         # The model's own resize layer, so the resize here equals the one inside the model (the
         # centre square, antialiased); the model's resize of an image already at image_size is a no-op.
-        if self._resize is not None:
-            resized = self._resize(batch)
-        else:
-            from realvsai.data import resize_to_square
-
-            resized = resize_to_square(batch, self.image_size)
-        return resized[0]
+        return self._resize(tf.cast(image, tf.float32)[tf.newaxis])[0]
 
     def prepare(self, image: np.ndarray) -> tf.Tensor:
         """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor that batches are made of."""
@@ -390,8 +356,19 @@ class Classifier:
 
     @functools.cached_property
     def grad_cam_layer(self) -> keras.layers.Layer | None:
-        """The backbone layer whose feature map Grad-CAM weighs (see ``grad_cam_layer``); None: it cannot localise."""
-        return grad_cam_layer(self._split_layers()[1])
+        """The backbone layer Grad-CAM explains from: the deepest block output at least 4x4.
+
+        Block outputs are ResNet's ``*_out`` layers, which every path to the output passes through (the
+        next block's shortcut starts there); a backbone without them offers all of its layers. At 224 px
+        this is the last block (7x7); at 32 px, where the last block is 1x1, the last 4x4 one. None when
+        no feature map is that large (a heatmap could not localise).
+        """
+        layers = [layer for layer in self._split_layers()[1].layers if len(layer.output.shape) == 4]
+        blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
+        if layers and blocks[-1] is not layers[-1]:
+            blocks.append(layers[-1])  # the backbone's own output counts as a block output
+        size = DEFAULTS.grad_cam_min_size
+        return next((layer for layer in reversed(blocks) if min(layer.output.shape[1:3]) >= size), None)
 
     @functools.cached_property
     def _grad_cam_backbone(self) -> keras.Model:
@@ -470,36 +447,6 @@ class Classifier:
         height, width = output_size or image.shape[:2]
         heatmap = tf.image.resize(cam[..., tf.newaxis], (height, width), method="bilinear")[..., 0]
         return np.clip(heatmap.numpy(), 0.0, 1.0).astype(np.float32)
-
-
-def _import_project_module(name: str) -> Any:
-    """``realvsai.<name>``, or None where it does not exist (a model built without it)."""
-    try:
-        return importlib.import_module(f"realvsai.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"realvsai.{name}":
-            raise
-        return None
-
-
-def load_classifier(path: Path) -> tuple[Classifier, ModelRun]:
-    """Loads a run folder (or its model.h5) for inference.
-
-    Raises:
-        UserError: if the run's files are missing or do not fit together.
-    """
-    run = read_run(path)
-    logger.info("loading %s", run.model_file)
-    # Both modules register the project's custom layers, which reading the HDF5 file needs.
-    _import_project_module("augmentation")
-    model_module = _import_project_module("model")
-    if model_module is not None and hasattr(model_module, "load_classifier"):
-        model, _ = model_module.load_classifier(run.model_file)
-    else:
-        import keras
-
-        model = keras.models.load_model(run.model_file, compile=False)
-    return Classifier(model, run.class_names, run.image_size), run
 
 
 # ------------------------------------------------------------------------------------- uploads
@@ -622,43 +569,3 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = 
     colours = matplotlib.colormaps[colormap](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
     blended = (1.0 - opacity) * image.astype(np.float32) + opacity * colours
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-
-
-# ------------------------------------------------------------------------------------- results
-
-
-def results_table(results: Sequence[UploadResult], class_names: Sequence[str], rule: DecisionRule
-                  ) -> list[dict[str, Any]]:
-    """One row per upload: file, the class ``rule`` decides, a probability per class, uncertain, error."""
-    rows = []
-    for result in results:
-        row: dict[str, Any] = {"file": result.name, "predicted": None}
-        row.update({f"p_{name}": None for name in class_names})
-        row.update(uncertain=None, error=result.error or "")
-        if result.ok:
-            index, uncertain = result.answer(rule)
-            row["predicted"] = class_names[index]
-            row.update({f"p_{name}": float(p) for name, p in zip(class_names, result.probabilities)})
-            row["uncertain"] = uncertain
-        rows.append(row)
-    return rows
-
-
-def _spreadsheet_safe(value: object) -> object:
-    # A file name like "=HYPERLINK(...)" would run as a formula when the CSV is opened in a spreadsheet.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def results_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The results table as CSV text (probabilities with 6 decimals, empty cells for missing values)."""
-    if not rows:
-        return ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: "" if value is None else f"{value:.6f}" if isinstance(value, float)
-                         else _spreadsheet_safe(value) for key, value in row.items()})
-    return buffer.getvalue()

@@ -196,10 +196,7 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tun
 
     ``fine_tune_start`` (an epoch number from 1) draws a line where fine-tuning begins.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # saves a PNG through Agg itself: no backend switch
 
     figure = Figure(figsize=(15, 8), layout="constrained")
     axes = figure.subplots(2, 3).ravel()

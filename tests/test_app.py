@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import REPO, run_script
 from streamlit.testing.v1 import AppTest
-from test_inference import bright_patch, build_stand_in, encode, png_header_only, random_image, write_run
+from test_inference import bright_patch, build_stand_in, encode, load, png_header_only, random_image, write_run
 
 from realvsai import inference
 
@@ -287,25 +287,28 @@ def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypa
         return real_download(label, data, *args, **kwargs)
 
     monkeypatch.setattr(streamlit, "download_button", download_button)
-    app = upload(start_app("--models", models_dir), SURE, ("notes.png", b"plain text", PNG), UNSURE, DARK)
+    formula = ("=cmd.png", encode(np.zeros((30, 40, 3), np.uint8)), PNG)
+    app = upload(start_app("--models", models_dir), SURE, ("notes.png", b"plain text", PNG), UNSURE, DARK, formula)
 
     table = app.dataframe[0].value
-    assert list(table["file"]) == ["noise.jpg", "notes.png", "patch.png", "night.png"]
+    assert list(table["file"]) == ["noise.jpg", "notes.png", "patch.png", "night.png", "=cmd.png"]
     lines = downloads[-1].splitlines()
     assert lines[0] == "file,predicted,p_FAKE,p_REAL,uncertain,error"
     assert lines[1].startswith("noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,False,")
     assert lines[2].startswith("notes.png,,,,,not an image")
     assert lines[3].startswith("patch.png,REAL,0.47") and lines[3].endswith(",True,")
     assert lines[4] == "night.png,FAKE,0.880797,0.119203,False,"
+    assert lines[5] == "'=cmd.png,FAKE,0.880797,0.119203,False,"  # a spreadsheet shows it, never runs it
 
 
-def test_an_unreadable_model_file_shows_a_message_not_a_traceback(start_app, tmp_path):
+def test_an_unreadable_model_file_shows_a_one_line_message_not_a_traceback(start_app, tmp_path):
     folder = write_run(tmp_path, "damaged", model=build_stand_in())
     (folder / "model.h5").write_bytes(b"this is not HDF5")
 
     app = start_app("--models", tmp_path)
 
-    assert "Could not load" in app.error[0].value
+    assert "model.h5 is not a Keras HDF5 model" in app.error[0].value
+    assert "\n" not in app.error[0].value and "Traceback" not in app.error[0].value
     assert not app.file_uploader
 
 
@@ -338,6 +341,6 @@ def test_results_are_the_same_as_the_model_gives_for_the_original_image(start_ap
     image = random_image(7, 70, 45)
     app = upload(start_app("--models", models_dir), ("a.png", encode(image), PNG))
 
-    classifier, _ = inference.load_classifier(models_dir / "newest")
+    classifier, _ = load(models_dir / "newest")
     expected = classifier.model(image[None].astype(np.float32), training=False).numpy()[0]
     assert list(app.dataframe[0].value["p_REAL"]) == pytest.approx([expected[1]], abs=1e-5)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -24,7 +22,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from realvsai import evaluation
+from realvsai import evaluation, model_card
 from realvsai.data import scan_images
 from realvsai.errors import UserError
 from realvsai.images import load_rgb
@@ -54,20 +52,6 @@ def tiny_classifier(num_classes: int, seed: int = 0) -> keras.Model:
 def model_info(class_names: list[str], **extra: object) -> dict:
     return {"class_names": class_names, "image_size": 8, "positive_class": None, "backbone": "tiny",
             "weights": "none", "config": {"epochs": 1, "batch_size": 4}, **extra}
-
-
-class CountingModel:
-    """Wraps a model and counts, inside the traced graph, how often it runs and on how many images."""
-
-    def __init__(self, inner: keras.Model) -> None:
-        self.inner = inner
-        self.calls = tf.Variable(0, dtype=tf.int64)
-        self.images = tf.Variable(0, dtype=tf.int64)
-
-    def __call__(self, pixels: tf.Tensor, training: bool = False) -> tf.Tensor:
-        self.calls.assign_add(1)
-        self.images.assign_add(tf.cast(tf.shape(pixels)[0], tf.int64))
-        return self.inner(pixels, training=training)
 
 
 @pytest.fixture(scope="module")
@@ -217,21 +201,12 @@ def test_most_confident_errors_come_first():
 # --- predictions -----------------------------------------------------------------------------
 
 
-def test_predict_images_keeps_file_order(tmp_path, make_class_folder, binary_model):
+def test_predictions_over_several_batches_keep_the_file_order(tmp_path, make_class_folder, binary_model):
     images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 5, "REAL": 5}))
-    probabilities = evaluation.predict_images(binary_model, images, batch_size=4)
+    probabilities = evaluation.predict(binary_model, images, batch_size=4)
     one_by_one = np.concatenate([
         binary_model(load_rgb(path)[None].astype(np.float32), training=False).numpy() for path in images.files])
     np.testing.assert_allclose(probabilities, one_by_one, atol=1e-5)
-
-
-def test_two_thousand_images_are_predicted_in_batches(tmp_path, make_class_folder, binary_model):
-    images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 1000, "REAL": 1000}))
-    counting = CountingModel(binary_model)
-    probabilities = evaluation.predict_images(counting, images, batch_size=256, image_size=8)
-    assert probabilities.shape == (2000, 2)
-    assert int(counting.calls.numpy()) == math.ceil(2000 / 256)
-    assert int(counting.images.numpy()) == 2000
 
 
 # --- folders ---------------------------------------------------------------------------------
@@ -307,9 +282,9 @@ def test_evaluate_folder_never_replaces_a_runs_test_results(tmp_path, make_class
 def test_evaluate_run_writes_every_output(tmp_path, dataset, binary_model):
     run = tmp_path / "models" / "run1"
     metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), dataset, run, batch_size=8)
-    for name in ("metrics.json", "classification_report.txt", "MODEL_CARD.md", *evaluation.PLOT_FILES.values()):
+    for name in ("metrics.json", "classification_report.txt", "MODEL_CARD.md", *model_card.PLOT_FILES.values()):
         assert (run / name).stat().st_size > 0, name
-    for name in evaluation.PLOT_FILES.values():
+    for name in model_card.PLOT_FILES.values():
         with Image.open(run / name) as image:
             assert image.format == "PNG"
     assert json.loads((run / "metrics.json").read_text()) == metrics
@@ -336,7 +311,7 @@ def test_evaluate_run_chooses_the_threshold_on_validation(tmp_path, dataset, bin
     info = model_info(["FAKE", "REAL"], positive_class="FAKE")
     metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
     validation = scan_images(dataset / "validation", class_names=["FAKE", "REAL"])
-    scores = evaluation.predict_images(binary_model, validation)[:, 0]
+    scores = evaluation.predict(binary_model, validation, image_size=8)[:, 0]
     expected = evaluation.choose_threshold(np.asarray(validation.labels) == 0, scores.astype(np.float64))
     assert metrics["decision_threshold"] == pytest.approx(expected)
     assert metrics["threshold_source"] == "validation"
@@ -382,7 +357,7 @@ def test_model_card_has_counts_config_metrics_plots_and_limitations(tmp_path, da
     assert "| FAKE | 4 | 10 | 12 |" in card
     assert "| batch_size | `4` |" in card
     assert f"| accuracy | {metrics['accuracy']:.4f} | {metrics['at_threshold']['accuracy']:.4f} |" in card
-    for file_name in evaluation.PLOT_FILES.values():
+    for file_name in model_card.PLOT_FILES.values():
         assert f"]({file_name})" in card
     assert "Stable Diffusion 1.4" in card
     assert "Demo model" not in card

@@ -17,6 +17,7 @@ from conftest import REPO
 from PIL import Image
 
 from realvsai import inference
+from realvsai.model import load_classifier
 from realvsai.errors import UserError
 
 CLASS_NAMES = ["FAKE", "REAL"]
@@ -115,6 +116,12 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
 
+def load(folder: Path) -> tuple[inference.Classifier, inference.ModelRun]:
+    """A run folder's classifier, loaded as the app loads it."""
+    run = inference.read_run(folder)
+    return inference.Classifier(load_classifier(run.model_file)[0], run.class_names, run.image_size), run
+
+
 @pytest.fixture(scope="module")
 def stand_in_run(tmp_path_factory) -> Path:
     return write_run(tmp_path_factory.mktemp("models"), "stand_in")
@@ -122,7 +129,7 @@ def stand_in_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier(stand_in_run) -> inference.Classifier:
-    return inference.load_classifier(stand_in_run)[0]
+    return load(stand_in_run)[0]
 
 
 @pytest.fixture(scope="module")
@@ -205,18 +212,13 @@ def test_test_metrics_fall_back_to_metrics_json(tmp_path):
 # ------------------------------------------------------------------------------------ the model
 
 
-def test_load_classifier_refuses_a_model_json_with_another_number_of_classes(tmp_path):
-    folder = write_run(tmp_path, "run")
-    info = json.loads((folder / "model.json").read_text())
-    info["class_names"] = ["a", "b", "c"]
-    (folder / "model.json").write_text(json.dumps(info))
-
+def test_a_classifier_refuses_class_names_of_another_number_than_the_model_outputs():
     with pytest.raises(UserError, match="outputs 2 classes"):
-        inference.load_classifier(folder)
+        inference.Classifier(build_stand_in(), ["a", "b", "c"], IMAGE_SIZE)
 
 
 @pytest.mark.slow  # a fresh Python process with TensorFlow
-def test_load_classifier_reads_a_model_with_the_project_s_augmentation_layers_in_a_fresh_process(tmp_path):
+def test_the_app_s_loader_reads_a_model_with_the_project_s_augmentation_layers_in_a_fresh_process(tmp_path):
     augmentation = pytest.importorskip("realvsai.augmentation")
     model = build_stand_in(augmentation=augmentation.build_augmentation("detector", seed=0))
     folder = write_run(tmp_path, "augmented", model)
@@ -226,8 +228,8 @@ def test_load_classifier_reads_a_model_with_the_project_s_augmentation_layers_in
 
     # A fresh process: custom layers registered in this one would hide a missing import.
     finished = subprocess.run(
-        [sys.executable, "-c", "import sys, numpy as np; from realvsai import inference; "
-         "classifier, _ = inference.load_classifier(sys.argv[1]); "
+        [sys.executable, "-c", "import sys, numpy as np; from realvsai import inference, model; "
+         "classifier = inference.Classifier(model.load_classifier(sys.argv[1])[0], ['FAKE', 'REAL'], 32); "
          "print(classifier.predict([np.load(sys.argv[2])]).tolist()); "
          "print(classifier.grad_cam(np.load(sys.argv[2])).shape)", str(folder), str(tmp_path / "image.npy")],
         capture_output=True, text=True, timeout=300, cwd=REPO,
@@ -452,42 +454,6 @@ def test_explain_upload_returns_an_overlay_of_the_preview_size(classifier):
     assert overlay.shape == (25, 100, 3)
 
 
-# -------------------------------------------------------------------------------------- results
-
-
-def _result(name: str, probabilities=None, error=None) -> inference.UploadResult:
-    return inference.UploadResult(name, None if probabilities is None else np.array(probabilities, np.float32), error)
-
-
-def test_results_csv_has_a_row_per_upload_with_every_probability_and_the_errors():
-    results = [_result("a.png", [0.9, 0.1]), _result("b.txt", error="not an image: broken"),
-               _result("c.png", [0.45, 0.55])]
-
-    text = inference.results_csv(inference.results_table(results, CLASS_NAMES, inference.DecisionRule(0.6)))
-
-    assert text.splitlines() == [
-        "file,predicted,p_FAKE,p_REAL,uncertain,error",
-        "a.png,FAKE,0.900000,0.100000,False,",
-        "b.txt,,,,,not an image: broken",
-        "c.png,REAL,0.450000,0.550000,True,",
-    ]
-
-
-def test_results_table_predicts_at_the_decision_threshold():
-    results = [_result("a.png", [0.45, 0.55]), _result("b.png", [0.1, 0.9])]
-
-    rows = inference.results_table(results, CLASS_NAMES, inference.DecisionRule(0.6, 0.3, positive_index=0))
-
-    assert [(row["predicted"], row["uncertain"]) for row in rows] == [("FAKE", False), ("REAL", False)]
-
-
-def test_results_csv_keeps_a_formula_like_file_name_from_running_in_a_spreadsheet():
-    text = inference.results_csv(inference.results_table([_result("=cmd.png", [0.5, 0.5])], CLASS_NAMES,
-                                                         inference.DecisionRule(0.6)))
-
-    assert text.splitlines()[1].startswith("'=cmd.png,")
-
-
 # ---------------------------------------------------------------------------- the decision rule
 
 
@@ -557,13 +523,13 @@ def test_evaluation_at_the_threshold_predicts_what_the_app_decides():
 
 
 def test_the_model_card_states_the_rule_the_app_decides_with():
-    from realvsai import evaluation
+    from realvsai import evaluation, model_card
 
     metrics = evaluation.compute_metrics(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, CLASS_NAMES, "FAKE", 0.3)
     info = {"class_names": CLASS_NAMES, "image_size": 32, "positive_class": "FAKE", "confidence_threshold": 0.6,
             "decision_threshold": 0.3}
 
-    card = evaluation.render_card(info, {**metrics, "folder": "data/test"}, "Model card")
+    card = model_card.render_card(info, {**metrics, "folder": "data/test"}, "Model card")
 
     assert inference.DecisionRule(0.6, 0.3, positive_index=0).describe(CLASS_NAMES) in card
 
@@ -578,7 +544,7 @@ def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
     model = model_module.build_model(2, image_size=64, backbone="resnet50", weights=None, augment="none")
     folder = write_run(tmp_path, "resnet", model, image_size=64)
 
-    classifier, run = inference.load_classifier(folder)
+    classifier, run = load(folder)
     assert run.image_size == 64
     image = random_image(12, 96, 80)
     probabilities = classifier.predict([image])

@@ -66,8 +66,8 @@ def test_curves_of_a_single_class_still_give_an_image(tmp_path):
 
 
 def test_reliability_diagram_is_written(tmp_path):
-    bins = calibration_bins(LABELS, PROBABILITIES)
-    assert_png(plots.plot_reliability_diagram(bins, expected_calibration_error(bins), tmp_path / "reliability.png"))
+    ece = expected_calibration_error(calibration_bins(LABELS, PROBABILITIES))
+    assert_png(plots.plot_reliability_diagram(LABELS, PROBABILITIES, ece, tmp_path / "reliability.png"))
 
 
 def test_class_distribution_is_written(tmp_path):
