@@ -56,9 +56,9 @@ from realvsai.config import (
     REPORT_FILE,
 )
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text
+from realvsai.files import atomic_write_text, list_images
 from realvsai.inference import DEMO_WARNING, DecisionRule, is_demo, positive_index
-from realvsai.layout import SPLITS, TEST, VALIDATION, list_images
+from realvsai.layout import SPLITS, TEST, VALIDATION
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras

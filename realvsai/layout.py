@@ -6,7 +6,6 @@ folder names; their sorted order is the label order, and it travels with the mod
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -18,40 +17,6 @@ SPLITS = (TRAIN, VALIDATION, TEST)
 AUGMENTED_TRAIN = "augmented_train"
 
 
-def is_hidden(path: Path) -> bool:
-    """True for names the OS or other tools leave behind: ``.DS_Store``, ``._x.jpg``, ``.git``."""
-    return path.name.startswith(".")
-
-
-def is_image_file(entry: Path | os.DirEntry) -> bool:
-    """True for a visible regular file with an image extension (any letter case).
-
-    Takes an ``os.scandir`` entry as well as a path: an entry knows its type without a stat.
-    """
-    name = entry.name
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
-
-
-def list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """The image files in ``folder`` (and below it when ``recursive``), sorted by path.
-
-    Hidden files and files inside hidden folders are skipped. Sorting makes every later step
-    independent of the order the file system lists entries in.
-    """
-    folder = Path(folder)
-    if not recursive:
-        # One listing whose entries know their type: no stat per file, and names sort as their paths do.
-        with os.scandir(folder) as entries:
-            names = [entry.name for entry in entries if is_image_file(entry)]
-        return [folder / name for name in sorted(names)]
-    images = [
-        path
-        for path in folder.rglob("*")
-        if is_image_file(path) and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    ]
-    return sorted(images)
-
-
 def find_class_folders(folder: Path) -> list[str]:
     """Sorted names of the visible sub-folders of ``folder``: the class names.
 
@@ -61,7 +26,7 @@ def find_class_folders(folder: Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder. Check the path (it should hold one folder per class).")
-    classes = sorted(child.name for child in folder.iterdir() if child.is_dir() and not is_hidden(child))
+    classes = sorted(child.name for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
     if not classes:
         raise UserError(
             f"{folder} has no class folders. Put the images of each class in a sub-folder named after it, "

@@ -29,25 +29,23 @@ from pathlib import Path
 
 from realvsai.cli import format_table, progress
 from realvsai.errors import UserError
-from realvsai.files import Outcome, place_file, sha256_file
-from realvsai.layout import SPLITS, list_images, read_split_classes
-from realvsai.splitting import (
-    MANIFEST_NAME,
-    ManifestRow,
+from realvsai.files import (
+    Outcome,
     append_csv,
-    default_workers,
-    read_manifest,
+    free_name,
+    list_images,
+    place_file,
     read_verified,
-    write_manifest,
+    sha256_file,
     write_new,
 )
+from realvsai.layout import SPLITS, read_split_classes
+from realvsai.splitting import MANIFEST_NAME, ManifestRow, default_workers, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
 REFUSED_NAME = "merge-refused.csv"
 REFUSED_FIELDS = ("merged_at", "source", "reason")
-_KEEP_FILE_BYTES = 1 << 20
-_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -182,20 +180,12 @@ def plan_merge(existing: Sequence[_File], incoming: Sequence[_File], into: Path)
             actions.append(_Action(file, "identical"))
             continue
         wanted = into / file.split / file.class_name / file.path.name
-        target = wanted if wanted not in names else _free_name(wanted, file.digest, names)
+        target = wanted if wanted not in names else free_name(
+            wanted, file.digest, lambda candidate: names.get(candidate, file.digest) == file.digest)
         names[target] = file.digest
         present[(file.split, file.class_name)].add(file.digest)
         actions.append(_Action(file, "add" if target == wanted else "rename", target))
     return actions
-
-
-def _free_name(wanted: Path, digest: str, names: dict[Path, str]) -> Path:
-    """``files.free_name``'s rule applied to the planned target, so a dry run names files as a real run does."""
-    for length in (8, 16, 64):
-        candidate = wanted.with_name(f"{wanted.stem}_{digest[:length]}{wanted.suffix}")
-        if names.get(candidate, digest) == digest:
-            return candidate
-    raise UserError(f"no free name for {wanted} in the target. Rename the clashing files and merge again.")
 
 
 def _apply(actions: Sequence[_Action], move: bool, report: MergeReport) -> list[tuple[Path, _File]]:

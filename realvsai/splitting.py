@@ -40,7 +40,9 @@ from typing import TypeVar
 
 from realvsai.cli import format_table, positive_int, progress
 from realvsai.errors import UserError
-from realvsai.files import MAX_IMAGE_PIXELS, atomic_write_text, image_problem, sha256_file
+from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.files import free_name, list_images, read_verified, sha256_file, write_csv, write_new
+from realvsai.images import image_problem
 from realvsai.layout import (
     IMAGE_EXTENSIONS,
     SPLITS,
@@ -369,20 +371,16 @@ def _assign(items: Sequence[_Item], fractions: Mapping[str, float], seed: int) -
 def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, str, _Item]]:
     """(split, name, item) with unique names per split and class (ignoring letter case, for macOS and Windows).
 
-    Names only collide when sub-folders were flattened; the later file (in key order) gets the
-    content-derived name ``stem_<sha256[:8]>.ext``, the same rule as ``files.free_name``.
+    Names only collide when sub-folders were flattened; the later file (in key order) gets
+    ``files.free_name``'s content-derived name ``stem_<sha256[:8]>.ext``.
     """
     taken: set[tuple[str, str, str]] = set()
     result = []
     for split, item in sorted(placements, key=lambda placement: placement[1].key):
         name = item.name
         if (split, item.class_name, name.casefold()) in taken:
-            stem, suffix = os.path.splitext(item.name)
-            options = itertools.chain(
-                (f"{stem}_{item.digest[:length]}{suffix}" for length in (8, 16, 64)),
-                (f"{stem}_{item.digest[:8]}_{number}{suffix}" for number in itertools.count(2)),
-            )
-            name = next(option for option in options if (split, item.class_name, option.casefold()) not in taken)
+            name = free_name(Path(name), item.digest,
+                             lambda path: (split, item.class_name, path.name.casefold()) not in taken).name
         taken.add((split, item.class_name, name.casefold()))
         result.append((split, name, item))
     return result
@@ -462,48 +460,17 @@ def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_It
 def _list_items(
     root: Path, class_dirs: Sequence[Path], locate: Callable[[str], tuple[str, str, str] | None]
 ) -> tuple[list[_Item], list[tuple[str, str]]]:
-    """The image files under ``class_dirs`` (recursively), and the other files with why they are skipped.
-
-    Hidden files and folders are left out, and listed too: a ``.cat.jpg`` is as easy to miss as a ``cat.txt``.
-    """
-    items, not_images = [], []
+    """The image files under ``class_dirs`` (recursively), and the other files with why they are skipped."""
+    items, skipped = [], []
     prefix = len(str(root)) + 1
-    extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
     for folder in progress(class_dirs, desc="listing", unit="folder"):
-        hidden: list[tuple[str, bool]] = []
-        for path in _walk(str(root / folder.resolve().relative_to(root)), hidden):
-            key = path[prefix:].replace(os.sep, "/")
-            located = locate(key)
-            if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS or located is None:
-                not_images.append((path, f"not an image file (image names end in {extensions})"))
-                continue
-            items.append(_Item(key, *located, path, path))
-        not_images.extend((path, "hidden folder (names starting with '.' are left out; its files are not read)"
-                           if is_folder else "hidden file (names starting with '.' are left out)")
-                          for path, is_folder in hidden)
-    return items, not_images
-
-
-def _walk(folder: str, hidden: list[tuple[str, bool]] | None = None) -> Iterator[str]:
-    """Visible files below ``folder``; hidden files and folders (``.DS_Store``, ``._x.jpg``) are left out.
-
-    When ``hidden`` is given, each hidden entry left out is added to it as (path, is a folder).
-
-    ``os.scandir`` knows each entry's type from the directory listing itself, so this costs one
-    system call per folder rather than one ``stat`` per file as ``layout.list_images`` does (0.03 s
-    against 0.8 s for a folder of 45,000 CIFAKE images). It also sees the non-image files, which
-    are reported rather than silently left out.
-    """
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                if hidden is not None:
-                    hidden.append((entry.path, entry.is_dir()))
-                continue
-            if entry.is_dir():
-                yield from _walk(entry.path, hidden)
-            elif entry.is_file():
-                yield entry.path
+        for path in map(str, list_images(root / folder.resolve().relative_to(root), recursive=True, skipped=skipped)):
+            located = locate(path[prefix:].replace(os.sep, "/"))
+            if located is None:  # an image at the wrong depth, e.g. directly in a train/ folder
+                skipped.append((path, f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"))
+            else:
+                items.append(_Item(path[prefix:].replace(os.sep, "/"), *located, path, path))
+    return items, skipped
 
 
 def _moved_items(
@@ -631,7 +598,7 @@ def _existing_split_files(out: Path) -> Iterator[str]:
     for split in SPLITS:
         if (out / split).is_dir():
             prefix = len(str(out)) + 1
-            yield from (path[prefix:].replace(os.sep, "/") for path in _walk(str(out / split)))
+            yield from (str(path)[prefix:].replace(os.sep, "/") for path in list_images(out / split, recursive=True))
 
 
 def _move_aside(out: Path) -> Path:
@@ -715,35 +682,6 @@ def _holds(target: str, item: _Item) -> bool:
     except OSError:
         pass
     return os.path.isfile(target) and sha256_file(Path(target)) == item.digest
-
-
-def write_new(target: str | Path, data: bytes) -> None:
-    """Writes ``data`` under a temporary name beside ``target``, then renames it into place.
-
-    An interrupted run leaves at most a hidden ``.name.tmp`` file, never a half-written image under
-    the real name. There is no fsync per file: for a hundred thousand small images it would cost
-    far more than the copy itself (``files.atomic_copy`` takes ~10 ms a file on a busy disk). Only a
-    power cut can then leave a short file, and a re-run, which checks each file's sha256, reports it.
-    Callers check beforehand that ``target`` is free.
-    """
-    folder, name = os.path.split(os.fspath(target))
-    temporary = os.path.join(folder, f".{name}.tmp")
-    with open(temporary, "wb") as stream:
-        stream.write(data)
-    os.replace(temporary, target)
-
-
-def read_verified(path: str | Path, digest: str) -> bytes:
-    """The bytes of ``path``, checked against the ``digest`` read before.
-
-    Raises:
-        UserError: if the file changed since it was read.
-    """
-    with open(path, "rb") as stream:
-        data = stream.read()
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise UserError(f"{path} changed while it was being copied. Run the same command again.")
-    return data
 
 
 def _cross_device(source: Path, out: Path) -> bool:
@@ -832,32 +770,6 @@ def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> bool:
     """Writes ``rows`` to ``path`` atomically; returns False (and writes nothing) when it already holds them."""
     return write_csv(path, MANIFEST_FIELDS,
                       ((row.split, row.class_name, row.path, row.sha256, row.source) for row in rows))
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> bool:
-    """Writes a CSV atomically; returns False (and writes nothing) when ``path`` already holds exactly that."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    text = buffer.getvalue()
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False  # a re-run leaves an identical file untouched, its time stamp included
-    atomic_write_text(path, text)
-    return True
-
-
-def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Adds ``rows`` to the CSV at ``path`` (created when missing), keeping every row already there.
-
-    The file is rewritten atomically, so an interruption leaves the old list or the new one. Rows
-    of an older file with other columns keep their values under the columns ``header`` shares.
-    """
-    old_rows = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as stream:
-            old_rows = [[row.get(name) or "" for name in header] for row in csv.DictReader(stream)]
-    write_csv(path, header, [*old_rows, *rows])
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:
