@@ -27,13 +27,12 @@ import hashlib
 import io
 import itertools
 import logging
-import multiprocessing
 import os
 import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -68,8 +67,6 @@ MODES = (COPY, MOVE, LINK)
 # file); the total is capped so a large photo set is re-read (and re-verified) instead.
 _KEEP_FILE_BYTES = 1 << 20
 _KEEP_TOTAL_BYTES = 2 << 30
-# Below this many files a process pool costs more to start than it saves.
-_PARALLEL_MIN_FILES = 2000
 _CHUNK = 256
 
 
@@ -178,7 +175,7 @@ def split_by_class(
         mode: ``"copy"`` (SOURCE untouched), ``"move"`` or ``"link"`` (hard links).
         renames: class folder name -> class name in the output.
         overwrite: move an existing, different split in ``out`` aside instead of refusing.
-        workers: processes for reading and checking files (default: all cores).
+        workers: threads that read, check and place files (default: all cores).
         max_pixels: images with more pixels are skipped (a guard against decompression bombs).
 
     Returns:
@@ -414,8 +411,8 @@ def _run_split(
     if mode == LINK and cross_device:
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
                         "ones. Drop --link to copy, or choose an --out on the same disk.")
-    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers or default_workers(),
-          max_pixels=max_pixels)
+    workers = workers or default_workers()
+    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers, max_pixels=max_pixels)
 
     unreadable = [item for item in items if item.problem is not None]
     usable = sorted((item for item in items if item.problem is None), key=lambda item: item.key)
@@ -438,7 +435,7 @@ def _run_split(
     write_manifest(out / MANIFEST_NAME, rows)
     write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped)
     report.num_written, report.num_in_place = _place([(out / row.path, item) for row, item in placed], mode,
-                                                     cross_device)
+                                                     cross_device, workers)
     _log_problems(report)
     return report
 
@@ -503,36 +500,35 @@ def _follow_moved_aside(items: Sequence[_Item], out: Path, aside: Path) -> None:
 
 
 def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-    """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once.
-
-    Reading, hashing and decoding run in worker processes: Pillow parses image headers in Python,
-    so threads would wait on the GIL for most of the time a small JPEG takes.
-    """
-    paths = [item.read_from for item in items]
-    chunks = [paths[start:start + _CHUNK] for start in range(0, len(paths), _CHUNK)]
+    """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once."""
+    inspect = functools.partial(_inspect_chunk, keep_bytes=keep_bytes, max_pixels=max_pixels)
     kept = 0
-    inspect = functools.partial(_inspect_chunk, max_pixels=max_pixels)
-    results = _map_chunks(inspect, chunks, keep_bytes, workers if len(paths) >= _PARALLEL_MIN_FILES else 1)
-    for item, (digest, problem, data) in zip(items, progress(results, total=len(items), desc="checking")):
+    for item, (digest, problem, data) in zip(items, _in_threads(inspect, [item.read_from for item in items],
+                                                                  workers, "checking")):
         item.digest, item.problem = digest, problem
         if data is not None and kept + len(data) <= _KEEP_TOTAL_BYTES:
             item.data = data
             kept += len(data)
 
 
-def _map_chunks(function: Callable, chunks: Sequence[list[str]], keep_bytes: bool, workers: int) -> Iterator:
-    """``function(chunk, keep_bytes)`` for each chunk, in order, flattened; in worker processes when ``workers > 1``."""
-    if workers <= 1:
-        for chunk in chunks:
-            yield from function(chunk, keep_bytes)
-        return
-    # "forkserver" rather than "fork": the progress bars run a monitor thread, and forking a
-    # process with threads may deadlock. Workers start once per run, in a fraction of a second.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for results in pool.map(function, chunks, itertools.repeat(keep_bytes)):
-            yield from results
+def _in_threads(function: Callable[[Sequence[T]], list], items: Sequence[T], workers: int, desc: str) -> list:
+    """``function(chunk)`` for chunks of ``items`` in ``workers`` threads; the results in order, flattened.
+
+    Threads, not processes: reading, hashing (hashlib) and decoding (Pillow) release the GIL, and on
+    cifake-mini (10,000 files, 2 cores) a process pool was no faster than one thread (benchmarks/bench_split.py).
+    The first error (or Ctrl-C) cancels the chunks not yet started.
+    """
+    chunks = [items[start:start + _CHUNK] for start in range(0, len(items), _CHUNK)]
+    results: list = []
+    pool, bar = ThreadPoolExecutor(max_workers=workers), progress(None, total=len(items), desc=desc)
+    try:
+        for chunk_results in pool.map(function, chunks):
+            results.extend(chunk_results)
+            bar.update(len(chunk_results))
+    finally:
+        pool.shutdown(cancel_futures=True)
+        bar.close()
+    return results
 
 
 class _NamedBytes(io.BytesIO):
@@ -546,9 +542,8 @@ class _NamedBytes(io.BytesIO):
         return repr(self.name)
 
 
-def _inspect_chunk(paths: Sequence[str], keep_bytes: bool, max_pixels: int = MAX_IMAGE_PIXELS
-                   ) -> list[tuple[str | None, str | None, bytes | None]]:
-    """(sha256, problem, bytes or None) per path, from one read of each file. Runs in a worker process."""
+def _inspect_chunk(paths: Sequence[str], keep_bytes: bool, max_pixels: int) -> list[tuple]:
+    """(sha256, problem, bytes or None) per path, from one read of each file."""
     results = []
     for path in paths:
         try:
@@ -616,35 +611,18 @@ def _move_aside(out: Path) -> Path:
     return aside
 
 
-def _place(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> tuple[int, int]:
-    """Puts each item at its target; returns (written, already in place).
-
-    Threads suffice here: creating, writing and renaming files are system calls that release the GIL.
-    A few keep the disk busy; many more mostly wait on the class folders' directory locks.
-    """
+def _place(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool, workers: int) -> tuple[int, int]:
+    """Puts each item at its target; returns (written, already in place)."""
     for folder in sorted({target.parent for target, _ in jobs}):
         folder.mkdir(parents=True, exist_ok=True)
-    chunks = [jobs[start:start + _CHUNK] for start in range(0, len(jobs), _CHUNK)]
-    written = in_place = 0
-    with ThreadPoolExecutor(max_workers=min(8, default_workers())) as pool:
-        futures = [pool.submit(_place_chunk, chunk, mode, cross_device) for chunk in chunks]
-        bar = progress(futures, total=len(jobs), desc={COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
-        try:
-            for future in futures:
-                chunk_written, chunk_in_place = future.result()
-                written, in_place = written + chunk_written, in_place + chunk_in_place
-                bar.update(chunk_written + chunk_in_place)
-        except BaseException:
-            for future in futures:  # stop at the first error (or Ctrl-C) instead of placing the rest
-                future.cancel()
-            raise
-        finally:
-            bar.close()
-    return written, in_place
+    place = functools.partial(_place_chunk, mode=mode, cross_device=cross_device)
+    written = _in_threads(place, jobs, workers, {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
+    return sum(written), len(written) - sum(written)
 
 
-def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> tuple[int, int]:
-    written = in_place = 0
+def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> list[bool]:
+    """For each job, True when the file was written, False when it was already in place."""
+    written = []
     for target, item in jobs:
         target_text = str(target)
         if os.path.lexists(target_text):
@@ -652,7 +630,7 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                 raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
                                 "overwritten. Move that file away (or delete it if it is a broken copy) and run "
                                 "the same command again.")
-            in_place += 1
+            written.append(False)
             continue
         try:
             if mode == LINK:
@@ -671,8 +649,8 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                     from error
             raise
         item.data = None  # free the memory as soon as the file is out
-        written += 1
-    return written, in_place
+        written.append(True)
+    return written
 
 
 def _holds(target: str, item: _Item) -> bool:
@@ -788,7 +766,7 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
     parser.add_argument("--overwrite", action="store_true",
                         help="if --out holds a different split, move it aside into OUT/previous-split-<time>/")
     parser.add_argument("--workers", type=positive_int, default=defaults.workers,
-                        help="processes that read and check the images")
+                        help="threads that read, check and place the images")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
                         help="images with more pixels are skipped and listed (a guard against decompression bombs)")
 

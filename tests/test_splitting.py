@@ -430,10 +430,9 @@ def test_renames_apply_to_train_and_test(cifake, tmp_path):
     assert sorted(path.name for path in (tmp_path / "out" / "test").iterdir()) == ["Fake", "Real"]
 
 
-def test_parallel_checking_gives_the_same_split_as_serial(cifake, tmp_path, monkeypatch, bad_files):
+def test_parallel_checking_gives_the_same_split_as_serial(cifake, tmp_path, bad_files):
     bad_files(cifake / "train" / "REAL")
     split_train_test(cifake, tmp_path / "serial", workers=1)
-    monkeypatch.setattr(splitting, "_PARALLEL_MIN_FILES", 0)
     report = split_train_test(cifake, tmp_path / "parallel", workers=2)
     assert manifest_keys(tmp_path / "parallel") == manifest_keys(tmp_path / "serial")
     assert (tmp_path / "parallel" / "skipped.csv").read_text() == (tmp_path / "serial" / "skipped.csv").read_text()
