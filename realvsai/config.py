@@ -35,6 +35,7 @@ BACKBONES = ("resnet50", "resnet101", "resnet152")
 PRESETS = ("classic", "detector", "none")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})  # any letter case
 MIN_IMAGE_SIZE = 32  # the smallest side keras.applications' ResNets accept (five stride-2 stages)
 CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" rule, recorded in model.json
 # Larger images are refused before a pixel is decoded (a guard against decompression bombs). Pillow's

@@ -21,8 +21,8 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from realvsai.config import IMAGE_EXTENSIONS
 from realvsai.errors import UserError
-from realvsai.layout import IMAGE_EXTENSIONS
 
 _HASH_CHUNK = 1 << 20
 _MAX_NAME_BYTES = 200  # leaves room for a temporary name's prefix and suffix within the usual 255 bytes

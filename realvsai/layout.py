@@ -1,20 +1,25 @@
-"""The dataset layout every script reads and writes: split names, image files, class folders.
+"""The dataset layout every script reads and writes: split names, class folders, the manifest.
 
-A prepared dataset is ``DATA/{train,validation,test}/<Class>/<images>``. Class names are the
-folder names; their sorted order is the label order, and it travels with the model.
+A prepared dataset is ``DATA/{train,validation,test}/<Class>/<images>`` plus ``DATA/manifest.csv``,
+which lists every file (split, class, path, sha256, source). Class names are the folder names;
+their sorted order is the label order, and it travels with the model.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.errors import UserError
+from realvsai.files import write_csv
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
 AUGMENTED_TRAIN = "augmented_train"
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source")
 
 
 def find_class_folders(folder: Path) -> list[str]:
@@ -84,3 +89,44 @@ def read_split_classes(data_dir: Path, splits: Iterable[str] = SPLITS) -> dict[s
             f"{data_dir} has none of the folders {', '.join(splits)}. Run DataSplitD1.py or DataSplitD2.py first."
         )
     return found
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One file of a prepared dataset; ``path`` is relative to DATA, e.g. ``train/REAL/0001.jpg``."""
+
+    split: str
+    class_name: str
+    path: str
+    sha256: str
+    source: str = ""
+
+    def key(self) -> tuple[str, str, str, str]:
+        """What makes two splits the same: where each file is and what it holds (not where it came from)."""
+        return self.split, self.class_name, self.path, self.sha256
+
+    def order(self) -> tuple[int, str, str]:
+        """The manifest's row order: split (train, validation, test), class, path."""
+        return SPLITS.index(self.split), self.class_name, self.path
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    """The rows of a ``manifest.csv``.
+
+    Raises:
+        UserError: if the file lacks the manifest's columns.
+    """
+    with open(path, newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        missing = [name for name in MANIFEST_FIELDS[:4] if name not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path} is not a manifest written by this project (no column {missing[0]!r}). "
+                            "Move it away and run the step again.")
+        return [ManifestRow(row["split"], row["class"], row["path"], row["sha256"], row.get("source") or "")
+                for row in reader]
+
+
+def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> bool:
+    """Writes ``rows`` to ``path`` atomically; returns False (and writes nothing) when it already holds them."""
+    return write_csv(path, MANIFEST_FIELDS,
+                     ((row.split, row.class_name, row.path, row.sha256, row.source) for row in rows))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from realvsai.cli import format_table, progress
+from realvsai.cli import default_workers, format_table, progress
 from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
@@ -39,8 +39,7 @@ from realvsai.files import (
     sha256_file,
     write_new,
 )
-from realvsai.layout import SPLITS, read_split_classes
-from realvsai.splitting import MANIFEST_NAME, ManifestRow, default_workers, read_manifest, write_manifest
+from realvsai.layout import MANIFEST_NAME, SPLITS, ManifestRow, read_manifest, read_split_classes, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +235,7 @@ def _update_manifest(into: Path, existing: Sequence[_File], added: Sequence[tupl
     for target, file in added:
         relative = target.relative_to(into).as_posix()
         rows[relative] = ManifestRow(file.split, file.class_name, relative, file.digest, str(file.path.resolve()))
-    order = {split: index for index, split in enumerate(SPLITS)}
-    write_manifest(manifest, sorted(rows.values(), key=lambda row: (order[row.split], row.class_name, row.path)))
+    write_manifest(manifest, sorted(rows.values(), key=ManifestRow.order))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,34 +31,35 @@ import os
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from realvsai.cli import format_table, positive_int, progress
+from realvsai.cli import default_workers, format_table, positive_int, progress
+from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.files import free_name, list_images, read_verified, sha256_file, write_csv, write_new
 from realvsai.images import image_problem
 from realvsai.layout import (
-    IMAGE_EXTENSIONS,
+    MANIFEST_NAME,
     SPLITS,
     TEST,
     TRAIN,
     VALIDATION,
+    ManifestRow,
     find_child_folder,
     find_class_folders,
+    read_manifest,
     renamed,
+    write_manifest,
 )
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MANIFEST_NAME = "manifest.csv"
 SKIPPED_NAME = "skipped.csv"
-MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source")
 SKIPPED_FIELDS = ("source", "reason")
 COPY, MOVE, LINK = "copy", "move", "link"
 MODES = (COPY, MOVE, LINK)
@@ -68,14 +69,6 @@ MODES = (COPY, MOVE, LINK)
 _KEEP_FILE_BYTES = 1 << 20
 _KEEP_TOTAL_BYTES = 2 << 30
 _CHUNK = 256
-
-
-def default_workers() -> int:
-    """The CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no sched_getaffinity
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -88,21 +81,6 @@ class SplitDefaults:
     seed: int = 42
     workers: int = field(default_factory=default_workers)
     max_pixels: int = MAX_IMAGE_PIXELS  # larger images are skipped: a guard against decompression bombs
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    """One file of a prepared dataset; ``path`` is relative to DATA, e.g. ``train/REAL/0001.jpg``."""
-
-    split: str
-    class_name: str
-    path: str
-    sha256: str
-    source: str = ""
-
-    def key(self) -> tuple[str, str, str, str]:
-        """What makes two splits the same: where each file is and what it holds (not where it came from)."""
-        return self.split, self.class_name, self.path, self.sha256
 
 
 @dataclass
@@ -420,7 +398,7 @@ def _run_split(
     placed = sorted(
         ((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest, item.source), item)
          for split, name, item in _target_names(placements)),
-        key=lambda pair: _row_order(pair[0]),
+        key=lambda pair: pair[0].order(),
     )
     rows = [row for row, _ in placed]
     report.num_images = len(items)
@@ -438,10 +416,6 @@ def _run_split(
                                                      cross_device, workers)
     _log_problems(report)
     return report
-
-
-def _row_order(row: ManifestRow) -> tuple[int, str, str]:
-    return SPLITS.index(row.split), row.class_name, row.path
 
 
 def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_Item]) -> None:
@@ -726,28 +700,6 @@ def _check_out(out: Path, source: Path) -> Path:
 
 # ----------------------------------------------------------------------------------------------
 # Manifest and skipped list
-
-
-def read_manifest(path: Path) -> list[ManifestRow]:
-    """The rows of a ``manifest.csv``.
-
-    Raises:
-        UserError: if the file lacks the manifest's columns.
-    """
-    with open(path, newline="", encoding="utf-8") as stream:
-        reader = csv.DictReader(stream)
-        missing = [name for name in MANIFEST_FIELDS[:4] if name not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path} is not a manifest written by this project (no column {missing[0]!r}). "
-                            "Move it away and run the step again.")
-        return [ManifestRow(row["split"], row["class"], row["path"], row["sha256"], row.get("source") or "")
-                for row in reader]
-
-
-def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> bool:
-    """Writes ``rows`` to ``path`` atomically; returns False (and writes nothing) when it already holds them."""
-    return write_csv(path, MANIFEST_FIELDS,
-                      ((row.split, row.class_name, row.path, row.sha256, row.source) for row in rows))
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:

@@ -13,7 +13,8 @@ from conftest import write_image
 
 from realvsai.errors import UserError
 from realvsai.merging import merge_datasets
-from realvsai.splitting import read_manifest, split_by_class
+from realvsai.layout import read_manifest
+from realvsai.splitting import split_by_class
 
 
 def make_split(root: Path, counts: dict[tuple[str, str], int], seed: int) -> Path:

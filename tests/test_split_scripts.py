@@ -13,7 +13,7 @@ from conftest import SHARED_DATASETS, run_script, write_image
 import DataMerger
 import DataSplitD1
 import DataSplitD2
-from realvsai.splitting import read_manifest
+from realvsai.layout import read_manifest
 
 CIFAKE_MINI = SHARED_DATASETS / "cifake-mini"
 

@@ -16,10 +16,10 @@ from conftest import write_image
 
 from realvsai import splitting
 from realvsai.errors import UserError
+from realvsai.layout import read_manifest
 from realvsai.splitting import (
     check_ratios,
     find_train_test_root,
-    read_manifest,
     split_by_class,
     split_files,
     split_train_test,
