@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from realvsai.cli import format_table  # noqa: E402
 from realvsai.cli import default_workers  # noqa: E402
-from realvsai.splitting import find_train_test_root  # noqa: E402
+from realvsai.layout import find_train_test_root  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
 RESULTS = REPO / "benchmarks" / "results"

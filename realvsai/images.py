@@ -11,7 +11,9 @@ so both sides see the same pixels.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -102,6 +104,27 @@ def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> 
         # data and SyntaxError/ValueError for some malformed headers.
         return f"not a readable image ({type(error).__name__}: {error})"
     return None
+
+
+class _NamedBytes(io.BytesIO):
+    """In-memory file bytes that Pillow's error messages name by the file's name, not a memory address."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[bytes | None, str | None, str | None]:
+    """(bytes, sha256, problem) of a file from one read: ``image_problem``'s answer, or why it cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except OSError as error:
+        return None, None, f"cannot be read ({error.strerror or error})"
+    return data, hashlib.sha256(data).hexdigest(), image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
 
 
 def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:

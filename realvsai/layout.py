@@ -8,12 +8,16 @@ their sorted order is the label order, and it travels with the model.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.errors import UserError
 from realvsai.files import write_csv
+
+logger = logging.getLogger(__name__)
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
@@ -74,6 +78,60 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
 def renamed(class_name: str, renames: Mapping[str, str]) -> str:
     """The class name after ``--rename`` mapping (unchanged when not mapped)."""
     return renames.get(class_name, class_name)
+
+
+def find_train_test_root(source: Path) -> Path:
+    """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does.
+
+    Raises:
+        UserError: when neither ``source`` nor exactly one of its sub-folders holds both.
+    """
+    train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
+    if train and test:
+        return source
+    if train or test:
+        found, missing = (train, TEST) if train else (test, TRAIN)
+        raise UserError(f"{source} has {found.name}/ but no {missing}/ folder. DataSplitD2.py needs both train/ "
+                        "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
+    candidates = [
+        child for child in sorted(source.iterdir())
+        if child.is_dir() and not child.name.startswith(".")
+        and find_child_folder(child, TRAIN) and find_child_folder(child, TEST)
+    ]
+    if len(candidates) == 1:
+        logger.info("using %s (the dataset folder inside %s)", candidates[0], source)
+        return candidates[0]
+    if candidates:
+        raise UserError(f"{source} holds several datasets with train/ and test/: {[c.name for c in candidates]}. "
+                        "Pass the one to split as SOURCE.")
+    folders = sorted(child.name for child in source.iterdir() if child.is_dir() and not child.name.startswith("."))
+    raise UserError(
+        f"{source} has no train/ and test/ folders (it holds {folders or 'no folders'}). DataSplitD2.py expects "
+        "SOURCE/train/<Class>/ and SOURCE/test/<Class>/ (e.g. CIFAKE); for one folder per class, use DataSplitD1.py."
+    )
+
+
+def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
+    """Class folder -> output class name, after checking the --rename pairs.
+
+    Raises:
+        UserError: for an OLD that is not a class folder, or two classes ending with one name.
+    """
+    unknown = sorted(set(renames) - set(class_folders))
+    if unknown:
+        raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
+                        "Use the folder names exactly as they are spelled.")
+    names = {folder: renamed(folder, renames) for folder in class_folders}
+    for new in names.values():
+        if new.startswith(".") or new in SPLITS:
+            raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
+    clashes = Counter(names.values())
+    doubled = sorted(name for name, count in clashes.items() if count > 1)
+    if doubled:
+        owners = sorted(folder for folder, name in names.items() if name in doubled)
+        raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "
+                        "Give each class its own name.")
+    return names
 
 
 def read_split_classes(data_dir: Path, splits: Iterable[str] = SPLITS) -> dict[str, list[str]]:

@@ -23,8 +23,6 @@ import argparse
 import csv
 import errno
 import functools
-import hashlib
-import io
 import itertools
 import logging
 import os
@@ -32,7 +30,6 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -40,8 +37,8 @@ from typing import TypeVar
 from realvsai.cli import default_workers, format_table, positive_int, progress
 from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.files import free_name, list_images, read_verified, sha256_file, write_csv, write_new
-from realvsai.images import image_problem
+from realvsai.files import free_name, list_images, map_in_threads, read_verified, sha256_file, write_csv, write_new
+from realvsai.images import inspect_file
 from realvsai.layout import (
     MANIFEST_NAME,
     SPLITS,
@@ -51,8 +48,9 @@ from realvsai.layout import (
     ManifestRow,
     find_child_folder,
     find_class_folders,
+    find_train_test_root,
     read_manifest,
-    renamed,
+    rename_classes,
     write_manifest,
 )
 
@@ -68,7 +66,6 @@ MODES = (COPY, MOVE, LINK)
 # file); the total is capped so a large photo set is re-read (and re-verified) instead.
 _KEEP_FILE_BYTES = 1 << 20
 _KEEP_TOTAL_BYTES = 2 << 30
-_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -173,7 +170,7 @@ def split_by_class(
             f"{source} holds train/ and test/ folders, not one folder per class. "
             "Use DataSplitD2.py for a dataset that comes already split into train and test."
         )
-    class_names = _renamed_classes(class_folders, renames or {}, source)
+    class_names = rename_classes(class_folders, renames or {}, source)
 
     def locate(key: str) -> tuple[str, str, str] | None:
         parts = key.split("/")
@@ -227,7 +224,7 @@ def split_train_test(
             f"{group_dirs[TRAIN]} has class folders {train_classes}, but {group_dirs[TEST]} has {test_classes}. "
             "Train and test need the same classes: rename or remove folders so they match."
         )
-    class_names = _renamed_classes(train_classes, renames or {}, source)
+    class_names = rename_classes(train_classes, renames or {}, source)
     out = _check_out(out, source)
     group_names = {group_dirs[group].name: group for group in group_dirs}
 
@@ -254,37 +251,6 @@ def split_train_test(
     folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in train_classes]
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
                       max_pixels=max_pixels)
-
-
-def find_train_test_root(source: Path) -> Path:
-    """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does.
-
-    Raises:
-        UserError: when neither ``source`` nor exactly one of its sub-folders holds both.
-    """
-    train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
-    if train and test:
-        return source
-    if train or test:
-        found, missing = (train, TEST) if train else (test, TRAIN)
-        raise UserError(f"{source} has {found.name}/ but no {missing}/ folder. DataSplitD2.py needs both train/ "
-                        "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
-    candidates = [
-        child for child in sorted(source.iterdir())
-        if child.is_dir() and not child.name.startswith(".")
-        and find_child_folder(child, TRAIN) and find_child_folder(child, TEST)
-    ]
-    if len(candidates) == 1:
-        logger.info("using %s (the dataset folder inside %s)", candidates[0], source)
-        return candidates[0]
-    if candidates:
-        raise UserError(f"{source} holds several datasets with train/ and test/: {[c.name for c in candidates]}. "
-                        "Pass the one to split as SOURCE.")
-    folders = sorted(child.name for child in source.iterdir() if child.is_dir() and not child.name.startswith("."))
-    raise UserError(
-        f"{source} has no train/ and test/ folders (it holds {folders or 'no folders'}). DataSplitD2.py expects "
-        "SOURCE/train/<Class>/ and SOURCE/test/<Class>/ (e.g. CIFAKE); for one folder per class, use DataSplitD1.py."
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,61 +441,18 @@ def _follow_moved_aside(items: Sequence[_Item], out: Path, aside: Path) -> None:
 
 def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once."""
-    inspect = functools.partial(_inspect_chunk, keep_bytes=keep_bytes, max_pixels=max_pixels)
+    inspect = functools.partial(_inspect_chunk, max_pixels=max_pixels)
     kept = 0
-    for item, (digest, problem, data) in zip(items, _in_threads(inspect, [item.read_from for item in items],
-                                                                  workers, "checking")):
+    for item, (data, digest, problem) in zip(items, map_in_threads(inspect, [item.read_from for item in items],
+                                                                   workers, "checking")):
         item.digest, item.problem = digest, problem
-        if data is not None and kept + len(data) <= _KEEP_TOTAL_BYTES:
+        if keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES and kept + len(data) <= _KEEP_TOTAL_BYTES:
             item.data = data
             kept += len(data)
 
 
-def _in_threads(function: Callable[[Sequence[T]], list], items: Sequence[T], workers: int, desc: str) -> list:
-    """``function(chunk)`` for chunks of ``items`` in ``workers`` threads; the results in order, flattened.
-
-    Threads, not processes: reading, hashing (hashlib) and decoding (Pillow) release the GIL, and on
-    cifake-mini (10,000 files, 2 cores) a process pool was no faster than one thread (benchmarks/bench_split.py).
-    The first error (or Ctrl-C) cancels the chunks not yet started.
-    """
-    chunks = [items[start:start + _CHUNK] for start in range(0, len(items), _CHUNK)]
-    results: list = []
-    pool, bar = ThreadPoolExecutor(max_workers=workers), progress(None, total=len(items), desc=desc)
-    try:
-        for chunk_results in pool.map(function, chunks):
-            results.extend(chunk_results)
-            bar.update(len(chunk_results))
-    finally:
-        pool.shutdown(cancel_futures=True)
-        bar.close()
-    return results
-
-
-class _NamedBytes(io.BytesIO):
-    """In-memory file bytes that Pillow's error messages name by the file's name, not a memory address."""
-
-    def __init__(self, data: bytes, name: str):
-        super().__init__(data)
-        self.name = name
-
-    def __repr__(self) -> str:
-        return repr(self.name)
-
-
-def _inspect_chunk(paths: Sequence[str], keep_bytes: bool, max_pixels: int) -> list[tuple]:
-    """(sha256, problem, bytes or None) per path, from one read of each file."""
-    results = []
-    for path in paths:
-        try:
-            with open(path, "rb") as stream:
-                data = stream.read()
-        except OSError as error:
-            results.append((None, f"cannot be read ({error.strerror or error})", None))
-            continue
-        problem = image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
-        keep = keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES
-        results.append((hashlib.sha256(data).hexdigest(), problem, data if keep else None))
-    return results
+def _inspect_chunk(paths: Sequence[str], max_pixels: int) -> list[tuple[bytes | None, str | None, str | None]]:
+    return [inspect_file(path, max_pixels) for path in paths]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -590,7 +513,7 @@ def _place(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool, wo
     for folder in sorted({target.parent for target, _ in jobs}):
         folder.mkdir(parents=True, exist_ok=True)
     place = functools.partial(_place_chunk, mode=mode, cross_device=cross_device)
-    written = _in_threads(place, jobs, workers, {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
+    written = map_in_threads(place, jobs, workers, {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
     return sum(written), len(written) - sum(written)
 
 
@@ -658,29 +581,6 @@ def _existing_folder(path: Path, what: str) -> Path:
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-
-
-def _renamed_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
-    """Class folder -> output class name, after checking the --rename pairs.
-
-    Raises:
-        UserError: for an OLD that is not a class folder, or two classes ending with one name.
-    """
-    unknown = sorted(set(renames) - set(class_folders))
-    if unknown:
-        raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
-                        "Use the folder names exactly as they are spelled.")
-    names = {folder: renamed(folder, renames) for folder in class_folders}
-    for new in names.values():
-        if new.startswith(".") or new in SPLITS:
-            raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
-    clashes = Counter(names.values())
-    doubled = sorted(name for name, count in clashes.items() if count > 1)
-    if doubled:
-        owners = sorted(folder for folder, name in names.items() if name in doubled)
-        raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "
-                        "Give each class its own name.")
-    return names
 
 
 def _check_out(out: Path, source: Path) -> Path:

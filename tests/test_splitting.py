@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import write_image
 
-from realvsai import splitting
+from realvsai import files, splitting
 from realvsai.errors import UserError
-from realvsai.layout import read_manifest
+from realvsai.layout import find_train_test_root, read_manifest
 from realvsai.splitting import (
     check_ratios,
-    find_train_test_root,
     split_by_class,
     split_files,
     split_train_test,
@@ -344,7 +343,7 @@ def test_an_interrupted_move_is_completed_by_a_re_run(art, tmp_path, monkeypatch
                 raise KeyboardInterrupt
         return place_chunk(jobs, mode, cross_device)
 
-    monkeypatch.setattr(splitting, "_CHUNK", 5)
+    monkeypatch.setattr(files, "_CHUNK", 5)
     monkeypatch.setattr(splitting, "_place_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         split_by_class(art, tmp_path / "out", mode="move")
