@@ -11,6 +11,7 @@ import contextlib
 import csv
 import enum
 import errno
+import functools
 import hashlib
 import io
 import itertools
@@ -21,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from realvsai.cli import progress
 from realvsai.config import IMAGE_EXTENSIONS
@@ -31,6 +32,18 @@ _HASH_CHUNK = 1 << 20
 _CHUNK = 256  # files per task of map_in_threads
 T = TypeVar("T")
 _MAX_NAME_BYTES = 200  # leaves room for a temporary name's prefix and suffix within the usual 255 bytes
+
+
+COPY, MOVE, LINK = "copy", "move", "link"  # how place_new_files places a file
+
+
+class PlannedFile(Protocol):
+    """A file on its way to a planned target (splitting's items)."""
+
+    source: str  # where the file is (or was), for messages
+    read_from: str  # where its bytes are now
+    digest: str
+    data: bytes | None  # its bytes, when the caller still holds them
 
 
 class Outcome(enum.Enum):
@@ -346,6 +359,64 @@ def _move_no_clobber(source: Path, target: Path) -> None:
         if not _same_size(source, target):
             raise OSError(f"copy of {source} to {target} is incomplete; the source was kept") from error
     source.unlink()
+
+
+def place_new_files(jobs: Sequence[tuple[Path, PlannedFile]], mode: str, cross_device: bool, workers: int
+                    ) -> tuple[int, int]:
+    """Puts each planned file at its target, which must be free or hold the same content; returns
+    (written, already in place). A copy writes ``data`` when the file has it (no second read), else
+    the file's bytes checked against its ``digest``; ``cross_device`` turns a move into copy + delete.
+
+    Raises:
+        UserError: when a target holds other content (nothing is overwritten), or a hard link fails.
+    """
+    for folder in sorted({target.parent for target, _ in jobs}):
+        folder.mkdir(parents=True, exist_ok=True)
+    place = functools.partial(_place_chunk, mode=mode, cross_device=cross_device)
+    written = map_in_threads(place, jobs, workers, {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
+    return sum(written), len(written) - sum(written)
+
+
+def _place_chunk(jobs: Sequence[tuple[Path, PlannedFile]], mode: str, cross_device: bool) -> list[bool]:
+    """For each job, True when the file was written, False when it was already in place."""
+    written = []
+    for target, item in jobs:
+        target_text = str(target)
+        if os.path.lexists(target_text):
+            if not _holds(target_text, item):
+                raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
+                                "overwritten. Move that file away (or delete it if it is a broken copy) and run "
+                                "the same command again.")
+            written.append(False)
+            continue
+        try:
+            if mode == LINK:
+                os.link(item.read_from, target_text)
+            elif mode == MOVE and not cross_device:
+                os.rename(item.read_from, target_text)  # the target was checked free just above
+            else:
+                write_new(target_text, item.data if item.data is not None else read_verified(item.read_from,
+                                                                                             item.digest))
+                if mode == MOVE:
+                    os.unlink(item.read_from)
+        except OSError as error:
+            if mode == LINK and error.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise UserError(f"cannot hard-link {item.read_from} to {target} ({error.strerror}). --link needs "
+                                "SOURCE and --out on one file system that supports hard links; drop --link to copy.")\
+                    from error
+            raise
+        item.data = None  # free the memory as soon as the file is out
+        written.append(True)
+    return written
+
+
+def _holds(target: str, item: PlannedFile) -> bool:
+    try:
+        if os.path.samefile(target, item.read_from):
+            return True
+    except OSError:
+        pass
+    return os.path.isfile(target) and sha256_file(Path(target)) == item.digest
 
 
 def ensure_inside(path: Path, root: Path) -> Path:

@@ -22,7 +22,6 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from realvsai.files import (
     append_csv,
     free_name,
     list_images,
+    map_in_threads,
     place_file,
     read_verified,
     sha256_file,
@@ -279,12 +279,10 @@ def _list_dataset(root: Path) -> list[tuple[str, str, Path]]:
 
 
 def _hash_dataset(root: Path, workers: int, desc: str) -> list[_File]:
-    """Every image of ``root`` with its sha256; hashed in threads (file reads and hashlib release the GIL)."""
+    """Every image of ``root`` with its sha256."""
     listed = _list_dataset(root) if root.is_dir() else []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        digests = pool.map(sha256_file, (path for _, _, path in listed))
-        return [_File(split, class_name, path, digest)
-                for (split, class_name, path), digest in zip(listed, progress(digests, total=len(listed), desc=desc))]
+    digests = map_in_threads(lambda chunk: [sha256_file(path) for _, _, path in chunk], listed, workers, desc)
+    return [_File(split, class_name, path, digest) for (split, class_name, path), digest in zip(listed, digests)]
 
 
 # ----------------------------------------------------------------------------------------------

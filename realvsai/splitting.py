@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import errno
 import functools
 import itertools
 import logging
@@ -37,7 +36,7 @@ from typing import TypeVar
 from realvsai.cli import default_workers, format_table, positive_int, progress
 from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.files import free_name, list_images, map_in_threads, read_verified, sha256_file, write_csv, write_new
+from realvsai.files import COPY, LINK, MOVE, free_name, list_images, map_in_threads, place_new_files, write_csv
 from realvsai.images import inspect_file
 from realvsai.layout import (
     MANIFEST_NAME,
@@ -59,7 +58,6 @@ T = TypeVar("T")
 
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
-COPY, MOVE, LINK = "copy", "move", "link"
 MODES = (COPY, MOVE, LINK)
 
 # Files up to this size keep their bytes in memory between the scan and the copy (one read per
@@ -143,26 +141,19 @@ def split_by_class(
     """Splits ``SOURCE/<Class>/<images>`` into train, validation and test, per class (DataSplitD1).
 
     Args:
-        source: a folder with one sub-folder per class.
-        out: where ``train/``, ``validation/``, ``test/`` and ``manifest.csv`` go.
         ratios: train, validation and test fractions; they must add up to 1.
-        seed: seeds the shuffle of each class.
         mode: ``"copy"`` (SOURCE untouched), ``"move"`` or ``"link"`` (hard links).
-        renames: class folder name -> class name in the output.
+        renames: class folder name -> class name in the output (``--rename``).
         overwrite: move an existing, different split in ``out`` aside instead of refusing.
         workers: threads that read, check and place files (default: all cores).
         max_pixels: images with more pixels are skipped (a guard against decompression bombs).
-
-    Returns:
-        What was placed, skipped and counted.
 
     Raises:
         UserError: for bad ratios, a wrong layout, an unknown --rename, or an output that holds a
             different split.
     """
     fractions = check_ratios(ratios)
-    source = _existing_folder(source, "SOURCE")
-    _check_mode(mode)
+    source = _check_source(source, mode)
     out = _check_out(out, source)
     class_folders = find_class_folders(source)
     if {name.lower() for name in class_folders} >= {TRAIN, TEST}:
@@ -215,8 +206,7 @@ def split_train_test(
     """
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
-    source = find_train_test_root(_existing_folder(source, "SOURCE"))
-    _check_mode(mode)
+    source = find_train_test_root(_check_source(source, mode))
     group_dirs = {TRAIN: find_child_folder(source, TRAIN), TEST: find_child_folder(source, TEST)}
     train_classes, test_classes = (find_class_folders(group_dirs[group]) for group in (TRAIN, TEST))
     if train_classes != test_classes:
@@ -378,8 +368,8 @@ def _run_split(
         _follow_moved_aside(items, out, report.moved_aside)
     write_manifest(out / MANIFEST_NAME, rows)
     write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped)
-    report.num_written, report.num_in_place = _place([(out / row.path, item) for row, item in placed], mode,
-                                                     cross_device, workers)
+    report.num_written, report.num_in_place = place_new_files([(out / row.path, item) for row, item in placed],
+                                                              mode, cross_device, workers)
     _log_problems(report)
     return report
 
@@ -442,7 +432,7 @@ def _follow_moved_aside(items: Sequence[_Item], out: Path, aside: Path) -> None:
 def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once."""
     inspect = functools.partial(_inspect_chunk, max_pixels=max_pixels)
-    kept = 0
+    kept = 0  # small files keep their bytes for the copy (one read per file), up to a total
     for item, (data, digest, problem) in zip(items, map_in_threads(inspect, [item.read_from for item in items],
                                                                    workers, "checking")):
         item.digest, item.problem = digest, problem
@@ -451,7 +441,7 @@ def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = 
             kept += len(data)
 
 
-def _inspect_chunk(paths: Sequence[str], max_pixels: int) -> list[tuple[bytes | None, str | None, str | None]]:
+def _inspect_chunk(paths: Sequence[str], max_pixels: int) -> list[tuple]:
     return [inspect_file(path, max_pixels) for path in paths]
 
 
@@ -508,57 +498,6 @@ def _move_aside(out: Path) -> Path:
     return aside
 
 
-def _place(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool, workers: int) -> tuple[int, int]:
-    """Puts each item at its target; returns (written, already in place)."""
-    for folder in sorted({target.parent for target, _ in jobs}):
-        folder.mkdir(parents=True, exist_ok=True)
-    place = functools.partial(_place_chunk, mode=mode, cross_device=cross_device)
-    written = map_in_threads(place, jobs, workers, {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
-    return sum(written), len(written) - sum(written)
-
-
-def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> list[bool]:
-    """For each job, True when the file was written, False when it was already in place."""
-    written = []
-    for target, item in jobs:
-        target_text = str(target)
-        if os.path.lexists(target_text):
-            if not _holds(target_text, item):
-                raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
-                                "overwritten. Move that file away (or delete it if it is a broken copy) and run "
-                                "the same command again.")
-            written.append(False)
-            continue
-        try:
-            if mode == LINK:
-                os.link(item.read_from, target_text)
-            elif mode == MOVE and not cross_device:
-                os.rename(item.read_from, target_text)  # the target was checked free just above
-            else:
-                write_new(target_text, item.data if item.data is not None else read_verified(item.read_from,
-                                                                                             item.digest))
-                if mode == MOVE:
-                    os.unlink(item.read_from)
-        except OSError as error:
-            if mode == LINK and error.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise UserError(f"cannot hard-link {item.read_from} to {target} ({error.strerror}). --link needs "
-                                "SOURCE and --out on one file system that supports hard links; drop --link to copy.")\
-                    from error
-            raise
-        item.data = None  # free the memory as soon as the file is out
-        written.append(True)
-    return written
-
-
-def _holds(target: str, item: _Item) -> bool:
-    try:
-        if os.path.samefile(target, item.read_from):
-            return True
-    except OSError:
-        pass
-    return os.path.isfile(target) and sha256_file(Path(target)) == item.digest
-
-
 def _cross_device(source: Path, out: Path) -> bool:
     """True when ``out`` (or its nearest existing parent) is on another file system than ``source``."""
     existing = out.resolve()
@@ -567,20 +506,12 @@ def _cross_device(source: Path, out: Path) -> bool:
     return os.stat(source).st_dev != os.stat(existing).st_dev
 
 
-# ----------------------------------------------------------------------------------------------
-# Checks of the user's input
-
-
-def _existing_folder(path: Path, what: str) -> Path:
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{what} {path} is not an existing folder. Check the path.")
-    return path
-
-
-def _check_mode(mode: str) -> None:
+def _check_source(source: Path, mode: str) -> Path:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if not Path(source).is_dir():
+        raise UserError(f"SOURCE {source} is not an existing folder. Check the path.")
+    return Path(source)
 
 
 def _check_out(out: Path, source: Path) -> Path:
@@ -599,7 +530,7 @@ def _check_out(out: Path, source: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------
-# Manifest and skipped list
+# The scripts' options and report
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:
@@ -621,10 +552,6 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
                         help="threads that read, check and place the images")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
                         help="images with more pixels are skipped and listed (a guard against decompression bombs)")
-
-
-# ----------------------------------------------------------------------------------------------
-# Reporting
 
 
 def _log_problems(report: SplitReport) -> None:
