@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import random
 import shutil
@@ -12,7 +11,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from conftest import sha256, snapshot, write_image
 
 from realvsai import files, splitting
 from realvsai.errors import UserError
@@ -29,19 +28,9 @@ def manifest_keys(out: Path) -> list[tuple[str, str, str, str]]:
     return [row.key() for row in read_manifest(out / "manifest.csv")]
 
 
-def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
-    """Every file below ``folder`` with its size, modification time and inode."""
-    return {path.relative_to(folder).as_posix(): (path.stat().st_size, path.stat().st_mtime_ns, path.stat().st_ino)
-            for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
 def skipped_sources(out: Path) -> dict[str, str]:
     with open(out / "skipped.csv", newline="") as stream:
         return {Path(row["source"]).name: row["reason"] for row in csv.DictReader(stream)}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture
