@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -204,7 +205,7 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
 
 
 def test_sha256_file_matches_hashlib(tmp_path):
-    data = os.urandom(3 * 1024 * 1024 + 5)  # more than one read chunk
+    data = random.Random(0).randbytes(3 * 1024 * 1024 + 5)  # more than one read chunk, the same every run
     assert sha256_file(write(tmp_path / "blob", data)) == hashlib.sha256(data).hexdigest()
 
 
