@@ -75,11 +75,6 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
     return renames
 
 
-def renamed(class_name: str, renames: Mapping[str, str]) -> str:
-    """The class name after ``--rename`` mapping (unchanged when not mapped)."""
-    return renames.get(class_name, class_name)
-
-
 def find_train_test_root(source: Path) -> Path:
     """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does.
 
@@ -121,7 +116,7 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
     if unknown:
         raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
                         "Use the folder names exactly as they are spelled.")
-    names = {folder: renamed(folder, renames) for folder in class_folders}
+    names = {folder: renames.get(folder, folder) for folder in class_folders}
     for new in names.values():
         if new.startswith(".") or new in SPLITS:
             raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")

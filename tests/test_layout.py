@@ -11,7 +11,6 @@ from realvsai.layout import (
     find_class_folders,
     parse_renames,
     read_split_classes,
-    renamed,
 )
 
 
@@ -57,7 +56,6 @@ def test_find_child_folder_refuses_two_folders_differing_by_case(tmp_path):
 def test_parse_renames_builds_the_mapping():
     mapping = parse_renames(["RealArt=Real", " GeneratedArt = Fake "])
     assert mapping == {"RealArt": "Real", "GeneratedArt": "Fake"}
-    assert renamed("RealArt", mapping) == "Real" and renamed("Other", mapping) == "Other"
 
 
 @pytest.mark.parametrize("pair", ["RealArt", "=Real", "RealArt=", "RealArt=a/b", "RealArt=a\\b"])
