@@ -3,13 +3,13 @@
 Both split scripts (DataSplitD1.py, DataSplitD2.py) run the same steps:
 
 1. list SOURCE's files and sort them, so the order the file system lists them in never matters;
-2. read each file once, in parallel: its sha256 and a full decode check come from the same bytes;
+2. read each file once (``images.inspect_file``): its sha256 and a full decode check come from the same bytes;
 3. plan: cut each class with ``random.Random(seed)``; an exact duplicate (same sha256) follows its
    first copy, so no content ever sits in two splits; files that are not images, do not decode
    or are hidden are left out and listed in ``skipped.csv``;
 4. write ``manifest.csv`` (the plan: split, class, path, sha256, source), then place the files:
-   copy (one write of the bytes already read), move or hard-link, each file written under a
-   temporary name and renamed into place.
+   copy (one write of the bytes already read, by ``files.write_new``, which never replaces a
+   file), move or hard-link, in ``--workers`` threads.
 
 Because the manifest is written before the first file, re-running the same command finds the same
 plan, completes what is missing and leaves the rest alone: an interrupted split resumes, a finished
