@@ -37,8 +37,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from realvsai.cli import format_table  # noqa: E402
-from realvsai.files import atomic_write_text  # noqa: E402
-from realvsai.layout import list_images  # noqa: E402
+from realvsai.files import atomic_write_text, list_images  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifake-mini"
 RESULTS = REPO / "benchmarks" / "results" / "app.json"

@@ -56,7 +56,8 @@ from PIL import Image  # noqa: E402
 
 from DataAugmentation import AugmentConfig  # noqa: E402
 from realvsai.cli import format_table  # noqa: E402
-from realvsai.layout import find_class_folders, list_images  # noqa: E402
+from realvsai.files import list_images  # noqa: E402
+from realvsai.layout import find_class_folders  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifake-mini" / "train"
 RESULTS = REPO / "benchmarks" / "results" / "augmentation.json"

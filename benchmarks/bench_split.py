@@ -3,8 +3,8 @@
 Our side does more than ``cp -r``: it reads every file once for its sha256 and a full decode check,
 plans the split, writes manifest.csv and skipped.csv, and writes each copy under a temporary name
 renamed into place. Both sides are whole commands (``cp -r SOURCE OUT`` and ``python DataSplitD2.py
-SOURCE --out OUT --quiet``, Python's start included), so the CPU seconds of DataSplitD2's worker
-processes can be counted too. Both write to the same disk; each run starts from a flushed disk
+SOURCE --out OUT --quiet``, Python's start included), so CPU seconds (all of DataSplitD2's threads)
+are counted too. Both write to the same disk; each run starts from a flushed disk
 (``sync``, not timed) and its output is deleted afterwards (not timed). The sides alternate, several
 repetitions, medians reported, with the ratio to ``cp -r`` (target: copies <= 1.5x). CPU seconds
 (user + system, all child processes) are reported too: on a shared machine they vary less than wall
@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -39,7 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from realvsai.cli import format_table  # noqa: E402
-from realvsai.splitting import default_workers, find_train_test_root  # noqa: E402
+from realvsai.cli import default_workers  # noqa: E402
+from realvsai.layout import find_train_test_root  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
 RESULTS = REPO / "benchmarks" / "results"
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the temporary folders go (default: the system temp folder)")
     parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="processes that check images (default: %(default)s)")
+                        help="threads that check and copy images (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -64,27 +64,6 @@ def cpu_seconds() -> float:
     """User + system seconds of this process and of its finished children."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def become_subreaper() -> bool:
-    """Adopts orphaned descendants (Linux), so the CPU time of DataSplitD2's worker processes is counted.
-
-    The workers are children of multiprocessing's fork server, which outlives the script; as our
-    adopted child, its (and so its workers') CPU time reaches ``RUSAGE_CHILDREN`` once we reap it.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        return False
-
-
-def reap_adopted() -> None:
-    while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
 
 
 def run_side(side: str, source: Path, out: Path, workers: int) -> tuple[float, float]:
@@ -98,13 +77,11 @@ def run_side(side: str, source: Path, out: Path, workers: int) -> tuple[float, f
     cpu, start = cpu_seconds(), time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
-    reap_adopted()
     return wall, cpu_seconds() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    counts_workers = become_subreaper()
     with tempfile.TemporaryDirectory(prefix="bench_split_", dir=args.workdir) as work:
         work = Path(work)
         source = args.source or args.source_option
@@ -147,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         "num_bytes": num_bytes,
         "repeats": args.repeats,
         "workers": args.workers,
-        "cpu_includes_workers": counts_workers,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "load_average_at_end": os.getloadavg(),
         "runs": {side: [{"wall_s": wall, "cpu_s": cpu} for wall, cpu in runs[side]] for side in SIDES},
@@ -155,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         "median_cpu_s": {side: cpu for side, (_, cpu) in medians.items()},
         "ratio_wall_vs_cp": {side: wall / base_wall for side, (wall, _) in medians.items()},
     }, indent=2) + "\n")
-    if not counts_workers:
-        print("note: CPU seconds leave out DataSplitD2's worker processes on this system (no PR_SET_CHILD_SUBREAPER)")
     print(f"\nresults: {results}")
     return 0
 

@@ -3,15 +3,14 @@
 Extraction checks the whole archive before it writes a byte: no entry may land outside the target
 folder (absolute paths, ``..``, symlink entries, symlinked folders already on disk), the sizes
 the archive declares must be sane and no two entries may share compressed bytes (zip bombs). While
-writing, each entry must inflate to exactly the size it declares. Each file is written under a
-temporary name and renamed into place, so an interrupted run never leaves a half-written file under
-a real name, and running it again skips the files already there (same size and CRC-32) and
-finishes the rest.
+writing, each entry must inflate to exactly the size it declares. Each file is written by
+``files.atomic_write`` (a temporary name, renamed into place), so an interrupted run never leaves a
+half-written file under a real name, and running it again skips the files already there (same size
+and CRC-32), removes the temporary files a killed run left, and finishes the rest.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -26,7 +25,7 @@ from typing import NamedTuple
 
 from realvsai.cli import progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write, ensure_inside, human_bytes
+from realvsai.files import atomic_write, ensure_inside, human_bytes, temporary_name
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +36,6 @@ JUNK_FILES = frozenset({".DS_Store"})
 STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 _READABLE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
 _ENCRYPTED_FLAG = 0x1
-# A temporary file is named after its entry, so a re-run after a hard kill reuses (and so removes)
-# the stray instead of leaving it behind.
-_PARTIAL_SUFFIX = ".partial.tmp"
-_MAX_NAME_BYTES = 200  # leaves room for the prefix and suffix within the usual 255-byte name limit
 _CHUNK = 1 << 20
 # A local file header: signature, 22 bytes of fields the central directory repeats, name and extra lengths.
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
@@ -48,8 +43,6 @@ _LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
 # Small entries cannot be bombs however well they compress (a 100 KB text file of spaces is fine),
 # so the ratio limit only applies above this size.
 _RATIO_FLOOR_BYTES = 1 << 20
-_EXCLUSIVE_CREATE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-                     | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +139,7 @@ def extract_archive(
             if os.path.isdir(root):
                 existing_folders = _check_folders(root, folders)
                 to_write, already_there = _compare_existing(root, entries, existing_folders, overwrite)
+                _remove_strays(root, to_write, existing_folders)
             else:  # a fresh extraction: nothing to compare, no stat call per file
                 existing_folders, to_write, already_there = set(), entries, 0
             num_bytes = sum(entry.info.file_size for entry in to_write)
@@ -364,49 +358,45 @@ def _check_free_space(root: str, num_bytes: int) -> None:
                         f"on the disk holding {root}. Free some space or extract elsewhere with --to.")
 
 
-def _partial_path(path: str) -> str:
-    folder, name = os.path.split(path)
-    if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
-        name = f"{zlib.crc32(os.fsencode(name)):08x}"
-    return f"{folder}{os.sep}.{name}{_PARTIAL_SUFFIX}"
+def _remove_strays(root: str, entries: Sequence[_Entry], existing_folders: set[str]) -> None:
+    """Removes the temporary files (``.<name>.<random>.tmp``) a killed run left for ``entries``."""
+    prefixes: dict[str, set[str]] = {}
+    for entry in entries:
+        folder, name = os.path.split(entry.relative)
+        if not folder or folder in existing_folders:
+            prefixes.setdefault(folder, set()).add(temporary_name(name))
+    for folder, wanted in prefixes.items():
+        with os.scandir(os.path.join(root, folder)) as listing:
+            for item in listing:
+                stem = item.name[:-len(".tmp")]
+                if item.name.endswith(".tmp") and stem[:stem.rfind(".") + 1] in wanted and item.is_file(
+                        follow_symlinks=False):
+                    os.unlink(item.path)
 
 
 def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> int:
-    """Writes one entry under a temporary name, then renames it onto ``path``; returns the bytes written.
+    """Writes one entry with ``atomic_write``; returns the bytes written.
 
-    No fsync: it would cost more than the whole write for 100,000 small files. The rename alone
-    guarantees that an interrupted run (Ctrl-C, a killed process) never leaves a partial file under
-    a real name; after a power cut a re-run finds damaged files by their size and CRC-32.
-    ``ZipExtFile`` checks the CRC-32 when it reaches the end of the entry and raises BadZipFile.
+    No fsync: it would cost more than the whole write for 100,000 small files; after a power cut
+    a re-run finds damaged files by their size and CRC-32. ``ZipExtFile`` checks the CRC-32 when it
+    reaches the end of the entry and raises BadZipFile.
 
     Raises:
         zipfile.BadZipFile: also when the entry inflates to more or fewer bytes than it declares;
             never more than the declared size is written.
     """
-    temporary = _partial_path(path)
-    try:
-        descriptor = os.open(temporary, _EXCLUSIVE_CREATE, 0o666)
-    except FileExistsError:  # a stray from a run that was killed while writing this very file
-        os.unlink(temporary)
-        descriptor = os.open(temporary, _EXCLUSIVE_CREATE, 0o666)
-    try:
-        with open(descriptor, "wb") as writer, zip_file.open(info) as reader:
-            left = info.file_size
-            # One byte more than is left reveals a stream that inflates beyond its declared size.
-            while chunk := reader.read(min(_CHUNK, left + 1)):
-                if len(chunk) > left:
-                    raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to more than the "
-                                             f"{human_bytes(info.file_size)} it declares")
-                writer.write(chunk)
-                left -= len(chunk)
+    with atomic_write(path, "wb", durable=False) as writer, zip_file.open(info) as reader:
+        left = info.file_size
+        # One byte more than is left reveals a stream that inflates beyond its declared size.
+        while chunk := reader.read(min(_CHUNK, left + 1)):
+            if len(chunk) > left:
+                raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to more than the "
+                                         f"{human_bytes(info.file_size)} it declares")
+            writer.write(chunk)
+            left -= len(chunk)
         if left:
             raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to {human_bytes(info.file_size - left)}, "
                                      f"less than the {human_bytes(info.file_size)} it declares")
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
     return info.file_size
 
 

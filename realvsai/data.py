@@ -21,7 +21,8 @@ import tensorflow as tf
 from realvsai import images as image_io
 from realvsai.cli import progress
 from realvsai.errors import UserError
-from realvsai.layout import find_class_folders, list_images
+from realvsai.files import list_images
+from realvsai.layout import find_class_folders
 
 logger = logging.getLogger(__name__)
 

@@ -48,9 +48,9 @@ from sklearn.preprocessing import label_binarize
 from realvsai import plots
 from realvsai.config import EVALUATION_CARD_FILE, METRICS_FILE, MODEL_CARD_FILE, MODEL_JSON_FILE, REPORT_FILE
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text
+from realvsai.files import atomic_write_text, list_images
 from realvsai.inference import DecisionRule, positive_index
-from realvsai.layout import SPLITS, TEST, VALIDATION, list_images
+from realvsai.layout import SPLITS, TEST, VALIDATION
 from realvsai.model_card import PLOT_FILES, render_card
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast

@@ -1,31 +1,49 @@
-"""Safe file handling: hashing, image checks, atomic writes, collision-safe copy and move.
+"""Safe file handling: listing, hashing, atomic writes, collision-safe copy and move, CSV lists.
 
-Nothing here ever overwrites a file: identical content is recognised and skipped, and a different
-file under a taken name gets a stable new name derived from its content.
+Nothing here overwrites a file by accident: ``atomic_write`` replaces a whole file only once its
+new content is complete, ``write_new`` never replaces, and ``place_file`` recognises identical
+content and gives a different file under a taken name a stable new name derived from its content.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import enum
 import errno
+import functools
 import hashlib
+import io
+import itertools
 import os
 import shutil
 import tempfile
-import threading
-import warnings
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol, TypeVar
 
-from PIL import Image
+from realvsai.cli import progress
+from realvsai.config import IMAGE_EXTENSIONS
+from realvsai.errors import UserError
 
-# Pillow's own default (about 89 megapixels) guards against decompression bombs; we keep a
-# rounder, slightly larger limit so big camera photos (e.g. 100 MP medium format) still pass.
-MAX_IMAGE_PIXELS = 120_000_000
 _HASH_CHUNK = 1 << 20
-_PILLOW_LIMIT_LOCK = threading.Lock()
+_CHUNK = 256  # files per task of map_in_threads
+T = TypeVar("T")
+_MAX_NAME_BYTES = 200  # leaves room for a temporary name's prefix and suffix within the usual 255 bytes
+
+
+COPY, MOVE, LINK = "copy", "move", "link"  # how place_new_files places a file
+
+
+class PlannedFile(Protocol):
+    """A file on its way to a planned target (splitting's items)."""
+
+    source: str  # where the file is (or was), for messages
+    read_from: str  # where its bytes are now
+    digest: str
+    data: bytes | None  # its bytes, when the caller still holds them
 
 
 class Outcome(enum.Enum):
@@ -38,6 +56,77 @@ class Outcome(enum.Enum):
     RENAMED = "renamed"  # the name was taken by other content: written under a new name
 
 
+# ----------------------------------------------------------------------------------------------
+# Listing
+
+
+def is_image_file(entry: Path | os.DirEntry) -> bool:
+    """True for a visible regular file with an image extension (any letter case).
+
+    Takes an ``os.scandir`` entry as well as a path: an entry knows its type without a stat.
+    """
+    name = entry.name
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
+
+
+def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """The image files in ``folder`` (and below it when ``recursive``), sorted by path.
+
+    Hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.git``) and other files are left out;
+    when ``skipped`` is given, each one left out is added to it as (path, reason), so a ``.cat.jpg``
+    is reported as visibly as a ``cat.txt``. ``os.scandir`` knows each entry's type from the
+    listing itself: one system call per folder instead of a ``stat`` per file (0.03 s against
+    0.8 s for a folder of 45,000 images). Sorting makes every later step independent of the order
+    the file system lists entries in.
+    """
+    found: list[str] = []
+    _scan_folder(os.fspath(folder), recursive, found, skipped)
+    return [Path(path) for path in sorted(found)]
+
+
+def _scan_folder(folder: str, recursive: bool, found: list[str], skipped: list[tuple[str, str]] | None) -> None:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                if skipped is not None:
+                    skipped.append((entry.path, "hidden folder (names starting with '.' are left out; its files are "
+                                    "not read)" if entry.is_dir() else "hidden file (names starting with '.' are "
+                                    "left out)"))
+            elif entry.is_dir():
+                if recursive:
+                    _scan_folder(entry.path, recursive, found, skipped)
+            elif is_image_file(entry):
+                found.append(entry.path)
+            elif skipped is not None and entry.is_file():
+                skipped.append((entry.path, f"not an image file (image names end in "
+                                f"{', '.join(sorted(IMAGE_EXTENSIONS))})"))
+
+
+def map_in_threads(function: Callable[[Sequence[T]], list], items: Sequence[T], workers: int, desc: str) -> list:
+    """``function(chunk)`` for chunks of ``items`` in ``workers`` threads; the results in order, flattened.
+
+    The project's one concurrency rule for file work: threads, never processes. Reading, writing,
+    hashing (hashlib) and decoding (Pillow) release the GIL, and on cifake-mini (10,000 files, 2 cores)
+    a process pool checked files no faster than one thread (benchmarks/bench_split.py). Chunks keep
+    the per-task overhead small. The first error (or Ctrl-C) cancels the chunks not yet started.
+    """
+    chunks = [items[start:start + _CHUNK] for start in range(0, len(items), _CHUNK)]
+    results: list = []
+    pool, bar = ThreadPoolExecutor(max_workers=workers), progress(None, total=len(items), desc=desc)
+    try:
+        for chunk_results in pool.map(function, chunks):
+            results.extend(chunk_results)
+            bar.update(len(chunk_results))
+    finally:
+        pool.shutdown(cancel_futures=True)
+        bar.close()
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Hashing and writing
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
@@ -47,78 +136,39 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class TooManyPixelsError(ValueError):
-    """An image has more pixels than the project's limit; the message says so, and how to raise it."""
-
-
-def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Opens an image with Pillow, which reads only its header; ``max_pixels`` decides what is too large.
-
-    Pillow has a decompression-bomb limit of its own (a warning above about 89 megapixels, an error
-    above twice that); ours replaces it, so an image is refused with our limit named, and one within
-    a limit the user raised (``--max-pixels``) is not refused by Pillow's.
+def read_verified(path: str | Path, digest: str) -> bytes:
+    """The bytes of ``path``, checked against the ``digest`` read before.
 
     Raises:
-        TooManyPixelsError: if the image has more than ``max_pixels`` pixels (nothing is decoded).
-        OSError, SyntaxError, ValueError: Pillow's errors for what it cannot open.
+        UserError: if the file changed since it was read.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(source)
-        except Image.DecompressionBombError:
-            # Open the header again without Pillow's check, to measure the image against our limit.
-            # The setting is global, so one thread at a time; the others' opens check our limit too.
-            if hasattr(source, "seek"):
-                source.seek(0)
-            with _PILLOW_LIMIT_LOCK:
-                pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-                try:
-                    image = Image.open(source)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = pillow_limit
-    width, height = image.size
-    if width * height > max_pixels:
-        image.close()
-        raise TooManyPixelsError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels (a guard "
-                                 "against decompression bombs; raise it with --max-pixels)")
-    return image
+    with open(path, "rb") as stream:
+        data = stream.read()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise UserError(f"{path} changed while it was being copied. Run the same command again.")
+    return data
 
 
-def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """Why ``path`` is not a usable image, or None when it decodes completely.
-
-    The pixel count is checked from the header before any pixel is decoded (``open_image``), so a
-    decompression bomb costs nothing. The full decode catches truncated files that the header alone hides.
-    """
-    try:
-        with open_image(path, max_pixels) as image, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
-            image.load()
-    except FileNotFoundError:
-        return "file not found"
-    except TooManyPixelsError as error:
-        return str(error)
-    except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
-        return f"too many pixels ({error})"
-    except (OSError, SyntaxError, ValueError) as error:
-        # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
-        # data and SyntaxError/ValueError for some malformed headers.
-        return f"not a readable image ({type(error).__name__}: {error})"
-    return None
+def temporary_name(path: Path | str) -> str:
+    """The hidden name a write to ``path`` starts under: ``.<name>.``, shortened when ``name`` is very long."""
+    name = os.path.basename(os.fspath(path))
+    if len(os.fsencode(name)) > _MAX_NAME_BYTES:
+        name = f"{zlib.crc32(os.fsencode(name)):08x}"
+    return f".{name}."
 
 
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator[object]:
     """Opens a temporary file beside ``path`` and renames it onto ``path`` only on success.
 
-    An interrupted write leaves at most a ``.tmp`` file, never a half-written file under the final
-    name. The rename replaces ``path``: callers decide beforehand whether that is allowed.
-    ``durable`` also fsyncs before the rename (survives a power cut; costs ~10 ms a file on some disks).
+    An interrupted write leaves at most a hidden ``.<name>.<random>.tmp`` file, never a half-written
+    file under the final name. The rename replaces ``path``: callers decide beforehand whether that
+    is allowed. ``durable`` also fsyncs before the rename (survives a power cut; costs ~10 ms a file
+    on some disks, so bulk writers such as the unzipper pass False and check their work on a re-run).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=temporary_name(path), suffix=".tmp", dir=path.parent)
     try:
         os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
         with os.fdopen(handle, mode) as stream:
@@ -161,8 +211,8 @@ def write_new(path: Path | str, data: bytes) -> None:
     Raises:
         FileExistsError: if ``path`` exists (it is left as it is).
     """
-    folder, name = os.path.split(os.fspath(path))
-    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    folder = os.path.dirname(os.fspath(path))
+    temporary = os.path.join(folder, f"{temporary_name(path)}{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as stream:
             stream.write(data)
@@ -188,17 +238,51 @@ def atomic_copy(source: Path, target: Path) -> None:
     shutil.copystat(source, target)
 
 
-def free_name(target: Path, digest: str) -> Path:
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> bool:
+    """Writes a CSV atomically; returns False (and writes nothing) when ``path`` already holds exactly that."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False  # a re-run leaves an identical file untouched, its time stamp included
+    atomic_write_text(path, text)
+    return True
+
+
+def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Adds ``rows`` to the CSV at ``path`` (created when missing), keeping every row already there.
+
+    The file is rewritten atomically, so an interruption leaves the old list or the new one. Rows
+    of an older file with other columns keep their values under the columns ``header`` shares.
+    """
+    old_rows = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as stream:
+            old_rows = [[row.get(name) or "" for name in header] for row in csv.DictReader(stream)]
+    write_csv(path, header, [*old_rows, *rows])
+
+
+# ----------------------------------------------------------------------------------------------
+# Placing files without overwriting
+
+
+def free_name(target: Path, digest: str, is_free: Callable[[Path], bool] | None = None) -> Path:
     """A stable alternative name for content ``digest`` whose wanted name ``target`` is taken.
 
-    The name derives from the content (``cat_1a2b3c4d.jpg``), so re-running a merge gives the same
-    name and recognises the file as already there.
+    The name derives from the content (``cat_1a2b3c4d.jpg``), so re-running a merge or a split gives
+    the same name and recognises the file as already there. ``is_free`` decides whether a candidate
+    may be used; by default, one that does not exist or already holds this content. Copies of one
+    content that all want one name get numbered (``cat_1a2b3c4d_2.jpg``).
     """
-    for length in (8, 16, 64):
-        candidate = target.with_name(f"{target.stem}_{digest[:length]}{target.suffix}")
-        if not candidate.exists() or sha256_file(candidate) == digest:
-            return candidate
-    raise FileExistsError(f"no free name for {target}")
+    if is_free is None:
+        def is_free(candidate: Path) -> bool:
+            return not candidate.exists() or sha256_file(candidate) == digest
+    stem, suffix = target.stem, target.suffix
+    candidates = itertools.chain((f"{stem}_{digest[:length]}{suffix}" for length in (8, 16, 64)),
+                                 (f"{stem}_{digest[:8]}_{number}{suffix}" for number in itertools.count(2)))
+    return next(candidate for candidate in map(target.with_name, candidates) if is_free(candidate))
 
 
 def place_file(
@@ -275,6 +359,64 @@ def _move_no_clobber(source: Path, target: Path) -> None:
         if not _same_size(source, target):
             raise OSError(f"copy of {source} to {target} is incomplete; the source was kept") from error
     source.unlink()
+
+
+def place_new_files(jobs: Sequence[tuple[Path, PlannedFile]], mode: str, cross_device: bool, workers: int
+                    ) -> tuple[int, int]:
+    """Puts each planned file at its target, which must be free or hold the same content; returns
+    (written, already in place). A copy writes ``data`` when the file has it (no second read), else
+    the file's bytes checked against its ``digest``; ``cross_device`` turns a move into copy + delete.
+
+    Raises:
+        UserError: when a target holds other content (nothing is overwritten), or a hard link fails.
+    """
+    for folder in sorted({target.parent for target, _ in jobs}):
+        folder.mkdir(parents=True, exist_ok=True)
+    place = functools.partial(_place_chunk, mode=mode, cross_device=cross_device)
+    written = map_in_threads(place, jobs, workers, {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
+    return sum(written), len(written) - sum(written)
+
+
+def _place_chunk(jobs: Sequence[tuple[Path, PlannedFile]], mode: str, cross_device: bool) -> list[bool]:
+    """For each job, True when the file was written, False when it was already in place."""
+    written = []
+    for target, item in jobs:
+        target_text = str(target)
+        if os.path.lexists(target_text):
+            if not _holds(target_text, item):
+                raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
+                                "overwritten. Move that file away (or delete it if it is a broken copy) and run "
+                                "the same command again.")
+            written.append(False)
+            continue
+        try:
+            if mode == LINK:
+                os.link(item.read_from, target_text)
+            elif mode == MOVE and not cross_device:
+                os.rename(item.read_from, target_text)  # the target was checked free just above
+            else:
+                write_new(target_text, item.data if item.data is not None else read_verified(item.read_from,
+                                                                                             item.digest))
+                if mode == MOVE:
+                    os.unlink(item.read_from)
+        except OSError as error:
+            if mode == LINK and error.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise UserError(f"cannot hard-link {item.read_from} to {target} ({error.strerror}). --link needs "
+                                "SOURCE and --out on one file system that supports hard links; drop --link to copy.")\
+                    from error
+            raise
+        item.data = None  # free the memory as soon as the file is out
+        written.append(True)
+    return written
+
+
+def _holds(target: str, item: PlannedFile) -> bool:
+    try:
+        if os.path.samefile(target, item.read_from):
+            return True
+    except OSError:
+        pass
+    return os.path.isfile(target) and sha256_file(Path(target)) == item.digest
 
 
 def ensure_inside(path: Path, root: Path) -> Path:

@@ -1,4 +1,7 @@
-"""Decoding any image a user has into the RGB uint8 array the model takes (no TensorFlow here).
+"""Is this a usable image, and its RGB uint8 pixels as the model takes them (no TensorFlow here).
+
+Every check of a file (the split scripts, the augmentation tools, the tf.data scan, the app) goes
+through ``open_image``, so one pixel limit applies everywhere and its message names --max-pixels.
 
 Training decodes ordinary JPEG/PNG/BMP/GIF/WebP files with TensorFlow's decoders (JPEGs with the
 accurate DCT, which gives Pillow's pixels exactly); the files those decoders would get wrong
@@ -8,7 +11,10 @@ so both sides see the same pixels.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +23,17 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from realvsai.files import MAX_IMAGE_PIXELS, TooManyPixelsError, open_image
+from realvsai.config import MAX_IMAGE_PIXELS
 
 # Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images).
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
 _EXIF_ORIENTATION = 0x0112
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+class TooManyPixelsError(ValueError):
+    """An image has more pixels than the project's limit; the message says so, and how to raise it."""
 
 
 class ImageDecodeError(ValueError):
@@ -36,6 +47,84 @@ class ImageHeader:
     width: int
     height: int
     needs_pil: bool  # True when TensorFlow's decoders would not give the same pixels as load_rgb
+
+
+def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Opens an image with Pillow, which reads only its header; ``max_pixels`` decides what is too large.
+
+    Pillow has a decompression-bomb limit of its own (a warning above about 89 megapixels, an error
+    above twice that); ours replaces it, so an image is refused with our limit named, and one within
+    a limit the user raised (``--max-pixels``) is not refused by Pillow's.
+
+    Raises:
+        TooManyPixelsError: if the image has more than ``max_pixels`` pixels (nothing is decoded).
+        OSError, SyntaxError, ValueError: Pillow's errors for what it cannot open.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(source)
+        except Image.DecompressionBombError:
+            # Open the header again without Pillow's check, to measure the image against our limit.
+            # The setting is global, so one thread at a time; the others' opens check our limit too.
+            if hasattr(source, "seek"):
+                source.seek(0)
+            with _PILLOW_LIMIT_LOCK:
+                pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    image = Image.open(source)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = pillow_limit
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise TooManyPixelsError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels (a guard "
+                                 "against decompression bombs; raise it with --max-pixels)")
+    return image
+
+
+def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Why ``path`` is not a usable image, or None when it decodes completely.
+
+    The pixel count is checked from the header before any pixel is decoded (``open_image``), so a
+    decompression bomb costs nothing. The full decode catches truncated files that the header alone hides.
+    """
+    try:
+        with open_image(path, max_pixels) as image, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
+            image.load()
+    except FileNotFoundError:
+        return "file not found"
+    except TooManyPixelsError as error:
+        return str(error)
+    except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
+        return f"too many pixels ({error})"
+    except (OSError, SyntaxError, ValueError) as error:
+        # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
+        # data and SyntaxError/ValueError for some malformed headers.
+        return f"not a readable image ({type(error).__name__}: {error})"
+    return None
+
+
+class _NamedBytes(io.BytesIO):
+    """In-memory file bytes that Pillow's error messages name by the file's name, not a memory address."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[bytes | None, str | None, str | None]:
+    """(bytes, sha256, problem) of a file from one read: ``image_problem``'s answer, or why it cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except OSError as error:
+        return None, None, f"cannot be read ({error.strerror or error})"
+    return data, hashlib.sha256(data).hexdigest(), image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
 
 
 def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:

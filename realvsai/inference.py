@@ -33,7 +33,7 @@ from PIL import Image
 
 from realvsai.config import CONFIDENCE_THRESHOLD, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.errors import UserError
-from realvsai.files import MAX_IMAGE_PIXELS
+from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.images import ImageDecodeError, load_rgb
 
 if TYPE_CHECKING:

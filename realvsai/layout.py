@@ -1,55 +1,29 @@
-"""The dataset layout every script reads and writes: split names, image files, class folders.
+"""The dataset layout every script reads and writes: split names, class folders, the manifest.
 
-A prepared dataset is ``DATA/{train,validation,test}/<Class>/<images>``. Class names are the
-folder names; their sorted order is the label order, and it travels with the model.
+A prepared dataset is ``DATA/{train,validation,test}/<Class>/<images>`` plus ``DATA/manifest.csv``,
+which lists every file (split, class, path, sha256, source). Class names are the folder names;
+their sorted order is the label order, and it travels with the model.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+import csv
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.errors import UserError
+from realvsai.files import write_csv
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+logger = logging.getLogger(__name__)
+
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
 AUGMENTED_TRAIN = "augmented_train"
-
-
-def is_hidden(path: Path) -> bool:
-    """True for names the OS or other tools leave behind: ``.DS_Store``, ``._x.jpg``, ``.git``."""
-    return path.name.startswith(".")
-
-
-def is_image_file(entry: Path | os.DirEntry) -> bool:
-    """True for a visible regular file with an image extension (any letter case).
-
-    Takes an ``os.scandir`` entry as well as a path: an entry knows its type without a stat.
-    """
-    name = entry.name
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
-
-
-def list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """The image files in ``folder`` (and below it when ``recursive``), sorted by path.
-
-    Hidden files and files inside hidden folders are skipped. Sorting makes every later step
-    independent of the order the file system lists entries in.
-    """
-    folder = Path(folder)
-    if not recursive:
-        # One listing whose entries know their type: no stat per file, and names sort as their paths do.
-        with os.scandir(folder) as entries:
-            names = [entry.name for entry in entries if is_image_file(entry)]
-        return [folder / name for name in sorted(names)]
-    images = [
-        path
-        for path in folder.rglob("*")
-        if is_image_file(path) and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    ]
-    return sorted(images)
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source")
 
 
 def find_class_folders(folder: Path) -> list[str]:
@@ -61,7 +35,7 @@ def find_class_folders(folder: Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder. Check the path (it should hold one folder per class).")
-    classes = sorted(child.name for child in folder.iterdir() if child.is_dir() and not is_hidden(child))
+    classes = sorted(child.name for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
     if not classes:
         raise UserError(
             f"{folder} has no class folders. Put the images of each class in a sub-folder named after it, "
@@ -101,9 +75,58 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
     return renames
 
 
-def renamed(class_name: str, renames: Mapping[str, str]) -> str:
-    """The class name after ``--rename`` mapping (unchanged when not mapped)."""
-    return renames.get(class_name, class_name)
+def find_train_test_root(source: Path) -> Path:
+    """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does.
+
+    Raises:
+        UserError: when neither ``source`` nor exactly one of its sub-folders holds both.
+    """
+    train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
+    if train and test:
+        return source
+    if train or test:
+        found, missing = (train, TEST) if train else (test, TRAIN)
+        raise UserError(f"{source} has {found.name}/ but no {missing}/ folder. DataSplitD2.py needs both train/ "
+                        "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
+    candidates = [
+        child for child in sorted(source.iterdir())
+        if child.is_dir() and not child.name.startswith(".")
+        and find_child_folder(child, TRAIN) and find_child_folder(child, TEST)
+    ]
+    if len(candidates) == 1:
+        logger.info("using %s (the dataset folder inside %s)", candidates[0], source)
+        return candidates[0]
+    if candidates:
+        raise UserError(f"{source} holds several datasets with train/ and test/: {[c.name for c in candidates]}. "
+                        "Pass the one to split as SOURCE.")
+    folders = sorted(child.name for child in source.iterdir() if child.is_dir() and not child.name.startswith("."))
+    raise UserError(
+        f"{source} has no train/ and test/ folders (it holds {folders or 'no folders'}). DataSplitD2.py expects "
+        "SOURCE/train/<Class>/ and SOURCE/test/<Class>/ (e.g. CIFAKE); for one folder per class, use DataSplitD1.py."
+    )
+
+
+def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
+    """Class folder -> output class name, after checking the --rename pairs.
+
+    Raises:
+        UserError: for an OLD that is not a class folder, or two classes ending with one name.
+    """
+    unknown = sorted(set(renames) - set(class_folders))
+    if unknown:
+        raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
+                        "Use the folder names exactly as they are spelled.")
+    names = {folder: renames.get(folder, folder) for folder in class_folders}
+    for new in names.values():
+        if new.startswith(".") or new in SPLITS:
+            raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
+    clashes = Counter(names.values())
+    doubled = sorted(name for name, count in clashes.items() if count > 1)
+    if doubled:
+        owners = sorted(folder for folder, name in names.items() if name in doubled)
+        raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "
+                        "Give each class its own name.")
+    return names
 
 
 def read_split_classes(data_dir: Path, splits: Iterable[str] = SPLITS) -> dict[str, list[str]]:
@@ -119,3 +142,44 @@ def read_split_classes(data_dir: Path, splits: Iterable[str] = SPLITS) -> dict[s
             f"{data_dir} has none of the folders {', '.join(splits)}. Run DataSplitD1.py or DataSplitD2.py first."
         )
     return found
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One file of a prepared dataset; ``path`` is relative to DATA, e.g. ``train/REAL/0001.jpg``."""
+
+    split: str
+    class_name: str
+    path: str
+    sha256: str
+    source: str = ""
+
+    def key(self) -> tuple[str, str, str, str]:
+        """What makes two splits the same: where each file is and what it holds (not where it came from)."""
+        return self.split, self.class_name, self.path, self.sha256
+
+    def order(self) -> tuple[int, str, str]:
+        """The manifest's row order: split (train, validation, test), class, path."""
+        return SPLITS.index(self.split), self.class_name, self.path
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    """The rows of a ``manifest.csv``.
+
+    Raises:
+        UserError: if the file lacks the manifest's columns.
+    """
+    with open(path, newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        missing = [name for name in MANIFEST_FIELDS[:4] if name not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path} is not a manifest written by this project (no column {missing[0]!r}). "
+                            "Move it away and run the step again.")
+        return [ManifestRow(row["split"], row["class"], row["path"], row["sha256"], row.get("source") or "")
+                for row in reader]
+
+
+def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> bool:
+    """Writes ``rows`` to ``path`` atomically; returns False (and writes nothing) when it already holds them."""
+    return write_csv(path, MANIFEST_FIELDS,
+                     ((row.split, row.class_name, row.path, row.sha256, row.source) for row in rows))

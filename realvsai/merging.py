@@ -22,32 +22,29 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from realvsai.cli import format_table, progress
+from realvsai.cli import default_workers, format_table, progress
 from realvsai.errors import UserError
-from realvsai.files import Outcome, place_file, sha256_file
-from realvsai.layout import SPLITS, list_images, read_split_classes
-from realvsai.splitting import (
-    MANIFEST_NAME,
-    ManifestRow,
+from realvsai.files import (
+    Outcome,
     append_csv,
-    default_workers,
-    read_manifest,
+    free_name,
+    list_images,
+    map_in_threads,
+    place_file,
     read_verified,
-    write_manifest,
+    sha256_file,
     write_new,
 )
+from realvsai.layout import MANIFEST_NAME, SPLITS, ManifestRow, read_manifest, read_split_classes, write_manifest
 
 logger = logging.getLogger(__name__)
 
 REFUSED_NAME = "merge-refused.csv"
 REFUSED_FIELDS = ("merged_at", "source", "reason")
-_KEEP_FILE_BYTES = 1 << 20
-_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -182,20 +179,12 @@ def plan_merge(existing: Sequence[_File], incoming: Sequence[_File], into: Path)
             actions.append(_Action(file, "identical"))
             continue
         wanted = into / file.split / file.class_name / file.path.name
-        target = wanted if wanted not in names else _free_name(wanted, file.digest, names)
+        target = wanted if wanted not in names else free_name(
+            wanted, file.digest, lambda candidate: names.get(candidate, file.digest) == file.digest)
         names[target] = file.digest
         present[(file.split, file.class_name)].add(file.digest)
         actions.append(_Action(file, "add" if target == wanted else "rename", target))
     return actions
-
-
-def _free_name(wanted: Path, digest: str, names: dict[Path, str]) -> Path:
-    """``files.free_name``'s rule applied to the planned target, so a dry run names files as a real run does."""
-    for length in (8, 16, 64):
-        candidate = wanted.with_name(f"{wanted.stem}_{digest[:length]}{wanted.suffix}")
-        if names.get(candidate, digest) == digest:
-            return candidate
-    raise UserError(f"no free name for {wanted} in the target. Rename the clashing files and merge again.")
 
 
 def _apply(actions: Sequence[_Action], move: bool, report: MergeReport) -> list[tuple[Path, _File]]:
@@ -220,8 +209,8 @@ def _apply(actions: Sequence[_Action], move: bool, report: MergeReport) -> list[
                 report.added_counts[(action.file.split, action.file.class_name)] -= 1
                 continue
         else:
-            # A plain copy to a name planned free: one write under a temporary name, without the
-            # fsync per file that place_file does (~10 ms each here: hours for a large dataset).
+            # A plain copy to a name planned free: one read, checked against the sha256 the plan used
+            # (place_file would read the file twice), and written without replacing anything.
             target = action.target
             write_new(target, read_verified(source, action.file.digest))
         if move:
@@ -246,8 +235,7 @@ def _update_manifest(into: Path, existing: Sequence[_File], added: Sequence[tupl
     for target, file in added:
         relative = target.relative_to(into).as_posix()
         rows[relative] = ManifestRow(file.split, file.class_name, relative, file.digest, str(file.path.resolve()))
-    order = {split: index for index, split in enumerate(SPLITS)}
-    write_manifest(manifest, sorted(rows.values(), key=lambda row: (order[row.split], row.class_name, row.path)))
+    write_manifest(manifest, sorted(rows.values(), key=ManifestRow.order))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,12 +279,10 @@ def _list_dataset(root: Path) -> list[tuple[str, str, Path]]:
 
 
 def _hash_dataset(root: Path, workers: int, desc: str) -> list[_File]:
-    """Every image of ``root`` with its sha256; hashed in threads (file reads and hashlib release the GIL)."""
+    """Every image of ``root`` with its sha256."""
     listed = _list_dataset(root) if root.is_dir() else []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        digests = pool.map(sha256_file, (path for _, _, path in listed))
-        return [_File(split, class_name, path, digest)
-                for (split, class_name, path), digest in zip(listed, progress(digests, total=len(listed), desc=desc))]
+    digests = map_in_threads(lambda chunk: [sha256_file(path) for _, _, path in chunk], listed, workers, desc)
+    return [_File(split, class_name, path, digest) for (split, class_name, path), digest in zip(listed, digests)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from realvsai import images as image_io
 from realvsai.errors import UserError
-from realvsai.files import MAX_IMAGE_PIXELS, Outcome, free_name, place_file, sha256_file
-from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders, list_images
-from realvsai.splitting import append_csv
+from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.files import Outcome, append_csv, free_name, list_images, place_file, sha256_file
+from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders
 
 logger = logging.getLogger(__name__)
 

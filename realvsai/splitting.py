@@ -3,13 +3,13 @@
 Both split scripts (DataSplitD1.py, DataSplitD2.py) run the same steps:
 
 1. list SOURCE's files and sort them, so the order the file system lists them in never matters;
-2. read each file once, in parallel: its sha256 and a full decode check come from the same bytes;
+2. read each file once (``images.inspect_file``): its sha256 and a full decode check come from the same bytes;
 3. plan: cut each class with ``random.Random(seed)``; an exact duplicate (same sha256) follows its
    first copy, so no content ever sits in two splits; files that are not images, do not decode
    or are hidden are left out and listed in ``skipped.csv``;
 4. write ``manifest.csv`` (the plan: split, class, path, sha256, source), then place the files:
-   copy (one write of the bytes already read), move or hard-link, each file written under a
-   temporary name and renamed into place.
+   copy (one write of the bytes already read, by ``files.write_new``, which never replaces a
+   file), move or hard-link, in ``--workers`` threads.
 
 Because the manifest is written before the first file, re-running the same command finds the same
 plan, completes what is missing and leaves the rest alone: an interrupted split resumes, a finished
@@ -21,62 +21,49 @@ from __future__ import annotations
 
 import argparse
 import csv
-import errno
 import functools
-import hashlib
-import io
 import itertools
 import logging
-import multiprocessing
 import os
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from realvsai.cli import format_table, positive_int, progress
+from realvsai.cli import default_workers, format_table, positive_int, progress
+from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.files import MAX_IMAGE_PIXELS, atomic_write_text, image_problem, sha256_file
+from realvsai.files import COPY, LINK, MOVE, free_name, list_images, map_in_threads, place_new_files, write_csv
+from realvsai.images import inspect_file
 from realvsai.layout import (
-    IMAGE_EXTENSIONS,
+    MANIFEST_NAME,
     SPLITS,
     TEST,
     TRAIN,
     VALIDATION,
+    ManifestRow,
     find_child_folder,
     find_class_folders,
-    renamed,
+    find_train_test_root,
+    read_manifest,
+    rename_classes,
+    write_manifest,
 )
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MANIFEST_NAME = "manifest.csv"
 SKIPPED_NAME = "skipped.csv"
-MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source")
 SKIPPED_FIELDS = ("source", "reason")
-COPY, MOVE, LINK = "copy", "move", "link"
 MODES = (COPY, MOVE, LINK)
 
 # Files up to this size keep their bytes in memory between the scan and the copy (one read per
 # file); the total is capped so a large photo set is re-read (and re-verified) instead.
 _KEEP_FILE_BYTES = 1 << 20
 _KEEP_TOTAL_BYTES = 2 << 30
-# Below this many files a process pool costs more to start than it saves.
-_PARALLEL_MIN_FILES = 2000
-_CHUNK = 256
-
-
-def default_workers() -> int:
-    """The CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no sched_getaffinity
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -89,21 +76,6 @@ class SplitDefaults:
     seed: int = 42
     workers: int = field(default_factory=default_workers)
     max_pixels: int = MAX_IMAGE_PIXELS  # larger images are skipped: a guard against decompression bombs
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    """One file of a prepared dataset; ``path`` is relative to DATA, e.g. ``train/REAL/0001.jpg``."""
-
-    split: str
-    class_name: str
-    path: str
-    sha256: str
-    source: str = ""
-
-    def key(self) -> tuple[str, str, str, str]:
-        """What makes two splits the same: where each file is and what it holds (not where it came from)."""
-        return self.split, self.class_name, self.path, self.sha256
 
 
 @dataclass
@@ -169,26 +141,19 @@ def split_by_class(
     """Splits ``SOURCE/<Class>/<images>`` into train, validation and test, per class (DataSplitD1).
 
     Args:
-        source: a folder with one sub-folder per class.
-        out: where ``train/``, ``validation/``, ``test/`` and ``manifest.csv`` go.
         ratios: train, validation and test fractions; they must add up to 1.
-        seed: seeds the shuffle of each class.
         mode: ``"copy"`` (SOURCE untouched), ``"move"`` or ``"link"`` (hard links).
-        renames: class folder name -> class name in the output.
+        renames: class folder name -> class name in the output (``--rename``).
         overwrite: move an existing, different split in ``out`` aside instead of refusing.
-        workers: processes for reading and checking files (default: all cores).
+        workers: threads that read, check and place files (default: all cores).
         max_pixels: images with more pixels are skipped (a guard against decompression bombs).
-
-    Returns:
-        What was placed, skipped and counted.
 
     Raises:
         UserError: for bad ratios, a wrong layout, an unknown --rename, or an output that holds a
             different split.
     """
     fractions = check_ratios(ratios)
-    source = _existing_folder(source, "SOURCE")
-    _check_mode(mode)
+    source = _check_source(source, mode)
     out = _check_out(out, source)
     class_folders = find_class_folders(source)
     if {name.lower() for name in class_folders} >= {TRAIN, TEST}:
@@ -196,7 +161,7 @@ def split_by_class(
             f"{source} holds train/ and test/ folders, not one folder per class. "
             "Use DataSplitD2.py for a dataset that comes already split into train and test."
         )
-    class_names = _renamed_classes(class_folders, renames or {}, source)
+    class_names = rename_classes(class_folders, renames or {}, source)
 
     def locate(key: str) -> tuple[str, str, str] | None:
         parts = key.split("/")
@@ -241,8 +206,7 @@ def split_train_test(
     """
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
-    source = find_train_test_root(_existing_folder(source, "SOURCE"))
-    _check_mode(mode)
+    source = find_train_test_root(_check_source(source, mode))
     group_dirs = {TRAIN: find_child_folder(source, TRAIN), TEST: find_child_folder(source, TEST)}
     train_classes, test_classes = (find_class_folders(group_dirs[group]) for group in (TRAIN, TEST))
     if train_classes != test_classes:
@@ -250,7 +214,7 @@ def split_train_test(
             f"{group_dirs[TRAIN]} has class folders {train_classes}, but {group_dirs[TEST]} has {test_classes}. "
             "Train and test need the same classes: rename or remove folders so they match."
         )
-    class_names = _renamed_classes(train_classes, renames or {}, source)
+    class_names = rename_classes(train_classes, renames or {}, source)
     out = _check_out(out, source)
     group_names = {group_dirs[group].name: group for group in group_dirs}
 
@@ -277,37 +241,6 @@ def split_train_test(
     folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in train_classes]
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
                       max_pixels=max_pixels)
-
-
-def find_train_test_root(source: Path) -> Path:
-    """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does.
-
-    Raises:
-        UserError: when neither ``source`` nor exactly one of its sub-folders holds both.
-    """
-    train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
-    if train and test:
-        return source
-    if train or test:
-        found, missing = (train, TEST) if train else (test, TRAIN)
-        raise UserError(f"{source} has {found.name}/ but no {missing}/ folder. DataSplitD2.py needs both train/ "
-                        "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
-    candidates = [
-        child for child in sorted(source.iterdir())
-        if child.is_dir() and not child.name.startswith(".")
-        and find_child_folder(child, TRAIN) and find_child_folder(child, TEST)
-    ]
-    if len(candidates) == 1:
-        logger.info("using %s (the dataset folder inside %s)", candidates[0], source)
-        return candidates[0]
-    if candidates:
-        raise UserError(f"{source} holds several datasets with train/ and test/: {[c.name for c in candidates]}. "
-                        "Pass the one to split as SOURCE.")
-    folders = sorted(child.name for child in source.iterdir() if child.is_dir() and not child.name.startswith("."))
-    raise UserError(
-        f"{source} has no train/ and test/ folders (it holds {folders or 'no folders'}). DataSplitD2.py expects "
-        "SOURCE/train/<Class>/ and SOURCE/test/<Class>/ (e.g. CIFAKE); for one folder per class, use DataSplitD1.py."
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,20 +302,16 @@ def _assign(items: Sequence[_Item], fractions: Mapping[str, float], seed: int) -
 def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, str, _Item]]:
     """(split, name, item) with unique names per split and class (ignoring letter case, for macOS and Windows).
 
-    Names only collide when sub-folders were flattened; the later file (in key order) gets the
-    content-derived name ``stem_<sha256[:8]>.ext``, the same rule as ``files.free_name``.
+    Names only collide when sub-folders were flattened; the later file (in key order) gets
+    ``files.free_name``'s content-derived name ``stem_<sha256[:8]>.ext``.
     """
     taken: set[tuple[str, str, str]] = set()
     result = []
     for split, item in sorted(placements, key=lambda placement: placement[1].key):
         name = item.name
         if (split, item.class_name, name.casefold()) in taken:
-            stem, suffix = os.path.splitext(item.name)
-            options = itertools.chain(
-                (f"{stem}_{item.digest[:length]}{suffix}" for length in (8, 16, 64)),
-                (f"{stem}_{item.digest[:8]}_{number}{suffix}" for number in itertools.count(2)),
-            )
-            name = next(option for option in options if (split, item.class_name, option.casefold()) not in taken)
+            name = free_name(Path(name), item.digest,
+                             lambda path: (split, item.class_name, path.name.casefold()) not in taken).name
         taken.add((split, item.class_name, name.casefold()))
         result.append((split, name, item))
     return result
@@ -416,8 +345,8 @@ def _run_split(
     if mode == LINK and cross_device:
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
                         "ones. Drop --link to copy, or choose an --out on the same disk.")
-    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers or default_workers(),
-          max_pixels=max_pixels)
+    workers = workers or default_workers()
+    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers, max_pixels=max_pixels)
 
     unreadable = [item for item in items if item.problem is not None]
     usable = sorted((item for item in items if item.problem is None), key=lambda item: item.key)
@@ -425,7 +354,7 @@ def _run_split(
     placed = sorted(
         ((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest, item.source), item)
          for split, name, item in _target_names(placements)),
-        key=lambda pair: _row_order(pair[0]),
+        key=lambda pair: pair[0].order(),
     )
     rows = [row for row, _ in placed]
     report.num_images = len(items)
@@ -439,14 +368,10 @@ def _run_split(
         _follow_moved_aside(items, out, report.moved_aside)
     write_manifest(out / MANIFEST_NAME, rows)
     write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped)
-    report.num_written, report.num_in_place = _place([(out / row.path, item) for row, item in placed], mode,
-                                                     cross_device)
+    report.num_written, report.num_in_place = place_new_files([(out / row.path, item) for row, item in placed],
+                                                              mode, cross_device, workers)
     _log_problems(report)
     return report
-
-
-def _row_order(row: ManifestRow) -> tuple[int, str, str]:
-    return SPLITS.index(row.split), row.class_name, row.path
 
 
 def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_Item]) -> None:
@@ -462,48 +387,17 @@ def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_It
 def _list_items(
     root: Path, class_dirs: Sequence[Path], locate: Callable[[str], tuple[str, str, str] | None]
 ) -> tuple[list[_Item], list[tuple[str, str]]]:
-    """The image files under ``class_dirs`` (recursively), and the other files with why they are skipped.
-
-    Hidden files and folders are left out, and listed too: a ``.cat.jpg`` is as easy to miss as a ``cat.txt``.
-    """
-    items, not_images = [], []
+    """The image files under ``class_dirs`` (recursively), and the other files with why they are skipped."""
+    items, skipped = [], []
     prefix = len(str(root)) + 1
-    extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
     for folder in progress(class_dirs, desc="listing", unit="folder"):
-        hidden: list[tuple[str, bool]] = []
-        for path in _walk(str(root / folder.resolve().relative_to(root)), hidden):
-            key = path[prefix:].replace(os.sep, "/")
-            located = locate(key)
-            if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS or located is None:
-                not_images.append((path, f"not an image file (image names end in {extensions})"))
-                continue
-            items.append(_Item(key, *located, path, path))
-        not_images.extend((path, "hidden folder (names starting with '.' are left out; its files are not read)"
-                           if is_folder else "hidden file (names starting with '.' are left out)")
-                          for path, is_folder in hidden)
-    return items, not_images
-
-
-def _walk(folder: str, hidden: list[tuple[str, bool]] | None = None) -> Iterator[str]:
-    """Visible files below ``folder``; hidden files and folders (``.DS_Store``, ``._x.jpg``) are left out.
-
-    When ``hidden`` is given, each hidden entry left out is added to it as (path, is a folder).
-
-    ``os.scandir`` knows each entry's type from the directory listing itself, so this costs one
-    system call per folder rather than one ``stat`` per file as ``layout.list_images`` does (0.03 s
-    against 0.8 s for a folder of 45,000 CIFAKE images). It also sees the non-image files, which
-    are reported rather than silently left out.
-    """
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                if hidden is not None:
-                    hidden.append((entry.path, entry.is_dir()))
-                continue
-            if entry.is_dir():
-                yield from _walk(entry.path, hidden)
-            elif entry.is_file():
-                yield entry.path
+        for path in map(str, list_images(root / folder.resolve().relative_to(root), recursive=True, skipped=skipped)):
+            located = locate(path[prefix:].replace(os.sep, "/"))
+            if located is None:  # an image at the wrong depth, e.g. directly in a train/ folder
+                skipped.append((path, f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"))
+            else:
+                items.append(_Item(path[prefix:].replace(os.sep, "/"), *located, path, path))
+    return items, skipped
 
 
 def _moved_items(
@@ -536,64 +430,19 @@ def _follow_moved_aside(items: Sequence[_Item], out: Path, aside: Path) -> None:
 
 
 def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-    """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once.
-
-    Reading, hashing and decoding run in worker processes: Pillow parses image headers in Python,
-    so threads would wait on the GIL for most of the time a small JPEG takes.
-    """
-    paths = [item.read_from for item in items]
-    chunks = [paths[start:start + _CHUNK] for start in range(0, len(paths), _CHUNK)]
-    kept = 0
+    """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once."""
     inspect = functools.partial(_inspect_chunk, max_pixels=max_pixels)
-    results = _map_chunks(inspect, chunks, keep_bytes, workers if len(paths) >= _PARALLEL_MIN_FILES else 1)
-    for item, (digest, problem, data) in zip(items, progress(results, total=len(items), desc="checking")):
+    kept = 0  # small files keep their bytes for the copy (one read per file), up to a total
+    for item, (data, digest, problem) in zip(items, map_in_threads(inspect, [item.read_from for item in items],
+                                                                   workers, "checking")):
         item.digest, item.problem = digest, problem
-        if data is not None and kept + len(data) <= _KEEP_TOTAL_BYTES:
+        if keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES and kept + len(data) <= _KEEP_TOTAL_BYTES:
             item.data = data
             kept += len(data)
 
 
-def _map_chunks(function: Callable, chunks: Sequence[list[str]], keep_bytes: bool, workers: int) -> Iterator:
-    """``function(chunk, keep_bytes)`` for each chunk, in order, flattened; in worker processes when ``workers > 1``."""
-    if workers <= 1:
-        for chunk in chunks:
-            yield from function(chunk, keep_bytes)
-        return
-    # "forkserver" rather than "fork": the progress bars run a monitor thread, and forking a
-    # process with threads may deadlock. Workers start once per run, in a fraction of a second.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for results in pool.map(function, chunks, itertools.repeat(keep_bytes)):
-            yield from results
-
-
-class _NamedBytes(io.BytesIO):
-    """In-memory file bytes that Pillow's error messages name by the file's name, not a memory address."""
-
-    def __init__(self, data: bytes, name: str):
-        super().__init__(data)
-        self.name = name
-
-    def __repr__(self) -> str:
-        return repr(self.name)
-
-
-def _inspect_chunk(paths: Sequence[str], keep_bytes: bool, max_pixels: int = MAX_IMAGE_PIXELS
-                   ) -> list[tuple[str | None, str | None, bytes | None]]:
-    """(sha256, problem, bytes or None) per path, from one read of each file. Runs in a worker process."""
-    results = []
-    for path in paths:
-        try:
-            with open(path, "rb") as stream:
-                data = stream.read()
-        except OSError as error:
-            results.append((None, f"cannot be read ({error.strerror or error})", None))
-            continue
-        problem = image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
-        keep = keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES
-        results.append((hashlib.sha256(data).hexdigest(), problem, data if keep else None))
-    return results
+def _inspect_chunk(paths: Sequence[str], max_pixels: int) -> list[tuple]:
+    return [inspect_file(path, max_pixels) for path in paths]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -631,7 +480,7 @@ def _existing_split_files(out: Path) -> Iterator[str]:
     for split in SPLITS:
         if (out / split).is_dir():
             prefix = len(str(out)) + 1
-            yield from (path[prefix:].replace(os.sep, "/") for path in _walk(str(out / split)))
+            yield from (str(path)[prefix:].replace(os.sep, "/") for path in list_images(out / split, recursive=True))
 
 
 def _move_aside(out: Path) -> Path:
@@ -649,103 +498,6 @@ def _move_aside(out: Path) -> Path:
     return aside
 
 
-def _place(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> tuple[int, int]:
-    """Puts each item at its target; returns (written, already in place).
-
-    Threads suffice here: creating, writing and renaming files are system calls that release the GIL.
-    A few keep the disk busy; many more mostly wait on the class folders' directory locks.
-    """
-    for folder in sorted({target.parent for target, _ in jobs}):
-        folder.mkdir(parents=True, exist_ok=True)
-    chunks = [jobs[start:start + _CHUNK] for start in range(0, len(jobs), _CHUNK)]
-    written = in_place = 0
-    with ThreadPoolExecutor(max_workers=min(8, default_workers())) as pool:
-        futures = [pool.submit(_place_chunk, chunk, mode, cross_device) for chunk in chunks]
-        bar = progress(futures, total=len(jobs), desc={COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
-        try:
-            for future in futures:
-                chunk_written, chunk_in_place = future.result()
-                written, in_place = written + chunk_written, in_place + chunk_in_place
-                bar.update(chunk_written + chunk_in_place)
-        except BaseException:
-            for future in futures:  # stop at the first error (or Ctrl-C) instead of placing the rest
-                future.cancel()
-            raise
-        finally:
-            bar.close()
-    return written, in_place
-
-
-def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> tuple[int, int]:
-    written = in_place = 0
-    for target, item in jobs:
-        target_text = str(target)
-        if os.path.lexists(target_text):
-            if not _holds(target_text, item):
-                raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
-                                "overwritten. Move that file away (or delete it if it is a broken copy) and run "
-                                "the same command again.")
-            in_place += 1
-            continue
-        try:
-            if mode == LINK:
-                os.link(item.read_from, target_text)
-            elif mode == MOVE and not cross_device:
-                os.rename(item.read_from, target_text)  # the target was checked free just above
-            else:
-                write_new(target_text, item.data if item.data is not None else read_verified(item.read_from,
-                                                                                             item.digest))
-                if mode == MOVE:
-                    os.unlink(item.read_from)
-        except OSError as error:
-            if mode == LINK and error.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise UserError(f"cannot hard-link {item.read_from} to {target} ({error.strerror}). --link needs "
-                                "SOURCE and --out on one file system that supports hard links; drop --link to copy.")\
-                    from error
-            raise
-        item.data = None  # free the memory as soon as the file is out
-        written += 1
-    return written, in_place
-
-
-def _holds(target: str, item: _Item) -> bool:
-    try:
-        if os.path.samefile(target, item.read_from):
-            return True
-    except OSError:
-        pass
-    return os.path.isfile(target) and sha256_file(Path(target)) == item.digest
-
-
-def write_new(target: str | Path, data: bytes) -> None:
-    """Writes ``data`` under a temporary name beside ``target``, then renames it into place.
-
-    An interrupted run leaves at most a hidden ``.name.tmp`` file, never a half-written image under
-    the real name. There is no fsync per file: for a hundred thousand small images it would cost
-    far more than the copy itself (``files.atomic_copy`` takes ~10 ms a file on a busy disk). Only a
-    power cut can then leave a short file, and a re-run, which checks each file's sha256, reports it.
-    Callers check beforehand that ``target`` is free.
-    """
-    folder, name = os.path.split(os.fspath(target))
-    temporary = os.path.join(folder, f".{name}.tmp")
-    with open(temporary, "wb") as stream:
-        stream.write(data)
-    os.replace(temporary, target)
-
-
-def read_verified(path: str | Path, digest: str) -> bytes:
-    """The bytes of ``path``, checked against the ``digest`` read before.
-
-    Raises:
-        UserError: if the file changed since it was read.
-    """
-    with open(path, "rb") as stream:
-        data = stream.read()
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise UserError(f"{path} changed while it was being copied. Run the same command again.")
-    return data
-
-
 def _cross_device(source: Path, out: Path) -> bool:
     """True when ``out`` (or its nearest existing parent) is on another file system than ``source``."""
     existing = out.resolve()
@@ -754,43 +506,12 @@ def _cross_device(source: Path, out: Path) -> bool:
     return os.stat(source).st_dev != os.stat(existing).st_dev
 
 
-# ----------------------------------------------------------------------------------------------
-# Checks of the user's input
-
-
-def _existing_folder(path: Path, what: str) -> Path:
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{what} {path} is not an existing folder. Check the path.")
-    return path
-
-
-def _check_mode(mode: str) -> None:
+def _check_source(source: Path, mode: str) -> Path:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-
-
-def _renamed_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
-    """Class folder -> output class name, after checking the --rename pairs.
-
-    Raises:
-        UserError: for an OLD that is not a class folder, or two classes ending with one name.
-    """
-    unknown = sorted(set(renames) - set(class_folders))
-    if unknown:
-        raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
-                        "Use the folder names exactly as they are spelled.")
-    names = {folder: renamed(folder, renames) for folder in class_folders}
-    for new in names.values():
-        if new.startswith(".") or new in SPLITS:
-            raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
-    clashes = Counter(names.values())
-    doubled = sorted(name for name, count in clashes.items() if count > 1)
-    if doubled:
-        owners = sorted(folder for folder, name in names.items() if name in doubled)
-        raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "
-                        "Give each class its own name.")
-    return names
+    if not Path(source).is_dir():
+        raise UserError(f"SOURCE {source} is not an existing folder. Check the path.")
+    return Path(source)
 
 
 def _check_out(out: Path, source: Path) -> Path:
@@ -809,55 +530,7 @@ def _check_out(out: Path, source: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------
-# Manifest and skipped list
-
-
-def read_manifest(path: Path) -> list[ManifestRow]:
-    """The rows of a ``manifest.csv``.
-
-    Raises:
-        UserError: if the file lacks the manifest's columns.
-    """
-    with open(path, newline="", encoding="utf-8") as stream:
-        reader = csv.DictReader(stream)
-        missing = [name for name in MANIFEST_FIELDS[:4] if name not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path} is not a manifest written by this project (no column {missing[0]!r}). "
-                            "Move it away and run the step again.")
-        return [ManifestRow(row["split"], row["class"], row["path"], row["sha256"], row.get("source") or "")
-                for row in reader]
-
-
-def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> bool:
-    """Writes ``rows`` to ``path`` atomically; returns False (and writes nothing) when it already holds them."""
-    return write_csv(path, MANIFEST_FIELDS,
-                      ((row.split, row.class_name, row.path, row.sha256, row.source) for row in rows))
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> bool:
-    """Writes a CSV atomically; returns False (and writes nothing) when ``path`` already holds exactly that."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    text = buffer.getvalue()
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False  # a re-run leaves an identical file untouched, its time stamp included
-    atomic_write_text(path, text)
-    return True
-
-
-def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Adds ``rows`` to the CSV at ``path`` (created when missing), keeping every row already there.
-
-    The file is rewritten atomically, so an interruption leaves the old list or the new one. Rows
-    of an older file with other columns keep their values under the columns ``header`` shares.
-    """
-    old_rows = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as stream:
-            old_rows = [[row.get(name) or "" for name in header] for row in csv.DictReader(stream)]
-    write_csv(path, header, [*old_rows, *rows])
+# The scripts' options and report
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:
@@ -876,13 +549,9 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
     parser.add_argument("--overwrite", action="store_true",
                         help="if --out holds a different split, move it aside into OUT/previous-split-<time>/")
     parser.add_argument("--workers", type=positive_int, default=defaults.workers,
-                        help="processes that read and check the images")
+                        help="threads that read, check and place the images")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
                         help="images with more pixels are skipped and listed (a guard against decompression bombs)")
-
-
-# ----------------------------------------------------------------------------------------------
-# Reporting
 
 
 def _log_problems(report: SplitReport) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -41,6 +44,16 @@ def write_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format=fmt or ("JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None))
     return path
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` but holds no pixel data: a bomb that costs nothing to make."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 @pytest.fixture
@@ -91,3 +104,22 @@ def run_script(script: str, *args: str, cwd: Path | None = None, input_text: str
         timeout=timeout,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)},
     )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file below ``folder`` with its sha256, modification time and inode: an equal snapshot
+    means nothing was rewritten, replaced or changed."""
+    return {path.relative_to(folder).as_posix(): (sha256(path), path.stat().st_mtime_ns, path.stat().st_ino)
+            for path in sorted(Path(folder).rglob("*")) if path.is_file()}
+
+
+def one_error_line(process: subprocess.CompletedProcess) -> str:
+    """The single ``error: ...`` line a failed script prints, after checking it exited 1 with just that."""
+    assert process.returncode == 1, process.stdout + process.stderr
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), process.stderr
+    return lines[0]

@@ -6,7 +6,7 @@ import errno
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_script
+from conftest import REPO, one_error_line, run_script
 
 from realvsai import deleting
 from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
@@ -149,12 +149,6 @@ def outside_tree(tmp_path) -> Path:
     (folder / "sub" / "a.bin").write_bytes(b"x" * 2048)
     (folder / "b.txt").write_text("b")
     return folder
-
-
-def one_error_line(finished) -> str:
-    assert finished.returncode == 1, finished.stdout + finished.stderr
-    assert finished.stderr.startswith("error: ") and finished.stderr.count("\n") == 1, finished.stderr
-    return finished.stderr
 
 
 @pytest.mark.parametrize("path", ["/", str(REPO), str(REPO.parent), "."])

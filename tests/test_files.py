@@ -1,77 +1,74 @@
-"""Tests for realvsai.files: image checks, collision-safe placing, atomic writes, path containment."""
+"""Tests for realvsai.files: listing, collision-safe placing, atomic writes, path containment."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
 import os
-import struct
-import zlib
+import random
 from pathlib import Path
 
 import pytest
 from conftest import write_image
-from PIL import Image
 
 from realvsai import files
 from realvsai.files import (
-    MAX_IMAGE_PIXELS,
     Outcome,
     atomic_write,
     atomic_write_text,
     ensure_inside,
     human_bytes,
-    image_problem,
+    is_image_file,
+    list_images,
     place_file,
     sha256_file,
 )
 
 
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG that declares ``width`` x ``height`` but holds no pixel data: a bomb that costs nothing to make."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
-                     + chunk(b"IEND", b""))
-    return path
+# ---- list_images ---------------------------------------------------------------------------------
 
 
-# ---- image_problem --------------------------------------------------------------------------------
+def test_list_images_accepts_extensions_in_any_case(tmp_path):
+    for name in ("a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.bmp"):
+        write_image(tmp_path / name, seed=len(name), fmt="PNG")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "no_suffix").write_bytes(b"x")
+    assert [path.name for path in list_images(tmp_path)] == ["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.bmp"]
 
 
-@pytest.mark.parametrize("name", ["good.png", "good.jpg"])
-def test_image_problem_accepts_a_good_image(tmp_path, name):
-    assert image_problem(write_image(tmp_path / name, seed=1)) is None
+def test_list_images_skips_hidden_files_and_hidden_folders(tmp_path):
+    write_image(tmp_path / "visible.png", seed=1)
+    write_image(tmp_path / "._visible.png", seed=2)  # macOS resource fork
+    write_image(tmp_path / ".cache" / "inside.png", seed=3)
+    write_image(tmp_path / "sub" / "deep.png", seed=4)
+    assert list_images(tmp_path) == [tmp_path / "visible.png"]
+    assert list_images(tmp_path, recursive=True) == [tmp_path / "sub" / "deep.png", tmp_path / "visible.png"]
 
 
-@pytest.mark.parametrize("kind", ["truncated", "empty", "text"])
-def test_image_problem_names_a_broken_file(tmp_path, bad_files, kind):
-    problem = image_problem(bad_files(tmp_path)[kind])
-    assert problem is not None and "not a readable image" in problem
+def test_list_images_reports_what_it_leaves_out(tmp_path):
+    write_image(tmp_path / "visible.png", seed=1)
+    write_image(tmp_path / ".hidden.png", seed=2)
+    write_image(tmp_path / ".cache" / "inside.png", seed=3)
+    (tmp_path / "notes.txt").write_text("not an image")
+    skipped = []
+    assert list_images(tmp_path, recursive=True, skipped=skipped) == [tmp_path / "visible.png"]
+    reasons = {Path(path).name: reason for path, reason in skipped}
+    assert sorted(reasons) == [".cache", ".hidden.png", "notes.txt"]
+    assert reasons[".cache"].startswith("hidden folder") and reasons[".hidden.png"].startswith("hidden file")
+    assert reasons["notes.txt"].startswith("not an image file")
 
 
-def test_image_problem_refuses_huge_dimensions_with_the_projects_limit_and_flag(tmp_path):
-    problem = image_problem(png_header_only(tmp_path / "bomb.png", 30_000, 30_000))  # beyond Pillow's refusal too
-    assert problem is not None and "30000x30000" in problem
-    assert f"{MAX_IMAGE_PIXELS:,}" in problem and "--max-pixels" in problem and "178,956,970" not in problem
+def test_list_images_is_sorted(tmp_path):
+    for name in ("c.png", "a.png", "b.png", "10.png", "2.png"):
+        write_image(tmp_path / name, seed=0)
+    names = [path.name for path in list_images(tmp_path)]
+    assert names == sorted(names) == ["10.png", "2.png", "a.png", "b.png", "c.png"]
 
 
-def test_image_problem_applies_its_pixel_limit(tmp_path):
-    problem = image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=1000)
-    assert problem is not None and problem.startswith("64x64 pixels is more than the limit of 1,000 pixels")
-    assert "--max-pixels" in problem
-
-
-def test_image_problem_honours_a_limit_above_pillows_own(tmp_path, monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses above twice this
-    assert image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=10_000) is None
-
-
-def test_image_problem_of_a_missing_file(tmp_path):
-    assert image_problem(tmp_path / "missing.png") == "file not found"
+def test_list_images_skips_folders_named_like_images(tmp_path):
+    (tmp_path / "album.jpg").mkdir()
+    assert list_images(tmp_path) == []
+    assert not is_image_file(tmp_path / "album.jpg")
 
 
 # ---- place_file ------------------------------------------------------------------------------------
@@ -208,7 +205,7 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
 
 
 def test_sha256_file_matches_hashlib(tmp_path):
-    data = os.urandom(3 * 1024 * 1024 + 5)  # more than one read chunk
+    data = random.Random(0).randbytes(3 * 1024 * 1024 + 5)  # more than one read chunk, the same every run
     assert sha256_file(write(tmp_path / "blob", data)) == hashlib.sha256(data).hexdigest()
 
 

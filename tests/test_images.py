@@ -1,13 +1,12 @@
-"""realvsai.images: every image a user has becomes upright RGB uint8, or one clear error."""
+"""realvsai.images: the one check of "is this a usable image", and every image a user has as upright RGB uint8."""
 
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from conftest import png_header_only, write_image
 from PIL import Image
 
 from realvsai import images
@@ -80,17 +79,14 @@ def test_ordinary_jpeg_takes_the_tensorflow_route():
     assert (header.width, header.height, header.needs_pil) == (7, 5, False)
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` but holds no pixel data: a bomb that costs nothing to make."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+def problem_as_error(data: bytes) -> None:
+    """``image_problem`` with its answer raised, so one test covers all three readers."""
+    problem = images.image_problem(io.BytesIO(data))
+    if problem:
+        raise images.ImageDecodeError(problem)
 
 
-@pytest.mark.parametrize("read", [images.read_header, images.load_rgb])
+@pytest.mark.parametrize("read", [images.read_header, images.load_rgb, problem_as_error])
 def test_a_far_too_large_image_is_refused_with_the_projects_limit_and_flag(read):
     with pytest.raises(images.ImageDecodeError) as raised:
         read(png_header_only(30_000, 30_000))  # beyond Pillow's own refusal too
@@ -118,3 +114,32 @@ def test_error_for_uploaded_bytes_does_not_show_python_object_names():
         images.load_rgb(b"plain text")
 
     assert "object at 0x" not in str(raised.value)
+
+
+# ---- image_problem: the check the split and augmentation scripts run on every file ----------------
+
+
+@pytest.mark.parametrize("name", ["good.png", "good.jpg"])
+def test_image_problem_accepts_a_good_image(tmp_path, name):
+    assert images.image_problem(write_image(tmp_path / name, seed=1)) is None
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text"])
+def test_image_problem_names_a_broken_file(tmp_path, bad_files, kind):
+    problem = images.image_problem(bad_files(tmp_path)[kind])
+    assert problem is not None and "not a readable image" in problem
+
+
+def test_image_problem_applies_its_pixel_limit(tmp_path):
+    problem = images.image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=1000)
+    assert problem is not None and problem.startswith("64x64 pixels is more than the limit of 1,000 pixels")
+    assert "--max-pixels" in problem
+
+
+def test_image_problem_honours_a_limit_above_pillows_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses above twice this
+    assert images.image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=10_000) is None
+
+
+def test_image_problem_of_a_missing_file(tmp_path):
+    assert images.image_problem(tmp_path / "missing.png") == "file not found"

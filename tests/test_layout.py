@@ -1,4 +1,4 @@
-"""Tests for realvsai.layout: listing images, class folders, split folders and --rename pairs."""
+"""Tests for realvsai.layout: class folders, split folders and --rename pairs."""
 
 from __future__ import annotations
 
@@ -9,42 +9,9 @@ from realvsai.errors import UserError
 from realvsai.layout import (
     find_child_folder,
     find_class_folders,
-    is_image_file,
-    list_images,
     parse_renames,
     read_split_classes,
-    renamed,
 )
-
-
-def test_list_images_accepts_extensions_in_any_case(tmp_path):
-    for name in ("a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.bmp"):
-        write_image(tmp_path / name, seed=len(name), fmt="PNG")
-    (tmp_path / "notes.txt").write_text("not an image")
-    (tmp_path / "no_suffix").write_bytes(b"x")
-    assert [path.name for path in list_images(tmp_path)] == ["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.bmp"]
-
-
-def test_list_images_skips_hidden_files_and_hidden_folders(tmp_path):
-    write_image(tmp_path / "visible.png", seed=1)
-    write_image(tmp_path / "._visible.png", seed=2)  # macOS resource fork
-    write_image(tmp_path / ".cache" / "inside.png", seed=3)
-    write_image(tmp_path / "sub" / "deep.png", seed=4)
-    assert list_images(tmp_path) == [tmp_path / "visible.png"]
-    assert list_images(tmp_path, recursive=True) == [tmp_path / "sub" / "deep.png", tmp_path / "visible.png"]
-
-
-def test_list_images_is_sorted(tmp_path):
-    for name in ("c.png", "a.png", "b.png", "10.png", "2.png"):
-        write_image(tmp_path / name, seed=0)
-    names = [path.name for path in list_images(tmp_path)]
-    assert names == sorted(names) == ["10.png", "2.png", "a.png", "b.png", "c.png"]
-
-
-def test_list_images_skips_folders_named_like_images(tmp_path):
-    (tmp_path / "album.jpg").mkdir()
-    assert list_images(tmp_path) == []
-    assert not is_image_file(tmp_path / "album.jpg")
 
 
 def test_find_class_folders_returns_sorted_visible_folders(tmp_path):
@@ -89,7 +56,6 @@ def test_find_child_folder_refuses_two_folders_differing_by_case(tmp_path):
 def test_parse_renames_builds_the_mapping():
     mapping = parse_renames(["RealArt=Real", " GeneratedArt = Fake "])
     assert mapping == {"RealArt": "Real", "GeneratedArt": "Fake"}
-    assert renamed("RealArt", mapping) == "Real" and renamed("Other", mapping) == "Other"
 
 
 @pytest.mark.parametrize("pair", ["RealArt", "=Real", "RealArt=", "RealArt=a/b", "RealArt=a\\b"])

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from conftest import sha256, snapshot, write_image
 
 from realvsai.errors import UserError
 from realvsai.merging import merge_datasets
-from realvsai.splitting import read_manifest, split_by_class
+from realvsai.layout import read_manifest
+from realvsai.splitting import split_by_class
 
 
 def make_split(root: Path, counts: dict[tuple[str, str], int], seed: int) -> Path:
@@ -25,17 +25,8 @@ def make_split(root: Path, counts: dict[tuple[str, str], int], seed: int) -> Pat
     return root
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def images(root: Path) -> list[Path]:
     return sorted(root.glob("*/*/*.png"))
-
-
-def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
-    return {path.relative_to(folder).as_posix(): (sha256(path), path.stat().st_mtime_ns)
-            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 COUNTS = {("train", "REAL"): 4, ("train", "FAKE"): 4, ("test", "REAL"): 2, ("test", "FAKE"): 2}

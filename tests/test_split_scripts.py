@@ -8,22 +8,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATASETS, run_script, write_image
+from conftest import SHARED_DATASETS, one_error_line, run_script, write_image
 
 import DataMerger
 import DataSplitD1
 import DataSplitD2
-from realvsai.splitting import read_manifest
+from realvsai.layout import read_manifest
 
 CIFAKE_MINI = SHARED_DATASETS / "cifake-mini"
-
-
-def one_error_line(process) -> str:
-    """The single ``error: ...`` line a failed script prints, after checking there is just that."""
-    lines = process.stderr.strip().splitlines()
-    assert len(lines) == 1, process.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def test_datasplitd1_main_prints_the_table_of_renamed_classes(tmp_path, make_class_folder, capsys):
@@ -60,7 +52,6 @@ def test_datasplitd1_max_pixels_sets_the_limit_its_skipped_list_names(tmp_path, 
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
 def test_a_missing_source_exits_1_with_one_line(script, tmp_path):
     process = run_script(script, tmp_path / "no_such_folder", "--out", tmp_path / "data")
-    assert process.returncode == 1
     assert "no_such_folder is not an existing folder" in one_error_line(process)
     assert not (tmp_path / "data").exists()
 
@@ -68,7 +59,6 @@ def test_a_missing_source_exits_1_with_one_line(script, tmp_path):
 def test_datasplitd2_on_a_folder_per_class_layout_exits_1_with_one_line(tmp_path, make_class_folder):
     source = make_class_folder(tmp_path / "art", {"RealArt": 2, "GeneratedArt": 2})
     process = run_script("DataSplitD2.py", source, "--out", tmp_path / "data")
-    assert process.returncode == 1
     line = one_error_line(process)
     assert "no train/ and test/" in line and "DataSplitD1.py" in line
 
@@ -77,14 +67,12 @@ def test_datasplitd1_on_a_folder_without_class_folders_exits_1_with_one_line(tmp
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "photo.jpg").write_bytes(b"")
     process = run_script("DataSplitD1.py", tmp_path / "flat", "--out", tmp_path / "data")
-    assert process.returncode == 1
     assert "no class folders" in one_error_line(process)
 
 
 def test_ratios_that_do_not_add_up_exit_1_with_one_line(tmp_path, make_class_folder):
     source = make_class_folder(tmp_path / "art", {"A": 2, "B": 2})
     process = run_script("DataSplitD1.py", source, "--out", tmp_path / "data", "--ratios", "0.8", "0.2", "0.2")
-    assert process.returncode == 1
     assert "add up to 1.2, not 1" in one_error_line(process)
 
 
@@ -97,7 +85,6 @@ def test_move_and_link_together_are_bad_usage(tmp_path, make_class_folder):
 
 def test_datamerger_with_a_missing_source_exits_1_with_one_line(tmp_path):
     process = run_script("DataMerger.py", tmp_path / "nowhere", "--into", tmp_path / "merged")
-    assert process.returncode == 1
     assert "nowhere is not an existing folder" in one_error_line(process)
 
 
@@ -105,7 +92,6 @@ def test_datamerger_with_mismatched_classes_exits_1_with_one_line(tmp_path, make
     make_class_folder(tmp_path / "a" / "train", {"REAL": 1, "FAKE": 1})
     make_class_folder(tmp_path / "b" / "train", {"Real": 1, "Fake": 1})
     process = run_script("DataMerger.py", tmp_path / "a", tmp_path / "b", "--into", tmp_path / "merged")
-    assert process.returncode == 1
     assert "--rename" in one_error_line(process)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import random
 import shutil
@@ -12,14 +11,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from conftest import sha256, snapshot, write_image
 
-from realvsai import splitting
+from realvsai import files, splitting
 from realvsai.errors import UserError
+from realvsai.layout import find_train_test_root, read_manifest
 from realvsai.splitting import (
     check_ratios,
-    find_train_test_root,
-    read_manifest,
     split_by_class,
     split_files,
     split_train_test,
@@ -30,19 +28,9 @@ def manifest_keys(out: Path) -> list[tuple[str, str, str, str]]:
     return [row.key() for row in read_manifest(out / "manifest.csv")]
 
 
-def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
-    """Every file below ``folder`` with its size, modification time and inode."""
-    return {path.relative_to(folder).as_posix(): (path.stat().st_size, path.stat().st_mtime_ns, path.stat().st_ino)
-            for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
 def skipped_sources(out: Path) -> dict[str, str]:
     with open(out / "skipped.csv", newline="") as stream:
         return {Path(row["source"]).name: row["reason"] for row in csv.DictReader(stream)}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -335,7 +323,7 @@ def test_an_interrupted_move_is_completed_by_a_re_run(art, tmp_path, monkeypatch
     shutil.copytree(art, reference)
     split_by_class(reference, tmp_path / "expected", mode="move")
     calls, lock = [], threading.Lock()
-    place_chunk = splitting._place_chunk
+    place_chunk = files._place_chunk
 
     def interrupted(jobs, mode, cross_device):
         with lock:
@@ -344,12 +332,12 @@ def test_an_interrupted_move_is_completed_by_a_re_run(art, tmp_path, monkeypatch
                 raise KeyboardInterrupt
         return place_chunk(jobs, mode, cross_device)
 
-    monkeypatch.setattr(splitting, "_CHUNK", 5)
-    monkeypatch.setattr(splitting, "_place_chunk", interrupted)
+    monkeypatch.setattr(files, "_CHUNK", 5)
+    monkeypatch.setattr(files, "_place_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         split_by_class(art, tmp_path / "out", mode="move")
     assert any(art.rglob("*.png"))  # the move did stop half-way
-    monkeypatch.setattr(splitting, "_place_chunk", place_chunk)
+    monkeypatch.setattr(files, "_place_chunk", place_chunk)
     split_by_class(art, tmp_path / "out", mode="move")
     assert not any(art.rglob("*.png"))
     assert manifest_keys(tmp_path / "out") == manifest_keys(tmp_path / "expected")
@@ -430,10 +418,9 @@ def test_renames_apply_to_train_and_test(cifake, tmp_path):
     assert sorted(path.name for path in (tmp_path / "out" / "test").iterdir()) == ["Fake", "Real"]
 
 
-def test_parallel_checking_gives_the_same_split_as_serial(cifake, tmp_path, monkeypatch, bad_files):
+def test_parallel_checking_gives_the_same_split_as_serial(cifake, tmp_path, bad_files):
     bad_files(cifake / "train" / "REAL")
     split_train_test(cifake, tmp_path / "serial", workers=1)
-    monkeypatch.setattr(splitting, "_PARALLEL_MIN_FILES", 0)
     report = split_train_test(cifake, tmp_path / "parallel", workers=2)
     assert manifest_keys(tmp_path / "parallel") == manifest_keys(tmp_path / "serial")
     assert (tmp_path / "parallel" / "skipped.csv").read_text() == (tmp_path / "serial" / "skipped.csv").read_text()
