@@ -63,6 +63,13 @@ def class_profiles(facts: Sequence[ImageFacts]) -> dict[str, dict[str, object]]:
     return profiles
 
 
+def describe_profiles(profiles: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
+    """Each class's profile in words: "32-32 px a side; JPEG 4,000"."""
+    return {name: f"{profile['min_side']}-{profile['max_side']} px a side; "
+                  + ", ".join(f"{fmt} {count:,}" for fmt, count in profile["formats"].items())
+            for name, profile in profiles.items()}
+
+
 def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut]:
     """The cross-validated balanced accuracy of predicting the class from size alone and format alone.
 
@@ -94,6 +101,12 @@ def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut
     return results
 
 
+def profile_classes(facts: Sequence[ImageFacts]) -> tuple[dict[str, dict[str, object]], str | None]:
+    """``class_profiles`` and the shortcut warning (or None), as the split scripts report them."""
+    profiles = class_profiles(facts)
+    return profiles, shortcut_warning(check_shortcuts(facts), profiles)
+
+
 def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mapping[str, object]]) -> str | None:
     """One warning naming every property that alone predicts the class, or None when none does."""
     found = [shortcut for shortcut in shortcuts if shortcut.found]
@@ -101,9 +114,7 @@ def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mappi
         return None
     named = " and ".join(f"image {shortcut.feature} alone predicts the class with "
                          f"{shortcut.balanced_accuracy:.0%} balanced accuracy" for shortcut in found)
-    classes = "; ".join(f"{name}: {profile['min_side']}-{profile['max_side']} px, "
-                        + ", ".join(f"{fmt} {count}" for fmt, count in profile["formats"].items())
-                        for name, profile in profiles.items())
+    classes = "; ".join(f"{name}: {text}" for name, text in describe_profiles(profiles).items())
     return (f"shortcut: {named} ({classes}). A model can learn that instead of the content; make the "
             "classes alike in size and format (re-encode or resize one side) before trusting its accuracy.")
 

@@ -47,6 +47,7 @@ class ImageHeader:
     width: int
     height: int
     needs_pil: bool  # True when TensorFlow's decoders would not give the same pixels as load_rgb
+    image_format: str = ""  # Pillow's name of the file format: "JPEG", "PNG", ...
 
 
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
@@ -117,14 +118,21 @@ class _NamedBytes(io.BytesIO):
         return repr(self.name)
 
 
-def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[bytes | None, str | None, str | None]:
-    """(bytes, sha256, problem) of a file from one read: ``image_problem``'s answer, or why it cannot be read."""
+def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
+                 ) -> tuple[bytes | None, str | None, str | None, ImageHeader | None]:
+    """(bytes, sha256, problem, header) of a file from one read.
+
+    ``problem`` is ``image_problem``'s answer, or why the file cannot be read; ``header`` (size and
+    format, for the shortcut check) is None when there is a problem.
+    """
     try:
         with open(path, "rb") as stream:
             data = stream.read()
     except OSError as error:
-        return None, None, f"cannot be read ({error.strerror or error})"
-    return data, hashlib.sha256(data).hexdigest(), image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
+        return None, None, f"cannot be read ({error.strerror or error})", None
+    problem = image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
+    header = None if problem else read_header(data, max_pixels)
+    return data, hashlib.sha256(data).hexdigest(), problem, header
 
 
 def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
@@ -155,8 +163,8 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
             or getattr(image, "n_frames", 1) > 1
         )
         if orientation in (5, 6, 7, 8):  # a quarter turn: the upright image is transposed
-            return ImageHeader(image.height, image.width, needs_pil)
-        return ImageHeader(image.width, image.height, needs_pil)
+            return ImageHeader(image.height, image.width, needs_pil, image.format or "")
+        return ImageHeader(image.width, image.height, needs_pil, image.format or "")
 
 
 def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

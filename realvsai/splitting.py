@@ -20,7 +20,6 @@ moves the old split aside (``OUT/previous-split-<time>/``) rather than deleting 
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import itertools
 import logging
@@ -37,6 +36,7 @@ from realvsai.cli import default_workers, format_table, positive_int, progress
 from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import COPY, LINK, MOVE, free_name, list_images, map_in_threads, place_new_files, write_csv
+from realvsai.image_stats import ImageFacts, describe_profiles, profile_classes
 from realvsai.images import inspect_file
 from realvsai.layout import (
     MANIFEST_NAME,
@@ -93,6 +93,8 @@ class SplitReport:
     num_in_place: int = 0  # already at their target with the same content
     mode: str = COPY
     moved_aside: Path | None = None
+    class_profiles: dict[str, dict] = field(default_factory=dict)  # image_stats.class_profiles of the placed files
+    shortcut_warning: str | None = None  # set when size or format alone predicts the class
 
     @property
     def manifest_path(self) -> Path:
@@ -120,10 +122,9 @@ class _Item:
     digest: str | None = None
     problem: str | None = None
     data: bytes | None = None
+    facts: ImageFacts | None = None  # size and format, for the shortcut check
 
 
-# ----------------------------------------------------------------------------------------------
-# The two layouts
 
 
 def split_by_class(
@@ -243,8 +244,6 @@ def split_train_test(
                       max_pixels=max_pixels)
 
 
-# ----------------------------------------------------------------------------------------------
-# Pure planning
 
 
 def split_files(
@@ -310,15 +309,13 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
     for split, item in sorted(placements, key=lambda placement: placement[1].key):
         name = item.name
         if (split, item.class_name, name.casefold()) in taken:
-            name = free_name(Path(name), item.digest,
-                             lambda path: (split, item.class_name, path.name.casefold()) not in taken).name
+            name = free_name(Path(name), item.digest, lambda path, split=split, class_name=item.class_name:
+                             (split, class_name, path.name.casefold()) not in taken).name
         taken.add((split, item.class_name, name.casefold()))
         result.append((split, name, item))
     return result
 
 
-# ----------------------------------------------------------------------------------------------
-# The run
 
 
 def _run_split(
@@ -362,6 +359,7 @@ def _run_split(
     report.num_duplicates = len(rows) - len({(row.split, row.sha256) for row in rows})
     report.skipped = sorted(not_images + [(item.source, item.problem) for item in unreadable + dropped])
     report.counts = Counter((row.split, row.class_name) for row in rows)
+    report.class_profiles, report.shortcut_warning = profile_classes([item.facts for _, item in placed])
 
     report.moved_aside = _prepare_out(out, rows, old_rows, overwrite)
     if report.moved_aside:
@@ -433,9 +431,10 @@ def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = 
     """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once."""
     inspect = functools.partial(_inspect_chunk, max_pixels=max_pixels)
     kept = 0  # small files keep their bytes for the copy (one read per file), up to a total
-    for item, (data, digest, problem) in zip(items, map_in_threads(inspect, [item.read_from for item in items],
-                                                                   workers, "checking")):
+    for item, (data, digest, problem, header) in zip(
+            items, map_in_threads(inspect, [item.read_from for item in items], workers, "checking")):
         item.digest, item.problem = digest, problem
+        item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format)
         if keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES and kept + len(data) <= _KEEP_TOTAL_BYTES:
             item.data = data
             kept += len(data)
@@ -445,8 +444,6 @@ def _inspect_chunk(paths: Sequence[str], max_pixels: int) -> list[tuple]:
     return [inspect_file(path, max_pixels) for path in paths]
 
 
-# ----------------------------------------------------------------------------------------------
-# The output folder
 
 
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
@@ -529,8 +526,6 @@ def _check_out(out: Path, source: Path) -> Path:
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# The scripts' options and report
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:
@@ -565,6 +560,8 @@ def _log_problems(report: SplitReport) -> None:
         logger.warning("only one class (%s) has usable images in this split, but a classifier needs at least two. "
                        "Add a folder of images for each other class to SOURCE and split again, or merge another "
                        "split dataset into %s with DataMerger.py, before training", classes[0], report.out)
+    if report.shortcut_warning:
+        logger.warning("%s", report.shortcut_warning)
     used = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
     for class_name in classes:
         empty = [split for split in used if not report.counts[(split, class_name)]]
@@ -593,6 +590,7 @@ def format_report(report: SplitReport) -> str:
         + (f" (list: {report.skipped_path})" if report.skipped else ""),
         f"manifest: {report.manifest_path}",
     ]
+    lines += [f"{class_name}: {text}" for class_name, text in describe_profiles(report.class_profiles).items()]
     if report.moved_aside:
         lines.append(f"the previous split was moved to {report.moved_aside}")
     return "\n".join(lines)

@@ -121,3 +121,21 @@ def test_datasplitd2_splits_cifake_mini_without_cross_split_duplicates(tmp_path)
     assert all(len(splits) == 1 for splits in splits_of.values())
     sample = rows[:: len(rows) // 50]
     assert all(hashlib.sha256((out / row.path).read_bytes()).hexdigest() == row.sha256 for row in sample)
+
+
+def test_a_split_whose_classes_differ_in_size_and_format_warns_of_a_shortcut(tmp_path, capsys):
+    for index in range(12):
+        write_image(tmp_path / "photos" / "ai" / f"ai_{index}.png", seed=index, size=(64, 64))
+        write_image(tmp_path / "photos" / "real" / f"real_{index}.jpg", seed=100 + index, size=(48 + index, 40))
+    code = DataSplitD1.main([str(tmp_path / "photos"), "--out", str(tmp_path / "data"), "--quiet"])
+    assert code == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "shortcut" in line]
+    assert len(warnings) == 1 and "size alone" in warnings[0] and "format alone" in warnings[0]
+
+
+def test_a_split_reports_size_and_format_per_class_and_no_shortcut_when_alike(tmp_path, make_class_folder, capsys):
+    source = make_class_folder(tmp_path / "cifake", {"REAL": 8, "FAKE": 8}, suffix=".jpg")
+    assert DataSplitD1.main([str(source), "--out", str(tmp_path / "data"), "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert "FAKE: 32-32 px a side; JPEG 8" in printed.out and "REAL: 32-32 px a side; JPEG 8" in printed.out
+    assert "shortcut" not in printed.err
