@@ -112,7 +112,7 @@ def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _
 
 def results_table(results: Sequence[inference.UploadResult], class_names: Sequence[str], rule: inference.DecisionRule
                   ) -> list[dict[str, Any]]:
-    """One row per upload: file, the class ``rule`` decides, a probability per class, uncertain, error."""
+    """One row per upload: file, the class ``rule`` decides, a probability per class, uncertain, unfamiliar, error."""
     rows = []
     for result in results:
         row: dict[str, Any] = {"file": result.name, "predicted": None}
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with st.spinner(f"Classifying {len(uploads)} image{'s' if len(uploads) != 1 else ''}…"):
         results = classify(classifier, _model_key(run), tuple(file.file_id for file in uploads), uploads,
-                           args.batch_size, args.max_pixels, run.training_profile)
+                           args.batch_size, args.max_pixels, inference.training_profile(run.info))
     results_section(results, uploads, classifier, run, settings, args.max_pixels)
     batch_table(results, run, settings)
     return 0

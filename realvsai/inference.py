@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from realvsai.config import CONFIDENCE_THRESHOLD, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
+from realvsai.config import CONFIDENCE_THRESHOLD, MAX_IMAGE_PIXELS, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.errors import UserError
-from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.image_stats import unfamiliar_reason
 from realvsai.images import ImageDecodeError, load_rgb, read_header
 
@@ -211,11 +210,6 @@ class ModelRun:
     @property
     def confidence_threshold(self) -> float:
         return self.decision_rule().confidence_threshold
-
-    @property
-    def training_profile(self) -> dict[str, Any] | None:
-        """model.json's ``training_images`` (``image_stats.training_profile``); None for older models."""
-        return training_profile(self.info)
 
     def decision_rule(self, confidence_threshold: float | None = None) -> DecisionRule:
         """The rule this model decides by; ``confidence_threshold`` replaces model.json's."""
