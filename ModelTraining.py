@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = parser.add_argument_group("data and run")
     data.add_argument("--data", type=Path, default=defaults.data, help="dataset folder with train/ and validation/")
     data.add_argument("--out", type=Path, default=None,
-                      help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate, the folder for its "
+                      help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate or --predict, the folder for its "
                            "outputs (default: eval-<test folder> beside the model; when it already holds results, "
                            "a new OUT-2 beside it)")
     data.add_argument("--name", type=run_name, default=argparse.SUPPRESS,
