@@ -11,7 +11,9 @@ heatmap over each image showing where the evidence for the decided class lies, f
 last block or, at small image sizes, its deepest block still 4x4 (the sidebar names it; with none,
 the app says it cannot localise). A table lists every upload and downloads as CSV. A demo model
 (model.json: "demo": true) carries a warning at the top and beside every answer, and its test
-metrics are shown as a plain caption, never as headline figures.
+metrics are shown as a plain caption, never as headline figures. An upload far outside the training
+images' sizes or formats (model.json's training_images) gets a warning beside its answer and is
+never called certain: its answer reads "Uncertain" (not certain: unlike the training images).
 
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
 
@@ -89,11 +91,12 @@ def cached_classifier(model_file: str, modified: float, class_names: tuple[str, 
 # by their bytes, so a rerun does not hash every uploaded byte again.
 @st.cache_data(show_spinner=False, max_entries=8)
 def classify(_classifier: inference.Classifier, model_key: str, upload_ids: tuple[str, ...],
-             _uploads: list[UploadedFile], batch_size: int, max_pixels: int) -> list[inference.UploadResult]:
+             _uploads: list[UploadedFile], batch_size: int, max_pixels: int,
+             profile: dict[str, Any] | None) -> list[inference.UploadResult]:
     """Results of a set of uploads, kept across reruns (moving a slider does not re-run the model)."""
     del upload_ids  # only part of the cache key
     return inference.classify_uploads(_classifier, ((file.name, file.getvalue()) for file in _uploads),
-                                      batch_size=batch_size, max_pixels=max_pixels)
+                                      batch_size=batch_size, max_pixels=max_pixels, profile=profile)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -109,12 +112,12 @@ def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _
 
 def results_table(results: Sequence[inference.UploadResult], class_names: Sequence[str], rule: inference.DecisionRule
                   ) -> list[dict[str, Any]]:
-    """One row per upload: file, the class ``rule`` decides, a probability per class, uncertain, error."""
+    """One row per upload: file, the class ``rule`` decides, a probability per class, uncertain, unfamiliar, error."""
     rows = []
     for result in results:
         row: dict[str, Any] = {"file": result.name, "predicted": None}
         row.update({f"p_{name}": None for name in class_names})
-        row.update(uncertain=None, error=result.error or "")
+        row.update(uncertain=None, unfamiliar=result.unfamiliar or "", error=result.error or "")
         if result.ok:
             index, uncertain = result.answer(rule)
             row["predicted"] = class_names[index]
@@ -157,8 +160,13 @@ def _model_key(run: inference.ModelRun) -> str:
     return f"{run.model_file}:{run.model_file.stat().st_mtime_ns}"
 
 
+UNFAMILIAR_ANSWER = "not certain: unlike the training images"
+
+
 def _uncertain_reason(result: inference.UploadResult, predicted: str, probability: float,
                       run: inference.ModelRun, rule: inference.DecisionRule) -> str:
+    if result.unfamiliar:
+        return f"Leaning {predicted} at {probability:.1%}, but {UNFAMILIAR_ANSWER}."
     if rule.decision_threshold is None or len(run.class_names) != 2:
         return f"Leaning {predicted} at {probability:.1%}, below the {rule.confidence_threshold:.0%} threshold."
     positive = run.class_names[rule.positive_index]
@@ -313,6 +321,9 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
             else:
                 st.markdown(f"### {predicted}")
                 st.caption(f"{probability:.1%} probability")
+            if result.unfamiliar:
+                st.warning(f"Unlike the images this model was trained on ({result.unfamiliar}): its answer may "
+                           "mean nothing here, so it is never called certain.", icon="⚠️")
             if run.demo:
                 st.warning(inference.DEMO_WARNING, icon="⚠️")
             for name, value in zip(run.class_names, result.probabilities):
@@ -380,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with st.spinner(f"Classifying {len(uploads)} image{'s' if len(uploads) != 1 else ''}…"):
         results = classify(classifier, _model_key(run), tuple(file.file_id for file in uploads), uploads,
-                           args.batch_size, args.max_pixels)
+                           args.batch_size, args.max_pixels, inference.training_profile(run.info))
     results_section(results, uploads, classifier, run, settings, args.max_pixels)
     batch_table(results, run, settings)
     return 0

@@ -29,6 +29,7 @@ Examples:
     python ModelTraining.py --data data --name art --head-epochs 5 --fine-tune-epochs 10
     python ModelTraining.py --resume --name art
     python ModelTraining.py --evaluate models/art/model.h5 --test-dir other_images
+    python ModelTraining.py --predict models/art --input my_photos --out my_photos_predicted
     export TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
     python ModelTraining.py --data data --name big     # on host1; on host2 the same, with "index": 1
 """
@@ -62,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = parser.add_argument_group("data and run")
     data.add_argument("--data", type=Path, default=defaults.data, help="dataset folder with train/ and validation/")
     data.add_argument("--out", type=Path, default=None,
-                      help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate, the folder for its "
+                      help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate or --predict, the folder for its "
                            "outputs (default: eval-<test folder> beside the model; when it already holds results, "
                            "a new OUT-2 beside it)")
     data.add_argument("--name", type=run_name, default=argparse.SUPPRESS,
@@ -127,7 +128,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     evaluate.add_argument("--evaluate", type=Path, metavar="MODEL",
                           help="a model.h5 (with its model.json) or a run folder to evaluate on --test-dir")
     evaluate.add_argument("--test-dir", type=Path, help="folder of class folders to evaluate --evaluate on")
+    evaluate.add_argument("--predict", type=Path, metavar="MODEL",
+                          help="a model.h5 (with its model.json) or a run folder: predict every image in --input "
+                               "(and its sub-folders) into OUT/predictions.csv (default OUT: predictions-<input "
+                               "folder> beside the model; when it already holds results, a new OUT-2 beside it)")
+    evaluate.add_argument("--input", type=Path, help="folder of images, of unknown class, to --predict")
     args = parser.parse_args(argv)
+    if args.predict is not None and args.input is None:
+        parser.error("--predict needs --input DIR")
+    if args.input is not None and args.predict is None:
+        parser.error("--input goes with --predict MODEL")
+    if args.predict is not None and (args.evaluate is not None or args.demo):
+        parser.error("--predict does not go with --evaluate or --demo")
     if args.evaluate is not None and args.test_dir is None:
         parser.error("--evaluate needs --test-dir DIR")
     if args.test_dir is not None and args.evaluate is None:
@@ -194,12 +206,29 @@ def run_evaluation(args: argparse.Namespace) -> None:
     print(f"evaluated {args.evaluate} on {args.test_dir}: {json.dumps(summary)}; outputs in {out_dir}")
 
 
+def run_prediction(args: argparse.Namespace) -> None:
+    from realvsai import evaluation, prediction
+    from realvsai.model import load_classifier
+
+    model, model_info = load_classifier(args.predict)
+    run_dir = args.predict if args.predict.is_dir() else args.predict.parent
+    requested = args.out or run_dir / f"predictions-{args.input.resolve().name}"
+    out_dir = evaluation.unused_output_folder(requested)  # earlier predictions are never replaced
+    if out_dir != requested:
+        logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
+    summary = prediction.predict_folder(model, model_info, args.input, out_dir, batch_size=args.batch_size,
+                                        verbose=0 if args.quiet else "auto")
+    print(summary.describe(args.input))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.quiet)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: hide its start-up chatter
     if args.evaluate is not None:
         return run_main(lambda: run_evaluation(args))
+    if args.predict is not None:
+        return run_main(lambda: run_prediction(args))
     if args.demo:
         return run_main(lambda: run_demo(args))
     return run_main(lambda: run_training(args))

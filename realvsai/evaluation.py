@@ -8,6 +8,8 @@ the same numbers.
 Written atomically into the output folder:
 
     metrics.json                 every number, the class names and the skipped files
+    predictions.csv              one row per image: file, true, predicted, probabilities, uncertain, unfamiliar
+                                 (``prediction.write_predictions``, the same file ``--predict`` writes)
     classification_report.txt    scikit-learn's per-class report (and at the decision threshold)
     confusion_matrix.png  roc_curve.png  precision_recall_curve.png  reliability_diagram.png
     class_distribution.png  confident_errors.png
@@ -46,12 +48,21 @@ from sklearn.metrics import (
 from sklearn.preprocessing import label_binarize
 
 from realvsai import plots
-from realvsai.config import EVALUATION_CARD_FILE, METRICS_FILE, MODEL_CARD_FILE, MODEL_JSON_FILE, REPORT_FILE
+from realvsai.config import (
+    EVALUATION_CARD_FILE,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
+    MODEL_JSON_FILE,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    UNREADABLE_FILE,
+)
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images
 from realvsai.inference import DecisionRule, positive_index
 from realvsai.layout import SPLITS, TEST, VALIDATION
 from realvsai.model_card import PLOT_FILES, render_card
+from realvsai.prediction import model_image_size, predict_images, relative_name, unfamiliar_reasons, write_predictions
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras
@@ -62,7 +73,7 @@ logger = logging.getLogger(__name__)
 
 # Any of these in a folder means it already holds results, which an evaluation never replaces.
 RESULT_FILES = (METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, EVALUATION_CARD_FILE, MODEL_JSON_FILE,
-                *PLOT_FILES.values())
+                PREDICTIONS_FILE, UNREADABLE_FILE, *PLOT_FILES.values())
 # The metrics copied into model.json's "test_metrics" (the app and the README read them there).
 SUMMARY_KEYS = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
                 "expected_calibration_error", "num_images")
@@ -101,17 +112,13 @@ def predict(model: keras.Model, images: LabelledImages, batch_size: int = DEFAUL
         UserError: if a file broke after the scan (the pipeline drops it; every later prediction
             would then sit against its neighbour's label).
     """
-    from realvsai.data import make_dataset
-
-    dataset = make_dataset(images, batch_size=batch_size, image_size=image_size, shuffle=False)
-    with warnings.catch_warnings():
-        # The pipeline skips unreadable files, so its length is unknown and Keras warns when it ends.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        probabilities = np.asarray(model.predict(dataset, verbose=0), dtype=np.float32)
-    if len(probabilities) != len(images):
+    probabilities = predict_images(model, images, batch_size, image_size)
+    failed = [relative_name(path, path.parent.parent) for path, row in zip(images.files, probabilities)
+              if np.isnan(row).any()]
+    if failed:
         raise UserError(
-            f"{len(images) - len(probabilities)} of {len(images)} images could not be read while predicting (they "
-            "changed after they were checked). Run the evaluation again."
+            f"{len(failed)} of {len(images)} images could not be decoded while predicting ({', '.join(failed[:5])}"
+            f"{', ...' if len(failed) > 5 else ''}). Remove or replace them and run the evaluation again."
         )
     return probabilities
 
@@ -393,11 +400,8 @@ def _predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: P
     from realvsai.data import scan_images
 
     images = scan_images(folder, class_names=model_info["class_names"])
-    try:  # the image size matters only for mixed sizes; the model's resize layer knows it too
-        image_size = int(model_info.get("image_size") or model.get_layer("resize").height)
-    except ValueError:
-        image_size = DEFAULTS.fallback_image_size
-    probabilities = predict(model, images, batch_size, image_size)
+    # The image size matters only for mixed sizes; the model's resize layer knows it too.
+    probabilities = predict(model, images, batch_size, model_image_size(model, model_info))
     if probabilities.shape[1] != len(model_info["class_names"]):
         raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
                         f"{len(model_info['class_names'])}: {model_info['class_names']}. Use the model.json saved "
@@ -416,7 +420,7 @@ def _evaluate(model: keras.Model, model_info: Mapping[str, Any], folder: Path, o
                **compute_metrics(images.labels, probabilities, class_names,
                                  model_info.get("positive_class") if len(class_names) == 2 else None, threshold),
                "num_skipped": len(images.skipped),
-               "skipped_files": [{"file": _relative(path, folder), "reason": reason}
+               "skipped_files": [{"file": relative_name(path, folder), "reason": reason}
                                  for path, reason in images.skipped],
                **extra}
     if split_counts is None:
@@ -425,15 +429,12 @@ def _evaluate(model: keras.Model, model_info: Mapping[str, Any], folder: Path, o
         split_counts["evaluated"] = images.counts()
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics["plots"] = _write_outputs(out_dir, folder, images, probabilities, metrics, split_counts)
+    # The rule at the threshold these metrics use (on a run's test split: the one chosen on validation).
+    rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold})
+    write_predictions(out_dir / PREDICTIONS_FILE, folder, images.files, probabilities, class_names, rule,
+                      unfamiliar_reasons(model_info, images.files), true_labels=images.labels)
     _write_json(out_dir / METRICS_FILE, metrics)
     return metrics, split_counts
-
-
-def _relative(path: Path, folder: Path) -> str:
-    try:
-        return Path(path).relative_to(folder).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def evaluate_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path,

@@ -149,22 +149,27 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
 
 
 def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageHeader:
-    """Upright size and decode route of an image, from its header alone.
+    """Upright size, format and decode route of an image, from its header alone.
 
     Raises:
         ImageDecodeError: if it is not an image, or has more than ``max_pixels`` pixels.
     """
     with _open(source, max_pixels) as image:
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        try:
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        except (OSError, SyntaxError, ValueError) as error:
+            # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
+            raise ImageDecodeError(f"the image data is broken ({error})") from error
         needs_pil = (
             image.format not in TF_DECODABLE_FORMATS
             or image.mode in _HIGH_BIT_DEPTH_MODES
             or orientation not in (0, 1)
             or getattr(image, "n_frames", 1) > 1
         )
+        image_format = image.format or ""
         if orientation in (5, 6, 7, 8):  # a quarter turn: the upright image is transposed
-            return ImageHeader(image.height, image.width, needs_pil, image.format or "")
-        return ImageHeader(image.width, image.height, needs_pil, image.format or "")
+            return ImageHeader(image.height, image.width, needs_pil, image_format)
+        return ImageHeader(image.width, image.height, needs_pil, image_format)
 
 
 def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

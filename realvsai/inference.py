@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from realvsai.config import CONFIDENCE_THRESHOLD, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
+from realvsai.config import CONFIDENCE_THRESHOLD, MAX_IMAGE_PIXELS, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.errors import UserError
-from realvsai.config import MAX_IMAGE_PIXELS
-from realvsai.images import ImageDecodeError, load_rgb
+from realvsai.image_stats import unfamiliar_reason
+from realvsai.images import ImageDecodeError, load_rgb, read_header
 
 if TYPE_CHECKING:
     import keras
@@ -132,12 +132,20 @@ class DecisionRule:
         return np.where(probabilities[..., self.positive_index] >= self.decision_threshold,
                         self.positive_index, 1 - self.positive_index)
 
-    def uncertain(self, probabilities: np.ndarray) -> np.ndarray:
-        """True for each row of ``probabilities`` whose answer is Uncertain."""
+    def uncertain(self, probabilities: np.ndarray, unfamiliar: np.ndarray | bool | None = None) -> np.ndarray:
+        """True for each row of ``probabilities`` whose answer is Uncertain.
+
+        Args:
+            probabilities: (..., classes) softmax outputs.
+            unfamiliar: True for each image unlike the training images (``image_stats.unfamiliar_reason``):
+                however sure the model is, its answer on such an image is never called certain.
+        """
         probabilities = np.asarray(probabilities)
         if not self._thresholded(probabilities):
-            return np.max(probabilities, axis=-1) < self.confidence_threshold
-        return np.abs(probabilities[..., self.positive_index] - self.decision_threshold) < self.margin
+            unsure = np.max(probabilities, axis=-1) < self.confidence_threshold
+        else:
+            unsure = np.abs(probabilities[..., self.positive_index] - self.decision_threshold) < self.margin
+        return unsure if unfamiliar is None else unsure | np.asarray(unfamiliar, dtype=bool)
 
     @property
     def margin(self) -> float:
@@ -156,6 +164,15 @@ class DecisionRule:
 
 
 # ----------------------------------------------------------------------------------- run folders
+
+
+def training_profile(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The training images' sides and formats that model.json records as ``training_images``, or None.
+
+    A model trained before the profile was recorded has none, and then no image is flagged unfamiliar.
+    """
+    profile = info.get("training_images")
+    return dict(profile) if isinstance(profile, Mapping) and "min_side" in profile and "max_side" in profile else None
 
 
 def is_demo(info: Mapping[str, Any]) -> bool:
@@ -461,14 +478,16 @@ class UploadResult:
     error: str | None = None  # why not, for the user
     preview: np.ndarray | None = field(default=None, repr=False)  # a small upright RGB copy to show
     size: tuple[int, int] | None = None  # (width, height) of the decoded image
+    unfamiliar: str | None = None  # why the image is unlike the training images; None when it is like them
 
     @property
     def ok(self) -> bool:
         return self.probabilities is not None
 
     def answer(self, rule: DecisionRule) -> tuple[int, bool]:
-        """The class ``rule`` decides (its index) and whether the answer is Uncertain."""
-        return int(rule.decide(self.probabilities)), bool(rule.uncertain(self.probabilities))
+        """The class ``rule`` decides (its index) and whether the answer is Uncertain (always, when unfamiliar)."""
+        return (int(rule.decide(self.probabilities)),
+                bool(rule.uncertain(self.probabilities, self.unfamiliar is not None)))
 
 
 def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels) -> np.ndarray:
@@ -495,12 +514,14 @@ def classify_uploads(
     batch_size: int = DEFAULTS.batch_size,
     max_pixels: int = DEFAULTS.max_pixels,
     preview_size: int = DEFAULTS.preview_size,
+    profile: Mapping[str, Any] | None = None,
 ) -> list[UploadResult]:
     """Classifies uploaded files, ``batch_size`` images per model call, in upload order.
 
     Each file is decoded and resized as it comes, so memory holds at most one full-size image.
     A file that is not an image, is too large or fails in any other way gets a result with an
-    ``error`` for the user; the other files are classified all the same.
+    ``error`` for the user; the other files are classified all the same. With the training images'
+    ``profile`` (model.json's ``training_images``), an upload far outside it gets ``unfamiliar``.
     """
     import tensorflow as tf
 
@@ -528,6 +549,9 @@ def classify_uploads(
             image = decode_upload(data, max_pixels)
             prepared = classifier.prepare(image)
             slot.update(preview=preview_image(image, preview_size), size=(image.shape[1], image.shape[0]))
+            if profile:
+                slot["unfamiliar"] = unfamiliar_reason(profile, image.shape[1], image.shape[0],
+                                                       read_header(data, max_pixels).image_format)
             pending.append((len(slots) - 1, prepared))
         except ImageDecodeError as error:
             slot["error"] = str(error)

@@ -293,12 +293,12 @@ def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypa
     table = app.dataframe[0].value
     assert list(table["file"]) == ["noise.jpg", "notes.png", "patch.png", "night.png", "=cmd.png"]
     lines = downloads[-1].splitlines()
-    assert lines[0] == "file,predicted,p_FAKE,p_REAL,uncertain,error"
-    assert lines[1].startswith("noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,False,")
-    assert lines[2].startswith("notes.png,,,,,not an image")
-    assert lines[3].startswith("patch.png,REAL,0.47") and lines[3].endswith(",True,")
-    assert lines[4] == "night.png,FAKE,0.880797,0.119203,False,"
-    assert lines[5] == "'=cmd.png,FAKE,0.880797,0.119203,False,"  # a spreadsheet shows it, never runs it
+    assert lines[0] == "file,predicted,p_FAKE,p_REAL,uncertain,unfamiliar,error"
+    assert lines[1].startswith("noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,False,,")
+    assert lines[2].startswith("notes.png,,,,,,not an image")
+    assert lines[3].startswith("patch.png,REAL,0.47") and lines[3].endswith(",True,,")
+    assert lines[4] == "night.png,FAKE,0.880797,0.119203,False,,"
+    assert lines[5] == "'=cmd.png,FAKE,0.880797,0.119203,False,,"  # a spreadsheet shows it, never runs it
 
 
 def test_an_unreadable_model_file_shows_a_one_line_message_not_a_traceback(start_app, tmp_path):
@@ -344,3 +344,34 @@ def test_results_are_the_same_as_the_model_gives_for_the_original_image(start_ap
     classifier, _ = load(models_dir / "newest")
     expected = classifier.model(image[None].astype(np.float32), training=False).numpy()[0]
     assert list(app.dataframe[0].value["p_REAL"]) == pytest.approx([expected[1]], abs=1e-5)
+
+
+# --- unfamiliar uploads ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def thumbnail_models(tmp_path_factory) -> Path:
+    """One run whose model.json says it was trained on 32x32 JPEGs."""
+    models = tmp_path_factory.mktemp("thumbnail_models")
+    write_run(models, "thumbnails", evidence=True,
+              info={"training_images": {"min_side": 32, "max_side": 32, "formats": ["JPEG"]}})
+    return models
+
+
+def test_an_upload_unlike_the_training_images_is_warned_about_and_never_certain(start_app, thumbnail_models):
+    photo = ("photo.png", encode(random_image(3, 1024, 768)), PNG)
+    app = upload(start_app("--models", thumbnail_models), photo)
+
+    warnings = [warning.value for warning in app.warning]
+    assert any("Unlike the images this model was trained on" in text and "1024x768" in text for text in warnings)
+    assert verdicts(app) == [":orange[Uncertain]"]  # noise alone is 100% REAL to this model
+    assert any("not certain: unlike the training images" in text for text in texts(app))
+    assert "1 uncertain" in app.subheader[0].value
+
+
+def test_an_upload_like_the_training_images_gets_no_unfamiliar_warning(start_app, thumbnail_models):
+    thumbnail = ("thumb.jpg", encode(random_image(1, 32, 32), "JPEG"), JPEG)
+    app = upload(start_app("--models", thumbnail_models), thumbnail)
+
+    assert not [warning for warning in app.warning if "Unlike the images" in warning.value]
+    assert verdicts(app) == ["REAL"]

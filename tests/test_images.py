@@ -143,3 +143,18 @@ def test_image_problem_honours_a_limit_above_pillows_own(tmp_path, monkeypatch):
 
 def test_image_problem_of_a_missing_file(tmp_path):
     assert images.image_problem(tmp_path / "missing.png") == "file not found"
+
+
+@pytest.mark.parametrize(("suffix", "expected"), [(".jpg", "JPEG"), (".png", "PNG")])
+def test_read_header_names_the_file_format(tmp_path, suffix, expected):
+    path = write_image(tmp_path / f"a{suffix}", seed=1)
+
+    assert images.read_header(path).image_format == expected
+
+
+def test_read_header_of_a_truncated_png_is_an_image_decode_error(tmp_path):
+    path = write_image(tmp_path / "a.png", seed=1)
+    path.write_bytes(path.read_bytes()[:200])
+
+    with pytest.raises(images.ImageDecodeError, match="broken"):
+        images.read_header(path)

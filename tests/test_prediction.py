@@ -1,0 +1,183 @@
+"""Predicting a folder: predictions.csv (shared with --evaluate), unreadable files, the unfamiliar flag."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_script, write_image
+from test_evaluation import model_info, tiny_classifier
+from test_inference import write_run
+
+import ModelTraining
+from realvsai import evaluation, prediction
+from realvsai.data import LabelledImages
+from realvsai.errors import UserError
+from realvsai.inference import DecisionRule
+
+CLASSES = ["FAKE", "REAL"]
+THUMBNAILS = {"min_side": 32, "max_side": 32, "formats": ["JPEG"]}
+
+
+@pytest.fixture(scope="module")
+def binary_model():
+    return tiny_classifier(2)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_predict_and_evaluate_agree_on_every_file(tmp_path, make_class_folder, binary_model):
+    folder = make_class_folder(tmp_path / "images", {"FAKE": 5, "REAL": 4})
+    info = model_info(CLASSES, decision_threshold=0.52)
+    evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "evaluated", batch_size=4)
+    prediction.predict_folder(binary_model, info, folder, tmp_path / "predicted", batch_size=3)
+
+    evaluated = {row["file"]: row for row in read_rows(tmp_path / "evaluated" / "predictions.csv")}
+    predicted = {row["file"]: row for row in read_rows(tmp_path / "predicted" / "predictions.csv")}
+    assert sorted(evaluated) == sorted(predicted) and len(predicted) == 9
+    for name, row in predicted.items():
+        assert row["predicted"] == evaluated[name]["predicted"]
+        assert row["uncertain"] == evaluated[name]["uncertain"]
+        for class_name in CLASSES:
+            column = f"probability_{class_name}"
+            assert float(row[column]) == pytest.approx(float(evaluated[name][column]), abs=1e-4)
+    assert {row["true"] for row in evaluated.values()} == set(CLASSES)
+    assert all(row["true"] == name.split("/")[0] for name, row in evaluated.items())
+
+
+def test_predictions_csv_names_files_in_subfolders_relative_to_the_input(tmp_path, binary_model):
+    folder = tmp_path / "photos"
+    for name in ("a.png", "trip/b.jpg", "trip/day 2/c.png"):
+        write_image(folder / name, seed=len(name))
+    prediction.predict_folder(binary_model, model_info(CLASSES), folder, tmp_path / "out", batch_size=2)
+
+    rows = read_rows(tmp_path / "out" / "predictions.csv")
+    assert [row["file"] for row in rows] == ["a.png", "trip/b.jpg", "trip/day 2/c.png"]
+    assert list(rows[0]) == ["file", "predicted", "probability_FAKE", "probability_REAL", "uncertain", "unfamiliar"]
+
+
+def test_predicted_and_uncertain_follow_the_models_decision_rule(tmp_path, binary_model):
+    folder = tmp_path / "photos"
+    for index in range(6):
+        write_image(folder / f"{index}.png", seed=index)
+    info = model_info(CLASSES, positive_class="FAKE", decision_threshold=0.47, confidence_threshold=0.52)
+    prediction.predict_folder(binary_model, info, folder, tmp_path / "out", batch_size=4)
+
+    rows = read_rows(tmp_path / "out" / "predictions.csv")
+    probabilities = np.array([[float(row["probability_FAKE"]), float(row["probability_REAL"])] for row in rows])
+    rule = DecisionRule(confidence_threshold=0.52, decision_threshold=0.47, positive_index=0)
+    assert [row["predicted"] for row in rows] == [CLASSES[index] for index in rule.decide(probabilities)]
+    assert [row["uncertain"] == "true" for row in rows] == rule.uncertain(probabilities).tolist()
+
+
+def test_unreadable_files_are_listed_and_the_others_predicted(tmp_path, binary_model, bad_files):
+    folder = tmp_path / "photos"
+    write_image(folder / "good.png", seed=1)
+    bad_files(folder / "broken")
+    (folder / "readme.txt").write_text("notes")
+    write_image(folder / "huge.png", seed=2, size=(200, 200))
+    summary = prediction.predict_folder(binary_model, model_info(CLASSES), folder, tmp_path / "out",
+                                        batch_size=2, max_pixels=10_000)
+
+    assert [row["file"] for row in read_rows(tmp_path / "out" / "predictions.csv")] == ["good.png"]
+    unreadable = {row["file"]: row["reason"] for row in read_rows(tmp_path / "out" / "unreadable.csv")}
+    assert set(unreadable) == {"broken/empty.jpg", "broken/notes.jpg", "broken/truncated.jpg", "readme.txt",
+                               "huge.png"}
+    assert "10,000 pixels" in unreadable["huge.png"]
+    assert "unreadable.csv" in summary.describe(folder) and "5 unreadable" in summary.describe(folder)
+
+
+def test_a_file_that_fails_to_decode_after_its_header_is_named_not_shifted(tmp_path, binary_model):
+    good = [write_image(tmp_path / f"{index}.png", seed=index) for index in range(3)]
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")  # as if it broke after its header was read
+    files = [good[0], fake, good[1], good[2]]
+    images = LabelledImages(files, [0] * 4, CLASSES, [(32, 32)] * 4, [False] * 4)
+
+    probabilities = prediction.predict_images(binary_model, images, batch_size=2, image_size=32)
+    alone = prediction.predict_images(binary_model, LabelledImages(good, [0] * 3, CLASSES, [(32, 32)] * 3,
+                                                                   [False] * 3), batch_size=2, image_size=32)
+    assert np.isnan(probabilities[1]).all()
+    np.testing.assert_allclose(probabilities[[0, 2, 3]], alone, atol=1e-5)
+
+
+def test_unfamiliar_column_names_why_an_image_is_unlike_the_training_images(tmp_path, binary_model):
+    folder = tmp_path / "photos"
+    write_image(folder / "thumb.jpg", seed=1, size=(32, 32))
+    write_image(folder / "photo.png", seed=2, size=(1024, 768))
+    info = model_info(CLASSES, training_images=THUMBNAILS, confidence_threshold=0.0)
+    summary = prediction.predict_folder(binary_model, info, folder, tmp_path / "out", batch_size=2)
+
+    rows = {row["file"]: row for row in read_rows(tmp_path / "out" / "predictions.csv")}
+    assert rows["thumb.jpg"]["unfamiliar"] == "" and rows["thumb.jpg"]["uncertain"] == "false"
+    assert "1024x768" in rows["photo.png"]["unfamiliar"] and "PNG" in rows["photo.png"]["unfamiliar"]
+    assert rows["photo.png"]["uncertain"] == "true"  # never certain, at a confidence threshold of 0
+    assert summary.num_unfamiliar == 1
+
+
+def test_without_a_training_profile_no_image_is_unfamiliar(tmp_path, binary_model):
+    folder = tmp_path / "photos"
+    write_image(folder / "photo.png", seed=2, size=(1024, 768))
+    prediction.predict_folder(binary_model, model_info(CLASSES), folder, tmp_path / "out", batch_size=2)
+
+    assert read_rows(tmp_path / "out" / "predictions.csv")[0]["unfamiliar"] == ""
+
+
+def test_evaluate_writes_the_unfamiliar_column_too(tmp_path, make_class_folder, binary_model):
+    folder = make_class_folder(tmp_path / "images", {"FAKE": 2, "REAL": 2})  # 32x32 PNGs
+    info = model_info(CLASSES, training_images=THUMBNAILS)
+    evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "evaluated", batch_size=4)
+
+    rows = read_rows(tmp_path / "evaluated" / "predictions.csv")
+    assert all(row["unfamiliar"] == "PNG, but the training images were JPEG" for row in rows)
+
+
+def test_the_decision_rule_never_calls_an_unfamiliar_image_certain():
+    rule = DecisionRule(confidence_threshold=0.6)
+    probabilities = np.array([[0.99, 0.01], [0.99, 0.01]])
+
+    assert rule.uncertain(probabilities).tolist() == [False, False]
+    assert rule.uncertain(probabilities, np.array([True, False])).tolist() == [True, False]
+
+
+def test_predict_folder_refuses_a_folder_that_already_has_predictions(tmp_path, binary_model):
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "predictions.csv").write_text("earlier\n")
+
+    with pytest.raises(UserError, match="already exists"):
+        prediction.predict_folder(binary_model, model_info(CLASSES), tmp_path / "photos", tmp_path / "out")
+    assert (tmp_path / "out" / "predictions.csv").read_text() == "earlier\n"
+
+
+def test_predict_command_never_replaces_earlier_predictions(tmp_path, capsys):
+    run = write_run(tmp_path / "models", "run")
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+    out = tmp_path / "predicted"
+    arguments = ["--predict", str(run), "--input", str(tmp_path / "photos"), "--out", str(out), "--quiet"]
+
+    assert ModelTraining.main(arguments) == 0
+    first = (out / "predictions.csv").read_text()
+    assert ModelTraining.main(arguments) == 0
+
+    assert (out / "predictions.csv").read_text() == first
+    assert (tmp_path / "predicted-2" / "predictions.csv").is_file()
+    assert "predicted-2" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_predict_without_input_is_a_usage_error():
+    process = run_script("ModelTraining.py", "--predict", "models/run")
+
+    assert process.returncode == 2 and "--predict needs --input" in process.stderr
+
+
+def test_predict_on_a_missing_folder_fails_with_one_line(tmp_path):
+    run = write_run(tmp_path / "models", "run")
+    process = run_script("ModelTraining.py", "--predict", run, "--input", tmp_path / "missing")
+
+    assert process.returncode == 1 and "is not a folder" in process.stderr
