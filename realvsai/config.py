@@ -22,6 +22,7 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "classification_report.txt"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 EVALUATION_CARD_FILE = "EVALUATION.md"  # --evaluate's card for a folder other than the run's test split
+ROBUSTNESS_PLOT_FILE = "robustness.png"  # --evaluate --robustness: accuracy against perturbation strength
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
 LOGS_DIR = "logs"  # TensorBoard
