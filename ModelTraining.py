@@ -30,6 +30,7 @@ Examples:
     python ModelTraining.py --resume --name art
     python ModelTraining.py --evaluate models/art/model.h5 --test-dir other_images
     python ModelTraining.py --predict models/art --input my_photos --out my_photos_predicted
+    python ModelTraining.py --evaluate models/art --test-dir data/test --test-dir photos/test --robustness
     export TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
     python ModelTraining.py --data data --name big     # on host1; on host2 the same, with "index": 1
 """
@@ -63,9 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = parser.add_argument_group("data and run")
     data.add_argument("--data", type=Path, default=defaults.data, help="dataset folder with train/ and validation/")
     data.add_argument("--out", type=Path, default=None,
-                      help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate or --predict, the folder for its "
-                           "outputs (default: eval-<test folder> beside the model; when it already holds results, "
-                           "a new OUT-2 beside it)")
+                      help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate or --predict, the "
+                           "folder for its outputs (default: eval-<test folders> or predictions-<input> beside the "
+                           "model; when it already holds results, a new OUT-2 beside it)")
     data.add_argument("--name", type=run_name, default=argparse.SUPPRESS,
                       help="the run's folder name inside OUT: letters, digits, '-', '_', '.' (default: a timestamp)")
     data.add_argument("--resume", action="store_true",
@@ -127,7 +128,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     evaluate = parser.add_argument_group("evaluate a saved model instead of training")
     evaluate.add_argument("--evaluate", type=Path, metavar="MODEL",
                           help="a model.h5 (with its model.json) or a run folder to evaluate on --test-dir")
-    evaluate.add_argument("--test-dir", type=Path, help="folder of class folders to evaluate --evaluate on")
+    evaluate.add_argument("--test-dir", type=Path, action="append",
+                          help="folder of class folders to evaluate --evaluate on; give it once per source (e.g. "
+                               "each generator or photo collection): metrics.json and EVALUATION.md then report "
+                               "each source and all of them together")
+    evaluate.add_argument("--robustness", action="store_true",
+                          help="also evaluate after JPEG re-compression (quality 90, 70, 50, 30), Gaussian blur "
+                               "(sigma 1, 2) and downscaling (x0.5, x0.25): metrics.json's robustness, "
+                               "robustness.png and a table in EVALUATION.md")
     evaluate.add_argument("--predict", type=Path, metavar="MODEL",
                           help="a model.h5 (with its model.json) or a run folder: predict every image in --input "
                                "(and its sub-folders) into OUT/predictions.csv (default OUT: predictions-<input "
@@ -144,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--evaluate needs --test-dir DIR")
     if args.test_dir is not None and args.evaluate is None:
         parser.error("--test-dir goes with --evaluate MODEL")
+    if args.robustness and args.evaluate is None:
+        parser.error("--robustness goes with --evaluate MODEL --test-dir DIR")
     if args.demo and args.evaluate is not None:
         parser.error("--demo trains a model; it does not go with --evaluate")
     return args
@@ -201,9 +211,11 @@ def run_demo(args: argparse.Namespace) -> None:
 def run_evaluation(args: argparse.Namespace) -> None:
     from realvsai import training
 
-    out_dir, metrics = training.evaluate_model_file(args.evaluate, args.test_dir, args.out)
+    out_dir, metrics = training.evaluate_model_file(args.evaluate, args.test_dir, args.out,
+                                                    robustness=args.robustness)
     summary = {key: metrics[key] for key in ("accuracy", "f1", "roc_auc") if key in metrics}
-    print(f"evaluated {args.evaluate} on {args.test_dir}: {json.dumps(summary)}; outputs in {out_dir}")
+    folders = ", ".join(str(folder) for folder in args.test_dir)
+    print(f"evaluated {args.evaluate} on {folders}: {json.dumps(summary)}; outputs in {out_dir}")
 
 
 def run_prediction(args: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ MODEL_CARD_FILE = "MODEL_CARD.md"
 EVALUATION_CARD_FILE = "EVALUATION.md"  # --evaluate's card for a folder other than the run's test split
 PREDICTIONS_FILE = "predictions.csv"  # one row per image: --predict and --evaluate
 UNREADABLE_FILE = "unreadable.csv"  # --predict's files that could not be read, with the reason
+ROBUSTNESS_PLOT_FILE = "robustness.png"  # --evaluate --robustness: accuracy against perturbation strength
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
 LOGS_DIR = "logs"  # TensorBoard

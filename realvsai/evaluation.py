@@ -1,53 +1,44 @@
 """Evaluation of a trained classifier on class folders: predictions, metrics, threshold and outputs.
 
 Predictions come from ``model.predict`` over ``data.make_dataset(..., shuffle=False)``, so every
-probability lines up with its file and its label. Every metric comes from scikit-learn, except the
-expected calibration error, defined in ``calibration_bins``. The same model and folder always give
-the same numbers.
+probability lines up with its file and its label; the numbers come from ``realvsai.metrics``. The
+same model and folders always give the same numbers.
 
 Written atomically into the output folder:
 
-    metrics.json                 every number, the class names and the skipped files
+    metrics.json                 every number, the class names and the skipped files (evaluate_folders:
+                                 also per source, and under perturbations with robustness=True)
     predictions.csv              one row per image: file, true, predicted, probabilities, uncertain, unfamiliar
                                  (``prediction.write_predictions``, the same file ``--predict`` writes)
     classification_report.txt    scikit-learn's per-class report (and at the decision threshold)
     confusion_matrix.png  roc_curve.png  precision_recall_curve.png  reliability_diagram.png
-    class_distribution.png  confident_errors.png
+    class_distribution.png  confident_errors.png  robustness.png (robustness=True)
     MODEL_CARD.md                evaluate_run (it also adds "test_metrics" to model.json)
-    EVALUATION.md                evaluate_folder
+    EVALUATION.md                evaluate_folders
 
 Usage (ModelTraining.py calls these; the model takes raw RGB 0..255 and returns softmax):
 
     metrics = evaluate_run(model, model_info, Path("data"), Path("models/run1"))
-    metrics = evaluate_folder(model, model_info, Path("my_images"), Path("models/run1/eval-my_images"))
+    metrics = evaluate_folders(model, model_info, [Path("data/test"), Path("photos/test")],
+                               Path("models/run1/eval-test+test"), robustness=True)
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
+import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    classification_report,
-    confusion_matrix,
-    log_loss,
-    precision_recall_curve,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
-from sklearn.preprocessing import label_binarize
+from sklearn.metrics import classification_report
 
 from realvsai import plots
+from realvsai.cli import progress
 from realvsai.config import (
     EVALUATION_CARD_FILE,
     METRICS_FILE,
@@ -55,14 +46,34 @@ from realvsai.config import (
     MODEL_JSON_FILE,
     PREDICTIONS_FILE,
     REPORT_FILE,
+    ROBUSTNESS_PLOT_FILE,
     UNREADABLE_FILE,
 )
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images
 from realvsai.inference import DecisionRule, positive_index
 from realvsai.layout import SPLITS, TEST, VALIDATION
+from realvsai.metrics import (  # noqa: F401  (choose_threshold and the others are evaluation's API too)
+    CALIBRATION_BINS,
+    NUM_ERROR_IMAGES,
+    calibration_bins,
+    choose_threshold,
+    compute_metrics,
+    expected_calibration_error,
+    format_summary,
+    most_confident_errors,
+    threshold_metrics,
+)
 from realvsai.model_card import PLOT_FILES, render_card
-from realvsai.prediction import model_image_size, predict_images, relative_name, unfamiliar_reasons, write_predictions
+from realvsai.prediction import (
+    FALLBACK_IMAGE_SIZE,
+    model_image_size,
+    predict_images,
+    relative_name,
+    unfamiliar_reasons,
+    write_predictions,
+)
+from realvsai.robustness import PERTURBATIONS, perturbed_dataset, plot_robustness
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras
@@ -73,12 +84,10 @@ logger = logging.getLogger(__name__)
 
 # Any of these in a folder means it already holds results, which an evaluation never replaces.
 RESULT_FILES = (METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, EVALUATION_CARD_FILE, MODEL_JSON_FILE,
-                PREDICTIONS_FILE, UNREADABLE_FILE, *PLOT_FILES.values())
+                ROBUSTNESS_PLOT_FILE, PREDICTIONS_FILE, UNREADABLE_FILE, *PLOT_FILES.values())
 # The metrics copied into model.json's "test_metrics" (the app and the README read them there).
 SUMMARY_KEYS = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
                 "expected_calibration_error", "num_images")
-# Softmax rows sum to 1 up to float32 rounding; anything further off is not a probability output.
-_SUM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,8 @@ class EvaluationConfig:
     """Defaults of the evaluation, held once."""
 
     batch_size: int = 64
-    calibration_bins: int = 15  # equal-width bins over the top-class confidence, as in Guo et al. (2017)
-    num_error_images: int = 16  # tiles in the confident-errors grid
-    fallback_image_size: int = 224  # resize target for mixed sizes when neither model.json nor the model says
+    calibration_bins: int = CALIBRATION_BINS
+    num_error_images: int = NUM_ERROR_IMAGES
 
 
 DEFAULTS = EvaluationConfig()
@@ -99,7 +107,8 @@ DEFAULTS = EvaluationConfig()
 
 
 def predict(model: keras.Model, images: LabelledImages, batch_size: int = DEFAULTS.batch_size,
-            image_size: int = DEFAULTS.fallback_image_size) -> np.ndarray:
+            image_size: int = FALLBACK_IMAGE_SIZE,
+            perturbation: tuple[str, float] | None = None) -> np.ndarray:
     """Class probabilities (images, classes) of every image, in the images' file order.
 
     Args:
@@ -107,12 +116,24 @@ def predict(model: keras.Model, images: LabelledImages, batch_size: int = DEFAUL
         images: ``data.scan_images`` output.
         batch_size: images per forward pass.
         image_size: resize target when the images differ in size.
+        perturbation: ``(kind, strength)`` of ``robustness.perturb``, applied to every decoded image
+            first (``robustness.perturbed_dataset``); None predicts the images as they are.
 
     Raises:
         UserError: if a file broke after the scan (the pipeline drops it; every later prediction
             would then sit against its neighbour's label).
     """
-    probabilities = predict_images(model, images, batch_size, image_size)
+    if perturbation is None:
+        probabilities = predict_images(model, images, batch_size, image_size)
+    else:
+        dataset = perturbed_dataset(images, *perturbation, batch_size=batch_size, image_size=image_size)
+        with warnings.catch_warnings():
+            # The pipeline skips unreadable files, so its length is unknown and Keras warns when it ends.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            probabilities = np.asarray(model.predict(dataset, verbose=0), dtype=np.float32)
+        if len(probabilities) != len(images):
+            raise UserError(f"{len(images) - len(probabilities)} of {len(images)} images could not be read while "
+                            "predicting (they changed after they were checked). Run the evaluation again.")
     failed = [relative_name(path, path.parent.parent) for path, row in zip(images.files, probabilities)
               if np.isnan(row).any()]
     if failed:
@@ -127,197 +148,30 @@ def predict(model: keras.Model, images: LabelledImages, batch_size: int = DEFAUL
 # Metrics
 
 
-def _check_probabilities(probabilities: np.ndarray, num_classes: int, num_labels: int) -> np.ndarray:
-    """Float64 rows that sum to exactly 1, or a ValueError when they are not probabilities at all."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.shape != (num_labels, num_classes):
-        raise ValueError(f"probabilities have shape {probabilities.shape}, but {num_labels} images and "
-                         f"{num_classes} classes need ({num_labels}, {num_classes})")
-    sums = probabilities.sum(axis=1)
-    if (probabilities < 0).any() or not np.allclose(sums, 1.0, atol=_SUM_TOLERANCE):
-        raise ValueError("the model's outputs are not probabilities (negative, or rows not summing to 1); "
-                         "the model must end in a softmax")
-    # Only float32 rounding is removed here; scikit-learn warns about rows a hair away from 1.
-    return probabilities / sums[:, None]
+def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
+                   positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
+    """What papers report per test source: accuracy, average precision, ROC AUC and the accuracy on each class.
 
-
-def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | None:
-    """A ranking metric, or None where the labels make it undefined (a single class present)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.filterwarnings("ignore", message=".*(Only one class|No positive class|not defined).*")
-        try:
-            value = float(metric(*args, **kwargs))
-        except ValueError as error:
-            logger.warning("%s is undefined here: %s", metric.__name__, error)
-            return None
-    return None if math.isnan(value) else value
-
-
-def calibration_bins(labels: Sequence[int], probabilities: np.ndarray,
-                     num_bins: int = DEFAULTS.calibration_bins) -> list[dict[str, float | int | None]]:
-    """Top-class confidence against accuracy in ``num_bins`` equal-width bins over [0, 1].
-
-    The confidence of an image is the largest probability it got (that of the predicted class). Bin
-    ``b`` holds the confidences in ``(b / num_bins, (b + 1) / num_bins]`` (a confidence of 0 goes to
-    the first bin). The expected calibration error (ECE) is the bin-size-weighted mean gap,
-    ``ECE = sum_b (n_b / N) * |accuracy(b) - mean confidence(b)|``: 0 for a model whose 80%-sure
-    answers are right 80% of the time, up to 1 for one that is sure and always wrong.
-
-    Returns:
-        One dict per bin: lower, upper, count, confidence (mean) and accuracy (None when empty).
+    Taken from ``compute_metrics``. The accuracies follow the decision rule (``inference.DecisionRule``:
+    P(positive) >= ``threshold`` when there is one, else argmax), so they are the app's; the accuracy on
+    a class is its recall. For two classes ``accuracy_positive`` is the accuracy on the positive
+    (fake, generated) images and ``accuracy_negative`` on the other (real) ones; ``class_accuracy``
+    names every class. A class without images has None.
     """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    confidences = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == np.asarray(labels)
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
-    members = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, num_bins - 1)
-    counts = np.bincount(members, minlength=num_bins)
-    confidence_sums = np.bincount(members, confidences, minlength=num_bins)
-    correct_sums = np.bincount(members, correct, minlength=num_bins)
-    return [{"lower": float(edges[index]), "upper": float(edges[index + 1]), "count": int(count),
-             "confidence": float(confidence_sums[index] / count) if count else None,
-             "accuracy": float(correct_sums[index] / count) if count else None}
-            for index, count in enumerate(counts)]
-
-
-def expected_calibration_error(bins: Sequence[Mapping[str, float | int | None]]) -> float:
-    """ECE of ``calibration_bins`` output (its docstring gives the definition)."""
-    total = sum(entry["count"] for entry in bins)
-    return float(sum(entry["count"] / total * abs(entry["accuracy"] - entry["confidence"])
-                     for entry in bins if entry["count"])) if total else 0.0
-
-
-def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilities: Sequence[float]) -> float:
-    """The threshold on P(positive) that maximises F1 on these (validation) images.
-
-    An image counts as positive when its probability is at or above the threshold. The candidates
-    are the distinct probabilities themselves (every other threshold gives the same predictions as
-    one of them); on a tie the lowest wins.
-
-    Args:
-        labels: 1 (or True) for the positive class, 0 for the other.
-        positive_probabilities: the model's probability of the positive class per image.
-
-    Raises:
-        ValueError: if the labels hold only one class, so F1 cannot pick anything.
-    """
-    truth = np.asarray(labels).astype(bool)
-    if truth.all() or not truth.any():
-        raise ValueError("choosing a threshold needs images of both classes")
-    precision, recall, thresholds = precision_recall_curve(truth, np.asarray(positive_probabilities, np.float64))
-    # The curve ends with (precision 1, recall 0), which belongs to no threshold.
-    precision, recall = precision[:-1], recall[:-1]
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
-    return float(thresholds[int(np.argmax(f1))])
-
-
-def _threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, threshold: float) -> dict[str, Any]:
-    # The app's rule, so that the numbers at the threshold are the app's.
-    probabilities = np.stack([1 - scores, scores] if positive == 1 else [scores, 1 - scores], axis=-1)
-    predicted = DecisionRule(decision_threshold=threshold, positive_index=positive).decide(probabilities)
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
-                                                               average="binary", zero_division=0)
-    return {"threshold": float(threshold), "accuracy": float(accuracy_score(labels, predicted)),
-            "precision": float(precision), "recall": float(recall), "f1": float(f1),
-            "confusion_matrix": confusion_matrix(labels, predicted, labels=[0, 1]).tolist()}
-
-
-def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
-                    positive_class: str | None = None, threshold: float | None = None, *,
-                    calibration_bin_count: int = DEFAULTS.calibration_bins) -> dict[str, Any]:
-    """Every metric of one set of predictions, as a JSON-ready dict (scikit-learn throughout).
-
-    Predictions are the argmax class. For two classes, precision/recall/F1/ROC AUC/average precision
-    are those of the positive class (``positive_class``, or index 1 when None), and with a
-    ``threshold`` on P(positive) the metrics at it are added under ``"at_threshold"``. For more
-    classes they are macro averages, ROC AUC one-vs-rest. A metric the labels leave undefined (ROC
-    AUC with a single class present) is None.
-
-    Args:
-        labels: true class index per image.
-        probabilities: (images, classes) softmax outputs, columns in ``class_names`` order.
-        class_names: the label order.
-        positive_class: name of the positive class (binary only).
-        threshold: decision threshold on P(positive) (binary only).
-        calibration_bin_count: bins of the expected calibration error.
-
-    Raises:
-        ValueError: for outputs that are not probabilities or an unknown positive class.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    probabilities = _check_probabilities(probabilities, len(class_names), len(labels))
-    class_ids = list(range(len(class_names)))
-    predicted = probabilities.argmax(axis=1)
-    binary = len(class_names) == 2
-    bins = calibration_bins(labels, probabilities, calibration_bin_count)
-    if binary:
-        positive = positive_index(class_names, positive_class)
-        truth, scores = labels == positive, probabilities[:, positive]
-        averaged = precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
-                                                   average="binary", zero_division=0)
-        ranking = {"roc_auc": _score(roc_auc_score, truth, scores),
-                   "average_precision": _score(average_precision_score, truth, scores)}
-    else:
-        averaged = precision_recall_fscore_support(labels, predicted, labels=class_ids, average="macro",
-                                                   zero_division=0)
-        ranking = {"roc_auc": _score(roc_auc_score, labels, probabilities, multi_class="ovr", average="macro",
-                                     labels=class_ids),
-                   "average_precision": _score(average_precision_score, label_binarize(labels, classes=class_ids),
-                                               probabilities, average="macro")}
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=class_ids,
-                                                                     zero_division=0)
-    metrics: dict[str, Any] = {
-        "class_names": list(class_names),
-        "num_images": len(labels),
-        "loss": float(log_loss(labels, probabilities, labels=class_ids)),
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "average": "binary" if binary else "macro",
-        "positive_class": class_names[positive] if binary else None,
-        "precision": float(averaged[0]),
-        "recall": float(averaged[1]),
-        "f1": float(averaged[2]),
-        **ranking,
-        "expected_calibration_error": expected_calibration_error(bins),
-        "per_class": {name: {"precision": float(precision[index]), "recall": float(recall[index]),
-                             "f1": float(f1[index]), "support": int(support[index])}
-                      for index, name in enumerate(class_names)},
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=class_ids).tolist(),
-        "confusion_matrix_axes": "rows: true class, columns: predicted class, both in class_names order",
-        "calibration_bins": bins,
-    }
-    if binary:
-        metrics["decision_threshold"] = None if threshold is None else float(threshold)
-        if threshold is not None:
-            metrics["at_threshold"] = _threshold_metrics(labels, scores, positive, threshold)
-    return metrics
-
-
-def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray,
-                          limit: int = DEFAULTS.num_error_images) -> list[int]:
-    """Indices of the wrongly classified images (argmax), highest predicted probability first."""
-    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    confidence = probabilities[wrong, predicted[wrong]]
-    return [int(index) for index in wrong[np.argsort(-confidence, kind="stable")][:limit]]
-
-
-def format_summary(metrics: Mapping[str, Any]) -> str:
-    """One line for a script to print: ``accuracy 0.9120, F1 0.9050, ROC AUC 0.9700 on 2,000 images``."""
-    def number(key: str) -> str:
-        value = metrics.get(key)
-        return "n/a" if value is None else f"{value:.4f}"
-
-    line = (f"accuracy {number('accuracy')}, F1 {number('f1')}, ROC AUC {number('roc_auc')} "
-            f"on {metrics['num_images']:,} images")
-    if metrics.get("at_threshold"):
-        at = metrics["at_threshold"]
-        line += f" (at threshold {at['threshold']:.3f}: accuracy {at['accuracy']:.4f}, F1 {at['f1']:.4f})"
-    if metrics.get("num_skipped"):
-        line += f"; {metrics['num_skipped']:,} broken files skipped"
-    return line
+    metrics = compute_metrics(labels, probabilities, class_names, positive_class, threshold)
+    decided = metrics.get("at_threshold") or metrics
+    matrix = np.asarray(decided["confusion_matrix"])
+    totals = matrix.sum(axis=1)
+    class_accuracy = {name: float(matrix[index, index] / totals[index]) if totals[index] else None
+                      for index, name in enumerate(class_names)}
+    numbers = {"num_images": metrics["num_images"], "accuracy": decided["accuracy"],
+               "average_precision": metrics["average_precision"], "roc_auc": metrics["roc_auc"],
+               "class_accuracy": class_accuracy}
+    if metrics["positive_class"] is not None:
+        negative = next(name for name in class_names if name != metrics["positive_class"])
+        numbers["accuracy_positive"] = class_accuracy[metrics["positive_class"]]
+        numbers["accuracy_negative"] = class_accuracy[negative]
+    return numbers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +198,7 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, metric
     return "\n".join(lines)
 
 
-def _write_outputs(out_dir: Path, folder: Path, images: LabelledImages, probabilities: np.ndarray,
+def _write_outputs(out_dir: Path, folder: str, images: LabelledImages, probabilities: np.ndarray,
                    metrics: dict[str, Any], split_counts: Mapping[str, Mapping[str, int]]) -> dict[str, str]:
     """Plots and the classification report; returns the plot files by kind (names inside out_dir)."""
     labels, predicted = np.asarray(images.labels), probabilities.argmax(axis=1)
@@ -394,86 +248,208 @@ def unused_output_folder(out_dir: Path) -> Path:
     return candidate
 
 
-def _predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path,
-                    batch_size: int) -> tuple[LabelledImages, np.ndarray]:
-    """The folder's usable images (its classes must be the model's) and their probabilities."""
+@dataclass(frozen=True)
+class Source:
+    """One evaluated folder: its name in metrics.json, its usable images and their probabilities."""
+
+    name: str
+    folder: Path
+    images: LabelledImages
+    probabilities: np.ndarray
+
+
+def source_names(folders: Sequence[Path]) -> list[str]:
+    """Each folder's name, with as many parent folders as it takes to tell equal names apart.
+
+    ``data/test`` and ``photos/test`` become ``data/test`` and ``photos/test``; ``data/test`` and
+    ``photos/validation`` stay ``test`` and ``validation``.
+
+    Raises:
+        UserError: if one folder is given twice.
+    """
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        if Path(folder).resolve() in seen:
+            raise UserError(f"{folder} is given twice (as {seen[Path(folder).resolve()]} before); give each "
+                            "--test-dir once.")
+        seen[Path(folder).resolve()] = Path(folder)
+    paths = [Path(folder).absolute() for folder in folders]
+
+    def tail(path: Path, depth: int) -> str:
+        return Path(*path.parts[-depth:]).as_posix()
+
+    names = []
+    for path in paths:
+        depth = 1
+        while depth < len(path.parts) and any(tail(path, depth) == tail(other, depth)
+                                              for other in paths if other is not path):
+            depth += 1
+        names.append(tail(path, depth))
+    return names
+
+
+def _predict_sources(model: keras.Model, model_info: Mapping[str, Any], folders: Sequence[Path],
+                     batch_size: int) -> list[Source]:
+    """Each folder's usable images (its classes must be the model's) and their probabilities."""
     from realvsai.data import scan_images
 
-    images = scan_images(folder, class_names=model_info["class_names"])
-    # The image size matters only for mixed sizes; the model's resize layer knows it too.
-    probabilities = predict(model, images, batch_size, model_image_size(model, model_info))
-    if probabilities.shape[1] != len(model_info["class_names"]):
-        raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
-                        f"{len(model_info['class_names'])}: {model_info['class_names']}. Use the model.json saved "
-                        "with this model.")
-    return images, probabilities
+    sources = []
+    for name, folder in zip(source_names(folders), folders, strict=True):
+        images = scan_images(Path(folder), class_names=model_info["class_names"])
+        probabilities = predict(model, images, batch_size, model_image_size(model, model_info))
+        if probabilities.shape[1] != len(model_info["class_names"]):
+            raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
+                            f"{len(model_info['class_names'])}: {model_info['class_names']}. Use the model.json "
+                            "saved with this model.")
+        sources.append(Source(name, Path(folder), images, probabilities))
+    return sources
 
 
-def _evaluate(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path, batch_size: int,
-              threshold: float | None, split_counts: Mapping[str, Mapping[str, int]] | None,
+def _combined(sources: Sequence[Source]) -> tuple[LabelledImages, np.ndarray]:
+    """The images of every source as one set, and their probabilities in the same order."""
+    from realvsai.data import LabelledImages
+
+    def joined(field: str) -> list[Any]:
+        return [item for source in sources for item in getattr(source.images, field)]
+
+    images = LabelledImages(joined("files"), joined("labels"), sources[0].images.class_names, joined("sizes"),
+                            joined("needs_pil"), joined("skipped"))
+    return images, np.concatenate([source.probabilities for source in sources])
+
+
+def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir: Path, threshold: float | None,
+              split_counts: Mapping[str, Mapping[str, int]] | None,
               **extra: Any) -> tuple[dict[str, Any], Mapping[str, Mapping[str, int]]]:
-    """Predicts ``folder``, writes metrics.json, the report and the plots; returns the metrics and the
-    split counts they show (for a foreign folder: the model's training splits, then the folder's)."""
+    """Metrics over every source together, the report and the plots (metrics.json is the caller's to
+    write); returns the metrics and the split counts they show (for foreign folders: the model's
+    training splits, then the evaluated images)."""
     class_names = list(model_info["class_names"])
-    images, probabilities = _predict_folder(model, model_info, folder, batch_size)
-    metrics = {"folder": str(folder),
+    images, probabilities = _combined(sources)
+    several = len(sources) > 1
+    metrics = {"folder": ", ".join(str(source.folder) for source in sources),
                **compute_metrics(images.labels, probabilities, class_names,
                                  model_info.get("positive_class") if len(class_names) == 2 else None, threshold),
                "num_skipped": len(images.skipped),
-               "skipped_files": [{"file": relative_name(path, folder), "reason": reason}
-                                 for path, reason in images.skipped],
+               "skipped_files": [{**({"source": source.name} if several else {}),
+                                  "file": relative_name(path, source.folder), "reason": reason}
+                                 for source in sources for path, reason in source.images.skipped],
                **extra}
     if split_counts is None:
         split_counts = {split: dict(counts) for split, counts in (model_info.get("counts") or {}).items()
                         if split != TEST}
         split_counts["evaluated"] = images.counts()
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics["plots"] = _write_outputs(out_dir, folder, images, probabilities, metrics, split_counts)
-    # The rule at the threshold these metrics use (on a run's test split: the one chosen on validation).
+    metrics["plots"] = _write_outputs(out_dir, metrics["folder"], images, probabilities, metrics, split_counts)
+    # One row per image, at the threshold these metrics use (on a run's test split: the one chosen on
+    # validation); file names are relative to the folder all sources share.
     rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold})
-    write_predictions(out_dir / PREDICTIONS_FILE, folder, images.files, probabilities, class_names, rule,
-                      unfamiliar_reasons(model_info, images.files), true_labels=images.labels)
-    _write_json(out_dir / METRICS_FILE, metrics)
+    root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
+    write_predictions(out_dir / PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
+                      class_names, rule, unfamiliar_reasons(model_info, images.files), true_labels=images.labels)
     return metrics, split_counts
 
 
-def evaluate_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path,
-                    batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
-    """Evaluates the model on any folder of class folders; writes metrics, report, plots and EVALUATION.md.
+def evaluate_robustness(model: keras.Model, model_info: Mapping[str, Any], sources: Sequence[Source],
+                        batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
+    """Accuracy (and for two classes ROC AUC) of every source together under each perturbation.
 
-    The folder's class folders must be exactly the model's classes (matched by name, any order);
-    images may have any size; broken files are skipped and listed. For two classes the metrics at
-    model.json's ``decision_threshold`` are added when it has one.
+    Every image of ``sources`` is predicted again after each ``robustness.PERTURBATIONS`` entry,
+    applied to its decoded pixels before the model's resize, and scored by the same decision rule
+    as the clean images (``source_metrics`` at model.json's decision threshold).
+
+    Returns:
+        ``{"clean": {"accuracy": ..., "roc_auc": ...}, "perturbations": {kind: {strength: {...}}}}``,
+        strengths as text ("90", "0.5") since JSON keys are strings.
+    """
+    class_names = list(model_info["class_names"])
+    binary = len(class_names) == 2
+    positive_class = model_info.get("positive_class") if binary else None
+    threshold = DecisionRule.from_model_info(model_info).decision_threshold
+    labels = [label for source in sources for label in source.images.labels]
+
+    def scored(probabilities: np.ndarray) -> dict[str, float | None]:
+        numbers = source_metrics(labels, probabilities, class_names, positive_class, threshold)
+        return {"accuracy": numbers["accuracy"], **({"roc_auc": numbers["roc_auc"]} if binary else {})}
+
+    image_size = model_image_size(model, model_info)
+    steps = [(kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths]
+    results: dict[str, dict[str, dict[str, float | None]]] = {kind: {} for kind in PERTURBATIONS}
+    for kind, strength in progress(steps, desc="robustness", unit="perturbation"):
+        probabilities = np.concatenate([predict(model, source.images, batch_size, image_size, (kind, strength))
+                                        for source in sources])
+        results[kind][f"{strength:g}"] = scored(probabilities)
+    return {"clean": scored(_combined(sources)[1]), "perturbations": results}
+
+
+def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders: Sequence[Path], out_dir: Path,
+                     batch_size: int = DEFAULTS.batch_size, *, robustness: bool = False) -> dict[str, Any]:
+    """Evaluates the model on folders of class folders (one source each); writes metrics, report, plots, EVALUATION.md.
+
+    Each folder's class folders must be exactly the model's classes (matched by name, any order);
+    images may have any size; broken files are skipped and listed. The metrics, report and plots
+    cover every source together; ``sources`` in metrics.json gives each folder's ``source_metrics``
+    (named by ``source_names``) and ``combined`` the same numbers over all of them. For two classes
+    the metrics at model.json's ``decision_threshold`` are added when it has one.
 
     Args:
         model: the classifier (raw RGB 0..255 in, softmax out).
         model_info: its model.json (``class_names``, ``image_size``, ``positive_class``, ...).
-        folder: the images, one sub-folder per class.
+        folders: the sources, each with one sub-folder per class.
         out_dir: where the outputs go (created; outputs already there are replaced, so callers pick
             the folder with ``unused_output_folder``).
         batch_size: images per forward pass.
+        robustness: also evaluate under every perturbation (``evaluate_robustness``): metrics.json
+            gains ``robustness`` and ``robustness_clean``, and robustness.png is written.
 
     Returns:
         The metrics, as written to metrics.json.
 
     Raises:
-        UserError: if the folder is missing, its classes differ from the model's, or it holds no image;
-            or ``out_dir`` is a run folder (holds model.json), whose test results must not be replaced.
+        UserError: if a folder is missing or given twice, its classes differ from the model's, or it holds
+            no image; or ``out_dir`` is a run folder (holds model.json), whose test results must not be replaced.
     """
-    folder, out_dir = Path(folder), Path(out_dir)
+    folders, out_dir = [Path(folder) for folder in folders], Path(out_dir)
+    if not folders:
+        raise ValueError("evaluate_folders needs at least one folder")
     if (out_dir / MODEL_JSON_FILE).is_file():
         # A run folder's metrics.json, report and plots describe its test split; keep them.
-        raise UserError(f"{out_dir} is a training run's folder (it has {MODEL_JSON_FILE}); evaluating {folder} there "
-                        "would replace the run's test results. Choose another output folder, e.g. "
-                        f"{out_dir / 'evaluations' / folder.name}.")
-    threshold = model_info.get("decision_threshold") if len(model_info["class_names"]) == 2 else None
+        raise UserError(f"{out_dir} is a training run's folder (it has {MODEL_JSON_FILE}); evaluating there would "
+                        "replace the run's test results. Choose another output folder, e.g. "
+                        f"{out_dir / 'evaluations' / folders[0].name}.")
+    class_names = list(model_info["class_names"])
+    rule = DecisionRule.from_model_info(model_info)
+    threshold = rule.decision_threshold
     extra = {"threshold_source": "model.json"} if threshold is not None else {}
-    metrics, split_counts = _evaluate(model, model_info, folder, out_dir, batch_size, threshold, None, **extra)
+    sources = _predict_sources(model, model_info, folders, batch_size)
+    metrics, split_counts = _evaluate(model_info, sources, out_dir, threshold, None, **extra)
+    positive_class = metrics["positive_class"]
+    metrics["decision_rule"] = rule.describe(class_names)
+    metrics["sources"] = {source.name: {"folder": str(source.folder), "num_skipped": len(source.images.skipped),
+                                        **source_metrics(source.images.labels, source.probabilities, class_names,
+                                                         positive_class, threshold)}
+                          for source in sources}
+    images, probabilities = _combined(sources)
+    metrics["combined"] = source_metrics(images.labels, probabilities, class_names, positive_class, threshold)
+    if robustness:
+        results = evaluate_robustness(model, model_info, sources, batch_size)
+        metrics["robustness_clean"], metrics["robustness"] = results["clean"], results["perturbations"]
+        plot_robustness(results["clean"]["accuracy"],
+                        {kind: {float(strength): values["accuracy"] for strength, values in by_strength.items()}
+                         for kind, by_strength in results["perturbations"].items()},
+                        out_dir / ROBUSTNESS_PLOT_FILE)
+        metrics["plots"]["robustness"] = ROBUSTNESS_PLOT_FILE
+    _write_json(out_dir / METRICS_FILE, metrics)
+    title = ", ".join(source.name for source in sources)
     atomic_write_text(out_dir / EVALUATION_CARD_FILE,
-                      render_card(model_info, metrics, f"Evaluation on {folder.name}", split_counts,
-                                  f"Metrics on {folder.name}"))
-    logger.info("evaluated %s: %s", folder, format_summary(metrics))
+                      render_card(model_info, metrics, f"Evaluation on {title}", split_counts, f"Metrics on {title}"))
+    logger.info("evaluated %s: %s", metrics["folder"], format_summary(metrics))
     return metrics
+
+
+def evaluate_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path,
+                    batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
+    """``evaluate_folders`` on one folder."""
+    return evaluate_folders(model, model_info, [folder], out_dir, batch_size)
 
 
 def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Path, out_dir: Path,
@@ -513,7 +489,9 @@ def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Pa
         split: {name: len(list_images(data_dir / split / name)) if (data_dir / split / name).is_dir() else 0
                 for name in class_names}
         for split in SPLITS if (data_dir / split).is_dir()}
-    metrics, _ = _evaluate(model, model_info, test_dir, out_dir, batch_size, threshold, split_counts, **extra)
+    sources = _predict_sources(model, model_info, [test_dir], batch_size)
+    metrics, _ = _evaluate(model_info, sources, out_dir, threshold, split_counts, **extra)
+    _write_json(out_dir / METRICS_FILE, metrics)
     title = f"Model card: {out_dir.resolve().name}"
     atomic_write_text(out_dir / MODEL_CARD_FILE, render_card(model_info, metrics, title, split_counts))
     _update_model_json(out_dir / MODEL_JSON_FILE, model_info, metrics)
@@ -527,7 +505,8 @@ def _threshold_from_validation(model: keras.Model, model_info: Mapping[str, Any]
     if not folder.is_dir():
         logger.warning("no %s folder: the decision threshold stays at argmax", folder)
         return None, None
-    images, probabilities = _predict_folder(model, model_info, folder, batch_size)
+    (source,) = _predict_sources(model, model_info, [folder], batch_size)
+    images, probabilities = source.images, source.probabilities
     positive = positive_index(model_info["class_names"], model_info.get("positive_class"))
     labels, scores = np.asarray(images.labels), probabilities[:, positive].astype(np.float64)
     try:
@@ -535,6 +514,6 @@ def _threshold_from_validation(model: keras.Model, model_info: Mapping[str, Any]
     except ValueError as error:
         logger.warning("no decision threshold from %s: %s", folder, error)
         return None, None
-    at = _threshold_metrics(labels, scores, positive, threshold)
+    at = threshold_metrics(labels, scores, positive, threshold)
     return threshold, {"split": VALIDATION, "num_images": len(images), "num_skipped": len(images.skipped),
                        "f1": at["f1"], "accuracy": at["accuracy"]}

@@ -1,7 +1,8 @@
-"""The Markdown cards written beside an evaluation: MODEL_CARD.md for a run, EVALUATION.md for a folder.
+"""The Markdown cards written beside an evaluation: MODEL_CARD.md for a run, EVALUATION.md for folders.
 
 One renderer for both: what the model is, the data it saw, its training configuration, the
-metrics with the decision rule the app answers by, the plots and the limitations.
+metrics with the decision rule the app answers by, the metrics per source and under perturbations
+(when the evaluation has them), the plots and the limitations.
 
     text = render_card(model_info, metrics, "Model card: run1", split_counts)
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from realvsai.config import METRICS_FILE, REPORT_FILE
 from realvsai.inference import DEMO_WARNING, DecisionRule, is_demo
+from realvsai.robustness import label as perturbation_label
 
 # The plots every evaluation writes, by kind, with the caption the card gives each.
 PLOT_FILES = {
@@ -31,11 +33,51 @@ _CAPTIONS = {
     "reliability_diagram": "Reliability diagram (calibration)",
     "class_distribution": "Class distribution per split",
     "confident_errors": "Most confident errors",
+    "robustness": "Accuracy under perturbation",
 }
 
 
 def _number(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def sources_table(metrics: Mapping[str, Any]) -> list[str]:
+    """Markdown lines: one row per source and one for all of them, by the decision rule.
+
+    Columns: images, accuracy, average precision, ROC AUC, then the accuracy on each class (for two
+    classes the positive, fake class first), as papers on generated-image detection report them.
+    """
+    class_names = list(metrics["class_names"])
+    if metrics.get("positive_class"):
+        class_names.remove(metrics["positive_class"])
+        class_names.insert(0, metrics["positive_class"])
+    headers = ["source", "images", "accuracy", "AP", "ROC AUC", *(f"accuracy on {name}" for name in class_names)]
+    lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
+    rows = [*metrics["sources"].items(), ("**all sources**", metrics["combined"])]
+    for name, numbers in rows:
+        lines.append(f"| {name} | {numbers['num_images']:,} | {_number(numbers['accuracy'])} | "
+                     f"{_number(numbers['average_precision'])} | {_number(numbers['roc_auc'])} | "
+                     + " | ".join(_number(numbers["class_accuracy"][class_name]) for class_name in class_names)
+                     + " |")
+    return lines
+
+
+def robustness_table(metrics: Mapping[str, Any]) -> list[str]:
+    """Markdown lines: accuracy (and ROC AUC for two classes) on clean images and under each perturbation."""
+    clean = metrics["robustness_clean"]
+    with_auc = "roc_auc" in clean
+    lines = ["| images | accuracy | change |" + (" ROC AUC |" if with_auc else ""),
+             "|---|---:|---:|" + ("---:|" if with_auc else "")]
+
+    def row(name: str, values: Mapping[str, Any]) -> str:
+        change = values["accuracy"] - clean["accuracy"]
+        return (f"| {name} | {_number(values['accuracy'])} | {change:+.4f} |"
+                + (f" {_number(values['roc_auc'])} |" if with_auc else ""))
+
+    lines.append(row("clean", clean))
+    for kind, by_strength in metrics["robustness"].items():
+        lines += [row(perturbation_label(kind, float(strength)), values) for strength, values in by_strength.items()]
+    return lines
 
 
 def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title: str,
@@ -109,6 +151,15 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         lines.append(f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} | "
                      f"{values['support']:,} |")
     lines += ["", f"Full numbers: [{METRICS_FILE}]({METRICS_FILE}), [{REPORT_FILE}]({REPORT_FILE})."]
+
+    if metrics.get("sources"):
+        lines += ["", "## Per source", "", "Each test folder on its own, then all of them together (the metrics "
+                  "above). Accuracy follows the decision rule above; the accuracy on a class is its recall; AP and "
+                  "ROC AUC need no threshold.", "", *sources_table(metrics)]
+    if metrics.get("robustness"):
+        lines += ["", "## Robustness", "", "The same images again after each perturbation of the decoded pixels "
+                  "(before the model's resize), scored by the same decision rule; change is against the clean "
+                  "images.", "", *robustness_table(metrics)]
 
     lines += ["", "## Plots", ""]
     for kind, file_name in (metrics.get("plots") or {}).items():

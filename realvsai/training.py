@@ -659,13 +659,13 @@ def _with_class_weights(dataset: tf.data.Dataset, class_weight: Mapping[int, flo
     return dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
 
 
-def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None = None,
-                        batch_size: int = 64) -> tuple[Path, dict[str, Any]]:
-    """``--evaluate``: metrics and plots of a saved model on a folder of class folders.
+def evaluate_model_file(model_path: Path, test_dirs: Sequence[Path], out_dir: Path | None = None,
+                        batch_size: int = 64, robustness: bool = False) -> tuple[Path, dict[str, Any]]:
+    """``--evaluate``: metrics and plots of a saved model on folders of class folders (one source each).
 
     Returns:
-        The output folder and the metrics. The folder is ``out_dir`` (default: ``eval-<folder name>``
-        beside the model), or when that already holds results, a new ``<out_dir>-2`` (``-3``, ...).
+        The output folder and the metrics. The folder is ``out_dir`` (default: ``eval-<folder names
+        joined by +>`` beside the model), or when that already holds results, a new ``<out_dir>-2`` (``-3``, ...).
     """
     from realvsai import evaluation
     from realvsai.model import load_classifier
@@ -673,11 +673,13 @@ def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None =
     model, model_info = load_classifier(model_path)
     model_path = Path(model_path)
     run_dir = model_path if model_path.is_dir() else model_path.parent
-    requested = Path(out_dir) if out_dir is not None else run_dir / f"eval-{Path(test_dir).resolve().name}"
+    default_name = "eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs)
+    requested = Path(out_dir) if out_dir is not None else run_dir / default_name
     out_dir = evaluation.unused_output_folder(requested)
     if out_dir != requested:
         logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
-    metrics = evaluation.evaluate_folder(model, model_info, Path(test_dir), out_dir, batch_size=batch_size)
+    metrics = evaluation.evaluate_folders(model, model_info, [Path(test_dir) for test_dir in test_dirs], out_dir,
+                                          batch_size=batch_size, robustness=robustness)
     return out_dir, metrics
 
 

@@ -374,3 +374,78 @@ def test_format_summary_names_the_headline_numbers_and_skipped_files():
     line = evaluation.format_summary({**metrics, "num_skipped": 2})
     assert f"accuracy {metrics['accuracy']:.4f}" in line and f"ROC AUC {metrics['roc_auc']:.4f}" in line
     assert "threshold 0.450" in line and "2 broken files skipped" in line
+
+
+# --- several sources -----------------------------------------------------------------------------
+
+
+def test_source_names_tell_equal_folder_names_apart_by_their_parent(tmp_path):
+    names = evaluation.source_names([tmp_path / "data" / "test", tmp_path / "photos" / "test", tmp_path / "mine"])
+    assert names == ["data/test", "photos/test", "mine"]
+
+
+def test_a_source_folder_given_twice_is_refused(tmp_path):
+    with pytest.raises(UserError, match="given twice"):
+        evaluation.source_names([tmp_path / "test", tmp_path / "x" / ".." / "test"])
+
+
+def test_accuracy_on_fake_and_on_real_are_the_recalls_of_the_positive_and_the_other_class():
+    numbers = evaluation.source_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"], positive_class="FAKE")
+    predicted = BINARY_PROBABILITIES.argmax(axis=1)
+    assert numbers["accuracy_positive"] == pytest.approx(recall_score(BINARY_LABELS, predicted, pos_label=0))
+    assert numbers["accuracy_negative"] == pytest.approx(recall_score(BINARY_LABELS, predicted, pos_label=1))
+    assert numbers["class_accuracy"] == {"FAKE": numbers["accuracy_positive"], "REAL": numbers["accuracy_negative"]}
+    assert numbers["average_precision"] == pytest.approx(
+        average_precision_score(BINARY_LABELS == 0, BINARY_PROBABILITIES[:, 0]))
+    assert numbers["roc_auc"] == pytest.approx(roc_auc_score(BINARY_LABELS == 0, BINARY_PROBABILITIES[:, 0]))
+
+
+def test_source_accuracies_follow_the_decision_threshold():
+    numbers = evaluation.source_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"], "FAKE", threshold=0.0)
+    # P(FAKE) >= 0 for every image: all are called FAKE, as the app would.
+    assert numbers["accuracy"] == pytest.approx(np.mean(BINARY_LABELS == 0))
+    assert (numbers["accuracy_positive"], numbers["accuracy_negative"]) == (1.0, 0.0)
+
+
+def test_three_class_sources_give_the_accuracy_on_each_class():
+    numbers = evaluation.source_metrics(THREE_LABELS, THREE_PROBABILITIES, ["a", "b", "c"])
+    recalls = recall_score(THREE_LABELS, THREE_PROBABILITIES.argmax(axis=1), average=None)
+    assert numbers["class_accuracy"] == pytest.approx(dict(zip(["a", "b", "c"], recalls)))
+    assert "accuracy_positive" not in numbers
+
+
+def test_each_source_is_scored_alone_and_all_of_them_together(tmp_path, make_class_folder, binary_model):
+    first = make_class_folder(tmp_path / "data" / "test", {"FAKE": 5, "REAL": 3}, seed=1)
+    second = make_class_folder(tmp_path / "photos" / "test", {"FAKE": 2, "REAL": 6}, seed=2, size=(40, 24))
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE")
+    metrics = evaluation.evaluate_folders(binary_model, info, [first, second], tmp_path / "out", batch_size=4)
+    assert list(metrics["sources"]) == ["data/test", "photos/test"]
+    for name, folder in (("data/test", first), ("photos/test", second)):
+        alone = evaluation.evaluate_folder(binary_model, info, folder, tmp_path / name.replace("/", "-"))
+        source = metrics["sources"][name]
+        assert source["num_images"] == alone["num_images"] == 8
+        assert source["accuracy"] == pytest.approx(alone["accuracy"])
+        assert source["roc_auc"] == pytest.approx(alone["roc_auc"])
+        assert source["accuracy_positive"] == pytest.approx(alone["per_class"]["FAKE"]["recall"])
+    assert metrics["num_images"] == metrics["combined"]["num_images"] == 16
+    assert metrics["combined"]["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
+
+
+def test_evaluation_card_has_a_row_per_source_and_one_for_all(tmp_path, make_class_folder, binary_model):
+    first = make_class_folder(tmp_path / "a" / "test", {"FAKE": 2, "REAL": 2}, seed=1)
+    second = make_class_folder(tmp_path / "b" / "test", {"FAKE": 2, "REAL": 2}, seed=2)
+    metrics = evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"], positive_class="FAKE"),
+                                          [first, second], tmp_path / "out")
+    card = (tmp_path / "out" / "EVALUATION.md").read_text()
+    assert "| source | images | accuracy | AP | ROC AUC | accuracy on FAKE | accuracy on REAL |" in card
+    source = metrics["sources"]["a/test"]
+    numbers = [source[key] for key in ("accuracy", "average_precision", "roc_auc", "accuracy_positive",
+                                       "accuracy_negative")]
+    assert "| a/test | 4 | " + " | ".join(f"{value:.4f}" for value in numbers) + " |" in card
+    assert "| **all sources** | 8 |" in card
+
+
+def test_training_s_own_evaluation_stays_one_source(tmp_path, dataset, binary_model):
+    metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), dataset, tmp_path / "run")
+    assert "sources" not in metrics and "## Per source" not in (tmp_path / "run" / "MODEL_CARD.md").read_text()

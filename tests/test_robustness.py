@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
+from realvsai import evaluation, robustness
+from realvsai.data import scan_images
 from realvsai.robustness import PERTURBATIONS, label, perturb, plot_robustness, robustness_figure
 
 
@@ -71,3 +75,77 @@ def test_plot_is_saved_as_png(tmp_path):
     path = plot_robustness(0.95, ACCURACIES, tmp_path / "robustness.png")
     with Image.open(path) as image:
         assert image.format == "PNG"
+
+
+# --- --robustness: the evaluation under each perturbation ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from test_evaluation import tiny_classifier
+
+    return tiny_classifier(2)
+
+
+@pytest.fixture
+def two_sources(tmp_path, make_class_folder):
+    return [make_class_folder(tmp_path / "data" / "test", {"FAKE": 4, "REAL": 4}, seed=1),
+            make_class_folder(tmp_path / "photos" / "test", {"FAKE": 3, "REAL": 3}, seed=2, size=(48, 40))]
+
+
+def info(**extra):
+    from test_evaluation import model_info
+
+    return model_info(["FAKE", "REAL"], positive_class="FAKE", **extra)
+
+
+def test_robustness_reports_every_perturbation_and_plots_it(tmp_path, two_sources, tiny_model):
+    metrics = evaluation.evaluate_folders(tiny_model, info(), two_sources, tmp_path / "out", robustness=True)
+    assert {kind: list(values) for kind, values in metrics["robustness"].items()} == {
+        kind: [f"{strength:g}" for strength in strengths] for kind, strengths in PERTURBATIONS.items()}
+    for values in metrics["robustness"].values():
+        for numbers in values.values():
+            assert set(numbers) == {"accuracy", "roc_auc"} and 0 <= numbers["accuracy"] <= 1
+    assert metrics["robustness_clean"]["accuracy"] == pytest.approx(metrics["combined"]["accuracy"])
+    with Image.open(tmp_path / "out" / "robustness.png") as image:
+        assert image.format == "PNG"
+    card = (tmp_path / "out" / "EVALUATION.md").read_text()
+    assert "## Robustness" in card and "| JPEG quality 30 |" in card and "](robustness.png)" in card
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
+
+
+def test_a_perturbation_that_changes_nothing_keeps_the_clean_numbers(tmp_path, two_sources, tiny_model,
+                                                                      monkeypatch):
+    monkeypatch.setattr(robustness, "perturb", lambda pixels, kind, strength: pixels)
+    metrics = evaluation.evaluate_folders(tiny_model, info(), two_sources, tmp_path / "out", robustness=True)
+    for values in metrics["robustness"].values():
+        for numbers in values.values():
+            assert numbers == pytest.approx(metrics["robustness_clean"])
+
+
+def test_perturb_is_applied_to_every_decoded_image_before_the_model(tmp_path, two_sources, tiny_model, monkeypatch):
+    constant = np.full((20, 20, 3), 200, np.uint8)
+    seen = []
+
+    def replace(pixels, kind, strength):
+        seen.append((pixels.dtype, pixels.shape, kind, strength))
+        return constant
+
+    monkeypatch.setattr(robustness, "perturb", replace)
+    images = scan_images(two_sources[1], class_names=["FAKE", "REAL"])
+    probabilities = evaluation.predict(tiny_model, images, batch_size=4, image_size=8, perturbation=("blur", 2))
+    expected = keras.ops.convert_to_numpy(tiny_model(constant[None].astype("float32"), training=False))[0]
+    np.testing.assert_allclose(probabilities, np.tile(expected, (len(images), 1)), atol=1e-6)
+    assert sorted(seen, key=str) == [(np.dtype(np.uint8), (40, 48, 3), "blur", 2)] * len(images)
+
+
+def test_perturbed_images_are_scored_by_the_same_decision_rule(tmp_path, make_class_folder, tiny_model):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 6, "REAL": 2})
+    # A threshold of 0 calls every image FAKE, clean or perturbed: accuracy = the share of FAKE images,
+    # which argmax (this model's differs) would not give.
+    metrics = evaluation.evaluate_folders(tiny_model, info(decision_threshold=0.0), [folder], tmp_path / "out",
+                                          robustness=True)
+    assert metrics["accuracy"] != pytest.approx(0.75)  # argmax
+    assert metrics["robustness_clean"]["accuracy"] == pytest.approx(0.75)
+    for values in metrics["robustness"].values():
+        assert all(numbers["accuracy"] == pytest.approx(0.75) for numbers in values.values())

@@ -355,6 +355,27 @@ def test_cli_evaluating_twice_keeps_the_first_results_in_the_default_folder(tmp_
     assert str(run / "eval-mine-2") in capsys.readouterr().out
 
 
+def test_cli_evaluate_takes_a_test_dir_per_source_and_robustness(tmp_path, make_class_folder, capsys, cli):
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    first = make_class_folder(tmp_path / "data" / "test", {"FAKE": 2, "REAL": 2}, seed=1)
+    second = make_class_folder(tmp_path / "photos" / "test", {"FAKE": 2, "REAL": 2}, seed=2)
+    code = cli(["--evaluate", str(run), "--test-dir", str(first), "--test-dir", str(second), "--robustness",
+                "--quiet"])
+    assert code == 0
+    out = run / "eval-test+test"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["sources"]) == ["data/test", "photos/test"] and metrics["num_images"] == 8
+    assert set(metrics["robustness"]) == {"jpeg", "blur", "downscale"}
+    assert (out / "robustness.png").is_file()
+    assert str(out) in capsys.readouterr().out
+
+
+def test_cli_robustness_without_evaluate_is_a_command_line_error(tmp_path, capsys, cli):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--data", str(tmp_path / "data"), "--robustness", "--quiet"])
+    assert exit_info.value.code == 2 and "--robustness" in capsys.readouterr().err
+
+
 # --- one tiny real run, shared by the tests below -------------------------------------------------
 
 
