@@ -91,3 +91,26 @@ def run_script(script: str, *args: str, cwd: Path | None = None, input_text: str
         timeout=timeout,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)},
     )
+
+
+def read_history_csv(path: Path) -> list[dict]:
+    """The rows of a run's history.csv (numbers as float, ``epoch`` as int, empty cells left out)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as stream:
+        return [{key: value if key == "phase" else int(value) if key == "epoch" else float(value)
+                 for key, value in row.items() if value not in ("", None)} for row in csv.DictReader(stream)]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` TCP ports free on 127.0.0.1 now, for a test cluster's workers."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
