@@ -193,19 +193,12 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
     return sum(spec.num_tasks(job) for job in spec.jobs if job in _JOBS)
 
 
-def is_chief(strategy_or_environ: tf.distribute.Strategy | Mapping[str, str]) -> bool:
-    """Whether this process writes the run's files: always, except on the non-chief workers of a cluster.
-
-    Accepts the strategy, or the environment (TF_CONFIG) before the strategy exists.
-    """
-    if isinstance(strategy_or_environ, Mapping):
-        cluster = parse_tf_config(strategy_or_environ)
-        return cluster is None or cluster.is_chief
-    resolver = _cluster_of(strategy_or_environ)
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: the chief task, or worker 0 when there is none."""
+    resolver = _cluster_of(strategy)
     if resolver is None:
         return True
-    jobs = resolver.cluster_spec().jobs
-    return resolver.task_type == "chief" or ("chief" not in jobs and resolver.task_id == 0)
+    return resolver.task_type == "chief" or ("chief" not in resolver.cluster_spec().jobs and resolver.task_id == 0)
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
@@ -267,8 +260,18 @@ def _all_reduce(strategy: tf.distribute.Strategy) -> Callable[[list[tf.Tensor], 
 
         return strategy.run(replica, args=(values,))
 
-    return lambda values, first_only: [strategy.experimental_local_results(value)[0]
-                                       for value in reduce(list(values), first_only)]
+    def call(values, first_only):
+        # Traced once per structure of what it sends (a few per run), on purpose: hide TF's warning.
+        def quiet(record: logging.LogRecord) -> bool:
+            return "triggered tf.function retracing" not in record.getMessage()
+
+        tf.get_logger().addFilter(quiet)
+        try:
+            return [strategy.experimental_local_results(value)[0] for value in reduce(list(values), first_only)]
+        finally:
+            tf.get_logger().removeFilter(quiet)
+
+    return call
 
 
 def sync_variables(strategy: tf.distribute.Strategy, variables: Sequence[Any]) -> None:

@@ -1,36 +1,25 @@
 """Training a classifier on DATA/{train,validation}: two phases on one epoch axis, resumable at any epoch.
 
-With pretrained weights:
+With pretrained weights, ``head`` trains the head on the frozen backbone (``head_epochs`` at
+``learning_rate``), then ``fine_tune`` trains the backbone (or its top ``fine_tune_blocks`` residual
+blocks) too, at ``fine_tune_learning_rate``, until epoch ``head_epochs + fine_tune_epochs``. With
+``weights="none"`` one phase, ``full``, trains everything for all epochs (see ``model.build_model``).
+Each phase uses Adam with a linear decay over its steps to ``final_learning_rate_fraction`` of its
+start. A stop rule ends the phase it fires in; the epochs it left go to fine-tuning, so a run never
+passes the requested total. A NaN training loss ends the run with a UserError. With class weights,
+validation carries the same weights, so ``loss`` and ``val_loss`` are comparable.
 
-    head       the backbone frozen, the head trains (``head_epochs`` at ``learning_rate``)
-    fine_tune  the backbone (or its top ``fine_tune_blocks`` residual blocks) trains too, at the lower
-               ``fine_tune_learning_rate``, until epoch ``head_epochs + fine_tune_epochs``
+Resume: after every epoch each phase backs up into ``RUN/backup/<phase>/`` (``callbacks.RunBackup``:
+a ``tf.train.CheckpointManager`` checkpoint, then the history rows, the stop counters and whether the
+phase has ended). ``--resume`` skips finished phases, restores the last finished epoch and ends with
+the requested epochs. The best model is written only after its epoch's backup has committed.
 
-With ``weights="none"`` there is nothing to preserve, so the whole network trains from the first
-epoch with BatchNorm in training mode: one phase, ``full``, of ``head_epochs + fine_tune_epochs``
-epochs at ``learning_rate`` (see ``model.build_model`` for the from-scratch recipe).
+Devices: the caller's ``tf.distribute`` strategy (``distributed.select_strategy``). Each phase
+trains through ``distributed.fit`` (``model.fit`` on one machine, its loop on several, same callbacks
+and backups). Every machine trains the chief's settings on the same files (checked); only the chief
+writes the run folder and evaluates.
 
-Each phase uses Adam with a linear ``PolynomialDecay`` over that phase's steps (from the data size
-and its epochs) down to ``final_learning_rate_fraction`` of its start. With class weights, the
-validation examples carry the same weights, so ``loss`` and ``val_loss`` are comparable. A NaN
-training loss ends the run with a UserError. A stop rule or early
-stopping ends the phase it fires in (a head that stopped improving moves on to fine-tuning); the
-epochs it left are given to fine-tuning, so the run never goes past the requested total.
-
-Resume: after every epoch each phase backs up into its own folder under ``RUN/backup/`` (the two
-phases train different variables with different optimizers) with ``callbacks.RunBackup``: a
-``tf.train.CheckpointManager`` checkpoint, then the history rows, the stop counters and whether the
-phase has ended. ``--resume`` skips finished phases, restores the last finished epoch of the current
-one and ends with the requested number of epochs. The best model (``callbacks.BestModel``) is written
-only after its epoch's backup has committed.
-
-Devices: the caller's ``tf.distribute`` strategy (``distributed.select_strategy``: every local GPU,
-or a ``TF_CONFIG`` cluster). Each phase trains through ``distributed.fit``: ``model.fit`` on one
-machine, its own loop on several (same callbacks, same backup format, so a run may resume either
-way). Every machine trains the chief's settings on the data at the chief's ``data`` path, checked to
-be the same files everywhere; only the chief writes the run folder and evaluates.
-
-Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch), ``model.json``, ``history.csv``,
+Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch, float32), ``model.json``, ``history.csv``,
 ``training_curves.png``, ``logs/`` (TensorBoard), then the evaluation's files when DATA/test exists.
 """
 
@@ -47,7 +36,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -354,12 +343,13 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
 
-    splits, problem = None, None
     try:
-        splits = _scan_splits(config)
-    except UserError as error:
-        problem = error  # raised after the check, which stops the other workers too
-    digest = data_digest(Path(config.data), *splits[:2]) if splits else f"unreadable: {problem}"
+        train_images, validation_images, test_images = _scan_splits(config)
+        digest = data_digest(Path(config.data), train_images, validation_images)
+    except UserError as error:  # raised after the check below, which stops the other workers too
+        problem, digest = error, f"unreadable: {error}"
+    else:
+        problem = None
     try:
         distributed.check_same_on_every_worker(strategy, "training data", digest)
     except UserError:
@@ -367,7 +357,6 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
             raise
     if problem is not None:
         raise problem
-    train_images, validation_images, test_images = splits
     class_names = train_images.class_names
     positive_class = find_positive_class(class_names, config.positive_class)
     if len(class_names) == 2 and positive_class is None:
@@ -572,40 +561,3 @@ def with_class_weights(dataset: tf.data.Dataset, class_weight: Mapping[int, floa
 
     weights = tf.constant([class_weight.get(index, 1.0) for index in range(max(class_weight) + 1)], tf.float32)
     return dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
-
-
-def evaluate_model_file(model_path: Path, test_dir: Path, out_dir: Path | None = None,
-                        batch_size: int = 64) -> tuple[Path, dict[str, Any]]:
-    """``--evaluate``: metrics and plots of a saved model on a folder of class folders.
-
-    Returns:
-        The output folder and the metrics. The folder is ``out_dir`` (default: ``eval-<folder name>``
-        beside the model), or when that already holds results, a new ``<out_dir>-2`` (``-3``, ...).
-    """
-    from realvsai import evaluation
-    from realvsai.model import load_classifier
-
-    model, model_info = load_classifier(model_path)
-    model_path = Path(model_path)
-    run_dir = model_path if model_path.is_dir() else model_path.parent
-    requested = Path(out_dir) if out_dir is not None else run_dir / f"eval-{Path(test_dir).resolve().name}"
-    out_dir = evaluation.unused_output_folder(requested)
-    if out_dir != requested:
-        logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
-    metrics = evaluation.evaluate_folder(model, model_info, Path(test_dir), out_dir, batch_size=batch_size)
-    return out_dir, metrics
-
-
-def summarize(result: TrainResult) -> str:
-    """One line for the end of a run."""
-    best = result.model_info.get("best_epoch") or {}
-    parts = [f"trained {result.run_dir}" if result.chief
-             else f"this worker has finished; the chief wrote the run to {result.run_dir} on its machine"]
-    if best:
-        parts.append(f"best epoch {best.get('epoch')}: val_loss {best.get('val_loss', math.nan):.4f}, "
-                     f"val_accuracy {best.get('val_accuracy', math.nan):.4f}")
-    if result.test_metrics:
-        accuracy = result.test_metrics.get("accuracy")
-        if accuracy is not None:
-            parts.append(f"test accuracy {float(accuracy):.4f}")
-    return "; ".join(parts)

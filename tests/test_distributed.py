@@ -158,7 +158,7 @@ def test_malformed_tf_config_is_a_clear_user_error(tf_config):
     ({"chief": ["a:1"], "worker": ["b:1"]}, {"type": "worker", "index": 0}, False),
 ])
 def test_chief_is_the_chief_task_or_else_worker_zero(cluster, task, chief):
-    assert distributed.is_chief({"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})}) is chief
+    assert distributed.parse_tf_config({"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})}).is_chief is chief
 
 
 def test_only_the_chief_writes_into_the_worker_folder(tmp_path):

@@ -143,7 +143,7 @@ def test_workers_data_digest_depends_on_the_files_not_on_where_the_data_folder_i
 def test_summary_of_a_worker_that_is_not_the_chief_names_the_chiefs_run_folder():
     result = training.TrainResult(Path("models/run"), None, {"best_epoch": {"epoch": 2, "val_loss": 0.5}}, [], None,
                                   chief=False)
-    summary = training.summarize(result)
+    summary = ModelTraining.summarize(result)
     assert "the chief wrote the run to models/run on its machine" in summary and "best epoch 2" in summary
     assert not summary.startswith("trained")
 
