@@ -2,7 +2,7 @@
 
 - ``StopOnNonFiniteLoss``: ends a diverged run with a one-line ``UserError`` (Keras'
   ``TerminateOnNaN`` stops it silently).
-- ``StopOnOverfitting``: the project's stop rule: ``val_loss > loss + margin`` for ``patience``
+- ``StopTrainingOnValidationLoss``: the project's stop rule: ``val_loss > loss + margin`` for ``patience``
   epochs in a row ends the phase.
 - ``ResumableEarlyStopping``: ``keras.callbacks.EarlyStopping`` whose counters survive a restart.
 - ``TrainingHistory``: one row per epoch (with its phase and learning rate) in ``history.csv``.
@@ -83,7 +83,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                             f"{getattr(self, 'epoch', 0) + 1}; lower --learning-rate or use --precision float32")
 
 
-class StopOnOverfitting(keras.callbacks.Callback):
+class StopTrainingOnValidationLoss(keras.callbacks.Callback):
     """Stops a phase once ``val_loss > loss + margin`` (or ``val_loss`` is NaN) for ``patience`` epochs in a row.
 
     Training loss is measured with dropout, noise and augmentation on, so a small gap is normal;

@@ -484,7 +484,7 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
         ResumableEarlyStopping,
         RunBackup,
         StopOnNonFiniteLoss,
-        StopOnOverfitting,
+        StopTrainingOnValidationLoss,
         TrainingHistory,
         write_history_csv,
     )
@@ -496,7 +496,7 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
     names = phase_names(config)
     latest = distributed.chief_decides(strategy, lambda: _latest_backup(run_dir, names)) if resume else None
     rows: list[dict[str, Any]] = []
-    stop_rule = StopOnOverfitting(margin=config.stop_margin, patience=config.stop_patience)
+    stop_rule = StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience)
     early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience)
     best_model = BestModel(run_dir / MODEL_FILE, export=None if model.dtype_policy.name == "float32" else float32_copy)
     if latest is not None:

@@ -17,7 +17,7 @@ from realvsai.callbacks import (
     ResumableEarlyStopping,
     RunBackup,
     StopOnNonFiniteLoss,
-    StopOnOverfitting,
+    StopTrainingOnValidationLoss,
     TrainingHistory,
     read_backup,
     save_model_atomically,
@@ -67,15 +67,15 @@ def assert_weights(actual: list, expected: list) -> None:
     ([(1.0, 0.9), (0.8, math.nan), (0.7, math.nan), (0.6, 0.5)], 2, [0, 1, 2]),  # NaN val_loss counts
 ], ids=["consecutive", "interrupted", "within-margin", "nan"])
 def test_stop_rule_stops_after_patience_epochs_of_val_loss_above_loss_plus_margin(epochs, patience, ran):
-    rule = StopOnOverfitting(margin=0.1, patience=patience)
+    rule = StopTrainingOnValidationLoss(margin=0.1, patience=patience)
     assert drive([rule], tiny_model(), epochs) == ran
     assert rule.stopped_epoch == (ran[-1] if len(ran) < len(epochs) else None)
 
 
 def test_stop_rule_counter_survives_a_restore():
-    first = StopOnOverfitting(margin=0.1, patience=3)
+    first = StopTrainingOnValidationLoss(margin=0.1, patience=3)
     drive([first], tiny_model(), [(0.4, 0.6), (0.3, 0.6)])
-    second = StopOnOverfitting(margin=0.1, patience=3)
+    second = StopTrainingOnValidationLoss(margin=0.1, patience=3)
     second.restore(json.loads(json.dumps(first.state())))
     assert drive([second], tiny_model(), [(0.2, 0.8), (0.1, 0.9)], first_epoch=2) == [2]
 
