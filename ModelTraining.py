@@ -41,9 +41,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from realvsai.cli import make_parser, positive_int, run_main, setup_logging
 from realvsai.config import (
@@ -54,6 +56,9 @@ from realvsai.config import (
     TrainConfig,
     run_name_problem,
 )
+
+if TYPE_CHECKING:
+    from realvsai.training import TrainResult
 
 logger = logging.getLogger("realvsai.train")
 
@@ -182,6 +187,45 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path | None = None,
+                        batch_size: int = 64, robustness: bool = False) -> tuple[Path, dict[str, Any]]:
+    """``--evaluate``: metrics and plots of a saved model on folders of class folders (one source each).
+
+    Returns:
+        The output folder and the metrics. The folder is ``out_dir`` (default: ``eval-<folder names
+        joined by +>`` beside the model), or when that already holds results, a new ``<out_dir>-2`` (``-3``, ...).
+    """
+    from realvsai import evaluation
+    from realvsai.model import load_classifier
+
+    model, model_info = load_classifier(model_path)
+    model_path = Path(model_path)
+    run_dir = model_path if model_path.is_dir() else model_path.parent
+    default_name = "eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs)
+    requested = Path(out_dir) if out_dir is not None else run_dir / default_name
+    out_dir = evaluation.unused_output_folder(requested)
+    if out_dir != requested:
+        logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
+    metrics = evaluation.evaluate_folders(model, model_info, [Path(test_dir) for test_dir in test_dirs], out_dir,
+                                          batch_size=batch_size, robustness=robustness)
+    return out_dir, metrics
+
+
+def summarize(result: TrainResult) -> str:
+    """One line for the end of a run."""
+    best = result.model_info.get("best_epoch") or {}
+    parts = [f"trained {result.run_dir}" if result.chief
+             else f"this worker has finished; the chief wrote the run to {result.run_dir} on its machine"]
+    if best:
+        parts.append(f"best epoch {best.get('epoch')}: val_loss {best.get('val_loss', math.nan):.4f}, "
+                     f"val_accuracy {best.get('val_accuracy', math.nan):.4f}")
+    if result.test_metrics:
+        accuracy = result.test_metrics.get("accuracy")
+        if accuracy is not None:
+            parts.append(f"test accuracy {float(accuracy):.4f}")
+    return "; ".join(parts)
+
+
 def run_training(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     config.validate()
@@ -196,23 +240,20 @@ def run_training(args: argparse.Namespace) -> None:
         logger.info("the chief's log follows the run; this worker shows only warnings and errors")
         logging.getLogger("realvsai").setLevel(logging.WARNING)
     result = training.train(config, resume=args.resume, strategy=strategy, verbose=0 if args.quiet else "auto")
-    print(training.summarize(result))
+    print(summarize(result))
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    from realvsai import demo, training  # TensorFlow loads when the demo trains
+    from realvsai import demo  # TensorFlow loads when the demo trains
 
     config = demo.DemoConfig(out=args.out or demo.DemoConfig.out, name=getattr(args, "name", demo.DemoConfig.name))
     result = demo.run_demo(config, resume=args.resume, verbose=0 if args.quiet else "auto")
-    print(training.summarize(result))
+    print(summarize(result))
     print("synthetic demo data, not a real result; serve the model with: streamlit run App.py")
 
 
 def run_evaluation(args: argparse.Namespace) -> None:
-    from realvsai import training
-
-    out_dir, metrics = training.evaluate_model_file(args.evaluate, args.test_dir, args.out,
-                                                    robustness=args.robustness)
+    out_dir, metrics = evaluate_model_file(args.evaluate, args.test_dir, args.out, robustness=args.robustness)
     summary = {key: metrics[key] for key in ("accuracy", "f1", "roc_auc") if key in metrics}
     folders = ", ".join(str(folder) for folder in args.test_dir)
     print(f"evaluated {args.evaluate} on {folders}: {json.dumps(summary)}; outputs in {out_dir}")

@@ -255,8 +255,3 @@ def make_dataset(
                               num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
-
-def class_weights(counts: Sequence[int]) -> dict[int, float]:
-    """Weights that make every class count as much as the others: ``total / (classes * count)``."""
-    total, num_classes = sum(counts), len(counts)
-    return {index: total / (num_classes * count) for index, count in enumerate(counts) if count}

@@ -37,20 +37,13 @@ from realvsai.config import BACKBONES, MODEL_FILE, MODEL_JSON_FILE
 
 logger = logging.getLogger(__name__)
 
-_APPLICATIONS = {
+APPLICATIONS = {
     "resnet50": keras.applications.ResNet50,
     "resnet101": keras.applications.ResNet101,
     "resnet152": keras.applications.ResNet152,
 }
-# Where Keras keeps (and looks for) downloaded weights: ~/.keras/models/<file>.
+# Where keras.applications caches (and checks, by its hash) the ImageNet weights it downloads.
 KERAS_MODELS_DIR = Path.home() / ".keras" / "models"
-_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-# MD5 of the no-top ImageNet files, as keras.applications checks them.
-_NOTOP_MD5 = {
-    "resnet50": "4d473c1dd8becc155b73f8504c6f6626",
-    "resnet101": "88cf7a10940856eca736dc7b7e228a21",
-    "resnet152": "ee4c566cf9a93f14d82f913c2dc6dd0c",
-}
 # ImageNet channel means in BGR order (keras.applications.imagenet_utils, mode "caffe").
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 # From-scratch recipe: the moving statistics follow the weights within a few dozen steps instead
@@ -103,53 +96,42 @@ class SquareResize(keras.layers.Layer):
         return {**super().get_config(), "size": self.size}
 
 
-def imagenet_weights_file(backbone: str) -> str:
-    """File name of the backbone's no-top ImageNet weights in Keras' cache."""
-    return f"{backbone}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-
-
-def resolve_weights(weights: str | Path | None, backbone: str, cache_dir: Path | None = None) -> Path | None:
-    """The weights file to load into the backbone: None to start from random weights.
-
-    ``"imagenet"`` is looked up in Keras' cache and downloaded there once (checked by its MD5);
-    any other value is a path to a weights file for this backbone.
+def check_weights_file(weights: str | Path, backbone: str) -> None:
+    """Refuses a ``--weights`` path that is missing, or not HDF5 (an interrupted copy, an HTML error page).
 
     Raises:
-        UserError: if ImageNet weights cannot be downloaded (offline), or a weights path (or the cached
-            ImageNet file) does not exist or is not a readable HDF5 file.
+        UserError: naming the file and what to do.
     """
-    if weights is None or str(weights).lower() == "none":
-        return None
-    if str(weights).lower() != "imagenet":
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise UserError(f"--weights {weights}: no such file. Give a {backbone} weights file, "
-                            "'imagenet' or 'none'.")
-        problem = _hdf5_problem(path)
-        if problem:
-            raise UserError(f"--weights {path} is corrupt, truncated or not an HDF5 weights file ({problem}). "
-                            f"Copy the {backbone} weights file again, or use 'imagenet' or 'none'.")
-        return path
-    file_name = imagenet_weights_file(backbone)
-    cache_dir = Path(cache_dir) if cache_dir is not None else KERAS_MODELS_DIR
-    cached = cache_dir / file_name
-    if cached.is_file():
-        problem = _hdf5_problem(cached)
-        if problem:
-            raise UserError(f"{cached} is corrupt or truncated ({problem}), perhaps an interrupted copy. Delete "
-                            "it so that --weights imagenet downloads it again, or copy it again from a machine "
-                            "that has it.")
-        return cached
-    logger.info("downloading the ImageNet weights of %s to %s", backbone, cached)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"--weights {weights}: no such file. Give a {backbone} weights file, 'imagenet' or 'none'.")
+    problem = _hdf5_problem(path)
+    if problem:
+        raise UserError(f"--weights {path} is corrupt, truncated or not an HDF5 weights file ({problem}). "
+                        f"Copy the {backbone} weights file again, or use 'imagenet' or 'none'.")
+
+
+def _backbone(backbone: str, weights: str | None, image_size: int) -> keras.Model:
+    """``keras.applications``' backbone without its top; ``"imagenet"`` is downloaded (and hash-checked) by Keras.
+
+    Raises:
+        UserError: when the ImageNet weights cannot be downloaded (offline, or a corrupt cached copy).
+    """
     try:
-        return Path(keras.utils.get_file(file_name, _WEIGHTS_URL + file_name, file_hash=_NOTOP_MD5[backbone],
-                                         cache_dir=str(cache_dir.parent), cache_subdir=cache_dir.name))
-    except Exception as error:  # Keras turns every URL/HTTP failure into a bare Exception
-        raise UserError(
-            f"could not download the ImageNet weights of {backbone} ({error}). Without internet, put "
-            f"{file_name} into {cache_dir}/ (copy it from a machine that has it), or pass "
-            f"--weights /path/to/{file_name}, or train from scratch with --weights none."
-        ) from error
+        return APPLICATIONS[backbone](include_top=False, weights=weights, input_shape=(image_size, image_size, 3),
+                                      name="backbone")
+    except Exception as error:  # Keras' get_file turns every URL/HTTP failure into a bare Exception
+        if weights != "imagenet" or "URL fetch failure" not in str(error):
+            raise
+        file_name = f"{backbone}_weights_tf_dim_ordering_tf_kernels_notop.h5"  # keras.applications' name
+        cached = KERAS_MODELS_DIR / file_name
+        if cached.is_file():
+            raise UserError(f"{cached} is corrupt or truncated (its hash does not match), perhaps an interrupted "
+                            "copy, and it cannot be downloaded again offline. Delete it, or copy it again from a "
+                            "machine that has it.") from None
+        raise UserError(f"could not download the ImageNet weights of {backbone} ({error}). Without internet, put "
+                        f"{file_name} into {KERAS_MODELS_DIR}/ (copy it from a machine that has it), or pass "
+                        f"--weights /path/to/{file_name}, or train from scratch with --weights none.") from None
 
 
 def _hdf5_problem(path: Path) -> str | None:
@@ -192,7 +174,6 @@ def build_model(
     dropout: float = 0.4,
     noise: float = 0.1,
     seed: int = 0,
-    weights_cache_dir: Path | None = None,
 ) -> keras.Model:
     """Builds the classifier (uncompiled) under the current dtype policy.
 
@@ -208,18 +189,21 @@ def build_model(
         head_units, l2, dropout, noise: the head's Dense width, its L2 factor, the dropout rate and
             the standard deviation of the Gaussian noise on the feature map.
         seed: seeds the augmentation, noise and dropout layers.
-        weights_cache_dir: where ImageNet weights are cached (default: Keras' ``~/.keras/models``).
 
     Raises:
         ValueError: for an unknown backbone or fewer than two classes.
-        UserError: if the weights cannot be found (see ``resolve_weights``).
+        UserError: if the weights cannot be found or read (see ``check_weights_file``, ``_backbone``).
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
-    weights_path = resolve_weights(weights, backbone, weights_cache_dir)
-    pretrained = weights_path is not None
+    weights = None if weights is None or str(weights).lower() == "none" else str(weights)
+    if weights is not None and weights.lower() == "imagenet":
+        weights = "imagenet"
+    elif weights is not None:
+        check_weights_file(weights, backbone)
+    pretrained = weights is not None
 
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = inputs
@@ -230,8 +214,7 @@ def build_model(
     # float32 even under mixed precision, as the augmentation: float16 would round pixels above 128.
     x = SquareResize(image_size, dtype="float32", name="resize")(x)
     x = CaffePreprocess(name="preprocess")(x)
-    base = _APPLICATIONS[backbone](include_top=False, weights=str(weights_path) if pretrained else None,
-                               input_shape=(image_size, image_size, 3), name="backbone")
+    base = _backbone(backbone, weights, image_size)
     if pretrained:
         # BatchNorm statistics stay frozen even when the backbone is trainable: fine-tuning on a small
         # dataset would otherwise wreck the ImageNet statistics in the first few steps. Keras 3 lets the

@@ -1,36 +1,25 @@
 """Training a classifier on DATA/{train,validation}: two phases on one epoch axis, resumable at any epoch.
 
-With pretrained weights:
+With pretrained weights, ``head`` trains the head on the frozen backbone (``head_epochs`` at
+``learning_rate``), then ``fine_tune`` trains the backbone (or its top ``fine_tune_blocks`` residual
+blocks) too, at ``fine_tune_learning_rate``, until epoch ``head_epochs + fine_tune_epochs``. With
+``weights="none"`` one phase, ``full``, trains everything for all epochs (see ``model.build_model``).
+Each phase uses Adam with a linear decay over its steps to ``final_learning_rate_fraction`` of its
+start. A stop rule ends the phase it fires in; the epochs it left go to fine-tuning, so a run never
+passes the requested total. A NaN training loss ends the run with a UserError. With class weights,
+validation carries the same weights, so ``loss`` and ``val_loss`` are comparable.
 
-    head       the backbone frozen, the head trains (``head_epochs`` at ``learning_rate``)
-    fine_tune  the backbone (or its top ``fine_tune_blocks`` residual blocks) trains too, at the lower
-               ``fine_tune_learning_rate``, until epoch ``head_epochs + fine_tune_epochs``
+Resume: after every epoch each phase backs up into ``RUN/backup/<phase>/`` (``callbacks.RunBackup``:
+a ``tf.train.CheckpointManager`` checkpoint, then the history rows, the stop counters and whether the
+phase has ended). ``--resume`` skips finished phases, restores the last finished epoch and ends with
+the requested epochs. The best model is written only after its epoch's backup has committed.
 
-With ``weights="none"`` there is nothing to preserve, so the whole network trains from the first
-epoch with BatchNorm in training mode: one phase, ``full``, of ``head_epochs + fine_tune_epochs``
-epochs at ``learning_rate`` (see ``model.build_model`` for the from-scratch recipe).
+Devices: the caller's ``tf.distribute`` strategy (``distributed.select_strategy``). Each phase
+trains through ``distributed.fit`` (``model.fit`` on one machine, its loop on several, same callbacks
+and backups). Every machine trains the chief's settings on the same files (checked); only the chief
+writes the run folder and evaluates.
 
-Each phase uses Adam with a linear ``PolynomialDecay`` over that phase's steps (from the data size
-and its epochs) down to ``final_learning_rate_fraction`` of its start. With class weights, the
-validation examples carry the same weights, so ``loss`` and ``val_loss`` are comparable. A NaN
-training loss ends the run with a UserError. A stop rule or early
-stopping ends the phase it fires in (a head that stopped improving moves on to fine-tuning); the
-epochs it left are given to fine-tuning, so the run never goes past the requested total.
-
-Resume: each phase has its own ``RunBackup`` folder under ``RUN/backup/`` (the two phases train
-different variables with different optimizers). Every backup also records the history rows, the
-stop counters and whether its phase has ended, so ``--resume`` skips finished phases, restores the
-last finished epoch of the current one and ends with the requested number of epochs.
-
-Devices: the caller's ``tf.distribute`` strategy (``distributed.select_strategy``: every local GPU,
-or a ``TF_CONFIG`` cluster). On one machine the phases run in ``model.fit``; on several, where
-``model.fit`` fails (keras-team/keras#20585), in ``distributed.fit_distributed`` with the same
-callbacks, which backs each phase up in its own format. Every machine trains the chief's settings
-(its flags, or its saved ones on ``--resume``) on the data at the chief's ``data`` path, checked to be
-the same files everywhere. Only the chief writes the run folder and evaluates; the other workers
-write into a temporary folder, deleted at the end, and stop when training ends.
-
-Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch), ``model.json``, ``history.csv``,
+Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch, float32), ``model.json``, ``history.csv``,
 ``training_curves.png``, ``logs/`` (TensorBoard), then the evaluation's files when DATA/test exists.
 """
 
@@ -47,7 +36,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -164,9 +153,12 @@ def loss_class_weights(config: TrainConfig, train_counts: Mapping[str, int]) -> 
     """Per-class loss weights (class index -> weight) that make every class count as much, or None when off."""
     if not config.class_weights:
         return None
-    from realvsai.data import class_weights
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
 
-    return class_weights(list(train_counts.values()))
+    labels = np.repeat(np.arange(len(train_counts)), list(train_counts.values()))
+    present = np.unique(labels)
+    return dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=labels).tolist()))
 
 
 def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int,
@@ -255,52 +247,15 @@ def resolve_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Pat
     raise UserError(f"{run_dir} does not exist, so there is nothing to resume. Check --out and --name.")
 
 
-def _latest_backup(run_dir: Path, phase_names: Sequence[str], multi_worker: bool = False
-                   ) -> tuple[str, dict[str, Any]] | None:
-    """The last phase with a backup and its metadata (later phases first).
+def _latest_backup(run_dir: Path, names: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+    """The last phase with a backup, and that backup's commit (later phases first)."""
+    from realvsai.callbacks import read_backup
 
-    One machine backs a phase up with ``RunBackup``, several with ``fit_distributed``, in other
-    formats; a run resumes in the mode it was started in.
-
-    Raises:
-        UserError: when the backup was written in the other mode.
-    """
-    from realvsai import callbacks, distributed
-
-    read, read_other = ((distributed.read_backup, callbacks.read_backup) if multi_worker
-                        else (callbacks.read_backup, distributed.read_backup))
-    for name in reversed(phase_names):
-        metadata = read(run_dir / BACKUP_DIR / name)
-        if metadata is not None:
-            return name, metadata
-        if read_other(run_dir / BACKUP_DIR / name) is not None:
-            started, resume = (("on one machine", "without TF_CONFIG") if multi_worker
-                               else ("on several machines", "with the cluster's TF_CONFIG on every machine"))
-            raise UserError(f"{run_dir} was started {started}, and a run resumes the way it started: resume it "
-                            f"{resume}, or start a new run with another --name.")
+    for name in reversed(names):
+        found = read_backup(run_dir / BACKUP_DIR / name)
+        if found is not None:
+            return name, found
     return None
-
-
-def _on_chief(strategy: tf.distribute.Strategy, task: Callable[[], Any]) -> Any:
-    """``task()``, run by the chief alone; its JSON-ready result, or its UserError, on every worker.
-
-    For what only the chief's files can decide (the run folder, the backup to resume from). A
-    collective operation on several machines: every worker must call it at the same point.
-    """
-    from realvsai import distributed
-
-    if distributed.num_workers(strategy) == 1:
-        return task()
-    outcome = None
-    if distributed.is_chief(strategy):
-        try:
-            outcome = {"value": task()}
-        except UserError as error:  # told to the others, who would otherwise wait for the chief forever
-            outcome = {"error": str(error)}
-    outcome = distributed.broadcast_json(strategy, outcome)
-    if "error" in outcome:
-        raise UserError(outcome["error"])
-    return outcome["value"]
 
 
 def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
@@ -325,43 +280,15 @@ def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, L
     return train, validation, test
 
 
-def _scan_on_every_worker(config: TrainConfig, strategy: tf.distribute.Strategy
-                          ) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
-    """``_scan_splits``; on several machines, also checks that every worker reads the same files.
+def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
+    """What every worker must read alike: each file's path under ``data_dir``, label and size, in order.
 
-    Raises:
-        UserError: on every worker, when any of them cannot read the data or reads other files.
-    """
-    from realvsai import distributed
-
-    if distributed.num_workers(strategy) == 1:
-        return _scan_splits(config)
-    splits, problem = None, None
-    try:
-        splits = _scan_splits(config)
-    except UserError as error:
-        problem = error  # raised after the check, which stops the other workers too
-    digest = _training_data_digest(config, splits[0], splits[1]) if splits else f"unreadable: {problem}"
-    try:
-        distributed.check_same_on_every_worker(strategy, "training data", digest)
-    except UserError:
-        if problem is None:
-            raise
-    if problem is not None:
-        raise problem
-    return splits
-
-
-def _training_data_digest(config: TrainConfig, *splits: LabelledImages) -> str:
-    """What must be the same on every worker: each file's path under the data folder, label and size.
-
-    Each worker keeps its share of every global batch, so all of them must list the same images in
-    the same order (and decode them to the same sizes).
+    Each worker keeps its share of every global batch, so all must list the same images in the same order.
     """
     digest = hashlib.sha256(json.dumps(splits[0].class_names).encode("utf-8"))
     for images in splits:
         for path, label, size in zip(images.files, images.labels, images.sizes):
-            digest.update(f"{os.path.relpath(path, config.data)}\0{label}\0{size}\n".encode())
+            digest.update(f"{os.path.relpath(path, data_dir)}\0{label}\0{size}\n".encode())
     return digest.hexdigest()
 
 
@@ -383,32 +310,18 @@ def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.
         UserError: for a missing or inconsistent dataset, a clash with an existing run, missing weights,
             or (on several machines) a worker of the cluster that stopped.
     """
-    import tensorflow as tf
-
     from realvsai import distributed
 
     config.validate()
-    if strategy is None or distributed.num_workers(strategy) == 1:
-        config, run_dir = resolve_run_dir(config, resume)
-        return _train(config, run_dir, strategy or distributed.select_strategy({}), resume, verbose)
-    try:
-        chosen = _on_chief(strategy, lambda: {"config": resolve_run_dir(config, resume)[0].to_json(),
-                                              "resume": resume})
-        config, resume = TrainConfig.from_json(chosen["config"]), chosen["resume"]
-        run_dir = Path(config.out) / config.name
-        if not distributed.is_chief(strategy):
-            logger.info("the chief writes the run folder %s (on its machine); this worker keeps no file", run_dir)
-        with distributed.worker_folder(strategy, run_dir) as folder:
-            result = _train(config, folder, strategy, resume, verbose)
-        return dataclasses.replace(result, run_dir=run_dir)
-    except tf.errors.UnavailableError as error:
-        # What a worker sees when another one died: its collective operations are aborted.
-        lines = [line.strip() for line in str(error).splitlines()]
-        detail = next((line.split("aborted by: ", 1)[1] for line in lines if "aborted by: " in line),
-                      next((line for line in lines if "/job:" in line), type(error).__name__))
-        raise UserError(f"a machine of the cluster stopped, so the others cannot go on ({detail}). See that "
-                        "machine's output for why, fix it, and start the command again on every machine, with "
-                        f"--resume --name {config.name} to continue after the last finished epoch.") from None
+    strategy = strategy or distributed.select_strategy({})
+    chosen = distributed.chief_decides(strategy, lambda: [resolve_run_dir(config, resume)[0].to_json(), resume])
+    config, resume = TrainConfig.from_json(chosen[0]), chosen[1]
+    run_dir = Path(config.out) / config.name
+    if not distributed.is_chief(strategy):
+        logger.info("the chief writes the run folder %s (on its machine); this worker keeps no file", run_dir)
+    with distributed.worker_folder(strategy, run_dir) as folder:
+        result = _train(config, folder, strategy, resume, verbose)
+    return dataclasses.replace(result, run_dir=run_dir)
 
 
 def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy, resume: bool,
@@ -422,14 +335,25 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     from realvsai.callbacks import save_model_atomically
     from realvsai.model import float32_copy
 
-    workers = distributed.num_workers(strategy)
     logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
-    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
-    policy = select_precision(config.precision, len(gpus))
+    policy = select_precision(config.precision, len(tf.config.list_logical_devices("GPU")))
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
 
-    train_images, validation_images, test_images = _scan_on_every_worker(config, strategy)
+    try:
+        train_images, validation_images, test_images = _scan_splits(config)
+        digest = data_digest(Path(config.data), train_images, validation_images)
+    except UserError as error:  # raised after the check below, which stops the other workers too
+        problem, digest = error, f"unreadable: {error}"
+    else:
+        problem = None
+    try:
+        distributed.check_same_on_every_worker(strategy, "training data", digest)
+    except UserError:
+        if problem is None:
+            raise
+    if problem is not None:
+        raise problem
     class_names = train_images.class_names
     positive_class = find_positive_class(class_names, config.positive_class)
     if len(class_names) == 2 and positive_class is None:
@@ -438,7 +362,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                        "metrics count %r as positive. Set --positive-class to choose.", positive_class)
     positive_index = class_names.index(positive_class) if positive_class else None
 
-    replicas = strategy.num_replicas_in_sync
+    replicas, workers = strategy.num_replicas_in_sync, distributed.num_workers(strategy)
     global_batch = config.batch_size * replicas
     steps_per_epoch = math.ceil(len(train_images) / global_batch)
     validation_steps = math.ceil(len(validation_images) / global_batch)
@@ -449,8 +373,6 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     train_dataset = data.make_dataset(
         train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
         augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None).repeat()
-    validation_dataset = data.make_dataset(validation_images, batch_size=global_batch,
-                                           image_size=config.image_size).repeat()
     counts = {TRAIN: train_images.counts(), VALIDATION: validation_images.counts()}
     if test_images is not None:
         counts[TEST] = test_images.counts()
@@ -458,6 +380,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     if class_weight:
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
+    # Validation weighted like the training loss, so loss and val_loss (and the stop rule) compare alike.
+    validation_dataset = with_class_weights(data.make_dataset(validation_images, batch_size=global_batch,
+                                                              image_size=config.image_size), class_weight).repeat()
 
     # Built before the run folder exists: a start that fails on its weights (missing, corrupt,
     # offline) leaves no folder behind, so the same command works once the weights are fixed.
@@ -485,7 +410,6 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                 run_dir, len(train_images), ", ".join(f"{k} {v}" for k, v in counts[TRAIN].items()),
                 len(validation_images), steps_per_epoch, replicas,
                 f" of {workers} machines" if workers > 1 else "", policy)
-
     if not config.pretrained:
         logger.info("--weights none: the whole network trains from the first epoch with BatchNorm in training "
                     "mode, for all %d epochs (head + fine-tune) at learning rate %g", config.total_epochs,
@@ -495,12 +419,12 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                           (validation_dataset, validation_steps), class_weight, len(class_names), positive_index,
                           resume, verbose)
 
-    model_info["best_epoch"] = _best_row(history)
+    finite = [row for row in history if math.isfinite(row.get("val_loss", math.nan))]
+    model_info["best_epoch"] = dict(min(finite, key=lambda row: row["val_loss"])) if finite else None
     if not distributed.is_chief(strategy):
         return TrainResult(run_dir, model, model_info, history, None, chief=False)
     # The model holds the best epoch's weights (the last ones if no val_loss was ever finite). The app
-    # and evaluation run on any machine, many without float16 kernels: the file is in float32 (the
-    # weights are float32 under mixed precision anyway), as the stop rule's files during the run.
+    # and evaluation run on any machine, many without float16 kernels: the file is in float32.
     save_model_atomically(model if policy == "float32" else float32_copy(model), run_dir / MODEL_FILE)
     _write_json(run_dir / MODEL_JSON_FILE, model_info)
     fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
@@ -509,7 +433,6 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     # The chief evaluates (and returns) the model read back from its file, as the app will see it;
     # on several machines the distributed model's predict would also wait for the stopped workers.
     model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
-
     test_metrics = None
     if test_images is not None:
         from realvsai import evaluation
@@ -542,11 +465,6 @@ def _build_model_for(config: TrainConfig, num_classes: int) -> keras.Model:
                         ) from None
 
 
-def _best_row(history: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    finite = [row for row in history if math.isfinite(row.get("val_loss", math.nan))]
-    return dict(min(finite, key=lambda row: row["val_loss"])) if finite else None
-
-
 def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                 train: tuple[tf.data.Dataset, int], validation: tuple[tf.data.Dataset, int],
                 class_weight: dict[int, float] | None, num_classes: int, positive_index: int | None,
@@ -559,6 +477,7 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
 
     from realvsai import distributed
     from realvsai.callbacks import (
+        BestModel,
         ResumableEarlyStopping,
         RunBackup,
         StopOnNonFiniteLoss,
@@ -568,29 +487,21 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
     )
     from realvsai.model import float32_copy, make_metrics, set_backbone_trainable
 
-    multi_worker = distributed.num_workers(strategy) > 1
-    if multi_worker and config.xla:
+    if distributed.num_workers(strategy) > 1 and config.xla:
         logger.warning("--xla applies to model.fit on one machine; the training loop for several machines runs "
                        "without it")
     names = phase_names(config)
-    latest = _on_chief(strategy, lambda: _latest_backup(run_dir, names, multi_worker)) if resume else None
+    latest = distributed.chief_decides(strategy, lambda: _latest_backup(run_dir, names)) if resume else None
     rows: list[dict[str, Any]] = []
-    mixed = model.dtype_policy.name != "float32"
-    # Validation loss weighted like the training loss, so the stop rule compares like with like.
-    validation = (_with_class_weights(validation[0], class_weight), validation[1])
-    # Only the chief has the best model's file to restore from after a resume; fit_distributed
-    # gives the other workers the chief's weights at the end of each phase.
-    stop_rule = StopTrainingOnValidationLoss(run_dir / MODEL_FILE, margin=config.stop_margin,
-                                             patience=config.stop_patience,
-                                             restore_best_weights=distributed.is_chief(strategy),
-                                             export=float32_copy if mixed else None)
-    early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                            restore_best_weights=False)
+    stop_rule = StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience)
+    early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience)
+    best_model = BestModel(run_dir / MODEL_FILE, export=None if model.dtype_policy.name == "float32" else float32_copy)
     if latest is not None:
         state = latest[1]["state"]
         rows = state["rows"]  # committed together with the weights' epoch, so they match it
         stop_rule.restore(state["stop_rule"])
         early_stopping.restore(state["early_stopping"])
+        best_model.resume(rows)
         logger.info("resuming %s after epoch %d (phase %s)", run_dir, latest[1]["epoch"], latest[0])
     write_history_csv(run_dir / HISTORY_FILE, rows)
     recorder = TrainingHistory(run_dir / HISTORY_FILE, rows)
@@ -602,54 +513,44 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
         logger.warning("TensorBoard is not installed, so %s gets no logs/ folder (pip install tensorboard)", run_dir)
 
     # Phases before the backed-up one are finished; their weights live on in the later backup.
-    finished = set(names[:names.index(latest[0])]) if latest is not None else set()
-    for name in names:
-        if name in finished:
-            continue
+    for name in names[names.index(latest[0]):] if latest is not None else names:
         phase = plan_phase(config, name, sum(1 for row in recorder.rows if row["phase"] == "head"))
-        end = phase.end
-        if latest is not None and latest[0] == name and latest[1]["state"]["phase_done"]:
-            end = latest[1]["epoch"]  # the phase ended (maybe early) just before the kill: only restore it
-        with strategy.scope():
-            if config.pretrained:
+        start, end, restoring = phase.start, phase.end, latest is not None and latest[0] == name
+        if restoring:
+            start = latest[1]["epoch"]
+            if latest[1]["state"]["phase_done"]:
+                end = start  # the phase ended (maybe early) just before the kill: only restore it
+        if config.pretrained:
+            with strategy.scope():
                 blocks = set_backbone_trainable(model, phase.train_backbone, config.fine_tune_blocks)
-                if phase.train_backbone:
-                    logger.info("fine-tuning %d residual block(s) of the backbone from epoch %d at learning rate "
-                                "%g", blocks, phase.start + 1, phase.learning_rate)
-            optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
-                                       train[1] * (phase.end - phase.start),
-                                       loss_scaling=model.dtype_policy.name == "mixed_float16")
-            model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
-                          metrics=make_metrics(num_classes, positive_index),
-                          jit_compile=True if config.xla else "auto")
+            if phase.train_backbone:
+                logger.info("fine-tuning %d residual block(s) of the backbone from epoch %d at learning rate %g",
+                            blocks, phase.start + 1, phase.learning_rate)
         recorder.begin_phase(name)
 
         def state_fn(phase_end: int = phase.end) -> dict[str, Any]:
             return {"rows": recorder.rows, "stop_rule": stop_rule.state(), "early_stopping": early_stopping.state(),
                     "phase_done": bool(model.stop_training) or recorder.rows[-1]["epoch"] >= phase_end}
 
+        backup = RunBackup(run_dir / BACKUP_DIR / name, state_fn, restore=restoring)
         # Order matters: a NaN loss ends the run before anything is saved, the stop rules decide, the
-        # recorder writes the row, the backup commits last (and the stop rule saves the best model after it).
+        # recorder writes the row, the backup commits, and only then is a new best model written.
         callbacks = [StopOnNonFiniteLoss(), distributed.DistinctReplicaSeeds(strategy), stop_rule, early_stopping,
-                     recorder, *extra_callbacks]
-        if multi_worker:
-            # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585). This loop
-            # drives the same callbacks in every worker and backs the phase up after them (on the chief).
-            distributed.fit_distributed(model, train[0], validation[0], epochs=end, initial_epoch=phase.start,
-                                        strategy=strategy, callbacks=callbacks, class_weight=class_weight,
-                                        steps_per_epoch=train[1], validation_steps=validation[1],
-                                        backup_dir=run_dir / BACKUP_DIR / name, keep_backup=True,
-                                        backup_state=state_fn, verbose=verbose)
-        else:
-            backup = RunBackup(run_dir / BACKUP_DIR / name, state_fn)
-            model.fit(train[0], steps_per_epoch=train[1], validation_data=validation[0],
-                      validation_steps=validation[1], epochs=end, initial_epoch=phase.start, shuffle=False,
-                      class_weight=class_weight, callbacks=[*callbacks, backup], verbose=verbose)
+                     recorder, backup, best_model, *extra_callbacks]
+        with strategy.scope():
+            optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
+                                       train[1] * (phase.end - phase.start),
+                                       loss_scaling=model.dtype_policy.name == "mixed_float16")
+        distributed.fit(model, train[0], validation[0], strategy=strategy, optimizer=optimizer,
+                        metrics=functools.partial(make_metrics, num_classes, positive_index), epochs=end,
+                        initial_epoch=start, steps_per_epoch=train[1], validation_steps=validation[1],
+                        class_weight=class_weight, callbacks=callbacks, jit_compile=True if config.xla else "auto",
+                        verbose=verbose)
         latest = None
     return recorder.rows
 
 
-def _with_class_weights(dataset: tf.data.Dataset, class_weight: Mapping[int, float] | None) -> tf.data.Dataset:
+def with_class_weights(dataset: tf.data.Dataset, class_weight: Mapping[int, float] | None) -> tf.data.Dataset:
     """``dataset``'s (images, labels) batches with each label's class weight as the sample weight."""
     if not class_weight:
         return dataset
@@ -657,42 +558,3 @@ def _with_class_weights(dataset: tf.data.Dataset, class_weight: Mapping[int, flo
 
     weights = tf.constant([class_weight.get(index, 1.0) for index in range(max(class_weight) + 1)], tf.float32)
     return dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
-
-
-def evaluate_model_file(model_path: Path, test_dirs: Sequence[Path], out_dir: Path | None = None,
-                        batch_size: int = 64, robustness: bool = False) -> tuple[Path, dict[str, Any]]:
-    """``--evaluate``: metrics and plots of a saved model on folders of class folders (one source each).
-
-    Returns:
-        The output folder and the metrics. The folder is ``out_dir`` (default: ``eval-<folder names
-        joined by +>`` beside the model), or when that already holds results, a new ``<out_dir>-2`` (``-3``, ...).
-    """
-    from realvsai import evaluation
-    from realvsai.model import load_classifier
-
-    model, model_info = load_classifier(model_path)
-    model_path = Path(model_path)
-    run_dir = model_path if model_path.is_dir() else model_path.parent
-    default_name = "eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs)
-    requested = Path(out_dir) if out_dir is not None else run_dir / default_name
-    out_dir = evaluation.unused_output_folder(requested)
-    if out_dir != requested:
-        logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
-    metrics = evaluation.evaluate_folders(model, model_info, [Path(test_dir) for test_dir in test_dirs], out_dir,
-                                          batch_size=batch_size, robustness=robustness)
-    return out_dir, metrics
-
-
-def summarize(result: TrainResult) -> str:
-    """One line for the end of a run."""
-    best = result.model_info.get("best_epoch") or {}
-    parts = [f"trained {result.run_dir}" if result.chief
-             else f"this worker has finished; the chief wrote the run to {result.run_dir} on its machine"]
-    if best:
-        parts.append(f"best epoch {best.get('epoch')}: val_loss {best.get('val_loss', math.nan):.4f}, "
-                     f"val_accuracy {best.get('val_accuracy', math.nan):.4f}")
-    if result.test_metrics:
-        accuracy = result.test_metrics.get("accuracy")
-        if accuracy is not None:
-            parts.append(f"test accuracy {float(accuracy):.4f}")
-    return "; ".join(parts)

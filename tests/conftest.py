@@ -123,3 +123,26 @@ def one_error_line(process: subprocess.CompletedProcess) -> str:
     lines = process.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), process.stderr
     return lines[0]
+
+
+def read_history_csv(path: Path) -> list[dict]:
+    """The rows of a run's history.csv (numbers as float, ``epoch`` as int, empty cells left out)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as stream:
+        return [{key: value if key == "phase" else int(value) if key == "epoch" else float(value)
+                 for key, value in row.items() if value not in ("", None)} for row in csv.DictReader(stream)]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` TCP ports free on 127.0.0.1 now, for a test cluster's workers."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -127,13 +127,6 @@ def test_shuffled_dataset_is_seeded(tmp_path, make_class_folder):
     assert first_epoch_labels(3) != scanned.labels
 
 
-def test_class_weights_balance_the_classes():
-    weights = data.class_weights([30, 10])
-
-    assert weights == {0: 40 / 60, 1: 40 / 20}
-    assert weights[0] * 30 == pytest.approx(weights[1] * 10)
-
-
 def epochs_of_paths(dataset: tf.data.Dataset, epochs: int) -> list[list[str]]:
     paths = [path.decode() for path, _, _ in dataset.repeat(epochs).as_numpy_iterator()]
     size = len(paths) // epochs

@@ -20,10 +20,10 @@ from realvsai.model import (
     SparseAUC,
     backbone_blocks,
     build_model,
+    check_weights_file,
     float32_copy,
     load_classifier,
     make_metrics,
-    resolve_weights,
     set_backbone_trainable,
 )
 
@@ -151,46 +151,40 @@ def test_fine_tune_blocks_unfreezes_only_the_top_residual_blocks(backbone_weight
     assert backbone_blocks(backbone)[-2:] == ["conv5_block2", "conv5_block3"]
 
 
-def test_imagenet_weights_offline_give_one_clear_message(tmp_path, monkeypatch):
-    def offline(*args, **kwargs):  # what keras.utils.get_file raises for a URLError
-        raise Exception("URL fetch failure on https://...: None -- no network")
+def offline(*args, **kwargs):  # what keras.utils.get_file raises for a URLError (Keras 3.15)
+    raise Exception("URL fetch failure on https://...: None -- no network")
 
-    monkeypatch.setattr(model_module.keras.utils, "get_file", offline)
+
+def test_imagenet_weights_offline_give_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setitem(model_module.APPLICATIONS, "resnet101", offline)
+    monkeypatch.setattr(model_module, "KERAS_MODELS_DIR", tmp_path)
     with pytest.raises(UserError) as error:
-        resolve_weights("imagenet", "resnet101", cache_dir=tmp_path)
+        build_model(2, image_size=32, weights="imagenet")
     message = str(error.value)
     assert "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert str(tmp_path) in message and "--weights" in message
-    assert list(tmp_path.iterdir()) == []  # no partial download left behind
 
 
-def test_imagenet_weights_already_cached_are_used_without_download(tmp_path, monkeypatch):
-    cached = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    h5py.File(cached, "w").close()  # any readable HDF5 file: only the lookup is under test
-    monkeypatch.setattr(model_module.keras.utils, "get_file", pytest.fail)
-    assert resolve_weights("imagenet", "resnet50", cache_dir=tmp_path) == cached
+def test_corrupt_cached_imagenet_weights_say_to_delete_them(tmp_path, monkeypatch):
+    cached = broken_hdf5(tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "truncated")
+    monkeypatch.setitem(model_module.APPLICATIONS, "resnet50", offline)  # Keras re-downloads a copy whose hash is off
+    monkeypatch.setattr(model_module, "KERAS_MODELS_DIR", tmp_path)
+    with pytest.raises(UserError, match="corrupt") as error:
+        build_model(2, image_size=32, backbone="resnet50", weights="ImageNet")
+    assert str(cached) in str(error.value) and "Delete it" in str(error.value)
 
 
 def test_missing_weights_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such file"):
-        resolve_weights(tmp_path / "nope.h5", "resnet101")
-    assert resolve_weights("none", "resnet101") is None and resolve_weights(None, "resnet101") is None
+        build_model(2, image_size=32, weights=str(tmp_path / "nope.h5"))
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text"])
 def test_corrupt_weights_file_is_a_user_error_naming_it(tmp_path, kind):
     weights = broken_hdf5(tmp_path / "resnet101_notop.h5", kind)
     with pytest.raises(UserError, match="corrupt") as error:
-        resolve_weights(weights, "resnet101")
+        check_weights_file(weights, "resnet101")
     assert str(weights) in str(error.value) and "--weights" in str(error.value)
-
-
-def test_corrupt_cached_imagenet_weights_say_to_delete_them(tmp_path, monkeypatch):
-    cached = broken_hdf5(tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "truncated")
-    monkeypatch.setattr(model_module.keras.utils, "get_file", pytest.fail)
-    with pytest.raises(UserError, match="corrupt") as error:
-        resolve_weights("imagenet", "resnet50", cache_dir=tmp_path)
-    assert str(cached) in str(error.value) and "Delete it" in str(error.value)
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "not_a_model"])

@@ -20,10 +20,8 @@ from pathlib import Path
 
 import keras
 import pytest
-from conftest import REPO, write_image
-from test_distributed import free_ports
+from conftest import REPO, free_ports, read_history_csv, write_image
 
-from realvsai.callbacks import read_history_csv
 from realvsai.model import load_classifier
 
 LAUNCH_TIMEOUT = 600  # seconds per launch of the cluster (most of it is building and tracing ResNet50)

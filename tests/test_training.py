@@ -15,12 +15,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, run_script, write_image
+from conftest import REPO, read_history_csv, run_script, write_image
 
 import ModelTraining
 from realvsai import model as model_module
 from realvsai import training
-from realvsai.callbacks import read_history_csv
 from realvsai.errors import UserError
 from realvsai.config import TrainConfig
 from realvsai.training import find_positive_class, plan_phase
@@ -128,29 +127,11 @@ def test_resume_of_a_finished_or_missing_run_is_refused(tmp_path):
         training.resolve_run_dir(TrainConfig(out=tmp_path, name="never"), resume=True)
 
 
-def test_resume_refuses_a_backup_written_in_the_other_mode(tmp_path):
-    one_machine = tmp_path / "one" / "backup" / "head"  # what RunBackup (model.fit) leaves
-    one_machine.mkdir(parents=True)
-    (one_machine / "training_metadata.json").write_text('{"epoch": 1, "state": {}}')
-    (one_machine / "latest.weights.h5").write_bytes(b"weights")
-    cluster = tmp_path / "cluster" / "backup" / "head"  # what fit_distributed leaves
-    cluster.mkdir(parents=True)
-    (cluster / "backup.json").write_text('{"epoch": 1, "checkpoint": "ckpt-1", "state": {}}')
-    assert training._latest_backup(tmp_path / "one", ["head"], multi_worker=False)[1]["epoch"] == 1
-    assert training._latest_backup(tmp_path / "cluster", ["head"], multi_worker=True)[1]["epoch"] == 1
-    with pytest.raises(UserError, match=r"started on one machine.*without TF_CONFIG"):
-        training._latest_backup(tmp_path / "one", ["head"], multi_worker=True)
-    with pytest.raises(UserError, match=r"started on several machines.*TF_CONFIG on every machine"):
-        training._latest_backup(tmp_path / "cluster", ["head"], multi_worker=False)
-
-
 def test_workers_data_digest_depends_on_the_files_not_on_where_the_data_folder_is(tmp_path, make_class_folder):
     from realvsai import data
 
     def digest(folder):
-        config = TrainConfig(data=folder)
-        return training._training_data_digest(config, data.scan_images(folder / "train"),
-                                              data.scan_images(folder / "validation"))
+        return training.data_digest(folder, data.scan_images(folder / "train"), data.scan_images(folder / "validation"))
 
     for machine in ("a", "b", "c"):
         make_class_folder(tmp_path / machine / "train", {"FAKE": 2, "REAL": 2})
@@ -162,7 +143,7 @@ def test_workers_data_digest_depends_on_the_files_not_on_where_the_data_folder_i
 def test_summary_of_a_worker_that_is_not_the_chief_names_the_chiefs_run_folder():
     result = training.TrainResult(Path("models/run"), None, {"best_epoch": {"epoch": 2, "val_loss": 0.5}}, [], None,
                                   chief=False)
-    summary = training.summarize(result)
+    summary = ModelTraining.summarize(result)
     assert "the chief wrote the run to models/run on its machine" in summary and "best epoch 2" in summary
     assert not summary.startswith("trained")
 
@@ -232,7 +213,7 @@ def test_cli_offline_imagenet_names_the_file_to_put_where(tmp_path, make_class_f
     def offline(*args, **kwargs):  # what keras.utils.get_file raises for a URLError
         raise Exception("URL fetch failure on https://...: None -- no network")
 
-    monkeypatch.setattr(model_module.keras.utils, "get_file", offline)
+    monkeypatch.setitem(model_module.APPLICATIONS, "resnet101", offline)
     monkeypatch.setattr(model_module, "KERAS_MODELS_DIR", tmp_path / "keras-cache")
     for split in ("train", "validation"):
         make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
@@ -288,7 +269,7 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path, make_class_folder, monkey
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure on https://...: None -- no network")
 
-    monkeypatch.setattr(model_module.keras.utils, "get_file", offline)
+    monkeypatch.setitem(model_module.APPLICATIONS, "resnet101", offline)
     monkeypatch.setattr(model_module, "KERAS_MODELS_DIR", tmp_path / "keras-cache")
     for split in ("train", "validation"):
         make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
@@ -396,7 +377,7 @@ def trained_run(tmp_path_factory):
     for split, count in (("train", 4), ("validation", 2), ("test", 2)):
         for index, name in enumerate(classes):
             for number in range(count):
-                write_image(root / "data" / split / name / f"{number}.png", seed=hash((split, index, number)) % 9999,
+                write_image(root / "data" / split / name / f"{number}.png", seed=len(split) * 1000 + index * 100 + number,
                             size=(32 + 8 * number, 32))  # mixed sizes: resized in the pipeline
     broken = root / "data" / "train" / "cat" / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -490,7 +471,7 @@ def test_resume_after_kill_continues_in_the_fine_tune_phase_and_ends_with_the_re
     process = subprocess.Popen([sys.executable, str(REPO / "ModelTraining.py"), *map(str, arguments)], cwd=REPO,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = run / "backup" / "fine_tune" / "training_metadata.json"
+    marker = run / "backup" / "fine_tune" / "backup.json"
     deadline = time.monotonic() + 600
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -547,42 +528,7 @@ def test_mirrored_strategy_trains_over_two_logical_devices(tmp_path, make_class_
     assert (tmp_path / "models" / "mirrored" / "model.h5").is_file()
 
 
-# --- the fit wiring, on a tiny Dense model (fast) --------------------------------------------------
-
-
-def constant_model() -> keras.Model:
-    """Predicts [0.73, 0.27] for every input, whatever the training does (no trainable weight)."""
-    dense = keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([1.0, 0.0]),
-                               trainable=False)
-    return keras.Sequential([keras.Input((4,)), dense, keras.layers.Softmax(dtype="float32")])
-
-
-def fit_phases(model: keras.Model, run_dir: Path, x: np.ndarray, y: np.ndarray, **settings) -> list[dict]:
-    """``_fit_phases`` as ``train`` calls it, with the same data for training and validation."""
-    import tensorflow as tf
-
-    config = TrainConfig(weights="none", head_epochs=1, fine_tune_epochs=0, **settings)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat()
-    steps = int(np.ceil(len(x) / 4))
-    class_weight = training.loss_class_weights(config, {str(label): int(np.sum(y == label)) for label in (0, 1)})
-    return training._fit_phases(model, config, run_dir, tf.distribute.get_strategy(), (dataset, steps),
-                                (dataset, steps), class_weight, 2, 1, False, 0)
-
-
-def test_class_weighted_loss_and_val_loss_are_comparable(tmp_path):
-    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
-    y = np.array([0] * 12 + [1] * 4, "int32")  # imbalanced 3:1, so weighting changes the mean loss
-    (row,) = fit_phases(constant_model(), tmp_path, x, y)
-    assert row["loss"] == pytest.approx(row["val_loss"], abs=1e-5)
-
-
-def test_a_nan_training_loss_ends_the_run_with_a_one_line_user_error(tmp_path):
-    x = np.full((8, 4), np.nan, "float32")
-    y = np.array([0, 1] * 4, "int32")
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-    with pytest.raises(UserError, match=r"^training loss became NaN at epoch 1; lower --learning-rate or use "
-                                        r"--precision float32$"):
-        fit_phases(model, tmp_path, x, y)
+# --- the fit wiring, through train with stand-in models (fast) ------------------------------------
 
 
 def tiny_classifier(num_classes: int, **ignored) -> keras.Model:
@@ -594,6 +540,43 @@ def tiny_classifier(num_classes: int, **ignored) -> keras.Model:
     return keras.Model(inputs, outputs)
 
 
+def constant_classifier(num_classes: int, **ignored) -> keras.Model:
+    """Predicts the same probabilities for every image, whatever the training does (no trainable weight)."""
+    inputs = keras.Input((None, None, 3), name="image")
+    dense = keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([1.0, 0.0]),
+                               trainable=False)
+    outputs = keras.layers.Softmax(dtype="float32")(dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    return keras.Model(inputs, outputs)
+
+
+def nan_classifier(num_classes: int, **ignored) -> keras.Model:
+    inputs = keras.Input((None, None, 3), name="image")
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(float("nan"))(inputs))
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", dtype="float32")(features))
+
+
+def train_with(builder, monkeypatch, tmp_path, make_class_folder, counts=None, **settings) -> training.TrainResult:
+    monkeypatch.setattr(model_module, "build_model", builder)
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, counts or {"FAKE": 4, "REAL": 4}, seed=len(split))
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="run", weights="none", batch_size=4,
+                         **{"head_epochs": 1, "fine_tune_epochs": 0, **settings})
+    return training.train(config, verbose=0)
+
+
+def test_class_weighted_loss_and_val_loss_are_comparable(tmp_path, make_class_folder, monkeypatch):
+    # Imbalanced 3:1, so weighting changes the mean loss; val_loss is weighted like loss.
+    result = train_with(constant_classifier, monkeypatch, tmp_path, make_class_folder, {"FAKE": 12, "REAL": 4})
+    (row,) = result.history
+    assert row["loss"] == pytest.approx(row["val_loss"], abs=1e-5)
+
+
+def test_a_nan_training_loss_ends_the_run_with_a_one_line_user_error(tmp_path, make_class_folder, monkeypatch):
+    with pytest.raises(UserError, match=r"^training loss became NaN at epoch 1; lower --learning-rate or use "
+                                        r"--precision float32$"):
+        train_with(nan_classifier, monkeypatch, tmp_path, make_class_folder)
+
+
 class Killed(Exception):
     pass
 
@@ -601,26 +584,22 @@ class Killed(Exception):
 def test_model_saved_mid_run_under_mixed_precision_is_float32(tmp_path, make_class_folder, monkeypatch):
     from realvsai import callbacks
 
-    for split in ("train", "validation"):
-        make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, seed=len(split))
-    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
-    real_save, backups = callbacks.RunBackup._save_model, []
+    real_backup, backups = callbacks.RunBackup.on_epoch_end, []
 
-    def kill_after_second_backup(self):  # the first epoch's best model is written when the second begins
-        real_save(self)
-        backups.append(self)
+    def kill_after_second_backup(self, epoch, logs=None):  # the first epoch's best model is already written
+        real_backup(self, epoch, logs)
+        backups.append(epoch)
         if len(backups) == 2:
             raise Killed
 
-    monkeypatch.setattr(callbacks.RunBackup, "_save_model", kill_after_second_backup)
-    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="mixed", weights="none", batch_size=4,
-                         head_epochs=3, fine_tune_epochs=0, precision="mixed_float16")
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", kill_after_second_backup)
     try:
         with pytest.raises(Killed):
-            training.train(config, verbose=0)
+            train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, head_epochs=3,
+                       precision="mixed_float16")
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    saved = keras.models.load_model(tmp_path / "models" / "mixed" / "model.h5", compile=False)
+    saved = keras.models.load_model(tmp_path / "models" / "run" / "model.h5", compile=False)
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
 
 
