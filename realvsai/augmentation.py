@@ -96,9 +96,23 @@ def augment_copies(augmentation: keras.Sequential, images, seed) -> tf.Tensor:
     so it is the same in any order and under any parallelism, e.g. inside ``tf.data.Dataset.map``.
     """
     images = tf.cast(images, tf.float32)
-    for index, layer in enumerate(augmentation.layers):
-        layer_seed_tensor = tf.random.experimental.stateless_fold_in(seed, index)
-        images = layer.transform_images(images, layer.get_random_transformation(images, layer_seed_tensor))
+    return apply_transformations(augmentation.layers, images, random_transformations(augmentation, images, seed))
+
+
+def random_transformations(augmentation: keras.Sequential, images, seed) -> list:
+    """Each layer's random parameters for ``images``, drawn only from ``seed`` (see ``augment_copies``).
+
+    The draws depend on the batch's shape alone, which no layer changes, so they can all be made
+    before any pixel moves, outside a function that XLA compiles (XLA's random numbers differ).
+    """
+    return [layer.get_random_transformation(images, tf.random.experimental.stateless_fold_in(seed, index))
+            for index, layer in enumerate(augmentation.layers)]
+
+
+def apply_transformations(layers: Sequence[keras.layers.Layer], images, transformations: Sequence) -> tf.Tensor:
+    """Applies each layer's ``transformations`` (from ``random_transformations``) to float32 ``images``, in order."""
+    for layer, transformation in zip(layers, transformations):
+        images = layer.transform_images(images, transformation)
     return images
 
 
