@@ -1,26 +1,21 @@
 """Data augmentation as Keras preprocessing layers: one definition for training and for offline copies.
 
 ``build_augmentation(preset, seed)`` returns a ``keras.Sequential(name="augmentation")`` that takes
-float32 RGB batches in 0..255 of any size, ``(batch, H, W, 3)``, and returns the same shape and range.
-It augments only when called with ``training=True`` and is an exact identity with ``training=False``,
-so it can be the first block of the model (before resizing) and be saved with it (HDF5 included).
+float32 RGB batches in 0..255 of any size and returns the same shape and range. It augments only
+with ``training=True`` and is an exact identity otherwise, so it can be the model's first block
+and be saved with it (HDF5 included). Presets:
 
-Presets:
-
-- ``classic``: what ImageDataGenerator(rotation_range=20, width/height_shift_range=0.2,
-  shear_range=0.2, zoom_range=0.2, horizontal_flip=True, fill_mode="nearest") did, and the way it
-  did it: one ``RandomAffine`` layer composes each image's rotation, shifts, shear, zoom and flip
-  into one matrix and resamples the pixels once (bilinear interpolation).
-- ``detector``: transforms that keep the fine pixel texture a real-vs-generated detector relies on,
-  after Wang et al. 2020 ("CNN-generated images are surprisingly easy to spot... for now"): JPEG
-  re-compression and mild Gaussian blur, each with a small probability, then crop-and-pad by whole
-  pixels (no resampling) and a horizontal flip.
+- ``classic``: ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip
+  and nearest fill, composed into one affine map per image and resampled once (``RandomAffine``).
+- ``detector``: what keeps the pixel texture a real-vs-generated detector relies on (Wang et al.
+  2020, "CNN-generated images are surprisingly easy to spot... for now"): rare JPEG re-compression
+  and mild blur, then crop-and-pad by whole pixels and a horizontal flip (no resampling).
 - ``none``: no augmentation (``build_augmentation`` returns None).
 
-A preset has two parts. Its ``"input"`` part (the JPEG step: TensorFlow's JPEG codec runs only on
-the CPU and has no XLA kernel) runs in training's ``tf.data`` input pipeline, through
-``augment_copies`` with a seed per batch; its ``"model"`` part is the model's first block, which XLA
-compiles. Offline copies (``realvsai.offline_augmentation``) get both parts, in order (``part="all"``).
+A preset has two parts: its ``"input"`` part (the JPEG step: TensorFlow's JPEG codec has no XLA
+kernel) runs in training's ``tf.data`` pipeline through ``augment_copies``, with a seed per batch;
+its ``"model"`` part is the model's first block, which XLA compiles. Offline copies
+(``realvsai.offline_augmentation``) get both parts, in order (``part="all"``).
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ import tensorflow as tf
 from realvsai.config import PRESETS
 
 PARTS = ("all", "input", "model")
-FILL_MODES = ("nearest", "reflect", "wrap", "constant")
+FILL_MODES = ("nearest", "constant")  # what affine_resample implements; the presets use "nearest"
 
 
 def layer_seed(seed: int | None, index: int) -> int | None:
@@ -313,24 +308,10 @@ def affine_resample(images, transforms, fill_mode: str = "nearest") -> tf.Tensor
 
 
 def _map_coordinate(coordinate, length, fill_mode: str):
-    """Moves sampling coordinates into ``0 .. length - 1`` as ``ImageProjectiveTransformV3`` does."""
-    size = tf.cast(length, tf.float32)
+    """Moves sampling coordinates into the image as ``ImageProjectiveTransformV3`` does ("constant": not at all)."""
     if fill_mode == "constant":
         return coordinate
-    if fill_mode == "reflect":  # ...cba|abcd|dcb...
-        period = 2.0 * size
-        below = period * tf.floor(-coordinate / period) + coordinate
-        below = tf.where(below < -size, below + period, -below - 1.0)
-        above = coordinate - period * tf.floor(coordinate / period)
-        above = tf.where(above >= size, period - above - 1.0, above)
-    elif fill_mode == "wrap":  # ...bcd|abcd|abc...
-        below = coordinate + size * (tf.floor(-coordinate / (size - 1.0)) + 1.0)
-        above = coordinate - size * tf.floor(coordinate / (size - 1.0))
-    else:  # nearest: ...aaa|abcd|ddd...
-        return tf.clip_by_value(coordinate, 0.0, size - 1.0)
-    moved = tf.where(coordinate < 0.0, below, tf.where(coordinate > size - 1.0, above, coordinate))
-    moved = tf.where(size <= 1.0, tf.zeros_like(moved), moved)
-    return tf.clip_by_value(moved, 0.0, size - 1.0)
+    return tf.clip_by_value(coordinate, 0.0, tf.cast(length, tf.float32) - 1.0)  # nearest: ...aaa|abcd|ddd...
 
 
 @keras.saving.register_keras_serializable(package="realvsai")
