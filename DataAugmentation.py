@@ -109,12 +109,14 @@ def augment(args: Namespace) -> None:
         return
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: hide its CUDA probing chatter
-    from realvsai import augmentation  # TensorFlow: loaded only once there is work to do
+    # TensorFlow: loaded only once there is work to do
+    from realvsai.augmentation import build_augmentation
+    from realvsai.offline_augmentation import plan_batches, write_augmented_copies
 
-    layers = augmentation.build_augmentation(args.preset, seed=args.seed)
-    batches = augmentation.plan_batches(plan.images, args.seed, image_size=args.size, batch_size=args.batch_size)
+    layers = build_augmentation(args.preset, seed=args.seed)
+    batches = plan_batches(plan.images, args.seed, image_size=args.size, batch_size=args.batch_size)
     with progress(None, total=len(plan.images), desc="augmenting", unit="image") as bar:
-        report = augmentation.write_augmented_copies(
+        report = write_augmented_copies(
             batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality, on_image_done=bar.update
         )
     for source in report.undecodable:

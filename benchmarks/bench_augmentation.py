@@ -14,9 +14,8 @@ thousands (``recently_deleted`` in the inode allocator) costs up to ten times mo
 file, which would bill one run's clean-up to the next. TensorFlow is loaded once, before any
 timing, and both sides are warmed up once (Keras's first layer call; the legacy loop's first flow,
 which imports SciPy). The objects that exist then are frozen out of garbage collection
-(``gc.freeze``), as DataAugmentation's pipeline does for itself: one full collection of
-TensorFlow's millions of objects pauses for about half a second and would otherwise land in
-whichever side happened to trigger it. The load average before and after the timed runs is
+(``gc.freeze``): one full collection of TensorFlow's millions of objects pauses for about half a
+second and would otherwise land in whichever side happened to trigger it. The load average before and after the timed runs is
 printed and saved: other processes on the machine skew the figures (measure on an idle machine).
 
 By default the whole train split of cifake-mini is augmented (8,000 images x 10 copies = 80,000
@@ -94,13 +93,14 @@ def make_subset(source: Path, root: Path, num_images: int | None) -> Path:
 
 def run_ours(data: Path, copies: int, size: int | None, preset: str, seed: int) -> int:
     """What DataAugmentation.py does after parsing its arguments."""
-    from realvsai import augmentation
+    from realvsai.augmentation import build_augmentation
     from realvsai.moving import plan_copies
+    from realvsai.offline_augmentation import plan_batches, write_augmented_copies
 
     plan = plan_copies(data, copies)
-    layers = augmentation.build_augmentation(preset, seed=seed)
-    batches = augmentation.plan_batches(plan.images, seed, image_size=size, batch_size=AugmentConfig.batch_size)
-    return augmentation.write_augmented_copies(batches, layers, image_size=size).written
+    layers = build_augmentation(preset, seed=seed)
+    batches = plan_batches(plan.images, seed, image_size=size, batch_size=AugmentConfig.batch_size)
+    return write_augmented_copies(batches, layers, image_size=size).written
 
 
 def legacy_generator():
@@ -133,13 +133,13 @@ def run_legacy(data: Path, copies: int, size: int | None) -> int:
 
 
 def run_floor(data: Path, payloads: list[bytes]) -> int:
-    """Only the file writing of ours: the same number of ready-made JPEGs, one ``write_new_file`` each."""
-    from realvsai.augmentation import write_new_file
+    """Only the file writing of ours: the same number of ready-made JPEGs, one ``files.write_new`` each."""
+    from realvsai.files import write_new
 
     output = data / "augmented_train" / "ALL"
     output.mkdir(parents=True)
     for index, payload in enumerate(payloads):
-        write_new_file(output / f"aug_{index}.jpg", payload)
+        write_new(output / f"aug_{index}.jpg", payload)
     return len(payloads)
 
 

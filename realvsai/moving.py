@@ -97,16 +97,15 @@ def _inspect(source: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str | No
 
 
 # Every JPEG ends with the end-of-image marker; in the coded data before it 0xFF is always followed
-# by 0x00 or a restart marker, so a cut or zero-filled copy cannot end with it.
+# by 0x00 or a restart marker, so a cut file cannot end with it.
 _JPEG_END = b"\xff\xd9"
 
 
 def is_made(path: Path | str) -> bool:
     """True when ``path`` holds a complete copy: a JPEG file that ends with its end-of-image marker.
 
-    An interrupted write or a power cut can leave a copy empty, cut short or zero-filled; such a
-    file is not made, and the next run of DataAugmentation.py makes it again
-    (``augmentation.write_new_file``, which replaces only what an interrupted write left).
+    Copies are written whole (``files.write_new``), so this tells an earlier run's copy, which a
+    re-run skips, from a user's file under a copy's name, which is never replaced.
     """
     try:
         handle = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -219,11 +218,19 @@ def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Ite
 
 
 def _made_copies(folder: Path) -> set[str]:
-    """Names of the complete copies (``aug_*``, ``is_made``) already in ``folder``."""
+    """Names of the complete copies (``aug_*``, ``is_made``) already in ``folder``.
+
+    Also removes the hidden ``.aug_*.tmp`` files an interrupted run's ``files.write_new`` left: never
+    a complete copy, and that copy is made again.
+    """
     if not folder.is_dir():
         return set()
     with os.scandir(folder) as entries:
-        return {entry.name for entry in entries if entry.name.startswith(COPY_PREFIX) and is_made(entry.path)}
+        entries = list(entries)
+    for entry in entries:
+        if entry.name.startswith("." + COPY_PREFIX) and entry.name.endswith(".tmp"):
+            os.unlink(entry.path)
+    return {entry.name for entry in entries if entry.name.startswith(COPY_PREFIX) and is_made(entry.path)}
 
 
 @dataclass
