@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, positive_int, progress, run_main, setup_logging
-from realvsai.errors import UserError
 from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.errors import UserError
 from realvsai.moving import CopyPlan, plan_copies, refuse_unless_train
 
 logger = logging.getLogger("realvsai.augment")

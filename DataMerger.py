@@ -30,9 +30,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from realvsai.cli import make_parser, positive_int, run_main, setup_logging
+from realvsai.cli import default_workers, make_parser, positive_int, run_main, setup_logging
 from realvsai.merging import format_merge_report, merge_datasets
-from realvsai.cli import default_workers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,8 +15,9 @@ file, which would bill one run's clean-up to the next. TensorFlow is loaded once
 timing, and both sides are warmed up once (Keras's first layer call; the legacy loop's first flow,
 which imports SciPy). The objects that exist then are frozen out of garbage collection
 (``gc.freeze``): one full collection of TensorFlow's millions of objects pauses for about half a
-second and would otherwise land in whichever side happened to trigger it. The load average before and after the timed runs is
-printed and saved: other processes on the machine skew the figures (measure on an idle machine).
+second and would otherwise land in whichever side happened to trigger it. The load average
+before and after the timed runs is printed and saved: other processes on the machine skew the
+figures (measure on an idle machine).
 
 By default the whole train split of cifake-mini is augmented (8,000 images x 10 copies = 80,000
 files per run, about 40 s for the legacy loop, 3 minutes for the benchmark); ``--images N`` takes

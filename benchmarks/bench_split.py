@@ -37,8 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from realvsai.cli import format_table  # noqa: E402
-from realvsai.cli import default_workers  # noqa: E402
+from realvsai.cli import default_workers, format_table  # noqa: E402
 from realvsai.layout import find_train_test_root  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"

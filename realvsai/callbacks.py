@@ -124,7 +124,9 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """``keras.callbacks.EarlyStopping`` (counting within each ``fit``) whose counters survive a restart."""
 
-    _restored: dict[str, Any] = {}
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._restored: dict[str, Any] = {}
 
     def state(self) -> dict[str, Any]:
         best = None if self.best is None or not math.isfinite(self.best) else float(self.best)

@@ -180,7 +180,7 @@ def plan_merge(existing: Sequence[_File], incoming: Sequence[_File], into: Path)
             continue
         wanted = into / file.split / file.class_name / file.path.name
         target = wanted if wanted not in names else free_name(
-            wanted, file.digest, lambda candidate: names.get(candidate, file.digest) == file.digest)
+            wanted, file.digest, lambda candidate, digest=file.digest: names.get(candidate, digest) == digest)
         names[target] = file.digest
         present[(file.split, file.class_name)].add(file.digest)
         actions.append(_Action(file, "add" if target == wanted else "rename", target))

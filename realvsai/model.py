@@ -31,9 +31,9 @@ import keras
 from keras import ops
 
 from realvsai.augmentation import build_augmentation  # also registers its layers for load_model
+from realvsai.config import BACKBONES, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.data import resize_to_square
 from realvsai.errors import UserError
-from realvsai.config import BACKBONES, MODEL_FILE, MODEL_JSON_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from realvsai import images as image_io
-from realvsai.errors import UserError
 from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.errors import UserError
 from realvsai.files import Outcome, append_csv, free_name, list_images, place_file, sha256_file
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders
 

@@ -17,8 +17,8 @@ from conftest import REPO
 from PIL import Image
 
 from realvsai import inference
-from realvsai.model import load_classifier
 from realvsai.errors import UserError
+from realvsai.model import load_classifier
 
 CLASS_NAMES = ["FAKE", "REAL"]
 IMAGE_SIZE = 32

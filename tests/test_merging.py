@@ -11,8 +11,8 @@ import pytest
 from conftest import sha256, snapshot, write_image
 
 from realvsai.errors import UserError
-from realvsai.merging import merge_datasets
 from realvsai.layout import read_manifest
+from realvsai.merging import merge_datasets
 from realvsai.splitting import split_by_class
 
 

@@ -20,8 +20,8 @@ from conftest import REPO, read_history_csv, run_script, write_image
 import ModelTraining
 from realvsai import model as model_module
 from realvsai import training
-from realvsai.errors import UserError
 from realvsai.config import TrainConfig
+from realvsai.errors import UserError
 from realvsai.training import find_positive_class, plan_phase
 
 # --- settings and planning ------------------------------------------------------------------------
@@ -377,8 +377,9 @@ def trained_run(tmp_path_factory):
     for split, count in (("train", 4), ("validation", 2), ("test", 2)):
         for index, name in enumerate(classes):
             for number in range(count):
-                write_image(root / "data" / split / name / f"{number}.png", seed=len(split) * 1000 + index * 100 + number,
-                            size=(32 + 8 * number, 32))  # mixed sizes: resized in the pipeline
+                # Mixed sizes: resized in the pipeline.
+                write_image(root / "data" / split / name / f"{number}.png",
+                            seed=len(split) * 1000 + index * 100 + number, size=(32 + 8 * number, 32))
     broken = root / "data" / "train" / "cat" / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
     records = _Records()
