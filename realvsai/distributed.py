@@ -416,10 +416,10 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     The loss is sparse categorical cross-entropy of softmax outputs, each example's weighted by its
     class weight (training) or by the data's sample weight (the metrics are not weighted); per step
     each replica's loss is its weighted sum over the global batch's size plus the regularisation
-    over the number of replicas, so the summed gradients are those of one device seeing the whole batch. The callbacks get the
-    logs ``model.fit`` gives them; ``model.stop_training`` on any worker stops all after that epoch.
-    Each worker keeps its share of every global batch (DATA sharding), so every worker must read the
-    same data in the same order (a seeded shuffle).
+    over the number of replicas, so the summed gradients are those of one device seeing the whole
+    batch. The callbacks get the logs ``model.fit`` gives them; ``model.stop_training`` on any
+    worker stops all after that epoch. Each worker keeps its share of every global batch (DATA
+    sharding), so every worker must read the same data in the same order (a seeded shuffle).
     """
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
