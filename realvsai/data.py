@@ -42,6 +42,7 @@ class LabelledImages:
     sizes: list[tuple[int, int]]  # (width, height) of each file
     needs_pil: list[bool]  # decode with Pillow (EXIF-rotated, 16-bit, ...) rather than TensorFlow
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why) for broken files
+    formats: list[str] = field(default_factory=list)  # Pillow's format name of each file ("JPEG", ...)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -105,7 +106,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
     with ThreadPoolExecutor(_SCAN_WORKERS) as pool:
         results = list(progress(pool.map(check, [path for path, _ in candidates]), total=len(candidates),
                                 desc=f"checking {folder.name}"))
-    files, labels, sizes, needs_pil, skipped = [], [], [], [], []
+    files, labels, sizes, needs_pil, formats, skipped = [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
             logger.warning("skipping %s: %s", path, result)
@@ -115,9 +116,10 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
         labels.append(label)
         sizes.append((result.width, result.height))
         needs_pil.append(result.needs_pil)
+        formats.append(result.image_format)
     if not files:
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
-    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped)
+    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats)
 
 
 def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:

@@ -280,6 +280,26 @@ def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, L
     return train, validation, test
 
 
+def training_images_record(images: LabelledImages) -> dict[str, Any]:
+    """model.json's record of what the training images looked like, from their scanned headers.
+
+    ``training_images`` (smallest and largest side, formats) lets the app and --predict flag an
+    input unlike them; ``shortcuts`` (balanced accuracy of predicting the class from size alone and
+    from format alone) and ``shortcut_warning`` (None when neither is a shortcut) go on the model card.
+    """
+    from realvsai import image_stats
+
+    formats = images.formats or [""] * len(images)
+    facts = [image_stats.ImageFacts(images.class_names[label], width, height, image_format)
+             for label, (width, height), image_format in zip(images.labels, images.sizes, formats)]
+    shortcuts = image_stats.check_shortcuts(facts)
+    return {
+        "training_images": image_stats.training_profile(facts),
+        "shortcuts": {shortcut.feature: shortcut.balanced_accuracy for shortcut in shortcuts},
+        "shortcut_warning": image_stats.shortcut_warning(shortcuts, image_stats.class_profiles(facts)),
+    }
+
+
 def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
     """What every worker must read alike: each file's path under ``data_dir``, label and size, in order.
 
@@ -402,7 +422,10 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         "config": {**config.to_json(), "precision_policy": policy, "devices": replicas, "machines": workers,
                    "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
         "counts": counts,
+        **training_images_record(train_images),
     }
+    if model_info["shortcut_warning"]:
+        logger.warning("%s", model_info["shortcut_warning"])
     # Written now as well, so the best model saved during training is usable (by the app) even if
     # the run never finishes; rewritten with the best epoch at the end.
     _write_json(run_dir / MODEL_JSON_FILE, model_info)

@@ -609,3 +609,27 @@ def test_mixed_float16_training_checks_every_replica_for_overflow():
     optimizer = training.make_optimizer(1e-3, 0.01, 10, loss_scaling=True)
     assert isinstance(optimizer, distributed.AllReplicasLossScaleOptimizer)
     assert not isinstance(training.make_optimizer(1e-3, 0.01, 10), keras.optimizers.LossScaleOptimizer)
+
+
+def test_model_json_records_the_training_images_and_a_format_shortcut(tmp_path):
+    from realvsai import data
+
+    for index in range(6):
+        write_image(tmp_path / "train" / "FAKE" / f"f{index}.png", seed=index, size=(64, 48))
+        write_image(tmp_path / "train" / "REAL" / f"r{index}.jpg", seed=100 + index, size=(40, 30 + index))
+    record = training.training_images_record(data.scan_images(tmp_path / "train"))
+    assert record["training_images"] == {"min_side": 30, "max_side": 64, "formats": ["JPEG", "PNG"]}
+    assert record["shortcuts"]["format"] == 1.0
+    assert "shortcut" in record["shortcut_warning"] and "format" in record["shortcut_warning"]
+    json.dumps(record)  # model.json takes it as it is
+
+
+def test_model_json_has_no_shortcut_warning_when_classes_look_alike(tmp_path):
+    from realvsai import data
+
+    for index in range(6):
+        for class_name in ("FAKE", "REAL"):
+            write_image(tmp_path / "train" / class_name / f"{index}.png", seed=index + len(class_name),
+                        size=(32 + index, 32))
+    record = training.training_images_record(data.scan_images(tmp_path / "train"))
+    assert record["shortcut_warning"] is None and record["shortcuts"]["size"] < 0.9
