@@ -158,32 +158,50 @@ def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
     return tf.einsum("pw,...owc->...opc", weights, rows)
 
 
-def _decode_with_pil(path: tf.Tensor) -> np.ndarray:
-    return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)))
+def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray) -> np.ndarray:
+    path = path.item() if isinstance(path, np.ndarray) else path  # eager numpy_function: a 0-d array
+    return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)),
+                             image_size=int(image_size) or None)
 
 
-def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor) -> tf.Tensor:
+def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = None) -> tf.Tensor:
     """The ``(height, width, 3)`` uint8 pixels of the image file ``path``, upright, inside a tf.data map.
 
-    The one decoding of training images, shared by training, evaluation and DataAugmentation.py's
-    copies, pixel for pixel what the app's ``images.load_rgb`` gives: TensorFlow's decoders where they
-    see what Pillow sees (JPEGs with the accurate DCT), Pillow itself where ``use_pil`` says they do
-    not (EXIF-rotated photos, 16-bit, animations, other formats; see ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would train on,
-    or write copies of, a sideways image.
+    The one decoding of training images, shared by training, evaluation, --predict and
+    DataAugmentation.py's copies, pixel for pixel what the app's ``images.load_rgb`` gives:
+    TensorFlow's decoders where they see what Pillow sees (JPEGs with the accurate DCT), Pillow
+    itself where ``use_pil`` says they do not (EXIF-rotated photos, 16-bit, animations, other
+    formats; see ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would
+    train on, or write copies of, a sideways image.
+
+    With ``image_size`` (the model's side), a large JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+    (``images.jpeg_scale``): libjpeg's scaled inverse DCT costs a fraction of the full decode, and
+    the image is shrunk to ``image_size`` right after anyway.
     """
     def with_tensorflow() -> tf.Tensor:
         contents = tf.io.read_file(path)
+
         # decode_image decodes JPEGs with libjpeg's fast integer DCT, which is up to 5 levels off
         # (17 for progressive files) from Pillow's accurate one; INTEGER_ACCURATE gives Pillow's
-        # pixels exactly, baseline, progressive and CMYK alike.
-        return tf.cond(
-            tf.io.is_jpeg(contents),
-            lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
-        )
+        # pixels exactly, baseline, progressive and CMYK alike, at every ratio.
+        def jpeg(ratio: int) -> Callable[[], tf.Tensor]:
+            return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
+
+        def decode_jpeg() -> tf.Tensor:
+            if not image_size:
+                return jpeg(1)()
+            short_side = tf.reduce_min(tf.io.extract_jpeg_shape(contents)[:2])
+            # jpeg_scale in the graph: the number of scales 2, 4, 8 that keep enough pixels picks the branch.
+            enough = [(short_side + scale - 1) // scale >= image_io.JPEG_SCALE_HEADROOM * image_size
+                      for scale in sorted(image_io.JPEG_SCALES)]
+            branch = tf.add_n([tf.cast(kept, tf.int32) for kept in enough])
+            return tf.switch_case(branch, [jpeg(1), *(jpeg(scale) for scale in sorted(image_io.JPEG_SCALES))])
+
+        return tf.cond(tf.io.is_jpeg(contents), decode_jpeg,
+                       lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
 
     def with_pillow() -> tf.Tensor:
-        return tf.numpy_function(_decode_with_pil, [path], tf.uint8, stateful=False)
+        return tf.numpy_function(_decode_with_pil, [path, tf.constant(image_size or 0)], tf.uint8, stateful=False)
 
     return tf.ensure_shape(tf.cond(use_pil, with_pillow, with_tensorflow), [None, None, 3])
 
@@ -216,7 +234,8 @@ def make_dataset(
     Args:
         images: the output of ``scan_images``.
         batch_size: images per batch; the last batch may be smaller.
-        image_size: side length to resize to (``resize_to_square``), used only when the images differ in size.
+        image_size: side length to resize to (``resize_to_square``), used when the images differ in size
+            or are large JPEGs, which decode reduced (``decode_rgb``) before the cache.
         shuffle: reshuffle every epoch (seeded); False keeps the files' order, as evaluation needs.
         seed: the seed of the shuffle and of ``augment``.
         cache_bytes: cache the decoded images in memory when they need less than this.
@@ -225,12 +244,14 @@ def make_dataset(
             ``seed`` (the preset's input part, through ``augmentation.augment_copies``).
     """
     uniform = images.uniform_size()
+    if uniform and image_io.jpeg_scale(*uniform, image_size) > 1:
+        uniform = None  # JPEGs among them decode reduced: resized here, so the cache holds small images
     width, height = uniform or (image_size, image_size)
     decoded_bytes = len(images) * width * height * 3 * (1 if uniform else 4)
     cached = decoded_bytes <= cache_bytes
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        pixels = decode_rgb(path, pil)
+        pixels = decode_rgb(path, pil, image_size)
         if not uniform:
             return resize_to_square(tf.cast(pixels, tf.float32), image_size), label
         return tf.ensure_shape(pixels, [height, width, 3]), label  # uint8: a quarter of the cache

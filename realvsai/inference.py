@@ -490,13 +490,13 @@ class UploadResult:
                 bool(rule.uncertain(self.probabilities, self.unfamiliar is not None)))
 
 
-def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels) -> np.ndarray:
+def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None) -> np.ndarray:
     """An upload's bytes as an upright (H, W, 3) uint8 RGB image (see ``images.load_rgb``).
 
     Raises:
         ImageDecodeError: if it is not an image, is broken, or has more than ``max_pixels`` pixels.
     """
-    return load_rgb(bytes(data), max_pixels)
+    return load_rgb(bytes(data), max_pixels, image_size)
 
 
 def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> np.ndarray:
@@ -546,12 +546,13 @@ def classify_uploads(
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
         try:
-            image = decode_upload(data, max_pixels)
+            # A large JPEG decodes reduced, as in training; its size and format come from the header.
+            image = decode_upload(data, max_pixels, classifier.image_size)
+            header = read_header(data, max_pixels)
             prepared = classifier.prepare(image)
-            slot.update(preview=preview_image(image, preview_size), size=(image.shape[1], image.shape[0]))
+            slot.update(preview=preview_image(image, preview_size), size=(header.width, header.height))
             if profile:
-                slot["unfamiliar"] = unfamiliar_reason(profile, image.shape[1], image.shape[0],
-                                                       read_header(data, max_pixels).image_format)
+                slot["unfamiliar"] = unfamiliar_reason(profile, header.width, header.height, header.image_format)
             pending.append((len(slots) - 1, prepared))
         except ImageDecodeError as error:
             slot["error"] = str(error)
@@ -572,7 +573,7 @@ def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | No
     Raises:
         ImageDecodeError: if the data is not a usable image.
     """
-    image = decode_upload(data, max_pixels)
+    image = decode_upload(data, max_pixels, classifier.image_size)
     preview = preview_image(image, preview_size)
     heatmap = classifier.grad_cam(image, class_index, output_size=preview.shape[:2])
     return overlay_heatmap(preview, heatmap, opacity=opacity, colormap=colormap)

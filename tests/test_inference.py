@@ -328,10 +328,10 @@ def test_classify_uploads_turns_an_exif_rotated_photo_upright(classifier):
 def test_classify_uploads_goes_on_when_one_file_fails_unexpectedly(classifier, monkeypatch):
     real_load = inference.load_rgb
 
-    def load(data, max_pixels):
+    def load(data, max_pixels, image_size=None):
         if data == b"boom":
             raise RuntimeError("something nobody expected")
-        return real_load(data, max_pixels)
+        return real_load(data, max_pixels, image_size)
 
     monkeypatch.setattr(inference, "load_rgb", load)
     results = inference.classify_uploads(classifier, [("a.png", encode(random_image(6, 8, 8))), ("b.png", b"boom"),
@@ -556,3 +556,18 @@ def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
     assert heatmap.shape == (80, 96) and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     assert heatmap.max() - heatmap.min() > 0.1
     np.testing.assert_array_equal(heatmap, classifier.grad_cam(image))
+
+
+def test_a_large_jpeg_upload_is_classified_from_its_reduced_decode_and_reported_at_its_size(classifier):
+    from realvsai.images import load_rgb
+
+    coarse = Image.fromarray(random_image(8, 51, 38)).resize((800, 600), Image.BILINEAR)
+    data = _save(coarse, "JPEG", quality=90)
+    profile = {"min_side": 500, "max_side": 900, "formats": ["JPEG"]}
+
+    result = inference.classify_uploads(classifier, [("photo.jpg", data)], profile=profile)[0]
+
+    reduced = load_rgb(data, image_size=IMAGE_SIZE)
+    assert reduced.shape == (75, 100, 3)  # 1/8: 75 px is still twice the model's 32
+    np.testing.assert_allclose(result.probabilities, classifier.predict([reduced])[0], atol=1e-6)
+    assert result.size == (800, 600) and result.unfamiliar is None  # the file's size, not the decoded one
