@@ -188,7 +188,7 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = Non
             return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
 
         def decode_jpeg() -> tf.Tensor:
-            if not image_size:
+            if not image_size or not image_io.JPEG_SCALES:
                 return jpeg(1)()
             short_side = tf.reduce_min(tf.io.extract_jpeg_shape(contents)[:2])
             # jpeg_scale in the graph: the number of scales 2, 4, 8 that keep enough pixels picks the branch.
