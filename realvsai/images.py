@@ -197,9 +197,9 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
 
     With ``image_size`` (the model's side), a large JPEG is decoded at 1/``jpeg_scale`` of its size,
     pixel for pixel what TensorFlow's ``decode_jpeg(ratio=...)`` gives (``data.decode_rgb``); other
-    formats and None decode at full size. EXIF orientation is applied; grayscale, palette, CMYK and alpha images become RGB (alpha is
-    dropped, as TensorFlow's decoders drop it); 16-bit images are scaled to 8 bits rather than
-    clipped; an animation gives its first frame.
+    formats and None decode at full size. EXIF orientation is applied; grayscale, palette, CMYK and
+    alpha images become RGB (alpha is dropped, as TensorFlow's decoders drop it); 16-bit images are
+    scaled to 8 bits rather than clipped; an animation gives its first frame.
 
     Raises:
         ImageDecodeError: if the data is not a complete image or has too many pixels.
