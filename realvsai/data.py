@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from realvsai import images as image_io
 from realvsai.cli import progress
+from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import list_images
 from realvsai.layout import find_class_folders
@@ -158,6 +159,35 @@ def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
     return tf.einsum("pw,...owc->...opc", weights, rows)
 
 
+def cover(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Float ``image`` (height, width, 3) enlarged (bilinear) so its short side is at least ``size``.
+
+    Images already that large are returned unchanged.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    scale = tf.maximum(1.0, size / tf.cast(tf.minimum(height, width), tf.float32))
+    new_size = tf.cast(tf.math.ceil(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
+    return tf.cond(scale > 1.0, lambda: tf.image.resize(image, new_size), lambda: image)
+
+
+def crop_offsets(length: tf.Tensor, size: int) -> list[tf.Tensor]:
+    """The ``CROP_GRID`` starts of ``size``-long crops along a side of ``length``: first at 0, last at the end."""
+    return [(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
+
+
+def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
+    """``(CROP_GRID**2, size, size, 3)``: the crops-mode input of one image, in row order.
+
+    The one definition of what a crops-mode model predicts from, used by evaluation, --predict and
+    the app (``model.crop_averaging``): native-resolution crops, evenly spaced and covering the image.
+    """
+    image = cover(tf.cast(image, tf.float32), size)
+    shape = tf.shape(image)
+    return tf.stack([image[top:top + size, left:left + size, :]
+                     for top in crop_offsets(shape[0], size) for left in crop_offsets(shape[1], size)])
+
+
 def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray) -> np.ndarray:
     path = path.item() if isinstance(path, np.ndarray) else path  # eager numpy_function: a 0-d array
     return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)),
@@ -228,6 +258,7 @@ def make_dataset(
     seed: int = 0,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
+    crops: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images 0..255, int32 labels)`` read from ``images``' files.
 
@@ -242,7 +273,15 @@ def make_dataset(
         augment: ``augment(images, seed)`` is applied to every batch of float32 images, with a seed
             pair (int64, shape (2,)) that differs for every batch and every epoch and repeats with
             ``seed`` (the preset's input part, through ``augmentation.augment_copies``).
+        crops: None resizes the whole image (``resize_to_square``); otherwise images decode at full
+            size and give native-resolution ``image_size`` crops (smaller images enlarged first,
+            ``cover``): "random" one seeded random crop per image and epoch (training), "centre" the
+            middle crop of the grid (validation), "grid" all ``grid_crops`` (batches of
+            ``(batch, CROP_GRID**2, size, size, 3)``, for ``model.crop_averaging``).
     """
+    if crops is not None:
+        return _crops_dataset(images, batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
+                              cache_bytes=cache_bytes, augment=augment, crops=crops)
     uniform = images.uniform_size()
     if uniform and image_io.jpeg_scale(*uniform, image_size) > 1:
         uniform = None  # JPEGs among them decode reduced: resized here, so the cache holds small images
@@ -278,3 +317,37 @@ def make_dataset(
                               num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
+
+
+def _crops_dataset(images: LabelledImages, *, batch_size: int, image_size: int, shuffle: bool, seed: int,
+                   cache_bytes: int, augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None,
+                   crops: str) -> tf.data.Dataset:
+    """``make_dataset`` in crops mode: full-size decode, cached (uint8) when it fits, then crops."""
+    if crops not in ("random", "centre", "grid"):
+        raise ValueError(f"crops={crops!r}: expected 'random', 'centre' or 'grid'")
+    cached = sum(width * height * 3 for width, height in images.sizes) <= cache_bytes
+    dataset = file_dataset(images, shuffle=shuffle and not cached, seed=seed)
+    dataset = dataset.map(lambda path, label, pil: (decode_rgb(path, pil), label),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.ignore_errors(log_warning=True)
+    if cached:
+        dataset = dataset.cache()
+        if shuffle:
+            dataset = _shuffle(dataset, len(images), seed)
+    if crops == "random":
+        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda item, crop_seed: (tf.image.stateless_random_crop(
+                cover(tf.cast(item[0], tf.float32), image_size), [image_size, image_size, 3], crop_seed), item[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        middle = CROP_GRID**2 // 2
+        dataset = dataset.map(lambda pixels, label: (
+            grid_crops(pixels, image_size)[middle] if crops == "centre" else grid_crops(pixels, image_size), label),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if augment is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, batch_seed: (augment(batch[0], batch_seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

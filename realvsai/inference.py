@@ -204,6 +204,11 @@ class ModelRun:
         return int(self.info["image_size"])
 
     @property
+    def input_mode(self) -> str:
+        """"resize" or "crops" (model.json's ``input_mode``; older models resize)."""
+        return str(self.info.get("input_mode", "resize"))
+
+    @property
     def demo(self) -> bool:
         return is_demo(self.info)
 
@@ -315,12 +320,16 @@ class Classifier:
     once, not once per upload size or batch size.
     """
 
-    def __init__(self, model: keras.Model, class_names: Sequence[str], image_size: int) -> None:
+    def __init__(self, model: keras.Model, class_names: Sequence[str], image_size: int,
+                 input_mode: str = "resize") -> None:
         import tensorflow as tf
+
+        from realvsai.config import CROP_GRID
 
         self.model = model
         self.class_names = list(class_names)
         self.image_size = int(image_size)
+        self.input_mode = input_mode
         outputs = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else None
         if outputs is not None and outputs != len(self.class_names):
             raise UserError(f"the model outputs {outputs} classes, but model.json names {len(self.class_names)} "
@@ -328,21 +337,41 @@ class Classifier:
         self._resize = model.get_layer(_RESIZE_LAYER)  # the model contract: build_model names it so
         image = tf.TensorSpec([None, None, 3], tf.uint8)
         self._prepare_fn = tf.function(self._prepare_graph, input_signature=[image])
-        self._call = tf.function(lambda batch: model(batch, training=False),
-                                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        if input_mode == "crops":  # each image is its grid of crops; the softmax is averaged over them
+            from realvsai.model import crop_averaging
+
+            averaged = crop_averaging(model, self.image_size)
+            self._call = tf.function(lambda batch: averaged(batch, training=False), input_signature=[
+                tf.TensorSpec([None, CROP_GRID**2, self.image_size, self.image_size, 3], tf.float32)])
+        else:
+            self._call = tf.function(lambda batch: model(batch, training=False),
+                                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
         self._grad_cam_fn = tf.function(self._grad_cam_graph, input_signature=[
             tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([], tf.int32)])
 
     def _prepare_graph(self, image: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
+        if self.input_mode == "crops":
+            from realvsai.data import grid_crops
+
+            return grid_crops(image, self.image_size)
+
         # The model's own resize layer, so the resize here equals the one inside the model (the
         # centre square, antialiased); the model's resize of an image already at image_size is a no-op.
         return self._resize(tf.cast(image, tf.float32)[tf.newaxis])[0]
 
     def prepare(self, image: np.ndarray) -> tf.Tensor:
-        """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor that batches are made of."""
+        """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor that batches are made of.
+
+        In crops mode, its ``(CROP_GRID**2, size, size, 3)`` grid of crops (``data.grid_crops``).
+        """
         return self._prepare_fn(np.ascontiguousarray(image, dtype=np.uint8))
+
+    @property
+    def decode_size(self) -> int | None:
+        """``decode_upload``'s image_size: crops mode sees native pixels, so no reduced JPEG decode."""
+        return None if self.input_mode == "crops" else self.image_size
 
     def predict_prepared(self, batch: tf.Tensor | np.ndarray) -> np.ndarray:
         """Probabilities (N, classes) of a batch of prepared images, in one model call."""
@@ -547,7 +576,7 @@ def classify_uploads(
         slots.append(slot)
         try:
             # A large JPEG decodes reduced, as in training; its size and format come from the header.
-            image = decode_upload(data, max_pixels, classifier.image_size)
+            image = decode_upload(data, max_pixels, classifier.decode_size)
             header = read_header(data, max_pixels)
             prepared = classifier.prepare(image)
             slot.update(preview=preview_image(image, preview_size), size=(header.width, header.height))
@@ -573,7 +602,7 @@ def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | No
     Raises:
         ImageDecodeError: if the data is not a usable image.
     """
-    image = decode_upload(data, max_pixels, classifier.image_size)
+    image = decode_upload(data, max_pixels, classifier.decode_size)
     preview = preview_image(image, preview_size)
     heatmap = classifier.grad_cam(image, class_index, output_size=preview.shape[:2])
     return overlay_heatmap(preview, heatmap, opacity=opacity, colormap=colormap)

@@ -390,9 +390,12 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     # which would otherwise show "Unknown" steps and warn that the input "ran out of data".
     # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
     input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
+    # Crops mode: a random native-resolution crop per image and epoch; validation takes the centre one.
+    crops = config.input_mode == "crops"
     train_dataset = data.make_dataset(
         train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
-        augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None).repeat()
+        augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
+        crops="random" if crops else None).repeat()
     counts = {TRAIN: train_images.counts(), VALIDATION: validation_images.counts()}
     if test_images is not None:
         counts[TEST] = test_images.counts()
@@ -401,8 +404,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
     # Validation weighted like the training loss, so loss and val_loss (and the stop rule) compare alike.
-    validation_dataset = with_class_weights(data.make_dataset(validation_images, batch_size=global_batch,
-                                                              image_size=config.image_size), class_weight).repeat()
+    validation_dataset = with_class_weights(data.make_dataset(
+        validation_images, batch_size=global_batch, image_size=config.image_size,
+        crops="centre" if crops else None), class_weight).repeat()
 
     # Built before the run folder exists: a start that fails on its weights (missing, corrupt,
     # offline) leaves no folder behind, so the same command works once the weights are fixed.
@@ -413,6 +417,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     model_info: dict[str, Any] = {
         "class_names": class_names,
         "image_size": config.image_size,
+        "input_mode": config.input_mode,  # evaluation, --predict and the app predict alike from it
         "positive_class": positive_class,
         "backbone": config.backbone,
         "weights": config.weights,

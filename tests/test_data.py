@@ -248,3 +248,38 @@ def test_dataset_of_large_jpegs_of_one_size_holds_images_of_the_model_size(tmp_p
 
     assert pixels.shape == (2, 32, 32, 3)
     np.testing.assert_allclose(pixels.numpy()[0], expected.numpy(), atol=1e-3)
+
+
+# --- crops mode ---------------------------------------------------------------------------------
+
+
+def test_grid_crops_are_evenly_spaced_and_cover_the_image():
+    image = tf.reshape(tf.range(70 * 100 * 3, dtype=tf.float32), (70, 100, 3))
+
+    crops = data.grid_crops(image, 32).numpy()
+
+    assert crops.shape == (9, 32, 32, 3)
+    positions = [(top, left) for top in (0, 19, 38) for left in (0, 34, 68)]  # first at 0, last at the edge
+    for crop, (top, left) in zip(crops, positions):
+        np.testing.assert_array_equal(crop, image.numpy()[top:top + 32, left:left + 32])
+
+
+def test_grid_crops_enlarge_an_image_smaller_than_the_crop():
+    crops = data.grid_crops(tf.ones((20, 10, 3)), 32)
+
+    assert crops.shape == (9, 32, 32, 3)
+
+
+def test_training_crops_are_native_resolution_crops_of_the_model_size(tmp_path):
+    path = write_image(tmp_path / "a" / "large.png", seed=4, size=(48, 40))
+    write_image(tmp_path / "a" / "small.png", seed=5, size=(16, 16))
+    scanned = data.scan_images(tmp_path)
+    dataset = data.make_dataset(scanned, batch_size=4, image_size=32, shuffle=True, seed=1, crops="random")
+
+    (first, _), = dataset
+    (second, _), = dataset
+    assert first.shape == (2, 32, 32, 3)
+    large = images.load_rgb(path).astype(np.float32)
+    native = [any(np.array_equal(crop, large[top:top + 32, left:left + 32]) for top in range(9) for left in range(17))
+              for batch in (first, second) for crop in batch.numpy()]
+    assert sum(native) == 2  # each epoch, the large image's crop is its own pixels, unresized (the small one is not)

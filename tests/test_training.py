@@ -633,3 +633,13 @@ def test_model_json_has_no_shortcut_warning_when_classes_look_alike(tmp_path):
                         size=(32 + index, 32))
     record = training.training_images_record(data.scan_images(tmp_path / "train"))
     assert record["shortcut_warning"] is None and record["shortcuts"]["size"] < 0.9
+
+
+def test_input_mode_flag_sets_the_config_and_rejects_other_modes(capsys):
+    assert ModelTraining.config_from_args(ModelTraining.parse_args(["--input-mode", "crops"])).input_mode == "crops"
+    assert TrainConfig().input_mode == "resize"
+    with pytest.raises(SystemExit) as raised:
+        ModelTraining.parse_args(["--input-mode", "tiles"])
+    assert raised.value.code == 2
+    with pytest.raises(UserError, match="--input-mode"):
+        TrainConfig(input_mode="tiles").validate()
