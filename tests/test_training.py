@@ -643,3 +643,22 @@ def test_input_mode_flag_sets_the_config_and_rejects_other_modes(capsys):
     assert raised.value.code == 2
     with pytest.raises(UserError, match="--input-mode"):
         TrainConfig(input_mode="tiles").validate()
+
+
+@pytest.mark.slow
+def test_crops_mode_run_records_its_input_mode_and_the_training_images(tmp_path):
+    for split, count in (("train", 4), ("validation", 2), ("test", 2)):
+        for index, name in enumerate(("FAKE", "REAL")):
+            for number in range(count):
+                write_image(tmp_path / "data" / split / name / f"{number}.png", seed=index * 100 + number,
+                            size=(48 + 8 * number, 40))
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="crops", weights="none",
+                         image_size=32, batch_size=4, head_epochs=1, fine_tune_epochs=0, head_units=16,
+                         input_mode="crops")
+
+    result = training.train(config, verbose=0)
+
+    info = json.loads((result.run_dir / "model.json").read_text())
+    assert info["input_mode"] == "crops" and info["config"]["input_mode"] == "crops"
+    assert info["training_images"] == {"min_side": 40, "max_side": 72, "formats": ["PNG"]}
+    assert 0.0 <= result.test_metrics["accuracy"] <= 1.0
