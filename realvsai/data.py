@@ -283,7 +283,8 @@ def make_dataset(
         return _crops_dataset(images, batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
                               cache_bytes=cache_bytes, augment=augment, crops=crops)
     uniform = images.uniform_size()
-    if uniform and image_io.jpeg_scale(*uniform, image_size) > 1:
+    may_be_jpeg = not images.formats or "JPEG" in images.formats  # formats unknown: any may be
+    if uniform and may_be_jpeg and image_io.jpeg_scale(*uniform, image_size) > 1:
         uniform = None  # JPEGs among them decode reduced: resized here, so the cache holds small images
     width, height = uniform or (image_size, image_size)
     decoded_bytes = len(images) * width * height * 3 * (1 if uniform else 4)

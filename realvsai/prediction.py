@@ -236,7 +236,8 @@ def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Pa
     if usable:
         images = LabelledImages(files, [0] * len(files), class_names,
                                 [(header.width, header.height) for header in kept_headers],
-                                [header.needs_pil for header in kept_headers])
+                                [header.needs_pil for header in kept_headers],
+                                formats=[header.image_format for header in kept_headers])
         probabilities = predict_images(model, images, batch_size, model_image_size(model, model_info),
                                        verbose=verbose, input_mode=model_info.get("input_mode", "resize"))
         failed = np.isnan(probabilities).any(axis=1)

@@ -283,3 +283,11 @@ def test_training_crops_are_native_resolution_crops_of_the_model_size(tmp_path):
     native = [any(np.array_equal(crop, large[top:top + 32, left:left + 32]) for top in range(9) for left in range(17))
               for batch in (first, second) for crop in batch.numpy()]
     assert sum(native) == 2  # each epoch, the large image's crop is its own pixels, unresized (the small one is not)
+
+
+def test_pngs_of_one_size_stay_at_their_size_whatever_the_image_size(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"a": 2}, size=(400, 300))
+
+    (pixels, _), = data.make_dataset(data.scan_images(tmp_path), batch_size=4, image_size=32)
+
+    assert pixels.shape == (2, 300, 400, 3)  # today's path: the model resizes them
