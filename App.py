@@ -229,7 +229,7 @@ def open_model(run: inference.ModelRun) -> inference.Classifier:
     """The loaded model; an unreadable one ends the page with a message instead of a traceback."""
     try:
         return cached_classifier(str(run.model_file), run.model_file.stat().st_mtime, tuple(run.class_names),
-                                 run.image_size, run.input_mode)
+                                 run.image_size, run.info.get("input_mode", "resize"))
     except UserError as error:
         st.error(str(error))
     except Exception as error:  # Keras raises many types for a damaged or foreign file; all end here

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from realvsai.config import CONFIDENCE_THRESHOLD, MAX_IMAGE_PIXELS, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
+from realvsai.config import CONFIDENCE_THRESHOLD, CROP_GRID, MAX_IMAGE_PIXELS, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.errors import UserError
 from realvsai.image_stats import unfamiliar_reason
 from realvsai.images import ImageDecodeError, load_rgb, read_header
@@ -204,11 +204,6 @@ class ModelRun:
         return int(self.info["image_size"])
 
     @property
-    def input_mode(self) -> str:
-        """"resize" or "crops" (model.json's ``input_mode``; older models resize)."""
-        return str(self.info.get("input_mode", "resize"))
-
-    @property
     def demo(self) -> bool:
         return is_demo(self.info)
 
@@ -324,12 +319,14 @@ class Classifier:
                  input_mode: str = "resize") -> None:
         import tensorflow as tf
 
-        from realvsai.config import CROP_GRID
+        from realvsai.model import crop_averaging
 
         self.model = model
         self.class_names = list(class_names)
         self.image_size = int(image_size)
         self.input_mode = input_mode
+        # decode_upload's image_size: crops mode sees native pixels, so no reduced JPEG decode there.
+        self.decode_size = None if input_mode == "crops" else self.image_size
         outputs = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else None
         if outputs is not None and outputs != len(self.class_names):
             raise UserError(f"the model outputs {outputs} classes, but model.json names {len(self.class_names)} "
@@ -337,41 +334,28 @@ class Classifier:
         self._resize = model.get_layer(_RESIZE_LAYER)  # the model contract: build_model names it so
         image = tf.TensorSpec([None, None, 3], tf.uint8)
         self._prepare_fn = tf.function(self._prepare_graph, input_signature=[image])
-        if input_mode == "crops":  # each image is its grid of crops; the softmax is averaged over them
-            from realvsai.model import crop_averaging
-
-            averaged = crop_averaging(model, self.image_size)
-            self._call = tf.function(lambda batch: averaged(batch, training=False), input_signature=[
-                tf.TensorSpec([None, CROP_GRID**2, self.image_size, self.image_size, 3], tf.float32)])
-        else:
-            self._call = tf.function(lambda batch: model(batch, training=False),
-                                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        # Crops mode: each image is its grid of crops (data.grid_crops), the softmax averaged over them.
+        crops = input_mode == "crops"
+        predictor = crop_averaging(model, self.image_size) if crops else model
+        shape = [None, CROP_GRID**2, self.image_size, self.image_size, 3] if crops else [None, None, None, 3]
+        self._call = tf.function(lambda batch: predictor(batch, training=False),
+                                 input_signature=[tf.TensorSpec(shape, tf.float32)])
         self._grad_cam_fn = tf.function(self._grad_cam_graph, input_signature=[
             tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([], tf.int32)])
 
     def _prepare_graph(self, image: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
+        from realvsai.data import grid_crops
         if self.input_mode == "crops":
-            from realvsai.data import grid_crops
-
             return grid_crops(image, self.image_size)
-
         # The model's own resize layer, so the resize here equals the one inside the model (the
         # centre square, antialiased); the model's resize of an image already at image_size is a no-op.
         return self._resize(tf.cast(image, tf.float32)[tf.newaxis])[0]
 
     def prepare(self, image: np.ndarray) -> tf.Tensor:
-        """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor that batches are made of.
-
-        In crops mode, its ``(CROP_GRID**2, size, size, 3)`` grid of crops (``data.grid_crops``).
-        """
+        """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor, or crops mode's (9, size, size, 3)."""
         return self._prepare_fn(np.ascontiguousarray(image, dtype=np.uint8))
-
-    @property
-    def decode_size(self) -> int | None:
-        """``decode_upload``'s image_size: crops mode sees native pixels, so no reduced JPEG decode."""
-        return None if self.input_mode == "crops" else self.image_size
 
     def predict_prepared(self, batch: tf.Tensor | np.ndarray) -> np.ndarray:
         """Probabilities (N, classes) of a batch of prepared images, in one model call."""
@@ -488,8 +472,9 @@ class Classifier:
                              f"is smaller than {DEFAULTS.grad_cam_min_size}x{DEFAULTS.grad_cam_min_size}")
         if class_index is not None and not 0 <= class_index < len(self.class_names):
             raise ValueError(f"class_index {class_index} is not one of the {len(self.class_names)} classes")
-        cam, _ = self._grad_cam_fn(self.prepare(image), tf.constant(-1 if class_index is None else class_index,
-                                                                    tf.int32))
+        # The whole image through the model's own resize (crops mode too: one map for the whole image).
+        cam, _ = self._grad_cam_fn(tf.cast(image, tf.float32), tf.constant(-1 if class_index is None else class_index,
+                                                                             tf.int32))
         height, width = output_size or image.shape[:2]
         heatmap = tf.image.resize(cam[..., tf.newaxis], (height, width), method="bilinear")[..., 0]
         return np.clip(heatmap.numpy(), 0.0, 1.0).astype(np.float32)
@@ -520,7 +505,7 @@ class UploadResult:
 
 
 def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None) -> np.ndarray:
-    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (see ``images.load_rgb``).
+    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (``images.load_rgb``; large JPEGs reduced).
 
     Raises:
         ImageDecodeError: if it is not an image, is broken, or has more than ``max_pixels`` pixels.
@@ -575,7 +560,6 @@ def classify_uploads(
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
         try:
-            # A large JPEG decodes reduced, as in training; its size and format come from the header.
             image = decode_upload(data, max_pixels, classifier.decode_size)
             header = read_header(data, max_pixels)
             prepared = classifier.prepare(image)

@@ -604,3 +604,14 @@ def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(
     np.testing.assert_allclose(np.stack(by_app), expected, atol=1e-5)
     resized = inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE).predict([load_rgb(paths[0])])
     assert not np.allclose(resized[0], expected[0], atol=1e-5)  # crops mode is not the resize path
+
+
+def test_grad_cam_of_a_crops_mode_model_explains_the_whole_image():
+    model = build_stand_in(seed=4)
+    image = random_image(9, 80, 60)
+    crops = inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE, "crops")
+
+    heatmap = crops.grad_cam(image)
+
+    np.testing.assert_allclose(heatmap, inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE).grad_cam(image), atol=1e-6)
+    assert heatmap.shape == (60, 80)
