@@ -236,6 +236,19 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = Non
     return tf.ensure_shape(tf.cond(use_pil, with_pillow, with_tensorflow), [None, None, 3])
 
 
+def kept_size(images: LabelledImages, image_size: int) -> tuple[int, int] | None:
+    """The (width, height) the pipeline leaves ``images`` at (the model resizes them), or None when it resizes them.
+
+    Images of one size stay at it, unless JPEGs among them decode reduced (``decode_rgb``): those
+    are resized in the pipeline, so the cache holds small images.
+    """
+    uniform = images.uniform_size()
+    may_be_jpeg = not images.formats or "JPEG" in images.formats  # formats unknown: any may be
+    if uniform and may_be_jpeg and image_io.jpeg_scale(*uniform, image_size) > 1:
+        return None
+    return uniform
+
+
 def _shuffle(dataset: tf.data.Dataset, count: int, seed: int) -> tf.data.Dataset:
     """Every element in a new seeded order each epoch (a buffer as large as the dataset: a full permutation)."""
     return dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
@@ -282,10 +295,7 @@ def make_dataset(
     if crops is not None:
         return _crops_dataset(images, batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
                               cache_bytes=cache_bytes, augment=augment, crops=crops)
-    uniform = images.uniform_size()
-    may_be_jpeg = not images.formats or "JPEG" in images.formats  # formats unknown: any may be
-    if uniform and may_be_jpeg and image_io.jpeg_scale(*uniform, image_size) > 1:
-        uniform = None  # JPEGs among them decode reduced: resized here, so the cache holds small images
+    uniform = kept_size(images, image_size)
     width, height = uniform or (image_size, image_size)
     decoded_bytes = len(images) * width * height * 3 * (1 if uniform else 4)
     cached = decoded_bytes <= cache_bytes
