@@ -79,12 +79,12 @@ class Settings:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
 def cached_classifier(model_file: str, modified: float, class_names: tuple[str, ...],
-                      image_size: int) -> inference.Classifier:
+                      image_size: int, input_mode: str = "resize") -> inference.Classifier:
     """The model, loaded once per file and modification time (a retrained run reloads)."""
     from realvsai.model import load_classifier  # Keras, and the project's layers the file needs
 
     del modified  # only part of the cache key
-    return inference.Classifier(load_classifier(Path(model_file))[0], class_names, image_size)
+    return inference.Classifier(load_classifier(Path(model_file))[0], class_names, image_size, input_mode)
 
 
 # The uploads are cached by their upload ids (unique per upload, stable across reruns) rather than
@@ -229,7 +229,7 @@ def open_model(run: inference.ModelRun) -> inference.Classifier:
     """The loaded model; an unreadable one ends the page with a message instead of a traceback."""
     try:
         return cached_classifier(str(run.model_file), run.model_file.stat().st_mtime, tuple(run.class_names),
-                                 run.image_size)
+                                 run.image_size, run.info.get("input_mode", "resize"))
     except UserError as error:
         st.error(str(error))
     except Exception as error:  # Keras raises many types for a damaged or foreign file; all end here

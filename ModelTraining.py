@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from realvsai.cli import make_parser, positive_int, run_main, setup_logging
 from realvsai.config import (
     BACKBONES,
+    INPUT_MODES,
     MIN_IMAGE_SIZE,
     PRECISIONS,
     PRESETS,
@@ -88,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "from scratch")
     model.add_argument("--image-size", type=image_size, default=defaults.image_size,
                        help="side in pixels the backbone sees; images of any size are resized to it")
+    model.add_argument("--input-mode", choices=INPUT_MODES, default=defaults.input_mode,
+                       help="resize: the whole image (centre square) resized to --image-size; crops: random "
+                            "--image-size crops at native resolution in training, the softmax averaged over a 3x3 "
+                            "grid of crops in evaluation, --predict and the app")
     model.add_argument("--augment", choices=PRESETS, default=defaults.augment,
                        help="augmentation inside the model, in training only: detector keeps the pixel traces of "
                             "generated images; classic = ImageDataGenerator's rotations, shifts, shear, zoom, flip")

@@ -36,6 +36,8 @@ BACKBONES = ("resnet50", "resnet101", "resnet152")
 # flips, rare mild blur/JPEG); "classic" (ImageDataGenerator's rotations, shears, zooms)
 # resamples every image and smooths those traces away; "none" trains on the images as they are.
 PRESETS = ("classic", "detector", "none")
+INPUT_MODES = ("resize", "crops")  # whole image resized, or native-resolution crops (3x3 grid at prediction)
+CROP_GRID = 3  # crops mode predicts from CROP_GRID x CROP_GRID crops, evenly spaced, softmax averaged
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})  # any letter case
@@ -62,6 +64,7 @@ class TrainConfig:
     backbone: str = "resnet101"
     weights: str = "imagenet"  # "imagenet", "none" (from scratch) or a path to backbone weights
     image_size: int = 224  # side the backbone sees; inputs of any size are resized to it
+    input_mode: str = "resize"  # one of INPUT_MODES; "crops": image_size crops at native resolution
     batch_size: int = 32  # images per step on each device (global batch = this x devices)
     head_epochs: int = 5  # phase 1: backbone frozen (with --weights none: the epochs simply add up)
     fine_tune_epochs: int = 10  # phase 2: backbone trains too
@@ -90,6 +93,8 @@ class TrainConfig:
             raise UserError(f"--backbone {self.backbone}: choose one of {', '.join(BACKBONES)}.")
         if self.augment not in PRESETS:
             raise UserError(f"--augment {self.augment}: choose one of {', '.join(PRESETS)}.")
+        if self.input_mode not in INPUT_MODES:
+            raise UserError(f"--input-mode {self.input_mode}: choose one of {', '.join(INPUT_MODES)}.")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision {self.precision}: choose one of {', '.join(PRECISIONS)}.")
         if self.head_epochs < 0 or self.fine_tune_epochs < 0 or self.head_epochs + self.fine_tune_epochs == 0:

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from realvsai import images as image_io
 from realvsai.cli import progress
+from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import list_images
 from realvsai.layout import find_class_folders
@@ -42,6 +43,7 @@ class LabelledImages:
     sizes: list[tuple[int, int]]  # (width, height) of each file
     needs_pil: list[bool]  # decode with Pillow (EXIF-rotated, 16-bit, ...) rather than TensorFlow
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why) for broken files
+    formats: list[str] = field(default_factory=list)  # Pillow's format name of each file ("JPEG", ...)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -105,7 +107,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
     with ThreadPoolExecutor(_SCAN_WORKERS) as pool:
         results = list(progress(pool.map(check, [path for path, _ in candidates]), total=len(candidates),
                                 desc=f"checking {folder.name}"))
-    files, labels, sizes, needs_pil, skipped = [], [], [], [], []
+    files, labels, sizes, needs_pil, formats, skipped = [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
             logger.warning("skipping %s: %s", path, result)
@@ -115,9 +117,10 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
         labels.append(label)
         sizes.append((result.width, result.height))
         needs_pil.append(result.needs_pil)
+        formats.append(result.image_format)
     if not files:
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
-    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped)
+    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats)
 
 
 def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
@@ -156,34 +159,94 @@ def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
     return tf.einsum("pw,...owc->...opc", weights, rows)
 
 
-def _decode_with_pil(path: tf.Tensor) -> np.ndarray:
-    return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)))
+def cover(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Float ``image`` (height, width, 3) enlarged (bilinear) so its short side is at least ``size``.
+
+    Images already that large are returned unchanged.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    scale = tf.maximum(1.0, size / tf.cast(tf.minimum(height, width), tf.float32))
+    new_size = tf.cast(tf.math.ceil(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
+    return tf.cond(scale > 1.0, lambda: tf.image.resize(image, new_size), lambda: image)
 
 
-def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor) -> tf.Tensor:
+def crop_offsets(length: tf.Tensor, size: int) -> list[tf.Tensor]:
+    """The ``CROP_GRID`` starts of ``size``-long crops along a side of ``length``: first at 0, last at the end."""
+    return [(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
+
+
+def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
+    """``(CROP_GRID**2, size, size, 3)``: the crops-mode input of one image, in row order.
+
+    The one definition of what a crops-mode model predicts from, used by evaluation, --predict and
+    the app (``model.crop_averaging``): native-resolution crops, evenly spaced and covering the image.
+    """
+    image = cover(tf.cast(image, tf.float32), size)
+    shape = tf.shape(image)
+    return tf.stack([image[top:top + size, left:left + size, :]
+                     for top in crop_offsets(shape[0], size) for left in crop_offsets(shape[1], size)])
+
+
+def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray) -> np.ndarray:
+    path = path.item() if isinstance(path, np.ndarray) else path  # eager numpy_function: a 0-d array
+    return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)),
+                             image_size=int(image_size) or None)
+
+
+def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = None) -> tf.Tensor:
     """The ``(height, width, 3)`` uint8 pixels of the image file ``path``, upright, inside a tf.data map.
 
-    The one decoding of training images, shared by training, evaluation and DataAugmentation.py's
-    copies, pixel for pixel what the app's ``images.load_rgb`` gives: TensorFlow's decoders where they
-    see what Pillow sees (JPEGs with the accurate DCT), Pillow itself where ``use_pil`` says they do
-    not (EXIF-rotated photos, 16-bit, animations, other formats; see ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would train on,
-    or write copies of, a sideways image.
+    The one decoding of training images, shared by training, evaluation, --predict and
+    DataAugmentation.py's copies, pixel for pixel what the app's ``images.load_rgb`` gives:
+    TensorFlow's decoders where they see what Pillow sees (JPEGs with the accurate DCT), Pillow
+    itself where ``use_pil`` says they do not (EXIF-rotated photos, 16-bit, animations, other
+    formats; see ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would
+    train on, or write copies of, a sideways image.
+
+    With ``image_size`` (the model's side), a large JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+    (``images.jpeg_scale``): libjpeg's scaled inverse DCT costs a fraction of the full decode, and
+    the image is shrunk to ``image_size`` right after anyway.
     """
     def with_tensorflow() -> tf.Tensor:
         contents = tf.io.read_file(path)
+
         # decode_image decodes JPEGs with libjpeg's fast integer DCT, which is up to 5 levels off
         # (17 for progressive files) from Pillow's accurate one; INTEGER_ACCURATE gives Pillow's
-        # pixels exactly, baseline, progressive and CMYK alike.
-        return tf.cond(
-            tf.io.is_jpeg(contents),
-            lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
-        )
+        # pixels exactly, baseline, progressive and CMYK alike, at every ratio.
+        def jpeg(ratio: int) -> Callable[[], tf.Tensor]:
+            return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
+
+        def decode_jpeg() -> tf.Tensor:
+            if not image_size or not image_io.JPEG_SCALES:
+                return jpeg(1)()
+            short_side = tf.reduce_min(tf.io.extract_jpeg_shape(contents)[:2])
+            # jpeg_scale in the graph: the number of scales 2, 4, 8 that keep enough pixels picks the branch.
+            enough = [(short_side + scale - 1) // scale >= image_io.JPEG_SCALE_HEADROOM * image_size
+                      for scale in sorted(image_io.JPEG_SCALES)]
+            branch = tf.add_n([tf.cast(kept, tf.int32) for kept in enough])
+            return tf.switch_case(branch, [jpeg(1), *(jpeg(scale) for scale in sorted(image_io.JPEG_SCALES))])
+
+        return tf.cond(tf.io.is_jpeg(contents), decode_jpeg,
+                       lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
 
     def with_pillow() -> tf.Tensor:
-        return tf.numpy_function(_decode_with_pil, [path], tf.uint8, stateful=False)
+        return tf.numpy_function(_decode_with_pil, [path, tf.constant(image_size or 0)], tf.uint8, stateful=False)
 
     return tf.ensure_shape(tf.cond(use_pil, with_pillow, with_tensorflow), [None, None, 3])
+
+
+def kept_size(images: LabelledImages, image_size: int) -> tuple[int, int] | None:
+    """The (width, height) the pipeline leaves ``images`` at (the model resizes them), or None when it resizes them.
+
+    Images of one size stay at it, unless JPEGs among them decode reduced (``decode_rgb``): those
+    are resized in the pipeline, so the cache holds small images.
+    """
+    uniform = images.uniform_size()
+    may_be_jpeg = not images.formats or "JPEG" in images.formats  # formats unknown: any may be
+    if uniform and may_be_jpeg and image_io.jpeg_scale(*uniform, image_size) > 1:
+        return None
+    return uniform
 
 
 def _shuffle(dataset: tf.data.Dataset, count: int, seed: int) -> tf.data.Dataset:
@@ -208,27 +271,37 @@ def make_dataset(
     seed: int = 0,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
+    crops: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images 0..255, int32 labels)`` read from ``images``' files.
 
     Args:
         images: the output of ``scan_images``.
         batch_size: images per batch; the last batch may be smaller.
-        image_size: side length to resize to (``resize_to_square``), used only when the images differ in size.
+        image_size: side length to resize to (``resize_to_square``), used when the images differ in size
+            or are large JPEGs, which decode reduced (``decode_rgb``) before the cache.
         shuffle: reshuffle every epoch (seeded); False keeps the files' order, as evaluation needs.
         seed: the seed of the shuffle and of ``augment``.
         cache_bytes: cache the decoded images in memory when they need less than this.
         augment: ``augment(images, seed)`` is applied to every batch of float32 images, with a seed
             pair (int64, shape (2,)) that differs for every batch and every epoch and repeats with
             ``seed`` (the preset's input part, through ``augmentation.augment_copies``).
+        crops: None resizes the whole image (``resize_to_square``); otherwise images decode at full
+            size and give native-resolution ``image_size`` crops (smaller images enlarged first,
+            ``cover``): "random" one seeded random crop per image and epoch (training), "centre" the
+            middle crop of the grid (validation), "grid" all ``grid_crops`` (batches of
+            ``(batch, CROP_GRID**2, size, size, 3)``, for ``model.crop_averaging``).
     """
-    uniform = images.uniform_size()
+    if crops is not None:
+        return _crops_dataset(images, batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
+                              cache_bytes=cache_bytes, augment=augment, crops=crops)
+    uniform = kept_size(images, image_size)
     width, height = uniform or (image_size, image_size)
     decoded_bytes = len(images) * width * height * 3 * (1 if uniform else 4)
     cached = decoded_bytes <= cache_bytes
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        pixels = decode_rgb(path, pil)
+        pixels = decode_rgb(path, pil, image_size)
         if not uniform:
             return resize_to_square(tf.cast(pixels, tf.float32), image_size), label
         return tf.ensure_shape(pixels, [height, width, 3]), label  # uint8: a quarter of the cache
@@ -255,3 +328,37 @@ def make_dataset(
                               num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
+
+
+def _crops_dataset(images: LabelledImages, *, batch_size: int, image_size: int, shuffle: bool, seed: int,
+                   cache_bytes: int, augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None,
+                   crops: str) -> tf.data.Dataset:
+    """``make_dataset`` in crops mode: full-size decode, cached (uint8) when it fits, then crops."""
+    if crops not in ("random", "centre", "grid"):
+        raise ValueError(f"crops={crops!r}: expected 'random', 'centre' or 'grid'")
+    cached = sum(width * height * 3 for width, height in images.sizes) <= cache_bytes
+    dataset = file_dataset(images, shuffle=shuffle and not cached, seed=seed)
+    dataset = dataset.map(lambda path, label, pil: (decode_rgb(path, pil), label),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.ignore_errors(log_warning=True)
+    if cached:
+        dataset = dataset.cache()
+        if shuffle:
+            dataset = _shuffle(dataset, len(images), seed)
+    if crops == "random":
+        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda item, crop_seed: (tf.image.stateless_random_crop(
+                cover(tf.cast(item[0], tf.float32), image_size), [image_size, image_size, 3], crop_seed), item[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        middle = CROP_GRID**2 // 2
+        dataset = dataset.map(lambda pixels, label: (
+            grid_crops(pixels, image_size)[middle] if crops == "centre" else grid_crops(pixels, image_size), label),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if augment is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, batch_seed: (augment(batch[0], batch_seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -108,7 +108,7 @@ DEFAULTS = EvaluationConfig()
 
 def predict(model: keras.Model, images: LabelledImages, batch_size: int = DEFAULTS.batch_size,
             image_size: int = FALLBACK_IMAGE_SIZE,
-            perturbation: tuple[str, float] | None = None) -> np.ndarray:
+            perturbation: tuple[str, float] | None = None, input_mode: str = "resize") -> np.ndarray:
     """Class probabilities (images, classes) of every image, in the images' file order.
 
     Args:
@@ -118,13 +118,15 @@ def predict(model: keras.Model, images: LabelledImages, batch_size: int = DEFAUL
         image_size: resize target when the images differ in size.
         perturbation: ``(kind, strength)`` of ``robustness.perturb``, applied to every decoded image
             first (``robustness.perturbed_dataset``); None predicts the images as they are.
+        input_mode: model.json's ``input_mode`` (``prediction.predict_images``); perturbations are
+            measured on the resized images only.
 
     Raises:
         UserError: if a file broke after the scan (the pipeline drops it; every later prediction
             would then sit against its neighbour's label).
     """
     if perturbation is None:
-        probabilities = predict_images(model, images, batch_size, image_size)
+        probabilities = predict_images(model, images, batch_size, image_size, input_mode=input_mode)
     else:
         dataset = perturbed_dataset(images, *perturbation, batch_size=batch_size, image_size=image_size)
         with warnings.catch_warnings():
@@ -296,7 +298,8 @@ def _predict_sources(model: keras.Model, model_info: Mapping[str, Any], folders:
     sources = []
     for name, folder in zip(source_names(folders), folders, strict=True):
         images = scan_images(Path(folder), class_names=model_info["class_names"])
-        probabilities = predict(model, images, batch_size, model_image_size(model, model_info))
+        probabilities = predict(model, images, batch_size, model_image_size(model, model_info),
+                                input_mode=model_info.get("input_mode", "resize"))
         if probabilities.shape[1] != len(model_info["class_names"]):
             raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
                             f"{len(model_info['class_names'])}: {model_info['class_names']}. Use the model.json "

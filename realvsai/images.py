@@ -30,6 +30,12 @@ TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
 _EXIF_ORIENTATION = 0x0112
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
+# libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size in its inverse DCT, for a fraction of the
+# time and memory of the full image (TensorFlow's decode_jpeg ratio, Pillow's draft: the same pixels).
+JPEG_SCALES = (8, 4, 2)
+# The reduced image keeps at least this many times the model's side, so the antialiased resize
+# that follows still averages several decoded pixels into each model pixel.
+JPEG_SCALE_HEADROOM = 2
 
 
 class TooManyPixelsError(ValueError):
@@ -48,6 +54,19 @@ class ImageHeader:
     height: int
     needs_pil: bool  # True when TensorFlow's decoders would not give the same pixels as load_rgb
     image_format: str = ""  # Pillow's name of the file format: "JPEG", "PNG", ...
+
+
+def jpeg_scale(width: int, height: int, image_size: int | None) -> int:
+    """The divisor (8, 4, 2 or 1) a JPEG of width x height is decoded at for a model of ``image_size`` px.
+
+    The largest of ``JPEG_SCALES`` whose decoded short side (libjpeg rounds up) is still at least
+    ``JPEG_SCALE_HEADROOM`` x ``image_size``; 1 (full size) when none is, or ``image_size`` is None.
+    """
+    short_side = min(width, height)
+    for scale in JPEG_SCALES if image_size else ():
+        if -(-short_side // scale) >= JPEG_SCALE_HEADROOM * image_size:
+            return scale
+    return 1
 
 
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
@@ -172,12 +191,15 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
         return ImageHeader(image.width, image.height, needs_pil, image_format)
 
 
-def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
+             image_size: int | None = None) -> np.ndarray:
     """Decodes an image into an (H, W, 3) uint8 RGB array, upright.
 
-    EXIF orientation is applied; grayscale, palette, CMYK and alpha images become RGB (alpha is
-    dropped, as TensorFlow's decoders drop it); 16-bit images are scaled to 8 bits rather than
-    clipped; an animation gives its first frame.
+    With ``image_size`` (the model's side), a large JPEG is decoded at 1/``jpeg_scale`` of its size,
+    pixel for pixel what TensorFlow's ``decode_jpeg(ratio=...)`` gives (``data.decode_rgb``); other
+    formats and None decode at full size. EXIF orientation is applied; grayscale, palette, CMYK and
+    alpha images become RGB (alpha is dropped, as TensorFlow's decoders drop it); 16-bit images are
+    scaled to 8 bits rather than clipped; an animation gives its first frame.
 
     Raises:
         ImageDecodeError: if the data is not a complete image or has too many pixels.
@@ -186,6 +208,10 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open applied our limit
+            scale = jpeg_scale(*image.size, image_size) if image.format == "JPEG" else 1
+            if scale > 1:
+                # draft picks the largest libjpeg scale keeping at least this size: exactly ``scale``.
+                image.draft("RGB", (image.width // scale, image.height // scale))
             image.load()
             image = ImageOps.exif_transpose(image)
         if image.mode in _HIGH_BIT_DEPTH_MODES:

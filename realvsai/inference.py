@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from realvsai.config import CONFIDENCE_THRESHOLD, MAX_IMAGE_PIXELS, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
+from realvsai.config import CONFIDENCE_THRESHOLD, CROP_GRID, MAX_IMAGE_PIXELS, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.errors import UserError
 from realvsai.image_stats import unfamiliar_reason
 from realvsai.images import ImageDecodeError, load_rgb, read_header
@@ -315,12 +315,18 @@ class Classifier:
     once, not once per upload size or batch size.
     """
 
-    def __init__(self, model: keras.Model, class_names: Sequence[str], image_size: int) -> None:
+    def __init__(self, model: keras.Model, class_names: Sequence[str], image_size: int,
+                 input_mode: str = "resize") -> None:
         import tensorflow as tf
+
+        from realvsai.model import crop_averaging
 
         self.model = model
         self.class_names = list(class_names)
         self.image_size = int(image_size)
+        self.input_mode = input_mode
+        # decode_upload's image_size: crops mode sees native pixels, so no reduced JPEG decode there.
+        self.decode_size = None if input_mode == "crops" else self.image_size
         outputs = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else None
         if outputs is not None and outputs != len(self.class_names):
             raise UserError(f"the model outputs {outputs} classes, but model.json names {len(self.class_names)} "
@@ -328,20 +334,27 @@ class Classifier:
         self._resize = model.get_layer(_RESIZE_LAYER)  # the model contract: build_model names it so
         image = tf.TensorSpec([None, None, 3], tf.uint8)
         self._prepare_fn = tf.function(self._prepare_graph, input_signature=[image])
-        self._call = tf.function(lambda batch: model(batch, training=False),
-                                 input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        # Crops mode: each image is its grid of crops (data.grid_crops), the softmax averaged over them.
+        crops = input_mode == "crops"
+        predictor = crop_averaging(model, self.image_size) if crops else model
+        shape = [None, CROP_GRID**2, self.image_size, self.image_size, 3] if crops else [None, None, None, 3]
+        self._call = tf.function(lambda batch: predictor(batch, training=False),
+                                 input_signature=[tf.TensorSpec(shape, tf.float32)])
         self._grad_cam_fn = tf.function(self._grad_cam_graph, input_signature=[
             tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([], tf.int32)])
 
     def _prepare_graph(self, image: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
+        from realvsai.data import grid_crops
+        if self.input_mode == "crops":
+            return grid_crops(image, self.image_size)
         # The model's own resize layer, so the resize here equals the one inside the model (the
         # centre square, antialiased); the model's resize of an image already at image_size is a no-op.
         return self._resize(tf.cast(image, tf.float32)[tf.newaxis])[0]
 
     def prepare(self, image: np.ndarray) -> tf.Tensor:
-        """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor that batches are made of."""
+        """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor, or crops mode's (9, size, size, 3)."""
         return self._prepare_fn(np.ascontiguousarray(image, dtype=np.uint8))
 
     def predict_prepared(self, batch: tf.Tensor | np.ndarray) -> np.ndarray:
@@ -459,8 +472,9 @@ class Classifier:
                              f"is smaller than {DEFAULTS.grad_cam_min_size}x{DEFAULTS.grad_cam_min_size}")
         if class_index is not None and not 0 <= class_index < len(self.class_names):
             raise ValueError(f"class_index {class_index} is not one of the {len(self.class_names)} classes")
-        cam, _ = self._grad_cam_fn(self.prepare(image), tf.constant(-1 if class_index is None else class_index,
-                                                                    tf.int32))
+        # The whole image through the model's own resize (crops mode too: one map for the whole image).
+        cam, _ = self._grad_cam_fn(tf.cast(image, tf.float32), tf.constant(-1 if class_index is None else class_index,
+                                                                             tf.int32))
         height, width = output_size or image.shape[:2]
         heatmap = tf.image.resize(cam[..., tf.newaxis], (height, width), method="bilinear")[..., 0]
         return np.clip(heatmap.numpy(), 0.0, 1.0).astype(np.float32)
@@ -490,13 +504,13 @@ class UploadResult:
                 bool(rule.uncertain(self.probabilities, self.unfamiliar is not None)))
 
 
-def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels) -> np.ndarray:
-    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (see ``images.load_rgb``).
+def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None) -> np.ndarray:
+    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (``images.load_rgb``; large JPEGs reduced).
 
     Raises:
         ImageDecodeError: if it is not an image, is broken, or has more than ``max_pixels`` pixels.
     """
-    return load_rgb(bytes(data), max_pixels)
+    return load_rgb(bytes(data), max_pixels, image_size)
 
 
 def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> np.ndarray:
@@ -546,12 +560,12 @@ def classify_uploads(
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
         try:
-            image = decode_upload(data, max_pixels)
+            image = decode_upload(data, max_pixels, classifier.decode_size)
+            header = read_header(data, max_pixels)
             prepared = classifier.prepare(image)
-            slot.update(preview=preview_image(image, preview_size), size=(image.shape[1], image.shape[0]))
+            slot.update(preview=preview_image(image, preview_size), size=(header.width, header.height))
             if profile:
-                slot["unfamiliar"] = unfamiliar_reason(profile, image.shape[1], image.shape[0],
-                                                       read_header(data, max_pixels).image_format)
+                slot["unfamiliar"] = unfamiliar_reason(profile, header.width, header.height, header.image_format)
             pending.append((len(slots) - 1, prepared))
         except ImageDecodeError as error:
             slot["error"] = str(error)
@@ -572,7 +586,7 @@ def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | No
     Raises:
         ImageDecodeError: if the data is not a usable image.
     """
-    image = decode_upload(data, max_pixels)
+    image = decode_upload(data, max_pixels, classifier.decode_size)
     preview = preview_image(image, preview_size)
     heatmap = classifier.grad_cam(image, class_index, output_size=preview.shape[:2])
     return overlay_heatmap(preview, heatmap, opacity=opacity, colormap=colormap)

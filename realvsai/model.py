@@ -287,6 +287,19 @@ def _float32_policies(config: Any) -> Any:
     return config
 
 
+def crop_averaging(model: keras.Model, image_size: int) -> keras.Model:
+    """A crops-mode model's predictor: ``(batch, CROP_GRID**2, size, size, 3)`` in, the mean softmax over the crops out.
+
+    Evaluation, --predict and the app all predict a crops-mode model through this, on ``data.grid_crops``.
+    """
+    from realvsai.config import CROP_GRID
+
+    crops = keras.Input((CROP_GRID**2, image_size, image_size, 3), name="crops")
+    probabilities = model(ops.reshape(crops, (-1, image_size, image_size, 3)))
+    per_image = ops.reshape(probabilities, (-1, CROP_GRID**2, probabilities.shape[-1]))
+    return keras.Model(crops, ops.mean(per_image, axis=1), name=f"{model.name}_crop_average")
+
+
 def float32_copy(model: keras.Model) -> keras.Model:
     """The same model computing in float32, for a model trained under a mixed-precision policy.
 

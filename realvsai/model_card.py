@@ -108,6 +108,15 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
             lines.append(f"| {name} | " + " | ".join(f"{counts[split].get(name, 0):,}" for split in splits) + " |")
         lines.append("| **total** | " + " | ".join(f"{sum(counts[split].values()):,}" for split in splits) + " |")
         lines.append("")
+    profile = model_info.get("training_images")
+    if profile:
+        lines.append(f"Training images: {profile['min_side']}-{profile['max_side']} px a side; "
+                     f"{', '.join(profile.get('formats') or []) or 'format unknown'}. Images far outside this "
+                     "(a side under half the smallest or over twice the largest, another format) are flagged "
+                     "unfamiliar by the app and --predict.")
+        lines.append("")
+    if model_info.get("shortcut_warning"):
+        lines += [f"**Warning: {model_info['shortcut_warning']}**", ""]
     lines.append(f"Evaluated on `{metrics['folder']}`: {metrics['num_images']:,} images"
                  + (f", {metrics['num_skipped']:,} broken files skipped (listed in metrics.json)."
                     if metrics.get("num_skipped") else ", no file skipped."))
@@ -172,6 +181,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         lines.append("- A detector trained on CIFAKE is only known to work on CIFAKE-like images: 32×32 CIFAR-10 "
                      "photos against Stable Diffusion 1.4 images. Other generators, other resolutions, and "
                      "post-processing (JPEG re-compression, resizing, filters, screenshots) need their own evaluation.")
+    if model_info.get("shortcut_warning"):
+        lines.append("- The training classes differ in image size or format (the shortcut warning under Data): "
+                     "the numbers above may measure that, not the content.")
     lines.append(f"- Every image is resized to {model_info.get('image_size', '?')} px; detail a larger image has is "
                  "lost before the model sees it.")
     lines.append("- Probabilities are not certainties: check the reliability diagram (ECE "

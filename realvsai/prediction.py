@@ -88,7 +88,7 @@ def model_image_size(model: keras.Model, model_info: Mapping[str, Any]) -> int:
 
 
 def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
-                   *, cache_bytes: int = 0, verbose: int | str = 0) -> np.ndarray:
+                   *, cache_bytes: int = 0, verbose: int | str = 0, input_mode: str = "resize") -> np.ndarray:
     """Class probabilities (images, classes) in the images' file order; NaN rows for files that failed to decode.
 
     Args:
@@ -98,17 +98,23 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
         image_size: resize target when the images differ in size.
         cache_bytes: ``data.make_dataset``'s; 0 streams, one pass needs no cache.
         verbose: ``model.predict``'s progress bar ("auto", 1) or none (0).
+        input_mode: model.json's ``input_mode``; "crops" averages the softmax over ``data.grid_crops``.
     """
     import keras
 
+    from realvsai.config import CROP_GRID
     from realvsai.data import make_dataset
+    from realvsai.model import crop_averaging
 
     # The labels become file indices: the pipeline drops a file it cannot decode, and the index
     # that comes out beside each row says which file the row belongs to.
     indexed = dataclasses.replace(images, labels=list(range(len(images))))
+    crops = input_mode == "crops"
     dataset = make_dataset(indexed, batch_size=batch_size, image_size=image_size, shuffle=False,
-                           cache_bytes=cache_bytes)
-    pixels = keras.Input((None, None, 3), name="pixels")
+                           cache_bytes=cache_bytes, crops="grid" if crops else None)
+    if crops:
+        model = crop_averaging(model, image_size)
+    pixels = keras.Input((CROP_GRID**2, image_size, image_size, 3) if crops else (None, None, 3), name="pixels")
     index = keras.Input((), dtype="int32", name="index")
     with_index = keras.Model([pixels, index], [model(pixels), keras.layers.Identity()(index)])
     with warnings.catch_warnings():
@@ -230,9 +236,10 @@ def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Pa
     if usable:
         images = LabelledImages(files, [0] * len(files), class_names,
                                 [(header.width, header.height) for header in kept_headers],
-                                [header.needs_pil for header in kept_headers])
+                                [header.needs_pil for header in kept_headers],
+                                formats=[header.image_format for header in kept_headers])
         probabilities = predict_images(model, images, batch_size, model_image_size(model, model_info),
-                                       verbose=verbose)
+                                       verbose=verbose, input_mode=model_info.get("input_mode", "resize"))
         failed = np.isnan(probabilities).any(axis=1)
         for index in np.flatnonzero(failed):
             reason = image_io.image_problem(files[index], max_pixels) or "could not be decoded"

@@ -66,18 +66,18 @@ def perturbed_dataset(images: LabelledImages, kind: str, strength: float, *, bat
     """
     import tensorflow as tf
 
-    from realvsai.data import decode_rgb, file_dataset, resize_to_square
+    from realvsai.data import decode_rgb, file_dataset, kept_size, resize_to_square
 
     if kind not in PERTURBATIONS:
         raise ValueError(f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURBATIONS)}")
-    uniform = images.uniform_size() is not None
+    uniform = kept_size(images, image_size) is not None
 
     def apply(pixels: np.ndarray) -> np.ndarray:
         # Looked up at call time, so a test can replace perturb and see its effect on the predictions.
         return np.ascontiguousarray(perturb(pixels, kind, strength), dtype=np.uint8)
 
     def load(path: tf.Tensor, label: tf.Tensor, use_pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        pixels = tf.numpy_function(apply, [decode_rgb(path, use_pil)], tf.uint8, stateful=False)
+        pixels = tf.numpy_function(apply, [decode_rgb(path, use_pil, image_size)], tf.uint8, stateful=False)
         pixels = tf.cast(tf.ensure_shape(pixels, [None, None, 3]), tf.float32)
         return (pixels if uniform else resize_to_square(pixels, image_size)), label
 

@@ -280,6 +280,26 @@ def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, L
     return train, validation, test
 
 
+def training_images_record(images: LabelledImages) -> dict[str, Any]:
+    """model.json's record of what the training images looked like, from their scanned headers.
+
+    ``training_images`` (smallest and largest side, formats) lets the app and --predict flag an
+    input unlike them; ``shortcuts`` (balanced accuracy of predicting the class from size alone and
+    from format alone) and ``shortcut_warning`` (None when neither is a shortcut) go on the model card.
+    """
+    from realvsai import image_stats
+
+    formats = images.formats or [""] * len(images)
+    facts = [image_stats.ImageFacts(images.class_names[label], width, height, image_format)
+             for label, (width, height), image_format in zip(images.labels, images.sizes, formats)]
+    shortcuts = image_stats.check_shortcuts(facts)
+    return {
+        "training_images": image_stats.training_profile(facts),
+        "shortcuts": {shortcut.feature: shortcut.balanced_accuracy for shortcut in shortcuts},
+        "shortcut_warning": image_stats.shortcut_warning(shortcuts, image_stats.class_profiles(facts)),
+    }
+
+
 def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
     """What every worker must read alike: each file's path under ``data_dir``, label and size, in order.
 
@@ -370,9 +390,12 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     # which would otherwise show "Unknown" steps and warn that the input "ran out of data".
     # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
     input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
+    # Crops mode: a random native-resolution crop per image and epoch; validation takes the centre one.
+    crops = config.input_mode == "crops"
     train_dataset = data.make_dataset(
         train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
-        augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None).repeat()
+        augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
+        crops="random" if crops else None).repeat()
     counts = {TRAIN: train_images.counts(), VALIDATION: validation_images.counts()}
     if test_images is not None:
         counts[TEST] = test_images.counts()
@@ -381,8 +404,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
     # Validation weighted like the training loss, so loss and val_loss (and the stop rule) compare alike.
-    validation_dataset = with_class_weights(data.make_dataset(validation_images, batch_size=global_batch,
-                                                              image_size=config.image_size), class_weight).repeat()
+    validation_dataset = with_class_weights(data.make_dataset(
+        validation_images, batch_size=global_batch, image_size=config.image_size,
+        crops="centre" if crops else None), class_weight).repeat()
 
     # Built before the run folder exists: a start that fails on its weights (missing, corrupt,
     # offline) leaves no folder behind, so the same command works once the weights are fixed.
@@ -393,6 +417,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     model_info: dict[str, Any] = {
         "class_names": class_names,
         "image_size": config.image_size,
+        "input_mode": config.input_mode,  # evaluation, --predict and the app predict alike from it
         "positive_class": positive_class,
         "backbone": config.backbone,
         "weights": config.weights,
@@ -402,7 +427,10 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         "config": {**config.to_json(), "precision_policy": policy, "devices": replicas, "machines": workers,
                    "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
         "counts": counts,
+        **training_images_record(train_images),
     }
+    if model_info["shortcut_warning"]:
+        logger.warning("%s", model_info["shortcut_warning"])
     # Written now as well, so the best model saved during training is usable (by the app) even if
     # the run never finishes; rewritten with the best epoch at the end.
     _write_json(run_dir / MODEL_JSON_FILE, model_info)

@@ -158,10 +158,10 @@ def test_an_image_with_too_many_pixels_is_refused_by_name(start_app, models_dir)
 def test_an_unexpected_error_for_one_file_leaves_the_app_running(start_app, models_dir, monkeypatch):
     real_load = inference.load_rgb
 
-    def load(data, max_pixels):
+    def load(data, max_pixels, image_size=None):
         if data.startswith(b"GIF89a"):
             raise RuntimeError("decoder exploded")
-        return real_load(data, max_pixels)
+        return real_load(data, max_pixels, image_size)
 
     monkeypatch.setattr(inference, "load_rgb", load)
     app = upload(start_app("--models", models_dir), ("odd.bmp", b"GIF89a....", "image/bmp"), SURE)

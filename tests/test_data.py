@@ -175,3 +175,119 @@ def test_training_dataset_gives_the_input_augmentation_a_new_seed_every_batch_an
     drawn = seeds(7)
     assert len(set(drawn)) == len(drawn) == 8
     assert seeds(7) == drawn
+
+
+# --- large JPEGs decode reduced --------------------------------------------------------------
+
+
+def write_photo(path: Path, size: tuple[int, int], seed: int = 0, **save: object) -> Path:
+    """A smooth, noisy JPEG like a photo (pure noise would hide differences between decoders)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    coarse = Image.fromarray(rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), np.uint8))
+    pixels = np.asarray(coarse.resize(size, Image.BILINEAR), np.int16) + rng.integers(-20, 20, (height, width, 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90, **save)
+    return path
+
+
+@pytest.mark.parametrize(("width", "height", "image_size", "expected"), [
+    (2000, 1500, 224, 2),  # 750 >= 448, 375 is not
+    (2000, 1500, 64, 8),  # 188 >= 128
+    (1200, 900, 100, 4),  # 225 >= 200, 113 is not
+    (899, 1200, 100, 4),  # libjpeg rounds up: 225
+    (300, 300, 224, 1),
+    (2000, 1500, None, 1),
+])
+def test_jpeg_scale_keeps_the_short_side_at_least_twice_the_image_size(width, height, image_size, expected):
+    assert images.jpeg_scale(width, height, image_size) == expected
+
+
+@pytest.mark.parametrize("save", [{}, {"progressive": True}, {"subsampling": 0}])
+def test_large_jpeg_decodes_reduced_with_the_same_pixels_in_training_and_the_app(tmp_path, save):
+    from realvsai.inference import decode_upload
+
+    path = write_photo(tmp_path / "a" / "photo.jpg", (1203, 901), **save)
+    reduced = data.decode_rgb(tf.constant(str(path)), tf.constant(False), 100).numpy()
+    by_pillow = data.decode_rgb(tf.constant(str(path)), tf.constant(True), 100).numpy()
+
+    assert reduced.shape == (226, 301, 3)  # 1/4, rounded up
+    np.testing.assert_array_equal(by_pillow, reduced)
+    np.testing.assert_array_equal(images.load_rgb(path, image_size=100), reduced)
+    np.testing.assert_array_equal(decode_upload(path.read_bytes(), image_size=100), reduced)
+    assert data.decode_rgb(tf.constant(str(path)), tf.constant(False)).shape == (901, 1203, 3)
+
+
+def test_exif_rotated_large_jpeg_decodes_reduced_and_upright(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = write_photo(tmp_path / "a" / "rotated.jpg", (1200, 800), exif=exif)
+    scanned = data.scan_images(tmp_path)
+    assert scanned.needs_pil == [True]
+
+    pixels = data.decode_rgb(tf.constant(str(path)), tf.constant(True), 100).numpy()
+
+    assert pixels.shape == (300, 200, 3)  # 1/4 and a quarter turn
+    np.testing.assert_array_equal(images.load_rgb(path, image_size=100), pixels)
+
+
+def test_png_decodes_at_full_size_whatever_the_image_size(tmp_path):
+    path = write_image(tmp_path / "a" / "large.png", seed=3, size=(900, 700))
+
+    assert data.decode_rgb(tf.constant(str(path)), tf.constant(False), 64).shape == (700, 900, 3)
+    assert images.load_rgb(path, image_size=64).shape == (700, 900, 3)
+
+
+def test_dataset_of_large_jpegs_of_one_size_holds_images_of_the_model_size(tmp_path):
+    for index in range(2):
+        write_photo(tmp_path / "a" / f"{index}.jpg", (1000, 800), seed=index)
+    scanned = data.scan_images(tmp_path)
+
+    (pixels, _), = data.make_dataset(scanned, batch_size=4, image_size=32)
+    expected = data.resize_to_square(tf.cast(images.load_rgb(scanned.files[0], image_size=32), tf.float32), 32)
+
+    assert pixels.shape == (2, 32, 32, 3)
+    np.testing.assert_allclose(pixels.numpy()[0], expected.numpy(), atol=1e-3)
+
+
+# --- crops mode ---------------------------------------------------------------------------------
+
+
+def test_grid_crops_are_evenly_spaced_and_cover_the_image():
+    image = tf.reshape(tf.range(70 * 100 * 3, dtype=tf.float32), (70, 100, 3))
+
+    crops = data.grid_crops(image, 32).numpy()
+
+    assert crops.shape == (9, 32, 32, 3)
+    positions = [(top, left) for top in (0, 19, 38) for left in (0, 34, 68)]  # first at 0, last at the edge
+    for crop, (top, left) in zip(crops, positions):
+        np.testing.assert_array_equal(crop, image.numpy()[top:top + 32, left:left + 32])
+
+
+def test_grid_crops_enlarge_an_image_smaller_than_the_crop():
+    crops = data.grid_crops(tf.ones((20, 10, 3)), 32)
+
+    assert crops.shape == (9, 32, 32, 3)
+
+
+def test_training_crops_are_native_resolution_crops_of_the_model_size(tmp_path):
+    path = write_image(tmp_path / "a" / "large.png", seed=4, size=(48, 40))
+    write_image(tmp_path / "a" / "small.png", seed=5, size=(16, 16))
+    scanned = data.scan_images(tmp_path)
+    dataset = data.make_dataset(scanned, batch_size=4, image_size=32, shuffle=True, seed=1, crops="random")
+
+    (first, _), = dataset
+    (second, _), = dataset
+    assert first.shape == (2, 32, 32, 3)
+    large = images.load_rgb(path).astype(np.float32)
+    native = [any(np.array_equal(crop, large[top:top + 32, left:left + 32]) for top in range(9) for left in range(17))
+              for batch in (first, second) for crop in batch.numpy()]
+    assert sum(native) == 2  # each epoch, the large image's crop is its own pixels, unresized (the small one is not)
+
+
+def test_pngs_of_one_size_stay_at_their_size_whatever_the_image_size(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"a": 2}, size=(400, 300))
+
+    (pixels, _), = data.make_dataset(data.scan_images(tmp_path), batch_size=4, image_size=32)
+
+    assert pixels.shape == (2, 300, 400, 3)  # today's path: the model resizes them

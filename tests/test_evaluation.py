@@ -449,3 +449,18 @@ def test_evaluation_card_has_a_row_per_source_and_one_for_all(tmp_path, make_cla
 def test_training_s_own_evaluation_stays_one_source(tmp_path, dataset, binary_model):
     metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), dataset, tmp_path / "run")
     assert "sources" not in metrics and "## Per source" not in (tmp_path / "run" / "MODEL_CARD.md").read_text()
+
+
+def test_model_card_shows_the_training_images_and_the_shortcut_warning():
+    metrics = {**evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    warning = "shortcut: image format alone predicts the class with 100% balanced accuracy (...)."
+    info = model_info(["FAKE", "REAL"], training_images={"min_side": 32, "max_side": 512, "formats": ["JPEG", "PNG"]},
+                      shortcuts={"size": 0.5, "format": 1.0}, shortcut_warning=warning)
+    card = model_card.render_card(info, metrics, "Model card: run")
+    assert "Training images: 32-512 px a side; JPEG, PNG." in card
+    assert warning in card
+    plain = model_card.render_card(model_info(["FAKE", "REAL"], training_images={"min_side": 32, "max_side": 32,
+                                                                                 "formats": ["PNG"]},
+                                              shortcut_warning=None), metrics, "Model card: run")
+    assert "Training images: 32-32 px a side; PNG." in plain and "shortcut" not in plain

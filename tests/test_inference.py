@@ -328,10 +328,10 @@ def test_classify_uploads_turns_an_exif_rotated_photo_upright(classifier):
 def test_classify_uploads_goes_on_when_one_file_fails_unexpectedly(classifier, monkeypatch):
     real_load = inference.load_rgb
 
-    def load(data, max_pixels):
+    def load(data, max_pixels, image_size=None):
         if data == b"boom":
             raise RuntimeError("something nobody expected")
-        return real_load(data, max_pixels)
+        return real_load(data, max_pixels, image_size)
 
     monkeypatch.setattr(inference, "load_rgb", load)
     results = inference.classify_uploads(classifier, [("a.png", encode(random_image(6, 8, 8))), ("b.png", b"boom"),
@@ -556,3 +556,62 @@ def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
     assert heatmap.shape == (80, 96) and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     assert heatmap.max() - heatmap.min() > 0.1
     np.testing.assert_array_equal(heatmap, classifier.grad_cam(image))
+
+
+def test_a_large_jpeg_upload_is_classified_from_its_reduced_decode_and_reported_at_its_size(classifier):
+    from realvsai.images import load_rgb
+
+    coarse = Image.fromarray(random_image(8, 51, 38)).resize((800, 600), Image.BILINEAR)
+    data = _save(coarse, "JPEG", quality=90)
+    profile = {"min_side": 500, "max_side": 900, "formats": ["JPEG"]}
+
+    result = inference.classify_uploads(classifier, [("photo.jpg", data)], profile=profile)[0]
+
+    reduced = load_rgb(data, image_size=IMAGE_SIZE)
+    assert reduced.shape == (75, 100, 3)  # 1/8: 75 px is still twice the model's 32
+    np.testing.assert_allclose(result.probabilities, classifier.predict([reduced])[0], atol=1e-6)
+    assert result.size == (800, 600) and result.unfamiliar is None  # the file's size, not the decoded one
+
+
+def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(tmp_path):
+    from realvsai import evaluation, prediction
+    from realvsai.data import grid_crops, scan_images
+    from realvsai.images import load_rgb
+
+    model = build_stand_in(seed=3)
+    sizes = [(96, 64), (40, 40), (20, 30)]  # larger than the crop, about its size, smaller (enlarged)
+    paths = []
+    for index, (width, height) in enumerate(sizes):
+        path = tmp_path / "in" / "REAL" / f"{index}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(random_image(20 + index, width, height)))
+        paths.append(path)
+    expected = np.stack([np.mean(model(grid_crops(load_rgb(path), IMAGE_SIZE), training=False).numpy(), axis=0)
+                         for path in paths])
+    info = {"class_names": CLASS_NAMES, "image_size": IMAGE_SIZE, "input_mode": "crops"}
+    scanned = scan_images(tmp_path / "in", ["REAL"])
+
+    by_evaluation = evaluation.predict(model, scanned, 2, IMAGE_SIZE, input_mode="crops")
+    prediction.predict_folder(model, info, tmp_path / "in", tmp_path / "out", batch_size=2)
+    rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[1:]
+    by_predict = np.array([[float(value) for value in row.split(",")[2:4]] for row in rows])
+    classifier = inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE, "crops")
+    by_app = [result.probabilities for result in
+              inference.classify_uploads(classifier, [(path.name, path.read_bytes()) for path in paths], batch_size=2)]
+
+    np.testing.assert_allclose(by_evaluation, expected, atol=1e-5)
+    np.testing.assert_allclose(by_predict, expected, atol=1e-5)
+    np.testing.assert_allclose(np.stack(by_app), expected, atol=1e-5)
+    resized = inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE).predict([load_rgb(paths[0])])
+    assert not np.allclose(resized[0], expected[0], atol=1e-5)  # crops mode is not the resize path
+
+
+def test_grad_cam_of_a_crops_mode_model_explains_the_whole_image():
+    model = build_stand_in(seed=4)
+    image = random_image(9, 80, 60)
+    crops = inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE, "crops")
+
+    heatmap = crops.grad_cam(image)
+
+    np.testing.assert_allclose(heatmap, inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE).grad_cam(image), atol=1e-6)
+    assert heatmap.shape == (60, 80)

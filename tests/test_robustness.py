@@ -149,3 +149,17 @@ def test_perturbed_images_are_scored_by_the_same_decision_rule(tmp_path, make_cl
     assert metrics["robustness_clean"]["accuracy"] == pytest.approx(0.75)
     for values in metrics["robustness"].values():
         assert all(numbers["accuracy"] == pytest.approx(0.75) for numbers in values.values())
+
+
+def test_unperturbed_large_jpegs_give_the_clean_pipelines_pixels(tmp_path, make_class_folder, monkeypatch):
+    from realvsai import data
+
+    make_class_folder(tmp_path, {"FAKE": 2}, suffix=".jpg", size=(400, 300))  # decoded at 1/2 for 64 px
+    monkeypatch.setattr(robustness, "perturb", lambda pixels, kind, strength: pixels)
+    scanned = data.scan_images(tmp_path)
+
+    (clean, _), = data.make_dataset(scanned, batch_size=4, image_size=64)
+    (same, _), = robustness.perturbed_dataset(scanned, "jpeg", 90, batch_size=4, image_size=64)
+
+    assert clean.shape == (2, 64, 64, 3)
+    np.testing.assert_allclose(same.numpy(), clean.numpy(), atol=1e-3)

@@ -610,3 +610,56 @@ def test_mixed_float16_training_checks_every_replica_for_overflow():
     optimizer = training.make_optimizer(1e-3, 0.01, 10, loss_scaling=True)
     assert isinstance(optimizer, distributed.AllReplicasLossScaleOptimizer)
     assert not isinstance(training.make_optimizer(1e-3, 0.01, 10), keras.optimizers.LossScaleOptimizer)
+
+
+def test_model_json_records_the_training_images_and_a_format_shortcut(tmp_path):
+    from realvsai import data
+
+    for index in range(6):
+        write_image(tmp_path / "train" / "FAKE" / f"f{index}.png", seed=index, size=(64, 48))
+        write_image(tmp_path / "train" / "REAL" / f"r{index}.jpg", seed=100 + index, size=(40, 30 + index))
+    record = training.training_images_record(data.scan_images(tmp_path / "train"))
+    assert record["training_images"] == {"min_side": 30, "max_side": 64, "formats": ["JPEG", "PNG"]}
+    assert record["shortcuts"]["format"] == 1.0
+    assert "shortcut" in record["shortcut_warning"] and "format" in record["shortcut_warning"]
+    json.dumps(record)  # model.json takes it as it is
+
+
+def test_model_json_has_no_shortcut_warning_when_classes_look_alike(tmp_path):
+    from realvsai import data
+
+    for index in range(6):
+        for class_name in ("FAKE", "REAL"):
+            write_image(tmp_path / "train" / class_name / f"{index}.png", seed=index + len(class_name),
+                        size=(32 + index, 32))
+    record = training.training_images_record(data.scan_images(tmp_path / "train"))
+    assert record["shortcut_warning"] is None and record["shortcuts"]["size"] < 0.9
+
+
+def test_input_mode_flag_sets_the_config_and_rejects_other_modes(capsys):
+    assert ModelTraining.config_from_args(ModelTraining.parse_args(["--input-mode", "crops"])).input_mode == "crops"
+    assert TrainConfig().input_mode == "resize"
+    with pytest.raises(SystemExit) as raised:
+        ModelTraining.parse_args(["--input-mode", "tiles"])
+    assert raised.value.code == 2
+    with pytest.raises(UserError, match="--input-mode"):
+        TrainConfig(input_mode="tiles").validate()
+
+
+@pytest.mark.slow
+def test_crops_mode_run_records_its_input_mode_and_the_training_images(tmp_path):
+    for split, count in (("train", 4), ("validation", 2), ("test", 2)):
+        for index, name in enumerate(("FAKE", "REAL")):
+            for number in range(count):
+                write_image(tmp_path / "data" / split / name / f"{number}.png", seed=index * 100 + number,
+                            size=(48 + 8 * number, 40))
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="crops", weights="none",
+                         image_size=32, batch_size=4, head_epochs=1, fine_tune_epochs=0, head_units=16,
+                         input_mode="crops")
+
+    result = training.train(config, verbose=0)
+
+    info = json.loads((result.run_dir / "model.json").read_text())
+    assert info["input_mode"] == "crops" and info["config"]["input_mode"] == "crops"
+    assert info["training_images"] == {"min_side": 40, "max_side": 72, "formats": ["PNG"]}
+    assert 0.0 <= result.test_metrics["accuracy"] <= 1.0

@@ -1,0 +1,111 @@
+"""Large photos through the input pipeline: JPEGs decoded reduced (libjpeg's scaled DCT) vs at full size.
+
+``realvsai.data.make_dataset`` (decode, resize to --image-size, batch; no cache, so every pass
+decodes) over a folder of class folders of large JPEGs, at each --image-size: images/s (median of
+--repeats passes after a warm-up pass) and the peak memory of the process (``ru_maxrss``), each
+variant in a fresh subprocess so one's peak cannot hide in another's. "full" is the path before
+reduced decoding: ``images.JPEG_SCALES`` emptied, every JPEG decoded at its own size.
+
+Reads ../shared/datasets/real-or-ai-photos (162 JPEGs, short side about 800-2,100 px) by default;
+without it the script says so and exits 0. Results go to benchmarks/results/large_images.json.
+
+Example:
+    python benchmarks/bench_large_images.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from realvsai.cli import format_table  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "real-or-ai-photos"
+RESULTS = REPO / "benchmarks" / "results" / "large_images.json"
+VARIANTS = ("reduced", "full")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="folder of class folders of large JPEGs (default: %(default)s)")
+    parser.add_argument("--image-sizes", type=int, nargs="+", default=[224, 64],
+                        help="model input sides to measure (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per variant (default: %(default)s)")
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "IMAGE_SIZE"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def measure(data: Path, variant: str, image_size: int, batch_size: int, repeats: int) -> dict:
+    """One variant in this process: images/s per pass and the peak resident memory."""
+    from realvsai import data as data_module
+    from realvsai import images as image_io
+
+    if variant == "full":
+        image_io.JPEG_SCALES = ()  # the path before reduced decoding: every JPEG at its own size
+    images = data_module.scan_images(data)
+    baseline_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rates = []
+    for _ in range(repeats + 1):  # the first pass warms up (traces the graph, fills the page cache)
+        dataset = data_module.make_dataset(images, batch_size=batch_size, image_size=image_size, cache_bytes=0)
+        start = time.perf_counter()
+        count = sum(int(batch.shape[0]) for batch, _ in dataset)
+        rates.append(count / (time.perf_counter() - start))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # TensorFlow alone takes most of the process's memory; the growth past it is the pipeline's.
+    return {"images": len(images), "images_per_second": statistics.median(rates[1:]), "passes": rates[1:],
+            "peak_rss_mib": peak_mib, "rss_before_pipeline_mib": baseline_mib,
+            "pipeline_peak_mib": peak_mib - baseline_mib}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        variant, image_size = args.child
+        print(json.dumps(measure(args.data, variant, int(image_size), args.batch_size, args.repeats)))
+        return 0
+    if not args.data.is_dir():
+        print(f"{args.data} is missing: nothing to measure. Give --data a folder of class folders of large JPEGs.")
+        return 0
+    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "data": str(args.data),
+               "batch_size": args.batch_size, "command": "python benchmarks/bench_large_images.py", "sizes": {}}
+    rows = []
+    for image_size in args.image_sizes:
+        measured = {}
+        for variant in VARIANTS:
+            child = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--batch-size",
+                                    str(args.batch_size), "--repeats", str(args.repeats), "--child", variant,
+                                    str(image_size)], capture_output=True, text=True, check=True)
+            measured[variant] = json.loads(child.stdout.strip().splitlines()[-1])
+        reduced, full = measured["reduced"], measured["full"]
+        measured["speedup"] = reduced["images_per_second"] / full["images_per_second"]
+        measured["peak_memory_ratio"] = reduced["peak_rss_mib"] / full["peak_rss_mib"]
+        measured["pipeline_memory_ratio"] = reduced["pipeline_peak_mib"] / full["pipeline_peak_mib"]
+        results["sizes"][str(image_size)] = measured
+        for variant in VARIANTS:
+            rows.append((f"{image_size} px, {variant}", f"{measured[variant]['images_per_second']:.1f}",
+                         f"{measured[variant]['peak_rss_mib']:.0f}", f"{measured[variant]['pipeline_peak_mib']:.0f}"))
+        rows.append((f"{image_size} px, reduced / full", f"{measured['speedup']:.2f}x",
+                     f"{measured['peak_memory_ratio']:.2f}x", f"{measured['pipeline_memory_ratio']:.2f}x"))
+    print(format_table(("input pipeline", "images/s (median)", "peak RSS MiB", "of it the pipeline's"), rows))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
