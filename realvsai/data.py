@@ -255,7 +255,8 @@ def _shuffle(dataset: tf.data.Dataset, count: int, seed: int) -> tf.data.Dataset
 
 
 def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """``(path, label, use_pil)`` of every file of ``images``, in file order or, with ``shuffle``, a new seeded order each epoch."""
+    """``(path, label, use_pil)`` of every file of ``images``: in file order, or with ``shuffle`` in a
+    new seeded order each epoch."""
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant([str(path) for path in images.files]), tf.constant(images.labels, tf.int32),
          tf.constant(images.needs_pil)))

@@ -49,9 +49,9 @@ from realvsai.config import (
     ROBUSTNESS_PLOT_FILE,
     UNREADABLE_FILE,
 )
+from realvsai.decision import DecisionRule, positive_index
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images
-from realvsai.inference import DecisionRule, positive_index
 from realvsai.layout import SPLITS, TEST, VALIDATION
 from realvsai.metrics import (  # noqa: F401  (choose_threshold and the others are evaluation's API too)
     CALIBRATION_BINS,
@@ -154,7 +154,7 @@ def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names
                    positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
     """What papers report per test source: accuracy, average precision, ROC AUC and the accuracy on each class.
 
-    Taken from ``compute_metrics``. The accuracies follow the decision rule (``inference.DecisionRule``:
+    Taken from ``compute_metrics``. The accuracies follow the decision rule (``decision.DecisionRule``:
     P(positive) >= ``threshold`` when there is one, else argmax), so they are the app's; the accuracy on
     a class is its recall. For two classes ``accuracy_positive`` is the accuracy on the positive
     (fake, generated) images and ``accuracy_negative`` on the other (real) ones; ``class_accuracy``

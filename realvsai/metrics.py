@@ -27,7 +27,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from realvsai.inference import DecisionRule, positive_index
+from realvsai.decision import DecisionRule, positive_index
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from realvsai.config import METRICS_FILE, REPORT_FILE
-from realvsai.inference import DEMO_WARNING, DecisionRule, is_demo
+from realvsai.decision import DecisionRule
+from realvsai.inference import DEMO_WARNING, is_demo
 from realvsai.robustness import label as perturbation_label
 
 # The plots every evaluation writes, by kind, with the caption the card gives each.

@@ -8,7 +8,7 @@ folder of any size needs the memory of a few batches. Each file carries its inde
 pipeline: a file that fails to decode is dropped there, and the index says which one it was, so it
 is listed as unreadable instead of shifting every later row onto the wrong file.
 
-``predicted`` and ``uncertain`` follow the model's ``inference.DecisionRule`` (model.json's decision
+``predicted`` and ``uncertain`` follow the model's ``decision.DecisionRule`` (model.json's decision
 and confidence thresholds), the rule of the app; ``unfamiliar`` names why an image is unlike the
 training images (``image_stats.unfamiliar_reason`` against model.json's ``training_images``), and
 such an image is always uncertain.
@@ -34,10 +34,11 @@ import numpy as np
 from realvsai import images as image_io
 from realvsai.cli import progress
 from realvsai.config import MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE
+from realvsai.decision import DecisionRule
 from realvsai.errors import UserError
 from realvsai.files import list_images, write_csv
 from realvsai.image_stats import unfamiliar_reason
-from realvsai.inference import DecisionRule, training_profile
+from realvsai.inference import training_profile
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting
     import keras

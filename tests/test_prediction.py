@@ -14,8 +14,8 @@ from test_inference import write_run
 import ModelTraining
 from realvsai import evaluation, prediction
 from realvsai.data import LabelledImages
+from realvsai.decision import DecisionRule
 from realvsai.errors import UserError
-from realvsai.inference import DecisionRule
 
 CLASSES = ["FAKE", "REAL"]
 THUMBNAILS = {"min_side": 32, "max_side": 32, "formats": ["JPEG"]}
