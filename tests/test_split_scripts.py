@@ -139,3 +139,12 @@ def test_a_split_reports_size_and_format_per_class_and_no_shortcut_when_alike(tm
     printed = capsys.readouterr()
     assert "FAKE: 32-32 px a side; JPEG 8" in printed.out and "REAL: 32-32 px a side; JPEG 8" in printed.out
     assert "shortcut" not in printed.err
+
+
+def test_a_class_folder_that_is_a_symlink_to_elsewhere_is_split_like_a_folder(tmp_path, make_class_folder, capsys):
+    make_class_folder(tmp_path / "elsewhere", {"FAKE": 6}, seed=3)
+    make_class_folder(tmp_path / "mixed", {"REAL": 6}, seed=4)
+    (tmp_path / "mixed" / "FAKE").symlink_to(tmp_path / "elsewhere" / "FAKE", target_is_directory=True)
+    assert DataSplitD1.main([str(tmp_path / "mixed"), "--out", str(tmp_path / "data"), "--quiet"]) == 0
+    assert "12 files in" in capsys.readouterr().out
+    assert len(list((tmp_path / "data" / "train" / "FAKE").iterdir())) == 4
