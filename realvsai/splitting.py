@@ -376,10 +376,15 @@ def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_It
     """Raises UserError for a class folder without a single image file (often a nested or misnamed folder)."""
     present = {item.key.rsplit("/", 1)[0] for item in items}
     for folder in class_dirs:
-        prefix = folder.resolve().relative_to(root).as_posix()
+        prefix = _inside(folder, root).as_posix()
         if not any(key == prefix or key.startswith(f"{prefix}/") for key in present):
             raise UserError(f"class folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
                             "Remove it or put its images in it.")
+
+
+def _inside(folder: Path, root: Path) -> Path:
+    """``folder``'s path relative to ``root``; a class folder that is a symlink stays one (not followed out)."""
+    return folder.parent.resolve().relative_to(root) / folder.name
 
 
 def _list_items(
@@ -389,7 +394,7 @@ def _list_items(
     items, skipped = [], []
     prefix = len(str(root)) + 1
     for folder in progress(class_dirs, desc="listing", unit="folder"):
-        for path in map(str, list_images(root / folder.resolve().relative_to(root), recursive=True, skipped=skipped)):
+        for path in map(str, list_images(root / _inside(folder, root), recursive=True, skipped=skipped)):
             located = locate(path[prefix:].replace(os.sep, "/"))
             if located is None:  # an image at the wrong depth, e.g. directly in a train/ folder
                 skipped.append((path, f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"))
@@ -534,11 +539,10 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
                         help="where train/, validation/, test/ and manifest.csv are written")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the shuffle of each class")
     placing = parser.add_mutually_exclusive_group()
-    placing.add_argument("--move", dest="mode", action="store_const", const=MOVE,
+    placing.add_argument("--move", dest="mode", action="store_const", const=MOVE, default=COPY,
                          help="move the files out of SOURCE instead of copying them")
     placing.add_argument("--link", dest="mode", action="store_const", const=LINK,
                          help="hard-link the files instead of copying them (same file system only)")
-    parser.set_defaults(mode=COPY)
     parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                         help="name a class folder differently in the output; repeat for several classes")
     parser.add_argument("--overwrite", action="store_true",
