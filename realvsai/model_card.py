@@ -139,7 +139,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     if at:
         lines += [f"Two decision rules: the most probable class (argmax), and `{metrics['positive_class']}` when "
                   f"P({metrics['positive_class']}) >= {at['threshold']:.4f}, the threshold that maximised F1 "
-                  f"on the {metrics.get('threshold_source') or 'validation'} images. Precision, recall and F1 are "
+                  "on the training run's validation images (kept in model.json). Precision, recall and F1 are "
                   f"{average}.", "", "| metric | argmax | at threshold |", "|---|---:|---:|"]
         for key in ("accuracy", "precision", "recall", "f1"):
             lines.append(f"| {key} | {_number(metrics[key])} | {_number(at[key])} |")

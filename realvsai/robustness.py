@@ -32,6 +32,7 @@ PERTURBATIONS: dict[str, tuple[float, ...]] = {
 }
 _LABELS = {"jpeg": "JPEG quality {:g}", "blur": "Gaussian blur σ={:g}", "downscale": "downscale ×{:g}"}
 _LINE_NAMES = {"jpeg": "JPEG re-compression (quality)", "blur": "Gaussian blur (σ)", "downscale": "downscale (scale)"}
+_POINT_LABELS = {"jpeg": "q{:g}", "blur": "σ{:g}", "downscale": "×{:g}"}
 
 
 def perturb(pixels: np.ndarray, kind: str, strength: float) -> np.ndarray:
@@ -105,13 +106,15 @@ def robustness_figure(clean_accuracy: float, accuracies: Mapping[str, Mapping[fl
     """
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     axes = figure.subplots()
-    for kind, by_strength in accuracies.items():
+    for line, (kind, by_strength) in enumerate(accuracies.items()):
         strengths = list(by_strength)
         steps = range(len(strengths) + 1)
         values = [clean_accuracy, *by_strength.values()]
         axes.plot(steps, values, marker="o", label=_LINE_NAMES[kind])
         for step, strength, value in zip(steps[1:], strengths, values[1:], strict=True):
-            axes.annotate(f"{strength:g}", (step, value), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            # Lines often run close together: each line's labels sit at its own height.
+            axes.annotate(_POINT_LABELS[kind].format(strength), (step, value), textcoords="offset points",
+                          xytext=(5, 6 - 12 * line), fontsize=8)
     axes.axhline(clean_accuracy, color="grey", linestyle=":", linewidth=1)
     axes.set(xlabel="strength step (0 = clean)", ylabel="accuracy", ylim=(0, 1.02),
              title="Accuracy under perturbation")
