@@ -273,6 +273,7 @@ def make_dataset(
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
     crops: str | None = None,
+    transform: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images 0..255, int32 labels)`` read from ``images``' files.
 
@@ -292,10 +293,12 @@ def make_dataset(
             ``cover``): "random" one seeded random crop per image and epoch (training), "centre" the
             middle crop of the grid (validation), "grid" all ``grid_crops`` (batches of
             ``(batch, CROP_GRID**2, size, size, 3)``, for ``model.crop_averaging``).
+        transform: applied to each decoded uint8 image before anything else (``--robustness``'s
+            perturbations); it must keep equal sizes equal (a downscale does), as the model resizes.
     """
     if crops is not None:
         return _crops_dataset(images, batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
-                              cache_bytes=cache_bytes, augment=augment, crops=crops)
+                              cache_bytes=cache_bytes, augment=augment, crops=crops, transform=transform)
     uniform = kept_size(images, image_size)
     width, height = uniform or (image_size, image_size)
     decoded_bytes = len(images) * width * height * 3 * (1 if uniform else 4)
@@ -303,9 +306,12 @@ def make_dataset(
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pixels = decode_rgb(path, pil, image_size)
+        if transform is not None:
+            pixels = transform(pixels)
         if not uniform:
             return resize_to_square(tf.cast(pixels, tf.float32), image_size), label
-        return tf.ensure_shape(pixels, [height, width, 3]), label  # uint8: a quarter of the cache
+        # uint8: a quarter of the cache. A transform may change the (common) size.
+        return tf.ensure_shape(pixels, [None, None, 3] if transform else [height, width, 3]), label
 
     # Uncached, the file names are shuffled before decoding, so no buffer ever holds decoded images
     # (50,000 of them at 224 px would take 30 GB); cached, the cache keeps the files' order and the
@@ -333,13 +339,13 @@ def make_dataset(
 
 def _crops_dataset(images: LabelledImages, *, batch_size: int, image_size: int, shuffle: bool, seed: int,
                    cache_bytes: int, augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None,
-                   crops: str) -> tf.data.Dataset:
+                   crops: str, transform: Callable[[tf.Tensor], tf.Tensor] | None) -> tf.data.Dataset:
     """``make_dataset`` in crops mode: full-size decode, cached (uint8) when it fits, then crops."""
     if crops not in ("random", "centre", "grid"):
         raise ValueError(f"crops={crops!r}: expected 'random', 'centre' or 'grid'")
     cached = sum(width * height * 3 for width, height in images.sizes) <= cache_bytes
     dataset = file_dataset(images, shuffle=shuffle and not cached, seed=seed)
-    dataset = dataset.map(lambda path, label, pil: (decode_rgb(path, pil), label),
+    dataset = dataset.map(lambda path, label, pil: ((transform or tf.identity)(decode_rgb(path, pil)), label),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.ignore_errors(log_warning=True)
     if cached:

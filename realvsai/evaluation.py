@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +72,8 @@ from realvsai.prediction import (
     unfamiliar_reasons,
     write_predictions,
 )
-from realvsai.robustness import PERTURBATIONS, perturbed_dataset, plot_robustness
+from realvsai.robustness import PERTURBATIONS, plot_robustness
+from realvsai.robustness import perturbation as robustness_perturbation
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras
@@ -117,25 +117,16 @@ def predict(model: keras.Model, images: LabelledImages, batch_size: int = DEFAUL
         batch_size: images per forward pass.
         image_size: resize target when the images differ in size.
         perturbation: ``(kind, strength)`` of ``robustness.perturb``, applied to every decoded image
-            first (``robustness.perturbed_dataset``); None predicts the images as they are.
-        input_mode: model.json's ``input_mode`` (``prediction.predict_images``); perturbations are
-            measured on the resized images only.
+            first (``robustness.perturbation``); None predicts the images as they are.
+        input_mode: model.json's ``input_mode`` (``prediction.predict_images``), with or without a
+            perturbation.
 
     Raises:
         UserError: if a file broke after the scan (the pipeline drops it; every later prediction
             would then sit against its neighbour's label).
     """
-    if perturbation is None:
-        probabilities = predict_images(model, images, batch_size, image_size, input_mode=input_mode)
-    else:
-        dataset = perturbed_dataset(images, *perturbation, batch_size=batch_size, image_size=image_size)
-        with warnings.catch_warnings():
-            # The pipeline skips unreadable files, so its length is unknown and Keras warns when it ends.
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            probabilities = np.asarray(model.predict(dataset, verbose=0), dtype=np.float32)
-        if len(probabilities) != len(images):
-            raise UserError(f"{len(images) - len(probabilities)} of {len(images)} images could not be read while "
-                            "predicting (they changed after they were checked). Run the evaluation again.")
+    probabilities = predict_images(model, images, batch_size, image_size, input_mode=input_mode,
+                                   transform=perturbation and robustness_perturbation(*perturbation))
     failed = [relative_name(path, path.parent.parent) for path, row in zip(images.files, probabilities)
               if np.isnan(row).any()]
     if failed:

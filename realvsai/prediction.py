@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +89,8 @@ def model_image_size(model: keras.Model, model_info: Mapping[str, Any]) -> int:
 
 
 def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
-                   *, cache_bytes: int = 0, verbose: int | str = 0, input_mode: str = "resize") -> np.ndarray:
+                   *, cache_bytes: int = 0, verbose: int | str = 0, input_mode: str = "resize",
+                   transform: Callable[[Any], Any] | None = None) -> np.ndarray:
     """Class probabilities (images, classes) in the images' file order; NaN rows for files that failed to decode.
 
     Args:
@@ -100,6 +101,7 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
         cache_bytes: ``data.make_dataset``'s; 0 streams, one pass needs no cache.
         verbose: ``model.predict``'s progress bar ("auto", 1) or none (0).
         input_mode: model.json's ``input_mode``; "crops" averages the softmax over ``data.grid_crops``.
+        transform: ``data.make_dataset``'s, applied to each decoded image (``robustness.perturbation``).
     """
     import keras
 
@@ -112,7 +114,7 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
     indexed = dataclasses.replace(images, labels=list(range(len(images))))
     crops = input_mode == "crops"
     dataset = make_dataset(indexed, batch_size=batch_size, image_size=image_size, shuffle=False,
-                           cache_bytes=cache_bytes, crops="grid" if crops else None)
+                           cache_bytes=cache_bytes, crops="grid" if crops else None, transform=transform)
     if crops:
         model = crop_averaging(model, image_size)
     pixels = keras.Input((CROP_GRID**2, image_size, image_size, 3) if crops else (None, None, 3), name="pixels")

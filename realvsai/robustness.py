@@ -5,13 +5,13 @@ is re-compressed, resized and sometimes blurred. ``--robustness`` re-evaluates t
 each perturbation below, applied to the decoded pixels before the model's own resize, and plots
 accuracy against strength (robustness.png).
 
-    dataset = perturbed_dataset(images, "jpeg", 70, batch_size=64, image_size=224)  # for model.predict
+    dataset = data.make_dataset(images, batch_size=64, image_size=224, transform=perturbation("jpeg", 70))
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,10 +19,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageFilter
 
-if TYPE_CHECKING:  # TensorFlow loads only when a perturbed dataset is made
+if TYPE_CHECKING:  # TensorFlow loads only when a perturbation is applied
     import tensorflow as tf
 
-    from realvsai.data import LabelledImages
 
 # Each perturbation with its strengths, mildest first (JPEG quality, Gaussian sigma in pixels, scale).
 PERTURBATIONS: dict[str, tuple[float, ...]] = {
@@ -55,35 +54,25 @@ def perturb(pixels: np.ndarray, kind: str, strength: float) -> np.ndarray:
     raise ValueError(f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURBATIONS)}")
 
 
-def perturbed_dataset(images: LabelledImages, kind: str, strength: float, *, batch_size: int,
-                      image_size: int) -> tf.data.Dataset:
-    """Batches of ``(float32 images 0..255, int32 labels)`` as ``data.make_dataset`` gives them for
-    evaluation (file order), each image perturbed right after decoding.
+def perturbation(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``perturb`` as a tf.data step on one decoded uint8 image (``data.make_dataset``'s ``transform``).
 
-    The uint8 pixels ``data.decode_rgb`` gives go through ``perturb`` and then the same path as clean
-    images: left at their size when the folder's images all share one (the perturbations keep equal
-    sizes equal; the model resizes them), else cut to the centre square at ``image_size`` with
-    ``data.resize_to_square``, the model's own resize. Unreadable files are dropped, as there.
+    Evaluation then treats the perturbed pixels exactly as clean ones: same resize or crops, same
+    model, same decision rule.
     """
     import tensorflow as tf
 
-    from realvsai.data import decode_rgb, file_dataset, kept_size, resize_to_square
-
     if kind not in PERTURBATIONS:
         raise ValueError(f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURBATIONS)}")
-    uniform = kept_size(images, image_size) is not None
 
     def apply(pixels: np.ndarray) -> np.ndarray:
         # Looked up at call time, so a test can replace perturb and see its effect on the predictions.
         return np.ascontiguousarray(perturb(pixels, kind, strength), dtype=np.uint8)
 
-    def load(path: tf.Tensor, label: tf.Tensor, use_pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        pixels = tf.numpy_function(apply, [decode_rgb(path, use_pil, image_size)], tf.uint8, stateful=False)
-        pixels = tf.cast(tf.ensure_shape(pixels, [None, None, 3]), tf.float32)
-        return (pixels if uniform else resize_to_square(pixels, image_size)), label
+    def transform(pixels: tf.Tensor) -> tf.Tensor:
+        return tf.ensure_shape(tf.numpy_function(apply, [pixels], tf.uint8, stateful=False), [None, None, 3])
 
-    dataset = file_dataset(images).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.ignore_errors(log_warning=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return transform
 
 
 def label(kind: str, strength: float) -> str:
