@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from realvsai import images as image_io
-from realvsai.cli import progress
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import list_images
@@ -30,7 +28,6 @@ logger = logging.getLogger(__name__)
 # Decoded images are cached in memory when they take less than this; above it they are decoded
 # again every epoch (still in parallel), which costs CPU but never runs out of memory.
 DEFAULT_CACHE_BYTES = 4 * 1024**3
-_SCAN_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -96,17 +93,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
     candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
     limit = max_pixels or image_io.MAX_IMAGE_PIXELS
 
-    # Headers only: the split decoded every file already, and decoding them all again cost every
-    # run minutes. A file broken after its header is dropped, with a warning, when it is decoded.
-    def check(path: Path) -> image_io.ImageHeader | str:
-        try:
-            return image_io.read_header(path, limit)
-        except image_io.ImageDecodeError as error:
-            return str(error)
-
-    with ThreadPoolExecutor(_SCAN_WORKERS) as pool:
-        results = list(progress(pool.map(check, [path for path, _ in candidates]), total=len(candidates),
-                                desc=f"checking {folder.name}"))
+    results = image_io.read_headers([path for path, _ in candidates], limit, desc=f"checking {folder.name}")
     files, labels, sizes, needs_pil, formats, skipped = [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):

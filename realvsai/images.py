@@ -16,6 +16,7 @@ import io
 import os
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.files import map_in_threads
 
 # Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images).
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
@@ -189,6 +191,25 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
         if orientation in (5, 6, 7, 8):  # a quarter turn: the upright image is transposed
             return ImageHeader(image.height, image.width, needs_pil, image_format)
         return ImageHeader(image.width, image.height, needs_pil, image_format)
+
+
+def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",
+                 workers: int = 8) -> list[ImageHeader | str]:
+    """Each file's ``read_header``, or why it is not a usable image, read in threads behind a progress bar.
+
+    Headers only: a split already decoded every file, and decoding them all again would cost every
+    training run minutes; a file broken after its header is dropped, with a warning, when decoded.
+    """
+    def read(chunk: Sequence[Path]) -> list[ImageHeader | str]:
+        results: list[ImageHeader | str] = []
+        for path in chunk:
+            try:
+                results.append(read_header(path, max_pixels))
+            except ImageDecodeError as error:
+                results.append(str(error))
+        return results
+
+    return map_in_threads(read, list(paths), workers, desc)
 
 
 def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,

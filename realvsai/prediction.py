@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from realvsai import images as image_io
-from realvsai.cli import progress
 from realvsai.config import MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE
 from realvsai.decision import DecisionRule
 from realvsai.errors import UserError
@@ -48,7 +46,6 @@ if TYPE_CHECKING:  # TensorFlow is imported only when predicting
 logger = logging.getLogger(__name__)
 
 FALLBACK_IMAGE_SIZE = 224  # resize target for mixed sizes when neither model.json nor the model says
-_HEADER_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -129,29 +126,17 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
     return probabilities
 
 
-def read_headers(files: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS,
-                 desc: str = "reading headers") -> list[image_io.ImageHeader | str]:
-    """Each file's header (size, format, decode route), or why it is not a usable image; in threads."""
-    def read(path: Path) -> image_io.ImageHeader | str:
-        try:
-            return image_io.read_header(path, max_pixels)
-        except image_io.ImageDecodeError as error:
-            return str(error)
-
-    with ThreadPoolExecutor(_HEADER_WORKERS) as pool:
-        return list(progress(pool.map(read, files), total=len(files), desc=desc))
-
-
 def unfamiliar_reasons(model_info: Mapping[str, Any], files: Sequence[Path], headers: Sequence[Any] | None = None,
                        max_pixels: int = MAX_IMAGE_PIXELS) -> list[str | None]:
     """Per file, why it is unlike model.json's ``training_images``; all None when model.json has no profile.
 
-    ``headers`` (``read_headers`` output for ``files``) saves reading them again.
+    ``headers`` (``images.read_headers`` output for ``files``) saves reading them again.
     """
     profile = training_profile(model_info)
     if profile is None:
         return [None] * len(files)
-    headers = headers if headers is not None else read_headers(files, max_pixels, "comparing with training images")
+    if headers is None:
+        headers = image_io.read_headers(files, max_pixels, "comparing with training images")
     return [unfamiliar_reason(profile, header.width, header.height, header.image_format)
             if isinstance(header, image_io.ImageHeader) else None for header in headers]
 
@@ -229,7 +214,7 @@ def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Pa
     skipped: list[tuple[str, str]] = []
     candidates = list_images(folder, recursive=True, skipped=skipped)
     unreadable = [(relative_name(Path(path), folder), reason) for path, reason in skipped]
-    headers = read_headers(candidates, max_pixels, f"checking {folder.name}")
+    headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}")
     usable = [(path, header) for path, header in zip(candidates, headers) if isinstance(header, image_io.ImageHeader)]
     unreadable += [(relative_name(path, folder), header) for path, header in zip(candidates, headers)
                    if isinstance(header, str)]
