@@ -307,7 +307,7 @@ def _combined(sources: Sequence[Source]) -> tuple[LabelledImages, np.ndarray]:
         return [item for source in sources for item in getattr(source.images, field)]
 
     images = LabelledImages(joined("files"), joined("labels"), sources[0].images.class_names, joined("sizes"),
-                            joined("needs_pil"), joined("skipped"))
+                            joined("needs_pil"), joined("skipped"), joined("formats"))
     return images, np.concatenate([source.probabilities for source in sources])
 
 
@@ -338,8 +338,9 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
     # validation); file names are relative to the folder all sources share.
     rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold})
     root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
+    unfamiliar = unfamiliar_reasons(model_info, images.sizes, images.formats)
     write_predictions(out_dir / PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
-                      class_names, rule, unfamiliar_reasons(model_info, images.files), true_labels=images.labels)
+                      class_names, rule, unfamiliar, true_labels=images.labels)
     return metrics, split_counts
 
 

@@ -126,19 +126,17 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
     return probabilities
 
 
-def unfamiliar_reasons(model_info: Mapping[str, Any], files: Sequence[Path], headers: Sequence[Any] | None = None,
-                       max_pixels: int = MAX_IMAGE_PIXELS) -> list[str | None]:
-    """Per file, why it is unlike model.json's ``training_images``; all None when model.json has no profile.
+def unfamiliar_reasons(model_info: Mapping[str, Any], sizes: Sequence[tuple[int, int]],
+                       formats: Sequence[str]) -> list[str | None]:
+    """Per image, why it is unlike model.json's ``training_images``; all None when model.json has no profile.
 
-    ``headers`` (``images.read_headers`` output for ``files``) saves reading them again.
+    ``sizes`` (width, height) and ``formats`` come from the headers the scan already read, so this reads
+    no file; without formats (an older scan) only the size is compared.
     """
     profile = training_profile(model_info)
-    if profile is None:
-        return [None] * len(files)
-    if headers is None:
-        headers = image_io.read_headers(files, max_pixels, "comparing with training images")
-    return [unfamiliar_reason(profile, header.width, header.height, header.image_format)
-            if isinstance(header, image_io.ImageHeader) else None for header in headers]
+    formats = list(formats) or [None] * len(sizes)
+    return [unfamiliar_reason(profile, width, height, image_format)
+            for (width, height), image_format in zip(sizes, formats, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +236,8 @@ def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Pa
     if not files and not unreadable:
         raise UserError(f"{folder} holds no image file (names ending in .jpg, .jpeg, .png, .bmp or .webp).")
     rule = DecisionRule.from_model_info(model_info)
-    unfamiliar = unfamiliar_reasons(model_info, files, kept_headers)
+    unfamiliar = unfamiliar_reasons(model_info, [(header.width, header.height) for header in kept_headers],
+                                    [header.image_format for header in kept_headers])
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / PREDICTIONS_FILE, folder, files, probabilities, class_names, rule, unfamiliar)
     unreadable.sort()
