@@ -11,7 +11,6 @@ import contextlib
 import csv
 import enum
 import errno
-import functools
 import hashlib
 import io
 import itertools
@@ -22,28 +21,15 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from realvsai.cli import progress
 from realvsai.config import IMAGE_EXTENSIONS
 from realvsai.errors import UserError
 
-_HASH_CHUNK = 1 << 20
 _CHUNK = 256  # files per task of map_in_threads
 T = TypeVar("T")
 _MAX_NAME_BYTES = 200  # leaves room for a temporary name's prefix and suffix within the usual 255 bytes
-
-
-COPY, MOVE, LINK = "copy", "move", "link"  # how place_new_files places a file
-
-
-class PlannedFile(Protocol):
-    """A file on its way to a planned target (splitting's items)."""
-
-    source: str  # where the file is (or was), for messages
-    read_from: str  # where its bytes are now
-    digest: str
-    data: bytes | None  # its bytes, when the caller still holds them
 
 
 class Outcome(enum.Enum):
@@ -56,15 +42,8 @@ class Outcome(enum.Enum):
     RENAMED = "renamed"  # the name was taken by other content: written under a new name
 
 
-# ----------------------------------------------------------------------------------------------
-# Listing
-
-
 def is_image_file(entry: Path | os.DirEntry) -> bool:
-    """True for a visible regular file with an image extension (any letter case).
-
-    Takes an ``os.scandir`` entry as well as a path: an entry knows its type without a stat.
-    """
+    """True for a visible regular file with an image extension (any letter case)."""
     name = entry.name
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
 
@@ -72,43 +51,36 @@ def is_image_file(entry: Path | os.DirEntry) -> bool:
 def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
     """The image files in ``folder`` (and below it when ``recursive``), sorted by path.
 
-    Hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.git``) and other files are left out;
-    when ``skipped`` is given, each one left out is added to it as (path, reason), so a ``.cat.jpg``
-    is reported as visibly as a ``cat.txt``. ``os.scandir`` knows each entry's type from the
-    listing itself: one system call per folder instead of a ``stat`` per file (0.03 s against
-    0.8 s for a folder of 45,000 images). Sorting makes every later step independent of the order
-    the file system lists entries in.
+    Hidden files and folders and other files are left out; when ``skipped`` is given, each one left
+    out is added to it as (path, reason). ``os.scandir`` knows each entry's type from the listing:
+    one system call per folder instead of a ``stat`` per file (0.03 s against 0.8 s for 45,000 images).
     """
     found: list[str] = []
-    _scan_folder(os.fspath(folder), recursive, found, skipped)
+    skipped = [] if skipped is None else skipped
+    folders = [os.fspath(folder)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    skipped.append((entry.path, "hidden folder (names starting with '.' are left out; its files "
+                                    "are not read)" if entry.is_dir() else "hidden file (names starting with '.' "
+                                    "are left out)"))
+                elif entry.is_dir():
+                    if recursive:
+                        folders.append(entry.path)
+                elif is_image_file(entry):
+                    found.append(entry.path)
+                elif entry.is_file():
+                    skipped.append((entry.path, f"not an image file (image names end in "
+                                    f"{', '.join(sorted(IMAGE_EXTENSIONS))})"))
     return [Path(path) for path in sorted(found)]
-
-
-def _scan_folder(folder: str, recursive: bool, found: list[str], skipped: list[tuple[str, str]] | None) -> None:
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                if skipped is not None:
-                    skipped.append((entry.path, "hidden folder (names starting with '.' are left out; its files are "
-                                    "not read)" if entry.is_dir() else "hidden file (names starting with '.' are "
-                                    "left out)"))
-            elif entry.is_dir():
-                if recursive:
-                    _scan_folder(entry.path, recursive, found, skipped)
-            elif is_image_file(entry):
-                found.append(entry.path)
-            elif skipped is not None and entry.is_file():
-                skipped.append((entry.path, f"not an image file (image names end in "
-                                f"{', '.join(sorted(IMAGE_EXTENSIONS))})"))
 
 
 def map_in_threads(function: Callable[[Sequence[T]], list], items: Sequence[T], workers: int, desc: str) -> list:
     """``function(chunk)`` for chunks of ``items`` in ``workers`` threads; the results in order, flattened.
 
-    The project's one concurrency rule for file work: threads, never processes. Reading, writing,
-    hashing (hashlib) and decoding (Pillow) release the GIL, and on cifake-mini (10,000 files, 2 cores)
-    a process pool checked files no faster than one thread (benchmarks/bench_split.py). Chunks keep
-    the per-task overhead small. The first error (or Ctrl-C) cancels the chunks not yet started.
+    Threads, never processes: reading, hashing and decoding release the GIL, and on 10,000 files a
+    process pool was no faster (benchmarks/bench_split.py). The first error cancels the chunks not started.
     """
     chunks = [items[start:start + _CHUNK] for start in range(0, len(items), _CHUNK)]
     results: list = []
@@ -123,17 +95,10 @@ def map_in_threads(function: Callable[[Sequence[T]], list], items: Sequence[T], 
     return results
 
 
-# ----------------------------------------------------------------------------------------------
-# Hashing and writing
-
-
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def read_verified(path: str | Path, digest: str) -> bytes:
@@ -142,8 +107,7 @@ def read_verified(path: str | Path, digest: str) -> bytes:
     Raises:
         UserError: if the file changed since it was read.
     """
-    with open(path, "rb") as stream:
-        data = stream.read()
+    data = Path(path).read_bytes()
     if hashlib.sha256(data).hexdigest() != digest:
         raise UserError(f"{path} changed while it was being copied. Run the same command again.")
     return data
@@ -161,16 +125,17 @@ def temporary_name(path: Path | str) -> str:
 def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator[object]:
     """Opens a temporary file beside ``path`` and renames it onto ``path`` only on success.
 
-    An interrupted write leaves at most a hidden ``.<name>.<random>.tmp`` file, never a half-written
-    file under the final name. The rename replaces ``path``: callers decide beforehand whether that
-    is allowed. ``durable`` also fsyncs before the rename (survives a power cut; costs ~10 ms a file
-    on some disks, so bulk writers such as the unzipper pass False and check their work on a re-run).
+    An interrupted write leaves at most a hidden ``.<name>.<random>.tmp``, never a half-written file
+    under the final name; the rename replaces ``path``. ``durable`` also fsyncs (~10 ms a file on
+    some disks, so bulk writers pass False and check their work on a re-run).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=temporary_name(path), suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
         with os.fdopen(handle, mode) as stream:
             yield stream
             stream.flush()
@@ -181,12 +146,6 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-
-
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -203,16 +162,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_new(path: Path | str, data: bytes) -> None:
     """Creates ``path`` holding ``data``, never replacing anything: the writer for bulk image copies.
 
-    The bytes go to a hidden temporary file beside ``path``, which is then hard-linked to ``path``:
-    the link fails if ``path`` exists, so no file is ever replaced, and an interrupted write leaves
-    at most the temporary file, never a cut file under the real name. No fsync: for a hundred
-    thousand small images it would cost far more than the copies, and a re-run checks its work.
+    The bytes go to a hidden temporary file that is then hard-linked to ``path``; the link fails if
+    ``path`` exists, and an interruption never leaves a cut file under the real name. No fsync: for
+    a hundred thousand small images it would cost far more than the copies, and a re-run checks.
 
     Raises:
         FileExistsError: if ``path`` exists (it is left as it is).
     """
-    folder = os.path.dirname(os.fspath(path))
-    temporary = os.path.join(folder, f"{temporary_name(path)}{os.getpid()}.tmp")
+    temporary = os.path.join(os.path.dirname(os.fspath(path)), f"{temporary_name(path)}{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as stream:
             stream.write(data)
@@ -228,34 +185,22 @@ def write_new(path: Path | str, data: bytes) -> None:
             os.unlink(temporary)
 
 
-def atomic_copy(source: Path, target: Path) -> None:
-    """Copies ``source`` to ``target`` completely under a temporary name, then renames it into place.
-
-    No fsync: dataset copies come in the hundred thousands, and a re-run re-checks them by content.
-    """
-    with open(source, "rb") as reader, atomic_write(target, "wb", durable=False) as writer:
-        shutil.copyfileobj(reader, writer, _HASH_CHUNK)
-    shutil.copystat(source, target)
-
-
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> bool:
     """Writes a CSV atomically; returns False (and writes nothing) when ``path`` already holds exactly that."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    text = buffer.getvalue()
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
+    if path.is_file() and path.read_text(encoding="utf-8") == buffer.getvalue():
         return False  # a re-run leaves an identical file untouched, its time stamp included
-    atomic_write_text(path, text)
+    atomic_write_text(path, buffer.getvalue())
     return True
 
 
 def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Adds ``rows`` to the CSV at ``path`` (created when missing), keeping every row already there.
 
-    The file is rewritten atomically, so an interruption leaves the old list or the new one. Rows
-    of an older file with other columns keep their values under the columns ``header`` shares.
+    Rows of an older file with other columns keep their values under the columns ``header`` shares.
     """
     old_rows = []
     if path.is_file():
@@ -264,17 +209,12 @@ def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]])
     write_csv(path, header, [*old_rows, *rows])
 
 
-# ----------------------------------------------------------------------------------------------
-# Placing files without overwriting
-
-
 def free_name(target: Path, digest: str, is_free: Callable[[Path], bool] | None = None) -> Path:
     """A stable alternative name for content ``digest`` whose wanted name ``target`` is taken.
 
-    The name derives from the content (``cat_1a2b3c4d.jpg``), so re-running a merge or a split gives
-    the same name and recognises the file as already there. ``is_free`` decides whether a candidate
-    may be used; by default, one that does not exist or already holds this content. Copies of one
-    content that all want one name get numbered (``cat_1a2b3c4d_2.jpg``).
+    The name derives from the content (``cat_1a2b3c4d.jpg``), so a re-run gives the same name and
+    recognises the file. ``is_free`` decides whether a candidate may be used; by default, one that
+    does not exist or already holds this content. Further copies get numbered (``cat_1a2b3c4d_2.jpg``).
     """
     if is_free is None:
         def is_free(candidate: Path) -> bool:
@@ -296,13 +236,10 @@ def place_file(
     """Copies, moves or hard-links ``source`` to ``target`` without ever overwriting anything.
 
     If ``target`` holds the same bytes, nothing is written (and with ``move`` the source is removed,
-    since its content is safe at the target). If it holds other bytes, the file goes to a stable new
-    name (see ``free_name``). A move across file systems copies completely before it deletes.
+    its content being safe at the target); other bytes send the file to ``free_name``'s name. A move
+    across file systems copies completely before it deletes.
 
     Args:
-        source: the file to place.
-        target: the wanted path; its folder is created.
-        move: remove ``source`` once its content is safely at the target.
         link: make a hard link instead of a copy (raises ``OSError`` across file systems).
         source_digest: ``sha256_file(source)`` when the caller already has it.
 
@@ -312,111 +249,31 @@ def place_file(
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     outcome = Outcome.MOVED if move else Outcome.LINKED if link else Outcome.COPIED
-    if target.exists() or target.is_symlink():
+    if os.path.lexists(target):
         digest = source_digest or sha256_file(source)
-        if target.is_file() and sha256_file(target) == digest:
-            if move and not _same_path(source, target):
+        if not (target.is_file() and sha256_file(target) == digest):
+            target, outcome = free_name(target, digest), Outcome.RENAMED
+        if target.exists():  # this content is already there
+            if move and source.resolve() != target.resolve():
                 source.unlink()  # also when both are hard links of one file: what a cut-off move leaves
             return target, Outcome.IDENTICAL
-        target = free_name(target, digest)
-        if target.exists():  # free_name found this content already under the derived name
-            if move and not _same_path(source, target):
-                source.unlink()
-            return target, Outcome.IDENTICAL
-        outcome = Outcome.RENAMED
-    if link:
-        _link_no_clobber(source, target)
-    elif move:
-        _move_no_clobber(source, target)
+    if move or link:
+        try:
+            os.link(source, target)  # raises FileExistsError rather than replacing
+        except OSError as error:
+            if link or error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                raise
+            _copy_new(source, target)
     else:
-        atomic_copy(source, target)
-        if target.exists() and not _same_size(source, target):
-            raise OSError(f"copy of {source} to {target} is incomplete")
+        _copy_new(source, target)
+    if move:
+        source.unlink()
     return target, outcome
 
 
-def _same_path(first: Path, second: Path) -> bool:
-    """True when both name the same directory entry (not merely the same inode, as hard links do)."""
-    return Path(first).resolve() == Path(second).resolve()
-
-
-def _same_size(first: Path, second: Path) -> bool:
-    return first.stat().st_size == second.stat().st_size
-
-
-def _link_no_clobber(source: Path, target: Path) -> None:
-    os.link(source, target)  # raises FileExistsError rather than replacing
-
-
-def _move_no_clobber(source: Path, target: Path) -> None:
-    """Moves by a hard link plus unlink on one file system, by a full copy then unlink across."""
-    try:
-        os.link(source, target)
-    except OSError as error:
-        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
-            raise
-        atomic_copy(source, target)
-        if not _same_size(source, target):
-            raise OSError(f"copy of {source} to {target} is incomplete; the source was kept") from error
-    source.unlink()
-
-
-def place_new_files(jobs: Sequence[tuple[Path, PlannedFile]], mode: str, cross_device: bool, workers: int
-                    ) -> tuple[int, int]:
-    """Puts each planned file at its target, which must be free or hold the same content; returns
-    (written, already in place). A copy writes ``data`` when the file has it (no second read), else
-    the file's bytes checked against its ``digest``; ``cross_device`` turns a move into copy + delete.
-
-    Raises:
-        UserError: when a target holds other content (nothing is overwritten), or a hard link fails.
-    """
-    for folder in sorted({target.parent for target, _ in jobs}):
-        folder.mkdir(parents=True, exist_ok=True)
-    place = functools.partial(_place_chunk, mode=mode, cross_device=cross_device)
-    written = map_in_threads(place, jobs, workers, {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
-    return sum(written), len(written) - sum(written)
-
-
-def _place_chunk(jobs: Sequence[tuple[Path, PlannedFile]], mode: str, cross_device: bool) -> list[bool]:
-    """For each job, True when the file was written, False when it was already in place."""
-    written = []
-    for target, item in jobs:
-        target_text = str(target)
-        if os.path.lexists(target_text):
-            if not _holds(target_text, item):
-                raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
-                                "overwritten. Move that file away (or delete it if it is a broken copy) and run "
-                                "the same command again.")
-            written.append(False)
-            continue
-        try:
-            if mode == LINK:
-                os.link(item.read_from, target_text)
-            elif mode == MOVE and not cross_device:
-                os.rename(item.read_from, target_text)  # the target was checked free just above
-            else:
-                write_new(target_text, item.data if item.data is not None else read_verified(item.read_from,
-                                                                                             item.digest))
-                if mode == MOVE:
-                    os.unlink(item.read_from)
-        except OSError as error:
-            if mode == LINK and error.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise UserError(f"cannot hard-link {item.read_from} to {target} ({error.strerror}). --link needs "
-                                "SOURCE and --out on one file system that supports hard links; drop --link to copy.")\
-                    from error
-            raise
-        item.data = None  # free the memory as soon as the file is out
-        written.append(True)
-    return written
-
-
-def _holds(target: str, item: PlannedFile) -> bool:
-    try:
-        if os.path.samefile(target, item.read_from):
-            return True
-    except OSError:
-        pass
-    return os.path.isfile(target) and sha256_file(Path(target)) == item.digest
+def _copy_new(source: Path, target: Path) -> None:
+    write_new(target, source.read_bytes())
+    shutil.copystat(source, target)
 
 
 def ensure_inside(path: Path, root: Path) -> Path:

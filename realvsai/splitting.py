@@ -1,33 +1,24 @@
 """Stratified, seeded, leak-free splits written as ``DATA/{train,validation,test}/<Class>/<images>``.
 
-Both split scripts (DataSplitD1.py, DataSplitD2.py) run the same steps:
-
-1. list SOURCE's files and sort them, so the order the file system lists them in never matters;
-2. read each file once (``images.inspect_file``): its sha256 and a full decode check come from the same bytes;
-3. plan: cut each class with ``random.Random(seed)``; an exact duplicate (same sha256) follows its
-   first copy, so no content ever sits in two splits; files that are not images, do not decode
-   or are hidden are left out and listed in ``skipped.csv``;
-4. write ``manifest.csv`` (the plan: split, class, path, sha256, source), then place the files:
-   copy (one write of the bytes already read, by ``files.write_new``, which never replaces a
-   file), move or hard-link, in ``--workers`` threads.
-
-Because the manifest is written before the first file, re-running the same command finds the same
-plan, completes what is missing and leaves the rest alone: an interrupted split resumes, a finished
-one changes nothing. An output that holds a different split is refused unless ``overwrite``, which
-moves the old split aside (``OUT/previous-split-<time>/``) rather than deleting anything.
+Both split scripts list SOURCE's files sorted, read each file once (sha256 and a full decode check
+from the same bytes), cut each class with ``random.Random(seed)`` (an exact duplicate follows its
+first copy, so no content sits in two splits), write ``manifest.csv`` and ``skipped.csv``, then
+copy, move or hard-link the files in threads. The manifest is written before the first file, so a
+re-run finds the same plan and only completes what is missing. An output holding a different split
+is refused unless ``overwrite``, which moves it aside (``OUT/previous-split-<time>/``).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import errno
 import itertools
 import logging
 import os
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -35,7 +26,7 @@ from typing import TypeVar
 from realvsai.cli import default_workers, format_table, positive_int, progress
 from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.files import COPY, LINK, MOVE, free_name, list_images, map_in_threads, place_new_files, write_csv
+from realvsai.files import free_name, list_images, map_in_threads, read_verified, sha256_file, write_csv, write_new
 from realvsai.image_stats import ImageFacts, describe_profiles, profile_classes
 from realvsai.images import inspect_file
 from realvsai.layout import (
@@ -56,9 +47,10 @@ from realvsai.layout import (
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+COPY, MOVE, LINK = "copy", "move", "link"
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
-MODES = (COPY, MOVE, LINK)
+_NOT_AN_IMAGE = f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"
 
 # Files up to this size keep their bytes in memory between the scan and the copy (one read per
 # file); the total is capped so a large photo set is re-read (and re-verified) instead.
@@ -125,8 +117,6 @@ class _Item:
     facts: ImageFacts | None = None  # size and format, for the shortcut check
 
 
-
-
 def split_by_class(
     source: Path,
     out: Path = SplitDefaults.out,
@@ -146,7 +136,6 @@ def split_by_class(
         mode: ``"copy"`` (SOURCE untouched), ``"move"`` or ``"link"`` (hard links).
         renames: class folder name -> class name in the output (``--rename``).
         overwrite: move an existing, different split in ``out`` aside instead of refusing.
-        workers: threads that read, check and place files (default: all cores).
         max_pixels: images with more pixels are skipped (a guard against decompression bombs).
 
     Raises:
@@ -154,7 +143,7 @@ def split_by_class(
             different split.
     """
     fractions = check_ratios(ratios)
-    source = _check_source(source, mode)
+    source = _check_source(source)
     out = _check_out(out, source)
     class_folders = find_class_folders(source)
     if {name.lower() for name in class_folders} >= {TRAIN, TEST}:
@@ -192,22 +181,17 @@ def split_train_test(
     """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2).
 
     Test stays test. A train file identical to a test file is left out of train and validation
-    (listed in ``skipped.csv``), so the test score is never inflated by an image the model trained
-    on, and the test set stays exactly the one the dataset's authors published.
+    (listed in ``skipped.csv``), so the test score is never inflated by an image the model trained on.
 
     Args:
         source: the dataset folder (``train/`` and ``test/`` in any letter case), or a folder
             holding exactly one such folder, as a Kaggle zip often unpacks.
         val_fraction: the share of each train class that becomes validation (0 < f < 1).
         Other arguments: as in ``split_by_class``.
-
-    Raises:
-        UserError: for a wrong layout, train and test with different classes, an unknown --rename,
-            or an output that holds a different split.
     """
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
-    source = find_train_test_root(_check_source(source, mode))
+    source = find_train_test_root(_check_source(source))
     group_dirs = {TRAIN: find_child_folder(source, TRAIN), TEST: find_child_folder(source, TEST)}
     train_classes, test_classes = (find_class_folders(group_dirs[group]) for group in (TRAIN, TEST))
     if train_classes != test_classes:
@@ -217,7 +201,7 @@ def split_train_test(
         )
     class_names = rename_classes(train_classes, renames or {}, source)
     out = _check_out(out, source)
-    group_names = {group_dirs[group].name: group for group in group_dirs}
+    group_names = {folder.name: group for group, folder in group_dirs.items()}
 
     def locate(key: str) -> tuple[str, str, str] | None:
         parts = key.split("/")
@@ -230,10 +214,8 @@ def split_train_test(
         in_test = {}
         for item in test_items:
             in_test.setdefault(item.digest, item)
-        dropped, train_items = [], []
-        for item in items:
-            if item.group == TRAIN:
-                (dropped if item.digest in in_test else train_items).append(item)
+        train_items = [item for item in items if item.group == TRAIN and item.digest not in in_test]
+        dropped = [item for item in items if item.group == TRAIN and item.digest in in_test]
         for item in dropped:
             item.problem = f"same content as test file {in_test[item.digest].key}; kept in test only"
         fractions = {TRAIN: 1 - val_fraction, VALIDATION: val_fraction}
@@ -244,24 +226,20 @@ def split_train_test(
                       max_pixels=max_pixels)
 
 
-
-
 def split_files(
     files: Sequence[T], fractions: Mapping[str, float], seed: int, key: Callable[[T], object] | None = None
 ) -> dict[str, list[T]]:
     """Cuts files into named splits; the same files and seed always give the same split.
 
-    The files are sorted first (by ``key``), then shuffled with ``random.Random(seed)``. Each cut
-    sits at the rounded cumulative fraction, and the last split takes what rounding leaves, so
-    every file lands in exactly one split.
+    The files are sorted (by ``key``), then shuffled with ``random.Random(seed)``. Each cut sits at
+    the rounded cumulative fraction; the last split takes what rounding leaves.
     """
     ordered = sorted(files, key=key)
     random.Random(seed).shuffle(ordered)
-    names = list(fractions)
     result, start, cumulative = {}, 0, 0.0
-    for index, name in enumerate(names):
+    for index, name in enumerate(fractions):
         cumulative += fractions[name]
-        end = len(ordered) if index == len(names) - 1 else min(len(ordered), round(len(ordered) * cumulative))
+        end = len(ordered) if index == len(fractions) - 1 else min(len(ordered), round(len(ordered) * cumulative))
         result[name] = ordered[start:end]
         start = end
     return result
@@ -302,7 +280,7 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
     """(split, name, item) with unique names per split and class (ignoring letter case, for macOS and Windows).
 
     Names only collide when sub-folders were flattened; the later file (in key order) gets
-    ``files.free_name``'s content-derived name ``stem_<sha256[:8]>.ext``.
+    ``files.free_name``'s content-derived name.
     """
     taken: set[tuple[str, str, str]] = set()
     result = []
@@ -316,8 +294,6 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
     return result
 
 
-
-
 def _run_split(
     root: Path,
     class_dirs: Sequence[Path],
@@ -328,7 +304,7 @@ def _run_split(
     mode: str,
     overwrite: bool,
     workers: int | None,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_pixels: int,
 ) -> SplitReport:
     """List, check, plan and place; ``plan`` turns the usable items into (split, item) and dropped items."""
     report = SplitReport(out=out, mode=mode)
@@ -346,8 +322,7 @@ def _run_split(
     _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers, max_pixels=max_pixels)
 
     unreadable = [item for item in items if item.problem is not None]
-    usable = sorted((item for item in items if item.problem is None), key=lambda item: item.key)
-    placements, dropped = plan(usable)
+    placements, dropped = plan(sorted((item for item in items if item.problem is None), key=lambda item: item.key))
     placed = sorted(
         ((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest, item.source), item)
          for split, name, item in _target_names(placements)),
@@ -362,12 +337,19 @@ def _run_split(
     report.class_profiles, report.shortcut_warning = profile_classes([item.facts for _, item in placed])
 
     report.moved_aside = _prepare_out(out, rows, old_rows, overwrite)
-    if report.moved_aside:
-        _follow_moved_aside(items, out, report.moved_aside)
+    if report.moved_aside:  # a resumed --move reads its files from their new place in the moved-aside split
+        old, new = f"{out.resolve()}{os.sep}", f"{report.moved_aside.resolve()}{os.sep}"
+        for item in items:
+            if item.read_from.startswith(old):
+                item.read_from = new + item.read_from[len(old):]
     write_manifest(out / MANIFEST_NAME, rows)
     write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped)
-    report.num_written, report.num_in_place = place_new_files([(out / row.path, item) for row, item in placed],
-                                                              mode, cross_device, workers)
+    for folder in sorted({(out / row.path).parent for row in rows}):
+        folder.mkdir(parents=True, exist_ok=True)
+    written = map_in_threads(lambda chunk: _place_chunk(chunk, mode, cross_device),
+                             [(out / row.path, item) for row, item in placed], workers,
+                             {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
+    report.num_written, report.num_in_place = sum(written), len(written) - sum(written)
     _log_problems(report)
     return report
 
@@ -395,11 +377,12 @@ def _list_items(
     prefix = len(str(root)) + 1
     for folder in progress(class_dirs, desc="listing", unit="folder"):
         for path in map(str, list_images(root / _inside(folder, root), recursive=True, skipped=skipped)):
-            located = locate(path[prefix:].replace(os.sep, "/"))
+            key = path[prefix:].replace(os.sep, "/")
+            located = locate(key)
             if located is None:  # an image at the wrong depth, e.g. directly in a train/ folder
-                skipped.append((path, f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"))
+                skipped.append((path, _NOT_AN_IMAGE))
             else:
-                items.append(_Item(path[prefix:].replace(os.sep, "/"), *located, path, path))
+                items.append(_Item(key, *located, path, path))
     return items, skipped
 
 
@@ -413,31 +396,20 @@ def _moved_items(
     items = []
     root_text = f"{root.resolve()}{os.sep}"
     for row in old_rows:
-        if not row.source.startswith(root_text):
-            continue
         key = row.source[len(root_text):].replace(os.sep, "/")
-        located = locate(key)
+        located = locate(key) if row.source.startswith(root_text) else None
         target = out.resolve() / row.path
-        if key in present or located is None or os.path.exists(row.source) or not target.is_file():
-            continue
-        items.append(_Item(key, *located, row.source, str(target)))
+        if located and key not in present and not os.path.exists(row.source) and target.is_file():
+            items.append(_Item(key, *located, row.source, str(target)))
     return items
 
 
-def _follow_moved_aside(items: Sequence[_Item], out: Path, aside: Path) -> None:
-    """Points the items of a resumed ``--move`` at their files' new place in the moved-aside split."""
-    old, new = f"{out.resolve()}{os.sep}", f"{aside.resolve()}{os.sep}"
-    for item in items:
-        if item.read_from.startswith(old):
-            item.read_from = new + item.read_from[len(old):]
-
-
-def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int) -> None:
     """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once."""
-    inspect = functools.partial(_inspect_chunk, max_pixels=max_pixels)
+    results = map_in_threads(lambda paths: [inspect_file(path, max_pixels) for path in paths],
+                             [item.read_from for item in items], workers, "checking")
     kept = 0  # small files keep their bytes for the copy (one read per file), up to a total
-    for item, (data, digest, problem, header) in zip(
-            items, map_in_threads(inspect, [item.read_from for item in items], workers, "checking")):
+    for item, (data, digest, problem, header) in zip(items, results):
         item.digest, item.problem = digest, problem
         item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format)
         if keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES and kept + len(data) <= _KEEP_TOTAL_BYTES:
@@ -445,10 +417,48 @@ def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int = 
             kept += len(data)
 
 
-def _inspect_chunk(paths: Sequence[str], max_pixels: int) -> list[tuple]:
-    return [inspect_file(path, max_pixels) for path in paths]
+def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> list[bool]:
+    """Places each planned file at its target; True when written, False when it was already in place.
+
+    Raises:
+        UserError: when a target holds other content (nothing is overwritten), or a hard link fails.
+    """
+    written = []
+    for target, item in jobs:
+        if os.path.lexists(target):
+            if not _holds(target, item):
+                raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
+                                "overwritten. Move that file away (or delete it if it is a broken copy) and run "
+                                "the same command again.")
+            written.append(False)
+            continue
+        try:
+            if mode == LINK:
+                os.link(item.read_from, target)
+            elif mode == MOVE and not cross_device:
+                os.rename(item.read_from, target)  # the target was checked free just above
+            else:  # a copy writes the bytes the scan kept, or reads them again, checked against the sha256
+                write_new(target, item.data if item.data is not None else read_verified(item.read_from, item.digest))
+                if mode == MOVE:
+                    os.unlink(item.read_from)
+        except OSError as error:
+            if mode == LINK and error.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise UserError(f"cannot hard-link {item.read_from} to {target} ({error.strerror}). --link needs "
+                                "SOURCE and --out on one file system that supports hard links; drop --link to "
+                                "copy.") from error
+            raise
+        item.data = None  # free the memory as soon as the file is out
+        written.append(True)
+    return written
 
 
+def _holds(target: Path, item: _Item) -> bool:
+    try:
+        if os.path.samefile(target, item.read_from):
+            return True
+    except OSError:
+        pass
+    return target.is_file() and sha256_file(target) == item.digest
 
 
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
@@ -458,7 +468,6 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
     Returns:
         Where an old split was moved, or None.
     """
-    planned = {row.path for row in rows}
     if old_rows is not None:
         old_keys, new_keys = [row.key() for row in old_rows], [row.key() for row in rows]
         if old_keys == new_keys:
@@ -467,7 +476,10 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
         reason = (f"{out / MANIFEST_NAME} lists a different split: {changed:,} of its {len(old_keys):,} files are "
                   "not where this run would put them (other files, seed or ratios)")
     else:
-        foreign = [path for path in _existing_split_files(out) if path not in planned]
+        planned = {row.path for row in rows}
+        foreign = [relative for split in SPLITS if (out / split).is_dir()
+                   for path in list_images(out / split, recursive=True)
+                   if (relative := path.relative_to(out).as_posix()) not in planned]
         if not foreign:
             return None
         reason = f"{out} already holds {len(foreign):,} files in its split folders that this split does not make " \
@@ -475,25 +487,11 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
     if not overwrite:
         raise UserError(f"{reason}. Add --overwrite to move the old split aside into {out}/previous-split-<time>/ "
                         "and write this one, or choose another --out.")
-    return _move_aside(out)
-
-
-def _existing_split_files(out: Path) -> Iterator[str]:
-    for split in SPLITS:
-        if (out / split).is_dir():
-            prefix = len(str(out)) + 1
-            yield from (str(path)[prefix:].replace(os.sep, "/") for path in list_images(out / split, recursive=True))
-
-
-def _move_aside(out: Path) -> Path:
-    """Renames the old split folders and lists into ``out/previous-split-<time>/``: nothing is deleted."""
-    aside = out / time.strftime("previous-split-%Y%m%d-%H%M%S")
-    for number in itertools.count(2):
-        if not aside.exists():
-            break
-        aside = out / f"{time.strftime('previous-split-%Y%m%d-%H%M%S')}-{number}"
+    stamp = time.strftime("previous-split-%Y%m%d-%H%M%S")
+    aside = next(path for path in itertools.chain([out / stamp], (out / f"{stamp}-{n}" for n in itertools.count(2)))
+                 if not path.exists())
     aside.mkdir(parents=True)
-    for name in (*SPLITS, MANIFEST_NAME, SKIPPED_NAME):
+    for name in (*SPLITS, MANIFEST_NAME, SKIPPED_NAME):  # renamed, never deleted
         if (out / name).exists():
             os.rename(out / name, aside / name)
     logger.warning("moved the previous split to %s; delete that folder when you no longer need it", aside)
@@ -508,9 +506,7 @@ def _cross_device(source: Path, out: Path) -> bool:
     return os.stat(source).st_dev != os.stat(existing).st_dev
 
 
-def _check_source(source: Path, mode: str) -> Path:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+def _check_source(source: Path) -> Path:
     if not Path(source).is_dir():
         raise UserError(f"SOURCE {source} is not an existing folder. Check the path.")
     return Path(source)
@@ -529,8 +525,6 @@ def _check_out(out: Path, source: Path) -> Path:
             raise UserError(f"SOURCE {source} is inside the output split folder {out / split}. "
                             "Keep the raw dataset elsewhere, e.g. data/raw/.")
     return out
-
-
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:

@@ -137,7 +137,7 @@ def test_place_file_move_keeps_the_source_when_the_copy_fails(tmp_path, monkeypa
         raise OSError(errno.ENOSPC, "no space left on device")
 
     monkeypatch.setattr(files.os, "link", cross_device)
-    monkeypatch.setattr(files, "atomic_copy", disk_full)
+    monkeypatch.setattr(files, "write_new", disk_full)
     with pytest.raises(OSError, match="no space"):
         place_file(source, tmp_path / "dst" / "cat.jpg", move=True)
     assert source.read_bytes() == b"cat"

@@ -323,7 +323,7 @@ def test_an_interrupted_move_is_completed_by_a_re_run(art, tmp_path, monkeypatch
     shutil.copytree(art, reference)
     split_by_class(reference, tmp_path / "expected", mode="move")
     calls, lock = [], threading.Lock()
-    place_chunk = files._place_chunk
+    place_chunk = splitting._place_chunk
 
     def interrupted(jobs, mode, cross_device):
         with lock:
@@ -333,11 +333,11 @@ def test_an_interrupted_move_is_completed_by_a_re_run(art, tmp_path, monkeypatch
         return place_chunk(jobs, mode, cross_device)
 
     monkeypatch.setattr(files, "_CHUNK", 5)
-    monkeypatch.setattr(files, "_place_chunk", interrupted)
+    monkeypatch.setattr(splitting, "_place_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         split_by_class(art, tmp_path / "out", mode="move")
     assert any(art.rglob("*.png"))  # the move did stop half-way
-    monkeypatch.setattr(files, "_place_chunk", place_chunk)
+    monkeypatch.setattr(splitting, "_place_chunk", place_chunk)
     split_by_class(art, tmp_path / "out", mode="move")
     assert not any(art.rglob("*.png"))
     assert manifest_keys(tmp_path / "out") == manifest_keys(tmp_path / "expected")
