@@ -24,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from realvsai.archives import UnzipLimits, default_target, extract_archive
+from realvsai.archives import UnzipLimits, extract_archive
 from realvsai.cli import make_parser, run_main, setup_logging
 from realvsai.files import human_bytes
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        target = args.to if args.to is not None else default_target(args.archive)
+        target = args.to if args.to is not None else Path("data/raw") / args.archive.stem
         limits = UnzipLimits(max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio)
         result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits)
         print(f"Extracted {result.extracted:,} files ({human_bytes(result.bytes_written)}) to {result.target}; "

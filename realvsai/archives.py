@@ -1,12 +1,10 @@
 """Zip archives in and out: safe extraction (DataUnZipper.py) and deterministic zipping (DataZipper.py).
 
 Extraction checks the whole archive before it writes a byte: no entry may land outside the target
-folder (absolute paths, ``..``, symlink entries, symlinked folders already on disk), the sizes
-the archive declares must be sane and no two entries may share compressed bytes (zip bombs). While
-writing, each entry must inflate to exactly the size it declares. Each file is written by
-``files.atomic_write`` (a temporary name, renamed into place), so an interrupted run never leaves a
-half-written file under a real name, and running it again skips the files already there (same size
-and CRC-32), removes the temporary files a killed run left, and finishes the rest.
+(absolute paths, ``..``, symlink entries, symlinked folders on disk), the declared sizes must be sane
+and no two entries may share compressed bytes (zip bombs). Each file is written by ``atomic_write``
+and must inflate to exactly its declared size; a re-run skips files already there (same size and
+CRC-32), removes a killed run's temporary files, and finishes the rest.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from realvsai.cli import progress
 from realvsai.errors import UserError
@@ -35,11 +32,9 @@ JUNK_FILES = frozenset({".DS_Store"})
 # Already-compressed formats gain nothing from deflate; storing them makes zipping and unzipping fast.
 STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 _READABLE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
-_ENCRYPTED_FLAG = 0x1
 _CHUNK = 1 << 20
 # A local file header: signature, 22 bytes of fields the central directory repeats, name and extra lengths.
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
-_LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
 # Small entries cannot be bombs however well they compress (a 100 KB text file of spaces is fine),
 # so the ratio limit only applies above this size.
 _RATIO_FLOOR_BYTES = 1 << 20
@@ -83,16 +78,6 @@ class ZipResult:
     verified: bool
 
 
-class _Entry(NamedTuple):
-    info: zipfile.ZipInfo
-    relative: str  # the entry's path below the target, with the OS's separator
-
-
-def default_target(archive: Path, raw_folder: Path = Path("data/raw")) -> Path:
-    """``data/raw/<archive name without .zip>``: where DataUnZipper.py extracts by default."""
-    return Path(raw_folder) / Path(archive).stem
-
-
 def entry_parts(name: str) -> list[str] | None:
     """The folder and file names an archive entry would create, or None when it points outside.
 
@@ -100,13 +85,12 @@ def entry_parts(name: str) -> list[str] | None:
     are dropped. Absolute names, drive letters and ``..`` anywhere make the entry unsafe.
     """
     parts = name.replace("\\", "/").split("/")
-    first = parts[0]
-    if name.startswith(("/", "\\")) or (first[:1].isalpha() and first[1:2] == ":") or ".." in parts:
+    if name.startswith(("/", "\\")) or (parts[0][:1].isalpha() and parts[0][1:2] == ":") or ".." in parts:
         return None
     return [part for part in parts if part not in ("", ".")]
 
 
-def is_junk(parts: Sequence[str]) -> bool:
+def _is_junk(parts: Sequence[str]) -> bool:
     """True for macOS's ``__MACOSX/`` resource forks and ``.DS_Store`` files."""
     return bool(parts) and (parts[-1] in JUNK_FILES or any(part in JUNK_FOLDERS for part in parts))
 
@@ -117,13 +101,7 @@ def extract_archive(
     """Extracts ``archive`` into ``target`` after checking all of it; safe to re-run after an interruption.
 
     Args:
-        archive: the zip file.
-        target: the folder to extract into (created).
         overwrite: replace existing files whose content differs from the archive's.
-        limits: the zip-bomb limits.
-
-    Returns:
-        What was extracted and skipped.
 
     Raises:
         UserError: for a damaged, hostile or oversized archive, an existing file with other content
@@ -131,29 +109,34 @@ def extract_archive(
             except for damage found while reading an entry: files finished before it stay, complete.
     """
     archive, target = Path(archive), Path(target)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} is a file. Give --to a folder to extract into.")
+    root = os.path.realpath(target)
     try:
         with zipfile.ZipFile(archive) as zip_file:
             entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
             _check_overlaps(archive, zip_file.infolist())
-            root = _prepare_root(target)
             if os.path.isdir(root):
                 existing_folders = _check_folders(root, folders)
                 to_write, already_there = _compare_existing(root, entries, existing_folders, overwrite)
                 _remove_strays(root, to_write, existing_folders)
             else:  # a fresh extraction: nothing to compare, no stat call per file
                 existing_folders, to_write, already_there = set(), entries, 0
-            num_bytes = sum(entry.info.file_size for entry in to_write)
-            _check_free_space(root, num_bytes)
-            os.makedirs(root, exist_ok=True)
-            for folder in sorted(folders - existing_folders):
+            num_bytes, disk = sum(info.file_size for info, _ in to_write), root
+            while not os.path.isdir(disk):
+                disk = os.path.dirname(disk)
+            if num_bytes > shutil.disk_usage(disk).free:
+                raise UserError(f"extracting needs {human_bytes(num_bytes)}, but only "
+                                f"{human_bytes(shutil.disk_usage(disk).free)} is free on the disk holding {root}. "
+                                "Free some space or extract elsewhere with --to.")
+            for folder in ["", *sorted(folders - existing_folders)]:
                 os.makedirs(os.path.join(root, folder), exist_ok=True)
             # Each entry writes exactly the size it declares (or fails), so the bytes written stay
             # within the declared total that --max-total-bytes and the free space were checked against.
-            bytes_written = 0
-            for entry in progress(to_write, desc=f"unzip {archive.name}"):
-                path = root + os.sep + entry.relative
+            for info, relative in progress(to_write, desc=f"unzip {archive.name}"):
+                path = root + os.sep + relative
                 try:
-                    bytes_written += _extract_entry(zip_file, entry.info, path)
+                    _extract_entry(zip_file, info, path)
                 except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
                     raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so far "
                                     "are complete; fix the cause and re-run the same command.") from error
@@ -162,14 +145,15 @@ def extract_archive(
             f"{archive} is damaged or incomplete ({error}). Files finished before the damage are complete; "
             "download the archive again and re-run the same command to finish."
         ) from error
-    return ExtractResult(target, len(to_write), already_there, junk, bytes_written)
+    return ExtractResult(target, len(to_write), already_there, junk, num_bytes)
 
 
 def _check_entries(
     archive: Path, infos: Sequence[zipfile.ZipInfo], limits: UnzipLimits
-) -> tuple[list[_Entry], set[str], int]:
-    """The entries to extract and the folders they need, once every entry has passed every check."""
-    entries: list[_Entry] = []
+) -> tuple[list[tuple[zipfile.ZipInfo, str]], set[str], int]:
+    """(info, path below the target) of each entry to extract, the folders they need, and the junk count,
+    once every entry has passed every check."""
+    entries: dict[str, zipfile.ZipInfo] = {}
     folders: set[str] = set()
     junk = total_size = total_compressed = 0
     for info in infos:
@@ -185,7 +169,7 @@ def _check_entries(
                 f"{archive} is unsafe: entry {name!r} is a symbolic link, which could point anywhere. "
                 "Nothing was extracted; only extract archives you trust."
             )
-        if info.flag_bits & _ENCRYPTED_FLAG:
+        if info.flag_bits & 0x1:
             raise UserError(f"{archive} is password-protected ({name!r}). Extract it with a tool that asks "
                             "for the password, e.g. `unzip`, then use the folder.")
         if info.compress_type not in _READABLE_METHODS:
@@ -198,42 +182,41 @@ def _check_entries(
                               f" times, more than --max-ratio {limits.max_ratio:g}", "--max-ratio")
         if not parts:  # "./": the target folder itself
             continue
-        if is_junk(parts):
+        if _is_junk(parts):
             junk += 1
             continue
-        if name.endswith(("/", "\\")):  # a folder entry (backslash: made on Windows)
-            _add_folder(folders, parts)
-        else:
-            entries.append(_Entry(info, os.sep.join(parts)))
-            _add_folder(folders, parts[:-1])
+        is_folder = name.endswith(("/", "\\"))  # a folder entry (backslash: made on Windows)
+        # Every parent is listed, since each must be checked for symlinks on disk.
+        folders.update(os.sep.join(parts[:depth]) for depth in range(1, len(parts) + is_folder))
+        if not is_folder:
+            entries.setdefault(os.sep.join(parts), info)
+            if entries[os.sep.join(parts)] is not info:
+                raise _duplicate_error(archive, os.sep.join(parts))
     if total_size > limits.max_total_bytes:
         raise _bomb_error(archive, f"it declares {human_bytes(total_size)} uncompressed, more than "
                           f"--max-total-bytes {human_bytes(limits.max_total_bytes)}", "--max-total-bytes")
     if total_size > _RATIO_FLOOR_BYTES and total_size > limits.max_ratio * max(total_compressed, 1):
         raise _bomb_error(archive, f"it expands {total_size / max(total_compressed, 1):,.0f} times, more than "
                           f"--max-ratio {limits.max_ratio:g}", "--max-ratio")
-    _check_unique(archive, entries, folders)
-    return entries, folders, junk
+    clash = next((relative for relative in entries if relative in folders), None)
+    if clash:
+        raise _duplicate_error(archive, clash)
+    return [(info, relative) for relative, info in entries.items()], folders, junk
 
 
 def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
     """Refuses entries whose bytes overlap, the trick that lets a tiny archive write gigabytes.
 
-    Each entry spans its local header and compressed data, and in a normal archive the spans follow
-    one another. A "quoted overlap" bomb makes each entry's compressed data run on through the later
-    entries, so every entry looks modest while all of them inflate the same bytes again.
-    zipfile only checks this from Python 3.12 on, and the local headers must be read to find where
-    each entry's data starts (their extra fields may differ from the central directory's).
-
-    Raises:
-        zipfile.BadZipFile: when an entry's local header is missing.
+    A "quoted overlap" bomb makes each entry's compressed data run on through the later entries, so
+    every entry looks modest while all inflate the same bytes again. zipfile only checks this from
+    Python 3.12 on, and each local header must be read to find where its entry's data starts.
     """
     previous_name, previous_end = "", 0
     with open(archive, "rb", buffering=0) as stream:
         for info in sorted(infos, key=lambda info: info.header_offset):
             stream.seek(info.header_offset)
             header = stream.read(_LOCAL_HEADER.size)
-            if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_HEADER_SIGNATURE:
+            if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
                 raise zipfile.BadZipFile(f"entry {info.filename!r} has no local header")
             _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
             if info.header_offset < previous_end:
@@ -246,45 +229,23 @@ def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
             previous_end = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
 
 
-def _add_folder(folders: set[str], parts: Sequence[str]) -> None:
-    """Adds a folder and all its parents (each parent must be checked for symlinks on disk)."""
-    for depth in range(len(parts), 0, -1):
-        folder = os.sep.join(parts[:depth])
-        if folder in folders:  # its parents were added with it
-            return
-        folders.add(folder)
-
-
 def _bomb_error(archive: Path, reason: str, flag: str) -> UserError:
     return UserError(f"{archive} looks like a zip bomb: {reason}. Nothing was extracted; "
                      f"if you trust the archive, raise {flag}.")
 
 
-def _check_unique(archive: Path, entries: Sequence[_Entry], folders: set[str]) -> None:
-    """Refuses two entries for one path, which would silently replace each other."""
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.relative in seen or entry.relative in folders:
-            raise UserError(f"{archive} has two entries for {entry.relative!r}, so one would replace the other. "
-                            "Nothing was extracted; ask for an archive without duplicate names.")
-        seen.add(entry.relative)
-
-
-def _prepare_root(target: Path) -> str:
-    """The target folder's real path (it need not exist yet)."""
-    if target.exists() and not target.is_dir():
-        raise UserError(f"{target} is a file. Give --to a folder to extract into.")
-    return os.path.realpath(target)
+def _duplicate_error(archive: Path, relative: str) -> UserError:
+    return UserError(f"{archive} has two entries for {relative!r}, so one would replace the other. "
+                     "Nothing was extracted; ask for an archive without duplicate names.")
 
 
 def _check_folders(root: str, folders: set[str]) -> set[str]:
     """The folders that already exist, each checked to be a real folder inside ``root``.
 
     A symlinked folder left on disk could otherwise carry the extraction outside the target.
-    ``folders`` holds every parent of every folder, so sorted order meets a parent first.
     """
     existing: set[str] = set()
-    for folder in sorted(folders):
+    for folder in sorted(folders):  # a parent comes before its children
         path = os.path.join(root, folder)
         if not os.path.lexists(path):
             continue
@@ -300,36 +261,31 @@ def _check_folders(root: str, folders: set[str]) -> set[str]:
     return existing
 
 
-def _compare_existing(
-    root: str, entries: Sequence[_Entry], existing_folders: set[str], overwrite: bool
-) -> tuple[list[_Entry], int]:
-    """Splits entries into those to write and the number already in place with the same content.
+def _compare_existing(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], existing_folders: set[str],
+                      overwrite: bool) -> tuple[list[tuple[zipfile.ZipInfo, str]], int]:
+    """The entries to write, and the number already in place with the same size and CRC-32.
 
     Raises:
         UserError: when files with other content are in the way and ``overwrite`` is False.
     """
-    to_write: list[_Entry] = []
-    clashes: list[str] = []
-    already_there = 0
-    for entry in entries:
-        # A file in a folder that does not exist yet needs no stat call.
-        if os.sep in entry.relative and os.path.dirname(entry.relative) not in existing_folders:
-            to_write.append(entry)
-            continue
-        path = os.path.join(root, entry.relative)
-        try:
-            status = os.lstat(path)
+    to_write, clashes = [], []
+    for info, relative in entries:
+        path = os.path.join(root, relative)
+        try:  # a file in a folder that does not exist yet needs no stat call
+            new_folder = os.sep in relative and os.path.dirname(relative) not in existing_folders
+            status = None if new_folder else os.lstat(path)
         except FileNotFoundError:
-            to_write.append(entry)
+            status = None
+        if status is None:
+            to_write.append((info, relative))
             continue
         if stat.S_ISDIR(status.st_mode):
             raise UserError(f"{path} is a folder, but the archive has a file there. Move the folder away "
                             "or extract elsewhere with --to.")
-        if stat.S_ISREG(status.st_mode) and status.st_size == entry.info.file_size and _crc32(path) == entry.info.CRC:
-            already_there += 1
+        if stat.S_ISREG(status.st_mode) and status.st_size == info.file_size and _crc32(path) == info.CRC:
             continue
         clashes.append(path)
-        to_write.append(entry)
+        to_write.append((info, relative))
     if clashes and not overwrite:
         raise UserError(
             f"{len(clashes):,} file(s) already exist with other content (first: {clashes[0]}). Nothing was "
@@ -337,7 +293,7 @@ def _compare_existing(
         )
     if clashes:
         logger.warning("replacing %d existing file(s) with other content (first: %s)", len(clashes), clashes[0])
-    return to_write, already_there
+    return to_write, len(entries) - len(to_write)
 
 
 def _crc32(path: str) -> int:
@@ -348,21 +304,11 @@ def _crc32(path: str) -> int:
     return crc
 
 
-def _check_free_space(root: str, num_bytes: int) -> None:
-    existing = root
-    while not os.path.isdir(existing):
-        existing = os.path.dirname(existing)
-    free = shutil.disk_usage(existing).free
-    if num_bytes > free:
-        raise UserError(f"extracting needs {human_bytes(num_bytes)}, but only {human_bytes(free)} is free "
-                        f"on the disk holding {root}. Free some space or extract elsewhere with --to.")
-
-
-def _remove_strays(root: str, entries: Sequence[_Entry], existing_folders: set[str]) -> None:
+def _remove_strays(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], existing_folders: set[str]) -> None:
     """Removes the temporary files (``.<name>.<random>.tmp``) a killed run left for ``entries``."""
     prefixes: dict[str, set[str]] = {}
-    for entry in entries:
-        folder, name = os.path.split(entry.relative)
+    for _, relative in entries:
+        folder, name = os.path.split(relative)
         if not folder or folder in existing_folders:
             prefixes.setdefault(folder, set()).add(temporary_name(name))
     for folder, wanted in prefixes.items():
@@ -374,12 +320,11 @@ def _remove_strays(root: str, entries: Sequence[_Entry], existing_folders: set[s
                     os.unlink(item.path)
 
 
-def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> int:
-    """Writes one entry with ``atomic_write``; returns the bytes written.
+def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
+    """Writes one entry with ``atomic_write``; ``ZipExtFile`` checks the CRC-32 at the end of the entry.
 
     No fsync: it would cost more than the whole write for 100,000 small files; after a power cut
-    a re-run finds damaged files by their size and CRC-32. ``ZipExtFile`` checks the CRC-32 when it
-    reaches the end of the entry and raises BadZipFile.
+    a re-run finds damaged files by their size and CRC-32.
 
     Raises:
         zipfile.BadZipFile: also when the entry inflates to more or fewer bytes than it declares;
@@ -397,20 +342,16 @@ def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) 
         if left:
             raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to {human_bytes(info.file_size - left)}, "
                                      f"less than the {human_bytes(info.file_size)} it declares")
-    return info.file_size
 
 
 def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool = False) -> ZipResult:
     """Zips everything in ``folder`` into ``out``, entries named relative to ``folder`` in sorted order.
 
-    Already-compressed images are stored, everything else deflated. The same folder always gives
-    the same entries in the same order. Symlinks and special files are left out (and logged):
-    DataUnZipper.py refuses symlink entries, so an archive holding them could not be extracted.
+    Already-compressed images are stored, everything else deflated. Symlinks and special files are
+    left out (and logged): DataUnZipper.py refuses symlink entries.
 
     Args:
-        folder: the folder to zip; it is not itself an entry, so extracting into ``X/`` recreates it as ``X``.
         out: the archive to write, atomically.
-        overwrite: replace an existing ``out``.
         verify: read the new archive back and check every entry's CRC-32 before it takes its name.
 
     Raises:
@@ -429,11 +370,10 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
         raise UserError(f"{folder} has no files to zip.")
     for name in left_out:
         logger.warning("left out %s: symlinks and special files are not archived", name)
-    names = sorted([*files, *(f"{name}/" for name in empty_folders)])
     stored = 0
     with atomic_write(out, "w+b") as stream:
         with zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as zip_file:
-            for name in progress(names, desc=f"zip {folder.name}"):
+            for name in progress(sorted([*files, *(f"{name}/" for name in empty_folders)]), desc=f"zip {folder.name}"):
                 keep = os.path.splitext(name)[1].lower() in STORED_SUFFIXES
                 stored += keep
                 try:
@@ -442,15 +382,22 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
                     raise UserError(f"zipping stopped at {name} ({error.strerror or error}), so {out} was not "
                                     "written. Fix the cause (disk space, permissions) and run again.") from error
         if verify:
-            _verify(stream, out)
+            stream.flush()
+            stream.seek(0)
+            try:
+                with zipfile.ZipFile(stream) as zip_file:
+                    bad = zip_file.testzip()
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+                bad = str(error)
+            if bad is not None:
+                raise UserError(f"the new archive failed its check ({bad}), so {out} was not written. "
+                                "Check the disk (space, errors) and run again.")
     return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size, verify)
 
 
 def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
     """Regular files, empty folders and left-out entries under ``folder``, as relative POSIX paths."""
-    files: list[str] = []
-    empty_folders: list[str] = []
-    left_out: list[str] = []
+    files, empty_folders, left_out = [], [], []
 
     def fail(error: OSError) -> None:
         raise error
@@ -465,7 +412,7 @@ def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
             else:
                 kept += 1
         for name in file_names:
-            if is_junk([name]):
+            if _is_junk([name]):
                 continue
             if stat.S_ISREG(os.lstat(os.path.join(path, name)).st_mode):
                 files.append(prefix + name)
@@ -475,17 +422,3 @@ def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
         if not kept and prefix:
             empty_folders.append(prefix[:-1])
     return files, empty_folders, sorted(left_out)
-
-
-def _verify(stream, out: Path) -> None:
-    """Reads the archive being written back from ``stream`` and checks every entry's CRC-32."""
-    stream.flush()
-    stream.seek(0)
-    try:
-        with zipfile.ZipFile(stream) as zip_file:
-            bad = zip_file.testzip()
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        bad = str(error)
-    if bad is not None:
-        raise UserError(f"the new archive failed its check ({bad}), so {out} was not written. "
-                        "Check the disk (space, errors) and run again.")
