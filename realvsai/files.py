@@ -263,16 +263,16 @@ def place_file(
         except OSError as error:
             if link or error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
                 raise
-            _copy_new(source, target)
+            _copy_new(source, target, source_digest)
     else:
-        _copy_new(source, target)
+        _copy_new(source, target, source_digest)
     if move:
         source.unlink()
     return target, outcome
 
 
-def _copy_new(source: Path, target: Path) -> None:
-    write_new(target, source.read_bytes())
+def _copy_new(source: Path, target: Path, digest: str | None) -> None:
+    write_new(target, read_verified(source, digest) if digest else source.read_bytes())
     shutil.copystat(source, target)
 
 

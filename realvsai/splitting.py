@@ -76,7 +76,6 @@ class SplitReport:
 
     out: Path
     counts: Counter = field(default_factory=Counter)
-    num_images: int = 0  # image files read (whether usable or not)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason): not placed
     num_unreadable: int = 0  # of ``skipped``: not an image, does not decode, or hidden
     num_duplicates: int = 0  # exact duplicates placed with their first copy
@@ -87,18 +86,6 @@ class SplitReport:
     moved_aside: Path | None = None
     class_profiles: dict[str, dict] = field(default_factory=dict)  # image_stats.class_profiles of the placed files
     shortcut_warning: str | None = None  # set when size or format alone predicts the class
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.out / MANIFEST_NAME
-
-    @property
-    def skipped_path(self) -> Path:
-        return self.out / SKIPPED_NAME
-
-    @property
-    def num_files(self) -> int:
-        return sum(self.counts.values())
 
 
 @dataclass
@@ -136,11 +123,7 @@ def split_by_class(
         mode: ``"copy"`` (SOURCE untouched), ``"move"`` or ``"link"`` (hard links).
         renames: class folder name -> class name in the output (``--rename``).
         overwrite: move an existing, different split in ``out`` aside instead of refusing.
-        max_pixels: images with more pixels are skipped (a guard against decompression bombs).
-
-    Raises:
-        UserError: for bad ratios, a wrong layout, an unknown --rename, or an output that holds a
-            different split.
+        max_pixels: larger images are skipped (a guard against decompression bombs).
     """
     fractions = check_ratios(ratios)
     source = _check_source(source)
@@ -329,7 +312,6 @@ def _run_split(
         key=lambda pair: pair[0].order(),
     )
     rows = [row for row, _ in placed]
-    report.num_images = len(items)
     report.num_unreadable, report.num_dropped = len(unreadable) + len(not_images), len(dropped)
     report.num_duplicates = len(rows) - len({(row.split, row.sha256) for row in rows})
     report.skipped = sorted(not_images + [(item.source, item.problem) for item in unreadable + dropped])
@@ -551,7 +533,7 @@ def _log_problems(report: SplitReport) -> None:
     if report.num_unreadable:
         examples = "; ".join(f"{source}: {reason}" for source, reason in report.skipped[:3])
         logger.warning("skipped %d files that are not usable images or are hidden (e.g. %s); the list is in %s",
-                       report.num_unreadable, examples, report.skipped_path)
+                       report.num_unreadable, examples, report.out / SKIPPED_NAME)
     classes = sorted({class_name for _, class_name in report.counts})
     if len(classes) == 1:
         # Not an error: another class can still be merged in (DataMerger.py) before training.
@@ -574,19 +556,20 @@ def format_report(report: SplitReport) -> str:
     splits = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
     rows = [[split, *(f"{report.counts[(split, name)]:,}" for name in classes),
              f"{sum(report.counts[(split, name)] for name in classes):,}"] for split in splits]
+    num_files = sum(report.counts.values())
     rows.append(["total", *(f"{sum(report.counts[(split, name)] for split in splits):,}" for name in classes),
-                 f"{report.num_files:,}"])
+                 f"{num_files:,}"])
     verb = {COPY: "copied", MOVE: "moved", LINK: "linked"}[report.mode]
     lines = [
         format_table(["split", *classes, "all"], rows),
         "",
-        f"{report.num_files:,} files in {report.out}: {report.num_written:,} {verb}, "
+        f"{num_files:,} files in {report.out}: {report.num_written:,} {verb}, "
         f"{report.num_in_place:,} already in place.",
         f"exact duplicates: {report.num_duplicates:,} (each kept in the split of its first copy)"
         + (f"; {report.num_dropped:,} train files identical to a test file left out" if report.num_dropped else ""),
         f"skipped: {report.num_unreadable:,} files that are not usable images or are hidden"
-        + (f" (list: {report.skipped_path})" if report.skipped else ""),
-        f"manifest: {report.manifest_path}",
+        + (f" (list: {report.out / SKIPPED_NAME})" if report.skipped else ""),
+        f"manifest: {report.out / MANIFEST_NAME}",
     ]
     lines += [f"{class_name}: {text}" for class_name, text in describe_profiles(report.class_profiles).items()]
     if report.moved_aside:
