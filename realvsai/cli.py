@@ -28,21 +28,14 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
 
 
 def make_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
-    """A parser whose description is the script's docstring, with ``--quiet`` already added.
-
-    Defaults are shown by the formatter, so help strings need not repeat them.
-    """
+    """A parser whose description is the script's docstring (its help shows every default), with ``--quiet``."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=_HelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors, no progress bars")
     return parser
 
 
 class _StderrHandler(logging.StreamHandler):
-    """A handler that writes to whatever ``sys.stderr`` is when a line is logged.
-
-    A plain StreamHandler keeps the stream it was made with; once a test harness swaps and closes
-    that stream, every later log line fails.
-    """
+    """Writes to whatever ``sys.stderr`` is when a line is logged (a test harness may swap and close it)."""
 
     @property
     def stream(self):
@@ -66,39 +59,26 @@ def progress(
     iterable: Iterable[T], total: int | None = None, desc: str | None = None, unit: str = "file"
 ) -> Iterable[T]:
     """A tqdm bar on stderr around ``iterable``, hidden when logging is quiet."""
-    return tqdm(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        disable=not logger.isEnabledFor(logging.INFO),
-        dynamic_ncols=True,
-        leave=False,
-        file=sys.stderr,
-    )
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not logger.isEnabledFor(logging.INFO),
+                dynamic_ncols=True, leave=False, file=sys.stderr)
 
 
 def run_main(body: Callable[[], object]) -> int:
-    """Runs a script's work and turns the failures a user can cause into one line and exit 1.
-
-    ``body`` returns None or an exit code. Programming errors keep their traceback.
-    """
+    """Runs a script's ``body`` (None or an exit code); the failures a user can cause become one line and exit 1."""
     try:
         result = body()
     except UserError as error:
-        return _fail(str(error))
+        message = str(error)
     except FileNotFoundError as error:
-        return _fail(f"{error.filename or error}: no such file or folder. Check the path.")
+        message = f"{error.filename or error}: no such file or folder. Check the path."
     except PermissionError as error:
-        return _fail(f"{error.filename or error}: permission denied. Check the file's owner and mode.")
+        message = f"{error.filename or error}: permission denied. Check the file's owner and mode."
     except IsADirectoryError as error:
-        return _fail(f"{error.filename or error} is a folder, but a file was expected.")
+        message = f"{error.filename or error} is a folder, but a file was expected."
     except KeyboardInterrupt:
-        return _fail("interrupted. Run the same command again: finished work is kept and not redone.")
-    return EXIT_OK if result is None else int(result)
-
-
-def _fail(message: str) -> int:
+        message = "interrupted. Run the same command again: finished work is kept and not redone."
+    else:
+        return EXIT_OK if result is None else int(result)
     for handler in logger.handlers:  # let log lines already written come before the error line
         handler.flush()
     print(f"error: {message}", file=sys.stderr)
@@ -130,26 +110,20 @@ def positive_int(text: str) -> int:
 
 
 def confirm(question: str, assume_yes: bool) -> bool:
-    """True when ``assume_yes``, or when a person at a terminal answers yes.
-
-    Raises:
-        UserError: when there is no terminal to ask and ``assume_yes`` is False.
-    """
+    """True when ``assume_yes``, or when a person at a terminal answers yes (UserError without a terminal)."""
     if assume_yes:
         return True
     if not sys.stdin.isatty():
         raise UserError("no terminal to confirm on. Add --yes to go ahead without asking.")
-    answer = input(f"{question} [y/N] ").strip().lower()
-    return answer in ("y", "yes")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A plain-text table with right-aligned numbers, for the summaries the scripts print."""
     rows = [[str(cell) for cell in row] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(header, widths))]
-    lines.append("  ".join("-" * width for width in widths))
-    for row in rows:
-        lines.append("  ".join(cell.rjust(width) if cell.replace(",", "").replace(".", "").isdigit()
-                               else cell.ljust(width) for cell, width in zip(row, widths)))
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(header, widths)),
+             "  ".join("-" * width for width in widths)]
+    lines += ["  ".join(cell.rjust(width) if cell.replace(",", "").replace(".", "").isdigit() else cell.ljust(width)
+                        for cell, width in zip(row, widths)) for row in rows]
     return "\n".join(lines)

@@ -117,20 +117,17 @@ class TrainConfig:
         return self.head_epochs + self.fine_tune_epochs
 
     def to_json(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
+        return {key: str(value) if isinstance(value, Path) else value
+                for key, value in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any]) -> TrainConfig:
-        fields = {field.name: field for field in dataclasses.fields(cls)}
-        known = {key: Path(value) if key in ("data", "out") else value
-                 for key, value in values.items() if key in fields}
-        return cls(**known)
+        fields = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: Path(value) if key in ("data", "out") else value
+                      for key, value in values.items() if key in fields})
 
 
 def run_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a run's folder inside OUT, or None when it can."""
-    if _RUN_NAME.fullmatch(name):
-        return None
-    return (f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), "
-            "without '/' or '\\'")
+    return None if _RUN_NAME.fullmatch(name) else (
+        f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), without '/' or '\\'")

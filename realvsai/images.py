@@ -1,12 +1,8 @@
 """Is this a usable image, and its RGB uint8 pixels as the model takes them (no TensorFlow here).
 
-Every check of a file (the split scripts, the augmentation tools, the tf.data scan, the app) goes
-through ``open_image``, so one pixel limit applies everywhere and its message names --max-pixels.
-
-Training decodes ordinary JPEG/PNG/BMP/GIF/WebP files with TensorFlow's decoders (JPEGs with the
-accurate DCT, which gives Pillow's pixels exactly); the files those decoders would get wrong
-(EXIF-rotated, 16-bit, other formats) and every upload in the app go through ``load_rgb`` instead,
-so both sides see the same pixels.
+Every check goes through ``open_image``, so one pixel limit (--max-pixels) applies everywhere.
+Training decodes ordinary files with TensorFlow's decoders (the same pixels as Pillow); the files
+they would get wrong (EXIF-rotated, 16-bit, other formats) and the app's uploads go through ``load_rgb``.
 """
 
 from __future__ import annotations
@@ -59,11 +55,8 @@ class ImageHeader:
 
 
 def jpeg_scale(width: int, height: int, image_size: int | None) -> int:
-    """The divisor (8, 4, 2 or 1) a JPEG of width x height is decoded at for a model of ``image_size`` px.
-
-    The largest of ``JPEG_SCALES`` whose decoded short side (libjpeg rounds up) is still at least
-    ``JPEG_SCALE_HEADROOM`` x ``image_size``; 1 (full size) when none is, or ``image_size`` is None.
-    """
+    """The largest of ``JPEG_SCALES`` whose decoded short side (libjpeg rounds up) is still at least
+    ``JPEG_SCALE_HEADROOM`` x ``image_size``; 1 (full size) when none is, or ``image_size`` is None."""
     short_side = min(width, height)
     for scale in JPEG_SCALES if image_size else ():
         if -(-short_side // scale) >= JPEG_SCALE_HEADROOM * image_size:
@@ -72,11 +65,7 @@ def jpeg_scale(width: int, height: int, image_size: int | None) -> int:
 
 
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Opens an image with Pillow, which reads only its header; ``max_pixels`` decides what is too large.
-
-    Pillow has a decompression-bomb limit of its own (a warning above about 89 megapixels, an error
-    above twice that); ours replaces it, so an image is refused with our limit named, and one within
-    a limit the user raised (``--max-pixels``) is not refused by Pillow's.
+    """Opens an image with Pillow (its header only); ``max_pixels`` replaces Pillow's own bomb limit.
 
     Raises:
         TooManyPixelsError: if the image has more than ``max_pixels`` pixels (nothing is decoded).
@@ -108,8 +97,8 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> I
 def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     """Why ``path`` is not a usable image, or None when it decodes completely.
 
-    The pixel count is checked from the header before any pixel is decoded (``open_image``), so a
-    decompression bomb costs nothing. The full decode catches truncated files that the header alone hides.
+    The pixel count is checked from the header first, so a decompression bomb costs nothing; the full
+    decode catches truncated files that the header alone hides.
     """
     try:
         with open_image(path, max_pixels) as image, warnings.catch_warnings():
@@ -129,7 +118,7 @@ def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> 
 
 
 class _NamedBytes(io.BytesIO):
-    """In-memory file bytes that Pillow's error messages name by the file's name, not a memory address."""
+    """File bytes that Pillow's error messages name by the file's name, not a memory address."""
 
     def __init__(self, data: bytes, name: str):
         super().__init__(data)
@@ -141,11 +130,7 @@ class _NamedBytes(io.BytesIO):
 
 def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
                  ) -> tuple[bytes | None, str | None, str | None, ImageHeader | None]:
-    """(bytes, sha256, problem, header) of a file from one read.
-
-    ``problem`` is ``image_problem``'s answer, or why the file cannot be read; ``header`` (size and
-    format, for the shortcut check) is None when there is a problem.
-    """
+    """(bytes, sha256, problem, header) of a file from one read; ``header`` is None when there is a problem."""
     try:
         with open(path, "rb") as stream:
             data = stream.read()
@@ -187,18 +172,16 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
             or orientation not in (0, 1)
             or getattr(image, "n_frames", 1) > 1
         )
-        image_format = image.format or ""
-        if orientation in (5, 6, 7, 8):  # a quarter turn: the upright image is transposed
-            return ImageHeader(image.height, image.width, needs_pil, image_format)
-        return ImageHeader(image.width, image.height, needs_pil, image_format)
+        # A quarter turn (orientations 5 to 8): the upright image is transposed.
+        width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+        return ImageHeader(width, height, needs_pil, image.format or "")
 
 
 def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",
                  workers: int = 8) -> list[ImageHeader | str]:
-    """Each file's ``read_header``, or why it is not a usable image, read in threads behind a progress bar.
+    """Each file's ``read_header``, or why it is not a usable image, read in threads.
 
-    Headers only: a split already decoded every file, and decoding them all again would cost every
-    training run minutes; a file broken after its header is dropped, with a warning, when decoded.
+    Headers only: a split already decoded every file; one broken after its header is dropped when decoded.
     """
     def read(chunk: Sequence[Path]) -> list[ImageHeader | str]:
         results: list[ImageHeader | str] = []
@@ -217,10 +200,8 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     """Decodes an image into an (H, W, 3) uint8 RGB array, upright.
 
     With ``image_size`` (the model's side), a large JPEG is decoded at 1/``jpeg_scale`` of its size,
-    pixel for pixel what TensorFlow's ``decode_jpeg(ratio=...)`` gives (``data.decode_rgb``); other
-    formats and None decode at full size. EXIF orientation is applied; grayscale, palette, CMYK and
-    alpha images become RGB (alpha is dropped, as TensorFlow's decoders drop it); 16-bit images are
-    scaled to 8 bits rather than clipped; an animation gives its first frame.
+    exactly as TensorFlow's ``decode_jpeg(ratio=...)``. Alpha is dropped (as TensorFlow's decoders
+    do); 16-bit images are scaled to 8 bits rather than clipped; an animation gives its first frame.
 
     Raises:
         ImageDecodeError: if the data is not a complete image or has too many pixels.
