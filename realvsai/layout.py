@@ -1,8 +1,6 @@
-"""The dataset layout every script reads and writes: split names, class folders, the manifest.
+"""The dataset layout: ``DATA/{train,validation,test}/<Class>/<images>`` plus ``DATA/manifest.csv``.
 
-A prepared dataset is ``DATA/{train,validation,test}/<Class>/<images>`` plus ``DATA/manifest.csv``,
-which lists every file (split, class, path, sha256, source). Class names are the folder names;
-their sorted order is the label order, and it travels with the model.
+Class names are the folder names; their sorted order is the label order, and it travels with the model.
 """
 
 from __future__ import annotations
@@ -26,16 +24,20 @@ MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source")
 
 
+def subfolders(folder: Path) -> list[Path]:
+    """The visible sub-folders of ``folder``, sorted."""
+    return sorted(child for child in Path(folder).iterdir() if child.is_dir() and not child.name.startswith("."))
+
+
 def find_class_folders(folder: Path) -> list[str]:
     """Sorted names of the visible sub-folders of ``folder``: the class names.
 
     Raises:
         UserError: if ``folder`` is missing or has no sub-folders.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
+    if not Path(folder).is_dir():
         raise UserError(f"{folder} is not a folder. Check the path (it should hold one folder per class).")
-    classes = sorted(child.name for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
+    classes = [child.name for child in subfolders(folder)]
     if not classes:
         raise UserError(
             f"{folder} has no class folders. Put the images of each class in a sub-folder named after it, "
@@ -88,21 +90,18 @@ def find_train_test_root(source: Path) -> Path:
         found, missing = (train, TEST) if train else (test, TRAIN)
         raise UserError(f"{source} has {found.name}/ but no {missing}/ folder. DataSplitD2.py needs both train/ "
                         "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
-    candidates = [
-        child for child in sorted(source.iterdir())
-        if child.is_dir() and not child.name.startswith(".")
-        and find_child_folder(child, TRAIN) and find_child_folder(child, TEST)
-    ]
+    folders = subfolders(source)
+    candidates = [child for child in folders if find_child_folder(child, TRAIN) and find_child_folder(child, TEST)]
     if len(candidates) == 1:
         logger.info("using %s (the dataset folder inside %s)", candidates[0], source)
         return candidates[0]
     if candidates:
         raise UserError(f"{source} holds several datasets with train/ and test/: {[c.name for c in candidates]}. "
                         "Pass the one to split as SOURCE.")
-    folders = sorted(child.name for child in source.iterdir() if child.is_dir() and not child.name.startswith("."))
     raise UserError(
-        f"{source} has no train/ and test/ folders (it holds {folders or 'no folders'}). DataSplitD2.py expects "
-        "SOURCE/train/<Class>/ and SOURCE/test/<Class>/ (e.g. CIFAKE); for one folder per class, use DataSplitD1.py."
+        f"{source} has no train/ and test/ folders (it holds {[folder.name for folder in folders] or 'no folders'}). "
+        "DataSplitD2.py expects SOURCE/train/<Class>/ and SOURCE/test/<Class>/ (e.g. CIFAKE); for one folder per "
+        "class, use DataSplitD1.py."
     )
 
 
@@ -112,17 +111,14 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
     Raises:
         UserError: for an OLD that is not a class folder, or two classes ending with one name.
     """
-    unknown = sorted(set(renames) - set(class_folders))
-    if unknown:
+    if unknown := sorted(set(renames) - set(class_folders)):
         raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
                         "Use the folder names exactly as they are spelled.")
     names = {folder: renames.get(folder, folder) for folder in class_folders}
     for new in names.values():
         if new.startswith(".") or new in SPLITS:
             raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
-    clashes = Counter(names.values())
-    doubled = sorted(name for name, count in clashes.items() if count > 1)
-    if doubled:
+    if doubled := sorted(name for name, count in Counter(names.values()).items() if count > 1):
         owners = sorted(folder for folder, name in names.items() if name in doubled)
         raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "
                         "Give each class its own name.")
@@ -130,11 +126,7 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
 
 
 def read_split_classes(data_dir: Path, splits: Iterable[str] = SPLITS) -> dict[str, list[str]]:
-    """Class names of each split folder present under ``data_dir``.
-
-    Raises:
-        UserError: if ``data_dir`` has none of the splits.
-    """
+    """Class names of each split folder present under ``data_dir`` (UserError when there is none)."""
     data_dir = Path(data_dir)
     found = {split: find_class_folders(data_dir / split) for split in splits if (data_dir / split).is_dir()}
     if not found:
@@ -164,15 +156,10 @@ class ManifestRow:
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
-    """The rows of a ``manifest.csv``.
-
-    Raises:
-        UserError: if the file lacks the manifest's columns.
-    """
+    """The rows of a ``manifest.csv`` (UserError when it lacks the manifest's columns)."""
     with open(path, newline="", encoding="utf-8") as stream:
         reader = csv.DictReader(stream)
-        missing = [name for name in MANIFEST_FIELDS[:4] if name not in (reader.fieldnames or [])]
-        if missing:
+        if missing := [name for name in MANIFEST_FIELDS[:4] if name not in (reader.fieldnames or [])]:
             raise UserError(f"{path} is not a manifest written by this project (no column {missing[0]!r}). "
                             "Move it away and run the step again.")
         return [ManifestRow(row["split"], row["class"], row["path"], row["sha256"], row.get("source") or "")
