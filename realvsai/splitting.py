@@ -87,6 +87,10 @@ class SplitReport:
     class_profiles: dict[str, dict] = field(default_factory=dict)  # image_stats.class_profiles of the placed files
     shortcut_warning: str | None = None  # set when size or format alone predicts the class
 
+    @property
+    def num_files(self) -> int:
+        return sum(self.counts.values())
+
 
 @dataclass
 class _Item:
@@ -556,14 +560,13 @@ def format_report(report: SplitReport) -> str:
     splits = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
     rows = [[split, *(f"{report.counts[(split, name)]:,}" for name in classes),
              f"{sum(report.counts[(split, name)] for name in classes):,}"] for split in splits]
-    num_files = sum(report.counts.values())
     rows.append(["total", *(f"{sum(report.counts[(split, name)] for split in splits):,}" for name in classes),
-                 f"{num_files:,}"])
+                 f"{report.num_files:,}"])
     verb = {COPY: "copied", MOVE: "moved", LINK: "linked"}[report.mode]
     lines = [
         format_table(["split", *classes, "all"], rows),
         "",
-        f"{num_files:,} files in {report.out}: {report.num_written:,} {verb}, "
+        f"{report.num_files:,} files in {report.out}: {report.num_written:,} {verb}, "
         f"{report.num_in_place:,} already in place.",
         f"exact duplicates: {report.num_duplicates:,} (each kept in the split of its first copy)"
         + (f"; {report.num_dropped:,} train files identical to a test file left out" if report.num_dropped else ""),
