@@ -165,10 +165,8 @@ def _check_entries(
                 "Nothing was extracted; only extract archives you trust."
             )
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise UserError(
-                f"{archive} is unsafe: entry {name!r} is a symbolic link, which could point anywhere. "
-                "Nothing was extracted; only extract archives you trust."
-            )
+            raise UserError(f"{archive} is unsafe: entry {name!r} is a symbolic link, which could point anywhere. "
+                            "Nothing was extracted; only extract archives you trust.")
         if info.flag_bits & 0x1:
             raise UserError(f"{archive} is password-protected ({name!r}). Extract it with a tool that asks "
                             "for the password, e.g. `unzip`, then use the folder.")
@@ -287,10 +285,8 @@ def _compare_existing(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]],
         clashes.append(path)
         to_write.append((info, relative))
     if clashes and not overwrite:
-        raise UserError(
-            f"{len(clashes):,} file(s) already exist with other content (first: {clashes[0]}). Nothing was "
-            "extracted; add --overwrite to replace them, or extract elsewhere with --to."
-        )
+        raise UserError(f"{len(clashes):,} file(s) already exist with other content (first: {clashes[0]}). Nothing was "
+                        "extracted; add --overwrite to replace them, or extract elsewhere with --to.")
     if clashes:
         logger.warning("replacing %d existing file(s) with other content (first: %s)", len(clashes), clashes[0])
     return to_write, len(entries) - len(to_write)

@@ -39,10 +39,8 @@ def find_class_folders(folder: Path) -> list[str]:
         raise UserError(f"{folder} is not a folder. Check the path (it should hold one folder per class).")
     classes = [child.name for child in subfolders(folder)]
     if not classes:
-        raise UserError(
-            f"{folder} has no class folders. Put the images of each class in a sub-folder named after it, "
-            f"e.g. {folder}/REAL and {folder}/FAKE."
-        )
+        raise UserError(f"{folder} has no class folders. Put the images of each class in a sub-folder named after it, "
+                        f"e.g. {folder}/REAL and {folder}/FAKE.")
     return classes
 
 

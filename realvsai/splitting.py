@@ -108,18 +108,10 @@ class _Item:
     facts: ImageFacts | None = None  # size and format, for the shortcut check
 
 
-def split_by_class(
-    source: Path,
-    out: Path = SplitDefaults.out,
-    *,
-    ratios: Sequence[float] = SplitDefaults.ratios,
-    seed: int = SplitDefaults.seed,
-    mode: str = COPY,
-    renames: Mapping[str, str] | None = None,
-    overwrite: bool = False,
-    workers: int | None = None,
-    max_pixels: int = MAX_IMAGE_PIXELS,
-) -> SplitReport:
+def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Sequence[float] = SplitDefaults.ratios,
+                   seed: int = SplitDefaults.seed, mode: str = COPY, renames: Mapping[str, str] | None = None,
+                   overwrite: bool = False, workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+                   ) -> SplitReport:
     """Splits ``SOURCE/<Class>/<images>`` into train, validation and test, per class (DataSplitD1).
 
     Args:
@@ -134,10 +126,8 @@ def split_by_class(
     out = _check_out(out, source)
     class_folders = find_class_folders(source)
     if {name.lower() for name in class_folders} >= {TRAIN, TEST}:
-        raise UserError(
-            f"{source} holds train/ and test/ folders, not one folder per class. "
-            "Use DataSplitD2.py for a dataset that comes already split into train and test."
-        )
+        raise UserError(f"{source} holds train/ and test/ folders, not one folder per class. "
+                        "Use DataSplitD2.py for a dataset that comes already split into train and test.")
     class_names = rename_classes(class_folders, renames or {}, source)
 
     def locate(key: str) -> tuple[str, str, str] | None:
@@ -153,18 +143,10 @@ def split_by_class(
                       mode=mode, overwrite=overwrite, workers=workers, max_pixels=max_pixels)
 
 
-def split_train_test(
-    source: Path,
-    out: Path = SplitDefaults.out,
-    *,
-    val_fraction: float = SplitDefaults.val_fraction,
-    seed: int = SplitDefaults.seed,
-    mode: str = COPY,
-    renames: Mapping[str, str] | None = None,
-    overwrite: bool = False,
-    workers: int | None = None,
-    max_pixels: int = MAX_IMAGE_PIXELS,
-) -> SplitReport:
+def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fraction: float = SplitDefaults.val_fraction,
+                     seed: int = SplitDefaults.seed, mode: str = COPY, renames: Mapping[str, str] | None = None,
+                     overwrite: bool = False, workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+                     ) -> SplitReport:
     """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2).
 
     Test stays test. A train file identical to a test file is left out of train and validation
@@ -213,9 +195,8 @@ def split_train_test(
                       max_pixels=max_pixels)
 
 
-def split_files(
-    files: Sequence[T], fractions: Mapping[str, float], seed: int, key: Callable[[T], object] | None = None
-) -> dict[str, list[T]]:
+def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, key: Callable[[T], object] | None = None
+                ) -> dict[str, list[T]]:
     """Cuts files into named splits; the same files and seed always give the same split.
 
     The files are sorted (by ``key``), then shuffled with ``random.Random(seed)``. Each cut sits at
@@ -281,19 +262,11 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
     return result
 
 
-def _run_split(
-    root: Path,
-    class_dirs: Sequence[Path],
-    out: Path,
-    locate: Callable[[str], tuple[str, str, str] | None],
-    plan: Callable[[list[_Item]], tuple[list[tuple[str, _Item]], list[_Item]]],
-    *,
-    mode: str,
-    overwrite: bool,
-    workers: int | None,
-    max_pixels: int,
-) -> SplitReport:
-    """List, check, plan and place; ``plan`` turns the usable items into (split, item) and dropped items."""
+def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callable[[str], tuple[str, str, str] | None],
+               plan: Callable[[list[_Item]], tuple[list[tuple[str, _Item]], list[_Item]]], *, mode: str,
+               overwrite: bool, workers: int | None, max_pixels: int) -> SplitReport:
+    """List, check, plan and place. ``locate`` gives a file's (group, class, output name) from its key, or None;
+    ``plan`` turns the usable items into (split, item) and dropped items."""
     report = SplitReport(out=out, mode=mode)
     root = root.resolve()
     old_rows = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
@@ -310,11 +283,9 @@ def _run_split(
 
     unreadable = [item for item in items if item.problem is not None]
     placements, dropped = plan(sorted((item for item in items if item.problem is None), key=lambda item: item.key))
-    placed = sorted(
-        ((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest, item.source), item)
-         for split, name, item in _target_names(placements)),
-        key=lambda pair: pair[0].order(),
-    )
+    placed = sorted(((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest,
+                                  item.source), item) for split, name, item in _target_names(placements)),
+                    key=lambda pair: pair[0].order())
     rows = [row for row, _ in placed]
     report.num_unreadable, report.num_dropped = len(unreadable) + len(not_images), len(dropped)
     report.num_duplicates = len(rows) - len({(row.split, row.sha256) for row in rows})
@@ -345,7 +316,7 @@ def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_It
     present = {item.key.rsplit("/", 1)[0] for item in items}
     for folder in class_dirs:
         prefix = _inside(folder, root).as_posix()
-        if not any(key == prefix or key.startswith(f"{prefix}/") for key in present):
+        if not any(f"{key}/".startswith(f"{prefix}/") for key in present):
             raise UserError(f"class folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
                             "Remove it or put its images in it.")
 
@@ -355,9 +326,7 @@ def _inside(folder: Path, root: Path) -> Path:
     return folder.parent.resolve().relative_to(root) / folder.name
 
 
-def _list_items(
-    root: Path, class_dirs: Sequence[Path], locate: Callable[[str], tuple[str, str, str] | None]
-) -> tuple[list[_Item], list[tuple[str, str]]]:
+def _list_items(root: Path, class_dirs: Sequence[Path], locate: Callable) -> tuple[list[_Item], list[tuple[str, str]]]:
     """The image files under ``class_dirs`` (recursively), and the other files with why they are skipped."""
     items, skipped = [], []
     prefix = len(str(root)) + 1
@@ -372,9 +341,8 @@ def _list_items(
     return items, skipped
 
 
-def _moved_items(
-    root: Path, out: Path, old_rows: Sequence[ManifestRow], locate: Callable, present: set[str]
-) -> list[_Item]:
+def _moved_items(root: Path, out: Path, old_rows: Sequence[ManifestRow], locate: Callable, present: set[str]
+                 ) -> list[_Item]:
     """Files an interrupted ``--move`` already moved: gone from SOURCE, listed in the manifest, at their target.
 
     Counting them in again gives the same plan as the first run, so the re-run only finishes the move.
