@@ -22,7 +22,7 @@ from pathlib import Path
 
 from realvsai.cli import progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write, ensure_inside, human_bytes, temporary_name
+from realvsai.files import atomic_write, human_bytes, temporary_name
 
 logger = logging.getLogger(__name__)
 
@@ -247,11 +247,9 @@ def _check_folders(root: str, folders: set[str]) -> set[str]:
         path = os.path.join(root, folder)
         if not os.path.lexists(path):
             continue
-        try:
-            ensure_inside(Path(folder), Path(root))
-        except ValueError as error:
+        if not os.path.realpath(path).startswith(root + os.sep):  # ``root`` is a real path already
             raise UserError(f"{path} is a symlink that leads outside {root}; nothing was extracted. "
-                            "Remove the link or extract elsewhere with --to.") from error
+                            "Remove the link or extract elsewhere with --to.")
         if not os.path.isdir(path):
             raise UserError(f"{path} is a file, but the archive has a folder there. Move the file away "
                             "or extract elsewhere with --to.")

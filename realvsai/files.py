@@ -97,8 +97,11 @@ def map_in_threads(function: Callable[[Sequence[T]], list], items: Sequence[T], 
 
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
     with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_verified(path: str | Path, digest: str) -> bytes:
@@ -274,19 +277,6 @@ def place_file(
 def _copy_new(source: Path, target: Path, digest: str | None) -> None:
     write_new(target, read_verified(source, digest) if digest else source.read_bytes())
     shutil.copystat(source, target)
-
-
-def ensure_inside(path: Path, root: Path) -> Path:
-    """``path`` resolved, checked to lie inside ``root`` (against ``..`` and symlink escapes).
-
-    Raises:
-        ValueError: if the resolved path is outside ``root``.
-    """
-    resolved_root = Path(root).resolve()
-    resolved = (resolved_root / path).resolve()
-    if resolved != resolved_root and resolved_root not in resolved.parents:
-        raise ValueError(f"{path} points outside {root}")
-    return resolved
 
 
 def human_bytes(num_bytes: float) -> str:
