@@ -42,15 +42,11 @@ _RATIO_FLOOR_BYTES = 1 << 20
 
 @dataclasses.dataclass(frozen=True)
 class UnzipLimits:
-    """What an archive may declare before extraction refuses it as a zip bomb.
+    """What an archive may declare before extraction refuses it as a zip bomb."""
 
-    Attributes:
-        max_total_bytes: the uncompressed size of all entries together.
-        max_ratio: uncompressed / compressed size, for each entry above 1 MB and for the whole archive.
-            Deflate cannot exceed about 1,030, JPEGs are about 1 and text about 3 to 10.
-    """
-
-    max_total_bytes: int = 100 * 1024**3
+    max_total_bytes: int = 100 * 1024**3  # the uncompressed size of all entries together
+    # Uncompressed / compressed, for each entry above 1 MB and for the whole archive. Deflate cannot
+    # exceed about 1,030, JPEGs are about 1 and text about 3 to 10.
     max_ratio: float = 200.0
 
 
@@ -79,11 +75,8 @@ class ZipResult:
 
 
 def entry_parts(name: str) -> list[str] | None:
-    """The folder and file names an archive entry would create, or None when it points outside.
-
-    Both separators count (archives made on Windows may use backslashes); empty and ``.`` parts
-    are dropped. Absolute names, drive letters and ``..`` anywhere make the entry unsafe.
-    """
+    """The folder and file names an entry would create (either separator), or None when it points outside
+    (absolute names, drive letters, ``..`` anywhere)."""
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or (parts[0][:1].isalpha() and parts[0][1:2] == ":") or ".." in parts:
         return None
@@ -100,13 +93,10 @@ def extract_archive(
 ) -> ExtractResult:
     """Extracts ``archive`` into ``target`` after checking all of it; safe to re-run after an interruption.
 
-    Args:
-        overwrite: replace existing files whose content differs from the archive's.
-
     Raises:
         UserError: for a damaged, hostile or oversized archive, an existing file with other content
-            (without ``overwrite``) or too little free disk space. Nothing is written in these cases,
-            except for damage found while reading an entry: files finished before it stay, complete.
+            (without ``overwrite``) or too little free disk space; nothing is written then (damage met
+            while reading an entry leaves the files finished before it, complete).
     """
     archive, target = Path(archive), Path(target)
     if target.exists() and not target.is_dir():
@@ -203,11 +193,9 @@ def _check_entries(
 
 
 def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
-    """Refuses entries whose bytes overlap, the trick that lets a tiny archive write gigabytes.
+    """Refuses entries whose bytes overlap ("quoted overlap" bombs: every entry inflates the same bytes again).
 
-    A "quoted overlap" bomb makes each entry's compressed data run on through the later entries, so
-    every entry looks modest while all inflate the same bytes again. zipfile only checks this from
-    Python 3.12 on, and each local header must be read to find where its entry's data starts.
+    zipfile only checks this from Python 3.12 on; each local header gives where its entry's data starts.
     """
     previous_name, previous_end = "", 0
     with open(archive, "rb", buffering=0) as stream:
@@ -238,10 +226,7 @@ def _duplicate_error(archive: Path, relative: str) -> UserError:
 
 
 def _check_folders(root: str, folders: set[str]) -> set[str]:
-    """The folders that already exist, each checked to be a real folder inside ``root``.
-
-    A symlinked folder left on disk could otherwise carry the extraction outside the target.
-    """
+    """The folders that already exist, each checked to be a real folder inside ``root`` (not a symlink out)."""
     existing: set[str] = set()
     for folder in sorted(folders):  # a parent comes before its children
         path = os.path.join(root, folder)
@@ -259,11 +244,8 @@ def _check_folders(root: str, folders: set[str]) -> set[str]:
 
 def _compare_existing(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], existing_folders: set[str],
                       overwrite: bool) -> tuple[list[tuple[zipfile.ZipInfo, str]], int]:
-    """The entries to write, and the number already in place with the same size and CRC-32.
-
-    Raises:
-        UserError: when files with other content are in the way and ``overwrite`` is False.
-    """
+    """The entries to write, and the number already in place (same size and CRC-32); other files in the way
+    are refused unless ``overwrite``."""
     to_write, clashes = [], []
     for info, relative in entries:
         path = os.path.join(root, relative)
@@ -315,15 +297,8 @@ def _remove_strays(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], ex
 
 
 def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
-    """Writes one entry with ``atomic_write``; ``ZipExtFile`` checks the CRC-32 at the end of the entry.
-
-    No fsync: it would cost more than the whole write for 100,000 small files; after a power cut
-    a re-run finds damaged files by their size and CRC-32.
-
-    Raises:
-        zipfile.BadZipFile: also when the entry inflates to more or fewer bytes than it declares;
-            never more than the declared size is written.
-    """
+    """Writes one entry with ``atomic_write`` (no fsync: a re-run checks size and CRC-32); ``ZipExtFile``
+    checks the CRC-32, and an entry inflating to other than its declared size raises BadZipFile."""
     with atomic_write(path, "wb", durable=False) as writer, zip_file.open(info) as reader:
         left = info.file_size
         # One byte more than is left reveals a stream that inflates beyond its declared size.
@@ -339,17 +314,10 @@ def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) 
 
 
 def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool = False) -> ZipResult:
-    """Zips everything in ``folder`` into ``out``, entries named relative to ``folder`` in sorted order.
+    """Zips ``folder`` into ``out`` (atomically), entries named relative to ``folder`` in sorted order.
 
     Already-compressed images are stored, everything else deflated. Symlinks and special files are
-    left out (and logged): DataUnZipper.py refuses symlink entries.
-
-    Args:
-        out: the archive to write, atomically.
-        verify: read the new archive back and check every entry's CRC-32 before it takes its name.
-
-    Raises:
-        UserError: if ``out`` exists (without ``overwrite``), lies inside ``folder``, or ``folder`` is empty.
+    left out (DataUnZipper.py refuses symlinks). ``verify`` checks every CRC-32 before ``out`` gets its name.
     """
     folder, out = Path(folder), Path(out)
     if not folder.is_dir():
