@@ -1,11 +1,8 @@
 """Stratified, seeded, leak-free splits written as ``DATA/{train,validation,test}/<Class>/<images>``.
 
-Both split scripts list SOURCE's files sorted, read each file once (sha256 and a full decode check
-from the same bytes), cut each class with ``random.Random(seed)`` (an exact duplicate follows its
-first copy, so no content sits in two splits), write ``manifest.csv`` and ``skipped.csv``, then
-copy, move or hard-link the files in threads. The manifest is written before the first file, so a
-re-run finds the same plan and only completes what is missing. An output holding a different split
-is refused unless ``overwrite``, which moves it aside (``OUT/previous-split-<time>/``).
+Each file is read once (sha256 and a full decode check), each class cut with ``random.Random(seed)``
+(an exact duplicate follows its first copy), and ``manifest.csv`` written before the first file is
+placed, so a re-run finds the same plan and only completes what is missing.
 """
 
 from __future__ import annotations
@@ -122,8 +119,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
         max_pixels: larger images are skipped (a guard against decompression bombs).
     """
     fractions = check_ratios(ratios)
-    source = _check_source(source)
-    out = _check_out(out, source)
+    source, out = _check_paths(source, out)
     class_folders = find_class_folders(source)
     if {name.lower() for name in class_folders} >= {TRAIN, TEST}:
         raise UserError(f"{source} holds train/ and test/ folders, not one folder per class. "
@@ -149,18 +145,13 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
                      ) -> SplitReport:
     """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2).
 
-    Test stays test. A train file identical to a test file is left out of train and validation
-    (listed in ``skipped.csv``), so the test score is never inflated by an image the model trained on.
-
-    Args:
-        source: the dataset folder (``train/`` and ``test/`` in any letter case), or a folder
-            holding exactly one such folder, as a Kaggle zip often unpacks.
-        val_fraction: the share of each train class that becomes validation (0 < f < 1).
-        Other arguments: as in ``split_by_class``.
+    Test stays test; a train file identical to a test file is left out (listed in ``skipped.csv``).
+    ``source`` may also be a folder holding exactly one such dataset, as a Kaggle zip often unpacks.
     """
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
-    source = find_train_test_root(_check_source(source))
+    source, out = _check_paths(source, out)
+    source = find_train_test_root(source)
     group_dirs = {TRAIN: find_child_folder(source, TRAIN), TEST: find_child_folder(source, TEST)}
     train_classes, test_classes = (find_class_folders(group_dirs[group]) for group in (TRAIN, TEST))
     if train_classes != test_classes:
@@ -169,7 +160,6 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
             "Train and test need the same classes: rename or remove folders so they match."
         )
     class_names = rename_classes(train_classes, renames or {}, source)
-    out = _check_out(out, source)
     group_names = {folder.name: group for group, folder in group_dirs.items()}
 
     def locate(key: str) -> tuple[str, str, str] | None:
@@ -199,8 +189,7 @@ def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, k
                 ) -> dict[str, list[T]]:
     """Cuts files into named splits; the same files and seed always give the same split.
 
-    The files are sorted (by ``key``), then shuffled with ``random.Random(seed)``. Each cut sits at
-    the rounded cumulative fraction; the last split takes what rounding leaves.
+    Sorted (by ``key``), shuffled with ``random.Random(seed)``, cut at the rounded cumulative fractions.
     """
     ordered = sorted(files, key=key)
     random.Random(seed).shuffle(ordered)
@@ -214,11 +203,7 @@ def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, k
 
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
-    """``ratios`` as (train, validation, test), checked.
-
-    Raises:
-        UserError: unless there are three, none negative, train above 0, adding up to 1.
-    """
+    """``ratios`` as (train, validation, test); UserError unless three, none negative, train above 0, sum 1."""
     ratios = tuple(float(ratio) for ratio in ratios)
     if len(ratios) != 3 or any(ratio < 0 for ratio in ratios) or ratios[0] <= 0:
         raise UserError(f"--ratios {' '.join(map(str, ratios))} must be three shares (train validation test), "
@@ -245,11 +230,8 @@ def _assign(items: Sequence[_Item], fractions: Mapping[str, float], seed: int) -
 
 
 def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, str, _Item]]:
-    """(split, name, item) with unique names per split and class (ignoring letter case, for macOS and Windows).
-
-    Names only collide when sub-folders were flattened; the later file (in key order) gets
-    ``files.free_name``'s content-derived name.
-    """
+    """(split, name, item) with names unique per split and class in any letter case (macOS, Windows);
+    a name taken by flattening sub-folders gets ``free_name``'s content-derived name."""
     taken: set[tuple[str, str, str]] = set()
     result = []
     for split, item in sorted(placements, key=lambda placement: placement[1].key):
@@ -343,10 +325,8 @@ def _list_items(root: Path, class_dirs: Sequence[Path], locate: Callable) -> tup
 
 def _moved_items(root: Path, out: Path, old_rows: Sequence[ManifestRow], locate: Callable, present: set[str]
                  ) -> list[_Item]:
-    """Files an interrupted ``--move`` already moved: gone from SOURCE, listed in the manifest, at their target.
-
-    Counting them in again gives the same plan as the first run, so the re-run only finishes the move.
-    """
+    """Files an interrupted ``--move`` already moved (gone from SOURCE, in the manifest, at their target),
+    counted in again so the re-run makes the same plan."""
     items = []
     root_text = f"{root.resolve()}{os.sep}"
     for row in old_rows:
@@ -372,11 +352,7 @@ def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int) -
 
 
 def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> list[bool]:
-    """Places each planned file at its target; True when written, False when it was already in place.
-
-    Raises:
-        UserError: when a target holds other content (nothing is overwritten), or a hard link fails.
-    """
+    """Places each planned file at its target (never over other content); True when written, False when there."""
     written = []
     for target, item in jobs:
         if os.path.lexists(target):
@@ -417,11 +393,8 @@ def _holds(target: Path, item: _Item) -> bool:
 
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
                  overwrite: bool) -> Path | None:
-    """Checks that ``out`` holds nothing or this same split; moves a different one aside when ``overwrite``.
-
-    Returns:
-        Where an old split was moved, or None.
-    """
+    """Checks that ``out`` holds nothing or this same split; moves a different one aside when ``overwrite``
+    and returns where."""
     if old_rows is not None:
         old_keys, new_keys = [row.key() for row in old_rows], [row.key() for row in rows]
         if old_keys == new_keys:
@@ -460,15 +433,11 @@ def _cross_device(source: Path, out: Path) -> bool:
     return os.stat(source).st_dev != os.stat(existing).st_dev
 
 
-def _check_source(source: Path) -> Path:
-    if not Path(source).is_dir():
+def _check_paths(source: Path, out: Path) -> tuple[Path, Path]:
+    """``source`` and ``out``, checked: an existing SOURCE, not inside one of OUT's split folders, nor OUT in it."""
+    source, out, resolved_source, resolved_out = Path(source), Path(out), Path(source).resolve(), Path(out).resolve()
+    if not source.is_dir():
         raise UserError(f"SOURCE {source} is not an existing folder. Check the path.")
-    return Path(source)
-
-
-def _check_out(out: Path, source: Path) -> Path:
-    """``out``, checked not to lie inside SOURCE, and SOURCE not inside one of its split folders."""
-    out, resolved_source, resolved_out = Path(out), Path(source).resolve(), Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder. Choose a folder, e.g. --out data.")
     if resolved_out == resolved_source or resolved_source in resolved_out.parents:
@@ -478,7 +447,7 @@ def _check_out(out: Path, source: Path) -> Path:
         if resolved_source == resolved_out / split or (resolved_out / split) in resolved_source.parents:
             raise UserError(f"SOURCE {source} is inside the output split folder {out / split}. "
                             "Keep the raw dataset elsewhere, e.g. data/raw/.")
-    return out
+    return source, out
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:
