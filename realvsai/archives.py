@@ -358,29 +358,19 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
 
 
 def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
-    """Regular files, empty folders and left-out entries under ``folder``, as relative POSIX paths."""
+    """Regular files, empty folders and left-out entries (symlinks, special files) under ``folder``, POSIX paths."""
     files, empty_folders, left_out = [], [], []
 
     def fail(error: OSError) -> None:
         raise error
 
     for path, folder_names, file_names in os.walk(folder, onerror=fail):
-        relative = os.path.relpath(path, folder)
-        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-        kept = 0
-        for name in folder_names:  # os.walk lists symlinks to folders here but does not enter them
-            if os.path.islink(os.path.join(path, name)):
-                left_out.append(prefix + name)
-            else:
-                kept += 1
-        for name in file_names:
-            if _is_junk([name]):
-                continue
-            if stat.S_ISREG(os.lstat(os.path.join(path, name)).st_mode):
-                files.append(prefix + name)
-                kept += 1
-            else:
-                left_out.append(prefix + name)
-        if not kept and prefix:
+        prefix = "" if path == os.fspath(folder) else Path(path).relative_to(folder).as_posix() + "/"
+        names = [name for name in file_names if not _is_junk([name])]
+        regular = {name for name in names if stat.S_ISREG(os.lstat(os.path.join(path, name)).st_mode)}
+        links = [name for name in folder_names if os.path.islink(os.path.join(path, name))]  # os.walk skips them
+        files += [prefix + name for name in names if name in regular]
+        left_out += [prefix + name for name in links + [name for name in names if name not in regular]]
+        if prefix and not regular and len(links) == len(folder_names):
             empty_folders.append(prefix[:-1])
     return files, empty_folders, sorted(left_out)
