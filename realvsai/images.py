@@ -183,16 +183,13 @@ def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc
 
     Headers only: a split already decoded every file; one broken after its header is dropped when decoded.
     """
-    def read(chunk: Sequence[Path]) -> list[ImageHeader | str]:
-        results: list[ImageHeader | str] = []
-        for path in chunk:
-            try:
-                results.append(read_header(path, max_pixels))
-            except ImageDecodeError as error:
-                results.append(str(error))
-        return results
+    def read(path: Path) -> ImageHeader | str:
+        try:
+            return read_header(path, max_pixels)
+        except ImageDecodeError as error:
+            return str(error)
 
-    return map_in_threads(read, list(paths), workers, desc)
+    return map_in_threads(lambda chunk: [read(path) for path in chunk], list(paths), workers, desc)
 
 
 def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
