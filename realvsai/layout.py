@@ -30,11 +30,7 @@ def subfolders(folder: Path) -> list[Path]:
 
 
 def find_class_folders(folder: Path) -> list[str]:
-    """Sorted names of the visible sub-folders of ``folder``: the class names.
-
-    Raises:
-        UserError: if ``folder`` is missing or has no sub-folders.
-    """
+    """Sorted names of the visible sub-folders of ``folder``: the class names (UserError when there are none)."""
     if not Path(folder).is_dir():
         raise UserError(f"{folder} is not a folder. Check the path (it should hold one folder per class).")
     classes = [child.name for child in subfolders(folder)]
@@ -45,11 +41,8 @@ def find_class_folders(folder: Path) -> list[str]:
 
 
 def find_child_folder(parent: Path, name: str) -> Path | None:
-    """The sub-folder of ``parent`` called ``name`` in any letter case (``Train``, ``TEST``), or None.
-
-    Raises:
-        UserError: if two sub-folders differ only by letter case, so the choice would be a guess.
-    """
+    """The sub-folder of ``parent`` called ``name`` in any letter case (``Train``, ``TEST``), or None;
+    UserError when two differ only by letter case, so the choice would be a guess."""
     matches = [child for child in Path(parent).iterdir() if child.is_dir() and child.name.lower() == name.lower()]
     if len(matches) > 1:
         raise UserError(f"{parent} has several folders named {name!r} in different letter cases: "
@@ -58,11 +51,7 @@ def find_child_folder(parent: Path, name: str) -> Path | None:
 
 
 def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
-    """Turns ``["RealArt=Real", "GeneratedArt=Fake"]`` into ``{"RealArt": "Real", ...}``.
-
-    Raises:
-        UserError: for a pair without ``=``, an empty side, or the same old name twice.
-    """
+    """Turns ``["RealArt=Real", "GeneratedArt=Fake"]`` into ``{"RealArt": "Real", ...}``, refusing malformed pairs."""
     renames: dict[str, str] = {}
     for pair in pairs:
         old, sep, new = pair.partition("=")
@@ -76,11 +65,7 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def find_train_test_root(source: Path) -> Path:
-    """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does.
-
-    Raises:
-        UserError: when neither ``source`` nor exactly one of its sub-folders holds both.
-    """
+    """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does."""
     train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
     if train and test:
         return source
@@ -104,11 +89,8 @@ def find_train_test_root(source: Path) -> Path:
 
 
 def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
-    """Class folder -> output class name, after checking the --rename pairs.
-
-    Raises:
-        UserError: for an OLD that is not a class folder, or two classes ending with one name.
-    """
+    """Class folder -> output class name; UserError for an OLD that is not a class folder, or two classes
+    ending with one name."""
     if unknown := sorted(set(renames) - set(class_folders)):
         raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
                         "Use the folder names exactly as they are spelled.")

@@ -60,13 +60,8 @@ def merge_datasets(
 ) -> MergeReport:
     """Merges the split datasets ``sources`` into ``into`` (created when missing).
 
-    Args:
-        move: remove each source file once its content is safely in the target (refused files stay).
-        dry_run: plan and report only; nothing is written or removed.
-
-    Raises:
-        UserError: for a source without split folders, class names that differ between the sources
-            and the target, or a source that overlaps the target.
+    ``move`` removes each source file once its content is safely in the target (refused files stay).
+    UserError for a source without split folders, class names that differ, or overlapping folders.
     """
     into, sources = Path(into), [Path(source) for source in sources]
     _check_folders(sources, into)
