@@ -1,10 +1,7 @@
 """Zip archives in and out: safe extraction (DataUnZipper.py) and deterministic zipping (DataZipper.py).
 
-Extraction checks the whole archive before it writes a byte: no entry may land outside the target
-(absolute paths, ``..``, symlink entries, symlinked folders on disk), the declared sizes must be sane
-and no two entries may share compressed bytes (zip bombs). Each file is written by ``atomic_write``
-and must inflate to exactly its declared size; a re-run skips files already there (same size and
-CRC-32), removes a killed run's temporary files, and finishes the rest.
+Extraction checks the whole archive before it writes a byte (zip slip, symlinks, zip bombs); each
+file is written by ``atomic_write``, so a re-run skips the files already there and finishes the rest.
 """
 
 from __future__ import annotations

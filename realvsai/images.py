@@ -194,14 +194,11 @@ def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc
 
 def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
              image_size: int | None = None) -> np.ndarray:
-    """Decodes an image into an (H, W, 3) uint8 RGB array, upright.
+    """Decodes an image into an (H, W, 3) uint8 RGB array, upright (ImageDecodeError if it cannot).
 
     With ``image_size`` (the model's side), a large JPEG is decoded at 1/``jpeg_scale`` of its size,
     exactly as TensorFlow's ``decode_jpeg(ratio=...)``. Alpha is dropped (as TensorFlow's decoders
     do); 16-bit images are scaled to 8 bits rather than clipped; an animation gives its first frame.
-
-    Raises:
-        ImageDecodeError: if the data is not a complete image or has too many pixels.
     """
     image = _open(source, max_pixels)
     try:

@@ -1,11 +1,8 @@
 """Merge split datasets (``train|validation|test/<Class>/``) into one, without loss, overwrite or leakage.
 
-The merge is planned in full before anything is written, so ``dry_run`` shows exactly what a real
-run would do: content already in the same split and class of the target is skipped (identical); a
-taken name gives ``files.free_name``'s stable name; content that sits in ANOTHER split of the
-target, or of an earlier source (first claim wins), is refused, as it would put one image in two
-splits. Files before + added = after, and a re-run completes an interrupted merge. The target's
-``manifest.csv`` is rewritten to list every image; refused files are appended to ``merge-refused.csv``.
+The merge is planned in full first, so ``dry_run`` shows what a real run does: identical content is
+skipped, a taken name gets ``free_name``'s name, and content already in ANOTHER split (first claim
+wins) is refused and listed in ``merge-refused.csv``. A re-run completes an interrupted merge.
 """
 
 from __future__ import annotations

@@ -111,12 +111,8 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
                    ) -> SplitReport:
     """Splits ``SOURCE/<Class>/<images>`` into train, validation and test, per class (DataSplitD1).
 
-    Args:
-        ratios: train, validation and test fractions; they must add up to 1.
-        mode: ``"copy"`` (SOURCE untouched), ``"move"`` or ``"link"`` (hard links).
-        renames: class folder name -> class name in the output (``--rename``).
-        overwrite: move an existing, different split in ``out`` aside instead of refusing.
-        max_pixels: larger images are skipped (a guard against decompression bombs).
+    ``mode`` is ``"copy"`` (SOURCE untouched), ``"move"`` or ``"link"``; ``renames`` maps class folders to
+    output names; ``overwrite`` moves a different split in ``out`` aside instead of refusing.
     """
     fractions = check_ratios(ratios)
     source, out = _check_paths(source, out)
