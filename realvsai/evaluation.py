@@ -1,21 +1,12 @@
 """Evaluation of a trained classifier on class folders: predictions, metrics, threshold, robustness, outputs.
 
-Predictions come from ``model.predict`` over ``data.make_dataset(..., shuffle=False)``, so every
-probability lines up with its file and label; the same model and folders give the same numbers.
-Written atomically into the output folder:
-
-    metrics.json                 every number, the class names and the skipped files (evaluate_folders:
-                                 also per source, and under perturbations with robustness=True)
-    predictions.csv              one row per image (``prediction.write_predictions``, as --predict writes)
-    classification_report.txt    scikit-learn's per-class report (and at the decision threshold)
-    confusion_matrix.png  roc_curve.png  precision_recall_curve.png  reliability_diagram.png
-    class_distribution.png  confident_errors.png  robustness.png (robustness=True)
-    MODEL_CARD.md                evaluate_run (it also adds "test_metrics" to model.json)
-    EVALUATION.md                evaluate_folders
+Written atomically into the output folder: metrics.json (every number, the skipped files; per source
+and under perturbations for evaluate_folders), predictions.csv (as --predict writes it),
+classification_report.txt, the plots of ``model_card.PLOT_FILES`` (and robustness.png), and
+MODEL_CARD.md (evaluate_run, which also adds "test_metrics" to model.json) or EVALUATION.md.
 
     metrics = evaluate_run(model, model_info, Path("data"), Path("models/run1"))
-    metrics = evaluate_folders(model, model_info, [Path("data/test"), Path("photos/test")],
-                               Path("models/run1/eval-test+test"), robustness=True)
+    metrics = evaluate_folders(model, model_info, [Path("data/test"), Path("photos/test")], Path("out"))
 """
 
 from __future__ import annotations
@@ -33,18 +24,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from sklearn.metrics import classification_report
 
-from realvsai import plots
+from realvsai import config, plots, prediction
 from realvsai.cli import progress
-from realvsai.config import (
-    EVALUATION_CARD_FILE,
-    METRICS_FILE,
-    MODEL_CARD_FILE,
-    MODEL_JSON_FILE,
-    PREDICTIONS_FILE,
-    REPORT_FILE,
-    ROBUSTNESS_PLOT_FILE,
-    UNREADABLE_FILE,
-)
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images
 from realvsai.layout import SPLITS, TEST, VALIDATION
@@ -58,14 +39,6 @@ from realvsai.metrics import (
     threshold_metrics,
 )
 from realvsai.model_card import PLOT_FILES, render_card
-from realvsai.prediction import (
-    FALLBACK_IMAGE_SIZE,
-    model_image_size,
-    predict_images,
-    relative_name,
-    unfamiliar_reasons,
-    write_predictions,
-)
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras
@@ -77,8 +50,9 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 64
 # Any of these in a folder means it already holds results, which an evaluation never replaces.
-RESULT_FILES = (METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, EVALUATION_CARD_FILE, MODEL_JSON_FILE,
-                ROBUSTNESS_PLOT_FILE, PREDICTIONS_FILE, UNREADABLE_FILE, *PLOT_FILES.values())
+RESULT_FILES = (config.METRICS_FILE, config.REPORT_FILE, config.MODEL_CARD_FILE, config.EVALUATION_CARD_FILE,
+                config.MODEL_JSON_FILE, config.ROBUSTNESS_PLOT_FILE, config.PREDICTIONS_FILE, config.UNREADABLE_FILE,
+                *PLOT_FILES.values())
 # The metrics copied into model.json's "test_metrics" (the app and the README read them there).
 SUMMARY_KEYS = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
                 "expected_calibration_error", "num_images")
@@ -116,17 +90,17 @@ def perturb_step(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]
 
 
 def predict(model: keras.Model, images: LabelledImages, batch_size: int = BATCH_SIZE,
-            image_size: int = FALLBACK_IMAGE_SIZE,
+            image_size: int = prediction.FALLBACK_IMAGE_SIZE,
             perturbation: tuple[str, float] | None = None, input_mode: str = "resize") -> np.ndarray:
     """Class probabilities (images, classes) of every image in file order, ``perturbation`` applied first.
 
     Raises:
         UserError: if a file broke after the scan (its row would otherwise sit against a neighbour's label).
     """
-    probabilities = predict_images(model, images, batch_size, image_size, input_mode=input_mode,
-                                   transform=perturbation and perturb_step(*perturbation))
-    failed = [relative_name(path, path.parent.parent) for path, row in zip(images.files, probabilities)
-              if np.isnan(row).any()]
+    probabilities = prediction.predict_images(model, images, batch_size, image_size, input_mode=input_mode,
+                                              transform=perturbation and perturb_step(*perturbation))
+    failed = [prediction.relative_name(path, path.parent.parent)
+              for path, row in zip(images.files, probabilities) if np.isnan(row).any()]
     if failed:
         raise UserError(
             f"{len(failed)} of {len(images)} images could not be decoded while predicting ({', '.join(failed[:5])}"
@@ -215,24 +189,19 @@ def source_names(folders: Sequence[Path]) -> list[str]:
     Raises:
         UserError: if one folder is given twice.
     """
-    seen: dict[Path, Path] = {}
-    for folder in folders:
-        if Path(folder).resolve() in seen:
-            raise UserError(f"{folder} is given twice (as {seen[Path(folder).resolve()]} before); give each "
-                            "--test-dir once.")
-        seen[Path(folder).resolve()] = Path(folder)
     paths = [Path(folder).absolute() for folder in folders]
-
-    def tail(path: Path, depth: int) -> str:
-        return Path(*path.parts[-depth:]).as_posix()
-
+    resolved = [path.resolve() for path in paths]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise UserError(f"{folders[index]} is given twice (as {folders[resolved.index(path)]} before); give "
+                            "each --test-dir once.")
     names = []
     for path in paths:
         depth = 1
-        while depth < len(path.parts) and any(tail(path, depth) == tail(other, depth)
+        while depth < len(path.parts) and any(path.parts[-depth:] == other.parts[-depth:]
                                               for other in paths if other is not path):
             depth += 1
-        names.append(tail(path, depth))
+        names.append(Path(*path.parts[-depth:]).as_posix())
     return names
 
 
@@ -245,7 +214,7 @@ def _predict_sources(model: keras.Model, model_info: Mapping[str, Any], folders:
     sources = []
     for name, folder in zip(source_names(folders), folders, strict=True):
         images = scan_images(Path(folder), class_names=class_names)
-        probabilities = predict(model, images, batch_size, model_image_size(model, model_info),
+        probabilities = predict(model, images, batch_size, prediction.model_image_size(model, model_info),
                                 input_mode=model_info.get("input_mode", "resize"))
         if probabilities.shape[1] != len(class_names):
             raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
@@ -269,7 +238,7 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
                                  model_info.get("positive_class") if len(class_names) == 2 else None, threshold),
                "num_skipped": len(images.skipped),
                "skipped_files": [{**({"source": source.name} if len(sources) > 1 else {}),
-                                  "file": relative_name(path, source.folder), "reason": reason}
+                                  "file": prediction.relative_name(path, source.folder), "reason": reason}
                                  for source in sources for path, reason in source.images.skipped],
                **extra}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -289,13 +258,14 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
                                  for index in most_confident_errors(labels, probabilities)],
                                 out_dir / PLOT_FILES["confident_errors"])
     metrics["plots"] = dict(PLOT_FILES)
-    atomic_write_text(out_dir / REPORT_FILE, _classification_report(
+    atomic_write_text(out_dir / config.REPORT_FILE, _classification_report(
         labels, probabilities, metrics, f"Classification report: {metrics['folder']} ({len(labels):,} images)"))
     # At the threshold these metrics use; file names relative to the folder all sources share.
     root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
-    write_predictions(out_dir / PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
-                      class_names, DecisionRule.from_model_info({**model_info, "decision_threshold": threshold}),
-                      unfamiliar_reasons(model_info, images.sizes, images.formats), true_labels=images.labels)
+    prediction.write_predictions(
+        out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
+        class_names, DecisionRule.from_model_info({**model_info, "decision_threshold": threshold}),
+        prediction.unfamiliar_reasons(model_info, images.sizes, images.formats), true_labels=images.labels)
     return metrics
 
 
@@ -314,9 +284,9 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
             no image; or ``out_dir`` is a run folder (holds model.json), whose test results must not be replaced.
     """
     folders, out_dir = [Path(folder) for folder in folders], Path(out_dir)
-    if (out_dir / MODEL_JSON_FILE).is_file():
-        raise UserError(f"{out_dir} is a training run's folder (it has {MODEL_JSON_FILE}); evaluating there would "
-                        "replace the run's test results. Choose another output folder, e.g. "
+    if (out_dir / config.MODEL_JSON_FILE).is_file():
+        raise UserError(f"{out_dir} is a training run's folder (it has {config.MODEL_JSON_FILE}); evaluating there "
+                        "would replace the run's test results. Choose another output folder, e.g. "
                         f"{out_dir / 'evaluations' / folders[0].name}.")
     class_names = list(model_info["class_names"])
     rule = DecisionRule.from_model_info(model_info)
@@ -344,7 +314,7 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
 
     metrics["combined"], clean = scored(np.concatenate([source.probabilities for source in sources]))
     if robustness:
-        image_size = model_image_size(model, model_info)
+        image_size = prediction.model_image_size(model, model_info)
         steps = [(kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths]
         results: dict[str, dict[str, Any]] = {kind: {} for kind in PERTURBATIONS}
         for kind, strength in progress(steps, desc="robustness", unit="perturbation"):
@@ -355,11 +325,11 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
         plots.plot_robustness(clean["accuracy"], {kind: {float(strength): values["accuracy"]
                                                          for strength, values in by_strength.items()}
                                                   for kind, by_strength in results.items()},
-                              out_dir / ROBUSTNESS_PLOT_FILE)
-        metrics["plots"]["robustness"] = ROBUSTNESS_PLOT_FILE
-    _write_json(out_dir / METRICS_FILE, metrics)
+                              out_dir / config.ROBUSTNESS_PLOT_FILE)
+        metrics["plots"]["robustness"] = config.ROBUSTNESS_PLOT_FILE
+    _write_json(out_dir / config.METRICS_FILE, metrics)
     title = ", ".join(source.name for source in sources)
-    atomic_write_text(out_dir / EVALUATION_CARD_FILE,
+    atomic_write_text(out_dir / config.EVALUATION_CARD_FILE,
                       render_card(model_info, metrics, f"Evaluation on {title}", split_counts, f"Metrics on {title}"))
     logger.info("evaluated %s: %s", metrics["folder"], format_summary(metrics))
     return metrics
@@ -392,10 +362,10 @@ def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Pa
         for split in SPLITS if (data_dir / split).is_dir()}
     sources = _predict_sources(model, model_info, [data_dir / TEST], batch_size)
     metrics = _evaluate(model_info, sources, out_dir, threshold, split_counts, **extra)
-    _write_json(out_dir / METRICS_FILE, metrics)
-    atomic_write_text(out_dir / MODEL_CARD_FILE,
+    _write_json(out_dir / config.METRICS_FILE, metrics)
+    atomic_write_text(out_dir / config.MODEL_CARD_FILE,
                       render_card(model_info, metrics, f"Model card: {out_dir.resolve().name}", split_counts))
-    _update_model_json(out_dir / MODEL_JSON_FILE, model_info, metrics)
+    _update_model_json(out_dir / config.MODEL_JSON_FILE, model_info, metrics)
     logger.info("test: %s", format_summary(metrics))
     return metrics
 

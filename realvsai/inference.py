@@ -106,11 +106,10 @@ class ModelRun:
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics: model.json's ``test_metrics``, else the numbers metrics.json holds."""
         for source in (self.info.get("test_metrics"), self.metrics.get("test"), self.metrics):
-            if isinstance(source, dict):
-                found = {name: float(source[name]) for name in HEADLINE_METRICS
-                         if isinstance(source.get(name), int | float) and not isinstance(source.get(name), bool)}
-                if found:
-                    return found
+            found = {name: float(source[name]) for name in HEADLINE_METRICS if isinstance(source, dict)
+                     and isinstance(source.get(name), int | float) and not isinstance(source.get(name), bool)}
+            if found:
+                return found
         return {}
 
 
@@ -254,11 +253,7 @@ class Classifier:
 
     @functools.cached_property
     def grad_cam_layer(self) -> keras.layers.Layer | None:
-        """The backbone layer Grad-CAM explains from: the deepest block output at least 4x4 (None: none is).
-
-        Block outputs are ResNet's ``*_out`` layers, which every path to the output passes through, and
-        the backbone's own output; a backbone without them offers all of its layers.
-        """
+        """The deepest backbone block output (ResNet's ``*_out`` layers, else any) at least 4x4; None if none is."""
         layers = [layer for layer in self._split_layers()[1].layers if len(layer.output.shape) == 4]
         blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
         if layers and blocks[-1] is not layers[-1]:
@@ -304,9 +299,8 @@ class Classifier:
                  output_size: tuple[int, int] | None = None) -> np.ndarray:
         """Grad-CAM heatmap (float32 in [0, 1], ``output_size`` or the image's) of ``image`` for ``class_index``.
 
-        The gradients of the class score (default: the predicted class) averaged over ``grad_cam_layer``'s
-        feature map weight its channels; the positive part of the weighted map, scaled to a peak of 1,
-        shows where the evidence lies (all zeros when nothing speaks for the class).
+        The class score's gradients (default: the predicted class), averaged over ``grad_cam_layer``'s
+        map, weight its channels; the weighted map's positive part, scaled to a peak of 1, is the heatmap.
 
         Raises:
             ValueError: for an unknown class, or when no feature map is large enough to localise.

@@ -37,11 +37,7 @@ NUM_ERROR_IMAGES = 16  # tiles in the confident-errors grid
 
 
 def positive_index(class_names: Sequence[str], positive_class: str | None) -> int:
-    """Column of the positive class: ``positive_class`` by name, or class index 1 when None.
-
-    Raises:
-        ValueError: if ``positive_class`` is not one of ``class_names``.
-    """
+    """Column of the positive class: ``positive_class`` by name (ValueError if unknown), or 1 when None."""
     if positive_class is None:
         return 1
     if positive_class not in class_names:
@@ -68,11 +64,7 @@ class DecisionRule:
 
     @classmethod
     def from_model_info(cls, info: Mapping[str, Any], confidence_threshold: float | None = None) -> DecisionRule:
-        """The rule model.json records; ``confidence_threshold`` replaces its own.
-
-        Raises:
-            ValueError: if its positive_class is not one of its class_names.
-        """
+        """The rule model.json records (ValueError for an unknown positive_class); ``confidence_threshold`` wins."""
         binary = len(info["class_names"]) == 2
         if confidence_threshold is None:
             confidence_threshold = _number(info.get("confidence_threshold"))
@@ -161,11 +153,7 @@ def expected_calibration_error(bins: Sequence[Mapping[str, float | int | None]])
 
 
 def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilities: Sequence[float]) -> float:
-    """The threshold on P(positive) that maximises F1 (positive when at or above it); the lowest on a tie.
-
-    Raises:
-        ValueError: if the labels hold only one class.
-    """
+    """The threshold on P(positive) maximising F1 (the lowest on a tie); ValueError when one class is present."""
     truth = np.asarray(labels).astype(bool)
     if truth.all() or not truth.any():
         raise ValueError("choosing a threshold needs images of both classes")
@@ -189,21 +177,15 @@ def threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, thr
 
 def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                     positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
-    """Every metric of one set of argmax predictions, as a JSON-ready dict.
+    """Every metric of argmax predictions as a JSON-ready dict (ValueError for outputs that are not probabilities).
 
-    For two classes, precision/recall/F1/ROC AUC/average precision are the positive class's (index 1
-    when ``positive_class`` is None) and a ``threshold`` on P(positive) adds ``"at_threshold"``; for
-    more they are macro averages, ROC AUC one-vs-rest. A metric the labels leave undefined is None.
-
-    Raises:
-        ValueError: for outputs that are not probabilities or an unknown positive class.
+    Two classes: the positive class's precision/recall/F1/ROC AUC/AP, and ``"at_threshold"`` with a
+    ``threshold`` on P(positive); more: macro averages, ROC AUC one-vs-rest. Undefined metrics are None.
     """
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    shape = (len(labels), len(class_names))
-    if probabilities.shape != shape:
-        raise ValueError(f"probabilities have shape {probabilities.shape}, but {shape[0]} images and "
-                         f"{shape[1]} classes need {shape}")
+    if probabilities.shape != (len(labels), len(class_names)):
+        raise ValueError(f"probabilities have shape {probabilities.shape}, not ({len(labels)}, {len(class_names)})")
     sums = probabilities.sum(axis=1)
     # Softmax rows sum to 1 up to float32 rounding; anything further off is not a probability output.
     if (probabilities < 0).any() or not np.allclose(sums, 1.0, atol=1e-3):

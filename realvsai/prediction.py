@@ -72,11 +72,9 @@ def model_image_size(model: keras.Model, model_info: Mapping[str, Any]) -> int:
 def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
                    *, verbose: int | str = 0, input_mode: str = "resize",
                    transform: Callable[[Any], Any] | None = None) -> np.ndarray:
-    """Class probabilities (images, classes) in file order; NaN rows for files that failed to decode.
+    """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode.
 
-    Args:
-        input_mode: model.json's ``input_mode``; "crops" averages the softmax over ``data.grid_crops``.
-        transform: ``data.make_dataset``'s, applied to each decoded image.
+    ``input_mode`` "crops" averages the softmax over ``data.grid_crops``; ``transform`` is ``make_dataset``'s.
     """
     import keras
 

@@ -169,12 +169,12 @@ def test_unperturbed_large_jpegs_give_the_clean_pipelines_pixels(tmp_path, make_
 
 
 def test_a_crops_mode_model_is_perturbed_through_its_crops(tmp_path, make_class_folder, monkeypatch):
-    from realvsai import data, evaluation
+    from realvsai import data, evaluation, prediction
 
     make_class_folder(tmp_path, {"FAKE": 2, "REAL": 2}, suffix=".png", size=(48, 40))
     scanned = data.scan_images(tmp_path)
     seen = []
-    monkeypatch.setattr(evaluation, "predict_images",
+    monkeypatch.setattr(prediction, "predict_images",
                         lambda *args, **kwargs: seen.append(kwargs) or np.full((len(scanned), 2), 0.5, np.float32))
     evaluation.predict(object(), scanned, 4, 32, perturbation=("blur", 1), input_mode="crops")
     assert seen[0]["input_mode"] == "crops" and seen[0]["transform"] is not None
