@@ -1,9 +1,5 @@
-"""Evaluation of a trained classifier on class folders: predictions, metrics, threshold, robustness, outputs.
-
-Written atomically into the output folder: metrics.json (every number, the skipped files; per source
-and under perturbations for evaluate_folders), predictions.csv (as --predict writes it),
-classification_report.txt, the plots of ``model_card.PLOT_FILES`` (and robustness.png), and
-MODEL_CARD.md (evaluate_run, which also adds "test_metrics" to model.json) or EVALUATION.md.
+"""Evaluation of a trained classifier on class folders: metrics.json, predictions.csv, the report, the plots
+and MODEL_CARD.md (evaluate_run, which also adds "test_metrics" to model.json) or EVALUATION.md.
 
     metrics = evaluate_run(model, model_info, Path("data"), Path("models/run1"))
     metrics = evaluate_folders(model, model_info, [Path("data/test"), Path("photos/test")], Path("out"))
@@ -92,7 +88,7 @@ def perturb_step(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]
 def predict(model: keras.Model, images: LabelledImages, batch_size: int = BATCH_SIZE,
             image_size: int = prediction.FALLBACK_IMAGE_SIZE,
             perturbation: tuple[str, float] | None = None, input_mode: str = "resize") -> np.ndarray:
-    """Class probabilities (images, classes) of every image in file order, ``perturbation`` applied first.
+    """Class probabilities (images, classes) in file order, ``perturbation`` applied first.
 
     Raises:
         UserError: if a file broke after the scan (its row would otherwise sit against a neighbour's label).
@@ -111,11 +107,7 @@ def predict(model: keras.Model, images: LabelledImages, batch_size: int = BATCH_
 
 def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                    positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
-    """What papers report per test source: accuracy, AP, ROC AUC and the accuracy on each class (its recall).
-
-    Accuracies follow the decision rule (P(positive) >= ``threshold`` when given, else argmax). For two
-    classes ``accuracy_positive`` and ``accuracy_negative`` are added; a class without images has None.
-    """
+    """Accuracy (by the decision rule), AP, ROC AUC and each class's recall (None without images) of one source."""
     metrics = compute_metrics(labels, probabilities, class_names, positive_class, threshold)
     decided = metrics.get("at_threshold") or metrics
     matrix = np.asarray(decided["confusion_matrix"])
@@ -184,11 +176,7 @@ class Source:
 
 
 def source_names(folders: Sequence[Path]) -> list[str]:
-    """Each folder's name, with as many parents as it takes to tell equal names apart (``data/test``, ``mine``).
-
-    Raises:
-        UserError: if one folder is given twice.
-    """
+    """Each folder's name with as many parents as tell equal names apart (UserError for a folder given twice)."""
     paths = [Path(folder).absolute() for folder in folders]
     resolved = [path.resolve() for path in paths]
     for index, path in enumerate(resolved):
@@ -271,17 +259,13 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
 
 def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders: Sequence[Path], out_dir: Path,
                      batch_size: int = BATCH_SIZE, *, robustness: bool = False) -> dict[str, Any]:
-    """Evaluates the model on folders of class folders (one source each); writes metrics, report, plots, EVALUATION.md.
+    """Evaluates the model on folders of class folders (one source each) into ``out_dir``, with EVALUATION.md.
 
-    Each folder's class folders must be the model's classes; broken files are skipped and listed. The
-    metrics cover every source together; metrics.json's ``sources`` gives each folder's
-    ``source_metrics`` and ``combined`` all of them, at model.json's ``decision_threshold`` if any.
-    ``robustness`` adds ``robustness_clean`` and ``robustness`` (accuracy, and ROC AUC for two classes,
-    under every ``PERTURBATIONS`` entry) and robustness.png.
+    metrics.json adds ``sources`` (each folder's ``source_metrics``) and ``combined``; ``robustness``
+    adds the accuracy (and two-class ROC AUC) under every ``PERTURBATIONS`` entry and robustness.png.
 
     Raises:
-        UserError: if a folder is missing or given twice, its classes differ from the model's, or it holds
-            no image; or ``out_dir`` is a run folder (holds model.json), whose test results must not be replaced.
+        UserError: for a missing, repeated or mismatched folder, or a run folder as ``out_dir``.
     """
     folders, out_dir = [Path(folder) for folder in folders], Path(out_dir)
     if (out_dir / config.MODEL_JSON_FILE).is_file():
@@ -337,12 +321,7 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
 
 def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Path, out_dir: Path,
                  batch_size: int = BATCH_SIZE) -> dict[str, Any]:
-    """The end-of-training evaluation: threshold on validation, metrics on test, every output.
-
-    For two classes the F1-maximising threshold on P(positive) is chosen on ``data_dir/validation``
-    (skipped with a warning when that split is missing or holds one class). Writes metrics.json, the
-    report, the plots and MODEL_CARD.md into the run folder ``out_dir`` and adds ``test_metrics`` and
-    ``decision_threshold`` to its model.json, keeping its other keys.
+    """The end-of-training evaluation: the F1-best threshold on validation (two classes), metrics on test.
 
     Raises:
         UserError: if ``data_dir/test`` is missing or its classes differ from the model's.

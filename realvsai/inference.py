@@ -1,14 +1,9 @@
 """Serving a trained model: find the runs, load one, decode uploads, predict in batches, explain.
 
-    runs, _ = inference.list_runs(Path("models"))
-    classifier = inference.Classifier(model.load_classifier(runs[0].model_file)[0], runs[0].class_names,
-                                      runs[0].image_size)
     results = inference.classify_uploads(classifier, [("cat.jpg", jpeg_bytes)])
 
-The model resizes and preprocesses by itself (raw RGB 0..255 in), so the app sees what training saw.
 Each upload goes through the model's own ``resize`` layer before the uploads are stacked into one
-batch; the model's resize is then a no-op, so a batch gives the probabilities of each image alone.
-TensorFlow is imported when a model is used, so listing runs stays instant.
+batch, so a batch gives the probabilities of each image alone. TensorFlow is imported lazily.
 """
 
 from __future__ import annotations
@@ -78,26 +73,14 @@ class ModelRun:
     info: dict[str, Any]  # model.json
     metrics: dict[str, Any]  # metrics.json; empty when the run has none
     created: datetime  # timezone-aware
+    class_names: list[str]
+    image_size: int
+    demo: bool
+    confidence_threshold: float
 
     @property
     def name(self) -> str:
         return self.path.name
-
-    @property
-    def class_names(self) -> list[str]:
-        return [str(name) for name in self.info["class_names"]]
-
-    @property
-    def image_size(self) -> int:
-        return int(self.info["image_size"])
-
-    @property
-    def demo(self) -> bool:
-        return is_demo(self.info)
-
-    @property
-    def confidence_threshold(self) -> float:
-        return self.decision_rule().confidence_threshold
 
     def decision_rule(self, confidence_threshold: float | None = None) -> DecisionRule:
         """The rule this model decides by; ``confidence_threshold`` replaces model.json's."""
@@ -124,11 +107,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_run(path: Path) -> ModelRun:
-    """Reads a run folder, or a ``model.h5`` with its ``model.json`` beside it.
-
-    Raises:
-        UserError: if the model file or its model.json is missing or lacks class names / image size.
-    """
+    """Reads a run folder, or a ``model.h5`` with its ``model.json`` beside it (UserError if unusable)."""
     path = Path(path)
     folder, model_file = (path.parent, path) if path.suffix.lower() in (".h5", ".keras") else (path, path / MODEL_FILE)
     if not model_file.is_file():
@@ -145,7 +124,7 @@ def read_run(path: Path) -> ModelRun:
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise UserError(f"{info_file} has no positive integer image_size. Train the model again.")
     try:
-        DecisionRule.from_model_info(info)
+        rule = DecisionRule.from_model_info(info)
     except ValueError as error:
         raise UserError(f"{info_file}: its positive_class does not fit ({error}). Set positive_class to one "
                         "of the class_names, or train the model again.") from error
@@ -162,7 +141,8 @@ def read_run(path: Path) -> ModelRun:
             created = datetime.fromisoformat(info["created"]).astimezone()
         except ValueError:
             logger.warning("%s: created %r is not an ISO time; using the file's time", folder, info["created"])
-    return ModelRun(folder, model_file, info, metrics, created)
+    return ModelRun(folder, model_file, info, metrics, created, [str(name) for name in class_names], image_size,
+                    is_demo(info), rule.confidence_threshold)
 
 
 def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]:
@@ -183,11 +163,7 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
 
 
 class Classifier:
-    """A loaded model with its class names, a batched predict path and Grad-CAM.
-
-    The model is called through ``tf.function``s with fixed input signatures, so it is traced once,
-    not once per upload size or batch size.
-    """
+    """A loaded model with its class names, a batched predict path and Grad-CAM (each traced once)."""
 
     def __init__(self, model: keras.Model, class_names: Sequence[str], image_size: int,
                  input_mode: str = "resize") -> None:
@@ -261,18 +237,13 @@ class Classifier:
         size = DEFAULTS.grad_cam_min_size
         return next((layer for layer in reversed(blocks) if min(layer.output.shape[1:3]) >= size), None)
 
-    @functools.cached_property
-    def _grad_cam_backbone(self) -> keras.Model:
-        """The backbone, giving the explained feature map as well as its own output."""
-        import keras
-
-        backbone = self._split_layers()[1]
-        return keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
-
     def _grad_cam_graph(self, image: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        import keras
         import tensorflow as tf
 
-        before, _, head = self._split_layers()
+        before, backbone, head = self._split_layers()
+        # The backbone, giving the explained feature map as well as its own output (built once: traced once).
+        backbone = keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
         pixels = image[tf.newaxis]
         for layer in before:
             pixels = layer(pixels, training=False)
@@ -280,7 +251,7 @@ class Classifier:
             # The tape records the backbone from its input: a frozen backbone has no trainable
             # variables that would make it record by itself.
             tape.watch(pixels)
-            explained, hidden = self._grad_cam_backbone(pixels, training=False)
+            explained, hidden = backbone(pixels, training=False)
             for layer in head[:-1]:
                 hidden = layer(hidden, training=False)
             last = head[-1]  # the softmax Dense "predictions": its logits do not saturate near 1
@@ -292,15 +263,11 @@ class Classifier:
         gradients = tf.cast(tape.gradient(score, explained), tf.float32)[0]  # (h, w, channels)
         cam = tf.nn.relu(tf.reduce_sum(tf.cast(explained[0], tf.float32) * tf.reduce_mean(gradients, axis=(0, 1)),
                                        axis=-1))
-        peak = tf.reduce_max(cam)
-        return tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), tf.zeros_like(cam)), target
+        return tf.math.divide_no_nan(cam, tf.reduce_max(cam)), target
 
     def grad_cam(self, image: np.ndarray, class_index: int | None = None,
                  output_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Grad-CAM heatmap (float32 in [0, 1], ``output_size`` or the image's) of ``image`` for ``class_index``.
-
-        The class score's gradients (default: the predicted class), averaged over ``grad_cam_layer``'s
-        map, weight its channels; the weighted map's positive part, scaled to a peak of 1, is the heatmap.
+        """Grad-CAM heatmap (float32 in [0, 1], ``output_size`` or the image's) for ``class_index`` (default: argmax).
 
         Raises:
             ValueError: for an unknown class, or when no feature map is large enough to localise.
@@ -340,11 +307,7 @@ class UploadResult:
 
 
 def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None) -> np.ndarray:
-    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (``images.load_rgb``; large JPEGs reduced).
-
-    Raises:
-        ImageDecodeError: if it is not an image, is broken, or has more than ``max_pixels`` pixels.
-    """
+    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (ImageDecodeError if unusable)."""
     return load_rgb(bytes(data), max_pixels, image_size)
 
 
@@ -358,11 +321,9 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
                      batch_size: int = DEFAULTS.batch_size, max_pixels: int = DEFAULTS.max_pixels,
                      preview_size: int = DEFAULTS.preview_size,
                      profile: Mapping[str, Any] | None = None) -> list[UploadResult]:
-    """Classifies uploaded files, ``batch_size`` images per model call, in upload order.
+    """Classifies uploads in order, ``batch_size`` per model call, holding one full-size image at a time.
 
-    Each file is decoded and resized as it comes, so memory holds at most one full-size image. A file
-    that fails in any way gets an ``error`` for the user and the others are classified all the same.
-    An upload far outside ``profile`` (model.json's ``training_images``) gets ``unfamiliar``.
+    A file that fails gets an ``error`` and the others go on; one far outside ``profile`` gets ``unfamiliar``.
     """
     import tensorflow as tf
 
@@ -405,11 +366,7 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
 
 def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | None = None,
                    max_pixels: int = DEFAULTS.max_pixels, preview_size: int = DEFAULTS.preview_size) -> np.ndarray:
-    """The upload's preview with the Grad-CAM heatmap of ``class_index`` (default: argmax) laid over it.
-
-    Raises:
-        ImageDecodeError: if the data is not a usable image.
-    """
+    """The upload's preview with the Grad-CAM heatmap of ``class_index`` (default: argmax) laid over it."""
     image = decode_upload(data, max_pixels, classifier.decode_size)
     preview = preview_image(image, preview_size)
     return overlay_heatmap(preview, classifier.grad_cam(image, class_index, output_size=preview.shape[:2]))

@@ -1,7 +1,4 @@
-"""How probabilities become an answer (``DecisionRule``) and the numbers of an evaluation.
-
-No TensorFlow and no files here. Every metric comes from scikit-learn except the expected
-calibration error (``calibration_bins``).
+"""How probabilities become an answer (``DecisionRule``) and the numbers of an evaluation (scikit-learn's).
 
     metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], positive_class="FAKE")
 """
@@ -16,16 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn import metrics as sk
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    confusion_matrix,
-    log_loss,
-    precision_recall_curve,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 from sklearn.preprocessing import label_binarize
 
 from realvsai.config import CONFIDENCE_THRESHOLD
@@ -73,14 +62,13 @@ class DecisionRule:
                    positive_index(info["class_names"], info.get("positive_class") if binary else None))
 
     def _thresholded(self, probabilities: np.ndarray) -> bool:
-        return self.decision_threshold is not None and probabilities.shape[-1] == 2
+        return self.decision_threshold is not None and np.shape(probabilities)[-1] == 2
 
     def decide(self, probabilities: np.ndarray) -> np.ndarray:
         """The class index of each row of ``probabilities`` (..., classes)."""
-        probabilities = np.asarray(probabilities)
         if not self._thresholded(probabilities):
             return np.argmax(probabilities, axis=-1)
-        return np.where(probabilities[..., self.positive_index] >= self.decision_threshold,
+        return np.where(np.asarray(probabilities)[..., self.positive_index] >= self.decision_threshold,
                         self.positive_index, 1 - self.positive_index)
 
     def uncertain(self, probabilities: np.ndarray, unfamiliar: np.ndarray | bool | None = None) -> np.ndarray:
@@ -123,14 +111,8 @@ def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | N
 
 def calibration_bins(labels: Sequence[int], probabilities: np.ndarray,
                      num_bins: int = CALIBRATION_BINS) -> list[dict[str, float | int | None]]:
-    """Top-class confidence against accuracy in ``num_bins`` equal-width bins over [0, 1].
-
-    Bin ``b`` holds the confidences in ``(b / num_bins, (b + 1) / num_bins]`` (0 goes to the first).
-    ECE = sum_b (n_b / N) * |accuracy(b) - mean confidence(b)|.
-
-    Returns:
-        One dict per bin: lower, upper, count, confidence (mean) and accuracy (None when empty).
-    """
+    """Per equal-width bin ``(b / num_bins, (b + 1) / num_bins]`` of top-class confidence (0 in the first):
+    lower, upper, count, mean confidence and accuracy (None when empty)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     confidences = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
@@ -157,7 +139,7 @@ def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilit
     truth = np.asarray(labels).astype(bool)
     if truth.all() or not truth.any():
         raise ValueError("choosing a threshold needs images of both classes")
-    precision, recall, thresholds = precision_recall_curve(truth, np.asarray(positive_probabilities, np.float64))
+    precision, recall, thresholds = sk.precision_recall_curve(truth, np.asarray(positive_probabilities, np.float64))
     # The curve ends with (precision 1, recall 0), which belongs to no threshold.
     precision, recall = precision[:-1], recall[:-1]
     denominator = precision + recall
@@ -168,19 +150,19 @@ def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilit
 def threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, threshold: float) -> dict[str, Any]:
     """Accuracy, precision, recall, F1 and confusion matrix when P(positive) >= ``threshold`` decides."""
     predicted = np.where(np.asarray(scores) >= threshold, positive, 1 - positive)  # DecisionRule.decide
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
+    precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
                                                                average="binary", zero_division=0)
-    return {"threshold": float(threshold), "accuracy": float(accuracy_score(labels, predicted)),
+    return {"threshold": float(threshold), "accuracy": float(sk.accuracy_score(labels, predicted)),
             "precision": float(precision), "recall": float(recall), "f1": float(f1),
-            "confusion_matrix": confusion_matrix(labels, predicted, labels=[0, 1]).tolist()}
+            "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=[0, 1]).tolist()}
 
 
 def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                     positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
     """Every metric of argmax predictions as a JSON-ready dict (ValueError for outputs that are not probabilities).
 
-    Two classes: the positive class's precision/recall/F1/ROC AUC/AP, and ``"at_threshold"`` with a
-    ``threshold`` on P(positive); more: macro averages, ROC AUC one-vs-rest. Undefined metrics are None.
+    Two classes: the positive class's numbers, and ``"at_threshold"`` with a ``threshold`` on P(positive);
+    more: macro averages, ROC AUC one-vs-rest. Undefined metrics are None.
     """
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -199,24 +181,24 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     if binary:
         positive = positive_index(class_names, positive_class)
         truth, scores = labels == positive, probabilities[:, positive]
-        averaged = precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
+        averaged = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
                                                    average="binary", zero_division=0)
-        ranking = {"roc_auc": _score(roc_auc_score, truth, scores),
-                   "average_precision": _score(average_precision_score, truth, scores)}
+        ranking = {"roc_auc": _score(sk.roc_auc_score, truth, scores),
+                   "average_precision": _score(sk.average_precision_score, truth, scores)}
     else:
-        averaged = precision_recall_fscore_support(labels, predicted, labels=class_ids, average="macro",
+        averaged = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids, average="macro",
                                                    zero_division=0)
-        ranking = {"roc_auc": _score(roc_auc_score, labels, probabilities, multi_class="ovr", average="macro",
+        ranking = {"roc_auc": _score(sk.roc_auc_score, labels, probabilities, multi_class="ovr", average="macro",
                                      labels=class_ids),
-                   "average_precision": _score(average_precision_score, label_binarize(labels, classes=class_ids),
+                   "average_precision": _score(sk.average_precision_score, label_binarize(labels, classes=class_ids),
                                                probabilities, average="macro")}
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=class_ids,
+    precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids,
                                                                      zero_division=0)
     metrics: dict[str, Any] = {
         "class_names": list(class_names),
         "num_images": len(labels),
-        "loss": float(log_loss(labels, probabilities, labels=class_ids)),
-        "accuracy": float(accuracy_score(labels, predicted)),
+        "loss": float(sk.log_loss(labels, probabilities, labels=class_ids)),
+        "accuracy": float(sk.accuracy_score(labels, predicted)),
         "average": "binary" if binary else "macro",
         "positive_class": class_names[positive] if binary else None,
         "precision": float(averaged[0]),
@@ -227,7 +209,7 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         "per_class": {name: {"precision": float(precision[index]), "recall": float(recall[index]),
                              "f1": float(f1[index]), "support": int(support[index])}
                       for index, name in enumerate(class_names)},
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=class_ids).tolist(),
+        "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=class_ids).tolist(),
         "confusion_matrix_axes": "rows: true class, columns: predicted class, both in class_names order",
         "calibration_bins": bins,
     }
@@ -241,11 +223,10 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
 def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray,
                           limit: int = NUM_ERROR_IMAGES) -> list[int]:
     """Indices of the wrongly classified images (argmax), highest predicted probability first."""
-    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    confidence = probabilities[wrong, predicted[wrong]]
-    return [int(index) for index in wrong[np.argsort(-confidence, kind="stable")][:limit]]
+    wrong = np.flatnonzero(predicted != np.asarray(labels))
+    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:limit].tolist()
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:
