@@ -67,10 +67,8 @@ def perturb(pixels: np.ndarray, kind: str, strength: float) -> np.ndarray:
             return np.asarray(decoded.convert("RGB"))
     if kind == "blur":
         return np.asarray(image.filter(ImageFilter.GaussianBlur(radius=strength)))  # radius is sigma
-    if kind == "downscale":
-        size = (max(1, round(image.width * strength)), max(1, round(image.height * strength)))
-        return np.asarray(image.resize(size, Image.Resampling.BOX))
-    raise ValueError(f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURBATIONS)}")
+    size = (max(1, round(image.width * strength)), max(1, round(image.height * strength)))  # downscale
+    return np.asarray(image.resize(size, Image.Resampling.BOX))
 
 
 def perturb_step(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]:

@@ -1,12 +1,5 @@
-"""What sizes and formats a dataset's images have, and what follows: shortcuts and unfamiliar inputs.
-
-Shortcuts: datasets like CIFAKE can give the label away without a pixel of content (every fake a
-512x512 PNG, every real photo a JPEG of another size), and a detector then learns that. A tiny
-decision tree on size alone, then format alone, measures it; at 90 % balanced accuracy the split
-scripts and the model card warn of a "shortcut".
-
-Unfamiliar inputs: model.json records the training images' profile (``training_profile``); an image
-far outside it is flagged (``unfamiliar_reason``), and the app and predictions.csv never call it certain.
+"""Image sizes and formats per class: shortcuts (size or format alone giving the label away, as in
+CIFAKE) and unfamiliar inputs (far outside model.json's ``training_images``, never called certain).
 """
 
 from __future__ import annotations
@@ -39,10 +32,6 @@ class Shortcut:
     feature: str
     balanced_accuracy: float
 
-    @property
-    def found(self) -> bool:
-        return self.balanced_accuracy >= SHORTCUT_ACCURACY
-
 
 def training_profile(facts: Sequence[ImageFacts]) -> dict[str, object]:
     """The smallest and largest side and the formats: model.json's ``training_images``."""
@@ -53,14 +42,11 @@ def training_profile(facts: Sequence[ImageFacts]) -> dict[str, object]:
 
 def class_profiles(facts: Sequence[ImageFacts]) -> dict[str, dict[str, object]]:
     """Per class: image count, smallest and largest side, and how many files of each format."""
-    profiles: dict[str, dict[str, object]] = {}
-    for class_name in sorted({fact.class_name for fact in facts}):
-        members = [fact for fact in facts if fact.class_name == class_name]
-        profile = training_profile(members)
-        profiles[class_name] = {"images": len(members), "min_side": profile["min_side"],
-                                "max_side": profile["max_side"],
-                                "formats": dict(sorted(Counter(fact.image_format for fact in members).items()))}
-    return profiles
+    names = sorted({fact.class_name for fact in facts})
+    by_class = {name: [fact for fact in facts if fact.class_name == name] for name in names}
+    return {name: {"images": len(members), **training_profile(members),
+                   "formats": dict(sorted(Counter(fact.image_format for fact in members).items()))}
+            for name, members in by_class.items()}
 
 
 def describe_profiles(profiles: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
@@ -71,11 +57,7 @@ def describe_profiles(profiles: Mapping[str, Mapping[str, object]]) -> dict[str,
 
 
 def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut]:
-    """Cross-validated balanced accuracy of a depth-3 tree predicting the class from size alone and format alone.
-
-    Size is (width, height, pixels, aspect ratio); format is one-hot. Fewer than two classes, or a
-    class with a single image, give no verdict (an empty list).
-    """
+    """Cross-validated balanced accuracy of a depth-3 tree on size alone and on format alone ([] with too few)."""
     counts = Counter(fact.class_name for fact in facts)
     if len(counts) < 2 or min(counts.values()) < 2:
         return []
@@ -99,7 +81,7 @@ def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut
 
 def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mapping[str, object]]) -> str | None:
     """One warning naming every property that alone predicts the class, or None when none does."""
-    found = [shortcut for shortcut in shortcuts if shortcut.found]
+    found = [shortcut for shortcut in shortcuts if shortcut.balanced_accuracy >= SHORTCUT_ACCURACY]
     if not found:
         return None
     named = " and ".join(f"image {shortcut.feature} alone predicts the class with "
@@ -116,12 +98,8 @@ def profile_classes(facts: Sequence[ImageFacts]) -> tuple[dict[str, dict[str, ob
 
 
 def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str | None) -> str | None:
-    """Why an image is unlike the training images, or None (also when ``profile`` is no usable profile).
-
-    Unlike: its short side below half their smallest side, its long side above twice their largest, or
-    a file format none of them had (a PNG has no JPEG traces to read). ``profile`` is model.json's
-    ``training_images``; a model trained before it was recorded has none.
-    """
+    """Why an image is unlike model.json's ``training_images`` ``profile`` (a side off by over
+    ``SIZE_TOLERANCE`` or an unseen format), or None (also without a profile)."""
     if not isinstance(profile, Mapping) or "min_side" not in profile or "max_side" not in profile:
         return None
     min_side, max_side = int(profile["min_side"]), int(profile["max_side"])

@@ -270,15 +270,13 @@ class Classifier:
         """Grad-CAM heatmap (float32 in [0, 1], ``output_size`` or the image's) for ``class_index`` (default: argmax).
 
         Raises:
-            ValueError: for an unknown class, or when no feature map is large enough to localise.
+            ValueError: when no feature map is large enough to localise.
         """
         import tensorflow as tf
 
         if self.grad_cam_layer is None:
             raise ValueError(f"Grad-CAM cannot localise at {self.image_size} px: every feature map of the backbone "
                              f"is smaller than {DEFAULTS.grad_cam_min_size}x{DEFAULTS.grad_cam_min_size}")
-        if class_index is not None and not 0 <= class_index < len(self.class_names):
-            raise ValueError(f"class_index {class_index} is not one of the {len(self.class_names)} classes")
         # The whole image through the model's own resize (crops mode too: one map for the whole image).
         cam, _ = self._grad_cam_fn(tf.cast(image, tf.float32), tf.constant(-1 if class_index is None else class_index))
         heatmap = tf.image.resize(cam[..., tf.newaxis], output_size or image.shape[:2], method="bilinear")[..., 0]
@@ -328,39 +326,33 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
     import tensorflow as tf
 
     slots: list[dict[str, Any]] = []
-    pending: list[tuple[dict[str, Any], tf.Tensor]] = []
-
-    def flush() -> None:
-        try:
-            probabilities = classifier.predict_prepared(tf.stack([prepared for _, prepared in pending]))
-        except Exception as error:  # the app must go on; the files of this batch are named instead
-            logger.exception("the model failed on a batch")
-            for slot, _ in pending:
-                slot.update(error=f"the model failed ({type(error).__name__}: {error})", preview=None)
-        else:
-            for (slot, _), row in zip(pending, probabilities):
-                slot["probabilities"] = row
-        pending.clear()
-
+    prepared: list[tuple[dict[str, Any], tf.Tensor]] = []  # resized, so they hold little memory
     for name, data in uploads:
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
         try:
             image = decode_upload(data, max_pixels, classifier.decode_size)
             header = read_header(data, max_pixels)  # the file's own size: a large JPEG is decoded reduced
-            prepared = classifier.prepare(image)
+            tensor = classifier.prepare(image)
             slot.update(preview=preview_image(image, preview_size), size=(header.width, header.height),
                         unfamiliar=unfamiliar_reason(profile, header.width, header.height, header.image_format))
-            pending.append((slot, prepared))
+            prepared.append((slot, tensor))
         except ImageDecodeError as error:
             slot["error"] = str(error)
         except Exception as error:  # whatever one upload does, the others are still classified
             logger.exception("unexpected error on %s", name)
             slot["error"] = f"unexpected error ({type(error).__name__}: {error})"
-        if len(pending) >= batch_size:
-            flush()
-    if pending:
-        flush()
+    for start in range(0, len(prepared), batch_size):
+        batch = prepared[start:start + batch_size]
+        try:
+            probabilities = classifier.predict_prepared(tf.stack([tensor for _, tensor in batch]))
+        except Exception as error:  # the app must go on; the files of this batch are named instead
+            logger.exception("the model failed on a batch")
+            for slot, _ in batch:
+                slot.update(error=f"the model failed ({type(error).__name__}: {error})", preview=None)
+        else:
+            for (slot, _), row in zip(batch, probabilities):
+                slot["probabilities"] = row
     return [UploadResult(**slot) for slot in slots]
 
 

@@ -151,7 +151,7 @@ def threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, thr
     """Accuracy, precision, recall, F1 and confusion matrix when P(positive) >= ``threshold`` decides."""
     predicted = np.where(np.asarray(scores) >= threshold, positive, 1 - positive)  # DecisionRule.decide
     precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
-                                                               average="binary", zero_division=0)
+                                                                  average="binary", zero_division=0)
     return {"threshold": float(threshold), "accuracy": float(sk.accuracy_score(labels, predicted)),
             "precision": float(precision), "recall": float(recall), "f1": float(f1),
             "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=[0, 1]).tolist()}
@@ -166,8 +166,6 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     """
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.shape != (len(labels), len(class_names)):
-        raise ValueError(f"probabilities have shape {probabilities.shape}, not ({len(labels)}, {len(class_names)})")
     sums = probabilities.sum(axis=1)
     # Softmax rows sum to 1 up to float32 rounding; anything further off is not a probability output.
     if (probabilities < 0).any() or not np.allclose(sums, 1.0, atol=1e-3):
@@ -178,22 +176,20 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     predicted = probabilities.argmax(axis=1)
     binary = len(class_names) == 2
     bins = calibration_bins(labels, probabilities)
+    positive = positive_index(class_names, positive_class) if binary else 1  # pos_label, ignored for macro
+    averaged = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
+                                                  average="binary" if binary else "macro", zero_division=0)
     if binary:
-        positive = positive_index(class_names, positive_class)
         truth, scores = labels == positive, probabilities[:, positive]
-        averaged = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
-                                                   average="binary", zero_division=0)
         ranking = {"roc_auc": _score(sk.roc_auc_score, truth, scores),
                    "average_precision": _score(sk.average_precision_score, truth, scores)}
     else:
-        averaged = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids, average="macro",
-                                                   zero_division=0)
         ranking = {"roc_auc": _score(sk.roc_auc_score, labels, probabilities, multi_class="ovr", average="macro",
                                      labels=class_ids),
                    "average_precision": _score(sk.average_precision_score, label_binarize(labels, classes=class_ids),
                                                probabilities, average="macro")}
     precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids,
-                                                                     zero_division=0)
+                                                                        zero_division=0)
     metrics: dict[str, Any] = {
         "class_names": list(class_names),
         "num_images": len(labels),

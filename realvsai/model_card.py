@@ -42,32 +42,6 @@ def _table(headers: list[str], rows: list[list[Any]], align: str = "---:") -> li
             *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
 
 
-def _sources_table(metrics: Mapping[str, Any]) -> list[str]:
-    """One row per source and one for all of them; per-class accuracies with the positive class first."""
-    class_names = list(metrics["class_names"])
-    if metrics.get("positive_class"):
-        class_names.remove(metrics["positive_class"])
-        class_names.insert(0, metrics["positive_class"])
-    rows = [[name, f"{numbers['num_images']:,}",
-             *(_number(numbers[key]) for key in ("accuracy", "average_precision", "roc_auc")),
-             *(_number(numbers["class_accuracy"][class_name]) for class_name in class_names)]
-            for name, numbers in [*metrics["sources"].items(), ("**all sources**", metrics["combined"])]]
-    return _table(["source", "images", "accuracy", "AP", "ROC AUC", *(f"accuracy on {name}" for name in class_names)],
-                  rows)
-
-
-def _robustness_table(metrics: Mapping[str, Any]) -> list[str]:
-    """Accuracy, its change and (two classes) ROC AUC on clean images and under each perturbation."""
-    clean = metrics["robustness_clean"]
-    with_auc = "roc_auc" in clean
-    named = [("clean", clean), *((perturbation_label(kind, float(strength)), values)
-                                 for kind, by_strength in metrics["robustness"].items()
-                                 for strength, values in by_strength.items())]
-    rows = [[name, _number(values["accuracy"]), f"{values['accuracy'] - clean['accuracy']:+.4f}",
-             *([_number(values["roc_auc"])] if with_auc else [])] for name, values in named]
-    return _table(["images", "accuracy", "change", *(["ROC AUC"] if with_auc else [])], rows)
-
-
 def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title: str,
                 split_counts: Mapping[str, Mapping[str, int]] | None = None, metrics_heading: str = "Test metrics"
                 ) -> str:
@@ -143,32 +117,44 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     lines += ["", f"Full numbers: [{METRICS_FILE}]({METRICS_FILE}), [{REPORT_FILE}]({REPORT_FILE})."]
 
     if metrics.get("sources"):
+        ordered = sorted(class_names, key=lambda name: name != positive)  # the positive class first
+        headers = ["source", "images", "accuracy", "AP", "ROC AUC", *(f"accuracy on {name}" for name in ordered)]
+        rows = [[name, f"{numbers['num_images']:,}",
+                 *(_number(numbers[key]) for key in ("accuracy", "average_precision", "roc_auc")),
+                 *(_number(numbers["class_accuracy"][class_name]) for class_name in ordered)]
+                for name, numbers in [*metrics["sources"].items(), ("**all sources**", metrics["combined"])]]
         lines += ["", "## Per source", "", "Each test folder on its own, then all of them together (the metrics "
                   "above). Accuracy follows the decision rule above; the accuracy on a class is its recall; AP and "
-                  "ROC AUC need no threshold.", "", *_sources_table(metrics)]
+                  "ROC AUC need no threshold.", "",
+                  *_table(headers, rows)]
     if metrics.get("robustness"):
+        clean = metrics["robustness_clean"]
+        auc = ["roc_auc"] if "roc_auc" in clean else []  # two classes only
+        named = [("clean", clean), *((perturbation_label(kind, float(strength)), values)
+                                     for kind, by_strength in metrics["robustness"].items()
+                                     for strength, values in by_strength.items())]
+        rows = [[name, _number(values["accuracy"]), f"{values['accuracy'] - clean['accuracy']:+.4f}",
+                 *(_number(values[key]) for key in auc)] for name, values in named]
         lines += ["", "## Robustness", "", "The same images again after each perturbation of the decoded pixels "
                   "(before the model's resize), scored by the same decision rule; change is against the clean "
-                  "images.", "", *_robustness_table(metrics)]
+                  "images.", "", *_table(["images", "accuracy", "change", *(["ROC AUC"] if auc else [])], rows)]
 
     lines += ["", "## Plots", "", *(f"- [{_CAPTIONS.get(kind, kind)}]({file_name})"
                                     for kind, file_name in (metrics.get("plots") or {}).items())]
-    lines += ["", "## Limitations", "",
-              "- These numbers hold for images like the test images above, and nothing else. Evaluate the model on "
-              "your own images before trusting it: `python ModelTraining.py --evaluate MODEL.h5 --test-dir DIR`."]
-    if any(name.upper() in ("FAKE", "REAL") for name in class_names):
-        lines.append("- A detector trained on CIFAKE is only known to work on CIFAKE-like images: 32×32 CIFAR-10 "
-                     "photos against Stable Diffusion 1.4 images. Other generators, other resolutions, and "
-                     "post-processing (JPEG re-compression, resizing, filters, screenshots) need their own evaluation.")
-    if model_info.get("shortcut_warning"):
-        lines.append("- The training classes differ in image size or format (the shortcut warning under Data): "
-                     "the numbers above may measure that, not the content.")
-    lines += [f"- Every image is resized to {image_size} px; detail a larger image has is lost before the model "
-              "sees it.", "- Probabilities are not certainties: check the reliability diagram (ECE "
-              f"{_number(metrics['expected_calibration_error'])}) before reading them as such."]
-    if metrics["num_images"] < 1000:
-        lines.append(f"- The test set is small ({metrics['num_images']:,} images): a few images more or less right "
-                     "move these numbers noticeably.")
-    if is_demo(model_info):
-        lines.append(f"- {DEMO_WARNING}")
+    limitations = [
+        "These numbers hold for images like the test images above, and nothing else. Evaluate the model on "
+        "your own images before trusting it: `python ModelTraining.py --evaluate MODEL.h5 --test-dir DIR`.",
+        any(name.upper() in ("FAKE", "REAL") for name in class_names)
+        and "A detector trained on CIFAKE is only known to work on CIFAKE-like images: 32×32 CIFAR-10 photos against "
+        "Stable Diffusion 1.4 images. Other generators, other resolutions, and post-processing (JPEG "
+        "re-compression, resizing, filters, screenshots) need their own evaluation.",
+        model_info.get("shortcut_warning") and "The training classes differ in image size or format (the shortcut "
+        "warning under Data): the numbers above may measure that, not the content.",
+        f"Every image is resized to {image_size} px; detail a larger image has is lost before the model sees it.",
+        "Probabilities are not certainties: check the reliability diagram (ECE "
+        f"{_number(metrics['expected_calibration_error'])}) before reading them as such.",
+        metrics["num_images"] < 1000 and f"The test set is small ({metrics['num_images']:,} images): a few images "
+        "more or less right move these numbers noticeably.",
+        is_demo(model_info) and DEMO_WARNING]
+    lines += ["", "## Limitations", "", *(f"- {text}" for text in limitations if text)]
     return "\n".join(lines) + "\n"

@@ -1,9 +1,5 @@
-"""Evaluation plots as PNG files: scikit-learn's displays drawn on ``matplotlib.figure.Figure``.
-
-A bare ``Figure`` saves through Agg by itself: no pyplot, no backend switch, no figure leaked, no
-display needed. Every file is written atomically.
-
-    plot_confusion_matrix(labels, predicted, class_names, Path("confusion_matrix.png"))
+"""Evaluation plots as PNG files: scikit-learn's displays drawn on a bare ``matplotlib.figure.Figure``
+(it saves through Agg by itself: no pyplot, no backend switch, no figure leaked).
 """
 
 from __future__ import annotations

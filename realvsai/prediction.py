@@ -3,9 +3,7 @@
     DIR/**/*.jpg ...   ->   OUT/predictions.csv   file, predicted, probability_<class>..., uncertain, unfamiliar
                             OUT/unreadable.csv    file, reason (not images, broken, too many pixels)
 
-Images stream through ``data.make_dataset`` into ``model.predict``, so any folder needs the memory
-of a few batches. ``predicted`` and ``uncertain`` follow the model's ``DecisionRule``, the app's;
-``unfamiliar`` says why an image is unlike the training images (always uncertain then).
+Images stream through ``data.make_dataset``, so any folder needs the memory of a few batches.
 
     summary = predict_folder(model, model_info, Path("my_images"), Path("models/run1/predictions-my_images"))
 """
@@ -72,10 +70,7 @@ def model_image_size(model: keras.Model, model_info: Mapping[str, Any]) -> int:
 def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
                    *, verbose: int | str = 0, input_mode: str = "resize",
                    transform: Callable[[Any], Any] | None = None) -> np.ndarray:
-    """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode.
-
-    ``input_mode`` "crops" averages the softmax over ``data.grid_crops``; ``transform`` is ``make_dataset``'s.
-    """
+    """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode."""
     import keras
 
     from realvsai.config import CROP_GRID
@@ -121,11 +116,7 @@ def relative_name(path: Path, folder: Path) -> str:
 def write_predictions(path: Path, folder: Path, files: Sequence[Path], probabilities: np.ndarray,
                       class_names: Sequence[str], rule: DecisionRule, unfamiliar: Sequence[str | None],
                       true_labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """predictions.csv, the one writer of --predict and --evaluate; returns the decided classes and uncertain flags.
-
-    Columns: ``file`` (relative to ``folder``), ``true`` (only with ``true_labels``), ``predicted``,
-    ``probability_<class>`` per class (6 decimals), ``uncertain`` and ``unfamiliar`` (empty, or why).
-    """
+    """Writes predictions.csv (``true`` only with ``true_labels``); returns the decided classes and uncertain flags."""
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(len(files), len(class_names))
     predicted = rule.decide(probabilities)
     uncertain = rule.uncertain(probabilities, np.array([reason is not None for reason in unfamiliar], dtype=bool))
@@ -142,10 +133,7 @@ def write_predictions(path: Path, folder: Path, files: Sequence[Path], probabili
 def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path, *,
                    batch_size: int = 64, max_pixels: int = MAX_IMAGE_PIXELS,
                    verbose: int | str = 0) -> PredictionSummary:
-    """Predicts every image in ``folder`` and its sub-folders into ``out_dir/predictions.csv``.
-
-    Files that are not images, are broken or have more than ``max_pixels`` are listed in
-    ``out_dir/unreadable.csv`` (file, reason); the others are predicted all the same.
+    """Predicts every image under ``folder`` into ``out_dir/predictions.csv``, the unusable ones into unreadable.csv.
 
     Raises:
         UserError: if the folder is missing or holds no image file, or ``out_dir`` already has predictions.
