@@ -21,19 +21,11 @@ from PIL import Image, ImageFilter
 from sklearn.metrics import classification_report
 
 from realvsai import config, plots, prediction
+from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
 from realvsai.cli import progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images
 from realvsai.layout import SPLITS, TEST, VALIDATION
-from realvsai.metrics import (
-    DecisionRule,
-    choose_threshold,
-    compute_metrics,
-    format_summary,
-    most_confident_errors,
-    positive_index,
-    threshold_metrics,
-)
 from realvsai.model_card import PLOT_FILES, render_card
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
@@ -106,7 +98,7 @@ def predict(model: keras.Model, images: LabelledImages, batch_size: int = BATCH_
 def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                    positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
     """Accuracy (by the decision rule), AP, ROC AUC and each class's recall (None without images) of one source."""
-    metrics = compute_metrics(labels, probabilities, class_names, positive_class, threshold)
+    metrics = scoring.compute_metrics(labels, probabilities, class_names, positive_class, threshold)
     decided = metrics.get("at_threshold") or metrics
     matrix = np.asarray(decided["confusion_matrix"])
     totals = matrix.sum(axis=1)
@@ -135,7 +127,7 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, metric
     at = metrics.get("at_threshold")
     if at:
         positive = metrics["positive_class"]
-        rule = DecisionRule(decision_threshold=at["threshold"], positive_index=class_names.index(positive))
+        rule = scoring.DecisionRule(decision_threshold=at["threshold"], positive_index=class_names.index(positive))
         lines += [f"Predicted class = {positive} when P({positive}) >= {at['threshold']:.4f} (the decision "
                   "threshold):", "", classification_report(labels, rule.decide(probabilities), **report)]
     return "\n".join(lines)
@@ -220,7 +212,7 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
     images = LabelledImages(class_names=class_names, **joined)
     probabilities = np.concatenate([source.probabilities for source in sources])
     metrics = {"folder": ", ".join(str(source.folder) for source in sources),
-               **compute_metrics(images.labels, probabilities, class_names,
+               **scoring.compute_metrics(images.labels, probabilities, class_names,
                                  model_info.get("positive_class") if len(class_names) == 2 else None, threshold),
                "num_skipped": len(images.skipped),
                "skipped_files": [{**({"source": source.name} if len(sources) > 1 else {}),
@@ -241,7 +233,7 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
     plots.plot_confident_errors([plots.ErrorExample(images.files[index], class_names[labels[index]],
                                                     class_names[predicted[index]],
                                                     float(probabilities[index, predicted[index]]))
-                                 for index in most_confident_errors(labels, probabilities)],
+                                 for index in scoring.most_confident_errors(labels, probabilities)],
                                 out_dir / PLOT_FILES["confident_errors"])
     metrics["plots"] = dict(PLOT_FILES)
     atomic_write_text(out_dir / config.REPORT_FILE, _classification_report(
@@ -250,7 +242,7 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
     root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
     prediction.write_predictions(
         out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
-        class_names, DecisionRule.from_model_info({**model_info, "decision_threshold": threshold}),
+        class_names, scoring.DecisionRule.from_model_info({**model_info, "decision_threshold": threshold}),
         prediction.unfamiliar_reasons(model_info, images.sizes, images.formats), true_labels=images.labels)
     return metrics
 
@@ -271,7 +263,7 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
                         "would replace the run's test results. Choose another output folder, e.g. "
                         f"{out_dir / 'evaluations' / folders[0].name}.")
     class_names = list(model_info["class_names"])
-    rule = DecisionRule.from_model_info(model_info)
+    rule = scoring.DecisionRule.from_model_info(model_info)
     threshold = rule.decision_threshold
     sources = _predict_sources(model, model_info, folders, batch_size)
     # The class distribution shows the model's training splits, then the evaluated images.
@@ -313,7 +305,7 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
     title = ", ".join(source.name for source in sources)
     atomic_write_text(out_dir / config.EVALUATION_CARD_FILE,
                       render_card(model_info, metrics, f"Evaluation on {title}", split_counts, f"Metrics on {title}"))
-    logger.info("evaluated %s: %s", metrics["folder"], format_summary(metrics))
+    logger.info("evaluated %s: %s", metrics["folder"], scoring.format_summary(metrics))
     return metrics
 
 
@@ -343,7 +335,7 @@ def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Pa
     atomic_write_text(out_dir / config.MODEL_CARD_FILE,
                       render_card(model_info, metrics, f"Model card: {out_dir.resolve().name}", split_counts))
     _update_model_json(out_dir / config.MODEL_JSON_FILE, model_info, metrics)
-    logger.info("test: %s", format_summary(metrics))
+    logger.info("test: %s", scoring.format_summary(metrics))
     return metrics
 
 
@@ -354,13 +346,13 @@ def _threshold_from_validation(model: keras.Model, model_info: Mapping[str, Any]
         logger.warning("no %s folder: the decision threshold stays at argmax", folder)
         return None, None
     (source,) = _predict_sources(model, model_info, [folder], batch_size)
-    positive = positive_index(model_info["class_names"], model_info.get("positive_class"))
+    positive = scoring.positive_index(model_info["class_names"], model_info.get("positive_class"))
     labels, scores = np.asarray(source.images.labels), source.probabilities[:, positive].astype(np.float64)
     try:
-        threshold = choose_threshold(labels == positive, scores)
+        threshold = scoring.choose_threshold(labels == positive, scores)
     except ValueError as error:
         logger.warning("no decision threshold from %s: %s", folder, error)
         return None, None
-    at = threshold_metrics(labels, scores, positive, threshold)
+    at = scoring.threshold_metrics(labels, scores, positive, threshold)
     return threshold, {"split": VALIDATION, "num_images": len(source.images),
                        "num_skipped": len(source.images.skipped), "f1": at["f1"], "accuracy": at["accuracy"]}

@@ -63,13 +63,11 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                   "about real photos or AI-generated images.**"]
 
     lines += ["", "## Data", ""]
-    counts = split_counts or model_info.get("counts") or {}
-    if counts:
+    if counts := split_counts or model_info.get("counts"):
         rows = [[name, *(f"{counts[split].get(name, 0):,}" for split in counts)] for name in class_names]
         rows.append(["**total**", *(f"{sum(counts[split].values()):,}" for split in counts)])
         lines += [*_table(["class", *counts], rows), ""]
-    profile = model_info.get("training_images")
-    if profile:
+    if profile := model_info.get("training_images"):
         lines += [f"Training images: {profile['min_side']}-{profile['max_side']} px a side; "
                   f"{', '.join(profile.get('formats') or []) or 'format unknown'}. Images far outside this "
                   "(a side under half the smallest or over twice the largest, another format) are flagged "
@@ -80,8 +78,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                  + (f", {metrics['num_skipped']:,} broken files skipped (listed in metrics.json)."
                     if metrics.get("num_skipped") else ", no file skipped."))
 
-    config = model_info.get("config") or {}
-    if config:
+    if config := model_info.get("config"):
         # A "|" inside a value would end the table cell; GitHub's Markdown takes "\|" even in code.
         lines += ["", "## Training configuration", "", *_table(["setting", "value"], [
             [key, f"`{json.dumps(value, ensure_ascii=False).replace('|', chr(92) + '|')}`"]

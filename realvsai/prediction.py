@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from realvsai import images as image_io
-from realvsai.config import MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE
+from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE
 from realvsai.errors import UserError
 from realvsai.files import list_images, write_csv
 from realvsai.image_stats import unfamiliar_reason
@@ -73,7 +73,6 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
     """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode."""
     import keras
 
-    from realvsai.config import CROP_GRID
     from realvsai.data import make_dataset
     from realvsai.model import crop_averaging
 
