@@ -59,8 +59,10 @@ def perturb(pixels: np.ndarray, kind: str, strength: float) -> np.ndarray:
             return np.asarray(decoded.convert("RGB"))
     if kind == "blur":
         return np.asarray(image.filter(ImageFilter.GaussianBlur(radius=strength)))  # radius is sigma
-    size = (max(1, round(image.width * strength)), max(1, round(image.height * strength)))  # downscale
-    return np.asarray(image.resize(size, Image.Resampling.BOX))
+    if kind == "downscale":
+        size = (max(1, round(image.width * strength)), max(1, round(image.height * strength)))
+        return np.asarray(image.resize(size, Image.Resampling.BOX))
+    raise ValueError(f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURBATIONS)}")
 
 
 def perturb_step(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -78,20 +80,15 @@ def perturb_step(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]
 def predict(model: keras.Model, images: LabelledImages, batch_size: int = BATCH_SIZE,
             image_size: int = prediction.FALLBACK_IMAGE_SIZE,
             perturbation: tuple[str, float] | None = None, input_mode: str = "resize") -> np.ndarray:
-    """Class probabilities (images, classes) in file order, ``perturbation`` applied first.
-
-    Raises:
-        UserError: if a file broke after the scan (its row would otherwise sit against a neighbour's label).
-    """
+    """Class probabilities (images, classes) in file order; UserError if a file broke after the scan."""
     probabilities = prediction.predict_images(model, images, batch_size, image_size, input_mode=input_mode,
                                               transform=perturbation and perturb_step(*perturbation))
     failed = [prediction.relative_name(path, path.parent.parent)
               for path, row in zip(images.files, probabilities) if np.isnan(row).any()]
     if failed:
-        raise UserError(
-            f"{len(failed)} of {len(images)} images could not be decoded while predicting ({', '.join(failed[:5])}"
-            f"{', ...' if len(failed) > 5 else ''}). Remove or replace them and run the evaluation again."
-        )
+        raise UserError(f"{len(failed)} of {len(images)} images could not be decoded while predicting "
+                        f"({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}). Remove or replace them "
+                        "and run the evaluation again.")
     return probabilities
 
 

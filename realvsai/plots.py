@@ -149,10 +149,7 @@ def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, columns:
     """A grid of wrongly classified images, titled true / predicted (probability); says so when there are none."""
     if not examples:
         figure = Figure(figsize=(5, 2))
-        axes = figure.add_subplot()
-        axes.axis("off")
-        axes.text(0.5, 0.5, "No errors: every image was classified correctly.", ha="center", va="center",
-                  fontsize=12)
+        figure.text(0.5, 0.5, "No errors: every image was classified correctly.", ha="center", va="center", fontsize=12)
         return _save(figure, path)
     columns = min(columns, len(examples))
     rows = -(-len(examples) // columns)
@@ -165,8 +162,7 @@ def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, columns:
     for axes in grid[len(examples):]:
         axes.axis("off")
     for axes, example in zip(grid, examples):
-        axes.set_xticks([])
-        axes.set_yticks([])
+        axes.set(xticks=[], yticks=[])
         try:
             thumbnail = Image.fromarray(load_rgb(example.file))
             thumbnail.thumbnail((_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))
