@@ -90,19 +90,18 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     lines += ["", f"## {metrics_heading}", ""]
     at = metrics.get("at_threshold")
     average = "of the positive class" if metrics["average"] == "binary" else "macro averages; ROC AUC one-vs-rest"
+    headline = ("accuracy", "precision", "recall", "f1")
     ranking = ("roc_auc", "average_precision", "loss", "expected_calibration_error")
     if at:
         lines += [f"Two decision rules: the most probable class (argmax), and `{positive}` when "
                   f"P({positive}) >= {at['threshold']:.4f}, the threshold that maximised F1 "
                   "on the training run's validation images (kept in model.json). Precision, recall and F1 are "
-                  f"{average}.", "", "| metric | argmax | at threshold |", "|---|---:|---:|"]
-        lines += [f"| {key} | {_number(metrics[key])} | {_number(at[key])} |"
-                  for key in ("accuracy", "precision", "recall", "f1")]
+                  f"{average}.", "", *_table(["metric", "argmax", "at threshold"], [
+                      [key, _number(metrics[key]), _number(at[key])] for key in headline])]
         lines += [f"| {key} | {_number(metrics[key])} | |" for key in ranking]
     else:
         lines += [f"Predicted class = the most probable one. Precision, recall and F1 are {average}.", "",
-                  *_table(["metric", "value"], [[key, _number(metrics[key])]
-                                                for key in ("accuracy", "precision", "recall", "f1", *ranking)])]
+                  *_table(["metric", "value"], [[key, _number(metrics[key])] for key in (*headline, *ranking)])]
     # model_info is the one training wrote, before this evaluation added the threshold to model.json.
     rule = DecisionRule.from_model_info({**model_info, "decision_threshold": metrics.get("decision_threshold"),
                                          "positive_class": positive})
