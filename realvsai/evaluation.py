@@ -276,14 +276,9 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
                                                          positive_class, threshold)}
                           for source in sources}
     labels = [label for source in sources for label in source.images.labels]
-
-    def scored(probabilities: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``source_metrics``, and the numbers robustness reports (ROC AUC for two classes only)."""
-        numbers = source_metrics(labels, probabilities, class_names, positive_class, threshold)
-        keys = ("accuracy", "roc_auc") if len(class_names) == 2 else ("accuracy",)
-        return numbers, {key: numbers[key] for key in keys}
-
-    metrics["combined"], clean = scored(np.concatenate([source.probabilities for source in sources]))
+    keys = ("accuracy", "roc_auc") if len(class_names) == 2 else ("accuracy",)  # what robustness reports
+    metrics["combined"] = source_metrics(labels, np.concatenate([source.probabilities for source in sources]),
+                                         class_names, positive_class, threshold)
     if robustness:
         image_size = prediction.model_image_size(model, model_info)
         steps = [(kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths]
@@ -291,8 +286,10 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
         for kind, strength in progress(steps, desc="robustness", unit="perturbation"):
             probabilities = np.concatenate([predict(model, source.images, batch_size, image_size, (kind, strength))
                                             for source in sources])
-            results[kind][f"{strength:g}"] = scored(probabilities)[1]
-        metrics["robustness_clean"], metrics["robustness"] = clean, results
+            numbers = source_metrics(labels, probabilities, class_names, positive_class, threshold)
+            results[kind][f"{strength:g}"] = {key: numbers[key] for key in keys}
+        clean = metrics["robustness_clean"] = {key: metrics["combined"][key] for key in keys}
+        metrics["robustness"] = results
         plots.plot_robustness(clean["accuracy"], {kind: {float(strength): values["accuracy"]
                                                          for strength, values in by_strength.items()}
                                                   for kind, by_strength in results.items()},

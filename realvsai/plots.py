@@ -18,6 +18,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocC
 
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
+from realvsai.metrics import threshold_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,8 @@ def plot_precision_recall_curves(labels: Sequence[int], probabilities: np.ndarra
                             "Precision-recall curve")
     if threshold is not None and len(class_names) == 2 and drawn:
         positive = 1 if positive_index is None else positive_index
-        predicted = np.asarray(probabilities)[:, positive] >= threshold
-        truth = np.asarray(labels) == positive
-        true_positives = int((predicted & truth).sum())
-        drawn[0].ax_.plot(true_positives / int(truth.sum()), true_positives / max(1, int(predicted.sum())), "o",
-                          color="black", label=f"threshold {threshold:.3f}")
+        at = threshold_metrics(np.asarray(labels), np.asarray(probabilities)[:, positive], positive, threshold)
+        drawn[0].ax_.plot(at["recall"], at["precision"], "o", color="black", label=f"threshold {threshold:.3f}")
         drawn[0].ax_.legend(loc="lower left", fontsize=8)
     return _save(figure, path)
 
