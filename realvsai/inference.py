@@ -149,15 +149,15 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
     """The usable runs under ``models_dir`` (sub-folders holding model.h5), newest first, and those skipped, why."""
     models_dir = Path(models_dir)
     runs, skipped = [], []
-    folders = sorted(child for child in models_dir.iterdir() if child.is_dir() and not child.name.startswith(".")
-                     ) if models_dir.is_dir() else []
+    # A folder without model.h5 is a run still training, or notes.
+    folders = sorted(child for child in models_dir.iterdir() if not child.name.startswith(".")
+                     and (child / MODEL_FILE).is_file()) if models_dir.is_dir() else []
     for folder in folders:
-        if (folder / MODEL_FILE).is_file():  # no model.h5 yet: a run still training, notes
-            try:
-                runs.append(read_run(folder))
-            except UserError as error:
-                logger.warning("skipping %s: %s", folder, error)
-                skipped.append((folder, str(error)))
+        try:
+            runs.append(read_run(folder))
+        except UserError as error:
+            logger.warning("skipping %s: %s", folder, error)
+            skipped.append((folder, str(error)))
     runs.sort(key=lambda run: (run.created, run.name), reverse=True)
     return runs, skipped
 

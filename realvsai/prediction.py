@@ -106,10 +106,7 @@ def unfamiliar_reasons(model_info: Mapping[str, Any], sizes: Sequence[tuple[int,
 
 def relative_name(path: Path, folder: Path) -> str:
     """``path`` relative to ``folder`` with forward slashes (the path itself when outside it)."""
-    try:
-        return Path(path).relative_to(folder).as_posix()
-    except ValueError:
-        return str(path)
+    return Path(path).relative_to(folder).as_posix() if Path(path).is_relative_to(folder) else str(path)
 
 
 def write_predictions(path: Path, folder: Path, files: Sequence[Path], probabilities: np.ndarray,
