@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with st.spinner(f"Classifying {len(uploads)} image{'s' if len(uploads) != 1 else ''}…"):
         results = classify(classifier, _model_key(run), tuple(file.file_id for file in uploads), uploads,
-                           args.batch_size, args.max_pixels, inference.training_profile(run.info))
+                           args.batch_size, args.max_pixels, run.info.get("training_images"))
     results_section(results, uploads, classifier, run, settings, args.max_pixels)
     batch_table(results, run, settings)
     return 0

@@ -1,157 +1,101 @@
-"""Evaluation of a trained classifier on class folders: predictions, metrics, threshold and outputs.
-
-Predictions come from ``model.predict`` over ``data.make_dataset(..., shuffle=False)``, so every
-probability lines up with its file and its label; the numbers come from ``realvsai.metrics``. The
-same model and folders always give the same numbers.
-
-Written atomically into the output folder:
-
-    metrics.json                 every number, the class names and the skipped files (evaluate_folders:
-                                 also per source, and under perturbations with robustness=True)
-    predictions.csv              one row per image: file, true, predicted, probabilities, uncertain, unfamiliar
-                                 (``prediction.write_predictions``, the same file ``--predict`` writes)
-    classification_report.txt    scikit-learn's per-class report (and at the decision threshold)
-    confusion_matrix.png  roc_curve.png  precision_recall_curve.png  reliability_diagram.png
-    class_distribution.png  confident_errors.png  robustness.png (robustness=True)
-    MODEL_CARD.md                evaluate_run (it also adds "test_metrics" to model.json)
-    EVALUATION.md                evaluate_folders
-
-Usage (ModelTraining.py calls these; the model takes raw RGB 0..255 and returns softmax):
+"""Evaluation of a trained classifier on class folders: metrics.json, predictions.csv, the report, the plots
+and MODEL_CARD.md (evaluate_run, which also adds "test_metrics" to model.json) or EVALUATION.md.
 
     metrics = evaluate_run(model, model_info, Path("data"), Path("models/run1"))
-    metrics = evaluate_folders(model, model_info, [Path("data/test"), Path("photos/test")],
-                               Path("models/run1/eval-test+test"), robustness=True)
+    metrics = evaluate_folders(model, model_info, [Path("data/test"), Path("photos/test")], Path("out"))
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image, ImageFilter
 from sklearn.metrics import classification_report
 
-from realvsai import plots
+from realvsai import config, plots, prediction
+from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
 from realvsai.cli import progress
-from realvsai.config import (
-    EVALUATION_CARD_FILE,
-    METRICS_FILE,
-    MODEL_CARD_FILE,
-    MODEL_JSON_FILE,
-    PREDICTIONS_FILE,
-    REPORT_FILE,
-    ROBUSTNESS_PLOT_FILE,
-    UNREADABLE_FILE,
-)
-from realvsai.decision import DecisionRule, positive_index
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images
 from realvsai.layout import SPLITS, TEST, VALIDATION
-from realvsai.metrics import (  # noqa: F401  (choose_threshold and the others are evaluation's API too)
-    CALIBRATION_BINS,
-    NUM_ERROR_IMAGES,
-    calibration_bins,
-    choose_threshold,
-    compute_metrics,
-    expected_calibration_error,
-    format_summary,
-    most_confident_errors,
-    threshold_metrics,
-)
 from realvsai.model_card import PLOT_FILES, render_card
-from realvsai.prediction import (
-    FALLBACK_IMAGE_SIZE,
-    model_image_size,
-    predict_images,
-    relative_name,
-    unfamiliar_reasons,
-    write_predictions,
-)
-from realvsai.robustness import PERTURBATIONS, plot_robustness
-from realvsai.robustness import perturbation as robustness_perturbation
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras
+    import tensorflow as tf
 
     from realvsai.data import LabelledImages
 
 logger = logging.getLogger(__name__)
 
+BATCH_SIZE = 64
 # Any of these in a folder means it already holds results, which an evaluation never replaces.
-RESULT_FILES = (METRICS_FILE, REPORT_FILE, MODEL_CARD_FILE, EVALUATION_CARD_FILE, MODEL_JSON_FILE,
-                ROBUSTNESS_PLOT_FILE, PREDICTIONS_FILE, UNREADABLE_FILE, *PLOT_FILES.values())
+RESULT_FILES = (config.METRICS_FILE, config.REPORT_FILE, config.MODEL_CARD_FILE, config.EVALUATION_CARD_FILE,
+                config.MODEL_JSON_FILE, config.ROBUSTNESS_PLOT_FILE, config.PREDICTIONS_FILE, config.UNREADABLE_FILE,
+                *PLOT_FILES.values())
 # The metrics copied into model.json's "test_metrics" (the app and the README read them there).
 SUMMARY_KEYS = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
                 "expected_calibration_error", "num_images")
+# --robustness: each perturbation of the decoded pixels with its strengths, mildest first (JPEG
+# quality, Gaussian sigma in pixels, scale): the traces a detector leans on rarely survive a re-save.
+PERTURBATIONS: dict[str, tuple[float, ...]] = {"jpeg": (90, 70, 50, 30), "blur": (1, 2), "downscale": (0.5, 0.25)}
 
 
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """Defaults of the evaluation, held once."""
+def perturb(pixels: np.ndarray, kind: str, strength: float) -> np.ndarray:
+    """``pixels`` (H x W x 3 uint8) after one perturbation: Pillow's JPEG, Gaussian blur or box downscale."""
+    image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+    if kind == "jpeg":
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(strength))
+        with Image.open(buffer) as decoded:
+            return np.asarray(decoded.convert("RGB"))
+    if kind == "blur":
+        return np.asarray(image.filter(ImageFilter.GaussianBlur(radius=strength)))  # radius is sigma
+    if kind == "downscale":
+        size = (max(1, round(image.width * strength)), max(1, round(image.height * strength)))
+        return np.asarray(image.resize(size, Image.Resampling.BOX))
+    raise ValueError(f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURBATIONS)}")
 
-    batch_size: int = 64
-    calibration_bins: int = CALIBRATION_BINS
-    num_error_images: int = NUM_ERROR_IMAGES
+
+def perturb_step(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``perturb`` as ``data.make_dataset``'s ``transform`` of one decoded uint8 image."""
+    import tensorflow as tf
+
+    def apply(pixels: np.ndarray) -> np.ndarray:
+        # Looked up at call time, so a test can replace perturb and see its effect on the predictions.
+        return np.ascontiguousarray(perturb(pixels, kind, strength), dtype=np.uint8)
+
+    return lambda pixels: tf.ensure_shape(tf.numpy_function(apply, [pixels], tf.uint8, stateful=False),
+                                          [None, None, 3])
 
 
-DEFAULTS = EvaluationConfig()
-
-
-# ---------------------------------------------------------------------------------------------
-# Predictions
-
-
-def predict(model: keras.Model, images: LabelledImages, batch_size: int = DEFAULTS.batch_size,
-            image_size: int = FALLBACK_IMAGE_SIZE,
+def predict(model: keras.Model, images: LabelledImages, batch_size: int = BATCH_SIZE,
+            image_size: int = prediction.FALLBACK_IMAGE_SIZE,
             perturbation: tuple[str, float] | None = None, input_mode: str = "resize") -> np.ndarray:
-    """Class probabilities (images, classes) of every image, in the images' file order.
-
-    Args:
-        model: a classifier taking raw RGB 0..255 float32 images and returning softmax probabilities.
-        images: ``data.scan_images`` output.
-        batch_size: images per forward pass.
-        image_size: resize target when the images differ in size.
-        perturbation: ``(kind, strength)`` of ``robustness.perturb``, applied to every decoded image
-            first (``robustness.perturbation``); None predicts the images as they are.
-        input_mode: model.json's ``input_mode`` (``prediction.predict_images``), with or without a
-            perturbation.
-
-    Raises:
-        UserError: if a file broke after the scan (the pipeline drops it; every later prediction
-            would then sit against its neighbour's label).
-    """
-    probabilities = predict_images(model, images, batch_size, image_size, input_mode=input_mode,
-                                   transform=perturbation and robustness_perturbation(*perturbation))
-    failed = [relative_name(path, path.parent.parent) for path, row in zip(images.files, probabilities)
-              if np.isnan(row).any()]
+    """Class probabilities (images, classes) in file order; UserError if a file broke after the scan."""
+    probabilities = prediction.predict_images(model, images, batch_size, image_size, input_mode=input_mode,
+                                              transform=perturbation and perturb_step(*perturbation))
+    failed = [prediction.relative_name(path, path.parent.parent)
+              for path, row in zip(images.files, probabilities) if np.isnan(row).any()]
     if failed:
-        raise UserError(
-            f"{len(failed)} of {len(images)} images could not be decoded while predicting ({', '.join(failed[:5])}"
-            f"{', ...' if len(failed) > 5 else ''}). Remove or replace them and run the evaluation again."
-        )
+        raise UserError(f"{len(failed)} of {len(images)} images could not be decoded while predicting "
+                        f"({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}). Remove or replace them "
+                        "and run the evaluation again.")
     return probabilities
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics
 
 
 def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                    positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
-    """What papers report per test source: accuracy, average precision, ROC AUC and the accuracy on each class.
-
-    Taken from ``compute_metrics``. The accuracies follow the decision rule (``decision.DecisionRule``:
-    P(positive) >= ``threshold`` when there is one, else argmax), so they are the app's; the accuracy on
-    a class is its recall. For two classes ``accuracy_positive`` is the accuracy on the positive
-    (fake, generated) images and ``accuracy_negative`` on the other (real) ones; ``class_accuracy``
-    names every class. A class without images has None.
-    """
-    metrics = compute_metrics(labels, probabilities, class_names, positive_class, threshold)
+    """Accuracy (by the decision rule), AP, ROC AUC and each class's recall (None without images) of one source."""
+    metrics = scoring.compute_metrics(labels, probabilities, class_names, positive_class, threshold)
     decided = metrics.get("at_threshold") or metrics
     matrix = np.asarray(decided["confusion_matrix"])
     totals = matrix.sum(axis=1)
@@ -167,10 +111,6 @@ def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names
     return numbers
 
 
-# ---------------------------------------------------------------------------------------------
-# Files
-
-
 def _write_json(path: Path, content: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(content, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
@@ -183,35 +123,11 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, metric
              classification_report(labels, probabilities.argmax(axis=1), **report)]
     at = metrics.get("at_threshold")
     if at:
-        positive = class_names.index(metrics["positive_class"])
-        predicted = DecisionRule(decision_threshold=at["threshold"], positive_index=positive).decide(probabilities)
-        lines += [f"Predicted class = {metrics['positive_class']} when P({metrics['positive_class']}) >= "
-                  f"{at['threshold']:.4f} (the decision threshold):", "",
-                  classification_report(labels, predicted, **report)]
+        positive = metrics["positive_class"]
+        rule = scoring.DecisionRule(decision_threshold=at["threshold"], positive_index=class_names.index(positive))
+        lines += [f"Predicted class = {positive} when P({positive}) >= {at['threshold']:.4f} (the decision "
+                  "threshold):", "", classification_report(labels, rule.decide(probabilities), **report)]
     return "\n".join(lines)
-
-
-def _write_outputs(out_dir: Path, folder: str, images: LabelledImages, probabilities: np.ndarray,
-                   metrics: dict[str, Any], split_counts: Mapping[str, Mapping[str, int]]) -> dict[str, str]:
-    """Plots and the classification report; returns the plot files by kind (names inside out_dir)."""
-    labels, predicted = np.asarray(images.labels), probabilities.argmax(axis=1)
-    class_names = metrics["class_names"]
-    positive = class_names.index(metrics["positive_class"]) if metrics["positive_class"] else None
-    plots.plot_confusion_matrix(labels, predicted, class_names, out_dir / PLOT_FILES["confusion_matrix"])
-    plots.plot_roc_curves(labels, probabilities, class_names, out_dir / PLOT_FILES["roc_curve"], positive)
-    plots.plot_precision_recall_curves(labels, probabilities, class_names,
-                                       out_dir / PLOT_FILES["precision_recall_curve"], positive,
-                                       metrics.get("decision_threshold"))
-    plots.plot_reliability_diagram(labels, probabilities, metrics["expected_calibration_error"],
-                                   out_dir / PLOT_FILES["reliability_diagram"], len(metrics["calibration_bins"]))
-    plots.plot_class_distribution(split_counts, out_dir / PLOT_FILES["class_distribution"])
-    examples = [plots.ErrorExample(images.files[index], class_names[labels[index]], class_names[predicted[index]],
-                                   float(probabilities[index, predicted[index]]))
-                for index in most_confident_errors(labels, probabilities)]
-    plots.plot_confident_errors(examples, out_dir / PLOT_FILES["confident_errors"])
-    atomic_write_text(out_dir / REPORT_FILE, _classification_report(
-        labels, probabilities, metrics, f"Classification report: {folder} ({len(labels):,} images)"))
-    return dict(PLOT_FILES)
 
 
 def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
@@ -226,13 +142,8 @@ def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mappi
     _write_json(path, content)
 
 
-# ---------------------------------------------------------------------------------------------
-# Entry points
-
-
 def unused_output_folder(out_dir: Path) -> Path:
-    """``out_dir``, or when it already holds results (or is a run folder), the first ``out_dir-2``,
-    ``out_dir-3``, ... beside it that does not: earlier results are never replaced."""
+    """``out_dir``, or when it already holds results the first free ``out_dir-2``, ``out_dir-3``, ... beside it."""
     candidate, number = Path(out_dir), 1
     while any((candidate / name).exists() for name in RESULT_FILES):
         number += 1
@@ -252,32 +163,20 @@ class Source:
 
 
 def source_names(folders: Sequence[Path]) -> list[str]:
-    """Each folder's name, with as many parent folders as it takes to tell equal names apart.
-
-    ``data/test`` and ``photos/test`` become ``data/test`` and ``photos/test``; ``data/test`` and
-    ``photos/validation`` stay ``test`` and ``validation``.
-
-    Raises:
-        UserError: if one folder is given twice.
-    """
-    seen: dict[Path, Path] = {}
-    for folder in folders:
-        if Path(folder).resolve() in seen:
-            raise UserError(f"{folder} is given twice (as {seen[Path(folder).resolve()]} before); give each "
-                            "--test-dir once.")
-        seen[Path(folder).resolve()] = Path(folder)
+    """Each folder's name with as many parents as tell equal names apart (UserError for a folder given twice)."""
     paths = [Path(folder).absolute() for folder in folders]
-
-    def tail(path: Path, depth: int) -> str:
-        return Path(*path.parts[-depth:]).as_posix()
-
+    resolved = [path.resolve() for path in paths]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise UserError(f"{folders[index]} is given twice (as {folders[resolved.index(path)]} before); give "
+                            "each --test-dir once.")
     names = []
     for path in paths:
         depth = 1
-        while depth < len(path.parts) and any(tail(path, depth) == tail(other, depth)
+        while depth < len(path.parts) and any(path.parts[-depth:] == other.parts[-depth:]
                                               for other in paths if other is not path):
             depth += 1
-        names.append(tail(path, depth))
+        names.append(Path(*path.parts[-depth:]).as_posix())
     return names
 
 
@@ -286,193 +185,133 @@ def _predict_sources(model: keras.Model, model_info: Mapping[str, Any], folders:
     """Each folder's usable images (its classes must be the model's) and their probabilities."""
     from realvsai.data import scan_images
 
+    class_names = model_info["class_names"]
     sources = []
     for name, folder in zip(source_names(folders), folders, strict=True):
-        images = scan_images(Path(folder), class_names=model_info["class_names"])
-        probabilities = predict(model, images, batch_size, model_image_size(model, model_info),
+        images = scan_images(Path(folder), class_names=class_names)
+        probabilities = predict(model, images, batch_size, prediction.model_image_size(model, model_info),
                                 input_mode=model_info.get("input_mode", "resize"))
-        if probabilities.shape[1] != len(model_info["class_names"]):
+        if probabilities.shape[1] != len(class_names):
             raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
-                            f"{len(model_info['class_names'])}: {model_info['class_names']}. Use the model.json "
-                            "saved with this model.")
+                            f"{len(class_names)}: {class_names}. Use the model.json saved with this model.")
         sources.append(Source(name, Path(folder), images, probabilities))
     return sources
 
 
-def _combined(sources: Sequence[Source]) -> tuple[LabelledImages, np.ndarray]:
-    """The images of every source as one set, and their probabilities in the same order."""
+def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir: Path, threshold: float | None,
+              split_counts: Mapping[str, Mapping[str, int]], **extra: Any) -> dict[str, Any]:
+    """Metrics over every source together, the report, the plots and predictions.csv (not metrics.json)."""
     from realvsai.data import LabelledImages
 
-    def joined(field: str) -> list[Any]:
-        return [item for source in sources for item in getattr(source.images, field)]
-
-    images = LabelledImages(joined("files"), joined("labels"), sources[0].images.class_names, joined("sizes"),
-                            joined("needs_pil"), joined("skipped"), joined("formats"))
-    return images, np.concatenate([source.probabilities for source in sources])
-
-
-def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir: Path, threshold: float | None,
-              split_counts: Mapping[str, Mapping[str, int]] | None,
-              **extra: Any) -> tuple[dict[str, Any], Mapping[str, Mapping[str, int]]]:
-    """Metrics over every source together, the report and the plots (metrics.json is the caller's to
-    write); returns the metrics and the split counts they show (for foreign folders: the model's
-    training splits, then the evaluated images)."""
     class_names = list(model_info["class_names"])
-    images, probabilities = _combined(sources)
-    several = len(sources) > 1
+    joined = {field: [item for source in sources for item in getattr(source.images, field)]
+              for field in ("files", "labels", "sizes", "needs_pil", "skipped", "formats")}
+    images = LabelledImages(class_names=class_names, **joined)
+    probabilities = np.concatenate([source.probabilities for source in sources])
     metrics = {"folder": ", ".join(str(source.folder) for source in sources),
-               **compute_metrics(images.labels, probabilities, class_names,
+               **scoring.compute_metrics(images.labels, probabilities, class_names,
                                  model_info.get("positive_class") if len(class_names) == 2 else None, threshold),
                "num_skipped": len(images.skipped),
-               "skipped_files": [{**({"source": source.name} if several else {}),
-                                  "file": relative_name(path, source.folder), "reason": reason}
+               "skipped_files": [{**({"source": source.name} if len(sources) > 1 else {}),
+                                  "file": prediction.relative_name(path, source.folder), "reason": reason}
                                  for source in sources for path, reason in source.images.skipped],
                **extra}
-    if split_counts is None:
-        split_counts = {split: dict(counts) for split, counts in (model_info.get("counts") or {}).items()
-                        if split != TEST}
-        split_counts["evaluated"] = images.counts()
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics["plots"] = _write_outputs(out_dir, metrics["folder"], images, probabilities, metrics, split_counts)
-    # One row per image, at the threshold these metrics use (on a run's test split: the one chosen on
-    # validation); file names are relative to the folder all sources share.
-    rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold})
+    labels, predicted = np.asarray(images.labels), probabilities.argmax(axis=1)
+    positive = class_names.index(metrics["positive_class"]) if metrics["positive_class"] else None
+    plots.plot_confusion_matrix(labels, predicted, class_names, out_dir / PLOT_FILES["confusion_matrix"])
+    plots.plot_roc_curves(labels, probabilities, class_names, out_dir / PLOT_FILES["roc_curve"], positive)
+    plots.plot_precision_recall_curves(labels, probabilities, class_names,
+                                       out_dir / PLOT_FILES["precision_recall_curve"], positive,
+                                       metrics.get("decision_threshold"))
+    plots.plot_reliability_diagram(labels, probabilities, metrics["expected_calibration_error"],
+                                   out_dir / PLOT_FILES["reliability_diagram"], len(metrics["calibration_bins"]))
+    plots.plot_class_distribution(split_counts, out_dir / PLOT_FILES["class_distribution"])
+    plots.plot_confident_errors([plots.ErrorExample(images.files[index], class_names[labels[index]],
+                                                    class_names[predicted[index]],
+                                                    float(probabilities[index, predicted[index]]))
+                                 for index in scoring.most_confident_errors(labels, probabilities)],
+                                out_dir / PLOT_FILES["confident_errors"])
+    metrics["plots"] = dict(PLOT_FILES)
+    atomic_write_text(out_dir / config.REPORT_FILE, _classification_report(
+        labels, probabilities, metrics, f"Classification report: {metrics['folder']} ({len(labels):,} images)"))
+    # At the threshold these metrics use; file names relative to the folder all sources share.
     root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
-    unfamiliar = unfamiliar_reasons(model_info, images.sizes, images.formats)
-    write_predictions(out_dir / PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
-                      class_names, rule, unfamiliar, true_labels=images.labels)
-    return metrics, split_counts
-
-
-def evaluate_robustness(model: keras.Model, model_info: Mapping[str, Any], sources: Sequence[Source],
-                        batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
-    """Accuracy (and for two classes ROC AUC) of every source together under each perturbation.
-
-    Every image of ``sources`` is predicted again after each ``robustness.PERTURBATIONS`` entry,
-    applied to its decoded pixels before the model's resize, and scored by the same decision rule
-    as the clean images (``source_metrics`` at model.json's decision threshold).
-
-    Returns:
-        ``{"clean": {"accuracy": ..., "roc_auc": ...}, "perturbations": {kind: {strength: {...}}}}``,
-        strengths as text ("90", "0.5") since JSON keys are strings.
-    """
-    class_names = list(model_info["class_names"])
-    binary = len(class_names) == 2
-    positive_class = model_info.get("positive_class") if binary else None
-    threshold = DecisionRule.from_model_info(model_info).decision_threshold
-    labels = [label for source in sources for label in source.images.labels]
-
-    def scored(probabilities: np.ndarray) -> dict[str, float | None]:
-        numbers = source_metrics(labels, probabilities, class_names, positive_class, threshold)
-        return {"accuracy": numbers["accuracy"], **({"roc_auc": numbers["roc_auc"]} if binary else {})}
-
-    image_size = model_image_size(model, model_info)
-    steps = [(kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths]
-    results: dict[str, dict[str, dict[str, float | None]]] = {kind: {} for kind in PERTURBATIONS}
-    for kind, strength in progress(steps, desc="robustness", unit="perturbation"):
-        probabilities = np.concatenate([predict(model, source.images, batch_size, image_size, (kind, strength))
-                                        for source in sources])
-        results[kind][f"{strength:g}"] = scored(probabilities)
-    return {"clean": scored(_combined(sources)[1]), "perturbations": results}
+    prediction.write_predictions(
+        out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
+        class_names, scoring.DecisionRule.from_model_info({**model_info, "decision_threshold": threshold}),
+        prediction.unfamiliar_reasons(model_info, images.sizes, images.formats), true_labels=images.labels)
+    return metrics
 
 
 def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders: Sequence[Path], out_dir: Path,
-                     batch_size: int = DEFAULTS.batch_size, *, robustness: bool = False) -> dict[str, Any]:
-    """Evaluates the model on folders of class folders (one source each); writes metrics, report, plots, EVALUATION.md.
+                     batch_size: int = BATCH_SIZE, *, robustness: bool = False) -> dict[str, Any]:
+    """Evaluates the model on folders of class folders (one source each) into ``out_dir``, with EVALUATION.md.
 
-    Each folder's class folders must be exactly the model's classes (matched by name, any order);
-    images may have any size; broken files are skipped and listed. The metrics, report and plots
-    cover every source together; ``sources`` in metrics.json gives each folder's ``source_metrics``
-    (named by ``source_names``) and ``combined`` the same numbers over all of them. For two classes
-    the metrics at model.json's ``decision_threshold`` are added when it has one.
-
-    Args:
-        model: the classifier (raw RGB 0..255 in, softmax out).
-        model_info: its model.json (``class_names``, ``image_size``, ``positive_class``, ...).
-        folders: the sources, each with one sub-folder per class.
-        out_dir: where the outputs go (created; outputs already there are replaced, so callers pick
-            the folder with ``unused_output_folder``).
-        batch_size: images per forward pass.
-        robustness: also evaluate under every perturbation (``evaluate_robustness``): metrics.json
-            gains ``robustness`` and ``robustness_clean``, and robustness.png is written.
-
-    Returns:
-        The metrics, as written to metrics.json.
+    metrics.json adds ``sources`` (each folder's ``source_metrics``) and ``combined``; ``robustness``
+    adds the accuracy (and two-class ROC AUC) under every ``PERTURBATIONS`` entry and robustness.png.
 
     Raises:
-        UserError: if a folder is missing or given twice, its classes differ from the model's, or it holds
-            no image; or ``out_dir`` is a run folder (holds model.json), whose test results must not be replaced.
+        UserError: for a missing, repeated or mismatched folder, or a run folder as ``out_dir``.
     """
     folders, out_dir = [Path(folder) for folder in folders], Path(out_dir)
-    if not folders:
-        raise ValueError("evaluate_folders needs at least one folder")
-    if (out_dir / MODEL_JSON_FILE).is_file():
-        # A run folder's metrics.json, report and plots describe its test split; keep them.
-        raise UserError(f"{out_dir} is a training run's folder (it has {MODEL_JSON_FILE}); evaluating there would "
-                        "replace the run's test results. Choose another output folder, e.g. "
+    if (out_dir / config.MODEL_JSON_FILE).is_file():
+        raise UserError(f"{out_dir} is a training run's folder (it has {config.MODEL_JSON_FILE}); evaluating there "
+                        "would replace the run's test results. Choose another output folder, e.g. "
                         f"{out_dir / 'evaluations' / folders[0].name}.")
     class_names = list(model_info["class_names"])
-    rule = DecisionRule.from_model_info(model_info)
+    rule = scoring.DecisionRule.from_model_info(model_info)
     threshold = rule.decision_threshold
-    extra = {"threshold_source": "model.json"} if threshold is not None else {}
     sources = _predict_sources(model, model_info, folders, batch_size)
-    metrics, split_counts = _evaluate(model_info, sources, out_dir, threshold, None, **extra)
+    # The class distribution shows the model's training splits, then the evaluated images.
+    split_counts = {split: dict(counts) for split, counts in (model_info.get("counts") or {}).items() if split != TEST}
+    split_counts["evaluated"] = {name: sum(source.images.labels.count(index) for source in sources)
+                                 for index, name in enumerate(class_names)}
+    extra = {"threshold_source": "model.json"} if threshold is not None else {}
+    metrics = _evaluate(model_info, sources, out_dir, threshold, split_counts, **extra)
     positive_class = metrics["positive_class"]
     metrics["decision_rule"] = rule.describe(class_names)
     metrics["sources"] = {source.name: {"folder": str(source.folder), "num_skipped": len(source.images.skipped),
                                         **source_metrics(source.images.labels, source.probabilities, class_names,
                                                          positive_class, threshold)}
                           for source in sources}
-    images, probabilities = _combined(sources)
-    metrics["combined"] = source_metrics(images.labels, probabilities, class_names, positive_class, threshold)
+    labels = [label for source in sources for label in source.images.labels]
+    keys = ("accuracy", "roc_auc") if len(class_names) == 2 else ("accuracy",)  # what robustness reports
+    metrics["combined"] = source_metrics(labels, np.concatenate([source.probabilities for source in sources]),
+                                         class_names, positive_class, threshold)
     if robustness:
-        results = evaluate_robustness(model, model_info, sources, batch_size)
-        metrics["robustness_clean"], metrics["robustness"] = results["clean"], results["perturbations"]
-        plot_robustness(results["clean"]["accuracy"],
-                        {kind: {float(strength): values["accuracy"] for strength, values in by_strength.items()}
-                         for kind, by_strength in results["perturbations"].items()},
-                        out_dir / ROBUSTNESS_PLOT_FILE)
-        metrics["plots"]["robustness"] = ROBUSTNESS_PLOT_FILE
-    _write_json(out_dir / METRICS_FILE, metrics)
+        image_size = prediction.model_image_size(model, model_info)
+        steps = [(kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths]
+        results: dict[str, dict[str, Any]] = {kind: {} for kind in PERTURBATIONS}
+        for kind, strength in progress(steps, desc="robustness", unit="perturbation"):
+            probabilities = np.concatenate([predict(model, source.images, batch_size, image_size, (kind, strength))
+                                            for source in sources])
+            numbers = source_metrics(labels, probabilities, class_names, positive_class, threshold)
+            results[kind][f"{strength:g}"] = {key: numbers[key] for key in keys}
+        clean = metrics["robustness_clean"] = {key: metrics["combined"][key] for key in keys}
+        metrics["robustness"] = results
+        plots.plot_robustness(clean["accuracy"], {kind: {float(strength): values["accuracy"]
+                                                         for strength, values in by_strength.items()}
+                                                  for kind, by_strength in results.items()},
+                              out_dir / config.ROBUSTNESS_PLOT_FILE)
+        metrics["plots"]["robustness"] = config.ROBUSTNESS_PLOT_FILE
+    _write_json(out_dir / config.METRICS_FILE, metrics)
     title = ", ".join(source.name for source in sources)
-    atomic_write_text(out_dir / EVALUATION_CARD_FILE,
+    atomic_write_text(out_dir / config.EVALUATION_CARD_FILE,
                       render_card(model_info, metrics, f"Evaluation on {title}", split_counts, f"Metrics on {title}"))
-    logger.info("evaluated %s: %s", metrics["folder"], format_summary(metrics))
+    logger.info("evaluated %s: %s", metrics["folder"], scoring.format_summary(metrics))
     return metrics
 
 
-def evaluate_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path,
-                    batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
-    """``evaluate_folders`` on one folder."""
-    return evaluate_folders(model, model_info, [folder], out_dir, batch_size)
-
-
 def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Path, out_dir: Path,
-                 batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
-    """The end-of-training evaluation: threshold on validation, metrics on test, every output.
-
-    For two classes the decision threshold maximising F1 on P(positive) is chosen on
-    ``data_dir/validation`` (skipped with a warning when that split is missing or holds one class);
-    the test metrics are reported at argmax and at that threshold. Writes metrics.json,
-    classification_report.txt, the plots and MODEL_CARD.md into ``out_dir`` and adds
-    ``test_metrics`` and ``decision_threshold`` to ``out_dir/model.json``, keeping its other keys.
-
-    Args:
-        model: the trained classifier.
-        model_info: its model.json content.
-        data_dir: the prepared dataset, ``data_dir/{train,validation,test}/<Class>/``.
-        out_dir: the run folder.
-        batch_size: images per forward pass.
-
-    Returns:
-        The test metrics, as written to metrics.json.
+                 batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+    """The end-of-training evaluation: the F1-best threshold on validation (two classes), metrics on test.
 
     Raises:
         UserError: if ``data_dir/test`` is missing or its classes differ from the model's.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    test_dir = data_dir / TEST
-    if not test_dir.is_dir():
+    if not (data_dir / TEST).is_dir():
         raise UserError(f"{data_dir} has no {TEST} folder to evaluate on. Run DataSplitD1.py or DataSplitD2.py to "
                         "make one, or evaluate another folder with --evaluate MODEL.h5 --test-dir DIR.")
     class_names = list(model_info["class_names"])
@@ -484,13 +323,13 @@ def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Pa
         split: {name: len(list_images(data_dir / split / name)) if (data_dir / split / name).is_dir() else 0
                 for name in class_names}
         for split in SPLITS if (data_dir / split).is_dir()}
-    sources = _predict_sources(model, model_info, [test_dir], batch_size)
-    metrics, _ = _evaluate(model_info, sources, out_dir, threshold, split_counts, **extra)
-    _write_json(out_dir / METRICS_FILE, metrics)
-    title = f"Model card: {out_dir.resolve().name}"
-    atomic_write_text(out_dir / MODEL_CARD_FILE, render_card(model_info, metrics, title, split_counts))
-    _update_model_json(out_dir / MODEL_JSON_FILE, model_info, metrics)
-    logger.info("test: %s", format_summary(metrics))
+    sources = _predict_sources(model, model_info, [data_dir / TEST], batch_size)
+    metrics = _evaluate(model_info, sources, out_dir, threshold, split_counts, **extra)
+    _write_json(out_dir / config.METRICS_FILE, metrics)
+    atomic_write_text(out_dir / config.MODEL_CARD_FILE,
+                      render_card(model_info, metrics, f"Model card: {out_dir.resolve().name}", split_counts))
+    _update_model_json(out_dir / config.MODEL_JSON_FILE, model_info, metrics)
+    logger.info("test: %s", scoring.format_summary(metrics))
     return metrics
 
 
@@ -501,14 +340,13 @@ def _threshold_from_validation(model: keras.Model, model_info: Mapping[str, Any]
         logger.warning("no %s folder: the decision threshold stays at argmax", folder)
         return None, None
     (source,) = _predict_sources(model, model_info, [folder], batch_size)
-    images, probabilities = source.images, source.probabilities
-    positive = positive_index(model_info["class_names"], model_info.get("positive_class"))
-    labels, scores = np.asarray(images.labels), probabilities[:, positive].astype(np.float64)
+    positive = scoring.positive_index(model_info["class_names"], model_info.get("positive_class"))
+    labels, scores = np.asarray(source.images.labels), source.probabilities[:, positive].astype(np.float64)
     try:
-        threshold = choose_threshold(labels == positive, scores)
+        threshold = scoring.choose_threshold(labels == positive, scores)
     except ValueError as error:
         logger.warning("no decision threshold from %s: %s", folder, error)
         return None, None
-    at = threshold_metrics(labels, scores, positive, threshold)
-    return threshold, {"split": VALIDATION, "num_images": len(images), "num_skipped": len(images.skipped),
-                       "f1": at["f1"], "accuracy": at["accuracy"]}
+    at = scoring.threshold_metrics(labels, scores, positive, threshold)
+    return threshold, {"split": VALIDATION, "num_images": len(source.images),
+                       "num_skipped": len(source.images.skipped), "f1": at["f1"], "accuracy": at["accuracy"]}

@@ -1,17 +1,5 @@
-"""What sizes and formats a dataset's images have, and what follows: shortcuts and unfamiliar inputs.
-
-The shortcut check: could image size or file format alone tell the classes apart? Datasets built
-like CIFAKE often give the label away without a pixel of content: every fake a 512x512 PNG, every
-real photo a JPEG of another size. A detector trained on such data learns the size or the format,
-and published detectors were found to do exactly that. The check fits a tiny decision tree on one
-property at a time (size, or format) and measures its cross-validated balanced accuracy; at 90 %
-or more the property alone predicts the class, and the split scripts and the model card say so
-with the word "shortcut".
-
-The familiarity check: model.json records the training images' profile (``training_profile``), and
-an image far outside it, e.g. a 1024x768 photo for a model trained on 32x32 thumbnails, is flagged
-(``unfamiliar_reason``): the app warns next to its answer and never calls it certain, and
-predictions.csv carries the same flag.
+"""Image sizes and formats per class: shortcuts (size or format alone giving the label away, as in
+CIFAKE) and unfamiliar inputs (far outside model.json's ``training_images``, never called certain).
 """
 
 from __future__ import annotations
@@ -19,17 +7,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 SHORTCUT_ACCURACY = 0.9  # balanced accuracy from one property at which the property is a shortcut
-# An image is unfamiliar when a side is more than this many times smaller or larger than the
-# training images' sides: the model's resize then erases or invents the detail it was trained on.
+# A side more than this many times smaller or larger than the training images' sides is unfamiliar:
+# the model's resize then erases or invents the detail it was trained on.
 SIZE_TOLERANCE = 2.0
-_MAX_FOLDS = 5
 
 
 @dataclass(frozen=True)
 class ImageFacts:
-    """What the check looks at in one image: its class and what its header says."""
+    """One image's class and what its header says."""
 
     class_name: str
     width: int
@@ -39,28 +27,26 @@ class ImageFacts:
 
 @dataclass(frozen=True)
 class Shortcut:
-    """How well one property alone predicts the class."""
+    """How well one property ("size" or "format") alone predicts the class."""
 
-    feature: str  # "size" or "format"
+    feature: str
     balanced_accuracy: float
 
-    @property
-    def found(self) -> bool:
-        return self.balanced_accuracy >= SHORTCUT_ACCURACY
+
+def training_profile(facts: Sequence[ImageFacts]) -> dict[str, object]:
+    """The smallest and largest side and the formats: model.json's ``training_images``."""
+    return {"min_side": min(min(fact.width, fact.height) for fact in facts),
+            "max_side": max(max(fact.width, fact.height) for fact in facts),
+            "formats": sorted({fact.image_format for fact in facts})}
 
 
 def class_profiles(facts: Sequence[ImageFacts]) -> dict[str, dict[str, object]]:
     """Per class: image count, smallest and largest side, and how many files of each format."""
-    profiles: dict[str, dict[str, object]] = {}
-    for class_name in sorted({fact.class_name for fact in facts}):
-        members = [fact for fact in facts if fact.class_name == class_name]
-        profiles[class_name] = {
-            "images": len(members),
-            "min_side": min(min(fact.width, fact.height) for fact in members),
-            "max_side": max(max(fact.width, fact.height) for fact in members),
-            "formats": dict(sorted(Counter(fact.image_format for fact in members).items())),
-        }
-    return profiles
+    names = sorted({fact.class_name for fact in facts})
+    by_class = {name: [fact for fact in facts if fact.class_name == name] for name in names}
+    return {name: {"images": len(members), **training_profile(members),
+                   "formats": dict(sorted(Counter(fact.image_format for fact in members).items()))}
+            for name, members in by_class.items()}
 
 
 def describe_profiles(profiles: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
@@ -71,12 +57,7 @@ def describe_profiles(profiles: Mapping[str, Mapping[str, object]]) -> dict[str,
 
 
 def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut]:
-    """The cross-validated balanced accuracy of predicting the class from size alone and format alone.
-
-    Size is (width, height, pixels, aspect ratio); format is one-hot. A depth-3 tree is enough to
-    find "all fakes are 512x512" or "all reals are JPEG" and too small to memorise photos of many
-    sizes. Fewer than two classes, or a class with a single image, give no verdict (an empty list).
-    """
+    """Cross-validated balanced accuracy of a depth-3 tree on size alone and on format alone ([] with too few)."""
     counts = Counter(fact.class_name for fact in facts)
     if len(counts) < 2 or min(counts.values()) < 2:
         return []
@@ -92,24 +73,15 @@ def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut
                           for fact in facts], dtype=np.float64),
         "format": np.array([[fact.image_format == name for name in formats] for fact in facts], dtype=np.float64),
     }
-    folds = StratifiedKFold(n_splits=min(_MAX_FOLDS, min(counts.values())), shuffle=True, random_state=seed)
-    results = []
-    for feature, values in features.items():
-        tree = DecisionTreeClassifier(max_depth=3, random_state=seed)
-        predicted = cross_val_predict(tree, values, labels, cv=folds)
-        results.append(Shortcut(feature, float(balanced_accuracy_score(labels, predicted))))
-    return results
-
-
-def profile_classes(facts: Sequence[ImageFacts]) -> tuple[dict[str, dict[str, object]], str | None]:
-    """``class_profiles`` and the shortcut warning (or None), as the split scripts report them."""
-    profiles = class_profiles(facts)
-    return profiles, shortcut_warning(check_shortcuts(facts), profiles)
+    folds = StratifiedKFold(n_splits=min(5, min(counts.values())), shuffle=True, random_state=seed)
+    return [Shortcut(feature, float(balanced_accuracy_score(labels, cross_val_predict(
+                DecisionTreeClassifier(max_depth=3, random_state=seed), values, labels, cv=folds))))
+            for feature, values in features.items()]
 
 
 def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mapping[str, object]]) -> str | None:
     """One warning naming every property that alone predicts the class, or None when none does."""
-    found = [shortcut for shortcut in shortcuts if shortcut.found]
+    found = [shortcut for shortcut in shortcuts if shortcut.balanced_accuracy >= SHORTCUT_ACCURACY]
     if not found:
         return None
     named = " and ".join(f"image {shortcut.feature} alone predicts the class with "
@@ -119,23 +91,16 @@ def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mappi
             "classes alike in size and format (re-encode or resize one side) before trusting its accuracy.")
 
 
-def training_profile(facts: Sequence[ImageFacts]) -> dict[str, object]:
-    """The training images' smallest and largest side and their formats: model.json's ``training_images``."""
-    return {
-        "min_side": min(min(fact.width, fact.height) for fact in facts),
-        "max_side": max(max(fact.width, fact.height) for fact in facts),
-        "formats": sorted({fact.image_format for fact in facts}),
-    }
+def profile_classes(facts: Sequence[ImageFacts]) -> tuple[dict[str, dict[str, object]], str | None]:
+    """``class_profiles`` and the shortcut warning (or None), as the split scripts report them."""
+    profiles = class_profiles(facts)
+    return profiles, shortcut_warning(check_shortcuts(facts), profiles)
 
 
-def unfamiliar_reason(profile: Mapping[str, object] | None, width: int, height: int,
-                      image_format: str | None) -> str | None:
-    """Why an image is unlike the training images, or None when it is like them (or no profile is known).
-
-    Unlike means: its short side below half the training images' smallest side, its long side above
-    twice their largest, or a file format none of them had (a PNG has no JPEG traces to read).
-    """
-    if not profile:
+def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str | None) -> str | None:
+    """Why an image is unlike model.json's ``training_images`` ``profile`` (a side off by over
+    ``SIZE_TOLERANCE`` or an unseen format), or None (also without a profile)."""
+    if not isinstance(profile, Mapping) or "min_side" not in profile or "max_side" not in profile:
         return None
     min_side, max_side = int(profile["min_side"]), int(profile["max_side"])
     reasons = []

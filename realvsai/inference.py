@@ -1,19 +1,9 @@
 """Serving a trained model: find the runs, load one, decode uploads, predict in batches, explain.
 
-    from realvsai import inference, model
-    runs, _ = inference.list_runs(Path("models"))
-    classifier = inference.Classifier(model.load_classifier(runs[0].model_file)[0], runs[0].class_names,
-                                      runs[0].image_size)
     results = inference.classify_uploads(classifier, [("cat.jpg", jpeg_bytes)])
-    heatmap = classifier.grad_cam(image)  # (H, W) float32 in [0, 1]
 
-The model does its own resizing and preprocessing (raw RGB 0..255 in), so the app sees what
-training saw. Each upload is cropped to its centre square and resized to the model's image size
-with the model's own ``resize`` layer before the uploads are stacked into one batch; the model's
-resize is then a no-op, so a batch gives the same probabilities as calling the model on each
-original image.
-
-TensorFlow and Keras are imported when a model is used, so listing runs stays instant.
+Each upload goes through the model's own ``resize`` layer before the uploads are stacked into one
+batch, so a batch gives the probabilities of each image alone. TensorFlow is imported lazily.
 """
 
 from __future__ import annotations
@@ -31,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from realvsai.config import CONFIDENCE_THRESHOLD, CROP_GRID, MAX_IMAGE_PIXELS, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
-from realvsai.decision import DecisionRule
+from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.errors import UserError
 from realvsai.image_stats import unfamiliar_reason
 from realvsai.images import ImageDecodeError, load_rgb, read_header
+from realvsai.metrics import DecisionRule
 
 if TYPE_CHECKING:
     import keras
@@ -44,8 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
-# The layers Grad-CAM runs before the backbone; "augmentation" is skipped (it only acts in training).
-_AUGMENTATION_LAYER, _BACKBONE_LAYER, _RESIZE_LAYER = "augmentation", "backbone", "resize"
 # What the app says at the top and beside every answer of a demo model, and its model card says too.
 DEMO_WARNING = "Demo model trained on synthetic data: it detects nothing real."
 # Metrics worth a headline on the app's model card, in the order shown (all written by evaluation).
@@ -59,28 +47,15 @@ class ServeConfig:
     models_dir: Path = Path("models")
     batch_size: int = 16  # uploads per model call
     max_pixels: int = MAX_IMAGE_PIXELS  # larger uploads are refused before decoding (decompression bombs)
-    confidence_threshold: float = CONFIDENCE_THRESHOLD  # "Uncertain" below this, when model.json names none
     preview_size: int = 384  # longest side of the picture shown per upload, in pixels
     colormap: str = "turbo"  # matplotlib colormap of the Grad-CAM overlay (jet's perceptual successor)
-    # Grad-CAM explains from the deepest feature map at least this many cells on each side; a smaller
-    # one cannot say where (ResNet's last block is 1x1 at 32 px, so the map would be one flat tint).
+    # Grad-CAM explains from the deepest feature map at least this many cells a side; a smaller one
+    # cannot say where (ResNet's last block is 1x1 at 32 px, so the map would be one flat tint).
     grad_cam_min_size: int = 4
     heatmap_opacity: float = 0.45
 
 
 DEFAULTS = ServeConfig()
-
-
-# ----------------------------------------------------------------------------------- run folders
-
-
-def training_profile(info: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The training images' sides and formats that model.json records as ``training_images``, or None.
-
-    A model trained before the profile was recorded has none, and then no image is flagged unfamiliar.
-    """
-    profile = info.get("training_images")
-    return dict(profile) if isinstance(profile, Mapping) and "min_side" in profile and "max_side" in profile else None
 
 
 def is_demo(info: Mapping[str, Any]) -> bool:
@@ -98,26 +73,14 @@ class ModelRun:
     info: dict[str, Any]  # model.json
     metrics: dict[str, Any]  # metrics.json; empty when the run has none
     created: datetime  # timezone-aware
+    class_names: list[str]
+    image_size: int
+    demo: bool
+    confidence_threshold: float
 
     @property
     def name(self) -> str:
         return self.path.name
-
-    @property
-    def class_names(self) -> list[str]:
-        return [str(name) for name in self.info["class_names"]]
-
-    @property
-    def image_size(self) -> int:
-        return int(self.info["image_size"])
-
-    @property
-    def demo(self) -> bool:
-        return is_demo(self.info)
-
-    @property
-    def confidence_threshold(self) -> float:
-        return self.decision_rule().confidence_threshold
 
     def decision_rule(self, confidence_threshold: float | None = None) -> DecisionRule:
         """The rule this model decides by; ``confidence_threshold`` replaces model.json's."""
@@ -126,11 +89,10 @@ class ModelRun:
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics: model.json's ``test_metrics``, else the numbers metrics.json holds."""
         for source in (self.info.get("test_metrics"), self.metrics.get("test"), self.metrics):
-            if isinstance(source, dict):
-                found = {name: float(source[name]) for name in HEADLINE_METRICS
-                         if isinstance(source.get(name), int | float) and not isinstance(source.get(name), bool)}
-                if found:
-                    return found
+            found = {name: float(source[name]) for name in HEADLINE_METRICS if isinstance(source, dict)
+                     and isinstance(source.get(name), int | float) and not isinstance(source.get(name), bool)}
+            if found:
+                return found
         return {}
 
 
@@ -144,24 +106,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def _created(info: dict[str, Any], model_file: Path) -> datetime:
-    """model.json's ``created`` time (naive times are taken as local), else the model file's mtime."""
-    text = info.get("created")
-    if isinstance(text, str):
-        try:
-            moment = datetime.fromisoformat(text)
-            return moment.astimezone() if moment.tzinfo is None else moment
-        except ValueError:
-            logger.warning("%s: created %r is not an ISO time; using the file's time", model_file.parent, text)
-    return datetime.fromtimestamp(model_file.stat().st_mtime, tz=timezone.utc)
-
-
 def read_run(path: Path) -> ModelRun:
-    """Reads a run folder, or a ``model.h5`` with its ``model.json`` beside it.
-
-    Raises:
-        UserError: if the model file or its model.json is missing or lacks class names / image size.
-    """
+    """Reads a run folder, or a ``model.h5`` with its ``model.json`` beside it (UserError if unusable)."""
     path = Path(path)
     folder, model_file = (path.parent, path) if path.suffix.lower() in (".h5", ".keras") else (path, path / MODEL_FILE)
     if not model_file.is_file():
@@ -178,32 +124,35 @@ def read_run(path: Path) -> ModelRun:
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise UserError(f"{info_file} has no positive integer image_size. Train the model again.")
     try:
-        DecisionRule.from_model_info(info)
+        rule = DecisionRule.from_model_info(info)
     except ValueError as error:
         raise UserError(f"{info_file}: its positive_class does not fit ({error}). Set positive_class to one "
                         "of the class_names, or train the model again.") from error
-    metrics_file = folder / METRICS_FILE
-    try:
-        metrics = _read_json(metrics_file) if metrics_file.is_file() else {}
-    except UserError as error:  # the metrics only decorate the model card; the model still works
-        logger.warning("%s", error)
-        metrics = {}
-    return ModelRun(folder, model_file, info, metrics, _created(info, model_file))
+    metrics = {}
+    if (folder / METRICS_FILE).is_file():
+        try:
+            metrics = _read_json(folder / METRICS_FILE)
+        except UserError as error:  # the metrics only decorate the model card; the model still works
+            logger.warning("%s", error)
+    # model.json's creation time (a naive one is local), else the model file's.
+    created = datetime.fromtimestamp(model_file.stat().st_mtime, tz=timezone.utc)
+    if isinstance(info.get("created"), str):
+        try:
+            created = datetime.fromisoformat(info["created"]).astimezone()
+        except ValueError:
+            logger.warning("%s: created %r is not an ISO time; using the file's time", folder, info["created"])
+    return ModelRun(folder, model_file, info, metrics, created, [str(name) for name in class_names], image_size,
+                    is_demo(info), rule.confidence_threshold)
 
 
 def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]:
-    """The usable runs under ``models_dir``, newest first, and the folders skipped with the reason.
-
-    A run is a sub-folder holding ``model.h5``; folders without one (a run still training, notes)
-    are ignored, and those whose model.json is missing or broken are returned as skipped.
-    """
+    """The usable runs under ``models_dir`` (sub-folders holding model.h5), newest first, and those skipped, why."""
     models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        return [], []
     runs, skipped = [], []
-    for folder in sorted(child for child in models_dir.iterdir() if child.is_dir() and not child.name.startswith(".")):
-        if not (folder / MODEL_FILE).is_file():
-            continue
+    # A folder without model.h5 is a run still training, or notes.
+    folders = sorted(child for child in models_dir.iterdir() if not child.name.startswith(".")
+                     and (child / MODEL_FILE).is_file()) if models_dir.is_dir() else []
+    for folder in folders:
         try:
             runs.append(read_run(folder))
         except UserError as error:
@@ -213,15 +162,8 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
     return runs, skipped
 
 
-# ------------------------------------------------------------------------------------- the model
-
-
 class Classifier:
-    """A loaded model with its class names, a batched predict path and Grad-CAM.
-
-    The model is called through ``tf.function``s with fixed input signatures, so it is traced
-    once, not once per upload size or batch size.
-    """
+    """A loaded model with its class names, a batched predict path and Grad-CAM (each traced once)."""
 
     def __init__(self, model: keras.Model, class_names: Sequence[str], image_size: int,
                  input_mode: str = "resize") -> None:
@@ -235,13 +177,12 @@ class Classifier:
         self.input_mode = input_mode
         # decode_upload's image_size: crops mode sees native pixels, so no reduced JPEG decode there.
         self.decode_size = None if input_mode == "crops" else self.image_size
-        outputs = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else None
-        if outputs is not None and outputs != len(self.class_names):
+        outputs = int(model.outputs[0].shape[-1])
+        if outputs != len(self.class_names):
             raise UserError(f"the model outputs {outputs} classes, but model.json names {len(self.class_names)} "
                             f"({self.class_names}). The files do not belong together: train the model again.")
-        self._resize = model.get_layer(_RESIZE_LAYER)  # the model contract: build_model names it so
-        image = tf.TensorSpec([None, None, 3], tf.uint8)
-        self._prepare_fn = tf.function(self._prepare_graph, input_signature=[image])
+        self._resize = model.get_layer("resize")  # the model contract: build_model names it so
+        self._prepare_fn = tf.function(self._prepare_graph, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
         # Crops mode: each image is its grid of crops (data.grid_crops), the softmax averaged over them.
         crops = input_mode == "crops"
         predictor = crop_averaging(model, self.image_size) if crops else model
@@ -255,10 +196,9 @@ class Classifier:
         import tensorflow as tf
 
         from realvsai.data import grid_crops
+
         if self.input_mode == "crops":
             return grid_crops(image, self.image_size)
-        # The model's own resize layer, so the resize here equals the one inside the model (the
-        # centre square, antialiased); the model's resize of an image already at image_size is a no-op.
         return self._resize(tf.cast(image, tf.float32)[tf.newaxis])[0]
 
     def prepare(self, image: np.ndarray) -> tf.Tensor:
@@ -275,120 +215,72 @@ class Classifier:
         """Probabilities (N, classes) of decoded (H, W, 3) uint8 images of any sizes, batch by batch."""
         import tensorflow as tf
 
-        rows = [self.predict_prepared(tf.stack([self.prepare(image) for image in images[start:start + batch_size]]))
-                for start in range(0, len(images), batch_size)]
-        return np.concatenate(rows) if rows else np.zeros((0, len(self.class_names)), np.float32)
-
-    # ------------------------------------------------------------------------------- Grad-CAM
+        return np.concatenate([self.predict_prepared(tf.stack([self.prepare(image) for image in
+                                                               images[start:start + batch_size]]))
+                               for start in range(0, len(images), batch_size)])
 
     def _split_layers(self) -> tuple[list[Any], Any, list[Any]]:
+        """The layers before the backbone (without the training-only augmentation), the backbone, the head."""
         import keras
 
         layers = [layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        names = [layer.name for layer in layers]
-        if _BACKBONE_LAYER not in names:
-            raise ValueError(f"Grad-CAM needs a layer named {_BACKBONE_LAYER!r}; this model has {names}")
-        index = names.index(_BACKBONE_LAYER)
-        before = [layer for layer in layers[:index] if layer.name != _AUGMENTATION_LAYER]
-        return before, layers[index], layers[index + 1:]
+        index = [layer.name for layer in layers].index("backbone")
+        return [layer for layer in layers[:index] if layer.name != "augmentation"], layers[index], layers[index + 1:]
 
     @functools.cached_property
     def grad_cam_layer(self) -> keras.layers.Layer | None:
-        """The backbone layer Grad-CAM explains from: the deepest block output at least 4x4.
-
-        Block outputs are ResNet's ``*_out`` layers, which every path to the output passes through (the
-        next block's shortcut starts there); a backbone without them offers all of its layers. At 224 px
-        this is the last block (7x7); at 32 px, where the last block is 1x1, the last 4x4 one. None when
-        no feature map is that large (a heatmap could not localise).
-        """
+        """The deepest backbone block output (ResNet's ``*_out`` layers, else any) at least 4x4; None if none is."""
         layers = [layer for layer in self._split_layers()[1].layers if len(layer.output.shape) == 4]
         blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
         if layers and blocks[-1] is not layers[-1]:
-            blocks.append(layers[-1])  # the backbone's own output counts as a block output
+            blocks.append(layers[-1])
         size = DEFAULTS.grad_cam_min_size
         return next((layer for layer in reversed(blocks) if min(layer.output.shape[1:3]) >= size), None)
-
-    @functools.cached_property
-    def _grad_cam_backbone(self) -> keras.Model:
-        """The backbone, giving the explained feature map as well as its own output."""
-        import keras
-
-        backbone = self._split_layers()[1]
-        return keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
 
     def _grad_cam_graph(self, image: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         import keras
         import tensorflow as tf
 
-        before, _, head = self._split_layers()
+        before, backbone, head = self._split_layers()
+        # The backbone, giving the explained feature map as well as its own output (built once: traced once).
+        backbone = keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
         pixels = image[tf.newaxis]
         for layer in before:
             pixels = layer(pixels, training=False)
         with tf.GradientTape() as tape:
-            # The explained map is inside the backbone: the tape records the backbone from its input
-            # (a frozen backbone has no trainable variables that would make it record by itself).
+            # The tape records the backbone from its input: a frozen backbone has no trainable
+            # variables that would make it record by itself.
             tape.watch(pixels)
-            explained, features = self._grad_cam_backbone(pixels, training=False)
-            hidden = features
+            explained, hidden = backbone(pixels, training=False)
             for layer in head[:-1]:
                 hidden = layer(hidden, training=False)
-            last = head[-1]
-            if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax:
-                logits = tf.matmul(tf.cast(hidden, last.kernel.dtype), last.kernel)
-                logits = logits + last.bias if last.use_bias else logits
-                probabilities = tf.nn.softmax(logits)
-            else:
-                probabilities = tf.cast(last(hidden, training=False), tf.float32)
-                logits = tf.math.log(probabilities + 1e-12)
-            logits = tf.cast(logits, tf.float32)
-            target = tf.where(class_index < 0, tf.argmax(probabilities[0], output_type=tf.int32), class_index)
-            # The class's logit minus the mean logit: softmax ignores a shift shared by all logits,
-            # so only this centred score is evidence for the class over the others (for two classes
-            # it is half the log-odds), and unlike the probability it does not saturate near 1.
+            last = head[-1]  # the softmax Dense "predictions": its logits do not saturate near 1
+            logits = tf.cast(tf.matmul(tf.cast(hidden, last.kernel.dtype), last.kernel) + last.bias, tf.float32)
+            target = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
+            # The class's logit minus the mean logit: softmax ignores a shift shared by all logits, so
+            # only this centred score is evidence for the class over the others.
             score = logits[0, target] - tf.reduce_mean(logits[0])
         gradients = tf.cast(tape.gradient(score, explained), tf.float32)[0]  # (h, w, channels)
-        channel_weights = tf.reduce_mean(gradients, axis=(0, 1))
-        cam = tf.nn.relu(tf.reduce_sum(tf.cast(explained[0], tf.float32) * channel_weights, axis=-1))
-        peak = tf.reduce_max(cam)
-        cam = tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), tf.zeros_like(cam))
-        return cam, target
+        cam = tf.nn.relu(tf.reduce_sum(tf.cast(explained[0], tf.float32) * tf.reduce_mean(gradients, axis=(0, 1)),
+                                       axis=-1))
+        return tf.math.divide_no_nan(cam, tf.reduce_max(cam)), target
 
     def grad_cam(self, image: np.ndarray, class_index: int | None = None,
                  output_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Grad-CAM heatmap of ``image`` for ``class_index`` (default: the most probable class).
-
-        Gradients of the class score with respect to the feature map of ``grad_cam_layer`` (the
-        backbone's last block, or the deepest one still 4x4 at small image sizes), averaged over
-        space, weight its channels; the weighted map's positive part, scaled to a peak of 1 and
-        upsampled, shows where the evidence for the class lies.
-
-        Args:
-            image: an (H, W, 3) uint8 image, as decoded.
-            class_index: the class to explain; None explains the predicted one.
-            output_size: (height, width) of the heatmap; default the image's.
-
-        Returns:
-            A float32 (height, width) array in [0, 1]; all zeros when nothing speaks for the class.
+        """Grad-CAM heatmap (float32 in [0, 1], ``output_size`` or the image's) for ``class_index`` (default: argmax).
 
         Raises:
-            ValueError: for an unknown class, or when no feature map is large enough to localise.
+            ValueError: when no feature map is large enough to localise.
         """
         import tensorflow as tf
 
         if self.grad_cam_layer is None:
             raise ValueError(f"Grad-CAM cannot localise at {self.image_size} px: every feature map of the backbone "
                              f"is smaller than {DEFAULTS.grad_cam_min_size}x{DEFAULTS.grad_cam_min_size}")
-        if class_index is not None and not 0 <= class_index < len(self.class_names):
-            raise ValueError(f"class_index {class_index} is not one of the {len(self.class_names)} classes")
         # The whole image through the model's own resize (crops mode too: one map for the whole image).
-        cam, _ = self._grad_cam_fn(tf.cast(image, tf.float32), tf.constant(-1 if class_index is None else class_index,
-                                                                             tf.int32))
-        height, width = output_size or image.shape[:2]
-        heatmap = tf.image.resize(cam[..., tf.newaxis], (height, width), method="bilinear")[..., 0]
+        cam, _ = self._grad_cam_fn(tf.cast(image, tf.float32), tf.constant(-1 if class_index is None else class_index))
+        heatmap = tf.image.resize(cam[..., tf.newaxis], output_size or image.shape[:2], method="bilinear")[..., 0]
         return np.clip(heatmap.numpy(), 0.0, 1.0).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------- uploads
 
 
 @dataclass(frozen=True)
@@ -399,119 +291,87 @@ class UploadResult:
     probabilities: np.ndarray | None = None  # (classes,) float32; None when it could not be classified
     error: str | None = None  # why not, for the user
     preview: np.ndarray | None = field(default=None, repr=False)  # a small upright RGB copy to show
-    size: tuple[int, int] | None = None  # (width, height) of the decoded image
-    unfamiliar: str | None = None  # why the image is unlike the training images; None when it is like them
+    size: tuple[int, int] | None = None  # (width, height) of the file's image
+    unfamiliar: str | None = None  # why the image is unlike the training images
 
     @property
     def ok(self) -> bool:
         return self.probabilities is not None
 
     def answer(self, rule: DecisionRule) -> tuple[int, bool]:
-        """The class ``rule`` decides (its index) and whether the answer is Uncertain (always, when unfamiliar)."""
-        return (int(rule.decide(self.probabilities)),
-                bool(rule.uncertain(self.probabilities, self.unfamiliar is not None)))
+        """The class index ``rule`` decides and whether the answer is Uncertain (always, when unfamiliar)."""
+        unfamiliar = self.unfamiliar is not None
+        return int(rule.decide(self.probabilities)), bool(rule.uncertain(self.probabilities, unfamiliar))
 
 
 def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None) -> np.ndarray:
-    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (``images.load_rgb``; large JPEGs reduced).
-
-    Raises:
-        ImageDecodeError: if it is not an image, is broken, or has more than ``max_pixels`` pixels.
-    """
+    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (ImageDecodeError if unusable)."""
     return load_rgb(bytes(data), max_pixels, image_size)
 
 
 def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> np.ndarray:
     """A copy of ``image`` no longer than ``max_side`` on either side (fast box reduction)."""
     factor = math.ceil(max(image.shape[:2]) / max_side)
-    if factor <= 1:
-        return image
-    return np.asarray(Image.fromarray(image).reduce(factor))
+    return np.asarray(Image.fromarray(image).reduce(factor)) if factor > 1 else image
 
 
-def classify_uploads(
-    classifier: Classifier,
-    uploads: Iterable[tuple[str, bytes]],
-    *,
-    batch_size: int = DEFAULTS.batch_size,
-    max_pixels: int = DEFAULTS.max_pixels,
-    preview_size: int = DEFAULTS.preview_size,
-    profile: Mapping[str, Any] | None = None,
-) -> list[UploadResult]:
-    """Classifies uploaded files, ``batch_size`` images per model call, in upload order.
+def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]], *,
+                     batch_size: int = DEFAULTS.batch_size, max_pixels: int = DEFAULTS.max_pixels,
+                     preview_size: int = DEFAULTS.preview_size,
+                     profile: Mapping[str, Any] | None = None) -> list[UploadResult]:
+    """Classifies uploads in order, ``batch_size`` per model call, holding one full-size image at a time.
 
-    Each file is decoded and resized as it comes, so memory holds at most one full-size image.
-    A file that is not an image, is too large or fails in any other way gets a result with an
-    ``error`` for the user; the other files are classified all the same. With the training images'
-    ``profile`` (model.json's ``training_images``), an upload far outside it gets ``unfamiliar``.
+    A file that fails gets an ``error`` and the others go on; one far outside ``profile`` gets ``unfamiliar``.
     """
     import tensorflow as tf
 
     slots: list[dict[str, Any]] = []
-    pending: list[tuple[int, tf.Tensor]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        try:
-            probabilities = classifier.predict_prepared(tf.stack([prepared for _, prepared in pending]))
-        except Exception as error:  # the app must go on; the files of this batch are named instead
-            logger.exception("the model failed on a batch")
-            for index, _ in pending:
-                slots[index].update(error=f"the model failed ({type(error).__name__}: {error})", preview=None)
-        else:
-            for (index, _), row in zip(pending, probabilities):
-                slots[index]["probabilities"] = row
-        pending.clear()
-
+    prepared: list[tuple[dict[str, Any], tf.Tensor]] = []  # resized, so they hold little memory
     for name, data in uploads:
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
         try:
             image = decode_upload(data, max_pixels, classifier.decode_size)
-            header = read_header(data, max_pixels)
-            prepared = classifier.prepare(image)
-            slot.update(preview=preview_image(image, preview_size), size=(header.width, header.height))
-            if profile:
-                slot["unfamiliar"] = unfamiliar_reason(profile, header.width, header.height, header.image_format)
-            pending.append((len(slots) - 1, prepared))
+            header = read_header(data, max_pixels)  # the file's own size: a large JPEG is decoded reduced
+            tensor = classifier.prepare(image)
+            slot.update(preview=preview_image(image, preview_size), size=(header.width, header.height),
+                        unfamiliar=unfamiliar_reason(profile, header.width, header.height, header.image_format))
+            prepared.append((slot, tensor))
         except ImageDecodeError as error:
             slot["error"] = str(error)
         except Exception as error:  # whatever one upload does, the others are still classified
             logger.exception("unexpected error on %s", name)
             slot["error"] = f"unexpected error ({type(error).__name__}: {error})"
-        if len(pending) >= batch_size:
-            flush()
-    flush()
+    for start in range(0, len(prepared), batch_size):
+        batch = prepared[start:start + batch_size]
+        try:
+            probabilities = classifier.predict_prepared(tf.stack([tensor for _, tensor in batch]))
+        except Exception as error:  # the app must go on; the files of this batch are named instead
+            logger.exception("the model failed on a batch")
+            for slot, _ in batch:
+                slot.update(error=f"the model failed ({type(error).__name__}: {error})", preview=None)
+        else:
+            for (slot, _), row in zip(batch, probabilities):
+                slot["probabilities"] = row
     return [UploadResult(**slot) for slot in slots]
 
 
 def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | None = None,
-                   max_pixels: int = DEFAULTS.max_pixels, preview_size: int = DEFAULTS.preview_size,
-                   opacity: float = DEFAULTS.heatmap_opacity, colormap: str = DEFAULTS.colormap) -> np.ndarray:
-    """The upload's preview with the Grad-CAM heatmap of ``class_index`` (default: argmax) laid over it.
-
-    Raises:
-        ImageDecodeError: if the data is not a usable image.
-    """
+                   max_pixels: int = DEFAULTS.max_pixels, preview_size: int = DEFAULTS.preview_size) -> np.ndarray:
+    """The upload's preview with the Grad-CAM heatmap of ``class_index`` (default: argmax) laid over it."""
     image = decode_upload(data, max_pixels, classifier.decode_size)
     preview = preview_image(image, preview_size)
-    heatmap = classifier.grad_cam(image, class_index, output_size=preview.shape[:2])
-    return overlay_heatmap(preview, heatmap, opacity=opacity, colormap=colormap)
+    return overlay_heatmap(preview, classifier.grad_cam(image, class_index, output_size=preview.shape[:2]))
 
 
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = DEFAULTS.heatmap_opacity,
                     colormap: str = DEFAULTS.colormap) -> np.ndarray:
-    """``image`` (H, W, 3 uint8) blended with ``heatmap`` (values 0..1) coloured by a matplotlib colormap.
-
-    The heatmap is resized to the image when their sizes differ.
-    """
+    """``image`` (H, W, 3 uint8) blended with ``heatmap`` (0..1, resized to the image) in a matplotlib colormap."""
     import matplotlib
 
     if heatmap.shape[:2] != image.shape[:2]:
-        resized = Image.fromarray(np.asarray(heatmap, np.float32), mode="F").resize(
-            (image.shape[1], image.shape[0]), Image.BILINEAR)
-        heatmap = np.asarray(resized)
+        heatmap = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32), mode="F").resize(
+            (image.shape[1], image.shape[0]), Image.BILINEAR))
     colours = matplotlib.colormaps[colormap](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
     blended = (1.0 - opacity) * image.astype(np.float32) + opacity * colours
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

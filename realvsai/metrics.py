@@ -1,7 +1,4 @@
-"""The numbers of an evaluation, from labels and probabilities alone: metrics, calibration, threshold.
-
-Every metric comes from scikit-learn, except the expected calibration error, defined in
-``calibration_bins``. No TensorFlow and no files here: ``evaluation`` predicts and writes.
+"""How probabilities become an answer (``DecisionRule``) and the numbers of an evaluation (scikit-learn's).
 
     metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], positive_class="FAKE")
 """
@@ -12,47 +9,95 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn import metrics as sk
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    confusion_matrix,
-    log_loss,
-    precision_recall_curve,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 from sklearn.preprocessing import label_binarize
 
-from realvsai.decision import DecisionRule, positive_index
+from realvsai.config import CONFIDENCE_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
 CALIBRATION_BINS = 15  # equal-width bins over the top-class confidence, as in Guo et al. (2017)
 NUM_ERROR_IMAGES = 16  # tiles in the confident-errors grid
-# Softmax rows sum to 1 up to float32 rounding; anything further off is not a probability output.
-_SUM_TOLERANCE = 1e-3
 
 
-def _check_probabilities(probabilities: np.ndarray, num_classes: int, num_labels: int) -> np.ndarray:
-    """Float64 rows that sum to exactly 1, or a ValueError when they are not probabilities at all."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.shape != (num_labels, num_classes):
-        raise ValueError(f"probabilities have shape {probabilities.shape}, but {num_labels} images and "
-                         f"{num_classes} classes need ({num_labels}, {num_classes})")
-    sums = probabilities.sum(axis=1)
-    if (probabilities < 0).any() or not np.allclose(sums, 1.0, atol=_SUM_TOLERANCE):
-        raise ValueError("the model's outputs are not probabilities (negative, or rows not summing to 1); "
-                         "the model must end in a softmax")
-    # Only float32 rounding is removed here; scikit-learn warns about rows a hair away from 1.
-    return probabilities / sums[:, None]
+def positive_index(class_names: Sequence[str], positive_class: str | None) -> int:
+    """Column of the positive class: ``positive_class`` by name (ValueError if unknown), or 1 when None."""
+    if positive_class is None:
+        return 1
+    if positive_class not in class_names:
+        raise ValueError(f"positive class {positive_class!r} is not one of the classes {list(class_names)}")
+    return list(class_names).index(positive_class)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How probabilities become an answer: the one rule of the app, --predict, --evaluate and the model card.
+
+    Two classes with a decision threshold t: the positive class when P(positive) >= t, Uncertain
+    when P(positive) lies within ``confidence_threshold - 0.5`` of t. Otherwise: the most probable
+    class, Uncertain below ``confidence_threshold``. At t = 0.5 both say the same.
+    """
+
+    confidence_threshold: float = CONFIDENCE_THRESHOLD
+    decision_threshold: float | None = None  # on P(positive); two classes only
+    positive_index: int = 1  # column of the positive class (two classes)
+
+    @classmethod
+    def from_model_info(cls, info: Mapping[str, Any], confidence_threshold: float | None = None) -> DecisionRule:
+        """The rule model.json records (ValueError for an unknown positive_class); ``confidence_threshold`` wins."""
+        binary = len(info["class_names"]) == 2
+        if confidence_threshold is None:
+            confidence_threshold = _number(info.get("confidence_threshold"))
+        return cls(CONFIDENCE_THRESHOLD if confidence_threshold is None else confidence_threshold,
+                   _number(info.get("decision_threshold")) if binary else None,
+                   positive_index(info["class_names"], info.get("positive_class") if binary else None))
+
+    def _thresholded(self, probabilities: np.ndarray) -> bool:
+        return self.decision_threshold is not None and np.shape(probabilities)[-1] == 2
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """The class index of each row of ``probabilities`` (..., classes)."""
+        if not self._thresholded(probabilities):
+            return np.argmax(probabilities, axis=-1)
+        return np.where(np.asarray(probabilities)[..., self.positive_index] >= self.decision_threshold,
+                        self.positive_index, 1 - self.positive_index)
+
+    def uncertain(self, probabilities: np.ndarray, unfamiliar: np.ndarray | bool | None = None) -> np.ndarray:
+        """True for each row whose answer is Uncertain; an ``unfamiliar`` image always is."""
+        probabilities = np.asarray(probabilities)
+        if not self._thresholded(probabilities):
+            unsure = np.max(probabilities, axis=-1) < self.confidence_threshold
+        else:
+            unsure = np.abs(probabilities[..., self.positive_index] - self.decision_threshold) < self.margin
+        return unsure if unfamiliar is None else unsure | np.asarray(unfamiliar, dtype=bool)
+
+    @property
+    def margin(self) -> float:
+        """How close to the decision threshold P(positive) is Uncertain."""
+        return self.confidence_threshold - 0.5
+
+    def describe(self, class_names: Sequence[str]) -> str:
+        """The rule in one sentence, as the app and the model card state it."""
+        if self.decision_threshold is None or len(class_names) != 2:
+            return (f"Decision rule: the most probable class; Uncertain when its probability is below the "
+                    f"confidence threshold {self.confidence_threshold:.2f}.")
+        positive, other = class_names[self.positive_index], class_names[1 - self.positive_index]
+        return (f"Decision rule: {positive} when P({positive}) ≥ {self.decision_threshold:.3f} (the decision "
+                f"threshold chosen on validation), else {other}; Uncertain when P({positive}) is within "
+                f"{self.margin:.2f} of it (the confidence threshold {self.confidence_threshold:.2f} minus 0.5).")
 
 
 def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | None:
-    """A ranking metric, or None where the labels make it undefined (a single class present)."""
+    """A ranking metric, or None where the labels leave it undefined (a single class present)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.filterwarnings("ignore", message=".*(Only one class|No positive class|not defined).*")
@@ -66,17 +111,8 @@ def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | N
 
 def calibration_bins(labels: Sequence[int], probabilities: np.ndarray,
                      num_bins: int = CALIBRATION_BINS) -> list[dict[str, float | int | None]]:
-    """Top-class confidence against accuracy in ``num_bins`` equal-width bins over [0, 1].
-
-    The confidence of an image is the largest probability it got (that of the predicted class). Bin
-    ``b`` holds the confidences in ``(b / num_bins, (b + 1) / num_bins]`` (a confidence of 0 goes to
-    the first bin). The expected calibration error (ECE) is the bin-size-weighted mean gap,
-    ``ECE = sum_b (n_b / N) * |accuracy(b) - mean confidence(b)|``: 0 for a model whose 80%-sure
-    answers are right 80% of the time, up to 1 for one that is sure and always wrong.
-
-    Returns:
-        One dict per bin: lower, upper, count, confidence (mean) and accuracy (None when empty).
-    """
+    """Per equal-width bin ``(b / num_bins, (b + 1) / num_bins]`` of top-class confidence (0 in the first):
+    lower, upper, count, mean confidence and accuracy (None when empty)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     confidences = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
@@ -92,30 +128,18 @@ def calibration_bins(labels: Sequence[int], probabilities: np.ndarray,
 
 
 def expected_calibration_error(bins: Sequence[Mapping[str, float | int | None]]) -> float:
-    """ECE of ``calibration_bins`` output (its docstring gives the definition)."""
+    """ECE of ``calibration_bins`` output."""
     total = sum(entry["count"] for entry in bins)
     return float(sum(entry["count"] / total * abs(entry["accuracy"] - entry["confidence"])
                      for entry in bins if entry["count"])) if total else 0.0
 
 
 def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilities: Sequence[float]) -> float:
-    """The threshold on P(positive) that maximises F1 on these (validation) images.
-
-    An image counts as positive when its probability is at or above the threshold. The candidates
-    are the distinct probabilities themselves (every other threshold gives the same predictions as
-    one of them); on a tie the lowest wins.
-
-    Args:
-        labels: 1 (or True) for the positive class, 0 for the other.
-        positive_probabilities: the model's probability of the positive class per image.
-
-    Raises:
-        ValueError: if the labels hold only one class, so F1 cannot pick anything.
-    """
+    """The threshold on P(positive) maximising F1 (the lowest on a tie); ValueError when one class is present."""
     truth = np.asarray(labels).astype(bool)
     if truth.all() or not truth.any():
         raise ValueError("choosing a threshold needs images of both classes")
-    precision, recall, thresholds = precision_recall_curve(truth, np.asarray(positive_probabilities, np.float64))
+    precision, recall, thresholds = sk.precision_recall_curve(truth, np.asarray(positive_probabilities, np.float64))
     # The curve ends with (precision 1, recall 0), which belongs to no threshold.
     precision, recall = precision[:-1], recall[:-1]
     denominator = precision + recall
@@ -124,65 +148,53 @@ def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilit
 
 
 def threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, threshold: float) -> dict[str, Any]:
-    # The app's rule, so that the numbers at the threshold are the app's.
-    probabilities = np.stack([1 - scores, scores] if positive == 1 else [scores, 1 - scores], axis=-1)
-    predicted = DecisionRule(decision_threshold=threshold, positive_index=positive).decide(probabilities)
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
-                                                               average="binary", zero_division=0)
-    return {"threshold": float(threshold), "accuracy": float(accuracy_score(labels, predicted)),
+    """Accuracy, precision, recall, F1 and confusion matrix when P(positive) >= ``threshold`` decides."""
+    predicted = np.where(np.asarray(scores) >= threshold, positive, 1 - positive)  # DecisionRule.decide
+    precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
+                                                                  average="binary", zero_division=0)
+    return {"threshold": float(threshold), "accuracy": float(sk.accuracy_score(labels, predicted)),
             "precision": float(precision), "recall": float(recall), "f1": float(f1),
-            "confusion_matrix": confusion_matrix(labels, predicted, labels=[0, 1]).tolist()}
+            "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=[0, 1]).tolist()}
 
 
 def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
-                    positive_class: str | None = None, threshold: float | None = None, *,
-                    calibration_bin_count: int = CALIBRATION_BINS) -> dict[str, Any]:
-    """Every metric of one set of predictions, as a JSON-ready dict (scikit-learn throughout).
+                    positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
+    """Every metric of argmax predictions as a JSON-ready dict (ValueError for outputs that are not probabilities).
 
-    Predictions are the argmax class. For two classes, precision/recall/F1/ROC AUC/average precision
-    are those of the positive class (``positive_class``, or index 1 when None), and with a
-    ``threshold`` on P(positive) the metrics at it are added under ``"at_threshold"``. For more
-    classes they are macro averages, ROC AUC one-vs-rest. A metric the labels leave undefined (ROC
-    AUC with a single class present) is None.
-
-    Args:
-        labels: true class index per image.
-        probabilities: (images, classes) softmax outputs, columns in ``class_names`` order.
-        class_names: the label order.
-        positive_class: name of the positive class (binary only).
-        threshold: decision threshold on P(positive) (binary only).
-        calibration_bin_count: bins of the expected calibration error.
-
-    Raises:
-        ValueError: for outputs that are not probabilities or an unknown positive class.
+    Two classes: the positive class's numbers, and ``"at_threshold"`` with a ``threshold`` on P(positive);
+    more: macro averages, ROC AUC one-vs-rest. Undefined metrics are None.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    probabilities = _check_probabilities(probabilities, len(class_names), len(labels))
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    sums = probabilities.sum(axis=1)
+    # Softmax rows sum to 1 up to float32 rounding; anything further off is not a probability output.
+    if (probabilities < 0).any() or not np.allclose(sums, 1.0, atol=1e-3):
+        raise ValueError("the model's outputs are not probabilities (negative, or rows not summing to 1); "
+                         "the model must end in a softmax")
+    probabilities = probabilities / sums[:, None]  # scikit-learn warns about rows a hair away from 1
     class_ids = list(range(len(class_names)))
     predicted = probabilities.argmax(axis=1)
     binary = len(class_names) == 2
-    bins = calibration_bins(labels, probabilities, calibration_bin_count)
+    bins = calibration_bins(labels, probabilities)
+    positive = positive_index(class_names, positive_class) if binary else 1  # pos_label, ignored for macro
+    averaged = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
+                                                  average="binary" if binary else "macro", zero_division=0)
     if binary:
-        positive = positive_index(class_names, positive_class)
         truth, scores = labels == positive, probabilities[:, positive]
-        averaged = precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
-                                                   average="binary", zero_division=0)
-        ranking = {"roc_auc": _score(roc_auc_score, truth, scores),
-                   "average_precision": _score(average_precision_score, truth, scores)}
+        ranking = {"roc_auc": _score(sk.roc_auc_score, truth, scores),
+                   "average_precision": _score(sk.average_precision_score, truth, scores)}
     else:
-        averaged = precision_recall_fscore_support(labels, predicted, labels=class_ids, average="macro",
-                                                   zero_division=0)
-        ranking = {"roc_auc": _score(roc_auc_score, labels, probabilities, multi_class="ovr", average="macro",
+        ranking = {"roc_auc": _score(sk.roc_auc_score, labels, probabilities, multi_class="ovr", average="macro",
                                      labels=class_ids),
-                   "average_precision": _score(average_precision_score, label_binarize(labels, classes=class_ids),
+                   "average_precision": _score(sk.average_precision_score, label_binarize(labels, classes=class_ids),
                                                probabilities, average="macro")}
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=class_ids,
-                                                                     zero_division=0)
+    precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids,
+                                                                        zero_division=0)
     metrics: dict[str, Any] = {
         "class_names": list(class_names),
         "num_images": len(labels),
-        "loss": float(log_loss(labels, probabilities, labels=class_ids)),
-        "accuracy": float(accuracy_score(labels, predicted)),
+        "loss": float(sk.log_loss(labels, probabilities, labels=class_ids)),
+        "accuracy": float(sk.accuracy_score(labels, predicted)),
         "average": "binary" if binary else "macro",
         "positive_class": class_names[positive] if binary else None,
         "precision": float(averaged[0]),
@@ -193,7 +205,7 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         "per_class": {name: {"precision": float(precision[index]), "recall": float(recall[index]),
                              "f1": float(f1[index]), "support": int(support[index])}
                       for index, name in enumerate(class_names)},
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=class_ids).tolist(),
+        "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=class_ids).tolist(),
         "confusion_matrix_axes": "rows: true class, columns: predicted class, both in class_names order",
         "calibration_bins": bins,
     }
@@ -207,18 +219,16 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
 def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray,
                           limit: int = NUM_ERROR_IMAGES) -> list[int]:
     """Indices of the wrongly classified images (argmax), highest predicted probability first."""
-    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    confidence = probabilities[wrong, predicted[wrong]]
-    return [int(index) for index in wrong[np.argsort(-confidence, kind="stable")][:limit]]
+    wrong = np.flatnonzero(predicted != np.asarray(labels))
+    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:limit].tolist()
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:
     """One line for a script to print: ``accuracy 0.9120, F1 0.9050, ROC AUC 0.9700 on 2,000 images``."""
     def number(key: str) -> str:
-        value = metrics.get(key)
-        return "n/a" if value is None else f"{value:.4f}"
+        return "n/a" if metrics.get(key) is None else f"{metrics[key]:.4f}"
 
     line = (f"accuracy {number('accuracy')}, F1 {number('f1')}, ROC AUC {number('roc_auc')} "
             f"on {metrics['num_images']:,} images")

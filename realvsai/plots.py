@@ -1,10 +1,5 @@
-"""Evaluation plots as PNG files: scikit-learn's displays drawn on ``matplotlib.figure.Figure``.
-
-No pyplot and no backend switch: a bare ``Figure`` saves a PNG through Agg by itself, so plotting
-from a training run, a test or the app leaks no figure and needs no display. Every file is written
-atomically.
-
-    plot_confusion_matrix(labels, predicted, class_names, Path("confusion_matrix.png"))
+"""Evaluation plots as PNG files: scikit-learn's displays drawn on a bare ``matplotlib.figure.Figure``
+(it saves through Agg by itself: no pyplot, no backend switch, no figure leaked).
 """
 
 from __future__ import annotations
@@ -23,11 +18,14 @@ from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocC
 
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
+from realvsai.metrics import threshold_metrics
 
 logger = logging.getLogger(__name__)
 
 DPI = 120
 _THUMBNAIL_SIDE = 256  # the error grid shows each image at most this big, so huge photos cost little
+_LINE_NAMES = {"jpeg": "JPEG re-compression (quality)", "blur": "Gaussian blur (σ)", "downscale": "downscale (scale)"}
+_POINT_LABELS = {"jpeg": "q{:g}", "blur": "σ{:g}", "downscale": "×{:g}"}
 
 
 @dataclass(frozen=True)
@@ -49,20 +47,17 @@ def _save(figure: Figure, path: Path) -> Path:
 
 def plot_confusion_matrix(labels: Sequence[int], predicted: Sequence[int], class_names: Sequence[str],
                           path: Path) -> Path:
-    """Counts and row-normalised rates (each true class sums to 1, recall on the diagonal) side by side."""
+    """Counts and row-normalised rates (recall on the diagonal) side by side."""
     side = max(4.0, 0.9 * len(class_names) + 2.5)
     figure = Figure(figsize=(2 * side + 1, side), layout="constrained")
-    for axes, normalize, subtitle, values_format in (
-        (figure.add_subplot(1, 2, 1), None, "counts", ",d"),
-        (figure.add_subplot(1, 2, 2), "true", "row-normalised (recall on the diagonal)", ".2f"),
-    ):
+    for axes, normalize, subtitle, values_format in zip(
+            figure.subplots(1, 2), (None, "true"), ("counts", "row-normalised (recall on the diagonal)"),
+            (",d", ".2f")):
         ConfusionMatrixDisplay.from_predictions(
             labels, predicted, labels=list(range(len(class_names))), display_labels=list(class_names),
             normalize=normalize, values_format=values_format, cmap="Blues", ax=axes,
             xticks_rotation=45 if len(class_names) > 3 else "horizontal")
-        axes.set_xlabel("predicted class")
-        axes.set_ylabel("true class")
-        axes.set_title(subtitle)
+        axes.set(xlabel="predicted class", ylabel="true class", title=subtitle)
     figure.suptitle(f"Confusion matrix ({len(labels):,} images)")
     return _save(figure, path)
 
@@ -70,10 +65,7 @@ def plot_confusion_matrix(labels: Sequence[int], predicted: Sequence[int], class
 def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], labels: Sequence[int],
             probabilities: np.ndarray, class_names: Sequence[str], positive_index: int | None,
             title: str) -> tuple[Figure, list]:
-    """One curve of P(positive) for two classes, one-vs-rest curves for more, each with its chance level.
-
-    A class whose labels hold only one side gets no curve (it is undefined) and a warning.
-    """
+    """One curve of P(positive) for two classes, one-vs-rest for more; a class with one side only gets none."""
     labels, probabilities = np.asarray(labels), np.asarray(probabilities)
     figure = Figure(figsize=(6, 5.5), layout="constrained")
     axes = figure.add_subplot()
@@ -95,39 +87,27 @@ def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], label
 
 def plot_roc_curves(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str], path: Path,
                     positive_index: int | None = None) -> Path:
-    """ROC curve of P(positive class) for two classes, one-vs-rest curves for more; AUC in the legend."""
-    figure, _ = _curves(RocCurveDisplay, labels, probabilities, class_names, positive_index, "ROC curve")
-    return _save(figure, path)
+    """ROC curve(s) with the AUC in the legend."""
+    return _save(_curves(RocCurveDisplay, labels, probabilities, class_names, positive_index, "ROC curve")[0], path)
 
 
 def plot_precision_recall_curves(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                                  path: Path, positive_index: int | None = None,
                                  threshold: float | None = None) -> Path:
-    """Precision-recall curve(s) with average precision in the legend and each base rate as chance level.
-
-    For two classes, ``threshold`` (on P(positive)) is marked with a dot.
-    """
+    """Precision-recall curve(s) with average precision in the legend; two classes mark ``threshold``."""
     figure, drawn = _curves(PrecisionRecallDisplay, labels, probabilities, class_names, positive_index,
                             "Precision-recall curve")
     if threshold is not None and len(class_names) == 2 and drawn:
         positive = 1 if positive_index is None else positive_index
-        predicted = np.asarray(probabilities)[:, positive] >= threshold
-        truth = np.asarray(labels) == positive
-        true_positives = int((predicted & truth).sum())
-        precision = true_positives / max(1, int(predicted.sum()))
-        drawn[0].ax_.plot(true_positives / int(truth.sum()), precision, "o", color="black",
-                          label=f"threshold {threshold:.3f}")
+        at = threshold_metrics(np.asarray(labels), np.asarray(probabilities)[:, positive], positive, threshold)
+        drawn[0].ax_.plot(at["recall"], at["precision"], "o", color="black", label=f"threshold {threshold:.3f}")
         drawn[0].ax_.legend(loc="lower left", fontsize=8)
     return _save(figure, path)
 
 
 def plot_reliability_diagram(labels: Sequence[int], probabilities: np.ndarray, ece: float, path: Path,
                              num_bins: int = 15) -> Path:
-    """Accuracy against top-class confidence in equal-width bins (the diagonal is perfect calibration).
-
-    scikit-learn's calibration curve of "the predicted class is right" against the confidence in it
-    is exactly the top-class reliability diagram whose gaps the ECE adds up; below it, the bin sizes.
-    """
+    """Accuracy against top-class confidence in equal-width bins (the ECE's gaps), the bin sizes below."""
     probabilities = np.asarray(probabilities)
     confidence = probabilities.max(axis=1)
     correct = (probabilities.argmax(axis=1) == np.asarray(labels)).astype(int)
@@ -135,15 +115,10 @@ def plot_reliability_diagram(labels: Sequence[int], probabilities: np.ndarray, e
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     CalibrationDisplay.from_predictions(correct, confidence, n_bins=num_bins, strategy="uniform", ax=top,
                                         name="model", pos_label=1)
-    top.set_ylim(0, 1)
-    top.set_xlabel("")
-    top.set_ylabel("accuracy")
-    top.set_title(f"Reliability diagram, ECE = {ece:.4f} ({num_bins} bins)")
+    top.set(ylim=(0, 1), xlabel="", ylabel="accuracy", title=f"Reliability diagram, ECE = {ece:.4f} ({num_bins} bins)")
     top.grid(alpha=0.3)
     bottom.hist(confidence, bins=np.linspace(0.0, 1.0, num_bins + 1), color="grey", edgecolor="black")
-    bottom.set_xlim(0, 1)
-    bottom.set_xlabel("confidence (probability of the predicted class)")
-    bottom.set_ylabel("images")
+    bottom.set(xlim=(0, 1), xlabel="confidence (probability of the predicted class)", ylabel="images")
     return _save(figure, path)
 
 
@@ -161,35 +136,18 @@ def plot_class_distribution(counts: Mapping[str, Mapping[str, int]], path: Path)
         bars = axes.bar(positions + (offset - (len(splits) - 1) / 2) * width, values, width, label=split)
         axes.bar_label(bars, labels=[f"{value:,}" for value in values], fontsize=7, padding=2)
     axes.set_xticks(positions, class_names, rotation=45 if len(class_names) > 4 else 0)
-    axes.set_ylabel("images")
-    axes.set_title("Class distribution per split")
+    axes.set(ylabel="images", title="Class distribution per split")
     axes.margins(y=0.12)
     axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
     return _save(figure, path)
 
 
-def _thumbnail(path: Path) -> np.ndarray | None:
-    try:
-        image = Image.fromarray(load_rgb(path))
-    except (ImageDecodeError, OSError) as error:
-        logger.warning("cannot show %s in the error grid: %s", path, error)
-        return None
-    image.thumbnail((_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))
-    return np.asarray(image)
-
-
 def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, columns: int = 4) -> Path:
-    """A grid of wrongly classified images, most confident first, titled true / predicted (probability).
-
-    With no example the image just says so, so the file always exists.
-    """
+    """A grid of wrongly classified images, titled true / predicted (probability); says so when there are none."""
     if not examples:
         figure = Figure(figsize=(5, 2))
-        axes = figure.add_subplot()
-        axes.axis("off")
-        axes.text(0.5, 0.5, "No errors: every image was classified correctly.", ha="center", va="center",
-                  fontsize=12)
+        figure.text(0.5, 0.5, "No errors: every image was classified correctly.", ha="center", va="center", fontsize=12)
         return _save(figure, path)
     columns = min(columns, len(examples))
     rows = -(-len(examples) // columns)
@@ -202,17 +160,41 @@ def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, columns:
     for axes in grid[len(examples):]:
         axes.axis("off")
     for axes, example in zip(grid, examples):
-        axes.set_xticks([])
-        axes.set_yticks([])
-        pixels = _thumbnail(example.file)
-        if pixels is None:
-            axes.text(0.5, 0.5, "unreadable", ha="center", va="center")
-        else:
+        axes.set(xticks=[], yticks=[])
+        try:
+            thumbnail = Image.fromarray(load_rgb(example.file))
+            thumbnail.thumbnail((_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))
             # nearest keeps 32-pixel images sharp instead of smoothing away what the model saw
-            axes.imshow(pixels, interpolation="nearest")
+            axes.imshow(np.asarray(thumbnail), interpolation="nearest")
+        except (ImageDecodeError, OSError) as error:
+            logger.warning("cannot show %s in the error grid: %s", example.file, error)
+            axes.text(0.5, 0.5, "unreadable", ha="center", va="center")
         name = example.file.name
         name = name if len(name) <= 28 else name[:12] + "…" + name[-12:]
         axes.set_title(f"{name}\ntrue {example.true_name}\npredicted {example.predicted_name} "
                        f"({example.confidence:.3f})", fontsize=8)
     figure.suptitle("Most confident errors", y=1 - 0.1 / height, va="top")
     return _save(figure, path)
+
+
+def robustness_figure(clean_accuracy: float, accuracies: Mapping[str, Mapping[float, float]]) -> Figure:
+    """Accuracy against strength step (0 = clean), one line per perturbation, each point named by its strength."""
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.subplots()
+    for line, (kind, by_strength) in enumerate(accuracies.items()):
+        values = [clean_accuracy, *by_strength.values()]
+        axes.plot(range(len(values)), values, marker="o", label=_LINE_NAMES[kind])
+        for step, (strength, value) in enumerate(by_strength.items(), start=1):
+            # Lines often run close together: each line's labels sit at its own height.
+            axes.annotate(_POINT_LABELS[kind].format(strength), (step, value), textcoords="offset points",
+                          xytext=(5, 6 - 12 * line), fontsize=8)
+    axes.axhline(clean_accuracy, color="grey", linestyle=":", linewidth=1)
+    axes.set(xlabel="strength step (0 = clean)", ylabel="accuracy", ylim=(0, 1.02), title="Accuracy under perturbation")
+    axes.set_xticks(range(1 + max((len(values) for values in accuracies.values()), default=0)))
+    axes.legend()
+    return figure
+
+
+def plot_robustness(clean_accuracy: float, accuracies: Mapping[str, Mapping[float, float]], path: Path) -> Path:
+    """Saves ``robustness_figure`` as ``path``."""
+    return _save(robustness_figure(clean_accuracy, accuracies), path)

@@ -26,6 +26,14 @@ from realvsai import evaluation, model_card
 from realvsai.data import scan_images
 from realvsai.errors import UserError
 from realvsai.images import load_rgb
+from realvsai.metrics import (
+    calibration_bins,
+    choose_threshold,
+    compute_metrics,
+    expected_calibration_error,
+    format_summary,
+    most_confident_errors,
+)
 
 BINARY_LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 0])
 BINARY_PROBABILITIES = np.array(
@@ -77,7 +85,7 @@ def dataset(tmp_path, make_class_folder) -> Path:
 
 
 def test_binary_metrics_agree_with_scikit_learn():
-    metrics = evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"])
+    metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"])
     predicted = BINARY_PROBABILITIES.argmax(axis=1)
     assert metrics["positive_class"] == "B"
     assert metrics["accuracy"] == pytest.approx(accuracy_score(BINARY_LABELS, predicted))
@@ -96,7 +104,7 @@ def test_binary_metrics_agree_with_scikit_learn():
 
 
 def test_positive_class_by_name_scores_its_column():
-    metrics = evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"],
+    metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"],
                                          positive_class="FAKE")
     predicted = BINARY_PROBABILITIES.argmax(axis=1)
     assert metrics["positive_class"] == "FAKE"
@@ -107,11 +115,11 @@ def test_positive_class_by_name_scores_its_column():
 
 def test_unknown_positive_class_is_rejected():
     with pytest.raises(ValueError, match="CAT"):
-        evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"], positive_class="CAT")
+        compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"], positive_class="CAT")
 
 
 def test_three_class_metrics_are_macro_averages_from_scikit_learn():
-    metrics = evaluation.compute_metrics(THREE_LABELS, THREE_PROBABILITIES, ["a", "b", "c"])
+    metrics = compute_metrics(THREE_LABELS, THREE_PROBABILITIES, ["a", "b", "c"])
     predicted = THREE_PROBABILITIES.argmax(axis=1)
     precision, recall, f1, _ = precision_recall_fscore_support(THREE_LABELS, predicted, average="macro")
     assert metrics["average"] == "macro"
@@ -127,7 +135,7 @@ def test_three_class_metrics_are_macro_averages_from_scikit_learn():
 
 
 def test_metrics_at_threshold_call_positive_at_or_above_it():
-    metrics = evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
+    metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
     predicted = (BINARY_PROBABILITIES[:, 1] >= 0.45).astype(int)
     at = metrics["at_threshold"]
     assert metrics["decision_threshold"] == 0.45
@@ -138,7 +146,7 @@ def test_metrics_at_threshold_call_positive_at_or_above_it():
 
 
 def test_roc_auc_is_none_when_the_labels_hold_one_class():
-    metrics = evaluation.compute_metrics([1, 1, 1], [[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]], ["A", "B"])
+    metrics = compute_metrics([1, 1, 1], [[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]], ["A", "B"])
     assert metrics["roc_auc"] is None
     json.dumps(metrics, allow_nan=False)  # still valid JSON
 
@@ -146,14 +154,14 @@ def test_roc_auc_is_none_when_the_labels_hold_one_class():
 def test_outputs_that_are_not_probabilities_are_rejected():
     logits = np.array([[2.0, -1.0], [0.5, 3.0]])
     with pytest.raises(ValueError, match="softmax"):
-        evaluation.compute_metrics([0, 1], logits, ["A", "B"])
+        compute_metrics([0, 1], logits, ["A", "B"])
 
 
 def test_choose_threshold_maximises_validation_f1():
     rng = np.random.default_rng(7)
     labels = rng.integers(0, 2, 300)
     scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1).round(3)  # rounding makes ties
-    threshold = evaluation.choose_threshold(labels, scores)
+    threshold = choose_threshold(labels, scores)
     candidates = np.unique(np.concatenate([scores, [0.0, 1.0, 0.5]]))
     best = max(f1_score(labels, scores >= candidate) for candidate in candidates)
     assert f1_score(labels, scores >= threshold) == pytest.approx(best)
@@ -162,26 +170,26 @@ def test_choose_threshold_maximises_validation_f1():
 
 def test_choose_threshold_needs_both_classes():
     with pytest.raises(ValueError, match="both classes"):
-        evaluation.choose_threshold([1, 1, 1], [0.2, 0.5, 0.9])
+        choose_threshold([1, 1, 1], [0.2, 0.5, 0.9])
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy():
     # 80%-sure answers right 8 times in 10, 60%-sure answers right 6 times in 10.
     labels = [0] * 8 + [1] * 2 + [1] * 6 + [0] * 4
     probabilities = [[0.8, 0.2]] * 10 + [[0.4, 0.6]] * 10
-    bins = evaluation.calibration_bins(labels, probabilities)
-    assert evaluation.expected_calibration_error(bins) == pytest.approx(0.0, abs=1e-12)
+    bins = calibration_bins(labels, probabilities)
+    assert expected_calibration_error(bins) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ece_is_the_confidence_gap_when_overconfident():
     labels = [0, 1] * 10  # 99%-sure answers right half of the time
     probabilities = [[0.99, 0.01]] * 20
-    bins = evaluation.calibration_bins(labels, probabilities)
-    assert evaluation.expected_calibration_error(bins) == pytest.approx(0.49)
+    bins = calibration_bins(labels, probabilities)
+    assert expected_calibration_error(bins) == pytest.approx(0.49)
 
 
 def test_calibration_bins_are_15_equal_width_bins_over_top_class_confidence():
-    bins = evaluation.calibration_bins([2, 0, 2], [[0.1, 0.2, 0.7], [0.25, 0.3, 0.45], [0.0, 0.0, 1.0]])
+    bins = calibration_bins([2, 0, 2], [[0.1, 0.2, 0.7], [0.25, 0.3, 0.45], [0.0, 0.0, 1.0]])
     assert len(bins) == 15
     assert all(entry["upper"] - entry["lower"] == pytest.approx(1 / 15) for entry in bins)
     filled = {index: entry for index, entry in enumerate(bins) if entry["count"]}
@@ -191,7 +199,7 @@ def test_calibration_bins_are_15_equal_width_bins_over_top_class_confidence():
 
 
 def test_most_confident_errors_come_first():
-    order = evaluation.most_confident_errors(BINARY_LABELS, BINARY_PROBABILITIES)
+    order = most_confident_errors(BINARY_LABELS, BINARY_PROBABILITIES)
     predicted = BINARY_PROBABILITIES.argmax(axis=1)
     assert set(order) == set(np.flatnonzero(predicted != BINARY_LABELS))
     confidences = [BINARY_PROBABILITIES[index].max() for index in order]
@@ -216,7 +224,7 @@ def test_predictions_over_several_batches_keep_the_file_order(tmp_path, make_cla
 def test_class_name_mismatch_names_both_sides(tmp_path, make_class_folder, binary_model, folder_classes):
     folder = make_class_folder(tmp_path / "mine", dict.fromkeys(folder_classes, 2))
     with pytest.raises(UserError) as caught:
-        evaluation.evaluate_folder(binary_model, model_info(["FAKE", "REAL"]), folder, tmp_path / "out")
+        evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
     message = str(caught.value)
     assert str(list(folder_classes)) in message and "['FAKE', 'REAL']" in message
     assert not (tmp_path / "out").exists()
@@ -225,14 +233,14 @@ def test_class_name_mismatch_names_both_sides(tmp_path, make_class_folder, binar
 def test_model_predicting_other_class_count_fails_clearly(tmp_path, make_class_folder, three_class_model):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
     with pytest.raises(UserError, match="predicts 3 classes"):
-        evaluation.evaluate_folder(three_class_model, model_info(["FAKE", "REAL"]), folder, tmp_path / "out")
+        evaluation.evaluate_folders(three_class_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
 
 
 def test_same_model_and_folder_give_identical_metrics(tmp_path, make_class_folder, binary_model):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 9, "REAL": 7})
     info = model_info(["FAKE", "REAL"], decision_threshold=0.5)
-    first = evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "first", batch_size=4)
-    second = evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "second", batch_size=4)
+    first = evaluation.evaluate_folders(binary_model, info, [folder], tmp_path / "first", batch_size=4)
+    second = evaluation.evaluate_folders(binary_model, info, [folder], tmp_path / "second", batch_size=4)
     assert first == second
     assert (tmp_path / "first" / "metrics.json").read_bytes() == (tmp_path / "second" / "metrics.json").read_bytes()
 
@@ -240,7 +248,7 @@ def test_same_model_and_folder_give_identical_metrics(tmp_path, make_class_folde
 def test_broken_files_are_skipped_and_counted(tmp_path, make_class_folder, bad_files, binary_model):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3})
     broken = bad_files(folder / "FAKE")
-    metrics = evaluation.evaluate_folder(binary_model, model_info(["FAKE", "REAL"]), folder, tmp_path / "out")
+    metrics = evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
     assert metrics["num_images"] == 6
     assert metrics["num_skipped"] == len(broken)
     assert sorted(entry["file"] for entry in metrics["skipped_files"]) == sorted(
@@ -252,14 +260,14 @@ def test_broken_files_are_skipped_and_counted(tmp_path, make_class_folder, bad_f
 def test_images_of_mixed_sizes_are_evaluated(tmp_path, make_class_folder, binary_model):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3}, size=(20, 20))
     make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2}, size=(61, 37), seed=9, suffix=".jpg")
-    metrics = evaluation.evaluate_folder(binary_model, model_info(["FAKE", "REAL"]), folder, tmp_path / "out")
+    metrics = evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
     assert metrics["num_images"] == 10
 
 
 def test_evaluate_folder_applies_the_threshold_from_model_json(tmp_path, make_class_folder, binary_model):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 4, "REAL": 4})
     info = model_info(["FAKE", "REAL"], positive_class="FAKE", decision_threshold=0.3)
-    metrics = evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "out")
+    metrics = evaluation.evaluate_folders(binary_model, info, [folder], tmp_path / "out")
     assert metrics["at_threshold"]["threshold"] == 0.3
     assert metrics["threshold_source"] == "model.json"
     assert (tmp_path / "out" / "EVALUATION.md").is_file()
@@ -272,7 +280,7 @@ def test_evaluate_folder_never_replaces_a_runs_test_results(tmp_path, make_class
     (run / "model.json").write_text("{}")
     (run / "metrics.json").write_text('{"accuracy": 0.9}')
     with pytest.raises(UserError, match="another output folder"):
-        evaluation.evaluate_folder(binary_model, model_info(["FAKE", "REAL"]), folder, run)
+        evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], run)
     assert (run / "metrics.json").read_text() == '{"accuracy": 0.9}'
 
 
@@ -312,7 +320,7 @@ def test_evaluate_run_chooses_the_threshold_on_validation(tmp_path, dataset, bin
     metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
     validation = scan_images(dataset / "validation", class_names=["FAKE", "REAL"])
     scores = evaluation.predict(binary_model, validation, image_size=8)[:, 0]
-    expected = evaluation.choose_threshold(np.asarray(validation.labels) == 0, scores.astype(np.float64))
+    expected = choose_threshold(np.asarray(validation.labels) == 0, scores.astype(np.float64))
     assert metrics["decision_threshold"] == pytest.approx(expected)
     assert metrics["threshold_source"] == "validation"
     assert metrics["threshold_selection"]["num_images"] == 20
@@ -370,8 +378,8 @@ def test_model_card_says_so_when_the_data_was_synthetic_demo_data(tmp_path, data
 
 
 def test_format_summary_names_the_headline_numbers_and_skipped_files():
-    metrics = evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
-    line = evaluation.format_summary({**metrics, "num_skipped": 2})
+    metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
+    line = format_summary({**metrics, "num_skipped": 2})
     assert f"accuracy {metrics['accuracy']:.4f}" in line and f"ROC AUC {metrics['roc_auc']:.4f}" in line
     assert "threshold 0.450" in line and "2 broken files skipped" in line
 
@@ -421,7 +429,7 @@ def test_each_source_is_scored_alone_and_all_of_them_together(tmp_path, make_cla
     metrics = evaluation.evaluate_folders(binary_model, info, [first, second], tmp_path / "out", batch_size=4)
     assert list(metrics["sources"]) == ["data/test", "photos/test"]
     for name, folder in (("data/test", first), ("photos/test", second)):
-        alone = evaluation.evaluate_folder(binary_model, info, folder, tmp_path / name.replace("/", "-"))
+        alone = evaluation.evaluate_folders(binary_model, info, [folder], tmp_path / name.replace("/", "-"))
         source = metrics["sources"][name]
         assert source["num_images"] == alone["num_images"] == 8
         assert source["accuracy"] == pytest.approx(alone["accuracy"])
@@ -452,7 +460,7 @@ def test_training_s_own_evaluation_stays_one_source(tmp_path, dataset, binary_mo
 
 
 def test_model_card_shows_the_training_images_and_the_shortcut_warning():
-    metrics = {**evaluation.compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
                "folder": "data/test", "num_images": len(BINARY_LABELS)}
     warning = "shortcut: image format alone predicts the class with 100% balanced accuracy (...)."
     info = model_info(["FAKE", "REAL"], training_images={"min_side": 32, "max_side": 512, "formats": ["JPEG", "PNG"]},

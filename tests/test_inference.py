@@ -512,20 +512,21 @@ THRESHOLD_PROBABILITIES = np.array([[0.4, 0.6], [0.2, 0.8], [0.35, 0.65], [0.6, 
 def test_evaluation_at_the_threshold_predicts_what_the_app_decides():
     from sklearn.metrics import confusion_matrix
 
-    from realvsai import evaluation
+    from realvsai.metrics import compute_metrics
 
     rule = inference.DecisionRule(0.6, 0.3, positive_index=0)
 
-    metrics = evaluation.compute_metrics(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, CLASS_NAMES, "FAKE", 0.3)
+    metrics = compute_metrics(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, CLASS_NAMES, "FAKE", 0.3)
 
     decided = rule.decide(THRESHOLD_PROBABILITIES)
     assert metrics["at_threshold"]["confusion_matrix"] == confusion_matrix(THRESHOLD_LABELS, decided).tolist()
 
 
 def test_the_model_card_states_the_rule_the_app_decides_with():
-    from realvsai import evaluation, model_card
+    from realvsai import model_card
+    from realvsai.metrics import compute_metrics
 
-    metrics = evaluation.compute_metrics(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, CLASS_NAMES, "FAKE", 0.3)
+    metrics = compute_metrics(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, CLASS_NAMES, "FAKE", 0.3)
     info = {"class_names": CLASS_NAMES, "image_size": 32, "positive_class": "FAKE", "confidence_threshold": 0.6,
             "decision_threshold": 0.3}
 

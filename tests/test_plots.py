@@ -10,7 +10,7 @@ from conftest import write_image
 from PIL import Image
 
 from realvsai import plots
-from realvsai.evaluation import calibration_bins, expected_calibration_error
+from realvsai.metrics import calibration_bins, expected_calibration_error
 
 RNG = np.random.default_rng(0)
 LABELS = RNG.integers(0, 3, 60)

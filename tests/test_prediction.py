@@ -14,8 +14,8 @@ from test_inference import write_run
 import ModelTraining
 from realvsai import evaluation, prediction
 from realvsai.data import LabelledImages
-from realvsai.decision import DecisionRule
 from realvsai.errors import UserError
+from realvsai.metrics import DecisionRule
 
 CLASSES = ["FAKE", "REAL"]
 THUMBNAILS = {"min_side": 32, "max_side": 32, "formats": ["JPEG"]}
@@ -34,7 +34,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def test_predict_and_evaluate_agree_on_every_file(tmp_path, make_class_folder, binary_model):
     folder = make_class_folder(tmp_path / "images", {"FAKE": 5, "REAL": 4})
     info = model_info(CLASSES, decision_threshold=0.52)
-    evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "evaluated", batch_size=4)
+    evaluation.evaluate_folders(binary_model, info, [folder], tmp_path / "evaluated", batch_size=4)
     prediction.predict_folder(binary_model, info, folder, tmp_path / "predicted", batch_size=3)
 
     evaluated = {row["file"]: row for row in read_rows(tmp_path / "evaluated" / "predictions.csv")}
@@ -131,7 +131,7 @@ def test_without_a_training_profile_no_image_is_unfamiliar(tmp_path, binary_mode
 def test_evaluate_writes_the_unfamiliar_column_too(tmp_path, make_class_folder, binary_model):
     folder = make_class_folder(tmp_path / "images", {"FAKE": 2, "REAL": 2})  # 32x32 PNGs
     info = model_info(CLASSES, training_images=THUMBNAILS)
-    evaluation.evaluate_folder(binary_model, info, folder, tmp_path / "evaluated", batch_size=4)
+    evaluation.evaluate_folders(binary_model, info, [folder], tmp_path / "evaluated", batch_size=4)
 
     rows = read_rows(tmp_path / "evaluated" / "predictions.csv")
     assert all(row["unfamiliar"] == "PNG, but the training images were JPEG" for row in rows)

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realvsai import evaluation, robustness
+from realvsai import evaluation
 from realvsai.data import scan_images
-from realvsai.robustness import PERTURBATIONS, label, perturb, plot_robustness, robustness_figure
+from realvsai.evaluation import PERTURBATIONS, perturb
+from realvsai.model_card import perturbation_label as label
+from realvsai.plots import plot_robustness, robustness_figure
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ def test_robustness_reports_every_perturbation_and_plots_it(tmp_path, two_source
 
 def test_a_perturbation_that_changes_nothing_keeps_the_clean_numbers(tmp_path, two_sources, tiny_model,
                                                                       monkeypatch):
-    monkeypatch.setattr(robustness, "perturb", lambda pixels, kind, strength: pixels)
+    monkeypatch.setattr(evaluation, "perturb", lambda pixels, kind, strength: pixels)
     metrics = evaluation.evaluate_folders(tiny_model, info(), two_sources, tmp_path / "out", robustness=True)
     for values in metrics["robustness"].values():
         for numbers in values.values():
@@ -131,7 +133,7 @@ def test_perturb_is_applied_to_every_decoded_image_before_the_model(tmp_path, tw
         seen.append((pixels.dtype, pixels.shape, kind, strength))
         return constant
 
-    monkeypatch.setattr(robustness, "perturb", replace)
+    monkeypatch.setattr(evaluation, "perturb", replace)
     images = scan_images(two_sources[1], class_names=["FAKE", "REAL"])
     probabilities = evaluation.predict(tiny_model, images, batch_size=4, image_size=8, perturbation=("blur", 2))
     expected = keras.ops.convert_to_numpy(tiny_model(constant[None].astype("float32"), training=False))[0]
@@ -155,24 +157,24 @@ def test_unperturbed_large_jpegs_give_the_clean_pipelines_pixels(tmp_path, make_
     from realvsai import data
 
     make_class_folder(tmp_path, {"FAKE": 2}, suffix=".jpg", size=(400, 300))  # decoded at 1/2 for 64 px
-    monkeypatch.setattr(robustness, "perturb", lambda pixels, kind, strength: pixels)
+    monkeypatch.setattr(evaluation, "perturb", lambda pixels, kind, strength: pixels)
     scanned = data.scan_images(tmp_path)
 
     (clean, _), = data.make_dataset(scanned, batch_size=4, image_size=64)
     (same, _), = data.make_dataset(scanned, batch_size=4, image_size=64,
-                                   transform=robustness.perturbation("jpeg", 90))
+                                   transform=evaluation.perturb_step("jpeg", 90))
 
     assert clean.shape == (2, 64, 64, 3)
     np.testing.assert_allclose(same.numpy(), clean.numpy(), atol=1e-3)
 
 
 def test_a_crops_mode_model_is_perturbed_through_its_crops(tmp_path, make_class_folder, monkeypatch):
-    from realvsai import data, evaluation
+    from realvsai import data, evaluation, prediction
 
     make_class_folder(tmp_path, {"FAKE": 2, "REAL": 2}, suffix=".png", size=(48, 40))
     scanned = data.scan_images(tmp_path)
     seen = []
-    monkeypatch.setattr(evaluation, "predict_images",
+    monkeypatch.setattr(prediction, "predict_images",
                         lambda *args, **kwargs: seen.append(kwargs) or np.full((len(scanned), 2), 0.5, np.float32))
     evaluation.predict(object(), scanned, 4, 32, perturbation=("blur", 1), input_mode="crops")
     assert seen[0]["input_mode"] == "crops" and seen[0]["transform"] is not None
