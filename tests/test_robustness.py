@@ -178,3 +178,19 @@ def test_a_crops_mode_model_is_perturbed_through_its_crops(tmp_path, make_class_
                         lambda *args, **kwargs: seen.append(kwargs) or np.full((len(scanned), 2), 0.5, np.float32))
     evaluation.predict(object(), scanned, 4, 32, perturbation=("blur", 1), input_mode="crops")
     assert seen[0]["input_mode"] == "crops" and seen[0]["transform"] is not None
+
+
+def test_a_crops_mode_models_robustness_is_measured_through_its_crops(tmp_path, two_sources, monkeypatch):
+    from realvsai import prediction
+
+    modes = []
+
+    def record(model, images, *args, **kwargs):
+        modes.append(kwargs["input_mode"])
+        return np.tile(np.float32([0.6, 0.4]), (len(images), 1))
+
+    monkeypatch.setattr(prediction, "predict_images", record)
+    evaluation.evaluate_folders(object(), info(input_mode="crops", image_size=32), two_sources, tmp_path / "out",
+                                robustness=True)
+    perturbed = sum(len(strengths) for strengths in PERTURBATIONS.values()) * len(two_sources)
+    assert modes == ["crops"] * (len(two_sources) + perturbed)
