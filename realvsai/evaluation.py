@@ -284,7 +284,8 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
         steps = [(kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths]
         results: dict[str, dict[str, Any]] = {kind: {} for kind in PERTURBATIONS}
         for kind, strength in progress(steps, desc="robustness", unit="perturbation"):
-            probabilities = np.concatenate([predict(model, source.images, batch_size, image_size, (kind, strength))
+            probabilities = np.concatenate([predict(model, source.images, batch_size, image_size, (kind, strength),
+                                                    model_info.get("input_mode", "resize"))
                                             for source in sources])
             numbers = source_metrics(labels, probabilities, class_names, positive_class, threshold)
             results[kind][f"{strength:g}"] = {key: numbers[key] for key in keys}
