@@ -1,23 +1,14 @@
-"""Training on several GPUs or several machines: the strategy, and the one entry point ``fit``.
+"""Training on several GPUs or machines: the strategy, and the one entry point ``fit``.
 
-``select_strategy(environ)`` decides how to train from the environment the script was started with:
+``select_strategy``: a ``TF_CONFIG`` cluster trains with ``MultiWorkerMirroredStrategy`` (the same
+script on every machine, in lock-step), several local GPUs with ``MirroredStrategy``, else the
+default strategy. ``fit`` is ``model.fit`` on one machine; on several, where Keras 3's ``model.fit``
+fails (keras-team/keras#20585), ``fit_loop`` computes the same loss and drives the same callbacks.
 
-- ``TF_CONFIG`` names a cluster: ``MultiWorkerMirroredStrategy``. The same script runs on every
-  machine; the workers train one model in lock-step (gradients are summed across all of them).
-- more than one local GPU: ``MirroredStrategy`` over all of them;
-- otherwise the default strategy (one GPU, or the CPU).
-
-``fit`` trains one phase: ``model.fit`` on one machine, and on several, where Keras 3's ``model.fit``
-fails (keras-team/keras#20585: "Attempt to convert a value (PerReplica...) to a Tensor"),
-``fit_loop``: the same sparse categorical cross-entropy on softmax outputs with per-example weights,
-driving the same callbacks through ``keras.callbacks.CallbackList``.
-
-The rules of multi-worker code: every worker runs the same TensorFlow operations in the same order,
-because each collective operation waits for all of them; only the chief keeps files. So what only
-the chief's files can decide goes through ``chief_decides``, the data is checked with
-``check_same_on_every_worker``, and the other workers write into a temporary ``worker_folder``.
-Each of these is a no-op on one machine, so the caller has one code path. The datasets' batch is
-the global batch: with 2 workers of 1 GPU and batches of 32, every GPU computes 16 examples a step.
+Every worker must run the same collective operations in the same order, and only the chief keeps
+files: ``chief_decides`` shares what only the chief's files can decide, ``check_same_on_every_worker``
+checks the data, and the other workers write into a temporary ``worker_folder``. Each is a no-op on
+one machine. The datasets' batch is the global batch (split over every replica of every worker).
 """
 
 from __future__ import annotations
@@ -45,17 +36,11 @@ logger = logging.getLogger(__name__)
 
 _JOBS = ("chief", "worker")  # the task types MultiWorkerMirroredStrategy trains with
 _ADDRESS = re.compile(r"^\S+:\d{1,5}$")
-_EXAMPLE_TF_CONFIG = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                      '"task": {"type": "worker", "index": 0}}')
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """The cluster this process belongs to, as ``TF_CONFIG`` describes it.
-
-    ``jobs`` maps ``"chief"``/``"worker"`` to ``host:port`` addresses; this process is
-    ``jobs[task_type][task_index]``.
-    """
+    """The cluster of ``TF_CONFIG``: ``jobs`` maps chief/worker to addresses; this process is ``jobs[task_type][task_index]``."""
 
     jobs: Mapping[str, tuple[str, ...]]
     task_type: str
@@ -75,46 +60,29 @@ def parse_tf_config(environ: Mapping[str, str]) -> ClusterConfig | None:
     """The cluster named by ``environ["TF_CONFIG"]``, or None when it is unset, empty or has no cluster.
 
     Raises:
-        UserError: when TF_CONFIG is not valid JSON or does not describe a chief/worker cluster
-            with this process's task in it.
+        UserError: when TF_CONFIG is not a chief/worker cluster of "host:port" addresses with this task in it.
     """
     text = environ.get("TF_CONFIG", "").strip()
     if not text:
         return None
-    fix = f"Set it like {_EXAMPLE_TF_CONFIG} (see README, 'Training on several machines'), or unset it."
     try:
         config = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos}). {fix}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"TF_CONFIG must be a JSON object, not {type(config).__name__}. {fix}")
-    cluster = config.get("cluster")
-    if not cluster:
-        return None
-    if not isinstance(cluster, dict):
-        raise UserError(f"TF_CONFIG's 'cluster' must map job names to address lists. {fix}")
-    jobs: dict[str, tuple[str, ...]] = {}
-    for job, addresses in cluster.items():
-        if job not in _JOBS:
-            raise UserError(f"TF_CONFIG names a '{job}' job, but training on several machines uses only "
-                            f"{' and '.join(_JOBS)} tasks. {fix}")
-        if (not isinstance(addresses, list) or not addresses
-                or not all(isinstance(address, str) and _ADDRESS.match(address) for address in addresses)):
-            raise UserError(f"TF_CONFIG's '{job}' job must be a non-empty list of \"host:port\" addresses, "
-                            f"got {addresses!r}. {fix}")
-        jobs[job] = tuple(addresses)
-    if len(jobs.get("chief", ())) > 1:
-        raise UserError(f"TF_CONFIG names {len(jobs['chief'])} chiefs; a cluster has at most one. {fix}")
-    task = config.get("task")
-    if not isinstance(task, dict) or "type" not in task or "index" not in task:
-        raise UserError(f"TF_CONFIG needs a 'task' with this machine's 'type' and 'index'. {fix}")
-    task_type, task_index = task["type"], task["index"]
-    if task_type not in jobs:
-        raise UserError(f"TF_CONFIG's task type '{task_type}' is not a job of its cluster {sorted(jobs)}. {fix}")
-    if isinstance(task_index, bool) or not isinstance(task_index, int) or not 0 <= task_index < len(jobs[task_type]):
-        raise UserError(f"TF_CONFIG's task index {task_index!r} is not one of the {len(jobs[task_type])} "
-                        f"'{task_type}' addresses (counted from 0). {fix}")
-    return ClusterConfig(jobs, task_type, task_index)
+        cluster, task = config.get("cluster"), config.get("task")
+        if not cluster:
+            return None
+        jobs = {job: tuple(addresses) for job, addresses in cluster.items()
+                if job in _JOBS and isinstance(addresses, list) and addresses
+                and all(isinstance(address, str) and _ADDRESS.match(address) for address in addresses)}
+        valid = (len(jobs) == len(cluster) and len(jobs.get("chief", ())) <= 1 and type(task["index"]) is int
+                 and 0 <= task["index"] < len(jobs[task["type"]]))
+    except (ValueError, AttributeError, TypeError, KeyError):  # not JSON, not an object, no such task
+        valid = False
+    if not valid:
+        raise UserError(f"TF_CONFIG {text} is not a cluster of 'chief' and 'worker' jobs (lists of \"host:port\" "
+                        "addresses, one chief at most) with this machine's task type and index in it. Set it like "
+                        '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+                        '"index": 0}} (see README, \'Training on several machines\'), or unset it.')
+    return ClusterConfig(jobs, task["type"], task["index"])
 
 
 @dataclass(frozen=True)
@@ -128,18 +96,15 @@ class StrategyPlan:
 
 def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None,
                   num_gpus: int | None = None) -> StrategyPlan:
-    """Decides the strategy: a TF_CONFIG cluster, else several devices, else the default.
+    """A TF_CONFIG cluster, else mirrored over ``devices`` (or over the local GPUs when there are several).
 
     Args:
         environ: the process environment (only ``TF_CONFIG`` is read).
-        devices: mirror over exactly these local devices, e.g. ``["/cpu:0", "/cpu:1"]`` after the CPU
-            was split into logical devices; None mirrors over the local GPUs when there are several.
+        devices: e.g. ``["/cpu:0", "/cpu:1"]`` after the CPU was split into logical devices.
         num_gpus: the number of local GPUs; None counts them.
     """
     cluster = parse_tf_config(environ)
     if cluster is not None:
-        if devices:
-            logger.warning("TF_CONFIG names a cluster, so the devices %s are ignored", list(devices))
         return StrategyPlan("multi_worker", cluster)
     if devices:
         return StrategyPlan("mirrored" if len(devices) > 1 else "default", devices=tuple(devices))
@@ -149,20 +114,16 @@ def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None =
 
 
 def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy to train with (see ``plan_strategy`` for the rule).
+    """The ``tf.distribute`` strategy to train with (see ``plan_strategy``).
 
-    Call it first, before any other TensorFlow operation: MultiWorkerMirroredStrategy must set up
-    the runtime's collective operations before the runtime starts. It blocks until every worker of
-    the cluster has started.
-
-    Raises:
-        UserError: for a malformed TF_CONFIG.
+    Call it before any other TensorFlow operation: MultiWorkerMirroredStrategy must set up the
+    collective operations before the runtime starts. It blocks until every worker has started.
     """
     plan = plan_strategy(environ, devices=devices)
     if plan.kind == "multi_worker":
         cluster = plan.cluster
-        # A resolver built from the parsed argument rather than TFConfigClusterResolver (which reads
-        # os.environ). It must be told the local GPUs, or the workers would train on their CPUs.
+        # Built from the parsed argument rather than TFConfigClusterResolver (which reads os.environ).
+        # It must be told the local GPUs, or the workers would train on their CPUs.
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({job: list(addresses) for job, addresses in cluster.jobs.items()}),
             task_type=cluster.task_type, task_id=cluster.task_index, rpc_layer="grpc",
@@ -177,38 +138,35 @@ def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None
     return tf.distribute.get_strategy()
 
 
-def _cluster_of(strategy: tf.distribute.Strategy) -> tf.distribute.cluster_resolver.ClusterResolver | None:
+def _cluster_of(strategy: tf.distribute.Strategy) -> ClusterConfig | None:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type or not resolver.cluster_spec().jobs:
         return None
-    return resolver
+    spec = resolver.cluster_spec()
+    return ClusterConfig({job: tuple(spec.job_tasks(job)) for job in spec.jobs if job in _JOBS},
+                         resolver.task_type, resolver.task_id)
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
     """How many machines (processes) train together: 1 except under MultiWorkerMirroredStrategy."""
-    resolver = _cluster_of(strategy)
-    if resolver is None:
-        return 1
-    spec = resolver.cluster_spec()
-    return sum(spec.num_tasks(job) for job in spec.jobs if job in _JOBS)
+    cluster = _cluster_of(strategy)
+    return 1 if cluster is None else cluster.num_workers
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's files: the chief task, or worker 0 when there is none."""
-    resolver = _cluster_of(strategy)
-    if resolver is None:
-        return True
-    return resolver.task_type == "chief" or ("chief" not in resolver.cluster_spec().jobs and resolver.task_id == 0)
+    cluster = _cluster_of(strategy)
+    return cluster is None or cluster.is_chief
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
     """One line for the log: which strategy, on which devices, which worker."""
     replicas = strategy.num_replicas_in_sync
-    resolver = _cluster_of(strategy)
-    if resolver is not None:
-        role = " (chief: writes the files)" if is_chief(strategy) else ""
-        return (f"MultiWorkerMirroredStrategy: {resolver.task_type} {resolver.task_id}{role} of "
-                f"{num_workers(strategy)} workers, {replicas} replicas in sync")
+    cluster = _cluster_of(strategy)
+    if cluster is not None:
+        role = " (chief: writes the files)" if cluster.is_chief else ""
+        return (f"MultiWorkerMirroredStrategy: {cluster.task_type} {cluster.task_index}{role} of "
+                f"{cluster.num_workers} workers, {replicas} replicas in sync")
     if isinstance(strategy, tf.distribute.MirroredStrategy):
         return f"MirroredStrategy over {replicas} devices ({', '.join(strategy.extended.worker_devices)})"
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):
@@ -223,9 +181,7 @@ def describe(strategy: tf.distribute.Strategy) -> str:
 def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Iterator[Path]:
     """``folder`` on the chief, a temporary folder (deleted on leaving) on the other workers.
 
-    Every worker runs the same callbacks, so they take the same decisions and run the same
-    collective operations, but only the chief's files are kept. A worker whose collectives were
-    aborted (another machine died) leaves with a one-line UserError.
+    A worker whose collectives were aborted (another machine died) leaves with a one-line UserError.
     """
     chief = is_chief(strategy)
     place = Path(folder) if chief else Path(tempfile.mkdtemp(prefix="realvsai-worker-"))
@@ -245,9 +201,7 @@ def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Iterator[Pa
 
 @functools.cache
 def _all_reduce(strategy: tf.distribute.Strategy) -> Callable[[list[tf.Tensor], bool], Any]:
-    """The strategy's sum across replicas, of replica 0's values only when ``first_only`` (a broadcast).
-
-    One tf.function per strategy, so calls with the same shapes reuse its trace."""
+    """The sum across replicas, of replica 0's values only when ``first_only`` (a broadcast); one trace per shape."""
 
     @tf.function(reduce_retracing=True)
     def reduce(values, first_only):
@@ -390,10 +344,9 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
         validation_steps: int, class_weight: Mapping[int, float] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (), jit_compile: bool | str = "auto",
         verbose: int | str = "auto") -> None:
-    """Trains one phase with sparse categorical cross-entropy, on this machine or on all of the cluster's.
+    """Trains one phase with sparse categorical cross-entropy on repeated datasets, here or on the whole cluster.
 
-    ``train`` and ``validation`` repeat; ``validation`` may carry sample weights. The optimizer and
-    the metrics (made by ``metrics()``) are created here, in ``strategy.scope()``.
+    ``validation`` may carry sample weights; ``metrics()`` makes the metrics in ``strategy.scope()``.
     """
     with strategy.scope():
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics(),
@@ -413,13 +366,11 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
              verbose: int | str = "auto") -> keras.callbacks.History:
     """``model.fit`` for a model compiled (with an optimizer) in ``strategy.scope()``, under any strategy.
 
-    The loss is sparse categorical cross-entropy of softmax outputs, each example's weighted by its
-    class weight (training) or by the data's sample weight (the metrics are not weighted); per step
-    each replica's loss is its weighted sum over the global batch's size plus the regularisation
-    over the number of replicas, so the summed gradients are those of one device seeing the whole
-    batch. The callbacks get the logs ``model.fit`` gives them; ``model.stop_training`` on any
-    worker stops all after that epoch. Each worker keeps its share of every global batch (DATA
-    sharding), so every worker must read the same data in the same order (a seeded shuffle).
+    Per step each replica's loss is its weighted sum over the global batch's size plus the
+    regularisation over the number of replicas, so the summed gradients are one device's on the
+    whole batch. Class weights weight training, the data's sample weights validation; metrics are
+    unweighted. ``model.stop_training`` on any worker stops all after that epoch. Each worker keeps
+    its share of every global batch (DATA sharding), so all must read the same data in the same order.
     """
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
