@@ -190,7 +190,8 @@ def generate_demo_data(root: Path, config: DemoDataConfig = DemoDataConfig()) ->
         except (OSError, ValueError):
             stored = None
         if stored != asdict(config):
-            what = "demo data made with other settings" if isinstance(stored, dict) else "something other than demo data"
+            what = ("demo data made with other settings" if isinstance(stored, dict)
+                    else "something other than demo data")
             raise UserError(f"{root} already exists and holds {what}. Delete it (or move it away) to make the demo "
                             "data again, or choose another folder.")
         found = {split: {name: len(list((root / split / name).glob("*.jpg"))) for name in per_class}

@@ -40,7 +40,7 @@ _ADDRESS = re.compile(r"^\S+:\d{1,5}$")
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """The cluster of ``TF_CONFIG``: ``jobs`` maps chief/worker to addresses; this process is ``jobs[task_type][task_index]``."""
+    """A ``TF_CONFIG`` cluster: chief/worker addresses; this process is ``jobs[task_type][task_index]``."""
 
     jobs: Mapping[str, tuple[str, ...]]
     task_type: str
