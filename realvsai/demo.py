@@ -151,20 +151,16 @@ def readme_text(config: DemoDataConfig, photo_names: list[str]) -> str:
     """The README.txt that marks a folder of demo images as synthetic."""
     return f"""SYNTHETIC DEMO DATA - NOT A REAL DATASET
 
-Every image below this folder was made by realvsai.demo (python ModelTraining.py --demo) from the
-sample photos that ship inside scikit-learn and matplotlib ({", ".join(photo_names)}).
-None of them is a real AI-generated image, and a model trained on them detects nothing real:
-they exist only to show that the training pipeline runs end to end and learns.
+Made by realvsai.demo (python ModelTraining.py --demo) from the sample photos that ship inside
+scikit-learn and matplotlib ({", ".join(photo_names)}). None is a real AI-generated image, and a
+model trained on them detects nothing real: they only show that the training pipeline learns.
 
-REAL: square crops at random positions and scales of those photos, resized to
-      {config.image_size}x{config.image_size} px.
-FAKE: the same crops (FAKE/00007.jpg is REAL/00007.jpg's crop), each passed through a
-      simulated generator decoder: halved in resolution, upsampled by a stride-2 transposed
-      convolution with uneven kernel overlap (a faint 2-pixel checkerboard, strength
-      {config.artefact_strength}), plus Gaussian noise (sigma {config.noise}).
-Both classes: the same content, JPEG quality {config.jpeg_quality}, the same mean colour and contrast.
-Train and test crops come from the same photos, so they overlap in content; the label is in
-the decoder's trace only, never in the content.
+REAL: square crops of those photos at random positions and scales, {config.image_size}x{config.image_size} px.
+FAKE: the same crops (FAKE/00007.jpg is REAL/00007.jpg's), halved in resolution and upsampled by a
+      stride-2 transposed convolution with uneven kernel overlap (a faint 2-pixel checkerboard,
+      strength {config.artefact_strength}), plus Gaussian noise (sigma {config.noise}).
+Both: JPEG quality {config.jpeg_quality}, the same content, mean colour and contrast; the label is
+in the decoder's trace only.
 
 Settings (also in {SETTINGS_NAME}): {json.dumps(asdict(config))}
 """

@@ -96,12 +96,9 @@ class StrategyPlan:
 
 def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None,
                   num_gpus: int | None = None) -> StrategyPlan:
-    """A TF_CONFIG cluster, else mirrored over ``devices`` (or over the local GPUs when there are several).
+    """A TF_CONFIG cluster, else mirrored over ``devices`` (e.g. logical CPUs) or several local GPUs.
 
-    Args:
-        environ: the process environment (only ``TF_CONFIG`` is read).
-        devices: e.g. ``["/cpu:0", "/cpu:1"]`` after the CPU was split into logical devices.
-        num_gpus: the number of local GPUs; None counts them.
+    ``num_gpus``: None counts them.
     """
     cluster = parse_tf_config(environ)
     if cluster is not None:
@@ -172,9 +169,6 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):
         return f"one device ({', '.join(strategy.extended.worker_devices)})"
     return "one device (GPU)" if tf.config.list_physical_devices("GPU") else "one device (CPU)"
-
-
-# --- keeping the workers together ---------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -260,10 +254,7 @@ def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
 
 
 def chief_decides(strategy: tf.distribute.Strategy, task: Callable[[], Any]) -> Any:
-    """``task()`` run by the chief alone; its JSON-ready result, or its UserError, on every worker.
-
-    For what only the chief's files can decide (the run folder, the backup to resume from).
-    """
+    """``task()`` run by the chief alone (on its files); its JSON-ready result, or its UserError, everywhere."""
     if num_workers(strategy) == 1:
         return task()
     outcome = None
@@ -285,15 +276,11 @@ def check_same_on_every_worker(strategy: tf.distribute.Strategy, what: str, valu
                         f"the same {what}. Give every machine the same copy (or a shared folder) and start again.")
 
 
-# --- mixed precision and seeds across replicas ---------------------------------------------------
-
-
 @keras.saving.register_keras_serializable(package="realvsai")
 class AllReplicasLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     """``LossScaleOptimizer`` that skips a step when the gradients overflow on any replica.
 
-    Keras' own checks only the first replica's gradients under MirroredStrategy (Keras 3.15), so an
-    overflow on another replica is summed into the update and turns the weights into NaN.
+    Keras 3.15's checks only the first replica's under MirroredStrategy: another's overflow would NaN the weights.
     """
 
     def check_finite(self, grads):
@@ -333,9 +320,6 @@ class DistinctReplicaSeeds(keras.callbacks.Callback):
 
             self._spread = tf.function(lambda: self.strategy.run(replica))
         self._spread()
-
-
-# --- training ------------------------------------------------------------------------------------
 
 
 def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, *,

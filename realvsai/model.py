@@ -47,10 +47,7 @@ _BLOCK = re.compile(r"^(conv\d+_block\d+)_")
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class CaffePreprocess(keras.layers.Layer):
-    """RGB 0..255 -> BGR minus the ImageNet channel means: what the Keras ResNet weights expect.
-
-    The same as ``keras.applications.resnet.preprocess_input``, as a layer so it is saved with the model.
-    """
+    """``keras.applications.resnet.preprocess_input`` (RGB 0..255 -> BGR minus the ImageNet means) as a layer."""
 
     def call(self, inputs):
         bgr = ops.flip(inputs, axis=-1)
@@ -232,10 +229,7 @@ def _float32_policies(config: Any) -> Any:
 
 
 def crop_averaging(model: keras.Model, image_size: int) -> keras.Model:
-    """A crops-mode model's predictor: ``(batch, CROP_GRID**2, size, size, 3)`` in, the mean softmax over the crops out.
-
-    Evaluation, --predict and the app all predict a crops-mode model through this, on ``data.grid_crops``.
-    """
+    """A crops-mode model's predictor: ``data.grid_crops`` batches in, the mean softmax over the crops out."""
     from realvsai.config import CROP_GRID
 
     crops = keras.Input((CROP_GRID**2, image_size, image_size, 3), name="crops")
@@ -245,18 +239,10 @@ def crop_averaging(model: keras.Model, image_size: int) -> keras.Model:
 
 
 def float32_copy(model: keras.Model) -> keras.Model:
-    """The same model computing in float32, for a model trained under a mixed-precision policy.
-
-    Mixed precision keeps its variables in float32, so the weights carry over exactly; the copy runs
-    on machines without fast float16 kernels (most CPUs) and its HDF5 file loads anywhere.
-    """
+    """A mixed-precision model computing in float32 (its variables are float32: the weights carry over exactly)."""
     copy = type(model).from_config(_float32_policies(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics for compile: sparse int labels against softmax outputs
 
 
 @keras.saving.register_keras_serializable(package="realvsai")
@@ -332,12 +318,11 @@ def make_metrics(num_classes: int, positive_index: int | None) -> list[keras.met
     ]
 
 
-
 def load_classifier(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
-    """Loads a run's model and its model.json from the run folder or the ``.h5`` file inside it.
+    """A run's model and its model.json, from the run folder or its ``.h5`` file.
 
     Raises:
-        UserError: if the model or its model.json is missing, or the model file is not a Keras HDF5 model.
+        UserError: if either is missing, or the model file is not a Keras HDF5 model.
     """
     path = Path(path)
     model_file = path / MODEL_FILE if path.is_dir() else path

@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # TensorFlow loads only when training starts, so the script's
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Phase:
     """One ``fit``: epochs ``start .. end-1`` of the run's single epoch axis."""
@@ -90,8 +91,8 @@ def select_precision(precision: str, num_gpus: int) -> str:
 def find_positive_class(class_names: Sequence[str], requested: str = "") -> str | None:
     """The positive class of a binary problem: ``requested``, else the one class named like a generated one.
 
-    A name counts when one of its words (split at separators and camelCase: ``AiArt``, ``ai_generated``,
-    ``FAKE``) is fake, generated, synthetic or ai. None for more than two classes or no clear match.
+    That is, one of its words (``AiArt``, ``ai_generated``, ``FAKE``) is in ``POSITIVE_WORDS``; None
+    for more than two classes or no clear match.
 
     Raises:
         UserError: if ``requested`` is not a class, or is given for more than two classes.
@@ -154,7 +155,7 @@ def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int
     return AllReplicasLossScaleOptimizer(adam) if loss_scaling else adam
 
 
-def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None) -> Path:
+def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None) -> None:
     """Loss, accuracy, precision, recall, AUC and F1 per epoch, with a line at ``fine_tune_start`` (from 1)."""
     from matplotlib.figure import Figure  # saves a PNG through Agg itself: no backend switch
 
@@ -175,7 +176,6 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tun
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     atomic_write_bytes(Path(path), buffer.getvalue())
-    return Path(path)
 
 
 def _write_json(path: Path, content: Mapping[str, Any]) -> None:
@@ -305,18 +305,16 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
 
+    problem = None
     try:
         train_images, validation_images, test_images = _scan_splits(config)
         digest = data_digest(Path(config.data), train_images, validation_images)
     except UserError as error:  # raised after the check below, which stops the other workers too
         problem, digest = error, f"unreadable: {error}"
-    else:
-        problem = None
     try:
         distributed.check_same_on_every_worker(strategy, "training data", digest)
-    except UserError:
-        if problem is None:
-            raise
+    except UserError as error:
+        problem = problem or error
     if problem is not None:
         raise problem
     class_names = train_images.class_names
@@ -341,17 +339,17 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
         augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
         crops="random" if crops else None).repeat()
-    counts = {TRAIN: train_images.counts(), VALIDATION: validation_images.counts()}
-    if test_images is not None:
-        counts[TEST] = test_images.counts()
+    counts = {split: images.counts() for split, images in
+              ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
     class_weight = loss_class_weights(config, counts[TRAIN])
     if class_weight:
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
-    # Validation weighted like the training loss, so loss and val_loss (and the stop rule) compare alike.
-    validation_dataset = with_class_weights(data.make_dataset(
-        validation_images, batch_size=global_batch, image_size=config.image_size,
-        crops="centre" if crops else None), class_weight).repeat()
+    validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
+                                           crops="centre" if crops else None)
+    if class_weight:  # validation weighted like the training loss, so loss and val_loss (and the stop rule) compare
+        weights = tf.constant([class_weight.get(index, 1.0) for index in range(len(class_names))], tf.float32)
+        validation_dataset = validation_dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
 
     # Built before the run folder exists: a start that fails on its weights (missing, corrupt,
     # offline) leaves no folder behind, so the same command works once the weights are fixed.
@@ -392,8 +390,8 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                     config.learning_rate)
 
     history = _fit_phases(model, config, run_dir, strategy, (train_dataset, steps_per_epoch),
-                          (validation_dataset, validation_steps), class_weight, len(class_names), positive_index,
-                          resume, verbose)
+                          (validation_dataset.repeat(), validation_steps), class_weight, len(class_names),
+                          positive_index, resume, verbose)
 
     finite = [row for row in history if math.isfinite(row.get("val_loss", math.nan))]
     model_info["best_epoch"] = dict(min(finite, key=lambda row: row["val_loss"])) if finite else None
@@ -493,13 +491,3 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
                         jit_compile=True if config.xla else "auto", verbose=verbose)
         latest = None
     return recorder.rows
-
-
-def with_class_weights(dataset: tf.data.Dataset, class_weight: Mapping[int, float] | None) -> tf.data.Dataset:
-    """``dataset``'s (images, labels) batches with each label's class weight as the sample weight."""
-    if not class_weight:
-        return dataset
-    import tensorflow as tf
-
-    weights = tf.constant([class_weight.get(index, 1.0) for index in range(max(class_weight) + 1)], tf.float32)
-    return dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
