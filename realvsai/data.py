@@ -1,9 +1,8 @@
 """tf.data input straight from class folders: scan, decode in parallel, cache, shuffle, batch.
 
-Images come out as float32 RGB in 0..255 (the model does its own preprocessing), with int32
-labels in the order of ``class_names``. Images that all share one size are left at that size (the
-model resizes them on the accelerator); folders of mixed sizes are resized in the pipeline to the
-model's ``image_size`` with ``resize_to_square``, the function the model's resize layer calls.
+Images come out as float32 RGB 0..255 (the model preprocesses), labels as int32 in ``class_names``
+order. Images of one size stay at it (the model resizes them); mixed sizes are resized here with
+``resize_to_square``, the function the model's resize layer calls.
 """
 
 from __future__ import annotations
@@ -55,11 +54,8 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
                 ) -> LabelledImages:
     """Lists the images of ``folder/<Class>/`` and reads their headers; files without one are skipped and named.
 
-    Args:
-        folder: a folder with one sub-folder per class.
-        class_names: the label order to use; the folder must have exactly these classes. When None,
-            the sorted sub-folder names are used.
-        max_pixels: images with more pixels are skipped (decompression-bomb guard).
+    ``class_names`` is the label order (the folder must have exactly these; None: the sorted
+    sub-folders); images over ``max_pixels`` are skipped (decompression-bomb guard).
 
     Raises:
         UserError: if the folder is missing, has other classes than ``class_names``, or holds no image.

@@ -85,29 +85,17 @@ def parse_tf_config(environ: Mapping[str, str]) -> ClusterConfig | None:
     return ClusterConfig(jobs, task["type"], task["index"])
 
 
-@dataclass(frozen=True)
-class StrategyPlan:
-    """Which strategy ``select_strategy`` builds, decided without touching the devices' runtime."""
-
-    kind: str  # "multi_worker", "mirrored" or "default"
-    cluster: ClusterConfig | None = None
-    devices: tuple[str, ...] = ()  # for "mirrored": the devices; empty = every local GPU
-
-
 def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None,
-                  num_gpus: int | None = None) -> StrategyPlan:
-    """A TF_CONFIG cluster, else mirrored over ``devices`` (e.g. logical CPUs) or several local GPUs.
-
-    ``num_gpus``: None counts them.
-    """
-    cluster = parse_tf_config(environ)
-    if cluster is not None:
-        return StrategyPlan("multi_worker", cluster)
+                  num_gpus: int | None = None) -> str:
+    """"multi_worker" for a TF_CONFIG cluster, else "mirrored" over several ``devices`` (e.g. logical CPUs)
+    or local GPUs (``num_gpus``, None counts them), else "default"."""
+    if parse_tf_config(environ) is not None:
+        return "multi_worker"
     if devices:
-        return StrategyPlan("mirrored" if len(devices) > 1 else "default", devices=tuple(devices))
+        return "mirrored" if len(devices) > 1 else "default"
     if num_gpus is None:
         num_gpus = len(tf.config.list_physical_devices("GPU"))
-    return StrategyPlan("mirrored") if num_gpus > 1 else StrategyPlan("default")
+    return "mirrored" if num_gpus > 1 else "default"
 
 
 def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
@@ -116,9 +104,8 @@ def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None
     Call it before any other TensorFlow operation: MultiWorkerMirroredStrategy must set up the
     collective operations before the runtime starts. It blocks until every worker has started.
     """
-    plan = plan_strategy(environ, devices=devices)
-    if plan.kind == "multi_worker":
-        cluster = plan.cluster
+    cluster = parse_tf_config(environ)
+    if cluster is not None:
         # Built from the parsed argument rather than TFConfigClusterResolver (which reads os.environ).
         # It must be told the local GPUs, or the workers would train on their CPUs.
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
@@ -128,11 +115,9 @@ def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None
         logger.info("waiting for the %d workers of the cluster (this is %s %d)",
                     cluster.num_workers, cluster.task_type, cluster.task_index)
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-    if plan.kind == "mirrored":
-        return tf.distribute.MirroredStrategy(devices=list(plan.devices) or None)
-    if plan.devices:
-        return tf.distribute.OneDeviceStrategy(plan.devices[0])
-    return tf.distribute.get_strategy()
+    if plan_strategy({}, devices=devices) == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
+    return tf.distribute.OneDeviceStrategy(devices[0]) if devices else tf.distribute.get_strategy()
 
 
 def _cluster_of(strategy: tf.distribute.Strategy) -> ClusterConfig | None:
@@ -414,8 +399,11 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     def validation_step(batch):
         strategy.run(lambda data: replica_losses(data, False), args=(batch,))
 
-    def read_logs() -> dict[str, float]:
-        return {metric.name: float(keras.ops.convert_to_numpy(metric.result())) for metric in metric_list}
+    def read_logs(prefix: str = "") -> dict[str, float]:  # and resets the metrics
+        logs = {prefix + metric.name: float(keras.ops.convert_to_numpy(metric.result())) for metric in metric_list}
+        for metric in metric_list:
+            metric.reset_state()
+        return logs
 
     chief = is_chief(strategy)
     verbose = 1 if verbose == "auto" else int(verbose)
@@ -428,18 +416,14 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     sync_variables(strategy, [*model.variables, *optimizer.variables])
     iterator, logs = iter(train_batches), {}
     for epoch in range(initial_epoch, epochs):
-        for metric in metric_list:
-            metric.reset_state()
         callback_list.on_epoch_begin(epoch)
         for step in range(steps_per_epoch):
             callback_list.on_train_batch_begin(step)
             callback_list.on_train_batch_end(step, {"loss": train_step(next(iterator))})
         logs = read_logs()
-        for metric in metric_list:
-            metric.reset_state()
         for batch in itertools.islice(validation_batches, validation_steps):  # islice stops before fetching more
             validation_step(batch)
-        logs.update({f"val_{name}": value for name, value in read_logs().items()})
+        logs.update(read_logs("val_"))
         callback_list.on_epoch_end(epoch, logs)
         model.stop_training = any_worker(strategy, bool(model.stop_training))  # all stop after the same epoch
         if model.stop_training:

@@ -134,15 +134,10 @@ def build_model(
     """Builds the classifier (uncompiled) under the current dtype policy.
 
     Args:
-        num_classes: number of output classes (2 or more).
-        image_size: the side the backbone sees; the centre square of an input of any size is resized to it.
-        backbone: one of ``BACKBONES``.
-        weights: ``"imagenet"``, a path to backbone weights, or None / ``"none"`` for random weights
-            and the from-scratch recipe.
-        augment: an augmentation preset; the model holds its ``"model"`` part (training's input
-            pipeline runs the rest).
-        head_units, l2, dropout, noise: the head's Dense width and L2 factor, the dropout rate and
-            the standard deviation of the Gaussian noise on the feature map.
+        image_size: the side the backbone sees; the centre square of any input is resized to it.
+        weights: ``"imagenet"``, a path to backbone weights, or None / ``"none"`` (from scratch).
+        augment: a preset; the model holds its ``"model"`` part (the input pipeline runs the rest).
+        noise: the standard deviation of the Gaussian noise on the feature map.
         seed: seeds the augmentation, noise and dropout layers.
 
     Raises:

@@ -267,13 +267,12 @@ def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.
     Every worker of a cluster calls it; the chief's ``config`` and ``resume`` count.
 
     Args:
-        resume: continue the run ``config.out/config.name`` from its last finished epoch.
         strategy: from ``distributed.select_strategy``; None mirrors over the local GPUs.
         verbose: Keras' progress output (0 silent, 1 bars, 2 one line per epoch, "auto").
 
     Raises:
-        UserError: for a missing or inconsistent dataset, a clash with an existing run, missing weights,
-            or (on several machines) a worker of the cluster that stopped.
+        UserError: for a missing or inconsistent dataset, a clash with an existing run, unusable
+            weights, or (on several machines) a worker of the cluster that stopped.
     """
     from realvsai import distributed
 
