@@ -1,26 +1,11 @@
 """Keras callbacks for a training run that can be killed at any moment and resumed.
 
-- ``StopOnNonFiniteLoss``: ends a diverged run with a one-line ``UserError`` (Keras'
-  ``TerminateOnNaN`` stops it silently).
-- ``StopTrainingOnValidationLoss``: the project's stop rule: ``val_loss > loss + margin`` for ``patience``
-  epochs in a row ends the phase.
-- ``ResumableEarlyStopping``: ``keras.callbacks.EarlyStopping`` whose counters survive a restart.
-- ``TrainingHistory``: one row per epoch (with its phase and learning rate) in ``history.csv``.
-- ``RunBackup``: after every epoch, the model and optimizer variables (``tf.train.CheckpointManager``)
-  and then the run's own state, the commit point; the one resume format of ``model.fit`` and of
-  the multi-worker loop.
-- ``BestModel``: the epoch with the lowest ``val_loss`` in ``model.h5``, written atomically after its
-  epoch's backup has committed, and put back into the model at the end of each phase.
-
 They use only the public callback hooks, so the multi-worker loop drives them through
-``keras.callbacks.CallbackList`` as ``Model.fit`` does. Each counter a resumed run needs is a plain
-public attribute, set back by ``restore(state)``.
+``keras.callbacks.CallbackList`` as ``Model.fit`` does; what a resumed run needs is in ``state()``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -34,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text
+from realvsai.files import atomic_write_text, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +29,8 @@ BACKUP_COMMIT_FILE = "backup.json"  # names the last complete checkpoint: writte
 def save_model_atomically(model: keras.Model, path: Path) -> None:
     """Saves ``model`` as HDF5 (without optimizer) under a temporary name beside ``path``, then renames it.
 
-    A kill during the save leaves at most a hidden temporary folder; ``path`` is always a complete
-    model, with the mode of every other output (h5py creates the file, so the umask applies).
+    ``path`` is always a complete model, with the mode of every other output (h5py creates the
+    file, so the umask applies).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,53 +47,47 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Ends training with a UserError as soon as the training loss is NaN or infinite.
+    """Ends training with a UserError once the training loss is NaN or infinite (``TerminateOnNaN`` is silent).
 
-    A NaN loss is never "worse" to the stop rules (every comparison with NaN is False), so a
-    diverged run would otherwise train on to the end. Put it first, so nothing saves that epoch.
+    A NaN loss is never "worse" to the stop rules, so a diverged run would train on to the end.
+    Put it first, so nothing saves that epoch.
     """
+
+    epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        self._check((logs or {}).get("loss"))
+        self.on_epoch_end(self.epoch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._check((logs or {}).get("loss"))
-
-    def _check(self, loss: Any) -> None:
+        loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss := float(keras.ops.convert_to_numpy(loss))):
             raise UserError(f"training loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch "
-                            f"{getattr(self, 'epoch', 0) + 1}; lower --learning-rate or use --precision float32")
+                            f"{epoch + 1}; lower --learning-rate or use --precision float32")
 
 
 class StopTrainingOnValidationLoss(keras.callbacks.Callback):
     """Stops a phase once ``val_loss > loss + margin`` (or ``val_loss`` is NaN) for ``patience`` epochs in a row.
 
     Training loss is measured with dropout, noise and augmentation on, so a small gap is normal;
-    ``margin`` is absolute, in loss units. ``loss`` and ``val_loss`` must be measured alike: with
-    class weights, the validation data carries them as sample weights (``realvsai.training`` does).
+    ``margin`` is in loss units. With class weights, validation must carry them too (training does).
     """
 
     def __init__(self, margin: float = 0.1, patience: int = 3):
         super().__init__()
-        if patience < 1:
-            raise ValueError(f"patience must be at least 1, got {patience}")
-        self.margin, self.patience = margin, patience
-        self.wait, self.stopped_epoch = 0, None
-        self._restored: dict[str, Any] = {}
+        self.margin, self.patience, self.wait, self.restored_wait, self.stopped_epoch = margin, patience, 0, 0, None
 
     def state(self) -> dict[str, Any]:
         return {"wait": self.wait}
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Counters of a killed run, applied at the next ``on_train_begin``."""
-        self._restored = dict(state)
+        """A killed run's counter, applied at the next ``on_train_begin`` (patience counts per phase)."""
+        self.restored_wait = int(state.get("wait", 0))
 
     def on_train_begin(self, logs=None):
-        self.wait, self.stopped_epoch = int(self._restored.get("wait", 0)), None  # patience counts per phase
-        self._restored = {}
+        self.wait, self.restored_wait, self.stopped_epoch = self.restored_wait, 0, None
 
     def on_epoch_end(self, epoch, logs=None):
         loss, val_loss = (logs or {}).get("loss"), (logs or {}).get("val_loss")
@@ -124,40 +103,34 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """``keras.callbacks.EarlyStopping`` (counting within each ``fit``) whose counters survive a restart."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._restored: dict[str, Any] = {}
+    restored: Mapping[str, Any] = {}
 
     def state(self) -> dict[str, Any]:
         best = None if self.best is None or not math.isfinite(self.best) else float(self.best)
         return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch)}
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        self._restored = dict(state)
+        self.restored = dict(state)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        for key, value in self._restored.items():
+        for key, value in self.restored.items():
             setattr(self, key, value)
-        self._restored = {}
+        self.restored = {}
 
 
 class TrainingHistory(keras.callbacks.Callback):
-    """One row per epoch (epoch from 1, phase, learning rate, every log), the whole CSV rewritten atomically."""
+    """One row per epoch (epoch from 1, ``phase``, learning rate, every log), the whole CSV rewritten atomically."""
 
     def __init__(self, path: Path, rows: Sequence[Mapping[str, Any]] = ()):
         super().__init__()
         self.path, self.rows, self.phase = Path(path), [dict(row) for row in rows], ""
 
-    def begin_phase(self, phase: str) -> None:
-        self.phase = phase
-
     def on_epoch_end(self, epoch, logs=None):
         row: dict[str, Any] = {"epoch": epoch + 1, "phase": self.phase}
         if getattr(self.model, "optimizer", None) is not None:
             row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row.update({key: float(value) for key, value in (logs or {}).items()})
-        self.rows.append(row)
+        self.rows.append({**row, **{key: float(value) for key, value in (logs or {}).items()}})
         write_history_csv(self.path, self.rows)
 
 
@@ -167,11 +140,7 @@ def write_history_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         Path(path).unlink(missing_ok=True)  # a row of an epoch whose backup never completed
         return
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    write_csv(Path(path), columns, [[row.get(column, "") for column in columns] for row in rows])
 
 
 def read_backup(folder: Path) -> dict[str, Any] | None:
@@ -193,19 +162,12 @@ def read_backup(folder: Path) -> dict[str, Any] | None:
 
 
 class RunBackup(keras.callbacks.Callback):
-    """Backs up every model and optimizer variable after each epoch, and restores them when the run resumes.
+    """Backs up every model and optimizer variable after each epoch; restores them when ``restore`` is True.
 
-    ``tf.train.CheckpointManager`` writes ``ckpt-<epoch>``; then ``backup.json`` (epoch count,
-    checkpoint name, ``state_fn()``) is replaced atomically: the commit point, so a kill at any moment
-    leaves the previous backup usable. ``model.fit`` and the multi-worker loop use it alike (Keras'
-    ``BackupAndRestore`` runs only inside ``model.fit`` and carries none of the run's own state).
-    Metric variables are left out (reset every epoch); seed-generator states are in, so a resumed
-    run draws the same noise.
-
-    Args:
-        folder: a folder used by this callback alone (one per training phase).
-        state_fn: returns JSON-ready state saved with every backup.
-        restore: load the last backup in ``on_train_begin``; the caller starts ``fit`` at its epoch.
+    ``tf.train.CheckpointManager`` writes ``ckpt-<epoch>``, then ``backup.json`` (epoch count,
+    checkpoint name, ``state_fn()``) is replaced atomically: the commit point. Keras'
+    ``BackupAndRestore`` runs only inside ``model.fit`` and carries none of the run's own state.
+    Seed-generator states are in, so a resumed run draws the same noise. ``folder`` is its alone.
     """
 
     def __init__(self, folder: Path, state_fn: Callable[[], Any] = dict, restore: bool = False):
@@ -217,6 +179,7 @@ class RunBackup(keras.callbacks.Callback):
         if self._manager is None:
             if not self.model.optimizer.built:  # model.fit builds it later on one device; its variables are backed up
                 self.model.optimizer.build(self.model.trainable_variables)
+            # Metric variables (synchronised on read) are reset every epoch: left out.
             kept = [[variable for variable in variables if getattr(variable, "synchronization", None) != "on_read"]
                     for variables in (self.model.variables, self.model.optimizer.variables)]
             checkpoint = tf.train.Checkpoint(model=kept[0], optimizer=kept[1])
@@ -242,15 +205,12 @@ class RunBackup(keras.callbacks.Callback):
 
 
 class BestModel(keras.callbacks.Callback):
-    """Keeps the epoch with the lowest ``val_loss`` (over the whole run) in ``filepath``, and ends each phase with it.
+    """The epoch with the lowest ``val_loss`` of the whole run in ``filepath``; each phase ends with its weights.
 
-    ``keras.callbacks.ModelCheckpoint(save_best_only=True)`` writes in place (a kill mid-write tears
-    the file) and saves the mixed-precision model; this saves ``export(model)`` (e.g.
-    ``model.float32_copy``) atomically. Put it after ``RunBackup``: the file then never holds an
-    epoch that a resumed run does not know of. ``resume(rows)`` takes the best epoch from the restored
-    history; when that is the restored epoch itself (killed between its backup and this save), the
-    model is saved once the backup has restored it. At the end of each ``fit`` the best weights are
-    read back from the file, so fine-tuning starts from the best head and the run ends with its best model.
+    Not ``ModelCheckpoint(save_best_only=True)``: that writes in place (a kill tears the file) and
+    saves the mixed-precision model; this saves ``export(model)`` (``model.float32_copy``)
+    atomically. Put it after ``RunBackup``, so the file never holds an epoch a resumed run does not
+    know of; ``resume(rows)`` takes the best epoch from the restored history.
     """
 
     def __init__(self, filepath: Path, export: Callable[[keras.Model], keras.Model] | None = None):
@@ -264,8 +224,8 @@ class BestModel(keras.callbacks.Callback):
         finite = [row for row in rows if math.isfinite(row.get("val_loss", math.nan))]
         if finite:
             best = min(finite, key=lambda row: row["val_loss"])
-            self.best, self.best_epoch = best["val_loss"], best["epoch"] - 1
-            self.last_epoch = rows[-1]["epoch"] - 1
+            self.best, self.best_epoch, self.last_epoch = best["val_loss"], best["epoch"] - 1, rows[-1]["epoch"] - 1
+            # Killed between the restored epoch's backup and this save: save it once the backup restored it.
             self._save_on_begin = self.best_epoch == self.last_epoch
 
     def _save(self) -> None:

@@ -1,9 +1,8 @@
 """tf.data input straight from class folders: scan, decode in parallel, cache, shuffle, batch.
 
-Images come out as float32 RGB in 0..255 (the model does its own preprocessing), with int32
-labels in the order of ``class_names``. Images that all share one size are left at that size (the
-model resizes them on the accelerator); folders of mixed sizes are resized in the pipeline to the
-model's ``image_size`` with ``resize_to_square``, the function the model's resize layer calls.
+Images come out as float32 RGB 0..255 (the model preprocesses), labels as int32 in ``class_names``
+order. Images of one size stay at it (the model resizes them); mixed sizes are resized here with
+``resize_to_square``, the function the model's resize layer calls.
 """
 
 from __future__ import annotations
@@ -50,50 +49,28 @@ class LabelledImages:
         counted = Counter(self.labels)
         return {name: counted.get(index, 0) for index, name in enumerate(self.class_names)}
 
-    def uniform_size(self) -> tuple[int, int] | None:
-        """The one (width, height) every image has, or None when sizes differ."""
-        distinct = set(self.sizes)
-        return distinct.pop() if len(distinct) == 1 else None
-
-
-def check_class_names(folder: Path, found: Sequence[str], expected: Sequence[str]) -> None:
-    """Raises a UserError naming the classes that differ, in either direction, between two sides."""
-    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-    if missing or extra:
-        details = []
-        if missing:
-            details.append(f"missing {missing}")
-        if extra:
-            details.append(f"unexpected {extra}")
-        raise UserError(
-            f"{folder} has class folders {sorted(found)}, but {sorted(expected)} were expected "
-            f"({'; '.join(details)}). Rename the folders (or re-split with --rename OLD=NEW) so the names match."
-        )
-
 
 def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixels: int | None = None
                 ) -> LabelledImages:
     """Lists the images of ``folder/<Class>/`` and reads their headers; files without one are skipped and named.
 
-    Args:
-        folder: a folder with one sub-folder per class.
-        class_names: the label order to use; the folder must have exactly these classes. When None,
-            the sorted sub-folder names are used.
-        max_pixels: images with more pixels are skipped (decompression-bomb guard).
+    ``class_names`` is the label order (the folder must have exactly these; None: the sorted
+    sub-folders); images over ``max_pixels`` are skipped (decompression-bomb guard).
 
     Raises:
         UserError: if the folder is missing, has other classes than ``class_names``, or holds no image.
     """
     folder = Path(folder)
     found = find_class_folders(folder)
-    if class_names is None:
-        class_names = found
-    else:
-        check_class_names(folder, found, class_names)
+    class_names = found if class_names is None else class_names
+    missing, extra = sorted(set(class_names) - set(found)), sorted(set(found) - set(class_names))
+    if missing or extra:
+        details = "; ".join(f"{what} {names}" for what, names in (("missing", missing), ("unexpected", extra)) if names)
+        raise UserError(f"{folder} has class folders {sorted(found)}, but {sorted(class_names)} were expected "
+                        f"({details}). Rename the folders (or re-split with --rename OLD=NEW) so the names match.")
     candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
-    limit = max_pixels or image_io.MAX_IMAGE_PIXELS
-
-    results = image_io.read_headers([path for path, _ in candidates], limit, desc=f"checking {folder.name}")
+    results = image_io.read_headers([path for path, _ in candidates], max_pixels or image_io.MAX_IMAGE_PIXELS,
+                                    desc=f"checking {folder.name}")
     files, labels, sizes, needs_pil, formats, skipped = [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
@@ -111,12 +88,10 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
 
 
 def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
-    """``(output_length, input_length)`` weights of an antialiased linear resize along one axis.
+    """``(output_length, input_length)`` weights of ``tf.image.resize(antialias=True)``'s triangle filter.
 
-    ``tf.image.resize(..., antialias=True)``'s triangle filter: output pixel ``i`` averages the input
-    pixels within ``scale`` of its centre ``(i + 0.5) * scale`` (pixel centres at ``j + 0.5``), where
-    ``scale`` is input pixels per output pixel (at least 1, so enlarging is plain bilinear); the
-    weights of each output pixel sum to 1.
+    Output pixel ``i`` averages the input pixels within ``scale`` (input pixels per output pixel, at
+    least 1) of its centre ``(i + 0.5) * scale``; each row sums to 1.
     """
     scale = tf.cast(input_length, tf.float32) / float(output_length)
     support = tf.maximum(scale, 1.0)
@@ -127,14 +102,11 @@ def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
 
 
 def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
-    """Crops the centre square of float ``images`` ``(..., height, width, channels)`` and resizes it to size x size.
+    """The centre square of float ``images`` ``(..., height, width, channels)``, resized to size x size.
 
-    The one resize of every image the model sees (in training, evaluation and the app): cropping,
-    not squashing, keeps shapes as they are, and the antialiased filter averages away detail the
-    smaller image cannot hold instead of aliasing it into false texture (plain bilinear shrinking a
-    640x427 photo to 32 px keeps 2.7 times the high-frequency energy). The same numbers as
-    ``tf.image.resize(crop, (size, size), antialias=True)``, as two matrix products, which XLA
-    compiles (the op behind antialias has no XLA kernel); an image already size x size is unchanged.
+    The one resize of every image the model sees. Antialiased (plain bilinear shrinking a 640x427
+    photo to 32 px keeps 2.7 times the high-frequency energy): ``tf.image.resize(antialias=True)``'s
+    numbers as two matrix products, which XLA compiles (the antialias op has no XLA kernel).
     """
     shape = tf.shape(images)
     height, width = shape[-3], shape[-2]
@@ -147,10 +119,7 @@ def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def cover(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Float ``image`` (height, width, 3) enlarged (bilinear) so its short side is at least ``size``.
-
-    Images already that large are returned unchanged.
-    """
+    """Float ``image`` (height, width, 3) enlarged (bilinear) so its short side is at least ``size``."""
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     scale = tf.maximum(1.0, size / tf.cast(tf.minimum(height, width), tf.float32))
@@ -158,21 +127,16 @@ def cover(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.cond(scale > 1.0, lambda: tf.image.resize(image, new_size), lambda: image)
 
 
-def crop_offsets(length: tf.Tensor, size: int) -> list[tf.Tensor]:
-    """The ``CROP_GRID`` starts of ``size``-long crops along a side of ``length``: first at 0, last at the end."""
-    return [(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
-
-
 def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
-    """``(CROP_GRID**2, size, size, 3)``: the crops-mode input of one image, in row order.
+    """``(CROP_GRID**2, size, size, 3)``: what a crops-mode model predicts from, in row order.
 
-    The one definition of what a crops-mode model predicts from, used by evaluation, --predict and
-    the app (``model.crop_averaging``): native-resolution crops, evenly spaced and covering the image.
+    Native-resolution crops, evenly spaced from edge to edge (``model.crop_averaging`` averages them).
     """
     image = cover(tf.cast(image, tf.float32), size)
     shape = tf.shape(image)
-    return tf.stack([image[top:top + size, left:left + size, :]
-                     for top in crop_offsets(shape[0], size) for left in crop_offsets(shape[1], size)])
+    tops, lefts = ([(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
+                   for length in (shape[0], shape[1]))
+    return tf.stack([image[top:top + size, left:left + size, :] for top in tops for left in lefts])
 
 
 def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray) -> np.ndarray:
@@ -184,16 +148,10 @@ def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray) -> np.nda
 def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = None) -> tf.Tensor:
     """The ``(height, width, 3)`` uint8 pixels of the image file ``path``, upright, inside a tf.data map.
 
-    The one decoding of training images, shared by training, evaluation, --predict and
-    DataAugmentation.py's copies, pixel for pixel what the app's ``images.load_rgb`` gives:
-    TensorFlow's decoders where they see what Pillow sees (JPEGs with the accurate DCT), Pillow
-    itself where ``use_pil`` says they do not (EXIF-rotated photos, 16-bit, animations, other
-    formats; see ``images.read_header``). Decoding a rotated phone photo without its EXIF turn would
-    train on, or write copies of, a sideways image.
-
-    With ``image_size`` (the model's side), a large JPEG is decoded at 1/2, 1/4 or 1/8 of its size
-    (``images.jpeg_scale``): libjpeg's scaled inverse DCT costs a fraction of the full decode, and
-    the image is shrunk to ``image_size`` right after anyway.
+    The one decoding of dataset images, pixel for pixel what the app's ``images.load_rgb`` gives:
+    TensorFlow's decoders, or Pillow where ``use_pil`` says they differ (EXIF-rotated, 16-bit,
+    other formats; ``images.read_header``). With ``image_size``, a large JPEG decodes at 1/2, 1/4 or
+    1/8 of its size (``images.jpeg_scale``): a fraction of the full decode's cost.
     """
     def with_tensorflow() -> tf.Tensor:
         contents = tf.io.read_file(path)
@@ -205,7 +163,7 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = Non
             return lambda: tf.io.decode_jpeg(contents, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
 
         def decode_jpeg() -> tf.Tensor:
-            if not image_size or not image_io.JPEG_SCALES:
+            if not image_size:
                 return jpeg(1)()
             short_side = tf.reduce_min(tf.io.extract_jpeg_shape(contents)[:2])
             # jpeg_scale in the graph: the number of scales 2, 4, 8 that keep enough pixels picks the branch.
@@ -224,30 +182,24 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = Non
 
 
 def kept_size(images: LabelledImages, image_size: int) -> tuple[int, int] | None:
-    """The (width, height) the pipeline leaves ``images`` at (the model resizes them), or None when it resizes them.
+    """The one (width, height) of ``images``, which the pipeline leaves as it is (the model resizes), or None.
 
-    Images of one size stay at it, unless JPEGs among them decode reduced (``decode_rgb``): those
-    are resized in the pipeline, so the cache holds small images.
+    None when sizes differ, or when JPEGs among them decode reduced (``decode_rgb``): those are
+    resized in the pipeline, so the cache holds small images.
     """
-    uniform = images.uniform_size()
+    sizes = set(images.sizes)
     may_be_jpeg = not images.formats or "JPEG" in images.formats  # formats unknown: any may be
-    if uniform and may_be_jpeg and image_io.jpeg_scale(*uniform, image_size) > 1:
+    if len(sizes) != 1 or (may_be_jpeg and image_io.jpeg_scale(*next(iter(sizes)), image_size) > 1):
         return None
-    return uniform
-
-
-def _shuffle(dataset: tf.data.Dataset, count: int, seed: int) -> tf.data.Dataset:
-    """Every element in a new seeded order each epoch (a buffer as large as the dataset: a full permutation)."""
-    return dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    return next(iter(sizes))
 
 
 def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """``(path, label, use_pil)`` of every file of ``images``: in file order, or with ``shuffle`` in a
-    new seeded order each epoch."""
+    """``(path, label, use_pil)`` of every file: in file order, or in a new seeded order each epoch."""
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant([str(path) for path in images.files]), tf.constant(images.labels, tf.int32),
          tf.constant(images.needs_pil)))
-    return _shuffle(dataset, len(images), seed) if shuffle else dataset
+    return dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else dataset
 
 
 def make_dataset(
@@ -267,42 +219,42 @@ def make_dataset(
     Args:
         images: the output of ``scan_images``.
         batch_size: images per batch; the last batch may be smaller.
-        image_size: side length to resize to (``resize_to_square``), used when the images differ in size
-            or are large JPEGs, which decode reduced (``decode_rgb``) before the cache.
+        image_size: the side to resize to (``resize_to_square``) when the images differ in size or
+            are large JPEGs; the model resizes images of one size itself.
         shuffle: reshuffle every epoch (seeded); False keeps the files' order, as evaluation needs.
-        seed: the seed of the shuffle and of ``augment``.
+        seed: the seed of the shuffle, the random crops and ``augment``.
         cache_bytes: cache the decoded images in memory when they need less than this.
-        augment: ``augment(images, seed)`` is applied to every batch of float32 images, with a seed
-            pair (int64, shape (2,)) that differs for every batch and every epoch and repeats with
-            ``seed`` (the preset's input part, through ``augmentation.augment_copies``).
-        crops: None resizes the whole image (``resize_to_square``); otherwise images decode at full
-            size and give native-resolution ``image_size`` crops (smaller images enlarged first,
-            ``cover``): "random" one seeded random crop per image and epoch (training), "centre" the
-            middle crop of the grid (validation), "grid" all ``grid_crops`` (batches of
-            ``(batch, CROP_GRID**2, size, size, 3)``, for ``model.crop_averaging``).
-        transform: applied to each decoded uint8 image before anything else (``--robustness``'s
-            perturbations); it must keep equal sizes equal (a downscale does), as the model resizes.
+        augment: ``augment(images, seed)`` on every batch, with a seed pair (int64, shape (2,)) that
+            differs for every batch and epoch and repeats with ``seed``.
+        crops: None resizes the whole image; otherwise images decode at full size and give
+            native-resolution crops (``cover`` enlarges smaller ones): "random" a seeded random
+            crop per image and epoch (training), "centre" the middle crop of ``grid_crops``
+            (validation), "grid" all of them (``(batch, CROP_GRID**2, size, size, 3)``).
+        transform: applied to each decoded uint8 image first (``--robustness``'s perturbations);
+            it must keep equal sizes equal (a downscale does), as the model resizes.
     """
-    if crops is not None:
-        return _crops_dataset(images, batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
-                              cache_bytes=cache_bytes, augment=augment, crops=crops, transform=transform)
-    uniform = kept_size(images, image_size)
+    if crops not in (None, "random", "centre", "grid"):
+        raise ValueError(f"crops={crops!r}: expected 'random', 'centre' or 'grid'")
+    uniform = None if crops else kept_size(images, image_size)
     width, height = uniform or (image_size, image_size)
-    decoded_bytes = len(images) * width * height * 3 * (1 if uniform else 4)
-    cached = decoded_bytes <= cache_bytes
+    if crops:
+        cached = sum(width * height * 3 for width, height in images.sizes) <= cache_bytes
+    else:
+        cached = len(images) * width * height * 3 * (1 if uniform else 4) <= cache_bytes
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        pixels = decode_rgb(path, pil, image_size)
+        pixels = decode_rgb(path, pil, None if crops else image_size)
         if transform is not None:
             pixels = transform(pixels)
+        if crops:
+            return pixels, label
         if not uniform:
             return resize_to_square(tf.cast(pixels, tf.float32), image_size), label
         # uint8: a quarter of the cache. A transform may change the (common) size.
         return tf.ensure_shape(pixels, [None, None, 3] if transform else [height, width, 3]), label
 
     # Uncached, the file names are shuffled before decoding, so no buffer ever holds decoded images
-    # (50,000 of them at 224 px would take 30 GB); cached, the cache keeps the files' order and the
-    # decoded images, already in memory, are shuffled.
+    # (50,000 of them at 224 px would take 30 GB); cached, the decoded images are shuffled.
     dataset = file_dataset(images, shuffle=shuffle and not cached, seed=seed)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # A file changed or broken after the scan (which reads only headers) must not end a run of hours.
@@ -310,7 +262,18 @@ def make_dataset(
     if cached:
         dataset = dataset.cache()
         if shuffle:
-            dataset = _shuffle(dataset, len(images), seed)
+            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    if crops == "random":
+        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda item, crop_seed: (tf.image.stateless_random_crop(
+                cover(tf.cast(item[0], tf.float32), image_size), [image_size, image_size, 3], crop_seed), item[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    elif crops:
+        middle = CROP_GRID**2 // 2
+        dataset = dataset.map(lambda pixels, label: (
+            grid_crops(pixels, image_size)[middle] if crops == "centre" else grid_crops(pixels, image_size), label),
+            num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size)
     if augment is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -320,39 +283,4 @@ def make_dataset(
     elif uniform:
         dataset = dataset.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label),
                               num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-
-def _crops_dataset(images: LabelledImages, *, batch_size: int, image_size: int, shuffle: bool, seed: int,
-                   cache_bytes: int, augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None,
-                   crops: str, transform: Callable[[tf.Tensor], tf.Tensor] | None) -> tf.data.Dataset:
-    """``make_dataset`` in crops mode: full-size decode, cached (uint8) when it fits, then crops."""
-    if crops not in ("random", "centre", "grid"):
-        raise ValueError(f"crops={crops!r}: expected 'random', 'centre' or 'grid'")
-    cached = sum(width * height * 3 for width, height in images.sizes) <= cache_bytes
-    dataset = file_dataset(images, shuffle=shuffle and not cached, seed=seed)
-    dataset = dataset.map(lambda path, label, pil: ((transform or tf.identity)(decode_rgb(path, pil)), label),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.ignore_errors(log_warning=True)
-    if cached:
-        dataset = dataset.cache()
-        if shuffle:
-            dataset = _shuffle(dataset, len(images), seed)
-    if crops == "random":
-        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda item, crop_seed: (tf.image.stateless_random_crop(
-                cover(tf.cast(item[0], tf.float32), image_size), [image_size, image_size, 3], crop_seed), item[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        middle = CROP_GRID**2 // 2
-        dataset = dataset.map(lambda pixels, label: (
-            grid_crops(pixels, image_size)[middle] if crops == "centre" else grid_crops(pixels, image_size), label),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size)
-    if augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda batch, batch_seed: (augment(batch[0], batch_seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

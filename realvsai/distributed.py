@@ -1,23 +1,14 @@
-"""Training on several GPUs or several machines: the strategy, and the one entry point ``fit``.
+"""Training on several GPUs or machines: the strategy, and the one entry point ``fit``.
 
-``select_strategy(environ)`` decides how to train from the environment the script was started with:
+``select_strategy``: a ``TF_CONFIG`` cluster trains with ``MultiWorkerMirroredStrategy`` (the same
+script on every machine, in lock-step), several local GPUs with ``MirroredStrategy``, else the
+default strategy. ``fit`` is ``model.fit`` on one machine; on several, where Keras 3's ``model.fit``
+fails (keras-team/keras#20585), ``fit_loop`` computes the same loss and drives the same callbacks.
 
-- ``TF_CONFIG`` names a cluster: ``MultiWorkerMirroredStrategy``. The same script runs on every
-  machine; the workers train one model in lock-step (gradients are summed across all of them).
-- more than one local GPU: ``MirroredStrategy`` over all of them;
-- otherwise the default strategy (one GPU, or the CPU).
-
-``fit`` trains one phase: ``model.fit`` on one machine, and on several, where Keras 3's ``model.fit``
-fails (keras-team/keras#20585: "Attempt to convert a value (PerReplica...) to a Tensor"),
-``fit_loop``: the same sparse categorical cross-entropy on softmax outputs with per-example weights,
-driving the same callbacks through ``keras.callbacks.CallbackList``.
-
-The rules of multi-worker code: every worker runs the same TensorFlow operations in the same order,
-because each collective operation waits for all of them; only the chief keeps files. So what only
-the chief's files can decide goes through ``chief_decides``, the data is checked with
-``check_same_on_every_worker``, and the other workers write into a temporary ``worker_folder``.
-Each of these is a no-op on one machine, so the caller has one code path. The datasets' batch is
-the global batch: with 2 workers of 1 GPU and batches of 32, every GPU computes 16 examples a step.
+Every worker must run the same collective operations in the same order, and only the chief keeps
+files: ``chief_decides`` shares what only the chief's files can decide, ``check_same_on_every_worker``
+checks the data, and the other workers write into a temporary ``worker_folder``. Each is a no-op on
+one machine. The datasets' batch is the global batch (split over every replica of every worker).
 """
 
 from __future__ import annotations
@@ -45,17 +36,11 @@ logger = logging.getLogger(__name__)
 
 _JOBS = ("chief", "worker")  # the task types MultiWorkerMirroredStrategy trains with
 _ADDRESS = re.compile(r"^\S+:\d{1,5}$")
-_EXAMPLE_TF_CONFIG = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                      '"task": {"type": "worker", "index": 0}}')
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """The cluster this process belongs to, as ``TF_CONFIG`` describes it.
-
-    ``jobs`` maps ``"chief"``/``"worker"`` to ``host:port`` addresses; this process is
-    ``jobs[task_type][task_index]``.
-    """
+    """A ``TF_CONFIG`` cluster: chief/worker addresses; this process is ``jobs[task_type][task_index]``."""
 
     jobs: Mapping[str, tuple[str, ...]]
     task_type: str
@@ -75,94 +60,54 @@ def parse_tf_config(environ: Mapping[str, str]) -> ClusterConfig | None:
     """The cluster named by ``environ["TF_CONFIG"]``, or None when it is unset, empty or has no cluster.
 
     Raises:
-        UserError: when TF_CONFIG is not valid JSON or does not describe a chief/worker cluster
-            with this process's task in it.
+        UserError: when TF_CONFIG is not a chief/worker cluster of "host:port" addresses with this task in it.
     """
     text = environ.get("TF_CONFIG", "").strip()
     if not text:
         return None
-    fix = f"Set it like {_EXAMPLE_TF_CONFIG} (see README, 'Training on several machines'), or unset it."
     try:
         config = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos}). {fix}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"TF_CONFIG must be a JSON object, not {type(config).__name__}. {fix}")
-    cluster = config.get("cluster")
-    if not cluster:
-        return None
-    if not isinstance(cluster, dict):
-        raise UserError(f"TF_CONFIG's 'cluster' must map job names to address lists. {fix}")
-    jobs: dict[str, tuple[str, ...]] = {}
-    for job, addresses in cluster.items():
-        if job not in _JOBS:
-            raise UserError(f"TF_CONFIG names a '{job}' job, but training on several machines uses only "
-                            f"{' and '.join(_JOBS)} tasks. {fix}")
-        if (not isinstance(addresses, list) or not addresses
-                or not all(isinstance(address, str) and _ADDRESS.match(address) for address in addresses)):
-            raise UserError(f"TF_CONFIG's '{job}' job must be a non-empty list of \"host:port\" addresses, "
-                            f"got {addresses!r}. {fix}")
-        jobs[job] = tuple(addresses)
-    if len(jobs.get("chief", ())) > 1:
-        raise UserError(f"TF_CONFIG names {len(jobs['chief'])} chiefs; a cluster has at most one. {fix}")
-    task = config.get("task")
-    if not isinstance(task, dict) or "type" not in task or "index" not in task:
-        raise UserError(f"TF_CONFIG needs a 'task' with this machine's 'type' and 'index'. {fix}")
-    task_type, task_index = task["type"], task["index"]
-    if task_type not in jobs:
-        raise UserError(f"TF_CONFIG's task type '{task_type}' is not a job of its cluster {sorted(jobs)}. {fix}")
-    if isinstance(task_index, bool) or not isinstance(task_index, int) or not 0 <= task_index < len(jobs[task_type]):
-        raise UserError(f"TF_CONFIG's task index {task_index!r} is not one of the {len(jobs[task_type])} "
-                        f"'{task_type}' addresses (counted from 0). {fix}")
-    return ClusterConfig(jobs, task_type, task_index)
-
-
-@dataclass(frozen=True)
-class StrategyPlan:
-    """Which strategy ``select_strategy`` builds, decided without touching the devices' runtime."""
-
-    kind: str  # "multi_worker", "mirrored" or "default"
-    cluster: ClusterConfig | None = None
-    devices: tuple[str, ...] = ()  # for "mirrored": the devices; empty = every local GPU
+        cluster, task = config.get("cluster"), config.get("task")
+        if not cluster:
+            return None
+        jobs = {job: tuple(addresses) for job, addresses in cluster.items()
+                if job in _JOBS and isinstance(addresses, list) and addresses
+                and all(isinstance(address, str) and _ADDRESS.match(address) for address in addresses)}
+        valid = (len(jobs) == len(cluster) and len(jobs.get("chief", ())) <= 1 and type(task["index"]) is int
+                 and 0 <= task["index"] < len(jobs[task["type"]]))
+    except (ValueError, AttributeError, TypeError, KeyError):  # not JSON, not an object, no such task
+        valid = False
+    if not valid:
+        raise UserError(f"TF_CONFIG {text} is not a cluster of 'chief' and 'worker' jobs (lists of \"host:port\" "
+                        "addresses, one chief at most) with this machine's task type and index in it. Set it like "
+                        '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+                        '"index": 0}} (see README, \'Training on several machines\'), or unset it.')
+    return ClusterConfig(jobs, task["type"], task["index"])
 
 
 def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None,
-                  num_gpus: int | None = None) -> StrategyPlan:
-    """Decides the strategy: a TF_CONFIG cluster, else several devices, else the default.
-
-    Args:
-        environ: the process environment (only ``TF_CONFIG`` is read).
-        devices: mirror over exactly these local devices, e.g. ``["/cpu:0", "/cpu:1"]`` after the CPU
-            was split into logical devices; None mirrors over the local GPUs when there are several.
-        num_gpus: the number of local GPUs; None counts them.
-    """
-    cluster = parse_tf_config(environ)
-    if cluster is not None:
-        if devices:
-            logger.warning("TF_CONFIG names a cluster, so the devices %s are ignored", list(devices))
-        return StrategyPlan("multi_worker", cluster)
+                  num_gpus: int | None = None) -> str:
+    """"multi_worker" for a TF_CONFIG cluster, else "mirrored" over several ``devices`` (e.g. logical CPUs)
+    or local GPUs (``num_gpus``, None counts them), else "default"."""
+    if parse_tf_config(environ) is not None:
+        return "multi_worker"
     if devices:
-        return StrategyPlan("mirrored" if len(devices) > 1 else "default", devices=tuple(devices))
+        return "mirrored" if len(devices) > 1 else "default"
     if num_gpus is None:
         num_gpus = len(tf.config.list_physical_devices("GPU"))
-    return StrategyPlan("mirrored") if num_gpus > 1 else StrategyPlan("default")
+    return "mirrored" if num_gpus > 1 else "default"
 
 
 def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy to train with (see ``plan_strategy`` for the rule).
+    """The ``tf.distribute`` strategy to train with (see ``plan_strategy``).
 
-    Call it first, before any other TensorFlow operation: MultiWorkerMirroredStrategy must set up
-    the runtime's collective operations before the runtime starts. It blocks until every worker of
-    the cluster has started.
-
-    Raises:
-        UserError: for a malformed TF_CONFIG.
+    Call it before any other TensorFlow operation: MultiWorkerMirroredStrategy must set up the
+    collective operations before the runtime starts. It blocks until every worker has started.
     """
-    plan = plan_strategy(environ, devices=devices)
-    if plan.kind == "multi_worker":
-        cluster = plan.cluster
-        # A resolver built from the parsed argument rather than TFConfigClusterResolver (which reads
-        # os.environ). It must be told the local GPUs, or the workers would train on their CPUs.
+    cluster = parse_tf_config(environ)
+    if cluster is not None:
+        # Built from the parsed argument rather than TFConfigClusterResolver (which reads os.environ).
+        # It must be told the local GPUs, or the workers would train on their CPUs.
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({job: list(addresses) for job, addresses in cluster.jobs.items()}),
             task_type=cluster.task_type, task_id=cluster.task_index, rpc_layer="grpc",
@@ -170,45 +115,40 @@ def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None
         logger.info("waiting for the %d workers of the cluster (this is %s %d)",
                     cluster.num_workers, cluster.task_type, cluster.task_index)
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-    if plan.kind == "mirrored":
-        return tf.distribute.MirroredStrategy(devices=list(plan.devices) or None)
-    if plan.devices:
-        return tf.distribute.OneDeviceStrategy(plan.devices[0])
-    return tf.distribute.get_strategy()
+    if plan_strategy({}, devices=devices) == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
+    return tf.distribute.OneDeviceStrategy(devices[0]) if devices else tf.distribute.get_strategy()
 
 
-def _cluster_of(strategy: tf.distribute.Strategy) -> tf.distribute.cluster_resolver.ClusterResolver | None:
+def _cluster_of(strategy: tf.distribute.Strategy) -> ClusterConfig | None:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type or not resolver.cluster_spec().jobs:
         return None
-    return resolver
+    spec = resolver.cluster_spec()
+    return ClusterConfig({job: tuple(spec.job_tasks(job)) for job in spec.jobs if job in _JOBS},
+                         resolver.task_type, resolver.task_id)
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
     """How many machines (processes) train together: 1 except under MultiWorkerMirroredStrategy."""
-    resolver = _cluster_of(strategy)
-    if resolver is None:
-        return 1
-    spec = resolver.cluster_spec()
-    return sum(spec.num_tasks(job) for job in spec.jobs if job in _JOBS)
+    cluster = _cluster_of(strategy)
+    return 1 if cluster is None else cluster.num_workers
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's files: the chief task, or worker 0 when there is none."""
-    resolver = _cluster_of(strategy)
-    if resolver is None:
-        return True
-    return resolver.task_type == "chief" or ("chief" not in resolver.cluster_spec().jobs and resolver.task_id == 0)
+    cluster = _cluster_of(strategy)
+    return cluster is None or cluster.is_chief
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
     """One line for the log: which strategy, on which devices, which worker."""
     replicas = strategy.num_replicas_in_sync
-    resolver = _cluster_of(strategy)
-    if resolver is not None:
-        role = " (chief: writes the files)" if is_chief(strategy) else ""
-        return (f"MultiWorkerMirroredStrategy: {resolver.task_type} {resolver.task_id}{role} of "
-                f"{num_workers(strategy)} workers, {replicas} replicas in sync")
+    cluster = _cluster_of(strategy)
+    if cluster is not None:
+        role = " (chief: writes the files)" if cluster.is_chief else ""
+        return (f"MultiWorkerMirroredStrategy: {cluster.task_type} {cluster.task_index}{role} of "
+                f"{cluster.num_workers} workers, {replicas} replicas in sync")
     if isinstance(strategy, tf.distribute.MirroredStrategy):
         return f"MirroredStrategy over {replicas} devices ({', '.join(strategy.extended.worker_devices)})"
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):
@@ -216,16 +156,11 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     return "one device (GPU)" if tf.config.list_physical_devices("GPU") else "one device (CPU)"
 
 
-# --- keeping the workers together ---------------------------------------------------------------
-
-
 @contextlib.contextmanager
 def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Iterator[Path]:
     """``folder`` on the chief, a temporary folder (deleted on leaving) on the other workers.
 
-    Every worker runs the same callbacks, so they take the same decisions and run the same
-    collective operations, but only the chief's files are kept. A worker whose collectives were
-    aborted (another machine died) leaves with a one-line UserError.
+    A worker whose collectives were aborted (another machine died) leaves with a one-line UserError.
     """
     chief = is_chief(strategy)
     place = Path(folder) if chief else Path(tempfile.mkdtemp(prefix="realvsai-worker-"))
@@ -245,9 +180,7 @@ def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Iterator[Pa
 
 @functools.cache
 def _all_reduce(strategy: tf.distribute.Strategy) -> Callable[[list[tf.Tensor], bool], Any]:
-    """The strategy's sum across replicas, of replica 0's values only when ``first_only`` (a broadcast).
-
-    One tf.function per strategy, so calls with the same shapes reuse its trace."""
+    """The sum across replicas, of replica 0's values only when ``first_only`` (a broadcast); one trace per shape."""
 
     @tf.function(reduce_retracing=True)
     def reduce(values, first_only):
@@ -306,10 +239,7 @@ def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
 
 
 def chief_decides(strategy: tf.distribute.Strategy, task: Callable[[], Any]) -> Any:
-    """``task()`` run by the chief alone; its JSON-ready result, or its UserError, on every worker.
-
-    For what only the chief's files can decide (the run folder, the backup to resume from).
-    """
+    """``task()`` run by the chief alone (on its files); its JSON-ready result, or its UserError, everywhere."""
     if num_workers(strategy) == 1:
         return task()
     outcome = None
@@ -331,15 +261,11 @@ def check_same_on_every_worker(strategy: tf.distribute.Strategy, what: str, valu
                         f"the same {what}. Give every machine the same copy (or a shared folder) and start again.")
 
 
-# --- mixed precision and seeds across replicas ---------------------------------------------------
-
-
 @keras.saving.register_keras_serializable(package="realvsai")
 class AllReplicasLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     """``LossScaleOptimizer`` that skips a step when the gradients overflow on any replica.
 
-    Keras' own checks only the first replica's gradients under MirroredStrategy (Keras 3.15), so an
-    overflow on another replica is summed into the update and turns the weights into NaN.
+    Keras 3.15's checks only the first replica's under MirroredStrategy: another's overflow would NaN the weights.
     """
 
     def check_finite(self, grads):
@@ -381,19 +307,15 @@ class DistinctReplicaSeeds(keras.callbacks.Callback):
         self._spread()
 
 
-# --- training ------------------------------------------------------------------------------------
-
-
 def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, *,
         strategy: tf.distribute.Strategy, optimizer: keras.optimizers.Optimizer,
         metrics: Callable[[], list[keras.metrics.Metric]], epochs: int, initial_epoch: int, steps_per_epoch: int,
         validation_steps: int, class_weight: Mapping[int, float] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (), jit_compile: bool | str = "auto",
         verbose: int | str = "auto") -> None:
-    """Trains one phase with sparse categorical cross-entropy, on this machine or on all of the cluster's.
+    """Trains one phase with sparse categorical cross-entropy on repeated datasets, here or on the whole cluster.
 
-    ``train`` and ``validation`` repeat; ``validation`` may carry sample weights. The optimizer and
-    the metrics (made by ``metrics()``) are created here, in ``strategy.scope()``.
+    ``validation`` may carry sample weights; ``metrics()`` makes the metrics in ``strategy.scope()``.
     """
     with strategy.scope():
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics(),
@@ -413,13 +335,11 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
              verbose: int | str = "auto") -> keras.callbacks.History:
     """``model.fit`` for a model compiled (with an optimizer) in ``strategy.scope()``, under any strategy.
 
-    The loss is sparse categorical cross-entropy of softmax outputs, each example's weighted by its
-    class weight (training) or by the data's sample weight (the metrics are not weighted); per step
-    each replica's loss is its weighted sum over the global batch's size plus the regularisation
-    over the number of replicas, so the summed gradients are those of one device seeing the whole
-    batch. The callbacks get the logs ``model.fit`` gives them; ``model.stop_training`` on any
-    worker stops all after that epoch. Each worker keeps its share of every global batch (DATA
-    sharding), so every worker must read the same data in the same order (a seeded shuffle).
+    Per step each replica's loss is its weighted sum over the global batch's size plus the
+    regularisation over the number of replicas, so the summed gradients are one device's on the
+    whole batch. Class weights weight training, the data's sample weights validation; metrics are
+    unweighted. ``model.stop_training`` on any worker stops all after that epoch. Each worker keeps
+    its share of every global batch (DATA sharding), so all must read the same data in the same order.
     """
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -479,8 +399,11 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     def validation_step(batch):
         strategy.run(lambda data: replica_losses(data, False), args=(batch,))
 
-    def read_logs() -> dict[str, float]:
-        return {metric.name: float(keras.ops.convert_to_numpy(metric.result())) for metric in metric_list}
+    def read_logs(prefix: str = "") -> dict[str, float]:  # and resets the metrics
+        logs = {prefix + metric.name: float(keras.ops.convert_to_numpy(metric.result())) for metric in metric_list}
+        for metric in metric_list:
+            metric.reset_state()
+        return logs
 
     chief = is_chief(strategy)
     verbose = 1 if verbose == "auto" else int(verbose)
@@ -493,18 +416,14 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     sync_variables(strategy, [*model.variables, *optimizer.variables])
     iterator, logs = iter(train_batches), {}
     for epoch in range(initial_epoch, epochs):
-        for metric in metric_list:
-            metric.reset_state()
         callback_list.on_epoch_begin(epoch)
         for step in range(steps_per_epoch):
             callback_list.on_train_batch_begin(step)
             callback_list.on_train_batch_end(step, {"loss": train_step(next(iterator))})
         logs = read_logs()
-        for metric in metric_list:
-            metric.reset_state()
         for batch in itertools.islice(validation_batches, validation_steps):  # islice stops before fetching more
             validation_step(batch)
-        logs.update({f"val_{name}": value for name, value in read_logs().items()})
+        logs.update(read_logs("val_"))
         callback_list.on_epoch_end(epoch, logs)
         model.stop_training = any_worker(strategy, bool(model.stop_training))  # all stop after the same epoch
         if model.stop_training:

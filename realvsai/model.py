@@ -11,17 +11,11 @@ Layers, by name and in order (the app, Grad-CAM and the tests rely on them):
 The model takes float32 RGB 0..255 of any size, so training, evaluation and the app cannot drift
 apart. ``import realvsai.model`` registers the custom layers, so ``keras.models.load_model`` reads
 ``model.h5``; ``load_classifier`` loads a run's model together with its ``model.json``.
-
-Usage:
-
-    model = build_model(2, image_size=224, weights="imagenet")
-    model, info = load_classifier("models/run1")
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -34,8 +28,6 @@ from realvsai.augmentation import build_augmentation  # also registers its layer
 from realvsai.config import BACKBONES, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.data import resize_to_square
 from realvsai.errors import UserError
-
-logger = logging.getLogger(__name__)
 
 APPLICATIONS = {
     "resnet50": keras.applications.ResNet50,
@@ -55,10 +47,7 @@ _BLOCK = re.compile(r"^(conv\d+_block\d+)_")
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class CaffePreprocess(keras.layers.Layer):
-    """RGB 0..255 -> BGR minus the ImageNet channel means: what the Keras ResNet weights expect.
-
-    The same as ``keras.applications.resnet.preprocess_input``, as a layer so it is saved with the model.
-    """
+    """``keras.applications.resnet.preprocess_input`` (RGB 0..255 -> BGR minus the ImageNet means) as a layer."""
 
     def call(self, inputs):
         bgr = ops.flip(inputs, axis=-1)
@@ -67,24 +56,11 @@ class CaffePreprocess(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class SquareResize(keras.layers.Layer):
-    """``data.resize_to_square`` as a layer: images of any size in, the centre square at ``size`` x ``size`` out.
-
-    The pipeline resizes folders of mixed sizes with the same function, and the app calls this
-    layer, so every path crops and resizes alike.
-    """
+    """``data.resize_to_square`` as a layer, so the pipeline and the app crop and resize alike."""
 
     def __init__(self, size: int, **kwargs):
         super().__init__(**kwargs)
-        self.size = int(size)
-
-    # keras.layers.Resizing's names for the sides, which evaluation reads.
-    @property
-    def height(self) -> int:
-        return self.size
-
-    @property
-    def width(self) -> int:
-        return self.size
+        self.size = self.height = int(size)  # height: keras.layers.Resizing's name, which --predict reads
 
     def call(self, inputs):
         return resize_to_square(ops.cast(inputs, self.compute_dtype), self.size)
@@ -105,21 +81,29 @@ def check_weights_file(weights: str | Path, backbone: str) -> None:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise UserError(f"--weights {weights}: no such file. Give a {backbone} weights file, 'imagenet' or 'none'.")
-    problem = _hdf5_problem(path)
-    if problem:
-        raise UserError(f"--weights {path} is corrupt, truncated or not an HDF5 weights file ({problem}). "
-                        f"Copy the {backbone} weights file again, or use 'imagenet' or 'none'.")
+    try:
+        h5py.File(path, "r").close()
+    except OSError as error:  # h5py's error for a missing signature or a file shorter than it says
+        raise UserError(f"--weights {path} is corrupt, truncated or not an HDF5 weights file ({error}). "
+                        f"Copy the {backbone} weights file again, or use 'imagenet' or 'none'.") from None
 
 
 def _backbone(backbone: str, weights: str | None, image_size: int) -> keras.Model:
     """``keras.applications``' backbone without its top; ``"imagenet"`` is downloaded (and hash-checked) by Keras.
 
     Raises:
-        UserError: when the ImageNet weights cannot be downloaded (offline, or a corrupt cached copy).
+        UserError: when the ImageNet weights cannot be downloaded (offline, or a corrupt cached copy),
+            or a weights file does not fit the backbone.
     """
     try:
         return APPLICATIONS[backbone](include_top=False, weights=weights, input_shape=(image_size, image_size, 3),
                                       name="backbone")
+    except ValueError as error:
+        if weights in (None, "imagenet"):
+            raise
+        # Keras' error for a readable HDF5 file whose layers are not this backbone's.
+        raise UserError(f"--weights {weights} does not fit {backbone} ({error}). Give the weights of a {backbone} "
+                        "without its top (include_top=False), 'imagenet' or 'none'.") from None
     except Exception as error:  # Keras' get_file turns every URL/HTTP failure into a bare Exception
         if weights != "imagenet" or "URL fetch failure" not in str(error):
             raise
@@ -132,34 +116,6 @@ def _backbone(backbone: str, weights: str | None, image_size: int) -> keras.Mode
         raise UserError(f"could not download the ImageNet weights of {backbone} ({error}). Without internet, put "
                         f"{file_name} into {KERAS_MODELS_DIR}/ (copy it from a machine that has it), or pass "
                         f"--weights /path/to/{file_name}, or train from scratch with --weights none.") from None
-
-
-def _hdf5_problem(path: Path) -> str | None:
-    """Why ``path`` does not open as an HDF5 file (an interrupted copy, an HTML error page), or None."""
-    try:
-        with h5py.File(path, "r"):
-            return None
-    except OSError as error:  # h5py's error for a missing signature or a file shorter than it says
-        return str(error)
-
-
-def _prepare_from_scratch(backbone: keras.Model) -> None:
-    """The from-scratch recipe: fast-settling BatchNorm statistics, residual blocks that start as identity.
-
-    Zeroing the gamma of the last BatchNorm of each residual block (Goyal et al. 2017) makes every
-    block start as its shortcut, so a 100-layer network trains like a shallow one at first.
-    """
-    for layer in backbone.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = SCRATCH_BATCHNORM_MOMENTUM
-            if _RESIDUAL_LAST_BN.match(layer.name):
-                layer.gamma.assign(ops.zeros_like(layer.gamma))
-
-
-def _freeze_batchnorm(backbone: keras.Model) -> None:
-    for layer in backbone.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
 
 
 def build_model(
@@ -178,21 +134,15 @@ def build_model(
     """Builds the classifier (uncompiled) under the current dtype policy.
 
     Args:
-        num_classes: number of output classes (2 or more).
-        image_size: the side the backbone sees; the centre square of an input of any size is resized to it.
-        backbone: one of ``BACKBONES``.
-        weights: ``"imagenet"``, a path to backbone weights, or None / ``"none"`` for random weights.
-            With pretrained weights the backbone runs with ``training=False`` (BatchNorm statistics kept);
-            without, it follows the training flag and gets the from-scratch recipe.
-        augment: an augmentation preset of ``realvsai.augmentation`` (``"none"`` for none); the model
-            holds its ``"model"`` part, training's input pipeline runs the rest (the JPEG step).
-        head_units, l2, dropout, noise: the head's Dense width, its L2 factor, the dropout rate and
-            the standard deviation of the Gaussian noise on the feature map.
+        image_size: the side the backbone sees; the centre square of any input is resized to it.
+        weights: ``"imagenet"``, a path to backbone weights, or None / ``"none"`` (from scratch).
+        augment: a preset; the model holds its ``"model"`` part (the input pipeline runs the rest).
+        noise: the standard deviation of the Gaussian noise on the feature map.
         seed: seeds the augmentation, noise and dropout layers.
 
     Raises:
         ValueError: for an unknown backbone or fewer than two classes.
-        UserError: if the weights cannot be found or read (see ``check_weights_file``, ``_backbone``).
+        UserError: if the weights cannot be found, read or do not fit the backbone.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
@@ -203,29 +153,33 @@ def build_model(
         weights = "imagenet"
     elif weights is not None:
         check_weights_file(weights, backbone)
-    pretrained = weights is not None
 
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = inputs
-    if augment and augment != "none":
-        augmentation = build_augmentation(augment, seed=seed, part="model")
-        if augmentation is not None:
-            x = augmentation(x)
+    augmentation = build_augmentation(augment, seed=seed, part="model") if augment != "none" else None
+    if augmentation is not None:
+        x = augmentation(x)
     # float32 even under mixed precision, as the augmentation: float16 would round pixels above 128.
     x = SquareResize(image_size, dtype="float32", name="resize")(x)
     x = CaffePreprocess(name="preprocess")(x)
     base = _backbone(backbone, weights, image_size)
-    if pretrained:
-        # BatchNorm statistics stay frozen even when the backbone is trainable: fine-tuning on a small
-        # dataset would otherwise wreck the ImageNet statistics in the first few steps. Keras 3 lets the
-        # outer call's training flag override this training=False, so the BatchNorm layers are also
-        # kept non-trainable, which runs them in inference mode whatever the flag.
-        _freeze_batchnorm(base)
-        features = base(x, training=False)
-    else:
-        # Random weights have no statistics worth keeping: BatchNorm normalises with batch statistics.
-        _prepare_from_scratch(base)
-        features = base(x)
+    for layer in base.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        if weights is not None:
+            # BatchNorm statistics stay frozen even when the backbone is trainable: fine-tuning on a small
+            # dataset would otherwise wreck the ImageNet statistics in the first few steps. Keras 3 lets
+            # the outer call's training flag override training=False, so the layers are also kept
+            # non-trainable, which runs them in inference mode whatever the flag.
+            layer.trainable = False
+        else:
+            # From scratch (batch statistics): the moving statistics settle in a few dozen steps, and each
+            # residual block starts as its shortcut (zero gamma at its end, Goyal et al. 2017), so a
+            # 100-layer network trains like a shallow one at first.
+            layer.momentum = SCRATCH_BATCHNORM_MOMENTUM
+            if _RESIDUAL_LAST_BN.match(layer.name):
+                layer.gamma.assign(ops.zeros_like(layer.gamma))
+    features = base(x, training=False) if weights is not None else base(x)
     x = keras.layers.GaussianNoise(noise, seed=seed, name="head_noise")(features)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dense(head_units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2),
@@ -238,39 +192,21 @@ def build_model(
 
 def backbone_blocks(backbone: keras.Model) -> list[str]:
     """Names of the backbone's residual blocks (``conv2_block1`` ...), input side first."""
-    blocks: list[str] = []
-    for layer in backbone.layers:
-        match = _BLOCK.match(layer.name)
-        if match and match.group(1) not in blocks:
-            blocks.append(match.group(1))
-    return blocks
+    return list(dict.fromkeys(match.group(1) for layer in backbone.layers if (match := _BLOCK.match(layer.name))))
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool, top_blocks: int = 0) -> int:
-    """Freezes or unfreezes a pretrained backbone; recompile the model afterwards.
-
-    BatchNorm layers stay frozen either way (see ``build_model``).
-
-    Args:
-        model: a model from ``build_model``.
-        trainable: False freezes the whole backbone.
-        top_blocks: when trainable, only the last ``top_blocks`` residual blocks train (0 = all of it;
-            with a block count, the stem stays frozen).
-
-    Returns:
-        The number of residual blocks that train.
-    """
+    """Freezes the backbone, or unfreezes it (its last ``top_blocks`` residual blocks only when > 0, the
+    stem then frozen) with BatchNorm kept frozen; returns how many blocks train. Recompile afterwards."""
     backbone = model.get_layer("backbone")
-    blocks = backbone_blocks(backbone)
+    backbone.trainable = trainable
     if not trainable:
-        backbone.trainable = False
         return 0
-    backbone.trainable = True
-    everything = top_blocks <= 0 or top_blocks >= len(blocks)
-    chosen = set(blocks if everything else blocks[-top_blocks:])
+    blocks = backbone_blocks(backbone)
+    chosen = set(blocks[-top_blocks:] if 0 < top_blocks < len(blocks) else blocks)
     for layer in backbone.layers:
         match = _BLOCK.match(layer.name)
-        in_chosen = everything or bool(match and match.group(1) in chosen)
+        in_chosen = len(chosen) == len(blocks) or bool(match and match.group(1) in chosen)
         layer.trainable = in_chosen and not isinstance(layer, keras.layers.BatchNormalization)
     return len(chosen)
 
@@ -288,10 +224,7 @@ def _float32_policies(config: Any) -> Any:
 
 
 def crop_averaging(model: keras.Model, image_size: int) -> keras.Model:
-    """A crops-mode model's predictor: ``(batch, CROP_GRID**2, size, size, 3)`` in, the mean softmax over the crops out.
-
-    Evaluation, --predict and the app all predict a crops-mode model through this, on ``data.grid_crops``.
-    """
+    """A crops-mode model's predictor: ``data.grid_crops`` batches in, the mean softmax over the crops out."""
     from realvsai.config import CROP_GRID
 
     crops = keras.Input((CROP_GRID**2, image_size, image_size, 3), name="crops")
@@ -301,38 +234,22 @@ def crop_averaging(model: keras.Model, image_size: int) -> keras.Model:
 
 
 def float32_copy(model: keras.Model) -> keras.Model:
-    """The same model computing in float32, for a model trained under a mixed-precision policy.
-
-    Mixed precision keeps its variables in float32, so the weights carry over exactly; the copy runs
-    on machines without fast float16 kernels (most CPUs) and its HDF5 file loads anywhere.
-    """
+    """A mixed-precision model computing in float32 (its variables are float32: the weights carry over exactly)."""
     copy = type(model).from_config(_float32_policies(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
 
 
-# ---------------------------------------------------------------------------------------------
-# Metrics for compile: sparse int labels against softmax outputs
-
-
 @keras.saving.register_keras_serializable(package="realvsai")
 class ClassificationScore(keras.metrics.Metric):
-    """Precision, recall or F1 of the argmax prediction, for one class or macro-averaged over all.
+    """Precision, recall or F1 (``kind``) of the argmax prediction, of ``class_id`` or macro-averaged when None.
 
-    Accumulates a confusion matrix, so the score is exact over the epoch (not a mean of batch scores).
-    Keras' own Precision/Recall/F1Score expect one-hot labels and thresholds; this reads the sparse
-    labels the pipeline gives and agrees with scikit-learn's ``precision_score(average=None|"macro")``.
-
-    Args:
-        kind: "precision", "recall" or "f1".
-        num_classes: number of classes.
-        class_id: the class to score (the positive class of a binary problem); None = macro average.
+    An epoch's confusion matrix, so it equals scikit-learn's score on the epoch. Keras' Precision,
+    Recall and F1Score need one-hot labels and have no macro precision; the pipeline gives sparse labels.
     """
 
     def __init__(self, kind: str, num_classes: int, class_id: int | None = None, name: str | None = None,
                  dtype: Any = None):
-        if kind not in ("precision", "recall", "f1"):
-            raise ValueError(f"kind must be precision, recall or f1, got {kind!r}")
         super().__init__(name=name or kind, dtype=dtype)
         self.kind, self.num_classes, self.class_id = kind, int(num_classes), class_id
         self.confusion = self.add_variable(shape=(self.num_classes, self.num_classes), initializer="zeros",
@@ -396,12 +313,11 @@ def make_metrics(num_classes: int, positive_index: int | None) -> list[keras.met
     ]
 
 
-
 def load_classifier(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
-    """Loads a run's model and its model.json from the run folder or the ``.h5`` file inside it.
+    """A run's model and its model.json, from the run folder or its ``.h5`` file.
 
     Raises:
-        UserError: if the model or its model.json is missing, or the model file is not a Keras HDF5 model.
+        UserError: if either is missing, or the model file is not a Keras HDF5 model.
     """
     path = Path(path)
     model_file = path / MODEL_FILE if path.is_dir() else path

@@ -1,23 +1,15 @@
-"""Training a classifier on DATA/{train,validation}: two phases on one epoch axis, resumable at any epoch.
+"""Training a classifier on DATA/{train,validation}: phases on one epoch axis, resumable at any epoch.
 
-With pretrained weights, ``head`` trains the head on the frozen backbone (``head_epochs`` at
-``learning_rate``), then ``fine_tune`` trains the backbone (or its top ``fine_tune_blocks`` residual
-blocks) too, at ``fine_tune_learning_rate``, until epoch ``head_epochs + fine_tune_epochs``. With
-``weights="none"`` one phase, ``full``, trains everything for all epochs (see ``model.build_model``).
-Each phase uses Adam with a linear decay over its steps to ``final_learning_rate_fraction`` of its
-start. A stop rule ends the phase it fires in; the epochs it left go to fine-tuning, so a run never
-passes the requested total. A NaN training loss ends the run with a UserError. With class weights,
-validation carries the same weights, so ``loss`` and ``val_loss`` are comparable.
+Pretrained: ``head`` trains the head on the frozen backbone, then ``fine_tune`` the backbone (or its
+top ``fine_tune_blocks`` residual blocks) too, until epoch ``head_epochs + fine_tune_epochs``; from
+scratch (``weights="none"``) one phase, ``full``, trains everything. Each phase: Adam, decaying
+linearly to ``final_learning_rate_fraction`` of its start. A stop rule ends the phase it fires in;
+the epochs it left go to fine-tuning. With class weights, validation carries the same weights, so
+``loss`` and ``val_loss`` compare alike.
 
-Resume: after every epoch each phase backs up into ``RUN/backup/<phase>/`` (``callbacks.RunBackup``:
-a ``tf.train.CheckpointManager`` checkpoint, then the history rows, the stop counters and whether the
-phase has ended). ``--resume`` skips finished phases, restores the last finished epoch and ends with
-the requested epochs. The best model is written only after its epoch's backup has committed.
-
-Devices: the caller's ``tf.distribute`` strategy (``distributed.select_strategy``). Each phase
-trains through ``distributed.fit`` (``model.fit`` on one machine, its loop on several, same callbacks
-and backups). Every machine trains the chief's settings on the same files (checked); only the chief
-writes the run folder and evaluates.
+Resume: every epoch each phase backs up into ``RUN/backup/<phase>/`` (``callbacks.RunBackup``);
+``--resume`` restores the last finished epoch. Devices: the caller's ``tf.distribute`` strategy;
+every machine trains the chief's settings on the same files, and only the chief writes.
 
 Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch, float32), ``model.json``, ``history.csv``,
 ``training_curves.png``, ``logs/`` (TensorBoard), then the evaluation's files when DATA/test exists.
@@ -28,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib.util
 import io
 import json
 import logging
@@ -66,6 +57,7 @@ if TYPE_CHECKING:  # TensorFlow loads only when training starts, so the script's
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Phase:
     """One ``fit``: epochs ``start .. end-1`` of the run's single epoch axis."""
@@ -79,11 +71,7 @@ class Phase:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What ``train`` made: the run folder, the trained model (best weights) and its records.
-
-    On a worker that is not the chief (``chief`` False), ``run_dir`` names the chief's run folder,
-    on the chief's machine; such a worker keeps no file and ``test_metrics`` is None.
-    """
+    """What ``train`` made; on a worker that is not the chief, ``run_dir`` is on the chief's machine."""
 
     run_dir: Path
     model: keras.Model
@@ -93,10 +81,6 @@ class TrainResult:
     chief: bool = True
 
 
-# ---------------------------------------------------------------------------------------------
-# Hardware
-
-
 def select_precision(precision: str, num_gpus: int) -> str:
     """The dtype policy name for ``--precision`` (``auto``: mixed_float16 on a GPU, float32 on CPU)."""
     if precision == "auto":
@@ -104,15 +88,11 @@ def select_precision(precision: str, num_gpus: int) -> str:
     return precision
 
 
-# ---------------------------------------------------------------------------------------------
-# Planning
-
-
 def find_positive_class(class_names: Sequence[str], requested: str = "") -> str | None:
     """The positive class of a binary problem: ``requested``, else the one class named like a generated one.
 
-    A name counts when one of its words (split at separators and camelCase: ``AiArt``, ``ai_generated``,
-    ``FAKE``) is fake, generated, synthetic or ai. None for more than two classes or no clear match.
+    That is, one of its words (``AiArt``, ``ai_generated``, ``FAKE``) is in ``POSITIVE_WORDS``; None
+    for more than two classes or no clear match.
 
     Raises:
         UserError: if ``requested`` is not a class, or is given for more than two classes.
@@ -139,14 +119,12 @@ def phase_names(config: TrainConfig) -> list[str]:
 
 
 def plan_phase(config: TrainConfig, name: str, head_epochs_run: int = 0) -> Phase:
-    """Phase ``name``'s epochs and learning rate. Fine-tuning starts after the epochs the head phase
-    actually ran (``head_epochs_run``, fewer when it stopped early) and ends at the requested total."""
-    total = config.total_epochs
+    """Phase ``name``'s epochs; fine-tuning starts after the epochs the head phase ran (``head_epochs_run``)."""
     if name == "full":
-        return Phase(name, 0, total, config.learning_rate, train_backbone=True)
+        return Phase(name, 0, config.total_epochs, config.learning_rate, train_backbone=True)
     if name == "head":
         return Phase(name, 0, config.head_epochs, config.learning_rate, train_backbone=False)
-    return Phase(name, head_epochs_run, total, config.fine_tune_learning_rate, train_backbone=True)
+    return Phase(name, head_epochs_run, config.total_epochs, config.fine_tune_learning_rate, train_backbone=True)
 
 
 def loss_class_weights(config: TrainConfig, train_counts: Mapping[str, int]) -> dict[int, float] | None:
@@ -163,31 +141,22 @@ def loss_class_weights(config: TrainConfig, train_counts: Mapping[str, int]) -> 
 
 def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
-    """Adam with a linear decay over ``decay_steps`` (one phase's steps) to ``final_fraction`` of the start.
+    """Adam, decaying linearly over ``decay_steps`` to ``final_fraction`` of the start.
 
-    ``loss_scaling`` (for mixed_float16) wraps it in a loss-scale optimizer that skips a step whose
-    gradients overflow on any device; the one Keras adds by itself checks only the first.
+    ``loss_scaling`` (mixed_float16): a loss-scale optimizer that skips a step whose gradients
+    overflow on any device (the one Keras adds checks only the first).
     """
     import keras
 
-    schedule = keras.optimizers.schedules.PolynomialDecay(
-        learning_rate, decay_steps=max(1, decay_steps), end_learning_rate=learning_rate * final_fraction, power=1.0)
-    if loss_scaling:
-        from realvsai.distributed import AllReplicasLossScaleOptimizer
+    from realvsai.distributed import AllReplicasLossScaleOptimizer
 
-        return AllReplicasLossScaleOptimizer(keras.optimizers.Adam(schedule))
-    return keras.optimizers.Adam(schedule)
+    adam = keras.optimizers.Adam(keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, decay_steps=max(1, decay_steps), end_learning_rate=learning_rate * final_fraction, power=1.0))
+    return AllReplicasLossScaleOptimizer(adam) if loss_scaling else adam
 
 
-# ---------------------------------------------------------------------------------------------
-# Outputs
-
-
-def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None) -> Path:
-    """Loss, accuracy, precision, recall, AUC and F1 per epoch, training and validation, in one PNG.
-
-    ``fine_tune_start`` (an epoch number from 1) draws a line where fine-tuning begins.
-    """
+def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None) -> None:
+    """Loss, accuracy, precision, recall, AUC and F1 per epoch, with a line at ``fine_tune_start`` (from 1)."""
     from matplotlib.figure import Figure  # saves a PNG through Agg itself: no backend switch
 
     figure = Figure(figsize=(15, 8), layout="constrained")
@@ -207,15 +176,10 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tun
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     atomic_write_bytes(Path(path), buffer.getvalue())
-    return Path(path)
 
 
 def _write_json(path: Path, content: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(content, indent=2, default=str) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# The run
 
 
 def resolve_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path]:
@@ -247,18 +211,8 @@ def resolve_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Pat
     raise UserError(f"{run_dir} does not exist, so there is nothing to resume. Check --out and --name.")
 
 
-def _latest_backup(run_dir: Path, names: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
-    """The last phase with a backup, and that backup's commit (later phases first)."""
-    from realvsai.callbacks import read_backup
-
-    for name in reversed(names):
-        found = read_backup(run_dir / BACKUP_DIR / name)
-        if found is not None:
-            return name, found
-    return None
-
-
 def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
+    """The train, validation and (when there is one) test images of ``config.data``."""
     from realvsai import data
 
     data_dir = Path(config.data)
@@ -281,12 +235,9 @@ def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, L
 
 
 def training_images_record(images: LabelledImages) -> dict[str, Any]:
-    """model.json's record of what the training images looked like, from their scanned headers.
-
-    ``training_images`` (smallest and largest side, formats) lets the app and --predict flag an
-    input unlike them; ``shortcuts`` (balanced accuracy of predicting the class from size alone and
-    from format alone) and ``shortcut_warning`` (None when neither is a shortcut) go on the model card.
-    """
+    """model.json's record of the training images: ``training_images`` (sides, formats; the app flags
+    inputs unlike them), ``shortcuts`` (balanced accuracy of the class from size or format alone) and
+    ``shortcut_warning`` (None when neither is a shortcut), from the scanned headers."""
     from realvsai import image_stats
 
     formats = images.formats or [""] * len(images)
@@ -301,10 +252,7 @@ def training_images_record(images: LabelledImages) -> dict[str, Any]:
 
 
 def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
-    """What every worker must read alike: each file's path under ``data_dir``, label and size, in order.
-
-    Each worker keeps its share of every global batch, so all must list the same images in the same order.
-    """
+    """Each file's path under ``data_dir``, label and size, in order: what every worker must read alike."""
     digest = hashlib.sha256(json.dumps(splits[0].class_names).encode("utf-8"))
     for images in splits:
         for path, label, size in zip(images.files, images.labels, images.sizes):
@@ -316,19 +264,15 @@ def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.
           verbose: int | str = "auto") -> TrainResult:
     """Trains a model as ``config`` says and writes the run folder; see the module docstring.
 
-    Under MultiWorkerMirroredStrategy every worker calls ``train``; the chief's ``config`` and
-    ``resume`` count, and only the chief writes the run folder and evaluates.
+    Every worker of a cluster calls it; the chief's ``config`` and ``resume`` count.
 
     Args:
-        config: the settings.
-        resume: continue the run ``config.out/config.name`` from its last finished epoch.
-        strategy: the ``tf.distribute`` strategy, from ``distributed.select_strategy``; None mirrors
-            over the local GPUs.
+        strategy: from ``distributed.select_strategy``; None mirrors over the local GPUs.
         verbose: Keras' progress output (0 silent, 1 bars, 2 one line per epoch, "auto").
 
     Raises:
-        UserError: for a missing or inconsistent dataset, a clash with an existing run, missing weights,
-            or (on several machines) a worker of the cluster that stopped.
+        UserError: for a missing or inconsistent dataset, a clash with an existing run, unusable
+            weights, or (on several machines) a worker of the cluster that stopped.
     """
     from realvsai import distributed
 
@@ -351,27 +295,25 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     import tensorflow as tf
 
     from realvsai import data, distributed
+    from realvsai import model as model_module
     from realvsai.augmentation import augment_copies, build_augmentation
     from realvsai.callbacks import save_model_atomically
-    from realvsai.model import float32_copy
 
     logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
     policy = select_precision(config.precision, len(tf.config.list_logical_devices("GPU")))
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
 
+    problem = None
     try:
         train_images, validation_images, test_images = _scan_splits(config)
         digest = data_digest(Path(config.data), train_images, validation_images)
     except UserError as error:  # raised after the check below, which stops the other workers too
         problem, digest = error, f"unreadable: {error}"
-    else:
-        problem = None
     try:
         distributed.check_same_on_every_worker(strategy, "training data", digest)
-    except UserError:
-        if problem is None:
-            raise
+    except UserError as error:
+        problem = problem or error
     if problem is not None:
         raise problem
     class_names = train_images.class_names
@@ -396,22 +338,25 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
         augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
         crops="random" if crops else None).repeat()
-    counts = {TRAIN: train_images.counts(), VALIDATION: validation_images.counts()}
-    if test_images is not None:
-        counts[TEST] = test_images.counts()
+    counts = {split: images.counts() for split, images in
+              ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
     class_weight = loss_class_weights(config, counts[TRAIN])
     if class_weight:
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
-    # Validation weighted like the training loss, so loss and val_loss (and the stop rule) compare alike.
-    validation_dataset = with_class_weights(data.make_dataset(
-        validation_images, batch_size=global_batch, image_size=config.image_size,
-        crops="centre" if crops else None), class_weight).repeat()
+    validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
+                                           crops="centre" if crops else None)
+    if class_weight:  # validation weighted like the training loss, so loss and val_loss (and the stop rule) compare
+        weights = tf.constant([class_weight.get(index, 1.0) for index in range(len(class_names))], tf.float32)
+        validation_dataset = validation_dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
 
     # Built before the run folder exists: a start that fails on its weights (missing, corrupt,
     # offline) leaves no folder behind, so the same command works once the weights are fixed.
     with strategy.scope():
-        model = _build_model_for(config, len(class_names))
+        model = model_module.build_model(
+            len(class_names), image_size=config.image_size, backbone=config.backbone, weights=config.weights,
+            augment=config.augment, head_units=config.head_units, l2=config.l2, dropout=config.dropout,
+            noise=config.noise, seed=config.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / BACKUP_DIR / "config.json", config.to_json())
     model_info: dict[str, Any] = {
@@ -444,8 +389,8 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                     config.learning_rate)
 
     history = _fit_phases(model, config, run_dir, strategy, (train_dataset, steps_per_epoch),
-                          (validation_dataset, validation_steps), class_weight, len(class_names), positive_index,
-                          resume, verbose)
+                          (validation_dataset.repeat(), validation_steps), class_weight, len(class_names),
+                          positive_index, resume, verbose)
 
     finite = [row for row in history if math.isfinite(row.get("val_loss", math.nan))]
     model_info["best_epoch"] = dict(min(finite, key=lambda row: row["val_loss"])) if finite else None
@@ -453,7 +398,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         return TrainResult(run_dir, model, model_info, history, None, chief=False)
     # The model holds the best epoch's weights (the last ones if no val_loss was ever finite). The app
     # and evaluation run on any machine, many without float16 kernels: the file is in float32.
-    save_model_atomically(model if policy == "float32" else float32_copy(model), run_dir / MODEL_FILE)
+    save_model_atomically(model if policy == "float32" else model_module.float32_copy(model), run_dir / MODEL_FILE)
     _write_json(run_dir / MODEL_JSON_FILE, model_info)
     fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
     plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start)
@@ -472,58 +417,32 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     return TrainResult(run_dir, model, model_info, history, test_metrics)
 
 
-def _build_model_for(config: TrainConfig, num_classes: int) -> keras.Model:
-    """``model.build_model`` with ``config``'s settings.
-
-    Raises:
-        UserError: if the weights are missing or unreadable, or a weights file does not fit the backbone.
-    """
-    from realvsai.model import build_model
-
-    try:
-        return build_model(num_classes, image_size=config.image_size, backbone=config.backbone,
-                           weights=config.weights, augment=config.augment, head_units=config.head_units,
-                           l2=config.l2, dropout=config.dropout, noise=config.noise, seed=config.seed)
-    except ValueError as error:
-        if config.weights.lower() in ("imagenet", "none"):
-            raise
-        # Keras' error for a readable HDF5 file whose layers are not this backbone's.
-        raise UserError(f"--weights {config.weights} does not fit {config.backbone} ({error}). Give the weights "
-                        f"of a {config.backbone} without its top (include_top=False), 'imagenet' or 'none'."
-                        ) from None
-
-
 def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                 train: tuple[tf.data.Dataset, int], validation: tuple[tf.data.Dataset, int],
                 class_weight: dict[int, float] | None, num_classes: int, positive_index: int | None,
                 resume: bool, verbose: int | str) -> list[dict[str, Any]]:
-    """Runs (or resumes) every phase; returns the history rows. The model ends with its best weights.
+    """Runs (or resumes) every phase on (repeated dataset, batches per epoch); returns the history rows.
 
-    ``train`` and ``validation`` are (repeated dataset, batches per epoch).
+    The model ends with its best weights.
     """
     import keras
 
-    from realvsai import distributed
-    from realvsai.callbacks import (
-        BestModel,
-        ResumableEarlyStopping,
-        RunBackup,
-        StopOnNonFiniteLoss,
-        StopTrainingOnValidationLoss,
-        TrainingHistory,
-        write_history_csv,
-    )
+    from realvsai import callbacks, distributed
     from realvsai.model import float32_copy, make_metrics, set_backbone_trainable
 
     if distributed.num_workers(strategy) > 1 and config.xla:
         logger.warning("--xla applies to model.fit on one machine; the training loop for several machines runs "
                        "without it")
     names = phase_names(config)
-    latest = distributed.chief_decides(strategy, lambda: _latest_backup(run_dir, names)) if resume else None
+    # The last phase with a backup (later phases first), and that backup's commit.
+    latest = distributed.chief_decides(strategy, lambda: next(
+        ([name, found] for name in reversed(names) if (found := callbacks.read_backup(run_dir / BACKUP_DIR / name))),
+        None)) if resume else None
     rows: list[dict[str, Any]] = []
-    stop_rule = StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience)
-    early_stopping = ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience)
-    best_model = BestModel(run_dir / MODEL_FILE, export=None if model.dtype_policy.name == "float32" else float32_copy)
+    stop_rule = callbacks.StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience)
+    early_stopping = callbacks.ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience)
+    best_model = callbacks.BestModel(run_dir / MODEL_FILE,
+                                     export=None if model.dtype_policy.name == "float32" else float32_copy)
     if latest is not None:
         state = latest[1]["state"]
         rows = state["rows"]  # committed together with the weights' epoch, so they match it
@@ -531,14 +450,9 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
         early_stopping.restore(state["early_stopping"])
         best_model.resume(rows)
         logger.info("resuming %s after epoch %d (phase %s)", run_dir, latest[1]["epoch"], latest[0])
-    write_history_csv(run_dir / HISTORY_FILE, rows)
-    recorder = TrainingHistory(run_dir / HISTORY_FILE, rows)
-    extra_callbacks = []
-    if importlib.util.find_spec("tensorboard") is not None:
-        extra_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / LOGS_DIR), write_graph=False,
-                                                           profile_batch=0))
-    else:
-        logger.warning("TensorBoard is not installed, so %s gets no logs/ folder (pip install tensorboard)", run_dir)
+    callbacks.write_history_csv(run_dir / HISTORY_FILE, rows)
+    recorder = callbacks.TrainingHistory(run_dir / HISTORY_FILE, rows)
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / LOGS_DIR), write_graph=False, profile_batch=0)
 
     # Phases before the backed-up one are finished; their weights live on in the later backup.
     for name in names[names.index(latest[0]):] if latest is not None else names:
@@ -554,17 +468,17 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
             if phase.train_backbone:
                 logger.info("fine-tuning %d residual block(s) of the backbone from epoch %d at learning rate %g",
                             blocks, phase.start + 1, phase.learning_rate)
-        recorder.begin_phase(name)
+        recorder.phase = name
 
         def state_fn(phase_end: int = phase.end) -> dict[str, Any]:
             return {"rows": recorder.rows, "stop_rule": stop_rule.state(), "early_stopping": early_stopping.state(),
                     "phase_done": bool(model.stop_training) or recorder.rows[-1]["epoch"] >= phase_end}
 
-        backup = RunBackup(run_dir / BACKUP_DIR / name, state_fn, restore=restoring)
+        backup = callbacks.RunBackup(run_dir / BACKUP_DIR / name, state_fn, restore=restoring)
         # Order matters: a NaN loss ends the run before anything is saved, the stop rules decide, the
         # recorder writes the row, the backup commits, and only then is a new best model written.
-        callbacks = [StopOnNonFiniteLoss(), distributed.DistinctReplicaSeeds(strategy), stop_rule, early_stopping,
-                     recorder, backup, best_model, *extra_callbacks]
+        phase_callbacks = [callbacks.StopOnNonFiniteLoss(), distributed.DistinctReplicaSeeds(strategy), stop_rule,
+                           early_stopping, recorder, backup, best_model, tensorboard]
         with strategy.scope():
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
                                        train[1] * (phase.end - phase.start),
@@ -572,17 +486,7 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
         distributed.fit(model, train[0], validation[0], strategy=strategy, optimizer=optimizer,
                         metrics=functools.partial(make_metrics, num_classes, positive_index), epochs=end,
                         initial_epoch=start, steps_per_epoch=train[1], validation_steps=validation[1],
-                        class_weight=class_weight, callbacks=callbacks, jit_compile=True if config.xla else "auto",
-                        verbose=verbose)
+                        class_weight=class_weight, callbacks=phase_callbacks,
+                        jit_compile=True if config.xla else "auto", verbose=verbose)
         latest = None
     return recorder.rows
-
-
-def with_class_weights(dataset: tf.data.Dataset, class_weight: Mapping[int, float] | None) -> tf.data.Dataset:
-    """``dataset``'s (images, labels) batches with each label's class weight as the sample weight."""
-    if not class_weight:
-        return dataset
-    import tensorflow as tf
-
-    weights = tf.constant([class_weight.get(index, 1.0) for index in range(max(class_weight) + 1)], tf.float32)
-    return dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))

@@ -171,7 +171,7 @@ def test_saved_model_gets_the_mode_every_other_output_gets(tmp_path, umask):
 
 def test_training_history_writes_a_row_per_epoch_with_phase_and_learning_rate(tmp_path):
     recorder = TrainingHistory(tmp_path / "history.csv", rows=[{"epoch": 1, "phase": "head", "loss": 0.9}])
-    recorder.begin_phase("fine_tune")
+    recorder.phase = "fine_tune"
     keras.callbacks.CallbackList([recorder], model=tiny_model()).on_epoch_end(1, {"loss": 0.5, "val_loss": 0.6})
     rows = read_history_csv(tmp_path / "history.csv")
     assert [(row["epoch"], row["phase"]) for row in rows] == [(1, "head"), (2, "fine_tune")]

@@ -115,25 +115,25 @@ TWO_WORKERS = json.dumps({"cluster": {"worker": ["127.0.0.1:20001", "127.0.0.1:2
 
 
 def test_no_tf_config_selects_the_default_strategy():
-    assert distributed.plan_strategy({}, num_gpus=0).kind == "default"
+    assert distributed.plan_strategy({}, num_gpus=0) == "default"
     if len(tf.config.list_physical_devices("GPU")) < 2:
         assert distributed.select_strategy({}) is tf.distribute.get_strategy()
         assert distributed.describe(distributed.select_strategy({})).startswith("one device")
 
 
 def test_several_gpus_select_mirrored_strategy():
-    assert distributed.plan_strategy({}, num_gpus=2).kind == "mirrored"
-    assert distributed.plan_strategy({}, num_gpus=1).kind == "default"
+    assert distributed.plan_strategy({}, num_gpus=2) == "mirrored"
+    assert distributed.plan_strategy({}, num_gpus=1) == "default"
 
 
 def test_worker_cluster_selects_multi_worker_strategy():
-    plan = distributed.plan_strategy({"TF_CONFIG": TWO_WORKERS}, num_gpus=0)
-    assert plan.kind == "multi_worker"
-    assert plan.cluster.num_workers == 2 and (plan.cluster.task_type, plan.cluster.task_index) == ("worker", 1)
+    assert distributed.plan_strategy({"TF_CONFIG": TWO_WORKERS}, num_gpus=0) == "multi_worker"
+    cluster = distributed.parse_tf_config({"TF_CONFIG": TWO_WORKERS})
+    assert cluster.num_workers == 2 and (cluster.task_type, cluster.task_index) == ("worker", 1)
 
 
 def test_tf_config_without_cluster_trains_on_this_machine():
-    assert distributed.plan_strategy({"TF_CONFIG": "{}"}, num_gpus=0).kind == "default"
+    assert distributed.plan_strategy({"TF_CONFIG": "{}"}, num_gpus=0) == "default"
 
 
 @pytest.mark.parametrize("tf_config", [
