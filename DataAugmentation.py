@@ -99,9 +99,7 @@ def augment(args: Namespace) -> None:
     """Plans, makes and writes the copies; prints the summary."""
     refuse_unless_train(args.data, args.split)
     started = time.perf_counter()
-    plan = plan_copies(args.data, args.copies,
-                       wrap=lambda files, total: progress(files, total=total, desc="checking", unit="image"),
-                       max_pixels=args.max_pixels)
+    plan = plan_copies(args.data, args.copies, max_pixels=args.max_pixels)
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
     if not plan.to_write:
