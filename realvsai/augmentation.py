@@ -1,9 +1,8 @@
-"""Data augmentation as Keras preprocessing layers: one definition for training and for offline copies.
+"""Data augmentation as Keras layers: one definition for training and for offline copies.
 
-``build_augmentation(preset, seed)`` returns a ``keras.Sequential(name="augmentation")`` that maps
-float32 RGB batches in 0..255 of any size to the same shape and range. It augments only with
-``training=True`` and is an exact identity otherwise, so it can be the model's first block and be
-saved with it (HDF5 included). Presets:
+``build_augmentation(preset, seed)`` returns a ``keras.Sequential(name="augmentation")`` from float32
+RGB batches in 0..255 of any size to the same shape and range; an exact identity unless
+``training=True``, so it can be the model's first block and be saved with it (HDF5 included).
 
 - ``classic``: ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip
   and nearest fill, composed into one affine map per image and resampled once (``RandomAffine``).
@@ -31,21 +30,12 @@ from realvsai.config import PRESETS
 PARTS = ("all", "input", "model")
 
 
-def layer_seed(seed: int | None, index: int) -> int | None:
-    """A distinct, stable seed for the ``index``-th layer, derived from the preset's ``seed``."""
-    if seed is None:
-        return None
-    digest = hashlib.sha256(f"realvsai-augmentation:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") >> 1  # keras wants a non-negative int32
-
-
 def build_augmentation(preset: str, seed: int | None = None, part: str = "all") -> keras.Sequential | None:
     """The augmentation block for ``preset``, or None for ``"none"`` or a part the preset has no layer in.
 
     Args:
         preset: one of ``PRESETS``.
-        seed: makes every layer's random stream repeatable (each layer gets its own seed from it,
-            the same whichever part is built).
+        seed: makes every layer's random stream repeatable.
         part: ``"model"`` for the layers inside the model (all of them XLA-compile), ``"input"`` for
             those that run in the tf.data input pipeline, ``"all"`` for both, input first (offline copies).
 
@@ -69,11 +59,16 @@ def build_augmentation(preset: str, seed: int | None = None, part: str = "all") 
                   ("model", lambda **kw: RandomCropPad(horizontal_flip=True, **kw))]
     else:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    # float32 even under a mixed-precision policy: the contract is 0..255 float32 out, and float16
-    # would round pixel values above 128 to steps of 0.125.
-    chosen = [make(seed=layer_seed(seed, index), dtype="float32") for index, (where, make) in enumerate(layers)
+    # float32 even under a mixed-precision policy: float16 would round pixel values above 128 to steps of 0.125.
+    chosen = [make(seed=_layer_seed(seed, index), dtype="float32") for index, (where, make) in enumerate(layers)
               if part in ("all", where)]
     return keras.Sequential(chosen, name="augmentation") if chosen else None
+
+
+def _layer_seed(seed: int | None, index: int) -> int | None:
+    """The ``index``-th layer's own stable seed (a non-negative int32), the same whichever part is built."""
+    digest = hashlib.sha256(f"realvsai-augmentation:{seed}:{index}".encode()).digest()
+    return None if seed is None else int.from_bytes(digest[:4], "little") >> 1
 
 
 def augment_copies(augmentation: keras.Sequential, images, seed) -> tf.Tensor:
@@ -109,11 +104,9 @@ def _require(condition: bool, message: str) -> None:
 
 
 class _RandomImageLayer(keras.layers.Layer):
-    """Draws each image's random parameters (``get_random_transformation``), then applies them.
+    """Draws each image's parameters (from a given seed tensor, or the layer's own), then applies them.
 
-    The draws come from a given seed tensor (``augment_copies``) or else from the layer's own
-    ``SeedGenerator``, one stateless call per layer. As with Keras's image layers, ``training``
-    defaults to True. ``config_names`` are the attributes ``get_config`` saves besides the seed.
+    As with Keras's image layers, ``training`` defaults to True. ``get_config`` saves ``config_names``.
     """
 
     config_names: tuple[str, ...] = ()
@@ -143,24 +136,16 @@ class _RandomImageLayer(keras.layers.Layer):
 class RandomAffine(_RandomImageLayer):
     """Rotation, shift, shear, zoom and horizontal flip composed into one affine map, resampled once.
 
-    ImageDataGenerator's way: each image draws its own parameters, they are multiplied into one 3x3
-    matrix about the image centre and the pixels are interpolated once (bilinear), where a chain of
-    Keras's RandomRotation, RandomTranslation, RandomShear and RandomZoom interpolates four times.
-    With ``p`` an output pixel and ``c`` the centre, the pixel read is ``c + R (H Z F (p - c) - t)``:
-    R rotates, ``t`` is the shift (how far the content moves), H shears along x (``x += s * y``), Z
-    zooms each axis (above 1 shows more of the image), F flips left-right.
+    ImageDataGenerator's way (per-image parameters, one 3x3 matrix about the centre, one bilinear
+    interpolation), where a chain of Keras's RandomRotation, RandomTranslation, RandomShear and
+    RandomZoom would interpolate four times. With ``p`` an output pixel and ``c`` the centre, the
+    pixel read is ``c + R (H Z F (p - c) - t)``: R rotates, ``t`` shifts the content by up to
+    ``shift_fraction`` of each side, H shears along x (``x += s * y``), Z zooms each axis (above 1
+    shows more of the image), F flips left-right. Each range is drawn symmetric about 0 (zoom: 1).
 
     ``shear_factor``: ImageDataGenerator read ``shear_range=0.2`` as an angle in *degrees* (±0.2°: no
-    visible shear, only a resampling). Here 0.2 shears along x by up to ±0.2 of the height (about
-    ±11°), as the fraction other libraries use and as the notebook meant.
-
-    Args:
-        rotation_degrees: the angle is drawn from ``[-rotation_degrees, rotation_degrees]``.
-        shift_fraction: shifts are drawn up to this fraction of the width (x) and height (y).
-        shear_factor: ``s`` is drawn from ``[-shear_factor, shear_factor]``.
-        zoom_fraction: each axis's factor is drawn from ``[1 - zoom_fraction, 1 + zoom_fraction]``.
-        horizontal_flip: flip half of the images left-right.
-        fill_mode: only ``"nearest"``: a point outside the image reads the nearest edge pixel.
+    visible shear). Here 0.2 shears by up to ±0.2 of the height (about ±11°), as the notebook meant.
+    ``fill_mode`` is only ``"nearest"``: a point outside the image reads the nearest edge pixel.
     """
 
     config_names = ("rotation_degrees", "shift_fraction", "shear_factor", "zoom_fraction", "horizontal_flip",
@@ -193,11 +178,7 @@ class RandomAffine(_RandomImageLayer):
                 "flip": (flip < 0.0) if self.horizontal_flip else tf.zeros_like(flip, tf.bool)}
 
     def transform_images(self, images, transformation):
-        """Builds each image's row ``[a0, a1, a2, b0, b1, b2, 0, 0]`` for ``affine_resample``.
-
-        ``transformation`` holds per image ``angle`` (radians), ``shift_x``, ``shift_y`` (pixels the
-        content moves), ``shear``, ``zoom_x``, ``zoom_y`` (input pixels per output pixel), ``flip``.
-        """
+        # Each image's row [a0, a1, a2, b0, b1, b2, 0, 0] for affine_resample; zoom is input pixels per output pixel.
         images = tf.cast(images, self.compute_dtype)
         shape = tf.shape(images)
         cos, sin = tf.cos(transformation["angle"]), tf.sin(transformation["angle"])

@@ -33,14 +33,10 @@ MOVE_REFUSED_FIELDS = ("moved_at", "source", "reason")
 
 @dataclass(frozen=True)
 class SourceImage:
-    """One training image and the copies it should get.
+    """One training image, its upright size and decode route (``images.read_header``) and its copies.
 
-    Attributes:
-        targets: one path per copy, in ``augmented_train``; None where that copy already exists
-            (there or, moved, in ``train``). Strings: a run names tens of thousands, and as many
-            Path objects would cost more than half a second.
-        width, height: its upright size in pixels, from the file header.
-        needs_pil: decode it with Pillow, as training does (``images.read_header``).
+    ``targets``: one path per copy in ``augmented_train``, None where that copy exists already (there
+    or, moved, in train); strings, as tens of thousands of Path objects would cost half a second.
     """
 
     source: Path
@@ -76,11 +72,10 @@ class CopyPlan:
 
 
 def is_made(path: Path | str) -> bool:
-    """True when ``path`` holds a complete copy: a JPEG file that ends with its end-of-image marker.
+    """True when ``path`` is a complete copy (``files.write_new``), not a user's file under a copy's name.
 
-    Copies are written whole (``files.write_new``), so this tells an earlier run's copy, which a
-    re-run skips, from a user's file under a copy's name, which is never replaced. (In a JPEG's
-    coded data 0xFF is followed by 0x00 or a restart marker, so a cut file cannot end with 0xFFD9.)
+    That is, a JPEG ending with its end-of-image marker: in the coded data before it 0xFF is always
+    followed by 0x00 or a restart marker, so a cut file cannot end with it.
     """
     try:
         with open(path, "rb") as stream:
@@ -116,12 +111,11 @@ def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
 
 
 def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS) -> CopyPlan:
-    """Lists the training images, reads each one's header (size, readable) and names its copies.
+    """Lists the training images, reads each one's header and names its copies ``aug_<stem>_<k>.jpg``.
 
-    Copies are named ``aug_<stem>_<k>.jpg``. Files called ``aug_*`` in train are earlier copies
-    (moved there by MoveAugmentedImages.py) and are not augmented again. Files whose header is
-    broken are skipped with a warning; the pixels are decoded (and failures reported) by the
-    augmentation pipeline, so a full decode here would double the decoding.
+    ``aug_*`` files in train are earlier copies (moved there) and are not augmented again. Files
+    whose header is broken are skipped with a warning; the pixels are decoded (and failures
+    reported) by the augmentation pipeline: decoding here too would double the work.
 
     Raises:
         UserError: if the dataset folder, train, or its class folders are missing.
@@ -187,14 +181,12 @@ class MoveReport:
 
 
 def move_augmented(data_dir: Path, dry_run: bool = False, wrap=None) -> MoveReport:
-    """Moves every image in ``DATA/augmented_train/<Class>/`` into ``DATA/train/<Class>/``.
+    """Moves every image in ``DATA/augmented_train/<Class>/`` into ``DATA/train/<Class>/``, then removes the folder.
 
-    Never overwrites (``files.place_file``): identical content already in train is skipped (the copy
-    is removed), a different file under the same name makes the copy take a stable new name. A
-    copy with the same content (sha256) as a validation or test image is refused: in train it
-    would leak that image into training. It stays in augmented_train and is added, dated, to
-    ``DATA/move-refused.csv``. The emptied augmented folder is removed. An interrupted run can
-    simply be run again: each file is either still in augmented_train or, completely, in train.
+    Never overwrites (``files.place_file``: identical content is skipped, a name taken by other
+    content gives a stable new name). A copy with the content of a validation or test image is
+    refused (in train it would leak that image): it stays and is added, dated, to
+    ``DATA/move-refused.csv``. An interrupted run can simply be run again.
 
     Args:
         dry_run: count what would happen and change nothing.

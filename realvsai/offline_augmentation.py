@@ -1,11 +1,10 @@
 """Offline augmentation: decodes the training images, augments them and writes every copy as a JPEG.
 
-``plan_batches`` groups the images that ``moving.plan_copies`` named copies for into batches of
-one size; ``write_augmented_copies`` runs them through a parallel ``tf.data`` pipeline (decode as
-training does, augment with ``build_augmentation``'s ``"all"`` part, JPEG-encode) and writes each
-copy with ``files.write_new``. Every random draw comes from a batch's own seed, so the same images
-and seed always give the same bytes, and a re-run after an interruption makes exactly the copies
-that are missing, the same as an uninterrupted run would have.
+``plan_batches`` groups ``moving.plan_copies``'s images into batches of one size;
+``write_augmented_copies`` decodes (as training does), augments and JPEG-encodes them in a parallel
+``tf.data`` pipeline and writes each copy with ``files.write_new``. Every draw comes from a batch's
+own seed, so the same images and seed always give the same bytes, and a re-run after an
+interruption makes exactly the missing copies, as an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -39,11 +38,9 @@ MIN_COMPILED_PIXELS = 1 << 24
 
 @dataclass(frozen=True)
 class CopyBatch:
-    """Images of one size, and which of their copies one call of the augmentation makes.
+    """Images of one size and the copies one augmentation call makes of them, per source (``SourceImage``).
 
-    ``targets`` holds, per source, one output path per copy made here, None for a copy that exists
-    already (still computed, so that the others come out as in a fresh run). ``needs_pil``: decode
-    with Pillow, as training does. ``jit_compile``: XLA-compile its augmentation where the layers allow.
+    A copy that exists already (target None) is still computed, so the others come out as in a fresh run.
     """
 
     sources: tuple[Path, ...]
@@ -61,11 +58,10 @@ def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | Non
                  max_batch_pixels: int = MAX_BATCH_PIXELS) -> list[CopyBatch]:
     """Groups images by their output size into batches of at most ``batch_size`` images, all copies each.
 
-    Batching is what makes the run fast: the augmentation's hundred small ops then run once for a
-    batch's copies instead of once per image. A batch holds at most ``max_batch_pixels`` pixels of
-    copies; an image too large for that alone gets its copies spread over several batches. The
-    batches (and so the draws) depend only on the images, their order, ``seed``, ``image_size`` and
-    ``batch_size``, so a re-run draws as the first run did.
+    Batching is what makes the run fast: the augmentation's hundred small ops run once per batch,
+    not per image. An image whose copies alone exceed ``max_batch_pixels`` gets them spread over
+    several batches. The batches (and so the draws) depend only on the images, their order and the
+    arguments, so a re-run draws as the first run did.
     """
     groups: dict[tuple[int, int], list[SourceImage]] = {}
     for image in images:
@@ -104,22 +100,17 @@ class CopyReport:
 def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Sequential | None,
                            image_size: int | None = None, jpeg_quality: int = 95, writers: int = 2,
                            on_image_done: Callable[[int], None] | None = None) -> CopyReport:
-    """Decodes, augments and JPEG-encodes every batch in a parallel ``tf.data`` pipeline, and writes it.
+    """Makes every batch's copies and writes each with ``files.write_new``, never over another file.
 
-    Each copy is written with ``files.write_new``: complete under its name or not there at all, and
-    never over another file. A file already at a copy's name counts as already there when it is a
-    complete copy (``moving.is_made``: an earlier or a concurrent run made it); any other file is
-    kept and listed in ``in_the_way``.
+    A file already at a copy's name counts as already there when it is a complete copy
+    (``moving.is_made``: an earlier or a concurrent run made it); any other file is kept and listed
+    in ``in_the_way``. Sources TensorFlow cannot decode are skipped and listed in ``undecodable``.
 
     Args:
         augmentation: the layers to apply, or None to write (resized) copies unchanged.
         image_size: resize every image to this square size first; None keeps its own size.
         writers: threads that write the files, a batch at a time, while TensorFlow makes the next.
         on_image_done: called with a number of source images finished, e.g. a progress bar's update.
-
-    Returns:
-        Counts, the sources TensorFlow could not decode (skipped; ``plan_copies`` reads only headers),
-        and the files kept in the way of a copy.
     """
     report, pending, done = CopyReport(), [], []
     for batch in batches:
