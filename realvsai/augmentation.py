@@ -27,8 +27,6 @@ import tensorflow as tf
 
 from realvsai.config import PRESETS
 
-PARTS = ("all", "input", "model")
-
 
 def build_augmentation(preset: str, seed: int | None = None, part: str = "all") -> keras.Sequential | None:
     """The augmentation block for ``preset``, or None for ``"none"`` or a part the preset has no layer in.
@@ -40,21 +38,18 @@ def build_augmentation(preset: str, seed: int | None = None, part: str = "all") 
             those that run in the tf.data input pipeline, ``"all"`` for both, input first (offline copies).
 
     Raises:
-        ValueError: for an unknown preset or part.
+        ValueError: for an unknown preset.
     """
-    if part not in PARTS:
-        raise ValueError(f"unknown augmentation part {part!r}; choose one of {', '.join(PARTS)}")
     if preset == "none":
         return None
     if preset == "classic":
         layers = [("model", RandomAffine)]  # its defaults are the notebook's ImageDataGenerator settings
     elif preset == "detector":
-        # JPEG first, in the input pipeline: inside the model it would turn XLA off for the whole
-        # training step and encode one image at a time on the CPU. Then blur (Wang et al. blur
-        # before compressing), crop and flip, so the 8x8 JPEG grid ends up at a random offset, as
-        # it does in images cropped after compression. Wang et al. blur (sigma 0-3) and re-compress
-        # (quality 30-100) with probability 0.5 or 0.1; on small images (CIFAKE is 32 px, JPEG
-        # blocks are 8 px) the layers' defaults keep both milder and rarer.
+        # JPEG first, in the input pipeline (in the model it would turn XLA off for the whole step).
+        # Then blur (Wang et al. blur before compressing), crop and flip, so the 8x8 JPEG grid lands
+        # at a random offset, as in images cropped after compression. Wang et al. blur (sigma 0-3)
+        # and re-compress (quality 30-100) with probability 0.5 or 0.1; on small images (CIFAKE is
+        # 32 px) the layers' defaults keep both milder and rarer.
         layers = [("input", RandomJpegQuality), ("model", RandomBlur),
                   ("model", lambda **kw: RandomCropPad(horizontal_flip=True, **kw))]
     else:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from realvsai.cli import progress
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import Outcome, append_csv, free_name, list_images, place_file, sha256_file
@@ -62,14 +63,6 @@ class CopyPlan:
     broken: list[tuple[Path, str]] = field(default_factory=list)
     earlier_copies: int = 0  # aug_* files already in train: copies, not sources
 
-    @property
-    def already_there(self) -> int:
-        return sum(target is None for image in self.images for target in image.targets)
-
-    @property
-    def to_write(self) -> int:
-        return sum(target is not None for image in self.images for target in image.targets)
-
 
 def is_made(path: Path | str) -> bool:
     """True when ``path`` is a complete copy (``files.write_new``), not a user's file under a copy's name.
@@ -83,20 +76,6 @@ def is_made(path: Path | str) -> bool:
             return stream.read() == b"\xff\xd9"
     except OSError:  # missing, shorter than the marker, or a folder
         return False
-
-
-def refuse_unless_train(data_dir: Path, split: str = TRAIN) -> None:
-    """Raises ``UserError`` for a ``split`` other than train, or a ``data_dir`` that is itself a split folder."""
-    if split.lower() != TRAIN:
-        raise UserError(
-            f"refusing to augment {split!r}: only the train split is augmented (copies of validation or "
-            "test images would inflate their scores). Leave out --split, or use --split train."
-        )
-    if Path(data_dir).name.lower() in (*SPLITS, AUGMENTED_TRAIN):
-        raise UserError(
-            f"--data {data_dir} is a split folder; give the dataset folder that holds train/, "
-            f"e.g. --data {Path(data_dir).parent}. Only train is ever augmented."
-        )
 
 
 def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
@@ -180,7 +159,7 @@ class MoveReport:
     found: bool = True  # False when there was no augmented_train folder: nothing to do
 
 
-def move_augmented(data_dir: Path, dry_run: bool = False, wrap=None) -> MoveReport:
+def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport:
     """Moves every image in ``DATA/augmented_train/<Class>/`` into ``DATA/train/<Class>/``, then removes the folder.
 
     Never overwrites (``files.place_file``: identical content is skipped, a name taken by other
@@ -188,9 +167,7 @@ def move_augmented(data_dir: Path, dry_run: bool = False, wrap=None) -> MoveRepo
     refused (in train it would leak that image): it stays and is added, dated, to
     ``DATA/move-refused.csv``. An interrupted run can simply be run again.
 
-    Args:
-        dry_run: count what would happen and change nothing.
-        wrap: wraps the files to move with their count, e.g. in a progress bar.
+    With ``dry_run`` it counts what would happen and changes nothing.
 
     Raises:
         UserError: if the dataset or its train folder is missing, or augmented_train has a class
@@ -212,7 +189,7 @@ def move_augmented(data_dir: Path, dry_run: bool = False, wrap=None) -> MoveRepo
     counts = {name: Counter() for name in classes}
     sources = [path for name in classes for path in list_images(augmented_dir / name)]
     held_out = _held_out_images(data_dir) if sources else {}
-    for source in wrap(sources, len(sources)) if wrap else sources:
+    for source in progress(sources, total=len(sources), desc="moving"):
         target = train_dir / source.parent.name / source.name
         digest = sha256_file(source) if held_out else None
         if digest in held_out:
