@@ -112,24 +112,15 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
         writers: threads that write the files, a batch at a time, while TensorFlow makes the next.
         on_image_done: called with a number of source images finished, e.g. a progress bar's update.
     """
-    report, pending, done = CopyReport(), [], []
-    for batch in batches:
-        (pending if any(target for targets in batch.targets for target in targets) else done).append(batch)
-    slots = sum(len(targets) for batch in done for targets in batch.targets)  # copies accounted for
-    if on_image_done:
-        on_image_done(sum(len(batch.sources) for batch in done))
-    if not pending:
-        report.already_there = slots
-        return report
-    for folder in {os.path.dirname(target) for batch in pending for targets in batch.targets for target in targets
+    report, decoded, slots = CopyReport(), set(), 0  # slots: copies of decoded images, made or not
+    for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets
                    if target}:
         os.makedirs(folder, exist_ok=True)
-    decoded: set[tuple[int, int]] = set()
     in_flight: collections.deque = collections.deque()  # bounds the encoded copies held in memory
     with ThreadPoolExecutor(max_workers=writers) as pool:
-        dataset = _copies_dataset(pending, augmentation, image_size, jpeg_quality)
+        dataset = _copies_dataset(batches, augmentation, image_size, jpeg_quality)
         for batch_index, positions, encoded in dataset.as_numpy_iterator():
-            batch = pending[batch_index]
+            batch = batches[batch_index]
             files = []
             for row, position in enumerate(positions):
                 decoded.add((int(batch_index), int(position)))
@@ -143,7 +134,7 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
                 on_image_done(len(positions))
         report.written += sum(future.result() for future in in_flight)
     report.already_there = slots - report.written - len(report.in_the_way)
-    report.undecodable = sorted({source for index, batch in enumerate(pending)
+    report.undecodable = sorted({source for index, batch in enumerate(batches)
                                  for position, source in enumerate(batch.sources) if (index, position) not in decoded})
     if report.undecodable and on_image_done:
         on_image_done(len(report.undecodable))
@@ -168,7 +159,6 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
     """Elements ``(batch index, positions of its decoded images, JPEG bytes of their copies)``."""
     elements = [(batch_index, position, str(source), batch.needs_pil[position])
                 for batch_index, batch in enumerate(batches) for position, source in enumerate(batch.sources)]
-    batch_indices, positions, sources, use_pil = zip(*elements)
     batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
     copies = tf.constant([batch.copies for batch in batches], tf.int32)
     seeds = tf.constant(np.array([batch.seed for batch in batches], np.int64).reshape(-1, 2))
@@ -204,8 +194,8 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
                             fn_output_signature=tf.string)
         return batch_index, position, encoded
 
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (np.array(batch_indices, np.int64), np.array(positions, np.int64), list(sources), np.array(use_pil, bool)))
+    # (batch index, position in it, path, decode with Pillow) of every image
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(np.array(column) for column in zip(*elements)))
     # This is where broken images are found (plan_copies reads only their headers): one that
     # TensorFlow cannot decode drops out here and is reported by its missing position. Errors
     # after decoding are bugs and still stop the run.
