@@ -120,9 +120,6 @@ class _RandomImageLayer(keras.layers.Layer):
         seed = self.generator.next() if seed is None else seed
         return tf.random.stateless_uniform((tf.shape(images)[0], count), seed=tf.cast(seed, tf.int64))
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         return {**super().get_config(), "seed": self.seed, **{name: getattr(self, name) for name in self.config_names}}
 

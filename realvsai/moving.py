@@ -47,11 +47,6 @@ class SourceImage:
     height: int
     needs_pil: bool = False
 
-    @property
-    def key(self) -> str:
-        """Names the image stably for seeding: ``"<Class>/<file name>"``."""
-        return f"{self.class_name}/{self.source.name}"
-
 
 @dataclass
 class CopyPlan:
@@ -101,31 +96,28 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS)
     """
     train_dir, output_dir = dataset_folders(data_dir)
     plan = CopyPlan(train_dir=train_dir, output_dir=output_dir)
-    names: dict[Path, list[str]] = {}
+    targets: dict[Path, tuple[str | None, ...]] = {}
     for class_name in find_class_folders(train_dir):
         files = list_images(train_dir / class_name)
         sources = [path for path in files if not path.name.startswith(COPY_PREFIX)]
         plan.earlier_copies += len(files) - len(sources)
-        stems = Counter(path.stem for path in sources)
+        made = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
+        folder, stems = f"{output_dir / class_name}{os.sep}", Counter(path.stem for path in sources)
         for path in sources:
             # Sources sharing a stem (cat.png, cat.jpg) get their extension in the name (aug_cat_png_0.jpg),
             # so no two ever write the same file, whatever order they come in.
             base = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
-            names[path] = [f"{COPY_PREFIX}{base}_{k}.jpg" for k in range(copies)]
+            names = [f"{COPY_PREFIX}{base}_{k}.jpg" for k in range(copies)]
+            targets[path] = tuple(None if name in made else folder + name for name in names)
     # One thread: reading a header takes tens of microseconds, mostly Python (measured slower with 4).
-    headers = read_headers(list(names), max_pixels, desc="checking", workers=1)
-    made: dict[str, set[str]] = {}
-    for (source, copy_names), header in zip(names.items(), headers):
+    headers = read_headers(list(targets), max_pixels, desc="checking", workers=1)
+    for (source, copy_targets), header in zip(targets.items(), headers):
         if isinstance(header, str):
             logger.warning("skipping %s: %s", source, header)
             plan.broken.append((source, header))
-            continue
-        class_name = source.parent.name
-        if class_name not in made:
-            made[class_name] = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
-        folder = f"{output_dir / class_name}{os.sep}"
-        targets = tuple(None if name in made[class_name] else folder + name for name in copy_names)
-        plan.images.append(SourceImage(source, class_name, targets, header.width, header.height, header.needs_pil))
+        else:
+            plan.images.append(SourceImage(source, source.parent.name, copy_targets, header.width, header.height,
+                                           header.needs_pil))
     return plan
 
 

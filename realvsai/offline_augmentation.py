@@ -75,8 +75,9 @@ def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | Non
         copies_per_batch = min(copies, max(1, max_batch_pixels // pixels_per_copy))
         for start in range(0, len(members), per_batch):
             chunk = members[start:start + per_batch]
+            key = f"{chunk[0].class_name}/{chunk[0].source.name}"  # the first image names the batch stably
             for first in range(0, copies, copies_per_batch):
-                digest = hashlib.sha256(f"realvsai-copies:{seed}:{chunk[0].key}:{first}".encode()).digest()
+                digest = hashlib.sha256(f"realvsai-copies:{seed}:{key}:{first}".encode()).digest()
                 batches.append(CopyBatch(
                     sources=tuple(image.source for image in chunk),
                     targets=tuple(tuple(image.targets[first:first + copies_per_batch]) for image in chunk),

@@ -403,10 +403,7 @@ class FakeSource:
     width: int
     height: int
     needs_pil: bool = False
-
-    @property
-    def key(self) -> str:
-        return self.source.name
+    class_name: str = "REAL"
 
 
 def test_plan_batches_groups_images_of_one_size_up_to_the_batch_size(tmp_path):
