@@ -1,19 +1,12 @@
 """Data augmentation as Keras layers: one definition for training and for offline copies.
 
-``build_augmentation(preset, seed)`` returns a ``keras.Sequential(name="augmentation")`` from float32
-RGB batches in 0..255 of any size to the same shape and range; an exact identity unless
-``training=True``, so it can be the model's first block and be saved with it (HDF5 included).
-
-- ``classic``: ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip
-  and nearest fill, composed into one affine map per image and resampled once (``RandomAffine``).
-- ``detector``: what keeps the pixel texture a real-vs-generated detector relies on (Wang et al.
-  2020, "CNN-generated images are surprisingly easy to spot... for now"): rare JPEG re-compression
-  and mild blur, then crop-and-pad by whole pixels and a horizontal flip (no resampling).
-- ``none``: no augmentation (``build_augmentation`` returns None).
-
-A preset's ``"input"`` part (the JPEG step: TensorFlow's JPEG codec has no XLA kernel) runs in
-training's ``tf.data`` pipeline through ``augment_copies``; its ``"model"`` part is the model's
-first block, which XLA compiles. Offline copies get both parts, in order (``part="all"``).
+``build_augmentation(preset, seed)`` maps float32 RGB batches in 0..255 of any size to the same
+shape and range, and is an exact identity unless ``training=True``, so it can be the model's first
+block and be saved with it (HDF5 included). ``classic`` is ImageDataGenerator's affine augmentation
+resampled once (``RandomAffine``); ``detector`` keeps the pixel texture a real-vs-generated detector
+relies on (Wang et al. 2020, "CNN-generated images are surprisingly easy to spot... for now").
+A preset's ``"input"`` part (the JPEG step, which has no XLA kernel) runs in training's tf.data
+pipeline through ``augment_copies``; its ``"model"`` part is the model's first block.
 """
 
 from __future__ import annotations
@@ -31,14 +24,8 @@ from realvsai.config import PRESETS
 def build_augmentation(preset: str, seed: int | None = None, part: str = "all") -> keras.Sequential | None:
     """The augmentation block for ``preset``, or None for ``"none"`` or a part the preset has no layer in.
 
-    Args:
-        preset: one of ``PRESETS``.
-        seed: makes every layer's random stream repeatable.
-        part: ``"model"`` for the layers inside the model (all of them XLA-compile), ``"input"`` for
-            those that run in the tf.data input pipeline, ``"all"`` for both, input first (offline copies).
-
-    Raises:
-        ValueError: for an unknown preset.
+    ``part``: ``"model"`` (the layers inside the model, all XLA-compiled), ``"input"`` (those in the
+    tf.data input pipeline) or ``"all"``, input first (offline copies). ``ValueError`` for an unknown preset.
     """
     if preset == "none":
         return None
@@ -69,8 +56,7 @@ def _layer_seed(seed: int | None, index: int) -> int | None:
 def augment_copies(augmentation: keras.Sequential, images, seed) -> tf.Tensor:
     """``augmentation(images, training=True)`` with every draw from ``seed`` (an int tensor of shape (2,)).
 
-    The layers' own random state is left alone: the output depends only on ``images`` and ``seed``,
-    so it is the same in any order and under any parallelism, e.g. inside ``tf.data.Dataset.map``.
+    The output depends on nothing else, so it is the same in any order, e.g. in ``tf.data.Dataset.map``.
     """
     images = tf.cast(images, tf.float32)
     return apply_transformations(augmentation.layers, images, random_transformations(augmentation, images, seed))
@@ -79,8 +65,8 @@ def augment_copies(augmentation: keras.Sequential, images, seed) -> tf.Tensor:
 def random_transformations(augmentation: keras.Sequential, images, seed) -> list:
     """Each layer's random parameters for ``images``, drawn only from ``seed`` (see ``augment_copies``).
 
-    They depend on the batch's shape alone, which no layer changes, so they can all be drawn before
-    any pixel moves, outside a function that XLA compiles (XLA's random numbers differ).
+    They depend on the batch's shape alone (no layer changes it), so they can be drawn outside a
+    function that XLA compiles (XLA's random numbers differ).
     """
     return [layer.get_random_transformation(images, tf.random.experimental.stateless_fold_in(seed, index))
             for index, layer in enumerate(augmentation.layers)]
@@ -116,7 +102,6 @@ class _RandomImageLayer(keras.layers.Layer):
         return self.transform_images(images, self.get_random_transformation(images)) if training else images
 
     def _uniform(self, images, count: int, seed=None):
-        """``(batch, count)`` floats in [0, 1), from ``seed`` or else the layer's own generator."""
         seed = self.generator.next() if seed is None else seed
         return tf.random.stateless_uniform((tf.shape(images)[0], count), seed=tf.cast(seed, tf.int64))
 
@@ -223,8 +208,7 @@ def affine_resample(images, transforms) -> tf.Tensor:
 class RandomCropPad(_RandomImageLayer):
     """Pads each side by ``pad_fraction`` of the image side (reflecting), crops back at random, may flip.
 
-    The shift is a whole number of pixels (0 to twice the pad) and the flip mirrors whole columns,
-    so pixels are moved, never interpolated: the texture a detector looks at survives unchanged.
+    Pixels are moved by whole pixels, never interpolated: the texture a detector looks at survives.
     """
 
     config_names = ("pad_fraction", "horizontal_flip")
@@ -343,13 +327,10 @@ class RandomJpegQuality(_RandomImageLayer):
 
         def one_image(args):
             image, apply, quality = args
-
-            def compress():
-                pixels = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-                return tf.reshape(tf.cast(tf.image.adjust_jpeg_quality(pixels, quality), image.dtype), tf.shape(image))
-
-            return tf.cond(apply, compress, lambda: image)
+            pixels = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+            return tf.cond(apply, lambda: tf.cast(tf.image.adjust_jpeg_quality(pixels, quality), image.dtype),
+                           lambda: image)
 
         compressed = tf.map_fn(one_image, (images, transformation["apply"], transformation["quality"]),
-                               fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
+                               fn_output_signature=images.dtype)
         return tf.ensure_shape(compressed, images.shape)

@@ -63,18 +63,14 @@ def plan_deletion(location: Path) -> DeletionPlan:
     status = os.lstat(location)
     if not stat.S_ISDIR(status.st_mode):
         return DeletionPlan(location, 1, 0, status.st_size, ())
-    files = folders = num_bytes = 0
+    entries = [(path, is_folder, 0 if is_folder else os.lstat(path).st_size)
+               for path, is_folder in walk_bottom_up(location)]
     by_child: dict[str, list[int]] = {}
-    prefix = len(str(location)) + 1  # walk_bottom_up's paths all start with location + separator
-    for path, is_folder in walk_bottom_up(location):
-        size = 0 if is_folder else os.lstat(path).st_size
-        folders, files, num_bytes = folders + is_folder, files + (not is_folder), num_bytes + size
-        child = path[prefix:].split(os.sep, 1)[0]
-        if child:  # not the location itself
-            counts = by_child.setdefault(child, [0, 0])
-            counts[0] += not is_folder
-            counts[1] += size
-    return DeletionPlan(location, files, folders, num_bytes,
+    for path, is_folder, size in entries[:-1]:  # the last is the location itself
+        counts = by_child.setdefault(path[len(str(location)) + 1:].split(os.sep, 1)[0], [0, 0])
+        counts[0], counts[1] = counts[0] + (not is_folder), counts[1] + size
+    return DeletionPlan(location, sum(not is_folder for _, is_folder, _ in entries),
+                        sum(is_folder for _, is_folder, _ in entries), sum(size for _, _, size in entries),
                         tuple((name, count, size) for name, (count, size) in sorted(by_child.items())))
 
 
@@ -107,8 +103,7 @@ def delete_planned(plan: DeletionPlan) -> tuple[int, int]:
 def walk_bottom_up(top: Path) -> Iterator[tuple[str, bool]]:
     """Every path under ``top`` and ``top`` itself, children before their folder, as (path, is_folder).
 
-    Symlinks come as non-folders and are never entered (``os.walk`` lists a symlinked folder among
-    the folders but, with ``followlinks=False``, does not walk into it).
+    Symlinks come as non-folders and are never entered (``os.walk`` lists one among the folders).
     """
 
     def fail(error: OSError) -> None:

@@ -23,7 +23,7 @@ from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import Outcome, append_csv, free_name, list_images, place_file, sha256_file
 from realvsai.images import read_headers
-from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders
+from realvsai.layout import AUGMENTED_TRAIN, TEST, TRAIN, VALIDATION, find_child_folder, find_class_folders
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +168,7 @@ def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport:
     train_dir, augmented_dir = dataset_folders(data_dir)
     train_classes = find_class_folders(train_dir)
     if not augmented_dir.is_dir():
-        counts = {name: len(list_images(train_dir / name)) for name in train_classes}
-        return MoveReport(classes=train_classes, train_before=counts, train_after=dict(counts), found=False)
+        return MoveReport(train_classes, {}, found=False)
     classes = sorted(child.name for child in augmented_dir.iterdir() if child.is_dir() and child.name[0] != ".")
     unknown = sorted(set(classes) - set(train_classes))
     if unknown:
@@ -180,7 +179,9 @@ def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport:
     report = MoveReport(classes, {name: len(list_images(train_dir / name)) for name in classes})
     counts = {name: Counter() for name in classes}
     sources = [path for name in classes for path in list_images(augmented_dir / name)]
-    held_out = _held_out_images(data_dir) if sources else {}
+    held_out = {sha256_file(path): path  # every validation and test image (none needed when nothing moves)
+                for split in (VALIDATION, TEST) if sources and (folder := find_child_folder(data_dir, split))
+                for path in list_images(folder, recursive=True)}
     for source in progress(sources, total=len(sources), desc="moving"):
         target = train_dir / source.parent.name / source.name
         digest = sha256_file(source) if held_out else None
@@ -209,12 +210,6 @@ def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport:
     report.left_behind, report.removed_folder = _remove_emptied(
         augmented_dir, {Path(source) for source, _ in report.refused_files})
     return report
-
-
-def _held_out_images(data_dir: Path) -> dict[str, Path]:
-    """sha256 -> path of every image in ``DATA/validation`` and ``DATA/test`` (any letter case)."""
-    folders = [folder for split in SPLITS if split != TRAIN and (folder := find_child_folder(data_dir, split))]
-    return {sha256_file(path): path for folder in folders for path in list_images(folder, recursive=True)}
 
 
 def _would_place(source: Path, target: Path, digest: str | None = None) -> Outcome:

@@ -1,10 +1,8 @@
 """Offline augmentation: decodes the training images, augments them and writes every copy as a JPEG.
 
-``plan_batches`` groups ``moving.plan_copies``'s images into batches of one size;
-``write_augmented_copies`` decodes (as training does), augments and JPEG-encodes them in a parallel
-``tf.data`` pipeline and writes each copy with ``files.write_new``. Every draw comes from a batch's
-own seed, so the same images and seed always give the same bytes, and a re-run after an
-interruption makes exactly the missing copies, as an uninterrupted run would have.
+Images of one size are batched (``plan_batches``), then decoded as training decodes them, augmented
+and JPEG-encoded in a parallel tf.data pipeline. Every draw comes from a batch's own seed, so the
+same images and seed give the same bytes, and a re-run makes exactly the missing copies.
 """
 
 from __future__ import annotations
@@ -30,9 +28,8 @@ from realvsai.moving import SourceImage, is_made
 # A batch holds at most this many pixels of copies (about 400 MB as float32 RGB), so a folder of
 # 12-megapixel photos never needs more than a few full-size float copies at once.
 MAX_BATCH_PIXELS = 1 << 25
-# XLA-compiling the augmentation costs about 0.15 s a batch shape and saves about a fifth of a
-# 32 px run's CPU time (80,000 copies: 12.8 s instead of 15.5 s), so the sizes of which a run
-# makes at least this many pixels of copies are compiled (from about 16,000 copies at 32 px).
+# XLA-compiling the augmentation costs about 0.15 s a batch shape and saves a fifth of a 32 px run's
+# CPU time (80,000 copies: 12.8 s, not 15.5 s): sizes with at least this many pixels of copies compile.
 MIN_COMPILED_PIXELS = 1 << 24
 
 
@@ -107,11 +104,9 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     (``moving.is_made``: an earlier or a concurrent run made it); any other file is kept and listed
     in ``in_the_way``. Sources TensorFlow cannot decode are skipped and listed in ``undecodable``.
 
-    Args:
-        augmentation: the layers to apply, or None to write (resized) copies unchanged.
-        image_size: resize every image to this square size first; None keeps its own size.
-        writers: threads that write the files, a batch at a time, while TensorFlow makes the next.
-        on_image_done: called with a number of source images finished, e.g. a progress bar's update.
+    ``augmentation`` None writes (resized) copies unchanged; ``image_size`` None keeps each image's
+    size; ``writers`` threads write a batch at a time while TensorFlow makes the next;
+    ``on_image_done`` gets the number of source images finished (a progress bar's update).
     """
     report, decoded, slots = CopyReport(), set(), 0  # slots: copies of decoded images, made or not
     for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets
