@@ -113,12 +113,11 @@ class _RandomImageLayer(keras.layers.Layer):
 class RandomAffine(_RandomImageLayer):
     """Rotation, shift, shear, zoom and horizontal flip composed into one affine map, resampled once.
 
-    ImageDataGenerator's way (per-image parameters, one 3x3 matrix about the centre, one bilinear
-    interpolation), where a chain of Keras's RandomRotation, RandomTranslation, RandomShear and
-    RandomZoom would interpolate four times. With ``p`` an output pixel and ``c`` the centre, the
-    pixel read is ``c + R (H Z F (p - c) - t)``: R rotates, ``t`` shifts the content by up to
-    ``shift_fraction`` of each side, H shears along x (``x += s * y``), Z zooms each axis (above 1
-    shows more of the image), F flips left-right. Each range is drawn symmetric about 0 (zoom: 1).
+    ImageDataGenerator's way: one matrix about the centre per image, one bilinear interpolation (a
+    chain of Keras's RandomRotation, RandomTranslation, RandomShear, RandomZoom interpolates four
+    times). Output pixel ``p`` reads ``c + R (H Z F (p - c) - t)``, ``c`` the centre: R rotates, ``t``
+    shifts the content (up to ``shift_fraction`` of each side), H shears (``x += s * y``), Z zooms
+    each axis (above 1 shows more), F flips left-right. Ranges are symmetric about 0 (zoom: 1).
 
     ``shear_factor``: ImageDataGenerator read ``shear_range=0.2`` as an angle in *degrees* (±0.2°: no
     visible shear). Here 0.2 shears by up to ±0.2 of the height (about ±11°), as the notebook meant.
@@ -251,9 +250,8 @@ class RandomCropPad(_RandomImageLayer):
 class RandomBlur(_RandomImageLayer):
     """Isotropic Gaussian blur, a ``sigma`` in ``sigma_range`` (pixels) drawn per image, on a ``probability`` share.
 
-    Not ``keras.layers.RandomGaussianBlur``: it draws one sigma per *batch* (and separate ones for x
-    and y), and its ``factor`` is itself a random probability. The blur is separable, as weighted
-    sums of whole-pixel shifts (edges repeated): it runs in ``tf.data`` and under XLA, at any size.
+    Not ``keras.layers.RandomGaussianBlur``: that draws one sigma per *batch*. Separable weighted sums
+    of whole-pixel shifts (edges repeated) run in ``tf.data`` and under XLA, at any size.
     """
 
     config_names = ("sigma_range", "probability")
@@ -299,9 +297,8 @@ class RandomBlur(_RandomImageLayer):
 class RandomJpegQuality(_RandomImageLayer):
     """Re-compresses a ``probability`` share of the images as JPEG at a quality in ``quality_range`` (inclusive).
 
-    Images are rounded to uint8 before encoding, as any saved JPEG is. ``tf.image.adjust_jpeg_quality``
-    has no XLA kernel, so the presets run this layer in the tf.data input pipeline, and
-    ``supports_jit = False`` keeps Keras from XLA-compiling a model that holds it anyway.
+    Pixels are rounded to uint8 first, as in any saved JPEG. The JPEG op has no XLA kernel: the presets
+    run this layer in tf.data, and ``supports_jit = False`` keeps Keras from compiling a model holding it.
     """
 
     config_names = ("quality_range", "probability")

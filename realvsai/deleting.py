@@ -1,8 +1,7 @@
 """Deleting a data or model folder without ever reaching beyond it (DataDeleter.py).
 
-The target is located without resolving its own name, so a symlink given as the target is removed
-as a link. Inside a folder nothing is followed: a symlink is unlinked and whatever it points to
-survives. Protected folders (the file-system root, the home folder, the repository) and their
+Nothing is followed: a symlink, given or inside the folder, is removed as a link and what it points
+to survives. Protected folders (the file-system root, the home folder, the repository) and their
 parents are refused outright; anything outside the allowed roots needs ``allow_outside``.
 """
 

@@ -3,10 +3,9 @@
     DATA/train/<Class>/cat.jpg  --DataAugmentation.py-->   DATA/augmented_train/<Class>/aug_cat_0.jpg ...
     DATA/augmented_train/<Class>/*  --MoveAugmentedImages.py-->  DATA/train/<Class>/
 
-Only the train split is ever augmented: copies of validation or test images would make those
-scores measure memory instead of generalisation. Output names derive from the source name, so a
-re-run finds the copies it made before (in augmented_train, or already moved into train) and does
-not multiply them. No TensorFlow here: planning and moving start instantly.
+Only train is ever augmented (copies of validation or test images would inflate their scores).
+Copy names derive from the source name, so a re-run finds the copies it made before (in either
+folder) and does not multiply them. No TensorFlow here: planning and moving start instantly.
 """
 
 from __future__ import annotations
@@ -34,11 +33,8 @@ MOVE_REFUSED_FIELDS = ("moved_at", "source", "reason")
 
 @dataclass(frozen=True)
 class SourceImage:
-    """One training image, its upright size and decode route (``images.read_header``) and its copies.
-
-    ``targets``: one path per copy in ``augmented_train``, None where that copy exists already (there
-    or, moved, in train); strings, as tens of thousands of Path objects would cost half a second.
-    """
+    """One training image, its upright size and decode route (``images.read_header``), and per copy its
+    path in augmented_train, None where it exists already (strings: 10,000s of Paths cost half a second)."""
 
     source: Path
     class_name: str
