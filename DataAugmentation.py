@@ -33,7 +33,8 @@ from pathlib import Path
 from realvsai.cli import format_table, make_parser, positive_int, progress, run_main, setup_logging
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.moving import CopyPlan, plan_copies, refuse_unless_train
+from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
+from realvsai.moving import CopyPlan, plan_copies
 
 logger = logging.getLogger("realvsai.augment")
 
@@ -97,15 +98,21 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
 
 def augment(args: Namespace) -> None:
     """Plans, makes and writes the copies; prints the summary."""
-    refuse_unless_train(args.data, args.split)
+    if args.split.lower() != TRAIN:
+        raise UserError(
+            f"refusing to augment {args.split!r}: only the train split is augmented (copies of validation or "
+            "test images would inflate their scores). Leave out --split, or use --split train."
+        )
+    if args.data.name.lower() in (*SPLITS, AUGMENTED_TRAIN):
+        raise UserError(f"--data {args.data} is a split folder; give the dataset folder that holds train/, "
+                        f"e.g. --data {args.data.parent}. Only train is ever augmented.")
     started = time.perf_counter()
-    plan = plan_copies(args.data, args.copies,
-                       wrap=lambda files, total: progress(files, total=total, desc="checking", unit="image"),
-                       max_pixels=args.max_pixels)
+    plan = plan_copies(args.data, args.copies, max_pixels=args.max_pixels)
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
-    if not plan.to_write:
-        print_summary(args, plan, written=0, already_there=plan.already_there, seconds=time.perf_counter() - started)
+    if not any(target for image in plan.images for target in image.targets):
+        already_there = sum(len(image.targets) for image in plan.images)
+        print_summary(args, plan, written=0, already_there=already_there, seconds=time.perf_counter() - started)
         return
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: hide its CUDA probing chatter

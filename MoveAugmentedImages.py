@@ -20,7 +20,7 @@ from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
-from realvsai.cli import format_table, make_parser, progress, run_main, setup_logging
+from realvsai.cli import format_table, make_parser, run_main, setup_logging
 from realvsai.moving import MoveReport, move_augmented
 
 
@@ -41,9 +41,7 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
 
 
 def move(args: Namespace) -> None:
-    report = move_augmented(args.data, dry_run=args.dry_run,
-                            wrap=lambda files, total: progress(files, total=total, desc="moving", unit="file"))
-    print_summary(args, report)
+    print_summary(args, move_augmented(args.data, dry_run=args.dry_run))
 
 
 def print_summary(args: Namespace, report: MoveReport) -> None:

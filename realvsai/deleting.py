@@ -1,15 +1,13 @@
 """Deleting a data or model folder without ever reaching beyond it (DataDeleter.py).
 
-The target is located without resolving its own name, so a symlink given as the target is removed
-as a link. Inside a folder nothing is followed: a symlink is unlinked and whatever it points to
-survives. Protected folders (the file-system root, the home folder, the repository) and their
+Nothing is followed: a symlink, given or inside the folder, is removed as a link and what it points
+to survives. Protected folders (the file-system root, the home folder, the repository) and their
 parents are refused outright; anything outside the allowed roots needs ``allow_outside``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -19,14 +17,12 @@ from realvsai.cli import format_table, progress
 from realvsai.errors import UserError
 from realvsai.files import human_bytes
 
-logger = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass(frozen=True)
 class DeletionPlan:
     """What deleting ``path`` removes, counted before anything is touched."""
 
-    path: Path  # absolute, folders resolved, own name kept (a symlink stays the link)
+    path: Path  # from ``locate``
     files: int  # files and symlinks
     folders: int  # including ``path`` itself when it is a folder
     num_bytes: int  # sizes as lstat sees them: a symlink counts its own few bytes, not its target
@@ -34,44 +30,24 @@ class DeletionPlan:
 
 
 def locate(path: Path) -> Path:
-    """``path`` made absolute with its parent folders resolved but its own name kept.
-
-    ``data/link`` stays ``.../data/link`` even when ``link`` points elsewhere, so checks and
-    deletion apply to the link, not to its target. ``.`` and ``..`` are resolved.
-    """
+    """``path`` made absolute, its parent folders resolved but its own name kept (a symlink stays the link)."""
     path = Path(path)
-    if path.name in ("", ".", ".."):
-        return path.resolve()
-    return Path(os.path.realpath(path.parent)) / path.name
+    return path.resolve() if path.name in ("", ".", "..") else Path(os.path.realpath(path.parent)) / path.name
 
 
-def check_deletable(
-    location: Path, protected: Sequence[Path], allowed_roots: Sequence[Path], allow_outside: bool = False
-) -> None:
-    """Refuses to delete a protected folder or anything holding one, or anything outside the allowed roots.
-
-    Args:
-        location: the target, from ``locate``.
-        protected: folders that may be neither deleted nor emptied by deleting a parent
-            (DataDeleter.py: the file-system root, the home folder, the repository).
-        allowed_roots: folders whose contents may be deleted (DataDeleter.py: the project's data/ and models/);
-            the roots themselves are not deleted.
-        allow_outside: permit targets outside ``allowed_roots`` (protected folders stay refused).
-
-    Raises:
-        UserError: with the reason and what to do instead.
-    """
+def check_deletable(location: Path, protected: Sequence[Path], allowed_roots: Sequence[Path],
+                    allow_outside: bool = False) -> None:
+    """Refuses (``UserError``) a missing target, a ``protected`` folder or one holding it, or anything
+    outside ``allowed_roots`` (the roots themselves included) unless ``allow_outside``."""
     if not os.path.lexists(location):
         raise UserError(f"{location} does not exist: nothing to delete. Check the path.")
     if location.parent == location:
         raise UserError(f"refusing to delete {location}: it is the root of a file system.")
-    for folder in protected:
-        folder = Path(folder).resolve()
+    for folder in (Path(folder).resolve() for folder in protected):
         if location == folder or location in folder.parents:
-            what = "is" if location == folder else "holds"
-            raise UserError(f"refusing to delete {location}: it {what} the protected folder {folder} "
-                            "(the file-system root, your home folder or this repository). Give a folder inside data/ "
-                            "or models/.")
+            raise UserError(f"refusing to delete {location}: it {'is' if location == folder else 'holds'} the "
+                            f"protected folder {folder} (the file-system root, your home folder or this "
+                            "repository). Give a folder inside data/ or models/.")
     roots = [Path(root).resolve() for root in allowed_roots]
     if not allow_outside and location in roots:
         raise UserError(f"refusing to delete {location} itself (it holds a README the project keeps). "
@@ -86,21 +62,15 @@ def plan_deletion(location: Path) -> DeletionPlan:
     status = os.lstat(location)
     if not stat.S_ISDIR(status.st_mode):
         return DeletionPlan(location, 1, 0, status.st_size, ())
-    files = folders = num_bytes = 0
+    entries = [(path, is_folder, 0 if is_folder else os.lstat(path).st_size)
+               for path, is_folder in walk_bottom_up(location)]
     by_child: dict[str, list[int]] = {}
-    prefix = len(str(location)) + 1  # walk_bottom_up's paths all start with location + separator
-    for path, is_folder in walk_bottom_up(location):
-        size = 0 if is_folder else os.lstat(path).st_size
-        folders += is_folder
-        files += not is_folder
-        num_bytes += size
-        child = path[prefix:].split(os.sep, 1)[0]
-        if child:  # not the location itself
-            counts = by_child.setdefault(child, [0, 0])
-            counts[0] += not is_folder
-            counts[1] += size
-    children = tuple((name, count, size) for name, (count, size) in sorted(by_child.items()))
-    return DeletionPlan(location, files, folders, num_bytes, children)
+    for path, is_folder, size in entries[:-1]:  # the last is the location itself
+        counts = by_child.setdefault(path[len(str(location)) + 1:].split(os.sep, 1)[0], [0, 0])
+        counts[0], counts[1] = counts[0] + (not is_folder), counts[1] + size
+    return DeletionPlan(location, sum(not is_folder for _, is_folder, _ in entries),
+                        sum(is_folder for _, is_folder, _ in entries), sum(size for _, _, size in entries),
+                        tuple((name, count, size) for name, (count, size) in sorted(by_child.items())))
 
 
 def describe(plan: DeletionPlan, max_rows: int = 20) -> str:
@@ -108,31 +78,21 @@ def describe(plan: DeletionPlan, max_rows: int = 20) -> str:
     rows = [(name, f"{count:,}", human_bytes(size)) for name, count, size in plan.by_child[:max_rows]]
     if len(plan.by_child) > max_rows:
         rows.append((f"... {len(plan.by_child) - max_rows:,} more", "", ""))
-    table = format_table(["entry", "files", "size"], rows) if rows else ""
-    total = (f"{plan.path}: {plan.files:,} files and {plan.folders:,} folders, "
-             f"{human_bytes(plan.num_bytes)} in all.")
-    return f"{table}\n{total}" if table else total
+    total = f"{plan.path}: {plan.files:,} files and {plan.folders:,} folders, {human_bytes(plan.num_bytes)} in all."
+    return f"{format_table(['entry', 'files', 'size'], rows)}\n{total}" if rows else total
 
 
 def delete_planned(plan: DeletionPlan) -> tuple[int, int]:
-    """Deletes ``plan.path``: a file or link by unlinking it, a folder bottom-up without following symlinks.
-
-    Returns:
-        The numbers of files (and links) and folders removed.
-    """
+    """Deletes ``plan.path`` without following symlinks; returns the files (and links) and folders removed."""
     if not stat.S_ISDIR(os.lstat(plan.path).st_mode):
         os.unlink(plan.path)
         return 1, 0
     files = folders = 0
-    entries = walk_bottom_up(plan.path)
     try:
-        for path, is_folder in progress(entries, total=plan.files + plan.folders, desc=f"delete {plan.path.name}"):
-            if is_folder:
-                os.rmdir(path)
-                folders += 1
-            else:
-                os.unlink(path)
-                files += 1
+        for path, is_folder in progress(walk_bottom_up(plan.path), total=plan.files + plan.folders,
+                                        desc=f"delete {plan.path.name}"):
+            (os.rmdir if is_folder else os.unlink)(path)
+            folders, files = folders + is_folder, files + (not is_folder)
     except OSError as error:  # permissions, a busy mount point, a file added meanwhile
         raise UserError(f"could not delete {error.filename} ({error.strerror or error}) after deleting {files:,} "
                         "files. Fix the cause and run the same command again to delete the rest.") from error
@@ -142,8 +102,7 @@ def delete_planned(plan: DeletionPlan) -> tuple[int, int]:
 def walk_bottom_up(top: Path) -> Iterator[tuple[str, bool]]:
     """Every path under ``top`` and ``top`` itself, children before their folder, as (path, is_folder).
 
-    Symlinks (to files or folders) come as non-folders and are never entered: ``os.walk`` with
-    ``followlinks=False`` lists a symlinked folder among the folders but does not walk into it.
+    Symlinks come as non-folders and are never entered (``os.walk`` lists one among the folders).
     """
 
     def fail(error: OSError) -> None:
@@ -153,6 +112,5 @@ def walk_bottom_up(top: Path) -> Iterator[tuple[str, bool]]:
         for name in file_names:
             yield os.path.join(folder, name), False
         for name in folder_names:
-            path = os.path.join(folder, name)
-            yield path, not os.path.islink(path)
+            yield os.path.join(folder, name), not os.path.islink(os.path.join(folder, name))
     yield str(top), True

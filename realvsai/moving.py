@@ -3,48 +3,38 @@
     DATA/train/<Class>/cat.jpg  --DataAugmentation.py-->   DATA/augmented_train/<Class>/aug_cat_0.jpg ...
     DATA/augmented_train/<Class>/*  --MoveAugmentedImages.py-->  DATA/train/<Class>/
 
-Only the train split is ever augmented: copies of validation or test images would make those
-scores measure memory instead of generalisation. Output names derive from the source name, so a
-re-run finds the copies it made before (in augmented_train, or already moved into train) and does
-not multiply them. No TensorFlow here: planning and moving start instantly.
+Only train is ever augmented (copies of validation or test images would inflate their scores).
+Copy names derive from the source name, so a re-run finds the copies it made before (in either
+folder) and does not multiply them. No TensorFlow here: planning and moving start instantly.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from realvsai import images as image_io
+from realvsai.cli import progress
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import Outcome, append_csv, free_name, list_images, place_file, sha256_file
-from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, find_child_folder, find_class_folders
+from realvsai.images import read_headers
+from realvsai.layout import AUGMENTED_TRAIN, TEST, TRAIN, VALIDATION, find_child_folder, find_class_folders
 
 logger = logging.getLogger(__name__)
 
 COPY_PREFIX = "aug_"
 MOVE_REFUSED_NAME = "move-refused.csv"
 MOVE_REFUSED_FIELDS = ("moved_at", "source", "reason")
-_REFUSED = "refused"  # a copy identical to a validation or test image, next to place_file's outcomes
 
 
 @dataclass(frozen=True)
 class SourceImage:
-    """One training image and the copies it should get.
-
-    Attributes:
-        source: the training image.
-        class_name: its class folder.
-        targets: one path per copy, in ``augmented_train``; None where that copy already exists
-            (in ``augmented_train`` or, moved, in ``train``). Strings: a run names tens of thousands,
-            and as many Path objects would cost more than half a second.
-        width, height: its upright size in pixels, from the file header.
-        needs_pil: decode it with Pillow, as training does (``images.read_header``).
-    """
+    """One training image, its upright size and decode route (``images.read_header``), and per copy its
+    path in augmented_train, None where it exists already (strings: 10,000s of Paths cost half a second)."""
 
     source: Path
     class_name: str
@@ -52,11 +42,6 @@ class SourceImage:
     width: int
     height: int
     needs_pil: bool = False
-
-    @property
-    def key(self) -> str:
-        """Names the image stably for seeding: ``"<Class>/<file name>"``."""
-        return f"{self.class_name}/{self.source.name}"
 
 
 @dataclass
@@ -69,82 +54,23 @@ class CopyPlan:
     broken: list[tuple[Path, str]] = field(default_factory=list)
     earlier_copies: int = 0  # aug_* files already in train: copies, not sources
 
-    @property
-    def already_there(self) -> int:
-        return sum(target is None for image in self.images for target in image.targets)
-
-    @property
-    def to_write(self) -> int:
-        return sum(target is not None for image in self.images for target in image.targets)
-
-
-def _inspect(source: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str | None, image_io.ImageHeader | None]:
-    """Why ``source`` is not a usable image (or None), and its header: upright size, how to decode it.
-
-    No pixel is decoded here: DataAugmentation's pipeline decodes every image anyway and reports the
-    ones that fail there (a truncated JPEG passes this check), so a full decode now would double the
-    decoding. The header still catches empty files, non-images and decompression bombs for free,
-    and says which images must be decoded as training decodes them, with Pillow (EXIF-rotated, CMYK,
-    16-bit): their copies come out upright, as the originals are seen in training.
-    """
-    try:
-        return None, image_io.read_header(source, max_pixels)
-    except image_io.ImageDecodeError as error:
-        problem = "file not found" if isinstance(error.__cause__, FileNotFoundError) else str(error)
-        return problem, None
-    except (OSError, SyntaxError, ValueError) as error:  # a malformed EXIF block, say
-        return f"not a readable image ({type(error).__name__}: {error})", None
-
-
-# Every JPEG ends with the end-of-image marker; in the coded data before it 0xFF is always followed
-# by 0x00 or a restart marker, so a cut file cannot end with it.
-_JPEG_END = b"\xff\xd9"
-
 
 def is_made(path: Path | str) -> bool:
-    """True when ``path`` holds a complete copy: a JPEG file that ends with its end-of-image marker.
+    """True when ``path`` is a complete copy (``files.write_new``), not a user's file under a copy's name.
 
-    Copies are written whole (``files.write_new``), so this tells an earlier run's copy, which a
-    re-run skips, from a user's file under a copy's name, which is never replaced.
+    That is, a JPEG ending with its end-of-image marker: in the coded data before it 0xFF is always
+    followed by 0x00 or a restart marker, so a cut file cannot end with it.
     """
     try:
-        handle = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    except (FileNotFoundError, IsADirectoryError):
+        with open(path, "rb") as stream:
+            stream.seek(-2, os.SEEK_END)
+            return stream.read() == b"\xff\xd9"
+    except OSError:  # missing, shorter than the marker, or a folder
         return False
-    try:
-        os.lseek(handle, -len(_JPEG_END), os.SEEK_END)
-        return os.read(handle, len(_JPEG_END)) == _JPEG_END
-    except OSError:  # shorter than the marker, or a folder
-        return False
-    finally:
-        os.close(handle)
-
-
-def refuse_unless_train(data_dir: Path, split: str = TRAIN) -> None:
-    """Stops any attempt to augment a split other than train.
-
-    Raises:
-        UserError: for ``split`` other than train, or ``data_dir`` that is itself a split folder.
-    """
-    if split.lower() != TRAIN:
-        raise UserError(
-            f"refusing to augment {split!r}: only the train split is augmented (copies of validation or "
-            "test images would inflate their scores). Leave out --split, or use --split train."
-        )
-    name = Path(data_dir).name.lower()
-    if name in (*SPLITS, AUGMENTED_TRAIN):
-        raise UserError(
-            f"--data {data_dir} is a split folder; give the dataset folder that holds train/, "
-            f"e.g. --data {Path(data_dir).parent}. Only train is ever augmented."
-        )
 
 
 def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
-    """``(DATA/train, DATA/augmented_train)`` of a prepared dataset (either letter case of train).
-
-    Raises:
-        UserError: if ``data_dir`` or its train folder is missing.
-    """
+    """``(DATA/train, DATA/augmented_train)`` (either letter case); ``UserError`` if DATA or train is missing."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"{data_dir} is not a folder. Give the dataset folder that holds train/ with --data.")
@@ -154,75 +80,45 @@ def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
     return train_dir, find_child_folder(data_dir, AUGMENTED_TRAIN) or data_dir / AUGMENTED_TRAIN
 
 
-def copy_names(sources: Sequence[Path], copies: int) -> dict[Path, list[str]]:
-    """``aug_<stem>_<k>.jpg`` for each source of one class folder, k = 0 .. copies-1.
+def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS) -> CopyPlan:
+    """Lists the training images, reads each one's header and names its copies ``aug_<stem>_<k>.jpg``.
 
-    Sources that share a stem (``cat.png`` and ``cat.jpg``) all get their extension in the name
-    (``aug_cat_png_0.jpg``), so no two sources ever write the same file, whatever order they come in.
-    """
-    stems: dict[str, int] = {}
-    for source in sources:
-        stems[source.stem] = stems.get(source.stem, 0) + 1
-    names = {}
-    for source in sources:
-        base = source.stem if stems[source.stem] == 1 else f"{source.stem}_{source.suffix.lstrip('.').lower()}"
-        names[source] = [f"{COPY_PREFIX}{base}_{k}.jpg" for k in range(copies)]
-    return names
-
-
-def plan_copies(data_dir: Path, copies: int, wrap: Callable[[Iterable, int], Iterable] | None = None,
-                max_pixels: int = MAX_IMAGE_PIXELS) -> CopyPlan:
-    """Lists the training images, reads each one's header (size, readable), and names its copies.
-
-    Files called ``aug_*`` in train are earlier copies (moved there by MoveAugmentedImages.py) and
-    are not augmented again. Files whose header is broken are skipped with a warning naming them;
-    the pixels are decoded (and failures reported) by the augmentation pipeline.
-
-    Args:
-        data_dir: the dataset folder holding ``train/<Class>/``.
-        copies: copies per image.
-        wrap: wraps the stream of checked files with their count, e.g. in a progress bar.
-        max_pixels: images with more pixels are skipped (a guard against decompression bombs).
+    ``aug_*`` files in train are earlier copies (moved there) and are not augmented again. Files
+    whose header is broken are skipped with a warning; the pixels are decoded (and failures
+    reported) by the augmentation pipeline: decoding here too would double the work.
 
     Raises:
         UserError: if the dataset folder, train, or its class folders are missing.
     """
     train_dir, output_dir = dataset_folders(data_dir)
     plan = CopyPlan(train_dir=train_dir, output_dir=output_dir)
-    names: dict[Path, list[str]] = {}
+    targets: dict[Path, tuple[str | None, ...]] = {}
     for class_name in find_class_folders(train_dir):
         files = list_images(train_dir / class_name)
         sources = [path for path in files if not path.name.startswith(COPY_PREFIX)]
         plan.earlier_copies += len(files) - len(sources)
-        names.update(copy_names(sources, copies))
-    sources = list(names)
-    made: dict[str, set[str]] = {}
-    folders: dict[str, Path] = {}
-    # One thread: reading a header takes tens of microseconds, mostly Python, which threads would
-    # only pass around the GIL (measured slower with 4 threads).
-    checked = (_inspect(source, max_pixels) for source in sources)
-    results = list(wrap(checked, len(sources)) if wrap else checked)
-    for source, (problem, header) in zip(sources, results):
-        if problem:
-            logger.warning("skipping %s: %s", source, problem)
-            plan.broken.append((source, problem))
-            continue
-        class_name = source.parent.name
-        if class_name not in made:
-            made[class_name] = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
-            folders[class_name] = str(output_dir / class_name)
-        folder = folders[class_name]
-        targets = tuple(None if name in made[class_name] else f"{folder}{os.sep}{name}" for name in names[source])
-        plan.images.append(SourceImage(source, class_name, targets, header.width, header.height, header.needs_pil))
+        made = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
+        folder, stems = f"{output_dir / class_name}{os.sep}", Counter(path.stem for path in sources)
+        for path in sources:
+            # Sources sharing a stem (cat.png, cat.jpg) get their extension in the name (aug_cat_png_0.jpg),
+            # so no two ever write the same file, whatever order they come in.
+            base = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+            names = [f"{COPY_PREFIX}{base}_{k}.jpg" for k in range(copies)]
+            targets[path] = tuple(None if name in made else folder + name for name in names)
+    # One thread: reading a header takes tens of microseconds, mostly Python (measured slower with 4).
+    headers = read_headers(list(targets), max_pixels, desc="checking", workers=1)
+    for (source, copy_targets), header in zip(targets.items(), headers):
+        if isinstance(header, str):
+            logger.warning("skipping %s: %s", source, header)
+            plan.broken.append((source, header))
+        else:
+            plan.images.append(SourceImage(source, source.parent.name, copy_targets, header.width, header.height,
+                                           header.needs_pil))
     return plan
 
 
 def _made_copies(folder: Path) -> set[str]:
-    """Names of the complete copies (``aug_*``, ``is_made``) already in ``folder``.
-
-    Also removes the hidden ``.aug_*.tmp`` files an interrupted run's ``files.write_new`` left: never
-    a complete copy, and that copy is made again.
-    """
+    """Names of the complete copies in ``folder``; removes the ``.aug_*.tmp`` an interrupted write left."""
     if not folder.is_dir():
         return set()
     with os.scandir(folder) as entries:
@@ -235,7 +131,7 @@ def _made_copies(folder: Path) -> set[str]:
 
 @dataclass
 class MoveReport:
-    """What ``move_augmented`` did (or, with ``dry_run``, would do)."""
+    """What ``move_augmented`` did (or, with ``dry_run``, would do); the counts are per class."""
 
     classes: list[str]
     train_before: dict[str, int]
@@ -251,75 +147,55 @@ class MoveReport:
     found: bool = True  # False when there was no augmented_train folder: nothing to do
 
 
-def move_augmented(
-    data_dir: Path, dry_run: bool = False, wrap: Callable[[Iterable[Path], int], Iterable[Path]] | None = None
-) -> MoveReport:
-    """Moves every image in ``DATA/augmented_train/<Class>/`` into ``DATA/train/<Class>/``.
+def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport:
+    """Moves every image in ``DATA/augmented_train/<Class>/`` into ``DATA/train/<Class>/``, then removes the folder.
 
-    Never overwrites: identical content already in train is skipped (the copy is removed), a
-    different file under the same name makes the copy take a stable new name. Classes that train
-    does not have are refused before anything moves. A copy with the same content (sha256) as a
-    validation or test image is refused: in train it would leak that image into training. It stays
-    in augmented_train and is added to ``DATA/move-refused.csv``, dated, as the merge lists its
-    refusals. The emptied augmented folder is removed. A run
-    that was interrupted can simply be run again: each file is either still in augmented_train or
-    already, completely, in train.
+    Never overwrites (``files.place_file``: identical content is skipped, a name taken by other
+    content gives a stable new name). A copy with the content of a validation or test image is
+    refused (in train it would leak that image): it stays and is added, dated, to
+    ``DATA/move-refused.csv``. An interrupted run can simply be run again.
 
-    Args:
-        data_dir: the dataset folder holding ``train/`` and ``augmented_train/``.
-        dry_run: count what would happen and change nothing.
-        wrap: wraps the files to move with their count, e.g. in a progress bar.
-
-    Returns:
-        Per-class counts. With no augmented_train folder there is nothing to do and the counts are 0.
+    With ``dry_run`` it counts what would happen and changes nothing.
 
     Raises:
         UserError: if the dataset or its train folder is missing, or augmented_train has a class
-            that train does not have.
+            that train does not have (then nothing moves).
     """
     train_dir, augmented_dir = dataset_folders(data_dir)
     train_classes = find_class_folders(train_dir)
     if not augmented_dir.is_dir():
-        counts = {name: len(list_images(train_dir / name)) for name in train_classes}
-        return MoveReport(classes=train_classes, train_before=counts, train_after=dict(counts), found=False)
-    augmented_classes = sorted(
-        child.name for child in augmented_dir.iterdir() if child.is_dir() and not child.name.startswith(".")
-    )
-    unknown = sorted(set(augmented_classes) - set(train_classes))
+        return MoveReport(train_classes, {}, found=False)
+    classes = sorted(child.name for child in augmented_dir.iterdir() if child.is_dir() and child.name[0] != ".")
+    unknown = sorted(set(classes) - set(train_classes))
     if unknown:
         raise UserError(
             f"{augmented_dir} has class folders {unknown} that {train_dir} does not have "
             f"(train has {train_classes}). Rename them to a train class or remove them, then run again."
         )
-    report = MoveReport(
-        classes=augmented_classes,
-        train_before={name: len(list_images(train_dir / name)) for name in augmented_classes},
-    )
-    counts = {name: {Outcome.MOVED: 0, Outcome.IDENTICAL: 0, Outcome.RENAMED: 0, _REFUSED: 0}
-              for name in augmented_classes}
-    sources = [path for name in augmented_classes for path in list_images(augmented_dir / name)]
-    held_out = _held_out_images(data_dir) if sources else {}
-    for source in wrap(sources, len(sources)) if wrap else sources:
+    report = MoveReport(classes, {name: len(list_images(train_dir / name)) for name in classes})
+    counts = {name: Counter() for name in classes}
+    sources = [path for name in classes for path in list_images(augmented_dir / name)]
+    held_out = {sha256_file(path): path  # every validation and test image (none needed when nothing moves)
+                for split in (VALIDATION, TEST) if sources and (folder := find_child_folder(data_dir, split))
+                for path in list_images(folder, recursive=True)}
+    for source in progress(sources, total=len(sources), desc="moving"):
         target = train_dir / source.parent.name / source.name
         digest = sha256_file(source) if held_out else None
         if digest in held_out:
             report.refused_files.append((str(source), f"same content as {held_out[digest]}; in train it would "
                                                       "leak that image into training"))
-            counts[source.parent.name][_REFUSED] += 1
-            continue
-        outcome = _would_place(source, target, digest) if dry_run else _move_one(source, target, digest)
-        counts[source.parent.name][outcome] += 1
-    for name in augmented_classes:
-        report.moved[name] = counts[name][Outcome.MOVED]
-        report.identical[name] = counts[name][Outcome.IDENTICAL]
-        report.renamed[name] = counts[name][Outcome.RENAMED]
-        report.refused[name] = counts[name][_REFUSED]
+            counts[source.parent.name]["refused"] += 1
+        elif dry_run:
+            counts[source.parent.name][_would_place(source, target, digest)] += 1
+        else:
+            counts[source.parent.name][place_file(source, target, move=True, source_digest=digest)[1]] += 1
+    for name in classes:
+        report.moved[name], report.identical[name], report.renamed[name], report.refused[name] = (
+            counts[name][key] for key in (Outcome.MOVED, Outcome.IDENTICAL, Outcome.RENAMED, "refused"))
+        report.train_after[name] = (report.train_before[name] + report.moved[name] + report.renamed[name]
+                                    if dry_run else len(list_images(train_dir / name)))
     if dry_run:
-        report.train_after = {
-            name: report.train_before[name] + report.moved[name] + report.renamed[name] for name in augmented_classes
-        }
         return report
-    report.train_after = {name: len(list_images(train_dir / name)) for name in augmented_classes}
     if report.refused_files:
         report.refused_path = Path(data_dir) / MOVE_REFUSED_NAME
         moved_at = datetime.now().isoformat(timespec="seconds")
@@ -327,25 +203,9 @@ def move_augmented(
                    [(moved_at, source, reason) for source, reason in report.refused_files])
         logger.warning("refused %d copies identical to a validation or test image; they stay in %s (list: %s)",
                        len(report.refused_files), augmented_dir, report.refused_path)
-    refused = {Path(source) for source, _ in report.refused_files}
-    report.left_behind, report.removed_folder = _remove_emptied(augmented_dir, refused)
+    report.left_behind, report.removed_folder = _remove_emptied(
+        augmented_dir, {Path(source) for source, _ in report.refused_files})
     return report
-
-
-def _held_out_images(data_dir: Path) -> dict[str, Path]:
-    """sha256 -> path of every image in ``DATA/validation`` and ``DATA/test`` (any letter case)."""
-    folders = [folder for split in SPLITS if split != TRAIN and (folder := find_child_folder(data_dir, split))]
-    return {sha256_file(path): path for folder in folders for path in list_images(folder, recursive=True)}
-
-
-def _move_one(source: Path, target: Path, digest: str | None = None) -> Outcome:
-    placed, outcome = place_file(source, target, move=True, source_digest=digest)
-    # A move interrupted between its hard link and its unlink leaves one file under both names;
-    # place_file keeps the source when the two are the same file, so drop the extra name here.
-    if (outcome is Outcome.IDENTICAL and source.exists() and source.resolve() != placed.resolve()
-            and os.path.samefile(source, placed)):
-        source.unlink()
-    return outcome
 
 
 def _would_place(source: Path, target: Path, digest: str | None = None) -> Outcome:
@@ -359,11 +219,11 @@ def _would_place(source: Path, target: Path, digest: str | None = None) -> Outco
 
 
 def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path], bool]:
-    """Removes augmented_train once its images are gone; returns the other files it keeps.
+    """Removes augmented_train once its images are gone; returns the other files it keeps, and whether it went.
 
-    Hidden ``.*.tmp`` files are the remains of interrupted atomic writes (never a complete file)
-    and are removed; anything else (a note, a non-image file) is kept, and so is its folder. The
-    ``refused`` copies stay too, already reported.
+    Hidden ``.*.tmp`` files are the remains of interrupted writes (never a complete file) and are
+    removed; anything else (a note, a non-image file) is kept, with its folder, and so are the
+    ``refused`` copies (already reported).
     """
     kept = []
     for path in sorted(augmented_dir.rglob("*"), reverse=True):  # children before their folders

@@ -1,20 +1,18 @@
 """Offline augmentation: decodes the training images, augments them and writes every copy as a JPEG.
 
-``plan_batches`` groups the images that ``moving.plan_copies`` named copies for into batches of
-one size; ``write_augmented_copies`` runs them through a parallel ``tf.data`` pipeline (decode as
-training does, augment with ``build_augmentation``'s ``"all"`` part, JPEG-encode) and writes each
-copy with ``files.write_new``. Every random draw comes from a batch's own seed, so the same images
-and seed always give the same bytes, and a re-run after an interruption makes exactly the copies
-that are missing, the same as an uninterrupted run would have.
+Images of one size are batched (``plan_batches``), then decoded as training decodes them, augmented
+and JPEG-encoded in a parallel tf.data pipeline. Every draw comes from a batch's own seed, so the
+same images and seed give the same bytes, and a re-run makes exactly the missing copies.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,23 +28,16 @@ from realvsai.moving import SourceImage, is_made
 # A batch holds at most this many pixels of copies (about 400 MB as float32 RGB), so a folder of
 # 12-megapixel photos never needs more than a few full-size float copies at once.
 MAX_BATCH_PIXELS = 1 << 25
-# XLA-compiling the augmentation costs about 0.15 s a batch shape and saves about a fifth of a
-# 32 px run's CPU time (80,000 copies: 12.8 s instead of 15.5 s), so the sizes of which a run
-# makes at least this many pixels of copies are compiled (from about 16,000 copies at 32 px).
+# XLA-compiling the augmentation costs about 0.15 s a batch shape and saves a fifth of a 32 px run's
+# CPU time (80,000 copies: 12.8 s, not 15.5 s): sizes with at least this many pixels of copies compile.
 MIN_COMPILED_PIXELS = 1 << 24
 
 
 @dataclass(frozen=True)
 class CopyBatch:
-    """Images of one size, and which of their copies one call of the augmentation makes.
+    """Images of one size and the copies one augmentation call makes of them, per source (``SourceImage``).
 
-    Attributes:
-        sources: the image files; they all decode (and resize) to the same size.
-        targets: for each source, one output path per copy made here; None for a copy that exists
-            already (it is still computed, so that the others come out the same as in a fresh run).
-        seed: the batch's seed pair, from the run's seed and its first image.
-        needs_pil: for each source, whether it decodes with Pillow, as in training (``data.decode_rgb``).
-        jit_compile: XLA-compile its augmentation, where the layers allow it (``MIN_COMPILED_PIXELS``).
+    A copy that exists already (target None) is still computed, so the others come out as in a fresh run.
     """
 
     sources: tuple[Path, ...]
@@ -60,41 +51,34 @@ class CopyBatch:
         return len(self.targets[0])
 
 
-def batch_seed(seed: int, key: str, first_copy: int = 0) -> tuple[int, int]:
-    """The seed pair of one batch, from the run's ``seed`` and the batch's first image ``key``."""
-    digest = hashlib.sha256(f"realvsai-copies:{seed}:{key}:{first_copy}".encode()).digest()
-    return (int.from_bytes(digest[:4], "little") >> 1, int.from_bytes(digest[4:8], "little") >> 1)
-
-
 def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | None = None, batch_size: int = 32,
                  max_batch_pixels: int = MAX_BATCH_PIXELS) -> list[CopyBatch]:
     """Groups images by their output size into batches of at most ``batch_size`` images, all copies each.
 
-    Batching is what makes the run fast: the augmentation's hundred small ops then run once for a
-    batch's copies (320 by default) instead of once per image. A batch also holds at most
-    ``max_batch_pixels`` pixels of copies; an image too large for that alone gets its copies spread
-    over several batches. The batches (and so the random draws) depend only on the images, their
-    order, ``seed``, ``image_size`` and ``batch_size``, so a re-run draws as the first run did.
+    Batching is what makes the run fast: the augmentation's hundred small ops run once per batch,
+    not per image. An image whose copies alone exceed ``max_batch_pixels`` gets them spread over
+    several batches. The batches (and so the draws) depend only on the images, their order and the
+    arguments, so a re-run draws as the first run did.
     """
     groups: dict[tuple[int, int], list[SourceImage]] = {}
     for image in images:
-        size = (image_size, image_size) if image_size else (image.height, image.width)
-        groups.setdefault(size, []).append(image)
+        groups.setdefault((image_size, image_size) if image_size else (image.height, image.width), []).append(image)
     batches = []
     for (height, width), members in sorted(groups.items()):
-        copies = len(members[0].targets)
-        pixels_per_copy = max(1, height * width)
+        copies, pixels_per_copy = len(members[0].targets), max(1, height * width)
         # All the images count, also those whose copies exist: a re-run must choose as the first run did.
         jit_compile = len(members) * copies * pixels_per_copy >= MIN_COMPILED_PIXELS
         per_batch = max(1, min(batch_size, max_batch_pixels // (pixels_per_copy * copies)))
         copies_per_batch = min(copies, max(1, max_batch_pixels // pixels_per_copy))
         for start in range(0, len(members), per_batch):
             chunk = members[start:start + per_batch]
-            for first_copy in range(0, copies, copies_per_batch):
+            key = f"{chunk[0].class_name}/{chunk[0].source.name}"  # the first image names the batch stably
+            for first in range(0, copies, copies_per_batch):
+                digest = hashlib.sha256(f"realvsai-copies:{seed}:{key}:{first}".encode()).digest()
                 batches.append(CopyBatch(
                     sources=tuple(image.source for image in chunk),
-                    targets=tuple(tuple(image.targets[first_copy:first_copy + copies_per_batch]) for image in chunk),
-                    seed=batch_seed(seed, chunk[0].key, first_copy),
+                    targets=tuple(tuple(image.targets[first:first + copies_per_batch]) for image in chunk),
+                    seed=(int.from_bytes(digest[:4], "little") >> 1, int.from_bytes(digest[4:8], "little") >> 1),
                     needs_pil=tuple(image.needs_pil for image in chunk),
                     jit_compile=jit_compile,
                 ))
@@ -111,82 +95,52 @@ class CopyReport:
     in_the_way: list[str] = field(default_factory=list)  # files kept at a copy's name: not copies
 
 
-def write_augmented_copies(
-    batches: Sequence[CopyBatch],
-    augmentation: keras.Sequential | None,
-    image_size: int | None = None,
-    jpeg_quality: int = 95,
-    writers: int = 2,
-    on_image_done: Callable[[int], None] | None = None,
-) -> CopyReport:
-    """Decodes, augments and JPEG-encodes every batch in a parallel ``tf.data`` pipeline, and writes it.
+def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Sequential | None,
+                           image_size: int | None = None, jpeg_quality: int = 95, writers: int = 2,
+                           on_image_done: Callable[[int], None] | None = None) -> CopyReport:
+    """Makes every batch's copies and writes each with ``files.write_new``, never over another file.
 
-    Images decode in parallel, one per element, and are regrouped into their batches; each batch
-    is augmented with its own seed (``augment_copies``) and JPEG-encoded, batches in parallel, while
-    a thread pool writes the finished ones. Each copy is written with ``files.write_new``: complete
-    under its name or not there at all, and never over another file. A file already at a copy's
-    name counts as already there when it is a complete copy (``moving.is_made``: an earlier run, or
-    a concurrent one, made it); any other file is kept and its path listed in ``in_the_way``.
+    A file already at a copy's name counts as already there when it is a complete copy
+    (``moving.is_made``: an earlier or a concurrent run made it); any other file is kept and listed
+    in ``in_the_way``. Sources TensorFlow cannot decode are skipped and listed in ``undecodable``.
 
-    Args:
-        batches: what to make (see ``plan_batches``).
-        augmentation: the layers to apply, or None to write (resized) copies unchanged.
-        image_size: resize every image to this square size first; None keeps its own size.
-        jpeg_quality: quality of the written JPEG files.
-        writers: threads that write the files, a batch at a time.
-        on_image_done: called with a number of source images finished, e.g. a progress bar's update.
-
-    Returns:
-        Counts, the sources TensorFlow could not decode (skipped; ``plan_copies`` reads only headers),
-        and the files kept in the way of a copy.
+    ``augmentation`` None writes (resized) copies unchanged; ``image_size`` None keeps each image's
+    size; ``writers`` threads write a batch at a time while TensorFlow makes the next;
+    ``on_image_done`` gets the number of source images finished (a progress bar's update).
     """
-    report = CopyReport()
-    pending = []
-    for batch in batches:
-        if all(target is None for targets in batch.targets for target in targets):
-            report.already_there += sum(len(targets) for targets in batch.targets)
-            if on_image_done:
-                on_image_done(len(batch.sources))
-        else:
-            pending.append(batch)
-    if not pending:
-        return report
-    for folder in {os.path.dirname(target) for batch in pending for targets in batch.targets for target in targets
+    report, decoded, slots = CopyReport(), set(), 0  # slots: copies of decoded images, made or not
+    for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets
                    if target}:
         os.makedirs(folder, exist_ok=True)
-
-    decoded: set[tuple[int, int]] = set()
-    in_flight: list[Future] = []
+    in_flight: collections.deque = collections.deque()  # bounds the encoded copies held in memory
     with ThreadPoolExecutor(max_workers=writers) as pool:
-        dataset = _copies_dataset(pending, augmentation, image_size, jpeg_quality)
+        dataset = _copies_dataset(batches, augmentation, image_size, jpeg_quality)
         for batch_index, positions, encoded in dataset.as_numpy_iterator():
-            batch = pending[batch_index]
+            batch = batches[batch_index]
             files = []
             for row, position in enumerate(positions):
                 decoded.add((int(batch_index), int(position)))
+                slots += batch.copies
                 copies = encoded[row * batch.copies:(row + 1) * batch.copies]
                 files.extend((target, data) for target, data in zip(batch.targets[position], copies) if target)
-                report.already_there += sum(target is None for target in batch.targets[position])
-            in_flight.append(pool.submit(_write_files, files))
-            while len(in_flight) > 2 * writers:  # bounds the encoded copies held in memory
-                _count_writes(in_flight.pop(0), report)
+            in_flight.append(pool.submit(_write_files, files, report.in_the_way))
+            while len(in_flight) > 2 * writers:
+                report.written += in_flight.popleft().result()
             if on_image_done:
                 on_image_done(len(positions))
-        for future in in_flight:
-            _count_writes(future, report)
-    for batch_index, batch in enumerate(pending):
-        lost = [source for position, source in enumerate(batch.sources) if (batch_index, position) not in decoded]
-        report.undecodable.extend(lost)
-        if lost and on_image_done:
-            on_image_done(len(lost))
-    report.undecodable = sorted(set(report.undecodable))
+        report.written += sum(future.result() for future in in_flight)
+    report.already_there = slots - report.written - len(report.in_the_way)
+    report.undecodable = sorted({source for index, batch in enumerate(batches)
+                                 for position, source in enumerate(batch.sources) if (index, position) not in decoded})
+    if report.undecodable and on_image_done:
+        on_image_done(len(report.undecodable))
     report.in_the_way.sort()
     return report
 
 
-def _write_files(files: Sequence[tuple[str, bytes]]) -> tuple[int, int, list[str]]:
-    """Writes each ``(path, bytes)`` with ``write_new``; returns (written, already there, in the way)."""
-    written, in_the_way = 0, []
+def _write_files(files: Sequence[tuple[str, bytes]], in_the_way: list[str]) -> int:
+    """Writes each ``(path, bytes)`` with ``write_new``; returns how many it wrote, adds the others not made."""
+    written = 0
     for path, data in files:
         try:
             write_new(path, data)
@@ -194,46 +148,38 @@ def _write_files(files: Sequence[tuple[str, bytes]]) -> tuple[int, int, list[str
         except FileExistsError:
             if not is_made(path):
                 in_the_way.append(path)
-    return written, len(files) - written - len(in_the_way), in_the_way
-
-
-def _count_writes(future: Future, report: CopyReport) -> None:
-    """Waits for one batch of writes and adds it to ``report``; re-raises a failed write."""
-    written, already_there, in_the_way = future.result()
-    report.written += written
-    report.already_there += already_there
-    report.in_the_way.extend(in_the_way)
+    return written
 
 
 def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg_quality) -> tf.data.Dataset:
     """Elements ``(batch index, positions of its decoded images, JPEG bytes of their copies)``."""
     elements = [(batch_index, position, str(source), batch.needs_pil[position])
                 for batch_index, batch in enumerate(batches) for position, source in enumerate(batch.sources)]
-    batch_indices, positions, sources, use_pil = zip(*elements)
     batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
     copies = tf.constant([batch.copies for batch in batches], tf.int32)
     seeds = tf.constant(np.array([batch.seed for batch in batches], np.int64).reshape(-1, 2))
-    apply = None if augmentation is None else functools.partial(apply_transformations, augmentation.layers)
-    compiled = None
-    if apply and any(batch.jit_compile for batch in batches) and all(layer.supports_jit
-                                                                     for layer in augmentation.layers):
+    layers = augmentation.layers if augmentation else []
+    apply, compiled = functools.partial(apply_transformations, layers), None
+    if layers and any(batch.jit_compile for batch in batches) and all(layer.supports_jit for layer in layers):
         compiled = tf.function(apply, jit_compile=True, autograph=False)
         wanted = tf.constant([batch.jit_compile for batch in batches])
 
     # No autograph: these functions use Python control flow on Python values only, and converting
     # them and the layers they call cost a fifth of a 5,000-copy run's CPU time (2.4 s, 1.9 without).
-    @tf.autograph.experimental.do_not_convert
+    plain = tf.autograph.experimental.do_not_convert
+
+    @plain
     def decode(batch_index, position, path, pil):
         image = tf.cast(decode_rgb(path, pil), tf.float32)  # as training decodes it: upright, RGB
         if image_size is not None:
             image = tf.image.resize(image, (image_size, image_size), antialias=True)
         return batch_index, position, image
 
-    @tf.autograph.experimental.do_not_convert
+    @plain
     def augment_and_encode(batch_index, position, images):
         batch_index = batch_index[0]
         images = tf.repeat(images, copies[batch_index], axis=0)  # each image's copies side by side
-        if apply:
+        if layers:
             drawn = random_transformations(augmentation, images, seeds[batch_index])
             if compiled:
                 images = tf.cond(wanted[batch_index], lambda: compiled(images, drawn), lambda: apply(images, drawn))
@@ -244,21 +190,17 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
                             fn_output_signature=tf.string)
         return batch_index, position, encoded
 
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (np.array(batch_indices, np.int64), np.array(positions, np.int64), list(sources), np.array(use_pil, bool)))
+    # (batch index, position in it, path, decode with Pillow) of every image
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(np.array(column) for column in zip(*elements)))
     # This is where broken images are found (plan_copies reads only their headers): one that
-    # TensorFlow cannot decode (truncated, or a format it lacks) drops out here and is reported by
-    # its missing position. Errors after decoding are bugs and still stop the run.
+    # TensorFlow cannot decode drops out here and is reported by its missing position. Errors
+    # after decoding are bugs and still stop the run.
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-    # Regroup the decoded images into their batches. Each window closes as soon as its batch is
-    # complete (window_size_func), so only the batches being assembled are held in memory; one
-    # missing an undecodable image closes at the end of the input.
-    plain = tf.autograph.experimental.do_not_convert
-    dataset = dataset.group_by_window(
-        key_func=plain(lambda batch_index, position, image: batch_index),
-        reduce_func=plain(lambda key, window: window.batch(batch_lengths[key])),
-        window_size_func=plain(lambda key: batch_lengths[key]),
-    )
+    # Regroup the decoded images into their batches; each window closes as soon as its batch is
+    # complete, so only the batches being assembled are held in memory.
+    dataset = dataset.group_by_window(key_func=plain(lambda batch_index, position, image: batch_index),
+                                      reduce_func=plain(lambda key, window: window.batch(batch_lengths[key])),
+                                      window_size_func=plain(lambda key: batch_lengths[key]))
     dataset = dataset.map(augment_and_encode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
     # tf.data's default graph rewrites add start-up and gain nothing for this short, already
     # parallel pipeline (measured: a 5,000-copy run took 3.2 s with them, 2.5 s without).
