@@ -17,24 +17,15 @@ from __future__ import annotations
 
 import sys
 from argparse import Namespace
-from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, run_main, setup_logging
 from realvsai.moving import MoveReport, move_augmented
 
 
-@dataclass(frozen=True)
-class MoveConfig:
-    """The defaults of MoveAugmentedImages.py (the README's)."""
-
-    data: Path = Path("data")
-
-
 def parse_args(argv: list[str] | None = None) -> Namespace:
-    defaults = MoveConfig()
     parser = make_parser(__doc__)
-    parser.add_argument("--data", type=Path, default=defaults.data,
+    parser.add_argument("--data", type=Path, default=Path("data"),
                         help="dataset folder holding train/ and augmented_train/")
     parser.add_argument("--dry-run", action="store_true", help="show what would move and change nothing")
     return parser.parse_args(argv)
@@ -44,18 +35,16 @@ def move(args: Namespace) -> None:
     print_summary(args, move_augmented(args.data, dry_run=args.dry_run))
 
 
-def print_summary(args: Namespace, report: MoveReport) -> None:
-    moved, identical, renamed = (sum(counts.values()) for counts in (report.moved, report.identical, report.renamed))
-    if not report.found:
+def print_summary(args: Namespace, report: MoveReport | None) -> None:
+    if report is None:
         print(f"Nothing to move: {args.data} has no augmented_train folder. Run DataAugmentation.py first.")
         return
-    rows = [
-        (name, report.train_before[name], report.moved[name], report.identical[name], report.renamed[name],
-         report.refused[name], report.train_after[name])
-        for name in report.classes
-    ]
-    print(format_table(("class", "train before", "moved", "identical (skipped)", "renamed",
-                        "refused (leak)", "train after"), rows))
+    columns = ("train before", "moved", "identical", "renamed", "refused", "train after")
+    rows = [(name, *(counts[key] for key in columns)) for name, counts in report.counts.items()]
+    print(format_table(("class", "train before", "moved", "identical (skipped)", "renamed", "refused (leak)",
+                        "train after"), rows))
+    moved, identical, renamed = (sum(counts[key] for counts in report.counts.values())
+                                 for key in ("moved", "identical", "renamed"))
     verb = "Would move" if args.dry_run else "Moved"
     line = (f"{verb} {moved + renamed:,} files into {args.data}/train ({renamed:,} under a new name); "
             f"{identical:,} already there (identical, skipped).")

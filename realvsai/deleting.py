@@ -59,13 +59,10 @@ def check_deletable(location: Path, protected: Sequence[Path], allowed_roots: Se
 
 def plan_deletion(location: Path) -> DeletionPlan:
     """Counts the files, folders and bytes that deleting ``location`` removes, following no symlink."""
-    status = os.lstat(location)
-    if not stat.S_ISDIR(status.st_mode):
-        return DeletionPlan(location, 1, 0, status.st_size, ())
     entries = [(path, is_folder, 0 if is_folder else os.lstat(path).st_size)
                for path, is_folder in walk_bottom_up(location)]
     by_child: dict[str, list[int]] = {}
-    for path, is_folder, size in entries[:-1]:  # the last is the location itself
+    for path, is_folder, size in entries[:-1]:  # the last is the location itself (if a folder)
         counts = by_child.setdefault(path[len(str(location)) + 1:].split(os.sep, 1)[0], [0, 0])
         counts[0], counts[1] = counts[0] + (not is_folder), counts[1] + size
     return DeletionPlan(location, sum(not is_folder for _, is_folder, _ in entries),
@@ -84,9 +81,6 @@ def describe(plan: DeletionPlan, max_rows: int = 20) -> str:
 
 def delete_planned(plan: DeletionPlan) -> tuple[int, int]:
     """Deletes ``plan.path`` without following symlinks; returns the files (and links) and folders removed."""
-    if not stat.S_ISDIR(os.lstat(plan.path).st_mode):
-        os.unlink(plan.path)
-        return 1, 0
     files = folders = 0
     try:
         for path, is_folder in progress(walk_bottom_up(plan.path), total=plan.files + plan.folders,
@@ -104,6 +98,9 @@ def walk_bottom_up(top: Path) -> Iterator[tuple[str, bool]]:
 
     Symlinks come as non-folders and are never entered (``os.walk`` lists one among the folders).
     """
+    if not stat.S_ISDIR(os.lstat(top).st_mode):  # a file, or a symlink even to a folder
+        yield str(top), False
+        return
 
     def fail(error: OSError) -> None:
         raise error

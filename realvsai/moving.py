@@ -3,7 +3,6 @@
     DATA/train/<Class>/cat.jpg  --DataAugmentation.py-->   DATA/augmented_train/<Class>/aug_cat_0.jpg ...
     DATA/augmented_train/<Class>/*  --MoveAugmentedImages.py-->  DATA/train/<Class>/
 
-Only train is ever augmented (copies of validation or test images would inflate their scores).
 Copy names derive from the source name, so a re-run finds the copies it made before (in either
 folder) and does not multiply them. No TensorFlow here: planning and moving start instantly.
 """
@@ -83,12 +82,9 @@ def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
 def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS) -> CopyPlan:
     """Lists the training images, reads each one's header and names its copies ``aug_<stem>_<k>.jpg``.
 
-    ``aug_*`` files in train are earlier copies (moved there) and are not augmented again. Files
-    whose header is broken are skipped with a warning; the pixels are decoded (and failures
-    reported) by the augmentation pipeline: decoding here too would double the work.
-
-    Raises:
-        UserError: if the dataset folder, train, or its class folders are missing.
+    ``aug_*`` files in train are earlier copies (moved there), not augmented again. Files whose header
+    is broken are skipped with a warning (the augmentation pipeline decodes the pixels).
+    ``UserError`` if the dataset folder, train, or its class folders are missing.
     """
     train_dir, output_dir = dataset_folders(data_dir)
     plan = CopyPlan(train_dir=train_dir, output_dir=output_dir)
@@ -131,40 +127,29 @@ def _made_copies(folder: Path) -> set[str]:
 
 @dataclass
 class MoveReport:
-    """What ``move_augmented`` did (or, with ``dry_run``, would do); the counts are per class."""
+    """What ``move_augmented`` did (or, with ``dry_run``, would do)."""
 
-    classes: list[str]
-    train_before: dict[str, int]
-    train_after: dict[str, int] = field(default_factory=dict)
-    moved: dict[str, int] = field(default_factory=dict)
-    identical: dict[str, int] = field(default_factory=dict)
-    renamed: dict[str, int] = field(default_factory=dict)
-    refused: dict[str, int] = field(default_factory=dict)  # copies identical to a validation or test image
-    refused_files: list[tuple[str, str]] = field(default_factory=list)  # (copy, reason), left in augmented_train
+    # class -> {"train before", "moved", "identical", "renamed", "refused", "train after": count}; refused:
+    # copies identical to a validation or test image, left in augmented_train
+    counts: dict[str, Counter]
+    refused_files: list[tuple[str, str]] = field(default_factory=list)  # (copy, reason)
     refused_path: Path | None = None  # where they are listed (None for a dry run or no refusal)
     left_behind: list[Path] = field(default_factory=list)  # non-image files kept in augmented_train
     removed_folder: bool = False
-    found: bool = True  # False when there was no augmented_train folder: nothing to do
 
 
-def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport:
+def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport | None:
     """Moves every image in ``DATA/augmented_train/<Class>/`` into ``DATA/train/<Class>/``, then removes the folder.
 
-    Never overwrites (``files.place_file``: identical content is skipped, a name taken by other
-    content gives a stable new name). A copy with the content of a validation or test image is
-    refused (in train it would leak that image): it stays and is added, dated, to
-    ``DATA/move-refused.csv``. An interrupted run can simply be run again.
-
-    With ``dry_run`` it counts what would happen and changes nothing.
-
-    Raises:
-        UserError: if the dataset or its train folder is missing, or augmented_train has a class
-            that train does not have (then nothing moves).
+    Never overwrites (``files.place_file``). A copy with the content of a validation or test image is
+    refused (it would leak that image): it stays and is added, dated, to ``DATA/move-refused.csv``.
+    An interrupted run can simply be run again. None when there is no augmented_train. ``UserError``
+    if the dataset or its train is missing, or augmented_train has a class train has not (nothing moves).
     """
     train_dir, augmented_dir = dataset_folders(data_dir)
-    train_classes = find_class_folders(train_dir)
     if not augmented_dir.is_dir():
-        return MoveReport(train_classes, {}, found=False)
+        return None
+    train_classes = find_class_folders(train_dir)
     classes = sorted(child.name for child in augmented_dir.iterdir() if child.is_dir() and child.name[0] != ".")
     unknown = sorted(set(classes) - set(train_classes))
     if unknown:
@@ -172,8 +157,7 @@ def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport:
             f"{augmented_dir} has class folders {unknown} that {train_dir} does not have "
             f"(train has {train_classes}). Rename them to a train class or remove them, then run again."
         )
-    report = MoveReport(classes, {name: len(list_images(train_dir / name)) for name in classes})
-    counts = {name: Counter() for name in classes}
+    report = MoveReport({name: Counter({"train before": len(list_images(train_dir / name))}) for name in classes})
     sources = [path for name in classes for path in list_images(augmented_dir / name)]
     held_out = {sha256_file(path): path  # every validation and test image (none needed when nothing moves)
                 for split in (VALIDATION, TEST) if sources and (folder := find_child_folder(data_dir, split))
@@ -184,16 +168,15 @@ def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport:
         if digest in held_out:
             report.refused_files.append((str(source), f"same content as {held_out[digest]}; in train it would "
                                                       "leak that image into training"))
-            counts[source.parent.name]["refused"] += 1
+            outcome = "refused"
         elif dry_run:
-            counts[source.parent.name][_would_place(source, target, digest)] += 1
+            outcome = _would_place(source, target, digest).value
         else:
-            counts[source.parent.name][place_file(source, target, move=True, source_digest=digest)[1]] += 1
-    for name in classes:
-        report.moved[name], report.identical[name], report.renamed[name], report.refused[name] = (
-            counts[name][key] for key in (Outcome.MOVED, Outcome.IDENTICAL, Outcome.RENAMED, "refused"))
-        report.train_after[name] = (report.train_before[name] + report.moved[name] + report.renamed[name]
-                                    if dry_run else len(list_images(train_dir / name)))
+            outcome = place_file(source, target, move=True, source_digest=digest)[1].value
+        report.counts[source.parent.name][outcome] += 1
+    for name, counts in report.counts.items():
+        counts["train after"] = (counts["train before"] + counts["moved"] + counts["renamed"]
+                                 if dry_run else len(list_images(train_dir / name)))
     if dry_run:
         return report
     if report.refused_files:
@@ -221,9 +204,7 @@ def _would_place(source: Path, target: Path, digest: str | None = None) -> Outco
 def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path], bool]:
     """Removes augmented_train once its images are gone; returns the other files it keeps, and whether it went.
 
-    Hidden ``.*.tmp`` files are the remains of interrupted writes (never a complete file) and are
-    removed; anything else (a note, a non-image file) is kept, with its folder, and so are the
-    ``refused`` copies (already reported).
+    Hidden ``.*.tmp`` files (interrupted writes) go; anything else not ``refused`` is kept and returned.
     """
     kept = []
     for path in sorted(augmented_dir.rglob("*"), reverse=True):  # children before their folders

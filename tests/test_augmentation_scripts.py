@@ -315,17 +315,17 @@ def test_move_puts_every_copy_into_train_and_removes_the_augmented_folder(augmen
 
 
 def test_move_reports_train_counts_before_and_after(augmented):
-    report = moving.move_augmented(augmented)
-    assert report.train_before == {"FAKE": 3, "REAL": 3}
-    assert report.train_after == {"FAKE": 9, "REAL": 9}
-    assert report.moved == {"FAKE": 6, "REAL": 6}
+    counts = moving.move_augmented(augmented).counts
+    assert {name: counts[name]["train before"] for name in counts} == {"FAKE": 3, "REAL": 3}
+    assert {name: counts[name]["train after"] for name in counts} == {"FAKE": 9, "REAL": 9}
+    assert {name: counts[name]["moved"] for name in counts} == {"FAKE": 6, "REAL": 6}
 
 
 def test_move_skips_a_copy_whose_content_is_already_in_train(augmented):
     copy = augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
     shutil.copy2(copy, augmented / "train" / "REAL" / copy.name)
     report = moving.move_augmented(augmented)
-    assert report.identical["REAL"] == 1
+    assert report.counts["REAL"]["identical"] == 1
     assert len(list((augmented / "train" / "REAL").iterdir())) == 3 + 6
     assert not (augmented / "augmented_train").exists()
 
@@ -336,7 +336,7 @@ def test_move_renames_a_copy_whose_name_is_taken_by_other_content(augmented):
     original = taken.read_bytes()
     copy = (augmented / "augmented_train" / "REAL" / taken.name).read_bytes()
     report = moving.move_augmented(augmented)
-    assert report.renamed["REAL"] == 1
+    assert report.counts["REAL"]["renamed"] == 1
     assert taken.read_bytes() == original
     renamed = [path for path in taken.parent.glob("aug_img_000_0_*.jpg")]
     assert [path.read_bytes() for path in renamed] == [copy]
@@ -388,7 +388,7 @@ def test_move_cut_between_link_and_unlink_finishes_when_run_again(augmented):
     (augmented / "train" / "FAKE" / copy.name).hardlink_to(copy)  # the state a crash mid-move leaves
     expected = sorted(set(digests(augmented / "train")) | set(digests(augmented / "augmented_train")))
     report = moving.move_augmented(augmented)
-    assert report.identical["FAKE"] == 1
+    assert report.counts["FAKE"]["identical"] == 1
     assert sorted(digests(augmented / "train")) == expected
     assert not (augmented / "augmented_train").exists()
 
