@@ -1,12 +1,8 @@
 """Data augmentation as Keras layers: one definition for training and for offline copies.
 
-``build_augmentation(preset, seed)`` maps float32 RGB batches in 0..255 of any size to the same
-shape and range, and is an exact identity unless ``training=True``, so it can be the model's first
-block and be saved with it (HDF5 included). ``classic`` is ImageDataGenerator's affine augmentation
-resampled once (``RandomAffine``); ``detector`` keeps the pixel texture a real-vs-generated detector
-relies on (Wang et al. 2020, "CNN-generated images are surprisingly easy to spot... for now").
-A preset's ``"input"`` part (the JPEG step, which has no XLA kernel) runs in training's tf.data
-pipeline through ``augment_copies``; its ``"model"`` part is the model's first block.
+``build_augmentation(preset, seed)`` maps float32 RGB batches in 0..255 of any size to the same shape
+and range and is an exact identity unless ``training=True``, so it can be the model's (saved) first block.
+``detector`` keeps the pixel texture a real-vs-generated detector relies on (Wang et al. 2020).
 """
 
 from __future__ import annotations
@@ -24,8 +20,8 @@ from realvsai.config import PRESETS
 def build_augmentation(preset: str, seed: int | None = None, part: str = "all") -> keras.Sequential | None:
     """The augmentation block for ``preset``, or None for ``"none"`` or a part the preset has no layer in.
 
-    ``part``: ``"model"`` (the layers inside the model, all XLA-compiled), ``"input"`` (those in the
-    tf.data input pipeline) or ``"all"``, input first (offline copies). ``ValueError`` for an unknown preset.
+    ``part``: ``"model"`` (the model's first block, XLA-compiled), ``"input"`` (training's tf.data
+    pipeline, via ``augment_copies``) or ``"all"``, input first (offline copies).
     """
     if preset == "none":
         return None
@@ -54,20 +50,14 @@ def _layer_seed(seed: int | None, index: int) -> int | None:
 
 
 def augment_copies(augmentation: keras.Sequential, images, seed) -> tf.Tensor:
-    """``augmentation(images, training=True)`` with every draw from ``seed`` (an int tensor of shape (2,)).
-
-    The output depends on nothing else, so it is the same in any order, e.g. in ``tf.data.Dataset.map``.
-    """
+    """``augmentation(images, training=True)`` with every draw from ``seed`` (an int tensor of shape (2,)) alone."""
     images = tf.cast(images, tf.float32)
     return apply_transformations(augmentation.layers, images, random_transformations(augmentation, images, seed))
 
 
 def random_transformations(augmentation: keras.Sequential, images, seed) -> list:
-    """Each layer's random parameters for ``images``, drawn only from ``seed`` (see ``augment_copies``).
-
-    They depend on the batch's shape alone (no layer changes it), so they can be drawn outside a
-    function that XLA compiles (XLA's random numbers differ).
-    """
+    """Each layer's random parameters for ``images``, drawn only from ``seed``; they depend on the batch's
+    shape alone, so they can be drawn outside a function XLA compiles (XLA's random numbers differ)."""
     return [layer.get_random_transformation(images, tf.random.experimental.stateless_fold_in(seed, index))
             for index, layer in enumerate(augmentation.layers)]
 
@@ -85,10 +75,7 @@ def _require(condition: bool, message: str) -> None:
 
 
 class _RandomImageLayer(keras.layers.Layer):
-    """Draws each image's parameters (from a given seed tensor, or the layer's own), then applies them.
-
-    As with Keras's image layers, ``training`` defaults to True. ``get_config`` saves ``config_names``.
-    """
+    """Draws each image's parameters (from a given seed tensor, or the layer's own), then applies them."""
 
     config_names: tuple[str, ...] = ()
 
@@ -111,17 +98,13 @@ class _RandomImageLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class RandomAffine(_RandomImageLayer):
-    """Rotation, shift, shear, zoom and horizontal flip composed into one affine map, resampled once.
+    """Rotation, shift, shear, zoom and flip composed into one affine map about the centre, resampled once
+    (a chain of Keras's RandomRotation ... RandomZoom interpolates four times).
 
-    ImageDataGenerator's way: one matrix about the centre per image, one bilinear interpolation (a
-    chain of Keras's RandomRotation, RandomTranslation, RandomShear, RandomZoom interpolates four
-    times). Output pixel ``p`` reads ``c + R (H Z F (p - c) - t)``, ``c`` the centre: R rotates, ``t``
-    shifts the content (up to ``shift_fraction`` of each side), H shears (``x += s * y``), Z zooms
-    each axis (above 1 shows more), F flips left-right. Ranges are symmetric about 0 (zoom: 1).
-
-    ``shear_factor``: ImageDataGenerator read ``shear_range=0.2`` as an angle in *degrees* (±0.2°: no
-    visible shear). Here 0.2 shears by up to ±0.2 of the height (about ±11°), as the notebook meant.
-    ``fill_mode`` is only ``"nearest"``: a point outside the image reads the nearest edge pixel.
+    Output pixel ``p`` reads ``c + R (H Z F (p - c) - t)``, ``c`` the centre: R rotates, ``t`` shifts
+    the content, H shears (``x += s * y``), Z zooms each axis (above 1 shows more), F flips left-right.
+    ``shear_factor`` 0.2 shears by up to ±0.2 of the height (about ±11°), as the notebook meant
+    (ImageDataGenerator read it as 0.2 degrees). ``fill_mode`` is only ``"nearest"``.
     """
 
     config_names = ("rotation_degrees", "shift_fraction", "shear_factor", "zoom_fraction", "horizontal_flip",
@@ -155,7 +138,6 @@ class RandomAffine(_RandomImageLayer):
 
     def transform_images(self, images, transformation):
         # Each image's row [a0, a1, a2, b0, b1, b2, 0, 0] for affine_resample; zoom is input pixels per output pixel.
-        images = tf.cast(images, self.compute_dtype)
         shape = tf.shape(images)
         cos, sin = tf.cos(transformation["angle"]), tf.sin(transformation["angle"])
         zoom_x = tf.where(transformation["flip"], -transformation["zoom_x"], transformation["zoom_x"])  # F, then Z
@@ -174,13 +156,8 @@ class RandomAffine(_RandomImageLayer):
 
 
 def affine_resample(images, transforms) -> tf.Tensor:
-    """``keras.ops.image.affine_transform(images, transforms, "bilinear", "nearest")`` as gathers XLA compiles.
-
-    TensorFlow's resampling op behind Keras's has no XLA kernel, and Keras XLA-compiles the model's
-    training step ("auto"). Each output pixel ``(x, y)`` of ``images`` (batch, height, width,
-    channels) reads the input point ``(a0 x + a1 y + a2, b0 x + b1 y + b2)`` of its ``transforms`` row
-    ``[a0, a1, a2, b0, b1, b2, 0, 0]``, clamped into the image, and interpolates its four neighbours.
-    """
+    """``keras.ops.image.affine_transform(images, transforms, "bilinear", "nearest")`` as gathers XLA compiles
+    (TensorFlow's resampling op behind it has none, and Keras XLA-compiles the training step)."""
     shape = tf.shape(images)
     batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
     rows = tf.cast(tf.range(height), tf.float32)[None, :, None]
@@ -205,10 +182,8 @@ def affine_resample(images, transforms) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class RandomCropPad(_RandomImageLayer):
-    """Pads each side by ``pad_fraction`` of the image side (reflecting), crops back at random, may flip.
-
-    Pixels are moved by whole pixels, never interpolated: the texture a detector looks at survives.
-    """
+    """Pads each side by ``pad_fraction`` of the image side (reflecting), crops back at random, may flip:
+    whole pixels move, never interpolated, so the texture a detector looks at survives."""
 
     config_names = ("pad_fraction", "horizontal_flip")
 
@@ -234,7 +209,6 @@ class RandomCropPad(_RandomImageLayer):
                 "flip": flip}
 
     def transform_images(self, images, transformation):
-        images = tf.cast(images, self.compute_dtype)
         shape = tf.shape(images)
         pad_height, pad_width = self._pads(images)
         padded = tf.pad(images, [[0, 0], [pad_height, pad_height], [pad_width, pad_width], [0, 0]], mode="REFLECT")
@@ -250,8 +224,7 @@ class RandomCropPad(_RandomImageLayer):
 class RandomBlur(_RandomImageLayer):
     """Isotropic Gaussian blur, a ``sigma`` in ``sigma_range`` (pixels) drawn per image, on a ``probability`` share.
 
-    Not ``keras.layers.RandomGaussianBlur``: that draws one sigma per *batch*. Separable weighted sums
-    of whole-pixel shifts (edges repeated) run in ``tf.data`` and under XLA, at any size.
+    Not ``keras.layers.RandomGaussianBlur``: that draws one sigma per *batch*.
     """
 
     config_names = ("sigma_range", "probability")
@@ -273,7 +246,6 @@ class RandomBlur(_RandomImageLayer):
         return {"sigma": tf.where(draws[:, 0] < self.probability, sigma, tf.zeros_like(sigma))}
 
     def transform_images(self, images, transformation):
-        images = tf.cast(images, self.compute_dtype)
         # Only the chosen images are blurred, then put back in place; the others are not touched at all.
         chosen = tf.where(transformation["sigma"] > 0.0)
         sigma = tf.cast(tf.gather_nd(transformation["sigma"], chosen), self.compute_dtype)[:, None]
@@ -297,8 +269,8 @@ class RandomBlur(_RandomImageLayer):
 class RandomJpegQuality(_RandomImageLayer):
     """Re-compresses a ``probability`` share of the images as JPEG at a quality in ``quality_range`` (inclusive).
 
-    Pixels are rounded to uint8 first, as in any saved JPEG. The JPEG op has no XLA kernel: the presets
-    run this layer in tf.data, and ``supports_jit = False`` keeps Keras from compiling a model holding it.
+    Pixels are rounded to uint8 first, as in any saved JPEG. The JPEG op has no XLA kernel: ``supports_jit
+    = False`` keeps Keras from compiling a model holding it.
     """
 
     config_names = ("quality_range", "probability")
