@@ -1,8 +1,7 @@
 """Offline augmentation: decodes the training images, augments them and writes every copy as a JPEG.
 
-Images of one size are batched (``plan_batches``), then decoded as training decodes them, augmented
-and JPEG-encoded in a parallel tf.data pipeline. Every draw comes from a batch's own seed, so the
-same images and seed give the same bytes, and a re-run makes exactly the missing copies.
+Every draw comes from a batch's own seed, so the same images and seed give the same bytes, and a
+re-run makes exactly the missing copies.
 """
 
 from __future__ import annotations
@@ -35,10 +34,8 @@ MIN_COMPILED_PIXELS = 1 << 24
 
 @dataclass(frozen=True)
 class CopyBatch:
-    """Images of one size and the copies one augmentation call makes of them, per source (``SourceImage``).
-
-    A copy that exists already (target None) is still computed, so the others come out as in a fresh run.
-    """
+    """Images of one size and their copies' targets; one that exists (None) is still computed, so the others
+    come out as in a fresh run."""
 
     sources: tuple[Path, ...]
     targets: tuple[tuple[str | None, ...], ...]
@@ -53,13 +50,9 @@ class CopyBatch:
 
 def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | None = None, batch_size: int = 32,
                  max_batch_pixels: int = MAX_BATCH_PIXELS) -> list[CopyBatch]:
-    """Groups images by their output size into batches of at most ``batch_size`` images, all copies each.
-
-    Batching is what makes the run fast: the augmentation's hundred small ops run once per batch,
-    not per image. An image whose copies alone exceed ``max_batch_pixels`` gets them spread over
-    several batches. The batches (and so the draws) depend only on the images, their order and the
-    arguments, so a re-run draws as the first run did.
-    """
+    """Groups images by their output size into batches of at most ``batch_size`` images, all copies each
+    (fewer where they pass ``max_batch_pixels``). The batches depend only on the images, their order and
+    the arguments, so a re-run draws as the first run did."""
     groups: dict[tuple[int, int], list[SourceImage]] = {}
     for image in images:
         groups.setdefault((image_size, image_size) if image_size else (image.height, image.width), []).append(image)
@@ -100,15 +93,11 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
                            on_image_done: Callable[[int], None] | None = None) -> CopyReport:
     """Makes every batch's copies and writes each with ``files.write_new``, never over another file.
 
-    A file already at a copy's name counts as already there when it is a complete copy
-    (``moving.is_made``: an earlier or a concurrent run made it); any other file is kept and listed
-    in ``in_the_way``. Sources TensorFlow cannot decode are skipped and listed in ``undecodable``.
-
-    ``augmentation`` None writes (resized) copies unchanged; ``image_size`` None keeps each image's
-    size; ``writers`` threads write a batch at a time while TensorFlow makes the next;
-    ``on_image_done`` gets the number of source images finished (a progress bar's update).
+    A file at a copy's name counts as already there when ``moving.is_made`` (an earlier or concurrent
+    run made it); any other is kept and listed in ``in_the_way``. ``writers`` threads write a batch at a
+    time while TensorFlow makes the next; ``on_image_done`` gets the number of source images finished.
     """
-    report, decoded, slots = CopyReport(), set(), 0  # slots: copies of decoded images, made or not
+    report, decoded = CopyReport(), set()
     for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets
                    if target}:
         os.makedirs(folder, exist_ok=True)
@@ -120,7 +109,6 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
             files = []
             for row, position in enumerate(positions):
                 decoded.add((int(batch_index), int(position)))
-                slots += batch.copies
                 copies = encoded[row * batch.copies:(row + 1) * batch.copies]
                 files.extend((target, data) for target, data in zip(batch.targets[position], copies) if target)
             in_flight.append(pool.submit(_write_files, files, report.in_the_way))
@@ -129,7 +117,8 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
             if on_image_done:
                 on_image_done(len(positions))
         report.written += sum(future.result() for future in in_flight)
-    report.already_there = slots - report.written - len(report.in_the_way)
+    report.already_there = (sum(batches[index].copies for index, _ in decoded) - report.written
+                            - len(report.in_the_way))
     report.undecodable = sorted({source for index, batch in enumerate(batches)
                                  for position, source in enumerate(batch.sources) if (index, position) not in decoded})
     if report.undecodable and on_image_done:
@@ -139,7 +128,7 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
 
 
 def _write_files(files: Sequence[tuple[str, bytes]], in_the_way: list[str]) -> int:
-    """Writes each ``(path, bytes)`` with ``write_new``; returns how many it wrote, adds the others not made."""
+    """Writes each ``(path, bytes)``; returns how many it wrote, adds the others not made to ``in_the_way``."""
     written = 0
     for path, data in files:
         try:
@@ -192,12 +181,10 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
 
     # (batch index, position in it, path, decode with Pillow) of every image
     dataset = tf.data.Dataset.from_tensor_slices(tuple(np.array(column) for column in zip(*elements)))
-    # This is where broken images are found (plan_copies reads only their headers): one that
-    # TensorFlow cannot decode drops out here and is reported by its missing position. Errors
-    # after decoding are bugs and still stop the run.
+    # Where broken images are found (plan_copies reads only headers): one TensorFlow cannot decode drops
+    # out and is reported by its missing position. Errors after decoding are bugs and stop the run.
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-    # Regroup the decoded images into their batches; each window closes as soon as its batch is
-    # complete, so only the batches being assembled are held in memory.
+    # Each window closes as soon as its batch is complete: only the batches being assembled are held.
     dataset = dataset.group_by_window(key_func=plain(lambda batch_index, position, image: batch_index),
                                       reduce_func=plain(lambda key, window: window.batch(batch_lengths[key])),
                                       window_size_func=plain(lambda key: batch_lengths[key]))
