@@ -36,15 +36,8 @@ class Outcome(enum.Enum):
 
     COPIED = "copied"
     MOVED = "moved"
-    LINKED = "linked"
     IDENTICAL = "identical"  # the same content was already at the target: nothing written
     RENAMED = "renamed"  # the name was taken by other content: written under a new name
-
-
-def is_image_file(entry: Path | os.DirEntry) -> bool:
-    """True for a visible regular file with an image extension (any letter case)."""
-    name = entry.name
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
 
 
 def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
@@ -66,7 +59,7 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
                 elif entry.is_dir():
                     if recursive:
                         folders.append(entry.path)
-                elif is_image_file(entry):
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
                     found.append(entry.path)
                 elif entry.is_file():
                     skipped.append((entry.path, f"not an image file (image names end in "
@@ -214,15 +207,9 @@ def free_name(target: Path, digest: str, is_free: Callable[[Path], bool] | None 
     return next(candidate for candidate in map(target.with_name, candidates) if is_free(candidate))
 
 
-def place_file(
-    source: Path,
-    target: Path,
-    *,
-    move: bool = False,
-    link: bool = False,
-    source_digest: str | None = None,
-) -> tuple[Path, Outcome]:
-    """Copies, moves or hard-links ``source`` to ``target`` without ever overwriting; returns where it went.
+def place_file(source: Path, target: Path, *, move: bool = False, source_digest: str | None = None
+               ) -> tuple[Path, Outcome]:
+    """Copies or moves ``source`` to ``target`` without ever overwriting; returns where it went.
 
     If ``target`` holds the same bytes, nothing is written (a move removes the source); other bytes send
     the file to ``free_name``'s name. A move across file systems copies completely before it deletes.
@@ -230,7 +217,7 @@ def place_file(
     """
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    outcome = Outcome.MOVED if move else Outcome.LINKED if link else Outcome.COPIED
+    outcome = Outcome.MOVED if move else Outcome.COPIED
     if os.path.lexists(target):
         digest = source_digest or sha256_file(source)
         if not (target.is_file() and sha256_file(target) == digest):
@@ -239,23 +226,20 @@ def place_file(
             if move and source.resolve() != target.resolve():
                 source.unlink()  # also when both are hard links of one file: what a cut-off move leaves
             return target, Outcome.IDENTICAL
-    if move or link:
+    linked = False
+    if move:
         try:
             os.link(source, target)  # raises FileExistsError rather than replacing
+            linked = True
         except OSError as error:
-            if link or error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
                 raise
-            _copy_new(source, target, source_digest)
-    else:
-        _copy_new(source, target, source_digest)
+    if not linked:  # a copy, or a move across file systems: copied completely before the source goes
+        write_new(target, read_verified(source, source_digest) if source_digest else source.read_bytes())
+        shutil.copystat(source, target)
     if move:
         source.unlink()
     return target, outcome
-
-
-def _copy_new(source: Path, target: Path, digest: str | None) -> None:
-    write_new(target, read_verified(source, digest) if digest else source.read_bytes())
-    shutil.copystat(source, target)
 
 
 def human_bytes(num_bytes: float) -> str:

@@ -36,10 +36,6 @@ JPEG_SCALES = (8, 4, 2)
 JPEG_SCALE_HEADROOM = 2
 
 
-class TooManyPixelsError(ValueError):
-    """An image has more pixels than the project's limit; the message says so, and how to raise it."""
-
-
 class ImageDecodeError(ValueError):
     """The bytes are not an image we can use; the message says why, in words for the user."""
 
@@ -68,7 +64,7 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> I
     """Opens an image with Pillow (its header only); ``max_pixels`` replaces Pillow's own bomb limit.
 
     Raises:
-        TooManyPixelsError: if the image has more than ``max_pixels`` pixels (nothing is decoded).
+        ImageDecodeError: if the image has more than ``max_pixels`` pixels (nothing is decoded).
         OSError, SyntaxError, ValueError: Pillow's errors for what it cannot open.
     """
     with warnings.catch_warnings():
@@ -89,7 +85,7 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> I
     width, height = image.size
     if width * height > max_pixels:
         image.close()
-        raise TooManyPixelsError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels (a guard "
+        raise ImageDecodeError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels (a guard "
                                  "against decompression bombs; raise it with --max-pixels)")
     return image
 
@@ -106,7 +102,7 @@ def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> 
             image.load()
     except FileNotFoundError:
         return "file not found"
-    except TooManyPixelsError as error:
+    except ImageDecodeError as error:  # too many pixels
         return str(error)
     except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
         return f"too many pixels ({error})"
@@ -129,24 +125,22 @@ class _NamedBytes(io.BytesIO):
 
 
 def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
-                 ) -> tuple[bytes | None, str | None, str | None, ImageHeader | None]:
-    """(bytes, sha256, problem, header) of a file from one read; ``header`` is None when there is a problem."""
+                 ) -> tuple[str | None, str | None, ImageHeader | None]:
+    """(sha256, problem, header) of a file from one read; ``header`` is None when there is a problem."""
     try:
-        with open(path, "rb") as stream:
-            data = stream.read()
+        data = Path(path).read_bytes()
     except OSError as error:
-        return None, None, f"cannot be read ({error.strerror or error})", None
+        return None, f"cannot be read ({error.strerror or error})", None
     problem = image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
-    header = None if problem else read_header(data, max_pixels)
-    return data, hashlib.sha256(data).hexdigest(), problem, header
+    return hashlib.sha256(data).hexdigest(), problem, None if problem else read_header(data, max_pixels)
 
 
 def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
         return open_image(data, max_pixels)
-    except TooManyPixelsError as error:
-        raise ImageDecodeError(str(error)) from error
+    except ImageDecodeError:  # too many pixels: its message says so already
+        raise
     except UnidentifiedImageError as error:
         # Pillow's message names the stream object (<_io.BytesIO object at 0x...>): useless to a user.
         raise ImageDecodeError("not an image (no known image format)") from error

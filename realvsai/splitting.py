@@ -49,11 +49,6 @@ SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
 _NOT_AN_IMAGE = f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"
 
-# Files up to this size keep their bytes in memory between the scan and the copy (one read per
-# file); the total is capped so a large photo set is re-read (and re-verified) instead.
-_KEEP_FILE_BYTES = 1 << 20
-_KEEP_TOTAL_BYTES = 2 << 30
-
 
 @dataclass(frozen=True)
 class SplitDefaults:
@@ -101,7 +96,6 @@ class _Item:
     read_from: str  # where its bytes are now
     digest: str | None = None
     problem: str | None = None
-    data: bytes | None = None
     facts: ImageFacts | None = None  # size and format, for the shortcut check
 
 
@@ -257,7 +251,11 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
                         "ones. Drop --link to copy, or choose an --out on the same disk.")
     workers = workers or default_workers()
-    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers, max_pixels=max_pixels)
+    results = map_in_threads(lambda paths: [inspect_file(path, max_pixels) for path in paths],
+                             [item.read_from for item in items], workers, "checking")
+    for item, (digest, problem, header) in zip(items, results):
+        item.digest, item.problem = digest, problem
+        item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format)
 
     unreadable = [item for item in items if item.problem is not None]
     placements, dropped = plan(sorted((item for item in items if item.problem is None), key=lambda item: item.key))
@@ -334,19 +332,6 @@ def _moved_items(root: Path, out: Path, old_rows: Sequence[ManifestRow], locate:
     return items
 
 
-def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int) -> None:
-    """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once."""
-    results = map_in_threads(lambda paths: [inspect_file(path, max_pixels) for path in paths],
-                             [item.read_from for item in items], workers, "checking")
-    kept = 0  # small files keep their bytes for the copy (one read per file), up to a total
-    for item, (data, digest, problem, header) in zip(items, results):
-        item.digest, item.problem = digest, problem
-        item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format)
-        if keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES and kept + len(data) <= _KEEP_TOTAL_BYTES:
-            item.data = data
-            kept += len(data)
-
-
 def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> list[bool]:
     """Places each planned file at its target (never over other content); True when written, False when there."""
     written = []
@@ -363,8 +348,8 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                 os.link(item.read_from, target)
             elif mode == MOVE and not cross_device:
                 os.rename(item.read_from, target)  # the target was checked free just above
-            else:  # a copy writes the bytes the scan kept, or reads them again, checked against the sha256
-                write_new(target, item.data if item.data is not None else read_verified(item.read_from, item.digest))
+            else:  # the bytes are read again, checked against the sha256 of the scan
+                write_new(target, read_verified(item.read_from, item.digest))
                 if mode == MOVE:
                     os.unlink(item.read_from)
         except OSError as error:
@@ -373,7 +358,6 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                                 "SOURCE and --out on one file system that supports hard links; drop --link to "
                                 "copy.") from error
             raise
-        item.data = None  # free the memory as soon as the file is out
         written.append(True)
     return written
 
