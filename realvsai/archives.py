@@ -1,7 +1,6 @@
 """Zip archives in and out: safe extraction (DataUnZipper.py) and deterministic zipping (DataZipper.py).
 
-Extraction checks the whole archive before it writes a byte (zip slip, symlinks, zip bombs); each
-file is written by ``atomic_write``, so a re-run skips the files already there and finishes the rest.
+Extraction checks the whole archive (zip slip, symlinks, zip bombs) before it writes a byte.
 """
 
 from __future__ import annotations
@@ -88,12 +87,11 @@ def _is_junk(parts: Sequence[str]) -> bool:
 def extract_archive(
     archive: Path, target: Path, *, overwrite: bool = False, limits: UnzipLimits = UnzipLimits()
 ) -> ExtractResult:
-    """Extracts ``archive`` into ``target`` after checking all of it; safe to re-run after an interruption.
+    """Extracts ``archive`` into ``target`` after checking all of it; a re-run finishes an interrupted one.
 
     Raises:
         UserError: for a damaged, hostile or oversized archive, an existing file with other content
-            (without ``overwrite``) or too little free disk space; nothing is written then (damage met
-            while reading an entry leaves the files finished before it, complete).
+            (without ``overwrite``) or too little free disk space.
     """
     archive, target = Path(archive), Path(target)
     if target.exists() and not target.is_dir():
@@ -190,10 +188,7 @@ def _check_entries(
 
 
 def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
-    """Refuses entries whose bytes overlap ("quoted overlap" bombs: every entry inflates the same bytes again).
-
-    zipfile only checks this from Python 3.12 on; each local header gives where its entry's data starts.
-    """
+    """Refuses entries whose bytes overlap ("quoted overlap" bombs); zipfile only checks this from 3.12 on."""
     previous_name, previous_end = "", 0
     with open(archive, "rb", buffering=0) as stream:
         for info in sorted(infos, key=lambda info: info.header_offset):
@@ -311,11 +306,8 @@ def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) 
 
 
 def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool = False) -> ZipResult:
-    """Zips ``folder`` into ``out`` (atomically), entries named relative to ``folder`` in sorted order.
-
-    Already-compressed images are stored, everything else deflated. Symlinks and special files are
-    left out (DataUnZipper.py refuses symlinks). ``verify`` checks every CRC-32 before ``out`` gets its name.
-    """
+    """Zips ``folder`` into ``out`` atomically, in sorted order; images are stored, the rest deflated,
+    symlinks left out. ``verify`` checks every CRC-32 before ``out`` gets its name."""
     folder, out = Path(folder), Path(out)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder. Give the folder to zip.")

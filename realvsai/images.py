@@ -1,8 +1,6 @@
 """Is this a usable image, and its RGB uint8 pixels as the model takes them (no TensorFlow here).
 
 Every check goes through ``open_image``, so one pixel limit (--max-pixels) applies everywhere.
-Training decodes ordinary files with TensorFlow's decoders (the same pixels as Pillow); the files
-they would get wrong (EXIF-rotated, 16-bit, other formats) and the app's uploads go through ``load_rgb``.
 """
 
 from __future__ import annotations
@@ -61,12 +59,8 @@ def jpeg_scale(width: int, height: int, image_size: int | None) -> int:
 
 
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Opens an image with Pillow (its header only); ``max_pixels`` replaces Pillow's own bomb limit.
-
-    Raises:
-        ImageDecodeError: if the image has more than ``max_pixels`` pixels (nothing is decoded).
-        OSError, SyntaxError, ValueError: Pillow's errors for what it cannot open.
-    """
+    """Opens an image's header with Pillow; ImageDecodeError above ``max_pixels`` (Pillow's own bomb limit
+    is replaced), Pillow's OSError, SyntaxError or ValueError for what it cannot open."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -91,11 +85,7 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> I
 
 
 def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """Why ``path`` is not a usable image, or None when it decodes completely.
-
-    The pixel count is checked from the header first, so a decompression bomb costs nothing; the full
-    decode catches truncated files that the header alone hides.
-    """
+    """Why ``path`` is not a usable image, or None when it decodes completely (pixel count checked first)."""
     try:
         with open_image(path, max_pixels) as image, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
@@ -149,11 +139,7 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
 
 
 def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageHeader:
-    """Upright size, format and decode route of an image, from its header alone.
-
-    Raises:
-        ImageDecodeError: if it is not an image, or has more than ``max_pixels`` pixels.
-    """
+    """Upright size, format and decode route of an image, from its header alone (else ImageDecodeError)."""
     with _open(source, max_pixels) as image:
         try:
             orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
@@ -173,10 +159,7 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
 
 def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",
                  workers: int = 8) -> list[ImageHeader | str]:
-    """Each file's ``read_header``, or why it is not a usable image, read in threads.
-
-    Headers only: a split already decoded every file; one broken after its header is dropped when decoded.
-    """
+    """Each file's ``read_header``, or why it is not a usable image, read in threads (headers only)."""
     def read(path: Path) -> ImageHeader | str:
         try:
             return read_header(path, max_pixels)

@@ -1,8 +1,6 @@
 """Stratified, seeded, leak-free splits written as ``DATA/{train,validation,test}/<Class>/<images>``.
 
-Each file is read once (sha256 and a full decode check), each class cut with ``random.Random(seed)``
-(an exact duplicate follows its first copy), and ``manifest.csv`` written before the first file is
-placed, so a re-run finds the same plan and only completes what is missing.
+``manifest.csv`` is written before the first file is placed, so a re-run only completes what is missing.
 """
 
 from __future__ import annotations
@@ -104,10 +102,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
                    overwrite: bool = False, workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
                    ) -> SplitReport:
     """Splits ``SOURCE/<Class>/<images>`` into train, validation and test, per class (DataSplitD1).
-
-    ``mode`` is ``"copy"`` (SOURCE untouched), ``"move"`` or ``"link"``; ``renames`` maps class folders to
-    output names; ``overwrite`` moves a different split in ``out`` aside instead of refusing.
-    """
+    ``mode``: copy, move or link; ``overwrite`` moves a different split in ``out`` aside instead of refusing."""
     fractions = check_ratios(ratios)
     source, out = _check_paths(source, out)
     class_folders = find_class_folders(source)
@@ -134,10 +129,7 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
                      overwrite: bool = False, workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
                      ) -> SplitReport:
     """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2).
-
-    Test stays test; a train file identical to a test file is left out (listed in ``skipped.csv``).
-    ``source`` may also be a folder holding exactly one such dataset, as a Kaggle zip often unpacks.
-    """
+    A train file identical to a test file is left out (listed in ``skipped.csv``)."""
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
     source, out = _check_paths(source, out)
@@ -177,10 +169,7 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
 
 def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, key: Callable[[T], object] | None = None
                 ) -> dict[str, list[T]]:
-    """Cuts files into named splits; the same files and seed always give the same split.
-
-    Sorted (by ``key``), shuffled with ``random.Random(seed)``, cut at the rounded cumulative fractions.
-    """
+    """Cuts files into named splits; the same files and seed always give the same split."""
     ordered = sorted(files, key=key)
     random.Random(seed).shuffle(ordered)
     result, start, cumulative = {}, 0, 0.0
