@@ -224,10 +224,7 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
 
 def human_bytes(num_bytes: float) -> str:
     """``1536`` -> ``'1.5 KB'``."""
-    if abs(num_bytes) < 1024:
-        return f"{num_bytes:.0f} B"
-    for unit in ("KB", "MB", "GB"):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(num_bytes) < 1024 or unit == "TB":
+            return f"{num_bytes:.0f} B" if unit == "B" else f"{num_bytes:.1f} {unit}"
         num_bytes /= 1024
-        if abs(num_bytes) < 1024:
-            return f"{num_bytes:.1f} {unit}"
-    return f"{num_bytes / 1024:.1f} TB"

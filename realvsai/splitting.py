@@ -152,9 +152,7 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
 
     def plan(items: list[_Item]) -> tuple[list[tuple[str, _Item]], list[_Item]]:
         test_items = [item for item in items if item.group == TEST]
-        in_test = {}
-        for item in test_items:
-            in_test.setdefault(item.digest, item)
+        in_test = {item.digest: item for item in reversed(test_items)}  # the first copy in key order
         train_items = [item for item in items if item.group == TRAIN and item.digest not in in_test]
         dropped = [item for item in items if item.group == TRAIN and item.digest in in_test]
         for item in dropped:
