@@ -1,7 +1,4 @@
-"""Zip archives in and out: safe extraction (DataUnZipper.py) and deterministic zipping (DataZipper.py).
-
-Extraction checks the whole archive (zip slip, symlinks, zip bombs) before it writes a byte.
-"""
+"""Zip archives in and out: safe extraction (DataUnZipper.py) and deterministic zipping (DataZipper.py)."""
 
 from __future__ import annotations
 
@@ -67,7 +64,6 @@ class ZipResult:
     empty_folders: int
     left_out: tuple[str, ...]  # symlinks and special files, which an archive should not carry
     archive_bytes: int
-    verified: bool
 
 
 def entry_parts(name: str) -> list[str] | None:
@@ -87,12 +83,8 @@ def _is_junk(parts: Sequence[str]) -> bool:
 def extract_archive(
     archive: Path, target: Path, *, overwrite: bool = False, limits: UnzipLimits = UnzipLimits()
 ) -> ExtractResult:
-    """Extracts ``archive`` into ``target`` after checking all of it; a re-run finishes an interrupted one.
-
-    Raises:
-        UserError: for a damaged, hostile or oversized archive, an existing file with other content
-            (without ``overwrite``) or too little free disk space.
-    """
+    """Extracts ``archive`` into ``target`` once all of it passed the checks (zip slip, symlinks, zip bombs,
+    free space); a re-run finishes an interrupted one."""
     archive, target = Path(archive), Path(target)
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file. Give --to a folder to extract into.")
@@ -136,8 +128,7 @@ def extract_archive(
 def _check_entries(
     archive: Path, infos: Sequence[zipfile.ZipInfo], limits: UnzipLimits
 ) -> tuple[list[tuple[zipfile.ZipInfo, str]], set[str], int]:
-    """(info, path below the target) of each entry to extract, the folders they need, and the junk count,
-    once every entry has passed every check."""
+    """(info, path below the target) of each entry to extract, the folders they need, and the junk count."""
     entries: dict[str, zipfile.ZipInfo] = {}
     folders: set[str] = set()
     junk = total_size = total_compressed = 0
@@ -236,8 +227,7 @@ def _check_folders(root: str, folders: set[str]) -> set[str]:
 
 def _compare_existing(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], existing_folders: set[str],
                       overwrite: bool) -> tuple[list[tuple[zipfile.ZipInfo, str]], int]:
-    """The entries to write, and the number already in place (same size and CRC-32); other files in the way
-    are refused unless ``overwrite``."""
+    """The entries to write, and the number already in place (same size and CRC-32)."""
     to_write, clashes = [], []
     for info, relative in entries:
         path = os.path.join(root, relative)
@@ -289,8 +279,7 @@ def _remove_strays(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], ex
 
 
 def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
-    """Writes one entry with ``atomic_write`` (no fsync: a re-run checks size and CRC-32); ``ZipExtFile``
-    checks the CRC-32, and an entry inflating to other than its declared size raises BadZipFile."""
+    """Writes one entry (no fsync: a re-run checks size and CRC-32); BadZipFile unless it is as declared."""
     with atomic_write(path, "wb", durable=False) as writer, zip_file.open(info) as reader:
         left = info.file_size
         # One byte more than is left reveals a stream that inflates beyond its declared size.
@@ -343,7 +332,7 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
             if bad is not None:
                 raise UserError(f"the new archive failed its check ({bad}), so {out} was not written. "
                                 "Check the disk (space, errors) and run again.")
-    return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size, verify)
+    return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size)
 
 
 def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:

@@ -1,8 +1,4 @@
-"""Names, choices and defaults that the scripts, training, evaluation and the app share, each defined once.
-
-No TensorFlow here, so every script's ``--help`` is instant. ``TrainConfig`` is saved as model.json's
-``config``, so a run records every setting it was trained with.
-"""
+"""Names, choices and defaults that the scripts, training, evaluation and the app share, each defined once."""
 
 from __future__ import annotations
 

@@ -190,11 +190,8 @@ def free_name(target: Path, digest: str, is_free: Callable[[Path], bool] | None 
 
 def place_file(source: Path, target: Path, *, move: bool = False, source_digest: str | None = None
                ) -> tuple[Path, Outcome]:
-    """Copies or moves ``source`` to ``target`` without ever overwriting; returns where it went.
-
-    The same bytes at ``target`` are left as they are (a move removes the source); other bytes send the
-    file to ``free_name``'s name. ``source_digest``, when known, is checked against what is copied.
-    """
+    """Copies or moves ``source`` to ``target``, or to ``free_name``'s name when other bytes are there;
+    returns where it went. ``source_digest``, when known, is checked against what is copied."""
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     outcome = Outcome.MOVED if move else Outcome.COPIED

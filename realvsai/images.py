@@ -1,7 +1,4 @@
-"""Is this a usable image, and its RGB uint8 pixels as the model takes them (no TensorFlow here).
-
-Every check goes through ``open_image``, so one pixel limit (--max-pixels) applies everywhere.
-"""
+"""Is this a usable image (one pixel limit, via ``open_image``), and its RGB uint8 pixels (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -146,12 +143,8 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
         except (OSError, SyntaxError, ValueError) as error:
             # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
             raise ImageDecodeError(f"the image data is broken ({error})") from error
-        needs_pil = (
-            image.format not in TF_DECODABLE_FORMATS
-            or image.mode in _HIGH_BIT_DEPTH_MODES
-            or orientation not in (0, 1)
-            or getattr(image, "n_frames", 1) > 1
-        )
+        needs_pil = (image.format not in TF_DECODABLE_FORMATS or image.mode in _HIGH_BIT_DEPTH_MODES
+                     or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1)
         # A quarter turn (orientations 5 to 8): the upright image is transposed.
         width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
         return ImageHeader(width, height, needs_pil, image.format or "")
@@ -173,9 +166,8 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
              image_size: int | None = None) -> np.ndarray:
     """Decodes an image into an (H, W, 3) uint8 RGB array, upright (ImageDecodeError if it cannot).
 
-    With ``image_size`` (the model's side), a large JPEG is decoded at 1/``jpeg_scale`` of its size,
-    exactly as TensorFlow's ``decode_jpeg(ratio=...)``. Alpha is dropped (as TensorFlow's decoders
-    do); 16-bit images are scaled to 8 bits rather than clipped; an animation gives its first frame.
+    With ``image_size``, a large JPEG is decoded at 1/``jpeg_scale`` of its size, as TensorFlow's
+    ``decode_jpeg(ratio=...)``; 16-bit images are scaled to 8 bits rather than clipped.
     """
     image = _open(source, max_pixels)
     try:

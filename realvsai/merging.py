@@ -1,8 +1,4 @@
-"""Merge split datasets (``train|validation|test/<Class>/``) into one, without loss, overwrite or leakage.
-
-Identical content is skipped, a taken name gets ``free_name``'s name, and content already in ANOTHER
-split (first claim wins) is refused and listed in ``merge-refused.csv``.
-"""
+"""Merge split datasets (``train|validation|test/<Class>/``) into one, without loss, overwrite or leakage."""
 
 from __future__ import annotations
 

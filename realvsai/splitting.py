@@ -1,7 +1,4 @@
-"""Stratified, seeded, leak-free splits written as ``DATA/{train,validation,test}/<Class>/<images>``.
-
-``manifest.csv`` is written before the first file is placed, so a re-run only completes what is missing.
-"""
+"""Stratified, seeded, leak-free splits written as ``DATA/{train,validation,test}/<Class>/<images>``."""
 
 from __future__ import annotations
 
@@ -45,7 +42,6 @@ T = TypeVar("T")
 COPY, MOVE, LINK = "copy", "move", "link"
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
-_NOT_AN_IMAGE = f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"
 
 
 @dataclass(frozen=True)
@@ -207,8 +203,7 @@ def _assign(items: Sequence[_Item], fractions: Mapping[str, float], seed: int) -
 
 
 def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, str, _Item]]:
-    """(split, name, item) with names unique per split and class in any letter case (macOS, Windows);
-    a name taken by flattening sub-folders gets ``free_name``'s content-derived name."""
+    """(split, name, item) with names unique per split and class in any letter case (macOS, Windows)."""
     taken: set[tuple[str, str, str]] = set()
     result = []
     for split, item in sorted(placements, key=lambda placement: placement[1].key):
@@ -224,15 +219,19 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
 def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callable[[str], tuple[str, str, str] | None],
                plan: Callable[[list[_Item]], tuple[list[tuple[str, _Item]], list[_Item]]], *, mode: str,
                overwrite: bool, workers: int | None, max_pixels: int) -> SplitReport:
-    """List, check, plan and place. ``locate`` gives a file's (group, class, output name) from its key, or None;
-    ``plan`` turns the usable items into (split, item) and dropped items."""
+    """List, check, plan, write ``manifest.csv`` (so a re-run only completes what is missing) and place."""
     report = SplitReport(out=out, mode=mode)
     root = root.resolve()
     old_rows = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
     items, not_images = _list_items(root, class_dirs, locate)
     if mode == MOVE and old_rows:
         items += _moved_items(root, out, old_rows, locate, {item.key for item in items})
-    _check_not_empty(root, class_dirs, items)
+    present = {item.key.rsplit("/", 1)[0] for item in items}
+    for folder in class_dirs:  # an empty class folder is often a nested or misnamed one
+        prefix = _inside(folder, root).as_posix()
+        if not any(f"{key}/".startswith(f"{prefix}/") for key in present):
+            raise UserError(f"class folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
+                            "Remove it or put its images in it.")
     cross_device = _cross_device(root, out)
     if mode == LINK and cross_device:
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
@@ -274,16 +273,6 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     return report
 
 
-def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_Item]) -> None:
-    """Raises UserError for a class folder without a single image file (often a nested or misnamed folder)."""
-    present = {item.key.rsplit("/", 1)[0] for item in items}
-    for folder in class_dirs:
-        prefix = _inside(folder, root).as_posix()
-        if not any(f"{key}/".startswith(f"{prefix}/") for key in present):
-            raise UserError(f"class folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
-                            "Remove it or put its images in it.")
-
-
 def _inside(folder: Path, root: Path) -> Path:
     """``folder``'s path relative to ``root``; a class folder that is a symlink stays one (not followed out)."""
     return folder.parent.resolve().relative_to(root) / folder.name
@@ -296,18 +285,13 @@ def _list_items(root: Path, class_dirs: Sequence[Path], locate: Callable) -> tup
     for folder in progress(class_dirs, desc="listing", unit="folder"):
         for path in map(str, list_images(root / _inside(folder, root), recursive=True, skipped=skipped)):
             key = path[prefix:].replace(os.sep, "/")
-            located = locate(key)
-            if located is None:  # an image at the wrong depth, e.g. directly in a train/ folder
-                skipped.append((path, _NOT_AN_IMAGE))
-            else:
-                items.append(_Item(key, *located, path, path))
+            items.append(_Item(key, *locate(key), path, path))
     return items, skipped
 
 
 def _moved_items(root: Path, out: Path, old_rows: Sequence[ManifestRow], locate: Callable, present: set[str]
                  ) -> list[_Item]:
-    """Files an interrupted ``--move`` already moved (gone from SOURCE, in the manifest, at their target),
-    counted in again so the re-run makes the same plan."""
+    """Files an interrupted ``--move`` already moved, counted in again so the re-run makes the same plan."""
     items = []
     root_text = f"{root.resolve()}{os.sep}"
     for row in old_rows:
@@ -324,7 +308,7 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
     written = []
     for target, item in jobs:
         if os.path.lexists(target):
-            if not _holds(target, item):
+            if not (target.is_file() and sha256_file(target) == item.digest):
                 raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
                                 "overwritten. Move that file away (or delete it if it is a broken copy) and run "
                                 "the same command again.")
@@ -349,19 +333,9 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
     return written
 
 
-def _holds(target: Path, item: _Item) -> bool:
-    try:
-        if os.path.samefile(target, item.read_from):
-            return True
-    except OSError:
-        pass
-    return target.is_file() and sha256_file(target) == item.digest
-
-
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
                  overwrite: bool) -> Path | None:
-    """Checks that ``out`` holds nothing or this same split; moves a different one aside when ``overwrite``
-    and returns where."""
+    """Checks that ``out`` holds nothing or this same split; returns where a different one was moved aside."""
     if old_rows is not None:
         old_keys, new_keys = [row.key() for row in old_rows], [row.key() for row in rows]
         if old_keys == new_keys:
