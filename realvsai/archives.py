@@ -19,9 +19,6 @@ from realvsai.files import atomic_write, human_bytes, temporary_name
 
 logger = logging.getLogger(__name__)
 
-# What macOS's Finder adds to every archive it makes: resource forks and folder view settings.
-JUNK_FOLDERS = frozenset({"__MACOSX"})
-JUNK_FILES = frozenset({".DS_Store"})
 # Already-compressed formats gain nothing from deflate; storing them makes zipping and unzipping fast.
 STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 _READABLE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
@@ -76,8 +73,8 @@ def entry_parts(name: str) -> list[str] | None:
 
 
 def _is_junk(parts: Sequence[str]) -> bool:
-    """True for macOS's ``__MACOSX/`` resource forks and ``.DS_Store`` files."""
-    return bool(parts) and (parts[-1] in JUNK_FILES or any(part in JUNK_FOLDERS for part in parts))
+    """True for what macOS's Finder adds to every archive: ``__MACOSX/`` resource forks and ``.DS_Store``."""
+    return bool(parts) and (parts[-1] == ".DS_Store" or "__MACOSX" in parts)
 
 
 def extract_archive(
@@ -298,8 +295,6 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
     """Zips ``folder`` into ``out`` atomically, in sorted order; images are stored, the rest deflated,
     symlinks left out. ``verify`` checks every CRC-32 before ``out`` gets its name."""
     folder, out = Path(folder), Path(out)
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder. Give the folder to zip.")
     real_folder, real_out = Path(os.path.realpath(folder)), Path(os.path.realpath(out))
     if real_folder == real_out or real_folder in real_out.parents:
         raise UserError(f"{out} is inside {folder}, the folder being zipped. Write the archive elsewhere with --out.")

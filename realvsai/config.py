@@ -26,7 +26,6 @@ CURVES_FILE = "training_curves.png"
 LOGS_DIR = "logs"  # TensorBoard
 BACKUP_DIR = "backup"  # resume state; removed when the run ends
 
-# Choices.
 BACKBONES = ("resnet50", "resnet101", "resnet152")
 # "detector" keeps the pixel-level traces that tell generated images apart (whole-pixel shifts,
 # flips, rare mild blur/JPEG); "classic" (ImageDataGenerator's rotations, shears, zooms)

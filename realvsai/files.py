@@ -179,9 +179,7 @@ def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]])
 def free_name(target: Path, digest: str, is_free: Callable[[Path], bool] | None = None) -> Path:
     """A stable name from content ``digest`` (``cat_1a2b3c4d.jpg``, then ``cat_1a2b3c4d_2.jpg``...) for a
     taken ``target``; ``is_free`` (default: missing or holding this content) accepts a candidate."""
-    if is_free is None:
-        def is_free(candidate: Path) -> bool:
-            return not candidate.exists() or sha256_file(candidate) == digest
+    is_free = is_free or (lambda candidate: not candidate.exists() or sha256_file(candidate) == digest)
     stem, suffix = target.stem, target.suffix
     candidates = itertools.chain((f"{stem}_{digest[:length]}{suffix}" for length in (8, 16, 64)),
                                  (f"{stem}_{digest[:8]}_{number}{suffix}" for number in itertools.count(2)))

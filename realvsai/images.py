@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
 
 # Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images).
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
-_EXIF_ORIENTATION = 0x0112
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
 # libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size in its inverse DCT, for a fraction of the
@@ -139,7 +138,7 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
     """Upright size, format and decode route of an image, from its header alone (else ImageDecodeError)."""
     with _open(source, max_pixels) as image:
         try:
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         except (OSError, SyntaxError, ValueError) as error:
             # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
             raise ImageDecodeError(f"the image data is broken ({error})") from error

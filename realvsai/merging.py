@@ -158,8 +158,6 @@ def _update_manifest(into: Path, existing: Sequence[_File], added: Sequence[tupl
 
 
 def _check_folders(sources: Sequence[Path], into: Path) -> None:
-    if not sources:
-        raise UserError("no SOURCE given. Name one or more split datasets to merge, e.g. data/art.")
     if into.exists() and not into.is_dir():
         raise UserError(f"--into {into} is a file, not a folder. Choose a folder, e.g. --into data.")
     resolved_into = into.resolve()

@@ -166,13 +166,9 @@ def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, k
     """Cuts files into named splits; the same files and seed always give the same split."""
     ordered = sorted(files, key=key)
     random.Random(seed).shuffle(ordered)
-    result, start, cumulative = {}, 0, 0.0
-    for index, name in enumerate(fractions):
-        cumulative += fractions[name]
-        end = len(ordered) if index == len(fractions) - 1 else min(len(ordered), round(len(ordered) * cumulative))
-        result[name] = ordered[start:end]
-        start = end
-    return result
+    ends = [min(len(ordered), round(len(ordered) * total)) for total in itertools.accumulate(fractions.values())]
+    ends[-1] = len(ordered)  # the last split takes what rounding leaves
+    return {name: ordered[start:end] for name, start, end in zip(fractions, [0, *ends], ends)}
 
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
