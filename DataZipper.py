@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         left_out = f", {len(result.left_out):,} symlinks or special files left out" if result.left_out else ""
         print(f"Wrote {result.archive} ({human_bytes(result.archive_bytes)}): {result.stored:,} files stored, "
               f"{result.deflated:,} deflated, {result.empty_folders:,} empty folders{left_out}"
-              f"{'; every CRC-32 verified' if result.verified else ''}.")
+              f"{'; every CRC-32 verified' if args.verify else ''}.")
 
     return run_main(body)
 

@@ -1,8 +1,4 @@
-"""Zip archives in and out: safe extraction (DataUnZipper.py) and deterministic zipping (DataZipper.py).
-
-Extraction checks the whole archive before it writes a byte (zip slip, symlinks, zip bombs); each
-file is written by ``atomic_write``, so a re-run skips the files already there and finishes the rest.
-"""
+"""Zip archives in and out: safe extraction (DataUnZipper.py) and deterministic zipping (DataZipper.py)."""
 
 from __future__ import annotations
 
@@ -23,9 +19,6 @@ from realvsai.files import atomic_write, human_bytes, temporary_name
 
 logger = logging.getLogger(__name__)
 
-# What macOS's Finder adds to every archive it makes: resource forks and folder view settings.
-JUNK_FOLDERS = frozenset({"__MACOSX"})
-JUNK_FILES = frozenset({".DS_Store"})
 # Already-compressed formats gain nothing from deflate; storing them makes zipping and unzipping fast.
 STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 _READABLE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
@@ -68,7 +61,6 @@ class ZipResult:
     empty_folders: int
     left_out: tuple[str, ...]  # symlinks and special files, which an archive should not carry
     archive_bytes: int
-    verified: bool
 
 
 def entry_parts(name: str) -> list[str] | None:
@@ -81,20 +73,15 @@ def entry_parts(name: str) -> list[str] | None:
 
 
 def _is_junk(parts: Sequence[str]) -> bool:
-    """True for macOS's ``__MACOSX/`` resource forks and ``.DS_Store`` files."""
-    return bool(parts) and (parts[-1] in JUNK_FILES or any(part in JUNK_FOLDERS for part in parts))
+    """True for what macOS's Finder adds to every archive: ``__MACOSX/`` resource forks and ``.DS_Store``."""
+    return bool(parts) and (parts[-1] == ".DS_Store" or "__MACOSX" in parts)
 
 
 def extract_archive(
     archive: Path, target: Path, *, overwrite: bool = False, limits: UnzipLimits = UnzipLimits()
 ) -> ExtractResult:
-    """Extracts ``archive`` into ``target`` after checking all of it; safe to re-run after an interruption.
-
-    Raises:
-        UserError: for a damaged, hostile or oversized archive, an existing file with other content
-            (without ``overwrite``) or too little free disk space; nothing is written then (damage met
-            while reading an entry leaves the files finished before it, complete).
-    """
+    """Extracts ``archive`` into ``target`` once all of it passed the checks (zip slip, symlinks, zip bombs,
+    free space); a re-run finishes an interrupted one."""
     archive, target = Path(archive), Path(target)
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file. Give --to a folder to extract into.")
@@ -138,8 +125,7 @@ def extract_archive(
 def _check_entries(
     archive: Path, infos: Sequence[zipfile.ZipInfo], limits: UnzipLimits
 ) -> tuple[list[tuple[zipfile.ZipInfo, str]], set[str], int]:
-    """(info, path below the target) of each entry to extract, the folders they need, and the junk count,
-    once every entry has passed every check."""
+    """(info, path below the target) of each entry to extract, the folders they need, and the junk count."""
     entries: dict[str, zipfile.ZipInfo] = {}
     folders: set[str] = set()
     junk = total_size = total_compressed = 0
@@ -190,10 +176,7 @@ def _check_entries(
 
 
 def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
-    """Refuses entries whose bytes overlap ("quoted overlap" bombs: every entry inflates the same bytes again).
-
-    zipfile only checks this from Python 3.12 on; each local header gives where its entry's data starts.
-    """
+    """Refuses entries whose bytes overlap ("quoted overlap" bombs); zipfile only checks this from 3.12 on."""
     previous_name, previous_end = "", 0
     with open(archive, "rb", buffering=0) as stream:
         for info in sorted(infos, key=lambda info: info.header_offset):
@@ -241,8 +224,7 @@ def _check_folders(root: str, folders: set[str]) -> set[str]:
 
 def _compare_existing(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], existing_folders: set[str],
                       overwrite: bool) -> tuple[list[tuple[zipfile.ZipInfo, str]], int]:
-    """The entries to write, and the number already in place (same size and CRC-32); other files in the way
-    are refused unless ``overwrite``."""
+    """The entries to write, and the number already in place (same size and CRC-32)."""
     to_write, clashes = [], []
     for info, relative in entries:
         path = os.path.join(root, relative)
@@ -294,8 +276,7 @@ def _remove_strays(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], ex
 
 
 def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
-    """Writes one entry with ``atomic_write`` (no fsync: a re-run checks size and CRC-32); ``ZipExtFile``
-    checks the CRC-32, and an entry inflating to other than its declared size raises BadZipFile."""
+    """Writes one entry (no fsync: a re-run checks size and CRC-32); BadZipFile unless it is as declared."""
     with atomic_write(path, "wb", durable=False) as writer, zip_file.open(info) as reader:
         left = info.file_size
         # One byte more than is left reveals a stream that inflates beyond its declared size.
@@ -311,14 +292,9 @@ def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) 
 
 
 def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool = False) -> ZipResult:
-    """Zips ``folder`` into ``out`` (atomically), entries named relative to ``folder`` in sorted order.
-
-    Already-compressed images are stored, everything else deflated. Symlinks and special files are
-    left out (DataUnZipper.py refuses symlinks). ``verify`` checks every CRC-32 before ``out`` gets its name.
-    """
+    """Zips ``folder`` into ``out`` atomically, in sorted order; images are stored, the rest deflated,
+    symlinks left out. ``verify`` checks every CRC-32 before ``out`` gets its name."""
     folder, out = Path(folder), Path(out)
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder. Give the folder to zip.")
     real_folder, real_out = Path(os.path.realpath(folder)), Path(os.path.realpath(out))
     if real_folder == real_out or real_folder in real_out.parents:
         raise UserError(f"{out} is inside {folder}, the folder being zipped. Write the archive elsewhere with --out.")
@@ -351,7 +327,7 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
             if bad is not None:
                 raise UserError(f"the new archive failed its check ({bad}), so {out} was not written. "
                                 "Check the disk (space, errors) and run again.")
-    return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size, verify)
+    return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size)
 
 
 def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:

@@ -1,8 +1,5 @@
-"""What every script shares: the argument parser, logging, progress bars and exit codes.
-
-Exit codes: 0 done, 1 failed (one line on stderr that says what happened and how to fix it),
-2 bad usage (argparse).
-"""
+"""What every script shares: the argument parser, logging, progress bars and exit codes
+(0 done, 1 failed with one line on stderr that says how to fix it, 2 bad usage)."""
 
 from __future__ import annotations
 
@@ -34,16 +31,11 @@ def make_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentPa
     return parser
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.Handler):
     """Writes to whatever ``sys.stderr`` is when a line is logged (a test harness may swap and close it)."""
 
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
 
 
 def setup_logging(quiet: bool = False) -> None:
@@ -79,8 +71,6 @@ def run_main(body: Callable[[], object]) -> int:
         message = "interrupted. Run the same command again: finished work is kept and not redone."
     else:
         return EXIT_OK if result is None else int(result)
-    for handler in logger.handlers:  # let log lines already written come before the error line
-        handler.flush()
     print(f"error: {message}", file=sys.stderr)
     return EXIT_FAILED
 

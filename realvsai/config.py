@@ -1,8 +1,4 @@
-"""Names, choices and defaults that the scripts, training, evaluation and the app share, each defined once.
-
-No TensorFlow here, so every script's ``--help`` is instant. ``TrainConfig`` is saved as model.json's
-``config``, so a run records every setting it was trained with.
-"""
+"""Names, choices and defaults that the scripts, training, evaluation and the app share, each defined once."""
 
 from __future__ import annotations
 
@@ -30,7 +26,6 @@ CURVES_FILE = "training_curves.png"
 LOGS_DIR = "logs"  # TensorBoard
 BACKUP_DIR = "backup"  # resume state; removed when the run ends
 
-# Choices.
 BACKBONES = ("resnet50", "resnet101", "resnet152")
 # "detector" keeps the pixel-level traces that tell generated images apart (whole-pixel shifts,
 # flips, rare mild blur/JPEG); "classic" (ImageDataGenerator's rotations, shears, zooms)
@@ -43,14 +38,12 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})  # any letter case
 MIN_IMAGE_SIZE = 32  # the smallest side keras.applications' ResNets accept (five stride-2 stages)
 CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" rule, recorded in model.json
-# Larger images are refused before a pixel is decoded (a guard against decompression bombs). Pillow's
-# own default is about 89 megapixels; ours is rounder and a little larger, so big camera photos
-# (e.g. 100 MP medium format) still pass. The scripts' --max-pixels changes it.
+# Larger images are refused before a pixel is decoded (a guard against decompression bombs); above
+# Pillow's 89 megapixels, so 100 MP camera photos still pass. The scripts' --max-pixels changes it.
 MAX_IMAGE_PIXELS = 120_000_000
 # Words in a class name that mark the AI-generated class (the positive class of the binary metrics).
 POSITIVE_WORDS = frozenset({"fake", "generated", "synthetic", "ai"})
-# A run's folder name: one plain name inside OUT (no separator, not "." or "..", not hidden), so
-# a run never writes into, or cleans up, a folder outside its own.
+# A run's folder name: one plain name inside OUT, so a run never writes into a folder outside its own.
 _RUN_NAME = re.compile(r"[\w-][\w.-]*")
 
 

@@ -1,8 +1,5 @@
-"""Safe file handling: listing, hashing, atomic writes, collision-safe copy and move, CSV lists.
-
-``atomic_write`` replaces a file only once its new content is complete, ``write_new`` never replaces,
-and ``place_file`` recognises identical content and gives other content under a taken name a new name.
-"""
+"""Safe file handling: listing, hashing, atomic writes (``atomic_write``), no-clobber writes (``write_new``),
+collision-safe copy and move (``place_file``), CSV lists."""
 
 from __future__ import annotations
 
@@ -36,23 +33,13 @@ class Outcome(enum.Enum):
 
     COPIED = "copied"
     MOVED = "moved"
-    LINKED = "linked"
     IDENTICAL = "identical"  # the same content was already at the target: nothing written
     RENAMED = "renamed"  # the name was taken by other content: written under a new name
 
 
-def is_image_file(entry: Path | os.DirEntry) -> bool:
-    """True for a visible regular file with an image extension (any letter case)."""
-    name = entry.name
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
-
-
 def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
-    """The image files in ``folder`` (and below it when ``recursive``), sorted by path.
-
-    Hidden and other files are left out, each added to ``skipped`` as (path, reason). ``os.scandir``
-    knows each entry's type from the listing (0.03 s against 0.8 s of ``stat`` for 45,000 images).
-    """
+    """The image files in ``folder`` (and below it when ``recursive``), sorted by path; the hidden and
+    other files left out are added to ``skipped`` as (path, reason)."""
     found: list[str] = []
     skipped = [] if skipped is None else skipped
     folders = [os.fspath(folder)]
@@ -66,7 +53,7 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
                 elif entry.is_dir():
                     if recursive:
                         folders.append(entry.path)
-                elif is_image_file(entry):
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
                     found.append(entry.path)
                 elif entry.is_file():
                     skipped.append((entry.path, f"not an image file (image names end in "
@@ -76,9 +63,7 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
 
 def map_in_threads(function: Callable[[Sequence[T]], list], items: Sequence[T], workers: int, desc: str) -> list:
     """``function(chunk)`` for chunks of ``items`` in ``workers`` threads; the results in order, flattened.
-
-    Threads: file work releases the GIL, and processes were no faster (benchmarks/bench_split.py).
-    """
+    Threads: file work releases the GIL, and processes were no faster (benchmarks/bench_split.py)."""
     chunks = [items[start:start + _CHUNK] for start in range(0, len(items), _CHUNK)]
     results: list = []
     pool, bar = ThreadPoolExecutor(max_workers=workers), progress(None, total=len(items), desc=desc)
@@ -119,12 +104,8 @@ def temporary_name(path: Path | str) -> str:
 
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator[object]:
-    """Opens a temporary file beside ``path`` and renames it onto ``path`` only on success.
-
-    An interrupted write leaves at most a hidden ``.<name>.<random>.tmp``, never a half-written file
-    under the final name; the rename replaces ``path``. ``durable`` also fsyncs (~10 ms a file on
-    some disks, so bulk writers pass False and check their work on a re-run).
-    """
+    """Opens a hidden temporary file beside ``path``, renamed onto ``path`` only on success.
+    ``durable`` also fsyncs (~10 ms a file on some disks: bulk writers pass False and check on a re-run)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=temporary_name(path), suffix=".tmp", dir=path.parent)
@@ -157,10 +138,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_new(path: Path | str, data: bytes) -> None:
     """Creates ``path`` holding ``data``; raises FileExistsError rather than replacing anything.
-
-    The bytes go to a hidden temporary file, then hard-linked to ``path`` (the link fails if it exists),
-    so an interruption never leaves a cut file. No fsync: for 100,000 images it costs more than the copies.
-    """
+    A hidden temporary file is hard-linked to ``path``, so an interruption never leaves a cut file."""
     temporary = os.path.join(os.path.dirname(os.fspath(path)), f"{temporary_name(path)}{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as stream:
@@ -199,38 +177,22 @@ def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]])
 
 
 def free_name(target: Path, digest: str, is_free: Callable[[Path], bool] | None = None) -> Path:
-    """A stable alternative name for content ``digest`` whose wanted name ``target`` is taken.
-
-    The name derives from the content (``cat_1a2b3c4d.jpg``), so a re-run gives the same name and
-    recognises the file. ``is_free`` decides whether a candidate may be used; by default, one that
-    does not exist or already holds this content. Further copies get numbered (``cat_1a2b3c4d_2.jpg``).
-    """
-    if is_free is None:
-        def is_free(candidate: Path) -> bool:
-            return not candidate.exists() or sha256_file(candidate) == digest
+    """A stable name from content ``digest`` (``cat_1a2b3c4d.jpg``, then ``cat_1a2b3c4d_2.jpg``...) for a
+    taken ``target``; ``is_free`` (default: missing or holding this content) accepts a candidate."""
+    is_free = is_free or (lambda candidate: not candidate.exists() or sha256_file(candidate) == digest)
     stem, suffix = target.stem, target.suffix
     candidates = itertools.chain((f"{stem}_{digest[:length]}{suffix}" for length in (8, 16, 64)),
                                  (f"{stem}_{digest[:8]}_{number}{suffix}" for number in itertools.count(2)))
     return next(candidate for candidate in map(target.with_name, candidates) if is_free(candidate))
 
 
-def place_file(
-    source: Path,
-    target: Path,
-    *,
-    move: bool = False,
-    link: bool = False,
-    source_digest: str | None = None,
-) -> tuple[Path, Outcome]:
-    """Copies, moves or hard-links ``source`` to ``target`` without ever overwriting; returns where it went.
-
-    If ``target`` holds the same bytes, nothing is written (a move removes the source); other bytes send
-    the file to ``free_name``'s name. A move across file systems copies completely before it deletes.
-    ``source_digest`` (``sha256_file(source)``, when known) is checked against what is copied.
-    """
+def place_file(source: Path, target: Path, *, move: bool = False, source_digest: str | None = None
+               ) -> tuple[Path, Outcome]:
+    """Copies or moves ``source`` to ``target``, or to ``free_name``'s name when other bytes are there;
+    returns where it went. ``source_digest``, when known, is checked against what is copied."""
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    outcome = Outcome.MOVED if move else Outcome.LINKED if link else Outcome.COPIED
+    outcome = Outcome.MOVED if move else Outcome.COPIED
     if os.path.lexists(target):
         digest = source_digest or sha256_file(source)
         if not (target.is_file() and sha256_file(target) == digest):
@@ -239,31 +201,25 @@ def place_file(
             if move and source.resolve() != target.resolve():
                 source.unlink()  # also when both are hard links of one file: what a cut-off move leaves
             return target, Outcome.IDENTICAL
-    if move or link:
+    linked = False
+    if move:
         try:
             os.link(source, target)  # raises FileExistsError rather than replacing
+            linked = True
         except OSError as error:
-            if link or error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
                 raise
-            _copy_new(source, target, source_digest)
-    else:
-        _copy_new(source, target, source_digest)
+    if not linked:  # a copy, or a move across file systems: copied completely before the source goes
+        write_new(target, read_verified(source, source_digest) if source_digest else source.read_bytes())
+        shutil.copystat(source, target)
     if move:
         source.unlink()
     return target, outcome
 
 
-def _copy_new(source: Path, target: Path, digest: str | None) -> None:
-    write_new(target, read_verified(source, digest) if digest else source.read_bytes())
-    shutil.copystat(source, target)
-
-
 def human_bytes(num_bytes: float) -> str:
     """``1536`` -> ``'1.5 KB'``."""
-    if abs(num_bytes) < 1024:
-        return f"{num_bytes:.0f} B"
-    for unit in ("KB", "MB", "GB"):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(num_bytes) < 1024 or unit == "TB":
+            return f"{num_bytes:.0f} B" if unit == "B" else f"{num_bytes:.1f} {unit}"
         num_bytes /= 1024
-        if abs(num_bytes) < 1024:
-            return f"{num_bytes:.1f} {unit}"
-    return f"{num_bytes / 1024:.1f} TB"

@@ -1,9 +1,4 @@
-"""Is this a usable image, and its RGB uint8 pixels as the model takes them (no TensorFlow here).
-
-Every check goes through ``open_image``, so one pixel limit (--max-pixels) applies everywhere.
-Training decodes ordinary files with TensorFlow's decoders (the same pixels as Pillow); the files
-they would get wrong (EXIF-rotated, 16-bit, other formats) and the app's uploads go through ``load_rgb``.
-"""
+"""Is this a usable image (one pixel limit, via ``open_image``), and its RGB uint8 pixels (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -18,14 +13,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
 
 # Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images).
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
-_EXIF_ORIENTATION = 0x0112
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
 # libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size in its inverse DCT, for a fraction of the
@@ -34,10 +28,6 @@ JPEG_SCALES = (8, 4, 2)
 # The reduced image keeps at least this many times the model's side, so the antialiased resize
 # that follows still averages several decoded pixels into each model pixel.
 JPEG_SCALE_HEADROOM = 2
-
-
-class TooManyPixelsError(ValueError):
-    """An image has more pixels than the project's limit; the message says so, and how to raise it."""
 
 
 class ImageDecodeError(ValueError):
@@ -65,12 +55,8 @@ def jpeg_scale(width: int, height: int, image_size: int | None) -> int:
 
 
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Opens an image with Pillow (its header only); ``max_pixels`` replaces Pillow's own bomb limit.
-
-    Raises:
-        TooManyPixelsError: if the image has more than ``max_pixels`` pixels (nothing is decoded).
-        OSError, SyntaxError, ValueError: Pillow's errors for what it cannot open.
-    """
+    """Opens an image's header with Pillow; ImageDecodeError above ``max_pixels`` (Pillow's own bomb limit
+    is replaced), Pillow's OSError, SyntaxError or ValueError for what it cannot open."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -89,24 +75,20 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> I
     width, height = image.size
     if width * height > max_pixels:
         image.close()
-        raise TooManyPixelsError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels (a guard "
+        raise ImageDecodeError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels (a guard "
                                  "against decompression bombs; raise it with --max-pixels)")
     return image
 
 
 def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """Why ``path`` is not a usable image, or None when it decodes completely.
-
-    The pixel count is checked from the header first, so a decompression bomb costs nothing; the full
-    decode catches truncated files that the header alone hides.
-    """
+    """Why ``path`` is not a usable image, or None when it decodes completely (pixel count checked first)."""
     try:
         with open_image(path, max_pixels) as image, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
             image.load()
     except FileNotFoundError:
         return "file not found"
-    except TooManyPixelsError as error:
+    except ImageDecodeError as error:  # too many pixels
         return str(error)
     except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
         return f"too many pixels ({error})"
@@ -129,24 +111,22 @@ class _NamedBytes(io.BytesIO):
 
 
 def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
-                 ) -> tuple[bytes | None, str | None, str | None, ImageHeader | None]:
-    """(bytes, sha256, problem, header) of a file from one read; ``header`` is None when there is a problem."""
+                 ) -> tuple[str | None, str | None, ImageHeader | None]:
+    """(sha256, problem, header) of a file from one read; ``header`` is None when there is a problem."""
     try:
-        with open(path, "rb") as stream:
-            data = stream.read()
+        data = Path(path).read_bytes()
     except OSError as error:
-        return None, None, f"cannot be read ({error.strerror or error})", None
+        return None, f"cannot be read ({error.strerror or error})", None
     problem = image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
-    header = None if problem else read_header(data, max_pixels)
-    return data, hashlib.sha256(data).hexdigest(), problem, header
+    return hashlib.sha256(data).hexdigest(), problem, None if problem else read_header(data, max_pixels)
 
 
 def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
         return open_image(data, max_pixels)
-    except TooManyPixelsError as error:
-        raise ImageDecodeError(str(error)) from error
+    except ImageDecodeError:  # too many pixels: its message says so already
+        raise
     except UnidentifiedImageError as error:
         # Pillow's message names the stream object (<_io.BytesIO object at 0x...>): useless to a user.
         raise ImageDecodeError("not an image (no known image format)") from error
@@ -155,23 +135,15 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
 
 
 def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageHeader:
-    """Upright size, format and decode route of an image, from its header alone.
-
-    Raises:
-        ImageDecodeError: if it is not an image, or has more than ``max_pixels`` pixels.
-    """
+    """Upright size, format and decode route of an image, from its header alone (else ImageDecodeError)."""
     with _open(source, max_pixels) as image:
         try:
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         except (OSError, SyntaxError, ValueError) as error:
             # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
             raise ImageDecodeError(f"the image data is broken ({error})") from error
-        needs_pil = (
-            image.format not in TF_DECODABLE_FORMATS
-            or image.mode in _HIGH_BIT_DEPTH_MODES
-            or orientation not in (0, 1)
-            or getattr(image, "n_frames", 1) > 1
-        )
+        needs_pil = (image.format not in TF_DECODABLE_FORMATS or image.mode in _HIGH_BIT_DEPTH_MODES
+                     or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1)
         # A quarter turn (orientations 5 to 8): the upright image is transposed.
         width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
         return ImageHeader(width, height, needs_pil, image.format or "")
@@ -179,10 +151,7 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
 
 def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",
                  workers: int = 8) -> list[ImageHeader | str]:
-    """Each file's ``read_header``, or why it is not a usable image, read in threads.
-
-    Headers only: a split already decoded every file; one broken after its header is dropped when decoded.
-    """
+    """Each file's ``read_header``, or why it is not a usable image, read in threads (headers only)."""
     def read(path: Path) -> ImageHeader | str:
         try:
             return read_header(path, max_pixels)
@@ -196,9 +165,8 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
              image_size: int | None = None) -> np.ndarray:
     """Decodes an image into an (H, W, 3) uint8 RGB array, upright (ImageDecodeError if it cannot).
 
-    With ``image_size`` (the model's side), a large JPEG is decoded at 1/``jpeg_scale`` of its size,
-    exactly as TensorFlow's ``decode_jpeg(ratio=...)``. Alpha is dropped (as TensorFlow's decoders
-    do); 16-bit images are scaled to 8 bits rather than clipped; an animation gives its first frame.
+    With ``image_size``, a large JPEG is decoded at 1/``jpeg_scale`` of its size, as TensorFlow's
+    ``decode_jpeg(ratio=...)``; 16-bit images are scaled to 8 bits rather than clipped.
     """
     image = _open(source, max_pixels)
     try:

@@ -1,7 +1,4 @@
-"""The dataset layout: ``DATA/{train,validation,test}/<Class>/<images>`` plus ``DATA/manifest.csv``.
-
-Class names are the folder names; their sorted order is the label order, and it travels with the model.
-"""
+"""The dataset layout: ``DATA/{train,validation,test}/<Class>/<images>`` plus ``DATA/manifest.csv``."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Merge split datasets (``train|validation|test/<Class>/``) into one, without loss, overwrite or leakage.
-
-The merge is planned in full first, so ``dry_run`` shows what a real run does: identical content is
-skipped, a taken name gets ``free_name``'s name, and content already in ANOTHER split (first claim
-wins) is refused and listed in ``merge-refused.csv``. A re-run completes an interrupted merge.
-"""
+"""Merge split datasets (``train|validation|test/<Class>/``) into one, without loss, overwrite or leakage."""
 
 from __future__ import annotations
 
@@ -55,11 +50,8 @@ class MergeReport:
 def merge_datasets(
     sources: Sequence[Path], into: Path, *, move: bool = False, dry_run: bool = False, workers: int | None = None
 ) -> MergeReport:
-    """Merges the split datasets ``sources`` into ``into`` (created when missing).
-
-    ``move`` removes each source file once its content is safely in the target (refused files stay).
-    UserError for a source without split folders, class names that differ, or overlapping folders.
-    """
+    """Merges the split datasets ``sources`` into ``into``; ``move`` removes each source file once its
+    content is safely in the target (refused files stay)."""
     into, sources = Path(into), [Path(source) for source in sources]
     _check_folders(sources, into)
     target_classes = sorted({child.name for split in SPLITS if (into / split).is_dir()
@@ -119,10 +111,8 @@ def merge_datasets(
 
 def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
           ) -> list[tuple[_File, str, Path | None, str]]:
-    """(file, kind, target, reason) for each incoming file, in order; kind is add, rename, identical or refuse.
-
-    Pure: reads and writes nothing, so a dry run and a real run follow the same plan.
-    """
+    """(file, kind, target, reason) for each incoming file; kind is add, rename, identical or refuse.
+    Pure, so a dry run and a real run follow the same plan."""
     home: dict[str, tuple[str, str]] = {}  # sha256 -> (split that owns it, where it was first seen)
     present: dict[tuple[str, str], set[str]] = defaultdict(set)  # (split, class) -> contents
     names: dict[Path, str] = {}  # target path -> its content
@@ -168,8 +158,6 @@ def _update_manifest(into: Path, existing: Sequence[_File], added: Sequence[tupl
 
 
 def _check_folders(sources: Sequence[Path], into: Path) -> None:
-    if not sources:
-        raise UserError("no SOURCE given. Name one or more split datasets to merge, e.g. data/art.")
     if into.exists() and not into.is_dir():
         raise UserError(f"--into {into} is a file, not a folder. Choose a folder, e.g. --into data.")
     resolved_into = into.resolve()

@@ -1,9 +1,4 @@
-"""Stratified, seeded, leak-free splits written as ``DATA/{train,validation,test}/<Class>/<images>``.
-
-Each file is read once (sha256 and a full decode check), each class cut with ``random.Random(seed)``
-(an exact duplicate follows its first copy), and ``manifest.csv`` written before the first file is
-placed, so a re-run finds the same plan and only completes what is missing.
-"""
+"""Stratified, seeded, leak-free splits written as ``DATA/{train,validation,test}/<Class>/<images>``."""
 
 from __future__ import annotations
 
@@ -47,12 +42,6 @@ T = TypeVar("T")
 COPY, MOVE, LINK = "copy", "move", "link"
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
-_NOT_AN_IMAGE = f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"
-
-# Files up to this size keep their bytes in memory between the scan and the copy (one read per
-# file); the total is capped so a large photo set is re-read (and re-verified) instead.
-_KEEP_FILE_BYTES = 1 << 20
-_KEEP_TOTAL_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -101,7 +90,6 @@ class _Item:
     read_from: str  # where its bytes are now
     digest: str | None = None
     problem: str | None = None
-    data: bytes | None = None
     facts: ImageFacts | None = None  # size and format, for the shortcut check
 
 
@@ -110,10 +98,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
                    overwrite: bool = False, workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
                    ) -> SplitReport:
     """Splits ``SOURCE/<Class>/<images>`` into train, validation and test, per class (DataSplitD1).
-
-    ``mode`` is ``"copy"`` (SOURCE untouched), ``"move"`` or ``"link"``; ``renames`` maps class folders to
-    output names; ``overwrite`` moves a different split in ``out`` aside instead of refusing.
-    """
+    ``mode``: copy, move or link; ``overwrite`` moves a different split in ``out`` aside instead of refusing."""
     fractions = check_ratios(ratios)
     source, out = _check_paths(source, out)
     class_folders = find_class_folders(source)
@@ -140,10 +125,7 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
                      overwrite: bool = False, workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
                      ) -> SplitReport:
     """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2).
-
-    Test stays test; a train file identical to a test file is left out (listed in ``skipped.csv``).
-    ``source`` may also be a folder holding exactly one such dataset, as a Kaggle zip often unpacks.
-    """
+    A train file identical to a test file is left out (listed in ``skipped.csv``)."""
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
     source, out = _check_paths(source, out)
@@ -166,9 +148,7 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
 
     def plan(items: list[_Item]) -> tuple[list[tuple[str, _Item]], list[_Item]]:
         test_items = [item for item in items if item.group == TEST]
-        in_test = {}
-        for item in test_items:
-            in_test.setdefault(item.digest, item)
+        in_test = {item.digest: item for item in reversed(test_items)}  # the first copy in key order
         train_items = [item for item in items if item.group == TRAIN and item.digest not in in_test]
         dropped = [item for item in items if item.group == TRAIN and item.digest in in_test]
         for item in dropped:
@@ -183,19 +163,12 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
 
 def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, key: Callable[[T], object] | None = None
                 ) -> dict[str, list[T]]:
-    """Cuts files into named splits; the same files and seed always give the same split.
-
-    Sorted (by ``key``), shuffled with ``random.Random(seed)``, cut at the rounded cumulative fractions.
-    """
+    """Cuts files into named splits; the same files and seed always give the same split."""
     ordered = sorted(files, key=key)
     random.Random(seed).shuffle(ordered)
-    result, start, cumulative = {}, 0, 0.0
-    for index, name in enumerate(fractions):
-        cumulative += fractions[name]
-        end = len(ordered) if index == len(fractions) - 1 else min(len(ordered), round(len(ordered) * cumulative))
-        result[name] = ordered[start:end]
-        start = end
-    return result
+    ends = [min(len(ordered), round(len(ordered) * total)) for total in itertools.accumulate(fractions.values())]
+    ends[-1] = len(ordered)  # the last split takes what rounding leaves
+    return {name: ordered[start:end] for name, start, end in zip(fractions, [0, *ends], ends)}
 
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
@@ -226,8 +199,7 @@ def _assign(items: Sequence[_Item], fractions: Mapping[str, float], seed: int) -
 
 
 def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, str, _Item]]:
-    """(split, name, item) with names unique per split and class in any letter case (macOS, Windows);
-    a name taken by flattening sub-folders gets ``free_name``'s content-derived name."""
+    """(split, name, item) with names unique per split and class in any letter case (macOS, Windows)."""
     taken: set[tuple[str, str, str]] = set()
     result = []
     for split, item in sorted(placements, key=lambda placement: placement[1].key):
@@ -243,21 +215,29 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
 def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callable[[str], tuple[str, str, str] | None],
                plan: Callable[[list[_Item]], tuple[list[tuple[str, _Item]], list[_Item]]], *, mode: str,
                overwrite: bool, workers: int | None, max_pixels: int) -> SplitReport:
-    """List, check, plan and place. ``locate`` gives a file's (group, class, output name) from its key, or None;
-    ``plan`` turns the usable items into (split, item) and dropped items."""
+    """List, check, plan, write ``manifest.csv`` (so a re-run only completes what is missing) and place."""
     report = SplitReport(out=out, mode=mode)
     root = root.resolve()
     old_rows = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
     items, not_images = _list_items(root, class_dirs, locate)
     if mode == MOVE and old_rows:
         items += _moved_items(root, out, old_rows, locate, {item.key for item in items})
-    _check_not_empty(root, class_dirs, items)
+    present = {item.key.rsplit("/", 1)[0] for item in items}
+    for folder in class_dirs:  # an empty class folder is often a nested or misnamed one
+        prefix = _inside(folder, root).as_posix()
+        if not any(f"{key}/".startswith(f"{prefix}/") for key in present):
+            raise UserError(f"class folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
+                            "Remove it or put its images in it.")
     cross_device = _cross_device(root, out)
     if mode == LINK and cross_device:
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
                         "ones. Drop --link to copy, or choose an --out on the same disk.")
     workers = workers or default_workers()
-    _scan(items, keep_bytes=mode == COPY or (mode == MOVE and cross_device), workers=workers, max_pixels=max_pixels)
+    results = map_in_threads(lambda paths: [inspect_file(path, max_pixels) for path in paths],
+                             [item.read_from for item in items], workers, "checking")
+    for item, (digest, problem, header) in zip(items, results):
+        item.digest, item.problem = digest, problem
+        item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format)
 
     unreadable = [item for item in items if item.problem is not None]
     placements, dropped = plan(sorted((item for item in items if item.problem is None), key=lambda item: item.key))
@@ -289,16 +269,6 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     return report
 
 
-def _check_not_empty(root: Path, class_dirs: Sequence[Path], items: Sequence[_Item]) -> None:
-    """Raises UserError for a class folder without a single image file (often a nested or misnamed folder)."""
-    present = {item.key.rsplit("/", 1)[0] for item in items}
-    for folder in class_dirs:
-        prefix = _inside(folder, root).as_posix()
-        if not any(f"{key}/".startswith(f"{prefix}/") for key in present):
-            raise UserError(f"class folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
-                            "Remove it or put its images in it.")
-
-
 def _inside(folder: Path, root: Path) -> Path:
     """``folder``'s path relative to ``root``; a class folder that is a symlink stays one (not followed out)."""
     return folder.parent.resolve().relative_to(root) / folder.name
@@ -311,18 +281,13 @@ def _list_items(root: Path, class_dirs: Sequence[Path], locate: Callable) -> tup
     for folder in progress(class_dirs, desc="listing", unit="folder"):
         for path in map(str, list_images(root / _inside(folder, root), recursive=True, skipped=skipped)):
             key = path[prefix:].replace(os.sep, "/")
-            located = locate(key)
-            if located is None:  # an image at the wrong depth, e.g. directly in a train/ folder
-                skipped.append((path, _NOT_AN_IMAGE))
-            else:
-                items.append(_Item(key, *located, path, path))
+            items.append(_Item(key, *locate(key), path, path))
     return items, skipped
 
 
 def _moved_items(root: Path, out: Path, old_rows: Sequence[ManifestRow], locate: Callable, present: set[str]
                  ) -> list[_Item]:
-    """Files an interrupted ``--move`` already moved (gone from SOURCE, in the manifest, at their target),
-    counted in again so the re-run makes the same plan."""
+    """Files an interrupted ``--move`` already moved, counted in again so the re-run makes the same plan."""
     items = []
     root_text = f"{root.resolve()}{os.sep}"
     for row in old_rows:
@@ -334,25 +299,12 @@ def _moved_items(root: Path, out: Path, old_rows: Sequence[ManifestRow], locate:
     return items
 
 
-def _scan(items: list[_Item], keep_bytes: bool, workers: int, max_pixels: int) -> None:
-    """Fills in each item's sha256 and problem (and its bytes when ``keep_bytes``), reading each file once."""
-    results = map_in_threads(lambda paths: [inspect_file(path, max_pixels) for path in paths],
-                             [item.read_from for item in items], workers, "checking")
-    kept = 0  # small files keep their bytes for the copy (one read per file), up to a total
-    for item, (data, digest, problem, header) in zip(items, results):
-        item.digest, item.problem = digest, problem
-        item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format)
-        if keep_bytes and problem is None and len(data) <= _KEEP_FILE_BYTES and kept + len(data) <= _KEEP_TOTAL_BYTES:
-            item.data = data
-            kept += len(data)
-
-
 def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> list[bool]:
     """Places each planned file at its target (never over other content); True when written, False when there."""
     written = []
     for target, item in jobs:
         if os.path.lexists(target):
-            if not _holds(target, item):
+            if not (target.is_file() and sha256_file(target) == item.digest):
                 raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
                                 "overwritten. Move that file away (or delete it if it is a broken copy) and run "
                                 "the same command again.")
@@ -363,8 +315,8 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                 os.link(item.read_from, target)
             elif mode == MOVE and not cross_device:
                 os.rename(item.read_from, target)  # the target was checked free just above
-            else:  # a copy writes the bytes the scan kept, or reads them again, checked against the sha256
-                write_new(target, item.data if item.data is not None else read_verified(item.read_from, item.digest))
+            else:  # the bytes are read again, checked against the sha256 of the scan
+                write_new(target, read_verified(item.read_from, item.digest))
                 if mode == MOVE:
                     os.unlink(item.read_from)
         except OSError as error:
@@ -373,24 +325,13 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                                 "SOURCE and --out on one file system that supports hard links; drop --link to "
                                 "copy.") from error
             raise
-        item.data = None  # free the memory as soon as the file is out
         written.append(True)
     return written
 
 
-def _holds(target: Path, item: _Item) -> bool:
-    try:
-        if os.path.samefile(target, item.read_from):
-            return True
-    except OSError:
-        pass
-    return target.is_file() and sha256_file(target) == item.digest
-
-
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
                  overwrite: bool) -> Path | None:
-    """Checks that ``out`` holds nothing or this same split; moves a different one aside when ``overwrite``
-    and returns where."""
+    """Checks that ``out`` holds nothing or this same split; returns where a different one was moved aside."""
     if old_rows is not None:
         old_keys, new_keys = [row.key() for row in old_rows], [row.key() for row in rows]
         if old_keys == new_keys:
