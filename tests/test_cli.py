@@ -97,3 +97,14 @@ def test_format_table_right_aligns_numbers():
     lines = table.splitlines()
     assert lines[0].split() == ["class", "images"]
     assert lines[2].endswith("1,000") and lines[3].endswith("    5")
+
+
+def test_a_log_line_that_cannot_be_written_does_not_stop_the_script(monkeypatch):
+    class BrokenStream(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError("stderr went away")
+
+    cli.setup_logging()
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # as in production: report nothing, go on
+    monkeypatch.setattr("sys.stderr", BrokenStream())
+    logging.getLogger("realvsai.test").warning("this line is lost")  # must not raise
