@@ -35,7 +35,10 @@ class _StderrHandler(logging.Handler):
     """Writes to whatever ``sys.stderr`` is when a line is logged (a test harness may swap and close it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr)
+        try:
+            print(self.format(record), file=sys.stderr)
+        except (OSError, ValueError):  # a closed or broken stderr: logging's own report, as StreamHandler does
+            self.handleError(record)
 
 
 def setup_logging(quiet: bool = False) -> None:
