@@ -69,16 +69,12 @@ def perturb_step(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]
     """``perturb`` as ``data.make_dataset``'s ``transform`` of one decoded uint8 image."""
     import tensorflow as tf
 
-    def apply(pixels: np.ndarray) -> np.ndarray:
-        # Looked up at call time, so a test can replace perturb and see its effect on the predictions.
-        return np.ascontiguousarray(perturb(pixels, kind, strength), dtype=np.uint8)
-
-    return lambda pixels: tf.ensure_shape(tf.numpy_function(apply, [pixels], tf.uint8, stateful=False),
-                                          [None, None, 3])
+    # perturb is looked up at call time, so a test can replace it and see its effect on the predictions.
+    return lambda pixels: tf.ensure_shape(tf.numpy_function(lambda array: perturb(array, kind, strength), [pixels],
+                                                            tf.uint8, stateful=False), [None, None, 3])
 
 
-def predict(model: keras.Model, images: LabelledImages, batch_size: int = BATCH_SIZE,
-            image_size: int = prediction.FALLBACK_IMAGE_SIZE,
+def predict(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
             perturbation: tuple[str, float] | None = None, input_mode: str = "resize") -> np.ndarray:
     """Class probabilities (images, classes) in file order; UserError if a file broke after the scan."""
     probabilities = prediction.predict_images(model, images, batch_size, image_size, input_mode=input_mode,

@@ -206,10 +206,8 @@ class Classifier:
         return self._prepare_fn(np.ascontiguousarray(image, dtype=np.uint8))
 
     def predict_prepared(self, batch: tf.Tensor | np.ndarray) -> np.ndarray:
-        """Probabilities (N, classes) of a batch of prepared images, in one model call."""
-        import tensorflow as tf
-
-        return self._call(tf.convert_to_tensor(batch, tf.float32)).numpy()
+        """Probabilities (N, classes) of a float32 batch of prepared images, in one model call."""
+        return self._call(batch).numpy()
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = DEFAULTS.batch_size) -> np.ndarray:
         """Probabilities (N, classes) of decoded (H, W, 3) uint8 images of any sizes, batch by batch."""
@@ -219,21 +217,11 @@ class Classifier:
                                                                images[start:start + batch_size]]))
                                for start in range(0, len(images), batch_size)])
 
-    def _split_layers(self) -> tuple[list[Any], Any, list[Any]]:
-        """The layers before the backbone (without the training-only augmentation), the backbone, the head."""
-        import keras
-
-        layers = [layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        index = [layer.name for layer in layers].index("backbone")
-        return [layer for layer in layers[:index] if layer.name != "augmentation"], layers[index], layers[index + 1:]
-
     @functools.cached_property
     def grad_cam_layer(self) -> keras.layers.Layer | None:
         """The deepest backbone block output (ResNet's ``*_out`` layers, else any) at least 4x4; None if none is."""
-        layers = [layer for layer in self._split_layers()[1].layers if len(layer.output.shape) == 4]
+        layers = [layer for layer in self.model.get_layer("backbone").layers if len(layer.output.shape) == 4]
         blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
-        if layers and blocks[-1] is not layers[-1]:
-            blocks.append(layers[-1])
         size = DEFAULTS.grad_cam_min_size
         return next((layer for layer in reversed(blocks) if min(layer.output.shape[1:3]) >= size), None)
 
@@ -241,20 +229,18 @@ class Classifier:
         import keras
         import tensorflow as tf
 
-        before, backbone, head = self._split_layers()
+        layers, backbone = self.model.layers, self.model.get_layer("backbone")
         # The backbone, giving the explained feature map as well as its own output (built once: traced once).
-        backbone = keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
-        pixels = image[tf.newaxis]
-        for layer in before:
-            pixels = layer(pixels, training=False)
+        explaining = keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
+        pixels = self.model.get_layer("preprocess")(self._resize(image[tf.newaxis]))  # no training-only augmentation
         with tf.GradientTape() as tape:
             # The tape records the backbone from its input: a frozen backbone has no trainable
             # variables that would make it record by itself.
             tape.watch(pixels)
-            explained, hidden = backbone(pixels, training=False)
-            for layer in head[:-1]:
+            explained, hidden = explaining(pixels, training=False)
+            for layer in layers[layers.index(backbone) + 1:-1]:  # the head up to its last Dense
                 hidden = layer(hidden, training=False)
-            last = head[-1]  # the softmax Dense "predictions": its logits do not saturate near 1
+            last = layers[-1]  # the softmax Dense "predictions": its logits do not saturate near 1
             logits = tf.cast(tf.matmul(tf.cast(hidden, last.kernel.dtype), last.kernel) + last.bias, tf.float32)
             target = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
             # The class's logit minus the mean logit: softmax ignores a shift shared by all logits, so

@@ -176,9 +176,12 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     predicted = probabilities.argmax(axis=1)
     binary = len(class_names) == 2
     bins = calibration_bins(labels, probabilities)
-    positive = positive_index(class_names, positive_class) if binary else 1  # pos_label, ignored for macro
-    averaged = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
-                                                  average="binary" if binary else "macro", zero_division=0)
+    positive = positive_index(class_names, positive_class) if binary else None
+    precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids,
+                                                                        zero_division=0)
+    # The positive class's numbers for two classes, else the unweighted means (scikit-learn's macro).
+    averaged = {name: float(values[positive] if binary else values.mean())
+                for name, values in zip(("precision", "recall", "f1"), (precision, recall, f1))}
     if binary:
         truth, scores = labels == positive, probabilities[:, positive]
         ranking = {"roc_auc": _score(sk.roc_auc_score, truth, scores),
@@ -188,8 +191,6 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
                                      labels=class_ids),
                    "average_precision": _score(sk.average_precision_score, label_binarize(labels, classes=class_ids),
                                                probabilities, average="macro")}
-    precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids,
-                                                                        zero_division=0)
     metrics: dict[str, Any] = {
         "class_names": list(class_names),
         "num_images": len(labels),
@@ -197,9 +198,7 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         "accuracy": float(sk.accuracy_score(labels, predicted)),
         "average": "binary" if binary else "macro",
         "positive_class": class_names[positive] if binary else None,
-        "precision": float(averaged[0]),
-        "recall": float(averaged[1]),
-        "f1": float(averaged[2]),
+        **averaged,
         **ranking,
         "expected_calibration_error": expected_calibration_error(bins),
         "per_class": {name: {"precision": float(precision[index]), "recall": float(recall[index]),

@@ -34,8 +34,6 @@ if TYPE_CHECKING:  # TensorFlow is imported only when predicting
 
 logger = logging.getLogger(__name__)
 
-FALLBACK_IMAGE_SIZE = 224  # resize target for mixed sizes when neither model.json nor the model says
-
 
 @dataclass(frozen=True)
 class PredictionSummary:
@@ -61,10 +59,7 @@ class PredictionSummary:
 
 def model_image_size(model: keras.Model, model_info: Mapping[str, Any]) -> int:
     """The side mixed-size images are resized to: model.json's, else the model's resize layer's."""
-    try:
-        return int(model_info.get("image_size") or model.get_layer("resize").height)
-    except ValueError:
-        return FALLBACK_IMAGE_SIZE
+    return int(model_info.get("image_size") or model.get_layer("resize").height)
 
 
 def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
@@ -99,7 +94,6 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
 def unfamiliar_reasons(model_info: Mapping[str, Any], sizes: Sequence[tuple[int, int]],
                        formats: Sequence[str]) -> list[str | None]:
     """Per image (sizes and formats from the scan's headers), why it is unlike model.json's ``training_images``."""
-    formats = list(formats) or [None] * len(sizes)
     return [unfamiliar_reason(model_info.get("training_images"), width, height, image_format)
             for (width, height), image_format in zip(sizes, formats, strict=True)]
 
