@@ -25,6 +25,7 @@ from realvsai import metrics as scoring  # "metrics" names the dict of numbers h
 from realvsai.cli import progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images
+from realvsai.image_stats import unfamiliar_reason
 from realvsai.layout import SPLITS, TEST, VALIDATION
 from realvsai.model_card import PLOT_FILES, render_card
 
@@ -221,7 +222,7 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
                                        out_dir / PLOT_FILES["precision_recall_curve"], positive,
                                        metrics.get("decision_threshold"))
     plots.plot_reliability_diagram(labels, probabilities, metrics["expected_calibration_error"],
-                                   out_dir / PLOT_FILES["reliability_diagram"], len(metrics["calibration_bins"]))
+                                   out_dir / PLOT_FILES["reliability_diagram"])
     plots.plot_class_distribution(split_counts, out_dir / PLOT_FILES["class_distribution"])
     plots.plot_confident_errors([plots.ErrorExample(images.files[index], class_names[labels[index]],
                                                     class_names[predicted[index]],
@@ -236,7 +237,8 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
     prediction.write_predictions(
         out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
         class_names, scoring.DecisionRule.from_model_info({**model_info, "decision_threshold": threshold}),
-        prediction.unfamiliar_reasons(model_info, images.sizes, images.formats), true_labels=images.labels)
+        [unfamiliar_reason(model_info.get("training_images"), width, height, image_format)
+         for (width, height), image_format in zip(images.sizes, images.formats)], true_labels=images.labels)
     return metrics
 
 

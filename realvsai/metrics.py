@@ -109,18 +109,17 @@ def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | N
     return None if math.isnan(value) else value
 
 
-def calibration_bins(labels: Sequence[int], probabilities: np.ndarray,
-                     num_bins: int = CALIBRATION_BINS) -> list[dict[str, float | int | None]]:
-    """Per equal-width bin ``(b / num_bins, (b + 1) / num_bins]`` of top-class confidence (0 in the first):
-    lower, upper, count, mean confidence and accuracy (None when empty)."""
+def calibration_bins(labels: Sequence[int], probabilities: np.ndarray) -> list[dict[str, float | int | None]]:
+    """Per equal-width bin ``(b / CALIBRATION_BINS, (b + 1) / CALIBRATION_BINS]`` of top-class confidence
+    (0 in the first): lower, upper, count, mean confidence and accuracy (None when empty)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     confidences = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
-    members = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, num_bins - 1)
-    counts = np.bincount(members, minlength=num_bins)
-    confidence_sums = np.bincount(members, confidences, minlength=num_bins)
-    correct_sums = np.bincount(members, correct, minlength=num_bins)
+    edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
+    members = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, CALIBRATION_BINS - 1)
+    counts = np.bincount(members, minlength=CALIBRATION_BINS)
+    confidence_sums = np.bincount(members, confidences, minlength=CALIBRATION_BINS)
+    correct_sums = np.bincount(members, correct, minlength=CALIBRATION_BINS)
     return [{"lower": float(edges[index]), "upper": float(edges[index + 1]), "count": int(count),
              "confidence": float(confidence_sums[index] / count) if count else None,
              "accuracy": float(correct_sums[index] / count) if count else None}
@@ -215,13 +214,12 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     return metrics
 
 
-def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray,
-                          limit: int = NUM_ERROR_IMAGES) -> list[int]:
+def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray) -> list[int]:
     """Indices of the wrongly classified images (argmax), highest predicted probability first."""
     probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != np.asarray(labels))
-    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:limit].tolist()
+    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:NUM_ERROR_IMAGES].tolist()
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:

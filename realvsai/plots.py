@@ -18,7 +18,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocC
 
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
-from realvsai.metrics import threshold_metrics
+from realvsai.metrics import CALIBRATION_BINS, threshold_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -105,19 +105,19 @@ def plot_precision_recall_curves(labels: Sequence[int], probabilities: np.ndarra
     return _save(figure, path)
 
 
-def plot_reliability_diagram(labels: Sequence[int], probabilities: np.ndarray, ece: float, path: Path,
-                             num_bins: int = 15) -> Path:
+def plot_reliability_diagram(labels: Sequence[int], probabilities: np.ndarray, ece: float, path: Path) -> Path:
     """Accuracy against top-class confidence in equal-width bins (the ECE's gaps), the bin sizes below."""
     probabilities = np.asarray(probabilities)
     confidence = probabilities.max(axis=1)
     correct = (probabilities.argmax(axis=1) == np.asarray(labels)).astype(int)
     figure = Figure(figsize=(6, 7), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    CalibrationDisplay.from_predictions(correct, confidence, n_bins=num_bins, strategy="uniform", ax=top,
+    CalibrationDisplay.from_predictions(correct, confidence, n_bins=CALIBRATION_BINS, strategy="uniform", ax=top,
                                         name="model", pos_label=1)
-    top.set(ylim=(0, 1), xlabel="", ylabel="accuracy", title=f"Reliability diagram, ECE = {ece:.4f} ({num_bins} bins)")
+    top.set(ylim=(0, 1), xlabel="", ylabel="accuracy",
+            title=f"Reliability diagram, ECE = {ece:.4f} ({CALIBRATION_BINS} bins)")
     top.grid(alpha=0.3)
-    bottom.hist(confidence, bins=np.linspace(0.0, 1.0, num_bins + 1), color="grey", edgecolor="black")
+    bottom.hist(confidence, bins=np.linspace(0.0, 1.0, CALIBRATION_BINS + 1), color="grey", edgecolor="black")
     bottom.set(xlim=(0, 1), xlabel="confidence (probability of the predicted class)", ylabel="images")
     return _save(figure, path)
 
