@@ -215,7 +215,7 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
                **extra}
     out_dir.mkdir(parents=True, exist_ok=True)
     labels, predicted = np.asarray(images.labels), probabilities.argmax(axis=1)
-    positive = class_names.index(metrics["positive_class"]) if metrics["positive_class"] else None
+    positive = scoring.positive_index(class_names, metrics["positive_class"])  # 1, unused, for more classes
     plots.plot_confusion_matrix(labels, predicted, class_names, out_dir / PLOT_FILES["confusion_matrix"])
     plots.plot_roc_curves(labels, probabilities, class_names, out_dir / PLOT_FILES["roc_curve"], positive)
     plots.plot_precision_recall_curves(labels, probabilities, class_names,

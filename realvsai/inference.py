@@ -82,10 +82,6 @@ class ModelRun:
     def name(self) -> str:
         return self.path.name
 
-    def decision_rule(self, confidence_threshold: float | None = None) -> DecisionRule:
-        """The rule this model decides by; ``confidence_threshold`` replaces model.json's."""
-        return DecisionRule.from_model_info(self.info, confidence_threshold)
-
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics: model.json's ``test_metrics``, else the numbers metrics.json holds."""
         for source in (self.info.get("test_metrics"), self.metrics):

@@ -126,13 +126,6 @@ def calibration_bins(labels: Sequence[int], probabilities: np.ndarray) -> list[d
             for index, count in enumerate(counts)]
 
 
-def expected_calibration_error(bins: Sequence[Mapping[str, float | int | None]]) -> float:
-    """ECE of ``calibration_bins`` output."""
-    total = sum(entry["count"] for entry in bins)
-    return float(sum(entry["count"] / total * abs(entry["accuracy"] - entry["confidence"])
-                     for entry in bins if entry["count"])) if total else 0.0
-
-
 def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilities: Sequence[float]) -> float:
     """The threshold on P(positive) maximising F1 (the lowest on a tie); ValueError when one class is present."""
     truth = np.asarray(labels).astype(bool)
@@ -175,6 +168,7 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     predicted = probabilities.argmax(axis=1)
     binary = len(class_names) == 2
     bins = calibration_bins(labels, probabilities)
+    gaps = [entry["count"] * abs(entry["accuracy"] - entry["confidence"]) for entry in bins if entry["count"]]  # ECE's
     positive = positive_index(class_names, positive_class) if binary else None
     precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids,
                                                                         zero_division=0)
@@ -199,7 +193,7 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         "positive_class": class_names[positive] if binary else None,
         **averaged,
         **ranking,
-        "expected_calibration_error": expected_calibration_error(bins),
+        "expected_calibration_error": float(sum(gaps) / len(labels)) if gaps else 0.0,
         "per_class": {name: {"precision": float(precision[index]), "recall": float(recall[index]),
                              "f1": float(f1[index]), "support": int(support[index])}
                       for index, name in enumerate(class_names)},

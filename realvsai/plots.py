@@ -63,7 +63,7 @@ def plot_confusion_matrix(labels: Sequence[int], predicted: Sequence[int], class
 
 
 def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], labels: Sequence[int],
-            probabilities: np.ndarray, class_names: Sequence[str], positive_index: int | None,
+            probabilities: np.ndarray, class_names: Sequence[str], positive_index: int,
             title: str) -> tuple[Figure, list]:
     """One curve of P(positive) for two classes, one-vs-rest for more; a class with one side only gets none."""
     labels, probabilities = np.asarray(labels), np.asarray(probabilities)
@@ -71,7 +71,7 @@ def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], label
     axes = figure.add_subplot()
     binary = len(class_names) == 2
     drawn = []
-    for index in [1 if positive_index is None else positive_index] if binary else range(len(class_names)):
+    for index in [positive_index] if binary else range(len(class_names)):
         truth = labels == index
         if truth.all() or not truth.any():
             logger.warning("no curve for %s: the labels hold only one side of it", class_names[index])
@@ -86,20 +86,19 @@ def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], label
 
 
 def plot_roc_curves(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str], path: Path,
-                    positive_index: int | None = None) -> Path:
+                    positive_index: int = 1) -> Path:
     """ROC curve(s) with the AUC in the legend."""
     return _save(_curves(RocCurveDisplay, labels, probabilities, class_names, positive_index, "ROC curve")[0], path)
 
 
 def plot_precision_recall_curves(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
-                                 path: Path, positive_index: int | None = None,
-                                 threshold: float | None = None) -> Path:
+                                 path: Path, positive_index: int = 1, threshold: float | None = None) -> Path:
     """Precision-recall curve(s) with average precision in the legend; two classes mark ``threshold``."""
     figure, drawn = _curves(PrecisionRecallDisplay, labels, probabilities, class_names, positive_index,
                             "Precision-recall curve")
     if threshold is not None and len(class_names) == 2 and drawn:
-        positive = 1 if positive_index is None else positive_index
-        at = threshold_metrics(np.asarray(labels), np.asarray(probabilities)[:, positive], positive, threshold)
+        at = threshold_metrics(np.asarray(labels), np.asarray(probabilities)[:, positive_index], positive_index,
+                               threshold)
         drawn[0].ax_.plot(at["recall"], at["precision"], "o", color="black", label=f"threshold {threshold:.3f}")
         drawn[0].ax_.legend(loc="lower left", fontsize=8)
     return _save(figure, path)

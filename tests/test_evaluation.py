@@ -30,7 +30,6 @@ from realvsai.metrics import (
     calibration_bins,
     choose_threshold,
     compute_metrics,
-    expected_calibration_error,
     format_summary,
     most_confident_errors,
 )
@@ -177,15 +176,14 @@ def test_ece_is_zero_when_confidence_matches_accuracy():
     # 80%-sure answers right 8 times in 10, 60%-sure answers right 6 times in 10.
     labels = [0] * 8 + [1] * 2 + [1] * 6 + [0] * 4
     probabilities = [[0.8, 0.2]] * 10 + [[0.4, 0.6]] * 10
-    bins = calibration_bins(labels, probabilities)
-    assert expected_calibration_error(bins) == pytest.approx(0.0, abs=1e-12)
+    ece = compute_metrics(labels, probabilities, ["a", "b"])["expected_calibration_error"]
+    assert ece == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ece_is_the_confidence_gap_when_overconfident():
     labels = [0, 1] * 10  # 99%-sure answers right half of the time
     probabilities = [[0.99, 0.01]] * 20
-    bins = calibration_bins(labels, probabilities)
-    assert expected_calibration_error(bins) == pytest.approx(0.49)
+    assert compute_metrics(labels, probabilities, ["a", "b"])["expected_calibration_error"] == pytest.approx(0.49)
 
 
 def test_calibration_bins_are_15_equal_width_bins_over_top_class_confidence():

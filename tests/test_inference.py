@@ -496,13 +496,15 @@ def test_without_a_threshold_uncertain_means_the_top_probability_below_the_confi
 def test_a_run_decides_with_the_threshold_and_positive_class_of_its_model_json(tmp_path):
     folder = write_run(tmp_path, "run", info={"positive_class": "FAKE", "decision_threshold": 0.3})
 
-    assert inference.read_run(folder).decision_rule(0.6) == inference.DecisionRule(0.6, 0.3, positive_index=0)
+    rule = inference.DecisionRule.from_model_info(inference.read_run(folder).info, 0.6)
+    assert rule == inference.DecisionRule(0.6, 0.3, positive_index=0)
 
 
 def test_a_run_without_a_decision_threshold_decides_by_the_most_probable_class(tmp_path):
     folder = write_run(tmp_path, "run", info={"decision_threshold": None})
 
-    assert inference.read_run(folder).decision_rule(0.7) == inference.DecisionRule(0.7, None, positive_index=0)
+    rule = inference.DecisionRule.from_model_info(inference.read_run(folder).info, 0.7)
+    assert rule == inference.DecisionRule(0.7, None, positive_index=0)
 
 
 def test_read_run_rejects_a_positive_class_that_is_not_a_class(tmp_path):
