@@ -254,7 +254,7 @@ def sidebar_settings(run: inference.ModelRun, classifier: inference.Classifier) 
                                         "Costs about one extra model call per image.")
     if explain_on:
         st.sidebar.caption(_grad_cam_source(classifier))
-    return Settings(run.decision_rule(threshold), explain_on)
+    return Settings(inference.DecisionRule.from_model_info(run.info, threshold), explain_on)
 
 
 def model_card(run: inference.ModelRun, settings: Settings) -> None:

@@ -25,6 +25,7 @@ from realvsai import metrics as scoring  # "metrics" names the dict of numbers h
 from realvsai.cli import progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images
+from realvsai.image_stats import unfamiliar_reason
 from realvsai.layout import SPLITS, TEST, VALIDATION
 from realvsai.model_card import PLOT_FILES, render_card
 
@@ -69,16 +70,12 @@ def perturb_step(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]
     """``perturb`` as ``data.make_dataset``'s ``transform`` of one decoded uint8 image."""
     import tensorflow as tf
 
-    def apply(pixels: np.ndarray) -> np.ndarray:
-        # Looked up at call time, so a test can replace perturb and see its effect on the predictions.
-        return np.ascontiguousarray(perturb(pixels, kind, strength), dtype=np.uint8)
-
-    return lambda pixels: tf.ensure_shape(tf.numpy_function(apply, [pixels], tf.uint8, stateful=False),
-                                          [None, None, 3])
+    # perturb is looked up at call time, so a test can replace it and see its effect on the predictions.
+    return lambda pixels: tf.ensure_shape(tf.numpy_function(lambda array: perturb(array, kind, strength), [pixels],
+                                                            tf.uint8, stateful=False), [None, None, 3])
 
 
-def predict(model: keras.Model, images: LabelledImages, batch_size: int = BATCH_SIZE,
-            image_size: int = prediction.FALLBACK_IMAGE_SIZE,
+def predict(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
             perturbation: tuple[str, float] | None = None, input_mode: str = "resize") -> np.ndarray:
     """Class probabilities (images, classes) in file order; UserError if a file broke after the scan."""
     probabilities = prediction.predict_images(model, images, batch_size, image_size, input_mode=input_mode,
@@ -218,14 +215,14 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
                **extra}
     out_dir.mkdir(parents=True, exist_ok=True)
     labels, predicted = np.asarray(images.labels), probabilities.argmax(axis=1)
-    positive = class_names.index(metrics["positive_class"]) if metrics["positive_class"] else None
+    positive = scoring.positive_index(class_names, metrics["positive_class"])  # 1, unused, for more classes
     plots.plot_confusion_matrix(labels, predicted, class_names, out_dir / PLOT_FILES["confusion_matrix"])
     plots.plot_roc_curves(labels, probabilities, class_names, out_dir / PLOT_FILES["roc_curve"], positive)
     plots.plot_precision_recall_curves(labels, probabilities, class_names,
                                        out_dir / PLOT_FILES["precision_recall_curve"], positive,
                                        metrics.get("decision_threshold"))
     plots.plot_reliability_diagram(labels, probabilities, metrics["expected_calibration_error"],
-                                   out_dir / PLOT_FILES["reliability_diagram"], len(metrics["calibration_bins"]))
+                                   out_dir / PLOT_FILES["reliability_diagram"])
     plots.plot_class_distribution(split_counts, out_dir / PLOT_FILES["class_distribution"])
     plots.plot_confident_errors([plots.ErrorExample(images.files[index], class_names[labels[index]],
                                                     class_names[predicted[index]],
@@ -240,7 +237,8 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
     prediction.write_predictions(
         out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
         class_names, scoring.DecisionRule.from_model_info({**model_info, "decision_threshold": threshold}),
-        prediction.unfamiliar_reasons(model_info, images.sizes, images.formats), true_labels=images.labels)
+        [unfamiliar_reason(model_info.get("training_images"), width, height, image_format)
+         for (width, height), image_format in zip(images.sizes, images.formats)], true_labels=images.labels)
     return metrics
 
 

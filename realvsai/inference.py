@@ -82,13 +82,9 @@ class ModelRun:
     def name(self) -> str:
         return self.path.name
 
-    def decision_rule(self, confidence_threshold: float | None = None) -> DecisionRule:
-        """The rule this model decides by; ``confidence_threshold`` replaces model.json's."""
-        return DecisionRule.from_model_info(self.info, confidence_threshold)
-
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics: model.json's ``test_metrics``, else the numbers metrics.json holds."""
-        for source in (self.info.get("test_metrics"), self.metrics.get("test"), self.metrics):
+        for source in (self.info.get("test_metrics"), self.metrics):
             found = {name: float(source[name]) for name in HEADLINE_METRICS if isinstance(source, dict)
                      and isinstance(source.get(name), int | float) and not isinstance(source.get(name), bool)}
             if found:
@@ -169,22 +165,24 @@ class Classifier:
                  input_mode: str = "resize") -> None:
         import tensorflow as tf
 
+        from realvsai.data import grid_crops
         from realvsai.model import crop_averaging
 
         self.model = model
         self.class_names = list(class_names)
         self.image_size = int(image_size)
-        self.input_mode = input_mode
+        crops = input_mode == "crops"
         # decode_upload's image_size: crops mode sees native pixels, so no reduced JPEG decode there.
-        self.decode_size = None if input_mode == "crops" else self.image_size
+        self.decode_size = None if crops else self.image_size
         outputs = int(model.outputs[0].shape[-1])
         if outputs != len(self.class_names):
             raise UserError(f"the model outputs {outputs} classes, but model.json names {len(self.class_names)} "
                             f"({self.class_names}). The files do not belong together: train the model again.")
         self._resize = model.get_layer("resize")  # the model contract: build_model names it so
-        self._prepare_fn = tf.function(self._prepare_graph, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
         # Crops mode: each image is its grid of crops (data.grid_crops), the softmax averaged over them.
-        crops = input_mode == "crops"
+        self._prepare_fn = tf.function(lambda image: grid_crops(image, self.image_size) if crops
+                                       else self._resize(tf.cast(image, tf.float32)[tf.newaxis])[0],
+                                       input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
         predictor = crop_averaging(model, self.image_size) if crops else model
         shape = [None, CROP_GRID**2, self.image_size, self.image_size, 3] if crops else [None, None, None, 3]
         self._call = tf.function(lambda batch: predictor(batch, training=False),
@@ -192,48 +190,19 @@ class Classifier:
         self._grad_cam_fn = tf.function(self._grad_cam_graph, input_signature=[
             tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([], tf.int32)])
 
-    def _prepare_graph(self, image: tf.Tensor) -> tf.Tensor:
-        import tensorflow as tf
-
-        from realvsai.data import grid_crops
-
-        if self.input_mode == "crops":
-            return grid_crops(image, self.image_size)
-        return self._resize(tf.cast(image, tf.float32)[tf.newaxis])[0]
-
     def prepare(self, image: np.ndarray) -> tf.Tensor:
         """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor, or crops mode's (9, size, size, 3)."""
         return self._prepare_fn(np.ascontiguousarray(image, dtype=np.uint8))
 
     def predict_prepared(self, batch: tf.Tensor | np.ndarray) -> np.ndarray:
-        """Probabilities (N, classes) of a batch of prepared images, in one model call."""
-        import tensorflow as tf
-
-        return self._call(tf.convert_to_tensor(batch, tf.float32)).numpy()
-
-    def predict(self, images: Sequence[np.ndarray], batch_size: int = DEFAULTS.batch_size) -> np.ndarray:
-        """Probabilities (N, classes) of decoded (H, W, 3) uint8 images of any sizes, batch by batch."""
-        import tensorflow as tf
-
-        return np.concatenate([self.predict_prepared(tf.stack([self.prepare(image) for image in
-                                                               images[start:start + batch_size]]))
-                               for start in range(0, len(images), batch_size)])
-
-    def _split_layers(self) -> tuple[list[Any], Any, list[Any]]:
-        """The layers before the backbone (without the training-only augmentation), the backbone, the head."""
-        import keras
-
-        layers = [layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        index = [layer.name for layer in layers].index("backbone")
-        return [layer for layer in layers[:index] if layer.name != "augmentation"], layers[index], layers[index + 1:]
+        """Probabilities (N, classes) of a float32 batch of prepared images, in one model call."""
+        return self._call(batch).numpy()
 
     @functools.cached_property
     def grad_cam_layer(self) -> keras.layers.Layer | None:
         """The deepest backbone block output (ResNet's ``*_out`` layers, else any) at least 4x4; None if none is."""
-        layers = [layer for layer in self._split_layers()[1].layers if len(layer.output.shape) == 4]
+        layers = [layer for layer in self.model.get_layer("backbone").layers if len(layer.output.shape) == 4]
         blocks = [layer for layer in layers if layer.name.endswith("_out")] or layers
-        if layers and blocks[-1] is not layers[-1]:
-            blocks.append(layers[-1])
         size = DEFAULTS.grad_cam_min_size
         return next((layer for layer in reversed(blocks) if min(layer.output.shape[1:3]) >= size), None)
 
@@ -241,24 +210,20 @@ class Classifier:
         import keras
         import tensorflow as tf
 
-        before, backbone, head = self._split_layers()
+        layers, backbone = self.model.layers, self.model.get_layer("backbone")
         # The backbone, giving the explained feature map as well as its own output (built once: traced once).
-        backbone = keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
-        pixels = image[tf.newaxis]
-        for layer in before:
-            pixels = layer(pixels, training=False)
+        explaining = keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
+        pixels = self.model.get_layer("preprocess")(self._resize(image[tf.newaxis]))  # no training-only augmentation
         with tf.GradientTape() as tape:
-            # The tape records the backbone from its input: a frozen backbone has no trainable
-            # variables that would make it record by itself.
+            # Watched: a frozen backbone has no trainable variables that would make the tape record it.
             tape.watch(pixels)
-            explained, hidden = backbone(pixels, training=False)
-            for layer in head[:-1]:
+            explained, hidden = explaining(pixels, training=False)
+            for layer in layers[layers.index(backbone) + 1:-1]:  # the head up to its last Dense
                 hidden = layer(hidden, training=False)
-            last = head[-1]  # the softmax Dense "predictions": its logits do not saturate near 1
+            last = layers[-1]  # the softmax Dense "predictions": its logits do not saturate near 1
             logits = tf.cast(tf.matmul(tf.cast(hidden, last.kernel.dtype), last.kernel) + last.bias, tf.float32)
             target = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
-            # The class's logit minus the mean logit: softmax ignores a shift shared by all logits, so
-            # only this centred score is evidence for the class over the others.
+            # Minus the mean logit: softmax ignores a shift shared by all logits, so only this is evidence.
             score = logits[0, target] - tf.reduce_mean(logits[0])
         gradients = tf.cast(tape.gradient(score, explained), tf.float32)[0]  # (h, w, channels)
         cam = tf.nn.relu(tf.reduce_sum(tf.cast(explained[0], tf.float32) * tf.reduce_mean(gradients, axis=(0, 1)),
@@ -317,7 +282,6 @@ def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> n
 
 def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]], *,
                      batch_size: int = DEFAULTS.batch_size, max_pixels: int = DEFAULTS.max_pixels,
-                     preview_size: int = DEFAULTS.preview_size,
                      profile: Mapping[str, Any] | None = None) -> list[UploadResult]:
     """Classifies uploads in order, ``batch_size`` per model call, holding one full-size image at a time.
 
@@ -334,7 +298,7 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
             image = decode_upload(data, max_pixels, classifier.decode_size)
             header = read_header(data, max_pixels)  # the file's own size: a large JPEG is decoded reduced
             tensor = classifier.prepare(image)
-            slot.update(preview=preview_image(image, preview_size), size=(header.width, header.height),
+            slot.update(preview=preview_image(image), size=(header.width, header.height),
                         unfamiliar=unfamiliar_reason(profile, header.width, header.height, header.image_format))
             prepared.append((slot, tensor))
         except ImageDecodeError as error:
@@ -366,12 +330,9 @@ def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | No
 
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = DEFAULTS.heatmap_opacity,
                     colormap: str = DEFAULTS.colormap) -> np.ndarray:
-    """``image`` (H, W, 3 uint8) blended with ``heatmap`` (0..1, resized to the image) in a matplotlib colormap."""
+    """``image`` (H, W, 3 uint8) blended with ``heatmap`` (H, W in 0..1) in a matplotlib colormap."""
     import matplotlib
 
-    if heatmap.shape[:2] != image.shape[:2]:
-        heatmap = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32), mode="F").resize(
-            (image.shape[1], image.shape[0]), Image.BILINEAR))
     colours = matplotlib.colormaps[colormap](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
     blended = (1.0 - opacity) * image.astype(np.float32) + opacity * colours
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

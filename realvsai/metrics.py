@@ -109,29 +109,21 @@ def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | N
     return None if math.isnan(value) else value
 
 
-def calibration_bins(labels: Sequence[int], probabilities: np.ndarray,
-                     num_bins: int = CALIBRATION_BINS) -> list[dict[str, float | int | None]]:
-    """Per equal-width bin ``(b / num_bins, (b + 1) / num_bins]`` of top-class confidence (0 in the first):
-    lower, upper, count, mean confidence and accuracy (None when empty)."""
+def calibration_bins(labels: Sequence[int], probabilities: np.ndarray) -> list[dict[str, float | int | None]]:
+    """Per equal-width bin ``(b / CALIBRATION_BINS, (b + 1) / CALIBRATION_BINS]`` of top-class confidence
+    (0 in the first): lower, upper, count, mean confidence and accuracy (None when empty)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     confidences = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
-    members = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, num_bins - 1)
-    counts = np.bincount(members, minlength=num_bins)
-    confidence_sums = np.bincount(members, confidences, minlength=num_bins)
-    correct_sums = np.bincount(members, correct, minlength=num_bins)
+    edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
+    members = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, CALIBRATION_BINS - 1)
+    counts = np.bincount(members, minlength=CALIBRATION_BINS)
+    confidence_sums = np.bincount(members, confidences, minlength=CALIBRATION_BINS)
+    correct_sums = np.bincount(members, correct, minlength=CALIBRATION_BINS)
     return [{"lower": float(edges[index]), "upper": float(edges[index + 1]), "count": int(count),
              "confidence": float(confidence_sums[index] / count) if count else None,
              "accuracy": float(correct_sums[index] / count) if count else None}
             for index, count in enumerate(counts)]
-
-
-def expected_calibration_error(bins: Sequence[Mapping[str, float | int | None]]) -> float:
-    """ECE of ``calibration_bins`` output."""
-    total = sum(entry["count"] for entry in bins)
-    return float(sum(entry["count"] / total * abs(entry["accuracy"] - entry["confidence"])
-                     for entry in bins if entry["count"])) if total else 0.0
 
 
 def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilities: Sequence[float]) -> float:
@@ -176,9 +168,13 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     predicted = probabilities.argmax(axis=1)
     binary = len(class_names) == 2
     bins = calibration_bins(labels, probabilities)
-    positive = positive_index(class_names, positive_class) if binary else 1  # pos_label, ignored for macro
-    averaged = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids, pos_label=positive,
-                                                  average="binary" if binary else "macro", zero_division=0)
+    gaps = [entry["count"] * abs(entry["accuracy"] - entry["confidence"]) for entry in bins if entry["count"]]  # ECE's
+    positive = positive_index(class_names, positive_class) if binary else None
+    precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids,
+                                                                        zero_division=0)
+    # The positive class's numbers for two classes, else the unweighted means (scikit-learn's macro).
+    averaged = {name: float(values[positive] if binary else values.mean())
+                for name, values in zip(("precision", "recall", "f1"), (precision, recall, f1))}
     if binary:
         truth, scores = labels == positive, probabilities[:, positive]
         ranking = {"roc_auc": _score(sk.roc_auc_score, truth, scores),
@@ -188,8 +184,6 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
                                      labels=class_ids),
                    "average_precision": _score(sk.average_precision_score, label_binarize(labels, classes=class_ids),
                                                probabilities, average="macro")}
-    precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids,
-                                                                        zero_division=0)
     metrics: dict[str, Any] = {
         "class_names": list(class_names),
         "num_images": len(labels),
@@ -197,11 +191,9 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         "accuracy": float(sk.accuracy_score(labels, predicted)),
         "average": "binary" if binary else "macro",
         "positive_class": class_names[positive] if binary else None,
-        "precision": float(averaged[0]),
-        "recall": float(averaged[1]),
-        "f1": float(averaged[2]),
+        **averaged,
         **ranking,
-        "expected_calibration_error": expected_calibration_error(bins),
+        "expected_calibration_error": float(sum(gaps) / len(labels)) if gaps else 0.0,
         "per_class": {name: {"precision": float(precision[index]), "recall": float(recall[index]),
                              "f1": float(f1[index]), "support": int(support[index])}
                       for index, name in enumerate(class_names)},
@@ -216,13 +208,12 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     return metrics
 
 
-def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray,
-                          limit: int = NUM_ERROR_IMAGES) -> list[int]:
+def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray) -> list[int]:
     """Indices of the wrongly classified images (argmax), highest predicted probability first."""
     probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != np.asarray(labels))
-    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:limit].tolist()
+    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:NUM_ERROR_IMAGES].tolist()
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:

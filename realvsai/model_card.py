@@ -27,11 +27,6 @@ PLOT_FILES = {kind: f"{kind}.png" for kind in _CAPTIONS if kind != "robustness"}
 _PERTURBATION_LABELS = {"jpeg": "JPEG quality {:g}", "blur": "Gaussian blur σ={:g}", "downscale": "downscale ×{:g}"}
 
 
-def perturbation_label(kind: str, strength: float) -> str:
-    """How a perturbation reads in the robustness table: "JPEG quality 70"."""
-    return _PERTURBATION_LABELS[kind].format(strength)
-
-
 def _number(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -126,7 +121,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     if metrics.get("robustness"):
         clean = metrics["robustness_clean"]
         auc = ["roc_auc"] if "roc_auc" in clean else []  # two classes only
-        named = [("clean", clean), *((perturbation_label(kind, float(strength)), values)
+        named = [("clean", clean), *((_PERTURBATION_LABELS[kind].format(float(strength)), values)
                                      for kind, by_strength in metrics["robustness"].items()
                                      for strength, values in by_strength.items())]
         rows = [[name, _number(values["accuracy"]), f"{values['accuracy'] - clean['accuracy']:+.4f}",

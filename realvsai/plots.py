@@ -18,7 +18,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocC
 
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
-from realvsai.metrics import threshold_metrics
+from realvsai.metrics import CALIBRATION_BINS, threshold_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def plot_confusion_matrix(labels: Sequence[int], predicted: Sequence[int], class
 
 
 def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], labels: Sequence[int],
-            probabilities: np.ndarray, class_names: Sequence[str], positive_index: int | None,
+            probabilities: np.ndarray, class_names: Sequence[str], positive_index: int,
             title: str) -> tuple[Figure, list]:
     """One curve of P(positive) for two classes, one-vs-rest for more; a class with one side only gets none."""
     labels, probabilities = np.asarray(labels), np.asarray(probabilities)
@@ -71,7 +71,7 @@ def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], label
     axes = figure.add_subplot()
     binary = len(class_names) == 2
     drawn = []
-    for index in [1 if positive_index is None else positive_index] if binary else range(len(class_names)):
+    for index in [positive_index] if binary else range(len(class_names)):
         truth = labels == index
         if truth.all() or not truth.any():
             logger.warning("no curve for %s: the labels hold only one side of it", class_names[index])
@@ -86,38 +86,37 @@ def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], label
 
 
 def plot_roc_curves(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str], path: Path,
-                    positive_index: int | None = None) -> Path:
+                    positive_index: int = 1) -> Path:
     """ROC curve(s) with the AUC in the legend."""
     return _save(_curves(RocCurveDisplay, labels, probabilities, class_names, positive_index, "ROC curve")[0], path)
 
 
 def plot_precision_recall_curves(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
-                                 path: Path, positive_index: int | None = None,
-                                 threshold: float | None = None) -> Path:
+                                 path: Path, positive_index: int = 1, threshold: float | None = None) -> Path:
     """Precision-recall curve(s) with average precision in the legend; two classes mark ``threshold``."""
     figure, drawn = _curves(PrecisionRecallDisplay, labels, probabilities, class_names, positive_index,
                             "Precision-recall curve")
     if threshold is not None and len(class_names) == 2 and drawn:
-        positive = 1 if positive_index is None else positive_index
-        at = threshold_metrics(np.asarray(labels), np.asarray(probabilities)[:, positive], positive, threshold)
+        at = threshold_metrics(np.asarray(labels), np.asarray(probabilities)[:, positive_index], positive_index,
+                               threshold)
         drawn[0].ax_.plot(at["recall"], at["precision"], "o", color="black", label=f"threshold {threshold:.3f}")
         drawn[0].ax_.legend(loc="lower left", fontsize=8)
     return _save(figure, path)
 
 
-def plot_reliability_diagram(labels: Sequence[int], probabilities: np.ndarray, ece: float, path: Path,
-                             num_bins: int = 15) -> Path:
+def plot_reliability_diagram(labels: Sequence[int], probabilities: np.ndarray, ece: float, path: Path) -> Path:
     """Accuracy against top-class confidence in equal-width bins (the ECE's gaps), the bin sizes below."""
     probabilities = np.asarray(probabilities)
     confidence = probabilities.max(axis=1)
     correct = (probabilities.argmax(axis=1) == np.asarray(labels)).astype(int)
     figure = Figure(figsize=(6, 7), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    CalibrationDisplay.from_predictions(correct, confidence, n_bins=num_bins, strategy="uniform", ax=top,
+    CalibrationDisplay.from_predictions(correct, confidence, n_bins=CALIBRATION_BINS, strategy="uniform", ax=top,
                                         name="model", pos_label=1)
-    top.set(ylim=(0, 1), xlabel="", ylabel="accuracy", title=f"Reliability diagram, ECE = {ece:.4f} ({num_bins} bins)")
+    top.set(ylim=(0, 1), xlabel="", ylabel="accuracy",
+            title=f"Reliability diagram, ECE = {ece:.4f} ({CALIBRATION_BINS} bins)")
     top.grid(alpha=0.3)
-    bottom.hist(confidence, bins=np.linspace(0.0, 1.0, num_bins + 1), color="grey", edgecolor="black")
+    bottom.hist(confidence, bins=np.linspace(0.0, 1.0, CALIBRATION_BINS + 1), color="grey", edgecolor="black")
     bottom.set(xlim=(0, 1), xlabel="confidence (probability of the predicted class)", ylabel="images")
     return _save(figure, path)
 

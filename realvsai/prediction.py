@@ -34,8 +34,6 @@ if TYPE_CHECKING:  # TensorFlow is imported only when predicting
 
 logger = logging.getLogger(__name__)
 
-FALLBACK_IMAGE_SIZE = 224  # resize target for mixed sizes when neither model.json nor the model says
-
 
 @dataclass(frozen=True)
 class PredictionSummary:
@@ -61,10 +59,7 @@ class PredictionSummary:
 
 def model_image_size(model: keras.Model, model_info: Mapping[str, Any]) -> int:
     """The side mixed-size images are resized to: model.json's, else the model's resize layer's."""
-    try:
-        return int(model_info.get("image_size") or model.get_layer("resize").height)
-    except ValueError:
-        return FALLBACK_IMAGE_SIZE
+    return int(model_info.get("image_size") or model.get_layer("resize").height)
 
 
 def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
@@ -76,8 +71,7 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
     from realvsai.data import make_dataset
     from realvsai.model import crop_averaging
 
-    # The labels become file indices: the pipeline drops a file it cannot decode, and the index
-    # that comes out beside each row says which file the row belongs to.
+    # Labels become file indices: the pipeline drops files it cannot decode, so each row carries its file's.
     indexed = dataclasses.replace(images, labels=list(range(len(images))))
     crops = input_mode == "crops"
     dataset = make_dataset(indexed, batch_size=batch_size, image_size=image_size, shuffle=False, cache_bytes=0,
@@ -94,14 +88,6 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
     probabilities = np.full((len(images), rows.shape[-1]), np.nan, dtype=np.float32)
     probabilities[np.asarray(kept, dtype=np.int64)] = np.asarray(rows, dtype=np.float32)
     return probabilities
-
-
-def unfamiliar_reasons(model_info: Mapping[str, Any], sizes: Sequence[tuple[int, int]],
-                       formats: Sequence[str]) -> list[str | None]:
-    """Per image (sizes and formats from the scan's headers), why it is unlike model.json's ``training_images``."""
-    formats = list(formats) or [None] * len(sizes)
-    return [unfamiliar_reason(model_info.get("training_images"), width, height, image_format)
-            for (width, height), image_format in zip(sizes, formats, strict=True)]
 
 
 def relative_name(path: Path, folder: Path) -> str:
@@ -142,14 +128,12 @@ def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Pa
     if (out_dir / PREDICTIONS_FILE).exists():
         raise UserError(f"{out_dir / PREDICTIONS_FILE} already exists and is kept. Choose another --out folder.")
     class_names = [str(name) for name in model_info["class_names"]]
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[Path, str]] = []  # (file, why)
     candidates = list_images(folder, recursive=True, skipped=skipped)
     headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}")
-    unreadable = [(relative_name(Path(path), folder), reason) for path, reason in skipped]
-    unreadable += [(relative_name(path, folder), header) for path, header in zip(candidates, headers)
-                   if isinstance(header, str)]
+    skipped += [(path, header) for path, header in zip(candidates, headers) if isinstance(header, str)]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]
-    if not usable and not unreadable:
+    if not usable and not skipped:
         raise UserError(f"{folder} holds no image file (names ending in .jpg, .jpeg, .png, .bmp or .webp).")
     probabilities = np.zeros((0, len(class_names)), np.float32)
     if usable:
@@ -160,17 +144,17 @@ def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Pa
         probabilities = predict_images(model, images, batch_size, model_image_size(model, model_info),
                                        verbose=verbose, input_mode=model_info.get("input_mode", "resize"))
         failed = np.isnan(probabilities).any(axis=1)
-        unreadable += [(relative_name(path, folder), image_io.image_problem(path, max_pixels) or "could not be decoded")
-                       for path, bad in zip(files, failed) if bad]
+        skipped += [(path, image_io.image_problem(path, max_pixels) or "could not be decoded")
+                    for path, bad in zip(files, failed) if bad]
         usable = [pair for pair, bad in zip(usable, failed) if not bad]
         probabilities = probabilities[~failed]
-    unfamiliar = unfamiliar_reasons(model_info, [(header.width, header.height) for _, header in usable],
-                                    [header.image_format for _, header in usable])
+    unfamiliar = [unfamiliar_reason(model_info.get("training_images"), header.width, header.height,
+                                    header.image_format) for _, header in usable]
     out_dir.mkdir(parents=True, exist_ok=True)
     predicted, uncertain = write_predictions(out_dir / PREDICTIONS_FILE, folder, [path for path, _ in usable],
                                              probabilities, class_names, DecisionRule.from_model_info(model_info),
                                              unfamiliar)
-    unreadable.sort()
+    unreadable = sorted((relative_name(Path(path), folder), reason) for path, reason in skipped)
     if unreadable:
         write_csv(out_dir / UNREADABLE_FILE, ["file", "reason"], unreadable)
         logger.warning("%d files could not be read; they are listed in %s", len(unreadable), out_dir / UNREADABLE_FILE)

@@ -200,7 +200,7 @@ def test_two_classes_are_decided_at_the_model_json_decision_threshold(start_app,
 def test_the_page_states_the_decision_rule(start_app, thresholded_models):
     app = start_app("--models", thresholded_models)
 
-    rule = inference.read_run(thresholded_models / "thresholded").decision_rule(0.6)
+    rule = inference.DecisionRule.from_model_info(inference.read_run(thresholded_models / "thresholded").info, 0.6)
     assert any(rule.describe(["FAKE", "REAL"]) in text for text in texts(app))
 
 

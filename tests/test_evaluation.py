@@ -30,7 +30,6 @@ from realvsai.metrics import (
     calibration_bins,
     choose_threshold,
     compute_metrics,
-    expected_calibration_error,
     format_summary,
     most_confident_errors,
 )
@@ -177,15 +176,14 @@ def test_ece_is_zero_when_confidence_matches_accuracy():
     # 80%-sure answers right 8 times in 10, 60%-sure answers right 6 times in 10.
     labels = [0] * 8 + [1] * 2 + [1] * 6 + [0] * 4
     probabilities = [[0.8, 0.2]] * 10 + [[0.4, 0.6]] * 10
-    bins = calibration_bins(labels, probabilities)
-    assert expected_calibration_error(bins) == pytest.approx(0.0, abs=1e-12)
+    ece = compute_metrics(labels, probabilities, ["a", "b"])["expected_calibration_error"]
+    assert ece == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ece_is_the_confidence_gap_when_overconfident():
     labels = [0, 1] * 10  # 99%-sure answers right half of the time
     probabilities = [[0.99, 0.01]] * 20
-    bins = calibration_bins(labels, probabilities)
-    assert expected_calibration_error(bins) == pytest.approx(0.49)
+    assert compute_metrics(labels, probabilities, ["a", "b"])["expected_calibration_error"] == pytest.approx(0.49)
 
 
 def test_calibration_bins_are_15_equal_width_bins_over_top_class_confidence():
@@ -211,7 +209,7 @@ def test_most_confident_errors_come_first():
 
 def test_predictions_over_several_batches_keep_the_file_order(tmp_path, make_class_folder, binary_model):
     images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 5, "REAL": 5}))
-    probabilities = evaluation.predict(binary_model, images, batch_size=4)
+    probabilities = evaluation.predict(binary_model, images, 4, 8)
     one_by_one = np.concatenate([
         binary_model(load_rgb(path)[None].astype(np.float32), training=False).numpy() for path in images.files])
     np.testing.assert_allclose(probabilities, one_by_one, atol=1e-5)
@@ -319,7 +317,7 @@ def test_evaluate_run_chooses_the_threshold_on_validation(tmp_path, dataset, bin
     info = model_info(["FAKE", "REAL"], positive_class="FAKE")
     metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
     validation = scan_images(dataset / "validation", class_names=["FAKE", "REAL"])
-    scores = evaluation.predict(binary_model, validation, image_size=8)[:, 0]
+    scores = evaluation.predict(binary_model, validation, 64, 8)[:, 0]
     expected = choose_threshold(np.asarray(validation.labels) == 0, scores.astype(np.float64))
     assert metrics["decision_threshold"] == pytest.approx(expected)
     assert metrics["threshold_source"] == "validation"

@@ -94,6 +94,13 @@ def encode(pixels: np.ndarray, fmt: str = "PNG", **options) -> bytes:
     return buffer.getvalue()
 
 
+def predict(classifier: inference.Classifier, images: list[np.ndarray]) -> np.ndarray:
+    """Probabilities of decoded images in one batch, through the classifier's own prepare step."""
+    import tensorflow as tf
+
+    return classifier.predict_prepared(tf.stack([classifier.prepare(image) for image in images]))
+
+
 def random_image(seed: int, width: int, height: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
@@ -230,7 +237,7 @@ def test_the_app_s_loader_reads_a_model_with_the_project_s_augmentation_layers_i
     finished = subprocess.run(
         [sys.executable, "-c", "import sys, numpy as np; from realvsai import inference, model; "
          "classifier = inference.Classifier(model.load_classifier(sys.argv[1])[0], ['FAKE', 'REAL'], 32); "
-         "print(classifier.predict([np.load(sys.argv[2])]).tolist()); "
+         "print(classifier.predict_prepared(classifier.prepare(np.load(sys.argv[2]))[None]).tolist()); "
          "print(classifier.grad_cam(np.load(sys.argv[2])).shape)", str(folder), str(tmp_path / "image.npy")],
         capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -245,7 +252,7 @@ def test_batched_predictions_equal_single_image_model_calls_on_the_original_imag
     sizes = [(32, 32), (50, 37), (17, 90), (640, 480), (33, 31)]
     images = [random_image(seed, width, height) for seed, (width, height) in enumerate(sizes)]
 
-    batched = classifier.predict(images, batch_size=4)
+    batched = predict(classifier, images)
     single = np.concatenate([classifier.model(image[None].astype(np.float32), training=False).numpy()
                              for image in images])
 
@@ -254,7 +261,7 @@ def test_batched_predictions_equal_single_image_model_calls_on_the_original_imag
 
 def test_the_model_is_traced_once_for_any_batch_and_image_size(classifier):
     for count, side in ((1, 20), (3, 64), (5, 33)):
-        classifier.predict([random_image(count, side, side + 3)] * count, batch_size=4)
+        predict(classifier, [random_image(count, side, side + 3)] * count)
 
     assert classifier._call.experimental_get_tracing_count() == 1
     assert classifier._prepare_fn.experimental_get_tracing_count() == 1
@@ -375,7 +382,7 @@ def test_grad_cam_heatmap_has_the_image_size_and_values_in_the_unit_range(classi
 @pytest.mark.parametrize("corner", ["top_left", "bottom_right"])
 def test_grad_cam_peaks_where_the_evidence_is(evidence_classifier, corner):
     image = bright_patch(64, corner)
-    assert evidence_classifier.predict([image]).argmax() == 1  # the patch makes it "REAL"
+    assert predict(evidence_classifier, [image]).argmax() == 1  # the patch makes it "REAL"
 
     heatmap = evidence_classifier.grad_cam(image)
 
@@ -439,8 +446,8 @@ def test_grad_cam_of_a_32_px_resnet_is_not_a_flat_tint():
 
 def test_overlay_keeps_the_image_size_and_colours_the_hot_area():
     image = np.full((40, 60, 3), 128, np.uint8)
-    heatmap = np.zeros((4, 6), np.float32)
-    heatmap[0, 0] = 1.0
+    heatmap = np.zeros((40, 60), np.float32)
+    heatmap[:10, :10] = 1.0
 
     overlay = inference.overlay_heatmap(image, heatmap, opacity=0.5, colormap="jet")
 
@@ -489,13 +496,15 @@ def test_without_a_threshold_uncertain_means_the_top_probability_below_the_confi
 def test_a_run_decides_with_the_threshold_and_positive_class_of_its_model_json(tmp_path):
     folder = write_run(tmp_path, "run", info={"positive_class": "FAKE", "decision_threshold": 0.3})
 
-    assert inference.read_run(folder).decision_rule(0.6) == inference.DecisionRule(0.6, 0.3, positive_index=0)
+    rule = inference.DecisionRule.from_model_info(inference.read_run(folder).info, 0.6)
+    assert rule == inference.DecisionRule(0.6, 0.3, positive_index=0)
 
 
 def test_a_run_without_a_decision_threshold_decides_by_the_most_probable_class(tmp_path):
     folder = write_run(tmp_path, "run", info={"decision_threshold": None})
 
-    assert inference.read_run(folder).decision_rule(0.7) == inference.DecisionRule(0.7, None, positive_index=0)
+    rule = inference.DecisionRule.from_model_info(inference.read_run(folder).info, 0.7)
+    assert rule == inference.DecisionRule(0.7, None, positive_index=0)
 
 
 def test_read_run_rejects_a_positive_class_that_is_not_a_class(tmp_path):
@@ -548,7 +557,7 @@ def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
     classifier, run = load(folder)
     assert run.image_size == 64
     image = random_image(12, 96, 80)
-    probabilities = classifier.predict([image])
+    probabilities = predict(classifier, [image])
     heatmap = classifier.grad_cam(image)
 
     np.testing.assert_allclose(probabilities, model(image[None].astype(np.float32), training=False), atol=1e-5)
@@ -570,7 +579,7 @@ def test_a_large_jpeg_upload_is_classified_from_its_reduced_decode_and_reported_
 
     reduced = load_rgb(data, image_size=IMAGE_SIZE)
     assert reduced.shape == (75, 100, 3)  # 1/8: 75 px is still twice the model's 32
-    np.testing.assert_allclose(result.probabilities, classifier.predict([reduced])[0], atol=1e-6)
+    np.testing.assert_allclose(result.probabilities, predict(classifier, [reduced])[0], atol=1e-6)
     assert result.size == (800, 600) and result.unfamiliar is None  # the file's size, not the decoded one
 
 
@@ -603,7 +612,7 @@ def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(
     np.testing.assert_allclose(by_evaluation, expected, atol=1e-5)
     np.testing.assert_allclose(by_predict, expected, atol=1e-5)
     np.testing.assert_allclose(np.stack(by_app), expected, atol=1e-5)
-    resized = inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE).predict([load_rgb(paths[0])])
+    resized = predict(inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE), [load_rgb(paths[0])])
     assert not np.allclose(resized[0], expected[0], atol=1e-5)  # crops mode is not the resize path
 
 

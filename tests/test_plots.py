@@ -10,7 +10,7 @@ from conftest import write_image
 from PIL import Image
 
 from realvsai import plots
-from realvsai.metrics import calibration_bins, expected_calibration_error
+from realvsai.metrics import compute_metrics
 
 RNG = np.random.default_rng(0)
 LABELS = RNG.integers(0, 3, 60)
@@ -66,7 +66,7 @@ def test_curves_of_a_single_class_still_give_an_image(tmp_path):
 
 
 def test_reliability_diagram_is_written(tmp_path):
-    ece = expected_calibration_error(calibration_bins(LABELS, PROBABILITIES))
+    ece = compute_metrics(LABELS, PROBABILITIES, ["a", "b", "c"])["expected_calibration_error"]
     assert_png(plots.plot_reliability_diagram(LABELS, PROBABILITIES, ece, tmp_path / "reliability.png"))
 
 
