@@ -27,11 +27,7 @@ BACKUP_COMMIT_FILE = "backup.json"  # names the last complete checkpoint: writte
 
 
 def save_model_atomically(model: keras.Model, path: Path) -> None:
-    """Saves ``model`` as HDF5 (without optimizer) under a temporary name beside ``path``, then renames it.
-
-    ``path`` is always a complete model, with the mode of every other output (h5py creates the
-    file, so the umask applies).
-    """
+    """Saves ``model`` as HDF5 (without optimizer) under a temporary name beside ``path``, then renames it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     absl_logger = logging.getLogger("absl")
@@ -49,7 +45,6 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Ends training with a UserError once the training loss is NaN or infinite (``TerminateOnNaN`` is silent).
 
-    A NaN loss is never "worse" to the stop rules, so a diverged run would train on to the end.
     Put it first, so nothing saves that epoch.
     """
 
@@ -71,8 +66,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 class StopTrainingOnValidationLoss(keras.callbacks.Callback):
     """Stops a phase once ``val_loss > loss + margin`` (or ``val_loss`` is NaN) for ``patience`` epochs in a row.
 
-    Training loss is measured with dropout, noise and augmentation on, so a small gap is normal;
-    ``margin`` is in loss units. With class weights, validation must carry them too (training does).
+    Training loss is measured with dropout, noise and augmentation on, so a small gap is normal.
     """
 
     def __init__(self, margin: float = 0.1, patience: int = 3):
@@ -144,11 +138,8 @@ def write_history_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def read_backup(folder: Path) -> dict[str, Any] | None:
-    """``RunBackup``'s last commit in ``folder``: ``{"epoch": epochs finished, "checkpoint", "state"}``, or None.
-
-    Raises:
-        UserError: when ``folder`` holds a damaged commit file.
-    """
+    """``RunBackup``'s last commit in ``folder`` (``epoch``, ``checkpoint``, ``state``), or None; a UserError
+    when the commit file is damaged."""
     commit = Path(folder) / BACKUP_COMMIT_FILE
     if not commit.is_file():
         return None
@@ -164,10 +155,9 @@ def read_backup(folder: Path) -> dict[str, Any] | None:
 class RunBackup(keras.callbacks.Callback):
     """Backs up every model and optimizer variable after each epoch; restores them when ``restore`` is True.
 
-    ``tf.train.CheckpointManager`` writes ``ckpt-<epoch>``, then ``backup.json`` (epoch count,
-    checkpoint name, ``state_fn()``) is replaced atomically: the commit point. Keras'
-    ``BackupAndRestore`` runs only inside ``model.fit`` and carries none of the run's own state.
-    Seed-generator states are in, so a resumed run draws the same noise. ``folder`` is its alone.
+    ``tf.train.CheckpointManager`` writes ``ckpt-<epoch>``, then ``backup.json`` (epoch, checkpoint,
+    ``state_fn()``) is replaced atomically: the commit point. Keras' ``BackupAndRestore`` runs only
+    inside ``model.fit`` and carries none of the run's own state.
     """
 
     def __init__(self, folder: Path, state_fn: Callable[[], Any] = dict, restore: bool = False):
@@ -207,10 +197,8 @@ class RunBackup(keras.callbacks.Callback):
 class BestModel(keras.callbacks.Callback):
     """The epoch with the lowest ``val_loss`` of the whole run in ``filepath``; each phase ends with its weights.
 
-    Not ``ModelCheckpoint(save_best_only=True)``: that writes in place (a kill tears the file) and
-    saves the mixed-precision model; this saves ``export(model)`` (``model.float32_copy``)
-    atomically. Put it after ``RunBackup``, so the file never holds an epoch a resumed run does not
-    know of; ``resume(rows)`` takes the best epoch from the restored history.
+    Unlike ``ModelCheckpoint`` it saves ``export(model)`` (the float32 copy) atomically. Put it after
+    ``RunBackup``, so the file never holds an epoch a resumed run does not know of.
     """
 
     def __init__(self, filepath: Path, export: Callable[[keras.Model], keras.Model] | None = None):
@@ -220,7 +208,6 @@ class BestModel(keras.callbacks.Callback):
         self._save_on_begin = False
 
     def resume(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Takes the best epoch from the history rows of a restored run (epochs counted from 1)."""
         finite = [row for row in rows if math.isfinite(row.get("val_loss", math.nan))]
         if finite:
             best = min(finite, key=lambda row: row["val_loss"])

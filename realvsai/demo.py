@@ -1,11 +1,9 @@
 """A synthetic REAL/FAKE dataset made on the spot, and the end-to-end demo that trains on it.
 
-``python ModelTraining.py --demo`` needs no download: REAL images are random square crops of the
-sample photos that ship with scikit-learn and matplotlib; FAKE images are the very same crops
-halved in resolution and upsampled again by a stride-2 transposed convolution whose kernel overlaps
-unevenly (a faint 2-pixel checkerboard, as generator decoders leave; Odena et al. 2016), plus
-slight noise. Both classes keep the same content, mean colour and contrast, so only the decoder's
-trace tells them apart. The images are useless for anything but showing that the pipeline learns.
+REAL images are random square crops of the sample photos that ship with scikit-learn and
+matplotlib; FAKE images are the same crops halved and upsampled again by a stride-2 transposed
+convolution whose kernel overlaps unevenly (a generator decoder's faint checkerboard; Odena et al.
+2016), plus slight noise. Only the decoder's trace tells them apart.
 
     data/demo/raw/{train,test}/{REAL,FAKE}/*.jpg, README.txt, demo.json
     -> data/demo/{train,validation,test}/  (DataSplitD2's split)  -> models/demo/  (training, evaluation)
@@ -90,9 +88,8 @@ def random_crop(photo: np.ndarray, rng: np.random.Generator, image_size: int, mi
 def _transposed_conv_2x(pixels: np.ndarray, strength: float) -> np.ndarray:
     """Upsamples by 2 along both axes as a stride-2 transposed convolution with kernel [a, 1, a].
 
-    ``a = (1 + strength) / 2``: 0 strength is linear interpolation; otherwise the doubly covered (odd)
-    pixels come out ``1 + strength`` times brighter, the decoders' checkerboard. Divided by the mean
-    gain, so the brightness is kept.
+    ``a = (1 + strength) / 2``: 0 is linear interpolation; otherwise the doubly covered pixels come
+    out ``1 + strength`` times brighter. Divided by the mean gain, so the brightness is kept.
     """
     tap = (1.0 + strength) / 2.0
     for axis in (0, 1):
@@ -132,10 +129,8 @@ def simulate_decoder(pixels: np.ndarray, rng: np.random.Generator, strength: flo
 
 def make_image(photos: list[tuple[str, np.ndarray]], config: DemoDataConfig, split: str, class_name: str,
                index: int) -> bytes:
-    """The JPEG bytes of one demo image; REAL and FAKE image ``index`` of a split share their crop.
-
-    Each crop is seeded by (seed, split, index), so an image does not depend on how many are made.
-    """
+    """The JPEG bytes of one demo image; REAL and FAKE image ``index`` of a split share their crop, seeded by
+    (seed, split, index), so an image does not depend on how many are made."""
     split_number = (TRAIN, TEST).index(split)
     rng = np.random.default_rng([config.seed, split_number, index])
     pixels = random_crop(photos[int(rng.integers(len(photos)))][1], rng, config.image_size, config.min_crop)
@@ -167,10 +162,9 @@ Settings (also in {SETTINGS_NAME}): {json.dumps(asdict(config))}
 
 
 def generate_demo_data(root: Path, config: DemoDataConfig = DemoDataConfig()) -> dict[str, dict[str, int]]:
-    """Writes ``root/{train,test}/{REAL,FAKE}/*.jpg`` (the Kaggle layout), README.txt and demo.json.
-
-    The folder appears complete or not at all (written beside it, then renamed); when ``root``
-    already holds the data of these settings, nothing is written. Returns the images per split and class.
+    """Writes ``root/{train,test}/{REAL,FAKE}/*.jpg``, README.txt and demo.json; returns the images per split
+    and class. The folder appears complete or not at all; when it already holds these settings' data,
+    nothing is written.
 
     Raises:
         ValueError: for impossible settings.
@@ -235,12 +229,7 @@ class DemoConfig:
 def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose: int | str = "auto"
              ) -> TrainResult:
     """Makes the demo data in ``data_dir/raw``, splits it into ``data_dir`` as DataSplitD2 does, trains from
-    scratch and evaluates into ``out/name``. Running it again reuses the data and the split.
-
-    Raises:
-        UserError: if ``out/name`` already holds a run (without ``resume``), or a data folder holds
-            something else than the demo's data.
-    """
+    scratch and evaluates into ``out/name``. Running it again reuses the data and the split."""
     from realvsai import splitting, training
     from realvsai.config import TrainConfig
 

@@ -1,14 +1,9 @@
 """Training on several GPUs or machines: the strategy, and the one entry point ``fit``.
 
-``select_strategy``: a ``TF_CONFIG`` cluster trains with ``MultiWorkerMirroredStrategy`` (the same
-script on every machine, in lock-step), several local GPUs with ``MirroredStrategy``, else the
-default strategy. ``fit`` is ``model.fit`` on one machine; on several, where Keras 3's ``model.fit``
-fails (keras-team/keras#20585), ``fit_loop`` computes the same loss and drives the same callbacks.
-
-Every worker must run the same collective operations in the same order, and only the chief keeps
-files: ``chief_decides`` shares what only the chief's files can decide, ``check_same_on_every_worker``
-checks the data, and the other workers write into a temporary ``worker_folder``. Each is a no-op on
-one machine. The datasets' batch is the global batch (split over every replica of every worker).
+``fit`` is ``model.fit`` on one machine; on several, where Keras 3's ``model.fit`` fails
+(keras-team/keras#20585), ``fit_loop`` computes the same loss and drives the same callbacks.
+Every worker must run the same collectives in the same order, and only the chief keeps files;
+each helper here is a no-op on one machine. A dataset's batch is the global batch.
 """
 
 from __future__ import annotations
@@ -99,11 +94,8 @@ def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None =
 
 
 def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy to train with (see ``plan_strategy``).
-
-    Call it before any other TensorFlow operation: MultiWorkerMirroredStrategy must set up the
-    collective operations before the runtime starts. It blocks until every worker has started.
-    """
+    """The strategy ``plan_strategy`` names; call it before any other TensorFlow operation (a cluster
+    sets up its collectives before the runtime starts). It blocks until every worker has started."""
     cluster = parse_tf_config(environ)
     if cluster is not None:
         # Built from the parsed argument rather than TFConfigClusterResolver (which reads os.environ).
@@ -158,10 +150,8 @@ def describe(strategy: tf.distribute.Strategy) -> str:
 
 @contextlib.contextmanager
 def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Iterator[Path]:
-    """``folder`` on the chief, a temporary folder (deleted on leaving) on the other workers.
-
-    A worker whose collectives were aborted (another machine died) leaves with a one-line UserError.
-    """
+    """``folder`` on the chief, a temporary folder (deleted on leaving) on the other workers; a worker
+    whose collectives were aborted (another machine died) leaves with a one-line UserError."""
     chief = is_chief(strategy)
     place = Path(folder) if chief else Path(tempfile.mkdtemp(prefix="realvsai-worker-"))
     try:
@@ -180,7 +170,7 @@ def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Iterator[Pa
 
 @functools.cache
 def _all_reduce(strategy: tf.distribute.Strategy) -> Callable[[list[tf.Tensor], bool], Any]:
-    """The sum across replicas, of replica 0's values only when ``first_only`` (a broadcast); one trace per shape."""
+    """The sum across replicas, of replica 0's values only when ``first_only`` (a broadcast)."""
 
     @tf.function(reduce_retracing=True)
     def reduce(values, first_only):
@@ -263,10 +253,8 @@ def check_same_on_every_worker(strategy: tf.distribute.Strategy, what: str, valu
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class AllReplicasLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
-    """``LossScaleOptimizer`` that skips a step when the gradients overflow on any replica.
-
-    Keras 3.15's checks only the first replica's under MirroredStrategy: another's overflow would NaN the weights.
-    """
+    """``LossScaleOptimizer`` that skips a step when the gradients overflow on any replica (Keras 3.15's
+    checks only the first replica's under MirroredStrategy)."""
 
     def check_finite(self, grads):
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(grad)) for grad in grads if grad is not None])
@@ -277,11 +265,10 @@ class AllReplicasLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
 
 
 class DistinctReplicaSeeds(keras.callbacks.Callback):
-    """Gives every replica its own random stream for the seeded layers (augmentation, noise, dropout).
+    """Gives every replica its own random stream for the seeded layers (a SeedGenerator's state is mirrored).
 
-    A ``keras.random.SeedGenerator``'s state is mirrored, so without this every replica draws the
-    same numbers. Before every epoch, replica ``r``'s counter moves to ``r * 2**32`` past replica 0's
-    (which draws as one device would), so a resumed run draws what the uninterrupted one would.
+    Before every epoch replica ``r``'s counter moves ``r * 2**32`` past replica 0's, so a resumed run
+    draws what the uninterrupted one would.
     """
 
     _STRIDE = 2**32  # far more draws than an epoch makes, so the replicas' counters never meet
@@ -313,10 +300,8 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
         validation_steps: int, class_weight: Mapping[int, float] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (), jit_compile: bool | str = "auto",
         verbose: int | str = "auto") -> None:
-    """Trains one phase with sparse categorical cross-entropy on repeated datasets, here or on the whole cluster.
-
-    ``validation`` may carry sample weights; ``metrics()`` makes the metrics in ``strategy.scope()``.
-    """
+    """Trains one phase with sparse categorical cross-entropy on repeated datasets, here or on the cluster;
+    ``metrics()`` makes the metrics in ``strategy.scope()``."""
     with strategy.scope():
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics(),
                       jit_compile=jit_compile)
@@ -333,13 +318,11 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
              steps_per_epoch: int, validation_steps: int, initial_epoch: int = 0,
              class_weight: Mapping[int, float] | None = None, callbacks: Sequence[keras.callbacks.Callback] = (),
              verbose: int | str = "auto") -> keras.callbacks.History:
-    """``model.fit`` for a model compiled (with an optimizer) in ``strategy.scope()``, under any strategy.
+    """``model.fit`` for a model compiled in ``strategy.scope()``, under any strategy.
 
-    Per step each replica's loss is its weighted sum over the global batch's size plus the
-    regularisation over the number of replicas, so the summed gradients are one device's on the
-    whole batch. Class weights weight training, the data's sample weights validation; metrics are
-    unweighted. ``model.stop_training`` on any worker stops all after that epoch. Each worker keeps
-    its share of every global batch (DATA sharding), so all must read the same data in the same order.
+    The summed gradients are one device's on the whole global batch. Class weights weight training,
+    the data's sample weights validation; metrics are unweighted. Each worker keeps its share of every
+    global batch (DATA sharding), so all must read the same data in the same order.
     """
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
