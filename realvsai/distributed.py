@@ -17,7 +17,6 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +32,7 @@ _JOBS = ("chief", "worker")  # the task types MultiWorkerMirroredStrategy trains
 _ADDRESS = re.compile(r"^\S+:\d{1,5}$")
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
-    """A ``TF_CONFIG`` cluster: chief/worker addresses; this process is ``jobs[task_type][task_index]``."""
-
-    jobs: Mapping[str, tuple[str, ...]]
-    task_type: str
-    task_index: int
-
-    @property
-    def num_workers(self) -> int:
-        return sum(len(addresses) for addresses in self.jobs.values())
-
-    @property
-    def is_chief(self) -> bool:
-        """The chief writes the files: the ``chief`` task, or worker 0 when there is none."""
-        return self.task_type == "chief" or ("chief" not in self.jobs and self.task_index == 0)
-
-
-def parse_tf_config(environ: Mapping[str, str]) -> ClusterConfig | None:
+def parse_tf_config(environ: Mapping[str, str]) -> tf.distribute.cluster_resolver.ClusterResolver | None:
     """The cluster named by ``environ["TF_CONFIG"]``, or None when it is unset, empty or has no cluster.
 
     Raises:
@@ -77,7 +58,11 @@ def parse_tf_config(environ: Mapping[str, str]) -> ClusterConfig | None:
                         "addresses, one chief at most) with this machine's task type and index in it. Set it like "
                         '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
                         '"index": 0}} (see README, \'Training on several machines\'), or unset it.')
-    return ClusterConfig(jobs, task["type"], task["index"])
+    # Built from the argument rather than TFConfigClusterResolver (which reads os.environ). It must be
+    # told the local GPUs, or the workers would train on their CPUs.
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({job: list(addresses) for job, addresses in jobs.items()}), task_type=task["type"],
+        task_id=task["index"], rpc_layer="grpc", num_accelerators={"GPU": len(tf.config.list_physical_devices("GPU"))})
 
 
 def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None,
@@ -98,39 +83,37 @@ def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None
     sets up its collectives before the runtime starts). It blocks until every worker has started."""
     cluster = parse_tf_config(environ)
     if cluster is not None:
-        # Built from the parsed argument rather than TFConfigClusterResolver (which reads os.environ).
-        # It must be told the local GPUs, or the workers would train on their CPUs.
-        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-            tf.train.ClusterSpec({job: list(addresses) for job, addresses in cluster.jobs.items()}),
-            task_type=cluster.task_type, task_id=cluster.task_index, rpc_layer="grpc",
-            num_accelerators={"GPU": len(tf.config.list_physical_devices("GPU"))})
         logger.info("waiting for the %d workers of the cluster (this is %s %d)",
-                    cluster.num_workers, cluster.task_type, cluster.task_index)
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+                    _size(cluster), cluster.task_type, cluster.task_id)
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster)
     if plan_strategy({}, devices=devices) == "mirrored":
         return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
     return tf.distribute.OneDeviceStrategy(devices[0]) if devices else tf.distribute.get_strategy()
 
 
-def _cluster_of(strategy: tf.distribute.Strategy) -> ClusterConfig | None:
+def _cluster_of(strategy: tf.distribute.Strategy) -> tf.distribute.cluster_resolver.ClusterResolver | None:
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type or not resolver.cluster_spec().jobs:
-        return None
-    spec = resolver.cluster_spec()
-    return ClusterConfig({job: tuple(spec.job_tasks(job)) for job in spec.jobs if job in _JOBS},
-                         resolver.task_type, resolver.task_id)
+    return resolver if resolver is not None and resolver.task_type and resolver.cluster_spec().jobs else None
+
+
+def _size(cluster: tf.distribute.cluster_resolver.ClusterResolver) -> int:
+    return sum(cluster.cluster_spec().num_tasks(job) for job in _JOBS if job in cluster.cluster_spec().jobs)
+
+
+def _is_chief_task(cluster: tf.distribute.cluster_resolver.ClusterResolver) -> bool:
+    return cluster.task_type == "chief" or ("chief" not in cluster.cluster_spec().jobs and cluster.task_id == 0)
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
     """How many machines (processes) train together: 1 except under MultiWorkerMirroredStrategy."""
     cluster = _cluster_of(strategy)
-    return 1 if cluster is None else cluster.num_workers
+    return 1 if cluster is None else _size(cluster)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's files: the chief task, or worker 0 when there is none."""
     cluster = _cluster_of(strategy)
-    return cluster is None or cluster.is_chief
+    return cluster is None or _is_chief_task(cluster)
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
@@ -138,9 +121,9 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     replicas = strategy.num_replicas_in_sync
     cluster = _cluster_of(strategy)
     if cluster is not None:
-        role = " (chief: writes the files)" if cluster.is_chief else ""
-        return (f"MultiWorkerMirroredStrategy: {cluster.task_type} {cluster.task_index}{role} of "
-                f"{cluster.num_workers} workers, {replicas} replicas in sync")
+        role = " (chief: writes the files)" if _is_chief_task(cluster) else ""
+        return (f"MultiWorkerMirroredStrategy: {cluster.task_type} {cluster.task_id}{role} of "
+                f"{_size(cluster)} workers, {replicas} replicas in sync")
     if isinstance(strategy, tf.distribute.MirroredStrategy):
         return f"MirroredStrategy over {replicas} devices ({', '.join(strategy.extended.worker_devices)})"
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):
