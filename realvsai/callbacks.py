@@ -43,10 +43,7 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Ends training with a UserError once the training loss is NaN or infinite (``TerminateOnNaN`` is silent).
-
-    Put it first, so nothing saves that epoch.
-    """
+    """Ends training with a UserError once the training loss is NaN or infinite; put it first."""
 
     epoch = 0
 
@@ -63,25 +60,34 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                             f"{epoch + 1}; lower --learning-rate or use --precision float32")
 
 
-class StopTrainingOnValidationLoss(keras.callbacks.Callback):
-    """Stops a phase once ``val_loss > loss + margin`` (or ``val_loss`` is NaN) for ``patience`` epochs in a row.
+class _Resumable(keras.callbacks.Callback):
+    """A stop rule whose counters survive a restart: ``restore(state())`` applies at the next ``on_train_begin``."""
 
-    Training loss is measured with dropout, noise and augmentation on, so a small gap is normal.
-    """
+    restored: Mapping[str, Any] = {}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.restored = dict(state)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for key, value in self.restored.items():
+            setattr(self, key, value)
+        self.restored = {}
+
+
+class StopTrainingOnValidationLoss(_Resumable):
+    """Stops a phase once ``val_loss > loss + margin`` (or ``val_loss`` is NaN) for ``patience`` epochs in a row."""
 
     def __init__(self, margin: float = 0.1, patience: int = 3):
         super().__init__()
-        self.margin, self.patience, self.wait, self.restored_wait, self.stopped_epoch = margin, patience, 0, 0, None
+        self.margin, self.patience, self.wait, self.stopped_epoch = margin, patience, 0, None
 
     def state(self) -> dict[str, Any]:
         return {"wait": self.wait}
 
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """A killed run's counter, applied at the next ``on_train_begin`` (patience counts per phase)."""
-        self.restored_wait = int(state.get("wait", 0))
-
     def on_train_begin(self, logs=None):
-        self.wait, self.restored_wait, self.stopped_epoch = self.restored_wait, 0, None
+        self.wait, self.stopped_epoch = 0, None  # patience counts per phase
+        super().on_train_begin(logs)
 
     def on_epoch_end(self, epoch, logs=None):
         loss, val_loss = (logs or {}).get("loss"), (logs or {}).get("val_loss")
@@ -94,23 +100,12 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
                         epoch + 1, self.margin, self.wait)
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
     """``keras.callbacks.EarlyStopping`` (counting within each ``fit``) whose counters survive a restart."""
-
-    restored: Mapping[str, Any] = {}
 
     def state(self) -> dict[str, Any]:
         best = None if self.best is None or not math.isfinite(self.best) else float(self.best)
         return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch)}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        self.restored = dict(state)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        for key, value in self.restored.items():
-            setattr(self, key, value)
-        self.restored = {}
 
 
 class TrainingHistory(keras.callbacks.Callback):

@@ -22,8 +22,7 @@ from realvsai.layout import find_class_folders
 
 logger = logging.getLogger(__name__)
 
-# Decoded images are cached in memory when they take less than this; above it they are decoded
-# again every epoch (still in parallel), which costs CPU but never runs out of memory.
+# Decoded images are cached in memory when they take less than this; above it, decoded every epoch.
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 
 
@@ -43,18 +42,15 @@ class LabelledImages:
         return len(self.files)
 
     def counts(self) -> dict[str, int]:
-        """Number of usable images per class name (zero for an empty class)."""
         counted = Counter(self.labels)
         return {name: counted.get(index, 0) for index, name in enumerate(self.class_names)}
 
 
 def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> LabelledImages:
-    """Lists the images of ``folder/<Class>/`` and reads their headers; files without one are skipped and named.
+    """The images of ``folder/<Class>/`` with their headers; files without one are skipped and named.
 
     ``class_names`` is the label order (the folder must have exactly these; None: the sorted sub-folders).
-
-    Raises:
-        UserError: if the folder is missing, has other classes than ``class_names``, or holds no image.
+    A UserError if the folder is missing, has other classes than ``class_names``, or holds no image.
     """
     folder = Path(folder)
     found = find_class_folders(folder)

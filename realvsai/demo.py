@@ -78,8 +78,7 @@ def random_crop(photo: np.ndarray, rng: np.random.Generator, image_size: int, mi
     height, width = photo.shape[:2]
     largest = min(height, width)
     side = round(np.exp(rng.uniform(np.log(min(min_crop, largest)), np.log(largest))))
-    top = int(rng.integers(0, height - side + 1))
-    left = int(rng.integers(0, width - side + 1))
+    top, left = (int(rng.integers(0, length - side + 1)) for length in (height, width))
     crop = Image.fromarray(photo[top:top + side, left:left + side])
     pixels = np.asarray(crop.resize((image_size, image_size), Image.Resampling.LANCZOS))
     return pixels[:, ::-1] if rng.random() < 0.5 else pixels
@@ -108,16 +107,15 @@ def simulate_decoder(pixels: np.ndarray, rng: np.random.Generator, strength: flo
     height, width = pixels.shape[:2]
     small = pixels.astype(np.float32).reshape(height // 2, 2, width // 2, 2, 3).mean(axis=(1, 3))
     decoded = _transposed_conv_2x(small, strength)
-    # Halving the resolution lowers the contrast a little (measured on the plain interpolation, so the
-    # checkerboard does not count); restoring each channel's spread keeps the colour histograms of the
-    # two classes alike, so the trace stays in the pixel pattern alone.
+    # Halving lowers the contrast a little (measured without the checkerboard); restoring each channel's
+    # spread keeps the two classes' colour histograms alike, so the trace is in the pixel pattern alone.
     plain = _transposed_conv_2x(small, 0.0)
     spread = (pixels.std(axis=(0, 1)) + 1.0) / (plain.std(axis=(0, 1)) + 1.0)
     centre = decoded.mean(axis=(0, 1))
     decoded = centre + (decoded - centre) * spread.astype(np.float32)
     decoded += rng.normal(0.0, noise, decoded.shape).astype(np.float32)
-    # Clipping the checkerboard's bright pixels at 255 would darken bright images: shift each channel
-    # so its clipped mean is the input's (the clipped mean grows with the shift, so bisect).
+    # Clipping the checkerboard at 255 would darken bright images: bisect each channel's shift so its
+    # clipped mean is the input's.
     wanted = pixels.astype(np.float32).mean(axis=(0, 1))
     low, high = np.full(3, -255.0, np.float32), np.full(3, 255.0, np.float32)
     for _ in range(24):
@@ -164,11 +162,7 @@ Settings (also in {SETTINGS_NAME}): {json.dumps(asdict(config))}
 def generate_demo_data(root: Path, config: DemoDataConfig = DemoDataConfig()) -> dict[str, dict[str, int]]:
     """Writes ``root/{train,test}/{REAL,FAKE}/*.jpg``, README.txt and demo.json; returns the images per split
     and class. The folder appears complete or not at all; when it already holds these settings' data,
-    nothing is written.
-
-    Raises:
-        ValueError: for impossible settings.
-        UserError: if ``root`` holds anything else than this same demo data.
+    nothing is written, and a UserError when it holds anything else.
     """
     config.validate()
     root = Path(root)

@@ -33,11 +33,8 @@ _ADDRESS = re.compile(r"^\S+:\d{1,5}$")
 
 
 def parse_tf_config(environ: Mapping[str, str]) -> tf.distribute.cluster_resolver.ClusterResolver | None:
-    """The cluster named by ``environ["TF_CONFIG"]``, or None when it is unset, empty or has no cluster.
-
-    Raises:
-        UserError: when TF_CONFIG is not a chief/worker cluster of "host:port" addresses with this task in it.
-    """
+    """The cluster named by ``environ["TF_CONFIG"]``, or None when it is unset, empty or has no cluster; a
+    UserError when it is not a chief/worker cluster of "host:port" addresses with this task in it."""
     text = environ.get("TF_CONFIG", "").strip()
     if not text:
         return None
@@ -301,12 +298,9 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
              steps_per_epoch: int, validation_steps: int, initial_epoch: int = 0,
              class_weight: Mapping[int, float] | None = None, callbacks: Sequence[keras.callbacks.Callback] = (),
              verbose: int | str = "auto") -> keras.callbacks.History:
-    """``model.fit`` for a model compiled in ``strategy.scope()``, under any strategy.
-
-    The summed gradients are one device's on the whole global batch. Class weights weight training,
-    the data's sample weights validation; metrics are unweighted. Each worker keeps its share of every
-    global batch (DATA sharding), so all must read the same data in the same order.
-    """
+    """``model.fit`` for a model compiled in ``strategy.scope()``, under any strategy; class weights weight
+    training, the data's sample weights validation. Each worker keeps its share of every global batch
+    (DATA sharding), so all must read the same data in the same order."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train_batches, validation_batches = (strategy.experimental_distribute_dataset(data.with_options(options))

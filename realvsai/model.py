@@ -18,7 +18,7 @@ import keras
 from keras import ops
 
 from realvsai.augmentation import build_augmentation  # also registers its layers for load_model
-from realvsai.config import BACKBONES, MODEL_FILE, MODEL_JSON_FILE
+from realvsai.config import BACKBONES, CROP_GRID, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.data import resize_to_square
 from realvsai.errors import UserError
 
@@ -189,7 +189,6 @@ def set_backbone_trainable(model: keras.Model, trainable: bool, top_blocks: int 
 
 
 def _float32_policies(config: Any) -> Any:
-    """``config`` with every mixed-precision dtype policy replaced by float32."""
     if isinstance(config, dict):
         if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith(
                 "mixed_"):
@@ -202,8 +201,6 @@ def _float32_policies(config: Any) -> Any:
 
 def crop_averaging(model: keras.Model, image_size: int) -> keras.Model:
     """A crops-mode model's predictor: ``data.grid_crops`` batches in, the mean softmax over the crops out."""
-    from realvsai.config import CROP_GRID
-
     crops = keras.Input((CROP_GRID**2, image_size, image_size, 3), name="crops")
     probabilities = model(ops.reshape(crops, (-1, image_size, image_size, 3)))
     per_image = ops.reshape(probabilities, (-1, CROP_GRID**2, probabilities.shape[-1]))
@@ -219,10 +216,8 @@ def float32_copy(model: keras.Model) -> keras.Model:
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class ClassificationScore(keras.metrics.Metric):
-    """Precision, recall or F1 (``kind``) of the argmax prediction, of ``class_id`` or macro-averaged when None.
-
-    From the epoch's confusion matrix, so it equals scikit-learn's score (Keras' need one-hot labels).
-    """
+    """Precision, recall or F1 (``kind``) of the argmax, of ``class_id`` or macro-averaged when None, from the
+    epoch's confusion matrix: scikit-learn's score on the epoch (Keras' need one-hot labels)."""
 
     def __init__(self, kind: str, num_classes: int, class_id: int | None = None, name: str | None = None,
                  dtype: Any = None):
@@ -272,9 +267,7 @@ class SparseAUC(keras.metrics.AUC):
         return super().update_state(ops.one_hot(labels, self.num_classes, dtype="float32"), y_pred)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(num_classes=self.num_classes, class_id=self.class_id)
-        return config
+        return {**super().get_config(), "num_classes": self.num_classes, "class_id": self.class_id}
 
 
 def make_metrics(num_classes: int, positive_index: int | None) -> list[keras.metrics.Metric]:

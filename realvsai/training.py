@@ -82,12 +82,8 @@ def select_precision(precision: str, num_gpus: int) -> str:
 
 
 def find_positive_class(class_names: Sequence[str], requested: str = "") -> str | None:
-    """The positive class of a binary problem: ``requested``, else the one class with a word (``AiArt``,
-    ``ai_generated``, ``FAKE``) in ``POSITIVE_WORDS``; None for more than two classes or no clear match.
-
-    Raises:
-        UserError: if ``requested`` is not a class, or is given for more than two classes.
-    """
+    """The positive class of a binary problem: ``requested`` (a UserError if it is not one of two classes),
+    else the one class with a word (``AiArt``, ``ai_generated``, ``FAKE``) in ``POSITIVE_WORDS``, else None."""
     if requested:
         if requested not in class_names:
             raise UserError(f"--positive-class {requested}: no such class; the classes are {list(class_names)}.")
@@ -245,8 +241,7 @@ def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.
     the chief's ``config`` and ``resume`` count. ``strategy`` None mirrors over the local GPUs.
 
     Raises:
-        UserError: for a missing or inconsistent dataset, a clash with an existing run, unusable
-            weights, or (on several machines) a worker of the cluster that stopped.
+        UserError: for a bad dataset, a clash with an existing run, unusable weights or a stopped worker.
     """
     from realvsai import distributed
 
@@ -312,13 +307,12 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         crops="random" if crops else None).repeat()
     counts = {split: images.counts() for split, images in
               ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
-    class_weight = loss_class_weights(config, counts[TRAIN])
-    if class_weight:
-        logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
-                                                    for index, name in enumerate(class_names)))
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
                                            crops="centre" if crops else None)
+    class_weight = loss_class_weights(config, counts[TRAIN])
     if class_weight:  # validation weighted like the training loss, so loss and val_loss (and the stop rule) compare
+        logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
+                                                    for index, name in enumerate(class_names)))
         weights = tf.constant(list(class_weight.values()), tf.float32)
         validation_dataset = validation_dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
 
