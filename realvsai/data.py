@@ -204,10 +204,8 @@ def make_dataset(
     """
     uniform = None if crops else kept_size(images, image_size)
     width, height = uniform or (image_size, image_size)
-    if crops:
-        cached = sum(width * height * 3 for width, height in images.sizes) <= cache_bytes
-    else:
-        cached = len(images) * width * height * 3 * (1 if uniform else 4) <= cache_bytes
+    pixels = sum(w * h for w, h in images.sizes) if crops else len(images) * width * height
+    cached = pixels * (3 if crops or uniform else 12) <= cache_bytes  # uint8 RGB, or float32 when resized here
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pixels = decode_rgb(path, pil, None if crops else image_size)
