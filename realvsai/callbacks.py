@@ -27,11 +27,7 @@ BACKUP_COMMIT_FILE = "backup.json"  # names the last complete checkpoint: writte
 
 
 def save_model_atomically(model: keras.Model, path: Path) -> None:
-    """Saves ``model`` as HDF5 (without optimizer) under a temporary name beside ``path``, then renames it.
-
-    ``path`` is always a complete model, with the mode of every other output (h5py creates the
-    file, so the umask applies).
-    """
+    """Saves ``model`` as HDF5 (without optimizer) under a temporary name beside ``path``, then renames it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     absl_logger = logging.getLogger("absl")
@@ -47,11 +43,7 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Ends training with a UserError once the training loss is NaN or infinite (``TerminateOnNaN`` is silent).
-
-    A NaN loss is never "worse" to the stop rules, so a diverged run would train on to the end.
-    Put it first, so nothing saves that epoch.
-    """
+    """Ends training with a UserError once the training loss is NaN or infinite; put it first."""
 
     epoch = 0
 
@@ -68,26 +60,34 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                             f"{epoch + 1}; lower --learning-rate or use --precision float32")
 
 
-class StopTrainingOnValidationLoss(keras.callbacks.Callback):
-    """Stops a phase once ``val_loss > loss + margin`` (or ``val_loss`` is NaN) for ``patience`` epochs in a row.
+class _Resumable(keras.callbacks.Callback):
+    """A stop rule whose counters survive a restart: ``restore(state())`` applies at the next ``on_train_begin``."""
 
-    Training loss is measured with dropout, noise and augmentation on, so a small gap is normal;
-    ``margin`` is in loss units. With class weights, validation must carry them too (training does).
-    """
+    restored: Mapping[str, Any] = {}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.restored = dict(state)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for key, value in self.restored.items():
+            setattr(self, key, value)
+        self.restored = {}
+
+
+class StopTrainingOnValidationLoss(_Resumable):
+    """Stops a phase once ``val_loss > loss + margin`` (or ``val_loss`` is NaN) for ``patience`` epochs in a row."""
 
     def __init__(self, margin: float = 0.1, patience: int = 3):
         super().__init__()
-        self.margin, self.patience, self.wait, self.restored_wait, self.stopped_epoch = margin, patience, 0, 0, None
+        self.margin, self.patience, self.wait, self.stopped_epoch = margin, patience, 0, None
 
     def state(self) -> dict[str, Any]:
         return {"wait": self.wait}
 
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """A killed run's counter, applied at the next ``on_train_begin`` (patience counts per phase)."""
-        self.restored_wait = int(state.get("wait", 0))
-
     def on_train_begin(self, logs=None):
-        self.wait, self.restored_wait, self.stopped_epoch = self.restored_wait, 0, None
+        self.wait, self.stopped_epoch = 0, None  # patience counts per phase
+        super().on_train_begin(logs)
 
     def on_epoch_end(self, epoch, logs=None):
         loss, val_loss = (logs or {}).get("loss"), (logs or {}).get("val_loss")
@@ -100,23 +100,12 @@ class StopTrainingOnValidationLoss(keras.callbacks.Callback):
                         epoch + 1, self.margin, self.wait)
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
     """``keras.callbacks.EarlyStopping`` (counting within each ``fit``) whose counters survive a restart."""
-
-    restored: Mapping[str, Any] = {}
 
     def state(self) -> dict[str, Any]:
         best = None if self.best is None or not math.isfinite(self.best) else float(self.best)
         return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch)}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        self.restored = dict(state)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        for key, value in self.restored.items():
-            setattr(self, key, value)
-        self.restored = {}
 
 
 class TrainingHistory(keras.callbacks.Callback):
@@ -144,11 +133,8 @@ def write_history_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def read_backup(folder: Path) -> dict[str, Any] | None:
-    """``RunBackup``'s last commit in ``folder``: ``{"epoch": epochs finished, "checkpoint", "state"}``, or None.
-
-    Raises:
-        UserError: when ``folder`` holds a damaged commit file.
-    """
+    """``RunBackup``'s last commit in ``folder`` (``epoch``, ``checkpoint``, ``state``), or None; a UserError
+    when the commit file is damaged."""
     commit = Path(folder) / BACKUP_COMMIT_FILE
     if not commit.is_file():
         return None
@@ -164,10 +150,9 @@ def read_backup(folder: Path) -> dict[str, Any] | None:
 class RunBackup(keras.callbacks.Callback):
     """Backs up every model and optimizer variable after each epoch; restores them when ``restore`` is True.
 
-    ``tf.train.CheckpointManager`` writes ``ckpt-<epoch>``, then ``backup.json`` (epoch count,
-    checkpoint name, ``state_fn()``) is replaced atomically: the commit point. Keras'
-    ``BackupAndRestore`` runs only inside ``model.fit`` and carries none of the run's own state.
-    Seed-generator states are in, so a resumed run draws the same noise. ``folder`` is its alone.
+    ``tf.train.CheckpointManager`` writes ``ckpt-<epoch>``, then ``backup.json`` (epoch, checkpoint,
+    ``state_fn()``) is replaced atomically: the commit point. Keras' ``BackupAndRestore`` runs only
+    inside ``model.fit`` and carries none of the run's own state.
     """
 
     def __init__(self, folder: Path, state_fn: Callable[[], Any] = dict, restore: bool = False):
@@ -207,10 +192,8 @@ class RunBackup(keras.callbacks.Callback):
 class BestModel(keras.callbacks.Callback):
     """The epoch with the lowest ``val_loss`` of the whole run in ``filepath``; each phase ends with its weights.
 
-    Not ``ModelCheckpoint(save_best_only=True)``: that writes in place (a kill tears the file) and
-    saves the mixed-precision model; this saves ``export(model)`` (``model.float32_copy``)
-    atomically. Put it after ``RunBackup``, so the file never holds an epoch a resumed run does not
-    know of; ``resume(rows)`` takes the best epoch from the restored history.
+    Unlike ``ModelCheckpoint`` it saves ``export(model)`` (the float32 copy) atomically. Put it after
+    ``RunBackup``, so the file never holds an epoch a resumed run does not know of.
     """
 
     def __init__(self, filepath: Path, export: Callable[[keras.Model], keras.Model] | None = None):
@@ -220,7 +203,6 @@ class BestModel(keras.callbacks.Callback):
         self._save_on_begin = False
 
     def resume(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Takes the best epoch from the history rows of a restored run (epochs counted from 1)."""
         finite = [row for row in rows if math.isfinite(row.get("val_loss", math.nan))]
         if finite:
             best = min(finite, key=lambda row: row["val_loss"])

@@ -1,8 +1,6 @@
 """tf.data input straight from class folders: scan, decode in parallel, cache, shuffle, batch.
 
-Images come out as float32 RGB 0..255 (the model preprocesses), labels as int32 in ``class_names``
-order. Images of one size stay at it (the model resizes them); mixed sizes are resized here with
-``resize_to_square``, the function the model's resize layer calls.
+Images come out as float32 RGB 0..255, labels as int32 in ``class_names`` order.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ from realvsai.layout import find_class_folders
 
 logger = logging.getLogger(__name__)
 
-# Decoded images are cached in memory when they take less than this; above it they are decoded
-# again every epoch (still in parallel), which costs CPU but never runs out of memory.
+# Decoded images are cached in memory when they take less than this; above it, decoded every epoch.
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 
 
@@ -45,20 +42,15 @@ class LabelledImages:
         return len(self.files)
 
     def counts(self) -> dict[str, int]:
-        """Number of usable images per class name (zero for an empty class)."""
         counted = Counter(self.labels)
         return {name: counted.get(index, 0) for index, name in enumerate(self.class_names)}
 
 
-def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixels: int | None = None
-                ) -> LabelledImages:
-    """Lists the images of ``folder/<Class>/`` and reads their headers; files without one are skipped and named.
+def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> LabelledImages:
+    """The images of ``folder/<Class>/`` with their headers; files without one are skipped and named.
 
-    ``class_names`` is the label order (the folder must have exactly these; None: the sorted
-    sub-folders); images over ``max_pixels`` are skipped (decompression-bomb guard).
-
-    Raises:
-        UserError: if the folder is missing, has other classes than ``class_names``, or holds no image.
+    ``class_names`` is the label order (the folder must have exactly these; None: the sorted sub-folders).
+    A UserError if the folder is missing, has other classes than ``class_names``, or holds no image.
     """
     folder = Path(folder)
     found = find_class_folders(folder)
@@ -69,8 +61,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
         raise UserError(f"{folder} has class folders {sorted(found)}, but {sorted(class_names)} were expected "
                         f"({details}). Rename the folders (or re-split with --rename OLD=NEW) so the names match.")
     candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
-    results = image_io.read_headers([path for path, _ in candidates], max_pixels or image_io.MAX_IMAGE_PIXELS,
-                                    desc=f"checking {folder.name}")
+    results = image_io.read_headers([path for path, _ in candidates], desc=f"checking {folder.name}")
     files, labels, sizes, needs_pil, formats, skipped = [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
@@ -88,11 +79,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None, max_pixe
 
 
 def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
-    """``(output_length, input_length)`` weights of ``tf.image.resize(antialias=True)``'s triangle filter.
-
-    Output pixel ``i`` averages the input pixels within ``scale`` (input pixels per output pixel, at
-    least 1) of its centre ``(i + 0.5) * scale``; each row sums to 1.
-    """
+    """``(output_length, input_length)`` weights of ``tf.image.resize(antialias=True)``'s triangle filter."""
     scale = tf.cast(input_length, tf.float32) / float(output_length)
     support = tf.maximum(scale, 1.0)
     centres = (tf.range(output_length, dtype=tf.float32) + 0.5) * scale
@@ -104,9 +91,8 @@ def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
 def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
     """The centre square of float ``images`` ``(..., height, width, channels)``, resized to size x size.
 
-    The one resize of every image the model sees. Antialiased (plain bilinear shrinking a 640x427
-    photo to 32 px keeps 2.7 times the high-frequency energy): ``tf.image.resize(antialias=True)``'s
-    numbers as two matrix products, which XLA compiles (the antialias op has no XLA kernel).
+    Antialiased: ``tf.image.resize(antialias=True)``'s numbers as two matrix products, which XLA
+    compiles (the antialias op has no XLA kernel).
     """
     shape = tf.shape(images)
     height, width = shape[-3], shape[-2]
@@ -128,10 +114,7 @@ def cover(image: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
-    """``(CROP_GRID**2, size, size, 3)``: what a crops-mode model predicts from, in row order.
-
-    Native-resolution crops, evenly spaced from edge to edge (``model.crop_averaging`` averages them).
-    """
+    """``(CROP_GRID**2, size, size, 3)`` native-resolution crops, evenly spaced from edge to edge, in row order."""
     image = cover(tf.cast(image, tf.float32), size)
     shape = tf.shape(image)
     tops, lefts = ([(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
@@ -148,10 +131,8 @@ def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray) -> np.nda
 def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = None) -> tf.Tensor:
     """The ``(height, width, 3)`` uint8 pixels of the image file ``path``, upright, inside a tf.data map.
 
-    The one decoding of dataset images, pixel for pixel what the app's ``images.load_rgb`` gives:
-    TensorFlow's decoders, or Pillow where ``use_pil`` says they differ (EXIF-rotated, 16-bit,
-    other formats; ``images.read_header``). With ``image_size``, a large JPEG decodes at 1/2, 1/4 or
-    1/8 of its size (``images.jpeg_scale``): a fraction of the full decode's cost.
+    Pixel for pixel what ``images.load_rgb`` gives: TensorFlow's decoders, or Pillow where ``use_pil``
+    says they differ. With ``image_size``, a large JPEG decodes at 1/2, 1/4 or 1/8 (``images.jpeg_scale``).
     """
     def with_tensorflow() -> tf.Tensor:
         contents = tf.io.read_file(path)
@@ -182,11 +163,8 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = Non
 
 
 def kept_size(images: LabelledImages, image_size: int) -> tuple[int, int] | None:
-    """The one (width, height) of ``images``, which the pipeline leaves as it is (the model resizes), or None.
-
-    None when sizes differ, or when JPEGs among them decode reduced (``decode_rgb``): those are
-    resized in the pipeline, so the cache holds small images.
-    """
+    """The one (width, height) of ``images``, which the pipeline leaves as it is (the model resizes), or None
+    when sizes differ or JPEGs among them decode reduced (those are resized here, so the cache holds small ones)."""
     sizes = set(images.sizes)
     may_be_jpeg = not images.formats or "JPEG" in images.formats  # formats unknown: any may be
     if len(sizes) != 1 or (may_be_jpeg and image_io.jpeg_scale(*next(iter(sizes)), image_size) > 1):
@@ -217,30 +195,17 @@ def make_dataset(
     """Batches of ``(float32 images 0..255, int32 labels)`` read from ``images``' files.
 
     Args:
-        images: the output of ``scan_images``.
-        batch_size: images per batch; the last batch may be smaller.
-        image_size: the side to resize to (``resize_to_square``) when the images differ in size or
-            are large JPEGs; the model resizes images of one size itself.
-        shuffle: reshuffle every epoch (seeded); False keeps the files' order, as evaluation needs.
-        seed: the seed of the shuffle, the random crops and ``augment``.
-        cache_bytes: cache the decoded images in memory when they need less than this.
-        augment: ``augment(images, seed)`` on every batch, with a seed pair (int64, shape (2,)) that
-            differs for every batch and epoch and repeats with ``seed``.
-        crops: None resizes the whole image; otherwise images decode at full size and give
-            native-resolution crops (``cover`` enlarges smaller ones): "random" a seeded random
-            crop per image and epoch (training), "centre" the middle crop of ``grid_crops``
-            (validation), "grid" all of them (``(batch, CROP_GRID**2, size, size, 3)``).
-        transform: applied to each decoded uint8 image first (``--robustness``'s perturbations);
-            it must keep equal sizes equal (a downscale does), as the model resizes.
+        image_size: the side to resize to when the images differ in size or are large JPEGs.
+        shuffle: reshuffle every epoch (seeded); False keeps the files' order.
+        augment: ``augment(images, seed)`` on every batch, with an int64 seed pair per batch and epoch.
+        crops: None resizes the whole image; else native-resolution crops: "random" one per image and
+            epoch (training), "centre" the middle one of ``grid_crops`` (validation), "grid" all of them.
+        transform: applied to each decoded uint8 image first; it must keep equal sizes equal.
     """
-    if crops not in (None, "random", "centre", "grid"):
-        raise ValueError(f"crops={crops!r}: expected 'random', 'centre' or 'grid'")
     uniform = None if crops else kept_size(images, image_size)
     width, height = uniform or (image_size, image_size)
-    if crops:
-        cached = sum(width * height * 3 for width, height in images.sizes) <= cache_bytes
-    else:
-        cached = len(images) * width * height * 3 * (1 if uniform else 4) <= cache_bytes
+    pixels = sum(w * h for w, h in images.sizes) if crops else len(images) * width * height
+    cached = pixels * (3 if crops or uniform else 12) <= cache_bytes  # uint8 RGB, or float32 when resized here
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pixels = decode_rgb(path, pil, None if crops else image_size)

@@ -1,11 +1,9 @@
 """A synthetic REAL/FAKE dataset made on the spot, and the end-to-end demo that trains on it.
 
-``python ModelTraining.py --demo`` needs no download: REAL images are random square crops of the
-sample photos that ship with scikit-learn and matplotlib; FAKE images are the very same crops
-halved in resolution and upsampled again by a stride-2 transposed convolution whose kernel overlaps
-unevenly (a faint 2-pixel checkerboard, as generator decoders leave; Odena et al. 2016), plus
-slight noise. Both classes keep the same content, mean colour and contrast, so only the decoder's
-trace tells them apart. The images are useless for anything but showing that the pipeline learns.
+REAL images are random square crops of the sample photos that ship with scikit-learn and
+matplotlib; FAKE images are the same crops halved and upsampled again by a stride-2 transposed
+convolution whose kernel overlaps unevenly (a generator decoder's faint checkerboard; Odena et al.
+2016), plus slight noise. Only the decoder's trace tells them apart.
 
     data/demo/raw/{train,test}/{REAL,FAKE}/*.jpg, README.txt, demo.json
     -> data/demo/{train,validation,test}/  (DataSplitD2's split)  -> models/demo/  (training, evaluation)
@@ -80,8 +78,7 @@ def random_crop(photo: np.ndarray, rng: np.random.Generator, image_size: int, mi
     height, width = photo.shape[:2]
     largest = min(height, width)
     side = round(np.exp(rng.uniform(np.log(min(min_crop, largest)), np.log(largest))))
-    top = int(rng.integers(0, height - side + 1))
-    left = int(rng.integers(0, width - side + 1))
+    top, left = (int(rng.integers(0, length - side + 1)) for length in (height, width))
     crop = Image.fromarray(photo[top:top + side, left:left + side])
     pixels = np.asarray(crop.resize((image_size, image_size), Image.Resampling.LANCZOS))
     return pixels[:, ::-1] if rng.random() < 0.5 else pixels
@@ -90,9 +87,8 @@ def random_crop(photo: np.ndarray, rng: np.random.Generator, image_size: int, mi
 def _transposed_conv_2x(pixels: np.ndarray, strength: float) -> np.ndarray:
     """Upsamples by 2 along both axes as a stride-2 transposed convolution with kernel [a, 1, a].
 
-    ``a = (1 + strength) / 2``: 0 strength is linear interpolation; otherwise the doubly covered (odd)
-    pixels come out ``1 + strength`` times brighter, the decoders' checkerboard. Divided by the mean
-    gain, so the brightness is kept.
+    ``a = (1 + strength) / 2``: 0 is linear interpolation; otherwise the doubly covered pixels come
+    out ``1 + strength`` times brighter. Divided by the mean gain, so the brightness is kept.
     """
     tap = (1.0 + strength) / 2.0
     for axis in (0, 1):
@@ -111,16 +107,15 @@ def simulate_decoder(pixels: np.ndarray, rng: np.random.Generator, strength: flo
     height, width = pixels.shape[:2]
     small = pixels.astype(np.float32).reshape(height // 2, 2, width // 2, 2, 3).mean(axis=(1, 3))
     decoded = _transposed_conv_2x(small, strength)
-    # Halving the resolution lowers the contrast a little (measured on the plain interpolation, so the
-    # checkerboard does not count); restoring each channel's spread keeps the colour histograms of the
-    # two classes alike, so the trace stays in the pixel pattern alone.
+    # Halving lowers the contrast a little (measured without the checkerboard); restoring each channel's
+    # spread keeps the two classes' colour histograms alike, so the trace is in the pixel pattern alone.
     plain = _transposed_conv_2x(small, 0.0)
     spread = (pixels.std(axis=(0, 1)) + 1.0) / (plain.std(axis=(0, 1)) + 1.0)
     centre = decoded.mean(axis=(0, 1))
     decoded = centre + (decoded - centre) * spread.astype(np.float32)
     decoded += rng.normal(0.0, noise, decoded.shape).astype(np.float32)
-    # Clipping the checkerboard's bright pixels at 255 would darken bright images: shift each channel
-    # so its clipped mean is the input's (the clipped mean grows with the shift, so bisect).
+    # Clipping the checkerboard at 255 would darken bright images: bisect each channel's shift so its
+    # clipped mean is the input's.
     wanted = pixels.astype(np.float32).mean(axis=(0, 1))
     low, high = np.full(3, -255.0, np.float32), np.full(3, 255.0, np.float32)
     for _ in range(24):
@@ -132,10 +127,8 @@ def simulate_decoder(pixels: np.ndarray, rng: np.random.Generator, strength: flo
 
 def make_image(photos: list[tuple[str, np.ndarray]], config: DemoDataConfig, split: str, class_name: str,
                index: int) -> bytes:
-    """The JPEG bytes of one demo image; REAL and FAKE image ``index`` of a split share their crop.
-
-    Each crop is seeded by (seed, split, index), so an image does not depend on how many are made.
-    """
+    """The JPEG bytes of one demo image; REAL and FAKE image ``index`` of a split share their crop, seeded by
+    (seed, split, index), so an image does not depend on how many are made."""
     split_number = (TRAIN, TEST).index(split)
     rng = np.random.default_rng([config.seed, split_number, index])
     pixels = random_crop(photos[int(rng.integers(len(photos)))][1], rng, config.image_size, config.min_crop)
@@ -167,14 +160,9 @@ Settings (also in {SETTINGS_NAME}): {json.dumps(asdict(config))}
 
 
 def generate_demo_data(root: Path, config: DemoDataConfig = DemoDataConfig()) -> dict[str, dict[str, int]]:
-    """Writes ``root/{train,test}/{REAL,FAKE}/*.jpg`` (the Kaggle layout), README.txt and demo.json.
-
-    The folder appears complete or not at all (written beside it, then renamed); when ``root``
-    already holds the data of these settings, nothing is written. Returns the images per split and class.
-
-    Raises:
-        ValueError: for impossible settings.
-        UserError: if ``root`` holds anything else than this same demo data.
+    """Writes ``root/{train,test}/{REAL,FAKE}/*.jpg``, README.txt and demo.json; returns the images per split
+    and class. The folder appears complete or not at all; when it already holds these settings' data,
+    nothing is written, and a UserError when it holds anything else.
     """
     config.validate()
     root = Path(root)
@@ -235,12 +223,7 @@ class DemoConfig:
 def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose: int | str = "auto"
              ) -> TrainResult:
     """Makes the demo data in ``data_dir/raw``, splits it into ``data_dir`` as DataSplitD2 does, trains from
-    scratch and evaluates into ``out/name``. Running it again reuses the data and the split.
-
-    Raises:
-        UserError: if ``out/name`` already holds a run (without ``resume``), or a data folder holds
-            something else than the demo's data.
-    """
+    scratch and evaluates into ``out/name``. Running it again reuses the data and the split."""
     from realvsai import splitting, training
     from realvsai.config import TrainConfig
 

@@ -1,14 +1,9 @@
 """Training on several GPUs or machines: the strategy, and the one entry point ``fit``.
 
-``select_strategy``: a ``TF_CONFIG`` cluster trains with ``MultiWorkerMirroredStrategy`` (the same
-script on every machine, in lock-step), several local GPUs with ``MirroredStrategy``, else the
-default strategy. ``fit`` is ``model.fit`` on one machine; on several, where Keras 3's ``model.fit``
-fails (keras-team/keras#20585), ``fit_loop`` computes the same loss and drives the same callbacks.
-
-Every worker must run the same collective operations in the same order, and only the chief keeps
-files: ``chief_decides`` shares what only the chief's files can decide, ``check_same_on_every_worker``
-checks the data, and the other workers write into a temporary ``worker_folder``. Each is a no-op on
-one machine. The datasets' batch is the global batch (split over every replica of every worker).
+``fit`` is ``model.fit`` on one machine; on several, where Keras 3's ``model.fit`` fails
+(keras-team/keras#20585), ``fit_loop`` computes the same loss and drives the same callbacks.
+Every worker must run the same collectives in the same order, and only the chief keeps files;
+each helper here is a no-op on one machine. A dataset's batch is the global batch.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,30 +32,9 @@ _JOBS = ("chief", "worker")  # the task types MultiWorkerMirroredStrategy trains
 _ADDRESS = re.compile(r"^\S+:\d{1,5}$")
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
-    """A ``TF_CONFIG`` cluster: chief/worker addresses; this process is ``jobs[task_type][task_index]``."""
-
-    jobs: Mapping[str, tuple[str, ...]]
-    task_type: str
-    task_index: int
-
-    @property
-    def num_workers(self) -> int:
-        return sum(len(addresses) for addresses in self.jobs.values())
-
-    @property
-    def is_chief(self) -> bool:
-        """The chief writes the files: the ``chief`` task, or worker 0 when there is none."""
-        return self.task_type == "chief" or ("chief" not in self.jobs and self.task_index == 0)
-
-
-def parse_tf_config(environ: Mapping[str, str]) -> ClusterConfig | None:
-    """The cluster named by ``environ["TF_CONFIG"]``, or None when it is unset, empty or has no cluster.
-
-    Raises:
-        UserError: when TF_CONFIG is not a chief/worker cluster of "host:port" addresses with this task in it.
-    """
+def parse_tf_config(environ: Mapping[str, str]) -> tf.distribute.cluster_resolver.ClusterResolver | None:
+    """The cluster named by ``environ["TF_CONFIG"]``, or None when it is unset, empty or has no cluster; a
+    UserError when it is not a chief/worker cluster of "host:port" addresses with this task in it."""
     text = environ.get("TF_CONFIG", "").strip()
     if not text:
         return None
@@ -82,7 +55,11 @@ def parse_tf_config(environ: Mapping[str, str]) -> ClusterConfig | None:
                         "addresses, one chief at most) with this machine's task type and index in it. Set it like "
                         '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
                         '"index": 0}} (see README, \'Training on several machines\'), or unset it.')
-    return ClusterConfig(jobs, task["type"], task["index"])
+    # Built from the argument rather than TFConfigClusterResolver (which reads os.environ). It must be
+    # told the local GPUs, or the workers would train on their CPUs.
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({job: list(addresses) for job, addresses in jobs.items()}), task_type=task["type"],
+        task_id=task["index"], rpc_layer="grpc", num_accelerators={"GPU": len(tf.config.list_physical_devices("GPU"))})
 
 
 def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None,
@@ -99,46 +76,41 @@ def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None =
 
 
 def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy to train with (see ``plan_strategy``).
-
-    Call it before any other TensorFlow operation: MultiWorkerMirroredStrategy must set up the
-    collective operations before the runtime starts. It blocks until every worker has started.
-    """
+    """The strategy ``plan_strategy`` names; call it before any other TensorFlow operation (a cluster
+    sets up its collectives before the runtime starts). It blocks until every worker has started."""
     cluster = parse_tf_config(environ)
     if cluster is not None:
-        # Built from the parsed argument rather than TFConfigClusterResolver (which reads os.environ).
-        # It must be told the local GPUs, or the workers would train on their CPUs.
-        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-            tf.train.ClusterSpec({job: list(addresses) for job, addresses in cluster.jobs.items()}),
-            task_type=cluster.task_type, task_id=cluster.task_index, rpc_layer="grpc",
-            num_accelerators={"GPU": len(tf.config.list_physical_devices("GPU"))})
         logger.info("waiting for the %d workers of the cluster (this is %s %d)",
-                    cluster.num_workers, cluster.task_type, cluster.task_index)
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+                    _size(cluster), cluster.task_type, cluster.task_id)
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster)
     if plan_strategy({}, devices=devices) == "mirrored":
         return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
     return tf.distribute.OneDeviceStrategy(devices[0]) if devices else tf.distribute.get_strategy()
 
 
-def _cluster_of(strategy: tf.distribute.Strategy) -> ClusterConfig | None:
+def _cluster_of(strategy: tf.distribute.Strategy) -> tf.distribute.cluster_resolver.ClusterResolver | None:
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type or not resolver.cluster_spec().jobs:
-        return None
-    spec = resolver.cluster_spec()
-    return ClusterConfig({job: tuple(spec.job_tasks(job)) for job in spec.jobs if job in _JOBS},
-                         resolver.task_type, resolver.task_id)
+    return resolver if resolver is not None and resolver.task_type and resolver.cluster_spec().jobs else None
+
+
+def _size(cluster: tf.distribute.cluster_resolver.ClusterResolver) -> int:
+    return sum(cluster.cluster_spec().num_tasks(job) for job in _JOBS if job in cluster.cluster_spec().jobs)
+
+
+def _is_chief_task(cluster: tf.distribute.cluster_resolver.ClusterResolver) -> bool:
+    return cluster.task_type == "chief" or ("chief" not in cluster.cluster_spec().jobs and cluster.task_id == 0)
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
     """How many machines (processes) train together: 1 except under MultiWorkerMirroredStrategy."""
     cluster = _cluster_of(strategy)
-    return 1 if cluster is None else cluster.num_workers
+    return 1 if cluster is None else _size(cluster)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's files: the chief task, or worker 0 when there is none."""
     cluster = _cluster_of(strategy)
-    return cluster is None or cluster.is_chief
+    return cluster is None or _is_chief_task(cluster)
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
@@ -146,9 +118,9 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     replicas = strategy.num_replicas_in_sync
     cluster = _cluster_of(strategy)
     if cluster is not None:
-        role = " (chief: writes the files)" if cluster.is_chief else ""
-        return (f"MultiWorkerMirroredStrategy: {cluster.task_type} {cluster.task_index}{role} of "
-                f"{cluster.num_workers} workers, {replicas} replicas in sync")
+        role = " (chief: writes the files)" if _is_chief_task(cluster) else ""
+        return (f"MultiWorkerMirroredStrategy: {cluster.task_type} {cluster.task_id}{role} of "
+                f"{_size(cluster)} workers, {replicas} replicas in sync")
     if isinstance(strategy, tf.distribute.MirroredStrategy):
         return f"MirroredStrategy over {replicas} devices ({', '.join(strategy.extended.worker_devices)})"
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):
@@ -158,10 +130,8 @@ def describe(strategy: tf.distribute.Strategy) -> str:
 
 @contextlib.contextmanager
 def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Iterator[Path]:
-    """``folder`` on the chief, a temporary folder (deleted on leaving) on the other workers.
-
-    A worker whose collectives were aborted (another machine died) leaves with a one-line UserError.
-    """
+    """``folder`` on the chief, a temporary folder (deleted on leaving) on the other workers; a worker
+    whose collectives were aborted (another machine died) leaves with a one-line UserError."""
     chief = is_chief(strategy)
     place = Path(folder) if chief else Path(tempfile.mkdtemp(prefix="realvsai-worker-"))
     try:
@@ -180,7 +150,7 @@ def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Iterator[Pa
 
 @functools.cache
 def _all_reduce(strategy: tf.distribute.Strategy) -> Callable[[list[tf.Tensor], bool], Any]:
-    """The sum across replicas, of replica 0's values only when ``first_only`` (a broadcast); one trace per shape."""
+    """The sum across replicas, of replica 0's values only when ``first_only`` (a broadcast)."""
 
     @tf.function(reduce_retracing=True)
     def reduce(values, first_only):
@@ -263,10 +233,8 @@ def check_same_on_every_worker(strategy: tf.distribute.Strategy, what: str, valu
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class AllReplicasLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
-    """``LossScaleOptimizer`` that skips a step when the gradients overflow on any replica.
-
-    Keras 3.15's checks only the first replica's under MirroredStrategy: another's overflow would NaN the weights.
-    """
+    """``LossScaleOptimizer`` that skips a step when the gradients overflow on any replica (Keras 3.15's
+    checks only the first replica's under MirroredStrategy)."""
 
     def check_finite(self, grads):
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(grad)) for grad in grads if grad is not None])
@@ -277,11 +245,10 @@ class AllReplicasLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
 
 
 class DistinctReplicaSeeds(keras.callbacks.Callback):
-    """Gives every replica its own random stream for the seeded layers (augmentation, noise, dropout).
+    """Gives every replica its own random stream for the seeded layers (a SeedGenerator's state is mirrored).
 
-    A ``keras.random.SeedGenerator``'s state is mirrored, so without this every replica draws the
-    same numbers. Before every epoch, replica ``r``'s counter moves to ``r * 2**32`` past replica 0's
-    (which draws as one device would), so a resumed run draws what the uninterrupted one would.
+    Before every epoch replica ``r``'s counter moves ``r * 2**32`` past replica 0's, so a resumed run
+    draws what the uninterrupted one would.
     """
 
     _STRIDE = 2**32  # far more draws than an epoch makes, so the replicas' counters never meet
@@ -313,10 +280,8 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
         validation_steps: int, class_weight: Mapping[int, float] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (), jit_compile: bool | str = "auto",
         verbose: int | str = "auto") -> None:
-    """Trains one phase with sparse categorical cross-entropy on repeated datasets, here or on the whole cluster.
-
-    ``validation`` may carry sample weights; ``metrics()`` makes the metrics in ``strategy.scope()``.
-    """
+    """Trains one phase with sparse categorical cross-entropy on repeated datasets, here or on the cluster;
+    ``metrics()`` makes the metrics in ``strategy.scope()``."""
     with strategy.scope():
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics(),
                       jit_compile=jit_compile)
@@ -333,14 +298,9 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
              steps_per_epoch: int, validation_steps: int, initial_epoch: int = 0,
              class_weight: Mapping[int, float] | None = None, callbacks: Sequence[keras.callbacks.Callback] = (),
              verbose: int | str = "auto") -> keras.callbacks.History:
-    """``model.fit`` for a model compiled (with an optimizer) in ``strategy.scope()``, under any strategy.
-
-    Per step each replica's loss is its weighted sum over the global batch's size plus the
-    regularisation over the number of replicas, so the summed gradients are one device's on the
-    whole batch. Class weights weight training, the data's sample weights validation; metrics are
-    unweighted. ``model.stop_training`` on any worker stops all after that epoch. Each worker keeps
-    its share of every global batch (DATA sharding), so all must read the same data in the same order.
-    """
+    """``model.fit`` for a model compiled in ``strategy.scope()``, under any strategy; class weights weight
+    training, the data's sample weights validation. Each worker keeps its share of every global batch
+    (DATA sharding), so all must read the same data in the same order."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train_batches, validation_batches = (strategy.experimental_distribute_dataset(data.with_options(options))

@@ -1,16 +1,9 @@
-"""The classifier: raw RGB in, softmax out, with a ResNet backbone and the project's head.
+"""The classifier: raw RGB 0..255 of any size in, softmax out, with a ResNet backbone and the project's head.
 
-Layers, by name and in order (the app, Grad-CAM and the tests rely on them):
-
-    augmentation   optional, active only in training (realvsai.augmentation, the preset's "model" part)
-    resize         SquareResize: the centre square, resized (antialiased) to image_size x image_size
-    preprocess     caffe preprocessing (RGB -> BGR minus the ImageNet means), a registered layer
-    backbone       keras.applications.ResNet50/101/152 without its top; output = last conv block
-    head_noise  head_pool  head_dense  head_dropout  predictions (softmax, float32)
-
-The model takes float32 RGB 0..255 of any size, so training, evaluation and the app cannot drift
-apart. ``import realvsai.model`` registers the custom layers, so ``keras.models.load_model`` reads
-``model.h5``; ``load_classifier`` loads a run's model together with its ``model.json``.
+Layers, by name and in order (the app, Grad-CAM and the tests rely on them): ``augmentation``
+(optional, training only), ``resize`` (SquareResize), ``preprocess`` (caffe), ``backbone``,
+``head_noise``, ``head_pool``, ``head_dense``, ``head_dropout``, ``predictions`` (float32 softmax).
+Importing the module registers the custom layers, so ``keras.models.load_model`` reads model.h5.
 """
 
 from __future__ import annotations
@@ -25,7 +18,7 @@ import keras
 from keras import ops
 
 from realvsai.augmentation import build_augmentation  # also registers its layers for load_model
-from realvsai.config import BACKBONES, MODEL_FILE, MODEL_JSON_FILE
+from realvsai.config import BACKBONES, CROP_GRID, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.data import resize_to_square
 from realvsai.errors import UserError
 
@@ -73,11 +66,7 @@ class SquareResize(keras.layers.Layer):
 
 
 def check_weights_file(weights: str | Path, backbone: str) -> None:
-    """Refuses a ``--weights`` path that is missing, or not HDF5 (an interrupted copy, an HTML error page).
-
-    Raises:
-        UserError: naming the file and what to do.
-    """
+    """Raises a UserError for a ``--weights`` path that is missing, or not HDF5 (an interrupted copy, an HTML page)."""
     path = Path(weights).expanduser()
     if not path.is_file():
         raise UserError(f"--weights {weights}: no such file. Give a {backbone} weights file, 'imagenet' or 'none'.")
@@ -89,12 +78,8 @@ def check_weights_file(weights: str | Path, backbone: str) -> None:
 
 
 def _backbone(backbone: str, weights: str | None, image_size: int) -> keras.Model:
-    """``keras.applications``' backbone without its top; ``"imagenet"`` is downloaded (and hash-checked) by Keras.
-
-    Raises:
-        UserError: when the ImageNet weights cannot be downloaded (offline, or a corrupt cached copy),
-            or a weights file does not fit the backbone.
-    """
+    """``keras.applications``' backbone without its top; a UserError when the ImageNet weights cannot be
+    downloaded (offline, or a corrupt cached copy) or a weights file does not fit the backbone."""
     try:
         return APPLICATIONS[backbone](include_top=False, weights=weights, input_shape=(image_size, image_size, 3),
                                       name="backbone")
@@ -134,11 +119,8 @@ def build_model(
     """Builds the classifier (uncompiled) under the current dtype policy.
 
     Args:
-        image_size: the side the backbone sees; the centre square of any input is resized to it.
         weights: ``"imagenet"``, a path to backbone weights, or None / ``"none"`` (from scratch).
         augment: a preset; the model holds its ``"model"`` part (the input pipeline runs the rest).
-        noise: the standard deviation of the Gaussian noise on the feature map.
-        seed: seeds the augmentation, noise and dropout layers.
 
     Raises:
         ValueError: for an unknown backbone or fewer than two classes.
@@ -148,10 +130,8 @@ def build_model(
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
-    weights = None if weights is None or str(weights).lower() == "none" else str(weights)
-    if weights is not None and weights.lower() == "imagenet":
-        weights = "imagenet"
-    elif weights is not None:
+    weights = {"none": None, "imagenet": "imagenet"}.get(str(weights).lower(), str(weights))  # str(None): "None"
+    if weights not in (None, "imagenet"):
         check_weights_file(weights, backbone)
 
     inputs = keras.Input(shape=(None, None, 3), name="image")
@@ -167,15 +147,12 @@ def build_model(
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
         if weights is not None:
-            # BatchNorm statistics stay frozen even when the backbone is trainable: fine-tuning on a small
-            # dataset would otherwise wreck the ImageNet statistics in the first few steps. Keras 3 lets
-            # the outer call's training flag override training=False, so the layers are also kept
-            # non-trainable, which runs them in inference mode whatever the flag.
+            # Frozen BatchNorm statistics even when fine-tuning (a small dataset would wreck them): Keras 3
+            # lets the outer training flag override training=False, so non-trainable is what keeps them.
             layer.trainable = False
         else:
-            # From scratch (batch statistics): the moving statistics settle in a few dozen steps, and each
-            # residual block starts as its shortcut (zero gamma at its end, Goyal et al. 2017), so a
-            # 100-layer network trains like a shallow one at first.
+            # From scratch: each residual block starts as its shortcut (zero gamma at its end, Goyal et
+            # al. 2017), so a 100-layer network trains like a shallow one at first.
             layer.momentum = SCRATCH_BATCHNORM_MOMENTUM
             if _RESIDUAL_LAST_BN.match(layer.name):
                 layer.gamma.assign(ops.zeros_like(layer.gamma))
@@ -212,7 +189,6 @@ def set_backbone_trainable(model: keras.Model, trainable: bool, top_blocks: int 
 
 
 def _float32_policies(config: Any) -> Any:
-    """``config`` with every mixed-precision dtype policy replaced by float32."""
     if isinstance(config, dict):
         if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith(
                 "mixed_"):
@@ -225,8 +201,6 @@ def _float32_policies(config: Any) -> Any:
 
 def crop_averaging(model: keras.Model, image_size: int) -> keras.Model:
     """A crops-mode model's predictor: ``data.grid_crops`` batches in, the mean softmax over the crops out."""
-    from realvsai.config import CROP_GRID
-
     crops = keras.Input((CROP_GRID**2, image_size, image_size, 3), name="crops")
     probabilities = model(ops.reshape(crops, (-1, image_size, image_size, 3)))
     per_image = ops.reshape(probabilities, (-1, CROP_GRID**2, probabilities.shape[-1]))
@@ -242,11 +216,8 @@ def float32_copy(model: keras.Model) -> keras.Model:
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class ClassificationScore(keras.metrics.Metric):
-    """Precision, recall or F1 (``kind``) of the argmax prediction, of ``class_id`` or macro-averaged when None.
-
-    An epoch's confusion matrix, so it equals scikit-learn's score on the epoch. Keras' Precision,
-    Recall and F1Score need one-hot labels and have no macro precision; the pipeline gives sparse labels.
-    """
+    """Precision, recall or F1 (``kind``) of the argmax, of ``class_id`` or macro-averaged when None, from the
+    epoch's confusion matrix: scikit-learn's score on the epoch (Keras' need one-hot labels)."""
 
     def __init__(self, kind: str, num_classes: int, class_id: int | None = None, name: str | None = None,
                  dtype: Any = None):
@@ -296,9 +267,7 @@ class SparseAUC(keras.metrics.AUC):
         return super().update_state(ops.one_hot(labels, self.num_classes, dtype="float32"), y_pred)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(num_classes=self.num_classes, class_id=self.class_id)
-        return config
+        return {**super().get_config(), "num_classes": self.num_classes, "class_id": self.class_id}
 
 
 def make_metrics(num_classes: int, positive_index: int | None) -> list[keras.metrics.Metric]:
@@ -314,11 +283,8 @@ def make_metrics(num_classes: int, positive_index: int | None) -> list[keras.met
 
 
 def load_classifier(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
-    """A run's model and its model.json, from the run folder or its ``.h5`` file.
-
-    Raises:
-        UserError: if either is missing, or the model file is not a Keras HDF5 model.
-    """
+    """A run's model and its model.json, from the run folder or its ``.h5`` file; a UserError if either is
+    missing or the model file is not a Keras HDF5 model."""
     path = Path(path)
     model_file = path / MODEL_FILE if path.is_dir() else path
     info_file = model_file.with_name(MODEL_JSON_FILE)

@@ -1,18 +1,11 @@
 """Training a classifier on DATA/{train,validation}: phases on one epoch axis, resumable at any epoch.
 
 Pretrained: ``head`` trains the head on the frozen backbone, then ``fine_tune`` the backbone (or its
-top ``fine_tune_blocks`` residual blocks) too, until epoch ``head_epochs + fine_tune_epochs``; from
-scratch (``weights="none"``) one phase, ``full``, trains everything. Each phase: Adam, decaying
-linearly to ``final_learning_rate_fraction`` of its start. A stop rule ends the phase it fires in;
-the epochs it left go to fine-tuning. With class weights, validation carries the same weights, so
-``loss`` and ``val_loss`` compare alike.
-
-Resume: every epoch each phase backs up into ``RUN/backup/<phase>/`` (``callbacks.RunBackup``);
-``--resume`` restores the last finished epoch. Devices: the caller's ``tf.distribute`` strategy;
-every machine trains the chief's settings on the same files, and only the chief writes.
-
-Outputs in ``OUT/NAME/``: ``model.h5`` (best epoch, float32), ``model.json``, ``history.csv``,
-``training_curves.png``, ``logs/`` (TensorBoard), then the evaluation's files when DATA/test exists.
+top ``fine_tune_blocks`` blocks); from scratch one phase, ``full``. Each phase: Adam, decaying
+linearly; a stop rule ends its phase and the epochs left go to fine-tuning. Every epoch each phase
+backs up into ``RUN/backup/<phase>/``; ``--resume`` restores the last finished epoch. Only the
+chief of a cluster writes. Outputs in ``OUT/NAME/``: model.h5 (best epoch, float32), model.json,
+history.csv, training_curves.png, logs/, then the evaluation's files when DATA/test exists.
 """
 
 from __future__ import annotations
@@ -89,14 +82,8 @@ def select_precision(precision: str, num_gpus: int) -> str:
 
 
 def find_positive_class(class_names: Sequence[str], requested: str = "") -> str | None:
-    """The positive class of a binary problem: ``requested``, else the one class named like a generated one.
-
-    That is, one of its words (``AiArt``, ``ai_generated``, ``FAKE``) is in ``POSITIVE_WORDS``; None
-    for more than two classes or no clear match.
-
-    Raises:
-        UserError: if ``requested`` is not a class, or is given for more than two classes.
-    """
+    """The positive class of a binary problem: ``requested`` (a UserError if it is not one of two classes),
+    else the one class with a word (``AiArt``, ``ai_generated``, ``FAKE``) in ``POSITIVE_WORDS``, else None."""
     if requested:
         if requested not in class_names:
             raise UserError(f"--positive-class {requested}: no such class; the classes are {list(class_names)}.")
@@ -131,21 +118,14 @@ def loss_class_weights(config: TrainConfig, train_counts: Mapping[str, int]) -> 
     """Per-class loss weights (class index -> weight) that make every class count as much, or None when off."""
     if not config.class_weights:
         return None
-    import numpy as np
-    from sklearn.utils.class_weight import compute_class_weight
-
-    labels = np.repeat(np.arange(len(train_counts)), list(train_counts.values()))
-    present = np.unique(labels)
-    return dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=labels).tolist()))
+    total = sum(train_counts.values())  # scikit-learn's "balanced": total / (classes * count); no class is empty
+    return {index: total / (len(train_counts) * count) for index, count in enumerate(train_counts.values())}
 
 
 def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
-    """Adam, decaying linearly over ``decay_steps`` to ``final_fraction`` of the start.
-
-    ``loss_scaling`` (mixed_float16): a loss-scale optimizer that skips a step whose gradients
-    overflow on any device (the one Keras adds checks only the first).
-    """
+    """Adam, decaying linearly over ``decay_steps`` to ``final_fraction`` of the start; ``loss_scaling``
+    (mixed_float16) wraps it in ``distributed.AllReplicasLossScaleOptimizer``."""
     import keras
 
     from realvsai.distributed import AllReplicasLossScaleOptimizer
@@ -183,11 +163,8 @@ def _write_json(path: Path, content: Mapping[str, Any]) -> None:
 
 
 def resolve_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path]:
-    """The run folder, and the configuration to use (the saved one when resuming).
-
-    Raises:
-        UserError: if the folder exists and ``resume`` is False, or ``resume`` finds nothing to resume.
-    """
+    """The run folder, and the configuration to use (the saved one when resuming); a UserError if the
+    folder exists and ``resume`` is False, or ``resume`` finds nothing to resume."""
     if not config.name:
         if resume:
             raise UserError("--resume needs the --name of the run to continue.")
@@ -235,9 +212,7 @@ def _scan_splits(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, L
 
 
 def training_images_record(images: LabelledImages) -> dict[str, Any]:
-    """model.json's record of the training images: ``training_images`` (sides, formats; the app flags
-    inputs unlike them), ``shortcuts`` (balanced accuracy of the class from size or format alone) and
-    ``shortcut_warning`` (None when neither is a shortcut), from the scanned headers."""
+    """model.json's ``training_images`` (the app flags inputs unlike them), ``shortcuts`` and ``shortcut_warning``."""
     from realvsai import image_stats
 
     formats = images.formats or [""] * len(images)
@@ -262,17 +237,11 @@ def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
 
 def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.Strategy | None = None,
           verbose: int | str = "auto") -> TrainResult:
-    """Trains a model as ``config`` says and writes the run folder; see the module docstring.
-
-    Every worker of a cluster calls it; the chief's ``config`` and ``resume`` count.
-
-    Args:
-        strategy: from ``distributed.select_strategy``; None mirrors over the local GPUs.
-        verbose: Keras' progress output (0 silent, 1 bars, 2 one line per epoch, "auto").
+    """Trains a model as ``config`` says and writes the run folder; every worker of a cluster calls it, and
+    the chief's ``config`` and ``resume`` count. ``strategy`` None mirrors over the local GPUs.
 
     Raises:
-        UserError: for a missing or inconsistent dataset, a clash with an existing run, unusable
-            weights, or (on several machines) a worker of the cluster that stopped.
+        UserError: for a bad dataset, a clash with an existing run, unusable weights or a stopped worker.
     """
     from realvsai import distributed
 
@@ -328,11 +297,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     global_batch = config.batch_size * replicas
     steps_per_epoch = math.ceil(len(train_images) / global_batch)
     validation_steps = math.ceil(len(validation_images) / global_batch)
-    # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras,
-    # which would otherwise show "Unknown" steps and warn that the input "ran out of data".
+    # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras.
     # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
     input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
-    # Crops mode: a random native-resolution crop per image and epoch; validation takes the centre one.
     crops = config.input_mode == "crops"
     train_dataset = data.make_dataset(
         train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
@@ -340,18 +307,16 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
         crops="random" if crops else None).repeat()
     counts = {split: images.counts() for split, images in
               ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
-    class_weight = loss_class_weights(config, counts[TRAIN])
-    if class_weight:
-        logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
-                                                    for index, name in enumerate(class_names)))
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
                                            crops="centre" if crops else None)
+    class_weight = loss_class_weights(config, counts[TRAIN])
     if class_weight:  # validation weighted like the training loss, so loss and val_loss (and the stop rule) compare
-        weights = tf.constant([class_weight.get(index, 1.0) for index in range(len(class_names))], tf.float32)
+        logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
+                                                    for index, name in enumerate(class_names)))
+        weights = tf.constant(list(class_weight.values()), tf.float32)
         validation_dataset = validation_dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
 
-    # Built before the run folder exists: a start that fails on its weights (missing, corrupt,
-    # offline) leaves no folder behind, so the same command works once the weights are fixed.
+    # Built before the run folder exists: a start that fails on its weights leaves no folder behind.
     with strategy.scope():
         model = model_module.build_model(
             len(class_names), image_size=config.image_size, backbone=config.backbone, weights=config.weights,
@@ -376,8 +341,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     }
     if model_info["shortcut_warning"]:
         logger.warning("%s", model_info["shortcut_warning"])
-    # Written now as well, so the best model saved during training is usable (by the app) even if
-    # the run never finishes; rewritten with the best epoch at the end.
+    # Written now too, so the best model saved during training is usable even if the run never finishes.
     _write_json(run_dir / MODEL_JSON_FILE, model_info)
     logger.info("training %s on %d images (%s), validating on %d; %d step(s) per epoch on %d device(s)%s, %s",
                 run_dir, len(train_images), ", ".join(f"{k} {v}" for k, v in counts[TRAIN].items()),
@@ -396,8 +360,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     model_info["best_epoch"] = dict(min(finite, key=lambda row: row["val_loss"])) if finite else None
     if not distributed.is_chief(strategy):
         return TrainResult(run_dir, model, model_info, history, None, chief=False)
-    # The model holds the best epoch's weights (the last ones if no val_loss was ever finite). The app
-    # and evaluation run on any machine, many without float16 kernels: the file is in float32.
+    # The best epoch's weights, in float32: the app runs on machines without float16 kernels.
     save_model_atomically(model if policy == "float32" else model_module.float32_copy(model), run_dir / MODEL_FILE)
     _write_json(run_dir / MODEL_JSON_FILE, model_info)
     fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
@@ -422,9 +385,7 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
                 class_weight: dict[int, float] | None, num_classes: int, positive_index: int | None,
                 resume: bool, verbose: int | str) -> list[dict[str, Any]]:
     """Runs (or resumes) every phase on (repeated dataset, batches per epoch); returns the history rows.
-
-    The model ends with its best weights.
-    """
+    The model ends with its best weights."""
     import keras
 
     from realvsai import callbacks, distributed

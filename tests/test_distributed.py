@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -129,7 +130,8 @@ def test_several_gpus_select_mirrored_strategy():
 def test_worker_cluster_selects_multi_worker_strategy():
     assert distributed.plan_strategy({"TF_CONFIG": TWO_WORKERS}, num_gpus=0) == "multi_worker"
     cluster = distributed.parse_tf_config({"TF_CONFIG": TWO_WORKERS})
-    assert cluster.num_workers == 2 and (cluster.task_type, cluster.task_index) == ("worker", 1)
+    assert distributed.num_workers(SimpleNamespace(cluster_resolver=cluster)) == 2
+    assert (cluster.task_type, cluster.task_id) == ("worker", 1)
 
 
 def test_tf_config_without_cluster_trains_on_this_machine():
@@ -158,7 +160,8 @@ def test_malformed_tf_config_is_a_clear_user_error(tf_config):
     ({"chief": ["a:1"], "worker": ["b:1"]}, {"type": "worker", "index": 0}, False),
 ])
 def test_chief_is_the_chief_task_or_else_worker_zero(cluster, task, chief):
-    assert distributed.parse_tf_config({"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})}).is_chief is chief
+    resolver = distributed.parse_tf_config({"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})})
+    assert distributed.is_chief(SimpleNamespace(cluster_resolver=resolver)) is chief
 
 
 def test_only_the_chief_writes_into_the_worker_folder(tmp_path, monkeypatch):
