@@ -118,8 +118,12 @@ def loss_class_weights(config: TrainConfig, train_counts: Mapping[str, int]) -> 
     """Per-class loss weights (class index -> weight) that make every class count as much, or None when off."""
     if not config.class_weights:
         return None
-    total = sum(train_counts.values())  # scikit-learn's "balanced": total / (classes * count); no class is empty
-    return {index: total / (len(train_counts) * count) for index, count in enumerate(train_counts.values())}
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.arange(len(train_counts))  # training refuses an empty class, so every class is present
+    labels = np.repeat(classes, list(train_counts.values()))
+    return dict(enumerate(compute_class_weight("balanced", classes=classes, y=labels).tolist()))
 
 
 def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int,
