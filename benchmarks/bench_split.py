@@ -2,7 +2,7 @@
 
 Our side does more than ``cp -r``: it reads every file once for its sha256 and a full decode check,
 plans the split, writes manifest.csv and skipped.csv, and writes each copy under a temporary name
-renamed into place. Both sides are whole commands (``cp -r SOURCE OUT`` and ``python DataSplitD2.py
+hard-linked into place (never over another file). Both sides are whole commands (``cp -r SOURCE OUT`` and ``python DataSplitD2.py
 SOURCE --out OUT --quiet``, Python's start included), so CPU seconds (all of DataSplitD2's threads)
 are counted too. Both write to the same disk; each run starts from a flushed disk
 (``sync``, not timed) and its output is deleted afterwards (not timed). The sides alternate, several
