@@ -432,3 +432,21 @@ def test_every_copy_holds_the_bytes_of_its_source(art, tmp_path):
     split_by_class(art, out)
     assert Counter(sha256(path) for path in out.glob("*/*/*.png")) == Counter(
         sha256(path) for path in art.rglob("*.png"))
+
+
+def test_a_copy_split_reads_each_small_file_once(art, tmp_path, monkeypatch):
+    def read_again(path, digest):
+        raise AssertionError(f"{path} was read a second time")
+
+    monkeypatch.setattr(splitting, "read_verified", read_again)
+    report = split_by_class(art, tmp_path / "out")
+    assert report.num_written == report.num_files > 0
+
+
+def test_files_past_the_memory_budget_are_read_again_and_verified(art, tmp_path, monkeypatch):
+    monkeypatch.setattr(splitting, "_KEEP_TOTAL_BYTES", 0, raising=False)
+    reads = []
+    real = splitting.read_verified
+    monkeypatch.setattr(splitting, "read_verified", lambda path, digest: reads.append(path) or real(path, digest))
+    report = split_by_class(art, tmp_path / "out")
+    assert len(reads) == report.num_written == report.num_files > 0
