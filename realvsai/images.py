@@ -111,14 +111,14 @@ class _NamedBytes(io.BytesIO):
 
 
 def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
-                 ) -> tuple[str | None, str | None, ImageHeader | None]:
-    """(sha256, problem, header) of a file from one read; ``header`` is None when there is a problem."""
+                 ) -> tuple[bytes, str | None, str | None, ImageHeader | None]:
+    """(bytes, sha256, problem, header) of a file from one read; ``header`` is None when there is a problem."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
-        return None, f"cannot be read ({error.strerror or error})", None
+        return b"", None, f"cannot be read ({error.strerror or error})", None
     problem = image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
-    return hashlib.sha256(data).hexdigest(), problem, None if problem else read_header(data, max_pixels)
+    return data, hashlib.sha256(data).hexdigest(), problem, None if problem else read_header(data, max_pixels)
 
 
 def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:

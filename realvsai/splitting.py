@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import random
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COPY, MOVE, LINK = "copy", "move", "link"
+_KEEP_FILE_BYTES, _KEEP_TOTAL_BYTES = 1 << 20, 2 << 30  # see _run_split's scan
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
 
@@ -91,6 +93,7 @@ class _Item:
     digest: str | None = None
     problem: str | None = None
     facts: ImageFacts | None = None  # size and format, for the shortcut check
+    data: bytes | None = None  # the bytes the scan read, kept for the copy when small
 
 
 def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Sequence[float] = SplitDefaults.ratios,
@@ -233,11 +236,19 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
                         "ones. Drop --link to copy, or choose an --out on the same disk.")
     workers = workers or default_workers()
-    results = map_in_threads(lambda paths: [inspect_file(path, max_pixels) for path in paths],
-                             [item.read_from for item in items], workers, "checking")
-    for item, (digest, problem, header) in zip(items, results):
-        item.digest, item.problem = digest, problem
+    # A copy writes the bytes the scan read for files up to _KEEP_FILE_BYTES, up to _KEEP_TOTAL_BYTES in all
+    # (benchmarks/bench_split.py: reading them again costs about 15 % of a copy split of 100,000 files).
+    budget, lock = [_KEEP_TOTAL_BYTES if mode == COPY or (mode == MOVE and cross_device) else 0], threading.Lock()
+
+    def inspect(item: _Item) -> None:
+        data, item.digest, item.problem, header = inspect_file(item.read_from, max_pixels)
         item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format)
+        with lock:
+            if item.problem is None and len(data) <= min(_KEEP_FILE_BYTES, budget[0]):
+                budget[0] -= len(data)
+                item.data = data
+
+    map_in_threads(lambda chunk: [inspect(item) for item in chunk], items, workers, "checking")
 
     unreadable = [item for item in items if item.problem is not None]
     placements, dropped = plan(sorted((item for item in items if item.problem is None), key=lambda item: item.key))
@@ -315,8 +326,8 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                 os.link(item.read_from, target)
             elif mode == MOVE and not cross_device:
                 os.rename(item.read_from, target)  # the target was checked free just above
-            else:  # the bytes are read again, checked against the sha256 of the scan
-                write_new(target, read_verified(item.read_from, item.digest))
+            else:  # the bytes the scan kept, or read again and checked against its sha256
+                write_new(target, item.data if item.data is not None else read_verified(item.read_from, item.digest))
                 if mode == MOVE:
                     os.unlink(item.read_from)
         except OSError as error:
@@ -325,6 +336,7 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                                 "SOURCE and --out on one file system that supports hard links; drop --link to "
                                 "copy.") from error
             raise
+        item.data = None  # free the memory as soon as the file is out
         written.append(True)
     return written
 
