@@ -2,9 +2,9 @@
 
 Our side does more than ``cp -r``: it reads every file once for its sha256 and a full decode check,
 plans the split, writes manifest.csv and skipped.csv, and writes each copy under a temporary name
-hard-linked into place (never over another file). Both sides are whole commands (``cp -r SOURCE OUT`` and ``python DataSplitD2.py
-SOURCE --out OUT --quiet``, Python's start included), so CPU seconds (all of DataSplitD2's threads)
-are counted too. Both write to the same disk; each run starts from a flushed disk
+hard-linked into place (never over another file). Both sides are whole commands (``cp -r SOURCE OUT``
+and ``python DataSplitD2.py SOURCE --out OUT --quiet``, Python's start included), so CPU seconds (all of
+DataSplitD2's threads) are counted too. Both write to the same disk; each run starts from a flushed disk
 (``sync``, not timed) and its output is deleted afterwards (not timed). The sides alternate, several
 repetitions, medians reported, with the ratio to ``cp -r`` (target: copies <= 1.5x). CPU seconds
 (user + system, all child processes) are reported too: on a shared machine they vary less than wall

@@ -24,6 +24,8 @@ from realvsai.config import IMAGE_EXTENSIONS
 from realvsai.errors import UserError
 
 _CHUNK = 256  # files per task of map_in_threads
+# os.link errors that mean "no hard link here" (another file system, FAT, a share, protected links)
+CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
 T = TypeVar("T")
 _MAX_NAME_BYTES = 200  # leaves room for a temporary name's prefix and suffix within the usual 255 bytes
 
@@ -207,7 +209,7 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
             os.link(source, target)  # raises FileExistsError rather than replacing
             linked = True
         except OSError as error:
-            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+            if error.errno not in CANNOT_LINK:
                 raise
     if not linked:  # a copy, or a move across file systems: copied completely before the source goes
         write_new(target, read_verified(source, source_digest) if source_digest else source.read_bytes())

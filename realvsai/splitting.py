@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import itertools
 import logging
 import os
@@ -19,7 +18,16 @@ from typing import TypeVar
 from realvsai.cli import default_workers, format_table, positive_int, progress
 from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.files import free_name, list_images, map_in_threads, read_verified, sha256_file, write_csv, write_new
+from realvsai.files import (
+    CANNOT_LINK,
+    free_name,
+    list_images,
+    map_in_threads,
+    read_verified,
+    sha256_file,
+    write_csv,
+    write_new,
+)
 from realvsai.image_stats import ImageFacts, describe_profiles, profile_classes
 from realvsai.images import inspect_file
 from realvsai.layout import (
@@ -331,7 +339,7 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                 if mode == MOVE:
                     os.unlink(item.read_from)
         except OSError as error:
-            if mode == LINK and error.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            if mode == LINK and error.errno in CANNOT_LINK:
                 raise UserError(f"cannot hard-link {item.read_from} to {target} ({error.strerror}). --link needs "
                                 "SOURCE and --out on one file system that supports hard links; drop --link to "
                                 "copy.") from error
