@@ -8,6 +8,7 @@ contract's layer names (see test_inference.py).
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -375,3 +376,13 @@ def test_an_upload_like_the_training_images_gets_no_unfamiliar_warning(start_app
 
     assert not [warning for warning in app.warning if "Unlike the images" in warning.value]
     assert verdicts(app) == ["REAL"]
+
+
+def test_app_py_help_imports_neither_tensorflow_nor_scikit_learn():
+    finished = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "App.py"), "--help"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    imported = {line.rsplit("|", 1)[-1].strip() for line in finished.stderr.splitlines()
+                if line.startswith("import time")}
+    assert finished.returncode == 0 and "streamlit" in imported
+    assert not imported & {"tensorflow", "keras", "sklearn"}
