@@ -1,4 +1,5 @@
-"""How probabilities become an answer (``DecisionRule``) and the numbers of an evaluation (scikit-learn's).
+"""How probabilities become an answer (``DecisionRule``) and the numbers of an evaluation (scikit-learn's,
+imported when first needed, so the app starts without it).
 
     metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], positive_class="FAKE")
 """
@@ -13,9 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as sk
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.preprocessing import label_binarize
 
 from realvsai.config import CONFIDENCE_THRESHOLD
 
@@ -98,6 +96,8 @@ class DecisionRule:
 
 def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | None:
     """A ranking metric, or None where the labels leave it undefined (a single class present)."""
+    from sklearn.exceptions import UndefinedMetricWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.filterwarnings("ignore", message=".*(Only one class|No positive class|not defined).*")
@@ -128,6 +128,8 @@ def calibration_bins(labels: Sequence[int], probabilities: np.ndarray) -> list[d
 
 def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilities: Sequence[float]) -> float:
     """The threshold on P(positive) maximising F1 (the lowest on a tie); ValueError when one class is present."""
+    from sklearn import metrics as sk
+
     truth = np.asarray(labels).astype(bool)
     if truth.all() or not truth.any():
         raise ValueError("choosing a threshold needs images of both classes")
@@ -141,6 +143,8 @@ def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilit
 
 def threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, threshold: float) -> dict[str, Any]:
     """Accuracy, precision, recall, F1 and confusion matrix when P(positive) >= ``threshold`` decides."""
+    from sklearn import metrics as sk
+
     predicted = np.where(np.asarray(scores) >= threshold, positive, 1 - positive)  # DecisionRule.decide
     precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
                                                                   average="binary", zero_division=0)
@@ -156,6 +160,9 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     Two classes: the positive class's numbers, and ``"at_threshold"`` with a ``threshold`` on P(positive);
     more: macro averages, ROC AUC one-vs-rest. Undefined metrics are None.
     """
+    from sklearn import metrics as sk
+    from sklearn.preprocessing import label_binarize
+
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     sums = probabilities.sum(axis=1)
