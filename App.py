@@ -4,16 +4,20 @@ The app finds the trained models under models/ (each run folder holds model.h5 +
 written by ModelTraining.py), newest first, with a selector in the sidebar. For every upload it
 shows the picture, the predicted class with its probability and a bar per class. For two classes
 the class is decided by P(positive) at the decision threshold chosen on validation (model.json),
-"Uncertain" when P(positive) is within (confidence threshold - 0.5) of it; otherwise the most
+"Uncertain" when P(positive) is close to it (within (confidence threshold - 0.5) / 0.5 of the way
+to 0 or to 1; the page gives the band); otherwise the most
 probable class, "Uncertain" when its probability is below the confidence threshold (sidebar
 slider; its default comes from model.json). The page states the rule. The Grad-CAM toggle lays a
 heatmap over each image showing where the evidence for the decided class lies, from the backbone's
 last block or, at small image sizes, its deepest block still 4x4 (the sidebar names it; with none,
-the app says it cannot localise). A table lists every upload and downloads as CSV. A demo model
-(model.json: "demo": true) carries a warning at the top and beside every answer, and its test
+the app says it cannot localise), over the part of the image the model saw (outlined). A table
+lists every upload and downloads as CSV, with predictions.csv's columns. A demo model (model.json:
+"config": {"demo": true}) carries a warning at the top and beside every answer, and its test
 metrics are shown as a plain caption, never as headline figures. An upload far outside the training
 images' sizes or formats (model.json's training_images) gets a warning beside its answer and is
-never called certain: its answer reads "Uncertain" (not certain: unlike the training images).
+never called certain: its answer reads "Uncertain" (not certain on such images); so is one of a
+kind of image (its size band) on which validation showed the model at chance (model.json's
+validation_by_kind).
 
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
 
@@ -42,6 +46,12 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from realvsai import inference
 from realvsai.cli import make_parser, positive_int, setup_logging
 from realvsai.errors import UserError
+from realvsai.run import ModelRun, list_runs, load_run, read_run
+
+if not st.runtime.exists():
+    # `python App.py --help`: the cache decorators below would warn that no Streamlit runtime runs.
+    for name in ("cache_data_api", "cache_resource_api"):
+        logging.getLogger(f"streamlit.runtime.caching.{name}").setLevel(logging.ERROR)
 
 logger = logging.getLogger("realvsai.app")
 DEFAULTS = inference.DEFAULTS
@@ -51,7 +61,7 @@ MAX_CARDS = 60  # uploads shown one by one; the table below them lists all of th
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The app's options (after ``--`` on the streamlit command line); unknown ones are ignored."""
     parser = make_parser(__doc__, prog="streamlit run App.py --")
-    parser.add_argument("--model", type=Path, default=None,
+    parser.add_argument("--model", type=Path, default=argparse.SUPPRESS,
                         help="a run folder (or its model.h5) to open first (default: the newest in --models)")
     parser.add_argument("--models", type=Path, default=DEFAULTS.models_dir,
                         help="the folder holding the training runs")
@@ -61,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="uploads with more pixels are refused unread (decompression bombs)")
     # Tolerant: whatever else ends up in sys.argv (a test runner's, Streamlit's) must not stop the app.
     args, unknown = parser.parse_known_args(argv)
+    args.model = getattr(args, "model", None)  # SUPPRESS: so --help shows the default in words, once
     if unknown:
         logger.warning("ignoring unknown arguments: %s", " ".join(unknown))
     return args
@@ -78,13 +89,11 @@ class Settings:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def cached_classifier(model_file: str, modified: float, class_names: tuple[str, ...],
-                      image_size: int, input_mode: str = "resize") -> inference.Classifier:
+def cached_classifier(model_file: str, modified: float, batch_size: int) -> inference.Classifier:
     """The model, loaded once per file and modification time (a retrained run reloads)."""
-    from realvsai.model import load_classifier  # Keras, and the project's layers the file needs
-
     del modified  # only part of the cache key
-    return inference.Classifier(load_classifier(Path(model_file))[0], class_names, image_size, input_mode)
+    model, run = load_run(Path(model_file))
+    return inference.Classifier.for_run(model, run, batch_size)
 
 
 # The uploads are cached by their upload ids (unique per upload, stable across reruns) rather than
@@ -92,19 +101,19 @@ def cached_classifier(model_file: str, modified: float, class_names: tuple[str, 
 @st.cache_data(show_spinner=False, max_entries=8)
 def classify(_classifier: inference.Classifier, model_key: str, upload_ids: tuple[str, ...],
              _uploads: list[UploadedFile], batch_size: int, max_pixels: int,
-             profile: dict[str, Any] | None) -> list[inference.UploadResult]:
+             _info: inference.ModelInfo) -> list[inference.UploadResult]:
     """Results of a set of uploads, kept across reruns (moving a slider does not re-run the model)."""
     del upload_ids  # only part of the cache key
     return inference.classify_uploads(_classifier, ((file.name, file.getvalue()) for file in _uploads),
-                                      batch_size=batch_size, max_pixels=max_pixels, profile=profile)
+                                      batch_size=batch_size, max_pixels=max_pixels, info=_info)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _data: bytes, class_index: int,
-            max_pixels: int) -> np.ndarray:
-    """The Grad-CAM overlay of one upload, for the class ``class_index``."""
+def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _result: inference.UploadResult,
+            class_index: int) -> np.ndarray:
+    """The Grad-CAM overlay of one classified upload, for the class ``class_index``."""
     del upload_id  # only part of the cache key
-    return inference.explain_upload(_classifier, _data, class_index=class_index, max_pixels=max_pixels)
+    return inference.explain_result(_classifier, _result, class_index)
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -112,16 +121,17 @@ def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _
 
 def results_table(results: Sequence[inference.UploadResult], class_names: Sequence[str], rule: inference.DecisionRule
                   ) -> list[dict[str, Any]]:
-    """One row per upload: file, the class ``rule`` decides, a probability per class, uncertain, unfamiliar, error."""
+    """One row per upload, with predictions.csv's columns (file, predicted, ``probability_<class>``, uncertain,
+    unfamiliar) and an ``error`` for an upload that could not be classified."""
     rows = []
     for result in results:
         row: dict[str, Any] = {"file": result.name, "predicted": None}
-        row.update({f"p_{name}": None for name in class_names})
+        row.update({f"probability_{name}": None for name in class_names})
         row.update(uncertain=None, unfamiliar=result.unfamiliar or "", error=result.error or "")
         if result.ok:
             index, uncertain = result.answer(rule)
             row["predicted"] = class_names[index]
-            row.update({f"p_{name}": float(p) for name, p in zip(class_names, result.probabilities)})
+            row.update({f"probability_{name}": float(p) for name, p in zip(class_names, result.probabilities)})
             row["uncertain"] = uncertain
         rows.append(row)
     return rows
@@ -134,16 +144,24 @@ def _spreadsheet_safe(value: object) -> object:
     return value
 
 
+def _csv_cell(value: object) -> object:
+    # As predictions.csv writes them: 6 decimals, true/false, empty for a missing value.
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.6f}" if isinstance(value, float) else _spreadsheet_safe(value)
+
+
 def results_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The results table as CSV text (probabilities with 6 decimals, empty cells for missing values)."""
+    """The results table as CSV text, written as predictions.csv is."""
     if not rows:
         return ""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: "" if value is None else f"{value:.6f}" if isinstance(value, float)
-                         else _spreadsheet_safe(value) for key, value in row.items()})
+        writer.writerow({key: _csv_cell(value) for key, value in row.items()})
     return buffer.getvalue()
 
 
@@ -152,26 +170,28 @@ def _code(text: str) -> str:
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
-def _run_label(run: inference.ModelRun) -> str:
+def _run_label(run: ModelRun) -> str:
     return f"{run.name} · {run.created.astimezone():%Y-%m-%d %H:%M}"
 
 
-def _model_key(run: inference.ModelRun) -> str:
-    return f"{run.model_file}:{run.model_file.stat().st_mtime_ns}"
+def _model_key(run: ModelRun) -> str:
+    # model.json too: a new decision threshold or validation_by_kind changes the answers.
+    return f"{run.model_file}:{run.model_file.stat().st_mtime_ns}:{(run.path / 'model.json').stat().st_mtime_ns}"
 
 
-UNFAMILIAR_ANSWER = "not certain: unlike the training images"
+UNFAMILIAR_ANSWER = "not certain on such images"
 
 
 def _uncertain_reason(result: inference.UploadResult, predicted: str, probability: float,
-                      run: inference.ModelRun, rule: inference.DecisionRule) -> str:
+                      run: ModelRun, rule: inference.DecisionRule) -> str:
     if result.unfamiliar:
         return f"Leaning {predicted} at {probability:.1%}, but {UNFAMILIAR_ANSWER}."
     if rule.decision_threshold is None or len(run.class_names) != 2:
         return f"Leaning {predicted} at {probability:.1%}, below the {rule.confidence_threshold:.0%} threshold."
     positive = run.class_names[rule.positive_index]
-    return (f"Leaning {predicted}: P({positive}) is {result.probabilities[rule.positive_index]:.1%}, within "
-            f"{rule.margin:.0%} of the {rule.decision_threshold:.1%} decision threshold.")
+    low, high = rule.band
+    return (f"Leaning {predicted}: P({positive}) is {result.probabilities[rule.positive_index]:.1%}, between "
+            f"{low:.1%} and {high:.1%}, close to the {rule.decision_threshold:.1%} decision threshold.")
 
 
 def _grad_cam_source(classifier: inference.Classifier) -> str:
@@ -187,15 +207,15 @@ def _grad_cam_source(classifier: inference.Classifier) -> str:
 # ---------------------------------------------------------------------------------- sections
 
 
-def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[inference.ModelRun], int]:
+def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[ModelRun], int]:
     """The runs to offer, and the index of the one to open first (``--model``, else the newest)."""
-    runs, skipped = inference.list_runs(models_dir)
+    runs, skipped = list_runs(models_dir)
     for folder, reason in skipped:
         st.sidebar.warning(f"Skipped {_code(folder.name)}: {reason}")
     if explicit is None:
         return runs, 0
     try:
-        chosen = inference.read_run(explicit)
+        chosen = read_run(explicit)
     except UserError as error:
         st.error(f"--model {_code(str(explicit))}: {error}")
         return runs, 0
@@ -216,7 +236,7 @@ def no_model_page(models_dir: Path) -> None:
     st.code("streamlit run App.py -- --model PATH/TO/RUN", language="bash")
 
 
-def model_selector(runs: list[inference.ModelRun], default: int) -> inference.ModelRun:
+def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
     """The sidebar's model choice."""
     by_path = {str(run.path): run for run in runs}
     chosen = st.sidebar.selectbox("Model", list(by_path), index=default, key="model",
@@ -225,11 +245,10 @@ def model_selector(runs: list[inference.ModelRun], default: int) -> inference.Mo
     return by_path[chosen]
 
 
-def open_model(run: inference.ModelRun) -> inference.Classifier:
+def open_model(run: ModelRun, batch_size: int) -> inference.Classifier:
     """The loaded model; an unreadable one ends the page with a message instead of a traceback."""
     try:
-        return cached_classifier(str(run.model_file), run.model_file.stat().st_mtime, tuple(run.class_names),
-                                 run.image_size, run.info.get("input_mode", "resize"))
+        return cached_classifier(str(run.model_file), run.model_file.stat().st_mtime, batch_size)
     except UserError as error:
         st.error(str(error))
     except Exception as error:  # Keras raises many types for a damaged or foreign file; all end here
@@ -239,7 +258,7 @@ def open_model(run: inference.ModelRun) -> inference.Classifier:
     st.stop()
 
 
-def sidebar_settings(run: inference.ModelRun, classifier: inference.Classifier) -> Settings:
+def sidebar_settings(run: ModelRun, classifier: inference.Classifier) -> Settings:
     """The confidence threshold and the Grad-CAM switch (with the layer it explains from)."""
     threshold = st.sidebar.slider(
         "Confidence threshold", min_value=0.0, max_value=1.0, value=run.confidence_threshold, step=0.01,
@@ -254,10 +273,10 @@ def sidebar_settings(run: inference.ModelRun, classifier: inference.Classifier) 
                                         "Costs about one extra model call per image.")
     if explain_on:
         st.sidebar.caption(_grad_cam_source(classifier))
-    return Settings(inference.DecisionRule.from_model_info(run.info, threshold), explain_on)
+    return Settings(run.info.rule(threshold), explain_on)
 
 
-def model_card(run: inference.ModelRun, settings: Settings) -> None:
+def model_card(run: ModelRun, settings: Settings) -> None:
     """The chosen model at a glance: classes, image size, test metrics, date, decision rule."""
     st.title(f"🔍 {', '.join(run.class_names[:-1])} or {run.class_names[-1]}?")
     if run.demo:
@@ -294,7 +313,7 @@ def upload_section() -> list[UploadedFile]:
 
 
 def result_card(result: inference.UploadResult, upload: UploadedFile, classifier: inference.Classifier,
-                run: inference.ModelRun, settings: Settings, max_pixels: int) -> None:
+                run: ModelRun, settings: Settings, max_pixels: int) -> None:
     """One upload: its picture (and heatmap), the verdict and a bar per class."""
     with st.container(border=True):
         if not result.ok:
@@ -308,7 +327,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
             columns[1].info(_grad_cam_source(classifier))
         elif settings.explain:
             try:
-                overlay = explain(classifier, _model_key(run), upload.file_id, upload.getvalue(), index, max_pixels)
+                overlay = explain(classifier, _model_key(run), upload.file_id, result, index)
                 columns[1].image(overlay,
                                  caption=f"Grad-CAM: evidence for {predicted}", width="stretch")
             except Exception as error:  # an explanation that fails must not take the verdict with it
@@ -322,8 +341,8 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
                 st.markdown(f"### {predicted}")
                 st.caption(f"{probability:.1%} probability")
             if result.unfamiliar:
-                st.warning(f"Unlike the images this model was trained on ({result.unfamiliar}): its answer may "
-                           "mean nothing here, so it is never called certain.", icon="⚠️")
+                st.warning(f"Not to be trusted here ({result.unfamiliar}): its answer may mean nothing on such "
+                           "images, so it is never called certain.", icon="⚠️")
             if run.demo:
                 st.warning(inference.DEMO_WARNING, icon="⚠️")
             for name, value in zip(run.class_names, result.probabilities):
@@ -331,7 +350,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
 
 
 def results_section(results: list[inference.UploadResult], uploads: list[UploadedFile],
-                    classifier: inference.Classifier, run: inference.ModelRun, settings: Settings,
+                    classifier: inference.Classifier, run: ModelRun, settings: Settings,
                     max_pixels: int) -> None:
     """A card per upload (the first MAX_CARDS of them)."""
     classified = [result for result in results if result.ok]
@@ -357,14 +376,15 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
         st.caption(f"Showing the first {MAX_CARDS} of {len(results)} uploads; the table below lists all of them.")
 
 
-def batch_table(results: list[inference.UploadResult], run: inference.ModelRun, settings: Settings) -> None:
+def batch_table(results: list[inference.UploadResult], run: ModelRun, settings: Settings) -> None:
     """Every upload in one table, downloadable as CSV."""
     rows = results_table(results, run.class_names, settings.rule)
     st.subheader("All results")
     if run.demo:
         st.caption(inference.DEMO_WARNING)
     probability_columns = {
-        f"p_{name}": st.column_config.ProgressColumn(f"P({name})", min_value=0.0, max_value=1.0, format="%.3f")
+        f"probability_{name}": st.column_config.ProgressColumn(f"P({name})", min_value=0.0, max_value=1.0,
+                                                               format="%.3f")
         for name in run.class_names}
     st.dataframe(rows, hide_index=True, column_config=probability_columns)
     st.download_button("Download CSV", data=results_csv(rows), file_name="predictions.csv",
@@ -383,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         no_model_page(args.models)
         return 0
     run = model_selector(runs, default)
-    classifier = open_model(run)
+    classifier = open_model(run, args.batch_size)
     settings = sidebar_settings(run, classifier)
     model_card(run, settings)
     uploads = upload_section()
@@ -391,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with st.spinner(f"Classifying {len(uploads)} image{'s' if len(uploads) != 1 else ''}…"):
         results = classify(classifier, _model_key(run), tuple(file.file_id for file in uploads), uploads,
-                           args.batch_size, args.max_pixels, run.info.get("training_images"))
+                           args.batch_size, args.max_pixels, run.info)
     results_section(results, uploads, classifier, run, settings, args.max_pixels)
     batch_table(results, run, settings)
     return 0

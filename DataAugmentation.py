@@ -8,6 +8,9 @@ what is missing; copies already moved into train (aug_*) count as made and are n
 A file of yours under a copy's name is never replaced: it is kept and named, and the run ends with
 exit status 1 once the other copies are written.
 The same --seed gives byte-identical files. Broken images are skipped with a warning naming them.
+Each copy's source is recorded, with both files' sha256, in DATA/augmented_train/sources.csv (rows
+are added on every run), so MoveAugmentedImages.py can refuse a copy whose source is no longer a
+training image.
 
 Presets: classic = ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal
 flip, nearest fill, composed into one affine map per copy and interpolated once; detector =
@@ -34,7 +37,7 @@ from realvsai.cli import format_table, make_parser, positive_int, progress, run_
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
-from realvsai.moving import CopyPlan, plan_copies
+from realvsai.moving import CopyPlan, plan_copies, record_copy_sources
 
 logger = logging.getLogger("realvsai.augment")
 
@@ -111,6 +114,7 @@ def augment(args: Namespace) -> None:
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
     if not any(target for image in plan.images for target in image.targets):
+        record_copy_sources(plan, args.data)  # copies an interrupted run wrote but did not record
         already_there = sum(len(image.targets) for image in plan.images)
         print_summary(args, plan, written=0, already_there=already_there, seconds=time.perf_counter() - started)
         return
@@ -126,6 +130,7 @@ def augment(args: Namespace) -> None:
         report = write_augmented_copies(
             batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality, on_image_done=bar.update
         )
+    record_copy_sources(plan, args.data, not_copies=[*report.undecodable, *report.in_the_way])
     for source in report.undecodable:
         logger.warning("skipping %s: not a decodable image (TensorFlow could not decode it)", source)
     for path in report.in_the_way:

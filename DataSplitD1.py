@@ -10,15 +10,18 @@
 Each class is cut on its own (stratified): its files are sorted, shuffled with --seed and cut at
 --ratios, so the same files and seed always give the same split, whatever order the disk lists them
 in. Exact duplicates (same sha256) stay in the split of their first copy, so no image is both trained
-on and tested on. Files that are not images or do not decode, and hidden files (.name), are skipped
-and listed in skipped.csv. A dataset with only one class is split, with a warning: a classifier needs
-at least two. Images in sub-folders of a class folder are included, their names prefixed with the
-sub-folder.
+on and tested on; a file whose content is under two classes is left out (all its copies). Files that
+are not images or do not decode, hidden files (.name), and files beside the class folders are
+skipped and listed in skipped.csv. A dataset with only one class is split, with a warning: a
+classifier needs at least two. Images in sub-folders of a class folder are included, their names
+prefixed with the sub-folder; a symlinked sub-folder is not followed (listed in skipped.csv).
 
-SOURCE is left untouched (copies), unless --move; --link makes hard links instead (instant, no extra
-disk; SOURCE and --out must be on one file system). Re-running the same command completes an
-interrupted split and otherwise changes nothing; an --out that holds a different split is refused
-unless --overwrite, which moves the old split aside into OUT/previous-split-<time>/.
+SOURCE is left untouched (copies), unless --move (which never moves a file from outside SOURCE,
+e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed); --link makes
+hard links instead (instant, no extra disk; SOURCE and --out must be on one file system).
+Re-running the same command completes an interrupted split and otherwise changes nothing; an --out
+that holds a different split is refused unless --overwrite, which moves the old split aside into
+OUT/previous-split-<time>/.
 
 Example:
     python DataSplitD1.py data/raw/art --rename RealArt=Real --rename GeneratedArt=Fake
@@ -30,7 +33,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realvsai.cli import make_parser, run_main, setup_logging
+from realvsai.cli import make_parser, run_main, setup_logging, share
 from realvsai.layout import parse_renames
 from realvsai.splitting import SplitDefaults, add_split_arguments, format_report, split_by_class
 
@@ -40,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
     parser.add_argument("source", type=Path, help="folder with one sub-folder of images per class")
     add_split_arguments(parser, defaults)
-    parser.add_argument("--ratios", type=float, nargs=3, default=list(defaults.ratios),
+    parser.add_argument("--ratios", type=share, nargs=3, default=list(defaults.ratios),
                         metavar=("TRAIN", "VALIDATION", "TEST"), help="shares of each class; they must add up to 1")
     return parser.parse_args(argv)
 

@@ -12,14 +12,18 @@ dataset (a Kaggle zip often unpacks to cifake/train, cifake/test). Each train cl
 (stratified) after sorting and a shuffle with --seed, so the same files and seed always give the
 same split. Test stays test. A train file identical to a test file (same sha256) is left out of
 train and validation and listed in skipped.csv, so the test accuracy is never inflated by an image
-the model trained on; other exact duplicates stay in the split of their first copy. Files that are
-not images or do not decode, and hidden files (.name), are skipped and listed in skipped.csv.
+the model trained on; other exact duplicates stay in the split of their first copy. A file whose
+content is under two classes is left out (all its copies). Files that are not images or do not
+decode, hidden files (.name) and symlinked folders inside a class folder (not followed) are skipped
+and listed in skipped.csv.
 A dataset with only one class is split, with a warning: a classifier needs at least two.
 
-SOURCE is left untouched (copies), unless --move; --link makes hard links instead (instant, no extra
-disk; SOURCE and --out must be on one file system). Re-running the same command completes an
-interrupted split and otherwise changes nothing; an --out that holds a different split is refused
-unless --overwrite, which moves the old split aside into OUT/previous-split-<time>/.
+SOURCE is left untouched (copies), unless --move (which never moves a file from outside SOURCE,
+e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed); --link makes
+hard links instead (instant, no extra disk; SOURCE and --out must be on one file system).
+Re-running the same command completes an interrupted split and otherwise changes nothing; an --out
+that holds a different split is refused unless --overwrite, which moves the old split aside into
+OUT/previous-split-<time>/.
 
 Example:
     python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data
@@ -31,7 +35,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realvsai.cli import make_parser, run_main, setup_logging
+from realvsai.cli import fraction, make_parser, run_main, setup_logging
 from realvsai.layout import parse_renames
 from realvsai.splitting import SplitDefaults, add_split_arguments, format_report, split_train_test
 
@@ -42,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("source", type=Path,
                         help="folder with train/<Class>/ and test/<Class>/ (or one folder holding such a folder)")
     add_split_arguments(parser, defaults)
-    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+    parser.add_argument("--val-fraction", type=fraction, default=defaults.val_fraction,
                         help="share of each train class that becomes validation")
     return parser.parse_args(argv)
 

@@ -19,39 +19,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import math
-import re
 import sys
 from pathlib import Path
 
 from realvsai.archives import UnzipLimits, extract_archive
-from realvsai.cli import make_parser, run_main, setup_logging
+from realvsai.cli import byte_count, expansion_ratio, make_parser, run_main, setup_logging
 from realvsai.files import human_bytes
-
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def byte_count(text: str) -> int:
-    """argparse type for a size of at least one byte: ``5000000``, ``500M``, ``100G`` (units are powers of 1024)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 5000000, 500M or 100G")
-    num_bytes = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-    if num_bytes < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is less than one byte; write e.g. 5000000, 500M or 100G")
-    return num_bytes
-
-
-def expansion_ratio(text: str) -> float:
-    """argparse type for a finite ratio of at least 1 (a stored entry expands exactly once)."""
-    try:
-        ratio = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(ratio) or ratio < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of at least 1, e.g. 200 "
-                                         "(a stored file expands exactly once)")
-    return ratio
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

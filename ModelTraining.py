@@ -38,20 +38,25 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
+import re
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realvsai.cli import make_parser, positive_int, run_main, setup_logging
+from realvsai.cli import make_parser, run_main, setup_logging
 from realvsai.config import (
     BACKBONES,
     INPUT_MODES,
-    MIN_IMAGE_SIZE,
+    LIMITS,
     PRECISIONS,
     PRESETS,
     TrainConfig,
@@ -77,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="the run's folder name inside OUT: letters, digits, '-', '_', '.' (default: a timestamp)")
     data.add_argument("--resume", action="store_true",
                       help="continue the run --name from its last finished epoch, with its saved settings")
-    data.add_argument("--seed", type=int, default=defaults.seed, help="seeds shuffling, augmentation and weights")
+    add_number(data, "--seed", int, help="seeds shuffling, augmentation and weights")
     data.add_argument("--demo", action="store_true",
                       help="make synthetic demo data in data/demo/ and train on it into models/demo/ (--out and "
                            "--name apply; the rest are the demo's own small settings): the whole pipeline, offline")
@@ -87,8 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--weights", default=defaults.weights,
                        help="'imagenet' (downloaded once to ~/.keras/models/), a weights file, or 'none' to train "
                             "from scratch")
-    model.add_argument("--image-size", type=image_size, default=defaults.image_size,
-                       help="side in pixels the backbone sees; images of any size are resized to it")
+    add_number(model, "--image-size", int,
+               help="side in pixels the backbone sees; images of any size are resized to it")
     model.add_argument("--input-mode", choices=INPUT_MODES, default=defaults.input_mode,
                        help="resize: the whole image (centre square) resized to --image-size; crops: random "
                             "--image-size crops at native resolution in training, the softmax averaged over a 3x3 "
@@ -96,37 +101,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--augment", choices=PRESETS, default=defaults.augment,
                        help="augmentation inside the model, in training only: detector keeps the pixel traces of "
                             "generated images; classic = ImageDataGenerator's rotations, shifts, shear, zoom, flip")
-    model.add_argument("--head-units", type=positive_int, default=defaults.head_units, help="units of the head's Dense")
-    model.add_argument("--l2", type=float, default=defaults.l2, help="L2 factor on the head's Dense kernel")
-    model.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout rate before the output")
-    model.add_argument("--noise", type=float, default=defaults.noise,
-                       help="stddev of the Gaussian noise on the feature map (training only)")
+    add_number(model, "--head-units", int, help="units of the head's Dense")
+    add_number(model, "--l2", float, help="L2 factor on the head's Dense kernel")
+    add_number(model, "--dropout", float, help="dropout rate before the output")
+    add_number(model, "--noise", float, help="stddev of the Gaussian noise on the feature map (training only)")
 
     schedule = parser.add_argument_group("schedule")
-    schedule.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
-                          help="images per step on each GPU, or each machine without one (the global batch is "
-                               "this times all of them)")
-    schedule.add_argument("--head-epochs", type=int, default=defaults.head_epochs,
-                          help="phase 1: epochs with the backbone frozen")
-    schedule.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs,
-                          help="phase 2: epochs that fine-tune the backbone too")
-    schedule.add_argument("--fine-tune-blocks", type=int, default=defaults.fine_tune_blocks,
-                          help="residual blocks that fine-tune, counted from the top (0 = the whole backbone)")
-    schedule.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
-                          help="Adam's start rate in phase 1 (and from scratch); decays linearly over the phase")
-    schedule.add_argument("--fine-tune-learning-rate", type=float, default=defaults.fine_tune_learning_rate,
-                          help="Adam's start rate in phase 2; decays linearly over the phase")
+    add_number(schedule, "--batch-size", int,
+               help="images per step on each device (each GPU, or the CPU of a machine without one), in "
+                    "training, --evaluate and --predict alike; a step takes this times the devices")
+    add_number(schedule, "--head-epochs", int, help="phase 1: epochs with the backbone frozen")
+    add_number(schedule, "--fine-tune-epochs", int, help="phase 2: epochs that fine-tune the backbone too")
+    add_number(schedule, "--fine-tune-blocks", int,
+               help="residual blocks that fine-tune, counted from the top (0 = the whole backbone)")
+    add_number(schedule, "--learning-rate", float,
+               help="Adam's start rate in phase 1 (and from scratch); decays linearly over the phase")
+    add_number(schedule, "--fine-tune-learning-rate", float,
+               help="Adam's start rate in phase 2; decays linearly over the phase")
     schedule.add_argument("--no-class-weights", dest="class_weights", action="store_false", default=argparse.SUPPRESS,
                           help="do not weight the loss by inverse class frequency (weighted by default)")
     schedule.add_argument("--positive-class", default=None,
                           help="the class the binary precision/recall/F1/AUC are about; when not given, the class "
                                "named fake, generated, synthetic or ai")
-    schedule.add_argument("--stop-margin", type=float, default=defaults.stop_margin,
-                          help="StopTrainingOnValidationLoss: an epoch overfits when val_loss > loss + this")
-    schedule.add_argument("--stop-patience", type=positive_int, default=defaults.stop_patience,
-                          help="StopTrainingOnValidationLoss: overfitting epochs in a row that end the phase")
-    schedule.add_argument("--early-stopping-patience", type=positive_int, default=defaults.early_stopping_patience,
-                          help="epochs without a lower val_loss that end the phase")
+    add_number(schedule, "--stop-margin", float,
+               help="StopTrainingOnValidationLoss: an epoch overfits when val_loss > loss + this")
+    add_number(schedule, "--stop-patience", int,
+               help="StopTrainingOnValidationLoss: overfitting epochs in a row that end the phase")
+    add_number(schedule, "--early-stopping-patience", int, help="epochs without a lower val_loss that end the phase")
 
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
@@ -166,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--robustness goes with --evaluate MODEL --test-dir DIR")
     if args.demo and args.evaluate is not None:
         parser.error("--demo trains a model; it does not go with --evaluate")
+    if args.head_epochs + args.fine_tune_epochs == 0:
+        parser.error("--head-epochs and --fine-tune-epochs are both 0: give at least one epoch to train")
     return args
 
 
@@ -177,12 +180,29 @@ def run_name(text: str) -> str:
     return text
 
 
-def image_size(text: str) -> int:
-    """argparse type for --image-size: a side the backbone accepts."""
-    value = int(text)
-    if value < MIN_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(f"{text} is too small: the ResNets need at least {MIN_IMAGE_SIZE} pixels")
-    return value
+def add_number(group: Any, flag: str, kind: type, help: str) -> None:
+    """Adds to ``group`` (a parser or an argument group) the numeric flag of the TrainConfig field of the same
+    name, with the field's default and its range from ``config.LIMITS``."""
+    field = flag.removeprefix("--").replace("-", "_")
+    group.add_argument(flag, type=bounded(kind, field), default=getattr(TrainConfig(), field), help=help)
+
+
+def bounded(kind: type, field: str) -> Callable[[str], Any]:
+    """argparse type for a numeric flag: a ``kind`` inside ``config.LIMITS[field]`` (so never NaN or infinite)."""
+    limit = LIMITS[field]
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+                                             ) from None
+        if value not in limit:
+            raise argparse.ArgumentTypeError(f"{text} is outside {limit}, the values a run can use")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -193,17 +213,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path | None = None,
-                        batch_size: int = 64, robustness: bool = False) -> tuple[Path, dict[str, Any]]:
+                        batch_size: int = TrainConfig.batch_size, robustness: bool = False
+                        ) -> tuple[Path, dict[str, Any]]:
     """``--evaluate``: metrics and plots of a saved model on folders of class folders (one source each).
 
     Returns:
         The output folder and the metrics. The folder is ``out_dir`` (default: ``eval-<folder names
         joined by +>`` beside the model), or when that already holds results, a new ``<out_dir>-2`` (``-3``, ...).
     """
-    from realvsai import evaluation
-    from realvsai.model import load_classifier
+    from realvsai import evaluation, run
 
-    model, model_info = load_classifier(model_path)
+    model, loaded = run.load_run(model_path)  # model.json is checked before Keras loads
     model_path = Path(model_path)
     run_dir = model_path if model_path.is_dir() else model_path.parent
     default_name = "eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs)
@@ -211,7 +231,7 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
     out_dir = evaluation.unused_output_folder(requested)
     if out_dir != requested:
         logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
-    metrics = evaluation.evaluate_folders(model, model_info, [Path(test_dir) for test_dir in test_dirs], out_dir,
+    metrics = evaluation.evaluate_folders(model, loaded.info, [Path(test_dir) for test_dir in test_dirs], out_dir,
                                           batch_size=batch_size, robustness=robustness)
     return out_dir, metrics
 
@@ -258,38 +278,78 @@ def run_demo(args: argparse.Namespace) -> None:
 
 
 def run_evaluation(args: argparse.Namespace) -> None:
-    out_dir, metrics = evaluate_model_file(args.evaluate, args.test_dir, args.out, robustness=args.robustness)
+    out_dir, metrics = evaluate_model_file(args.evaluate, args.test_dir, args.out, batch_size=args.batch_size,
+                                           robustness=args.robustness)
     summary = {key: metrics[key] for key in ("accuracy", "f1", "roc_auc") if key in metrics}
     folders = ", ".join(str(folder) for folder in args.test_dir)
     print(f"evaluated {args.evaluate} on {folders}: {json.dumps(summary)}; outputs in {out_dir}")
 
 
 def run_prediction(args: argparse.Namespace) -> None:
-    from realvsai import evaluation, prediction
-    from realvsai.model import load_classifier
+    from realvsai import evaluation, prediction, run
 
-    model, model_info = load_classifier(args.predict)
+    model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
     run_dir = args.predict if args.predict.is_dir() else args.predict.parent
     requested = args.out or run_dir / f"predictions-{args.input.resolve().name}"
     out_dir = evaluation.unused_output_folder(requested)  # earlier predictions are never replaced
     if out_dir != requested:
         logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
-    summary = prediction.predict_folder(model, model_info, args.input, out_dir, batch_size=args.batch_size,
+    summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
                                         verbose=0 if args.quiet else "auto")
     print(summary.describe(args.input))
+
+
+# What TensorFlow's C++ code logs through absl straight to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL
+# says (TensorFlow 2.21): "I0000 00:00:1795432379.166 30569 port.cc:153] oneDNN ...", the CUDA probes of
+# a machine without a GPU ("cudart_stub.cc", "cuInit"), and absl's notice before them.
+_NATIVE_LOG_LINE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called|"
+                              rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] )")
+
+
+@contextlib.contextmanager
+def native_log_lines_hidden() -> Iterator[None]:
+    """Filters the absl log lines of TensorFlow's C++ code out of this process's stderr while the block runs;
+    every other line (the script's own, Python's) passes through as it comes."""
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not _NATIVE_LOG_LINE.match(line):
+                    os.write(stderr, line)
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(stderr, 2)  # closes the pipe's write end: the thread reads what is left, then stops
+        thread.join()
+        os.close(stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.quiet)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: hide its start-up chatter
+    # Before TensorFlow loads: hide its start-up chatter; --quiet also its warnings (Python's and absl's).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if args.quiet else "2")
     if args.evaluate is not None:
-        return run_main(lambda: run_evaluation(args))
-    if args.predict is not None:
-        return run_main(lambda: run_prediction(args))
-    if args.demo:
-        return run_main(lambda: run_demo(args))
-    return run_main(lambda: run_training(args))
+        body = functools.partial(run_evaluation, args)
+    elif args.predict is not None:
+        body = functools.partial(run_prediction, args)
+    else:
+        body = functools.partial(run_demo if args.demo else run_training, args)
+    if not args.quiet:
+        return run_main(body)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    with native_log_lines_hidden():
+        return run_main(body)
 
 
 if __name__ == "__main__":

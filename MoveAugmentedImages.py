@@ -4,9 +4,14 @@
 
 Nothing is overwritten: a copy whose content is already in train is dropped, and one whose name
 is taken by a different file gets a new name derived from its content. Class folders that train
-does not have are refused before anything moves. A copy with the same content as a validation or
-test image is refused too (it would leak that image into training): it stays in augmented_train and
-is added to DATA/move-refused.csv with the time of the run. Interrupted, it can simply be run again.
+does not have are refused before anything moves.
+
+No copy leaks a validation or test image into training: a copy stays in augmented_train, added to
+DATA/move-refused.csv with the time of the run and the reason, when it has the content of a
+validation or test image, or when augmented_train/sources.csv (written by DataAugmentation.py) says
+it was made from an image that is now in validation or test (the split changed since), or in no
+split. A copy sources.csv does not list (made by hand or by an older version) is refused too, unless
+--move-unlisted. Interrupted, it can simply be run again.
 
 Example:
     python MoveAugmentedImages.py --data data --dry-run
@@ -28,11 +33,14 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--data", type=Path, default=Path("data"),
                         help="dataset folder holding train/ and augmented_train/")
     parser.add_argument("--dry-run", action="store_true", help="show what would move and change nothing")
+    parser.add_argument("--move-unlisted", action="store_true",
+                        help="also move copies that augmented_train/sources.csv does not list (their source is "
+                             "unknown: use it only for copies you know were made from training images)")
     return parser.parse_args(argv)
 
 
 def move(args: Namespace) -> None:
-    print_summary(args, move_augmented(args.data, dry_run=args.dry_run))
+    print_summary(args, move_augmented(args.data, dry_run=args.dry_run, move_unlisted=args.move_unlisted))
 
 
 def print_summary(args: Namespace, report: MoveReport | None) -> None:
@@ -41,7 +49,7 @@ def print_summary(args: Namespace, report: MoveReport | None) -> None:
         return
     columns = ("train before", "moved", "identical", "renamed", "refused", "train after")
     rows = [(name, *(counts[key] for key in columns)) for name, counts in report.counts.items()]
-    print(format_table(("class", "train before", "moved", "identical (skipped)", "renamed", "refused (leak)",
+    print(format_table(("class", "train before", "moved", "identical (skipped)", "renamed", "refused",
                         "train after"), rows))
     moved, identical, renamed = (sum(counts[key] for counts in report.counts.values())
                                  for key in ("moved", "identical", "renamed"))
@@ -50,9 +58,9 @@ def print_summary(args: Namespace, report: MoveReport | None) -> None:
             f"{identical:,} already there (identical, skipped).")
     refused = len(report.refused_files)
     if refused:
-        line += (f" {'Would refuse' if args.dry_run else 'Refused'} {refused:,} identical to a validation or test "
-                 "image (left in augmented_train" + (f"; list: {report.refused_path})." if report.refused_path
-                                                     else ")."))
+        kinds = ", ".join(f"{count:,} {kind}" for kind, count in report.refused_kinds.items())
+        line += (f" {'Would refuse' if args.dry_run else 'Refused'} {kinds} (left in augmented_train"
+                 + (f"; reasons: {report.refused_path})." if report.refused_path else ")."))
     if args.dry_run:
         line += " Dry run: nothing was changed."
     elif report.removed_folder:

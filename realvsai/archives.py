@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from realvsai.cli import progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write, human_bytes, temporary_name
+from realvsai.files import atomic_write, fit_name, human_bytes, remove_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ def extract_archive(
                 except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
                     raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so far "
                                     "are complete; fix the cause and re-run the same command.") from error
+    except UnicodeDecodeError as error:  # zipfile decodes names flagged as UTF-8 when it opens the archive
+        raise UserError(f"{archive} has an entry name that is not valid UTF-8, though the archive says its names "
+                        "are; nothing was extracted. Extract it with `unzip` or `7z x` instead.") from error
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise UserError(
             f"{archive} is damaged or incomplete ({error}). Files finished before the damage are complete; "
@@ -129,9 +133,13 @@ def _check_entries(
     entries: dict[str, zipfile.ZipInfo] = {}
     folders: set[str] = set()
     junk = total_size = total_compressed = 0
+    shortened = []
     for info in infos:
         name = info.filename
         parts = entry_parts(name)
+        if parts is not None and parts != (fitted := [fit_name(part) for part in parts]):
+            shortened.append(name)  # no file system takes a name over 255 bytes: cut short, the same each run
+            parts = fitted
         if parts is None:
             raise UserError(
                 f"{archive} is unsafe: entry {name!r} would be written outside the target folder (zip slip). "
@@ -169,6 +177,9 @@ def _check_entries(
     if total_size > _RATIO_FLOOR_BYTES and total_size > limits.max_ratio * max(total_compressed, 1):
         raise _bomb_error(archive, f"it expands {total_size / max(total_compressed, 1):,.0f} times, more than "
                           f"--max-ratio {limits.max_ratio:g}", "--max-ratio")
+    if shortened:
+        logger.warning("%d entry names are longer than a file system allows (255 bytes); they are extracted under "
+                       "a shortened name (e.g. %r)", len(shortened), shortened[0])
     clash = next((relative for relative in entries if relative in folders), None)
     if clash:
         raise _duplicate_error(archive, clash)
@@ -261,34 +272,50 @@ def _crc32(path: str) -> int:
 
 def _remove_strays(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], existing_folders: set[str]) -> None:
     """Removes the temporary files (``.<name>.<random>.tmp``) a killed run left for ``entries``."""
-    prefixes: dict[str, set[str]] = {}
+    names: dict[str, list[str]] = {}
     for _, relative in entries:
         folder, name = os.path.split(relative)
         if not folder or folder in existing_folders:
-            prefixes.setdefault(folder, set()).add(temporary_name(name))
-    for folder, wanted in prefixes.items():
-        with os.scandir(os.path.join(root, folder)) as listing:
-            for item in listing:
-                stem = item.name[:-len(".tmp")]
-                if item.name.endswith(".tmp") and stem[:stem.rfind(".") + 1] in wanted and item.is_file(
-                        follow_symlinks=False):
-                    os.unlink(item.path)
+            names.setdefault(folder, []).append(name)
+    for folder, wanted in names.items():
+        remove_temporaries(os.path.join(root, folder), wanted)
 
 
 def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
     """Writes one entry (no fsync: a re-run checks size and CRC-32); BadZipFile unless it is as declared."""
-    with atomic_write(path, "wb", durable=False) as writer, zip_file.open(info) as reader:
+    # zipfile stops at the declared size, so a stream that inflates further would be cut short without a
+    # word (and pass the CRC-32 check, which then covers only the declared part). Declaring one byte more
+    # lets the read go past the declared size, where any byte is an error.
+    probe = copy.copy(info)
+    probe.file_size = info.file_size + 1
+    with atomic_write(path, "wb", durable=False) as writer, zip_file.open(probe) as reader:
         left = info.file_size
-        # One byte more than is left reveals a stream that inflates beyond its declared size.
-        while chunk := reader.read(min(_CHUNK, left + 1)):
-            if len(chunk) > left:
-                raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to more than the "
-                                         f"{human_bytes(info.file_size)} it declares")
-            writer.write(chunk)
-            left -= len(chunk)
+        try:
+            while left and (chunk := reader.read(min(_CHUNK, left))):
+                writer.write(chunk)
+                left -= len(chunk)
+            longer = reader.read(1) != b""
+        except zipfile.BadZipFile:  # zipfile's CRC-32 check, which reads ahead, possibly past the declared size
+            if not _declared_part_is_intact(zip_file, info):
+                raise
+            longer = True
+        if longer:
+            raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to more than the "
+                                     f"{human_bytes(info.file_size)} it declares")
         if left:
             raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to {human_bytes(info.file_size - left)}, "
                                      f"less than the {human_bytes(info.file_size)} it declares")
+
+
+def _declared_part_is_intact(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    """True when the first ``info.file_size`` bytes an entry inflates to match its CRC-32."""
+    try:
+        with zip_file.open(info) as reader:  # zipfile checks the CRC-32 once it has read the declared size
+            while reader.read(_CHUNK):
+                pass
+    except (zipfile.BadZipFile, zlib.error, EOFError):
+        return False
+    return True
 
 
 def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool = False) -> ZipResult:
@@ -303,6 +330,12 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
     files, empty_folders, left_out = _folder_contents(folder)
     if not files and not empty_folders:
         raise UserError(f"{folder} has no files to zip.")
+    for name in [*files, *empty_folders]:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # os.listdir keeps such bytes as surrogates
+            raise UserError(f"{folder / name}: this name is not valid UTF-8, which a zip archive cannot hold; "
+                            "nothing was written. Rename it (e.g. with convmv), then zip again.") from None
     for name in left_out:
         logger.warning("left out %s: symlinks and special files are not archived", name)
     stored = 0

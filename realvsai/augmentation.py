@@ -3,16 +3,22 @@
 ``build_augmentation(preset, seed)`` maps float32 RGB batches in 0..255 of any size to the same shape
 and range and is an exact identity unless ``training=True``, so it can be the model's (saved) first block.
 ``detector`` keeps the pixel texture a real-vs-generated detector relies on (Wang et al. 2020).
+
+The model's layers are written with ``keras.ops`` and ``keras.random`` (a ``SeedGenerator`` per layer), so
+they run on every backend and import no TensorFlow. ``RandomJpegQuality`` is the exception: Keras has no
+JPEG codec, so it calls TensorFlow and belongs to the tf.data input pipeline (``part="input"``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from realvsai.config import PRESETS
 
@@ -20,19 +26,19 @@ from realvsai.config import PRESETS
 def build_augmentation(preset: str, seed: int | None = None, part: str = "all") -> keras.Sequential | None:
     """The augmentation block for ``preset``, or None for ``"none"`` or a part the preset has no layer in.
 
-    ``part``: ``"model"`` (the model's first block, XLA-compiled), ``"input"`` (training's tf.data
-    pipeline, via ``augment_copies``) or ``"all"``, input first (offline copies).
+    ``part``: ``"model"`` (the model's first block: ``keras.ops``, XLA-compiled), ``"input"`` (TensorFlow
+    ops for training's tf.data pipeline, via ``augment_copies``) or ``"all"``, input first (offline copies).
     """
     if preset == "none":
         return None
     if preset == "classic":
         layers = [("model", RandomAffine)]  # its defaults are the notebook's ImageDataGenerator settings
     elif preset == "detector":
-        # JPEG first, in the input pipeline (in the model it would turn XLA off for the whole step).
-        # Then blur (Wang et al. blur before compressing), crop and flip, so the 8x8 JPEG grid lands
-        # at a random offset, as in images cropped after compression. Wang et al. blur (sigma 0-3)
-        # and re-compress (quality 30-100) with probability 0.5 or 0.1; on small images (CIFAKE is
-        # 32 px) the layers' defaults keep both milder and rarer.
+        # JPEG first, in the input pipeline (in the model it would turn XLA off for the whole step, and
+        # Keras has no JPEG op for the other backends). Then blur (Wang et al. blur before compressing),
+        # crop and flip, so the 8x8 JPEG grid lands at a random offset, as in images cropped after
+        # compression. Wang et al. blur (sigma 0-3) and re-compress (quality 30-100) with probability
+        # 0.5 or 0.1; on small images (CIFAKE is 32 px) the layers' defaults keep both milder and rarer.
         layers = [("input", RandomJpegQuality), ("model", RandomBlur),
                   ("model", lambda **kw: RandomCropPad(horizontal_flip=True, **kw))]
     else:
@@ -43,30 +49,51 @@ def build_augmentation(preset: str, seed: int | None = None, part: str = "all") 
     return keras.Sequential(chosen, name="augmentation") if chosen else None
 
 
-def _layer_seed(seed: int | None, index: int) -> int | None:
-    """The ``index``-th layer's own stable seed (a non-negative int32), the same whichever part is built."""
+def _layer_seed(seed: Any, index: int) -> int | None:
+    """The ``index``-th layer's own stable seed (a non-negative int32) from an int (or a tuple of ints)."""
     digest = hashlib.sha256(f"realvsai-augmentation:{seed}:{index}".encode()).digest()
     return None if seed is None else int.from_bytes(digest[:4], "little") >> 1
 
 
-def augment_copies(augmentation: keras.Sequential, images, seed) -> tf.Tensor:
-    """``augmentation(images, training=True)`` with every draw from ``seed`` (an int tensor of shape (2,)) alone."""
-    images = tf.cast(images, tf.float32)
+def augment_copies(augmentation: keras.Sequential, images, seed):
+    """``augmentation(images, training=True)`` with every draw from ``seed`` alone.
+
+    Args:
+        seed: an int or a tuple of ints (any layers, eager, any backend), or inside a tf.data map an
+            int tensor of shape (2,) (the ``"input"`` part only: its layers are TensorFlow's).
+    """
+    images = ops.cast(images, "float32") if _is_python_seed(seed) else _tensorflow().cast(images, "float32")
     return apply_transformations(augmentation.layers, images, random_transformations(augmentation, images, seed))
 
 
 def random_transformations(augmentation: keras.Sequential, images, seed) -> list:
-    """Each layer's random parameters for ``images``, drawn only from ``seed``; they depend on the batch's
-    shape alone, so they can be drawn outside a function XLA compiles (XLA's random numbers differ)."""
-    return [layer.get_random_transformation(images, tf.random.experimental.stateless_fold_in(seed, index))
-            for index, layer in enumerate(augmentation.layers)]
+    """Each layer's random parameters for ``images``, drawn only from ``seed`` (as in ``augment_copies``);
+    they depend on the batch's shape alone, so they can be drawn outside a compiled function."""
+    if _is_python_seed(seed):
+        seeds = [_layer_seed(seed, index) for index in range(len(augmentation.layers))]
+    else:
+        fold_in = _tensorflow().random.experimental.stateless_fold_in
+        seeds = [fold_in(seed, index) for index in range(len(augmentation.layers))]
+    return [layer.get_random_transformation(images, layer_seed)
+            for layer, layer_seed in zip(augmentation.layers, seeds)]
 
 
-def apply_transformations(layers: Sequence[keras.layers.Layer], images, transformations: Sequence) -> tf.Tensor:
+def apply_transformations(layers: Sequence[keras.layers.Layer], images, transformations: Sequence):
     """Applies each layer's ``transformations`` (from ``random_transformations``) to float32 ``images``, in order."""
     for layer, transformation in zip(layers, transformations):
         images = layer.transform_images(images, transformation)
     return images
+
+
+def _is_python_seed(seed) -> bool:
+    return isinstance(seed, int) or (isinstance(seed, tuple) and all(isinstance(part, int) for part in seed))
+
+
+def _tensorflow():
+    """TensorFlow, imported only where a JPEG op or a tf.data seed needs it (the model's layers never do)."""
+    import tensorflow as tf
+
+    return tf
 
 
 def _require(condition: bool, message: str) -> None:
@@ -75,7 +102,7 @@ def _require(condition: bool, message: str) -> None:
 
 
 class _RandomImageLayer(keras.layers.Layer):
-    """Draws each image's parameters (from a given seed tensor, or the layer's own), then applies them."""
+    """Draws each image's parameters (from a given int seed, or the layer's own generator), then applies them."""
 
     config_names: tuple[str, ...] = ()
 
@@ -85,12 +112,15 @@ class _RandomImageLayer(keras.layers.Layer):
         self.generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
-        images = tf.cast(images, self.compute_dtype)
+        images = ops.cast(images, self.compute_dtype)
         return self.transform_images(images, self.get_random_transformation(images)) if training else images
 
-    def _uniform(self, images, count: int, seed=None):
-        seed = self.generator.next() if seed is None else seed
-        return tf.random.stateless_uniform((tf.shape(images)[0], count), seed=tf.cast(seed, tf.int64))
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def _uniform(self, images, count: int, seed: int | None = None):
+        """``(batch, count)`` draws in [0, 1): from ``seed`` when given, else from the layer's generator."""
+        return keras.random.uniform((ops.shape(images)[0], count), seed=self.generator if seed is None else seed)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed, **{name: getattr(self, name) for name in self.config_names}}
@@ -124,60 +154,72 @@ class RandomAffine(_RandomImageLayer):
         self.horizontal_flip, self.fill_mode = bool(horizontal_flip), fill_mode
 
     def get_random_transformation(self, images, seed=None):
-        shape = tf.shape(images)
+        shape = ops.shape(images)
         # A range of 0 gives exactly 0 (a zoom of exactly 1), so a layer with only the flip on, or
         # only whole-pixel shifts, moves whole pixels.
-        scale = [self.rotation_degrees * math.pi / 180.0, self.shift_fraction, self.shift_fraction,
-                 self.shear_factor, self.zoom_fraction, self.zoom_fraction, 1.0]
+        scale = ops.convert_to_tensor([self.rotation_degrees * math.pi / 180.0, self.shift_fraction,
+                                       self.shift_fraction, self.shear_factor, self.zoom_fraction,
+                                       self.zoom_fraction, 1.0], "float32")
         draws = (self._uniform(images, 7, seed) * 2.0 - 1.0) * scale
-        angle, shift_x, shift_y, shear, zoom_x, zoom_y, flip = tf.unstack(draws, num=7, axis=1)
-        return {"angle": angle, "shift_x": shift_x * tf.cast(shape[2], tf.float32),
-                "shift_y": shift_y * tf.cast(shape[1], tf.float32), "shear": shear,
+        angle, shift_x, shift_y, shear, zoom_x, zoom_y, flip = ops.unstack(draws, num=7, axis=1)
+        return {"angle": angle, "shift_x": shift_x * ops.cast(shape[2], "float32"),
+                "shift_y": shift_y * ops.cast(shape[1], "float32"), "shear": shear,
                 "zoom_x": 1.0 + zoom_x, "zoom_y": 1.0 + zoom_y,
-                "flip": (flip < 0.0) if self.horizontal_flip else tf.zeros_like(flip, tf.bool)}
+                "flip": (flip < 0.0) if self.horizontal_flip else ops.zeros(ops.shape(flip), "bool")}
 
     def transform_images(self, images, transformation):
         # Each image's row [a0, a1, a2, b0, b1, b2, 0, 0] for affine_resample; zoom is input pixels per output pixel.
-        shape = tf.shape(images)
-        cos, sin = tf.cos(transformation["angle"]), tf.sin(transformation["angle"])
-        zoom_x = tf.where(transformation["flip"], -transformation["zoom_x"], transformation["zoom_x"])  # F, then Z
+        shape = ops.shape(images)
+        cos, sin = ops.cos(transformation["angle"]), ops.sin(transformation["angle"])
+        zoom_x = ops.where(transformation["flip"], -transformation["zoom_x"], transformation["zoom_x"])  # F, then Z
         zoom_y, shear = transformation["zoom_y"], transformation["shear"]
         shift_x, shift_y = transformation["shift_x"], transformation["shift_y"]
         # Pixel centres are whole numbers, so the image's centre is ((width - 1) / 2, (height - 1) / 2).
-        center_x, center_y = (tf.cast(shape[2], tf.float32) - 1.0) / 2.0, (tf.cast(shape[1], tf.float32) - 1.0) / 2.0
+        center_x = (ops.cast(shape[2], "float32") - 1.0) / 2.0
+        center_y = (ops.cast(shape[1], "float32") - 1.0) / 2.0
         # L = R H Z F: [[cos, -sin], [sin, cos]] [[1, s], [0, 1]] [[zx, 0], [0, zy]] with the flip in zx.
         a0, a1 = cos * zoom_x, (cos * shear - sin) * zoom_y
         b0, b1 = sin * zoom_x, (sin * shear + cos) * zoom_y
         # Offset c - L c - R t: the map turns about the centre and moves the content by t.
         a2 = center_x - a0 * center_x - a1 * center_y - (cos * shift_x - sin * shift_y)
         b2 = center_y - b0 * center_x - b1 * center_y - (sin * shift_x + cos * shift_y)
-        zeros = tf.zeros_like(a0)
-        return affine_resample(images, tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1))
+        zeros = ops.zeros_like(a0)
+        return affine_resample(images, ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1))
 
 
-def affine_resample(images, transforms) -> tf.Tensor:
-    """``keras.ops.image.affine_transform(images, transforms, "bilinear", "nearest")`` as gathers XLA compiles
-    (TensorFlow's resampling op behind it has none, and Keras XLA-compiles the training step)."""
-    shape = tf.shape(images)
-    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-    rows = tf.cast(tf.range(height), tf.float32)[None, :, None]
-    columns = tf.cast(tf.range(width), tf.float32)[None, None, :]
-    t = tf.cast(transforms, tf.float32)[:, :, None, None]
-    x = tf.clip_by_value(t[:, 0] * columns + t[:, 1] * rows + t[:, 2], 0.0, tf.cast(width - 1, tf.float32))
-    y = tf.clip_by_value(t[:, 3] * columns + t[:, 4] * rows + t[:, 5], 0.0, tf.cast(height - 1, tf.float32))
-    x_floor, y_floor = tf.floor(x), tf.floor(y)
+def affine_resample(images, transforms):
+    """``keras.ops.image.affine_transform(images, transforms, "bilinear", "nearest")`` as gathers.
+
+    Not the built-in: on TensorFlow it runs ``ImageProjectiveTransformV3``, which has no XLA kernel
+    (measured with Keras 3.15 / TF 2.21: a jit_compile=True model holding it fails to compile), and
+    Keras XLA-compiles the training step (``--xla``, and "auto" on one GPU).
+    """
+    batch, height, width, channels = ops.shape(images)
+    rows = ops.cast(ops.arange(height), "float32")[None, :, None]
+    columns = ops.cast(ops.arange(width), "float32")[None, None, :]
+    t = ops.cast(transforms, "float32")[:, :, None, None]
+    x = ops.clip(t[:, 0] * columns + t[:, 1] * rows + t[:, 2], 0.0, ops.cast(width - 1, "float32"))
+    y = ops.clip(t[:, 3] * columns + t[:, 4] * rows + t[:, 5], 0.0, ops.cast(height - 1, "float32"))
+    x_floor, y_floor = ops.floor(x), ops.floor(y)
     x_weight, y_weight = (x - x_floor)[..., None], (y - y_floor)[..., None]
     # The clamped points lie inside, so a neighbour past the last row or column has weight 0: clamp it too.
-    left, top = tf.cast(x_floor, tf.int32), tf.cast(y_floor, tf.int32)
-    right, bottom = tf.minimum(left + 1, width - 1), tf.minimum(top + 1, height - 1)
-    pixels = tf.reshape(images, [-1, channels])
-    first_row = tf.range(batch)[:, None, None] * height
+    left, top = ops.cast(x_floor, "int32"), ops.cast(y_floor, "int32")
+    right, bottom = ops.minimum(left + 1, width - 1), ops.minimum(top + 1, height - 1)
+    pixels = ops.reshape(images, (-1, channels))
+    first_row = ops.arange(batch)[:, None, None] * height
 
     def row(index):  # one row of neighbours, interpolated along x
         start = (first_row + index) * width
-        return tf.gather(pixels, start + left) * (1.0 - x_weight) + tf.gather(pixels, start + right) * x_weight
+        return ops.take(pixels, start + left, axis=0) * (1.0 - x_weight) + ops.take(
+            pixels, start + right, axis=0) * x_weight
 
     return row(top) * (1.0 - y_weight) + row(bottom) * y_weight
+
+
+def _reflect(index, length):
+    """``index`` (at most ``length - 1`` outside ``[0, length)``) mirrored into it, as ``np.pad(mode="reflect")``."""
+    index = ops.abs(index)
+    return ops.where(index > length - 1, 2 * (length - 1) - index, index)
 
 
 @keras.saving.register_keras_serializable(package="realvsai")
@@ -194,30 +236,31 @@ class RandomCropPad(_RandomImageLayer):
         self.pad_fraction, self.horizontal_flip = float(pad_fraction), bool(horizontal_flip)
 
     def _pads(self, images):
-        # floor(side * fraction) < side, so REFLECT padding (which needs pad < side) always works.
-        sides = tf.cast(tf.shape(images)[1:3], tf.float32)
-        return tf.unstack(tf.cast(tf.floor(sides * self.pad_fraction), tf.int32))
+        # floor(side * fraction) < side, so one reflection always lands inside the image.
+        _, height, width, _ = ops.shape(images)
+        return [ops.cast(ops.floor(ops.cast(side, "float32") * self.pad_fraction), "int32") for side in (height, width)]
 
     def get_random_transformation(self, images, seed=None):
         pad_height, pad_width = self._pads(images)
         draws = self._uniform(images, 3, seed)
         # floor(u * (2p + 1)) is uniform over the 2p + 1 whole-pixel offsets 0 .. 2p.
-        offset_y = tf.cast(tf.floor(draws[:, 0] * tf.cast(2 * pad_height + 1, tf.float32)), tf.int32)
-        offset_x = tf.cast(tf.floor(draws[:, 1] * tf.cast(2 * pad_width + 1, tf.float32)), tf.int32)
-        flip = (draws[:, 2] < 0.5) if self.horizontal_flip else tf.zeros_like(draws[:, 2], tf.bool)
-        return {"offset_y": tf.minimum(offset_y, 2 * pad_height), "offset_x": tf.minimum(offset_x, 2 * pad_width),
+        offset_y = ops.cast(ops.floor(draws[:, 0] * ops.cast(2 * pad_height + 1, "float32")), "int32")
+        offset_x = ops.cast(ops.floor(draws[:, 1] * ops.cast(2 * pad_width + 1, "float32")), "int32")
+        flip = (draws[:, 2] < 0.5) if self.horizontal_flip else ops.zeros(ops.shape(draws[:, 2]), "bool")
+        return {"offset_y": ops.minimum(offset_y, 2 * pad_height), "offset_x": ops.minimum(offset_x, 2 * pad_width),
                 "flip": flip}
 
     def transform_images(self, images, transformation):
-        shape = tf.shape(images)
+        # The crop of the padded image as one gather: each output pixel's source row and column,
+        # reflected back into the image, instead of materialising the padded batch.
+        batch, height, width, channels = ops.shape(images)
         pad_height, pad_width = self._pads(images)
-        padded = tf.pad(images, [[0, 0], [pad_height, pad_height], [pad_width, pad_width], [0, 0]], mode="REFLECT")
-        rows = transformation["offset_y"][:, None] + tf.range(shape[1])[None, :]
-        columns = tf.where(transformation["flip"][:, None], tf.range(shape[2] - 1, -1, -1)[None, :],
-                           tf.range(shape[2])[None, :])
-        cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
-        cropped = tf.gather(cropped, transformation["offset_x"][:, None] + columns, axis=2, batch_dims=1)
-        return tf.ensure_shape(cropped, images.shape)
+        rows = _reflect(transformation["offset_y"][:, None] - pad_height + ops.arange(height)[None, :], height)
+        columns = ops.where(transformation["flip"][:, None], width - 1 - ops.arange(width)[None, :],
+                            ops.arange(width)[None, :])
+        columns = _reflect(transformation["offset_x"][:, None] - pad_width + columns, width)
+        flat = (ops.arange(batch)[:, None, None] * height + rows[:, :, None]) * width + columns[:, None, :]
+        return ops.take(ops.reshape(images, (-1, channels)), flat, axis=0)
 
 
 @keras.saving.register_keras_serializable(package="realvsai")
@@ -242,35 +285,36 @@ class RandomBlur(_RandomImageLayer):
         draws = self._uniform(images, 2, seed)
         low, high = self.sigma_range
         # A sigma of 0 means "not blurred"; the floor keeps a drawn sigma of exactly 0 from dividing by 0.
-        sigma = tf.maximum(low + (high - low) * draws[:, 1], 1e-3)
-        return {"sigma": tf.where(draws[:, 0] < self.probability, sigma, tf.zeros_like(sigma))}
+        sigma = ops.maximum(low + (high - low) * draws[:, 1], 1e-3)
+        return {"sigma": ops.where(draws[:, 0] < self.probability, sigma, ops.zeros_like(sigma))}
 
     def transform_images(self, images, transformation):
-        # Only the chosen images are blurred, then put back in place; the others are not touched at all.
-        chosen = tf.where(transformation["sigma"] > 0.0)
-        sigma = tf.cast(tf.gather_nd(transformation["sigma"], chosen), self.compute_dtype)[:, None]
-        offsets = tf.cast(tf.range(-self.radius, self.radius + 1), self.compute_dtype)[None, :]
-        weights = tf.exp(-0.5 * tf.square(offsets / sigma))
-        weights = weights / tf.reduce_sum(weights, axis=1, keepdims=True)
-        blurred = tf.gather_nd(images, chosen)
+        # Every image is blurred and only the chosen ones are kept, the others returned untouched: a fixed
+        # shape for XLA and JAX (a gather of the chosen ones has a data-dependent size).
+        sigma = ops.cast(transformation["sigma"], self.compute_dtype)
+        offsets = ops.cast(ops.arange(-self.radius, self.radius + 1), self.compute_dtype)[None, :]
+        weights = ops.exp(-0.5 * ops.square(offsets / ops.maximum(sigma, 1e-3)[:, None]))
+        weights = weights / ops.sum(weights, axis=1, keepdims=True)
+        blurred = images
         for axis in (1, 2):
-            length = tf.shape(blurred)[axis]
-            # Indices clamped into the image: edge padding that, unlike tf.pad(mode="REFLECT"), works
-            # for images smaller than the kernel.
-            indices = tf.clip_by_value(tf.range(-self.radius, length + self.radius), 0, length - 1)
-            padded = tf.gather(blurred, indices, axis=axis)
+            length = ops.shape(blurred)[axis]
+            # Indices clamped into the image: edge padding that, unlike a reflection, works for images
+            # smaller than the kernel.
+            indices = ops.clip(ops.arange(-self.radius, length + self.radius), 0, length - 1)
+            padded = ops.take(blurred, indices, axis=axis)
             blurred = sum(weights[:, tap, None, None, None]
                           * (padded[:, tap:tap + length] if axis == 1 else padded[:, :, tap:tap + length])
                           for tap in range(2 * self.radius + 1))
-        return tf.tensor_scatter_nd_update(images, chosen, blurred)
+        return ops.where((sigma > 0.0)[:, None, None, None], blurred, images)
 
 
 @keras.saving.register_keras_serializable(package="realvsai")
 class RandomJpegQuality(_RandomImageLayer):
     """Re-compresses a ``probability`` share of the images as JPEG at a quality in ``quality_range`` (inclusive).
 
-    Pixels are rounded to uint8 first, as in any saved JPEG. The JPEG op has no XLA kernel: ``supports_jit
-    = False`` keeps Keras from compiling a model holding it.
+    Pixels are rounded to uint8 first, as in any saved JPEG. Keras has no JPEG codec, so this layer calls
+    TensorFlow and runs in the tf.data input pipeline on the CPU (``build_augmentation(part="input")``);
+    its JPEG op has no XLA kernel either: ``supports_jit = False`` keeps Keras from compiling a model holding it.
     """
 
     config_names = ("quality_range", "probability")
@@ -286,20 +330,38 @@ class RandomJpegQuality(_RandomImageLayer):
         self.supports_jit = False
 
     def get_random_transformation(self, images, seed=None):
-        draws = self._uniform(images, 2, seed)
+        tf = _tensorflow()
+        seed = self.generator.next() if seed is None else seed
+        seed = [seed, 0] if isinstance(seed, int) else seed
+        draws = tf.random.stateless_uniform((tf.shape(images)[0], 2), seed=tf.cast(seed, tf.int64))
         low, high = self.quality_range
         quality = tf.cast(tf.floor(low + (high + 1 - low) * draws[:, 1]), tf.int32)
         return {"apply": draws[:, 0] < self.probability, "quality": tf.minimum(quality, high)}
 
     def transform_images(self, images, transformation):
-        images = tf.cast(images, self.compute_dtype)
+        tf = _tensorflow()
+        compressed = _jpeg_recompress()(tf.cast(images, self.compute_dtype), transformation["apply"],
+                                        transformation["quality"])
+        if tf.executing_eagerly() and keras.backend.backend() != "tensorflow":
+            return ops.convert_to_tensor(compressed.numpy())  # outside tf.data: the backend's tensors again
+        return compressed
 
-        def one_image(args):
-            image, apply, quality = args
-            pixels = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-            return tf.cond(apply, lambda: tf.cast(tf.image.adjust_jpeg_quality(pixels, quality), image.dtype),
-                           lambda: image)
 
-        compressed = tf.map_fn(one_image, (images, transformation["apply"], transformation["quality"]),
-                               fn_output_signature=images.dtype)
+@functools.cache
+def _jpeg_recompress():
+    """``recompress(images, apply, quality)`` as one TensorFlow graph: called eagerly (offline copies), a
+    ``map_fn`` would otherwise run Python for every image (a detector run took 27 s instead of 13)."""
+    tf = _tensorflow()
+
+    def one_image(args):
+        image, apply, quality = args
+        pixels = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+        return tf.cond(apply, lambda: tf.cast(tf.image.adjust_jpeg_quality(pixels, quality), image.dtype),
+                       lambda: image)
+
+    @tf.function(autograph=False)
+    def recompress(images, apply, quality):
+        compressed = tf.map_fn(one_image, (images, apply, quality), fn_output_signature=images.dtype)
         return tf.ensure_shape(compressed, images.shape)
+
+    return recompress

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, write_csv
@@ -24,6 +23,7 @@ from realvsai.files import atomic_write_text, write_csv
 logger = logging.getLogger(__name__)
 
 BACKUP_COMMIT_FILE = "backup.json"  # names the last complete checkpoint: written last, atomically
+WEIGHTS_SUFFIX = ".weights.h5"  # model.save_weights' format: model and optimizer variables
 
 
 def save_model_atomically(model: keras.Model, path: Path) -> None:
@@ -43,7 +43,12 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Ends training with a UserError once the training loss is NaN or infinite; put it first."""
+    """Ends training with a UserError once the training loss is NaN or infinite; put it first.
+
+    Not ``keras.callbacks.TerminateOnNaN``: by default it only sets ``stop_training``, so the epoch's end
+    still runs (the diverged epoch would be recorded and backed up) and the run ends as if it were done;
+    with ``raise_error=True`` it raises a bare RuntimeError, a traceback with no hint for the user.
+    """
 
     epoch = 0
 
@@ -109,7 +114,11 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 
 
 class TrainingHistory(keras.callbacks.Callback):
-    """One row per epoch (epoch from 1, ``phase``, learning rate, every log), the whole CSV rewritten atomically."""
+    """One row per epoch (epoch from 1, ``phase``, learning rate, every log), the whole CSV rewritten atomically.
+
+    Not ``keras.callbacks.CSVLogger``: it appends, so after a kill the row of an epoch whose backup never
+    completed would stay in the file, and the resumed run would write that epoch a second time.
+    """
 
     def __init__(self, path: Path, rows: Sequence[Mapping[str, Any]] = ()):
         super().__init__()
@@ -150,56 +159,60 @@ def read_backup(folder: Path) -> dict[str, Any] | None:
 class RunBackup(keras.callbacks.Callback):
     """Backs up every model and optimizer variable after each epoch; restores them when ``restore`` is True.
 
-    ``tf.train.CheckpointManager`` writes ``ckpt-<epoch>``, then ``backup.json`` (epoch, checkpoint,
-    ``state_fn()``) is replaced atomically: the commit point. Keras' ``BackupAndRestore`` runs only
-    inside ``model.fit`` and carries none of the run's own state.
+    ``model.save_weights`` writes ``epoch-<n>.weights.h5`` (any backend), then ``backup.json`` (epoch,
+    weights file, ``state_fn()``) is replaced atomically: the commit point; older weight files go after
+    it. Keras' ``BackupAndRestore`` does not do here: it deletes its backup when ``fit`` ends (a run has a
+    ``fit`` per phase, and one killed between phases would start over), and it carries none of the run's
+    own state (history rows, stop rules), which must be committed with the weights of the same epoch.
     """
 
     def __init__(self, folder: Path, state_fn: Callable[[], Any] = dict, restore: bool = False):
         super().__init__()
         self.folder, self.state_fn, self.restore = Path(folder), state_fn, restore
-        self._manager: tf.train.CheckpointManager | None = None
 
-    def _checkpoint(self) -> tf.train.CheckpointManager:
-        if self._manager is None:
-            if not self.model.optimizer.built:  # model.fit builds it later on one device; its variables are backed up
-                self.model.optimizer.build(self.model.trainable_variables)
-            # Metric variables (synchronised on read) are reset every epoch: left out.
-            kept = [[variable for variable in variables if getattr(variable, "synchronization", None) != "on_read"]
-                    for variables in (self.model.variables, self.model.optimizer.variables)]
-            checkpoint = tf.train.Checkpoint(model=kept[0], optimizer=kept[1])
-            # Two kept: the one backup.json names survives the write of the next.
-            self._manager = tf.train.CheckpointManager(checkpoint, str(self.folder), max_to_keep=2)
-        return self._manager
+    def _build_optimizer(self) -> None:
+        # model.fit builds it at the first step; its variables (Adam's moments, the step count) are backed up.
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
 
     def on_train_begin(self, logs=None):
         found = read_backup(self.folder) if self.restore else None
         if found is None:
             return
+        self._build_optimizer()
         try:
-            self._checkpoint().checkpoint.restore(str(self.folder / found["checkpoint"])).assert_consumed()
-        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            self.model.load_weights(self.folder / found["checkpoint"])
+        except (ValueError, OSError, KeyError) as error:
             raise UserError(f"the backup in {self.folder} does not fit this model ({type(error).__name__}: "
-                            f"{str(error).splitlines()[0]}). Delete that folder to start the training afresh."
-                            ) from None
+                            f"{str(error).splitlines()[0] if str(error) else ''}). Delete that folder to start the "
+                            "training afresh.") from None
 
     def on_epoch_end(self, epoch, logs=None):
-        path = self._checkpoint().save(checkpoint_number=epoch + 1)
+        self._build_optimizer()
+        name = f"epoch-{epoch + 1}{WEIGHTS_SUFFIX}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_weights(self.folder / name)  # not yet named by the commit: a torn write is never read
         atomic_write_text(self.folder / BACKUP_COMMIT_FILE, json.dumps(
-            {"epoch": epoch + 1, "checkpoint": Path(path).name, "state": self.state_fn()}, indent=1))
+            {"epoch": epoch + 1, "checkpoint": name, "state": self.state_fn()}, indent=1))
+        for old in self.folder.glob(f"*{WEIGHTS_SUFFIX}"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
 
 class BestModel(keras.callbacks.Callback):
     """The epoch with the lowest ``val_loss`` of the whole run in ``filepath``; each phase ends with its weights.
 
-    Unlike ``ModelCheckpoint`` it saves ``export(model)`` (the float32 copy) atomically. Put it after
-    ``RunBackup``, so the file never holds an epoch a resumed run does not know of.
+    Written once per improvement, as ``export(model)`` (the float32 copy), atomically: ``ModelCheckpoint``
+    writes the training model in place, so a kill mid-write would leave no usable best model. The best
+    weights are also kept in memory, to end the phase with; the file is read back only after a restart.
+    Put it after ``RunBackup``, so the file never holds an epoch a resumed run does not know of.
     """
 
     def __init__(self, filepath: Path, export: Callable[[keras.Model], keras.Model] | None = None):
         super().__init__()
         self.filepath, self.export = Path(filepath), export
         self.best, self.best_epoch, self.last_epoch = math.inf, None, None
+        self.best_weights: list | None = None
         self._save_on_begin = False
 
     def resume(self, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -211,6 +224,7 @@ class BestModel(keras.callbacks.Callback):
             self._save_on_begin = self.best_epoch == self.last_epoch
 
     def _save(self) -> None:
+        self.best_weights = self.model.get_weights()
         save_model_atomically(self.export(self.model) if self.export else self.model, self.filepath)
 
     def on_train_begin(self, logs=None):
@@ -226,10 +240,14 @@ class BestModel(keras.callbacks.Callback):
             logger.info("epoch %d: val_loss %.4f is the best so far; saved to %s", epoch + 1, val_loss, self.filepath)
 
     def on_train_end(self, logs=None):
-        if self.best_epoch is None or self.best_epoch == self.last_epoch or not self.filepath.is_file():
+        if self.best_epoch is None or self.best_epoch == self.last_epoch:
             return
-        # Copied by position from the saved model: a by-name HDF5 load would pair weights wrongly when
-        # the backbone's trainability differs from when the file was saved.
-        self.model.set_weights(keras.models.load_model(self.filepath, compile=False).get_weights())
+        if self.best_weights is None:  # the best epoch came before a restart: only its file holds it
+            if not self.filepath.is_file():
+                return
+            # Copied by position from the saved model: a by-name HDF5 load would pair weights wrongly when
+            # the backbone's trainability differs from when the file was saved.
+            self.best_weights = keras.models.load_model(self.filepath, compile=False).get_weights()
+        self.model.set_weights(self.best_weights)
         self.last_epoch = self.best_epoch
         logger.info("restored the weights of epoch %d (val_loss %.4f)", self.best_epoch + 1, self.best)

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -36,9 +39,14 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(self.format(record), file=sys.stderr)
+            print(printable(self.format(record)), file=sys.stderr)
         except (OSError, ValueError):  # a closed or broken stderr: logging's own report, as StreamHandler does
             self.handleError(record)
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that is not UTF-8 shown as ``\\xe9``, which any stream can print."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def setup_logging(quiet: bool = False) -> None:
@@ -70,12 +78,33 @@ def run_main(body: Callable[[], object]) -> int:
         message = f"{error.filename or error}: permission denied. Check the file's owner and mode."
     except IsADirectoryError as error:
         message = f"{error.filename or error} is a folder, but a file was expected."
+    except OSError as error:  # what else the file system refuses: a path under a file, a long name, a loop...
+        message = describe_os_error(error)
     except KeyboardInterrupt:
         message = "interrupted. Run the same command again: finished work is kept and not redone."
     else:
         return EXIT_OK if result is None else int(result)
-    print(f"error: {message}", file=sys.stderr)
+    print(printable(f"error: {message}"), file=sys.stderr)
     return EXIT_FAILED
+
+
+_OS_ERROR_HINTS = {
+    errno.ENOTDIR: "a folder in this path is a file. Move that file away or choose another path",
+    errno.EEXIST: "this is a file, but a folder is needed here. Move that file away or choose another path",
+    errno.ENAMETOOLONG: "a name in this path is longer than the file system allows (255 bytes a name). "
+                        "Shorten it",
+    errno.ELOOP: "too many levels of symbolic links (a symlink loop). Remove or fix the link",
+    errno.ENOSPC: "no space left on the disk. Free some space",
+    errno.EDQUOT: "disk quota exceeded. Free some space",
+    errno.EROFS: "the file system is read-only. Choose a writable place",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a file-system error: the path, what went wrong, and how to go on."""
+    where = f"{error.filename}: " if error.filename is not None else ""
+    hint = _OS_ERROR_HINTS.get(error.errno, f"{error.strerror or error}. Fix the cause")
+    return f"{where}{hint}, then run the same command again (finished work is kept)."
 
 
 def default_workers() -> int:
@@ -96,10 +125,62 @@ def existing_folder(text: str) -> Path:
 
 def positive_int(text: str) -> int:
     """argparse type for an integer above zero."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one above 0, e.g. 4") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a whole number above 0")
     return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type for a share strictly between 0 and 1 (nan and inf refused)."""
+    value = _finite_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1); give a share such as 0.2")
+    return value
+
+
+def share(text: str) -> float:
+    """argparse type for a finite share of at least 0 (one of several that add up to 1)."""
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; give shares of at least 0, e.g. 0.7 0.15 0.15")
+    return value
+
+
+def expansion_ratio(text: str) -> float:
+    """argparse type for a finite ratio of at least 1 (a stored file expands exactly once)."""
+    value = _finite_float(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of at least 1, e.g. 200 "
+                                         "(a stored file expands exactly once)")
+    return value
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def byte_count(text: str) -> int:
+    """argparse type for a size of at least one byte: ``5000000``, ``500M``, ``100G`` (units are powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 5000000, 500M or 100G")
+    num_bytes = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if num_bytes < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is less than one byte; write e.g. 5000000, 500M or 100G")
+    return num_bytes
 
 
 def confirm(question: str, assume_yes: bool) -> bool:

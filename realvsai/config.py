@@ -24,7 +24,8 @@ ROBUSTNESS_PLOT_FILE = "robustness.png"  # --evaluate --robustness: accuracy aga
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
 LOGS_DIR = "logs"  # TensorBoard
-BACKUP_DIR = "backup"  # resume state; removed when the run ends
+BACKUP_DIR = "backup"  # resume state; removed last, when everything else is written: the run is then finished
+TRAINED_FILE = "trained.json"  # in BACKUP_DIR: training is over (the history and model.json's content)
 
 BACKBONES = ("resnet50", "resnet101", "resnet152")
 # "detector" keeps the pixel-level traces that tell generated images apart (whole-pixel shifts,
@@ -45,6 +46,55 @@ MAX_IMAGE_PIXELS = 120_000_000
 POSITIVE_WORDS = frozenset({"fake", "generated", "synthetic", "ai"})
 # A run's folder name: one plain name inside OUT, so a run never writes into a folder outside its own.
 _RUN_NAME = re.compile(r"[\w-][\w.-]*")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values a numeric setting may take: ``low`` to ``high``, each end included unless it is ``open``.
+
+    NaN is never inside (every comparison with it is False), nor are infinities (the ends are finite).
+    """
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+MAX_IMAGE_SIZE = 2048  # a ResNet at 2048 px already needs ~80x the memory of 224 px per image
+# The range of every numeric TrainConfig field that a run can use; the flags are checked against them
+# when parsed, and TrainConfig.validate against the same table.
+LIMITS: dict[str, Limit] = {
+    "image_size": Limit(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+    "batch_size": Limit(1, 65_536),
+    "head_epochs": Limit(0, 100_000),
+    "fine_tune_epochs": Limit(0, 100_000),
+    "fine_tune_blocks": Limit(0, 1_000),
+    "learning_rate": Limit(0, 10, low_open=True),
+    "fine_tune_learning_rate": Limit(0, 10, low_open=True),
+    "final_learning_rate_fraction": Limit(0, 1),
+    "head_units": Limit(1, 1_000_000),
+    "l2": Limit(0, 100),
+    "dropout": Limit(0, 1, high_open=True),
+    "noise": Limit(0, 1_000),
+    "stop_margin": Limit(0, 1_000),
+    "stop_patience": Limit(1, 100_000),
+    "early_stopping_patience": Limit(1, 100_000),
+    "seed": Limit(0, 2**32 - 1),
+}
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag of a TrainConfig field: ``image_size`` -> ``--image-size``."""
+    return "--" + field_name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -90,14 +140,11 @@ class TrainConfig:
             raise UserError(f"--input-mode {self.input_mode}: choose one of {', '.join(INPUT_MODES)}.")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision {self.precision}: choose one of {', '.join(PRECISIONS)}.")
-        if self.head_epochs < 0 or self.fine_tune_epochs < 0 or self.head_epochs + self.fine_tune_epochs == 0:
-            raise UserError("--head-epochs and --fine-tune-epochs must be 0 or more, and not both 0.")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size}: it must be at least 1.")
-        if self.image_size < MIN_IMAGE_SIZE:
-            raise UserError(f"--image-size {self.image_size}: the ResNets need at least {MIN_IMAGE_SIZE} pixels.")
-        if not 0 <= self.dropout < 1 or self.fine_tune_blocks < 0 or self.head_units < 1:
-            raise UserError("--dropout must be in [0, 1), --fine-tune-blocks 0 or more, --head-units 1 or more.")
+        for name, limit in LIMITS.items():
+            if getattr(self, name) not in limit:
+                raise UserError(f"{flag_name(name)} {getattr(self, name)}: it must be in {limit}.")
+        if self.total_epochs == 0:
+            raise UserError("--head-epochs and --fine-tune-epochs: not both 0; give at least one epoch to train.")
         if self.name and run_name_problem(self.name):
             raise UserError(f"--name {run_name_problem(self.name)}.")
 

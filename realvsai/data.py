@@ -79,7 +79,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> Label
 
 
 def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
-    """``(output_length, input_length)`` weights of ``tf.image.resize(antialias=True)``'s triangle filter."""
+    """``(output_length, input_length)`` weights of the antialiased triangle filter, as ``model._resize_weights``."""
     scale = tf.cast(input_length, tf.float32) / float(output_length)
     support = tf.maximum(scale, 1.0)
     centres = (tf.range(output_length, dtype=tf.float32) + 0.5) * scale
@@ -91,8 +91,10 @@ def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
 def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
     """The centre square of float ``images`` ``(..., height, width, channels)``, resized to size x size.
 
-    Antialiased: ``tf.image.resize(antialias=True)``'s numbers as two matrix products, which XLA
-    compiles (the antialias op has no XLA kernel).
+    The input pipeline's copy of the model's ``model.resize_to_square`` in TensorFlow ops: tf.data runs
+    TensorFlow on every Keras backend, where a ``keras.ops`` function would run JAX's ops and fail. Not
+    ``keras.layers.Resizing(crop_to_aspect_ratio=True, antialias=True)``: TensorFlow's antialiased kernel
+    is up to 4e-4 off the exact weights (measured, 60 -> 32 px), while these agree with the model's to 1e-4.
     """
     shape = tf.shape(images)
     height, width = shape[-3], shape[-2]
@@ -191,6 +193,8 @@ def make_dataset(
     augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
     crops: str | None = None,
     transform: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    first_epoch: int | None = None,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``(float32 images 0..255, int32 labels)`` read from ``images``' files.
 
@@ -201,6 +205,10 @@ def make_dataset(
         crops: None resizes the whole image; else native-resolution crops: "random" one per image and
             epoch (training), "centre" the middle one of ``grid_crops`` (validation), "grid" all of them.
         transform: applied to each decoded uint8 image first; it must keep equal sizes equal.
+        first_epoch: None gives one pass (repeat it for more, each reshuffled); a number gives the
+            endless passes ``first_epoch``, ``first_epoch + 1``, ..., each shuffled, cropped and augmented
+            from ``(seed, epoch)`` alone: a run resumed at epoch k reads what the uninterrupted run read.
+        drop_remainder: leave out each pass's last batch when it is smaller than ``batch_size``.
     """
     uniform = None if crops else kept_size(images, image_size)
     width, height = uniform or (image_size, image_size)
@@ -220,32 +228,55 @@ def make_dataset(
 
     # Uncached, the file names are shuffled before decoding, so no buffer ever holds decoded images
     # (50,000 of them at 224 px would take 30 GB); cached, the decoded images are shuffled.
-    dataset = file_dataset(images, shuffle=shuffle and not cached, seed=seed)
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # A file changed or broken after the scan (which reads only headers) must not end a run of hours.
-    dataset = dataset.ignore_errors(log_warning=True)
-    if cached:
-        dataset = dataset.cache()
+    files = file_dataset(images)
+    decoded = None
+    if cached:  # one cache, shared by every pass (and every epoch of first_epoch's passes)
+        decoded = files.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        decoded = decoded.ignore_errors(log_warning=True).cache()
+
+    def one_pass(shuffle_seed, crop_seeds: tf.data.Dataset, augment_seeds: tf.data.Dataset) -> tf.data.Dataset:
+        dataset = files if decoded is None else decoded
         if shuffle:
-            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    if crops == "random":
-        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda item, crop_seed: (tf.image.stateless_random_crop(
-                cover(tf.cast(item[0], tf.float32), image_size), [image_size, image_size, 3], crop_seed), item[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    elif crops:
-        middle = CROP_GRID**2 // 2
-        dataset = dataset.map(lambda pixels, label: (
-            grid_crops(pixels, image_size)[middle] if crops == "centre" else grid_crops(pixels, image_size), label),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size)
-    if augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda batch, batch_seed: (augment(tf.cast(batch[0], tf.float32), batch_seed), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    elif uniform:
-        dataset = dataset.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+            dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+        if decoded is None:
+            dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            # A file changed or broken after the scan (which reads only headers) must not end a run of hours.
+            dataset = dataset.ignore_errors(log_warning=True)
+        if crops == "random":
+            dataset = tf.data.Dataset.zip((dataset, crop_seeds)).map(
+                lambda item, crop_seed: (tf.image.stateless_random_crop(
+                    cover(tf.cast(item[0], tf.float32), image_size), [image_size, image_size, 3], crop_seed),
+                    item[1]), num_parallel_calls=tf.data.AUTOTUNE)
+        elif crops:
+            middle = CROP_GRID**2 // 2
+            dataset = dataset.map(lambda pixels, label: (
+                grid_crops(pixels, image_size)[middle] if crops == "centre" else grid_crops(pixels, image_size),
+                label), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        if augment is not None:
+            dataset = tf.data.Dataset.zip((dataset, augment_seeds)).map(
+                lambda batch, batch_seed: (augment(tf.cast(batch[0], tf.float32), batch_seed), batch[1]),
+                num_parallel_calls=tf.data.AUTOTUNE)
+        elif uniform:
+            dataset = dataset.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset
+
+    if first_epoch is None:
+        dataset = one_pass(seed, *(tf.data.Dataset.random(seed=stream_seed, rerandomize_each_iteration=True).batch(2)
+                                   for stream_seed in (seed + 1, seed)))
+    else:
+        def epoch_pass(epoch: tf.Tensor) -> tf.data.Dataset:
+            # Sets the seed of this function's graph only (it is being traced). shuffle() checks the graph's
+            # seed and its own as Python values, which fails for a tensor seed under a graph seed of 0
+            # (keras.utils.set_random_seed(0)); our own seeds alone decide the numbers.
+            tf.random.set_seed(1)
+            key = tf.constant(seed, tf.int64) * 2**20 + epoch  # one per (seed, epoch), for 2**20 epochs
+
+            def seeds(stream: int) -> tf.data.Dataset:  # [key, 2n + stream]: crops and augmentation apart
+                return tf.data.Dataset.counter().map(lambda n: tf.stack([key, 2 * n + stream]))
+
+            return one_pass(key, seeds(1), seeds(0))
+
+        dataset = tf.data.Dataset.counter(first_epoch).flat_map(epoch_pass)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from realvsai.cli import progress
+from realvsai.config import TrainConfig
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
 from realvsai.layout import TEST, TRAIN
@@ -207,9 +208,9 @@ class DemoConfig:
     """The demo run: where it writes, and the small training it does (minutes on a 2-core CPU)."""
 
     data_dir: Path = Path("data/demo")  # raw/ (the generated Kaggle layout) and the split beside it
-    out: Path = Path("models")  # the run goes to OUT/NAME
+    out: Path = TrainConfig.out  # the run goes to OUT/NAME
     name: str = "demo"
-    backbone: str = "resnet101"
+    backbone: str = TrainConfig.backbone
     epochs: int = 5  # from scratch, one phase; validation accuracy passes 0.9 by the second
     batch_size: int = 16  # 30 steps per epoch: the from-scratch network needs steps more than images
     # The demo images differ only in a pixel-exact trace; the detector preset's whole-pixel shifts move
@@ -225,7 +226,6 @@ def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose
     """Makes the demo data in ``data_dir/raw``, splits it into ``data_dir`` as DataSplitD2 does, trains from
     scratch and evaluates into ``out/name``. Running it again reuses the data and the split."""
     from realvsai import splitting, training
-    from realvsai.config import TrainConfig
 
     train_config = TrainConfig(
         data=Path(config.data_dir), out=Path(config.out), name=config.name, backbone=config.backbone,

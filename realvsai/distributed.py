@@ -1,9 +1,11 @@
-"""Training on several GPUs or machines: the strategy, and the one entry point ``fit``.
+"""Training on several devices or machines: the strategy, and the one entry point ``fit``.
 
-``fit`` is ``model.fit`` on one machine; on several, where Keras 3's ``model.fit`` fails
-(keras-team/keras#20585), ``fit_loop`` computes the same loss and drives the same callbacks.
-Every worker must run the same collectives in the same order, and only the chief keeps files;
-each helper here is a no-op on one machine. A dataset's batch is the global batch.
+The "strategy" is ``keras.distribution.DataParallel`` over the local devices on JAX, and a
+``tf.distribute.Strategy`` on TensorFlow. ``fit`` is ``model.fit`` on one machine, on either backend;
+on several machines (TensorFlow's MultiWorkerMirroredStrategy), where Keras 3's ``model.fit`` fails
+(keras-team/keras#20585), ``fit_loop`` computes the same loss and drives the same callbacks: the one
+job Keras cannot do. Every worker must run the same collectives in the same order, and only the
+chief keeps files; each helper here is a no-op on one machine. A dataset's batch is the global batch.
 """
 
 from __future__ import annotations
@@ -75,9 +77,20 @@ def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None =
     return "mirrored" if num_gpus > 1 else "default"
 
 
-def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
-    """The strategy ``plan_strategy`` names; call it before any other TensorFlow operation (a cluster
-    sets up its collectives before the runtime starts). It blocks until every worker has started."""
+# What the functions below take: DataParallel (JAX) or a tf.distribute strategy (TensorFlow).
+Strategy = tf.distribute.Strategy | keras.distribution.DataParallel
+
+
+def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None) -> Strategy:
+    """On JAX, ``DataParallel`` over ``devices`` (default: every local device). On TensorFlow, the strategy
+    ``plan_strategy`` names; call it before any other TensorFlow operation (a cluster sets up its
+    collectives before the runtime starts). It blocks until every worker has started."""
+    if keras.backend.backend() != "tensorflow":
+        if environ.get("TF_CONFIG", "").strip():
+            raise UserError("TF_CONFIG is set, but training on several machines runs on TensorFlow "
+                            "(MultiWorkerMirroredStrategy), and KERAS_BACKEND is "
+                            f"{keras.backend.backend()}. Set KERAS_BACKEND=tensorflow, or unset TF_CONFIG.")
+        return keras.distribution.DataParallel(devices=list(devices or keras.distribution.list_devices()))
     cluster = parse_tf_config(environ)
     if cluster is not None:
         logger.info("waiting for the %d workers of the cluster (this is %s %d)",
@@ -88,7 +101,7 @@ def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None
     return tf.distribute.OneDeviceStrategy(devices[0]) if devices else tf.distribute.get_strategy()
 
 
-def _cluster_of(strategy: tf.distribute.Strategy) -> tf.distribute.cluster_resolver.ClusterResolver | None:
+def _cluster_of(strategy: Strategy) -> tf.distribute.cluster_resolver.ClusterResolver | None:
     resolver = getattr(strategy, "cluster_resolver", None)
     return resolver if resolver is not None and resolver.task_type and resolver.cluster_spec().jobs else None
 
@@ -101,21 +114,36 @@ def _is_chief_task(cluster: tf.distribute.cluster_resolver.ClusterResolver) -> b
     return cluster.task_type == "chief" or ("chief" not in cluster.cluster_spec().jobs and cluster.task_id == 0)
 
 
-def num_workers(strategy: tf.distribute.Strategy) -> int:
+def num_replicas(strategy: Strategy) -> int:
+    """How many devices share each global batch, on all machines together."""
+    if isinstance(strategy, keras.distribution.DataParallel):
+        return int(np.size(strategy.device_mesh.devices))
+    return strategy.num_replicas_in_sync
+
+
+def needs_full_batches(strategy: Strategy) -> bool:
+    """Whether every batch must split evenly over the devices (DataParallel on several; keras-team/keras#21167)."""
+    return isinstance(strategy, keras.distribution.DataParallel) and num_replicas(strategy) > 1
+
+
+def num_workers(strategy: Strategy) -> int:
     """How many machines (processes) train together: 1 except under MultiWorkerMirroredStrategy."""
     cluster = _cluster_of(strategy)
     return 1 if cluster is None else _size(cluster)
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
+def is_chief(strategy: Strategy) -> bool:
     """Whether this process writes the run's files: the chief task, or worker 0 when there is none."""
     cluster = _cluster_of(strategy)
     return cluster is None or _is_chief_task(cluster)
 
 
-def describe(strategy: tf.distribute.Strategy) -> str:
+def describe(strategy: Strategy) -> str:
     """One line for the log: which strategy, on which devices, which worker."""
-    replicas = strategy.num_replicas_in_sync
+    replicas = num_replicas(strategy)
+    if isinstance(strategy, keras.distribution.DataParallel):
+        devices = ", ".join(str(device) for device in np.ravel(strategy.device_mesh.devices))
+        return f"{type(strategy).__name__} over {replicas} device(s) ({devices})"
     cluster = _cluster_of(strategy)
     if cluster is not None:
         role = " (chief: writes the files)" if _is_chief_task(cluster) else ""
@@ -129,7 +157,7 @@ def describe(strategy: tf.distribute.Strategy) -> str:
 
 
 @contextlib.contextmanager
-def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Iterator[Path]:
+def worker_folder(strategy: Strategy, folder: Path) -> Iterator[Path]:
     """``folder`` on the chief, a temporary folder (deleted on leaving) on the other workers; a worker
     whose collectives were aborted (another machine died) leaves with a one-line UserError."""
     chief = is_chief(strategy)
@@ -188,7 +216,7 @@ def sync_variables(strategy: tf.distribute.Strategy, variables: Sequence[Any]) -
         variable.assign(tf.cast(received, value.dtype))
 
 
-def broadcast_json(strategy: tf.distribute.Strategy, payload: Any) -> Any:
+def broadcast_json(strategy: Strategy, payload: Any) -> Any:
     """The chief's JSON-ready ``payload`` on every worker (a collective: every worker calls it alike)."""
     if num_workers(strategy) == 1:
         return payload
@@ -201,14 +229,14 @@ def broadcast_json(strategy: tf.distribute.Strategy, payload: Any) -> Any:
     return json.loads(np.asarray(received.numpy()[:length], np.uint8).tobytes().decode("utf-8"))
 
 
-def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+def any_worker(strategy: Strategy, flag: bool) -> bool:
     """True on every worker when ``flag`` is True on any of them (a collective operation)."""
     if num_workers(strategy) == 1:
         return flag
     return float(_all_reduce(strategy)([tf.constant(1.0 if flag else 0.0)], False)[0]) > 0
 
 
-def chief_decides(strategy: tf.distribute.Strategy, task: Callable[[], Any]) -> Any:
+def chief_decides(strategy: Strategy, task: Callable[[], Any]) -> Any:
     """``task()`` run by the chief alone (on its files); its JSON-ready result, or its UserError, everywhere."""
     if num_workers(strategy) == 1:
         return task()
@@ -224,7 +252,7 @@ def chief_decides(strategy: tf.distribute.Strategy, task: Callable[[], Any]) -> 
     return outcome["value"]
 
 
-def check_same_on_every_worker(strategy: tf.distribute.Strategy, what: str, value: str) -> None:
+def check_same_on_every_worker(strategy: Strategy, what: str, value: str) -> None:
     """Stops every worker with a UserError unless ``value`` (e.g. a digest of the data) is the chief's on all."""
     if num_workers(strategy) > 1 and any_worker(strategy, broadcast_json(strategy, value) != value):
         raise UserError(f"the {what} differs between the machines of the cluster, but the workers must read "
@@ -244,53 +272,67 @@ class AllReplicasLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
         return tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.float32)), 0.0)
 
 
-class DistinctReplicaSeeds(keras.callbacks.Callback):
-    """Gives every replica its own random stream for the seeded layers (a SeedGenerator's state is mirrored).
+class EpochSeeds(keras.callbacks.Callback):
+    """Starts every seeded layer's random stream (its SeedGenerator) at each epoch from (its seed, the epoch)
+    alone, so a run resumed at epoch k draws what the uninterrupted run drew; under a tf.distribute
+    strategy each replica gets a stream of its own (a SeedGenerator's state is mirrored).
 
-    Before every epoch replica ``r``'s counter moves ``r * 2**32`` past replica 0's, so a resumed run
-    draws what the uninterrupted one would.
+    Keras draws from the state's pair ``[seed, counter]``, and the counter moves one per draw. At epoch e
+    it starts at ``e * 2**20`` (up to 2**20 steps an epoch; epochs 2048 apart share a stream, after
+    Keras' int32 cast on TensorFlow). Replica r's seed is ``seed + r * 2**40``: still
+    the layer's seed modulo 2**40, and after Keras' cast to int32 on TensorFlow (modulo 2**31 - 2) the
+    replicas' seeds lie 1024 apart, so no two replicas ever draw from the same pair. (A counter offset
+    does not: ``r * 2**32`` is ``r * 4`` modulo 2**31 - 2, so replica r drew replica 0's numbers 4r steps
+    later.) DataParallel needs no spreading: it draws one global tensor and gives each device its slice.
     """
 
-    _STRIDE = 2**32  # far more draws than an epoch makes, so the replicas' counters never meet
+    EPOCH_STRIDE = 2**20
+    REPLICA_STRIDE = 2**40
 
-    def __init__(self, strategy: tf.distribute.Strategy):
+    def __init__(self, strategy: Strategy):
         super().__init__()
         self.strategy, self._spread = strategy, None
 
+    def _states(self) -> list:
+        return [variable for variable in self.model.variables if variable.name == "seed_generator_state"]
+
     def on_epoch_begin(self, epoch, logs=None):
-        if self.strategy.num_replicas_in_sync == 1:
+        counter = epoch * self.EPOCH_STRIDE
+        if isinstance(self.strategy, keras.distribution.DataParallel) or self.strategy.num_replicas_in_sync == 1:
+            for state in self._states():
+                seed = int(keras.ops.convert_to_numpy(state.value)[0]) % self.REPLICA_STRIDE
+                state.assign(np.array([seed, counter]).astype(keras.backend.standardize_dtype(state.dtype)))
             return
         if self._spread is None:
-            states = [variable for variable in self.model.variables if variable.name == "seed_generator_state"]
+            states = self._states()
 
-            def replica():
+            def replica(counter):
                 replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
                 for state in states:
-                    seed, counter = tf.unstack(tf.cast(state.value, tf.int64))
-                    state.assign(tf.cast(tf.stack([seed, counter % self._STRIDE + replica_id * self._STRIDE]),
-                                         state.dtype))
+                    seed = tf.cast(state.value[0], tf.int64) % self.REPLICA_STRIDE + replica_id * self.REPLICA_STRIDE
+                    state.assign(tf.cast(tf.stack([seed, counter]), state.dtype))
 
-            self._spread = tf.function(lambda: self.strategy.run(replica))
-        self._spread()
+            self._spread = tf.function(lambda counter: self.strategy.run(replica, args=(counter,)))
+        self._spread(tf.constant(counter, tf.int64))
 
 
 def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, *,
-        strategy: tf.distribute.Strategy, optimizer: keras.optimizers.Optimizer,
+        strategy: Strategy, optimizer: keras.optimizers.Optimizer,
         metrics: Callable[[], list[keras.metrics.Metric]], epochs: int, initial_epoch: int, steps_per_epoch: int,
         validation_steps: int, class_weight: Mapping[int, float] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (), jit_compile: bool | str = "auto",
         verbose: int | str = "auto") -> None:
     """Trains one phase with sparse categorical cross-entropy on repeated datasets, here or on the cluster;
     ``metrics()`` makes the metrics in ``strategy.scope()``."""
-    with strategy.scope():
-        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics(),
-                      jit_compile=jit_compile)
     arguments = dict(epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                      validation_steps=validation_steps, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
-    if num_workers(strategy) == 1:
-        model.fit(train, validation_data=validation, shuffle=False, **arguments)
-    else:
-        fit_loop(model, train, validation, strategy=strategy, metrics=metrics, **arguments)
+    with strategy.scope():  # a Keras distribution must also be in scope while fit runs
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics(),
+                      jit_compile=jit_compile)
+        if num_workers(strategy) == 1:
+            model.fit(train, validation_data=validation, shuffle=False, **arguments)
+            return
+    fit_loop(model, train, validation, strategy=strategy, metrics=metrics, **arguments)
 
 
 def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, *,

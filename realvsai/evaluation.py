@@ -7,11 +7,13 @@ and MODEL_CARD.md (evaluate_run, which also adds "test_metrics" to model.json) o
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,13 +27,13 @@ from realvsai import metrics as scoring  # "metrics" names the dict of numbers h
 from realvsai.cli import progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images
-from realvsai.image_stats import unfamiliar_reason
-from realvsai.layout import SPLITS, TEST, VALIDATION
+from realvsai.images import ImageDecodeError, image_problem, load_rgb
+from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, read_manifest
 from realvsai.model_card import PLOT_FILES, render_card
+from realvsai.run import MIN_IMAGES_PER_KIND, NEAR_CHANCE, ModelInfo, doubt, size_band
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras
-    import tensorflow as tf
 
     from realvsai.data import LabelledImages
 
@@ -44,8 +46,8 @@ RESULT_FILES = (config.METRICS_FILE, config.REPORT_FILE, config.MODEL_CARD_FILE,
                 *PLOT_FILES.values())
 # The metrics copied into model.json's "test_metrics" (the app and the README read them there).
 SUMMARY_KEYS = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
-                "expected_calibration_error", "num_images")
-# --robustness: each perturbation of the decoded pixels with its strengths, mildest first (JPEG
+                "expected_calibration_error", "num_images", "decided_by", "argmax_accuracy", "argmax_f1")
+# --robustness: each perturbation of the full-resolution decoded pixels with its strengths, mildest first (JPEG
 # quality, Gaussian sigma in pixels, scale): the traces a detector leans on rarely survive a re-save.
 PERTURBATIONS: dict[str, tuple[float, ...]] = {"jpeg": (90, 70, 50, 30), "blur": (1, 2), "downscale": (0.5, 0.25)}
 
@@ -66,39 +68,77 @@ def perturb(pixels: np.ndarray, kind: str, strength: float) -> np.ndarray:
     raise ValueError(f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURBATIONS)}")
 
 
-def perturb_step(kind: str, strength: float) -> Callable[[tf.Tensor], tf.Tensor]:
-    """``perturb`` as ``data.make_dataset``'s ``transform`` of one decoded uint8 image."""
-    import tensorflow as tf
-
-    # perturb is looked up at call time, so a test can replace it and see its effect on the predictions.
-    return lambda pixels: tf.ensure_shape(tf.numpy_function(lambda array: perturb(array, kind, strength), [pixels],
-                                                            tf.uint8, stateful=False), [None, None, 3])
+def perturbed_copies(images: LabelledImages, kind: str, strength: float,
+                     folder: Path) -> list[tuple[Path, tuple[int, int]] | None]:
+    """Each image as the user's changed copy would be: decoded at full resolution (never the reduced JPEG
+    decode the model's path takes, which would make the same perturbation cost more on larger files),
+    ``perturb``-ed, written losslessly (PNG) into ``folder`` as (path, (width, height)); None for a file that no
+    longer decodes."""
+    copies: list[tuple[Path, tuple[int, int]] | None] = []
+    for index, path in enumerate(images.files):
+        try:
+            pixels = load_rgb(path)
+        except ImageDecodeError as error:
+            logger.warning("skipping %s under %s %g: %s", path, kind, strength, error)
+            copies.append(None)
+            continue
+        copy = folder / f"{index:07d}.png"
+        changed = Image.fromarray(np.asarray(perturb(pixels, kind, strength), np.uint8))
+        changed.save(copy, compress_level=1)
+        copies.append((copy, changed.size))
+    return copies
 
 
 def predict(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
             perturbation: tuple[str, float] | None = None, input_mode: str = "resize") -> np.ndarray:
-    """Class probabilities (images, classes) in file order; UserError if a file broke after the scan."""
-    probabilities = prediction.predict_images(model, images, batch_size, image_size, input_mode=input_mode,
-                                              transform=perturbation and perturb_step(*perturbation))
-    failed = [prediction.relative_name(path, path.parent.parent)
-              for path, row in zip(images.files, probabilities) if np.isnan(row).any()]
-    if failed:
-        raise UserError(f"{len(failed)} of {len(images)} images could not be decoded while predicting "
-                        f"({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}). Remove or replace them "
-                        "and run the evaluation again.")
+    """Class probabilities (images, classes) in file order; NaN rows for files that broke after the scan.
+
+    With a ``perturbation``, of each image's perturbed copy (``perturbed_copies``), which then takes the
+    model's own path (its reduction, resize or crops) as any file does.
+    """
+    if perturbation is None:
+        return prediction.predict_images(model, images, batch_size, image_size, input_mode=input_mode)
+    with tempfile.TemporaryDirectory(prefix="robustness-") as folder:
+        copies = perturbed_copies(images, *perturbation, Path(folder))
+        kept = [index for index, copy in enumerate(copies) if copy is not None]
+        changed = dataclasses.replace(
+            images, files=[copies[index][0] for index in kept], labels=[images.labels[index] for index in kept],
+            sizes=[copies[index][1] for index in kept], needs_pil=[False] * len(kept), formats=["PNG"] * len(kept))
+        rows = prediction.predict_images(model, changed, batch_size, image_size, input_mode=input_mode)
+    probabilities = np.full((len(images), rows.shape[-1]), np.nan, np.float32)
+    probabilities[kept] = rows
     return probabilities
+
+
+def without_failed(images: LabelledImages, probabilities: np.ndarray) -> tuple[LabelledImages, np.ndarray]:
+    """``images`` and their probabilities without the files that failed to decode (NaN rows), which join
+    ``skipped`` as --predict's unreadable.csv lists them: a file truncated after its header ends no evaluation."""
+    failed = np.isnan(probabilities).any(axis=1)
+    if not failed.any():
+        return images, probabilities
+    kept = np.flatnonzero(~failed)
+    broken = [(images.files[index], image_problem(images.files[index]) or "could not be decoded")
+              for index in np.flatnonzero(failed)]
+    for path, reason in broken:
+        logger.warning("skipping %s: %s", path, reason)
+
+    def keep(values: list[Any]) -> list[Any]:
+        return [values[index] for index in kept] if values else values
+
+    return dataclasses.replace(images, files=keep(images.files), labels=keep(images.labels),
+                               sizes=keep(images.sizes), needs_pil=keep(images.needs_pil),
+                               formats=keep(images.formats), skipped=[*images.skipped, *broken]), probabilities[kept]
 
 
 def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                    positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
     """Accuracy (by the decision rule), AP, ROC AUC and each class's recall (None without images) of one source."""
     metrics = scoring.compute_metrics(labels, probabilities, class_names, positive_class, threshold)
-    decided = metrics.get("at_threshold") or metrics
-    matrix = np.asarray(decided["confusion_matrix"])
+    matrix = np.asarray(metrics["confusion_matrix"])
     totals = matrix.sum(axis=1)
     class_accuracy = {name: float(matrix[index, index] / totals[index]) if totals[index] else None
                       for index, name in enumerate(class_names)}
-    numbers = {"num_images": metrics["num_images"], "accuracy": decided["accuracy"],
+    numbers = {"num_images": metrics["num_images"], "accuracy": metrics["accuracy"],
                "average_precision": metrics["average_precision"], "roc_auc": metrics["roc_auc"],
                "class_accuracy": class_accuracy}
     if metrics["positive_class"] is not None:
@@ -112,30 +152,30 @@ def _write_json(path: Path, content: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(content, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
-def _classification_report(labels: np.ndarray, probabilities: np.ndarray, metrics: Mapping[str, Any],
-                           title: str) -> str:
+def _classification_report(labels: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray,
+                           metrics: Mapping[str, Any], title: str) -> str:
+    """The report of the decision rule's classes (``predicted``), then, with a threshold, the argmax's."""
     class_names = metrics["class_names"]
     report = {"labels": list(range(len(class_names))), "target_names": class_names, "digits": 4, "zero_division": 0}
-    lines = [title, "", "Predicted class = the most probable class (argmax):", "",
-             classification_report(labels, probabilities.argmax(axis=1), **report)]
-    at = metrics.get("at_threshold")
-    if at:
-        positive = metrics["positive_class"]
-        rule = scoring.DecisionRule(decision_threshold=at["threshold"], positive_index=class_names.index(positive))
-        lines += [f"Predicted class = {positive} when P({positive}) >= {at['threshold']:.4f} (the decision "
-                  "threshold):", "", classification_report(labels, rule.decide(probabilities), **report)]
-    return "\n".join(lines)
+    threshold, positive = metrics.get("decision_threshold"), metrics.get("positive_class")
+    if threshold is None:
+        return "\n".join([title, "", "Predicted class = the most probable class (the decision rule):", "",
+                          classification_report(labels, predicted, **report)])
+    return "\n".join([title, "", f"Predicted class = {positive} when P({positive}) >= {threshold:.4f} (the decision "
+                      "rule the app answers by):", "", classification_report(labels, predicted, **report),
+                      "Predicted class = the most probable class (argmax, for comparison):", "",
+                      classification_report(labels, probabilities.argmax(axis=1), **report)])
 
 
 def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
     """Adds ``test_metrics`` (and ``decision_threshold``) to model.json, keeping every other key."""
-    content = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else dict(model_info)
+    content = {**(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}), **model_info}
     content["test_metrics"] = {key: metrics[key] for key in SUMMARY_KEYS}
-    if metrics.get("at_threshold"):
-        content["test_metrics"].update({"accuracy_at_threshold": metrics["at_threshold"]["accuracy"],
-                                        "f1_at_threshold": metrics["at_threshold"]["f1"]})
     if len(model_info["class_names"]) == 2:
         content["decision_threshold"] = metrics.get("decision_threshold")
+    by_kind = (metrics.get("threshold_selection") or {}).get("by_kind")
+    if by_kind:
+        content["validation_by_kind"] = by_kind
     _write_json(path, content)
 
 
@@ -177,44 +217,46 @@ def source_names(folders: Sequence[Path]) -> list[str]:
     return names
 
 
-def _predict_sources(model: keras.Model, model_info: Mapping[str, Any], folders: Sequence[Path],
-                     batch_size: int) -> list[Source]:
+def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path], batch_size: int) -> list[Source]:
     """Each folder's usable images (its classes must be the model's) and their probabilities."""
     from realvsai.data import scan_images
 
-    class_names = model_info["class_names"]
+    class_names = list(info.class_names)
     sources = []
     for name, folder in zip(source_names(folders), folders, strict=True):
         images = scan_images(Path(folder), class_names=class_names)
-        probabilities = predict(model, images, batch_size, prediction.model_image_size(model, model_info),
-                                input_mode=model_info.get("input_mode", "resize"))
+        probabilities = predict(model, images, batch_size, info.image_size, input_mode=info.input_mode)
         if probabilities.shape[1] != len(class_names):
             raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
                             f"{len(class_names)}: {class_names}. Use the model.json saved with this model.")
+        images, probabilities = without_failed(images, probabilities)
+        if not len(images):
+            raise UserError(f"{folder} holds no image that could be decoded. Check the folder and its files.")
         sources.append(Source(name, Path(folder), images, probabilities))
     return sources
 
 
-def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir: Path, threshold: float | None,
+def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, threshold: float | None,
               split_counts: Mapping[str, Mapping[str, int]], **extra: Any) -> dict[str, Any]:
     """Metrics over every source together, the report, the plots and predictions.csv (not metrics.json)."""
     from realvsai.data import LabelledImages
 
-    class_names = list(model_info["class_names"])
+    class_names = list(info.class_names)
     joined = {field: [item for source in sources for item in getattr(source.images, field)]
               for field in ("files", "labels", "sizes", "needs_pil", "skipped", "formats")}
     images = LabelledImages(class_names=class_names, **joined)
     probabilities = np.concatenate([source.probabilities for source in sources])
     metrics = {"folder": ", ".join(str(source.folder) for source in sources),
                **scoring.compute_metrics(images.labels, probabilities, class_names,
-                                 model_info.get("positive_class") if len(class_names) == 2 else None, threshold),
+                                         info.positive_class, threshold),
                "num_skipped": len(images.skipped),
                "skipped_files": [{**({"source": source.name} if len(sources) > 1 else {}),
                                   "file": prediction.relative_name(path, source.folder), "reason": reason}
                                  for source in sources for path, reason in source.images.skipped],
                **extra}
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels, predicted = np.asarray(images.labels), probabilities.argmax(axis=1)
+    rule = dataclasses.replace(info, decision_threshold=threshold).rule()
+    labels, predicted = np.asarray(images.labels), rule.decide(probabilities)  # the classes the app would answer
     positive = scoring.positive_index(class_names, metrics["positive_class"])  # 1, unused, for more classes
     plots.plot_confusion_matrix(labels, predicted, class_names, out_dir / PLOT_FILES["confusion_matrix"])
     plots.plot_roc_curves(labels, probabilities, class_names, out_dir / PLOT_FILES["roc_curve"], positive)
@@ -227,46 +269,48 @@ def _evaluate(model_info: Mapping[str, Any], sources: Sequence[Source], out_dir:
     plots.plot_confident_errors([plots.ErrorExample(images.files[index], class_names[labels[index]],
                                                     class_names[predicted[index]],
                                                     float(probabilities[index, predicted[index]]))
-                                 for index in scoring.most_confident_errors(labels, probabilities)],
+                                 for index in scoring.most_confident_errors(labels, probabilities, predicted)],
                                 out_dir / PLOT_FILES["confident_errors"])
     metrics["plots"] = dict(PLOT_FILES)
     atomic_write_text(out_dir / config.REPORT_FILE, _classification_report(
-        labels, probabilities, metrics, f"Classification report: {metrics['folder']} ({len(labels):,} images)"))
+        labels, probabilities, predicted, metrics,
+        f"Classification report: {metrics['folder']} ({len(labels):,} images)"))
     # At the threshold these metrics use; file names relative to the folder all sources share.
     root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
     prediction.write_predictions(
         out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
-        class_names, scoring.DecisionRule.from_model_info({**model_info, "decision_threshold": threshold}),
-        [unfamiliar_reason(model_info.get("training_images"), width, height, image_format)
+        class_names, rule, [doubt(info, width, height, image_format)
          for (width, height), image_format in zip(images.sizes, images.formats)], true_labels=images.labels)
     return metrics
 
 
-def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders: Sequence[Path], out_dir: Path,
-                     batch_size: int = BATCH_SIZE, *, robustness: bool = False) -> dict[str, Any]:
+def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folders: Sequence[Path],
+                     out_dir: Path, batch_size: int = BATCH_SIZE, *, robustness: bool = False) -> dict[str, Any]:
     """Evaluates the model on folders of class folders (one source each) into ``out_dir``, with EVALUATION.md.
 
     metrics.json adds ``sources`` (each folder's ``source_metrics``) and ``combined``; ``robustness``
     adds the accuracy (and two-class ROC AUC) under every ``PERTURBATIONS`` entry and robustness.png.
 
     Raises:
-        UserError: for a missing, repeated or mismatched folder, or a run folder as ``out_dir``.
+        UserError: for a missing, repeated or mismatched folder, a malformed model.json, or a run folder as
+            ``out_dir``.
     """
+    info = ModelInfo.of(model_info)
     folders, out_dir = [Path(folder) for folder in folders], Path(out_dir)
     if (out_dir / config.MODEL_JSON_FILE).is_file():
         raise UserError(f"{out_dir} is a training run's folder (it has {config.MODEL_JSON_FILE}); evaluating there "
                         "would replace the run's test results. Choose another output folder, e.g. "
                         f"{out_dir / 'evaluations' / folders[0].name}.")
-    class_names = list(model_info["class_names"])
-    rule = scoring.DecisionRule.from_model_info(model_info)
+    class_names = list(info.class_names)
+    rule = info.rule()
     threshold = rule.decision_threshold
-    sources = _predict_sources(model, model_info, folders, batch_size)
+    sources = _predict_sources(model, info, folders, batch_size)
     # The class distribution shows the model's training splits, then the evaluated images.
-    split_counts = {split: dict(counts) for split, counts in (model_info.get("counts") or {}).items() if split != TEST}
+    split_counts = {split: dict(counts) for split, counts in (info.get("counts") or {}).items() if split != TEST}
     split_counts["evaluated"] = {name: sum(source.images.labels.count(index) for source in sources)
                                  for index, name in enumerate(class_names)}
     extra = {"threshold_source": "model.json"} if threshold is not None else {}
-    metrics = _evaluate(model_info, sources, out_dir, threshold, split_counts, **extra)
+    metrics = _evaluate(info, sources, out_dir, threshold, split_counts, **extra)
     positive_class = metrics["positive_class"]
     metrics["decision_rule"] = rule.describe(class_names)
     metrics["sources"] = {source.name: {"folder": str(source.folder), "num_skipped": len(source.images.skipped),
@@ -278,13 +322,14 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
     metrics["combined"] = source_metrics(labels, np.concatenate([source.probabilities for source in sources]),
                                          class_names, positive_class, threshold)
     if robustness:
-        image_size = prediction.model_image_size(model, model_info)
         steps = [(kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths]
         results: dict[str, dict[str, Any]] = {kind: {} for kind in PERTURBATIONS}
         for kind, strength in progress(steps, desc="robustness", unit="perturbation"):
-            probabilities = np.concatenate([predict(model, source.images, batch_size, image_size, (kind, strength),
-                                                    model_info.get("input_mode", "resize"))
-                                            for source in sources])
+            probabilities = np.concatenate([predict(model, source.images, batch_size, info.image_size,
+                                                    (kind, strength), info.input_mode) for source in sources])
+            if np.isnan(probabilities).any():
+                raise UserError(f"an image stopped decoding during the {kind} {strength:g} evaluation; check the "
+                                "files of the test folders and run it again.")
             numbers = source_metrics(labels, probabilities, class_names, positive_class, threshold)
             results[kind][f"{strength:g}"] = {key: numbers[key] for key in keys}
         clean = metrics["robustness_clean"] = {key: metrics["combined"][key] for key in keys}
@@ -297,49 +342,50 @@ def evaluate_folders(model: keras.Model, model_info: Mapping[str, Any], folders:
     _write_json(out_dir / config.METRICS_FILE, metrics)
     title = ", ".join(source.name for source in sources)
     atomic_write_text(out_dir / config.EVALUATION_CARD_FILE,
-                      render_card(model_info, metrics, f"Evaluation on {title}", split_counts, f"Metrics on {title}"))
+                      render_card(info.content, metrics, f"Evaluation on {title}", split_counts, f"Metrics on {title}"))
     logger.info("evaluated %s: %s", metrics["folder"], scoring.format_summary(metrics))
     return metrics
 
 
-def evaluate_run(model: keras.Model, model_info: Mapping[str, Any], data_dir: Path, out_dir: Path,
+def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], data_dir: Path, out_dir: Path,
                  batch_size: int = BATCH_SIZE) -> dict[str, Any]:
     """The end-of-training evaluation: the F1-best threshold on validation (two classes), metrics on test.
 
     Raises:
         UserError: if ``data_dir/test`` is missing or its classes differ from the model's.
     """
+    info = ModelInfo.of(model_info)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not (data_dir / TEST).is_dir():
         raise UserError(f"{data_dir} has no {TEST} folder to evaluate on. Run DataSplitD1.py or DataSplitD2.py to "
                         "make one, or evaluate another folder with --evaluate MODEL.h5 --test-dir DIR.")
-    class_names = list(model_info["class_names"])
+    class_names = list(info.class_names)
     threshold, extra = None, {}
     if len(class_names) == 2:
-        threshold, selection = _threshold_from_validation(model, model_info, data_dir / VALIDATION, batch_size)
+        threshold, selection = _threshold_from_validation(model, info, data_dir / VALIDATION, batch_size)
         extra = {"threshold_source": VALIDATION if threshold is not None else None, "threshold_selection": selection}
-    split_counts = model_info.get("counts") or {
+    split_counts = info.get("counts") or {
         split: {name: len(list_images(data_dir / split / name)) if (data_dir / split / name).is_dir() else 0
                 for name in class_names}
         for split in SPLITS if (data_dir / split).is_dir()}
-    sources = _predict_sources(model, model_info, [data_dir / TEST], batch_size)
-    metrics = _evaluate(model_info, sources, out_dir, threshold, split_counts, **extra)
+    sources = _predict_sources(model, info, [data_dir / TEST], batch_size)
+    metrics = _evaluate(info, sources, out_dir, threshold, split_counts, **extra)
     _write_json(out_dir / config.METRICS_FILE, metrics)
     atomic_write_text(out_dir / config.MODEL_CARD_FILE,
-                      render_card(model_info, metrics, f"Model card: {out_dir.resolve().name}", split_counts))
-    _update_model_json(out_dir / config.MODEL_JSON_FILE, model_info, metrics)
+                      render_card(info.content, metrics, f"Model card: {out_dir.resolve().name}", split_counts))
+    _update_model_json(out_dir / config.MODEL_JSON_FILE, info.content, metrics)
     logger.info("test: %s", scoring.format_summary(metrics))
     return metrics
 
 
-def _threshold_from_validation(model: keras.Model, model_info: Mapping[str, Any], folder: Path,
+def _threshold_from_validation(model: keras.Model, info: ModelInfo, folder: Path,
                                batch_size: int) -> tuple[float | None, dict[str, Any] | None]:
     """The F1-maximising threshold on the validation split, and how it was found (None, None without one)."""
     if not folder.is_dir():
         logger.warning("no %s folder: the decision threshold stays at argmax", folder)
         return None, None
-    (source,) = _predict_sources(model, model_info, [folder], batch_size)
-    positive = scoring.positive_index(model_info["class_names"], model_info.get("positive_class"))
+    (source,) = _predict_sources(model, info, [folder], batch_size)
+    positive = scoring.positive_index(info.class_names, info.positive_class)
     labels, scores = np.asarray(source.images.labels), source.probabilities[:, positive].astype(np.float64)
     try:
         threshold = scoring.choose_threshold(labels == positive, scores)
@@ -347,5 +393,35 @@ def _threshold_from_validation(model: keras.Model, model_info: Mapping[str, Any]
         logger.warning("no decision threshold from %s: %s", folder, error)
         return None, None
     at = scoring.threshold_metrics(labels, scores, positive, threshold)
+    decided = dataclasses.replace(info, decision_threshold=threshold).rule().decide(source.probabilities)
     return threshold, {"split": VALIDATION, "num_images": len(source.images),
-                       "num_skipped": len(source.images.skipped), "f1": at["f1"], "accuracy": at["accuracy"]}
+                       "num_skipped": len(source.images.skipped), "f1": at["f1"], "accuracy": at["accuracy"],
+                       "by_kind": accuracy_by_kind(source.images, decided, folder.parent, len(info.class_names))}
+
+
+def _kind_numbers(labels: np.ndarray, decided: np.ndarray, chance: float) -> dict[str, Any]:
+    recalls = [float(np.mean(decided[labels == label] == label)) for label in np.unique(labels)]
+    balanced = float(np.mean(recalls))
+    return {"num_images": len(labels), "accuracy": float(np.mean(decided == labels)), "balanced_accuracy": balanced,
+            "near_chance": len(labels) >= MIN_IMAGES_PER_KIND and balanced <= chance + NEAR_CHANCE}
+
+
+def accuracy_by_kind(images: LabelledImages, decided: np.ndarray, data_dir: Path, num_classes: int) -> dict[str, Any]:
+    """The decision rule's accuracy on each kind of image: per ``source`` (data_dir/manifest.csv's column, where
+    there is one) and per ``size`` band (``run.size_band``), each with its balanced accuracy (the mean recall of
+    the classes it has) and whether that is at or near chance (1 / classes); model.json's ``validation_by_kind``."""
+    labels, decided = np.asarray(images.labels), np.asarray(decided)
+    chance = 1.0 / num_classes
+    kinds: dict[str, list[str]] = {"size": [size_band(width, height) for width, height in images.sizes]}
+    manifest = Path(data_dir) / MANIFEST_NAME
+    if manifest.is_file():
+        sources = {row.path: row.source for row in read_manifest(manifest)}
+        kinds["source"] = [sources.get(prediction.relative_name(path, Path(data_dir)), "") or "unknown"
+                           for path in images.files]
+    result: dict[str, Any] = {"chance": chance, "near_chance_margin": NEAR_CHANCE,
+                              "min_images": MIN_IMAGES_PER_KIND}
+    for kind, names in kinds.items():
+        names_array = np.asarray(names)
+        result[kind] = {name: _kind_numbers(labels[names_array == name], decided[names_array == name], chance)
+                        for name in sorted(set(names))}
+    return result

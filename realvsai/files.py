@@ -28,6 +28,7 @@ _CHUNK = 256  # files per task of map_in_threads
 CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
 T = TypeVar("T")
 _MAX_NAME_BYTES = 200  # leaves room for a temporary name's prefix and suffix within the usual 255 bytes
+MAX_NAME_BYTES = 255  # the longest file name ext4, APFS, NTFS and most others take
 
 
 class Outcome(enum.Enum):
@@ -41,26 +42,60 @@ class Outcome(enum.Enum):
 
 def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
     """The image files in ``folder`` (and below it when ``recursive``), sorted by path; the hidden and
-    other files left out are added to ``skipped`` as (path, reason)."""
+    other files left out are added to ``skipped`` as (path, reason).
+
+    A symlinked sub-folder is not entered (it could lead outside ``folder``, or back into it in a loop);
+    a symlink that leads nowhere is listed as skipped. ``folder`` itself may be a symlink.
+    """
     found: list[str] = []
     skipped = [] if skipped is None else skipped
     folders = [os.fspath(folder)]
     while folders:
         with os.scandir(folders.pop()) as entries:
             for entry in entries:
+                try:
+                    is_dir, is_file = entry.is_dir(), entry.is_file()
+                except OSError:  # a symlink loop (ELOOP)
+                    is_dir = is_file = False
                 if entry.name.startswith("."):
                     skipped.append((entry.path, "hidden folder (names starting with '.' are left out; its files "
-                                    "are not read)" if entry.is_dir() else "hidden file (names starting with '.' "
+                                    "are not read)" if is_dir else "hidden file (names starting with '.' "
                                     "are left out)"))
-                elif entry.is_dir():
+                elif is_dir and entry.is_symlink():
+                    if recursive:
+                        skipped.append((entry.path, "symlink to a folder: not followed, so nothing outside the "
+                                        "folder is read twice or moved (copy the folder in to include it)"))
+                elif is_dir:
                     if recursive:
                         folders.append(entry.path)
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and is_file:
                     found.append(entry.path)
-                elif entry.is_file():
+                elif is_file:
                     skipped.append((entry.path, f"not an image file (image names end in "
                                     f"{', '.join(sorted(IMAGE_EXTENSIONS))})"))
+                elif entry.is_symlink():
+                    skipped.append((entry.path, "symlink that leads nowhere (its target is missing, or it is "
+                                    "a loop)"))
     return [Path(path) for path in sorted(found)]
+
+
+def is_inside(path: Path | str, root: Path | str) -> bool:
+    """True when ``path``, with every symlink resolved, lies inside ``root`` (also resolved)."""
+    return os.path.realpath(path).startswith(os.path.join(os.path.realpath(root), ""))
+
+
+def fit_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``name``, or when longer than ``max_bytes`` (UTF-8) its stem cut short plus ``~`` and a CRC-32 of the
+    whole name, so different long names stay different and the same name always fits the same way."""
+    if len(os.fsencode(name)) <= max_bytes:
+        return name
+    stem, suffix = os.path.splitext(name)
+    if len(os.fsencode(suffix)) > 16:  # not an extension but most of the name
+        stem, suffix = name, ""
+    tail = f"~{zlib.crc32(os.fsencode(name)):08x}{suffix}"
+    while stem and len(os.fsencode(stem + tail)) > max_bytes:
+        stem = stem[:-1]
+    return stem + tail
 
 
 def map_in_threads(function: Callable[[Sequence[T]], list], items: Sequence[T], workers: int, desc: str) -> list:
@@ -105,22 +140,38 @@ def temporary_name(path: Path | str) -> str:
 
 
 @contextlib.contextmanager
+def _naming(path: Path | str) -> Iterator[None]:
+    """Re-raises an OSError about a hidden temporary file as one about ``path``, the file the user knows."""
+    try:
+        yield
+    except OSError as error:
+        name = os.path.basename(os.fspath(error.filename or ""))
+        if error.errno is None or not (name.startswith(".") and name.endswith(".tmp")):
+            raise
+        raise type(error)(error.errno, error.strerror, os.fspath(path)) from error
+
+
+@contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator[object]:
     """Opens a hidden temporary file beside ``path``, renamed onto ``path`` only on success.
     ``durable`` also fsyncs (~10 ms a file on some disks: bulk writers pass False and check on a re-run)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=temporary_name(path), suffix=".tmp", dir=path.parent)
+    with _naming(path):
+        handle, temporary = tempfile.mkstemp(prefix=temporary_name(path), suffix=".tmp", dir=path.parent)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
+        with _naming(path):
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
         with os.fdopen(handle, mode) as stream:
             yield stream
-            stream.flush()
-            if durable:
-                os.fsync(stream.fileno())
-        os.replace(temporary, path)
+            with _naming(path):
+                stream.flush()
+                if durable:
+                    os.fsync(stream.fileno())
+        with _naming(path):
+            os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -140,21 +191,41 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_new(path: Path | str, data: bytes) -> None:
     """Creates ``path`` holding ``data``; raises FileExistsError rather than replacing anything.
-    A hidden temporary file is hard-linked to ``path``, so an interruption never leaves a cut file."""
+    A hidden temporary file, synced to disk, is hard-linked to ``path``, so neither an interruption nor a
+    power cut leaves a cut or empty file under that name (``remove_temporaries`` clears what a kill left)."""
     temporary = os.path.join(os.path.dirname(os.fspath(path)), f"{temporary_name(path)}{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as stream:
-            stream.write(data)
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            raise
-        except OSError:  # a file system without hard links (FAT, some network shares): create exclusively
-            with open(path, "xb") as stream:
+        with _naming(path):
+            with open(temporary, "wb") as stream:
                 stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise
+            except OSError as error:
+                if error.errno not in CANNOT_LINK:
+                    raise
+                with open(path, "xb") as stream:  # no hard links here (FAT, some network shares)
+                    stream.write(data)
+                    stream.flush()
+                    os.fsync(stream.fileno())
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def remove_temporaries(folder: Path | str, names: Iterable[str]) -> None:
+    """Removes the hidden temporary files (``.<name>.<random or pid>.tmp``) that a killed write of one of
+    ``names`` left in ``folder``; other files are never touched."""
+    wanted = {temporary_name(name) for name in names}
+    with os.scandir(folder) as listing:
+        for item in listing:
+            stem = item.name[:-len(".tmp")]
+            if item.name.endswith(".tmp") and stem[:stem.rfind(".") + 1] in wanted and item.is_file(
+                    follow_symlinks=False):
+                os.unlink(item.path)
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> bool:
@@ -163,9 +234,11 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) 
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    if path.is_file() and path.read_text(encoding="utf-8") == buffer.getvalue():
+    # surrogateescape: a file name that is not UTF-8 is written (and read back) as the bytes it has on disk
+    data = buffer.getvalue().encode("utf-8", "surrogateescape")
+    if path.is_file() and path.read_bytes() == data:
         return False  # a re-run leaves an identical file untouched, its time stamp included
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_bytes(path, data)
     return True
 
 
@@ -173,7 +246,7 @@ def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]])
     """Adds ``rows`` to the CSV at ``path``, keeping every row already there (under the columns they share)."""
     old_rows = []
     if path.is_file():
-        with open(path, newline="", encoding="utf-8") as stream:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
             old_rows = [[row.get(name) or "" for name in header] for row in csv.DictReader(stream)]
     write_csv(path, header, [*old_rows, *rows])
 
@@ -185,7 +258,8 @@ def free_name(target: Path, digest: str, is_free: Callable[[Path], bool] | None 
     stem, suffix = target.stem, target.suffix
     candidates = itertools.chain((f"{stem}_{digest[:length]}{suffix}" for length in (8, 16, 64)),
                                  (f"{stem}_{digest[:8]}_{number}{suffix}" for number in itertools.count(2)))
-    return next(candidate for candidate in map(target.with_name, candidates) if is_free(candidate))
+    return next(candidate for candidate in (target.with_name(fit_name(name)) for name in candidates)
+                if is_free(candidate))
 
 
 def place_file(source: Path, target: Path, *, move: bool = False, source_digest: str | None = None

@@ -1,5 +1,5 @@
-"""Image sizes and formats per class: shortcuts (size or format alone giving the label away, as in
-CIFAKE) and unfamiliar inputs (far outside model.json's ``training_images``, never called certain).
+"""Image sizes and formats per class: shortcuts (size, aspect, file size, format or JPEG quality alone
+giving the label away) and unfamiliar inputs (far outside model.json's ``training_images``, never called certain).
 """
 
 from __future__ import annotations
@@ -13,31 +13,51 @@ SHORTCUT_ACCURACY = 0.9  # balanced accuracy from one property at which the prop
 # A side more than this many times smaller or larger than the training images' sides is unfamiliar:
 # the model's resize then erases or invents the detail it was trained on.
 SIZE_TOLERANCE = 2.0
+# Pillow names a file by its container; these are the formats a user (and the model) knows them as.
+# MPO is a JPEG with more frames appended (most phone cameras write it): its first frame is the photo.
+FORMAT_ALIASES = {"MPO": "JPEG"}
+
+
+def format_name(pillow_format: str | None) -> str:
+    """The name a user knows ``pillow_format`` by: Pillow's ``"MPO"`` is ``"JPEG"``; others as they are."""
+    return FORMAT_ALIASES.get(pillow_format or "", pillow_format or "")
 
 
 @dataclass(frozen=True)
 class ImageFacts:
-    """One image's class and what its header says."""
+    """One image's class and what its header says; the file size and JPEG quality where they are known."""
 
     class_name: str
     width: int
     height: int
     image_format: str  # Pillow's name: "JPEG", "PNG", ...
+    file_bytes: int | None = None
+    jpeg_quality: int | None = None  # images.read_header's estimate, for JPEGs
 
 
 @dataclass(frozen=True)
 class Shortcut:
-    """How well one property ("size" or "format") alone predicts the class."""
+    """How well one property (a key of ``PROPERTIES``) alone predicts the class."""
 
     feature: str
     balanced_accuracy: float
+
+
+# The properties the shortcut check judges, with their words for the warning.
+PROPERTIES = {
+    "size": "image size (width and height)",
+    "aspect": "aspect ratio",
+    "file_size": "file size",
+    "format": "file format",
+    "jpeg_quality": "JPEG quality",
+}
 
 
 def training_profile(facts: Sequence[ImageFacts]) -> dict[str, object]:
     """The smallest and largest side and the formats: model.json's ``training_images``."""
     return {"min_side": min(min(fact.width, fact.height) for fact in facts),
             "max_side": max(max(fact.width, fact.height) for fact in facts),
-            "formats": sorted({fact.image_format for fact in facts})}
+            "formats": sorted({format_name(fact.image_format) for fact in facts})}
 
 
 def class_profiles(facts: Sequence[ImageFacts]) -> dict[str, dict[str, object]]:
@@ -45,7 +65,7 @@ def class_profiles(facts: Sequence[ImageFacts]) -> dict[str, dict[str, object]]:
     names = sorted({fact.class_name for fact in facts})
     by_class = {name: [fact for fact in facts if fact.class_name == name] for name in names}
     return {name: {"images": len(members), **training_profile(members),
-                   "formats": dict(sorted(Counter(fact.image_format for fact in members).items()))}
+                   "formats": dict(sorted(Counter(format_name(fact.image_format) for fact in members).items()))}
             for name, members in by_class.items()}
 
 
@@ -57,35 +77,104 @@ def describe_profiles(profiles: Mapping[str, Mapping[str, object]]) -> dict[str,
 
 
 def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut]:
-    """Cross-validated balanced accuracy of a depth-3 tree on size alone and on format alone ([] with too few)."""
+    """Cross-validated balanced accuracy of predicting the class from each property in ``PROPERTIES`` alone.
+
+    The predictor takes the class most images of the nearest value seen in training have (1-nearest-neighbour
+    over the distinct values): it finds values that take turns between the classes, which a shallow tree
+    misses. Deterministic: the same facts in any order give the same numbers. A property some image does
+    not carry (file size, JPEG quality) is not judged; [] with fewer than two images in some class.
+    """
     counts = Counter(fact.class_name for fact in facts)
     if len(counts) < 2 or min(counts.values()) < 2:
         return []
     import numpy as np  # scikit-learn and NumPy only when a split asks: --help stays instant
     from sklearn.metrics import balanced_accuracy_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.tree import DecisionTreeClassifier
+    from sklearn.model_selection import StratifiedKFold
 
-    labels = np.array([fact.class_name for fact in facts])
-    formats = sorted({fact.image_format for fact in facts})
-    features = {
-        "size": np.array([[fact.width, fact.height, fact.width * fact.height, fact.width / max(fact.height, 1)]
-                          for fact in facts], dtype=np.float64),
-        "format": np.array([[fact.image_format == name for name in formats] for fact in facts], dtype=np.float64),
+    columns = _property_columns(facts)
+    class_names = sorted(counts)
+    labels = np.array([class_names.index(fact.class_name) for fact in facts])
+    # One order whatever order the facts came in: the folds then depend on the facts alone.
+    order = np.lexsort([*np.concatenate(list(columns.values()), axis=1).T[::-1], labels])
+    labels = labels[order]
+    folds = list(StratifiedKFold(n_splits=min(5, min(counts.values())), shuffle=True, random_state=seed)
+                 .split(np.zeros(len(labels)), labels))
+    return [Shortcut(name, float(balanced_accuracy_score(
+                labels, _nearest_value_predictions(values[order], labels, folds, len(class_names)))))
+            for name, values in columns.items()]
+
+
+def _property_columns(facts: Sequence[ImageFacts]) -> dict:
+    """``PROPERTIES`` name -> (images, values) float array, for the properties every image carries."""
+    import numpy as np
+
+    widths = np.maximum([fact.width for fact in facts], 1).astype(np.float64)
+    heights = np.maximum([fact.height for fact in facts], 1).astype(np.float64)
+    names = [format_name(fact.image_format) for fact in facts]
+    formats = sorted(set(names))
+    columns = {
+        "size": np.log(np.stack([widths, heights], axis=1)),  # logarithms: 2x larger is as far at any size
+        "aspect": np.log(widths / heights)[:, None],
+        "format": np.array([[name == known for known in formats] for name in names], dtype=np.float64),
     }
-    folds = StratifiedKFold(n_splits=min(5, min(counts.values())), shuffle=True, random_state=seed)
-    return [Shortcut(feature, float(balanced_accuracy_score(labels, cross_val_predict(
-                DecisionTreeClassifier(max_depth=3, random_state=seed), values, labels, cv=folds))))
-            for feature, values in features.items()]
+    if all(fact.file_bytes is not None for fact in facts):
+        columns["file_size"] = np.log(np.maximum([fact.file_bytes for fact in facts], 1))[:, None]
+    qualities = [fact.jpeg_quality if name == "JPEG" else 0 for fact, name in zip(facts, names)]  # 0: not a JPEG
+    if all(quality is not None for quality in qualities):
+        columns["jpeg_quality"] = np.array(qualities, dtype=np.float64)[:, None]
+    return {name: columns[name] for name in PROPERTIES if name in columns}
 
 
-def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mapping[str, object]]) -> str | None:
-    """One warning naming every property that alone predicts the class, or None when none does."""
+def _nearest_value_predictions(values, labels, folds, num_classes: int):
+    """Out-of-fold predictions: each image gets the majority class of the nearest distinct training value."""
+    import numpy as np
+    from sklearn.neighbors import KNeighborsClassifier
+
+    distinct, value_ids = np.unique(values, axis=0, return_inverse=True)  # sorted: the same in any order
+    value_ids = value_ids.reshape(-1)  # NumPy 2.0.0 returns a column here
+    predicted = np.empty_like(labels)
+    for train, held_out in folds:
+        votes = np.zeros((len(distinct), num_classes))
+        np.add.at(votes, (value_ids[train], labels[train]), 1)
+        seen = votes.any(axis=1)  # the distinct values in this fold's training images
+        nearest = KNeighborsClassifier(n_neighbors=1).fit(distinct[seen], votes[seen].argmax(axis=1))
+        predicted[held_out] = nearest.predict(values[held_out])  # a tie in votes goes to the first class by name
+    return predicted
+
+
+def _ranges(facts: Sequence[ImageFacts], feature: str) -> str:
+    """Each class's range of ``feature`` in words, for the numbers the class profiles do not show."""
+    def span(low: str, high: str) -> str:
+        return low if low == high else f"{low}-{high}"
+
+    parts = []
+    for name in sorted({fact.class_name for fact in facts}):
+        members = [fact for fact in facts if fact.class_name == name]
+        if feature == "file_size":
+            sizes = [fact.file_bytes / 1024 for fact in members]
+            parts.append(f"{name} {span(f'{min(sizes):.0f}', f'{max(sizes):.0f}')} KB")
+        elif feature == "aspect":
+            ratios = [fact.width / max(fact.height, 1) for fact in members]
+            parts.append(f"{name} {span(f'{min(ratios):.2f}', f'{max(ratios):.2f}')}")
+        elif feature == "jpeg_quality":
+            qualities = sorted({fact.jpeg_quality for fact in members if fact.jpeg_quality is not None})
+            parts.append(f"{name} " + (span(str(qualities[0]), str(qualities[-1])) if qualities else "no JPEG"))
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mapping[str, object]],
+                     facts: Sequence[ImageFacts] = ()) -> str | None:
+    """One warning naming every property that alone predicts the class, or None when none does.
+
+    With ``facts``, the warning also gives each class's range of a shortcut the profiles do not show
+    (file size, aspect, JPEG quality).
+    """
     found = [shortcut for shortcut in shortcuts if shortcut.balanced_accuracy >= SHORTCUT_ACCURACY]
     if not found:
         return None
-    named = " and ".join(f"image {shortcut.feature} alone predicts the class with "
-                         f"{shortcut.balanced_accuracy:.0%} balanced accuracy" for shortcut in found)
+    named = " and ".join(f"{PROPERTIES.get(shortcut.feature, shortcut.feature)} alone predicts the class "
+                         f"with {shortcut.balanced_accuracy:.0%} balanced accuracy"
+                         + (_ranges(facts, shortcut.feature) if facts else "") for shortcut in found)
     classes = "; ".join(f"{name}: {text}" for name, text in describe_profiles(profiles).items())
     return (f"shortcut: {named} ({classes}). A model can learn that instead of the content; make the "
             "classes alike in size and format (re-encode or resize one side) before trusting its accuracy.")
@@ -94,7 +183,7 @@ def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mappi
 def profile_classes(facts: Sequence[ImageFacts]) -> tuple[dict[str, dict[str, object]], str | None]:
     """``class_profiles`` and the shortcut warning (or None), as the split scripts report them."""
     profiles = class_profiles(facts)
-    return profiles, shortcut_warning(check_shortcuts(facts), profiles)
+    return profiles, shortcut_warning(check_shortcuts(facts), profiles, facts)
 
 
 def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str | None) -> str | None:
@@ -106,7 +195,8 @@ def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str |
     reasons = []
     if min(width, height) * SIZE_TOLERANCE < min_side or max(width, height) > max_side * SIZE_TOLERANCE:
         reasons.append(f"{width}x{height} px, but the training images were {min_side}-{max_side} px a side")
-    formats = list(profile.get("formats") or [])
+    formats = sorted({format_name(name) for name in profile.get("formats") or []})  # model.json may say MPO
+    image_format = format_name(image_format)
     if image_format and formats and image_format not in formats:
         reasons.append(f"{image_format}, but the training images were {', '.join(formats)}")
     return "; ".join(reasons) or None

@@ -17,6 +17,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
+from realvsai.image_stats import format_name
 
 # Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images).
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
@@ -41,7 +42,18 @@ class ImageHeader:
     width: int
     height: int
     needs_pil: bool  # True when TensorFlow's decoders would not give the same pixels as load_rgb
-    image_format: str = ""  # Pillow's name of the file format: "JPEG", "PNG", ...
+    image_format: str = ""  # the file format as ``image_stats.format_name`` names it: "JPEG" (also MPO), "PNG", ...
+    jpeg_quality: int | None = None  # a JPEG's quality (1-100) estimated from its quantisation table
+
+
+# libjpeg's luminance quantisation table at quality 50 (JPEG standard, Annex K), in natural order as Pillow
+# gives it; libjpeg scales it for every other quality.
+_JPEG_LUMINANCE_TABLE = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+_QUALITY_TABLES = np.stack([np.clip((_JPEG_LUMINANCE_TABLE * (5000 // quality if quality < 50 else 200 - 2 * quality)
+                                     + 50) // 100, 1, 255) for quality in range(1, 101)])
 
 
 def jpeg_scale(width: int, height: int, image_size: int | None) -> int:
@@ -146,7 +158,18 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
                      or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1)
         # A quarter turn (orientations 5 to 8): the upright image is transposed.
         width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
-        return ImageHeader(width, height, needs_pil, image.format or "")
+        return ImageHeader(width, height, needs_pil, format_name(image.format), _jpeg_quality(image))
+
+
+def _jpeg_quality(image: Image.Image) -> int | None:
+    """The libjpeg quality whose luminance table is nearest ``image``'s (exact for libjpeg, Pillow and
+    TensorFlow files); None for other formats."""
+    tables = getattr(image, "quantization", None)
+    table = tables.get(0) if isinstance(tables, dict) else None
+    if table is None or len(table) != 64:
+        return None
+    distance = np.abs(_QUALITY_TABLES - np.asarray(table, dtype=np.int64)).sum(axis=1)
+    return int(distance.argmin()) + 1
 
 
 def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",

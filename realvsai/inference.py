@@ -1,43 +1,43 @@
-"""Serving a trained model: find the runs, load one, decode uploads, predict in batches, explain.
+"""Serving a trained model: decode uploads, prepare them as the model does, predict, explain (Grad-CAM).
 
     results = inference.classify_uploads(classifier, [("cat.jpg", jpeg_bytes)])
 
-Each upload goes through the model's own ``resize`` layer before the uploads are stacked into one
-batch, so a batch gives the probabilities of each image alone. TensorFlow is imported lazily.
+Each upload is decoded once, with Pillow, and goes through the model's own ``resize`` layer (crops
+mode: its grid of crops) before the uploads are stacked into batches, so a batch gives the
+probabilities of each image alone. Predictions take the run's one predict path (``run.Predictor``).
+No TensorFlow here: the app serves on any Keras backend.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
-from realvsai.errors import UserError
-from realvsai.image_stats import unfamiliar_reason
+from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.images import ImageDecodeError, load_rgb, read_header
 from realvsai.metrics import DecisionRule
+from realvsai.run import ModelInfo, ModelRun, Predictor, check_outputs, doubt
+
+# The run's owner is realvsai.run; these names stay here for the callers that know them from inference.
+from realvsai.run import list_runs as list_runs
+from realvsai.run import read_run as read_run
 
 if TYPE_CHECKING:
     import keras
-    import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
 # What the app says at the top and beside every answer of a demo model, and its model card says too.
 DEMO_WARNING = "Demo model trained on synthetic data: it detects nothing real."
-# Metrics worth a headline on the app's model card, in the order shown (all written by evaluation).
-HEADLINE_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class ServeConfig:
     """Defaults of the app and of the prediction path, held once."""
 
     models_dir: Path = Path("models")
-    batch_size: int = 16  # uploads per model call
+    batch_size: int = 16  # uploads per model call (fewer padded to a power of two: few shapes for JAX to compile)
     max_pixels: int = MAX_IMAGE_PIXELS  # larger uploads are refused before decoding (decompression bombs)
     preview_size: int = 384  # longest side of the picture shown per upload, in pixels
     colormap: str = "turbo"  # matplotlib colormap of the Grad-CAM overlay (jet's perceptual successor)
@@ -64,139 +64,96 @@ def is_demo(info: Mapping[str, Any]) -> bool:
     return bool(info.get("demo") or (isinstance(config, Mapping) and config.get("demo")))
 
 
-@dataclass(frozen=True)
-class ModelRun:
-    """One trained model on disk: ``model.h5`` with its ``model.json`` (and ``metrics.json``)."""
+def grid_crops(image: np.ndarray, size: int) -> np.ndarray:
+    """``(CROP_GRID**2, size, size, 3)`` float32 crops of an (H, W, 3) image, as ``data.grid_crops`` cuts them
+    in the tf.data pipeline: the image enlarged (bilinear) to a short side of at least ``size``, crops evenly
+    spaced from edge to edge, in row order."""
+    from keras import ops
 
-    path: Path  # the run folder
-    model_file: Path
-    info: dict[str, Any]  # model.json
-    metrics: dict[str, Any]  # metrics.json; empty when the run has none
-    created: datetime  # timezone-aware
-    class_names: list[str]
-    image_size: int
-    demo: bool
-    confidence_threshold: float
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def test_metrics(self) -> dict[str, float]:
-        """Headline test metrics: model.json's ``test_metrics``, else the numbers metrics.json holds."""
-        for source in (self.info.get("test_metrics"), self.metrics):
-            found = {name: float(source[name]) for name in HEADLINE_METRICS if isinstance(source, dict)
-                     and isinstance(source.get(name), int | float) and not isinstance(source.get(name), bool)}
-            if found:
-                return found
-        return {}
+    image = np.asarray(image, np.float32)
+    height, width = image.shape[:2]
+    # float32 arithmetic, as the pipeline's: the enlarged size must round alike.
+    scale = max(np.float32(1.0), np.float32(size) / np.float32(min(height, width)))
+    if scale > 1:
+        new_size = [math.ceil(np.float32(length) * scale) for length in (height, width)]
+        image = ops.convert_to_numpy(ops.image.resize(image, new_size, interpolation="bilinear"))
+    height, width = image.shape[:2]
+    tops, lefts = ([(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
+                   for length in (height, width))
+    return np.stack([image[top:top + size, left:left + size] for top in tops for left in lefts])
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} cannot be read ({error}). Train the model again or restore the file.") from error
-    if not isinstance(value, dict):
-        raise UserError(f"{path} does not hold a JSON object. Train the model again or restore the file.")
-    return value
+def class_score_gradient(score: Callable[[Any], Any], features: Any) -> tuple[Any, Any]:
+    """``score(features)`` and its gradient with respect to ``features``: ``jax.grad`` on JAX,
+    ``tf.GradientTape`` on TensorFlow (they agree to 1e-6); ValueError on another backend."""
+    import keras
 
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
 
-def read_run(path: Path) -> ModelRun:
-    """Reads a run folder, or a ``model.h5`` with its ``model.json`` beside it (UserError if unusable)."""
-    path = Path(path)
-    folder, model_file = (path.parent, path) if path.suffix.lower() in (".h5", ".keras") else (path, path / MODEL_FILE)
-    if not model_file.is_file():
-        raise UserError(f"{model_file} does not exist. Give a run folder under models/ or its model.h5, "
-                        "or train one with: python ModelTraining.py --demo")
-    info_file = folder / MODEL_JSON_FILE
-    if not info_file.is_file():
-        raise UserError(f"{info_file} is missing: the app needs it for the class names and image size. "
-                        "Use a folder written by ModelTraining.py.")
-    info = _read_json(info_file)
-    class_names, image_size = info.get("class_names"), info.get("image_size")
-    if not isinstance(class_names, list) or len(class_names) < 2:
-        raise UserError(f"{info_file} has no list of at least two class_names. Train the model again.")
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
-        raise UserError(f"{info_file} has no positive integer image_size. Train the model again.")
-    try:
-        rule = DecisionRule.from_model_info(info)
-    except ValueError as error:
-        raise UserError(f"{info_file}: its positive_class does not fit ({error}). Set positive_class to one "
-                        "of the class_names, or train the model again.") from error
-    metrics = {}
-    if (folder / METRICS_FILE).is_file():
-        try:
-            metrics = _read_json(folder / METRICS_FILE)
-        except UserError as error:  # the metrics only decorate the model card; the model still works
-            logger.warning("%s", error)
-    # model.json's creation time (a naive one is local), else the model file's.
-    created = datetime.fromtimestamp(model_file.stat().st_mtime, tz=timezone.utc)
-    if isinstance(info.get("created"), str):
-        try:
-            created = datetime.fromisoformat(info["created"]).astimezone()
-        except ValueError:
-            logger.warning("%s: created %r is not an ISO time; using the file's time", folder, info["created"])
-    return ModelRun(folder, model_file, info, metrics, created, [str(name) for name in class_names], image_size,
-                    is_demo(info), rule.confidence_threshold)
+        return jax.value_and_grad(score)(features)
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-
-def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]:
-    """The usable runs under ``models_dir`` (sub-folders holding model.h5), newest first, and those skipped, why."""
-    models_dir = Path(models_dir)
-    runs, skipped = [], []
-    # A folder without model.h5 is a run still training, or notes.
-    folders = sorted(child for child in models_dir.iterdir() if not child.name.startswith(".")
-                     and (child / MODEL_FILE).is_file()) if models_dir.is_dir() else []
-    for folder in folders:
-        try:
-            runs.append(read_run(folder))
-        except UserError as error:
-            logger.warning("skipping %s: %s", folder, error)
-            skipped.append((folder, str(error)))
-    runs.sort(key=lambda run: (run.created, run.name), reverse=True)
-    return runs, skipped
+        features = tf.convert_to_tensor(features)
+        with tf.GradientTape() as tape:
+            tape.watch(features)  # a tensor, not a variable: the tape watches it only when told
+            value = score(features)
+        return value, tape.gradient(value, features)
+    raise ValueError(f"Grad-CAM needs the jax or tensorflow backend of Keras, not {backend}")
 
 
 class Classifier:
-    """A loaded model with its class names, a batched predict path and Grad-CAM (each traced once)."""
+    """A loaded model with its class names, the run's predict path and Grad-CAM."""
 
     def __init__(self, model: keras.Model, class_names: Sequence[str], image_size: int,
-                 input_mode: str = "resize") -> None:
-        import tensorflow as tf
-
-        from realvsai.data import grid_crops
-        from realvsai.model import crop_averaging
-
+                 input_mode: str = "resize", *, batch_size: int = DEFAULTS.batch_size) -> None:
         self.model = model
         self.class_names = list(class_names)
         self.image_size = int(image_size)
+        self.input_mode = input_mode
         crops = input_mode == "crops"
         # decode_upload's image_size: crops mode sees native pixels, so no reduced JPEG decode there.
         self.decode_size = None if crops else self.image_size
-        outputs = int(model.outputs[0].shape[-1])
-        if outputs != len(self.class_names):
-            raise UserError(f"the model outputs {outputs} classes, but model.json names {len(self.class_names)} "
-                            f"({self.class_names}). The files do not belong together: train the model again.")
+        check_outputs(model, self.class_names)
         self._resize = model.get_layer("resize")  # the model contract: build_model names it so
-        # Crops mode: each image is its grid of crops (data.grid_crops), the softmax averaged over them.
-        self._prepare_fn = tf.function(lambda image: grid_crops(image, self.image_size) if crops
-                                       else self._resize(tf.cast(image, tf.float32)[tf.newaxis])[0],
-                                       input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-        predictor = crop_averaging(model, self.image_size) if crops else model
-        shape = [None, CROP_GRID**2, self.image_size, self.image_size, 3] if crops else [None, None, None, 3]
-        self._call = tf.function(lambda batch: predictor(batch, training=False),
-                                 input_signature=[tf.TensorSpec(shape, tf.float32)])
-        self._grad_cam_fn = tf.function(self._grad_cam_graph, input_signature=[
-            tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([], tf.int32)])
+        self.predictor = Predictor(model, ModelInfo(tuple(self.class_names), self.image_size, input_mode),
+                                   batch_size)
 
-    def prepare(self, image: np.ndarray) -> tf.Tensor:
-        """An (H, W, 3) uint8 image as the float32 (size, size, 3) tensor, or crops mode's (9, size, size, 3)."""
-        return self._prepare_fn(np.ascontiguousarray(image, dtype=np.uint8))
+    @classmethod
+    def for_run(cls, model: keras.Model, run: ModelRun, batch_size: int = DEFAULTS.batch_size) -> Classifier:
+        """The classifier of a loaded run (``run.load_run``)."""
+        return cls(model, run.class_names, run.image_size, run.info.input_mode, batch_size=batch_size)
 
-    def predict_prepared(self, batch: tf.Tensor | np.ndarray) -> np.ndarray:
-        """Probabilities (N, classes) of a float32 batch of prepared images, in one model call."""
-        return self._call(batch).numpy()
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """An (H, W, 3) uint8 image as the model's float32 (size, size, 3) input, or crops mode's (9, size, size, 3)."""
+        from keras import ops
+
+        if self.input_mode == "crops":
+            return grid_crops(image, self.image_size)
+        return ops.convert_to_numpy(self._resize(np.asarray(image, np.float32)[np.newaxis]))[0].astype(np.float32)
+
+    def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities (N, classes) of a float32 batch of prepared images, ``batch_size`` rows per model call."""
+        return self.predictor.predict_arrays(np.asarray(batch, np.float32))
+
+    def seen_regions(self, height: int, width: int) -> list[tuple[float, float, float, float]]:
+        """(top, left, height, width) of each part of an image the model sees, in the image's pixels: the centre
+        square the resize layer crops (the whole image for a layer that stretches it), or crops mode's grid."""
+        if self.input_mode == "crops":
+            # grid_crops' enlargement and offsets, mapped back to the image's pixels.
+            scale = float(max(np.float32(1.0), np.float32(self.image_size) / np.float32(min(height, width))))
+            covered = [math.ceil(np.float32(length) * np.float32(scale)) if scale > 1 else length
+                       for length in (height, width)]
+            tops, lefts = ([(length - self.image_size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
+                           for length in covered)
+            side = self.image_size / scale
+            return [(top / scale, left / scale, side, side) for top in tops for left in lefts]
+        if not getattr(self._resize, "crop_to_aspect_ratio", True):
+            return [(0.0, 0.0, float(height), float(width))]
+        side = min(height, width)
+        return [(float((height - side) // 2), float((width - side) // 2), float(side), float(side))]
 
     @functools.cached_property
     def grad_cam_layer(self) -> keras.layers.Layer | None:
@@ -206,46 +163,89 @@ class Classifier:
         size = DEFAULTS.grad_cam_min_size
         return next((layer for layer in reversed(blocks) if min(layer.output.shape[1:3]) >= size), None)
 
-    def _grad_cam_graph(self, image: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    @functools.cached_property
+    def _split(self) -> tuple[keras.Model, keras.Model | None, list[keras.layers.Layer]]:
+        """The model cut at the explained block: backbone up to it, the backbone's rest (None when the block is
+        its last), and the head's layers before the last Dense."""
         import keras
-        import tensorflow as tf
 
-        layers, backbone = self.model.layers, self.model.get_layer("backbone")
-        # The backbone, giving the explained feature map as well as its own output (built once: traced once).
-        explaining = keras.Model(backbone.inputs, [self.grad_cam_layer.output, backbone.outputs[0]])
-        pixels = self.model.get_layer("preprocess")(self._resize(image[tf.newaxis]))  # no training-only augmentation
-        with tf.GradientTape() as tape:
-            # Watched: a frozen backbone has no trainable variables that would make the tape record it.
-            tape.watch(pixels)
-            explained, hidden = explaining(pixels, training=False)
-            for layer in layers[layers.index(backbone) + 1:-1]:  # the head up to its last Dense
-                hidden = layer(hidden, training=False)
-            last = layers[-1]  # the softmax Dense "predictions": its logits do not saturate near 1
-            logits = tf.cast(tf.matmul(tf.cast(hidden, last.kernel.dtype), last.kernel) + last.bias, tf.float32)
-            target = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
-            # Minus the mean logit: softmax ignores a shift shared by all logits, so only this is evidence.
-            score = logits[0, target] - tf.reduce_mean(logits[0])
-        gradients = tf.cast(tape.gradient(score, explained), tf.float32)[0]  # (h, w, channels)
-        cam = tf.nn.relu(tf.reduce_sum(tf.cast(explained[0], tf.float32) * tf.reduce_mean(gradients, axis=(0, 1)),
-                                       axis=-1))
-        return tf.math.divide_no_nan(cam, tf.reduce_max(cam)), target
+        backbone, layers = self.model.get_layer("backbone"), self.model.layers
+        explained = self.grad_cam_layer.output
+        features = keras.Model(backbone.inputs, explained)
+        rest = None if explained is backbone.outputs[0] else keras.Model(explained, backbone.outputs[0])
+        return features, rest, layers[layers.index(backbone) + 1:-1]
 
-    def grad_cam(self, image: np.ndarray, class_index: int | None = None,
-                 output_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Grad-CAM heatmap (float32 in [0, 1], ``output_size`` or the image's) for ``class_index`` (default: argmax).
+    def grad_cam_prepared(self, prepared: np.ndarray, class_index: int | None = None) -> list[np.ndarray]:
+        """Grad-CAM maps (feature-map cells, float32 in [0, 1], scaled together) of one prepared image: one map
+        of its (size, size, 3) input, or one per crop of crops mode's (9, size, size, 3).
 
         Raises:
             ValueError: when no feature map is large enough to localise.
         """
-        import tensorflow as tf
-
         if self.grad_cam_layer is None:
             raise ValueError(f"Grad-CAM cannot localise at {self.image_size} px: every feature map of the backbone "
                              f"is smaller than {DEFAULTS.grad_cam_min_size}x{DEFAULTS.grad_cam_min_size}")
-        # The whole image through the model's own resize (crops mode too: one map for the whole image).
-        cam, _ = self._grad_cam_fn(tf.cast(image, tf.float32), tf.constant(-1 if class_index is None else class_index))
-        heatmap = tf.image.resize(cam[..., tf.newaxis], output_size or image.shape[:2], method="bilinear")[..., 0]
-        return np.clip(heatmap.numpy(), 0.0, 1.0).astype(np.float32)
+        prepared = np.asarray(prepared, np.float32)
+        if self.input_mode == "crops" and class_index is None:  # the class of the averaged softmax
+            class_index = int(np.argmax(self.predict_prepared(prepared[np.newaxis])[0]))
+        images = prepared if self.input_mode == "crops" else prepared[np.newaxis]
+        cams = [self._raw_grad_cam(image, class_index) for image in images]
+        peak = max(float(cam.max()) for cam in cams)
+        return [(cam / peak if peak > 0 else cam).astype(np.float32) for cam in cams]
+
+    def _raw_grad_cam(self, image: np.ndarray, class_index: int | None) -> np.ndarray:
+        from keras import ops
+
+        features_model, rest, head = self._split
+        last = self.model.layers[-1]  # the softmax Dense "predictions": its logits do not saturate near 1
+        pixels = self.model.get_layer("preprocess")(image[np.newaxis])
+        features = features_model(pixels, training=False)
+
+        def logits(explained: Any) -> Any:
+            hidden = rest(explained, training=False) if rest is not None else explained
+            for layer in head:
+                hidden = layer(hidden, training=False)
+            return ops.cast(ops.matmul(ops.cast(hidden, last.kernel.dtype), last.kernel) + last.bias, "float32")[0]
+
+        target = int(np.argmax(ops.convert_to_numpy(logits(features)))) if class_index is None else int(class_index)
+
+        def score(explained: Any) -> Any:
+            values = logits(explained)
+            # Minus the mean logit: softmax ignores a shift shared by all logits, so only this is evidence.
+            return values[target] - ops.mean(values)
+
+        _, gradients = class_score_gradient(score, features)
+        explained = ops.convert_to_numpy(ops.cast(features, "float32"))[0]
+        weights = ops.convert_to_numpy(ops.cast(gradients, "float32"))[0].mean(axis=(0, 1))
+        return np.maximum((explained * weights).sum(axis=-1), 0.0)
+
+    def grad_cam(self, image: np.ndarray, class_index: int | None = None,
+                 output_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Grad-CAM heatmap (float32 in [0, 1], ``output_size`` or the image's) for ``class_index`` (default: the
+        decided class by argmax), over the parts of the image the model saw (``seen_regions``); zero elsewhere.
+
+        Raises:
+            ValueError: when no feature map is large enough to localise.
+        """
+        height, width = image.shape[:2]
+        return self.place_heatmaps(self.grad_cam_prepared(self.prepare(image), class_index), (height, width),
+                                   output_size or (height, width))
+
+    def place_heatmaps(self, cams: Sequence[np.ndarray], image_shape: tuple[int, int],
+                       output_size: tuple[int, int]) -> np.ndarray:
+        """Each of ``cams`` stretched (bilinear) over its ``seen_regions`` region of an image of ``image_shape``,
+        drawn at ``output_size`` (overlapping crops: the larger value)."""
+        height, width = image_shape
+        out_height, out_width = output_size
+        heatmap = np.zeros((out_height, out_width), np.float32)
+        for cam, (top, left, region_height, region_width) in zip(cams, self.seen_regions(height, width), strict=True):
+            rows = (round(top * out_height / height), round((top + region_height) * out_height / height))
+            cols = (round(left * out_width / width), round((left + region_width) * out_width / width))
+            size = (max(1, cols[1] - cols[0]), max(1, rows[1] - rows[0]))
+            stretched = np.asarray(Image.fromarray(np.asarray(cam, np.float32)).resize(size, Image.BILINEAR))
+            window = heatmap[rows[0]:rows[0] + size[1], cols[0]:cols[0] + size[0]]
+            np.maximum(window, stretched[:window.shape[0], :window.shape[1]], out=window)
+        return np.clip(heatmap, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,9 @@ class UploadResult:
     error: str | None = None  # why not, for the user
     preview: np.ndarray | None = field(default=None, repr=False)  # a small upright RGB copy to show
     size: tuple[int, int] | None = None  # (width, height) of the file's image
-    unfamiliar: str | None = None  # why the image is unlike the training images
+    unfamiliar: str | None = None  # why the answer is never certain: unlike the training images, or at chance
+    prepared: np.ndarray | None = field(default=None, repr=False)  # the model's input, which Grad-CAM explains
+    decoded_shape: tuple[int, int] | None = None  # (height, width) of the decoded image (a large JPEG: reduced)
 
     @property
     def ok(self) -> bool:
@@ -270,7 +272,8 @@ class UploadResult:
 
 
 def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None) -> np.ndarray:
-    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (ImageDecodeError if unusable)."""
+    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (ImageDecodeError if unusable), with Pillow:
+    the pixels ``data.decode_rgb`` gives training."""
     return load_rgb(bytes(data), max_pixels, image_size)
 
 
@@ -281,26 +284,28 @@ def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> n
 
 
 def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]], *,
-                     batch_size: int = DEFAULTS.batch_size, max_pixels: int = DEFAULTS.max_pixels,
-                     profile: Mapping[str, Any] | None = None) -> list[UploadResult]:
-    """Classifies uploads in order, ``batch_size`` per model call, holding one full-size image at a time.
+                     batch_size: int | None = None, max_pixels: int = DEFAULTS.max_pixels,
+                     info: ModelInfo | None = None) -> list[UploadResult]:
+    """Classifies uploads in order, ``batch_size`` per model call (default: the classifier's), each decoded once
+    and holding one full-size image at a time.
 
-    A file that fails gets an ``error`` and the others go on; one far outside ``profile`` gets ``unfamiliar``.
+    A file that fails gets an ``error`` and the others go on; one unlike the run's training images, or of a kind
+    its validation shows it at chance on (``info``, model.json), gets the reason in ``unfamiliar``.
     """
-    import tensorflow as tf
-
+    batch_size = batch_size or classifier.predictor.batch_size
     slots: list[dict[str, Any]] = []
-    prepared: list[tuple[dict[str, Any], tf.Tensor]] = []  # resized, so they hold little memory
+    prepared: list[dict[str, Any]] = []  # resized, so they hold little memory
     for name, data in uploads:
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
         try:
             image = decode_upload(data, max_pixels, classifier.decode_size)
             header = read_header(data, max_pixels)  # the file's own size: a large JPEG is decoded reduced
-            tensor = classifier.prepare(image)
-            slot.update(preview=preview_image(image), size=(header.width, header.height),
-                        unfamiliar=unfamiliar_reason(profile, header.width, header.height, header.image_format))
-            prepared.append((slot, tensor))
+            slot.update(prepared=classifier.prepare(image), preview=preview_image(image),
+                        size=(header.width, header.height), decoded_shape=image.shape[:2],
+                        unfamiliar=None if info is None else doubt(info, header.width, header.height,
+                                                                   header.image_format))
+            prepared.append(slot)
         except ImageDecodeError as error:
             slot["error"] = str(error)
         except Exception as error:  # whatever one upload does, the others are still classified
@@ -309,23 +314,47 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
     for start in range(0, len(prepared), batch_size):
         batch = prepared[start:start + batch_size]
         try:
-            probabilities = classifier.predict_prepared(tf.stack([tensor for _, tensor in batch]))
+            probabilities = classifier.predict_prepared(np.stack([slot["prepared"] for slot in batch]))
         except Exception as error:  # the app must go on; the files of this batch are named instead
             logger.exception("the model failed on a batch")
-            for slot, _ in batch:
-                slot.update(error=f"the model failed ({type(error).__name__}: {error})", preview=None)
+            for slot in batch:
+                slot.update(error=f"the model failed ({type(error).__name__}: {error})", preview=None, prepared=None)
         else:
-            for (slot, _), row in zip(batch, probabilities):
+            for slot, row in zip(batch, probabilities):
                 slot["probabilities"] = row
     return [UploadResult(**slot) for slot in slots]
 
 
+def explain_result(classifier: Classifier, result: UploadResult, class_index: int | None = None) -> np.ndarray:
+    """``result``'s preview with the Grad-CAM heatmap of ``class_index`` (default: argmax) laid over the parts of
+    the image the model saw, each outlined; from the upload's one decode (its prepared model input)."""
+    cams = classifier.grad_cam_prepared(result.prepared, class_index)
+    heatmap = classifier.place_heatmaps(cams, result.decoded_shape, result.preview.shape[:2])
+    overlay = overlay_heatmap(result.preview, heatmap)
+    return outline_regions(overlay, classifier.seen_regions(*result.decoded_shape), result.decoded_shape)
+
+
+def outline_regions(image: np.ndarray, regions: Sequence[tuple[float, float, float, float]],
+                    image_shape: tuple[int, int], colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """A copy of ``image`` with a 1-pixel frame around each region (given in the pixels of ``image_shape``)."""
+    framed = np.array(image)
+    row_scale, col_scale = image.shape[0] / image_shape[0], image.shape[1] / image_shape[1]
+    for top, left, height, width in regions:
+        first_row, first_col = round(top * row_scale), round(left * col_scale)
+        last_row = min(image.shape[0], round((top + height) * row_scale)) - 1
+        last_col = min(image.shape[1], round((left + width) * col_scale)) - 1
+        framed[[first_row, last_row], first_col:last_col + 1] = colour
+        framed[first_row:last_row + 1, [first_col, last_col]] = colour
+    return framed
+
+
 def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | None = None,
                    max_pixels: int = DEFAULTS.max_pixels, preview_size: int = DEFAULTS.preview_size) -> np.ndarray:
-    """The upload's preview with the Grad-CAM heatmap of ``class_index`` (default: argmax) laid over it."""
+    """``explain_result`` of raw bytes: the upload's preview with the Grad-CAM heatmap of ``class_index``."""
     image = decode_upload(data, max_pixels, classifier.decode_size)
-    preview = preview_image(image, preview_size)
-    return overlay_heatmap(preview, classifier.grad_cam(image, class_index, output_size=preview.shape[:2]))
+    result = UploadResult("upload", preview=preview_image(image, preview_size), prepared=classifier.prepare(image),
+                          decoded_shape=image.shape[:2])
+    return explain_result(classifier, result, class_index)
 
 
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = DEFAULTS.heatmap_opacity,

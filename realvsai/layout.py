@@ -134,7 +134,7 @@ class ManifestRow:
 
 def read_manifest(path: Path) -> list[ManifestRow]:
     """The rows of a ``manifest.csv`` (UserError when it lacks the manifest's columns)."""
-    with open(path, newline="", encoding="utf-8") as stream:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:  # as files.write_csv
         reader = csv.DictReader(stream)
         if missing := [name for name in MANIFEST_FIELDS[:4] if name not in (reader.fieldnames or [])]:
             raise UserError(f"{path} is not a manifest written by this project (no column {missing[0]!r}). "

@@ -11,7 +11,17 @@ from pathlib import Path
 
 from realvsai.cli import default_workers, format_table, progress
 from realvsai.errors import UserError
-from realvsai.files import Outcome, append_csv, free_name, list_images, map_in_threads, place_file, sha256_file
+from realvsai.files import (
+    Outcome,
+    append_csv,
+    free_name,
+    is_inside,
+    list_images,
+    map_in_threads,
+    place_file,
+    remove_temporaries,
+    sha256_file,
+)
 from realvsai.layout import MANIFEST_NAME, SPLITS, ManifestRow, read_manifest, read_split_classes, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -69,11 +79,17 @@ def merge_datasets(
 
     workers = workers or 2 * default_workers()
     existing = _hash_dataset(into, workers, "reading target")
-    incoming = [file for source in sources for file in _hash_dataset(source, workers, f"reading {source.name}")]
-    actions = _plan(existing, incoming, into)
+    incoming = [(source, file) for source in sources
+                for file in _hash_dataset(source, workers, f"reading {source.name}")]
+    # A class folder that is a symlink leads outside its SOURCE: --move never takes files from there.
+    outside = [(str(file.path), f"its folder leads to {file.path.parent.resolve()}, outside {source}, through a "
+                "symlink; --move never moves files outside SOURCE (merge without --move, or move that folder in)")
+               for source, file in incoming if move and not is_inside(file.path.parent, source)]
+    outside_paths = {path for path, _ in outside}
+    actions = _plan(existing, [file for _, file in incoming if str(file.path) not in outside_paths], into)
 
     report = MergeReport(into=into, dry_run=dry_run, before=len(existing))
-    report.refused = [(str(file.path), reason) for file, kind, _, reason in actions if kind == "refuse"]
+    report.refused = outside + [(str(file.path), reason) for file, kind, _, reason in actions if kind == "refuse"]
     report.identical = sum(kind == "identical" for _, kind, _, _ in actions)
     report.renamed = sum(kind == "rename" for _, kind, _, _ in actions)
     report.added_counts = Counter((file.split, file.class_name) for file, _, target, _ in actions if target)
@@ -83,6 +99,12 @@ def merge_datasets(
         report.after = report.before + report.added
         return report
 
+    names_in: dict[Path, list[str]] = defaultdict(list)
+    for path in [file.path for file in existing] + [target for _, _, target, _ in actions if target]:
+        names_in[path.parent].append(path.name)
+    for folder, names in names_in.items():
+        if folder.is_dir():
+            remove_temporaries(folder, names)  # what a killed merge left
     added = []  # (target path, source file)
     for file, kind, target, _ in progress(actions, desc="moving" if move else "copying"):
         if kind == "identical" and move:  # its content was read from the target during this run: it is safe there
@@ -104,7 +126,8 @@ def merge_datasets(
         # Appended: the lists of earlier merges into this folder stay, each row dated by its merge.
         append_csv(into / REFUSED_NAME, REFUSED_FIELDS,
                    [(report.started, source, reason) for source, reason in report.refused])
-        logger.warning("refused %d files whose content is already in another split (list: %s, rows merged at %s)",
+        logger.warning("refused %d files whose content is already in another split, or that --move would take "
+                       "from outside SOURCE (list: %s, rows merged at %s)",
                        len(report.refused), into / REFUSED_NAME, report.started)
     return report
 
@@ -200,7 +223,7 @@ def format_merge_report(report: MergeReport) -> str:
         "",
         f"files in {report.into}: {report.before:,} before + {report.added:,} {would}added = {report.after:,} after",
         f"skipped identical: {report.identical:,}; {would}renamed (name taken by other content): {report.renamed:,}; "
-        f"refused for leakage (content already in another split): {len(report.refused):,}"
+        f"refused (content already in another split, or outside SOURCE with --move): {len(report.refused):,}"
         + (f" (list: {report.into / REFUSED_NAME}, rows merged at {report.started})"
            if report.refused and not report.dry_run else ""),
     ]

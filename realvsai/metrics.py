@@ -41,8 +41,9 @@ class DecisionRule:
     """How probabilities become an answer: the one rule of the app, --predict, --evaluate and the model card.
 
     Two classes with a decision threshold t: the positive class when P(positive) >= t, Uncertain
-    when P(positive) lies within ``confidence_threshold - 0.5`` of t. Otherwise: the most probable
-    class, Uncertain below ``confidence_threshold``. At t = 0.5 both say the same.
+    when P(positive) lies in ``band``, the same share (``margin`` / 0.5, from the confidence
+    threshold) of the room between t and 0 below it and between t and 1 above it. Otherwise: the
+    most probable class, Uncertain below ``confidence_threshold``. At t = 0.5 both say the same.
     """
 
     confidence_threshold: float = CONFIDENCE_THRESHOLD
@@ -75,13 +76,26 @@ class DecisionRule:
         if not self._thresholded(probabilities):
             unsure = np.max(probabilities, axis=-1) < self.confidence_threshold
         else:
-            unsure = np.abs(probabilities[..., self.positive_index] - self.decision_threshold) < self.margin
+            low, high = self.band
+            positive = probabilities[..., self.positive_index]
+            unsure = (positive > low) & (positive < high)
         return unsure if unfamiliar is None else unsure | np.asarray(unfamiliar, dtype=bool)
 
     @property
     def margin(self) -> float:
-        """How close to the decision threshold P(positive) is Uncertain."""
+        """How far from an even answer a probability must be to be certain: confidence threshold minus 0.5."""
         return self.confidence_threshold - 0.5
+
+    @property
+    def band(self) -> tuple[float, float]:
+        """The P(positive) strictly between these is Uncertain (two classes at a decision threshold).
+
+        A fixed distance from the threshold would not do near 0 or 1: at t = 0.02 a margin of 0.1
+        below it would cover every negative answer, so the model could never be sure of one.
+        """
+        share = 2 * self.margin  # margin / 0.5: 0.5 is the room on either side of an even threshold
+        threshold = self.decision_threshold
+        return threshold - share * threshold, threshold + share * (1 - threshold)
 
     def describe(self, class_names: Sequence[str]) -> str:
         """The rule in one sentence, as the app and the model card state it."""
@@ -89,9 +103,11 @@ class DecisionRule:
             return (f"Decision rule: the most probable class; Uncertain when its probability is below the "
                     f"confidence threshold {self.confidence_threshold:.2f}.")
         positive, other = class_names[self.positive_index], class_names[1 - self.positive_index]
+        low, high = self.band
         return (f"Decision rule: {positive} when P({positive}) ≥ {self.decision_threshold:.3f} (the decision "
-                f"threshold chosen on validation), else {other}; Uncertain when P({positive}) is within "
-                f"{self.margin:.2f} of it (the confidence threshold {self.confidence_threshold:.2f} minus 0.5).")
+                f"threshold chosen on validation), else {other}; Uncertain when P({positive}) is between "
+                f"{low:.3f} and {high:.3f} ({self.margin / 0.5:.0%} of the way from the threshold to 0 and to 1: "
+                f"the confidence threshold {self.confidence_threshold:.2f}).")
 
 
 def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | None:
@@ -153,15 +169,32 @@ def threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, thr
             "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=[0, 1]).tolist()}
 
 
+def _ranking(labels: np.ndarray, probabilities: np.ndarray, present: list[int]) -> dict[str, float | None]:
+    """Macro one-vs-rest ROC AUC and average precision over the ``present`` classes (None with fewer than two)."""
+    from sklearn import metrics as sk
+
+    if len(present) < 2:
+        return {"roc_auc": None, "average_precision": None}
+    # One-vs-rest per class, as scikit-learn's macro averages, but only over the classes that have images:
+    # a class without any is no evidence either way, and scikit-learn would refuse (AUC) or count it as 0 (AP).
+    aucs = [_score(sk.roc_auc_score, labels == index, probabilities[:, index]) for index in present]
+    precisions = [_score(sk.average_precision_score, labels == index, probabilities[:, index]) for index in present]
+    return {"roc_auc": None if None in aucs else float(np.mean(aucs)),
+            "average_precision": None if None in precisions else float(np.mean(precisions))}
+
+
 def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                     positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
-    """Every metric of argmax predictions as a JSON-ready dict (ValueError for outputs that are not probabilities).
+    """Every metric as a JSON-ready dict (ValueError for outputs that are not probabilities).
 
-    Two classes: the positive class's numbers, and ``"at_threshold"`` with a ``threshold`` on P(positive);
-    more: macro averages, ROC AUC one-vs-rest. Undefined metrics are None.
+    The headline numbers (accuracy, precision, recall, F1, per class, confusion matrix) are those of the
+    ``DecisionRule`` the app answers by: two classes with a ``threshold``, the positive class when
+    P(positive) >= threshold; else the most probable class. ``argmax_*`` hold the most probable class's
+    as a secondary figure. Two classes: the positive class's numbers; more: macro averages and ROC AUC
+    one-vs-rest over the classes that have images (``missing_classes`` names the others). Undefined
+    metrics are None.
     """
     from sklearn import metrics as sk
-    from sklearn.preprocessing import label_binarize
 
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -172,67 +205,78 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
                          "the model must end in a softmax")
     probabilities = probabilities / sums[:, None]  # scikit-learn warns about rows a hair away from 1
     class_ids = list(range(len(class_names)))
-    predicted = probabilities.argmax(axis=1)
     binary = len(class_names) == 2
+    positive = positive_index(class_names, positive_class) if binary else None
+    rule = DecisionRule(decision_threshold=threshold if binary else None,
+                        positive_index=1 if positive is None else positive)
+    predicted, argmax = rule.decide(probabilities), probabilities.argmax(axis=1)
+    present = sorted(set(labels.tolist()))
     bins = calibration_bins(labels, probabilities)
     gaps = [entry["count"] * abs(entry["accuracy"] - entry["confidence"]) for entry in bins if entry["count"]]  # ECE's
-    positive = positive_index(class_names, positive_class) if binary else None
-    precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predicted, labels=class_ids,
-                                                                        zero_division=0)
-    # The positive class's numbers for two classes, else the unweighted means (scikit-learn's macro).
-    averaged = {name: float(values[positive] if binary else values.mean())
-                for name, values in zip(("precision", "recall", "f1"), (precision, recall, f1))}
+
+    def scores(decided: np.ndarray) -> tuple[dict[str, float], tuple[np.ndarray, ...]]:
+        per_class = sk.precision_recall_fscore_support(labels, decided, labels=class_ids, zero_division=0)
+        # The positive class's numbers for two classes, else the unweighted means over the classes present.
+        averaged = {name: float(values[positive] if binary else values[present].mean())
+                    for name, values in zip(("precision", "recall", "f1"), per_class[:3])}
+        return {"accuracy": float(sk.accuracy_score(labels, decided)), **averaged}, per_class
+
+    headline, (precision, recall, f1, support) = scores(predicted)
     if binary:
-        truth, scores = labels == positive, probabilities[:, positive]
-        ranking = {"roc_auc": _score(sk.roc_auc_score, truth, scores),
-                   "average_precision": _score(sk.average_precision_score, truth, scores)}
+        truth, positive_scores = labels == positive, probabilities[:, positive]
+        ranking = {"roc_auc": _score(sk.roc_auc_score, truth, positive_scores),
+                   "average_precision": _score(sk.average_precision_score, truth, positive_scores)}
     else:
-        ranking = {"roc_auc": _score(sk.roc_auc_score, labels, probabilities, multi_class="ovr", average="macro",
-                                     labels=class_ids),
-                   "average_precision": _score(sk.average_precision_score, label_binarize(labels, classes=class_ids),
-                                               probabilities, average="macro")}
+        ranking = _ranking(labels, probabilities, present)
     metrics: dict[str, Any] = {
         "class_names": list(class_names),
         "num_images": len(labels),
         "loss": float(sk.log_loss(labels, probabilities, labels=class_ids)),
-        "accuracy": float(sk.accuracy_score(labels, predicted)),
+        "decided_by": "threshold" if rule.decision_threshold is not None else "argmax",  # the rule's kind
+        **headline,
         "average": "binary" if binary else "macro",
         "positive_class": class_names[positive] if binary else None,
-        **averaged,
         **ranking,
         "expected_calibration_error": float(sum(gaps) / len(labels)) if gaps else 0.0,
+        **{f"argmax_{name}": value for name, value in scores(argmax)[0].items()},
+        "missing_classes": [name for index, name in enumerate(class_names) if index not in present],
         "per_class": {name: {"precision": float(precision[index]), "recall": float(recall[index]),
                              "f1": float(f1[index]), "support": int(support[index])}
                       for index, name in enumerate(class_names)},
         "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=class_ids).tolist(),
-        "confusion_matrix_axes": "rows: true class, columns: predicted class, both in class_names order",
+        "confusion_matrix_axes": "rows: true class, columns: class decided by the decision rule, both in "
+                                 "class_names order",
+        "argmax_confusion_matrix": sk.confusion_matrix(labels, argmax, labels=class_ids).tolist(),
         "calibration_bins": bins,
     }
     if binary:
         metrics["decision_threshold"] = None if threshold is None else float(threshold)
-        if threshold is not None:
-            metrics["at_threshold"] = threshold_metrics(labels, scores, positive, threshold)
     return metrics
 
 
-def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray) -> list[int]:
-    """Indices of the wrongly classified images (argmax), highest predicted probability first."""
+def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray,
+                          predicted: np.ndarray | None = None) -> list[int]:
+    """Indices of the wrongly classified images (by ``predicted``, default argmax), the highest probability of
+    the predicted class first."""
     probabilities = np.asarray(probabilities)
-    predicted = probabilities.argmax(axis=1)
+    predicted = probabilities.argmax(axis=1) if predicted is None else np.asarray(predicted)
     wrong = np.flatnonzero(predicted != np.asarray(labels))
     return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:NUM_ERROR_IMAGES].tolist()
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:
-    """One line for a script to print: ``accuracy 0.9120, F1 0.9050, ROC AUC 0.9700 on 2,000 images``."""
+    """One line for a script to print: ``accuracy 0.9120, F1 0.9050, ROC AUC 0.9700 on 2,000 images (...)``,
+    the numbers of the decision rule, with the most probable class's accuracy beside them."""
     def number(key: str) -> str:
         return "n/a" if metrics.get(key) is None else f"{metrics[key]:.4f}"
 
     line = (f"accuracy {number('accuracy')}, F1 {number('f1')}, ROC AUC {number('roc_auc')} "
             f"on {metrics['num_images']:,} images")
-    if metrics.get("at_threshold"):
-        at = metrics["at_threshold"]
-        line += f" (at threshold {at['threshold']:.3f}: accuracy {at['accuracy']:.4f}, F1 {at['f1']:.4f})"
+    if metrics.get("decision_threshold") is not None:
+        line += (f" (decided at threshold {metrics['decision_threshold']:.3f}; argmax accuracy "
+                 f"{number('argmax_accuracy')})")
+    if metrics.get("missing_classes"):
+        line += f"; no images of {', '.join(metrics['missing_classes'])}: averaged over the other classes"
     if metrics.get("num_skipped"):
         line += f"; {metrics['num_skipped']:,} broken files skipped"
     return line

@@ -8,7 +8,6 @@ Importing the module registers the custom layers, so ``keras.models.load_model``
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,7 @@ import keras
 from keras import ops
 
 from realvsai.augmentation import build_augmentation  # also registers its layers for load_model
-from realvsai.config import BACKBONES, CROP_GRID, MODEL_FILE, MODEL_JSON_FILE
-from realvsai.data import resize_to_square
+from realvsai.config import BACKBONES, CROP_GRID, TrainConfig
 from realvsai.errors import UserError
 
 APPLICATIONS = {
@@ -36,6 +34,7 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
 _RESIDUAL_LAST_BN = re.compile(r"^conv\d+_block\d+_3_bn$")
 _BLOCK = re.compile(r"^(conv\d+_block\d+)_")
+_DEFAULTS = TrainConfig()  # build_model's defaults: training's, defined once in config.py
 
 
 @keras.saving.register_keras_serializable(package="realvsai")
@@ -47,9 +46,38 @@ class CaffePreprocess(keras.layers.Layer):
         return bgr - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=bgr.dtype)
 
 
+def _resize_weights(input_length, output_length: int):
+    """``(output_length, input_length)`` weights of an antialiased (triangle filter) resize, as TensorFlow's."""
+    scale = ops.cast(input_length, "float32") / float(output_length)
+    support = ops.maximum(scale, 1.0)
+    centres = (ops.cast(ops.arange(output_length), "float32") + 0.5) * scale
+    positions = ops.cast(ops.arange(input_length), "float32") + 0.5
+    weights = ops.relu(1.0 - ops.abs(positions[None, :] - centres[:, None]) / support)
+    return weights / ops.sum(weights, axis=1, keepdims=True)
+
+
+def resize_to_square(images, size: int):
+    """The centre square of float ``images`` ``(..., height, width, channels)``, resized to size x size.
+
+    ``keras.ops.image.resize(crop_to_aspect_ratio=True, antialias=True)``'s triangle filter as two matrix
+    products, with exact weights (the built-in's float32 kernel is up to 4e-4 off on TensorFlow). Not the
+    built-in: on TensorFlow its antialiased resize (``ScaleAndTranslate``) has no XLA kernel (measured with
+    Keras 3.15 / TF 2.21: a jit_compile=True model holding it fails to compile).
+    """
+    height, width = ops.shape(images)[-3], ops.shape(images)[-2]
+    # Python ints on JAX (static shapes, needed to slice), tensors on TensorFlow for a dimension unknown
+    # until run time.
+    side = min(height, width) if isinstance(height, int) and isinstance(width, int) else ops.minimum(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = images[..., top:top + side, left:left + side, :]
+    weights = ops.cast(_resize_weights(side, size), images.dtype)
+    rows = ops.einsum("oh,...hwc->...owc", weights, square)
+    return ops.einsum("pw,...owc->...opc", weights, rows)
+
+
 @keras.saving.register_keras_serializable(package="realvsai")
 class SquareResize(keras.layers.Layer):
-    """``data.resize_to_square`` as a layer, so the pipeline and the app crop and resize alike."""
+    """``resize_to_square`` as a layer, so the model crops and resizes as the input pipeline does."""
 
     def __init__(self, size: int, **kwargs):
         super().__init__(**kwargs)
@@ -106,17 +134,17 @@ def _backbone(backbone: str, weights: str | None, image_size: int) -> keras.Mode
 def build_model(
     num_classes: int,
     *,
-    image_size: int = 224,
-    backbone: str = "resnet101",
-    weights: str | Path | None = "imagenet",
-    augment: str = "classic",
-    head_units: int = 1024,
-    l2: float = 1e-4,
-    dropout: float = 0.4,
-    noise: float = 0.1,
-    seed: int = 0,
+    image_size: int = _DEFAULTS.image_size,
+    backbone: str = _DEFAULTS.backbone,
+    weights: str | Path | None = _DEFAULTS.weights,
+    augment: str = _DEFAULTS.augment,
+    head_units: int = _DEFAULTS.head_units,
+    l2: float = _DEFAULTS.l2,
+    dropout: float = _DEFAULTS.dropout,
+    noise: float = _DEFAULTS.noise,
+    seed: int = _DEFAULTS.seed,
 ) -> keras.Model:
-    """Builds the classifier (uncompiled) under the current dtype policy.
+    """Builds the classifier (uncompiled) under the current dtype policy; the defaults are ``TrainConfig``'s.
 
     Args:
         weights: ``"imagenet"``, a path to backbone weights, or None / ``"none"`` (from scratch).
@@ -155,7 +183,7 @@ def build_model(
             # al. 2017), so a 100-layer network trains like a shallow one at first.
             layer.momentum = SCRATCH_BATCHNORM_MOMENTUM
             if _RESIDUAL_LAST_BN.match(layer.name):
-                layer.gamma.assign(ops.zeros_like(layer.gamma))
+                layer.gamma.assign(ops.zeros(layer.gamma.shape, layer.gamma.dtype))
     features = base(x, training=False) if weights is not None else base(x)
     x = keras.layers.GaussianNoise(noise, seed=seed, name="head_noise")(features)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
@@ -242,7 +270,7 @@ class ClassificationScore(keras.metrics.Metric):
         return score[self.class_id] if self.class_id is not None else ops.mean(score)
 
     def reset_state(self):
-        self.confusion.assign(ops.zeros_like(self.confusion))
+        self.confusion.assign(ops.zeros(self.confusion.shape, self.confusion.dtype))
 
     def get_config(self):
         return {"kind": self.kind, "num_classes": self.num_classes, "class_id": self.class_id, "name": self.name}
@@ -280,23 +308,3 @@ def make_metrics(num_classes: int, positive_index: int | None) -> list[keras.met
         SparseAUC(num_classes, class_id),
         ClassificationScore("f1", num_classes, class_id),
     ]
-
-
-def load_classifier(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
-    """A run's model and its model.json, from the run folder or its ``.h5`` file; a UserError if either is
-    missing or the model file is not a Keras HDF5 model."""
-    path = Path(path)
-    model_file = path / MODEL_FILE if path.is_dir() else path
-    info_file = model_file.with_name(MODEL_JSON_FILE)
-    if not model_file.is_file():
-        raise UserError(f"{model_file} does not exist. Give a run folder (models/NAME) or its model.h5.")
-    if not info_file.is_file():
-        raise UserError(f"{info_file} is missing next to {model_file.name}: it holds the class names. "
-                        "Copy it along with the model.")
-    try:
-        model = keras.models.load_model(model_file, compile=False)
-    except (OSError, ValueError) as error:
-        # h5py's OSError: truncated, or not HDF5 at all; Keras' ValueError: HDF5 that holds no model.
-        raise UserError(f"{model_file} is not a Keras HDF5 model: it is corrupt, truncated or another kind of file "
-                        f"({error}). Copy the model.h5 that ModelTraining.py saved again, or train it again.") from None
-    return model, json.loads(info_file.read_text(encoding="utf-8"))

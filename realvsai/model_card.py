@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from realvsai.config import METRICS_FILE, REPORT_FILE
+from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE
 from realvsai.inference import DEMO_WARNING, is_demo
 from realvsai.metrics import DecisionRule
 
@@ -44,13 +44,16 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     class_names = list(model_info["class_names"])
     positive = metrics.get("positive_class")
     image_size = model_info.get("image_size", "?")
+    crops = model_info.get("input_mode") == "crops"
     lines = [f"# {title}", "",
              f"A {model_info.get('backbone', 'Keras')} image classifier "
              f"(weights: {model_info.get('weights', 'unknown')}) "
              f"over {len(class_names)} classes, in label order: {', '.join(f'`{name}`' for name in class_names)}."
              + (f" Positive class: `{positive}`." if positive else ""),
-             "", f"Input: {model_info.get('preprocessing', 'raw RGB 0..255 images of any size')}; resized to "
-             f"{image_size} px inside the model."]
+             "", f"Input: {model_info.get('preprocessing', 'raw RGB 0..255 images of any size')}; "
+             + (f"{CROP_GRID}x{CROP_GRID} crops of {image_size} px at native resolution (an image smaller than that "
+                "enlarged first), the softmax averaged over them." if crops
+                else f"the centre square resized to {image_size} px inside the model.")]
     if model_info.get("created"):
         lines.append(f"Created {model_info['created']}.")
     if is_demo(model_info):
@@ -83,25 +86,27 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         lines += ["", f"Best epoch (the saved model): {best}."]
 
     lines += ["", f"## {metrics_heading}", ""]
-    at = metrics.get("at_threshold")
+    threshold = metrics.get("decision_threshold")
     average = "of the positive class" if metrics["average"] == "binary" else "macro averages; ROC AUC one-vs-rest"
     headline = ("accuracy", "precision", "recall", "f1")
     ranking = ("roc_auc", "average_precision", "loss", "expected_calibration_error")
-    if at:
-        lines += [f"Two decision rules: the most probable class (argmax), and `{positive}` when "
-                  f"P({positive}) >= {at['threshold']:.4f}, the threshold that maximised F1 "
-                  "on the training run's validation images (kept in model.json). Precision, recall and F1 are "
-                  f"{average}.", "", *_table(["metric", "argmax", "at threshold"], [
-                      [key, _number(metrics[key]), _number(at[key])] for key in headline])]
+    # model_info is the one training wrote, before this evaluation added the threshold to model.json.
+    rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold, "positive_class": positive})
+    if threshold is not None:
+        lines += [f"Predicted class: `{positive}` when P({positive}) >= {threshold:.4f}, the threshold that "
+                  "maximised F1 on the training run's validation images (kept in model.json): the rule the app "
+                  f"answers by. The most probable class (argmax) beside it, for comparison. Precision, recall and "
+                  f"F1 are {average}.", "", *_table(["metric", "decision rule", "argmax"], [
+                      [key, _number(metrics[key]), _number(metrics.get(f"argmax_{key}"))] for key in headline])]
         lines += [f"| {key} | {_number(metrics[key])} | |" for key in ranking]
     else:
         lines += [f"Predicted class = the most probable one. Precision, recall and F1 are {average}.", "",
                   *_table(["metric", "value"], [[key, _number(metrics[key])] for key in (*headline, *ranking)])]
-    # model_info is the one training wrote, before this evaluation added the threshold to model.json.
-    rule = DecisionRule.from_model_info({**model_info, "decision_threshold": metrics.get("decision_threshold"),
-                                         "positive_class": positive})
-    lines += ["", f"{rule.describe(class_names)} The app answers by this rule"
-              + ("; the at-threshold column holds its numbers." if at else "."), ""]
+    if metrics.get("missing_classes"):
+        lines += ["", f"No test images of {', '.join(f'`{name}`' for name in metrics['missing_classes'])}: the "
+                  "macro averages and ROC AUC are over the other classes."]
+    lines += ["", f"{rule.describe(class_names)} The app answers by this rule; the numbers above are its numbers.",
+              ""]
     lines += _table(["class", "precision", "recall", "F1", "images"], [
         [name, *(f"{values[key]:.4f}" for key in ("precision", "recall", "f1")), f"{values['support']:,}"]
         for name, values in metrics["per_class"].items()])
@@ -118,6 +123,18 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                   "above). Accuracy follows the decision rule above; the accuracy on a class is its recall; AP and "
                   "ROC AUC need no threshold.", "",
                   *_table(headers, rows)]
+    by_kind = (metrics.get("threshold_selection") or {}).get("by_kind") or model_info.get("validation_by_kind")
+    if by_kind:
+        rows = [[f"{kind}: {name}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
+                 _number(numbers["balanced_accuracy"]), "**at chance: answers Uncertain**" if numbers["near_chance"]
+                 else ""]
+                for kind in ("source", "size") for name, numbers in (by_kind.get(kind) or {}).items()]
+        lines += ["", "## Validation by kind of image", "", "The decision rule on the validation images of each "
+                  "source (manifest.csv) and each size band (short side). Where the balanced accuracy is within "
+                  f"{by_kind.get('near_chance_margin', 0.05):.2f} of chance ({by_kind.get('chance', 0.5):.2f}) on "
+                  f"{by_kind.get('min_images', 10)} images or more, the app and --predict answer Uncertain on images "
+                  "of that size, with the reason.", "",
+                  *_table(["kind", "images", "accuracy", "balanced accuracy", ""], rows)]
     if metrics.get("robustness"):
         clean = metrics["robustness_clean"]
         auc = ["roc_auc"] if "roc_auc" in clean else []  # two classes only
@@ -126,8 +143,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                                      for strength, values in by_strength.items())]
         rows = [[name, _number(values["accuracy"]), f"{values['accuracy'] - clean['accuracy']:+.4f}",
                  *(_number(values[key]) for key in auc)] for name, values in named]
-        lines += ["", "## Robustness", "", "The same images again after each perturbation of the decoded pixels "
-                  "(before the model's resize), scored by the same decision rule; change is against the clean "
+        lines += ["", "## Robustness", "", "The same images again, each perturbation applied to the full-resolution "
+                  "decoded pixels, as a user's copy would be changed, before the model's own path (reduction, resize "
+                  "or crops), scored by the same decision rule; change is against the clean "
                   "images.", "", *_table(["images", "accuracy", "change", *(["ROC AUC"] if auc else [])], rows)]
 
     lines += ["", "## Plots", "", *(f"- [{_CAPTIONS.get(kind, kind)}]({file_name})"
@@ -141,7 +159,10 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         "re-compression, resizing, filters, screenshots) need their own evaluation.",
         model_info.get("shortcut_warning") and "The training classes differ in image size or format (the shortcut "
         "warning under Data): the numbers above may measure that, not the content.",
-        f"Every image is resized to {image_size} px; detail a larger image has is lost before the model sees it.",
+        f"The model sees {CROP_GRID}x{CROP_GRID} crops of {image_size} px at native resolution: on a large image "
+        "they cover only part of it, and what lies between them is never seen." if crops else
+        f"Every image is cropped to its centre square and resized to {image_size} px; what lies outside the square, "
+        "and detail a larger image has, is lost before the model sees it.",
         "Probabilities are not certainties: check the reliability diagram (ECE "
         f"{_number(metrics['expected_calibration_error'])}) before reading them as such.",
         metrics["num_images"] < 1000 and f"The test set is small ({metrics['num_images']:,} images): a few images "

@@ -4,14 +4,18 @@
     DATA/augmented_train/<Class>/*  --MoveAugmentedImages.py-->  DATA/train/<Class>/
 
 Copy names derive from the source name, so a re-run finds the copies it made before (in either
-folder) and does not multiply them. No TensorFlow here: planning and moving start instantly.
+folder) and does not multiply them. Each copy's source is recorded by its sha256 in
+``augmented_train/sources.csv``, so the move can refuse a copy whose source is no longer a training
+image (a re-split put it in validation or test). No TensorFlow here: planning and moving start instantly.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +23,17 @@ from pathlib import Path
 from realvsai.cli import progress
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.files import Outcome, append_csv, free_name, list_images, place_file, sha256_file
+from realvsai.files import (
+    Outcome,
+    append_csv,
+    fit_name,
+    free_name,
+    is_inside,
+    list_images,
+    place_file,
+    sha256_file,
+    write_csv,
+)
 from realvsai.images import read_headers
 from realvsai.layout import AUGMENTED_TRAIN, TEST, TRAIN, VALIDATION, find_child_folder, find_class_folders
 
@@ -28,6 +42,8 @@ logger = logging.getLogger(__name__)
 COPY_PREFIX = "aug_"
 MOVE_REFUSED_NAME = "move-refused.csv"
 MOVE_REFUSED_FIELDS = ("moved_at", "source", "reason")
+SOURCES_NAME = "sources.csv"  # in augmented_train: which training image each copy was made from
+SOURCES_FIELDS = ("copy", "copy_sha256", "source", "source_sha256")
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,7 @@ class CopyPlan:
     images: list[SourceImage] = field(default_factory=list)
     broken: list[tuple[Path, str]] = field(default_factory=list)
     earlier_copies: int = 0  # aug_* files already in train: copies, not sources
+    copy_names: dict[Path, tuple[str, ...]] = field(default_factory=dict)  # source -> all its copies' names
 
 
 def is_made(path: Path | str) -> bool:
@@ -99,7 +116,8 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS)
             # Sources sharing a stem (cat.png, cat.jpg) get their extension in the name (aug_cat_png_0.jpg),
             # so no two ever write the same file, whatever order they come in.
             base = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
-            names = [f"{COPY_PREFIX}{base}_{k}.jpg" for k in range(copies)]
+            names = [fit_name(f"{COPY_PREFIX}{base}_{k}.jpg") for k in range(copies)]
+            plan.copy_names[path] = tuple(names)
             targets[path] = tuple(None if name in made else folder + name for name in names)
     # One thread: reading a header takes tens of microseconds, mostly Python (measured slower with 4).
     headers = read_headers(list(targets), max_pixels, desc="checking", workers=1)
@@ -125,28 +143,105 @@ def _made_copies(folder: Path) -> set[str]:
     return {entry.name for entry in entries if entry.name.startswith(COPY_PREFIX) and is_made(entry.path)}
 
 
+@dataclass(frozen=True)
+class CopySource:
+    """What ``sources.csv`` records of one copy: its own sha256, and its source's path under DATA and sha256."""
+
+    copy_sha256: str
+    source: str  # POSIX, relative to DATA: train/<Class>/cat.jpg
+    source_sha256: str
+
+
+def read_copy_sources(augmented_dir: Path) -> dict[str, CopySource]:
+    """``augmented_train/sources.csv`` as ``{"<Class>/<copy name>": CopySource}`` ({} without the file).
+
+    ``UserError`` when the file lacks the columns this project writes.
+    """
+    path = Path(augmented_dir) / SOURCES_NAME
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        if missing := [name for name in SOURCES_FIELDS if name not in (reader.fieldnames or [])]:
+            raise UserError(f"{path} is not a list written by DataAugmentation.py (no column {missing[0]!r}). "
+                            "Move it away and run DataAugmentation.py again: it records the copies' sources.")
+        return {row["copy"]: CopySource(row["copy_sha256"], row["source"], row["source_sha256"]) for row in reader}
+
+
+def add_copy_sources(augmented_dir: Path, sources: Mapping[str, CopySource]) -> None:
+    """Adds ``sources`` (keyed as ``read_copy_sources``) to ``augmented_train/sources.csv``, keeping its rows.
+
+    Rows are sorted by copy, so the same copies give the same file however many runs made them.
+    """
+    if not sources:
+        return
+    rows = {**read_copy_sources(augmented_dir), **sources}
+    write_csv(Path(augmented_dir) / SOURCES_NAME, SOURCES_FIELDS,
+              [(copy, record.copy_sha256, record.source, record.source_sha256)
+               for copy, record in sorted(rows.items())])
+
+
+def record_copy_sources(plan: CopyPlan, data_dir: Path, not_copies: Iterable[Path | str] = ()) -> int:
+    """Records in ``sources.csv`` every copy of ``plan``'s images in augmented_train that has no row yet.
+
+    Run after the copies are written, and on every run, so copies an interrupted run wrote are recorded
+    by the next. ``not_copies``: the sources that did not decode and the files found in a copy's way,
+    which are nobody's copies. Returns the number of rows added.
+    """
+    skipped = {os.path.normpath(path) for path in not_copies}
+    known = read_copy_sources(plan.output_dir)
+    added: dict[str, CopySource] = {}
+    for source, names in plan.copy_names.items():
+        if os.path.normpath(source) in skipped:
+            continue
+        class_name, source_digest = source.parent.name, None
+        for name in names:
+            copy = plan.output_dir / class_name / name
+            key = f"{class_name}/{name}"
+            if key in known or os.path.normpath(copy) in skipped or not is_made(copy):
+                continue
+            source_digest = source_digest or sha256_file(source)
+            added[key] = CopySource(sha256_file(copy), source.relative_to(data_dir).as_posix(), source_digest)
+    add_copy_sources(plan.output_dir, added)
+    return len(added)
+
+
 @dataclass
 class MoveReport:
     """What ``move_augmented`` did (or, with ``dry_run``, would do)."""
 
     # class -> {"train before", "moved", "identical", "renamed", "refused", "train after": count}; refused:
-    # copies identical to a validation or test image, left in augmented_train
+    # copies that would leak a validation or test image, or whose source is unknown, left in augmented_train
     counts: dict[str, Counter]
     refused_files: list[tuple[str, str]] = field(default_factory=list)  # (copy, reason)
+    refused_kinds: Counter = field(default_factory=Counter)  # REFUSED_* -> count
     refused_path: Path | None = None  # where they are listed (None for a dry run or no refusal)
     left_behind: list[Path] = field(default_factory=list)  # non-image files kept in augmented_train
     removed_folder: bool = False
 
 
-def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport | None:
+# Why a copy stays in augmented_train, as the summary counts them
+REFUSED_IDENTICAL = "identical to a validation or test image"
+REFUSED_HELD_OUT_SOURCE = "copies of a validation or test image"
+REFUSED_SOURCE_GONE = "copies of an image no longer in train"
+REFUSED_UNLISTED = "without a recorded source"
+REFUSED_SYMLINK = "in a symlinked folder"
+
+
+def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = False) -> MoveReport | None:
     """Moves every image in ``DATA/augmented_train/<Class>/`` into ``DATA/train/<Class>/``, then removes the folder.
 
-    Never overwrites (``files.place_file``). A copy with the content of a validation or test image is
-    refused (it would leak that image): it stays and is added, dated, to ``DATA/move-refused.csv``.
+    Never overwrites (``files.place_file``). A copy stays where it is, added (dated) to ``DATA/move-refused.csv``
+    with the reason, when it has the content of a validation or test image, or when ``sources.csv`` says its
+    source is now in validation or test, or in no split: in train it would leak that image. So does a copy
+    ``sources.csv`` does not list (or lists with other content), unless ``move_unlisted``.
     An interrupted run can simply be run again. None when there is no augmented_train. ``UserError``
     if the dataset or its train is missing, or augmented_train has a class train has not (nothing moves).
     """
     train_dir, augmented_dir = dataset_folders(data_dir)
+    if os.path.lexists(augmented_dir) and not augmented_dir.is_dir():
+        raise UserError(f"{augmented_dir} is a file, but it should be the folder of augmented copies; nothing was "
+                        "moved. Move or rename that file, then run DataAugmentation.py and this again.")
     if not augmented_dir.is_dir():
         return None
     train_classes = find_class_folders(train_dir)
@@ -162,12 +257,21 @@ def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport | None:
     held_out = {sha256_file(path): path  # every validation and test image (none needed when nothing moves)
                 for split in (VALIDATION, TEST) if sources and (folder := find_child_folder(data_dir, split))
                 for path in list_images(folder, recursive=True)}
+    refusal = _Refusal(Path(data_dir), train_dir, augmented_dir, held_out, move_unlisted)
+    inside = {name: is_inside(augmented_dir / name, augmented_dir) for name in classes}
     for source in progress(sources, total=len(sources), desc="moving"):
         target = train_dir / source.parent.name / source.name
-        digest = sha256_file(source) if held_out else None
-        if digest in held_out:
-            report.refused_files.append((str(source), f"same content as {held_out[digest]}; in train it would "
-                                                      "leak that image into training"))
+        if not inside[source.parent.name]:  # a class folder that is a symlink to elsewhere
+            digest, reason = None, (REFUSED_SYMLINK, f"its folder leads to {source.parent.resolve()}, outside "
+                                                     f"{augmented_dir}, through a symlink; files there are never "
+                                                     "moved (move that folder into augmented_train)")
+        else:
+            digest = sha256_file(source)
+            reason = refusal.why(source, digest)
+        if reason:
+            kind, text = reason
+            report.refused_files.append((str(source), text))
+            report.refused_kinds[kind] += 1
             outcome = "refused"
         elif dry_run:
             outcome = _would_place(source, target, digest).value
@@ -184,11 +288,63 @@ def move_augmented(data_dir: Path, dry_run: bool = False) -> MoveReport | None:
         moved_at = datetime.now().isoformat(timespec="seconds")
         append_csv(report.refused_path, MOVE_REFUSED_FIELDS,
                    [(moved_at, source, reason) for source, reason in report.refused_files])
-        logger.warning("refused %d copies identical to a validation or test image; they stay in %s (list: %s)",
+        logger.warning("refused %d copies that would leak a validation or test image into training, whose "
+                       "source is unknown, or reached through a symlink; they stay in %s (list with reasons: %s)",
                        len(report.refused_files), augmented_dir, report.refused_path)
     report.left_behind, report.removed_folder = _remove_emptied(
         augmented_dir, {Path(source) for source, _ in report.refused_files})
     return report
+
+
+class _Refusal:
+    """Why a copy must not go into train, from its content and its recorded source."""
+
+    def __init__(self, data_dir: Path, train_dir: Path, augmented_dir: Path, held_out: Mapping[str, Path],
+                 move_unlisted: bool):
+        self.data_dir, self.train_dir, self.augmented_dir = data_dir, train_dir, augmented_dir
+        self.held_out, self.move_unlisted = held_out, move_unlisted
+        self.records = read_copy_sources(augmented_dir)
+        self._in_train: set[str] | None = None  # sha256 of every train image, hashed only when needed
+        self._checked: dict[tuple[str, str], bool] = {}  # (source, sha256): a source's ten copies hash it once
+
+    def why(self, copy: Path, digest: str) -> tuple[str, str] | None:
+        """``(REFUSED_* kind, reason in words)``, or None when ``copy`` (sha256 ``digest``) may go into train."""
+        if digest in self.held_out:
+            return REFUSED_IDENTICAL, (f"same content as {self.held_out[digest]}; in train it would leak that image "
+                                       "into training")
+        record = self.records.get(f"{copy.parent.name}/{copy.name}")
+        if record is None or record.copy_sha256 != digest:
+            if self.move_unlisted:
+                return None
+            listed = self.augmented_dir / SOURCES_NAME
+            what = (f"no recorded source (not in {listed})" if record is None
+                    else f"changed since it was recorded in {listed} (other sha256)")
+            return REFUSED_UNLISTED, (
+                f"{what}, so it may be a copy of a validation or test image. Make copies with DataAugmentation.py, "
+                "which records their sources, or run MoveAugmentedImages.py --move-unlisted if you know this one "
+                "was made from a training image")
+        if record.source_sha256 in self.held_out:
+            return REFUSED_HELD_OUT_SOURCE, (
+                f"a copy of {record.source}, which is now {self.held_out[record.source_sha256]}; in train it would "
+                "leak that image into training (the split changed after the copies were made)")
+        if not self._is_in_train(record):
+            return REFUSED_SOURCE_GONE, (
+                f"a copy of {record.source}, which is no longer in train (nor in validation or test); put the image "
+                "back into train to keep its copies, or delete them")
+        return None
+
+    def _is_in_train(self, record: CopySource) -> bool:
+        key = (record.source, record.source_sha256)
+        if key not in self._checked:
+            recorded = self.data_dir / record.source
+            if recorded.is_file() and sha256_file(recorded) == record.source_sha256:
+                self._checked[key] = True
+            else:
+                if self._in_train is None:  # moved or renamed since: look for its content anywhere in train
+                    self._in_train = {sha256_file(path) for path in list_images(self.train_dir, recursive=True)
+                                      if not path.name.startswith(COPY_PREFIX)}
+                self._checked[key] = record.source_sha256 in self._in_train
+        return self._checked[key]
 
 
 def _would_place(source: Path, target: Path, digest: str | None = None) -> Outcome:
@@ -204,19 +360,26 @@ def _would_place(source: Path, target: Path, digest: str | None = None) -> Outco
 def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path], bool]:
     """Removes augmented_train once its images are gone; returns the other files it keeps, and whether it went.
 
-    Hidden ``.*.tmp`` files (interrupted writes) go; anything else not ``refused`` is kept and returned.
+    Hidden ``.*.tmp`` files (interrupted writes) go, and ``sources.csv`` once nothing else is left; anything
+    else not ``refused`` is kept and returned.
     """
     kept = []
+    sources_list = augmented_dir / SOURCES_NAME
     for path in sorted(augmented_dir.rglob("*"), reverse=True):  # children before their folders
+        if path.is_symlink():
+            continue  # a link is kept, and what it leads to is never touched
         if path.is_dir():
             if not any(path.iterdir()):
                 path.rmdir()
         elif path.name.startswith(".") and path.name.endswith(".tmp"):
             path.unlink()
-        elif path not in refused:
+        elif path not in refused and path != sources_list:
             kept.append(path)
+    if [path.name for path in augmented_dir.iterdir()] == [SOURCES_NAME]:
+        sources_list.unlink()  # its copies are all in train now, which a re-split moves aside whole
     if not any(augmented_dir.iterdir()):
-        augmented_dir.rmdir()
+        # A symlinked augmented_train loses the link only: the emptied folder it leads to stays.
+        (augmented_dir.unlink if augmented_dir.is_symlink() else augmented_dir.rmdir)()
         return [], True
     for path in sorted(kept):
         logger.warning("kept %s: not an image, so it was not moved", path)

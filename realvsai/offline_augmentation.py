@@ -7,7 +7,6 @@ re-run makes exactly the missing copies.
 from __future__ import annotations
 
 import collections
-import functools
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -19,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from realvsai.augmentation import apply_transformations, random_transformations
+from realvsai.augmentation import random_transformations
 from realvsai.data import decode_rgb
 from realvsai.files import write_new
 from realvsai.moving import SourceImage, is_made
@@ -94,24 +93,26 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     """Makes every batch's copies and writes each with ``files.write_new``, never over another file.
 
     A file at a copy's name counts as already there when ``moving.is_made`` (an earlier or concurrent
-    run made it); any other is kept and listed in ``in_the_way``. ``writers`` threads write a batch at a
-    time while TensorFlow makes the next; ``on_image_done`` gets the number of source images finished.
+    run made it); any other is kept and listed in ``in_the_way``. TensorFlow decodes the images in
+    parallel, the augmentation runs on the Keras backend, and ``writers`` threads encode and write a batch
+    at a time while the next is made; ``on_image_done`` gets the number of source images finished.
     """
     report, decoded = CopyReport(), set()
     for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets
                    if target}:
         os.makedirs(folder, exist_ok=True)
-    in_flight: collections.deque = collections.deque()  # bounds the encoded copies held in memory
+    augment = _augmenter(augmentation, any(batch.jit_compile for batch in batches))
+    in_flight: collections.deque = collections.deque()  # bounds the copies held in memory
     with ThreadPoolExecutor(max_workers=writers) as pool:
-        dataset = _copies_dataset(batches, augmentation, image_size, jpeg_quality)
-        for batch_index, positions, encoded in dataset.as_numpy_iterator():
+        for batch_index, positions, images in _decoded_batches(batches, image_size).as_numpy_iterator():
             batch = batches[batch_index]
+            copies = augment(np.repeat(images, batch.copies, axis=0), batch)  # each image's copies side by side
             files = []
             for row, position in enumerate(positions):
                 decoded.add((int(batch_index), int(position)))
-                copies = encoded[row * batch.copies:(row + 1) * batch.copies]
-                files.extend((target, data) for target, data in zip(batch.targets[position], copies) if target)
-            in_flight.append(pool.submit(_write_files, files, report.in_the_way))
+                pixels = copies[row * batch.copies:(row + 1) * batch.copies]
+                files.extend((target, image) for target, image in zip(batch.targets[position], pixels) if target)
+            in_flight.append(pool.submit(_write_files, files, jpeg_quality, report.in_the_way))
             while len(in_flight) > 2 * writers:
                 report.written += in_flight.popleft().result()
             if on_image_done:
@@ -127,12 +128,13 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     return report
 
 
-def _write_files(files: Sequence[tuple[str, bytes]], in_the_way: list[str]) -> int:
-    """Writes each ``(path, bytes)``; returns how many it wrote, adds the others not made to ``in_the_way``."""
+def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, in_the_way: list[str]) -> int:
+    """Encodes and writes each ``(path, uint8 pixels)``; returns how many it wrote, adds the others not made
+    to ``in_the_way``."""
     written = 0
-    for path, data in files:
+    for path, pixels in files:
         try:
-            write_new(path, data)
+            write_new(path, tf.io.encode_jpeg(pixels, quality=jpeg_quality).numpy())
             written += 1
         except FileExistsError:
             if not is_made(path):
@@ -140,21 +142,48 @@ def _write_files(files: Sequence[tuple[str, bytes]], in_the_way: list[str]) -> i
     return written
 
 
-def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg_quality) -> tf.data.Dataset:
-    """Elements ``(batch index, positions of its decoded images, JPEG bytes of their copies)``."""
+def _augmenter(augmentation: keras.Sequential | None, compile_some: bool) -> Callable[[np.ndarray, CopyBatch],
+                                                                                        np.ndarray]:
+    """``augment(images, batch)``: ``augment_copies`` with the batch's seed, rounded to uint8 pixels.
+
+    Each layer runs compiled: on TensorFlow as a graph, XLA-compiled for a batch with ``jit_compile`` when
+    the layer can be; on JAX (which has no graph without XLA) jit-compiled whenever it can be.
+    """
+    layers = augmentation.layers if augmentation else []
+    on_jax = keras.backend.backend() == "jax"
+    plain = [_compiled(layer.transform_images, xla=on_jax and layer.supports_jit) for layer in layers]
+    xla = [_compiled(layer.transform_images, xla=layer.supports_jit) if compile_some and not on_jax else function
+           for layer, function in zip(layers, plain)]
+
+    def augment(images: np.ndarray, batch: CopyBatch) -> np.ndarray:
+        if layers:
+            # Drawn outside the compiled functions: XLA's random numbers would differ from the eager ones.
+            drawn = random_transformations(augmentation, images, batch.seed)
+            for transform, transformation in zip(xla if batch.jit_compile else plain, drawn):
+                images = transform(images, transformation)
+        return np.clip(np.round(keras.ops.convert_to_numpy(images)), 0, 255).astype(np.uint8)
+
+    return augment
+
+
+def _compiled(function: Callable, xla: bool) -> Callable:
+    """``function`` compiled by the current backend: XLA-compiled when ``xla``, else a TensorFlow graph (a
+    detector batch ran twice as fast as eagerly) or, on JAX, as it is. Keras has no public API for this."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(function) if xla else function
+    return tf.function(function, jit_compile=xla, autograph=False)
+
+
+def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None) -> tf.data.Dataset:
+    """Elements ``(batch index, positions of its decoded images, float32 images)``, one per batch."""
     elements = [(batch_index, position, str(source), batch.needs_pil[position])
                 for batch_index, batch in enumerate(batches) for position, source in enumerate(batch.sources)]
     batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
-    copies = tf.constant([batch.copies for batch in batches], tf.int32)
-    seeds = tf.constant(np.array([batch.seed for batch in batches], np.int64).reshape(-1, 2))
-    layers = augmentation.layers if augmentation else []
-    apply, compiled = functools.partial(apply_transformations, layers), None
-    if layers and any(batch.jit_compile for batch in batches) and all(layer.supports_jit for layer in layers):
-        compiled = tf.function(apply, jit_compile=True, autograph=False)
-        wanted = tf.constant([batch.jit_compile for batch in batches])
 
-    # No autograph: these functions use Python control flow on Python values only, and converting
-    # them and the layers they call cost a fifth of a 5,000-copy run's CPU time (2.4 s, 1.9 without).
+    # No autograph: these functions use Python control flow on Python values only (converting them
+    # costs start-up time and gains nothing).
     plain = tf.autograph.experimental.do_not_convert
 
     @plain
@@ -163,21 +192,6 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
         if image_size is not None:
             image = tf.image.resize(image, (image_size, image_size), antialias=True)
         return batch_index, position, image
-
-    @plain
-    def augment_and_encode(batch_index, position, images):
-        batch_index = batch_index[0]
-        images = tf.repeat(images, copies[batch_index], axis=0)  # each image's copies side by side
-        if layers:
-            drawn = random_transformations(augmentation, images, seeds[batch_index])
-            if compiled:
-                images = tf.cond(wanted[batch_index], lambda: compiled(images, drawn), lambda: apply(images, drawn))
-            else:
-                images = apply(images, drawn)
-        pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
-        encoded = tf.map_fn(lambda image: tf.io.encode_jpeg(image, quality=jpeg_quality), pixels,
-                            fn_output_signature=tf.string)
-        return batch_index, position, encoded
 
     # (batch index, position in it, path, decode with Pillow) of every image
     dataset = tf.data.Dataset.from_tensor_slices(tuple(np.array(column) for column in zip(*elements)))
@@ -188,9 +202,9 @@ def _copies_dataset(batches: Sequence[CopyBatch], augmentation, image_size, jpeg
     dataset = dataset.group_by_window(key_func=plain(lambda batch_index, position, image: batch_index),
                                       reduce_func=plain(lambda key, window: window.batch(batch_lengths[key])),
                                       window_size_func=plain(lambda key: batch_lengths[key]))
-    dataset = dataset.map(augment_and_encode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    dataset = dataset.map(plain(lambda batch_index, position, images: (batch_index[0], position, images)))
     # tf.data's default graph rewrites add start-up and gain nothing for this short, already
     # parallel pipeline (measured: a 5,000-copy run took 3.2 s with them, 2.5 s without).
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
-    return dataset.with_options(options)
+    return dataset.prefetch(2).with_options(options)

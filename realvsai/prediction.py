@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from realvsai import images as image_io
-from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE
+from realvsai.config import MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE
 from realvsai.errors import UserError
 from realvsai.files import list_images, write_csv
-from realvsai.image_stats import unfamiliar_reason
 from realvsai.metrics import DecisionRule
+from realvsai.run import ModelInfo, Predictor, doubt
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting
     import keras
@@ -57,37 +56,35 @@ class PredictionSummary:
         return line
 
 
-def model_image_size(model: keras.Model, model_info: Mapping[str, Any]) -> int:
-    """The side mixed-size images are resized to: model.json's, else the model's resize layer's."""
-    return int(model_info.get("image_size") or model.get_layer("resize").height)
+def model_image_size(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]) -> int:
+    """The side mixed-size images are resized to: model.json's (checked to be there)."""
+    return ModelInfo.of(model_info).image_size
 
 
 def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
                    *, verbose: int | str = 0, input_mode: str = "resize",
                    transform: Callable[[Any], Any] | None = None) -> np.ndarray:
-    """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode."""
-    import keras
+    """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode.
+
+    The files stream through ``data.make_dataset`` into the run's one predict path (``run.Predictor``),
+    every batch padded to ``batch_size`` rows.
+    """
+    import tensorflow as tf
 
     from realvsai.data import make_dataset
-    from realvsai.model import crop_averaging
 
     # Labels become file indices: the pipeline drops files it cannot decode, so each row carries its file's.
     indexed = dataclasses.replace(images, labels=list(range(len(images))))
-    crops = input_mode == "crops"
     dataset = make_dataset(indexed, batch_size=batch_size, image_size=image_size, shuffle=False, cache_bytes=0,
-                           crops="grid" if crops else None, transform=transform)
-    if crops:
-        model = crop_averaging(model, image_size)
-    pixels = keras.Input((CROP_GRID**2, image_size, image_size, 3) if crops else (None, None, 3), name="pixels")
-    index = keras.Input((), dtype="int32", name="index")
-    with_index = keras.Model([pixels, index], [model(pixels), keras.layers.Identity()(index)])
-    with warnings.catch_warnings():
-        # The pipeline skips unreadable files, so its length is unknown and Keras warns when it ends.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        rows, kept = with_index.predict(dataset.map(lambda batch, indices: ((batch, indices),)), verbose=verbose)
-    probabilities = np.full((len(images), rows.shape[-1]), np.nan, dtype=np.float32)
-    probabilities[np.asarray(kept, dtype=np.int64)] = np.asarray(rows, dtype=np.float32)
-    return probabilities
+                           crops="grid" if input_mode == "crops" else None, transform=transform)
+
+    def pad(pixels: tf.Tensor, indices: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor]]:
+        missing = batch_size - tf.shape(indices)[0]
+        pixels = tf.pad(pixels, [[0, missing]] + [[0, 0]] * (pixels.shape.rank - 1))
+        return ((pixels, tf.pad(indices, [[0, missing]], constant_values=-1)),)
+
+    info = ModelInfo(tuple(images.class_names), image_size, input_mode)
+    return Predictor(model, info, batch_size).predict_indexed(dataset.map(pad), len(images), verbose=verbose)
 
 
 def relative_name(path: Path, folder: Path) -> str:
@@ -112,7 +109,7 @@ def write_predictions(path: Path, folder: Path, files: Sequence[Path], probabili
     return predicted, uncertain
 
 
-def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Path, out_dir: Path, *,
+def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folder: Path, out_dir: Path, *,
                    batch_size: int = 64, max_pixels: int = MAX_IMAGE_PIXELS,
                    verbose: int | str = 0) -> PredictionSummary:
     """Predicts every image under ``folder`` into ``out_dir/predictions.csv``, the unusable ones into unreadable.csv.
@@ -122,12 +119,13 @@ def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Pa
     """
     from realvsai.data import LabelledImages
 
+    info = ModelInfo.of(model_info)
     folder, out_dir = Path(folder), Path(out_dir)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder. Give --input the folder of images to predict.")
     if (out_dir / PREDICTIONS_FILE).exists():
         raise UserError(f"{out_dir / PREDICTIONS_FILE} already exists and is kept. Choose another --out folder.")
-    class_names = [str(name) for name in model_info["class_names"]]
+    class_names = list(info.class_names)
     skipped: list[tuple[Path, str]] = []  # (file, why)
     candidates = list_images(folder, recursive=True, skipped=skipped)
     headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}")
@@ -141,22 +139,20 @@ def predict_folder(model: keras.Model, model_info: Mapping[str, Any], folder: Pa
         images = LabelledImages(files, [0] * len(files), class_names,
                                 [(header.width, header.height) for header in kept],
                                 [header.needs_pil for header in kept], formats=[header.image_format for header in kept])
-        probabilities = predict_images(model, images, batch_size, model_image_size(model, model_info),
-                                       verbose=verbose, input_mode=model_info.get("input_mode", "resize"))
+        probabilities = predict_images(model, images, batch_size, info.image_size, verbose=verbose,
+                                       input_mode=info.input_mode)
         failed = np.isnan(probabilities).any(axis=1)
         skipped += [(path, image_io.image_problem(path, max_pixels) or "could not be decoded")
                     for path, bad in zip(files, failed) if bad]
         usable = [pair for pair, bad in zip(usable, failed) if not bad]
         probabilities = probabilities[~failed]
-    unfamiliar = [unfamiliar_reason(model_info.get("training_images"), header.width, header.height,
-                                    header.image_format) for _, header in usable]
+    unlike = [doubt(info, header.width, header.height, header.image_format) for _, header in usable]
     out_dir.mkdir(parents=True, exist_ok=True)
     predicted, uncertain = write_predictions(out_dir / PREDICTIONS_FILE, folder, [path for path, _ in usable],
-                                             probabilities, class_names, DecisionRule.from_model_info(model_info),
-                                             unfamiliar)
+                                             probabilities, class_names, info.rule(), unlike)
     unreadable = sorted((relative_name(Path(path), folder), reason) for path, reason in skipped)
     if unreadable:
         write_csv(out_dir / UNREADABLE_FILE, ["file", "reason"], unreadable)
         logger.warning("%d files could not be read; they are listed in %s", len(unreadable), out_dir / UNREADABLE_FILE)
     return PredictionSummary(out_dir, {name: int(np.sum(predicted == index)) for index, name in enumerate(class_names)},
-                             int(np.sum(uncertain)), sum(reason is not None for reason in unfamiliar), unreadable)
+                             int(np.sum(uncertain)), sum(reason is not None for reason in unlike), unreadable)

@@ -20,10 +20,13 @@ from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
+    fit_name,
     free_name,
+    is_inside,
     list_images,
     map_in_threads,
     read_verified,
+    remove_temporaries,
     sha256_file,
     write_csv,
     write_new,
@@ -31,6 +34,7 @@ from realvsai.files import (
 from realvsai.image_stats import ImageFacts, describe_profiles, profile_classes
 from realvsai.images import inspect_file
 from realvsai.layout import (
+    AUGMENTED_TRAIN,
     MANIFEST_NAME,
     SPLITS,
     TEST,
@@ -44,6 +48,7 @@ from realvsai.layout import (
     rename_classes,
     write_manifest,
 )
+from realvsai.moving import MOVE_REFUSED_NAME
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,12 +81,13 @@ class SplitReport:
     num_unreadable: int = 0  # of ``skipped``: not an image, does not decode, or hidden
     num_duplicates: int = 0  # exact duplicates placed with their first copy
     num_dropped: int = 0  # of ``skipped``: train files identical to a test file (DataSplitD2)
+    num_in_two_classes: int = 0  # of ``skipped``: files whose content is also under another class
     num_written: int = 0
     num_in_place: int = 0  # already at their target with the same content
     mode: str = COPY
     moved_aside: Path | None = None
     class_profiles: dict[str, dict] = field(default_factory=dict)  # image_stats.class_profiles of the placed files
-    shortcut_warning: str | None = None  # set when size or format alone predicts the class
+    shortcut_warning: str | None = None  # set when one property (size, format...) alone predicts the class
 
     @property
     def num_files(self) -> int:
@@ -100,7 +106,7 @@ class _Item:
     read_from: str  # where its bytes are now
     digest: str | None = None
     problem: str | None = None
-    facts: ImageFacts | None = None  # size and format, for the shortcut check
+    facts: ImageFacts | None = None  # size, format, file size and JPEG quality, for the shortcut check
     data: bytes | None = None  # the bytes the scan read, kept for the copy when small
 
 
@@ -122,13 +128,20 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
         parts = key.split("/")
         if len(parts) < 2 or parts[0] not in class_names:
             return None
-        return "", class_names[parts[0]], "__".join(parts[1:])
+        return "", class_names[parts[0]], _flat_name(parts[1:])
 
     def plan(items: list[_Item]) -> tuple[list[tuple[str, _Item]], list[_Item]]:
         return _assign(items, dict(zip(SPLITS, fractions)), seed), []
 
-    return _run_split(source, [source / name for name in class_folders], out, locate, plan,
-                      mode=mode, overwrite=overwrite, workers=workers, max_pixels=max_pixels)
+    loose = sorted((str(path), "a file beside the class folders: only images inside a class folder are split")
+                   for path in source.iterdir() if not path.name.startswith(".") and not path.is_dir())
+    report = _run_split(source, [source / name for name in class_folders], out, locate, plan,
+                        mode=mode, overwrite=overwrite, workers=workers, max_pixels=max_pixels, ignored=loose)
+    if loose:
+        logger.warning("left out %d files beside the class folders in %s (e.g. %s): only images inside a class "
+                       "folder are split; they are listed in %s", len(loose), source, loose[0][0],
+                       report.out / SKIPPED_NAME)
+    return report
 
 
 def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fraction: float = SplitDefaults.val_fraction,
@@ -155,7 +168,7 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
         parts = key.split("/")
         if len(parts) < 3 or parts[0] not in group_names or parts[1] not in class_names:
             return None
-        return group_names[parts[0]], class_names[parts[1]], "__".join(parts[2:])
+        return group_names[parts[0]], class_names[parts[1]], _flat_name(parts[2:])
 
     def plan(items: list[_Item]) -> tuple[list[tuple[str, _Item]], list[_Item]]:
         test_items = [item for item in items if item.group == TEST]
@@ -185,7 +198,7 @@ def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, k
 def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     """``ratios`` as (train, validation, test); UserError unless three, none negative, train above 0, sum 1."""
     ratios = tuple(float(ratio) for ratio in ratios)
-    if len(ratios) != 3 or any(ratio < 0 for ratio in ratios) or ratios[0] <= 0:
+    if len(ratios) != 3 or not all(ratio >= 0 for ratio in ratios) or not ratios[0] > 0:  # nan fails both
         raise UserError(f"--ratios {' '.join(map(str, ratios))} must be three shares (train validation test), "
                         "none negative and train above 0, e.g. --ratios 0.7 0.15 0.15.")
     if abs(sum(ratios) - 1) > 1e-6:
@@ -225,8 +238,10 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
 
 def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callable[[str], tuple[str, str, str] | None],
                plan: Callable[[list[_Item]], tuple[list[tuple[str, _Item]], list[_Item]]], *, mode: str,
-               overwrite: bool, workers: int | None, max_pixels: int) -> SplitReport:
-    """List, check, plan, write ``manifest.csv`` (so a re-run only completes what is missing) and place."""
+               overwrite: bool, workers: int | None, max_pixels: int, ignored: Sequence[tuple[str, str]] = ()
+               ) -> SplitReport:
+    """List, check, plan, write ``manifest.csv`` (so a re-run only completes what is missing) and place;
+    ``ignored`` (path, reason) goes into ``skipped.csv`` as it is."""
     report = SplitReport(out=out, mode=mode)
     root = root.resolve()
     old_rows = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
@@ -239,6 +254,18 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
         if not any(f"{key}/".startswith(f"{prefix}/") for key in present):
             raise UserError(f"class folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
                             "Remove it or put its images in it.")
+    not_images += ignored
+    if mode == MOVE:  # a class folder that is a symlink leads outside SOURCE: nothing there is ever moved
+        kept, outside, folder_inside = [], [], {}
+        for item in items:
+            folder = os.path.dirname(item.source)
+            if folder not in folder_inside:  # one realpath per folder, not per file
+                folder_inside[folder] = is_inside(folder, root)
+            (kept if item.read_from != item.source or folder_inside[folder] else outside).append(item)
+        not_images += [(item.source, f"its folder leads to {os.path.realpath(os.path.dirname(item.source))}, "
+                        "outside SOURCE, through a symlink; --move never moves files outside SOURCE (split without "
+                        "--move, or move that folder into SOURCE)") for item in outside]
+        items = kept
     cross_device = _cross_device(root, out)
     if mode == LINK and cross_device:
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
@@ -250,7 +277,8 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
 
     def inspect(item: _Item) -> None:
         data, item.digest, item.problem, header = inspect_file(item.read_from, max_pixels)
-        item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format)
+        item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format,
+                                           len(data), header.jpeg_quality)
         with lock:
             if item.problem is None and len(data) <= min(_KEEP_FILE_BYTES, budget[0]):
                 budget[0] -= len(data)
@@ -259,14 +287,16 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     map_in_threads(lambda chunk: [inspect(item) for item in chunk], items, workers, "checking")
 
     unreadable = [item for item in items if item.problem is not None]
+    conflicting = _refuse_label_conflicts([item for item in items if item.problem is None])
     placements, dropped = plan(sorted((item for item in items if item.problem is None), key=lambda item: item.key))
     placed = sorted(((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest,
                                   item.source), item) for split, name, item in _target_names(placements)),
                     key=lambda pair: pair[0].order())
     rows = [row for row, _ in placed]
     report.num_unreadable, report.num_dropped = len(unreadable) + len(not_images), len(dropped)
+    report.num_in_two_classes = len(conflicting)
     report.num_duplicates = len(rows) - len({(row.split, row.sha256) for row in rows})
-    report.skipped = sorted(not_images + [(item.source, item.problem) for item in unreadable + dropped])
+    report.skipped = sorted(not_images + [(item.source, item.problem) for item in unreadable + conflicting + dropped])
     report.counts = Counter((row.split, row.class_name) for row in rows)
     report.class_profiles, report.shortcut_warning = profile_classes([item.facts for _, item in placed])
 
@@ -278,14 +308,41 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                 item.read_from = new + item.read_from[len(old):]
     write_manifest(out / MANIFEST_NAME, rows)
     write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped)
-    for folder in sorted({(out / row.path).parent for row in rows}):
+    names_in: dict[Path, list[str]] = defaultdict(list)
+    for row in rows:
+        names_in[(out / row.path).parent].append(Path(row.path).name)
+    for folder in sorted(names_in):
         folder.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(folder, names_in[folder])  # what a killed run left
     written = map_in_threads(lambda chunk: _place_chunk(chunk, mode, cross_device),
                              [(out / row.path, item) for row, item in placed], workers,
                              {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
     report.num_written, report.num_in_place = sum(written), len(written) - sum(written)
     _log_problems(report)
     return report
+
+
+def _flat_name(parts: Sequence[str]) -> str:
+    """The output name of a file at ``parts`` below its class folder: sub-folders joined with ``__``, cut to fit."""
+    return fit_name("__".join(parts))
+
+
+def _refuse_label_conflicts(items: Sequence[_Item]) -> list[_Item]:
+    """Sets the problem of every file whose content is also under another class, and returns them.
+
+    One image under two labels teaches the model nothing true, and in two splits it would leak: all its
+    copies are left out, for the user to decide which class it belongs to.
+    """
+    classes_of: dict[str, dict[str, str]] = defaultdict(dict)  # sha256 -> class -> its first file's key
+    for item in sorted(items, key=lambda item: item.key):
+        classes_of[item.digest].setdefault(item.class_name, item.key)
+    conflicting = [item for item in items if len(classes_of[item.digest]) > 1]
+    for item in conflicting:
+        others = ", ".join(f"{key} (class {name})" for name, key in sorted(classes_of[item.digest].items())
+                           if name != item.class_name)
+        item.problem = (f"same content as {others}: one image under two classes is left out of both; keep it "
+                        "in the folder of its true class only and split again")
+    return conflicting
 
 
 def _inside(folder: Path, root: Path) -> Path:
@@ -375,7 +432,11 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
     aside = next(path for path in itertools.chain([out / stamp], (out / f"{stamp}-{n}" for n in itertools.count(2)))
                  if not path.exists())
     aside.mkdir(parents=True)
-    for name in (*SPLITS, MANIFEST_NAME, SKIPPED_NAME):  # renamed, never deleted
+    # augmented_train goes with the split its copies were made from: moved into the new train, a copy
+    # of an image the new split puts in validation or test would leak it (and its refusals go with it).
+    augmented = find_child_folder(out, AUGMENTED_TRAIN)
+    for name in (*SPLITS, MANIFEST_NAME, SKIPPED_NAME, augmented.name if augmented else AUGMENTED_TRAIN,
+                 MOVE_REFUSED_NAME):  # renamed, never deleted
         if (out / name).exists():
             os.rename(out / name, aside / name)
     logger.warning("moved the previous split to %s; delete that folder when you no longer need it", aside)
@@ -438,6 +499,9 @@ def _log_problems(report: SplitReport) -> None:
         logger.warning("only one class (%s) has usable images in this split, but a classifier needs at least two. "
                        "Add a folder of images for each other class to SOURCE and split again, or merge another "
                        "split dataset into %s with DataMerger.py, before training", classes[0], report.out)
+    if report.num_in_two_classes:
+        logger.warning("left out %d files whose content is under two classes (listed in %s): move each into the "
+                       "folder of its true class only", report.num_in_two_classes, report.out / SKIPPED_NAME)
     if report.shortcut_warning:
         logger.warning("%s", report.shortcut_warning)
     used = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
@@ -463,7 +527,9 @@ def format_report(report: SplitReport) -> str:
         f"{report.num_files:,} files in {report.out}: {report.num_written:,} {verb}, "
         f"{report.num_in_place:,} already in place.",
         f"exact duplicates: {report.num_duplicates:,} (each kept in the split of its first copy)"
-        + (f"; {report.num_dropped:,} train files identical to a test file left out" if report.num_dropped else ""),
+        + (f"; {report.num_dropped:,} train files identical to a test file left out" if report.num_dropped else "")
+        + (f"; {report.num_in_two_classes:,} files under two classes left out (one content, two labels)"
+           if report.num_in_two_classes else ""),
         f"skipped: {report.num_unreadable:,} files that are not usable images or are hidden"
         + (f" (list: {report.out / SKIPPED_NAME})" if report.skipped else ""),
         f"manifest: {report.out / MANIFEST_NAME}",

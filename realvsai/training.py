@@ -20,7 +20,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from realvsai.config import (
     MODEL_FILE,
     MODEL_JSON_FILE,
     POSITIVE_WORDS,
+    TRAINED_FILE,
     TrainConfig,
 )
 from realvsai.errors import UserError
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # TensorFlow loads only when training starts, so the script's
     import tensorflow as tf
 
     from realvsai.data import LabelledImages
+    from realvsai.distributed import Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +76,11 @@ class TrainResult:
     chief: bool = True
 
 
-def select_precision(precision: str, num_gpus: int) -> str:
-    """The dtype policy name for ``--precision`` (``auto``: mixed_float16 on a GPU, float32 on CPU)."""
+def select_precision(precision: str, num_gpus: int, backend: str = "tensorflow") -> str:
+    """The dtype policy name for ``--precision`` (``auto``: float32 on CPU; on a GPU mixed_float16 on
+    TensorFlow, mixed_bfloat16 on JAX, which needs no loss scaling)."""
     if precision == "auto":
-        return "mixed_float16" if num_gpus > 0 else "float32"
+        return "float32" if num_gpus == 0 else "mixed_float16" if backend == "tensorflow" else "mixed_bfloat16"
     return precision
 
 
@@ -129,14 +132,18 @@ def loss_class_weights(config: TrainConfig, train_counts: Mapping[str, int]) -> 
 def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
     """Adam, decaying linearly over ``decay_steps`` to ``final_fraction`` of the start; ``loss_scaling``
-    (mixed_float16) wraps it in ``distributed.AllReplicasLossScaleOptimizer``."""
+    (mixed_float16) wraps it in a LossScaleOptimizer (on TensorFlow ``distributed.AllReplicasLossScaleOptimizer``)."""
     import keras
 
     from realvsai.distributed import AllReplicasLossScaleOptimizer
 
     adam = keras.optimizers.Adam(keras.optimizers.schedules.PolynomialDecay(
         learning_rate, decay_steps=max(1, decay_steps), end_learning_rate=learning_rate * final_fraction, power=1.0))
-    return AllReplicasLossScaleOptimizer(adam) if loss_scaling else adam
+    if not loss_scaling:
+        return adam
+    # On JAX, DataParallel computes one global gradient, which Keras' own optimizer checks whole.
+    return (AllReplicasLossScaleOptimizer if keras.backend.backend() == "tensorflow"
+            else keras.optimizers.LossScaleOptimizer)(adam)
 
 
 def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None) -> None:
@@ -164,6 +171,11 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tun
 
 def _write_json(path: Path, content: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(content, indent=2, default=str) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    """The content of a JSON file this program wrote, or None when there is none."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def resolve_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path]:
@@ -239,10 +251,11 @@ def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
     return digest.hexdigest()
 
 
-def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.Strategy | None = None,
+def train(config: TrainConfig, *, resume: bool = False, strategy: Strategy | None = None,
           verbose: int | str = "auto") -> TrainResult:
     """Trains a model as ``config`` says and writes the run folder; every worker of a cluster calls it, and
-    the chief's ``config`` and ``resume`` count. ``strategy`` None mirrors over the local GPUs.
+    the chief's ``config`` and ``resume`` count. ``strategy`` None trains on every local device
+    (``distributed.select_strategy``: MirroredStrategy over the GPUs on TensorFlow, DataParallel on JAX).
 
     Raises:
         UserError: for a bad dataset, a clash with an existing run, unusable weights or a stopped worker.
@@ -257,15 +270,25 @@ def train(config: TrainConfig, *, resume: bool = False, strategy: tf.distribute.
     if not distributed.is_chief(strategy):
         logger.info("the chief writes the run folder %s (on its machine); this worker keeps no file", run_dir)
     with distributed.worker_folder(strategy, run_dir) as folder:
-        result = _train(config, folder, strategy, resume, verbose)
+        trained = distributed.chief_decides(strategy, lambda: _read_json(folder / BACKUP_DIR / TRAINED_FILE)
+                                            ) if resume else None
+        if trained is None:
+            result = _train(config, folder, strategy, resume, verbose)
+        else:  # killed after training, before the run was finished
+            logger.info("%s has finished training; writing what it had not written yet", run_dir)
+            result = TrainResult(folder, None, trained["model_info"], trained["history"], None,
+                                 chief=distributed.is_chief(strategy))
+        if result.chief:
+            result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data))
     return dataclasses.replace(result, run_dir=run_dir)
 
 
-def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy, resume: bool,
+def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
            verbose: int | str) -> TrainResult:
-    """``train`` once the run folder is settled; ``run_dir`` is where this process writes."""
+    """``train``'s training, once the run folder is settled; ``run_dir`` is where this process writes. The
+    chief's result holds the best model in float32, which is also in model.h5."""
     import keras
-    import tensorflow as tf
+    import tensorflow as tf  # the tf.data input, which feeds model.fit on every backend
 
     from realvsai import data, distributed
     from realvsai import model as model_module
@@ -273,9 +296,13 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     from realvsai.callbacks import save_model_atomically
 
     logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
-    policy = select_precision(config.precision, len(tf.config.list_logical_devices("GPU")))
+    num_gpus = sum(device.startswith("gpu") for device in keras.distribution.list_devices())
+    policy = select_precision(config.precision, num_gpus, keras.backend.backend())
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
+    if keras.backend.backend() == "tensorflow" and not num_gpus:
+        # The same numbers on every run, so a resumed run repeats the uninterrupted one (GPU kernels would be slower).
+        tf.config.experimental.enable_op_determinism()
 
     problem = None
     try:
@@ -297,22 +324,32 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                        "metrics count %r as positive. Set --positive-class to choose.", positive_class)
     positive_index = class_names.index(positive_class) if positive_class else None
 
-    replicas, workers = strategy.num_replicas_in_sync, distributed.num_workers(strategy)
+    replicas, workers = distributed.num_replicas(strategy), distributed.num_workers(strategy)
     global_batch = config.batch_size * replicas
-    steps_per_epoch = math.ceil(len(train_images) / global_batch)
-    validation_steps = math.ceil(len(validation_images) / global_batch)
+    full_batches = distributed.needs_full_batches(strategy)
+    steps_per_epoch, validation_steps = (
+        (len(images) // global_batch if full_batches else math.ceil(len(images) / global_batch))
+        for images in (train_images, validation_images))
+    if full_batches:
+        if not steps_per_epoch or not validation_steps:
+            raise UserError(f"{len(train_images)} training and {len(validation_images)} validation images do not "
+                            f"fill one batch of {global_batch} ({config.batch_size} on each of {replicas} devices). "
+                            "Lower --batch-size, or add images.")
+        logger.info("every batch splits evenly over the %d devices: each epoch leaves out the last %d training "
+                    "(a different few each epoch) and %d validation images", replicas,
+                    len(train_images) % global_batch, len(validation_images) % global_batch)
     # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras.
     # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
     input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
     crops = config.input_mode == "crops"
-    train_dataset = data.make_dataset(
-        train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
-        augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
-        crops="random" if crops else None).repeat()
+    train_epochs = functools.partial(
+        data.make_dataset, train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True,
+        seed=config.seed, augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
+        crops="random" if crops else None, drop_remainder=full_batches)
     counts = {split: images.counts() for split, images in
               ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
-                                           crops="centre" if crops else None)
+                                           crops="centre" if crops else None, drop_remainder=full_batches)
     class_weight = loss_class_weights(config, counts[TRAIN])
     if class_weight:  # validation weighted like the training loss, so loss and val_loss (and the stop rule) compare
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
@@ -356,7 +393,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
                     "mode, for all %d epochs (head + fine-tune) at learning rate %g", config.total_epochs,
                     config.learning_rate)
 
-    history = _fit_phases(model, config, run_dir, strategy, (train_dataset, steps_per_epoch),
+    history = _fit_phases(model, config, run_dir, strategy, (train_epochs, steps_per_epoch),
                           (validation_dataset.repeat(), validation_steps), class_weight, len(class_names),
                           positive_index, resume, verbose)
 
@@ -364,32 +401,47 @@ def _train(config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
     model_info["best_epoch"] = dict(min(finite, key=lambda row: row["val_loss"])) if finite else None
     if not distributed.is_chief(strategy):
         return TrainResult(run_dir, model, model_info, history, None, chief=False)
-    # The best epoch's weights, in float32: the app runs on machines without float16 kernels.
-    save_model_atomically(model if policy == "float32" else model_module.float32_copy(model), run_dir / MODEL_FILE)
-    _write_json(run_dir / MODEL_JSON_FILE, model_info)
+    # In float32 (the app runs on machines without float16 kernels), and outside the strategy: on several
+    # machines the distributed model's predict would wait for the stopped workers.
+    model = model_module.float32_copy(model)
+    if model_info["best_epoch"] is None:  # no epoch had a finite val_loss, so none was saved as the best
+        save_model_atomically(model, run_dir / MODEL_FILE)
+    _write_json(run_dir / BACKUP_DIR / TRAINED_FILE, {"model_info": model_info, "history": history})
+    return TrainResult(run_dir, model, model_info, history, None)
+
+
+def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],
+                run_dir: Path, data_dir: Path) -> TrainResult:
+    """What a trained run owes once its best model is in model.h5 (``model``, or None to read it back): the
+    curves, model.json, and with ``data_dir/test`` the threshold, evaluation and card. Removing the backup
+    comes last: until then ``--resume`` comes back here (the backup's TRAINED_FILE), so a kill never leaves
+    a run half-finished."""
+    if model is None:
+        import keras
+
+        model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
     fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
     plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start)
-    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
-    # The chief evaluates (and returns) the model read back from its file, as the app will see it;
-    # on several machines the distributed model's predict would also wait for the stopped workers.
-    model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
     test_metrics = None
-    if test_images is not None:
+    if (data_dir / TEST).is_dir():  # the evaluation writes model.json's final content, with the test metrics
         from realvsai import evaluation
 
-        test_metrics = evaluation.evaluate_run(model, model_info, Path(config.data), run_dir)
+        test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir)
         model_info = json.loads((run_dir / MODEL_JSON_FILE).read_text(encoding="utf-8"))
     else:
-        logger.info("%s has no %s folder: skipping the final evaluation", config.data, TEST)
+        logger.info("%s has no %s folder: skipping the final evaluation", data_dir, TEST)
+        _write_json(run_dir / MODEL_JSON_FILE, model_info)
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
     return TrainResult(run_dir, model, model_info, history, test_metrics)
 
 
-def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy: tf.distribute.Strategy,
-                train: tuple[tf.data.Dataset, int], validation: tuple[tf.data.Dataset, int],
+def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy: Strategy,
+                train: tuple[Callable[..., tf.data.Dataset], int], validation: tuple[tf.data.Dataset, int],
                 class_weight: dict[int, float] | None, num_classes: int, positive_index: int | None,
                 resume: bool, verbose: int | str) -> list[dict[str, Any]]:
-    """Runs (or resumes) every phase on (repeated dataset, batches per epoch); returns the history rows.
-    The model ends with its best weights."""
+    """Runs (or resumes) every phase; returns the history rows. ``train`` is (a function of ``first_epoch``
+    giving the endless training batches from that epoch on, batches per epoch), ``validation`` (repeated
+    dataset, batches per epoch). The model ends with its best weights."""
     import keras
 
     from realvsai import callbacks, distributed
@@ -442,13 +494,13 @@ def _fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy
         backup = callbacks.RunBackup(run_dir / BACKUP_DIR / name, state_fn, restore=restoring)
         # Order matters: a NaN loss ends the run before anything is saved, the stop rules decide, the
         # recorder writes the row, the backup commits, and only then is a new best model written.
-        phase_callbacks = [callbacks.StopOnNonFiniteLoss(), distributed.DistinctReplicaSeeds(strategy), stop_rule,
+        phase_callbacks = [callbacks.StopOnNonFiniteLoss(), distributed.EpochSeeds(strategy), stop_rule,
                            early_stopping, recorder, backup, best_model, tensorboard]
         with strategy.scope():
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
                                        train[1] * (phase.end - phase.start),
                                        loss_scaling=model.dtype_policy.name == "mixed_float16")
-        distributed.fit(model, train[0], validation[0], strategy=strategy, optimizer=optimizer,
+        distributed.fit(model, train[0](first_epoch=start), validation[0], strategy=strategy, optimizer=optimizer,
                         metrics=functools.partial(make_metrics, num_classes, positive_index), epochs=end,
                         initial_epoch=start, steps_per_epoch=train[1], validation_steps=validation[1],
                         class_weight=class_weight, callbacks=phase_callbacks,

@@ -20,7 +20,18 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
+# The model, training, inference and app tests: CI runs them a second time under KERAS_BACKEND=jax
+# (`-m backends`), so every script works on both Keras backends.
+BOTH_BACKENDS = frozenset({"test_backends.py", "test_model.py", "test_augmentation.py", "test_pixels.py",
+                           "test_training.py", "test_callbacks.py", "test_inference.py", "test_prediction.py",
+                           "test_app.py"})
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in BOTH_BACKENDS:
+            item.add_marker(pytest.mark.backends)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from test_inference import bright_patch, build_stand_in, encode, load, png_header_only, random_image, write_run
 
 from realvsai import inference
+from realvsai.run import read_run
 
 APP = REPO / "App.py"
 PNG, JPEG = "image/png", "image/jpeg"
@@ -201,7 +202,7 @@ def test_two_classes_are_decided_at_the_model_json_decision_threshold(start_app,
 def test_the_page_states_the_decision_rule(start_app, thresholded_models):
     app = start_app("--models", thresholded_models)
 
-    rule = inference.DecisionRule.from_model_info(inference.read_run(thresholded_models / "thresholded").info, 0.6)
+    rule = read_run(thresholded_models / "thresholded").info.rule(0.6)
     assert any(rule.describe(["FAKE", "REAL"]) in text for text in texts(app))
 
 
@@ -294,12 +295,13 @@ def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypa
     table = app.dataframe[0].value
     assert list(table["file"]) == ["noise.jpg", "notes.png", "patch.png", "night.png", "=cmd.png"]
     lines = downloads[-1].splitlines()
-    assert lines[0] == "file,predicted,p_FAKE,p_REAL,uncertain,unfamiliar,error"
-    assert lines[1].startswith("noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,False,,")
+    # predictions.csv's columns, in its order, and an error column for the uploads it could not classify.
+    assert lines[0] == "file,predicted,probability_FAKE,probability_REAL,uncertain,unfamiliar,error"
+    assert lines[1].startswith("noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,false,,")
     assert lines[2].startswith("notes.png,,,,,,not an image")
-    assert lines[3].startswith("patch.png,REAL,0.47") and lines[3].endswith(",True,,")
-    assert lines[4] == "night.png,FAKE,0.880797,0.119203,False,,"
-    assert lines[5] == "'=cmd.png,FAKE,0.880797,0.119203,False,,"  # a spreadsheet shows it, never runs it
+    assert lines[3].startswith("patch.png,REAL,0.47") and lines[3].endswith(",true,,")
+    assert lines[4] == "night.png,FAKE,0.880797,0.119203,false,,"
+    assert lines[5] == "'=cmd.png,FAKE,0.880797,0.119203,false,,"  # a spreadsheet shows it, never runs it
 
 
 def test_an_unreadable_model_file_shows_a_one_line_message_not_a_traceback(start_app, tmp_path):
@@ -311,6 +313,17 @@ def test_an_unreadable_model_file_shows_a_one_line_message_not_a_traceback(start
     assert "model.h5 is not a Keras HDF5 model" in app.error[0].value
     assert "\n" not in app.error[0].value and "Traceback" not in app.error[0].value
     assert not app.file_uploader
+
+
+def test_a_malformed_model_json_skips_that_run_naming_the_file_and_the_field(start_app, tmp_path):
+    write_run(tmp_path, "good", created="2024-01-01T00:00:00+00:00")
+    folder = write_run(tmp_path, "bad", created="2025-01-01T00:00:00+00:00", info={"image_size": "large"})
+
+    app = start_app("--models", tmp_path)
+
+    skipped = [warning.value for warning in app.sidebar.warning]
+    assert len(skipped) == 1 and str(folder / "model.json") in skipped[0] and "image_size" in skipped[0]
+    assert not app.exception and app.file_uploader
 
 
 def test_a_model_json_that_does_not_match_the_model_shows_a_message(start_app, tmp_path):
@@ -338,13 +351,22 @@ def test_app_py_help_lists_its_options():
     assert "--model" in finished.stdout and "--models" in finished.stdout and "streamlit run App.py" in finished.stdout
 
 
+def test_app_py_help_says_each_default_once_and_prints_no_streamlit_warnings():
+    finished = run_script("App.py", "--help", timeout=120)
+
+    assert finished.returncode == 0
+    assert "(default: None)" not in finished.stdout
+    assert "(default: the newest in --models)" in " ".join(finished.stdout.split())
+    assert "No runtime found" not in finished.stderr and "WARNING" not in finished.stderr
+
+
 def test_results_are_the_same_as_the_model_gives_for_the_original_image(start_app, models_dir):
     image = random_image(7, 70, 45)
     app = upload(start_app("--models", models_dir), ("a.png", encode(image), PNG))
 
     classifier, _ = load(models_dir / "newest")
-    expected = classifier.model(image[None].astype(np.float32), training=False).numpy()[0]
-    assert list(app.dataframe[0].value["p_REAL"]) == pytest.approx([expected[1]], abs=1e-5)
+    expected = np.asarray(classifier.model(image[None].astype(np.float32), training=False))[0]
+    assert list(app.dataframe[0].value["probability_REAL"]) == pytest.approx([expected[1]], abs=1e-5)
 
 
 # --- unfamiliar uploads ----------------------------------------------------------------------
@@ -364,17 +386,38 @@ def test_an_upload_unlike_the_training_images_is_warned_about_and_never_certain(
     app = upload(start_app("--models", thumbnail_models), photo)
 
     warnings = [warning.value for warning in app.warning]
-    assert any("Unlike the images this model was trained on" in text and "1024x768" in text for text in warnings)
+    assert any("never called certain" in text and "1024x768" in text for text in warnings)
     assert verdicts(app) == [":orange[Uncertain]"]  # noise alone is 100% REAL to this model
-    assert any("not certain: unlike the training images" in text for text in texts(app))
+    assert any("not certain on such images" in text for text in texts(app))
     assert "1 uncertain" in app.subheader[0].value
+
+
+@pytest.fixture(scope="module")
+def chance_models(tmp_path_factory) -> Path:
+    """One run whose validation showed it at chance on images 256-1023 px a side."""
+    models = tmp_path_factory.mktemp("chance_models")
+    by_kind = {"chance": 0.5, "size": {
+        "0-63 px": {"num_images": 40, "accuracy": 0.95, "balanced_accuracy": 0.95, "near_chance": False},
+        "256-1023 px": {"num_images": 40, "accuracy": 0.5, "balanced_accuracy": 0.52, "near_chance": True}}}
+    write_run(models, "chance", evidence=True, info={"validation_by_kind": by_kind})
+    return models
+
+
+def test_an_upload_of_a_kind_validation_shows_at_chance_is_uncertain_with_the_reason(start_app, chance_models):
+    large = ("large.png", encode(random_image(3, 400, 300)), PNG)
+    small = ("small.png", encode(random_image(4, 40, 30)), PNG)
+    app = upload(start_app("--models", chance_models), large, small)
+
+    assert verdicts(app) == [":orange[Uncertain]", "REAL"]  # noise alone is 100% REAL to this model
+    warnings = [warning.value for warning in app.warning]
+    assert len(warnings) == 1 and "256-1023 px" in warnings[0] and "at chance" in warnings[0]
 
 
 def test_an_upload_like_the_training_images_gets_no_unfamiliar_warning(start_app, thumbnail_models):
     thumbnail = ("thumb.jpg", encode(random_image(1, 32, 32), "JPEG"), JPEG)
     app = upload(start_app("--models", thumbnail_models), thumbnail)
 
-    assert not [warning for warning in app.warning if "Unlike the images" in warning.value]
+    assert not [warning for warning in app.warning if "never called certain" in warning.value]
     assert verdicts(app) == ["REAL"]
 
 

@@ -23,6 +23,10 @@ from realvsai.augmentation import (
 from realvsai.offline_augmentation import plan_batches, write_augmented_copies
 
 AUGMENTING = ("classic", "detector")
+# The model's layers are keras.ops: inside tf.function, tf.data or TensorFlow's XLA they run TensorFlow's ops
+# only on the TensorFlow backend (on JAX they run JAX's, which cannot take a symbolic tf.Tensor).
+tensorflow_backend_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                             reason="tf.function / tf.data / TF XLA: the TensorFlow backend's path")
 
 
 def random_images(shape=(4, 32, 32, 3), seed=0) -> np.ndarray:
@@ -139,6 +143,7 @@ def test_same_seed_repeats_the_augmentation_and_another_seed_does_not(preset):
     assert not np.array_equal(run(3), run(4))
 
 
+@tensorflow_backend_only
 @pytest.mark.parametrize("preset", AUGMENTING)
 def test_augmentation_runs_in_a_tf_function_for_any_image_size(preset):
     layers = build_augmentation(preset, seed=1)
@@ -148,6 +153,7 @@ def test_augmentation_runs_in_a_tf_function_for_any_image_size(preset):
         assert tuple(augment(random_images(shape)).shape) == shape
 
 
+@tensorflow_backend_only
 @pytest.mark.parametrize("preset", AUGMENTING)
 def test_augmentation_runs_inside_tf_data_map(preset):
     layers = build_augmentation(preset, seed=1)
@@ -183,8 +189,8 @@ def only(**ranges) -> RandomAffine:
 def transformation(batch: int, **values) -> dict:
     """RandomAffine parameters for ``batch`` images: the identity, except ``values`` (one per image)."""
     neutral = dict(angle=0.0, shift_x=0.0, shift_y=0.0, shear=0.0, zoom_x=1.0, zoom_y=1.0)
-    result = {name: tf.constant(values.get(name, [value] * batch), tf.float32) for name, value in neutral.items()}
-    result["flip"] = tf.constant(values.get("flip", [False] * batch))
+    result = {name: np.array(values.get(name, [value] * batch), "float32") for name, value in neutral.items()}
+    result["flip"] = np.array(values.get("flip", [False] * batch))
     return result
 
 
@@ -287,6 +293,7 @@ def test_affine_resample_gives_the_numbers_of_keras_affine_transform():
     np.testing.assert_allclose(augmentation.affine_resample(images, transforms), expected, atol=1e-3)
 
 
+@tensorflow_backend_only
 def test_random_affine_under_xla_resamples_as_it_does_without():
     images = random_images((8, 24, 32, 3))
     layer = RandomAffine(seed=3)
@@ -298,6 +305,7 @@ def test_random_affine_under_xla_resamples_as_it_does_without():
     np.testing.assert_allclose(tf.function(run, jit_compile=True)(images), tf.function(run)(images), atol=1e-3)
 
 
+@tensorflow_backend_only
 @pytest.mark.parametrize("preset", AUGMENTING)
 def test_every_layer_that_claims_xla_support_compiles_with_xla(preset):
     """Keras XLA-compiles a model on a GPU ("auto") when all its layers claim support: a false claim is a crash."""
@@ -385,15 +393,23 @@ def test_layers_reject_impossible_settings(make):
 def test_augment_copies_depends_only_on_the_seed(preset):
     layers = build_augmentation(preset, seed=1)
     images = random_images((6, 32, 32, 3))
-    seed = tf.constant([11, 12], tf.int64)
-    eager = augment_copies(layers, images, seed).numpy()
+    first = keras.ops.convert_to_numpy(augment_copies(layers, images, (11, 12)))
     layers(images, training=True)  # advancing the layers' own random state changes nothing here
+    assert np.array_equal(keras.ops.convert_to_numpy(augment_copies(layers, images, (11, 12))), first)
+    assert not np.array_equal(keras.ops.convert_to_numpy(augment_copies(layers, images, (11, 13))), first)
+
+
+def test_augment_copies_of_the_input_part_in_tf_data_depends_only_on_the_seed():
+    """Training's input pipeline: a seed tensor per batch, TensorFlow's ops, on every Keras backend."""
+    layers = build_augmentation("detector", seed=1, part="input")
+    images = random_images((16, 32, 32, 3))
+    seed = tf.constant([11, 12], tf.int64)
     dataset = tf.data.Dataset.from_tensors(images).repeat(3)
     mapped = list(dataset.map(lambda batch: augment_copies(layers, batch, seed), num_parallel_calls=3,
                               deterministic=False).as_numpy_iterator())
     assert all(np.array_equal(batch, mapped[0]) for batch in mapped)
-    np.testing.assert_allclose(mapped[0], eager, atol=1e-2)  # a graph's float rounding differs from eager's
-    assert not np.array_equal(augment_copies(layers, images, tf.constant([11, 13], tf.int64)).numpy(), eager)
+    other = dataset.take(1).map(lambda batch: augment_copies(layers, batch, tf.constant([11, 13], tf.int64)))
+    assert not np.array_equal(next(other.as_numpy_iterator()), mapped[0])
 
 
 @dataclass
@@ -446,10 +462,26 @@ def test_offline_copies_are_the_all_part_applied_to_images_decoded_as_training_d
 
     for batch in batches:
         images = tf.stack([tf.cast(decode_rgb(str(source), False), tf.float32) for source in batch.sources])
-        expected = augment_copies(layers, tf.repeat(images, batch.copies, axis=0), tf.constant(batch.seed, tf.int64))
-        expected = tf.cast(tf.clip_by_value(tf.round(expected), 0.0, 255.0), tf.uint8)
+        expected = augment_copies(layers, np.repeat(images.numpy(), batch.copies, axis=0), batch.seed)
+        expected = np.clip(np.round(keras.ops.convert_to_numpy(expected)), 0.0, 255.0).astype(np.uint8)
         targets = [target for targets in batch.targets for target in targets]
         for target, pixels in zip(targets, expected, strict=True):
             written = tf.io.decode_jpeg(Path(target).read_bytes()).numpy().astype(int)
             reference = tf.io.decode_jpeg(tf.io.encode_jpeg(pixels, quality=95)).numpy().astype(int)
             assert np.abs(written - reference).mean() < 0.5  # float rounding (graph, XLA) apart, the same
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_model_augmentation_trains_in_an_xla_compiled_step_with_new_draws_each_step(preset):
+    """Keras compiles the train step (XLA on JAX always): each layer's SeedGenerator must move on every step."""
+    inputs = keras.Input((16, 16, 3))
+    augmentation = build_augmentation(preset, seed=1, part="model")
+    features = keras.layers.GlobalAveragePooling2D()(augmentation(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(features))
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=True)
+    states = [keras.ops.convert_to_numpy(layer.generator.state) for layer in augmentation.layers]
+
+    model.fit(random_images((8, 16, 16, 3)), np.arange(8) % 2, batch_size=4, epochs=1, verbose=0)
+
+    moved = [keras.ops.convert_to_numpy(layer.generator.state) for layer in augmentation.layers]
+    assert all(after[1] == before[1] + 2 for before, after in zip(states, moved)), (states, moved)  # [seed, draws]

@@ -51,7 +51,9 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def digests(folder: Path) -> list[str]:
-    return sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.rglob("*") if path.is_file())
+    """The sha256 of every file under ``folder`` but the list of the copies' sources."""
+    return sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.rglob("*")
+                  if path.is_file() and path.name != moving.SOURCES_NAME)
 
 
 # DataAugmentation.py
@@ -292,12 +294,19 @@ def test_refusing_validation_exits_1_as_a_subprocess(data):
 
 @pytest.fixture
 def augmented(data) -> Path:
-    """``data`` plus two copies per training image in ``augmented_train`` (made without TensorFlow)."""
+    """``data`` plus two copies per training image in ``augmented_train`` (made without TensorFlow), their
+    sources recorded in ``sources.csv`` as DataAugmentation.py records them."""
+    sources = {}
     for class_index, (class_name, count) in enumerate(sorted(CLASSES.items())):
         for index in range(count):
+            source = f"train/{class_name}/img_{index:03d}.png"
             for k in range(2):
-                write_image(data / "augmented_train" / class_name / f"aug_img_{index:03d}_{k}.jpg",
-                            seed=50_000 + class_index * 100 + index * 10 + k)
+                copy = write_image(data / "augmented_train" / class_name / f"aug_img_{index:03d}_{k}.jpg",
+                                   seed=50_000 + class_index * 100 + index * 10 + k)
+                sources[f"{class_name}/{copy.name}"] = moving.CopySource(
+                    hashlib.sha256(copy.read_bytes()).hexdigest(), source,
+                    hashlib.sha256((data / source).read_bytes()).hexdigest())
+    moving.add_copy_sources(data / "augmented_train", sources)
     return data
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -107,7 +108,7 @@ def test_best_model_saves_and_restores_the_weights_of_the_lowest_val_loss(tmp_pa
     start = model.get_weights()
     drive([best], model, [(1.0, 0.9), (0.8, 0.7), (0.6, 0.8), (0.5, math.nan)])  # NaN is never best
     assert best.best_epoch == 1
-    expected = [weight + 2.0 for weight in start]  # the weights after the second epoch
+    expected = [weight + 1.0 + 1.0 for weight in start]  # after the second epoch, added as drive adds (float32)
     assert_weights(model.get_weights(), expected)
     assert_weights(keras.models.load_model(tmp_path / "model.h5", compile=False).get_weights(), expected)
     assert [path.name for path in tmp_path.iterdir()] == ["model.h5"]  # no temporary file left
@@ -222,3 +223,152 @@ def test_damaged_or_mismatched_backup_is_a_user_error(tmp_path):
     wider.compile("adam", "sparse_categorical_crossentropy")
     with pytest.raises(UserError, match="does not fit this model"):
         wider.fit(x, y, epochs=2, initial_epoch=1, verbose=0, callbacks=[RunBackup(tmp_path / "other", restore=True)])
+
+
+# --- why the project keeps its own callbacks: each Keras built-in next to its replacement, same scenario ----
+
+
+def rows_of(count: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    x = np.random.default_rng(seed).normal(size=(count, 3)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int32")
+
+
+def nan_model() -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return model, np.full((8, 3), np.nan, "float32"), np.zeros(8, "int32")  # every loss is NaN
+
+
+def test_keras_terminate_on_nan_lets_the_nan_epoch_be_recorded_and_ends_fit_as_if_done():
+    model, x, y = nan_model()
+    ended = []
+    recorder = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ended.append(epoch))
+    model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN(), recorder])
+    assert ended == [0]  # the diverged epoch reached the recorder (and would reach the backup); no error
+    model, x, y = nan_model()
+    with pytest.raises(RuntimeError) as raised:  # raise_error=True: a bare RuntimeError, no hint for the user
+        model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN(raise_error=True)])
+    assert not isinstance(raised.value, UserError)
+
+
+def test_stop_on_non_finite_loss_ends_the_run_with_a_user_error_before_any_epoch_end():
+    model, x, y = nan_model()
+    ended = []
+    recorder = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ended.append(epoch))
+    with pytest.raises(UserError, match="lower --learning-rate"):
+        model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[StopOnNonFiniteLoss(), recorder])
+    assert ended == []
+
+
+def kill_at_save(model: keras.Model, monkeypatch, call: int, after_writing: bool) -> None:
+    """Makes the ``call``-th ``model.save_weights`` raise KeyboardInterrupt (a kill), before or after it writes."""
+    save_weights, calls = model.save_weights, []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call and not after_writing:
+            raise KeyboardInterrupt
+        save_weights(*args, **kwargs)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "save_weights", killed)
+
+
+def epochs_in(path) -> list[int]:
+    with open(path, newline="", encoding="utf-8") as stream:
+        return [int(row["epoch"]) for row in csv.DictReader(stream)]
+
+
+def test_keras_csv_logger_with_append_keeps_the_row_of_an_epoch_a_resumed_run_writes_again(tmp_path, monkeypatch):
+    x, y = rows_of()
+    model = tiny_model()
+    kill_at_save(model, monkeypatch, call=3, after_writing=False)  # killed after epoch 3's row, before its backup
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[keras.callbacks.CSVLogger(tmp_path / "log.csv", append=True),
+                                                        RunBackup(tmp_path / "backup")])
+    start = read_backup(tmp_path / "backup")["epoch"]
+    assert start == 2
+    resumed = tiny_model()
+    resumed.fit(x, y, epochs=3, initial_epoch=start, verbose=0,
+                callbacks=[keras.callbacks.CSVLogger(tmp_path / "log.csv", append=True),
+                           RunBackup(tmp_path / "backup", restore=True)])
+    assert epochs_in(tmp_path / "log.csv") == [0, 1, 2, 2]  # the stale row of the killed epoch stays
+
+
+def test_training_history_resumed_from_the_backup_writes_each_epoch_once(tmp_path, monkeypatch):
+    x, y = rows_of()
+    model = tiny_model()
+    recorder = TrainingHistory(tmp_path / "history.csv")
+    kill_at_save(model, monkeypatch, call=3, after_writing=False)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, verbose=0,
+                  callbacks=[recorder, RunBackup(tmp_path / "backup", lambda: {"rows": recorder.rows})])
+    assert epochs_in(tmp_path / "history.csv") == [1, 2, 3]
+    commit = read_backup(tmp_path / "backup")
+    resumed = tiny_model()
+    resumed.fit(x, y, epochs=3, initial_epoch=commit["epoch"], verbose=0,
+                callbacks=[TrainingHistory(tmp_path / "history.csv", commit["state"]["rows"]),
+                           RunBackup(tmp_path / "backup", restore=True)])
+    assert epochs_in(tmp_path / "history.csv") == [1, 2, 3]
+
+
+def test_keras_backup_and_restore_deletes_its_backup_when_fit_ends_so_a_two_phase_run_cannot_resume(tmp_path):
+    x, y = rows_of()
+    tiny_model().fit(x, y, epochs=2, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "head")])
+    assert not (tmp_path / "head").exists()  # phase one done, killed in phase two: nothing to resume phase one from
+    tiny_model().fit(x, y, epochs=2, verbose=0, callbacks=[RunBackup(tmp_path / "head", lambda: {"phase_done": True})])
+    assert read_backup(tmp_path / "head") == {"epoch": 2, "checkpoint": "epoch-2.weights.h5",
+                                              "state": {"phase_done": True}}
+
+
+def test_keras_backup_and_restore_kept_resumes_an_epoch_from_the_next_epochs_weights_and_no_run_state(tmp_path,
+                                                                                                      monkeypatch):
+    x, y = rows_of()
+    weights_after = {}
+    snapshot = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: weights_after.setdefault(epoch, model.get_weights()))
+    model = tiny_model()
+    kill_at_save(model, monkeypatch, call=2, after_writing=True)  # epoch 2's weights written, its epoch not yet
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, verbose=0,
+                  callbacks=[snapshot, keras.callbacks.BackupAndRestore(tmp_path / "keras", delete_checkpoint=False)])
+    metadata = json.loads((tmp_path / "keras" / "training_metadata.json").read_text())
+    assert metadata == {"epoch": 1, "batch": 0}  # no room for the run's own state (history rows, stop rules)
+    resumed, began = tiny_model(seed=1), {}
+    watch = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: began.setdefault(epoch, resumed.get_weights()))
+    resumed.fit(x, y, epochs=3, verbose=0,
+                callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "keras", delete_checkpoint=False), watch])
+    assert min(began) == 1  # epoch 2 again, but from the weights epoch 2 already produced
+    assert_weights(began[1], weights_after[1])
+
+    model = tiny_model()
+    weights_after.clear()
+    kill_at_save(model, monkeypatch, call=2, after_writing=True)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[snapshot, RunBackup(tmp_path / "own")])
+    commit = read_backup(tmp_path / "own")
+    resumed, began = tiny_model(seed=1), {}
+    resumed.fit(x, y, epochs=3, initial_epoch=commit["epoch"], verbose=0,
+                callbacks=[RunBackup(tmp_path / "own", restore=True), watch])
+    assert min(began) == 1
+    assert_weights(began[1], weights_after[0])  # epoch 2 again, from epoch 1's weights
+
+
+def test_keras_model_checkpoint_saves_the_mixed_precision_training_model_not_the_float32_export(tmp_path):
+    from realvsai.model import float32_copy
+
+    x, y = rows_of()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "keras.keras", monitor="val_loss", save_best_only=True)
+    best = BestModel(tmp_path / "own.h5", export=float32_copy)
+    model.fit(x, y, epochs=1, validation_data=(x, y), verbose=0, callbacks=[checkpoint, best])
+    saved = keras.models.load_model(tmp_path / "keras.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"mixed_float16"}
+    saved = keras.models.load_model(tmp_path / "own.h5", compile=False)
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}

@@ -385,7 +385,7 @@ with strategy.scope():
     augmentation = build_augmentation("classic", seed=3)
     noisy = keras.Sequential([keras.Input((8, 8, 3)), augmentation, keras.layers.GaussianNoise(1.0, seed=3),
                               keras.layers.Dropout(0.5, seed=3)])
-seeds = distributed.DistinctReplicaSeeds(strategy)
+seeds = distributed.EpochSeeds(strategy)
 seeds.set_model(noisy)
 seeds.on_epoch_begin(0)
 images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
@@ -393,7 +393,20 @@ outputs = strategy.run(tf.function(lambda batch: noisy(batch, training=True)), a
 first, second = (np.asarray(output) for output in strategy.experimental_local_results(outputs))
 augmented = strategy.run(tf.function(lambda batch: augmentation(batch, training=True)), args=(tf.constant(images),))
 first_augmented, second_augmented = (np.asarray(output) for output in strategy.experimental_local_results(augmented))
+# Eight steps on each replica: no replica may draw another's numbers at any step (before, replica 1
+# drew replica 0's numbers four steps later).
+with strategy.scope():
+    noise = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GaussianNoise(1.0, seed=5),
+                              keras.layers.Dropout(0.5, seed=5)])
+spread = distributed.EpochSeeds(strategy)
+spread.set_model(noise)
+spread.on_epoch_begin(0)
+step = tf.function(lambda batch: noise(batch, training=True))
+draws = [[np.asarray(output) for output in
+          strategy.experimental_local_results(strategy.run(step, args=(tf.constant(images),)))] for _ in range(8)]
+shared = [(i, j) for i in range(8) for j in range(8) if np.allclose(draws[i][0], draws[j][1])]
 print(json.dumps({
+    "shared_draws": shared,
     "loop_finite": finite(loop_model), "loop_scale": float(loop_model.optimizer.dynamic_scale.numpy()),
     "fit_finite": finite(fit_model), "fit_scale": float(fit_model.optimizer.dynamic_scale.numpy()),
     "augmentation_differs": not np.allclose(first_augmented, second_augmented),
@@ -417,6 +430,11 @@ def test_loop_skips_a_step_whose_gradients_overflow_on_any_replica(replicas_repo
 def test_model_fit_loss_scaling_skips_a_step_whose_gradients_overflow_on_any_replica(replicas_report):
     assert replicas_report["fit_finite"]
     assert replicas_report["fit_scale"] == 2.0**15 / 2
+
+
+@pytest.mark.slow
+def test_replicas_never_draw_the_same_random_numbers_at_any_step(replicas_report):
+    assert replicas_report["shared_draws"] == []
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -130,18 +131,33 @@ def test_three_class_metrics_are_macro_averages_from_scikit_learn():
         average_precision_score(label_binarize(THREE_LABELS, classes=[0, 1, 2]), THREE_PROBABILITIES))
     assert metrics["loss"] == pytest.approx(log_loss(THREE_LABELS, THREE_PROBABILITIES))
     assert metrics["confusion_matrix"] == confusion_matrix(THREE_LABELS, predicted).tolist()
-    assert "at_threshold" not in metrics
+    assert metrics["decided_by"] == "argmax" and metrics["missing_classes"] == []
 
 
-def test_metrics_at_threshold_call_positive_at_or_above_it():
+def test_the_headline_metrics_are_those_of_the_decision_rule_and_argmax_is_named_so():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
     predicted = (BINARY_PROBABILITIES[:, 1] >= 0.45).astype(int)
-    at = metrics["at_threshold"]
-    assert metrics["decision_threshold"] == 0.45
-    assert at["accuracy"] == pytest.approx(accuracy_score(BINARY_LABELS, predicted))
-    assert at["f1"] == pytest.approx(f1_score(BINARY_LABELS, predicted))
-    assert at["confusion_matrix"] == confusion_matrix(BINARY_LABELS, predicted).tolist()
-    assert at["accuracy"] != metrics["accuracy"]  # 0.45 and argmax disagree on this data
+    argmax = BINARY_PROBABILITIES.argmax(axis=1)
+    assert metrics["decision_threshold"] == 0.45 and metrics["decided_by"] == "threshold"
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(BINARY_LABELS, predicted))
+    assert metrics["f1"] == pytest.approx(f1_score(BINARY_LABELS, predicted))
+    assert metrics["confusion_matrix"] == confusion_matrix(BINARY_LABELS, predicted).tolist()
+    assert metrics["argmax_accuracy"] == pytest.approx(accuracy_score(BINARY_LABELS, argmax))
+    assert metrics["argmax_f1"] == pytest.approx(f1_score(BINARY_LABELS, argmax))
+    assert metrics["argmax_accuracy"] != metrics["accuracy"]  # 0.45 and argmax disagree on this data
+    assert "at threshold 0.450" in format_summary(metrics) and "argmax accuracy" in format_summary(metrics)
+
+
+def test_a_class_without_test_images_is_left_out_of_the_macro_averages_and_named():
+    labels = np.array([0, 0, 1, 1])
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.6, 0.2]])
+
+    metrics = compute_metrics(labels, probabilities, ["a", "b", "c"])
+
+    assert metrics["missing_classes"] == ["c"]
+    assert (metrics["precision"], metrics["recall"], metrics["f1"]) == (1.0, 1.0, 1.0)
+    assert metrics["roc_auc"] == 1.0 and metrics["average_precision"] == 1.0
+    assert "no images of c" in format_summary(metrics)
 
 
 def test_roc_auc_is_none_when_the_labels_hold_one_class():
@@ -211,7 +227,7 @@ def test_predictions_over_several_batches_keep_the_file_order(tmp_path, make_cla
     images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 5, "REAL": 5}))
     probabilities = evaluation.predict(binary_model, images, 4, 8)
     one_by_one = np.concatenate([
-        binary_model(load_rgb(path)[None].astype(np.float32), training=False).numpy() for path in images.files])
+        np.asarray(binary_model(load_rgb(path)[None].astype(np.float32), training=False)) for path in images.files])
     np.testing.assert_allclose(probabilities, one_by_one, atol=1e-5)
 
 
@@ -243,6 +259,40 @@ def test_same_model_and_folder_give_identical_metrics(tmp_path, make_class_folde
     assert (tmp_path / "first" / "metrics.json").read_bytes() == (tmp_path / "second" / "metrics.json").read_bytes()
 
 
+def write_truncated_jpeg(path: Path) -> Path:
+    """A JPEG whose header reads fine but whose data stops halfway: the scan keeps it, the decode fails."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])
+    return path
+
+
+def test_a_file_truncated_after_its_header_is_skipped_and_listed_by_the_final_evaluation(tmp_path, dataset,
+                                                                                        binary_model):
+    broken_test = write_truncated_jpeg(dataset / "test" / "FAKE" / "broken.jpg")
+    write_truncated_jpeg(dataset / "validation" / "REAL" / "broken.jpg")
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE")
+
+    metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run", batch_size=4)
+
+    assert metrics["num_images"] == 24 and metrics["num_skipped"] == 1
+    assert metrics["skipped_files"][0]["file"] == "FAKE/broken.jpg"
+    assert metrics["decision_threshold"] is not None and metrics["threshold_selection"]["num_skipped"] == 1
+    assert (tmp_path / "run" / "MODEL_CARD.md").is_file()
+    assert "broken.jpg" not in (tmp_path / "run" / "predictions.csv").read_text()
+    assert broken_test.is_file()  # listed, never removed
+
+
+def test_evaluate_folders_skips_a_file_truncated_after_its_header(tmp_path, make_class_folder, binary_model):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3})
+    write_truncated_jpeg(folder / "REAL" / "broken.jpg")
+
+    metrics = evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
+
+    assert metrics["num_images"] == 6
+    assert [entry["file"] for entry in metrics["skipped_files"]] == ["REAL/broken.jpg"]
+
+
 def test_broken_files_are_skipped_and_counted(tmp_path, make_class_folder, bad_files, binary_model):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3})
     broken = bad_files(folder / "FAKE")
@@ -266,7 +316,7 @@ def test_evaluate_folder_applies_the_threshold_from_model_json(tmp_path, make_cl
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 4, "REAL": 4})
     info = model_info(["FAKE", "REAL"], positive_class="FAKE", decision_threshold=0.3)
     metrics = evaluation.evaluate_folders(binary_model, info, [folder], tmp_path / "out")
-    assert metrics["at_threshold"]["threshold"] == 0.3
+    assert metrics["decision_threshold"] == 0.3
     assert metrics["threshold_source"] == "model.json"
     assert (tmp_path / "out" / "EVALUATION.md").is_file()
 
@@ -307,7 +357,8 @@ def test_evaluate_run_updates_model_json_keeping_other_keys(tmp_path, dataset, b
     saved = json.loads((run / "model.json").read_text())
     assert saved["created"] == "2026-01-01T00:00:00"
     assert saved["best_epoch"] == {"epoch": 3, "val_loss": 0.5}
-    assert saved["test_metrics"]["accuracy"] == metrics["accuracy"]
+    assert saved["test_metrics"]["accuracy"] == metrics["accuracy"]  # the decision rule's: the app's headline
+    assert saved["test_metrics"]["argmax_accuracy"] == metrics["argmax_accuracy"]
     assert saved["test_metrics"]["f1"] == metrics["f1"]
     assert saved["test_metrics"]["roc_auc"] == metrics["roc_auc"]
     assert saved["decision_threshold"] == metrics["decision_threshold"] is not None
@@ -324,12 +375,39 @@ def test_evaluate_run_chooses_the_threshold_on_validation(tmp_path, dataset, bin
     assert metrics["threshold_selection"]["num_images"] == 20
 
 
+def test_the_final_evaluation_records_the_validation_accuracy_per_source_and_size(tmp_path, dataset, binary_model):
+    from realvsai.layout import ManifestRow, write_manifest
+
+    for index in range(3):  # larger images: a second size band
+        big = Image.fromarray(np.full((80, 96, 3), 40 * index, np.uint8))
+        big.save(dataset / "validation" / "REAL" / f"big{index}.png")
+    rows = [ManifestRow(split, path.parent.name, path.relative_to(dataset).as_posix(), "0" * 64,
+                        "cifake" if "img_00" in path.name else "photos")
+            for split in ("train", "validation", "test") for path in sorted((dataset / split).rglob("*.png"))]
+    write_manifest(dataset / "manifest.csv", rows)
+    run = tmp_path / "run"
+    run.mkdir()
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE")
+    (run / "model.json").write_text(json.dumps(info))
+
+    metrics = evaluation.evaluate_run(binary_model, info, dataset, run)
+
+    by_kind = json.loads((run / "model.json").read_text())["validation_by_kind"]
+    assert by_kind == metrics["threshold_selection"]["by_kind"] and by_kind["chance"] == 0.5
+    assert set(by_kind["source"]) == {"cifake", "photos"} and set(by_kind["size"]) == {"0-63 px", "64-255 px"}
+    assert sum(numbers["num_images"] for numbers in by_kind["source"].values()) == 23
+    assert by_kind["size"]["64-255 px"]["num_images"] == 3
+    assert not by_kind["size"]["64-255 px"]["near_chance"]  # too few images for a verdict
+    assert "## Validation by kind of image" in (run / "MODEL_CARD.md").read_text()
+    assert "| source: cifake |" in (run / "MODEL_CARD.md").read_text()
+
+
 def test_evaluate_run_without_validation_keeps_argmax(tmp_path, make_class_folder, binary_model):
     make_class_folder(tmp_path / "data" / "test", {"FAKE": 3, "REAL": 3})
     metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), tmp_path / "data",
                                       tmp_path / "run")
     assert metrics["decision_threshold"] is None
-    assert "at_threshold" not in metrics
+    assert metrics["decided_by"] == "argmax"
     assert json.loads((tmp_path / "run" / "model.json").read_text())["decision_threshold"] is None
 
 
@@ -362,7 +440,7 @@ def test_model_card_has_counts_config_metrics_plots_and_limitations(tmp_path, da
     card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
     assert "| FAKE | 4 | 10 | 12 |" in card
     assert "| batch_size | `4` |" in card
-    assert f"| accuracy | {metrics['accuracy']:.4f} | {metrics['at_threshold']['accuracy']:.4f} |" in card
+    assert f"| accuracy | {metrics['accuracy']:.4f} | {metrics['argmax_accuracy']:.4f} |" in card
     for file_name in model_card.PLOT_FILES.values():
         assert f"]({file_name})" in card
     assert "Stable Diffusion 1.4" in card
@@ -455,6 +533,17 @@ def test_evaluation_card_has_a_row_per_source_and_one_for_all(tmp_path, make_cla
 def test_training_s_own_evaluation_stays_one_source(tmp_path, dataset, binary_model):
     metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), dataset, tmp_path / "run")
     assert "sources" not in metrics and "## Per source" not in (tmp_path / "run" / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize(("input_mode", "said", "not_said"), [
+    ("crops", "3x3 crops of 8 px at native resolution", "resized to 8 px"),
+    ("resize", "the centre square resized to 8 px", "crops of")])
+def test_the_model_card_describes_the_input_the_model_sees(input_mode, said, not_said):
+    metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"], "FAKE")
+
+    card = model_card.render_card(model_info(["FAKE", "REAL"], input_mode=input_mode), {**metrics, "folder": "x"}, "c")
+
+    assert said in card and not_said not in card
 
 
 def test_model_card_shows_the_training_images_and_the_shortcut_warning():

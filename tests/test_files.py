@@ -216,3 +216,63 @@ def test_place_file_move_finishes_a_move_cut_off_after_the_hard_link(tmp_path):
 
     assert (placed, outcome) == (target, Outcome.IDENTICAL)
     assert not source.exists() and target.read_bytes() == b"cat"
+
+
+# ---- what the file system refuses, and what a kill or a power cut leaves --------------------------
+
+
+def test_list_images_lists_a_symlinked_sub_folder_without_entering_it(tmp_path):
+    write_image(tmp_path / "elsewhere" / "outside.png", seed=1)
+    write_image(tmp_path / "class" / "inside.png", seed=2)
+    (tmp_path / "class" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "class" / "loop").symlink_to("loop")
+    skipped = []
+    assert [path.name for path in list_images(tmp_path / "class", recursive=True, skipped=skipped)] == ["inside.png"]
+    assert {Path(path).name: reason.split(":")[0] for path, reason in skipped} == {
+        "linked": "symlink to a folder", "loop": "symlink that leads nowhere (its target is missing, or it is a loop)"}
+
+
+def test_fit_name_cuts_only_long_names_and_keeps_them_apart():
+    assert files.fit_name("cat.jpg") == "cat.jpg"
+    long_a, long_b = "é" * 200 + "a.jpg", "é" * 200 + "b.jpg"  # 405 bytes each, the same first 250
+    fitted = {files.fit_name(long_a), files.fit_name(long_b)}
+    assert len(fitted) == 2 and all(len(name.encode()) <= 255 and name.endswith(".jpg") for name in fitted)
+    assert files.fit_name(long_a) == files.fit_name(long_a)
+    assert len(files.fit_name("a." + "b" * 300).encode()) <= 255  # a "suffix" that is most of the name
+
+
+def test_write_new_syncs_the_bytes_before_the_name_appears(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_link = os.fsync, os.link
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "link", lambda *args, **kwargs: (calls.append("link"), real_link(*args, **kwargs))[1])
+    files.write_new(tmp_path / "a.bin", b"data")
+    assert calls == ["fsync", "link"] and (tmp_path / "a.bin").read_bytes() == b"data"
+
+
+def test_a_failed_write_names_the_users_file_not_the_hidden_temporary(tmp_path, monkeypatch):
+    def disk_full(source, target, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", os.fspath(source), os.fspath(target))
+
+    monkeypatch.setattr(os, "link", disk_full)
+    monkeypatch.setattr(os, "replace", disk_full)
+    for write in (files.write_new, files.atomic_write_bytes):
+        with pytest.raises(OSError) as error:
+            write(tmp_path / "photo.jpg", b"data")
+        assert error.value.filename == str(tmp_path / "photo.jpg")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_remove_temporaries_removes_only_what_a_killed_write_left(tmp_path):
+    names = ["cat.jpg", "dog.jpg", ".dog.jpg.tmp", "cat.jpg.tmp", ".other.jpg.123.tmp"]
+    for name in [*names, ".cat.jpg.4242.tmp", ".dog.jpg.x7k2_ab.tmp"]:  # write_new's pid, mkstemp's random
+        (tmp_path / name).write_bytes(b"x")
+    files.remove_temporaries(tmp_path, ["cat.jpg", "dog.jpg"])
+    assert sorted(os.listdir(tmp_path)) == sorted(names)
+
+
+def test_csv_lists_keep_a_file_name_that_is_not_utf8(tmp_path):
+    name = os.fsdecode(b"caf\xe9.png")
+    files.write_csv(tmp_path / "list.csv", ["source"], [[name]])
+    files.append_csv(tmp_path / "list.csv", ["source"], [["b.png"]])
+    assert (tmp_path / "list.csv").read_bytes() == b"source\ncaf\xe9.png\nb.png\n"

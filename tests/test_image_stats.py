@@ -97,3 +97,60 @@ def test_a_format_no_training_image_had_is_unfamiliar():
 
 def test_without_a_recorded_profile_nothing_is_flagged():
     assert unfamiliar_reason(None, 4000, 3000, "PNG") is None
+
+
+def test_a_phone_jpeg_read_as_mpo_counts_as_jpeg_in_profiles_and_familiarity():
+    data = [ImageFacts("REAL", 640, 480, "MPO"), ImageFacts("REAL", 640, 480, "JPEG")]
+    assert training_profile(data)["formats"] == ["JPEG"]
+    assert class_profiles(data)["REAL"]["formats"] == {"JPEG": 2}
+    assert unfamiliar_reason({"min_side": 480, "max_side": 640, "formats": ["JPEG"]}, 640, 480, "MPO") is None
+    # model.json written before MPO was named JPEG
+    assert unfamiliar_reason({"min_side": 480, "max_side": 640, "formats": ["MPO"]}, 640, 480, "JPEG") is None
+    assert "PNG" in unfamiliar_reason({"min_side": 480, "max_side": 640, "formats": ["MPO"]}, 640, 480, "PNG")
+
+
+# The shortcut detector sees patterns a shallow tree misses, and names the property
+
+
+def alternating_sizes() -> list[ImageFacts]:
+    """Square sizes 200, 202, 204... taking turns between the classes, three images each."""
+    return [ImageFacts("FAKE" if step % 2 else "REAL", 200 + 2 * step, 200 + 2 * step, "JPEG")
+            for step in range(30) for _ in range(3)]
+
+
+def test_sizes_that_take_turns_between_the_classes_are_a_size_shortcut():
+    data = alternating_sizes()
+    assert by_feature(check_shortcuts(data))["size"] >= 0.9
+    assert "image size (width and height) alone predicts the class" in shortcut_warning(
+        check_shortcuts(data), class_profiles(data))
+
+
+def test_file_size_alone_is_found_and_named():
+    rng = random.Random(15)
+    data = ([ImageFacts("FAKE", 512, 512, "PNG", file_bytes=rng.randint(300_000, 400_000)) for _ in range(30)]
+            + [ImageFacts("REAL", 512, 512, "PNG", file_bytes=rng.randint(500_000, 700_000)) for _ in range(30)])
+    accuracy = by_feature(check_shortcuts(data))
+    assert accuracy["file_size"] == 1.0 and accuracy["size"] < 0.9 and accuracy["format"] < 0.9
+    warning = shortcut_warning(check_shortcuts(data), class_profiles(data), data)
+    assert "file size alone predicts the class with 100% balanced accuracy (FAKE 29" in warning
+    assert "KB, REAL 4" in warning
+
+
+def test_jpeg_quality_alone_is_found_and_named():
+    data = ([ImageFacts("FAKE", 640, 480, "JPEG", jpeg_quality=95) for _ in range(20)]
+            + [ImageFacts("REAL", 640, 480, "JPEG", jpeg_quality=quality) for quality in (70, 75, 80, 85) * 5])
+    accuracy = by_feature(check_shortcuts(data))
+    assert accuracy["jpeg_quality"] == 1.0 and accuracy["size"] < 0.9
+    warning = shortcut_warning(check_shortcuts(data), class_profiles(data), data)
+    assert "JPEG quality alone predicts the class" in warning and "FAKE 95" in warning
+
+
+def test_the_verdict_is_the_same_on_every_run_and_in_any_order():
+    data = facts("FAKE", 40, PHOTO_SIZES, "JPEG", 16) + facts("REAL", 40, PHOTO_SIZES[:4], "JPEG", 17)
+    first = check_shortcuts(data)
+    assert check_shortcuts(list(reversed(data))) == first == check_shortcuts(data)
+
+
+def test_properties_the_facts_do_not_carry_are_not_judged():
+    data = facts("FAKE", 10, PHOTO_SIZES, "JPEG", 18) + facts("REAL", 10, PHOTO_SIZES, "JPEG", 19)
+    assert set(by_feature(check_shortcuts(data))) == {"size", "aspect", "format"}

@@ -158,3 +158,23 @@ def test_read_header_of_a_truncated_png_is_an_image_decode_error(tmp_path):
 
     with pytest.raises(images.ImageDecodeError, match="broken"):
         images.read_header(path)
+
+
+def test_a_phone_jpeg_that_pillow_reads_as_mpo_is_reported_as_jpeg(tmp_path):
+    first, second = (Image.fromarray(np.full((24, 40, 3), value, np.uint8)) for value in (60, 200))
+    path = tmp_path / "phone.jpg"
+    first.save(path, "MPO", save_all=True, append_images=[second])  # what most phone cameras write
+    assert Image.open(path).format == "MPO"
+
+    header = images.read_header(path)
+
+    assert header.image_format == "JPEG"
+    assert (header.width, header.height) == (40, 24)
+    assert images.load_rgb(path).shape == (24, 40, 3)
+
+
+@pytest.mark.parametrize("quality", [40, 83, 95])
+def test_read_header_estimates_the_jpeg_quality(quality):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    assert images.read_header(encode(image, "JPEG", quality=quality)).jpeg_quality == quality
+    assert images.read_header(encode(image, "PNG")).jpeg_quality is None

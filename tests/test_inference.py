@@ -16,9 +16,8 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
-from realvsai import inference
+from realvsai import inference, run
 from realvsai.errors import UserError
-from realvsai.model import load_classifier
 
 CLASS_NAMES = ["FAKE", "REAL"]
 IMAGE_SIZE = 32
@@ -28,19 +27,20 @@ IMAGE_SIZE = 32
 
 
 def build_stand_in(class_names=CLASS_NAMES, image_size: int = IMAGE_SIZE, evidence: bool = False, seed: int = 0,
-                   augmentation=None):
+                   augmentation=None, crop: bool = False):
     """A tiny model with the contract's layer names (``preprocess`` is a Rescaling layer here).
 
     With ``evidence`` its weights are set by hand: the backbone measures local brightness, and the
     last class's score grows with it, so a bright patch on black is evidence for that class, there.
-    ``augmentation`` (a block named "augmentation") goes first, as in the real model.
+    ``augmentation`` (a block named "augmentation") goes first, as in the real model. With ``crop`` the
+    resize takes the centre square, as the real model's does; without, it stretches the whole image.
     """
     import keras
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((None, None, 3))
     pixels = augmentation(inputs) if augmentation is not None else inputs
-    pixels = keras.layers.Resizing(image_size, image_size, name="resize")(pixels)
+    pixels = keras.layers.Resizing(image_size, image_size, crop_to_aspect_ratio=crop, name="resize")(pixels)
     pixels = keras.layers.Rescaling(1 / 255, name="preprocess")(pixels)
     backbone_inputs = keras.Input((image_size, image_size, 3))
     features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(backbone_inputs)
@@ -96,9 +96,7 @@ def encode(pixels: np.ndarray, fmt: str = "PNG", **options) -> bytes:
 
 def predict(classifier: inference.Classifier, images: list[np.ndarray]) -> np.ndarray:
     """Probabilities of decoded images in one batch, through the classifier's own prepare step."""
-    import tensorflow as tf
-
-    return classifier.predict_prepared(tf.stack([classifier.prepare(image) for image in images]))
+    return classifier.predict_prepared(np.stack([classifier.prepare(image) for image in images]))
 
 
 def random_image(seed: int, width: int, height: int) -> np.ndarray:
@@ -125,8 +123,8 @@ def png_header_only(width: int, height: int) -> bytes:
 
 def load(folder: Path) -> tuple[inference.Classifier, inference.ModelRun]:
     """A run folder's classifier, loaded as the app loads it."""
-    run = inference.read_run(folder)
-    return inference.Classifier(load_classifier(run.model_file)[0], run.class_names, run.image_size), run
+    model, loaded = run.load_run(folder)
+    return inference.Classifier.for_run(model, loaded), loaded
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +152,7 @@ def test_list_runs_puts_the_newest_first(tmp_path):
     write_run(tmp_path, "newer", model, created="2025-05-01T10:00:00")  # naive: local time
     write_run(tmp_path, "middle", model, created="2024-12-01T10:00:00+02:00")
 
-    runs, skipped = inference.list_runs(tmp_path)
+    runs, skipped = run.list_runs(tmp_path)
 
     assert [run.name for run in runs] == ["newer", "middle", "older"]
     assert skipped == []
@@ -166,7 +164,7 @@ def test_list_runs_skips_a_folder_with_a_broken_model_json_and_says_why(tmp_path
     (broken / "model.json").write_text("{not json")
     (tmp_path / "training_in_progress").mkdir()  # no model.h5 yet: ignored, not an error
 
-    runs, skipped = inference.list_runs(tmp_path)
+    runs, skipped = run.list_runs(tmp_path)
 
     assert [run.name for run in runs] == ["good"]
     assert [folder.name for folder, _ in skipped] == ["broken"]
@@ -174,11 +172,11 @@ def test_list_runs_skips_a_folder_with_a_broken_model_json_and_says_why(tmp_path
 
 
 def test_list_runs_of_a_missing_folder_is_empty(tmp_path):
-    assert inference.list_runs(tmp_path / "nothing") == ([], [])
+    assert run.list_runs(tmp_path / "nothing") == ([], [])
 
 
 def test_read_run_takes_the_model_file_as_well_as_the_folder(stand_in_run):
-    by_file = inference.read_run(stand_in_run / "model.h5")
+    by_file = run.read_run(stand_in_run / "model.h5")
 
     assert by_file.path == stand_in_run
     assert by_file.class_names == CLASS_NAMES
@@ -190,7 +188,7 @@ def test_read_run_without_model_json_says_it_is_needed(tmp_path):
     (tmp_path / "model.h5").write_bytes(b"")
 
     with pytest.raises(UserError, match=r"model\.json is missing"):
-        inference.read_run(tmp_path)
+        run.read_run(tmp_path)
 
 
 def test_read_run_rejects_a_model_json_without_class_names(tmp_path):
@@ -198,13 +196,97 @@ def test_read_run_rejects_a_model_json_without_class_names(tmp_path):
     (folder / "model.json").write_text(json.dumps({"image_size": 32}))
 
     with pytest.raises(UserError, match="class_names"):
-        inference.read_run(folder)
+        run.read_run(folder)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("class_names", ["ONLY"]), ("class_names", "FAKE,REAL"), ("image_size", "32"), ("image_size", 0),
+    ("input_mode", "tiles"), ("positive_class", "CAT"), ("decision_threshold", 1.5),
+    ("decision_threshold", "0.3"), ("confidence_threshold", "high"),
+    ("training_images", {"min_side": 32}), ("config", [1, 2])])
+def test_a_malformed_model_json_is_refused_naming_the_file_and_the_field(tmp_path, field, value):
+    folder = write_run(tmp_path, "run", model=build_stand_in(), info={field: value})
+
+    with pytest.raises(run.ModelInfoError) as raised:
+        run.read_run(folder)
+
+    message = str(raised.value)
+    assert str(folder / "model.json") in message and field in message and "\n" not in message
+
+
+def test_model_info_keeps_every_key_as_read_and_gives_the_decision_rule(tmp_path):
+    folder = write_run(tmp_path, "run", info={"decision_threshold": 0.25, "counts": {"train": {"FAKE": 3}}})
+
+    info = run.read_run(folder).info
+
+    assert info.class_names == ("FAKE", "REAL") and info.input_mode == "resize"
+    assert info.get("counts") == {"train": {"FAKE": 3}} and info["class_names"] == ["FAKE", "REAL"]
+    assert info.rule() == inference.DecisionRule(0.6, 0.25, positive_index=0)
+
+
+def test_predict_and_evaluate_refuse_a_malformed_model_json_with_one_line_naming_the_field(tmp_path):
+    from conftest import one_error_line, run_script
+
+    folder = write_run(tmp_path, "run", info={"image_size": -3})
+    (tmp_path / "in").mkdir()
+    Image.fromarray(random_image(1, 32, 32)).save(tmp_path / "in" / "a.png")
+
+    for flags in (["--predict", folder, "--input", tmp_path / "in"],
+                  ["--evaluate", folder, "--test-dir", tmp_path / "in"]):
+        line = one_error_line(run_script("ModelTraining.py", *flags))
+        assert str(folder / "model.json") in line and "image_size" in line
+
+
+def test_class_score_gradient_is_the_gradient_on_this_backend():
+    from keras import ops
+
+    features = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+
+    value, gradient = inference.class_score_gradient(lambda x: ops.sum(x * x) - ops.mean(x), features)
+
+    assert float(np.asarray(value)) == pytest.approx(float((features**2).sum() - features.mean()))
+    np.testing.assert_allclose(np.asarray(gradient), 2 * features - 1 / 6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("input_mode", ["resize", "crops"])
+def test_uploads_are_classified_and_explained_under_jax_without_tensorflow(tmp_path, input_mode):
+    pytest.importorskip("jax")
+    script = tmp_path / "serve.py"
+    script.write_text(
+        "import sys\n"
+        "class NoTensorFlow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow':\n"
+        "            raise ImportError('TensorFlow is blocked in this test')\n"
+        "sys.meta_path.insert(0, NoTensorFlow())\n"
+        "import numpy as np\n"
+        "from test_inference import build_stand_in, encode, random_image\n"
+        "from realvsai import inference\n"
+        f"classifier = inference.Classifier(build_stand_in(evidence=True), ['FAKE', 'REAL'], 32, {input_mode!r})\n"
+        "uploads = [(f'{i}.png', encode(random_image(i, 40 + i, 30))) for i in range(3)]\n"
+        "results = inference.classify_uploads(classifier, uploads, batch_size=2)\n"
+        "print([round(float(result.probabilities.sum()), 4) for result in results])\n"
+        "print(inference.explain_result(classifier, results[0], 1).shape)\n"
+        "print('tensorflow' in sys.modules)\n")
+    finished = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                              cwd=REPO, env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+                                             "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])})
+
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.splitlines()[-3:] == ["[1.0, 1.0, 1.0]", "(30, 40, 3)", "False"]
 
 
 @pytest.mark.parametrize("info", [{"config": {"epochs": 1, "demo": True}}, {"demo": True}])
 def test_a_run_trained_on_demo_data_is_a_demo(tmp_path, info):
-    assert inference.read_run(write_run(tmp_path, "demo", info=info)).demo
-    assert not inference.read_run(write_run(tmp_path, "real", info={"config": {"demo": False}})).demo
+    assert run.read_run(write_run(tmp_path, "demo", info=info)).demo
+    assert not run.read_run(write_run(tmp_path, "real", info={"config": {"demo": False}})).demo
+
+
+def test_the_headline_of_an_older_model_json_is_its_accuracy_at_the_threshold(tmp_path):
+    folder = write_run(tmp_path, "run", info={"test_metrics": {"accuracy": 0.9, "f1": 0.8, "precision": 0.7,
+                                                               "accuracy_at_threshold": 0.85, "f1_at_threshold": 0.83}})
+
+    assert run.read_run(folder).test_metrics() == {"accuracy": 0.85, "f1": 0.83}
 
 
 def test_test_metrics_fall_back_to_metrics_json(tmp_path):
@@ -213,7 +295,7 @@ def test_test_metrics_fall_back_to_metrics_json(tmp_path):
     del info["test_metrics"]
     (folder / "model.json").write_text(json.dumps(info))
 
-    assert inference.read_run(folder).test_metrics() == {"accuracy": 0.8, "roc_auc": 0.85}
+    assert run.read_run(folder).test_metrics() == {"accuracy": 0.8, "roc_auc": 0.85}
 
 
 # ------------------------------------------------------------------------------------ the model
@@ -231,12 +313,12 @@ def test_the_app_s_loader_reads_a_model_with_the_project_s_augmentation_layers_i
     folder = write_run(tmp_path, "augmented", model)
     image = random_image(13, 40, 30)
     np.save(tmp_path / "image.npy", image)
-    expected = model(image[None].astype(np.float32), training=False).numpy()
+    expected = np.asarray(model(image[None].astype(np.float32), training=False))
 
     # A fresh process: custom layers registered in this one would hide a missing import.
     finished = subprocess.run(
-        [sys.executable, "-c", "import sys, numpy as np; from realvsai import inference, model; "
-         "classifier = inference.Classifier(model.load_classifier(sys.argv[1])[0], ['FAKE', 'REAL'], 32); "
+        [sys.executable, "-c", "import sys, numpy as np; from realvsai import inference, run; "
+         "classifier = inference.Classifier(run.load_run(sys.argv[1])[0], ['FAKE', 'REAL'], 32); "
          "print(classifier.predict_prepared(classifier.prepare(np.load(sys.argv[2]))[None]).tolist()); "
          "print(classifier.grad_cam(np.load(sys.argv[2])).shape)", str(folder), str(tmp_path / "image.npy")],
         capture_output=True, text=True, timeout=300, cwd=REPO,
@@ -253,18 +335,26 @@ def test_batched_predictions_equal_single_image_model_calls_on_the_original_imag
     images = [random_image(seed, width, height) for seed, (width, height) in enumerate(sizes)]
 
     batched = predict(classifier, images)
-    single = np.concatenate([classifier.model(image[None].astype(np.float32), training=False).numpy()
+    single = np.concatenate([np.asarray(classifier.model(image[None].astype(np.float32), training=False))
                              for image in images])
 
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
-def test_the_model_is_traced_once_for_any_batch_and_image_size(classifier):
-    for count, side in ((1, 20), (3, 64), (5, 33)):
-        predict(classifier, [random_image(count, side, side + 3)] * count)
+def test_model_calls_have_a_few_fixed_batch_shapes_whatever_the_number_and_size_of_images(classifier, monkeypatch):
+    # JAX compiles the model once per input shape: the last, smaller batch is padded to the full one.
+    shapes = []
+    indexed = classifier.predictor._indexed
+    real = indexed.predict
+    monkeypatch.setattr(indexed, "predict", lambda inputs, **options: shapes.append(
+        (inputs[0].shape, options.get("batch_size"))) or real(inputs, **options))
+    for count, side in ((1, 20), (3, 64), (5, 33), (21, 40)):
+        probabilities = predict(classifier, [random_image(count, side, side + 3)] * count)
+        assert probabilities.shape == (count, 2) and not np.isnan(probabilities).any()
 
-    assert classifier._call.experimental_get_tracing_count() == 1
-    assert classifier._prepare_fn.experimental_get_tracing_count() == 1
+    batch = classifier.predictor.batch_size
+    # Fewer than a batch: the next power of two (a handful of shapes in all); more: whole batches.
+    assert batch == 16 and shapes == [((rows, IMAGE_SIZE, IMAGE_SIZE, 3), batch) for rows in (1, 4, 8, 32)]
 
 
 # -------------------------------------------------------------------------------------- uploads
@@ -486,6 +576,22 @@ def test_at_a_threshold_uncertain_means_p_positive_within_the_confidence_margin_
     assert rule.uncertain(probabilities).tolist() == [True, True, False, False]
 
 
+@pytest.mark.parametrize(("threshold", "certain", "uncertain"), [
+    (0.02, [0.0, 0.01, 0.3, 0.5, 1.0], [0.017, 0.019, 0.02, 0.1, 0.2]),
+    (0.98, [0.0, 0.5, 0.7, 0.99, 1.0], [0.8, 0.9, 0.97, 0.98, 0.981]),
+])
+def test_near_0_or_1_the_uncertain_band_leaves_room_for_certain_answers_on_both_sides(threshold, certain, uncertain):
+    rule = inference.DecisionRule(confidence_threshold=0.6, decision_threshold=threshold, positive_index=1)
+
+    def as_rows(values):
+        return np.array([[1 - value, value] for value in values])
+
+    assert not rule.uncertain(as_rows(certain)).any()
+    assert rule.uncertain(as_rows(uncertain)).all()
+    low, high = rule.band
+    assert f"between {low:.3f} and {high:.3f}" in rule.describe(CLASS_NAMES)
+
+
 def test_without_a_threshold_uncertain_means_the_top_probability_below_the_confidence_threshold():
     rule = inference.DecisionRule(confidence_threshold=0.6)
 
@@ -496,14 +602,14 @@ def test_without_a_threshold_uncertain_means_the_top_probability_below_the_confi
 def test_a_run_decides_with_the_threshold_and_positive_class_of_its_model_json(tmp_path):
     folder = write_run(tmp_path, "run", info={"positive_class": "FAKE", "decision_threshold": 0.3})
 
-    rule = inference.DecisionRule.from_model_info(inference.read_run(folder).info, 0.6)
+    rule = run.read_run(folder).info.rule(0.6)
     assert rule == inference.DecisionRule(0.6, 0.3, positive_index=0)
 
 
 def test_a_run_without_a_decision_threshold_decides_by_the_most_probable_class(tmp_path):
     folder = write_run(tmp_path, "run", info={"decision_threshold": None})
 
-    rule = inference.DecisionRule.from_model_info(inference.read_run(folder).info, 0.7)
+    rule = run.read_run(folder).info.rule(0.7)
     assert rule == inference.DecisionRule(0.7, None, positive_index=0)
 
 
@@ -511,7 +617,7 @@ def test_read_run_rejects_a_positive_class_that_is_not_a_class(tmp_path):
     folder = write_run(tmp_path, "run", info={"positive_class": "CAT", "decision_threshold": 0.3})
 
     with pytest.raises(UserError, match="positive_class"):
-        inference.read_run(folder)
+        run.read_run(folder)
 
 
 THRESHOLD_LABELS = np.array([0, 0, 1, 1, 0, 1])
@@ -528,7 +634,7 @@ def test_evaluation_at_the_threshold_predicts_what_the_app_decides():
     metrics = compute_metrics(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, CLASS_NAMES, "FAKE", 0.3)
 
     decided = rule.decide(THRESHOLD_PROBABILITIES)
-    assert metrics["at_threshold"]["confusion_matrix"] == confusion_matrix(THRESHOLD_LABELS, decided).tolist()
+    assert metrics["confusion_matrix"] == confusion_matrix(THRESHOLD_LABELS, decided).tolist()
 
 
 def test_the_model_card_states_the_rule_the_app_decides_with():
@@ -575,7 +681,7 @@ def test_a_large_jpeg_upload_is_classified_from_its_reduced_decode_and_reported_
     data = _save(coarse, "JPEG", quality=90)
     profile = {"min_side": 500, "max_side": 900, "formats": ["JPEG"]}
 
-    result = inference.classify_uploads(classifier, [("photo.jpg", data)], profile=profile)[0]
+    result = inference.classify_uploads(classifier, [("photo.jpg", data)], info=with_profile(profile))[0]
 
     reduced = load_rgb(data, image_size=IMAGE_SIZE)
     assert reduced.shape == (75, 100, 3)  # 1/8: 75 px is still twice the model's 32
@@ -596,7 +702,7 @@ def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encode(random_image(20 + index, width, height)))
         paths.append(path)
-    expected = np.stack([np.mean(model(grid_crops(load_rgb(path), IMAGE_SIZE), training=False).numpy(), axis=0)
+    expected = np.stack([np.asarray(model(np.asarray(grid_crops(load_rgb(path), IMAGE_SIZE)), training=False)).mean(0)
                          for path in paths])
     info = {"class_names": CLASS_NAMES, "image_size": IMAGE_SIZE, "input_mode": "crops"}
     scanned = scan_images(tmp_path / "in", ["REAL"])
@@ -616,12 +722,64 @@ def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(
     assert not np.allclose(resized[0], expected[0], atol=1e-5)  # crops mode is not the resize path
 
 
-def test_grad_cam_of_a_crops_mode_model_explains_the_whole_image():
-    model = build_stand_in(seed=4)
-    image = random_image(9, 80, 60)
+def test_grad_cam_of_a_crops_mode_model_explains_its_native_resolution_crops():
+    model = build_stand_in(evidence=True)
+    image = np.zeros((96, 96, 3), np.uint8)
+    image[:24, :24] = 255  # inside the top-left crop of the 3x3 grid of 32 px crops
     crops = inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE, "crops")
 
-    heatmap = crops.grad_cam(image)
+    heatmap = crops.grad_cam(image, class_index=1)
 
-    np.testing.assert_allclose(heatmap, inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE).grad_cam(image), atol=1e-6)
-    assert heatmap.shape == (60, 80)
+    assert heatmap.shape == (96, 96)
+    peak_row, peak_col = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    assert peak_row < 24 and peak_col < 24
+    resized = inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE).grad_cam(image, class_index=1)
+    assert not np.allclose(heatmap, resized, atol=1e-3)  # not the whole image resized to 32 px
+
+
+def test_grad_cam_covers_only_the_centre_square_the_model_sees():
+    classifier = inference.Classifier(build_stand_in(evidence=True, crop=True), CLASS_NAMES, IMAGE_SIZE)
+    image = np.zeros((64, 96, 3), np.uint8)
+    image[:16, 16:32] = 255  # the top-left corner of the centre square (columns 16..79)
+    image[:, :16] = 255  # outside it: the model never sees these pixels
+
+    heatmap = classifier.grad_cam(image, class_index=1)
+
+    assert heatmap.shape == (64, 96)
+    assert heatmap[:, :16].max() == 0 and heatmap[:, 80:].max() == 0
+    peak_row, peak_col = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    assert peak_row < 16 and 16 <= peak_col < 32
+
+
+def test_the_explained_upload_outlines_the_region_the_model_saw(tmp_path):
+    classifier = inference.Classifier(build_stand_in(evidence=True, crop=True), CLASS_NAMES, IMAGE_SIZE)
+    result = inference.classify_uploads(classifier, [("wide.png", encode(random_image(3, 96, 64)))])[0]
+
+    overlay = inference.explain_result(classifier, result, class_index=1)
+
+    assert overlay.shape == (64, 96, 3)
+    assert (overlay[:, 16] == 255).all() and (overlay[:, 79] == 255).all()  # the frame of the centre square
+    assert not (overlay[:, 40] == 255).all()
+
+
+def with_profile(profile: dict, **content) -> run.ModelInfo:
+    return run.ModelInfo.from_dict({"class_names": CLASS_NAMES, "image_size": IMAGE_SIZE,
+                                    "training_images": profile, **content})
+
+
+def phone_jpeg(image: np.ndarray) -> bytes:
+    """A JPEG with a second picture, as phones save them: Pillow opens it as format MPO."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "MPO", save_all=True, append_images=[Image.fromarray(image[::2, ::2])])
+    return buffer.getvalue()
+
+
+def test_a_phone_jpeg_that_pillow_reads_as_mpo_is_a_familiar_jpeg(classifier):
+    data = phone_jpeg(random_image(16, 40, 32))
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    profile = {"min_side": 32, "max_side": 48, "formats": ["JPEG"]}
+
+    result = inference.classify_uploads(classifier, [("phone.jpg", data)], info=with_profile(profile))[0]
+
+    assert result.ok and result.unfamiliar is None
+    assert run.unfamiliar(profile, 40, 32, "PNG") is not None  # another format still is unfamiliar

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 
@@ -22,10 +23,10 @@ from realvsai.model import (
     build_model,
     check_weights_file,
     float32_copy,
-    load_classifier,
     make_metrics,
     set_backbone_trainable,
 )
+from realvsai.run import load_model, load_run
 
 HEAD = ["head_noise", "head_pool", "head_dense", "head_dropout", "predictions"]
 
@@ -192,17 +193,18 @@ def test_corrupt_model_file_is_a_user_error_naming_it(tmp_path, kind):
     model_file = broken_hdf5(tmp_path / "model.h5", kind)
     (tmp_path / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"]}))
     with pytest.raises(UserError, match="not a Keras HDF5 model") as error:
-        load_classifier(model_file)
+        load_model(model_file)
     assert str(model_file) in str(error.value)
 
 
-def test_load_classifier_needs_the_model_json_beside_the_model(tmp_path):
+def test_load_run_needs_the_model_json_beside_the_model(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
     model.save(tmp_path / "model.h5")
     with pytest.raises(UserError, match=r"model\.json"):
-        load_classifier(tmp_path)
-    (tmp_path / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"]}))
-    loaded, info = load_classifier(tmp_path / "model.h5")
+        load_run(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"], "image_size": 32}))
+    loaded, run = load_run(tmp_path / "model.h5")
+    info = run.info
     assert info["class_names"] == ["FAKE", "REAL"] and loaded.output_shape == (None, 2)
 
 
@@ -302,13 +304,48 @@ def test_resize_crops_the_centre_square_instead_of_squashing(resnet101):
     np.testing.assert_array_equal(resized, image[:, :, 16:48])
 
 
+def xla_compiled(function):
+    """``function`` compiled by XLA the way the backend's ``jit_compile=True`` does it."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(function)
+    return tf.function(function, jit_compile=True)
+
+
 def test_resize_compiles_with_xla_and_gives_the_same_pixels(resnet101):
     resize = resnet101.get_layer("resize")
     image = raw_images(2, 90, 60)
 
-    compiled = tf.function(lambda images: resize(images), jit_compile=True)
+    compiled = xla_compiled(lambda images: resize(images))
 
-    np.testing.assert_allclose(compiled(image).numpy(), keras.ops.convert_to_numpy(resize(image)), atol=1e-3)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(compiled(image)),
+                               keras.ops.convert_to_numpy(resize(image)), atol=1e-3)
+
+
+def exact_square_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """The centre square of ``image`` resized with the antialiased triangle filter, in float64."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    scale = side / size
+    centres, positions = (np.arange(size) + 0.5) * scale, np.arange(side) + 0.5
+    weights = np.maximum(0.0, 1.0 - np.abs(positions[None] - centres[:, None]) / max(scale, 1.0))
+    weights /= weights.sum(axis=1, keepdims=True)
+    square = image[top:top + side, left:left + side].astype(np.float64)
+    return np.einsum("oh,pw,hwc->opc", weights, weights, square)
+
+
+@pytest.mark.parametrize("height, width", [(90, 60), (40, 56), (20, 24), (301, 203)])
+def test_resize_is_the_antialiased_triangle_filter_of_keras_resize(height, width):
+    image = raw_images(1, height, width)
+
+    resized = keras.ops.convert_to_numpy(model_module.SquareResize(32)(image))[0]
+
+    np.testing.assert_allclose(resized, exact_square_resize(image[0], 32), atol=1e-4)
+    # The built-in (no XLA kernel on TensorFlow) computes its weights in float32: up to 4e-4 off.
+    builtin = keras.ops.image.resize(image, (32, 32), antialias=True, crop_to_aspect_ratio=True)
+    np.testing.assert_allclose(resized, keras.ops.convert_to_numpy(builtin)[0], atol=1e-3)
 
 
 def test_default_augmentation_keeps_xla_on_when_compiled_with_it():
@@ -320,3 +357,14 @@ def test_default_augmentation_keeps_xla_on_when_compiled_with_it():
 
     assert model.jit_compile is True
     assert not [warning for warning in caught if "jit_compile" in str(warning.message)]
+
+
+def test_build_model_defaults_are_the_train_config_defaults():
+    """One home for each default (config.TrainConfig): build_model with no settings builds what training would."""
+    from realvsai.config import TrainConfig
+
+    parameters = inspect.signature(build_model).parameters
+    settings = [name for name in parameters if name != "num_classes"]
+
+    assert {name: parameters[name].default for name in settings} == {
+        name: getattr(TrainConfig(), name) for name in settings}

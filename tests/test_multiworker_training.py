@@ -22,7 +22,7 @@ import keras
 import pytest
 from conftest import REPO, free_ports, read_history_csv, write_image
 
-from realvsai.model import load_classifier
+from realvsai.run import load_run
 
 LAUNCH_TIMEOUT = 600  # seconds per launch of the cluster (most of it is building and tracing ResNet50)
 HEAD_EPOCHS, FINE_TUNE_EPOCHS = 1, 1
@@ -145,7 +145,8 @@ def test_the_chief_writes_every_output_of_the_run(cluster_run):
     for name in ("model.h5", "model.json", "history.csv", "training_curves.png", "metrics.json"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     assert not (run / "backup").exists()  # the resume state goes once the run has finished
-    model, info = load_classifier(run)
+    model, loaded = load_run(run)
+    info = loaded.info
     assert info["class_names"] == ["FAKE", "REAL"] and "accuracy" in info["test_metrics"]
     assert model.output_shape == (None, 2)
     assert f"trained {run}" in cluster_run["resumed"].output(0)

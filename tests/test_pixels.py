@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from realvsai import data, inference
-from realvsai.model import build_model
+from realvsai.model import SquareResize, build_model
 
 JPEG_KINDS = {
     "baseline": ("RGB", {}),
@@ -42,19 +43,41 @@ def test_training_decodes_a_jpeg_to_exactly_the_apps_pixels(tmp_path, kind):
     np.testing.assert_array_equal(trained_on, shown_to_app.astype(np.float32))
 
 
-def test_dataset_and_app_crop_a_non_square_image_identically(tmp_path):
+def test_dataset_and_model_crop_a_non_square_image_identically(tmp_path):
     wide = noisy_pixels(48, 96, seed=1)
-    Image.fromarray(wide).save(tmp_path / "wide.png")
     (tmp_path / "a").mkdir()
     Image.fromarray(wide).save(tmp_path / "a" / "1_wide.png")
     Image.fromarray(noisy_pixels(80, 40, seed=2)).save(tmp_path / "a" / "2_tall.png")  # mixed sizes
     model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment="none", head_units=8)
-    classifier = inference.Classifier(model, ["a", "b"], image_size=32)
 
     from_dataset = dataset_pixels(tmp_path, image_size=32)[0]
-    from_app = classifier.prepare(wide).numpy()
+    from_model = keras.ops.convert_to_numpy(model.get_layer("resize")(wide[None].astype(np.float32)))[0]
 
     centre = tf.cast(wide[:, 24:72], tf.float32)  # the middle 48x48 square
     cropped = tf.image.resize(centre, (32, 32), antialias=True).numpy()
-    np.testing.assert_allclose(from_app, cropped, atol=1e-3)
-    np.testing.assert_allclose(from_dataset, from_app, atol=1e-3)
+    np.testing.assert_allclose(from_model, cropped, atol=1e-3)
+    np.testing.assert_allclose(from_dataset, from_model, atol=1e-3)
+
+
+def test_app_prepares_an_image_as_the_models_resize_layer():
+    wide = noisy_pixels(48, 96, seed=1)
+    model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment="none", head_units=8)
+    classifier = inference.Classifier(model, ["a", "b"], image_size=32)
+
+    from_app = np.asarray(classifier.prepare(wide))
+
+    from_model = keras.ops.convert_to_numpy(model.get_layer("resize")(wide[None].astype(np.float32)))[0]
+    np.testing.assert_allclose(from_app, from_model, atol=1e-4)
+
+
+@pytest.mark.parametrize("height, width", [(90, 60), (40, 56), (20, 24), (32, 32), (301, 203)])
+def test_input_pipeline_and_model_resize_to_the_same_pixels(height, width):
+    """tf.data resizes mixed-size images with TensorFlow's ops on every backend; the model with keras.ops."""
+    image = noisy_pixels(height, width).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensors(image).map(lambda pixels: data.resize_to_square(pixels, 32))
+
+    from_pipeline = next(dataset.as_numpy_iterator())
+    from_model = keras.ops.convert_to_numpy(SquareResize(32)(image[None]))[0]
+
+    assert from_pipeline.shape == (32, 32, 3)
+    np.testing.assert_allclose(from_pipeline, from_model, atol=1e-4)

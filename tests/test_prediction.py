@@ -120,6 +120,23 @@ def test_unfamiliar_column_names_why_an_image_is_unlike_the_training_images(tmp_
     assert summary.num_unfamiliar == 1
 
 
+def test_an_image_of_a_size_validation_shows_at_chance_is_uncertain_with_the_reason(tmp_path, binary_model):
+    folder = tmp_path / "photos"
+    write_image(folder / "small.png", seed=1, size=(32, 32))
+    write_image(folder / "large.png", seed=2, size=(300, 280))
+    by_kind = {"chance": 0.5, "size": {
+        "0-63 px": {"num_images": 50, "accuracy": 0.9, "balanced_accuracy": 0.9, "near_chance": False},
+        "256-1023 px": {"num_images": 50, "accuracy": 0.5, "balanced_accuracy": 0.51, "near_chance": True}}}
+    info = model_info(CLASSES, validation_by_kind=by_kind, confidence_threshold=0.0)
+
+    prediction.predict_folder(binary_model, info, folder, tmp_path / "out", batch_size=2)
+
+    rows = {row["file"]: row for row in read_rows(tmp_path / "out" / "predictions.csv")}
+    assert rows["small.png"]["unfamiliar"] == "" and rows["small.png"]["uncertain"] == "false"
+    assert "256-1023 px" in rows["large.png"]["unfamiliar"] and "at chance" in rows["large.png"]["unfamiliar"]
+    assert rows["large.png"]["uncertain"] == "true"
+
+
 def test_without_a_training_profile_no_image_is_unfamiliar(tmp_path, binary_model):
     folder = tmp_path / "photos"
     write_image(folder / "photo.png", seed=2, size=(1024, 768))

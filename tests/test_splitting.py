@@ -10,8 +10,10 @@ import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import sha256, snapshot, write_image
+from PIL import Image
 
 from realvsai import files, splitting
 from realvsai.errors import UserError
@@ -135,9 +137,11 @@ def test_split_by_class_leaves_the_source_untouched_when_copying(art, tmp_path):
     assert snapshot(art) == before
 
 
-def test_duplicates_under_other_names_and_classes_follow_their_first_copy(art, tmp_path):
+def test_duplicates_under_other_names_follow_their_first_copy(art, tmp_path):
     original = art / "GeneratedArt" / "img_005.png"
-    for copy in (art / "GeneratedArt" / "zz_copy.png", art / "RealArt" / "aa_copy.png", art / "RealArt" / "zz.png"):
+    (art / "GeneratedArt" / "sub").mkdir()
+    for copy in (art / "GeneratedArt" / "zz_copy.png", art / "GeneratedArt" / "aa_copy.png",
+                 art / "GeneratedArt" / "sub" / "zz.png"):
         shutil.copyfile(original, copy)
     out = tmp_path / "out"
     report = split_by_class(art, out, seed=11)
@@ -360,7 +364,7 @@ def test_split_train_test_carves_validation_out_of_train_and_keeps_test(cifake, 
 
 def test_a_train_file_identical_to_a_test_file_is_left_out_of_train(cifake, tmp_path):
     test_file = cifake / "test" / "REAL" / "img_002.png"
-    shutil.copyfile(test_file, cifake / "train" / "FAKE" / "copy_of_test.png")
+    shutil.copyfile(test_file, cifake / "train" / "REAL" / "copy_of_test.png")
     shutil.copyfile(test_file, cifake / "train" / "REAL" / "another_copy.png")
     out = tmp_path / "out"
     report = split_train_test(cifake, out)
@@ -373,7 +377,7 @@ def test_a_train_file_identical_to_a_test_file_is_left_out_of_train(cifake, tmp_
 
 def test_identical_files_within_train_never_straddle_train_and_validation(cifake, tmp_path):
     for index in range(10):
-        shutil.copyfile(cifake / "train" / "REAL" / f"img_{index:03d}.png", cifake / "train" / "FAKE" / f"d{index}.png")
+        shutil.copyfile(cifake / "train" / "REAL" / f"img_{index:03d}.png", cifake / "train" / "REAL" / f"d{index}.png")
     out = tmp_path / "out"
     report = split_train_test(cifake, out, val_fraction=0.5)
     splits_of = defaultdict(set)
@@ -450,3 +454,44 @@ def test_files_past_the_memory_budget_are_read_again_and_verified(art, tmp_path,
     monkeypatch.setattr(splitting, "read_verified", lambda path, digest: reads.append(path) or real(path, digest))
     report = split_by_class(art, tmp_path / "out")
     assert len(reads) == report.num_written == report.num_files > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# one content, two labels
+
+
+def test_a_file_under_two_classes_is_left_out_of_both_and_listed_with_the_reason(art, tmp_path):
+    original = art / "RealArt" / "img_004.png"
+    shutil.copyfile(original, art / "GeneratedArt" / "also_generated.png")
+    out = tmp_path / "out"
+    report = split_by_class(art, out, seed=3)
+    assert sha256(original) not in {row.sha256 for row in read_manifest(out / "manifest.csv")}
+    assert not [path for path in out.rglob("*.png") if sha256(path) == sha256(original)]
+    reasons = skipped_sources(out)
+    assert "GeneratedArt" in reasons["img_004.png"] and "two classes" in reasons["img_004.png"]
+    assert "RealArt" in reasons["also_generated.png"] and "two classes" in reasons["also_generated.png"]
+    assert report.num_in_two_classes == 2 and report.num_files == 39
+
+
+def test_a_train_file_identical_to_a_test_file_of_another_class_is_left_out_of_both(cifake, tmp_path):
+    test_file = cifake / "test" / "REAL" / "img_002.png"
+    shutil.copyfile(test_file, cifake / "train" / "FAKE" / "copy_of_test.png")
+    out = tmp_path / "out"
+    report = split_train_test(cifake, out)
+    assert sha256(test_file) not in {row.sha256 for row in read_manifest(out / "manifest.csv")}
+    assert {"img_002.png", "copy_of_test.png"} <= set(skipped_sources(out))
+    assert report.counts[("test", "REAL")] == 4
+    assert "2 files under two classes" in splitting.format_report(report)
+
+
+def test_a_split_warns_when_jpeg_quality_alone_gives_the_class_away(tmp_path):
+    for index in range(12):
+        for class_name, quality in (("REAL", 70), ("FAKE", 95)):
+            image = Image.fromarray(np.random.default_rng(index).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+            path = tmp_path / "raw" / class_name / f"{index}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path, "JPEG", quality=quality)
+    report = split_by_class(tmp_path / "raw", tmp_path / "out")
+    assert "JPEG quality alone predicts the class with 100% balanced accuracy (FAKE 95, REAL 70)" in \
+        report.shortcut_warning
+    assert "image size" not in report.shortcut_warning

@@ -22,6 +22,7 @@ from realvsai import model as model_module
 from realvsai import training
 from realvsai.config import TrainConfig
 from realvsai.errors import UserError
+from realvsai.run import load_run
 from realvsai.training import find_positive_class, plan_phase
 
 # --- settings and planning ------------------------------------------------------------------------
@@ -199,6 +200,32 @@ def test_cli_image_size_below_the_backbones_minimum_is_a_command_line_error(tmp_
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
     assert exit_info.value.code == 2 and "--image-size" in error and "32" in error and "--batch-size" not in error
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("flags", [
+    ["--l2", "nan"], ["--l2", "-0.1"], ["--noise", "-1"], ["--noise", "inf"], ["--stop-margin", "nan"],
+    ["--stop-margin", "-inf"], ["--learning-rate", "nan"], ["--learning-rate", "inf"], ["--learning-rate", "0"],
+    ["--fine-tune-learning-rate", "nan"], ["--fine-tune-learning-rate", "-1e-5"], ["--dropout", "1.5"],
+    ["--dropout", "1"], ["--dropout", "nan"], ["--image-size", "100000"], ["--batch-size", "0"],
+    ["--batch-size", "1000000"], ["--head-epochs", "-1"], ["--fine-tune-epochs", "-1"],
+    ["--head-epochs", "0", "--fine-tune-epochs", "0"], ["--fine-tune-blocks", "-1"], ["--head-units", "0"],
+    ["--stop-patience", "0"], ["--early-stopping-patience", "0"], ["--seed", "-1"], ["--l2", "x"],
+], ids=" ".join)
+def test_cli_values_no_run_can_use_are_command_line_errors(tmp_path, capsys, cli, flags):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--quiet", *flags])
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage line
+    named = flags[-2] if flags[-2].startswith("--") else flags[0]
+    assert exit_info.value.code == 2 and ": error: " in error and named in error
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("flags", [["--dropout", "0"], ["--l2", "0"], ["--noise", "0"], ["--head-epochs", "0"],
+                                   ["--fine-tune-epochs", "0"], ["--learning-rate", "1e-2"], ["--image-size", "32"]],
+                         ids=" ".join)
+def test_cli_edge_values_a_run_can_use_are_accepted(flags):
+    args = ModelTraining.parse_args(flags)
+    ModelTraining.config_from_args(args).validate()
 
 
 def test_cli_malformed_tf_config_is_a_one_line_error(tmp_path, capsys, monkeypatch, cli):
@@ -436,7 +463,8 @@ def test_broken_training_image_is_skipped_with_a_warning_naming_it(trained_run):
 @pytest.mark.slow
 def test_reloaded_model_gives_the_same_predictions(trained_run):
     batch = np.random.default_rng(1).uniform(0, 255, (3, 40, 36, 3)).astype("float32")
-    model, info = model_module.load_classifier(trained_run["run"])
+    model, run = load_run(trained_run["run"])
+    info = run.info
     expected = keras.ops.convert_to_numpy(trained_run["result"].model(batch, training=False))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(batch, training=False)), expected, atol=1e-5)
     assert info["class_names"] == ["cat", "dog", "fox"]
@@ -516,6 +544,8 @@ _MIRRORED = textwrap.dedent("""
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="MirroredStrategy is TensorFlow's; JAX's DataParallel has its own test")
 def test_mirrored_strategy_trains_over_two_logical_devices(tmp_path, make_class_folder):
     for split in ("train", "validation"):
         make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4})
@@ -608,7 +638,10 @@ def test_mixed_float16_training_checks_every_replica_for_overflow():
     from realvsai import distributed
 
     optimizer = training.make_optimizer(1e-3, 0.01, 10, loss_scaling=True)
-    assert isinstance(optimizer, distributed.AllReplicasLossScaleOptimizer)
+    # TensorFlow's strategies scale each replica's gradients; JAX's DataParallel checks one global gradient.
+    expected = (distributed.AllReplicasLossScaleOptimizer if keras.backend.backend() == "tensorflow"
+                else keras.optimizers.LossScaleOptimizer)
+    assert type(optimizer) is expected
     assert not isinstance(training.make_optimizer(1e-3, 0.01, 10), keras.optimizers.LossScaleOptimizer)
 
 
@@ -663,3 +696,170 @@ def test_crops_mode_run_records_its_input_mode_and_the_training_images(tmp_path)
     assert info["input_mode"] == "crops" and info["config"]["input_mode"] == "crops"
     assert info["training_images"] == {"min_side": 40, "max_side": 72, "formats": ["PNG"]}
     assert 0.0 <= result.test_metrics["accuracy"] <= 1.0
+
+
+def test_a_run_killed_in_its_final_evaluation_finishes_it_on_resume(tmp_path, make_class_folder, monkeypatch):
+    from realvsai import evaluation
+
+    make_class_folder(tmp_path / "data" / "test", {"FAKE": 3, "REAL": 3}, seed=9)
+    real_evaluate = evaluation.evaluate_run
+
+    def killed_while_evaluating(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(evaluation, "evaluate_run", killed_while_evaluating)
+    with pytest.raises(Killed):
+        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, head_epochs=2)
+    run = tmp_path / "models" / "run"
+    saved = (run / "model.h5").read_bytes()
+    monkeypatch.setattr(evaluation, "evaluate_run", real_evaluate)
+    monkeypatch.setattr(model_module, "build_model", lambda *args, **kwargs: pytest.fail("trained again"))
+    result = training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+
+    model_json = json.loads((run / "model.json").read_text())
+    assert result.test_metrics is not None and model_json["test_metrics"]["accuracy"] == result.test_metrics["accuracy"]
+    assert "decision_threshold" in model_json and model_json["best_epoch"]["epoch"] in (1, 2)
+    assert (run / "metrics.json").is_file() and (run / "MODEL_CARD.md").is_file()
+    assert (run / "model.h5").read_bytes() == saved  # the best model of the run, not retrained
+    assert [row["epoch"] for row in read_history_csv(run / "history.csv")] == [1, 2]
+    assert not (run / "backup").exists()
+    with pytest.raises(UserError, match="finished"):
+        training.resolve_run_dir(TrainConfig(out=tmp_path / "models", name="run"), resume=True)
+
+
+# --- Keras 3 on JAX: model.fit under keras.distribution.DataParallel --------------------------------
+
+JAX_TRAINING_SCRIPT = r'''
+import json, sys
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[1] + "/tests")
+import keras
+
+from realvsai import model as model_module, training
+from realvsai.config import TrainConfig
+from test_training import tiny_classifier
+
+model_module.build_model = tiny_classifier
+root = Path(sys.argv[2])
+config = TrainConfig(data=root / "data", out=root / "models", name="run", weights="none", batch_size=2,
+                     head_epochs=2, fine_tune_epochs=0)
+result = training.train(config, verbose=0)
+print(json.dumps({"backend": keras.backend.backend(), "devices": result.model_info["config"]["devices"],
+                  "epochs": [row["epoch"] for row in result.history]}))
+'''
+
+
+def test_training_runs_model_fit_on_jax_over_several_devices(tmp_path, make_class_folder):
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 5, "REAL": 4}, seed=len(split))
+    script = tmp_path / "train_on_jax.py"
+    script.write_text(JAX_TRAINING_SCRIPT)
+    environ = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # two CPU devices for DataParallel
+    process = subprocess.run([sys.executable, str(script), str(REPO), str(tmp_path)], capture_output=True, text=True,
+                             timeout=300, env=environ)
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = json.loads(process.stdout.strip().splitlines()[-1])
+    assert report == {"backend": "jax", "devices": 2, "epochs": [1, 2]}
+    run = tmp_path / "models" / "run"
+    assert (run / "model.h5").is_file() and json.loads((run / "model.json").read_text())["best_epoch"]
+
+
+@pytest.mark.slow
+def test_model_training_trains_resnet101_under_keras_backend_jax(tmp_path, make_class_folder):
+    for split, count in (("train", 4), ("validation", 2)):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": count, "REAL": count}, seed=len(split))
+    process = subprocess.run(
+        [sys.executable, str(REPO / "ModelTraining.py"), "--data", str(tmp_path / "data"), "--out",
+         str(tmp_path / "models"), "--name", "jax", "--weights", "none", "--image-size", "32", "--batch-size", "4",
+         "--head-epochs", "1", "--fine-tune-epochs", "1", "--head-units", "16", "--quiet"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)})
+    assert process.returncode == 0, process.stderr[-3000:]
+    run = tmp_path / "models" / "jax"
+    model_json = json.loads((run / "model.json").read_text())
+    assert (run / "model.h5").is_file() and model_json["best_epoch"]["epoch"] in (1, 2)
+    assert [row["epoch"] for row in read_history_csv(run / "history.csv")] == [1, 2]
+
+
+# --- resume is the uninterrupted run ---------------------------------------------------------------
+
+
+def noisy_classifier(num_classes: int, seed: int = 0, **ignored) -> keras.Model:
+    """A stand-in whose training draws random numbers in the model (noise, dropout), as build_model's does."""
+    inputs = keras.Input((None, None, 3), name="image")
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.GaussianNoise(0.5, seed=seed)(features))
+    hidden = keras.layers.Dropout(0.5, seed=seed)(hidden)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(hidden)
+    return keras.Model(inputs, outputs)
+
+
+def test_a_run_stopped_after_an_epoch_and_resumed_matches_the_uninterrupted_run(tmp_path, make_class_folder,
+                                                                              monkeypatch):
+    from realvsai import callbacks
+
+    settings = dict(head_epochs=4, augment="detector", stop_patience=9, early_stopping_patience=9, seed=0)
+    uninterrupted = train_with(noisy_classifier, monkeypatch, tmp_path / "whole", make_class_folder,
+                               {"FAKE": 7, "REAL": 6}, **settings).history
+    real_backup = callbacks.RunBackup.on_epoch_end
+
+    def killed_after_the_second_epoch(self, epoch, logs=None):
+        real_backup(self, epoch, logs)
+        if epoch == 1:
+            raise Killed
+
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", killed_after_the_second_epoch)
+    with pytest.raises(Killed):
+        train_with(noisy_classifier, monkeypatch, tmp_path / "killed", make_class_folder, {"FAKE": 7, "REAL": 6},
+                   **settings)
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", real_backup)
+    resumed = training.train(TrainConfig(out=tmp_path / "killed" / "models", name="run"), resume=True,
+                             verbose=0).history
+
+    def losses(history):
+        return [(row["epoch"], row["loss"], row["val_loss"]) for row in history]
+
+    assert len(uninterrupted) == 4 and losses(resumed) == losses(uninterrupted)
+
+
+def test_quiet_prints_no_tensorflow_absl_or_cuda_log_line(tmp_path, make_class_folder):
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    process = subprocess.run(  # TensorFlow starts (data, model), then the missing weights file ends the run
+        [sys.executable, str(REPO / "ModelTraining.py"), "--data", str(tmp_path / "data"), "--out",
+         str(tmp_path / "models"), "--weights", str(tmp_path / "missing.h5"), "--image-size", "32", "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**environ, "PYTHONPATH": str(REPO)})
+    lines = process.stderr.strip().splitlines()
+    assert process.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: --weights"), process.stderr
+
+
+@pytest.mark.parametrize("flags", [[], ["--batch-size", "8"]], ids=["default", "given"])
+def test_evaluate_takes_the_batch_size_every_program_takes(monkeypatch, tmp_path, flags):
+    seen = {}
+
+    def evaluate(model_path, test_dirs, out_dir=None, batch_size=None, robustness=False):
+        seen["batch_size"] = batch_size
+        return tmp_path, {}
+
+    monkeypatch.setattr(ModelTraining, "evaluate_model_file", evaluate)
+    assert ModelTraining.main(["--evaluate", str(tmp_path / "model.h5"), "--test-dir", str(tmp_path), *flags]) == 0
+    assert seen["batch_size"] == (int(flags[1]) if flags else TrainConfig().batch_size)
+
+
+def test_model_json_is_written_at_the_start_and_at_the_end_only(tmp_path, make_class_folder, monkeypatch):
+    make_class_folder(tmp_path / "data" / "test", {"FAKE": 3, "REAL": 3}, seed=9)
+    real_replace, written = os.replace, []
+
+    def replace(source, destination, *args, **kwargs):
+        written.append(Path(destination).name)
+        return real_replace(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    result = train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, head_epochs=2)
+    model_json = json.loads((tmp_path / "models" / "run" / "model.json").read_text())
+    assert written.count("model.json") == 2
+    assert model_json["best_epoch"] == result.model_info["best_epoch"] and "test_metrics" in model_json

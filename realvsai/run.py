@@ -1,0 +1,384 @@
+"""What a trained run is: its model.json (``ModelInfo``, validated once, when read), its folder
+(``ModelRun``), the one loader (``load_run``) and the one predict path (``Predictor``) that the app,
+``--predict`` and the evaluation all call.
+
+    model, run = load_run(Path("models/run1"))
+    probabilities = Predictor(model, run.info, batch_size=16).predict_arrays(prepared_images)
+
+Keras is imported when a model is loaded or predicts, so listing the runs stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from realvsai.config import CONFIDENCE_THRESHOLD, CROP_GRID, INPUT_MODES, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
+from realvsai.errors import UserError
+from realvsai.image_stats import unfamiliar_reason
+from realvsai.metrics import DecisionRule
+
+if TYPE_CHECKING:
+    import keras
+
+logger = logging.getLogger(__name__)
+
+# Metrics worth a headline on the app's model card, in the order shown (all written by evaluation).
+HEADLINE_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall")
+
+
+class ModelInfoError(UserError):
+    """A model.json that cannot describe a run; the message names the file and the field."""
+
+
+def _fail(source: str, field_name: str, problem: str) -> ModelInfoError:
+    return ModelInfoError(f"{source}: {field_name} {problem}. Restore the model.json that ModelTraining.py wrote "
+                          "beside the model, or train the model again.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """model.json, checked: the fields serving needs, typed, and every key as read (``content``)."""
+
+    class_names: tuple[str, ...]
+    image_size: int
+    input_mode: str = "resize"
+    positive_class: str | None = None  # two classes only
+    decision_threshold: float | None = None  # on P(positive); two classes only
+    confidence_threshold: float = CONFIDENCE_THRESHOLD
+    demo: bool = False  # trained on the synthetic demo data
+    training_images: Mapping[str, Any] | None = None  # smallest and largest side, formats
+    content: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, content: Mapping[str, Any], source: str | Path = MODEL_JSON_FILE) -> ModelInfo:
+        """The checked model.json ``content``; ModelInfoError names ``source`` and the first bad field."""
+        source = str(source)
+        if not isinstance(content, Mapping):
+            raise ModelInfoError(f"{source} does not hold a JSON object. Train the model again or restore the file.")
+        class_names = content.get("class_names")
+        if (not isinstance(class_names, list) or len(class_names) < 2
+                or not all(isinstance(name, str) and name for name in class_names)
+                or len(set(class_names)) != len(class_names)):
+            raise _fail(source, "class_names", "must be a list of at least two different class names")
+        image_size = content.get("image_size")
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+            raise _fail(source, "image_size", f"must be a positive whole number of pixels, not {image_size!r}")
+        input_mode = content.get("input_mode") or "resize"
+        if input_mode not in INPUT_MODES:
+            raise _fail(source, "input_mode", f"must be one of {', '.join(INPUT_MODES)}, not {input_mode!r}")
+        binary = len(class_names) == 2
+        positive_class = content.get("positive_class") or None
+        if binary and positive_class is not None and positive_class not in class_names:
+            raise _fail(source, "positive_class", f"{positive_class!r} is not one of the class_names {class_names}")
+        threshold = content.get("decision_threshold")
+        if threshold is not None and (not _is_number(threshold) or not 0.0 <= threshold <= 1.0):
+            raise _fail(source, "decision_threshold", f"must be a probability between 0 and 1 or null, not "
+                        f"{threshold!r}")
+        confidence = content.get("confidence_threshold", CONFIDENCE_THRESHOLD)
+        if confidence is None:
+            confidence = CONFIDENCE_THRESHOLD
+        if not _is_number(confidence) or not 0.0 <= confidence <= 1.0:
+            raise _fail(source, "confidence_threshold", f"must be a probability between 0 and 1, not {confidence!r}")
+        profile = content.get("training_images")
+        if profile is not None and not (isinstance(profile, Mapping) and _is_number(profile.get("min_side"))
+                                        and _is_number(profile.get("max_side"))
+                                        and isinstance(profile.get("formats", []), list)):
+            raise _fail(source, "training_images", "must be an object with min_side, max_side and formats")
+        config = content.get("config")
+        if config is not None and not isinstance(config, Mapping):
+            raise _fail(source, "config", "must be an object")
+        demo = bool(content.get("demo") or (config or {}).get("demo"))
+        return cls(tuple(class_names), image_size, input_mode, positive_class if binary else None,
+                   float(threshold) if binary and threshold is not None else None, float(confidence), demo,
+                   profile, dict(content))
+
+    @classmethod
+    def of(cls, info: ModelInfo | Mapping[str, Any]) -> ModelInfo:
+        """``info`` itself, or a model.json's content checked (for callers that hold the dict training wrote)."""
+        return info if isinstance(info, ModelInfo) else cls.from_dict(info)
+
+    def rule(self, confidence_threshold: float | None = None) -> DecisionRule:
+        """The decision rule this model.json records; ``confidence_threshold`` (the app's slider) wins."""
+        return DecisionRule.from_model_info(self.content | {"class_names": list(self.class_names),
+                                                            "positive_class": self.positive_class,
+                                                            "decision_threshold": self.decision_threshold,
+                                                            "confidence_threshold": self.confidence_threshold},
+                                            confidence_threshold)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Any other key of model.json as read (``counts``, ``config``, ``backbone``, ...)."""
+        return self.content.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        """model.json's ``key`` as read, for the callers that hold it as the dict training wrote."""
+        return self.content[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.content
+
+
+def _same_format(image_format: str | None) -> str | None:
+    # Pillow names a phone's JPEG with a second picture (a depth map, a preview) MPO; its first picture
+    # is a plain JPEG, decoded as one, so it is no sign of an unfamiliar image.
+    return "JPEG" if image_format == "MPO" else image_format
+
+
+def unfamiliar(profile: Mapping[str, Any] | None, width: int, height: int, image_format: str | None) -> str | None:
+    """Why an image is unlike model.json's ``training_images`` (``image_stats.unfamiliar_reason``), or None;
+    the one check of the app, --predict and the evaluation (MPO counts as JPEG on both sides)."""
+    if isinstance(profile, Mapping) and isinstance(profile.get("formats"), list):
+        profile = {**profile, "formats": sorted({_same_format(name) for name in profile["formats"]})}
+    return unfamiliar_reason(profile, width, height, _same_format(image_format))
+
+
+# Kinds of image by size: the short side in pixels, from the file's header (lower bound of each band).
+SIZE_BANDS = (0, 64, 256, 1024)
+# A kind of image with at least this many validation images, and a balanced accuracy at most this far
+# above chance (1 / classes), is one the model cannot tell apart: the app and --predict answer Uncertain.
+MIN_IMAGES_PER_KIND = 10
+NEAR_CHANCE = 0.05
+
+
+def size_band(width: int, height: int) -> str:
+    """The name of the ``SIZE_BANDS`` band of an image's short side: ``"64-255 px"``, ``"1024+ px"``."""
+    side = min(width, height)
+    lower = max(bound for bound in SIZE_BANDS if bound <= side)
+    index = SIZE_BANDS.index(lower)
+    return f"{lower}+ px" if index == len(SIZE_BANDS) - 1 else f"{lower}-{SIZE_BANDS[index + 1] - 1} px"
+
+
+def at_chance(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str | None:
+    """Why validation says the model is at or near chance on images of this size (model.json's
+    ``validation_by_kind``), or None."""
+    if not isinstance(by_kind, Mapping) or not isinstance(by_kind.get("size"), Mapping):
+        return None
+    band = size_band(width, height)
+    numbers = by_kind["size"].get(band)
+    if not isinstance(numbers, Mapping) or not numbers.get("near_chance"):
+        return None
+    return (f"on validation images of {band} a side the model is at chance (balanced accuracy "
+            f"{numbers['balanced_accuracy']:.2f}, chance {by_kind.get('chance', 0.5):.2f})")
+
+
+def doubt(info: ModelInfo, width: int, height: int, image_format: str | None) -> str | None:
+    """Why the model's answer on this image is never certain: unlike the training images (``unfamiliar``), or of
+    a kind validation shows it at chance on (``at_chance``); None when neither. The app and --predict call it."""
+    reasons = [unfamiliar(info.training_images, width, height, image_format),
+               at_chance(info.get("validation_by_kind"), width, height)]
+    return "; ".join(reason for reason in reasons if reason) or None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} cannot be read ({error}). Train the model again or restore the file.") from error
+    if not isinstance(value, dict):
+        raise UserError(f"{path} does not hold a JSON object. Train the model again or restore the file.")
+    return value
+
+
+def read_info(path: Path) -> ModelInfo:
+    """The checked model.json at ``path`` (UserError naming the file, and the field when one is bad)."""
+    return ModelInfo.from_dict(_read_json(Path(path)), Path(path))
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One trained model on disk: ``model.h5`` with its ``model.json`` (and ``metrics.json``)."""
+
+    path: Path  # the run folder
+    model_file: Path
+    info: ModelInfo
+    metrics: dict[str, Any]  # metrics.json; empty when the run has none
+    created: datetime  # timezone-aware
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return self.info.image_size
+
+    @property
+    def demo(self) -> bool:
+        return self.info.demo
+
+    @property
+    def confidence_threshold(self) -> float:
+        return self.info.confidence_threshold
+
+    def test_metrics(self) -> dict[str, float]:
+        """Headline test metrics, those of the decision rule: model.json's ``test_metrics``, else the numbers
+        metrics.json holds."""
+        for source in (self.info.get("test_metrics"), self.metrics):
+            if isinstance(source, dict) and _is_number(source.get("accuracy_at_threshold")):
+                # Written before the headline followed the rule: only accuracy and F1 were kept at the threshold.
+                source = {"accuracy": source["accuracy_at_threshold"], "f1": source.get("f1_at_threshold"),
+                          "roc_auc": source.get("roc_auc")}
+            found = {name: float(source[name]) for name in HEADLINE_METRICS
+                     if isinstance(source, dict) and _is_number(source.get(name))}
+            if found:
+                return found
+        return {}
+
+
+def read_run(path: Path) -> ModelRun:
+    """Reads a run folder, or a ``model.h5`` with its ``model.json`` beside it (UserError if unusable)."""
+    path = Path(path)
+    folder, model_file = (path.parent, path) if path.suffix.lower() in (".h5", ".keras") else (path, path / MODEL_FILE)
+    if not model_file.is_file():
+        raise UserError(f"{model_file} does not exist. Give a run folder under models/ or its model.h5, "
+                        "or train one with: python ModelTraining.py --demo")
+    info_file = folder / MODEL_JSON_FILE
+    if not info_file.is_file():
+        raise UserError(f"{info_file} is missing: it holds the class names and image size of {model_file.name}. "
+                        "Copy it along with the model, or use a folder written by ModelTraining.py.")
+    info = read_info(info_file)
+    metrics = {}
+    if (folder / METRICS_FILE).is_file():
+        try:
+            metrics = _read_json(folder / METRICS_FILE)
+        except UserError as error:  # the metrics only decorate the model card; the model still works
+            logger.warning("%s", error)
+    # model.json's creation time (a naive one is local), else the model file's.
+    created = datetime.fromtimestamp(model_file.stat().st_mtime, tz=timezone.utc)
+    if isinstance(info.get("created"), str):
+        try:
+            created = datetime.fromisoformat(info.get("created")).astimezone()
+        except ValueError:
+            logger.warning("%s: created %r is not an ISO time; using the file's time", folder, info.get("created"))
+    return ModelRun(folder, model_file, info, metrics, created)
+
+
+def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]:
+    """The usable runs under ``models_dir`` (sub-folders holding model.h5), newest first, and those skipped, why."""
+    models_dir = Path(models_dir)
+    runs, skipped = [], []
+    # A folder without model.h5 is a run still training, or notes.
+    folders = sorted(child for child in models_dir.iterdir() if not child.name.startswith(".")
+                     and (child / MODEL_FILE).is_file()) if models_dir.is_dir() else []
+    for folder in folders:
+        try:
+            runs.append(read_run(folder))
+        except UserError as error:
+            logger.warning("skipping %s: %s", folder, error)
+            skipped.append((folder, str(error)))
+    runs.sort(key=lambda run: (run.created, run.name), reverse=True)
+    return runs, skipped
+
+
+def load_model(model_file: Path) -> keras.Model:
+    """The Keras model in ``model_file`` (UserError if it is not a Keras HDF5 model)."""
+    import keras
+
+    import realvsai.model  # noqa: F401  (registers the project's layers, which model.h5 names)
+
+    try:
+        return keras.models.load_model(model_file, compile=False)
+    except (OSError, ValueError) as error:
+        # h5py's OSError: truncated, or not HDF5 at all; Keras' ValueError: HDF5 that holds no model.
+        raise UserError(f"{model_file} is not a Keras HDF5 model: it is corrupt, truncated or another kind of file "
+                        f"({error}). Copy the model.h5 that ModelTraining.py saved again, or train it again.") from None
+
+
+def load_run(path: Path) -> tuple[keras.Model, ModelRun]:
+    """The one loader: a run folder (or its model.h5) as its model and its checked ``ModelRun``.
+
+    Raises:
+        UserError: for a missing or malformed model.json (naming the field), or an unreadable model file,
+            or a model whose number of outputs differs from model.json's class names.
+    """
+    run = read_run(path)
+    model = load_model(run.model_file)
+    check_outputs(model, run.info.class_names)
+    return model, run
+
+
+def check_outputs(model: keras.Model, class_names: Iterable[str]) -> None:
+    """UserError when the model's softmax has another width than the class names."""
+    class_names = list(class_names)
+    outputs = int(model.outputs[0].shape[-1])
+    if outputs != len(class_names):
+        raise UserError(f"the model outputs {outputs} classes, but model.json names {len(class_names)} "
+                        f"({class_names}). The files do not belong together: train the model again.")
+
+
+class Predictor:
+    """``model.predict`` at fixed batch shapes: every batch is padded to ``batch_size`` rows (fewer rows than
+    that: to a power of two, see ``pad``), because JAX compiles the model once per input shape (and
+    TensorFlow traces it once per shape).
+
+    Each row travels with its index, so rows come back in order and padding (index -1) is dropped;
+    a row that never arrives (a file the input pipeline could not decode) stays NaN.
+    """
+
+    def __init__(self, model: keras.Model, info: ModelInfo, batch_size: int) -> None:
+        import keras
+
+        self.model, self.info, self.batch_size = model, info, int(batch_size)
+        size = info.image_size
+        if info.input_mode == "crops":
+            from realvsai.model import crop_averaging
+
+            predictor = crop_averaging(model, size)
+            pixels = keras.Input((CROP_GRID**2, size, size, 3), name="pixels")
+        else:
+            predictor = model
+            pixels = keras.Input((None, None, 3), name="pixels")
+        index = keras.Input((), dtype="int32", name="index")
+        self._indexed = keras.Model([pixels, index], [predictor(pixels), keras.layers.Identity()(index)])
+
+    def pad(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``pixels`` (N, ...) padded with zero rows, and their indices (-1: padding): to a multiple of
+        ``batch_size``, or below it to the next power of two, so one upload costs one row, not a full batch,
+        and the model still sees at most log2(batch_size) + 2 shapes (JAX compiles each once)."""
+        count = len(pixels)
+        padded = -(-count // self.batch_size) * self.batch_size
+        if count < self.batch_size:
+            padded = min(padded, 1 << max(0, count - 1).bit_length())
+        rows = np.zeros((padded, *pixels.shape[1:]), np.float32)
+        rows[:count] = pixels
+        return rows, np.concatenate([np.arange(count), np.full(padded - count, -1)]).astype(np.int32)
+
+    def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities (N, classes) of prepared float32 images (N, size, size, 3), or crops (N, 9, size, size, 3)."""
+        pixels = np.asarray(pixels, np.float32)
+        rows, indices = self.pad(pixels)
+        return self.predict_indexed((rows, indices), len(pixels))
+
+    def predict_indexed(self, inputs: Any, num_rows: int, verbose: int | str = 0) -> np.ndarray:
+        """Probabilities (``num_rows``, classes) from ``inputs``: a (pixels, indices) pair of arrays with
+        ``batch_size``-row batches, or a dataset of ``((pixels, indices),)`` batches of ``batch_size`` rows."""
+        import warnings
+
+        with warnings.catch_warnings():
+            # A pipeline that skips unreadable files has no known length; Keras warns when it ends.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            if isinstance(inputs, tuple):
+                rows, kept = self._indexed.predict(list(inputs), batch_size=self.batch_size, verbose=verbose)
+            else:
+                rows, kept = self._indexed.predict(inputs, verbose=verbose)
+        kept = np.asarray(kept, dtype=np.int64).reshape(-1)
+        probabilities = np.full((num_rows, rows.shape[-1]), np.nan, dtype=np.float32)
+        real = kept >= 0
+        probabilities[kept[real]] = np.asarray(rows, dtype=np.float32)[real]
+        return probabilities

@@ -1,0 +1,133 @@
+"""The model on every Keras backend: TensorFlow-free imports, augmentation statistics, model.h5 across backends.
+
+Each check that needs another backend runs in a subprocess (Keras picks its backend once, at import).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, backend: str, timeout: int = 600) -> str:
+    """Runs ``code`` in a fresh interpreter under ``KERAS_BACKEND=backend``; returns its stdout (fails on an error)."""
+    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=environment,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_the_model_builds_and_runs_under_jax_without_tensorflow():
+    output = run_python("""
+        import sys
+        sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
+        import numpy as np
+        import keras
+        from realvsai.config import PRESETS
+        from realvsai.model import build_model
+
+        images = np.random.default_rng(0).uniform(0, 255, (2, 40, 50, 3)).astype("float32")
+        for preset in PRESETS:
+            model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment=preset, head_units=8)
+            for training in (True, False):
+                probabilities = keras.ops.convert_to_numpy(model(images, training=training))
+                assert probabilities.shape == (2, 2) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+        print(keras.backend.backend())
+    """, backend="jax")
+    assert output.split() == ["jax"]
+
+
+# Each statistic of the model's augmentation layers on 2,000 tiny images, with the value it must be near.
+AUGMENTATION_STATISTICS = """
+    import json
+    import numpy as np
+    import keras
+    from realvsai.augmentation import RandomAffine, RandomBlur, RandomCropPad
+
+    count, height, width = 2000, 8, 16
+    noise = np.random.default_rng(0).uniform(0, 255, (count, height, width, 3)).astype("float32")
+    # Each pixel holds its column: the centre pixel of a moved image tells how far it moved.
+    columns = np.broadcast_to(np.arange(width, dtype="float32")[None, None, :, None], noise.shape).copy()
+    centre = (height // 2, width // 2)
+
+    def run(layer, images):
+        return keras.ops.convert_to_numpy(layer(images, training=True))
+
+    blurred = run(RandomBlur((0.5, 1.0), probability=0.3, seed=1), noise)
+    flipped = run(RandomCropPad(0.0, horizontal_flip=True, seed=2), columns)
+    cropped = run(RandomCropPad(0.25, seed=3), columns)
+    shifted = run(RandomAffine(0.0, 0.25, 0.0, 0.0, horizontal_flip=False, seed=4), columns)
+    print(json.dumps({
+        "blurred_fraction": float(np.mean(np.any(blurred != noise, axis=(1, 2, 3)))),
+        "flipped_fraction": float(np.mean(flipped[:, 0, 0, 0] > flipped[:, 0, -1, 0])),
+        "crop_shift_mean": float(np.mean(cropped[:, centre[0], centre[1], 0] - centre[1])),
+        "crop_shift_std": float(np.std(cropped[:, centre[0], centre[1], 0] - centre[1])),
+        "affine_shift_mean": float(np.mean(shifted[:, centre[0], centre[1], 0] - centre[1])),
+        "affine_shift_std": float(np.std(shifted[:, centre[0], centre[1], 0] - centre[1])),
+    }))
+"""
+EXPECTED_STATISTICS = {
+    "blurred_fraction": 0.3,
+    "flipped_fraction": 0.5,
+    "crop_shift_mean": 0.0,
+    "crop_shift_std": (80.0 / 12.0) ** 0.5,  # whole-pixel offsets -4 .. 4 (a quarter of 16 pixels), uniform
+    "affine_shift_mean": 0.0,
+    "affine_shift_std": 8.0 / 12.0**0.5,  # uniform in [-4, 4] (a quarter of 16 pixels)
+}
+
+
+def test_augmentation_draws_alike_on_tensorflow_and_jax():
+    """The backends' random numbers differ for one seed, so their statistics are compared, not their pixels."""
+    statistics = {backend: json.loads(run_python(AUGMENTATION_STATISTICS, backend).splitlines()[-1])
+                  for backend in ("tensorflow", "jax")}
+
+    for name, expected in EXPECTED_STATISTICS.items():
+        on_tensorflow, on_jax = statistics["tensorflow"][name], statistics["jax"][name]
+        # 2,000 draws: a standard error of about 0.011 for a fraction near 0.5 and 0.05 for a shift.
+        assert on_tensorflow == pytest.approx(expected, abs=0.12), (name, statistics)
+        assert on_jax == pytest.approx(expected, abs=0.12), (name, statistics)
+        assert on_tensorflow == pytest.approx(on_jax, abs=0.15), (name, statistics)
+
+
+SAVE_MODEL = """
+    import numpy as np
+    import keras
+    from realvsai.model import build_model
+
+    model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment="detector", head_units=8,
+                        seed=3)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 40, 36, 3)).astype("float32")
+    model.save({model_file!r})
+    np.save({predictions_file!r}, keras.ops.convert_to_numpy(model(images, training=False)))
+"""
+LOAD_MODEL = """
+    import numpy as np
+    import keras
+    import realvsai.model  # registers the project's layers
+
+    model = keras.models.load_model({model_file!r}, compile=False)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 40, 36, 3)).astype("float32")
+    np.save({predictions_file!r}, keras.ops.convert_to_numpy(model(images, training=False)))
+    print([type(layer).__name__ for layer in model.get_layer("augmentation").layers])
+"""
+
+
+@pytest.mark.parametrize("saved_on, loaded_on", [("tensorflow", "jax"), ("jax", "tensorflow")])
+def test_model_h5_saved_on_one_backend_loads_and_predicts_the_same_on_the_other(saved_on, loaded_on, tmp_path):
+    model_file, saved, loaded = tmp_path / "model.h5", tmp_path / "saved.npy", tmp_path / "loaded.npy"
+    run_python(SAVE_MODEL.format(model_file=str(model_file), predictions_file=str(saved)), saved_on)
+
+    output = run_python(LOAD_MODEL.format(model_file=str(model_file), predictions_file=str(loaded)), loaded_on)
+
+    assert output.splitlines()[-1] == "['RandomBlur', 'RandomCropPad']"
+    np.testing.assert_allclose(np.load(loaded), np.load(saved), atol=1e-4)
