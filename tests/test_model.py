@@ -348,7 +348,24 @@ def test_resize_is_the_antialiased_triangle_filter_of_keras_resize(height, width
     np.testing.assert_allclose(resized, keras.ops.convert_to_numpy(builtin)[0], atol=1e-3)
 
 
-def test_default_augmentation_keeps_xla_on_when_compiled_with_it():
+@pytest.fixture
+def without_op_determinism():
+    """Training on a TensorFlow CPU turns op determinism on for the whole process (so a resumed run repeats the
+    uninterrupted one), and Keras then turns XLA off for every model (Keras 3.15: ``model_supports_jit``). The
+    XLA check below is about the layers, so it runs with determinism off; TF 2.21 has only a private switch back."""
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    tf_config.disable_op_determinism()
+    yield
+    if was_enabled:
+        tf_config.enable_op_determinism()
+
+
+def test_default_augmentation_keeps_xla_on_when_compiled_with_it(without_op_determinism):
     model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment="detector", head_units=8)
 
     with warnings.catch_warnings(record=True) as caught:
