@@ -658,6 +658,26 @@ def test_model_json_records_the_training_images_and_a_format_shortcut(tmp_path):
     json.dumps(record)  # model.json takes it as it is
 
 
+def test_model_json_names_a_jpeg_quality_shortcut_as_the_split_does(tmp_path):
+    """Same size and format in both classes, only the JPEG quality differs: training's check sees it too."""
+    from PIL import Image
+
+    from realvsai import data
+
+    rng = np.random.default_rng(0)
+    for index in range(8):
+        for class_name, quality in (("FAKE", 95), ("REAL", 60)):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            (tmp_path / "train" / class_name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(tmp_path / "train" / class_name / f"{index}.jpg", quality=quality)
+
+    record = training.training_images_record(data.scan_images(tmp_path / "train"))
+
+    assert record["shortcuts"]["jpeg_quality"] == 1.0 and record["shortcuts"]["size"] < 0.9
+    assert "JPEG quality alone predicts the class" in record["shortcut_warning"]
+    assert "FAKE 95, REAL 60" in record["shortcut_warning"]  # each class's range, as the split's warning gives
+
+
 def test_model_json_has_no_shortcut_warning_when_classes_look_alike(tmp_path):
     from realvsai import data
 
