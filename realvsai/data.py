@@ -37,6 +37,7 @@ class LabelledImages:
     needs_pil: list[bool]  # decode with Pillow (EXIF-rotated, 16-bit, ...) rather than TensorFlow
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why) for broken files
     formats: list[str] = field(default_factory=list)  # Pillow's format name of each file ("JPEG", ...)
+    jpeg_qualities: list[int | None] = field(default_factory=list)  # each JPEG's estimated quality, else None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -62,7 +63,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> Label
                         f"({details}). Rename the folders (or re-split with --rename OLD=NEW) so the names match.")
     candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
     results = image_io.read_headers([path for path, _ in candidates], desc=f"checking {folder.name}")
-    files, labels, sizes, needs_pil, formats, skipped = [], [], [], [], [], []
+    files, labels, sizes, needs_pil, formats, qualities, skipped = [], [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
             logger.warning("skipping %s: %s", path, result)
@@ -73,9 +74,10 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> Label
         sizes.append((result.width, result.height))
         needs_pil.append(result.needs_pil)
         formats.append(result.image_format)
+        qualities.append(result.jpeg_quality)
     if not files:
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
-    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats)
+    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities)
 
 
 def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:

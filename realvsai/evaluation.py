@@ -127,7 +127,8 @@ def without_failed(images: LabelledImages, probabilities: np.ndarray) -> tuple[L
 
     return dataclasses.replace(images, files=keep(images.files), labels=keep(images.labels),
                                sizes=keep(images.sizes), needs_pil=keep(images.needs_pil),
-                               formats=keep(images.formats), skipped=[*images.skipped, *broken]), probabilities[kept]
+                               formats=keep(images.formats), jpeg_qualities=keep(images.jpeg_qualities),
+                               skipped=[*images.skipped, *broken]), probabilities[kept]
 
 
 def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
@@ -243,7 +244,7 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
 
     class_names = list(info.class_names)
     joined = {field: [item for source in sources for item in getattr(source.images, field)]
-              for field in ("files", "labels", "sizes", "needs_pil", "skipped", "formats")}
+              for field in ("files", "labels", "sizes", "needs_pil", "skipped", "formats", "jpeg_qualities")}
     images = LabelledImages(class_names=class_names, **joined)
     probabilities = np.concatenate([source.probabilities for source in sources])
     metrics = {"folder": ", ".join(str(source.folder) for source in sources),

@@ -232,13 +232,17 @@ def training_images_record(images: LabelledImages) -> dict[str, Any]:
     from realvsai import image_stats
 
     formats = images.formats or [""] * len(images)
-    facts = [image_stats.ImageFacts(images.class_names[label], width, height, image_format)
-             for label, (width, height), image_format in zip(images.labels, images.sizes, formats)]
+    qualities = images.jpeg_qualities or [None] * len(images)
+    # The properties the split judges (size, aspect, file size, format, JPEG quality), for data split elsewhere.
+    facts = [image_stats.ImageFacts(images.class_names[label], width, height, image_format, path.stat().st_size,
+                                    quality)
+             for path, label, (width, height), image_format, quality
+             in zip(images.files, images.labels, images.sizes, formats, qualities)]
     shortcuts = image_stats.check_shortcuts(facts)
     return {
         "training_images": image_stats.training_profile(facts),
         "shortcuts": {shortcut.feature: shortcut.balanced_accuracy for shortcut in shortcuts},
-        "shortcut_warning": image_stats.shortcut_warning(shortcuts, image_stats.class_profiles(facts)),
+        "shortcut_warning": image_stats.shortcut_warning(shortcuts, image_stats.class_profiles(facts), facts),
     }
 
 
