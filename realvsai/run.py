@@ -130,20 +130,6 @@ class ModelInfo:
         return key in self.content
 
 
-def _same_format(image_format: str | None) -> str | None:
-    # Pillow names a phone's JPEG with a second picture (a depth map, a preview) MPO; its first picture
-    # is a plain JPEG, decoded as one, so it is no sign of an unfamiliar image.
-    return "JPEG" if image_format == "MPO" else image_format
-
-
-def unfamiliar(profile: Mapping[str, Any] | None, width: int, height: int, image_format: str | None) -> str | None:
-    """Why an image is unlike model.json's ``training_images`` (``image_stats.unfamiliar_reason``), or None;
-    the one check of the app, --predict and the evaluation (MPO counts as JPEG on both sides)."""
-    if isinstance(profile, Mapping) and isinstance(profile.get("formats"), list):
-        profile = {**profile, "formats": sorted({_same_format(name) for name in profile["formats"]})}
-    return unfamiliar_reason(profile, width, height, _same_format(image_format))
-
-
 # Kinds of image by size: the short side in pixels, from the file's header (lower bound of each band).
 SIZE_BANDS = (0, 64, 256, 1024)
 # A kind of image with at least this many validation images, and a balanced accuracy at most this far
@@ -174,9 +160,10 @@ def at_chance(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str
 
 
 def doubt(info: ModelInfo, width: int, height: int, image_format: str | None) -> str | None:
-    """Why the model's answer on this image is never certain: unlike the training images (``unfamiliar``), or of
-    a kind validation shows it at chance on (``at_chance``); None when neither. The app and --predict call it."""
-    reasons = [unfamiliar(info.training_images, width, height, image_format),
+    """Why the model's answer on this image is never certain: unlike the training images
+    (``image_stats.unfamiliar_reason``; MPO counts as JPEG), or of a kind validation shows it at chance on
+    (``at_chance``); None when neither. The app, --predict and the evaluation call it."""
+    reasons = [unfamiliar_reason(info.training_images, width, height, image_format),
                at_chance(info.get("validation_by_kind"), width, height)]
     return "; ".join(reason for reason in reasons if reason) or None
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
-from realvsai import inference, run
+from realvsai import image_stats, inference, run
 from realvsai.errors import UserError
 
 CLASS_NAMES = ["FAKE", "REAL"]
@@ -782,4 +782,4 @@ def test_a_phone_jpeg_that_pillow_reads_as_mpo_is_a_familiar_jpeg(classifier):
     result = inference.classify_uploads(classifier, [("phone.jpg", data)], info=with_profile(profile))[0]
 
     assert result.ok and result.unfamiliar is None
-    assert run.unfamiliar(profile, 40, 32, "PNG") is not None  # another format still is unfamiliar
+    assert image_stats.unfamiliar_reason(profile, 40, 32, "PNG") is not None  # another format still is unfamiliar
