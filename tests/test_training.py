@@ -788,6 +788,8 @@ def test_training_runs_model_fit_on_jax_over_several_devices(tmp_path, make_clas
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() == "jax",
+                    reason="under KERAS_BACKEND=jax every training test here, and every script they run, is on JAX")
 def test_model_training_trains_resnet101_under_keras_backend_jax(tmp_path, make_class_folder):
     for split, count in (("train", 4), ("validation", 2)):
         make_class_folder(tmp_path / "data" / split, {"FAKE": count, "REAL": count}, seed=len(split))
