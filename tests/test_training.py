@@ -707,8 +707,8 @@ def test_crops_mode_run_records_its_input_mode_and_the_training_images(tmp_path)
                 write_image(tmp_path / "data" / split / name / f"{number}.png", seed=index * 100 + number,
                             size=(48 + 8 * number, 40))
     config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="crops", weights="none",
-                         image_size=32, batch_size=4, head_epochs=1, fine_tune_epochs=0, head_units=16,
-                         input_mode="crops")
+                         backbone="resnet50", image_size=32, batch_size=4, head_epochs=1, fine_tune_epochs=0,
+                         head_units=16, input_mode="crops")  # ResNet50: the input mode, not the depth, is tested
 
     result = training.train(config, verbose=0)
 
