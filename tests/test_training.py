@@ -645,6 +645,22 @@ def test_mixed_float16_training_checks_every_replica_for_overflow():
     assert not isinstance(training.make_optimizer(1e-3, 0.01, 10), keras.optimizers.LossScaleOptimizer)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="op determinism is TensorFlow's")
+@pytest.mark.parametrize("xla", [False, True])
+def test_op_determinism_is_turned_on_for_a_cpu_run_unless_xla_is_asked_for(tmp_path, monkeypatch, xla):
+    """Keras turns XLA off in a process with op determinism on, so --xla would be dropped without a word."""
+    import tensorflow as tf
+
+    turned_on = []
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: turned_on.append(True))
+    config = TrainConfig(data=tmp_path / "missing", out=tmp_path / "models", name="run", weights="none", xla=xla)
+
+    with pytest.raises(UserError, match="no train folder"):  # stops right after the setup
+        training.train(config, verbose=0)
+
+    assert turned_on == ([] if xla else [True])
+
+
 def test_model_json_records_the_training_images_and_a_format_shortcut(tmp_path):
     from realvsai import data
 
