@@ -305,8 +305,11 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
     if keras.backend.backend() == "tensorflow" and not num_gpus:
-        # The same numbers on every run, so a resumed run repeats the uninterrupted one (GPU kernels would be slower).
-        tf.config.experimental.enable_op_determinism()
+        if config.xla:  # Keras turns XLA off for the whole process once op determinism is on
+            logger.info("--xla: TensorFlow's op determinism stays off, so a resumed run comes close to the "
+                        "uninterrupted one but may not repeat its numbers exactly")
+        else:  # the same numbers on every run, so a resumed run repeats the uninterrupted one (slower on a GPU)
+            tf.config.experimental.enable_op_determinism()
 
     problem = None
     try:
