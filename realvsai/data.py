@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,19 @@ class LabelledImages:
     def counts(self) -> dict[str, int]:
         counted = Counter(self.labels)
         return {name: counted.get(index, 0) for index, name in enumerate(self.class_names)}
+
+    def subset(self, indices: Sequence[int]) -> LabelledImages:
+        """The images at ``indices``, in that order, with every per-file list cut alike (``skipped`` as it is)."""
+        return replace(self, **{item.name: [getattr(self, item.name)[index] for index in indices]
+                                for item in fields(self)
+                                if item.name not in ("class_names", "skipped") and getattr(self, item.name)})
+
+    @staticmethod
+    def join(parts: Sequence[LabelledImages]) -> LabelledImages:
+        """``parts``' images (and skipped files) one after the other; the parts share their class names."""
+        return LabelledImages(class_names=list(parts[0].class_names),
+                              **{item.name: [value for part in parts for value in getattr(part, item.name)]
+                                 for item in fields(LabelledImages) if item.name != "class_names"})
 
 
 def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> LabelledImages:

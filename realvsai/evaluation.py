@@ -121,14 +121,7 @@ def without_failed(images: LabelledImages, probabilities: np.ndarray) -> tuple[L
               for index in np.flatnonzero(failed)]
     for path, reason in broken:
         logger.warning("skipping %s: %s", path, reason)
-
-    def keep(values: list[Any]) -> list[Any]:
-        return [values[index] for index in kept] if values else values
-
-    return dataclasses.replace(images, files=keep(images.files), labels=keep(images.labels),
-                               sizes=keep(images.sizes), needs_pil=keep(images.needs_pil),
-                               formats=keep(images.formats), jpeg_qualities=keep(images.jpeg_qualities),
-                               skipped=[*images.skipped, *broken]), probabilities[kept]
+    return dataclasses.replace(images.subset(kept), skipped=[*images.skipped, *broken]), probabilities[kept]
 
 
 def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
@@ -243,9 +236,7 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
     from realvsai.data import LabelledImages
 
     class_names = list(info.class_names)
-    joined = {field: [item for source in sources for item in getattr(source.images, field)]
-              for field in ("files", "labels", "sizes", "needs_pil", "skipped", "formats", "jpeg_qualities")}
-    images = LabelledImages(class_names=class_names, **joined)
+    images = dataclasses.replace(LabelledImages.join([source.images for source in sources]), class_names=class_names)
     probabilities = np.concatenate([source.probabilities for source in sources])
     metrics = {"folder": ", ".join(str(source.folder) for source in sources),
                **scoring.compute_metrics(images.labels, probabilities, class_names,
