@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from realvsai.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 # A training run's files, in OUT/NAME/.
 MODEL_FILE = "model.h5"  # the best epoch, float32, HDF5
@@ -98,6 +103,17 @@ def flag_name(field_name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One ``fit``: epochs ``start .. end-1`` of the run's single epoch axis."""
+
+    name: str  # "head", "fine_tune" or "full"
+    start: int
+    end: int
+    learning_rate: float
+    train_backbone: bool
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Every training setting, with its default; saved as model.json's ``config``."""
 
@@ -156,6 +172,27 @@ class TrainConfig:
     def total_epochs(self) -> int:
         return self.head_epochs + self.fine_tune_epochs
 
+    def precision_policy(self, num_gpus: int, backend: str = "tensorflow") -> str:
+        """The dtype policy name for ``precision`` (``auto``: float32 on CPU; on a GPU mixed_float16 on
+        TensorFlow, mixed_bfloat16 on JAX, which needs no loss scaling)."""
+        if self.precision == "auto":
+            return "float32" if num_gpus == 0 else "mixed_float16" if backend == "tensorflow" else "mixed_bfloat16"
+        return self.precision
+
+    def phase_names(self) -> list[str]:
+        """The run's phases in order: ``["full"]`` from scratch, else ``head`` and/or ``fine_tune``."""
+        if not self.pretrained:
+            return ["full"]
+        return [name for name, epochs in (("head", self.head_epochs), ("fine_tune", self.fine_tune_epochs)) if epochs]
+
+    def plan_phase(self, name: str, head_epochs_run: int = 0) -> Phase:
+        """Phase ``name``'s epochs; fine-tuning starts after the epochs the head phase ran (``head_epochs_run``)."""
+        if name == "full":
+            return Phase(name, 0, self.total_epochs, self.learning_rate, train_backbone=True)
+        if name == "head":
+            return Phase(name, 0, self.head_epochs, self.learning_rate, train_backbone=False)
+        return Phase(name, head_epochs_run, self.total_epochs, self.fine_tune_learning_rate, train_backbone=True)
+
     def to_json(self) -> dict[str, Any]:
         return {key: str(value) if isinstance(value, Path) else value
                 for key, value in dataclasses.asdict(self).items()}
@@ -171,3 +208,29 @@ def run_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a run's folder inside OUT, or None when it can."""
     return None if _RUN_NAME.fullmatch(name) else (
         f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), without '/' or '\\'")
+
+
+def resolve_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path]:
+    """The run folder, and the configuration to use (the saved one when resuming); a UserError if the
+    folder exists and ``resume`` is False, or ``resume`` finds nothing to resume."""
+    if not config.name:
+        if resume:
+            raise UserError("--resume needs the --name of the run to continue.")
+        config = dataclasses.replace(config, name=datetime.now().strftime("%Y%m%d-%H%M%S"))
+    run_dir = Path(config.out) / config.name
+    saved = run_dir / BACKUP_DIR / "config.json"
+    if not resume:
+        if run_dir.exists():
+            raise UserError(f"{run_dir} already exists. Continue that run with --resume, or choose another --name.")
+        return config, run_dir
+    if saved.is_file():
+        stored = TrainConfig.from_json(json.loads(saved.read_text(encoding="utf-8")))
+        logger.info("resuming %s with the settings it was started with (other setting flags have no effect)",
+                    run_dir)
+        return dataclasses.replace(stored, out=config.out, name=config.name), run_dir
+    if (run_dir / MODEL_JSON_FILE).is_file():
+        raise UserError(f"{run_dir} has finished training; there is nothing to resume. Start a new run with "
+                        "another --name.")
+    if run_dir.exists():
+        return config, run_dir  # killed before its first backup: start it over with these settings
+    raise UserError(f"{run_dir} does not exist, so there is nothing to resume. Check --out and --name.")

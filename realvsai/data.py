@@ -5,7 +5,10 @@ Images come out as float32 RGB 0..255, labels as int32 in ``class_names`` order.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -18,7 +21,8 @@ from realvsai import images as image_io
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import list_images
-from realvsai.layout import find_class_folders
+from realvsai.image_stats import ImageFacts
+from realvsai.layout import TEST, TRAIN, VALIDATION, find_class_folders
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,14 @@ class LabelledImages:
         return replace(self, **{item.name: [getattr(self, item.name)[index] for index in indices]
                                 for item in fields(self)
                                 if item.name not in ("class_names", "skipped") and getattr(self, item.name)})
+
+    def facts(self) -> list[ImageFacts]:
+        """Each file's class, size, format, file size and JPEG quality, for ``image_stats``."""
+        formats = self.formats or [""] * len(self)
+        qualities = self.jpeg_qualities or [None] * len(self)
+        return [ImageFacts(self.class_names[label], width, height, image_format, path.stat().st_size, quality)
+                for path, label, (width, height), image_format, quality
+                in zip(self.files, self.labels, self.sizes, formats, qualities)]
 
     @staticmethod
     def join(parts: Sequence[LabelledImages]) -> LabelledImages:
@@ -91,6 +103,40 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> Label
     if not files:
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
     return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities)
+
+
+def scan_splits(data_dir: Path) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
+    """The train, validation and (when there is one) test images of ``data_dir``, in train's class order.
+
+    Raises:
+        UserError: without train/ or validation/, with fewer than two classes, or with an empty class.
+    """
+    data_dir = Path(data_dir)
+    if not (data_dir / TRAIN).is_dir():
+        raise UserError(f"{data_dir} has no {TRAIN} folder. Run DataSplitD1.py or DataSplitD2.py first, "
+                        "or point --data at the folder that holds train/ and validation/.")
+    if not (data_dir / VALIDATION).is_dir():
+        raise UserError(f"{data_dir} has no {VALIDATION} folder: the best model and the stop rules are chosen on "
+                        "it. Split off one with DataSplitD1.py or DataSplitD2.py.")
+    train = scan_images(data_dir / TRAIN)
+    if len(train.class_names) < 2:
+        raise UserError(f"{data_dir / TRAIN} has one class folder ({train.class_names[0]}); a classifier needs "
+                        "at least two.")
+    empty = [name for name, count in train.counts().items() if count == 0]
+    if empty:
+        raise UserError(f"{data_dir / TRAIN} has no readable image in {empty}. Add images or remove the folder.")
+    validation = scan_images(data_dir / VALIDATION, train.class_names)
+    test = scan_images(data_dir / TEST, train.class_names) if (data_dir / TEST).is_dir() else None
+    return train, validation, test
+
+
+def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
+    """Each file's path under ``data_dir``, label and size, in order: what every worker must read alike."""
+    digest = hashlib.sha256(json.dumps(splits[0].class_names).encode("utf-8"))
+    for images in splits:
+        for path, label, size in zip(images.files, images.labels, images.sizes):
+            digest.update(f"{os.path.relpath(path, data_dir)}\0{label}\0{size}\n".encode())
+    return digest.hexdigest()
 
 
 def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from realvsai.cli import progress
-from realvsai.config import TrainConfig
+from realvsai.config import TrainConfig, resolve_run_dir
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
 from realvsai.layout import TEST, TRAIN
@@ -236,7 +236,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose
         # does not); the stop rules would end a run of a few epochs early. The best epoch is kept anyway.
         stop_patience=config.epochs, early_stopping_patience=config.epochs, demo=True)
     train_config.validate()
-    training.resolve_run_dir(train_config, resume)  # fails now, not after the data is made, when the run exists
+    resolve_run_dir(train_config, resume)  # fails now, not after the data is made, when the run exists
     raw_dir = Path(config.data_dir) / "raw"
     logger.info("1/3 making synthetic demo images in %s", raw_dir)
     generate_demo_data(raw_dir, config.data)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import os
 import tempfile
@@ -26,7 +25,7 @@ from realvsai import config, plots, prediction
 from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
 from realvsai.cli import progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, list_images
+from realvsai.files import atomic_write_text, list_images, read_json, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb
 from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, read_manifest
 from realvsai.model_card import PLOT_FILES, render_card
@@ -142,10 +141,6 @@ def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names
     return numbers
 
 
-def _write_json(path: Path, content: Mapping[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(content, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-
-
 def _classification_report(labels: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray,
                            metrics: Mapping[str, Any], title: str) -> str:
     """The report of the decision rule's classes (``predicted``), then, with a threshold, the argmax's."""
@@ -163,14 +158,14 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, predic
 
 def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
     """Adds ``test_metrics`` (and ``decision_threshold``) to model.json, keeping every other key."""
-    content = {**(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}), **model_info}
+    content = {**(read_json(path) or {}), **model_info}
     content["test_metrics"] = {key: metrics[key] for key in SUMMARY_KEYS}
     if len(model_info["class_names"]) == 2:
         content["decision_threshold"] = metrics.get("decision_threshold")
     by_kind = (metrics.get("threshold_selection") or {}).get("by_kind")
     if by_kind:
         content["validation_by_kind"] = by_kind
-    _write_json(path, content)
+    write_json(path, content, strict=True)
 
 
 def unused_output_folder(out_dir: Path) -> Path:
@@ -331,7 +326,7 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
                                                   for kind, by_strength in results.items()},
                               out_dir / config.ROBUSTNESS_PLOT_FILE)
         metrics["plots"]["robustness"] = config.ROBUSTNESS_PLOT_FILE
-    _write_json(out_dir / config.METRICS_FILE, metrics)
+    write_json(out_dir / config.METRICS_FILE, metrics, strict=True)
     title = ", ".join(source.name for source in sources)
     atomic_write_text(out_dir / config.EVALUATION_CARD_FILE,
                       render_card(info.content, metrics, f"Evaluation on {title}", split_counts, f"Metrics on {title}"))
@@ -362,7 +357,7 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
         for split in SPLITS if (data_dir / split).is_dir()}
     sources = _predict_sources(model, info, [data_dir / TEST], batch_size)
     metrics = _evaluate(info, sources, out_dir, threshold, split_counts, **extra)
-    _write_json(out_dir / config.METRICS_FILE, metrics)
+    write_json(out_dir / config.METRICS_FILE, metrics, strict=True)
     atomic_write_text(out_dir / config.MODEL_CARD_FILE,
                       render_card(info.content, metrics, f"Model card: {out_dir.resolve().name}", split_counts))
     _update_model_json(out_dir / config.MODEL_JSON_FILE, info.content, metrics)

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import io
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -17,7 +18,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from realvsai.cli import progress
 from realvsai.config import IMAGE_EXTENSIONS
@@ -187,6 +188,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Writes ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, content: Any, *, strict: bool = False) -> None:
+    """Writes ``content`` as indented JSON to ``path`` atomically; ``strict`` refuses NaN (a ValueError) and
+    values JSON has no type for, which otherwise are written as their ``str``."""
+    text = json.dumps(content, indent=2, ensure_ascii=False, allow_nan=not strict, default=None if strict else str)
+    atomic_write_text(path, text + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """The content of a JSON file this program wrote, or None when there is none."""
+    return json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else None
 
 
 def write_new(path: Path | str, data: bytes) -> None:

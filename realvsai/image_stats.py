@@ -186,6 +186,17 @@ def profile_classes(facts: Sequence[ImageFacts]) -> tuple[dict[str, dict[str, ob
     return profiles, shortcut_warning(check_shortcuts(facts), profiles, facts)
 
 
+def training_record(facts: Sequence[ImageFacts]) -> dict[str, Any]:
+    """model.json's ``training_images`` (the app flags inputs unlike them), ``shortcuts`` and ``shortcut_warning``:
+    the properties the split judges (size, aspect, file size, format, JPEG quality), for data split elsewhere."""
+    shortcuts = check_shortcuts(facts)
+    return {
+        "training_images": training_profile(facts),
+        "shortcuts": {shortcut.feature: shortcut.balanced_accuracy for shortcut in shortcuts},
+        "shortcut_warning": shortcut_warning(shortcuts, class_profiles(facts), facts),
+    }
+
+
 def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str | None) -> str | None:
     """Why an image is unlike model.json's ``training_images`` ``profile`` (a side off by over
     ``SIZE_TOLERANCE`` or an unseen format), or None (also without a profile)."""

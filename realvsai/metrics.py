@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,12 +16,40 @@ from typing import Any
 
 import numpy as np
 
-from realvsai.config import CONFIDENCE_THRESHOLD
+from realvsai.config import CONFIDENCE_THRESHOLD, POSITIVE_WORDS
+from realvsai.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 CALIBRATION_BINS = 15  # equal-width bins over the top-class confidence, as in Guo et al. (2017)
 NUM_ERROR_IMAGES = 16  # tiles in the confident-errors grid
+
+
+def find_positive_class(class_names: Sequence[str], requested: str = "") -> str | None:
+    """The positive class of a binary problem: ``requested`` (a UserError if it is not one of two classes),
+    else the one class with a word (``AiArt``, ``ai_generated``, ``FAKE``) in ``POSITIVE_WORDS``, else None."""
+    if requested:
+        if requested not in class_names:
+            raise UserError(f"--positive-class {requested}: no such class; the classes are {list(class_names)}.")
+        if len(class_names) != 2:
+            raise UserError(f"--positive-class applies to two classes; there are {len(class_names)}, whose "
+                            "metrics are macro-averaged. Leave it out.")
+        return requested
+    if len(class_names) != 2:
+        return None
+    matches = [name for name in class_names
+               if POSITIVE_WORDS & {word.lower() for word in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+", name)}]
+    return matches[0] if len(matches) == 1 else None
+
+
+def balanced_class_weights(counts: Mapping[str, int]) -> dict[int, float]:
+    """Per-class loss weights (class index -> weight) that make every class count as much, from each class's
+    number of training images (every class has some: training refuses an empty class)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.arange(len(counts))
+    labels = np.repeat(classes, list(counts.values()))
+    return dict(enumerate(compute_class_weight("balanced", classes=classes, y=labels).tolist()))
 
 
 def positive_index(class_names: Sequence[str], positive_class: str | None) -> int:

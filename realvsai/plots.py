@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -197,3 +199,23 @@ def robustness_figure(clean_accuracy: float, accuracies: Mapping[str, Mapping[fl
 def plot_robustness(clean_accuracy: float, accuracies: Mapping[str, Mapping[float, float]], path: Path) -> Path:
     """Saves ``robustness_figure`` as ``path``."""
     return _save(robustness_figure(clean_accuracy, accuracies), path)
+
+
+def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None) -> Path:
+    """Loss, accuracy, precision, recall, AUC and F1 per epoch (history.csv's rows), with a line at
+    ``fine_tune_start`` (from 1)."""
+    figure = Figure(figsize=(15, 8), layout="constrained")
+    axes = figure.subplots(2, 3).ravel()
+    epochs = [row["epoch"] for row in rows]
+    for axis, metric in zip(axes, ("loss", "accuracy", "precision", "recall", "auc", "f1")):
+        for key, label, style in ((metric, "training", "-o"), (f"val_{metric}", "validation", "-s")):
+            values = [row.get(key, math.nan) for row in rows]
+            if not all(math.isnan(value) for value in values):
+                axis.plot(epochs, values, style, label=label, markersize=3)
+        if fine_tune_start is not None:
+            axis.axvline(fine_tune_start - 0.5, color="gray", linestyle="--", label="fine-tuning starts")
+        axis.set_title(metric)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    return _save(figure, path)

@@ -184,6 +184,19 @@ def test_atomic_write_text_writes_utf8(tmp_path):
     assert (tmp_path / "sub" / "card.md").read_bytes() == "Grad-CAM für Bilder\n".encode()
 
 
+def test_json_is_written_atomically_and_read_back_or_none_when_missing(tmp_path):
+    path = tmp_path / "run" / "model.json"
+    path.parent.mkdir()
+    assert files.read_json(path) is None
+    files.write_json(path, {"data": Path("d"), "loss": float("nan"), "name": "é"})
+    assert path.read_text(encoding="utf-8").endswith("\n") and "é" in path.read_text(encoding="utf-8")
+    content = files.read_json(path)
+    assert content["data"] == "d" and content["loss"] != content["loss"]  # NaN kept, Path as text
+    with pytest.raises(ValueError):
+        files.write_json(path, {"loss": float("nan")}, strict=True)  # metrics.json stays strict JSON
+    assert files.read_json(path)["data"] == "d"  # the refused write left the file as it was
+
+
 def test_atomic_write_gives_the_usual_file_mode(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)

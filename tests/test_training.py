@@ -18,12 +18,12 @@ import pytest
 from conftest import REPO, read_history_csv, run_script, write_image
 
 import ModelTraining
+from realvsai import fitting, image_stats, training
 from realvsai import model as model_module
-from realvsai import training
-from realvsai.config import TrainConfig
+from realvsai.config import TrainConfig, resolve_run_dir
 from realvsai.errors import UserError
+from realvsai.metrics import balanced_class_weights, find_positive_class
 from realvsai.run import load_run
-from realvsai.training import find_positive_class, plan_phase
 
 # --- settings and planning ------------------------------------------------------------------------
 
@@ -52,25 +52,25 @@ def test_positive_class_flag_must_name_a_class_of_a_binary_problem():
 
 def test_pretrained_phases_share_one_epoch_axis_and_fine_tuning_takes_the_epochs_the_head_left():
     config = TrainConfig(head_epochs=2, fine_tune_epochs=3)
-    assert training.phase_names(config) == ["head", "fine_tune"]
-    head = plan_phase(config, "head")
+    assert config.phase_names() == ["head", "fine_tune"]
+    head = config.plan_phase("head")
     assert (head.start, head.end, head.learning_rate, head.train_backbone) == (0, 2, 1e-3, False)
-    fine_tune = plan_phase(config, "fine_tune", head_epochs_run=2)
+    fine_tune = config.plan_phase("fine_tune", head_epochs_run=2)
     assert (fine_tune.start, fine_tune.end, fine_tune.learning_rate) == (2, 5, 1e-5)
-    assert (plan_phase(config, "fine_tune", head_epochs_run=1).start, plan_phase(config, "fine_tune", 1).end) == (1, 5)
-    assert training.phase_names(TrainConfig(head_epochs=0)) == ["fine_tune"]
-    assert training.phase_names(TrainConfig(fine_tune_epochs=0)) == ["head"]
+    assert (config.plan_phase("fine_tune", head_epochs_run=1).start, config.plan_phase("fine_tune", 1).end) == (1, 5)
+    assert TrainConfig(head_epochs=0).phase_names() == ["fine_tune"]
+    assert TrainConfig(fine_tune_epochs=0).phase_names() == ["head"]
 
 
 def test_from_scratch_trains_everything_for_all_epochs_in_one_phase():
     config = TrainConfig(weights="none", head_epochs=2, fine_tune_epochs=6)
-    assert training.phase_names(config) == ["full"]
-    full = plan_phase(config, "full")
+    assert config.phase_names() == ["full"]
+    full = config.plan_phase("full")
     assert (full.start, full.end, full.learning_rate, full.train_backbone) == (0, 8, 1e-3, True)
 
 
 def test_learning_rate_decays_linearly_over_the_phase_steps():
-    optimizer = training.make_optimizer(1e-3, 0.01, decay_steps=40)
+    optimizer = fitting.make_optimizer(1e-3, 0.01, decay_steps=40)
     schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
     assert float(schedule(0)) == pytest.approx(1e-3)
     assert float(schedule(20)) == pytest.approx(0.505e-3)
@@ -79,11 +79,11 @@ def test_learning_rate_decays_linearly_over_the_phase_steps():
 
 def test_class_weights_balance_the_classes_and_can_be_turned_off():
     counts = {"FAKE": 600, "REAL": 200}
-    weights = training.loss_class_weights(TrainConfig(), counts)
+    weights = balanced_class_weights(counts)
     assert weights == pytest.approx({0: 800 / (2 * 600), 1: 800 / (2 * 200)})
     assert weights[0] * 600 == pytest.approx(weights[1] * 200)  # each class weighs the same in the loss
-    flags = ModelTraining.parse_args(["--no-class-weights"])
-    assert training.loss_class_weights(ModelTraining.config_from_args(flags), counts) is None
+    assert TrainConfig().class_weights
+    assert not ModelTraining.config_from_args(ModelTraining.parse_args(["--no-class-weights"])).class_weights
 
 
 @pytest.mark.parametrize(("precision", "gpus", "expected"), [
@@ -91,7 +91,7 @@ def test_class_weights_balance_the_classes_and_can_be_turned_off():
     ("float32", 4, "float32"),
 ])
 def test_precision_auto_is_mixed_float16_on_a_gpu_and_float32_on_cpu(precision, gpus, expected):
-    assert training.select_precision(precision, gpus) == expected
+    assert TrainConfig(precision=precision).precision_policy(gpus) == expected
 
 
 def test_config_round_trips_through_json():
@@ -116,23 +116,23 @@ def test_invalid_settings_are_user_errors(change, message):
 def test_an_existing_run_folder_is_refused_without_resume(tmp_path):
     (tmp_path / "run1").mkdir()
     with pytest.raises(UserError, match=r"--resume, or choose another --name"):
-        training.resolve_run_dir(TrainConfig(out=tmp_path, name="run1"), resume=False)
+        resolve_run_dir(TrainConfig(out=tmp_path, name="run1"), resume=False)
 
 
 def test_resume_of_a_finished_or_missing_run_is_refused(tmp_path):
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "model.json").write_text("{}")
     with pytest.raises(UserError, match="finished"):
-        training.resolve_run_dir(TrainConfig(out=tmp_path, name="done"), resume=True)
+        resolve_run_dir(TrainConfig(out=tmp_path, name="done"), resume=True)
     with pytest.raises(UserError, match="nothing to resume"):
-        training.resolve_run_dir(TrainConfig(out=tmp_path, name="never"), resume=True)
+        resolve_run_dir(TrainConfig(out=tmp_path, name="never"), resume=True)
 
 
 def test_workers_data_digest_depends_on_the_files_not_on_where_the_data_folder_is(tmp_path, make_class_folder):
     from realvsai import data
 
     def digest(folder):
-        return training.data_digest(folder, data.scan_images(folder / "train"), data.scan_images(folder / "validation"))
+        return data.data_digest(folder, data.scan_images(folder / "train"), data.scan_images(folder / "validation"))
 
     for machine in ("a", "b", "c"):
         make_class_folder(tmp_path / machine / "train", {"FAKE": 2, "REAL": 2})
@@ -153,7 +153,7 @@ def test_resume_takes_the_runs_saved_settings(tmp_path):
     saved = TrainConfig(out=tmp_path, name="run", weights="none", head_epochs=3, seed=7)
     (tmp_path / "run" / "backup").mkdir(parents=True)
     (tmp_path / "run" / "backup" / "config.json").write_text(json.dumps(saved.to_json()))
-    config, run_dir = training.resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=True)
+    config, run_dir = resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=True)
     assert config == saved and run_dir == tmp_path / "run"
 
 
@@ -637,12 +637,12 @@ def test_model_saved_mid_run_under_mixed_precision_is_float32(tmp_path, make_cla
 def test_mixed_float16_training_checks_every_replica_for_overflow():
     from realvsai import distributed
 
-    optimizer = training.make_optimizer(1e-3, 0.01, 10, loss_scaling=True)
+    optimizer = fitting.make_optimizer(1e-3, 0.01, 10, loss_scaling=True)
     # TensorFlow's strategies scale each replica's gradients; JAX's DataParallel checks one global gradient.
     expected = (distributed.AllReplicasLossScaleOptimizer if keras.backend.backend() == "tensorflow"
                 else keras.optimizers.LossScaleOptimizer)
     assert type(optimizer) is expected
-    assert not isinstance(training.make_optimizer(1e-3, 0.01, 10), keras.optimizers.LossScaleOptimizer)
+    assert not isinstance(fitting.make_optimizer(1e-3, 0.01, 10), keras.optimizers.LossScaleOptimizer)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="op determinism is TensorFlow's")
@@ -667,7 +667,7 @@ def test_model_json_records_the_training_images_and_a_format_shortcut(tmp_path):
     for index in range(6):
         write_image(tmp_path / "train" / "FAKE" / f"f{index}.png", seed=index, size=(64, 48))
         write_image(tmp_path / "train" / "REAL" / f"r{index}.jpg", seed=100 + index, size=(40, 30 + index))
-    record = training.training_images_record(data.scan_images(tmp_path / "train"))
+    record = image_stats.training_record(data.scan_images(tmp_path / "train").facts())
     assert record["training_images"] == {"min_side": 30, "max_side": 64, "formats": ["JPEG", "PNG"]}
     assert record["shortcuts"]["format"] == 1.0
     assert "shortcut" in record["shortcut_warning"] and "format" in record["shortcut_warning"]
@@ -687,7 +687,7 @@ def test_model_json_names_a_jpeg_quality_shortcut_as_the_split_does(tmp_path):
             (tmp_path / "train" / class_name).mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(tmp_path / "train" / class_name / f"{index}.jpg", quality=quality)
 
-    record = training.training_images_record(data.scan_images(tmp_path / "train"))
+    record = image_stats.training_record(data.scan_images(tmp_path / "train").facts())
 
     assert record["shortcuts"]["jpeg_quality"] == 1.0 and record["shortcuts"]["size"] < 0.9
     assert "JPEG quality alone predicts the class" in record["shortcut_warning"]
@@ -701,7 +701,7 @@ def test_model_json_has_no_shortcut_warning_when_classes_look_alike(tmp_path):
         for class_name in ("FAKE", "REAL"):
             write_image(tmp_path / "train" / class_name / f"{index}.png", seed=index + len(class_name),
                         size=(32 + index, 32))
-    record = training.training_images_record(data.scan_images(tmp_path / "train"))
+    record = image_stats.training_record(data.scan_images(tmp_path / "train").facts())
     assert record["shortcut_warning"] is None and record["shortcuts"]["size"] < 0.9
 
 
@@ -760,7 +760,7 @@ def test_a_run_killed_in_its_final_evaluation_finishes_it_on_resume(tmp_path, ma
     assert [row["epoch"] for row in read_history_csv(run / "history.csv")] == [1, 2]
     assert not (run / "backup").exists()
     with pytest.raises(UserError, match="finished"):
-        training.resolve_run_dir(TrainConfig(out=tmp_path / "models", name="run"), resume=True)
+        resolve_run_dir(TrainConfig(out=tmp_path / "models", name="run"), resume=True)
 
 
 # --- Keras 3 on JAX: model.fit under keras.distribution.DataParallel --------------------------------

@@ -1,0 +1,116 @@
+"""Fitting the model over a run's phases on one epoch axis, resumable at any epoch.
+
+Pretrained: ``head`` trains the head on the frozen backbone, then ``fine_tune`` the backbone (or its
+top ``fine_tune_blocks`` blocks); from scratch one phase, ``full`` (``TrainConfig.plan_phase``). Each
+phase: Adam, decaying linearly; a stop rule ends its phase and the epochs left go to fine-tuning. Every
+epoch each phase backs up into ``RUN/backup/<phase>/``; a resumed run restores the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from realvsai.config import BACKUP_DIR, HISTORY_FILE, LOGS_DIR, MODEL_FILE, TrainConfig
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from realvsai.distributed import Strategy
+
+logger = logging.getLogger(__name__)
+
+
+def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int,
+                   loss_scaling: bool = False) -> keras.optimizers.Optimizer:
+    """Adam, decaying linearly over ``decay_steps`` to ``final_fraction`` of the start; ``loss_scaling``
+    (mixed_float16) wraps it in a LossScaleOptimizer (on TensorFlow ``distributed.AllReplicasLossScaleOptimizer``)."""
+    import keras
+
+    from realvsai.distributed import AllReplicasLossScaleOptimizer
+
+    adam = keras.optimizers.Adam(keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, decay_steps=max(1, decay_steps), end_learning_rate=learning_rate * final_fraction, power=1.0))
+    if not loss_scaling:
+        return adam
+    # On JAX, DataParallel computes one global gradient, which Keras' own optimizer checks whole.
+    return (AllReplicasLossScaleOptimizer if keras.backend.backend() == "tensorflow"
+            else keras.optimizers.LossScaleOptimizer)(adam)
+
+
+def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy: Strategy,
+                train: tuple[Callable[..., tf.data.Dataset], int], validation: tuple[tf.data.Dataset, int],
+                class_weight: dict[int, float] | None, num_classes: int, positive_index: int | None,
+                resume: bool, verbose: int | str) -> list[dict[str, Any]]:
+    """Runs (or resumes) every phase; returns the history rows. ``train`` is (a function of ``first_epoch``
+    giving the endless training batches from that epoch on, batches per epoch), ``validation`` (repeated
+    dataset, batches per epoch). The model ends with its best weights."""
+    import keras
+
+    from realvsai import callbacks, distributed
+    from realvsai.model import float32_copy, make_metrics, set_backbone_trainable
+
+    if distributed.num_workers(strategy) > 1 and config.xla:
+        logger.warning("--xla applies to model.fit on one machine; the training loop for several machines runs "
+                       "without it")
+    names = config.phase_names()
+    # The last phase with a backup (later phases first), and that backup's commit.
+    latest = distributed.chief_decides(strategy, lambda: next(
+        ([name, found] for name in reversed(names) if (found := callbacks.read_backup(run_dir / BACKUP_DIR / name))),
+        None)) if resume else None
+    rows: list[dict[str, Any]] = []
+    stop_rule = callbacks.StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience)
+    early_stopping = callbacks.ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience)
+    best_model = callbacks.BestModel(run_dir / MODEL_FILE,
+                                     export=None if model.dtype_policy.name == "float32" else float32_copy)
+    if latest is not None:
+        state = latest[1]["state"]
+        rows = state["rows"]  # committed together with the weights' epoch, so they match it
+        stop_rule.restore(state["stop_rule"])
+        early_stopping.restore(state["early_stopping"])
+        best_model.resume(rows)
+        logger.info("resuming %s after epoch %d (phase %s)", run_dir, latest[1]["epoch"], latest[0])
+    callbacks.write_history_csv(run_dir / HISTORY_FILE, rows)
+    recorder = callbacks.TrainingHistory(run_dir / HISTORY_FILE, rows)
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / LOGS_DIR), write_graph=False, profile_batch=0)
+
+    # Phases before the backed-up one are finished; their weights live on in the later backup.
+    for name in names[names.index(latest[0]):] if latest is not None else names:
+        phase = config.plan_phase(name, sum(1 for row in recorder.rows if row["phase"] == "head"))
+        start, end, restoring = phase.start, phase.end, latest is not None and latest[0] == name
+        if restoring:
+            start = latest[1]["epoch"]
+            if latest[1]["state"]["phase_done"]:
+                end = start  # the phase ended (maybe early) just before the kill: only restore it
+        if config.pretrained:
+            with strategy.scope():
+                blocks = set_backbone_trainable(model, phase.train_backbone, config.fine_tune_blocks)
+            if phase.train_backbone:
+                logger.info("fine-tuning %d residual block(s) of the backbone from epoch %d at learning rate %g",
+                            blocks, phase.start + 1, phase.learning_rate)
+        recorder.phase = name
+
+        def state_fn(phase_end: int = phase.end) -> dict[str, Any]:
+            return {"rows": recorder.rows, "stop_rule": stop_rule.state(), "early_stopping": early_stopping.state(),
+                    "phase_done": bool(model.stop_training) or recorder.rows[-1]["epoch"] >= phase_end}
+
+        backup = callbacks.RunBackup(run_dir / BACKUP_DIR / name, state_fn, restore=restoring)
+        # Order matters: a NaN loss ends the run before anything is saved, the stop rules decide, the
+        # recorder writes the row, the backup commits, and only then is a new best model written.
+        phase_callbacks = [callbacks.StopOnNonFiniteLoss(), distributed.EpochSeeds(strategy), stop_rule,
+                           early_stopping, recorder, backup, best_model, tensorboard]
+        with strategy.scope():
+            optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
+                                       train[1] * (phase.end - phase.start),
+                                       loss_scaling=model.dtype_policy.name == "mixed_float16")
+        distributed.fit(model, train[0](first_epoch=start), validation[0], strategy=strategy, optimizer=optimizer,
+                        metrics=functools.partial(make_metrics, num_classes, positive_index), epochs=end,
+                        initial_epoch=start, steps_per_epoch=train[1], validation_steps=validation[1],
+                        class_weight=class_weight, callbacks=phase_callbacks,
+                        jit_compile=True if config.xla else "auto", verbose=verbose)
+        latest = None
+    return recorder.rows
