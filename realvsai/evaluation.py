@@ -88,15 +88,11 @@ def perturbed_copies(images: LabelledImages, kind: str, strength: float,
     return copies
 
 
-def predict(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
-            perturbation: tuple[str, float] | None = None, input_mode: str = "resize") -> np.ndarray:
-    """Class probabilities (images, classes) in file order; NaN rows for files that broke after the scan.
-
-    With a ``perturbation``, of each image's perturbed copy (``perturbed_copies``), which then takes the
-    model's own path (its reduction, resize or crops) as any file does.
-    """
-    if perturbation is None:
-        return prediction.predict_images(model, images, batch_size, image_size, input_mode=input_mode)
+def predict_perturbed(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
+                      perturbation: tuple[str, float], input_mode: str = "resize") -> np.ndarray:
+    """Class probabilities (images, classes) of each image's ``perturbation``-ed copy (``perturbed_copies``), in
+    file order, which takes the model's own path (its reduction, resize or crops) as any file does; NaN rows for
+    files that broke after the scan."""
     with tempfile.TemporaryDirectory(prefix="robustness-") as folder:
         copies = perturbed_copies(images, *perturbation, Path(folder))
         kept = [index for index, copy in enumerate(copies) if copy is not None]
@@ -214,7 +210,8 @@ def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path
     sources = []
     for name, folder in zip(source_names(folders), folders, strict=True):
         images = scan_images(Path(folder), class_names=class_names)
-        probabilities = predict(model, images, batch_size, info.image_size, input_mode=info.input_mode)
+        probabilities = prediction.predict_images(model, images, batch_size, info.image_size,
+                                                  input_mode=info.input_mode)
         if probabilities.shape[1] != len(class_names):
             raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
                             f"{len(class_names)}: {class_names}. Use the model.json saved with this model.")
@@ -312,8 +309,9 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
         steps = [(kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths]
         results: dict[str, dict[str, Any]] = {kind: {} for kind in PERTURBATIONS}
         for kind, strength in progress(steps, desc="robustness", unit="perturbation"):
-            probabilities = np.concatenate([predict(model, source.images, batch_size, info.image_size,
-                                                    (kind, strength), info.input_mode) for source in sources])
+            probabilities = np.concatenate([predict_perturbed(model, source.images, batch_size, info.image_size,
+                                                              (kind, strength), info.input_mode)
+                                            for source in sources])
             if np.isnan(probabilities).any():
                 raise UserError(f"an image stopped decoding during the {kind} {strength:g} evaluation; check the "
                                 "files of the test folders and run it again.")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,9 +24,10 @@ from PIL import Image
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.images import ImageDecodeError, load_rgb, read_header
 from realvsai.metrics import DecisionRule
-from realvsai.run import ModelInfo, ModelRun, Predictor, check_outputs, doubt
 
 # The run's owner is realvsai.run; these names stay here for the callers that know them from inference.
+from realvsai.run import DEMO_WARNING as DEMO_WARNING
+from realvsai.run import ModelInfo, ModelRun, Predictor, check_outputs, doubt
 from realvsai.run import list_runs as list_runs
 from realvsai.run import read_run as read_run
 
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
-# What the app says at the top and beside every answer of a demo model, and its model card says too.
-DEMO_WARNING = "Demo model trained on synthetic data: it detects nothing real."
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,6 @@ class ServeConfig:
 
 
 DEFAULTS = ServeConfig()
-
-
-def is_demo(info: Mapping[str, Any]) -> bool:
-    """Whether model.json says the model was trained on the synthetic demo data (``--demo``)."""
-    config = info.get("config") or {}
-    return bool(info.get("demo") or (isinstance(config, Mapping) and config.get("demo")))
 
 
 def grid_crops(image: np.ndarray, size: int) -> np.ndarray:

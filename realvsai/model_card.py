@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE
-from realvsai.inference import DEMO_WARNING, is_demo
 from realvsai.metrics import DecisionRule
+from realvsai.run import DEMO_WARNING, is_demo
 
 _CAPTIONS = {
     "confusion_matrix": "Confusion matrix (counts and row-normalised)",

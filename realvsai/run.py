@@ -138,6 +138,16 @@ MIN_IMAGES_PER_KIND = 10
 NEAR_CHANCE = 0.05
 
 
+# What the app says at the top and beside every answer of a demo model, and its model card says too.
+DEMO_WARNING = "Demo model trained on synthetic data: it detects nothing real."
+
+
+def is_demo(info: Mapping[str, Any]) -> bool:
+    """Whether model.json says the model was trained on the synthetic demo data (``--demo``)."""
+    config = info.get("config") or {}
+    return bool(info.get("demo") or (isinstance(config, Mapping) and config.get("demo")))
+
+
 def size_band(width: int, height: int) -> str:
     """The name of the ``SIZE_BANDS`` band of an image's short side: ``"64-255 px"``, ``"1024+ px"``."""
     side = min(width, height)

@@ -23,7 +23,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from realvsai import evaluation, model_card
+from realvsai import evaluation, model_card, prediction
 from realvsai.data import scan_images
 from realvsai.errors import UserError
 from realvsai.images import load_rgb
@@ -225,7 +225,7 @@ def test_most_confident_errors_come_first():
 
 def test_predictions_over_several_batches_keep_the_file_order(tmp_path, make_class_folder, binary_model):
     images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 5, "REAL": 5}))
-    probabilities = evaluation.predict(binary_model, images, 4, 8)
+    probabilities = prediction.predict_images(binary_model, images, 4, 8)
     one_by_one = np.concatenate([
         np.asarray(binary_model(load_rgb(path)[None].astype(np.float32), training=False)) for path in images.files])
     np.testing.assert_allclose(probabilities, one_by_one, atol=1e-5)
@@ -368,7 +368,7 @@ def test_evaluate_run_chooses_the_threshold_on_validation(tmp_path, dataset, bin
     info = model_info(["FAKE", "REAL"], positive_class="FAKE")
     metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
     validation = scan_images(dataset / "validation", class_names=["FAKE", "REAL"])
-    scores = evaluation.predict(binary_model, validation, 64, 8)[:, 0]
+    scores = prediction.predict_images(binary_model, validation, 64, 8)[:, 0]
     expected = choose_threshold(np.asarray(validation.labels) == 0, scores.astype(np.float64))
     assert metrics["decision_threshold"] == pytest.approx(expected)
     assert metrics["threshold_source"] == "validation"

@@ -690,7 +690,7 @@ def test_a_large_jpeg_upload_is_classified_from_its_reduced_decode_and_reported_
 
 
 def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(tmp_path):
-    from realvsai import evaluation, prediction
+    from realvsai import prediction
     from realvsai.data import grid_crops, scan_images
     from realvsai.images import load_rgb
 
@@ -707,7 +707,7 @@ def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(
     info = {"class_names": CLASS_NAMES, "image_size": IMAGE_SIZE, "input_mode": "crops"}
     scanned = scan_images(tmp_path / "in", ["REAL"])
 
-    by_evaluation = evaluation.predict(model, scanned, 2, IMAGE_SIZE, input_mode="crops")
+    by_evaluation = prediction.predict_images(model, scanned, 2, IMAGE_SIZE, input_mode="crops")  # evaluation's call
     prediction.predict_folder(model, info, tmp_path / "in", tmp_path / "out", batch_size=2)
     rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[1:]
     by_predict = np.array([[float(value) for value in row.split(",")[2:4]] for row in rows])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realvsai import evaluation
+from realvsai import evaluation, prediction
 from realvsai.data import scan_images
 from realvsai.evaluation import PERTURBATIONS, perturb
 from realvsai.plots import plot_robustness, robustness_figure
@@ -130,7 +130,8 @@ def test_perturb_is_applied_to_every_decoded_image_before_the_model(tmp_path, tw
 
     monkeypatch.setattr(evaluation, "perturb", replace)
     images = scan_images(two_sources[1], class_names=["FAKE", "REAL"])
-    probabilities = evaluation.predict(tiny_model, images, batch_size=4, image_size=8, perturbation=("blur", 2))
+    probabilities = evaluation.predict_perturbed(tiny_model, images, batch_size=4, image_size=8,
+                                                 perturbation=("blur", 2))
     expected = keras.ops.convert_to_numpy(tiny_model(constant[None].astype("float32"), training=False))[0]
     np.testing.assert_allclose(probabilities, np.tile(expected, (len(images), 1)), atol=1e-6)
     assert sorted(seen, key=str) == [(np.dtype(np.uint8), (40, 48, 3), "blur", 2)] * len(images)
@@ -157,10 +158,10 @@ def test_a_large_jpeg_is_perturbed_at_its_full_resolution_not_its_reduced_decode
     monkeypatch.setattr(evaluation, "perturb", lambda pixels, kind, strength: seen.append(pixels.shape) or pixels)
     scanned = data.scan_images(tmp_path)
 
-    perturbed = evaluation.predict(tiny_model, scanned, 4, 64, perturbation=("jpeg", 90))
+    perturbed = evaluation.predict_perturbed(tiny_model, scanned, 4, 64, perturbation=("jpeg", 90))
 
     assert seen == [(300, 400, 3)] * 2  # as the user's copy would be changed, not the 150x200 reduced decode
-    clean = evaluation.predict(tiny_model, scanned, 4, 64)
+    clean = prediction.predict_images(tiny_model, scanned, 4, 64)
     np.testing.assert_allclose(perturbed, clean, atol=2e-2)  # unchanged pixels: nearly the clean answer
 
 
@@ -172,7 +173,7 @@ def test_a_crops_mode_model_is_perturbed_through_its_crops(tmp_path, make_class_
     seen = []
     monkeypatch.setattr(prediction, "predict_images", lambda model, images, *args, **kwargs: seen.append(
         (images, kwargs)) or np.full((len(images), 2), 0.5, np.float32))
-    evaluation.predict(object(), scanned, 4, 32, perturbation=("blur", 1), input_mode="crops")
+    evaluation.predict_perturbed(object(), scanned, 4, 32, perturbation=("blur", 1), input_mode="crops")
     images, options = seen[0]
     assert options["input_mode"] == "crops"
     assert len(images) == 4 and images.files != scanned.files  # the perturbed copies, through the crops
