@@ -131,3 +131,34 @@ def test_model_h5_saved_on_one_backend_loads_and_predicts_the_same_on_the_other(
 
     assert output.splitlines()[-1] == "['RandomBlur', 'RandomCropPad']"
     np.testing.assert_allclose(np.load(loaded), np.load(saved), atol=1e-4)
+
+
+def test_the_training_recipe_runs_under_jax_without_tensorflow(tmp_path, make_class_folder):
+    """A GPU machine set up for JAX alone trains with the project's recipe (fitting.fit_phases: its phases,
+    optimizer, schedule and callbacks) from arrays in memory, as benchmarks/bench_gpu_cifake.py does there."""
+    for split, seed in (("train", 0), ("validation", 1)):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, suffix=".jpg", seed=seed)
+    output = run_python(f"""
+        import functools, sys
+        sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
+        import keras
+        from realvsai import arrays, data, distributed, fitting
+        from realvsai.config import TrainConfig
+        from realvsai.model import build_model
+
+        config = TrainConfig(data={str(tmp_path / "data")!r}, weights="none", backbone="resnet50", image_size=32,
+                             batch_size=4, head_epochs=1, fine_tune_epochs=1, head_units=8, seed=1)
+        train_images, validation_images, _ = data.scan_splits(config.data)
+        (x, y), (val_x, val_y) = arrays.load_images(train_images), arrays.load_images(validation_images)
+        strategy = distributed.select_strategy({{}})
+        with strategy.scope():
+            model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment=config.augment,
+                                head_units=8, seed=config.seed)
+        train = functools.partial(arrays.epoch_batches, x, y, batch_size=4, shuffle=True, seed=config.seed)
+        history = fitting.fit_phases(model, config, {str(tmp_path / "run")!r}, strategy, (train, 2),
+                                     (arrays.epoch_batches(val_x, val_y, batch_size=4), 2), {{0: 1.0, 1: 1.0}}, 2, 0,
+                                     False, 0)
+        print(keras.backend.backend(), [(row["phase"], row["epoch"]) for row in history])
+    """, backend="jax")
+    assert output.splitlines()[-1] == "jax [('full', 1), ('full', 2)]"
+    assert (tmp_path / "run" / "model.h5").is_file() and (tmp_path / "run" / "history.csv").is_file()

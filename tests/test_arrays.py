@@ -1,0 +1,73 @@
+"""realvsai.arrays: the in-memory input that feeds model.fit where TensorFlow is not installed."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from realvsai.arrays import epoch_batches, load_images
+from realvsai.data import scan_images
+from realvsai.errors import UserError
+from realvsai.images import load_rgb
+
+COUNT, BATCH = 10, 4
+PIXELS = np.arange(COUNT, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 3, 3), np.uint8)  # image i is all i
+LABELS = np.arange(COUNT, dtype=np.int32) % 2
+
+
+def passes(batches, count: int) -> list[list[int]]:
+    """The image indices of the next ``count`` passes (each image holds its index in every pixel)."""
+    steps = -(-COUNT // BATCH)
+    return [[int(index) for batch in itertools.islice(batches, steps) for index in batch[0][:, 0, 0, 0]]
+            for _ in range(count)]
+
+
+def test_batches_are_float32_images_with_their_labels_and_each_pass_holds_every_image_once():
+    images, labels = next(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3))
+
+    assert images.dtype == np.float32 and images.shape == (BATCH, 2, 3, 3) and labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, images[:, 0, 0, 0].astype(np.int32) % 2)
+    for order in passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3), 3):
+        assert sorted(order) == list(range(COUNT))
+
+
+def test_each_pass_is_shuffled_from_the_seed_and_epoch_alone_so_a_resumed_run_reads_the_same():
+    uninterrupted = passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3), 4)
+    resumed = passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3, first_epoch=2), 2)
+    other_seed = passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=4), 1)
+
+    assert resumed == uninterrupted[2:]
+    assert len({tuple(order) for order in uninterrupted}) == 4  # reshuffled every pass
+    assert other_seed[0] != uninterrupted[0]
+    assert passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH), 2) == [list(range(COUNT))] * 2  # no shuffle
+
+
+def test_drop_remainder_leaves_out_each_passs_short_batch_and_class_weights_come_as_sample_weights():
+    batches = epoch_batches(PIXELS, LABELS, batch_size=BATCH, drop_remainder=True, class_weight={0: 0.5, 1: 2.0})
+    first_pass = list(itertools.islice(batches, 3))
+
+    assert [len(batch[1]) for batch in first_pass] == [BATCH, BATCH, BATCH]  # 4, 4, then the next pass
+    assert [int(value) for value in first_pass[2][0][:, 0, 0, 0]] == [0, 1, 2, 3]
+    for _, labels, weights in first_pass:
+        np.testing.assert_array_equal(weights, np.where(labels == 1, 2.0, 0.5).astype(np.float32))
+
+
+def test_load_images_decodes_a_scanned_folder_as_load_rgb_does(tmp_path, make_class_folder):
+    images = scan_images(make_class_folder(tmp_path, {"FAKE": 2, "REAL": 3}, suffix=".jpg"))
+
+    pixels, labels = load_images(images)
+
+    assert pixels.dtype == np.uint8 and pixels.shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(labels, images.labels)
+    for index, path in enumerate(images.files):
+        np.testing.assert_array_equal(pixels[index], load_rgb(path))
+
+
+def test_load_images_refuses_images_of_several_sizes_in_one_line(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"FAKE": 1, "REAL": 1})
+    make_class_folder(tmp_path, {"FAKE": 1}, seed=1, size=(40, 32))
+
+    with pytest.raises(UserError, match=r"2 sizes .*one size"):
+        load_images(scan_images(tmp_path))
