@@ -179,6 +179,11 @@ class TrainConfig:
             return "float32" if num_gpus == 0 else "mixed_float16" if backend == "tensorflow" else "mixed_bfloat16"
         return self.precision
 
+    def model_options(self) -> dict[str, Any]:
+        """``model.build_model``'s keyword arguments from these settings (the number of classes comes from the data)."""
+        return {name: getattr(self, name) for name in
+                ("image_size", "backbone", "weights", "augment", "head_units", "l2", "dropout", "noise", "seed")}
+
     def phase_names(self) -> list[str]:
         """The run's phases in order: ``["full"]`` from scratch, else ``head`` and/or ``fine_tune``."""
         if not self.pretrained:

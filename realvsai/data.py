@@ -1,6 +1,7 @@
 """tf.data input straight from class folders: scan, decode in parallel, cache, shuffle, batch.
 
-Images come out as float32 RGB 0..255, labels as int32 in ``class_names`` order.
+Images come out as float32 RGB 0..255, labels as int32 in ``class_names`` order. TensorFlow is imported
+where a pipeline is built: the scan needs none, so a machine without it scans too (``arrays``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
 from realvsai import images as image_io
 from realvsai.config import CROP_GRID
@@ -23,6 +24,9 @@ from realvsai.errors import UserError
 from realvsai.files import list_images
 from realvsai.image_stats import ImageFacts
 from realvsai.layout import TEST, TRAIN, VALIDATION, find_class_folders
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +145,8 @@ def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
 
 def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
     """``(output_length, input_length)`` weights of the antialiased triangle filter, as ``model._resize_weights``."""
+    import tensorflow as tf
+
     scale = tf.cast(input_length, tf.float32) / float(output_length)
     support = tf.maximum(scale, 1.0)
     centres = (tf.range(output_length, dtype=tf.float32) + 0.5) * scale
@@ -157,6 +163,8 @@ def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
     ``keras.layers.Resizing(crop_to_aspect_ratio=True, antialias=True)``: TensorFlow's antialiased kernel
     is up to 4e-4 off the exact weights (measured, 60 -> 32 px), while these agree with the model's to 1e-4.
     """
+    import tensorflow as tf
+
     shape = tf.shape(images)
     height, width = shape[-3], shape[-2]
     side = tf.minimum(height, width)
@@ -169,6 +177,8 @@ def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
 
 def cover(image: tf.Tensor, size: int) -> tf.Tensor:
     """Float ``image`` (height, width, 3) enlarged (bilinear) so its short side is at least ``size``."""
+    import tensorflow as tf
+
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     scale = tf.maximum(1.0, size / tf.cast(tf.minimum(height, width), tf.float32))
@@ -178,6 +188,8 @@ def cover(image: tf.Tensor, size: int) -> tf.Tensor:
 
 def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
     """``(CROP_GRID**2, size, size, 3)`` native-resolution crops, evenly spaced from edge to edge, in row order."""
+    import tensorflow as tf
+
     image = cover(tf.cast(image, tf.float32), size)
     shape = tf.shape(image)
     tops, lefts = ([(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
@@ -197,6 +209,8 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = Non
     Pixel for pixel what ``images.load_rgb`` gives: TensorFlow's decoders, or Pillow where ``use_pil``
     says they differ. With ``image_size``, a large JPEG decodes at 1/2, 1/4 or 1/8 (``images.jpeg_scale``).
     """
+    import tensorflow as tf
+
     def with_tensorflow() -> tf.Tensor:
         contents = tf.io.read_file(path)
 
@@ -237,6 +251,8 @@ def kept_size(images: LabelledImages, image_size: int) -> tuple[int, int] | None
 
 def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
     """``(path, label, use_pil)`` of every file: in file order, or in a new seeded order each epoch."""
+    import tensorflow as tf
+
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant([str(path) for path in images.files]), tf.constant(images.labels, tf.int32),
          tf.constant(images.needs_pil)))
@@ -271,6 +287,8 @@ def make_dataset(
             from ``(seed, epoch)`` alone: a run resumed at epoch k reads what the uninterrupted run read.
         drop_remainder: leave out each pass's last batch when it is smaller than ``batch_size``.
     """
+    import tensorflow as tf
+
     uniform = None if crops else kept_size(images, image_size)
     width, height = uniform or (image_size, image_size)
     pixels = sum(w * h for w, h in images.sizes) if crops else len(images) * width * height

@@ -20,13 +20,18 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from realvsai.errors import UserError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    # What the functions below take: DataParallel (JAX) or a tf.distribute strategy (TensorFlow).
+    Strategy = tf.distribute.Strategy | keras.distribution.DataParallel
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,8 @@ def parse_tf_config(environ: Mapping[str, str]) -> tf.distribute.cluster_resolve
                         '"index": 0}} (see README, \'Training on several machines\'), or unset it.')
     # Built from the argument rather than TFConfigClusterResolver (which reads os.environ). It must be
     # told the local GPUs, or the workers would train on their CPUs.
+    import tensorflow as tf
+
     return tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec({job: list(addresses) for job, addresses in jobs.items()}), task_type=task["type"],
         task_id=task["index"], rpc_layer="grpc", num_accelerators={"GPU": len(tf.config.list_physical_devices("GPU"))})
@@ -73,12 +80,10 @@ def plan_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None =
     if devices:
         return "mirrored" if len(devices) > 1 else "default"
     if num_gpus is None:
+        import tensorflow as tf
+
         num_gpus = len(tf.config.list_physical_devices("GPU"))
     return "mirrored" if num_gpus > 1 else "default"
-
-
-# What the functions below take: DataParallel (JAX) or a tf.distribute strategy (TensorFlow).
-Strategy = tf.distribute.Strategy | keras.distribution.DataParallel
 
 
 def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None = None) -> Strategy:
@@ -91,6 +96,8 @@ def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None
                             "(MultiWorkerMirroredStrategy), and KERAS_BACKEND is "
                             f"{keras.backend.backend()}. Set KERAS_BACKEND=tensorflow, or unset TF_CONFIG.")
         return keras.distribution.DataParallel(devices=list(devices or keras.distribution.list_devices()))
+    import tensorflow as tf
+
     cluster = parse_tf_config(environ)
     if cluster is not None:
         logger.info("waiting for the %d workers of the cluster (this is %s %d)",
@@ -149,6 +156,8 @@ def describe(strategy: Strategy) -> str:
         role = " (chief: writes the files)" if _is_chief_task(cluster) else ""
         return (f"MultiWorkerMirroredStrategy: {cluster.task_type} {cluster.task_id}{role} of "
                 f"{_size(cluster)} workers, {replicas} replicas in sync")
+    import tensorflow as tf
+
     if isinstance(strategy, tf.distribute.MirroredStrategy):
         return f"MirroredStrategy over {replicas} devices ({', '.join(strategy.extended.worker_devices)})"
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):
@@ -162,9 +171,15 @@ def worker_folder(strategy: Strategy, folder: Path) -> Iterator[Path]:
     whose collectives were aborted (another machine died) leaves with a one-line UserError."""
     chief = is_chief(strategy)
     place = Path(folder) if chief else Path(tempfile.mkdtemp(prefix="realvsai-worker-"))
+    if num_workers(strategy) > 1:
+        import tensorflow as tf
+
+        stopped: tuple[type[Exception], ...] = (tf.errors.UnavailableError,)
+    else:
+        stopped = ()  # one machine: no collective to abort
     try:
         yield place
-    except tf.errors.UnavailableError as error:
+    except stopped as error:
         lines = [line.strip() for line in str(error).splitlines()]
         detail = next((line.split("aborted by: ", 1)[1] for line in lines if "aborted by: " in line),
                       next((line for line in lines if "/job:" in line), type(error).__name__))
@@ -179,6 +194,7 @@ def worker_folder(strategy: Strategy, folder: Path) -> Iterator[Path]:
 @functools.cache
 def _all_reduce(strategy: tf.distribute.Strategy) -> Callable[[list[tf.Tensor], bool], Any]:
     """The sum across replicas, of replica 0's values only when ``first_only`` (a broadcast)."""
+    import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
     def reduce(values, first_only):
@@ -210,6 +226,8 @@ def sync_variables(strategy: tf.distribute.Strategy, variables: Sequence[Any]) -
     read the best model's file). Integers travel as float64 (exact to 2**53)."""
     if num_workers(strategy) == 1 or not variables:
         return
+    import tensorflow as tf
+
     values = [tf.convert_to_tensor(variable) for variable in variables]
     wire = [value if value.dtype.is_floating else tf.cast(value, tf.float64) for value in values]
     for variable, value, received in zip(variables, values, _all_reduce(strategy)(wire, True)):
@@ -220,6 +238,8 @@ def broadcast_json(strategy: Strategy, payload: Any) -> Any:
     """The chief's JSON-ready ``payload`` on every worker (a collective: every worker calls it alike)."""
     if num_workers(strategy) == 1:
         return payload
+    import tensorflow as tf
+
     data = np.frombuffer(json.dumps(payload).encode("utf-8"), np.uint8) if is_chief(strategy) else np.zeros(0, np.uint8)
     (length,) = _all_reduce(strategy)([tf.constant(float(len(data)))], True)
     length = int(length)
@@ -233,6 +253,8 @@ def any_worker(strategy: Strategy, flag: bool) -> bool:
     """True on every worker when ``flag`` is True on any of them (a collective operation)."""
     if num_workers(strategy) == 1:
         return flag
+    import tensorflow as tf
+
     return float(_all_reduce(strategy)([tf.constant(1.0 if flag else 0.0)], False)[0]) > 0
 
 
@@ -265,6 +287,8 @@ class AllReplicasLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     checks only the first replica's under MirroredStrategy)."""
 
     def check_finite(self, grads):
+        import tensorflow as tf
+
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(grad)) for grad in grads if grad is not None])
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
@@ -303,6 +327,8 @@ class EpochSeeds(keras.callbacks.Callback):
                 seed = int(keras.ops.convert_to_numpy(state.value)[0]) % self.REPLICA_STRIDE
                 state.assign(np.array([seed, counter]).astype(keras.backend.standardize_dtype(state.dtype)))
             return
+        import tensorflow as tf
+
         if self._spread is None:
             states = self._states()
 
@@ -343,6 +369,8 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     """``model.fit`` for a model compiled in ``strategy.scope()``, under any strategy; class weights weight
     training, the data's sample weights validation. Each worker keeps its share of every global batch
     (DATA sharding), so all must read the same data in the same order."""
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train_batches, validation_batches = (strategy.experimental_distribute_dataset(data.with_options(options))

@@ -18,7 +18,6 @@ from realvsai.config import BACKUP_DIR, HISTORY_FILE, LOGS_DIR, MODEL_FILE, Trai
 
 if TYPE_CHECKING:
     import keras
-    import tensorflow as tf
 
     from realvsai.distributed import Strategy
 
@@ -43,14 +42,13 @@ def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int
 
 
 def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy: Strategy,
-                train: tuple[Callable[..., tf.data.Dataset], int], validation: tuple[tf.data.Dataset, int],
+                train: tuple[Callable[..., Any], int], validation: tuple[Any, int],
                 class_weight: dict[int, float] | None, num_classes: int, positive_index: int | None,
                 resume: bool, verbose: int | str) -> list[dict[str, Any]]:
     """Runs (or resumes) every phase; returns the history rows. ``train`` is (a function of ``first_epoch``
-    giving the endless training batches from that epoch on, batches per epoch), ``validation`` (repeated
-    dataset, batches per epoch). The model ends with its best weights."""
-    import keras
-
+    giving the endless training batches from that epoch on, batches per epoch), ``validation`` (endless
+    batches, batches per epoch); the batches are a tf.data dataset (``data.make_dataset``) or, without
+    TensorFlow, ``arrays.EpochBatches``. The model ends with its best weights."""
     from realvsai import callbacks, distributed
     from realvsai.model import float32_copy, make_metrics, set_backbone_trainable
 
@@ -76,7 +74,7 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
         logger.info("resuming %s after epoch %d (phase %s)", run_dir, latest[1]["epoch"], latest[0])
     callbacks.write_history_csv(run_dir / HISTORY_FILE, rows)
     recorder = callbacks.TrainingHistory(run_dir / HISTORY_FILE, rows)
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / LOGS_DIR), write_graph=False, profile_batch=0)
+    tensorboard = _tensorboard(run_dir / LOGS_DIR)
 
     # Phases before the backed-up one are finished; their weights live on in the later backup.
     for name in names[names.index(latest[0]):] if latest is not None else names:
@@ -102,7 +100,7 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
         # Order matters: a NaN loss ends the run before anything is saved, the stop rules decide, the
         # recorder writes the row, the backup commits, and only then is a new best model written.
         phase_callbacks = [callbacks.StopOnNonFiniteLoss(), distributed.EpochSeeds(strategy), stop_rule,
-                           early_stopping, recorder, backup, best_model, tensorboard]
+                           early_stopping, recorder, backup, best_model, *tensorboard]
         with strategy.scope():
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
                                        train[1] * (phase.end - phase.start),
@@ -114,3 +112,16 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
                         jit_compile=True if config.xla else "auto", verbose=verbose)
         latest = None
     return recorder.rows
+
+
+def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
+    """Keras' TensorBoard callback writing to ``log_dir``; none without TensorFlow (its ``tf.summary``)."""
+    import keras
+
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        logger.info("no TensorBoard logs in %s: TensorBoard writes them with TensorFlow, which is not installed",
+                    log_dir)
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]

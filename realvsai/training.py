@@ -164,10 +164,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
 
     # Built before the run folder exists: a start that fails on its weights leaves no folder behind.
     with strategy.scope():
-        model = model_module.build_model(
-            len(class_names), image_size=config.image_size, backbone=config.backbone, weights=config.weights,
-            augment=config.augment, head_units=config.head_units, l2=config.l2, dropout=config.dropout,
-            noise=config.noise, seed=config.seed)
+        model = model_module.build_model(len(class_names), **config.model_options())
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / BACKUP_DIR / "config.json", config.to_json())
     model_info: dict[str, Any] = {

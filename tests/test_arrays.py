@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
-from realvsai.arrays import epoch_batches, load_images
+from realvsai.arrays import EpochBatches, load_images
 from realvsai.data import scan_images
 from realvsai.errors import UserError
 from realvsai.images import load_rgb
@@ -17,37 +15,38 @@ PIXELS = np.arange(COUNT, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 
 LABELS = np.arange(COUNT, dtype=np.int32) % 2
 
 
-def passes(batches, count: int) -> list[list[int]]:
-    """The image indices of the next ``count`` passes (each image holds its index in every pixel)."""
-    steps = -(-COUNT // BATCH)
-    return [[int(index) for batch in itertools.islice(batches, steps) for index in batch[0][:, 0, 0, 0]]
-            for _ in range(count)]
+def passes(batches: EpochBatches, count: int) -> list[list[int]]:
+    """The image indices of the first ``count`` passes (each image holds its index in every pixel)."""
+    steps = batches.steps
+    return [[int(index) for step in range(steps) for index in batches[epoch * steps + step][0][:, 0, 0, 0]]
+            for epoch in range(count)]
 
 
 def test_batches_are_float32_images_with_their_labels_and_each_pass_holds_every_image_once():
-    images, labels = next(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3))
+    images, labels = (EpochBatches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3)[0])
 
     assert images.dtype == np.float32 and images.shape == (BATCH, 2, 3, 3) and labels.dtype == np.int32
     np.testing.assert_array_equal(labels, images[:, 0, 0, 0].astype(np.int32) % 2)
-    for order in passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3), 3):
+    for order in passes(EpochBatches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3), 3):
         assert sorted(order) == list(range(COUNT))
 
 
 def test_each_pass_is_shuffled_from_the_seed_and_epoch_alone_so_a_resumed_run_reads_the_same():
-    uninterrupted = passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3), 4)
-    resumed = passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3, first_epoch=2), 2)
-    other_seed = passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=4), 1)
+    uninterrupted = passes(EpochBatches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3), 4)
+    resumed = passes(EpochBatches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=3, first_epoch=2), 2)
+    other_seed = passes(EpochBatches(PIXELS, LABELS, batch_size=BATCH, shuffle=True, seed=4), 1)
 
     assert resumed == uninterrupted[2:]
     assert len({tuple(order) for order in uninterrupted}) == 4  # reshuffled every pass
     assert other_seed[0] != uninterrupted[0]
-    assert passes(epoch_batches(PIXELS, LABELS, batch_size=BATCH), 2) == [list(range(COUNT))] * 2  # no shuffle
+    assert passes(EpochBatches(PIXELS, LABELS, batch_size=BATCH), 2) == [list(range(COUNT))] * 2  # no shuffle
 
 
 def test_drop_remainder_leaves_out_each_passs_short_batch_and_class_weights_come_as_sample_weights():
-    batches = epoch_batches(PIXELS, LABELS, batch_size=BATCH, drop_remainder=True, class_weight={0: 0.5, 1: 2.0})
-    first_pass = list(itertools.islice(batches, 3))
+    batches = EpochBatches(PIXELS, LABELS, batch_size=BATCH, drop_remainder=True, class_weight={0: 0.5, 1: 2.0})
+    first_pass = [batches[index] for index in range(3)]
 
+    assert batches.steps == 2 and batches.num_batches is None  # endless: fit's steps_per_epoch cuts it
     assert [len(batch[1]) for batch in first_pass] == [BATCH, BATCH, BATCH]  # 4, 4, then the next pass
     assert [int(value) for value in first_pass[2][0][:, 0, 0, 0]] == [0, 1, 2, 3]
     for _, labels, weights in first_pass:

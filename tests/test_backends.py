@@ -140,6 +140,7 @@ def test_the_training_recipe_runs_under_jax_without_tensorflow(tmp_path, make_cl
         make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, suffix=".jpg", seed=seed)
     output = run_python(f"""
         import functools, sys
+        from pathlib import Path
         sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
         import keras
         from realvsai import arrays, data, distributed, fitting
@@ -154,11 +155,70 @@ def test_the_training_recipe_runs_under_jax_without_tensorflow(tmp_path, make_cl
         with strategy.scope():
             model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment=config.augment,
                                 head_units=8, seed=config.seed)
-        train = functools.partial(arrays.epoch_batches, x, y, batch_size=4, shuffle=True, seed=config.seed)
-        history = fitting.fit_phases(model, config, {str(tmp_path / "run")!r}, strategy, (train, 2),
-                                     (arrays.epoch_batches(val_x, val_y, batch_size=4), 2), {{0: 1.0, 1: 1.0}}, 2, 0,
-                                     False, 0)
+        weights = {{0: 1.0, 1: 1.0}}
+        train = functools.partial(arrays.EpochBatches, x, y, batch_size=4, shuffle=True, seed=config.seed)
+        validation = arrays.EpochBatches(val_x, val_y, batch_size=4, class_weight=weights)
+        history = fitting.fit_phases(model, config, Path({str(tmp_path / "run")!r}), strategy, (train, 2),
+                                     (validation, 2), weights, 2, 0, False, 0)
         print(keras.backend.backend(), [(row["phase"], row["epoch"]) for row in history])
     """, backend="jax")
     assert output.splitlines()[-1] == "jax [('full', 1), ('full', 2)]"
     assert (tmp_path / "run" / "model.h5").is_file() and (tmp_path / "run" / "history.csv").is_file()
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    """``benchmarks/script args`` under JAX with TensorFlow blocked, as on a GPU machine set up for JAX alone."""
+    return run_python(f"""
+        import runpy, sys
+        sys.modules["tensorflow"] = None
+        sys.argv = [{script!r}, *{list(args)!r}]
+        runpy.run_path("benchmarks/{script}", run_name="__main__")
+    """, backend="jax")
+
+
+@pytest.mark.slow
+def test_the_gpu_speed_benchmark_runs_without_tensorflow_and_merges_its_figures(tmp_path):
+    results = tmp_path / "gpu.json"
+    results.write_text(json.dumps({"cifake": {"test_accuracy": 0.5}}))
+    common = ("--cpu", "--sizes", "32", "--backbone", "resnet50", "--batch-size", "2", "--steps", "1",
+              "--warmup", "1", "--repeats", "1", "--results", str(results))
+
+    run_benchmark("bench_gpu.py", *common, "--precisions", "float32")
+    run_benchmark("bench_gpu.py", *common, "--precisions", "mixed_bfloat16", "--models", "project")
+
+    written = json.loads(results.read_text())
+    assert written["device"] == "cpu" and written["backend"] == "jax" and written["cifake"] == {"test_accuracy": 0.5}
+    speeds = written["images_per_second"]
+    assert set(speeds["project"]["32"]) == {"float32", "mixed_bfloat16"} and set(speeds["bare"]["32"]) == {"float32"}
+    assert written["project_vs_bare"]["32"] == {
+        "float32": pytest.approx(speeds["project"]["32"]["float32"] / speeds["bare"]["32"]["float32"], abs=1e-3)}
+    assert written["mixed_vs_float32"]["project"]["32"]["mixed_bfloat16"] == pytest.approx(
+        speeds["project"]["32"]["mixed_bfloat16"] / speeds["project"]["32"]["float32"], abs=1e-3)
+    assert written["best_images_per_second"]["32"]["images_per_second"] == max(
+        value for by_size in speeds.values() for value in by_size["32"].values())
+
+
+@pytest.mark.slow
+def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tmp_path):
+    import zipfile
+
+    from tests.conftest import write_image
+
+    archive = tmp_path / "cifake.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for group_index, (group, count) in enumerate((("train", 10), ("test", 3))):
+            for label, name in enumerate(("FAKE", "REAL")):
+                for index in range(count):
+                    image = write_image(tmp_path / "images" / f"{group}{name}{index}.jpg",
+                                        seed=group_index * 1000 + label * 100 + index)
+                    zipped.write(image, f"cifake/{group}/{name}/{index:04d}.jpg")
+    results = tmp_path / "gpu.json"
+
+    output = run_benchmark("bench_gpu_cifake.py", "--zip", str(archive), "--work", str(tmp_path / "work"),
+                           "--epochs", "2", "--batch-size", "4", "--backbone", "resnet50", "--results", str(results))
+
+    cifake = json.loads(results.read_text())["cifake"]
+    assert (cifake["train_images"], cifake["validation_images"], cifake["test_images"]) == (16, 4, 6)
+    assert cifake["epochs"] == 2 and cifake["precision_policy"] == "float32" and cifake["wall_s"] > 0
+    assert 0 <= cifake["test_accuracy"] <= 1 and 0 <= cifake["test_argmax_accuracy"] <= 1
+    assert "written to" in output

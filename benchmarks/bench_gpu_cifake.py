@@ -1,0 +1,173 @@
+"""CIFAKE at full scale, from scratch, with training's recipe: the "cifake" figures of benchmarks/results/gpu.json.
+
+The pipeline's own steps, on a machine that may have no TensorFlow (a GPU box set up for JAX): the
+archive is unzipped as DataUnZipper.py does and split as DataSplitD2.py does (validation carved out of
+each train class, seeded; a train file identical to a test file left out), the splits are decoded into
+memory (``realvsai.arrays``), and the model trains with ModelTraining.py's recipe from scratch
+(``build_model``, the optimizer and its schedule, the phases and callbacks of ``fitting.fit_phases``,
+class weights, the precision policy: mixed_bfloat16 on a GPU under JAX) through ``model.fit``. The
+test accuracy is the app's (the decision threshold chosen on validation, as the evaluation chooses it),
+with the most-probable-class accuracy beside it. The preset's JPEG step is not part of this input: it
+belongs to training's tf.data input (TensorFlow's codec); the preset's model layers all train.
+
+Resumable: the same command continues a stopped run after its last finished epoch, as long as --work
+survives (on a lent machine: give the next command while it is still warm). The training time adds up
+across the commands.
+
+Example (on the GPU machine, about 10 minutes a command):
+    KERAS_BACKEND=jax python benchmarks/bench_gpu_cifake.py --zip cifake-trainsplit.zip --work /tmp/cifake
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from realvsai.cli import positive_int, run_main, setup_logging  # noqa: E402
+from realvsai.config import BACKBONES, PRECISIONS, PRESETS, TrainConfig  # noqa: E402
+
+DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
+RESULTS = REPO / "benchmarks" / "results" / "gpu.json"
+WALL_FILE = "wall.json"  # training seconds of the earlier commands, kept in the run folder
+logger = logging.getLogger("realvsai.bench_gpu_cifake")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="the CIFAKE archive (default: %(default)s)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cifake-gpu"),
+                        help="the unzipped, split data and the run go here (default: %(default)s)")
+    parser.add_argument("--image-size", type=positive_int, default=32, help="(default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=defaults.total_epochs,
+                        help="epochs from scratch (default: training's %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="(default: %(default)s)")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="(default: %(default)s)")
+    parser.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="(default: %(default)s)")
+    parser.add_argument("--augment", choices=PRESETS, default=defaults.augment, help="(default: %(default)s)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                        help="(default: %(default)s: mixed_bfloat16 on a GPU under JAX)")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="train on the first N training images (seeded order) only, to fit the time at hand")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="the JSON file to merge into (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def prepare(archive: Path, work: Path) -> Path:
+    """WORK/data/{train,validation,test}: the archive unzipped and split, as steps 1 and 2b of the README do."""
+    from realvsai.archives import extract_archive
+    from realvsai.splitting import LINK, split_train_test
+
+    data = work / "data"
+    if not (data / "test").is_dir():
+        extract_archive(archive, work / "raw")
+        split_train_test(work / "raw", data, mode=LINK, overwrite=True)
+    return data
+
+
+def keep_wall_time(run_dir: Path) -> None:
+    """Adds this command's time to RUN/wall.json every few seconds (a killed command loses at most those)."""
+    from realvsai.files import read_json, write_json
+
+    earlier, start = (read_json(run_dir / WALL_FILE) or {}).get("seconds", 0.0), time.monotonic()
+
+    def tick() -> None:
+        while True:
+            write_json(run_dir / WALL_FILE, {"seconds": round(earlier + time.monotonic() - start, 1)})
+            time.sleep(5)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    threading.Thread(target=tick, daemon=True).start()
+
+
+def train_and_test(args: argparse.Namespace) -> dict:
+    import keras
+    import numpy as np
+
+    from realvsai import arrays, data, distributed, fitting, metrics
+    from realvsai.files import read_json
+    from realvsai.model import build_model
+
+    config = TrainConfig(data=prepare(args.zip, args.work), out=args.work / "runs", name="cifake", weights="none",
+                         backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
+                         head_epochs=args.epochs, fine_tune_epochs=0, learning_rate=args.learning_rate,
+                         augment=args.augment, precision=args.precision)
+    config.validate()
+    run_dir = Path(config.out) / config.name
+    resume = (run_dir / "backup").is_dir()
+    keep_wall_time(run_dir)
+    strategy = distributed.select_strategy({})
+    num_gpus = sum(device.startswith("gpu") for device in keras.distribution.list_devices())
+    policy = config.precision_policy(num_gpus, keras.backend.backend())
+    keras.mixed_precision.set_global_policy(policy)
+    keras.utils.set_random_seed(config.seed)
+
+    train, validation, test = data.scan_splits(config.data)
+    if args.limit:
+        train = train.subset(np.random.default_rng(config.seed).permutation(len(train))[:args.limit].tolist())
+    class_names, counts = train.class_names, train.counts()
+    positive_class = metrics.find_positive_class(class_names)
+    positive = class_names.index(positive_class)
+    class_weight = metrics.balanced_class_weights(counts) if config.class_weights else None
+    (x, y), (val_x, val_y), (test_x, test_y) = (arrays.load_images(images) for images in (train, validation, test))
+    global_batch = config.batch_size * distributed.num_replicas(strategy)
+    full = distributed.needs_full_batches(strategy)
+    train_batches = functools.partial(arrays.EpochBatches, x, y, batch_size=global_batch, shuffle=True,
+                                      seed=config.seed, drop_remainder=full, workers=4)
+    validation_batches = arrays.EpochBatches(val_x, val_y, batch_size=global_batch, drop_remainder=full,
+                                             class_weight=class_weight)
+    steps = train_batches(first_epoch=0).steps
+    with strategy.scope():
+        model = build_model(len(class_names), **config.model_options())
+    logger.info("training %s from scratch on %d images (%s), validating on %d, %s, %d steps per epoch%s",
+                config.backbone, len(train), counts, len(validation), policy, steps,
+                ", resuming" if resume else "")
+    history = fitting.fit_phases(model, config, run_dir, strategy, (train_batches, steps),
+                                 (validation_batches, validation_batches.steps), class_weight, len(class_names),
+                                 positive, resume, 2)
+
+    probabilities = {name: model.predict(images, batch_size=global_batch, verbose=0).astype("float64")
+                     for name, images in (("validation", val_x), ("test", test_x))}
+    threshold = metrics.choose_threshold(val_y == positive, probabilities["validation"][:, positive])
+    scored = metrics.compute_metrics(test_y.tolist(), probabilities["test"], class_names, positive_class, threshold)
+    finite = [row for row in history if np.isfinite(row.get("val_loss", np.nan))]
+    return {"train_images": len(train), "validation_images": len(validation), "test_images": len(test),
+            "image_size": config.image_size, "backbone": config.backbone, "batch_size": global_batch,
+            "precision_policy": policy, "augment": config.augment, "learning_rate": config.learning_rate,
+            "epochs": len(history),
+            "best_epoch": min(finite, key=lambda row: row["val_loss"])["epoch"] if finite else None,
+            "wall_s": (read_json(run_dir / WALL_FILE) or {}).get("seconds"), "decision_threshold": round(threshold, 4),
+            "test_accuracy": scored["accuracy"], "test_argmax_accuracy": scored["argmax_accuracy"],
+            "test_roc_auc": scored.get("roc_auc")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+
+    def body() -> None:
+        cifake = train_and_test(args)
+        results = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
+        results["cifake"] = cifake
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(cifake, indent=2))
+        print(f"written to {args.results}")
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
