@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from realvsai.cli import positive_int, run_main, setup_logging  # noqa: E402
-from realvsai.config import BACKBONES, PRECISIONS, PRESETS, TrainConfig  # noqa: E402
+from realvsai.config import BACKBONES, BACKUP_DIR, PRECISIONS, PRESETS, TrainConfig  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
 RESULTS = REPO / "benchmarks" / "results" / "gpu.json"
@@ -106,7 +106,7 @@ def train_and_test(args: argparse.Namespace) -> dict:
                          augment=args.augment, precision=args.precision)
     config.validate()
     run_dir = Path(config.out) / config.name
-    resume = (run_dir / "backup").is_dir()
+    resume = (run_dir / BACKUP_DIR).is_dir()
     keep_wall_time(run_dir)
     strategy = distributed.select_strategy({})
     num_gpus = sum(device.startswith("gpu") for device in keras.distribution.list_devices())
