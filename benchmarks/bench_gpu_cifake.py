@@ -96,7 +96,7 @@ def train_and_test(args: argparse.Namespace) -> dict:
     import keras
     import numpy as np
 
-    from realvsai import arrays, data, distributed, fitting, metrics
+    from realvsai import arrays, data, distributed, fitting, metrics, run
     from realvsai.files import read_json
     from realvsai.model import build_model
 
@@ -138,7 +138,10 @@ def train_and_test(args: argparse.Namespace) -> dict:
                                  (validation_batches, validation_batches.steps), class_weight, len(class_names),
                                  positive, resume, 2)
 
-    probabilities = {name: model.predict(images, batch_size=global_batch, verbose=0).astype("float64")
+    # The one predict path of the app, --predict and evaluation (fixed batch shapes: one compile on JAX).
+    predictor = run.Predictor(model, run.ModelInfo(tuple(class_names), config.image_size,
+                                                   positive_class=positive_class), global_batch)
+    probabilities = {name: predictor.predict_arrays(images).astype("float64")
                      for name, images in (("validation", val_x), ("test", test_x))}
     threshold = metrics.choose_threshold(val_y == positive, probabilities["validation"][:, positive])
     scored = metrics.compute_metrics(test_y.tolist(), probabilities["test"], class_names, positive_class, threshold)
