@@ -84,8 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="continue the run --name from its last finished epoch, with its saved settings")
     add_number(data, "--seed", int, help="seeds shuffling, augmentation and weights")
     data.add_argument("--demo", action="store_true",
-                      help="make synthetic demo data in data/demo/ and train on it into models/demo/ (--out and "
-                           "--name apply; the rest are the demo's own small settings): the whole pipeline, offline")
+                      help="make synthetic demo data in data/demo/ and train on it into models/demo/ with the demo's own "
+                           "small settings (--out, --name and --resume apply; a training flag is refused): the "
+                           "whole pipeline, offline")
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="the ResNet to fine-tune")
@@ -167,9 +168,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--robustness goes with --evaluate MODEL --test-dir DIR")
     if args.demo and args.evaluate is not None:
         parser.error("--demo trains a model; it does not go with --evaluate")
+    if args.demo:
+        ignored = demo_ignored_flags(parser, argv, args)
+        if ignored:
+            from realvsai.demo import DemoConfig
+
+            parser.error(f"{' '.join(ignored)} would be ignored by --demo, which trains with its own small "
+                         "settings (only --out, --name, --resume and --quiet apply). To train with yours on the "
+                         f"demo data, run --demo once, then: python ModelTraining.py --data {DemoConfig.data_dir} "
+                         "--name NAME and your flags")
     if args.head_epochs + args.fine_tune_epochs == 0:
         parser.error("--head-epochs and --fine-tune-epochs are both 0: give at least one epoch to train")
     return args
+
+
+# What --demo reads of the flags; the others set a training it does not do.
+DEMO_FLAGS = frozenset({"demo", "out", "name", "resume", "quiet"})
+
+
+def demo_ignored_flags(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace
+                       ) -> list[str]:
+    """The flags on the command line (even at their default value) that --demo would not read; ``args`` is
+    ``parser``'s parse of ``argv``."""
+    unset = object()
+    # argparse fills in a default only where the namespace has no value yet, so what is still ``unset`` after
+    # a second parse was not on the command line. (A flag whose default is SUPPRESS is in ``args`` only when given.)
+    given = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(vars(args), unset)))
+    return [flag_name(dest) for dest, value in vars(given).items() if value is not unset and dest not in DEMO_FLAGS]
+
+
+def flag_name(dest: str) -> str:
+    """The command-line flag that sets the argparse ``dest``."""
+    return "--no-class-weights" if dest == "class_weights" else "--" + dest.replace("_", "-")
 
 
 def run_name(text: str) -> str:

@@ -901,3 +901,18 @@ def test_model_json_is_written_at_the_start_and_at_the_end_only(tmp_path, make_c
     model_json = json.loads((tmp_path / "models" / "run" / "model.json").read_text())
     assert written.count("model.json") == 2
     assert model_json["best_epoch"] == result.model_info["best_epoch"] and "test_metrics" in model_json
+
+
+@pytest.mark.parametrize("flags", [["--image-size", "64"], ["--head-epochs", "1"], ["--data", "mydata"],
+                                   ["--no-class-weights"], ["--seed", "7"], ["--xla"]])
+def test_demo_refuses_a_training_setting_it_would_ignore(flags, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args(["--demo", *flags])
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flags[0] in message and "--demo" in message and "--data data/demo" in message
+
+
+def test_demo_takes_its_own_flags():
+    args = ModelTraining.parse_args(["--demo", "--out", "o", "--name", "d", "--resume", "--quiet"])
+    assert args.demo and args.resume and args.name == "d"
