@@ -60,6 +60,7 @@ from realvsai.config import (
     PRECISIONS,
     PRESETS,
     TrainConfig,
+    flag_name,
     run_name_problem,
 )
 
@@ -84,9 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="continue the run --name from its last finished epoch, with its saved settings")
     add_number(data, "--seed", int, help="seeds shuffling, augmentation and weights")
     data.add_argument("--demo", action="store_true",
-                      help="make synthetic demo data in data/demo/ and train on it into models/demo/ with the demo's own "
-                           "small settings (--out, --name and --resume apply; a training flag is refused): the "
-                           "whole pipeline, offline")
+                      help="make synthetic demo data in data/demo/ and train on it into models/demo/ with the demo's "
+                           "own small settings (--out, --name and --resume apply; a training flag is refused): "
+                           "the whole pipeline, offline")
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="the ResNet to fine-tune")
@@ -195,11 +196,6 @@ def demo_ignored_flags(parser: argparse.ArgumentParser, argv: list[str] | None, 
     # a second parse was not on the command line. (A flag whose default is SUPPRESS is in ``args`` only when given.)
     given = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(vars(args), unset)))
     return [flag_name(dest) for dest, value in vars(given).items() if value is not unset and dest not in DEMO_FLAGS]
-
-
-def flag_name(dest: str) -> str:
-    """The command-line flag that sets the argparse ``dest``."""
-    return "--no-class-weights" if dest == "class_weights" else "--" + dest.replace("_", "-")
 
 
 def run_name(text: str) -> str:

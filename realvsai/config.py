@@ -98,8 +98,9 @@ LIMITS: dict[str, Limit] = {
 
 
 def flag_name(field_name: str) -> str:
-    """The command-line flag of a TrainConfig field: ``image_size`` -> ``--image-size``."""
-    return "--" + field_name.replace("_", "-")
+    """The command-line flag of a TrainConfig field: ``image_size`` -> ``--image-size``, ``class_weights`` (on by
+    default) -> ``--no-class-weights``."""
+    return "--no-class-weights" if field_name == "class_weights" else "--" + field_name.replace("_", "-")
 
 
 @dataclass(frozen=True)
