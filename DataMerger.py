@@ -5,7 +5,7 @@
       validation/{FAKE,REAL}/                    validation/{FAKE,REAL}/
       test/{FAKE,REAL}/                          test/{FAKE,REAL}/
                                                  manifest.csv         every file, with its source
-                                                 merge-refused.csv    files refused for leakage, by merge
+                                                 merge-refused.csv    files refused (leakage, two labels), by merge
 
 Class names must match across the sources and the target (split with --rename so they do, e.g.
 --rename RealArt=REAL). Nothing is ever overwritten: a file whose content is already in the same
@@ -13,7 +13,9 @@ split and class is skipped, and a name taken by other content gets a stable new 
 (name_<sha256[:8]>.jpg). A file whose content already sits in ANOTHER split of the target (or in
 another split among the sources; the target, then the sources in the order given, train first, keep
 what they hold) is refused and added to merge-refused.csv with the merge's time (rows of earlier
-merges stay), so no image is both trained on and tested on. The counts add up: files in the target
+merges stay), so no image is both trained on and tested on. So is every incoming copy of content that
+sits under another class, anywhere in the target or the sources: one image under two labels would be
+learnt under both (keep it in its true class only and merge again). The counts add up: files in the target
 before + added = after. An interrupted merge is completed by running the same command again.
 --dry-run shows all of this and changes nothing. A SOURCE may sit inside the target folder (data/art
 beside data/train), just not inside its split folders.

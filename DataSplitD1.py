@@ -15,6 +15,8 @@ are not images or do not decode, hidden files (.name), and files beside the clas
 skipped and listed in skipped.csv. A dataset with only one class is split, with a warning: a
 classifier needs at least two. Images in sub-folders of a class folder are included, their names
 prefixed with the sub-folder; a symlinked sub-folder is not followed (listed in skipped.csv).
+SOURCE may also be the folder a zip unpacked around the dataset (data/raw/art/<Top Folder>/RealArt/):
+when SOURCE holds that one folder and no images, its sub-folders are the classes, and a line says so.
 
 SOURCE is left untouched (copies), unless --move (which never moves a file from outside SOURCE,
 e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed); --link makes

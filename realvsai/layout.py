@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.errors import UserError
-from realvsai.files import write_csv
+from realvsai.files import list_images, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -61,28 +61,61 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
     return renames
 
 
+def find_dataset_root(source: Path, holds_dataset: Callable[[Path], bool]) -> Path:
+    """``source``, or its one visible sub-folder that ``holds_dataset`` when ``source`` does not: a download
+    often unpacks into a folder of its own (``raw/<Top Folder>/...``). Logs the folder it looks into; the
+    caller checks what it returns.
+
+    Raises:
+        UserError: when several sub-folders hold a dataset, so the choice would be a guess.
+    """
+    if holds_dataset(source):
+        return source
+    candidates = [child for child in subfolders(source) if holds_dataset(child)]
+    if len(candidates) > 1:
+        raise UserError(f"{source} holds several datasets: {[child.name for child in candidates]}. "
+                        "Pass the one to split as SOURCE.")
+    if candidates:
+        logger.info("using %s (the dataset folder inside %s)", candidates[0], source)
+        return candidates[0]
+    return source
+
+
+def _holds_train_and_test(folder: Path) -> bool:
+    return bool(find_child_folder(folder, TRAIN) and find_child_folder(folder, TEST))
+
+
+def _holds_class_folders(folder: Path) -> bool:
+    """False when ``folder`` only wraps the dataset: its one visible folder has sub-folders and no images, and no
+    image lies beside it. A lone folder that holds images is one class, not a wrapper."""
+    folders = subfolders(folder)
+    if len(folders) != 1 or list_images(folder):
+        return True
+    return bool(list_images(folders[0])) or not subfolders(folders[0])
+
+
+def find_class_root(source: Path) -> Path:
+    """The folder whose sub-folders are the classes: ``source``, or the one folder it wraps (a Kaggle zip often
+    unpacks as ``raw/<Top Folder>/{RealArt,GeneratedArt}/``)."""
+    return find_dataset_root(source, _holds_class_folders)
+
+
 def find_train_test_root(source: Path) -> Path:
     """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does."""
     train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
-    if train and test:
-        return source
-    if train or test:
+    if bool(train) != bool(test):
         found, missing = (train, TEST) if train else (test, TRAIN)
         raise UserError(f"{source} has {found.name}/ but no {missing}/ folder. DataSplitD2.py needs both train/ "
                         "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
-    folders = subfolders(source)
-    candidates = [child for child in folders if find_child_folder(child, TRAIN) and find_child_folder(child, TEST)]
-    if len(candidates) == 1:
-        logger.info("using %s (the dataset folder inside %s)", candidates[0], source)
-        return candidates[0]
-    if candidates:
-        raise UserError(f"{source} holds several datasets with train/ and test/: {[c.name for c in candidates]}. "
-                        "Pass the one to split as SOURCE.")
-    raise UserError(
-        f"{source} has no train/ and test/ folders (it holds {[folder.name for folder in folders] or 'no folders'}). "
-        "DataSplitD2.py expects SOURCE/train/<Class>/ and SOURCE/test/<Class>/ (e.g. CIFAKE); for one folder per "
-        "class, use DataSplitD1.py."
-    )
+    root = find_dataset_root(source, _holds_train_and_test)
+    if not _holds_train_and_test(root):
+        folders = [folder.name for folder in subfolders(source)]
+        raise UserError(
+            f"{source} has no train/ and test/ folders (it holds {folders or 'no folders'}). DataSplitD2.py expects "
+            "SOURCE/train/<Class>/ and SOURCE/test/<Class>/ (e.g. CIFAKE); for one folder per class, use "
+            "DataSplitD1.py."
+        )
+    return root
 
 
 def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
@@ -100,6 +133,19 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
         raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "
                         "Give each class its own name.")
     return names
+
+
+def find_label_conflicts(files: Iterable[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+    """The contents found under more than one class, from the ``(sha256, class, where)`` of each file:
+    sha256 -> {class: where its first file (in the order given) is}.
+
+    One image under two labels teaches the model nothing true, and in two splits it would leak: the split
+    and merge steps leave out every copy they would place, for the user to decide which class it belongs to.
+    """
+    classes_of: dict[str, dict[str, str]] = defaultdict(dict)
+    for digest, class_name, where in files:
+        classes_of[digest].setdefault(class_name, where)
+    return {digest: classes for digest, classes in classes_of.items() if len(classes) > 1}
 
 
 def read_split_classes(data_dir: Path, splits: Iterable[str] = SPLITS) -> dict[str, list[str]]:

@@ -22,7 +22,15 @@ from realvsai.files import (
     remove_temporaries,
     sha256_file,
 )
-from realvsai.layout import MANIFEST_NAME, SPLITS, ManifestRow, read_manifest, read_split_classes, write_manifest
+from realvsai.layout import (
+    MANIFEST_NAME,
+    SPLITS,
+    ManifestRow,
+    find_label_conflicts,
+    read_manifest,
+    read_split_classes,
+    write_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +134,8 @@ def merge_datasets(
         # Appended: the lists of earlier merges into this folder stay, each row dated by its merge.
         append_csv(into / REFUSED_NAME, REFUSED_FIELDS,
                    [(report.started, source, reason) for source, reason in report.refused])
-        logger.warning("refused %d files whose content is already in another split, or that --move would take "
-                       "from outside SOURCE (list: %s, rows merged at %s)",
+        logger.warning("refused %d files whose content is already in another split or under another class, or "
+                       "that --move would take from outside SOURCE (list: %s, rows merged at %s)",
                        len(report.refused), into / REFUSED_NAME, report.started)
     return report
 
@@ -136,6 +144,8 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
           ) -> list[tuple[_File, str, Path | None, str]]:
     """(file, kind, target, reason) for each incoming file; kind is add, rename, identical or refuse.
     Pure, so a dry run and a real run follow the same plan."""
+    # Across splits and sources, as the splitters do: every incoming copy of such content is refused.
+    conflicts = find_label_conflicts((file.digest, file.class_name, str(file.path)) for file in [*existing, *incoming])
     home: dict[str, tuple[str, str]] = {}  # sha256 -> (split that owns it, where it was first seen)
     present: dict[tuple[str, str], set[str]] = defaultdict(set)  # (split, class) -> contents
     names: dict[Path, str] = {}  # target path -> its content
@@ -145,6 +155,13 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
         names[file.path] = file.digest
     actions = []
     for file in incoming:
+        if file.digest in conflicts:
+            others = ", ".join(f"{where} (class {name})" for name, where in sorted(conflicts[file.digest].items())
+                               if name != file.class_name)
+            actions.append((file, "refuse", None, f"same content as {others}: one image under two classes would be "
+                                                  "learnt under both labels; keep it in the folder of its true class "
+                                                  "only and merge again"))
+            continue
         owner, where = home.setdefault(file.digest, (file.split, str(file.path)))
         if owner != file.split:
             actions.append((file, "refuse", None, f"same content as {where} ({owner}); adding it to "
@@ -223,7 +240,8 @@ def format_merge_report(report: MergeReport) -> str:
         "",
         f"files in {report.into}: {report.before:,} before + {report.added:,} {would}added = {report.after:,} after",
         f"skipped identical: {report.identical:,}; {would}renamed (name taken by other content): {report.renamed:,}; "
-        f"refused (content already in another split, or outside SOURCE with --move): {len(report.refused):,}"
+        f"refused (content already in another split or under another class, or outside SOURCE with --move): "
+        f"{len(report.refused):,}"
         + (f" (list: {report.into / REFUSED_NAME}, rows merged at {report.started})"
            if report.refused and not report.dry_run else ""),
     ]

@@ -43,6 +43,8 @@ from realvsai.layout import (
     ManifestRow,
     find_child_folder,
     find_class_folders,
+    find_class_root,
+    find_label_conflicts,
     find_train_test_root,
     read_manifest,
     rename_classes,
@@ -57,6 +59,16 @@ COPY, MOVE, LINK = "copy", "move", "link"
 _KEEP_FILE_BYTES, _KEEP_TOTAL_BYTES = 1 << 20, 2 << 30  # see _run_split's scan
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
+# Why a file is left out, by kind: each row of skipped.csv is of one kind, and the summary and the warnings
+# count and show each kind from those rows, so their numbers add up to skipped.csv.
+UNUSABLE, BESIDE, OUTSIDE, IN_TEST, TWO_CLASSES = "unusable", "beside", "outside", "in test", "two classes"
+_SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them
+    UNUSABLE: "that are not usable images or are hidden",
+    BESIDE: "beside the class folders",
+    OUTSIDE: "in a folder that leads outside SOURCE",
+    IN_TEST: "in train identical to a test file (kept in test only)",
+    TWO_CLASSES: "whose content is under two classes",
+}
 
 
 @dataclass(frozen=True)
@@ -77,11 +89,9 @@ class SplitReport:
 
     out: Path
     counts: Counter = field(default_factory=Counter)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason): not placed
-    num_unreadable: int = 0  # of ``skipped``: not an image, does not decode, or hidden
+    skipped: dict[str, list[tuple[str, str]]] = field(  # kind (UNUSABLE...) -> (source, reason) of each file
+        default_factory=lambda: {kind: [] for kind in _SKIPPED_KINDS})
     num_duplicates: int = 0  # exact duplicates placed with their first copy
-    num_dropped: int = 0  # of ``skipped``: train files identical to a test file (DataSplitD2)
-    num_in_two_classes: int = 0  # of ``skipped``: files whose content is also under another class
     num_written: int = 0
     num_in_place: int = 0  # already at their target with the same content
     mode: str = COPY
@@ -92,6 +102,11 @@ class SplitReport:
     @property
     def num_files(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def skipped_rows(self) -> list[tuple[str, str]]:
+        """Every file left out, (source, reason), sorted: the rows of skipped.csv."""
+        return sorted(row for rows in self.skipped.values() for row in rows)
 
 
 @dataclass
@@ -118,11 +133,12 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     ``mode``: copy, move or link; ``overwrite`` moves a different split in ``out`` aside instead of refusing."""
     fractions = check_ratios(ratios)
     source, out = _check_paths(source, out)
-    class_folders = find_class_folders(source)
+    root = find_class_root(source)
+    class_folders = find_class_folders(root)
     if {name.lower() for name in class_folders} >= {TRAIN, TEST}:
-        raise UserError(f"{source} holds train/ and test/ folders, not one folder per class. "
+        raise UserError(f"{root} holds train/ and test/ folders, not one folder per class. "
                         "Use DataSplitD2.py for a dataset that comes already split into train and test.")
-    class_names = rename_classes(class_folders, renames or {}, source)
+    class_names = rename_classes(class_folders, renames or {}, root)
 
     def locate(key: str) -> tuple[str, str, str] | None:
         parts = key.split("/")
@@ -133,15 +149,12 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     def plan(items: list[_Item]) -> tuple[list[tuple[str, _Item]], list[_Item]]:
         return _assign(items, dict(zip(SPLITS, fractions)), seed), []
 
+    # The files beside a folder that wraps the class folders are listed too: nothing in SOURCE goes unsaid.
     loose = sorted((str(path), "a file beside the class folders: only images inside a class folder are split")
-                   for path in source.iterdir() if not path.name.startswith(".") and not path.is_dir())
-    report = _run_split(source, [source / name for name in class_folders], out, locate, plan,
-                        mode=mode, overwrite=overwrite, workers=workers, max_pixels=max_pixels, ignored=loose)
-    if loose:
-        logger.warning("left out %d files beside the class folders in %s (e.g. %s): only images inside a class "
-                       "folder are split; they are listed in %s", len(loose), source, loose[0][0],
-                       report.out / SKIPPED_NAME)
-    return report
+                   for folder in dict.fromkeys((source, root)) for path in folder.iterdir()
+                   if not path.name.startswith(".") and not path.is_dir())
+    return _run_split(root, [root / name for name in class_folders], out, locate, plan,
+                      mode=mode, overwrite=overwrite, workers=workers, max_pixels=max_pixels, beside=loose)
 
 
 def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fraction: float = SplitDefaults.val_fraction,
@@ -238,10 +251,10 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
 
 def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callable[[str], tuple[str, str, str] | None],
                plan: Callable[[list[_Item]], tuple[list[tuple[str, _Item]], list[_Item]]], *, mode: str,
-               overwrite: bool, workers: int | None, max_pixels: int, ignored: Sequence[tuple[str, str]] = ()
+               overwrite: bool, workers: int | None, max_pixels: int, beside: Sequence[tuple[str, str]] = ()
                ) -> SplitReport:
     """List, check, plan, write ``manifest.csv`` (so a re-run only completes what is missing) and place;
-    ``ignored`` (path, reason) goes into ``skipped.csv`` as it is."""
+    ``beside`` (path, reason): the files beside the class folders, listed in ``skipped.csv`` as they are."""
     report = SplitReport(out=out, mode=mode)
     root = root.resolve()
     old_rows = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
@@ -254,17 +267,19 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
         if not any(f"{key}/".startswith(f"{prefix}/") for key in present):
             raise UserError(f"class folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
                             "Remove it or put its images in it.")
-    not_images += ignored
+    outside: list[tuple[str, str]] = []  # (source, reason)
     if mode == MOVE:  # a class folder that is a symlink leads outside SOURCE: nothing there is ever moved
-        kept, outside, folder_inside = [], [], {}
+        kept, folder_inside = [], {}
         for item in items:
             folder = os.path.dirname(item.source)
             if folder not in folder_inside:  # one realpath per folder, not per file
                 folder_inside[folder] = is_inside(folder, root)
-            (kept if item.read_from != item.source or folder_inside[folder] else outside).append(item)
-        not_images += [(item.source, f"its folder leads to {os.path.realpath(os.path.dirname(item.source))}, "
-                        "outside SOURCE, through a symlink; --move never moves files outside SOURCE (split without "
-                        "--move, or move that folder into SOURCE)") for item in outside]
+            if item.read_from != item.source or folder_inside[folder]:
+                kept.append(item)
+            else:
+                outside.append((item.source, f"its folder leads to {os.path.realpath(folder)}, outside SOURCE, "
+                                "through a symlink; --move never moves files outside SOURCE (split without --move, "
+                                "or move that folder into SOURCE)"))
         items = kept
     cross_device = _cross_device(root, out)
     if mode == LINK and cross_device:
@@ -293,10 +308,12 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                                   item.source), item) for split, name, item in _target_names(placements)),
                     key=lambda pair: pair[0].order())
     rows = [row for row, _ in placed]
-    report.num_unreadable, report.num_dropped = len(unreadable) + len(not_images), len(dropped)
-    report.num_in_two_classes = len(conflicting)
     report.num_duplicates = len(rows) - len({(row.split, row.sha256) for row in rows})
-    report.skipped = sorted(not_images + [(item.source, item.problem) for item in unreadable + conflicting + dropped])
+    report.skipped = {UNUSABLE: sorted(not_images + [(item.source, item.problem) for item in unreadable]),
+                      BESIDE: sorted(beside),
+                      OUTSIDE: sorted(outside),
+                      IN_TEST: sorted((item.source, item.problem) for item in dropped),
+                      TWO_CLASSES: sorted((item.source, item.problem) for item in conflicting)}
     report.counts = Counter((row.split, row.class_name) for row in rows)
     report.class_profiles, report.shortcut_warning = profile_classes([item.facts for _, item in placed])
 
@@ -307,7 +324,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
             if item.read_from.startswith(old):
                 item.read_from = new + item.read_from[len(old):]
     write_manifest(out / MANIFEST_NAME, rows)
-    write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped)
+    write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped_rows)
     names_in: dict[Path, list[str]] = defaultdict(list)
     for row in rows:
         names_in[(out / row.path).parent].append(Path(row.path).name)
@@ -328,17 +345,13 @@ def _flat_name(parts: Sequence[str]) -> str:
 
 
 def _refuse_label_conflicts(items: Sequence[_Item]) -> list[_Item]:
-    """Sets the problem of every file whose content is also under another class, and returns them.
-
-    One image under two labels teaches the model nothing true, and in two splits it would leak: all its
-    copies are left out, for the user to decide which class it belongs to.
-    """
-    classes_of: dict[str, dict[str, str]] = defaultdict(dict)  # sha256 -> class -> its first file's key
-    for item in sorted(items, key=lambda item: item.key):
-        classes_of[item.digest].setdefault(item.class_name, item.key)
-    conflicting = [item for item in items if len(classes_of[item.digest]) > 1]
+    """Sets the problem of every file whose content is also under another class (all its copies), and
+    returns them."""
+    conflicts = find_label_conflicts((item.digest, item.class_name, item.key)
+                                     for item in sorted(items, key=lambda item: item.key))
+    conflicting = [item for item in items if item.digest in conflicts]
     for item in conflicting:
-        others = ", ".join(f"{key} (class {name})" for name, key in sorted(classes_of[item.digest].items())
+        others = ", ".join(f"{key} (class {name})" for name, key in sorted(conflicts[item.digest].items())
                            if name != item.class_name)
         item.problem = (f"same content as {others}: one image under two classes is left out of both; keep it "
                         "in the folder of its true class only and split again")
@@ -489,19 +502,17 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
 
 
 def _log_problems(report: SplitReport) -> None:
-    if report.num_unreadable:
-        examples = "; ".join(f"{source}: {reason}" for source, reason in report.skipped[:3])
-        logger.warning("skipped %d files that are not usable images or are hidden (e.g. %s); the list is in %s",
-                       report.num_unreadable, examples, report.out / SKIPPED_NAME)
+    for kind, rows in report.skipped.items():
+        if rows and kind != IN_TEST:  # train copies of test images are expected (CIFAKE has them): no warning
+            examples = "; ".join(f"{source}: {reason}" for source, reason in rows[:3])
+            logger.warning("left out %d files %s (e.g. %s); the list is in %s", len(rows), _SKIPPED_KINDS[kind],
+                           examples, report.out / SKIPPED_NAME)
     classes = sorted({class_name for _, class_name in report.counts})
     if len(classes) == 1:
         # Not an error: another class can still be merged in (DataMerger.py) before training.
         logger.warning("only one class (%s) has usable images in this split, but a classifier needs at least two. "
                        "Add a folder of images for each other class to SOURCE and split again, or merge another "
                        "split dataset into %s with DataMerger.py, before training", classes[0], report.out)
-    if report.num_in_two_classes:
-        logger.warning("left out %d files whose content is under two classes (listed in %s): move each into the "
-                       "folder of its true class only", report.num_in_two_classes, report.out / SKIPPED_NAME)
     if report.shortcut_warning:
         logger.warning("%s", report.shortcut_warning)
     used = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
@@ -521,17 +532,15 @@ def format_report(report: SplitReport) -> str:
     rows.append(["total", *(f"{sum(report.counts[(split, name)] for split in splits):,}" for name in classes),
                  f"{report.num_files:,}"])
     verb = {COPY: "copied", MOVE: "moved", LINK: "linked"}[report.mode]
+    num_skipped = sum(len(rows) for rows in report.skipped.values())
+    by_kind = ", ".join(f"{len(rows):,} {_SKIPPED_KINDS[kind]}" for kind, rows in report.skipped.items() if rows)
     lines = [
         format_table(["split", *classes, "all"], rows),
         "",
         f"{report.num_files:,} files in {report.out}: {report.num_written:,} {verb}, "
         f"{report.num_in_place:,} already in place.",
-        f"exact duplicates: {report.num_duplicates:,} (each kept in the split of its first copy)"
-        + (f"; {report.num_dropped:,} train files identical to a test file left out" if report.num_dropped else "")
-        + (f"; {report.num_in_two_classes:,} files under two classes left out (one content, two labels)"
-           if report.num_in_two_classes else ""),
-        f"skipped: {report.num_unreadable:,} files that are not usable images or are hidden"
-        + (f" (list: {report.out / SKIPPED_NAME})" if report.skipped else ""),
+        f"exact duplicates: {report.num_duplicates:,} (each kept in the split of its first copy)",
+        f"skipped: {num_skipped:,} files" + (f" (list: {report.out / SKIPPED_NAME}): {by_kind}" if by_kind else ""),
         f"manifest: {report.out / MANIFEST_NAME}",
     ]
     lines += [f"{class_name}: {text}" for class_name, text in describe_profiles(report.class_profiles).items()]

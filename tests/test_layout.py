@@ -9,6 +9,7 @@ from realvsai.errors import UserError
 from realvsai.layout import (
     find_child_folder,
     find_class_folders,
+    find_class_root,
     parse_renames,
     read_split_classes,
 )
@@ -30,6 +31,22 @@ def test_find_class_folders_without_subfolders_is_a_user_error(tmp_path):
 def test_find_class_folders_of_a_missing_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="is not a folder"):
         find_class_folders(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(("files", "root"), [
+    (["Top/REAL/a.png", "Top/FAKE/b.png"], "Top"),
+    (["Top/REAL/a.png", "Top/FAKE/b.png", "README.txt", ".DS_Store"], "Top"),  # no image beside it
+    (["REAL/a.png"], "."),  # one class
+    (["Top/a.png", "Top/REAL/b.png"], "."),  # one class with a sub-folder
+    (["Top/REAL/a.png", "Top/FAKE/b.png", "loose.png"], "."),  # an image beside it
+])
+def test_find_class_root_looks_inside_only_a_lone_folder_of_class_folders(tmp_path, files, root):
+    for index, name in enumerate(files):
+        if name.endswith(".png"):
+            write_image(tmp_path / name, seed=index)
+        else:
+            (tmp_path / name).write_text("not an image")
+    assert find_class_root(tmp_path) == tmp_path / root
 
 
 @pytest.mark.parametrize("on_disk", ["train", "Train", "TRAIN"])

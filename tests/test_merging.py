@@ -119,6 +119,31 @@ def test_content_in_two_splits_among_the_sources_is_added_once(first, second, tm
     assert [path.parent.parent.name for path in images(into) if sha256(path) == digest] == ["train"]
 
 
+def test_content_under_another_class_of_the_target_is_refused(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    relabelled = second / "train" / "FAKE" / "same_as_real.png"
+    shutil.copyfile(first / "train" / "REAL" / "img_001.png", relabelled)
+    report = merge_datasets([second], into)
+    assert [Path(source).name for source, _ in report.refused] == ["same_as_real.png"]
+    assert "REAL" in report.refused[0][1] and "two classes" in report.refused[0][1]
+    assert {path.parent.name for path in images(into) if sha256(path) == sha256(relabelled)} == {"REAL"}
+    with open(into / "merge-refused.csv", newline="") as stream:
+        assert [Path(row["source"]).name for row in csv.DictReader(stream)] == ["same_as_real.png"]
+
+
+def test_content_under_two_classes_among_the_sources_is_refused_in_every_copy(first, second, tmp_path):
+    shutil.copyfile(second / "train" / "REAL" / "img_000.png", second / "train" / "FAKE" / "also_fake.png")
+    shutil.copyfile(second / "train" / "REAL" / "img_000.png", second / "test" / "FAKE" / "also_in_test.png")
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    report = merge_datasets([second], into)
+    assert sorted(Path(source).name for source, _ in report.refused) == ["also_fake.png", "also_in_test.png",
+                                                                         "img_000.png"]
+    assert sha256(second / "train" / "REAL" / "img_000.png") not in {sha256(path) for path in images(into)}
+    assert report.before + report.added == report.after == 12 + 12 - 1
+
+
 def test_dry_run_changes_nothing_and_predicts_the_real_run(first, second, tmp_path):
     into = tmp_path / "merged"
     merge_datasets([first], into)

@@ -29,6 +29,14 @@ def test_datasplitd1_main_prints_the_table_of_renamed_classes(tmp_path, make_cla
     assert sorted(path.name for path in (tmp_path / "data" / "validation").iterdir()) == ["Fake", "Real"]
 
 
+def test_datasplitd1_says_in_one_line_that_it_looked_inside_a_single_wrapper_folder(tmp_path, make_class_folder):
+    make_class_folder(tmp_path / "raw_art" / "Top Folder", {"RealArt": 5, "GeneratedArt": 5})
+    process = run_script("DataSplitD1.py", tmp_path / "raw_art", "--out", tmp_path / "data")
+    assert process.returncode == 0, process.stderr
+    assert [line for line in process.stderr.splitlines() if "inside" in line] == [
+        f"using {tmp_path / 'raw_art' / 'Top Folder'} (the dataset folder inside {tmp_path / 'raw_art'})"]
+
+
 def test_datasplitd2_main_splits_train_and_test(tmp_path, make_class_folder, capsys):
     make_class_folder(tmp_path / "cifake" / "train", {"REAL": 10, "FAKE": 10}, seed=1)
     make_class_folder(tmp_path / "cifake" / "test", {"REAL": 3, "FAKE": 3}, seed=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import re
 import shutil
 import threading
 from collections import Counter, defaultdict
@@ -19,6 +20,9 @@ from realvsai import files, splitting
 from realvsai.errors import UserError
 from realvsai.layout import find_train_test_root, read_manifest
 from realvsai.splitting import (
+    IN_TEST,
+    TWO_CLASSES,
+    UNUSABLE,
     check_ratios,
     split_by_class,
     split_files,
@@ -47,6 +51,21 @@ def cifake(tmp_path, make_class_folder) -> Path:
     make_class_folder(tmp_path / "cifake" / "train", {"REAL": 20, "FAKE": 20}, seed=1)
     make_class_folder(tmp_path / "cifake" / "test", {"REAL": 5, "FAKE": 5}, seed=2)
     return tmp_path / "cifake"
+
+
+@pytest.fixture
+def art_with_skipped_files(art, bad_files) -> Path:
+    """``art`` plus a file of every kind a split leaves out: 7 rows of skipped.csv."""
+    bad_files(art / "RealArt")  # truncated, empty, text named .jpg
+    (art / "RealArt" / "notes.txt").write_text("not an image")
+    (art / "README.txt").write_text("beside the class folders")
+    shutil.copyfile(art / "RealArt" / "img_004.png", art / "GeneratedArt" / "also_generated.png")  # 2 rows
+    return art
+
+
+def skipped_count(summary: str) -> int:
+    """N in the summary's ``skipped: N files`` line."""
+    return int(re.search(r"skipped: ([\d,]+) files", summary).group(1).replace(",", ""))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,7 +175,7 @@ def test_unreadable_and_non_image_files_are_skipped_and_listed(art, tmp_path, ba
     (art / "RealArt" / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     report = split_by_class(art, out)
-    assert report.num_unreadable == len(bad) + 1
+    assert len(report.skipped[UNUSABLE]) == len(bad) + 1
     assert set(skipped_sources(out)) == {path.name for path in bad.values()} | {"notes.txt"}
     assert not any(path.name in {p.name for p in bad.values()} for path in out.rglob("*.jpg"))
     assert report.num_files == 40
@@ -241,6 +260,15 @@ def test_images_in_sub_folders_are_flattened_without_name_clashes(art, tmp_path)
     assert len(names) == 22
     assert "extra__img_000.png" in names
     assert any(name.startswith("extra__img_000_") for name in names)
+
+
+def test_the_class_folders_inside_a_single_wrapper_folder_are_the_classes(tmp_path, make_class_folder):
+    make_class_folder(tmp_path / "raw_art" / "Top Folder", {"RealArt": 10, "GeneratedArt": 10})
+    (tmp_path / "raw_art" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    out = tmp_path / "out"
+    report = split_by_class(tmp_path / "raw_art", out)
+    assert sorted({class_name for _, class_name in report.counts}) == ["GeneratedArt", "RealArt"]
+    assert all(Path(row.path).name.startswith("img_") for row in read_manifest(out / "manifest.csv"))
 
 
 def test_a_train_test_source_is_pointed_to_datasplitd2(cifake, tmp_path):
@@ -370,7 +398,7 @@ def test_a_train_file_identical_to_a_test_file_is_left_out_of_train(cifake, tmp_
     report = split_train_test(cifake, out)
     splits = {row.split for row in read_manifest(out / "manifest.csv") if row.sha256 == sha256(test_file)}
     assert splits == {"test"}
-    assert report.num_dropped == 2
+    assert len(report.skipped[IN_TEST]) == 2
     reasons = skipped_sources(out)
     assert "kept in test only" in reasons["copy_of_test.png"] and "kept in test only" in reasons["another_copy.png"]
 
@@ -428,7 +456,7 @@ def test_parallel_checking_gives_the_same_split_as_serial(cifake, tmp_path, bad_
     report = split_train_test(cifake, tmp_path / "parallel", workers=2)
     assert manifest_keys(tmp_path / "parallel") == manifest_keys(tmp_path / "serial")
     assert (tmp_path / "parallel" / "skipped.csv").read_text() == (tmp_path / "serial" / "skipped.csv").read_text()
-    assert report.num_unreadable == 3
+    assert len(report.skipped[UNUSABLE]) == 3
 
 
 def test_every_copy_holds_the_bytes_of_its_source(art, tmp_path):
@@ -470,7 +498,7 @@ def test_a_file_under_two_classes_is_left_out_of_both_and_listed_with_the_reason
     reasons = skipped_sources(out)
     assert "GeneratedArt" in reasons["img_004.png"] and "two classes" in reasons["img_004.png"]
     assert "RealArt" in reasons["also_generated.png"] and "two classes" in reasons["also_generated.png"]
-    assert report.num_in_two_classes == 2 and report.num_files == 39
+    assert len(report.skipped[TWO_CLASSES]) == 2 and report.num_files == 39
 
 
 def test_a_train_file_identical_to_a_test_file_of_another_class_is_left_out_of_both(cifake, tmp_path):
@@ -481,7 +509,7 @@ def test_a_train_file_identical_to_a_test_file_of_another_class_is_left_out_of_b
     assert sha256(test_file) not in {row.sha256 for row in read_manifest(out / "manifest.csv")}
     assert {"img_002.png", "copy_of_test.png"} <= set(skipped_sources(out))
     assert report.counts[("test", "REAL")] == 4
-    assert "2 files under two classes" in splitting.format_report(report)
+    assert "2 whose content is under two classes" in splitting.format_report(report)
 
 
 def test_a_split_warns_when_jpeg_quality_alone_gives_the_class_away(tmp_path):
@@ -495,3 +523,30 @@ def test_a_split_warns_when_jpeg_quality_alone_gives_the_class_away(tmp_path):
     assert "JPEG quality alone predicts the class with 100% balanced accuracy (FAKE 95, REAL 70)" in \
         report.shortcut_warning
     assert "image size" not in report.shortcut_warning
+
+
+# ----------------------------------------------------------------------------------------------
+# what is left out: the summary, the warnings and skipped.csv agree
+
+
+def test_the_summary_counts_every_file_listed_in_skipped_csv(art_with_skipped_files, tmp_path):
+    out = tmp_path / "out"
+    report = split_by_class(art_with_skipped_files, out)
+    assert skipped_count(splitting.format_report(report)) == len(skipped_sources(out)) == 7
+
+
+def test_the_summary_of_a_train_test_split_counts_every_file_listed_in_skipped_csv(cifake, tmp_path, bad_files):
+    bad_files(cifake / "train" / "REAL")
+    shutil.copyfile(cifake / "test" / "FAKE" / "img_001.png", cifake / "train" / "FAKE" / "copy_of_test.png")
+    shutil.copyfile(cifake / "train" / "REAL" / "img_003.png", cifake / "train" / "FAKE" / "also_fake.png")
+    out = tmp_path / "out"
+    report = split_train_test(cifake, out)
+    assert skipped_count(splitting.format_report(report)) == len(skipped_sources(out)) == 6
+
+
+def test_the_unusable_files_warning_names_only_unusable_files(art_with_skipped_files, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="realvsai"):
+        split_by_class(art_with_skipped_files, tmp_path / "out")
+    (warning,) = [record.getMessage() for record in caplog.records if "not usable images" in record.getMessage()]
+    assert "empty.jpg" in warning
+    assert [name for name in ("also_generated.png", "img_004.png", "README.txt") if name in warning] == []
