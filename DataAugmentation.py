@@ -10,7 +10,10 @@ exit status 1 once the other copies are written.
 The same --seed gives byte-identical files. Broken images are skipped with a warning naming them.
 Each copy's source is recorded, with both files' sha256, in DATA/augmented_train/sources.csv (rows
 are added on every run), so MoveAugmentedImages.py can refuse a copy whose source is no longer a
-training image.
+training image. The settings the copies depend on (--copies, --preset, --seed, --size, --batch-size,
+--jpeg-quality) are recorded in DATA/augmented_train/settings.json before the first copy is written:
+a run with other settings over those copies is refused (exit 1) before it writes anything, except a
+higher --copies, which adds the missing copies.
 
 Presets: classic = ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal
 flip, nearest fill, composed into one affine map per copy and interpolated once; detector =
@@ -34,16 +37,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, positive_int, progress, run_main, setup_logging
-from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.config import MAX_IMAGE_PIXELS, flag_name
 from realvsai.errors import UserError
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
-from realvsai.moving import CopyPlan, plan_copies, record_copy_sources
+from realvsai.moving import (
+    CopyPlan,
+    changed_copy_settings,
+    dataset_folders,
+    plan_copies,
+    record_copy_settings,
+    record_copy_sources,
+)
 
 logger = logging.getLogger("realvsai.augment")
 
 # The offline presets; realvsai.config.PRESETS adds "none", which would only write identical
 # copies. Not imported from there: that module loads TensorFlow, and --help must stay instant.
 OFFLINE_PRESETS = ("classic", "detector")
+# What a copy's bytes depend on besides its source (--copies and --batch-size through the random draws), recorded
+# in augmented_train: a run with others would mix its copies with the earlier ones under the same names. Only
+# --copies may grow: the copies there stay, the new ones are added, and each image has what the summary says.
+COPY_SETTINGS = ("copies", "preset", "seed", "size", "batch_size", "jpeg_quality")
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,29 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     return parser.parse_args(argv)
 
 
+def copy_settings(args: Namespace) -> dict[str, object]:
+    """The ``COPY_SETTINGS`` of ``args``, as their flags take them (``size``: "native" or pixels)."""
+    return {name: "native" if name == "size" and args.size is None else getattr(args, name)
+            for name in COPY_SETTINGS}
+
+
+def refuse_other_settings(augmented_dir: Path, settings: dict[str, object]) -> None:
+    """``UserError`` naming the recorded and the given settings where ``augmented_dir`` holds copies made with
+    other ``settings`` (more ``copies`` than recorded are added, not refused)."""
+    changed = changed_copy_settings(augmented_dir, settings)
+    recorded_copies = changed.get("copies", (None, None))[0]
+    if isinstance(recorded_copies, int) and recorded_copies < settings["copies"]:
+        del changed["copies"]
+    if changed:
+        recorded = " ".join(f"{flag_name(name)} {old}" for name, (old, _) in changed.items())
+        given = " ".join(f"{flag_name(name)} {new}" for name, (_, new) in changed.items())
+        raise UserError(
+            f"{augmented_dir} holds copies made with {recorded}, not {given}; nothing was written. Run again with "
+            f"{recorded} to complete them, or delete that folder (python DataDeleter.py {augmented_dir}) to make "
+            "copies with the new settings."
+        )
+
+
 def augment(args: Namespace) -> None:
     """Plans, makes and writes the copies; prints the summary."""
     if args.split.lower() != TRAIN:
@@ -110,6 +147,8 @@ def augment(args: Namespace) -> None:
         raise UserError(f"--data {args.data} is a split folder; give the dataset folder that holds train/, "
                         f"e.g. --data {args.data.parent}. Only train is ever augmented.")
     started = time.perf_counter()
+    settings = copy_settings(args)
+    refuse_other_settings(dataset_folders(args.data)[1], settings)  # before planning reads every header
     plan = plan_copies(args.data, args.copies, max_pixels=args.max_pixels)
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
@@ -126,6 +165,7 @@ def augment(args: Namespace) -> None:
 
     layers = build_augmentation(args.preset, seed=args.seed)
     batches = plan_batches(plan.images, args.seed, image_size=args.size, batch_size=args.batch_size)
+    record_copy_settings(plan.output_dir, settings)
     with progress(None, total=len(plan.images), desc="augmenting", unit="image") as bar:
         report = write_augmented_copies(
             batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality, on_image_done=bar.update

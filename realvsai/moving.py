@@ -11,7 +11,9 @@ image (a re-split put it in validation or test). No TensorFlow here: planning an
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 import logging
 import os
 from collections import Counter
@@ -31,8 +33,10 @@ from realvsai.files import (
     is_inside,
     list_images,
     place_file,
+    read_json,
     sha256_file,
     write_csv,
+    write_json,
 )
 from realvsai.images import read_headers
 from realvsai.layout import AUGMENTED_TRAIN, TEST, TRAIN, VALIDATION, find_child_folder, find_class_folders
@@ -44,6 +48,8 @@ MOVE_REFUSED_NAME = "move-refused.csv"
 MOVE_REFUSED_FIELDS = ("moved_at", "source", "reason")
 SOURCES_NAME = "sources.csv"  # in augmented_train: which training image each copy was made from
 SOURCES_FIELDS = ("copy", "copy_sha256", "source", "source_sha256")
+SETTINGS_NAME = "settings.json"  # in augmented_train: the settings its copies were made with
+RECORD_NAMES = (SOURCES_NAME, SETTINGS_NAME)  # augmented_train's records of its copies: go with the last copy
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,8 @@ def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
 
 
 def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS) -> CopyPlan:
-    """Lists the training images, reads each one's header and names its copies ``aug_<stem>_<k>.jpg``.
+    """Lists the training images, reads each one's header and names its copies ``aug_<stem>_<k>.jpg`` (or,
+    where names collide, ``aug_<stem>_<extension>_<k>.jpg``: ``_copy_bases``).
 
     ``aug_*`` files in train are earlier copies (moved there), not augmented again. Files whose header
     is broken are skipped with a warning (the augmentation pipeline decodes the pixels).
@@ -111,12 +118,9 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS)
         sources = [path for path in files if not path.name.startswith(COPY_PREFIX)]
         plan.earlier_copies += len(files) - len(sources)
         made = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
-        folder, stems = f"{output_dir / class_name}{os.sep}", Counter(path.stem for path in sources)
+        folder, bases = f"{output_dir / class_name}{os.sep}", _copy_bases(sources)
         for path in sources:
-            # Sources sharing a stem (cat.png, cat.jpg) get their extension in the name (aug_cat_png_0.jpg),
-            # so no two ever write the same file, whatever order they come in.
-            base = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
-            names = [fit_name(f"{COPY_PREFIX}{base}_{k}.jpg") for k in range(copies)]
+            names = [fit_name(f"{COPY_PREFIX}{bases[path]}_{k}.jpg") for k in range(copies)]
             plan.copy_names[path] = tuple(names)
             targets[path] = tuple(None if name in made else folder + name for name in names)
     # One thread: reading a header takes tens of microseconds, mostly Python (measured slower with 4).
@@ -129,6 +133,28 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS)
             plan.images.append(SourceImage(source, source.parent.name, copy_targets, header.width, header.height,
                                            header.needs_pil))
     return plan
+
+
+def _copy_bases(sources: Iterable[Path]) -> dict[Path, str]:
+    """What each of one folder's ``sources`` is called in its copies' names, ``aug_<base>_<k>.jpg``: its stem,
+    or where several share a stem (cat.png, cat.jpg) stem and extension (cat_png), numbered (cat_png_2) if a
+    stem or an earlier base took that.
+
+    Bases differ in more than letter case (aug_Cat_0.jpg is aug_cat_0.jpg on macOS and Windows), so no two
+    sources write the same file, and the same files always get the same bases, whatever order they come in.
+    """
+    sources = sorted(sources)
+    stems = Counter(path.stem.casefold() for path in sources)
+    bases = {path: path.stem for path in sources if stems[path.stem.casefold()] == 1}
+    taken = {base.casefold() for base in bases.values()}
+    for path in sources:
+        if path not in bases:
+            base = f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+            bases[path] = next(name for name in itertools.chain([base], (f"{base}_{n}" for n in itertools.count(2)))
+                               if name.casefold() not in taken)
+            taken.add(bases[path].casefold())
+    # Different bases give different names: <k> has no "_", so the last "_" of a name ends its base.
+    return bases
 
 
 def _made_copies(folder: Path) -> set[str]:
@@ -204,6 +230,39 @@ def record_copy_sources(plan: CopyPlan, data_dir: Path, not_copies: Iterable[Pat
             added[key] = CopySource(sha256_file(copy), source.relative_to(data_dir).as_posix(), source_digest)
     add_copy_sources(plan.output_dir, added)
     return len(added)
+
+
+def changed_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -> dict[str, tuple[object, object]]:
+    """``{name: (recorded, given)}`` for each of ``settings`` other than in ``augmented_train/settings.json``.
+
+    {} when augmented_train holds no copies (aug_*) to mix with, or no record (a folder made before settings
+    were recorded: it is completed, not refused). ``UserError`` when the record is unreadable.
+    """
+    path = Path(augmented_dir) / SETTINGS_NAME
+    if not any(Path(augmented_dir).glob(f"*/{COPY_PREFIX}*")):
+        return {}
+    try:
+        recorded = read_json(path)
+    except ValueError:  # not JSON, or not UTF-8
+        recorded = ""
+    if recorded is None:
+        return {}
+    if not isinstance(recorded, dict):
+        raise UserError(f"{path} is not the record of settings DataAugmentation.py writes; nothing was written. "
+                        "Delete it to complete the copies beside it with this run's settings.")
+    return {name: (recorded.get(name), value) for name, value in settings.items() if recorded.get(name) != value}
+
+
+def record_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -> None:
+    """Writes ``settings`` to ``augmented_train/settings.json`` (atomically) unless it holds them already.
+
+    Run before the first copy is written, so no copy is ever there without its settings.
+    """
+    path = Path(augmented_dir) / SETTINGS_NAME
+    with contextlib.suppress(ValueError):  # an unreadable record (beside no copies) is replaced
+        if read_json(path) == dict(settings):
+            return
+    write_json(path, dict(settings), strict=True)
 
 
 @dataclass
@@ -360,11 +419,11 @@ def _would_place(source: Path, target: Path, digest: str | None = None) -> Outco
 def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path], bool]:
     """Removes augmented_train once its images are gone; returns the other files it keeps, and whether it went.
 
-    Hidden ``.*.tmp`` files (interrupted writes) go, and ``sources.csv`` once nothing else is left; anything
-    else not ``refused`` is kept and returned.
+    Hidden ``.*.tmp`` files (interrupted writes) go, and the records (``RECORD_NAMES``) once nothing else is
+    left; anything else not ``refused`` is kept and returned.
     """
     kept = []
-    sources_list = augmented_dir / SOURCES_NAME
+    records = {augmented_dir / name for name in RECORD_NAMES}
     for path in sorted(augmented_dir.rglob("*"), reverse=True):  # children before their folders
         if path.is_symlink():
             continue  # a link is kept, and what it leads to is never touched
@@ -373,10 +432,12 @@ def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path]
                 path.rmdir()
         elif path.name.startswith(".") and path.name.endswith(".tmp"):
             path.unlink()
-        elif path not in refused and path != sources_list:
+        elif path not in refused and path not in records:
             kept.append(path)
-    if [path.name for path in augmented_dir.iterdir()] == [SOURCES_NAME]:
-        sources_list.unlink()  # its copies are all in train now, which a re-split moves aside whole
+    left = list(augmented_dir.iterdir())
+    if set(left) <= records:
+        for path in left:
+            path.unlink()  # their copies are all in train now, which a re-split moves aside whole
     if not any(augmented_dir.iterdir()):
         # A symlinked augmented_train loses the link only: the emptied folder it leads to stays.
         (augmented_dir.unlink if augmented_dir.is_symlink() else augmented_dir.rmdir)()

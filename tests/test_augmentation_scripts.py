@@ -51,9 +51,9 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def digests(folder: Path) -> list[str]:
-    """The sha256 of every file under ``folder`` but the list of the copies' sources."""
+    """The sha256 of every file under ``folder`` but augmented_train's records of its copies."""
     return sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.rglob("*")
-                  if path.is_file() and path.name != moving.SOURCES_NAME)
+                  if path.is_file() and path.name not in moving.RECORD_NAMES)
 
 
 # DataAugmentation.py
@@ -96,6 +96,8 @@ def test_same_seed_writes_byte_identical_files_and_another_seed_does_not(data, t
     assert augment(twin, "--batch-size", "64") == 0
     assert DataAugmentation.main(["--data", str(other), "--copies", "2", "--seed", "2", "--quiet"]) == 0
     first, second, third = (tree(folder / "augmented_train") for folder in (data, twin, other))
+    for files in (first, second, third):
+        del files[moving.SETTINGS_NAME]  # each records its own run's flags (--batch-size too)
     assert first == second
     assert first.keys() == third.keys()
     assert all(first[name] != third[name] for name in first)
@@ -137,6 +139,61 @@ def test_interrupted_run_is_completed_with_the_same_bytes_and_its_temporary_file
         path.unlink()
     # All a kill in the middle of files.write_new can leave: its hidden temporary file, cut short.
     (lost[0].parent / f".{lost[0].name}.12345.tmp").write_bytes(b"\xff\xd8 half a jpeg")
+    assert augment(twin) == 0
+    assert tree(twin / "augmented_train") == tree(data / "augmented_train")
+
+
+def test_rerun_with_other_settings_is_refused_before_anything_is_written(data):
+    assert augment(data) == 0
+    for path in sorted((data / "augmented_train").rglob("*.jpg"))[::3]:  # an interrupted run's copies
+        path.unlink()
+    before = tree(data / "augmented_train")
+    assert augment(data, "--preset", "detector") == 1
+    assert tree(data / "augmented_train") == before
+
+
+def test_refusal_names_the_recorded_and_the_given_settings_in_one_line(data, capsys):
+    assert augment(data) == 0
+    capsys.readouterr()
+    assert augment(data, "--seed", "2", "--size", "8") == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ")
+    assert "made with --seed 1 --size native, not --seed 2 --size 8" in line
+    assert "DataDeleter.py" in line
+
+
+def test_copies_of_a_run_interrupted_after_its_first_copy_are_not_mixed_with_other_settings(data, monkeypatch):
+    from realvsai import offline_augmentation
+
+    write_new, calls = offline_augmentation.write_new, []
+
+    def write_one_then_stop(path, content):
+        calls.append(path)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        write_new(path, content)
+
+    monkeypatch.setattr(offline_augmentation, "write_new", write_one_then_stop)
+    assert augment(data) == 1
+    monkeypatch.setattr(offline_augmentation, "write_new", write_new)
+    assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 1
+    assert augment(data, "--seed", "2") == 1
+
+
+def test_rerun_with_fewer_copies_is_refused(data):
+    """It would write nothing, and the move would take every copy there, not the fewer asked for."""
+    assert augment(data) == 0
+    assert augment(data, "--copies", "1") == 1
+
+
+def test_folder_made_before_settings_were_recorded_is_completed(data, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(data, twin)
+    assert augment(data) == 0
+    assert augment(twin) == 0
+    (twin / "augmented_train" / moving.SETTINGS_NAME).unlink()
+    for path in sorted((twin / "augmented_train").rglob("*.jpg"))[::3]:
+        path.unlink()
     assert augment(twin) == 0
     assert tree(twin / "augmented_train") == tree(data / "augmented_train")
 
@@ -242,6 +299,55 @@ def test_sources_sharing_a_stem_get_distinct_copies(tmp_path):
     assert names == ["aug_cat_jpg_0.jpg", "aug_cat_jpg_1.jpg", "aug_cat_png_0.jpg", "aug_cat_png_1.jpg"]
 
 
+def write_solid(path: Path, colour: tuple[int, int, int]) -> Path:
+    """A one-colour 32 px image: every copy of it keeps that colour, so a copy tells its source."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), colour).save(path)
+    return path
+
+
+# cat.png's copies would be aug_cat_png_<k>.jpg, the names cat_png.jpg's copies have as well
+NAMED_LIKE_A_COPY = {"cat.jpg": (255, 0, 0), "cat.png": (0, 255, 0), "cat_png.jpg": (0, 0, 255)}
+
+
+def test_a_source_named_like_another_sources_copies_gets_copies_of_its_own(tmp_path):
+    data = tmp_path / "data"
+    for name, colour in NAMED_LIKE_A_COPY.items():
+        write_solid(data / "train" / "REAL" / name, colour)
+    assert augment(data) == 0
+    assert len(list((data / "augmented_train" / "REAL").glob("aug_*.jpg"))) == 2 * len(NAMED_LIKE_A_COPY)
+
+
+def test_sources_csv_names_the_image_each_copy_was_made_from(tmp_path):
+    data = tmp_path / "data"
+    for name, colour in NAMED_LIKE_A_COPY.items():
+        write_solid(data / "train" / "REAL" / name, colour)
+    assert augment(data) == 0
+    for copy, record in moving.read_copy_sources(data / "augmented_train").items():
+        pixels = np.asarray(Image.open(data / "augmented_train" / copy).convert("RGB"), float)
+        channel = int(pixels.mean(axis=(0, 1)).argmax())
+        assert channel == int(np.argmax(NAMED_LIKE_A_COPY[Path(record.source).name])), (copy, record.source)
+
+
+def test_copy_names_differ_in_more_than_letter_case(tmp_path):
+    """Where letter case is ignored (macOS, Windows), aug_cat_png_0.jpg and aug_cat_PNG_0.jpg are one file."""
+    data = tmp_path / "data"
+    for index, name in enumerate(("cat.png", "cat.PNG", "Cat.jpg")):
+        write_image(data / "train" / "REAL" / name, seed=index)
+    names = [name.casefold() for names in moving.plan_copies(data, copies=2).copy_names.values() for name in names]
+    assert len(set(names)) == len(names) == 6
+
+
+def test_copy_names_do_not_depend_on_the_order_the_disk_lists_the_files(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    for index, name in enumerate(("cat.jpg", "cat.png", "cat.PNG", "cat_png.jpg", "cat_png_2.jpg")):
+        write_image(data / "train" / "REAL" / name, seed=index)
+    listed = moving.plan_copies(data, copies=2).copy_names
+    list_images = moving.list_images
+    monkeypatch.setattr(moving, "list_images", lambda folder, **kwargs: list_images(folder, **kwargs)[::-1])
+    assert moving.plan_copies(data, copies=2).copy_names == listed
+
+
 @pytest.mark.parametrize("split", ["validation", "test", "Test"])
 def test_refuses_to_augment_validation_or_test(data, split, capsys):
     assert augment(data, "--split", split) == 1
@@ -295,7 +401,9 @@ def test_refusing_validation_exits_1_as_a_subprocess(data):
 @pytest.fixture
 def augmented(data) -> Path:
     """``data`` plus two copies per training image in ``augmented_train`` (made without TensorFlow), their
-    sources recorded in ``sources.csv`` as DataAugmentation.py records them."""
+    sources and settings recorded (``sources.csv``, ``settings.json``) as DataAugmentation.py records them."""
+    settings = DataAugmentation.copy_settings(DataAugmentation.parse_args(["--copies", "2", "--seed", "1"]))
+    moving.record_copy_settings(data / "augmented_train", settings)
     sources = {}
     for class_index, (class_name, count) in enumerate(sorted(CLASSES.items())):
         for index in range(count):
@@ -421,6 +529,23 @@ def test_move_keeps_other_files_and_their_folder(augmented):
     assert note.read_text() == "keep me"
     assert not leftover.exists()
     assert not (augmented / "augmented_train" / "FAKE").exists()
+
+
+def test_move_removes_the_settings_record_with_the_last_copy(augmented):
+    report = moving.move_augmented(augmented)
+    assert report.removed_folder and report.left_behind == []
+    assert not (augmented / "augmented_train").exists()
+
+
+def test_move_keeps_the_settings_record_beside_the_copies_it_refuses(augmented):
+    record = augmented / "augmented_train" / moving.SETTINGS_NAME
+    settings = record.read_bytes()
+    copy = augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
+    (augmented / "test" / "REAL").mkdir(parents=True)
+    shutil.copy2(copy, augmented / "test" / "REAL" / "held_out.jpg")  # so the copy stays
+    report = moving.move_augmented(augmented)
+    assert copy.is_file() and record.read_bytes() == settings
+    assert report.left_behind == []  # a record, not a file of the user's that was not moved
 
 
 def test_move_without_augmented_folder_has_nothing_to_do(data, capsys):
