@@ -19,8 +19,9 @@ from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
 from realvsai.image_stats import format_name
 
-# Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images).
-TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
+# Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images). Not BMP: TensorFlow
+# returns a palette BMP's colour indices as gray levels and refuses a 1-bit one (TF 2.21).
+TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
 # libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size in its inverse DCT, for a fraction of the

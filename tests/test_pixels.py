@@ -43,6 +43,35 @@ def test_training_decodes_a_jpeg_to_exactly_the_apps_pixels(tmp_path, kind):
     np.testing.assert_array_equal(trained_on, shown_to_app.astype(np.float32))
 
 
+# Every format and mode a user's folder may hold that the pipeline decodes (with TensorFlow or Pillow).
+OTHER_KINDS = {
+    "palette.bmp": ("P", "BMP", {}),
+    "palette16.bmp": ("P16", "BMP", {}),
+    "bilevel.bmp": ("1", "BMP", {}),
+    "gray.bmp": ("L", "BMP", {}),
+    "rgb.bmp": ("RGB", "BMP", {}),
+    "palette.png": ("P", "PNG", {}),
+    "rgba.png": ("RGBA", "PNG", {}),
+    "bilevel.png": ("1", "PNG", {}),
+    "lossless.webp": ("RGB", "WEBP", {"lossless": True}),
+}
+
+
+@pytest.mark.parametrize("name", OTHER_KINDS)
+def test_training_decodes_every_other_format_to_exactly_the_apps_pixels(tmp_path, name):
+    mode, file_format, options = OTHER_KINDS[name]
+    path = tmp_path / "a" / name
+    path.parent.mkdir()
+    image = Image.fromarray(noisy_pixels(40, 56))
+    image = image.quantize(16) if mode == "P16" else image.convert(mode)
+    image.save(path, file_format, **options)
+
+    trained_on = dataset_pixels(tmp_path, image_size=32)[0]
+
+    shown_to_app = inference.decode_upload(path.read_bytes())
+    np.testing.assert_array_equal(trained_on, shown_to_app.astype(np.float32))
+
+
 def test_dataset_and_model_crop_a_non_square_image_identically(tmp_path):
     wide = noisy_pixels(48, 96, seed=1)
     (tmp_path / "a").mkdir()
