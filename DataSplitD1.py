@@ -4,7 +4,7 @@
       RealArt/*.jpg             ->         train/Real/       train/Fake/        (70 %)
       GeneratedArt/*.jpg                   validation/Real/  validation/Fake/   (15 %)
                                            test/Real/        test/Fake/         (15 %)
-                                           manifest.csv   split, class, path, sha256, source
+                                           manifest.csv   split, class, path, sha256, source, dataset
                                            skipped.csv    files left out, and why
 
 Each class is cut on its own (stratified): its files are sorted, shuffled with --seed and cut at

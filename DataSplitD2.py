@@ -4,7 +4,7 @@
       train/REAL/  train/FAKE/      ->      train/REAL/       train/FAKE/        (80 % of train)
       test/REAL/   test/FAKE/               validation/REAL/  validation/FAKE/   (20 % of train)
                                             test/REAL/        test/FAKE/         (all of test)
-                                            manifest.csv   split, class, path, sha256, source
+                                            manifest.csv   split, class, path, sha256, source, dataset
                                             skipped.csv    files left out, and why
 
 train/ and test/ may be in any letter case, and SOURCE may also be a folder holding exactly one such

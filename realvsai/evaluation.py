@@ -29,7 +29,7 @@ from realvsai.files import atomic_write_text, list_images, read_json, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb
 from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, read_manifest
 from realvsai.model_card import PLOT_FILES, render_card
-from realvsai.run import MIN_IMAGES_PER_KIND, NEAR_CHANCE, ModelInfo, doubt, size_band
+from realvsai.run import MIN_IMAGES_PER_KIND, NEAR_CHANCE, SOURCE_UNIT, ModelInfo, doubt, size_band
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras
@@ -392,19 +392,21 @@ def _kind_numbers(labels: np.ndarray, decided: np.ndarray, chance: float) -> dic
 
 
 def accuracy_by_kind(images: LabelledImages, decided: np.ndarray, data_dir: Path, num_classes: int) -> dict[str, Any]:
-    """The decision rule's accuracy on each kind of image: per ``source`` (data_dir/manifest.csv's column, where
-    there is one) and per ``size`` band (``run.size_band``), each with its balanced accuracy (the mean recall of
-    the classes it has) and whether that is at or near chance (1 / classes); model.json's ``validation_by_kind``."""
+    """The decision rule's accuracy on each kind of image: per ``source`` dataset (data_dir/manifest.csv's
+    ``dataset`` column, where it has one: the folder each image was split from) and per ``size`` band
+    (``run.size_band``), each with its balanced accuracy (the mean recall of the classes it has) and whether that
+    is at or near chance (1 / classes); model.json's ``validation_by_kind``."""
     labels, decided = np.asarray(images.labels), np.asarray(decided)
     chance = 1.0 / num_classes
     kinds: dict[str, list[str]] = {"size": [size_band(width, height) for width, height in images.sizes]}
-    manifest = Path(data_dir) / MANIFEST_NAME
-    if manifest.is_file():
-        sources = {row.path: row.source for row in read_manifest(manifest)}
-        kinds["source"] = [sources.get(prediction.relative_name(path, Path(data_dir)), "") or "unknown"
-                           for path in images.files]
     result: dict[str, Any] = {"chance": chance, "near_chance_margin": NEAR_CHANCE,
                               "min_images": MIN_IMAGES_PER_KIND}
+    manifest = Path(data_dir) / MANIFEST_NAME
+    datasets = {row.path: row.dataset for row in read_manifest(manifest)} if manifest.is_file() else {}
+    if any(datasets.values()):  # a manifest from before the column names no dataset
+        kinds["source"] = [datasets.get(prediction.relative_name(path, Path(data_dir))) or "unknown"
+                           for path in images.files]
+        result["source_unit"] = SOURCE_UNIT  # earlier runs keyed "source" by file (run.validation_by_kind)
     for kind, names in kinds.items():
         names_array = np.asarray(names)
         result[kind] = {name: _kind_numbers(labels[names_array == name], decided[names_array == name], chance)

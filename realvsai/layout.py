@@ -18,7 +18,9 @@ TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
 AUGMENTED_TRAIN = "augmented_train"
 MANIFEST_NAME = "manifest.csv"
-MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source")
+# source: where the file was taken from (its path when split or merged); dataset: the name of the dataset it
+# belongs to (the SOURCE folder it was split from), the unit of model.json's per-source validation accuracy.
+MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source", "dataset")
 
 
 def subfolders(folder: Path) -> list[Path]:
@@ -168,6 +170,7 @@ class ManifestRow:
     path: str
     sha256: str
     source: str = ""
+    dataset: str = ""  # empty in a manifest written before the column existed
 
     def key(self) -> tuple[str, str, str, str]:
         """What makes two splits the same: where each file is and what it holds (not where it came from)."""
@@ -185,11 +188,11 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         if missing := [name for name in MANIFEST_FIELDS[:4] if name not in (reader.fieldnames or [])]:
             raise UserError(f"{path} is not a manifest written by this project (no column {missing[0]!r}). "
                             "Move it away and run the step again.")
-        return [ManifestRow(row["split"], row["class"], row["path"], row["sha256"], row.get("source") or "")
-                for row in reader]
+        return [ManifestRow(row["split"], row["class"], row["path"], row["sha256"], row.get("source") or "",
+                            row.get("dataset") or "") for row in reader]
 
 
 def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> bool:
     """Writes ``rows`` to ``path`` atomically; returns False (and writes nothing) when it already holds them."""
     return write_csv(path, MANIFEST_FIELDS,
-                     ((row.split, row.class_name, row.path, row.sha256, row.source) for row in rows))
+                     ((row.split, row.class_name, row.path, row.sha256, row.source, row.dataset) for row in rows))

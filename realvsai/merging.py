@@ -46,6 +46,7 @@ class _File:
     class_name: str
     path: Path
     digest: str
+    dataset: str = ""  # the dataset it belongs to (manifest.csv's column), carried into the target's manifest
 
 
 @dataclass
@@ -88,7 +89,7 @@ def merge_datasets(
     workers = workers or 2 * default_workers()
     existing = _hash_dataset(into, workers, "reading target")
     incoming = [(source, file) for source in sources
-                for file in _hash_dataset(source, workers, f"reading {source.name}")]
+                for file in _hash_dataset(source, workers, f"reading {source.name}", dataset=source.resolve().name)]
     # A class folder that is a symlink leads outside its SOURCE: --move never takes files from there.
     outside = [(str(file.path), f"its folder leads to {file.path.parent.resolve()}, outside {source}, through a "
                 "symlink; --move never moves files outside SOURCE (merge without --move, or move that folder in)")
@@ -184,16 +185,18 @@ def _update_manifest(into: Path, existing: Sequence[_File], added: Sequence[tupl
     manifest = into / MANIFEST_NAME
     sources = {row.path: row.source for row in read_manifest(manifest)} if manifest.is_file() else {}
     # A file an interrupted merge already wrote is "identical" now: its source is the matching file.
-    matched = {(file.split, file.class_name, file.digest): str(file.path.resolve())
-               for file, kind, _, _ in actions if kind == "identical"}
+    matched = {(file.split, file.class_name, file.digest): file for file, kind, _, _ in actions if kind == "identical"}
     rows = {}
     for file in existing:
         relative = file.path.relative_to(into).as_posix()
-        source = sources.get(relative) or matched.get((file.split, file.class_name, file.digest), "")
-        rows[relative] = ManifestRow(file.split, file.class_name, relative, file.digest, source)
+        match = matched.get((file.split, file.class_name, file.digest))
+        source = sources.get(relative) or (str(match.path.resolve()) if match else "")
+        rows[relative] = ManifestRow(file.split, file.class_name, relative, file.digest, source,
+                                     file.dataset or (match.dataset if match else ""))
     for target, file in added:
         relative = target.relative_to(into).as_posix()
-        rows[relative] = ManifestRow(file.split, file.class_name, relative, file.digest, str(file.path.resolve()))
+        rows[relative] = ManifestRow(file.split, file.class_name, relative, file.digest, str(file.path.resolve()),
+                                     file.dataset)
     write_manifest(manifest, sorted(rows.values(), key=ManifestRow.order))
 
 
@@ -220,11 +223,14 @@ def _list_dataset(root: Path) -> list[tuple[str, str, Path]]:
             for path in list_images(folder)]
 
 
-def _hash_dataset(root: Path, workers: int, desc: str) -> list[_File]:
-    """Every image of ``root`` with its sha256."""
+def _hash_dataset(root: Path, workers: int, desc: str, dataset: str = "") -> list[_File]:
+    """Every image of ``root`` with its sha256, and its dataset: as ``root/manifest.csv`` names it, else ``dataset``."""
     listed = _list_dataset(root) if root.is_dir() else []
     digests = map_in_threads(lambda chunk: [sha256_file(path) for _, _, path in chunk], listed, workers, desc)
-    return [_File(split, class_name, path, digest) for (split, class_name, path), digest in zip(listed, digests)]
+    manifest = root / MANIFEST_NAME
+    datasets = {row.path: row.dataset for row in read_manifest(manifest)} if manifest.is_file() else {}
+    return [_File(split, class_name, path, digest, datasets.get(path.relative_to(root).as_posix()) or dataset)
+            for (split, class_name, path), digest in zip(listed, digests)]
 
 
 def format_merge_report(report: MergeReport) -> str:

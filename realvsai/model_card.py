@@ -11,7 +11,7 @@ from typing import Any
 
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE
 from realvsai.metrics import DecisionRule
-from realvsai.run import DEMO_WARNING, is_demo
+from realvsai.run import DEMO_WARNING, is_demo, validation_by_kind
 
 _CAPTIONS = {
     "confusion_matrix": "Confusion matrix (counts and row-normalised)",
@@ -123,14 +123,17 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                   "above). Accuracy follows the decision rule above; the accuracy on a class is its recall; AP and "
                   "ROC AUC need no threshold.", "",
                   *_table(headers, rows)]
-    by_kind = (metrics.get("threshold_selection") or {}).get("by_kind") or model_info.get("validation_by_kind")
+    by_kind = validation_by_kind((metrics.get("threshold_selection") or {}).get("by_kind")
+                                 or model_info.get("validation_by_kind"))
     if by_kind:
+        # An upload's size is known, its source is not: only a size band at chance makes the answers Uncertain.
+        verdicts = {"source": "**at chance**", "size": "**at chance: answers Uncertain**"}
         rows = [[f"{kind}: {name}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
-                 _number(numbers["balanced_accuracy"]), "**at chance: answers Uncertain**" if numbers["near_chance"]
-                 else ""]
+                 _number(numbers["balanced_accuracy"]), verdicts[kind] if numbers["near_chance"] else ""]
                 for kind in ("source", "size") for name, numbers in (by_kind.get(kind) or {}).items()]
         lines += ["", "## Validation by kind of image", "", "The decision rule on the validation images of each "
-                  "source (manifest.csv) and each size band (short side). Where the balanced accuracy is within "
+                  "source dataset (the folder they were split or merged from, by manifest.csv) and each size band "
+                  "(short side). Where the balanced accuracy is within "
                   f"{by_kind.get('near_chance_margin', 0.05):.2f} of chance ({by_kind.get('chance', 0.5):.2f}) on "
                   f"{by_kind.get('min_images', 10)} images or more, the app and --predict answer Uncertain on images "
                   "of that size, with the reason.", "",

@@ -136,6 +136,9 @@ SIZE_BANDS = (0, 64, 256, 1024)
 # above chance (1 / classes), is one the model cannot tell apart: the app and --predict answer Uncertain.
 MIN_IMAGES_PER_KIND = 10
 NEAR_CHANCE = 0.05
+# What validation_by_kind's "source" is keyed by: the dataset (SOURCE folder) each image was split from, as
+# manifest.csv's dataset column names it. Runs without this key keyed it by each file's own path.
+SOURCE_UNIT = "dataset"
 
 
 # What the app says at the top and beside every answer of a demo model, and its model card says too.
@@ -154,6 +157,17 @@ def size_band(width: int, height: int) -> str:
     lower = max(bound for bound in SIZE_BANDS if bound <= side)
     index = SIZE_BANDS.index(lower)
     return f"{lower}+ px" if index == len(SIZE_BANDS) - 1 else f"{lower}-{SIZE_BANDS[index + 1] - 1} px"
+
+
+def validation_by_kind(by_kind: Any) -> dict[str, Any] | None:
+    """model.json's ``validation_by_kind`` as this version reads it (None when it is no object): without the
+    ``source`` rows of a run that keyed them by file (no ``source_unit``), one image each, so they never held a
+    verdict, only the training machine's paths, thousands of them on a full dataset."""
+    if not isinstance(by_kind, Mapping):
+        return None
+    if by_kind.get("source_unit") == SOURCE_UNIT:
+        return dict(by_kind)
+    return {key: value for key, value in by_kind.items() if key != "source"}
 
 
 def at_chance(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str | None:

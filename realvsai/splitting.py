@@ -305,7 +305,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     conflicting = _refuse_label_conflicts([item for item in items if item.problem is None])
     placements, dropped = plan(sorted((item for item in items if item.problem is None), key=lambda item: item.key))
     placed = sorted(((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest,
-                                  item.source), item) for split, name, item in _target_names(placements)),
+                                  item.source, root.name), item) for split, name, item in _target_names(placements)),
                     key=lambda pair: pair[0].order())
     rows = [row for row, _ in placed]
     report.num_duplicates = len(rows) - len({(row.split, row.sha256) for row in rows})

@@ -382,7 +382,7 @@ def test_the_final_evaluation_records_the_validation_accuracy_per_source_and_siz
         big = Image.fromarray(np.full((80, 96, 3), 40 * index, np.uint8))
         big.save(dataset / "validation" / "REAL" / f"big{index}.png")
     rows = [ManifestRow(split, path.parent.name, path.relative_to(dataset).as_posix(), "0" * 64,
-                        "cifake" if "img_00" in path.name else "photos")
+                        dataset="cifake" if "img_00" in path.name else "photos")
             for split in ("train", "validation", "test") for path in sorted((dataset / split).rglob("*.png"))]
     write_manifest(dataset / "manifest.csv", rows)
     run = tmp_path / "run"
@@ -400,6 +400,57 @@ def test_the_final_evaluation_records_the_validation_accuracy_per_source_and_siz
     assert not by_kind["size"]["64-255 px"]["near_chance"]  # too few images for a verdict
     assert "## Validation by kind of image" in (run / "MODEL_CARD.md").read_text()
     assert "| source: cifake |" in (run / "MODEL_CARD.md").read_text()
+
+
+def _validation_by_kind(data_dir: Path) -> dict:
+    """``accuracy_by_kind`` of ``data_dir/validation`` with every image decided right."""
+    validation = scan_images(data_dir / "validation", class_names=["FAKE", "REAL"])
+    return evaluation.accuracy_by_kind(validation, np.asarray(validation.labels), data_dir, 2)
+
+
+def test_a_split_of_one_source_folder_is_one_source(tmp_path, make_class_folder):
+    from realvsai.splitting import split_by_class
+
+    raw = make_class_folder(tmp_path / "downloads" / "photos", {"ai": 12, "real": 12})
+    make_class_folder(raw / "ai" / "city", {"night": 4}, seed=5)  # a sub-folder: ai/city/night/img_*.png
+    split_by_class(raw, tmp_path / "data", ratios=(0.5, 0.5, 0.0), renames={"ai": "FAKE", "real": "REAL"})
+
+    sources = _validation_by_kind(tmp_path / "data")["source"]
+
+    assert list(sources) == ["photos"]  # the SOURCE folder, by name: no file, no absolute path
+    assert sources["photos"]["num_images"] == len(list((tmp_path / "data" / "validation").rglob("*.png")))
+
+
+def test_two_merged_datasets_are_two_sources(tmp_path, make_class_folder):
+    from realvsai.merging import merge_datasets
+    from realvsai.splitting import split_by_class, split_train_test
+
+    for group, seed in (("train", 1), ("test", 2)):  # CIFAKE's layout: train/ and test/ of class folders
+        make_class_folder(tmp_path / "cifake" / group, {"FAKE": 10, "REAL": 10}, seed=seed)
+    make_class_folder(tmp_path / "photos", {"ai": 10, "real": 10}, seed=3)
+    split_train_test(tmp_path / "cifake", tmp_path / "data", val_fraction=0.5)
+    split_by_class(tmp_path / "photos", tmp_path / "data" / "photos", ratios=(0.5, 0.5, 0.0),
+                   renames={"ai": "FAKE", "real": "REAL"})
+    merge_datasets([tmp_path / "data" / "photos"], tmp_path / "data")
+
+    sources = _validation_by_kind(tmp_path / "data")["source"]
+
+    assert set(sources) == {"cifake", "photos"}
+    assert sources["cifake"]["num_images"] == sources["photos"]["num_images"] == 10
+
+
+def test_an_old_run_s_per_file_sources_are_left_out_of_its_evaluation_card(tmp_path, dataset, binary_model):
+    old = {"chance": 0.5, "near_chance_margin": 0.05, "min_images": 10,  # before sources were datasets
+           "source": {f"/home/someone/raw/train/FAKE/{index:05d}.jpg": {
+               "num_images": 1, "accuracy": 1.0, "balanced_accuracy": 1.0, "near_chance": False} for index in range(3)},
+           "size": {"0-63 px": {"num_images": 20, "accuracy": 0.9, "balanced_accuracy": 0.9, "near_chance": False}}}
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE", validation_by_kind=old)
+
+    evaluation.evaluate_folders(binary_model, info, [dataset / "test"], tmp_path / "out")
+
+    card = (tmp_path / "out" / "EVALUATION.md").read_text()
+    assert "| size: 0-63 px | 20 |" in card
+    assert "source:" not in card and "/home/someone" not in card
 
 
 def test_evaluate_run_without_validation_keeps_argmax(tmp_path, make_class_folder, binary_model):

@@ -289,6 +289,20 @@ def test_the_headline_of_an_older_model_json_is_its_accuracy_at_the_threshold(tm
     assert run.read_run(folder).test_metrics() == {"accuracy": 0.85, "f1": 0.83}
 
 
+def test_an_older_model_json_with_sources_by_file_still_loads_and_flags_a_size_at_chance(tmp_path):
+    by_kind = {"chance": 0.5, "source": {"/home/someone/raw/train/FAKE/00000.jpg": {
+                   "num_images": 1, "accuracy": 1.0, "balanced_accuracy": 1.0, "near_chance": False}},
+               "size": {"64-255 px": {"num_images": 40, "accuracy": 0.5, "balanced_accuracy": 0.5,
+                                      "near_chance": True}}}
+    classifier, loaded = load(write_run(tmp_path, "old", info={"validation_by_kind": by_kind}))
+
+    (result,) = inference.classify_uploads(classifier, [("photo.png", encode(random_image(1, 100, 80)))],
+                                           info=loaded.info)
+
+    assert result.ok and "64-255 px" in result.unfamiliar
+    assert run.validation_by_kind(by_kind) == {"chance": 0.5, "size": by_kind["size"]}  # no per-file rows
+
+
 def test_test_metrics_fall_back_to_metrics_json(tmp_path):
     folder = write_run(tmp_path, "run", metrics={"accuracy": 0.8, "roc_auc": 0.85, "confusion_matrix": [[1]]})
     info = json.loads((folder / "model.json").read_text())
