@@ -241,12 +241,19 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = Non
 
 def kept_size(images: LabelledImages, image_size: int) -> tuple[int, int] | None:
     """The one (width, height) of ``images``, which the pipeline leaves as it is (the model resizes), or None
-    when sizes differ or JPEGs among them decode reduced (those are resized here, so the cache holds small ones)."""
+    when sizes differ or the images are large: those are resized here, as mixed sizes are.
+
+    Kept only while an image's uint8 pixels take no more memory than the float32 ``image_size`` square that
+    resizing here gives (a square image up to twice that side): small images, such as CIFAKE's 32 px for a
+    224 px model, are cached small and enlarged by the model. A larger one would be cached large and reach
+    the model whole, as float32 (32 phone photos of 4032x3024 px: 4.7 GB a batch); a JPEG that decodes
+    reduced (``images.jpeg_scale``) is always above the bound.
+    """
     sizes = set(images.sizes)
-    may_be_jpeg = not images.formats or "JPEG" in images.formats  # formats unknown: any may be
-    if len(sizes) != 1 or (may_be_jpeg and image_io.jpeg_scale(*next(iter(sizes)), image_size) > 1):
+    if len(sizes) != 1:
         return None
-    return next(iter(sizes))
+    width, height = next(iter(sizes))
+    return (width, height) if width * height <= 4 * image_size**2 else None  # 1 byte a value against 4
 
 
 def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
@@ -276,7 +283,7 @@ def make_dataset(
     """Batches of ``(float32 images 0..255, int32 labels)`` read from ``images``' files.
 
     Args:
-        image_size: the side to resize to when the images differ in size or are large JPEGs.
+        image_size: the side to resize to when the images differ in size or are large (``kept_size``).
         shuffle: reshuffle every epoch (seeded); False keeps the files' order.
         augment: ``augment(images, seed)`` on every batch, with an int64 seed pair per batch and epoch.
         crops: None resizes the whole image; else native-resolution crops: "random" one per image and

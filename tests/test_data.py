@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,6 +13,7 @@ from PIL import Image
 
 from realvsai import data, images
 from realvsai.errors import UserError
+from realvsai.model import SquareResize
 
 
 def test_scan_images_labels_files_in_class_name_order(tmp_path, make_class_folder):
@@ -285,9 +287,30 @@ def test_training_crops_are_native_resolution_crops_of_the_model_size(tmp_path):
     assert sum(native) == 2  # each epoch, the large image's crop is its own pixels, unresized (the small one is not)
 
 
-def test_pngs_of_one_size_stay_at_their_size_whatever_the_image_size(tmp_path, make_class_folder):
+def test_dataset_of_large_pngs_of_one_size_holds_images_of_the_model_size(tmp_path, make_class_folder):
     make_class_folder(tmp_path, {"a": 2}, size=(400, 300))
+    scanned = data.scan_images(tmp_path)
 
-    (pixels, _), = data.make_dataset(data.scan_images(tmp_path), batch_size=4, image_size=32)
+    (pixels, _), = data.make_dataset(scanned, batch_size=4, image_size=32)
+    native = images.load_rgb(scanned.files[0]).astype(np.float32)
+    by_the_model = keras.ops.convert_to_numpy(SquareResize(32)(native[None]))[0]  # where they were resized before
 
-    assert pixels.shape == (2, 300, 400, 3)  # today's path: the model resizes them
+    # Not (2, 300, 400, 3): a batch of 12-megapixel photos at their own size took gigabytes.
+    assert pixels.shape == (2, 32, 32, 3)
+    np.testing.assert_allclose(pixels.numpy()[0], by_the_model, atol=1e-4)
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
+@pytest.mark.parametrize(("size", "image_size", "kept"), [
+    ((64, 64), 32, True),  # as uint8 it takes what the 32x32 float32 square takes
+    ((65, 64), 32, False),
+    ((40, 56), 32, True),
+    ((4032, 3024), 224, False),
+    ((32, 32), 224, True),  # small images are enlarged by the model, not cached enlarged
+])
+def test_one_size_is_kept_only_while_it_takes_no_more_memory_than_the_resized_square(size, image_size, kept,
+                                                                                      image_format):
+    scanned = data.LabelledImages([Path("a/1"), Path("a/2")], [0, 0], ["a"], [size] * 2, [False] * 2,
+                                  formats=[image_format] * 2)
+
+    assert data.kept_size(scanned, image_size) == (size if kept else None)

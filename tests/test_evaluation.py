@@ -224,7 +224,7 @@ def test_most_confident_errors_come_first():
 
 
 def test_predictions_over_several_batches_keep_the_file_order(tmp_path, make_class_folder, binary_model):
-    images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 5, "REAL": 5}))
+    images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 5, "REAL": 5}, size=(16, 16)))
     probabilities = prediction.predict_images(binary_model, images, 4, 8)
     one_by_one = np.concatenate([
         np.asarray(binary_model(load_rgb(path)[None].astype(np.float32), training=False)) for path in images.files])
