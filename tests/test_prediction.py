@@ -198,3 +198,16 @@ def test_predict_on_a_missing_folder_fails_with_one_line(tmp_path):
     process = run_script("ModelTraining.py", "--predict", run, "--input", tmp_path / "missing")
 
     assert process.returncode == 1 and "is not a folder" in process.stderr
+
+
+def test_file_names_that_a_spreadsheet_would_run_as_formulas_are_written_as_text(tmp_path, binary_model):
+    folder = tmp_path / "photos"
+    write_image(folder / "=1+2.png", seed=1)
+    write_image(folder / "-2023 holiday.png", seed=2)
+    write_image(folder / "@home.png", seed=3)
+    (folder / "+broken.png").write_bytes(b"not an image")
+    prediction.predict_folder(binary_model, model_info(CLASSES), folder, tmp_path / "out", batch_size=2)
+
+    names = [row["file"] for row in read_rows(tmp_path / "out" / "predictions.csv")]
+    assert sorted(names) == ["'-2023 holiday.png", "'=1+2.png", "'@home.png"]
+    assert [row["file"] for row in read_rows(tmp_path / "out" / "unreadable.csv")] == ["'+broken.png"]
