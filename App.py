@@ -46,6 +46,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from realvsai import inference
 from realvsai.cli import make_parser, positive_int, setup_logging
 from realvsai.errors import UserError
+from realvsai.files import spreadsheet_safe
 from realvsai.run import ModelRun, list_runs, load_run, read_run
 
 if not st.runtime.exists():
@@ -137,20 +138,13 @@ def results_table(results: Sequence[inference.UploadResult], class_names: Sequen
     return rows
 
 
-def _spreadsheet_safe(value: object) -> object:
-    # A file name like "=HYPERLINK(...)" would run as a formula when the CSV is opened in a spreadsheet.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def _csv_cell(value: object) -> object:
     # As predictions.csv writes them: 6 decimals, true/false, empty for a missing value.
     if value is None:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
-    return f"{value:.6f}" if isinstance(value, float) else _spreadsheet_safe(value)
+    return f"{value:.6f}" if isinstance(value, float) else spreadsheet_safe(value)
 
 
 def results_csv(rows: Sequence[dict[str, Any]]) -> str:

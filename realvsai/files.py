@@ -255,6 +255,14 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) 
     return True
 
 
+def spreadsheet_safe(value: object) -> object:
+    """``value``, or a text starting with ``=``, ``+``, ``-``, ``@``, tab or CR behind a ``'``: the cell of a CSV
+    meant for people, which a spreadsheet would otherwise run as a formula (a file named ``=HYPERLINK(...)``)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Adds ``rows`` to the CSV at ``path``, keeping every row already there (under the columns they share)."""
     old_rows = []

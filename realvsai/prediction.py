@@ -22,7 +22,7 @@ import numpy as np
 from realvsai import images as image_io
 from realvsai.config import MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE
 from realvsai.errors import UserError
-from realvsai.files import list_images, write_csv
+from realvsai.files import list_images, spreadsheet_safe, write_csv
 from realvsai.metrics import DecisionRule
 from realvsai.run import ModelInfo, Predictor, doubt
 
@@ -101,7 +101,8 @@ def write_predictions(path: Path, folder: Path, files: Sequence[Path], probabili
     uncertain = rule.uncertain(probabilities, np.array([reason is not None for reason in unfamiliar], dtype=bool))
     header = ["file", *(["true"] if true_labels is not None else []), "predicted",
               *(f"probability_{name}" for name in class_names), "uncertain", "unfamiliar"]
-    rows = [[relative_name(file, folder), *([class_names[true_labels[index]]] if true_labels is not None else []),
+    rows = [[spreadsheet_safe(relative_name(file, folder)),
+             *([class_names[true_labels[index]]] if true_labels is not None else []),
              class_names[int(predicted[index])], *(f"{value:.6f}" for value in probabilities[index]),
              str(bool(uncertain[index])).lower(), unfamiliar[index] or ""]
             for index, file in enumerate(files)]
@@ -152,7 +153,8 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
                                              probabilities, class_names, info.rule(), unlike)
     unreadable = sorted((relative_name(Path(path), folder), reason) for path, reason in skipped)
     if unreadable:
-        write_csv(out_dir / UNREADABLE_FILE, ["file", "reason"], unreadable)
+        write_csv(out_dir / UNREADABLE_FILE, ["file", "reason"],
+                  [(spreadsheet_safe(name), reason) for name, reason in unreadable])
         logger.warning("%d files could not be read; they are listed in %s", len(unreadable), out_dir / UNREADABLE_FILE)
     return PredictionSummary(out_dir, {name: int(np.sum(predicted == index)) for index, name in enumerate(class_names)},
                              int(np.sum(uncertain)), sum(reason is not None for reason in unlike), unreadable)
