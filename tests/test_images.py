@@ -178,3 +178,19 @@ def test_read_header_estimates_the_jpeg_quality(quality):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
     assert images.read_header(encode(image, "JPEG", quality=quality)).jpeg_quality == quality
     assert images.read_header(encode(image, "PNG")).jpeg_quality is None
+
+
+def test_the_pixel_limit_message_names_only_scripts_that_take_max_pixels(tmp_path):
+    import importlib
+    import re
+
+    problem = images.image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=1000)
+
+    named = re.findall(r"(\w+)\.py take --max-pixels|(\w+)\.py(?:,| and)", problem)
+    scripts = {name for pair in named for name in pair if name}
+    assert {"DataSplitD1", "App"} <= scripts
+    for script in scripts:
+        positional = ["src"] if script.startswith("DataSplit") else []
+        assert importlib.import_module(script).parse_args([*positional, "--max-pixels", "5"]).max_pixels == 5
+    # ModelTraining has no such flag: the message must not send its users to one.
+    assert "ModelTraining.py take" not in problem
