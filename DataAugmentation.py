@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, positive_int, progress, run_main, setup_logging
-from realvsai.config import MAX_IMAGE_PIXELS, flag_name
+from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, flag_name
 from realvsai.errors import UserError
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
 from realvsai.moving import (
@@ -51,9 +51,8 @@ from realvsai.moving import (
 
 logger = logging.getLogger("realvsai.augment")
 
-# The offline presets; realvsai.config.PRESETS adds "none", which would only write identical
-# copies. Not imported from there: that module loads TensorFlow, and --help must stay instant.
-OFFLINE_PRESETS = ("classic", "detector")
+# The offline presets: training's, less "none", which would only write identical copies.
+OFFLINE_PRESETS = tuple(preset for preset in PRESETS if preset != "none")
 # What a copy's bytes depend on besides its source (--copies and --batch-size through the random draws), recorded
 # in augmented_train: a run with others would mix its copies with the earlier ones under the same names. Only
 # --copies may grow: the copies there stay, the new ones are added, and each image has what the summary says.
