@@ -763,6 +763,37 @@ def test_a_run_killed_in_its_final_evaluation_finishes_it_on_resume(tmp_path, ma
         resolve_run_dir(TrainConfig(out=tmp_path / "models", name="run"), resume=True)
 
 
+def project_layer_classifier(num_classes: int, **settings) -> keras.Model:
+    """A stand-in that holds one of the project's registered layers, as model.h5 always does."""
+    pixels = keras.Input((None, None, 3))
+    x = model_module.SquareResize(8, name="resize")(pixels)
+    x = keras.layers.Rescaling(1 / 255)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(pixels, keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x))
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_its_final_evaluation_finishes_on_resume_in_a_new_process(tmp_path, make_class_folder,
+                                                                                   monkeypatch):
+    from realvsai import evaluation
+
+    make_class_folder(tmp_path / "data" / "test", {"FAKE": 3, "REAL": 3}, seed=9)
+
+    def killed_while_evaluating(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(evaluation, "evaluate_run", killed_while_evaluating)
+    with pytest.raises(Killed):
+        train_with(project_layer_classifier, monkeypatch, tmp_path, make_class_folder)
+
+    # A new process has imported nothing of the project's model yet: model.h5's layers must still load.
+    process = run_script("ModelTraining.py", "--resume", "--name", "run", "--out", tmp_path / "models", "--quiet")
+
+    assert process.returncode == 0, process.stderr
+    assert (tmp_path / "models" / "run" / "MODEL_CARD.md").is_file()
+    assert not (tmp_path / "models" / "run" / "backup").exists()
+
+
 # --- Keras 3 on JAX: model.fit under keras.distribution.DataParallel --------------------------------
 
 JAX_TRAINING_SCRIPT = r'''
