@@ -218,11 +218,10 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
     curves, model.json, and with ``data_dir/test`` the threshold, evaluation and card. Removing the backup
     comes last: until then ``--resume`` comes back here (the backup's TRAINED_FILE), so a kill never leaves
     a run half-finished."""
-    if model is None:
-        import keras
+    from realvsai import plots, run
 
-        model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
-    from realvsai import plots
+    if model is None:
+        model = run.load_model(run_dir / MODEL_FILE)  # the one loader: it registers the project's layers first
 
     fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
     plots.plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start)

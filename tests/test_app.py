@@ -74,6 +74,7 @@ UNSURE = ("patch.png", encode(bright_patch(64)), PNG)
 
 
 def test_without_a_model_the_app_says_how_to_train_one(start_app, tmp_path):
+    (tmp_path / "models").mkdir()
     app = start_app("--models", tmp_path / "models")
 
     assert any("no trained model" in text for text in texts(app))
@@ -429,3 +430,37 @@ def test_app_py_help_imports_neither_tensorflow_nor_scikit_learn():
                 if line.startswith("import time")}
     assert finished.returncode == 0 and "streamlit" in imported
     assert not imported & {"tensorflow", "keras", "sklearn"}
+
+
+def test_a_bad_app_option_is_shown_on_the_page_not_a_blank_one(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["App.py", "--batch-size", "0"])
+    app = AppTest.from_file(str(APP), default_timeout=60)
+    app.run()
+
+    assert not app.exception, app.exception
+    assert "--batch-size" in app.error[0].value and "streamlit run App.py --" in app.error[0].value
+
+
+def test_the_confidence_slider_of_a_two_class_model_starts_at_one_half(start_app, thresholded_models):
+    app = start_app("--models", thresholded_models)  # below 0.5 the Uncertain band would turn inside out
+
+    assert app.slider[0].min == 0.5
+    assert "of the way from the decision threshold" in app.slider[0].help
+
+
+def test_a_damaged_newest_model_points_to_the_others_in_the_sidebar(start_app, tmp_path):
+    write_run(tmp_path, "older", created="2024-01-01T00:00:00+00:00")
+    folder = write_run(tmp_path, "damaged", created="2025-01-01T00:00:00+00:00")
+    (folder / "model.h5").write_bytes(b"this is not HDF5")
+
+    app = start_app("--models", tmp_path)
+
+    assert "model.h5 is not a Keras HDF5 model" in app.error[0].value
+    assert "choose another model in the sidebar" in app.error[0].value
+
+
+def test_a_models_folder_that_does_not_exist_is_named_as_missing(start_app, tmp_path):
+    app = start_app("--models", tmp_path / "modles")
+
+    assert any("modles" in text and "no such folder" in text for text in texts(app))
+    assert not any("no trained model" in text for text in texts(app))
