@@ -211,3 +211,12 @@ def test_file_names_that_a_spreadsheet_would_run_as_formulas_are_written_as_text
     names = [row["file"] for row in read_rows(tmp_path / "out" / "predictions.csv")]
     assert sorted(names) == ["'-2023 holiday.png", "'=1+2.png", "'@home.png"]
     assert [row["file"] for row in read_rows(tmp_path / "out" / "unreadable.csv")] == ["'+broken.png"]
+
+
+def test_an_output_path_that_is_a_file_fails_before_any_image_is_predicted(tmp_path, binary_model, monkeypatch):
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    monkeypatch.setattr(prediction, "predict_images", lambda *args, **kwargs: pytest.fail("predicted first"))
+
+    with pytest.raises(OSError):
+        prediction.predict_folder(binary_model, model_info(CLASSES), tmp_path / "photos", tmp_path / "taken")
