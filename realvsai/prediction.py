@@ -134,6 +134,7 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]
     if not usable and not skipped:
         raise UserError(f"{folder} holds no image file (names ending in .jpg, .jpeg, .png, .bmp or .webp).")
+    out_dir.mkdir(parents=True, exist_ok=True)  # now: a path the file system refuses fails before the model runs
     probabilities = np.zeros((0, len(class_names)), np.float32)
     if usable:
         files, kept = (list(column) for column in zip(*usable))
@@ -148,7 +149,6 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
         usable = [pair for pair, bad in zip(usable, failed) if not bad]
         probabilities = probabilities[~failed]
     unlike = [doubt(info, header.width, header.height, header.image_format) for _, header in usable]
-    out_dir.mkdir(parents=True, exist_ok=True)
     predicted, uncertain = write_predictions(out_dir / PREDICTIONS_FILE, folder, [path for path, _ in usable],
                                              probabilities, class_names, info.rule(), unlike)
     unreadable = sorted((relative_name(Path(path), folder), reason) for path, reason in skipped)
