@@ -30,6 +30,7 @@ Start it with Streamlit; the app's own options come after "--":
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import logging
@@ -222,7 +223,11 @@ def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[ModelRun], 
 def no_model_page(models_dir: Path) -> None:
     """What a first-time user sees: how to get a model."""
     st.title("🔍 Real or AI?")
-    st.info(f"There is no trained model in {_code(str(models_dir.resolve()))} yet.")
+    if not models_dir.is_dir():
+        st.info(f"{_code(str(models_dir.resolve()))}: no such folder. Give `--models` the folder that holds the "
+                "training runs (default: `models`), or train a model first.")
+    else:
+        st.info(f"There is no trained model in {_code(str(models_dir.resolve()))} yet.")
     st.markdown("Train one on the small built-in demo dataset (a few minutes on a laptop), then start the app again:")
     st.code("python ModelTraining.py --demo\nstreamlit run App.py", language="bash")
     st.markdown("Trained one somewhere else? Point the app at its folder (the one holding `model.h5` and "
@@ -239,27 +244,34 @@ def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
     return by_path[chosen]
 
 
-def open_model(run: ModelRun, batch_size: int) -> inference.Classifier:
-    """The loaded model; an unreadable one ends the page with a message instead of a traceback."""
+def open_model(run: ModelRun, batch_size: int, others: bool) -> inference.Classifier:
+    """The loaded model; an unreadable one ends the page with a message instead of a traceback (``others``:
+    whether the sidebar offers other models)."""
+    elsewhere = " Or choose another model in the sidebar." if others else ""
     try:
         return cached_classifier(str(run.model_file), run.model_file.stat().st_mtime, batch_size)
     except UserError as error:
-        st.error(str(error))
+        st.error(f"{error}{elsewhere}")
     except Exception as error:  # Keras raises many types for a damaged or foreign file; all end here
         logger.exception("cannot load %s", run.model_file)
         st.error(f"Could not load {_code(str(run.model_file))} ({type(error).__name__}: {error}). "
-                 "Train the model again, or choose another one in the sidebar.")
+                 f"Train the model again.{elsewhere}")
     st.stop()
 
 
 def sidebar_settings(run: ModelRun, classifier: inference.Classifier) -> Settings:
     """The confidence threshold and the Grad-CAM switch (with the layer it explains from)."""
+    # At a decision threshold the Uncertain band spans (this - 0.5) / 0.5 of the way to 0 and to 1: below 0.5
+    # it would turn inside out.
+    two_classes = run.info.rule(run.confidence_threshold).decision_threshold is not None and len(run.class_names) == 2
+    lowest = 0.5 if two_classes else 0.0
     threshold = st.sidebar.slider(
-        "Confidence threshold", min_value=0.0, max_value=1.0, value=run.confidence_threshold, step=0.01,
-        key=f"threshold:{run.path}",
-        help="A result whose top probability is below this is marked Uncertain; with a decision threshold "
-             "(two classes), one whose P(positive) is within this minus 0.5 of it. The default comes from "
-             "the model's model.json.")
+        "Confidence threshold", min_value=lowest, max_value=1.0, value=max(lowest, run.confidence_threshold),
+        step=0.01, key=f"threshold:{run.path}",
+        help=("An answer is Uncertain when P(positive) lies within (this − 0.5) / 0.5 of the way from the decision "
+              "threshold to 0 and to 1 (the page states the band); 0.5: never." if two_classes else
+              "An answer is Uncertain when its top probability is below this.")
+        + " The default comes from the model's model.json.")
     explain_on = st.sidebar.toggle("Explain with Grad-CAM", value=False, key="explain",
                                    help="Colours the regions that made the model choose its class "
                                         "(gradient-weighted class activation map of the backbone's last "
@@ -389,15 +401,25 @@ def batch_table(results: list[inference.UploadResult], run: ModelRun, settings: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    setup_logging(args.quiet)
     st.set_page_config(page_title="Real vs AI", page_icon="🔍", layout="wide")
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage), contextlib.redirect_stdout(usage):
+            args = parse_args(argv)
+    except SystemExit as stop:  # argparse's exit would end Streamlit's script thread, leaving a blank page
+        if not stop.code:  # --help
+            st.code(usage.getvalue(), language=None)
+            return 0
+        st.error(f"{usage.getvalue().strip().splitlines()[-1]} (the app's options come after `--`: "
+                 "`streamlit run App.py -- --help` lists them).")
+        return int(stop.code)
+    setup_logging(args.quiet)
     runs, default = find_runs(args.models, args.model)
     if not runs:
         no_model_page(args.models)
         return 0
     run = model_selector(runs, default)
-    classifier = open_model(run, args.batch_size)
+    classifier = open_model(run, args.batch_size, others=len(runs) > 1)
     settings = sidebar_settings(run, classifier)
     model_card(run, settings)
     uploads = upload_section()
