@@ -180,6 +180,12 @@ def test_missing_weights_file_is_a_user_error(tmp_path):
         build_model(2, image_size=32, weights=str(tmp_path / "nope.h5"))
 
 
+def test_a_weights_folder_is_named_as_a_folder_not_as_missing(tmp_path):
+    with pytest.raises(UserError, match="is a folder") as error:
+        check_weights_file(tmp_path, "resnet101")
+    assert "no such file" not in str(error.value)
+
+
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text"])
 def test_corrupt_weights_file_is_a_user_error_naming_it(tmp_path, kind):
     weights = broken_hdf5(tmp_path / "resnet101_notop.h5", kind)
