@@ -96,6 +96,9 @@ class SquareResize(keras.layers.Layer):
 def check_weights_file(weights: str | Path, backbone: str) -> None:
     """Raises a UserError for a ``--weights`` path that is missing, or not HDF5 (an interrupted copy, an HTML page)."""
     path = Path(weights).expanduser()
+    if path.is_dir():
+        raise UserError(f"--weights {weights} is a folder. Give the {backbone} weights file inside it (an .h5), "
+                        "'imagenet' or 'none'.")
     if not path.is_file():
         raise UserError(f"--weights {weights}: no such file. Give a {backbone} weights file, 'imagenet' or 'none'.")
     try:
