@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_image
+from conftest import REPO, write_image
 from PIL import Image
 
 from realvsai import data, images
@@ -314,3 +317,19 @@ def test_one_size_is_kept_only_while_it_takes_no_more_memory_than_the_resized_sq
                                   formats=[image_format] * 2)
 
     assert data.kept_size(scanned, image_size) == (size if kept else None)
+
+
+@pytest.mark.slow
+def test_the_large_image_benchmark_measures_reduced_and_full_decoding(tmp_path):
+    for index in range(4):  # short side 400: at 32 px, decoded at 1/8 (reduced) or whole (full)
+        write_image(tmp_path / "photos" / ("a" if index % 2 else "b") / f"{index}.jpg", seed=index, size=(600, 400))
+    results = tmp_path / "large_images.json"
+
+    process = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_large_images.py"), "--data",
+                              str(tmp_path / "photos"), "--image-sizes", "32", "--batch-size", "2", "--repeats", "1",
+                              "--results", str(results)], capture_output=True, text=True, timeout=600)
+
+    assert process.returncode == 0, process.stderr[-2000:]
+    measured = json.loads(results.read_text())["sizes"]["32"]
+    assert measured["reduced"]["images"] == measured["full"]["images"] == 4
+    assert measured["full"]["pipeline_peak_mib"] < measured["full"]["peak_rss_mib"] / 2  # TensorFlow not counted
