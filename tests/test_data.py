@@ -333,3 +333,17 @@ def test_the_large_image_benchmark_measures_reduced_and_full_decoding(tmp_path):
     measured = json.loads(results.read_text())["sizes"]["32"]
     assert measured["reduced"]["images"] == measured["full"]["images"] == 4
     assert measured["full"]["pipeline_peak_mib"] < measured["full"]["peak_rss_mib"] / 2  # TensorFlow not counted
+
+
+def test_the_pipeline_decodes_under_the_pixel_limit_the_images_were_scanned_under(tmp_path, monkeypatch):
+    write_image(tmp_path / "a" / "gray16.png", seed=1, size=(40, 30))  # 16-bit: decoded by Pillow
+    Image.fromarray(np.full((30, 40), 30000, np.uint16)).save(tmp_path / "a" / "gray16.png")
+    scanned = data.scan_images(tmp_path, max_pixels=10**10)
+    limits = []
+    real_load = images.load_rgb
+    monkeypatch.setattr(images, "load_rgb", lambda *args, **kwargs: limits.append(kwargs.get("max_pixels"))
+                        or real_load(*args, **kwargs))
+
+    list(data.make_dataset(scanned, batch_size=1, image_size=32))
+
+    assert scanned.max_pixels == 10**10 and limits == [10**10]

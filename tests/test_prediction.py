@@ -220,3 +220,15 @@ def test_an_output_path_that_is_a_file_fails_before_any_image_is_predicted(tmp_p
 
     with pytest.raises(OSError):
         prediction.predict_folder(binary_model, model_info(CLASSES), tmp_path / "photos", tmp_path / "taken")
+
+
+def test_the_predict_command_s_max_pixels_sets_the_limit_its_images_are_read_under(tmp_path):
+    run = write_run(tmp_path, "run")
+    write_image(tmp_path / "photos" / "a.png", seed=1, size=(40, 30))
+
+    process = run_script("ModelTraining.py", "--predict", run, "--input", tmp_path / "photos", "--out",
+                         tmp_path / "out", "--max-pixels", "1000")
+
+    assert process.returncode == 0, process.stderr
+    (row,) = read_rows(tmp_path / "out" / "unreadable.csv")
+    assert row["file"] == "a.png" and "more than the limit of 1,000 pixels" in row["reason"]
