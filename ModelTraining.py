@@ -52,11 +52,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realvsai.cli import make_parser, run_main, setup_logging
+from realvsai.cli import make_parser, positive_int, run_main, setup_logging
 from realvsai.config import (
     BACKBONES,
     INPUT_MODES,
     LIMITS,
+    MAX_IMAGE_PIXELS,
     PRECISIONS,
     PRESETS,
     TrainConfig,
@@ -154,6 +155,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                "(and its sub-folders) into OUT/predictions.csv (default OUT: predictions-<input "
                                "folder> beside the model; when it already holds results, a new OUT-2 beside it)")
     evaluate.add_argument("--input", type=Path, help="folder of images, of unknown class, to --predict")
+    evaluate.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
+                          help="with --evaluate and --predict: images with more pixels are refused unread "
+                               "(decompression bombs); raise it for larger scans")
     args = parser.parse_args(argv)
     if args.predict is not None and args.input is None:
         parser.error("--predict needs --input DIR")
@@ -239,8 +243,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path | None = None,
-                        batch_size: int = TrainConfig.batch_size, robustness: bool = False
-                        ) -> tuple[Path, dict[str, Any]]:
+                        batch_size: int = TrainConfig.batch_size, robustness: bool = False,
+                        max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[Path, dict[str, Any]]:
     """``--evaluate``: metrics and plots of a saved model on folders of class folders (one source each).
 
     Returns:
@@ -258,7 +262,7 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
     if out_dir != requested:
         logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
     metrics = evaluation.evaluate_folders(model, loaded.info, [Path(test_dir) for test_dir in test_dirs], out_dir,
-                                          batch_size=batch_size, robustness=robustness)
+                                          batch_size=batch_size, robustness=robustness, max_pixels=max_pixels)
     return out_dir, metrics
 
 
@@ -305,7 +309,7 @@ def run_demo(args: argparse.Namespace) -> None:
 
 def run_evaluation(args: argparse.Namespace) -> None:
     out_dir, metrics = evaluate_model_file(args.evaluate, args.test_dir, args.out, batch_size=args.batch_size,
-                                           robustness=args.robustness)
+                                           robustness=args.robustness, max_pixels=args.max_pixels)
     summary = {key: metrics[key] for key in ("accuracy", "f1", "roc_auc") if key in metrics}
     folders = ", ".join(str(folder) for folder in args.test_dir)
     print(f"evaluated {args.evaluate} on {folders}: {json.dumps(summary)}; outputs in {out_dir}")
@@ -321,7 +325,7 @@ def run_prediction(args: argparse.Namespace) -> None:
     if out_dir != requested:
         logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
     summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
-                                        verbose=0 if args.quiet else "auto")
+                                        max_pixels=args.max_pixels, verbose=0 if args.quiet else "auto")
     print(summary.describe(args.input))
 
 

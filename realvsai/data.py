@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from realvsai import images as image_io
-from realvsai.config import CROP_GRID
+from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import list_images
 from realvsai.image_stats import ImageFacts
@@ -46,6 +46,7 @@ class LabelledImages:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why) for broken files
     formats: list[str] = field(default_factory=list)  # Pillow's format name of each file ("JPEG", ...)
     jpeg_qualities: list[int | None] = field(default_factory=list)  # each JPEG's estimated quality, else None
+    max_pixels: int = MAX_IMAGE_PIXELS  # the limit the files were scanned under, which decoding keeps
 
     def __len__(self) -> int:
         return len(self.files)
@@ -58,7 +59,8 @@ class LabelledImages:
         """The images at ``indices``, in that order, with every per-file list cut alike (``skipped`` as it is)."""
         return replace(self, **{item.name: [getattr(self, item.name)[index] for index in indices]
                                 for item in fields(self)
-                                if item.name not in ("class_names", "skipped") and getattr(self, item.name)})
+                                if item.name not in ("class_names", "skipped", "max_pixels")
+                                and getattr(self, item.name)})
 
     def facts(self) -> list[ImageFacts]:
         """Each file's class, size, format, file size and JPEG quality, for ``image_stats``."""
@@ -71,13 +73,15 @@ class LabelledImages:
     @staticmethod
     def join(parts: Sequence[LabelledImages]) -> LabelledImages:
         """``parts``' images (and skipped files) one after the other; the parts share their class names."""
-        return LabelledImages(class_names=list(parts[0].class_names),
+        return LabelledImages(class_names=list(parts[0].class_names), max_pixels=parts[0].max_pixels,
                               **{item.name: [value for part in parts for value in getattr(part, item.name)]
-                                 for item in fields(LabelledImages) if item.name != "class_names"})
+                                 for item in fields(LabelledImages) if item.name not in ("class_names", "max_pixels")})
 
 
-def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> LabelledImages:
-    """The images of ``folder/<Class>/`` with their headers; files without one are skipped and named.
+def scan_images(folder: Path, class_names: Sequence[str] | None = None,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> LabelledImages:
+    """The images of ``folder/<Class>/`` with their headers; files without one, or with more than ``max_pixels``
+    pixels, are skipped and named.
 
     ``class_names`` is the label order (the folder must have exactly these; None: the sorted sub-folders).
     A UserError if the folder is missing, has other classes than ``class_names``, or holds no image.
@@ -91,7 +95,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> Label
         raise UserError(f"{folder} has class folders {sorted(found)}, but {sorted(class_names)} were expected "
                         f"({details}). Rename the folders (or re-split with --rename OLD=NEW) so the names match.")
     candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
-    results = image_io.read_headers([path for path, _ in candidates], desc=f"checking {folder.name}")
+    results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}")
     files, labels, sizes, needs_pil, formats, qualities, skipped = [], [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
@@ -106,7 +110,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None) -> Label
         qualities.append(result.jpeg_quality)
     if not files:
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
-    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities)
+    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities, max_pixels)
 
 
 def scan_splits(data_dir: Path) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
@@ -197,17 +201,19 @@ def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.stack([image[top:top + size, left:left + size, :] for top in tops for left in lefts])
 
 
-def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray) -> np.ndarray:
+def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray, max_pixels: np.ndarray) -> np.ndarray:
     path = path.item() if isinstance(path, np.ndarray) else path  # eager numpy_function: a 0-d array
     return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)),
-                             image_size=int(image_size) or None)
+                             image_size=int(image_size) or None, max_pixels=int(max_pixels))
 
 
-def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = None) -> tf.Tensor:
+def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> tf.Tensor:
     """The ``(height, width, 3)`` uint8 pixels of the image file ``path``, upright, inside a tf.data map.
 
     Pixel for pixel what ``images.load_rgb`` gives: TensorFlow's decoders, or Pillow where ``use_pil``
-    says they differ. With ``image_size``, a large JPEG decodes at 1/2, 1/4 or 1/8 (``images.jpeg_scale``).
+    says they differ (refusing more than ``max_pixels``, as the scan did). With ``image_size``, a large JPEG
+    decodes at 1/2, 1/4 or 1/8 (``images.jpeg_scale``).
     """
     import tensorflow as tf
 
@@ -234,7 +240,8 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = Non
                        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
 
     def with_pillow() -> tf.Tensor:
-        return tf.numpy_function(_decode_with_pil, [path, tf.constant(image_size or 0)], tf.uint8, stateful=False)
+        arguments = [path, tf.constant(image_size or 0), tf.constant(max_pixels, tf.int64)]
+        return tf.numpy_function(_decode_with_pil, arguments, tf.uint8, stateful=False)
 
     return tf.ensure_shape(tf.cond(use_pil, with_pillow, with_tensorflow), [None, None, 3])
 
@@ -302,7 +309,7 @@ def make_dataset(
     cached = pixels * (3 if crops or uniform else 12) <= cache_bytes  # uint8 RGB, or float32 when resized here
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        pixels = decode_rgb(path, pil, None if crops else image_size)
+        pixels = decode_rgb(path, pil, None if crops else image_size, images.max_pixels)
         if transform is not None:
             pixels = transform(pixels)
         if crops:

@@ -76,7 +76,7 @@ def perturbed_copies(images: LabelledImages, kind: str, strength: float,
     copies: list[tuple[Path, tuple[int, int]] | None] = []
     for index, path in enumerate(images.files):
         try:
-            pixels = load_rgb(path)
+            pixels = load_rgb(path, images.max_pixels)
         except ImageDecodeError as error:
             logger.warning("skipping %s under %s %g: %s", path, kind, strength, error)
             copies.append(None)
@@ -202,14 +202,16 @@ def source_names(folders: Sequence[Path]) -> list[str]:
     return names
 
 
-def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path], batch_size: int) -> list[Source]:
-    """Each folder's usable images (its classes must be the model's) and their probabilities."""
+def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path], batch_size: int,
+                     max_pixels: int = config.MAX_IMAGE_PIXELS) -> list[Source]:
+    """Each folder's usable images (its classes must be the model's; more than ``max_pixels`` pixels: skipped)
+    and their probabilities."""
     from realvsai.data import scan_images
 
     class_names = list(info.class_names)
     sources = []
     for name, folder in zip(source_names(folders), folders, strict=True):
-        images = scan_images(Path(folder), class_names=class_names)
+        images = scan_images(Path(folder), class_names=class_names, max_pixels=max_pixels)
         probabilities = prediction.predict_images(model, images, batch_size, info.image_size,
                                                   input_mode=info.input_mode)
         if probabilities.shape[1] != len(class_names):
@@ -269,8 +271,10 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
 
 
 def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folders: Sequence[Path],
-                     out_dir: Path, batch_size: int = BATCH_SIZE, *, robustness: bool = False) -> dict[str, Any]:
-    """Evaluates the model on folders of class folders (one source each) into ``out_dir``, with EVALUATION.md.
+                     out_dir: Path, batch_size: int = BATCH_SIZE, *, robustness: bool = False,
+                     max_pixels: int = config.MAX_IMAGE_PIXELS) -> dict[str, Any]:
+    """Evaluates the model on folders of class folders (one source each) into ``out_dir``, with EVALUATION.md;
+    images of more than ``max_pixels`` pixels are skipped unread (decompression bombs).
 
     metrics.json adds ``sources`` (each folder's ``source_metrics``) and ``combined``; ``robustness``
     adds the accuracy (and two-class ROC AUC) under every ``PERTURBATIONS`` entry and robustness.png.
@@ -288,7 +292,7 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
     class_names = list(info.class_names)
     rule = info.rule()
     threshold = rule.decision_threshold
-    sources = _predict_sources(model, info, folders, batch_size)
+    sources = _predict_sources(model, info, folders, batch_size, max_pixels)
     # The class distribution shows the model's training splits, then the evaluated images.
     split_counts = {split: dict(counts) for split, counts in (info.get("counts") or {}).items() if split != TEST}
     split_counts["evaluated"] = {name: sum(source.images.labels.count(index) for source in sources)

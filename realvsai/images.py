@@ -89,8 +89,9 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> I
     if width * height > max_pixels:
         image.close()
         raise ImageDecodeError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels (a guard "
-                                 "against decompression bombs; DataSplitD1.py, DataSplitD2.py, DataAugmentation.py "
-                                 "and App.py take --max-pixels to raise it, ModelTraining.py keeps it)")
+                                 "against decompression bombs; --max-pixels raises it in DataSplitD1.py, "
+                                 "DataSplitD2.py, DataAugmentation.py, ModelTraining.py (--evaluate, --predict) and "
+                                 "App.py)")
     return image
 
 

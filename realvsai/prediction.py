@@ -140,7 +140,8 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
         files, kept = (list(column) for column in zip(*usable))
         images = LabelledImages(files, [0] * len(files), class_names,
                                 [(header.width, header.height) for header in kept],
-                                [header.needs_pil for header in kept], formats=[header.image_format for header in kept])
+                                [header.needs_pil for header in kept], formats=[header.image_format for header in kept],
+                                max_pixels=max_pixels)
         probabilities = predict_images(model, images, batch_size, info.image_size, verbose=verbose,
                                        input_mode=info.input_mode)
         failed = np.isnan(probabilities).any(axis=1)

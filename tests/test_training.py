@@ -910,7 +910,7 @@ def test_quiet_prints_no_tensorflow_absl_or_cuda_log_line(tmp_path, make_class_f
 def test_evaluate_takes_the_batch_size_every_program_takes(monkeypatch, tmp_path, flags):
     seen = {}
 
-    def evaluate(model_path, test_dirs, out_dir=None, batch_size=None, robustness=False):
+    def evaluate(model_path, test_dirs, out_dir=None, batch_size=None, robustness=False, max_pixels=None):
         seen["batch_size"] = batch_size
         return tmp_path, {}
 
