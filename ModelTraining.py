@@ -169,6 +169,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--evaluate needs --test-dir DIR")
     if args.test_dir is not None and args.evaluate is None:
         parser.error("--test-dir goes with --evaluate MODEL")
+    if args.max_pixels != MAX_IMAGE_PIXELS and args.evaluate is None and args.predict is None:
+        parser.error(f"--max-pixels goes with --evaluate or --predict; training reads its split with the "
+                     f"{MAX_IMAGE_PIXELS:,}-pixel limit")
     if args.robustness and args.evaluate is None:
         parser.error("--robustness goes with --evaluate MODEL --test-dir DIR")
     if args.demo and args.evaluate is not None:

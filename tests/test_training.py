@@ -947,3 +947,10 @@ def test_demo_refuses_a_training_setting_it_would_ignore(flags, capsys):
 def test_demo_takes_its_own_flags():
     args = ModelTraining.parse_args(["--demo", "--out", "o", "--name", "d", "--resume", "--quiet"])
     assert args.demo and args.resume and args.name == "d"
+
+
+def test_max_pixels_without_evaluate_or_predict_is_bad_usage(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args(["--data", "data", "--max-pixels", "200000000"])
+    assert stopped.value.code == 2
+    assert "--max-pixels goes with --evaluate or --predict" in capsys.readouterr().err
