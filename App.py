@@ -263,7 +263,7 @@ def sidebar_settings(run: ModelRun, classifier: inference.Classifier) -> Setting
     """The confidence threshold and the Grad-CAM switch (with the layer it explains from)."""
     # At a decision threshold the Uncertain band spans (this - 0.5) / 0.5 of the way to 0 and to 1: below 0.5
     # it would turn inside out.
-    two_classes = run.info.rule(run.confidence_threshold).decision_threshold is not None and len(run.class_names) == 2
+    two_classes = run.info.rule().decision_threshold is not None  # the rule keeps one for two classes only
     lowest = 0.5 if two_classes else 0.0
     threshold = st.sidebar.slider(
         "Confidence threshold", min_value=lowest, max_value=1.0, value=max(lowest, run.confidence_threshold),

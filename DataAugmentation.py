@@ -120,11 +120,8 @@ def copy_settings(args: Namespace) -> dict[str, object]:
 
 def refuse_other_settings(augmented_dir: Path, settings: dict[str, object]) -> None:
     """``UserError`` naming the recorded and the given settings where ``augmented_dir`` holds copies made with
-    other ``settings`` (more ``copies`` than recorded are added, not refused)."""
+    other ``settings`` (``moving.changed_copy_settings``)."""
     changed = changed_copy_settings(augmented_dir, settings)
-    recorded_copies = changed.get("copies", (None, None))[0]
-    if isinstance(recorded_copies, int) and recorded_copies < settings["copies"]:
-        del changed["copies"]
     if changed:
         recorded = " ".join(f"{flag_name(name)} {old}" for name, (old, _) in changed.items())
         given = " ".join(f"{flag_name(name)} {new}" for name, (_, new) in changed.items())

@@ -233,7 +233,8 @@ def record_copy_sources(plan: CopyPlan, data_dir: Path, not_copies: Iterable[Pat
 
 
 def changed_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -> dict[str, tuple[object, object]]:
-    """``{name: (recorded, given)}`` for each of ``settings`` other than in ``augmented_train/settings.json``.
+    """``{name: (recorded, given)}`` for each of ``settings`` other than in ``augmented_train/settings.json``, less
+    a higher ``copies`` (the copies there stay and the missing ones are added).
 
     {} when augmented_train holds no copies (aug_*) to mix with, or no record (a folder made before settings
     were recorded: it is completed, not refused). ``UserError`` when the record is unreadable.
@@ -243,14 +244,19 @@ def changed_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -
         return {}
     try:
         recorded = read_json(path)
+        readable = recorded is None or isinstance(recorded, dict)
     except ValueError:  # not JSON, or not UTF-8
-        recorded = ""
-    if recorded is None:
-        return {}
-    if not isinstance(recorded, dict):
+        readable = False
+    if not readable:
         raise UserError(f"{path} is not the record of settings DataAugmentation.py writes; nothing was written. "
                         "Delete it to complete the copies beside it with this run's settings.")
-    return {name: (recorded.get(name), value) for name, value in settings.items() if recorded.get(name) != value}
+    if recorded is None:
+        return {}
+    changed = {name: (recorded.get(name), value) for name, value in settings.items() if recorded.get(name) != value}
+    old_copies, new_copies = changed.get("copies", (None, None))
+    if isinstance(old_copies, int) and isinstance(new_copies, int) and old_copies < new_copies:
+        del changed["copies"]
+    return changed
 
 
 def record_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -> None:
