@@ -54,6 +54,8 @@ OTHER_KINDS = {
     "rgba.png": ("RGBA", "PNG", {}),
     "bilevel.png": ("1", "PNG", {}),
     "lossless.webp": ("RGB", "WEBP", {"lossless": True}),
+    "alpha.webp": ("RGBA", "WEBP", {"lossless": True}),  # TensorFlow cannot give it 3 channels
+    "transparent_gif.png": ("P16", "GIF", {"transparency": 0}),  # a GIF under another name: TF paints it black
 }
 
 
@@ -64,6 +66,8 @@ def test_training_decodes_every_other_format_to_exactly_the_apps_pixels(tmp_path
     path.parent.mkdir()
     image = Image.fromarray(noisy_pixels(40, 56))
     image = image.quantize(16) if mode == "P16" else image.convert(mode)
+    if mode == "RGBA":
+        image.putalpha(200)  # a translucent alpha channel, which the file keeps
     image.save(path, file_format, **options)
 
     trained_on = dataset_pixels(tmp_path, image_size=32)[0]
