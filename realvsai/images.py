@@ -19,9 +19,10 @@ from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
 from realvsai.image_stats import format_name
 
-# Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images). Not BMP: TensorFlow
-# returns a palette BMP's colour indices as gray levels and refuses a 1-bit one (TF 2.21).
-TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
+# Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images; WebP without alpha).
+# Not BMP: TensorFlow returns a palette BMP's colour indices as gray levels and refuses a 1-bit one; not GIF:
+# it paints a transparent pixel black, Pillow in its palette colour; a WebP with alpha it refuses (TF 2.21).
+TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
 # libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size in its inverse DCT, for a fraction of the
@@ -158,6 +159,7 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
             # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
             raise ImageDecodeError(f"the image data is broken ({error})") from error
         needs_pil = (image.format not in TF_DECODABLE_FORMATS or image.mode in _HIGH_BIT_DEPTH_MODES
+                     or (image.format == "WEBP" and image.mode != "RGB")
                      or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1)
         # A quarter turn (orientations 5 to 8): the upright image is transposed.
         width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
