@@ -24,6 +24,7 @@ from types import ModuleType
 import pytest
 from conftest import REPO, write_image
 
+import DataAugmentation
 import DataDeleter
 import DataMerger
 import DataSplitD1
@@ -301,6 +302,10 @@ CASES = [
     Case("merge_name_not_utf8", DataMerger,
          lambda tmp: (classes(tmp / "in" / "train"), non_utf8_name(tmp, "in/train/REAL"),
                       [str(tmp / "in"), "--into", out_dir(tmp), "-q"])[-1], 0, "9 added"),
+    Case("augment_name_not_utf8", DataAugmentation,
+         lambda tmp: (split_dataset(tmp / "in"), non_utf8_name(tmp, "in/train/REAL"),
+                      ["--data", str(tmp / "in"), "--copies", "1", "-q"])[-1], 0, "Wrote 5 copies",
+         untouched="in/train"),
     Case("zip_name_not_utf8", DataZipper,
          with_files(non_utf8_name, lambda tmp: [str(classes(tmp / "in")), "--out", str(tmp / "a.zip"), "-q"]),
          1, "not valid UTF-8"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,18 @@ def test_dataset_keeps_file_order_and_raw_pixel_values_without_shuffle(tmp_path,
     assert pixels.dtype == np.float32 and pixels.shape == (5, 32, 32, 3)  # one size: not resized
     np.testing.assert_array_equal(pixels, expected.astype(np.float32))
     assert labels.tolist() == scanned.labels
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp"])  # TensorFlow's decoders, and Pillow's
+def test_dataset_reads_a_file_whose_name_is_not_utf8(tmp_path, suffix):
+    name = os.fsdecode(b"caf\xe9" + suffix.encode())  # as a Latin-1 zip or a Windows share leaves it
+    write_image(tmp_path / "a" / name, seed=3)
+    scanned = data.scan_images(tmp_path)
+
+    (pixels, _), = data.make_dataset(scanned, batch_size=2, image_size=32)
+
+    expected = np.asarray(Image.open(tmp_path / "a" / name).convert("RGB"), np.float32)
+    np.testing.assert_array_equal(pixels[0], expected)
 
 
 def test_dataset_resizes_only_when_sizes_differ(tmp_path):

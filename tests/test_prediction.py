@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,29 @@ def test_a_file_that_fails_to_decode_after_its_header_is_named_not_shifted(tmp_p
                                                                    [False] * 3), batch_size=2, image_size=32)
     assert np.isnan(probabilities[1]).all()
     np.testing.assert_allclose(probabilities[[0, 2, 3]], alone, atol=1e-5)
+
+
+def test_when_no_file_decodes_after_its_header_every_probability_is_nan(tmp_path, binary_model):
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")  # as if it broke after its header was read
+    images = LabelledImages([fake], [0], CLASSES, [(32, 32)], [False])
+
+    probabilities = prediction.predict_images(binary_model, images, batch_size=2, image_size=32)
+
+    assert probabilities.shape == (1, 2) and np.isnan(probabilities).all()
+
+
+def test_a_file_whose_name_is_not_utf8_is_predicted_and_named_by_its_bytes(tmp_path, binary_model):
+    folder = tmp_path / "photos"
+    write_image(folder / "ok.png", seed=1)
+    write_image(Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.png")), seed=2)
+
+    prediction.predict_folder(binary_model, model_info(CLASSES), folder, tmp_path / "out", batch_size=2)
+
+    with open(tmp_path / "out" / "predictions.csv", newline="", encoding="utf-8", errors="surrogateescape") as stream:
+        rows = list(csv.DictReader(stream))
+    assert sorted(os.fsencode(row["file"]) for row in rows) == [b"caf\xe9.png", b"ok.png"]
+    assert all(row["predicted"] in CLASSES for row in rows)
 
 
 def test_unfamiliar_column_names_why_an_image_is_unlike_the_training_images(tmp_path, binary_model):
