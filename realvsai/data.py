@@ -203,7 +203,7 @@ def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
 
 def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray, max_pixels: np.ndarray) -> np.ndarray:
     path = path.item() if isinstance(path, np.ndarray) else path  # eager numpy_function: a 0-d array
-    return image_io.load_rgb(Path(path.decode() if isinstance(path, bytes) else str(path)),
+    return image_io.load_rgb(Path(os.fsdecode(path)),
                              image_size=int(image_size) or None, max_pixels=int(max_pixels))
 
 
@@ -264,11 +264,12 @@ def kept_size(images: LabelledImages, image_size: int) -> tuple[int, int] | None
 
 
 def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """``(path, label, use_pil)`` of every file: in file order, or in a new seeded order each epoch."""
+    """``(path, label, use_pil)`` of every file: in file order, or in a new seeded order each epoch. Paths
+    travel as the bytes the file system holds, so a name that is not UTF-8 is read too."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices(
-        (tf.constant([str(path) for path in images.files]), tf.constant(images.labels, tf.int32),
+        (tf.constant([os.fsencode(path) for path in images.files]), tf.constant(images.labels, tf.int32),
          tf.constant(images.needs_pil)))
     return dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else dataset
 

@@ -178,7 +178,7 @@ def _compiled(function: Callable, xla: bool) -> Callable:
 
 def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None) -> tf.data.Dataset:
     """Elements ``(batch index, positions of its decoded images, float32 images)``, one per batch."""
-    elements = [(batch_index, position, str(source), batch.needs_pil[position])
+    elements = [(batch_index, position, os.fsencode(source), batch.needs_pil[position])  # bytes: any name
                 for batch_index, batch in enumerate(batches) for position, source in enumerate(batch.sources)]
     batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
 

@@ -387,7 +387,13 @@ class Predictor:
             if isinstance(inputs, tuple):
                 rows, kept = self._indexed.predict(list(inputs), batch_size=self.batch_size, verbose=verbose)
             else:
-                rows, kept = self._indexed.predict(inputs, verbose=verbose)
+                try:
+                    rows, kept = self._indexed.predict(inputs, verbose=verbose)
+                except Exception:
+                    # Keras' predict fails on a dataset that yields no batch: every file failed to decode.
+                    if next(iter(inputs), None) is None:
+                        return np.full((num_rows, len(self.info.class_names)), np.nan, dtype=np.float32)
+                    raise
         kept = np.asarray(kept, dtype=np.int64).reshape(-1)
         probabilities = np.full((num_rows, rows.shape[-1]), np.nan, dtype=np.float32)
         real = kept >= 0
