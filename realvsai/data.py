@@ -284,7 +284,6 @@ def make_dataset(
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
     crops: str | None = None,
-    transform: Callable[[tf.Tensor], tf.Tensor] | None = None,
     first_epoch: int | None = None,
     drop_remainder: bool = False,
 ) -> tf.data.Dataset:
@@ -296,7 +295,6 @@ def make_dataset(
         augment: ``augment(images, seed)`` on every batch, with an int64 seed pair per batch and epoch.
         crops: None resizes the whole image; else native-resolution crops: "random" one per image and
             epoch (training), "centre" the middle one of ``grid_crops`` (validation), "grid" all of them.
-        transform: applied to each decoded uint8 image first; it must keep equal sizes equal.
         first_epoch: None gives one pass (repeat it for more, each reshuffled); a number gives the
             endless passes ``first_epoch``, ``first_epoch + 1``, ..., each shuffled, cropped and augmented
             from ``(seed, epoch)`` alone: a run resumed at epoch k reads what the uninterrupted run read.
@@ -311,14 +309,11 @@ def make_dataset(
 
     def decode(path: tf.Tensor, label: tf.Tensor, pil: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pixels = decode_rgb(path, pil, None if crops else image_size, images.max_pixels)
-        if transform is not None:
-            pixels = transform(pixels)
         if crops:
             return pixels, label
         if not uniform:
             return resize_to_square(tf.cast(pixels, tf.float32), image_size), label
-        # uint8: a quarter of the cache. A transform may change the (common) size.
-        return tf.ensure_shape(pixels, [None, None, 3] if transform else [height, width, 3]), label
+        return tf.ensure_shape(pixels, [height, width, 3]), label  # uint8: a quarter of the cache
 
     # Uncached, the file names are shuffled before decoding, so no buffer ever holds decoded images
     # (50,000 of them at 224 px would take 30 GB); cached, the decoded images are shuffled.

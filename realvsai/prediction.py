@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,8 +62,7 @@ def model_image_size(model: keras.Model, model_info: ModelInfo | Mapping[str, An
 
 
 def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
-                   *, verbose: int | str = 0, input_mode: str = "resize",
-                   transform: Callable[[Any], Any] | None = None) -> np.ndarray:
+                   *, verbose: int | str = 0, input_mode: str = "resize") -> np.ndarray:
     """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode.
 
     The files stream through ``data.make_dataset`` into the run's one predict path (``run.Predictor``),
@@ -76,7 +75,7 @@ def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, 
     # Labels become file indices: the pipeline drops files it cannot decode, so each row carries its file's.
     indexed = dataclasses.replace(images, labels=list(range(len(images))))
     dataset = make_dataset(indexed, batch_size=batch_size, image_size=image_size, shuffle=False, cache_bytes=0,
-                           crops="grid" if input_mode == "crops" else None, transform=transform)
+                           crops="grid" if input_mode == "crops" else None)
 
     def pad(pixels: tf.Tensor, indices: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor]]:
         missing = batch_size - tf.shape(indices)[0]
