@@ -179,6 +179,14 @@ def test_well_compressed_small_text_is_not_a_bomb(tmp_path):
     assert result.extracted == 1
 
 
+@pytest.mark.parametrize("entries", [{}, {"__MACOSX/._a.jpg": b"fork", "__MACOSX/": b"", ".DS_Store": b"junk"}],
+                         ids=["empty", "only-macos-junk"])
+def test_an_archive_with_no_file_to_extract_is_refused_and_leaves_no_folder(tmp_path, entries):
+    with pytest.raises(UserError, match="no file to extract"):
+        extract_archive(make_zip(tmp_path / "a.zip", entries), tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
 def test_symlinked_folder_on_disk_cannot_carry_files_outside(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -403,6 +411,26 @@ def test_zipping_refuses_to_write_inside_the_folder(tmp_path, dataset):
     assert not (dataset / "REAL" / "self.zip").exists()
 
 
+@pytest.mark.parametrize("name", ["back\\slash.jpg", "C:photo.jpg", "REAL/a\\b.jpg", "D:empty"])
+def test_zipping_refuses_a_name_the_unzipper_would_not_extract_as_it_is_before_writing(tmp_path, dataset, name):
+    (dataset / name).mkdir() if name.endswith("empty") else (dataset / name).write_bytes(b"\xff\xd8 photo")
+    with pytest.raises(UserError, match="Rename it") as refused:
+        zip_folder(dataset, tmp_path / "d.zip")
+    assert str(dataset / name) in str(refused.value) and "\n" not in str(refused.value)
+    assert list(tmp_path.glob("*d.zip*")) == []
+
+
+def test_zipping_removes_the_partial_archive_a_killed_run_left(tmp_path, dataset):
+    leftover = tmp_path / ".d.zip.tg4oktwg.tmp"  # what atomic_write leaves when the process is killed
+    leftover.write_bytes(b"PK\x03\x04 half an archive")
+    others = [tmp_path / ".other.zip.abcdefgh.tmp", tmp_path / "d.zip.notes"]
+    for path in others:
+        path.write_text("not ours")
+    zip_folder(dataset, tmp_path / "d.zip")
+    assert not leftover.exists()
+    assert all(path.read_text() == "not ours" for path in others)
+
+
 def test_failed_verification_leaves_no_archive(tmp_path, dataset, monkeypatch):
     monkeypatch.setattr(zipfile.ZipFile, "testzip", lambda self: "REAL/img_000.jpg")
     with pytest.raises(UserError, match="failed its check"):
@@ -423,10 +451,12 @@ def test_unzipper_script_extracts_to_data_raw_by_default(tmp_path):
     assert f"Extracted {len(CONTENT)} files" in finished.stdout
 
 
-@pytest.mark.parametrize("kind", ["slip", "overlap", "corrupt", "clash"])
+@pytest.mark.parametrize("kind", ["slip", "overlap", "corrupt", "clash", "empty"])
 def test_unzipper_script_fails_with_one_line(tmp_path, kind):
     target = tmp_path / "target"
-    if kind == "slip":
+    if kind == "empty":
+        archive = make_zip(tmp_path / "a.zip", {})
+    elif kind == "slip":
         archive = make_zip(tmp_path / "a.zip", {"../evil.txt": b"x"})
     elif kind == "overlap":
         archive = make_overlapping_zip(tmp_path / "a.zip")
@@ -477,6 +507,14 @@ def test_zipper_then_unzipper_scripts_round_trip(tmp_path, dataset):
     assert files_under(tmp_path / "back") == files_under(dataset)
     again = run_script("DataZipper.py", dataset, "--quiet")
     assert again.returncode == 1 and "--overwrite" in again.stderr
+
+
+def test_zipper_script_refuses_a_backslash_name_with_one_line(tmp_path, dataset):
+    (dataset / "back\\slash.jpg").write_bytes(b"\xff\xd8 photo")
+    refused = run_script("DataZipper.py", dataset, "--out", tmp_path / "d.zip")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: ") and refused.stderr.count("\n") == 1, refused.stderr
+    assert "back\\slash.jpg" in refused.stderr and not (tmp_path / "d.zip").exists()
 
 
 @pytest.mark.slow

@@ -219,6 +219,42 @@ def test_a_users_file_in_the_way_is_named_and_fails_the_run_after_the_other_copi
     assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 12  # the 11 copies, and the note
 
 
+def test_another_jpeg_under_a_copys_name_is_kept_named_and_not_recorded_as_that_copy(data, capsys):
+    other = write_image(data / "augmented_train" / "REAL" / "aug_img_000_0.jpg", seed=7)  # complete, but no copy
+    before = other.read_bytes()
+    assert augment(data) == 1
+    err = capsys.readouterr().err
+    assert str(other) in err and "kept" in err
+    assert err.strip().splitlines()[-1].startswith("error: ")
+    assert other.read_bytes() == before
+    assert "REAL/aug_img_000_0.jpg" not in moving.read_copy_sources(data / "augmented_train")
+
+
+def test_a_recorded_copy_replaced_by_another_jpeg_is_kept_named_and_fails_the_run(data, capsys):
+    assert augment(data) == 0
+    copy = data / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
+    write_image(copy, seed=7)
+    before = copy.read_bytes()
+    capsys.readouterr()
+    assert augment(data) == 1
+    assert str(copy) in capsys.readouterr().err
+    assert copy.read_bytes() == before
+
+
+def test_copies_written_but_not_recorded_before_a_kill_count_as_made(data, tmp_path, capsys):
+    """A kill after the last copies were linked into place, before sources.csv got their rows."""
+    twin = tmp_path / "twin"
+    shutil.copytree(data, twin)
+    assert augment(data) == 0
+    assert augment(twin) == 0
+    (twin / "augmented_train" / moving.SOURCES_NAME).unlink()
+    sorted((twin / "augmented_train").rglob("*.jpg"))[0].unlink()
+    capsys.readouterr()
+    assert augment(twin) == 0
+    assert "Wrote 1 copies" in capsys.readouterr().out
+    assert tree(twin / "augmented_train") == tree(data / "augmented_train")  # no hidden file left either
+
+
 def test_copies_moved_into_train_are_neither_remade_nor_augmented_again(data):
     assert augment(data) == 0
     assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0

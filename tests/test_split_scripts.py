@@ -47,6 +47,18 @@ def test_datasplitd2_main_splits_train_and_test(tmp_path, make_class_folder, cap
     assert len(list((tmp_path / "data" / "validation" / "REAL").iterdir())) == 3
 
 
+def test_datasplitd2_warns_with_examples_of_the_images_it_leaves_outside_train_and_test(tmp_path, make_class_folder,
+                                                                                           capsys):
+    make_class_folder(tmp_path / "cifake" / "train", {"REAL": 10, "FAKE": 10}, seed=1)
+    make_class_folder(tmp_path / "cifake" / "test", {"REAL": 3, "FAKE": 3}, seed=2)
+    extra = write_image(tmp_path / "cifake" / "valid" / "REAL" / "extra.png", seed=3)
+    assert DataSplitD2.main([str(tmp_path / "cifake"), "--out", str(tmp_path / "data"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped: 1 files" in captured.out
+    [warning] = [line for line in captured.err.splitlines() if str(extra) in line]
+    assert warning.startswith("left out 1 files") and "skipped.csv" in warning
+
+
 def test_datasplitd1_max_pixels_sets_the_limit_its_skipped_list_names(tmp_path, make_class_folder):
     source = make_class_folder(tmp_path / "art", {"RealArt": 4, "GeneratedArt": 4})
     write_image(source / "RealArt" / "big.png", seed=5, size=(64, 64))

@@ -544,6 +544,19 @@ def test_the_summary_of_a_train_test_split_counts_every_file_listed_in_skipped_c
     assert skipped_count(splitting.format_report(report)) == len(skipped_sources(out)) == 6
 
 
+def test_split_train_test_lists_images_outside_train_and_test_classes_in_skipped_csv(cifake, tmp_path):
+    write_image(cifake / "valid" / "REAL" / "in_valid.png", seed=9)
+    write_image(cifake / "train" / "loose.png", seed=10)
+    write_image(cifake / "cover.jpg", seed=11)
+    out = tmp_path / "out"
+    report = split_train_test(cifake, out)
+    skipped = skipped_sources(out)
+    assert skipped.keys() == {"in_valid.png", "loose.png", "cover.jpg"}
+    assert "valid/" in skipped["in_valid.png"] and "beside the class folders" in skipped["loose.png"]
+    assert skipped_count(splitting.format_report(report)) == 3
+    assert "in_valid.png" not in {Path(row.path).name for row in read_manifest(out / "manifest.csv")}
+
+
 def test_the_unusable_files_warning_names_only_unusable_files(art_with_skipped_files, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="realvsai"):
         split_by_class(art_with_skipped_files, tmp_path / "out")
