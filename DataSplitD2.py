@@ -15,7 +15,8 @@ train and validation and listed in skipped.csv, so the test accuracy is never in
 the model trained on; other exact duplicates stay in the split of their first copy. A file whose
 content is under two classes is left out (all its copies). Files that are not images or do not
 decode, hidden files (.name) and symlinked folders inside a class folder (not followed) are skipped
-and listed in skipped.csv.
+and listed in skipped.csv; so are the images outside train/<Class>/ and test/<Class>/ (loose in
+SOURCE, train/ or test/, or in another folder such as valid/), with a warning naming some.
 A dataset with only one class is split, with a warning: a classifier needs at least two.
 
 SOURCE is left untouched (copies), unless --move (which never moves a file from outside SOURCE,

@@ -90,6 +90,10 @@ def extract_archive(
     try:
         with zipfile.ZipFile(archive) as zip_file:
             entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
+            if not entries and not folders:
+                what = "only macOS junk: __MACOSX/, .DS_Store" if junk else "no entries"
+                raise UserError(f"{archive} holds no file to extract ({what}); nothing was written. Check that it is "
+                                "the archive you meant, or download it again.")
             _check_overlaps(archive, zip_file.infolist())
             if os.path.isdir(root):
                 existing_folders = _check_folders(root, folders)
@@ -320,7 +324,9 @@ def _declared_part_is_intact(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo) -
 
 def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool = False) -> ZipResult:
     """Zips ``folder`` into ``out`` atomically, in sorted order; images are stored, the rest deflated,
-    symlinks left out. ``verify`` checks every CRC-32 before ``out`` gets its name."""
+    symlinks left out. ``verify`` checks every CRC-32 before ``out`` gets its name. A name ``extract_archive``
+    would not give back as it is (``entry_parts``: a backslash, a drive letter) is refused before anything is
+    written, and the partial archive a killed run left is removed."""
     folder, out = Path(folder), Path(out)
     real_folder, real_out = Path(os.path.realpath(folder)), Path(os.path.realpath(out))
     if real_folder == real_out or real_folder in real_out.parents:
@@ -336,9 +342,15 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
         except UnicodeEncodeError:  # os.listdir keeps such bytes as surrogates
             raise UserError(f"{folder / name}: this name is not valid UTF-8, which a zip archive cannot hold; "
                             "nothing was written. Rename it (e.g. with convmv), then zip again.") from None
+        if entry_parts(name) != name.split("/"):
+            raise UserError(f"{folder / name}: DataUnZipper.py would not extract this name as it is (it reads a "
+                            "backslash as a folder separator and refuses a drive letter such as C:); nothing was "
+                            "written. Rename it (no backslash, no leading drive letter), then zip again.")
     for name in left_out:
         logger.warning("left out %s: symlinks and special files are not archived", name)
     stored = 0
+    if out.parent.is_dir():
+        remove_temporaries(out.parent, [out.name])  # a killed run's partial archive
     with atomic_write(out, "w+b") as stream:
         with zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as zip_file:
             for name in progress(sorted([*files, *(f"{name}/" for name in empty_folders)]), desc=f"zip {folder.name}"):

@@ -48,6 +48,7 @@ from realvsai.layout import (
     find_train_test_root,
     read_manifest,
     rename_classes,
+    subfolders,
     write_manifest,
 )
 from realvsai.moving import MOVE_REFUSED_NAME
@@ -162,11 +163,12 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
                      overwrite: bool = False, workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
                      ) -> SplitReport:
     """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2).
-    A train file identical to a test file is left out (listed in ``skipped.csv``)."""
+    A train file identical to a test file is left out (listed in ``skipped.csv``), and so is every image
+    outside the class folders (loose, or in another folder such as ``valid/``)."""
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
-    source, out = _check_paths(source, out)
-    source = find_train_test_root(source)
+    wrapper, out = _check_paths(source, out)
+    source = find_train_test_root(wrapper)
     group_dirs = {TRAIN: find_child_folder(source, TRAIN), TEST: find_child_folder(source, TEST)}
     train_classes, test_classes = (find_class_folders(group_dirs[group]) for group in (TRAIN, TEST))
     if train_classes != test_classes:
@@ -193,9 +195,17 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
         fractions = {TRAIN: 1 - val_fraction, VALIDATION: val_fraction}
         return _assign(train_items, fractions, seed) + [(TEST, item) for item in test_items], dropped
 
+    # The images outside the class folders are listed too: nothing in SOURCE that could be split goes unsaid.
+    rule = "only images inside train/<Class>/ and test/<Class>/ are split"
+    loose = [(str(path), f"an image beside the class folders: {rule}")
+             for folder in dict.fromkeys((wrapper, source, *group_dirs.values())) for path in list_images(folder)]
+    elsewhere = [(str(path), f"in {folder.name}/, which is neither train/ nor test/: {rule} (move it into one "
+                  "to include it)")
+                 for folder in subfolders(source) if folder not in group_dirs.values()
+                 for path in list_images(folder, recursive=True)]
     folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in train_classes]
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
-                      max_pixels=max_pixels)
+                      max_pixels=max_pixels, beside=loose + elsewhere)
 
 
 def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, key: Callable[[T], object] | None = None
@@ -254,7 +264,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                overwrite: bool, workers: int | None, max_pixels: int, beside: Sequence[tuple[str, str]] = ()
                ) -> SplitReport:
     """List, check, plan, write ``manifest.csv`` (so a re-run only completes what is missing) and place;
-    ``beside`` (path, reason): the files beside the class folders, listed in ``skipped.csv`` as they are."""
+    ``beside`` (path, reason): the files outside the class folders, listed in ``skipped.csv`` as they are."""
     report = SplitReport(out=out, mode=mode)
     root = root.resolve()
     old_rows = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
