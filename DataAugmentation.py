@@ -5,8 +5,10 @@
 Only train is ever augmented (never validation or test). The copies keep each image's own size
 unless --size N resizes them to N x N. Names derive from the source, so running again makes only
 what is missing; copies already moved into train (aug_*) count as made and are not augmented again.
-A file of yours under a copy's name is never replaced: it is kept and named, and the run ends with
-exit status 1 once the other copies are written.
+A file under a copy's name counts as that copy when sources.csv records it with its sha256, or when it
+holds the very bytes this run makes (a run cut off before recording it); any other file there is never
+replaced nor recorded: it is kept and named, and the run ends with exit status 1 once the other copies
+are written.
 The same --seed gives byte-identical files. Broken images are skipped with a warning naming them.
 Each copy's source is recorded, with both files' sha256, in DATA/augmented_train/sources.csv (rows
 are added on every run), so MoveAugmentedImages.py can refuse a copy whose source is no longer a

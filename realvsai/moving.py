@@ -106,18 +106,24 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS)
     """Lists the training images, reads each one's header and names its copies ``aug_<stem>_<k>.jpg`` (or,
     where names collide, ``aug_<stem>_<extension>_<k>.jpg``: ``_copy_bases``).
 
-    ``aug_*`` files in train are earlier copies (moved there), not augmented again. Files whose header
-    is broken are skipped with a warning (the augmentation pipeline decodes the pixels).
+    ``aug_*`` files in train are earlier copies (moved there), not augmented again. A copy in augmented_train
+    is made when ``sources.csv`` records it with its sha256; any other file under its name is planned as
+    missing, and the writer compares it with the copy it makes (``offline_augmentation``). Files whose
+    header is broken are skipped with a warning (the augmentation pipeline decodes the pixels).
     ``UserError`` if the dataset folder, train, or its class folders are missing.
     """
     train_dir, output_dir = dataset_folders(data_dir)
     plan = CopyPlan(train_dir=train_dir, output_dir=output_dir)
+    recorded = read_copy_sources(output_dir)
     targets: dict[Path, tuple[str | None, ...]] = {}
     for class_name in find_class_folders(train_dir):
         files = list_images(train_dir / class_name)
         sources = [path for path in files if not path.name.startswith(COPY_PREFIX)]
         plan.earlier_copies += len(files) - len(sources)
-        made = _made_copies(output_dir / class_name) | _made_copies(train_dir / class_name)
+        made = {entry.name for entry in _copy_entries(train_dir / class_name) if is_made(entry.path)}
+        made |= {entry.name for entry in _copy_entries(output_dir / class_name)
+                 if (record := recorded.get(f"{class_name}/{entry.name}")) is not None
+                 and entry.is_file(follow_symlinks=False) and sha256_file(entry.path) == record.copy_sha256}
         folder, bases = f"{output_dir / class_name}{os.sep}", _copy_bases(sources)
         for path in sources:
             names = [fit_name(f"{COPY_PREFIX}{bases[path]}_{k}.jpg") for k in range(copies)]
@@ -157,16 +163,17 @@ def _copy_bases(sources: Iterable[Path]) -> dict[Path, str]:
     return bases
 
 
-def _made_copies(folder: Path) -> set[str]:
-    """Names of the complete copies in ``folder``; removes the ``.aug_*.tmp`` an interrupted write left."""
+def _copy_entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` named like copies (``aug_*``); removes the ``.aug_*.tmp`` an interrupted write
+    left."""
     if not folder.is_dir():
-        return set()
+        return []
     with os.scandir(folder) as entries:
         entries = list(entries)
     for entry in entries:
         if entry.name.startswith("." + COPY_PREFIX) and entry.name.endswith(".tmp"):
             os.unlink(entry.path)
-    return {entry.name for entry in entries if entry.name.startswith(COPY_PREFIX) and is_made(entry.path)}
+    return [entry for entry in entries if entry.name.startswith(COPY_PREFIX)]
 
 
 @dataclass(frozen=True)

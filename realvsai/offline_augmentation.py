@@ -21,7 +21,7 @@ import tensorflow as tf
 from realvsai.augmentation import random_transformations
 from realvsai.data import decode_rgb
 from realvsai.files import write_new
-from realvsai.moving import SourceImage, is_made
+from realvsai.moving import SourceImage
 
 # A batch holds at most this many pixels of copies (about 400 MB as float32 RGB), so a folder of
 # 12-megapixel photos never needs more than a few full-size float copies at once.
@@ -92,8 +92,8 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
                            on_image_done: Callable[[int], None] | None = None) -> CopyReport:
     """Makes every batch's copies and writes each with ``files.write_new``, never over another file.
 
-    A file at a copy's name counts as already there when ``moving.is_made`` (an earlier or concurrent
-    run made it); any other is kept and listed in ``in_the_way``. TensorFlow decodes the images in
+    A file at a copy's name counts as already there when it holds the copy's very bytes (an earlier or
+    concurrent run made it); any other is kept and listed in ``in_the_way``. TensorFlow decodes the images in
     parallel, the augmentation runs on the Keras backend, and ``writers`` threads encode and write a batch
     at a time while the next is made; ``on_image_done`` gets the number of source images finished.
     """
@@ -133,12 +133,16 @@ def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, in_
     to ``in_the_way``."""
     written = 0
     for path, pixels in files:
+        encoded = tf.io.encode_jpeg(pixels, quality=jpeg_quality).numpy()
         try:
-            write_new(path, tf.io.encode_jpeg(pixels, quality=jpeg_quality).numpy())
+            write_new(path, encoded)
             written += 1
         except FileExistsError:
-            if not is_made(path):
-                in_the_way.append(path)
+            # The same bytes: this copy, from a run cut off before sources.csv recorded it (copies are
+            # byte-identical for the settings settings.json holds). Anything else is not a copy.
+            with open(path, "rb") as stream:
+                if stream.read() != encoded:
+                    in_the_way.append(path)
     return written
 
 
