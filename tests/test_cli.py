@@ -71,6 +71,15 @@ def test_confirm_at_a_terminal_takes_only_yes(monkeypatch, answer, expected):
     assert cli.confirm("Delete?", assume_yes=False) is expected
 
 
+def test_confirm_takes_an_end_of_input_at_the_prompt_for_no(monkeypatch):
+    def end_of_input(prompt):
+        raise EOFError  # Ctrl-D
+
+    monkeypatch.setattr("sys.stdin", _Terminal())
+    monkeypatch.setattr("builtins.input", end_of_input)
+    assert cli.confirm("Delete?", assume_yes=False) is False
+
+
 def test_make_parser_adds_quiet_and_shows_defaults():
     parser = cli.make_parser("Doc.")
     parser.add_argument("--batch-size", type=int, default=32, help="images per step")
