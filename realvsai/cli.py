@@ -189,7 +189,12 @@ def confirm(question: str, assume_yes: bool) -> bool:
         return True
     if not sys.stdin.isatty():
         raise UserError("no terminal to confirm on. Add --yes to go ahead without asking.")
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:  # Ctrl-D
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
