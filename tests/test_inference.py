@@ -776,6 +776,17 @@ def test_the_explained_upload_outlines_the_region_the_model_saw(tmp_path):
     assert not (overlay[:, 40] == 255).all()
 
 
+@pytest.mark.parametrize("shape", [(1, 5000), (5000, 1)])
+def test_a_thin_strip_explained_in_crops_mode_gets_its_frames(shape):
+    classifier = inference.Classifier(build_stand_in(evidence=True), CLASS_NAMES, IMAGE_SIZE, "crops")
+    result = inference.classify_uploads(classifier, [("strip.png", encode(random_image(4, *shape)))])[0]
+
+    overlay = inference.explain_result(classifier, result, class_index=1)
+
+    assert overlay.shape == (*result.preview.shape[:2], 3)
+    assert (overlay == 255).all(axis=-1).any()  # frames drawn, the last crop's at the far end too
+
+
 def with_profile(profile: dict, **content) -> run.ModelInfo:
     return run.ModelInfo.from_dict({"class_names": CLASS_NAMES, "image_size": IMAGE_SIZE,
                                     "training_images": profile, **content})
