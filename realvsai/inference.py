@@ -333,9 +333,11 @@ def outline_regions(image: np.ndarray, regions: Sequence[tuple[float, float, flo
     framed = np.array(image)
     row_scale, col_scale = image.shape[0] / image_shape[0], image.shape[1] / image_shape[1]
     for top, left, height, width in regions:
-        first_row, first_col = round(top * row_scale), round(left * col_scale)
-        last_row = min(image.shape[0], round((top + height) * row_scale)) - 1
-        last_col = min(image.shape[1], round((left + width) * col_scale)) - 1
+        # A region thinner than a preview pixel at the far edge rounds to past it: kept on the last pixel.
+        first_row = min(round(top * row_scale), image.shape[0] - 1)
+        first_col = min(round(left * col_scale), image.shape[1] - 1)
+        last_row = max(first_row, min(image.shape[0], round((top + height) * row_scale)) - 1)
+        last_col = max(first_col, min(image.shape[1], round((left + width) * col_scale)) - 1)
         framed[[first_row, last_row], first_col:last_col + 1] = colour
         framed[first_row:last_row + 1, [first_col, last_col]] = colour
     return framed
