@@ -200,6 +200,15 @@ def test_a_one_class_dataset_is_split_with_a_warning_that_a_classifier_needs_two
     assert any("only one class" in message and "at least two" in message for message in warnings)
 
 
+def test_class_folders_that_differ_only_in_letter_case_are_refused_before_anything_is_written(tmp_path,
+                                                                                               make_class_folder):
+    source = make_class_folder(tmp_path / "raw", {"REAL": 2, "real": 2, "FAKE": 2})
+    with pytest.raises(UserError, match="letter case") as error:
+        split_by_class(source, tmp_path / "out")
+    assert "'REAL'" in str(error.value) and "'real'" in str(error.value) and "--rename" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_skipped_list_is_the_same_on_every_run(art, tmp_path, bad_files):
     bad_files(art / "RealArt")
     out = tmp_path / "out"
