@@ -122,7 +122,7 @@ def find_train_test_root(source: Path) -> Path:
 
 def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
     """Class folder -> output class name; UserError for an OLD that is not a class folder, or two classes
-    ending with one name."""
+    ending with one name (also in another letter case)."""
     if unknown := sorted(set(renames) - set(class_folders)):
         raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
                         "Use the folder names exactly as they are spelled.")
@@ -134,6 +134,13 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
         owners = sorted(folder for folder, name in names.items() if name in doubled)
         raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "
                         "Give each class its own name.")
+    # Two such classes are one folder on a case-insensitive file system (macOS, Windows), and most likely one
+    # class to the person who made them.
+    if alike := sorted(name for name, count in Counter(name.casefold() for name in names.values()).items()
+                       if count > 1):
+        owners = sorted(folder for folder, name in names.items() if name.casefold() in alike)
+        raise UserError(f"the class folders {owners} in {source} differ only in letter case; nothing was written. "
+                        "Move their images into one folder, or give one another name with --rename OLD=NEW.")
     return names
 
 
