@@ -954,3 +954,29 @@ def test_max_pixels_without_evaluate_or_predict_is_bad_usage(capsys):
         ModelTraining.parse_args(["--data", "data", "--max-pixels", "200000000"])
     assert stopped.value.code == 2
     assert "--max-pixels goes with --evaluate or --predict" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", [["--evaluate", "run", "--test-dir", "t"], ["--predict", "run", "--input", "i"]],
+                         ids=["evaluate", "predict"])
+@pytest.mark.parametrize("flags", [["--resume", "--name", "foo"], ["--image-size", "64"], ["--head-epochs", "7"],
+                                   ["--data", "/nonexistent"], ["--seed", "3"], ["--weights", "imagenet"],
+                                   ["--xla"], ["--no-class-weights"]])
+def test_evaluate_and_predict_refuse_a_training_setting_they_would_ignore(mode, flags, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args([*mode, *flags])
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flags[0] in message and mode[0] in message
+
+
+@pytest.mark.parametrize("flags", [["--evaluate", "run", "--test-dir", "t", "--test-dir", "u", "--robustness"],
+                                   ["--predict", "run", "--input", "i"]], ids=["evaluate", "predict"])
+def test_evaluate_and_predict_take_their_own_flags(flags):
+    args = ModelTraining.parse_args([*flags, "--out", "o", "--batch-size", "8", "--max-pixels", "1000", "--quiet"])
+    assert args.batch_size == 8 and args.max_pixels == 1000 and args.quiet
+
+
+def test_resume_without_name_is_bad_usage(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args(["--resume", "--out", "models"])
+    assert stopped.value.code == 2 and "--resume needs --name" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""--resume: which folder is a run, its saved settings, and the data it must read again (fast: stand-in models)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import write_image
+from test_training import Killed, tiny_classifier, train_with
+
+import ModelTraining
+from realvsai import training
+from realvsai.config import TrainConfig, resolve_run_dir
+from realvsai.errors import UserError
+
+
+@pytest.mark.parametrize("files", [{"predictions.csv": "file,class\n", "metrics.json": "{}"}, {"notes.txt": "mine"}],
+                         ids=["evaluate-output", "notes"])
+def test_resume_refuses_a_folder_that_is_not_a_run_and_keeps_its_files(tmp_path, files):
+    folder = tmp_path / "X"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    with pytest.raises(UserError, match=r"X is not a run folder: it has no backup/config.json.*another --name"):
+        resolve_run_dir(TrainConfig(out=tmp_path, name="X"), resume=True)
+    assert {path.name: path.read_text() for path in folder.iterdir()} == files
+
+
+@pytest.mark.parametrize("left", [[], ["backup/"], ["backup/.config.json.x1y2.tmp"]],
+                         ids=["empty", "backup-folder", "cut-write"])
+def test_resume_starts_over_a_run_killed_before_its_first_backup(tmp_path, left):
+    # What training leaves between creating the run folder and its first write, backup/config.json.
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in left:
+        (folder / name).parent.mkdir(exist_ok=True)
+        if not name.endswith("/"):
+            (folder / name).write_text('{"trunc')
+    config = TrainConfig(out=tmp_path, name="run", weights="none", seed=3)
+    assert resolve_run_dir(config, resume=True) == (config, folder)
+
+
+@pytest.mark.parametrize("text", ['{"backbone": "resnet50", "image_si', '{"image_size": "32"}', '[1, 2]',
+                                  '{"data": 5}', '{"head_epochs": true}', '{"weights": null}'],
+                         ids=["truncated", "string-number", "not-an-object", "number-path", "bool-int", "null"])
+def test_resume_refuses_a_damaged_saved_config_in_one_line_naming_it(tmp_path, text):
+    saved = tmp_path / "run" / "backup" / "config.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(text)
+    with pytest.raises(UserError, match=r"backup/config\.json") as raised:
+        resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=True)
+    assert "\n" not in str(raised.value) and "another --name" in str(raised.value)
+
+
+def test_cli_resume_of_a_damaged_saved_config_is_one_error_line(tmp_path, capsys):
+    saved = tmp_path / "run" / "backup" / "config.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text('{"image_size": "32"}')
+    code = ModelTraining.main(["--resume", "--name", "run", "--out", str(tmp_path), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(error) == 1 and error[0].startswith("error: ") and str(saved) in error[0]
+
+
+# --- the data a resumed run reads ---------------------------------------------------------------------
+
+
+def killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder):
+    """A two-epoch run of a stand-in model in tmp_path/models/run, killed once epoch 1's backup has committed."""
+    from realvsai import callbacks
+
+    real_backup = callbacks.RunBackup.on_epoch_end
+
+    def killed(self, epoch, logs=None):
+        real_backup(self, epoch, logs)
+        raise Killed
+
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", killed)
+    with pytest.raises(Killed):
+        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, head_epochs=2)
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", real_backup)
+    return tmp_path / "models" / "run"
+
+
+def snapshot(folder):
+    return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("change", ["image", "class"])
+def test_resume_refuses_training_data_changed_since_the_run_started(tmp_path, monkeypatch, make_class_folder,
+                                                                    change):
+    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    write_image(tmp_path / "data" / "train" / ("FAKE" if change == "image" else "OTHER") / "added.png", seed=77)
+    if change == "class":
+        write_image(tmp_path / "data" / "validation" / "OTHER" / "added.png", seed=78)
+    before = snapshot(run)
+    with pytest.raises(UserError, match=r"data changed since the run started.*start a new --name"):
+        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+    assert snapshot(run) == before
+
+
+def test_a_run_whose_backup_has_no_data_digest_resumes_as_before(tmp_path, monkeypatch, make_class_folder):
+    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    saved = run / "backup" / "config.json"
+    saved.write_text(json.dumps({key: value for key, value in json.loads(saved.read_text()).items()
+                                 if key != "data_digest"}))
+    result = training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+
+
+def test_cli_resume_reads_the_runs_moved_data_from_the_data_flag(tmp_path, monkeypatch, make_class_folder, capsys):
+    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    resume = ["--resume", "--name", "run", "--out", str(tmp_path / "models"), "--quiet"]
+    assert ModelTraining.main(resume) == 1
+    assert "point --data at the folder" in capsys.readouterr().err  # and --data is what it says it is:
+    assert ModelTraining.main([*resume, "--data", str(tmp_path / "moved")]) == 0
+    assert json.loads((run / "model.json").read_text())["config"]["data"] == str(tmp_path / "moved")
+
+
+def test_resume_refuses_a_data_flag_naming_other_data(tmp_path, monkeypatch, make_class_folder):
+    killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    make_class_folder(tmp_path / "other" / "train", {"FAKE": 5, "REAL": 4})
+    make_class_folder(tmp_path / "other" / "validation", {"FAKE": 4, "REAL": 4})
+    with pytest.raises(UserError, match=r"other changed since the run started"):
+        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, data=tmp_path / "other",
+                       verbose=0)
