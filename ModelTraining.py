@@ -12,7 +12,8 @@ Phase 1 trains the head on the frozen backbone (--head-epochs); phase 2 fine-tun
 (--fine-tune-epochs, all of it or its top --fine-tune-blocks residual blocks) at a lower learning
 rate, on the same epoch axis. With --weights none the whole network trains from scratch for all
 the epochs. A run killed at any moment continues from its last finished epoch with
---resume --name NAME. Preprocessing is inside the model: it takes raw RGB images of any size.
+--resume --name NAME, on the data it started on (--data DIR if that moved). Preprocessing is inside
+the model: it takes raw RGB images of any size.
 
 Every local GPU trains (MirroredStrategy). To train on several machines, set TF_CONFIG on each
 (MultiWorkerMirroredStrategy) and start the same command on all of them: they take the chief's
@@ -75,7 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = TrainConfig()
     parser = make_parser(__doc__)
     data = parser.add_argument_group("data and run")
-    data.add_argument("--data", type=Path, default=defaults.data, help="dataset folder with train/ and validation/")
+    data.add_argument("--data", type=Path, default=argparse.SUPPRESS,
+                      help=f"dataset folder with train/ and validation/ (default: {defaults.data}; with --resume, "
+                           "the run's own: give it when the dataset moved, it must hold the same files)")
     data.add_argument("--out", type=Path, default=None,
                       help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate or --predict, the "
                            "folder for its outputs (default: eval-<test folders> or predictions-<input> beside the "
@@ -83,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--name", type=run_name, default=argparse.SUPPRESS,
                       help="the run's folder name inside OUT: letters, digits, '-', '_', '.' (default: a timestamp)")
     data.add_argument("--resume", action="store_true",
-                      help="continue the run --name from its last finished epoch, with its saved settings")
+                      help="continue the run --name from its last finished epoch, with its saved settings, on the "
+                           "data it started on")
     add_number(data, "--seed", int, help="seeds shuffling, augmentation and weights")
     data.add_argument("--demo", action="store_true",
                       help="make synthetic demo data in data/demo/ and train on it into models/demo/ with the demo's "
@@ -176,33 +180,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--robustness goes with --evaluate MODEL --test-dir DIR")
     if args.demo and args.evaluate is not None:
         parser.error("--demo trains a model; it does not go with --evaluate")
-    if args.demo:
-        ignored = demo_ignored_flags(parser, argv, args)
-        if ignored:
-            from realvsai.demo import DemoConfig
+    mode = next((mode for mode in MODE_FLAGS if getattr(args, mode)), None)
+    ignored = ignored_flags(parser, argv, args, MODE_FLAGS[mode]) if mode else []
+    if ignored and mode == "demo":
+        from realvsai.demo import DemoConfig
 
-            parser.error(f"{' '.join(ignored)} would be ignored by --demo, which trains with its own small "
-                         "settings (only --out, --name, --resume and --quiet apply). To train with yours on the "
-                         f"demo data, run --demo once, then: python ModelTraining.py --data {DemoConfig.data_dir} "
-                         "--name NAME and your flags")
+        parser.error(f"{' '.join(ignored)} would be ignored by --demo, which trains with its own small "
+                     "settings (only --out, --name, --resume and --quiet apply). To train with yours on the "
+                     f"demo data, run --demo once, then: python ModelTraining.py --data {DemoConfig.data_dir} "
+                     "--name NAME and your flags")
+    if ignored:
+        accepted = ", ".join(flag_name(dest) for dest in sorted(MODE_FLAGS[mode]) if dest != mode)
+        parser.error(f"{' '.join(ignored)} would be ignored by --{mode}, which uses the settings saved with the "
+                     f"model (only {accepted} apply). Leave {'it' if len(ignored) == 1 else 'them'} out")
+    if args.resume and not args.demo and not hasattr(args, "name"):
+        parser.error("--resume needs --name NAME, the run in --out to continue")
     if args.head_epochs + args.fine_tune_epochs == 0:
         parser.error("--head-epochs and --fine-tune-epochs are both 0: give at least one epoch to train")
     return args
 
 
-# What --demo reads of the flags; the others set a training it does not do.
-DEMO_FLAGS = frozenset({"demo", "out", "name", "resume", "quiet"})
+# What each mode other than training reads of the flags (by their dest); the others set a training it does
+# not do, so giving one is refused rather than ignored.
+MODE_FLAGS = {
+    "demo": frozenset({"demo", "out", "name", "resume", "quiet"}),
+    "evaluate": frozenset({"evaluate", "test_dir", "robustness", "out", "batch_size", "max_pixels", "quiet"}),
+    "predict": frozenset({"predict", "input", "out", "batch_size", "max_pixels", "quiet"}),
+}
 
 
-def demo_ignored_flags(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace
-                       ) -> list[str]:
-    """The flags on the command line (even at their default value) that --demo would not read; ``args`` is
-    ``parser``'s parse of ``argv``."""
-    unset = object()
-    # argparse fills in a default only where the namespace has no value yet, so what is still ``unset`` after
-    # a second parse was not on the command line. (A flag whose default is SUPPRESS is in ``args`` only when given.)
-    given = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(vars(args), unset)))
-    return [flag_name(dest) for dest, value in vars(given).items() if value is not unset and dest not in DEMO_FLAGS]
+def ignored_flags(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace,
+                  read: frozenset[str]) -> list[str]:
+    """The flags on the command line (even at their default value) whose dest is not in ``read``, the flags a
+    mode reads; ``args`` is ``parser``'s parse of ``argv``."""
+    # argparse fills in a default only where the namespace has no value yet, so what is still an empty _Unset
+    # after a second parse was not on the command line (an "append" flag, --test-dir, copies it and adds to the
+    # copy). A flag whose default is SUPPRESS is in ``args`` only when given.
+    given = parser.parse_args(argv, argparse.Namespace(**{dest: _Unset() for dest in vars(args)}))
+    return [flag_name(dest) for dest, value in vars(given).items()
+            if not (isinstance(value, _Unset) and not value) and dest not in read]
+
+
+class _Unset(list):
+    """``ignored_flags``' mark of a flag that was not given."""
 
 
 def run_name(text: str) -> str:
@@ -297,7 +317,8 @@ def run_training(args: argparse.Namespace) -> None:
         # The chief logs the run; the others would repeat it, naming their temporary folders.
         logger.info("the chief's log follows the run; this worker shows only warnings and errors")
         logging.getLogger("realvsai").setLevel(logging.WARNING)
-    result = training.train(config, resume=args.resume, strategy=strategy, verbose=0 if args.quiet else "auto")
+    result = training.train(config, resume=args.resume, data=getattr(args, "data", None), strategy=strategy,
+                            verbose=0 if args.quiet else "auto")
     print(summarize(result))
 
 

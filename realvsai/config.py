@@ -30,6 +30,9 @@ HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
 LOGS_DIR = "logs"  # TensorBoard
 BACKUP_DIR = "backup"  # resume state; removed last, when everything else is written: the run is then finished
+# In BACKUP_DIR, written first: the run's settings (TrainConfig.to_json) and DATA_DIGEST_KEY, its data's digest.
+RUN_CONFIG_FILE = "config.json"
+DATA_DIGEST_KEY = "data_digest"  # data.data_digest of the train and validation images the run started on
 TRAINED_FILE = "trained.json"  # in BACKUP_DIR: training is over (the history and model.json's content)
 
 BACKBONES = ("resnet50", "resnet101", "resnet152")
@@ -114,6 +117,13 @@ class Phase:
     train_backbone: bool
 
 
+# The values each type of TrainConfig field takes (what validate expects), by the type of its default.
+_KINDS: dict[type, tuple[str, tuple[type, ...]]] = {
+    type(Path()): ("a folder path", (str, Path)), str: ("a string", (str,)), int: ("an integer", (int,)),
+    float: ("a number", (int, float)), bool: ("true or false", (bool,)),
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting, with its default; saved as model.json's ``config``."""
@@ -148,7 +158,13 @@ class TrainConfig:
     demo: bool = False  # trained on realvsai.demo's synthetic images (model card and app say so)
 
     def validate(self) -> None:
-        """Raises UserError for settings that cannot work together."""
+        """Raises UserError for settings of the wrong type or that cannot work together."""
+        for field in dataclasses.fields(self):
+            value, kind = getattr(self, field.name), type(field.default)
+            expected, allowed = _KINDS[kind]
+            # bool is an int to Python, but as a count it is a mistake all the same (and a number as a switch).
+            if not isinstance(value, allowed) or isinstance(value, bool) != (kind is bool):
+                raise UserError(f"{flag_name(field.name)} {value!r}: it must be {expected}.")
         if self.backbone not in BACKBONES:
             raise UserError(f"--backbone {self.backbone}: choose one of {', '.join(BACKBONES)}.")
         if self.augment not in PRESETS:
@@ -205,8 +221,9 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The settings ``to_json`` wrote; other keys are left out, and ``validate`` checks the values' types."""
         fields = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: Path(value) if key in ("data", "out") else value
+        return cls(**{key: Path(value) if key in ("data", "out") and isinstance(value, str) else value
                       for key, value in values.items() if key in fields})
 
 
@@ -216,27 +233,69 @@ def run_name_problem(name: str) -> str | None:
         f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), without '/' or '\\'")
 
 
-def resolve_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path]:
-    """The run folder, and the configuration to use (the saved one when resuming); a UserError if the
-    folder exists and ``resume`` is False, or ``resume`` finds nothing to resume."""
+def read_run_config(run_dir: Path) -> tuple[TrainConfig, str | None]:
+    """The settings a run started with, and the digest of its data (None in backups from before it was kept).
+
+    Raises:
+        UserError: naming the file when it is not JSON or holds settings no run can use.
+    """
+    saved = Path(run_dir) / BACKUP_DIR / RUN_CONFIG_FILE
+    fix = "Restore the file from a copy, or start a new run with another --name."
+    try:
+        values = json.loads(saved.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{saved} is damaged ({error}), so the settings of the run are unknown. {fix}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{saved} holds a JSON {type(values).__name__}, not the settings of a run. {fix}")
+    config = TrainConfig.from_json(values)
+    try:
+        config.validate()
+    except UserError as error:
+        raise UserError(f"{saved} holds settings no run can use ({str(error).rstrip('.')}). {fix}") from None
+    digest = values.get(DATA_DIGEST_KEY)
+    return config, digest if isinstance(digest, str) else None
+
+
+def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None) -> tuple[TrainConfig, Path]:
+    """The run folder, and the configuration to use (the saved one when resuming, reading ``data`` if given:
+    the run's dataset, moved); a UserError if the folder exists and ``resume`` is False, or ``resume`` finds
+    nothing to resume."""
     if not config.name:
         if resume:
             raise UserError("--resume needs the --name of the run to continue.")
         config = dataclasses.replace(config, name=datetime.now().strftime("%Y%m%d-%H%M%S"))
     run_dir = Path(config.out) / config.name
-    saved = run_dir / BACKUP_DIR / "config.json"
+    saved = run_dir / BACKUP_DIR / RUN_CONFIG_FILE
     if not resume:
         if run_dir.exists():
             raise UserError(f"{run_dir} already exists. Continue that run with --resume, or choose another --name.")
         return config, run_dir
+    if data is not None:
+        config = dataclasses.replace(config, data=Path(data))
     if saved.is_file():
-        stored = TrainConfig.from_json(json.loads(saved.read_text(encoding="utf-8")))
+        stored = read_run_config(run_dir)[0]
         logger.info("resuming %s with the settings it was started with (other setting flags have no effect)",
                     run_dir)
-        return dataclasses.replace(stored, out=config.out, name=config.name), run_dir
+        moved = {} if data is None else {"data": config.data}  # training checks that it holds the same files
+        return dataclasses.replace(stored, out=config.out, name=config.name, **moved), run_dir
     if (run_dir / MODEL_JSON_FILE).is_file():
         raise UserError(f"{run_dir} has finished training; there is nothing to resume. Start a new run with "
                         "another --name.")
+    if run_dir.is_dir() and _left_by_a_killed_start(run_dir):
+        return config, run_dir  # start it over with these settings
     if run_dir.exists():
-        return config, run_dir  # killed before its first backup: start it over with these settings
+        raise UserError(f"{run_dir} is not a run folder: it has no {BACKUP_DIR}/{RUN_CONFIG_FILE}, so there is "
+                        "nothing to resume, and its files are kept. Check --out and --name, or start a new run "
+                        "with another --name.")
     raise UserError(f"{run_dir} does not exist, so there is nothing to resume. Check --out and --name.")
+
+
+def _left_by_a_killed_start(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only what a run killed between creating it and writing its settings leaves:
+    nothing, or a backup folder with at most the hidden temporary file of that write (``.<name>.<random>.tmp``)."""
+    for item in run_dir.iterdir():
+        if item.name != BACKUP_DIR or item.is_symlink() or not item.is_dir():
+            return False
+        if any(not (part.name.startswith(".") and part.name.endswith(".tmp")) for part in item.iterdir()):
+            return False
+    return True

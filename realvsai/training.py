@@ -23,10 +23,13 @@ from realvsai.config import (
     BACKUP_DIR,
     CONFIDENCE_THRESHOLD,
     CURVES_FILE,
+    DATA_DIGEST_KEY,
     MODEL_FILE,
     MODEL_JSON_FILE,
+    RUN_CONFIG_FILE,
     TRAINED_FILE,
     TrainConfig,
+    read_run_config,
     resolve_run_dir,
 )
 from realvsai.errors import UserError
@@ -53,20 +56,23 @@ class TrainResult:
     chief: bool = True
 
 
-def train(config: TrainConfig, *, resume: bool = False, strategy: Strategy | None = None,
+def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None, strategy: Strategy | None = None,
           verbose: int | str = "auto") -> TrainResult:
     """Trains a model as ``config`` says and writes the run folder; every worker of a cluster calls it, and
-    the chief's ``config`` and ``resume`` count. ``strategy`` None trains on every local device
+    the chief's ``config`` and ``resume`` count. ``resume`` continues with the run's saved settings, reading
+    its data from ``data`` when given (the dataset moved), else from where the run started; either way it must
+    hold the files the run started on. ``strategy`` None trains on every local device
     (``distributed.select_strategy``: MirroredStrategy over the GPUs on TensorFlow, DataParallel on JAX).
 
     Raises:
-        UserError: for a bad dataset, a clash with an existing run, unusable weights or a stopped worker.
+        UserError: for a bad dataset, a clash with an existing run, a resumed run's changed data, unusable
+            weights or a stopped worker.
     """
     from realvsai import distributed
 
     config.validate()
     strategy = strategy or distributed.select_strategy({})
-    chosen = distributed.chief_decides(strategy, lambda: [resolve_run_dir(config, resume)[0].to_json(), resume])
+    chosen = distributed.chief_decides(strategy, lambda: [resolve_run_dir(config, resume, data)[0].to_json(), resume])
     config, resume = TrainConfig.from_json(chosen[0]), chosen[1]
     run_dir = Path(config.out) / config.name
     if not distributed.is_chief(strategy):
@@ -121,6 +127,14 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         problem = problem or error
     if problem is not None:
         raise problem
+    # A resumed run's epochs must go on over the data of its first: a file added, removed or changed since (or
+    # a class) would silently train on other data, or fail on the backup's weights. Backups from before the
+    # digest was kept hold none.
+    started_on = distributed.chief_decides(strategy, lambda: _recorded_digest(run_dir)) if resume else None
+    if started_on not in (None, digest):
+        raise UserError(f"{config.data} changed since the run started: its train/ and validation/ images are not "
+                        "the ones the run was trained on (files or classes added, removed or changed); restore it "
+                        "as it was, or start a new --name to train on it as it is now.")
     class_names = train_images.class_names
     positive_class = metrics.find_positive_class(class_names, config.positive_class)
     if len(class_names) == 2 and positive_class is None:
@@ -166,7 +180,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     with strategy.scope():
         model = model_module.build_model(len(class_names), **config.model_options())
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / BACKUP_DIR / "config.json", config.to_json())
+    write_json(run_dir / BACKUP_DIR / RUN_CONFIG_FILE, {**config.to_json(), DATA_DIGEST_KEY: digest})
     model_info: dict[str, Any] = {
         "class_names": class_names,
         "image_size": config.image_size,
@@ -210,6 +224,11 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         save_model_atomically(model, run_dir / MODEL_FILE)
     write_json(run_dir / BACKUP_DIR / TRAINED_FILE, {"model_info": model_info, "history": history})
     return TrainResult(run_dir, model, model_info, history, None)
+
+
+def _recorded_digest(run_dir: Path) -> str | None:
+    """The data digest the run in ``run_dir`` started on, when its backup holds one."""
+    return read_run_config(run_dir)[1] if (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file() else None
 
 
 def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],
