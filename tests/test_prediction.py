@@ -115,6 +115,10 @@ def test_when_no_file_decodes_after_its_header_every_probability_is_nan(tmp_path
     probabilities = prediction.predict_images(binary_model, images, batch_size=2, image_size=32)
 
     assert probabilities.shape == (1, 2) and np.isnan(probabilities).all()
+    good = write_image(tmp_path / "good.png", seed=1)  # the model still predicts (on JAX too)
+    after = prediction.predict_images(binary_model, LabelledImages([good], [0], CLASSES, [(32, 32)], [False]),
+                                      batch_size=2, image_size=32)
+    assert np.isfinite(after).all()
 
 
 def test_a_file_whose_name_is_not_utf8_is_predicted_and_named_by_its_bytes(tmp_path, binary_model):
