@@ -387,13 +387,11 @@ class Predictor:
             if isinstance(inputs, tuple):
                 rows, kept = self._indexed.predict(list(inputs), batch_size=self.batch_size, verbose=verbose)
             else:
-                try:
-                    rows, kept = self._indexed.predict(inputs, verbose=verbose)
-                except Exception:
-                    # Keras' predict fails on a dataset that yields no batch: every file failed to decode.
-                    if next(iter(inputs), None) is None:
-                        return np.full((num_rows, len(self.info.class_names)), np.nan, dtype=np.float32)
-                    raise
+                # Keras' predict fails on a dataset that yields no batch (every file failed to decode), and on
+                # JAX leaves the model's variables unset: looked for first, at the cost of one batch's decoding.
+                if next(iter(inputs), None) is None:
+                    return np.full((num_rows, len(self.info.class_names)), np.nan, dtype=np.float32)
+                rows, kept = self._indexed.predict(inputs, verbose=verbose)
         kept = np.asarray(kept, dtype=np.int64).reshape(-1)
         probabilities = np.full((num_rows, rows.shape[-1]), np.nan, dtype=np.float32)
         real = kept >= 0
