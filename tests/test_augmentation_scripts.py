@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_script, write_image
+from conftest import REPO, run_script, sha256, write_image
 from PIL import Image
 
 from realvsai import moving
@@ -587,3 +587,24 @@ def test_move_keeps_the_settings_record_beside_the_copies_it_refuses(augmented):
 def test_move_without_augmented_folder_has_nothing_to_do(data, capsys):
     assert move(data) == 0
     assert "Nothing to move" in capsys.readouterr().out
+
+
+def test_move_records_each_copys_source_beside_the_dataset_before_it_moves(augmented, monkeypatch):
+    """Once moved, a copy's source is known from ``DATA/augmented-copies.csv``: DataMerger reads it to keep copies
+    of another split's image out of train. Written before the first copy moves, so a kill loses no record."""
+    sources = moving.read_copy_sources(augmented / "augmented_train")
+    real_place_file = moving.place_file
+
+    def place_then_fail(*args, **kwargs):
+        if len(list((augmented / "train").rglob("aug_*"))) == 5:
+            raise KeyboardInterrupt
+        return real_place_file(*args, **kwargs)
+
+    monkeypatch.setattr(moving, "place_file", place_then_fail)
+    assert move(augmented) == 1
+    recorded = moving.read_moved_copies(augmented)
+    moved = list((augmented / "train").rglob("aug_*"))
+    assert len(moved) == 5 and {sha256(path) for path in moved} <= set(recorded)
+    monkeypatch.setattr(moving, "place_file", real_place_file)
+    assert move(augmented) == 0
+    assert moving.read_moved_copies(augmented) == {record.copy_sha256: record for record in sources.values()}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import sha256, snapshot, write_image
 
+from realvsai import moving
 from realvsai.errors import UserError
 from realvsai.layout import read_manifest
 from realvsai.merging import merge_datasets
@@ -238,3 +239,47 @@ def test_a_source_beside_the_targets_split_folders_can_be_merged_into_it(first, 
     report = merge_datasets([art], into)
     assert (report.before, report.added, report.after) == (12, 12, 24)
     assert len(images(into)) == 24  # data/art/... is not counted as part of the target
+
+
+def augment_and_move(data: Path, source: Path, copies: int = 2) -> list[str]:
+    """Moves ``copies`` augmented copies of ``source`` (an image in ``data/train``) into train, their source recorded
+    as DataAugmentation.py records it (made without TensorFlow); returns the copies' sha256."""
+    records = {}
+    for k in range(copies):
+        copy = write_image(data / "augmented_train" / source.parent.name / f"aug_{source.stem}_{k}.jpg",
+                           seed=int(sha256(source)[:8], 16) + k)
+        records[f"{source.parent.name}/{copy.name}"] = moving.CopySource(
+            sha256(copy), source.relative_to(data).as_posix(), sha256(source))
+    moving.add_copy_sources(data / "augmented_train", records)
+    moving.move_augmented(data)
+    assert not (data / "augmented_train").exists()
+    return [record.copy_sha256 for record in records.values()]
+
+
+def all_images(root: Path) -> list[Path]:
+    return sorted(path for path in root.glob("*/*/*") if path.suffix in (".png", ".jpg"))
+
+
+def test_augmented_copies_of_an_image_in_another_split_of_the_target_are_refused(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    tested = second / "train" / "REAL" / "tested.png"
+    shutil.copyfile(into / "test" / "REAL" / "img_000.png", tested)  # in the target's test
+    copies = augment_and_move(second, tested)
+    report = merge_datasets([second], into)
+    refused = {Path(source).name: reason for source, reason in report.refused}
+    assert sorted(refused) == ["aug_tested_0.jpg", "aug_tested_1.jpg", "tested.png"]
+    assert "augmented copy" in refused["aug_tested_0.jpg"] and "test" in refused["aug_tested_0.jpg"]
+    assert not {sha256(path) for path in all_images(into)} & set(copies)  # the copies stayed out of train
+
+
+def test_the_record_of_augmented_copies_goes_with_them_into_a_merged_dataset(first, second, tmp_path):
+    copies = augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
+    into = merge_datasets([second], tmp_path / "merged").into
+    assert set(copies) <= {sha256(path) for path in all_images(into)}
+    final = tmp_path / "final"
+    shutil.copytree(first, final)
+    shutil.copyfile(second / "train" / "FAKE" / "img_001.png", final / "test" / "FAKE" / "held_out.png")
+    report = merge_datasets([into], final)  # the copies' source is in final's test now
+    assert not {sha256(path) for path in all_images(final / "train")} & set(copies)
+    assert sum("augmented copy" in reason for _, reason in report.refused) == len(copies)
