@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 DataAugmentation = importlib.import_module("DataAugmentation")
 MoveAugmentedImages = importlib.import_module("MoveAugmentedImages")
+DataMerger = importlib.import_module("DataMerger")
 
 
 @pytest.fixture(autouse=True)
@@ -187,7 +188,7 @@ def test_move_dry_run_counts_the_refusals_and_changes_nothing(augmented, capsys)
 # A re-split takes augmented_train aside with the old split
 
 
-def test_overwrite_moves_augmented_train_and_its_refusals_aside_with_the_old_split(tmp_path, make_class_folder):
+def test_overwrite_moves_augmented_train_and_its_records_aside_with_the_old_split(tmp_path, make_class_folder):
     raw = make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10})
     out = tmp_path / "data"
     split_by_class(raw, out, seed=1)
@@ -195,10 +196,13 @@ def test_overwrite_moves_augmented_train_and_its_refusals_aside_with_the_old_spl
     copy.parent.mkdir(parents=True)
     copy.write_bytes(b"\xff\xd8 a copy \xff\xd9")
     (out / "move-refused.csv").write_text("moved_at,source,reason\n")
+    (out / "augmented-copies.csv").write_text("copy_sha256,source,source_sha256\n")  # copies moved into train
     report = split_by_class(raw, out, seed=2, overwrite=True)
     assert not (out / "augmented_train").exists() and not (out / "move-refused.csv").exists()
+    assert not (out / "augmented-copies.csv").exists()
     assert (report.moved_aside / "augmented_train" / "REAL" / "aug_x_0.jpg").read_bytes() == b"\xff\xd8 a copy \xff\xd9"
     assert (report.moved_aside / "move-refused.csv").read_text() == "moved_at,source,reason\n"
+    assert (report.moved_aside / "augmented-copies.csv").is_file()
 
 
 def test_completing_the_same_split_leaves_augmented_train_in_place(tmp_path, make_class_folder):
@@ -224,3 +228,20 @@ def test_copies_made_before_a_re_split_never_reach_train_with_their_source_held_
     assert trained and not trained & held_out
     refused = {path.name[len("aug_"):].rsplit("_", 1)[0] for path in (data / "augmented_train").rglob("aug_*.jpg")}
     assert refused and refused <= held_out
+
+
+# DataMerger.py refuses moved copies of an image another split holds
+
+
+def test_merge_keeps_moved_copies_of_an_image_in_the_targets_test_out_of_its_train(augmented, tmp_path):
+    assert move(augmented) == 0
+    target = tmp_path / "target"
+    for class_index, class_name in enumerate(("FAKE", "REAL")):
+        write_image(target / "train" / class_name / "own.png", seed=900 + class_index)
+        write_image(target / "test" / class_name / "own_test.png", seed=950 + class_index)
+    shutil.copyfile(augmented / "train" / "REAL" / "img_001.png", target / "test" / "REAL" / "held_out.png")
+    copies = {sha256(path) for path in (augmented / "train" / "REAL").glob("aug_img_001_*.jpg")}
+    assert len(copies) == 2
+    assert DataMerger.main([str(augmented), "--into", str(target), "--quiet"]) == 0
+    assert not {sha256(path) for path in (target / "train").rglob("*.jpg")} & copies
+    assert len(list((target / "train").rglob("aug_*.jpg"))) == 10  # the other copies were merged
