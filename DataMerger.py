@@ -15,10 +15,12 @@ another split among the sources; the target, then the sources in the order given
 what they hold) is refused and added to merge-refused.csv with the merge's time (rows of earlier
 merges stay), so no image is both trained on and tested on. So is every incoming copy of content that
 sits under another class, anywhere in the target or the sources: one image under two labels would be
-learnt under both (keep it in its true class only and merge again). The counts add up: files in the target
-before + added = after. An interrupted merge is completed by running the same command again.
---dry-run shows all of this and changes nothing. A SOURCE may sit inside the target folder (data/art
-beside data/train), just not inside its split folders.
+learnt under both (keep it in its true class only and merge again). So is an augmented copy (moved into
+train by MoveAugmentedImages.py, which records its source in augmented-copies.csv) of an image that sits in
+another split: trained on, it would leak that image; the record goes with the copies into the target.
+The counts add up: files in the target before + added = after. An interrupted merge is completed by
+running the same command again. --dry-run shows all of this and changes nothing. A SOURCE may sit
+inside the target folder (data/art beside data/train), just not inside its split folders.
 
 Example:
     python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data
@@ -40,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
     parser.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
                         help="split datasets (train/, validation/, test/ with class folders) to merge")
-    parser.add_argument("--into", type=Path, required=True, help="the dataset to merge into; created when missing")
+    parser.add_argument("--into", type=Path, required=True, default=argparse.SUPPRESS,  # no "(default: None)"
+                        help="the dataset to merge into; created when missing")
     parser.add_argument("--move", action="store_true", help="remove each source file once its content is in --into")
     parser.add_argument("--dry-run", action="store_true", help="print what would happen and change nothing")
     parser.add_argument("--workers", type=positive_int, default=2 * default_workers(), help="threads that hash files")

@@ -11,7 +11,9 @@ DATA/move-refused.csv with the time of the run and the reason, when it has the c
 validation or test image, or when augmented_train/sources.csv (written by DataAugmentation.py) says
 it was made from an image that is now in validation or test (the split changed since), or in no
 split. A copy sources.csv does not list (made by hand or by an older version) is refused too, unless
---move-unlisted. Interrupted, it can simply be run again.
+--move-unlisted. Before the first copy moves, each one's source is added to DATA/augmented-copies.csv
+(by sha256): in train, that record is how DataMerger.py keeps copies of another split's image out of
+train. Interrupted, it can simply be run again.
 
 Example:
     python MoveAugmentedImages.py --data data --dry-run

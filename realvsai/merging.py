@@ -31,6 +31,7 @@ from realvsai.layout import (
     read_split_classes,
     write_manifest,
 )
+from realvsai.moving import CopySource, add_moved_copies, read_moved_copies
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class _File:
     path: Path
     digest: str
     dataset: str = ""  # the dataset it belongs to (manifest.csv's column), carried into the target's manifest
+    copy_of: CopySource | None = None  # an augmented copy's source (DATA/augmented-copies.csv), carried too
 
 
 @dataclass
@@ -131,6 +133,7 @@ def merge_datasets(
         logger.warning("the target held %d files, %d were added, but it now holds %d: something else changed "
                        "it during the merge", report.before, report.added, report.after)
     _update_manifest(into, existing, added, actions)
+    add_moved_copies(into, [file.copy_of for file, kind, _, _ in actions if file.copy_of and kind != "refuse"])
     if report.refused:
         # Appended: the lists of earlier merges into this folder stay, each row dated by its merge.
         append_csv(into / REFUSED_NAME, REFUSED_FIELDS,
@@ -164,9 +167,13 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
                                                   "only and merge again"))
             continue
         owner, where = home.setdefault(file.digest, (file.split, str(file.path)))
+        source = home.get(file.copy_of.source_sha256) if file.copy_of else None  # where a copy's source is
         if owner != file.split:
             actions.append((file, "refuse", None, f"same content as {where} ({owner}); adding it to "
                                                   f"{file.split} would put one image in two splits"))
+        elif source and source[0] != file.split:
+            actions.append((file, "refuse", None, f"an augmented copy of {source[1]} ({source[0]}); in "
+                                                  f"{file.split} it would leak that image"))
         elif file.digest in present[(file.split, file.class_name)]:
             actions.append((file, "identical", None, ""))
         else:
@@ -229,8 +236,9 @@ def _hash_dataset(root: Path, workers: int, desc: str, dataset: str = "") -> lis
     digests = map_in_threads(lambda chunk: [sha256_file(path) for _, _, path in chunk], listed, workers, desc)
     manifest = root / MANIFEST_NAME
     datasets = {row.path: row.dataset for row in read_manifest(manifest)} if manifest.is_file() else {}
-    return [_File(split, class_name, path, digest, datasets.get(path.relative_to(root).as_posix()) or dataset)
-            for (split, class_name, path), digest in zip(listed, digests)]
+    copies = read_moved_copies(root) if root.is_dir() else {}
+    return [_File(split, class_name, path, digest, datasets.get(path.relative_to(root).as_posix()) or dataset,
+                  copies.get(digest)) for (split, class_name, path), digest in zip(listed, digests)]
 
 
 def format_merge_report(report: MergeReport) -> str:

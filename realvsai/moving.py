@@ -50,6 +50,8 @@ SOURCES_NAME = "sources.csv"  # in augmented_train: which training image each co
 SOURCES_FIELDS = ("copy", "copy_sha256", "source", "source_sha256")
 SETTINGS_NAME = "settings.json"  # in augmented_train: the settings its copies were made with
 RECORD_NAMES = (SOURCES_NAME, SETTINGS_NAME)  # augmented_train's records of its copies: go with the last copy
+MOVED_COPIES_NAME = "augmented-copies.csv"  # in DATA: the source of each copy moved into train, by content
+MOVED_COPIES_FIELDS = ("copy_sha256", "source", "source_sha256")
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,35 @@ def record_copy_sources(plan: CopyPlan, data_dir: Path, not_copies: Iterable[Pat
     return len(added)
 
 
+def read_moved_copies(data_dir: Path) -> dict[str, CopySource]:
+    """``DATA/augmented-copies.csv`` as ``{copy sha256: CopySource}`` ({} without the file): what each augmented copy
+    moved into train was made from, found by content wherever the copy has gone since (a merge, a new name).
+
+    ``UserError`` when the file lacks the columns this project writes.
+    """
+    path = Path(data_dir) / MOVED_COPIES_NAME
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:  # as files.write_csv
+        reader = csv.DictReader(stream)
+        if missing := [name for name in MOVED_COPIES_FIELDS if name not in (reader.fieldnames or [])]:
+            raise UserError(f"{path} is not a list written by MoveAugmentedImages.py (no column {missing[0]!r}). "
+                            "Move it away and run the step again.")
+        return {row["copy_sha256"]: CopySource(row["copy_sha256"], row["source"], row["source_sha256"])
+                for row in reader}
+
+
+def add_moved_copies(data_dir: Path, records: Iterable[CopySource]) -> None:
+    """Adds ``records`` to ``DATA/augmented-copies.csv``, keeping its rows (sorted, so the same copies give the same
+    file)."""
+    rows = read_moved_copies(data_dir)
+    new = {record.copy_sha256: record for record in records if record.copy_sha256 not in rows}
+    if new:
+        write_csv(Path(data_dir) / MOVED_COPIES_NAME, MOVED_COPIES_FIELDS,
+                  [(record.copy_sha256, record.source, record.source_sha256)
+                   for _, record in sorted({**rows, **new}.items())])
+
+
 def changed_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -> dict[str, tuple[object, object]]:
     """``{name: (recorded, given)}`` for each of ``settings`` other than in ``augmented_train/settings.json``, less
     a higher ``copies`` (the copies there stay and the missing ones are added).
@@ -331,15 +362,21 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
                 for path in list_images(folder, recursive=True)}
     refusal = _Refusal(Path(data_dir), train_dir, augmented_dir, held_out, move_unlisted)
     inside = {name: is_inside(augmented_dir / name, augmented_dir) for name in classes}
-    for source in progress(sources, total=len(sources), desc="moving"):
-        target = train_dir / source.parent.name / source.name
+    checked = []  # (copy, sha256, reason it stays or None)
+    for source in progress(sources, total=len(sources), desc="checking"):
         if not inside[source.parent.name]:  # a class folder that is a symlink to elsewhere
-            digest, reason = None, (REFUSED_SYMLINK, f"its folder leads to {source.parent.resolve()}, outside "
-                                                     f"{augmented_dir}, through a symlink; files there are never "
-                                                     "moved (move that folder into augmented_train)")
+            checked.append((source, None, (REFUSED_SYMLINK, f"its folder leads to {source.parent.resolve()}, outside "
+                                                            f"{augmented_dir}, through a symlink; files there are "
+                                                            "never moved (move that folder into augmented_train)")))
         else:
             digest = sha256_file(source)
-            reason = refusal.why(source, digest)
+            checked.append((source, digest, refusal.why(source, digest)))
+    if not dry_run:  # before the first copy moves: in train, only this record says what a copy was made from
+        add_moved_copies(data_dir, [record for source, digest, reason in checked if not reason
+                                    and (record := refusal.records.get(f"{source.parent.name}/{source.name}"))
+                                    and record.copy_sha256 == digest])
+    for source, digest, reason in progress(checked, desc="moving"):
+        target = train_dir / source.parent.name / source.name
         if reason:
             kind, text = reason
             report.refused_files.append((str(source), text))
