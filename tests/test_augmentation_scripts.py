@@ -385,8 +385,10 @@ def test_copy_names_do_not_depend_on_the_order_the_disk_lists_the_files(tmp_path
 
 
 @pytest.mark.parametrize("split", ["validation", "test", "Test"])
-def test_refuses_to_augment_validation_or_test(data, split, capsys):
-    assert augment(data, "--split", split) == 1
+def test_augmenting_validation_or_test_is_bad_usage(data, split, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        augment(data, "--split", split)
+    assert exit_info.value.code == 2
     assert "only the train split is augmented" in capsys.readouterr().err
     assert not (data / "augmented_train").exists()
 
@@ -425,10 +427,11 @@ def test_bad_arguments_exit_2(args):
     assert run_script("DataAugmentation.py", *args).returncode == 2
 
 
-def test_refusing_validation_exits_1_as_a_subprocess(data):
+def test_refusing_validation_exits_2_with_argparse_s_line_as_a_subprocess(data):
     result = run_script("DataAugmentation.py", "--data", data, "--split", "validation")
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: refusing to augment 'validation'")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "DataAugmentation.py: error: argument --split: refusing to augment 'validation'")
 
 
 # MoveAugmentedImages.py and realvsai.moving

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import write_image
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -305,6 +307,23 @@ def test_broken_files_are_skipped_and_counted(tmp_path, make_class_folder, bad_f
     assert written["num_skipped"] == len(broken)
 
 
+def test_evaluate_folders_lists_the_files_it_leaves_out_in_unreadable_csv(tmp_path, make_class_folder, binary_model):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3})
+    (folder / "readme.txt").write_text("notes")
+    (folder / "REAL" / "labels.csv").write_text("file,class")
+    (folder / "REAL" / ".DS_Store").write_bytes(b"\0")
+    write_image(folder / "FAKE" / "day 2" / "extra.png", seed=7)  # evaluated are the images right in a class folder
+
+    metrics = evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
+
+    with open(tmp_path / "out" / "unreadable.csv", newline="", encoding="utf-8") as stream:
+        left_out = {row["file"]: row["reason"] for row in csv.DictReader(stream)}
+    assert set(left_out) == {"readme.txt", "REAL/labels.csv", "REAL/.DS_Store", "FAKE/day 2/extra.png"}
+    assert "not an image file" in left_out["readme.txt"] and "sub-folder" in left_out["FAKE/day 2/extra.png"]
+    assert metrics["num_images"] == 6 and metrics["num_skipped"] == 4
+    assert sorted(entry["file"] for entry in metrics["skipped_files"]) == sorted(left_out)
+
+
 def test_images_of_mixed_sizes_are_evaluated(tmp_path, make_class_folder, binary_model):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3}, size=(20, 20))
     make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2}, size=(61, 37), seed=9, suffix=".jpg")
@@ -504,11 +523,19 @@ def test_model_card_says_so_when_the_data_was_synthetic_demo_data(tmp_path, data
     assert "synthetic" in (tmp_path / "run" / "MODEL_CARD.md").read_text()
 
 
+def test_model_card_shows_a_small_learning_rate_as_it_is():
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    info = model_info(["FAKE", "REAL"], best_epoch={"epoch": 3, "val_loss": 0.123456, "learning_rate": 1e-05})
+    card = model_card.render_card(info, metrics, "Model card: run")
+    assert "Best epoch (the saved model): epoch 3, val_loss 0.1235, learning_rate 1e-05." in card
+
+
 def test_format_summary_names_the_headline_numbers_and_skipped_files():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
     line = format_summary({**metrics, "num_skipped": 2})
     assert f"accuracy {metrics['accuracy']:.4f}" in line and f"ROC AUC {metrics['roc_auc']:.4f}" in line
-    assert "threshold 0.450" in line and "2 broken files skipped" in line
+    assert "threshold 0.450" in line and "2 files skipped (not images, or unreadable)" in line
 
 
 # --- several sources -----------------------------------------------------------------------------

@@ -90,10 +90,26 @@ def test_datasplitd1_on_a_folder_without_class_folders_exits_1_with_one_line(tmp
     assert "no class folders" in one_error_line(process)
 
 
-def test_ratios_that_do_not_add_up_exit_1_with_one_line(tmp_path, make_class_folder):
+def test_ratios_that_do_not_add_up_are_bad_usage(tmp_path, make_class_folder):
     source = make_class_folder(tmp_path / "art", {"A": 2, "B": 2})
     process = run_script("DataSplitD1.py", source, "--out", tmp_path / "data", "--ratios", "0.8", "0.2", "0.2")
-    assert "add up to 1.2, not 1" in one_error_line(process)
+    assert process.returncode == 2
+    assert "error: --ratios 0.8 0.2 0.2 add up to 1.2, not 1" in process.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
+@pytest.mark.parametrize(("renames", "said"), [(["FOO"], "'FOO' is not OLD=NEW"),
+                                               (["A=X", "A=Y"], "names 'A' twice"),
+                                               (["A=test"], "'test' is not a usable class name")],
+                         ids=["no_equals", "twice", "split_name"])
+def test_a_malformed_rename_is_bad_usage(script, renames, said, tmp_path, make_class_folder):
+    source = make_class_folder(tmp_path / "art", {"A": 2, "B": 2})
+    flags = [flag for rename in renames for flag in ("--rename", rename)]
+    process = run_script(script, source, "--out", tmp_path / "data", *flags)
+    assert process.returncode == 2
+    assert said in process.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "data").exists()
 
 
 def test_move_and_link_together_are_bad_usage(tmp_path, make_class_folder):

@@ -220,6 +220,13 @@ def test_cli_values_no_run_can_use_are_command_line_errors(tmp_path, capsys, cli
     assert not (tmp_path / "models").exists()
 
 
+def test_cli_seed_out_of_range_names_its_bound_in_full(tmp_path, capsys, cli):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--seed", "-1", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and "from 0 to 4,294,967,295" in error and "e+" not in error
+
+
 @pytest.mark.parametrize("flags", [["--dropout", "0"], ["--l2", "0"], ["--noise", "0"], ["--head-epochs", "0"],
                                    ["--fine-tune-epochs", "0"], ["--learning-rate", "1e-2"], ["--image-size", "32"]],
                          ids=" ".join)
