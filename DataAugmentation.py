@@ -94,6 +94,15 @@ def jpeg_quality(text: str) -> int:
     return value
 
 
+def train_split(text: str) -> str:
+    """argparse type for --split: train, in any letter case; augmenting another split is bad usage."""
+    if text.lower() != TRAIN:
+        raise ArgumentTypeError(f"refusing to augment {text!r}: only the train split is augmented (copies of "
+                                "validation or test images would inflate their scores). Leave out --split, or use "
+                                "--split train.")
+    return TRAIN
+
+
 def parse_args(argv: list[str] | None = None) -> Namespace:
     defaults = AugmentConfig()
     parser = make_parser(__doc__)
@@ -108,7 +117,8 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
                              "capped by memory); part of what the random draws depend on, like --seed")
     parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality,
                         help="quality of the written JPEG files")
-    parser.add_argument("--split", default=defaults.split, help="the split to augment: only train is allowed")
+    parser.add_argument("--split", type=train_split, default=defaults.split,
+                        help="the split to augment: only train is allowed")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
                         help="images with more pixels are skipped (a guard against decompression bombs)")
     return parser.parse_args(argv)
@@ -136,11 +146,6 @@ def refuse_other_settings(augmented_dir: Path, settings: dict[str, object]) -> N
 
 def augment(args: Namespace) -> None:
     """Plans, makes and writes the copies; prints the summary."""
-    if args.split.lower() != TRAIN:
-        raise UserError(
-            f"refusing to augment {args.split!r}: only the train split is augmented (copies of validation or "
-            "test images would inflate their scores). Leave out --split, or use --split train."
-        )
     if args.data.name.lower() in (*SPLITS, AUGMENTED_TRAIN):
         raise UserError(f"--data {args.data} is a split folder; give the dataset folder that holds train/, "
                         f"e.g. --data {args.data.parent}. Only train is ever augmented.")

@@ -35,9 +35,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from realvsai.cli import make_parser, run_main, setup_logging, share
+from realvsai.cli import make_parser, run_main, setup_logging, share, usage_check
 from realvsai.layout import parse_renames
-from realvsai.splitting import SplitDefaults, add_split_arguments, format_report, split_by_class
+from realvsai.splitting import SplitDefaults, add_split_arguments, check_ratios, format_report, split_by_class
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_split_arguments(parser, defaults)
     parser.add_argument("--ratios", type=share, nargs=3, default=list(defaults.ratios),
                         metavar=("TRAIN", "VALIDATION", "TEST"), help="shares of each class; they must add up to 1")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    usage_check(parser, lambda: check_ratios(args.ratios))
+    args.rename = usage_check(parser, lambda: parse_renames(args.rename))  # {OLD: NEW}
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         report = split_by_class(args.source, args.out, ratios=args.ratios, seed=args.seed, mode=args.mode,
-                                renames=parse_renames(args.rename), overwrite=args.overwrite, workers=args.workers,
+                                renames=args.rename, overwrite=args.overwrite, workers=args.workers,
                                 max_pixels=args.max_pixels)
         print(format_report(report))
 

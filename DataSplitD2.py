@@ -36,7 +36,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realvsai.cli import fraction, make_parser, run_main, setup_logging
+from realvsai.cli import fraction, make_parser, run_main, setup_logging, usage_check
 from realvsai.layout import parse_renames
 from realvsai.splitting import SplitDefaults, add_split_arguments, format_report, split_train_test
 
@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_split_arguments(parser, defaults)
     parser.add_argument("--val-fraction", type=fraction, default=defaults.val_fraction,
                         help="share of each train class that becomes validation")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.rename = usage_check(parser, lambda: parse_renames(args.rename))  # {OLD: NEW}
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         report = split_train_test(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed,
-                                  mode=args.mode, renames=parse_renames(args.rename), overwrite=args.overwrite,
+                                  mode=args.mode, renames=args.rename, overwrite=args.overwrite,
                                   workers=args.workers, max_pixels=args.max_pixels)
         print(format_report(report))
 

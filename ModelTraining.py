@@ -251,7 +251,7 @@ def bounded(kind: type, field: str) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}"
                                              ) from None
         if value not in limit:
-            raise argparse.ArgumentTypeError(f"{text} is outside {limit}, the values a run can use")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a value {limit}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages

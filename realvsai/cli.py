@@ -88,6 +88,15 @@ def run_main(body: Callable[[], object]) -> int:
     return EXIT_FAILED
 
 
+def usage_check(parser: argparse.ArgumentParser, check: Callable[[], T]) -> T:
+    """``check()``, its UserError turned into bad usage: argparse's line and exit 2. For what a ``type=`` function
+    cannot see, one value at a time: several values together (``--ratios``), a flag given more than once."""
+    try:
+        return check()
+    except UserError as error:
+        parser.error(str(error))
+
+
 _OS_ERROR_HINTS = {
     errno.ENOTDIR: "a folder in this path is a file. Move that file away or choose another path",
     errno.EEXIST: "this is a file, but a folder is needed here. Move that file away or choose another path",

@@ -24,7 +24,7 @@ REPORT_FILE = "classification_report.txt"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 EVALUATION_CARD_FILE = "EVALUATION.md"  # --evaluate's card for a folder other than the run's test split
 PREDICTIONS_FILE = "predictions.csv"  # one row per image: --predict and --evaluate
-UNREADABLE_FILE = "unreadable.csv"  # --predict's files that could not be read, with the reason
+UNREADABLE_FILE = "unreadable.csv"  # --predict's and --evaluate's files left out, with the reason
 ROBUSTNESS_PLOT_FILE = "robustness.png"  # --evaluate --robustness: accuracy against perturbation strength
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
@@ -74,7 +74,9 @@ class Limit:
         return above and below
 
     def __str__(self) -> str:
-        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        """``from 0 to 4,294,967,295``: whole numbers in full, an end that is not inside marked ``(excluded)``."""
+        low, high = (f"{int(end):,}" if float(end).is_integer() else f"{end:g}" for end in (self.low, self.high))
+        return f"from {low}{' (excluded)' * self.low_open} to {high}{' (excluded)' * self.high_open}"
 
 
 MAX_IMAGE_SIZE = 2048  # a ResNet at 2048 px already needs ~80x the memory of 224 px per image
@@ -175,7 +177,7 @@ class TrainConfig:
             raise UserError(f"--precision {self.precision}: choose one of {', '.join(PRECISIONS)}.")
         for name, limit in LIMITS.items():
             if getattr(self, name) not in limit:
-                raise UserError(f"{flag_name(name)} {getattr(self, name)}: it must be in {limit}.")
+                raise UserError(f"{flag_name(name)} {getattr(self, name)}: it must be {limit}.")
         if self.total_epochs == 0:
             raise UserError("--head-epochs and --fine-tune-epochs: not both 0; give at least one epoch to train.")
         if self.name and run_name_problem(self.name):

@@ -1,5 +1,6 @@
-"""Evaluation of a trained classifier on class folders: metrics.json, predictions.csv, the report, the plots
-and MODEL_CARD.md (evaluate_run, which also adds "test_metrics" to model.json) or EVALUATION.md.
+"""Evaluation of a trained classifier on class folders: metrics.json, predictions.csv, unreadable.csv (the files
+left out), the report, the plots and MODEL_CARD.md (evaluate_run, which also adds "test_metrics" to model.json) or
+EVALUATION.md.
 
     metrics = evaluate_run(model, model_info, Path("data"), Path("models/run1"))
     metrics = evaluate_folders(model, model_info, [Path("data/test"), Path("photos/test")], Path("out"))
@@ -25,7 +26,7 @@ from realvsai import config, plots, prediction
 from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
 from realvsai.cli import progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, list_images, read_json, write_json
+from realvsai.files import atomic_write_text, list_images, read_json, spreadsheet_safe, write_csv, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb
 from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, read_manifest
 from realvsai.model_card import PLOT_FILES, render_card
@@ -117,6 +118,22 @@ def without_failed(images: LabelledImages, probabilities: np.ndarray) -> tuple[L
     for path, reason in broken:
         logger.warning("skipping %s: %s", path, reason)
     return dataclasses.replace(images.subset(kept), skipped=[*images.skipped, *broken]), probabilities[kept]
+
+
+def left_out_files(folder: Path, class_names: Sequence[str]) -> list[tuple[Path, str]]:
+    """The files under ``folder`` that ``data.scan_images`` leaves out without a word, with why, as --predict's
+    unreadable.csv lists them: what is not an image (or is hidden) beside or inside the class folders, and the
+    images beside them or in a sub-folder of one (only the images right in a class folder have a known class)."""
+    left_out: list[tuple[Path | str, str]] = []  # list_images adds the files that are not images
+    beside = list_images(folder, skipped=left_out)
+    left_out += [(path, "an image beside the class folders: its class is unknown, so it is not evaluated (move it "
+                  "into its class folder)") for path in beside]
+    for name in class_names:
+        nested = [path for path in list_images(folder / name, recursive=True, skipped=left_out)
+                  if path.parent != folder / name]
+        left_out += [(path, "in a sub-folder of a class folder: only the images right in a class folder are "
+                      "evaluated (move it up to evaluate it)") for path in nested]
+    return sorted((Path(path), reason) for path, reason in left_out)
 
 
 def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
@@ -212,6 +229,7 @@ def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path
     sources = []
     for name, folder in zip(source_names(folders), folders, strict=True):
         images = scan_images(Path(folder), class_names=class_names, max_pixels=max_pixels)
+        images = dataclasses.replace(images, skipped=[*images.skipped, *left_out_files(Path(folder), class_names)])
         probabilities = prediction.predict_images(model, images, batch_size, info.image_size,
                                                   input_mode=info.input_mode)
         if probabilities.shape[1] != len(class_names):
@@ -267,6 +285,12 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
         out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
         class_names, rule, [doubt(info, width, height, image_format)
          for (width, height), image_format in zip(images.sizes, images.formats)], true_labels=images.labels)
+    if images.skipped:  # as --predict lists them; named as in predictions.csv (a dangling symlink not followed)
+        write_csv(out_dir / config.UNREADABLE_FILE, ["file", "reason"],
+                  sorted((spreadsheet_safe(prediction.relative_name(path.parent.resolve() / path.name, root)), reason)
+                         for path, reason in images.skipped))
+        logger.warning("%d files were not evaluated (not images, or unreadable); they are listed in %s",
+                       len(images.skipped), out_dir / config.UNREADABLE_FILE)
     return metrics
 
 

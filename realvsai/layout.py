@@ -57,6 +57,8 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
         old, new = old.strip(), new.strip()
         if not sep or not old or not new or "/" in new or "\\" in new or new in (".", ".."):
             raise UserError(f"--rename {pair!r} is not OLD=NEW. Write e.g. --rename RealArt=Real.")
+        if new.startswith(".") or new in SPLITS:
+            raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
         if old in renames:
             raise UserError(f"--rename names {old!r} twice. Give each class folder one new name.")
         renames[old] = new

@@ -307,5 +307,5 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
     if metrics.get("missing_classes"):
         line += f"; no images of {', '.join(metrics['missing_classes'])}: averaged over the other classes"
     if metrics.get("num_skipped"):
-        line += f"; {metrics['num_skipped']:,} broken files skipped"
+        line += f"; {metrics['num_skipped']:,} files skipped (not images, or unreadable)"
     return line

@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE
+from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
 from realvsai.metrics import DecisionRule
 from realvsai.run import DEMO_WARNING, is_demo, validation_by_kind
 
@@ -28,7 +28,10 @@ _PERTURBATION_LABELS = {"jpeg": "JPEG quality {:g}", "blur": "Gaussian blur σ={
 
 
 def _number(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+    """Four decimals; a float they would show as 0.0000 but is not (a learning rate of 1e-05) in full."""
+    if not isinstance(value, float):
+        return "n/a" if value is None else str(value)
+    return f"{value:.4g}" if 0 < abs(value) < 0.00005 else f"{value:.4f}"
 
 
 def _table(headers: list[str], rows: list[list[Any]], align: str = "---:") -> list[str]:
@@ -73,7 +76,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     if model_info.get("shortcut_warning"):
         lines += [f"**Warning: {model_info['shortcut_warning']}**", ""]
     lines.append(f"Evaluated on `{metrics['folder']}`: {metrics['num_images']:,} images"
-                 + (f", {metrics['num_skipped']:,} broken files skipped (listed in metrics.json)."
+                 + (f", {metrics['num_skipped']:,} files skipped: not images, or unreadable (listed in "
+                    f"{UNREADABLE_FILE} and metrics.json)."
                     if metrics.get("num_skipped") else ", no file skipped."))
 
     if config := model_info.get("config"):
