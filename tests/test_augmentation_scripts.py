@@ -264,6 +264,20 @@ def test_copies_moved_into_train_are_neither_remade_nor_augmented_again(data):
     assert not list(data.glob("augmented_train/*/*"))
 
 
+def test_after_the_move_a_run_with_other_settings_is_refused_as_before_it(data, capsys):
+    """The copies in train keep their settings' record: new copies beside them are made the same way."""
+    assert augment(data) == 0
+    assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
+    train_before = tree(data / "train")
+    capsys.readouterr()
+    assert augment(data, "--preset", "detector") == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--preset classic, not --preset detector" in line and "train" in line
+    assert tree(data / "train") == train_before and not list(data.glob("augmented_train/*/*"))
+    assert augment(data, "--copies", "3") == 0  # a higher --copies adds the missing copies, as before the move
+    assert len(list(data.glob("augmented_train/*/aug_*.jpg"))) == 6
+
+
 def test_broken_images_are_skipped_with_a_warning_naming_them(data, bad_files, capsys):
     broken = bad_files(data / "train" / "REAL")
     assert augment(data) == 0
