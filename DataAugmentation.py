@@ -15,7 +15,8 @@ are added on every run), so MoveAugmentedImages.py can refuse a copy whose sourc
 training image. The settings the copies depend on (--copies, --preset, --seed, --size, --batch-size,
 --jpeg-quality) are recorded in DATA/augmented_train/settings.json before the first copy is written:
 a run with other settings over those copies is refused (exit 1) before it writes anything, except a
-higher --copies, which adds the missing copies.
+higher --copies, which adds the missing copies. Once MoveAugmentedImages.py has moved them into train,
+the record is DATA/augmented-settings.json, and the same holds for new copies beside them.
 
 Presets: classic = ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal
 flip, nearest fill, composed into one affine map per copy and interpolated once; detector =
@@ -43,9 +44,9 @@ from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, flag_name
 from realvsai.errors import UserError
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
 from realvsai.moving import (
+    COPY_PREFIX,
     CopyPlan,
     changed_copy_settings,
-    dataset_folders,
     plan_copies,
     record_copy_settings,
     record_copy_sources,
@@ -130,17 +131,18 @@ def copy_settings(args: Namespace) -> dict[str, object]:
             for name in COPY_SETTINGS}
 
 
-def refuse_other_settings(augmented_dir: Path, settings: dict[str, object]) -> None:
-    """``UserError`` naming the recorded and the given settings where ``augmented_dir`` holds copies made with
-    other ``settings`` (``moving.changed_copy_settings``)."""
-    changed = changed_copy_settings(augmented_dir, settings)
+def refuse_other_settings(data_dir: Path, settings: dict[str, object]) -> None:
+    """``UserError`` naming the recorded and the given settings where augmented_train, or train once they are moved
+    there, holds copies made with other ``settings`` (``moving.changed_copy_settings``)."""
+    folder, changed = changed_copy_settings(data_dir, settings)
     if changed:
         recorded = " ".join(f"{flag_name(name)} {old}" for name, (old, _) in changed.items())
         given = " ".join(f"{flag_name(name)} {new}" for name, (_, new) in changed.items())
+        remedy = (f"delete that folder (python DataDeleter.py {folder})" if folder.name.lower() == AUGMENTED_TRAIN
+                  else f"delete the copies there ({folder}/*/{COPY_PREFIX}*)")
         raise UserError(
-            f"{augmented_dir} holds copies made with {recorded}, not {given}; nothing was written. Run again with "
-            f"{recorded} to complete them, or delete that folder (python DataDeleter.py {augmented_dir}) to make "
-            "copies with the new settings."
+            f"{folder} holds copies made with {recorded}, not {given}; nothing was written. Run again with "
+            f"{recorded} to complete them, or {remedy} to make copies with the new settings."
         )
 
 
@@ -151,7 +153,7 @@ def augment(args: Namespace) -> None:
                         f"e.g. --data {args.data.parent}. Only train is ever augmented.")
     started = time.perf_counter()
     settings = copy_settings(args)
-    refuse_other_settings(dataset_folders(args.data)[1], settings)  # before planning reads every header
+    refuse_other_settings(args.data, settings)  # before planning reads every header
     plan = plan_copies(args.data, args.copies, max_pixels=args.max_pixels)
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")

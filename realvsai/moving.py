@@ -28,6 +28,7 @@ from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
     append_csv,
+    atomic_write_bytes,
     fit_name,
     free_name,
     is_inside,
@@ -52,6 +53,7 @@ SETTINGS_NAME = "settings.json"  # in augmented_train: the settings its copies w
 RECORD_NAMES = (SOURCES_NAME, SETTINGS_NAME)  # augmented_train's records of its copies: go with the last copy
 MOVED_COPIES_NAME = "augmented-copies.csv"  # in DATA: the source of each copy moved into train, by content
 MOVED_COPIES_FIELDS = ("copy_sha256", "source", "source_sha256")
+MOVED_SETTINGS_NAME = "augmented-settings.json"  # in DATA: the settings of the copies moved into train
 
 
 @dataclass(frozen=True)
@@ -270,16 +272,24 @@ def add_moved_copies(data_dir: Path, records: Iterable[CopySource]) -> None:
                    for _, record in sorted({**rows, **new}.items())])
 
 
-def changed_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -> dict[str, tuple[object, object]]:
-    """``{name: (recorded, given)}`` for each of ``settings`` other than in ``augmented_train/settings.json``, less
-    a higher ``copies`` (the copies there stay and the missing ones are added).
+def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
+                          ) -> tuple[Path, dict[str, tuple[object, object]]]:
+    """The folder whose copies (aug_*) new ones would join, and ``{name: (recorded, given)}`` for each of
+    ``settings`` other than those copies were made with, less a higher ``copies`` (the copies there stay and
+    the missing ones are added).
 
-    {} when augmented_train holds no copies (aug_*) to mix with, or no record (a folder made before settings
-    were recorded: it is completed, not refused). ``UserError`` when the record is unreadable.
+    The folder is augmented_train while it holds copies (their record: its ``settings.json``), else train when
+    it holds copies moved there (``DATA/augmented-settings.json``). {} when neither holds copies to mix with, or
+    there is no record (copies made before settings were recorded: completed, not refused). ``UserError`` when
+    the record is unreadable.
     """
-    path = Path(augmented_dir) / SETTINGS_NAME
-    if not any(Path(augmented_dir).glob(f"*/{COPY_PREFIX}*")):
-        return {}
+    train_dir, augmented_dir = dataset_folders(data_dir)
+    if any(augmented_dir.glob(f"*/{COPY_PREFIX}*")):
+        folder, path = augmented_dir, augmented_dir / SETTINGS_NAME
+    elif any(train_dir.glob(f"*/{COPY_PREFIX}*")):
+        folder, path = train_dir, Path(data_dir) / MOVED_SETTINGS_NAME
+    else:
+        return augmented_dir, {}
     try:
         recorded = read_json(path)
         readable = recorded is None or isinstance(recorded, dict)
@@ -289,12 +299,12 @@ def changed_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -
         raise UserError(f"{path} is not the record of settings DataAugmentation.py writes; nothing was written. "
                         "Delete it to complete the copies beside it with this run's settings.")
     if recorded is None:
-        return {}
+        return folder, {}
     changed = {name: (recorded.get(name), value) for name, value in settings.items() if recorded.get(name) != value}
     old_copies, new_copies = changed.get("copies", (None, None))
     if isinstance(old_copies, int) and isinstance(new_copies, int) and old_copies < new_copies:
         del changed["copies"]
-    return changed
+    return folder, changed
 
 
 def record_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -> None:
@@ -487,6 +497,8 @@ def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path]
     left = list(augmented_dir.iterdir())
     if set(left) <= records:
         for path in left:
+            if path.name == SETTINGS_NAME:  # kept for the copies in train: later copies are made alike
+                atomic_write_bytes(augmented_dir.parent / MOVED_SETTINGS_NAME, path.read_bytes())
             path.unlink()  # their copies are all in train now, which a re-split moves aside whole
     if not any(augmented_dir.iterdir()):
         # A symlinked augmented_train loses the link only: the emptied folder it leads to stays.

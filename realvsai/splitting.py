@@ -51,7 +51,7 @@ from realvsai.layout import (
     subfolders,
     write_manifest,
 )
-from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME
+from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS_NAME
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -456,11 +456,11 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
                  if not path.exists())
     aside.mkdir(parents=True)
     # augmented_train goes with the split its copies were made from: moved into the new train, a copy
-    # of an image the new split puts in validation or test would leak it (its refusals and the record of the
+    # of an image the new split puts in validation or test would leak it (its refusals and the records of the
     # copies moved into train go with it).
     augmented = find_child_folder(out, AUGMENTED_TRAIN)
     for name in (*SPLITS, MANIFEST_NAME, SKIPPED_NAME, augmented.name if augmented else AUGMENTED_TRAIN,
-                 MOVE_REFUSED_NAME, MOVED_COPIES_NAME):  # renamed, never deleted
+                 MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS_NAME):  # renamed, never deleted
         if (out / name).exists():
             os.rename(out / name, aside / name)
     logger.warning("moved the previous split to %s; delete that folder when you no longer need it", aside)

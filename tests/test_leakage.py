@@ -197,12 +197,14 @@ def test_overwrite_moves_augmented_train_and_its_records_aside_with_the_old_spli
     copy.write_bytes(b"\xff\xd8 a copy \xff\xd9")
     (out / "move-refused.csv").write_text("moved_at,source,reason\n")
     (out / "augmented-copies.csv").write_text("copy_sha256,source,source_sha256\n")  # copies moved into train
+    (out / "augmented-settings.json").write_text("{}")
     report = split_by_class(raw, out, seed=2, overwrite=True)
     assert not (out / "augmented_train").exists() and not (out / "move-refused.csv").exists()
     assert not (out / "augmented-copies.csv").exists()
     assert (report.moved_aside / "augmented_train" / "REAL" / "aug_x_0.jpg").read_bytes() == b"\xff\xd8 a copy \xff\xd9"
     assert (report.moved_aside / "move-refused.csv").read_text() == "moved_at,source,reason\n"
     assert (report.moved_aside / "augmented-copies.csv").is_file()
+    assert (report.moved_aside / "augmented-settings.json").is_file() and not (out / "augmented-settings.json").exists()
 
 
 def test_completing_the_same_split_leaves_augmented_train_in_place(tmp_path, make_class_folder):
