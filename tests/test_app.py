@@ -158,13 +158,23 @@ def test_an_image_with_too_many_pixels_is_refused_by_name(start_app, models_dir)
     assert verdicts(app) == ["REAL"]
 
 
+def test_a_strip_that_crops_mode_would_enlarge_past_the_pixel_limit_is_refused_by_name(start_app, tmp_path):
+    write_run(tmp_path / "models", "crops", info={"input_mode": "crops"})
+    strip = ("strip.png", encode(random_image(4, 1, 5000)), PNG)  # 5,000 pixels; 32x160000 once enlarged
+
+    app = upload(start_app("--models", tmp_path / "models", "--max-pixels", 100_000), strip, SURE)
+
+    assert "`strip.png`" in app.error[0].value and "limit of 100,000 pixels" in app.error[0].value
+    assert len(verdicts(app)) == 1
+
+
 def test_an_unexpected_error_for_one_file_leaves_the_app_running(start_app, models_dir, monkeypatch):
     real_load = inference.load_rgb
 
-    def load(data, max_pixels, image_size=None):
+    def load(data, max_pixels, image_size=None, crop_size=None):
         if data.startswith(b"GIF89a"):
             raise RuntimeError("decoder exploded")
-        return real_load(data, max_pixels, image_size)
+        return real_load(data, max_pixels, image_size, crop_size)
 
     monkeypatch.setattr(inference, "load_rgb", load)
     app = upload(start_app("--models", models_dir), ("odd.bmp", b"GIF89a....", "image/bmp"), SURE)

@@ -288,6 +288,27 @@ def test_grid_crops_enlarge_an_image_smaller_than_the_crop():
     assert crops.shape == (9, 32, 32, 3)
 
 
+@pytest.mark.parametrize(("size", "crop_size"), [((1, 500), 32), ((500, 1), 32), ((20, 30), 32), ((7, 3), 224),
+                                                  ((33, 31), 32), ((96, 64), 32)])
+def test_cover_size_is_the_size_the_pipeline_enlarges_an_image_to(size, crop_size):
+    width, height = size
+    covered = data.cover(tf.zeros((height, width, 3)), crop_size)
+
+    assert images.cover_size(width, height, crop_size) == (covered.shape[1], covered.shape[0])
+
+
+def test_a_scan_for_crops_skips_and_names_an_image_its_crops_would_enlarge_past_the_pixel_limit(tmp_path, caplog):
+    write_image(tmp_path / "a" / "photo.png", seed=1, size=(48, 40))
+    strip = write_image(tmp_path / "a" / "strip.png", seed=2, size=(1, 5000))  # 32x160000 once enlarged
+
+    scanned = data.scan_images(tmp_path, max_pixels=100_000, crop_size=32)
+
+    assert [path.name for path in scanned.files] == ["photo.png"]
+    ((path, reason),) = scanned.skipped
+    assert path == strip and "32x160000" in reason and "limit of 100,000 pixels" in reason
+    assert any(str(strip) in record.getMessage() for record in caplog.records if record.levelname == "WARNING")
+
+
 def test_training_crops_are_native_resolution_crops_of_the_model_size(tmp_path):
     path = write_image(tmp_path / "a" / "large.png", seed=4, size=(48, 40))
     write_image(tmp_path / "a" / "small.png", seed=5, size=(16, 16))

@@ -109,6 +109,19 @@ def test_an_image_within_our_limit_decodes_whatever_pillows_own_limit(monkeypatc
         assert images.load_rgb(encode(Image.new("RGB", (side, side)), "PNG")).shape == (side, side, 3)
 
 
+@pytest.mark.parametrize("read", [images.read_header, images.load_rgb])
+def test_the_pixel_limit_holds_for_the_image_crops_mode_enlarges(read):
+    strip = encode(Image.new("RGB", (1, 5000)), "PNG")  # 5,000 pixels; 32x160000 once its short side covers 32
+
+    read(strip, max_pixels=100_000)  # within the limit as it is
+    with pytest.raises(images.ImageDecodeError) as raised:
+        read(strip, max_pixels=100_000, crop_size=32)
+
+    message = str(raised.value)
+    assert "1x5000" in message and "32x160000" in message and "limit of 100,000 pixels" in message
+    assert "--max-pixels" in message
+
+
 def test_error_for_uploaded_bytes_does_not_show_python_object_names():
     with pytest.raises(images.ImageDecodeError) as raised:
         images.load_rgb(b"plain text")

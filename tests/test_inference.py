@@ -439,10 +439,10 @@ def test_classify_uploads_turns_an_exif_rotated_photo_upright(classifier):
 def test_classify_uploads_goes_on_when_one_file_fails_unexpectedly(classifier, monkeypatch):
     real_load = inference.load_rgb
 
-    def load(data, max_pixels, image_size=None):
+    def load(data, max_pixels, image_size=None, crop_size=None):
         if data == b"boom":
             raise RuntimeError("something nobody expected")
-        return real_load(data, max_pixels, image_size)
+        return real_load(data, max_pixels, image_size, crop_size)
 
     monkeypatch.setattr(inference, "load_rgb", load)
     results = inference.classify_uploads(classifier, [("a.png", encode(random_image(6, 8, 8))), ("b.png", b"boom"),
@@ -774,6 +774,26 @@ def test_the_explained_upload_outlines_the_region_the_model_saw(tmp_path):
     assert overlay.shape == (64, 96, 3)
     assert (overlay[:, 16] == 255).all() and (overlay[:, 79] == 255).all()  # the frame of the centre square
     assert not (overlay[:, 40] == 255).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 5000), (5000, 1)])
+def test_classify_uploads_in_crops_mode_refuses_a_strip_its_crops_would_enlarge_past_the_pixel_limit(shape):
+    classifier = inference.Classifier(build_stand_in(), CLASS_NAMES, IMAGE_SIZE, "crops")
+    uploads = [("strip.png", encode(random_image(4, *shape))), ("fine.png", encode(random_image(3, 40, 40)))]
+
+    strip, fine = inference.classify_uploads(classifier, uploads, max_pixels=100_000)  # 5,000 px; enlarged 5.1 M
+
+    assert not strip.ok and "limit of 100,000 pixels" in strip.error and "160000" in strip.error
+    assert fine.ok
+
+
+def test_explain_upload_in_crops_mode_refuses_a_strip_its_crops_would_enlarge_past_the_pixel_limit():
+    from realvsai.images import ImageDecodeError
+
+    classifier = inference.Classifier(build_stand_in(evidence=True), CLASS_NAMES, IMAGE_SIZE, "crops")
+
+    with pytest.raises(ImageDecodeError, match="limit of 100,000 pixels"):
+        inference.explain_upload(classifier, encode(random_image(4, 1, 5000)), max_pixels=100_000)
 
 
 @pytest.mark.parametrize("shape", [(1, 5000), (5000, 1)])

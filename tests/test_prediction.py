@@ -93,6 +93,32 @@ def test_unreadable_files_are_listed_and_the_others_predicted(tmp_path, binary_m
     assert "unreadable.csv" in summary.describe(folder) and "5 unreadable" in summary.describe(folder)
 
 
+def test_predict_in_crops_mode_lists_an_image_its_crops_would_enlarge_past_the_limit(tmp_path, binary_model):
+    folder = tmp_path / "photos"
+    write_image(folder / "photo.png", seed=1, size=(40, 30))
+    write_image(folder / "strip.png", seed=2, size=(1, 5000))  # 5,000 pixels; 8x40000 once it covers 8 px crops
+    prediction.predict_folder(binary_model, model_info(CLASSES, input_mode="crops"), folder, tmp_path / "out",
+                              batch_size=2, max_pixels=100_000)
+
+    assert [row["file"] for row in read_rows(tmp_path / "out" / "predictions.csv")] == ["photo.png"]
+    (row,) = read_rows(tmp_path / "out" / "unreadable.csv")
+    assert row["file"] == "strip.png" and "8x40000" in row["reason"] and "limit of 100,000 pixels" in row["reason"]
+
+
+def test_evaluate_in_crops_mode_skips_an_image_its_crops_would_enlarge_past_the_limit(tmp_path, binary_model,
+                                                                                       make_class_folder, caplog):
+    folder = make_class_folder(tmp_path / "images", {"FAKE": 2, "REAL": 2}, size=(40, 30))
+    strip = write_image(folder / "REAL" / "strip.png", seed=2, size=(1, 5000))
+
+    metrics = evaluation.evaluate_folders(binary_model, model_info(CLASSES, input_mode="crops"), [folder],
+                                          tmp_path / "out", batch_size=2, max_pixels=100_000)
+
+    assert metrics["num_images"] == 4 and [item["file"] for item in metrics["skipped_files"]] == ["REAL/strip.png"]
+    assert "8x40000" in metrics["skipped_files"][0]["reason"]
+    assert any(str(strip) in record.getMessage() and "8x40000" in record.getMessage()
+               for record in caplog.records if record.levelname == "WARNING")
+
+
 def test_a_file_that_fails_to_decode_after_its_header_is_named_not_shifted(tmp_path, binary_model):
     good = [write_image(tmp_path / f"{index}.png", seed=index) for index in range(3)]
     fake = tmp_path / "fake.png"

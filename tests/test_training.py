@@ -722,6 +722,36 @@ def test_input_mode_flag_sets_the_config_and_rejects_other_modes(capsys):
         TrainConfig(input_mode="tiles").validate()
 
 
+def test_crops_mode_training_skips_an_image_its_crops_would_enlarge_past_the_pixel_limit(tmp_path, make_class_folder,
+                                                                                         monkeypatch, caplog):
+    from PIL import Image
+
+    from realvsai import data
+
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    strip = tmp_path / "data" / "train" / "REAL" / "strip.png"
+    Image.new("RGB", (1, 120_000)).save(strip)  # 0.12 megapixels; 122.9 once its short side covers 32 px crops
+    scanned = []
+
+    class Scanned(Exception):
+        pass
+
+    def stop_after_the_scan(data_dir, *splits):
+        scanned.extend(splits)
+        raise Scanned  # no training: the scan is what is tested
+
+    monkeypatch.setattr(data, "data_digest", stop_after_the_scan)
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="crops", weights="none",
+                         image_size=32, input_mode="crops")
+    with pytest.raises(Scanned):
+        training.train(config, verbose=0)
+
+    assert len(scanned[0]) == 4 and strip not in scanned[0].files
+    assert any(str(strip) in record.getMessage() and "limit" in record.getMessage()
+               for record in caplog.records if record.levelname == "WARNING")
+
+
 @pytest.mark.slow
 def test_crops_mode_run_records_its_input_mode_and_the_training_images(tmp_path):
     for split, count in (("train", 4), ("validation", 2), ("test", 2)):
