@@ -79,9 +79,9 @@ class LabelledImages:
 
 
 def scan_images(folder: Path, class_names: Sequence[str] | None = None,
-                max_pixels: int = MAX_IMAGE_PIXELS) -> LabelledImages:
+                max_pixels: int = MAX_IMAGE_PIXELS, crop_size: int | None = None) -> LabelledImages:
     """The images of ``folder/<Class>/`` with their headers; files without one, or with more than ``max_pixels``
-    pixels, are skipped and named.
+    pixels (with ``crop_size``: once crops mode enlarged them, ``images.pixel_problem``), are skipped and named.
 
     ``class_names`` is the label order (the folder must have exactly these; None: the sorted sub-folders).
     A UserError if the folder is missing, has other classes than ``class_names``, or holds no image.
@@ -95,7 +95,8 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         raise UserError(f"{folder} has class folders {sorted(found)}, but {sorted(class_names)} were expected "
                         f"({details}). Rename the folders (or re-split with --rename OLD=NEW) so the names match.")
     candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
-    results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}")
+    results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
+                                    crop_size=crop_size)
     files, labels, sizes, needs_pil, formats, qualities, skipped = [], [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
@@ -113,8 +114,10 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities, max_pixels)
 
 
-def scan_splits(data_dir: Path) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
-    """The train, validation and (when there is one) test images of ``data_dir``, in train's class order.
+def scan_splits(data_dir: Path, crop_size: int | None = None
+                ) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
+    """The train, validation and (when there is one) test images of ``data_dir``, in train's class order;
+    ``crop_size`` for crops mode (``scan_images``).
 
     Raises:
         UserError: without train/ or validation/, with fewer than two classes, or with an empty class.
@@ -126,15 +129,15 @@ def scan_splits(data_dir: Path) -> tuple[LabelledImages, LabelledImages, Labelle
     if not (data_dir / VALIDATION).is_dir():
         raise UserError(f"{data_dir} has no {VALIDATION} folder: the best model and the stop rules are chosen on "
                         "it. Split off one with DataSplitD1.py or DataSplitD2.py.")
-    train = scan_images(data_dir / TRAIN)
+    train = scan_images(data_dir / TRAIN, crop_size=crop_size)
     if len(train.class_names) < 2:
         raise UserError(f"{data_dir / TRAIN} has one class folder ({train.class_names[0]}); a classifier needs "
                         "at least two.")
     empty = [name for name, count in train.counts().items() if count == 0]
     if empty:
         raise UserError(f"{data_dir / TRAIN} has no readable image in {empty}. Add images or remove the folder.")
-    validation = scan_images(data_dir / VALIDATION, train.class_names)
-    test = scan_images(data_dir / TEST, train.class_names) if (data_dir / TEST).is_dir() else None
+    validation = scan_images(data_dir / VALIDATION, train.class_names, crop_size=crop_size)
+    test = scan_images(data_dir / TEST, train.class_names, crop_size=crop_size) if (data_dir / TEST).is_dir() else None
     return train, validation, test
 
 
@@ -180,7 +183,8 @@ def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def cover(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Float ``image`` (height, width, 3) enlarged (bilinear) so its short side is at least ``size``."""
+    """Float ``image`` (height, width, 3) enlarged (bilinear) so its short side is at least ``size``: to
+    ``images.cover_size``, which the pixel limit measures."""
     import tensorflow as tf
 
     shape = tf.shape(image)
@@ -269,8 +273,8 @@ def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices(
-        (tf.constant([os.fsencode(path) for path in images.files]), tf.constant(images.labels, tf.int32),
-         tf.constant(images.needs_pil)))
+        (tf.constant([os.fsencode(path) for path in images.files], tf.string), tf.constant(images.labels, tf.int32),
+         tf.constant(images.needs_pil, tf.bool)))  # the types spelled out: an empty list would be float32
     return dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else dataset
 
 

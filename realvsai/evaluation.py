@@ -228,7 +228,7 @@ def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path
     class_names = list(info.class_names)
     sources = []
     for name, folder in zip(source_names(folders), folders, strict=True):
-        images = scan_images(Path(folder), class_names=class_names, max_pixels=max_pixels)
+        images = scan_images(Path(folder), class_names=class_names, max_pixels=max_pixels, crop_size=info.crop_size)
         images = dataclasses.replace(images, skipped=[*images.skipped, *left_out_files(Path(folder), class_names)])
         probabilities = prediction.predict_images(model, images, batch_size, info.image_size,
                                                   input_mode=info.input_mode)

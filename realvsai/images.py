@@ -1,9 +1,10 @@
-"""Is this a usable image (one pixel limit, via ``open_image``), and its RGB uint8 pixels (no TensorFlow)."""
+"""Is this a usable image (one pixel limit, ``pixel_problem``), and its RGB uint8 pixels (no TensorFlow)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import threading
 import warnings
@@ -68,9 +69,32 @@ def jpeg_scale(width: int, height: int, image_size: int | None) -> int:
     return 1
 
 
-def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Opens an image's header with Pillow; ImageDecodeError above ``max_pixels`` (Pillow's own bomb limit
-    is replaced), Pillow's OSError, SyntaxError or ValueError for what it cannot open."""
+def cover_size(width: int, height: int, crop_size: int) -> tuple[int, int]:
+    """(width, height) of an image as crops mode cuts it: enlarged (``data.cover``) so its short side is at
+    least ``crop_size``, or as it is. In float32, as the pipeline's graph computes it, so the sizes round alike."""
+    scale = np.float32(crop_size) / np.float32(min(width, height))
+    if scale <= 1:
+        return width, height
+    return math.ceil(np.float32(width) * scale), math.ceil(np.float32(height) * scale)
+
+
+def pixel_problem(width: int, height: int, max_pixels: int, crop_size: int | None = None) -> str | None:
+    """Why an image of ``width`` x ``height`` is refused, or None: more than ``max_pixels`` pixels, as it is or,
+    with ``crop_size`` (crops mode), once ``cover_size`` enlarged (a 1x300000 strip would take gigabytes)."""
+    covered = cover_size(width, height, crop_size) if crop_size else (width, height)
+    if covered[0] * covered[1] <= max_pixels:
+        return None
+    size = f"{width}x{height} pixels" + (f", enlarged to {covered[0]}x{covered[1]} for the model's "
+                                         f"{crop_size} px crops," if covered != (width, height) else "")
+    return (f"{size} is more than the limit of {max_pixels:,} pixels (a guard against decompression bombs; "
+            "--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataAugmentation.py, ModelTraining.py "
+            "(--evaluate, --predict) and App.py)")
+
+
+def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
+               crop_size: int | None = None) -> Image.Image:
+    """Opens an image's header with Pillow; ImageDecodeError above ``max_pixels`` (``pixel_problem``; Pillow's
+    own bomb limit is replaced), Pillow's OSError, SyntaxError or ValueError for what it cannot open."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -86,13 +110,10 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> I
                     image = Image.open(source)
                 finally:
                     Image.MAX_IMAGE_PIXELS = pillow_limit
-    width, height = image.size
-    if width * height > max_pixels:
+    problem = pixel_problem(*image.size, max_pixels, crop_size)
+    if problem:
         image.close()
-        raise ImageDecodeError(f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels (a guard "
-                                 "against decompression bombs; --max-pixels raises it in DataSplitD1.py, "
-                                 "DataSplitD2.py, DataAugmentation.py, ModelTraining.py (--evaluate, --predict) and "
-                                 "App.py)")
+        raise ImageDecodeError(problem)
     return image
 
 
@@ -137,10 +158,10 @@ def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
     return data, hashlib.sha256(data).hexdigest(), problem, None if problem else read_header(data, max_pixels)
 
 
-def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
+def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | None = None) -> Image.Image:
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
-        return open_image(data, max_pixels)
+        return open_image(data, max_pixels, crop_size)
     except ImageDecodeError:  # too many pixels: its message says so already
         raise
     except UnidentifiedImageError as error:
@@ -150,9 +171,11 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(f"not an image Pillow can read ({error})") from error
 
 
-def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageHeader:
-    """Upright size, format and decode route of an image, from its header alone (else ImageDecodeError)."""
-    with _open(source, max_pixels) as image:
+def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
+                crop_size: int | None = None) -> ImageHeader:
+    """Upright size, format and decode route of an image, from its header alone (else ImageDecodeError; with
+    ``crop_size``, also when crops mode would enlarge it past ``max_pixels``)."""
+    with _open(source, max_pixels, crop_size) as image:
         try:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         except (OSError, SyntaxError, ValueError) as error:
@@ -178,11 +201,11 @@ def _jpeg_quality(image: Image.Image) -> int | None:
 
 
 def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",
-                 workers: int = 8) -> list[ImageHeader | str]:
+                 workers: int = 8, crop_size: int | None = None) -> list[ImageHeader | str]:
     """Each file's ``read_header``, or why it is not a usable image, read in threads (headers only)."""
     def read(path: Path) -> ImageHeader | str:
         try:
-            return read_header(path, max_pixels)
+            return read_header(path, max_pixels, crop_size)
         except ImageDecodeError as error:
             return str(error)
 
@@ -190,13 +213,14 @@ def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc
 
 
 def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
-             image_size: int | None = None) -> np.ndarray:
-    """Decodes an image into an (H, W, 3) uint8 RGB array, upright (ImageDecodeError if it cannot).
+             image_size: int | None = None, crop_size: int | None = None) -> np.ndarray:
+    """Decodes an image into an (H, W, 3) uint8 RGB array, upright (ImageDecodeError if it cannot, or, with
+    ``crop_size``, if crops mode would enlarge it past ``max_pixels``).
 
     With ``image_size``, a large JPEG is decoded at 1/``jpeg_scale`` of its size, as TensorFlow's
     ``decode_jpeg(ratio=...)``; 16-bit images are scaled to 8 bits rather than clipped.
     """
-    image = _open(source, max_pixels)
+    image = _open(source, max_pixels, crop_size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open applied our limit

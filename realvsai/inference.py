@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.images import ImageDecodeError, load_rgb, read_header
+from realvsai.images import ImageDecodeError, cover_size, load_rgb, read_header
 from realvsai.metrics import DecisionRule
 
 # The run's owner is realvsai.run; these names stay here for the callers that know them from inference.
@@ -64,13 +64,9 @@ def grid_crops(image: np.ndarray, size: int) -> np.ndarray:
     from keras import ops
 
     image = np.asarray(image, np.float32)
-    height, width = image.shape[:2]
-    # float32 arithmetic, as the pipeline's: the enlarged size must round alike.
-    scale = max(np.float32(1.0), np.float32(size) / np.float32(min(height, width)))
-    if scale > 1:
-        new_size = [math.ceil(np.float32(length) * scale) for length in (height, width)]
-        image = ops.convert_to_numpy(ops.image.resize(image, new_size, interpolation="bilinear"))
-    height, width = image.shape[:2]
+    width, height = cover_size(image.shape[1], image.shape[0], size)
+    if (height, width) != image.shape[:2]:
+        image = ops.convert_to_numpy(ops.image.resize(image, (height, width), interpolation="bilinear"))
     tops, lefts = ([(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
                    for length in (height, width))
     return np.stack([image[top:top + size, left:left + size] for top in tops for left in lefts])
@@ -107,8 +103,10 @@ class Classifier:
         self.image_size = int(image_size)
         self.input_mode = input_mode
         crops = input_mode == "crops"
-        # decode_upload's image_size: crops mode sees native pixels, so no reduced JPEG decode there.
+        # decode_upload's image_size: crops mode sees native pixels, so no reduced JPEG decode there; its
+        # crop_size: crops mode enlarges a small image, and the pixel limit holds for the enlarged one.
         self.decode_size = None if crops else self.image_size
+        self.crop_size = self.image_size if crops else None
         check_outputs(model, self.class_names)
         self._resize = model.get_layer("resize")  # the model contract: build_model names it so
         self.predictor = Predictor(model, ModelInfo(tuple(self.class_names), self.image_size, input_mode),
@@ -137,8 +135,7 @@ class Classifier:
         if self.input_mode == "crops":
             # grid_crops' enlargement and offsets, mapped back to the image's pixels.
             scale = float(max(np.float32(1.0), np.float32(self.image_size) / np.float32(min(height, width))))
-            covered = [math.ceil(np.float32(length) * np.float32(scale)) if scale > 1 else length
-                       for length in (height, width)]
+            covered = cover_size(width, height, self.image_size)[::-1]
             tops, lefts = ([(length - self.image_size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
                            for length in covered)
             side = self.image_size / scale
@@ -264,10 +261,11 @@ class UploadResult:
         return int(rule.decide(self.probabilities)), bool(rule.uncertain(self.probabilities, unfamiliar))
 
 
-def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None) -> np.ndarray:
-    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (ImageDecodeError if unusable), with Pillow:
-    the pixels ``data.decode_rgb`` gives training."""
-    return load_rgb(bytes(data), max_pixels, image_size)
+def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None,
+                  crop_size: int | None = None) -> np.ndarray:
+    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (ImageDecodeError if unusable, or if crops of
+    ``crop_size`` would enlarge it past ``max_pixels``), with Pillow: the pixels ``data.decode_rgb`` gives training."""
+    return load_rgb(bytes(data), max_pixels, image_size, crop_size)
 
 
 def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> np.ndarray:
@@ -292,7 +290,7 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
         try:
-            image = decode_upload(data, max_pixels, classifier.decode_size)
+            image = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
             header = read_header(data, max_pixels)  # the file's own size: a large JPEG is decoded reduced
             slot.update(prepared=classifier.prepare(image), preview=preview_image(image),
                         size=(header.width, header.height), decoded_shape=image.shape[:2],
@@ -346,7 +344,7 @@ def outline_regions(image: np.ndarray, regions: Sequence[tuple[float, float, flo
 def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | None = None,
                    max_pixels: int = DEFAULTS.max_pixels, preview_size: int = DEFAULTS.preview_size) -> np.ndarray:
     """``explain_result`` of raw bytes: the upload's preview with the Grad-CAM heatmap of ``class_index``."""
-    image = decode_upload(data, max_pixels, classifier.decode_size)
+    image = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
     result = UploadResult("upload", preview=preview_image(image, preview_size), prepared=classifier.prepare(image),
                           decoded_shape=image.shape[:2])
     return explain_result(classifier, result, class_index)

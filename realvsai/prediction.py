@@ -128,7 +128,7 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
     class_names = list(info.class_names)
     skipped: list[tuple[Path, str]] = []  # (file, why)
     candidates = list_images(folder, recursive=True, skipped=skipped)
-    headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}")
+    headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}", crop_size=info.crop_size)
     skipped += [(path, header) for path, header in zip(candidates, headers) if isinstance(header, str)]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]
     if not usable and not skipped:

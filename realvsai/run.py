@@ -105,6 +105,12 @@ class ModelInfo:
                    float(threshold) if binary and threshold is not None else None, float(confidence), demo,
                    profile, dict(content))
 
+    @property
+    def crop_size(self) -> int | None:
+        """The side of the crops the model sees in crops mode (the pixel limit holds for the image they enlarge,
+        ``images.pixel_problem``); None in resize mode."""
+        return self.image_size if self.input_mode == "crops" else None
+
     @classmethod
     def of(cls, info: ModelInfo | Mapping[str, Any]) -> ModelInfo:
         """``info`` itself, or a model.json's content checked (for callers that hold the dict training wrote)."""

@@ -117,7 +117,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
 
     problem = None
     try:
-        train_images, validation_images, test_images = data.scan_splits(config.data)
+        # Crops mode enlarges an image whose short side is below the crop: the pixel limit holds for that size.
+        crop_size = config.image_size if config.input_mode == "crops" else None
+        train_images, validation_images, test_images = data.scan_splits(config.data, crop_size)
         digest = data.data_digest(Path(config.data), train_images, validation_images)
     except UserError as error:  # raised after the check below, which stops the other workers too
         problem, digest = error, f"unreadable: {error}"
