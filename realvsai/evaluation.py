@@ -26,7 +26,7 @@ from realvsai import config, plots, prediction
 from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
 from realvsai.cli import progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, list_images, read_json, spreadsheet_safe, write_csv, write_json
+from realvsai.files import atomic_write_text, list_images, read_json, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb
 from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, read_manifest
 from realvsai.model_card import PLOT_FILES, render_card
@@ -285,12 +285,9 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
         out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
         class_names, rule, [doubt(info, width, height, image_format)
          for (width, height), image_format in zip(images.sizes, images.formats)], true_labels=images.labels)
-    if images.skipped:  # as --predict lists them; named as in predictions.csv (a dangling symlink not followed)
-        write_csv(out_dir / config.UNREADABLE_FILE, ["file", "reason"],
-                  sorted((spreadsheet_safe(prediction.relative_name(path.parent.resolve() / path.name, root)), reason)
-                         for path, reason in images.skipped))
-        logger.warning("%d files were not evaluated (not images, or unreadable); they are listed in %s",
-                       len(images.skipped), out_dir / config.UNREADABLE_FILE)
+    # As --predict lists them, resolved as predictions.csv's files are (a dangling symlink not followed).
+    prediction.write_unreadable(out_dir, root, [(path.parent.resolve() / path.name, reason)
+                                                for path, reason in images.skipped])
     return metrics
 
 

@@ -91,6 +91,18 @@ def relative_name(path: Path, folder: Path) -> str:
     return Path(path).relative_to(folder).as_posix() if Path(path).is_relative_to(folder) else str(path)
 
 
+def write_unreadable(out_dir: Path, folder: Path, skipped: Sequence[tuple[Path, str]]) -> list[tuple[str, str]]:
+    """Lists the files left out, ``(file, why)``, in ``out_dir/unreadable.csv`` (none: no file), named as
+    predictions.csv names files (relative to ``folder``), with a warning; returns its rows."""
+    unreadable = sorted((relative_name(Path(path), folder), reason) for path, reason in skipped)
+    if unreadable:
+        write_csv(out_dir / UNREADABLE_FILE, ["file", "reason"],
+                  [(spreadsheet_safe(name), reason) for name, reason in unreadable])
+        logger.warning("%d files were left out (not images, or unreadable); they are listed in %s",
+                       len(unreadable), out_dir / UNREADABLE_FILE)
+    return unreadable
+
+
 def write_predictions(path: Path, folder: Path, files: Sequence[Path], probabilities: np.ndarray,
                       class_names: Sequence[str], rule: DecisionRule, unfamiliar: Sequence[str | None],
                       true_labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -151,10 +163,6 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
     unlike = [doubt(info, header.width, header.height, header.image_format) for _, header in usable]
     predicted, uncertain = write_predictions(out_dir / PREDICTIONS_FILE, folder, [path for path, _ in usable],
                                              probabilities, class_names, info.rule(), unlike)
-    unreadable = sorted((relative_name(Path(path), folder), reason) for path, reason in skipped)
-    if unreadable:
-        write_csv(out_dir / UNREADABLE_FILE, ["file", "reason"],
-                  [(spreadsheet_safe(name), reason) for name, reason in unreadable])
-        logger.warning("%d files could not be read; they are listed in %s", len(unreadable), out_dir / UNREADABLE_FILE)
+    unreadable = write_unreadable(out_dir, folder, skipped)
     return PredictionSummary(out_dir, {name: int(np.sum(predicted == index)) for index, name in enumerate(class_names)},
                              int(np.sum(uncertain)), sum(reason is not None for reason in unlike), unreadable)
