@@ -441,6 +441,12 @@ def test_bad_arguments_exit_2(args):
     assert run_script("DataAugmentation.py", *args).returncode == 2
 
 
+def test_a_size_that_is_no_number_names_native_too(capsys):
+    with pytest.raises(SystemExit):
+        DataAugmentation.parse_args(["--size", "big"])
+    assert "'big' is neither 'native' nor a whole number of pixels" in capsys.readouterr().err
+
+
 def test_refusing_validation_exits_2_with_argparse_s_line_as_a_subprocess(data):
     result = run_script("DataAugmentation.py", "--data", data, "--split", "validation")
     assert result.returncode == 2
