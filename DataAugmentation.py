@@ -83,7 +83,7 @@ def image_size(text: str) -> int | None:
         return None
     try:
         return positive_int(text)
-    except ValueError:
+    except ArgumentTypeError:
         raise ArgumentTypeError(f"{text!r} is neither 'native' nor a whole number of pixels") from None
 
 
