@@ -637,3 +637,18 @@ def test_model_card_shows_the_training_images_and_the_shortcut_warning():
                                                                                  "formats": ["PNG"]},
                                               shortcut_warning=None), metrics, "Model card: run")
     assert "Training images: 32-32 px a side; PNG." in plain and "shortcut" not in plain
+
+
+def test_a_file_that_fails_to_decode_is_judged_under_the_evaluations_pixel_limit(tmp_path):
+    from conftest import png_header_only
+
+    write_image(tmp_path / "REAL" / "changed.png", seed=1)
+    write_image(tmp_path / "REAL" / "fine.png", seed=2)
+    images = scan_images(tmp_path, max_pixels=10**9)
+    (tmp_path / "REAL" / "changed.png").write_bytes(png_header_only(20_000, 20_000))  # after the scan: 400 MP
+    probabilities = np.array([[np.nan], [1.0]])  # changed.png did not decode
+
+    kept, _ = evaluation.without_failed(images, probabilities)
+
+    ((path, reason),) = kept.skipped
+    assert path.name == "changed.png" and "limit" not in reason
