@@ -113,7 +113,7 @@ def without_failed(images: LabelledImages, probabilities: np.ndarray) -> tuple[L
     if not failed.any():
         return images, probabilities
     kept = np.flatnonzero(~failed)
-    broken = [(images.files[index], image_problem(images.files[index]) or "could not be decoded")
+    broken = [(images.files[index], image_problem(images.files[index], images.max_pixels) or "could not be decoded")
               for index in np.flatnonzero(failed)]
     for path, reason in broken:
         logger.warning("skipping %s: %s", path, reason)
