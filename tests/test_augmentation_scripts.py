@@ -631,3 +631,20 @@ def test_move_records_each_copys_source_beside_the_dataset_before_it_moves(augme
     monkeypatch.setattr(moving, "place_file", real_place_file)
     assert move(augmented) == 0
     assert moving.read_moved_copies(augmented) == {record.copy_sha256: record for record in sources.values()}
+
+
+def test_move_records_the_copies_settings_as_soon_as_a_copy_reaches_train(augmented):
+    """Also when a refused copy keeps augmented_train (and its settings.json) there, which a user may delete."""
+    settings = (augmented / "augmented_train" / moving.SETTINGS_NAME).read_bytes()
+    copy = augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
+    (augmented / "test" / "REAL").mkdir(parents=True)
+    shutil.copy2(copy, augmented / "test" / "REAL" / "held_out.jpg")  # so the copy stays
+    assert move(augmented) == 0 and copy.is_file()
+    assert (augmented / moving.MOVED_SETTINGS_NAME).read_bytes() == settings
+
+
+def test_a_sources_csv_that_is_not_text_is_one_line(augmented, capsys):
+    (augmented / "augmented_train" / moving.SOURCES_NAME).write_bytes(b"\xff\xfe\x00bad")
+    assert move(augmented) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "sources.csv" in line

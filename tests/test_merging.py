@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import sha256, snapshot, write_image
 
-from realvsai import moving
+from realvsai import merging, moving
 from realvsai.errors import UserError
 from realvsai.layout import read_manifest
 from realvsai.merging import merge_datasets
@@ -251,6 +251,7 @@ def augment_and_move(data: Path, source: Path, copies: int = 2) -> list[str]:
         records[f"{source.parent.name}/{copy.name}"] = moving.CopySource(
             sha256(copy), source.relative_to(data).as_posix(), sha256(source))
     moving.add_copy_sources(data / "augmented_train", records)
+    moving.record_copy_settings(data / "augmented_train", {"copies": copies, "preset": "classic"})
     moving.move_augmented(data)
     assert not (data / "augmented_train").exists()
     return [record.copy_sha256 for record in records.values()]
@@ -283,3 +284,44 @@ def test_the_record_of_augmented_copies_goes_with_them_into_a_merged_dataset(fir
     report = merge_datasets([into], final)  # the copies' source is in final's test now
     assert not {sha256(path) for path in all_images(final / "train")} & set(copies)
     assert sum("augmented copy" in reason for _, reason in report.refused) == len(copies)
+
+
+def test_an_image_whose_augmented_copies_are_in_the_targets_train_is_refused_in_another_split(first, tmp_path):
+    into = tmp_path / "merged"
+    shutil.copytree(first, into)
+    source = into / "train" / "REAL" / "img_000.png"
+    augment_and_move(into, source)
+    other = make_split(tmp_path / "other", COUNTS, seed=5)
+    shutil.copyfile(source, other / "test" / "REAL" / "x.png")
+    source.unlink()  # the image left train; its copies stayed
+    report = merge_datasets([other], into)
+    assert [Path(path).name for path, _ in report.refused] == ["x.png"]
+    assert "augmented cop" in report.refused[0][1]
+    assert not (into / "test" / "REAL" / "x.png").exists()
+
+
+def test_a_merge_with_move_cut_short_keeps_the_records_of_what_it_moved(second, tmp_path, monkeypatch):
+    copies = augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
+    into = tmp_path / "merged"
+    real_place_file, calls = merging.place_file, []
+
+    def place_then_stop(*args, **kwargs):
+        if len(calls) == 6:  # the copies (aug_*) come first in train/FAKE
+            raise KeyboardInterrupt
+        calls.append(args)
+        return real_place_file(*args, **kwargs)
+
+    monkeypatch.setattr(merging, "place_file", place_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        merge_datasets([second], into, move=True)
+    monkeypatch.setattr(merging, "place_file", real_place_file)
+    merge_datasets([second], into, move=True)
+    assert set(copies) <= set(moving.read_moved_copies(into))
+    assert {row.dataset for row in read_manifest(into / "manifest.csv")} == {"second"}
+    assert all(row.source for row in read_manifest(into / "manifest.csv"))
+
+
+def test_the_settings_of_the_copies_go_with_them_into_a_target_without_copies(second, tmp_path):
+    augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
+    into = merge_datasets([second], tmp_path / "merged").into
+    assert (into / moving.MOVED_SETTINGS_NAME).read_bytes() == (second / moving.MOVED_SETTINGS_NAME).read_bytes()
