@@ -17,7 +17,8 @@ merges stay), so no image is both trained on and tested on. So is every incoming
 sits under another class, anywhere in the target or the sources: one image under two labels would be
 learnt under both (keep it in its true class only and merge again). So is an augmented copy (moved into
 train by MoveAugmentedImages.py, which records its source in augmented-copies.csv) of an image that sits in
-another split: trained on, it would leak that image; the record goes with the copies into the target.
+another split, and so is an image whose copies sit in another split: either way training would see that
+image; the record (and the copies' settings, where the target's train had no copies) goes with them.
 The counts add up: files in the target before + added = after. An interrupted merge is completed by
 running the same command again. --dry-run shows all of this and changes nothing. A SOURCE may sit
 inside the target folder (data/art beside data/train), just not inside its split folders.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +14,7 @@ from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
     append_csv,
+    atomic_write_bytes,
     free_name,
     is_inside,
     list_images,
@@ -25,13 +26,14 @@ from realvsai.files import (
 from realvsai.layout import (
     MANIFEST_NAME,
     SPLITS,
+    TRAIN,
     ManifestRow,
     find_label_conflicts,
     read_manifest,
     read_split_classes,
     write_manifest,
 )
-from realvsai.moving import CopySource, add_moved_copies, read_moved_copies
+from realvsai.moving import COPY_PREFIX, MOVED_SETTINGS_NAME, CopySource, add_moved_copies, read_moved_copies
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +77,10 @@ def merge_datasets(
     content is safely in the target (refused files stay)."""
     into, sources = Path(into), [Path(source) for source in sources]
     _check_folders(sources, into)
+    manifest = into / MANIFEST_NAME  # also lists the classes a merge cut short had yet to write
     target_classes = sorted({child.name for split in SPLITS if (into / split).is_dir()
-                             for child in (into / split).iterdir()
-                             if child.is_dir() and not child.name.startswith(".")})
+                             for child in (into / split).iterdir() if child.is_dir() and not child.name.startswith(".")}
+                            | ({row.class_name for row in read_manifest(manifest)} if manifest.is_file() else set()))
     reference = (into, target_classes) if target_classes else None
     for source in sources:
         classes = sorted({name for names in read_split_classes(source).values() for name in names})
@@ -116,6 +119,15 @@ def merge_datasets(
     for folder, names in names_in.items():
         if folder.is_dir():
             remove_temporaries(folder, names)  # what a killed merge left
+    # The records first, so a merge cut short keeps them for every file it placed (a re-run completes the rest):
+    # each file's source and dataset, each augmented copy's source, and the copies' settings.
+    into.mkdir(parents=True, exist_ok=True)
+    _update_manifest(into, existing, [(target, file) for file, _, target, _ in actions if target], actions)
+    add_moved_copies(into, [file.copy_of for file, kind, _, _ in actions if file.copy_of and kind != "refuse"])
+    taken = {file.path for file, kind, _, _ in actions if kind != "refuse"}
+    if not (into / MOVED_SETTINGS_NAME).exists() and not any(
+            file.copy_of or file.path.name.startswith(COPY_PREFIX) for file in existing if file.split == TRAIN):
+        _carry_copy_settings(into, {source for source, file in incoming if file.copy_of and file.path in taken})
     added = []  # (target path, source file)
     for file, kind, target, _ in progress(actions, desc="moving" if move else "copying"):
         if kind == "identical" and move:  # its content was read from the target during this run: it is safe there
@@ -133,7 +145,6 @@ def merge_datasets(
         logger.warning("the target held %d files, %d were added, but it now holds %d: something else changed "
                        "it during the merge", report.before, report.added, report.after)
     _update_manifest(into, existing, added, actions)
-    add_moved_copies(into, [file.copy_of for file, kind, _, _ in actions if file.copy_of and kind != "refuse"])
     if report.refused:
         # Appended: the lists of earlier merges into this folder stay, each row dated by its merge.
         append_csv(into / REFUSED_NAME, REFUSED_FIELDS,
@@ -150,11 +161,19 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
     Pure, so a dry run and a real run follow the same plan."""
     # Across splits and sources, as the splitters do: every incoming copy of such content is refused.
     conflicts = find_label_conflicts((file.digest, file.class_name, str(file.path)) for file in [*existing, *incoming])
-    home: dict[str, tuple[str, str]] = {}  # sha256 -> (split that owns it, where it was first seen)
+    # sha256 -> (split that owns it, why in words): an image's content, and an augmented copy's source, which
+    # must not be in another split than the copy.
+    home: dict[str, tuple[str, str]] = {}
+
+    def settle(file: _File) -> None:
+        home.setdefault(file.digest, (file.split, f"same content as {file.path}"))
+        if file.copy_of:
+            home.setdefault(file.copy_of.source_sha256, (file.split, f"augmented copies of it, e.g. {file.path}"))
+
     present: dict[tuple[str, str], set[str]] = defaultdict(set)  # (split, class) -> contents
     names: dict[Path, str] = {}  # target path -> its content
     for file in existing:
-        home.setdefault(file.digest, (file.split, str(file.path)))
+        settle(file)
         present[(file.split, file.class_name)].add(file.digest)
         names[file.path] = file.digest
     actions = []
@@ -166,17 +185,20 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
                                                   "learnt under both labels; keep it in the folder of its true class "
                                                   "only and merge again"))
             continue
-        owner, where = home.setdefault(file.digest, (file.split, str(file.path)))
-        source = home.get(file.copy_of.source_sha256) if file.copy_of else None  # where a copy's source is
+        owner, why = home.get(file.digest, (file.split, ""))
+        source_owner, source_why = home.get(file.copy_of.source_sha256, (file.split, "")) if file.copy_of else (
+            file.split, "")
         if owner != file.split:
-            actions.append((file, "refuse", None, f"same content as {where} ({owner}); adding it to "
-                                                  f"{file.split} would put one image in two splits"))
-        elif source and source[0] != file.split:
-            actions.append((file, "refuse", None, f"an augmented copy of {source[1]} ({source[0]}); in "
-                                                  f"{file.split} it would leak that image"))
+            actions.append((file, "refuse", None, f"{why} ({owner}); adding it to {file.split} would put one "
+                                                  "image in two splits"))
+        elif source_owner != file.split:
+            actions.append((file, "refuse", None, f"an augmented copy of an image in {source_owner} ({source_why}); "
+                                                  f"in {file.split} it would leak that image"))
         elif file.digest in present[(file.split, file.class_name)]:
+            settle(file)
             actions.append((file, "identical", None, ""))
         else:
+            settle(file)
             wanted = into / file.split / file.class_name / file.path.name
             target = wanted if wanted not in names else free_name(
                 wanted, file.digest, lambda candidate, digest=file.digest: names.get(candidate, digest) == digest)
@@ -205,6 +227,16 @@ def _update_manifest(into: Path, existing: Sequence[_File], added: Sequence[tupl
         rows[relative] = ManifestRow(file.split, file.class_name, relative, file.digest, str(file.path.resolve()),
                                      file.dataset)
     write_manifest(manifest, sorted(rows.values(), key=ManifestRow.order))
+
+
+def _carry_copy_settings(into: Path, sources: Iterable[Path]) -> None:
+    """Gives ``into``, whose train held no augmented copies, the settings record of the ``sources`` whose copies
+    it takes, when they agree: DataAugmentation then makes new copies alike. Copies of several settings leave
+    it without one."""
+    records = {(source / MOVED_SETTINGS_NAME).read_bytes() for source in sources
+               if (source / MOVED_SETTINGS_NAME).is_file()}
+    if len(records) == 1:
+        atomic_write_bytes(into / MOVED_SETTINGS_NAME, records.pop())
 
 
 def _check_folders(sources: Sequence[Path], into: Path) -> None:

@@ -197,7 +197,7 @@ def read_copy_sources(augmented_dir: Path) -> dict[str, CopySource]:
     path = Path(augmented_dir) / SOURCES_NAME
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as stream:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:  # as files.write_csv
         reader = csv.DictReader(stream)
         if missing := [name for name in SOURCES_FIELDS if name not in (reader.fieldnames or [])]:
             raise UserError(f"{path} is not a list written by DataAugmentation.py (no column {missing[0]!r}). "
@@ -381,10 +381,14 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
         else:
             digest = sha256_file(source)
             checked.append((source, digest, refusal.why(source, digest)))
-    if not dry_run:  # before the first copy moves: in train, only this record says what a copy was made from
+    settings = augmented_dir / SETTINGS_NAME
+    if not dry_run and any(not reason for _, _, reason in checked):
+        # Before the first copy moves: in train, only these records say what a copy was made from and how.
         add_moved_copies(data_dir, [record for source, digest, reason in checked if not reason
                                     and (record := refusal.records.get(f"{source.parent.name}/{source.name}"))
                                     and record.copy_sha256 == digest])
+        if settings.is_file():
+            atomic_write_bytes(Path(data_dir) / MOVED_SETTINGS_NAME, settings.read_bytes())
     for source, digest, reason in progress(checked, desc="moving"):
         target = train_dir / source.parent.name / source.name
         if reason:
@@ -497,9 +501,7 @@ def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path]
     left = list(augmented_dir.iterdir())
     if set(left) <= records:
         for path in left:
-            if path.name == SETTINGS_NAME:  # kept for the copies in train: later copies are made alike
-                atomic_write_bytes(augmented_dir.parent / MOVED_SETTINGS_NAME, path.read_bytes())
-            path.unlink()  # their copies are all in train now, which a re-split moves aside whole
+            path.unlink()  # their copies are all in train now, which a re-split moves aside whole (records too)
     if not any(augmented_dir.iterdir()):
         # A symlinked augmented_train loses the link only: the emptied folder it leads to stays.
         (augmented_dir.unlink if augmented_dir.is_symlink() else augmented_dir.rmdir)()
