@@ -6,6 +6,7 @@ import csv
 import hashlib
 import importlib
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -205,6 +206,35 @@ def test_overwrite_moves_augmented_train_and_its_records_aside_with_the_old_spli
     assert (report.moved_aside / "move-refused.csv").read_text() == "moved_at,source,reason\n"
     assert (report.moved_aside / "augmented-copies.csv").is_file()
     assert (report.moved_aside / "augmented-settings.json").is_file() and not (out / "augmented-settings.json").exists()
+
+
+@pytest.mark.parametrize("renames_before_the_kill", range(1, 8))
+def test_overwrite_cut_short_while_moving_the_old_split_aside_moves_the_rest_when_run_again(
+        tmp_path, make_class_folder, monkeypatch, renames_before_the_kill):
+    raw = make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10})
+    out = tmp_path / "data"
+    split_by_class(raw, out, seed=1)
+    (out / "augmented_train" / "REAL").mkdir(parents=True)
+    (out / "augmented_train" / "REAL" / "aug_x_0.jpg").write_bytes(b"\xff\xd8 a copy \xff\xd9")
+    (out / "move-refused.csv").write_text("moved_at,source,reason\n")
+    (out / "augmented-copies.csv").write_text("copy_sha256,source,source_sha256\n")
+    (out / "augmented-settings.json").write_text("{}")
+    real_rename, calls = os.rename, []
+
+    def rename_then_stop(*args):
+        if len(calls) == renames_before_the_kill:
+            raise KeyboardInterrupt
+        calls.append(args)
+        real_rename(*args)
+
+    monkeypatch.setattr(os, "rename", rename_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        split_by_class(raw, out, seed=2, overwrite=True)
+    monkeypatch.setattr(os, "rename", real_rename)
+    split_by_class(raw, out, seed=2, overwrite=True)
+    for name in ("augmented_train", "move-refused.csv", "augmented-copies.csv", "augmented-settings.json"):
+        assert not (out / name).exists()  # the old split's, all aside
+    assert len(list(out.glob("previous-split-*/augmented_train/REAL/aug_x_0.jpg"))) == 1
 
 
 def test_completing_the_same_split_leaves_augmented_train_in_place(tmp_path, make_class_folder):
