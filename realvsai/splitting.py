@@ -459,8 +459,10 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
     # of an image the new split puts in validation or test would leak it (its refusals and the records of the
     # copies moved into train go with it).
     augmented = find_child_folder(out, AUGMENTED_TRAIN)
-    for name in (*SPLITS, MANIFEST_NAME, SKIPPED_NAME, augmented.name if augmented else AUGMENTED_TRAIN,
-                 MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS_NAME):  # renamed, never deleted
+    # Renamed, never deleted; the manifest last: until it goes, a re-run cut short here sees the old split and
+    # moves the rest of it aside.
+    for name in (*SPLITS, SKIPPED_NAME, augmented.name if augmented else AUGMENTED_TRAIN, MOVE_REFUSED_NAME,
+                 MOVED_COPIES_NAME, MOVED_SETTINGS_NAME, MANIFEST_NAME):
         if (out / name).exists():
             os.rename(out / name, aside / name)
     logger.warning("moved the previous split to %s; delete that folder when you no longer need it", aside)
