@@ -1,4 +1,5 @@
-"""Predicting a folder of images of unknown class, and the per-file predictions.csv that --evaluate writes too.
+"""Predicting a folder of images of unknown class, and the per-file predictions.csv and unreadable.csv that --evaluate
+writes too.
 
     DIR/**/*.jpg ...   ->   OUT/predictions.csv   file, predicted, probability_<class>..., uncertain, unfamiliar
                             OUT/unreadable.csv    file, reason (not images, broken, too many pixels)
