@@ -125,3 +125,14 @@ def test_resume_refuses_a_data_flag_naming_other_data(tmp_path, monkeypatch, mak
     with pytest.raises(UserError, match=r"other changed since the run started"):
         training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, data=tmp_path / "other",
                        verbose=0)
+
+
+def test_starting_over_a_finished_run_says_it_is_finished_not_to_resume_it(tmp_path):
+    """--demo run twice said "continue that run with --resume", and --resume then said "nothing to resume"."""
+    run_dir = tmp_path / "models" / "demo"
+    run_dir.mkdir(parents=True)
+    (run_dir / "model.json").write_text("{}")  # a finished run: its backup is gone
+    with pytest.raises(UserError) as error:
+        resolve_run_dir(TrainConfig(out=tmp_path / "models", name="demo"), resume=False)
+    message = str(error.value)
+    assert "finished" in message and "--resume" not in message and "DataDeleter.py" in message
