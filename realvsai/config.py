@@ -269,6 +269,9 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None)
     run_dir = Path(config.out) / config.name
     saved = run_dir / BACKUP_DIR / RUN_CONFIG_FILE
     if not resume:
+        if run_dir.exists() and not saved.is_file() and (run_dir / MODEL_JSON_FILE).is_file():
+            raise UserError(f"{run_dir} holds a finished run. Choose another --name, or delete it (python "
+                            f"DataDeleter.py {run_dir}) to train it again.")
         if run_dir.exists():
             raise UserError(f"{run_dir} already exists. Continue that run with --resume, or choose another --name.")
         return config, run_dir
