@@ -87,6 +87,12 @@ def test_make_parser_adds_quiet_and_shows_defaults():
     assert "(default: 32)" in parser.format_help()
 
 
+def test_help_leaves_out_a_default_of_none_which_says_nothing():
+    parser = cli.make_parser("Doc.")
+    parser.add_argument("--out", default=None, help="where to write (default: beside the model)")
+    assert "(default: None)" not in parser.format_help()
+
+
 def test_setup_logging_quiet_hides_info_and_progress():
     cli.setup_logging(quiet=True)
     assert not cli.logger.isEnabledFor(logging.INFO)
