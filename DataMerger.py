@@ -43,8 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
     parser.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
                         help="split datasets (train/, validation/, test/ with class folders) to merge")
-    parser.add_argument("--into", type=Path, required=True, default=argparse.SUPPRESS,  # no "(default: None)"
-                        help="the dataset to merge into; created when missing")
+    parser.add_argument("--into", type=Path, required=True, help="the dataset to merge into; created when missing")
     parser.add_argument("--move", action="store_true", help="remove each source file once its content is in --into")
     parser.add_argument("--dry-run", action="store_true", help="print what would happen and change nothing")
     parser.add_argument("--workers", type=positive_int, default=2 * default_workers(), help="threads that hash files")

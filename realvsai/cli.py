@@ -24,13 +24,18 @@ logger = logging.getLogger("realvsai")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the docstring's layout (folder trees, examples) and appends every default."""
+    """Keeps the docstring's layout (folder trees, examples) and appends every default but None (no value: the
+    help says what happens then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def make_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
     """A parser whose description is the script's docstring (its help shows every default), with ``--quiet``."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=_HelpFormatter)
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors, no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or info lines: only results, warnings and errors")
     return parser
 
 
