@@ -306,6 +306,7 @@ CASES = [
          lambda tmp: (split_dataset(tmp / "in"), non_utf8_name(tmp, "in/train/REAL"),
                       ["--data", str(tmp / "in"), "--copies", "1", "-q"])[-1], 0, "Wrote 5 copies",
          untouched="in/train"),
+    Case("zip_missing_folder", DataZipper, lambda tmp: [str(tmp / "nowhere"), "-q"], 1, "is not a folder"),
     Case("zip_name_not_utf8", DataZipper,
          with_files(non_utf8_name, lambda tmp: [str(classes(tmp / "in")), "--out", str(tmp / "a.zip"), "-q"]),
          1, "not valid UTF-8"),
