@@ -22,15 +22,15 @@ import sys
 from pathlib import Path
 
 from realvsai.archives import zip_folder
-from realvsai.cli import existing_folder, make_parser, run_main, setup_logging
+from realvsai.cli import make_parser, run_main, setup_logging
 from realvsai.files import human_bytes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument("folder", type=existing_folder, help="the folder to zip")
+    parser.add_argument("folder", type=Path, help="the folder to zip")
     parser.add_argument("--out", type=Path, default=None,
-                        help="the archive to write; None means <folder>.zip beside the folder")
+                        help="the archive to write (default: <folder>.zip beside the folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--verify", action="store_true",
                         help="read the archive back and check every CRC-32 before giving it its name")

@@ -11,7 +11,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -127,14 +126,6 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no sched_getaffinity
         return os.cpu_count() or 1
-
-
-def existing_folder(text: str) -> Path:
-    """argparse type for a folder that must exist (exit 2 with a clear message otherwise)."""
-    path = Path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is not an existing folder")
-    return path
 
 
 def positive_int(text: str) -> int:
