@@ -70,9 +70,9 @@ def class_profiles(facts: Sequence[ImageFacts]) -> dict[str, dict[str, object]]:
 
 
 def describe_profiles(profiles: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
-    """Each class's profile in words: "32-32 px a side; JPEG 4,000"."""
-    return {name: f"{profile['min_side']}-{profile['max_side']} px a side; "
-                  + ", ".join(f"{fmt} {count:,}" for fmt, count in profile["formats"].items())
+    """Each class's profile in words: "32-32 px a side, 4,000 JPEG"."""
+    return {name: f"{profile['min_side']}-{profile['max_side']} px a side, "
+                  + ", ".join(f"{count:,} {fmt}" for fmt, count in profile["formats"].items())
             for name, profile in profiles.items()}
 
 
@@ -172,11 +172,11 @@ def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mappi
     found = [shortcut for shortcut in shortcuts if shortcut.balanced_accuracy >= SHORTCUT_ACCURACY]
     if not found:
         return None
-    named = " and ".join(f"{PROPERTIES.get(shortcut.feature, shortcut.feature)} alone predicts the class "
-                         f"with {shortcut.balanced_accuracy:.0%} balanced accuracy"
-                         + (_ranges(facts, shortcut.feature) if facts else "") for shortcut in found)
-    classes = "; ".join(f"{name}: {text}" for name, text in describe_profiles(profiles).items())
-    return (f"shortcut: {named} ({classes}). A model can learn that instead of the content; make the "
+    named = "; ".join(f"{PROPERTIES.get(shortcut.feature, shortcut.feature)} alone predicts the class "
+                      f"with {shortcut.balanced_accuracy:.0%} balanced accuracy"
+                      + (_ranges(facts, shortcut.feature) if facts else "") for shortcut in found)
+    classes = "; ".join(f"{name} {text}" for name, text in describe_profiles(profiles).items())
+    return (f"shortcut: {named}. Classes: {classes}. A model can learn that instead of the content; make the "
             "classes alike in size and format (re-encode or resize one side) before trusting its accuracy.")
 
 
