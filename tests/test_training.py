@@ -220,6 +220,23 @@ def test_cli_values_no_run_can_use_are_command_line_errors(tmp_path, capsys, cli
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.parametrize(("terminal", "quiet", "expected"), [(True, False, "auto"), (False, False, 2), (False, True, 0)])
+def test_cli_shows_keras_step_bars_on_a_terminal_and_a_line_per_epoch_in_a_log(tmp_path, monkeypatch, cli, terminal,
+                                                                               quiet, expected):
+    """Redirected to a file, Keras' step bars write a line every 0.05 s, with terminal escape codes."""
+    seen = []
+
+    def train(config, **kwargs):
+        seen.append(kwargs["verbose"])
+        return training.TrainResult(tmp_path, None, {"best_epoch": {"epoch": 1, "val_loss": 0.5}}, [], None,
+                                    chief=False)
+
+    monkeypatch.setattr(training, "train", train)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: terminal)
+    assert cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), *(["--quiet"] * quiet)]) == 0
+    assert seen == [expected]
+
+
 def test_cli_seed_out_of_range_names_its_bound_in_full(tmp_path, capsys, cli):
     with pytest.raises(SystemExit) as exit_info:
         cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--seed", "-1", "--quiet"])
