@@ -289,6 +289,12 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
     return out_dir, metrics
 
 
+def keras_verbose(quiet: bool) -> int | str:
+    """Keras' ``verbose``: none with --quiet; its step bars on a terminal; a line per epoch (or prediction) in a
+    log, where the bars would write a line every 0.05 s, with terminal escape codes."""
+    return 0 if quiet else "auto" if sys.stdout.isatty() else 2
+
+
 def summarize(result: TrainResult) -> str:
     """One line for the end of a run."""
     best = result.model_info.get("best_epoch") or {}
@@ -318,7 +324,7 @@ def run_training(args: argparse.Namespace) -> None:
         logger.info("the chief's log follows the run; this worker shows only warnings and errors")
         logging.getLogger("realvsai").setLevel(logging.WARNING)
     result = training.train(config, resume=args.resume, data=getattr(args, "data", None), strategy=strategy,
-                            verbose=0 if args.quiet else "auto")
+                            verbose=keras_verbose(args.quiet))
     print(summarize(result))
 
 
@@ -326,7 +332,7 @@ def run_demo(args: argparse.Namespace) -> None:
     from realvsai import demo  # TensorFlow loads when the demo trains
 
     config = demo.DemoConfig(out=args.out or demo.DemoConfig.out, name=getattr(args, "name", demo.DemoConfig.name))
-    result = demo.run_demo(config, resume=args.resume, verbose=0 if args.quiet else "auto")
+    result = demo.run_demo(config, resume=args.resume, verbose=keras_verbose(args.quiet))
     print(summarize(result))
     print("synthetic demo data, not a real result; serve the model with: streamlit run App.py")
 
@@ -349,7 +355,7 @@ def run_prediction(args: argparse.Namespace) -> None:
     if out_dir != requested:
         logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
     summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
-                                        max_pixels=args.max_pixels, verbose=0 if args.quiet else "auto")
+                                        max_pixels=args.max_pixels, verbose=keras_verbose(args.quiet))
     print(summary.describe(args.input))
 
 
