@@ -186,8 +186,7 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
                                                   "only and merge again"))
             continue
         owner, why = home.get(file.digest, (file.split, ""))
-        source_owner, source_why = home.get(file.copy_of.source_sha256, (file.split, "")) if file.copy_of else (
-            file.split, "")
+        source_owner, source_why = home.get(file.copy_of.source_sha256 if file.copy_of else "", (file.split, ""))
         if owner != file.split:
             actions.append((file, "refuse", None, f"{why} ({owner}); adding it to {file.split} would put one "
                                                   "image in two splits"))
