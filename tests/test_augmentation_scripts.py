@@ -6,6 +6,7 @@ import csv
 import hashlib
 import importlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -439,6 +440,14 @@ def test_missing_data_folder_exits_1_with_one_line(script, tmp_path):
 @pytest.mark.parametrize("args", [["--copies", "0"], ["--size", "big"], ["--preset", "none"]])
 def test_bad_arguments_exit_2(args):
     assert run_script("DataAugmentation.py", *args).returncode == 2
+
+
+def test_quiet_prints_no_tensorflow_absl_or_cuda_log_line(data):
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    process = subprocess.run([sys.executable, str(REPO / "DataAugmentation.py"), "--data", str(data), "--copies", "1",
+                              "--quiet"], capture_output=True, text=True, timeout=300, cwd=data,
+                             env={**environ, "PYTHONPATH": str(REPO)})
+    assert process.returncode == 0 and process.stderr == "", process.stderr
 
 
 def test_a_size_that_is_no_number_names_native_too(capsys):
