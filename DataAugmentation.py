@@ -39,7 +39,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from realvsai.cli import format_table, make_parser, positive_int, progress, run_main, setup_logging
+from realvsai.cli import (
+    format_table,
+    make_parser,
+    positive_int,
+    progress,
+    run_main,
+    setup_logging,
+    tensorflow_logs_hidden,
+)
 from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, flag_name
 from realvsai.errors import UserError
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
@@ -221,7 +229,10 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.quiet)
-    return run_main(lambda: augment(args))
+    if not args.quiet:
+        return run_main(lambda: augment(args))
+    with tensorflow_logs_hidden():
+        return run_main(lambda: augment(args))
 
 
 if __name__ == "__main__":

@@ -39,21 +39,18 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import math
 import os
-import re
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realvsai.cli import make_parser, positive_int, run_main, setup_logging
+from realvsai.cli import make_parser, positive_int, run_main, setup_logging, tensorflow_logs_hidden
 from realvsai.config import (
     BACKBONES,
     INPUT_MODES,
@@ -359,40 +356,6 @@ def run_prediction(args: argparse.Namespace) -> None:
     print(summary.describe(args.input))
 
 
-# What TensorFlow's C++ code logs through absl straight to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL
-# says (TensorFlow 2.21): "I0000 00:00:1795432379.166 30569 port.cc:153] oneDNN ...", the CUDA probes of
-# a machine without a GPU ("cudart_stub.cc", "cuInit"), and absl's notice before them.
-_NATIVE_LOG_LINE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called|"
-                              rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] )")
-
-
-@contextlib.contextmanager
-def native_log_lines_hidden() -> Iterator[None]:
-    """Filters the absl log lines of TensorFlow's C++ code out of this process's stderr while the block runs;
-    every other line (the script's own, Python's) passes through as it comes."""
-    sys.stderr.flush()
-    stderr = os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-
-    def forward() -> None:
-        with os.fdopen(read_end, "rb") as pipe:
-            for line in pipe:
-                if not _NATIVE_LOG_LINE.match(line):
-                    os.write(stderr, line)
-
-    thread = threading.Thread(target=forward, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(stderr, 2)  # closes the pipe's write end: the thread reads what is left, then stops
-        thread.join()
-        os.close(stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.quiet)
@@ -406,9 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         body = functools.partial(run_demo if args.demo else run_training, args)
     if not args.quiet:
         return run_main(body)
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    with native_log_lines_hidden():
+    with tensorflow_logs_hidden():
         return run_main(body)
 
 

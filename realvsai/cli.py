@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -211,3 +213,41 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str
     lines += ["  ".join(cell.rjust(width) if cell.replace(",", "").replace(".", "").isdigit() else cell.ljust(width)
                         for cell, width in zip(row, widths)) for row in rows]
     return "\n".join(lines)
+
+
+# What TensorFlow's C++ code logs through absl straight to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL
+# says (TensorFlow 2.21): "I0000 00:00:1795432379.166 30569 port.cc:153] oneDNN ...", the CUDA probes of
+# a machine without a GPU ("cudart_stub.cc", "cuInit"), and absl's notice before them; and libjpeg's own line
+# for a broken JPEG (the scripts name the file and say what is wrong with it).
+_NATIVE_LOG_LINE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called|"
+                              rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] |"
+                              rb"Improper call to JPEG library in state \d+$|Corrupt JPEG data: )")
+
+
+@contextlib.contextmanager
+def tensorflow_logs_hidden() -> Iterator[None]:
+    """For --quiet: hides TensorFlow's log lines while the block runs (its Python loggers' below ERROR, and the
+    absl lines of its C++ code, filtered out of this process's stderr); every other line passes as it comes."""
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not _NATIVE_LOG_LINE.match(line):
+                    os.write(stderr, line)
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(stderr, 2)  # closes the pipe's write end: the thread reads what is left, then stops
+        thread.join()
+        os.close(stderr)

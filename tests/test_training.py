@@ -220,7 +220,8 @@ def test_cli_values_no_run_can_use_are_command_line_errors(tmp_path, capsys, cli
     assert not (tmp_path / "models").exists()
 
 
-@pytest.mark.parametrize(("terminal", "quiet", "expected"), [(True, False, "auto"), (False, False, 2), (False, True, 0)])
+@pytest.mark.parametrize(("terminal", "quiet", "expected"),
+                         [(True, False, "auto"), (False, False, 2), (False, True, 0)])
 def test_cli_shows_keras_step_bars_on_a_terminal_and_a_line_per_epoch_in_a_log(tmp_path, monkeypatch, cli, terminal,
                                                                                quiet, expected):
     """Redirected to a file, Keras' step bars write a line every 0.05 s, with terminal escape codes."""
