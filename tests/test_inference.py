@@ -828,3 +828,29 @@ def test_a_phone_jpeg_that_pillow_reads_as_mpo_is_a_familiar_jpeg(classifier):
 
     assert result.ok and result.unfamiliar is None
     assert image_stats.unfamiliar_reason(profile, 40, 32, "PNG") is not None  # another format still is unfamiliar
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (31, 33), (7, 90), (90, 7), (3, 5000), (1, 1), (40, 48)])
+def test_the_apps_grid_crops_are_the_pipelines(shape):
+    import tensorflow as tf
+
+    from realvsai import data
+
+    image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3)).astype(np.float32)
+    expected = data.grid_crops(tf.constant(image), 32).numpy()
+    np.testing.assert_allclose(inference.grid_crops(image, 32), expected, atol=1e-3)
+
+
+def test_grid_crops_of_a_long_strip_take_the_memory_of_the_crops():
+    """Enlarging the whole 3x50000 strip to 32x533334 took 204 MB on TensorFlow, and on JAX (jax.image.resize
+    weighs every input pixel of an axis against every output pixel) failed allocating 106 GB."""
+    import tracemalloc
+
+    strip = np.random.default_rng(1).integers(0, 256, (3, 50_000, 3)).astype(np.uint8)
+    tracemalloc.start()
+    try:
+        crops = inference.grid_crops(strip, 32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert crops.shape == (9, 32, 32, 3) and peak < 20 * 2**20
