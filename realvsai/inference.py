@@ -60,16 +60,37 @@ DEFAULTS = ServeConfig()
 def grid_crops(image: np.ndarray, size: int) -> np.ndarray:
     """``(CROP_GRID**2, size, size, 3)`` float32 crops of an (H, W, 3) image, as ``data.grid_crops`` cuts them
     in the tf.data pipeline: the image enlarged (bilinear) to a short side of at least ``size``, crops evenly
-    spaced from edge to edge, in row order."""
-    from keras import ops
+    spaced from edge to edge, in row order.
 
-    image = np.asarray(image, np.float32)
+    Only the crops' pixels are interpolated: enlarging the whole of a 3x50000 strip took 204 MB on TensorFlow,
+    and on JAX (``jax.image.resize`` weighs every input pixel of an axis against every output pixel) failed
+    allocating 106 GB.
+    """
+    image = np.asarray(image)
     width, height = cover_size(image.shape[1], image.shape[0], size)
-    if (height, width) != image.shape[:2]:
-        image = ops.convert_to_numpy(ops.image.resize(image, (height, width), interpolation="bilinear"))
-    tops, lefts = ([(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
-                   for length in (height, width))
-    return np.stack([image[top:top + size, left:left + size] for top in tops for left in lefts])
+    rows, columns = (np.concatenate([np.arange(start, start + size) for start in
+                                     ((length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID))])
+                     for length in (height, width))
+    if image.shape[0] >= image.shape[1]:  # the longer axis first: it shrinks most
+        picked = _linear_samples(_linear_samples(image, rows, height, 0), columns, width, 1)
+    else:
+        picked = _linear_samples(_linear_samples(image, columns, width, 1), rows, height, 0)
+    grid = picked.reshape(CROP_GRID, size, CROP_GRID, size, 3).transpose(0, 2, 1, 3, 4)
+    return grid.reshape(CROP_GRID**2, size, size, 3)
+
+
+def _linear_samples(image: np.ndarray, positions: np.ndarray, new_length: int, axis: int) -> np.ndarray:
+    """Float32 pixels ``positions`` along ``axis`` of ``image`` resized to ``new_length`` there, as bilinear
+    ``tf.image.resize`` (and ``keras.ops.image.resize``) computes them: half-pixel centres, edges clamped."""
+    length = image.shape[axis]
+    if new_length == length:
+        return np.take(image, positions, axis=axis).astype(np.float32)
+    source = np.maximum((positions + np.float32(0.5)) * (np.float32(length) / np.float32(new_length))
+                        - np.float32(0.5), 0).astype(np.float32)
+    low = np.floor(source).astype(np.int64)
+    weight = (source - low).reshape([-1 if dim == axis else 1 for dim in range(image.ndim)])
+    return (np.take(image, low, axis=axis).astype(np.float32) * (1 - weight)
+            + np.take(image, np.minimum(low + 1, length - 1), axis=axis).astype(np.float32) * weight)
 
 
 def class_score_gradient(score: Callable[[Any], Any], features: Any) -> tuple[Any, Any]:
