@@ -474,3 +474,9 @@ def test_a_models_folder_that_does_not_exist_is_named_as_missing(start_app, tmp_
 
     assert any("modles" in text and "no such folder" in text for text in texts(app))
     assert not any("no trained model" in text for text in texts(app))
+
+
+def test_the_model_section_says_a_crops_model_sees_native_resolution_crops(start_app, tmp_path):
+    write_run(tmp_path / "models", "crops", info={"input_mode": "crops"})
+    app = start_app("--models", tmp_path / "models").run()
+    assert any("3×3 crops of 32 px at native resolution" in item.value for item in app.markdown)
