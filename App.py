@@ -46,6 +46,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from realvsai import inference
 from realvsai.cli import make_parser, positive_int, setup_logging
+from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import spreadsheet_safe
 from realvsai.run import ModelRun, list_runs, load_run, read_run
@@ -290,7 +291,9 @@ def model_card(run: ModelRun, settings: Settings) -> None:
                    "images. Train on real data (README, steps 1-6) for a detector.", icon="⚠️")
     with st.container(border=True):
         details = [f"Model **{run.name}**", f"trained {run.created.astimezone():%Y-%m-%d %H:%M}",
-                   f"classes {', '.join(run.class_names)}", f"{run.image_size} px"]
+                   f"classes {', '.join(run.class_names)}",
+                   f"{CROP_GRID}×{CROP_GRID} crops of {run.image_size} px at native resolution"
+                   if run.info.input_mode == "crops" else f"{run.image_size} px"]
         backbone = run.info.get("backbone")
         if backbone:
             details.append(str(backbone))
