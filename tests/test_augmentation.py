@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import write_image
 
 from realvsai import augmentation
 from realvsai.augmentation import (
@@ -438,6 +439,16 @@ def test_plan_batches_spreads_the_copies_of_a_huge_image_over_batches(tmp_path):
     batches = plan_batches([image], seed=1, max_batch_pixels=3 * 100 * 100)
     assert [batch.copies for batch in batches] == [3, 3, 3, 1]
     assert [target for batch in batches for target in batch.targets[0]] == list(image.targets)
+
+
+def test_progress_counts_each_copy_once_when_an_images_copies_span_batches(tmp_path):
+    """DataAugmentation's bar counted an image once per batch holding some of its copies: 356 of 353 images."""
+    source = write_image(tmp_path / "train" / "REAL" / "big.png", seed=1, size=(40, 40))
+    image = FakeSource(source, tuple(str(tmp_path / "out" / f"copy_{k}.jpg") for k in range(10)), 40, 40)
+    batches = plan_batches([image], seed=1, max_batch_pixels=3 * 40 * 40)
+    done = []
+    write_augmented_copies(batches, None, on_copies_done=done.append)
+    assert len(batches) == 4 and sum(done) == 10 == sum(len(batch.sources) * batch.copies for batch in batches)
 
 
 @pytest.mark.parametrize("preset", AUGMENTING)
