@@ -179,9 +179,10 @@ def augment(args: Namespace) -> None:
     layers = build_augmentation(args.preset, seed=args.seed)
     batches = plan_batches(plan.images, args.seed, image_size=args.size, batch_size=args.batch_size)
     record_copy_settings(plan.output_dir, settings)
-    with progress(None, total=len(plan.images), desc="augmenting", unit="image") as bar:
+    with progress(None, total=sum(len(batch.sources) * batch.copies for batch in batches), desc="augmenting",
+                  unit="copy") as bar:
         report = write_augmented_copies(
-            batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality, on_image_done=bar.update
+            batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality, on_copies_done=bar.update
         )
     record_copy_sources(plan, args.data, not_copies=[*report.undecodable, *report.in_the_way])
     for source in report.undecodable:

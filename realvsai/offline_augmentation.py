@@ -89,13 +89,14 @@ class CopyReport:
 
 def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Sequential | None,
                            image_size: int | None = None, jpeg_quality: int = 95, writers: int = 2,
-                           on_image_done: Callable[[int], None] | None = None) -> CopyReport:
+                           on_copies_done: Callable[[int], None] | None = None) -> CopyReport:
     """Makes every batch's copies and writes each with ``files.write_new``, never over another file.
 
     A file at a copy's name counts as already there when it holds the copy's very bytes (an earlier or
     concurrent run made it); any other is kept and listed in ``in_the_way``. TensorFlow decodes the images in
     parallel, the augmentation runs on the Keras backend, and ``writers`` threads encode and write a batch
-    at a time while the next is made; ``on_image_done`` gets the number of source images finished.
+    at a time while the next is made; ``on_copies_done`` gets the number of copies computed (those already there
+    included), of ``sum(len(batch.sources) * batch.copies)``: an image's copies may span several batches.
     """
     report, decoded = CopyReport(), set()
     for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets
@@ -115,15 +116,16 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
             in_flight.append(pool.submit(_write_files, files, jpeg_quality, report.in_the_way))
             while len(in_flight) > 2 * writers:
                 report.written += in_flight.popleft().result()
-            if on_image_done:
-                on_image_done(len(positions))
+            if on_copies_done:
+                on_copies_done(len(positions) * batch.copies)
         report.written += sum(future.result() for future in in_flight)
     report.already_there = (sum(batches[index].copies for index, _ in decoded) - report.written
                             - len(report.in_the_way))
     report.undecodable = sorted({source for index, batch in enumerate(batches)
                                  for position, source in enumerate(batch.sources) if (index, position) not in decoded})
-    if report.undecodable and on_image_done:
-        on_image_done(len(report.undecodable))
+    if on_copies_done:  # those of the images that did not decode
+        on_copies_done(sum(batch.copies for index, batch in enumerate(batches)
+                           for position in range(len(batch.sources)) if (index, position) not in decoded))
     report.in_the_way.sort()
     return report
 
