@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -230,9 +231,7 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.quiet)
-    if not args.quiet:
-        return run_main(lambda: augment(args))
-    with tensorflow_logs_hidden():
+    with tensorflow_logs_hidden() if args.quiet else contextlib.nullcontext():
         return run_main(lambda: augment(args))
 
 

@@ -39,6 +39,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -367,9 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         body = functools.partial(run_prediction, args)
     else:
         body = functools.partial(run_demo if args.demo else run_training, args)
-    if not args.quiet:
-        return run_main(body)
-    with tensorflow_logs_hidden():
+    with tensorflow_logs_hidden() if args.quiet else contextlib.nullcontext():
         return run_main(body)
 
 

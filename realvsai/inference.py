@@ -123,15 +123,14 @@ class Classifier:
         self.class_names = list(class_names)
         self.image_size = int(image_size)
         self.input_mode = input_mode
-        crops = input_mode == "crops"
+        info = ModelInfo(tuple(self.class_names), self.image_size, input_mode)
         # decode_upload's image_size: crops mode sees native pixels, so no reduced JPEG decode there; its
         # crop_size: crops mode enlarges a small image, and the pixel limit holds for the enlarged one.
-        self.decode_size = None if crops else self.image_size
-        self.crop_size = self.image_size if crops else None
+        self.crop_size = info.crop_size
+        self.decode_size = None if self.crop_size else self.image_size
         check_outputs(model, self.class_names)
         self._resize = model.get_layer("resize")  # the model contract: build_model names it so
-        self.predictor = Predictor(model, ModelInfo(tuple(self.class_names), self.image_size, input_mode),
-                                   batch_size)
+        self.predictor = Predictor(model, info, batch_size)
 
     @classmethod
     def for_run(cls, model: keras.Model, run: ModelRun, batch_size: int = DEFAULTS.batch_size) -> Classifier:

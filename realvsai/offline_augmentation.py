@@ -121,11 +121,11 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
         report.written += sum(future.result() for future in in_flight)
     report.already_there = (sum(batches[index].copies for index, _ in decoded) - report.written
                             - len(report.in_the_way))
-    report.undecodable = sorted({source for index, batch in enumerate(batches)
-                                 for position, source in enumerate(batch.sources) if (index, position) not in decoded})
+    missing = [(batch, source) for index, batch in enumerate(batches)
+               for position, source in enumerate(batch.sources) if (index, position) not in decoded]
+    report.undecodable = sorted({source for _, source in missing})
     if on_copies_done:  # those of the images that did not decode
-        on_copies_done(sum(batch.copies for index, batch in enumerate(batches)
-                           for position in range(len(batch.sources)) if (index, position) not in decoded))
+        on_copies_done(sum(batch.copies for batch, _ in missing))
     report.in_the_way.sort()
     return report
 
