@@ -327,6 +327,16 @@ def test_overwrite_moves_the_old_split_aside_and_writes_the_new_one(art, tmp_pat
     assert report.num_written == 40
 
 
+def test_overwrite_takes_a_merge_record_aside_with_the_old_split(art, tmp_path):
+    # A merge's list of refused files describes the old dataset: beside the new split it would mislead.
+    out = tmp_path / "out"
+    split_by_class(art, out, seed=1)
+    (out / "merge-refused.csv").write_text("merged_at,source,reason\n")
+    report = split_by_class(art, out, seed=2, overwrite=True)
+    assert not (out / "merge-refused.csv").exists()
+    assert (report.moved_aside / "merge-refused.csv").read_text() == "merged_at,source,reason\n"
+
+
 def test_re_running_the_same_split_changes_nothing(art, tmp_path, bad_files):
     bad_files(art / "RealArt")
     out = tmp_path / "out"
