@@ -51,6 +51,7 @@ from realvsai.layout import (
     subfolders,
     write_manifest,
 )
+from realvsai.merging import REFUSED_NAME as MERGE_REFUSED_NAME
 from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS_NAME
 
 logger = logging.getLogger(__name__)
@@ -457,12 +458,12 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
     aside.mkdir(parents=True)
     # augmented_train goes with the split its copies were made from: moved into the new train, a copy
     # of an image the new split puts in validation or test would leak it (its refusals and the records of the
-    # copies moved into train go with it).
+    # copies moved into train go with it, as does a merge's list of refused files).
     augmented = find_child_folder(out, AUGMENTED_TRAIN)
     # Renamed, never deleted; the manifest last: until it goes, a re-run cut short here sees the old split and
     # moves the rest of it aside.
     for name in (*SPLITS, SKIPPED_NAME, augmented.name if augmented else AUGMENTED_TRAIN, MOVE_REFUSED_NAME,
-                 MOVED_COPIES_NAME, MOVED_SETTINGS_NAME, MANIFEST_NAME):
+                 MOVED_COPIES_NAME, MOVED_SETTINGS_NAME, MERGE_REFUSED_NAME, MANIFEST_NAME):
         if (out / name).exists():
             os.rename(out / name, aside / name)
     logger.warning("moved the previous split to %s; delete that folder when you no longer need it", aside)
