@@ -280,6 +280,17 @@ def test_the_class_folders_inside_a_single_wrapper_folder_are_the_classes(tmp_pa
     assert all(Path(row.path).name.startswith("img_") for row in read_manifest(out / "manifest.csv"))
 
 
+def test_the_class_folders_two_wrapper_folders_deep_are_the_classes(tmp_path, make_class_folder):
+    # Kaggle's "Fake or Real" zip unpacks as <Top>/<Dataset>/{RealArt,GeneratedArt}: one class of both would
+    # merge real and generated images under one label.
+    make_class_folder(tmp_path / "raw_art" / "Fake or Real" / "Art Dataset", {"RealArt": 10, "GeneratedArt": 10})
+    (tmp_path / "raw_art" / "Fake or Real" / "README.txt").write_text("about the set")
+    out = tmp_path / "out"
+    report = split_by_class(tmp_path / "raw_art", out)
+    assert sorted({class_name for _, class_name in report.counts}) == ["GeneratedArt", "RealArt"]
+    assert [Path(path).name for path, _ in report.skipped_rows()] == ["README.txt"]  # said, as beside one wrapper
+
+
 def test_a_train_test_source_is_pointed_to_datasplitd2(cifake, tmp_path):
     with pytest.raises(UserError, match=r"DataSplitD2\.py"):
         split_by_class(cifake, tmp_path / "out")
@@ -450,6 +461,13 @@ def test_a_folder_holding_one_dataset_folder_is_accepted(cifake, tmp_path, caplo
     report = split_train_test(wrapper, tmp_path / "out")
     assert report.num_files == 50
     assert "using" in caplog.text and "cifake" in caplog.text
+
+
+def test_a_dataset_two_wrapper_folders_deep_is_found(cifake, tmp_path):
+    (tmp_path / "download" / "CIFAKE").mkdir(parents=True)
+    cifake.rename(tmp_path / "download" / "CIFAKE" / "cifake")
+    assert find_train_test_root(tmp_path / "download") == tmp_path / "download" / "CIFAKE" / "cifake"
+    assert split_train_test(tmp_path / "download", tmp_path / "out").num_files == 50
 
 
 def test_train_and_test_with_different_classes_is_an_error_listing_both(cifake, tmp_path):
