@@ -66,23 +66,37 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def find_dataset_root(source: Path, holds_dataset: Callable[[Path], bool]) -> Path:
-    """``source``, or its one visible sub-folder that ``holds_dataset`` when ``source`` does not: a download
-    often unpacks into a folder of its own (``raw/<Top Folder>/...``). Logs the folder it looks into; the
-    caller checks what it returns.
+    """``source``, or the folder below it that ``holds_dataset`` when ``source`` does not: a download often
+    unpacks into a folder or two of its own (``raw/<Top Folder>/<Dataset>/...``). Looks into each sub-folder,
+    and goes down through a folder whose one visible folder is its only content besides files that are not
+    images. Logs the folder it found; the caller checks what it returns.
 
     Raises:
         UserError: when several sub-folders hold a dataset, so the choice would be a guess.
     """
-    if holds_dataset(source):
-        return source
-    candidates = [child for child in subfolders(source) if holds_dataset(child)]
-    if len(candidates) > 1:
-        raise UserError(f"{source} holds several datasets: {[child.name for child in candidates]}. "
-                        "Pass the one to split as SOURCE.")
-    if candidates:
-        logger.info("using %s (the dataset folder inside %s)", candidates[0], source)
-        return candidates[0]
-    return source
+    folder = source
+    while not holds_dataset(folder):
+        children = subfolders(folder)
+        candidates = [child for child in children if holds_dataset(child)]
+        if len(candidates) > 1:
+            raise UserError(f"{folder} holds several datasets: {[child.name for child in candidates]}. "
+                            "Pass the one to split as SOURCE.")
+        if candidates:
+            folder = candidates[0]
+        elif len(children) == 1 and not list_images(folder):
+            folder = children[0]
+            continue
+        else:
+            return source
+        logger.info("using %s (the dataset folder inside %s)", folder, source)
+    return folder
+
+
+def folders_down(source: Path, root: Path) -> list[Path]:
+    """``source`` and each folder below it down to ``root`` (``find_dataset_root``'s answer): those whose files
+    lie beside the dataset."""
+    parts = root.relative_to(source).parts
+    return [source.joinpath(*parts[:depth]) for depth in range(len(parts) + 1)]
 
 
 def _holds_train_and_test(folder: Path) -> bool:

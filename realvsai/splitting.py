@@ -46,6 +46,7 @@ from realvsai.layout import (
     find_class_root,
     find_label_conflicts,
     find_train_test_root,
+    folders_down,
     read_manifest,
     rename_classes,
     subfolders,
@@ -153,7 +154,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
 
     # The files beside a folder that wraps the class folders are listed too: nothing in SOURCE goes unsaid.
     loose = sorted((str(path), "a file beside the class folders: only images inside a class folder are split")
-                   for folder in dict.fromkeys((source, root)) for path in folder.iterdir()
+                   for folder in folders_down(source, root) for path in folder.iterdir()
                    if not path.name.startswith(".") and not path.is_dir())
     return _run_split(root, [root / name for name in class_folders], out, locate, plan,
                       mode=mode, overwrite=overwrite, workers=workers, max_pixels=max_pixels, beside=loose)
@@ -199,7 +200,7 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
     # The images outside the class folders are listed too: nothing in SOURCE that could be split goes unsaid.
     rule = "only images inside train/<Class>/ and test/<Class>/ are split"
     loose = [(str(path), f"an image beside the class folders: {rule}")
-             for folder in dict.fromkeys((wrapper, source, *group_dirs.values())) for path in list_images(folder)]
+             for folder in (*folders_down(wrapper, source), *group_dirs.values()) for path in list_images(folder)]
     elsewhere = [(str(path), f"in {folder.name}/, which is neither train/ nor test/: {rule} (move it into one "
                   "to include it)")
                  for folder in subfolders(source) if folder not in group_dirs.values()

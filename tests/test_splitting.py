@@ -288,7 +288,7 @@ def test_the_class_folders_two_wrapper_folders_deep_are_the_classes(tmp_path, ma
     out = tmp_path / "out"
     report = split_by_class(tmp_path / "raw_art", out)
     assert sorted({class_name for _, class_name in report.counts}) == ["GeneratedArt", "RealArt"]
-    assert [Path(path).name for path, _ in report.skipped_rows()] == ["README.txt"]  # said, as beside one wrapper
+    assert [Path(path).name for path, _ in report.skipped_rows] == ["README.txt"]  # said, as beside one wrapper
 
 
 def test_a_train_test_source_is_pointed_to_datasplitd2(cifake, tmp_path):
