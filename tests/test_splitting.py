@@ -170,6 +170,31 @@ def test_duplicates_under_other_names_follow_their_first_copy(art, tmp_path):
     assert report.num_duplicates == 3
 
 
+def test_the_same_pixels_in_other_bytes_follow_their_first_copy(art, tmp_path):
+    # The same image as PNG, BMP and lossless WebP, and a JPEG with and without its metadata: other
+    # bytes, the same pixels. In train and validation it would be learnt and then scored as unseen.
+    pixels = Image.open(art / "GeneratedArt" / "img_005.png")
+    for name in ("zz_same.bmp", "aa_same.webp"):
+        pixels.save(art / "GeneratedArt" / name, lossless=True)
+    pixels.save(art / "RealArt" / "photo.jpg", quality=90)
+    with Image.open(art / "RealArt" / "photo.jpg") as jpeg:
+        jpeg.save(art / "RealArt" / "photo_with_exif.jpg", quality="keep", exif=Image.Exif())
+        jpeg.save(art / "RealArt" / "zz_photo_saved_again.jpg", quality="keep", comment=b"from another site")
+    assert sha256(art / "RealArt" / "photo.jpg") != sha256(art / "RealArt" / "zz_photo_saved_again.jpg")
+    out = tmp_path / "out"
+    report = split_by_class(art, out, seed=11)
+    where = {Path(row.path).name: row.split for row in read_manifest(out / "manifest.csv")}
+    assert len({where["img_005.png"], where["zz_same.bmp"], where["aa_same.webp"]}) == 1
+    assert len({where["photo.jpg"], where["zz_photo_saved_again.jpg"]}) == 1
+    assert report.num_duplicates >= 3
+
+
+def test_the_same_pixels_under_two_classes_are_left_out_of_both(art, tmp_path):
+    Image.open(art / "RealArt" / "img_004.png").save(art / "GeneratedArt" / "also_generated.bmp")
+    report = split_by_class(art, tmp_path / "out", seed=3)
+    assert {Path(source).name for source, _ in report.skipped[TWO_CLASSES]} == {"img_004.png", "also_generated.bmp"}
+
+
 def test_unreadable_and_non_image_files_are_skipped_and_listed(art, tmp_path, bad_files):
     bad = bad_files(art / "RealArt")
     (art / "RealArt" / "notes.txt").write_text("not an image")
@@ -431,6 +456,12 @@ def test_a_train_file_identical_to_a_test_file_is_left_out_of_train(cifake, tmp_
     assert len(report.skipped[IN_TEST]) == 2
     reasons = skipped_sources(out)
     assert "kept in test only" in reasons["copy_of_test.png"] and "kept in test only" in reasons["another_copy.png"]
+
+
+def test_a_train_image_with_the_pixels_of_a_test_image_is_left_out_of_train(cifake, tmp_path):
+    Image.open(cifake / "test" / "REAL" / "img_002.png").save(cifake / "train" / "REAL" / "same_pixels.bmp")
+    report = split_train_test(cifake, tmp_path / "out")
+    assert [Path(source).name for source, _ in report.skipped[IN_TEST]] == ["same_pixels.bmp"]
 
 
 def test_identical_files_within_train_never_straddle_train_and_validation(cifake, tmp_path):
