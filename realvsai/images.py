@@ -117,23 +117,30 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
     return image
 
 
-def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """Why ``path`` is not a usable image, or None when it decodes completely (pixel count checked first)."""
+def decode_check(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str | None, str | None]:
+    """``(problem, pixels)``: why ``path`` is not a usable image, or None when it decodes completely (pixel count
+    checked first); and then the sha256 of its decoded pixels (mode, size and values), which the same image
+    shares in another lossless format or saved again with other metadata."""
     try:
         with open_image(path, max_pixels) as image, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
             image.load()
+            return None, hashlib.sha256(f"{image.mode} {image.size}\n".encode() + image.tobytes()).hexdigest()
     except FileNotFoundError:
-        return "file not found"
+        return "file not found", None
     except ImageDecodeError as error:  # too many pixels
-        return str(error)
+        return str(error), None
     except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
-        return f"too many pixels ({error})"
+        return f"too many pixels ({error})", None
     except (OSError, SyntaxError, ValueError) as error:
         # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
         # data and SyntaxError/ValueError for some malformed headers.
-        return f"not a readable image ({type(error).__name__}: {error})"
-    return None
+        return f"not a readable image ({type(error).__name__}: {error})", None
+
+
+def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Why ``path`` is not a usable image, or None when it decodes completely (pixel count checked first)."""
+    return decode_check(path, max_pixels)[0]
 
 
 class _NamedBytes(io.BytesIO):
@@ -148,14 +155,15 @@ class _NamedBytes(io.BytesIO):
 
 
 def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
-                 ) -> tuple[bytes, str | None, str | None, ImageHeader | None]:
-    """(bytes, sha256, problem, header) of a file from one read; ``header`` is None when there is a problem."""
+                 ) -> tuple[bytes, str | None, str | None, str | None, ImageHeader | None]:
+    """(bytes, sha256, problem, pixels, header) of a file from one read (``decode_check``'s problem and pixels);
+    ``header`` is None when there is a problem."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
-        return b"", None, f"cannot be read ({error.strerror or error})", None
-    problem = image_problem(_NamedBytes(data, os.path.basename(path)), max_pixels)
-    return data, hashlib.sha256(data).hexdigest(), problem, None if problem else read_header(data, max_pixels)
+        return b"", None, f"cannot be read ({error.strerror or error})", None, None
+    problem, pixels = decode_check(_NamedBytes(data, os.path.basename(path)), max_pixels)
+    return data, hashlib.sha256(data).hexdigest(), problem, pixels, None if problem else read_header(data, max_pixels)
 
 
 def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | None = None) -> Image.Image:

@@ -122,7 +122,8 @@ class _Item:
     name: str  # file name in the output: sub-folders of a class folder flattened with "__"
     source: str  # where the file is (or was, for a resumed --move)
     read_from: str  # where its bytes are now
-    digest: str | None = None
+    digest: str | None = None  # sha256 of the file: its identity in manifest.csv
+    pixels: str | None = None  # sha256 of its decoded pixels: the same image in other bytes (images.decode_check)
     problem: str | None = None
     facts: ImageFacts | None = None  # size, format, file size and JPEG quality, for the shortcut check
     data: bytes | None = None  # the bytes the scan read, kept for the copy when small
@@ -189,11 +190,11 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
 
     def plan(items: list[_Item]) -> tuple[list[tuple[str, _Item]], list[_Item]]:
         test_items = [item for item in items if item.group == TEST]
-        in_test = {item.digest: item for item in reversed(test_items)}  # the first copy in key order
-        train_items = [item for item in items if item.group == TRAIN and item.digest not in in_test]
-        dropped = [item for item in items if item.group == TRAIN and item.digest in in_test]
+        in_test = {item.pixels: item for item in reversed(test_items)}  # the first copy in key order
+        train_items = [item for item in items if item.group == TRAIN and item.pixels not in in_test]
+        dropped = [item for item in items if item.group == TRAIN and item.pixels in in_test]
         for item in dropped:
-            item.problem = f"same content as test file {in_test[item.digest].key}; kept in test only"
+            item.problem = f"same image as test file {in_test[item.pixels].key}; kept in test only"
         fractions = {TRAIN: 1 - val_fraction, VALIDATION: val_fraction}
         return _assign(train_items, fractions, seed) + [(TEST, item) for item in test_items], dropped
 
@@ -233,18 +234,19 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
 
 
 def _assign(items: Sequence[_Item], fractions: Mapping[str, float], seed: int) -> list[tuple[str, _Item]]:
-    """Stratified split of usable ``items``; a duplicate goes wherever its first copy (in key order) went."""
+    """Stratified split of usable ``items``; a duplicate (the same pixels) goes wherever its first copy (in key
+    order) went."""
     first_of: dict[str, _Item] = {}
     for item in sorted(items, key=lambda item: item.key):
-        first_of.setdefault(item.digest, item)
+        first_of.setdefault(item.pixels, item)
     by_class: dict[str, list[_Item]] = defaultdict(list)
     for item in first_of.values():
         by_class[item.class_name].append(item)
     split_of: dict[str, str] = {}
     for class_name in sorted(by_class):
         for split, chosen in split_files(by_class[class_name], fractions, seed, key=lambda item: item.key).items():
-            split_of.update((item.digest, split) for item in chosen)
-    return [(split_of[item.digest], item) for item in items]
+            split_of.update((item.pixels, split) for item in chosen)
+    return [(split_of[item.pixels], item) for item in items]
 
 
 def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, str, _Item]]:
@@ -303,7 +305,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     budget, lock = [_KEEP_TOTAL_BYTES if mode == COPY or (mode == MOVE and cross_device) else 0], threading.Lock()
 
     def inspect(item: _Item) -> None:
-        data, item.digest, item.problem, header = inspect_file(item.read_from, max_pixels)
+        data, item.digest, item.problem, item.pixels, header = inspect_file(item.read_from, max_pixels)
         item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format,
                                            len(data), header.jpeg_quality)
         with lock:
@@ -320,7 +322,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                                   item.source, root.name), item) for split, name, item in _target_names(placements)),
                     key=lambda pair: pair[0].order())
     rows = [row for row, _ in placed]
-    report.num_duplicates = len(rows) - len({(row.split, row.sha256) for row in rows})
+    report.num_duplicates = len(placed) - len({(row.split, item.pixels) for row, item in placed})
     report.skipped = {UNUSABLE: sorted(not_images + [(item.source, item.problem) for item in unreadable]),
                       BESIDE: sorted(beside),
                       OUTSIDE: sorted(outside),
@@ -357,15 +359,15 @@ def _flat_name(parts: Sequence[str]) -> str:
 
 
 def _refuse_label_conflicts(items: Sequence[_Item]) -> list[_Item]:
-    """Sets the problem of every file whose content is also under another class (all its copies), and
+    """Sets the problem of every file whose image (its pixels) is also under another class (all its copies), and
     returns them."""
-    conflicts = find_label_conflicts((item.digest, item.class_name, item.key)
+    conflicts = find_label_conflicts((item.pixels, item.class_name, item.key)
                                      for item in sorted(items, key=lambda item: item.key))
-    conflicting = [item for item in items if item.digest in conflicts]
+    conflicting = [item for item in items if item.pixels in conflicts]
     for item in conflicting:
-        others = ", ".join(f"{key} (class {name})" for name, key in sorted(conflicts[item.digest].items())
+        others = ", ".join(f"{key} (class {name})" for name, key in sorted(conflicts[item.pixels].items())
                            if name != item.class_name)
-        item.problem = (f"same content as {others}: one image under two classes is left out of both; keep it "
+        item.problem = (f"same image as {others}: one image under two classes is left out of both; keep it "
                         "in the folder of its true class only and split again")
     return conflicting
 
