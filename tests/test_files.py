@@ -117,6 +117,17 @@ def test_place_file_move_removes_the_source_once_placed(tmp_path):
     assert outcome is Outcome.MOVED and placed.read_bytes() == b"cat" and not source.exists()
 
 
+def test_place_file_move_of_a_symlink_places_the_bytes_and_leaves_its_target(tmp_path):
+    # Hard-linking or renaming the link itself would leave a link that a relative target no longer reaches.
+    outside = write(tmp_path / "elsewhere" / "cat.jpg", b"cat")
+    source = tmp_path / "src" / "class" / "cat.jpg"
+    source.parent.mkdir(parents=True)
+    source.symlink_to(os.path.relpath(outside, source.parent))
+    placed, outcome = place_file(source, tmp_path / "dst" / "deeper" / "class" / "cat.jpg", move=True)
+    assert outcome is Outcome.MOVED and not placed.is_symlink() and placed.read_bytes() == b"cat"
+    assert not os.path.lexists(source) and outside.read_bytes() == b"cat"
+
+
 def test_place_file_move_onto_identical_content_removes_the_source(tmp_path):
     source = write(tmp_path / "src" / "cat.jpg", b"cat")
     target = write(tmp_path / "dst" / "cat.jpg", b"cat")

@@ -195,6 +195,19 @@ def test_the_same_pixels_under_two_classes_are_left_out_of_both(art, tmp_path):
     assert {Path(source).name for source, _ in report.skipped[TWO_CLASSES]} == {"img_004.png", "also_generated.bmp"}
 
 
+@pytest.mark.parametrize("mode", ["move", "link"])
+def test_move_and_link_place_a_symlinked_files_bytes_not_the_link(art, tmp_path, mode):
+    outside = write_image(tmp_path / "elsewhere" / "photo.png", seed=99)
+    link = art / "RealArt" / "linked.png"
+    link.symlink_to(os.path.relpath(outside, link.parent))  # relative: renamed or hard-linked, it leads nowhere
+    out = tmp_path / "out"
+    split_by_class(art, out, mode=mode)
+    [placed] = [path for split in ("train", "validation", "test")
+                if os.path.lexists(path := out / split / "RealArt" / "linked.png")]
+    assert not placed.is_symlink() and sha256(placed) == sha256(outside)
+    assert outside.is_file()  # never moved: it is outside SOURCE
+
+
 def test_unreadable_and_non_image_files_are_skipped_and_listed(art, tmp_path, bad_files):
     bad = bad_files(art / "RealArt")
     (art / "RealArt" / "notes.txt").write_text("not an image")
