@@ -299,7 +299,7 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
                 source.unlink()  # also when both are hard links of one file: what a cut-off move leaves
             return target, Outcome.IDENTICAL
     linked = False
-    if move:
+    if move and not source.is_symlink():  # a symlink's bytes are placed: the link could lead nowhere from target
         try:
             os.link(source, target)  # raises FileExistsError rather than replacing
             linked = True

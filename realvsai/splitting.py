@@ -413,10 +413,13 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                                 "the same command again.")
             written.append(False)
             continue
+        # A symlinked file is placed as its target's bytes: the link itself, renamed or hard-linked (os.link links
+        # a symlink, not its target, on Linux), would lead nowhere from the split when its target is relative.
+        symlink = os.path.islink(item.read_from)
         try:
             if mode == LINK:
-                os.link(item.read_from, target)
-            elif mode == MOVE and not cross_device:
+                os.link(os.path.realpath(item.read_from), target)
+            elif mode == MOVE and not cross_device and not symlink:
                 os.rename(item.read_from, target)  # the target was checked free just above
             else:  # the bytes the scan kept, or read again and checked against its sha256
                 write_new(target, item.data if item.data is not None else read_verified(item.read_from, item.digest))
