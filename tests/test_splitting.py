@@ -340,6 +340,14 @@ def test_a_class_folder_without_images_is_an_error(art, tmp_path):
         split_by_class(art, tmp_path / "out")
 
 
+def test_a_class_folder_without_a_usable_image_is_an_error_naming_a_file(art, tmp_path, bad_files):
+    # Left out file by file, the class would vanish from the split with a count in a summary line.
+    bad_files(art / "Broken")
+    with pytest.raises(UserError, match=r"Broken holds no usable image: its 3 image files do not decode \(e\.g\. "):
+        split_by_class(art, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_output_inside_the_source_is_refused(art):
     with pytest.raises(UserError, match="inside SOURCE"):
         split_by_class(art, art / "split")
