@@ -275,12 +275,9 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     items, not_images = _list_items(root, class_dirs, locate)
     if mode == MOVE and old_rows:
         items += _moved_items(root, out, old_rows, locate, {item.key for item in items})
-    present = {item.key.rsplit("/", 1)[0] for item in items}
-    for folder in class_dirs:  # an empty class folder is often a nested or misnamed one
-        prefix = _inside(folder, root).as_posix()
-        if not any(f"{key}/".startswith(f"{prefix}/") for key in present):
-            raise UserError(f"class folder {folder} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
-                            "Remove it or put its images in it.")
+    if empty := _class_folders_without(class_dirs, root, items):  # often a nested or misnamed folder
+        raise UserError(f"class folder {empty[0]} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
+                        "Remove it or put its images in it.")
     outside: list[tuple[str, str]] = []  # (source, reason)
     if mode == MOVE:  # a class folder that is a symlink leads outside SOURCE: nothing there is ever moved
         kept, folder_inside = [], {}
@@ -316,6 +313,12 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     map_in_threads(lambda chunk: [inspect(item) for item in chunk], items, workers, "checking")
 
     unreadable = [item for item in items if item.problem is not None]
+    for broken in _class_folders_without(class_dirs, root, [item for item in items if item.problem is None]):
+        if not (inside := [item for item in unreadable if _under(item.key, _inside(broken, root))]):
+            continue  # a symlinked folder --move leaves out: listed as such
+        raise UserError(f"class folder {broken} holds no usable image: its {len(inside):,} image files do not decode "
+                        f"(e.g. {Path(inside[0].source).name}: {inside[0].problem}). Put readable images in it, or "
+                        "remove it, and split again.")
     conflicting = _refuse_label_conflicts([item for item in items if item.problem is None])
     placements, dropped = plan(sorted((item for item in items if item.problem is None), key=lambda item: item.key))
     placed = sorted(((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest,
@@ -370,6 +373,17 @@ def _refuse_label_conflicts(items: Sequence[_Item]) -> list[_Item]:
         item.problem = (f"same image as {others}: one image under two classes is left out of both; keep it "
                         "in the folder of its true class only and split again")
     return conflicting
+
+
+def _under(key: str, folder: Path) -> bool:
+    """Whether the file at ``key`` (relative to the dataset root) lies in ``folder`` (relative to it too)."""
+    return key.startswith(f"{folder.as_posix()}/")
+
+
+def _class_folders_without(class_dirs: Sequence[Path], root: Path, items: Sequence[_Item]) -> list[Path]:
+    """Those of ``class_dirs`` that none of ``items`` lies in."""
+    folders = {item.key.rsplit("/", 1)[0] for item in items}
+    return [folder for folder in class_dirs if not any(_under(f"{key}/", _inside(folder, root)) for key in folders)]
 
 
 def _inside(folder: Path, root: Path) -> Path:
