@@ -156,6 +156,24 @@ def test_split_by_class_leaves_the_source_untouched_when_copying(art, tmp_path):
     assert snapshot(art) == before
 
 
+def test_accented_names_split_alike_whichever_unicode_form_the_disk_gives(tmp_path):
+    # macOS (and zips made there) spell "é" as e + a combining accent (NFD); Linux and Windows as one letter.
+    import unicodedata
+
+    for form in ("NFC", "NFD"):
+        for class_name in ("Real", "Fake"):
+            for index in range(12):
+                name = f"{'été' if index % 2 else 'photo'}_{index:02d}{'é' * (index % 3)}.png"
+                write_image(tmp_path / form / class_name / unicodedata.normalize(form, name),
+                            seed=index + 100 * (class_name == "Real"))
+    splits = {}
+    for form in ("NFC", "NFD"):
+        split_by_class(tmp_path / form, tmp_path / f"out-{form}", seed=4)
+        splits[form] = sorted((row.split, row.class_name, unicodedata.normalize("NFC", Path(row.path).name))
+                              for row in read_manifest(tmp_path / f"out-{form}" / "manifest.csv"))
+    assert splits["NFC"] == splits["NFD"]
+
+
 def test_duplicates_under_other_names_follow_their_first_copy(art, tmp_path):
     original = art / "GeneratedArt" / "img_005.png"
     (art / "GeneratedArt" / "sub").mkdir()
