@@ -9,6 +9,7 @@ import os
 import random
 import threading
 import time
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -233,18 +234,24 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     return ratios
 
 
+def _order(item: _Item) -> tuple[str, str]:
+    """The sort key of a file: its path in one Unicode spelling (NFC) first, so that a name macOS spells
+    decomposed (NFD) sorts, and is split, as Linux and Windows spell it."""
+    return unicodedata.normalize("NFC", item.key), item.key
+
+
 def _assign(items: Sequence[_Item], fractions: Mapping[str, float], seed: int) -> list[tuple[str, _Item]]:
     """Stratified split of usable ``items``; a duplicate (the same pixels) goes wherever its first copy (in key
     order) went."""
     first_of: dict[str, _Item] = {}
-    for item in sorted(items, key=lambda item: item.key):
+    for item in sorted(items, key=_order):
         first_of.setdefault(item.pixels, item)
     by_class: dict[str, list[_Item]] = defaultdict(list)
     for item in first_of.values():
         by_class[item.class_name].append(item)
     split_of: dict[str, str] = {}
     for class_name in sorted(by_class):
-        for split, chosen in split_files(by_class[class_name], fractions, seed, key=lambda item: item.key).items():
+        for split, chosen in split_files(by_class[class_name], fractions, seed, key=_order).items():
             split_of.update((item.pixels, split) for item in chosen)
     return [(split_of[item.pixels], item) for item in items]
 
@@ -253,7 +260,7 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
     """(split, name, item) with names unique per split and class in any letter case (macOS, Windows)."""
     taken: set[tuple[str, str, str]] = set()
     result = []
-    for split, item in sorted(placements, key=lambda placement: placement[1].key):
+    for split, item in sorted(placements, key=lambda placement: _order(placement[1])):
         name = item.name
         if (split, item.class_name, name.casefold()) in taken:
             name = free_name(Path(name), item.digest, lambda path, split=split, class_name=item.class_name:
@@ -320,7 +327,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                         f"(e.g. {Path(inside[0].source).name}: {inside[0].problem}). Put readable images in it, or "
                         "remove it, and split again.")
     conflicting = _refuse_label_conflicts([item for item in items if item.problem is None])
-    placements, dropped = plan(sorted((item for item in items if item.problem is None), key=lambda item: item.key))
+    placements, dropped = plan(sorted((item for item in items if item.problem is None), key=_order))
     placed = sorted(((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest,
                                   item.source, root.name), item) for split, name, item in _target_names(placements)),
                     key=lambda pair: pair[0].order())
@@ -365,7 +372,7 @@ def _refuse_label_conflicts(items: Sequence[_Item]) -> list[_Item]:
     """Sets the problem of every file whose image (its pixels) is also under another class (all its copies), and
     returns them."""
     conflicts = find_label_conflicts((item.pixels, item.class_name, item.key)
-                                     for item in sorted(items, key=lambda item: item.key))
+                                     for item in sorted(items, key=_order))
     conflicting = [item for item in items if item.pixels in conflicts]
     for item in conflicting:
         others = ", ".join(f"{key} (class {name})" for name, key in sorted(conflicts[item.pixels].items())
