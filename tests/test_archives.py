@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import io
@@ -10,7 +11,9 @@ import random
 import shutil
 import stat
 import struct
+import subprocess
 import sys
+import tarfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -234,9 +237,120 @@ def test_crc_mismatch_is_an_error_and_leaves_no_file(tmp_path):
     flipped = raw.index(data) + 10
     archive.write_bytes(raw[:flipped] + bytes([raw[flipped] ^ 0xFF]) + raw[flipped + 1:])
     target = tmp_path / "target"
-    with pytest.raises(UserError, match="CRC"):
+    with pytest.raises(UserError, match=r"CRC.*Files finished before the damage are complete"):
         extract_archive(archive, target)
     assert files_under(target) == {"ok.txt": b"fine"}, "the damaged file and its temporary must both be gone"
+
+
+def damage_first_entry(archive: Path) -> Path:
+    """Flips two bytes early in the first entry's compressed data, past LZMA's 9-byte properties header."""
+    raw = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zip_file:
+        first = zip_file.infolist()[0]
+    start = first.header_offset + 30 + len(first.filename.encode()) + 10  # a local header is 30 bytes + the name
+    raw[start] ^= 0xFF
+    raw[start + 1] ^= 0xFF
+    archive.write_bytes(bytes(raw))
+    return archive
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_LZMA, zipfile.ZIP_BZIP2], ids=["lzma", "bzip2"])
+def test_corrupt_lzma_or_bzip2_entry_is_called_damaged_not_a_failed_write(tmp_path, compression):
+    data = random.Random(0).randbytes(5000)
+    archive = damage_first_entry(make_zip(tmp_path / "a.zip", {"A/a.txt": data}, compression))
+    with pytest.raises(UserError, match=r"a\.zip is damaged or incomplete.*'A/a\.txt'") as error:
+        extract_archive(archive, tmp_path / "target")
+    assert "could not write" not in str(error.value)
+    assert files_under(tmp_path / "target") == {}
+
+
+def test_a_failed_write_of_a_bzip2_entry_is_still_called_a_failed_write(tmp_path, monkeypatch):
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archives, "atomic_write", lambda path, mode, durable: contextlib.nullcontext(FullDisk()))
+    archive = make_zip(tmp_path / "a.zip", {"A/a.txt": b"x" * 5000}, zipfile.ZIP_BZIP2)
+    with pytest.raises(UserError, match=r"could not write .*a\.txt \(No space left on device\)"):
+        extract_archive(archive, tmp_path / "target")
+
+def test_an_archive_damaged_before_anything_was_written_says_so(tmp_path):
+    archive = tmp_path / "corrupt.zip"
+    archive.write_bytes(random.Random(0).randbytes(4096))
+    with pytest.raises(UserError, match="damaged or incomplete") as error:
+        extract_archive(archive, tmp_path / "target")
+    assert "nothing was written" in str(error.value) and "Files finished" not in str(error.value)
+
+
+@pytest.mark.parametrize(("name", "what", "command"), [
+    ("a.tar", "a tar archive", "tar xf"), ("a.tar.gz", "gzip", "tar xf"), ("a.tgz", "gzip", "tar xf"),
+    ("a.tar.bz2", "bzip2", "tar xf"), ("a.tar.xz", "xz", "tar xf"),
+    ("a.7z", "7-Zip", "7z x"), ("a.rar", "RAR", "7z x"),
+])
+def test_a_tar_7z_or_rar_archive_is_named_with_the_command_that_extracts_it(tmp_path, name, what, command):
+    archive = tmp_path / name
+    if name.endswith(".7z"):
+        archive.write_bytes(b"7z\xbc\xaf\x27\x1c\x00\x04" + random.Random(0).randbytes(500))
+    elif name.endswith(".rar"):
+        archive.write_bytes(b"Rar!\x1a\x07\x01\x00" + random.Random(0).randbytes(500))
+    else:
+        (tmp_path / "a.jpg").write_bytes(b"\xff\xd8 photo")
+        compression = {"tar": "", "tgz": "gz"}.get(name.rsplit(".", 1)[1], name.rsplit(".", 1)[1])
+        with tarfile.open(archive, f"w:{compression}") as tar:
+            tar.add(tmp_path / "a.jpg", "REAL/a.jpg")
+    with pytest.raises(UserError, match=f"{name} is .*{what}.*nothing was written.*`.*{command} .*{name}") as error:
+        extract_archive(archive, tmp_path / "target")
+    assert "damaged" not in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "target").exists()
+
+
+def split_zip_parts(tmp_path: Path) -> Path:
+    """split.z01 and split.zip as ``zip -s`` writes them: the first part starts with the split signature, the last
+    holds the central directory, whose entries say on which part (disk) they start."""
+    whole = make_zip(tmp_path / "whole.zip", {"REAL/a.jpg": b"\xff\xd8 a" * 50, "REAL/b.jpg": b"\xff\xd8 b" * 50})
+    raw = whole.read_bytes()
+    middle = raw.index(b"PK\x03\x04", 1)  # the second entry starts the second part
+    (tmp_path / "split.z01").write_bytes(b"PK\x07\x08" + raw[:middle])
+    last = bytearray(raw[middle:])  # offsets in a part count from the part's start
+    directory = last.index(b"PK\x01\x02")
+    second = last.index(b"PK\x01\x02", directory + 1)
+    last[second + 34: second + 46] = struct.pack("<HHLL", 1, 0, 0, 0)  # starts on disk 1, at offset 0
+    end = last.index(b"PK\x05\x06")
+    last[end + 4: end + 8] = struct.pack("<HH", 1, 1)  # this is disk 1, and the central directory is on it
+    last[end + 16: end + 20] = struct.pack("<L", directory)
+    (tmp_path / "split.zip").write_bytes(bytes(last))
+    return tmp_path / "split.zip"
+
+
+@pytest.mark.parametrize("part", ["last part", "first part", "last part alone"])
+def test_one_part_of_a_split_zip_is_named_with_the_command_that_joins_it(tmp_path, part):
+    archive = split_zip_parts(tmp_path)
+    if part == "first part":
+        archive = tmp_path / "split.z01"
+    elif part == "last part alone":  # only the disk numbers in the central directory tell
+        (tmp_path / "split.z01").unlink()
+    with pytest.raises(UserError, match=r"split\.z.. is one part of a split zip.*nothing was written.*`zip -s 0 .*"
+                                        r"split\.zip --out ") as error:
+        extract_archive(archive, tmp_path / "target")
+    assert "damaged" not in str(error.value)
+    assert not (tmp_path / "target").exists()
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="needs Info-ZIP's zip")
+def test_a_split_zip_made_by_zip_is_named_and_the_joined_one_extracts(tmp_path):
+    source = tmp_path / "source"
+    for index in range(4):
+        (source / "REAL").mkdir(parents=True, exist_ok=True)
+        (source / "REAL" / f"{index}.jpg").write_bytes(random.Random(index).randbytes(100_000))
+    subprocess.run(["zip", "-q", "-r", "-s", "100k", tmp_path / "split.zip", "REAL"], cwd=source, check=True)
+    with pytest.raises(UserError, match=r"one part of a split zip.*`(zip -s 0 .*)`") as error:
+        extract_archive(tmp_path / "split.zip", tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+    join = error.value.args[0].split("`")[1]
+    subprocess.run(join, shell=True, check=True, capture_output=True)
+    whole = Path(join.split("--out ")[1])
+    extract_archive(whole, tmp_path / "target")
+    assert files_under(tmp_path / "target") == files_under(source)
 
 
 # ---- normal extraction, resuming, overwriting ------------------------------------------------------------
@@ -351,6 +465,31 @@ def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     assert not (tmp_path / "target").exists()
 
 
+def test_a_second_archive_into_the_same_target_keeps_every_file_and_warns_that_they_mix(tmp_path):
+    v1 = make_zip(tmp_path / "v1.zip", {"REAL/a.jpg": b"\xff\xd8 a", "REAL/old_only.jpg": b"\xff\xd8 old"})
+    v2 = make_zip(tmp_path / "v2.zip", {"REAL/a.jpg": b"\xff\xd8 a", "REAL/new_only.jpg": b"\xff\xd8 new"})
+    target = tmp_path / "out" / "v"
+    assert run_script("DataUnZipper.py", v1, "--to", target, "-q").returncode == 0
+    second = run_script("DataUnZipper.py", v2, "--to", target, "-q")
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("\n") == 1 and "holds 1 file that this archive does not" in second.stderr
+    assert "REAL/old_only.jpg" in second.stderr and "--to" in second.stderr
+    assert set(files_under(target)) == {"REAL/a.jpg", "REAL/old_only.jpg", "REAL/new_only.jpg"}
+
+
+def test_files_of_the_same_archive_and_macos_junk_are_not_taken_for_another_archives(tmp_path, caplog):
+    archive = make_zip(tmp_path / "a.zip")
+    target = tmp_path / "target"
+    extract_archive(archive, target)
+    (target / ".DS_Store").write_bytes(b"view")
+    (target / "__MACOSX").mkdir()
+    (target / "__MACOSX" / "._a.jpg").write_bytes(b"fork")
+    (target / "train" / "REAL" / "b.jpg").unlink()
+    with caplog.at_level("WARNING", logger="realvsai"):
+        result = extract_archive(archive, target)
+    assert result.extracted == 1 and caplog.records == []
+
+
 # ---- zipping -----------------------------------------------------------------------------------------------
 
 
@@ -451,10 +590,28 @@ def test_unzipper_script_extracts_to_data_raw_by_default(tmp_path):
     assert f"Extracted {len(CONTENT)} files" in finished.stdout
 
 
-@pytest.mark.parametrize("kind", ["slip", "overlap", "corrupt", "clash", "empty"])
+def test_unzipper_help_names_the_zip_format_and_says_defaults_as_a_user_writes_them(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        DataUnZipper.main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert exit_info.value.code == 0
+    assert "Only zip archives are read" in shown
+    assert "None" not in shown and "(default: data/raw/<archive name without .zip>)" in shown
+    assert "(default: 100G)" in shown and "107374182400" not in shown
+    parsed = DataUnZipper.parse_args(["a.zip"])
+    assert (parsed.to, parsed.max_total_bytes) == (None, UnzipLimits().max_total_bytes)
+
+
+@pytest.mark.parametrize("kind", ["slip", "overlap", "corrupt", "corrupt-lzma", "tar-gz", "clash", "empty"])
 def test_unzipper_script_fails_with_one_line(tmp_path, kind):
     target = tmp_path / "target"
-    if kind == "empty":
+    if kind == "tar-gz":
+        archive = tmp_path / "a.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(Path(__file__), "notes.txt")
+    elif kind == "corrupt-lzma":
+        archive = damage_first_entry(make_zip(tmp_path / "a.zip", {"A/a.txt": b"x" * 100}, zipfile.ZIP_LZMA))
+    elif kind == "empty":
         archive = make_zip(tmp_path / "a.zip", {})
     elif kind == "slip":
         archive = make_zip(tmp_path / "a.zip", {"../evil.txt": b"x"})
