@@ -1,8 +1,11 @@
-"""Step 1: unzip a downloaded dataset archive into data/raw/, safely and resumably.
+"""Step 1: unzip a downloaded dataset archive (.zip) into data/raw/, safely and resumably.
 
     ~/Downloads/cifake-real-and-ai-generated-synthetic-images.zip
       -> data/raw/cifake-real-and-ai-generated-synthetic-images/
            train/REAL/  train/FAKE/  test/REAL/  test/FAKE/
+
+Only zip archives are read: a .tar.gz, .tgz, .tar, .7z or .rar file, or one part of a split zip
+(.z01, .z02, ...), is refused in one line that gives the command that extracts it (or joins the parts).
 
 The whole archive is checked before anything is written: entries that would land outside the
 target (absolute paths, "..", symlinks) and zip bombs (entries that overlap; see also
@@ -11,7 +14,8 @@ declares. macOS junk (__MACOSX/, .DS_Store) is skipped; an archive with nothing 
 all) is refused, and no folder is made. Files are written under a temporary name and
 renamed into place, so an interrupted run is finished by running the same command again: files
 already there with the same size and CRC-32 are skipped. A file with other content is never
-replaced unless you add --overwrite.
+replaced unless you add --overwrite, and no file is ever deleted: when the target also holds files
+this archive does not (another download's), a warning says so.
 
 Example:
     python DataUnZipper.py ~/Downloads/cifake-real-and-ai-generated-synthetic-images.zip
@@ -33,10 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
     parser.add_argument("archive", type=Path, help="the .zip file to extract")
     parser.add_argument("--to", type=Path, default=None,
-                        help="folder to extract into; None means data/raw/<archive name without .zip>")
+                        help="folder to extract into (default: data/raw/<archive name without .zip>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing files whose content differs from the archive's")
-    parser.add_argument("--max-total-bytes", type=byte_count, default=limits.max_total_bytes,
+    # A string default goes through byte_count like a typed value, so --help shows it as a user writes it.
+    parser.add_argument("--max-total-bytes", type=byte_count, default=f"{limits.max_total_bytes / 1024**3:g}G",
                         help="refuse archives that expand to more than this many bytes (accepts 500M, 100G)")
     parser.add_argument("--max-ratio", type=expansion_ratio, default=limits.max_ratio,
                         help="refuse entries above 1 MB (and archives) that expand more than this many times "

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import lzma
 import os
+import shlex
 import shutil
 import stat
 import struct
@@ -13,6 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from realvsai.cli import progress
 from realvsai.errors import UserError
@@ -29,6 +32,17 @@ _LOCAL_HEADER = struct.Struct("<4s22xHH")
 # Small entries cannot be bombs however well they compress (a 100 KB text file of spaces is fine),
 # so the ratio limit only applies above this size.
 _RATIO_FLOOR_BYTES = 1 << 20
+# What zipfile raises for bytes it cannot inflate (a damaged or truncated archive).
+_DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError)
+# What gets downloaded instead of a zip, by its magic bytes: (offset, magic, what it is, the tool that extracts it).
+_OTHER_FORMATS = (
+    (0, b"\x1f\x8b", "gzip-compressed (a .tar.gz or .tgz)", "tar"),
+    (0, b"BZh", "bzip2-compressed (a .tar.bz2)", "tar"),
+    (0, b"\xfd7zXZ\x00", "xz-compressed (a .tar.xz)", "tar"),
+    (257, b"ustar", "a tar archive", "tar"),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "7z"),
+    (0, b"Rar!\x1a\x07", "a RAR archive", "7z"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,16 +100,19 @@ def extract_archive(
     archive, target = Path(archive), Path(target)
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file. Give --to a folder to extract into.")
-    root = os.path.realpath(target)
+    root, finished = os.path.realpath(target), 0
     try:
         with zipfile.ZipFile(archive) as zip_file:
+            # Before any check: the offsets of a split zip count from the start of each part.
+            if other := _other_format(archive, target, zip_file.infolist()):
+                raise UserError(other)
             entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
             if not entries and not folders:
                 what = "only macOS junk: __MACOSX/, .DS_Store" if junk else "no entries"
                 raise UserError(f"{archive} holds no file to extract ({what}); nothing was written. Check that it is "
                                 "the archive you meant, or download it again.")
             _check_overlaps(archive, zip_file.infolist())
-            if os.path.isdir(root):
+            if existed := os.path.isdir(root):
                 existing_folders = _check_folders(root, folders)
                 to_write, already_there = _compare_existing(root, entries, existing_folders, overwrite)
                 _remove_strays(root, to_write, existing_folders)
@@ -116,18 +133,45 @@ def extract_archive(
                 path = root + os.sep + relative
                 try:
                     _extract_entry(zip_file, info, path)
+                    finished += 1
                 except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
                     raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so far "
                                     "are complete; fix the cause and re-run the same command.") from error
     except UnicodeDecodeError as error:  # zipfile decodes names flagged as UTF-8 when it opens the archive
         raise UserError(f"{archive} has an entry name that is not valid UTF-8, though the archive says its names "
                         "are; nothing was extracted. Extract it with `unzip` or `7z x` instead.") from error
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise UserError(
-            f"{archive} is damaged or incomplete ({error}). Files finished before the damage are complete; "
-            "download the archive again and re-run the same command to finish."
-        ) from error
+    except _DAMAGE_ERRORS as error:  # a tar, 7z or rar file, or one part of a split zip, fails here too
+        if finished:
+            raise UserError(f"{archive} is damaged or incomplete ({error}). Files finished before the damage are "
+                            "complete; download the archive again and re-run the same command to finish.") from error
+        raise UserError(_other_format(archive, target) or f"{archive} is damaged or incomplete ({error}); nothing was "
+                        "written. Download the archive again and re-run the same command.") from error
+    others = _files_not_in(root, {relative for _, relative in entries}) if existed else []
+    if others:
+        logger.warning("%s holds %d file%s that this archive does not (e.g. %s): it mixes another archive's files; "
+                       "unzip into a new --to folder for this archive alone", target, len(others),
+                       "s" * (len(others) > 1), min(others))
     return ExtractResult(target, len(to_write), already_there, junk, num_bytes)
+
+
+def _other_format(archive: Path, target: Path, infos: Sequence[zipfile.ZipInfo] = ()) -> str | None:
+    """One line naming what ``archive`` is when it is not one whole zip, with the command that reads it: a tar, 7z or
+    rar archive (by its magic bytes), or one part of a split zip (a .z01 beside it, the first part's signature, or
+    entries on another part); None when it looks like a zip."""
+    with open(archive, "rb") as stream:
+        head = stream.read(512)
+    if head.startswith(b"PK\x07\x08") or archive.with_suffix(".z01").exists() or any(info.volume for info in infos):
+        last, whole = archive.with_suffix(".zip"), archive.with_name(f"{archive.stem}-whole.zip")
+        return (f"{archive} is one part of a split zip archive ({archive.stem}.z01, .z02, ... and {last.name}); "
+                f"nothing was written. Join the parts with `zip -s 0 {shlex.quote(str(last))} --out "
+                f"{shlex.quote(str(whole))}`, then unzip {whole}.")
+    for offset, magic, what, tool in _OTHER_FORMATS:
+        if head[offset:offset + len(magic)] == magic:
+            file, folder = shlex.quote(str(archive)), shlex.quote(str(target))
+            command = (f"mkdir -p {folder} && tar xf {file} -C {folder}" if tool == "tar"
+                       else f"7z x {file} {shlex.quote(f'-o{target}')}")
+            return f"{archive} is {what}, not a zip; nothing was written. Extract it with `{command}`."
+    return None
 
 
 def _check_entries(
@@ -188,6 +232,17 @@ def _check_entries(
     if clash:
         raise _duplicate_error(archive, clash)
     return [(info, relative) for relative, info in entries.items()], folders, junk
+
+
+def _files_not_in(root: str, relatives: set[str]) -> list[str]:
+    """The regular files below ``root`` (macOS junk left out) whose paths below it are not in ``relatives``."""
+    others = []
+    for folder, folder_names, file_names in os.walk(root):
+        folder_names[:] = [name for name in folder_names if name != "__MACOSX"]
+        prefix = "" if folder == root else folder[len(root) + 1:] + os.sep
+        others += [prefix + name for name in file_names if prefix + name not in relatives and name != ".DS_Store"
+                   and stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode)]
+    return others
 
 
 def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
@@ -295,11 +350,11 @@ def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) 
     with atomic_write(path, "wb", durable=False) as writer, zip_file.open(probe) as reader:
         left = info.file_size
         try:
-            while left and (chunk := reader.read(min(_CHUNK, left))):
+            while left and (chunk := _read_entry(reader, min(_CHUNK, left), info)):
                 writer.write(chunk)
                 left -= len(chunk)
-            longer = reader.read(1) != b""
-        except zipfile.BadZipFile:  # zipfile's CRC-32 check, which reads ahead, possibly past the declared size
+            longer = _read_entry(reader, 1, info) != b""
+        except zipfile.BadZipFile:  # damage, or zipfile's CRC-32 check, which reads ahead, maybe past the declared size
             if not _declared_part_is_intact(zip_file, info):
                 raise
             longer = True
@@ -311,13 +366,22 @@ def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) 
                                      f"less than the {human_bytes(info.file_size)} it declares")
 
 
+def _read_entry(reader: IO[bytes], size: int, info: zipfile.ZipInfo) -> bytes:
+    """``reader.read(size)``; BadZipFile naming the entry when its bytes cannot be inflated."""
+    try:
+        return reader.read(size)
+    # bz2 reports a damaged stream as a bare OSError ("Invalid data stream"): damage, not a failed write.
+    except (zlib.error, lzma.LZMAError, EOFError, OSError) as error:
+        raise zipfile.BadZipFile(f"entry {info.filename!r} cannot be inflated: {error}") from error
+
+
 def _declared_part_is_intact(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
     """True when the first ``info.file_size`` bytes an entry inflates to match its CRC-32."""
     try:
         with zip_file.open(info) as reader:  # zipfile checks the CRC-32 once it has read the declared size
-            while reader.read(_CHUNK):
+            while _read_entry(reader, _CHUNK, info):
                 pass
-    except (zipfile.BadZipFile, zlib.error, EOFError):
+    except zipfile.BadZipFile:
         return False
     return True
 
