@@ -636,7 +636,7 @@ def test_model_card_shows_the_training_images_and_the_shortcut_warning():
     plain = model_card.render_card(model_info(["FAKE", "REAL"], training_images={"min_side": 32, "max_side": 32,
                                                                                  "formats": ["PNG"]},
                                               shortcut_warning=None), metrics, "Model card: run")
-    assert "Training images: 32-32 px a side; PNG." in plain and "shortcut" not in plain
+    assert "Training images: 32 px a side; PNG." in plain and "shortcut" not in plain
 
 
 def test_a_file_that_fails_to_decode_is_judged_under_the_evaluations_pixel_limit(tmp_path):

@@ -173,7 +173,7 @@ def test_a_split_reports_size_and_format_per_class_and_no_shortcut_when_alike(tm
     source = make_class_folder(tmp_path / "cifake", {"REAL": 8, "FAKE": 8}, suffix=".jpg")
     assert DataSplitD1.main([str(source), "--out", str(tmp_path / "data"), "--quiet"]) == 0
     printed = capsys.readouterr()
-    assert "FAKE: 32-32 px a side, 8 JPEG" in printed.out and "REAL: 32-32 px a side, 8 JPEG" in printed.out
+    assert "FAKE: 32 px a side, 8 JPEG" in printed.out and "REAL: 32 px a side, 8 JPEG" in printed.out
     assert "shortcut" not in printed.err
 
 
