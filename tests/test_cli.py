@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import re
 
 import pytest
+from conftest import run_script
 
 from realvsai import cli
 from realvsai.errors import UserError
@@ -91,6 +93,19 @@ def test_help_leaves_out_a_default_of_none_which_says_nothing():
     parser = cli.make_parser("Doc.")
     parser.add_argument("--out", default=None, help="where to write (default: beside the model)")
     assert "(default: None)" not in parser.format_help()
+
+
+@pytest.mark.parametrize("script", ["DataUnZipper.py", "DataZipper.py", "DataSplitD1.py", "DataSplitD2.py",
+                                    "DataMerger.py", "DataAugmentation.py", "MoveAugmentedImages.py",
+                                    "DataDeleter.py", "ModelTraining.py"])
+def test_help_gives_each_flag_one_default_and_none_for_a_switch(script):
+    # "(default: False)" after a switch says nothing; after a help that gives its own default, it contradicts it.
+    process = run_script(script, "--help")
+    assert process.returncode == 0
+    text = " ".join(process.stdout.split())
+    assert "(default: False)" not in text and "(default: [])" not in text
+    for flag_help in re.split(r"\s(?=--?[a-z])", text):
+        assert flag_help.count("(default:") <= 1, flag_help
 
 
 def test_setup_logging_quiet_hides_info_and_progress():
