@@ -1,4 +1,4 @@
-"""Classify images in the browser: upload photos, see the predicted class, its odds and why.
+"""Step 8: classify images in the browser: upload photos, see the predicted class, its odds and why.
 
 The app finds the trained models under models/ (each run folder holds model.h5 + model.json,
 written by ModelTraining.py), newest first, with a selector in the sidebar. For every upload it

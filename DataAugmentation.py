@@ -1,4 +1,4 @@
-"""Makes augmented copies of every training image, to be moved into train by MoveAugmentedImages.py.
+"""Step 4 (optional): makes augmented copies of every training image, to be moved into train by MoveAugmentedImages.py.
 
     DATA/train/<Class>/cat.jpg   ->   DATA/augmented_train/<Class>/aug_cat_0.jpg ... aug_cat_9.jpg
 

@@ -1,4 +1,4 @@
-"""Step 2c: merge split datasets into one, e.g. the Fake-or-Real art set into the CIFAKE split.
+"""Step 3 (optional): merge split datasets into one, e.g. the Fake-or-Real art set into the CIFAKE split.
 
     data/art/                                  data/
       train/{FAKE,REAL}/               ->        train/{FAKE,REAL}/        (CIFAKE's + the art set's)

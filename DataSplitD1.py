@@ -1,4 +1,4 @@
-"""Step 2a: split a dataset with one folder per class into train, validation and test.
+"""Step 2 (class folders): split a dataset with one folder per class into train, validation and test.
 
     data/raw/art/                        data/
       RealArt/*.jpg             ->         train/Real/       train/Fake/        (70 %)
@@ -9,14 +9,16 @@
 
 Each class is cut on its own (stratified): its files are sorted, shuffled with --seed and cut at
 --ratios, so the same files and seed always give the same split, whatever order the disk lists them
-in. Exact duplicates (same sha256) stay in the split of their first copy, so no image is both trained
-on and tested on; a file whose content is under two classes is left out (all its copies). Files that
+in. Exact duplicates (the same decoded pixels, also in other bytes: PNG and BMP, a JPEG with other
+metadata) stay in the split of their first copy, so no image is both trained on and tested on; an image
+under two classes is left out (all its copies). Files that
 are not images or do not decode, hidden files (.name), and files beside the class folders are
 skipped and listed in skipped.csv. A dataset with only one class is split, with a warning: a
 classifier needs at least two. Images in sub-folders of a class folder are included, their names
 prefixed with the sub-folder; a symlinked sub-folder is not followed (listed in skipped.csv).
-SOURCE may also be the folder a zip unpacked around the dataset (data/raw/art/<Top Folder>/RealArt/):
-when SOURCE holds that one folder and no images, its sub-folders are the classes, and a line says so.
+SOURCE may also be the folder a zip unpacked around the dataset (data/raw/art/<Top Folder>/RealArt/, or
+two deep: <Top Folder>/<Dataset>/RealArt/): while a folder holds one folder and no images, the script
+looks inside it, and a line says where it found the classes.
 
 SOURCE is left untouched (copies), unless --move (which never moves a file from outside SOURCE,
 e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed); --link makes

@@ -1,4 +1,4 @@
-"""Step 2b: split a dataset that comes as train/ and test/ (e.g. CIFAKE): validation is carved out of train.
+"""Step 2 (CIFAKE): split a dataset that comes as train/ and test/ (e.g. CIFAKE): validation is carved out of train.
 
     data/raw/cifake-real-and-ai-generated-synthetic-images/        data/
       train/REAL/  train/FAKE/      ->      train/REAL/       train/FAKE/        (80 % of train)
@@ -7,13 +7,13 @@
                                             manifest.csv   split, class, path, sha256, source, dataset
                                             skipped.csv    files left out, and why
 
-train/ and test/ may be in any letter case, and SOURCE may also be a folder holding exactly one such
-dataset (a Kaggle zip often unpacks to cifake/train, cifake/test). Each train class is cut on its own
-(stratified) after sorting and a shuffle with --seed, so the same files and seed always give the
-same split. Test stays test. A train file identical to a test file (same sha256) is left out of
-train and validation and listed in skipped.csv, so the test accuracy is never inflated by an image
-the model trained on; other exact duplicates stay in the split of their first copy. A file whose
-content is under two classes is left out (all its copies). Files that are not images or do not
+train/ and test/ may be in any letter case, and SOURCE may also be a folder holding one such dataset,
+or a folder or two around it (a Kaggle zip often unpacks to cifake/train, cifake/test). Each train
+class is cut on its own (stratified) after sorting and a shuffle with --seed, so the same files and
+seed always give the same split. Test stays test. A train file identical to a test file (the same
+decoded pixels) is left out of train and validation and listed in skipped.csv, so the test accuracy
+is never inflated by an image the model trained on; other exact duplicates stay in the split of their
+first copy. An image under two classes is left out (all its copies). Files that are not images or do not
 decode, hidden files (.name) and symlinked folders inside a class folder (not followed) are skipped
 and listed in skipped.csv; so are the images outside train/<Class>/ and test/<Class>/ (loose in
 SOURCE, train/ or test/, or in another folder such as valid/), with a warning naming some.

@@ -1,4 +1,4 @@
-"""Fine-tunes a ResNet (ResNet101 by default) on DATA/train, picks the best epoch on DATA/validation,
+"""Step 6: fine-tunes a ResNet (ResNet101 by default) on DATA/train, picks the best epoch on DATA/validation,
 and evaluates it on DATA/test.
 
     DATA/train/<Class>/...           ->   OUT/NAME/model.h5            best epoch (lowest val_loss)
@@ -6,7 +6,9 @@ and evaluates it on DATA/test.
     DATA/test/<Class>/...  (optional)     OUT/NAME/history.csv         one row per epoch, both phases
                                           OUT/NAME/training_curves.png loss, accuracy, precision, recall, AUC, F1
                                           OUT/NAME/logs/               TensorBoard
-                                          OUT/NAME/metrics.json, MODEL_CARD.md, plots   (when DATA/test exists)
+                                          OUT/NAME/metrics.json, MODEL_CARD.md, plots,  (when DATA/test exists)
+                                            classification_report.txt, predictions.csv,
+                                            unreadable.csv (the test files left out, if any)
 
 Phase 1 trains the head on the frozen backbone (--head-epochs); phase 2 fine-tunes the backbone
 (--fine-tune-epochs, all of it or its top --fine-tune-blocks residual blocks) at a lower learning
@@ -15,7 +17,8 @@ the epochs. A run killed at any moment continues from its last finished epoch wi
 --resume --name NAME, on the data it started on (--data DIR if that moved). Preprocessing is inside
 the model: it takes raw RGB images of any size.
 
-Every local GPU trains (MirroredStrategy). To train on several machines, set TF_CONFIG on each
+Every local GPU trains (TensorFlow: MirroredStrategy; KERAS_BACKEND=jax: keras.distribution.DataParallel).
+To train on several machines (TensorFlow), set TF_CONFIG on each
 (MultiWorkerMirroredStrategy) and start the same command on all of them: they take the chief's
 settings, read the data at the same --data path (checked to be the same files), and only the
 chief writes OUT/NAME. --batch-size counts per GPU (or per machine without one).
@@ -136,7 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                          help="auto = mixed_float16 on a GPU, float32 on CPU")
+                          help="auto = float32 on CPU; on a GPU mixed_float16 (TensorFlow) or mixed_bfloat16 (JAX)")
     hardware.add_argument("--xla", action="store_true",
                           help="compile the training step with XLA (default: Keras decides: on for one GPU when "
                                "every layer supports it, off on CPU)")

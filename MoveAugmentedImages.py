@@ -1,4 +1,4 @@
-"""Moves the augmented copies into the training set, then removes the emptied augmented folder.
+"""Step 5: moves the augmented copies into the training set, then removes the emptied augmented folder.
 
     DATA/augmented_train/<Class>/aug_cat_0.jpg   ->   DATA/train/<Class>/aug_cat_0.jpg
 

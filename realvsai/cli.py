@@ -25,11 +25,13 @@ logger = logging.getLogger("realvsai")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the docstring's layout (folder trees, examples) and appends every default but None (no value: the
-    help says what happens then)."""
+    """Keeps the docstring's layout (folder trees, examples) and appends each default that says something: not
+    None or [] (no value: the help says what happens then), not a switch's False, not where the help gives it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
+        silent = (action.default is None or action.default is False or action.default == []
+                  or "(default:" in (action.help or ""))  # "is": a default of 0 is said
+        return action.help if silent else super()._get_help_string(action)
 
 
 def make_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:

@@ -69,9 +69,14 @@ def class_profiles(facts: Sequence[ImageFacts]) -> dict[str, dict[str, object]]:
             for name, members in by_class.items()}
 
 
+def sides(min_side: object, max_side: object) -> str:
+    """A side range in words: "32 px a side", "427-640 px a side"."""
+    return f"{min_side} px a side" if min_side == max_side else f"{min_side}-{max_side} px a side"
+
+
 def describe_profiles(profiles: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
-    """Each class's profile in words: "32-32 px a side, 4,000 JPEG"."""
-    return {name: f"{profile['min_side']}-{profile['max_side']} px a side, "
+    """Each class's profile in words: "32 px a side, 4,000 JPEG"."""
+    return {name: f"{sides(profile['min_side'], profile['max_side'])}, "
                   + ", ".join(f"{count:,} {fmt}" for fmt, count in profile["formats"].items())
             for name, profile in profiles.items()}
 
@@ -205,7 +210,7 @@ def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str |
     min_side, max_side = int(profile["min_side"]), int(profile["max_side"])
     reasons = []
     if min(width, height) * SIZE_TOLERANCE < min_side or max(width, height) > max_side * SIZE_TOLERANCE:
-        reasons.append(f"{width}x{height} px, but the training images were {min_side}-{max_side} px a side")
+        reasons.append(f"{width}x{height} px, but the training images were {sides(min_side, max_side)}")
     formats = sorted({format_name(name) for name in profile.get("formats") or []})  # model.json may say MPO
     image_format = format_name(image_format)
     if image_format and formats and image_format not in formats:

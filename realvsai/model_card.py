@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
+from realvsai.image_stats import sides
 from realvsai.metrics import DecisionRule
 from realvsai.run import DEMO_WARNING, is_demo, validation_by_kind
 
@@ -69,7 +70,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         rows.append(["**total**", *(f"{sum(counts[split].values()):,}" for split in counts)])
         lines += [*_table(["class", *counts], rows), ""]
     if profile := model_info.get("training_images"):
-        lines += [f"Training images: {profile['min_side']}-{profile['max_side']} px a side; "
+        lines += [f"Training images: {sides(profile['min_side'], profile['max_side'])}; "
                   f"{', '.join(profile.get('formats') or []) or 'format unknown'}. Images far outside this "
                   "(a side under half the smallest or over twice the largest, another format) are flagged "
                   "unfamiliar by the app and --predict.", ""]
