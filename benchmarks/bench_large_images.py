@@ -1,10 +1,14 @@
-"""Large photos through the input pipeline: JPEGs decoded reduced (libjpeg's scaled DCT) vs at full size.
+"""Large photos through the input pipeline: JPEGs decoded reduced (libjpeg's scaled DCT) vs at full size,
+and crops mode's crops cut before vs after the photo is converted to float32.
 
 ``realvsai.data.make_dataset`` (decode, resize to --image-size, batch; no cache, so every pass
 decodes) over a folder of class folders of large JPEGs, at each --image-size: images/s (median of
 --repeats passes after a warm-up pass) and the peak memory of the process (``ru_maxrss``), each
 variant in a fresh subprocess so one's peak cannot hide in another's. "full" is the path before
 reduced decoding: ``images.JPEG_SCALE_HEADROOM`` out of reach, every JPEG decoded at its own size.
+"crops" is crops mode (``crops="grid"``, as ``--predict`` and ``--evaluate`` read a crops model's images:
+each photo decoded at its own size, 3x3 crops of --image-size cut from it); "crops, converted whole" is
+the path before ``data.cut_covered``: the whole photo converted to float32 before the crops are cut.
 
 Reads ../shared/datasets/real-or-ai-photos (162 JPEGs, short side about 800-2,100 px) by default;
 without it the script says so and exits 0. Results go to benchmarks/results/large_images.json.
@@ -34,7 +38,8 @@ from realvsai.cli import format_table  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "real-or-ai-photos"
 RESULTS = REPO / "benchmarks" / "results" / "large_images.json"
-VARIANTS = ("reduced", "full")
+VARIANTS = ("reduced", "full", "crops", "crops, converted whole")
+PAIRS = (("reduced", "full"), ("crops", "crops, converted whole"))  # (today, before) compared
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,11 +65,19 @@ def measure(data: Path, variant: str, image_size: int, batch_size: int, repeats:
     if variant == "full":
         # The path before reduced decoding: no scale keeps enough pixels, so every JPEG decodes at its own size.
         image_io.JPEG_SCALE_HEADROOM = 2**20
-    images = data_module.scan_images(data)
+    if variant == "crops, converted whole":
+        import tensorflow as tf
+
+        def cut_converted_whole(image, size, cut):  # the path before cut_covered: the whole image in float32
+            return cut(data_module.cover(tf.cast(image, tf.float32), size))
+        data_module.cut_covered = cut_converted_whole
+    crops = "grid" if variant.startswith("crops") else None
+    images = data_module.scan_images(data, crop_size=image_size if crops else None)
     baseline_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rates = []
     for _ in range(repeats + 1):  # the first pass warms up (traces the graph, fills the page cache)
-        dataset = data_module.make_dataset(images, batch_size=batch_size, image_size=image_size, cache_bytes=0)
+        dataset = data_module.make_dataset(images, batch_size=batch_size, image_size=image_size, cache_bytes=0,
+                                           crops=crops)
         start = time.perf_counter()
         count = sum(int(batch.shape[0]) for batch, _ in dataset)
         rates.append(count / (time.perf_counter() - start))
@@ -94,16 +107,18 @@ def main(argv: list[str] | None = None) -> int:
                                     str(args.batch_size), "--repeats", str(args.repeats), "--child", variant,
                                     str(image_size)], capture_output=True, text=True, check=True)
             measured[variant] = json.loads(child.stdout.strip().splitlines()[-1])
-        reduced, full = measured["reduced"], measured["full"]
-        measured["speedup"] = reduced["images_per_second"] / full["images_per_second"]
-        measured["peak_memory_ratio"] = reduced["peak_rss_mib"] / full["peak_rss_mib"]
-        measured["pipeline_memory_ratio"] = reduced["pipeline_peak_mib"] / full["pipeline_peak_mib"]
-        results["sizes"][str(image_size)] = measured
         for variant in VARIANTS:
             rows.append((f"{image_size} px, {variant}", f"{measured[variant]['images_per_second']:.1f}",
                          f"{measured[variant]['peak_rss_mib']:.0f}", f"{measured[variant]['pipeline_peak_mib']:.0f}"))
-        rows.append((f"{image_size} px, reduced / full", f"{measured['speedup']:.2f}x",
-                     f"{measured['peak_memory_ratio']:.2f}x", f"{measured['pipeline_memory_ratio']:.2f}x"))
+        for today, before in PAIRS:
+            now, then = measured[today], measured[before]
+            measured[f"{today} / {before}"] = ratios = {
+                "speedup": now["images_per_second"] / then["images_per_second"],
+                "peak_memory_ratio": now["peak_rss_mib"] / then["peak_rss_mib"],
+                "pipeline_memory_ratio": now["pipeline_peak_mib"] / then["pipeline_peak_mib"]}
+            rows.append((f"{image_size} px, {today} / {before}", f"{ratios['speedup']:.2f}x",
+                         f"{ratios['peak_memory_ratio']:.2f}x", f"{ratios['pipeline_memory_ratio']:.2f}x"))
+        results["sizes"][str(image_size)] = measured
     print(format_table(("input pipeline", "images/s (median)", "peak RSS MiB", "of it the pipeline's"), rows))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2) + "\n")

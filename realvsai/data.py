@@ -194,15 +194,29 @@ def cover(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.cond(scale > 1.0, lambda: tf.image.resize(image, new_size), lambda: image)
 
 
-def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
-    """``(CROP_GRID**2, size, size, 3)`` native-resolution crops, evenly spaced from edge to edge, in row order."""
+def cut_covered(image: tf.Tensor, size: int, cut: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """``cut(image)`` as float32, ``image`` (uint8) first enlarged by ``cover`` where its short side is under
+    ``size``: a large photo is cut before it is converted, so only the crops' pixels become float32."""
     import tensorflow as tf
 
-    image = cover(tf.cast(image, tf.float32), size)
     shape = tf.shape(image)
-    tops, lefts = ([(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
-                   for length in (shape[0], shape[1]))
-    return tf.stack([image[top:top + size, left:left + size, :] for top in tops for left in lefts])
+    return tf.cond(tf.minimum(shape[0], shape[1]) < size,
+                   lambda: cut(cover(tf.cast(image, tf.float32), size)),
+                   lambda: tf.cast(cut(image), tf.float32))
+
+
+def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
+    """``(CROP_GRID**2, size, size, 3)`` float32 native-resolution crops, evenly spaced from edge to edge, in
+    row order."""
+    import tensorflow as tf
+
+    def cut(image: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(image)
+        tops, lefts = ([(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
+                       for length in (shape[0], shape[1]))
+        return tf.stack([image[top:top + size, left:left + size, :] for top in tops for left in lefts])
+
+    return cut_covered(image, size, cut)
 
 
 def _decode_with_pil(path: bytes | np.ndarray, image_size: np.ndarray, max_pixels: np.ndarray) -> np.ndarray:
@@ -337,9 +351,8 @@ def make_dataset(
             dataset = dataset.ignore_errors(log_warning=True)
         if crops == "random":
             dataset = tf.data.Dataset.zip((dataset, crop_seeds)).map(
-                lambda item, crop_seed: (tf.image.stateless_random_crop(
-                    cover(tf.cast(item[0], tf.float32), image_size), [image_size, image_size, 3], crop_seed),
-                    item[1]), num_parallel_calls=tf.data.AUTOTUNE)
+                lambda item, crop_seed: (cut_covered(item[0], image_size, lambda image: tf.image.stateless_random_crop(
+                    image, [image_size, image_size, 3], crop_seed)), item[1]), num_parallel_calls=tf.data.AUTOTUNE)
         elif crops:
             middle = CROP_GRID**2 // 2
             dataset = dataset.map(lambda pixels, label: (
