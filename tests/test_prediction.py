@@ -183,12 +183,15 @@ def test_an_image_of_a_size_validation_shows_at_chance_is_uncertain_with_the_rea
         "256-1023 px": {"num_images": 50, "accuracy": 0.5, "balanced_accuracy": 0.51, "near_chance": True}}}
     info = model_info(CLASSES, validation_by_kind=by_kind, confidence_threshold=0.0)
 
-    prediction.predict_folder(binary_model, info, folder, tmp_path / "out", batch_size=2)
+    summary = prediction.predict_folder(binary_model, info, folder, tmp_path / "out", batch_size=2)
 
     rows = {row["file"]: row for row in read_rows(tmp_path / "out" / "predictions.csv")}
     assert rows["small.png"]["unfamiliar"] == "" and rows["small.png"]["uncertain"] == "false"
     assert "256-1023 px" in rows["large.png"]["unfamiliar"] and "at chance" in rows["large.png"]["unfamiliar"]
     assert rows["large.png"]["uncertain"] == "true"
+    # The summary names both reasons the column may give: "unlike the training images" alone misled here.
+    assert "(1 uncertain, 1 flagged in the unfamiliar column: unlike the training images or of a size the model " \
+           "is at chance on)" in summary.describe(folder)
 
 
 def test_without_a_training_profile_no_image_is_unfamiliar(tmp_path, binary_model):
