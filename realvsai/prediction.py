@@ -50,7 +50,8 @@ class PredictionSummary:
         classes = ", ".join(f"{count:,} {name}" for name, count in self.counts.items())
         line = (f"predicted {sum(self.counts.values()):,} images in {folder}: {classes} "
                 f"({self.num_uncertain:,} uncertain")
-        line += f", {self.num_unfamiliar:,} unlike the training images)" if self.num_unfamiliar else ")"
+        line += (f", {self.num_unfamiliar:,} flagged in the unfamiliar column: unlike the training images or of a "
+                 "size the model is at chance on)" if self.num_unfamiliar else ")")
         line += f"; predictions in {self.out_dir / PREDICTIONS_FILE}"
         if self.unreadable:
             line += f"; {len(self.unreadable):,} unreadable files listed in {self.out_dir / UNREADABLE_FILE}"
