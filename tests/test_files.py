@@ -55,6 +55,18 @@ def test_list_images_reports_what_it_leaves_out(tmp_path):
     assert reasons["notes.txt"].startswith("not an image file")
 
 
+def test_an_image_of_a_format_not_read_is_named_so_with_how_to_include_it(tmp_path):
+    # A scan set in TIFF is images: "not an image file" would send its owner looking for damage.
+    (tmp_path / "scan.tif").write_bytes(b"II*\0")
+    (tmp_path / "anim.GIF").write_bytes(b"GIF89a")
+    skipped = []
+    list_images(tmp_path, skipped=skipped)
+    assert {Path(path).name: reason.split(";")[0] for path, reason in skipped} == {
+        "scan.tif": "an image format not read here (.bmp, .jpeg, .jpg, .png, .webp)",
+        "anim.GIF": "an image format not read here (.bmp, .jpeg, .jpg, .png, .webp)"}
+    assert all("convert it to PNG" in reason for _, reason in skipped)
+
+
 def test_list_images_is_sorted(tmp_path):
     for name in ("c.png", "a.png", "b.png", "10.png", "2.png"):
         write_image(tmp_path / name, seed=0)
