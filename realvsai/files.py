@@ -30,6 +30,8 @@ CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACC
 T = TypeVar("T")
 _MAX_NAME_BYTES = 200  # leaves room for a temporary name's prefix and suffix within the usual 255 bytes
 MAX_NAME_BYTES = 255  # the longest file name ext4, APFS, NTFS and most others take
+# Images of formats the pipeline does not read (TensorFlow and the app neither): named as such when left out.
+_OTHER_IMAGE_EXTENSIONS = frozenset({".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".psd"})
 
 
 class Outcome(enum.Enum):
@@ -71,6 +73,9 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
                         folders.append(entry.path)
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and is_file:
                     found.append(entry.path)
+                elif is_file and os.path.splitext(entry.name)[1].lower() in _OTHER_IMAGE_EXTENSIONS:
+                    skipped.append((entry.path, f"an image format not read here ({', '.join(sorted(IMAGE_EXTENSIONS))}"
+                                    "); convert it to PNG (lossless) to include it"))
                 elif is_file:
                     skipped.append((entry.path, f"not an image file (image names end in "
                                     f"{', '.join(sorted(IMAGE_EXTENSIONS))})"))
