@@ -12,8 +12,8 @@ import io
 import itertools
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -164,12 +164,8 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _naming(path):
-        handle, temporary = tempfile.mkstemp(prefix=temporary_name(path), suffix=".tmp", dir=path.parent)
+        handle, temporary = _new_temporary(path)
     try:
-        with _naming(path):
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
         with os.fdopen(handle, mode) as stream:
             yield stream
             with _naming(path):
@@ -182,6 +178,18 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _new_temporary(path: Path) -> tuple[int, str]:
+    """A new hidden file beside ``path`` (``.<name>.<8 random hex>.tmp``), open to write and read, with the mode
+    open() gives (0666 less the umask). tempfile.mkstemp makes it 0600, and the chmod and two umask calls that
+    mended it made an atomic write of a small file take 60 us instead of 33 on a RAM disk (DataUnZipper writes
+    100,000 such files: benchmarks/bench_unzip.py)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        temporary = os.path.join(path.parent, f"{temporary_name(path)}{secrets.token_hex(4)}.tmp")
+        with contextlib.suppress(FileExistsError):
+            return os.open(temporary, flags, 0o666), temporary
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
