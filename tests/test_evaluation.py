@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -81,6 +83,18 @@ def dataset(tmp_path, make_class_folder) -> Path:
     for seed, (split, count) in enumerate((("train", 4), ("validation", 10), ("test", 12))):
         make_class_folder(root / split, {"FAKE": count, "REAL": count}, seed=seed + 1)
     return root
+
+
+def read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Makes ``folder`` refuse new files as a read-only file system does (also for root, whom modes do not stop)."""
+    real_open = os.open
+
+    def open_file(path, flags, *args, **kwargs):
+        if Path(os.fsdecode(path)).parent == folder and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_file)
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -351,6 +365,21 @@ def test_evaluate_folder_never_replaces_a_runs_test_results(tmp_path, make_class
     assert (run / "metrics.json").read_text() == '{"accuracy": 0.9}'
 
 
+def test_evaluate_folders_checks_the_output_folder_can_be_written_before_predicting(tmp_path, make_class_folder,
+                                                                                   binary_model, monkeypatch):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    out = tmp_path / "read-only"
+    out.mkdir()
+    read_only(monkeypatch, out)
+    monkeypatch.setattr(prediction, "predict_images", lambda *args, **kwargs: pytest.fail("predicted first"))
+
+    with pytest.raises(UserError, match="read-only") as caught:
+        evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], out)
+
+    assert str(out) in str(caught.value) and "finished work is kept" not in str(caught.value)
+    assert not list(out.iterdir())
+
+
 # --- runs ------------------------------------------------------------------------------------
 
 
@@ -419,6 +448,32 @@ def test_the_final_evaluation_records_the_validation_accuracy_per_source_and_siz
     assert not by_kind["size"]["64-255 px"]["near_chance"]  # too few images for a verdict
     assert "## Validation by kind of image" in (run / "MODEL_CARD.md").read_text()
     assert "| source: cifake |" in (run / "MODEL_CARD.md").read_text()
+
+
+def test_training_s_predictions_csv_flags_a_size_validation_shows_at_chance_as_predict_does(tmp_path,
+                                                                                            make_class_folder,
+                                                                                            binary_model):
+    data = make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2}).parent
+    for name in ("FAKE", "REAL"):  # one picture under both classes: every threshold is at chance on 32 px images
+        for index in range(6):
+            write_image(data / "validation" / name / f"{index}.png", seed=7)
+    make_class_folder(data / "test", {"FAKE": 3, "REAL": 3}, seed=2)
+    run = tmp_path / "run"
+
+    info = model_info(["FAKE", "REAL"], confidence_threshold=0.0)  # only the at-chance rule makes an answer uncertain
+    metrics = evaluation.evaluate_run(binary_model, info, data, run, batch_size=4)
+    prediction.predict_folder(binary_model, json.loads((run / "model.json").read_text()), data / "test",
+                              tmp_path / "predicted", batch_size=4)
+
+    assert metrics["threshold_selection"]["by_kind"]["size"]["0-63 px"]["near_chance"]
+    columns = ("file", "predicted", "uncertain", "unfamiliar")
+    with open(run / "predictions.csv", newline="", encoding="utf-8") as stream:
+        trained = [tuple(row[column] for column in columns) for row in csv.DictReader(stream)]
+    with open(tmp_path / "predicted" / "predictions.csv", newline="", encoding="utf-8") as stream:
+        predicted = [tuple(row[column] for column in columns) for row in csv.DictReader(stream)]
+    assert trained == predicted and len(trained) == 6
+    assert all(uncertain == "true" and "0-63 px" in unfamiliar and "at chance" in unfamiliar
+               for _, _, uncertain, unfamiliar in trained)
 
 
 def _validation_by_kind(data_dir: Path) -> dict:

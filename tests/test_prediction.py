@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_script, write_image
-from test_evaluation import model_info, tiny_classifier
+from test_evaluation import model_info, read_only, tiny_classifier
 from test_inference import write_run
 
 import ModelTraining
@@ -275,8 +275,35 @@ def test_an_output_path_that_is_a_file_fails_before_any_image_is_predicted(tmp_p
     (tmp_path / "taken").write_text("a file where the output folder should go")
     monkeypatch.setattr(prediction, "predict_images", lambda *args, **kwargs: pytest.fail("predicted first"))
 
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="a file has that name"):
         prediction.predict_folder(binary_model, model_info(CLASSES), tmp_path / "photos", tmp_path / "taken")
+
+
+def test_a_read_only_output_folder_fails_in_one_line_before_any_image_is_predicted(tmp_path, monkeypatch, capsys):
+    run = write_run(tmp_path / "models", "run")
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+    out = tmp_path / "read-only"
+    out.mkdir()
+    read_only(monkeypatch, out)
+    monkeypatch.setattr(prediction, "predict_images", lambda *args, **kwargs: pytest.fail("predicted first"))
+
+    code = ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos"), "--out", str(out),
+                               "--quiet"])
+
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and str(out) in line and "read-only" in line and "--out" in line
+    assert "finished work is kept" not in line
+
+
+def test_predict_takes_a_runs_model_json_as_naming_its_run(tmp_path):
+    run = write_run(tmp_path / "models", "run")
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+
+    process = run_script("ModelTraining.py", "--predict", run / "model.json", "--input", tmp_path / "photos",
+                         "--out", tmp_path / "out")
+
+    assert process.returncode == 0, process.stderr
+    assert [row["file"] for row in read_rows(tmp_path / "out" / "predictions.csv")] == ["a.png"]
 
 
 def test_the_predict_command_s_max_pixels_sets_the_limit_its_images_are_read_under(tmp_path):
