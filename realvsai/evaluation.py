@@ -170,14 +170,12 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, predic
 
 
 def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
-    """Adds ``test_metrics`` (and ``decision_threshold``) to model.json, keeping every other key."""
+    """Writes ``model_info`` (with its ``validation_by_kind``) to model.json with ``test_metrics`` (and
+    ``decision_threshold``), keeping every other key."""
     content = {**(read_json(path) or {}), **model_info}
     content["test_metrics"] = {key: metrics[key] for key in SUMMARY_KEYS}
     if len(model_info["class_names"]) == 2:
         content["decision_threshold"] = metrics.get("decision_threshold")
-    by_kind = (metrics.get("threshold_selection") or {}).get("by_kind")
-    if by_kind:
-        content["validation_by_kind"] = by_kind
     write_json(path, content, strict=True)
 
 
@@ -219,17 +217,34 @@ def source_names(folders: Sequence[Path]) -> list[str]:
     return names
 
 
-def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path], batch_size: int,
-                     max_pixels: int = config.MAX_IMAGE_PIXELS) -> list[Source]:
-    """Each folder's usable images (its classes must be the model's; more than ``max_pixels`` pixels: skipped)
-    and their probabilities."""
+def check_folders(model_info: ModelInfo | Mapping[str, Any], folders: Sequence[Path],
+                  max_pixels: int = config.MAX_IMAGE_PIXELS) -> list[LabelledImages]:
+    """Each folder's usable images (more than ``max_pixels`` pixels: skipped; ``skipped`` also lists the files
+    ``left_out_files`` names), from the headers alone: what refuses an evaluation (a folder missing or given
+    twice, class folders other than the model's, no readable image) fails here, before any image is predicted
+    and before a caller chooses or announces an output folder.
+
+    Raises:
+        UserError: naming the folder and what is wrong with it.
+    """
     from realvsai.data import scan_images
 
+    info = ModelInfo.of(model_info)
+    class_names = list(info.class_names)
+    source_names(folders)  # a folder given twice fails before any is scanned
+    scanned = []
+    for folder in map(Path, folders):
+        images = scan_images(folder, class_names=class_names, max_pixels=max_pixels, crop_size=info.crop_size)
+        scanned.append(dataclasses.replace(images, skipped=[*images.skipped, *left_out_files(folder, class_names)]))
+    return scanned
+
+
+def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path], scanned: Sequence[LabelledImages],
+                     batch_size: int) -> list[Source]:
+    """Each folder's images (``check_folders``) with their probabilities, without the files that failed to decode."""
     class_names = list(info.class_names)
     sources = []
-    for name, folder in zip(source_names(folders), folders, strict=True):
-        images = scan_images(Path(folder), class_names=class_names, max_pixels=max_pixels, crop_size=info.crop_size)
-        images = dataclasses.replace(images, skipped=[*images.skipped, *left_out_files(Path(folder), class_names)])
+    for name, folder, images in zip(source_names(folders), folders, scanned, strict=True):
         probabilities = prediction.predict_images(model, images, batch_size, info.image_size,
                                                   input_mode=info.input_mode)
         if probabilities.shape[1] != len(class_names):
@@ -258,7 +273,6 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
                                   "file": prediction.relative_name(path, source.folder), "reason": reason}
                                  for source in sources for path, reason in source.images.skipped],
                **extra}
-    out_dir.mkdir(parents=True, exist_ok=True)
     rule = dataclasses.replace(info, decision_threshold=threshold).rule()
     labels, predicted = np.asarray(images.labels), rule.decide(probabilities)  # the classes the app would answer
     positive = scoring.positive_index(class_names, metrics["positive_class"])  # 1, unused, for more classes
@@ -301,8 +315,8 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
     adds the accuracy (and two-class ROC AUC) under every ``PERTURBATIONS`` entry and robustness.png.
 
     Raises:
-        UserError: for a missing, repeated or mismatched folder, a malformed model.json, or a run folder as
-            ``out_dir``.
+        UserError: for a missing, repeated or mismatched folder, a malformed model.json, or a run folder (or a
+            folder that cannot be written) as ``out_dir``; all before any image is predicted.
     """
     info = ModelInfo.of(model_info)
     folders, out_dir = [Path(folder) for folder in folders], Path(out_dir)
@@ -313,7 +327,9 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
     class_names = list(info.class_names)
     rule = info.rule()
     threshold = rule.decision_threshold
-    sources = _predict_sources(model, info, folders, batch_size, max_pixels)
+    scanned = check_folders(info, folders, max_pixels)
+    prediction.make_output_folder(out_dir)
+    sources = _predict_sources(model, info, folders, scanned, batch_size)
     # The class distribution shows the model's training splits, then the evaluated images.
     split_counts = {split: dict(counts) for split, counts in (info.get("counts") or {}).items() if split != TEST}
     split_counts["evaluated"] = {name: sum(source.images.labels.count(index) for source in sources)
@@ -361,8 +377,12 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
                  batch_size: int = BATCH_SIZE) -> dict[str, Any]:
     """The end-of-training evaluation: the F1-best threshold on validation (two classes), metrics on test.
 
+    Every output is written with model.json as it ends up, its ``validation_by_kind`` included, so predictions.csv's
+    uncertain and unfamiliar columns are those --predict and the app give for the same images.
+
     Raises:
-        UserError: if ``data_dir/test`` is missing or its classes differ from the model's.
+        UserError: if ``data_dir/test`` is missing or its classes differ from the model's, or ``out_dir`` cannot
+            be written.
     """
     info = ModelInfo.of(model_info)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -370,15 +390,20 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
         raise UserError(f"{data_dir} has no {TEST} folder to evaluate on. Run DataSplitD1.py or DataSplitD2.py to "
                         "make one, or evaluate another folder with --evaluate MODEL.h5 --test-dir DIR.")
     class_names = list(info.class_names)
+    test = check_folders(info, [data_dir / TEST])
+    prediction.make_output_folder(out_dir)
     threshold, extra = None, {}
     if len(class_names) == 2:
         threshold, selection = _threshold_from_validation(model, info, data_dir / VALIDATION, batch_size)
         extra = {"threshold_source": VALIDATION if threshold is not None else None, "threshold_selection": selection}
+        by_kind = (selection or {}).get("by_kind")
+        if by_kind:
+            info = ModelInfo.of({**info.content, "validation_by_kind": by_kind})
     split_counts = info.get("counts") or {
         split: {name: len(list_images(data_dir / split / name)) if (data_dir / split / name).is_dir() else 0
                 for name in class_names}
         for split in SPLITS if (data_dir / split).is_dir()}
-    sources = _predict_sources(model, info, [data_dir / TEST], batch_size)
+    sources = _predict_sources(model, info, [data_dir / TEST], test, batch_size)
     metrics = _evaluate(info, sources, out_dir, threshold, split_counts, **extra)
     write_json(out_dir / config.METRICS_FILE, metrics, strict=True)
     atomic_write_text(out_dir / config.MODEL_CARD_FILE,
@@ -394,7 +419,7 @@ def _threshold_from_validation(model: keras.Model, info: ModelInfo, folder: Path
     if not folder.is_dir():
         logger.warning("no %s folder: the decision threshold stays at argmax", folder)
         return None, None
-    (source,) = _predict_sources(model, info, [folder], batch_size)
+    (source,) = _predict_sources(model, info, [folder], check_folders(info, [folder]), batch_size)
     positive = scoring.positive_index(info.class_names, info.positive_class)
     labels, scores = np.asarray(source.images.labels), source.probabilities[:, positive].astype(np.float64)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,13 +124,32 @@ def write_predictions(path: Path, folder: Path, files: Sequence[Path], probabili
     return predicted, uncertain
 
 
+def make_output_folder(out_dir: Path) -> None:
+    """Creates ``out_dir`` and writes (and removes) a file there, so that a folder the outputs cannot go to fails
+    before any image is predicted: a read-only one would otherwise fail only after the whole folder was predicted.
+
+    Raises:
+        UserError: naming the folder and why it cannot be written.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        reason = "a file has that name" if out_dir.is_file() else (error.strerror or str(error)).lower()
+        raise UserError(f"cannot write the outputs to {out_dir}: {reason}. Choose a writable --out folder, then run "
+                        "the same command again (nothing was predicted yet).") from None
+
+
 def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folder: Path, out_dir: Path, *,
                    batch_size: int = 64, max_pixels: int = MAX_IMAGE_PIXELS,
                    verbose: int | str = 0) -> PredictionSummary:
     """Predicts every image under ``folder`` into ``out_dir/predictions.csv``, the unusable ones into unreadable.csv.
 
     Raises:
-        UserError: if the folder is missing or holds no image file, or ``out_dir`` already has predictions.
+        UserError: if the folder is missing or holds no image file, or ``out_dir`` already has predictions or
+            cannot be written (checked before any image is predicted).
     """
     from realvsai.data import LabelledImages
 
@@ -147,7 +167,7 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]
     if not usable and not skipped:
         raise UserError(f"{folder} holds no image file (names ending in .jpg, .jpeg, .png, .bmp or .webp).")
-    out_dir.mkdir(parents=True, exist_ok=True)  # now: a path the file system refuses fails before the model runs
+    make_output_folder(out_dir)
     probabilities = np.zeros((0, len(class_names)), np.float32)
     if usable:
         files, kept = (list(column) for column in zip(*usable))

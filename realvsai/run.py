@@ -259,8 +259,11 @@ class ModelRun:
 
 
 def read_run(path: Path) -> ModelRun:
-    """Reads a run folder, or a ``model.h5`` with its ``model.json`` beside it (UserError if unusable)."""
+    """Reads a run folder, a ``model.h5`` with its ``model.json`` beside it, or that ``model.json`` (naming its
+    folder); UserError if unusable."""
     path = Path(path)
+    if path.name == MODEL_JSON_FILE:
+        path = path.parent
     folder, model_file = (path.parent, path) if path.suffix.lower() in (".h5", ".keras") else (path, path / MODEL_FILE)
     if not model_file.is_file():
         raise UserError(f"{model_file} does not exist. Give a run folder under models/ or its model.h5, "
@@ -318,7 +321,7 @@ def load_model(model_file: Path) -> keras.Model:
 
 
 def load_run(path: Path) -> tuple[keras.Model, ModelRun]:
-    """The one loader: a run folder (or its model.h5) as its model and its checked ``ModelRun``.
+    """The one loader: a run folder (or its model.h5 or model.json) as its model and its checked ``ModelRun``.
 
     Raises:
         UserError: for a missing or malformed model.json (naming the field), or an unreadable model file,
