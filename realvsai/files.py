@@ -162,9 +162,12 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator
     """Opens a hidden temporary file beside ``path``, renamed onto ``path`` only on success.
     ``durable`` also fsyncs (~10 ms a file on some disks: bulk writers pass False and check on a re-run)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with _naming(path):
-        handle, temporary = _new_temporary(path)
+        try:
+            handle, temporary = _new_temporary(path)
+        except FileNotFoundError:  # the folder is made only when missing: a mkdir call per file is not free
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = _new_temporary(path)
     try:
         with os.fdopen(handle, mode) as stream:
             yield stream
