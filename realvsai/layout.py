@@ -85,9 +85,9 @@ def find_dataset_root(source: Path, holds_dataset: Callable[[Path], bool]) -> Pa
             folder = candidates[0]
         elif len(children) == 1 and not list_images(folder):
             folder = children[0]
-            continue
         else:
             return source
+    if folder != source:
         logger.info("using %s (the dataset folder inside %s)", folder, source)
     return folder
 
