@@ -165,7 +165,9 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True) -> Iterator
     with _naming(path):
         try:
             handle, temporary = _new_temporary(path)
-        except FileNotFoundError:  # the folder is made only when missing: a mkdir call per file is not free
+        # The folder is made only when missing (a mkdir call per file is not free); where a file is in its
+        # way, mkdir names that file.
+        except (FileNotFoundError, NotADirectoryError):
             path.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = _new_temporary(path)
     try:
