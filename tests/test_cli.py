@@ -37,6 +37,15 @@ def test_run_main_maps_ctrl_c_to_exit_1_with_a_rerun_hint(capsys):
     assert "interrupted" in capsys.readouterr().err
 
 
+def test_run_main_prints_the_advice_an_interrupted_script_gives_instead_of_its_own(capsys):
+    def body():
+        raise cli.Interrupted("Continue the run with: python ModelTraining.py --resume --name k9")
+
+    assert cli.run_main(body) == cli.EXIT_FAILED
+    assert capsys.readouterr().err == ("error: interrupted. Continue the run with: python ModelTraining.py --resume "
+                                       "--name k9\n")
+
+
 def test_run_main_returns_the_body_exit_code():
     assert cli.run_main(lambda: None) == cli.EXIT_OK
     assert cli.run_main(lambda: 3) == 3

@@ -77,6 +77,50 @@ def test_scan_images_with_other_classes_names_both_sides(tmp_path, make_class_fo
         data.scan_images(tmp_path, class_names=["FAKE", "REAL"])
 
 
+def split_with_a_rare_class(root: Path, make_class_folder, test_classes=("benign tumour", "maligné ñ")) -> Path:
+    """DataSplitD1's split of a dataset whose class "rare" had too few images to give test one."""
+    make_class_folder(root / "train", {"benign tumour": 3, "maligné ñ": 3, "rare": 2})
+    make_class_folder(root / "validation", {"benign tumour": 1, "maligné ñ": 1, "rare": 1}, seed=1)
+    make_class_folder(root / "test", dict.fromkeys(test_classes, 1), seed=2)
+    return root
+
+
+def test_scan_splits_takes_a_test_split_without_a_class_folder_as_one_without_images(tmp_path, make_class_folder,
+                                                                                    caplog):
+    data_dir = split_with_a_rare_class(tmp_path, make_class_folder)
+
+    _, _, test = data.scan_splits(data_dir)
+
+    assert test.class_names == ["benign tumour", "maligné ñ", "rare"] and test.counts()["rare"] == 0
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "'rare'" in warnings[0] and str(data_dir / "test") in warnings[0], warnings
+
+
+@pytest.mark.parametrize("test_classes", [("benign tumour", "malign"), ("benign tumour", "maligné ñ", "rare", "x")],
+                         ids=["renamed", "extra"])
+def test_scan_splits_refuses_a_test_split_with_other_class_names_with_the_rename_advice(tmp_path, make_class_folder,
+                                                                                        test_classes):
+    data_dir = split_with_a_rare_class(tmp_path, make_class_folder, test_classes)
+
+    with pytest.raises(UserError, match=r"unexpected \[.*--rename OLD=NEW"):
+        data.scan_splits(data_dir)
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_scan_splits_refuses_a_class_without_validation_images_saying_so(tmp_path, make_class_folder, folder):
+    # The best epoch, the stop rules and the decision threshold are chosen on validation: blind to the class.
+    data_dir = split_with_a_rare_class(tmp_path, make_class_folder)
+    for image in (data_dir / "validation" / "rare").iterdir():
+        image.unlink()
+    if folder == "missing":
+        (data_dir / "validation" / "rare").rmdir()
+
+    with pytest.raises(UserError) as refused:
+        data.scan_splits(data_dir)
+    assert str(refused.value).startswith(f"class 'rare' has no readable image in {data_dir / 'validation'}: add some")
+    assert "re-split" in str(refused.value) and "--rename" not in str(refused.value)
+
+
 def test_scan_images_of_an_empty_dataset_says_so(tmp_path):
     (tmp_path / "a").mkdir()
 

@@ -250,7 +250,15 @@ def test_predictions_over_several_batches_keep_the_file_order(tmp_path, make_cla
 # --- folders ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("folder_classes", [("DOG", "REAL"), ("REAL",), ("DOG", "FAKE", "REAL")])
+def test_a_folder_without_one_of_the_model_s_classes_is_evaluated_with_it_missing(tmp_path, make_class_folder,
+                                                                                  binary_model):
+    # My own real photos alone: as with an empty FAKE/ folder, the class is reported missing, not a mismatch.
+    folder = make_class_folder(tmp_path / "mine", {"REAL": 2})
+    metrics = evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
+    assert metrics["missing_classes"] == ["FAKE"] and metrics["num_images"] == 2
+
+
+@pytest.mark.parametrize("folder_classes", [("DOG", "REAL"), ("DOG", "FAKE", "REAL")])
 def test_class_name_mismatch_names_both_sides(tmp_path, make_class_folder, binary_model, folder_classes):
     folder = make_class_folder(tmp_path / "mine", dict.fromkeys(folder_classes, 2))
     with pytest.raises(UserError) as caught:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 
+import keras
 import pytest
 from conftest import write_image
 from test_training import Killed, tiny_classifier, train_with
 
 import ModelTraining
+from realvsai import model as model_module
 from realvsai import training
 from realvsai.config import TrainConfig, resolve_run_dir
 from realvsai.errors import UserError
@@ -99,13 +103,38 @@ def test_resume_refuses_training_data_changed_since_the_run_started(tmp_path, mo
     assert snapshot(run) == before
 
 
-def test_a_run_whose_backup_has_no_data_digest_resumes_as_before(tmp_path, monkeypatch, make_class_folder):
+@pytest.mark.parametrize("key", ["data_digest", "backend"])
+def test_a_run_whose_backup_records_no_data_digest_or_backend_resumes_as_before(tmp_path, monkeypatch,
+                                                                                make_class_folder, key):
     run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
     saved = run / "backup" / "config.json"
-    saved.write_text(json.dumps({key: value for key, value in json.loads(saved.read_text()).items()
-                                 if key != "data_digest"}))
+    saved.write_text(json.dumps({name: value for name, value in json.loads(saved.read_text()).items()
+                                 if name != key}))
     result = training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
     assert [row["epoch"] for row in result.history] == [1, 2]
+
+
+def test_a_run_records_the_keras_backend_it_started_on(tmp_path, monkeypatch, make_class_folder):
+    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    backend = keras.backend.backend()
+    assert json.loads((run / "backup" / "config.json").read_text())["backend"] == backend
+    result = training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+    assert json.loads((run / "model.json").read_text())["config"]["backend"] == backend
+    assert result.model_info["config"]["backend"] == backend
+
+
+def test_resume_on_another_keras_backend_is_refused_in_one_line(tmp_path, monkeypatch, make_class_folder):
+    """Killed on TensorFlow and resumed under KERAS_BACKEND=jax, the run went on with other random numbers."""
+    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
+    saved = run / "backup" / "config.json"
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "backend": other}))  # as if started there
+    before = snapshot(run)
+    with pytest.raises(UserError) as refused:
+        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+    assert str(refused.value) == (f"{run} started on {other}; resume it with KERAS_BACKEND={other}, or start a new "
+                                  "--name.")
+    assert snapshot(run) == before
 
 
 def test_cli_resume_reads_the_runs_moved_data_from_the_data_flag(tmp_path, monkeypatch, make_class_folder, capsys):
@@ -136,3 +165,57 @@ def test_starting_over_a_finished_run_says_it_is_finished_not_to_resume_it(tmp_p
         resolve_run_dir(TrainConfig(out=tmp_path / "models", name="demo"), resume=False)
     message = str(error.value)
     assert "finished" in message and "--resume" not in message and "DataDeleter.py" in message
+
+
+# --- what an interrupted run leaves, and what continues it ---------------------------------------------
+
+
+def test_ctrl_c_during_training_names_the_command_that_continues_the_run(tmp_path, monkeypatch, make_class_folder,
+                                                                          capsys):
+    """It said "Run the same command again", which then refused: the run folder already exists."""
+    from realvsai import callbacks
+
+    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, seed=len(split))
+    real_backup = callbacks.RunBackup.on_epoch_end
+
+    def ctrl_c_after_the_first_epoch(self, epoch, logs=None):
+        real_backup(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", ctrl_c_after_the_first_epoch)
+    out = tmp_path / "my runs"
+    code = ModelTraining.main(["--data", str(tmp_path / "data"), "--out", str(out), "--name", "k9", "--weights",
+                               "none", "--batch-size", "4", "--head-epochs", "2", "--fine-tune-epochs", "0", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(error) == 1 and error[0].startswith("error: interrupted. "), error
+    found = re.search(r"python ModelTraining\.py (--resume --name k9 --out \S+ \S+)", error[0])
+    assert found and shlex.split(found.group(1)) == ["--resume", "--name", "k9", "--out", str(out)], error[0]
+
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", real_backup)
+    assert ModelTraining.main([*shlex.split(found.group(1)), "--quiet"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "k9" / "model.json").read_text())["best_epoch"]["epoch"] in (1, 2)
+    assert not (out / "k9" / "backup").exists()  # finished
+
+
+def test_resume_removes_what_a_kill_in_the_middle_of_a_write_left_in_the_run_folder(tmp_path, monkeypatch,
+                                                                                     make_class_folder):
+    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    torn_model = run / ".model.l8m92q4n.tmp" / "model.h5"  # save_model_atomically's folder, cut by kill -9
+    torn_model.parent.mkdir()
+    torn_model.write_bytes(b"\x89HDF\r\n\x1a\n cut off")
+    for name in (".model.json.dm7mdq8e.tmp", ".history.csv.a1b2c3d4.tmp", ".metrics.json.zz_9x0y1.tmp"):
+        (run / name).write_bytes(b"")  # files.atomic_write's temporary files
+    kept = {"notes.txt": b"mine", ".model.json.bak": b"{}", ".mine.x1y2z3w4.tmp": b"mine", "model.tmp": b"mine",
+            ".model.abcdefgh.tmp/notes.txt": b"mine", ".model.l8m92q4.tmp/model.h5": b"not eight characters"}
+    for name, content in kept.items():
+        (run / name).parent.mkdir(exist_ok=True)
+        (run / name).write_bytes(content)
+
+    training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+
+    assert not torn_model.parent.exists()
+    left = {".model.json.dm7mdq8e.tmp", ".history.csv.a1b2c3d4.tmp", ".metrics.json.zz_9x0y1.tmp"}
+    assert not left & {path.name for path in run.iterdir()}
+    assert {name: (run / name).read_bytes() for name in kept} == kept

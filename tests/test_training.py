@@ -403,6 +403,50 @@ def test_cli_evaluate_takes_a_test_dir_per_source_and_robustness(tmp_path, make_
     assert str(out) in capsys.readouterr().out
 
 
+def test_ctrl_c_during_evaluate_says_it_starts_over_and_names_its_incomplete_results(tmp_path, make_class_folder,
+                                                                                    monkeypatch, capsys, cli):
+    """"Finished work is kept and not redone" was untrue: the same command starts over, beside the part written."""
+    from realvsai import evaluation
+
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    test_dir = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+
+    def interrupted_while_writing(model, info, folders, out_dir, **kwargs):
+        out_dir.mkdir(parents=True)
+        (out_dir / "confusion_matrix.png").write_bytes(b"a plot")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "evaluate_folders", interrupted_while_writing)
+    code = cli(["--evaluate", str(run), "--test-dir", str(test_dir), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and error == [f"error: interrupted. {run / 'eval-mine'} holds part of this evaluation's results "
+                                   "(confusion_matrix.png): delete it, then run the same command again (the "
+                                   "evaluation starts over)."]
+
+
+@pytest.mark.parametrize("flags", [[], ["--test-dir", "t", "--input", "i"]], ids=["alone", "with-their-folders"])
+def test_evaluate_and_predict_together_is_bad_usage_asking_for_one(capsys, flags):
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args(["--evaluate", "run", "--predict", "run", *flags])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2 and error.endswith("give one of --evaluate or --predict"), error
+
+
+@pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
+def test_evaluate_or_predict_out_a_run_folder_is_bad_usage(tmp_path, make_class_folder, capsys, cli, mode):
+    """--evaluate RUN --out RUN wrote to RUN-2 without a word: the run folder's own results are not replaced."""
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    images = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    with pytest.raises(SystemExit) as stopped:
+        cli([mode, str(run), "--test-dir" if mode == "--evaluate" else "--input", str(images), "--out", str(run),
+             "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2 and f"--out {run}" in error and "run's folder" in error, error
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+    assert sorted(path.name for path in run.parent.iterdir()) == ["art"]
+
+
 def test_cli_robustness_without_evaluate_is_a_command_line_error(tmp_path, capsys, cli):
     with pytest.raises(SystemExit) as exit_info:
         cli(["--data", str(tmp_path / "data"), "--robustness", "--quiet"])
@@ -635,6 +679,25 @@ def test_a_nan_training_loss_ends_the_run_with_a_one_line_user_error(tmp_path, m
 
 class Killed(Exception):
     pass
+
+
+def test_a_test_split_without_a_class_folder_is_evaluated_with_the_class_reported_missing(tmp_path, make_class_folder,
+                                                                                        monkeypatch, caplog):
+    """DataSplitD1 leaves a class of two images without test images; training refused that split, asking for a
+    rename, while an empty test/rare/ folder trained and was evaluated."""
+    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
+    data_dir = tmp_path / "data"
+    make_class_folder(data_dir / "train", {"benign tumour": 3, "maligné ñ": 3, "rare": 2})
+    make_class_folder(data_dir / "validation", {"benign tumour": 1, "maligné ñ": 1, "rare": 1}, seed=1)
+    make_class_folder(data_dir / "test", {"benign tumour": 2, "maligné ñ": 2}, seed=2)
+    config = TrainConfig(data=data_dir, out=tmp_path / "models", name="run", weights="none", batch_size=4,
+                         head_epochs=1, fine_tune_epochs=0)
+
+    result = training.train(config, verbose=0)
+
+    assert result.test_metrics["missing_classes"] == ["rare"] and result.test_metrics["num_images"] == 4
+    assert any("'rare'" in record.getMessage() and str(data_dir / "test") in record.getMessage()
+               for record in caplog.records if record.levelname == "WARNING")
 
 
 def test_model_saved_mid_run_under_mixed_precision_is_float32(tmp_path, make_class_folder, monkeypatch):
