@@ -295,6 +295,21 @@ def test_a_read_only_output_folder_fails_in_one_line_before_any_image_is_predict
     assert "finished work is kept" not in line
 
 
+def test_evaluate_refused_for_its_classes_announces_no_output_folder(tmp_path, capsys):
+    # "eval-test already holds results ...; writing to eval-test-2 instead", then the refusal: a folder that was
+    # never made was announced.
+    run = write_run(tmp_path / "models", "run")
+    write_image(tmp_path / "test" / "DOG" / "a.png", seed=1)
+    (run / "eval-test").mkdir()
+    (run / "eval-test" / "metrics.json").write_text("{}")
+
+    code = ModelTraining.main(["--evaluate", str(run), "--test-dir", str(tmp_path / "test"), "--quiet"])
+
+    err = capsys.readouterr().err
+    assert code == 1 and "DOG" in err and "writing to" not in err
+    assert not (run / "eval-test-2").exists()
+
+
 def test_predict_takes_a_runs_model_json_as_naming_its_run(tmp_path):
     run = write_run(tmp_path / "models", "run")
     write_image(tmp_path / "photos" / "a.png", seed=1)
