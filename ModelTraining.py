@@ -49,17 +49,19 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realvsai.cli import make_parser, positive_int, run_main, setup_logging, tensorflow_logs_hidden
+from realvsai.cli import Interrupted, make_parser, positive_int, run_main, setup_logging, tensorflow_logs_hidden
 from realvsai.config import (
     BACKBONES,
     INPUT_MODES,
     LIMITS,
     MAX_IMAGE_PIXELS,
+    MODEL_JSON_FILE,
     PRECISIONS,
     PRESETS,
     TrainConfig,
@@ -68,7 +70,7 @@ from realvsai.config import (
 )
 
 if TYPE_CHECKING:
-    from realvsai.training import TrainResult
+    from realvsai.training import RunInterrupted, TrainResult
 
 logger = logging.getLogger("realvsai.train")
 
@@ -164,12 +166,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="with --evaluate and --predict: images with more pixels are refused unread "
                                "(decompression bombs); raise it for larger scans")
     args = parser.parse_args(argv)
+    if args.evaluate is not None and args.predict is not None:
+        parser.error("--evaluate and --predict do not go together: give one of --evaluate or --predict")
+    if args.demo and (args.evaluate is not None or args.predict is not None):
+        parser.error("--demo trains a model; it does not go with --evaluate or --predict")
     if args.predict is not None and args.input is None:
         parser.error("--predict needs --input DIR")
     if args.input is not None and args.predict is None:
         parser.error("--input goes with --predict MODEL")
-    if args.predict is not None and (args.evaluate is not None or args.demo):
-        parser.error("--predict does not go with --evaluate or --demo")
     if args.evaluate is not None and args.test_dir is None:
         parser.error("--evaluate needs --test-dir DIR")
     if args.test_dir is not None and args.evaluate is None:
@@ -179,8 +183,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      f"{MAX_IMAGE_PIXELS:,}-pixel limit")
     if args.robustness and args.evaluate is None:
         parser.error("--robustness goes with --evaluate MODEL --test-dir DIR")
-    if args.demo and args.evaluate is not None:
-        parser.error("--demo trains a model; it does not go with --evaluate")
+    reading = "evaluate" if args.evaluate is not None else "predict" if args.predict is not None else None
+    if reading and args.out is not None and (args.out / MODEL_JSON_FILE).is_file():
+        # Not an OUT-2 beside it, as for earlier results: the user named the run's own folder.
+        default = "eval-<test folders>" if reading == "evaluate" else "predictions-<input folder>"
+        parser.error(f"--out {args.out} is a training run's folder (it holds {MODEL_JSON_FILE}), whose own results "
+                     f"--{reading} would be mixed with. Give a folder of its own, or leave --out out for {default} "
+                     "beside the model")
     mode = next((mode for mode in MODE_FLAGS if getattr(args, mode)), None)
     ignored = ignored_flags(parser, argv, args, MODE_FLAGS[mode]) if mode else []
     if ignored and mode == "demo":
@@ -277,17 +286,58 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
     """
     from realvsai import evaluation, run
 
-    model, loaded = run.load_run(model_path)  # model.json is checked before Keras loads
-    model_path = Path(model_path)
-    run_dir = model_path if model_path.is_dir() else model_path.parent
-    default_name = "eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs)
-    requested = Path(out_dir) if out_dir is not None else run_dir / default_name
-    out_dir = evaluation.unused_output_folder(requested)
-    if out_dir != requested:
-        logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
-    metrics = evaluation.evaluate_folders(model, loaded.info, [Path(test_dir) for test_dir in test_dirs], out_dir,
-                                          batch_size=batch_size, robustness=robustness, max_pixels=max_pixels)
-    return out_dir, metrics
+    writing = None
+    try:
+        model, loaded = run.load_run(model_path)  # model.json is checked before Keras loads
+        model_path = Path(model_path)
+        run_dir = model_path if model_path.is_dir() else model_path.parent
+        evaluation.check_folders(loaded.info, test_dirs, max_pixels)  # refused before an output folder is announced
+        default_name = "eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs)
+        requested = Path(out_dir) if out_dir is not None else run_dir / default_name
+        writing = evaluation.unused_output_folder(requested)
+        if writing != requested:
+            logger.warning("%s already holds results, which are kept; writing to %s instead", requested, writing)
+        metrics = evaluation.evaluate_folders(model, loaded.info, [Path(test_dir) for test_dir in test_dirs],
+                                              writing, batch_size=batch_size, robustness=robustness,
+                                              max_pixels=max_pixels)
+    except KeyboardInterrupt:
+        raise Interrupted(start_over_advice("evaluation", writing)) from None
+    return writing, metrics
+
+
+def start_over_advice(what: str, out_dir: Path | None) -> str:
+    """Ctrl-C's advice for --evaluate and --predict, which keep nothing of an interrupted run: the same command
+    starts over (beside the results it had begun to write: ``evaluation.unused_output_folder``)."""
+    from realvsai.evaluation import RESULT_FILES
+
+    written = [name for name in RESULT_FILES if out_dir is not None and (out_dir / name).exists()]
+    if not written:
+        return f"Run the same command again: the {what} starts over."
+    them = "it" if len(written) == 1 else "them"
+    return (f"{out_dir} holds part of this {what}'s results ({', '.join(written)}): delete {them}, then run the "
+            f"same command again (the {what} starts over).")
+
+
+def continued(args: argparse.Namespace, interrupt: RunInterrupted, machines: int = 1) -> KeyboardInterrupt:
+    """What ``run_main`` is told of a Ctrl-C during training: the command that continues the run, once it has
+    saved its settings (before that the same command starts it, and a resumed run's command already continues
+    it)."""
+    if args.resume or not interrupt.resumable:
+        return interrupt
+    run_dir = interrupt.run_dir
+    if args.demo:
+        from realvsai.demo import DemoConfig
+
+        flags, defaults = ["--demo", "--resume"], DemoConfig
+    else:
+        flags, defaults = ["--resume"], TrainConfig
+    if run_dir.name != defaults.name:
+        flags += ["--name", run_dir.name]
+    if run_dir.parent != Path(defaults.out):
+        flags += ["--out", str(run_dir.parent)]
+    where = " on every machine of the cluster" if machines > 1 else ""
+    return Interrupted(f"Continue the run with: python ModelTraining.py {shlex.join(flags)}{where} (its finished "
+                       "epochs are kept).")
 
 
 def keras_verbose(quiet: bool) -> int | str:
@@ -324,16 +374,22 @@ def run_training(args: argparse.Namespace) -> None:
         # The chief logs the run; the others would repeat it, naming their temporary folders.
         logger.info("the chief's log follows the run; this worker shows only warnings and errors")
         logging.getLogger("realvsai").setLevel(logging.WARNING)
-    result = training.train(config, resume=args.resume, data=getattr(args, "data", None), strategy=strategy,
-                            verbose=keras_verbose(args.quiet))
+    try:
+        result = training.train(config, resume=args.resume, data=getattr(args, "data", None), strategy=strategy,
+                                verbose=keras_verbose(args.quiet))
+    except training.RunInterrupted as interrupt:
+        raise continued(args, interrupt, distributed.num_workers(strategy)) from None
     print(summarize(result))
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    from realvsai import demo  # TensorFlow loads when the demo trains
+    from realvsai import demo, training  # TensorFlow loads when the demo trains
 
     config = demo.DemoConfig(out=args.out or demo.DemoConfig.out, name=getattr(args, "name", demo.DemoConfig.name))
-    result = demo.run_demo(config, resume=args.resume, verbose=keras_verbose(args.quiet))
+    try:
+        result = demo.run_demo(config, resume=args.resume, verbose=keras_verbose(args.quiet))
+    except training.RunInterrupted as interrupt:
+        raise continued(args, interrupt) from None
     print(summarize(result))
     print("synthetic demo data, not a real result; serve the model with: streamlit run App.py")
 
@@ -349,14 +405,18 @@ def run_evaluation(args: argparse.Namespace) -> None:
 def run_prediction(args: argparse.Namespace) -> None:
     from realvsai import evaluation, prediction, run
 
-    model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
-    run_dir = args.predict if args.predict.is_dir() else args.predict.parent
-    requested = args.out or run_dir / f"predictions-{args.input.resolve().name}"
-    out_dir = evaluation.unused_output_folder(requested)  # earlier predictions are never replaced
-    if out_dir != requested:
-        logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
-    summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
-                                        max_pixels=args.max_pixels, verbose=keras_verbose(args.quiet))
+    out_dir = None
+    try:
+        model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
+        run_dir = args.predict if args.predict.is_dir() else args.predict.parent
+        requested = args.out or run_dir / f"predictions-{args.input.resolve().name}"
+        out_dir = evaluation.unused_output_folder(requested)  # earlier predictions are never replaced
+        if out_dir != requested:
+            logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
+        summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
+                                            max_pixels=args.max_pixels, verbose=keras_verbose(args.quiet))
+    except KeyboardInterrupt:
+        raise Interrupted(start_over_advice("prediction", out_dir)) from None
     print(summary.describe(args.input))
 
 

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,20 +27,43 @@ BACKUP_COMMIT_FILE = "backup.json"  # names the last complete checkpoint: writte
 WEIGHTS_SUFFIX = ".weights.h5"  # model.save_weights' format: model and optimizer variables
 
 
+def _save_folder_prefix(path: Path) -> str:
+    """The start of the hidden temporary folder's name that ``save_model_atomically`` writes ``path`` in."""
+    return f".{path.stem}."
+
+
 def save_model_atomically(model: keras.Model, path: Path) -> None:
-    """Saves ``model`` as HDF5 (without optimizer) under a temporary name beside ``path``, then renames it."""
+    """Saves ``model`` as HDF5 (without optimizer) under a temporary name beside ``path``, then renames it.
+    A kill in between leaves a hidden ``.<stem>.<random>.tmp`` folder, which ``remove_killed_saves`` removes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # HDF5 is the project's format: hide Keras' "legacy format" warning
     try:
-        with tempfile.TemporaryDirectory(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent) as folder:
+        with tempfile.TemporaryDirectory(prefix=_save_folder_prefix(path), suffix=".tmp", dir=path.parent) as folder:
             temporary = Path(folder) / path.name  # Keras picks the HDF5 writer from the ".h5" suffix
             model.save(temporary, include_optimizer=False)
             os.replace(temporary, path)
     finally:
         absl_logger.setLevel(level)
+
+
+def remove_killed_saves(path: Path) -> None:
+    """Removes the temporary folders that kills during ``save_model_atomically(model, path)`` left beside
+    ``path``: hidden ``.<stem>.<8 random characters>.tmp`` folders holding nothing but a file named like ``path``
+    (a torn copy). Any other folder or file is left as it is."""
+    path = Path(path)
+    # tempfile names are prefix + 8 characters of "a-z0-9_" + suffix.
+    name = re.compile(re.escape(_save_folder_prefix(path)) + r"[a-z0-9_]{8}\.tmp")
+    for folder in path.parent.iterdir():
+        if not name.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
+            continue
+        contents = list(folder.iterdir())
+        if all(item.name == path.name and not item.is_symlink() and item.is_file() for item in contents):
+            for item in contents:
+                item.unlink()
+            folder.rmdir()
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

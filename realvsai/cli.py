@@ -74,8 +74,16 @@ def progress(
                 dynamic_ncols=True, leave=False, file=sys.stderr)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C with the script's own advice on how to go on, which ``run_main`` prints instead of its own."""
+
+
+RERUN_ADVICE = "Run the same command again: finished work is kept and not redone."
+
+
 def run_main(body: Callable[[], object]) -> int:
-    """Runs a script's ``body`` (None or an exit code); the failures a user can cause become one line and exit 1."""
+    """Runs a script's ``body`` (None or an exit code); the failures a user can cause become one line and exit 1.
+    Ctrl-C ends with "interrupted." and ``RERUN_ADVICE``, or an ``Interrupted``'s own advice."""
     try:
         result = body()
     except UserError as error:
@@ -88,8 +96,8 @@ def run_main(body: Callable[[], object]) -> int:
         message = f"{error.filename or error} is a folder, but a file was expected."
     except OSError as error:  # what else the file system refuses: a path under a file, a long name, a loop...
         message = describe_os_error(error)
-    except KeyboardInterrupt:
-        message = "interrupted. Run the same command again: finished work is kept and not redone."
+    except KeyboardInterrupt as interrupt:
+        message = f"interrupted. {interrupt if isinstance(interrupt, Interrupted) else RERUN_ADVICE}"
     else:
         return EXIT_OK if result is None else int(result)
     print(printable(f"error: {message}"), file=sys.stderr)

@@ -30,9 +30,12 @@ HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
 LOGS_DIR = "logs"  # TensorBoard
 BACKUP_DIR = "backup"  # resume state; removed last, when everything else is written: the run is then finished
-# In BACKUP_DIR, written first: the run's settings (TrainConfig.to_json) and DATA_DIGEST_KEY, its data's digest.
+# In BACKUP_DIR, written first: the run's settings (TrainConfig.to_json), DATA_DIGEST_KEY and BACKEND_KEY.
 RUN_CONFIG_FILE = "config.json"
 DATA_DIGEST_KEY = "data_digest"  # data.data_digest of the train and validation images the run started on
+# The Keras backend the run started on ("tensorflow", "jax"), also in model.json's config: another backend draws
+# other random numbers for the same seeds, so a resumed run must go on with the one it started on.
+BACKEND_KEY = "backend"
 TRAINED_FILE = "trained.json"  # in BACKUP_DIR: training is over (the history and model.json's content)
 
 BACKBONES = ("resnet50", "resnet101", "resnet152")
@@ -235,8 +238,9 @@ def run_name_problem(name: str) -> str | None:
         f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), without '/' or '\\'")
 
 
-def read_run_config(run_dir: Path) -> tuple[TrainConfig, str | None]:
-    """The settings a run started with, and the digest of its data (None in backups from before it was kept).
+def read_run_config(run_dir: Path) -> tuple[TrainConfig, str | None, str | None]:
+    """The settings a run started with, the digest of its data and its Keras backend (each None in backups from
+    before it was kept).
 
     Raises:
         UserError: naming the file when it is not JSON or holds settings no run can use.
@@ -254,8 +258,8 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, str | None]:
         config.validate()
     except UserError as error:
         raise UserError(f"{saved} holds settings no run can use ({str(error).rstrip('.')}). {fix}") from None
-    digest = values.get(DATA_DIGEST_KEY)
-    return config, digest if isinstance(digest, str) else None
+    digest, backend = (values.get(key) for key in (DATA_DIGEST_KEY, BACKEND_KEY))
+    return config, digest if isinstance(digest, str) else None, backend if isinstance(backend, str) else None
 
 
 def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None) -> tuple[TrainConfig, Path]:

@@ -79,22 +79,26 @@ class LabelledImages:
 
 
 def scan_images(folder: Path, class_names: Sequence[str] | None = None,
-                max_pixels: int = MAX_IMAGE_PIXELS, crop_size: int | None = None) -> LabelledImages:
+                max_pixels: int = MAX_IMAGE_PIXELS, crop_size: int | None = None, *,
+                every_class: bool = False) -> LabelledImages:
     """The images of ``folder/<Class>/`` with their headers; files without one, or with more than ``max_pixels``
     pixels (with ``crop_size``: once crops mode enlarged them, ``images.pixel_problem``), are skipped and named.
 
-    ``class_names`` is the label order (the folder must have exactly these; None: the sorted sub-folders).
-    A UserError if the folder is missing, has other classes than ``class_names``, or holds no image.
+    ``class_names`` is the label order (None: the sorted sub-folders); the folder may hold no other class
+    folder. A class without a readable image (no folder, an empty one, only broken files) is kept, with a
+    warning naming it (an evaluation lists it in ``missing_classes``); with ``every_class`` it is a UserError.
+    A UserError also if the folder is missing, has a class folder not in ``class_names``, or holds no image.
     """
     folder = Path(folder)
     found = find_class_folders(folder)
     class_names = found if class_names is None else class_names
     missing, extra = sorted(set(class_names) - set(found)), sorted(set(found) - set(class_names))
-    if missing or extra:
+    if extra:  # other names: a renamed class, or one the model does not know
         details = "; ".join(f"{what} {names}" for what, names in (("missing", missing), ("unexpected", extra)) if names)
         raise UserError(f"{folder} has class folders {sorted(found)}, but {sorted(class_names)} were expected "
                         f"({details}). Rename the folders (or re-split with --rename OLD=NEW) so the names match.")
-    candidates = [(path, label) for label, name in enumerate(class_names) for path in list_images(folder / name)]
+    candidates = [(path, label) for label, name in enumerate(class_names) if name in found
+                  for path in list_images(folder / name)]
     results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
                                     crop_size=crop_size)
     files, labels, sizes, needs_pil, formats, qualities, skipped = [], [], [], [], [], [], []
@@ -111,7 +115,16 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         qualities.append(result.jpeg_quality)
     if not files:
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
-    return LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities, max_pixels)
+    images = LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities,
+                            max_pixels)
+    without = ", ".join(repr(name) for name, count in images.counts().items() if not count)
+    if without and every_class:
+        raise UserError(f"class {without} has no readable image in {folder}: add some there, or re-split the "
+                        "dataset so that every class has some.")
+    if without:
+        logger.warning("%s has no readable image of class %s: counted as a class without images (an evaluation "
+                       "lists it in missing_classes)", folder, without)
+    return images
 
 
 def scan_splits(data_dir: Path, crop_size: int | None = None
@@ -120,7 +133,9 @@ def scan_splits(data_dir: Path, crop_size: int | None = None
     ``crop_size`` for crops mode (``scan_images``).
 
     Raises:
-        UserError: without train/ or validation/, with fewer than two classes, or with an empty class.
+        UserError: without train/ or validation/, with fewer than two classes, or with a class without training
+            or validation images (the best epoch, the stop rules and the decision threshold are chosen on
+            validation: they would not see it). A class without test images is evaluated as one (a warning).
     """
     data_dir = Path(data_dir)
     if not (data_dir / TRAIN).is_dir():
@@ -129,14 +144,11 @@ def scan_splits(data_dir: Path, crop_size: int | None = None
     if not (data_dir / VALIDATION).is_dir():
         raise UserError(f"{data_dir} has no {VALIDATION} folder: the best model and the stop rules are chosen on "
                         "it. Split off one with DataSplitD1.py or DataSplitD2.py.")
-    train = scan_images(data_dir / TRAIN, crop_size=crop_size)
+    train = scan_images(data_dir / TRAIN, crop_size=crop_size, every_class=True)
     if len(train.class_names) < 2:
         raise UserError(f"{data_dir / TRAIN} has one class folder ({train.class_names[0]}); a classifier needs "
                         "at least two.")
-    empty = [name for name, count in train.counts().items() if count == 0]
-    if empty:
-        raise UserError(f"{data_dir / TRAIN} has no readable image in {empty}. Add images or remove the folder.")
-    validation = scan_images(data_dir / VALIDATION, train.class_names, crop_size=crop_size)
+    validation = scan_images(data_dir / VALIDATION, train.class_names, crop_size=crop_size, every_class=True)
     test = scan_images(data_dir / TEST, train.class_names, crop_size=crop_size) if (data_dir / TEST).is_dir() else None
     return train, validation, test
 

@@ -128,7 +128,7 @@ def left_out_files(folder: Path, class_names: Sequence[str]) -> list[tuple[Path,
     beside = list_images(folder, skipped=left_out)
     left_out += [(path, "an image beside the class folders: its class is unknown, so it is not evaluated (move it "
                   "into its class folder)") for path in beside]
-    for name in class_names:
+    for name in (name for name in class_names if (folder / name).is_dir()):  # a class without one has no images
         nested = [path for path in list_images(folder / name, recursive=True, skipped=left_out)
                   if path.parent != folder / name]
         left_out += [(path, "in a sub-folder of a class folder: only the images right in a class folder are "

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from realvsai.cli import format_table
 from realvsai.config import (
+    BACKEND_KEY,
     BACKUP_DIR,
     CONFIDENCE_THRESHOLD,
     CURVES_FILE,
     DATA_DIGEST_KEY,
+    HISTORY_FILE,
     MODEL_FILE,
     MODEL_JSON_FILE,
     RUN_CONFIG_FILE,
@@ -33,7 +35,7 @@ from realvsai.config import (
     resolve_run_dir,
 )
 from realvsai.errors import UserError
-from realvsai.files import read_json, write_json
+from realvsai.files import read_json, remove_temporaries, write_json
 from realvsai.layout import TEST, TRAIN, VALIDATION
 
 if TYPE_CHECKING:  # TensorFlow loads only when training starts, so the script's --help is instant
@@ -56,6 +58,15 @@ class TrainResult:
     chief: bool = True
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train`` once its run folder is chosen. ``resumable``: ``--resume`` continues the run in
+    ``run_dir`` (its settings are saved; on a worker that is not the chief, the chief's run is assumed to be)."""
+
+    def __init__(self, run_dir: Path, resumable: bool):
+        super().__init__(f"training {run_dir} was interrupted")
+        self.run_dir, self.resumable = run_dir, resumable
+
+
 def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None, strategy: Strategy | None = None,
           verbose: int | str = "auto") -> TrainResult:
     """Trains a model as ``config`` says and writes the run folder; every worker of a cluster calls it, and
@@ -67,6 +78,7 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
     Raises:
         UserError: for a bad dataset, a clash with an existing run, a resumed run's changed data, unusable
             weights or a stopped worker.
+        RunInterrupted: for Ctrl-C once the run folder is chosen.
     """
     from realvsai import distributed
 
@@ -77,17 +89,23 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
     run_dir = Path(config.out) / config.name
     if not distributed.is_chief(strategy):
         logger.info("the chief writes the run folder %s (on its machine); this worker keeps no file", run_dir)
-    with distributed.worker_folder(strategy, run_dir) as folder:
-        trained = distributed.chief_decides(strategy, lambda: read_json(folder / BACKUP_DIR / TRAINED_FILE)
-                                            ) if resume else None
-        if trained is None:
-            result = _train(config, folder, strategy, resume, verbose)
-        else:  # killed after training, before the run was finished
-            logger.info("%s has finished training; writing what it had not written yet", run_dir)
-            result = TrainResult(folder, None, trained["model_info"], trained["history"], None,
-                                 chief=distributed.is_chief(strategy))
-        if result.chief:
-            result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data))
+    try:
+        with distributed.worker_folder(strategy, run_dir) as folder:
+            if resume and distributed.is_chief(strategy):
+                _remove_killed_writes(folder)
+            trained = distributed.chief_decides(strategy, lambda: read_json(folder / BACKUP_DIR / TRAINED_FILE)
+                                                ) if resume else None
+            if trained is None:
+                result = _train(config, folder, strategy, resume, verbose)
+            else:  # killed after training, before the run was finished
+                logger.info("%s has finished training; writing what it had not written yet", run_dir)
+                result = TrainResult(folder, None, trained["model_info"], trained["history"], None,
+                                     chief=distributed.is_chief(strategy))
+            if result.chief:
+                result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data))
+    except KeyboardInterrupt as interrupt:
+        saved = not distributed.is_chief(strategy) or (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file()
+        raise RunInterrupted(run_dir, resumable=saved) from interrupt
     return dataclasses.replace(result, run_dir=run_dir)
 
 
@@ -103,12 +121,21 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     from realvsai.augmentation import augment_copies, build_augmentation
     from realvsai.callbacks import save_model_atomically
 
+    # A resumed run's epochs must go on as they began: on the same backend (another draws other random numbers
+    # for the same seeds) and over the data of its first (a file added, removed or changed since, or a class,
+    # would silently train on other data, or fail on the backup's weights). Older backups record neither.
+    backend = keras.backend.backend()
+    started_digest, started_backend = (distributed.chief_decides(strategy, lambda: _recorded_start(run_dir))
+                                   if resume else None) or (None, None)
+    if started_backend not in (None, backend):
+        raise UserError(f"{Path(config.out) / config.name} started on {started_backend}; resume it with "
+                        f"KERAS_BACKEND={started_backend}, or start a new --name.")
     logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
     num_gpus = sum(device.startswith("gpu") for device in keras.distribution.list_devices())
-    policy = config.precision_policy(num_gpus, keras.backend.backend())
+    policy = config.precision_policy(num_gpus, backend)
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
-    if keras.backend.backend() == "tensorflow" and not num_gpus:
+    if backend == "tensorflow" and not num_gpus:
         if config.xla:  # Keras turns XLA off for the whole process once op determinism is on
             logger.info("--xla: TensorFlow's op determinism stays off, so a resumed run comes close to the "
                         "uninterrupted one but may not repeat its numbers exactly")
@@ -129,11 +156,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         problem = problem or error
     if problem is not None:
         raise problem
-    # A resumed run's epochs must go on over the data of its first: a file added, removed or changed since (or
-    # a class) would silently train on other data, or fail on the backup's weights. Backups from before the
-    # digest was kept hold none.
-    started_on = distributed.chief_decides(strategy, lambda: _recorded_digest(run_dir)) if resume else None
-    if started_on not in (None, digest):
+    if started_digest not in (None, digest):
         raise UserError(f"{config.data} changed since the run started: its train/ and validation/ images are not "
                         "the ones the run was trained on (files or classes added, removed or changed); restore it "
                         "as it was, or start a new --name to train on it as it is now.")
@@ -182,7 +205,8 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     with strategy.scope():
         model = model_module.build_model(len(class_names), **config.model_options())
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / BACKUP_DIR / RUN_CONFIG_FILE, {**config.to_json(), DATA_DIGEST_KEY: digest})
+    write_json(run_dir / BACKUP_DIR / RUN_CONFIG_FILE, {**config.to_json(), DATA_DIGEST_KEY: digest,
+                                                        BACKEND_KEY: backend})
     model_info: dict[str, Any] = {
         "class_names": class_names,
         "image_size": config.image_size,
@@ -193,8 +217,8 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         "preprocessing": "caffe, inside the model; input is raw RGB 0..255 of any size",
         "confidence_threshold": CONFIDENCE_THRESHOLD,
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "config": {**config.to_json(), "precision_policy": policy, "devices": replicas, "machines": workers,
-                   "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
+        "config": {**config.to_json(), BACKEND_KEY: backend, "precision_policy": policy, "devices": replicas,
+                   "machines": workers, "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
         "counts": counts,
         **image_stats.training_record(train_images.facts()),
     }
@@ -228,9 +252,21 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     return TrainResult(run_dir, model, model_info, history, None)
 
 
-def _recorded_digest(run_dir: Path) -> str | None:
-    """The data digest the run in ``run_dir`` started on, when its backup holds one."""
-    return read_run_config(run_dir)[1] if (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file() else None
+def _remove_killed_writes(run_dir: Path) -> None:
+    """Removes what a kill in the middle of writing one of the run's files left in ``run_dir``: the hidden
+    temporary files of ``files.atomic_write`` (model.json, history.csv, the curves, the evaluation's files) and
+    model.h5's temporary folder (``callbacks.remove_killed_saves``); nothing else."""
+    from realvsai.callbacks import remove_killed_saves
+    from realvsai.evaluation import RESULT_FILES
+
+    remove_temporaries(run_dir, {MODEL_JSON_FILE, HISTORY_FILE, CURVES_FILE, *RESULT_FILES})
+    remove_killed_saves(run_dir / MODEL_FILE)
+
+
+def _recorded_start(run_dir: Path) -> list[str | None] | None:
+    """The data digest and the Keras backend the run in ``run_dir`` started on (each None where its backup holds
+    none), or None without a backup."""
+    return list(read_run_config(run_dir)[1:]) if (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file() else None
 
 
 def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],
