@@ -484,6 +484,21 @@ def test_training_s_predictions_csv_flags_a_size_validation_shows_at_chance_as_p
                for _, _, uncertain, unfamiliar in trained)
 
 
+def test_a_threshold_chosen_on_few_images_of_the_positive_class_is_said_in_the_card_and_log(
+        tmp_path, make_class_folder, binary_model, caplog):
+    # 8 FAKE in 150 images: 70/15/15 leaves one FAKE in validation, and the threshold is fitted to it.
+    data = make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2}).parent
+    make_class_folder(data / "validation", {"FAKE": 1, "REAL": 12}, seed=3)
+    make_class_folder(data / "test", {"FAKE": 2, "REAL": 2}, seed=2)
+    caplog.set_level("WARNING", logger="realvsai")
+
+    metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), data, tmp_path / "run", batch_size=4)
+
+    assert metrics["threshold_selection"]["num_positive"] == 1
+    said = "The decision threshold was chosen on 1 validation image of FAKE"
+    assert said in (tmp_path / "run" / "MODEL_CARD.md").read_text() and said in caplog.text
+
+
 def _validation_by_kind(data_dir: Path) -> dict:
     """``accuracy_by_kind`` of ``data_dir/validation`` with every image decided right."""
     validation = scan_images(data_dir / "validation", class_names=["FAKE", "REAL"])
