@@ -29,7 +29,7 @@ from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images, read_json, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb
 from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, read_manifest
-from realvsai.model_card import PLOT_FILES, render_card
+from realvsai.model_card import PLOT_FILES, few_positives, render_card
 from realvsai.run import MIN_IMAGES_PER_KIND, NEAR_CHANCE, SOURCE_UNIT, ModelInfo, doubt, size_band
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
@@ -429,7 +429,10 @@ def _threshold_from_validation(model: keras.Model, info: ModelInfo, folder: Path
         return None, None
     at = scoring.threshold_metrics(labels, scores, positive, threshold)
     decided = dataclasses.replace(info, decision_threshold=threshold).rule().decide(source.probabilities)
-    return threshold, {"split": VALIDATION, "num_images": len(source.images),
+    num_positive = int(np.sum(labels == positive))
+    if few := few_positives({"num_positive": num_positive}, info.class_names[positive]):
+        logger.warning("%s", few)
+    return threshold, {"split": VALIDATION, "num_images": len(source.images), "num_positive": num_positive,
                        "num_skipped": len(source.images.skipped), "f1": at["f1"], "accuracy": at["accuracy"],
                        "by_kind": accuracy_by_kind(source.images, decided, folder.parent, len(info.class_names))}
 

@@ -12,7 +12,7 @@ from typing import Any
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
 from realvsai.image_stats import sides
 from realvsai.metrics import DecisionRule
-from realvsai.run import DEMO_WARNING, is_demo, validation_by_kind
+from realvsai.run import DEMO_WARNING, MIN_IMAGES_PER_KIND, is_demo, validation_by_kind
 
 _CAPTIONS = {
     "confusion_matrix": "Confusion matrix (counts and row-normalised)",
@@ -39,6 +39,17 @@ def _table(headers: list[str], rows: list[list[Any]], align: str = "---:") -> li
     """Markdown table lines; the first column is left-aligned."""
     return ["| " + " | ".join(headers) + " |", "|---|" + f"{align}|" * (len(headers) - 1),
             *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
+
+
+def few_positives(selection: Mapping[str, Any] | None, positive_class: str | None) -> str | None:
+    """A sentence when the decision threshold was chosen on fewer than ``MIN_IMAGES_PER_KIND`` validation images
+    of the positive class (``threshold_selection``'s ``num_positive``), else None."""
+    count = (selection or {}).get("num_positive")
+    if count is None or count >= MIN_IMAGES_PER_KIND:
+        return None
+    return (f"The decision threshold was chosen on {count} validation image{'s' * (count != 1)} of {positive_class}: "
+            f"it may sit far from where it belongs. Give validation more {positive_class} images (re-split) for a "
+            "steadier one.")
 
 
 def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title: str,
@@ -173,6 +184,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         "and detail a larger image has, is lost before the model sees it.",
         "Probabilities are not certainties: check the reliability diagram (ECE "
         f"{_number(metrics['expected_calibration_error'])}) before reading them as such.",
+        few_positives(metrics.get("threshold_selection"), metrics.get("positive_class")),
         metrics["num_images"] < 1000 and f"The test set is small ({metrics['num_images']:,} images): a few images "
         "more or less right move these numbers noticeably.",
         is_demo(model_info) and DEMO_WARNING]

@@ -492,7 +492,8 @@ def test_a_threshold_chosen_on_few_images_of_the_positive_class_is_said_in_the_c
     make_class_folder(data / "test", {"FAKE": 2, "REAL": 2}, seed=2)
     caplog.set_level("WARNING", logger="realvsai")
 
-    metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), data, tmp_path / "run", batch_size=4)
+    metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"], positive_class="FAKE"), data,
+                                      tmp_path / "run", batch_size=4)
 
     assert metrics["threshold_selection"]["num_positive"] == 1
     said = "The decision threshold was chosen on 1 validation image of FAKE"
