@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.data} is missing: nothing to measure. Give --data a folder of class folders of large JPEGs.")
         return 0
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "data": str(args.data),
-               "batch_size": args.batch_size, "command": "python benchmarks/bench_large_images.py", "sizes": {}}
+               "batch_size": args.batch_size, "sizes": {},
+               "command": shlex.join(["python", "benchmarks/bench_large_images.py", *sys.argv[1:]])}
     rows = []
     for image_size in args.image_sizes:
         measured = {}
