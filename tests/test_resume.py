@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import shlex
 import shutil
@@ -197,6 +199,29 @@ def test_ctrl_c_during_training_names_the_command_that_continues_the_run(tmp_pat
     assert ModelTraining.main([*shlex.split(found.group(1)), "--quiet"]) == 0, capsys.readouterr().err
     assert json.loads((out / "k9" / "model.json").read_text())["best_epoch"]["epoch"] in (1, 2)
     assert not (out / "k9" / "backup").exists()  # finished
+
+
+def test_a_full_disk_during_training_names_the_command_that_continues_the_run(tmp_path, monkeypatch,
+                                                                             make_class_folder, capsys):
+    """It said "run the same command again (finished work is kept)", which then refused: the run folder exists."""
+    from realvsai import callbacks
+
+    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, seed=len(split))
+    real_backup = callbacks.RunBackup.on_epoch_end
+
+    def disk_full_after_the_first_epoch(self, epoch, logs=None):
+        real_backup(self, epoch, logs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "runs" / "k9" / "history.csv"))
+
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", disk_full_after_the_first_epoch)
+    code = ModelTraining.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--name", "k9",
+                               "--weights", "none", "--batch-size", "4", "--head-epochs", "2", "--fine-tune-epochs",
+                               "0", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(error) == 1 and "no space left" in error[0].lower(), error
+    assert "--resume --name k9" in error[0] and "run the same command again" not in error[0], error[0]
 
 
 def test_resume_removes_what_a_kill_in_the_middle_of_a_write_left_in_the_run_folder(tmp_path, monkeypatch,
