@@ -55,7 +55,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realvsai.cli import Interrupted, make_parser, positive_int, run_main, setup_logging, tensorflow_logs_hidden
+from realvsai.cli import (
+    Interrupted,
+    describe_os_error,
+    make_parser,
+    positive_int,
+    run_main,
+    setup_logging,
+    tensorflow_logs_hidden,
+)
 from realvsai.config import (
     BACKBONES,
     INPUT_MODES,
@@ -68,9 +76,10 @@ from realvsai.config import (
     flag_name,
     run_name_problem,
 )
+from realvsai.errors import UserError
 
 if TYPE_CHECKING:
-    from realvsai.training import RunInterrupted, TrainResult
+    from realvsai.training import RunInterrupted, RunWriteFailed, TrainResult
 
 logger = logging.getLogger("realvsai.train")
 
@@ -318,13 +327,21 @@ def start_over_advice(what: str, out_dir: Path | None) -> str:
             f"same command again (the {what} starts over).")
 
 
-def continued(args: argparse.Namespace, interrupt: RunInterrupted, machines: int = 1) -> KeyboardInterrupt:
-    """What ``run_main`` is told of a Ctrl-C during training: the command that continues the run, once it has
-    saved its settings (before that the same command starts it, and a resumed run's command already continues
-    it)."""
-    if args.resume or not interrupt.resumable:
-        return interrupt
-    run_dir = interrupt.run_dir
+def continued(args: argparse.Namespace, stop: RunInterrupted | RunWriteFailed, machines: int = 1) -> BaseException:
+    """What ``run_main`` is told of a Ctrl-C or a file-system error (a full disk) during training: the command
+    that continues the run, once it has saved its settings (before that the same command starts it, and a
+    resumed run's command already continues it)."""
+    if args.resume or not stop.resumable:
+        return stop
+    command = resume_command(args, stop.run_dir, machines)
+    if isinstance(stop, OSError):
+        return UserError(describe_os_error(stop, then=f"continue the run with: {command}"))
+    return Interrupted(f"Continue the run with: {command}")
+
+
+def resume_command(args: argparse.Namespace, run_dir: Path, machines: int) -> str:
+    """``python ModelTraining.py --resume --name NAME [--out OUT]`` for the run in ``run_dir``, with how it keeps
+    what was done."""
     if args.demo:
         from realvsai.demo import DemoConfig
 
@@ -336,8 +353,7 @@ def continued(args: argparse.Namespace, interrupt: RunInterrupted, machines: int
     if run_dir.parent != Path(defaults.out):
         flags += ["--out", str(run_dir.parent)]
     where = " on every machine of the cluster" if machines > 1 else ""
-    return Interrupted(f"Continue the run with: python ModelTraining.py {shlex.join(flags)}{where} (its finished "
-                       "epochs are kept).")
+    return f"python ModelTraining.py {shlex.join(flags)}{where} (its finished epochs are kept)"
 
 
 def keras_verbose(quiet: bool) -> int | str:
@@ -377,8 +393,8 @@ def run_training(args: argparse.Namespace) -> None:
     try:
         result = training.train(config, resume=args.resume, data=getattr(args, "data", None), strategy=strategy,
                                 verbose=keras_verbose(args.quiet))
-    except training.RunInterrupted as interrupt:
-        raise continued(args, interrupt, distributed.num_workers(strategy)) from None
+    except (training.RunInterrupted, training.RunWriteFailed) as stop:
+        raise continued(args, stop, distributed.num_workers(strategy)) from None
     print(summarize(result))
 
 
@@ -388,8 +404,8 @@ def run_demo(args: argparse.Namespace) -> None:
     config = demo.DemoConfig(out=args.out or demo.DemoConfig.out, name=getattr(args, "name", demo.DemoConfig.name))
     try:
         result = demo.run_demo(config, resume=args.resume, verbose=keras_verbose(args.quiet))
-    except training.RunInterrupted as interrupt:
-        raise continued(args, interrupt) from None
+    except (training.RunInterrupted, training.RunWriteFailed) as stop:
+        raise continued(args, stop) from None
     print(summarize(result))
     print("synthetic demo data, not a real result; serve the model with: streamlit run App.py")
 

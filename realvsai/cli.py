@@ -125,11 +125,11 @@ _OS_ERROR_HINTS = {
 }
 
 
-def describe_os_error(error: OSError) -> str:
-    """One line for a file-system error: the path, what went wrong, and how to go on."""
+def describe_os_error(error: OSError, then: str = "run the same command again (finished work is kept)") -> str:
+    """One line for a file-system error: the path, what went wrong, and how to go on (``then``, once fixed)."""
     where = f"{error.filename}: " if error.filename is not None else ""
     hint = _OS_ERROR_HINTS.get(error.errno, f"{error.strerror or error}. Fix the cause")
-    return f"{where}{hint}, then run the same command again (finished work is kept)."
+    return f"{where}{hint}, then {then}."
 
 
 def default_workers() -> int:

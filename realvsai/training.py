@@ -67,6 +67,15 @@ class RunInterrupted(KeyboardInterrupt):
         self.run_dir, self.resumable = run_dir, resumable
 
 
+class RunWriteFailed(OSError):
+    """A file-system error (a full disk, a read-only folder) during ``train`` once its run folder is chosen: the
+    ``error``'s number, text and file, with ``run_dir`` and ``resumable`` as ``RunInterrupted`` has them."""
+
+    def __init__(self, error: OSError, run_dir: Path, resumable: bool):
+        super().__init__(error.errno, error.strerror, error.filename)
+        self.run_dir, self.resumable = run_dir, resumable
+
+
 def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None, strategy: Strategy | None = None,
           verbose: int | str = "auto") -> TrainResult:
     """Trains a model as ``config`` says and writes the run folder; every worker of a cluster calls it, and
@@ -78,7 +87,7 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
     Raises:
         UserError: for a bad dataset, a clash with an existing run, a resumed run's changed data, unusable
             weights or a stopped worker.
-        RunInterrupted: for Ctrl-C once the run folder is chosen.
+        RunInterrupted: for Ctrl-C once the run folder is chosen; RunWriteFailed for a file-system error then.
     """
     from realvsai import distributed
 
@@ -103,9 +112,11 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
                                      chief=distributed.is_chief(strategy))
             if result.chief:
                 result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data))
-    except KeyboardInterrupt as interrupt:
+    except (KeyboardInterrupt, OSError) as stop:
         saved = not distributed.is_chief(strategy) or (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file()
-        raise RunInterrupted(run_dir, resumable=saved) from interrupt
+        if isinstance(stop, OSError):
+            raise RunWriteFailed(stop, run_dir, resumable=saved) from stop
+        raise RunInterrupted(run_dir, resumable=saved) from stop
     return dataclasses.replace(result, run_dir=run_dir)
 
 
