@@ -300,7 +300,7 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
         model, loaded = run.load_run(model_path)  # model.json is checked before Keras loads
         model_path = Path(model_path)
         run_dir = model_path if model_path.is_dir() else model_path.parent
-        evaluation.check_folders(loaded.info, test_dirs, max_pixels)  # refused before an output folder is announced
+        scanned = evaluation.check_folders(loaded.info, test_dirs, max_pixels)  # refused before a folder is announced
         default_name = "eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs)
         requested = Path(out_dir) if out_dir is not None else run_dir / default_name
         writing = evaluation.unused_output_folder(requested)
@@ -308,7 +308,7 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
             logger.warning("%s already holds results, which are kept; writing to %s instead", requested, writing)
         metrics = evaluation.evaluate_folders(model, loaded.info, [Path(test_dir) for test_dir in test_dirs],
                                               writing, batch_size=batch_size, robustness=robustness,
-                                              max_pixels=max_pixels)
+                                              max_pixels=max_pixels, scanned=scanned)
     except KeyboardInterrupt:
         raise Interrupted(start_over_advice("evaluation", writing)) from None
     return writing, metrics

@@ -307,9 +307,11 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
 
 def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folders: Sequence[Path],
                      out_dir: Path, batch_size: int = BATCH_SIZE, *, robustness: bool = False,
-                     max_pixels: int = config.MAX_IMAGE_PIXELS) -> dict[str, Any]:
+                     max_pixels: int = config.MAX_IMAGE_PIXELS,
+                     scanned: Sequence[LabelledImages] | None = None) -> dict[str, Any]:
     """Evaluates the model on folders of class folders (one source each) into ``out_dir``, with EVALUATION.md;
-    images of more than ``max_pixels`` pixels are skipped unread (decompression bombs).
+    images of more than ``max_pixels`` pixels are skipped unread (decompression bombs). ``scanned``: the
+    folders' ``check_folders``, when the caller made it (to check them before it chose ``out_dir``).
 
     metrics.json adds ``sources`` (each folder's ``source_metrics``) and ``combined``; ``robustness``
     adds the accuracy (and two-class ROC AUC) under every ``PERTURBATIONS`` entry and robustness.png.
@@ -327,7 +329,7 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
     class_names = list(info.class_names)
     rule = info.rule()
     threshold = rule.decision_threshold
-    scanned = check_folders(info, folders, max_pixels)
+    scanned = scanned if scanned is not None else check_folders(info, folders, max_pixels)
     prediction.make_output_folder(out_dir)
     sources = _predict_sources(model, info, folders, scanned, batch_size)
     # The class distribution shows the model's training splits, then the evaluated images.

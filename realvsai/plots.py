@@ -76,7 +76,7 @@ def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], label
     for index in [positive_index] if binary else range(len(class_names)):
         truth = labels == index
         if truth.all() or not truth.any():
-            logger.warning("no curve for %s: the labels hold only one side of it", class_names[index])
+            logger.warning("%s: none for %s, the labels hold only one side of it", title, class_names[index])
             continue
         drawn.append(display.from_predictions(truth, probabilities[:, index], ax=axes, plot_chance_level=True,
                                               name=class_names[index] + ("" if binary else " vs rest")))
