@@ -310,6 +310,17 @@ def test_evaluate_refused_for_its_classes_announces_no_output_folder(tmp_path, c
     assert not (run / "eval-test-2").exists()
 
 
+def test_predict_on_a_missing_input_folder_announces_no_output_folder(tmp_path, capsys):
+    run = write_run(tmp_path / "models", "run")
+    (run / "predictions-photos").mkdir()
+    (run / "predictions-photos" / "predictions.csv").write_text("file\n")
+
+    code = ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos"), "--quiet"])
+
+    err = capsys.readouterr().err
+    assert code == 1 and "is not a folder" in err and "writing to" not in err
+
+
 def test_predict_takes_a_runs_model_json_as_naming_its_run(tmp_path):
     run = write_run(tmp_path / "models", "run")
     write_image(tmp_path / "photos" / "a.png", seed=1)
