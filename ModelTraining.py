@@ -423,6 +423,7 @@ def run_prediction(args: argparse.Namespace) -> None:
 
     out_dir = None
     try:
+        prediction.check_input(args.input)  # before the model loads and an output folder is announced
         model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
         run_dir = args.predict if args.predict.is_dir() else args.predict.parent
         requested = args.out or run_dir / f"predictions-{args.input.resolve().name}"

@@ -142,6 +142,12 @@ def make_output_folder(out_dir: Path) -> None:
                         "the same command again (nothing was predicted yet).") from None
 
 
+def check_input(folder: Path) -> None:
+    """UserError unless ``folder`` (--input) is a folder: checked before an output folder is chosen or announced."""
+    if not Path(folder).is_dir():
+        raise UserError(f"{folder} is not a folder. Give --input the folder of images to predict.")
+
+
 def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folder: Path, out_dir: Path, *,
                    batch_size: int = 64, max_pixels: int = MAX_IMAGE_PIXELS,
                    verbose: int | str = 0) -> PredictionSummary:
@@ -155,8 +161,7 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
 
     info = ModelInfo.of(model_info)
     folder, out_dir = Path(folder), Path(out_dir)
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder. Give --input the folder of images to predict.")
+    check_input(folder)
     if (out_dir / PREDICTIONS_FILE).exists():
         raise UserError(f"{out_dir / PREDICTIONS_FILE} already exists and is kept. Choose another --out folder.")
     class_names = list(info.class_names)
