@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+from pathlib import Path
 
 import keras
 import pytest
@@ -172,9 +173,10 @@ def test_starting_over_a_finished_run_says_it_is_finished_not_to_resume_it(tmp_p
 # --- what an interrupted run leaves, and what continues it ---------------------------------------------
 
 
-def test_ctrl_c_during_training_names_the_command_that_continues_the_run(tmp_path, monkeypatch, make_class_folder,
-                                                                          capsys):
-    """It said "Run the same command again", which then refused: the run folder already exists."""
+def stopped_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder, capsys, out: Path,
+                                  stop: BaseException) -> tuple[int, list[str]]:
+    """ModelTraining.main on a tiny run "k9" into ``out``, ``stop`` raised once the first epoch is backed up (the
+    backup callback is restored after): its exit code and the lines it wrote to stderr."""
     from realvsai import callbacks
 
     monkeypatch.setattr(model_module, "build_model", tiny_classifier)
@@ -182,20 +184,27 @@ def test_ctrl_c_during_training_names_the_command_that_continues_the_run(tmp_pat
         make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, seed=len(split))
     real_backup = callbacks.RunBackup.on_epoch_end
 
-    def ctrl_c_after_the_first_epoch(self, epoch, logs=None):
+    def stopped(self, epoch, logs=None):
         real_backup(self, epoch, logs)
-        raise KeyboardInterrupt
+        raise stop
 
-    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", ctrl_c_after_the_first_epoch)
-    out = tmp_path / "my runs"
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", stopped)
     code = ModelTraining.main(["--data", str(tmp_path / "data"), "--out", str(out), "--name", "k9", "--weights",
                                "none", "--batch-size", "4", "--head-epochs", "2", "--fine-tune-epochs", "0", "--quiet"])
-    error = capsys.readouterr().err.strip().splitlines()
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", real_backup)
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_ctrl_c_during_training_names_the_command_that_continues_the_run(tmp_path, monkeypatch, make_class_folder,
+                                                                          capsys):
+    """It said "Run the same command again", which then refused: the run folder already exists."""
+    out = tmp_path / "my runs"
+    code, error = stopped_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder, capsys, out,
+                                                KeyboardInterrupt())
     assert code == 1 and len(error) == 1 and error[0].startswith("error: interrupted. "), error
     found = re.search(r"python ModelTraining\.py (--resume --name k9 --out \S+ \S+)", error[0])
     assert found and shlex.split(found.group(1)) == ["--resume", "--name", "k9", "--out", str(out)], error[0]
 
-    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", real_backup)
     assert ModelTraining.main([*shlex.split(found.group(1)), "--quiet"]) == 0, capsys.readouterr().err
     assert json.loads((out / "k9" / "model.json").read_text())["best_epoch"]["epoch"] in (1, 2)
     assert not (out / "k9" / "backup").exists()  # finished
@@ -204,22 +213,9 @@ def test_ctrl_c_during_training_names_the_command_that_continues_the_run(tmp_pat
 def test_a_full_disk_during_training_names_the_command_that_continues_the_run(tmp_path, monkeypatch,
                                                                              make_class_folder, capsys):
     """It said "run the same command again (finished work is kept)", which then refused: the run folder exists."""
-    from realvsai import callbacks
-
-    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
-    for split in ("train", "validation"):
-        make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, seed=len(split))
-    real_backup = callbacks.RunBackup.on_epoch_end
-
-    def disk_full_after_the_first_epoch(self, epoch, logs=None):
-        real_backup(self, epoch, logs)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "runs" / "k9" / "history.csv"))
-
-    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", disk_full_after_the_first_epoch)
-    code = ModelTraining.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--name", "k9",
-                               "--weights", "none", "--batch-size", "4", "--head-epochs", "2", "--fine-tune-epochs",
-                               "0", "--quiet"])
-    error = capsys.readouterr().err.strip().splitlines()
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "runs" / "k9" / "history.csv"))
+    code, error = stopped_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder, capsys, tmp_path / "runs",
+                                                full)
     assert code == 1 and len(error) == 1 and "no space left" in error[0].lower(), error
     assert "--resume --name k9" in error[0] and "run the same command again" not in error[0], error[0]
 
