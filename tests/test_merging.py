@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import sha256, snapshot, write_image
+from PIL import Image, PngImagePlugin
 
 from realvsai import merging, moving
 from realvsai.errors import UserError
@@ -143,6 +144,83 @@ def test_content_under_two_classes_among_the_sources_is_refused_in_every_copy(fi
                                                                          "img_000.png"]
     assert sha256(second / "train" / "REAL" / "img_000.png") not in {sha256(path) for path in images(into)}
     assert report.before + report.added == report.after == 12 + 12 - 1
+
+
+def save_in_other_bytes(image: Path, target: Path) -> Path:
+    """``image``'s pixels saved again as ``target`` (its suffix picks the format; a PNG carries a text chunk), so the
+    bytes differ and the decoded pixels do not."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    metadata = PngImagePlugin.PngInfo()
+    metadata.add_text("Comment", "saved again")
+    with Image.open(image) as opened:
+        opened.save(target, pnginfo=metadata) if target.suffix == ".png" else opened.save(target)
+    assert sha256(target) != sha256(image)
+    return target
+
+
+def test_the_same_pixels_in_other_bytes_in_two_splits_among_the_sources_are_added_once(first, second, tmp_path):
+    image = first / "train" / "FAKE" / "img_002.png"
+    save_in_other_bytes(image, second / "test" / "FAKE" / "resaved.png")
+    into = tmp_path / "merged"
+    report = merge_datasets([first, second], into)
+    assert [Path(source).name for source, _ in report.refused] == ["resaved.png"]
+    assert str(image) in report.refused[0][1] and "two splits" in report.refused[0][1]
+    assert not (into / "test" / "FAKE" / "resaved.png").exists()
+    with open(into / "merge-refused.csv", newline="") as stream:
+        assert [Path(row["source"]).name for row in csv.DictReader(stream)] == ["resaved.png"]
+
+
+def test_the_same_pixels_as_bmp_in_another_split_of_the_target_are_refused(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    save_in_other_bytes(first / "train" / "REAL" / "img_001.png", second / "test" / "REAL" / "leak.bmp")
+    report = merge_datasets([second], into)
+    assert [Path(source).name for source, _ in report.refused] == ["leak.bmp"]
+    assert "(train)" in report.refused[0][1] and "two splits" in report.refused[0][1]
+    assert not (into / "test" / "REAL" / "leak.bmp").exists()
+
+
+def test_the_same_pixels_in_other_bytes_under_another_class_are_refused(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    save_in_other_bytes(first / "train" / "REAL" / "img_001.png", second / "train" / "FAKE" / "same_as_real.png")
+    report = merge_datasets([second], into)
+    assert [Path(source).name for source, _ in report.refused] == ["same_as_real.png"]
+    assert "REAL" in report.refused[0][1] and "two classes" in report.refused[0][1]
+    assert not (into / "train" / "FAKE" / "same_as_real.png").exists()
+
+
+def test_augmented_copies_of_an_image_whose_pixels_are_in_another_split_of_the_target_are_refused(
+        first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    tested = save_in_other_bytes(into / "test" / "REAL" / "img_000.png", second / "train" / "REAL" / "tested.png")
+    copies = augment_and_move(second, tested)
+    report = merge_datasets([second], into)
+    refused = {Path(source).name: reason for source, reason in report.refused}
+    assert sorted(refused) == ["aug_tested_0.jpg", "aug_tested_1.jpg", "tested.png"]
+    assert "augmented copy" in refused["aug_tested_0.jpg"] and "image in test" in refused["aug_tested_0.jpg"]
+    assert not {sha256(path) for path in all_images(into)} & set(copies)
+
+
+def test_a_file_that_does_not_decode_is_refused_with_the_reason(first, second, tmp_path):
+    broken = second / "train" / "REAL" / "broken.png"
+    broken.write_bytes((second / "train" / "REAL" / "img_000.png").read_bytes()[:200])  # cut off mid-pixels
+    into = tmp_path / "merged"
+    report = merge_datasets([first, second], into)
+    assert [Path(source).name for source, _ in report.refused] == ["broken.png"]
+    assert "not a readable image" in report.refused[0][1]
+    assert not (into / "train" / "REAL" / "broken.png").exists()
+    assert report.added == 24 and report.after == 24
+
+
+def test_a_file_that_does_not_decode_already_in_the_target_stays_listed(first, second, tmp_path):
+    into = tmp_path / "merged"
+    shutil.copytree(first, into)
+    (into / "train" / "REAL" / "broken.png").write_bytes(b"not an image")
+    report = merge_datasets([second], into)
+    assert (report.before, report.added, report.after) == (13, 12, 25)
+    assert "train/REAL/broken.png" in {row.path for row in read_manifest(into / "manifest.csv")}
 
 
 def test_dry_run_changes_nothing_and_predicts_the_real_run(first, second, tmp_path):
