@@ -8,20 +8,23 @@
                                                  merge-refused.csv    files refused (leakage, two labels), by merge
 
 Class names must match across the sources and the target (split with --rename so they do, e.g.
---rename RealArt=REAL). Nothing is ever overwritten: a file whose content is already in the same
-split and class is skipped, and a name taken by other content gets a stable new name
-(name_<sha256[:8]>.jpg). A file whose content already sits in ANOTHER split of the target (or in
-another split among the sources; the target, then the sources in the order given, train first, keep
-what they hold) is refused and added to merge-refused.csv with the merge's time (rows of earlier
-merges stay), so no image is both trained on and tested on. So is every incoming copy of content that
-sits under another class, anywhere in the target or the sources: one image under two labels would be
-learnt under both (keep it in its true class only and merge again). So is an augmented copy (moved into
-train by MoveAugmentedImages.py, which records its source in augmented-copies.csv) of an image that sits in
-another split, and so is an image whose copies sit in another split: either way training would see that
-image; the record (and the copies' settings, where the target's train had no copies) goes with them.
-The counts add up: files in the target before + added = after. An interrupted merge is completed by
-running the same command again. --dry-run shows all of this and changes nothing. A SOURCE may sit
-inside the target folder (data/art beside data/train), just not inside its split folders.
+--rename RealArt=REAL). One image is one set of decoded pixels, as the splitters see it: the same
+image saved in another format or with other metadata counts as the same content below. Nothing is
+ever overwritten: a file whose bytes are already in the same split and class is skipped, and a name
+taken by other content gets a stable new name (name_<sha256[:8]>.jpg). A file whose content already
+sits in ANOTHER split of the target (or in another split among the sources; the target, then the
+sources in the order given, train first, keep what they hold) is refused and added to merge-
+refused.csv with the merge's time (rows of earlier merges stay), so no image is both trained on and
+tested on. So is every incoming copy of content that sits under another class, anywhere in the
+target or the sources: one image under two labels would be learnt under both (keep it in its true
+class only and merge again). So is an augmented copy (moved into train by MoveAugmentedImages.py,
+which records its source in augmented-copies.csv) of an image that sits in another split, and so is
+an image whose copies sit in another split: either way training would see that image; the record
+(and the copies' settings, where the target's train had no copies) goes with them. A source file
+that does not decode, or has more pixels than --max-pixels, is refused too. The counts add up: files
+in the target before + added = after. An interrupted merge is completed by running the same command
+again. --dry-run shows all of this and changes nothing. A SOURCE may sit inside the target folder
+(data/art beside data/train), just not inside its split folders.
 
 Example:
     python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data
@@ -36,6 +39,7 @@ import sys
 from pathlib import Path
 
 from realvsai.cli import default_workers, make_parser, positive_int, run_main, setup_logging
+from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.merging import format_merge_report, merge_datasets
 
 
@@ -46,7 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--into", type=Path, required=True, help="the dataset to merge into; created when missing")
     parser.add_argument("--move", action="store_true", help="remove each source file once its content is in --into")
     parser.add_argument("--dry-run", action="store_true", help="print what would happen and change nothing")
-    parser.add_argument("--workers", type=positive_int, default=2 * default_workers(), help="threads that hash files")
+    parser.add_argument("--workers", type=positive_int, default=2 * default_workers(),
+                        help="threads that hash and decode the files")
+    parser.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
+                        help="source images with more pixels are refused (a guard against decompression bombs)")
     return parser.parse_args(argv)
 
 
@@ -55,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run, workers=args.workers)
+        report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run, workers=args.workers,
+                               max_pixels=args.max_pixels)
         print(format_merge_report(report))
 
     return run_main(body)

@@ -87,8 +87,8 @@ def pixel_problem(width: int, height: int, max_pixels: int, crop_size: int | Non
     size = f"{width}x{height} pixels" + (f", enlarged to {covered[0]}x{covered[1]} for the model's "
                                          f"{crop_size} px crops," if covered != (width, height) else "")
     return (f"{size} is more than the limit of {max_pixels:,} pixels (a guard against decompression bombs; "
-            "--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataAugmentation.py, ModelTraining.py "
-            "(--evaluate, --predict) and App.py)")
+            "--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMerger.py, DataAugmentation.py, "
+            "ModelTraining.py (--evaluate, --predict) and App.py)")
 
 
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,

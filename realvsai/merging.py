@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from realvsai.cli import default_workers, format_table, progress
+from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
@@ -23,6 +24,7 @@ from realvsai.files import (
     remove_temporaries,
     sha256_file,
 )
+from realvsai.images import decode_check
 from realvsai.layout import (
     MANIFEST_NAME,
     SPLITS,
@@ -48,7 +50,9 @@ class _File:
     split: str
     class_name: str
     path: Path
-    digest: str
+    digest: str  # sha256 of its bytes: its identity in manifest.csv and when it is copied
+    pixels: str | None  # sha256 of its decoded pixels (images.decode_check): its identity for the leak and label rules
+    problem: str | None  # why it is not a usable image (decode_check), or None
     dataset: str = ""  # the dataset it belongs to (manifest.csv's column), carried into the target's manifest
     copy_of: CopySource | None = None  # an augmented copy's source (DATA/augmented-copies.csv), carried too
 
@@ -62,7 +66,7 @@ class MergeReport:
     before: int = 0
     added: int = 0  # written, under their own name or a new one
     renamed: int = 0  # of ``added``: written under a new name because theirs was taken
-    identical: int = 0  # skipped: the same content is already in that split and class
+    identical: int = 0  # skipped: the same bytes are already in that split and class
     refused: list[tuple[str, str]] = field(default_factory=list)  # (source file, reason)
     after: int = 0
     counts: Counter = field(default_factory=Counter)  # files per (split, class) after
@@ -71,10 +75,16 @@ class MergeReport:
 
 
 def merge_datasets(
-    sources: Sequence[Path], into: Path, *, move: bool = False, dry_run: bool = False, workers: int | None = None
+    sources: Sequence[Path], into: Path, *, move: bool = False, dry_run: bool = False, workers: int | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> MergeReport:
     """Merges the split datasets ``sources`` into ``into``; ``move`` removes each source file once its
-    content is safely in the target (refused files stay)."""
+    content is safely in the target (refused files stay).
+
+    One image is one set of decoded pixels, as the splitters see it: the same image in other bytes (another
+    lossless format, other metadata) is kept out of a second split and a second class. A source file that does not
+    decode, or has more than ``max_pixels`` pixels, is refused.
+    """
     into, sources = Path(into), [Path(source) for source in sources]
     _check_folders(sources, into)
     manifest = into / MANIFEST_NAME  # also lists the classes a merge cut short had yet to write
@@ -92,9 +102,13 @@ def merge_datasets(
             )
 
     workers = workers or 2 * default_workers()
-    existing = _hash_dataset(into, workers, "reading target")
+    existing = _hash_dataset(into, workers, "reading target", max_pixels)
     incoming = [(source, file) for source in sources
-                for file in _hash_dataset(source, workers, f"reading {source.name}", dataset=source.resolve().name)]
+                for file in _hash_dataset(source, workers, f"reading {source.name}", max_pixels,
+                                          dataset=source.resolve().name)]
+    if broken := [file for file in existing if file.problem]:
+        logger.warning("the target holds %d files that are not usable images (e.g. %s: %s); they stay as they are, "
+                       "though a split would have left them out", len(broken), broken[0].path, broken[0].problem)
     # A class folder that is a symlink leads outside its SOURCE: --move never takes files from there.
     outside = [(str(file.path), f"its folder leads to {file.path.parent.resolve()}, outside {source}, through a "
                 "symlink; --move never moves files outside SOURCE (merge without --move, or move that folder in)")
@@ -149,8 +163,9 @@ def merge_datasets(
         # Appended: the lists of earlier merges into this folder stay, each row dated by its merge.
         append_csv(into / REFUSED_NAME, REFUSED_FIELDS,
                    [(report.started, source, reason) for source, reason in report.refused])
-        logger.warning("refused %d files whose content is already in another split or under another class, or "
-                       "that --move would take from outside SOURCE (list: %s, rows merged at %s)",
+        logger.warning("refused %d files whose content is already in another split or under another class, that "
+                       "are not usable images, or that --move would take from outside SOURCE (list: %s, rows "
+                       "merged at %s)",
                        len(report.refused), into / REFUSED_NAME, report.started)
     return report
 
@@ -158,35 +173,51 @@ def merge_datasets(
 def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
           ) -> list[tuple[_File, str, Path | None, str]]:
     """(file, kind, target, reason) for each incoming file; kind is add, rename, identical or refuse.
-    Pure, so a dry run and a real run follow the same plan."""
-    # Across splits and sources, as the splitters do: every incoming copy of such content is refused.
-    conflicts = find_label_conflicts((file.digest, file.class_name, str(file.path)) for file in [*existing, *incoming])
-    # sha256 -> (split that owns it, why in words): an image's content, and an augmented copy's source, which
+    Pure, so a dry run and a real run follow the same plan.
+
+    The leak and label rules compare images by their decoded pixels, as the splitters do; names and the
+    "identical" skip compare bytes, as copying does. A target file that does not decode takes part in neither
+    rule: no usable file shares its bytes, let alone its pixels.
+    """
+    usable = [file for file in [*existing, *incoming] if not file.problem]
+    # Across splits and sources, as the splitters do: every incoming copy of such an image is refused.
+    conflicts = find_label_conflicts((file.pixels, file.class_name, str(file.path)) for file in usable)
+    # An augmented copy records its source's bytes sha256: the pixels of the file with those bytes, when this
+    # merge sees one. When it sees none, no file here is that image in those bytes; the same image in other bytes
+    # goes unnoticed then.
+    pixels_of = {file.digest: file.pixels for file in usable}
+    # pixels sha256 -> (split that owns it, why in words): an image, and an augmented copy's source, which
     # must not be in another split than the copy.
     home: dict[str, tuple[str, str]] = {}
 
     def settle(file: _File) -> None:
-        home.setdefault(file.digest, (file.split, f"same content as {file.path}"))
-        if file.copy_of:
-            home.setdefault(file.copy_of.source_sha256, (file.split, f"augmented copies of it, e.g. {file.path}"))
+        home.setdefault(file.pixels, (file.split, f"same content as {file.path}"))
+        if file.copy_of and file.copy_of.source_sha256 in pixels_of:
+            home.setdefault(pixels_of[file.copy_of.source_sha256],
+                            (file.split, f"augmented copies of it, e.g. {file.path}"))
 
     present: dict[tuple[str, str], set[str]] = defaultdict(set)  # (split, class) -> contents
     names: dict[Path, str] = {}  # target path -> its content
     for file in existing:
-        settle(file)
+        if not file.problem:
+            settle(file)
         present[(file.split, file.class_name)].add(file.digest)
         names[file.path] = file.digest
     actions = []
     for file in incoming:
-        if file.digest in conflicts:
-            others = ", ".join(f"{where} (class {name})" for name, where in sorted(conflicts[file.digest].items())
+        if file.problem:
+            actions.append((file, "refuse", None, f"{file.problem}; the splitters leave such files out too"))
+            continue
+        if file.pixels in conflicts:
+            others = ", ".join(f"{where} (class {name})" for name, where in sorted(conflicts[file.pixels].items())
                                if name != file.class_name)
             actions.append((file, "refuse", None, f"same content as {others}: one image under two classes would be "
                                                   "learnt under both labels; keep it in the folder of its true class "
                                                   "only and merge again"))
             continue
-        owner, why = home.get(file.digest, (file.split, ""))
-        source_owner, source_why = home.get(file.copy_of.source_sha256 if file.copy_of else "", (file.split, ""))
+        owner, why = home.get(file.pixels, (file.split, ""))
+        source = pixels_of.get(file.copy_of.source_sha256) if file.copy_of else None
+        source_owner, source_why = home.get(source, (file.split, ""))
         if owner != file.split:
             actions.append((file, "refuse", None, f"{why} ({owner}); adding it to {file.split} would put one "
                                                   "image in two splits"))
@@ -261,15 +292,19 @@ def _list_dataset(root: Path) -> list[tuple[str, str, Path]]:
             for path in list_images(folder)]
 
 
-def _hash_dataset(root: Path, workers: int, desc: str, dataset: str = "") -> list[_File]:
-    """Every image of ``root`` with its sha256, and its dataset: as ``root/manifest.csv`` names it, else ``dataset``."""
+def _hash_dataset(root: Path, workers: int, desc: str, max_pixels: int, dataset: str = "") -> list[_File]:
+    """Every image of ``root`` with the sha256 of its bytes and of its pixels (or why it does not decode), and its
+    dataset: as ``root/manifest.csv`` names it, else ``dataset``."""
     listed = _list_dataset(root) if root.is_dir() else []
-    digests = map_in_threads(lambda chunk: [sha256_file(path) for _, _, path in chunk], listed, workers, desc)
+    # The bytes first, in a read of their own: a file that cannot be read stops the merge, as it always has.
+    checked = map_in_threads(lambda chunk: [(sha256_file(path), *decode_check(path, max_pixels))
+                                            for _, _, path in chunk], listed, workers, desc)
     manifest = root / MANIFEST_NAME
     datasets = {row.path: row.dataset for row in read_manifest(manifest)} if manifest.is_file() else {}
     copies = read_moved_copies(root) if root.is_dir() else {}
-    return [_File(split, class_name, path, digest, datasets.get(path.relative_to(root).as_posix()) or dataset,
-                  copies.get(digest)) for (split, class_name, path), digest in zip(listed, digests)]
+    return [_File(split, class_name, path, digest, pixels, problem,
+                  datasets.get(path.relative_to(root).as_posix()) or dataset, copies.get(digest))
+            for (split, class_name, path), (digest, problem, pixels) in zip(listed, checked)]
 
 
 def format_merge_report(report: MergeReport) -> str:
@@ -285,7 +320,8 @@ def format_merge_report(report: MergeReport) -> str:
         "",
         f"files in {report.into}: {report.before:,} before + {report.added:,} {would}added = {report.after:,} after",
         f"skipped identical: {report.identical:,}; {would}renamed (name taken by other content): {report.renamed:,}; "
-        f"refused (content already in another split or under another class, or outside SOURCE with --move): "
+        f"refused (content already in another split or under another class, not a usable image, or outside SOURCE "
+        f"with --move): "
         f"{len(report.refused):,}"
         + (f" (list: {report.into / REFUSED_NAME}, rows merged at {report.started})"
            if report.refused and not report.dry_run else ""),

@@ -223,6 +223,17 @@ def test_a_file_that_does_not_decode_already_in_the_target_stays_listed(first, s
     assert "train/REAL/broken.png" in {row.path for row in read_manifest(into / "manifest.csv")}
 
 
+def test_datamerger_refuses_source_images_over_its_max_pixels(first, tmp_path, capsys):
+    import DataMerger
+
+    into = tmp_path / "merged"
+    assert DataMerger.main([str(first), "--into", str(into), "--max-pixels", "100", "-q"]) == 0
+    assert not list(into.glob("*/*/*.png"))
+    with open(into / "merge-refused.csv", newline="") as stream:
+        reasons = [row["reason"] for row in csv.DictReader(stream)]
+    assert len(reasons) == 12 and all("limit of 100 pixels" in reason for reason in reasons)
+
+
 def test_dry_run_changes_nothing_and_predicts_the_real_run(first, second, tmp_path):
     into = tmp_path / "merged"
     merge_datasets([first], into)
