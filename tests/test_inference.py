@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -353,6 +354,21 @@ def test_batched_predictions_equal_single_image_model_calls_on_the_original_imag
                              for image in images])
 
     np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_prepare_makes_no_full_size_float_copy_of_a_large_image(classifier):
+    """A large upload is cut to its centre square in uint8 and cast inside the model's resize: it makes no
+    full-size float32 copy (4 bytes a value) in NumPy memory beside the decoded image."""
+    image = random_image(0, 3000, 1000)
+    expected = classifier.prepare(image)  # warmed up: the first call traces the layer
+    tracemalloc.start()
+    try:
+        prepared = classifier.prepare(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(prepared, expected)
+    assert peak < image.nbytes, f"prepare took {peak / image.nbytes:.1f} times the uint8 image in Python memory"
 
 
 def test_model_calls_have_a_few_fixed_batch_shapes_whatever_the_number_and_size_of_images(classifier, monkeypatch):
