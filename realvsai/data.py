@@ -175,7 +175,8 @@ def _resize_weights(input_length: tf.Tensor, output_length: int) -> tf.Tensor:
 
 
 def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
-    """The centre square of float ``images`` ``(..., height, width, channels)``, resized to size x size.
+    """The centre square of ``images`` ``(..., height, width, channels)``, resized to size x size in float32 (the
+    square cut before it is cast, so a large uint8 image is never held whole as floats).
 
     The input pipeline's copy of the model's ``model.resize_to_square`` in TensorFlow ops: tf.data runs
     TensorFlow on every Keras backend, where a ``keras.ops`` function would run JAX's ops and fail. Not
@@ -188,8 +189,8 @@ def resize_to_square(images: tf.Tensor, size: int) -> tf.Tensor:
     height, width = shape[-3], shape[-2]
     side = tf.minimum(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    square = images[..., top:top + side, left:left + side, :]
-    weights = tf.cast(_resize_weights(side, size), images.dtype)
+    square = tf.cast(images[..., top:top + side, left:left + side, :], tf.float32)
+    weights = _resize_weights(side, size)
     rows = tf.einsum("oh,...hwc->...owc", weights, square)
     return tf.einsum("pw,...owc->...opc", weights, rows)
 
@@ -342,7 +343,7 @@ def make_dataset(
         if crops:
             return pixels, label
         if not uniform:
-            return resize_to_square(tf.cast(pixels, tf.float32), image_size), label
+            return resize_to_square(pixels, image_size), label
         return tf.ensure_shape(pixels, [height, width, 3]), label  # uint8: a quarter of the cache
 
     # Uncached, the file names are shuffled before decoding, so no buffer ever holds decoded images

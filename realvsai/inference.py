@@ -143,7 +143,8 @@ class Classifier:
 
         if self.input_mode == "crops":
             return grid_crops(image, self.image_size)
-        return ops.convert_to_numpy(self._resize(np.asarray(image, np.float32)[np.newaxis]))[0].astype(np.float32)
+        # As decoded (uint8) into the layer, which casts the centre square alone: no full-size float copy.
+        return ops.convert_to_numpy(self._resize(np.asarray(image)[np.newaxis]))[0].astype(np.float32)
 
     def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (N, classes) of a float32 batch of prepared images, ``batch_size`` rows per model call."""

@@ -56,8 +56,10 @@ def _resize_weights(input_length, output_length: int):
     return weights / ops.sum(weights, axis=1, keepdims=True)
 
 
-def resize_to_square(images, size: int):
-    """The centre square of float ``images`` ``(..., height, width, channels)``, resized to size x size.
+def resize_to_square(images, size: int, dtype: str = "float32"):
+    """The centre square of ``images`` ``(..., height, width, channels)``, resized to size x size in ``dtype``.
+
+    The square is cut before it is cast: a large uint8 image is never held whole as floats.
 
     ``keras.ops.image.resize(crop_to_aspect_ratio=True, antialias=True)``'s triangle filter as two matrix
     products, with exact weights (the built-in's float32 kernel is up to 4e-4 off on TensorFlow). Not the
@@ -69,8 +71,8 @@ def resize_to_square(images, size: int):
     # until run time.
     side = min(height, width) if isinstance(height, int) and isinstance(width, int) else ops.minimum(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    square = images[..., top:top + side, left:left + side, :]
-    weights = ops.cast(_resize_weights(side, size), images.dtype)
+    square = ops.cast(images[..., top:top + side, left:left + side, :], dtype)
+    weights = ops.cast(_resize_weights(side, size), dtype)
     rows = ops.einsum("oh,...hwc->...owc", weights, square)
     return ops.einsum("pw,...owc->...opc", weights, rows)
 
@@ -84,7 +86,7 @@ class SquareResize(keras.layers.Layer):
         self.size = self.height = int(size)  # height: keras.layers.Resizing's name, which --predict reads
 
     def call(self, inputs):
-        return resize_to_square(ops.cast(inputs, self.compute_dtype), self.size)
+        return resize_to_square(inputs, self.size, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-3], self.size, self.size, input_shape[-1])

@@ -368,7 +368,8 @@ def test_prepare_makes_no_full_size_float_copy_of_a_large_image(classifier):
     finally:
         tracemalloc.stop()
     assert np.array_equal(prepared, expected)
-    assert peak < image.nbytes, f"prepare took {peak / image.nbytes:.1f} times the uint8 image in Python memory"
+    # A full-size float32 copy alone is 4 times the image; the square's float32 copy (a third of it here) 1.3.
+    assert peak < 2 * image.nbytes, f"prepare took {peak / image.nbytes:.1f} times the uint8 image in Python memory"
 
 
 def test_model_calls_have_a_few_fixed_batch_shapes_whatever_the_number_and_size_of_images(classifier, monkeypatch):
