@@ -484,6 +484,28 @@ def test_training_s_predictions_csv_flags_a_size_validation_shows_at_chance_as_p
                for _, _, uncertain, unfamiliar in trained)
 
 
+def test_three_classes_get_the_validation_by_kind_and_its_at_chance_rule_too(tmp_path, make_class_folder,
+                                                                                three_class_model):
+    names = ["benign", "malignant", "normal"]
+    data = make_class_folder(tmp_path / "data" / "train", dict.fromkeys(names, 2)).parent
+    for name in names:  # one picture under every class: argmax is at chance on 32 px images
+        for index in range(4):
+            write_image(data / "validation" / name / f"{index}.png", seed=7)
+    make_class_folder(data / "test", dict.fromkeys(names, 2), seed=2)
+    run = tmp_path / "run"
+
+    info = model_info(names, confidence_threshold=0.0)  # only the at-chance rule makes an answer uncertain
+    evaluation.evaluate_run(three_class_model, info, data, run, batch_size=4)
+
+    by_kind = json.loads((run / "model.json").read_text())["validation_by_kind"]
+    assert by_kind["chance"] == pytest.approx(1 / 3) and by_kind["size"]["0-63 px"]["num_images"] == 12
+    assert by_kind["size"]["0-63 px"]["near_chance"]
+    with open(run / "predictions.csv", newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 6 and all(row["uncertain"] == "true" and "at chance" in row["unfamiliar"] for row in rows)
+    assert "## Validation by kind of image" in (run / "MODEL_CARD.md").read_text()
+
+
 def test_a_threshold_chosen_on_few_images_of_the_positive_class_is_said_in_the_card_and_log(
         tmp_path, make_class_folder, binary_model, caplog):
     # 8 FAKE in 150 images: 70/15/15 leaves one FAKE in validation, and the threshold is fitted to it.
