@@ -394,13 +394,12 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
     class_names = list(info.class_names)
     test = check_folders(info, [data_dir / TEST])
     prediction.make_output_folder(out_dir)
-    threshold, extra = None, {}
+    extra = {}
+    threshold, selection, by_kind = _validate(model, info, data_dir / VALIDATION, batch_size)
     if len(class_names) == 2:
-        threshold, selection = _threshold_from_validation(model, info, data_dir / VALIDATION, batch_size)
         extra = {"threshold_source": VALIDATION if threshold is not None else None, "threshold_selection": selection}
-        by_kind = (selection or {}).get("by_kind")
-        if by_kind:
-            info = ModelInfo.of({**info.content, "validation_by_kind": by_kind})
+    if by_kind:
+        info = ModelInfo.of({**info.content, "validation_by_kind": by_kind})
     split_counts = info.get("counts") or {
         split: {name: len(list_images(data_dir / split / name)) if (data_dir / split / name).is_dir() else 0
                 for name in class_names}
@@ -415,13 +414,27 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
     return metrics
 
 
-def _threshold_from_validation(model: keras.Model, info: ModelInfo, folder: Path,
-                               batch_size: int) -> tuple[float | None, dict[str, Any] | None]:
-    """The F1-maximising threshold on the validation split, and how it was found (None, None without one)."""
+def _validate(model: keras.Model, info: ModelInfo, folder: Path, batch_size: int
+              ) -> tuple[float | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """One pass over the validation split: with two classes the F1-maximising threshold and how it was found
+    (None, None without one); for any number of classes the decision rule's accuracy by kind of image
+    (``accuracy_by_kind``; None without the split)."""
     if not folder.is_dir():
-        logger.warning("no %s folder: the decision threshold stays at argmax", folder)
-        return None, None
+        logger.warning("no %s folder: %sno accuracy by kind of image", folder,
+                       "the decision threshold stays at argmax, " if len(info.class_names) == 2 else "")
+        return None, None, None
     (source,) = _predict_sources(model, info, [folder], check_folders(info, [folder]), batch_size)
+    threshold, selection = None, None
+    if len(info.class_names) == 2:
+        threshold, selection = _choose_threshold(info, source, folder)
+    decided = dataclasses.replace(info, decision_threshold=threshold).rule().decide(source.probabilities)
+    by_kind = accuracy_by_kind(source.images, decided, folder.parent, len(info.class_names))
+    return threshold, selection and {**selection, "by_kind": by_kind}, by_kind
+
+
+def _choose_threshold(info: ModelInfo, source: Source, folder: Path) -> tuple[float | None, dict[str, Any] | None]:
+    """The F1-maximising threshold on the validation images ``source``, and how it was found (None, None
+    when none can be chosen)."""
     positive = scoring.positive_index(info.class_names, info.positive_class)
     labels, scores = np.asarray(source.images.labels), source.probabilities[:, positive].astype(np.float64)
     try:
@@ -430,13 +443,11 @@ def _threshold_from_validation(model: keras.Model, info: ModelInfo, folder: Path
         logger.warning("no decision threshold from %s: %s", folder, error)
         return None, None
     at = scoring.threshold_metrics(labels, scores, positive, threshold)
-    decided = dataclasses.replace(info, decision_threshold=threshold).rule().decide(source.probabilities)
     num_positive = int(np.sum(labels == positive))
     if few := few_positives({"num_positive": num_positive}, info.class_names[positive]):
         logger.warning("%s", few)
     return threshold, {"split": VALIDATION, "num_images": len(source.images), "num_positive": num_positive,
-                       "num_skipped": len(source.images.skipped), "f1": at["f1"], "accuracy": at["accuracy"],
-                       "by_kind": accuracy_by_kind(source.images, decided, folder.parent, len(info.class_names))}
+                       "num_skipped": len(source.images.skipped), "f1": at["f1"], "accuracy": at["accuracy"]}
 
 
 def _kind_numbers(labels: np.ndarray, decided: np.ndarray, chance: float) -> dict[str, Any]:
