@@ -304,6 +304,14 @@ def test_an_older_model_json_with_sources_by_file_still_loads_and_flags_a_size_a
     assert run.validation_by_kind(by_kind) == {"chance": 0.5, "size": by_kind["size"]}  # no per-file rows
 
 
+@pytest.mark.parametrize(("balanced", "verdict"), [(0.52, "at chance"), (0.46, "at chance"), (0.04, "below chance")])
+def test_a_size_band_far_under_chance_is_called_below_chance(balanced, verdict):
+    by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "size": {"0-63 px": {
+        "num_images": 40, "accuracy": balanced, "balanced_accuracy": balanced, "near_chance": True}}}
+
+    assert f"the model is {verdict} (balanced accuracy {balanced:.2f}, chance 0.50)" in run.at_chance(by_kind, 32, 32)
+
+
 def test_test_metrics_fall_back_to_metrics_json(tmp_path):
     folder = write_run(tmp_path, "run", metrics={"accuracy": 0.8, "roc_auc": 0.85, "confusion_matrix": [[1]]})
     info = json.loads((folder / "model.json").read_text())
