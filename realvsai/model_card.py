@@ -12,7 +12,7 @@ from typing import Any
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
 from realvsai.image_stats import sides
 from realvsai.metrics import DecisionRule
-from realvsai.run import DEMO_WARNING, MIN_IMAGES_PER_KIND, is_demo, validation_by_kind
+from realvsai.run import DEMO_WARNING, MIN_IMAGES_PER_KIND, chance_verdict, is_demo, validation_by_kind
 
 _CAPTIONS = {
     "confusion_matrix": "Confusion matrix (counts and row-normalised)",
@@ -143,9 +143,10 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                                  or model_info.get("validation_by_kind"))
     if by_kind:
         # An upload's size is known, its source is not: only a size band at chance makes the answers Uncertain.
-        verdicts = {"source": "**at chance**", "size": "**at chance: answers Uncertain**"}
+        uncertain = {"source": "", "size": ": answers Uncertain"}
         rows = [[f"{kind}: {name}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
-                 _number(numbers["balanced_accuracy"]), verdicts[kind] if numbers["near_chance"] else ""]
+                 _number(numbers["balanced_accuracy"]),
+                 f"**{chance_verdict(by_kind, numbers)}{uncertain[kind]}**" if numbers["near_chance"] else ""]
                 for kind in ("source", "size") for name, numbers in (by_kind.get(kind) or {}).items()]
         lines += ["", "## Validation by kind of image", "", "The decision rule on the validation images of each "
                   "source dataset (the folder they were split or merged from, by manifest.csv) and each size band "

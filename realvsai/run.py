@@ -185,8 +185,15 @@ def at_chance(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str
     numbers = by_kind["size"].get(band)
     if not isinstance(numbers, Mapping) or not numbers.get("near_chance"):
         return None
-    return (f"on validation images of {band} a side the model is at chance (balanced accuracy "
-            f"{numbers['balanced_accuracy']:.2f}, chance {by_kind.get('chance', 0.5):.2f})")
+    return (f"on validation images of {band} a side the model is {chance_verdict(by_kind, numbers)} (balanced "
+            f"accuracy {numbers['balanced_accuracy']:.2f}, chance {by_kind.get('chance', 0.5):.2f})")
+
+
+def chance_verdict(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> str:
+    """"at chance", or "below chance" for a kind of image the model gets wrong more often than chance would (a
+    band of one class that it answers with another): ``numbers`` are one kind's of ``validation_by_kind``."""
+    floor = by_kind.get("chance", 0.5) - by_kind.get("near_chance_margin", NEAR_CHANCE)
+    return "at chance" if numbers["balanced_accuracy"] >= floor else "below chance"
 
 
 def doubt(info: ModelInfo, width: int, height: int, image_format: str | None) -> str | None:
