@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import importlib
 import io
@@ -14,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -26,6 +28,7 @@ from conftest import REPO, SHARED_DATASETS, run_script, write_image
 from realvsai import archives
 from realvsai.archives import UnzipLimits, entry_parts, extract_archive, zip_folder
 from realvsai.errors import UserError
+from realvsai.files import fit_name
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -46,6 +49,20 @@ def make_zip(path: Path, entries: dict[str, bytes] | None = None,
     with zipfile.ZipFile(path, "w", compression) as archive:
         for name, data in (CONTENT if entries is None else entries).items():
             archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
+    return path
+
+
+def make_zip_with_raw_names(path: Path, entries: dict[bytes, bytes]) -> Path:
+    """A zip whose entry names are these bytes with the UTF-8 flag (bit 11) unset, as Windows and many other tools
+    write them. zipfile flags every non-ASCII name it writes, so each name is written as an ASCII stand-in of the
+    same length (one letter repeated), then swapped for the bytes in the local header and the central directory."""
+    stand_ins = {name: bytes([ord("A") + index]) * len(name) for index, name in enumerate(entries)}
+    make_zip(path, {stand_ins[name].decode(): data for name, data in entries.items()})
+    raw = path.read_bytes()
+    for name, stand_in in stand_ins.items():
+        assert raw.count(stand_in) == 2, "a stand-in must name its entry only"
+        raw = raw.replace(stand_in, name)
+    path.write_bytes(raw)
     return path
 
 
@@ -105,6 +122,62 @@ def test_entry_parts_drops_empty_and_dot_parts_and_splits_backslashes():
     assert entry_parts("./train//REAL\\a.jpg") == ["train", "REAL", "a.jpg"]
 
 
+# Japanese Windows writes names in Shift-JIS without the UTF-8 flag. The second byte of 表 and ソ is 0x5C, which
+# cp437 (zipfile's reading of such names) takes for a backslash, a folder separator.
+SHIFT_JIS_CONTENT = {"写真/表.jpg": b"\xff\xd8 omote", "写真/ソフト.jpg": b"\xff\xd8 sofuto", "readme.txt": b"ascii"}
+
+
+def shift_jis_zip(path: Path) -> Path:
+    return make_zip_with_raw_names(path, {name.encode("shift_jis"): data for name, data in SHIFT_JIS_CONTENT.items()})
+
+
+def test_names_not_flagged_utf8_that_are_valid_utf8_are_read_as_utf8(tmp_path, caplog):
+    archive = make_zip_with_raw_names(tmp_path / "mac.zip", {"réel/été.jpg".encode(): b"\xff\xd8 a", b"b.jpg": b"b"})
+    with caplog.at_level("WARNING", logger="realvsai"):
+        extract_archive(archive, tmp_path / "target")
+    assert files_under(tmp_path / "target") == {"réel/été.jpg": b"\xff\xd8 a", "b.jpg": b"b"}
+    assert caplog.records == []
+
+
+def test_names_neither_flagged_nor_valid_utf8_are_read_as_cp437_and_one_warning_names_the_option(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="realvsai"):
+        result = extract_archive(shift_jis_zip(tmp_path / "jp.zip"), tmp_path / "target")
+    assert result.extracted == 3
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+    assert "2 entry names are not marked UTF-8" in caplog.records[0].getMessage()
+    assert "cp437" in caplog.records[0].getMessage() and "--name-encoding" in caplog.records[0].getMessage()
+
+
+def test_name_encoding_reads_the_names_not_flagged_utf8(tmp_path):
+    extract_archive(shift_jis_zip(tmp_path / "jp.zip"), tmp_path / "target", name_encoding="shift_jis")
+    assert files_under(tmp_path / "target") == SHIFT_JIS_CONTENT
+
+
+def test_name_encoding_leaves_names_flagged_utf8_alone(tmp_path):
+    extract_archive(make_zip(tmp_path / "a.zip", {"réel/été.jpg": b"a"}), tmp_path / "target", name_encoding="cp866")
+    assert files_under(tmp_path / "target") == {"réel/été.jpg": b"a"}
+
+
+def test_the_zip_slip_check_applies_to_the_decoded_name(tmp_path):
+    archive = make_zip_with_raw_names(tmp_path / "a.zip", {b"+AC4ALg-/evil.txt": b"owned", b"ok.txt": b"ok"})
+    with pytest.raises(UserError, match=r"'\.\./evil\.txt' would be written outside the target") as error:
+        extract_archive(archive, tmp_path / "out" / "target", name_encoding="utf-7")  # +AC4ALg- is ".." in UTF-7
+    assert_refused_untouched(str(error.value), tmp_path / "out" / "target", tmp_path / "out" / "evil.txt")
+
+
+def test_a_0x5c_byte_inside_a_decoded_character_is_not_a_folder_separator(tmp_path):
+    archive = make_zip_with_raw_names(tmp_path / "a.zip", {"表..\\ok.txt".encode("shift_jis"): b"ok"})
+    extract_archive(archive, tmp_path / "target", name_encoding="shift_jis")  # as cp437: "ò\\..\\ok.txt"
+    assert files_under(tmp_path / "target") == {"表../ok.txt": b"ok"}
+
+
+def test_a_name_the_name_encoding_cannot_read_is_refused_before_anything_is_written(tmp_path):
+    archive = make_zip_with_raw_names(tmp_path / "a.zip", {b"ok.txt": b"ok", b"\xff\xfe.jpg": b"x"})
+    with pytest.raises(UserError, match=r"b'\\xff\\xfe\.jpg', which is not valid shift_jis.*--name-encoding") as error:
+        extract_archive(archive, tmp_path / "target", name_encoding="shift_jis")
+    assert "\n" not in str(error.value) and not (tmp_path / "target").exists()
+
+
 # ---- hostile archives ----------------------------------------------------------------------------
 
 
@@ -158,22 +231,40 @@ def test_overlapping_entries_are_refused_as_a_zip_bomb(tmp_path):
     assert_refused_untouched(str(error.value), tmp_path / "target", tmp_path / "file00.bin")
 
 
-@pytest.mark.parametrize("extra_bytes", [100, -3])
+def central_entry(raw: bytes, name: str) -> int:
+    """Where the central directory's record of entry ``name`` starts in ``raw``."""
+    start = raw.index(b"PK\x01\x02")
+    while raw[start + 46:start + 46 + struct.unpack("<H", raw[start + 28:start + 30])[0]] != name.encode():
+        start = raw.index(b"PK\x01\x02", start + 1)
+    return start
+
+
+@pytest.mark.parametrize("change", [-3, 100], ids=["longer-than-declared", "shorter-than-declared"])
+@pytest.mark.parametrize(("size", "compression"), [(50, zipfile.ZIP_STORED), (5000, zipfile.ZIP_DEFLATED),
+                                                   (3 << 20, zipfile.ZIP_DEFLATED), (5000, zipfile.ZIP_BZIP2)],
+                         ids=["stored", "deflated", "deflated-streamed", "bzip2-streamed"])
 def test_entry_that_inflates_to_other_than_its_declared_size_is_refused_and_leaves_no_file(
-        tmp_path, monkeypatch, extra_bytes):
-    archive = make_zip(tmp_path / "a.zip", {"ok.txt": b"fine", "big.bin": b"b" * 50})
-    real_open = zipfile.ZipFile.open
-
-    def lying_open(self, info, *args, **kwargs):
-        if getattr(info, "filename", info) != "big.bin":
-            return real_open(self, info, *args, **kwargs)
-        return io.BytesIO(b"b" * (50 + extra_bytes))
-
-    monkeypatch.setattr(zipfile.ZipFile, "open", lying_open)
+        tmp_path, size, compression, change):
+    archive = make_zip(tmp_path / "a.zip", {"ok.txt": b"fine", "big.bin": random.Random(0).randbytes(size)},
+                       compression)
+    raw = bytearray(archive.read_bytes())
+    entry = central_entry(raw, "big.bin")  # zipfile reads the sizes there, not in the local header
+    raw[entry + 24:entry + 28] = struct.pack("<L", size + change)
+    archive.write_bytes(bytes(raw))
     target = tmp_path / "target"
-    with pytest.raises(UserError, match=r"big\.bin.*50 B"):
+    # Streamed through zipfile, a longer entry fails its CRC-32 first (the CRC covers all of it, not the declared part)
+    with pytest.raises(UserError, match=r"damaged or incomplete \((.*big\.bin.*it declares|Bad CRC-32 .*big\.bin)"):
         extract_archive(archive, target)
     assert not (target / "big.bin").exists() and list(target.glob(".big.bin*")) == []
+
+
+def test_an_entry_whose_local_header_has_another_name_is_called_damaged(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"REAL/a.jpg": b"\xff\xd8 a", "REAL/b.jpg": b"\xff\xd8 b"})
+    raw = archive.read_bytes()
+    archive.write_bytes(raw.replace(b"REAL/b.jpg", b"REAL/c.jpg", 1))  # the local header comes first
+    with pytest.raises(UserError, match=r"damaged or incomplete .*'REAL/b\.jpg' has another name"):
+        extract_archive(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
 
 
 def test_well_compressed_small_text_is_not_a_bomb(tmp_path):
@@ -269,7 +360,7 @@ def test_a_failed_write_of_a_bzip2_entry_is_still_called_a_failed_write(tmp_path
         def write(self, data):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(archives, "atomic_write", lambda path, mode, durable: contextlib.nullcontext(FullDisk()))
+    monkeypatch.setattr(archives, "atomic_write", lambda path, mode, **options: contextlib.nullcontext(FullDisk()))
     archive = make_zip(tmp_path / "a.zip", {"A/a.txt": b"x" * 5000}, zipfile.ZIP_BZIP2)
     with pytest.raises(UserError, match=r"could not write .*a\.txt \(No space left on device\)"):
         extract_archive(archive, tmp_path / "target")
@@ -280,6 +371,39 @@ def test_an_archive_damaged_before_anything_was_written_says_so(tmp_path):
     with pytest.raises(UserError, match="damaged or incomplete") as error:
         extract_archive(archive, tmp_path / "target")
     assert "nothing was written" in str(error.value) and "Files finished" not in str(error.value)
+
+
+def cut_before_the_central_directory(raw: bytes) -> bytes:
+    directory = raw.index(b"PK\x01\x02")
+    return raw[:directory - 10] + raw[directory:]  # the first entry's offset now points before the file's start
+
+
+def version_needed_garbled(raw: bytes) -> bytes:
+    directory = raw.index(b"PK\x01\x02")
+    return raw[:directory + 6] + struct.pack("<H", 0x0A55) + raw[directory + 8:]  # "needs zip 26.1"
+
+
+def local_header_offset_past_the_end(raw: bytes) -> bytes:
+    """The first entry's offset in a ZIP64 extra field, far past the end (as a flipped high byte would make it)."""
+    directory, end = raw.index(b"PK\x01\x02"), raw.index(b"PK\x05\x06")
+    name_length = struct.unpack("<H", raw[directory + 28:directory + 30])[0]
+    extra = struct.pack("<HHQ", 1, 8, 0xFF00_0000_0000_0000)
+    entry = bytearray(raw[directory:directory + 46 + name_length])
+    entry[30:32] = struct.pack("<H", len(extra))
+    entry[42:46] = struct.pack("<L", 0xFFFF_FFFF)  # "see the ZIP64 extra field"
+    central = bytes(entry) + extra + raw[directory + 46 + name_length:end]
+    return raw[:directory] + central + raw[end:end + 12] + struct.pack("<L", len(central)) + raw[end + 16:]
+
+
+@pytest.mark.parametrize("damage", [cut_before_the_central_directory, version_needed_garbled,
+                                    local_header_offset_past_the_end])
+def test_an_archive_whose_central_directory_does_not_match_its_bytes_is_called_damaged(tmp_path, damage):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(damage(make_zip(tmp_path / "whole.zip").read_bytes()))
+    with pytest.raises(UserError, match=r"a\.zip is damaged or incomplete.*nothing was written.*Download the archive "
+                                        r"again") as error:
+        extract_archive(archive, tmp_path / "target")
+    assert "\n" not in str(error.value) and not (tmp_path / "target").exists()
 
 
 @pytest.mark.parametrize(("name", "what", "command"), [
@@ -363,6 +487,31 @@ def test_extraction_writes_every_file_byte_for_byte(tmp_path):
         len(CONTENT), 0, sum(map(len, CONTENT.values())))
 
 
+@pytest.fixture
+def tokyo_time(monkeypatch):
+    """Local time 9 hours ahead of UTC (a POSIX TZ string: no tz database needed), so a time read as UTC shows."""
+    monkeypatch.setenv("TZ", "JST-9")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_each_file_gets_the_modification_time_the_archive_gives_it_as_local_time(tmp_path, tokyo_time):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr(zipfile.ZipInfo("REAL/a.jpg", date_time=(2001, 2, 3, 4, 5, 6)), b"\xff\xd8 a")
+        big = random.Random(0).randbytes(3 << 20)  # over 1 MB: streamed through zipfile, not read in one go
+        zip_file.writestr(zipfile.ZipInfo("b.bin", date_time=(2023, 12, 31, 23, 59, 58)), big,
+                          compress_type=zipfile.ZIP_DEFLATED)
+    extract_archive(archive, tmp_path / "target")
+    tokyo = datetime.timezone(datetime.timedelta(hours=9))
+    assert (tmp_path / "target" / "REAL" / "a.jpg").stat().st_mtime == datetime.datetime(
+        2001, 2, 3, 4, 5, 6, tzinfo=tokyo).timestamp()
+    assert (tmp_path / "target" / "b.bin").stat().st_mtime == datetime.datetime(
+        2023, 12, 31, 23, 59, 58, tzinfo=tokyo).timestamp()
+
+
 def test_macos_junk_entries_are_skipped(tmp_path):
     entries = {**CONTENT, "__MACOSX/train/REAL/._a.jpg": b"fork", "train/.DS_Store": b"view", ".DS_Store": b"v"}
     result = extract_archive(make_zip(tmp_path / "mac.zip", entries), tmp_path / "target")
@@ -375,6 +524,14 @@ def test_empty_folder_entries_are_created(tmp_path):
     extract_archive(archive, tmp_path / "target")
     assert (tmp_path / "target" / "empty").is_dir()
 
+
+def test_a_name_longer_than_a_file_system_allows_is_shortened_and_one_just_short_enough_is_kept(tmp_path, caplog):
+    longest, too_long = "😀" * 63, "😀" * 64  # 252 and 256 bytes in UTF-8
+    archive = make_zip(tmp_path / "a.zip", {f"REAL/{longest}": b"kept", f"REAL/{too_long}": b"shortened"})
+    with caplog.at_level("WARNING", logger="realvsai"):
+        extract_archive(archive, tmp_path / "target")
+    assert files_under(tmp_path / "target") == {f"REAL/{longest}": b"kept", f"REAL/{fit_name(too_long)}": b"shortened"}
+    assert len(caplog.records) == 1 and "1 entry names are longer" in caplog.records[0].getMessage()
 
 def test_windows_backslash_names_become_folders(tmp_path):
     archive = make_zip(tmp_path / "win.zip", {"train\\": b"", "train\\REAL\\a.jpg": b"a"})
@@ -628,6 +785,41 @@ def test_unzipper_script_fails_with_one_line(tmp_path, kind):
     assert finished.returncode == 1
     assert finished.stderr.startswith("error: ") and finished.stderr.count("\n") == 1, finished.stderr
     assert "Traceback" not in finished.stderr
+
+
+@pytest.mark.parametrize("name", ["x.tar.gz", "x.tgz", "x.tar.bz2", "x.tar.xz", "x.tar"])
+def test_unzipper_script_suggests_a_data_raw_folder_named_without_the_archive_suffixes(tmp_path, name):
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8 photo")
+    compression = {"tar": "", "tgz": "gz"}.get(name.rsplit(".", 1)[1], name.rsplit(".", 1)[1])
+    with tarfile.open(tmp_path / name, f"w:{compression}") as tar:
+        tar.add(tmp_path / "a.jpg", "REAL/a.jpg")
+    work = tmp_path / "project"
+    work.mkdir()
+    refused = run_script("DataUnZipper.py", tmp_path / name, cwd=work)
+    assert refused.returncode == 1
+    assert f"`mkdir -p {Path('data/raw/x')} && tar xf " in refused.stderr, refused.stderr
+    assert not (work / "data").exists()
+
+
+def test_unzipper_script_says_in_one_line_that_names_were_read_as_cp437_and_its_option_reads_them(tmp_path):
+    archive = shift_jis_zip(tmp_path / "jp.zip")
+    guessed = run_script("DataUnZipper.py", archive, "--to", tmp_path / "guessed", "-q")
+    assert guessed.returncode == 0 and guessed.stderr.count("\n") == 1, guessed.stderr
+    assert "--name-encoding" in guessed.stderr
+    read = run_script("DataUnZipper.py", archive, "--to", tmp_path / "read", "--name-encoding", "shift_jis", "-q")
+    assert read.returncode == 0 and read.stderr == "", read.stderr
+    assert files_under(tmp_path / "read") == SHIFT_JIS_CONTENT
+
+
+@pytest.mark.parametrize("encoding", ["klingon", "base64", "utf-16"])
+def test_unzipper_script_rejects_an_unknown_name_encoding_as_a_usage_error(tmp_path, capsys, encoding):
+    archive = shift_jis_zip(tmp_path / "jp.zip")
+    with pytest.raises(SystemExit) as exit_info:
+        DataUnZipper.main([str(archive), "--to", str(tmp_path / "t"), "--name-encoding", encoding])
+    assert exit_info.value.code == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]  # after argparse's usage
+    assert f"error: argument --name-encoding: {encoding!r} is not a known text encoding" in last_line
+    assert not (tmp_path / "t").exists()
 
 
 def test_unzipper_script_bomb_limits_are_flags(tmp_path):
