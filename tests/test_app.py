@@ -480,3 +480,75 @@ def test_the_model_section_says_a_crops_model_sees_native_resolution_crops(start
     write_run(tmp_path / "models", "crops", info={"input_mode": "crops"})
     app = start_app("--models", tmp_path / "models").run()
     assert any("3×3 crops of 32 px at native resolution" in item.value for item in app.markdown)
+
+
+# --- what the page says beside each figure -----------------------------------------------------
+
+
+def test_a_verdict_decided_at_the_threshold_compares_p_positive_with_it(start_app, thresholded_models):
+    app = upload(start_app("--models", thresholded_models), UNSURE, SURE)  # P(FAKE) 0.47 and 0.00; threshold 0.3
+
+    assert verdicts(app) == ["FAKE", "REAL"]
+    reasons = [caption.value for caption in app.caption if caption.value.startswith("P(FAKE) ")]
+    assert len(reasons) == 2
+    assert reasons[0].startswith("P(FAKE) 47.") and "% ≥ the decision threshold 30.0%" in reasons[0]
+    assert reasons[1].startswith("P(FAKE) 0.0% < the decision threshold 30.0%")
+
+
+def test_the_shortcut_warning_of_model_json_is_shown_under_the_title(start_app, tmp_path):
+    shortcut = "Every FAKE training image is a PNG and every REAL one a JPEG: the model may have learnt that."
+    write_run(tmp_path, "shortcut", info={"shortcut_warning": shortcut})
+
+    app = start_app("--models", tmp_path)
+
+    assert app.main.children[1].type == "warning" and shortcut in app.main.children[1].value
+
+
+def test_the_headline_test_metrics_name_the_number_of_test_images(start_app, tmp_path):
+    write_run(tmp_path, "counted", info={"test_metrics": {"accuracy": 0.91, "f1": 0.9, "num_images": 1412}})
+
+    app = start_app("--models", tmp_path)
+
+    assert [metric.label for metric in app.metric] == ["Test accuracy", "Test f1"]
+    assert any("1,412 test images" in text for text in texts(app))
+
+
+def test_the_summary_counts_an_uncertain_answer_in_its_class_as_predict_does(start_app, models_dir):
+    broken = ("broken.jpg", b"\xff\xd8\xff\xe0 not really", JPEG)
+    app = upload(start_app("--models", models_dir), SURE, UNSURE, DARK, broken)  # patch.png: REAL, uncertain
+
+    assert app.subheader[0].value == "4 images: 1 FAKE, 2 REAL (1 uncertain); 1 not classified"
+
+
+def test_runs_that_cannot_be_read_are_named_on_the_page_not_called_missing(start_app, tmp_path):
+    folder = tmp_path / "copied"
+    folder.mkdir()
+    (folder / "model.h5").write_bytes(b"copied without its model.json")
+
+    app = start_app("--models", tmp_path)
+
+    page = [element.value for kind in ("error", "info") for element in getattr(app.main, kind)]
+    assert not any("no trained model" in text for text in page)
+    assert any("`copied`" in text and "model.json is missing" in text for text in page)
+
+
+def test_an_upload_over_the_pixel_limit_says_how_the_app_s_limit_is_raised(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), ("huge.png", png_header_only(20_000, 20_000), PNG))
+
+    assert "streamlit run App.py -- --max-pixels" in app.error[0].value
+    assert "DataSplitD1.py" not in app.error[0].value
+
+
+def test_an_empty_upload_is_called_empty(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), ("empty.png", b"", PNG), SURE)
+
+    assert app.error[0].value == "`empty.png` could not be classified: the file is empty"
+    assert list(app.dataframe[0].value["error"]) == ["the file is empty", ""]
+
+
+def test_the_same_file_uploaded_twice_is_noted_on_its_second_card(start_app, models_dir):
+    app = upload(start_app("--models", models_dir), SURE, DARK, SURE)
+
+    assert verdicts(app) == ["REAL", "FAKE", "REAL"]
+    notes = [caption.value for caption in app.caption if caption.value.startswith("Same file as")]
+    assert notes == ["Same file as upload 1, `noise.jpg`."]
