@@ -1,23 +1,25 @@
 """Step 8: classify images in the browser: upload photos, see the predicted class, its odds and why.
 
-The app finds the trained models under models/ (each run folder holds model.h5 + model.json,
-written by ModelTraining.py), newest first, with a selector in the sidebar. For every upload it
-shows the picture, the predicted class with its probability and a bar per class. For two classes
-the class is decided by P(positive) at the decision threshold chosen on validation (model.json),
-"Uncertain" when P(positive) is close to it (within (confidence threshold - 0.5) / 0.5 of the way
-to 0 or to 1; the page gives the band); otherwise the most
-probable class, "Uncertain" when its probability is below the confidence threshold (sidebar
-slider; its default comes from model.json). The page states the rule. The Grad-CAM toggle lays a
-heatmap over each image showing where the evidence for the decided class lies, from the backbone's
-last block or, at small image sizes, its deepest block still 4x4 (the sidebar names it; with none,
-the app says it cannot localise), over the part of the image the model saw (outlined). A table
+The app finds the trained models under models/ (each run folder holds model.h5 + model.json, written by
+ModelTraining.py), newest first, with a selector in the sidebar. For every upload it shows the picture,
+the predicted class with its probability and a bar per class. For two classes the class is decided by
+P(positive) at the decision threshold chosen on validation (model.json), "Uncertain" when P(positive) is
+close to it (within (confidence threshold - 0.5) / 0.5 of the way to 0 or to 1; the page gives the
+band), and each answer says how P(positive) compares with the threshold (so a class decided below 50%
+says why); otherwise the most probable class, "Uncertain" when its probability is below the confidence
+threshold (sidebar slider; its default comes from model.json). The page states the rule. The Grad-CAM
+toggle lays a heatmap over each image showing where the evidence for the decided class lies, from the
+backbone's last block or, at small image sizes, its deepest block still 4x4 (the sidebar names it; with
+none, the app says it cannot localise), over the part of the image the model saw (outlined). A table
 lists every upload and downloads as CSV, with predictions.csv's columns. A demo model (model.json:
-"config": {"demo": true}) carries a warning at the top and beside every answer, and its test
-metrics are shown as a plain caption, never as headline figures. An upload far outside the training
-images' sizes or formats (model.json's training_images) gets a warning beside its answer and is
-never called certain: its answer reads "Uncertain" (not certain on such images); so is one of a
-kind of image (its size band) on which validation showed the model at chance (model.json's
-validation_by_kind).
+"config": {"demo": true}) carries a warning at the top and beside every answer, and its test metrics are
+shown as a plain caption, never as headline figures; the test figures name the number of test images,
+and model.json's shortcut_warning (the training classes differ in image size or format) stands under the
+title. The summary counts as --predict's does (an uncertain answer in its class too), and the same file
+uploaded twice is noted on its second card. An upload far outside the training images' sizes or formats
+(model.json's training_images) gets a warning beside its answer and is never called certain: its answer
+reads "Uncertain" (not certain on such images); so is one of a kind of image (its size band) on which
+validation showed the model at chance (model.json's validation_by_kind).
 
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
 
@@ -32,6 +34,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
+import hashlib
 import io
 import logging
 import sys
@@ -49,6 +53,7 @@ from realvsai.cli import make_parser, positive_int, setup_logging
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import spreadsheet_safe
+from realvsai.prediction import describe_counts
 from realvsai.run import ModelRun, list_runs, load_run, read_run
 
 if not st.runtime.exists():
@@ -140,6 +145,59 @@ def results_table(results: Sequence[inference.UploadResult], class_names: Sequen
     return rows
 
 
+def summary_counts(results: Sequence[inference.UploadResult], class_names: Sequence[str],
+                   rule: inference.DecisionRule) -> str:
+    """``1,200 FAKE, 800 REAL (35 uncertain); 3 not classified``: counted and worded as --predict's summary
+    (``prediction.describe_counts``): an uncertain answer counts in its decided class too."""
+    counts = {name: 0 for name in class_names}
+    num_uncertain = num_unfamiliar = num_failed = 0
+    for result in results:
+        if not result.ok:
+            num_failed += 1
+            continue
+        index, uncertain = result.answer(rule)
+        counts[class_names[index]] += 1
+        num_uncertain += uncertain
+        num_unfamiliar += result.unfamiliar is not None
+    line = describe_counts(counts, num_uncertain, num_unfamiliar)
+    return line + (f"; {num_failed:,} not classified" if num_failed else "")
+
+
+# The library's pixel-limit refusal names every script's --max-pixels; a web user gets the app's own.
+_SCRIPTS_HINT = " (a guard against decompression bombs"
+APP_PIXELS_HINT = (" (a guard against decompression bombs; whoever starts the app sets it: "
+                   "streamlit run App.py -- --max-pixels N)")
+
+
+def in_app_terms(results: Sequence[inference.UploadResult], max_pixels: int) -> list[inference.UploadResult]:
+    """``results`` with the pixel limit's refusal saying how the app's limit is raised (rather than the scripts')."""
+    worded = []
+    for result in results:
+        error = result.error
+        if error is not None and f"the limit of {max_pixels:,} pixels" in error:
+            error = error.split(_SCRIPTS_HINT, 1)[0] + APP_PIXELS_HINT
+        worded.append(result if error == result.error else dataclasses.replace(result, error=error))
+    return worded
+
+
+def duplicates(uploads: Sequence[UploadedFile]) -> dict[int, int]:
+    """For each upload whose bytes an earlier one has, the index of the first of them."""
+    sizes: dict[int, int] = {}
+    for upload in uploads:
+        sizes[upload.size] = sizes.get(upload.size, 0) + 1
+    first_by_hash: dict[str, int] = {}
+    same_as = {}
+    for index, upload in enumerate(uploads):
+        if sizes[upload.size] < 2:  # only files of a size seen twice are hashed
+            continue
+        digest = hashlib.sha256(upload.getvalue()).hexdigest()
+        if digest in first_by_hash:
+            same_as[index] = first_by_hash[digest]
+        else:
+            first_by_hash[digest] = index
+    return same_as
+
+
 def _csv_cell(value: object) -> object:
     # As predictions.csv writes them: 6 decimals, true/false, empty for a missing value.
     if value is None:
@@ -190,6 +248,18 @@ def _uncertain_reason(result: inference.UploadResult, predicted: str, probabilit
             f"{low:.1%} and {high:.1%}, close to the {rule.decision_threshold:.1%} decision threshold.")
 
 
+def _decided_reason(result: inference.UploadResult, probability: float, run: ModelRun,
+                    rule: inference.DecisionRule) -> str:
+    # At a decision threshold the decided class may have less than 50%: the comparison that decided it says why.
+    if rule.decision_threshold is None or len(run.class_names) != 2:
+        return f"{probability:.1%} probability"
+    positive = run.class_names[rule.positive_index]
+    score = float(result.probabilities[rule.positive_index])
+    side = "≥" if score >= rule.decision_threshold else "<"
+    return (f"P({positive}) {score:.1%} {side} the decision threshold {rule.decision_threshold:.1%} "
+            "(chosen on validation)")
+
+
 def _grad_cam_source(classifier: inference.Classifier) -> str:
     layer = classifier.grad_cam_layer
     if layer is None:
@@ -203,28 +273,34 @@ def _grad_cam_source(classifier: inference.Classifier) -> str:
 # ---------------------------------------------------------------------------------- sections
 
 
-def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[ModelRun], int]:
-    """The runs to offer, and the index of the one to open first (``--model``, else the newest)."""
+def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[ModelRun], int, list[tuple[Path, str]]]:
+    """The runs to offer, the index of the one to open first (``--model``, else the newest), and the run folders
+    skipped, with why."""
     runs, skipped = list_runs(models_dir)
     for folder, reason in skipped:
         st.sidebar.warning(f"Skipped {_code(folder.name)}: {reason}")
     if explicit is None:
-        return runs, 0
+        return runs, 0, skipped
     try:
         chosen = read_run(explicit)
     except UserError as error:
         st.error(f"--model {_code(str(explicit))}: {error}")
-        return runs, 0
+        return runs, 0, skipped
     for index, run in enumerate(runs):
         if run.path.resolve() == chosen.path.resolve():
-            return runs, index
-    return [chosen, *runs], 0
+            return runs, index, skipped
+    return [chosen, *runs], 0, skipped
 
 
-def no_model_page(models_dir: Path) -> None:
-    """What a first-time user sees: how to get a model."""
+def no_model_page(models_dir: Path, skipped: Sequence[tuple[Path, str]]) -> None:
+    """What a first-time user sees: how to get a model (or why the runs there cannot be opened)."""
     st.title("🔍 Real or AI?")
-    if not models_dir.is_dir():
+    if skipped:
+        folder, reason = skipped[0]
+        others = f" (and {len(skipped) - 1} more, listed in the sidebar)" if len(skipped) > 1 else ""
+        st.error(f"No run in {_code(str(models_dir.resolve()))} can be opened: {_code(folder.name)}{others} "
+                 f"was skipped: {reason}")
+    elif not models_dir.is_dir():
         st.info(f"{_code(str(models_dir.resolve()))}: no such folder. Give `--models` the folder that holds the "
                 "training runs (default: `models`), or train a model first.")
     else:
@@ -289,6 +365,9 @@ def model_card(run: ModelRun, settings: Settings) -> None:
     if run.demo:
         st.warning(f"**{inference.DEMO_WARNING}** Its answers show how the app works, nothing about your "
                    "images. Train on real data (README, steps 1-6) for a detector.", icon="⚠️")
+    if run.info.get("shortcut_warning"):
+        st.warning(f"**{run.info.get('shortcut_warning')}** Its answers, and the test figures below, may measure "
+                   "that rather than the content.", icon="⚠️")
     with st.container(border=True):
         details = [f"Model **{run.name}**", f"trained {run.created.astimezone():%Y-%m-%d %H:%M}",
                    f"classes {', '.join(run.class_names)}",
@@ -299,13 +378,16 @@ def model_card(run: ModelRun, settings: Settings) -> None:
             details.append(str(backbone))
         st.markdown(" · ".join(details))
         metrics = run.test_metrics()
+        num_images = run.num_test_images()
+        on_images = f"{num_images:,} test images" if num_images is not None else "test images (number not recorded)"
         if metrics and run.demo:  # no headline figures: they measure the synthetic test images only
-            st.caption("Test metrics on the synthetic demo images (they say nothing about real ones): "
+            st.caption(f"Test metrics on {on_images}, synthetic demo images (they say nothing about real ones): "
                        + ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in metrics.items()))
         elif metrics:
             columns = st.columns(len(metrics))
             for column, (name, value) in zip(columns, metrics.items()):
                 column.metric(f"Test {name.replace('_', ' ')}", f"{value:.3f}")
+            st.caption(f"Measured on {on_images}.")
         else:
             st.caption("No test metrics recorded for this model.")
         st.caption(settings.rule.describe(run.class_names))
@@ -322,9 +404,11 @@ def upload_section() -> list[UploadedFile]:
 
 
 def result_card(result: inference.UploadResult, upload: UploadedFile, classifier: inference.Classifier,
-                run: ModelRun, settings: Settings, max_pixels: int) -> None:
-    """One upload: its picture (and heatmap), the verdict and a bar per class."""
+                run: ModelRun, settings: Settings, note: str | None = None) -> None:
+    """One upload: its picture (and heatmap), the verdict and a bar per class; ``note`` above them."""
     with st.container(border=True):
+        if note:
+            st.caption(note)
         if not result.ok:
             st.error(f"{_code(result.name)} could not be classified: {result.error}")
             return
@@ -348,7 +432,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
                 st.caption(_uncertain_reason(result, predicted, probability, run, settings.rule))
             else:
                 st.markdown(f"### {predicted}")
-                st.caption(f"{probability:.1%} probability")
+                st.caption(_decided_reason(result, probability, run, settings.rule))
             if result.unfamiliar:
                 st.warning(f"Not to be trusted here ({result.unfamiliar}): its answer may mean nothing on such "
                            "images, so it is never called certain.", icon="⚠️")
@@ -359,25 +443,16 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
 
 
 def results_section(results: list[inference.UploadResult], uploads: list[UploadedFile],
-                    classifier: inference.Classifier, run: ModelRun, settings: Settings,
-                    max_pixels: int) -> None:
+                    classifier: inference.Classifier, run: ModelRun, settings: Settings) -> None:
     """A card per upload (the first MAX_CARDS of them)."""
-    classified = [result for result in results if result.ok]
-    counts = {name: 0 for name in run.class_names}
-    uncertain = 0
-    for result in classified:
-        index, unsure = result.answer(settings.rule)
-        if unsure:
-            uncertain += 1
-        else:
-            counts[run.class_names[index]] += 1
-    summary = [f"{count} {name}" for name, count in counts.items()]
-    summary += [f"{uncertain} uncertain"] if uncertain else []
-    summary += [f"{len(results) - len(classified)} not classified"] if len(classified) < len(results) else []
-    st.subheader(f"{len(results)} image{'s' if len(results) != 1 else ''}: {', '.join(summary)}")
-    for result, upload in list(zip(results, uploads))[:MAX_CARDS]:
+    st.subheader(f"{len(results):,} image{'s' if len(results) != 1 else ''}: "
+                 f"{summary_counts(results, run.class_names, settings.rule)}")
+    same_as = duplicates(uploads)
+    for number, (result, upload) in enumerate(list(zip(results, uploads))[:MAX_CARDS]):
+        first = same_as.get(number)
+        note = None if first is None else f"Same file as upload {first + 1}, {_code(uploads[first].name)}."
         try:
-            result_card(result, upload, classifier, run, settings, max_pixels)
+            result_card(result, upload, classifier, run, settings, note)
         except Exception as error:  # one odd upload must not take the page down
             logger.exception("cannot show %s", result.name)
             st.error(f"{_code(result.name)}: unexpected error ({type(error).__name__}: {error})")
@@ -417,9 +492,9 @@ def main(argv: list[str] | None = None) -> int:
                  "`streamlit run App.py -- --help` lists them).")
         return int(stop.code)
     setup_logging(args.quiet)
-    runs, default = find_runs(args.models, args.model)
+    runs, default, skipped = find_runs(args.models, args.model)
     if not runs:
-        no_model_page(args.models)
+        no_model_page(args.models, skipped)
         return 0
     run = model_selector(runs, default)
     classifier = open_model(run, args.batch_size, others=len(runs) > 1)
@@ -431,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     with st.spinner(f"Classifying {len(uploads)} image{'s' if len(uploads) != 1 else ''}…"):
         results = classify(classifier, _model_key(run), tuple(file.file_id for file in uploads), uploads,
                            args.batch_size, args.max_pixels, run.info)
-    results_section(results, uploads, classifier, run, settings, args.max_pixels)
+    results = in_app_terms(results, args.max_pixels)
+    results_section(results, uploads, classifier, run, settings)
     batch_table(results, run, settings)
     return 0
 

@@ -166,6 +166,14 @@ def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
     return data, hashlib.sha256(data).hexdigest(), problem, pixels, None if problem else read_header(data, max_pixels)
 
 
+def _is_empty(source: Path | BinaryIO) -> bool:
+    """True for a file, or a stream, of no bytes."""
+    try:
+        return os.path.getsize(source) == 0 if isinstance(source, str | os.PathLike) else source.seek(0, 2) == 0
+    except (OSError, ValueError):
+        return False
+
+
 def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | None = None) -> Image.Image:
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
@@ -174,7 +182,8 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | Non
         raise
     except UnidentifiedImageError as error:
         # Pillow's message names the stream object (<_io.BytesIO object at 0x...>): useless to a user.
-        raise ImageDecodeError("not an image (no known image format)") from error
+        raise ImageDecodeError("the file is empty" if _is_empty(data) else "not an image (no known image format)"
+                               ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"not an image Pillow can read ({error})") from error
 

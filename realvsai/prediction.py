@@ -48,15 +48,20 @@ class PredictionSummary:
 
     def describe(self, folder: Path) -> str:
         """One line: ``predicted 2,000 images in DIR: 1,200 FAKE, 800 REAL (35 uncertain) ...``."""
-        classes = ", ".join(f"{count:,} {name}" for name, count in self.counts.items())
-        line = (f"predicted {sum(self.counts.values()):,} images in {folder}: {classes} "
-                f"({self.num_uncertain:,} uncertain")
-        line += (f", {self.num_unfamiliar:,} flagged in the unfamiliar column: unlike the training images or of a "
-                 "size the model is at chance on)" if self.num_unfamiliar else ")")
+        line = (f"predicted {sum(self.counts.values()):,} images in {folder}: "
+                f"{describe_counts(self.counts, self.num_uncertain, self.num_unfamiliar)}")
         line += f"; predictions in {self.out_dir / PREDICTIONS_FILE}"
         if self.unreadable:
             line += f"; {len(self.unreadable):,} unreadable files listed in {self.out_dir / UNREADABLE_FILE}"
         return line
+
+
+def describe_counts(counts: Mapping[str, int], num_uncertain: int, num_unfamiliar: int) -> str:
+    """``1,200 FAKE, 800 REAL (35 uncertain)``: the images of each decided class (an uncertain answer counted in its
+    class too), as --predict and the app sum up their answers."""
+    line = ", ".join(f"{count:,} {name}" for name, count in counts.items()) + f" ({num_uncertain:,} uncertain"
+    return line + (f", {num_unfamiliar:,} flagged in the unfamiliar column: unlike the training images or of a size "
+                   "the model is at chance on)" if num_unfamiliar else ")")
 
 
 def model_image_size(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]) -> int:

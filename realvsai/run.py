@@ -264,6 +264,15 @@ class ModelRun:
                 return found
         return {}
 
+    def num_test_images(self) -> int | None:
+        """How many test images the headline metrics were measured on (where ``test_metrics`` finds them), or None
+        where that is not recorded."""
+        for source in (self.info.get("test_metrics"), self.metrics):
+            count = source.get("num_images") if isinstance(source, dict) else None
+            if isinstance(count, int) and not isinstance(count, bool):
+                return count
+        return None
+
 
 def read_run(path: Path) -> ModelRun:
     """Reads a run folder, a ``model.h5`` with its ``model.json`` beside it, or that ``model.json`` (naming its

@@ -201,7 +201,8 @@ def test_the_pixel_limit_message_names_only_scripts_that_take_max_pixels(tmp_pat
 
     scripts = set(re.findall(r"(\w+)\.py", problem))
     assert {"DataSplitD1", "ModelTraining", "App"} <= scripts
-    needed = {"DataSplitD1": ["src"], "DataSplitD2": ["src"], "ModelTraining": ["--predict", "run", "--input", "in"]}
+    needed = {"DataSplitD1": ["src"], "DataSplitD2": ["src"], "DataMerger": ["src", "--into", "out"],
+              "ModelTraining": ["--predict", "run", "--input", "in"]}
     for script in scripts:
         arguments = [*needed.get(script, []), "--max-pixels", "5"]
         assert importlib.import_module(script).parse_args(arguments).max_pixels == 5
