@@ -6,6 +6,7 @@ import argparse
 import io
 import logging
 import re
+import signal
 
 import pytest
 from conftest import run_script
@@ -44,6 +45,29 @@ def test_run_main_prints_the_advice_an_interrupted_script_gives_instead_of_its_o
     assert cli.run_main(body) == cli.EXIT_FAILED
     assert capsys.readouterr().err == ("error: interrupted. Continue the run with: python ModelTraining.py --resume "
                                        "--name k9\n")
+
+
+def drop_a_ctrl_c() -> None:
+    """A Ctrl-C that Python loses: its handler runs at the next bytecode, here inside a ``__del__`` (in a run:
+    TensorFlow's ``__del__`` methods, JAX's garbage-collection callback, matplotlib's weakref callbacks), where the
+    KeyboardInterrupt it raises is printed as "Exception ignored in ..." and dropped."""
+
+    class Garbage:
+        def __del__(self):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+
+    Garbage()
+
+
+def test_run_main_exits_1_on_a_ctrl_c_that_python_dropped_in_a_finalizer(capsys):
+    assert cli.run_main(drop_a_ctrl_c) == cli.EXIT_FAILED
+    assert capsys.readouterr().err == f"error: interrupted. {cli.RERUN_ADVICE}\n"
+
+
+def test_run_main_gives_back_the_ctrl_c_handler_it_found():
+    before = signal.getsignal(signal.SIGINT)
+    cli.run_main(lambda: None)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_run_main_returns_the_body_exit_code():

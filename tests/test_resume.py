@@ -12,7 +12,8 @@ from pathlib import Path
 
 import keras
 import pytest
-from conftest import write_image
+from conftest import read_history_csv, write_image
+from test_cli import drop_a_ctrl_c
 from test_training import Killed, tiny_classifier, train_with
 
 import ModelTraining
@@ -208,6 +209,62 @@ def test_ctrl_c_during_training_names_the_command_that_continues_the_run(tmp_pat
     assert ModelTraining.main([*shlex.split(found.group(1)), "--quiet"]) == 0, capsys.readouterr().err
     assert json.loads((out / "k9" / "model.json").read_text())["best_epoch"]["epoch"] in (1, 2)
     assert not (out / "k9" / "backup").exists()  # finished
+
+
+def tiny_run_command(tmp_path, monkeypatch, make_class_folder, out: Path, splits=("train", "validation"),
+                     epochs: int = 1) -> list[str]:
+    """ModelTraining's arguments for a tiny run "k9" of a stand-in model into ``out``, on new data in tmp_path."""
+    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
+    for split in splits:
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, seed=len(split))
+    return ["--data", str(tmp_path / "data"), "--out", str(out), "--name", "k9", "--weights", "none", "--batch-size",
+            "4", "--head-epochs", str(epochs), "--fine-tune-epochs", "0", "--quiet"]
+
+
+def test_a_ctrl_c_dropped_in_the_final_evaluation_still_stops_the_run_with_its_continue_command(
+        tmp_path, monkeypatch, make_class_folder, capsys):
+    """Twice in seven tries a Ctrl-C at the end of training or the start of its evaluation was lost (its
+    handler ran inside a finalizer) and the run finished with exit code 0, as if never interrupted."""
+    from realvsai import evaluation
+
+    out = tmp_path / "runs"
+    command = tiny_run_command(tmp_path, monkeypatch, make_class_folder, out, ("train", "validation", "test"))
+    real_evaluate = evaluation.evaluate_run
+
+    def dropped_at_its_start(*args, **kwargs):
+        drop_a_ctrl_c()
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_run", dropped_at_its_start)
+    code = ModelTraining.main(command)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and error[-1] == (f"error: interrupted. Continue the run with: python ModelTraining.py --resume "
+                                       f"--name k9 --out {out} (its finished epochs are kept)"), error
+    assert not any("KeyboardInterrupt" in line or "Exception ignored" in line for line in error), error
+
+    monkeypatch.setattr(evaluation, "evaluate_run", real_evaluate)
+    assert ModelTraining.main(["--resume", "--name", "k9", "--out", str(out), "--quiet"]) == 0
+    assert (out / "k9" / "MODEL_CARD.md").is_file() and not (out / "k9" / "backup").exists()
+
+
+def test_a_ctrl_c_dropped_during_an_epoch_stops_the_training_there_not_after_its_last_epoch(
+        tmp_path, monkeypatch, make_class_folder, capsys):
+    from realvsai import callbacks
+
+    out = tmp_path / "runs"
+    command = tiny_run_command(tmp_path, monkeypatch, make_class_folder, out, epochs=3)
+    real_backup = callbacks.RunBackup.on_epoch_end
+
+    def dropped_after_the_first_backup(self, epoch, logs=None):
+        real_backup(self, epoch, logs)
+        if epoch == 0:
+            drop_a_ctrl_c()
+
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", dropped_after_the_first_backup)
+    code = ModelTraining.main(command)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(error) == 1 and "--resume --name k9" in error[0], error
+    assert [row["epoch"] for row in read_history_csv(out / "k9" / "history.csv")] == [1]
 
 
 def test_a_full_disk_during_training_names_the_command_that_continues_the_run(tmp_path, monkeypatch,

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import REPO, read_history_csv, run_script, write_image
+from test_cli import drop_a_ctrl_c
 
 import ModelTraining
 from realvsai import fitting, image_stats, training
@@ -401,6 +402,28 @@ def test_cli_evaluate_takes_a_test_dir_per_source_and_robustness(tmp_path, make_
     assert set(metrics["robustness"]) == {"jpeg", "blur", "downscale"}
     assert (out / "robustness.png").is_file()
     assert str(out) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
+def test_a_ctrl_c_dropped_during_evaluate_or_predict_still_ends_it_interrupted(tmp_path, make_class_folder,
+                                                                              monkeypatch, capsys, cli, mode):
+    from realvsai import evaluation, prediction
+
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    images = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    module, name = (evaluation, "evaluate_folders") if mode == "--evaluate" else (prediction, "predict_folder")
+    real = getattr(module, name)
+
+    def dropped_at_its_start(*args, **kwargs):
+        drop_a_ctrl_c()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, dropped_at_its_start)
+    code = cli([mode, str(run), "--test-dir" if mode == "--evaluate" else "--input", str(images), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    what = "evaluation" if mode == "--evaluate" else "prediction"
+    assert code == 1 and len(error) == 1 and error[0].startswith("error: interrupted. "), error
+    assert f"run the same command again (the {what} starts over)" in error[0], error[0]
 
 
 def test_ctrl_c_during_evaluate_says_it_starts_over_and_names_its_incomplete_results(tmp_path, make_class_folder,
