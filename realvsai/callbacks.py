@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 
+from realvsai.cli import raise_if_ctrl_c
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, write_csv
 
@@ -64,6 +65,17 @@ def remove_killed_saves(path: Path) -> None:
             for item in contents:
                 item.unlink()
             folder.rmdir()
+
+
+class StopOnLostCtrlC(keras.callbacks.Callback):
+    """Stops training at the next batch after a Ctrl-C that Python lost in a finalizer (``cli.watch_ctrl_c``),
+    which would otherwise go on to its last epoch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_ctrl_c()
+
+    def on_test_batch_end(self, batch, logs=None):
+        raise_if_ctrl_c()
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

@@ -10,10 +10,11 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -78,14 +79,65 @@ class Interrupted(KeyboardInterrupt):
     """A Ctrl-C with the script's own advice on how to go on, which ``run_main`` prints instead of its own."""
 
 
+class _CtrlC:
+    """``watch_ctrl_c``'s note: whether Ctrl-C was pressed since the watch began."""
+
+    pressed = False
+
+
+@contextlib.contextmanager
+def watch_ctrl_c() -> Iterator[None]:
+    """While the block runs, Ctrl-C is noted as well as raised, so that ``raise_if_ctrl_c`` raises again the
+    KeyboardInterrupt of one that Python lost (which is not printed either).
+
+    Python runs a signal's handler at the main thread's next bytecode, which may be in a finalizer (a ``__del__``,
+    a weakref or garbage-collection callback: TensorFlow, JAX and matplotlib run many), where it prints the
+    KeyboardInterrupt as "Exception ignored in ..." and drops it: the program went on as if never interrupted.
+    Only the main thread may set a handler, and one that is not Python's own (Ctrl-C ignored) is left as it is.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    printing_hook = sys.unraisablehook
+
+    def note(signum: int, frame: object) -> None:
+        _CtrlC.pressed = True
+        raise KeyboardInterrupt
+
+    def unprinted(unraisable: Any) -> None:
+        if not (_CtrlC.pressed and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+            printing_hook(unraisable)
+
+    _CtrlC.pressed = False
+    signal.signal(signal.SIGINT, note)
+    sys.unraisablehook = unprinted
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.unraisablehook = printing_hook
+        _CtrlC.pressed = False
+
+
+def raise_if_ctrl_c() -> None:
+    """Raises KeyboardInterrupt when Ctrl-C was pressed during ``watch_ctrl_c`` but the program went on (Python
+    lost it in a finalizer): call it where stopping is safe, and before what must not happen once interrupted."""
+    if _CtrlC.pressed:
+        raise KeyboardInterrupt
+
+
 RERUN_ADVICE = "Run the same command again: finished work is kept and not redone."
 
 
 def run_main(body: Callable[[], object]) -> int:
     """Runs a script's ``body`` (None or an exit code); the failures a user can cause become one line and exit 1.
-    Ctrl-C ends with "interrupted." and ``RERUN_ADVICE``, or an ``Interrupted``'s own advice."""
+    Ctrl-C ends with "interrupted." and ``RERUN_ADVICE``, or an ``Interrupted``'s own advice, even one that Python
+    lost while ``body`` ran (``watch_ctrl_c``)."""
     try:
-        result = body()
+        with watch_ctrl_c():
+            result = body()
+            raise_if_ctrl_c()
     except UserError as error:
         message = str(error)
     except FileNotFoundError as error:

@@ -99,8 +99,9 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
         backup = callbacks.RunBackup(run_dir / BACKUP_DIR / name, state_fn, restore=restoring)
         # Order matters: a NaN loss ends the run before anything is saved, the stop rules decide, the
         # recorder writes the row, the backup commits, and only then is a new best model written.
-        phase_callbacks = [callbacks.StopOnNonFiniteLoss(), distributed.EpochSeeds(strategy), stop_rule,
-                           early_stopping, recorder, backup, best_model, *tensorboard]
+        phase_callbacks = [callbacks.StopOnLostCtrlC(), callbacks.StopOnNonFiniteLoss(),
+                           distributed.EpochSeeds(strategy), stop_rule, early_stopping, recorder, backup, best_model,
+                           *tensorboard]
         with strategy.scope():
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
                                        train[1] * (phase.end - phase.start),

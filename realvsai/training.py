@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realvsai.cli import format_table
+from realvsai.cli import format_table, raise_if_ctrl_c
 from realvsai.config import (
     BACKEND_KEY,
     BACKUP_DIR,
@@ -288,6 +288,7 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
     a run half-finished."""
     from realvsai import plots, run
 
+    raise_if_ctrl_c()  # one that Python lost since training's last batch stops the run before its evaluation
     if model is None:
         model = run.load_model(run_dir / MODEL_FILE)  # the one loader: it registers the project's layers first
 
@@ -302,5 +303,6 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
     else:
         logger.info("%s has no %s folder: skipping the final evaluation", data_dir, TEST)
         write_json(run_dir / MODEL_JSON_FILE, model_info)
+    raise_if_ctrl_c()  # the last moment a Ctrl-C can stop the run resumably
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
     return TrainResult(run_dir, model, model_info, history, test_metrics)
