@@ -6,6 +6,9 @@
 
 Only zip archives are read: a .tar.gz, .tgz, .tar, .7z or .rar file, or one part of a split zip
 (.z01, .z02, ...), is refused in one line that gives the command that extracts it (or joins the parts).
+Entry names not marked UTF-8 are read as UTF-8 when they are valid UTF-8, else as cp437, and a warning
+says so; --name-encoding reads them in the archive's encoding (shift_jis for a Japanese Windows zip).
+Each file gets the modification time the archive gives it.
 
 The whole archive is checked before anything is written: entries that would land outside the
 target (absolute paths, "..", symlinks) and zip bombs (entries that overlap; see also
@@ -27,7 +30,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realvsai.archives import UnzipLimits, extract_archive
+from realvsai.archives import UnzipLimits, archive_stem, extract_archive
 from realvsai.cli import byte_count, expansion_ratio, make_parser, run_main, setup_logging
 from realvsai.files import human_bytes
 
@@ -46,7 +49,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-ratio", type=expansion_ratio, default=limits.max_ratio,
                         help="refuse entries above 1 MB (and archives) that expand more than this many times "
                              "(at least 1)")
+    parser.add_argument("--name-encoding", type=name_encoding, default=None,
+                        help="read the entry names not marked UTF-8 in this encoding, e.g. shift_jis, cp932, gbk, "
+                             "cp866 (default: UTF-8 where valid, else cp437; like unzip -O)")
     return parser.parse_args(argv)
+
+
+def name_encoding(text: str) -> str:
+    """argparse type for a text encoding that keeps ASCII as it is (a file name's "/" and "." stay what they are)."""
+    try:
+        keeps_ascii = b"name/.txt".decode(text) == "name/.txt"
+    except (LookupError, UnicodeDecodeError):  # unknown, not a text encoding (base64), or not byte-wise (utf-16)
+        keeps_ascii = False
+    if not keeps_ascii:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a known text encoding that keeps ASCII as it is; give "
+                                         "one such as shift_jis, cp932, gbk, big5, euc_kr or cp866")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        target = args.to if args.to is not None else Path("data/raw") / args.archive.stem
+        target = args.to if args.to is not None else Path("data/raw") / archive_stem(args.archive)
         limits = UnzipLimits(max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio)
-        result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits)
+        result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits,
+                                 name_encoding=args.name_encoding)
         print(f"Extracted {result.extracted:,} files ({human_bytes(result.bytes_written)}) to {result.target}; "
               f"{result.already_there:,} already there, {result.junk_skipped:,} macOS junk entries skipped.")
 

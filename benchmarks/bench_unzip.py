@@ -5,7 +5,9 @@ the sides alternate (their order rotates each round), dirty pages are flushed be
 run, and the extracted tree is deleted after it, untimed. Ours runs in-process through
 ``realvsai.archives.extract_archive`` with logging quiet (as ``DataUnZipper.py --quiet``), so
 every check (zip slip, symlinks, bombs, existing files, free space) and the CRC-32 of every entry
-are inside the time. `unzip` is skipped when it is not installed.
+are inside the time. `unzip` is skipped when it is not installed. Beside the wall time, each run's CPU time
+(user + system, of this process and of `unzip`) is kept: other work on the machine stretches the wall time
+of a run far more than its CPU time, so the CPU ratio says more on a busy machine.
 
 Example:
     python benchmarks/bench_unzip.py ../shared/datasets/cifake-trainsplit.zip --repeats 3
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -63,6 +66,12 @@ def _extractall(archive: Path, target: Path) -> None:
         zip_file.extractall(target)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads) and of its finished children (`unzip`)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def count_files(folder: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(folder))
 
@@ -77,6 +86,7 @@ def main(argv=None) -> int:
     runners = sides(archive)
     names = list(runners)
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu_times: dict[str, list[float]] = {name: [] for name in names}
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench_unzip_", dir=args.work_dir))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so `timeout` still lets the cleanup below run
@@ -86,28 +96,34 @@ def main(argv=None) -> int:
             for name in order:
                 target = work / f"round{round_index}_{names.index(name)}"
                 os.sync()  # the previous run's dirty pages must not be written back during this one
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), cpu_seconds()
                 runners[name](target)
                 times[name].append(time.perf_counter() - start)
+                cpu_times[name].append(cpu_seconds() - cpu_start)
                 if count_files(target) != num_files:
                     raise SystemExit(f"{name} extracted {count_files(target)} files, expected {num_files}")
                 shutil.rmtree(target)
-                print(f"round {round_index + 1}: {name:<24} {times[name][-1]:7.2f} s", file=sys.stderr)
+                print(f"round {round_index + 1}: {name:<24} {times[name][-1]:7.2f} s, CPU {cpu_times[name][-1]:5.2f} s",
+                      file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
 
     medians = {name: statistics.median(values) for name, values in times.items()}
+    cpu_medians = {name: statistics.median(values) for name, values in cpu_times.items()}
     rows = [(name, f"{medians[name]:.2f}", " ".join(f"{value:.2f}" for value in times[name]),
-             f"{medians[OURS] / medians[name]:.2f}") for name in names]
+             f"{medians[OURS] / medians[name]:.2f}", f"{cpu_medians[name]:.2f}",
+             f"{cpu_medians[OURS] / cpu_medians[name]:.2f}") for name in names]
     print(f"{archive.name}: {num_files:,} files, {sum(info.file_size for info in infos) / 1e6:.1f} MB; "
           f"{args.repeats} rounds, alternated; load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
-    print(format_table(["side", "median s", "runs s", "ours / this"], rows))
+    print(format_table(["side", "median s", "runs s", "ours / this", "median CPU s", "CPU ours / this"], rows))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "archive": str(archive), "files": num_files, "repeats": args.repeats, "seconds": times,
         "median_seconds": medians, "ratio_ours_to": {name: medians[OURS] / medians[name] for name in names},
+        "cpu_seconds": cpu_times, "median_cpu_seconds": cpu_medians,
+        "cpu_ratio_ours_to": {name: cpu_medians[OURS] / cpu_medians[name] for name in names},
         "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count(),
         "python": platform.python_version(), "platform": platform.platform(),
     }, indent=2))

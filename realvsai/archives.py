@@ -11,6 +11,7 @@ import shlex
 import shutil
 import stat
 import struct
+import time
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -19,21 +20,25 @@ from typing import IO
 
 from realvsai.cli import progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write, fit_name, human_bytes, remove_temporaries
+from realvsai.files import atomic_write, atomic_write_bytes, fit_name, human_bytes, remove_temporaries
 
 logger = logging.getLogger(__name__)
 
 # Already-compressed formats gain nothing from deflate; storing them makes zipping and unzipping fast.
 STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 _READABLE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # also the most an entry read in one go may hold: larger ones are streamed through zipfile
 # A local file header: signature, 22 bytes of fields the central directory repeats, name and extra lengths.
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
 # Small entries cannot be bombs however well they compress (a 100 KB text file of spaces is fine),
 # so the ratio limit only applies above this size.
 _RATIO_FLOOR_BYTES = 1 << 20
-# What zipfile raises for bytes it cannot inflate (a damaged or truncated archive).
-_DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError)
+_UTF8_NAME = 1 << 11  # general-purpose flag bit 11: the entry's name is UTF-8 (else, by the spec, cp437)
+# What zipfile raises for bytes it cannot inflate (a damaged or truncated archive); NotImplementedError for a garbled
+# "version needed to extract" or flag (zip 26.1, "compressed patched data"), which no real zip tool writes either.
+_DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError)
+# A downloaded archive's name ends in one of these: the folder it is extracted into is named without it.
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".tar", ".zip", ".7z", ".rar")
 # What gets downloaded instead of a zip, by its magic bytes: (offset, magic, what it is, the tool that extracts it).
 _OTHER_FORMATS = (
     (0, b"\x1f\x8b", "gzip-compressed (a .tar.gz or .tgz)", "tar"),
@@ -87,16 +92,30 @@ def entry_parts(name: str) -> list[str] | None:
     return [part for part in parts if part not in ("", ".")]
 
 
+def archive_stem(archive: Path) -> str:
+    """``archive``'s name without its archive suffix: ``x.zip``, ``x.tar.gz`` and ``x.tgz`` all give ``x``."""
+    name = Path(archive).name
+    suffix = next((suffix for suffix in _ARCHIVE_SUFFIXES if name.lower().endswith(suffix) and name != suffix), "")
+    return name[:len(name) - len(suffix)] if suffix else Path(archive).stem
+
+
 def _is_junk(parts: Sequence[str]) -> bool:
     """True for what macOS's Finder adds to every archive: ``__MACOSX/`` resource forks and ``.DS_Store``."""
     return bool(parts) and (parts[-1] == ".DS_Store" or "__MACOSX" in parts)
 
 
 def extract_archive(
-    archive: Path, target: Path, *, overwrite: bool = False, limits: UnzipLimits = UnzipLimits()
+    archive: Path, target: Path, *, overwrite: bool = False, limits: UnzipLimits = UnzipLimits(),
+    name_encoding: str | None = None,
 ) -> ExtractResult:
     """Extracts ``archive`` into ``target`` once all of it passed the checks (zip slip, symlinks, zip bombs,
-    free space); a re-run finishes an interrupted one."""
+    free space); a re-run finishes an interrupted one. Each file gets the modification time the archive gives it.
+
+    Args:
+        name_encoding: how the entry names not flagged UTF-8 are read (``shift_jis`` for Japanese Windows zips).
+            None reads each as UTF-8 when it is valid UTF-8 (as Info-ZIP's unzip does), else as cp437, with one
+            warning that names the option.
+    """
     archive, target = Path(archive), Path(target)
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file. Give --to a folder to extract into.")
@@ -106,12 +125,13 @@ def extract_archive(
             # Before any check: the offsets of a split zip count from the start of each part.
             if other := _other_format(archive, target, zip_file.infolist()):
                 raise UserError(other)
+            _decode_names(archive, zip_file.infolist(), name_encoding)  # before the checks: they see these names
             entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
             if not entries and not folders:
                 what = "only macOS junk: __MACOSX/, .DS_Store" if junk else "no entries"
                 raise UserError(f"{archive} holds no file to extract ({what}); nothing was written. Check that it is "
                                 "the archive you meant, or download it again.")
-            _check_overlaps(archive, zip_file.infolist())
+            data_offsets = _check_overlaps(archive, zip_file.infolist())
             if existed := os.path.isdir(root):
                 existing_folders = _check_folders(root, folders)
                 to_write, already_there = _compare_existing(root, entries, existing_folders, overwrite)
@@ -129,14 +149,23 @@ def extract_archive(
                 os.makedirs(os.path.join(root, folder), exist_ok=True)
             # Each entry writes exactly the size it declares (or fails), so the bytes written stay
             # within the declared total that --max-total-bytes and the free space were checked against.
-            for info, relative in progress(to_write, desc=f"unzip {archive.name}"):
-                path = root + os.sep + relative
-                try:
-                    _extract_entry(zip_file, info, path)
-                    finished += 1
-                except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
-                    raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so far "
-                                    "are complete; fix the cause and re-run the same command.") from error
+            mtimes: dict[tuple[int, ...], float | None] = {}  # archives often give many files one time
+            with open(archive, "rb") as stream:
+                for info, relative in progress(to_write, desc=f"unzip {archive.name}"):
+                    path = root + os.sep + relative
+                    if info.date_time not in mtimes:
+                        mtimes[info.date_time] = _local_timestamp(info.date_time)
+                    try:
+                        if info.compress_size <= _CHUNK and info.file_size <= _CHUNK and info.compress_type in (
+                                zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                            data = _read_small_entry(stream, info, data_offsets[info.header_offset])
+                            atomic_write_bytes(path, data, durable=False, mtime=mtimes[info.date_time])
+                        else:
+                            _extract_entry(zip_file, info, path, mtimes[info.date_time])
+                        finished += 1
+                    except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
+                        raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so "
+                                        "far are complete; fix the cause and re-run the same command.") from error
     except UnicodeDecodeError as error:  # zipfile decodes names flagged as UTF-8 when it opens the archive
         raise UserError(f"{archive} has an entry name that is not valid UTF-8, though the archive says its names "
                         "are; nothing was extracted. Extract it with `unzip` or `7z x` instead.") from error
@@ -174,6 +203,31 @@ def _other_format(archive: Path, target: Path, infos: Sequence[zipfile.ZipInfo] 
     return None
 
 
+def _decode_names(archive: Path, infos: Sequence[zipfile.ZipInfo], name_encoding: str | None) -> None:
+    """Re-reads the names not flagged UTF-8, which zipfile read as cp437 (see ``extract_archive``)."""
+    as_cp437 = []
+    for info in infos:
+        if info.flag_bits & _UTF8_NAME or (name_encoding is None and info.filename.isascii()):
+            continue  # an ASCII name reads the same as UTF-8 and as cp437
+        as_read = info.orig_filename.split("\0")[0]  # what zipfile did: cut at a NUL, its own separator made "/"
+        if as_read.replace(os.sep, "/") != info.filename:
+            continue  # Python 3.12+ took the name from an Info-ZIP Unicode Path extra field, which is UTF-8
+        raw = as_read.encode("cp437")  # cp437 gives each of the 256 bytes its own character, so this is lossless
+        try:
+            info.filename = raw.decode(name_encoding or "utf-8")
+        except UnicodeDecodeError:
+            if name_encoding:
+                raise UserError(f"{archive} has the entry name {raw!r}, which is not valid {name_encoding}. Nothing "
+                                "was extracted; give the encoding the archive was made with as --name-encoding "
+                                "(e.g. cp932, gbk, cp866), or leave the option out.") from None
+            as_cp437.append(info.filename)
+    if as_cp437:
+        logger.warning("%d entry name%s not marked UTF-8 and not valid UTF-8, so they were read as cp437 (e.g. %r); if "
+                       "they look wrong, extract into a new --to folder with the archive's encoding as "
+                       "--name-encoding, e.g. --name-encoding shift_jis for a Japanese Windows zip", len(as_cp437),
+                       "s are" if len(as_cp437) > 1 else " is", as_cp437[0])
+
+
 def _check_entries(
     archive: Path, infos: Sequence[zipfile.ZipInfo], limits: UnzipLimits
 ) -> tuple[list[tuple[zipfile.ZipInfo, str]], set[str], int]:
@@ -185,7 +239,8 @@ def _check_entries(
     for info in infos:
         name = info.filename
         parts = entry_parts(name)
-        if parts is not None and parts != (fitted := [fit_name(part) for part in parts]):
+        # A name of 63 characters or fewer fits in 255 bytes (UTF-8 takes at most 4 a character): most skip this.
+        if parts is not None and len(name) > 63 and parts != (fitted := [fit_name(part) for part in parts]):
             shortened.append(name)  # no file system takes a name over 255 bytes: cut short, the same each run
             parts = fitted
         if parts is None:
@@ -213,12 +268,12 @@ def _check_entries(
             junk += 1
             continue
         is_folder = name.endswith(("/", "\\"))  # a folder entry (backslash: made on Windows)
-        # Every parent is listed, since each must be checked for symlinks on disk.
-        folders.update(os.sep.join(parts[:depth]) for depth in range(1, len(parts) + is_folder))
-        if not is_folder:
-            entries.setdefault(os.sep.join(parts), info)
-            if entries[os.sep.join(parts)] is not info:
-                raise _duplicate_error(archive, os.sep.join(parts))
+        relative = os.sep.join(parts)
+        # Every parent is listed, since each must be checked for symlinks on disk; a listed folder's parents are.
+        if (parent := relative if is_folder else relative.rpartition(os.sep)[0]) and parent not in folders:
+            folders.update(os.sep.join(parts[:depth]) for depth in range(1, len(parts) + is_folder))
+        if not is_folder and entries.setdefault(relative, info) is not info:
+            raise _duplicate_error(archive, relative)
     if total_size > limits.max_total_bytes:
         raise _bomb_error(archive, f"it declares {human_bytes(total_size)} uncompressed, more than "
                           f"--max-total-bytes {human_bytes(limits.max_total_bytes)}", "--max-total-bytes")
@@ -245,16 +300,27 @@ def _files_not_in(root: str, relatives: set[str]) -> list[str]:
     return others
 
 
-def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
-    """Refuses entries whose bytes overlap ("quoted overlap" bombs); zipfile only checks this from 3.12 on."""
-    previous_name, previous_end = "", 0
-    with open(archive, "rb", buffering=0) as stream:
+def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> dict[int, int]:
+    """Where each entry's compressed bytes start, by its header offset, once its local header was found to carry
+    its name; refuses entries whose bytes overlap ("quoted overlap" bombs; zipfile only checks this from 3.12 on)."""
+    previous_name, previous_end, data_offsets = "", 0, {}
+    with open(archive, "rb") as stream:  # buffered: the headers of small entries lie close together
+        archive_size = os.fstat(stream.fileno()).st_size
         for info in sorted(infos, key=lambda info: info.header_offset):
+            # Offsets in a damaged central directory can point anywhere, before the start included (zipfile
+            # shifts them all when it finds the directory elsewhere than it says).
+            if not 0 <= info.header_offset <= archive_size - _LOCAL_HEADER.size:
+                raise zipfile.BadZipFile(f"entry {info.filename!r} starts at byte {info.header_offset:,}, outside "
+                                         f"the archive ({archive_size:,} bytes)")
             stream.seek(info.header_offset)
             header = stream.read(_LOCAL_HEADER.size)
             if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
                 raise zipfile.BadZipFile(f"entry {info.filename!r} has no local header")
             _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+            # zipfile.open makes the same check; extraction reads small entries without it
+            name = info.orig_filename.encode("utf-8" if info.flag_bits & _UTF8_NAME else "cp437")
+            if stream.read(name_length) != name:
+                raise zipfile.BadZipFile(f"entry {info.filename!r} has another name in its local header")
             if info.header_offset < previous_end:
                 raise UserError(
                     f"{archive} looks like a zip bomb: entries {previous_name!r} and {info.filename!r} overlap "
@@ -262,7 +328,9 @@ def _check_overlaps(archive: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
                     "Nothing was extracted; a normal zip never does this, so get the archive from its source again."
                 )
             previous_name = info.filename
-            previous_end = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
+            data_offsets[info.header_offset] = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+            previous_end = data_offsets[info.header_offset] + info.compress_size
+    return data_offsets
 
 
 def _bomb_error(archive: Path, reason: str, flag: str) -> UserError:
@@ -340,14 +408,50 @@ def _remove_strays(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]], ex
         remove_temporaries(os.path.join(root, folder), wanted)
 
 
-def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
-    """Writes one entry (no fsync: a re-run checks size and CRC-32); BadZipFile unless it is as declared."""
+def _read_small_entry(stream: IO[bytes], info: zipfile.ZipInfo, data_offset: int) -> bytes:
+    """The bytes of a stored or deflated entry of at most ``_CHUNK`` bytes, read in one go (1 us, where zipfile.open
+    and its reads take 13: it counts for 100,000 small files); BadZipFile unless they are as declared."""
+    stream.seek(data_offset)
+    packed = stream.read(info.compress_size)
+    if len(packed) < info.compress_size:
+        raise zipfile.BadZipFile(f"entry {info.filename!r} is cut short: the archive ends inside it")
+    data, complete = packed, True
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as in a zip
+        try:
+            data = inflater.decompress(packed, info.file_size + 1)  # one byte more: a longer stream shows
+        except zlib.error as error:
+            raise zipfile.BadZipFile(f"entry {info.filename!r} cannot be inflated: {error}") from error
+        complete = inflater.eof
+    if len(data) > info.file_size:
+        raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to more than the "
+                                 f"{human_bytes(info.file_size)} it declares")
+    if len(data) < info.file_size or not complete:
+        raise zipfile.BadZipFile(f"entry {info.filename!r} inflates to {human_bytes(len(data))}"
+                                 f"{'' if complete else ' and stops mid-stream'}, less than the "
+                                 f"{human_bytes(info.file_size)} it declares")
+    if zlib.crc32(data) != info.CRC:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for entry {info.filename!r}")
+    return data
+
+
+def _local_timestamp(date_time: tuple[int, int, int, int, int, int]) -> float | None:
+    """A zip's modification time (local time, as unzip reads it) as a timestamp; None for a date that cannot be."""
+    try:
+        return time.mktime((*date_time, 0, 0, -1))
+    except (OverflowError, ValueError):
+        return None
+
+
+def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, mtime: float | None) -> None:
+    """Writes one entry (no fsync: a re-run checks size and CRC-32) with modification time ``mtime``;
+    BadZipFile unless it is as declared."""
     # zipfile stops at the declared size, so a stream that inflates further would be cut short without a
     # word (and pass the CRC-32 check, which then covers only the declared part). Declaring one byte more
     # lets the read go past the declared size, where any byte is an error.
     probe = copy.copy(info)
     probe.file_size = info.file_size + 1
-    with atomic_write(path, "wb", durable=False) as writer, zip_file.open(probe) as reader:
+    with atomic_write(path, "wb", durable=False, mtime=mtime) as writer, zip_file.open(probe) as reader:
         left = info.file_size
         try:
             while left and (chunk := _read_entry(reader, min(_CHUNK, left), info)):
