@@ -304,6 +304,21 @@ def test_an_older_model_json_with_sources_by_file_still_loads_and_flags_a_size_a
     assert run.validation_by_kind(by_kind) == {"chance": 0.5, "size": by_kind["size"]}  # no per-file rows
 
 
+def test_an_upload_of_a_size_no_validation_image_had_is_untested_and_uncertain(tmp_path):
+    # CIFAKE's 32 px images merged with photos of 800 px and more: the sides span 32-2000, the bands between are empty.
+    band = {"num_images": 40, "accuracy": 0.9, "balanced_accuracy": 0.9, "near_chance": False}
+    info = {"training_images": {"min_side": 32, "max_side": 2000, "formats": ["PNG"]},
+            "validation_by_kind": {"chance": 0.5, "size": {"0-63 px": band, "256-1023 px": band}}}
+    classifier, loaded = load(write_run(tmp_path, "merged", info=info))
+
+    uploads = [("between.png", encode(random_image(1, 200, 150))), ("big.png", encode(random_image(2, 300, 300)))]
+    between, validated = inference.classify_uploads(classifier, uploads, info=loaded.info)
+
+    assert between.unfamiliar == "no validation image was of 64-255 px a side: its answers on such images are untested"
+    assert between.answer(loaded.info.rule())[1]  # uncertain
+    assert validated.unfamiliar is None
+
+
 @pytest.mark.parametrize(("balanced", "verdict"), [(0.52, "at chance"), (0.46, "at chance"), (0.04, "below chance")])
 def test_a_size_band_far_under_chance_is_called_below_chance(balanced, verdict):
     by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "size": {"0-63 px": {
