@@ -19,7 +19,8 @@ title. The summary counts as --predict's does (an uncertain answer in its class 
 uploaded twice is noted on its second card. An upload far outside the training images' sizes or formats
 (model.json's training_images) gets a warning beside its answer and is never called certain: its answer
 reads "Uncertain" (not certain on such images); so is one of a kind of image (its size band) on which
-validation showed the model at chance (model.json's validation_by_kind).
+validation showed the model at chance, or that validation had no image of (model.json's
+validation_by_kind).
 
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
 

@@ -301,8 +301,9 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
     """Classifies uploads in order, ``batch_size`` per model call (default: the classifier's), each decoded once
     and holding one full-size image at a time.
 
-    A file that fails gets an ``error`` and the others go on; one unlike the run's training images, or of a kind
-    its validation shows it at chance on (``info``, model.json), gets the reason in ``unfamiliar``.
+    A file that fails gets an ``error`` and the others go on; one unlike the run's training images, or of a size
+    its validation shows it at chance on or had none of (``info``, model.json: ``run.doubt``), gets the reason in
+    ``unfamiliar``.
     """
     batch_size = batch_size or classifier.predictor.batch_size
     slots: list[dict[str, Any]] = []

@@ -60,8 +60,8 @@ def describe_counts(counts: Mapping[str, int], num_uncertain: int, num_unfamilia
     """``1,200 FAKE, 800 REAL (35 uncertain)``: the images of each decided class (an uncertain answer counted in its
     class too), as --predict and the app sum up their answers."""
     line = ", ".join(f"{count:,} {name}" for name, count in counts.items()) + f" ({num_uncertain:,} uncertain"
-    return line + (f", {num_unfamiliar:,} flagged in the unfamiliar column: unlike the training images or of a size "
-                   "the model is at chance on)" if num_unfamiliar else ")")
+    return line + (f", {num_unfamiliar:,} flagged in the unfamiliar column: unlike the training images, or of a size "
+                   "validation found the model at chance on or had no image of)" if num_unfamiliar else ")")
 
 
 def model_image_size(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]) -> int:

@@ -196,12 +196,25 @@ def chance_verdict(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> st
     return "at chance" if numbers["balanced_accuracy"] >= floor else "below chance"
 
 
+def untested(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str | None:
+    """Why validation says nothing of the model on images of this size: no validation image was of its size band
+    (a gap between the training sizes, as CIFAKE's 32 px merged with photos of 800 px leaves), or None."""
+    if not isinstance(by_kind, Mapping) or not isinstance(by_kind.get("size"), Mapping) or not by_kind["size"]:
+        return None
+    band = size_band(width, height)
+    if band in by_kind["size"]:
+        return None
+    return f"no validation image was of {band} a side: its answers on such images are untested"
+
+
 def doubt(info: ModelInfo, width: int, height: int, image_format: str | None) -> str | None:
     """Why the model's answer on this image is never certain: unlike the training images
-    (``image_stats.unfamiliar_reason``; MPO counts as JPEG), or of a kind validation shows it at chance on
-    (``at_chance``); None when neither. The app, --predict and the evaluation call it."""
+    (``image_stats.unfamiliar_reason``; MPO counts as JPEG), of a kind validation shows it at chance on
+    (``at_chance``), or of a size no validation image had (``untested``); None when none is. The app, --predict
+    and the evaluation call it."""
+    by_kind = info.get("validation_by_kind")
     reasons = [unfamiliar_reason(info.training_images, width, height, image_format),
-               at_chance(info.get("validation_by_kind"), width, height)]
+               at_chance(by_kind, width, height) or untested(by_kind, width, height)]
     return "; ".join(reason for reason in reasons if reason) or None
 
 

@@ -190,8 +190,8 @@ def test_an_image_of_a_size_validation_shows_at_chance_is_uncertain_with_the_rea
     assert "256-1023 px" in rows["large.png"]["unfamiliar"] and "at chance" in rows["large.png"]["unfamiliar"]
     assert rows["large.png"]["uncertain"] == "true"
     # The summary names both reasons the column may give: "unlike the training images" alone misled here.
-    assert "(1 uncertain, 1 flagged in the unfamiliar column: unlike the training images or of a size the model " \
-           "is at chance on)" in summary.describe(folder)
+    assert "(1 uncertain, 1 flagged in the unfamiliar column: unlike the training images, or of a size validation " \
+           "found the model at chance on or had no image of)" in summary.describe(folder)
 
 
 def test_without_a_training_profile_no_image_is_unfamiliar(tmp_path, binary_model):
