@@ -110,6 +110,15 @@ def test_refuses_the_repository_and_its_parents(project):
             deletable(path, project, allow_outside=True)
 
 
+def test_refuses_the_repository_s_own_files_even_with_allow_outside(project):
+    (project / "tests").mkdir()
+    (project / "README.md").write_text("kept")
+    for path in (project / "tests", project / "README.md"):
+        with pytest.raises(UserError, match="part of the repository"):
+            check_deletable(locate(path), **rules(project), allow_outside=True, repository=project)
+    check_deletable(locate(project / "data" / "raw"), **rules(project), allow_outside=True, repository=project)
+
+
 def test_refuses_the_file_system_root(project):
     with pytest.raises(UserError, match="root of a file system"):
         check_deletable(locate(Path("/")), protected=[], allowed_roots=[], allow_outside=True)
@@ -156,6 +165,11 @@ def test_script_refuses_root_and_repository(path):
     # --dry-run as a second guard: even a broken check could not delete anything here.
     stderr = one_error_line(run_script("DataDeleter.py", path, "--dry-run", "--allow-outside", cwd=REPO))
     assert "refusing to delete" in stderr
+
+
+def test_script_refuses_the_repository_s_code_with_allow_outside():
+    result = run_script("DataDeleter.py", "realvsai", "--allow-outside", "--dry-run")
+    assert result.returncode == 1 and "part of the repository" in one_error_line(result)
 
 
 def test_script_refuses_outside_data_and_models(outside_tree):
