@@ -4,8 +4,9 @@
 
 It counts the files and bytes first and asks before deleting (--yes skips the question; without a
 terminal to ask on, it refuses unless --yes is given). --dry-run only shows what would go.
-It never deletes the file-system root, your home folder, this repository or a folder holding
-them, and refuses anything outside the project's data/ and models/ unless --allow-outside.
+It never deletes the file-system root, your home folder, this repository, a folder holding them, or
+a file of the repository outside data/ and models/; anything else outside the project's data/ and
+models/ needs --allow-outside.
 Symlinks are removed as links: what they point to is never touched.
 
 Example:
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         location = locate(args.path)
         check_deletable(location, protected=[Path(REPO.anchor), Path.home(), REPO],
-                        allowed_roots=[REPO / "data", REPO / "models"], allow_outside=args.allow_outside)
+                        allowed_roots=[REPO / "data", REPO / "models"], allow_outside=args.allow_outside,
+                        repository=REPO)
         plan = plan_deletion(location)
         print(describe(plan))
         if args.dry_run:

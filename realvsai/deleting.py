@@ -36,9 +36,10 @@ def locate(path: Path) -> Path:
 
 
 def check_deletable(location: Path, protected: Sequence[Path], allowed_roots: Sequence[Path],
-                    allow_outside: bool = False) -> None:
-    """Refuses (``UserError``) a missing target, a ``protected`` folder or one holding it, or anything
-    outside ``allowed_roots`` (the roots themselves included) unless ``allow_outside``."""
+                    allow_outside: bool = False, repository: Path | None = None) -> None:
+    """Refuses (``UserError``) a missing target, a ``protected`` folder or one holding it, anything inside
+    ``repository`` but outside ``allowed_roots`` (its code: even with ``allow_outside``), or anything outside
+    ``allowed_roots`` (the roots themselves included) unless ``allow_outside``."""
     if not os.path.lexists(location):
         raise UserError(f"{location} does not exist: nothing to delete. Check the path.")
     if location.parent == location:
@@ -49,6 +50,11 @@ def check_deletable(location: Path, protected: Sequence[Path], allowed_roots: Se
                             f"protected folder {folder} (the file-system root, your home folder or this "
                             "repository). Give a folder inside data/ or models/.")
     roots = [Path(root).resolve() for root in allowed_roots]
+    if repository is not None and Path(repository).resolve() in location.parents and not any(
+            root == location or root in location.parents for root in roots):
+        raise UserError(f"refusing to delete {location}: it is part of the repository {Path(repository).resolve()}, "
+                        f"whose files DataDeleter never deletes, --allow-outside or not (only those inside "
+                        f"{' or '.join(map(str, roots))}). Delete it yourself if you really mean it.")
     if not allow_outside and location in roots:
         raise UserError(f"refusing to delete {location} itself (it holds a README the project keeps). "
                         "Delete the folders inside it instead.")
