@@ -603,6 +603,19 @@ def test_three_class_run_reports_macro_metrics_without_threshold(tmp_path, make_
 # --- model card ------------------------------------------------------------------------------
 
 
+def test_model_card_says_how_many_training_images_are_offline_copies(tmp_path):
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE", counts={"train": {"FAKE": 480, "REAL": 480}},
+                      augmented_copies={"count": 640, "settings": {"copies": 2, "preset": "detector", "seed": 1}})
+    metrics = {"folder": "data/test", "num_images": 2, "average": "binary", "positive_class": "FAKE",
+               "per_class": {}, "expected_calibration_error": 0.1,
+               **dict.fromkeys(("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "loss"), 0.5)}
+
+    card = model_card.render_card(info, metrics, "Model card: run")
+
+    assert ("640 of the 960 training images are augmented copies made offline (DataAugmentation.py: copies 2, "
+            "preset detector, seed 1)") in card
+
+
 def test_model_card_has_counts_config_metrics_plots_and_limitations(tmp_path, dataset, binary_model):
     info = model_info(["FAKE", "REAL"], positive_class="FAKE",
                       counts={"train": {"FAKE": 4, "REAL": 4}, "validation": {"FAKE": 10, "REAL": 10},

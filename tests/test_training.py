@@ -29,6 +29,18 @@ from realvsai.run import load_run
 # --- settings and planning ------------------------------------------------------------------------
 
 
+def test_a_run_records_how_many_training_images_are_offline_copies_and_their_settings(tmp_path):
+    from realvsai.data import scan_images
+
+    for name in ("a.png", "aug_a_0.jpg", "aug_a_1.jpg"):
+        write_image(tmp_path / "data" / "train" / "REAL" / name, seed=len(name))
+    (tmp_path / "data" / "augmented-settings.json").write_text(json.dumps({"copies": 2, "seed": 1}))
+
+    copies = training.offline_copies(tmp_path / "data", scan_images(tmp_path / "data" / "train"))
+
+    assert copies == {"count": 2, "settings": {"copies": 2, "seed": 1}}
+
+
 @pytest.mark.parametrize(("class_names", "expected"), [
     (["FAKE", "REAL"], "FAKE"),
     (["REAL", "FAKE"], "FAKE"),
