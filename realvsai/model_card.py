@@ -11,6 +11,7 @@ from typing import Any
 
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
 from realvsai.image_stats import sides
+from realvsai.layout import TRAIN
 from realvsai.metrics import DecisionRule
 from realvsai.run import DEMO_WARNING, MIN_IMAGES_PER_KIND, chance_verdict, is_demo, validation_by_kind
 
@@ -80,6 +81,11 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         rows = [[name, *(f"{counts[split].get(name, 0):,}" for split in counts)] for name in class_names]
         rows.append(["**total**", *(f"{sum(counts[split].values()):,}" for split in counts)])
         lines += [*_table(["class", *counts], rows), ""]
+    if (copies := model_info.get("augmented_copies")) and counts and TRAIN in counts:
+        settings = ", ".join(f"{name} {value}" for name, value in (copies.get("settings") or {}).items())
+        lines += [f"{copies['count']:,} of the {sum(counts[TRAIN].values()):,} training images are augmented copies "
+                  f"made offline (DataAugmentation.py{': ' + settings if settings else ''}): the model saw fewer "
+                  "distinct images than that count.", ""]
     if profile := model_info.get("training_images"):
         lines += [f"Training images: {sides(profile['min_side'], profile['max_side'])}; "
                   f"{', '.join(profile.get('formats') or []) or 'format unknown'}. Images far outside this "

@@ -41,6 +41,7 @@ from realvsai.layout import TEST, TRAIN, VALIDATION
 if TYPE_CHECKING:  # TensorFlow loads only when training starts, so the script's --help is instant
     import keras
 
+    from realvsai.data import LabelledImages
     from realvsai.distributed import Strategy
 
 logger = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         "config": {**config.to_json(), BACKEND_KEY: backend, "precision_policy": policy, "devices": replicas,
                    "machines": workers, "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
         "counts": counts,
+        "augmented_copies": offline_copies(Path(config.data), train_images),
         **image_stats.training_record(train_images.facts()),
     }
     if model_info["shortcut_warning"]:
@@ -261,6 +263,22 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         save_model_atomically(model, run_dir / MODEL_FILE)
     write_json(run_dir / BACKUP_DIR / TRAINED_FILE, {"model_info": model_info, "history": history})
     return TrainResult(run_dir, model, model_info, history, None)
+
+
+def offline_copies(data_dir: Path, train_images: LabelledImages) -> dict[str, Any] | None:
+    """How many of ``train_images`` are augmented copies (DataAugmentation.py's ``aug_*`` files, moved into train
+    by MoveAugmentedImages.py) and the settings they were made with (``DATA/augmented-settings.json``, None where
+    unreadable): model.json's ``augmented_copies``; None without copies."""
+    from realvsai.moving import COPY_PREFIX, MOVED_SETTINGS_NAME
+
+    count = sum(Path(path).name.startswith(COPY_PREFIX) for path in train_images.files)
+    if not count:
+        return None
+    try:
+        settings = read_json(Path(data_dir) / MOVED_SETTINGS_NAME)
+    except ValueError:  # not JSON: the count still holds
+        settings = None
+    return {"count": count, "settings": settings if isinstance(settings, dict) else None}
 
 
 def _remove_killed_writes(run_dir: Path) -> None:
