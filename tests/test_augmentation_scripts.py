@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib
+import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -199,6 +201,58 @@ def test_folder_made_before_settings_were_recorded_is_completed(data, tmp_path):
     assert tree(twin / "augmented_train") == tree(data / "augmented_train")
 
 
+def test_a_run_that_finds_unrecorded_copies_in_its_way_records_no_settings_for_them(data, capsys):
+    """Copies made before settings were recorded, met by a run with another --seed: it writes nothing, and its
+    settings must not become theirs (the right --seed would then be refused)."""
+    assert augment(data) == 0
+    for name in moving.RECORD_NAMES:
+        (data / "augmented_train" / name).unlink()
+    assert augment(data, "--seed", "2") == 1
+    assert not (data / "augmented_train" / moving.SETTINGS_NAME).exists()
+    capsys.readouterr()
+    assert augment(data) == 0  # their own --seed 1 completes them
+    assert "Wrote 0 copies" in capsys.readouterr().out
+    assert json.loads((data / "augmented_train" / moving.SETTINGS_NAME).read_text())["seed"] == 1
+
+
+def test_copies_written_before_ctrl_c_are_recorded(data, monkeypatch):
+    from realvsai import offline_augmentation
+
+    write_new, calls = offline_augmentation.write_new, []
+
+    def write_three_then_stop(path, content):
+        calls.append(path)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        write_new(path, content)
+
+    monkeypatch.setattr(offline_augmentation, "write_new", write_three_then_stop)
+    assert augment(data) == 1
+    written = sorted(f"{path.parent.name}/{path.name}" for path in (data / "augmented_train").rglob("aug_*.jpg"))
+    assert len(written) >= 3
+    assert sorted(moving.read_copy_sources(data / "augmented_train")) == written
+
+
+def test_a_size_over_max_pixels_is_bad_usage_naming_both_flags(data, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        augment(data, "--size", "40", "--max-pixels", "1500")  # the 32 px sources pass, 40 x 40 copies do not
+    assert exit_info.value.code == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert "--size 40" in line and "--max-pixels" in line
+    assert not (data / "augmented_train").exists()
+
+
+def test_files_in_train_that_are_not_images_read_here_are_counted_in_one_line(data, capsys):
+    (data / "train" / "REAL" / "notes.txt").write_text("my notes\n")
+    Image.new("P", (8, 8)).save(data / "train" / "REAL" / "palette.gif")
+    (data / "train" / "REAL" / ".DS_Store").write_bytes(b"\0")  # hidden: left out without a word
+    assert augment(data) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "not images" in line]
+    assert len(lines) == 1
+    assert "2 files in train are not images this script reads" in lines[0] and "skipped" in lines[0]
+    assert str(data / "train" / "REAL" / "notes.txt") in lines[0] or "palette.gif" in lines[0]
+
+
 def test_a_users_file_under_a_copys_name_is_never_replaced(data):
     folder = data / "augmented_train" / "REAL"
     picture = write_image(folder / "aug_img_000_0.jpg", seed=7, fmt="PNG")  # a PNG named .jpg: no JPEG end marker
@@ -252,7 +306,7 @@ def test_copies_written_but_not_recorded_before_a_kill_count_as_made(data, tmp_p
     sorted((twin / "augmented_train").rglob("*.jpg"))[0].unlink()
     capsys.readouterr()
     assert augment(twin) == 0
-    assert "Wrote 1 copies" in capsys.readouterr().out
+    assert "Wrote 1 copy " in capsys.readouterr().out
     assert tree(twin / "augmented_train") == tree(data / "augmented_train")  # no hidden file left either
 
 
@@ -279,6 +333,42 @@ def test_after_the_move_a_run_with_other_settings_is_refused_as_before_it(data, 
     assert len(list(data.glob("augmented_train/*/aug_*.jpg"))) == 6
 
 
+def test_a_training_image_named_like_a_copy_is_augmented_where_the_record_lists_the_copies(data, capsys):
+    assert augment(data) == 0
+    assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
+    write_image(data / "train" / "REAL" / "aug_holiday.jpg", seed=11)  # a real photo, not in augmented-copies.csv
+    capsys.readouterr()
+    assert augment(data) == 0
+    assert sorted(path.name for path in (data / "augmented_train" / "REAL").iterdir()) == [
+        "aug_aug_holiday_0.jpg", "aug_aug_holiday_1.jpg"]
+    assert "12 earlier copies (aug_*) in train not augmented" in capsys.readouterr().out
+
+
+def test_the_advice_to_delete_moved_copies_is_a_command_that_spares_training_images(data, capsys):
+    assert augment(data) == 0
+    assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
+    photo = write_image(data / "train" / "REAL" / "aug_holiday.jpg", seed=11)
+    capsys.readouterr()
+    assert augment(data, "--preset", "detector") == 1
+    [command] = re.findall(r"\((find .*?)\) to make", capsys.readouterr().err)
+    subprocess.run(command, shell=True, check=True)
+    assert sorted(path.name for path in (data / "train").rglob("aug_*")) == [photo.name]
+    assert augment(data, "--preset", "detector") == 0
+
+
+def test_summaries_count_one_thing_in_the_singular(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_image(data / "train" / "REAL" / "cat.png", seed=1)
+    (data / "train" / "REAL" / "empty.jpg").write_bytes(b"")
+    assert augment(data, "--copies", "1") == 0
+    out = capsys.readouterr().out
+    assert "Wrote 1 copy (1 per image" in out and "1 broken image skipped" in out
+    assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
+    assert "Moved 1 file into" in capsys.readouterr().out
+    assert augment(data, "--copies", "1") == 0
+    assert "1 earlier copy (aug_*) in train not augmented" in capsys.readouterr().out
+
+
 def test_broken_images_are_skipped_with_a_warning_naming_them(data, bad_files, capsys):
     broken = bad_files(data / "train" / "REAL")
     assert augment(data) == 0
@@ -294,7 +384,7 @@ def test_summary_counts_images_broken_in_the_header_and_in_the_pixels(data, bad_
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("FAKE", "REAL"))}
     assert rows == {"FAKE": ["3", "0"], "REAL": ["3", "3"]}
-    assert "3 broken image(s) skipped" in out
+    assert "3 broken images skipped" in out
 
 
 def test_max_pixels_sets_the_limit_the_skip_warning_names(data, capsys):
@@ -650,6 +740,16 @@ def test_move_records_the_copies_settings_as_soon_as_a_copy_reaches_train(augmen
     shutil.copy2(copy, augmented / "test" / "REAL" / "held_out.jpg")  # so the copy stays
     assert move(augmented) == 0 and copy.is_file()
     assert (augmented / moving.MOVED_SETTINGS_NAME).read_bytes() == settings
+
+
+def test_move_advises_rerunning_the_augmentation_for_unrecorded_copies_beside_their_settings(augmented):
+    (augmented / "augmented_train" / moving.SOURCES_NAME).unlink()  # as after a kill before the record was written
+    assert move(augmented) == 0
+    with open(augmented / moving.MOVE_REFUSED_NAME, newline="") as stream:
+        reasons = {row["reason"] for row in csv.DictReader(stream)}
+    assert len(reasons) == 1
+    [reason] = reasons
+    assert "DataAugmentation.py again with --copies 2 --preset classic --seed 1" in reason
 
 
 def test_a_sources_csv_that_is_not_text_is_one_line(augmented, capsys):
