@@ -3,8 +3,9 @@
     DATA/train/<Class>/cat.jpg   ->   DATA/augmented_train/<Class>/aug_cat_0.jpg ... aug_cat_9.jpg
 
 Only train is ever augmented (never validation or test). The copies keep each image's own size
-unless --size N resizes them to N x N. Names derive from the source, so running again makes only
-what is missing; copies already moved into train (aug_*) count as made and are not augmented again.
+unless --size N resizes them to N x N (N x N at most --max-pixels). Names derive from the source, so
+running again makes only what is missing; copies already moved into train (aug_* files, and where
+DATA/augmented-copies.csv exists, those it lists) count as made and are not augmented again.
 A file under a copy's name counts as that copy when sources.csv records it with its sha256, or when it
 holds the very bytes this run makes (a run cut off before recording it); any other file there is never
 replaced nor recorded: it is kept and named, and the run ends with exit status 1 once the other copies
@@ -13,7 +14,8 @@ The same --seed gives byte-identical files. Broken images are skipped with a war
 Each copy's source is recorded, with both files' sha256, in DATA/augmented_train/sources.csv (rows
 are added on every run), so MoveAugmentedImages.py can refuse a copy whose source is no longer a
 training image. The settings the copies depend on (--copies, --preset, --seed, --size, --batch-size,
---jpeg-quality) are recorded in DATA/augmented_train/settings.json before the first copy is written:
+--jpeg-quality) are recorded in DATA/augmented_train/settings.json before the first copy is written
+(beside copies made before settings were recorded, only once a run found every one of them its own):
 a run with other settings over those copies is refused (exit 1) before it writes anything, except a
 higher --copies, which adds the missing copies. Once MoveAugmentedImages.py has moved them into train,
 the record is DATA/augmented-settings.json, and the same holds for new copies beside them.
@@ -31,8 +33,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
+import shlex
 import sys
 import time
 from argparse import ArgumentTypeError, Namespace
@@ -43,6 +47,7 @@ from pathlib import Path
 from realvsai.cli import (
     format_table,
     make_parser,
+    plural,
     positive_int,
     progress,
     run_main,
@@ -56,6 +61,10 @@ from realvsai.moving import (
     COPY_PREFIX,
     CopyPlan,
     changed_copy_settings,
+    dataset_folders,
+    has_unrecorded_copies,
+    is_copy_in_train,
+    moved_copy_digests,
     plan_copies,
     record_copy_settings,
     record_copy_sources,
@@ -131,7 +140,14 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
                         help="the split to augment: only train is allowed")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
                         help="images with more pixels are skipped (a guard against decompression bombs)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.size is not None and args.size * args.size > args.max_pixels:
+        # The guard the sources get: a copy is decoded, augmented and encoded as a source image is, at about
+        # 80 bytes a pixel in flight (--size 12,000 peaked at 11.7 GB on 32 px sources).
+        parser.error(f"--size {args.size} makes copies of {args.size * args.size:,} pixels, over --max-pixels "
+                     f"{args.max_pixels:,}; give a smaller --size (or a higher --max-pixels, if the machine has the "
+                     "memory)")
+    return args
 
 
 def copy_settings(args: Namespace) -> dict[str, object]:
@@ -148,11 +164,21 @@ def refuse_other_settings(data_dir: Path, settings: dict[str, object]) -> None:
         recorded = " ".join(f"{flag_name(name)} {old}" for name, (old, _) in changed.items())
         given = " ".join(f"{flag_name(name)} {new}" for name, (_, new) in changed.items())
         remedy = (f"delete that folder (python DataDeleter.py {folder})" if folder.name.lower() == AUGMENTED_TRAIN
-                  else f"delete the copies there ({folder}/*/{COPY_PREFIX}*)")
+                  else f"delete the copies there ({delete_copies_command(data_dir, folder)})")
         raise UserError(
             f"{folder} holds copies made with {recorded}, not {given}; nothing was written. Run again with "
             f"{recorded} to complete them, or {remedy} to make copies with the new settings."
         )
+
+
+def delete_copies_command(data_dir: Path, train_dir: Path) -> str:
+    """A shell command deleting the copies moved into ``train_dir``, and no training image named aug_* too
+    (``moving.is_copy_in_train``): each of those is spared by name."""
+    moved = moved_copy_digests(data_dir)
+    spared = [path for path in sorted(train_dir.glob(f"*/{COPY_PREFIX}*")) if not is_copy_in_train(path, moved)]
+    sparing = [word for path in spared for word in ("!", "-path", glob.escape(str(path)))]
+    return shlex.join(["find", str(train_dir), "-mindepth", "2", "-maxdepth", "2", "-type", "f",
+                       "-name", f"{COPY_PREFIX}*", *sparing, "-delete"])
 
 
 def augment(args: Namespace) -> None:
@@ -163,11 +189,18 @@ def augment(args: Namespace) -> None:
     started = time.perf_counter()
     settings = copy_settings(args)
     refuse_other_settings(args.data, settings)  # before planning reads every header
-    plan = plan_copies(args.data, args.copies, max_pixels=args.max_pixels)
+    # Copies there without a record of their settings are each compared with this run's, which records its
+    # settings only once it found every one of them to be its own.
+    unrecorded = has_unrecorded_copies(dataset_folders(args.data)[1])
+    plan = plan_copies(args.data, args.copies, max_pixels=args.max_pixels, verify=unrecorded)
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
+    if plan.not_images:
+        path, reason = plan.not_images[0]
+        logger.warning("%s in train %s this script reads (e.g. %s: %s): skipped",
+                       plural(len(plan.not_images), "file"),
+                       "is not an image" if len(plan.not_images) == 1 else "are not images", path, reason)
     if not any(target for image in plan.images for target in image.targets):
-        record_copy_sources(plan, args.data)  # copies an interrupted run wrote but did not record
         already_there = sum(len(image.targets) for image in plan.images)
         print_summary(args, plan, written=0, already_there=already_there, seconds=time.perf_counter() - started)
         return
@@ -175,17 +208,24 @@ def augment(args: Namespace) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: hide its CUDA probing chatter
     # TensorFlow: loaded only once there is work to do
     from realvsai.augmentation import build_augmentation
-    from realvsai.offline_augmentation import plan_batches, write_augmented_copies
+    from realvsai.offline_augmentation import CopyReport, plan_batches, write_augmented_copies
 
     layers = build_augmentation(args.preset, seed=args.seed)
     batches = plan_batches(plan.images, args.seed, image_size=args.size, batch_size=args.batch_size)
-    record_copy_settings(plan.output_dir, settings)
-    with progress(None, total=sum(len(batch.sources) * batch.copies for batch in batches), desc="augmenting",
-                  unit="copy") as bar:
-        report = write_augmented_copies(
-            batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality, on_copies_done=bar.update
-        )
-    record_copy_sources(plan, args.data, not_copies=[*report.undecodable, *report.in_the_way])
+    if not unrecorded:
+        record_copy_settings(plan.output_dir, settings)
+    report = CopyReport()
+    try:
+        with progress(None, total=sum(len(batch.sources) * batch.copies for batch in batches), desc="augmenting",
+                      unit="copy") as bar:
+            write_augmented_copies(batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality,
+                                   on_copies_done=bar.update, report=report)
+    finally:  # also on Ctrl-C: the copies written so far keep their sources, so the move takes them
+        record_copy_sources(plan, args.data, made=report.made)
+    made = {os.path.normpath(path) for path in report.made}
+    if unrecorded and not report.in_the_way and all(os.path.normpath(path) in made
+                                                    for path in plan.output_dir.glob(f"*/{COPY_PREFIX}*")):
+        record_copy_settings(plan.output_dir, settings)
     for source in report.undecodable:
         logger.warning("skipping %s: not a decodable image (TensorFlow could not decode it)", source)
     for path in report.in_the_way:
@@ -197,9 +237,9 @@ def augment(args: Namespace) -> None:
     if report.in_the_way:
         # MoveAugmentedImages.py would take those files for copies: the user sorts them out first.
         raise UserError(
-            f"{len(report.in_the_way)} file(s) in {plan.output_dir} have the name of a copy but are not one "
-            "(listed above; kept as they were). Move them out of that folder (or delete them if they are "
-            "copies of an earlier run with other settings) and run the same command again."
+            f"{plural(len(report.in_the_way), 'file')} in {plan.output_dir}: named like a copy, but not one "
+            "(listed above; kept as found). Move each out of that folder (or delete it if it is a copy of an "
+            "earlier run with other settings) and run the same command again."
         )
 
 
@@ -218,11 +258,12 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
     print(format_table(("class", "images", "broken (skipped)"), rows))
     size = "native size" if args.size is None else f"{args.size}x{args.size}"
     print(
-        f"Wrote {written:,} copies ({args.copies} per image, {args.preset}, {size}) to {plan.output_dir} "
-        f"in {seconds:.1f} s; {already_there:,} already there (skipped); "
-        f"{len(plan.broken) + len(undecodable)} broken image(s) skipped; "
-        f"{plan.earlier_copies:,} earlier copies (aug_*) in train not augmented."
-        + (f" {in_the_way:,} other file(s) in the way of a copy kept, those copies not written." if in_the_way else "")
+        f"Wrote {plural(written, 'copy', 'copies')} ({args.copies} per image, {args.preset}, {size}) to "
+        f"{plan.output_dir} in {seconds:.1f} s; {already_there:,} already there (skipped); "
+        f"{plural(len(plan.broken) + len(undecodable), 'broken image')} skipped; "
+        f"{plural(plan.earlier_copies, 'earlier copy', 'earlier copies')} (aug_*) in train not augmented."
+        + (f" {plural(in_the_way, 'other file')} in the way of a copy kept, "
+           f"{'that copy' if in_the_way == 1 else 'those copies'} not written." if in_the_way else "")
     )
     if written and not in_the_way:
         print(f"Next: python MoveAugmentedImages.py --data {args.data}")

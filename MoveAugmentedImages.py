@@ -26,7 +26,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from realvsai.cli import format_table, make_parser, run_main, setup_logging
+from realvsai.cli import format_table, make_parser, plural, run_main, setup_logging
 from realvsai.moving import MoveReport, move_augmented
 
 
@@ -56,7 +56,7 @@ def print_summary(args: Namespace, report: MoveReport | None) -> None:
     moved, identical, renamed = (sum(counts[key] for counts in report.counts.values())
                                  for key in ("moved", "identical", "renamed"))
     verb = "Would move" if args.dry_run else "Moved"
-    line = (f"{verb} {moved + renamed:,} files into {args.data}/train ({renamed:,} under a new name); "
+    line = (f"{verb} {plural(moved + renamed, 'file')} into {args.data}/train ({renamed:,} under a new name); "
             f"{identical:,} already there (identical, skipped).")
     refused = len(report.refused_files)
     if refused:
@@ -69,7 +69,7 @@ def print_summary(args: Namespace, report: MoveReport | None) -> None:
         line += f" Removed the emptied {args.data}/augmented_train."
     else:
         line += (f" Kept {args.data}/augmented_train: it still holds "
-                 f"{len(report.left_behind) + refused} file(s).")
+                 f"{plural(len(report.left_behind) + refused, 'file')}.")
     print(line)
 
 

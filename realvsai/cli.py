@@ -184,6 +184,11 @@ def describe_os_error(error: OSError, then: str = "run the same command again (f
     return f"{where}{hint}, then {then}."
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``count`` and ``noun``, or its plural ``nouns`` (default: noun + "s"): "1 copy", "1,000 copies"."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def default_workers() -> int:
     """The CPU cores this process may use."""
     try:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from realvsai.cli import progress
-from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.cli import plural, progress
+from realvsai.config import MAX_IMAGE_PIXELS, flag_name
 from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
@@ -78,6 +78,7 @@ class CopyPlan:
     images: list[SourceImage] = field(default_factory=list)
     broken: list[tuple[Path, str]] = field(default_factory=list)
     earlier_copies: int = 0  # aug_* files already in train: copies, not sources
+    not_images: list[tuple[Path, str]] = field(default_factory=list)  # (file in a class folder, why it is no image)
     copy_names: dict[Path, tuple[str, ...]] = field(default_factory=dict)  # source -> all its copies' names
 
 
@@ -106,25 +107,34 @@ def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
     return train_dir, find_child_folder(data_dir, AUGMENTED_TRAIN) or data_dir / AUGMENTED_TRAIN
 
 
-def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS) -> CopyPlan:
+def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS, verify: bool = False) -> CopyPlan:
     """Lists the training images, reads each one's header and names its copies ``aug_<stem>_<k>.jpg`` (or,
     where names collide, ``aug_<stem>_<extension>_<k>.jpg``: ``_copy_bases``).
 
-    ``aug_*`` files in train are earlier copies (moved there), not augmented again. A copy in augmented_train
+    Earlier copies in train (``is_copy_in_train``) are not augmented again. A copy in augmented_train
     is made when ``sources.csv`` records it with its sha256; any other file under its name is planned as
     missing, and the writer compares it with the copy it makes (``offline_augmentation``). Files whose
-    header is broken are skipped with a warning (the augmentation pipeline decodes the pixels).
+    ``verify`` plans the copies ``sources.csv`` records as missing too, so each is compared (copies whose
+    settings were not recorded: ``has_unrecorded_copies``). Files whose
+    header is broken are skipped with a warning (the augmentation pipeline decodes the pixels); other files
+    that are not images read here go to ``plan.not_images``.
     ``UserError`` if the dataset folder, train, or its class folders are missing.
     """
     train_dir, output_dir = dataset_folders(data_dir)
     plan = CopyPlan(train_dir=train_dir, output_dir=output_dir)
-    recorded = read_copy_sources(output_dir)
+    recorded = {} if verify else read_copy_sources(output_dir)
+    moved = moved_copy_digests(data_dir)
     targets: dict[Path, tuple[str | None, ...]] = {}
     for class_name in find_class_folders(train_dir):
-        files = list_images(train_dir / class_name)
-        sources = [path for path in files if not path.name.startswith(COPY_PREFIX)]
-        plan.earlier_copies += len(files) - len(sources)
-        made = {entry.name for entry in _copy_entries(train_dir / class_name) if is_made(entry.path)}
+        skipped: list[tuple[str, str]] = []
+        files = list_images(train_dir / class_name, skipped=skipped)
+        # Hidden files (.DS_Store, an interrupted write's .tmp) are left out without a word, as everywhere.
+        plan.not_images += [(Path(path), reason) for path, reason in skipped if os.path.basename(path)[0] != "."]
+        earlier = {path for path in files if is_copy_in_train(path, moved)}
+        sources = [path for path in files if path not in earlier]
+        plan.earlier_copies += len(earlier)
+        made = {entry.name for entry in _copy_entries(train_dir / class_name)
+                if is_made(entry.path) and (moved is None or Path(entry.path) in earlier)}
         made |= {entry.name for entry in _copy_entries(output_dir / class_name)
                  if (record := recorded.get(f"{class_name}/{entry.name}")) is not None
                  and entry.is_file(follow_symlinks=False) and sha256_file(entry.path) == record.copy_sha256}
@@ -143,6 +153,21 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS)
             plan.images.append(SourceImage(source, source.parent.name, copy_targets, header.width, header.height,
                                            header.needs_pil))
     return plan
+
+
+def moved_copy_digests(data_dir: Path) -> set[str] | None:
+    """The sha256 of every copy ``DATA/augmented-copies.csv`` lists, or None without that record."""
+    if not (Path(data_dir) / MOVED_COPIES_NAME).is_file():
+        return None
+    return set(read_moved_copies(data_dir))
+
+
+def is_copy_in_train(path: Path, moved: set[str] | None) -> bool:
+    """True when ``path``, in train, is an augmented copy moved there: named ``aug_*`` and, where
+    ``augmented-copies.csv`` exists (its digests: ``moved``), listed there by content, since a training image
+    may be called aug_holiday.jpg too. Without the record (copies moved by an older version) the name decides.
+    """
+    return path.name.startswith(COPY_PREFIX) and (moved is None or sha256_file(path) in moved)
 
 
 def _copy_bases(sources: Iterable[Path]) -> dict[Path, str]:
@@ -218,24 +243,22 @@ def add_copy_sources(augmented_dir: Path, sources: Mapping[str, CopySource]) -> 
                for copy, record in sorted(rows.items())])
 
 
-def record_copy_sources(plan: CopyPlan, data_dir: Path, not_copies: Iterable[Path | str] = ()) -> int:
-    """Records in ``sources.csv`` every copy of ``plan``'s images in augmented_train that has no row yet.
+def record_copy_sources(plan: CopyPlan, data_dir: Path, made: Iterable[Path | str]) -> int:
+    """Records in ``sources.csv`` each copy of ``plan``'s images at a path in ``made`` that has no row yet.
 
-    Run after the copies are written, and on every run, so copies an interrupted run wrote are recorded
-    by the next. ``not_copies``: the sources that did not decode and the files found in a copy's way,
-    which are nobody's copies. Returns the number of rows added.
+    ``made``: the paths this run wrote, or found holding the very bytes it makes (``CopyReport.made``); only
+    those, so a file under a copy's name that no run compared is never taken for the copy. Run also when the
+    run is interrupted, so the copies written so far keep their record. Returns the number of rows added.
     """
-    skipped = {os.path.normpath(path) for path in not_copies}
+    made = {os.path.normpath(path) for path in made}
     known = read_copy_sources(plan.output_dir)
     added: dict[str, CopySource] = {}
     for source, names in plan.copy_names.items():
-        if os.path.normpath(source) in skipped:
-            continue
         class_name, source_digest = source.parent.name, None
         for name in names:
             copy = plan.output_dir / class_name / name
             key = f"{class_name}/{name}"
-            if key in known or os.path.normpath(copy) in skipped or not is_made(copy):
+            if key in known or os.path.normpath(copy) not in made:
                 continue
             source_digest = source_digest or sha256_file(source)
             added[key] = CopySource(sha256_file(copy), source.relative_to(data_dir).as_posix(), source_digest)
@@ -284,9 +307,10 @@ def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
     the record is unreadable.
     """
     train_dir, augmented_dir = dataset_folders(data_dir)
+    moved = moved_copy_digests(data_dir)
     if any(augmented_dir.glob(f"*/{COPY_PREFIX}*")):
         folder, path = augmented_dir, augmented_dir / SETTINGS_NAME
-    elif any(train_dir.glob(f"*/{COPY_PREFIX}*")):
+    elif any(is_copy_in_train(copy, moved) for copy in train_dir.glob(f"*/{COPY_PREFIX}*")):
         folder, path = train_dir, Path(data_dir) / MOVED_SETTINGS_NAME
     else:
         return augmented_dir, {}
@@ -307,10 +331,19 @@ def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
     return folder, changed
 
 
+def has_unrecorded_copies(augmented_dir: Path) -> bool:
+    """True when ``augmented_dir`` holds copies (aug_*) but no ``settings.json``: made before settings were
+    recorded, with settings no one knows, so a run's own settings are recorded only once it has found every
+    copy there to be its own (``record_copy_settings``)."""
+    augmented_dir = Path(augmented_dir)
+    return not (augmented_dir / SETTINGS_NAME).is_file() and any(augmented_dir.glob(f"*/{COPY_PREFIX}*"))
+
+
 def record_copy_settings(augmented_dir: Path, settings: Mapping[str, object]) -> None:
     """Writes ``settings`` to ``augmented_train/settings.json`` (atomically) unless it holds them already.
 
-    Run before the first copy is written, so no copy is ever there without its settings.
+    Run before the first copy is written, so no copy is ever there without its settings; where copies are there
+    without a record already (``has_unrecorded_copies``), only after a run found each of them to be its own.
     """
     path = Path(augmented_dir) / SETTINGS_NAME
     with contextlib.suppress(ValueError):  # an unreadable record (beside no copies) is replaced
@@ -411,9 +444,9 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
         moved_at = datetime.now().isoformat(timespec="seconds")
         append_csv(report.refused_path, MOVE_REFUSED_FIELDS,
                    [(moved_at, source, reason) for source, reason in report.refused_files])
-        logger.warning("refused %d copies that would leak a validation or test image into training, whose "
-                       "source is unknown, or reached through a symlink; they stay in %s (list with reasons: %s)",
-                       len(report.refused_files), augmented_dir, report.refused_path)
+        logger.warning("refused %s that would leak a validation or test image into training, whose source is "
+                       "unknown, or reached through a symlink; left in %s (list with reasons: %s)",
+                       plural(len(report.refused_files), "copy", "copies"), augmented_dir, report.refused_path)
     report.left_behind, report.removed_folder = _remove_emptied(
         augmented_dir, {Path(source) for source, _ in report.refused_files})
     return report
@@ -429,6 +462,17 @@ class _Refusal:
         self.records = read_copy_sources(augmented_dir)
         self._in_train: set[str] | None = None  # sha256 of every train image, hashed only when needed
         self._checked: dict[tuple[str, str], bool] = {}  # (source, sha256): a source's ten copies hash it once
+        try:
+            settings = read_json(augmented_dir / SETTINGS_NAME)
+        except ValueError:  # an unreadable settings.json: the general advice
+            settings = None
+        if isinstance(settings, dict):
+            # A run killed before it recorded the copies it wrote: a re-run with their settings records each copy
+            # it finds to be its own.
+            flags = " ".join(f"{flag_name(name)} {value}" for name, value in settings.items())
+            self.remedy = f"Run DataAugmentation.py again with {flags} first: it records the copies it made"
+        else:
+            self.remedy = "Make copies with DataAugmentation.py, which records their sources"
 
     def why(self, copy: Path, digest: str) -> tuple[str, str] | None:
         """``(REFUSED_* kind, reason in words)``, or None when ``copy`` (sha256 ``digest``) may go into train."""
@@ -443,9 +487,8 @@ class _Refusal:
             what = (f"no recorded source (not in {listed})" if record is None
                     else f"changed since it was recorded in {listed} (other sha256)")
             return REFUSED_UNLISTED, (
-                f"{what}, so it may be a copy of a validation or test image. Make copies with DataAugmentation.py, "
-                "which records their sources, or run MoveAugmentedImages.py --move-unlisted if you know this one "
-                "was made from a training image")
+                f"{what}, so it may be a copy of a validation or test image. {self.remedy}, or run "
+                "MoveAugmentedImages.py --move-unlisted if you know this one was made from a training image")
         if record.source_sha256 in self.held_out:
             return REFUSED_HELD_OUT_SOURCE, (
                 f"a copy of {record.source}, which is now {self.held_out[record.source_sha256]}; in train it would "
@@ -464,8 +507,9 @@ class _Refusal:
                 self._checked[key] = True
             else:
                 if self._in_train is None:  # moved or renamed since: look for its content anywhere in train
+                    moved = moved_copy_digests(self.data_dir)
                     self._in_train = {sha256_file(path) for path in list_images(self.train_dir, recursive=True)
-                                      if not path.name.startswith(COPY_PREFIX)}
+                                      if not is_copy_in_train(path, moved)}
                 self._checked[key] = record.source_sha256 in self._in_train
         return self._checked[key]
 

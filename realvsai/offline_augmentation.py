@@ -85,11 +85,13 @@ class CopyReport:
     already_there: int = 0
     undecodable: list[Path] = field(default_factory=list)
     in_the_way: list[str] = field(default_factory=list)  # files kept at a copy's name: not copies
+    made: list[str] = field(default_factory=list)  # copies written, or found with their very bytes, so far
 
 
 def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Sequential | None,
                            image_size: int | None = None, jpeg_quality: int = 95, writers: int = 2,
-                           on_copies_done: Callable[[int], None] | None = None) -> CopyReport:
+                           on_copies_done: Callable[[int], None] | None = None,
+                           report: CopyReport | None = None) -> CopyReport:
     """Makes every batch's copies and writes each with ``files.write_new``, never over another file.
 
     A file at a copy's name counts as already there when it holds the copy's very bytes (an earlier or
@@ -97,8 +99,9 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     parallel, the augmentation runs on the Keras backend, and ``writers`` threads encode and write a batch
     at a time while the next is made; ``on_copies_done`` gets the number of copies computed (those already there
     included), of ``sum(len(batch.sources) * batch.copies)``: an image's copies may span several batches.
+    ``report``: filled as the copies are written, so a caller that passes one knows them when interrupted.
     """
-    report, decoded = CopyReport(), set()
+    report, decoded = CopyReport() if report is None else report, set()
     for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets
                    if target}:
         os.makedirs(folder, exist_ok=True)
@@ -113,7 +116,7 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
                 decoded.add((int(batch_index), int(position)))
                 pixels = copies[row * batch.copies:(row + 1) * batch.copies]
                 files.extend((target, image) for target, image in zip(batch.targets[position], pixels) if target)
-            in_flight.append(pool.submit(_write_files, files, jpeg_quality, report.in_the_way))
+            in_flight.append(pool.submit(_write_files, files, jpeg_quality, report))
             while len(in_flight) > 2 * writers:
                 report.written += in_flight.popleft().result()
             if on_copies_done:
@@ -130,9 +133,9 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     return report
 
 
-def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, in_the_way: list[str]) -> int:
-    """Encodes and writes each ``(path, uint8 pixels)``; returns how many it wrote, adds the others not made
-    to ``in_the_way``."""
+def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, report: CopyReport) -> int:
+    """Encodes and writes each ``(path, uint8 pixels)``; returns how many it wrote. Adds each path to
+    ``report.made`` as soon as it holds its copy, or to ``report.in_the_way``."""
     written = 0
     for path, pixels in files:
         encoded = tf.io.encode_jpeg(pixels, quality=jpeg_quality).numpy()
@@ -144,7 +147,9 @@ def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, in_
             # byte-identical for the settings settings.json holds). Anything else is not a copy.
             with open(path, "rb") as stream:
                 if stream.read() != encoded:
-                    in_the_way.append(path)
+                    report.in_the_way.append(path)
+                    continue
+        report.made.append(path)  # list.append is atomic: the writer threads share the report
     return written
 
 
