@@ -267,8 +267,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
 
 def offline_copies(data_dir: Path, train_images: LabelledImages) -> dict[str, Any] | None:
     """How many of ``train_images`` are augmented copies (DataAugmentation.py's ``aug_*`` files moved into train by
-    MoveAugmentedImages.py: ``moving.is_copy_in_train``) and the settings they were made with (``DATA/augmented-settings.json``, None where
-    unreadable): model.json's ``augmented_copies``; None without copies."""
+    MoveAugmentedImages.py: ``moving.is_copy_in_train``) and the settings they were made with
+    (``DATA/augmented-settings.json``, None where unreadable): model.json's ``augmented_copies``; None without
+    copies."""
     from realvsai.moving import MOVED_SETTINGS_NAME, is_copy_in_train, moved_copy_digests
 
     moved = moved_copy_digests(data_dir)
