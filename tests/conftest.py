@@ -45,6 +45,21 @@ def _restore_project_logger():
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_in_a_terminal():
+    """Ctrl-C raises KeyboardInterrupt in every test, as in a terminal, also where the suite itself runs with
+    SIGINT ignored (started in the background by a non-interactive shell, or under nohup)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def write_image(
     path: Path, seed: int, size: tuple[int, int] = (32, 32), mode: str = "RGB", fmt: str | None = None
 ) -> Path:
