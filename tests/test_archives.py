@@ -668,6 +668,22 @@ def test_zip_round_trip_gives_byte_identical_files(tmp_path, dataset):
     assert (tmp_path / "unzipped" / "empty").is_dir()
 
 
+def test_zipping_a_file_that_unzipping_would_call_a_bomb_names_the_max_ratio_it_needs(tmp_path, caplog):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "zeros.bin").write_bytes(bytes(8 << 20))  # deflates over 1,000 times
+    caplog.set_level("WARNING", logger="realvsai")
+
+    archive = zip_folder(folder, tmp_path / "logs.zip").archive
+
+    (warning,) = [record.getMessage() for record in caplog.records if "--max-ratio" in record.getMessage()]
+    needed = float(warning.split("--max-ratio ")[1].split()[0])
+    with pytest.raises(UserError, match="zip bomb"):
+        extract_archive(archive, tmp_path / "refused")
+    extract_archive(archive, tmp_path / "unzipped", limits=UnzipLimits(max_ratio=needed))
+    assert (tmp_path / "unzipped" / "zeros.bin").stat().st_size == 8 << 20
+
+
 def test_zipping_is_deterministic_and_sorted(tmp_path, dataset):
     first = zipfile.ZipFile(zip_folder(dataset, tmp_path / "first.zip").archive).namelist()
     second = zipfile.ZipFile(zip_folder(dataset, tmp_path / "second.zip").archive).namelist()
