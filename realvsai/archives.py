@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import logging
 import lzma
+import math
 import os
 import shlex
 import shutil
@@ -531,6 +532,7 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
                 except OSError as error:
                     raise UserError(f"zipping stopped at {name} ({error.strerror or error}), so {out} was not "
                                     "written. Fix the cause (disk space, permissions) and run again.") from error
+            _warn_of_ratios(out, zip_file.infolist())
         if verify:
             stream.flush()
             stream.seek(0)
@@ -543,6 +545,21 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
                 raise UserError(f"the new archive failed its check ({bad}), so {out} was not written. "
                                 "Check the disk (space, errors) and run again.")
     return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size)
+
+
+def _warn_of_ratios(out: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
+    """Warns when DataUnZipper, as it stands by default, would refuse ``out`` as a zip bomb (``_check_entries``):
+    a file that compresses more than ``UnzipLimits.max_ratio`` times (logs, zeros), with the --max-ratio that
+    extracts it."""
+    limit = UnzipLimits().max_ratio
+    ratios = {info.filename: info.file_size / max(info.compress_size, 1) for info in infos
+              if info.file_size > _RATIO_FLOOR_BYTES}
+    over = {name: ratio for name, ratio in ratios.items() if ratio > limit}
+    if over:
+        name = max(over, key=over.get)
+        logger.warning("%d file%s in %s compress%s more than %g times (e.g. %s: %.0f times): DataUnZipper.py refuses "
+                       "that as a zip bomb unless given --max-ratio %d", len(over), "s" * (len(over) > 1), out,
+                       "" if len(over) > 1 else "es", limit, name, over[name], math.ceil(over[name]))
 
 
 def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
