@@ -40,6 +40,7 @@ import hashlib
 import io
 import logging
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ from realvsai.cli import make_parser, positive_int, setup_logging
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import spreadsheet_safe
+from realvsai.images import RAISE_LIMIT
 from realvsai.prediction import describe_counts
 from realvsai.run import ModelRun, list_runs, load_run, read_run
 
@@ -165,27 +167,18 @@ def summary_counts(results: Sequence[inference.UploadResult], class_names: Seque
 
 
 # The library's pixel-limit refusal names every script's --max-pixels; a web user gets the app's own.
-_SCRIPTS_HINT = " (a guard against decompression bombs"
-APP_PIXELS_HINT = (" (a guard against decompression bombs; whoever starts the app sets it: "
-                   "streamlit run App.py -- --max-pixels N)")
+APP_RAISE_LIMIT = "whoever starts the app sets it: streamlit run App.py -- --max-pixels N"
 
 
-def in_app_terms(results: Sequence[inference.UploadResult], max_pixels: int) -> list[inference.UploadResult]:
+def in_app_terms(results: Sequence[inference.UploadResult]) -> list[inference.UploadResult]:
     """``results`` with the pixel limit's refusal saying how the app's limit is raised (rather than the scripts')."""
-    worded = []
-    for result in results:
-        error = result.error
-        if error is not None and f"the limit of {max_pixels:,} pixels" in error:
-            error = error.split(_SCRIPTS_HINT, 1)[0] + APP_PIXELS_HINT
-        worded.append(result if error == result.error else dataclasses.replace(result, error=error))
-    return worded
+    return [dataclasses.replace(result, error=result.error.replace(RAISE_LIMIT, APP_RAISE_LIMIT))
+            if result.error and RAISE_LIMIT in result.error else result for result in results]
 
 
 def duplicates(uploads: Sequence[UploadedFile]) -> dict[int, int]:
     """For each upload whose bytes an earlier one has, the index of the first of them."""
-    sizes: dict[int, int] = {}
-    for upload in uploads:
-        sizes[upload.size] = sizes.get(upload.size, 0) + 1
+    sizes = Counter(upload.size for upload in uploads)
     first_by_hash: dict[str, int] = {}
     same_as = {}
     for index, upload in enumerate(uploads):
@@ -507,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     with st.spinner(f"Classifying {len(uploads)} image{'s' if len(uploads) != 1 else ''}…"):
         results = classify(classifier, _model_key(run), tuple(file.file_id for file in uploads), uploads,
                            args.batch_size, args.max_pixels, run.info)
-    results = in_app_terms(results, args.max_pixels)
+    results = in_app_terms(results)
     results_section(results, uploads, classifier, run, settings)
     batch_table(results, run, settings)
     return 0

@@ -20,6 +20,9 @@ from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
 from realvsai.image_stats import format_name
 
+# How the pixel limit is raised, as ``pixel_problem`` says it (the app says it its own way).
+RAISE_LIMIT = ("--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMerger.py, DataAugmentation.py, "
+               "ModelTraining.py (--evaluate, --predict) and App.py")
 # Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images; WebP without alpha).
 # Not BMP: TensorFlow returns a palette BMP's colour indices as gray levels and refuses a 1-bit one; not GIF:
 # it paints a transparent pixel black, Pillow in its palette colour; a WebP with alpha it refuses (TF 2.21).
@@ -87,8 +90,7 @@ def pixel_problem(width: int, height: int, max_pixels: int, crop_size: int | Non
     size = f"{width}x{height} pixels" + (f", enlarged to {covered[0]}x{covered[1]} for the model's "
                                          f"{crop_size} px crops," if covered != (width, height) else "")
     return (f"{size} is more than the limit of {max_pixels:,} pixels (a guard against decompression bombs; "
-            "--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMerger.py, DataAugmentation.py, "
-            "ModelTraining.py (--evaluate, --predict) and App.py)")
+            f"{RAISE_LIMIT})")
 
 
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,

@@ -165,20 +165,25 @@ def test_refusal_names_the_recorded_and_the_given_settings_in_one_line(data, cap
     assert "DataDeleter.py" in line
 
 
-def test_copies_of_a_run_interrupted_after_its_first_copy_are_not_mixed_with_other_settings(data, monkeypatch):
+def ctrl_c_after_writes(monkeypatch, count: int) -> None:
+    """The augmentation's writer stops with a Ctrl-C once it has written ``count`` copies."""
     from realvsai import offline_augmentation
 
     write_new, calls = offline_augmentation.write_new, []
 
-    def write_one_then_stop(path, content):
+    def write_then_stop(path, content):
         calls.append(path)
-        if len(calls) > 1:
+        if len(calls) > count:
             raise KeyboardInterrupt
         write_new(path, content)
 
-    monkeypatch.setattr(offline_augmentation, "write_new", write_one_then_stop)
-    assert augment(data) == 1
-    monkeypatch.setattr(offline_augmentation, "write_new", write_new)
+    monkeypatch.setattr(offline_augmentation, "write_new", write_then_stop)
+
+
+def test_copies_of_a_run_interrupted_after_its_first_copy_are_not_mixed_with_other_settings(data, monkeypatch):
+    with monkeypatch.context() as patched:
+        ctrl_c_after_writes(patched, 1)
+        assert augment(data) == 1
     assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 1
     assert augment(data, "--seed", "2") == 1
 
@@ -216,17 +221,7 @@ def test_a_run_that_finds_unrecorded_copies_in_its_way_records_no_settings_for_t
 
 
 def test_copies_written_before_ctrl_c_are_recorded(data, monkeypatch):
-    from realvsai import offline_augmentation
-
-    write_new, calls = offline_augmentation.write_new, []
-
-    def write_three_then_stop(path, content):
-        calls.append(path)
-        if len(calls) > 3:
-            raise KeyboardInterrupt
-        write_new(path, content)
-
-    monkeypatch.setattr(offline_augmentation, "write_new", write_three_then_stop)
+    ctrl_c_after_writes(monkeypatch, 3)
     assert augment(data) == 1
     written = sorted(f"{path.parent.name}/{path.name}" for path in (data / "augmented_train").rglob("aug_*.jpg"))
     assert len(written) >= 3

@@ -170,11 +170,16 @@ def test_the_same_pixels_in_other_bytes_in_two_splits_among_the_sources_are_adde
         assert [Path(row["source"]).name for row in csv.DictReader(stream)] == ["resaved.png"]
 
 
+def merge_a_resaved_copy(first: Path, second: Path, into: Path, copy: str) -> merging.MergeReport:
+    """Merges ``first``, then ``second`` holding ``first``'s train/REAL/img_001.png saved again as ``copy``."""
+    merge_datasets([first], into)
+    save_in_other_bytes(first / "train" / "REAL" / "img_001.png", second / copy)
+    return merge_datasets([second], into)
+
+
 def test_the_same_pixels_as_bmp_in_another_split_of_the_target_are_refused(first, second, tmp_path):
     into = tmp_path / "merged"
-    merge_datasets([first], into)
-    save_in_other_bytes(first / "train" / "REAL" / "img_001.png", second / "test" / "REAL" / "leak.bmp")
-    report = merge_datasets([second], into)
+    report = merge_a_resaved_copy(first, second, into, "test/REAL/leak.bmp")
     assert [Path(source).name for source, _ in report.refused] == ["leak.bmp"]
     assert "(train)" in report.refused[0][1] and "two splits" in report.refused[0][1]
     assert not (into / "test" / "REAL" / "leak.bmp").exists()
@@ -182,9 +187,7 @@ def test_the_same_pixels_as_bmp_in_another_split_of_the_target_are_refused(first
 
 def test_the_same_pixels_in_other_bytes_under_another_class_are_refused(first, second, tmp_path):
     into = tmp_path / "merged"
-    merge_datasets([first], into)
-    save_in_other_bytes(first / "train" / "REAL" / "img_001.png", second / "train" / "FAKE" / "same_as_real.png")
-    report = merge_datasets([second], into)
+    report = merge_a_resaved_copy(first, second, into, "train/FAKE/same_as_real.png")
     assert [Path(source).name for source, _ in report.refused] == ["same_as_real.png"]
     assert "REAL" in report.refused[0][1] and "two classes" in report.refused[0][1]
     assert not (into / "train" / "FAKE" / "same_as_real.png").exists()
