@@ -496,3 +496,28 @@ def test_model_augmentation_trains_in_an_xla_compiled_step_with_new_draws_each_s
 
     moved = [keras.ops.convert_to_numpy(layer.generator.state) for layer in augmentation.layers]
     assert all(after[1] == before[1] + 2 for before, after in zip(states, moved)), (states, moved)  # [seed, draws]
+
+
+def copies_made(data: Path, copies: int, batch_size: int, preset: str, seed: int = 3) -> dict[str, bytes]:
+    """Writes what is missing of ``copies`` copies of each training image into ``data``; returns every copy's bytes."""
+    from realvsai.moving import plan_copies
+
+    batches = plan_batches(plan_copies(data, copies=copies).images, seed=seed, batch_size=batch_size)
+    write_augmented_copies(batches, build_augmentation(preset, seed=seed))
+    return {path.relative_to(data).as_posix(): path.read_bytes()
+            for path in sorted((data / "augmented_train").rglob("*.jpg"))}
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_each_copy_depends_on_its_source_and_number_alone(preset, tmp_path, make_class_folder):
+    """Raising --copies gave a folder that a fresh run with the new --copies did not make (the first copies
+    were drawn in batches of another shape), and --batch-size changed every copy."""
+    for name in ("grown", "fresh", "other_batches"):
+        make_class_folder(tmp_path / name / "train", {"REAL": 3, "FAKE": 2})
+    copies_made(tmp_path / "grown", copies=2, batch_size=2, preset=preset)
+    grown = copies_made(tmp_path / "grown", copies=4, batch_size=2, preset=preset)
+    fresh = copies_made(tmp_path / "fresh", copies=4, batch_size=2, preset=preset)
+    assert len(fresh) == 5 * 4
+    assert grown == fresh
+    assert copies_made(tmp_path / "other_batches", copies=4, batch_size=3, preset=preset) == fresh
+    assert len(set(fresh.values())) == len(fresh)  # and every copy its own
