@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from realvsai.config import PRESETS
@@ -56,37 +57,33 @@ def _layer_seed(seed: Any, index: int) -> int | None:
 
 
 def augment_copies(augmentation: keras.Sequential, images, seed):
-    """``augmentation(images, training=True)`` with every draw from ``seed`` alone.
+    """``augmentation(images, training=True)`` inside training's tf.data map, every draw from ``seed`` alone.
 
     Args:
-        seed: an int or a tuple of ints (any layers, eager, any backend), or inside a tf.data map an
-            int tensor of shape (2,) (the ``"input"`` part only: its layers are TensorFlow's).
+        seed: an int tensor of shape (2,), the batch's; the layers must be TensorFlow's (the ``"input"`` part).
     """
-    images = ops.cast(images, "float32") if _is_python_seed(seed) else _tensorflow().cast(images, "float32")
-    return apply_transformations(augmentation.layers, images, random_transformations(augmentation, images, seed))
+    fold_in = _tensorflow().random.experimental.stateless_fold_in
+    images = _tensorflow().cast(images, "float32")
+    return apply_transformations(augmentation.layers, images, [
+        layer.get_random_transformation(images, fold_in(seed, index))
+        for index, layer in enumerate(augmentation.layers)])
 
 
-def random_transformations(augmentation: keras.Sequential, images, seed) -> list:
-    """Each layer's random parameters for ``images``, drawn only from ``seed`` (as in ``augment_copies``);
-    they depend on the batch's shape alone, so they can be drawn outside a compiled function."""
-    if _is_python_seed(seed):
-        seeds = [_layer_seed(seed, index) for index in range(len(augmentation.layers))]
-    else:
-        fold_in = _tensorflow().random.experimental.stateless_fold_in
-        seeds = [fold_in(seed, index) for index in range(len(augmentation.layers))]
-    return [layer.get_random_transformation(images, layer_seed)
-            for layer, layer_seed in zip(augmentation.layers, seeds)]
+def copy_transformations(augmentation: keras.Sequential, images, seeds: Sequence[int]) -> list:
+    """Each layer's random parameters for a batch of copies, row ``i`` drawn from ``seeds[i]`` alone (any int):
+    a copy depends on its own seed, never on the batch it is made in nor on the backend."""
+    generators = [np.random.default_rng(seed) for seed in seeds]
+    # One generator per copy, each layer's draws taken from it in turn.
+    return [layer.transformation(images, np.stack([generator.random(layer.num_draws, "float32")
+                                                   for generator in generators]))
+            for layer in augmentation.layers]
 
 
 def apply_transformations(layers: Sequence[keras.layers.Layer], images, transformations: Sequence):
-    """Applies each layer's ``transformations`` (from ``random_transformations``) to float32 ``images``, in order."""
+    """Applies each layer's ``transformations`` to float32 ``images``, in order."""
     for layer, transformation in zip(layers, transformations):
         images = layer.transform_images(images, transformation)
     return images
-
-
-def _is_python_seed(seed) -> bool:
-    return isinstance(seed, int) or (isinstance(seed, tuple) and all(isinstance(part, int) for part in seed))
 
 
 def _tensorflow():
@@ -102,9 +99,11 @@ def _require(condition: bool, message: str) -> None:
 
 
 class _RandomImageLayer(keras.layers.Layer):
-    """Draws each image's parameters (from a given int seed, or the layer's own generator), then applies them."""
+    """Draws ``num_draws`` numbers in [0, 1) per image (from a given seed, or the layer's own generator), makes
+    them the image's parameters (``transformation``), then applies those (``transform_images``)."""
 
     config_names: tuple[str, ...] = ()
+    num_draws: int = 0
 
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -118,9 +117,14 @@ class _RandomImageLayer(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def _uniform(self, images, count: int, seed: int | None = None):
-        """``(batch, count)`` draws in [0, 1): from ``seed`` when given, else from the layer's generator."""
-        return keras.random.uniform((ops.shape(images)[0], count), seed=self.generator if seed is None else seed)
+    def get_random_transformation(self, images, seed=None):
+        """``transformation`` of ``(batch, num_draws)`` draws: from ``seed`` when given, else the layer's generator."""
+        return self.transformation(images, keras.random.uniform(
+            (ops.shape(images)[0], self.num_draws), seed=self.generator if seed is None else seed))
+
+    def transformation(self, images, draws):
+        """The parameters of each image of ``images`` from its row of ``draws``, ``(batch, num_draws)`` in [0, 1)."""
+        raise NotImplementedError
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed, **{name: getattr(self, name) for name in self.config_names}}
@@ -153,14 +157,16 @@ class RandomAffine(_RandomImageLayer):
         self.shear_factor, self.zoom_fraction = float(shear_factor), float(zoom_fraction)
         self.horizontal_flip, self.fill_mode = bool(horizontal_flip), fill_mode
 
-    def get_random_transformation(self, images, seed=None):
+    num_draws = 7
+
+    def transformation(self, images, draws):
         shape = ops.shape(images)
         # A range of 0 gives exactly 0 (a zoom of exactly 1), so a layer with only the flip on, or
         # only whole-pixel shifts, moves whole pixels.
         scale = ops.convert_to_tensor([self.rotation_degrees * math.pi / 180.0, self.shift_fraction,
                                        self.shift_fraction, self.shear_factor, self.zoom_fraction,
                                        self.zoom_fraction, 1.0], "float32")
-        draws = (self._uniform(images, 7, seed) * 2.0 - 1.0) * scale
+        draws = (ops.convert_to_tensor(draws, "float32") * 2.0 - 1.0) * scale
         angle, shift_x, shift_y, shear, zoom_x, zoom_y, flip = ops.unstack(draws, num=7, axis=1)
         return {"angle": angle, "shift_x": shift_x * ops.cast(shape[2], "float32"),
                 "shift_y": shift_y * ops.cast(shape[1], "float32"), "shear": shear,
@@ -240,9 +246,11 @@ class RandomCropPad(_RandomImageLayer):
         _, height, width, _ = ops.shape(images)
         return [ops.cast(ops.floor(ops.cast(side, "float32") * self.pad_fraction), "int32") for side in (height, width)]
 
-    def get_random_transformation(self, images, seed=None):
+    num_draws = 3
+
+    def transformation(self, images, draws):
         pad_height, pad_width = self._pads(images)
-        draws = self._uniform(images, 3, seed)
+        draws = ops.convert_to_tensor(draws, "float32")
         # floor(u * (2p + 1)) is uniform over the 2p + 1 whole-pixel offsets 0 .. 2p.
         offset_y = ops.cast(ops.floor(draws[:, 0] * ops.cast(2 * pad_height + 1, "float32")), "int32")
         offset_x = ops.cast(ops.floor(draws[:, 1] * ops.cast(2 * pad_width + 1, "float32")), "int32")
@@ -281,8 +289,10 @@ class RandomBlur(_RandomImageLayer):
         self.sigma_range, self.probability = (low, high), float(probability)
         self.radius = max(1, math.ceil(3.0 * high))  # three sigmas hold 99.7% of the kernel's weight
 
-    def get_random_transformation(self, images, seed=None):
-        draws = self._uniform(images, 2, seed)
+    num_draws = 2
+
+    def transformation(self, images, draws):
+        draws = ops.convert_to_tensor(draws, "float32")
         low, high = self.sigma_range
         # A sigma of 0 means "not blurred"; the floor keeps a drawn sigma of exactly 0 from dividing by 0.
         sigma = ops.maximum(low + (high - low) * draws[:, 1], 1e-3)
@@ -329,11 +339,18 @@ class RandomJpegQuality(_RandomImageLayer):
         self.quality_range, self.probability = (low, high), float(probability)
         self.supports_jit = False
 
+    num_draws = 2
+
     def get_random_transformation(self, images, seed=None):
         tf = _tensorflow()
         seed = self.generator.next() if seed is None else seed
         seed = [seed, 0] if isinstance(seed, int) else seed
-        draws = tf.random.stateless_uniform((tf.shape(images)[0], 2), seed=tf.cast(seed, tf.int64))
+        return self.transformation(images, tf.random.stateless_uniform((tf.shape(images)[0], self.num_draws),
+                                                                       seed=tf.cast(seed, tf.int64)))
+
+    def transformation(self, images, draws):
+        tf = _tensorflow()
+        draws = tf.convert_to_tensor(draws, tf.float32)
         low, high = self.quality_range
         quality = tf.cast(tf.floor(low + (high + 1 - low) * draws[:, 1]), tf.int32)
         return {"apply": draws[:, 0] < self.probability, "quality": tf.minimum(quality, high)}

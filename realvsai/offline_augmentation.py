@@ -1,7 +1,8 @@
 """Offline augmentation: decodes the training images, augments them and writes every copy as a JPEG.
 
-Every draw comes from a batch's own seed, so the same images and seed give the same bytes, and a
-re-run makes exactly the missing copies.
+Every copy's draws come from its own seed (the run's seed, its source's name and its number), so the
+same images and seed give the same bytes, whatever --copies and --batch-size, and a re-run makes exactly
+the missing copies.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from realvsai.augmentation import random_transformations
+from realvsai.augmentation import copy_transformations
 from realvsai.data import decode_rgb
 from realvsai.files import write_new
 from realvsai.moving import SourceImage
@@ -27,18 +28,20 @@ from realvsai.moving import SourceImage
 # 12-megapixel photos never needs more than a few full-size float copies at once.
 MAX_BATCH_PIXELS = 1 << 25
 # XLA-compiling the augmentation costs about 0.15 s a batch shape and saves a fifth of a 32 px run's
-# CPU time (80,000 copies: 12.8 s, not 15.5 s): sizes with at least this many pixels of copies compile.
-MIN_COMPILED_PIXELS = 1 << 24
+# CPU time (80,000 copies: 12.8 s, not 15.5 s): sizes whose images hold at least this many pixels compile
+# (about 10 copies' worth of the old rule's 1 << 24). The images count, not the copies: XLA's numbers differ
+# from the graph's in the last bits, so the choice must not depend on --copies either.
+MIN_COMPILED_PIXELS = 1 << 21
 
 
 @dataclass(frozen=True)
 class CopyBatch:
-    """Images of one size and their copies' targets; one that exists (None) is still computed, so the others
-    come out as in a fresh run."""
+    """Images of one size, their copies' targets (None: one that exists, computed all the same) and each
+    copy's own seed, ``seeds[image][copy]`` beside ``targets``."""
 
     sources: tuple[Path, ...]
     targets: tuple[tuple[str | None, ...], ...]
-    seed: tuple[int, int]
+    seeds: tuple[tuple[int, ...], ...]
     needs_pil: tuple[bool, ...]
     jit_compile: bool = False
 
@@ -50,8 +53,8 @@ class CopyBatch:
 def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | None = None, batch_size: int = 32,
                  max_batch_pixels: int = MAX_BATCH_PIXELS) -> list[CopyBatch]:
     """Groups images by their output size into batches of at most ``batch_size`` images, all copies each
-    (fewer where they pass ``max_batch_pixels``). The batches depend only on the images, their order and
-    the arguments, so a re-run draws as the first run did."""
+    (fewer where they pass ``max_batch_pixels``). Copy ``k`` of an image is drawn from ``(seed, its class and
+    file name, k)`` alone, so neither the batches nor the number of copies change it."""
     groups: dict[tuple[int, int], list[SourceImage]] = {}
     for image in images:
         groups.setdefault((image_size, image_size) if image_size else (image.height, image.width), []).append(image)
@@ -59,22 +62,27 @@ def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | Non
     for (height, width), members in sorted(groups.items()):
         copies, pixels_per_copy = len(members[0].targets), max(1, height * width)
         # All the images count, also those whose copies exist: a re-run must choose as the first run did.
-        jit_compile = len(members) * copies * pixels_per_copy >= MIN_COMPILED_PIXELS
+        jit_compile = len(members) * pixels_per_copy >= MIN_COMPILED_PIXELS
         per_batch = max(1, min(batch_size, max_batch_pixels // (pixels_per_copy * copies)))
         copies_per_batch = min(copies, max(1, max_batch_pixels // pixels_per_copy))
         for start in range(0, len(members), per_batch):
             chunk = members[start:start + per_batch]
-            key = f"{chunk[0].class_name}/{chunk[0].source.name}"  # the first image names the batch stably
             for first in range(0, copies, copies_per_batch):
-                digest = hashlib.sha256(f"realvsai-copies:{seed}:{key}:{first}".encode()).digest()
+                numbers = range(first, min(first + copies_per_batch, copies))
                 batches.append(CopyBatch(
                     sources=tuple(image.source for image in chunk),
                     targets=tuple(tuple(image.targets[first:first + copies_per_batch]) for image in chunk),
-                    seed=(int.from_bytes(digest[:4], "little") >> 1, int.from_bytes(digest[4:8], "little") >> 1),
+                    seeds=tuple(tuple(copy_seed(seed, image, number) for number in numbers) for image in chunk),
                     needs_pil=tuple(image.needs_pil for image in chunk),
                     jit_compile=jit_compile,
                 ))
     return batches
+
+
+def copy_seed(seed: int, image: SourceImage, number: int) -> int:
+    """Copy ``number`` of ``image``'s own seed (128 bits), from the run's ``seed`` and the image's class and name."""
+    key = f"realvsai-copies:{seed}:{image.class_name}/{image.source.name}:{number}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "little")
 
 
 @dataclass
@@ -155,7 +163,7 @@ def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, rep
 
 def _augmenter(augmentation: keras.Sequential | None, compile_some: bool) -> Callable[[np.ndarray, CopyBatch],
                                                                                         np.ndarray]:
-    """``augment(images, batch)``: ``augment_copies`` with the batch's seed, rounded to uint8 pixels.
+    """``augment(images, batch)``: each copy augmented from its own seed, rounded to uint8 pixels.
 
     Each layer runs compiled: on TensorFlow as a graph, XLA-compiled for a batch with ``jit_compile`` when
     the layer can be; on JAX (which has no graph without XLA) jit-compiled whenever it can be.
@@ -168,8 +176,8 @@ def _augmenter(augmentation: keras.Sequential | None, compile_some: bool) -> Cal
 
     def augment(images: np.ndarray, batch: CopyBatch) -> np.ndarray:
         if layers:
-            # Drawn outside the compiled functions: XLA's random numbers would differ from the eager ones.
-            drawn = random_transformations(augmentation, images, batch.seed)
+            # Drawn on the host, outside the compiled functions, each copy from its own seed.
+            drawn = copy_transformations(augmentation, images, [seed for seeds in batch.seeds for seed in seeds])
             for transform, transformation in zip(xla if batch.jit_compile else plain, drawn):
                 images = transform(images, transformation)
         return np.clip(np.round(keras.ops.convert_to_numpy(images)), 0, 255).astype(np.uint8)

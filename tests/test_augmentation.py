@@ -18,8 +18,10 @@ from realvsai.augmentation import (
     RandomBlur,
     RandomCropPad,
     RandomJpegQuality,
+    apply_transformations,
     augment_copies,
     build_augmentation,
+    copy_transformations,
 )
 from realvsai.offline_augmentation import plan_batches, write_augmented_copies
 
@@ -391,13 +393,20 @@ def test_layers_reject_impossible_settings(make):
 
 
 @pytest.mark.parametrize("preset", AUGMENTING)
-def test_augment_copies_depends_only_on_the_seed(preset):
+def test_copy_transformations_give_each_row_what_its_own_seed_gives(preset):
     layers = build_augmentation(preset, seed=1)
     images = random_images((6, 32, 32, 3))
-    first = keras.ops.convert_to_numpy(augment_copies(layers, images, (11, 12)))
+
+    def copies(rows, seeds):
+        return keras.ops.convert_to_numpy(apply_transformations(layers.layers, images[rows],
+                                                                copy_transformations(layers, images[rows], seeds)))
+
+    first = copies([0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15])
     layers(images, training=True)  # advancing the layers' own random state changes nothing here
-    assert np.array_equal(keras.ops.convert_to_numpy(augment_copies(layers, images, (11, 12))), first)
-    assert not np.array_equal(keras.ops.convert_to_numpy(augment_copies(layers, images, (11, 13))), first)
+    assert np.array_equal(copies([0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15]), first)
+    assert np.array_equal(copies([4, 1], [14, 11]), first[[4, 1]])  # in any batch
+    changed = copies([0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 99])
+    assert np.array_equal(changed[:5], first[:5]) and not np.array_equal(changed[5], first[5])
 
 
 def test_augment_copies_of_the_input_part_in_tf_data_depends_only_on_the_seed():
@@ -431,7 +440,8 @@ def test_plan_batches_groups_images_of_one_size_up_to_the_batch_size(tmp_path):
     assert sorted(source for batch in batches for source in batch.sources) == sorted(sizes)
     assert all(len(batch.sources) <= 2 for batch in batches)
     assert all(len({sizes[source] for source in batch.sources}) == 1 for batch in batches)
-    assert len({batch.seed for batch in batches}) == len(batches)
+    seeds = [seed for batch in batches for image_seeds in batch.seeds for seed in image_seeds]
+    assert len(set(seeds)) == len(seeds) == 7 * 3  # one for each copy
 
 
 def test_plan_batches_spreads_the_copies_of_a_huge_image_over_batches(tmp_path):
@@ -460,7 +470,7 @@ def test_offline_copies_are_the_all_part_applied_to_images_decoded_as_training_d
 
     make_class_folder(tmp_path / "train", {"REAL": 3})
     make_class_folder(tmp_path / "train", {"FAKE": 2}, size=(24, 24), seed=1)
-    monkeypatch.setattr(offline_augmentation, "MIN_COMPILED_PIXELS", 3 * 4 * 32 * 32)  # XLA for the 32 px only
+    monkeypatch.setattr(offline_augmentation, "MIN_COMPILED_PIXELS", 3 * 32 * 32)  # XLA for the 32 px only
     batches = plan_batches(plan_copies(tmp_path, copies=4).images, seed=3, batch_size=2)
     assert sorted({batch.jit_compile for batch in batches}) == [False, True]
     layers = build_augmentation(preset, seed=3)
@@ -473,7 +483,9 @@ def test_offline_copies_are_the_all_part_applied_to_images_decoded_as_training_d
 
     for batch in batches:
         images = tf.stack([tf.cast(decode_rgb(str(source), False), tf.float32) for source in batch.sources])
-        expected = augment_copies(layers, np.repeat(images.numpy(), batch.copies, axis=0), batch.seed)
+        rows = np.repeat(images.numpy(), batch.copies, axis=0)
+        seeds = [seed for image_seeds in batch.seeds for seed in image_seeds]
+        expected = apply_transformations(layers.layers, rows, copy_transformations(layers, rows, seeds))
         expected = np.clip(np.round(keras.ops.convert_to_numpy(expected)), 0.0, 255.0).astype(np.uint8)
         targets = [target for targets in batch.targets for target in targets]
         for target, pixels in zip(targets, expected, strict=True):
@@ -508,10 +520,14 @@ def copies_made(data: Path, copies: int, batch_size: int, preset: str, seed: int
             for path in sorted((data / "augmented_train").rglob("*.jpg"))}
 
 
+@pytest.mark.parametrize("xla", [False, True])
 @pytest.mark.parametrize("preset", AUGMENTING)
-def test_each_copy_depends_on_its_source_and_number_alone(preset, tmp_path, make_class_folder):
+def test_each_copy_depends_on_its_source_and_number_alone(preset, xla, tmp_path, make_class_folder, monkeypatch):
     """Raising --copies gave a folder that a fresh run with the new --copies did not make (the first copies
     were drawn in batches of another shape), and --batch-size changed every copy."""
+    from realvsai import offline_augmentation
+
+    monkeypatch.setattr(offline_augmentation, "MIN_COMPILED_PIXELS", 1 if xla else 1 << 40)
     for name in ("grown", "fresh", "other_batches"):
         make_class_folder(tmp_path / name / "train", {"REAL": 3, "FAKE": 2})
     copies_made(tmp_path / "grown", copies=2, batch_size=2, preset=preset)
