@@ -537,3 +537,20 @@ def test_each_copy_depends_on_its_source_and_number_alone(preset, xla, tmp_path,
     assert grown == fresh
     assert copies_made(tmp_path / "other_batches", copies=4, batch_size=3, preset=preset) == fresh
     assert len(set(fresh.values())) == len(fresh)  # and every copy its own
+
+
+def test_only_the_missing_copies_are_planned_and_made(tmp_path):
+    """A run resumed after Ctrl-C, or with a higher --copies, made every copy again and threw the existing ones
+    away: each copy now depends on its own seed alone, so only the missing ones are made."""
+    out = tmp_path / "out"
+    done = write_image(tmp_path / "train" / "REAL" / "done.png", seed=1, size=(16, 16))
+    half = write_image(tmp_path / "train" / "REAL" / "half.png", seed=2, size=(16, 16))
+    images = [FakeSource(done, (None, None, None), 16, 16),
+              FakeSource(half, (None, str(out / "half_1.jpg"), str(out / "half_2.jpg")), 16, 16)]
+    batches = plan_batches(images, seed=1)
+    assert [(batch.sources, batch.targets) for batch in batches] == [((half,), ((str(out / "half_1.jpg"),
+                                                                                str(out / "half_2.jpg")),))]
+    done_counts = []
+    report = write_augmented_copies(batches, build_augmentation("classic", seed=1), on_copies_done=done_counts.append)
+    assert sum(done_counts) == 2 and report.written == 2 and report.already_there == 0
+    assert sorted(path.name for path in out.iterdir()) == ["half_1.jpg", "half_2.jpg"]
