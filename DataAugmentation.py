@@ -216,8 +216,8 @@ def augment(args: Namespace) -> None:
         record_copy_settings(plan.output_dir, settings)
     report = CopyReport()
     try:
-        with progress(None, total=sum(len(batch.sources) * batch.copies for batch in batches), desc="augmenting",
-                      unit="copy") as bar:
+        to_make = sum(len(targets) for batch in batches for targets in batch.targets)
+        with progress(None, total=to_make, desc="augmenting", unit="copy") as bar:
             write_augmented_copies(batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality,
                                    on_copies_done=bar.update, report=report)
     finally:  # also on Ctrl-C: the copies written so far keep their sources, so the move takes them
@@ -231,7 +231,8 @@ def augment(args: Namespace) -> None:
     for path in report.in_the_way:
         logger.warning("kept %s: a file that is not a copy this run makes has its name, so that copy was not "
                        "written", path)
-    print_summary(args, plan, written=report.written, already_there=report.already_there,
+    existing = sum(target is None for image in plan.images for target in image.targets)
+    print_summary(args, plan, written=report.written, already_there=existing + report.already_there,
                   undecodable=report.undecodable, in_the_way=len(report.in_the_way),
                   seconds=time.perf_counter() - started)
     if report.in_the_way:

@@ -36,25 +36,22 @@ MIN_COMPILED_PIXELS = 1 << 21
 
 @dataclass(frozen=True)
 class CopyBatch:
-    """Images of one size, their copies' targets (None: one that exists, computed all the same) and each
-    copy's own seed, ``seeds[image][copy]`` beside ``targets``."""
+    """Images of one size, the copies of each still to be made and each such copy's own seed,
+    ``seeds[image][k]`` beside ``targets[image][k]``."""
 
     sources: tuple[Path, ...]
-    targets: tuple[tuple[str | None, ...], ...]
+    targets: tuple[tuple[str, ...], ...]
     seeds: tuple[tuple[int, ...], ...]
     needs_pil: tuple[bool, ...]
     jit_compile: bool = False
 
-    @property
-    def copies(self) -> int:
-        return len(self.targets[0])
-
 
 def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | None = None, batch_size: int = 32,
                  max_batch_pixels: int = MAX_BATCH_PIXELS) -> list[CopyBatch]:
-    """Groups images by their output size into batches of at most ``batch_size`` images, all copies each
-    (fewer where they pass ``max_batch_pixels``). Copy ``k`` of an image is drawn from ``(seed, its class and
-    file name, k)`` alone, so neither the batches nor the number of copies change it."""
+    """Groups the images with copies to make (a target that is not None) by their output size into batches of
+    at most ``batch_size`` images, all those copies each (fewer where they pass ``max_batch_pixels``). Copy ``k``
+    of an image is drawn from ``(seed, its class and file name, k)`` alone, so neither the batches nor the
+    copies made before change it, and the copies that exist are not made again."""
     groups: dict[tuple[int, int], list[SourceImage]] = {}
     for image in images:
         groups.setdefault((image_size, image_size) if image_size else (image.height, image.width), []).append(image)
@@ -65,17 +62,22 @@ def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | Non
         jit_compile = len(members) * pixels_per_copy >= MIN_COMPILED_PIXELS
         per_batch = max(1, min(batch_size, max_batch_pixels // (pixels_per_copy * copies)))
         copies_per_batch = min(copies, max(1, max_batch_pixels // pixels_per_copy))
-        for start in range(0, len(members), per_batch):
-            chunk = members[start:start + per_batch]
+        # (image, [(k, target), ...]) of the images with copies to make
+        missing = [(image, to_make) for image in members
+                   if (to_make := [(number, target) for number, target in enumerate(image.targets) if target])]
+        for start in range(0, len(missing), per_batch):
             for first in range(0, copies, copies_per_batch):
-                numbers = range(first, min(first + copies_per_batch, copies))
-                batches.append(CopyBatch(
-                    sources=tuple(image.source for image in chunk),
-                    targets=tuple(tuple(image.targets[first:first + copies_per_batch]) for image in chunk),
-                    seeds=tuple(tuple(copy_seed(seed, image, number) for number in numbers) for image in chunk),
-                    needs_pil=tuple(image.needs_pil for image in chunk),
-                    jit_compile=jit_compile,
-                ))
+                chunk = [(image, part) for image, to_make in missing[start:start + per_batch]
+                         if (part := to_make[first:first + copies_per_batch])]
+                if chunk:
+                    batches.append(CopyBatch(
+                        sources=tuple(image.source for image, _ in chunk),
+                        targets=tuple(tuple(target for _, target in part) for _, part in chunk),
+                        seeds=tuple(tuple(copy_seed(seed, image, number) for number, _ in part)
+                                    for image, part in chunk),
+                        needs_pil=tuple(image.needs_pil for image, _ in chunk),
+                        jit_compile=jit_compile,
+                    ))
     return batches
 
 
@@ -105,38 +107,37 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     A file at a copy's name counts as already there when it holds the copy's very bytes (an earlier or
     concurrent run made it); any other is kept and listed in ``in_the_way``. TensorFlow decodes the images in
     parallel, the augmentation runs on the Keras backend, and ``writers`` threads encode and write a batch
-    at a time while the next is made; ``on_copies_done`` gets the number of copies computed (those already there
-    included), of ``sum(len(batch.sources) * batch.copies)``: an image's copies may span several batches.
+    at a time while the next is made; ``on_copies_done`` gets the number of copies computed, of all the
+    batches' targets: an image's copies may span several batches. ``report.already_there`` counts the targets
+    found holding their copy's very bytes.
     ``report``: filled as the copies are written, so a caller that passes one knows them when interrupted.
     """
     report, decoded = CopyReport() if report is None else report, set()
-    for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets
-                   if target}:
+    for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets}:
         os.makedirs(folder, exist_ok=True)
     augment = _augmenter(augmentation, any(batch.jit_compile for batch in batches))
     in_flight: collections.deque = collections.deque()  # bounds the copies held in memory
     with ThreadPoolExecutor(max_workers=writers) as pool:
         for batch_index, positions, images in _decoded_batches(batches, image_size).as_numpy_iterator():
             batch = batches[batch_index]
-            copies = augment(np.repeat(images, batch.copies, axis=0), batch)  # each image's copies side by side
-            files = []
-            for row, position in enumerate(positions):
-                decoded.add((int(batch_index), int(position)))
-                pixels = copies[row * batch.copies:(row + 1) * batch.copies]
-                files.extend((target, image) for target, image in zip(batch.targets[position], pixels) if target)
-            in_flight.append(pool.submit(_write_files, files, jpeg_quality, report))
+            decoded.update((int(batch_index), int(position)) for position in positions)
+            targets = [target for position in positions for target in batch.targets[position]]
+            # Each image's copies side by side, each from its own seed.
+            copies = augment(np.repeat(images, [len(batch.targets[position]) for position in positions], axis=0),
+                             [seed for position in positions for seed in batch.seeds[position]], batch.jit_compile)
+            in_flight.append(pool.submit(_write_files, list(zip(targets, copies)), jpeg_quality, report))
             while len(in_flight) > 2 * writers:
                 report.written += in_flight.popleft().result()
             if on_copies_done:
-                on_copies_done(len(positions) * batch.copies)
+                on_copies_done(len(targets))
         report.written += sum(future.result() for future in in_flight)
-    report.already_there = (sum(batches[index].copies for index, _ in decoded) - report.written
-                            - len(report.in_the_way))
-    missing = [(batch, source) for index, batch in enumerate(batches)
+    missing = [(batch.targets[position], source) for index, batch in enumerate(batches)
                for position, source in enumerate(batch.sources) if (index, position) not in decoded]
+    report.already_there = (sum(len(batches[index].targets[position]) for index, position in decoded)
+                            - report.written - len(report.in_the_way))
     report.undecodable = sorted({source for _, source in missing})
     if on_copies_done:  # those of the images that did not decode
-        on_copies_done(sum(batch.copies for batch, _ in missing))
+        on_copies_done(sum(len(targets) for targets, _ in missing))
     report.in_the_way.sort()
     return report
 
@@ -161,9 +162,9 @@ def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, rep
     return written
 
 
-def _augmenter(augmentation: keras.Sequential | None, compile_some: bool) -> Callable[[np.ndarray, CopyBatch],
-                                                                                        np.ndarray]:
-    """``augment(images, batch)``: each copy augmented from its own seed, rounded to uint8 pixels.
+def _augmenter(augmentation: keras.Sequential | None, compile_some: bool
+               ) -> Callable[[np.ndarray, Sequence[int], bool], np.ndarray]:
+    """``augment(images, seeds, jit_compile)``: each image augmented from its own seed, rounded to uint8 pixels.
 
     Each layer runs compiled: on TensorFlow as a graph, XLA-compiled for a batch with ``jit_compile`` when
     the layer can be; on JAX (which has no graph without XLA) jit-compiled whenever it can be.
@@ -174,11 +175,10 @@ def _augmenter(augmentation: keras.Sequential | None, compile_some: bool) -> Cal
     xla = [_compiled(layer.transform_images, xla=layer.supports_jit) if compile_some and not on_jax else function
            for layer, function in zip(layers, plain)]
 
-    def augment(images: np.ndarray, batch: CopyBatch) -> np.ndarray:
+    def augment(images: np.ndarray, seeds: Sequence[int], jit_compile: bool) -> np.ndarray:
         if layers:
-            # Drawn on the host, outside the compiled functions, each copy from its own seed.
-            drawn = copy_transformations(augmentation, images, [seed for seeds in batch.seeds for seed in seeds])
-            for transform, transformation in zip(xla if batch.jit_compile else plain, drawn):
+            drawn = copy_transformations(augmentation, images, seeds)  # on the host, outside the compiled functions
+            for transform, transformation in zip(xla if jit_compile else plain, drawn):
                 images = transform(images, transformation)
         return np.clip(np.round(keras.ops.convert_to_numpy(images)), 0, 255).astype(np.uint8)
 

@@ -433,7 +433,8 @@ class FakeSource:
 
 
 def test_plan_batches_groups_images_of_one_size_up_to_the_batch_size(tmp_path):
-    images = [FakeSource(tmp_path / f"{index}.png", (None,) * 3, *((32, 32) if index % 2 else (48, 24)))
+    images = [FakeSource(tmp_path / f"{index}.png", tuple(f"copy_{index}_{k}.jpg" for k in range(3)),
+                         *((32, 32) if index % 2 else (48, 24)))
               for index in range(7)]
     batches = plan_batches(images, seed=1, batch_size=2)
     sizes = {image.source: (image.width, image.height) for image in images}
@@ -447,7 +448,7 @@ def test_plan_batches_groups_images_of_one_size_up_to_the_batch_size(tmp_path):
 def test_plan_batches_spreads_the_copies_of_a_huge_image_over_batches(tmp_path):
     image = FakeSource(tmp_path / "big.png", tuple(tmp_path / f"copy_{k}.jpg" for k in range(10)), 100, 100)
     batches = plan_batches([image], seed=1, max_batch_pixels=3 * 100 * 100)
-    assert [batch.copies for batch in batches] == [3, 3, 3, 1]
+    assert [len(batch.targets[0]) for batch in batches] == [3, 3, 3, 1]
     assert [target for batch in batches for target in batch.targets[0]] == list(image.targets)
 
 
@@ -458,7 +459,7 @@ def test_progress_counts_each_copy_once_when_an_images_copies_span_batches(tmp_p
     batches = plan_batches([image], seed=1, max_batch_pixels=3 * 40 * 40)
     done = []
     write_augmented_copies(batches, None, on_copies_done=done.append)
-    assert len(batches) == 4 and sum(done) == 10 == sum(len(batch.sources) * batch.copies for batch in batches)
+    assert len(batches) == 4 and sum(done) == 10 == sum(len(batch.targets[0]) for batch in batches)
 
 
 @pytest.mark.parametrize("preset", AUGMENTING)
@@ -483,7 +484,7 @@ def test_offline_copies_are_the_all_part_applied_to_images_decoded_as_training_d
 
     for batch in batches:
         images = tf.stack([tf.cast(decode_rgb(str(source), False), tf.float32) for source in batch.sources])
-        rows = np.repeat(images.numpy(), batch.copies, axis=0)
+        rows = np.repeat(images.numpy(), [len(targets) for targets in batch.targets], axis=0)
         seeds = [seed for image_seeds in batch.seeds for seed in image_seeds]
         expected = apply_transformations(layers.layers, rows, copy_transformations(layers, rows, seeds))
         expected = np.clip(np.round(keras.ops.convert_to_numpy(expected)), 0.0, 255.0).astype(np.uint8)
