@@ -69,14 +69,18 @@ def augment_copies(augmentation: keras.Sequential, images, seed):
         for index, layer in enumerate(augmentation.layers)])
 
 
-def copy_transformations(augmentation: keras.Sequential, images, seeds: Sequence[int]) -> list:
-    """Each layer's random parameters for a batch of copies, row ``i`` drawn from ``seeds[i]`` alone (any int):
-    a copy depends on its own seed, never on the batch it is made in nor on the backend."""
-    generators = [np.random.default_rng(seed) for seed in seeds]
-    # One generator per copy, each layer's draws taken from it in turn.
-    return [layer.transformation(images, np.stack([generator.random(layer.num_draws, "float32")
-                                                   for generator in generators]))
-            for layer in augmentation.layers]
+def copy_transformations(augmentation: keras.Sequential, images, seeds: Sequence[bytes]) -> list:
+    """Each layer's random parameters for a batch of copies, row ``i`` drawn from ``seeds[i]`` alone: a copy
+    depends on its own seed, never on the batch it is made in nor on the backend.
+
+    A seed's draws are its SHAKE-256 output read as 24-bit numbers in [0, 1), the layers' in turn: 1 us a
+    copy, where a NumPy generator per copy took 20 (a sixth of a 32 px run).
+    """
+    counts = [layer.num_draws for layer in augmentation.layers]
+    words = np.frombuffer(b"".join(hashlib.shake_256(seed).digest(4 * sum(counts)) for seed in seeds), "<u4")
+    draws = (words.reshape(len(seeds), sum(counts)) >> 8).astype("float32") / 2**24
+    return [layer.transformation(images, layer_draws)
+            for layer, layer_draws in zip(augmentation.layers, np.split(draws, np.cumsum(counts)[:-1], axis=1))]
 
 
 def apply_transformations(layers: Sequence[keras.layers.Layer], images, transformations: Sequence):

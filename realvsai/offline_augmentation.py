@@ -41,7 +41,7 @@ class CopyBatch:
 
     sources: tuple[Path, ...]
     targets: tuple[tuple[str, ...], ...]
-    seeds: tuple[tuple[int, ...], ...]
+    seeds: tuple[tuple[bytes, ...], ...]
     needs_pil: tuple[bool, ...]
     jit_compile: bool = False
 
@@ -81,10 +81,9 @@ def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | Non
     return batches
 
 
-def copy_seed(seed: int, image: SourceImage, number: int) -> int:
-    """Copy ``number`` of ``image``'s own seed (128 bits), from the run's ``seed`` and the image's class and name."""
-    key = f"realvsai-copies:{seed}:{image.class_name}/{image.source.name}:{number}"
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "little")
+def copy_seed(seed: int, image: SourceImage, number: int) -> bytes:
+    """Copy ``number`` of ``image``'s own seed, from the run's ``seed`` and the image's class and name."""
+    return hashlib.sha256(f"realvsai-copies:{seed}:{image.class_name}/{image.source.name}:{number}".encode()).digest()
 
 
 @dataclass
@@ -163,7 +162,7 @@ def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, rep
 
 
 def _augmenter(augmentation: keras.Sequential | None, compile_some: bool
-               ) -> Callable[[np.ndarray, Sequence[int], bool], np.ndarray]:
+               ) -> Callable[[np.ndarray, Sequence[bytes], bool], np.ndarray]:
     """``augment(images, seeds, jit_compile)``: each image augmented from its own seed, rounded to uint8 pixels.
 
     Each layer runs compiled: on TensorFlow as a graph, XLA-compiled for a batch with ``jit_compile`` when
@@ -175,7 +174,7 @@ def _augmenter(augmentation: keras.Sequential | None, compile_some: bool
     xla = [_compiled(layer.transform_images, xla=layer.supports_jit) if compile_some and not on_jax else function
            for layer, function in zip(layers, plain)]
 
-    def augment(images: np.ndarray, seeds: Sequence[int], jit_compile: bool) -> np.ndarray:
+    def augment(images: np.ndarray, seeds: Sequence[bytes], jit_compile: bool) -> np.ndarray:
         if layers:
             drawn = copy_transformations(augmentation, images, seeds)  # on the host, outside the compiled functions
             for transform, transformation in zip(xla if jit_compile else plain, drawn):
