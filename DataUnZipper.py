@@ -8,7 +8,8 @@ Only zip archives are read: a .tar.gz, .tgz, .tar, .7z or .rar file, or one part
 (.z01, .z02, ...), is refused in one line that gives the command that extracts it (or joins the parts).
 Entry names not marked UTF-8 are read as UTF-8 when they are valid UTF-8, else as cp437, and a warning
 says so; --name-encoding reads them in the archive's encoding (shift_jis for a Japanese Windows zip).
-Each file gets the modification time the archive gives it.
+Each file gets the modification time the archive gives it: the exact UTC time where the zip has one
+(Info-ZIP's extended timestamp, which zip on Linux and macOS writes), else its DOS time read as local time.
 
 The whole archive is checked before anything is written: entries that would land outside the
 target (absolute paths, "..", symlinks) and zip bombs (entries that overlap; see also

@@ -35,6 +35,9 @@ _LOCAL_HEADER = struct.Struct("<4s22xHH")
 # so the ratio limit only applies above this size.
 _RATIO_FLOOR_BYTES = 1 << 20
 _UTF8_NAME = 1 << 11  # general-purpose flag bit 11: the entry's name is UTF-8 (else, by the spec, cp437)
+_EXTRA_RECORD = struct.Struct("<HH")  # each record of an extra field: header id, size of the data that follows
+_EXTENDED_TIMESTAMP = 0x5455  # Info-ZIP's "UT" record: a flags byte, then (flag bit 0) the modification time
+_UNIX_TIME = struct.Struct("<i")
 # What zipfile raises for bytes it cannot inflate (a damaged or truncated archive); NotImplementedError for a garbled
 # "version needed to extract" or flag (zip 26.1, "compressed patched data"), which no real zip tool writes either.
 _DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError)
@@ -110,7 +113,9 @@ def extract_archive(
     name_encoding: str | None = None,
 ) -> ExtractResult:
     """Extracts ``archive`` into ``target`` once all of it passed the checks (zip slip, symlinks, zip bombs,
-    free space); a re-run finishes an interrupted one. Each file gets the modification time the archive gives it.
+    free space); a re-run finishes an interrupted one. Each file gets the modification time the archive gives it:
+    the exact UTC time of Info-ZIP's extended timestamp field where the entry has one, else its DOS time (the
+    zipping machine's local time, to 2 seconds) read as local time, as unzip does.
 
     Args:
         name_encoding: how the entry names not flagged UTF-8 are read (``shift_jis`` for Japanese Windows zips).
@@ -154,15 +159,18 @@ def extract_archive(
             with open(archive, "rb") as stream:
                 for info, relative in progress(to_write, desc=f"unzip {archive.name}"):
                     path = root + os.sep + relative
-                    if info.date_time not in mtimes:
-                        mtimes[info.date_time] = _local_timestamp(info.date_time)
+                    mtime = _extended_mtime(info.extra)
+                    if mtime is None:
+                        if info.date_time not in mtimes:
+                            mtimes[info.date_time] = _local_timestamp(info.date_time)
+                        mtime = mtimes[info.date_time]
                     try:
                         if info.compress_size <= _CHUNK and info.file_size <= _CHUNK and info.compress_type in (
                                 zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                             data = _read_small_entry(stream, info, data_offsets[info.header_offset])
-                            atomic_write_bytes(path, data, durable=False, mtime=mtimes[info.date_time])
+                            atomic_write_bytes(path, data, durable=False, mtime=mtime)
                         else:
-                            _extract_entry(zip_file, info, path, mtimes[info.date_time])
+                            _extract_entry(zip_file, info, path, mtime)
                         finished += 1
                     except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
                         raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so "
@@ -442,6 +450,23 @@ def _local_timestamp(date_time: tuple[int, int, int, int, int, int]) -> float | 
         return time.mktime((*date_time, 0, 0, -1))
     except (OverflowError, ValueError):
         return None
+
+
+def _extended_mtime(extra: bytes) -> int | None:
+    """The modification time (a Unix time) in the Info-ZIP extended timestamp record of an entry's extra field;
+    None where there is none, or where the field is malformed (a record cut short or running past the end)."""
+    offset = 0
+    while offset + _EXTRA_RECORD.size <= len(extra):
+        header_id, size = _EXTRA_RECORD.unpack_from(extra, offset)
+        offset += _EXTRA_RECORD.size
+        if offset + size > len(extra):
+            return None
+        if header_id == _EXTENDED_TIMESTAMP:
+            # In the central directory the record holds at most the modification time, and its flags tell which
+            # times the local header holds (appnote's extrafld.txt): bit 0 with a size of 1 leaves the time there.
+            return _UNIX_TIME.unpack_from(extra, offset + 1)[0] if size >= 5 and extra[offset] & 1 else None
+        offset += size
+    return None
 
 
 def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, mtime: float | None) -> None:
