@@ -573,6 +573,93 @@ def test_a_zip_made_by_zip_gives_each_file_its_exact_modification_time(tmp_path,
         1_000_000_001, 1_700_000_003]
 
 
+@pytest.fixture
+def umask():
+    """Sets the umask (so a new file's default mode is known wherever the tests run) until the test ends."""
+    before = os.umask(0o022)
+    yield os.umask
+    os.umask(before)
+
+
+def make_zip_with_modes(path: Path, modes: dict[str, int], create_system: int = 3) -> Path:
+    """A zip whose entries carry these Unix modes (``external_attr >> 16``; ``create_system`` 3 is Unix), as zip on
+    Linux or macOS writes them; a name starting with ``big`` holds 3 MB, which are streamed through zipfile."""
+    with zipfile.ZipFile(path, "w") as zip_file:
+        for name, mode in modes.items():
+            info = zipfile.ZipInfo(name)
+            info.create_system = create_system
+            zip_file.writestr(info, random.Random(0).randbytes(3 << 20) if name.startswith("big") else name.encode())
+            info.external_attr = mode << 16  # after writestr, which would make a 0 into 0o600 (the central
+            # directory, which extraction reads, is written from it on closing)
+    return path
+
+
+def modes_under(folder: Path) -> dict[str, int]:
+    """The permission bits of every file and folder below ``folder``, by relative POSIX path."""
+    return {path.relative_to(folder).as_posix(): stat.S_IMODE(path.stat().st_mode) for path in folder.rglob("*")}
+
+
+def test_each_file_gets_the_permission_bits_a_zip_made_on_unix_gives_it(tmp_path, umask):
+    modes = {"run.sh": 0o755, "private.key": 0o600, "shared.txt": 0o640, "a.jpg": 0o644, "big.bin": 0o700}
+    archive = make_zip_with_modes(tmp_path / "a.zip", {name: stat.S_IFREG | mode for name, mode in modes.items()})
+    extract_archive(archive, tmp_path / "target")
+    assert modes_under(tmp_path / "target") == modes
+
+
+def test_setuid_setgid_and_sticky_bits_are_never_restored(tmp_path, umask):
+    archive = make_zip_with_modes(tmp_path / "a.zip", {"setuid": 0o104755, "setgid": 0o102750, "sticky": 0o101777})
+    extract_archive(archive, tmp_path / "target")
+    assert modes_under(tmp_path / "target") == {"setuid": 0o755, "setgid": 0o750, "sticky": 0o777}
+
+
+def test_the_owner_can_always_read_and_write_an_extracted_file(tmp_path, umask):
+    archive = make_zip_with_modes(tmp_path / "a.zip", {"read-only": 0o100444, "write-only": 0o100200,
+                                                       "others-only": 0o100044, "big-read-only": 0o100400})
+    extract_archive(archive, tmp_path / "target")
+    assert modes_under(tmp_path / "target") == {"read-only": 0o644, "write-only": 0o600, "others-only": 0o644,
+                                                "big-read-only": 0o600}
+
+
+@pytest.mark.parametrize("create_system, mode", [(3, 0), (3, stat.S_IFREG), (0, stat.S_IFREG | 0o755)],
+                         ids=["no-mode", "no-permission-bits", "not-made-on-unix"])
+def test_a_zip_without_unix_permission_bits_leaves_the_default_mode(tmp_path, umask, create_system, mode):
+    umask(0o027)
+    archive = make_zip_with_modes(tmp_path / "a.zip", {"a.jpg": mode, "big.bin": mode}, create_system)
+    extract_archive(archive, tmp_path / "target")
+    assert modes_under(tmp_path / "target") == {"a.jpg": 0o640, "big.bin": 0o640}
+
+
+def test_folders_keep_their_default_mode_so_their_files_can_be_written(tmp_path, umask):
+    archive = make_zip_with_modes(tmp_path / "a.zip", {"bin/": stat.S_IFDIR | 0o555, "bin/run.sh": 0o100755})
+    extract_archive(archive, tmp_path / "target")
+    assert modes_under(tmp_path / "target") == {"bin": 0o755, "bin/run.sh": 0o755}
+
+
+def test_a_file_takes_its_name_with_its_permission_bits_already_set(tmp_path, umask, monkeypatch):
+    archive = make_zip_with_modes(tmp_path / "a.zip", {"run.sh": 0o100755, "big.bin": 0o100700})
+    real_replace, modes = os.replace, {}
+
+    def replace_noting_the_mode(source, destination):
+        modes[Path(destination).name] = stat.S_IMODE(os.stat(source).st_mode)
+        real_replace(source, destination)
+
+    monkeypatch.setattr(archives.os, "replace", replace_noting_the_mode)
+    extract_archive(archive, tmp_path / "target")
+    assert modes == {"run.sh": 0o755, "big.bin": 0o700}
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="needs Info-ZIP's zip")
+def test_a_zip_made_by_zip_gives_each_file_its_permission_bits(tmp_path, umask):
+    source = tmp_path / "source"
+    (source / "bin").mkdir(parents=True)
+    for name, mode in {"run.sh": 0o755, "private.key": 0o600, "a.jpg": 0o644}.items():
+        (source / "bin" / name).write_bytes(name.encode())
+        (source / "bin" / name).chmod(mode)
+    subprocess.run(["zip", "-q", "-r", tmp_path / "a.zip", "bin"], cwd=source, check=True)
+    extract_archive(tmp_path / "a.zip", tmp_path / "target")
+    assert modes_under(tmp_path / "target") == modes_under(source)
+
+
 def test_macos_junk_entries_are_skipped(tmp_path):
     entries = {**CONTENT, "__MACOSX/train/REAL/._a.jpg": b"fork", "train/.DS_Store": b"view", ".DS_Store": b"v"}
     result = extract_archive(make_zip(tmp_path / "mac.zip", entries), tmp_path / "target")
