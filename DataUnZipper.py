@@ -10,6 +10,8 @@ Entry names not marked UTF-8 are read as UTF-8 when they are valid UTF-8, else a
 says so; --name-encoding reads them in the archive's encoding (shift_jis for a Japanese Windows zip).
 Each file gets the modification time the archive gives it: the exact UTC time where the zip has one
 (Info-ZIP's extended timestamp, which zip on Linux and macOS writes), else its DOS time read as local time.
+A zip made on Unix gives each file its permission bits (an executable stays one, a private file private), but
+never setuid, setgid or sticky, and the owner can always read and write it; folders get the umask's mode.
 
 The whole archive is checked before anything is written: entries that would land outside the
 target (absolute paths, "..", symlinks) and zip bombs (entries that overlap; see also

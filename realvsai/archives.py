@@ -38,6 +38,7 @@ _UTF8_NAME = 1 << 11  # general-purpose flag bit 11: the entry's name is UTF-8 (
 _EXTRA_RECORD = struct.Struct("<HH")  # each record of an extra field: header id, size of the data that follows
 _EXTENDED_TIMESTAMP = 0x5455  # Info-ZIP's "UT" record: a flags byte, then (flag bit 0) the modification time
 _UNIX_TIME = struct.Struct("<i")
+_MADE_ON_UNIX = 3  # ZipInfo.create_system: the high 16 bits of external_attr then hold the st_mode
 # What zipfile raises for bytes it cannot inflate (a damaged or truncated archive); NotImplementedError for a garbled
 # "version needed to extract" or flag (zip 26.1, "compressed patched data"), which no real zip tool writes either.
 _DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError)
@@ -115,7 +116,9 @@ def extract_archive(
     """Extracts ``archive`` into ``target`` once all of it passed the checks (zip slip, symlinks, zip bombs,
     free space); a re-run finishes an interrupted one. Each file gets the modification time the archive gives it:
     the exact UTC time of Info-ZIP's extended timestamp field where the entry has one, else its DOS time (the
-    zipping machine's local time, to 2 seconds) read as local time, as unzip does.
+    zipping machine's local time, to 2 seconds) read as local time, as unzip does. A zip made on Unix gives each
+    file its permission bits, as unzip does, but never setuid, setgid or sticky, and the owner can always read and
+    write it; folders keep the mode the umask gives, so that their files can be written.
 
     Args:
         name_encoding: how the entry names not flagged UTF-8 are read (``shift_jis`` for Japanese Windows zips).
@@ -156,6 +159,7 @@ def extract_archive(
             # Each entry writes exactly the size it declares (or fails), so the bytes written stay
             # within the declared total that --max-total-bytes and the free space were checked against.
             mtimes: dict[tuple[int, ...], float | None] = {}  # archives often give many files one time
+            default_permissions = _default_permissions()
             with open(archive, "rb") as stream:
                 for info, relative in progress(to_write, desc=f"unzip {archive.name}"):
                     path = root + os.sep + relative
@@ -164,13 +168,14 @@ def extract_archive(
                         if info.date_time not in mtimes:
                             mtimes[info.date_time] = _local_timestamp(info.date_time)
                         mtime = mtimes[info.date_time]
+                    permissions = _permissions(info, default_permissions)
                     try:
                         if info.compress_size <= _CHUNK and info.file_size <= _CHUNK and info.compress_type in (
                                 zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                             data = _read_small_entry(stream, info, data_offsets[info.header_offset])
-                            atomic_write_bytes(path, data, durable=False, mtime=mtime)
+                            atomic_write_bytes(path, data, durable=False, mtime=mtime, permissions=permissions)
                         else:
-                            _extract_entry(zip_file, info, path, mtime)
+                            _extract_entry(zip_file, info, path, mtime, permissions)
                         finished += 1
                     except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
                         raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so "
@@ -469,15 +474,32 @@ def _extended_mtime(extra: bytes) -> int | None:
     return None
 
 
-def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, mtime: float | None) -> None:
-    """Writes one entry (no fsync: a re-run checks size and CRC-32) with modification time ``mtime``;
-    BadZipFile unless it is as declared."""
+def _default_permissions() -> int:
+    """The permission bits a new file gets (0666 less the umask), which need no chmod."""
+    umask = os.umask(0o077)  # the umask is read by setting it: a strict one, for the moment until it is put back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _permissions(info: zipfile.ZipInfo, default: int) -> int | None:
+    """The permission bits to give an entry's file, None where they are ``default`` (no chmod call): those a zip
+    made on Unix records, less setuid, setgid and sticky, plus read and write for the owner (later steps read the
+    file; the user deletes it). Where it records none (0, as some tools write for every file), the default."""
+    bits = info.external_attr >> 16 & 0o777 if info.create_system == _MADE_ON_UNIX else 0
+    return None if not bits or bits | 0o600 == default else bits | 0o600
+
+
+def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, mtime: float | None,
+                   permissions: int | None) -> None:
+    """Writes one entry (no fsync: a re-run checks size and CRC-32) with modification time ``mtime`` and permission
+    bits ``permissions`` (None: the default); BadZipFile unless it is as declared."""
     # zipfile stops at the declared size, so a stream that inflates further would be cut short without a
     # word (and pass the CRC-32 check, which then covers only the declared part). Declaring one byte more
     # lets the read go past the declared size, where any byte is an error.
     probe = copy.copy(info)
     probe.file_size = info.file_size + 1
-    with atomic_write(path, "wb", durable=False, mtime=mtime) as writer, zip_file.open(probe) as reader:
+    with (atomic_write(path, "wb", durable=False, mtime=mtime, permissions=permissions) as writer,
+          zip_file.open(probe) as reader):
         left = info.file_size
         try:
             while left and (chunk := _read_entry(reader, min(_CHUNK, left), info)):

@@ -158,10 +158,12 @@ def _naming(path: Path | str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path, mode: str = "wb", durable: bool = True, mtime: float | None = None) -> Iterator[object]:
+def atomic_write(path: Path, mode: str = "wb", durable: bool = True, mtime: float | None = None,
+                 permissions: int | None = None) -> Iterator[object]:
     """Opens a hidden temporary file beside ``path``, renamed onto ``path`` only on success, with modification
-    time ``mtime`` (a timestamp) when given. ``durable`` also fsyncs (~10 ms a file on some disks: bulk writers
-    pass False and check on a re-run)."""
+    time ``mtime`` (a timestamp) and permission bits ``permissions`` when given (else those open() gives: 0666
+    less the umask). ``durable`` also fsyncs (~10 ms a file on some disks: bulk writers pass False and check on a
+    re-run)."""
     path = Path(path)
     with _naming(path):
         handle, temporary = _new_temporary_in_folder(path)
@@ -170,7 +172,7 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True, mtime: floa
             yield stream
             with _naming(path):
                 stream.flush()
-                _finish(stream.fileno(), temporary, durable, mtime)
+                _finish(stream.fileno(), temporary, durable, mtime, permissions)
         with _naming(path):
             os.replace(temporary, path)
     except BaseException:
@@ -189,10 +191,14 @@ def _new_temporary_in_folder(path: Path | str) -> tuple[int, str]:
         return _new_temporary(path)
 
 
-def _finish(handle: int, temporary: str, durable: bool, mtime: float | None) -> None:
-    """What a written temporary file needs before it takes its name: its modification time, its bytes on disk."""
-    if mtime is not None:  # before the rename: a kill never leaves the file under its name with another time
+def _finish(handle: int, temporary: str, durable: bool, mtime: float | None, permissions: int | None) -> None:
+    """What a written temporary file needs before it takes its name: its modification time and permission bits,
+    its bytes on disk."""
+    # Before the rename: a kill never leaves the file under its name with another time or mode.
+    if mtime is not None:
         os.utime(handle if os.utime in os.supports_fd else temporary, (mtime, mtime))
+    if permissions is not None:
+        os.chmod(handle if os.chmod in os.supports_fd else temporary, permissions)
     if durable:
         os.fsync(handle)
 
@@ -209,7 +215,8 @@ def _new_temporary(path: Path | str) -> tuple[int, str]:
             return os.open(temporary, flags, 0o666), temporary
 
 
-def atomic_write_bytes(path: Path | str, data: bytes, *, durable: bool = True, mtime: float | None = None) -> None:
+def atomic_write_bytes(path: Path | str, data: bytes, *, durable: bool = True, mtime: float | None = None,
+                       permissions: int | None = None) -> None:
     """Writes ``data`` to ``path`` as ``atomic_write`` does, without its buffered stream: a small file in about
     half the time, which counts where DataUnZipper writes 100,000 of them (benchmarks/bench_unzip.py)."""
     with _naming(path):
@@ -219,7 +226,7 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, durable: bool = True, m
                 view = memoryview(data)
                 while view:
                     view = view[os.write(handle, view):]
-                _finish(handle, temporary, durable, mtime)
+                _finish(handle, temporary, durable, mtime, permissions)
             finally:
                 os.close(handle)
             os.replace(temporary, path)
