@@ -82,8 +82,10 @@ def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | Non
 
 
 def copy_seed(seed: int, image: SourceImage, number: int) -> bytes:
-    """Copy ``number`` of ``image``'s own seed, from the run's ``seed`` and the image's class and name."""
-    return hashlib.sha256(f"realvsai-copies:{seed}:{image.class_name}/{image.source.name}:{number}".encode()).digest()
+    """Copy ``number`` of ``image``'s own seed, from the run's ``seed`` and the image's class and name (the bytes
+    the file system holds: a name need not be UTF-8)."""
+    key = f"realvsai-copies:{seed}:{image.class_name}/{image.source.name}:{number}"
+    return hashlib.sha256(os.fsencode(key)).digest()
 
 
 @dataclass
