@@ -20,6 +20,7 @@ from conftest import REPO, run_script, sha256, write_image
 from PIL import Image
 
 from realvsai import moving
+from realvsai.errors import UserError
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -701,6 +702,22 @@ def test_move_keeps_the_settings_record_beside_the_copies_it_refuses(augmented):
     assert report.left_behind == []  # a record, not a file of the user's that was not moved
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into any folder")
+@pytest.mark.parametrize("where", ["train/REAL", "augmented_train/FAKE"])  # a copy goes in, or comes out
+def test_a_move_with_a_class_folder_it_cannot_write_names_that_folder_and_the_fix(augmented, where, capsys):
+    folder = augmented / where
+    folder.chmod(0o555)
+    try:
+        assert move(augmented) == 1
+    finally:
+        folder.chmod(0o755)
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: cannot write to {folder} (permission denied)")
+    assert "check its owner and permissions" in line and "aug_" not in line
+    assert move(augmented) == 0  # once it is writable, the same command completes the move
+    assert not (augmented / "augmented_train").exists()
+
+
 def test_move_without_augmented_folder_has_nothing_to_do(data, capsys):
     assert move(data) == 0
     assert "Nothing to move" in capsys.readouterr().out
@@ -752,3 +769,75 @@ def test_a_sources_csv_that_is_not_text_is_one_line(augmented, capsys):
     assert move(augmented) == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and "sources.csv" in line
+
+
+# Hand-edited settings records: one line naming the file, the key and what it should hold
+
+
+# name -> (what a user wrote into the record, given the settings it held; what the error line must say)
+HAND_EDITS = {
+    "copies_a_word": (lambda settings: json.dumps({**settings, "copies": "five"}),
+                      ['"copies"', '"five"', "a whole number above 0"]),
+    "seed_a_list": (lambda settings: json.dumps({**settings, "seed": [1, 2]}), ['"seed"', "a whole number"]),
+    "size_a_fraction": (lambda settings: json.dumps({**settings, "size": 12.5}),
+                        ['"size"', '"native" or a whole number']),
+    "copies_true": (lambda settings: json.dumps({**settings, "copies": True}), ['"copies"', "a whole number"]),
+    "preset_missing": (lambda settings: json.dumps({k: v for k, v in settings.items() if k != "preset"}),
+                       ['no "preset"', "a preset name"]),
+    "not_an_object": (lambda settings: json.dumps(list(settings.values())), ["not a JSON object"]),
+    "not_json": (lambda settings: json.dumps(settings)[:-1], ["not valid JSON"]),
+}
+
+
+def hand_edit(path: Path, edit: str) -> None:
+    write, _ = HAND_EDITS[edit]
+    path.write_text(write(json.loads(path.read_text())))
+
+
+def assert_one_line_naming(err: str, path: Path, edit: str) -> None:
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: ") and str(path) in line
+    for words in HAND_EDITS[edit][1]:
+        assert words in line
+
+
+@pytest.mark.parametrize("edit", sorted(HAND_EDITS))
+@pytest.mark.parametrize("script", ["augment", "move"])
+def test_a_hand_edited_settings_json_stops_the_script_before_it_changes_anything(augmented, script, edit, capsys):
+    record = augmented / "augmented_train" / moving.SETTINGS_NAME
+    hand_edit(record, edit)
+    before = tree(augmented)
+    assert {"augment": augment, "move": move}[script](augmented) == 1
+    assert_one_line_naming(capsys.readouterr().err, record, edit)
+    assert tree(augmented) == before
+
+
+@pytest.mark.parametrize("edit", sorted(HAND_EDITS))
+def test_a_hand_edited_augmented_settings_json_stops_the_augmentation_in_one_line_naming_the_key(
+        augmented, edit, capsys):
+    assert move(augmented) == 0
+    record = augmented / moving.MOVED_SETTINGS_NAME
+    hand_edit(record, edit)
+    capsys.readouterr()
+    assert augment(augmented) == 1
+    assert_one_line_naming(capsys.readouterr().err, record, edit)
+
+
+@pytest.mark.parametrize("edit", sorted(HAND_EDITS))
+def test_read_copy_settings_names_the_file_and_the_key_of_a_hand_edited_record(augmented, edit):
+    """What training reads model.json's ``augmented_copies`` settings with."""
+    record = augmented / "augmented_train" / moving.SETTINGS_NAME
+    hand_edit(record, edit)
+    with pytest.raises(UserError) as error:
+        moving.read_copy_settings(record)
+    assert_one_line_naming(f"error: {error.value}", record, edit)
+
+
+def test_read_copy_settings_returns_a_good_record_and_none_without_one(augmented):
+    record = augmented / "augmented_train" / moving.SETTINGS_NAME
+    assert moving.read_copy_settings(record) == json.loads(record.read_text())
+    assert moving.read_copy_settings(augmented / moving.MOVED_SETTINGS_NAME) is None
+
+
+def test_the_settings_a_record_must_hold_are_the_ones_the_augmentation_records():
+    assert tuple(moving.COPY_SETTINGS) == DataAugmentation.COPY_SETTINGS

@@ -343,7 +343,8 @@ def augment_and_move(data: Path, source: Path, copies: int = 2) -> list[str]:
         records[f"{source.parent.name}/{copy.name}"] = moving.CopySource(
             sha256(copy), source.relative_to(data).as_posix(), sha256(source))
     moving.add_copy_sources(data / "augmented_train", records)
-    moving.record_copy_settings(data / "augmented_train", {"copies": copies, "preset": "classic"})
+    moving.record_copy_settings(data / "augmented_train", {"copies": copies, "preset": "classic", "seed": 1,
+                                                           "size": "native", "batch_size": 32, "jpeg_quality": 95})
     moving.move_augmented(data)
     assert not (data / "augmented_train").exists()
     return [record.copy_sha256 for record in records.values()]
@@ -417,3 +418,25 @@ def test_the_settings_of_the_copies_go_with_them_into_a_target_without_copies(se
     augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
     into = merge_datasets([second], tmp_path / "merged").into
     assert (into / moving.MOVED_SETTINGS_NAME).read_bytes() == (second / moving.MOVED_SETTINGS_NAME).read_bytes()
+
+
+def test_a_training_image_named_like_a_copy_is_no_copy_where_the_record_lists_the_copies(second, tmp_path):
+    """The rule DataAugmentation and training follow (``moving.is_copy_in_train``): a target whose train holds a
+    photo called aug_holiday.jpg, but none of the copies its record lists, has no copies, so the incoming copies
+    bring their settings."""
+    into = make_split(tmp_path / "merged", COUNTS, seed=7)
+    photo = write_image(into / "train" / "REAL" / "aug_holiday.jpg", seed=11)
+    moving.add_moved_copies(into, [moving.CopySource("0" * 64, "train/REAL/img_000.png", "1" * 64)])  # deleted since
+    augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
+    report = merge_datasets([second], into)
+    assert not report.refused and photo.is_file()
+    assert (into / moving.MOVED_SETTINGS_NAME).read_bytes() == (second / moving.MOVED_SETTINGS_NAME).read_bytes()
+
+
+def test_without_a_record_of_copies_a_file_named_like_one_in_the_targets_train_counts_as_a_copy(second, tmp_path):
+    """Copies moved by a version that kept no record: their settings are unknown, so none are carried in."""
+    into = make_split(tmp_path / "merged", COUNTS, seed=7)
+    write_image(into / "train" / "REAL" / "aug_img_000_0.jpg", seed=11)
+    augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
+    merge_datasets([second], into)
+    assert not (into / moving.MOVED_SETTINGS_NAME).exists()
