@@ -35,7 +35,14 @@ from realvsai.layout import (
     read_split_classes,
     write_manifest,
 )
-from realvsai.moving import COPY_PREFIX, MOVED_SETTINGS_NAME, CopySource, add_moved_copies, read_moved_copies
+from realvsai.moving import (
+    MOVED_SETTINGS_NAME,
+    CopySource,
+    add_moved_copies,
+    is_copy_in_train,
+    moved_copy_digests,
+    read_moved_copies,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +110,11 @@ def merge_datasets(
 
     workers = workers or 2 * default_workers()
     existing = _hash_dataset(into, workers, "reading target", max_pixels)
+    # Whether the target's train holds augmented copies, by the rule DataAugmentation and training follow (its own
+    # record of them, as it was before this merge adds to it).
+    moved = moved_copy_digests(into)
+    copies_in_train = any(file.copy_of or is_copy_in_train(file.path, moved, file.digest)
+                          for file in existing if file.split == TRAIN)
     incoming = [(source, file) for source in sources
                 for file in _hash_dataset(source, workers, f"reading {source.name}", max_pixels,
                                           dataset=source.resolve().name)]
@@ -139,8 +151,7 @@ def merge_datasets(
     _update_manifest(into, existing, [(target, file) for file, _, target, _ in actions if target], actions)
     add_moved_copies(into, [file.copy_of for file, kind, _, _ in actions if file.copy_of and kind != "refuse"])
     taken = {file.path for file, kind, _, _ in actions if kind != "refuse"}
-    if not (into / MOVED_SETTINGS_NAME).exists() and not any(
-            file.copy_of or file.path.name.startswith(COPY_PREFIX) for file in existing if file.split == TRAIN):
+    if not (into / MOVED_SETTINGS_NAME).exists() and not copies_in_train:
         _carry_copy_settings(into, {source for source, file in incoming if file.copy_of and file.path in taken})
     added = []  # (target path, source file)
     for file, kind, target, _ in progress(actions, desc="moving" if move else "copying"):

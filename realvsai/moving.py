@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import itertools
+import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,25 @@ RECORD_NAMES = (SOURCES_NAME, SETTINGS_NAME)  # augmented_train's records of its
 MOVED_COPIES_NAME = "augmented-copies.csv"  # in DATA: the source of each copy moved into train, by content
 MOVED_COPIES_FIELDS = ("copy_sha256", "source", "source_sha256")
 MOVED_SETTINGS_NAME = "augmented-settings.json"  # in DATA: the settings of the copies moved into train
+
+
+def _whole_number(value: object, low: int | None = None, high: int | None = None) -> bool:
+    # bool is an int to Python, but true is no number of copies
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and (low is None or value >= low) and (high is None or value <= high))
+
+
+# What a copy's bytes depend on besides its source, as DataAugmentation.py records them in the settings files
+# (SETTINGS_NAME, MOVED_SETTINGS_NAME): name -> (what it must hold, in words; the check). The same as its flags take.
+COPY_SETTINGS: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "copies": ("a whole number above 0", lambda value: _whole_number(value, low=1)),
+    "preset": ('a preset name such as "classic"', lambda value: isinstance(value, str) and value != ""),
+    "seed": ("a whole number", _whole_number),
+    "size": ('"native" or a whole number of pixels above 0',
+             lambda value: value == "native" or _whole_number(value, low=1)),
+    "batch_size": ("a whole number above 0", lambda value: _whole_number(value, low=1)),
+    "jpeg_quality": ("a whole number from 1 to 100", lambda value: _whole_number(value, low=1, high=100)),
+}
 
 
 @dataclass(frozen=True)
@@ -162,12 +182,13 @@ def moved_copy_digests(data_dir: Path) -> set[str] | None:
     return set(read_moved_copies(data_dir))
 
 
-def is_copy_in_train(path: Path, moved: set[str] | None) -> bool:
+def is_copy_in_train(path: Path, moved: set[str] | None, digest: str | None = None) -> bool:
     """True when ``path``, in train, is an augmented copy moved there: named ``aug_*`` and, where
     ``augmented-copies.csv`` exists (its digests: ``moved``), listed there by content, since a training image
     may be called aug_holiday.jpg too. Without the record (copies moved by an older version) the name decides.
+    ``digest``: the sha256 of ``path`` where the caller has it already.
     """
-    return path.name.startswith(COPY_PREFIX) and (moved is None or sha256_file(path) in moved)
+    return path.name.startswith(COPY_PREFIX) and (moved is None or (digest or sha256_file(path)) in moved)
 
 
 def _copy_bases(sources: Iterable[Path]) -> dict[Path, str]:
@@ -295,6 +316,39 @@ def add_moved_copies(data_dir: Path, records: Iterable[CopySource]) -> None:
                    for _, record in sorted({**rows, **new}.items())])
 
 
+def read_copy_settings(path: Path) -> dict[str, object] | None:
+    """The settings record at ``path`` (augmented_train's ``SETTINGS_NAME`` or DATA's ``MOVED_SETTINGS_NAME``),
+    None where there is none.
+
+    Raises:
+        UserError: in one line naming the file, and the key and what it should hold, when the record is not what
+            DataAugmentation.py writes (a hand edit): not JSON, not an object, without one of ``COPY_SETTINGS``, or
+            with a value its flag does not take. Keys it does not know are left alone.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    remedy = "Set it back to what the copies were made with, or delete the file if no one knows that."
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise UserError(f"{path} is not valid JSON ({error}), but DataAugmentation.py records the settings of the "
+                        f"copies there as a JSON object. {remedy}") from None
+    if not isinstance(recorded, dict):
+        raise UserError(f"{path} is not a JSON object of settings (such as {{\"copies\": 10, \"seed\": 42, ...}}), "
+                        f"which DataAugmentation.py records there. {remedy}")
+    for name, (expected, check) in COPY_SETTINGS.items():
+        if name not in recorded:
+            raise UserError(f'{path} has no "{name}": it should hold {expected}, the {flag_name(name)} the copies '
+                            f"were made with. {remedy}")
+        if not check(recorded[name]):
+            shown = json.dumps(recorded[name], ensure_ascii=False)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise UserError(f'{path}: "{name}" is {shown}, but it should be {expected}, the {flag_name(name)} the '
+                            f"copies were made with. {remedy}")
+    return recorded
+
+
 def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
                           ) -> tuple[Path, dict[str, tuple[object, object]]]:
     """The folder whose copies (aug_*) new ones would join, and ``{name: (recorded, given)}`` for each of
@@ -304,7 +358,7 @@ def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
     The folder is augmented_train while it holds copies (their record: its ``settings.json``), else train when
     it holds copies moved there (``DATA/augmented-settings.json``). {} when neither holds copies to mix with, or
     there is no record (copies made before settings were recorded: completed, not refused). ``UserError`` when
-    the record is unreadable.
+    the record is not one DataAugmentation.py writes (``read_copy_settings``).
     """
     train_dir, augmented_dir = dataset_folders(data_dir)
     moved = moved_copy_digests(data_dir)
@@ -314,14 +368,7 @@ def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
         folder, path = train_dir, Path(data_dir) / MOVED_SETTINGS_NAME
     else:
         return augmented_dir, {}
-    try:
-        recorded = read_json(path)
-        readable = recorded is None or isinstance(recorded, dict)
-    except ValueError:  # not JSON, or not UTF-8
-        readable = False
-    if not readable:
-        raise UserError(f"{path} is not the record of settings DataAugmentation.py writes; nothing was written. "
-                        "Delete it to complete the copies beside it with this run's settings.")
+    recorded = read_copy_settings(path)
     if recorded is None:
         return folder, {}
     changed = {name: (recorded.get(name), value) for name, value in settings.items() if recorded.get(name) != value}
@@ -400,10 +447,12 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
         )
     report = MoveReport({name: Counter({"train before": len(list_images(train_dir / name))}) for name in classes})
     sources = [path for name in classes for path in list_images(augmented_dir / name)]
+    # Checked before anything moves: the move makes it the record of the copies in train.
+    settings = read_copy_settings(augmented_dir / SETTINGS_NAME) if sources else None
     held_out = {sha256_file(path): path  # every validation and test image (none needed when nothing moves)
                 for split in (VALIDATION, TEST) if sources and (folder := find_child_folder(data_dir, split))
                 for path in list_images(folder, recursive=True)}
-    refusal = _Refusal(Path(data_dir), train_dir, augmented_dir, held_out, move_unlisted)
+    refusal = _Refusal(Path(data_dir), train_dir, augmented_dir, held_out, move_unlisted, settings)
     inside = {name: is_inside(augmented_dir / name, augmented_dir) for name in classes}
     checked = []  # (copy, sha256, reason it stays or None)
     for source in progress(sources, total=len(sources), desc="checking"):
@@ -414,14 +463,13 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
         else:
             digest = sha256_file(source)
             checked.append((source, digest, refusal.why(source, digest)))
-    settings = augmented_dir / SETTINGS_NAME
     if not dry_run and any(not reason for _, _, reason in checked):
         # Before the first copy moves: in train, only these records say what a copy was made from and how.
         add_moved_copies(data_dir, [record for source, digest, reason in checked if not reason
                                     and (record := refusal.records.get(f"{source.parent.name}/{source.name}"))
                                     and record.copy_sha256 == digest])
-        if settings.is_file():
-            atomic_write_bytes(Path(data_dir) / MOVED_SETTINGS_NAME, settings.read_bytes())
+        if settings is not None:
+            atomic_write_bytes(Path(data_dir) / MOVED_SETTINGS_NAME, (augmented_dir / SETTINGS_NAME).read_bytes())
     for source, digest, reason in progress(checked, desc="moving"):
         target = train_dir / source.parent.name / source.name
         if reason:
@@ -432,7 +480,13 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
         elif dry_run:
             outcome = _would_place(source, target, digest).value
         else:
-            outcome = place_file(source, target, move=True, source_digest=digest)[1].value
+            try:
+                outcome = place_file(source, target, move=True, source_digest=digest)[1].value
+            except PermissionError as error:
+                folder = _unwritable_folder(error, source, target)
+                raise UserError(f"cannot write to {folder} (permission denied): check its owner and permissions "
+                                f"(e.g. chmod u+w {folder}), then run the same command again; the copies moved so "
+                                "far stay in train.") from error
         report.counts[source.parent.name][outcome] += 1
     for name, counts in report.counts.items():
         counts["train after"] = (counts["train before"] + counts["moved"] + counts["renamed"]
@@ -456,17 +510,13 @@ class _Refusal:
     """Why a copy must not go into train, from its content and its recorded source."""
 
     def __init__(self, data_dir: Path, train_dir: Path, augmented_dir: Path, held_out: Mapping[str, Path],
-                 move_unlisted: bool):
+                 move_unlisted: bool, settings: Mapping[str, object] | None):
         self.data_dir, self.train_dir, self.augmented_dir = data_dir, train_dir, augmented_dir
         self.held_out, self.move_unlisted = held_out, move_unlisted
         self.records = read_copy_sources(augmented_dir)
         self._in_train: set[str] | None = None  # sha256 of every train image, hashed only when needed
         self._checked: dict[tuple[str, str], bool] = {}  # (source, sha256): a source's ten copies hash it once
-        try:
-            settings = read_json(augmented_dir / SETTINGS_NAME)
-        except ValueError:  # an unreadable settings.json: the general advice
-            settings = None
-        if isinstance(settings, dict):
+        if settings is not None:
             # A run killed before it recorded the copies it wrote: a re-run with their settings records each copy
             # it finds to be its own.
             flags = " ".join(f"{flag_name(name)} {value}" for name, value in settings.items())
@@ -512,6 +562,15 @@ class _Refusal:
                                       if not is_copy_in_train(path, moved)}
                 self._checked[key] = record.source_sha256 in self._in_train
         return self._checked[key]
+
+
+def _unwritable_folder(error: PermissionError, source: Path, target: Path) -> Path:
+    """The folder that refused a move of ``source`` to ``target``: train's class folder (the copy goes in) or
+    augmented_train's (it goes out). The error's own file name may be either file (a hard link names both)."""
+    for folder in (target.parent, source.parent):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    return Path(error.filename).parent if error.filename else target.parent
 
 
 def _would_place(source: Path, target: Path, digest: str | None = None) -> Outcome:
