@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -619,12 +620,47 @@ def test_move_refuses_a_copy_identical_to_a_validation_or_test_image(augmented, 
     (augmented / split / "REAL").mkdir(parents=True)
     shutil.copy2(copy, augmented / split / "REAL" / "held_out.jpg")
     digest = hashlib.sha256(copy.read_bytes()).hexdigest()
-    assert move(augmented) == 0
+    assert move(augmented) == 1
     assert copy.is_file()
     assert digest not in digests(augmented / "train")
     with open(augmented / "move-refused.csv", newline="") as stream:
         assert [Path(row["source"]).name for row in csv.DictReader(stream)] == [copy.name]
     assert "Refused 1 identical to a validation or test image" in capsys.readouterr().out
+
+
+def hold_out_a_copy(augmented: Path) -> Path:
+    """Puts a copy's content into test, so the move refuses that copy; returns the copy."""
+    copy = augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
+    (augmented / "test" / "REAL").mkdir(parents=True)
+    shutil.copy2(copy, augmented / "test" / "REAL" / "held_out.jpg")
+    return copy
+
+
+def test_a_move_that_refused_a_copy_exits_1_after_moving_the_others_and_its_summary(augmented, capsys):
+    copy = hold_out_a_copy(augmented)
+    assert move(augmented) == 1
+    assert copy.is_file() and len(list((augmented / "train").glob("*/aug_*.jpg"))) == 11
+    out, err = capsys.readouterr()
+    assert "Moved 11 files" in out and "Refused 1 identical to a validation or test image" in out
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: refused 1 copy (identical to a validation or test image)")
+    assert str(augmented / "augmented_train") in line and str(augmented / moving.MOVE_REFUSED_NAME) in line
+    assert "MoveAugmentedImages.py again" in line
+
+
+def test_a_move_that_refused_a_copy_stops_a_script_going_on_to_train(augmented):
+    hold_out_a_copy(augmented)
+    command = f"{shlex.quote(sys.executable)} MoveAugmentedImages.py --data {shlex.quote(str(augmented))} --quiet"
+    process = subprocess.run(f"{command} && echo training", shell=True, cwd=REPO, capture_output=True, text=True)
+    assert process.returncode == 1 and "training" not in process.stdout
+    assert process.stderr.strip().splitlines()[-1].startswith("error: refused 1 copy")
+
+
+def test_a_dry_run_that_would_refuse_a_copy_exits_0(augmented, capsys):
+    hold_out_a_copy(augmented)
+    assert move(augmented, "--dry-run") == 0
+    out, err = capsys.readouterr()
+    assert "Would refuse 1 identical to a validation or test image" in out and err == ""
 
 
 def test_move_refuses_a_class_train_does_not_have_and_moves_nothing(augmented, capsys):
@@ -750,13 +786,13 @@ def test_move_records_the_copies_settings_as_soon_as_a_copy_reaches_train(augmen
     copy = augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
     (augmented / "test" / "REAL").mkdir(parents=True)
     shutil.copy2(copy, augmented / "test" / "REAL" / "held_out.jpg")  # so the copy stays
-    assert move(augmented) == 0 and copy.is_file()
+    assert move(augmented) == 1 and copy.is_file()
     assert (augmented / moving.MOVED_SETTINGS_NAME).read_bytes() == settings
 
 
 def test_move_advises_rerunning_the_augmentation_for_unrecorded_copies_beside_their_settings(augmented):
     (augmented / "augmented_train" / moving.SOURCES_NAME).unlink()  # as after a kill before the record was written
-    assert move(augmented) == 0
+    assert move(augmented) == 1
     with open(augmented / moving.MOVE_REFUSED_NAME, newline="") as stream:
         reasons = {row["reason"] for row in csv.DictReader(stream)}
     assert len(reasons) == 1

@@ -336,11 +336,11 @@ CASES = [
          lambda tmp: (classes(tmp / "in" / "train", {"REAL": 2}), classes(tmp / "out" / "train", seed=4),
                       symlink_to_images(tmp / "in" / "train" / "FAKE", tmp / "outside" / "F", seed=8),
                       [str(tmp / "in"), "--into", out_dir(tmp), "--move", "-q"])[-1],
-         0, "refused", untouched="outside", check=check_merge_refused_outside),
+         1, "refused 2 files", untouched="outside", check=check_merge_refused_outside),
     Case("move_augmented_symlinked_class_folder", MoveAugmentedImages,
          move_augmented_setup(lambda tmp: symlink_to_images(tmp / "in" / "augmented_train" / "FAKE",
                                                             tmp / "outside" / "F", seed=8)),
-         0, "Refused 2", untouched="outside", check=check_move_refused_outside),
+         1, "refused 2 copies (in a symlinked folder)", untouched="outside", check=check_move_refused_outside),
     Case("deleter_symlink_to_outside", DataDeleter, deleter_setup, 0, "Deleted 2 files", untouched="outside"),
     # 6: exit statuses and messages tell the truth; a killed run's leftovers go on the next run
     Case("move_augmented_folder_is_a_symlink", MoveAugmentedImages,  # followed, as a SOURCE given as a link

@@ -114,7 +114,7 @@ def test_move_refuses_the_copies_of_an_image_now_in_validation_or_test(augmented
     source = augmented / "train" / "REAL" / "img_001.png"
     held_out = augmented / split / "REAL" / "img_001.png"
     source.rename(held_out)  # what a re-split does to it
-    assert move(augmented) == 0
+    assert move(augmented) == 1
     leaked = sorted((augmented / "augmented_train" / "REAL").glob("aug_img_001_*.jpg"))
     assert [path.name for path in leaked] == ["aug_img_001_0.jpg", "aug_img_001_1.jpg"]
     assert not list((augmented / "train" / "REAL").glob("aug_img_001_*"))
@@ -127,7 +127,7 @@ def test_move_refuses_the_copies_of_an_image_now_in_validation_or_test(augmented
 
 def test_move_refuses_a_copy_whose_source_left_train(augmented):
     (augmented / "train" / "FAKE" / "img_002.png").unlink()
-    assert move(augmented) == 0
+    assert move(augmented) == 1
     assert sorted(path.name for path in (augmented / "augmented_train" / "FAKE").glob("*.jpg")) == [
         "aug_img_002_0.jpg", "aug_img_002_1.jpg"]
     assert all("no longer in train" in row["reason"] for row in refused_rows(augmented))
@@ -144,7 +144,7 @@ def test_move_refuses_a_copy_without_a_recorded_source_and_says_how_to_fix_it(au
     stray = augmented / "augmented_train" / "REAL" / "aug_mine_0.jpg"
     stray.write_bytes((augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg").read_bytes()[:-2]
                       + b"\x00\xff\xd9")  # other content, still a complete JPEG
-    assert move(augmented) == 0
+    assert move(augmented) == 1
     assert stray.is_file()
     [row] = refused_rows(augmented)
     assert row["source"] == str(stray) and "no recorded source" in row["reason"]
@@ -165,7 +165,7 @@ def test_move_unlisted_moves_a_copy_without_a_recorded_source(augmented):
 def test_move_refuses_a_copy_changed_since_its_source_was_recorded(augmented):
     copy = augmented / "augmented_train" / "FAKE" / "aug_img_000_1.jpg"
     shutil.copy2(augmented / "augmented_train" / "FAKE" / "aug_img_001_1.jpg", copy)
-    assert move(augmented) == 0
+    assert move(augmented) == 1
     assert copy.is_file()
     [row] = refused_rows(augmented)
     assert row["source"] == str(copy) and "changed" in row["reason"]
@@ -254,7 +254,7 @@ def test_copies_made_before_a_re_split_never_reach_train_with_their_source_held_
     split_by_class(raw, data, seed=7, overwrite=True)
     for folder in data.glob("previous-split-*/augmented_train"):  # a user who brings the old copies back
         shutil.move(str(folder), str(data / "augmented_train"))
-    assert move(data) == 0
+    assert move(data) == 1
     held_out = {path.stem for split in ("validation", "test") for path in (data / split).rglob("*.png")}
     trained = {path.name[len("aug_"):].rsplit("_", 1)[0] for path in (data / "train").rglob("aug_*.jpg")}
     assert trained and not trained & held_out
@@ -274,6 +274,6 @@ def test_merge_keeps_moved_copies_of_an_image_in_the_targets_test_out_of_its_tra
     shutil.copyfile(augmented / "train" / "REAL" / "img_001.png", target / "test" / "REAL" / "held_out.png")
     copies = {sha256(path) for path in (augmented / "train" / "REAL").glob("aug_img_001_*.jpg")}
     assert len(copies) == 2
-    assert DataMerger.main([str(augmented), "--into", str(target), "--quiet"]) == 0
+    assert DataMerger.main([str(augmented), "--into", str(target), "--quiet"]) == 1
     assert not {sha256(path) for path in (target / "train").rglob("*.jpg")} & copies
     assert len(list((target / "train").rglob("aug_*.jpg"))) == 10  # the other copies were merged

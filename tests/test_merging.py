@@ -230,11 +230,38 @@ def test_datamerger_refuses_source_images_over_its_max_pixels(first, tmp_path, c
     import DataMerger
 
     into = tmp_path / "merged"
-    assert DataMerger.main([str(first), "--into", str(into), "--max-pixels", "100", "-q"]) == 0
+    assert DataMerger.main([str(first), "--into", str(into), "--max-pixels", "100", "-q"]) == 1
     assert not list(into.glob("*/*/*.png"))
     with open(into / "merge-refused.csv", newline="") as stream:
         reasons = [row["reason"] for row in csv.DictReader(stream)]
     assert len(reasons) == 12 and all("limit of 100 pixels" in reason for reason in reasons)
+
+
+def test_datamerger_that_refused_a_file_exits_1_after_merging_the_others_and_its_summary(first, second, tmp_path,
+                                                                                          capsys):
+    import DataMerger
+
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    shutil.copyfile(first / "train" / "REAL" / "img_001.png", second / "test" / "REAL" / "leak.png")
+    assert DataMerger.main([str(second), "--into", str(into), "-q"]) == 1
+    assert len(images(into)) == 24  # the 12 of first, and the 12 others of second
+    out, err = capsys.readouterr()
+    assert f"files in {into}: 12 before + 12 added = 24 after" in out
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: refused 1 file ") and str(into / merging.REFUSED_NAME) in line
+    assert "DataMerger.py again" in line
+
+
+def test_datamerger_dry_run_that_would_refuse_a_file_exits_0(first, second, tmp_path, capsys):
+    import DataMerger
+
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    shutil.copyfile(first / "train" / "REAL" / "img_001.png", second / "test" / "REAL" / "leak.png")
+    assert DataMerger.main([str(second), "--into", str(into), "--dry-run", "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert "refused (content already in another split" in out and ": 1" in out and err == ""
 
 
 def test_dry_run_changes_nothing_and_predicts_the_real_run(first, second, tmp_path):
