@@ -21,7 +21,8 @@ class only and merge again). So is an augmented copy (moved into train by MoveAu
 which records its source in augmented-copies.csv) of an image that sits in another split, and so is
 an image whose copies sit in another split: either way training would see that image; the record
 (and the copies' settings, where the target's train had no copies) goes with them. A source file
-that does not decode, or has more pixels than --max-pixels, is refused too. The counts add up: files
+that does not decode, or has more pixels than --max-pixels, is refused too; a merge that refused a
+file ends with exit status 1 once the others are merged (a --dry-run with 0). The counts add up: files
 in the target before + added = after. An interrupted merge is completed by running the same command
 again. --dry-run shows all of this and changes nothing. A SOURCE may sit inside the target folder
 (data/art beside data/train), just not inside its split folders.
@@ -38,9 +39,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from realvsai.cli import default_workers, make_parser, positive_int, run_main, setup_logging
+from realvsai.cli import default_workers, make_parser, plural, positive_int, run_main, setup_logging
 from realvsai.config import MAX_IMAGE_PIXELS
-from realvsai.merging import format_merge_report, merge_datasets
+from realvsai.errors import UserError
+from realvsai.merging import REFUSED_NAME, REFUSED_WHY, format_merge_report, merge_datasets
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run, workers=args.workers,
                                max_pixels=args.max_pixels)
         print(format_merge_report(report))
+        if report.refused and not report.dry_run:
+            # After the summary: a command that goes on to train must not take the merge for complete.
+            raise UserError(
+                f"refused {plural(len(report.refused), 'file')} ({REFUSED_WHY}), not merged; the reasons are in "
+                f"{report.into / REFUSED_NAME} (rows merged at {report.started}). Do what each reason says, or "
+                "delete those files from SOURCE, then run DataMerger.py again (the other files are merged).")
 
     return run_main(body)
 

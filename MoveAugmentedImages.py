@@ -11,9 +11,11 @@ DATA/move-refused.csv with the time of the run and the reason, when it has the c
 validation or test image, or when augmented_train/sources.csv (written by DataAugmentation.py) says
 it was made from an image that is now in validation or test (the split changed since), or in no
 split. A copy sources.csv does not list (made by hand or by an older version) is refused too, unless
---move-unlisted. Before the first copy moves, each one's source is added to DATA/augmented-copies.csv
-(by sha256): in train, that record is how DataMerger.py keeps copies of another split's image out of
-train. Interrupted, it can simply be run again.
+--move-unlisted. A run that refused a copy ends with exit status 1 once the others are moved, so a
+command that goes on to train stops (a --dry-run only says what it would refuse, with 0). Before the
+first copy moves, each one's source is added to DATA/augmented-copies.csv (by sha256): in train, that
+record is how DataMerger.py keeps copies of another split's image out of train. Interrupted, it can
+simply be run again.
 
 Example:
     python MoveAugmentedImages.py --data data --dry-run
@@ -27,6 +29,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, plural, run_main, setup_logging
+from realvsai.errors import UserError
 from realvsai.moving import MoveReport, move_augmented
 
 
@@ -42,7 +45,20 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
 
 
 def move(args: Namespace) -> None:
-    print_summary(args, move_augmented(args.data, dry_run=args.dry_run, move_unlisted=args.move_unlisted))
+    report = move_augmented(args.data, dry_run=args.dry_run, move_unlisted=args.move_unlisted)
+    print_summary(args, report)
+    if report is not None and report.refused_files and not args.dry_run:
+        # After the summary: training on a train folder that lacks copies the user asked for must not follow.
+        raise UserError(refusal_line(report))
+
+
+def refusal_line(report: MoveReport) -> str:
+    """The error line of a run that refused copies: how many, why, where they and their reasons are, what to do."""
+    kinds = report.refused_kinds
+    why = next(iter(kinds)) if len(kinds) == 1 else ", ".join(f"{count:,} {kind}" for kind, count in kinds.items())
+    return (f"refused {plural(len(report.refused_files), 'copy', 'copies')} ({why}), left in {report.augmented_dir}; "
+            f"the reasons are in {report.refused_path}. Do what each reason says, or delete those copies, then run "
+            "MoveAugmentedImages.py again (the other copies are in train).")
 
 
 def print_summary(args: Namespace, report: MoveReport | None) -> None:

@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 REFUSED_NAME = "merge-refused.csv"
 REFUSED_FIELDS = ("merged_at", "source", "reason")
+# Why a merge refuses a file, in the words its summary and DataMerger.py's error line use
+REFUSED_WHY = ("content already in another split or under another class, not a usable image, or outside SOURCE "
+               "with --move")
 
 
 @dataclass(frozen=True)
@@ -174,10 +177,6 @@ def merge_datasets(
         # Appended: the lists of earlier merges into this folder stay, each row dated by its merge.
         append_csv(into / REFUSED_NAME, REFUSED_FIELDS,
                    [(report.started, source, reason) for source, reason in report.refused])
-        logger.warning("refused %d files whose content is already in another split or under another class, that "
-                       "are not usable images, or that --move would take from outside SOURCE (list: %s, rows "
-                       "merged at %s)",
-                       len(report.refused), into / REFUSED_NAME, report.started)
     return report
 
 
@@ -331,9 +330,7 @@ def format_merge_report(report: MergeReport) -> str:
         "",
         f"files in {report.into}: {report.before:,} before + {report.added:,} {would}added = {report.after:,} after",
         f"skipped identical: {report.identical:,}; {would}renamed (name taken by other content): {report.renamed:,}; "
-        f"refused (content already in another split or under another class, not a usable image, or outside SOURCE "
-        f"with --move): "
-        f"{len(report.refused):,}"
+        f"refused ({REFUSED_WHY}): {len(report.refused):,}"
         + (f" (list: {report.into / REFUSED_NAME}, rows merged at {report.started})"
            if report.refused and not report.dry_run else ""),
     ]

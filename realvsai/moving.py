@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from realvsai.cli import plural, progress
+from realvsai.cli import progress
 from realvsai.config import MAX_IMAGE_PIXELS, flag_name
 from realvsai.errors import UserError
 from realvsai.files import (
@@ -409,6 +409,7 @@ class MoveReport:
     refused_files: list[tuple[str, str]] = field(default_factory=list)  # (copy, reason)
     refused_kinds: Counter = field(default_factory=Counter)  # REFUSED_* -> count
     refused_path: Path | None = None  # where they are listed (None for a dry run or no refusal)
+    augmented_dir: Path | None = None  # where the refused copies stay
     left_behind: list[Path] = field(default_factory=list)  # non-image files kept in augmented_train
     removed_folder: bool = False
 
@@ -445,7 +446,8 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
             f"{augmented_dir} has class folders {unknown} that {train_dir} does not have "
             f"(train has {train_classes}). Rename them to a train class or remove them, then run again."
         )
-    report = MoveReport({name: Counter({"train before": len(list_images(train_dir / name))}) for name in classes})
+    report = MoveReport({name: Counter({"train before": len(list_images(train_dir / name))}) for name in classes},
+                        augmented_dir=augmented_dir)
     sources = [path for name in classes for path in list_images(augmented_dir / name)]
     # Checked before anything moves: the move makes it the record of the copies in train.
     settings = read_copy_settings(augmented_dir / SETTINGS_NAME) if sources else None
@@ -498,9 +500,6 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
         moved_at = datetime.now().isoformat(timespec="seconds")
         append_csv(report.refused_path, MOVE_REFUSED_FIELDS,
                    [(moved_at, source, reason) for source, reason in report.refused_files])
-        logger.warning("refused %s that would leak a validation or test image into training, whose source is "
-                       "unknown, or reached through a symlink; left in %s (list with reasons: %s)",
-                       plural(len(report.refused_files), "copy", "copies"), augmented_dir, report.refused_path)
     report.left_behind, report.removed_folder = _remove_emptied(
         augmented_dir, {Path(source) for source, _ in report.refused_files})
     return report
