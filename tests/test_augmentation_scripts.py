@@ -157,6 +157,20 @@ def test_rerun_with_other_settings_is_refused_before_anything_is_written(data):
     assert tree(data / "augmented_train") == before
 
 
+def test_another_batch_size_completes_the_copies_it_does_not_change(data, tmp_path):
+    """--batch-size was recorded as a setting the copies depend on, and a run with another was refused; each copy is
+    drawn from its own seed now, so it completes an interrupted run's copies as a fresh run would make them."""
+    fresh = tmp_path / "fresh"
+    shutil.copytree(data, fresh)
+    assert augment(fresh) == 0
+    assert augment(data) == 0
+    for path in sorted((data / "augmented_train").rglob("*.jpg"))[::3]:  # an interrupted run's copies
+        path.unlink()
+    assert augment(data, "--batch-size", "3") == 0
+    assert tree(data / "augmented_train") == tree(fresh / "augmented_train")
+    assert "batch_size" not in json.loads((data / "augmented_train" / moving.SETTINGS_NAME).read_text())
+
+
 def test_refusal_names_the_recorded_and_the_given_settings_in_one_line(data, capsys):
     assert augment(data) == 0
     capsys.readouterr()
