@@ -10,11 +10,13 @@ A file under a copy's name counts as that copy when sources.csv records it with 
 holds the very bytes this run makes (a run cut off before recording it); any other file there is never
 replaced nor recorded: it is kept and named, and the run ends with exit status 1 once the other copies
 are written.
-The same --seed gives byte-identical files. Broken images are skipped with a warning naming them.
+Each copy is drawn from its own seed (--seed, its source's class and name, its number), so the same
+--seed gives byte-identical files, whatever --copies and --batch-size: a higher --copies adds exactly
+the copies a fresh run would have made. Broken images are skipped with a warning naming them.
 Each copy's source is recorded, with both files' sha256, in DATA/augmented_train/sources.csv (rows
 are added on every run), so MoveAugmentedImages.py can refuse a copy whose source is no longer a
-training image. The settings the copies depend on (--copies, --preset, --seed, --size, --batch-size,
---jpeg-quality) are recorded in DATA/augmented_train/settings.json before the first copy is written
+training image. The settings the copies depend on (--preset, --seed, --size, --jpeg-quality) and
+--copies are recorded in DATA/augmented_train/settings.json before the first copy is written
 (beside copies made before settings were recorded, only once a run found every one of them its own):
 a run with other settings over those copies is refused (exit 1) before it writes anything, except a
 higher --copies, which adds the missing copies. Once MoveAugmentedImages.py has moved them into train,
@@ -59,6 +61,7 @@ from realvsai.errors import UserError
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
 from realvsai.moving import (
     COPY_PREFIX,
+    COPY_SETTINGS,
     CopyPlan,
     changed_copy_settings,
     dataset_folders,
@@ -74,10 +77,6 @@ logger = logging.getLogger("realvsai.augment")
 
 # The offline presets: training's, less "none", which would only write identical copies.
 OFFLINE_PRESETS = tuple(preset for preset in PRESETS if preset != "none")
-# What a copy's bytes depend on besides its source (--copies and --batch-size through the random draws), recorded
-# in augmented_train: a run with others would mix its copies with the earlier ones under the same names. Only
-# --copies may grow: the copies there stay, the new ones are added, and each image has what the summary says.
-COPY_SETTINGS = ("copies", "preset", "seed", "size", "batch_size", "jpeg_quality")
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
                         help="'native' keeps each image's size; N resizes every copy to N x N first")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
                         help="images of one size augmented together, all copies each (large images are "
-                             "capped by memory); part of what the random draws depend on, like --seed")
+                             "capped by memory); the copies do not depend on it")
     parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality,
                         help="quality of the written JPEG files")
     parser.add_argument("--split", type=train_split, default=defaults.split,
@@ -151,7 +150,10 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
 
 
 def copy_settings(args: Namespace) -> dict[str, object]:
-    """The ``COPY_SETTINGS`` of ``args``, as their flags take them (``size``: "native" or pixels)."""
+    """The settings recorded with the copies (``moving.COPY_SETTINGS``: what they depend on besides their sources,
+    and how many there are) of ``args``, as their flags take them (``size``: "native" or pixels). A run with others
+    would mix its copies with the earlier ones under the same names; only --copies may grow: the copies there stay,
+    the new ones are added, and each image has what the summary says."""
     return {name: "native" if name == "size" and args.size is None else getattr(args, name)
             for name in COPY_SETTINGS}
 

@@ -63,15 +63,15 @@ def _whole_number(value: object, low: int | None = None, high: int | None = None
             and (low is None or value >= low) and (high is None or value <= high))
 
 
-# What a copy's bytes depend on besides its source, as DataAugmentation.py records them in the settings files
-# (SETTINGS_NAME, MOVED_SETTINGS_NAME): name -> (what it must hold, in words; the check). The same as its flags take.
+# What DataAugmentation.py records in the settings files (SETTINGS_NAME, MOVED_SETTINGS_NAME): what a copy's bytes
+# depend on besides its source and number, and how many copies each image has. name -> (what it must hold, in
+# words; the check), as its flags take them.
 COPY_SETTINGS: dict[str, tuple[str, Callable[[object], bool]]] = {
     "copies": ("a whole number above 0", lambda value: _whole_number(value, low=1)),
     "preset": ('a preset name such as "classic"', lambda value: isinstance(value, str) and value != ""),
     "seed": ("a whole number", _whole_number),
     "size": ('"native" or a whole number of pixels above 0',
              lambda value: value == "native" or _whole_number(value, low=1)),
-    "batch_size": ("a whole number above 0", lambda value: _whole_number(value, low=1)),
     "jpeg_quality": ("a whole number from 1 to 100", lambda value: _whole_number(value, low=1, high=100)),
 }
 

@@ -102,7 +102,7 @@ def test_same_seed_writes_byte_identical_files_and_another_seed_does_not(data, t
     assert DataAugmentation.main(["--data", str(other), "--copies", "2", "--seed", "2", "--quiet"]) == 0
     first, second, third = (tree(folder / "augmented_train") for folder in (data, twin, other))
     for files in (first, second, third):
-        del files[moving.SETTINGS_NAME]  # each records its own run's flags (--batch-size too)
+        del files[moving.SETTINGS_NAME]  # each records its own run's flags
     assert first == second
     assert first.keys() == third.keys()
     assert all(first[name] != third[name] for name in first)
@@ -888,6 +888,3 @@ def test_read_copy_settings_returns_a_good_record_and_none_without_one(augmented
     assert moving.read_copy_settings(record) == json.loads(record.read_text())
     assert moving.read_copy_settings(augmented / moving.MOVED_SETTINGS_NAME) is None
 
-
-def test_the_settings_a_record_must_hold_are_the_ones_the_augmentation_records():
-    assert tuple(moving.COPY_SETTINGS) == DataAugmentation.COPY_SETTINGS
