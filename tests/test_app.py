@@ -19,7 +19,7 @@ from conftest import REPO, run_script
 from streamlit.testing.v1 import AppTest
 from test_inference import bright_patch, build_stand_in, encode, load, png_header_only, random_image, write_run
 
-from realvsai import inference
+from realvsai import inference, model_card
 from realvsai.run import read_run
 
 APP = REPO / "App.py"
@@ -432,6 +432,25 @@ def test_an_upload_like_the_training_images_gets_no_unfamiliar_warning(start_app
     assert verdicts(app) == ["REAL"]
 
 
+@pytest.fixture(scope="module")
+def colour_models(tmp_path_factory) -> Path:
+    """One run whose model.json says none of its training images was grayscale."""
+    models = tmp_path_factory.mktemp("colour_models")
+    write_run(models, "colour", evidence=True, info={"training_images": {
+        "min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8, "grayscale": 0}})
+    return models
+
+
+def test_a_grayscale_upload_to_a_colour_only_model_is_warned_about_and_never_certain(start_app, colour_models):
+    gray = ("gray.png", encode(random_image(3, 32, 32)[..., 0]), PNG)  # mode L: noise, 100% REAL to this model
+    colour = ("colour.png", encode(random_image(3, 32, 32)), PNG)
+    app = upload(start_app("--models", colour_models), gray, colour)
+
+    assert verdicts(app) == [":orange[Uncertain]", "REAL"]
+    warnings = [warning.value for warning in app.warning]
+    assert len(warnings) == 1 and "a grayscale image; the model was trained on colour images only" in warnings[0]
+
+
 def test_app_py_help_imports_neither_tensorflow_nor_scikit_learn():
     finished = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "App.py"), "--help"], cwd=REPO,
                               capture_output=True, text=True, timeout=120)
@@ -511,6 +530,25 @@ def test_the_headline_test_metrics_name_the_number_of_test_images(start_app, tmp
 
     assert [metric.label for metric in app.metric] == ["Test accuracy", "Test f1"]
     assert any("1,412 test images" in text for text in texts(app))
+
+
+def test_the_headline_test_metrics_say_when_the_test_set_is_small_as_the_model_card_does(start_app, tmp_path):
+    write_run(tmp_path, "small", info={"test_metrics": {"accuracy": 0.91, "f1": 0.9, "num_images": 120}})
+
+    app = start_app("--models", tmp_path)
+
+    said = model_card.small_test_set(120)
+    assert said and "The test set is small (120 images)" in said
+    assert any(said in text for text in texts(app))
+
+
+def test_a_large_test_set_is_not_called_small(start_app, tmp_path):
+    write_run(tmp_path, "large", info={"test_metrics": {"accuracy": 0.91, "f1": 0.9, "num_images": 5000}})
+
+    app = start_app("--models", tmp_path)
+
+    assert any("5,000 test images" in text for text in texts(app))
+    assert not any("test set is small" in text for text in texts(app))
 
 
 def test_the_summary_counts_an_uncertain_answer_in_its_class_as_predict_does(start_app, models_dir):

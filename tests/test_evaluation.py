@@ -753,6 +753,33 @@ def test_model_card_shows_the_training_images_and_the_shortcut_warning():
     assert "Training images: 32 px a side; PNG." in plain and "shortcut" not in plain
 
 
+def test_model_card_says_a_grayscale_image_is_flagged_for_a_model_trained_on_colour_images_only():
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    colour = {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 900, "grayscale": 0}
+
+    card = model_card.render_card(model_info(["FAKE", "REAL"], training_images=colour), metrics, "c")
+    mixed = model_card.render_card(model_info(["FAKE", "REAL"], training_images=colour | {"grayscale": 12}),
+                                   metrics, "c")
+    old = model_card.render_card(model_info(["FAKE", "REAL"], training_images={
+        "min_side": 32, "max_side": 32, "formats": ["PNG"]}), metrics, "c")
+
+    assert "Training images: 32 px a side; PNG; all in colour." in card
+    assert "a grayscale image, as no training image was" in card
+    assert "Training images: 32 px a side; PNG; 12 of 900 grayscale." in mixed and "as no training image" not in mixed
+    assert "Training images: 32 px a side; PNG. " in old and "grayscale" not in old
+
+
+def test_model_card_words_the_small_test_set_with_the_function_the_app_calls():
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+
+    card = model_card.render_card(model_info(["FAKE", "REAL"]), metrics, "c")
+
+    assert f"- {model_card.small_test_set(len(BINARY_LABELS))}" in card
+    assert model_card.small_test_set(5000) is None and model_card.small_test_set(None) is None
+
+
 def test_a_file_that_fails_to_decode_is_judged_under_the_evaluations_pixel_limit(tmp_path):
     from conftest import png_header_only
 

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import random
+
+import pytest
+from PIL import Image
 
 from realvsai.image_stats import (
     ImageFacts,
     check_shortcuts,
     class_profiles,
+    describe_profiles,
+    is_grayscale_mode,
     shortcut_warning,
     training_profile,
+    training_record,
     unfamiliar_reason,
 )
+from realvsai.images import read_header
 
 
 def facts(class_name: str, count: int, sizes: list[tuple[int, int]], image_format: str, seed: int) -> list[ImageFacts]:
@@ -155,3 +163,76 @@ def test_the_verdict_is_the_same_on_every_run_and_in_any_order():
 def test_properties_the_facts_do_not_carry_are_not_judged():
     data = facts("FAKE", 10, PHOTO_SIZES, "JPEG", 18) + facts("REAL", 10, PHOTO_SIZES, "JPEG", 19)
     assert set(by_feature(check_shortcuts(data))) == {"size", "aspect", "format"}
+
+
+# Grayscale images: one header criterion for the training scan and the upload
+
+
+COLOUR_ONLY = {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8, "grayscale": 0}
+GRAYSCALE_ONLY = {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8, "grayscale": 8}
+
+
+def test_the_profiles_count_the_grayscale_images_per_class_and_in_total():
+    data = [ImageFacts("FAKE", 32, 32, "PNG", grayscale=False), ImageFacts("FAKE", 32, 32, "PNG", grayscale=True),
+            ImageFacts("REAL", 32, 32, "PNG", grayscale=False), ImageFacts("REAL", 32, 32, "PNG", grayscale=False)]
+
+    assert training_profile(data) == {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 4, "grayscale": 1}
+    assert {name: profile["grayscale"] for name, profile in class_profiles(data).items()} == {"FAKE": 1, "REAL": 0}
+    assert describe_profiles(class_profiles(data)) == {"FAKE": "32 px a side, 2 PNG, 1 grayscale",
+                                                       "REAL": "32 px a side, 2 PNG"}
+
+
+def test_a_grayscale_image_is_unfamiliar_to_a_model_trained_on_colour_images_only():
+    reason = unfamiliar_reason(COLOUR_ONLY, 32, 32, "PNG", grayscale=True)
+    assert reason == "a grayscale image; the model was trained on colour images only"
+    assert unfamiliar_reason(COLOUR_ONLY, 32, 32, "PNG", grayscale=False) is None
+
+
+def test_a_colour_image_is_unfamiliar_to_a_model_trained_on_grayscale_images_only():
+    reason = unfamiliar_reason(GRAYSCALE_ONLY, 32, 32, "PNG", grayscale=False)
+    assert reason == "a colour image; the model was trained on grayscale images only"
+    assert unfamiliar_reason(GRAYSCALE_ONLY, 32, 32, "PNG", grayscale=True) is None
+
+
+def test_a_grayscale_image_is_familiar_once_a_training_image_was_grayscale():
+    assert unfamiliar_reason(COLOUR_ONLY | {"grayscale": 1}, 32, 32, "PNG", grayscale=True) is None
+
+
+def test_without_grayscale_counts_or_the_image_s_mode_nothing_is_flagged_for_colour():
+    old_profile = {"min_side": 32, "max_side": 32, "formats": ["PNG"]}  # a model.json written before the counts
+    assert unfamiliar_reason(old_profile, 32, 32, "PNG", grayscale=True) is None
+    assert unfamiliar_reason(COLOUR_ONLY, 32, 32, "PNG") is None  # the caller does not know the image's mode
+    data = [ImageFacts("REAL", 32, 32, "PNG"), ImageFacts("REAL", 32, 32, "PNG", grayscale=True)]
+    assert "grayscale" not in training_profile(data)  # one image of unknown mode: no count at all
+
+
+def test_grayscale_and_colour_reasons_join_the_size_reason():
+    reason = unfamiliar_reason(COLOUR_ONLY, 1024, 768, "PNG", grayscale=True)
+    assert reason == ("1024x768 px, but the training images were 32 px a side; "
+                      "a grayscale image; the model was trained on colour images only")
+
+
+@pytest.mark.parametrize(("mode", "fmt", "grayscale"), [
+    ("L", "PNG", True), ("LA", "PNG", True), ("I;16", "PNG", True), ("1", "PNG", True), ("L", "JPEG", True),
+    ("RGB", "PNG", False), ("RGBA", "PNG", False), ("P", "PNG", False), ("RGB", "JPEG", False),
+    ("CMYK", "JPEG", False)])
+def test_the_header_says_whether_an_image_is_grayscale(mode, fmt, grayscale):
+    buffer = io.BytesIO()
+    Image.new(mode, (8, 8)).save(buffer, fmt)
+
+    assert read_header(buffer.getvalue()).grayscale is grayscale
+    assert is_grayscale_mode(mode) is grayscale
+
+
+def test_training_record_counts_the_grayscale_training_images_from_their_headers(tmp_path):
+    from conftest import write_image
+
+    from realvsai import data
+
+    for index in range(4):
+        write_image(tmp_path / "train" / "FAKE" / f"f{index}.png", seed=index, mode="L" if index == 0 else "RGB")
+        write_image(tmp_path / "train" / "REAL" / f"r{index}.png", seed=10 + index)
+
+    profile = training_record(data.scan_images(tmp_path / "train").facts())["training_images"]
+
+    assert profile["images"] == 8 and profile["grayscale"] == 1

@@ -204,7 +204,9 @@ def test_read_run_rejects_a_model_json_without_class_names(tmp_path):
     ("class_names", ["ONLY"]), ("class_names", "FAKE,REAL"), ("image_size", "32"), ("image_size", 0),
     ("input_mode", "tiles"), ("positive_class", "CAT"), ("decision_threshold", 1.5),
     ("decision_threshold", "0.3"), ("confidence_threshold", "high"),
-    ("training_images", {"min_side": 32}), ("config", [1, 2])])
+    ("training_images", {"min_side": 32}), ("config", [1, 2]),
+    ("training_images", {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8, "grayscale": "some"}),
+    ("training_images", {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8, "grayscale": 9})])
 def test_a_malformed_model_json_is_refused_naming_the_file_and_the_field(tmp_path, field, value):
     folder = write_run(tmp_path, "run", model=build_stand_in(), info={field: value})
 
@@ -869,6 +871,27 @@ def test_a_phone_jpeg_that_pillow_reads_as_mpo_is_a_familiar_jpeg(classifier):
 
     assert result.ok and result.unfamiliar is None
     assert image_stats.unfamiliar_reason(profile, 40, 32, "PNG") is not None  # another format still is unfamiliar
+
+
+COLOUR_ONLY = {"min_side": 32, "max_side": 48, "formats": ["PNG"], "images": 8, "grayscale": 0}
+
+
+def test_doubt_flags_a_grayscale_image_to_a_model_trained_on_colour_images_only():
+    info = with_profile(COLOUR_ONLY)
+
+    assert run.doubt(info, 40, 32, "PNG", grayscale=True) == \
+        "a grayscale image; the model was trained on colour images only"
+    assert run.doubt(info, 40, 32, "PNG", grayscale=False) is None
+    assert run.doubt(with_profile({"min_side": 32, "max_side": 48, "formats": ["PNG"]}), 40, 32, "PNG",
+                     grayscale=True) is None  # a model.json written before the counts
+
+
+def test_a_grayscale_upload_to_a_model_trained_on_colour_images_only_is_unfamiliar(classifier):
+    gray = encode(random_image(16, 40, 32)[..., 0])  # mode L
+
+    result = inference.classify_uploads(classifier, [("gray.png", gray)], info=with_profile(COLOUR_ONLY))[0]
+
+    assert result.ok and result.unfamiliar == "a grayscale image; the model was trained on colour images only"
 
 
 @pytest.mark.parametrize("shape", [(20, 30), (31, 33), (7, 90), (90, 7), (3, 5000), (1, 1), (40, 48)])

@@ -211,6 +211,35 @@ def test_evaluate_writes_the_unfamiliar_column_too(tmp_path, make_class_folder, 
     assert all(row["unfamiliar"] == "PNG, but the training images were JPEG" for row in rows)
 
 
+COLOUR_ONLY = {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8, "grayscale": 0}
+GRAYSCALE_REASON = "a grayscale image; the model was trained on colour images only"
+
+
+def test_predict_flags_a_grayscale_image_to_a_colour_only_model(tmp_path, binary_model):
+    folder = tmp_path / "photos"
+    write_image(folder / "gray.png", seed=1, mode="L")
+    write_image(folder / "colour.png", seed=2)
+    info = model_info(CLASSES, training_images=COLOUR_ONLY, confidence_threshold=0.0)
+
+    summary = prediction.predict_folder(binary_model, info, folder, tmp_path / "out", batch_size=2)
+
+    rows = {row["file"]: row for row in read_rows(tmp_path / "out" / "predictions.csv")}
+    assert rows["gray.png"]["unfamiliar"] == GRAYSCALE_REASON and rows["gray.png"]["uncertain"] == "true"
+    assert rows["colour.png"]["unfamiliar"] == "" and rows["colour.png"]["uncertain"] == "false"
+    assert summary.num_unfamiliar == 1
+
+
+def test_evaluate_flags_a_grayscale_image_to_a_colour_only_model(tmp_path, make_class_folder, binary_model):
+    folder = make_class_folder(tmp_path / "images", {"FAKE": 2, "REAL": 2})  # 32x32 colour PNGs
+    write_image(folder / "REAL" / "gray.png", seed=9, mode="L")
+    info = model_info(CLASSES, training_images=COLOUR_ONLY)
+    evaluation.evaluate_folders(binary_model, info, [folder], tmp_path / "evaluated", batch_size=4)
+
+    rows = {row["file"]: row for row in read_rows(tmp_path / "evaluated" / "predictions.csv")}
+    assert rows["REAL/gray.png"]["unfamiliar"] == GRAYSCALE_REASON and rows["REAL/gray.png"]["uncertain"] == "true"
+    assert [name for name, row in rows.items() if row["unfamiliar"]] == ["REAL/gray.png"]
+
+
 def test_the_decision_rule_never_calls_an_unfamiliar_image_certain():
     rule = DecisionRule(confidence_threshold=0.6)
     probabilities = np.array([[0.99, 0.01], [0.99, 0.01]])

@@ -791,7 +791,8 @@ def test_model_json_records_the_training_images_and_a_format_shortcut(tmp_path):
         write_image(tmp_path / "train" / "FAKE" / f"f{index}.png", seed=index, size=(64, 48))
         write_image(tmp_path / "train" / "REAL" / f"r{index}.jpg", seed=100 + index, size=(40, 30 + index))
     record = image_stats.training_record(data.scan_images(tmp_path / "train").facts())
-    assert record["training_images"] == {"min_side": 30, "max_side": 64, "formats": ["JPEG", "PNG"]}
+    assert record["training_images"] == {"min_side": 30, "max_side": 64, "formats": ["JPEG", "PNG"],
+                                          "images": 12, "grayscale": 0}
     assert record["shortcuts"]["format"] == 1.0
     assert "shortcut" in record["shortcut_warning"] and "format" in record["shortcut_warning"]
     json.dumps(record)  # model.json takes it as it is
@@ -883,7 +884,8 @@ def test_crops_mode_run_records_its_input_mode_and_the_training_images(tmp_path)
 
     info = json.loads((result.run_dir / "model.json").read_text())
     assert info["input_mode"] == "crops" and info["config"]["input_mode"] == "crops"
-    assert info["training_images"] == {"min_side": 40, "max_side": 72, "formats": ["PNG"]}
+    assert info["training_images"] == {"min_side": 40, "max_side": 72, "formats": ["PNG"], "images": 8,
+                                     "grayscale": 0}
     assert 0.0 <= result.test_metrics["accuracy"] <= 1.0
 
 
