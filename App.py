@@ -13,13 +13,14 @@ backbone's last block or, at small image sizes, its deepest block still 4x4 (the
 none, the app says it cannot localise), over the part of the image the model saw (outlined). A table
 lists every upload and downloads as CSV, with predictions.csv's columns. A demo model (model.json:
 "config": {"demo": true}) carries a warning at the top and beside every answer, and its test metrics are
-shown as a plain caption, never as headline figures; the test figures name the number of test images,
-and model.json's shortcut_warning (the training classes differ in image size or format) stands under the
-title. The summary counts as --predict's does (an uncertain answer in its class too), and the same file
-uploaded twice is noted on its second card. An upload far outside the training images' sizes or formats
-(model.json's training_images) gets a warning beside its answer and is never called certain: its answer
-reads "Uncertain" (not certain on such images); so is one of a kind of image (its size band) on which
-validation showed the model at chance, or that validation had no image of (model.json's
+shown as a plain caption, never as headline figures; the test figures name the number of test images
+(and say so when they are few, as the model card does), and model.json's shortcut_warning (the training
+classes differ in image size or format) stands under the title. The summary counts as --predict's does
+(an uncertain answer in its class too), and the same file uploaded twice is noted on its second card. An
+upload far outside the training images' sizes or formats, or grayscale where no training image was (colour
+where every one was; model.json's training_images), gets a warning beside its answer and is never called
+certain: its answer reads "Uncertain" (not certain on such images); so is one of a kind of image (its size
+band) on which validation showed the model at chance, or that validation had no image of (model.json's
 validation_by_kind).
 
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
@@ -56,6 +57,7 @@ from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import spreadsheet_safe
 from realvsai.images import RAISE_LIMIT
+from realvsai.model_card import small_test_set
 from realvsai.prediction import describe_counts
 from realvsai.run import ModelRun, list_runs, load_run, read_run
 
@@ -381,7 +383,7 @@ def model_card(run: ModelRun, settings: Settings) -> None:
             columns = st.columns(len(metrics))
             for column, (name, value) in zip(columns, metrics.items()):
                 column.metric(f"Test {name.replace('_', ' ')}", f"{value:.3f}")
-            st.caption(f"Measured on {on_images}.")
+            st.caption(" ".join(text for text in (f"Measured on {on_images}.", small_test_set(num_images)) if text))
         else:
             st.caption("No test metrics recorded for this model.")
         st.caption(settings.rule.describe(run.class_names))

@@ -46,6 +46,7 @@ class LabelledImages:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why) for broken files
     formats: list[str] = field(default_factory=list)  # Pillow's format name of each file ("JPEG", ...)
     jpeg_qualities: list[int | None] = field(default_factory=list)  # each JPEG's estimated quality, else None
+    grayscale: list[bool] = field(default_factory=list)  # whether each file's header says grayscale
     max_pixels: int = MAX_IMAGE_PIXELS  # the limit the files were scanned under, which decoding keeps
 
     def __len__(self) -> int:
@@ -63,12 +64,13 @@ class LabelledImages:
                                 and getattr(self, item.name)})
 
     def facts(self) -> list[ImageFacts]:
-        """Each file's class, size, format, file size and JPEG quality, for ``image_stats``."""
+        """Each file's class, size, format, file size, JPEG quality and whether it is grayscale, for ``image_stats``."""
         formats = self.formats or [""] * len(self)
         qualities = self.jpeg_qualities or [None] * len(self)
-        return [ImageFacts(self.class_names[label], width, height, image_format, path.stat().st_size, quality)
-                for path, label, (width, height), image_format, quality
-                in zip(self.files, self.labels, self.sizes, formats, qualities)]
+        grayscale = self.grayscale or [None] * len(self)
+        return [ImageFacts(self.class_names[label], width, height, image_format, path.stat().st_size, quality, gray)
+                for path, label, (width, height), image_format, quality, gray
+                in zip(self.files, self.labels, self.sizes, formats, qualities, grayscale)]
 
     @staticmethod
     def join(parts: Sequence[LabelledImages]) -> LabelledImages:
@@ -101,7 +103,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
                   for path in list_images(folder / name)]
     results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
                                     crop_size=crop_size)
-    files, labels, sizes, needs_pil, formats, qualities, skipped = [], [], [], [], [], [], []
+    files, labels, sizes, needs_pil, formats, qualities, grayscale, skipped = [], [], [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
             logger.warning("skipping %s: %s", path, result)
@@ -113,10 +115,11 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         needs_pil.append(result.needs_pil)
         formats.append(result.image_format)
         qualities.append(result.jpeg_quality)
+        grayscale.append(result.grayscale)
     if not files:
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
     images = LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities,
-                            max_pixels)
+                            grayscale, max_pixels)
     without = ", ".join(repr(name) for name, count in images.counts().items() if not count)
     if without and every_class:
         raise UserError(f"class {without} has no readable image in {folder}: add some there, or re-split the "

@@ -297,8 +297,9 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
     root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
     prediction.write_predictions(
         out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
-        class_names, rule, [doubt(info, width, height, image_format)
-         for (width, height), image_format in zip(images.sizes, images.formats)], true_labels=images.labels)
+        class_names, rule, [doubt(info, width, height, image_format, grayscale)
+         for (width, height), image_format, grayscale
+         in zip(images.sizes, images.formats, images.grayscale or [None] * len(images))], true_labels=images.labels)
     # As --predict lists them, resolved as predictions.csv's files are (a dangling symlink not followed).
     prediction.write_unreadable(out_dir, root, [(path.parent.resolve() / path.name, reason)
                                                 for path, reason in images.skipped])

@@ -1,4 +1,4 @@
-"""Image sizes and formats per class: shortcuts (size, aspect, file size, format or JPEG quality alone
+"""Image sizes, formats and colour per class: shortcuts (size, aspect, file size, format or JPEG quality alone
 giving the label away) and unfamiliar inputs (far outside model.json's ``training_images``, never called certain).
 """
 
@@ -16,11 +16,20 @@ SIZE_TOLERANCE = 2.0
 # Pillow names a file by its container; these are the formats a user (and the model) knows them as.
 # MPO is a JPEG with more frames appended (most phone cameras write it): its first frame is the photo.
 FORMAT_ALIASES = {"MPO": "JPEG"}
+# Pillow's modes of one gray channel (1, 8, 16 or 32 bits, with or without alpha): a header naming one of them is a
+# grayscale image, which decoding turns into three equal channels. A palette image ("P") counts as colour: whether
+# its palette is all gray is known only once it is decoded.
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 def format_name(pillow_format: str | None) -> str:
     """The name a user knows ``pillow_format`` by: Pillow's ``"MPO"`` is ``"JPEG"``; others as they are."""
     return FORMAT_ALIASES.get(pillow_format or "", pillow_format or "")
+
+
+def is_grayscale_mode(mode: str) -> bool:
+    """Whether Pillow's ``mode``, as an image's header gives it, is a grayscale image (``GRAYSCALE_MODES``)."""
+    return mode in GRAYSCALE_MODES
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class ImageFacts:
     image_format: str  # Pillow's name: "JPEG", "PNG", ...
     file_bytes: int | None = None
     jpeg_quality: int | None = None  # images.read_header's estimate, for JPEGs
+    grayscale: bool | None = None  # images.read_header's ``is_grayscale_mode``; None where it was not read
 
 
 @dataclass(frozen=True)
@@ -54,14 +64,19 @@ PROPERTIES = {
 
 
 def training_profile(facts: Sequence[ImageFacts]) -> dict[str, object]:
-    """The smallest and largest side and the formats: model.json's ``training_images``."""
-    return {"min_side": min(min(fact.width, fact.height) for fact in facts),
-            "max_side": max(max(fact.width, fact.height) for fact in facts),
-            "formats": sorted({format_name(fact.image_format) for fact in facts})}
+    """The smallest and largest side and the formats: model.json's ``training_images``; where every fact says
+    whether it is grayscale, also the number of ``images`` and how many of them are ``grayscale``."""
+    profile: dict[str, object] = {"min_side": min(min(fact.width, fact.height) for fact in facts),
+                                  "max_side": max(max(fact.width, fact.height) for fact in facts),
+                                  "formats": sorted({format_name(fact.image_format) for fact in facts})}
+    if all(fact.grayscale is not None for fact in facts):
+        profile.update(images=len(facts), grayscale=sum(bool(fact.grayscale) for fact in facts))
+    return profile
 
 
 def class_profiles(facts: Sequence[ImageFacts]) -> dict[str, dict[str, object]]:
-    """Per class: image count, smallest and largest side, and how many files of each format."""
+    """Per class: image count, smallest and largest side, how many files of each format (and how many are
+    grayscale, as ``training_profile`` counts them)."""
     names = sorted({fact.class_name for fact in facts})
     by_class = {name: [fact for fact in facts if fact.class_name == name] for name in names}
     return {name: {"images": len(members), **training_profile(members),
@@ -75,9 +90,10 @@ def sides(min_side: object, max_side: object) -> str:
 
 
 def describe_profiles(profiles: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
-    """Each class's profile in words: "32 px a side, 4,000 JPEG"."""
+    """Each class's profile in words: "32 px a side, 4,000 JPEG", with ", 12 grayscale" where some are."""
     return {name: f"{sides(profile['min_side'], profile['max_side'])}, "
                   + ", ".join(f"{count:,} {fmt}" for fmt, count in profile["formats"].items())
+                  + (f", {profile['grayscale']:,} grayscale" if profile.get("grayscale") else "")
             for name, profile in profiles.items()}
 
 
@@ -202,9 +218,27 @@ def training_record(facts: Sequence[ImageFacts]) -> dict[str, Any]:
     }
 
 
-def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str | None) -> str | None:
+def unseen_colour(profile: Any) -> str | None:
+    """``"grayscale"`` when no image of model.json's ``training_images`` ``profile`` was grayscale, ``"colour"``
+    when every one was; None when both kinds were seen, or the profile does not count them (written before
+    the counts).
+
+    One image of a kind is enough to make that kind familiar, as one file of a format is: a share below which a
+    kind still counts as unseen would be a number no user could check against the model card, which gives the count.
+    """
+    if not isinstance(profile, Mapping):
+        return None
+    images, grayscale = profile.get("images"), profile.get("grayscale")
+    if not isinstance(images, int) or not isinstance(grayscale, int) or images <= 0:
+        return None
+    return "grayscale" if grayscale == 0 else "colour" if grayscale == images else None
+
+
+def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str | None,
+                      grayscale: bool | None = None) -> str | None:
     """Why an image is unlike model.json's ``training_images`` ``profile`` (a side off by over
-    ``SIZE_TOLERANCE`` or an unseen format), or None (also without a profile)."""
+    ``SIZE_TOLERANCE``, an unseen format, or grayscale or colour where no training image was: ``unseen_colour``),
+    or None (also without a profile). ``grayscale``: the image header's ``is_grayscale_mode``; None: not known."""
     if not isinstance(profile, Mapping) or "min_side" not in profile or "max_side" not in profile:
         return None
     min_side, max_side = int(profile["min_side"]), int(profile["max_side"])
@@ -215,4 +249,8 @@ def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str |
     image_format = format_name(image_format)
     if image_format and formats and image_format not in formats:
         reasons.append(f"{image_format}, but the training images were {', '.join(formats)}")
+    kind = None if grayscale is None else "grayscale" if grayscale else "colour"
+    if kind is not None and kind == unseen_colour(profile):
+        seen = "colour" if grayscale else "grayscale"
+        reasons.append(f"a {kind} image; the model was trained on {seen} images only")
     return "; ".join(reasons) or None

@@ -18,7 +18,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
-from realvsai.image_stats import format_name
+from realvsai.image_stats import format_name, is_grayscale_mode
 
 # How the pixel limit is raised, as ``pixel_problem`` says it (the app says it its own way).
 RAISE_LIMIT = ("--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMerger.py, DataAugmentation.py, "
@@ -50,6 +50,7 @@ class ImageHeader:
     needs_pil: bool  # True when TensorFlow's decoders would not give the same pixels as load_rgb
     image_format: str = ""  # the file format as ``image_stats.format_name`` names it: "JPEG" (also MPO), "PNG", ...
     jpeg_quality: int | None = None  # a JPEG's quality (1-100) estimated from its quantisation table
+    grayscale: bool = False  # the header's mode is one gray channel (``image_stats.is_grayscale_mode``)
 
 
 # libjpeg's luminance quantisation table at quality 50 (JPEG standard, Annex K), in natural order as Pillow
@@ -192,8 +193,8 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | Non
 
 def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
                 crop_size: int | None = None) -> ImageHeader:
-    """Upright size, format and decode route of an image, from its header alone (else ImageDecodeError; with
-    ``crop_size``, also when crops mode would enlarge it past ``max_pixels``)."""
+    """Upright size, format, decode route and colour (grayscale or not) of an image, from its header alone (else
+    ImageDecodeError; with ``crop_size``, also when crops mode would enlarge it past ``max_pixels``)."""
     with _open(source, max_pixels, crop_size) as image:
         try:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
@@ -205,7 +206,8 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
                      or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1)
         # A quarter turn (orientations 5 to 8): the upright image is transposed.
         width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
-        return ImageHeader(width, height, needs_pil, format_name(image.format), _jpeg_quality(image))
+        return ImageHeader(width, height, needs_pil, format_name(image.format), _jpeg_quality(image),
+                           is_grayscale_mode(image.mode))
 
 
 def _jpeg_quality(image: Image.Image) -> int | None:

@@ -317,7 +317,7 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
             slot.update(prepared=classifier.prepare(image), preview=preview_image(image),
                         size=(header.width, header.height), decoded_shape=image.shape[:2],
                         unfamiliar=None if info is None else doubt(info, header.width, header.height,
-                                                                   header.image_format))
+                                                                   header.image_format, header.grayscale))
             prepared.append(slot)
         except ImageDecodeError as error:
             slot["error"] = str(error)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
-from realvsai.image_stats import sides
+from realvsai.image_stats import sides, unseen_colour
 from realvsai.layout import TRAIN
 from realvsai.metrics import DecisionRule
 from realvsai.run import DEMO_WARNING, MIN_IMAGES_PER_KIND, chance_verdict, is_demo, validation_by_kind
@@ -26,6 +26,8 @@ _CAPTIONS = {
 }
 # The plots every evaluation writes, by kind (robustness.png only with --robustness).
 PLOT_FILES = {kind: f"{kind}.png" for kind in _CAPTIONS if kind != "robustness"}
+# A test set of fewer images than this is named as a limitation: on the card, and beside the app's test figures.
+SMALL_TEST_SET = 1000
 _PERTURBATION_LABELS = {"jpeg": "JPEG quality {:g}", "blur": "Gaussian blur σ={:g}", "downscale": "downscale ×{:g}"}
 
 
@@ -51,6 +53,25 @@ def few_positives(selection: Mapping[str, Any] | None, positive_class: str | Non
     return (f"The decision threshold was chosen on {count} validation image{'s' * (count != 1)} of {positive_class}: "
             f"it may sit far from where it belongs. Give validation more {positive_class} images (re-split) for a "
             "steadier one.")
+
+
+def small_test_set(num_images: int | None) -> str | None:
+    """The sentence the card's limitations and the app's test figures give when the test set has fewer than
+    ``SMALL_TEST_SET`` images; None for a larger one, or when the number is not recorded."""
+    if num_images is None or num_images >= SMALL_TEST_SET:
+        return None
+    return (f"The test set is small ({num_images:,} images): a few images more or less right move these numbers "
+            "noticeably.")
+
+
+def _colour(profile: Mapping[str, Any]) -> str:
+    """How many training images were grayscale, in words ("; all in colour"); "" where not counted."""
+    images, grayscale = profile.get("images"), profile.get("grayscale")
+    if not isinstance(images, int) or not isinstance(grayscale, int) or not images:
+        return ""
+    if grayscale == 0:
+        return "; all in colour"
+    return "; all grayscale" if grayscale == images else f"; {grayscale:,} of {images:,} grayscale"
 
 
 def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title: str,
@@ -87,10 +108,13 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                   f"made offline (DataAugmentation.py{': ' + settings if settings else ''}): the model saw fewer "
                   "distinct images than that count.", ""]
     if profile := model_info.get("training_images"):
+        unseen = unseen_colour(profile)
         lines += [f"Training images: {sides(profile['min_side'], profile['max_side'])}; "
-                  f"{', '.join(profile.get('formats') or []) or 'format unknown'}. Images far outside this "
-                  "(a side under half the smallest or over twice the largest, another format) are flagged "
-                  "unfamiliar by the app and --predict.", ""]
+                  f"{', '.join(profile.get('formats') or []) or 'format unknown'}{_colour(profile)}. Images far "
+                  "outside this (a side under half the smallest or over twice the largest, another format"
+                  + (f", a {unseen} image, as no training image was" if unseen else "")
+                  + ") are flagged unfamiliar by the app, --predict and the evaluation, and never called certain.",
+                  ""]
     if model_info.get("shortcut_warning"):
         lines += [f"**Warning: {model_info['shortcut_warning']}**", ""]
     lines.append(f"Evaluated on `{metrics['folder']}`: {metrics['num_images']:,} images"
@@ -192,8 +216,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         "Probabilities are not certainties: check the reliability diagram (ECE "
         f"{_number(metrics['expected_calibration_error'])}) before reading them as such.",
         few_positives(metrics.get("threshold_selection"), metrics.get("positive_class")),
-        metrics["num_images"] < 1000 and f"The test set is small ({metrics['num_images']:,} images): a few images "
-        "more or less right move these numbers noticeably.",
+        small_test_set(metrics["num_images"]),
         is_demo(model_info) and DEMO_WARNING]
     lines += ["", "## Limitations", "", *(f"- {text}" for text in limitations if text)]
     return "\n".join(lines) + "\n"

@@ -48,6 +48,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _grayscale_counts_fit(profile: Mapping[str, Any]) -> bool:
+    """Whether ``training_images`` has no counts (written before them), or 0 <= grayscale <= images."""
+    if "images" not in profile and "grayscale" not in profile:
+        return True
+    images, grayscale = profile.get("images"), profile.get("grayscale")
+    return all(isinstance(count, int) and not isinstance(count, bool) for count in (images, grayscale)) \
+        and 0 <= grayscale <= images
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """model.json, checked: the fields serving needs, typed, and every key as read (``content``)."""
@@ -59,7 +68,7 @@ class ModelInfo:
     decision_threshold: float | None = None  # on P(positive); two classes only
     confidence_threshold: float = CONFIDENCE_THRESHOLD
     demo: bool = False  # trained on the synthetic demo data
-    training_images: Mapping[str, Any] | None = None  # smallest and largest side, formats
+    training_images: Mapping[str, Any] | None = None  # smallest and largest side, formats, grayscale count
     content: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -95,8 +104,10 @@ class ModelInfo:
         profile = content.get("training_images")
         if profile is not None and not (isinstance(profile, Mapping) and _is_number(profile.get("min_side"))
                                         and _is_number(profile.get("max_side"))
-                                        and isinstance(profile.get("formats", []), list)):
-            raise _fail(source, "training_images", "must be an object with min_side, max_side and formats")
+                                        and isinstance(profile.get("formats", []), list)
+                                        and _grayscale_counts_fit(profile)):
+            raise _fail(source, "training_images", "must be an object with min_side, max_side and formats (and, "
+                        "where recorded, whole numbers of images and of grayscale ones among them)")
         config = content.get("config")
         if config is not None and not isinstance(config, Mapping):
             raise _fail(source, "config", "must be an object")
@@ -207,13 +218,14 @@ def untested(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str 
     return f"no validation image was of {band} a side: its answers on such images are untested"
 
 
-def doubt(info: ModelInfo, width: int, height: int, image_format: str | None) -> str | None:
-    """Why the model's answer on this image is never certain: unlike the training images
-    (``image_stats.unfamiliar_reason``; MPO counts as JPEG), of a kind validation shows it at chance on
-    (``at_chance``), or of a size no validation image had (``untested``); None when none is. The app, --predict
-    and the evaluation call it."""
+def doubt(info: ModelInfo, width: int, height: int, image_format: str | None,
+          grayscale: bool | None = None) -> str | None:
+    """Why the model's answer on this image is never certain: unlike the training images in size, format or
+    colour (``image_stats.unfamiliar_reason``; MPO counts as JPEG; ``grayscale`` is the header's, None: not
+    known), of a kind validation shows it at chance on (``at_chance``), or of a size no validation image had
+    (``untested``); None when none is. The app, --predict and the evaluation call it."""
     by_kind = info.get("validation_by_kind")
-    reasons = [unfamiliar_reason(info.training_images, width, height, image_format),
+    reasons = [unfamiliar_reason(info.training_images, width, height, image_format, grayscale),
                at_chance(by_kind, width, height) or untested(by_kind, width, height)]
     return "; ".join(reason for reason in reasons if reason) or None
 

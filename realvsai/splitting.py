@@ -311,7 +311,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     def inspect(item: _Item) -> None:
         data, item.digest, item.problem, item.pixels, header = inspect_file(item.read_from, max_pixels)
         item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format,
-                                           len(data), header.jpeg_quality)
+                                           len(data), header.jpeg_quality, header.grayscale)
         with lock:
             if item.problem is None and len(data) <= min(_KEEP_FILE_BYTES, budget[0]):
                 budget[0] -= len(data)
