@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import logging
 import os
@@ -27,6 +28,10 @@ BOTH_BACKENDS = frozenset({"test_model.py", "test_augmentation.py", "test_pixels
                            "test_training.py", "test_callbacks.py", "test_inference.py", "test_prediction.py",
                            "test_app.py"})
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+# jax is optional (requirements-jax.txt): the tests that run code under KERAS_BACKEND=jax skip without it, so the
+# suite passes after `pip install -r requirements.txt` alone.
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                               reason="jax is not installed: pip install -r requirements-jax.txt")
 
 
 def pytest_collection_modifyitems(items):

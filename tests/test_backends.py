@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_jax
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = needs_jax  # every check here runs JAX, in a subprocess
 
 
 def run_python(code: str, backend: str, timeout: int = 600) -> str:

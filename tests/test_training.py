@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, read_history_csv, run_script, write_image
+from conftest import REPO, needs_jax, read_history_csv, run_script, write_image
 from test_cli import drop_a_ctrl_c
 
 import ModelTraining
@@ -716,6 +716,25 @@ class Killed(Exception):
     pass
 
 
+def test_training_from_scratch_for_one_epoch_says_1_epoch(tmp_path, make_class_folder, monkeypatch, caplog):
+    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
+
+    def stop(*args, **kwargs):
+        raise Killed  # the line is logged before the first epoch: no need to train
+
+    monkeypatch.setattr(fitting, "fit_phases", stop)
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
+    make_class_folder(tmp_path / "data" / "validation", {"FAKE": 1, "REAL": 1}, seed=1)
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="run", weights="none", batch_size=4,
+                         head_epochs=1, fine_tune_epochs=0)
+    caplog.set_level(logging.INFO, logger="realvsai")
+
+    with pytest.raises(Killed):
+        training.train(config, verbose=0)
+
+    assert any("throughout its 1 epoch (head + fine-tune)" in record.getMessage() for record in caplog.records)
+
+
 def test_a_test_split_without_a_class_folder_is_evaluated_with_the_class_reported_missing(tmp_path, make_class_folder,
                                                                                         monkeypatch, caplog):
     """DataSplitD1 leaves a class of two images without test images; training refused that split, asking for a
@@ -973,6 +992,7 @@ print(json.dumps({"backend": keras.backend.backend(), "devices": result.model_in
 '''
 
 
+@needs_jax
 def test_training_runs_model_fit_on_jax_over_several_devices(tmp_path, make_class_folder):
     for split in ("train", "validation"):
         make_class_folder(tmp_path / "data" / split, {"FAKE": 5, "REAL": 4}, seed=len(split))
@@ -990,6 +1010,7 @@ def test_training_runs_model_fit_on_jax_over_several_devices(tmp_path, make_clas
 
 
 @pytest.mark.slow
+@needs_jax
 @pytest.mark.skipif(keras.backend.backend() == "jax",
                     reason="under KERAS_BACKEND=jax every training test here, and every script they run, is on JAX")
 def test_model_training_trains_resnet101_under_keras_backend_jax(tmp_path, make_class_folder):
