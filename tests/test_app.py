@@ -99,6 +99,20 @@ def test_the_model_flag_opens_that_run_first(start_app, models_dir):
     assert len(app.selectbox[0].options) == 2
 
 
+def test_the_model_flag_opens_the_run_of_a_model_json(start_app, models_dir):
+    app = start_app("--models", models_dir, "--model", models_dir / "older" / "model.json")
+
+    assert app.selectbox[0].value == str(models_dir / "older")
+
+
+def test_app_py_help_says_the_model_flag_takes_a_run_folder_its_model_h5_or_its_model_json():
+    finished = run_script("App.py", "--help", timeout=120)
+
+    assert finished.returncode == 0
+    assert "--model MODEL a run folder (or its model.h5 or model.json) to open first" in " ".join(
+        finished.stdout.split())
+
+
 def test_a_model_flag_pointing_nowhere_says_so_and_opens_the_newest(start_app, models_dir, tmp_path):
     app = start_app("--models", models_dir, "--model", tmp_path / "missing")
 

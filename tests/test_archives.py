@@ -679,7 +679,7 @@ def test_a_name_longer_than_a_file_system_allows_is_shortened_and_one_just_short
     with caplog.at_level("WARNING", logger="realvsai"):
         extract_archive(archive, tmp_path / "target")
     assert files_under(tmp_path / "target") == {f"REAL/{longest}": b"kept", f"REAL/{fit_name(too_long)}": b"shortened"}
-    assert len(caplog.records) == 1 and "1 entry names are longer" in caplog.records[0].getMessage()
+    assert len(caplog.records) == 1 and "1 entry name is longer" in caplog.records[0].getMessage()
 
 def test_windows_backslash_names_become_folders(tmp_path):
     archive = make_zip(tmp_path / "win.zip", {"train\\": b"", "train\\REAL\\a.jpg": b"a"})
@@ -742,7 +742,7 @@ def test_existing_different_file_is_refused_without_overwrite(tmp_path):
     target = tmp_path / "target"
     (target / "train/REAL").mkdir(parents=True)
     (target / "train/REAL/a.jpg").write_bytes(b"my own edit")
-    with pytest.raises(UserError, match=r"1 file\(s\) already exist.*a\.jpg.*--overwrite.*--to"):
+    with pytest.raises(UserError, match=r"1 file already exists with other content.*a\.jpg.*--overwrite.*--to"):
         extract_archive(make_zip(tmp_path / "a.zip"), target)
     assert files_under(target) == {"train/REAL/a.jpg": b"my own edit"}, "nothing is written when refused"
 
@@ -909,6 +909,15 @@ def test_unzipper_script_extracts_to_data_raw_by_default(tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert files_under(work / "data" / "raw" / "cifake-x") == CONTENT
     assert f"Extracted {len(CONTENT)} files" in finished.stdout
+
+
+def test_unzipper_summary_says_1_file_for_an_archive_of_one_file(tmp_path):
+    archive = tmp_path / "one.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("only/REAL/0001.jpg", b"not decoded here")
+    finished = run_script("DataUnZipper.py", archive, "--to", tmp_path / "out", "--quiet")
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.startswith("Extracted 1 file (") and "0 macOS junk entries skipped" in finished.stdout
 
 
 def test_unzipper_help_names_the_zip_format_and_says_defaults_as_a_user_writes_them(capsys):

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_image
+from conftest import run_script, write_image
 
 from realvsai import augmentation
 from realvsai.augmentation import (
@@ -539,6 +539,24 @@ def test_each_copy_depends_on_its_source_and_number_alone(preset, xla, tmp_path,
     assert grown == fresh
     assert copies_made(tmp_path / "other_batches", copies=4, batch_size=3, preset=preset) == fresh
     assert len(set(fresh.values())) == len(fresh)  # and every copy its own
+
+
+@tensorflow_backend_only
+@pytest.mark.parametrize("preset", AUGMENTING)
+def test_copies_of_images_of_several_sizes_show_no_retracing_warning(preset, tmp_path):
+    """Each layer's compiled transform is traced once per batch shape, as expected: DataAugmentation.py printed
+    TensorFlow's "triggered tf.function retracing. Tracing is expensive" for a folder of mixed sizes. Run as a
+    script: TensorFlow warns about a function at most twice per process, so an earlier test could hide it."""
+    for index, size in enumerate([(16, 16), (24, 16), (16, 24), (32, 32)]):
+        for number in range(3):  # batches of 2 and 1 images: eight shapes
+            write_image(tmp_path / "train" / "REAL" / f"size{index}_{number}.png", seed=10 * index + number, size=size)
+
+    finished = run_script("DataAugmentation.py", "--data", tmp_path, "--copies", "2", "--batch-size", "2",
+                          "--preset", preset)
+
+    assert finished.returncode == 0, finished.stderr
+    assert "Wrote 24 copies" in finished.stdout
+    assert "retracing" not in finished.stderr
 
 
 def test_only_the_missing_copies_are_planned_and_made(tmp_path):

@@ -639,7 +639,7 @@ def test_move_refuses_a_copy_identical_to_a_validation_or_test_image(augmented, 
     assert digest not in digests(augmented / "train")
     with open(augmented / "move-refused.csv", newline="") as stream:
         assert [Path(row["source"]).name for row in csv.DictReader(stream)] == [copy.name]
-    assert "Refused 1 identical to a validation or test image" in capsys.readouterr().out
+    assert "Refused 1 copy identical to a validation or test image" in capsys.readouterr().out
 
 
 def hold_out_a_copy(augmented: Path) -> Path:
@@ -655,7 +655,7 @@ def test_a_move_that_refused_a_copy_exits_1_after_moving_the_others_and_its_summ
     assert move(augmented) == 1
     assert copy.is_file() and len(list((augmented / "train").glob("*/aug_*.jpg"))) == 11
     out, err = capsys.readouterr()
-    assert "Moved 11 files" in out and "Refused 1 identical to a validation or test image" in out
+    assert "Moved 11 files" in out and "Refused 1 copy identical to a validation or test image" in out
     [line] = err.strip().splitlines()
     assert line.startswith("error: refused 1 copy (identical to a validation or test image)")
     assert str(augmented / "augmented_train") in line and str(augmented / moving.MOVE_REFUSED_NAME) in line
@@ -674,7 +674,7 @@ def test_a_dry_run_that_would_refuse_a_copy_exits_0(augmented, capsys):
     hold_out_a_copy(augmented)
     assert move(augmented, "--dry-run") == 0
     out, err = capsys.readouterr()
-    assert "Would refuse 1 identical to a validation or test image" in out and err == ""
+    assert "Would refuse 1 copy identical to a validation or test image" in out and err == ""
 
 
 def test_move_refuses_a_class_train_does_not_have_and_moves_nothing(augmented, capsys):

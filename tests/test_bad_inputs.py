@@ -319,9 +319,9 @@ CASES = [
          1, "not valid UTF-8"),
     Case("unzip_entry_name_not_utf8", DataUnZipper,  # no UTF-8 flag: read as code page 437, as zip tools do
          lambda tmp: [str(zip_with_raw_name(tmp / "in" / "a.zip", b"caf\xe9", 0)), "--to", out_dir(tmp), "-q"],
-         0, "Extracted 1 files"),
+         0, "Extracted 1 file "),
     Case("unzip_entry_name_over_255_bytes", DataUnZipper, unzip({"y" * 300 + ".txt": b"long"}), 0,
-         "Extracted 1 files", check=check_long_entry_shortened),
+         "Extracted 1 file ", check=check_long_entry_shortened),
     # 2: nothing outside SOURCE is ever moved or deleted
     Case("d2_move_symlinked_folder_in_a_class_folder", DataSplitD2,
          with_files(lambda tmp: symlink_to_images(tmp / "in" / "train" / "REAL" / "linked", tmp / "outside" / "REAL",

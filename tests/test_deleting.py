@@ -51,7 +51,7 @@ def test_describe_shortens_a_long_listing(tmp_path):
         (tmp_path / f"{index:02d}.jpg").write_bytes(b"x")
     text = describe(plan_deletion(locate(tmp_path)), max_rows=5)
     assert "04.jpg" in text and "05.jpg" not in text
-    assert "25 more" in text and "30 files and 1 folders" in text
+    assert "25 more" in text and "30 files and 1 folder," in text
 
 
 def test_deleting_a_folder_removes_everything_in_it(project):

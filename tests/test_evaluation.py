@@ -346,6 +346,16 @@ def test_evaluate_folders_lists_the_files_it_leaves_out_in_unreadable_csv(tmp_pa
     assert sorted(entry["file"] for entry in metrics["skipped_files"]) == sorted(left_out)
 
 
+def test_the_evaluation_says_1_file_was_left_out_for_one_file(tmp_path, make_class_folder, binary_model, caplog):
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3})
+    (folder / "readme.txt").write_text("notes")
+    caplog.set_level("WARNING", logger="realvsai")
+
+    evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
+
+    assert "1 file was left out (not an image, or unreadable); it is listed in" in caplog.text
+
+
 def test_images_of_mixed_sizes_are_evaluated(tmp_path, make_class_folder, binary_model):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3}, size=(20, 20))
     make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2}, size=(61, 37), seed=9, suffix=".jpg")
@@ -650,6 +660,11 @@ def test_format_summary_names_the_headline_numbers_and_skipped_files():
     line = format_summary({**metrics, "num_skipped": 2})
     assert f"accuracy {metrics['accuracy']:.4f}" in line and f"ROC AUC {metrics['roc_auc']:.4f}" in line
     assert "threshold 0.450" in line and "2 files skipped (not images, or unreadable)" in line
+
+
+def test_format_summary_says_1_file_skipped_for_one_file():
+    metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
+    assert "; 1 file skipped (not an image, or unreadable)" in format_summary({**metrics, "num_skipped": 1})
 
 
 # --- several sources -----------------------------------------------------------------------------

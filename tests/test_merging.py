@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import sha256, snapshot, write_image
+from conftest import one_error_line, run_script, sha256, snapshot, write_image
 from PIL import Image, PngImagePlugin
 
 from realvsai import merging, moving
@@ -338,6 +338,45 @@ def test_a_source_without_split_folders_is_an_error(tmp_path, make_class_folder)
     flat = make_class_folder(tmp_path / "flat", {"REAL": 2, "FAKE": 2})
     with pytest.raises(UserError, match=r"DataSplitD1\.py or DataSplitD2\.py"):
         merge_datasets([flat], tmp_path / "merged")
+
+
+def test_datamerger_refuses_a_split_folder_as_into_before_writing_anything(first, second, tmp_path):
+    """It merged "0 before + 12 added" into data/train, nesting train/, validation/ and test/ (test images
+    inside the training split)."""
+    data = shutil.copytree(first, tmp_path / "data")
+    before = snapshot(data)
+    line = one_error_line(run_script("DataMerger.py", second, "--into", data / "train"))
+    assert f"--into {data / 'train'} is a split folder" in line and f"e.g. --into {data}." in line
+    assert snapshot(data) == before
+
+
+@pytest.mark.parametrize("name", ["train", "Validation", "TEST"])
+def test_a_new_into_named_like_a_split_in_any_case_is_refused(first, tmp_path, name):
+    with pytest.raises(UserError, match=f"--into .*{name} is a split folder; give the dataset folder"):
+        merge_datasets([first], tmp_path / "data" / name)
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_into_that_holds_class_folders_of_images_is_refused(first, tmp_path, make_class_folder):
+    flat = make_class_folder(tmp_path / "flat", {"REAL": 2, "FAKE": 2})
+    before = snapshot(flat)
+    with pytest.raises(UserError, match=r"--into .*flat holds class folders of images \(FAKE, REAL\)"):
+        merge_datasets([first], flat)
+    assert snapshot(flat) == before
+
+
+def test_a_dataset_folder_named_like_a_split_can_be_merged_into(first, second, tmp_path):
+    into = shutil.copytree(first, tmp_path / "test")  # holds train/ and test/: a dataset, not a split
+    report = merge_datasets([second], into)
+    assert (report.before, report.added, report.after) == (12, 12, 24)
+
+
+def test_a_source_that_is_a_split_folder_is_refused_naming_its_dataset_folder(first, tmp_path):
+    with pytest.raises(UserError) as caught:
+        merge_datasets([first / "train"], tmp_path / "merged")
+    assert f"SOURCE {first / 'train'} is a split folder" in str(caught.value)
+    assert str(caught.value).endswith(f"e.g. {first}.")
+    assert not (tmp_path / "merged").exists()
 
 
 def test_merging_a_folder_into_itself_is_refused(first):

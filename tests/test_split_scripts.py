@@ -54,9 +54,9 @@ def test_datasplitd2_warns_with_examples_of_the_images_it_leaves_outside_train_a
     extra = write_image(tmp_path / "cifake" / "valid" / "REAL" / "extra.png", seed=3)
     assert DataSplitD2.main([str(tmp_path / "cifake"), "--out", str(tmp_path / "data"), "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert "skipped: 1 files" in captured.out
+    assert "skipped: 1 file (list: " in captured.out
     [warning] = [line for line in captured.err.splitlines() if str(extra) in line]
-    assert warning.startswith("left out 1 files") and "skipped.csv" in warning
+    assert warning.startswith("left out 1 file ") and "skipped.csv" in warning
 
 
 def test_datasplitd1_max_pixels_sets_the_limit_its_skipped_list_names(tmp_path, make_class_folder):

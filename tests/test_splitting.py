@@ -64,8 +64,8 @@ def art_with_skipped_files(art, bad_files) -> Path:
 
 
 def skipped_count(summary: str) -> int:
-    """N in the summary's ``skipped: N files`` line."""
-    return int(re.search(r"skipped: ([\d,]+) files", summary).group(1).replace(",", ""))
+    """N in the summary's ``skipped: N files`` (or ``1 file``) line."""
+    return int(re.search(r"skipped: ([\d,]+) files?\b", summary).group(1).replace(",", ""))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -667,6 +667,6 @@ def test_split_train_test_lists_images_outside_train_and_test_classes_in_skipped
 def test_the_unusable_files_warning_names_only_unusable_files(art_with_skipped_files, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="realvsai"):
         split_by_class(art_with_skipped_files, tmp_path / "out")
-    (warning,) = [record.getMessage() for record in caplog.records if "not usable images" in record.getMessage()]
+    (warning,) = [record.getMessage() for record in caplog.records if "cannot be used" in record.getMessage()]
     assert "empty.jpg" in warning
     assert [name for name in ("also_generated.png", "img_004.png", "README.txt") if name in warning] == []
