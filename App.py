@@ -52,7 +52,7 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from realvsai import inference
-from realvsai.cli import make_parser, positive_int, setup_logging
+from realvsai.cli import make_parser, plural, positive_int, setup_logging
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import spreadsheet_safe
@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The app's options (after ``--`` on the streamlit command line); unknown ones are ignored."""
     parser = make_parser(__doc__, prog="streamlit run App.py --")
     parser.add_argument("--model", type=Path, default=argparse.SUPPRESS,
-                        help="a run folder (or its model.h5) to open first (default: the newest in --models)")
+                        help="a run folder (or its model.h5 or model.json) to open first "
+                             "(default: the newest in --models)")
     parser.add_argument("--models", type=Path, default=DEFAULTS.models_dir,
                         help="the folder holding the training runs")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size,
@@ -375,7 +376,7 @@ def model_card(run: ModelRun, settings: Settings) -> None:
         st.markdown(" · ".join(details))
         metrics = run.test_metrics()
         num_images = run.num_test_images()
-        on_images = f"{num_images:,} test images" if num_images is not None else "test images (number not recorded)"
+        on_images = plural(num_images, "test image") if num_images is not None else "test images (number not recorded)"
         if metrics and run.demo:  # no headline figures: they measure the synthetic test images only
             st.caption(f"Test metrics on {on_images}, synthetic demo images (they say nothing about real ones): "
                        + ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in metrics.items()))
@@ -441,7 +442,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
 def results_section(results: list[inference.UploadResult], uploads: list[UploadedFile],
                     classifier: inference.Classifier, run: ModelRun, settings: Settings) -> None:
     """A card per upload (the first MAX_CARDS of them)."""
-    st.subheader(f"{len(results):,} image{'s' if len(results) != 1 else ''}: "
+    st.subheader(f"{plural(len(results), 'image')}: "
                  f"{summary_counts(results, run.class_names, settings.rule)}")
     same_as = duplicates(uploads)
     for number, (result, upload) in enumerate(list(zip(results, uploads))[:MAX_CARDS]):
@@ -499,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     uploads = upload_section()
     if not uploads:
         return 0
-    with st.spinner(f"Classifying {len(uploads)} image{'s' if len(uploads) != 1 else ''}…"):
+    with st.spinner(f"Classifying {plural(len(uploads), 'image')}…"):
         results = classify(classifier, _model_key(run), tuple(file.file_id for file in uploads), uploads,
                            args.batch_size, args.max_pixels, run.info)
     results = in_app_terms(results)

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realvsai.cli import confirm, make_parser, run_main, setup_logging
+from realvsai.cli import confirm, make_parser, plural, run_main, setup_logging
 from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
 from realvsai.files import human_bytes
 
@@ -50,11 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print("Dry run: nothing was deleted.")
             return 0
-        if not confirm(f"Delete {plan.files:,} files ({human_bytes(plan.num_bytes)}) in {location}?", args.yes):
+        if not confirm(f"Delete {plural(plan.files, 'file')} ({human_bytes(plan.num_bytes)}) in {location}?", args.yes):
             print("Nothing was deleted.")
             return 1
         files, folders = delete_planned(plan)
-        print(f"Deleted {files:,} files and {folders:,} folders ({human_bytes(plan.num_bytes)}) from {location}.")
+        print(f"Deleted {plural(files, 'file')} and {plural(folders, 'folder')} ({human_bytes(plan.num_bytes)}) "
+              f"from {location}.")
         return 0
 
     return run_main(body)

@@ -25,7 +25,8 @@ that does not decode, or has more pixels than --max-pixels, is refused too; a me
 file ends with exit status 1 once the others are merged (a --dry-run with 0). The counts add up: files
 in the target before + added = after. An interrupted merge is completed by running the same command
 again. --dry-run shows all of this and changes nothing. A SOURCE may sit inside the target folder
-(data/art beside data/train), just not inside its split folders.
+(data/art beside data/train), just not inside its split folders. --into and each SOURCE are dataset
+folders (data), never one of their splits (data/train): that is refused before anything is written.
 
 Example:
     python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data
@@ -49,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
     parser.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
                         help="split datasets (train/, validation/, test/ with class folders) to merge")
-    parser.add_argument("--into", type=Path, required=True, help="the dataset to merge into; created when missing")
+    parser.add_argument("--into", type=Path, required=True,
+                        help="the dataset folder to merge into (the one holding train/); created when missing")
     parser.add_argument("--move", action="store_true", help="remove each source file once its content is in --into")
     parser.add_argument("--dry-run", action="store_true", help="print what would happen and change nothing")
     parser.add_argument("--workers", type=positive_int, default=2 * default_workers(),

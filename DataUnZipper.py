@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 from realvsai.archives import UnzipLimits, archive_stem, extract_archive
-from realvsai.cli import byte_count, expansion_ratio, make_parser, run_main, setup_logging
+from realvsai.cli import byte_count, expansion_ratio, make_parser, plural, run_main, setup_logging
 from realvsai.files import human_bytes
 
 
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         limits = UnzipLimits(max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio)
         result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits,
                                  name_encoding=args.name_encoding)
-        print(f"Extracted {result.extracted:,} files ({human_bytes(result.bytes_written)}) to {result.target}; "
-              f"{result.already_there:,} already there, {result.junk_skipped:,} macOS junk entries skipped.")
+        print(f"Extracted {plural(result.extracted, 'file')} ({human_bytes(result.bytes_written)}) to {result.target}; "
+              f"{result.already_there:,} already there, "
+              f"{plural(result.junk_skipped, 'macOS junk entry', 'macOS junk entries')} skipped.")
 
     return run_main(body)
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from realvsai.archives import zip_folder
-from realvsai.cli import make_parser, run_main, setup_logging
+from realvsai.cli import make_parser, plural, run_main, setup_logging
 from realvsai.files import human_bytes
 
 
@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.folder.resolve()
         out = args.out if args.out is not None else folder.with_name(f"{folder.name}.zip")
         result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
-        left_out = f", {len(result.left_out):,} symlinks or special files left out" if result.left_out else ""
-        print(f"Wrote {result.archive} ({human_bytes(result.archive_bytes)}): {result.stored:,} files stored, "
-              f"{result.deflated:,} deflated, {result.empty_folders:,} empty folders{left_out}"
+        left_out = (f", {plural(len(result.left_out), 'symlink or special file', 'symlinks or special files')} "
+                    "left out" if result.left_out else "")
+        print(f"Wrote {result.archive} ({human_bytes(result.archive_bytes)}): {plural(result.stored, 'file')} stored, "
+              f"{result.deflated:,} deflated, {plural(result.empty_folders, 'empty folder')}{left_out}"
               f"{'; every CRC-32 verified' if args.verify else ''}.")
 
     return run_main(body)

@@ -76,7 +76,7 @@ def print_summary(args: Namespace, report: MoveReport | None) -> None:
             f"{identical:,} already there (identical, skipped).")
     refused = len(report.refused_files)
     if refused:
-        kinds = ", ".join(f"{count:,} {kind}" for kind, count in report.refused_kinds.items())
+        kinds = ", ".join(f"{plural(count, 'copy', 'copies')} {kind}" for kind, count in report.refused_kinds.items())
         line += (f" {'Would refuse' if args.dry_run else 'Refused'} {kinds} (left in augmented_train"
                  + (f"; reasons: {report.refused_path})." if report.refused_path else ")."))
     if args.dry_run:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from realvsai.cli import progress
+from realvsai.cli import plural, progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write, atomic_write_bytes, fit_name, human_bytes, remove_temporaries
 
@@ -295,8 +295,9 @@ def _check_entries(
         raise _bomb_error(archive, f"it expands {total_size / max(total_compressed, 1):,.0f} times, more than "
                           f"--max-ratio {limits.max_ratio:g}", "--max-ratio")
     if shortened:
-        logger.warning("%d entry names are longer than a file system allows (255 bytes); they are extracted under "
-                       "a shortened name (e.g. %r)", len(shortened), shortened[0])
+        logger.warning("%s longer than a file system allows (255 bytes); %s extracted under a shortened name "
+                       "(e.g. %r)", plural(len(shortened), "entry name is", "entry names are"),
+                       "it is" if len(shortened) == 1 else "they are", shortened[0])
     clash = next((relative for relative in entries if relative in folders), None)
     if clash:
         raise _duplicate_error(archive, clash)
@@ -396,10 +397,12 @@ def _compare_existing(root: str, entries: Sequence[tuple[zipfile.ZipInfo, str]],
         clashes.append(path)
         to_write.append((info, relative))
     if clashes and not overwrite:
-        raise UserError(f"{len(clashes):,} file(s) already exist with other content (first: {clashes[0]}). Nothing was "
+        raise UserError(f"{plural(len(clashes), 'file already exists', 'files already exist')} with other content "
+                        f"(first: {clashes[0]}). Nothing was "
                         "extracted; add --overwrite to replace them, or extract elsewhere with --to.")
     if clashes:
-        logger.warning("replacing %d existing file(s) with other content (first: %s)", len(clashes), clashes[0])
+        logger.warning("replacing %s with other content (first: %s)", plural(len(clashes), "existing file"),
+                       clashes[0])
     return to_write, len(entries) - len(to_write)
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from realvsai.cli import plural
 from realvsai.errors import UserError
 from realvsai.files import map_in_threads
 from realvsai.images import ImageDecodeError, load_rgb
@@ -51,7 +52,7 @@ def load_images(images: LabelledImages, workers: int | None = None) -> tuple[np.
             raise UserError(f"{error}: a file changed since the scan. Replace or remove it and start again.") from None
 
     width, height = sizes[0]
-    logger.info("decoding %d images of %dx%d into memory (%.1f GB)", len(images), width, height,
+    logger.info("decoding %s of %dx%d into memory (%.1f GB)", plural(len(images), "image"), width, height,
                 len(images) * width * height * 3 / 1e9)
     pixels = map_in_threads(decode, images.files, workers or os.cpu_count() or 1, "decoding")
     return np.stack(pixels), np.asarray(images.labels, np.int32)

@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 
-from realvsai.cli import raise_if_ctrl_c
+from realvsai.cli import plural, raise_if_ctrl_c
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, write_csv
 
@@ -137,8 +137,8 @@ class StopTrainingOnValidationLoss(_Resumable):
         self.wait = self.wait + 1 if not math.isfinite(val_loss) or val_loss > loss + self.margin else 0
         if self.wait >= self.patience:
             self.stopped_epoch, self.model.stop_training = epoch, True
-            logger.info("epoch %d: val_loss exceeded loss by more than %s for %d epochs in a row; stopping",
-                        epoch + 1, self.margin, self.wait)
+            logger.info("epoch %d: val_loss exceeded loss by more than %s for %s in a row; stopping",
+                        epoch + 1, self.margin, plural(self.wait, "epoch"))
 
 
 class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):

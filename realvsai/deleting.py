@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from realvsai.cli import format_table, progress
+from realvsai.cli import format_table, plural, progress
 from realvsai.errors import UserError
 from realvsai.files import human_bytes
 
@@ -81,7 +81,8 @@ def describe(plan: DeletionPlan, max_rows: int = 20) -> str:
     rows = [(name, f"{count:,}", human_bytes(size)) for name, count, size in plan.by_child[:max_rows]]
     if len(plan.by_child) > max_rows:
         rows.append((f"... {len(plan.by_child) - max_rows:,} more", "", ""))
-    total = f"{plan.path}: {plan.files:,} files and {plan.folders:,} folders, {human_bytes(plan.num_bytes)} in all."
+    total = (f"{plan.path}: {plural(plan.files, 'file')} and {plural(plan.folders, 'folder')}, "
+             f"{human_bytes(plan.num_bytes)} in all.")
     return f"{format_table(['entry', 'files', 'size'], rows)}\n{total}" if rows else total
 
 
@@ -94,8 +95,9 @@ def delete_planned(plan: DeletionPlan) -> tuple[int, int]:
             (os.rmdir if is_folder else os.unlink)(path)
             folders, files = folders + is_folder, files + (not is_folder)
     except OSError as error:  # permissions, a busy mount point, a file added meanwhile
-        raise UserError(f"could not delete {error.filename} ({error.strerror or error}) after deleting {files:,} "
-                        "files. Fix the cause and run the same command again to delete the rest.") from error
+        raise UserError(f"could not delete {error.filename} ({error.strerror or error}) after deleting "
+                        f"{plural(files, 'file')}. Fix the cause and run the same command again to delete the "
+                        "rest.") from error
     return files, folders
 
 

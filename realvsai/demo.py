@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from realvsai.cli import progress
+from realvsai.cli import plural, progress
 from realvsai.config import TrainConfig, resolve_run_dir
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
@@ -249,6 +249,6 @@ def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose
         atomic_write_text(readme, text)
     elif readme.read_text(encoding="utf-8") != text:  # never replaces a user's file
         logger.warning("%s exists with other content; left as it is", readme)
-    logger.info("3/3 training %s from scratch at %d px for %d epochs into %s", config.backbone,
-                config.data.image_size, config.epochs, Path(config.out) / config.name)
+    logger.info("3/3 training %s from scratch at %d px for %s into %s", config.backbone,
+                config.data.image_size, plural(config.epochs, "epoch"), Path(config.out) / config.name)
     return training.train(train_config, resume=resume, verbose=verbose)

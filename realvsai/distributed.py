@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from realvsai.cli import plural
 from realvsai.errors import UserError
 
 if TYPE_CHECKING:
@@ -100,8 +101,8 @@ def select_strategy(environ: Mapping[str, str], *, devices: Sequence[str] | None
 
     cluster = parse_tf_config(environ)
     if cluster is not None:
-        logger.info("waiting for the %d workers of the cluster (this is %s %d)",
-                    _size(cluster), cluster.task_type, cluster.task_id)
+        logger.info("waiting for the %s of the cluster (this is %s %d)",
+                    plural(_size(cluster), "worker"), cluster.task_type, cluster.task_id)
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster)
     if plan_strategy({}, devices=devices) == "mirrored":
         return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
@@ -155,11 +156,11 @@ def describe(strategy: Strategy) -> str:
     if cluster is not None:
         role = " (chief: writes the files)" if _is_chief_task(cluster) else ""
         return (f"MultiWorkerMirroredStrategy: {cluster.task_type} {cluster.task_id}{role} of "
-                f"{_size(cluster)} workers, {replicas} replicas in sync")
+                f"{plural(_size(cluster), 'worker')}, {plural(replicas, 'replica')} in sync")
     import tensorflow as tf
 
     if isinstance(strategy, tf.distribute.MirroredStrategy):
-        return f"MirroredStrategy over {replicas} devices ({', '.join(strategy.extended.worker_devices)})"
+        return f"MirroredStrategy over {plural(replicas, 'device')} ({', '.join(strategy.extended.worker_devices)})"
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):
         return f"one device ({', '.join(strategy.extended.worker_devices)})"
     return "one device (GPU)" if tf.config.list_physical_devices("GPU") else "one device (CPU)"

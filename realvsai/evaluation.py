@@ -24,7 +24,7 @@ from sklearn.metrics import classification_report
 
 from realvsai import config, plots, prediction
 from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
-from realvsai.cli import progress
+from realvsai.cli import plural, progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images, read_json, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb
@@ -248,8 +248,9 @@ def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path
         probabilities = prediction.predict_images(model, images, batch_size, info.image_size,
                                                   input_mode=info.input_mode)
         if probabilities.shape[1] != len(class_names):
-            raise UserError(f"the model predicts {probabilities.shape[1]} classes, but its model.json names "
-                            f"{len(class_names)}: {class_names}. Use the model.json saved with this model.")
+            raise UserError(f"the model predicts {plural(probabilities.shape[1], 'class', 'classes')}, but its "
+                            f"model.json names {len(class_names)}: {class_names}. Use the model.json saved with "
+                            "this model.")
         images, probabilities = without_failed(images, probabilities)
         if not len(images):
             raise UserError(f"{folder} holds no image that could be decoded. Check the folder and its files.")
@@ -292,7 +293,7 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
     metrics["plots"] = dict(PLOT_FILES)
     atomic_write_text(out_dir / config.REPORT_FILE, _classification_report(
         labels, probabilities, predicted, metrics,
-        f"Classification report: {metrics['folder']} ({len(labels):,} images)"))
+        f"Classification report: {metrics['folder']} ({plural(len(labels), 'image')})"))
     # At the threshold these metrics use; file names relative to the folder all sources share.
     root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
     prediction.write_predictions(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from realvsai.cli import default_workers, format_table, progress
+from realvsai.cli import default_workers, format_table, plural, progress
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import (
@@ -33,6 +34,7 @@ from realvsai.layout import (
     find_label_conflicts,
     read_manifest,
     read_split_classes,
+    subfolders,
     write_manifest,
 )
 from realvsai.moving import (
@@ -122,8 +124,9 @@ def merge_datasets(
                 for file in _hash_dataset(source, workers, f"reading {source.name}", max_pixels,
                                           dataset=source.resolve().name)]
     if broken := [file for file in existing if file.problem]:
-        logger.warning("the target holds %d files that are not usable images (e.g. %s: %s); they stay as they are, "
-                       "though a split would have left them out", len(broken), broken[0].path, broken[0].problem)
+        logger.warning("the target holds %s (e.g. %s: %s); kept as found, though a split leaves such files out",
+                       plural(len(broken), "file that is not a usable image", "files that are not usable images"),
+                       broken[0].path, broken[0].problem)
     # A class folder that is a symlink leads outside its SOURCE: --move never takes files from there.
     outside = [(str(file.path), f"its folder leads to {file.path.parent.resolve()}, outside {source}, through a "
                 "symlink; --move never moves files outside SOURCE (merge without --move, or move that folder in)")
@@ -170,8 +173,9 @@ def merge_datasets(
                 added.append((target, file))
     report.after = sum(1 for _ in _list_dataset(into))
     if report.before + report.added != report.after:
-        logger.warning("the target held %d files, %d were added, but it now holds %d: something else changed "
-                       "it during the merge", report.before, report.added, report.after)
+        logger.warning("the target held %s, %s added, but it now holds %s: something else changed it during "
+                       "the merge", plural(report.before, "file"), plural(report.added, "was", "were"),
+                       plural(report.after, "file"))
     _update_manifest(into, existing, added, actions)
     if report.refused:
         # Appended: the lists of earlier merges into this folder stay, each row dated by its merge.
@@ -282,10 +286,12 @@ def _carry_copy_settings(into: Path, sources: Iterable[Path]) -> None:
 def _check_folders(sources: Sequence[Path], into: Path) -> None:
     if into.exists() and not into.is_dir():
         raise UserError(f"--into {into} is a file, not a folder. Choose a folder, e.g. --into data.")
+    _refuse_split_folder(into, "--into")
     resolved_into = into.resolve()
     for source in sources:
         if not source.is_dir():
             raise UserError(f"SOURCE {source} is not an existing folder. Check the path.")
+        _refuse_split_folder(source, "SOURCE")
         resolved = source.resolve()
         # A source beside the target's split folders (data/art with --into data) is fine; one inside
         # them would be read as a class, and a target inside a source would merge into itself.
@@ -293,6 +299,27 @@ def _check_folders(sources: Sequence[Path], into: Path) -> None:
         if resolved == resolved_into or resolved in resolved_into.parents or inside_split:
             raise UserError(f"SOURCE {source} and --into {into} overlap. Keep each SOURCE out of the target's "
                             "train/, validation/ and test/ folders, and the target out of every SOURCE.")
+
+
+def _refuse_split_folder(folder: Path, flag: str) -> None:
+    """UserError when ``folder`` (``flag``: --into or SOURCE) is one split of a dataset, not the dataset: merged
+    into, it would get train/, validation/ and test/ of its own (test images inside train). A folder named like a
+    split (any letter case) is one, unless it holds split folders and no class folders of images (a dataset that
+    happens to be called test); so is an --into that holds class folders of images and no split folder. A SOURCE
+    of class folders only is left to ``read_split_classes``, whose message says to split it first."""
+    absolute = Path(os.path.abspath(folder))  # "." and ".." have a name here
+    parent = folder.parent if folder.name not in ("", ".", "..") else absolute.parent
+    children = subfolders(folder) if folder.is_dir() else []
+    holds_splits = any(child.name.lower() in SPLITS for child in children)
+    classes = [child.name for child in children if child.name.lower() not in SPLITS and list_images(child)]
+    example = f"--into {parent}" if flag == "--into" else str(parent)
+    if absolute.name.lower() in SPLITS and (classes or not holds_splits):
+        raise UserError(f"{flag} {folder} is a split folder; give the dataset folder that holds train/, "
+                        f"e.g. {example}.")
+    if flag == "--into" and classes and not holds_splits:
+        raise UserError(f"--into {folder} holds class folders of images ({', '.join(classes)}), not train/, "
+                        "validation/ and test/; nothing was written. Give the dataset folder that holds train/ "
+                        f"(e.g. {example}, if {absolute.name} is one of its splits).")
 
 
 def _list_dataset(root: Path) -> list[tuple[str, str, Path]]:

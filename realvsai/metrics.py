@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from realvsai.cli import plural
 from realvsai.config import CONFIDENCE_THRESHOLD, POSITIVE_WORDS
 from realvsai.errors import UserError
 
@@ -300,12 +301,13 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
         return "n/a" if metrics.get(key) is None else f"{metrics[key]:.4f}"
 
     line = (f"accuracy {number('accuracy')}, F1 {number('f1')}, ROC AUC {number('roc_auc')} "
-            f"on {metrics['num_images']:,} images")
+            f"on {plural(metrics['num_images'], 'image')}")
     if metrics.get("decision_threshold") is not None:
         line += (f" (decided at threshold {metrics['decision_threshold']:.3f}; argmax accuracy "
                  f"{number('argmax_accuracy')})")
     if metrics.get("missing_classes"):
         line += f"; no images of {', '.join(metrics['missing_classes'])}: averaged over the other classes"
     if metrics.get("num_skipped"):
-        line += f"; {metrics['num_skipped']:,} files skipped (not images, or unreadable)"
+        skipped = metrics["num_skipped"]
+        line += f"; {plural(skipped, 'file')} skipped (not {'an image' if skipped == 1 else 'images'}, or unreadable)"
     return line

@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from realvsai.cli import plural
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
 from realvsai.image_stats import sides, unseen_colour
 from realvsai.layout import TRAIN
@@ -60,8 +61,8 @@ def small_test_set(num_images: int | None) -> str | None:
     ``SMALL_TEST_SET`` images; None for a larger one, or when the number is not recorded."""
     if num_images is None or num_images >= SMALL_TEST_SET:
         return None
-    return (f"The test set is small ({num_images:,} images): a few images more or less right move these numbers "
-            "noticeably.")
+    return (f"The test set is small ({plural(num_images, 'image')}): a few images more or less right move these "
+            "numbers noticeably.")
 
 
 def _colour(profile: Mapping[str, Any]) -> str:
@@ -104,8 +105,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         lines += [*_table(["class", *counts], rows), ""]
     if (copies := model_info.get("augmented_copies")) and counts and TRAIN in counts:
         settings = ", ".join(f"{name} {value}" for name, value in (copies.get("settings") or {}).items())
-        lines += [f"{copies['count']:,} of the {sum(counts[TRAIN].values()):,} training images are augmented copies "
-                  f"made offline (DataAugmentation.py{': ' + settings if settings else ''}): the model saw fewer "
+        lines += [f"{copies['count']:,} of the {plural(sum(counts[TRAIN].values()), 'training image')} "
+                  + ("is an augmented copy " if copies["count"] == 1 else "are augmented copies ")
+                  + f"made offline (DataAugmentation.py{': ' + settings if settings else ''}): the model saw fewer "
                   "distinct images than that count.", ""]
     if profile := model_info.get("training_images"):
         unseen = unseen_colour(profile)
@@ -117,8 +119,10 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                   ""]
     if model_info.get("shortcut_warning"):
         lines += [f"**Warning: {model_info['shortcut_warning']}**", ""]
-    lines.append(f"Evaluated on `{metrics['folder']}`: {metrics['num_images']:,} images"
-                 + (f", {metrics['num_skipped']:,} files skipped: not images, or unreadable (listed in "
+    skipped = metrics.get("num_skipped") or 0
+    lines.append(f"Evaluated on `{metrics['folder']}`: {plural(metrics['num_images'], 'image')}"
+                 + (f", {plural(skipped, 'file')} skipped: not {'an image' if skipped == 1 else 'images'}, or "
+                    "unreadable (listed in "
                     f"{UNREADABLE_FILE} and metrics.json)."
                     if metrics.get("num_skipped") else ", no file skipped."))
 

@@ -416,8 +416,8 @@ class MoveReport:
 
 # Why a copy stays in augmented_train, as the summary counts them
 REFUSED_IDENTICAL = "identical to a validation or test image"
-REFUSED_HELD_OUT_SOURCE = "copies of a validation or test image"
-REFUSED_SOURCE_GONE = "copies of an image no longer in train"
+REFUSED_HELD_OUT_SOURCE = "made from a validation or test image"
+REFUSED_SOURCE_GONE = "made from an image no longer in train"
 REFUSED_UNLISTED = "without a recorded source"
 REFUSED_SYMLINK = "in a symlinked folder"
 

@@ -18,6 +18,7 @@ from PIL import Image
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
+from realvsai.cli import plural
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
 from realvsai.metrics import CALIBRATION_BINS, threshold_metrics
@@ -60,7 +61,7 @@ def plot_confusion_matrix(labels: Sequence[int], predicted: Sequence[int], class
             normalize=normalize, values_format=values_format, cmap="Blues", ax=axes,
             xticks_rotation=45 if len(class_names) > 3 else "horizontal")
         axes.set(xlabel="predicted class", ylabel="true class", title=subtitle)
-    figure.suptitle(f"Confusion matrix ({len(labels):,} images)")
+    figure.suptitle(f"Confusion matrix ({plural(len(labels), 'image')})")
     return _save(figure, path)
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from realvsai import images as image_io
+from realvsai.cli import plural
 from realvsai.config import MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE
 from realvsai.errors import UserError
 from realvsai.files import list_images, spreadsheet_safe, write_csv
@@ -48,11 +49,11 @@ class PredictionSummary:
 
     def describe(self, folder: Path) -> str:
         """One line: ``predicted 2,000 images in DIR: 1,200 FAKE, 800 REAL (35 uncertain) ...``."""
-        line = (f"predicted {sum(self.counts.values()):,} images in {folder}: "
+        line = (f"predicted {plural(sum(self.counts.values()), 'image')} in {folder}: "
                 f"{describe_counts(self.counts, self.num_uncertain, self.num_unfamiliar)}")
         line += f"; predictions in {self.out_dir / PREDICTIONS_FILE}"
         if self.unreadable:
-            line += f"; {len(self.unreadable):,} unreadable files listed in {self.out_dir / UNREADABLE_FILE}"
+            line += f"; {plural(len(self.unreadable), 'unreadable file')} listed in {self.out_dir / UNREADABLE_FILE}"
         return line
 
 
@@ -106,8 +107,10 @@ def write_unreadable(out_dir: Path, folder: Path, skipped: Sequence[tuple[Path, 
     if unreadable:
         write_csv(out_dir / UNREADABLE_FILE, ["file", "reason"],
                   [(spreadsheet_safe(name), reason) for name, reason in unreadable])
-        logger.warning("%d files were left out (not images, or unreadable); they are listed in %s",
-                       len(unreadable), out_dir / UNREADABLE_FILE)
+        one = len(unreadable) == 1
+        logger.warning("%s left out (not %s, or unreadable); %s listed in %s",
+                       plural(len(unreadable), "file was", "files were"), "an image" if one else "images",
+                       "it is" if one else "they are", out_dir / UNREADABLE_FILE)
     return unreadable
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from realvsai.cli import plural
 from realvsai.config import CONFIDENCE_THRESHOLD, CROP_GRID, INPUT_MODES, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
 from realvsai.errors import UserError
 from realvsai.image_stats import unfamiliar_reason
@@ -379,8 +380,9 @@ def check_outputs(model: keras.Model, class_names: Iterable[str]) -> None:
     class_names = list(class_names)
     outputs = int(model.outputs[0].shape[-1])
     if outputs != len(class_names):
-        raise UserError(f"the model outputs {outputs} classes, but model.json names {len(class_names)} "
-                        f"({class_names}). The files do not belong together: train the model again.")
+        raise UserError(f"the model outputs {plural(outputs, 'class', 'classes')}, but model.json names "
+                        f"{len(class_names)} ({class_names}). The files do not belong together: train the model "
+                        "again.")
 
 
 class Predictor:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from realvsai.cli import default_workers, format_table, positive_int, progress
+from realvsai.cli import default_workers, format_table, plural, positive_int, progress
 from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import (
@@ -67,7 +67,7 @@ SKIPPED_FIELDS = ("source", "reason")
 # count and show each kind from those rows, so their numbers add up to skipped.csv.
 UNUSABLE, BESIDE, OUTSIDE, IN_TEST, TWO_CLASSES = "unusable", "beside", "outside", "in test", "two classes"
 _SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them
-    UNUSABLE: "that are not usable images or are hidden",
+    UNUSABLE: "that cannot be used (not an image, unreadable, too large or hidden)",
     BESIDE: "beside the class folders",
     OUTSIDE: "in a folder that leads outside SOURCE",
     IN_TEST: "in train identical to a test file (kept in test only)",
@@ -323,7 +323,8 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     for broken in _class_folders_without(class_dirs, root, [item for item in items if item.problem is None]):
         if not (inside := [item for item in unreadable if _under(item.key, _inside(broken, root))]):
             continue  # a symlinked folder --move leaves out: listed as such
-        raise UserError(f"class folder {broken} holds no usable image: its {len(inside):,} image files do not decode "
+        raise UserError(f"class folder {broken} holds no usable image: its {plural(len(inside), 'image file')} "
+                        f"{'does' if len(inside) == 1 else 'do'} not decode "
                         f"(e.g. {Path(inside[0].source).name}: {inside[0].problem}). Put readable images in it, or "
                         "remove it, and split again.")
     conflicting = _refuse_label_conflicts([item for item in items if item.problem is None])
@@ -465,8 +466,8 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
         if old_keys == new_keys:
             return None  # the same split: complete it
         changed = len(set(old_keys) - set(new_keys))
-        reason = (f"{out / MANIFEST_NAME} lists a different split: {changed:,} of its {len(old_keys):,} files are "
-                  "not where this run would put them (other files, seed or ratios)")
+        reason = (f"{out / MANIFEST_NAME} lists a different split: {changed:,} of its {plural(len(old_keys), 'file')} "
+                  f"{'is' if changed == 1 else 'are'} not where this run would put them (other files, seed or ratios)")
     else:
         planned = {row.path for row in rows}
         foreign = [relative for split in SPLITS if (out / split).is_dir()
@@ -474,8 +475,8 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
                    if (relative := path.relative_to(out).as_posix()) not in planned]
         if not foreign:
             return None
-        reason = f"{out} already holds {len(foreign):,} files in its split folders that this split does not make " \
-                 f"(e.g. {foreign[0]}) and no {MANIFEST_NAME}"
+        reason = (f"{out} already holds {plural(len(foreign), 'file')} in its split folders that this split does not "
+                  f"make (e.g. {foreign[0]}) and no {MANIFEST_NAME}")
     if not overwrite:
         raise UserError(f"{reason}. Add --overwrite to move the old split aside into {out}/previous-split-<time>/ "
                         "and write this one, or choose another --out.")
@@ -546,8 +547,8 @@ def _log_problems(report: SplitReport) -> None:
     for kind, rows in report.skipped.items():
         if rows and kind != IN_TEST:  # train copies of test images are expected (CIFAKE has them): no warning
             examples = "; ".join(f"{source}: {reason}" for source, reason in rows[:3])
-            logger.warning("left out %d files %s (e.g. %s); the list is in %s", len(rows), _SKIPPED_KINDS[kind],
-                           examples, report.out / SKIPPED_NAME)
+            logger.warning("left out %s %s (e.g. %s); the list is in %s", plural(len(rows), "file"),
+                           _SKIPPED_KINDS[kind], examples, report.out / SKIPPED_NAME)
     classes = sorted({class_name for _, class_name in report.counts})
     if len(classes) == 1:
         # Not an error: another class can still be merged in (DataMerger.py) before training.
@@ -578,10 +579,11 @@ def format_report(report: SplitReport) -> str:
     lines = [
         format_table(["split", *classes, "all"], rows),
         "",
-        f"{report.num_files:,} files in {report.out}: {report.num_written:,} {verb}, "
+        f"{plural(report.num_files, 'file')} in {report.out}: {report.num_written:,} {verb}, "
         f"{report.num_in_place:,} already in place.",
         f"exact duplicates: {report.num_duplicates:,} (each kept in the split of its first copy)",
-        f"skipped: {num_skipped:,} files" + (f" (list: {report.out / SKIPPED_NAME}): {by_kind}" if by_kind else ""),
+        f"skipped: {plural(num_skipped, 'file')}"
+        + (f" (list: {report.out / SKIPPED_NAME}): {by_kind}" if by_kind else ""),
         f"manifest: {report.out / MANIFEST_NAME}",
     ]
     lines += [f"{class_name}: {text}" for class_name, text in describe_profiles(report.class_profiles).items()]

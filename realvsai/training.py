@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realvsai.cli import format_table, raise_if_ctrl_c
+from realvsai.cli import format_table, plural, raise_if_ctrl_c
 from realvsai.config import (
     BACKEND_KEY,
     BACKUP_DIR,
@@ -188,12 +188,14 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         for images in (train_images, validation_images))
     if full_batches:
         if not steps_per_epoch or not validation_steps:
-            raise UserError(f"{len(train_images)} training and {len(validation_images)} validation images do not "
-                            f"fill one batch of {global_batch} ({config.batch_size} on each of {replicas} devices). "
+            raise UserError(f"{plural(len(train_images), 'training image')} and "
+                            f"{plural(len(validation_images), 'validation image')} do not fill one batch of "
+                            f"{global_batch} ({config.batch_size} on each of {plural(replicas, 'device')}). "
                             "Lower --batch-size, or add images.")
-        logger.info("every batch splits evenly over the %d devices: each epoch leaves out the last %d training "
-                    "(a different few each epoch) and %d validation images", replicas,
-                    len(train_images) % global_batch, len(validation_images) % global_batch)
+        logger.info("every batch splits evenly over the %s: each epoch leaves out the last %s (a different few "
+                    "each epoch) and %s", plural(replicas, "device"),
+                    plural(len(train_images) % global_batch, "training image"),
+                    plural(len(validation_images) % global_batch, "validation image"))
     # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras.
     # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
     input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
@@ -239,14 +241,14 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         logger.warning("%s", model_info["shortcut_warning"])
     # Written now too, so the best model saved during training is usable even if the run never finishes.
     write_json(run_dir / MODEL_JSON_FILE, model_info)
-    logger.info("training %s on %d images (%s), validating on %d; %d step(s) per epoch on %d device(s)%s, %s",
-                run_dir, len(train_images), ", ".join(f"{k} {v}" for k, v in counts[TRAIN].items()),
+    logger.info("training %s on %s (%s), validating on %d; %d step(s) per epoch on %d device(s)%s, %s",
+                run_dir, plural(len(train_images), "image"), ", ".join(f"{k} {v}" for k, v in counts[TRAIN].items()),
                 len(validation_images), steps_per_epoch, replicas,
                 f" of {workers} machines" if workers > 1 else "", policy)
     if not config.pretrained:
         logger.info("--weights none: the whole network trains from the first epoch with BatchNorm in training "
-                    "mode, for all %d epochs (head + fine-tune) at learning rate %g", config.total_epochs,
-                    config.learning_rate)
+                    "mode, throughout its %s (head + fine-tune) at learning rate %g",
+                    plural(config.total_epochs, "epoch"), config.learning_rate)
 
     history = fitting.fit_phases(model, config, run_dir, strategy, (train_epochs, steps_per_epoch),
                           (validation_dataset.repeat(), validation_steps), class_weight, len(class_names),
