@@ -10,9 +10,11 @@ A file under a copy's name counts as that copy when sources.csv records it with 
 holds the very bytes this run makes (a run cut off before recording it); any other file there is never
 replaced nor recorded: it is kept and named, and the run ends with exit status 1 once the other copies
 are written.
-Each copy is drawn from its own seed (--seed, its source's class and name, its number), so the same
---seed gives byte-identical files, whatever --copies and --batch-size: a higher --copies adds exactly
-the copies a fresh run would have made. Broken images are skipped with a warning naming them.
+Each copy's random transformation is drawn from its own seed (--seed, its source's class and name, its
+number): the same command gives byte-identical files, and neither --copies nor --batch-size changes
+what is done to a copy, so a higher --copies adds the copies a fresh run would have made (computed in
+batches of another shape, a pixel may round one level apart now and then: floating point). Broken
+images are skipped with a warning naming them.
 Each copy's source is recorded, with both files' sha256, in DATA/augmented_train/sources.csv (rows
 are added on every run), so MoveAugmentedImages.py can refuse a copy whose source is no longer a
 training image. The settings the copies depend on (--preset, --seed, --size, --jpeg-quality) and
@@ -132,7 +134,7 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
                         help="'native' keeps each image's size; N resizes every copy to N x N first")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
                         help="images of one size augmented together, all copies each (large images are "
-                             "capped by memory); the copies do not depend on it")
+                             "capped by memory); it does not change what is done to a copy")
     parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality,
                         help="quality of the written JPEG files")
     parser.add_argument("--split", type=train_split, default=defaults.split,

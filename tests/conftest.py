@@ -88,6 +88,17 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
+
+def assert_same_copies(first: Mapping[str, bytes], second: Mapping[str, bytes]) -> None:
+    """The same augmented copies (JPEG bytes by name): each the same transformation of the same image. Computed in
+    batches of another shape, a pixel may round one level apart (floating point), which JPEG turns into other
+    bytes, so the decoded pixels are compared; another transformation differs by tens of levels."""
+    assert first.keys() == second.keys()
+    for name in first:
+        if first[name] != second[name]:
+            pixels = [np.asarray(Image.open(io.BytesIO(data)), np.int16) for data in (first[name], second[name])]
+            assert np.abs(pixels[0] - pixels[1]).max() <= 2, name
+
 @pytest.fixture
 def make_class_folder() -> Callable[..., Path]:
     """``make_class_folder(root, {"REAL": 6, "FAKE": 6})`` writes that many distinct images per class."""
