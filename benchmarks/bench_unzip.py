@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     times: dict[str, list[float]] = {name: [] for name in names}
     cpu_times: dict[str, list[float]] = {name: [] for name in names}
     load_before = os.getloadavg()
+    if args.work_dir is not None:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)  # /dev/shm/bench on a fresh machine
     work = Path(tempfile.mkdtemp(prefix="bench_unzip_", dir=args.work_dir))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so `timeout` still lets the cleanup below run
     try:
