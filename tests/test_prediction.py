@@ -371,3 +371,12 @@ def test_the_predict_command_s_max_pixels_sets_the_limit_its_images_are_read_und
     assert process.returncode == 0, process.stderr
     (row,) = read_rows(tmp_path / "out" / "unreadable.csv")
     assert row["file"] == "a.png" and "more than the limit of 1,000 pixels" in row["reason"]
+
+
+def test_the_help_says_evaluate_and_predict_take_a_model_json_too(capsys):
+    """read_run takes a run folder, its model.h5 or its model.json; --help named only the first two."""
+    with pytest.raises(SystemExit):
+        ModelTraining.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--evaluate MODEL", "--predict MODEL"):
+        assert "a run folder, its model.h5 or its model.json" in help_text.split(flag, 2)[2][:200], flag
