@@ -158,7 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     evaluate = parser.add_argument_group("evaluate a saved model instead of training")
     evaluate.add_argument("--evaluate", type=Path, metavar="MODEL",
-                          help="a model.h5 (with its model.json) or a run folder to evaluate on --test-dir")
+                          help="a run folder, its model.h5 or its model.json, to evaluate on --test-dir")
     evaluate.add_argument("--test-dir", type=Path, action="append",
                           help="folder of class folders to evaluate --evaluate on; give it once per source (e.g. "
                                "each generator or photo collection): metrics.json and EVALUATION.md then report "
@@ -168,7 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                "(sigma 1, 2) and downscaling (x0.5, x0.25): metrics.json's robustness, "
                                "robustness.png and a table in EVALUATION.md")
     evaluate.add_argument("--predict", type=Path, metavar="MODEL",
-                          help="a model.h5 (with its model.json) or a run folder: predict every image in --input "
+                          help="a run folder, its model.h5 or its model.json: predict every image in --input "
                                "(and its sub-folders) into OUT/predictions.csv (default OUT: predictions-<input "
                                "folder> beside the model; when it already holds results, a new OUT-2 beside it)")
     evaluate.add_argument("--input", type=Path, help="folder of images, of unknown class, to --predict")
