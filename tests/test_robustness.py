@@ -193,3 +193,12 @@ def test_a_crops_mode_models_robustness_is_measured_through_its_crops(tmp_path, 
                                 robustness=True)
     perturbed = sum(len(strengths) for strengths in PERTURBATIONS.values()) * len(two_sources)
     assert modes == ["crops"] * (len(two_sources) + perturbed)
+
+
+def test_the_clean_numbers_take_the_route_of_the_perturbed_copies(tmp_path, two_sources, tiny_model, monkeypatch):
+    """robustness_clean was the headline evaluation's, read from the original files (a large JPEG decoded reduced),
+    while every perturbed copy is a full-resolution decode written as PNG: the gap held that change of route."""
+    monkeypatch.setattr(evaluation, "load_rgb", lambda path, max_pixels: np.zeros((40, 48, 3), np.uint8))
+    metrics = evaluation.evaluate_folders(tiny_model, info(), two_sources, tmp_path / "out", robustness=True)
+    assert metrics["robustness_clean"] == pytest.approx(metrics["robustness"]["blur"]["1"])  # blank, both
+    assert metrics["robustness_clean"]["roc_auc"] == 0.5 != metrics["combined"]["roc_auc"]
