@@ -68,34 +68,39 @@ def perturb(pixels: np.ndarray, kind: str, strength: float) -> np.ndarray:
     raise ValueError(f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURBATIONS)}")
 
 
-def perturbed_copies(images: LabelledImages, kind: str, strength: float,
+def describe(perturbation: tuple[str, float] | None) -> str:
+    """A perturbation in words: "jpeg 30", or "unchanged" for None."""
+    return "unchanged" if perturbation is None else f"{perturbation[0]} {perturbation[1]:g}"
+
+
+def perturbed_copies(images: LabelledImages, perturbation: tuple[str, float] | None,
                      folder: Path) -> list[tuple[Path, tuple[int, int]] | None]:
     """Each image as the user's changed copy would be: decoded at full resolution (never the reduced JPEG
     decode the model's path takes, which would make the same perturbation cost more on larger files),
-    ``perturb``-ed, written losslessly (PNG) into ``folder`` as (path, (width, height)); None for a file that no
-    longer decodes."""
+    ``perturb``-ed by ``(kind, strength)`` (None: unchanged), written losslessly (PNG) into ``folder`` as
+    (path, (width, height)); None for a file that no longer decodes."""
     copies: list[tuple[Path, tuple[int, int]] | None] = []
     for index, path in enumerate(images.files):
         try:
             pixels = load_rgb(path, images.max_pixels)
         except ImageDecodeError as error:
-            logger.warning("skipping %s under %s %g: %s", path, kind, strength, error)
+            logger.warning("skipping %s under %s: %s", path, describe(perturbation), error)
             copies.append(None)
             continue
         copy = folder / f"{index:07d}.png"
-        changed = Image.fromarray(np.asarray(perturb(pixels, kind, strength), np.uint8))
+        changed = Image.fromarray(np.asarray(perturb(pixels, *perturbation) if perturbation else pixels, np.uint8))
         changed.save(copy, compress_level=1)
         copies.append((copy, changed.size))
     return copies
 
 
 def predict_perturbed(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
-                      perturbation: tuple[str, float], input_mode: str = "resize") -> np.ndarray:
-    """Class probabilities (images, classes) of each image's ``perturbation``-ed copy (``perturbed_copies``), in
-    file order, which takes the model's own path (its reduction, resize or crops) as any file does; NaN rows for
-    files that broke after the scan."""
+                      perturbation: tuple[str, float] | None, input_mode: str = "resize") -> np.ndarray:
+    """Class probabilities (images, classes) of each image's ``perturbation``-ed copy (``perturbed_copies``; None:
+    unchanged, the clean numbers' route), in file order, which takes the model's own path (its resize or crops) as
+    any PNG does; NaN rows for files that broke after the scan."""
     with tempfile.TemporaryDirectory(prefix="robustness-") as folder:
-        copies = perturbed_copies(images, *perturbation, Path(folder))
+        copies = perturbed_copies(images, perturbation, Path(folder))
         kept = [index for index, copy in enumerate(copies) if copy is not None]
         changed = dataclasses.replace(
             images, files=[copies[index][0] for index in kept], labels=[images.labels[index] for index in kept],
@@ -351,18 +356,23 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
     metrics["combined"] = source_metrics(labels, np.concatenate([source.probabilities for source in sources]),
                                          class_names, positive_class, threshold)
     if robustness:
-        steps = [(kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths]
+        # Unchanged copies first: the clean numbers take the perturbed copies' route (a full decode written as
+        # PNG), so the gap to each perturbation is the perturbation's alone, not also a large JPEG's reduced decode.
+        steps = [None, *((kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths)]
         results: dict[str, dict[str, Any]] = {kind: {} for kind in PERTURBATIONS}
-        for kind, strength in progress(steps, desc="robustness", unit="perturbation"):
+        for step in progress(steps, desc="robustness", unit="perturbation"):
             probabilities = np.concatenate([predict_perturbed(model, source.images, batch_size, info.image_size,
-                                                              (kind, strength), info.input_mode)
+                                                              step, info.input_mode)
                                             for source in sources])
             if np.isnan(probabilities).any():
-                raise UserError(f"an image stopped decoding during the {kind} {strength:g} evaluation; check the "
+                raise UserError(f"an image stopped decoding during the {describe(step)} evaluation; check the "
                                 "files of the test folders and run it again.")
             numbers = source_metrics(labels, probabilities, class_names, positive_class, threshold)
-            results[kind][f"{strength:g}"] = {key: numbers[key] for key in keys}
-        clean = metrics["robustness_clean"] = {key: metrics["combined"][key] for key in keys}
+            if step is None:
+                metrics["robustness_clean"] = {key: numbers[key] for key in keys}
+            else:
+                results[step[0]][f"{step[1]:g}"] = {key: numbers[key] for key in keys}
+        clean = metrics["robustness_clean"]
         metrics["robustness"] = results
         plots.plot_robustness(clean["accuracy"], {kind: {float(strength): values["accuracy"]
                                                          for strength, values in by_strength.items()}

@@ -198,9 +198,10 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         rows = [[name, _number(values["accuracy"]), f"{values['accuracy'] - clean['accuracy']:+.4f}",
                  *(_number(values[key]) for key in auc)] for name, values in named]
         lines += ["", "## Robustness", "", "The same images again, each perturbation applied to the full-resolution "
-                  "decoded pixels, as a user's copy would be changed, before the model's own path (reduction, resize "
-                  "or crops), scored by the same decision rule; change is against the clean "
-                  "images.", "", *_table(["images", "accuracy", "change", *(["ROC AUC"] if auc else [])], rows)]
+                  "decoded pixels, as a user's copy would be changed, written losslessly (PNG), then through the "
+                  "model's resize or crops, scored by the same decision rule; change is against the clean images, "
+                  "unchanged copies taken the same route.", "",
+                  *_table(["images", "accuracy", "change", *(["ROC AUC"] if auc else [])], rows)]
 
     lines += ["", "## Plots", "", *(f"- [{_CAPTIONS.get(kind, kind)}]({file_name})"
                                     for kind, file_name in (metrics.get("plots") or {}).items())]

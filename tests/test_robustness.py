@@ -191,7 +191,8 @@ def test_a_crops_mode_models_robustness_is_measured_through_its_crops(tmp_path, 
     monkeypatch.setattr(prediction, "predict_images", record)
     evaluation.evaluate_folders(object(), info(input_mode="crops", image_size=32), two_sources, tmp_path / "out",
                                 robustness=True)
-    perturbed = sum(len(strengths) for strengths in PERTURBATIONS.values()) * len(two_sources)
+    # the unchanged copies (the clean numbers' route) and each perturbation, per source
+    perturbed = (1 + sum(len(strengths) for strengths in PERTURBATIONS.values())) * len(two_sources)
     assert modes == ["crops"] * (len(two_sources) + perturbed)
 
 
