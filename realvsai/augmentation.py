@@ -51,7 +51,7 @@ def build_augmentation(preset: str, seed: int | None = None, part: str = "all") 
 
 
 def _layer_seed(seed: Any, index: int) -> int | None:
-    """The ``index``-th layer's own stable seed (a non-negative int32) from an int (or a tuple of ints)."""
+    """The ``index``-th layer's own stable seed (a non-negative int32) from the preset's ``seed`` (None: none)."""
     digest = hashlib.sha256(f"realvsai-augmentation:{seed}:{index}".encode()).digest()
     return None if seed is None else int.from_bytes(digest[:4], "little") >> 1
 

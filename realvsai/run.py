@@ -54,8 +54,8 @@ def _grayscale_counts_fit(profile: Mapping[str, Any]) -> bool:
     if "images" not in profile and "grayscale" not in profile:
         return True
     images, grayscale = profile.get("images"), profile.get("grayscale")
-    return all(isinstance(count, int) and not isinstance(count, bool) for count in (images, grayscale)) \
-        and 0 <= grayscale <= images
+    return (all(isinstance(count, int) and not isinstance(count, bool) for count in (images, grayscale))
+            and 0 <= grayscale <= images)
 
 
 @dataclass(frozen=True)
