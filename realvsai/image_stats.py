@@ -218,6 +218,17 @@ def training_record(facts: Sequence[ImageFacts]) -> dict[str, Any]:
     }
 
 
+def grayscale_counts(profile: Any) -> tuple[int, int] | None:
+    """``(images, grayscale)`` of model.json's ``training_images`` ``profile``; None where it does not count them
+    (written before the counts)."""
+    if not isinstance(profile, Mapping):
+        return None
+    images, grayscale = profile.get("images"), profile.get("grayscale")
+    if not isinstance(images, int) or not isinstance(grayscale, int) or images <= 0:
+        return None
+    return images, grayscale
+
+
 def unseen_colour(profile: Any) -> str | None:
     """``"grayscale"`` when no image of model.json's ``training_images`` ``profile`` was grayscale, ``"colour"``
     when every one was; None when both kinds were seen, or the profile does not count them (written before
@@ -226,11 +237,9 @@ def unseen_colour(profile: Any) -> str | None:
     One image of a kind is enough to make that kind familiar, as one file of a format is: a share below which a
     kind still counts as unseen would be a number no user could check against the model card, which gives the count.
     """
-    if not isinstance(profile, Mapping):
+    if (counts := grayscale_counts(profile)) is None:
         return None
-    images, grayscale = profile.get("images"), profile.get("grayscale")
-    if not isinstance(images, int) or not isinstance(grayscale, int) or images <= 0:
-        return None
+    images, grayscale = counts
     return "grayscale" if grayscale == 0 else "colour" if grayscale == images else None
 
 

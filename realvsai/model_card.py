@@ -11,7 +11,7 @@ from typing import Any
 
 from realvsai.cli import plural
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
-from realvsai.image_stats import sides, unseen_colour
+from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
 from realvsai.metrics import DecisionRule
 from realvsai.run import DEMO_WARNING, MIN_IMAGES_PER_KIND, chance_verdict, is_demo, validation_by_kind
@@ -67,9 +67,9 @@ def small_test_set(num_images: int | None) -> str | None:
 
 def _colour(profile: Mapping[str, Any]) -> str:
     """How many training images were grayscale, in words ("; all in colour"); "" where not counted."""
-    images, grayscale = profile.get("images"), profile.get("grayscale")
-    if not isinstance(images, int) or not isinstance(grayscale, int) or not images:
+    if (counts := grayscale_counts(profile)) is None:
         return ""
+    images, grayscale = counts
     if grayscale == 0:
         return "; all in colour"
     return "; all grayscale" if grayscale == images else f"; {grayscale:,} of {images:,} grayscale"
