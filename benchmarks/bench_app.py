@@ -2,11 +2,12 @@
 
 The app's side is its whole predict path from the uploaded bytes: ``inference.classify_uploads``
 decodes the JPEG (Pillow, EXIF applied), resizes it to the model's image size with the model's
-own Resizing layer, makes the preview and calls the model through its traced ``tf.function``.
-The bare side is ``model(x, training=False)`` on the already-decoded float32 tensor of the
-original photo (the model resizes it inside). A third side calls the same model through a traced
-``tf.function`` on that tensor: the stricter baseline, since eager Keras pays a per-op dispatch
-that the app's traced call does not, so app / traced is what decoding and resizing cost. All use
+own Resizing layer, makes the preview and calls the model through the run's predict path
+(``run.Predictor``: ``model.predict`` at fixed batch shapes). The bare side is ``model(x, training=False)``
+on the already-decoded float32 tensor of the original photo (the model resizes it inside). A third side
+calls the same model through a traced ``tf.function`` on that tensor: the stricter baseline, since eager
+Keras pays a per-op dispatch that ``model.predict``'s compiled call does not, so app / traced is what
+decoding and resizing cost. Memory on large uploads: ``bench_app_memory.py``. All use
 the same ResNet101 (random weights) at image size 224 on this machine's CPU; the sides alternate,
 after warm-up calls, and medians are reported with their ratios (the target: app / bare <= 1.5).
 

@@ -743,7 +743,7 @@ def test_a_large_jpeg_upload_is_classified_from_its_reduced_decode_and_reported_
     reduced = load_rgb(data, image_size=IMAGE_SIZE)
     assert reduced.shape == (75, 100, 3)  # 1/8: 75 px is still twice the model's 32
     np.testing.assert_allclose(result.probabilities, predict(classifier, [reduced])[0], atol=1e-6)
-    assert result.size == (800, 600) and result.unfamiliar is None  # the file's size, not the decoded one
+    assert result.size == (3000, 2000) and result.unfamiliar is None  # the file's size, not the decoded one
 
 
 def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(tmp_path):
@@ -918,3 +918,20 @@ def test_grid_crops_of_a_long_strip_take_the_memory_of_the_crops():
     finally:
         tracemalloc.stop()
     assert crops.shape == (9, 32, 32, 3) and peak < 20 * 2**20
+
+
+@pytest.mark.slow
+def test_the_app_memory_benchmark_measures_reduced_and_full_decoding_of_a_large_upload(tmp_path):
+    results = tmp_path / "app_memory.json"
+
+    process = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_app_memory.py"), "--size", "3000x2000",
+                              "--image-size", "32", "--uploads", "2", "--repeats", "1", "--results", str(results)],
+                             capture_output=True, text=True, timeout=600)
+
+    assert process.returncode == 0, process.stderr[-2000:]
+    measured = json.loads(results.read_text())
+    assert (measured["photo"]["width"], measured["photo"]["height"]) == (3000, 2000)
+    pair = measured["uploads"]["2"]
+    assert pair["reduced / full"]["max_probability_difference"] < 1e-2  # other pixels, the same verdict
+    assert pair["full"]["upload_peak_mib"] < pair["full"]["peak_rss_mib"] / 2  # the model not counted
+    assert pair["reduced"]["upload_peak_mib"] < pair["full"]["upload_peak_mib"] / 2  # decoded at 1/8 of each side
