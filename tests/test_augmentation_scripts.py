@@ -886,6 +886,22 @@ def test_read_copy_settings_names_the_file_and_the_key_of_a_hand_edited_record(a
     assert_one_line_naming(f"error: {error.value}", record, edit)
 
 
+@pytest.mark.parametrize("edit", sorted(HAND_EDITS))
+def test_training_stops_in_one_line_on_a_hand_edited_record_of_the_copies_moved_into_train(augmented, edit):
+    """model.json's ``augmented_copies`` (and the card) say what the copies were made with, or training stops
+    before it starts: a record no run wrote must not reach the card."""
+    from realvsai import data
+    from realvsai.training import offline_copies
+
+    assert move(augmented) == 0
+    record = augmented / moving.MOVED_SETTINGS_NAME
+    hand_edit(record, edit)
+    train_images = data.scan_images(augmented / "train")
+    with pytest.raises(UserError) as error:
+        offline_copies(augmented, train_images)
+    assert_one_line_naming(f"error: {error.value}", record, edit)
+
+
 def test_read_copy_settings_returns_a_good_record_and_none_without_one(augmented):
     record = augmented / "augmented_train" / moving.SETTINGS_NAME
     assert moving.read_copy_settings(record) == json.loads(record.read_text())
