@@ -160,6 +160,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         crop_size = config.image_size if config.input_mode == "crops" else None
         train_images, validation_images, test_images = data.scan_splits(config.data, crop_size)
         digest = data.data_digest(Path(config.data), train_images, validation_images)
+        augmented_copies = offline_copies(Path(config.data), train_images)
     except UserError as error:  # raised after the check below, which stops the other workers too
         problem, digest = error, f"unreadable: {error}"
     try:
@@ -234,7 +235,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         "config": {**config.to_json(), BACKEND_KEY: backend, "precision_policy": policy, "devices": replicas,
                    "machines": workers, "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
         "counts": counts,
-        "augmented_copies": offline_copies(Path(config.data), train_images),
+        "augmented_copies": augmented_copies,
         **image_stats.training_record(train_images.facts()),
     }
     if model_info["shortcut_warning"]:
@@ -270,19 +271,16 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
 def offline_copies(data_dir: Path, train_images: LabelledImages) -> dict[str, Any] | None:
     """How many of ``train_images`` are augmented copies (DataAugmentation.py's ``aug_*`` files moved into train by
     MoveAugmentedImages.py: ``moving.is_copy_in_train``) and the settings they were made with
-    (``DATA/augmented-settings.json``, None where unreadable): model.json's ``augmented_copies``; None without
-    copies."""
-    from realvsai.moving import MOVED_SETTINGS_NAME, is_copy_in_train, moved_copy_digests
+    (``DATA/augmented-settings.json``, None without one): model.json's ``augmented_copies``; None without
+    copies. A UserError naming the file and key for a record that DataAugmentation.py did not write
+    (``moving.read_copy_settings``), so the model card never shows one."""
+    from realvsai.moving import MOVED_SETTINGS_NAME, is_copy_in_train, moved_copy_digests, read_copy_settings
 
     moved = moved_copy_digests(data_dir)
     count = sum(is_copy_in_train(Path(path), moved) for path in train_images.files)
     if not count:
         return None
-    try:
-        settings = read_json(Path(data_dir) / MOVED_SETTINGS_NAME)
-    except ValueError:  # not JSON: the count still holds
-        settings = None
-    return {"count": count, "settings": settings if isinstance(settings, dict) else None}
+    return {"count": count, "settings": read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME)}
 
 
 def _remove_killed_writes(run_dir: Path) -> None:

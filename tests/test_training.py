@@ -34,11 +34,12 @@ def test_a_run_records_how_many_training_images_are_offline_copies_and_their_set
 
     for name in ("a.png", "aug_a_0.jpg", "aug_a_1.jpg"):
         write_image(tmp_path / "data" / "train" / "REAL" / name, seed=len(name))
-    (tmp_path / "data" / "augmented-settings.json").write_text(json.dumps({"copies": 2, "seed": 1}))
+    settings = {"copies": 2, "preset": "classic", "seed": 1, "size": "native", "jpeg_quality": 95}
+    (tmp_path / "data" / "augmented-settings.json").write_text(json.dumps(settings))
 
     copies = training.offline_copies(tmp_path / "data", scan_images(tmp_path / "data" / "train"))
 
-    assert copies == {"count": 2, "settings": {"copies": 2, "seed": 1}}
+    assert copies == {"count": 2, "settings": settings}
 
 
 @pytest.mark.parametrize(("class_names", "expected"), [
