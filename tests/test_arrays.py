@@ -64,6 +64,21 @@ def test_load_images_decodes_a_scanned_folder_as_load_rgb_does(tmp_path, make_cl
         np.testing.assert_array_equal(pixels[index], load_rgb(path))
 
 
+def test_load_images_gives_the_model_the_pixels_the_tf_data_input_gives_it_for_large_jpegs(tmp_path, make_class_folder):
+    """A JPEG of more than twice the model's side decodes reduced in tf.data (``images.jpeg_scale``): in memory too,
+    so that, resized by the model, the pixels are the ones training with TensorFlow sees."""
+    from realvsai.data import make_dataset
+    from realvsai.model import resize_to_square
+
+    images = scan_images(make_class_folder(tmp_path, {"FAKE": 2, "REAL": 2}, suffix=".jpg", size=(300, 200)))
+
+    pixels, _ = load_images(images, image_size=32)
+    fed = np.concatenate([batch for batch, _ in make_dataset(images, batch_size=4, image_size=32)])
+
+    assert pixels.shape == (4, 100, 150, 3)  # 1/2 of each side: the largest scale keeping twice 32 px
+    np.testing.assert_allclose(np.asarray(resize_to_square(pixels, 32)), fed, atol=1e-3)
+
+
 def test_load_images_refuses_images_of_several_sizes_in_one_line(tmp_path, make_class_folder):
     make_class_folder(tmp_path, {"FAKE": 1, "REAL": 1})
     make_class_folder(tmp_path, {"FAKE": 1}, seed=1, size=(40, 32))
