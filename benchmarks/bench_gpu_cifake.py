@@ -121,7 +121,8 @@ def train_and_test(args: argparse.Namespace) -> dict:
     positive_class = metrics.find_positive_class(class_names)
     positive = class_names.index(positive_class)
     class_weight = metrics.balanced_class_weights(counts) if config.class_weights else None
-    (x, y), (val_x, val_y), (test_x, test_y) = (arrays.load_images(images) for images in (train, validation, test))
+    (x, y), (val_x, val_y), (test_x, test_y) = (arrays.load_images(images, config.image_size)
+                                                for images in (train, validation, test))
     global_batch = config.batch_size * distributed.num_replicas(strategy)
     full = distributed.needs_full_batches(strategy)
     train_batches = functools.partial(arrays.EpochBatches, x, y, batch_size=global_batch, shuffle=True,

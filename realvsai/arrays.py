@@ -25,7 +25,7 @@ import numpy as np
 from realvsai.cli import plural
 from realvsai.errors import UserError
 from realvsai.files import map_in_threads
-from realvsai.images import ImageDecodeError, load_rgb
+from realvsai.images import ImageDecodeError, jpeg_scale, load_rgb
 
 if TYPE_CHECKING:
     from realvsai.data import LabelledImages
@@ -33,21 +33,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def load_images(images: LabelledImages, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``images``' pixels as one uint8 array ``(count, height, width, 3)``, and their int32 labels.
+def load_images(images: LabelledImages, image_size: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``images``' pixels as one uint8 array ``(count, height, width, 3)``, and their int32 labels: decoded for a
+    model of side ``image_size`` as tf.data decodes them (a large JPEG reduced, ``images.jpeg_scale``), so the
+    model, which resizes each batch, sees the pixels training with TensorFlow gives it.
 
     Raises:
         UserError: when the images differ in size, or a file no longer decodes.
     """
-    sizes = sorted(set(images.sizes))
+    formats = images.formats or [""] * len(images)
+    sizes = sorted(set(map(functools.partial(_decoded_size, image_size=image_size), images.sizes, formats)))
     if len(sizes) > 1:
-        raise UserError(f"the {len(images)} images come in {len(sizes)} sizes (e.g. {sizes[0][0]}x{sizes[0][1]} and "
-                        f"{sizes[-1][0]}x{sizes[-1][1]}), but images in memory need one size. Resize them to one "
-                        "size, or train with TensorFlow installed (its input resizes as it reads).")
+        raise UserError(f"the {len(images)} images decode in {len(sizes)} sizes (e.g. {sizes[0][0]}x{sizes[0][1]} "
+                        f"and {sizes[-1][0]}x{sizes[-1][1]}), but images in memory need one size. Resize them to "
+                        "one size, or train with TensorFlow installed (its input resizes as it reads).")
 
     def decode(paths: list[Path]) -> list[np.ndarray]:
         try:
-            return [load_rgb(path) for path in paths]
+            return [load_rgb(path, images.max_pixels, image_size) for path in paths]
         except ImageDecodeError as error:
             raise UserError(f"{error}: a file changed since the scan. Replace or remove it and start again.") from None
 
@@ -56,6 +59,12 @@ def load_images(images: LabelledImages, workers: int | None = None) -> tuple[np.
                 len(images) * width * height * 3 / 1e9)
     pixels = map_in_threads(decode, images.files, workers or os.cpu_count() or 1, "decoding")
     return np.stack(pixels), np.asarray(images.labels, np.int32)
+
+
+def _decoded_size(size: tuple[int, int], image_format: str, image_size: int) -> tuple[int, int]:
+    """The (width, height) ``load_rgb`` decodes an image of ``size`` in for ``image_size``: a JPEG's reduced."""
+    scale = jpeg_scale(*size, image_size) if image_format == "JPEG" else 1
+    return -(-size[0] // scale), -(-size[1] // scale)
 
 
 class EpochBatches(keras.utils.PyDataset):

@@ -56,7 +56,7 @@ def test_drop_remainder_leaves_out_each_passs_short_batch_and_class_weights_come
 def test_load_images_decodes_a_scanned_folder_as_load_rgb_does(tmp_path, make_class_folder):
     images = scan_images(make_class_folder(tmp_path, {"FAKE": 2, "REAL": 3}, suffix=".jpg"))
 
-    pixels, labels = load_images(images)
+    pixels, labels = load_images(images, image_size=32)
 
     assert pixels.dtype == np.uint8 and pixels.shape == (5, 32, 32, 3)
     np.testing.assert_array_equal(labels, images.labels)
@@ -83,5 +83,13 @@ def test_load_images_refuses_images_of_several_sizes_in_one_line(tmp_path, make_
     make_class_folder(tmp_path, {"FAKE": 1, "REAL": 1})
     make_class_folder(tmp_path, {"FAKE": 1}, seed=1, size=(40, 32))
 
-    with pytest.raises(UserError, match=r"2 sizes .*one size"):
-        load_images(scan_images(tmp_path))
+    with pytest.raises(UserError, match=r"decode in 2 sizes .*one size"):
+        load_images(scan_images(tmp_path), image_size=32)
+
+
+def test_load_images_refuses_a_jpeg_and_a_png_of_one_size_that_decode_in_two(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"FAKE": 1}, suffix=".jpg", size=(300, 200))  # decoded at 1/2 for 32 px
+    make_class_folder(tmp_path, {"REAL": 1}, suffix=".png", size=(300, 200))  # decoded whole
+
+    with pytest.raises(UserError, match=r"decode in 2 sizes \(e.g. 150x100 and 300x200\)"):
+        load_images(scan_images(tmp_path), image_size=32)

@@ -152,7 +152,8 @@ def test_the_training_recipe_runs_under_jax_without_tensorflow(tmp_path, make_cl
         config = TrainConfig(data={str(tmp_path / "data")!r}, weights="none", backbone="resnet50", image_size=32,
                              batch_size=4, head_epochs=1, fine_tune_epochs=1, head_units=8, seed=1)
         train_images, validation_images, _ = data.scan_splits(config.data)
-        (x, y), (val_x, val_y) = arrays.load_images(train_images), arrays.load_images(validation_images)
+        (x, y), (val_x, val_y) = (arrays.load_images(images, config.image_size)
+                                  for images in (train_images, validation_images))
         strategy = distributed.select_strategy({{}})
         with strategy.scope():
             model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment=config.augment,
