@@ -655,6 +655,20 @@ def test_model_card_shows_a_small_learning_rate_as_it_is():
     assert "Best epoch (the saved model): epoch 3, val_loss 0.1235, learning_rate 1e-05." in card
 
 
+def test_model_card_tells_trainings_losses_from_the_tests_plain_log_loss():
+    """val_loss is training's objective (class-weighted, with the head's L2 penalty): beside the test's plain
+    cross-entropy under one name it invites a wrong comparison."""
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    info = model_info(["FAKE", "REAL"], best_epoch={"epoch": 3, "loss": 0.4, "val_loss": 0.5, "learning_rate": 1e-05})
+    card = model_card.render_card(info, metrics, "Model card: run")
+
+    assert f"| log loss (plain cross-entropy) | {metrics['loss']:.4f} |" in card
+    assert "| loss |" not in card
+    assert ("loss and val_loss are training's objective: cross-entropy, class-weighted where class weights are on, "
+            "plus the head's L2 penalty; learning_rate is the schedule's at the epoch's end.") in card
+
+
 def test_format_summary_names_the_headline_numbers_and_skipped_files():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
     line = format_summary({**metrics, "num_skipped": 2})
