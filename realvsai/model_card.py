@@ -39,6 +39,10 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if 0 < abs(value) < 0.00005 else f"{value:.4f}"
 
 
+# The card's name of a metrics.json key where the key alone would mislead: the test's loss is not training's.
+METRIC_LABELS = {"loss": "log loss (plain cross-entropy)"}
+
+
 def _table(headers: list[str], rows: list[list[Any]], align: str = "---:") -> list[str]:
     """Markdown table lines; the first column is left-aligned."""
     return ["| " + " | ".join(headers) + " |", "|---|" + f"{align}|" * (len(headers) - 1),
@@ -133,7 +137,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
             for key, value in config.items()], align="---")]
     if model_info.get("best_epoch"):
         best = ", ".join(f"{key} {_number(value)}" for key, value in model_info["best_epoch"].items())
-        lines += ["", f"Best epoch (the saved model): {best}."]
+        lines += ["", f"Best epoch (the saved model): {best}. Its loss and val_loss are training's objective: "
+                  "cross-entropy, class-weighted where class weights are on, plus the head's L2 penalty; "
+                  "learning_rate is the schedule's at the epoch's end."]
 
     lines += ["", f"## {metrics_heading}", ""]
     threshold = metrics.get("decision_threshold")
@@ -148,10 +154,11 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                   f"answers by. The most probable class (argmax) beside it, for comparison. Precision, recall and "
                   f"F1 are {average}.", "", *_table(["metric", "decision rule", "argmax"], [
                       [key, _number(metrics[key]), _number(metrics.get(f"argmax_{key}"))] for key in headline])]
-        lines += [f"| {key} | {_number(metrics[key])} | |" for key in ranking]
+        lines += [f"| {METRIC_LABELS.get(key, key)} | {_number(metrics[key])} | |" for key in ranking]
     else:
         lines += [f"Predicted class = the most probable one. Precision, recall and F1 are {average}.", "",
-                  *_table(["metric", "value"], [[key, _number(metrics[key])] for key in (*headline, *ranking)])]
+                  *_table(["metric", "value"], [[METRIC_LABELS.get(key, key), _number(metrics[key])]
+                                                for key in (*headline, *ranking)])]
     if metrics.get("missing_classes"):
         lines += ["", f"No test images of {', '.join(f'`{name}`' for name in metrics['missing_classes'])}: the "
                   "macro averages and ROC AUC are over the other classes."]
