@@ -84,6 +84,22 @@ def test_confident_errors_grid_shows_the_images(tmp_path):
     assert height > 400  # two rows of four
 
 
+def test_confident_errors_grid_decodes_under_the_runs_pixel_limit_and_reduced_to_its_thumbnail(tmp_path,
+                                                                                                 monkeypatch):
+    """A 100 MP photo the run read under a raised --max-pixels is shown too, without decoding it whole."""
+    calls = []
+    real_load = plots.load_rgb
+    monkeypatch.setattr(plots, "load_rgb", lambda *args, **kwargs: calls.append((args, kwargs))
+                        or real_load(*args, **kwargs))
+    example = plots.ErrorExample(write_image(tmp_path / "photo.jpg", seed=1, size=(900, 600)), "REAL", "FAKE", 0.9)
+
+    plots.plot_confident_errors([example], tmp_path / "errors.png", max_pixels=10**9)
+
+    ((args, kwargs),) = calls
+    assert dict(zip(("source", "max_pixels", "image_size"), args), **kwargs) == {
+        "source": example.file, "max_pixels": 10**9, "image_size": plots.THUMBNAIL_SIDE}
+
+
 def test_confident_errors_without_errors_still_writes_an_image(tmp_path):
     assert_png(plots.plot_confident_errors([], tmp_path / "errors.png"), min_height=150)
 

@@ -32,6 +32,20 @@ def test_jpeg_recompression_matches_pillows_save_and_load_at_that_quality(noisy_
     np.testing.assert_array_equal(perturb(noisy_image, "jpeg", 30), expected)
 
 
+def test_jpeg_recompression_of_an_image_over_pillows_bomb_limit_neither_fails_nor_warns(noisy_image, monkeypatch):
+    """The image was decoded under the run's --max-pixels already; its re-encoded copy has the same pixels, so
+    Pillow's own limit (89.5 MP warns, 179 MP fails) must not stop it nor print a warning that names no file."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 48 x 64 = 3,072 pixels: over twice the limit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recompressed = perturb(noisy_image, "jpeg", 30)
+
+    assert recompressed.shape == noisy_image.shape
+
+
 def test_lower_jpeg_quality_loses_more_of_the_image(noisy_image):
     errors = [np.abs(perturb(noisy_image, "jpeg", quality).astype(int) - noisy_image).mean()
               for quality in PERTURBATIONS["jpeg"]]
