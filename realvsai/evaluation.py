@@ -58,8 +58,8 @@ def perturb(pixels: np.ndarray, kind: str, strength: float) -> np.ndarray:
     if kind == "jpeg":
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=int(strength))
-        with Image.open(buffer) as decoded:
-            return np.asarray(decoded.convert("RGB"))
+        # Its pixels passed the run's limit once decoded: Pillow's own (warning from 89.5 MP) must not apply.
+        return load_rgb(buffer.getvalue(), max_pixels=image.width * image.height)
     if kind == "blur":
         return np.asarray(image.filter(ImageFilter.GaussianBlur(radius=strength)))  # radius is sigma
     if kind == "downscale":
@@ -294,7 +294,7 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
                                                     class_names[predicted[index]],
                                                     float(probabilities[index, predicted[index]]))
                                  for index in scoring.most_confident_errors(labels, probabilities, predicted)],
-                                out_dir / PLOT_FILES["confident_errors"])
+                                out_dir / PLOT_FILES["confident_errors"], max_pixels=images.max_pixels)
     metrics["plots"] = dict(PLOT_FILES)
     atomic_write_text(out_dir / config.REPORT_FILE, _classification_report(
         labels, probabilities, predicted, metrics,

@@ -19,6 +19,7 @@ from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
 from realvsai.cli import plural
+from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
 from realvsai.metrics import CALIBRATION_BINS, threshold_metrics
@@ -26,7 +27,7 @@ from realvsai.metrics import CALIBRATION_BINS, threshold_metrics
 logger = logging.getLogger(__name__)
 
 DPI = 120
-_THUMBNAIL_SIDE = 256  # the error grid shows each image at most this big, so huge photos cost little
+THUMBNAIL_SIDE = 256  # the error grid shows each image at most this big, so huge photos cost little
 _LINE_NAMES = {"jpeg": "JPEG re-compression (quality)", "blur": "Gaussian blur (σ)", "downscale": "downscale (scale)"}
 _POINT_LABELS = {"jpeg": "q{:g}", "blur": "σ{:g}", "downscale": "×{:g}"}
 
@@ -145,8 +146,10 @@ def plot_class_distribution(counts: Mapping[str, Mapping[str, int]], path: Path)
     return _save(figure, path)
 
 
-def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, columns: int = 4) -> Path:
-    """A grid of wrongly classified images, titled true / predicted (probability); says so when there are none."""
+def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, columns: int = 4,
+                          max_pixels: int = MAX_IMAGE_PIXELS) -> Path:
+    """A grid of wrongly classified images, titled true / predicted (probability); says so when there are none.
+    Each image is decoded under ``max_pixels`` (the limit it was read under), a large JPEG reduced."""
     if not examples:
         figure = Figure(figsize=(5, 2))
         figure.text(0.5, 0.5, "No errors: every image was classified correctly.", ha="center", va="center", fontsize=12)
@@ -164,8 +167,8 @@ def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, columns:
     for axes, example in zip(grid, examples):
         axes.set(xticks=[], yticks=[])
         try:
-            thumbnail = Image.fromarray(load_rgb(example.file))
-            thumbnail.thumbnail((_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))
+            thumbnail = Image.fromarray(load_rgb(example.file, max_pixels, THUMBNAIL_SIDE))
+            thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
             # nearest keeps 32-pixel images sharp instead of smoothing away what the model saw
             axes.imshow(np.asarray(thumbnail), interpolation="nearest")
         except (ImageDecodeError, OSError) as error:
