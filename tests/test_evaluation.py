@@ -176,6 +176,18 @@ def test_a_class_without_test_images_is_left_out_of_the_macro_averages_and_named
     assert "no images of c" in format_summary(metrics)
 
 
+def test_the_classification_report_says_which_macro_averages_metrics_json_holds_when_a_class_has_no_images():
+    labels = np.array([0, 0, 1, 1])
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.2, 0.1, 0.7], [0.1, 0.8, 0.1], [0.2, 0.6, 0.2]])
+    metrics = compute_metrics(labels, probabilities, ["a", "b", "c"])
+
+    report = evaluation._classification_report(labels, probabilities, probabilities.argmax(axis=1), metrics, "t")
+
+    assert ("No test images of c (support 0): the macro averages of metrics.json, the card and the summary leave "
+            f"it out (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f}); "
+            "scikit-learn's macro avg above counts its zeros.") in report
+
+
 def test_roc_auc_is_none_when_the_labels_hold_one_class():
     metrics = compute_metrics([1, 1, 1], [[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]], ["A", "B"])
     assert metrics["roc_auc"] is None
