@@ -166,8 +166,16 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, predic
     report = {"labels": list(range(len(class_names))), "target_names": class_names, "digits": 4, "zero_division": 0}
     threshold, positive = metrics.get("decision_threshold"), metrics.get("positive_class")
     if threshold is None:
-        return "\n".join([title, "", "Predicted class = the most probable class (the decision rule):", "",
-                          classification_report(labels, predicted, **report)])
+        lines = [title, "", "Predicted class = the most probable class (the decision rule):", "",
+                 classification_report(labels, predicted, **report)]
+        missing = metrics["missing_classes"]
+        if missing and metrics["average"] == "macro":
+            it, its = ("it", "its") if len(missing) == 1 else ("them", "their")
+            lines.append(f"No test images of {', '.join(missing)} (support 0): the macro averages of metrics.json, "
+                         f"the card and the summary leave {it} out (precision {metrics['precision']:.4f}, recall "
+                         f"{metrics['recall']:.4f}, F1 {metrics['f1']:.4f}); scikit-learn's macro avg above counts "
+                         f"{its} zeros.")
+        return "\n".join(lines)
     return "\n".join([title, "", f"Predicted class = {positive} when P({positive}) >= {threshold:.4f} (the decision "
                       "rule the app answers by):", "", classification_report(labels, predicted, **report),
                       "Predicted class = the most probable class (argmax, for comparison):", "",
