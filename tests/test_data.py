@@ -77,6 +77,20 @@ def test_scan_images_with_other_classes_names_both_sides(tmp_path, make_class_fo
         data.scan_images(tmp_path, class_names=["FAKE", "REAL"])
 
 
+def test_scan_images_finds_a_class_folder_whose_name_macos_wrote_with_decomposed_accents(tmp_path, make_class_folder):
+    """"café" typed (NFC) and "cafe" + a combining accent (NFD, as macOS may write a folder's name) print alike:
+    a model's class is found in a test folder copied from a Mac."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "normal café")
+    make_class_folder(tmp_path, {"benign": 2, decomposed: 1})
+
+    scanned = data.scan_images(tmp_path, class_names=["benign", "normal café"])
+
+    assert scanned.class_names == ["benign", "normal café"] and sorted(scanned.labels) == [0, 0, 1]
+    assert scanned.files[scanned.labels.index(1)].parent.name == decomposed
+
+
 def split_with_a_rare_class(root: Path, make_class_folder, test_classes=("benign tumour", "maligné ñ")) -> Path:
     """DataSplitD1's split of a dataset whose class "rare" had too few images to give test one."""
     make_class_folder(root / "train", {"benign tumour": 3, "maligné ñ": 3, "rare": 2})
