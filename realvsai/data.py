@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -94,13 +95,19 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     folder = Path(folder)
     found = find_class_folders(folder)
     class_names = found if class_names is None else class_names
-    missing, extra = sorted(set(class_names) - set(found)), sorted(set(found) - set(class_names))
+    # A name typed with composed accents and the same name with decomposed ones (NFC, NFD: macOS may write a
+    # folder's name so) print alike: the folder of each class, matched by their NFC form.
+    by_form = {unicodedata.normalize("NFC", name): name for name in found}
+    folder_of = {name: name if name in found else by_form.get(unicodedata.normalize("NFC", name), name)
+                 for name in class_names}
+    missing = sorted(name for name, folder_name in folder_of.items() if folder_name not in found)
+    extra = sorted(set(found) - set(folder_of.values()))
     if extra:  # other names: a renamed class, or one the model does not know
         details = "; ".join(f"{what} {names}" for what, names in (("missing", missing), ("unexpected", extra)) if names)
         raise UserError(f"{folder} has class folders {sorted(found)}, but {sorted(class_names)} were expected "
                         f"({details}). Rename the folders (or re-split with --rename OLD=NEW) so the names match.")
-    candidates = [(path, label) for label, name in enumerate(class_names) if name in found
-                  for path in list_images(folder / name)]
+    candidates = [(path, label) for label, name in enumerate(class_names) if folder_of[name] in found
+                  for path in list_images(folder / folder_of[name])]
     results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
                                     crop_size=crop_size)
     files, labels, sizes, needs_pil, formats, qualities, grayscale, skipped = [], [], [], [], [], [], [], []
