@@ -29,6 +29,7 @@ RAISE_LIMIT = ("--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMe
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
+_HASH_BAND_BYTES = 1 << 20  # about the most ``decode_check`` copies of an image's pixels at once
 # libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size in its inverse DCT, for a fraction of the
 # time and memory of the full image (TensorFlow's decode_jpeg ratio, Pillow's draft: the same pixels).
 JPEG_SCALES = (8, 4, 2)
@@ -128,7 +129,12 @@ def decode_check(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> t
         with open_image(path, max_pixels) as image, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
             image.load()
-            return None, hashlib.sha256(f"{image.mode} {image.size}\n".encode() + image.tobytes()).hexdigest()
+            digest = hashlib.sha256(f"{image.mode} {image.size}\n".encode())
+            # Band by band (raw bytes are whole rows, so the same hash): a 100 MP photo's pixels are not copied.
+            rows = max(1, _HASH_BAND_BYTES // (4 * image.width))
+            for top in range(0, image.height, rows):
+                digest.update(image.crop((0, top, image.width, min(image.height, top + rows))).tobytes())
+            return None, digest.hexdigest()
     except FileNotFoundError:
         return "file not found", None
     except ImageDecodeError as error:  # too many pixels
