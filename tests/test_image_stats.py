@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -218,10 +219,65 @@ def test_grayscale_and_colour_reasons_join_the_size_reason():
     ("CMYK", "JPEG", False)])
 def test_the_header_says_whether_an_image_is_grayscale(mode, fmt, grayscale):
     buffer = io.BytesIO()
-    Image.new(mode, (8, 8)).save(buffer, fmt)
+    Image.new(mode, (8, 8), "red" if mode in ("RGB", "RGBA", "P", "CMYK") else 1).save(buffer, fmt)
 
     assert read_header(buffer.getvalue()).grayscale is grayscale
     assert is_grayscale_mode(mode) is grayscale
+
+
+def gray_noise(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width), np.uint8)
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("kind", "grayscale"), [
+    ("gray pixels in an RGB PNG", True),  # a medical set's scans, saved as RGB (BUSI's ultrasound images are)
+    ("gray pixels in a palette PNG", True),
+    ("gray pixels in an RGB JPEG", True),
+    ("gray pixels with a small coloured mark", True),  # a ruler or annotation on 0.5 % of a scan
+    ("colour pixels in an RGB PNG", False),
+    ("colour pixels on 5 % of a gray RGB PNG", False),
+    ("colour pixels in a large RGB JPEG", False),  # decoded reduced for the check
+])
+def test_an_image_whose_colour_channels_agree_is_grayscale_whatever_its_mode(kind, grayscale):
+    gray = np.repeat(gray_noise()[..., None], 3, axis=-1)
+    marked = gray.copy()
+    share = 0.05 if "5 %" in kind else 0.005
+    marked.reshape(-1, 3)[:round(share * 48 * 64)] = (255, 0, 0)
+    data = {
+        "gray pixels in an RGB PNG": encoded(Image.fromarray(gray), "PNG"),
+        "gray pixels in a palette PNG": encoded(Image.fromarray(gray_noise()).convert("P"), "PNG"),
+        "gray pixels in an RGB JPEG": encoded(Image.fromarray(gray), "JPEG", quality=75),
+        "gray pixels with a small coloured mark": encoded(Image.fromarray(marked), "PNG"),
+        "colour pixels in an RGB PNG": encoded(Image.fromarray(
+            np.random.default_rng(1).integers(0, 256, (48, 64, 3), np.uint8)), "PNG"),
+        "colour pixels on 5 % of a gray RGB PNG": encoded(Image.fromarray(marked), "PNG"),
+        "colour pixels in a large RGB JPEG": encoded(Image.fromarray(
+            np.random.default_rng(2).integers(0, 256, (900, 1200, 3), np.uint8)), "JPEG", quality=90),
+    }[kind]
+
+    assert read_header(data).grayscale is grayscale
+
+
+def test_training_record_counts_scans_saved_in_colour_as_grayscale(tmp_path):
+    """A medical set of gray scans saved as RGB files is a grayscale set: a colour photo is then unfamiliar."""
+    from realvsai import data
+
+    (tmp_path / "train" / "benign").mkdir(parents=True)
+    for index in range(3):
+        scan = np.repeat(gray_noise(seed=index)[..., None], 3, axis=-1)
+        Image.fromarray(scan).save(tmp_path / "train" / "benign" / f"b{index}.png")
+
+    profile = training_record(data.scan_images(tmp_path / "train").facts())["training_images"]
+
+    assert profile["images"] == 3 and profile["grayscale"] == 3
+    assert unfamiliar_reason(profile, 64, 48, "PNG", grayscale=False) == (
+        "a colour image; the model was trained on grayscale images only")
 
 
 def test_training_record_counts_the_grayscale_training_images_from_their_headers(tmp_path):
