@@ -743,7 +743,7 @@ def test_a_large_jpeg_upload_is_classified_from_its_reduced_decode_and_reported_
     reduced = load_rgb(data, image_size=IMAGE_SIZE)
     assert reduced.shape == (75, 100, 3)  # 1/8: 75 px is still twice the model's 32
     np.testing.assert_allclose(result.probabilities, predict(classifier, [reduced])[0], atol=1e-6)
-    assert result.size == (3000, 2000) and result.unfamiliar is None  # the file's size, not the decoded one
+    assert result.size == (800, 600) and result.unfamiliar is None  # the file's size, not the decoded one
 
 
 def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(tmp_path):
