@@ -49,7 +49,8 @@ def jpeg_cut_after_its_header(path: Path) -> Path:
     return path
 
 
-def test_scan_images_reads_headers_only(tmp_path, make_class_folder, monkeypatch):
+def test_scan_images_never_decodes_as_training_does(tmp_path, make_class_folder, monkeypatch):
+    """The scan reads headers, and a colour image's pixels (a large JPEG reduced) only to tell gray ones."""
     make_class_folder(tmp_path, {"a": 2, "b": 2}, suffix=".jpg")
 
     def no_decoding(*args, **kwargs):
@@ -59,11 +60,22 @@ def test_scan_images_reads_headers_only(tmp_path, make_class_folder, monkeypatch
     assert len(data.scan_images(tmp_path)) == 4
 
 
-def test_dataset_drops_a_truncated_file_that_the_scan_let_through(tmp_path, make_class_folder):
+def test_scan_images_names_and_skips_a_file_broken_after_its_header(tmp_path, make_class_folder):
     make_class_folder(tmp_path, {"a": 2, "b": 2})
-    jpeg_cut_after_its_header(tmp_path / "a" / "truncated.jpg")
+    truncated = jpeg_cut_after_its_header(tmp_path / "a" / "truncated.jpg")
+
+    scanned = data.scan_images(tmp_path)
+
+    assert len(scanned) == 4 and [path for path, _ in scanned.skipped] == [truncated]
+    assert "the image data is broken" in scanned.skipped[0][1]
+
+
+def test_dataset_drops_a_file_broken_after_the_scan(tmp_path, make_class_folder):
+    make_class_folder(tmp_path, {"a": 2, "b": 2})
+    write_image(tmp_path / "a" / "truncated.jpg", seed=9, size=(64, 64))
     scanned = data.scan_images(tmp_path)
     assert len(scanned) == 5
+    jpeg_cut_after_its_header(tmp_path / "a" / "truncated.jpg")  # changed since the scan
 
     labels = np.concatenate([y.numpy() for _, y in data.make_dataset(scanned, batch_size=8, image_size=32)])
 
