@@ -17,8 +17,8 @@ SIZE_TOLERANCE = 2.0
 # MPO is a JPEG with more frames appended (most phone cameras write it): its first frame is the photo.
 FORMAT_ALIASES = {"MPO": "JPEG"}
 # Pillow's modes of one gray channel (1, 8, 16 or 32 bits, with or without alpha): a header naming one of them is a
-# grayscale image, which decoding turns into three equal channels. A palette image ("P") counts as colour: whether
-# its palette is all gray is known only once it is decoded.
+# grayscale image, which decoding turns into three equal channels. An image of another mode (RGB, a palette) is
+# gray when its decoded channels agree (``images.looks_gray``).
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
@@ -42,7 +42,7 @@ class ImageFacts:
     image_format: str  # Pillow's name: "JPEG", "PNG", ...
     file_bytes: int | None = None
     jpeg_quality: int | None = None  # images.read_header's estimate, for JPEGs
-    grayscale: bool | None = None  # images.read_header's ``is_grayscale_mode``; None where it was not read
+    grayscale: bool | None = None  # images.read_header's ``looks_gray``; None where it was not read
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def unfamiliar_reason(profile: Any, width: int, height: int, image_format: str |
                       grayscale: bool | None = None) -> str | None:
     """Why an image is unlike model.json's ``training_images`` ``profile`` (a side off by over
     ``SIZE_TOLERANCE``, an unseen format, or grayscale or colour where no training image was: ``unseen_colour``),
-    or None (also without a profile). ``grayscale``: the image header's ``is_grayscale_mode``; None: not known."""
+    or None (also without a profile). ``grayscale``: the image's ``images.looks_gray``; None: not known."""
     if not isinstance(profile, Mapping) or "min_side" not in profile or "max_side" not in profile:
         return None
     min_side, max_side = int(profile["min_side"]), int(profile["max_side"])

@@ -29,7 +29,12 @@ RAISE_LIMIT = ("--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMe
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
-_HASH_BAND_BYTES = 1 << 20  # about the most ``decode_check`` copies of an image's pixels at once
+# An image is gray when its colour channels agree within GRAY_SPREAD levels on all but GRAY_MARKS of its
+# pixels: gray content saved as RGB (PNG, or JPEG: its chroma decodes equal) differs by rounding at most.
+GRAY_SPREAD = 2
+GRAY_MARKS = 0.01
+_GRAY_CHECK_SIDE = 64  # a large JPEG is checked at 1/8 of its sides while its short side keeps this many pixels
+_HASH_BAND_BYTES = 1 << 20  # about the most ``decode_check`` and ``looks_gray`` copy of an image's pixels at once
 # libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size in its inverse DCT, for a fraction of the
 # time and memory of the full image (TensorFlow's decode_jpeg ratio, Pillow's draft: the same pixels).
 JPEG_SCALES = (8, 4, 2)
@@ -51,7 +56,7 @@ class ImageHeader:
     needs_pil: bool  # True when TensorFlow's decoders would not give the same pixels as load_rgb
     image_format: str = ""  # the file format as ``image_stats.format_name`` names it: "JPEG" (also MPO), "PNG", ...
     jpeg_quality: int | None = None  # a JPEG's quality (1-100) estimated from its quantisation table
-    grayscale: bool = False  # the header's mode is one gray channel (``image_stats.is_grayscale_mode``)
+    grayscale: bool = False  # gray pixels: a gray mode, or colour channels that agree (``looks_gray``)
 
 
 # libjpeg's luminance quantisation table at quality 50 (JPEG standard, Annex K), in natural order as Pillow
@@ -125,6 +130,13 @@ def decode_check(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> t
     """``(problem, pixels)``: why ``path`` is not a usable image, or None when it decodes completely (pixel count
     checked first); and then the sha256 of its decoded pixels (mode, size and values), which the same image
     shares in another lossless format or saved again with other metadata."""
+    return _full_check(path, max_pixels, header=False)[:2]
+
+
+def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
+                ) -> tuple[str | None, str | None, ImageHeader | None]:
+    """``decode_check``'s ``(problem, pixels)`` and, with ``header``, the image's ``read_header`` from the same
+    decode (None without)."""
     try:
         with open_image(path, max_pixels) as image, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
@@ -134,17 +146,17 @@ def decode_check(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> t
             rows = max(1, _HASH_BAND_BYTES // (4 * image.width))
             for top in range(0, image.height, rows):
                 digest.update(image.crop((0, top, image.width, min(image.height, top + rows))).tobytes())
-            return None, digest.hexdigest()
+            return None, digest.hexdigest(), _header(image) if header else None
     except FileNotFoundError:
-        return "file not found", None
-    except ImageDecodeError as error:  # too many pixels
-        return str(error), None
+        return "file not found", None, None
+    except ImageDecodeError as error:  # too many pixels, or broken data found by _header
+        return str(error), None, None
     except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
-        return f"too many pixels ({error})", None
+        return f"too many pixels ({error})", None, None
     except (OSError, SyntaxError, ValueError) as error:
         # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
         # data and SyntaxError/ValueError for some malformed headers.
-        return f"not a readable image ({type(error).__name__}: {error})", None
+        return f"not a readable image ({type(error).__name__}: {error})", None, None
 
 
 def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
@@ -171,8 +183,8 @@ def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
         data = Path(path).read_bytes()
     except OSError as error:
         return b"", None, f"cannot be read ({error.strerror or error})", None, None
-    problem, pixels = decode_check(_NamedBytes(data, os.path.basename(path)), max_pixels)
-    return data, hashlib.sha256(data).hexdigest(), problem, pixels, None if problem else read_header(data, max_pixels)
+    problem, pixels, header = _full_check(_NamedBytes(data, os.path.basename(path)), max_pixels)
+    return data, hashlib.sha256(data).hexdigest(), problem, pixels, header
 
 
 def _is_empty(source: Path | BinaryIO) -> bool:
@@ -199,21 +211,49 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | Non
 
 def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
                 crop_size: int | None = None) -> ImageHeader:
-    """Upright size, format, decode route and colour (grayscale or not) of an image, from its header alone (else
-    ImageDecodeError; with ``crop_size``, also when crops mode would enlarge it past ``max_pixels``)."""
+    """Upright size, format and decode route of an image, from its header, and whether its pixels are gray
+    (``looks_gray``: a colour mode's image is decoded, a large JPEG reduced). ImageDecodeError when it cannot
+    (with ``crop_size``, also when crops mode would enlarge it past ``max_pixels``)."""
     with _open(source, max_pixels, crop_size) as image:
-        try:
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        except (OSError, SyntaxError, ValueError) as error:
-            # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
-            raise ImageDecodeError(f"the image data is broken ({error})") from error
-        needs_pil = (image.format not in TF_DECODABLE_FORMATS or image.mode in _HIGH_BIT_DEPTH_MODES
-                     or (image.format == "WEBP" and image.mode != "RGB")
-                     or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1)
-        # A quarter turn (orientations 5 to 8): the upright image is transposed.
-        width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
-        return ImageHeader(width, height, needs_pil, format_name(image.format), _jpeg_quality(image),
-                           is_grayscale_mode(image.mode))
+        return _header(image)
+
+
+def _header(image: Image.Image) -> ImageHeader:
+    """``read_header``'s answer for an opened (or loaded) image."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError) as error:
+        # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
+        raise ImageDecodeError(f"the image data is broken ({error})") from error
+    needs_pil = (image.format not in TF_DECODABLE_FORMATS or image.mode in _HIGH_BIT_DEPTH_MODES
+                 or (image.format == "WEBP" and image.mode != "RGB")
+                 or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1)
+    # A quarter turn (orientations 5 to 8): the upright image is transposed.
+    width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+    image_format, quality = format_name(image.format), _jpeg_quality(image)
+    return ImageHeader(width, height, needs_pil, image_format, quality, looks_gray(image))
+
+
+def looks_gray(image: Image.Image) -> bool:
+    """Whether ``image`` (opened or loaded) is gray: a gray mode, or colour channels within
+    ``GRAY_SPREAD`` of each other on all but ``GRAY_MARKS`` of its pixels (a scan saved as RGB, with a small
+    coloured ruler or annotation; a gray JPEG's channels decode equal). Decoded to check (a large JPEG not
+    yet loaded at 1/8 of its sides); ImageDecodeError for broken image data."""
+    if is_grayscale_mode(image.mode):
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked at opening
+            if image.format == "JPEG" and min(image.size) >= 8 * _GRAY_CHECK_SIDE:
+                image.draft("RGB", (image.width // 8, image.height // 8))
+            image.load()
+            coloured, rows = 0, max(1, _HASH_BAND_BYTES // (4 * image.width))
+            for top in range(0, image.height, rows):  # band by band: a large image is not copied whole
+                band = np.asarray(image.crop((0, top, image.width, min(image.height, top + rows))).convert("RGB"))
+                coloured += np.count_nonzero(band.max(axis=-1) - band.min(axis=-1) > GRAY_SPREAD)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageDecodeError(f"the image data is broken ({error})") from error
+    return bool(coloured <= GRAY_MARKS * image.width * image.height)
 
 
 def _jpeg_quality(image: Image.Image) -> int | None:
@@ -229,7 +269,7 @@ def _jpeg_quality(image: Image.Image) -> int | None:
 
 def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",
                  workers: int = 8, crop_size: int | None = None) -> list[ImageHeader | str]:
-    """Each file's ``read_header``, or why it is not a usable image, read in threads (headers only)."""
+    """Each file's ``read_header``, or why it is not a usable image, read in threads."""
     def read(path: Path) -> ImageHeader | str:
         try:
             return read_header(path, max_pixels, crop_size)
