@@ -222,7 +222,7 @@ def untested(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str 
 def doubt(info: ModelInfo, width: int, height: int, image_format: str | None,
           grayscale: bool | None = None) -> str | None:
     """Why the model's answer on this image is never certain: unlike the training images in size, format or
-    colour (``image_stats.unfamiliar_reason``; MPO counts as JPEG; ``grayscale`` is the header's, None: not
+    colour (``image_stats.unfamiliar_reason``; MPO counts as JPEG; ``grayscale`` is ``images.looks_gray``'s, None: not
     known), of a kind validation shows it at chance on (``at_chance``), or of a size no validation image had
     (``untested``); None when none is. The app, --predict and the evaluation call it."""
     by_kind = info.get("validation_by_kind")
