@@ -420,3 +420,38 @@ def test_the_worked_examples_prediction_folder_is_git_ignored():
         pytest.skip("not a git checkout")
     ignored = subprocess.run(["git", "check-ignore", "-q", "predicted/predictions.csv"], cwd=REPO)
     assert ignored.returncode == 0, "README's `--out predicted` folder must be git-ignored"
+
+
+# Each script's command, with the path another run is working on (T) as the one it writes, or moves from.
+SCRIPTS_WORKING_ON = {
+    "DataUnZipper": (DataUnZipper, lambda t: [str(t.parent / "in.zip"), "--to", str(t)]),
+    "DataZipper": (DataZipper, lambda t: [str(t.parent / "in"), "--out", str(t)]),
+    "DataSplitD1": (DataSplitD1, lambda t: [str(t.parent / "in"), "--out", str(t)]),
+    "DataSplitD2": (DataSplitD2, lambda t: [str(t.parent / "in"), "--out", str(t)]),
+    "DataSplitD2 --move (its SOURCE)": (DataSplitD2, lambda t: [str(t), "--out", str(t.parent / "out"), "--move"]),
+    "DataMerger": (DataMerger, lambda t: [str(t.parent / "in"), "--into", str(t)]),
+    "DataMerger --move (its SOURCE)": (DataMerger, lambda t: [str(t), "--into", str(t.parent / "out"), "--move"]),
+    "DataAugmentation": (DataAugmentation, lambda t: ["--data", str(t)]),
+    "MoveAugmentedImages": (MoveAugmentedImages, lambda t: ["--data", str(t)]),
+    "DataDeleter": (DataDeleter, lambda t: [str(t), "--yes", "--allow-outside"]),
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS_WORKING_ON))
+def test_a_script_refuses_in_one_line_a_path_another_run_is_working_on(script, tmp_path, capsys):
+    """Two runs on one folder at once (two terminals, a double start) would remove each other's temporary files and
+    write back each other's stale records (a merge's manifest.csv lost rows): the second waits its turn."""
+    from realvsai.files import working_on
+
+    module, arguments = SCRIPTS_WORKING_ON[script]
+    target = tmp_path / "target"
+    write_image(tmp_path / "in" / "A" / "a.png", seed=1)
+    write_image(target / "A" / "t.png", seed=2)
+    before = sorted(path for path in tmp_path.rglob("*"))
+
+    with working_on([target], "Another.py"):
+        assert module.main([*arguments(target), "-q"]) == 1
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{target} is being worked on by Another.py" in err
+    assert sorted(path for path in tmp_path.rglob("*")) == before

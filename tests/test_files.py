@@ -12,6 +12,7 @@ import pytest
 from conftest import write_image
 
 from realvsai import files
+from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
     atomic_write,
@@ -312,3 +313,36 @@ def test_csv_lists_keep_a_file_name_that_is_not_utf8(tmp_path):
     files.write_csv(tmp_path / "list.csv", ["source"], [[name]])
     files.append_csv(tmp_path / "list.csv", ["source"], [["b.png"]])
     assert (tmp_path / "list.csv").read_bytes() == b"source\ncaf\xe9.png\nb.png\n"
+
+
+def test_a_second_claim_on_a_folder_being_worked_on_is_refused_in_one_line_naming_the_first(tmp_path):
+    folder = tmp_path / "data"
+    second = files.working_on([tmp_path / "other", tmp_path / "." / "data"], "DataAugmentation.py")
+    with files.working_on([folder], "DataMerger.py"), pytest.raises(UserError) as error, second:
+        pass
+    message = str(error.value)
+    assert "\n" not in message and str(folder) in message and "DataMerger.py" in message
+    assert "wait for it to finish" in message
+    with files.working_on([folder], "DataAugmentation.py"):  # free again once the first run ended
+        pass
+
+
+def test_a_killed_run_leaves_no_claim_behind(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from realvsai import files\n"
+                               f"with files.working_on([{str(tmp_path)!r}], 'DataSplitD2.py'):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=r"DataSplitD2\.py"), files.working_on([tmp_path], "DataMerger.py"):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with files.working_on([tmp_path], "DataMerger.py"):
+        pass
