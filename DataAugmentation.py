@@ -60,6 +60,7 @@ from realvsai.cli import (
 )
 from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, flag_name
 from realvsai.errors import UserError
+from realvsai.files import working_on
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
 from realvsai.moving import (
     COPY_PREFIX,
@@ -277,8 +278,13 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.quiet)
+
+    def body() -> None:
+        with working_on([args.data], "DataAugmentation.py"):
+            augment(args)
+
     with tensorflow_logs_hidden() if args.quiet else contextlib.nullcontext():
-        return run_main(lambda: augment(args))
+        return run_main(body)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from realvsai.cli import confirm, make_parser, plural, run_main, setup_logging
 from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
-from realvsai.files import human_bytes
+from realvsai.files import human_bytes, working_on
 
 REPO = Path(__file__).resolve().parent
 
@@ -41,24 +41,30 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> int:
-        location = locate(args.path)
-        check_deletable(location, protected=[Path(REPO.anchor), Path.home(), REPO],
-                        allowed_roots=[REPO / "data", REPO / "models"], allow_outside=args.allow_outside,
-                        repository=REPO)
-        plan = plan_deletion(location)
-        print(describe(plan))
-        if args.dry_run:
-            print("Dry run: nothing was deleted.")
-            return 0
-        if not confirm(f"Delete {plural(plan.files, 'file')} ({human_bytes(plan.num_bytes)}) in {location}?", args.yes):
-            print("Nothing was deleted.")
-            return 1
-        files, folders = delete_planned(plan)
-        print(f"Deleted {plural(files, 'file')} and {plural(folders, 'folder')} ({human_bytes(plan.num_bytes)}) "
-              f"from {location}.")
-        return 0
+        with working_on([args.path], "DataDeleter.py"):
+            return delete(args)
 
     return run_main(body)
+
+
+def delete(args: argparse.Namespace) -> int:
+    """Checks, plans, asks and deletes; the exit code."""
+    location = locate(args.path)
+    check_deletable(location, protected=[Path(REPO.anchor), Path.home(), REPO],
+                    allowed_roots=[REPO / "data", REPO / "models"], allow_outside=args.allow_outside,
+                    repository=REPO)
+    plan = plan_deletion(location)
+    print(describe(plan))
+    if args.dry_run:
+        print("Dry run: nothing was deleted.")
+        return 0
+    if not confirm(f"Delete {plural(plan.files, 'file')} ({human_bytes(plan.num_bytes)}) in {location}?", args.yes):
+        print("Nothing was deleted.")
+        return 1
+    files, folders = delete_planned(plan)
+    print(f"Deleted {plural(files, 'file')} and {plural(folders, 'folder')} ({human_bytes(plan.num_bytes)}) "
+          f"from {location}.")
+    return 0
 
 
 if __name__ == "__main__":

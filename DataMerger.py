@@ -43,6 +43,7 @@ from pathlib import Path
 from realvsai.cli import default_workers, make_parser, plural, positive_int, run_main, setup_logging
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
+from realvsai.files import working_on
 from realvsai.merging import REFUSED_NAME, REFUSED_WHY, format_merge_report, merge_datasets
 
 
@@ -66,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run, workers=args.workers,
-                               max_pixels=args.max_pixels)
+        with working_on([args.into, *(args.sources if args.move else [])], "DataMerger.py"):
+            report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run,
+                                    workers=args.workers, max_pixels=args.max_pixels)
         print(format_merge_report(report))
         if report.refused and not report.dry_run:
             # After the summary: a command that goes on to train must not take the merge for complete.

@@ -38,8 +38,9 @@ import sys
 from pathlib import Path
 
 from realvsai.cli import make_parser, run_main, setup_logging, share, usage_check
+from realvsai.files import working_on
 from realvsai.layout import parse_renames
-from realvsai.splitting import SplitDefaults, add_split_arguments, check_ratios, format_report, split_by_class
+from realvsai.splitting import MOVE, SplitDefaults, add_split_arguments, check_ratios, format_report, split_by_class
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        report = split_by_class(args.source, args.out, ratios=args.ratios, seed=args.seed, mode=args.mode,
-                                renames=args.rename, overwrite=args.overwrite, workers=args.workers,
-                                max_pixels=args.max_pixels)
+        with working_on([args.out, *([args.source] if args.mode == MOVE else [])], "DataSplitD1.py"):
+            report = split_by_class(args.source, args.out, ratios=args.ratios, seed=args.seed, mode=args.mode,
+                                    renames=args.rename, overwrite=args.overwrite, workers=args.workers,
+                                    max_pixels=args.max_pixels)
         print(format_report(report))
 
     return run_main(body)

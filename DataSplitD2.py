@@ -37,8 +37,9 @@ import sys
 from pathlib import Path
 
 from realvsai.cli import fraction, make_parser, run_main, setup_logging, usage_check
+from realvsai.files import working_on
 from realvsai.layout import parse_renames
-from realvsai.splitting import SplitDefaults, add_split_arguments, format_report, split_train_test
+from realvsai.splitting import MOVE, SplitDefaults, add_split_arguments, format_report, split_train_test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        report = split_train_test(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed,
-                                  mode=args.mode, renames=args.rename, overwrite=args.overwrite,
-                                  workers=args.workers, max_pixels=args.max_pixels)
+        with working_on([args.out, *([args.source] if args.mode == MOVE else [])], "DataSplitD2.py"):
+            report = split_train_test(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed,
+                                      mode=args.mode, renames=args.rename, overwrite=args.overwrite,
+                                      workers=args.workers, max_pixels=args.max_pixels)
         print(format_report(report))
 
     return run_main(body)

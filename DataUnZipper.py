@@ -35,7 +35,7 @@ from pathlib import Path
 
 from realvsai.archives import UnzipLimits, archive_stem, extract_archive
 from realvsai.cli import byte_count, expansion_ratio, make_parser, plural, run_main, setup_logging
-from realvsai.files import human_bytes
+from realvsai.files import human_bytes, working_on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         target = args.to if args.to is not None else Path("data/raw") / archive_stem(args.archive)
         limits = UnzipLimits(max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio)
-        result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits,
-                                 name_encoding=args.name_encoding)
+        with working_on([target], "DataUnZipper.py"):
+            result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits,
+                                     name_encoding=args.name_encoding)
         print(f"Extracted {plural(result.extracted, 'file')} ({human_bytes(result.bytes_written)}) to {result.target}; "
               f"{result.already_there:,} already there, "
               f"{plural(result.junk_skipped, 'macOS junk entry', 'macOS junk entries')} skipped.")

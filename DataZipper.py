@@ -23,7 +23,7 @@ from pathlib import Path
 
 from realvsai.archives import zip_folder
 from realvsai.cli import make_parser, plural, run_main, setup_logging
-from realvsai.files import human_bytes
+from realvsai.files import human_bytes, working_on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         folder = args.folder.resolve()
         out = args.out if args.out is not None else folder.with_name(f"{folder.name}.zip")
-        result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
+        with working_on([out], "DataZipper.py"):
+            result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
         left_out = (f", {plural(len(result.left_out), 'symlink or special file', 'symlinks or special files')} "
                     "left out" if result.left_out else "")
         print(f"Wrote {result.archive} ({human_bytes(result.archive_bytes)}): {plural(result.stored, 'file')} stored, "

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, plural, run_main, setup_logging
 from realvsai.errors import UserError
+from realvsai.files import working_on
 from realvsai.moving import MoveReport, move_augmented
 
 
@@ -45,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
 
 
 def move(args: Namespace) -> None:
-    report = move_augmented(args.data, dry_run=args.dry_run, move_unlisted=args.move_unlisted)
+    with working_on([args.data], "MoveAugmentedImages.py"):
+        report = move_augmented(args.data, dry_run=args.dry_run, move_unlisted=args.move_unlisted)
     print_summary(args, report)
     if report is not None and report.refused_files and not args.dry_run:
         # After the summary: training on a train folder that lacks copies the user asked for must not follow.

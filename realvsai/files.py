@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -363,6 +364,53 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
     if move:
         source.unlink()
     return target, outcome
+
+
+@contextlib.contextmanager
+def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
+    """Claims each of ``paths`` (a folder or file a script writes or moves from, by its resolved path) for this
+    run of ``script`` while the block runs; UserError naming the run that holds one already. Two runs on one
+    folder at once would remove each other's temporary files and write back each other's stale records.
+
+    A claim is a lock the operating system holds on a file in the temporary folder (named by the path's hash), so
+    the folder itself gets no file, and the claim ends with the process, killed too: an interrupted run never
+    leaves one behind. A run on another machine, through a network share, is not seen.
+    """
+    folder = Path(tempfile.gettempdir()) / "realvsai-locks"
+    folder.mkdir(exist_ok=True)
+    with contextlib.ExitStack() as claims:
+        for path in sorted({Path(os.path.abspath(path)).resolve() for path in paths}):
+            lock = folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.lock"
+            handle = claims.enter_context(open(lock, "a+", encoding="utf-8"))
+            handle.seek(0)  # Windows locks bytes from the position on
+            if not _lock(handle):
+                try:
+                    holder = handle.read().strip() or "another run"
+                except OSError:  # Windows: the holder's bytes are locked against reading too
+                    holder = "another run"
+                raise UserError(f"{path} is being worked on by {holder}; wait for it to finish (or stop it), then "
+                                "run the command again.")
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{script} (process {os.getpid()})")
+            handle.flush()
+        yield
+
+
+def _lock(handle: Any) -> bool:
+    """Takes the operating system's lock on ``handle``'s file without waiting; False when another process has it."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def human_bytes(num_bytes: float) -> str:
