@@ -219,7 +219,8 @@ def test_grayscale_and_colour_reasons_join_the_size_reason():
     ("CMYK", "JPEG", False)])
 def test_the_header_says_whether_an_image_is_grayscale(mode, fmt, grayscale):
     buffer = io.BytesIO()
-    Image.new(mode, (8, 8), "red" if mode in ("RGB", "RGBA", "P", "CMYK") else 1).save(buffer, fmt)
+    colour = {"RGB": "red", "RGBA": "red", "P": "red", "CMYK": (0, 255, 255, 0)}.get(mode, 1)  # red; else gray
+    Image.new(mode, (8, 8), colour).save(buffer, fmt)
 
     assert read_header(buffer.getvalue()).grayscale is grayscale
     assert is_grayscale_mode(mode) is grayscale
