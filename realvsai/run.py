@@ -423,27 +423,31 @@ class Predictor:
         return rows, np.concatenate([np.arange(count), np.full(padded - count, -1)]).astype(np.int32)
 
     def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:
-        """Probabilities (N, classes) of prepared float32 images (N, size, size, 3), or crops (N, 9, size, size, 3)."""
+        """Probabilities (N, classes) of prepared float32 images (N, size, size, 3), or crops (N, 9, size, size, 3).
+
+        Batch by batch through ``predict_on_batch``, the compiled function ``model.predict`` calls, without its
+        per-call set-up (a data adapter and an iterator), which costs more than a photo's batch on a CPU: the
+        app's answer to one upload in 0.06 s, not 0.14 (``benchmarks/bench_app.py``)."""
         pixels = np.asarray(pixels, np.float32)
         rows, indices = self.pad(pixels)
-        return self.predict_indexed((rows, indices), len(pixels))
+        outputs = [self._indexed.predict_on_batch([rows[start:start + self.batch_size],
+                                                   indices[start:start + self.batch_size]])[0]
+                   for start in range(0, len(rows), self.batch_size)]
+        return np.concatenate(outputs).astype(np.float32)[:len(pixels)]
 
     def predict_indexed(self, inputs: Any, num_rows: int, verbose: int | str = 0) -> np.ndarray:
-        """Probabilities (``num_rows``, classes) from ``inputs``: a (pixels, indices) pair of arrays with
-        ``batch_size``-row batches, or a dataset of ``((pixels, indices),)`` batches of ``batch_size`` rows."""
+        """Probabilities (``num_rows``, classes) from ``inputs``, a dataset of ``((pixels, indices),)`` batches of
+        ``batch_size`` rows (``pad``); a row whose file the pipeline could not decode stays NaN."""
         import warnings
 
         with warnings.catch_warnings():
             # A pipeline that skips unreadable files has no known length; Keras warns when it ends.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            if isinstance(inputs, tuple):
-                rows, kept = self._indexed.predict(list(inputs), batch_size=self.batch_size, verbose=verbose)
-            else:
-                # Keras' predict fails on a dataset that yields no batch (every file failed to decode), and on
-                # JAX leaves the model's variables unset: looked for first, at the cost of one batch's decoding.
-                if next(iter(inputs), None) is None:
-                    return np.full((num_rows, len(self.info.class_names)), np.nan, dtype=np.float32)
-                rows, kept = self._indexed.predict(inputs, verbose=verbose)
+            # Keras' predict fails on a dataset that yields no batch (every file failed to decode), and on
+            # JAX leaves the model's variables unset: looked for first, at the cost of one batch's decoding.
+            if next(iter(inputs), None) is None:
+                return np.full((num_rows, len(self.info.class_names)), np.nan, dtype=np.float32)
+            rows, kept = self._indexed.predict(inputs, verbose=verbose)
         kept = np.asarray(kept, dtype=np.int64).reshape(-1)
         probabilities = np.full((num_rows, rows.shape[-1]), np.nan, dtype=np.float32)
         real = kept >= 0

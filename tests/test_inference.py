@@ -401,16 +401,15 @@ def test_model_calls_have_a_few_fixed_batch_shapes_whatever_the_number_and_size_
     # JAX compiles the model once per input shape: the last, smaller batch is padded to the full one.
     shapes = []
     indexed = classifier.predictor._indexed
-    real = indexed.predict
-    monkeypatch.setattr(indexed, "predict", lambda inputs, **options: shapes.append(
-        (inputs[0].shape, options.get("batch_size"))) or real(inputs, **options))
+    real = indexed.predict_on_batch
+    monkeypatch.setattr(indexed, "predict_on_batch", lambda inputs: shapes.append(inputs[0].shape) or real(inputs))
     for count, side in ((1, 20), (3, 64), (5, 33), (21, 40)):
         probabilities = predict(classifier, [random_image(count, side, side + 3)] * count)
         assert probabilities.shape == (count, 2) and not np.isnan(probabilities).any()
 
     batch = classifier.predictor.batch_size
     # Fewer than a batch: the next power of two (a handful of shapes in all); more: whole batches.
-    assert batch == 16 and shapes == [((rows, IMAGE_SIZE, IMAGE_SIZE, 3), batch) for rows in (1, 4, 8, 32)]
+    assert batch == 16 and shapes == [(rows, IMAGE_SIZE, IMAGE_SIZE, 3) for rows in (1, 4, 8, 16, 16)]
 
 
 # -------------------------------------------------------------------------------------- uploads
