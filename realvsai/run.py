@@ -386,9 +386,10 @@ def check_outputs(model: keras.Model, class_names: Iterable[str]) -> None:
 
 
 class Predictor:
-    """``model.predict`` at fixed batch shapes: every batch is padded to ``batch_size`` rows (fewer rows than
-    that: to a power of two, see ``pad``), because JAX compiles the model once per input shape (and
-    TensorFlow traces it once per shape).
+    """The model's one compiled predict function at fixed batch shapes (``model.predict`` over a dataset,
+    ``predict_on_batch`` over arrays): every batch is padded to ``batch_size`` rows (fewer rows than that: to a
+    power of two, see ``pad``), because JAX compiles the model once per input shape (and TensorFlow traces it
+    once per shape).
 
     Each row travels with its index, so rows come back in order and padding (index -1) is dropped;
     a row that never arrives (a file the input pipeline could not decode) stays NaN.
