@@ -49,7 +49,7 @@ class ImageDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class ImageHeader:
-    """What the header tells about a file without decoding its pixels."""
+    """What the header tells about a file, and whether its pixels are gray (which takes a decode: ``looks_gray``)."""
 
     width: int
     height: int
