@@ -428,7 +428,7 @@ class Predictor:
 
         Batch by batch through ``predict_on_batch``, the compiled function ``model.predict`` calls, without its
         per-call set-up (a data adapter and an iterator), which costs more than a photo's batch on a CPU: the
-        app's answer to one upload in 0.06 s, not 0.14 (``benchmarks/bench_app.py``)."""
+        app's answer to one upload in 71 ms, not 124 (``benchmarks/bench_app.py``)."""
         pixels = np.asarray(pixels, np.float32)
         rows, indices = self.pad(pixels)
         outputs = [self._indexed.predict_on_batch([rows[start:start + self.batch_size],
