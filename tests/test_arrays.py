@@ -93,3 +93,19 @@ def test_load_images_refuses_a_jpeg_and_a_png_of_one_size_that_decode_in_two(tmp
 
     with pytest.raises(UserError, match=r"decode in 2 sizes \(e.g. 150x100 and 300x200\)"):
         load_images(scan_images(tmp_path), image_size=32)
+
+
+def test_load_images_decodes_a_phones_mpo_reduced_as_a_jpeg(tmp_path):
+    """Phones save JPEGs with a second picture appended (Pillow's MPO): a JPEG for the reduced decode too."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (200, 300, 3), np.uint8)
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "A" / "phone.jpg", "MPO", save_all=True,
+                                 append_images=[Image.fromarray(pixels[::2, ::2])])
+    Image.fromarray(pixels).save(tmp_path / "B" / "camera.jpg", "JPEG")
+
+    loaded, _ = load_images(scan_images(tmp_path), image_size=32)
+
+    assert loaded.shape == (2, 100, 150, 3)

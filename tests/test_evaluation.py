@@ -681,6 +681,17 @@ def test_model_card_tells_trainings_losses_from_the_tests_plain_log_loss():
             "plus the head's L2 penalty; learning_rate is the schedule's at the epoch's end.") in card
 
 
+def test_model_card_names_the_l2_penalty_only_where_the_run_had_one():
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    best = {"epoch": 3, "loss": 0.4, "val_loss": 0.5}
+    with_l2 = model_card.render_card(model_info(["FAKE", "REAL"], best_epoch=best, config={"l2": 1e-4}), metrics, "t")
+    without = model_card.render_card(model_info(["FAKE", "REAL"], best_epoch=best, config={"l2": 0}), metrics, "t")
+
+    assert "plus the head's L2 penalty" in with_l2 and "L2" not in without.split("## Training configuration")[0]
+    assert "class-weighted where class weights are on;" in without
+
+
 def test_format_summary_names_the_headline_numbers_and_skipped_files():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
     line = format_summary({**metrics, "num_skipped": 2})

@@ -412,6 +412,11 @@ def test_model_calls_have_a_few_fixed_batch_shapes_whatever_the_number_and_size_
     assert batch == 16 and shapes == [(rows, IMAGE_SIZE, IMAGE_SIZE, 3) for rows in (1, 4, 8, 16, 16)]
 
 
+def test_predicting_no_images_gives_no_rows(classifier):
+    rows = classifier.predictor.predict_arrays(np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32))
+    assert rows.shape == (0, 2) and rows.dtype == np.float32
+
+
 # -------------------------------------------------------------------------------------- uploads
 
 
