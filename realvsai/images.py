@@ -244,7 +244,7 @@ def looks_gray(image: Image.Image) -> bool:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked at opening
-            if image.format == "JPEG" and min(image.size) >= 8 * _GRAY_CHECK_SIDE:
+            if format_name(image.format) == "JPEG" and min(image.size) >= 8 * _GRAY_CHECK_SIDE:
                 image.draft("RGB", (image.width // 8, image.height // 8))
             image.load()
             coloured, rows = 0, max(1, _HASH_BAND_BYTES // (4 * image.width))
@@ -291,7 +291,7 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open applied our limit
-            scale = jpeg_scale(*image.size, image_size) if image.format == "JPEG" else 1
+            scale = jpeg_scale(*image.size, image_size) if format_name(image.format) == "JPEG" else 1
             if scale > 1:
                 # draft picks the largest libjpeg scale keeping at least this size: exactly ``scale``.
                 image.draft("RGB", (image.width // scale, image.height // scale))

@@ -137,9 +137,10 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
             for key, value in config.items()], align="---")]
     if model_info.get("best_epoch"):
         best = ", ".join(f"{key} {_number(value)}" for key, value in model_info["best_epoch"].items())
+        penalty = ", plus the head's L2 penalty" if (model_info.get("config") or {}).get("l2", 1) else ""
         lines += ["", f"Best epoch (the saved model): {best}. Its loss and val_loss are training's objective: "
-                  "cross-entropy, class-weighted where class weights are on, plus the head's L2 penalty; "
-                  "learning_rate is the schedule's at the epoch's end."]
+                  f"cross-entropy, class-weighted where class weights are on{penalty}; learning_rate is the "
+                  "schedule's at the epoch's end."]
 
     lines += ["", f"## {metrics_heading}", ""]
     threshold = metrics.get("decision_threshold")

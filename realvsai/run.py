@@ -427,9 +427,12 @@ class Predictor:
         """Probabilities (N, classes) of prepared float32 images (N, size, size, 3), or crops (N, 9, size, size, 3).
 
         Batch by batch through ``predict_on_batch``, the compiled function ``model.predict`` calls, without its
-        per-call set-up (a data adapter and an iterator), which costs more than a photo's batch on a CPU: the
-        app's answer to one upload in 71 ms, not 124 (``benchmarks/bench_app.py``)."""
+        per-call set-up (a data adapter and an iterator), which on TensorFlow costs more than a photo's batch on a
+        CPU: the app's answer to one upload in 71 ms, not 124 (``benchmarks/bench_app.py``); on JAX the two take
+        the same time."""
         pixels = np.asarray(pixels, np.float32)
+        if not len(pixels):
+            return np.zeros((0, len(self.info.class_names)), np.float32)
         rows, indices = self.pad(pixels)
         outputs = [self._indexed.predict_on_batch([rows[start:start + self.batch_size],
                                                    indices[start:start + self.batch_size]])[0]
