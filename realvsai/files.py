@@ -372,12 +372,14 @@ def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
     run of ``script`` while the block runs; UserError naming the run that holds one already. Two runs on one
     folder at once would remove each other's temporary files and write back each other's stale records.
 
-    A claim is a lock the operating system holds on a file in the temporary folder (named by the path's hash), so
-    the folder itself gets no file, and the claim ends with the process, killed too: an interrupted run never
-    leaves one behind. A run on another machine, through a network share, is not seen.
+    A claim is a lock the operating system holds on a file in the user's folder of them in the temporary folder
+    (named by the path's hash), so the folder itself gets no file, and the claim ends with the process, killed
+    too: an interrupted run never leaves one behind. A run of another user, or on another machine through a
+    network share, is not seen.
     """
-    folder = Path(tempfile.gettempdir()) / "realvsai-locks"
-    folder.mkdir(exist_ok=True)
+    # One folder per user where the temporary folder is shared (POSIX's /tmp; Windows gives each user their own).
+    folder = Path(tempfile.gettempdir()) / f"realvsai-locks{f'-{os.getuid()}' if hasattr(os, 'getuid') else ''}"
+    folder.mkdir(mode=0o700, exist_ok=True)
     with contextlib.ExitStack() as claims:
         for path in sorted({Path(os.path.abspath(path)).resolve() for path in paths}):
             lock = folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.lock"
