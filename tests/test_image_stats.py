@@ -265,6 +265,23 @@ def test_an_image_whose_colour_channels_agree_is_grayscale_whatever_its_mode(kin
     assert read_header(data).grayscale is grayscale
 
 
+def test_a_thin_coloured_mark_counts_alike_on_a_large_jpeg_decoded_whole_and_at_one_eighth():
+    """The scan checks a large JPEG at 1/8 of its sides, a split's inspection and the app at other scales: a 1 px
+    line covers 8 times the share at 1/8, at an eighth of its strength, and must not tip the answer."""
+    from realvsai import images
+
+    gradient = np.repeat(np.linspace(0, 255, 1200, dtype=np.uint8)[None, :, None], 900, axis=0).repeat(3, axis=2)
+    for share, grayscale in ((0.004, True), (0.04, False)):
+        marked = gradient.copy()
+        marked[::round(1 / share), :] = (255, 0, 0)  # 1 px red lines on about this share of the pixels
+        data = encoded(Image.fromarray(marked), "JPEG", quality=95, subsampling=0)
+        with Image.open(io.BytesIO(data)) as whole:
+            whole.load()
+            assert images.looks_gray(whole) is grayscale, share
+        assert read_header(data).grayscale is grayscale, share  # at 1/8
+        assert images.gray_pixels(images.load_rgb(data, image_size=64)) is grayscale, share  # the app's decode
+
+
 def test_training_record_counts_scans_saved_in_colour_as_grayscale(tmp_path):
     """A medical set of gray scans saved as RGB files is a grayscale set: a colour photo is then unfamiliar."""
     from realvsai import data

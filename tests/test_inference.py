@@ -412,6 +412,23 @@ def test_model_calls_have_a_few_fixed_batch_shapes_whatever_the_number_and_size_
     assert batch == 16 and shapes == [(rows, IMAGE_SIZE, IMAGE_SIZE, 3) for rows in (1, 4, 8, 16, 16)]
 
 
+def test_an_upload_is_decoded_once_and_judged_gray_from_that_decode(classifier, monkeypatch):
+    from PIL import ImageFile
+
+    from realvsai import images
+
+    loaded = set()  # the image files whose pixels were decoded
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: loaded.add(id(image)) or real_load(image))
+    gray = np.repeat(random_image(3, 64, 48)[..., :1], 3, axis=-1)
+    profile = {"min_side": 32, "max_side": 100, "formats": ["PNG"], "images": 8, "grayscale": 0}
+
+    (result,) = inference.classify_uploads(classifier, [("scan.png", encode(gray))], info=with_profile(profile))
+
+    assert len(loaded) == 1 and result.unfamiliar and "a grayscale image" in result.unfamiliar
+    assert images.read_header(encode(gray), gray=False).grayscale is None  # the header alone: not known
+
+
 def test_predicting_no_images_gives_no_rows(classifier):
     rows = classifier.predictor.predict_arrays(np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32))
     assert rows.shape == (0, 2) and rows.dtype == np.float32
