@@ -29,10 +29,11 @@ RAISE_LIMIT = ("--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMe
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
-# An image is gray when its colour channels agree within GRAY_SPREAD levels on all but GRAY_MARKS of its
-# pixels: gray content saved as RGB (PNG, or JPEG: its chroma decodes equal) differs by rounding at most.
-GRAY_SPREAD = 2
-GRAY_MARKS = 0.01
+# An image is gray when its channels' spread (largest minus smallest, per pixel) averages at most GRAY_SPREAD
+# levels: gray content saved as RGB (PNG, or JPEG: its chroma decodes equal) spreads by rounding at most, and a
+# coloured mark on under 1 % of a scan passes. A mean, not a share of pixels: a 1 px mark decoded at 1/8 covers
+# 8 times the share at an eighth of the spread, so every decode scale (scan, split, app) gives one answer.
+GRAY_SPREAD = 2.0
 _GRAY_CHECK_SIDE = 64  # a large JPEG is checked at 1/8 of its sides while its short side keeps this many pixels
 _HASH_BAND_BYTES = 1 << 20  # about the most ``decode_check`` and ``looks_gray`` copy of an image's pixels at once
 # libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size in its inverse DCT, for a fraction of the
@@ -56,7 +57,7 @@ class ImageHeader:
     needs_pil: bool  # True when TensorFlow's decoders would not give the same pixels as load_rgb
     image_format: str = ""  # the file format as ``image_stats.format_name`` names it: "JPEG" (also MPO), "PNG", ...
     jpeg_quality: int | None = None  # a JPEG's quality (1-100) estimated from its quantisation table
-    grayscale: bool = False  # gray pixels: a gray mode, or colour channels that agree (``looks_gray``)
+    grayscale: bool | None = None  # gray pixels (``looks_gray``); None: not checked (``read_header(gray=False)``)
 
 
 # libjpeg's luminance quantisation table at quality 50 (JPEG standard, Annex K), in natural order as Pillow
@@ -210,15 +211,15 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | Non
 
 
 def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
-                crop_size: int | None = None) -> ImageHeader:
-    """Upright size, format and decode route of an image, from its header, and whether its pixels are gray
-    (``looks_gray``: a colour mode's image is decoded, a large JPEG reduced). ImageDecodeError when it cannot
-    (with ``crop_size``, also when crops mode would enlarge it past ``max_pixels``)."""
+                crop_size: int | None = None, gray: bool = True) -> ImageHeader:
+    """Upright size, format and decode route of an image, from its header, and with ``gray`` whether its pixels
+    are gray (``looks_gray``: a colour mode's image is decoded, a large JPEG at 1/8). ImageDecodeError when it
+    cannot (with ``crop_size``, also when crops mode would enlarge it past ``max_pixels``)."""
     with _open(source, max_pixels, crop_size) as image:
-        return _header(image)
+        return _header(image, gray)
 
 
-def _header(image: Image.Image) -> ImageHeader:
+def _header(image: Image.Image, gray: bool = True) -> ImageHeader:
     """``read_header``'s answer for an opened (or loaded) image."""
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
@@ -231,14 +232,13 @@ def _header(image: Image.Image) -> ImageHeader:
     # A quarter turn (orientations 5 to 8): the upright image is transposed.
     width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
     image_format, quality = format_name(image.format), _jpeg_quality(image)
-    return ImageHeader(width, height, needs_pil, image_format, quality, looks_gray(image))
+    return ImageHeader(width, height, needs_pil, image_format, quality, looks_gray(image) if gray else None)
 
 
 def looks_gray(image: Image.Image) -> bool:
-    """Whether ``image`` (opened or loaded) is gray: a gray mode, or colour channels within
-    ``GRAY_SPREAD`` of each other on all but ``GRAY_MARKS`` of its pixels (a scan saved as RGB, with a small
-    coloured ruler or annotation; a gray JPEG's channels decode equal). Decoded to check (a large JPEG not
-    yet loaded at 1/8 of its sides); ImageDecodeError for broken image data."""
+    """Whether ``image`` (opened or loaded) is gray: a gray mode, or ``gray_pixels`` (a scan saved as RGB, a small
+    coloured mark allowed). Decoded to check, band by band (a large JPEG not yet loaded at 1/8 of its sides);
+    ImageDecodeError for broken image data."""
     if is_grayscale_mode(image.mode):
         return True
     try:
@@ -247,13 +247,24 @@ def looks_gray(image: Image.Image) -> bool:
             if format_name(image.format) == "JPEG" and min(image.size) >= 8 * _GRAY_CHECK_SIDE:
                 image.draft("RGB", (image.width // 8, image.height // 8))
             image.load()
-            coloured, rows = 0, max(1, _HASH_BAND_BYTES // (4 * image.width))
+            spread, rows = 0, max(1, _HASH_BAND_BYTES // (4 * image.width))
             for top in range(0, image.height, rows):  # band by band: a large image is not copied whole
                 band = np.asarray(image.crop((0, top, image.width, min(image.height, top + rows))).convert("RGB"))
-                coloured += np.count_nonzero(band.max(axis=-1) - band.min(axis=-1) > GRAY_SPREAD)
+                spread += _spread(band)
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
-    return bool(coloured <= GRAY_MARKS * image.width * image.height)
+    return bool(spread <= GRAY_SPREAD * image.width * image.height)
+
+
+def gray_pixels(pixels: np.ndarray) -> bool:
+    """Whether decoded (H, W, 3) uint8 ``pixels`` are gray: their channels' spread averages at most
+    ``GRAY_SPREAD`` levels (``looks_gray``'s rule, for an image decoded already)."""
+    return bool(_spread(pixels) <= GRAY_SPREAD * pixels.shape[0] * pixels.shape[1])
+
+
+def _spread(pixels: np.ndarray) -> int:
+    """The sum over ``pixels`` (..., 3 uint8) of each one's largest minus smallest channel."""
+    return int((pixels.max(axis=-1) - pixels.min(axis=-1)).sum(dtype=np.int64))
 
 
 def _jpeg_quality(image: Image.Image) -> int | None:
@@ -268,11 +279,11 @@ def _jpeg_quality(image: Image.Image) -> int | None:
 
 
 def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",
-                 workers: int = 8, crop_size: int | None = None) -> list[ImageHeader | str]:
+                 workers: int = 8, crop_size: int | None = None, gray: bool = True) -> list[ImageHeader | str]:
     """Each file's ``read_header``, or why it is not a usable image, read in threads."""
     def read(path: Path) -> ImageHeader | str:
         try:
-            return read_header(path, max_pixels, crop_size)
+            return read_header(path, max_pixels, crop_size, gray)
         except ImageDecodeError as error:
             return str(error)
 

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.images import ImageDecodeError, cover_size, load_rgb, read_header
+from realvsai.images import ImageDecodeError, cover_size, gray_pixels, load_rgb, read_header
 from realvsai.metrics import DecisionRule
 
 # The run's owner is realvsai.run; these names stay here for the callers that know them from inference.
@@ -313,11 +313,11 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
         slots.append(slot)
         try:
             image = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
-            header = read_header(data, max_pixels)  # the file's own size: a large JPEG is decoded reduced
+            header = read_header(data, max_pixels, gray=False)  # the file's own size: a large JPEG is decoded reduced
             slot.update(prepared=classifier.prepare(image), preview=preview_image(image),
                         size=(header.width, header.height), decoded_shape=image.shape[:2],
                         unfamiliar=None if info is None else doubt(info, header.width, header.height,
-                                                                   header.image_format, header.grayscale))
+                                                                   header.image_format, gray_pixels(image)))
             prepared.append(slot)
         except ImageDecodeError as error:
             slot["error"] = str(error)

@@ -164,7 +164,7 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS,
             plan.copy_names[path] = tuple(names)
             targets[path] = tuple(None if name in made else folder + name for name in names)
     # One thread: reading a header takes tens of microseconds, mostly Python (measured slower with 4).
-    headers = read_headers(list(targets), max_pixels, desc="checking", workers=1)
+    headers = read_headers(list(targets), max_pixels, desc="checking", workers=1, gray=False)
     for (source, copy_targets), header in zip(targets.items(), headers):
         if isinstance(header, str):
             logger.warning("skipping %s: %s", source, header)
