@@ -172,6 +172,19 @@ def test_list_runs_skips_a_folder_with_a_broken_model_json_and_says_why(tmp_path
     assert "model.json" in skipped[0][1]
 
 
+def test_list_runs_skips_a_run_that_has_not_finished_training_and_says_how_to_finish_it(tmp_path):
+    """model.h5 holds the best epoch from the first on: a run still training (or killed) must not be served as
+    finished, before its final evaluation chose the decision threshold."""
+    write_run(tmp_path, "finished", created="2024-05-01T10:00:00+00:00")
+    unfinished = write_run(tmp_path, "unfinished", created="2025-05-01T10:00:00+00:00")
+    (unfinished / "backup").mkdir()
+
+    runs, skipped = run.list_runs(tmp_path)
+
+    assert [run.name for run in runs] == ["finished"] and [folder for folder, _ in skipped] == [unfinished]
+    assert "has not finished training" in skipped[0][1] and "--resume --name unfinished" in skipped[0][1]
+
+
 def test_list_runs_of_a_missing_folder_is_empty(tmp_path):
     assert run.list_runs(tmp_path / "nothing") == ([], [])
 
