@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from realvsai.cli import plural
-from realvsai.config import CONFIDENCE_THRESHOLD, CROP_GRID, INPUT_MODES, METRICS_FILE, MODEL_FILE, MODEL_JSON_FILE
+from realvsai.config import (
+    BACKUP_DIR,
+    CONFIDENCE_THRESHOLD,
+    CROP_GRID,
+    INPUT_MODES,
+    METRICS_FILE,
+    MODEL_FILE,
+    MODEL_JSON_FILE,
+)
 from realvsai.errors import UserError
 from realvsai.image_stats import unfamiliar_reason
 from realvsai.metrics import DecisionRule
@@ -332,7 +340,8 @@ def read_run(path: Path) -> ModelRun:
 
 
 def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]:
-    """The usable runs under ``models_dir`` (sub-folders holding model.h5), newest first, and those skipped, why."""
+    """The usable runs under ``models_dir`` (sub-folders holding model.h5 whose training finished), newest first,
+    and those skipped, why."""
     models_dir = Path(models_dir)
     runs, skipped = [], []
     # A folder without model.h5 is a run still training, or notes.
@@ -340,6 +349,12 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
                      and (child / MODEL_FILE).is_file()) if models_dir.is_dir() else []
     for folder in folders:
         try:
+            if (folder / BACKUP_DIR).is_dir():  # model.h5 is the best epoch so far, from the first epoch on
+                raise UserError(
+                    f"it has not finished training (its {BACKUP_DIR}/ folder is there: still training, or stopped "
+                    f"before its final evaluation chose the decision rule). Finish it with python ModelTraining.py "
+                    f"--resume --name {folder.name} --out {models_dir}, or open it with --model {folder} to try its "
+                    "best model so far")
             runs.append(read_run(folder))
         except UserError as error:
             logger.warning("skipping %s: %s", folder, error)
