@@ -604,3 +604,11 @@ def test_the_same_file_uploaded_twice_is_noted_on_its_second_card(start_app, mod
     assert verdicts(app) == ["REAL", "FAKE", "REAL"]
     notes = [caption.value for caption in app.caption if caption.value.startswith("Same file as")]
     assert notes == ["Same file as upload 1, `noise.jpg`."]
+
+
+def test_arguments_the_app_does_not_know_are_named_on_the_page(start_app, models_dir):
+    """``streamlit run App.py models/run`` (no ``--`` and no --model) would open another model without a word."""
+    app = start_app("--models", models_dir, "models/mine", "--modle", "x")
+
+    warnings = [warning.value for warning in app.warning]
+    assert any("models/mine --modle x" in text and "--model" in text for text in warnings), warnings

@@ -32,6 +32,7 @@ from realvsai.data import scan_images
 from realvsai.errors import UserError
 from realvsai.images import load_rgb
 from realvsai.metrics import (
+    DecisionRule,
     calibration_bins,
     choose_threshold,
     compute_metrics,
@@ -690,6 +691,15 @@ def test_model_card_names_the_l2_penalty_only_where_the_run_had_one():
 
     assert "plus the head's L2 penalty" in with_l2 and "L2" not in without.split("## Training configuration")[0]
     assert "class-weighted where class weights are on;" in without
+
+
+def test_the_rule_at_a_confidence_threshold_of_one_half_is_never_uncertain():
+    rule = DecisionRule(decision_threshold=0.452, positive_index=0, confidence_threshold=0.5)
+
+    assert rule.describe(["FAKE", "REAL"]) == ("Decision rule: FAKE when P(FAKE) ≥ 0.452 (the decision threshold "
+                                               "chosen on validation), else REAL; never Uncertain (the confidence "
+                                               "threshold 0.50).")
+    assert not rule.uncertain(np.array([[0.452, 0.548], [0.2, 0.8]])).any()
 
 
 def test_format_summary_names_the_headline_numbers_and_skipped_files():
