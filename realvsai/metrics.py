@@ -133,11 +133,14 @@ class DecisionRule:
             return (f"Decision rule: the most probable class; Uncertain when its probability is below the "
                     f"confidence threshold {self.confidence_threshold:.2f}.")
         positive, other = class_names[self.positive_index], class_names[1 - self.positive_index]
+        decided = (f"Decision rule: {positive} when P({positive}) ≥ {self.decision_threshold:.3f} (the decision "
+                   f"threshold chosen on validation), else {other}; ")
+        if self.margin <= 0:  # the band is empty
+            return decided + f"never Uncertain (the confidence threshold {self.confidence_threshold:.2f})."
         low, high = self.band
-        return (f"Decision rule: {positive} when P({positive}) ≥ {self.decision_threshold:.3f} (the decision "
-                f"threshold chosen on validation), else {other}; Uncertain when P({positive}) is between "
-                f"{low:.3f} and {high:.3f} ({self.margin / 0.5:.0%} of the way from the threshold to 0 and to 1: "
-                f"the confidence threshold {self.confidence_threshold:.2f}).")
+        return decided + (f"Uncertain when P({positive}) is between {low:.3f} and {high:.3f} ({self.margin / 0.5:.0%} "
+                          f"of the way from the threshold to 0 and to 1: the confidence threshold "
+                          f"{self.confidence_threshold:.2f}).")
 
 
 def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | None:
