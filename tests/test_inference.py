@@ -185,6 +185,14 @@ def test_list_runs_skips_a_run_that_has_not_finished_training_and_says_how_to_fi
     assert "has not finished training" in skipped[0][1] and "--resume --name unfinished" in skipped[0][1]
 
 
+def test_read_run_of_a_file_that_is_no_model_says_so(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"not a model")
+
+    with pytest.raises(UserError, match=r"photo\.jpg is a file, but a run folder \(or its model\.h5 or model\.json\)"):
+        run.read_run(photo)
+
+
 def test_list_runs_of_a_missing_folder_is_empty(tmp_path):
     assert run.list_runs(tmp_path / "nothing") == ([], [])
 
