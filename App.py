@@ -299,7 +299,8 @@ def no_model_page(models_dir: Path, skipped: Sequence[tuple[Path, str]]) -> None
         st.error(f"No run in {_code(str(models_dir.resolve()))} can be opened: {_code(folder.name)}{others} "
                  f"was skipped: {reason}")
     elif not models_dir.is_dir():
-        st.info(f"{_code(str(models_dir.resolve()))}: no such folder. Give `--models` the folder that holds the "
+        what = "a file, not a folder" if models_dir.is_file() else "no such folder"
+        st.info(f"{_code(str(models_dir.resolve()))}: {what}. Give `--models` the folder that holds the "
                 "training runs (default: `models`), or train a model first.")
     else:
         st.info(f"There is no trained model in {_code(str(models_dir.resolve()))} yet.")

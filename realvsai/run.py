@@ -315,6 +315,9 @@ def read_run(path: Path) -> ModelRun:
     if path.name == MODEL_JSON_FILE:
         path = path.parent
     folder, model_file = (path.parent, path) if path.suffix.lower() in (".h5", ".keras") else (path, path / MODEL_FILE)
+    if path.is_file() and path != model_file:
+        raise UserError(f"{path} is a file, but a run folder (or its model.h5 or model.json) was expected. Give a "
+                        "run folder under models/, or train one with: python ModelTraining.py --demo")
     if not model_file.is_file():
         raise UserError(f"{model_file} does not exist. Give a run folder under models/ or its model.h5, "
                         "or train one with: python ModelTraining.py --demo")

@@ -612,3 +612,12 @@ def test_arguments_the_app_does_not_know_are_named_on_the_page(start_app, models
 
     warnings = [warning.value for warning in app.warning]
     assert any("models/mine --modle x" in text and "--model" in text for text in warnings), warnings
+
+
+def test_a_models_path_that_is_a_file_is_called_a_file(start_app, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"not a folder")
+
+    app = start_app("--models", photo)
+
+    assert any("a file, not a folder" in info.value for info in app.info)
