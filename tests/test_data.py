@@ -49,15 +49,22 @@ def jpeg_cut_after_its_header(path: Path) -> Path:
     return path
 
 
-def test_scan_images_never_decodes_as_training_does(tmp_path, make_class_folder, monkeypatch):
-    """The scan reads headers, and a colour image's pixels (a large JPEG reduced) only to tell gray ones."""
-    make_class_folder(tmp_path, {"a": 2, "b": 2}, suffix=".jpg")
+def test_scan_images_decodes_a_large_jpeg_only_at_one_eighth_to_tell_gray_ones(tmp_path, monkeypatch):
+    """The scan reads headers, and a colour image's pixels only to tell gray ones: a large JPEG at 1/8."""
+    from PIL import JpegImagePlugin
+
+    write_image(tmp_path / "a" / "large.jpg", seed=1, size=(1200, 900))
+    drafts = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
+                        lambda image, mode, size: drafts.append(size) or real_draft(image, mode, size))
 
     def no_decoding(*args, **kwargs):
-        raise AssertionError("scan_images decoded an image")
+        raise AssertionError("scan_images decoded an image as training does")
 
     monkeypatch.setattr(images, "load_rgb", no_decoding)
-    assert len(data.scan_images(tmp_path)) == 4
+    assert len(data.scan_images(tmp_path)) == 1
+    assert drafts == [(150, 112)]
 
 
 def test_scan_images_names_and_skips_a_file_broken_after_its_header(tmp_path, make_class_folder):
