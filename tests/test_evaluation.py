@@ -359,6 +359,20 @@ def test_evaluate_folders_lists_the_files_it_leaves_out_in_unreadable_csv(tmp_pa
     assert sorted(entry["file"] for entry in metrics["skipped_files"]) == sorted(left_out)
 
 
+def test_left_out_files_lists_an_image_nested_in_a_class_folder_named_with_decomposed_accents(tmp_path):
+    import unicodedata
+
+    from conftest import write_image
+
+    decomposed = unicodedata.normalize("NFD", "réel")
+    write_image(tmp_path / decomposed / "a.png", seed=1)
+    nested = write_image(tmp_path / decomposed / "sub" / "b.png", seed=2)
+
+    left_out = evaluation.left_out_files(tmp_path, ["réel"])
+
+    assert [path for path, _ in left_out] == [nested]
+
+
 def test_the_evaluation_says_1_file_was_left_out_for_one_file(tmp_path, make_class_folder, binary_model, caplog):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 3, "REAL": 3})
     (folder / "readme.txt").write_text("notes")
