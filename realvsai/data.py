@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -24,7 +23,7 @@ from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import list_images
 from realvsai.image_stats import ImageFacts
-from realvsai.layout import TEST, TRAIN, VALIDATION, find_class_folders
+from realvsai.layout import TEST, TRAIN, VALIDATION, class_folder_of, find_class_folders
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -95,11 +94,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     folder = Path(folder)
     found = find_class_folders(folder)
     class_names = found if class_names is None else class_names
-    # A name typed with composed accents and the same name with decomposed ones (NFC, NFD: macOS may write a
-    # folder's name so) print alike: the folder of each class, matched by their NFC form.
-    by_form = {unicodedata.normalize("NFC", name): name for name in found}
-    folder_of = {name: name if name in found else by_form.get(unicodedata.normalize("NFC", name), name)
-                 for name in class_names}
+    folder_of = class_folder_of(class_names, found)
     missing = sorted(name for name, folder_name in folder_of.items() if folder_name not in found)
     extra = sorted(set(found) - set(folder_of.values()))
     if extra:  # other names: a renamed class, or one the model does not know

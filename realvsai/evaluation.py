@@ -28,7 +28,7 @@ from realvsai.cli import plural, progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images, read_json, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb
-from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, read_manifest
+from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, class_folder_of, find_class_folders, read_manifest
 from realvsai.model_card import PLOT_FILES, few_positives, render_card
 from realvsai.run import MIN_IMAGES_PER_KIND, NEAR_CHANCE, SOURCE_UNIT, ModelInfo, doubt, size_band
 
@@ -133,7 +133,8 @@ def left_out_files(folder: Path, class_names: Sequence[str]) -> list[tuple[Path,
     beside = list_images(folder, skipped=left_out)
     left_out += [(path, "an image beside the class folders: its class is unknown, so it is not evaluated (move it "
                   "into its class folder)") for path in beside]
-    for name in (name for name in class_names if (folder / name).is_dir()):  # a class without one has no images
+    folder_of = class_folder_of(class_names, find_class_folders(folder))
+    for name in (folder_of[name] for name in class_names if (folder / folder_of[name]).is_dir()):
         nested = [path for path in list_images(folder / name, recursive=True, skipped=left_out)
                   if path.parent != folder / name]
         left_out += [(path, "in a sub-folder of a class folder: only the images right in a class folder are "

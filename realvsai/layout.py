@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ def find_class_folders(folder: Path) -> list[str]:
         raise UserError(f"{folder} has no class folders. Put the images of each class in a sub-folder named after it, "
                         f"e.g. {folder}/REAL and {folder}/FAKE.")
     return classes
+
+
+def class_folder_of(class_names: Iterable[str], found: Iterable[str]) -> dict[str, str]:
+    """Each class name's folder among ``found`` folder names: its own name, else the one with the same NFC form
+    (a name typed with composed accents and one macOS wrote with decomposed ones print alike), else itself."""
+    found = list(found)
+    by_form = {unicodedata.normalize("NFC", name): name for name in found}
+    return {name: name if name in found else by_form.get(unicodedata.normalize("NFC", name), name)
+            for name in class_names}
 
 
 def find_child_folder(parent: Path, name: str) -> Path | None:
