@@ -31,8 +31,9 @@ _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
 # An image is gray when its channels' spread (largest minus smallest, per pixel) averages at most GRAY_SPREAD
 # levels: gray content saved as RGB (PNG, or JPEG: its chroma decodes equal) spreads by rounding at most, and a
-# coloured mark on under 1 % of a scan passes. A mean, not a share of pixels: a 1 px mark decoded at 1/8 covers
-# 8 times the share at an eighth of the spread, so every decode scale (scan, split, app) gives one answer.
+# small coloured mark passes (pure red on up to 0.8 % of a scan). A mean, not a share of pixels: a 1 px mark
+# decoded at 1/8 covers 8 times the share at an eighth of the spread, so every decode scale (scan, split, app)
+# gives one answer.
 GRAY_SPREAD = 2.0
 _GRAY_CHECK_SIDE = 64  # a large JPEG is checked at 1/8 of its sides while its short side keeps this many pixels
 _HASH_BAND_BYTES = 1 << 20  # about the most ``decode_check`` and ``looks_gray`` copy of an image's pixels at once
