@@ -25,7 +25,7 @@ import numpy as np
 from realvsai.cli import plural
 from realvsai.errors import UserError
 from realvsai.files import map_in_threads
-from realvsai.images import ImageDecodeError, jpeg_scale, load_rgb
+from realvsai.images import ImageDecodeError, decode_scale, load_rgb
 
 if TYPE_CHECKING:
     from realvsai.data import LabelledImages
@@ -63,7 +63,7 @@ def load_images(images: LabelledImages, image_size: int, workers: int | None = N
 
 def _decoded_size(size: tuple[int, int], image_format: str, image_size: int) -> tuple[int, int]:
     """The (width, height) ``load_rgb`` decodes an image of ``size`` in for ``image_size``: a JPEG's reduced."""
-    scale = jpeg_scale(*size, image_size) if image_format == "JPEG" else 1
+    scale = decode_scale(*size, image_format, image_size)
     return -(-size[0] // scale), -(-size[1] // scale)
 
 

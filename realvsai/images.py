@@ -8,7 +8,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -69,6 +69,12 @@ _JPEG_LUMINANCE_TABLE = np.array([
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
 _QUALITY_TABLES = np.stack([np.clip((_JPEG_LUMINANCE_TABLE * (5000 // quality if quality < 50 else 200 - 2 * quality)
                                      + 50) // 100, 1, 255) for quality in range(1, 101)])
+
+
+def decode_scale(width: int, height: int, image_format: str, image_size: int | None) -> int:
+    """The reduction ``load_rgb`` decodes an image of that size and ``format_name`` at for ``image_size``: a
+    JPEG's ``jpeg_scale``, else 1."""
+    return jpeg_scale(width, height, image_size) if image_format == "JPEG" else 1
 
 
 def jpeg_scale(width: int, height: int, image_size: int | None) -> int:
@@ -144,10 +150,8 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
             image.load()
             digest = hashlib.sha256(f"{image.mode} {image.size}\n".encode())
-            # Band by band (raw bytes are whole rows, so the same hash): a 100 MP photo's pixels are not copied.
-            rows = max(1, _HASH_BAND_BYTES // (4 * image.width))
-            for top in range(0, image.height, rows):
-                digest.update(image.crop((0, top, image.width, min(image.height, top + rows))).tobytes())
+            for band in _bands(image):  # raw bytes are whole rows, so the hash of the whole
+                digest.update(band.tobytes())
             return None, digest.hexdigest(), _header(image) if header else None
     except FileNotFoundError:
         return "file not found", None, None
@@ -159,6 +163,13 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
         # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
         # data and SyntaxError/ValueError for some malformed headers.
         return f"not a readable image ({type(error).__name__}: {error})", None, None
+
+
+def _bands(image: Image.Image) -> Iterator[Image.Image]:
+    """``image`` in bands of whole rows, about ``_HASH_BAND_BYTES`` each: a 100 MP photo is never copied whole."""
+    rows = max(1, _HASH_BAND_BYTES // (4 * image.width))
+    for top in range(0, image.height, rows):
+        yield image.crop((0, top, image.width, min(image.height, top + rows)))
 
 
 def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
@@ -248,10 +259,7 @@ def looks_gray(image: Image.Image) -> bool:
             if format_name(image.format) == "JPEG" and min(image.size) >= 8 * _GRAY_CHECK_SIDE:
                 image.draft("RGB", (image.width // 8, image.height // 8))
             image.load()
-            spread, rows = 0, max(1, _HASH_BAND_BYTES // (4 * image.width))
-            for top in range(0, image.height, rows):  # band by band: a large image is not copied whole
-                band = np.asarray(image.crop((0, top, image.width, min(image.height, top + rows))).convert("RGB"))
-                spread += _spread(band)
+            spread = sum(_spread(np.asarray(band.convert("RGB"))) for band in _bands(image))
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
     return bool(spread <= GRAY_SPREAD * image.width * image.height)
@@ -303,7 +311,7 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open applied our limit
-            scale = jpeg_scale(*image.size, image_size) if format_name(image.format) == "JPEG" else 1
+            scale = decode_scale(*image.size, format_name(image.format), image_size)
             if scale > 1:
                 # draft picks the largest libjpeg scale keeping at least this size: exactly ``scale``.
                 image.draft("RGB", (image.width // scale, image.height // scale))
