@@ -327,6 +327,32 @@ def test_a_second_claim_on_a_folder_being_worked_on_is_refused_in_one_line_namin
         pass
 
 
+@pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: claims there are per path")
+def test_a_claim_on_a_folder_inside_or_around_one_being_worked_on_is_refused(tmp_path):
+    data, train = tmp_path / "data", tmp_path / "data" / "train"
+    with files.working_on([data], "DataAugmentation.py"), pytest.raises(UserError) as inside:
+        with files.working_on([train], "DataDeleter.py"):
+            pass
+    message = str(inside.value)
+    assert "\n" not in message and f"{train} is inside {data}" in message and "DataAugmentation.py" in message
+    with files.working_on([train], "DataDeleter.py"), pytest.raises(UserError) as around:
+        with files.working_on([data], "MoveAugmentedImages.py"):
+            pass
+    message = str(around.value)
+    assert "\n" not in message and f"a folder inside {data} is being worked on" in message
+    assert "wait for it to finish" in message
+
+
+def test_claims_on_folders_side_by_side_or_one_run_s_nested_folders_go_ahead(tmp_path):
+    with files.working_on([tmp_path / "data" / "art"], "DataSplitD1.py"):
+        with files.working_on([tmp_path / "data" / "cifake"], "DataSplitD2.py"):
+            pass
+        with files.working_on([tmp_path / "raw" / "art", tmp_path / "raw"], "DataSplitD1.py"):
+            pass
+    with files.working_on([tmp_path / "data"], "DataMerger.py"):  # all free again
+        pass
+
+
 def test_a_killed_run_leaves_no_claim_behind(tmp_path):
     import subprocess
     import sys
