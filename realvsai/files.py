@@ -369,29 +369,36 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
 @contextlib.contextmanager
 def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
     """Claims each of ``paths`` (a folder or file a script writes or moves from, by its resolved path) for this
-    run of ``script`` while the block runs; UserError naming the run that holds one already. Two runs on one
-    folder at once would remove each other's temporary files and write back each other's stale records.
+    run of ``script`` while the block runs; UserError naming the run that holds one already, or one around or
+    inside it. Two runs on one folder at once would remove each other's temporary files and write back each
+    other's stale records; one deleting ``data/train`` while another moves copies into it would lose them.
 
     A claim is a lock the operating system holds on a file in the user's folder of them in the temporary folder
     (named by the path's hash), so the folder itself gets no file, and the claim ends with the process, killed
-    too: an interrupted run never leaves one behind. A run of another user, or on another machine through a
-    network share, is not seen.
+    too: an interrupted run never leaves one behind. The folders around a claimed path are locked shared, so runs
+    on two folders side by side go ahead. Windows' locks have no shared mode: claims there are per path. A run of
+    another user, or on another machine through a network share, is not seen.
     """
     # One folder per user where the temporary folder is shared (POSIX's /tmp; Windows gives each user their own).
     folder = Path(tempfile.gettempdir()) / f"realvsai-locks{f'-{os.getuid()}' if hasattr(os, 'getuid') else ''}"
     folder.mkdir(mode=0o700, exist_ok=True)
+    claimed = {Path(os.path.abspath(path)).resolve() for path in paths}
+    around = set() if os.name == "nt" else {parent for path in claimed for parent in path.parents} - claimed
     with contextlib.ExitStack() as claims:
-        for path in sorted({Path(os.path.abspath(path)).resolve() for path in paths}):
+        for path in sorted(claimed | around):
             lock = folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.lock"
             handle = claims.enter_context(open(lock, "a+", encoding="utf-8"))
             handle.seek(0)  # Windows locks bytes from the position on
-            if not _lock(handle):
-                try:
-                    holder = handle.read().strip() or "another run"
-                except OSError:  # Windows: the holder's bytes are locked against reading too
-                    holder = "another run"
-                raise UserError(f"{path} is being worked on by {holder}; wait for it to finish (or stop it), then "
-                                "run the command again.")
+            if path in around:
+                if not _lock(handle, shared=True):
+                    inside = min(claimed_path for claimed_path in claimed if path in claimed_path.parents)
+                    raise UserError(f"{inside} is inside {path}, which is being worked on by {_holder(handle)}; "
+                                    "wait for it to finish (or stop it), then run the command again.")
+                continue
+            if not _lock(handle, shared=False):
+                holder = (f"a folder inside {path} is being worked on by another run" if _lock(handle, shared=True)
+                          else f"{path} is being worked on by {_holder(handle)}")
+                raise UserError(f"{holder}; wait for it to finish (or stop it), then run the command again.")
             handle.seek(0)
             handle.truncate()
             handle.write(f"{script} (process {os.getpid()})")
@@ -399,8 +406,9 @@ def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
         yield
 
 
-def _lock(handle: Any) -> bool:
-    """Takes the operating system's lock on ``handle``'s file without waiting; False when another process has it."""
+def _lock(handle: Any, *, shared: bool) -> bool:
+    """Takes the operating system's lock on ``handle``'s file without waiting (``shared``: beside other shared
+    ones; POSIX only); False when another process holds it."""
     try:
         if os.name == "nt":
             import msvcrt
@@ -409,10 +417,18 @@ def _lock(handle: Any) -> bool:
         else:
             import fcntl
 
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError:
         return False
     return True
+
+
+def _holder(handle: Any) -> str:
+    """The script and process a claim's lock file names."""
+    try:
+        return handle.read().strip() or "another run"
+    except OSError:  # Windows: the holder's bytes are locked against reading too
+        return "another run"
 
 
 def human_bytes(num_bytes: float) -> str:

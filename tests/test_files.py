@@ -330,14 +330,14 @@ def test_a_second_claim_on_a_folder_being_worked_on_is_refused_in_one_line_namin
 @pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: claims there are per path")
 def test_a_claim_on_a_folder_inside_or_around_one_being_worked_on_is_refused(tmp_path):
     data, train = tmp_path / "data", tmp_path / "data" / "train"
-    with files.working_on([data], "DataAugmentation.py"), pytest.raises(UserError) as inside:
-        with files.working_on([train], "DataDeleter.py"):
-            pass
+    second = files.working_on([train], "DataDeleter.py")
+    with files.working_on([data], "DataAugmentation.py"), pytest.raises(UserError) as inside, second:
+        pass
     message = str(inside.value)
     assert "\n" not in message and f"{train} is inside {data}" in message and "DataAugmentation.py" in message
-    with files.working_on([train], "DataDeleter.py"), pytest.raises(UserError) as around:
-        with files.working_on([data], "MoveAugmentedImages.py"):
-            pass
+    second = files.working_on([data], "MoveAugmentedImages.py")
+    with files.working_on([train], "DataDeleter.py"), pytest.raises(UserError) as around, second:
+        pass
     message = str(around.value)
     assert "\n" not in message and f"a folder inside {data} is being worked on" in message
     assert "wait for it to finish" in message
