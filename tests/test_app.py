@@ -89,7 +89,7 @@ def test_the_newest_model_opens_with_its_card(start_app, models_dir):
     card = next(text for text in texts(app) if text.startswith("Model **newest**"))
     assert "trained 2025-06-01" in card and "classes FAKE, REAL" in card and "32 px" in card
     assert [(metric.label, metric.value) for metric in app.metric] == [
-        ("Test accuracy", "0.910"), ("Test f1", "0.900"), ("Test roc auc", "0.950")]
+        ("Test accuracy", "0.910"), ("Test F1", "0.900"), ("Test ROC AUC", "0.950")]
 
 
 def test_the_model_flag_opens_that_run_first(start_app, models_dir):
@@ -281,7 +281,8 @@ def test_the_grad_cam_toggle_adds_a_heatmap_to_each_image(start_app, models_dir)
     assert not app.exception
     assert len(app.get("image")) == 4
     captions = [image.proto.imgs[0].caption for image in app.get("image")]
-    assert captions == ["noise.jpg", "Grad-CAM: evidence for REAL", "night.png", "Grad-CAM: evidence for FAKE"]
+    # Numbered as the table and the notes number them: a phone names every photo image.jpg.
+    assert captions == ["1 · noise.jpg", "Grad-CAM: evidence for REAL", "2 · night.png", "Grad-CAM: evidence for FAKE"]
 
 
 def test_grad_cam_names_the_layer_it_explains_from(start_app, models_dir):
@@ -319,14 +320,16 @@ def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypa
 
     table = app.dataframe[0].value
     assert list(table["file"]) == ["noise.jpg", "notes.png", "patch.png", "night.png", "=cmd.png"]
+    assert list(table["upload"]) == [1, 2, 3, 4, 5]  # the cards' numbers: a phone names every photo image.jpg
     lines = downloads[-1].splitlines()
-    # predictions.csv's columns, in its order, and an error column for the uploads it could not classify.
-    assert lines[0] == "file,predicted,probability_FAKE,probability_REAL,uncertain,unfamiliar,error"
-    assert lines[1].startswith("noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,false,,")
-    assert lines[2].startswith("notes.png,,,,,,not an image")
-    assert lines[3].startswith("patch.png,REAL,0.47") and lines[3].endswith(",true,,")
-    assert lines[4] == "night.png,FAKE,0.880797,0.119203,false,,"
-    assert lines[5] == "'=cmd.png,FAKE,0.880797,0.119203,false,,"  # a spreadsheet shows it, never runs it
+    # The upload's number, predictions.csv's columns in its order, and an error column for the uploads it could
+    # not classify.
+    assert lines[0] == "upload,file,predicted,probability_FAKE,probability_REAL,uncertain,unfamiliar,error"
+    assert lines[1].startswith("1,noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,false,,")
+    assert lines[2].startswith("2,notes.png,,,,,,not an image")
+    assert lines[3].startswith("3,patch.png,REAL,0.47") and lines[3].endswith(",true,,")
+    assert lines[4] == "4,night.png,FAKE,0.880797,0.119203,false,,"
+    assert lines[5] == "5,'=cmd.png,FAKE,0.880797,0.119203,false,,"  # a spreadsheet shows it, never runs it
 
 
 def test_an_unreadable_model_file_shows_a_one_line_message_not_a_traceback(start_app, tmp_path):
@@ -542,7 +545,7 @@ def test_the_headline_test_metrics_name_the_number_of_test_images(start_app, tmp
 
     app = start_app("--models", tmp_path)
 
-    assert [metric.label for metric in app.metric] == ["Test accuracy", "Test f1"]
+    assert [metric.label for metric in app.metric] == ["Test accuracy", "Test F1"]
     assert any("1,412 test images" in text for text in texts(app))
 
 
