@@ -59,7 +59,7 @@ from realvsai.files import spreadsheet_safe
 from realvsai.images import RAISE_LIMIT
 from realvsai.model_card import small_test_set
 from realvsai.prediction import describe_counts
-from realvsai.run import ModelRun, list_runs, load_run, read_run
+from realvsai.run import HEADLINE_METRICS, ModelRun, list_runs, load_run, read_run
 
 if not st.runtime.exists():
     # `python App.py --help`: the cache decorators below would warn that no Streamlit runtime runs.
@@ -136,11 +136,12 @@ def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _
 
 def results_table(results: Sequence[inference.UploadResult], class_names: Sequence[str], rule: inference.DecisionRule
                   ) -> list[dict[str, Any]]:
-    """One row per upload, with predictions.csv's columns (file, predicted, ``probability_<class>``, uncertain,
-    unfamiliar) and an ``error`` for an upload that could not be classified."""
+    """One row per upload: its number (``upload``, as its card shows it: a phone names every photo image.jpg),
+    predictions.csv's columns (file, predicted, ``probability_<class>``, uncertain, unfamiliar) and an ``error`` for
+    an upload that could not be classified."""
     rows = []
-    for result in results:
-        row: dict[str, Any] = {"file": result.name, "predicted": None}
+    for number, result in enumerate(results, start=1):
+        row: dict[str, Any] = {"upload": number, "file": result.name, "predicted": None}
         row.update({f"probability_{name}": None for name in class_names})
         row.update(uncertain=None, unfamiliar=result.unfamiliar or "", error=result.error or "")
         if result.ok:
@@ -381,11 +382,11 @@ def model_card(run: ModelRun, settings: Settings) -> None:
         on_images = plural(num_images, "test image") if num_images is not None else "test images (number not recorded)"
         if metrics and run.demo:  # no headline figures: they measure the synthetic test images only
             st.caption(f"Test metrics on {on_images}, synthetic demo images (they say nothing about real ones): "
-                       + ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in metrics.items()))
+                       + ", ".join(f"{HEADLINE_METRICS[name]} {value:.3f}" for name, value in metrics.items()))
         elif metrics:
             columns = st.columns(len(metrics))
             for column, (name, value) in zip(columns, metrics.items()):
-                column.metric(f"Test {name.replace('_', ' ')}", f"{value:.3f}")
+                column.metric(f"Test {HEADLINE_METRICS[name]}", f"{value:.3f}")
             st.caption(" ".join(text for text in (f"Measured on {on_images}.", small_test_set(num_images)) if text))
         else:
             st.caption("No test metrics recorded for this model.")
@@ -402,9 +403,9 @@ def upload_section() -> list[UploadedFile]:
     return list(files or [])
 
 
-def result_card(result: inference.UploadResult, upload: UploadedFile, classifier: inference.Classifier,
+def result_card(result: inference.UploadResult, upload: UploadedFile, number: int, classifier: inference.Classifier,
                 run: ModelRun, settings: Settings, note: str | None = None) -> None:
-    """One upload: its picture (and heatmap), the verdict and a bar per class; ``note`` above them."""
+    """Upload ``number``: its picture (and heatmap), the verdict and a bar per class; ``note`` above them."""
     with st.container(border=True):
         if note:
             st.caption(note)
@@ -414,7 +415,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, classifier
         index, uncertain = result.answer(settings.rule)
         predicted, probability = run.class_names[index], float(result.probabilities[index])
         columns = st.columns([1, 1, 1.2] if settings.explain else [1, 1.6])
-        columns[0].image(result.preview, caption=result.name, width="stretch")
+        columns[0].image(result.preview, caption=f"{number} · {result.name}", width="stretch")
         if settings.explain and classifier.grad_cam_layer is None:
             columns[1].info(_grad_cam_source(classifier))
         elif settings.explain:
@@ -451,7 +452,7 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
         first = same_as.get(number)
         note = None if first is None else f"Same file as upload {first + 1}, {_code(uploads[first].name)}."
         try:
-            result_card(result, upload, classifier, run, settings, note)
+            result_card(result, upload, number + 1, classifier, run, settings, note)
         except Exception as error:  # one odd upload must not take the page down
             logger.exception("cannot show %s", result.name)
             st.error(f"{_code(result.name)}: unexpected error ({type(error).__name__}: {error})")
