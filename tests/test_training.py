@@ -695,8 +695,8 @@ def train_with(builder, monkeypatch, tmp_path, make_class_folder, counts=None, *
     monkeypatch.setattr(model_module, "build_model", builder)
     for split in ("train", "validation"):
         make_class_folder(tmp_path / "data" / split, counts or {"FAKE": 4, "REAL": 4}, seed=len(split))
-    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="run", weights="none", batch_size=4,
-                         **{"head_epochs": 1, "fine_tune_epochs": 0, **settings})
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="run", weights="none",
+                         **{"batch_size": 4, "head_epochs": 1, "fine_tune_epochs": 0, **settings})
     return training.train(config, verbose=0)
 
 
@@ -753,6 +753,26 @@ def test_a_test_split_without_a_class_folder_is_evaluated_with_the_class_reporte
     assert result.test_metrics["missing_classes"] == ["rare"] and result.test_metrics["num_images"] == 4
     assert any("'rare'" in record.getMessage() and str(data_dir / "test") in record.getMessage()
                for record in caplog.records if record.levelname == "WARNING")
+
+
+def test_the_final_evaluation_predicts_in_batches_of_the_runs_batch_size(tmp_path, make_class_folder, monkeypatch):
+    """--batch-size means one thing in training, --evaluate and --predict: the evaluation at the end of training
+    took 64 images a step whatever it said (a GPU that fits 8 at 224 px ran out of memory there)."""
+    from realvsai import prediction
+
+    batch_sizes = []
+    real_predict_images = prediction.predict_images
+
+    def predict_images(model, images, batch_size, *args, **kwargs):
+        batch_sizes.append(batch_size)
+        return real_predict_images(model, images, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(prediction, "predict_images", predict_images)
+    make_class_folder(tmp_path / "data" / "test", {"FAKE": 2, "REAL": 2}, seed=3)
+
+    train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, batch_size=2)
+
+    assert batch_sizes and set(batch_sizes) == {2}  # validation's threshold, then the test
 
 
 def test_model_saved_mid_run_under_mixed_precision_is_float32(tmp_path, make_class_folder, monkeypatch):
