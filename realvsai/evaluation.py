@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 64
 # Any of these in a folder means it already holds results, which an evaluation never replaces.
 RESULT_FILES = (config.METRICS_FILE, config.REPORT_FILE, config.MODEL_CARD_FILE, config.EVALUATION_CARD_FILE,
                 config.MODEL_JSON_FILE, config.ROBUSTNESS_PLOT_FILE, config.PREDICTIONS_FILE, config.UNREADABLE_FILE,
@@ -322,7 +321,7 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
 
 
 def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folders: Sequence[Path],
-                     out_dir: Path, batch_size: int = BATCH_SIZE, *, robustness: bool = False,
+                     out_dir: Path, batch_size: int = config.TrainConfig.batch_size, *, robustness: bool = False,
                      max_pixels: int = config.MAX_IMAGE_PIXELS,
                      scanned: Sequence[LabelledImages] | None = None) -> dict[str, Any]:
     """Evaluates the model on folders of class folders (one source each) into ``out_dir``, with EVALUATION.md;
@@ -397,7 +396,7 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
 
 
 def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], data_dir: Path, out_dir: Path,
-                 batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+                 batch_size: int = config.TrainConfig.batch_size) -> dict[str, Any]:
     """The end-of-training evaluation: the F1-best threshold on validation (two classes), metrics on test.
 
     Every output is written with model.json as it ends up, its ``validation_by_kind`` included, so predictions.csv's

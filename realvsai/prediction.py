@@ -23,7 +23,7 @@ import numpy as np
 
 from realvsai import images as image_io
 from realvsai.cli import plural
-from realvsai.config import MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE
+from realvsai.config import MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE, TrainConfig
 from realvsai.errors import UserError
 from realvsai.files import list_images, spreadsheet_safe, write_csv
 from realvsai.metrics import DecisionRule
@@ -157,7 +157,7 @@ def check_input(folder: Path) -> None:
 
 
 def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folder: Path, out_dir: Path, *,
-                   batch_size: int = 64, max_pixels: int = MAX_IMAGE_PIXELS,
+                   batch_size: int = TrainConfig.batch_size, max_pixels: int = MAX_IMAGE_PIXELS,
                    verbose: int | str = 0) -> PredictionSummary:
     """Predicts every image under ``folder`` into ``out_dir/predictions.csv``, the unusable ones into unreadable.csv.
 

@@ -112,7 +112,8 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
                 result = TrainResult(folder, None, trained["model_info"], trained["history"], None,
                                      chief=distributed.is_chief(strategy))
             if result.chief:
-                result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data))
+                result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data),
+                                     config.batch_size)
     except (KeyboardInterrupt, OSError) as stop:
         saved = not distributed.is_chief(strategy) or (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file()
         if isinstance(stop, OSError):
@@ -301,9 +302,10 @@ def _recorded_start(run_dir: Path) -> list[str | None] | None:
 
 
 def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],
-                run_dir: Path, data_dir: Path) -> TrainResult:
+                run_dir: Path, data_dir: Path, batch_size: int) -> TrainResult:
     """What a trained run owes once its best model is in model.h5 (``model``, or None to read it back): the
-    curves, model.json, and with ``data_dir/test`` the threshold, evaluation and card. Removing the backup
+    curves, model.json, and with ``data_dir/test`` the threshold, evaluation and card (predicting ``batch_size``
+    images a step). Removing the backup
     comes last: until then ``--resume`` comes back here (the backup's TRAINED_FILE), so a kill never leaves
     a run half-finished."""
     from realvsai import plots, run
@@ -318,7 +320,7 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
     if (data_dir / TEST).is_dir():  # the evaluation writes model.json's final content, with the test metrics
         from realvsai import evaluation
 
-        test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir)
+        test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir, batch_size)
         model_info = read_json(run_dir / MODEL_JSON_FILE)
     else:
         logger.info("%s has no %s folder: skipping the final evaluation", data_dir, TEST)
