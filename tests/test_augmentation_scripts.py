@@ -92,6 +92,23 @@ def test_size_option_resizes_every_copy(data):
             assert image.size == (16, 16)
 
 
+def test_size_option_takes_the_centre_square_as_the_model_does_rather_than_squashing(tmp_path):
+    """The model sees a wide image's centre square; a --size copy squashed the whole width into N x N, so the
+    copies showed training another geometry (and the borders) than the originals and the app ever do."""
+    data = tmp_path / "data"
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:, :, 2] = 255  # a blue centre square between red quarters
+    pixels[:, :16] = pixels[:, 48:] = (255, 0, 0)
+    (data / "train" / "REAL").mkdir(parents=True)
+    Image.fromarray(pixels).save(data / "train" / "REAL" / "wide.png")
+
+    assert augment(data, "--size", "16", "--preset", "detector") == 0
+
+    for path in (data / "augmented_train" / "REAL").glob("*.jpg"):
+        copy = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        assert copy.shape == (16, 16, 3) and copy[..., 0].max() < 64, path.name  # no red: the borders are cut
+
+
 def test_same_seed_writes_byte_identical_files_and_another_seed_does_not(data, tmp_path):
     twin = tmp_path / "twin"
     shutil.copytree(data, twin)
