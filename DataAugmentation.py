@@ -3,9 +3,10 @@
     DATA/train/<Class>/cat.jpg   ->   DATA/augmented_train/<Class>/aug_cat_0.jpg ... aug_cat_9.jpg
 
 Only train is ever augmented (never validation or test). The copies keep each image's own size
-unless --size N resizes them to N x N (N x N at most --max-pixels). Names derive from the source, so
-running again makes only what is missing; copies already moved into train (aug_* files, and where
-DATA/augmented-copies.csv exists, those it lists) count as made and are not augmented again.
+unless --size N makes them N x N: the centre square, as the model sees an image (N x N at most
+--max-pixels). Names derive from the source, so running again makes only what is missing; copies
+already moved into train (aug_* files, and where DATA/augmented-copies.csv exists, those it lists)
+count as made and are not augmented again.
 A file under a copy's name counts as that copy when sources.csv records it with its sha256, or when it
 holds the very bytes this run makes (a run cut off before recording it); any other file there is never
 replaced nor recorded: it is kept and named, and the run ends with exit status 1 once the other copies
@@ -132,7 +133,8 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--preset", choices=OFFLINE_PRESETS, default=defaults.preset, help="which transforms")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same files")
     parser.add_argument("--size", type=image_size, default=defaults.size,
-                        help="'native' keeps each image's size; N resizes every copy to N x N first")
+                        help="'native' keeps each image's size; N first takes each image's centre square at N x N, as "
+                             "the model does")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
                         help="images of one size augmented together, all copies each (large images are "
                              "capped by memory); it does not change what is done to a copy")

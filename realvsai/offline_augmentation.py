@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from realvsai.augmentation import copy_transformations
-from realvsai.data import decode_rgb
+from realvsai.data import decode_rgb, resize_to_square
 from realvsai.files import write_new
 from realvsai.moving import SourceImage
 
@@ -227,9 +227,9 @@ def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None) -> tf
 
     @plain
     def decode(batch_index, position, path, pil):
-        image = tf.cast(decode_rgb(path, pil), tf.float32)  # as training decodes it: upright, RGB
-        if image_size is not None:
-            image = tf.image.resize(image, (image_size, image_size), antialias=True)
+        image = decode_rgb(path, pil)  # as training decodes it: upright, RGB
+        # As the model sees it: the centre square (squashing a wide image would show training another geometry).
+        image = tf.cast(image, tf.float32) if image_size is None else resize_to_square(image, image_size)
         return batch_index, position, image
 
     # (batch index, position in it, path, decode with Pillow) of every image
