@@ -119,8 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "--image-size crops at native resolution in training, the softmax averaged over a 3x3 "
                             "grid of crops in evaluation, --predict and the app")
     model.add_argument("--augment", choices=PRESETS, default=defaults.augment,
-                       help="augmentation inside the model, in training only: detector keeps the pixel traces of "
-                            "generated images; classic = ImageDataGenerator's rotations, shifts, shear, zoom, flip")
+                       help="augmentation in training only (in the model; detector's JPEG re-compression in the input "
+                            "pipeline): detector keeps the pixel traces of generated images; classic = "
+                            "ImageDataGenerator's rotations, shifts, shear, zoom, flip")
     add_number(model, "--head-units", int, help="units of the head's Dense")
     add_number(model, "--l2", float, help="L2 factor on the head's Dense kernel")
     add_number(model, "--dropout", float, help="dropout rate before the output")

@@ -46,7 +46,7 @@ class LabelledImages:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why) for broken files
     formats: list[str] = field(default_factory=list)  # Pillow's format name of each file ("JPEG", ...)
     jpeg_qualities: list[int | None] = field(default_factory=list)  # each JPEG's estimated quality, else None
-    grayscale: list[bool] = field(default_factory=list)  # whether each file's header says grayscale
+    grayscale: list[bool] = field(default_factory=list)  # whether each file's pixels are gray (images.looks_gray)
     max_pixels: int = MAX_IMAGE_PIXELS  # the limit the files were scanned under, which decoding keeps
 
     def __len__(self) -> int:

@@ -5,7 +5,7 @@
 Each upload is decoded once, with Pillow, and goes through the model's own ``resize`` layer (crops
 mode: its grid of crops) before the uploads are stacked into batches, so a batch gives the
 probabilities of each image alone. Predictions take the run's one predict path (``run.Predictor``).
-No TensorFlow here: the app serves on any Keras backend.
+TensorFlow only for Grad-CAM's gradient on the TensorFlow backend: the app serves on any Keras backend.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class SquareResize(keras.layers.Layer):
 
     def __init__(self, size: int, **kwargs):
         super().__init__(**kwargs)
-        self.size = self.height = int(size)  # height: keras.layers.Resizing's name, which --predict reads
+        self.size = int(size)
 
     def call(self, inputs):
         return resize_to_square(inputs, self.size, self.compute_dtype)

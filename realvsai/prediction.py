@@ -65,11 +65,6 @@ def describe_counts(counts: Mapping[str, int], num_uncertain: int, num_unfamilia
                    "validation found the model at chance on or had no image of)" if num_unfamiliar else ")")
 
 
-def model_image_size(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]) -> int:
-    """The side mixed-size images are resized to: model.json's (checked to be there)."""
-    return ModelInfo.of(model_info).image_size
-
-
 def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
                    *, verbose: int | str = 0, input_mode: str = "resize") -> np.ndarray:
     """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode.
