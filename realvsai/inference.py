@@ -152,7 +152,7 @@ class Classifier:
 
     def seen_regions(self, height: int, width: int) -> list[tuple[float, float, float, float]]:
         """(top, left, height, width) of each part of an image the model sees, in the image's pixels: the centre
-        square the resize layer crops (the whole image for a layer that stretches it), or crops mode's grid."""
+        square the resize layer crops, or crops mode's grid."""
         if self.input_mode == "crops":
             # grid_crops' enlargement and offsets, mapped back to the image's pixels.
             scale = float(max(np.float32(1.0), np.float32(self.image_size) / np.float32(min(height, width))))
@@ -161,8 +161,6 @@ class Classifier:
                            for length in covered)
             side = self.image_size / scale
             return [(top / scale, left / scale, side, side) for top in tops for left in lefts]
-        if not getattr(self._resize, "crop_to_aspect_ratio", True):
-            return [(0.0, 0.0, float(height), float(width))]
         side = min(height, width)
         return [(float((height - side) // 2), float((width - side) // 2), float(side), float(side))]
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from realvsai import image_stats, inference, run
 from realvsai.errors import UserError
+from realvsai.model import SquareResize
 
 CLASS_NAMES = ["FAKE", "REAL"]
 IMAGE_SIZE = 32
@@ -28,20 +29,20 @@ IMAGE_SIZE = 32
 
 
 def build_stand_in(class_names=CLASS_NAMES, image_size: int = IMAGE_SIZE, evidence: bool = False, seed: int = 0,
-                   augmentation=None, crop: bool = False):
+                   augmentation=None):
     """A tiny model with the contract's layer names (``preprocess`` is a Rescaling layer here).
 
     With ``evidence`` its weights are set by hand: the backbone measures local brightness, and the
     last class's score grows with it, so a bright patch on black is evidence for that class, there.
-    ``augmentation`` (a block named "augmentation") goes first, as in the real model. With ``crop`` the
-    resize takes the centre square, as the real model's does; without, it stretches the whole image.
+    ``augmentation`` (a block named "augmentation") goes first, as in the real model. The resize is the real
+    model's (the centre square).
     """
     import keras
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((None, None, 3))
     pixels = augmentation(inputs) if augmentation is not None else inputs
-    pixels = keras.layers.Resizing(image_size, image_size, crop_to_aspect_ratio=crop, name="resize")(pixels)
+    pixels = SquareResize(image_size, name="resize")(pixels)
     pixels = keras.layers.Rescaling(1 / 255, name="preprocess")(pixels)
     backbone_inputs = keras.Input((image_size, image_size, 3))
     features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(backbone_inputs)
@@ -840,7 +841,7 @@ def test_grad_cam_of_a_crops_mode_model_explains_its_native_resolution_crops():
 
 
 def test_grad_cam_covers_only_the_centre_square_the_model_sees():
-    classifier = inference.Classifier(build_stand_in(evidence=True, crop=True), CLASS_NAMES, IMAGE_SIZE)
+    classifier = inference.Classifier(build_stand_in(evidence=True), CLASS_NAMES, IMAGE_SIZE)
     image = np.zeros((64, 96, 3), np.uint8)
     image[:16, 16:32] = 255  # the top-left corner of the centre square (columns 16..79)
     image[:, :16] = 255  # outside it: the model never sees these pixels
@@ -854,7 +855,7 @@ def test_grad_cam_covers_only_the_centre_square_the_model_sees():
 
 
 def test_the_explained_upload_outlines_the_region_the_model_saw(tmp_path):
-    classifier = inference.Classifier(build_stand_in(evidence=True, crop=True), CLASS_NAMES, IMAGE_SIZE)
+    classifier = inference.Classifier(build_stand_in(evidence=True), CLASS_NAMES, IMAGE_SIZE)
     result = inference.classify_uploads(classifier, [("wide.png", encode(random_image(3, 96, 64)))])[0]
 
     overlay = inference.explain_result(classifier, result, class_index=1)
