@@ -441,6 +441,14 @@ def test_evaluate_run_writes_every_output(tmp_path, dataset, binary_model):
     assert "FAKE" in (run / "classification_report.txt").read_text()
 
 
+def test_evaluate_run_compiles_the_models_predict_function_once(tmp_path, dataset, binary_model, monkeypatch):
+    from test_robustness import predictors_built
+
+    built = predictors_built(monkeypatch)
+    evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), dataset, tmp_path / "run", batch_size=8)
+    assert len(built) == 1  # validation's threshold and the test share it
+
+
 def test_evaluate_run_updates_model_json_keeping_other_keys(tmp_path, dataset, binary_model):
     run = tmp_path / "run"
     run.mkdir()

@@ -125,6 +125,30 @@ def test_robustness_reports_every_perturbation_and_plots_it(tmp_path, two_source
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
 
 
+def predictors_built(monkeypatch) -> list:
+    """The ``run.Predictor``s made from now on: each compiles the model's predict function (JAX) or traces it
+    (TensorFlow) on its first batch, seconds on a CPU and more on a GPU."""
+    from realvsai import run
+
+    built = []
+    real_init = run.Predictor.__init__
+
+    def init(self, *args, **kwargs):
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(run.Predictor, "__init__", init)
+    return built
+
+
+def test_an_evaluation_with_robustness_compiles_the_models_predict_function_once(tmp_path, two_sources, tiny_model,
+                                                                                 monkeypatch):
+    """It made one per source and perturbation (18 here): TensorFlow warned of retracing, and each cost a trace."""
+    built = predictors_built(monkeypatch)
+    evaluation.evaluate_folders(tiny_model, info(), two_sources, tmp_path / "out", robustness=True)
+    assert len(built) == 1
+
+
 def test_a_perturbation_that_changes_nothing_keeps_the_clean_numbers(tmp_path, two_sources, tiny_model,
                                                                       monkeypatch):
     monkeypatch.setattr(evaluation, "perturb", lambda pixels, kind, strength: pixels)
