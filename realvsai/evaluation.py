@@ -30,7 +30,7 @@ from realvsai.files import atomic_write_text, list_images, read_json, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb
 from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, class_folder_of, find_class_folders, read_manifest
 from realvsai.model_card import PLOT_FILES, few_positives, render_card
-from realvsai.run import MIN_IMAGES_PER_KIND, NEAR_CHANCE, SOURCE_UNIT, ModelInfo, doubt, size_band
+from realvsai.run import MIN_IMAGES_PER_KIND, NEAR_CHANCE, SOURCE_UNIT, ModelInfo, Predictor, doubt, size_band
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
     import keras
@@ -93,8 +93,8 @@ def perturbed_copies(images: LabelledImages, perturbation: tuple[str, float] | N
     return copies
 
 
-def predict_perturbed(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
-                      perturbation: tuple[str, float] | None, input_mode: str = "resize") -> np.ndarray:
+def predict_perturbed(predictor: Predictor, images: LabelledImages, perturbation: tuple[str, float] | None
+                      ) -> np.ndarray:
     """Class probabilities (images, classes) of each image's ``perturbation``-ed copy (``perturbed_copies``; None:
     unchanged, the clean numbers' route), in file order, which takes the model's own path (its resize or crops) as
     any PNG does; NaN rows for files that broke after the scan."""
@@ -104,7 +104,7 @@ def predict_perturbed(model: keras.Model, images: LabelledImages, batch_size: in
         changed = dataclasses.replace(
             images, files=[copies[index][0] for index in kept], labels=[images.labels[index] for index in kept],
             sizes=[copies[index][1] for index in kept], needs_pil=[False] * len(kept), formats=["PNG"] * len(kept))
-        rows = prediction.predict_images(model, changed, batch_size, image_size, input_mode=input_mode)
+        rows = prediction.predict_images(predictor, changed)
     probabilities = np.full((len(images), rows.shape[-1]), np.nan, np.float32)
     probabilities[kept] = rows
     return probabilities
@@ -252,14 +252,13 @@ def check_folders(model_info: ModelInfo | Mapping[str, Any], folders: Sequence[P
     return scanned
 
 
-def _predict_sources(model: keras.Model, info: ModelInfo, folders: Sequence[Path], scanned: Sequence[LabelledImages],
-                     batch_size: int) -> list[Source]:
+def _predict_sources(predictor: Predictor, folders: Sequence[Path], scanned: Sequence[LabelledImages]
+                     ) -> list[Source]:
     """Each folder's images (``check_folders``) with their probabilities, without the files that failed to decode."""
-    class_names = list(info.class_names)
+    class_names = list(predictor.info.class_names)
     sources = []
     for name, folder, images in zip(source_names(folders), folders, scanned, strict=True):
-        probabilities = prediction.predict_images(model, images, batch_size, info.image_size,
-                                                  input_mode=info.input_mode)
+        probabilities = prediction.predict_images(predictor, images)
         if probabilities.shape[1] != len(class_names):
             raise UserError(f"the model predicts {plural(probabilities.shape[1], 'class', 'classes')}, but its "
                             f"model.json names {len(class_names)}: {class_names}. Use the model.json saved with "
@@ -346,7 +345,8 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
     threshold = rule.decision_threshold
     scanned = scanned if scanned is not None else check_folders(info, folders, max_pixels)
     prediction.make_output_folder(out_dir)
-    sources = _predict_sources(model, info, folders, scanned, batch_size)
+    predictor = Predictor(model, info, batch_size)  # one for every prediction: each new one compiles the model
+    sources = _predict_sources(predictor, folders, scanned)
     # The class distribution shows the model's training splits, then the evaluated images.
     split_counts = {split: dict(counts) for split, counts in (info.get("counts") or {}).items() if split != TEST}
     split_counts["evaluated"] = {name: sum(source.images.labels.count(index) for source in sources)
@@ -369,9 +369,7 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
         steps = [None, *((kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths)]
         results: dict[str, dict[str, Any]] = {kind: {} for kind in PERTURBATIONS}
         for step in progress(steps, desc="robustness", unit="perturbation"):
-            probabilities = np.concatenate([predict_perturbed(model, source.images, batch_size, info.image_size,
-                                                              step, info.input_mode)
-                                            for source in sources])
+            probabilities = np.concatenate([predict_perturbed(predictor, source.images, step) for source in sources])
             if np.isnan(probabilities).any():
                 raise UserError(f"an image stopped decoding during the {describe(step)} evaluation; check the "
                                 "files of the test folders and run it again.")
@@ -415,7 +413,8 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
     test = check_folders(info, [data_dir / TEST])
     prediction.make_output_folder(out_dir)
     extra = {}
-    threshold, selection, by_kind = _validate(model, info, data_dir / VALIDATION, batch_size)
+    predictor = Predictor(model, info, batch_size)  # one for validation and test: each new one compiles the model
+    threshold, selection, by_kind = _validate(predictor, data_dir / VALIDATION)
     if len(class_names) == 2:
         extra = {"threshold_source": VALIDATION if threshold is not None else None, "threshold_selection": selection}
     if by_kind:
@@ -424,7 +423,7 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
         split: {name: len(list_images(data_dir / split / name)) if (data_dir / split / name).is_dir() else 0
                 for name in class_names}
         for split in SPLITS if (data_dir / split).is_dir()}
-    sources = _predict_sources(model, info, [data_dir / TEST], test, batch_size)
+    sources = _predict_sources(predictor, [data_dir / TEST], test)
     metrics = _evaluate(info, sources, out_dir, threshold, split_counts, **extra)
     write_json(out_dir / config.METRICS_FILE, metrics, strict=True)
     atomic_write_text(out_dir / config.MODEL_CARD_FILE,
@@ -434,16 +433,16 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
     return metrics
 
 
-def _validate(model: keras.Model, info: ModelInfo, folder: Path, batch_size: int
-              ) -> tuple[float | None, dict[str, Any] | None, dict[str, Any] | None]:
+def _validate(predictor: Predictor, folder: Path) -> tuple[float | None, dict[str, Any] | None, dict[str, Any] | None]:
     """One pass over the validation split: with two classes the F1-maximising threshold and how it was found
     (None, None without one); for any number of classes the decision rule's accuracy by kind of image
     (``accuracy_by_kind``; None without the split)."""
+    info = predictor.info
     if not folder.is_dir():
         logger.warning("no %s folder: %sno accuracy by kind of image", folder,
                        "the decision threshold stays at argmax, " if len(info.class_names) == 2 else "")
         return None, None, None
-    (source,) = _predict_sources(model, info, [folder], check_folders(info, [folder]), batch_size)
+    (source,) = _predict_sources(predictor, [folder], check_folders(info, [folder]))
     threshold, selection = None, None
     if len(info.class_names) == 2:
         threshold, selection = _choose_threshold(info, source, folder)

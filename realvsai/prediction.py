@@ -65,29 +65,28 @@ def describe_counts(counts: Mapping[str, int], num_uncertain: int, num_unfamilia
                    "validation found the model at chance on or had no image of)" if num_unfamiliar else ")")
 
 
-def predict_images(model: keras.Model, images: LabelledImages, batch_size: int, image_size: int,
-                   *, verbose: int | str = 0, input_mode: str = "resize") -> np.ndarray:
+def predict_images(predictor: Predictor, images: LabelledImages, *, verbose: int | str = 0) -> np.ndarray:
     """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode.
 
-    The files stream through ``data.make_dataset`` into the run's one predict path (``run.Predictor``),
-    every batch padded to ``batch_size`` rows.
+    The files stream through ``data.make_dataset`` (at the predictor's image size and input mode) into the run's
+    one predict path, every batch padded to the predictor's batch size.
     """
     import tensorflow as tf
 
     from realvsai.data import make_dataset
 
+    batch_size, info = predictor.batch_size, predictor.info
     # Labels become file indices: the pipeline drops files it cannot decode, so each row carries its file's.
     indexed = dataclasses.replace(images, labels=list(range(len(images))))
-    dataset = make_dataset(indexed, batch_size=batch_size, image_size=image_size, shuffle=False, cache_bytes=0,
-                           crops="grid" if input_mode == "crops" else None)
+    dataset = make_dataset(indexed, batch_size=batch_size, image_size=info.image_size, shuffle=False, cache_bytes=0,
+                           crops="grid" if info.input_mode == "crops" else None)
 
     def pad(pixels: tf.Tensor, indices: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor]]:
         missing = batch_size - tf.shape(indices)[0]
         pixels = tf.pad(pixels, [[0, missing]] + [[0, 0]] * (pixels.shape.rank - 1))
         return ((pixels, tf.pad(indices, [[0, missing]], constant_values=-1)),)
 
-    info = ModelInfo(tuple(images.class_names), image_size, input_mode)
-    return Predictor(model, info, batch_size).predict_indexed(dataset.map(pad), len(images), verbose=verbose)
+    return predictor.predict_indexed(dataset.map(pad), len(images), verbose=verbose)
 
 
 def relative_name(path: Path, folder: Path) -> str:
@@ -183,8 +182,7 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
                                 [(header.width, header.height) for header in kept],
                                 [header.needs_pil for header in kept], formats=[header.image_format for header in kept],
                                 max_pixels=max_pixels)
-        probabilities = predict_images(model, images, batch_size, info.image_size, verbose=verbose,
-                                       input_mode=info.input_mode)
+        probabilities = predict_images(Predictor(model, info, batch_size), images, verbose=verbose)
         failed = np.isnan(probabilities).any(axis=1)
         skipped += [(path, image_io.image_problem(path, max_pixels) or "could not be decoded")
                     for path, bad in zip(files, failed) if bad]

@@ -10,6 +10,7 @@ Keras is imported when a model is loaded or predicts, so listing the runs stays 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -411,24 +412,29 @@ class Predictor:
     once per shape).
 
     Each row travels with its index, so rows come back in order and padding (index -1) is dropped;
-    a row that never arrives (a file the input pipeline could not decode) stays NaN.
+    a row that never arrives (a file the input pipeline could not decode) stays NaN. Make one per model and use
+    it for every prediction: a new one compiles (JAX) or traces (TensorFlow) the model again on its first batch.
     """
 
     def __init__(self, model: keras.Model, info: ModelInfo, batch_size: int) -> None:
+        self.model, self.info, self.batch_size = model, info, int(batch_size)
+
+    @functools.cached_property
+    def _indexed(self) -> keras.Model:
+        """The model (crops mode: averaging its crops) with each row's index passed through beside it."""
         import keras
 
-        self.model, self.info, self.batch_size = model, info, int(batch_size)
-        size = info.image_size
-        if info.input_mode == "crops":
+        size = self.info.image_size
+        if self.info.input_mode == "crops":
             from realvsai.model import crop_averaging
 
-            predictor = crop_averaging(model, size)
+            predictor = crop_averaging(self.model, size)
             pixels = keras.Input((CROP_GRID**2, size, size, 3), name="pixels")
         else:
-            predictor = model
+            predictor = self.model
             pixels = keras.Input((None, None, 3), name="pixels")
         index = keras.Input((), dtype="int32", name="index")
-        self._indexed = keras.Model([pixels, index], [predictor(pixels), keras.layers.Identity()(index)])
+        return keras.Model([pixels, index], [predictor(pixels), keras.layers.Identity()(index)])
 
     def pad(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``pixels`` (N, ...) padded with zero rows, and their indices (-1: padding): to a multiple of

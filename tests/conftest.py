@@ -78,6 +78,14 @@ def write_image(
     return path
 
 
+def predictor(model, image_size: int, batch_size: int, input_mode: str = "resize",
+              class_names: tuple[str, ...] = ("FAKE", "REAL")):
+    """The run's one predict path (``run.Predictor``) for ``model``, as evaluation and --predict make it."""
+    from realvsai.run import ModelInfo, Predictor
+
+    return Predictor(model, ModelInfo(tuple(class_names), image_size, input_mode), batch_size)
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares ``width`` x ``height`` but holds no pixel data: a bomb that costs nothing to make."""
 

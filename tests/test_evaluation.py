@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import write_image
+from conftest import predictor, write_image
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -254,7 +254,7 @@ def test_most_confident_errors_come_first():
 
 def test_predictions_over_several_batches_keep_the_file_order(tmp_path, make_class_folder, binary_model):
     images = scan_images(make_class_folder(tmp_path / "test", {"FAKE": 5, "REAL": 5}, size=(16, 16)))
-    probabilities = prediction.predict_images(binary_model, images, 4, 8)
+    probabilities = prediction.predict_images(predictor(binary_model, 8, 4), images)
     one_by_one = np.concatenate([
         np.asarray(binary_model(load_rgb(path)[None].astype(np.float32), training=False)) for path in images.files])
     np.testing.assert_allclose(probabilities, one_by_one, atol=1e-5)
@@ -469,7 +469,7 @@ def test_evaluate_run_chooses_the_threshold_on_validation(tmp_path, dataset, bin
     info = model_info(["FAKE", "REAL"], positive_class="FAKE")
     metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
     validation = scan_images(dataset / "validation", class_names=["FAKE", "REAL"])
-    scores = prediction.predict_images(binary_model, validation, 64, 8)[:, 0]
+    scores = prediction.predict_images(predictor(binary_model, 8, 64), validation)[:, 0]
     expected = choose_threshold(np.asarray(validation.labels) == 0, scores.astype(np.float64))
     assert metrics["decision_threshold"] == pytest.approx(expected)
     assert metrics["threshold_source"] == "validation"

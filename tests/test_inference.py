@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, predictor
 from PIL import Image
 
 from realvsai import image_stats, inference, run
@@ -810,7 +810,7 @@ def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(
     info = {"class_names": CLASS_NAMES, "image_size": IMAGE_SIZE, "input_mode": "crops"}
     scanned = scan_images(tmp_path / "in", ["REAL"])
 
-    by_evaluation = prediction.predict_images(model, scanned, 2, IMAGE_SIZE, input_mode="crops")  # evaluation's call
+    by_evaluation = prediction.predict_images(predictor(model, IMAGE_SIZE, 2, "crops", CLASS_NAMES), scanned)
     prediction.predict_folder(model, info, tmp_path / "in", tmp_path / "out", batch_size=2)
     rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[1:]
     by_predict = np.array([[float(value) for value in row.split(",")[2:4]] for row in rows])

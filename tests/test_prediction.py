@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_script, write_image
+from conftest import predictor, run_script, write_image
 from test_evaluation import model_info, read_only, tiny_classifier
 from test_inference import write_run
 
@@ -126,9 +126,9 @@ def test_a_file_that_fails_to_decode_after_its_header_is_named_not_shifted(tmp_p
     files = [good[0], fake, good[1], good[2]]
     images = LabelledImages(files, [0] * 4, CLASSES, [(32, 32)] * 4, [False] * 4)
 
-    probabilities = prediction.predict_images(binary_model, images, batch_size=2, image_size=32)
-    alone = prediction.predict_images(binary_model, LabelledImages(good, [0] * 3, CLASSES, [(32, 32)] * 3,
-                                                                   [False] * 3), batch_size=2, image_size=32)
+    probabilities = prediction.predict_images(predictor(binary_model, 32, 2), images)
+    alone = prediction.predict_images(predictor(binary_model, 32, 2),
+                                      LabelledImages(good, [0] * 3, CLASSES, [(32, 32)] * 3, [False] * 3))
     assert np.isnan(probabilities[1]).all()
     np.testing.assert_allclose(probabilities[[0, 2, 3]], alone, atol=1e-5)
 
@@ -138,12 +138,12 @@ def test_when_no_file_decodes_after_its_header_every_probability_is_nan(tmp_path
     fake.write_text("not an image")  # as if it broke after its header was read
     images = LabelledImages([fake], [0], CLASSES, [(32, 32)], [False])
 
-    probabilities = prediction.predict_images(binary_model, images, batch_size=2, image_size=32)
+    probabilities = prediction.predict_images(predictor(binary_model, 32, 2), images)
 
     assert probabilities.shape == (1, 2) and np.isnan(probabilities).all()
     good = write_image(tmp_path / "good.png", seed=1)  # the model still predicts (on JAX too)
-    after = prediction.predict_images(binary_model, LabelledImages([good], [0], CLASSES, [(32, 32)], [False]),
-                                      batch_size=2, image_size=32)
+    after = prediction.predict_images(predictor(binary_model, 32, 2),
+                                      LabelledImages([good], [0], CLASSES, [(32, 32)], [False]))
     assert np.isfinite(after).all()
 
 

@@ -8,6 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import predictor
 from PIL import Image
 
 from realvsai import evaluation, prediction
@@ -168,8 +169,7 @@ def test_perturb_is_applied_to_every_decoded_image_before_the_model(tmp_path, tw
 
     monkeypatch.setattr(evaluation, "perturb", replace)
     images = scan_images(two_sources[1], class_names=["FAKE", "REAL"])
-    probabilities = evaluation.predict_perturbed(tiny_model, images, batch_size=4, image_size=8,
-                                                 perturbation=("blur", 2))
+    probabilities = evaluation.predict_perturbed(predictor(tiny_model, 8, 4), images, ("blur", 2))
     expected = keras.ops.convert_to_numpy(tiny_model(constant[None].astype("float32"), training=False))[0]
     np.testing.assert_allclose(probabilities, np.tile(expected, (len(images), 1)), atol=1e-6)
     assert sorted(seen, key=str) == [(np.dtype(np.uint8), (40, 48, 3), "blur", 2)] * len(images)
@@ -196,10 +196,10 @@ def test_a_large_jpeg_is_perturbed_at_its_full_resolution_not_its_reduced_decode
     monkeypatch.setattr(evaluation, "perturb", lambda pixels, kind, strength: seen.append(pixels.shape) or pixels)
     scanned = data.scan_images(tmp_path)
 
-    perturbed = evaluation.predict_perturbed(tiny_model, scanned, 4, 64, perturbation=("jpeg", 90))
+    perturbed = evaluation.predict_perturbed(predictor(tiny_model, 64, 4), scanned, ("jpeg", 90))
 
     assert seen == [(300, 400, 3)] * 2  # as the user's copy would be changed, not the 150x200 reduced decode
-    clean = prediction.predict_images(tiny_model, scanned, 4, 64)
+    clean = prediction.predict_images(predictor(tiny_model, 64, 4), scanned)
     np.testing.assert_allclose(perturbed, clean, atol=2e-2)  # unchanged pixels: nearly the clean answer
 
 
@@ -209,11 +209,11 @@ def test_a_crops_mode_model_is_perturbed_through_its_crops(tmp_path, make_class_
     make_class_folder(tmp_path, {"FAKE": 2, "REAL": 2}, suffix=".png", size=(48, 40))
     scanned = data.scan_images(tmp_path)
     seen = []
-    monkeypatch.setattr(prediction, "predict_images", lambda model, images, *args, **kwargs: seen.append(
-        (images, kwargs)) or np.full((len(images), 2), 0.5, np.float32))
-    evaluation.predict_perturbed(object(), scanned, 4, 32, perturbation=("blur", 1), input_mode="crops")
-    images, options = seen[0]
-    assert options["input_mode"] == "crops"
+    monkeypatch.setattr(prediction, "predict_images", lambda predictor, images, **kwargs: seen.append(
+        (images, predictor.info.input_mode)) or np.full((len(images), 2), 0.5, np.float32))
+    evaluation.predict_perturbed(predictor(object(), 32, 4, "crops"), scanned, ("blur", 1))
+    images, input_mode = seen[0]
+    assert input_mode == "crops"
     assert len(images) == 4 and images.files != scanned.files  # the perturbed copies, through the crops
 
 
@@ -222,8 +222,8 @@ def test_a_crops_mode_models_robustness_is_measured_through_its_crops(tmp_path, 
 
     modes = []
 
-    def record(model, images, *args, **kwargs):
-        modes.append(kwargs["input_mode"])
+    def record(predictor, images, **kwargs):
+        modes.append(predictor.info.input_mode)
         return np.tile(np.float32([0.6, 0.4]), (len(images), 1))
 
     monkeypatch.setattr(prediction, "predict_images", record)

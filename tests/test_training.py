@@ -763,9 +763,9 @@ def test_the_final_evaluation_predicts_in_batches_of_the_runs_batch_size(tmp_pat
     batch_sizes = []
     real_predict_images = prediction.predict_images
 
-    def predict_images(model, images, batch_size, *args, **kwargs):
-        batch_sizes.append(batch_size)
-        return real_predict_images(model, images, batch_size, *args, **kwargs)
+    def predict_images(predictor, images, **kwargs):
+        batch_sizes.append(predictor.batch_size)
+        return real_predict_images(predictor, images, **kwargs)
 
     monkeypatch.setattr(prediction, "predict_images", predict_images)
     make_class_folder(tmp_path / "data" / "test", {"FAKE": 2, "REAL": 2}, seed=3)
