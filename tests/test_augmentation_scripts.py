@@ -571,6 +571,15 @@ def test_quiet_prints_no_tensorflow_absl_or_cuda_log_line(data):
     assert process.returncode == 0 and process.stderr == "", process.stderr
 
 
+def test_copies_beyond_any_use_are_a_command_line_error(capsys):
+    """--copies 100000000 filled 21 GB planning the copies' names before the machine killed it, without a word."""
+    assert DataAugmentation.parse_args(["--copies", "1000"]).copies == 1000
+    with pytest.raises(SystemExit) as exit_:
+        DataAugmentation.parse_args(["--copies", "1001"])
+    assert exit_.value.code == 2
+    assert "--copies 1001 is over 1,000 copies of each image" in capsys.readouterr().err
+
+
 def test_a_size_that_is_no_number_names_native_too(capsys):
     with pytest.raises(SystemExit):
         DataAugmentation.parse_args(["--size", "big"])

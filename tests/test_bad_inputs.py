@@ -455,3 +455,23 @@ def test_a_script_refuses_in_one_line_a_path_another_run_is_working_on(script, t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{target} is being worked on by Another.py" in err
     assert sorted(path for path in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("DataUnZipper", [""]), ("DataUnZipper", ["a.zip", "--to", ""]), ("DataZipper", [""]),
+    ("DataZipper", ["data", "--out", ""]), ("DataSplitD1", ["", "--out", "x"]), ("DataSplitD1", ["raw", "--out", ""]),
+    ("DataSplitD2", ["", "--out", "x"]), ("DataSplitD2", ["raw", "--out", ""]), ("DataMerger", ["", "--into", "x"]),
+    ("DataMerger", ["a", "--into", ""]), ("DataAugmentation", ["--data", ""]), ("MoveAugmentedImages", ["--data", ""]),
+    ("DataDeleter", [""]), ("ModelTraining", ["--data", ""]), ("ModelTraining", ["--out", ""]),
+    ("ModelTraining", ["--evaluate", ""]), ("ModelTraining", ["--evaluate", "m.h5", "--test-dir", ""]),
+    ("ModelTraining", ["--predict", ""]), ("ModelTraining", ["--predict", "run", "--input", ""]),
+    ("App", ["--models", ""]), ("App", ["--model", ""]),
+])
+def test_an_empty_path_is_a_command_line_error_not_the_current_folder(script, argv, capsys):
+    """``--out "$OUT"`` with OUT unset wrote a whole split into the folder the command ran in."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(script).parse_args(argv)
+    assert exit_.value.code == 2
+    assert "an empty path; give a file or folder (. for the current folder)" in capsys.readouterr().err
