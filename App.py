@@ -52,7 +52,7 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from realvsai import inference
-from realvsai.cli import make_parser, plural, positive_int, setup_logging
+from realvsai.cli import make_parser, nonempty_path, plural, positive_int, setup_logging
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.files import spreadsheet_safe
@@ -74,10 +74,10 @@ MAX_CARDS = 60  # uploads shown one by one; the table below them lists all of th
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The app's options (after ``--`` on the streamlit command line); unknown ones are ignored."""
     parser = make_parser(__doc__, prog="streamlit run App.py --")
-    parser.add_argument("--model", type=Path, default=argparse.SUPPRESS,
+    parser.add_argument("--model", type=nonempty_path, default=argparse.SUPPRESS,
                         help="a run folder (or its model.h5 or model.json) to open first "
                              "(default: the newest in --models)")
-    parser.add_argument("--models", type=Path, default=DEFAULTS.models_dir,
+    parser.add_argument("--models", type=nonempty_path, default=DEFAULTS.models_dir,
                         help="the folder holding the training runs")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size,
                         help="uploads per model call")

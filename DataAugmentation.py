@@ -52,6 +52,7 @@ from pathlib import Path
 from realvsai.cli import (
     format_table,
     make_parser,
+    nonempty_path,
     plural,
     positive_int,
     progress,
@@ -98,6 +99,10 @@ class AugmentConfig:
     max_pixels: int = MAX_IMAGE_PIXELS
 
 
+# Copies of one image worth making (and planning: each copy's name is planned before the first is written).
+MAX_COPIES = 1_000
+
+
 def image_size(text: str) -> int | None:
     """argparse type for --size: ``native`` (None) or a positive whole number of pixels."""
     if text.lower() == "native":
@@ -128,8 +133,10 @@ def train_split(text: str) -> str:
 def parse_args(argv: list[str] | None = None) -> Namespace:
     defaults = AugmentConfig()
     parser = make_parser(__doc__)
-    parser.add_argument("--data", type=Path, default=defaults.data, help="dataset folder holding train/<Class>/")
-    parser.add_argument("--copies", type=positive_int, default=defaults.copies, help="augmented copies per image")
+    parser.add_argument("--data", type=nonempty_path, default=defaults.data,
+                        help="dataset folder holding train/<Class>/")
+    parser.add_argument("--copies", type=positive_int, default=defaults.copies,
+                        help=f"augmented copies per image (at most {MAX_COPIES:,})")
     parser.add_argument("--preset", choices=OFFLINE_PRESETS, default=defaults.preset, help="which transforms")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same files")
     parser.add_argument("--size", type=image_size, default=defaults.size,
@@ -145,6 +152,9 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
                         help="images with more pixels are skipped (a guard against decompression bombs)")
     args = parser.parse_args(argv)
+    if args.copies > MAX_COPIES:
+        parser.error(f"--copies {args.copies} is over {MAX_COPIES:,} copies of each image; give fewer (copies of "
+                     "one image differ by their transformations alone)")
     if args.size is not None and args.size * args.size > args.max_pixels:
         # The guard the sources get: a copy is decoded, augmented and encoded as a source image is, at about
         # 80 bytes a pixel in flight (--size 12,000 peaked at 11.7 GB on 32 px sources).

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realvsai.cli import confirm, make_parser, plural, run_main, setup_logging
+from realvsai.cli import confirm, make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
 from realvsai.files import human_bytes, working_on
 
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument("path", type=Path, help="the folder or file to delete")
+    parser.add_argument("path", type=nonempty_path, help="the folder or file to delete")
     parser.add_argument("--yes", action="store_true", help="delete without asking")
     parser.add_argument("--dry-run", action="store_true", help="show what would be deleted and delete nothing")
     parser.add_argument("--allow-outside", action="store_true",

@@ -38,9 +38,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from realvsai.cli import default_workers, make_parser, plural, positive_int, run_main, setup_logging
+from realvsai.cli import default_workers, make_parser, nonempty_path, plural, positive_int, run_main, setup_logging
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import working_on
@@ -49,9 +48,9 @@ from realvsai.merging import REFUSED_NAME, REFUSED_WHY, format_merge_report, mer
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
+    parser.add_argument("sources", type=nonempty_path, nargs="+", metavar="SOURCE",
                         help="split datasets (train/, validation/, test/ with class folders) to merge")
-    parser.add_argument("--into", type=Path, required=True,
+    parser.add_argument("--into", type=nonempty_path, required=True,
                         help="the dataset folder to merge into (the one holding train/); created when missing")
     parser.add_argument("--move", action="store_true", help="remove each source file once its content is in --into")
     parser.add_argument("--dry-run", action="store_true", help="print what would happen and change nothing")

@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from realvsai.cli import make_parser, run_main, setup_logging, share, usage_check
+from realvsai.cli import make_parser, nonempty_path, run_main, setup_logging, share, usage_check
 from realvsai.files import working_on
 from realvsai.layout import parse_renames
 from realvsai.splitting import MOVE, SplitDefaults, add_split_arguments, check_ratios, format_report, split_by_class
@@ -46,7 +45,7 @@ from realvsai.splitting import MOVE, SplitDefaults, add_split_arguments, check_r
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = SplitDefaults()
     parser = make_parser(__doc__)
-    parser.add_argument("source", type=Path, help="folder with one sub-folder of images per class")
+    parser.add_argument("source", type=nonempty_path, help="folder with one sub-folder of images per class")
     add_split_arguments(parser, defaults)
     parser.add_argument("--ratios", type=share, nargs=3, default=list(defaults.ratios),
                         metavar=("TRAIN", "VALIDATION", "TEST"), help="shares of each class; they must add up to 1")

@@ -34,9 +34,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from realvsai.cli import fraction, make_parser, run_main, setup_logging, usage_check
+from realvsai.cli import fraction, make_parser, nonempty_path, run_main, setup_logging, usage_check
 from realvsai.files import working_on
 from realvsai.layout import parse_renames
 from realvsai.splitting import MOVE, SplitDefaults, add_split_arguments, format_report, split_train_test
@@ -45,7 +44,7 @@ from realvsai.splitting import MOVE, SplitDefaults, add_split_arguments, format_
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = SplitDefaults()
     parser = make_parser(__doc__)
-    parser.add_argument("source", type=Path,
+    parser.add_argument("source", type=nonempty_path,
                         help="folder with train/<Class>/ and test/<Class>/ (or one folder holding such a folder)")
     add_split_arguments(parser, defaults)
     parser.add_argument("--val-fraction", type=fraction, default=defaults.val_fraction,

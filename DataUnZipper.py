@@ -34,15 +34,15 @@ import sys
 from pathlib import Path
 
 from realvsai.archives import UnzipLimits, archive_stem, extract_archive
-from realvsai.cli import byte_count, expansion_ratio, make_parser, plural, run_main, setup_logging
+from realvsai.cli import byte_count, expansion_ratio, make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.files import human_bytes, working_on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     limits = UnzipLimits()
     parser = make_parser(__doc__)
-    parser.add_argument("archive", type=Path, help="the .zip file to extract")
-    parser.add_argument("--to", type=Path, default=None,
+    parser.add_argument("archive", type=nonempty_path, help="the .zip file to extract")
+    parser.add_argument("--to", type=nonempty_path, default=None,
                         help="folder to extract into (default: data/raw/<archive name without .zip>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing files whose content differs from the archive's")

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from realvsai.archives import zip_folder
-from realvsai.cli import make_parser, plural, run_main, setup_logging
+from realvsai.cli import make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.files import human_bytes, working_on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument("folder", type=Path, help="the folder to zip")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("folder", type=nonempty_path, help="the folder to zip")
+    parser.add_argument("--out", type=nonempty_path, default=None,
                         help="the archive to write (default: <folder>.zip beside the folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--verify", action="store_true",

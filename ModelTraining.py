@@ -59,6 +59,7 @@ from realvsai.cli import (
     Interrupted,
     describe_os_error,
     make_parser,
+    nonempty_path,
     positive_int,
     raise_if_ctrl_c,
     run_main,
@@ -89,10 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = TrainConfig()
     parser = make_parser(__doc__)
     data = parser.add_argument_group("data and run")
-    data.add_argument("--data", type=Path, default=argparse.SUPPRESS,
+    data.add_argument("--data", type=nonempty_path, default=argparse.SUPPRESS,
                       help=f"dataset folder with train/ and validation/ (default: {defaults.data}; with --resume, "
                            "the run's own: give it when the dataset moved, it must hold the same files)")
-    data.add_argument("--out", type=Path, default=None,
+    data.add_argument("--out", type=nonempty_path, default=None,
                       help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate or --predict, the "
                            "folder for its outputs (default: eval-<test folders> or predictions-<input> beside the "
                            "model; when it already holds results, a new OUT-2 beside it)")
@@ -158,9 +159,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                "every layer supports it, off on CPU)")
 
     evaluate = parser.add_argument_group("evaluate a saved model instead of training")
-    evaluate.add_argument("--evaluate", type=Path, metavar="MODEL",
+    evaluate.add_argument("--evaluate", type=nonempty_path, metavar="MODEL",
                           help="a run folder, its model.h5 or its model.json, to evaluate on --test-dir")
-    evaluate.add_argument("--test-dir", type=Path, action="append",
+    evaluate.add_argument("--test-dir", type=nonempty_path, action="append",
                           help="folder of class folders to evaluate --evaluate on; give it once per source (e.g. "
                                "each generator or photo collection): metrics.json and EVALUATION.md then report "
                                "each source and all of them together")
@@ -168,11 +169,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="also evaluate after JPEG re-compression (quality 90, 70, 50, 30), Gaussian blur "
                                "(sigma 1, 2) and downscaling (x0.5, x0.25): metrics.json's robustness, "
                                "robustness.png and a table in EVALUATION.md")
-    evaluate.add_argument("--predict", type=Path, metavar="MODEL",
+    evaluate.add_argument("--predict", type=nonempty_path, metavar="MODEL",
                           help="a run folder, its model.h5 or its model.json: predict every image in --input "
                                "(and its sub-folders) into OUT/predictions.csv (default OUT: predictions-<input "
                                "folder> beside the model; when it already holds results, a new OUT-2 beside it)")
-    evaluate.add_argument("--input", type=Path, help="folder of images, of unknown class, to --predict")
+    evaluate.add_argument("--input", type=nonempty_path, help="folder of images, of unknown class, to --predict")
     evaluate.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
                           help="with --evaluate and --predict: images with more pixels are refused unread "
                                "(decompression bombs); raise it for larger scans")

@@ -28,7 +28,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from realvsai.cli import format_table, make_parser, plural, run_main, setup_logging
+from realvsai.cli import format_table, make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.moving import MoveReport, move_augmented
@@ -36,7 +36,7 @@ from realvsai.moving import MoveReport, move_augmented
 
 def parse_args(argv: list[str] | None = None) -> Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument("--data", type=Path, default=Path("data"),
+    parser.add_argument("--data", type=nonempty_path, default=Path("data"),
                         help="dataset folder holding train/ and augmented_train/")
     parser.add_argument("--dry-run", action="store_true", help="show what would move and change nothing")
     parser.add_argument("--move-unlisted", action="store_true",

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm import tqdm
@@ -195,6 +196,14 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no sched_getaffinity
         return os.cpu_count() or 1
+
+
+def nonempty_path(text: str) -> Path:
+    """argparse type for a file or folder: an empty text (an unset shell variable) is refused rather than read as
+    the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder (. for the current folder)")
+    return Path(text)
 
 
 def positive_int(text: str) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from realvsai.cli import default_workers, format_table, plural, positive_int, progress
+from realvsai.cli import default_workers, format_table, nonempty_path, plural, positive_int, progress
 from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import (
@@ -525,7 +525,7 @@ def _check_paths(source: Path, out: Path) -> tuple[Path, Path]:
 
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:
     """Adds the options DataSplitD1.py and DataSplitD2.py share, with ``defaults``."""
-    parser.add_argument("--out", type=Path, default=defaults.out,
+    parser.add_argument("--out", type=nonempty_path, default=defaults.out,
                         help="where train/, validation/, test/ and manifest.csv are written")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the shuffle of each class")
     placing = parser.add_mutually_exclusive_group()
