@@ -34,6 +34,15 @@ def test_list_images_accepts_extensions_in_any_case(tmp_path):
     assert [path.name for path in list_images(tmp_path)] == ["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.bmp"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+def test_list_images_names_a_named_pipe_among_the_files_left_out(tmp_path):
+    """A pipe called fifo.jpg vanished from --predict's outputs: in neither predictions.csv nor unreadable.csv."""
+    os.mkfifo(tmp_path / "fifo.jpg")
+    skipped = []
+    assert list_images(tmp_path, skipped=skipped) == []
+    assert skipped == [(str(tmp_path / "fifo.jpg"), "not a regular file (a named pipe, socket or device)")]
+
+
 def test_list_images_skips_hidden_files_and_hidden_folders(tmp_path):
     write_image(tmp_path / "visible.png", seed=1)
     write_image(tmp_path / "._visible.png", seed=2)  # macOS resource fork
