@@ -83,6 +83,8 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
                 elif entry.is_symlink():
                     skipped.append((entry.path, "symlink that leads nowhere (its target is missing, or it is "
                                     "a loop)"))
+                else:  # never opened: reading a pipe would wait for a writer
+                    skipped.append((entry.path, "not a regular file (a named pipe, socket or device)"))
     return [Path(path) for path in sorted(found)]
 
 
