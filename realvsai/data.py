@@ -230,8 +230,7 @@ def grid_crops(image: tf.Tensor, size: int) -> tf.Tensor:
 
     def cut(image: tf.Tensor) -> tf.Tensor:
         shape = tf.shape(image)
-        tops, lefts = ([(length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
-                       for length in (shape[0], shape[1]))
+        tops, lefts = (image_io.grid_offsets(length, size) for length in (shape[0], shape[1]))
         return tf.stack([image[top:top + size, left:left + size, :] for top in tops for left in lefts])
 
     return cut_covered(image, size, cut)

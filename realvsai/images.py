@@ -11,12 +11,12 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
 from realvsai.image_stats import format_name, is_grayscale_mode
 
@@ -94,6 +94,12 @@ def cover_size(width: int, height: int, crop_size: int) -> tuple[int, int]:
     if scale <= 1:
         return width, height
     return math.ceil(np.float32(width) * scale), math.ceil(np.float32(height) * scale)
+
+
+def grid_offsets(length: Any, crop_size: int) -> list[Any]:
+    """Where crops mode's ``CROP_GRID`` crops of one axis start, evenly spaced from edge to edge, on an axis of
+    ``length`` (once ``cover_size`` enlarged it): Python ints, or TensorFlow's where ``length`` is a tensor."""
+    return [(length - crop_size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
 
 
 def pixel_problem(width: int, height: int, max_pixels: int, crop_size: int | None = None) -> str | None:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.images import ImageDecodeError, cover_size, gray_pixels, load_rgb, read_header
+from realvsai.images import ImageDecodeError, cover_size, gray_pixels, grid_offsets, load_rgb, read_header
 from realvsai.metrics import DecisionRule
 
 # The run's owner is realvsai.run; these names stay here for the callers that know them from inference.
@@ -68,8 +68,7 @@ def grid_crops(image: np.ndarray, size: int) -> np.ndarray:
     """
     image = np.asarray(image)
     width, height = cover_size(image.shape[1], image.shape[0], size)
-    rows, columns = (np.concatenate([np.arange(start, start + size) for start in
-                                     ((length - size) * index // (CROP_GRID - 1) for index in range(CROP_GRID))])
+    rows, columns = (np.concatenate([np.arange(start, start + size) for start in grid_offsets(length, size)])
                      for length in (height, width))
     if image.shape[0] >= image.shape[1]:  # the longer axis first: it shrinks most
         picked = _linear_samples(_linear_samples(image, rows, height, 0), columns, width, 1)
@@ -157,8 +156,7 @@ class Classifier:
             # grid_crops' enlargement and offsets, mapped back to the image's pixels.
             scale = float(max(np.float32(1.0), np.float32(self.image_size) / np.float32(min(height, width))))
             covered = cover_size(width, height, self.image_size)[::-1]
-            tops, lefts = ([(length - self.image_size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
-                           for length in covered)
+            tops, lefts = (grid_offsets(length, self.image_size) for length in covered)
             side = self.image_size / scale
             return [(top / scale, left / scale, side, side) for top in tops for left in lefts]
         side = min(height, width)
