@@ -30,6 +30,21 @@ def test_run_main_maps_a_missing_file_to_exit_1(capsys, tmp_path):
     assert capsys.readouterr().err == f"error: {tmp_path / 'missing.zip'}: no such file or folder. Check the path.\n"
 
 
+def test_run_main_names_the_install_when_tensorflow_is_missing(capsys, monkeypatch):
+    """On a machine set up for JAX alone, training and --predict ended in a ModuleNotFoundError traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # what an import finds when it is not installed
+
+    def body():
+        import tensorflow  # noqa: F401
+
+    assert cli.run_main(body) == 1
+    assert capsys.readouterr().err == ("error: this step needs TensorFlow, which reads the images (tf.data) on every "
+                                       "Keras backend: pip install tensorflow-cpu (or tensorflow), then run the same "
+                                       "command again.\n")
+
+
 def test_run_main_maps_ctrl_c_to_exit_1_with_a_rerun_hint(capsys):
     def body():
         raise KeyboardInterrupt
