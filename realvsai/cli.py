@@ -151,6 +151,11 @@ def run_main(body: Callable[[], object]) -> int:
         message = describe_os_error(error)
     except KeyboardInterrupt as interrupt:
         message = f"interrupted. {interrupt if isinstance(interrupt, Interrupted) else RERUN_ADVICE}"
+    except ModuleNotFoundError as error:
+        if error.name != "tensorflow":  # another missing module is the installation's fault, with its traceback
+            raise
+        message = ("this step needs TensorFlow, which reads the images (tf.data) on every Keras backend: pip install "
+                   "tensorflow-cpu (or tensorflow), then run the same command again.")
     else:
         return EXIT_OK if result is None else int(result)
     print(printable(f"error: {message}"), file=sys.stderr)
