@@ -305,9 +305,8 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
                 run_dir: Path, data_dir: Path, batch_size: int) -> TrainResult:
     """What a trained run owes once its best model is in model.h5 (``model``, or None to read it back): the
     curves, model.json, and with ``data_dir/test`` the threshold, evaluation and card (predicting ``batch_size``
-    images a step). Removing the backup
-    comes last: until then ``--resume`` comes back here (the backup's TRAINED_FILE), so a kill never leaves
-    a run half-finished."""
+    images a step). Removing the backup comes last: until then ``--resume`` comes back here (the backup's
+    TRAINED_FILE), so a kill never leaves a run half-finished."""
     from realvsai import plots, run
 
     raise_if_ctrl_c()  # one that Python lost since training's last batch stops the run before its evaluation
