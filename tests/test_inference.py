@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -196,6 +197,12 @@ def test_read_run_of_a_file_that_is_no_model_says_so(tmp_path):
 
 def test_list_runs_of_a_missing_folder_is_empty(tmp_path):
     assert run.list_runs(tmp_path / "nothing") == ([], [])
+
+
+def test_read_run_of_a_missing_folder_names_the_folder(tmp_path):
+    """``--predict models/nonexist`` said models/nonexist/model.h5 does not exist: a file the user never named."""
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path / 'nonexist'))} does not exist\. Give a run "):
+        run.read_run(tmp_path / "nonexist")
 
 
 def test_read_run_takes_the_model_file_as_well_as_the_folder(stand_in_run):
