@@ -321,7 +321,8 @@ def read_run(path: Path) -> ModelRun:
         raise UserError(f"{path} is a file, but a run folder (or its model.h5 or model.json) was expected. Give a "
                         "run folder under models/, or train one with: python ModelTraining.py --demo")
     if not model_file.is_file():
-        raise UserError(f"{model_file} does not exist. Give a run folder under models/ or its model.h5, "
+        missing = model_file if folder.is_dir() else folder  # the path the user gave, or the model.h5 it lacks
+        raise UserError(f"{missing} does not exist. Give a run folder under models/ or its model.h5, "
                         "or train one with: python ModelTraining.py --demo")
     info_file = folder / MODEL_JSON_FILE
     if not info_file.is_file():
