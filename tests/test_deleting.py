@@ -98,6 +98,14 @@ def test_symlink_given_as_the_target_is_removed_not_followed(project, tmp_path):
     assert (tmp_path / "outside" / "keep.txt").exists()
 
 
+def test_a_symlink_given_as_the_target_is_described_as_the_link_it_is(project, tmp_path):
+    """It read "1 file and 0 folders, 20 B": the user could not tell that the folder it leads to is kept."""
+    link = project / "data/link_to_outside"
+    link.symlink_to(tmp_path / "outside", target_is_directory=True)
+    assert describe(plan_deletion(deletable(link, project))) == (
+        f"{link}: a symlink to {tmp_path / 'outside'}; the link is removed, what it leads to is kept.")
+
+
 def test_path_through_a_symlinked_folder_is_judged_where_it_really_is(project, tmp_path):
     (project / "data/link_to_outside").symlink_to(tmp_path / "outside", target_is_directory=True)
     with pytest.raises(UserError, match="not inside"):
