@@ -78,6 +78,9 @@ def plan_deletion(location: Path) -> DeletionPlan:
 
 def describe(plan: DeletionPlan, max_rows: int = 20) -> str:
     """A table of what goes, per entry directly inside the target (the first ``max_rows``), and a total line."""
+    if plan.path.is_symlink():
+        return (f"{plan.path}: a symlink to {os.readlink(plan.path)}; the link is removed, what it leads to is "
+                "kept.")
     rows = [(name, f"{count:,}", human_bytes(size)) for name, count, size in plan.by_child[:max_rows]]
     if len(plan.by_child) > max_rows:
         rows.append((f"... {len(plan.by_child) - max_rows:,} more", "", ""))
