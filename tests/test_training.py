@@ -757,7 +757,7 @@ def test_a_test_split_without_a_class_folder_is_evaluated_with_the_class_reporte
 
 def test_the_final_evaluation_predicts_in_batches_of_the_runs_batch_size(tmp_path, make_class_folder, monkeypatch):
     """--batch-size means one thing in training, --evaluate and --predict: the evaluation at the end of training
-    took 64 images a step whatever it said (a GPU that fits 8 at 224 px ran out of memory there)."""
+    took 64 images a step whatever it said (a GPU that fits only 8 at 224 px would run out of memory there)."""
     from realvsai import prediction
 
     batch_sizes = []
