@@ -441,7 +441,8 @@ def test_model_calls_have_a_few_fixed_batch_shapes_whatever_the_number_and_size_
     assert batch == 16 and shapes == [(rows, IMAGE_SIZE, IMAGE_SIZE, 3) for rows in (1, 4, 8, 16, 16)]
 
 
-def test_an_upload_is_decoded_once_and_judged_gray_from_that_decode(classifier, monkeypatch):
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])  # a PNG's EXIF may follow its pixels: reading it decodes them
+def test_an_upload_is_decoded_once_and_judged_gray_from_that_decode(classifier, monkeypatch, fmt):
     from PIL import ImageFile
 
     from realvsai import images
@@ -450,14 +451,14 @@ def test_an_upload_is_decoded_once_and_judged_gray_from_that_decode(classifier, 
     real_load = ImageFile.ImageFile.load
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: loaded.add(id(image)) or real_load(image))
     gray = np.repeat(random_image(3, 64, 48)[..., :1], 3, axis=-1)
-    profile = {"min_side": 32, "max_side": 100, "formats": ["PNG"], "images": 8, "grayscale": 0}
+    profile = {"min_side": 32, "max_side": 100, "formats": [fmt], "images": 8, "grayscale": 0}
 
-    upload = encode(gray, "JPEG")  # a PNG's header reading decodes it anyway (its EXIF may follow the pixels)
+    upload = encode(gray, fmt)
 
-    (result,) = inference.classify_uploads(classifier, [("scan.jpg", upload)], info=with_profile(profile | {
-        "formats": ["JPEG"]}))
+    (result,) = inference.classify_uploads(classifier, [("scan", upload)], info=with_profile(profile))
 
     assert len(loaded) == 1 and result.unfamiliar and "a grayscale image" in result.unfamiliar
+    assert result.size == (64, 48)
     assert images.read_header(upload, gray=False).grayscale is None  # the header alone: not known
 
 
