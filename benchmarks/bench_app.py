@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from realvsai.model import build_model
 
     photo = make_photo(args.data, args.image)
-    decoded = inference.decode_upload(photo)
+    decoded, _ = inference.decode_upload(photo)
     model = build_model(2, image_size=args.image_size, backbone=args.backbone, weights=None, augment="none")
     classifier = inference.Classifier(model, ["FAKE", "REAL"], args.image_size)
     bare_input = tf.constant(decoded[None].astype(np.float32))

@@ -313,7 +313,22 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     With ``image_size``, a large JPEG is decoded at 1/``jpeg_scale`` of its size, as TensorFlow's
     ``decode_jpeg(ratio=...)``; 16-bit images are scaled to 8 bits rather than clipped.
     """
-    image = _open(source, max_pixels, crop_size)
+    with _open(source, max_pixels, crop_size) as image:
+        return _rgb(image, image_size)
+
+
+def load_rgb_with_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
+                         image_size: int | None = None, crop_size: int | None = None
+                         ) -> tuple[np.ndarray, ImageHeader]:
+    """``load_rgb``'s pixels and ``read_header(gray=False)``'s header (the file's own upright size, where a large
+    JPEG is decoded reduced), from one opening: reading a PNG's header decodes it (its EXIF may follow the pixels)."""
+    with _open(source, max_pixels, crop_size) as image:
+        header = _header(image, gray=False)
+        return _rgb(image, image_size), header
+
+
+def _rgb(image: Image.Image, image_size: int | None) -> np.ndarray:
+    """``load_rgb``'s pixels of an opened image."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open applied our limit
@@ -333,5 +348,3 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
         raise ImageDecodeError(f"too many pixels ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
-    finally:
-        image.close()

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.images import ImageDecodeError, cover_size, gray_pixels, grid_offsets, load_rgb, read_header
+from realvsai.images import ImageDecodeError, ImageHeader, cover_size, gray_pixels, grid_offsets, load_rgb_with_header
 from realvsai.metrics import DecisionRule
 
 # The run's owner is realvsai.run; these names stay here for the callers that know them from inference.
@@ -279,10 +279,11 @@ class UploadResult:
 
 
 def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None,
-                  crop_size: int | None = None) -> np.ndarray:
-    """An upload's bytes as an upright (H, W, 3) uint8 RGB image (ImageDecodeError if unusable, or if crops of
-    ``crop_size`` would enlarge it past ``max_pixels``), with Pillow: the pixels ``data.decode_rgb`` gives training."""
-    return load_rgb(bytes(data), max_pixels, image_size, crop_size)
+                  crop_size: int | None = None) -> tuple[np.ndarray, ImageHeader]:
+    """An upload's bytes, decoded once, as an upright (H, W, 3) uint8 RGB image, with Pillow: the pixels
+    ``data.decode_rgb`` gives training; and its header (the file's own size: a large JPEG is decoded reduced).
+    ImageDecodeError if unusable, or if crops of ``crop_size`` would enlarge it past ``max_pixels``."""
+    return load_rgb_with_header(bytes(data), max_pixels, image_size, crop_size)
 
 
 def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> np.ndarray:
@@ -308,8 +309,7 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
         try:
-            image = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
-            header = read_header(data, max_pixels, gray=False)  # the file's own size: a large JPEG is decoded reduced
+            image, header = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
             slot.update(prepared=classifier.prepare(image), preview=preview_image(image),
                         size=(header.width, header.height), decoded_shape=image.shape[:2],
                         unfamiliar=None if info is None else doubt(info, header.width, header.height,
@@ -362,7 +362,7 @@ def outline_regions(image: np.ndarray, regions: Sequence[tuple[float, float, flo
 def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | None = None,
                    max_pixels: int = DEFAULTS.max_pixels, preview_size: int = DEFAULTS.preview_size) -> np.ndarray:
     """``explain_result`` of raw bytes: the upload's preview with the Grad-CAM heatmap of ``class_index``."""
-    image = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
+    image, _ = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
     result = UploadResult("upload", preview=preview_image(image, preview_size), prepared=classifier.prepare(image),
                           decoded_shape=image.shape[:2])
     return explain_result(classifier, result, class_index)

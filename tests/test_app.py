@@ -183,14 +183,14 @@ def test_a_strip_that_crops_mode_would_enlarge_past_the_pixel_limit_is_refused_b
 
 
 def test_an_unexpected_error_for_one_file_leaves_the_app_running(start_app, models_dir, monkeypatch):
-    real_load = inference.load_rgb
+    real_load = inference.load_rgb_with_header
 
     def load(data, max_pixels, image_size=None, crop_size=None):
         if data.startswith(b"GIF89a"):
             raise RuntimeError("decoder exploded")
         return real_load(data, max_pixels, image_size, crop_size)
 
-    monkeypatch.setattr(inference, "load_rgb", load)
+    monkeypatch.setattr(inference, "load_rgb_with_header", load)
     app = upload(start_app("--models", models_dir), ("odd.bmp", b"GIF89a....", "image/bmp"), SURE)
 
     assert "`odd.bmp`" in app.error[0].value and "RuntimeError" in app.error[0].value

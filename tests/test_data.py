@@ -309,7 +309,7 @@ def test_large_jpeg_decodes_reduced_with_the_same_pixels_in_training_and_the_app
     assert reduced.shape == (226, 301, 3)  # 1/4, rounded up
     np.testing.assert_array_equal(by_pillow, reduced)
     np.testing.assert_array_equal(images.load_rgb(path, image_size=100), reduced)
-    np.testing.assert_array_equal(decode_upload(path.read_bytes(), image_size=100), reduced)
+    np.testing.assert_array_equal(decode_upload(path.read_bytes(), image_size=100)[0], reduced)
     assert data.decode_rgb(tf.constant(str(path)), tf.constant(False)).shape == (901, 1203, 3)
 
 

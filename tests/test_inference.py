@@ -534,14 +534,14 @@ def test_classify_uploads_turns_an_exif_rotated_photo_upright(classifier):
 
 
 def test_classify_uploads_goes_on_when_one_file_fails_unexpectedly(classifier, monkeypatch):
-    real_load = inference.load_rgb
+    real_load = inference.load_rgb_with_header
 
     def load(data, max_pixels, image_size=None, crop_size=None):
         if data == b"boom":
             raise RuntimeError("something nobody expected")
         return real_load(data, max_pixels, image_size, crop_size)
 
-    monkeypatch.setattr(inference, "load_rgb", load)
+    monkeypatch.setattr(inference, "load_rgb_with_header", load)
     results = inference.classify_uploads(classifier, [("a.png", encode(random_image(6, 8, 8))), ("b.png", b"boom"),
                                                       ("c.png", encode(random_image(7, 8, 8)))])
 

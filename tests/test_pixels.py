@@ -39,7 +39,7 @@ def test_training_decodes_a_jpeg_to_exactly_the_apps_pixels(tmp_path, kind):
 
     trained_on = dataset_pixels(tmp_path, image_size=32)[0]
 
-    shown_to_app = inference.decode_upload(path.read_bytes())
+    shown_to_app, _ = inference.decode_upload(path.read_bytes())
     np.testing.assert_array_equal(trained_on, shown_to_app.astype(np.float32))
 
 
@@ -72,7 +72,7 @@ def test_training_decodes_every_other_format_to_exactly_the_apps_pixels(tmp_path
 
     trained_on = dataset_pixels(tmp_path, image_size=32)[0]
 
-    shown_to_app = inference.decode_upload(path.read_bytes())
+    shown_to_app, _ = inference.decode_upload(path.read_bytes())
     np.testing.assert_array_equal(trained_on, shown_to_app.astype(np.float32))
 
 
