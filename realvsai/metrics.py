@@ -97,8 +97,12 @@ class DecisionRule:
         """The class index of each row of ``probabilities`` (..., classes)."""
         if not self._thresholded(probabilities):
             return np.argmax(probabilities, axis=-1)
-        return np.where(np.asarray(probabilities)[..., self.positive_index] >= self.decision_threshold,
-                        self.positive_index, 1 - self.positive_index)
+        return self.decide_positive(np.asarray(probabilities)[..., self.positive_index])
+
+    def decide_positive(self, positive_probabilities: np.ndarray) -> np.ndarray:
+        """The class index decided from P(positive) alone, at the decision threshold (two classes)."""
+        return np.where(np.asarray(positive_probabilities) >= self.decision_threshold, self.positive_index,
+                        1 - self.positive_index)
 
     def uncertain(self, probabilities: np.ndarray, unfamiliar: np.ndarray | bool | None = None) -> np.ndarray:
         """True for each row whose answer is Uncertain; an ``unfamiliar`` image always is."""
@@ -194,7 +198,7 @@ def threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, thr
     """Accuracy, precision, recall, F1 and confusion matrix when P(positive) >= ``threshold`` decides."""
     from sklearn import metrics as sk
 
-    predicted = np.where(np.asarray(scores) >= threshold, positive, 1 - positive)  # DecisionRule.decide
+    predicted = DecisionRule(decision_threshold=threshold, positive_index=positive).decide_positive(scores)
     precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
                                                                   average="binary", zero_division=0)
     return {"threshold": float(threshold), "accuracy": float(sk.accuracy_score(labels, predicted)),
