@@ -122,9 +122,8 @@ class ModelInfo:
         config = content.get("config")
         if config is not None and not isinstance(config, Mapping):
             raise _fail(source, "config", "must be an object")
-        demo = bool(content.get("demo") or (config or {}).get("demo"))
         return cls(tuple(class_names), image_size, input_mode, positive_class if binary else None,
-                   float(threshold) if binary and threshold is not None else None, float(confidence), demo,
+                   float(threshold) if binary and threshold is not None else None, float(confidence), is_demo(content),
                    profile, dict(content))
 
     @property
