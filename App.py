@@ -349,11 +349,12 @@ def sidebar_settings(run: ModelRun, classifier: inference.Classifier) -> Setting
               "threshold to 0 and to 1 (the page states the band); 0.5: never." if two_classes else
               "An answer is Uncertain when its top probability is below this.")
         + " The default comes from the model's model.json.")
+    side = DEFAULTS.grad_cam_min_size
     explain_on = st.sidebar.toggle("Explain with Grad-CAM", value=False, key="explain",
                                    help="Colours the regions that made the model choose its class "
                                         "(gradient-weighted class activation map of the backbone's last "
-                                        "block, or of its deepest block still 4×4 at small image sizes). "
-                                        "Costs about one extra model call per image.")
+                                        f"block, or of its deepest block still {side}×{side} at small image "
+                                        "sizes). Costs about one extra model call per image.")
     if explain_on:
         st.sidebar.caption(_grad_cam_source(classifier))
     return Settings(run.info.rule(threshold), explain_on)

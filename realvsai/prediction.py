@@ -23,7 +23,7 @@ import numpy as np
 
 from realvsai import images as image_io
 from realvsai.cli import plural
-from realvsai.config import MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE, TrainConfig
+from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE, TrainConfig
 from realvsai.errors import UserError
 from realvsai.files import list_images, spreadsheet_safe, write_csv
 from realvsai.metrics import DecisionRule
@@ -173,7 +173,7 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
     skipped += [(path, header) for path, header in zip(candidates, headers) if isinstance(header, str)]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]
     if not usable and not skipped:
-        raise UserError(f"{folder} holds no image file (names ending in .jpg, .jpeg, .png, .bmp or .webp).")
+        raise UserError(f"{folder} holds no image file (names ending in {', '.join(sorted(IMAGE_EXTENSIONS))}).")
     make_output_folder(out_dir)
     probabilities = np.zeros((0, len(class_names)), np.float32)
     if usable:
