@@ -299,6 +299,19 @@ def test_file_names_that_a_spreadsheet_would_run_as_formulas_are_written_as_text
     assert [row["file"] for row in read_rows(tmp_path / "out" / "unreadable.csv")] == ["'+broken.png"]
 
 
+def test_class_names_that_a_spreadsheet_would_run_are_written_as_text_as_the_app_writes_them(tmp_path):
+    files = [tmp_path / "a.png", tmp_path / "b.png"]
+    probabilities = np.array([[0.9, 0.1], [0.25, 0.75]])
+
+    prediction.write_predictions(tmp_path / "predictions.csv", tmp_path, files, probabilities, ["-1", "+1"],
+                                 DecisionRule(), [None, "unlike the training images"])
+
+    rows = read_rows(tmp_path / "predictions.csv")
+    assert [row["predicted"] for row in rows] == ["'-1", "'+1"]
+    assert [row["uncertain"] for row in rows] == ["false", "true"]
+    assert rows[1]["probability_+1"] == "0.750000" and rows[1]["unfamiliar"] == "unlike the training images"
+
+
 def test_an_output_path_that_is_a_file_fails_before_any_image_is_predicted(tmp_path, binary_model, monkeypatch):
     write_image(tmp_path / "photos" / "a.png", seed=1)
     (tmp_path / "taken").write_text("a file where the output folder should go")
