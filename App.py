@@ -55,10 +55,9 @@ from realvsai import inference
 from realvsai.cli import make_parser, nonempty_path, plural, positive_int, setup_logging
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
-from realvsai.files import spreadsheet_safe
 from realvsai.images import RAISE_LIMIT
 from realvsai.model_card import small_test_set
-from realvsai.prediction import describe_counts
+from realvsai.prediction import csv_cell, describe_counts
 from realvsai.run import HEADLINE_METRICS, ModelRun, list_runs, load_run, read_run
 
 if not st.runtime.exists():
@@ -197,15 +196,6 @@ def duplicates(uploads: Sequence[UploadedFile]) -> dict[int, int]:
     return same_as
 
 
-def _csv_cell(value: object) -> object:
-    # As predictions.csv writes them: 6 decimals, true/false, empty for a missing value.
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return f"{value:.6f}" if isinstance(value, float) else spreadsheet_safe(value)
-
-
 def results_csv(rows: Sequence[dict[str, Any]]) -> str:
     """The results table as CSV text, written as predictions.csv is."""
     if not rows:
@@ -214,7 +204,7 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: _csv_cell(value) for key, value in row.items()})
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
     return buffer.getvalue()
 
 

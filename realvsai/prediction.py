@@ -117,13 +117,22 @@ def write_predictions(path: Path, folder: Path, files: Sequence[Path], probabili
     uncertain = rule.uncertain(probabilities, np.array([reason is not None for reason in unfamiliar], dtype=bool))
     header = ["file", *(["true"] if true_labels is not None else []), "predicted",
               *(f"probability_{name}" for name in class_names), "uncertain", "unfamiliar"]
-    rows = [[spreadsheet_safe(relative_name(file, folder)),
-             *([class_names[true_labels[index]]] if true_labels is not None else []),
-             class_names[int(predicted[index])], *(f"{value:.6f}" for value in probabilities[index]),
-             str(bool(uncertain[index])).lower(), unfamiliar[index] or ""]
-            for index, file in enumerate(files)]
+    rows = [[csv_cell(cell) for cell in (
+        relative_name(file, folder), *([class_names[true_labels[index]]] if true_labels is not None else []),
+        class_names[int(predicted[index])], *(float(value) for value in probabilities[index]),
+        bool(uncertain[index]), unfamiliar[index])] for index, file in enumerate(files)]
     write_csv(Path(path), header, rows)
     return predicted, uncertain
+
+
+def csv_cell(value: object) -> str:
+    """A cell of predictions.csv (and of the app's CSV): a probability with 6 decimals, true/false, empty for None,
+    and a text that a spreadsheet would run as a formula behind a ``'`` (``files.spreadsheet_safe``)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.6f}" if isinstance(value, float) else str(spreadsheet_safe(value))
 
 
 def make_output_folder(out_dir: Path) -> None:
