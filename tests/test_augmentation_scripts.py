@@ -501,6 +501,20 @@ def test_sources_csv_names_the_image_each_copy_was_made_from(tmp_path):
         assert channel == int(np.argmax(NAMED_LIKE_A_COPY[Path(record.source).name])), (copy, record.source)
 
 
+def test_sources_csv_takes_each_copys_digest_from_the_bytes_written_without_reading_the_copy_back(data,
+                                                                                               monkeypatch):
+    read = []  # the files hashed from disk
+    real_sha256_file = moving.sha256_file
+    monkeypatch.setattr(moving, "sha256_file", lambda path: read.append(Path(path)) or real_sha256_file(path))
+
+    assert augment(data) == 0
+
+    assert sorted(path.name for path in read) == sorted(path.name for path in (data / "train").rglob("*.png"))
+    records = moving.read_copy_sources(data / "augmented_train")
+    assert len(records) == 12 and all(record.copy_sha256 == sha256(data / "augmented_train" / copy)
+                                      for copy, record in records.items())
+
+
 def test_copy_names_differ_in_more_than_letter_case(tmp_path):
     """Where letter case is ignored (macOS, Windows), aug_cat_png_0.jpg and aug_cat_PNG_0.jpg are one file."""
     data = tmp_path / "data"
