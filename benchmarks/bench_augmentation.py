@@ -93,15 +93,17 @@ def make_subset(source: Path, root: Path, num_images: int | None) -> Path:
 
 
 def run_ours(data: Path, copies: int, size: int | None, preset: str, seed: int) -> int:
-    """What DataAugmentation.py does after parsing its arguments."""
+    """What DataAugmentation.py does after parsing its arguments: plan, augment, write, record each copy's source."""
     from realvsai.augmentation import build_augmentation
-    from realvsai.moving import plan_copies
+    from realvsai.moving import plan_copies, record_copy_sources
     from realvsai.offline_augmentation import plan_batches, write_augmented_copies
 
     plan = plan_copies(data, copies)
     layers = build_augmentation(preset, seed=seed)
     batches = plan_batches(plan.images, seed, image_size=size, batch_size=AugmentConfig.batch_size)
-    return write_augmented_copies(batches, layers, image_size=size).written
+    report = write_augmented_copies(batches, layers, image_size=size)
+    record_copy_sources(plan, data, report.made)
+    return report.written
 
 
 def legacy_generator():

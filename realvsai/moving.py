@@ -264,25 +264,27 @@ def add_copy_sources(augmented_dir: Path, sources: Mapping[str, CopySource]) -> 
                for copy, record in sorted(rows.items())])
 
 
-def record_copy_sources(plan: CopyPlan, data_dir: Path, made: Iterable[Path | str]) -> int:
+def record_copy_sources(plan: CopyPlan, data_dir: Path, made: Mapping[str, str]) -> int:
     """Records in ``sources.csv`` each copy of ``plan``'s images at a path in ``made`` that has no row yet.
 
-    ``made``: the paths this run wrote, or found holding the very bytes it makes (``CopyReport.made``); only
-    those, so a file under a copy's name that no run compared is never taken for the copy. Run also when the
-    run is interrupted, so the copies written so far keep their record. Returns the number of rows added.
+    ``made``: the paths this run wrote, or found holding the very bytes it makes, with the sha256 of those bytes
+    (``CopyReport.made``); only those, so a file under a copy's name that no run compared is never taken for the
+    copy. Run also when the run is interrupted, so the copies written so far keep their record. Returns the number
+    of rows added.
     """
-    made = {os.path.normpath(path) for path in made}
+    made = {os.path.normpath(path): digest for path, digest in made.items()}
     known = read_copy_sources(plan.output_dir)
     added: dict[str, CopySource] = {}
     for source, names in plan.copy_names.items():
-        class_name, source_digest = source.parent.name, None
+        class_name, source_name, source_digest = source.parent.name, None, None
+        folder = os.path.join(plan.output_dir, class_name)
         for name in names:
-            copy = plan.output_dir / class_name / name
-            key = f"{class_name}/{name}"
-            if key in known or os.path.normpath(copy) not in made:
+            key, copy = f"{class_name}/{name}", os.path.normpath(os.path.join(folder, name))
+            if key in known or copy not in made:
                 continue
+            source_name = source_name or source.relative_to(data_dir).as_posix()
             source_digest = source_digest or sha256_file(source)
-            added[key] = CopySource(sha256_file(copy), source.relative_to(data_dir).as_posix(), source_digest)
+            added[key] = CopySource(made[copy], source_name, source_digest)
     add_copy_sources(plan.output_dir, added)
     return len(added)
 

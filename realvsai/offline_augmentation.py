@@ -98,7 +98,8 @@ class CopyReport:
     already_there: int = 0
     undecodable: list[Path] = field(default_factory=list)
     in_the_way: list[str] = field(default_factory=list)  # files kept at a copy's name: not copies
-    made: list[str] = field(default_factory=list)  # copies written, or found with their very bytes, so far
+    # copies written, or found with their very bytes, so far: {path: sha256 of those bytes}
+    made: dict[str, str] = field(default_factory=dict)
 
 
 def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Sequential | None,
@@ -146,8 +147,8 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
 
 
 def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, report: CopyReport) -> int:
-    """Encodes and writes each ``(path, uint8 pixels)``; returns how many it wrote. Adds each path to
-    ``report.made`` as soon as it holds its copy, or to ``report.in_the_way``."""
+    """Encodes and writes each ``(path, uint8 pixels)``; returns how many it wrote. Adds each path, with the
+    sha256 of its bytes, to ``report.made`` as soon as it holds its copy, or to ``report.in_the_way``."""
     written = 0
     for path, pixels in files:
         encoded = tf.io.encode_jpeg(pixels, quality=jpeg_quality).numpy()
@@ -161,7 +162,7 @@ def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, rep
                 if stream.read() != encoded:
                     report.in_the_way.append(path)
                     continue
-        report.made.append(path)  # list.append is atomic: the writer threads share the report
+        report.made[path] = hashlib.sha256(encoded).hexdigest()  # atomic: the writer threads share the report
     return written
 
 
