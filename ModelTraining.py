@@ -72,6 +72,7 @@ from realvsai.config import (
     LIMITS,
     MAX_IMAGE_PIXELS,
     MODEL_JSON_FILE,
+    POSITIVE_WORDS,
     PRECISIONS,
     PRESETS,
     TrainConfig,
@@ -143,8 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     schedule.add_argument("--no-class-weights", dest="class_weights", action="store_false", default=argparse.SUPPRESS,
                           help="do not weight the loss by inverse class frequency (weighted by default)")
     schedule.add_argument("--positive-class", default=None,
-                          help="the class the binary precision/recall/F1/AUC are about; when not given, the class "
-                               "named fake, generated, synthetic or ai")
+                          help="the class the binary precision/recall/F1/AUC are about; when not given, the one "
+                               f"class whose name has a word among {', '.join(sorted(POSITIVE_WORDS))} (FAKE, "
+                               "AiArt, ai_generated)")
     add_number(schedule, "--stop-margin", float,
                help="StopTrainingOnValidationLoss: an epoch overfits when val_loss > loss + this")
     add_number(schedule, "--stop-patience", int,

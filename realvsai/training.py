@@ -28,6 +28,7 @@ from realvsai.config import (
     HISTORY_FILE,
     MODEL_FILE,
     MODEL_JSON_FILE,
+    POSITIVE_WORDS,
     RUN_CONFIG_FILE,
     TRAINED_FILE,
     TrainConfig,
@@ -178,8 +179,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     positive_class = metrics.find_positive_class(class_names, config.positive_class)
     if len(class_names) == 2 and positive_class is None:
         positive_class = class_names[1]
-        logger.warning("no class is named like the generated one (fake, generated, synthetic, ai); the binary "
-                       "metrics count %r as positive. Set --positive-class to choose.", positive_class)
+        logger.warning("no class is named like the generated one (a word among %s); the binary metrics count %r "
+                       "as positive. Set --positive-class to choose.", ", ".join(sorted(POSITIVE_WORDS)),
+                       positive_class)
     positive_index = class_names.index(positive_class) if positive_class else None
 
     replicas, workers = distributed.num_replicas(strategy), distributed.num_workers(strategy)
