@@ -106,6 +106,20 @@ def test_a_symlink_given_as_the_target_is_described_as_the_link_it_is(project, t
         f"{link}: a symlink to {tmp_path / 'outside'}; the link is removed, what it leads to is kept.")
 
 
+def test_deleting_a_symlink_says_the_link_was_deleted_and_its_target_kept(tmp_path):
+    """It said "Deleted 1 file and 0 folders (20 B)", as if a file had gone."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "keep.txt").write_text("must survive")
+    link = tmp_path / "link_to_outside"
+    link.symlink_to(tmp_path / "outside", target_is_directory=True)
+
+    finished = run_script("DataDeleter.py", link, "--allow-outside", "--yes")
+
+    assert finished.returncode == 0 and not link.is_symlink()
+    assert finished.stdout.splitlines()[-1] == f"Deleted the symlink {link}; {tmp_path / 'outside'} is kept."
+    assert (tmp_path / "outside" / "keep.txt").read_text() == "must survive"
+
+
 def test_path_through_a_symlinked_folder_is_judged_where_it_really_is(project, tmp_path):
     (project / "data/link_to_outside").symlink_to(tmp_path / "outside", target_is_directory=True)
     with pytest.raises(UserError, match="not inside"):
