@@ -56,9 +56,10 @@ from realvsai.cli import make_parser, nonempty_path, plural, positive_int, setup
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.images import RAISE_LIMIT
+from realvsai.metrics import DecisionRule
 from realvsai.model_card import small_test_set
 from realvsai.prediction import csv_cell, describe_counts
-from realvsai.run import HEADLINE_METRICS, ModelRun, list_runs, load_run, read_run
+from realvsai.run import DEMO_WARNING, HEADLINE_METRICS, ModelInfo, ModelRun, list_runs, load_run, read_run
 
 if not st.runtime.exists():
     # `python App.py --help`: the cache decorators below would warn that no Streamlit runtime runs.
@@ -95,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Settings:
     """What the sidebar controls."""
 
-    rule: inference.DecisionRule  # the model's decision rule with the sidebar's confidence threshold
+    rule: DecisionRule  # the model's decision rule with the sidebar's confidence threshold
     explain: bool
 
 
@@ -115,7 +116,7 @@ def cached_classifier(model_file: str, modified: float, batch_size: int) -> infe
 @st.cache_data(show_spinner=False, max_entries=8)
 def classify(_classifier: inference.Classifier, model_key: str, upload_ids: tuple[str, ...],
              _uploads: list[UploadedFile], batch_size: int, max_pixels: int,
-             _info: inference.ModelInfo) -> list[inference.UploadResult]:
+             _info: ModelInfo) -> list[inference.UploadResult]:
     """Results of a set of uploads, kept across reruns (moving a slider does not re-run the model)."""
     del upload_ids  # only part of the cache key
     return inference.classify_uploads(_classifier, ((file.name, file.getvalue()) for file in _uploads),
@@ -133,7 +134,7 @@ def explain(_classifier: inference.Classifier, model_key: str, upload_id: str, _
 # ------------------------------------------------------------------------------------- helpers
 
 
-def results_table(results: Sequence[inference.UploadResult], class_names: Sequence[str], rule: inference.DecisionRule
+def results_table(results: Sequence[inference.UploadResult], class_names: Sequence[str], rule: DecisionRule
                   ) -> list[dict[str, Any]]:
     """One row per upload: its number (``upload``, as its card shows it: a phone names every photo image.jpg),
     predictions.csv's columns (file, predicted, ``probability_<class>``, uncertain, unfamiliar) and an ``error`` for
@@ -153,7 +154,7 @@ def results_table(results: Sequence[inference.UploadResult], class_names: Sequen
 
 
 def summary_counts(results: Sequence[inference.UploadResult], class_names: Sequence[str],
-                   rule: inference.DecisionRule) -> str:
+                   rule: DecisionRule) -> str:
     """``1,200 FAKE, 800 REAL (35 uncertain); 3 not classified``: counted and worded as --predict's summary
     (``prediction.describe_counts``): an uncertain answer counts in its decided class too."""
     counts = {name: 0 for name in class_names}
@@ -226,7 +227,7 @@ UNFAMILIAR_ANSWER = "not certain on such images"
 
 
 def _uncertain_reason(result: inference.UploadResult, predicted: str, probability: float,
-                      run: ModelRun, rule: inference.DecisionRule) -> str:
+                      run: ModelRun, rule: DecisionRule) -> str:
     if result.unfamiliar:
         return f"Leaning {predicted} at {probability:.1%}, but {UNFAMILIAR_ANSWER}."
     if rule.decision_threshold is None or len(run.class_names) != 2:
@@ -238,7 +239,7 @@ def _uncertain_reason(result: inference.UploadResult, predicted: str, probabilit
 
 
 def _decided_reason(result: inference.UploadResult, probability: float, run: ModelRun,
-                    rule: inference.DecisionRule) -> str:
+                    rule: DecisionRule) -> str:
     # At a decision threshold the decided class may have less than 50%: the comparison that decided it says why.
     if rule.decision_threshold is None or len(run.class_names) != 2:
         return f"{probability:.1%} probability"
@@ -354,7 +355,7 @@ def model_card(run: ModelRun, settings: Settings) -> None:
     """The chosen model at a glance: classes, image size, test metrics, date, decision rule."""
     st.title(f"🔍 {', '.join(run.class_names[:-1])} or {run.class_names[-1]}?")
     if run.demo:
-        st.warning(f"**{inference.DEMO_WARNING}** Its answers show how the app works, nothing about your "
+        st.warning(f"**{DEMO_WARNING}** Its answers show how the app works, nothing about your "
                    "images. Train on real data (README, steps 1-6) for a detector.", icon="⚠️")
     if run.info.get("shortcut_warning"):
         st.warning(f"**{run.info.get('shortcut_warning')}** Its answers, and the test figures below, may measure "
@@ -428,7 +429,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
                 st.warning(f"Not to be trusted here ({result.unfamiliar}): its answer may mean nothing on such "
                            "images, so it is never called certain.", icon="⚠️")
             if run.demo:
-                st.warning(inference.DEMO_WARNING, icon="⚠️")
+                st.warning(DEMO_WARNING, icon="⚠️")
             for name, value in zip(run.class_names, result.probabilities):
                 st.progress(float(np.clip(value, 0.0, 1.0)), text=f"{name}: {value:.1%}")
 
@@ -456,7 +457,7 @@ def batch_table(results: list[inference.UploadResult], run: ModelRun, settings: 
     rows = results_table(results, run.class_names, settings.rule)
     st.subheader("All results")
     if run.demo:
-        st.caption(inference.DEMO_WARNING)
+        st.caption(DEMO_WARNING)
     probability_columns = {
         f"probability_{name}": st.column_config.ProgressColumn(f"P({name})", min_value=0.0, max_value=1.0,
                                                                format="%.3f")

@@ -24,12 +24,7 @@ from PIL import Image
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.images import ImageDecodeError, ImageHeader, cover_size, gray_pixels, grid_offsets, load_rgb_with_header
 from realvsai.metrics import DecisionRule
-
-# The run's owner is realvsai.run; these names stay here for the callers that know them from inference.
-from realvsai.run import DEMO_WARNING as DEMO_WARNING
 from realvsai.run import ModelInfo, ModelRun, Predictor, check_outputs, doubt
-from realvsai.run import list_runs as list_runs
-from realvsai.run import read_run as read_run
 
 if TYPE_CHECKING:
     import keras

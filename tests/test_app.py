@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 from test_inference import bright_patch, build_stand_in, encode, load, png_header_only, random_image, write_run
 
 from realvsai import inference, model_card
-from realvsai.run import read_run
+from realvsai.run import DEMO_WARNING, read_run
 
 APP = REPO / "App.py"
 PNG, JPEG = "image/png", "image/jpeg"
@@ -248,14 +248,14 @@ def demo_models(tmp_path_factory) -> Path:
 
 
 def demo_warnings(app: AppTest) -> list[str]:
-    return [warning.value for warning in app.warning if inference.DEMO_WARNING in warning.value]
+    return [warning.value for warning in app.warning if DEMO_WARNING in warning.value]
 
 
 def test_a_demo_model_is_marked_at_the_top_and_its_metrics_are_no_headline(start_app, demo_models):
     app = start_app("--models", demo_models)
 
     assert app.main.children[0].type == "title" and app.main.children[1].type == "warning"  # right under the title
-    assert inference.DEMO_WARNING in app.main.children[1].value
+    assert DEMO_WARNING in app.main.children[1].value
     assert not app.metric
 
 

@@ -248,7 +248,7 @@ def test_run_demo_makes_splits_trains_evaluates_and_marks_the_run_as_a_demo(tmp_
     for name in ("model.h5", "metrics.json", "training_curves.png"):
         assert (run_dir / name).is_file(), name
 
-    from realvsai import inference
+    from realvsai.run import read_run
 
-    run = inference.read_run(run_dir)  # what the app reads from models/
+    run = read_run(run_dir)  # what the app reads from models/
     assert run.info["class_names"] == ["FAKE", "REAL"]

@@ -20,6 +20,7 @@ from PIL import Image
 
 from realvsai import image_stats, inference, run
 from realvsai.errors import UserError
+from realvsai.metrics import DecisionRule
 from realvsai.model import SquareResize
 
 CLASS_NAMES = ["FAKE", "REAL"]
@@ -124,7 +125,7 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
 
-def load(folder: Path) -> tuple[inference.Classifier, inference.ModelRun]:
+def load(folder: Path) -> tuple[inference.Classifier, run.ModelRun]:
     """A run folder's classifier, loaded as the app loads it."""
     model, loaded = run.load_run(folder)
     return inference.Classifier.for_run(model, loaded), loaded
@@ -253,7 +254,7 @@ def test_model_info_keeps_every_key_as_read_and_gives_the_decision_rule(tmp_path
 
     assert info.class_names == ("FAKE", "REAL") and info.input_mode == "resize"
     assert info.get("counts") == {"train": {"FAKE": 3}} and info["class_names"] == ["FAKE", "REAL"]
-    assert info.rule() == inference.DecisionRule(0.6, 0.25, positive_index=0)
+    assert info.rule() == DecisionRule(0.6, 0.25, positive_index=0)
 
 
 def test_predict_and_evaluate_refuse_a_malformed_model_json_with_one_line_naming_the_field(tmp_path):
@@ -666,14 +667,14 @@ def test_explain_upload_returns_an_overlay_of_the_preview_size(classifier):
 
 
 def test_two_classes_are_decided_by_p_positive_at_the_decision_threshold():
-    rule = inference.DecisionRule(confidence_threshold=0.6, decision_threshold=0.3, positive_index=0)
+    rule = DecisionRule(confidence_threshold=0.6, decision_threshold=0.3, positive_index=0)
 
     assert rule.decide(np.array([[0.4, 0.6], [0.29, 0.71], [0.3, 0.7]])).tolist() == [0, 1, 0]
     assert rule.decide(np.array([0.4, 0.6])) == 0
 
 
 def test_without_a_decision_threshold_the_most_probable_class_is_decided():
-    rule = inference.DecisionRule(confidence_threshold=0.6)
+    rule = DecisionRule(confidence_threshold=0.6)
 
     assert rule.decide(np.array([[0.4, 0.6], [0.7, 0.3]])).tolist() == [1, 0]
     assert rule.decide(np.array([0.2, 0.5, 0.3])) == 1
@@ -681,7 +682,7 @@ def test_without_a_decision_threshold_the_most_probable_class_is_decided():
 
 def test_at_a_threshold_uncertain_means_p_positive_within_the_confidence_margin_of_it():
     # Confidence 0.6 is a margin of 0.1 on either side of the threshold 0.3.
-    rule = inference.DecisionRule(confidence_threshold=0.6, decision_threshold=0.3, positive_index=0)
+    rule = DecisionRule(confidence_threshold=0.6, decision_threshold=0.3, positive_index=0)
     probabilities = np.array([[0.25, 0.75], [0.35, 0.65], [0.45, 0.55], [0.15, 0.85]])
 
     assert rule.uncertain(probabilities).tolist() == [True, True, False, False]
@@ -692,7 +693,7 @@ def test_at_a_threshold_uncertain_means_p_positive_within_the_confidence_margin_
     (0.98, [0.0, 0.5, 0.7, 0.99, 1.0], [0.8, 0.9, 0.97, 0.98, 0.981]),
 ])
 def test_near_0_or_1_the_uncertain_band_leaves_room_for_certain_answers_on_both_sides(threshold, certain, uncertain):
-    rule = inference.DecisionRule(confidence_threshold=0.6, decision_threshold=threshold, positive_index=1)
+    rule = DecisionRule(confidence_threshold=0.6, decision_threshold=threshold, positive_index=1)
 
     def as_rows(values):
         return np.array([[1 - value, value] for value in values])
@@ -704,7 +705,7 @@ def test_near_0_or_1_the_uncertain_band_leaves_room_for_certain_answers_on_both_
 
 
 def test_without_a_threshold_uncertain_means_the_top_probability_below_the_confidence_threshold():
-    rule = inference.DecisionRule(confidence_threshold=0.6)
+    rule = DecisionRule(confidence_threshold=0.6)
 
     assert rule.uncertain(np.array([[0.45, 0.55], [0.35, 0.65]])).tolist() == [True, False]
     assert rule.uncertain(np.array([[0.5, 0.3, 0.2], [0.7, 0.2, 0.1]])).tolist() == [True, False]
@@ -714,14 +715,14 @@ def test_a_run_decides_with_the_threshold_and_positive_class_of_its_model_json(t
     folder = write_run(tmp_path, "run", info={"positive_class": "FAKE", "decision_threshold": 0.3})
 
     rule = run.read_run(folder).info.rule(0.6)
-    assert rule == inference.DecisionRule(0.6, 0.3, positive_index=0)
+    assert rule == DecisionRule(0.6, 0.3, positive_index=0)
 
 
 def test_a_run_without_a_decision_threshold_decides_by_the_most_probable_class(tmp_path):
     folder = write_run(tmp_path, "run", info={"decision_threshold": None})
 
     rule = run.read_run(folder).info.rule(0.7)
-    assert rule == inference.DecisionRule(0.7, None, positive_index=0)
+    assert rule == DecisionRule(0.7, None, positive_index=0)
 
 
 def test_read_run_rejects_a_positive_class_that_is_not_a_class(tmp_path):
@@ -740,7 +741,7 @@ def test_evaluation_at_the_threshold_predicts_what_the_app_decides():
 
     from realvsai.metrics import compute_metrics
 
-    rule = inference.DecisionRule(0.6, 0.3, positive_index=0)
+    rule = DecisionRule(0.6, 0.3, positive_index=0)
 
     metrics = compute_metrics(THRESHOLD_LABELS, THRESHOLD_PROBABILITIES, CLASS_NAMES, "FAKE", 0.3)
 
@@ -758,7 +759,7 @@ def test_the_model_card_states_the_rule_the_app_decides_with():
 
     card = model_card.render_card(info, {**metrics, "folder": "data/test"}, "Model card")
 
-    assert inference.DecisionRule(0.6, 0.3, positive_index=0).describe(CLASS_NAMES) in card
+    assert DecisionRule(0.6, 0.3, positive_index=0).describe(CLASS_NAMES) in card
 
 
 # -------------------------------------------------------------------------------- the real model
