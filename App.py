@@ -230,7 +230,7 @@ def _uncertain_reason(result: inference.UploadResult, predicted: str, probabilit
                       run: ModelRun, rule: DecisionRule) -> str:
     if result.unfamiliar:
         return f"Leaning {predicted} at {probability:.1%}, but {UNFAMILIAR_ANSWER}."
-    if rule.decision_threshold is None or len(run.class_names) != 2:
+    if not rule.at_threshold(len(run.class_names)):
         return f"Leaning {predicted} at {probability:.1%}, below the {rule.confidence_threshold:.0%} threshold."
     positive = run.class_names[rule.positive_index]
     low, high = rule.band
@@ -241,7 +241,7 @@ def _uncertain_reason(result: inference.UploadResult, predicted: str, probabilit
 def _decided_reason(result: inference.UploadResult, probability: float, run: ModelRun,
                     rule: DecisionRule) -> str:
     # At a decision threshold the decided class may have less than 50%: the comparison that decided it says why.
-    if rule.decision_threshold is None or len(run.class_names) != 2:
+    if not rule.at_threshold(len(run.class_names)):
         return f"{probability:.1%} probability"
     positive = run.class_names[rule.positive_index]
     score = float(result.probabilities[rule.positive_index])

@@ -90,8 +90,13 @@ class DecisionRule:
                    _number(info.get("decision_threshold")) if binary else None,
                    positive_index(info["class_names"], info.get("positive_class") if binary else None))
 
+    def at_threshold(self, num_classes: int) -> bool:
+        """Whether the rule decides by P(positive) at its decision threshold (two classes with a threshold), not
+        by the most probable class."""
+        return self.decision_threshold is not None and num_classes == 2
+
     def _thresholded(self, probabilities: np.ndarray) -> bool:
-        return self.decision_threshold is not None and np.shape(probabilities)[-1] == 2
+        return self.at_threshold(np.shape(probabilities)[-1])
 
     def decide(self, probabilities: np.ndarray) -> np.ndarray:
         """The class index of each row of ``probabilities`` (..., classes)."""
@@ -133,7 +138,7 @@ class DecisionRule:
 
     def describe(self, class_names: Sequence[str]) -> str:
         """The rule in one sentence, as the app and the model card state it."""
-        if self.decision_threshold is None or len(class_names) != 2:
+        if not self.at_threshold(len(class_names)):
             return (f"Decision rule: the most probable class; Uncertain when its probability is below the "
                     f"confidence threshold {self.confidence_threshold:.2f}.")
         positive, other = class_names[self.positive_index], class_names[1 - self.positive_index]
