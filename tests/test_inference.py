@@ -463,6 +463,25 @@ def test_an_upload_is_decoded_once_and_judged_gray_from_that_decode(classifier, 
     assert images.read_header(upload, gray=False).grayscale is None  # the header alone: not known
 
 
+@pytest.mark.parametrize("size", [(765, 510), (600, 400), (1200, 800), (300, 200)])
+def test_the_app_judges_an_upload_gray_as_the_scan_and_predict_do_whatever_scale_it_decodes_at(classifier, size):
+    """A gray photo with faint colour noise: the noise averages out in a reduced decode, so the app, which judged
+    its own decode (1/8 of 765x510 for a 32 px model), called it gray where --predict's scan, which judges a full
+    decode below 512 px, called it colour: the app's answer alone said "a grayscale image"."""
+    width, height = size
+    rng = np.random.default_rng(3)
+    smooth = Image.fromarray(rng.integers(0, 255, (height // 8, width // 8), np.uint8)).resize(size, Image.BICUBIC)
+    noisy = np.clip(np.asarray(smooth, np.int16)[..., None] + rng.integers(-6, 7, (height, width, 3)), 0, 255)
+    upload = encode(noisy.astype(np.uint8), "JPEG", quality=95, subsampling=0)
+    profile = {"min_side": 32, "max_side": 2000, "formats": ["JPEG"], "images": 8, "grayscale": 0}
+
+    (result,) = inference.classify_uploads(classifier, [("scan.jpg", upload)], info=with_profile(profile))
+
+    from realvsai import images
+
+    assert ("a grayscale image" in (result.unfamiliar or "")) is images.read_header(upload).grayscale
+
+
 def test_predicting_no_images_gives_no_rows(classifier):
     rows = classifier.predictor.predict_arrays(np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32))
     assert rows.shape == (0, 2) and rows.dtype == np.float32
