@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
@@ -32,8 +33,8 @@ _PILLOW_LIMIT_LOCK = threading.Lock()
 # An image is gray when its channels' spread (largest minus smallest, per pixel) averages at most GRAY_SPREAD
 # levels: gray content saved as RGB (PNG, or JPEG: its chroma decodes equal) spreads by rounding at most, and a
 # small coloured mark passes (pure red on up to 0.8 % of a scan). A mean, not a share of pixels: a 1 px mark
-# decoded at 1/8 covers 8 times the share at an eighth of the spread, so every decode scale (scan, split, app)
-# gives one answer.
+# decoded at 1/8 covers 8 times the share at an eighth of the spread. Faint colour noise averages out in a
+# reduced decode, though, so every path (scan, split, app) judges at looks_gray's own scale, for one answer.
 GRAY_SPREAD = 2.0
 _GRAY_CHECK_SIDE = 64  # a large JPEG is checked at 1/8 of its sides while its short side keeps this many pixels
 _HASH_BAND_BYTES = 1 << 20  # about the most ``decode_check`` and ``looks_gray`` copy of an image's pixels at once
@@ -262,13 +263,19 @@ def looks_gray(image: Image.Image) -> bool:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked at opening
-            if format_name(image.format) == "JPEG" and min(image.size) >= 8 * _GRAY_CHECK_SIDE:
-                image.draft("RGB", (image.width // 8, image.height // 8))
+            if (scale := _gray_check_scale(image)) > 1:
+                image.draft("RGB", (image.width // scale, image.height // scale))
             image.load()
             spread = sum(_spread(np.asarray(band.convert("RGB"))) for band in _bands(image))
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
     return bool(spread <= GRAY_SPREAD * image.width * image.height)
+
+
+def _gray_check_scale(image: Image.Image) -> int:
+    """The reduction ``looks_gray`` decodes an opened image at: 1/8 for a JPEG whose short side keeps
+    ``_GRAY_CHECK_SIDE`` pixels at that scale, else 1."""
+    return 8 if format_name(image.format) == "JPEG" and min(image.size) >= 8 * _GRAY_CHECK_SIDE else 1
 
 
 def gray_pixels(pixels: np.ndarray) -> bool:
@@ -317,14 +324,23 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
         return _rgb(image, image_size)
 
 
-def load_rgb_with_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
-                         image_size: int | None = None, crop_size: int | None = None
-                         ) -> tuple[np.ndarray, ImageHeader]:
-    """``load_rgb``'s pixels and ``read_header(gray=False)``'s header (the file's own upright size, where a large
-    JPEG is decoded reduced), from one opening: reading a PNG's header decodes it (its EXIF may follow the pixels)."""
+def load_rgb_with_header(source: Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS, image_size: int | None = None,
+                         crop_size: int | None = None) -> tuple[np.ndarray, ImageHeader]:
+    """``load_rgb``'s pixels and ``read_header``'s header (the file's own upright size, where a large JPEG is
+    decoded reduced), from one opening: reading a PNG's header decodes it (its EXIF may follow the pixels).
+
+    Gray or not is ``looks_gray``'s answer, as the scan gives it to training and --predict: from these pixels when
+    they are decoded at the scale it judges at, else from a decode at that scale (the spread of faint colour noise
+    shrinks in a reduced decode, so another scale may answer otherwise).
+    """
     with _open(source, max_pixels, crop_size) as image:
         header = _header(image, gray=False)
-        return _rgb(image, image_size), header
+        same_scale = _gray_check_scale(image) == decode_scale(*image.size, format_name(image.format), image_size)
+        pixels = _rgb(image, image_size)
+    if same_scale:
+        return pixels, dataclasses.replace(header, grayscale=gray_pixels(pixels))
+    with _open(source, max_pixels, crop_size) as image:
+        return pixels, dataclasses.replace(header, grayscale=looks_gray(image))
 
 
 def _rgb(image: Image.Image, image_size: int | None) -> np.ndarray:

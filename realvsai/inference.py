@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.images import ImageDecodeError, ImageHeader, cover_size, gray_pixels, grid_offsets, load_rgb_with_header
+from realvsai.images import ImageDecodeError, ImageHeader, cover_size, grid_offsets, load_rgb_with_header
 from realvsai.metrics import DecisionRule
 from realvsai.run import ModelInfo, ModelRun, Predictor, check_outputs, doubt
 
@@ -276,8 +276,10 @@ class UploadResult:
 def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size: int | None = None,
                   crop_size: int | None = None) -> tuple[np.ndarray, ImageHeader]:
     """An upload's bytes, decoded once, as an upright (H, W, 3) uint8 RGB image, with Pillow: the pixels
-    ``data.decode_rgb`` gives training; and its header (the file's own size: a large JPEG is decoded reduced).
-    ImageDecodeError if unusable, or if crops of ``crop_size`` would enlarge it past ``max_pixels``."""
+    ``data.decode_rgb`` gives training; and its header (the file's own size: a large JPEG is decoded reduced),
+    gray or not as the scan judges it (a JPEG decoded at another scale than that check's is decoded again at its
+    scale: ``images.load_rgb_with_header``). ImageDecodeError if unusable, or if crops of ``crop_size`` would
+    enlarge it past ``max_pixels``."""
     return load_rgb_with_header(bytes(data), max_pixels, image_size, crop_size)
 
 
@@ -308,7 +310,7 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
             slot.update(prepared=classifier.prepare(image), preview=preview_image(image),
                         size=(header.width, header.height), decoded_shape=image.shape[:2],
                         unfamiliar=None if info is None else doubt(info, header.width, header.height,
-                                                                   header.image_format, gray_pixels(image)))
+                                                                   header.image_format, header.grayscale))
             prepared.append(slot)
         except ImageDecodeError as error:
             slot["error"] = str(error)
