@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -59,15 +58,14 @@ def delete(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("Dry run: nothing was deleted.")
         return 0
-    link = os.readlink(location) if location.is_symlink() else None  # removed as a link; its target is kept
-    question = (f"Delete the symlink {location} ({link}, where it leads, is kept)?" if link is not None else
+    question = (f"Delete the symlink {location} ({plan.link}, where it leads, is kept)?" if plan.link is not None else
                 f"Delete {plural(plan.files, 'file')} ({human_bytes(plan.num_bytes)}) in {location}?")
     if not confirm(question, args.yes):
         print("Nothing was deleted.")
         return 1
     files, folders = delete_planned(plan)
-    if link is not None:
-        print(f"Deleted the symlink {location}; {link} is kept.")
+    if plan.link is not None:
+        print(f"Deleted the symlink {location}; {plan.link} is kept.")
     else:
         print(f"Deleted {plural(files, 'file')} and {plural(folders, 'folder')} ({human_bytes(plan.num_bytes)}) "
               f"from {location}.")

@@ -27,6 +27,7 @@ class DeletionPlan:
     folders: int  # including ``path`` itself when it is a folder
     num_bytes: int  # sizes as lstat sees them: a symlink counts its own few bytes, not its target
     by_child: tuple[tuple[str, int, int], ...]  # (name, files, bytes) for each entry directly in ``path``
+    link: str | None = None  # where ``path`` leads when it is a symlink: removed as a link, its target kept
 
 
 def locate(path: Path) -> Path:
@@ -73,14 +74,14 @@ def plan_deletion(location: Path) -> DeletionPlan:
         counts[0], counts[1] = counts[0] + (not is_folder), counts[1] + size
     return DeletionPlan(location, sum(not is_folder for _, is_folder, _ in entries),
                         sum(is_folder for _, is_folder, _ in entries), sum(size for _, _, size in entries),
-                        tuple((name, count, size) for name, (count, size) in sorted(by_child.items())))
+                        tuple((name, count, size) for name, (count, size) in sorted(by_child.items())),
+                        os.readlink(location) if location.is_symlink() else None)
 
 
 def describe(plan: DeletionPlan, max_rows: int = 20) -> str:
     """A table of what goes, per entry directly inside the target (the first ``max_rows``), and a total line."""
-    if plan.path.is_symlink():
-        return (f"{plan.path}: a symlink to {os.readlink(plan.path)}; the link is removed, what it leads to is "
-                "kept.")
+    if plan.link is not None:
+        return f"{plan.path}: a symlink to {plan.link}; the link is removed, what it leads to is kept."
     rows = [(name, f"{count:,}", human_bytes(size)) for name, count, size in plan.by_child[:max_rows]]
     if len(plan.by_child) > max_rows:
         rows.append((f"... {len(plan.by_child) - max_rows:,} more", "", ""))
