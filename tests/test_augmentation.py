@@ -496,6 +496,19 @@ def test_offline_copies_are_the_all_part_applied_to_images_decoded_as_training_d
             assert np.abs(written - reference).mean() < 0.5  # float rounding (graph, XLA) apart, the same
 
 
+def test_copies_are_encoded_a_batch_at_a_time_into_the_bytes_of_one_encode_per_copy():
+    """The copies' bytes stay those of one ``encode_jpeg`` per copy, as earlier versions wrote them: a run
+    they left unfinished is completed, not blocked by its own copies (which would count as files in the way)."""
+    from realvsai.offline_augmentation import _jpeg_encoder
+
+    rng = np.random.default_rng(0)
+    for shape in ((3, 32, 32, 3), (2, 17, 40, 3), (1, 224, 150, 3)):
+        copies = rng.integers(0, 256, shape, dtype=np.uint8)
+        assert list(_jpeg_encoder(95)(copies).numpy()) == [tf.io.encode_jpeg(copy, quality=95).numpy()
+                                                            for copy in copies]
+    assert _jpeg_encoder(95) is _jpeg_encoder(95)  # one graph for every batch and size
+
+
 @pytest.mark.parametrize("preset", AUGMENTING)
 def test_model_augmentation_trains_in_an_xla_compiled_step_with_new_draws_each_step(preset):
     """Keras compiles the train step (XLA on JAX always): each layer's SeedGenerator must move on every step."""
