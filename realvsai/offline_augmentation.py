@@ -10,6 +10,7 @@ at 32 px with --batch-size 7 instead of 32.)
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -129,7 +130,7 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
             # Each image's copies side by side, each from its own seed.
             copies = augment(np.repeat(images, [len(batch.targets[position]) for position in positions], axis=0),
                              [seed for position in positions for seed in batch.seeds[position]], batch.jit_compile)
-            in_flight.append(pool.submit(_write_files, list(zip(targets, copies)), jpeg_quality, report))
+            in_flight.append(pool.submit(_write_files, targets, copies, jpeg_quality, report))
             while len(in_flight) > 2 * writers:
                 report.written += in_flight.popleft().result()
             if on_copies_done:
@@ -146,12 +147,22 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     return report
 
 
-def _write_files(files: Sequence[tuple[str, np.ndarray]], jpeg_quality: int, report: CopyReport) -> int:
-    """Encodes and writes each ``(path, uint8 pixels)``; returns how many it wrote. Adds each path, with the
-    sha256 of its bytes, to ``report.made`` as soon as it holds its copy, or to ``report.in_the_way``."""
+@functools.cache
+def _jpeg_encoder(quality: int) -> Callable[[np.ndarray], tf.Tensor]:
+    """``encode(copies)``: each of a batch of uint8 RGB images as JPEG bytes, in one graph call, traced once for
+    any batch and image size. The same bytes as one eager ``encode_jpeg`` call per copy, whose overhead made the
+    writer threads the bottleneck (cifake-mini's 80,000 copies: 14 s with it, 8 s without)."""
+    return tf.function(lambda copies: tf.map_fn(lambda image: tf.io.encode_jpeg(image, quality=quality), copies,
+                                                fn_output_signature=tf.string),
+                       input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
+
+
+def _write_files(targets: Sequence[str], copies: np.ndarray, jpeg_quality: int, report: CopyReport) -> int:
+    """Encodes each of ``copies`` (uint8 RGB images of one size) and writes it to its path in ``targets``; returns
+    how many it wrote. Adds each path, with the sha256 of its bytes, to ``report.made`` as soon as it holds its
+    copy, or to ``report.in_the_way``."""
     written = 0
-    for path, pixels in files:
-        encoded = tf.io.encode_jpeg(pixels, quality=jpeg_quality).numpy()
+    for path, encoded in zip(targets, _jpeg_encoder(jpeg_quality)(copies).numpy()):
         try:
             write_new(path, encoded)
             written += 1
