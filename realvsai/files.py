@@ -218,6 +218,13 @@ def _new_temporary(path: Path | str) -> tuple[int, str]:
             return os.open(temporary, flags, 0o666), temporary
 
 
+def _write_all(handle: int, data: bytes) -> None:
+    """Writes all of ``data`` to the open file ``handle`` (os.write may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(handle, view):]
+
+
 def atomic_write_bytes(path: Path | str, data: bytes, *, durable: bool = True, mtime: float | None = None,
                        permissions: int | None = None) -> None:
     """Writes ``data`` to ``path`` as ``atomic_write`` does, without its buffered stream: a small file in about
@@ -226,9 +233,7 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, durable: bool = True, m
         handle, temporary = _new_temporary_in_folder(path)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(handle, view):]
+                _write_all(handle, data)
                 _finish(handle, temporary, durable, mtime, permissions)
             finally:
                 os.close(handle)
@@ -263,10 +268,15 @@ def write_new(path: Path | str, data: bytes) -> None:
     temporary = os.path.join(os.path.dirname(os.fspath(path)), f"{temporary_name(path)}{os.getpid()}.tmp")
     try:
         with _naming(path):
-            with open(temporary, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
+            # os.open and os.write, not a buffered stream: a third less time a file (DataAugmentation writes
+            # 80,000 of them: benchmarks/bench_augmentation.py)
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+                             | getattr(os, "O_BINARY", 0), 0o666)
+            try:
+                _write_all(handle, data)
+                os.fsync(handle)
+            finally:
+                os.close(handle)
             try:
                 os.link(temporary, path)
             except FileExistsError:

@@ -277,9 +277,9 @@ def record_copy_sources(plan: CopyPlan, data_dir: Path, made: Mapping[str, str])
     added: dict[str, CopySource] = {}
     for source, names in plan.copy_names.items():
         class_name, source_name, source_digest = source.parent.name, None, None
-        folder = os.path.join(plan.output_dir, class_name)
+        folder = os.path.normpath(os.path.join(plan.output_dir, class_name)) + os.sep  # names have no separator
         for name in names:
-            key, copy = f"{class_name}/{name}", os.path.normpath(os.path.join(folder, name))
+            key, copy = f"{class_name}/{name}", folder + name
             if key in known or copy not in made:
                 continue
             source_name = source_name or source.relative_to(data_dir).as_posix()
