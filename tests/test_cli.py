@@ -186,3 +186,50 @@ def test_a_log_line_that_cannot_be_written_does_not_stop_the_script(monkeypatch)
     monkeypatch.setattr(logging, "raiseExceptions", False)  # as in production: report nothing, go on
     monkeypatch.setattr("sys.stderr", BrokenStream())
     logging.getLogger("realvsai.test").warning("this line is lost")  # must not raise
+
+
+START_UP_NOTICES = [
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    b"I0000 00:00:1795649272.053628   16214 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    b"different numerical results due to floating-point round-off errors from different computation orders.\n",
+    b"I0000 00:00:1795649272.053991   16214 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will "
+    b"not be used.\n",
+    b"E0000 00:00:1795649275.374318   16214 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed "
+    b"call to cuInit: UNKNOWN ERROR (303)\n",
+]
+OTHER_NATIVE_LINE = b"W0000 00:00:1795649275.374318   16214 bfc_allocator.cc:482] Allocator ran out of memory\n"
+
+
+def write_to_fd_2(data: bytes) -> None:
+    import os
+
+    os.write(2, data)
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["default", "quiet"])
+def test_tensorflow_start_up_notices_are_hidden_and_the_rest_passes(capfd, quiet):
+    """TensorFlow's C++ start-up notices (absl's, oneDNN's, the CUDA probes of a machine without a GPU, one of them
+    an 'E' line) say nothing to a user: hidden. Without --quiet, its other log lines and every other line pass."""
+    with cli.tensorflow_logs_filtered(quiet):
+        for line in [*START_UP_NOTICES, OTHER_NATIVE_LINE, b"training with one device (CPU)\n"]:
+            write_to_fd_2(line)
+    err = capfd.readouterr().err
+    assert "training with one device (CPU)\n" in err
+    assert not any(notice.decode().strip() in err for notice in START_UP_NOTICES), err
+    assert ("Allocator ran out of memory" in err) is not quiet
+
+
+def test_a_progress_bar_passes_the_filter_as_it_is_drawn(capfd):
+    """A bar redraws its line with a carriage return and no newline: it must show then, not at the line's end."""
+    import time
+
+    with cli.tensorflow_logs_filtered(False):
+        write_to_fd_2(b"\rcopying:  50%|#####     | 5/10")
+        deadline = time.monotonic() + 5.0
+        shown = ""
+        while "50%" not in shown and time.monotonic() < deadline:
+            time.sleep(0.05)
+            shown += capfd.readouterr().err
+        write_to_fd_2(b"\rcopying: 100%|##########| 10/10\n")
+    assert "\rcopying:  50%|#####     | 5/10" in shown
+    assert "100%" in capfd.readouterr().err

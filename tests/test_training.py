@@ -1103,6 +1103,21 @@ def test_quiet_prints_no_tensorflow_absl_or_cuda_log_line(tmp_path, make_class_f
     assert process.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: --weights"), process.stderr
 
 
+def test_a_run_shows_no_tensorflow_start_up_notice_without_quiet(tmp_path):
+    """Without --quiet too: absl's notice, oneDNN's, and the CUDA probes of a machine without a GPU (one an 'E'
+    line, 'failed call to cuInit') are not the user's business; the run's own lines and its error are."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    process = subprocess.run(  # TensorFlow starts (the devices), then the missing data folder ends the run
+        [sys.executable, str(REPO / "ModelTraining.py"), "--data", str(tmp_path / "nowhere"), "--out",
+         str(tmp_path / "models")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**environ, "PYTHONPATH": str(REPO)})
+    lines = process.stderr.strip().splitlines()
+    assert process.returncode == 1 and lines[-1].startswith("error: "), process.stderr
+    assert "training with one device" in process.stderr
+    for notice in ("absl::InitializeLog", "oneDNN", "cudart_stub", "cuInit"):
+        assert notice not in process.stderr, process.stderr
+
+
 @pytest.mark.parametrize("flags", [[], ["--batch-size", "8"]], ids=["default", "given"])
 def test_evaluate_takes_the_batch_size_every_program_takes(monkeypatch, tmp_path, flags):
     seen = {}
