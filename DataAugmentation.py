@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import logging
 import os
@@ -58,7 +57,7 @@ from realvsai.cli import (
     progress,
     run_main,
     setup_logging,
-    tensorflow_logs_hidden,
+    tensorflow_logs_filtered,
 )
 from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, flag_name
 from realvsai.errors import UserError
@@ -295,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         with working_on([args.data], "DataAugmentation.py"):
             augment(args)
 
-    with tensorflow_logs_hidden() if args.quiet else contextlib.nullcontext():
+    with tensorflow_logs_filtered(args.quiet):
         return run_main(body)
 
 

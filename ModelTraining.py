@@ -42,7 +42,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import json
@@ -64,7 +63,7 @@ from realvsai.cli import (
     raise_if_ctrl_c,
     run_main,
     setup_logging,
-    tensorflow_logs_hidden,
+    tensorflow_logs_filtered,
 )
 from realvsai.config import (
     BACKBONES,
@@ -455,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         body = functools.partial(run_prediction, args)
     else:
         body = functools.partial(run_demo if args.demo else run_training, args)
-    with tensorflow_logs_hidden() if args.quiet else contextlib.nullcontext():
+    with tensorflow_logs_filtered(args.quiet):
         return run_main(body)
 
 

@@ -297,20 +297,28 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str
 
 
 # What TensorFlow's C++ code logs through absl straight to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL
-# says (TensorFlow 2.21): "I0000 00:00:1795432379.166 30569 port.cc:153] oneDNN ...", the CUDA probes of
-# a machine without a GPU ("cudart_stub.cc", "cuInit"), and absl's notice before them; and libjpeg's own line
-# for a broken JPEG (the scripts name the file and say what is wrong with it).
-_NATIVE_LOG_LINE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called|"
-                              rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] |"
+# says (TensorFlow 2.21): "I0000 00:00:1795432379.166 30569 port.cc:153] oneDNN ...", and absl's notice before
+# the first; and libjpeg's own line for a broken JPEG (the scripts name the file and say what is wrong with it).
+_ABSL_NOTICE = rb"WARNING: All log messages before absl::InitializeLog\(\) is called"
+_ABSL_LINE = rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ "
+_NATIVE_LOG_LINE = re.compile(rb"^(" + _ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"[\w.-]+:\d+\] |"
                               rb"Improper call to JPEG library in state \d+$|Corrupt JPEG data: )")
+# Of those, the notices of every start, which tell a user nothing: absl's, oneDNN's, and the CUDA probes of a
+# machine without a GPU, one of them an "E" line (the scripts say themselves which devices they use).
+_START_UP_NOTICE = re.compile(rb"^(" + _ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"(port\.cc:\d+\] oneDNN custom operations|"
+                              rb"cudart_stub\.cc:\d+\] |cuda_platform\.cc:\d+\] failed call to cuInit|"
+                              rb"cpu_feature_guard\.cc:\d+\] ))")
 
 
 @contextlib.contextmanager
-def tensorflow_logs_hidden() -> Iterator[None]:
-    """For --quiet: hides TensorFlow's log lines while the block runs (its Python loggers' below ERROR, and the
-    absl lines of its C++ code, filtered out of this process's stderr); every other line passes as it comes."""
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+def tensorflow_logs_filtered(quiet: bool) -> Iterator[None]:
+    """Filters this process's stderr while the block runs: TensorFlow's start-up notices never show, and with
+    ``quiet`` (--quiet) none of its log lines (its Python loggers' below ERROR, and the absl lines of its C++ code,
+    which TF_CPP_MIN_LOG_LEVEL does not reach). Every other line passes as it comes, a progress bar's redraw too."""
+    if quiet:
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    hidden = _NATIVE_LOG_LINE if quiet else _START_UP_NOTICE
     sys.stderr.flush()
     stderr = os.dup(2)
     read_end, write_end = os.pipe()
@@ -318,10 +326,21 @@ def tensorflow_logs_hidden() -> Iterator[None]:
     os.close(write_end)
 
     def forward() -> None:
-        with os.fdopen(read_end, "rb") as pipe:
-            for line in pipe:
-                if not _NATIVE_LOG_LINE.match(line):
-                    os.write(stderr, line)
+        held, passing = b"", False  # the line under way, unless it shows already (passing)
+        while chunk := os.read(read_end, 1 << 16):
+            *lines, held = (held + chunk).split(b"\n")
+            for line in lines:
+                if passing or not hidden.match(line):
+                    os.write(stderr, line + b"\n")
+                passing = False
+            # A line's start passes at once unless a hidden line may begin so: a bar's redraw ("\r...") shows
+            # as it is drawn. (C++ writes a log line whole, so what is held waits for no more than that write.)
+            if held and (passing or held[:1] not in (b"I", b"W", b"E", b"F", b"C")):
+                os.write(stderr, held)
+                held, passing = b"", True
+        if held and (passing or not hidden.match(held)):
+            os.write(stderr, held)
+        os.close(read_end)
 
     thread = threading.Thread(target=forward, daemon=True)
     thread.start()
