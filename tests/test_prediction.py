@@ -279,6 +279,16 @@ def test_predict_without_input_is_a_usage_error():
     assert process.returncode == 2 and "--predict needs --input" in process.stderr
 
 
+@pytest.mark.parametrize("program, option", [("--predict", "--input"), ("--evaluate", "--test-dir")])
+def test_a_folder_given_without_its_option_is_named_with_the_option_it_needs(capsys, program, option):
+    """`--predict models/run photos` (as other tools take it) said only "unrecognized arguments: photos"."""
+    with pytest.raises(SystemExit) as exit_:
+        ModelTraining.parse_args([program, "models/run", "photos"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"unrecognized arguments: photos; give the folder with {option} photos")
+
+
 def test_predict_on_a_missing_folder_fails_with_one_line(tmp_path):
     run = write_run(tmp_path / "models", "run")
     process = run_script("ModelTraining.py", "--predict", run, "--input", tmp_path / "missing")
