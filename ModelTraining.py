@@ -178,7 +178,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     evaluate.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
                           help="with --evaluate and --predict: images with more pixels are refused unread "
                                "(decompression bombs); raise it for larger scans")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # often the folder of `--predict MODEL photos`, as other tools take it
+        needed = ("--input" if args.predict is not None and args.input is None else
+                  "--test-dir" if args.evaluate is not None and not args.test_dir else None)
+        where = f"; give the folder with {needed} {unknown[0]}" if needed and not unknown[0].startswith("-") else ""
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{where}")
     if args.evaluate is not None and args.predict is not None:
         parser.error("--evaluate and --predict do not go together: give one of --evaluate or --predict")
     if args.demo and (args.evaluate is not None or args.predict is not None):
