@@ -175,6 +175,9 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
 def _bands(image: Image.Image) -> Iterator[Image.Image]:
     """``image`` in bands of whole rows, about ``_HASH_BAND_BYTES`` each: a 100 MP photo is never copied whole."""
     rows = max(1, _HASH_BAND_BYTES // (4 * image.width))
+    if rows >= image.height:  # one band: the image itself, not a copy
+        yield image
+        return
     for top in range(0, image.height, rows):
         yield image.crop((0, top, image.width, min(image.height, top + rows)))
 
@@ -266,7 +269,8 @@ def looks_gray(image: Image.Image) -> bool:
             if (scale := _gray_check_scale(image)) > 1:
                 image.draft("RGB", (image.width // scale, image.height // scale))
             image.load()
-            spread = sum(_spread(np.asarray(band.convert("RGB"))) for band in _bands(image))
+            spread = sum(_spread(np.asarray(band if band.mode == "RGB" else band.convert("RGB")))
+                         for band in _bands(image))
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
     return bool(spread <= GRAY_SPREAD * image.width * image.height)
