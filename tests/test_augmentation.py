@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -494,6 +495,20 @@ def test_offline_copies_are_the_all_part_applied_to_images_decoded_as_training_d
             written = tf.io.decode_jpeg(Path(target).read_bytes()).numpy().astype(int)
             reference = tf.io.decode_jpeg(tf.io.encode_jpeg(pixels, quality=95)).numpy().astype(int)
             assert np.abs(written - reference).mean() < 0.5  # float rounding (graph, XLA) apart, the same
+
+
+@pytest.mark.skipif(not hasattr(os, "sync"), reason="no os.sync here: each copy is fsynced")
+def test_a_batch_of_copies_waits_on_the_disk_once_not_once_a_copy(tmp_path, make_class_folder, monkeypatch):
+    from realvsai.moving import plan_copies
+
+    make_class_folder(tmp_path / "train", {"REAL": 3})
+    batches = plan_batches(plan_copies(tmp_path, copies=4).images, seed=3, batch_size=3)
+    calls = []
+    real_sync = os.sync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(os, "sync", lambda: (calls.append("sync"), real_sync())[1])
+    assert write_augmented_copies(batches, build_augmentation("classic", seed=3)).written == 12
+    assert len(batches) == 1 and calls == ["sync"]
 
 
 def test_copies_are_encoded_a_batch_at_a_time_into_the_bytes_of_one_encode_per_copy():

@@ -296,6 +296,32 @@ def test_write_new_syncs_the_bytes_before_the_name_appears(tmp_path, monkeypatch
     assert calls == ["fsync", "link"] and (tmp_path / "a.bin").read_bytes() == b"data"
 
 
+@pytest.mark.skipif(not hasattr(os, "sync"), reason="no os.sync here: each file is fsynced")
+def test_write_new_files_syncs_a_batch_once_before_any_name_appears(tmp_path, monkeypatch):
+    """One sync for the batch (one fsync a file made DataAugmentation's copies wait on the disk), and still no
+    name before the bytes are on disk; a path taken already is left as it is and answered False."""
+    (tmp_path / "taken.jpg").write_bytes(b"someone else's")
+    calls = []
+    real_sync, real_link = os.sync, os.link
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(os, "sync", lambda: (calls.append("sync"), real_sync())[1])
+    monkeypatch.setattr(os, "link", lambda *args, **kwargs: (calls.append("link"), real_link(*args, **kwargs))[1])
+    batch = [(str(tmp_path / f"{index}.jpg"), bytes([index]) * 10) for index in range(3)]
+    assert files.write_new_files([*batch, (str(tmp_path / "taken.jpg"), b"mine")]) == [True, True, True, False]
+    assert calls == ["sync", "link", "link", "link", "link"]
+    assert all(Path(path).read_bytes() == data for path, data in batch)
+    assert (tmp_path / "taken.jpg").read_bytes() == b"someone else's"
+    assert sorted(os.listdir(tmp_path)) == ["0.jpg", "1.jpg", "2.jpg", "taken.jpg"]  # no temporary file left
+
+
+def test_write_new_files_that_fails_leaves_no_file_and_names_the_users_file(tmp_path):
+    batch = [(str(tmp_path / "a.jpg"), b"a"), (str(tmp_path / "missing" / "b.jpg"), b"b")]
+    with pytest.raises(FileNotFoundError) as error:
+        files.write_new_files(batch)
+    assert error.value.filename == str(tmp_path / "missing" / "b.jpg")
+    assert os.listdir(tmp_path) == []  # neither a.jpg nor its temporary file
+
+
 def test_a_failed_write_names_the_users_file_not_the_hidden_temporary(tmp_path, monkeypatch):
     def disk_full(source, target, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", os.fspath(source), os.fspath(target))
