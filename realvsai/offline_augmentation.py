@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from realvsai.augmentation import copy_transformations
 from realvsai.data import decode_rgb, resize_to_square
-from realvsai.files import write_new
+from realvsai.files import write_new_files
 from realvsai.moving import SourceImage
 
 # A batch holds at most this many pixels of copies (about 400 MB as float32 RGB), so a folder of
@@ -107,7 +107,7 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
                            image_size: int | None = None, jpeg_quality: int = 95, writers: int = 2,
                            on_copies_done: Callable[[int], None] | None = None,
                            report: CopyReport | None = None) -> CopyReport:
-    """Makes every batch's copies and writes each with ``files.write_new``, never over another file.
+    """Makes every batch's copies and writes them with ``files.write_new_files``, never over another file.
 
     A file at a copy's name counts as already there when it holds the copy's very bytes (an earlier or
     concurrent run made it); any other is kept and listed in ``in_the_way``. TensorFlow decodes the images in
@@ -158,23 +158,21 @@ def _jpeg_encoder(quality: int) -> Callable[[np.ndarray], tf.Tensor]:
 
 
 def _write_files(targets: Sequence[str], copies: np.ndarray, jpeg_quality: int, report: CopyReport) -> int:
-    """Encodes each of ``copies`` (uint8 RGB images of one size) and writes it to its path in ``targets``; returns
-    how many it wrote. Adds each path, with the sha256 of its bytes, to ``report.made`` as soon as it holds its
-    copy, or to ``report.in_the_way``."""
-    written = 0
-    for path, encoded in zip(targets, _jpeg_encoder(jpeg_quality)(copies).numpy()):
-        try:
-            write_new(path, encoded)
-            written += 1
-        except FileExistsError:
+    """Encodes each of ``copies`` (uint8 RGB images of one size) and writes it to its path in ``targets``
+    (``files.write_new_files``); returns how many it wrote. Adds each path, with the sha256 of its bytes, to
+    ``report.made`` once it holds its copy, or to ``report.in_the_way``."""
+    encoded = _jpeg_encoder(jpeg_quality)(copies).numpy()
+    wrote = write_new_files(list(zip(targets, encoded)))  # one wait on the disk for the batch
+    for path, data, new in zip(targets, encoded, wrote):
+        if not new:
             # The same bytes: this copy, from a run cut off before sources.csv recorded it (that run planned
             # these batches too: nothing was recorded since). Anything else is not a copy.
             with open(path, "rb") as stream:
-                if stream.read() != encoded:
+                if stream.read() != data:
                     report.in_the_way.append(path)
                     continue
-        report.made[path] = hashlib.sha256(encoded).hexdigest()  # atomic: the writer threads share the report
-    return written
+        report.made[path] = hashlib.sha256(data).hexdigest()  # atomic: the writer threads share the report
+    return sum(wrote)
 
 
 def _augmenter(augmentation: keras.Sequential | None, compile_some: bool

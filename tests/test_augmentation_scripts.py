@@ -201,26 +201,27 @@ def test_refusal_names_the_recorded_and_the_given_settings_in_one_line(data, cap
     assert "DataDeleter.py" in line
 
 
-def ctrl_c_after_writes(monkeypatch, count: int) -> None:
-    """The augmentation's writer stops with a Ctrl-C once it has written ``count`` copies."""
+def ctrl_c_after_batches(monkeypatch, count: int) -> None:
+    """A Ctrl-C once the writers have written ``count`` batches of copies: Python raises it in the main thread,
+    whose writer threads finish the batches they hold, so it falls between batches."""
     from realvsai import offline_augmentation
 
-    write_new, calls = offline_augmentation.write_new, []
+    write_new_files, batches = offline_augmentation.write_new_files, []
 
-    def write_then_stop(path, content):
-        calls.append(path)
-        if len(calls) > count:
+    def write_then_stop(files):
+        if len(batches) == count:
             raise KeyboardInterrupt
-        write_new(path, content)
+        batches.append(files)
+        return write_new_files(files)
 
-    monkeypatch.setattr(offline_augmentation, "write_new", write_then_stop)
+    monkeypatch.setattr(offline_augmentation, "write_new_files", write_then_stop)
 
 
-def test_copies_of_a_run_interrupted_after_its_first_copy_are_not_mixed_with_other_settings(data, monkeypatch):
+def test_copies_of_a_run_interrupted_after_its_first_copies_are_not_mixed_with_other_settings(data, monkeypatch):
     with monkeypatch.context() as patched:
-        ctrl_c_after_writes(patched, 1)
-        assert augment(data) == 1
-    assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 1
+        ctrl_c_after_batches(patched, 1)
+        assert augment(data, "--batch-size", "1") == 1
+    assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 2  # one image's two copies
     assert augment(data, "--seed", "2") == 1
 
 
@@ -257,8 +258,8 @@ def test_a_run_that_finds_unrecorded_copies_in_its_way_records_no_settings_for_t
 
 
 def test_copies_written_before_ctrl_c_are_recorded(data, monkeypatch):
-    ctrl_c_after_writes(monkeypatch, 3)
-    assert augment(data) == 1
+    ctrl_c_after_batches(monkeypatch, 2)
+    assert augment(data, "--batch-size", "1") == 1
     written = sorted(f"{path.parent.name}/{path.name}" for path in (data / "augmented_train").rglob("aug_*.jpg"))
     assert len(written) >= 3
     assert sorted(moving.read_copy_sources(data / "augmented_train")) == written
