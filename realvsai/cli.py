@@ -303,6 +303,7 @@ _ABSL_NOTICE = rb"WARNING: All log messages before absl::InitializeLog\(\) is ca
 _ABSL_LINE = rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ "
 _NATIVE_LOG_LINE = re.compile(rb"^(" + _ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"[\w.-]+:\d+\] |"
                               rb"Improper call to JPEG library in state \d+$|Corrupt JPEG data: )")
+_NATIVE_LOG_STARTS = (b"I", b"W", b"E", b"F", b"C")  # the first letter of every line _NATIVE_LOG_LINE matches
 # Of those, the notices of every start, which tell a user nothing: absl's, oneDNN's, and the CUDA probes of a
 # machine without a GPU, one of them an "E" line (the scripts say themselves which devices they use).
 _START_UP_NOTICE = re.compile(rb"^(" + _ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"(port\.cc:\d+\] oneDNN custom operations|"
@@ -335,7 +336,7 @@ def tensorflow_logs_filtered(quiet: bool) -> Iterator[None]:
                 passing = False
             # A line's start passes at once unless a hidden line may begin so: a bar's redraw ("\r...") shows
             # as it is drawn. (C++ writes a log line whole, so what is held waits for no more than that write.)
-            if held and (passing or held[:1] not in (b"I", b"W", b"E", b"F", b"C")):
+            if held and (passing or held[:1] not in _NATIVE_LOG_STARTS):
                 os.write(stderr, held)
                 held, passing = b"", True
         if held and (passing or not hidden.match(held)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import re
 import signal
 
@@ -201,8 +202,6 @@ OTHER_NATIVE_LINE = b"W0000 00:00:1795649275.374318   16214 bfc_allocator.cc:482
 
 
 def write_to_fd_2(data: bytes) -> None:
-    import os
-
     os.write(2, data)
 
 
