@@ -217,11 +217,23 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
                     zipped.write(image, f"cifake/{group}/{name}/{index:04d}.jpg")
     results = tmp_path / "gpu.json"
 
-    output = run_benchmark("bench_gpu_cifake.py", "--zip", str(archive), "--work", str(tmp_path / "work"),
-                           "--epochs", "2", "--batch-size", "4", "--backbone", "resnet50", "--results", str(results))
+    command = ("bench_gpu_cifake.py", "--zip", str(archive), "--work", str(tmp_path / "work"), "--epochs", "2",
+               "--batch-size", "4", "--backbone", "resnet50", "--results", str(results))
+
+    # A time limit no second epoch fits in: the run stops after one, and is tested all the same.
+    output = run_benchmark(*command, "--time-limit", "1")
 
     cifake = json.loads(results.read_text())["cifake"]
     assert (cifake["train_images"], cifake["validation_images"], cifake["test_images"]) == (16, 4, 6)
-    assert cifake["epochs"] == 2 and cifake["precision_policy"] == "float32" and cifake["wall_s"] > 0
+    assert (cifake["epochs"], cifake["epochs_planned"], cifake["stopped_by_time_limit"]) == (1, 2, True)
     assert 0 <= cifake["test_accuracy"] <= 1 and 0 <= cifake["test_argmax_accuracy"] <= 1
-    assert "written to" in output
+    assert "time limit" in output and "written to" in output
+
+    # The same command without the limit continues the run: its second epoch, then the test again.
+    output = run_benchmark(*command)
+
+    cifake = json.loads(results.read_text())["cifake"]
+    assert (cifake["epochs"], cifake["epochs_planned"], cifake["stopped_by_time_limit"]) == (2, 2, False)
+    assert cifake["precision_policy"] == "float32" and cifake["wall_s"] > 0
+    assert 0 <= cifake["test_accuracy"] <= 1 and 0 <= cifake["test_argmax_accuracy"] <= 1
+    assert "resuming" in output and "written to" in output
