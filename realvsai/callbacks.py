@@ -12,6 +12,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,26 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
     def state(self) -> dict[str, Any]:
         best = None if self.best is None or not math.isfinite(self.best) else float(self.best)
         return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch)}
+
+
+class StopBeforeDeadline(keras.callbacks.Callback):
+    """Ends training after an epoch when the next one, taking as long, would end after ``deadline`` (a
+    ``time.monotonic()`` value); ``stopped`` tells whether it did. Runs after the run's backup
+    (``fitting.fit_phases``' ``extra_callbacks``), so the phase is not backed up as done: a resumed run goes on."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline, self.stopped, self.began = deadline, False, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.began = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        if now + (now - self.began) > self.deadline:
+            self.stopped = self.model.stop_training = True
+            logger.info("epoch %d: another epoch would end past the time limit; training stops here (a resumed run "
+                        "goes on from this epoch)", epoch + 1)
 
 
 class TrainingHistory(keras.callbacks.Callback):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,11 +44,14 @@ def make_optimizer(learning_rate: float, final_fraction: float, decay_steps: int
 def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy: Strategy,
                 train: tuple[Callable[..., Any], int], validation: tuple[Any, int],
                 class_weight: dict[int, float] | None, num_classes: int, positive_index: int | None,
-                resume: bool, verbose: int | str) -> list[dict[str, Any]]:
+                resume: bool, verbose: int | str,
+                extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> list[dict[str, Any]]:
     """Runs (or resumes) every phase; returns the history rows. ``train`` is (a function of ``first_epoch``
     giving the endless training batches from that epoch on, batches per epoch), ``validation`` (endless
     batches, batches per epoch); the batches are a tf.data dataset (``data.make_dataset``) or, without
-    TensorFlow, ``arrays.EpochBatches``. The model ends with its best weights."""
+    TensorFlow, ``arrays.EpochBatches``. ``extra_callbacks`` run after the run's own, so an epoch they stop
+    training after is backed up as unfinished business: a resumed run goes on. The model ends with its best
+    weights."""
     from realvsai import callbacks, distributed
     from realvsai.model import float32_copy, make_metrics, set_backbone_trainable
 
@@ -101,7 +104,7 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
         # recorder writes the row, the backup commits, and only then is a new best model written.
         phase_callbacks = [callbacks.StopOnLostCtrlC(), callbacks.StopOnNonFiniteLoss(),
                            distributed.EpochSeeds(strategy), stop_rule, early_stopping, recorder, backup, best_model,
-                           *tensorboard]
+                           *tensorboard, *extra_callbacks]
         with strategy.scope():
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
                                        train[1] * (phase.end - phase.start),
