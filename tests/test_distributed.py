@@ -177,6 +177,16 @@ def test_only_the_chief_writes_into_the_worker_folder(tmp_path, monkeypatch):
 # --- the training loop under the default strategy -------------------------------------------------
 
 
+def test_training_batches_share_one_shape_whenever_a_full_batch_exists():
+    """XLA (JAX, or TensorFlow's --xla) compiles the train step again for each batch shape: ResNet101's first
+    epoch under JAX took 44 s instead of 25 s on 2 CPU cores with a short last batch (104 s on an H200)."""
+    one_device = distributed.select_strategy({})
+
+    assert distributed.training_steps(10, 4, one_device) == (2, True)  # 2 of 10 wait for a later pass
+    assert distributed.training_steps(8, 4, one_device) == (2, True)
+    assert distributed.training_steps(3, 4, one_device) == (1, False)  # fewer than a batch: the one short batch
+
+
 def test_loop_lowers_the_training_loss():
     history = fit(tiny_model(), epochs=6)
     assert history.history["loss"][-1] < 0.8 * history.history["loss"][0]
