@@ -134,11 +134,11 @@ def train_and_test(args: argparse.Namespace) -> dict:
                                                 for images in (train, validation, test))
     global_batch = config.batch_size * distributed.num_replicas(strategy)
     full = distributed.needs_full_batches(strategy)
+    steps, drop_short_batch = distributed.training_steps(len(train), global_batch, strategy)
     train_batches = functools.partial(arrays.EpochBatches, x, y, batch_size=global_batch, shuffle=True,
-                                      seed=config.seed, drop_remainder=full, workers=4)
+                                      seed=config.seed, drop_remainder=drop_short_batch, workers=4)
     validation_batches = arrays.EpochBatches(val_x, val_y, batch_size=global_batch, drop_remainder=full,
                                              class_weight=class_weight)
-    steps = train_batches(first_epoch=0).steps
     with strategy.scope():
         model = build_model(len(class_names), **config.model_options())
     logger.info("training %s from scratch on %d images (%s), validating on %d, %s, %d steps per epoch%s",

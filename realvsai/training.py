@@ -187,9 +187,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     replicas, workers = distributed.num_replicas(strategy), distributed.num_workers(strategy)
     global_batch = config.batch_size * replicas
     full_batches = distributed.needs_full_batches(strategy)
-    steps_per_epoch, validation_steps = (
-        (len(images) // global_batch if full_batches else math.ceil(len(images) / global_batch))
-        for images in (train_images, validation_images))
+    steps_per_epoch, drop_short_batch = distributed.training_steps(len(train_images), global_batch, strategy)
+    validation_steps = (len(validation_images) // global_batch if full_batches
+                        else math.ceil(len(validation_images) / global_batch))
     if full_batches:
         if not steps_per_epoch or not validation_steps:
             raise UserError(f"{plural(len(train_images), 'training image')} and "
@@ -200,6 +200,10 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
                     "each epoch) and %s", plural(replicas, "device"),
                     plural(len(train_images) % global_batch, "training image"),
                     plural(len(validation_images) % global_batch, "validation image"))
+    elif drop_short_batch and len(train_images) % global_batch:
+        logger.info("each epoch trains on %d full batches of %d and leaves out the last %s (a different few each "
+                    "epoch): the train step is compiled for one batch shape", steps_per_epoch, global_batch,
+                    plural(len(train_images) % global_batch, "training image"))
     # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras.
     # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
     input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
@@ -207,7 +211,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     train_epochs = functools.partial(
         data.make_dataset, train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True,
         seed=config.seed, augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
-        crops="random" if crops else None, drop_remainder=full_batches)
+        crops="random" if crops else None, drop_remainder=drop_short_batch)
     counts = {split: images.counts() for split, images in
               ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
