@@ -26,6 +26,7 @@ import argparse
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -144,8 +145,7 @@ def train_and_test(args: argparse.Namespace) -> dict:
     logger.info("training %s from scratch on %d images (%s), validating on %d, %s, %d steps per epoch%s",
                 config.backbone, len(train), counts, len(validation), policy, steps,
                 ", resuming" if resume else "")
-    deadline = callbacks.StopBeforeDeadline(
-        STARTED + args.time_limit - TEST_RESERVE_S if args.time_limit else float("inf"))
+    deadline = callbacks.StopBeforeDeadline(STARTED + args.time_limit - TEST_RESERVE_S if args.time_limit else math.inf)
     history = fitting.fit_phases(model, config, run_dir, strategy, (train_batches, steps),
                                  (validation_batches, validation_batches.steps), class_weight, len(class_names),
                                  positive, resume, 2, extra_callbacks=[deadline])
@@ -162,6 +162,7 @@ def train_and_test(args: argparse.Namespace) -> dict:
             "image_size": config.image_size, "backbone": config.backbone, "batch_size": global_batch,
             "precision_policy": policy, "augment": config.augment, "learning_rate": config.learning_rate,
             "epochs": len(history), "epochs_planned": config.total_epochs, "stopped_by_time_limit": deadline.stopped,
+            "epoch_seconds": deadline.seconds,  # this command's epochs; the first compiles the steps
             "best_epoch": min(finite, key=lambda row: row["val_loss"])["epoch"] if finite else None,
             "wall_s": (read_json(run_dir / WALL_FILE) or {}).get("seconds"), "decision_threshold": round(threshold, 4),
             "test_accuracy": scored["accuracy"], "test_argmax_accuracy": scored["argmax_accuracy"],

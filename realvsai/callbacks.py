@@ -152,18 +152,20 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 
 class StopBeforeDeadline(keras.callbacks.Callback):
     """Ends training after an epoch when the next one, taking as long, would end after ``deadline`` (a
-    ``time.monotonic()`` value); ``stopped`` tells whether it did. Runs after the run's backup
-    (``fitting.fit_phases``' ``extra_callbacks``), so the phase is not backed up as done: a resumed run goes on."""
+    ``time.monotonic()`` value); ``stopped`` tells whether it did, ``seconds`` how long each epoch took (its
+    validation included). Runs after the run's backup (``fitting.fit_phases``' ``extra_callbacks``), so the
+    phase is not backed up as done: a resumed run goes on."""
 
-    def __init__(self, deadline: float):
+    def __init__(self, deadline: float = math.inf):
         super().__init__()
-        self.deadline, self.stopped, self.began = deadline, False, 0.0
+        self.deadline, self.stopped, self.began, self.seconds = deadline, False, 0.0, []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.began = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.monotonic()
+        self.seconds.append(round(now - self.began, 1))
         if now + (now - self.began) > self.deadline:
             self.stopped = self.model.stop_training = True
             logger.info("epoch %d: another epoch would end past the time limit; training stops here (a resumed run "

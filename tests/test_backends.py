@@ -226,6 +226,7 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
     cifake = json.loads(results.read_text())["cifake"]
     assert (cifake["train_images"], cifake["validation_images"], cifake["test_images"]) == (16, 4, 6)
     assert (cifake["epochs"], cifake["epochs_planned"], cifake["stopped_by_time_limit"]) == (1, 2, True)
+    assert len(cifake["epoch_seconds"]) == 1 and cifake["epoch_seconds"][0] > 0
     assert 0 <= cifake["test_accuracy"] <= 1 and 0 <= cifake["test_argmax_accuracy"] <= 1
     assert "Epoch 2/2" not in output and "written to" in output
 
@@ -234,6 +235,7 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
 
     cifake = json.loads(results.read_text())["cifake"]
     assert (cifake["epochs"], cifake["epochs_planned"], cifake["stopped_by_time_limit"]) == (2, 2, False)
+    assert len(cifake["epoch_seconds"]) == 1  # this command's one epoch
     assert cifake["precision_policy"] == "float32" and cifake["wall_s"] > 0
     assert 0 <= cifake["test_accuracy"] <= 1 and 0 <= cifake["test_argmax_accuracy"] <= 1
     assert "Epoch 1/2" not in output and "Epoch 2/2" in output and "written to" in output
