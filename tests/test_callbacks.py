@@ -139,6 +139,28 @@ def test_best_model_saves_the_model_its_export_function_makes(tmp_path):
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
 
 
+def test_best_model_makes_its_export_once_a_fit_and_saves_each_improvements_weights_into_it(tmp_path):
+    """Building ResNet101's float32 copy took 1.9 s an improvement (2 CPU cores), setting its weights 0.15 s."""
+    from realvsai.model import float32_copy
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    made = []
+    best = BestModel(tmp_path / "model.h5", export=lambda model: made.append(1) or float32_copy(model))
+
+    drive([best], model, [(1.0, 0.9), (1.0, 0.8), (1.0, 0.85), (1.0, 0.7)])  # three improvements
+    saved = keras.models.load_model(tmp_path / "model.h5", compile=False)
+    assert len(made) == 1 and {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    assert_weights(saved.get_weights(), model.get_weights())  # the last epoch's, the best
+
+    drive([best], model, [(1.0, 0.6)])  # the next phase's fit (its layers may train otherwise): a fresh copy
+    assert len(made) == 2
+    assert_weights(keras.models.load_model(tmp_path / "model.h5", compile=False).get_weights(), model.get_weights())
+
+
 def test_save_model_atomically_keeps_the_old_file_when_the_save_fails(tmp_path, monkeypatch):
     model = tiny_model()
     target = tmp_path / "model.h5"
