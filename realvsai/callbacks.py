@@ -262,9 +262,11 @@ class BestModel(keras.callbacks.Callback):
     """The epoch with the lowest ``val_loss`` of the whole run in ``filepath``; each phase ends with its weights.
 
     Written once per improvement, as ``export(model)`` (the float32 copy), atomically: ``ModelCheckpoint``
-    writes the training model in place, so a kill mid-write would leave no usable best model. The best
-    weights are also kept in memory, to end the phase with; the file is read back only after a restart.
-    Put it after ``RunBackup``, so the file never holds an epoch a resumed run does not know of.
+    writes the training model in place, so a kill mid-write would leave no usable best model. The export is
+    made once a fit (a phase's layers may train otherwise) and takes each improvement's weights: building
+    ResNet101's copy took 1.9 s, setting its weights 0.15 s. The best weights are also kept in memory, to end
+    the phase with; the file is read back only after a restart. Put it after ``RunBackup``, so the file never
+    holds an epoch a resumed run does not know of.
     """
 
     def __init__(self, filepath: Path, export: Callable[[keras.Model], keras.Model] | None = None):
@@ -273,6 +275,7 @@ class BestModel(keras.callbacks.Callback):
         self.best, self.best_epoch, self.last_epoch = math.inf, None, None
         self.best_weights: list | None = None
         self._save_on_begin = False
+        self._exported: keras.Model | None = None  # this fit's export, made at its first save
 
     def resume(self, rows: Sequence[Mapping[str, Any]]) -> None:
         finite = [row for row in rows if math.isfinite(row.get("val_loss", math.nan))]
@@ -284,9 +287,17 @@ class BestModel(keras.callbacks.Callback):
 
     def _save(self) -> None:
         self.best_weights = self.model.get_weights()
-        save_model_atomically(self.export(self.model) if self.export else self.model, self.filepath)
+        if self.export is None:
+            save_model_atomically(self.model, self.filepath)
+            return
+        if self._exported is None:
+            self._exported = self.export(self.model)
+        else:
+            self._exported.set_weights(self.best_weights)
+        save_model_atomically(self._exported, self.filepath)
 
     def on_train_begin(self, logs=None):
+        self._exported = None
         if self._save_on_begin:  # the backup's on_train_begin has just restored the best epoch
             self._save_on_begin = False
             self._save()
