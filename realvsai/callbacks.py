@@ -153,8 +153,9 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 class StopBeforeDeadline(keras.callbacks.Callback):
     """Ends training after an epoch when the next one, taking as long, would end after ``deadline`` (a
     ``time.monotonic()`` value); ``stopped`` tells whether it did, ``seconds`` how long each epoch took (its
-    validation included). Runs after the run's backup (``fitting.fit_phases``' ``extra_callbacks``), so the
-    phase is not backed up as done: a resumed run goes on."""
+    validation and the run's saves included). Runs after the run's backup (``fitting.fit_phases``'
+    ``extra_callbacks``), so the phase is not backed up as done: a resumed run goes on. It ends one ``fit``:
+    fit_phases then starts a later phase, if any, which it ends after that phase's first epoch."""
 
     def __init__(self, deadline: float = math.inf):
         super().__init__()
