@@ -226,7 +226,10 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
     cifake = json.loads(results.read_text())["cifake"]
     assert (cifake["train_images"], cifake["validation_images"], cifake["test_images"]) == (16, 4, 6)
     assert (cifake["epochs"], cifake["epochs_planned"], cifake["stopped_by_time_limit"]) == (1, 2, True)
-    assert len(cifake["epoch_seconds"]) == 1 and cifake["epoch_seconds"][0] > 0
+    [epoch] = cifake["epoch_seconds"]  # where an epoch's time went: its steps, validation, the run's saves
+    assert set(epoch) == {"train", "validation", "saves", "total"} and min(epoch.values()) >= 0
+    assert epoch["train"] > 0 and epoch["train"] + epoch["validation"] + epoch["saves"] == pytest.approx(
+        epoch["total"], abs=0.2)
     assert 0 <= cifake["test_accuracy"] <= 1 and 0 <= cifake["test_argmax_accuracy"] <= 1
     assert "Epoch 2/2" not in output and "written to" in output
 
