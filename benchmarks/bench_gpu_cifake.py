@@ -162,7 +162,7 @@ def train_and_test(args: argparse.Namespace) -> dict:
             "image_size": config.image_size, "backbone": config.backbone, "batch_size": global_batch,
             "precision_policy": policy, "augment": config.augment, "learning_rate": config.learning_rate,
             "epochs": len(history), "epochs_planned": config.total_epochs, "stopped_by_time_limit": deadline.stopped,
-            "epoch_seconds": deadline.seconds,  # this command's epochs; the first compiles the steps
+            "epoch_seconds": deadline.seconds,  # this command's epochs, in parts; the first compiles the steps
             "best_epoch": min(finite, key=lambda row: row["val_loss"])["epoch"] if finite else None,
             "wall_s": (read_json(run_dir / WALL_FILE) or {}).get("seconds"), "decision_threshold": round(threshold, 4),
             "test_accuracy": scored["accuracy"], "test_argmax_accuracy": scored["argmax_accuracy"],

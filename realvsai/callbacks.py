@@ -152,22 +152,34 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 
 class StopBeforeDeadline(keras.callbacks.Callback):
     """Ends training after an epoch when the next one, taking as long, would end after ``deadline`` (a
-    ``time.monotonic()`` value); ``stopped`` tells whether it did, ``seconds`` how long each epoch took (its
-    validation and the run's saves included). Runs after the run's backup (``fitting.fit_phases``'
+    ``time.monotonic()`` value); ``stopped`` tells whether it did. ``seconds`` says where each epoch's time went:
+    ``train`` (its steps), ``validation``, ``saves`` (the epoch-end work of the callbacks before it: the history,
+    the backup, the best model) and ``total``. Runs after the run's backup (``fitting.fit_phases``'
     ``extra_callbacks``), so the phase is not backed up as done: a resumed run goes on. It ends one ``fit``:
     fit_phases then starts a later phase, if any, which it ends after that phase's first epoch."""
 
     def __init__(self, deadline: float = math.inf):
         super().__init__()
-        self.deadline, self.stopped, self.began, self.seconds = deadline, False, 0.0, []
+        self.deadline, self.stopped, self.seconds = deadline, False, []
+        self._marks: dict[str, float] = {}  # when this epoch's parts began
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.began = time.monotonic()
+        self._marks = {"train": time.monotonic()}
+
+    def on_test_begin(self, logs=None):
+        self._marks["validation"] = time.monotonic()
+
+    def on_test_end(self, logs=None):
+        self._marks["saves"] = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.monotonic()
-        self.seconds.append(round(now - self.began, 1))
-        if now + (now - self.began) > self.deadline:
+        began = self._marks["train"]
+        validation, saves = self._marks.get("validation", now), self._marks.get("saves", now)
+        self.seconds.append({part: round(seconds, 1) for part, seconds in (
+            ("train", validation - began), ("validation", saves - validation), ("saves", now - saves),
+            ("total", now - began))})
+        if now + (now - began) > self.deadline:
             self.stopped = self.model.stop_training = True
             logger.info("epoch %d: another epoch would end past the time limit; training stops here (a resumed run "
                         "goes on from this epoch)", epoch + 1)
