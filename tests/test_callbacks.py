@@ -27,10 +27,15 @@ from realvsai.callbacks import (
 from realvsai.errors import UserError
 
 
-def tiny_model(seed: int = 0) -> keras.Model:
+def tiny_model(seed: int = 0, policy: str = "float32") -> keras.Model:
+    """Built under the dtype ``policy`` (the global one is float32 again afterwards)."""
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"),
-                              keras.layers.Dense(2, activation="softmax")])
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"),
+                                  keras.layers.Dense(2, activation="softmax")])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     return model
 
@@ -129,11 +134,7 @@ def test_best_model_resumed_after_the_backup_of_a_new_best_epoch_saves_that_epoc
 def test_best_model_saves_the_model_its_export_function_makes(tmp_path):
     from realvsai.model import float32_copy
 
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = tiny_model()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    model = tiny_model(policy="mixed_float16")
     drive([BestModel(tmp_path / "model.h5", export=float32_copy)], model, [(1.0, 0.9)])
     saved = keras.models.load_model(tmp_path / "model.h5", compile=False)
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
@@ -143,11 +144,7 @@ def test_best_model_makes_its_export_once_a_fit_and_saves_each_improvements_weig
     """Building ResNet101's float32 copy took 1.9 s an improvement (2 CPU cores), setting its weights 0.15 s."""
     from realvsai.model import float32_copy
 
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = tiny_model()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    model = tiny_model(policy="mixed_float16")
     made = []
     best = BestModel(tmp_path / "model.h5", export=lambda model: made.append(1) or float32_copy(model))
 
@@ -382,11 +379,7 @@ def test_keras_model_checkpoint_saves_the_mixed_precision_training_model_not_the
     from realvsai.model import float32_copy
 
     x, y = rows_of()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = tiny_model()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    model = tiny_model(policy="mixed_float16")
     checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "keras.keras", monitor="val_loss", save_best_only=True)
     best = BestModel(tmp_path / "own.h5", export=float32_copy)
     model.fit(x, y, epochs=1, validation_data=(x, y), verbose=0, callbacks=[checkpoint, best])
