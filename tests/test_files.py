@@ -407,3 +407,45 @@ def test_a_killed_run_leaves_no_claim_behind(tmp_path):
         holder.wait()
     with files.working_on([tmp_path], "DataMerger.py"):
         pass
+
+
+def _lock_file_of(path: Path) -> Path:
+    """The lock file ``files.working_on`` claims ``path`` with."""
+    import tempfile
+
+    user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+    name = hashlib.sha256(os.fsencode(Path(path).resolve())).hexdigest()[:32]
+    return Path(tempfile.gettempdir()) / f"realvsai-locks{user}" / f"{name}.lock"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows cannot remove a file that is open")
+def test_a_claim_removes_its_lock_files_when_it_ends(tmp_path):
+    train = tmp_path / "data" / "train"
+    paths = [train, train.parent, tmp_path]  # the claimed folder and the folders around it that are this test's
+    with files.working_on([train], "DataDeleter.py"):
+        assert all(_lock_file_of(path).is_file() for path in paths)
+    assert not any(_lock_file_of(path).exists() for path in paths)
+    with files.working_on([train.parent / "art"], "DataSplitD1.py"):  # a parent still held keeps its file
+        with files.working_on([train], "DataDeleter.py"):
+            pass
+        assert _lock_file_of(train.parent).is_file() and not _lock_file_of(train).exists()
+    assert not _lock_file_of(train.parent).exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows cannot remove a file that is open")
+def test_a_claim_whose_lock_file_is_removed_before_it_locks_takes_the_new_file(tmp_path, monkeypatch):
+    folder, real_lock, removed = tmp_path / "data", files._lock, []
+
+    def lock_after_the_holder_released(handle, *, shared):
+        # The run that held the claim ended between this run's opening of the lock file and its lock, and removed it.
+        if not shared and not removed:
+            removed.append(_lock_file_of(folder))
+            _lock_file_of(folder).unlink()
+        return real_lock(handle, shared=shared)
+
+    monkeypatch.setattr(files, "_lock", lock_after_the_holder_released)
+    with files.working_on([folder], "DataMerger.py"):
+        monkeypatch.setattr(files, "_lock", real_lock)
+        assert removed and _lock_file_of(folder).is_file()
+        with pytest.raises(UserError, match=r"DataMerger\.py"), files.working_on([folder], "DataAugmentation.py"):
+            pass
