@@ -417,7 +417,8 @@ def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
 
     A claim is a lock the operating system holds on a file in the user's folder of them in the temporary folder
     (named by the path's hash), so the folder itself gets no file, and the claim ends with the process, killed
-    too: an interrupted run never leaves one behind. The folders around a claimed path are locked shared, so runs
+    too: an interrupted run never leaves one behind. The last claim on a path removes its file as it ends (not on
+    Windows, which cannot remove an open file). The folders around a claimed path are locked shared, so runs
     on two folders side by side go ahead. Windows' locks have no shared mode: claims there are per path. A run of
     another user, or on another machine through a network share, is not seen.
     """
@@ -429,15 +430,14 @@ def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
     with contextlib.ExitStack() as claims:
         for path in sorted(claimed | around):
             lock = folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.lock"
-            handle = claims.enter_context(open(lock, "a+", encoding="utf-8"))
-            handle.seek(0)  # Windows locks bytes from the position on
+            handle, taken = claims.enter_context(_lock_file(lock, shared=path in around))
             if path in around:
-                if not _lock(handle, shared=True):
+                if not taken:
                     inside = min(claimed_path for claimed_path in claimed if path in claimed_path.parents)
                     raise UserError(f"{inside} is inside {path}, which is being worked on by {_holder(handle)}; "
                                     "wait for it to finish (or stop it), then run the command again.")
                 continue
-            if not _lock(handle, shared=False):
+            if not taken:
                 holder = (f"a folder inside {path} is being worked on by another run" if _lock(handle, shared=True)
                           else f"{path} is being worked on by {_holder(handle)}")
                 raise UserError(f"{holder}; wait for it to finish (or stop it), then run the command again.")
@@ -446,6 +446,37 @@ def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
             handle.write(f"{script} (process {os.getpid()})")
             handle.flush()
         yield
+
+
+@contextlib.contextmanager
+def _lock_file(lock: Path, *, shared: bool) -> Iterator[tuple[Any, bool]]:
+    """Opens ``lock`` and takes its lock without waiting: the open file, and whether the lock was taken. A lock
+    taken on a file that the run before removed meanwhile (as it ended) is retaken on the file now at ``lock``.
+    As the block ends, the file is removed when no other claim holds it (POSIX), so the folder of lock files does
+    not grow with every path ever claimed."""
+    while True:
+        with contextlib.ExitStack() as opened:  # closed unless kept
+            handle = opened.enter_context(open(lock, "a+", encoding="utf-8"))
+            handle.seek(0)  # Windows locks bytes from the position on
+            taken = _lock(handle, shared=shared)
+            if not taken or os.name == "nt" or _is_at(handle, lock):
+                opened.pop_all()
+                break
+    try:
+        yield handle, taken
+    finally:
+        # Exclusive only where no other run holds it; a run that opened the file before it goes takes the new one.
+        if taken and os.name != "nt" and _lock(handle, shared=False):
+            lock.unlink(missing_ok=True)
+        handle.close()
+
+
+def _is_at(handle: Any, path: Path) -> bool:
+    """Whether the open file ``handle`` is still the file at ``path``."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _lock(handle: Any, *, shared: bool) -> bool:
