@@ -232,3 +232,34 @@ def test_a_progress_bar_passes_the_filter_as_it_is_drawn(capfd):
         write_to_fd_2(b"\rcopying: 100%|##########| 10/10\n")
     assert "\rcopying:  50%|#####     | 5/10" in shown
     assert "100%" in capfd.readouterr().err
+
+
+def test_filters_begun_in_two_threads_do_not_cross(capfd):
+    """The app's sessions run in threads: a filter begun while another thread's is on must neither hang nor leave
+    stderr swapped when both have ended, and each thread's lines pass."""
+    import threading
+
+    before, first_inside, results = os.fstat(2), threading.Event(), {}
+
+    def run(name: str, hold_s: float, wait: threading.Event | None) -> None:
+        if wait is not None:
+            wait.wait()
+        with cli.tensorflow_logs_filtered(False):
+            first_inside.set()
+            write_to_fd_2(f"{name} is here\n".encode())
+            write_to_fd_2(START_UP_NOTICES[0])
+            threading.Event().wait(hold_s)
+        results[name] = True
+
+    # The first ends while the second would be inside: crossed filters wait for each other's pipe for ever.
+    threads = [threading.Thread(target=run, args=("first", 0.2, None), daemon=True),
+               threading.Thread(target=run, args=("second", 0.6, first_inside), daemon=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert results == {"first": True, "second": True}, "a filter hung"
+    assert os.path.samestat(before, os.fstat(2)), "stderr was left swapped"
+    err = capfd.readouterr().err
+    assert "first is here\n" in err and "second is here\n" in err
+    assert START_UP_NOTICES[0].decode().strip() not in err
