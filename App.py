@@ -52,7 +52,7 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from realvsai import inference
-from realvsai.cli import make_parser, nonempty_path, plural, positive_int, setup_logging
+from realvsai.cli import make_parser, nonempty_path, plural, positive_int, setup_logging, tensorflow_logs_filtered
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
 from realvsai.images import RAISE_LIMIT
@@ -107,8 +107,9 @@ class Settings:
 def cached_classifier(model_file: str, modified: float, batch_size: int) -> inference.Classifier:
     """The model, loaded once per file and modification time (a retrained run reloads)."""
     del modified  # only part of the cache key
-    model, run = load_run(Path(model_file))
-    return inference.Classifier.for_run(model, run, batch_size)
+    with tensorflow_logs_filtered(quiet=False):  # the first load starts TensorFlow: its notices tell a user nothing
+        model, run = load_run(Path(model_file))
+        return inference.Classifier.for_run(model, run, batch_size)
 
 
 # The uploads are cached by their upload ids (unique per upload, stable across reruns) rather than

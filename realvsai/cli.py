@@ -311,11 +311,22 @@ _START_UP_NOTICE = re.compile(rb"^(" + _ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"(p
                               rb"cpu_feature_guard\.cc:\d+\] ))")
 
 
+# One filter at a time: each swaps the process's stderr, so two threads' (the app's sessions) would cross.
+_STDERR_FILTER = threading.RLock()
+
+
 @contextlib.contextmanager
 def tensorflow_logs_filtered(quiet: bool) -> Iterator[None]:
     """Filters this process's stderr while the block runs: TensorFlow's start-up notices never show, and with
     ``quiet`` (--quiet) none of its log lines (its Python loggers' below ERROR, and the absl lines of its C++ code,
-    which TF_CPP_MIN_LOG_LEVEL does not reach). Every other line passes as it comes, a progress bar's redraw too."""
+    which TF_CPP_MIN_LOG_LEVEL does not reach). Every other line passes as it comes, a progress bar's redraw too,
+    whichever thread writes it. A block begun in another thread waits for this one to end."""
+    with _STDERR_FILTER, _filtered_stderr(quiet):
+        yield
+
+
+@contextlib.contextmanager
+def _filtered_stderr(quiet: bool) -> Iterator[None]:
     if quiet:
         logging.getLogger("absl").setLevel(logging.ERROR)
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
