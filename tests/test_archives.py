@@ -273,8 +273,9 @@ def test_well_compressed_small_text_is_not_a_bomb(tmp_path):
     assert result.extracted == 1
 
 
-@pytest.mark.parametrize("entries", [{}, {"__MACOSX/._a.jpg": b"fork", "__MACOSX/": b"", ".DS_Store": b"junk"}],
-                         ids=["empty", "only-macos-junk"])
+@pytest.mark.parametrize("entries", [{}, {"__MACOSX/._a.jpg": b"fork", "__MACOSX/": b"", ".DS_Store": b"junk"},
+                                     {"emptydir/": b"", "emptydir/inner/": b""}],
+                         ids=["empty", "only-macos-junk", "only-folders"])
 def test_an_archive_with_no_file_to_extract_is_refused_and_leaves_no_folder(tmp_path, entries):
     with pytest.raises(UserError, match="no file to extract"):
         extract_archive(make_zip(tmp_path / "a.zip", entries), tmp_path / "target")

@@ -263,3 +263,13 @@ def test_filters_begun_in_two_threads_do_not_cross(capfd):
     err = capfd.readouterr().err
     assert "first is here\n" in err and "second is here\n" in err
     assert START_UP_NOTICES[0].decode().strip() not in err
+
+
+@pytest.mark.parametrize("text", ["nan", "4.5", "many"])
+def test_a_count_that_is_not_a_whole_number_is_refused_without_an_example_unfit_for_the_flag(text):
+    """positive_int serves --max-pixels (120,000,000 by default) as well as --epochs: "e.g. 4" misleads."""
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError) as error:
+        cli.positive_int(text)
+    assert str(error.value) == f"{text!r} is not a whole number; give one above 0"

@@ -75,10 +75,28 @@ def test_parse_renames_builds_the_mapping():
     assert mapping == {"RealArt": "Real", "GeneratedArt": "Fake"}
 
 
-@pytest.mark.parametrize("pair", ["RealArt", "=Real", "RealArt=", "RealArt=a/b", "RealArt=a\\b"])
+@pytest.mark.parametrize("pair", ["RealArt", "=Real", "RealArt="])
 def test_parse_renames_rejects_malformed_pairs(pair):
     with pytest.raises(UserError, match="is not OLD=NEW"):
         parse_renames([pair])
+
+
+@pytest.mark.parametrize("pair", ["RealArt=a/b", "RealArt=a\\b", "RealArt=..", "RealArt=.", "RealArt=.hidden"])
+def test_parse_renames_says_a_new_name_that_is_no_folder_name_is_not_a_usable_class_name(pair):
+    """The pair is OLD=NEW all right: what is wrong is NEW, and the line says so."""
+    with pytest.raises(UserError, match="is not a usable class name"):
+        parse_renames([pair])
+
+
+def test_a_rename_that_clashes_in_letter_case_with_another_class_names_the_rename(tmp_path):
+    """FAKE=Real beside REAL: the folders differ in more than letter case; the new name is what clashes."""
+    from realvsai.layout import rename_classes
+
+    with pytest.raises(UserError) as error:
+        rename_classes(["FAKE", "REAL"], {"FAKE": "Real"}, tmp_path)
+    message = str(error.value)
+    assert "--rename" in message and "'Real'" in message and "'REAL'" in message
+    assert "Move their images into one folder" not in message
 
 
 def test_parse_renames_rejects_the_same_old_name_twice():

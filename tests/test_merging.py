@@ -506,3 +506,11 @@ def test_without_a_record_of_copies_a_file_named_like_one_in_the_targets_train_c
     augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
     merge_datasets([second], into)
     assert not (into / moving.MOVED_SETTINGS_NAME).exists()
+
+
+def test_the_same_source_given_twice_is_refused_before_anything_is_written(first, tmp_path):
+    into = tmp_path / "into"
+    with pytest.raises(UserError, match="twice") as error:
+        merge_datasets([first, first.parent / "." / first.name], into)
+    assert "\n" not in str(error.value)
+    assert not into.exists()
