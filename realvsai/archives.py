@@ -136,8 +136,9 @@ def extract_archive(
                 raise UserError(other)
             _decode_names(archive, zip_file.infolist(), name_encoding)  # before the checks: they see these names
             entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
-            if not entries and not folders:
-                what = "only macOS junk: __MACOSX/, .DS_Store" if junk else "no entries"
+            if not entries:  # folders alone hold no data either
+                what = ("only empty folders" if folders else "only macOS junk: __MACOSX/, .DS_Store" if junk
+                        else "no entries")
                 raise UserError(f"{archive} holds no file to extract ({what}); nothing was written. Check that it is "
                                 "the archive you meant, or download it again.")
             data_offsets = _check_overlaps(archive, zip_file.infolist())

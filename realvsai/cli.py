@@ -216,7 +216,7 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one above 0, e.g. 4") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one above 0") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a whole number above 0")
     return value

@@ -65,9 +65,9 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         old, sep, new = pair.partition("=")
         old, new = old.strip(), new.strip()
-        if not sep or not old or not new or "/" in new or "\\" in new or new in (".", ".."):
+        if not sep or not old or not new:
             raise UserError(f"--rename {pair!r} is not OLD=NEW. Write e.g. --rename RealArt=Real.")
-        if new.startswith(".") or new in SPLITS:
+        if "/" in new or "\\" in new or new.startswith(".") or new in SPLITS:
             raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
         if old in renames:
             raise UserError(f"--rename names {old!r} twice. Give each class folder one new name.")
@@ -165,6 +165,11 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
     if alike := sorted(name for name, count in Counter(name.casefold() for name in names.values()).items()
                        if count > 1):
         owners = sorted(folder for folder, name in names.items() if name.casefold() in alike)
+        if renamed := [folder for folder in owners if folder in renames]:
+            clash = ", ".join(f"{folder!r} as {names[folder]!r}" for folder in owners)
+            raise UserError(f"--rename {', '.join(f'{folder}={renames[folder]}' for folder in renamed)} gives "
+                            f"class names that differ only in letter case ({clash}); nothing was written. Give "
+                            "each class a name of its own.")
         raise UserError(f"the class folders {owners} in {source} differ only in letter case; nothing was written. "
                         "Move their images into one folder, or give one another name with --rename OLD=NEW.")
     return names

@@ -287,8 +287,11 @@ def _check_folders(sources: Sequence[Path], into: Path) -> None:
     if into.exists() and not into.is_dir():
         raise UserError(f"--into {into} is a file, not a folder. Choose a folder, e.g. --into data.")
     _refuse_split_folder(into, "--into")
-    resolved_into = into.resolve()
-    for source in sources:
+    resolved_into, resolved_sources = into.resolve(), [source.resolve() for source in sources]
+    for index, source in enumerate(sources):
+        if resolved_sources[index] in resolved_sources[:index]:
+            first = sources[resolved_sources.index(resolved_sources[index])]
+            raise UserError(f"SOURCE {source} is given twice (also as {first}). Give each dataset once.")
         if not source.is_dir():
             raise UserError(f"SOURCE {source} is not an existing folder. Check the path.")
         _refuse_split_folder(source, "SOURCE")

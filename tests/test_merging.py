@@ -512,5 +512,7 @@ def test_the_same_source_given_twice_is_refused_before_anything_is_written(first
     into = tmp_path / "into"
     with pytest.raises(UserError, match="twice") as error:
         merge_datasets([first, first.parent / "." / first.name], into)
+    with pytest.raises(UserError, match="twice"):
+        merge_datasets([first, first], into)
     assert "\n" not in str(error.value)
     assert not into.exists()
