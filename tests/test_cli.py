@@ -273,3 +273,25 @@ def test_a_count_that_is_not_a_whole_number_is_refused_without_an_example_unfit_
     with pytest.raises(argparse.ArgumentTypeError) as error:
         cli.positive_int(text)
     assert str(error.value) == f"{text!r} is not a whole number; give one above 0"
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["own-write", "one-write-with-the-bar"])
+def test_a_start_up_notice_that_follows_a_progress_bar_on_its_line_is_hidden(capfd, together):
+    """DataAugmentation.py's bar is drawn ("\\r..." with no line end) when TensorFlow starts and logs: the notice
+    lands on the bar's line, and is hidden there as on a line of its own; the bar and the lines after it pass."""
+    import time
+
+    bar = b"\rplanning:  50%|#####     | 5/10"
+    with cli.tensorflow_logs_filtered(False):
+        if together:
+            write_to_fd_2(bar + START_UP_NOTICES[0] + START_UP_NOTICES[1])
+        else:
+            write_to_fd_2(bar)
+            time.sleep(0.2)  # the filter has shown the bar by now, as it must
+            for notice in START_UP_NOTICES:
+                write_to_fd_2(notice)
+        write_to_fd_2(b"\rplanning: 100%|##########| 10/10\n")
+        write_to_fd_2(b"made 10 copies\n")
+    err = capfd.readouterr().err
+    assert not any(notice.decode().strip() in err for notice in START_UP_NOTICES), err
+    assert err.startswith(bar.decode()) and "\rplanning: 100%|##########| 10/10\nmade 10 copies\n" in err, err
