@@ -295,3 +295,16 @@ def test_a_start_up_notice_that_follows_a_progress_bar_on_its_line_is_hidden(cap
     err = capfd.readouterr().err
     assert not any(notice.decode().strip() in err for notice in START_UP_NOTICES), err
     assert err.startswith(bar.decode()) and "\rplanning: 100%|##########| 10/10\nmade 10 copies\n" in err, err
+
+
+def test_the_second_line_of_tensorflow_s_cpu_features_notice_is_hidden_too(capfd):
+    """cpu_feature_guard's notice is one write of two lines; its second is advice for building TensorFlow."""
+    notice = (b"I0000 00:00:1795666076.795466   26559 cpu_feature_guard.cc:227] This TensorFlow binary is optimized "
+              b"to use available CPU instructions in performance-critical operations.\nTo enable the following "
+              b"instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the appropriate compiler "
+              b"flags.\n")
+    for quiet in (False, True):
+        with cli.tensorflow_logs_filtered(quiet):
+            write_to_fd_2(notice)
+            write_to_fd_2(b"To enable mixed precision, pass --precision mixed_float16\n")
+        assert capfd.readouterr().err == "To enable mixed precision, pass --precision mixed_float16\n"
