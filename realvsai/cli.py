@@ -301,14 +301,20 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str
 # the first; and libjpeg's own line for a broken JPEG (the scripts name the file and say what is wrong with it).
 _ABSL_NOTICE = rb"WARNING: All log messages before absl::InitializeLog\(\) is called"
 _ABSL_LINE = rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ "
-_NATIVE_LOG_LINE = re.compile(rb"^(" + _ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"[\w.-]+:\d+\] |"
+_ABSL = _ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"[\w.-]+:\d+\] "
+# cpu_feature_guard's notice goes on for a second line.
+_CPU_FEATURES_ADVICE = (rb"To enable the following instructions: .* rebuild TensorFlow with the appropriate "
+                        rb"compiler flags\.$")
+_NATIVE_LOG_LINE = re.compile(rb"^(" + _ABSL + rb"|" + _CPU_FEATURES_ADVICE + rb"|"
                               rb"Improper call to JPEG library in state \d+$|Corrupt JPEG data: )")
-_NATIVE_LOG_STARTS = (b"I", b"W", b"E", b"F", b"C")  # the first letter of every line _NATIVE_LOG_LINE matches
+_NATIVE_LOG_STARTS = (b"I", b"W", b"E", b"F", b"C", b"T")  # the first letter of every line _NATIVE_LOG_LINE matches
 # Of those, the notices of every start, which tell a user nothing: absl's, oneDNN's, and the CUDA probes of a
 # machine without a GPU, one of them an "E" line (the scripts say themselves which devices they use).
-_START_UP_NOTICE = re.compile(rb"^(" + _ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"(port\.cc:\d+\] oneDNN custom operations|"
-                              rb"cudart_stub\.cc:\d+\] |cuda_platform\.cc:\d+\] failed call to cuInit|"
-                              rb"cpu_feature_guard\.cc:\d+\] ))")
+_START_UP = (_ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"(port\.cc:\d+\] oneDNN custom operations|cudart_stub\.cc:\d+\] |"
+             rb"cuda_platform\.cc:\d+\] failed call to cuInit|cpu_feature_guard\.cc:\d+\] )")
+_START_UP_NOTICE = re.compile(rb"^(" + _START_UP + rb"|" + _CPU_FEATURES_ADVICE + rb")")
+# An absl line can also land on a line begun already: a progress bar's, drawn with no line end.
+_NATIVE_LOG_WITHIN, _START_UP_NOTICE_WITHIN = re.compile(_ABSL), re.compile(_START_UP)
 
 
 # One filter at a time: each swaps the process's stderr, so two threads' (the app's sessions) would cross.
@@ -330,7 +336,7 @@ def _filtered_stderr(quiet: bool) -> Iterator[None]:
     if quiet:
         logging.getLogger("absl").setLevel(logging.ERROR)
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    hidden = _NATIVE_LOG_LINE if quiet else _START_UP_NOTICE
+    hidden, within = (_NATIVE_LOG_LINE, _NATIVE_LOG_WITHIN) if quiet else (_START_UP_NOTICE, _START_UP_NOTICE_WITHIN)
     sys.stderr.flush()
     stderr = os.dup(2)
     read_end, write_end = os.pipe()
@@ -342,14 +348,22 @@ def _filtered_stderr(quiet: bool) -> Iterator[None]:
         while chunk := os.read(read_end, 1 << 16):
             *lines, held = (held + chunk).split(b"\n")
             for line in lines:
-                if passing or not hidden.match(line):
+                if not passing and hidden.match(line):
+                    pass
+                elif found := within.search(line):  # the hidden line takes the rest, its line end too
+                    os.write(stderr, line[:found.start()] + (b"" if b"\r" in line or passing else b"\n"))
+                else:
                     os.write(stderr, line + b"\n")
                 passing = False
             # A line's start passes at once unless a hidden line may begin so: a bar's redraw ("\r...") shows
             # as it is drawn. (C++ writes a log line whole, so what is held waits for no more than that write.)
             if held and (passing or held[:1] not in _NATIVE_LOG_STARTS):
-                os.write(stderr, held)
-                held, passing = b"", True
+                if found := within.search(held):  # shown up to a hidden line, which is judged once it ends
+                    os.write(stderr, held[:found.start()])
+                    held, passing = held[found.start():], False
+                else:
+                    os.write(stderr, held)
+                    held, passing = b"", True
         if held and (passing or not hidden.match(held)):
             os.write(stderr, held)
         os.close(read_end)
