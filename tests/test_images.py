@@ -246,3 +246,19 @@ def test_decode_check_holds_no_copy_of_a_large_images_pixels(tmp_path):
         tracemalloc.stop()
 
     assert problem is None and peak < 3 * 2**20  # the raw pixels: 9 MB
+
+
+def test_a_photo_whose_exif_is_broken_reads_without_pillow_s_raw_warning():
+    """A broken EXIF block (cut short by an editor) only hides the orientation; Pillow's UserWarning about it
+    would reach the terminal as a line of its code with no file name, even under --quiet."""
+    import warnings
+
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "A camera maker's name long enough to be cut"
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(buffer, "JPEG", exif=exif.tobytes()[:-20])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        header = images.read_header(io.BytesIO(buffer.getvalue()))
+        pixels = images.load_rgb(buffer.getvalue())
+    assert pixels.shape == (header.height, header.width, 3)
