@@ -121,6 +121,7 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
     own bomb limit is replaced), Pillow's OSError, SyntaxError or ValueError for what it cannot open."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        _ignore_broken_exif()  # a JPEG's is read as it opens
         try:
             image = Image.open(source)
         except Image.DecompressionBombError:
@@ -244,7 +245,9 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
 def _header(image: Image.Image, gray: bool = True) -> ImageHeader:
     """``read_header``'s answer for an opened (or loaded) image."""
     try:
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        with warnings.catch_warnings():
+            _ignore_broken_exif()
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except (OSError, SyntaxError, ValueError) as error:
         # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
         raise ImageDecodeError(f"the image data is broken ({error})") from error
@@ -255,6 +258,13 @@ def _header(image: Image.Image, gray: bool = True) -> ImageHeader:
     width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
     image_format, quality = format_name(image.format), _jpeg_quality(image)
     return ImageHeader(width, height, needs_pil, image_format, quality, looks_gray(image) if gray else None)
+
+
+def _ignore_broken_exif() -> None:
+    """Inside ``warnings.catch_warnings``: Pillow's warnings about a broken EXIF block ("Corrupt EXIF data",
+    "Truncated File Read"), which only hides the orientation, would reach the terminal as a line of Pillow's code
+    naming no file, even under --quiet."""
+    warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
 
 
 def looks_gray(image: Image.Image) -> bool:
@@ -356,6 +366,7 @@ def _rgb(image: Image.Image, image_size: int | None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open applied our limit
+            _ignore_broken_exif()
             scale = decode_scale(*image.size, format_name(image.format), image_size)
             if scale > 1:
                 # draft picks the largest libjpeg scale keeping at least this size: exactly ``scale``.
