@@ -1048,3 +1048,16 @@ def test_unzipper_extracts_the_real_cifake_archive(tmp_path):
     assert result.extracted == 100_000
     assert len(os.listdir(tmp_path / "cifake" / "cifake" / "train" / "REAL")) == 45_000
     shutil.rmtree(tmp_path / "cifake")  # pytest keeps recent tmp folders; 100,000 files are worth removing
+
+
+def test_an_archive_inside_the_archive_is_named_with_the_command_that_unzips_it(tmp_path, capsys):
+    """A Kaggle download is often a zip holding the dataset's own zip: unzipped, it gives no images, and the
+    splitters would only say that they find no class folders."""
+    inner = make_zip(tmp_path / "cifake.zip")
+    outer = make_zip(tmp_path / "download.zip", {"README.txt": b"read me", "cifake.zip": inner.read_bytes()})
+    target = tmp_path / "raw" / "download"
+    assert DataUnZipper.main([str(outer), "--to", str(target), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "1 archive" in out and str(target / "cifake.zip") in out and "DataUnZipper.py" in out
+    assert extract_archive(outer, tmp_path / "again").archives == ("cifake.zip",)
+    assert extract_archive(make_zip(tmp_path / "plain.zip"), tmp_path / "plain").archives == ()
