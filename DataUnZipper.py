@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -83,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Extracted {plural(result.extracted, 'file')} ({human_bytes(result.bytes_written)}) to {result.target}; "
               f"{result.already_there:,} already there, "
               f"{plural(result.junk_skipped, 'macOS junk entry', 'macOS junk entries')} skipped.")
+        if result.archives:  # a download that wraps the dataset's own archive: its images are still packed
+            first = shlex.quote(str(result.target / result.archives[0]))
+            print(f"It holds {plural(len(result.archives), 'archive')} ({', '.join(result.archives[:3])}"
+                  f"{', ...' if len(result.archives) > 3 else ''}), whose files are still packed: unzip "
+                  f"{'it' if len(result.archives) == 1 else 'each'} too, e.g. python DataUnZipper.py {first}")
 
     return run_main(body)
 

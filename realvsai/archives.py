@@ -74,6 +74,7 @@ class ExtractResult:
     already_there: int  # files skipped because the same content was already in place
     junk_skipped: int  # __MACOSX/ and .DS_Store entries left out
     bytes_written: int
+    archives: tuple[str, ...] = ()  # the archive's files that are archives themselves (their files stay packed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +196,8 @@ def extract_archive(
         logger.warning("%s holds %d file%s that this archive does not (e.g. %s): it mixes another archive's files; "
                        "unzip into a new --to folder for this archive alone", target, len(others),
                        "s" * (len(others) > 1), min(others))
-    return ExtractResult(target, len(to_write), already_there, junk, num_bytes)
+    archives = tuple(sorted(relative for _, relative in entries if relative.lower().endswith(_ARCHIVE_SUFFIXES)))
+    return ExtractResult(target, len(to_write), already_there, junk, num_bytes, archives)
 
 
 def _other_format(archive: Path, target: Path, infos: Sequence[zipfile.ZipInfo] = ()) -> str | None:
