@@ -670,3 +670,24 @@ def test_the_unusable_files_warning_names_only_unusable_files(art_with_skipped_f
     (warning,) = [record.getMessage() for record in caplog.records if "cannot be used" in record.getMessage()]
     assert "empty.jpg" in warning
     assert [name for name in ("also_generated.png", "img_004.png", "README.txt") if name in warning] == []
+
+
+def test_hidden_files_and_folders_outside_the_class_folders_are_listed_in_skipped_csv(cifake, art, tmp_path):
+    """As inside a class folder: a hidden name is left out, never dropped unsaid (a notebook's checkpoints, a
+    hidden folder of images beside train/ and test/)."""
+    write_image(cifake / "train" / ".ipynb_checkpoints" / "x.png", seed=9)
+    write_image(cifake / "train" / ".hidden.png", seed=10)
+    write_image(cifake / ".extra" / "REAL" / "y.png", seed=11)
+    out = tmp_path / "out-d2"
+    report = split_train_test(cifake, out)
+    skipped = skipped_sources(out)
+    assert skipped.keys() == {".ipynb_checkpoints", ".hidden.png", ".extra"}, skipped
+    assert "hidden folder" in skipped[".extra"] and "hidden file" in skipped[".hidden.png"]
+    assert skipped_count(splitting.format_report(report)) == 3
+
+    write_image(art / ".ipynb_checkpoints" / "a.png", seed=12)
+    write_image(art / ".hidden.png", seed=13)
+    out = tmp_path / "out-d1"
+    report = split_by_class(art, out)
+    assert skipped_sources(out).keys() == {".ipynb_checkpoints", ".hidden.png"}
+    assert skipped_count(splitting.format_report(report)) == 2
