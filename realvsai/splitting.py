@@ -11,7 +11,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -158,8 +158,9 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     loose = sorted((str(path), "a file beside the class folders: only images inside a class folder are split")
                    for folder in folders_down(source, root) for path in folder.iterdir()
                    if not path.name.startswith(".") and not path.is_dir())
-    return _run_split(root, [root / name for name in class_folders], out, locate, plan,
-                      mode=mode, overwrite=overwrite, workers=workers, max_pixels=max_pixels, beside=loose)
+    return _run_split(root, [root / name for name in class_folders], out, locate, plan, mode=mode,
+                      overwrite=overwrite, workers=workers, max_pixels=max_pixels,
+                      beside=loose + _hidden_in(folders_down(source, root)))
 
 
 def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fraction: float = SplitDefaults.val_fraction,
@@ -208,8 +209,18 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
                  for folder in subfolders(source) if folder not in group_dirs.values()
                  for path in list_images(folder, recursive=True)]
     folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in train_classes]
+    hidden = _hidden_in((*folders_down(wrapper, source), *group_dirs.values()))
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
-                      max_pixels=max_pixels, beside=loose + elsewhere)
+                      max_pixels=max_pixels, beside=loose + elsewhere + hidden)
+
+
+def _hidden_in(folders: Iterable[Path]) -> list[tuple[str, str]]:
+    """The hidden files and folders right in ``folders`` (beside the class folders), with ``list_images``' reasons:
+    left out as inside a class folder, and as there listed in skipped.csv."""
+    skipped: list[tuple[str, str]] = []
+    for folder in folders:
+        list_images(folder, skipped=skipped)
+    return [(path, reason) for path, reason in skipped if os.path.basename(path).startswith(".")]
 
 
 def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, key: Callable[[T], object] | None = None
