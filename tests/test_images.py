@@ -262,3 +262,25 @@ def test_a_photo_whose_exif_is_broken_reads_without_pillow_s_raw_warning():
         header = images.read_header(io.BytesIO(buffer.getvalue()))
         pixels = images.load_rgb(buffer.getvalue())
     assert pixels.shape == (header.height, header.width, 3)
+
+
+def broken_pngs() -> dict[str, bytes]:
+    """A PNG without its end chunk, and one whose image data chunk fails its CRC: Pillow decodes both, TensorFlow's
+    decoder (training's, --predict's) refuses both."""
+    data = encode(Image.fromarray(np.full((48, 64, 3), 90, np.uint8)), "PNG")
+    at = data.index(b"IDAT")
+    crc = at + 4 + int.from_bytes(data[at - 4:at], "big")
+    return {"no end chunk": data[:-12], "bad CRC": data[:crc] + bytes([data[crc] ^ 0xFF]) + data[crc + 1:]}
+
+
+@pytest.mark.parametrize("kind", ["no end chunk", "bad CRC"])
+def test_a_broken_png_is_refused_with_its_reason_on_every_path(kind):
+    """The app (Pillow) classified these while --predict (TensorFlow) said only "could not be decoded": every
+    check refuses them alike, naming what is broken, so no path uses a file another refuses."""
+    data = broken_pngs()[kind]
+    problem = images.image_problem(io.BytesIO(data))
+    assert problem is not None and "PNG" in problem
+    with pytest.raises(images.ImageDecodeError, match="PNG"):
+        images.load_rgb(data)
+    with pytest.raises(images.ImageDecodeError, match="PNG"):
+        images.load_rgb_with_header(data)
