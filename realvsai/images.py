@@ -157,6 +157,7 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
         with open_image(path, max_pixels) as image, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
             image.load()
+            _check_png(image, path)
             digest = hashlib.sha256(f"{image.mode} {image.size}\n".encode())
             for band in _bands(image):  # raw bytes are whole rows, so the hash of the whole
                 digest.update(band.tobytes())
@@ -171,6 +172,21 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
         # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
         # data and SyntaxError/ValueError for some malformed headers.
         return f"not a readable image ({type(error).__name__}: {error})", None, None
+
+
+def _check_png(image: Image.Image, source: Path | bytes | BinaryIO) -> None:
+    """ImageDecodeError when ``image``, a PNG decoded from ``source``, fails a chunk's CRC or lacks its end chunk.
+    Pillow decodes such a file; TensorFlow's decoder (training's, --predict's) refuses it: so does every path."""
+    if image.format != "PNG":
+        return
+    data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    if not isinstance(data, str | os.PathLike):
+        data.seek(0)
+    try:
+        with open_image(data, image.width * image.height) as again:  # passed the run's limit as it was opened
+            again.verify()  # each chunk's CRC, up to the end chunk; no decoding
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageDecodeError(f"the image data is broken ({error})") from error
 
 
 def _bands(image: Image.Image) -> Iterator[Image.Image]:
@@ -339,7 +355,9 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     ``decode_jpeg(ratio=...)``; 16-bit images are scaled to 8 bits rather than clipped.
     """
     with _open(source, max_pixels, crop_size) as image:
-        return _rgb(image, image_size)
+        pixels = _rgb(image, image_size)
+        _check_png(image, source)
+        return pixels
 
 
 def load_rgb_with_header(source: Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS, image_size: int | None = None,
@@ -355,6 +373,7 @@ def load_rgb_with_header(source: Path | bytes, max_pixels: int = MAX_IMAGE_PIXEL
         header = _header(image, gray=False)
         same_scale = _gray_check_scale(image) == decode_scale(*image.size, format_name(image.format), image_size)
         pixels = _rgb(image, image_size)
+        _check_png(image, source)
     if same_scale:
         return pixels, dataclasses.replace(header, grayscale=gray_pixels(pixels))
     with _open(source, max_pixels, crop_size) as image:
