@@ -948,3 +948,25 @@ def test_read_copy_settings_returns_a_good_record_and_none_without_one(augmented
     assert moving.read_copy_settings(record) == json.loads(record.read_text())
     assert moving.read_copy_settings(augmented / moving.MOVED_SETTINGS_NAME) is None
 
+
+
+def test_training_images_the_split_named_aug_are_augmented_before_any_copy_was_moved(tmp_path, capsys):
+    """A download augmented by its makers names its images aug_0_123.png (Keras' save_prefix="aug"). Before any
+    copy was moved there is no augmented-copies.csv; manifest.csv still says they are the split's own images, so
+    they are sources, not earlier copies, and training's record of copies (model.json) counts none."""
+    from realvsai.data import scan_splits
+    from realvsai.splitting import split_by_class
+    from realvsai.training import offline_copies
+
+    for index in range(6):
+        for name in ("REAL", "FAKE"):
+            write_image(tmp_path / "raw" / name / f"aug_{index}_{name.lower()}.png", seed=index + (100 if name == "FAKE" else 0))
+    data = tmp_path / "data"
+    split_by_class(tmp_path / "raw", data, ratios=(0.5, 0.25, 0.25), seed=1)
+    train = sorted(path.name for path in data.glob("train/*/*.png"))
+    assert train and all(name.startswith("aug_") for name in train)
+    capsys.readouterr()
+    assert augment(data, "--copies", "1") == 0
+    assert "0 earlier copies" in capsys.readouterr().out
+    assert len(list(data.glob("augmented_train/*/aug_*.jpg"))) == len(train)
+    assert offline_copies(data, scan_splits(data)[0]) is None
