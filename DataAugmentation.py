@@ -70,8 +70,7 @@ from realvsai.moving import (
     changed_copy_settings,
     dataset_folders,
     has_unrecorded_copies,
-    is_copy_in_train,
-    moved_copy_digests,
+    moved_copies,
     plan_copies,
     record_copy_settings,
     record_copy_sources,
@@ -189,9 +188,9 @@ def refuse_other_settings(data_dir: Path, settings: dict[str, object]) -> None:
 
 def delete_copies_command(data_dir: Path, train_dir: Path) -> str:
     """A shell command deleting the copies moved into ``train_dir``, and no training image named aug_* too
-    (``moving.is_copy_in_train``): each of those is spared by name."""
-    moved = moved_copy_digests(data_dir)
-    spared = [path for path in sorted(train_dir.glob(f"*/{COPY_PREFIX}*")) if not is_copy_in_train(path, moved)]
+    (``moving.MovedCopies``): each of those is spared by name."""
+    moved = moved_copies(data_dir)
+    spared = [path for path in sorted(train_dir.glob(f"*/{COPY_PREFIX}*")) if not moved.holds(path)]
     sparing = [word for path in spared for word in ("!", "-path", glob.escape(str(path)))]
     return shlex.join(["find", str(train_dir), "-mindepth", "2", "-maxdepth", "2", "-type", "f",
                        "-name", f"{COPY_PREFIX}*", *sparing, "-delete"])

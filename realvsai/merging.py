@@ -41,8 +41,7 @@ from realvsai.moving import (
     MOVED_SETTINGS_NAME,
     CopySource,
     add_moved_copies,
-    is_copy_in_train,
-    moved_copy_digests,
+    moved_copies,
     read_moved_copies,
 )
 
@@ -117,8 +116,8 @@ def merge_datasets(
     existing = _hash_dataset(into, workers, "reading target", max_pixels)
     # Whether the target's train holds augmented copies, by the rule DataAugmentation and training follow (its own
     # record of them, as it was before this merge adds to it).
-    moved = moved_copy_digests(into)
-    copies_in_train = any(file.copy_of or is_copy_in_train(file.path, moved, file.digest)
+    moved = moved_copies(into)
+    copies_in_train = any(file.copy_of or moved.holds(file.path, file.digest)
                           for file in existing if file.split == TRAIN)
     incoming = [(source, file) for source in sources
                 for file in _hash_dataset(source, workers, f"reading {source.name}", max_pixels,

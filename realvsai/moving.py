@@ -41,7 +41,16 @@ from realvsai.files import (
     write_json,
 )
 from realvsai.images import read_headers
-from realvsai.layout import AUGMENTED_TRAIN, TEST, TRAIN, VALIDATION, find_child_folder, find_class_folders
+from realvsai.layout import (
+    AUGMENTED_TRAIN,
+    MANIFEST_NAME,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    find_child_folder,
+    find_class_folders,
+    read_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +140,7 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS,
     """Lists the training images, reads each one's header and names its copies ``aug_<stem>_<k>.jpg`` (or,
     where names collide, ``aug_<stem>_<extension>_<k>.jpg``: ``_copy_bases``).
 
-    Earlier copies in train (``is_copy_in_train``) are not augmented again. A copy in augmented_train
+    Earlier copies in train (``MovedCopies``) are not augmented again. A copy in augmented_train
     is made when ``sources.csv`` records it with its sha256; any other file under its name is planned as
     missing, and the writer compares it with the copy it makes (``offline_augmentation``). Files whose
     ``verify`` plans the copies ``sources.csv`` records as missing too, so each is compared (copies whose
@@ -143,18 +152,18 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS,
     train_dir, output_dir = dataset_folders(data_dir)
     plan = CopyPlan(train_dir=train_dir, output_dir=output_dir)
     recorded = {} if verify else read_copy_sources(output_dir)
-    moved = moved_copy_digests(data_dir)
+    moved = moved_copies(data_dir)
     targets: dict[Path, tuple[str | None, ...]] = {}
     for class_name in find_class_folders(train_dir):
         skipped: list[tuple[str, str]] = []
         files = list_images(train_dir / class_name, skipped=skipped)
         # Hidden files (.DS_Store, an interrupted write's .tmp) are left out without a word, as everywhere.
         plan.not_images += [(Path(path), reason) for path, reason in skipped if os.path.basename(path)[0] != "."]
-        earlier = {path for path in files if is_copy_in_train(path, moved)}
+        earlier = {path for path in files if moved.holds(path)}
         sources = [path for path in files if path not in earlier]
         plan.earlier_copies += len(earlier)
         made = {entry.name for entry in _copy_entries(train_dir / class_name)
-                if is_made(entry.path) and (moved is None or Path(entry.path) in earlier)}
+                if is_made(entry.path) and Path(entry.path) in earlier}
         made |= {entry.name for entry in _copy_entries(output_dir / class_name)
                  if (record := recorded.get(f"{class_name}/{entry.name}")) is not None
                  and entry.is_file(follow_symlinks=False) and sha256_file(entry.path) == record.copy_sha256}
@@ -175,20 +184,34 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS,
     return plan
 
 
-def moved_copy_digests(data_dir: Path) -> set[str] | None:
-    """The sha256 of every copy ``DATA/augmented-copies.csv`` lists, or None without that record."""
-    if not (Path(data_dir) / MOVED_COPIES_NAME).is_file():
-        return None
-    return set(read_moved_copies(data_dir))
+@dataclass(frozen=True)
+class MovedCopies:
+    """Which files in a dataset's train are augmented copies moved there (MoveAugmentedImages.py): named ``aug_*``
+    and, where ``DATA/augmented-copies.csv`` exists, listed there by content (``digests``), since a training image
+    may be called aug_holiday.jpg too. Without that record (no copy moved yet, or moved by an older version) the
+    name decides, except for the images the split placed (``DATA/manifest.csv``'s train rows, ``originals``): a
+    download augmented by its makers names its own images aug_0_123.png."""
+
+    digests: frozenset[str] | None
+    originals: frozenset[str] = frozenset()  # "train/<Class>/<name>" of the split's own images
+
+    def holds(self, path: Path, digest: str | None = None) -> bool:
+        """Whether ``path``, in train, is a moved copy; ``digest``: its sha256 where the caller has it already."""
+        path = Path(path)
+        if not path.name.startswith(COPY_PREFIX):
+            return False
+        if self.digests is not None:
+            return (digest or sha256_file(path)) in self.digests
+        return f"{TRAIN}/{path.parent.name}/{path.name}" not in self.originals
 
 
-def is_copy_in_train(path: Path, moved: set[str] | None, digest: str | None = None) -> bool:
-    """True when ``path``, in train, is an augmented copy moved there: named ``aug_*`` and, where
-    ``augmented-copies.csv`` exists (its digests: ``moved``), listed there by content, since a training image
-    may be called aug_holiday.jpg too. Without the record (copies moved by an older version) the name decides.
-    ``digest``: the sha256 of ``path`` where the caller has it already.
-    """
-    return path.name.startswith(COPY_PREFIX) and (moved is None or (digest or sha256_file(path)) in moved)
+def moved_copies(data_dir: Path) -> MovedCopies:
+    """``MovedCopies`` of the dataset ``data_dir``, from its records."""
+    if (Path(data_dir) / MOVED_COPIES_NAME).is_file():
+        return MovedCopies(frozenset(read_moved_copies(data_dir)))
+    manifest = Path(data_dir) / MANIFEST_NAME
+    rows = read_manifest(manifest) if manifest.is_file() else []
+    return MovedCopies(None, frozenset(row.path for row in rows if row.split == TRAIN))
 
 
 def _copy_bases(sources: Iterable[Path]) -> dict[Path, str]:
@@ -363,10 +386,10 @@ def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
     the record is not one DataAugmentation.py writes (``read_copy_settings``).
     """
     train_dir, augmented_dir = dataset_folders(data_dir)
-    moved = moved_copy_digests(data_dir)
+    moved = moved_copies(data_dir)
     if any(augmented_dir.glob(f"*/{COPY_PREFIX}*")):
         folder, path = augmented_dir, augmented_dir / SETTINGS_NAME
-    elif any(is_copy_in_train(copy, moved) for copy in train_dir.glob(f"*/{COPY_PREFIX}*")):
+    elif any(moved.holds(copy) for copy in train_dir.glob(f"*/{COPY_PREFIX}*")):
         folder, path = train_dir, Path(data_dir) / MOVED_SETTINGS_NAME
     else:
         return augmented_dir, {}
@@ -558,9 +581,9 @@ class _Refusal:
                 self._checked[key] = True
             else:
                 if self._in_train is None:  # moved or renamed since: look for its content anywhere in train
-                    moved = moved_copy_digests(self.data_dir)
+                    moved = moved_copies(self.data_dir)
                     self._in_train = {sha256_file(path) for path in list_images(self.train_dir, recursive=True)
-                                      if not is_copy_in_train(path, moved)}
+                                      if not moved.holds(path)}
                 self._checked[key] = record.source_sha256 in self._in_train
         return self._checked[key]
 

@@ -277,14 +277,14 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
 
 def offline_copies(data_dir: Path, train_images: LabelledImages) -> dict[str, Any] | None:
     """How many of ``train_images`` are augmented copies (DataAugmentation.py's ``aug_*`` files moved into train by
-    MoveAugmentedImages.py: ``moving.is_copy_in_train``) and the settings they were made with
+    MoveAugmentedImages.py: ``moving.MovedCopies``) and the settings they were made with
     (``DATA/augmented-settings.json``, None without one): model.json's ``augmented_copies``; None without
     copies. A UserError naming the file and key for a record that DataAugmentation.py did not write
     (``moving.read_copy_settings``), so the model card never shows one."""
-    from realvsai.moving import MOVED_SETTINGS_NAME, is_copy_in_train, moved_copy_digests, read_copy_settings
+    from realvsai.moving import MOVED_SETTINGS_NAME, moved_copies, read_copy_settings
 
-    moved = moved_copy_digests(data_dir)
-    count = sum(is_copy_in_train(Path(path), moved) for path in train_images.files)
+    moved = moved_copies(data_dir)
+    count = sum(moved.holds(Path(path)) for path in train_images.files)
     if not count:
         return None
     return {"count": count, "settings": read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME)}

@@ -959,8 +959,8 @@ def test_training_images_the_split_named_aug_are_augmented_before_any_copy_was_m
     from realvsai.training import offline_copies
 
     for index in range(6):
-        for name in ("REAL", "FAKE"):
-            write_image(tmp_path / "raw" / name / f"aug_{index}_{name.lower()}.png", seed=index + (100 if name == "FAKE" else 0))
+        for offset, name in ((0, "REAL"), (100, "FAKE")):
+            write_image(tmp_path / "raw" / name / f"aug_{index}_{name.lower()}.png", seed=index + offset)
     data = tmp_path / "data"
     split_by_class(tmp_path / "raw", data, ratios=(0.5, 0.25, 0.25), seed=1)
     train = sorted(path.name for path in data.glob("train/*/*.png"))

@@ -487,7 +487,7 @@ def test_the_settings_of_the_copies_go_with_them_into_a_target_without_copies(se
 
 
 def test_a_training_image_named_like_a_copy_is_no_copy_where_the_record_lists_the_copies(second, tmp_path):
-    """The rule DataAugmentation and training follow (``moving.is_copy_in_train``): a target whose train holds a
+    """The rule DataAugmentation and training follow (``moving.MovedCopies``): a target whose train holds a
     photo called aug_holiday.jpg, but none of the copies its record lists, has no copies, so the incoming copies
     bring their settings."""
     into = make_split(tmp_path / "merged", COUNTS, seed=7)
