@@ -284,3 +284,21 @@ def test_a_broken_png_is_refused_with_its_reason_on_every_path(kind):
         images.load_rgb(data)
     with pytest.raises(images.ImageDecodeError, match="PNG"):
         images.load_rgb_with_header(data)
+
+
+def test_a_file_pillow_cannot_identify_is_named_by_its_first_bytes_on_every_path():
+    """A PNG whose text chunk fails its CRC is no image to Pillow at all: "no known image format" (the app) and
+    "cannot identify image file <_io.BytesIO object at 0x...>" (the split's check) misled; both say what it is."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "made by hand")
+    data = encode(Image.fromarray(np.zeros((8, 8, 3), np.uint8)), "PNG", pnginfo=info)
+    at = data.index(b"tEXt")
+    crc = at + 4 + int.from_bytes(data[at - 4:at], "big")
+    for content, reason in ((data[:crc] + bytes([data[crc] ^ 0xFF]) + data[crc + 1:], "a broken PNG file"),
+                            (b"just some text, not an image", "no known image format")):
+        problem = images.image_problem(io.BytesIO(content))
+        assert problem is not None and reason in problem and "0x" not in problem, problem
+        with pytest.raises(images.ImageDecodeError, match=reason):
+            images.load_rgb(content)
