@@ -168,9 +168,10 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
         return str(error), None, None
     except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
         return f"too many pixels ({error})", None, None
+    except UnidentifiedImageError:  # its message names a stream object: useless to a user
+        return f"not a readable image ({_unidentified(path)})", None, None
     except (OSError, SyntaxError, ValueError) as error:
-        # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
-        # data and SyntaxError/ValueError for some malformed headers.
+        # Pillow raises OSError for truncated data and SyntaxError/ValueError for some malformed headers.
         return f"not a readable image ({type(error).__name__}: {error})", None, None
 
 
@@ -227,6 +228,30 @@ def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
     return data, hashlib.sha256(data).hexdigest(), problem, pixels, header
 
 
+# The first bytes of the formats read here, for a file of one that Pillow cannot open at all.
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"))  # BMP's "BM" is too short to tell
+
+
+def _unidentified(source: Path | BinaryIO) -> str:
+    """Why Pillow found no image in ``source``: it is empty, a broken file of a format read here (by its first
+    bytes: a PNG whose chunk before the pixels fails its CRC, say), or of no known image format."""
+    if _is_empty(source):
+        return "the file is empty"
+    try:
+        if isinstance(source, str | os.PathLike):
+            with open(source, "rb") as stream:
+                head = stream.read(12)
+        else:
+            source.seek(0)
+            head = source.read(12)
+    except (OSError, ValueError):
+        head = b""
+    formats = [*_SIGNATURES, *([(head[:4], "WebP")] if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else [])]
+    if name := next((name for magic, name in formats if head.startswith(magic)), None):
+        return f"a broken {name} file (its start says {name}, but Pillow cannot read its header)"
+    return "not an image (no known image format)"
+
+
 def _is_empty(source: Path | BinaryIO) -> bool:
     """True for a file, or a stream, of no bytes."""
     try:
@@ -243,8 +268,7 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | Non
         raise
     except UnidentifiedImageError as error:
         # Pillow's message names the stream object (<_io.BytesIO object at 0x...>): useless to a user.
-        raise ImageDecodeError("the file is empty" if _is_empty(data) else "not an image (no known image format)"
-                               ) from error
+        raise ImageDecodeError(_unidentified(data)) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"not an image Pillow can read ({error})") from error
 
