@@ -411,11 +411,7 @@ def test_a_killed_run_leaves_no_claim_behind(tmp_path):
 
 def _lock_file_of(path: Path) -> Path:
     """The lock file ``files.working_on`` claims ``path`` with."""
-    import tempfile
-
-    user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
-    name = hashlib.sha256(os.fsencode(Path(path).resolve())).hexdigest()[:32]
-    return Path(tempfile.gettempdir()) / f"realvsai-locks{user}" / f"{name}.lock"
+    return files._claim_file(Path(path).resolve())
 
 
 @pytest.mark.skipif(os.name == "nt", reason="Windows cannot remove a file that is open")
@@ -448,4 +444,19 @@ def test_a_claim_whose_lock_file_is_removed_before_it_locks_takes_the_new_file(t
         monkeypatch.setattr(files, "_lock", real_lock)
         assert removed and _lock_file_of(folder).is_file()
         with pytest.raises(UserError, match=r"DataMerger\.py"), files.working_on([folder], "DataAugmentation.py"):
+            pass
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: claims there are per path")
+def test_a_claim_waits_out_the_moment_an_ending_run_holds_a_lock_alone_to_remove_its_file(tmp_path):
+    """A run that ends takes the lock of each folder around its path alone for a moment, to remove the file: a run
+    on a folder beside it that starts just then goes ahead."""
+    import threading
+
+    lock = _lock_file_of(tmp_path)
+    lock.parent.mkdir(mode=0o700, exist_ok=True)
+    with open(lock, "a+", encoding="utf-8") as ending:
+        assert files._lock(ending, shared=False)
+        threading.Timer(0.05, ending.close).start()
+        with files.working_on([tmp_path / "art"], "DataSplitD1.py"):
             pass
