@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -422,14 +423,12 @@ def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
     on two folders side by side go ahead. Windows' locks have no shared mode: claims there are per path. A run of
     another user, or on another machine through a network share, is not seen.
     """
-    # One folder per user where the temporary folder is shared (POSIX's /tmp; Windows gives each user their own).
-    folder = Path(tempfile.gettempdir()) / f"realvsai-locks{f'-{os.getuid()}' if hasattr(os, 'getuid') else ''}"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    _claim_file(Path()).parent.mkdir(mode=0o700, exist_ok=True)
     claimed = {Path(os.path.abspath(path)).resolve() for path in paths}
     around = set() if os.name == "nt" else {parent for path in claimed for parent in path.parents} - claimed
     with contextlib.ExitStack() as claims:
         for path in sorted(claimed | around):
-            lock = folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.lock"
+            lock = _claim_file(path)
             handle, taken = claims.enter_context(_lock_file(lock, shared=path in around))
             if path in around:
                 if not taken:
@@ -448,20 +447,35 @@ def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
         yield
 
 
+def _claim_file(path: Path) -> Path:
+    """The lock file that claims the resolved ``path``: named by its hash, in the user's folder of them (one folder
+    per user where the temporary folder is shared: POSIX's /tmp; Windows gives each user their own)."""
+    folder = Path(tempfile.gettempdir()) / f"realvsai-locks{f'-{os.getuid()}' if hasattr(os, 'getuid') else ''}"
+    return folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.lock"
+
+
+_CLAIM_RETRY_S = 0.2
+
+
 @contextlib.contextmanager
 def _lock_file(lock: Path, *, shared: bool) -> Iterator[tuple[Any, bool]]:
     """Opens ``lock`` and takes its lock without waiting: the open file, and whether the lock was taken. A lock
     taken on a file that the run before removed meanwhile (as it ended) is retaken on the file now at ``lock``.
     As the block ends, the file is removed when no other claim holds it (POSIX), so the folder of lock files does
     not grow with every path ever claimed."""
+    # A run that ends holds its lock exclusively for a moment as it removes the file: a claim refused then is
+    # tried again for up to _CLAIM_RETRY_S (a run that holds the path stays for longer).
+    deadline = time.monotonic() + _CLAIM_RETRY_S
     while True:
         with contextlib.ExitStack() as opened:  # closed unless kept
             handle = opened.enter_context(open(lock, "a+", encoding="utf-8"))
             handle.seek(0)  # Windows locks bytes from the position on
             taken = _lock(handle, shared=shared)
-            if not taken or os.name == "nt" or _is_at(handle, lock):
+            if (taken and (os.name == "nt" or _is_at(handle, lock))) or (not taken and time.monotonic() > deadline):
                 opened.pop_all()
                 break
+        if not taken:
+            time.sleep(0.01)
     try:
         yield handle, taken
     finally:
