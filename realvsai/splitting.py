@@ -202,16 +202,16 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
 
     # The images outside the class folders are listed too: nothing in SOURCE that could be split goes unsaid.
     rule = "only images inside train/<Class>/ and test/<Class>/ are split"
+    beside = (*folders_down(wrapper, source), *group_dirs.values())
     loose = [(str(path), f"an image beside the class folders: {rule}")
-             for folder in (*folders_down(wrapper, source), *group_dirs.values()) for path in list_images(folder)]
+             for folder in beside for path in list_images(folder)]
     elsewhere = [(str(path), f"in {folder.name}/, which is neither train/ nor test/: {rule} (move it into one "
                   "to include it)")
                  for folder in subfolders(source) if folder not in group_dirs.values()
                  for path in list_images(folder, recursive=True)]
     folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in train_classes]
-    hidden = _hidden_in((*folders_down(wrapper, source), *group_dirs.values()))
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
-                      max_pixels=max_pixels, beside=loose + elsewhere + hidden)
+                      max_pixels=max_pixels, beside=loose + elsewhere + _hidden_in(beside))
 
 
 def _hidden_in(folders: Iterable[Path]) -> list[tuple[str, str]]:
