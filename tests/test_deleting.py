@@ -218,3 +218,13 @@ def test_script_with_yes_deletes(outside_tree):
     assert finished.returncode == 0, finished.stderr
     assert "Deleted 2 files and 2 folders" in finished.stdout
     assert not outside_tree.exists()
+
+
+def test_a_protected_folder_is_refused_as_such_while_another_run_works_below_it(tmp_path):
+    """DataDeleter.py / while any run works anywhere: the answer is that / is never deleted, not "wait for the
+    other run" (the protection is checked before the claim, which would wait for nothing)."""
+    from realvsai.files import working_on
+
+    with working_on([tmp_path / "data"], "DataSplitD2.py"):
+        stderr = one_error_line(run_script("DataDeleter.py", "/", "--dry-run", "--allow-outside", cwd=REPO))
+    assert "refusing to delete" in stderr
