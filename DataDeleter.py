@@ -41,18 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> int:
+        location = locate(args.path)
+        # Before the claim: a protected folder is refused as such, whatever runs below it.
+        check_deletable(location, protected=[Path(REPO.anchor), Path.home(), REPO],
+                        allowed_roots=[REPO / "data", REPO / "models"], allow_outside=args.allow_outside,
+                        repository=REPO)
         with working_on([args.path], "DataDeleter.py"):
-            return delete(args)
+            return delete(args, location)
 
     return run_main(body)
 
 
-def delete(args: argparse.Namespace) -> int:
-    """Checks, plans, asks and deletes; the exit code."""
-    location = locate(args.path)
-    check_deletable(location, protected=[Path(REPO.anchor), Path.home(), REPO],
-                    allowed_roots=[REPO / "data", REPO / "models"], allow_outside=args.allow_outside,
-                    repository=REPO)
+def delete(args: argparse.Namespace, location: Path) -> int:
+    """Plans, asks and deletes ``location`` (checked deletable); the exit code."""
     plan = plan_deletion(location)
     print(describe(plan))
     if args.dry_run:
