@@ -706,6 +706,14 @@ def test_a_move_that_refused_a_copy_exits_1_after_moving_the_others_and_its_summ
     assert "MoveAugmentedImages.py again" in line
 
 
+def test_a_repeated_move_lists_each_refused_copy_once(augmented):
+    copy = hold_out_a_copy(augmented)
+    assert move(augmented) == 1
+    assert move(augmented) == 1
+    with open(augmented / moving.MOVE_REFUSED_NAME, newline="") as stream:
+        assert [Path(row["source"]).name for row in csv.DictReader(stream)] == [copy.name]
+
+
 def test_a_move_that_refused_a_copy_stops_a_script_going_on_to_train(augmented):
     hold_out_a_copy(augmented)
     command = f"{shlex.quote(sys.executable)} MoveAugmentedImages.py --data {shlex.quote(str(augmented))} --quiet"

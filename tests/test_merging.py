@@ -112,6 +112,18 @@ def test_a_later_merge_keeps_the_refused_list_of_an_earlier_one(first, second, t
         assert sorted(Path(row["source"]).name for row in csv.DictReader(stream)) == ["leak.png", "other_leak.png"]
 
 
+def test_a_repeated_merge_lists_each_refused_file_once_dated_by_the_latest(first, second, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    shutil.copyfile(first / "train" / "REAL" / "img_001.png", second / "test" / "REAL" / "leak.png")
+    merge_datasets([second], into)
+    again = merge_datasets([second], into)
+    with open(into / "merge-refused.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [Path(row["source"]).name for row in rows] == ["leak.png"]
+    assert rows[0]["merged_at"] == again.started
+
+
 def test_content_in_two_splits_among_the_sources_is_added_once(first, second, tmp_path):
     shutil.copyfile(first / "train" / "FAKE" / "img_002.png", second / "test" / "FAKE" / "same.png")
     into = tmp_path / "merged"
