@@ -358,13 +358,18 @@ def spreadsheet_safe(value: object) -> object:
     return value
 
 
-def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Adds ``rows`` to the CSV at ``path``, keeping every row already there (under the columns they share)."""
+def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]], key: Sequence[str] = ()) -> None:
+    """Adds ``rows`` to the CSV at ``path``, keeping every row already there (under the columns they share)
+    but one that a new row repeats in the ``key`` columns: the new row replaces it."""
+    rows = [list(row) for row in rows]
+    columns = [header.index(name) for name in key]
+    repeated = {tuple(row[column] for column in columns) for row in rows} if key else set()
     old_rows = []
     if path.is_file():
         with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
             old_rows = [[row.get(name) or "" for name in header] for row in csv.DictReader(stream)]
-    write_csv(path, header, [*old_rows, *rows])
+    kept = [row for row in old_rows if tuple(row[column] for column in columns) not in repeated]
+    write_csv(path, header, [*kept, *rows])
 
 
 def free_name(target: Path, digest: str, is_free: Callable[[Path], bool] | None = None) -> Path:

@@ -177,9 +177,10 @@ def merge_datasets(
                        plural(report.after, "file"))
     _update_manifest(into, existing, added, actions)
     if report.refused:
-        # Appended: the lists of earlier merges into this folder stay, each row dated by its merge.
+        # Appended: the lists of earlier merges into this folder stay, each row dated by its merge; a file refused
+        # again for the same reason keeps one row, dated by this merge.
         append_csv(into / REFUSED_NAME, REFUSED_FIELDS,
-                   [(report.started, source, reason) for source, reason in report.refused])
+                   [(report.started, source, reason) for source, reason in report.refused], key=("source", "reason"))
     return report
 
 

@@ -524,7 +524,7 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
         report.refused_path = Path(data_dir) / MOVE_REFUSED_NAME
         moved_at = datetime.now().isoformat(timespec="seconds")
         append_csv(report.refused_path, MOVE_REFUSED_FIELDS,
-                   [(moved_at, source, reason) for source, reason in report.refused_files])
+                   [(moved_at, source, reason) for source, reason in report.refused_files], key=("source", "reason"))
     report.left_behind, report.removed_folder = _remove_emptied(
         augmented_dir, {Path(source) for source, _ in report.refused_files})
     return report
