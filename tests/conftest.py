@@ -176,6 +176,19 @@ def one_error_line(process: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def follow_deleter_hint(message: str) -> int:
+    """Runs the ``(python DataDeleter.py ...)`` command that ``message`` suggests, as its reader would (with
+    --yes, as there is no terminal to ask on); its exit code."""
+    import re
+    import shlex
+
+    import DataDeleter
+
+    command = re.search(r"\(python (DataDeleter\.py [^)]*)\)", message)
+    assert command, message
+    return DataDeleter.main([*shlex.split(command.group(1))[1:], "--yes"])
+
+
 def read_history_csv(path: Path) -> list[dict]:
     """The rows of a run's history.csv (numbers as float, ``epoch`` as int, empty cells left out)."""
     import csv

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import keras
 import pytest
-from conftest import read_history_csv, write_image
+from conftest import follow_deleter_hint, read_history_csv, write_image
 from test_cli import drop_a_ctrl_c
 from test_training import Killed, tiny_classifier, train_with
 
@@ -168,7 +168,8 @@ def test_starting_over_a_finished_run_says_it_is_finished_not_to_resume_it(tmp_p
     with pytest.raises(UserError) as error:
         resolve_run_dir(TrainConfig(out=tmp_path / "models", name="demo"), resume=False)
     message = str(error.value)
-    assert "finished" in message and "--resume" not in message and "DataDeleter.py" in message
+    assert "finished" in message and "--resume" not in message
+    assert follow_deleter_hint(message) == 0 and not run_dir.exists()  # outside the repository's models/ too
 
 
 # --- what an interrupted run leaves, and what continues it ---------------------------------------------

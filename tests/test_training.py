@@ -163,6 +163,17 @@ def test_summary_of_a_worker_that_is_not_the_chief_names_the_chiefs_run_folder()
     assert not summary.startswith("trained")
 
 
+def test_the_demo_ends_with_the_command_that_serves_its_model(tmp_path, monkeypatch, capsys, cli):
+    """``--demo --out DIR`` said ``streamlit run App.py``, which opens the newest run in ./models, not DIR/demo."""
+    from realvsai import demo
+
+    run_dir = tmp_path / "my models" / "demo"
+    monkeypatch.setattr(demo, "run_demo", lambda config, **_: training.TrainResult(run_dir, None, {}, [], None))
+    assert cli(["--demo", "--out", str(run_dir.parent), "--quiet"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(f"streamlit run App.py -- --model '{run_dir}'")
+
+
 def test_resume_takes_the_runs_saved_settings(tmp_path):
     saved = TrainConfig(out=tmp_path, name="run", weights="none", head_epochs=3, seed=7)
     (tmp_path / "run" / "backup").mkdir(parents=True)
