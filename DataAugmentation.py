@@ -59,7 +59,7 @@ from realvsai.cli import (
     setup_logging,
     tensorflow_logs_filtered,
 )
-from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, flag_name
+from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, deleter_command, flag_name
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
@@ -178,7 +178,7 @@ def refuse_other_settings(data_dir: Path, settings: dict[str, object]) -> None:
     if changed:
         recorded = " ".join(f"{flag_name(name)} {old}" for name, (old, _) in changed.items())
         given = " ".join(f"{flag_name(name)} {new}" for name, (_, new) in changed.items())
-        remedy = (f"delete that folder (python DataDeleter.py {folder})" if folder.name.lower() == AUGMENTED_TRAIN
+        remedy = (f"delete that folder ({deleter_command(folder)})" if folder.name.lower() == AUGMENTED_TRAIN
                   else f"delete the copies there ({delete_copies_command(data_dir, folder)})")
         raise UserError(
             f"{folder} holds copies made with {recorded}, not {given}; nothing was written. Run again with "

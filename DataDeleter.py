@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 
 from realvsai.cli import confirm, make_parser, nonempty_path, plural, run_main, setup_logging
+from realvsai.config import DELETABLE_ROOTS, REPOSITORY
 from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
 from realvsai.files import human_bytes, working_on
-
-REPO = Path(__file__).resolve().parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--yes", action="store_true", help="delete without asking")
     parser.add_argument("--dry-run", action="store_true", help="show what would be deleted and delete nothing")
     parser.add_argument("--allow-outside", action="store_true",
-                        help=f"allow deleting outside {REPO / 'data'} and {REPO / 'models'}")
+                        help=f"allow deleting outside {' and '.join(map(str, DELETABLE_ROOTS))}")
     return parser.parse_args(argv)
 
 
@@ -43,9 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         location = locate(args.path)
         # Before the claim: a protected folder is refused as such, whatever runs below it.
-        check_deletable(location, protected=[Path(REPO.anchor), Path.home(), REPO],
-                        allowed_roots=[REPO / "data", REPO / "models"], allow_outside=args.allow_outside,
-                        repository=REPO)
+        check_deletable(location, protected=[Path(REPOSITORY.anchor), Path.home(), REPOSITORY],
+                        allowed_roots=DELETABLE_ROOTS, allow_outside=args.allow_outside, repository=REPOSITORY)
         with working_on([args.path], "DataDeleter.py"):
             return delete(args, location)
 

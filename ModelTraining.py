@@ -417,7 +417,8 @@ def run_demo(args: argparse.Namespace) -> None:
     except (training.RunInterrupted, training.RunWriteFailed) as stop:
         raise continued(args, stop) from None
     print(summarize(result))
-    print("synthetic demo data, not a real result; serve the model with: streamlit run App.py")
+    print(f"synthetic demo data, not a real result; serve the model with: "
+          f"streamlit run App.py -- --model {shlex.quote(str(result.run_dir))}")
 
 
 def run_evaluation(args: argparse.Namespace) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,6 +57,9 @@ CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" rule, recorded in model.json
 MAX_IMAGE_PIXELS = 120_000_000
 # Words in a class name that mark the AI-generated class (the positive class of the binary metrics).
 POSITIVE_WORDS = frozenset({"fake", "generated", "synthetic", "ai"})
+# DataDeleter.py deletes inside these without --allow-outside (never this repository's other files).
+REPOSITORY = Path(__file__).resolve().parents[1]
+DELETABLE_ROOTS = (REPOSITORY / "data", REPOSITORY / "models")
 # A run's folder name: one plain name inside OUT, so a run never writes into a folder outside its own.
 _RUN_NAME = re.compile(r"[\w-][\w.-]*")
 
@@ -262,6 +267,14 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, str | None, str | None]
     return config, digest if isinstance(digest, str) else None, backend if isinstance(backend, str) else None
 
 
+def deleter_command(path: Path) -> str:
+    """The command line (run from the repository, as every script is) that deletes ``path`` with DataDeleter.py,
+    as a message suggests it: with --allow-outside where ``path`` is outside ``DELETABLE_ROOTS``."""
+    folder = Path(os.path.realpath(Path(path).parent))  # where DataDeleter.py finds it (deleting.locate)
+    inside = any(root == folder or root in folder.parents for root in map(Path.resolve, DELETABLE_ROOTS))
+    return shlex.join(["python", "DataDeleter.py", str(path), *([] if inside else ["--allow-outside"])])
+
+
 def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None) -> tuple[TrainConfig, Path]:
     """The run folder, and the configuration to use (the saved one when resuming, reading ``data`` if given:
     the run's dataset, moved); a UserError if the folder exists and ``resume`` is False, or ``resume`` finds
@@ -274,8 +287,8 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None)
     saved = run_dir / BACKUP_DIR / RUN_CONFIG_FILE
     if not resume:
         if run_dir.exists() and not saved.is_file() and (run_dir / MODEL_JSON_FILE).is_file():
-            raise UserError(f"{run_dir} holds a finished run. Choose another --name, or delete it (python "
-                            f"DataDeleter.py {run_dir}) to train it again.")
+            raise UserError(f"{run_dir} holds a finished run. Choose another --name, or delete it "
+                            f"({deleter_command(run_dir)}) to train it again.")
         if run_dir.exists():
             raise UserError(f"{run_dir} already exists. Continue that run with --resume, or choose another --name.")
         return config, run_dir
