@@ -107,6 +107,37 @@ def test_resume_refuses_training_data_changed_since_the_run_started(tmp_path, mo
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("data", ["changed", "other"])
+def test_a_run_killed_after_training_finishes_only_on_the_data_it_trained_on(tmp_path, monkeypatch,
+                                                                           make_class_folder, data):
+    """Killed once training was over (before its curves and evaluation), --resume finished the run on whatever data
+    it found: a threshold and test metrics from other images, under the card of the run's own, without a word."""
+    from realvsai import plots
+
+    real_plot = plots.plot_training_curves
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(plots, "plot_training_curves", killed)
+    with pytest.raises(Killed):
+        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder)
+    monkeypatch.setattr(plots, "plot_training_curves", real_plot)
+    run = tmp_path / "models" / "run"
+    assert (run / "backup" / "trained.json").is_file()
+    other = None
+    if data == "changed":
+        write_image(tmp_path / "data" / "validation" / "FAKE" / "added.png", seed=77)
+    else:
+        other = tmp_path / "other"
+        make_class_folder(other / "train", {"FAKE": 5, "REAL": 4})
+        make_class_folder(other / "validation", {"FAKE": 4, "REAL": 4})
+    before = snapshot(run)
+    with pytest.raises(UserError, match=r"changed since the run started.*start a new --name"):
+        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, data=other, verbose=0)
+    assert snapshot(run) == before
+
+
 @pytest.mark.parametrize("key", ["data_digest", "backend"])
 def test_a_run_whose_backup_records_no_data_digest_or_backend_resumes_as_before(tmp_path, monkeypatch,
                                                                                 make_class_folder, key):
