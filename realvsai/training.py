@@ -110,6 +110,8 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
                 result = _train(config, folder, strategy, resume, verbose)
             else:  # killed after training, before the run was finished
                 logger.info("%s has finished training; writing what it had not written yet", run_dir)
+                if distributed.is_chief(strategy):  # its threshold and test metrics come from the data it trained on
+                    _refuse_other_data(config, (_recorded_start(folder) or [None])[0], _scan(config)[3])
                 result = TrainResult(folder, None, trained["model_info"], trained["history"], None,
                                      chief=distributed.is_chief(strategy))
             if result.chief:
@@ -158,10 +160,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
 
     problem = None
     try:
-        # Crops mode enlarges an image whose short side is below the crop: the pixel limit holds for that size.
-        crop_size = config.image_size if config.input_mode == "crops" else None
-        train_images, validation_images, test_images = data.scan_splits(config.data, crop_size)
-        digest = data.data_digest(Path(config.data), train_images, validation_images)
+        train_images, validation_images, test_images, digest = _scan(config)
         augmented_copies = offline_copies(Path(config.data), train_images)
     except UserError as error:  # raised after the check below, which stops the other workers too
         problem, digest = error, f"unreadable: {error}"
@@ -171,10 +170,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         problem = problem or error
     if problem is not None:
         raise problem
-    if started_digest not in (None, digest):
-        raise UserError(f"{config.data} changed since the run started: its train/ and validation/ images are not "
-                        "the ones the run was trained on (files or classes added, removed or changed); restore it "
-                        "as it was, or start a new --name to train on it as it is now.")
+    _refuse_other_data(config, started_digest, digest)
     class_names = train_images.class_names
     positive_class = metrics.find_positive_class(class_names, config.positive_class)
     if len(class_names) == 2 and positive_class is None:
@@ -273,6 +269,27 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         save_model_atomically(model, run_dir / MODEL_FILE)
     write_json(run_dir / BACKUP_DIR / TRAINED_FILE, {"model_info": model_info, "history": history})
     return TrainResult(run_dir, model, model_info, history, None)
+
+
+def _scan(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, LabelledImages | None, str]:
+    """The run's train, validation and test images (``data.scan_splits``; test None without the folder), and the
+    digest of its train and validation images (``data.data_digest``)."""
+    from realvsai import data
+
+    # Crops mode enlarges an image whose short side is below the crop: the pixel limit holds for that size.
+    crop_size = config.image_size if config.input_mode == "crops" else None
+    train_images, validation_images, test_images = data.scan_splits(config.data, crop_size)
+    return train_images, validation_images, test_images, data.data_digest(Path(config.data), train_images,
+                                                                          validation_images)
+
+
+def _refuse_other_data(config: TrainConfig, started_digest: str | None, digest: str) -> None:
+    """A UserError where a resumed run's data (``digest``) is not what it started on (``started_digest``; None for
+    an older backup, which records none)."""
+    if started_digest not in (None, digest):
+        raise UserError(f"{config.data} changed since the run started: its train/ and validation/ images are not "
+                        "the ones the run was trained on (files or classes added, removed or changed); restore it "
+                        "as it was, or start a new --name to train on it as it is now.")
 
 
 def offline_copies(data_dir: Path, train_images: LabelledImages) -> dict[str, Any] | None:
