@@ -37,8 +37,10 @@ def test_resume_refuses_a_folder_that_is_not_a_run_and_keeps_its_files(tmp_path,
 
 @pytest.mark.parametrize("left", [[], ["backup/"], ["backup/.config.json.x1y2.tmp"]],
                          ids=["empty", "backup-folder", "cut-write"])
-def test_resume_starts_over_a_run_killed_before_its_first_backup(tmp_path, left):
-    # What training leaves between creating the run folder and its first write, backup/config.json.
+def test_the_same_command_starts_over_a_run_killed_before_it_saved_its_settings(tmp_path, left):
+    """What training leaves between creating the run folder and its first write, backup/config.json: the command
+    that started it starts it over (it said the folder exists, to continue with --resume, which then took the
+    default settings, --resume taking no training flag)."""
     folder = tmp_path / "run"
     folder.mkdir()
     for name in left:
@@ -46,7 +48,9 @@ def test_resume_starts_over_a_run_killed_before_its_first_backup(tmp_path, left)
         if not name.endswith("/"):
             (folder / name).write_text('{"trunc')
     config = TrainConfig(out=tmp_path, name="run", weights="none", seed=3)
-    assert resolve_run_dir(config, resume=True) == (config, folder)
+    assert resolve_run_dir(config, resume=False) == (config, folder)
+    with pytest.raises(UserError, match=r"before it saved its settings.*without --resume"):
+        resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=True)
 
 
 @pytest.mark.parametrize("text", ['{"backbone": "resnet50", "image_si', '{"image_size": "32"}', '[1, 2]',

@@ -1199,6 +1199,22 @@ def test_evaluate_and_predict_take_their_own_flags(flags):
     assert args.batch_size == 8 and args.max_pixels == 1000 and args.quiet
 
 
+@pytest.mark.parametrize("flags", [["--head-epochs", "8"], ["--image-size", "64"], ["--batch-size", "8"],
+                                   ["--seed", "3"], ["--weights", "none"], ["--xla"], ["--no-class-weights"]])
+def test_resume_refuses_a_training_setting_it_would_ignore(flags, capsys):
+    """``--resume --name RUN --head-epochs 8`` trained the run's saved 4 epochs; only a line hidden by --quiet said so."""
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args(["--resume", "--name", "run", *flags])
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flags[0] in message and "--resume" in message and "settings" in message
+
+
+def test_resume_takes_its_own_flags():
+    args = ModelTraining.parse_args(["--resume", "--name", "run", "--out", "o", "--data", "moved", "--quiet"])
+    assert args.resume and args.name == "run" and args.data == Path("moved") and args.quiet
+
+
 def test_resume_without_name_is_bad_usage(capsys):
     with pytest.raises(SystemExit) as stopped:
         ModelTraining.parse_args(["--resume", "--out", "models"])
