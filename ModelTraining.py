@@ -219,8 +219,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      "--name NAME and your flags")
     if ignored:
         accepted = ", ".join(flag_name(dest) for dest in sorted(MODE_FLAGS[mode]) if dest != mode)
-        parser.error(f"{' '.join(ignored)} would be ignored by --{mode}, which uses the settings saved with the "
-                     f"model (only {accepted} apply). Leave {'it' if len(ignored) == 1 else 'them'} out")
+        saved = "continues the run with the settings it started with" if mode == "resume" else \
+            "uses the settings saved with the model"
+        parser.error(f"{' '.join(ignored)} would be ignored by --{mode}, which {saved} (only {accepted} apply). "
+                     f"Leave {'it' if len(ignored) == 1 else 'them'} out")
     if args.resume and not args.demo and not hasattr(args, "name"):
         parser.error("--resume needs --name NAME, the run in --out to continue")
     if args.head_epochs + args.fine_tune_epochs == 0:
@@ -234,6 +236,7 @@ MODE_FLAGS = {
     "demo": frozenset({"demo", "out", "name", "resume", "quiet"}),
     "evaluate": frozenset({"evaluate", "test_dir", "robustness", "out", "batch_size", "max_pixels", "quiet"}),
     "predict": frozenset({"predict", "input", "out", "batch_size", "max_pixels", "quiet"}),
+    "resume": frozenset({"resume", "name", "out", "data", "quiet"}),  # --data: the run's dataset, moved
 }
 
 

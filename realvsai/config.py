@@ -277,8 +277,8 @@ def deleter_command(path: Path) -> str:
 
 def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None) -> tuple[TrainConfig, Path]:
     """The run folder, and the configuration to use (the saved one when resuming, reading ``data`` if given:
-    the run's dataset, moved); a UserError if the folder exists and ``resume`` is False, or ``resume`` finds
-    nothing to resume."""
+    the run's dataset, moved); a UserError if the folder exists and ``resume`` is False (but for what a run killed
+    before it saved its settings leaves: that start begins again), or ``resume`` finds nothing to resume."""
     if not config.name:
         if resume:
             raise UserError("--resume needs the --name of the run to continue.")
@@ -289,22 +289,22 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None)
         if run_dir.exists() and not saved.is_file() and (run_dir / MODEL_JSON_FILE).is_file():
             raise UserError(f"{run_dir} holds a finished run. Choose another --name, or delete it "
                             f"({deleter_command(run_dir)}) to train it again.")
-        if run_dir.exists():
+        if run_dir.exists() and not (run_dir.is_dir() and _left_by_a_killed_start(run_dir)):
             raise UserError(f"{run_dir} already exists. Continue that run with --resume, or choose another --name.")
-        return config, run_dir
+        return config, run_dir  # a new run, or one killed before it saved its settings started over
     if data is not None:
         config = dataclasses.replace(config, data=Path(data))
     if saved.is_file():
         stored = read_run_config(run_dir)[0]
-        logger.info("resuming %s with the settings it was started with (other setting flags have no effect)",
-                    run_dir)
+        logger.info("resuming %s with the settings it was started with", run_dir)
         moved = {} if data is None else {"data": config.data}  # training checks that it holds the same files
         return dataclasses.replace(stored, out=config.out, name=config.name, **moved), run_dir
     if (run_dir / MODEL_JSON_FILE).is_file():
         raise UserError(f"{run_dir} has finished training; there is nothing to resume. Start a new run with "
                         "another --name.")
     if run_dir.is_dir() and _left_by_a_killed_start(run_dir):
-        return config, run_dir  # start it over with these settings
+        raise UserError(f"{run_dir} was stopped before it saved its settings, so there is nothing to resume: run the "
+                        "command that started it again, without --resume (it starts over in that folder).")
     if run_dir.exists():
         raise UserError(f"{run_dir} is not a run folder: it has no {BACKUP_DIR}/{RUN_CONFIG_FILE}, so there is "
                         "nothing to resume, and its files are kept. Check --out and --name, or start a new run "

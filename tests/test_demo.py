@@ -219,6 +219,7 @@ def test_impossible_settings_raise_value_error(tmp_path, change):
 
 def test_run_demo_refuses_an_existing_run_before_making_any_data(tmp_path):
     (tmp_path / "models" / "demo").mkdir(parents=True)
+    (tmp_path / "models" / "demo" / "notes.txt").write_text("mine")
     config = demo.DemoConfig(data_dir=tmp_path / "data", out=tmp_path / "models",
                              data=demo.DemoDataConfig(train_per_class=4, test_per_class=2))
     with pytest.raises(UserError, match="already exists"):

@@ -129,6 +129,7 @@ def test_invalid_settings_are_user_errors(change, message):
 
 def test_an_existing_run_folder_is_refused_without_resume(tmp_path):
     (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "notes.txt").write_text("mine")  # an empty folder is what a killed start leaves: used
     with pytest.raises(UserError, match=r"--resume, or choose another --name"):
         resolve_run_dir(TrainConfig(out=tmp_path, name="run1"), resume=False)
 
@@ -199,7 +200,8 @@ def cli():
 
 def test_cli_refuses_an_existing_run_in_one_line(tmp_path, make_class_folder, capsys, cli):
     make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
-    (tmp_path / "models" / "taken").mkdir(parents=True)
+    (tmp_path / "models" / "taken" / "backup").mkdir(parents=True)
+    (tmp_path / "models" / "taken" / "backup" / "config.json").write_text("{}")
     code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "taken", "--quiet"])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and error[-1].startswith("error: ") and "--resume" in error[-1]
