@@ -1204,7 +1204,7 @@ def test_evaluate_and_predict_take_their_own_flags(flags):
 @pytest.mark.parametrize("flags", [["--head-epochs", "8"], ["--image-size", "64"], ["--batch-size", "8"],
                                    ["--seed", "3"], ["--weights", "none"], ["--xla"], ["--no-class-weights"]])
 def test_resume_refuses_a_training_setting_it_would_ignore(flags, capsys):
-    """``--resume --name RUN --head-epochs 8`` trained the run's saved 4 epochs; only a line hidden by --quiet said so."""
+    """``--resume --name RUN --head-epochs 8`` trained the saved 4 epochs; only a line hidden by --quiet said so."""
     with pytest.raises(SystemExit) as stopped:
         ModelTraining.parse_args(["--resume", "--name", "run", *flags])
     assert stopped.value.code == 2
