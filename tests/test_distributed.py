@@ -174,6 +174,18 @@ def test_only_the_chief_writes_into_the_worker_folder(tmp_path, monkeypatch):
     assert not folder.exists()
 
 
+def test_a_stopped_machine_ends_the_others_with_the_command_that_continues_the_run(tmp_path, monkeypatch):
+    """It said to start the command again "with --resume --name RUN": with --out elsewhere than models/ that
+    command found no run, and the first command's training flags are refused beside --resume."""
+    monkeypatch.setattr(distributed, "num_workers", lambda strategy: 2)
+    run = tmp_path / "my runs" / "art"
+    with pytest.raises(UserError) as stopped, distributed.worker_folder(tf.distribute.get_strategy(), run):
+        raise tf.errors.UnavailableError(None, None, "Collective ops is aborted by: task /job:worker/task:1 died")
+    message = str(stopped.value)
+    assert "/job:worker/task:1 died" in message
+    assert f"python ModelTraining.py --resume --name art --out '{run.parent}' on every machine" in message
+
+
 # --- the training loop under the default strategy -------------------------------------------------
 
 
