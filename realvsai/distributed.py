@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -195,9 +196,11 @@ def worker_folder(strategy: Strategy, folder: Path) -> Iterator[Path]:
         lines = [line.strip() for line in str(error).splitlines()]
         detail = next((line.split("aborted by: ", 1)[1] for line in lines if "aborted by: " in line),
                       next((line for line in lines if "/job:" in line), type(error).__name__))
+        resume = shlex.join(["python", "ModelTraining.py", "--resume", "--name", Path(folder).name,
+                             "--out", str(Path(folder).parent)])
         raise UserError(f"a machine of the cluster stopped, so the others cannot go on ({detail}). See that "
-                        "machine's output for why, fix it, and start the command again on every machine, with "
-                        f"--resume --name {Path(folder).name} to continue after the last finished epoch.") from None
+                        f"machine's output for why, fix it, and continue the run with {resume} on every machine "
+                        "(after its last finished epoch).") from None
     finally:
         if not chief:
             shutil.rmtree(place, ignore_errors=True)
