@@ -409,6 +409,14 @@ def thumbnail_models(tmp_path_factory) -> Path:
     return models
 
 
+def test_a_run_opened_before_it_finished_training_says_so(start_app, tmp_path):
+    run = write_run(tmp_path, "unfinished")
+    (run / "backup").mkdir()
+    app = start_app("--models", tmp_path / "none", "--model", run)  # not among the runs the sidebar skips
+    assert any("has not finished training" in warning.value and "best model so far" in warning.value
+               for warning in app.warning)
+
+
 def test_an_upload_unlike_the_training_images_is_warned_about_and_never_certain(start_app, thumbnail_models):
     photo = ("photo.png", encode(random_image(3, 1024, 768)), PNG)
     app = upload(start_app("--models", thumbnail_models), photo)

@@ -273,6 +273,20 @@ def test_predict_command_never_replaces_earlier_predictions(tmp_path, capsys):
     assert "predicted-2" in capsys.readouterr().out.splitlines()[-1]
 
 
+@pytest.mark.parametrize("program", ["--predict", "--evaluate"])
+def test_a_run_that_has_not_finished_training_is_used_with_a_warning(tmp_path, make_class_folder, capsys, program):
+    """Its model.h5 is the best epoch so far and model.json has no decision rule yet: the highest probability
+    decided, without a word (the app skips such a run)."""
+    run = write_run(tmp_path / "models", "run")
+    (run / "backup").mkdir()
+    make_class_folder(tmp_path / "photos", {"FAKE": 1, "REAL": 1})
+    given = ["--input", str(tmp_path / "photos" / "FAKE")] if program == "--predict" else [
+        "--test-dir", str(tmp_path / "photos")]
+    assert ModelTraining.main([program, str(run), *given, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    [warning] = [line for line in capsys.readouterr().err.splitlines() if "has not finished training" in line]
+    assert "best model so far" in warning and "--resume --name run" in warning
+
+
 def test_predict_without_input_is_a_usage_error():
     process = run_script("ModelTraining.py", "--predict", "models/run")
 
