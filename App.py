@@ -358,6 +358,8 @@ def model_card(run: ModelRun, settings: Settings) -> None:
     if run.demo:
         st.warning(f"**{DEMO_WARNING}** Its answers show how the app works, nothing about your "
                    "images. Train on real data (README, steps 1-6) for a detector.", icon="⚠️")
+    if run.unfinished:
+        st.warning(run.unfinished, icon="⚠️")
     if run.info.get("shortcut_warning"):
         st.warning(f"**{run.info.get('shortcut_warning')}** Its answers, and the test figures below, may measure "
                    "that rather than the content.", icon="⚠️")

@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import math
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -285,6 +286,17 @@ class ModelRun:
     def confidence_threshold(self) -> float:
         return self.info.confidence_threshold
 
+    @property
+    def unfinished(self) -> str | None:
+        """Why this run's answers are not its final ones (its BACKUP_DIR is there: model.h5 is the best epoch so
+        far, and model.json has no decision rule yet), with the command that finishes it; None once finished."""
+        if not (self.path / BACKUP_DIR).is_dir():
+            return None
+        return (f"{self.path} has not finished training (its {BACKUP_DIR}/ folder is there: still training, or "
+                "stopped before its final evaluation chose the decision rule): its best model so far answers, by "
+                "the highest probability. Finish it with python ModelTraining.py --resume --name "
+                f"{shlex.quote(self.name)} --out {shlex.quote(str(self.path.parent))}")
+
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics, those of the decision rule: model.json's ``test_metrics``, else the numbers
         metrics.json holds."""
@@ -354,16 +366,17 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
                      and (child / MODEL_FILE).is_file()) if models_dir.is_dir() else []
     for folder in folders:
         try:
-            if (folder / BACKUP_DIR).is_dir():  # model.h5 is the best epoch so far, from the first epoch on
-                raise UserError(
-                    f"it has not finished training (its {BACKUP_DIR}/ folder is there: still training, or stopped "
-                    f"before its final evaluation chose the decision rule). Finish it with python ModelTraining.py "
-                    f"--resume --name {folder.name} --out {models_dir}, or open it with --model {folder} to try its "
-                    "best model so far")
-            runs.append(read_run(folder))
+            run = read_run(folder)
         except UserError as error:
             logger.warning("skipping %s: %s", folder, error)
             skipped.append((folder, str(error)))
+            continue
+        if run.unfinished:  # model.h5 is the best epoch so far, from the first epoch on
+            why = f"{run.unfinished}, or open it with --model {shlex.quote(str(folder))} to try it as it is"
+            logger.warning("skipping %s: %s", folder, why)
+            skipped.append((folder, why))
+        else:
+            runs.append(run)
     runs.sort(key=lambda run: (run.created, run.name), reverse=True)
     return runs, skipped
 
@@ -392,6 +405,8 @@ def load_run(path: Path) -> tuple[keras.Model, ModelRun]:
     run = read_run(path)
     model = load_model(run.model_file)
     check_outputs(model, run.info.class_names)
+    if run.unfinished:
+        logger.warning("%s", run.unfinished)
     return model, run
 
 
