@@ -175,6 +175,19 @@ def test_the_demo_ends_with_the_command_that_serves_its_model(tmp_path, monkeypa
     assert last.endswith(f"streamlit run App.py -- --model '{run_dir}'")
 
 
+def test_the_closing_line_says_which_rule_each_accuracy_follows():
+    """``val_accuracy 0.9091; test accuracy 0.0000`` set Keras' highest-probability accuracy beside the decision
+    threshold's without a word: here the threshold chosen on one validation image."""
+    best = {"epoch": 1, "val_loss": 0.5, "val_accuracy": 0.9091}
+    test = {"accuracy": 0.0, "decided_by": "threshold", "decision_threshold": 0.401, "argmax_accuracy": 0.5}
+    summary = ModelTraining.summarize(training.TrainResult(Path("models/run"), None, {"best_epoch": best}, [], test))
+    assert "val_accuracy 0.9091" in summary
+    assert "test accuracy 0.0000 at the decision threshold 0.401 (0.5000 by the highest probability" in summary
+    argmax = {"accuracy": 0.75, "decided_by": "argmax", "argmax_accuracy": 0.75}
+    summary = ModelTraining.summarize(training.TrainResult(Path("models/run"), None, {"best_epoch": best}, [], argmax))
+    assert summary.endswith("test accuracy 0.7500")
+
+
 def test_resume_takes_the_runs_saved_settings(tmp_path):
     saved = TrainConfig(out=tmp_path, name="run", weights="none", head_epochs=3, seed=7)
     (tmp_path / "run" / "backup").mkdir(parents=True)
