@@ -383,10 +383,13 @@ def summarize(result: TrainResult) -> str:
     if best:
         parts.append(f"best epoch {best.get('epoch')}: val_loss {best.get('val_loss', math.nan):.4f}, "
                      f"val_accuracy {best.get('val_accuracy', math.nan):.4f}")
-    if result.test_metrics:
-        accuracy = result.test_metrics.get("accuracy")
-        if accuracy is not None:
-            parts.append(f"test accuracy {float(accuracy):.4f}")
+    test = result.test_metrics or {}
+    if test.get("accuracy") is not None:
+        line = f"test accuracy {float(test['accuracy']):.4f}"
+        if test.get("decided_by") == "threshold":  # val_accuracy is Keras': the most probable class decides
+            line += (f" at the decision threshold {float(test['decision_threshold']):.3f} "
+                     f"({float(test['argmax_accuracy']):.4f} by the highest probability, as val_accuracy)")
+        parts.append(line)
     return "; ".join(parts)
 
 
