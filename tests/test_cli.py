@@ -197,6 +197,9 @@ START_UP_NOTICES = [
     b"not be used.\n",
     b"E0000 00:00:1795649275.374318   16214 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed "
     b"call to cuInit: UNKNOWN ERROR (303)\n",
+    # With a third class: an op on booleans (no oneDNN kernel without AVX-512) runs on Eigen's instead.
+    b"E0000 00:00:1795677975.912190   28337 util.cc:131] oneDNN supports DT_BOOL only on platforms with AVX-512. "
+    b"Falling back to the default Eigen-based implementation if present.\n",
 ]
 OTHER_NATIVE_LINE = b"W0000 00:00:1795649275.374318   16214 bfc_allocator.cc:482] Allocator ran out of memory\n"
 
