@@ -308,10 +308,12 @@ _CPU_FEATURES_ADVICE = (rb"To enable the following instructions: .* rebuild Tens
 _NATIVE_LOG_LINE = re.compile(rb"^(" + _ABSL + rb"|" + _CPU_FEATURES_ADVICE + rb"|"
                               rb"Improper call to JPEG library in state \d+$|Corrupt JPEG data: )")
 _NATIVE_LOG_STARTS = (b"I", b"W", b"E", b"F", b"C", b"T")  # the first letter of every line _NATIVE_LOG_LINE matches
-# Of those, the notices of every start, which tell a user nothing: absl's, oneDNN's, and the CUDA probes of a
-# machine without a GPU, one of them an "E" line (the scripts say themselves which devices they use).
+# Of those, the notices of every start, which tell a user nothing: absl's, oneDNN's (also an "E" line where an op
+# on booleans falls back to Eigen's kernel, as a 3-class run's does), and the CUDA probes of a machine without a
+# GPU, one of them an "E" line (the scripts say themselves which devices they use).
 _START_UP = (_ABSL_NOTICE + rb"|" + _ABSL_LINE + rb"(port\.cc:\d+\] oneDNN custom operations|cudart_stub\.cc:\d+\] |"
-             rb"cuda_platform\.cc:\d+\] failed call to cuInit|cpu_feature_guard\.cc:\d+\] )")
+             rb"cuda_platform\.cc:\d+\] failed call to cuInit|cpu_feature_guard\.cc:\d+\] |"
+             rb"util\.cc:\d+\] oneDNN supports \w+ only on platforms with )")
 _START_UP_NOTICE = re.compile(rb"^(" + _START_UP + rb"|" + _CPU_FEATURES_ADVICE + rb")")
 # An absl line can also land on a line begun already: a progress bar's, drawn with no line end.
 _NATIVE_LOG_WITHIN, _START_UP_NOTICE_WITHIN = re.compile(_ABSL), re.compile(_START_UP)
