@@ -1230,6 +1230,17 @@ def test_resume_takes_its_own_flags():
     assert args.resume and args.name == "run" and args.data == Path("moved") and args.quiet
 
 
+@pytest.mark.parametrize("flags", [["--fine-tune-blocks", "3"], ["--fine-tune-learning-rate", "1e-4"]])
+def test_training_from_scratch_refuses_a_fine_tuning_flag_it_would_ignore(flags, capsys):
+    """From scratch the whole network trains at --learning-rate from the first epoch: these changed nothing."""
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args(["--weights", "none", *flags])
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flags[0] in message and "--weights none" in message and "--learning-rate" in message
+    assert ModelTraining.parse_args(["--weights", "imagenet", *flags])
+
+
 def test_resume_without_name_is_bad_usage(capsys):
     with pytest.raises(SystemExit) as stopped:
         ModelTraining.parse_args(["--resume", "--out", "models"])
