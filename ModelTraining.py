@@ -223,6 +223,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "uses the settings saved with the model"
         parser.error(f"{' '.join(ignored)} would be ignored by --{mode}, which {saved} (only {accepted} apply). "
                      f"Leave {'it' if len(ignored) == 1 else 'them'} out")
+    if not mode and args.weights.lower() == "none":
+        unused = [flag for flag in ignored_flags(parser, argv, args, frozenset())
+                  if flag in ("--fine-tune-blocks", "--fine-tune-learning-rate")]
+        if unused:
+            parser.error(f"{' '.join(unused)} would be ignored with --weights none, which trains the whole network "
+                         f"from the first epoch at --learning-rate. Leave {'it' if len(unused) == 1 else 'them'} out")
     if args.resume and not args.demo and not hasattr(args, "name"):
         parser.error("--resume needs --name NAME, the run in --out to continue")
     if args.head_epochs + args.fine_tune_epochs == 0:
