@@ -130,6 +130,15 @@ def test_both_workers_finish_the_resumed_run(cluster_run):
 
 
 @pytest.mark.slow
+def test_the_other_worker_waits_for_the_chiefs_finish(cluster_run):
+    """It left as training ended, while the chief still evaluated: with a longer evaluation the chief's TensorFlow
+    logged "The following tasks are unhealthy (stopped sending heartbeats) ... The tasks have crashed" above its
+    closing line. Its closing line now comes after the chief's evaluation is written."""
+    closing = cluster_run["resumed"].logs[1].stat().st_mtime  # the worker's last line is its closing line
+    assert closing >= (cluster_run["run"] / "metrics.json").stat().st_mtime
+
+
+@pytest.mark.slow
 def test_the_workers_train_together_under_multi_worker_strategy(cluster_run):
     first = cluster_run["first"]
     assert "training with MultiWorkerMirroredStrategy: worker 0 (chief: writes the files) of 2 workers" \
