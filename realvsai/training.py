@@ -110,13 +110,19 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
                 result = _train(config, folder, strategy, resume, verbose)
             else:  # killed after training, before the run was finished
                 logger.info("%s has finished training; writing what it had not written yet", run_dir)
-                if distributed.is_chief(strategy):  # its threshold and test metrics come from the data it trained on
-                    _refuse_other_data(config, (_recorded_start(folder) or [None])[0], _scan(config)[3])
                 result = TrainResult(folder, None, trained["model_info"], trained["history"], None,
                                      chief=distributed.is_chief(strategy))
-            if result.chief:
+
+            def finish() -> None:
+                nonlocal result
+                if trained is not None:  # its threshold and test metrics come from the data it trained on
+                    _refuse_other_data(config, (_recorded_start(folder) or [None])[0], _scan(config)[3])
                 result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data),
                                      config.batch_size)
+
+            # The chief's; the other workers wait for it, and end with its UserError: one that left first would be
+            # reported by the chief's TensorFlow as a crashed task ("stopped sending heartbeats").
+            distributed.chief_decides(strategy, finish)
     except (KeyboardInterrupt, OSError) as stop:
         saved = not distributed.is_chief(strategy) or (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file()
         if isinstance(stop, OSError):
