@@ -76,6 +76,7 @@ from realvsai.config import (
     PRESETS,
     TrainConfig,
     flag_name,
+    resume_command,
     run_name_problem,
 )
 from realvsai.errors import UserError
@@ -219,8 +220,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      "--name NAME and your flags")
     if ignored:
         accepted = ", ".join(flag_name(dest) for dest in sorted(MODE_FLAGS[mode]) if dest != mode)
-        saved = "continues the run with the settings it started with" if mode == "resume" else \
-            "uses the settings saved with the model"
+        saved = ("continues the run with the settings it started with" if mode == "resume"
+                 else "uses the settings saved with the model")
         parser.error(f"{' '.join(ignored)} would be ignored by --{mode}, which {saved} (only {accepted} apply). "
                      f"Leave {'it' if len(ignored) == 1 else 'them'} out")
     if not mode and args.weights.lower() == "none":
@@ -352,27 +353,23 @@ def continued(args: argparse.Namespace, stop: RunInterrupted | RunWriteFailed, m
     resumed run's command already continues it)."""
     if args.resume or not stop.resumable:
         return stop
-    command = resume_command(args, stop.run_dir, machines)
+    command = continue_command(args, stop.run_dir, machines)
     if isinstance(stop, OSError):
         return UserError(describe_os_error(stop, then=f"continue the run with: {command}"))
     return Interrupted(f"Continue the run with: {command}")
 
 
-def resume_command(args: argparse.Namespace, run_dir: Path, machines: int) -> str:
-    """``python ModelTraining.py --resume --name NAME [--out OUT]`` for the run in ``run_dir``, with how it keeps
-    what was done."""
+def continue_command(args: argparse.Namespace, run_dir: Path, machines: int) -> str:
+    """``config.resume_command`` for the run in ``run_dir`` (the demo's with --demo), with how it keeps what was
+    done."""
     if args.demo:
         from realvsai.demo import DemoConfig
 
-        flags, defaults = ["--demo", "--resume"], DemoConfig
+        command = resume_command(run_dir, ["--demo", "--resume"], DemoConfig)
     else:
-        flags, defaults = ["--resume"], TrainConfig
-    if run_dir.name != defaults.name:
-        flags += ["--name", run_dir.name]
-    if run_dir.parent != Path(defaults.out):
-        flags += ["--out", str(run_dir.parent)]
+        command = resume_command(run_dir)
     where = " on every machine of the cluster" if machines > 1 else ""
-    return f"python ModelTraining.py {shlex.join(flags)}{where} (its finished epochs are kept)"
+    return f"{command}{where} (its finished epochs are kept)"
 
 
 def keras_verbose(quiet: bool) -> int | str:

@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -273,6 +273,19 @@ def deleter_command(path: Path) -> str:
     folder = Path(os.path.realpath(Path(path).parent))  # where DataDeleter.py finds it (deleting.locate)
     inside = any(root == folder or root in folder.parents for root in map(Path.resolve, DELETABLE_ROOTS))
     return shlex.join(["python", "DataDeleter.py", str(path), *([] if inside else ["--allow-outside"])])
+
+
+def resume_command(run_dir: Path, flags: Sequence[str] = ("--resume",), defaults: Any = None) -> str:
+    """``python ModelTraining.py --resume --name NAME --out OUT``: the command that continues the run in ``run_dir``,
+    leaving out --name and --out where they are ``defaults``' (an object with ``name`` and ``out``: TrainConfig's
+    unless given; the demo's with ``flags`` ``--demo --resume``)."""
+    defaults = defaults or TrainConfig
+    words = ["python", "ModelTraining.py", *flags]
+    if run_dir.name != defaults.name:
+        words += ["--name", run_dir.name]
+    if run_dir.parent != Path(defaults.out):
+        words += ["--out", str(run_dir.parent)]
+    return shlex.join(words)
 
 
 def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None) -> tuple[TrainConfig, Path]:

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import re
-import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +27,7 @@ import keras
 import numpy as np
 
 from realvsai.cli import plural
+from realvsai.config import resume_command
 from realvsai.errors import UserError
 
 if TYPE_CHECKING:
@@ -196,11 +196,9 @@ def worker_folder(strategy: Strategy, folder: Path) -> Iterator[Path]:
         lines = [line.strip() for line in str(error).splitlines()]
         detail = next((line.split("aborted by: ", 1)[1] for line in lines if "aborted by: " in line),
                       next((line for line in lines if "/job:" in line), type(error).__name__))
-        resume = shlex.join(["python", "ModelTraining.py", "--resume", "--name", Path(folder).name,
-                             "--out", str(Path(folder).parent)])
         raise UserError(f"a machine of the cluster stopped, so the others cannot go on ({detail}). See that "
-                        f"machine's output for why, fix it, and continue the run with {resume} on every machine "
-                        "(after its last finished epoch).") from None
+                        f"machine's output for why, fix it, and continue the run with {resume_command(Path(folder))} "
+                        "on every machine (after its last finished epoch).") from None
     finally:
         if not chief:
             shutil.rmtree(place, ignore_errors=True)

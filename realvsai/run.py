@@ -32,6 +32,7 @@ from realvsai.config import (
     METRICS_FILE,
     MODEL_FILE,
     MODEL_JSON_FILE,
+    resume_command,
 )
 from realvsai.errors import UserError
 from realvsai.image_stats import unfamiliar_reason
@@ -294,8 +295,7 @@ class ModelRun:
             return None
         return (f"{self.path} has not finished training (its {BACKUP_DIR}/ folder is there: still training, or "
                 "stopped before its final evaluation chose the decision rule): its best model so far answers, by "
-                "the highest probability. Finish it with python ModelTraining.py --resume --name "
-                f"{shlex.quote(self.name)} --out {shlex.quote(str(self.path.parent))}")
+                f"the highest probability. Finish it with {resume_command(self.path)}")
 
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics, those of the decision rule: model.json's ``test_metrics``, else the numbers
@@ -371,8 +371,9 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
             logger.warning("skipping %s: %s", folder, error)
             skipped.append((folder, str(error)))
             continue
-        if run.unfinished:  # model.h5 is the best epoch so far, from the first epoch on
-            why = f"{run.unfinished}, or open it with --model {shlex.quote(str(folder))} to try it as it is"
+        unfinished = run.unfinished  # model.h5 is the best epoch so far, from the first epoch on
+        if unfinished:
+            why = f"{unfinished}, or open it with --model {shlex.quote(str(folder))} to try it as it is"
             logger.warning("skipping %s: %s", folder, why)
             skipped.append((folder, why))
         else:
