@@ -137,7 +137,8 @@ def test_a_run_killed_after_training_finishes_only_on_the_data_it_trained_on(tmp
         make_class_folder(other / "train", {"FAKE": 5, "REAL": 4})
         make_class_folder(other / "validation", {"FAKE": 4, "REAL": 4})
     before = snapshot(run)
-    with pytest.raises(UserError, match=r"changed since the run started.*start a new --name"):
+    with pytest.raises(UserError, match=(r"changed since the run started" if data == "changed" else
+                                         r"does not hold the images the run started on") + ".*start a new --name"):
         training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, data=other, verbose=0)
     assert snapshot(run) == before
 
@@ -186,13 +187,19 @@ def test_cli_resume_reads_the_runs_moved_data_from_the_data_flag(tmp_path, monke
     assert json.loads((run / "model.json").read_text())["config"]["data"] == str(tmp_path / "moved")
 
 
-def test_resume_refuses_a_data_flag_naming_other_data(tmp_path, monkeypatch, make_class_folder):
+def test_resume_refuses_a_data_flag_naming_other_data_and_says_it_is_other_data(tmp_path, monkeypatch,
+                                                                                make_class_folder):
+    """It said "OTHER changed since the run started", of a folder the run had never seen."""
     killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
     make_class_folder(tmp_path / "other" / "train", {"FAKE": 5, "REAL": 4})
     make_class_folder(tmp_path / "other" / "validation", {"FAKE": 4, "REAL": 4})
-    with pytest.raises(UserError, match=r"other changed since the run started"):
+    with pytest.raises(UserError) as refused:
         training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, data=tmp_path / "other",
                        verbose=0)
+    assert str(refused.value) == (
+        f"{tmp_path / 'other'} does not hold the images the run started on in {tmp_path / 'data'}: its train/ and "
+        "validation/ images are others (files or classes added, removed or changed). Point --data at that data, "
+        "or start a new --name to train on this one.")
 
 
 def test_starting_over_a_finished_run_says_it_is_finished_not_to_resume_it(tmp_path):
