@@ -116,7 +116,7 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
             def finish() -> None:
                 nonlocal result
                 if trained is not None:  # its threshold and test metrics come from the data it trained on
-                    _refuse_other_data(config, (_recorded_start(folder) or [None])[0], _scan(config)[3])
+                    _refuse_other_data(config, _recorded_start(folder), _scan(config)[3])
                 result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data),
                                      config.batch_size)
 
@@ -147,8 +147,8 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     # for the same seeds) and over the data of its first (a file added, removed or changed since, or a class,
     # would silently train on other data, or fail on the backup's weights). Older backups record neither.
     backend = keras.backend.backend()
-    started_digest, started_backend = (distributed.chief_decides(strategy, lambda: _recorded_start(run_dir))
-                                   if resume else None) or (None, None)
+    started = distributed.chief_decides(strategy, lambda: _recorded_start(run_dir)) if resume else None
+    started_backend = started[1] if started else None
     if started_backend not in (None, backend):
         raise UserError(f"{Path(config.out) / config.name} started on {started_backend}; resume it with "
                         f"KERAS_BACKEND={started_backend}, or start a new --name.")
@@ -176,7 +176,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         problem = problem or error
     if problem is not None:
         raise problem
-    _refuse_other_data(config, started_digest, digest)
+    _refuse_other_data(config, started, digest)
     class_names = train_images.class_names
     positive_class = metrics.find_positive_class(class_names, config.positive_class)
     if len(class_names) == 2 and positive_class is None:
@@ -289,13 +289,19 @@ def _scan(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, Labelled
                                                                           validation_images)
 
 
-def _refuse_other_data(config: TrainConfig, started_digest: str | None, digest: str) -> None:
-    """A UserError where a resumed run's data (``digest``) is not what it started on (``started_digest``; None for
-    an older backup, which records none)."""
-    if started_digest not in (None, digest):
+def _refuse_other_data(config: TrainConfig, started: list[str | None] | None, digest: str) -> None:
+    """A UserError where a resumed run's data (``config.data``, of ``digest``) is not what it started on
+    (``started``: ``_recorded_start``'s; an older backup records no digest), saying whether that folder changed or
+    ``--data`` names another."""
+    if started is None or started[0] in (None, digest):
+        return
+    if Path(started[2]).resolve() == Path(config.data).resolve():
         raise UserError(f"{config.data} changed since the run started: its train/ and validation/ images are not "
                         "the ones the run was trained on (files or classes added, removed or changed); restore it "
                         "as it was, or start a new --name to train on it as it is now.")
+    raise UserError(f"{config.data} does not hold the images the run started on in {started[2]}: its train/ and "
+                    "validation/ images are others (files or classes added, removed or changed). Point --data at "
+                    "that data, or start a new --name to train on this one.")
 
 
 def offline_copies(data_dir: Path, train_images: LabelledImages) -> dict[str, Any] | None:
@@ -326,8 +332,11 @@ def _remove_killed_writes(run_dir: Path) -> None:
 
 def _recorded_start(run_dir: Path) -> list[str | None] | None:
     """The data digest and the Keras backend the run in ``run_dir`` started on (each None where its backup holds
-    none), or None without a backup."""
-    return list(read_run_config(run_dir)[1:]) if (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file() else None
+    none) and the data folder it started on, or None without a backup."""
+    if not (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file():
+        return None
+    config, digest, backend = read_run_config(run_dir)
+    return [digest, backend, str(config.data)]
 
 
 def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],
