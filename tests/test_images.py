@@ -209,9 +209,9 @@ def test_the_pixel_limit_message_names_only_scripts_that_take_max_pixels(tmp_pat
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "1", "P", "I;16", "RGBA", "CMYK", "F"])
-def test_decode_check_hashes_the_decoded_pixels_as_mode_size_and_raw_bytes(tmp_path, mode, monkeypatch):
-    """The pixel hash identifies an image across runs (split manifests keep it): band by band, it stays the hash
-    of its mode, size and raw bytes whole."""
+def test_decode_check_hashes_the_rgb_pixels_the_model_takes(tmp_path, mode, monkeypatch):
+    """The pixel hash is the hash of the size and of ``load_rgb``'s pixels (before any EXIF turn), band by band:
+    an RGB image's is the hash of its mode, size and raw bytes whole, as it always was."""
     import hashlib
 
     monkeypatch.setattr(images, "_HASH_BAND_BYTES", 4 * 53 * 5)  # bands of 5 rows: 8 bands, the last one short
@@ -223,11 +223,39 @@ def test_decode_check_hashes_the_decoded_pixels_as_mode_size_and_raw_bytes(tmp_p
         image = Image.fromarray(pixels).convert(mode)
     path = tmp_path / ("image.tiff" if mode in ("CMYK", "F") else "image.png")
     image.save(path)
-    with Image.open(path) as saved:
-        saved.load()
-        expected = hashlib.sha256(f"{saved.mode} {saved.size}\n".encode() + saved.tobytes()).hexdigest()
+    expected = hashlib.sha256(f"RGB {image.size}\n".encode() + images.load_rgb(path).tobytes()).hexdigest()
 
     assert images.decode_check(path) == (None, expected)
+    if mode == "RGB":
+        with Image.open(path) as saved:
+            saved.load()
+            assert expected == hashlib.sha256(f"RGB {saved.size}\n".encode() + saved.tobytes()).hexdigest()
+
+
+def test_palette_images_of_the_same_indices_in_other_colours_are_other_images(tmp_path):
+    """The hash read a palette image's indices alone: two images differing only in their palettes (each colour
+    another) counted as one, so the splitters called them duplicates, or left both out as one image under two
+    classes."""
+    indices = Image.fromarray(np.random.default_rng(0).integers(0, 4, (16, 16), np.uint8), mode="L")
+    paths = []
+    for number, palette in enumerate(([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255], [255] * 3 + [128] * 9)):
+        image = indices.convert("P")
+        image.putpalette(palette + [0] * (768 - len(palette)))
+        image.save(path := tmp_path / f"{number}.png")
+        paths.append(path)
+
+    assert images.decode_check(paths[0])[1] != images.decode_check(paths[1])[1]
+
+
+def test_a_16_bit_image_and_its_8_bit_copy_are_one_image(tmp_path):
+    """The model takes a 16-bit image scaled to 8 bits (``load_rgb``): its 8-bit copy is the same input."""
+    levels = np.random.default_rng(0).integers(0, 256, (16, 16), np.uint8)
+    Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    Image.fromarray(levels).save(tmp_path / "eight.png")
+    with Image.open(tmp_path / "deep.png") as deep:
+        assert deep.mode.startswith("I")
+
+    assert images.decode_check(tmp_path / "deep.png")[1] == images.decode_check(tmp_path / "eight.png")[1]
 
 
 def test_decode_check_holds_no_copy_of_a_large_images_pixels(tmp_path):

@@ -497,6 +497,28 @@ def test_a_train_file_identical_to_a_test_file_is_left_out_of_train(cifake, tmp_
     assert "kept in test only" in reasons["copy_of_test.png"] and "kept in test only" in reasons["another_copy.png"]
 
 
+@pytest.mark.parametrize("saved_as", ["P", "L", "RGBA"])
+def test_a_train_image_the_model_sees_as_a_test_image_is_left_out_whatever_its_mode(cifake, tmp_path, saved_as):
+    """A lossless optimiser (optipng, oxipng) saves a few-colour RGB image as a palette PNG, a gray one as L, and an
+    editor an opaque one as RGBA: the model sees the same RGB pixels, and the split kept both copies (one in test,
+    one in validation), so the test accuracy counted an image the model had learnt."""
+    pixels = np.random.default_rng(5).integers(0, 256, (24, 32, 3), np.uint8)
+    pixels = pixels // 64 * 64 if saved_as == "P" else np.repeat(pixels[..., :1], 3, axis=-1) if saved_as == "L" \
+        else pixels
+    Image.fromarray(pixels).save(cifake / "test" / "REAL" / "rgb.png")
+    if saved_as == "P":  # its 64 colours in a palette, as an optimiser writes it
+        colours, indices = np.unique(pixels.reshape(-1, 3), axis=0, return_inverse=True)
+        other = Image.fromarray(indices.reshape(pixels.shape[:2]).astype(np.uint8)).convert("P")
+        other.putpalette(colours.flatten().tolist())
+    else:
+        other = Image.fromarray(pixels).convert(saved_as)
+    other.save(cifake / "train" / "REAL" / "optimised.png")
+    with Image.open(cifake / "train" / "REAL" / "optimised.png") as saved:
+        assert saved.mode == saved_as and np.array_equal(np.asarray(saved.convert("RGB")), pixels)
+    report = split_train_test(cifake, tmp_path / "out")
+    assert [Path(source).name for source, _ in report.skipped[IN_TEST]] == ["optimised.png"]
+
+
 def test_a_train_image_with_the_pixels_of_a_test_image_is_left_out_of_train(cifake, tmp_path):
     Image.open(cifake / "test" / "REAL" / "img_002.png").save(cifake / "train" / "REAL" / "same_pixels.bmp")
     report = split_train_test(cifake, tmp_path / "out")
