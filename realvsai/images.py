@@ -144,8 +144,9 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
 
 def decode_check(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str | None, str | None]:
     """``(problem, pixels)``: why ``path`` is not a usable image, or None when it decodes completely (pixel count
-    checked first); and then the sha256 of its decoded pixels (mode, size and values), which the same image
-    shares in another lossless format or saved again with other metadata."""
+    checked first); and then the sha256 of its decoded pixels as the model takes them (size and ``load_rgb``'s RGB
+    values, before an EXIF turn), which the same image shares in another lossless format or mode, or saved again
+    with other metadata."""
     return _full_check(path, max_pixels, header=False)[:2]
 
 
@@ -158,9 +159,12 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
             image.load()
             _check_png(image, path)
-            digest = hashlib.sha256(f"{image.mode} {image.size}\n".encode())
-            for band in _bands(image):  # raw bytes are whole rows, so the hash of the whole
-                digest.update(band.tobytes())
+            # The pixels the model takes (an RGB image's raw bytes): the same image saved as palette, gray or
+            # opaque RGBA (a lossless optimiser's, an editor's) is one image, and two palette images of the same
+            # indices in other colours are two. Bands are whole rows, so the hash is the whole's.
+            digest = hashlib.sha256(f"RGB {image.size}\n".encode())
+            for band in _bands(image):
+                digest.update(band.tobytes() if band.mode == "RGB" else _as_rgb(band).tobytes())
             return None, digest.hexdigest(), _header(image) if header else None
     except FileNotFoundError:
         return "file not found", None, None
@@ -188,6 +192,17 @@ def _check_png(image: Image.Image, source: Path | bytes | BinaryIO) -> None:
             again.verify()  # each chunk's CRC, up to the end chunk; no decoding
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
+
+
+def _as_rgb(image: Image.Image) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB pixels of a loaded image (or band), as the model takes them: 16-bit and float
+    images scaled to 8 bits rather than clipped, other modes converted by Pillow."""
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        pixels = np.asarray(image, dtype=np.float64)
+        scale = 255.0 / 65535.0 if image.mode.startswith("I") else 255.0
+        gray = np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def _bands(image: Image.Image) -> Iterator[Image.Image]:
@@ -319,8 +334,7 @@ def looks_gray(image: Image.Image) -> bool:
             if (scale := _gray_check_scale(image)) > 1:
                 image.draft("RGB", (image.width // scale, image.height // scale))
             image.load()
-            spread = sum(_spread(np.asarray(band if band.mode == "RGB" else band.convert("RGB")))
-                         for band in _bands(image))
+            spread = sum(_spread(_as_rgb(band)) for band in _bands(image))
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
     return bool(spread <= GRAY_SPREAD * image.width * image.height)
@@ -416,12 +430,7 @@ def _rgb(image: Image.Image, image_size: int | None) -> np.ndarray:
                 image.draft("RGB", (image.width // scale, image.height // scale))
             image.load()
             image = ImageOps.exif_transpose(image)
-        if image.mode in _HIGH_BIT_DEPTH_MODES:
-            pixels = np.asarray(image, dtype=np.float64)
-            scale = 255.0 / 65535.0 if image.mode.startswith("I") else 255.0
-            gray = np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
-            return np.repeat(gray[..., None], 3, axis=-1)
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return _as_rgb(image)
     except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
         raise ImageDecodeError(f"too many pixels ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:
