@@ -471,6 +471,36 @@ def test_an_interrupted_move_is_completed_by_a_re_run(art, tmp_path, monkeypatch
         path for path in snapshot(tmp_path / "expected") if path.endswith(".png")}
 
 
+def test_a_move_across_file_systems_killed_between_copy_and_delete_is_completed_by_a_re_run(art, tmp_path,
+                                                                                          monkeypatch):
+    """Killed after a file was copied to the split and before its source was deleted, the re-run found the copy
+    in place and skipped it: the source stayed in SOURCE for good, a second copy of a file meant to be moved."""
+    reference = tmp_path / "reference"
+    shutil.copytree(art, reference)
+    split_by_class(reference, tmp_path / "expected", mode="move")
+    monkeypatch.setattr(splitting, "_cross_device", lambda source, out: True)
+    unlink, deleted = os.unlink, []
+
+    def killed_at_the_third(path, *args, **kwargs):
+        if Path(path).is_relative_to(art):
+            deleted.append(path)
+            if len(deleted) == 3:
+                raise KeyboardInterrupt
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", killed_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        split_by_class(art, tmp_path / "out", mode="move", workers=1)
+    monkeypatch.setattr(os, "unlink", unlink)
+    left = Path(deleted[2])
+    assert left.is_file()  # copied into the split, not yet deleted
+    split_by_class(art, tmp_path / "out", mode="move", workers=1)
+    assert not any(art.rglob("*.png"))
+    assert manifest_keys(tmp_path / "out") == manifest_keys(tmp_path / "expected")
+    assert {path for path in snapshot(tmp_path / "out") if path.endswith(".png")} == {
+        path for path in snapshot(tmp_path / "expected") if path.endswith(".png")}
+
+
 # ----------------------------------------------------------------------------------------------
 # DataSplitD2 layout
 
