@@ -444,6 +444,9 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                 raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
                                 "overwritten. Move that file away (or delete it if it is a broken copy) and run "
                                 "the same command again.")
+            if (mode == MOVE and os.path.realpath(item.read_from) != os.path.realpath(target)
+                    and os.path.lexists(item.read_from) and sha256_file(item.read_from) == item.digest):
+                os.unlink(item.read_from)  # copied by a move across file systems stopped before it deleted it
             written.append(False)
             continue
         # A symlinked file is placed as its target's bytes: the link itself, renamed or hard-linked (os.link links
