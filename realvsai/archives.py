@@ -602,17 +602,23 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
 
 def _warn_of_ratios(out: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
     """Warns when DataUnZipper, as it stands by default, would refuse ``out`` as a zip bomb (``_check_entries``):
-    a file that compresses more than ``UnzipLimits.max_ratio`` times (logs, zeros), with the --max-ratio that
-    extracts it."""
+    a file that compresses more than ``UnzipLimits.max_ratio`` times (logs, zeros), or all of them together (flat
+    masks, each too small to be checked alone), with the --max-ratio that extracts it."""
     limit = UnzipLimits().max_ratio
     ratios = {info.filename: info.file_size / max(info.compress_size, 1) for info in infos
               if info.file_size > _RATIO_FLOOR_BYTES}
     over = {name: ratio for name, ratio in ratios.items() if ratio > limit}
+    total_size = sum(info.file_size for info in infos)
+    total = total_size / max(sum(info.compress_size for info in infos), 1) if total_size > _RATIO_FLOOR_BYTES else 0
+    needed = math.ceil(max([*over.values(), total if total > limit else 0]))
     if over:
         name = max(over, key=over.get)
         logger.warning("%d file%s in %s compress%s more than %g times (e.g. %s: %.0f times): DataUnZipper.py refuses "
                        "that as a zip bomb unless given --max-ratio %d", len(over), "s" * (len(over) > 1), out,
-                       "" if len(over) > 1 else "es", limit, name, over[name], math.ceil(over[name]))
+                       "" if len(over) > 1 else "es", limit, name, over[name], needed)
+    elif needed:
+        logger.warning("%s expands %.0f times (its files together), more than %g: DataUnZipper.py refuses that as a "
+                       "zip bomb unless given --max-ratio %d", out, total, limit, needed)
 
 
 def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
