@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_same_copies, follow_deleter_hint, run_script, sha256, write_image
+from conftest import REPO, assert_same_copies, follow_deleter_hint, run_script, sha256, snapshot, write_image
 from PIL import Image
 
 from realvsai import moving
@@ -713,6 +713,17 @@ def test_a_repeated_move_lists_each_refused_copy_once(augmented):
     assert move(augmented) == 1
     with open(augmented / moving.MOVE_REFUSED_NAME, newline="") as stream:
         assert [Path(row["source"]).name for row in csv.DictReader(stream)] == [copy.name]
+
+
+def test_a_move_with_a_refused_list_it_cannot_read_stops_before_moving_anything(augmented, capsys):
+    """It moved, then replaced an edited move-refused.csv with empty rows and its own."""
+    hold_out_a_copy(augmented)
+    (augmented / moving.MOVE_REFUSED_NAME).write_text("moved_at;source;reason\n2026-11-01T10:00:00;a.jpg;why\n")
+    before = snapshot(augmented)
+    assert move(augmented) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "is not a list this project wrote" in line
+    assert snapshot(augmented) == before
 
 
 def test_a_move_that_refused_a_copy_stops_a_script_going_on_to_train(augmented):

@@ -350,6 +350,20 @@ def test_csv_lists_keep_a_file_name_that_is_not_utf8(tmp_path):
     assert (tmp_path / "list.csv").read_bytes() == b"source\ncaf\xe9.png\nb.png\n"
 
 
+def test_appending_to_a_list_this_project_did_not_write_is_refused_and_keeps_it(tmp_path):
+    """A list saved by a spreadsheet with ';' between its columns lost every row to empty ones, without a word."""
+    listed = tmp_path / "merge-refused.csv"
+    listed.write_text("merged_at;source;reason\n2026-11-01T10:00:00;a.png;two splits\n")
+    before = listed.read_bytes()
+    with pytest.raises(UserError) as refused:
+        files.append_csv(listed, ["merged_at", "source", "reason"], [["now", "b.png", "why"]], key=("source",))
+    assert str(refused.value) == (
+        f"{listed} is not a list this project wrote: it has no column 'source' (a spreadsheet may have saved it "
+        "with other separators). Move it away, or save it again as comma-separated, and run the same command "
+        "again.")
+    assert listed.read_bytes() == before
+
+
 def test_a_second_claim_on_a_folder_being_worked_on_is_refused_in_one_line_naming_the_first(tmp_path):
     folder = tmp_path / "data"
     second = files.working_on([tmp_path / "other", tmp_path / "." / "data"], "DataAugmentation.py")

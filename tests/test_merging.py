@@ -265,6 +265,22 @@ def test_datamerger_that_refused_a_file_exits_1_after_merging_the_others_and_its
     assert "DataMerger.py again" in line
 
 
+def test_a_merge_with_a_refused_list_it_cannot_read_stops_before_merging_anything(first, second, tmp_path,
+                                                                                  capsys):
+    """It merged, then replaced an edited merge-refused.csv with empty rows and its own."""
+    import DataMerger
+
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    (into / merging.REFUSED_NAME).write_text("merged_at;source;reason\n2026-11-01T10:00:00;a.png;two splits\n")
+    shutil.copyfile(first / "train" / "REAL" / "img_001.png", second / "test" / "REAL" / "leak.png")
+    before = snapshot(into)
+    assert DataMerger.main([str(second), "--into", str(into), "-q"]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "is not a list this project wrote" in line
+    assert snapshot(into) == before
+
+
 def test_datamerger_dry_run_that_would_refuse_a_file_exits_0(first, second, tmp_path, capsys):
     import DataMerger
 
