@@ -358,17 +358,31 @@ def spreadsheet_safe(value: object) -> object:
     return value
 
 
+def read_list(path: Path, header: Sequence[str], key: Sequence[str] = ()) -> list[list[str]]:
+    """The rows of the CSV list at ``path`` under ``header``'s columns (empty where a row has none: an older
+    list's), none without the file. A UserError where it is not a list this project wrote: it lacks a ``key``
+    column, or (without a key) all of ``header``'s, as where a spreadsheet saved it with other separators."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
+        reader = csv.DictReader(stream)
+        names = reader.fieldnames or []
+        missing = [name for name in key or header if name not in names]
+        if missing and (key or len(missing) == len(header)):
+            raise UserError(f"{path} is not a list this project wrote: it has no column {missing[0]!r} (a spreadsheet "
+                            "may have saved it with other separators). Move it away, or save it again as "
+                            "comma-separated, and run the same command again.")
+        return [[row.get(name) or "" for name in header] for row in reader]
+
+
 def append_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]], key: Sequence[str] = ()) -> None:
-    """Adds ``rows`` to the CSV at ``path``, keeping every row already there (under the columns they share)
-    but one that a new row repeats in the ``key`` columns: the new row replaces it."""
+    """Adds ``rows`` to the CSV list at ``path`` (``read_list``'s UserError where it is not one), keeping every row
+    already there (under the columns they share) but one that a new row repeats in the ``key`` columns: the new
+    row replaces it."""
     rows = [list(row) for row in rows]
     columns = [header.index(name) for name in key]
     repeated = {tuple(row[column] for column in columns) for row in rows} if key else set()
-    old_rows = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
-            old_rows = [[row.get(name) or "" for name in header] for row in csv.DictReader(stream)]
-    kept = [row for row in old_rows if tuple(row[column] for column in columns) not in repeated]
+    kept = [row for row in read_list(path, header, key) if tuple(row[column] for column in columns) not in repeated]
     write_csv(path, header, [*kept, *rows])
 
 

@@ -22,6 +22,7 @@ from realvsai.files import (
     list_images,
     map_in_threads,
     place_file,
+    read_list,
     remove_temporaries,
     sha256_file,
 )
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 REFUSED_NAME = "merge-refused.csv"
 REFUSED_FIELDS = ("merged_at", "source", "reason")
+REFUSED_KEY = ("source", "reason")  # a file refused again for the same reason keeps one row
 # Why a merge refuses a file, in the words its summary and DataMerger.py's error line use
 REFUSED_WHY = ("content already in another split or under another class, not a usable image, or outside SOURCE "
                "with --move")
@@ -133,6 +135,7 @@ def merge_datasets(
     outside_paths = {path for path, _ in outside}
     actions = _plan(existing, [file for _, file in incoming if str(file.path) not in outside_paths], into)
 
+    read_list(into / REFUSED_NAME, REFUSED_FIELDS, REFUSED_KEY)  # one it cannot add to stops it before it starts
     report = MergeReport(into=into, dry_run=dry_run, before=len(existing))
     report.refused = outside + [(str(file.path), reason) for file, kind, _, reason in actions if kind == "refuse"]
     report.identical = sum(kind == "identical" for _, kind, _, _ in actions)
@@ -180,7 +183,7 @@ def merge_datasets(
         # Appended: the lists of earlier merges into this folder stay, each row dated by its merge; a file refused
         # again for the same reason keeps one row, dated by this merge.
         append_csv(into / REFUSED_NAME, REFUSED_FIELDS,
-                   [(report.started, source, reason) for source, reason in report.refused], key=("source", "reason"))
+                   [(report.started, source, reason) for source, reason in report.refused], key=REFUSED_KEY)
     return report
 
 

@@ -36,6 +36,7 @@ from realvsai.files import (
     list_images,
     place_file,
     read_json,
+    read_list,
     sha256_file,
     write_csv,
     write_json,
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 COPY_PREFIX = "aug_"
 MOVE_REFUSED_NAME = "move-refused.csv"
 MOVE_REFUSED_FIELDS = ("moved_at", "source", "reason")
+MOVE_REFUSED_KEY = ("source", "reason")  # a copy refused again for the same reason keeps one row
 SOURCES_NAME = "sources.csv"  # in augmented_train: which training image each copy was made from
 SOURCES_FIELDS = ("copy", "copy_sha256", "source", "source_sha256")
 SETTINGS_NAME = "settings.json"  # in augmented_train: the settings its copies were made with
@@ -490,6 +492,7 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
         else:
             digest = sha256_file(source)
             checked.append((source, digest, refusal.why(source, digest)))
+    read_list(Path(data_dir) / MOVE_REFUSED_NAME, MOVE_REFUSED_FIELDS, MOVE_REFUSED_KEY)  # before anything moves
     if not dry_run and any(not reason for _, _, reason in checked):
         # Before the first copy moves: in train, only these records say what a copy was made from and how.
         add_moved_copies(data_dir, [record for source, digest, reason in checked if not reason
@@ -524,7 +527,7 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
         report.refused_path = Path(data_dir) / MOVE_REFUSED_NAME
         moved_at = datetime.now().isoformat(timespec="seconds")
         append_csv(report.refused_path, MOVE_REFUSED_FIELDS,
-                   [(moved_at, source, reason) for source, reason in report.refused_files], key=("source", "reason"))
+                   [(moved_at, source, reason) for source, reason in report.refused_files], key=MOVE_REFUSED_KEY)
     report.left_behind, report.removed_folder = _remove_emptied(
         augmented_dir, {Path(source) for source, _ in report.refused_files})
     return report
