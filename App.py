@@ -266,7 +266,7 @@ def _grad_cam_source(classifier: inference.Classifier) -> str:
 
 def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[ModelRun], int, list[tuple[Path, str]]]:
     """The runs to offer, the index of the one to open first (``--model``, else the newest), and the run folders
-    skipped, with why."""
+    skipped, with why; a ``--model`` that cannot be opened ends the page with why."""
     runs, skipped = list_runs(models_dir)
     for folder, reason in skipped:
         st.sidebar.warning(f"Skipped {_code(folder.name)}: {reason}")
@@ -274,9 +274,10 @@ def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[ModelRun], 
         return runs, 0, skipped
     try:
         chosen = read_run(explicit)
-    except UserError as error:
-        st.error(f"--model {_code(str(explicit))}: {error}")
-        return runs, 0, skipped
+    except UserError as error:  # no other run instead: its answers would pass for the one asked for
+        st.error(f"--model {_code(str(explicit))}: {error} Or start the app without `--model` to choose among the "
+                 f"runs in {_code(str(models_dir))}.")
+        st.stop()
     for index, run in enumerate(runs):
         if run.path.resolve() == chosen.path.resolve():
             return runs, index, skipped
