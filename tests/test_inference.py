@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, predictor
+from conftest import REPO, predictor, write_image
 from PIL import Image
 
 from realvsai import image_stats, inference, run
@@ -374,6 +374,40 @@ def test_test_metrics_fall_back_to_metrics_json(tmp_path):
 def test_a_classifier_refuses_class_names_of_another_number_than_the_model_outputs():
     with pytest.raises(UserError, match="outputs 2 classes"):
         inference.Classifier(build_stand_in(), ["a", "b", "c"], IMAGE_SIZE)
+
+
+def test_a_keras_model_that_is_not_the_projects_is_refused_by_every_loader(tmp_path, capsys):
+    """A plain Keras model beside a model.json: --predict served it (its raw 0..255 pixels straight into a
+    classifier trained on none of them: meaningless answers, exit 0), while the app refused it with a traceback."""
+    import keras
+
+    import ModelTraining
+
+    inputs = keras.Input((None, None, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    folder = write_run(tmp_path / "models", "foreign", keras.Model(inputs, keras.layers.Dense(2, "softmax")(pooled)))
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+
+    with pytest.raises(UserError) as refused:
+        run.load_run(folder)
+    assert str(refused.value) == (
+        f"{folder / 'model.h5'} has no layer named 'resize', so it is not a model ModelTraining.py trained (those "
+        "take raw RGB images of any size and resize them inside). Give a run folder that ModelTraining.py wrote.")
+    assert ModelTraining.main(["--predict", str(folder), "--input", str(tmp_path / "photos"), "--quiet"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {refused.value}"]
+
+
+def test_a_model_json_that_names_another_image_size_than_the_model_takes_is_refused(tmp_path):
+    """Edited from 32 to 128 px, --predict went on (other probabilities), and the app's card said 128 px."""
+    folder = write_run(tmp_path / "models", "edited")
+    content = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**content, "image_size": 2 * IMAGE_SIZE}))
+
+    with pytest.raises(UserError) as refused:
+        run.load_run(folder)
+    assert str(refused.value) == (
+        f"{folder / 'model.h5'} takes {IMAGE_SIZE} px images (its resize layer), but model.json says image_size "
+        f"{2 * IMAGE_SIZE}. The files do not belong together: put back the model.json written with that model.h5.")
 
 
 @pytest.mark.slow  # a fresh Python process with TensorFlow
