@@ -24,7 +24,7 @@ from PIL import Image
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.images import ImageDecodeError, ImageHeader, cover_size, grid_offsets, load_rgb_with_header
 from realvsai.metrics import DecisionRule
-from realvsai.run import ModelInfo, ModelRun, Predictor, check_outputs, doubt
+from realvsai.run import ModelInfo, ModelRun, Predictor, check_model, doubt
 
 if TYPE_CHECKING:
     import keras
@@ -122,7 +122,7 @@ class Classifier:
         # crop_size: crops mode enlarges a small image, and the pixel limit holds for the enlarged one.
         self.crop_size = info.crop_size
         self.decode_size = None if self.crop_size else self.image_size
-        check_outputs(model, self.class_names)
+        check_model(model, info)
         self._resize = model.get_layer("resize")  # the model contract: build_model names it so
         self.predictor = Predictor(model, info, batch_size)
 

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -400,25 +400,38 @@ def load_run(path: Path) -> tuple[keras.Model, ModelRun]:
     """The one loader: a run folder (or its model.h5 or model.json) as its model and its checked ``ModelRun``.
 
     Raises:
-        UserError: for a missing or malformed model.json (naming the field), or an unreadable model file,
-            or a model whose number of outputs differs from model.json's class names.
+        UserError: for a missing or malformed model.json (naming the field), an unreadable model file, or a
+            model that does not match its model.json (``check_model``).
     """
     run = read_run(path)
     model = load_model(run.model_file)
-    check_outputs(model, run.info.class_names)
+    check_model(model, run.info, run.model_file)
     if run.unfinished:
         logger.warning("%s", run.unfinished)
     return model, run
 
 
-def check_outputs(model: keras.Model, class_names: Iterable[str]) -> None:
-    """UserError when the model's softmax has another width than the class names."""
-    class_names = list(class_names)
+def check_model(model: keras.Model, info: ModelInfo, model_file: Path | str = MODEL_FILE) -> None:
+    """UserError when ``model`` (from ``model_file``) and its ``info`` (model.json) do not belong together: the
+    model has no ``resize`` layer (the contract of ``model.build_model``: raw RGB of any size in), takes another
+    size than ``info.image_size``, or has another number of outputs than its class names."""
+    try:
+        resize = model.get_layer("resize")
+    except ValueError:
+        raise UserError(f"{model_file} has no layer named 'resize', so it is not a model ModelTraining.py trained "
+                        "(those take raw RGB images of any size and resize them inside). Give a run folder that "
+                        "ModelTraining.py wrote.") from None
+    takes = tuple(resize.output.shape[1:3])
+    if takes != (info.image_size, info.image_size):
+        raise UserError(f"{model_file} takes {' x '.join(map(str, dict.fromkeys(takes)))} px images (its resize "
+                        f"layer), but model.json says image_size {info.image_size}. The files do not belong together: "
+                        "put back the model.json written with that model.h5.")
+    class_names = list(info.class_names)
     outputs = int(model.outputs[0].shape[-1])
     if outputs != len(class_names):
-        raise UserError(f"the model outputs {plural(outputs, 'class', 'classes')}, but model.json names "
-                        f"{len(class_names)} ({class_names}). The files do not belong together: train the model "
-                        "again.")
+        raise UserError(f"{model_file} outputs {plural(outputs, 'class', 'classes')}, but model.json names "
+                        f"{len(class_names)} ({class_names}). The files do not belong together: put back the "
+                        "model.json written with that model.h5, or train the model again.")
 
 
 class Predictor:
