@@ -310,6 +310,22 @@ def test_predict_on_a_missing_folder_fails_with_one_line(tmp_path):
     assert process.returncode == 1 and "is not a folder" in process.stderr
 
 
+def test_predict_on_a_folder_where_no_file_is_a_readable_image_fails_with_one_line_and_the_list(tmp_path, capsys):
+    """It ended "predicted 0 images ... (0 uncertain)" with exit 0, as if the job were done."""
+    run = write_run(tmp_path / "models", "run")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.jpg").write_text("not an image")
+    (tmp_path / "photos" / "empty.png").write_bytes(b"")
+    out = tmp_path / "predicted"
+
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos"), "--out", str(out),
+                               "--quiet"]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: no file in {tmp_path / 'photos'} could be predicted: the 2 files there are listed with "
+                    f"why in {out / 'unreadable.csv'}. Give --input a folder of images.")
+    assert len(read_rows(out / "unreadable.csv")) == 2
+
+
 def test_file_names_that_a_spreadsheet_would_run_as_formulas_are_written_as_text(tmp_path, binary_model):
     folder = tmp_path / "photos"
     write_image(folder / "=1+2.png", seed=1)
