@@ -59,6 +59,7 @@ from realvsai.cli import (
     describe_os_error,
     make_parser,
     nonempty_path,
+    plural,
     positive_int,
     raise_if_ctrl_c,
     run_main,
@@ -74,6 +75,7 @@ from realvsai.config import (
     POSITIVE_WORDS,
     PRECISIONS,
     PRESETS,
+    UNREADABLE_FILE,
     TrainConfig,
     flag_name,
     resume_command,
@@ -455,6 +457,10 @@ def run_prediction(args: argparse.Namespace) -> None:
         raise_if_ctrl_c()  # one that Python lost (cli.watch_ctrl_c) gets this advice too
     except KeyboardInterrupt:
         raise Interrupted(start_over_advice("prediction", out_dir)) from None
+    if not sum(summary.counts.values()):  # every file was unreadable (an empty folder is refused before)
+        raise UserError(f"no file in {args.input} could be predicted ({plural(len(summary.unreadable), 'file')} "
+                        f"there, each listed with why in {out_dir / UNREADABLE_FILE}). Give --input a folder of "
+                        "images.")
     print(summary.describe(args.input))
 
 

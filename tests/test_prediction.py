@@ -320,9 +320,9 @@ def test_predict_on_a_folder_where_no_file_is_a_readable_image_fails_with_one_li
 
     assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos"), "--out", str(out),
                                "--quiet"]) == 1
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert line == (f"error: no file in {tmp_path / 'photos'} could be predicted: the 2 files there are listed with "
-                    f"why in {out / 'unreadable.csv'}. Give --input a folder of images.")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (f"error: no file in {tmp_path / 'photos'} could be predicted (2 files there, each listed with "
+                    f"why in {out / 'unreadable.csv'}). Give --input a folder of images.")
     assert len(read_rows(out / "unreadable.csv")) == 2
 
 
@@ -417,11 +417,13 @@ def test_predict_takes_a_runs_model_json_as_naming_its_run(tmp_path):
 def test_the_predict_command_s_max_pixels_sets_the_limit_its_images_are_read_under(tmp_path):
     run = write_run(tmp_path, "run")
     write_image(tmp_path / "photos" / "a.png", seed=1, size=(40, 30))
+    write_image(tmp_path / "photos" / "b.png", seed=2, size=(30, 30))
 
     process = run_script("ModelTraining.py", "--predict", run, "--input", tmp_path / "photos", "--out",
                          tmp_path / "out", "--max-pixels", "1000")
 
     assert process.returncode == 0, process.stderr
+    assert [row["file"] for row in read_rows(tmp_path / "out" / "predictions.csv")] == ["b.png"]
     (row,) = read_rows(tmp_path / "out" / "unreadable.csv")
     assert row["file"] == "a.png" and "more than the limit of 1,000 pixels" in row["reason"]
 
