@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -375,6 +376,20 @@ def test_a_read_only_output_folder_fails_in_one_line_before_any_image_is_predict
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 1 and str(out) in line and "read-only" in line and "--out" in line
     assert "finished work is kept" not in line
+
+
+def test_evaluate_s_closing_line_names_the_decision_rule_of_its_numbers(tmp_path, make_class_folder, capsys):
+    """It printed the metrics as JSON ({"accuracy": 0.995, "f1": 0.9949748743718593, ...}), without the rule that
+    decided them, which training's closing line and the model card name."""
+    run = write_run(tmp_path / "models", "run", info={"decision_threshold": 0.45})
+    make_class_folder(tmp_path / "test", {"FAKE": 2, "REAL": 2})
+
+    assert ModelTraining.main(["--evaluate", str(run), "--test-dir", str(tmp_path / "test"), "--quiet"]) == 0
+
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(rf"evaluated {re.escape(str(run))} on {re.escape(str(tmp_path / 'test'))}: accuracy "
+                        r"\d\.\d{4}, F1 \d\.\d{4}, ROC AUC \d\.\d{4} on 4 images \(decided at threshold 0\.450; "
+                        rf"argmax accuracy \d\.\d{{4}}\); outputs in {re.escape(str(run / 'eval-test'))}", line), line
 
 
 def test_evaluate_refused_for_its_classes_announces_no_output_folder(tmp_path, capsys):
