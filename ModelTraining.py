@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -435,9 +434,10 @@ def run_demo(args: argparse.Namespace) -> None:
 def run_evaluation(args: argparse.Namespace) -> None:
     out_dir, metrics = evaluate_model_file(args.evaluate, args.test_dir, args.out, batch_size=args.batch_size,
                                            robustness=args.robustness, max_pixels=args.max_pixels)
-    summary = {key: metrics[key] for key in ("accuracy", "f1", "roc_auc") if key in metrics}
+    from realvsai.metrics import format_summary
+
     folders = ", ".join(str(folder) for folder in args.test_dir)
-    print(f"evaluated {args.evaluate} on {folders}: {json.dumps(summary)}; outputs in {out_dir}")
+    print(f"evaluated {args.evaluate} on {folders}: {format_summary(metrics)}; outputs in {out_dir}")
 
 
 def run_prediction(args: argparse.Namespace) -> None:

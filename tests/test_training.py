@@ -392,7 +392,7 @@ def test_the_same_command_trains_once_the_weights_file_is_fixed(tmp_path, make_c
 def tiny_saved_run(run: Path) -> Path:
     """A run folder with a small stand-in classifier (raw RGB of any size in) and its model.json."""
     pixels = keras.Input((None, None, 3))
-    x = keras.layers.Resizing(8, 8)(pixels)
+    x = keras.layers.Resizing(8, 8, name="resize")(pixels)
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(x))
     keras.Model(pixels, keras.layers.Dense(2, activation="softmax")(x)).save(run / "model.h5")
     (run / "model.json").write_text(json.dumps({"class_names": ["FAKE", "REAL"], "image_size": 8}))
@@ -1150,7 +1150,7 @@ def test_evaluate_takes_the_batch_size_every_program_takes(monkeypatch, tmp_path
 
     def evaluate(model_path, test_dirs, out_dir=None, batch_size=None, robustness=False, max_pixels=None):
         seen["batch_size"] = batch_size
-        return tmp_path, {}
+        return tmp_path, {"accuracy": 1.0, "num_images": 1}
 
     monkeypatch.setattr(ModelTraining, "evaluate_model_file", evaluate)
     assert ModelTraining.main(["--evaluate", str(tmp_path / "model.h5"), "--test-dir", str(tmp_path), *flags]) == 0
