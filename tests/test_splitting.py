@@ -384,6 +384,18 @@ def test_a_different_existing_split_is_refused_without_overwrite(art, tmp_path):
     assert snapshot(out) == before
 
 
+def test_a_split_refused_for_a_file_added_to_source_says_the_run_would_add_it(art, tmp_path):
+    """It said "0 of its 40 files are not where this run would put them": nothing about the file that differs."""
+    out = tmp_path / "out"
+    split_by_class(art, out, seed=1)
+    write_image(art / "RealArt" / "zz_new.png", seed=77)
+    with pytest.raises(UserError) as refused:
+        split_by_class(art, out, seed=1)
+    assert re.match(rf"{re.escape(str(out / 'manifest.csv'))} lists a different split: ([1-9]\d* of its 40 files "
+                    r"(is|are) not where this run would put them; )?this run would add 1 file it does not list \(other "
+                    r"files, seed or ratios\)\. Add --overwrite", str(refused.value)), str(refused.value)
+
+
 def test_files_without_a_manifest_in_the_output_are_refused(art, tmp_path):
     write_image(tmp_path / "out" / "train" / "RealArt" / "someone_elses.png", seed=5)
     with pytest.raises(UserError, match=r"no manifest\.csv"):
