@@ -479,9 +479,19 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
         old_keys, new_keys = [row.key() for row in old_rows], [row.key() for row in rows]
         if old_keys == new_keys:
             return None  # the same split: complete it
-        changed = len(set(old_keys) - set(new_keys))
-        reason = (f"{out / MANIFEST_NAME} lists a different split: {changed:,} of its {plural(len(old_keys), 'file')} "
-                  f"{'is' if changed == 1 else 'are'} not where this run would put them (other files, seed or ratios)")
+        # By content and class: a file added to SOURCE, or gone from it, apart from one this run would put elsewhere.
+        old_files, new_files = ({(row.class_name, row.sha256) for row in listed} for listed in (old_rows, rows))
+        placed = set(new_keys)
+        moved = sum((row.class_name, row.sha256) in new_files for row in old_rows if row.key() not in placed)
+        added, gone = len(new_files - old_files), len(old_files - new_files)
+        differences = [text for count, text in (
+            (moved, f"{moved:,} of its {plural(len(old_keys), 'file')} {'is' if moved == 1 else 'are'} not where this "
+                    "run would put them"),
+            (added, f"this run would add {plural(added, 'file')} it does not list"),
+            (gone, f"{plural(gone, 'file')} it lists would not be in it (gone from SOURCE, changed, or skipped "
+                   "now)")) if count]
+        reason = (f"{out / MANIFEST_NAME} lists a different split: {'; '.join(differences) or 'in another order'} "
+                  "(other files, seed or ratios)")
     else:
         planned = {row.path for row in rows}
         foreign = [relative for split in SPLITS if (out / split).is_dir()
