@@ -397,6 +397,30 @@ def test_a_keras_model_that_is_not_the_projects_is_refused_by_every_loader(tmp_p
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {refused.value}"]
 
 
+def test_a_keras_model_that_this_project_cannot_rebuild_is_not_called_corrupt(tmp_path):
+    """A model.h5 holding a layer class this project does not know (someone's own) was called "corrupt, truncated
+    or another kind of file"; it is a sound Keras file that another program saved."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="Theirs")
+    class Scale(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Dense(2, "softmax")(keras.layers.GlobalAveragePooling2D()(Scale(name="resize")(inputs)))
+    folder = write_run(tmp_path / "models", "theirs", keras.Model(inputs, outputs))
+    keras.saving.get_custom_objects().pop("Theirs>Scale")  # as in a process that never defined it
+
+    with pytest.raises(UserError) as refused:
+        run.load_run(folder)
+    message = str(refused.value)
+    assert message.startswith(f"{folder / 'model.h5'} holds a Keras model that this project cannot rebuild (")
+    assert "corrupt" not in message and message.endswith(
+        "): one saved by another program, or by a newer version of this project. Give a run folder that "
+        "ModelTraining.py wrote.")
+
+
 def test_a_model_json_that_names_another_image_size_than_the_model_takes_is_refused(tmp_path):
     """Edited from 32 to 128 px, --predict went on (other probabilities), and the app's card said 128 px."""
     folder = write_run(tmp_path / "models", "edited")
