@@ -391,9 +391,25 @@ def load_model(model_file: Path) -> keras.Model:
     try:
         return keras.models.load_model(model_file, compile=False)
     except (OSError, ValueError) as error:
-        # h5py's OSError: truncated, or not HDF5 at all; Keras' ValueError: HDF5 that holds no model.
+        # h5py's OSError: truncated, or not HDF5 at all; Keras' ValueError: HDF5 that holds no model, or a model
+        # of layers this project does not define.
+        if isinstance(error, ValueError) and _holds_keras_model(model_file):
+            raise UserError(f"{model_file} holds a Keras model that this project cannot rebuild ({error}): one saved "
+                            "by another program, or by a newer version of this project. Give a run folder that "
+                            "ModelTraining.py wrote.") from None
         raise UserError(f"{model_file} is not a Keras HDF5 model: it is corrupt, truncated or another kind of file "
                         f"({error}). Copy the model.h5 that ModelTraining.py saved again, or train it again.") from None
+
+
+def _holds_keras_model(model_file: Path) -> bool:
+    """Whether ``model_file`` is an HDF5 file with a Keras model's architecture (the ``model_config`` Keras saves)."""
+    import h5py
+
+    try:
+        with h5py.File(model_file, "r") as stored:
+            return "model_config" in stored.attrs
+    except OSError:
+        return False
 
 
 def load_run(path: Path) -> tuple[keras.Model, ModelRun]:
