@@ -204,7 +204,8 @@ def test_corrupt_model_file_is_a_user_error_naming_it(tmp_path, kind):
 
 
 def test_load_run_needs_the_model_json_beside_the_model(tmp_path):
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential([keras.Input((None, None, 3)), model_module.SquareResize(32, name="resize"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
     model.save(tmp_path / "model.h5")
     with pytest.raises(UserError, match=r"model\.json"):
         load_run(tmp_path)
