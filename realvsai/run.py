@@ -437,11 +437,11 @@ def check_model(model: keras.Model, info: ModelInfo, model_file: Path | str = MO
         raise UserError(f"{model_file} has no layer named 'resize', so it is not a model ModelTraining.py trained "
                         "(those take raw RGB images of any size and resize them inside). Give a run folder that "
                         "ModelTraining.py wrote.") from None
-    takes = tuple(resize.output.shape[1:3])
-    if takes != (info.image_size, info.image_size):
-        raise UserError(f"{model_file} takes {' x '.join(map(str, dict.fromkeys(takes)))} px images (its resize "
-                        f"layer), but model.json says image_size {info.image_size}. The files do not belong together: "
-                        "put back the model.json written with that model.h5.")
+    height, width = resize.output.shape[1:3]
+    if (height, width) != (info.image_size, info.image_size):
+        raise UserError(f"{model_file} takes {height} x {width} px images (its resize layer), but model.json says "
+                        f"image_size {info.image_size}. The files do not belong together: put back the model.json "
+                        "written with that model.h5.")
     class_names = list(info.class_names)
     outputs = int(model.outputs[0].shape[-1])
     if outputs != len(class_names):

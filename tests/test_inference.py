@@ -430,8 +430,9 @@ def test_a_model_json_that_names_another_image_size_than_the_model_takes_is_refu
     with pytest.raises(UserError) as refused:
         run.load_run(folder)
     assert str(refused.value) == (
-        f"{folder / 'model.h5'} takes {IMAGE_SIZE} px images (its resize layer), but model.json says image_size "
-        f"{2 * IMAGE_SIZE}. The files do not belong together: put back the model.json written with that model.h5.")
+        f"{folder / 'model.h5'} takes {IMAGE_SIZE} x {IMAGE_SIZE} px images (its resize layer), but model.json says "
+        f"image_size {2 * IMAGE_SIZE}. The files do not belong together: put back the model.json written with that "
+        "model.h5.")
 
 
 @pytest.mark.slow  # a fresh Python process with TensorFlow
