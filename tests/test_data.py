@@ -458,3 +458,42 @@ def test_the_pipeline_decodes_under_the_pixel_limit_the_images_were_scanned_unde
     list(data.make_dataset(scanned, batch_size=1, image_size=32))
 
     assert scanned.max_pixels == 10**10 and limits == [10**10]
+
+
+def scans(sizes_and_formats, max_pixels=200_000_000) -> data.LabelledImages:
+    count = len(sizes_and_formats)
+    return data.LabelledImages([Path(f"{number}.x") for number in range(count)], [0] * count, ["a", "b"],
+                          [size for size, _ in sizes_and_formats], [False] * count,
+                          formats=[image_format for _, image_format in sizes_and_formats], max_pixels=max_pixels)
+
+
+def test_a_folder_of_huge_scans_is_decoded_fewer_at_a_time(monkeypatch):
+    """tf.data decoded one image per core at once: 108 MP PNGs took 4.9 GB in --predict on 2 cores (one: 2.9 GB),
+    and would take over 20 GB on 16."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(data, "_cores", lambda: 16)
+    huge_png = ((12000, 9000), "PNG")
+    assert data.decode_parallelism(scans([((640, 480), "PNG")] * 3), 224) == tf.data.AUTOTUNE
+    assert data.decode_parallelism(scans([((640, 480), "PNG"), huge_png]), 224) == (
+        data.DECODE_PIXEL_BUDGET // (12000 * 9000))
+    assert data.decode_parallelism(scans([((120000, 9000), "PNG")], 2 * 10**9), 224) == 1
+    # A JPEG decodes reduced for the model's size (1/8 of its sides here): a few at once as ever, but for crops
+    # mode, which decodes it whole.
+    assert data.decode_parallelism(scans([((12000, 9000), "JPEG")]), 224) == tf.data.AUTOTUNE
+    assert data.decode_parallelism(scans([((12000, 9000), "JPEG")]), 224, crops=True) < 16
+
+
+def test_decoding_fewer_at_a_time_gives_the_same_batches(tmp_path, make_class_folder, monkeypatch):
+    make_class_folder(tmp_path / "train", {"a": 5, "b": 4})
+    images = data.scan_images(tmp_path / "train")
+
+    def batches():
+        return [(pixels.numpy(), labels.numpy()) for pixels, labels in
+                data.make_dataset(images, batch_size=4, image_size=16, cache_bytes=0)]
+
+    expected = batches()
+    monkeypatch.setattr(data, "DECODE_PIXEL_BUDGET", 1)  # one image at a time
+    assert data.decode_parallelism(images, 16) == 1
+    for (pixels, labels), (expected_pixels, expected_labels) in zip(batches(), expected, strict=True):
+        assert np.array_equal(pixels, expected_pixels) and np.array_equal(labels, expected_labels)
