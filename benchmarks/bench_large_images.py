@@ -9,12 +9,17 @@ reduced decoding: ``images.JPEG_SCALE_HEADROOM`` out of reach, every JPEG decode
 "crops" is crops mode (``crops="grid"``, as ``--predict`` and ``--evaluate`` read a crops model's images:
 each photo decoded at its own size, 3x3 crops of --image-size cut from it); "crops, converted whole" is
 the path before ``data.cut_covered``: the whole photo converted to float32 before the crops are cut.
+"all at once" is the path before ``data.decode_parallelism``: one image decoded per core at once whatever its
+size; with --scans COUNT, the data is COUNT made 12000x9000 PNGs (108 MP scans, which nothing decodes reduced),
+and only --variants "reduced" and "all at once" are worth running on them.
 
 Reads ../shared/datasets/real-or-ai-photos (162 JPEGs, short side about 800-2,100 px) by default;
 without it the script says so and exits 0. Results go to benchmarks/results/large_images.json.
 
-Example:
+Examples:
     python benchmarks/bench_large_images.py
+    python benchmarks/bench_large_images.py --scans 8 --image-sizes 224 --repeats 1 --variants reduced "all at once" \
+        --results benchmarks/results/large_scans.json
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,8 +45,8 @@ from realvsai.cli import format_table  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "real-or-ai-photos"
 RESULTS = REPO / "benchmarks" / "results" / "large_images.json"
-VARIANTS = ("reduced", "full", "crops", "crops, converted whole")
-PAIRS = (("reduced", "full"), ("crops", "crops, converted whole"))  # (today, before) compared
+VARIANTS = ("reduced", "full", "crops", "crops, converted whole", "all at once")
+PAIRS = (("reduced", "full"), ("crops", "crops, converted whole"), ("reduced", "all at once"))  # (today, before)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="model input sides to measure (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per variant (default: %(default)s)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:4]),
+                        help="pipelines to measure (default: %(default)s)")
+    parser.add_argument("--scans", type=int, metavar="COUNT",
+                        help="measure COUNT made 12000x9000 PNGs (108 MP scans) instead of --data")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file written (default: %(default)s)")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "IMAGE_SIZE"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -66,6 +76,8 @@ def measure(data: Path, variant: str, image_size: int, batch_size: int, repeats:
     if variant == "full":
         # The path before reduced decoding: no scale keeps enough pixels, so every JPEG decodes at its own size.
         image_io.JPEG_SCALE_HEADROOM = 2**20
+    if variant == "all at once":  # the path before decode_parallelism: one image per core, whatever its size
+        data_module.DECODE_PIXEL_BUDGET = float("inf")
     if variant == "crops, converted whole":
         import tensorflow as tf
 
@@ -89,12 +101,32 @@ def measure(data: Path, variant: str, image_size: int, batch_size: int, repeats:
             "pipeline_peak_mib": peak_mib - baseline_mib}
 
 
+def make_scans(count: int) -> Path:
+    """A folder of two class folders of ``count`` 12000x9000 RGB PNGs (108 MP: A3 at 1200 dpi), in the temporary
+    folder, made once."""
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(tempfile.gettempdir()) / f"realvsai-bench-scans-{count}"
+    for number in range(count):
+        path = folder / ("a" if number % 2 else "b") / f"scan{number}.png"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = np.linspace(0, 255, 9000, dtype=np.uint8)[:, None, None]
+            pixels = np.broadcast_to(rows, (9000, 12000, 3)).copy()
+            pixels[::97, :, number % 3] = 255  # lines, so each scan differs
+            Image.fromarray(pixels).save(path, compress_level=1)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         variant, image_size = args.child
         print(json.dumps(measure(args.data, variant, int(image_size), args.batch_size, args.repeats)))
         return 0
+    if args.scans:
+        args.data = make_scans(args.scans)
     if not args.data.is_dir():
         print(f"{args.data} is missing: nothing to measure. Give --data a folder of class folders of large JPEGs.")
         return 0
@@ -104,15 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for image_size in args.image_sizes:
         measured = {}
-        for variant in VARIANTS:
+        for variant in args.variants:
             child = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--batch-size",
                                     str(args.batch_size), "--repeats", str(args.repeats), "--child", variant,
                                     str(image_size)], capture_output=True, text=True, check=True)
             measured[variant] = json.loads(child.stdout.strip().splitlines()[-1])
-        for variant in VARIANTS:
+        for variant in args.variants:
             rows.append((f"{image_size} px, {variant}", f"{measured[variant]['images_per_second']:.1f}",
                          f"{measured[variant]['peak_rss_mib']:.0f}", f"{measured[variant]['pipeline_peak_mib']:.0f}"))
-        for today, before in PAIRS:
+        for today, before in (pair for pair in PAIRS if set(pair) <= set(args.variants)):
             now, then = measured[today], measured[before]
             measured[f"{today} / {before}"] = ratios = {
                 "speedup": now["images_per_second"] / then["images_per_second"],

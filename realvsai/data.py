@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -32,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 # Decoded images are cached in memory when they take less than this; above it, decoded every epoch.
 DEFAULT_CACHE_BYTES = 4 * 1024**3
+# tf.data decodes one image per core at once (AUTOTUNE). Until it is resized, an image holds about 14 bytes per
+# decoded pixel (its uint8 pixels, the float32 centre square, the resize's first pass): 1.5 GB for a 108 MP PNG,
+# so a folder of such scans on 16 cores would take over 20 GB. Fewer at once where the largest would pass this.
+DECODE_PIXEL_BUDGET = 250_000_000
 
 
 @dataclass(frozen=True)
@@ -309,6 +314,27 @@ def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0
     return dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else dataset
 
 
+def _cores() -> int:
+    """The cores this process may run on: as many images as tf.data's AUTOTUNE decodes at once."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def decode_parallelism(images: LabelledImages, image_size: int, crops: bool = False) -> int:
+    """How many of ``images`` ``make_dataset`` decodes at once: AUTOTUNE (one per core), or fewer, so that as many
+    of the largest, as decoded (a JPEG reduced for ``image_size``, but whole in ``crops`` mode), hold at most
+    ``DECODE_PIXEL_BUDGET`` pixels."""
+    import tensorflow as tf
+
+    formats = images.formats or [""] * len(images)
+    largest = max((math.ceil(width / scale) * math.ceil(height / scale)
+                   for (width, height), image_format in zip(images.sizes, formats)
+                   for scale in [image_io.decode_scale(width, height, image_format, None if crops else image_size)]),
+                  default=0)
+    if largest * _cores() <= DECODE_PIXEL_BUDGET:
+        return tf.data.AUTOTUNE
+    return max(1, DECODE_PIXEL_BUDGET // largest)
+
+
 def make_dataset(
     images: LabelledImages,
     *,
@@ -353,9 +379,10 @@ def make_dataset(
     # Uncached, the file names are shuffled before decoding, so no buffer ever holds decoded images
     # (50,000 of them at 224 px would take 30 GB); cached, the decoded images are shuffled.
     files = file_dataset(images)
+    parallel = decode_parallelism(images, image_size, crops=bool(crops))
     decoded = None
     if cached:  # one cache, shared by every pass (and every epoch of first_epoch's passes)
-        decoded = files.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        decoded = files.map(decode, num_parallel_calls=parallel, deterministic=True)
         decoded = decoded.ignore_errors(log_warning=True).cache()
 
     def one_pass(shuffle_seed, crop_seeds: tf.data.Dataset, augment_seeds: tf.data.Dataset) -> tf.data.Dataset:
@@ -363,7 +390,7 @@ def make_dataset(
         if shuffle:
             dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
         if decoded is None:
-            dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            dataset = dataset.map(decode, num_parallel_calls=parallel, deterministic=True)
             # A file changed or broken after the scan (which reads only headers) must not end a run of hours.
             dataset = dataset.ignore_errors(log_warning=True)
         if crops == "random":

@@ -438,11 +438,13 @@ def test_the_large_image_benchmark_measures_reduced_and_full_decoding(tmp_path):
 
     process = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_large_images.py"), "--data",
                               str(tmp_path / "photos"), "--image-sizes", "32", "--batch-size", "2", "--repeats", "1",
-                              "--results", str(results)], capture_output=True, text=True, timeout=600)
+                              "--variants", "reduced", "full", "all at once", "--results", str(results)],
+                             capture_output=True, text=True, timeout=600)
 
     assert process.returncode == 0, process.stderr[-2000:]
     measured = json.loads(results.read_text())["sizes"]["32"]
-    assert measured["reduced"]["images"] == measured["full"]["images"] == 4
+    assert measured["reduced"]["images"] == measured["full"]["images"] == measured["all at once"]["images"] == 4
+    assert {"reduced / full", "reduced / all at once"} <= set(measured) and "crops" not in measured
     assert measured["full"]["pipeline_peak_mib"] < measured["full"]["peak_rss_mib"] / 2  # TensorFlow not counted
 
 
