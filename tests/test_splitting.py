@@ -545,8 +545,10 @@ def test_a_train_image_the_model_sees_as_a_test_image_is_left_out_whatever_its_m
     editor an opaque one as RGBA: the model sees the same RGB pixels, and the split kept both copies (one in test,
     one in validation), so the test accuracy counted an image the model had learnt."""
     pixels = np.random.default_rng(5).integers(0, 256, (24, 32, 3), np.uint8)
-    pixels = pixels // 64 * 64 if saved_as == "P" else np.repeat(pixels[..., :1], 3, axis=-1) if saved_as == "L" \
-        else pixels
+    if saved_as == "P":  # 64 colours at most
+        pixels = pixels // 64 * 64
+    elif saved_as == "L":  # gray
+        pixels = np.repeat(pixels[..., :1], 3, axis=-1)
     Image.fromarray(pixels).save(cifake / "test" / "REAL" / "rgb.png")
     if saved_as == "P":  # its 64 colours in a palette, as an optimiser writes it
         colours, indices = np.unique(pixels.reshape(-1, 3), axis=0, return_inverse=True)
