@@ -245,6 +245,12 @@ def _decode_names(archive: Path, infos: Sequence[zipfile.ZipInfo], name_encoding
                        "s are" if len(as_cp437) > 1 else " is", as_cp437[0])
 
 
+def _expansion(size: int, compressed: int) -> float:
+    """How many times ``size`` bytes inflate from ``compressed`` ones, as the ratio limit counts it: 0 at or below
+    ``_RATIO_FLOOR_BYTES``."""
+    return size / max(compressed, 1) if size > _RATIO_FLOOR_BYTES else 0.0
+
+
 def _check_entries(
     archive: Path, infos: Sequence[zipfile.ZipInfo], limits: UnzipLimits
 ) -> tuple[list[tuple[zipfile.ZipInfo, str]], set[str], int]:
@@ -276,9 +282,9 @@ def _check_entries(
                             "cannot read. Extract it with `7z x` or `unzip` instead.")
         total_size += info.file_size
         total_compressed += info.compress_size
-        if info.file_size > _RATIO_FLOOR_BYTES and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise _bomb_error(archive, f"entry {name!r} expands {info.file_size / max(info.compress_size, 1):,.0f}"
-                              f" times, more than --max-ratio {limits.max_ratio:g}", "--max-ratio")
+        if (ratio := _expansion(info.file_size, info.compress_size)) > limits.max_ratio:
+            raise _bomb_error(archive, f"entry {name!r} expands {ratio:,.0f} times, more than --max-ratio "
+                              f"{limits.max_ratio:g}", "--max-ratio")
         if not parts:  # "./": the target folder itself
             continue
         if _is_junk(parts):
@@ -294,9 +300,9 @@ def _check_entries(
     if total_size > limits.max_total_bytes:
         raise _bomb_error(archive, f"it declares {human_bytes(total_size)} uncompressed, more than "
                           f"--max-total-bytes {human_bytes(limits.max_total_bytes)}", "--max-total-bytes")
-    if total_size > _RATIO_FLOOR_BYTES and total_size > limits.max_ratio * max(total_compressed, 1):
-        raise _bomb_error(archive, f"it expands {total_size / max(total_compressed, 1):,.0f} times, more than "
-                          f"--max-ratio {limits.max_ratio:g}", "--max-ratio")
+    if (ratio := _expansion(total_size, total_compressed)) > limits.max_ratio:
+        raise _bomb_error(archive, f"it expands {ratio:,.0f} times, more than --max-ratio {limits.max_ratio:g}",
+                          "--max-ratio")
     if shortened:
         logger.warning("%s longer than a file system allows (255 bytes); %s extracted under a shortened name "
                        "(e.g. %r)", plural(len(shortened), "entry name is", "entry names are"),
@@ -605,11 +611,9 @@ def _warn_of_ratios(out: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
     a file that compresses more than ``UnzipLimits.max_ratio`` times (logs, zeros), or all of them together (flat
     masks, each too small to be checked alone), with the --max-ratio that extracts it."""
     limit = UnzipLimits().max_ratio
-    ratios = {info.filename: info.file_size / max(info.compress_size, 1) for info in infos
-              if info.file_size > _RATIO_FLOOR_BYTES}
+    ratios = {info.filename: _expansion(info.file_size, info.compress_size) for info in infos}
     over = {name: ratio for name, ratio in ratios.items() if ratio > limit}
-    total_size = sum(info.file_size for info in infos)
-    total = total_size / max(sum(info.compress_size for info in infos), 1) if total_size > _RATIO_FLOOR_BYTES else 0
+    total = _expansion(sum(info.file_size for info in infos), sum(info.compress_size for info in infos))
     needed = math.ceil(max([*over.values(), total if total > limit else 0]))
     if over:
         name = max(over, key=over.get)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from realvsai import images as image_io
+from realvsai.cli import default_workers
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import list_images
@@ -314,23 +315,17 @@ def file_dataset(images: LabelledImages, *, shuffle: bool = False, seed: int = 0
     return dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else dataset
 
 
-def _cores() -> int:
-    """The cores this process may run on: as many images as tf.data's AUTOTUNE decodes at once."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def decode_parallelism(images: LabelledImages, image_size: int, crops: bool = False) -> int:
     """How many of ``images`` ``make_dataset`` decodes at once: AUTOTUNE (one per core), or fewer, so that as many
     of the largest, as decoded (a JPEG reduced for ``image_size``, but whole in ``crops`` mode), hold at most
     ``DECODE_PIXEL_BUDGET`` pixels."""
     import tensorflow as tf
 
-    formats = images.formats or [""] * len(images)
-    largest = max((math.ceil(width / scale) * math.ceil(height / scale)
-                   for (width, height), image_format in zip(images.sizes, formats)
-                   for scale in [image_io.decode_scale(width, height, image_format, None if crops else image_size)]),
-                  default=0)
-    if largest * _cores() <= DECODE_PIXEL_BUDGET:
+    largest = 0
+    for (width, height), image_format in zip(images.sizes, images.formats or [""] * len(images)):
+        scale = image_io.decode_scale(width, height, image_format, None if crops else image_size)
+        largest = max(largest, math.ceil(width / scale) * math.ceil(height / scale))
+    if largest * default_workers() <= DECODE_PIXEL_BUDGET:
         return tf.data.AUTOTUNE
     return max(1, DECODE_PIXEL_BUDGET // largest)
 

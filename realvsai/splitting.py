@@ -445,7 +445,7 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                                 "overwritten. Move that file away (or delete it if it is a broken copy) and run "
                                 "the same command again.")
             if (mode == MOVE and os.path.realpath(item.read_from) != os.path.realpath(target)
-                    and os.path.lexists(item.read_from) and sha256_file(item.read_from) == item.digest):
+                    and os.path.isfile(item.read_from) and sha256_file(item.read_from) == item.digest):
                 os.unlink(item.read_from)  # copied by a move across file systems stopped before it deleted it
             written.append(False)
             continue

@@ -148,7 +148,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     # would silently train on other data, or fail on the backup's weights). Older backups record neither.
     backend = keras.backend.backend()
     started = distributed.chief_decides(strategy, lambda: _recorded_start(run_dir)) if resume else None
-    started_backend = started[1] if started else None
+    started_backend = started["backend"] if started else None
     if started_backend not in (None, backend):
         raise UserError(f"{Path(config.out) / config.name} started on {started_backend}; resume it with "
                         f"KERAS_BACKEND={started_backend}, or start a new --name.")
@@ -289,17 +289,17 @@ def _scan(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, Labelled
                                                                           validation_images)
 
 
-def _refuse_other_data(config: TrainConfig, started: list[str | None] | None, digest: str) -> None:
+def _refuse_other_data(config: TrainConfig, started: dict[str, str | None] | None, digest: str) -> None:
     """A UserError where a resumed run's data (``config.data``, of ``digest``) is not what it started on
     (``started``: ``_recorded_start``'s; an older backup records no digest), saying whether that folder changed or
     ``--data`` names another."""
-    if started is None or started[0] in (None, digest):
+    if started is None or started["digest"] in (None, digest):
         return
-    if Path(started[2]).resolve() == Path(config.data).resolve():
+    if Path(started["data"]).resolve() == Path(config.data).resolve():
         raise UserError(f"{config.data} changed since the run started: its train/ and validation/ images are not "
                         "the ones the run was trained on (files or classes added, removed or changed); restore it "
                         "as it was, or start a new --name to train on it as it is now.")
-    raise UserError(f"{config.data} does not hold the images the run started on in {started[2]}: its train/ and "
+    raise UserError(f"{config.data} does not hold the images the run started on in {started['data']}: its train/ and "
                     "validation/ images are others (files or classes added, removed or changed). Point --data at "
                     "that data, or start a new --name to train on this one.")
 
@@ -330,13 +330,13 @@ def _remove_killed_writes(run_dir: Path) -> None:
     remove_killed_saves(run_dir / MODEL_FILE)
 
 
-def _recorded_start(run_dir: Path) -> list[str | None] | None:
-    """The data digest and the Keras backend the run in ``run_dir`` started on (each None where its backup holds
-    none) and the data folder it started on, or None without a backup."""
+def _recorded_start(run_dir: Path) -> dict[str, str | None] | None:
+    """What the run in ``run_dir`` started on: the ``digest`` of its data and its Keras ``backend`` (each None where
+    its backup holds none) and its ``data`` folder; None without a backup. A dict, as ``chief_decides`` sends it."""
     if not (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file():
         return None
     config, digest, backend = read_run_config(run_dir)
-    return [digest, backend, str(config.data)]
+    return {"digest": digest, "backend": backend, "data": str(config.data)}
 
 
 def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],

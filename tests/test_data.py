@@ -474,7 +474,7 @@ def test_a_folder_of_huge_scans_is_decoded_fewer_at_a_time(monkeypatch):
     and would take over 20 GB on 16."""
     import tensorflow as tf
 
-    monkeypatch.setattr(data, "_cores", lambda: 16)
+    monkeypatch.setattr(data, "default_workers", lambda: 16)
     huge_png = ((12000, 9000), "PNG")
     assert data.decode_parallelism(scans([((640, 480), "PNG")] * 3), 224) == tf.data.AUTOTUNE
     assert data.decode_parallelism(scans([((640, 480), "PNG"), huge_png]), 224) == (
