@@ -138,7 +138,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     import keras
     import tensorflow as tf  # the tf.data input, which feeds model.fit on every backend
 
-    from realvsai import data, distributed, fitting, image_stats, metrics
+    from realvsai import data, distributed, fitting, metrics
     from realvsai import model as model_module
     from realvsai.augmentation import augment_copies, build_augmentation
     from realvsai.callbacks import save_model_atomically
@@ -167,7 +167,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     problem = None
     try:
         train_images, validation_images, test_images, digest = _scan(config)
-        augmented_copies = offline_copies(Path(config.data), train_images)
+        images_record = training_images_record(Path(config.data), train_images)
     except UserError as error:  # raised after the check below, which stops the other workers too
         problem, digest = error, f"unreadable: {error}"
     try:
@@ -244,8 +244,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         "config": {**config.to_json(), BACKEND_KEY: backend, "precision_policy": policy, "devices": replicas,
                    "machines": workers, "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
         "counts": counts,
-        "augmented_copies": augmented_copies,
-        **image_stats.training_record(train_images.facts()),
+        **images_record,
     }
     if model_info["shortcut_warning"]:
         logger.warning("%s", model_info["shortcut_warning"])
@@ -304,19 +303,20 @@ def _refuse_other_data(config: TrainConfig, started: dict[str, str | None] | Non
                     "that data, or start a new --name to train on this one.")
 
 
-def offline_copies(data_dir: Path, train_images: LabelledImages) -> dict[str, Any] | None:
-    """How many of ``train_images`` are augmented copies (DataAugmentation.py's ``aug_*`` files moved into train by
-    MoveAugmentedImages.py: ``moving.MovedCopies``) and the settings they were made with
-    (``DATA/augmented-settings.json``, None without one): model.json's ``augmented_copies``; None without
-    copies. A UserError naming the file and key for a record that DataAugmentation.py did not write
+def training_images_record(data_dir: Path, train_images: LabelledImages) -> dict[str, Any]:
+    """model.json's record of ``train_images``: ``augmented_copies``, how many are augmented copies
+    (DataAugmentation.py's ``aug_*`` files moved into train by MoveAugmentedImages.py: ``moving.MovedCopies``) and
+    the settings they were made with (``DATA/augmented-settings.json``, None without one), None without copies;
+    and ``image_stats.training_record``'s ``training_images``, ``shortcuts`` and ``shortcut_warning``. A UserError
+    naming the file and key for a record of settings that DataAugmentation.py did not write
     (``moving.read_copy_settings``), so the model card never shows one."""
+    from realvsai import image_stats
     from realvsai.moving import MOVED_SETTINGS_NAME, moved_copies, read_copy_settings
 
     moved = moved_copies(data_dir)
     count = sum(moved.holds(Path(path)) for path in train_images.files)
-    if not count:
-        return None
-    return {"count": count, "settings": read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME)}
+    copies = {"count": count, "settings": read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME)} if count else None
+    return {"augmented_copies": copies, **image_stats.training_record(train_images.facts())}
 
 
 def _remove_killed_writes(run_dir: Path) -> None:

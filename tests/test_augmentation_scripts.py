@@ -952,14 +952,14 @@ def test_training_stops_in_one_line_on_a_hand_edited_record_of_the_copies_moved_
     """model.json's ``augmented_copies`` (and the card) say what the copies were made with, or training stops
     before it starts: a record no run wrote must not reach the card."""
     from realvsai import data
-    from realvsai.training import offline_copies
+    from realvsai.training import training_images_record
 
     assert move(augmented) == 0
     record = augmented / moving.MOVED_SETTINGS_NAME
     hand_edit(record, edit)
     train_images = data.scan_images(augmented / "train")
     with pytest.raises(UserError) as error:
-        offline_copies(augmented, train_images)
+        training_images_record(augmented, train_images)
     assert_one_line_naming(f"error: {error.value}", record, edit)
 
 
@@ -976,7 +976,7 @@ def test_training_images_the_split_named_aug_are_augmented_before_any_copy_was_m
     they are sources, not earlier copies, and training's record of copies (model.json) counts none."""
     from realvsai.data import scan_splits
     from realvsai.splitting import split_by_class
-    from realvsai.training import offline_copies
+    from realvsai.training import training_images_record
 
     for index in range(6):
         for offset, name in ((0, "REAL"), (100, "FAKE")):
@@ -989,4 +989,4 @@ def test_training_images_the_split_named_aug_are_augmented_before_any_copy_was_m
     assert augment(data, "--copies", "1") == 0
     assert "0 earlier copies" in capsys.readouterr().out
     assert len(list(data.glob("augmented_train/*/aug_*.jpg"))) == len(train)
-    assert offline_copies(data, scan_splits(data)[0]) is None
+    assert training_images_record(data, scan_splits(data)[0])["augmented_copies"] is None

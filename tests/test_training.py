@@ -37,7 +37,8 @@ def test_a_run_records_how_many_training_images_are_offline_copies_and_their_set
     settings = {"copies": 2, "preset": "classic", "seed": 1, "size": "native", "jpeg_quality": 95}
     (tmp_path / "data" / "augmented-settings.json").write_text(json.dumps(settings))
 
-    copies = training.offline_copies(tmp_path / "data", scan_images(tmp_path / "data" / "train"))
+    copies = training.training_images_record(tmp_path / "data",
+                                            scan_images(tmp_path / "data" / "train"))["augmented_copies"]
 
     assert copies == {"count": 2, "settings": settings}
 
