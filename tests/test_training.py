@@ -43,6 +43,34 @@ def test_a_run_records_how_many_training_images_are_offline_copies_and_their_set
     assert copies == {"count": 2, "settings": settings}
 
 
+@pytest.mark.parametrize("shortcut", ["format", "size"])
+def test_the_shortcut_check_of_model_json_leaves_out_the_augmented_copies(tmp_path, shortcut):
+    """A copy repeats its source's size and takes the format DataAugmentation.py gave it: counted, the copies hide
+    a format shortcut of the originals (every copy a JPEG) and make one of size (a copy's nearest image is its
+    source), so the card's warning would say the opposite of the split's."""
+    from realvsai.data import scan_images
+
+    train = tmp_path / "data" / "train"
+    for index in range(6):
+        for offset, name in ((0, "FAKE"), (100, "REAL")):
+            if shortcut == "format":  # FAKE's originals PNG, REAL's JPEG, all 32 x 32
+                size, suffix = (32, 32), ".png" if name == "FAKE" else ".jpg"
+            else:  # the classes' sizes interleaved, so size alone does not tell them apart
+                size, suffix = (32 + 2 * index + (name == "REAL"), 40), ".png"
+            write_image(train / name / f"{index}{suffix}", seed=offset + index, size=size)
+            for copy in range(3):
+                write_image(train / name / f"aug_{index}_{copy}.jpg", seed=1000 + offset + 10 * index + copy, size=size)
+
+    record = training.training_images_record(tmp_path / "data", scan_images(train))
+
+    assert record["augmented_copies"] == {"count": 36, "settings": None}
+    assert record["training_images"]["images"] == 48  # the profile the app compares uploads with: every image
+    if shortcut == "format":
+        assert record["shortcuts"]["format"] == 1.0 and "file format alone predicts" in record["shortcut_warning"]
+    else:
+        assert record["shortcuts"]["size"] < 0.5 and record["shortcut_warning"] is None
+
+
 @pytest.mark.parametrize(("class_names", "expected"), [
     (["FAKE", "REAL"], "FAKE"),
     (["REAL", "FAKE"], "FAKE"),
