@@ -207,14 +207,16 @@ def profile_classes(facts: Sequence[ImageFacts]) -> tuple[dict[str, dict[str, ob
     return profiles, shortcut_warning(check_shortcuts(facts), profiles, facts)
 
 
-def training_record(facts: Sequence[ImageFacts]) -> dict[str, Any]:
-    """model.json's ``training_images`` (the app flags inputs unlike them), ``shortcuts`` and ``shortcut_warning``:
-    the properties the split judges (size, aspect, file size, format, JPEG quality), for data split elsewhere."""
-    shortcuts = check_shortcuts(facts)
+def training_record(facts: Sequence[ImageFacts], judged: Sequence[ImageFacts] | None = None) -> dict[str, Any]:
+    """model.json's ``training_images`` of ``facts`` (the app flags inputs unlike them), and the ``shortcuts`` and
+    ``shortcut_warning`` of ``judged`` (default ``facts``): the properties the split judges (size, aspect, file
+    size, format, JPEG quality), for data split elsewhere."""
+    judged = facts if judged is None else judged
+    shortcuts = check_shortcuts(judged)
     return {
         "training_images": training_profile(facts),
         "shortcuts": {shortcut.feature: shortcut.balanced_accuracy for shortcut in shortcuts},
-        "shortcut_warning": shortcut_warning(shortcuts, class_profiles(facts), facts),
+        "shortcut_warning": shortcut_warning(shortcuts, class_profiles(judged), judged),
     }
 
 

@@ -307,16 +307,20 @@ def training_images_record(data_dir: Path, train_images: LabelledImages) -> dict
     """model.json's record of ``train_images``: ``augmented_copies``, how many are augmented copies
     (DataAugmentation.py's ``aug_*`` files moved into train by MoveAugmentedImages.py: ``moving.MovedCopies``) and
     the settings they were made with (``DATA/augmented-settings.json``, None without one), None without copies;
-    and ``image_stats.training_record``'s ``training_images``, ``shortcuts`` and ``shortcut_warning``. A UserError
+    and ``image_stats.training_record``'s ``training_images`` (of every image: the model learns the copies too),
+    ``shortcuts`` and ``shortcut_warning`` (of the originals, as the split judged them: a copy repeats its source's
+    size and takes the format the augmentation gave it, which would hide a shortcut or make one). A UserError
     naming the file and key for a record of settings that DataAugmentation.py did not write
     (``moving.read_copy_settings``), so the model card never shows one."""
     from realvsai import image_stats
     from realvsai.moving import MOVED_SETTINGS_NAME, moved_copies, read_copy_settings
 
     moved = moved_copies(data_dir)
-    count = sum(moved.holds(Path(path)) for path in train_images.files)
+    originals = train_images.subset([index for index, path in enumerate(train_images.files)
+                                     if not moved.holds(Path(path))])
+    count = len(train_images) - len(originals)
     copies = {"count": count, "settings": read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME)} if count else None
-    return {"augmented_copies": copies, **image_stats.training_record(train_images.facts())}
+    return {"augmented_copies": copies, **image_stats.training_record(train_images.facts(), originals.facts())}
 
 
 def _remove_killed_writes(run_dir: Path) -> None:
