@@ -24,6 +24,7 @@ from realvsai.splitting import (
     TWO_CLASSES,
     UNUSABLE,
     check_ratios,
+    format_report,
     split_by_class,
     split_files,
     split_train_test,
@@ -244,6 +245,33 @@ def test_hidden_files_in_a_class_folder_are_listed_in_skipped_csv(art, tmp_path)
     split_by_class(art, out)
     skipped = skipped_sources(out)
     assert "hidden" in skipped[".hidden.jpg"] and "hidden" in skipped[".DS_Store"]
+
+
+def test_segmentation_masks_beside_their_images_are_left_out_and_listed(tmp_path, make_class_folder, caplog):
+    """BUSI's layout: benign (1).png with benign (1)_mask.png (and _mask_1.png) in the same class folder. A mask
+    is a lesion's outline, not an image of the class: split with its image elsewhere it leaks where the lesion is,
+    and in test it is scored as a case. A file named like a mask with no image of that name beside it stays."""
+    source = tmp_path / "Dataset_BUSI_with_GT"
+    for class_name, seed in (("benign", 0), ("malignant", 100)):
+        for index in range(1, 9):
+            image = write_image(source / class_name / f"{class_name} ({index}).png", seed=seed + index, mode="L")
+            write_image(image.with_name(f"{class_name} ({index})_mask.png"), seed=seed + 50 + index, mode="L")
+        write_image(source / class_name / f"{class_name} (1)_Mask_1.png", seed=seed + 99, mode="L")
+    write_image(source / "benign" / "gas_mask.png", seed=500)  # no gas.png: an image of the class
+
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="realvsai"):
+        report = split_by_class(source, out)
+
+    placed = {Path(row.path).name for row in read_manifest(out / "manifest.csv")}
+    assert placed == {f"{name} ({index}).png" for name in ("benign", "malignant") for index in range(1, 9)} | {
+        "gas_mask.png"}
+    skipped = skipped_sources(out)
+    assert len(skipped) == 18 and report.num_files == 17
+    assert "segmentation mask of benign (1).png" in skipped["benign (1)_Mask_1.png"]
+    assert "segmentation mask" in format_report(report)
+    assert any("18 files" in record.getMessage() and "segmentation mask" in record.getMessage()
+               for record in caplog.records if record.levelname == "WARNING")
 
 
 def test_a_one_class_dataset_is_split_with_a_warning_that_a_classifier_needs_two(tmp_path, make_class_folder,
