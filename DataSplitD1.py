@@ -11,7 +11,8 @@ Each class is cut on its own (stratified): its files are sorted, shuffled with -
 --ratios, so the same files and seed always give the same split, whatever order the disk lists them
 in. Exact duplicates (the same decoded pixels, also in other bytes: PNG and BMP, a JPEG with other
 metadata) stay in the split of their first copy, so no image is both trained on and tested on; an image
-under two classes is left out (all its copies). Files that
+under two classes is left out (all its copies), and so is a segmentation mask beside its image (BUSI's
+benign (1)_mask.png by benign (1).png): a mask is not an image of its class. Files that
 are not images or do not decode, hidden files (.name), and files beside the class folders are
 skipped and listed in skipped.csv. A dataset with only one class is split, with a warning: a
 classifier needs at least two. Images in sub-folders of a class folder are included, their names

@@ -13,7 +13,8 @@ class is cut on its own (stratified) after sorting and a shuffle with --seed, so
 seed always give the same split. Test stays test. A train file identical to a test file (the same
 decoded pixels) is left out of train and validation and listed in skipped.csv, so the test accuracy
 is never inflated by an image the model trained on; other exact duplicates stay in the split of their
-first copy. An image under two classes is left out (all its copies). Files that are not images or do not
+first copy. An image under two classes is left out (all its copies), and so is a segmentation mask beside
+its image (x_mask.png by x.png). Files that are not images or do not
 decode, hidden files (.name) and symlinked folders inside a class folder (not followed) are skipped
 and listed in skipped.csv; so are the images outside train/<Class>/ and test/<Class>/ (loose in
 SOURCE, train/ or test/, or in another folder such as valid/), with a warning naming some.

@@ -6,7 +6,9 @@ import argparse
 import itertools
 import logging
 import os
+import posixpath
 import random
+import re
 import threading
 import time
 import unicodedata
@@ -58,6 +60,7 @@ from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+_MASK_NAME = re.compile(r"(?P<image>.+)_mask(?:_\d+)?", re.IGNORECASE)  # see _leave_out_masks
 
 COPY, MOVE, LINK = "copy", "move", "link"
 _KEEP_FILE_BYTES, _KEEP_TOTAL_BYTES = 1 << 20, 2 << 30  # see _run_split's scan
@@ -66,8 +69,10 @@ SKIPPED_FIELDS = ("source", "reason")
 # Why a file is left out, by kind: each row of skipped.csv is of one kind, and the summary and the warnings
 # count and show each kind from those rows, so their numbers add up to skipped.csv.
 UNUSABLE, BESIDE, OUTSIDE, IN_TEST, TWO_CLASSES = "unusable", "beside", "outside", "in test", "two classes"
+MASK = "mask"
 _SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them
     UNUSABLE: "that cannot be used (not an image, unreadable, too large or hidden)",
+    MASK: "that are segmentation masks beside their images",
     BESIDE: "beside the class folders",
     OUTSIDE: "in a folder that leads outside SOURCE",
     IN_TEST: "in train identical to a test file (kept in test only)",
@@ -293,6 +298,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     items, not_images = _list_items(root, class_dirs, locate)
     if mode == MOVE and old_rows:
         items += _moved_items(root, out, old_rows, locate, {item.key for item in items})
+    items, masks = _leave_out_masks(items)
     if empty := _class_folders_without(class_dirs, root, items):  # often a nested or misnamed folder
         raise UserError(f"class folder {empty[0]} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
                         "Remove it or put its images in it.")
@@ -346,6 +352,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     rows = [row for row, _ in placed]
     report.num_duplicates = len(placed) - len({(row.split, item.pixels) for row, item in placed})
     report.skipped = {UNUSABLE: sorted(not_images + [(item.source, item.problem) for item in unreadable]),
+                      MASK: sorted(masks),
                       BESIDE: sorted(beside),
                       OUTSIDE: sorted(outside),
                       IN_TEST: sorted((item.source, item.problem) for item in dropped),
@@ -373,6 +380,23 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     report.num_written, report.num_in_place = sum(written), len(written) - sum(written)
     _log_problems(report)
     return report
+
+
+def _leave_out_masks(items: Sequence[_Item]) -> tuple[list[_Item], list[tuple[str, str]]]:
+    """``items`` less the segmentation masks beside their images, and those masks with why (source, reason). A mask
+    is named as its image with ``_mask`` (and maybe ``_<n>``) added, in the same folder: BUSI's ``benign (1).png``,
+    ``benign (1)_mask.png`` and ``benign (1)_mask_1.png``. It is a lesion's outline, not an image of the class:
+    trained on, it teaches the outline; in another split than its image, it leaks where the lesion is."""
+    images = {posixpath.splitext(item.key)[0]: posixpath.basename(item.key) for item in items}
+    kept, masks = [], []
+    for item in items:
+        match = _MASK_NAME.fullmatch(posixpath.splitext(item.key)[0])
+        if match and match["image"] in images:
+            masks.append((item.source, f"a segmentation mask of {images[match['image']]} (named as it is, with "
+                          "_mask): a mask is not an image of its class, and is left out"))
+        else:
+            kept.append(item)
+    return kept, masks
 
 
 def _flat_name(parts: Sequence[str]) -> str:
