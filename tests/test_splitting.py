@@ -86,6 +86,22 @@ def test_split_files_puts_every_file_in_exactly_one_split():
     assert [len(result[name]) for name in ("train", "validation", "test")] == [26, 5, 6]
 
 
+@pytest.mark.parametrize(("count", "fractions", "expected"), [
+    (2, {"train": 0.8, "validation": 0.2}, [1, 1]),  # DataSplitD2's validation carve
+    (3, {"train": 0.7, "validation": 0.15, "test": 0.15}, [1, 1, 1]),
+    (4, {"train": 0.7, "validation": 0.15, "test": 0.15}, [2, 1, 1]),  # was 3, 0, 1: training refused
+    (5, {"train": 0.7, "validation": 0.15, "test": 0.15}, [3, 1, 1]),
+    (6, {"train": 0.7, "validation": 0.15, "test": 0.15}, [4, 1, 1]),
+    (1, {"train": 0.8, "validation": 0.2}, [1, 0]),  # too few for both
+    (4, {"train": 0.8, "validation": 0.2, "test": 0.0}, [3, 1, 0]),  # no test asked for
+])
+def test_split_files_gives_each_split_asked_for_a_file_while_there_are_enough(count, fractions, expected):
+    """Training needs a validation image of every class: rounding must not leave validation empty while another
+    split has files to spare (a class of 4 was cut 3 / 0 / 1)."""
+    result = split_files(list(range(count)), fractions, seed=0)
+    assert [len(result[name]) for name in fractions] == expected
+
+
 def test_split_files_depends_on_the_seed():
     files = list(range(40))
     assert split_files(files, {"a": 0.5, "b": 0.5}, seed=1) != split_files(files, {"a": 0.5, "b": 0.5}, seed=2)
