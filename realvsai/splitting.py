@@ -230,11 +230,20 @@ def _hidden_in(folders: Iterable[Path]) -> list[tuple[str, str]]:
 
 def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, key: Callable[[T], object] | None = None
                 ) -> dict[str, list[T]]:
-    """Cuts files into named splits; the same files and seed always give the same split."""
+    """Cuts files into named splits; the same files and seed always give the same split. Each split with a share
+    above 0 gets a file while another has one to spare, in the order of ``fractions`` (training needs a
+    validation image of every class, which rounding alone left out of a class of 4 or 5 files)."""
     ordered = sorted(files, key=key)
     random.Random(seed).shuffle(ordered)
     ends = [min(len(ordered), round(len(ordered) * total)) for total in itertools.accumulate(fractions.values())]
     ends[-1] = len(ordered)  # the last split takes what rounding leaves
+    sizes = [end - start for start, end in zip([0, *ends], ends)]
+    for index, fraction in enumerate(fractions.values()):
+        largest = max(range(len(sizes)), key=sizes.__getitem__)  # the first of the largest
+        if fraction > 0 and not sizes[index] and sizes[largest] > 1:
+            sizes[largest] -= 1
+            sizes[index] += 1
+    ends = list(itertools.accumulate(sizes))
     return {name: ordered[start:end] for name, start, end in zip(fractions, [0, *ends], ends)}
 
 
@@ -609,8 +618,10 @@ def _log_problems(report: SplitReport) -> None:
     for class_name in classes:
         empty = [split for split in used if not report.counts[(split, class_name)]]
         if empty:
-            logger.warning("class %s has no files in %s: it has too few usable images for this split",
-                           class_name, ", ".join(empty))
+            logger.warning("class %s has no files in %s: it has too few usable images for this split%s",
+                           class_name, ", ".join(empty),
+                           "; training needs a validation image of every class: add images to it and split again"
+                           if VALIDATION in empty else "")
 
 
 def format_report(report: SplitReport) -> str:
