@@ -28,6 +28,7 @@ from sklearn.metrics import (
 from sklearn.preprocessing import label_binarize
 
 from realvsai import evaluation, model_card, prediction
+from realvsai import metrics as scoring
 from realvsai.data import scan_images
 from realvsai.errors import UserError
 from realvsai.images import load_rgb
@@ -397,6 +398,32 @@ def test_evaluate_folder_applies_the_threshold_from_model_json(tmp_path, make_cl
     assert metrics["decision_threshold"] == 0.3
     assert metrics["threshold_source"] == "model.json"
     assert (tmp_path / "out" / "EVALUATION.md").is_file()
+
+
+def test_the_evaluation_counts_the_images_the_app_answers_uncertain_and_its_accuracy_on_the_rest(
+        tmp_path, make_class_folder, three_class_model):
+    """The headline accuracy scores the class each image leans to, but the app says Uncertain below the confidence
+    threshold: metrics.json, the summary line and EVALUATION.md say on how many, and how often the app is right
+    on the others, as predictions.csv's rows count them."""
+    folder = make_class_folder(tmp_path / "mine", {"a": 6, "b": 6, "c": 6})
+    info = model_info(["a", "b", "c"])
+    first = evaluation.evaluate_folders(three_class_model, info, [folder], tmp_path / "first")
+    with open(tmp_path / "first" / "predictions.csv", newline="") as stream:
+        top = sorted(max(float(row[f"probability_{name}"]) for name in "abc") for row in csv.DictReader(stream))
+    assert first["num_images"] == 18 and top[0] < top[-1]
+
+    threshold = (top[8] + top[9]) / 2  # half the images below it
+    metrics = evaluation.evaluate_folders(three_class_model, {**info, "confidence_threshold": threshold}, [folder],
+                                          tmp_path / "out")
+
+    with open(tmp_path / "out" / "predictions.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    certain = [row for row in rows if row["uncertain"] == "false"]
+    assert metrics["uncertain"] == 18 - len(certain) == 9
+    assert metrics["accuracy_when_certain"] == pytest.approx(
+        sum(row["true"] == row["predicted"] for row in certain) / len(certain))
+    assert "Uncertain on 9 of 18 images" in scoring.format_summary(metrics)
+    assert "Uncertain on 9 of 18 images" in (tmp_path / "out" / "EVALUATION.md").read_text()
 
 
 def test_evaluate_folder_never_replaces_a_runs_test_results(tmp_path, make_class_folder, binary_model):
