@@ -287,7 +287,18 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
                                  for source in sources for path, reason in source.images.skipped],
                **extra}
     rule = dataclasses.replace(info, decision_threshold=threshold).rule()
-    labels, predicted = np.asarray(images.labels), rule.decide(probabilities)  # the classes the app would answer
+    labels = np.asarray(images.labels)
+    # At the threshold these metrics use; file names relative to the folder all sources share. The classes the
+    # app would answer, and where it says Uncertain (the rule, or an image unlike the training images).
+    root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
+    predicted, uncertain = prediction.write_predictions(
+        out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
+        class_names, rule, [doubt(info, width, height, image_format, grayscale)
+         for (width, height), image_format, grayscale
+         in zip(images.sizes, images.formats, images.grayscale or [None] * len(images))], true_labels=images.labels)
+    certain = ~uncertain
+    metrics["uncertain"] = int(uncertain.sum())
+    metrics["accuracy_when_certain"] = float(np.mean(predicted[certain] == labels[certain])) if certain.any() else None
     positive = scoring.positive_index(class_names, metrics["positive_class"])  # 1, unused, for more classes
     plots.plot_confusion_matrix(labels, predicted, class_names, out_dir / PLOT_FILES["confusion_matrix"])
     plots.plot_roc_curves(labels, probabilities, class_names, out_dir / PLOT_FILES["roc_curve"], positive)
@@ -306,13 +317,6 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
     atomic_write_text(out_dir / config.REPORT_FILE, _classification_report(
         labels, probabilities, predicted, metrics,
         f"Classification report: {metrics['folder']} ({plural(len(labels), 'image')})"))
-    # At the threshold these metrics use; file names relative to the folder all sources share.
-    root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
-    prediction.write_predictions(
-        out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
-        class_names, rule, [doubt(info, width, height, image_format, grayscale)
-         for (width, height), image_format, grayscale
-         in zip(images.sizes, images.formats, images.grayscale or [None] * len(images))], true_labels=images.labels)
     # As --predict lists them, resolved as predictions.csv's files are (a dangling symlink not followed).
     prediction.write_unreadable(out_dir, root, [(path.parent.resolve() / path.name, reason)
                                                 for path, reason in images.skipped])

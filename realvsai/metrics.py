@@ -306,6 +306,18 @@ def most_confident_errors(labels: Sequence[int], probabilities: np.ndarray,
     return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:NUM_ERROR_IMAGES].tolist()
 
 
+def uncertain_text(metrics: Mapping[str, Any]) -> str | None:
+    """``Uncertain on 9 of 18 images (accuracy 0.7778 on the other 9)``: where an evaluation's app answers Uncertain
+    (``uncertain``, ``accuracy_when_certain``); None for metrics that do not count it."""
+    if not isinstance(metrics.get("uncertain"), int):
+        return None
+    total, uncertain = metrics["num_images"], metrics["uncertain"]
+    rest = total - uncertain
+    accuracy = metrics.get("accuracy_when_certain")
+    return (f"Uncertain on {uncertain:,} of {plural(total, 'image')}"
+            + (f" (accuracy {accuracy:.4f} on the other {rest:,})" if accuracy is not None and uncertain else ""))
+
+
 def format_summary(metrics: Mapping[str, Any]) -> str:
     """One line for a script to print: ``accuracy 0.9120, F1 0.9050, ROC AUC 0.9700 on 2,000 images (...)``,
     the numbers of the decision rule, with the most probable class's accuracy beside them."""
@@ -319,6 +331,8 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
                  f"{number('argmax_accuracy')})")
     if metrics.get("missing_classes"):
         line += f"; no images of {', '.join(metrics['missing_classes'])}: averaged over the other classes"
+    if (uncertain := uncertain_text(metrics)) is not None:
+        line += f"; {uncertain}"
     if metrics.get("num_skipped"):
         skipped = metrics["num_skipped"]
         line += f"; {plural(skipped, 'file')} skipped (not {'an image' if skipped == 1 else 'images'}, or unreadable)"

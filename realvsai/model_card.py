@@ -13,7 +13,7 @@ from realvsai.cli import plural
 from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
-from realvsai.metrics import DecisionRule
+from realvsai.metrics import DecisionRule, uncertain_text
 from realvsai.run import DEMO_WARNING, MIN_IMAGES_PER_KIND, chance_verdict, is_demo, validation_by_kind
 
 _CAPTIONS = {
@@ -163,8 +163,12 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     if metrics.get("missing_classes"):
         lines += ["", f"No test images of {', '.join(f'`{name}`' for name in metrics['missing_classes'])}: the "
                   "macro averages and ROC AUC are over the other classes."]
-    lines += ["", f"{rule.describe(class_names)} The app answers by this rule; the numbers above are its numbers.",
-              ""]
+    lines += ["", f"{rule.describe(class_names)} The app answers by this rule; the numbers above are its numbers, "
+              "each image scored at the class the rule leans to."]
+    if (uncertain := uncertain_text(metrics)) is not None:
+        lines[-1] += (f" It says {uncertain} (below the confidence threshold, or unlike the training images: "
+                      "`uncertain` in predictions.csv).")
+    lines += [""]
     lines += _table(["class", "precision", "recall", "F1", "images"], [
         [name, *(f"{values[key]:.4f}" for key in ("precision", "recall", "f1")), f"{values['support']:,}"]
         for name, values in metrics["per_class"].items()])

@@ -28,7 +28,6 @@ from sklearn.metrics import (
 from sklearn.preprocessing import label_binarize
 
 from realvsai import evaluation, model_card, prediction
-from realvsai import metrics as scoring
 from realvsai.data import scan_images
 from realvsai.errors import UserError
 from realvsai.images import load_rgb
@@ -422,7 +421,7 @@ def test_the_evaluation_counts_the_images_the_app_answers_uncertain_and_its_accu
     assert metrics["uncertain"] == 18 - len(certain) == 9
     assert metrics["accuracy_when_certain"] == pytest.approx(
         sum(row["true"] == row["predicted"] for row in certain) / len(certain))
-    assert "Uncertain on 9 of 18 images" in scoring.format_summary(metrics)
+    assert "Uncertain on 9 of 18 images" in format_summary(metrics)
     assert "Uncertain on 9 of 18 images" in (tmp_path / "out" / "EVALUATION.md").read_text()
 
 
