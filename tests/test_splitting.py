@@ -656,6 +656,22 @@ def test_train_and_test_with_different_classes_is_an_error_listing_both(cifake, 
         split_train_test(cifake, tmp_path / "out")
 
 
+def test_train_and_test_classes_in_other_letter_case_are_named_so_and_a_rename_of_one_side_joins_them(cifake,
+                                                                                                     tmp_path):
+    """A download with train/REAL and test/real: the error said only "rename or remove folders", and
+    --rename real=REAL, which the split scripts offer for a class folder's name, gave the same error."""
+    (cifake / "test" / "REAL").rename(cifake / "test" / "real")
+    with pytest.raises(UserError) as error:
+        split_train_test(cifake, tmp_path / "out")
+    assert "letter case" in str(error.value) and "--rename real=REAL" in str(error.value)
+
+    report = split_train_test(cifake, tmp_path / "out", renames={"real": "REAL"})
+
+    assert {(split, class_name) for split, class_name in report.counts} == {
+        (split, name) for split in ("train", "validation", "test") for name in ("FAKE", "REAL")}
+    assert report.counts[("test", "REAL")] == 5
+
+
 def test_a_source_without_train_and_test_is_a_layout_error(art, tmp_path):
     with pytest.raises(UserError, match="no train/ and test/"):
         split_train_test(art, tmp_path / "out")
