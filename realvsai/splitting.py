@@ -180,20 +180,15 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
     wrapper, out = _check_paths(source, out)
     source = find_train_test_root(wrapper)
     group_dirs = {TRAIN: find_child_folder(source, TRAIN), TEST: find_child_folder(source, TEST)}
-    train_classes, test_classes = (find_class_folders(group_dirs[group]) for group in (TRAIN, TEST))
-    if train_classes != test_classes:
-        raise UserError(
-            f"{group_dirs[TRAIN]} has class folders {train_classes}, but {group_dirs[TEST]} has {test_classes}. "
-            "Train and test need the same classes: rename or remove folders so they match."
-        )
-    class_names = rename_classes(train_classes, renames or {}, source)
+    names = _group_class_names(group_dirs, renames or {}, source)  # group -> class folder -> class name
     group_names = {folder.name: group for group, folder in group_dirs.items()}
 
     def locate(key: str) -> tuple[str, str, str] | None:
         parts = key.split("/")
-        if len(parts) < 3 or parts[0] not in group_names or parts[1] not in class_names:
+        if len(parts) < 3 or parts[0] not in group_names or parts[1] not in names[group_names[parts[0]]]:
             return None
-        return group_names[parts[0]], class_names[parts[1]], _flat_name(parts[2:])
+        group = group_names[parts[0]]
+        return group, names[group][parts[1]], _flat_name(parts[2:])
 
     def plan(items: list[_Item]) -> tuple[list[tuple[str, _Item]], list[_Item]]:
         test_items = [item for item in items if item.group == TEST]
@@ -214,9 +209,34 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
                   "to include it)")
                  for folder in subfolders(source) if folder not in group_dirs.values()
                  for path in list_images(folder, recursive=True)]
-    folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in train_classes]
+    folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in names[group]]
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
                       max_pixels=max_pixels, beside=loose + elsewhere + _hidden_in(beside))
+
+
+def _group_class_names(group_dirs: Mapping[str, Path], renames: Mapping[str, str], source: Path
+                       ) -> dict[str, dict[str, str]]:
+    """Train's and test's class folder -> class name (``layout.rename_classes``, each OLD applied where it is a
+    folder); a UserError unless both end with the same classes, naming the folders to rename where they differ only
+    in letter case (train/REAL, test/real)."""
+    folders = {group: find_class_folders(folder) for group, folder in group_dirs.items()}
+    if unknown := sorted(set(renames) - {name for names in folders.values() for name in names}):
+        raise UserError(f"--rename names {unknown}, but the class folders in {source} are {folders[TRAIN]} (train) "
+                        f"and {folders[TEST]} (test). Use the folder names exactly as they are spelled.")
+    names = {group: rename_classes(found, {old: new for old, new in renames.items() if old in found},
+                                   group_dirs[group]) for group, found in folders.items()}
+    train, test = (sorted(names[group].values()) for group in (TRAIN, TEST))
+    if train == test:
+        return names
+    shown = [f"{group_dirs[group]} has class folders {folders[group]}" for group in (TRAIN, TEST)]
+    alike = {name.casefold(): name for name in train}
+    if sorted(alike) == sorted(name.casefold() for name in test):
+        renames_needed = " ".join(f"--rename {folder}={alike[name.casefold()]}"
+                                  for folder, name in names[TEST].items() if name not in train)
+        raise UserError(f"{shown[0]}, but {shown[1]}: they differ only in letter case. Add {renames_needed} "
+                        "(or rename the test folders) and split again.")
+    raise UserError(f"{shown[0]}, but {shown[1]}. Train and test need the same classes: rename or remove folders "
+                    "so they match, or name a class folder as the other side does with --rename OLD=NEW.")
 
 
 def _hidden_in(folders: Iterable[Path]) -> list[tuple[str, str]]:
