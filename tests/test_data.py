@@ -161,6 +161,20 @@ def test_scan_images_of_an_empty_dataset_says_so(tmp_path):
         data.scan_images(tmp_path)
 
 
+def test_scan_images_of_class_folders_holding_only_sub_folders_names_one_and_says_to_move_them_up(tmp_path):
+    """The Fake-or-Real download's layout, REAL/RealArt/*.jpg: --evaluate on it said only "holds no readable
+    image ... Check the folder and its files"."""
+    write_image(tmp_path / "REAL" / "RealArt" / "a.jpg", seed=1)
+    write_image(tmp_path / "FAKE" / "AiArtData" / "b.png", seed=2)
+
+    with pytest.raises(UserError) as refused:
+        data.scan_images(tmp_path, ["FAKE", "REAL"])
+
+    message = str(refused.value)
+    assert "sub-folder" in message and str(tmp_path / "FAKE" / "AiArtData" / "b.png") in message
+    assert "move them up" in message and "\n" not in message
+
+
 def test_dataset_keeps_file_order_and_raw_pixel_values_without_shuffle(tmp_path, make_class_folder):
     make_class_folder(tmp_path, {"a": 3, "b": 2}, suffix=".png")
     scanned = data.scan_images(tmp_path)
