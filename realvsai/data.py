@@ -125,6 +125,13 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         qualities.append(result.jpeg_quality)
         grayscale.append(result.grayscale)
     if not files:
+        nested = next((path for name in class_names if folder_of[name] in found
+                       for path in list_images(folder / folder_of[name], recursive=True)
+                       if path.parent != folder / folder_of[name]), None)
+        if nested is not None:  # a download's own layout: REAL/RealArt/*.jpg
+            raise UserError(f"{folder} holds no readable image right in its class folders {list(class_names)}, "
+                            f"only in sub-folders of them (e.g. {nested}): an image's class is the folder it is in, "
+                            f"so move them up into {folder}{os.sep}<class>{os.sep}.")
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
     images = LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities,
                             grayscale, max_pixels)
