@@ -34,6 +34,16 @@ def test_list_images_accepts_extensions_in_any_case(tmp_path):
     assert [path.name for path in list_images(tmp_path)] == ["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.webp", "f.bmp"]
 
 
+def test_a_jfif_file_is_a_jpeg_image_for_every_script_and_the_app(tmp_path):
+    """Browsers save JPEGs from the web as .jfif: they were "not an image file", left out of splits and refused by
+    the app's uploader."""
+    from realvsai.inference import UPLOAD_TYPES
+
+    write_image(tmp_path / "photo.jfif", seed=1, fmt="JPEG")
+    assert [path.name for path in list_images(tmp_path)] == ["photo.jfif"]
+    assert "jfif" in UPLOAD_TYPES
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
 def test_list_images_names_a_named_pipe_among_the_files_left_out(tmp_path):
     """A pipe called fifo.jpg vanished from --predict's outputs: in neither predictions.csv nor unreadable.csv."""
