@@ -26,7 +26,7 @@ from realvsai.files import atomic_write, atomic_write_bytes, fit_name, human_byt
 logger = logging.getLogger(__name__)
 
 # Already-compressed formats gain nothing from deflate; storing them makes zipping and unzipping fast.
-STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
+STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif"})
 _READABLE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
 _CHUNK = 1 << 20  # also the most an entry read in one go may hold: larger ones are streamed through zipfile
 # A local file header: signature, 22 bytes of fields the central directory repeats, name and extra lengths.

@@ -49,7 +49,7 @@ INPUT_MODES = ("resize", "crops")  # whole image resized, or native-resolution c
 CROP_GRID = 3  # crops mode predicts from CROP_GRID x CROP_GRID crops, evenly spaced, softmax averaged
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})  # any letter case
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp"})  # any letter case
 MIN_IMAGE_SIZE = 32  # the smallest side keras.applications' ResNets accept (five stride-2 stages)
 CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" rule, recorded in model.json
 # Larger images are refused before a pixel is decoded (a guard against decompression bombs); above

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
+from realvsai.config import CROP_GRID, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.images import ImageDecodeError, ImageHeader, cover_size, grid_offsets, load_rgb_with_header
 from realvsai.metrics import DecisionRule
 from realvsai.run import ModelInfo, ModelRun, Predictor, check_model, doubt
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
+UPLOAD_TYPES = tuple(sorted(extension.lstrip(".") for extension in IMAGE_EXTENSIONS))  # what the uploader offers
 
 
 @dataclass(frozen=True)
