@@ -49,6 +49,19 @@ def test_roc_curves_are_written(tmp_path, labels, probabilities, names):
     assert_png(plots.plot_roc_curves(labels, probabilities, names, tmp_path / "roc.png"))
 
 
+def test_the_one_vs_rest_roc_curves_draw_the_chance_line_once_and_name_their_axes_in_words(monkeypatch, tmp_path):
+    """The 3-class ROC legend said "Chance level (AUC = 0.5)" three times, and its axes "(Positive label: 1)"."""
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
+
+    plots.plot_roc_curves(LABELS, PROBABILITIES, ["a", "b", "c"], tmp_path / "roc.png")
+
+    axes = figures[0].axes[0]
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert sum("Chance level" in label for label in legend) == 1 and len(legend) == 4
+    assert "Positive label" not in axes.get_xlabel() + axes.get_ylabel()
+
+
 @pytest.mark.parametrize(("labels", "probabilities", "names", "threshold"), [
     (BINARY_LABELS, BINARY_PROBABILITIES, ["REAL", "FAKE"], 0.4),
     (LABELS, PROBABILITIES, ["a", "b", "c"], None),
