@@ -80,10 +80,15 @@ def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], label
         if truth.all() or not truth.any():
             logger.warning("%s: none for %s, the labels hold only one side of it", title, class_names[index])
             continue
-        drawn.append(display.from_predictions(truth, probabilities[:, index], ax=axes, plot_chance_level=True,
+        # ROC's chance line is one diagonal for every class; precision-recall's is each class's share of images.
+        chance = display is PrecisionRecallDisplay or not drawn
+        drawn.append(display.from_predictions(truth, probabilities[:, index], ax=axes, plot_chance_level=chance,
                                               name=class_names[index] + ("" if binary else " vs rest")))
     if not drawn:
         axes.text(0.5, 0.5, "undefined: the labels hold one class only", ha="center", va="center")
+    else:  # scikit-learn's labels add "(Positive label: 1)", the one-vs-rest truth's encoding
+        axes.set(**({"xlabel": "false positive rate", "ylabel": "true positive rate (recall)"}
+                    if display is RocCurveDisplay else {"xlabel": "recall", "ylabel": "precision"}))
     axes.set_title(title if binary else f"{title}s, one vs rest")
     axes.grid(alpha=0.3)
     return figure, drawn
