@@ -1054,6 +1054,22 @@ def test_unzipper_extracts_the_real_cifake_archive(tmp_path):
     shutil.rmtree(tmp_path / "cifake")  # pytest keeps recent tmp folders; 100,000 files are worth removing
 
 
+@pytest.mark.parametrize(("layout", "splitter"), [
+    ({"cifake/train/REAL/a.png", "cifake/train/FAKE/b.png", "cifake/test/REAL/c.png", "cifake/test/FAKE/d.png"},
+     "DataSplitD2.py"),
+    ({"art/RealArt/a.png", "art/AiArt/b.png"}, "DataSplitD1.py"),
+])
+def test_the_unzipper_ends_with_the_command_of_the_splitter_that_reads_what_it_extracted(tmp_path, capsys, layout,
+                                                                                         splitter):
+    """The README numbers the steps; each script names the next one, and the unzipper knows which splitter fits."""
+    archive = make_zip(tmp_path / "download.zip", {name: b"\x89PNG an image by its name" for name in sorted(layout)})
+    target = tmp_path / "raw" / "download"
+
+    assert DataUnZipper.main([str(archive), "--to", str(target), "-q"]) == 0
+
+    assert capsys.readouterr().out.splitlines()[-1] == f"Next: python {splitter} {target} --out data"
+
+
 def test_an_archive_inside_the_archive_is_named_with_the_command_that_unzips_it(tmp_path, capsys):
     """A Kaggle download is often a zip holding the dataset's own zip: unzipped, it gives no images, and the
     splitters would only say that they find no class folders."""

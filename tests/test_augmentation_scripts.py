@@ -352,6 +352,13 @@ def test_copies_moved_into_train_are_neither_remade_nor_augmented_again(data):
     assert not list(data.glob("augmented_train/*/*"))
 
 
+def test_the_move_ends_with_the_training_command(data, capsys):
+    assert augment(data) == 0
+    capsys.readouterr()
+    assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"Next: python ModelTraining.py --data {data}"
+
+
 def test_after_the_move_a_run_with_other_settings_is_refused_as_before_it(data, capsys):
     """The copies in train keep their settings' record: new copies beside them are made the same way."""
     assert augment(data) == 0

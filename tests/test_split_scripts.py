@@ -29,6 +29,22 @@ def test_datasplitd1_main_prints_the_table_of_renamed_classes(tmp_path, make_cla
     assert sorted(path.name for path in (tmp_path / "data" / "validation").iterdir()) == ["Fake", "Real"]
 
 
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
+def test_a_split_ends_with_the_next_steps_commands(tmp_path, make_class_folder, capsys, script):
+    if script == "DataSplitD1.py":
+        make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10})
+        code = DataSplitD1.main([str(tmp_path / "raw"), "--out", str(tmp_path / "data"), "--quiet"])
+    else:
+        make_class_folder(tmp_path / "raw" / "train", {"REAL": 10, "FAKE": 10}, seed=1)
+        make_class_folder(tmp_path / "raw" / "test", {"REAL": 3, "FAKE": 3}, seed=2)
+        code = DataSplitD2.main([str(tmp_path / "raw"), "--out", str(tmp_path / "data"), "--quiet"])
+
+    assert code == 0
+    data = tmp_path / "data"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py --data {data}")
+
+
 def test_datasplitd1_says_in_one_line_that_it_looked_inside_a_single_wrapper_folder(tmp_path, make_class_folder):
     make_class_folder(tmp_path / "raw_art" / "Top Folder", {"RealArt": 5, "GeneratedArt": 5})
     process = run_script("DataSplitD1.py", tmp_path / "raw_art", "--out", tmp_path / "data")
