@@ -36,7 +36,9 @@ from pathlib import Path
 
 from realvsai.archives import UnzipLimits, archive_stem, extract_archive
 from realvsai.cli import byte_count, expansion_ratio, make_parser, nonempty_path, plural, run_main, setup_logging
+from realvsai.errors import UserError
 from realvsai.files import human_bytes, working_on
+from realvsai.layout import find_train_test_root
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +73,16 @@ def name_encoding(text: str) -> str:
     return text
 
 
+def splitter_for(folder: Path) -> str:
+    """The split script that reads ``folder``: DataSplitD2.py where it holds train/ and test/ (or wraps a folder
+    that does), else DataSplitD1.py (one folder per class), which says what it finds there if neither fits."""
+    try:
+        find_train_test_root(folder)
+    except UserError:
+        return "DataSplitD1.py"
+    return "DataSplitD2.py"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.quiet)
@@ -89,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"It holds {plural(len(result.archives), 'archive')} ({', '.join(result.archives[:3])}"
                   f"{', ...' if len(result.archives) > 3 else ''}), whose files are still packed: unzip "
                   f"{'it' if len(result.archives) == 1 else 'each'} too, e.g. python DataUnZipper.py {first}")
+        else:
+            print(f"Next: python {splitter_for(result.target)} {shlex.quote(str(result.target))} --out data")
 
     return run_main(body)
 

@@ -416,6 +416,9 @@ def run_training(args: argparse.Namespace) -> None:
     except (training.RunInterrupted, training.RunWriteFailed) as stop:
         raise continued(args, stop, distributed.num_workers(strategy)) from None
     print(summarize(result))
+    if result.chief:
+        print(f"Next: classify images with it in the browser: streamlit run App.py -- --model "
+              f"{shlex.quote(str(result.run_dir))}")
 
 
 def run_demo(args: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import shlex
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -89,6 +90,8 @@ def print_summary(args: Namespace, report: MoveReport | None) -> None:
         line += (f" Kept {args.data}/augmented_train: it still holds "
                  f"{plural(len(report.left_behind) + refused, 'file')}.")
     print(line)
+    if not args.dry_run:
+        print(f"Next: python ModelTraining.py --data {shlex.quote(str(args.data))}")
 
 
 def main(argv: list[str] | None = None) -> int:

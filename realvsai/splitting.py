@@ -9,6 +9,7 @@ import os
 import posixpath
 import random
 import re
+import shlex
 import threading
 import time
 import unicodedata
@@ -645,7 +646,8 @@ def _log_problems(report: SplitReport) -> None:
 
 
 def format_report(report: SplitReport) -> str:
-    """The table of files per split and class, and what was skipped, for the scripts to print."""
+    """The table of files per split and class, what was skipped, and the next step's command, for the scripts to
+    print."""
     classes = sorted({class_name for _, class_name in report.counts})
     splits = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
     rows = [[split, *(f"{report.counts[(split, name)]:,}" for name in classes),
@@ -668,4 +670,7 @@ def format_report(report: SplitReport) -> str:
     lines += [f"{class_name}: {text}" for class_name, text in describe_profiles(report.class_profiles).items()]
     if report.moved_aside:
         lines.append(f"the previous split was moved to {report.moved_aside}")
+    data = shlex.quote(str(report.out))
+    lines.append(f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py "
+                 f"--data {data}")
     return "\n".join(lines)
