@@ -473,6 +473,27 @@ def test_the_record_of_augmented_copies_goes_with_them_into_a_merged_dataset(fir
     assert sum("augmented copy" in reason for _, reason in report.refused) == len(copies)
 
 
+def test_a_merge_into_a_split_with_augmented_copies_keeps_them_out_of_manifest_csv(tmp_path, make_class_folder):
+    """manifest.csv lists the images a split or merge placed; the copies moved into train are listed in
+    augmented-copies.csv instead. A merge rewrote the manifest with a row for each copy (no source, no dataset),
+    and the split's own command, run again, then said they were "gone from SOURCE, changed, or skipped now"."""
+    raw = make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10})
+    data = tmp_path / "data"
+    split_by_class(raw, data)
+    copies = augment_and_move(data, sorted((data / "train" / "REAL").iterdir())[0])
+    other = make_split(tmp_path / "other", COUNTS, seed=5)
+
+    merge_datasets([other], data)
+
+    rows = read_manifest(data / "manifest.csv")
+    assert not {row.sha256 for row in rows} & set(copies)
+    assert len(rows) == 20 + sum(COUNTS.values()) and all(row.source and row.dataset for row in rows)
+    assert set(copies) <= set(moving.read_moved_copies(data))
+    with pytest.raises(UserError) as refused:
+        split_by_class(raw, data)
+    assert f"{sum(COUNTS.values())} files it lists were merged in from other datasets" in str(refused.value)
+
+
 def test_an_image_whose_augmented_copies_are_in_the_targets_train_is_refused_in_another_split(first, tmp_path):
     into = tmp_path / "merged"
     shutil.copytree(first, into)
