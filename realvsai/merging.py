@@ -41,6 +41,7 @@ from realvsai.layout import (
 from realvsai.moving import (
     MOVED_SETTINGS_NAME,
     CopySource,
+    MovedCopies,
     add_moved_copies,
     moved_copies,
     read_moved_copies,
@@ -156,7 +157,7 @@ def merge_datasets(
     # The records first, so a merge cut short keeps them for every file it placed (a re-run completes the rest):
     # each file's source and dataset, each augmented copy's source, and the copies' settings.
     into.mkdir(parents=True, exist_ok=True)
-    _update_manifest(into, existing, [(target, file) for file, _, target, _ in actions if target], actions)
+    _update_manifest(into, existing, [(target, file) for file, _, target, _ in actions if target], actions, moved)
     add_moved_copies(into, [file.copy_of for file, kind, _, _ in actions if file.copy_of and kind != "refuse"])
     taken = {file.path for file, kind, _, _ in actions if kind != "refuse"}
     if not (into / MOVED_SETTINGS_NAME).exists() and not copies_in_train:
@@ -178,7 +179,7 @@ def merge_datasets(
         logger.warning("the target held %s, %s added, but it now holds %s: something else changed it during "
                        "the merge", plural(report.before, "file"), plural(report.added, "was", "were"),
                        plural(report.after, "file"))
-    _update_manifest(into, existing, added, actions)
+    _update_manifest(into, existing, added, actions, moved)
     if report.refused:
         # Appended: the lists of earlier merges into this folder stay, each row dated by its merge; a file refused
         # again for the same reason keeps one row, dated by this merge.
@@ -256,20 +257,26 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
 
 
 def _update_manifest(into: Path, existing: Sequence[_File], added: Sequence[tuple[Path, _File]],
-                     actions: Sequence[tuple[_File, str, Path | None, str]]) -> None:
-    """Rewrites ``into/manifest.csv`` to list every image now in the target, keeping known sources."""
+                     actions: Sequence[tuple[_File, str, Path | None, str]], moved: MovedCopies) -> None:
+    """Rewrites ``into/manifest.csv`` to list every image now in the target, keeping known sources, but the
+    augmented copies in train (``copy_of``, or ``moved`` as the target's records had them before the merge), which
+    DATA/augmented-copies.csv lists instead, as after the split."""
     manifest = into / MANIFEST_NAME
     sources = {row.path: row.source for row in read_manifest(manifest)} if manifest.is_file() else {}
     # A file an interrupted merge already wrote is "identical" now: its source is the matching file.
     matched = {(file.split, file.class_name, file.digest): file for file, kind, _, _ in actions if kind == "identical"}
     rows = {}
     for file in existing:
+        if file.copy_of or (file.split == TRAIN and moved.holds(file.path, file.digest)):
+            continue
         relative = file.path.relative_to(into).as_posix()
         match = matched.get((file.split, file.class_name, file.digest))
         source = sources.get(relative) or (str(match.path.resolve()) if match else "")
         rows[relative] = ManifestRow(file.split, file.class_name, relative, file.digest, source,
                                      file.dataset or (match.dataset if match else ""))
     for target, file in added:
+        if file.copy_of:
+            continue
         relative = target.relative_to(into).as_posix()
         rows[relative] = ManifestRow(file.split, file.class_name, relative, file.digest, str(file.path.resolve()),
                                      file.dataset)

@@ -537,11 +537,16 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
         old_files, new_files = ({(row.class_name, row.sha256) for row in listed} for listed in (old_rows, rows))
         placed = set(new_keys)
         moved = sum((row.class_name, row.sha256) in new_files for row in old_rows if row.key() not in placed)
-        added, gone = len(new_files - old_files), len(old_files - new_files)
+        datasets = {row.dataset for row in rows}  # this split's SOURCE, as its rows name it
+        missing = {(row.class_name, row.sha256): row.dataset for row in old_rows}.items()
+        merged = sum(file not in new_files and dataset not in datasets for file, dataset in missing)
+        added, gone = len(new_files - old_files), len(old_files - new_files) - merged
         differences = [text for count, text in (
             (moved, f"{moved:,} of its {plural(len(old_keys), 'file')} {'is' if moved == 1 else 'are'} not where this "
                     "run would put them"),
             (added, f"this run would add {plural(added, 'file')} it does not list"),
+            (merged, f"{plural(merged, 'file')} it lists {'was' if merged == 1 else 'were'} merged in from other "
+                     "datasets (DataMerger.py)"),
             (gone, f"{plural(gone, 'file')} it lists would not be in it (gone from SOURCE, changed, or skipped "
                    "now)")) if count]
         reason = (f"{out / MANIFEST_NAME} lists a different split: {'; '.join(differences) or 'in another order'} "
