@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -1216,11 +1217,20 @@ def test_demo_takes_its_own_flags():
     assert args.demo and args.resume and args.name == "d"
 
 
-def test_max_pixels_without_evaluate_or_predict_is_bad_usage(capsys):
-    with pytest.raises(SystemExit) as stopped:
-        ModelTraining.parse_args(["--data", "data", "--max-pixels", "200000000"])
-    assert stopped.value.code == 2
-    assert "--max-pixels goes with --evaluate or --predict" in capsys.readouterr().err
+def test_training_reads_its_split_under_the_max_pixels_it_is_given(tmp_path, make_class_folder):
+    """A split made with --max-pixels above the default holds images training skipped, and training refused the
+    flag (--max-pixels went with --evaluate and --predict only): no way to train on them."""
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2}, size=(30, 30))
+        write_image(tmp_path / "data" / split / "REAL" / "large.png", seed=7, size=(40, 40))
+    args = ModelTraining.parse_args(["--data", str(tmp_path / "data"), "--max-pixels", "1000"])
+    config = ModelTraining.config_from_args(args)
+
+    train, validation, _, _ = training._scan(config)
+
+    assert config.max_pixels == 1000 and train.max_pixels == 1000
+    assert len(train) == len(validation) == 4 and [path.name for path, _ in train.skipped] == ["large.png"]
+    assert len(training._scan(dataclasses.replace(config, max_pixels=2000))[0]) == 5
 
 
 @pytest.mark.parametrize("mode", [["--evaluate", "run", "--test-dir", "t"], ["--predict", "run", "--input", "i"]],
