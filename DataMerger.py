@@ -4,7 +4,7 @@
       train/{FAKE,REAL}/               ->        train/{FAKE,REAL}/        (CIFAKE's + the art set's)
       validation/{FAKE,REAL}/                    validation/{FAKE,REAL}/
       test/{FAKE,REAL}/                          test/{FAKE,REAL}/
-                                                 manifest.csv         every image but the augmented copies, with its source
+                                                 manifest.csv         every image but augmented copies, and its source
                                                  merge-refused.csv    files refused (leakage, two labels), by merge
 
 Class names must match across the sources and the target (split with --rename so they do, e.g.

@@ -178,8 +178,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                "folder> beside the model; when it already holds results, a new OUT-2 beside it)")
     evaluate.add_argument("--input", type=nonempty_path, help="folder of images, of unknown class, to --predict")
     evaluate.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
-                          help="with --evaluate and --predict: images with more pixels are refused unread "
-                               "(decompression bombs); raise it for larger scans")
+                          help="images with more pixels are skipped unread and named (decompression bombs); raise "
+                               "it for larger scans, in training as the split was made with it")
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # often the folder of `--predict MODEL photos`, as other tools take it
         needed = ("--input" if args.predict is not None and args.input is None else
@@ -198,9 +198,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--evaluate needs --test-dir DIR")
     if args.test_dir is not None and args.evaluate is None:
         parser.error("--test-dir goes with --evaluate MODEL")
-    if args.max_pixels != MAX_IMAGE_PIXELS and args.evaluate is None and args.predict is None:
-        parser.error(f"--max-pixels goes with --evaluate or --predict; training reads its split with the "
-                     f"{MAX_IMAGE_PIXELS:,}-pixel limit")
     if args.robustness and args.evaluate is None:
         parser.error("--robustness goes with --evaluate MODEL --test-dir DIR")
     reading = "evaluate" if args.evaluate is not None else "predict" if args.predict is not None else None

@@ -107,6 +107,7 @@ LIMITS: dict[str, Limit] = {
     "stop_patience": Limit(1, 100_000),
     "early_stopping_patience": Limit(1, 100_000),
     "seed": Limit(0, 2**32 - 1),
+    "max_pixels": Limit(1, 2**62),
 }
 
 
@@ -165,6 +166,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = mixed_float16 on a GPU, float32 on CPU
     xla: bool = False  # force XLA (jit_compile); otherwise Keras decides (on for one GPU, off on CPU)
     seed: int = 42
+    max_pixels: int = MAX_IMAGE_PIXELS  # larger images are skipped unread (a guard against decompression bombs)
     demo: bool = False  # trained on realvsai.demo's synthetic images (model card and app say so)
 
     def validate(self) -> None:

@@ -145,10 +145,10 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     return images
 
 
-def scan_splits(data_dir: Path, crop_size: int | None = None
+def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
                 ) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
     """The train, validation and (when there is one) test images of ``data_dir``, in train's class order;
-    ``crop_size`` for crops mode (``scan_images``).
+    ``crop_size`` for crops mode and ``max_pixels`` (``scan_images``).
 
     Raises:
         UserError: without train/ or validation/, with fewer than two classes, or with a class without training
@@ -162,12 +162,13 @@ def scan_splits(data_dir: Path, crop_size: int | None = None
     if not (data_dir / VALIDATION).is_dir():
         raise UserError(f"{data_dir} has no {VALIDATION} folder: the best model and the stop rules are chosen on "
                         "it. Split off one with DataSplitD1.py or DataSplitD2.py.")
-    train = scan_images(data_dir / TRAIN, crop_size=crop_size, every_class=True)
+    train = scan_images(data_dir / TRAIN, max_pixels=max_pixels, crop_size=crop_size, every_class=True)
     if len(train.class_names) < 2:
         raise UserError(f"{data_dir / TRAIN} has one class folder ({train.class_names[0]}); a classifier needs "
                         "at least two.")
-    validation = scan_images(data_dir / VALIDATION, train.class_names, crop_size=crop_size, every_class=True)
-    test = scan_images(data_dir / TEST, train.class_names, crop_size=crop_size) if (data_dir / TEST).is_dir() else None
+    validation = scan_images(data_dir / VALIDATION, train.class_names, max_pixels, crop_size, every_class=True)
+    test = (scan_images(data_dir / TEST, train.class_names, max_pixels, crop_size)
+            if (data_dir / TEST).is_dir() else None)
     return train, validation, test
 
 

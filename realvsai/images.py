@@ -23,7 +23,7 @@ from realvsai.image_stats import format_name, is_grayscale_mode
 
 # How the pixel limit is raised, as ``pixel_problem`` says it (the app says it its own way).
 RAISE_LIMIT = ("--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMerger.py, DataAugmentation.py, "
-               "ModelTraining.py (--evaluate, --predict) and App.py")
+               "ModelTraining.py and App.py")
 # Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images; WebP without alpha).
 # Not BMP: TensorFlow returns a palette BMP's colour indices as gray levels and refuses a 1-bit one; not GIF:
 # it paints a transparent pixel black, Pillow in its palette colour; a WebP with alpha it refuses (TF 2.21).

@@ -283,7 +283,7 @@ def _scan(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, Labelled
 
     # Crops mode enlarges an image whose short side is below the crop: the pixel limit holds for that size.
     crop_size = config.image_size if config.input_mode == "crops" else None
-    train_images, validation_images, test_images = data.scan_splits(config.data, crop_size)
+    train_images, validation_images, test_images = data.scan_splits(config.data, crop_size, config.max_pixels)
     return train_images, validation_images, test_images, data.data_digest(Path(config.data), train_images,
                                                                           validation_images)
 
