@@ -457,6 +457,17 @@ def test_a_script_refuses_in_one_line_a_path_another_run_is_working_on(script, t
     assert sorted(path for path in tmp_path.rglob("*")) == before
 
 
+def test_an_empty_weights_is_a_command_line_error_not_the_current_folder(capsys):
+    """``--weights "$WEIGHTS"`` with WEIGHTS unset read the current folder, after the data was checked: "--weights
+    is a folder" (exit 1)."""
+    import ModelTraining
+
+    with pytest.raises(SystemExit) as exit_:
+        ModelTraining.parse_args(["--data", "data", "--weights", ""])
+    assert exit_.value.code == 2
+    assert "argument --weights: empty; give imagenet, none or a weights file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("script, argv", [
     ("DataUnZipper", [""]), ("DataUnZipper", ["a.zip", "--to", ""]), ("DataZipper", [""]),
     ("DataZipper", ["data", "--out", ""]), ("DataSplitD1", ["", "--out", "x"]), ("DataSplitD1", ["raw", "--out", ""]),
