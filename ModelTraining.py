@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="the ResNet to fine-tune")
-    model.add_argument("--weights", default=defaults.weights,
+    model.add_argument("--weights", type=weights_choice, default=defaults.weights,
                        help="'imagenet' (downloaded once to ~/.keras/models/), a weights file, or 'none' to train "
                             "from scratch")
     add_number(model, "--image-size", int,
@@ -259,6 +259,14 @@ def ignored_flags(parser: argparse.ArgumentParser, argv: list[str] | None, args:
 
 class _Unset(list):
     """``ignored_flags``' mark of a flag that was not given."""
+
+
+def weights_choice(text: str) -> str:
+    """argparse type for --weights: an empty text (an unset shell variable) is refused rather than read as the
+    current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty; give imagenet, none or a weights file")
+    return text
 
 
 def run_name(text: str) -> str:
