@@ -102,6 +102,18 @@ def test_split_files_gives_each_split_asked_for_a_file_while_there_are_enough(co
     assert [len(result[name]) for name in fractions] == expected
 
 
+def test_a_split_that_leaves_every_class_without_validation_images_warns_that_training_needs_them(
+        tmp_path, make_class_folder, caplog):
+    """The warning named the splits some class had files in: with none in validation at all, it said nothing,
+    and training refused the split."""
+    source = make_class_folder(tmp_path / "raw", {"REAL": 1, "FAKE": 1})
+    with caplog.at_level("WARNING", logger="realvsai"):
+        split_by_class(source, tmp_path / "out")
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert sum("no files in validation" in message and "training needs a validation image" in message
+               for message in warnings) == 2
+
+
 def test_split_files_depends_on_the_seed():
     files = list(range(40))
     assert split_files(files, {"a": 0.5, "b": 0.5}, seed=1) != split_files(files, {"a": 0.5, "b": 0.5}, seed=2)
