@@ -640,7 +640,8 @@ def _log_problems(report: SplitReport) -> None:
                        "split dataset into %s with DataMerger.py, before training", classes[0], report.out)
     if report.shortcut_warning:
         logger.warning("%s", report.shortcut_warning)
-    used = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
+    # Training needs train and validation images of every class; test, where the split made one.
+    used = [split for split in SPLITS if split != TEST or any(report.counts[(split, name)] for name in classes)]
     for class_name in classes:
         empty = [split for split in used if not report.counts[(split, class_name)]]
         if empty:
