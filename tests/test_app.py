@@ -621,12 +621,14 @@ def test_the_same_file_uploaded_twice_is_noted_on_its_second_card(start_app, mod
     assert notes == ["Same file as upload 1, `noise.jpg`."]
 
 
-def test_arguments_the_app_does_not_know_are_named_on_the_page(start_app, models_dir):
-    """``streamlit run App.py models/run`` (no ``--`` and no --model) would open another model without a word."""
+def test_arguments_the_app_does_not_know_are_named_on_the_page_and_in_the_terminal(start_app, models_dir, capsys):
+    """``streamlit run App.py models/run`` (no ``--`` and no --model) would open another model without a word. The
+    terminal's line (as the README says) was logged while argparse's output was captured for the page, and lost."""
     app = start_app("--models", models_dir, "models/mine", "--modle", "x")
 
     warnings = [warning.value for warning in app.warning]
     assert any("models/mine --modle x" in text and "--model" in text for text in warnings), warnings
+    assert "ignoring unknown arguments: models/mine --modle x" in capsys.readouterr().err
 
 
 def test_a_models_path_that_is_a_file_is_called_a_file(start_app, tmp_path):
