@@ -87,8 +87,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args, unknown = parser.parse_known_args(argv)
     args.model = getattr(args, "model", None)  # SUPPRESS: so --help shows the default in words, once
     args.ignored = unknown
-    if unknown:
-        logger.warning("ignoring unknown arguments: %s", " ".join(unknown))
     return args
 
 
@@ -489,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(stop.code)
     setup_logging(args.quiet)
     if args.ignored:  # `streamlit run App.py models/run` would open another model without a word
+        logger.warning("ignoring unknown arguments: %s", " ".join(args.ignored))
         st.warning(f"Ignored {_code(' '.join(args.ignored))}: the app takes `--model RUN`, `--models FOLDER`, "
                    "`--batch-size`, `--max-pixels` and `--quiet`, after `--` (`streamlit run App.py -- --model RUN`).")
     runs, default, skipped = find_runs(args.models, args.model)
