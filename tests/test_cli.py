@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import sys
 
 import pytest
 from conftest import run_script
@@ -163,6 +164,23 @@ def test_setup_logging_quiet_hides_info_and_progress():
     assert cli.progress([1, 2], total=2).disable
     cli.setup_logging(quiet=False)
     assert cli.logger.isEnabledFor(logging.INFO)
+
+
+def test_progress_bars_are_drawn_on_a_terminal_only(monkeypatch):
+    """In a log (``> log 2>&1``) a bar's redraws and its clearing are carriage returns on one line: the summary
+    printed after it ended up on that line, behind the bar's last state."""
+    cli.setup_logging(quiet=False)
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    assert list(cli.progress([1, 2], total=2, desc="copying")) == [1, 2]
+    assert log.getvalue() == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert not cli.progress([1, 2], total=2).disable
 
 
 def test_positive_int_rejects_zero():
