@@ -71,9 +71,14 @@ def setup_logging(quiet: bool = False) -> None:
 def progress(
     iterable: Iterable[T], total: int | None = None, desc: str | None = None, unit: str = "file"
 ) -> Iterable[T]:
-    """A tqdm bar on stderr around ``iterable``, hidden when logging is quiet."""
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not logger.isEnabledFor(logging.INFO),
-                dynamic_ncols=True, leave=False, file=sys.stderr)
+    """A tqdm bar on stderr around ``iterable``, hidden when logging is quiet and where stderr is not a terminal (in a
+    log its redraws are carriage returns on one line, which the next line printed would follow)."""
+    try:
+        shown = logger.isEnabledFor(logging.INFO) and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr (pythonw), or a closed one
+        shown = False
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not shown, dynamic_ncols=True, leave=False,
+                file=sys.stderr)
 
 
 class Interrupted(KeyboardInterrupt):
