@@ -241,6 +241,15 @@ def cli():
     return ModelTraining.main
 
 
+def test_training_refuses_data_it_cannot_read_before_it_lists_its_settings(tmp_path, capsys, cli):
+    """``--data nope`` printed the whole settings table (about 30 lines) above the one line that mattered."""
+    code = cli(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "models"), "--name", "x",
+                "--weights", "none"])
+    err = capsys.readouterr().err
+    assert code == 1 and "has no train folder" in err.strip().splitlines()[-1]
+    assert "settings:" not in err
+
+
 def test_cli_refuses_an_existing_run_in_one_line(tmp_path, make_class_folder, capsys, cli):
     make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
     (tmp_path / "models" / "taken" / "backup").mkdir(parents=True)
