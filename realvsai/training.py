@@ -152,7 +152,6 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     if started_backend not in (None, backend):
         raise UserError(f"{Path(config.out) / config.name} started on {started_backend}; resume it with "
                         f"KERAS_BACKEND={started_backend}, or start a new --name.")
-    logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
     num_gpus = sum(device.startswith("gpu") for device in keras.distribution.list_devices())
     policy = config.precision_policy(num_gpus, backend)
     keras.mixed_precision.set_global_policy(policy)
@@ -177,6 +176,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     if problem is not None:
         raise problem
     _refuse_other_data(config, started, digest)
+    logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
     class_names = train_images.class_names
     positive_class = metrics.find_positive_class(class_names, config.positive_class)
     if len(class_names) == 2 and positive_class is None:
