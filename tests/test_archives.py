@@ -273,12 +273,16 @@ def test_well_compressed_small_text_is_not_a_bomb(tmp_path):
     assert result.extracted == 1
 
 
-@pytest.mark.parametrize("entries", [{}, {"__MACOSX/._a.jpg": b"fork", "__MACOSX/": b"", ".DS_Store": b"junk"},
-                                     {"emptydir/": b"", "emptydir/inner/": b""}],
-                         ids=["empty", "only-macos-junk", "only-folders"])
-def test_an_archive_with_no_file_to_extract_is_refused_and_leaves_no_folder(tmp_path, entries):
-    with pytest.raises(UserError, match="no file to extract"):
+@pytest.mark.parametrize(("entries", "what"), [
+    ({}, "no entries"),
+    ({"__MACOSX/._a.jpg": b"fork", "__MACOSX/": b"", ".DS_Store": b"junk"}, "only macOS junk"),
+    ({"emptydir/": b"", "emptydir/inner/": b""}, "only empty folders"),
+    ({"__MACOSX/._a.jpg": b"fork", "d/.DS_Store": b"junk", "d/": b""}, "only macOS junk"),  # was "empty folders"
+], ids=["empty", "only-macos-junk", "only-folders", "junk-in-a-folder"])
+def test_an_archive_with_no_file_to_extract_is_refused_and_leaves_no_folder(tmp_path, entries, what):
+    with pytest.raises(UserError, match="no file to extract") as error:
         extract_archive(make_zip(tmp_path / "a.zip", entries), tmp_path / "target")
+    assert what in str(error.value)
     assert not (tmp_path / "target").exists()
 
 
