@@ -138,7 +138,7 @@ def extract_archive(
             _decode_names(archive, zip_file.infolist(), name_encoding)  # before the checks: they see these names
             entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
             if not entries:  # folders alone hold no data either
-                what = ("only empty folders" if folders else "only macOS junk: __MACOSX/, .DS_Store" if junk
+                what = ("only macOS junk: __MACOSX/, .DS_Store" if junk else "only empty folders" if folders
                         else "no entries")
                 raise UserError(f"{archive} holds no file to extract ({what}); nothing was written. Check that it is "
                                 "the archive you meant, or download it again.")
