@@ -73,7 +73,8 @@ MAX_CARDS = 60  # uploads shown one by one; the table below them lists all of th
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The app's options (after ``--`` on the streamlit command line); unknown ones are ignored."""
-    parser = make_parser(__doc__, prog="streamlit run App.py --")
+    parser = make_parser(__doc__, prog="streamlit run App.py --",
+                         quiet="no info lines in the terminal: only warnings and errors")
     parser.add_argument("--model", type=nonempty_path, default=argparse.SUPPRESS,
                         help="a run folder (or its model.h5 or model.json) to open first "
                              "(default: the newest in --models)")

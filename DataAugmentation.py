@@ -135,7 +135,11 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
                         help="dataset folder holding train/<Class>/")
     parser.add_argument("--copies", type=positive_int, default=defaults.copies,
                         help=f"augmented copies per image (at most {MAX_COPIES:,})")
-    parser.add_argument("--preset", choices=OFFLINE_PRESETS, default=defaults.preset, help="which transforms")
+    parser.add_argument("--preset", choices=OFFLINE_PRESETS, default=defaults.preset,
+                        help="classic: random rotation, shift, shear, zoom and flip (the "
+                        "original notebook's ImageDataGenerator settings); detector: JPEG re-compression, blur, "
+                        "crop-and-pad by whole pixels and flip, keeping the pixel texture a real-vs-AI detector "
+                        "relies on")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same files")
     parser.add_argument("--size", type=image_size, default=defaults.size,
                         help="'native' keeps each image's size; N first takes each image's centre square at N x N, as "
@@ -146,7 +150,8 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality,
                         help="quality of the written JPEG files")
     parser.add_argument("--split", type=train_split, default=defaults.split,
-                        help="the split to augment: only train is allowed")
+                        help="the split to augment: train, the only one (a copy in validation or test would "
+                             "change what they measure)")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
                         help="images with more pixels are skipped (a guard against decompression bombs)")
     args = parser.parse_args(argv)

@@ -36,11 +36,13 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
         return action.help if silent else super()._get_help_string(action)
 
 
-def make_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
-    """A parser whose description is the script's docstring (its help shows every default), with ``--quiet``."""
+def make_parser(doc: str | None, prog: str | None = None,
+                quiet: str = "no progress bars or info lines: only results, warnings and errors"
+                ) -> argparse.ArgumentParser:
+    """A parser whose description is the script's docstring (its help shows every default), with ``--quiet`` (whose
+    help is ``quiet``)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=_HelpFormatter)
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars or info lines: only results, warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
     return parser
 
 
