@@ -65,6 +65,21 @@ def test_resume_refuses_a_damaged_saved_config_in_one_line_naming_it(tmp_path, t
     assert "\n" not in str(raised.value) and "another --name" in str(raised.value)
 
 
+def test_resume_of_a_run_whose_data_is_gone_asks_for_its_new_place(tmp_path):
+    """It said "has no train folder. Run DataSplitD1.py or DataSplitD2.py first": a new split would be other
+    data, which a resumed run refuses; what it needs is --data where the same split now is."""
+    saved = tmp_path / "run" / "backup" / "config.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps(TrainConfig(data=tmp_path / "moved-away", weights="none").to_json()))
+
+    with pytest.raises(UserError) as raised:
+        resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=True)
+
+    message = str(raised.value)
+    assert str(tmp_path / "moved-away") in message and "--resume --name run --data" in message
+    assert "DataSplit" not in message
+
+
 def test_cli_resume_of_a_damaged_saved_config_is_one_error_line(tmp_path, capsys):
     saved = tmp_path / "run" / "backup" / "config.json"
     saved.parent.mkdir(parents=True)
