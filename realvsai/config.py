@@ -311,6 +311,9 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None)
         config = dataclasses.replace(config, data=Path(data))
     if saved.is_file():
         stored = read_run_config(run_dir)[0]
+        if data is None and not Path(stored.data).is_dir():  # a new split would be other data, which is refused
+            raise UserError(f"{stored.data}, the data {run_dir} started on, is not there. If it moved, give its new "
+                            f"place: --resume --name {config.name} --data NEW-PLACE.")
         logger.info("resuming %s with the settings it was started with", run_dir)
         moved = {} if data is None else {"data": config.data}  # training checks that it holds the same files
         return dataclasses.replace(stored, out=config.out, name=config.name, **moved), run_dir

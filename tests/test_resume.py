@@ -197,7 +197,7 @@ def test_cli_resume_reads_the_runs_moved_data_from_the_data_flag(tmp_path, monke
     shutil.move(tmp_path / "data", tmp_path / "moved")
     resume = ["--resume", "--name", "run", "--out", str(tmp_path / "models"), "--quiet"]
     assert ModelTraining.main(resume) == 1
-    assert "point --data at the folder" in capsys.readouterr().err  # and --data is what it says it is:
+    assert "give its new place: --resume --name run --data" in capsys.readouterr().err  # and it does so:
     assert ModelTraining.main([*resume, "--data", str(tmp_path / "moved")]) == 0
     assert json.loads((run / "model.json").read_text())["config"]["data"] == str(tmp_path / "moved")
 
