@@ -166,8 +166,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     lines += ["", f"{rule.describe(class_names)} The app answers by this rule; the numbers above are its numbers, "
               "each image scored at the class the rule leans to."]
     if (uncertain := uncertain_text(metrics)) is not None:
-        lines[-1] += (f" It says {uncertain} (below the confidence threshold, or unlike the training images: "
-                      "`uncertain` in predictions.csv).")
+        lines[-1] += (f" It says {uncertain}: below the confidence threshold, or unlike the training images "
+                      "(`uncertain` in predictions.csv).")
     lines += [""]
     lines += _table(["class", "precision", "recall", "F1", "images"], [
         [name, *(f"{values[key]:.4f}" for key in ("precision", "recall", "f1")), f"{values['support']:,}"]
