@@ -65,6 +65,27 @@ def test_resume_refuses_a_damaged_saved_config_in_one_line_naming_it(tmp_path, t
     assert "\n" not in str(raised.value) and "another --name" in str(raised.value)
 
 
+@pytest.mark.parametrize("resume", [False, True], ids=["start", "resume"])
+def test_a_training_is_refused_while_another_run_works_on_its_run_folder(tmp_path, resume, make_class_folder):
+    """Two starts of one --name (or a start and a --resume) both trained into one folder, each reporting success:
+    its history.csv was one run's, its model.h5 and metrics the other's. The run folder is made only after the
+    data is read and the model built, so the check that it exists did not see the other run."""
+    from realvsai.files import working_on
+
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
+    make_class_folder(tmp_path / "data" / "validation", {"FAKE": 2, "REAL": 2})
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="run", weights="none")
+    if resume:
+        saved = tmp_path / "models" / "run" / "backup" / "config.json"
+        saved.parent.mkdir(parents=True)
+        saved.write_text(json.dumps(config.to_json()))
+
+    with working_on([tmp_path / "models" / "run"], "ModelTraining.py"), pytest.raises(UserError) as refused:
+        training.train(config, resume=resume, verbose=0)
+
+    assert f"{tmp_path / 'models' / 'run'} is being worked on by ModelTraining.py" in str(refused.value)
+
+
 def test_resume_of_a_run_whose_data_is_gone_asks_for_its_new_place(tmp_path):
     """It said "has no train folder. Run DataSplitD1.py or DataSplitD2.py first": a new split would be other
     data, which a resumed run refuses; what it needs is --data where the same split now is."""
