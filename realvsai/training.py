@@ -8,6 +8,7 @@ the evaluation's files when DATA/test exists.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -36,7 +37,7 @@ from realvsai.config import (
     resolve_run_dir,
 )
 from realvsai.errors import UserError
-from realvsai.files import read_json, remove_temporaries, write_json
+from realvsai.files import read_json, remove_temporaries, working_on, write_json
 from realvsai.layout import TEST, TRAIN, VALIDATION
 
 if TYPE_CHECKING:  # TensorFlow loads only when training starts, so the script's --help is instant
@@ -100,8 +101,11 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
     run_dir = Path(config.out) / config.name
     if not distributed.is_chief(strategy):
         logger.info("the chief writes the run folder %s (on its machine); this worker keeps no file", run_dir)
+    # A second start of this --name (or a --resume of it) would train into the same folder, each run writing some of
+    # its files: the chief claims it first (the folder itself is made only once the data is read).
+    claim = working_on([run_dir], "ModelTraining.py") if distributed.is_chief(strategy) else contextlib.nullcontext()
     try:
-        with distributed.worker_folder(strategy, run_dir) as folder:
+        with claim, distributed.worker_folder(strategy, run_dir) as folder:
             if resume and distributed.is_chief(strategy):
                 _remove_killed_writes(folder)
             trained = distributed.chief_decides(strategy, lambda: read_json(folder / BACKUP_DIR / TRAINED_FILE)
