@@ -416,6 +416,7 @@ def thumbnail_models(tmp_path_factory) -> Path:
 def test_a_run_opened_before_it_finished_training_says_so(start_app, tmp_path):
     run = write_run(tmp_path, "unfinished")
     (run / "backup").mkdir()
+    (run / "backup" / "config.json").write_text("{}")  # written as a run starts, removed as it finishes
     app = start_app("--models", tmp_path / "none", "--model", run)  # not among the runs the sidebar skips
     assert any("has not finished training" in warning.value and "best model so far" in warning.value
                for warning in app.warning)

@@ -181,11 +181,29 @@ def test_list_runs_skips_a_run_that_has_not_finished_training_and_says_how_to_fi
     write_run(tmp_path, "finished", created="2024-05-01T10:00:00+00:00")
     unfinished = write_run(tmp_path, "unfinished", created="2025-05-01T10:00:00+00:00")
     (unfinished / "backup").mkdir()
+    (unfinished / "backup" / "config.json").write_text("{}")  # written as a run starts, removed as it finishes
 
     runs, skipped = run.list_runs(tmp_path)
 
     assert [run.name for run in runs] == ["finished"] and [folder for folder, _ in skipped] == [unfinished]
     assert "has not finished training" in skipped[0][1] and "--resume --name unfinished" in skipped[0][1]
+
+
+def test_a_run_whose_backup_was_cut_short_in_its_removal_is_finished_for_the_app_and_resume_alike(tmp_path):
+    """A kill in the last step of a run, removing backup/, left part of it (backup/full/backup.json, or an empty
+    backup/): the app skipped the run as "not finished, finish it with --resume", and --resume said it had
+    finished, nothing to resume. Only backup/config.json makes a run resumable, for both."""
+    from realvsai.config import TrainConfig, resolve_run_dir
+
+    done = write_run(tmp_path, "done")
+    (done / "backup" / "full").mkdir(parents=True)
+    (done / "backup" / "full" / "backup.json").write_text("{}")
+
+    runs, skipped = run.list_runs(tmp_path)
+
+    assert [found.name for found in runs] == ["done"] and not skipped
+    with pytest.raises(UserError, match="has finished training; there is nothing to resume"):
+        resolve_run_dir(TrainConfig(out=tmp_path, name="done"), resume=True)
 
 
 def test_read_run_of_a_file_that_is_no_model_says_so(tmp_path):
