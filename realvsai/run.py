@@ -32,6 +32,7 @@ from realvsai.config import (
     METRICS_FILE,
     MODEL_FILE,
     MODEL_JSON_FILE,
+    RUN_CONFIG_FILE,
     resume_command,
 )
 from realvsai.errors import UserError
@@ -291,7 +292,7 @@ class ModelRun:
     def unfinished(self) -> str | None:
         """Why this run's answers are not its final ones (its BACKUP_DIR is there: model.h5 is the best epoch so
         far, and model.json has no decision rule yet), with the command that finishes it; None once finished."""
-        if not (self.path / BACKUP_DIR).is_dir():
+        if not (self.path / BACKUP_DIR / RUN_CONFIG_FILE).is_file():  # what --resume continues, as it decides
             return None
         return (f"{self.path} has not finished training (its {BACKUP_DIR}/ folder is there: still training, or "
                 "stopped before its final evaluation chose the decision rule): its best model so far answers, by "

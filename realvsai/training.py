@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -371,5 +372,11 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
         logger.info("%s has no %s folder: skipping the final evaluation", data_dir, TEST)
         write_json(run_dir / MODEL_JSON_FILE, model_info)
     raise_if_ctrl_c()  # the last moment a Ctrl-C can stop the run resumably
-    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+    # Finished in one step: a kill during the removal would leave part of the backup, which --resume cannot go on
+    # from. The hidden folder left by such a kill only takes room (DataDeleter.py removes the run with it).
+    removed = run_dir / f".{BACKUP_DIR}.finished"
+    shutil.rmtree(removed, ignore_errors=True)
+    if (run_dir / BACKUP_DIR).exists():
+        os.replace(run_dir / BACKUP_DIR, removed)
+    shutil.rmtree(removed, ignore_errors=True)
     return TrainResult(run_dir, model, model_info, history, test_metrics)
