@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import time
 
 import pytest
 from conftest import run_script
@@ -79,6 +80,19 @@ def drop_a_ctrl_c() -> None:
 def test_run_main_exits_1_on_a_ctrl_c_that_python_dropped_in_a_finalizer(capsys):
     assert cli.run_main(drop_a_ctrl_c) == cli.EXIT_FAILED
     assert capsys.readouterr().err == f"error: interrupted. {cli.RERUN_ADVICE}\n"
+
+
+def test_run_main_ends_a_script_stopped_by_sigterm_as_one_stopped_by_ctrl_c(capsys):
+    """``timeout``, ``docker stop``, Slurm and systemd stop a program with SIGTERM: a training ended then without a
+    word (exit 143), where Ctrl-C tells how to go on."""
+    def body() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises at the next bytecode
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.run_main(body) == cli.EXIT_FAILED
+    assert capsys.readouterr().err == f"error: interrupted. {cli.RERUN_ADVICE}\n"
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_run_main_gives_back_the_ctrl_c_handler_it_found():
