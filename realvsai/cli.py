@@ -102,11 +102,15 @@ def watch_ctrl_c() -> Iterator[None]:
     a weakref or garbage-collection callback: TensorFlow, JAX and matplotlib run many), where it prints the
     KeyboardInterrupt as "Exception ignored in ..." and drops it: the program went on as if never interrupted.
     Only the main thread may set a handler, and one that is not Python's own (Ctrl-C ignored) is left as it is.
+    SIGTERM (``timeout``, ``docker stop``, Slurm, systemd), where it would end the program without a word, counts as
+    a Ctrl-C too, so a stopped run says how to go on.
     """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    found = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    python_s = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    watched = [number for number, handler in found.items() if handler is python_s[number]]
     printing_hook = sys.unraisablehook
 
     def note(signum: int, frame: object) -> None:
@@ -118,12 +122,14 @@ def watch_ctrl_c() -> Iterator[None]:
             printing_hook(unraisable)
 
     _CtrlC.pressed = False
-    signal.signal(signal.SIGINT, note)
+    for number in watched:
+        signal.signal(number, note)
     sys.unraisablehook = unprinted
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for number in watched:
+            signal.signal(number, found[number])
         sys.unraisablehook = printing_hook
         _CtrlC.pressed = False
 
