@@ -199,6 +199,19 @@ def test_a_run_records_the_keras_backend_it_started_on(tmp_path, monkeypatch, ma
     assert result.model_info["config"]["backend"] == backend
 
 
+def test_a_resumed_run_keeps_the_time_it_was_created(tmp_path, monkeypatch, make_class_folder):
+    """model.json's created (the card's date, the app's "trained ..." and its newest-first order) became the time
+    of the resume."""
+    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    info = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**info, "created": "2026-01-02T03:04:05+00:00"}))  # killed long ago
+
+    result = training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+
+    assert json.loads((run / "model.json").read_text())["created"] == "2026-01-02T03:04:05+00:00"
+    assert result.model_info["created"] == "2026-01-02T03:04:05+00:00"
+
+
 def test_resume_on_another_keras_backend_is_refused_in_one_line(tmp_path, monkeypatch, make_class_folder):
     """Killed on TensorFlow and resumed under KERAS_BACKEND=jax, the run went on with other random numbers."""
     run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
