@@ -245,7 +245,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         "weights": config.weights,
         "preprocessing": "caffe, inside the model; input is raw RGB 0..255 of any size",
         "confidence_threshold": CONFIDENCE_THRESHOLD,
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "created": (resume and _created(run_dir)) or datetime.now().astimezone().isoformat(timespec="seconds"),
         "config": {**config.to_json(), BACKEND_KEY: backend, "precision_policy": policy, "devices": replicas,
                    "machines": workers, "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
         "counts": counts,
@@ -337,6 +337,13 @@ def _remove_killed_writes(run_dir: Path) -> None:
 
     remove_temporaries(run_dir, {MODEL_JSON_FILE, HISTORY_FILE, CURVES_FILE, *RESULT_FILES})
     remove_killed_saves(run_dir / MODEL_FILE)
+
+
+def _created(run_dir: Path) -> str | None:
+    """When the run in ``run_dir`` was created: the ``created`` of the model.json it wrote as it started, which a
+    resumed run keeps (the card's date, the app's newest-first order); None without one."""
+    info = read_json(run_dir / MODEL_JSON_FILE)
+    return info.get("created") if isinstance(info, dict) and isinstance(info.get("created"), str) else None
 
 
 def _recorded_start(run_dir: Path) -> dict[str, str | None] | None:
