@@ -280,6 +280,7 @@ def test_a_run_that_has_not_finished_training_is_used_with_a_warning(tmp_path, m
     decided, without a word (the app skips such a run)."""
     run = write_run(tmp_path / "models", "run")
     (run / "backup").mkdir()
+    (run / "backup" / "config.json").write_text("{}")  # written as a run starts, removed as it finishes
     make_class_folder(tmp_path / "photos", {"FAKE": 1, "REAL": 1})
     given = ["--input", str(tmp_path / "photos" / "FAKE")] if program == "--predict" else [
         "--test-dir", str(tmp_path / "photos")]
