@@ -189,6 +189,19 @@ def test_list_runs_skips_a_run_that_has_not_finished_training_and_says_how_to_fi
     assert "has not finished training" in skipped[0][1] and "--resume --name unfinished" in skipped[0][1]
 
 
+def test_a_run_that_has_not_finished_shows_no_test_numbers(tmp_path):
+    """Stopped between writing metrics.json and adding its decision rule to model.json, a run showed the test
+    numbers of the threshold rule beside a caption of the rule it answers by, the most probable class."""
+    unfinished = write_run(tmp_path, "unfinished", info={"test_metrics": None},
+                           metrics={"accuracy": 0.65, "f1": 0.588, "decision_threshold": 0.474, "num_images": 20})
+    (unfinished / "backup").mkdir()
+    (unfinished / "backup" / "config.json").write_text("{}")
+
+    opened = run.read_run(unfinished)
+
+    assert opened.unfinished and opened.test_metrics() == {} and opened.num_test_images() is None
+
+
 def test_a_run_whose_backup_was_cut_short_in_its_removal_is_finished_for_the_app_and_resume_alike(tmp_path):
     """A kill in the last step of a run, removing backup/, left part of it (backup/full/backup.json, or an empty
     backup/): the app skipped the run as "not finished, finish it with --resume", and --resume said it had
