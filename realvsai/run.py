@@ -295,13 +295,14 @@ class ModelRun:
         if not (self.path / BACKUP_DIR / RUN_CONFIG_FILE).is_file():  # what --resume continues, as it decides
             return None
         return (f"{self.path} has not finished training (its {BACKUP_DIR}/ folder is there: still training, or "
-                "stopped before its final evaluation chose the decision rule): its best model so far answers, by "
-                f"the highest probability. Finish it with {resume_command(self.path)}")
+                "stopped before its final evaluation): its best model so far answers, with no final test numbers "
+                f"yet. Finish it with {resume_command(self.path)}")
 
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics, those of the decision rule: model.json's ``test_metrics``, else the numbers
-        metrics.json holds."""
-        for source in (self.info.get("test_metrics"), self.metrics):
+        metrics.json holds; none for a run that has not finished (``unfinished``): a run stopped during its final
+        evaluation may have metrics.json at a threshold its model.json does not hold yet."""
+        for source in self._test_sources():
             if isinstance(source, dict) and _is_number(source.get("accuracy_at_threshold")):
                 # Written before the headline followed the rule: only accuracy and F1 were kept at the threshold.
                 source = {"accuracy": source["accuracy_at_threshold"], "f1": source.get("f1_at_threshold"),
@@ -312,10 +313,14 @@ class ModelRun:
                 return found
         return {}
 
+    def _test_sources(self) -> tuple[Any, ...]:
+        """Where the test numbers are, in order of preference: none before the run has finished."""
+        return () if self.unfinished else (self.info.get("test_metrics"), self.metrics)
+
     def num_test_images(self) -> int | None:
         """How many test images the headline metrics were measured on (where ``test_metrics`` finds them), or None
         where that is not recorded."""
-        for source in (self.info.get("test_metrics"), self.metrics):
+        for source in self._test_sources():
             count = source.get("num_images") if isinstance(source, dict) else None
             if isinstance(count, int) and not isinstance(count, bool):
                 return count
