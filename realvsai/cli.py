@@ -109,8 +109,8 @@ def watch_ctrl_c() -> Iterator[None]:
         yield
         return
     found = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    python_s = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    watched = [number for number, handler in found.items() if handler is python_s[number]]
+    pythons_own = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    watched = [number for number, handler in found.items() if handler is pythons_own[number]]
     printing_hook = sys.unraisablehook
 
     def note(signum: int, frame: object) -> None:
