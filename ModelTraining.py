@@ -422,8 +422,12 @@ def run_training(args: argparse.Namespace) -> None:
         raise continued(args, stop, distributed.num_workers(strategy)) from None
     print(summarize(result))
     if result.chief:
-        print(f"Next: classify images with it in the browser: streamlit run App.py -- --model "
-              f"{shlex.quote(str(result.run_dir))}")
+        print(f"Next: classify images with it in the browser: {serve_command(result.run_dir)}")
+
+
+def serve_command(run_dir: Path) -> str:
+    """The command that opens the run at ``run_dir`` in the app."""
+    return f"streamlit run App.py -- --model {shlex.quote(str(run_dir))}"
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -435,8 +439,7 @@ def run_demo(args: argparse.Namespace) -> None:
     except (training.RunInterrupted, training.RunWriteFailed) as stop:
         raise continued(args, stop) from None
     print(summarize(result))
-    print(f"synthetic demo data, not a real result; serve the model with: "
-          f"streamlit run App.py -- --model {shlex.quote(str(result.run_dir))}")
+    print(f"synthetic demo data, not a real result; serve the model with: {serve_command(result.run_dir)}")
 
 
 def run_evaluation(args: argparse.Namespace) -> None:

@@ -538,8 +538,7 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
         placed = set(new_keys)
         moved = sum((row.class_name, row.sha256) in new_files for row in old_rows if row.key() not in placed)
         datasets = {row.dataset for row in rows}  # this split's SOURCE, as its rows name it
-        missing = {(row.class_name, row.sha256): row.dataset for row in old_rows}.items()
-        merged = sum(file not in new_files and dataset not in datasets for file, dataset in missing)
+        merged = len({(row.class_name, row.sha256) for row in old_rows if row.dataset not in datasets} - new_files)
         added, gone = len(new_files - old_files), len(old_files - new_files) - merged
         differences = [text for count, text in (
             (moved, f"{moved:,} of its {plural(len(old_keys), 'file')} {'is' if moved == 1 else 'are'} not where this "
