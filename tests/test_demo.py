@@ -227,6 +227,40 @@ def test_run_demo_refuses_an_existing_run_before_making_any_data(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_run_demo_resume_leaves_saying_it_resumes_to_the_training(tmp_path, monkeypatch, caplog):
+    """``--demo --resume`` said "resuming ... with the settings it was started with" twice: its early check of the
+    run folder said it too."""
+    from realvsai import training
+    from realvsai.config import TrainConfig
+
+    config = demo.DemoConfig(data_dir=tmp_path / "data", out=tmp_path / "models",
+                             data=demo.DemoDataConfig(train_per_class=4, test_per_class=2))
+    (tmp_path / "models" / "demo" / "backup").mkdir(parents=True)
+    saved = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="demo", weights="none")
+    (tmp_path / "models" / "demo" / "backup" / "config.json").write_text(json.dumps(saved.to_json()))
+    demo.generate_demo_data(tmp_path / "data" / "raw", config.data)
+    monkeypatch.setattr(training, "train", lambda config, resume, verbose: (config.name, resume))
+    with caplog.at_level("INFO", logger="realvsai"):
+        assert demo.run_demo(config, resume=True) == ("demo", True)
+    assert not [record for record in caplog.records if "resuming" in record.getMessage()]
+
+
+def test_run_demo_resume_makes_its_data_again_where_it_is_gone(tmp_path, monkeypatch):
+    """It asked for the data's new place with --data, which --demo refuses: the demo makes the same data again."""
+    from realvsai import training
+    from realvsai.config import TrainConfig
+
+    config = demo.DemoConfig(data_dir=tmp_path / "data", out=tmp_path / "models",
+                             data=demo.DemoDataConfig(train_per_class=4, test_per_class=2))
+    (tmp_path / "models" / "demo" / "backup").mkdir(parents=True)
+    saved = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="demo", weights="none")
+    (tmp_path / "models" / "demo" / "backup" / "config.json").write_text(json.dumps(saved.to_json()))
+    monkeypatch.setattr(training, "train", lambda config, resume, verbose: (config.name, resume))
+    assert demo.run_demo(config, resume=True) == ("demo", True)
+    assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["README.txt", "manifest.csv", "raw",
+                                                                          "test", "train", "validation"]
+
+
 @pytest.mark.slow
 def test_run_demo_makes_splits_trains_evaluates_and_marks_the_run_as_a_demo(tmp_path):
     config = demo.DemoConfig(data_dir=tmp_path / "data", out=tmp_path / "models", epochs=1, batch_size=8,

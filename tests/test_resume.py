@@ -199,6 +199,14 @@ def test_a_run_records_the_keras_backend_it_started_on(tmp_path, monkeypatch, ma
     assert result.model_info["config"]["backend"] == backend
 
 
+def test_a_resume_says_once_that_it_takes_the_runs_saved_settings(tmp_path, monkeypatch, make_class_folder, caplog):
+    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    with caplog.at_level("INFO", logger="realvsai"):
+        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+    said = [record.getMessage() for record in caplog.records if "settings it was started with" in record.getMessage()]
+    assert said == [f"resuming {run} with the settings it was started with"]
+
+
 def test_a_resumed_run_keeps_the_time_it_was_created(tmp_path, monkeypatch, make_class_folder):
     """model.json's created (the card's date, the app's "trained ..." and its newest-first order) became the time
     of the resume."""
