@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 import shlex
@@ -15,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from realvsai.errors import UserError
-
-logger = logging.getLogger(__name__)
 
 # A training run's files, in OUT/NAME/.
 MODEL_FILE = "model.h5"  # the best epoch, float32, HDF5
@@ -314,7 +311,6 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None)
         if data is None and not Path(stored.data).is_dir():  # a new split would be other data, which is refused
             raise UserError(f"{stored.data}, the data {run_dir} started on, is not there. If it moved, give its new "
                             f"place: --resume --name {config.name} --data NEW-PLACE.")
-        logger.info("resuming %s with the settings it was started with", run_dir)
         moved = {} if data is None else {"data": config.data}  # training checks that it holds the same files
         return dataclasses.replace(stored, out=config.out, name=config.name, **moved), run_dir
     if (run_dir / MODEL_JSON_FILE).is_file():

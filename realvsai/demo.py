@@ -236,7 +236,9 @@ def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose
         # does not); the stop rules would end a run of a few epochs early. The best epoch is kept anyway.
         stop_patience=config.epochs, early_stopping_patience=config.epochs, demo=True)
     train_config.validate()
-    resolve_run_dir(train_config, resume)  # fails now, not after the data is made, when the run exists
+    # Fails now, not after the data is made, where the run exists (or is not there to resume); the data, made
+    # again where it is gone, is the same.
+    resolve_run_dir(train_config, resume, data=train_config.data)
     raw_dir = Path(config.data_dir) / "raw"
     logger.info("1/3 making synthetic demo images in %s", raw_dir)
     generate_demo_data(raw_dir, config.data)

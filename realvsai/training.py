@@ -100,6 +100,8 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
     chosen = distributed.chief_decides(strategy, lambda: [resolve_run_dir(config, resume, data)[0].to_json(), resume])
     config, resume = TrainConfig.from_json(chosen[0]), chosen[1]
     run_dir = Path(config.out) / config.name
+    if resume:
+        logger.info("resuming %s with the settings it was started with", run_dir)
     if not distributed.is_chief(strategy):
         logger.info("the chief writes the run folder %s (on its machine); this worker keeps no file", run_dir)
     # A second start of this --name (or a --resume of it) would train into the same folder, each run writing some of
