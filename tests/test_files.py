@@ -402,6 +402,29 @@ def test_a_claim_on_a_folder_inside_or_around_one_being_worked_on_is_refused(tmp
     assert "wait for it to finish" in message
 
 
+@pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: claims there are per path")
+def test_a_folder_being_read_is_refused_to_its_writers_and_shared_with_its_readers(tmp_path):
+    data, train = tmp_path / "data", tmp_path / "data" / "train"
+    with files.working_on([tmp_path / "models" / "run"], "ModelTraining.py", reading=[data, train]):
+        for writer, path in (("DataMerger.py", data), ("DataDeleter.py", train)):
+            with pytest.raises(UserError) as refused, files.working_on([path], writer):
+                pass
+            message = str(refused.value)
+            assert "\n" not in message and f"another run reads {path} or works on a folder inside it" in message
+            assert "wait for it to finish" in message
+        with files.working_on([tmp_path / "models" / "other"], "ModelTraining.py", reading=[data, train]):
+            pass  # a second training on the same data
+        with files.working_on([tmp_path / "raw"], "DataSplitD2.py"):
+            pass  # and a run beside it
+    with files.working_on([data], "DataMerger.py"):
+        with pytest.raises(UserError) as refused, files.working_on([], "ModelTraining.py", reading=[data]):
+            pass
+    assert str(refused.value) == (f"{data} is being worked on by DataMerger.py (process {os.getpid()}); wait for it "
+                                  "to finish (or stop it), then run the command again.")
+    with files.working_on([data], "DataMerger.py"):  # all free again
+        pass
+
+
 def test_claims_on_folders_side_by_side_or_one_run_s_nested_folders_go_ahead(tmp_path):
     with files.working_on([tmp_path / "data" / "art"], "DataSplitD1.py"):
         with files.working_on([tmp_path / "data" / "cifake"], "DataSplitD2.py"):

@@ -86,6 +86,42 @@ def test_a_training_is_refused_while_another_run_works_on_its_run_folder(tmp_pat
     assert f"{tmp_path / 'models' / 'run'} is being worked on by ModelTraining.py" in str(refused.value)
 
 
+@pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: a training claims no data")
+@pytest.mark.parametrize("resume", [False, True], ids=["start", "resume"])
+def test_a_training_keeps_other_runs_from_changing_its_data_while_it_runs(tmp_path, monkeypatch, resume,
+                                                                          make_class_folder):
+    """A merge or a move of augmented copies into the data of a running training made its --resume refuse the
+    changed data; a deletion there failed the training at its next epoch."""
+    from realvsai.files import working_on
+
+    data = tmp_path / "data"
+    make_class_folder(data / "train", {"FAKE": 2, "REAL": 2})
+    make_class_folder(data / "validation", {"FAKE": 2, "REAL": 2})
+    config = TrainConfig(data=data, out=tmp_path / "models", name="run", weights="none")
+    if resume:
+        saved = tmp_path / "models" / "run" / "backup" / "config.json"
+        saved.parent.mkdir(parents=True)
+        saved.write_text(json.dumps(config.to_json()))
+    refused = []
+
+    def meanwhile(*args, **kwargs):
+        for script, path in (("DataMerger.py", data), ("MoveAugmentedImages.py", data),
+                             ("DataDeleter.py", data / "train"), ("DataDeleter.py", data / "validation" / "REAL")):
+            try:
+                with working_on([path], script):
+                    pass
+            except UserError as error:
+                refused.append(str(error))
+        raise Killed
+
+    monkeypatch.setattr(training, "_train", meanwhile)
+    with pytest.raises(Killed):
+        training.train(config, resume=resume, verbose=0)
+    assert len(refused) == 4 and all("another run reads" in message for message in refused)
+    with working_on([data], "DataMerger.py"):  # free again once the training ended
+        pass
+
+
 def test_resume_of_a_run_whose_data_is_gone_asks_for_its_new_place(tmp_path):
     """It said "has no train folder. Run DataSplitD1.py or DataSplitD2.py first": a new split would be other
     data, which a resumed run refuses; what it needs is --data where the same split now is."""
