@@ -429,34 +429,42 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
 
 
 @contextlib.contextmanager
-def working_on(paths: Iterable[Path | str], script: str) -> Iterator[None]:
+def working_on(paths: Iterable[Path | str], script: str, *, reading: Iterable[Path | str] = ()) -> Iterator[None]:
     """Claims each of ``paths`` (a folder or file a script writes or moves from, by its resolved path) for this
-    run of ``script`` while the block runs; UserError naming the run that holds one already, or one around or
-    inside it. Two runs on one folder at once would remove each other's temporary files and write back each
-    other's stale records; one deleting ``data/train`` while another moves copies into it would lose them.
+    run of ``script`` while the block runs, and each of ``reading`` (a folder it reads for long: a training's data)
+    beside other readers; UserError naming the run that holds one already, or one around or inside it, or a run
+    that reads one. Two runs on one folder at once would remove each other's temporary files and write back each
+    other's stale records; one deleting ``data/train`` while another moves copies into it would lose them. A
+    folder being read is refused to its writers, but not a folder inside it: name those read too.
 
     A claim is a lock the operating system holds on a file in the user's folder of them in the temporary folder
     (named by the path's hash), so the folder itself gets no file, and the claim ends with the process, killed
     too: an interrupted run never leaves one behind. The last claim on a path removes its file as it ends (not on
-    Windows, which cannot remove an open file). The folders around a claimed path are locked shared, so runs
-    on two folders side by side go ahead. Windows' locks have no shared mode: claims there are per path. A run of
-    another user, or on another machine through a network share, is not seen.
+    Windows, which cannot remove an open file). The folders around a claimed path are locked shared, as are those
+    read, so runs on two folders side by side go ahead. Windows' locks have no shared mode: claims there are per
+    path, and ``reading`` is not claimed. A run of another user, or on another machine through a network share,
+    is not seen.
     """
     _claim_file(Path()).parent.mkdir(mode=0o700, exist_ok=True)
     claimed = {Path(os.path.abspath(path)).resolve() for path in paths}
-    around = set() if os.name == "nt" else {parent for path in claimed for parent in path.parents} - claimed
+    read = set() if os.name == "nt" else {Path(os.path.abspath(path)).resolve() for path in reading} - claimed
+    shared = set() if os.name == "nt" else (read | {parent for path in claimed | read for parent in path.parents}
+                                            ) - claimed
     with contextlib.ExitStack() as claims:
-        for path in sorted(claimed | around):
+        for path in sorted(claimed | shared):
             lock = _claim_file(path)
-            handle, taken = claims.enter_context(_lock_file(lock, shared=path in around))
-            if path in around:
+            handle, taken = claims.enter_context(_lock_file(lock, shared=path in shared))
+            if path in shared:
                 if not taken:
-                    inside = min(claimed_path for claimed_path in claimed if path in claimed_path.parents)
-                    raise UserError(f"{inside} is inside {path}, which is being worked on by {_holder(handle)}; "
-                                    "wait for it to finish (or stop it), then run the command again.")
+                    holder = _holder(handle)
+                    inside = min((claimed_path for claimed_path in claimed | read if path in claimed_path.parents),
+                                 default=None)
+                    raise UserError((f"{path} is being worked on by {holder}" if inside is None else
+                                     f"{inside} is inside {path}, which is being worked on by {holder}")
+                                    + "; wait for it to finish (or stop it), then run the command again.")
                 continue
             if not taken:
-                holder = (f"a folder inside {path} is being worked on by another run" if _lock(handle, shared=True)
+                holder = (f"another run reads {path} or works on a folder inside it" if _lock(handle, shared=True)
                           else f"{path} is being worked on by {_holder(handle)}")
                 raise UserError(f"{holder}; wait for it to finish (or stop it), then run the command again.")
             handle.seek(0)

@@ -398,7 +398,7 @@ def test_a_claim_on_a_folder_inside_or_around_one_being_worked_on_is_refused(tmp
     with files.working_on([train], "DataDeleter.py"), pytest.raises(UserError) as around, second:
         pass
     message = str(around.value)
-    assert "\n" not in message and f"a folder inside {data} is being worked on" in message
+    assert "\n" not in message and f"another run reads {data} or works on a folder inside it" in message
     assert "wait for it to finish" in message
 
 
@@ -416,9 +416,9 @@ def test_a_folder_being_read_is_refused_to_its_writers_and_shared_with_its_reade
             pass  # a second training on the same data
         with files.working_on([tmp_path / "raw"], "DataSplitD2.py"):
             pass  # and a run beside it
-    with files.working_on([data], "DataMerger.py"):
-        with pytest.raises(UserError) as refused, files.working_on([], "ModelTraining.py", reading=[data]):
-            pass
+    second = files.working_on([], "ModelTraining.py", reading=[data])
+    with files.working_on([data], "DataMerger.py"), pytest.raises(UserError) as refused, second:
+        pass
     assert str(refused.value) == (f"{data} is being worked on by DataMerger.py (process {os.getpid()}); wait for it "
                                   "to finish (or stop it), then run the command again.")
     with files.working_on([data], "DataMerger.py"):  # all free again
