@@ -114,6 +114,14 @@ def test_augmentation_is_an_exact_identity_when_not_training(preset):
 
 
 @pytest.mark.parametrize("preset", AUGMENTING)
+def test_augmentation_called_without_a_training_flag_is_an_identity_as_keras_noise_is(preset):
+    images = random_images((3, 24, 40, 3))
+    augmentation = build_augmentation(preset, seed=1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(augmentation(images)), images)
+    assert not np.array_equal(keras.ops.convert_to_numpy(augmentation(images, training=True)), images)
+
+
+@pytest.mark.parametrize("preset", AUGMENTING)
 def test_augmentation_keeps_shape_dtype_and_pixel_range(preset):
     images = random_images((3, 24, 40, 3))
     output = keras.ops.convert_to_numpy(build_augmentation(preset, seed=1)(images, training=True))
