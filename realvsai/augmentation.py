@@ -114,7 +114,7 @@ class _RandomImageLayer(keras.layers.Layer):
         self.seed = seed
         self.generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training=True):
+    def call(self, images, training=False):  # as Keras' GaussianNoise and Dropout: model(x) is inference
         images = ops.cast(images, self.compute_dtype)
         return self.transform_images(images, self.get_random_transformation(images)) if training else images
 
