@@ -63,15 +63,17 @@ def assert_weights(actual: list, expected: list) -> None:
         np.testing.assert_allclose(got, wanted)
 
 
-# --- the stop rule: val_loss > loss + margin for patience epochs in a row ------------------------------
+# --- the stop rule: val_loss > loss + margin, and no lower val_loss, for patience epochs in a row ----------
 
 
 @pytest.mark.parametrize(("epochs", "patience", "ran"), [
-    ([(1.0, 0.9), (0.8, 0.85), (0.6, 0.75), (0.5, 0.7), (0.4, 0.6)], 2, [0, 1, 2, 3]),  # two in a row stop it
+    ([(1.0, 0.9), (0.8, 0.95), (0.6, 0.92), (0.5, 0.7), (0.4, 0.6)], 2, [0, 1, 2]),  # two in a row stop it
     ([(1.0, 1.2), (0.9, 0.95), (0.8, 1.0), (0.7, 0.75), (0.6, 0.8)], 2, [0, 1, 2, 3, 4]),  # never two in a row
     ([(0.5, 0.59), (0.4, 0.49)], 1, [0, 1]),  # a gap within the margin does not count
     ([(1.0, 0.9), (0.8, math.nan), (0.7, math.nan), (0.6, 0.5)], 2, [0, 1, 2]),  # NaN val_loss counts
-], ids=["consecutive", "interrupted", "within-margin", "nan"])
+    # Fine-tuning drives the training loss towards 0 while val_loss still falls: the phase went on learning.
+    ([(1.0, 0.9), (0.8, 0.85), (0.6, 0.75), (0.5, 0.7), (0.4, 0.6)], 2, [0, 1, 2, 3, 4]),
+], ids=["consecutive", "interrupted", "within-margin", "nan", "val-loss-still-falling"])
 def test_stop_rule_stops_after_patience_epochs_of_val_loss_above_loss_plus_margin(epochs, patience, ran):
     rule = StopTrainingOnValidationLoss(margin=0.1, patience=patience)
     assert drive([rule], tiny_model(), epochs) == ran
@@ -80,10 +82,11 @@ def test_stop_rule_stops_after_patience_epochs_of_val_loss_above_loss_plus_margi
 
 def test_stop_rule_counter_survives_a_restore():
     first = StopTrainingOnValidationLoss(margin=0.1, patience=3)
-    drive([first], tiny_model(), [(0.4, 0.6), (0.3, 0.6)])
-    second = StopTrainingOnValidationLoss(margin=0.1, patience=3)
+    drive([first], tiny_model(), [(0.4, 0.6), (0.3, 0.7), (0.2, 0.8)])
+    second = StopTrainingOnValidationLoss(margin=0.1, patience=4)
     second.restore(json.loads(json.dumps(first.state())))
-    assert drive([second], tiny_model(), [(0.2, 0.8), (0.1, 0.9)], first_epoch=2) == [2]
+    assert drive([second], tiny_model(), [(0.1, 0.65), (0.1, 0.9)], first_epoch=3) == [3, 4]
+    assert second.stopped_epoch == 4  # 0.65 is no new best: the run's best, 0.6, came before the restart
 
 
 def test_early_stopping_counters_survive_a_restore():
