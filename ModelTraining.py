@@ -149,7 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                f"class whose name has a word among {', '.join(sorted(POSITIVE_WORDS))} (FAKE, "
                                "AiArt, ai_generated)")
     add_number(schedule, "--stop-margin", float,
-               help="StopTrainingOnValidationLoss: an epoch overfits when val_loss > loss + this")
+               help="StopTrainingOnValidationLoss: an epoch overfits when val_loss > loss + this and "
+                    "val_loss is not the phase's lowest yet")
     add_number(schedule, "--stop-patience", int,
                help="StopTrainingOnValidationLoss: overfitting epochs in a row that end the phase")
     add_number(schedule, "--early-stopping-patience", int, help="epochs without a lower val_loss that end the phase")

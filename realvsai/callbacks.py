@@ -118,28 +118,35 @@ class _Resumable(keras.callbacks.Callback):
 
 
 class StopTrainingOnValidationLoss(_Resumable):
-    """Stops a phase once ``val_loss > loss + margin`` (or ``val_loss`` is NaN) for ``patience`` epochs in a row."""
+    """Stops a phase once ``val_loss > loss + margin`` without a new lowest ``val_loss`` of the phase (or
+    ``val_loss`` is NaN) for ``patience`` epochs in a row. The gap alone is no sign of overfitting: fine-tuning
+    drives the training loss towards 0 while val_loss still falls."""
 
     def __init__(self, margin: float = 0.1, patience: int = 3):
         super().__init__()
-        self.margin, self.patience, self.wait, self.stopped_epoch = margin, patience, 0, None
+        self.margin, self.patience, self.wait, self.best, self.stopped_epoch = margin, patience, 0, math.inf, None
 
     def state(self) -> dict[str, Any]:
-        return {"wait": self.wait}
+        return {"wait": self.wait, "best": None if math.isinf(self.best) else self.best}
 
     def on_train_begin(self, logs=None):
-        self.wait, self.stopped_epoch = 0, None  # patience counts per phase
+        self.wait, self.best, self.stopped_epoch = 0, math.inf, None  # patience counts per phase
         super().on_train_begin(logs)
+        self.best = math.inf if self.best is None else self.best
 
     def on_epoch_end(self, epoch, logs=None):
         loss, val_loss = (logs or {}).get("loss"), (logs or {}).get("val_loss")
         if loss is None or val_loss is None:
             return
-        self.wait = self.wait + 1 if not math.isfinite(val_loss) or val_loss > loss + self.margin else 0
+        lower = val_loss < self.best  # False for NaN
+        if lower:
+            self.best = float(val_loss)
+        overfits = not math.isfinite(val_loss) or (val_loss > loss + self.margin and not lower)
+        self.wait = self.wait + 1 if overfits else 0
         if self.wait >= self.patience:
             self.stopped_epoch, self.model.stop_training = epoch, True
-            logger.info("epoch %d: val_loss exceeded loss by more than %s for %s in a row; stopping",
-                        epoch + 1, self.margin, plural(self.wait, "epoch"))
+            logger.info("epoch %d: val_loss exceeded loss by more than %s, and fell no lower, for %s in a row; "
+                        "stopping", epoch + 1, self.margin, plural(self.wait, "epoch"))
 
 
 class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):

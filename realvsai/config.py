@@ -157,7 +157,7 @@ class TrainConfig:
     augment: str = "detector"  # one of PRESETS
     class_weights: bool = True  # weight the loss by inverse class frequency
     positive_class: str = ""  # binary metrics' positive class; empty = the class named fake/generated/synthetic/ai
-    stop_margin: float = 0.1  # StopTrainingOnValidationLoss: val_loss > loss + margin counts as overfitting
+    stop_margin: float = 0.1  # StopTrainingOnValidationLoss: val_loss > loss + margin, no new low, overfits
     stop_patience: int = 3  # ... for this many epochs in a row ends the phase
     early_stopping_patience: int = 5  # epochs without a lower val_loss that end the phase
     precision: str = "auto"  # auto = mixed_float16 on a GPU, float32 on CPU
