@@ -438,8 +438,8 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
 
 
 def _validate(predictor: Predictor, folder: Path) -> tuple[float | None, dict[str, Any] | None, dict[str, Any] | None]:
-    """One pass over the validation split: with two classes the F1-maximising threshold and how it was found
-    (None, None without one); for any number of classes the decision rule's accuracy by kind of image
+    """One pass over the validation split: with two classes the threshold of the best balanced accuracy and how it
+    was found (None, None without one); for any number of classes the decision rule's accuracy by kind of image
     (``accuracy_by_kind``; None without the split)."""
     info = predictor.info
     if not folder.is_dir():
@@ -456,8 +456,8 @@ def _validate(predictor: Predictor, folder: Path) -> tuple[float | None, dict[st
 
 
 def _choose_threshold(info: ModelInfo, source: Source, folder: Path) -> tuple[float | None, dict[str, Any] | None]:
-    """The F1-maximising threshold on the validation images ``source``, and how it was found (None, None
-    when none can be chosen)."""
+    """The threshold of the best balanced accuracy on the validation images ``source``, and how it was found (None,
+    None when none can be chosen)."""
     positive = scoring.positive_index(info.class_names, info.positive_class)
     labels, scores = np.asarray(source.images.labels), source.probabilities[:, positive].astype(np.float64)
     try:
@@ -470,7 +470,8 @@ def _choose_threshold(info: ModelInfo, source: Source, folder: Path) -> tuple[fl
     if few := few_positives({"num_positive": num_positive}, info.class_names[positive]):
         logger.warning("%s", few)
     return threshold, {"split": VALIDATION, "num_images": len(source.images), "num_positive": num_positive,
-                       "num_skipped": len(source.images.skipped), "f1": at["f1"], "accuracy": at["accuracy"]}
+                       "num_skipped": len(source.images.skipped), "balanced_accuracy": at["balanced_accuracy"],
+                       "accuracy": at["accuracy"], "f1": at["f1"]}
 
 
 def _kind_numbers(labels: np.ndarray, decided: np.ndarray, chance: float) -> dict[str, Any]:

@@ -151,7 +151,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold, "positive_class": positive})
     if threshold is not None:
         lines += [f"Predicted class: `{positive}` when P({positive}) >= {threshold:.4f}, the threshold that "
-                  "maximised F1 on the training run's validation images (kept in model.json): the rule the app "
+                  "maximised balanced accuracy (the mean of the two classes' recalls) on the training run's "
+                  "validation images (kept in model.json): the rule the app "
                   f"answers by. The most probable class (argmax) beside it, for comparison. Precision, recall and "
                   f"F1 are {average}.", "", *_table(["metric", "decision rule", "argmax"], [
                       [key, _number(metrics[key]), _number(metrics.get(f"argmax_{key}"))] for key in headline])]

@@ -222,19 +222,26 @@ def test_choose_threshold_maximises_validation_balanced_accuracy_halfway_between
 def test_choose_threshold_keeps_the_most_probable_class_where_nothing_decides_better():
     labels = [0, 0, 1, 1]
     assert choose_threshold(labels, [0.1, 0.3, 0.7, 0.9]) == pytest.approx(0.5)  # any of 0.3 to 0.7 separates them
-    assert choose_threshold(labels, [0.9, 0.7, 0.3, 0.1]) == pytest.approx(0.5)  # none beats chance
+    assert choose_threshold(labels, [0.9, 0.7, 0.3, 0.1]) == pytest.approx(0.5)  # nothing beats chance
 
 
 def test_a_weak_model_s_threshold_does_not_call_most_negatives_positive():
     """The F1-best threshold of a weak model slides towards "everything is positive" (F1 0.667 on balanced data):
     a ResNet50 run called 34 of 40 real test photos AI-made, at accuracy 0.56 where the most probable class had 0.63.
+    Here (ROC AUC about 0.66) it called 73 % of the negatives positive on average, at a balanced accuracy of 0.574.
     """
-    rng = np.random.default_rng(3)
-    labels = np.repeat([0, 1], 100)
-    scores = 1 / (1 + np.exp(-rng.normal(0.6 * (labels - 0.5), 1.0)))  # calibrated-looking, ROC AUC about 0.66
-    threshold = choose_threshold(labels, scores)
-    assert np.mean(scores[labels == 0] >= threshold) < 0.5
-    assert balanced_accuracy(labels, scores >= threshold) > 0.6
+    def draw(rng, per_class):
+        labels = np.repeat([0, 1], per_class)
+        return labels, 1 / (1 + np.exp(-rng.normal(0.6 * (labels - 0.5), 1.0)))  # calibrated-looking scores
+
+    called_positive, balanced = [], []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        threshold = choose_threshold(*draw(rng, 100))  # on validation
+        labels, scores = draw(rng, 1000)  # on test
+        called_positive.append(np.mean(scores[labels == 0] >= threshold))
+        balanced.append(balanced_accuracy(labels, scores >= threshold))
+    assert np.mean(called_positive) < 0.5 and np.mean(balanced) > 0.59
 
 
 def test_choose_threshold_needs_both_classes():
