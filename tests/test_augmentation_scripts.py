@@ -135,6 +135,22 @@ def test_presets_write_different_copies(data, tmp_path):
     assert classic != detector
 
 
+def test_max_pixels_is_the_decoder_s_limit_too(data, monkeypatch):
+    """A 121 MP BMP under --max-pixels 130000000 passed the plan, then Pillow's decoder refused it at the default
+    limit, and it was reported as "not a decodable image"."""
+    from realvsai import offline_augmentation
+
+    limits, decode = [], offline_augmentation.decode_rgb
+
+    def spy(*args, max_pixels=None, **kwargs):
+        limits.append(max_pixels)
+        return decode(*args, max_pixels=max_pixels, **kwargs)
+
+    monkeypatch.setattr(offline_augmentation, "decode_rgb", spy)
+    assert augment(data, "--max-pixels", "130000000") == 0
+    assert limits and set(limits) == {130_000_000}
+
+
 def test_rerun_does_not_multiply_or_change_the_copies(data):
     assert augment(data) == 0
     before = tree(data / "augmented_train")
