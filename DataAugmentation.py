@@ -239,7 +239,7 @@ def augment(args: Namespace) -> None:
         to_make = sum(len(targets) for batch in batches for targets in batch.targets)
         with progress(None, total=to_make, desc="augmenting", unit="copy") as bar:
             write_augmented_copies(batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality,
-                                   on_copies_done=bar.update, report=report)
+                                   on_copies_done=bar.update, report=report, max_pixels=args.max_pixels)
     finally:  # also on Ctrl-C: the copies written so far keep their sources, so the move takes them
         record_copy_sources(plan, args.data, made=report.made)
     made = {os.path.normpath(path) for path in report.made}

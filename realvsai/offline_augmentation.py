@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from realvsai.augmentation import copy_transformations
+from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.data import decode_rgb, resize_to_square
 from realvsai.files import write_new_files
 from realvsai.moving import SourceImage
@@ -106,7 +107,7 @@ class CopyReport:
 def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Sequential | None,
                            image_size: int | None = None, jpeg_quality: int = 95, writers: int = 2,
                            on_copies_done: Callable[[int], None] | None = None,
-                           report: CopyReport | None = None) -> CopyReport:
+                           report: CopyReport | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> CopyReport:
     """Makes every batch's copies and writes them with ``files.write_new_files``, never over another file.
 
     A file at a copy's name counts as already there when it holds the copy's very bytes (an earlier or
@@ -123,7 +124,7 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     augment = _augmenter(augmentation, any(batch.jit_compile for batch in batches))
     in_flight: collections.deque = collections.deque()  # bounds the copies held in memory
     with ThreadPoolExecutor(max_workers=writers) as pool:
-        for batch_index, positions, images in _decoded_batches(batches, image_size).as_numpy_iterator():
+        for batch_index, positions, images in _decoded_batches(batches, image_size, max_pixels).as_numpy_iterator():
             batch = batches[batch_index]
             decoded.update((int(batch_index), int(position)) for position in positions)
             targets = [target for position in positions for target in batch.targets[position]]
@@ -225,7 +226,7 @@ def _compiled(function: Callable, xla: bool) -> Callable:
     return call
 
 
-def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None) -> tf.data.Dataset:
+def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None, max_pixels: int) -> tf.data.Dataset:
     """Elements ``(batch index, positions of its decoded images, float32 images)``, one per batch."""
     elements = [(batch_index, position, os.fsencode(source), batch.needs_pil[position])  # bytes: any name
                 for batch_index, batch in enumerate(batches) for position, source in enumerate(batch.sources)]
@@ -237,7 +238,7 @@ def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None) -> tf
 
     @plain
     def decode(batch_index, position, path, pil):
-        image = decode_rgb(path, pil)  # as training decodes it: upright, RGB
+        image = decode_rgb(path, pil, max_pixels=max_pixels)  # as training decodes it: upright, RGB
         # As the model sees it: the centre square (squashing a wide image would show training another geometry).
         image = tf.cast(image, tf.float32) if image_size is None else resize_to_square(image, image_size)
         return batch_index, position, image
