@@ -486,3 +486,25 @@ def test_an_empty_path_is_a_command_line_error_not_the_current_folder(script, ar
         importlib.import_module(script).parse_args(argv)
     assert exit_.value.code == 2
     assert "an empty path; give a file or folder (. for the current folder)" in capsys.readouterr().err
+
+
+def test_a_printed_command_names_a_path_that_begins_with_a_dash_so_that_it_runs(tmp_path, monkeypatch, capsys):
+    """``Next: python DataAugmentation.py --data -out`` failed with "argument --data: expected one argument"."""
+    import shlex
+
+    import ModelTraining
+    from realvsai.config import deleter_command, resume_command
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("REAL", "FAKE"):
+        for index in range(5):
+            write_image(tmp_path / "-src" / name / f"{index}.png", seed=index + 10 * len(name))
+    assert DataSplitD1.main(["./-src", "--out", "./-out", "-q"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Next: ")]
+    words = shlex.split(line.split("(optional)")[0].removeprefix("Next: "))
+    assert words[:3] == ["python", "DataAugmentation.py", "--data"]
+    assert DataAugmentation.parse_args(words[2:]).data == Path("-out")
+
+    assert shlex.split(deleter_command(Path("-out")))[2] == "./-out"
+    assert shlex.split(resume_command(Path("-models") / "run"))[-2:] == ["--out", "./-models"]
+    assert shlex.split(ModelTraining.serve_command(Path("-models") / "run"))[-1] == "./-models/run"
