@@ -41,6 +41,23 @@ def test_scan_images_skips_and_names_files_without_an_image_header(tmp_path, mak
     assert {path for path, _ in scanned.skipped} == set(broken.values())
 
 
+def test_scan_images_says_how_many_files_are_not_images_it_reads(tmp_path, make_class_folder, caplog):
+    """Training's scan left out GIF, TIFF and AVIF files, and any file that is not an image, without a word, while
+    the splitters, --predict and --evaluate list them."""
+    make_class_folder(tmp_path, {"a": 2, "b": 2})
+    for name in ("animated.gif", "scan.tif", "notes.txt"):
+        (tmp_path / "a" / name).write_bytes(b"x")
+    (tmp_path / "b" / ".DS_Store").write_bytes(b"x")  # hidden: left out without a word, as everywhere
+
+    with caplog.at_level("WARNING", logger="realvsai"):
+        scanned = data.scan_images(tmp_path)
+
+    assert len(scanned) == 4
+    (said,) = [record.getMessage() for record in caplog.records]
+    assert said.startswith(f"{tmp_path}: 3 files in its class folders are not images read here, left out (e.g. "
+                           f"{tmp_path / 'a' / 'animated.gif'}: an image format not read here")
+
+
 def jpeg_cut_after_its_header(path: Path) -> Path:
     """A noisy JPEG whose last third is missing: its header reads, its pixels do not all decode."""
     write_image(path, seed=9, size=(64, 64))
