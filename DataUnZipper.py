@@ -30,12 +30,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 from realvsai.archives import UnzipLimits, archive_stem, extract_archive
 from realvsai.cli import byte_count, expansion_ratio, make_parser, nonempty_path, plural, run_main, setup_logging
+from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import human_bytes, working_on
 from realvsai.layout import find_train_test_root
@@ -97,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{result.already_there:,} already there, "
               f"{plural(result.junk_skipped, 'macOS junk entry', 'macOS junk entries')} skipped.")
         if result.archives:  # a download that wraps the dataset's own archive: its images are still packed
-            first = shlex.quote(str(result.target / result.archives[0]))
+            first = shell_path(result.target / result.archives[0])
             print(f"It holds {plural(len(result.archives), 'archive')} ({', '.join(result.archives[:3])}"
                   f"{', ...' if len(result.archives) > 3 else ''}), whose files are still packed: unzip "
                   f"{'it' if len(result.archives) == 1 else 'each'} too, e.g. python DataUnZipper.py {first}")
         else:
-            print(f"Next: python {splitter_for(result.target)} {shlex.quote(str(result.target))} --out data")
+            print(f"Next: python {splitter_for(result.target)} {shell_path(result.target)} --out data")
 
     return run_main(body)
 

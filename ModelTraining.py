@@ -47,7 +47,6 @@ import functools
 import logging
 import math
 import os
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +78,7 @@ from realvsai.config import (
     flag_name,
     resume_command,
     run_name_problem,
+    shell_path,
 )
 from realvsai.errors import UserError
 
@@ -428,7 +428,7 @@ def run_training(args: argparse.Namespace) -> None:
 
 def serve_command(run_dir: Path) -> str:
     """The command that opens the run at ``run_dir`` in the app."""
-    return f"streamlit run App.py -- --model {shlex.quote(str(run_dir))}"
+    return f"streamlit run App.py -- --model {shell_path(run_dir)}"
 
 
 def run_demo(args: argparse.Namespace) -> None:

@@ -24,12 +24,12 @@ Example:
 
 from __future__ import annotations
 
-import shlex
 import sys
 from argparse import Namespace
 from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, nonempty_path, plural, run_main, setup_logging
+from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.moving import MoveReport, move_augmented
@@ -91,7 +91,7 @@ def print_summary(args: Namespace, report: MoveReport | None) -> None:
                  f"{plural(len(report.left_behind) + refused, 'file')}.")
     print(line)
     if not args.dry_run:
-        print(f"Next: python ModelTraining.py --data {shlex.quote(str(args.data))}")
+        print(f"Next: python ModelTraining.py --data {shell_path(args.data)}")
 
 
 def main(argv: list[str] | None = None) -> int:

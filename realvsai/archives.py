@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from realvsai.cli import plural, progress
+from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import atomic_write, atomic_write_bytes, fit_name, human_bytes, remove_temporaries
 
@@ -209,11 +210,11 @@ def _other_format(archive: Path, target: Path, infos: Sequence[zipfile.ZipInfo] 
     if head.startswith(b"PK\x07\x08") or archive.with_suffix(".z01").exists() or any(info.volume for info in infos):
         last, whole = archive.with_suffix(".zip"), archive.with_name(f"{archive.stem}-whole.zip")
         return (f"{archive} is one part of a split zip archive ({archive.stem}.z01, .z02, ... and {last.name}); "
-                f"nothing was written. Join the parts with `zip -s 0 {shlex.quote(str(last))} --out "
-                f"{shlex.quote(str(whole))}`, then unzip {whole}.")
+                f"nothing was written. Join the parts with `zip -s 0 {shell_path(last)} --out "
+                f"{shell_path(whole)}`, then unzip {whole}.")
     for offset, magic, what, tool in _OTHER_FORMATS:
         if head[offset:offset + len(magic)] == magic:
-            file, folder = shlex.quote(str(archive)), shlex.quote(str(target))
+            file, folder = shell_path(archive), shell_path(target)
             command = (f"mkdir -p {folder} && tar xf {file} -C {folder}" if tool == "tar"
                        else f"7z x {file} {shlex.quote(f'-o{target}')}")
             return f"{archive} is {what}, not a zip; nothing was written. Extract it with `{command}`."

@@ -266,12 +266,19 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, str | None, str | None]
     return config, digest if isinstance(digest, str) else None, backend if isinstance(backend, str) else None
 
 
+def shell_path(path: Path | str) -> str:
+    """``path`` as a word of a command line to copy: quoted for the shell, and with ``./`` before a path that
+    begins with a dash, which a script would read as an option."""
+    text = str(path)
+    return shlex.quote(os.path.join(".", text) if text.startswith("-") else text)
+
+
 def deleter_command(path: Path) -> str:
     """The command line (run from the repository, as every script is) that deletes ``path`` with DataDeleter.py,
     as a message suggests it: with --allow-outside where ``path`` is outside ``DELETABLE_ROOTS``."""
     folder = Path(os.path.realpath(Path(path).parent))  # where DataDeleter.py finds it (deleting.locate)
     inside = any(root == folder or root in folder.parents for root in map(Path.resolve, DELETABLE_ROOTS))
-    return shlex.join(["python", "DataDeleter.py", str(path), *([] if inside else ["--allow-outside"])])
+    return f"python DataDeleter.py {shell_path(path)}" + ("" if inside else " --allow-outside")
 
 
 def resume_command(run_dir: Path, flags: Sequence[str] = ("--resume",), defaults: Any = None) -> str:
@@ -281,10 +288,10 @@ def resume_command(run_dir: Path, flags: Sequence[str] = ("--resume",), defaults
     defaults = defaults or TrainConfig
     words = ["python", "ModelTraining.py", *flags]
     if run_dir.name != defaults.name:
-        words += ["--name", run_dir.name]
+        words += ["--name", shlex.quote(run_dir.name)]
     if run_dir.parent != Path(defaults.out):
-        words += ["--out", str(run_dir.parent)]
-    return shlex.join(words)
+        words += ["--out", shell_path(run_dir.parent)]
+    return " ".join(words)
 
 
 def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None) -> tuple[TrainConfig, Path]:

@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import math
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from realvsai.config import (
     MODEL_JSON_FILE,
     RUN_CONFIG_FILE,
     resume_command,
+    shell_path,
 )
 from realvsai.errors import UserError
 from realvsai.image_stats import unfamiliar_reason
@@ -379,7 +379,7 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
             continue
         unfinished = run.unfinished  # model.h5 is the best epoch so far, from the first epoch on
         if unfinished:
-            why = f"{unfinished}, or open it with --model {shlex.quote(str(folder))} to try it as it is"
+            why = f"{unfinished}, or open it with --model {shell_path(folder)} to try it as it is"
             logger.warning("skipping %s: %s", folder, why)
             skipped.append((folder, why))
         else:

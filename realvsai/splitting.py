@@ -9,7 +9,6 @@ import os
 import posixpath
 import random
 import re
-import shlex
 import threading
 import time
 import unicodedata
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from realvsai.cli import default_workers, format_table, nonempty_path, plural, positive_int, progress
-from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
+from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
@@ -675,7 +674,7 @@ def format_report(report: SplitReport) -> str:
     lines += [f"{class_name}: {text}" for class_name, text in describe_profiles(report.class_profiles).items()]
     if report.moved_aside:
         lines.append(f"the previous split was moved to {report.moved_aside}")
-    data = shlex.quote(str(report.out))
+    data = shell_path(report.out)
     lines.append(f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py "
                  f"--data {data}")
     return "\n".join(lines)
