@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from realvsai import images as image_io
-from realvsai.cli import default_workers
+from realvsai.cli import default_workers, plural
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import list_images
@@ -107,8 +107,12 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         details = "; ".join(f"{what} {names}" for what, names in (("missing", missing), ("unexpected", extra)) if names)
         raise UserError(f"{folder} has class folders {sorted(found)}, but {sorted(class_names)} were expected "
                         f"({details}). Rename the folders (or re-split with --rename OLD=NEW) so the names match.")
+    not_images: list[tuple[str, str]] = []
     candidates = [(path, label) for label, name in enumerate(class_names) if folder_of[name] in found
-                  for path in list_images(folder / folder_of[name])]
+                  for path in list_images(folder / folder_of[name], skipped=not_images)]
+    if not_images := [(path, why) for path, why in not_images if not os.path.basename(path).startswith(".")]:
+        logger.warning("%s: %s in its class folders %s not images read here, left out (e.g. %s: %s)", folder,
+                       plural(len(not_images), "file"), "is" if len(not_images) == 1 else "are", *min(not_images))
     results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
                                     crop_size=crop_size)
     files, labels, sizes, needs_pil, formats, qualities, grayscale, skipped = [], [], [], [], [], [], [], []
