@@ -210,7 +210,7 @@ def test_the_pixel_limit_message_names_only_scripts_that_take_max_pixels(tmp_pat
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "1", "P", "I;16", "RGBA", "CMYK", "F"])
 def test_decode_check_hashes_the_rgb_pixels_the_model_takes(tmp_path, mode, monkeypatch):
-    """The pixel hash is the hash of the size and of ``load_rgb``'s pixels (before any EXIF turn), band by band:
+    """The pixel hash is the hash of the size and of ``load_rgb``'s pixels, band by band:
     an RGB image's is the hash of its mode, size and raw bytes whole, as it always was."""
     import hashlib
 
@@ -256,6 +256,22 @@ def test_a_16_bit_image_and_its_8_bit_copy_are_one_image(tmp_path):
         assert deep.mode.startswith("I")
 
     assert images.decode_check(tmp_path / "deep.png")[1] == images.decode_check(tmp_path / "eight.png")[1]
+
+
+def test_a_photo_stored_turned_and_its_upright_export_are_one_image(tmp_path):
+    """The hash read the stored pixels before the EXIF turn: a phone photo (orientation 6) and its upright export,
+    which the model takes as the same pixels, went to validation and test; and the stored pixels without the tag,
+    which the model takes turned otherwise, counted as its duplicate."""
+    stored = Image.fromarray(np.random.default_rng(0).integers(0, 256, (10, 20, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.png", exif=exif)
+    Image.fromarray(images.load_rgb(tmp_path / "phone.png")).save(tmp_path / "export.png")
+    stored.save(tmp_path / "untagged.png")
+
+    phone, export, untagged = (images.decode_check(tmp_path / name)[1] for name in ("phone.png", "export.png",
+                                                                                     "untagged.png"))
+    assert phone == export and phone != untagged
 
 
 def test_decode_check_holds_no_copy_of_a_large_images_pixels(tmp_path):
