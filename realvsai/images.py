@@ -144,9 +144,9 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
 
 def decode_check(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str | None, str | None]:
     """``(problem, pixels)``: why ``path`` is not a usable image, or None when it decodes completely (pixel count
-    checked first); and then the sha256 of its decoded pixels as the model takes them (size and ``load_rgb``'s RGB
-    values, before an EXIF turn), which the same image shares in another lossless format or mode, or saved again
-    with other metadata."""
+    checked first); and then the sha256 of its decoded pixels as the model takes them (upright: ``load_rgb``'s size
+    and RGB values), which the same image shares in another lossless format or mode, stored turned with an EXIF
+    orientation, or saved again with other metadata."""
     return _full_check(path, max_pixels, header=False)[:2]
 
 
@@ -161,9 +161,13 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
             _check_png(image, path)
             # The pixels the model takes (an RGB image's raw bytes): the same image saved as palette, gray or
             # opaque RGBA (a lossless optimiser's, an editor's) is one image, and two palette images of the same
-            # indices in other colours are two. Bands are whole rows, so the hash is the whole's.
-            digest = hashlib.sha256(f"RGB {image.size}\n".encode())
-            for band in _bands(image):
+            # indices in other colours are two. Bands are whole rows, so the hash is the whole's. Upright: a photo
+            # stored turned (EXIF) and its upright export are one input.
+            _ignore_broken_exif()
+            turned = image.getexif().get(ExifTags.Base.Orientation, 1) not in (0, 1)
+            upright = ImageOps.exif_transpose(image) if turned else image
+            digest = hashlib.sha256(f"RGB {upright.size}\n".encode())
+            for band in _bands(upright):
                 digest.update(band.tobytes() if band.mode == "RGB" else _as_rgb(band).tobytes())
             return None, digest.hexdigest(), _header(image) if header else None
     except FileNotFoundError:
