@@ -243,6 +243,8 @@ def test_run_demo_resume_leaves_saying_it_resumes_to_the_training(tmp_path, monk
     with caplog.at_level("INFO", logger="realvsai"):
         assert demo.run_demo(config, resume=True) == ("demo", True)
     assert not [record for record in caplog.records if "resuming" in record.getMessage()]
+    # The split's report, without its "Next: python DataAugmentation.py ..." line: the demo trains by itself.
+    assert "manifest:" in caplog.text and "Next:" not in caplog.text
 
 
 def test_run_demo_resume_makes_its_data_again_where_it_is_gone(tmp_path, monkeypatch):
