@@ -21,10 +21,10 @@ Every local GPU trains (TensorFlow: MirroredStrategy; KERAS_BACKEND=jax: keras.d
 To train on several machines (TensorFlow), set TF_CONFIG on each
 (MultiWorkerMirroredStrategy) and start the same command on all of them: they take the chief's
 settings, read the data at the same --data path (checked to be the same files), and only the
-chief writes OUT/NAME. --batch-size counts per GPU (or per machine without one).
+chief writes OUT/NAME. --batch-size counts per device (a GPU, or the machine's CPU without one).
 
 --demo needs no dataset: it makes a small synthetic one in data/demo/ (from photos that ship with
-scikit-learn and matplotlib), splits it as DataSplitD2.py does and trains on it into models/demo/,
+scikit-learn and matplotlib), splits it as DataSplitD2.py does and trains on it into models/demo/ (OUT/demo/),
 offline, in a few minutes on a laptop CPU; App.py then serves it.
 
 Examples:
@@ -106,8 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "data it started on")
     add_number(data, "--seed", int, help="seeds shuffling, augmentation and weights")
     data.add_argument("--demo", action="store_true",
-                      help="make synthetic demo data in data/demo/ and train on it into models/demo/ with the demo's "
-                           "own small settings (--out, --name and --resume apply; a training flag is refused): "
+                      help="make synthetic demo data in data/demo/ and train on it into OUT/demo/ (models/demo/) with "
+                           "the demo's own small settings (--out, --name, --resume and --quiet apply; a training "
+                           "flag is refused): "
                            "the whole pipeline, offline")
 
     model = parser.add_argument_group("model")
@@ -116,7 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="'imagenet' (downloaded once to ~/.keras/models/), a weights file, or 'none' to train "
                             "from scratch")
     add_number(model, "--image-size", int,
-               help="side in pixels the backbone sees; images of any size are resized to it")
+               help="side in pixels the backbone sees: images of any size are resized to it (--input-mode "
+                    "crops: cut to it at native resolution)")
     model.add_argument("--input-mode", choices=INPUT_MODES, default=defaults.input_mode,
                        help="resize: the whole image (centre square) resized to --image-size; crops: random "
                             "--image-size crops at native resolution in training, the softmax averaged over a 3x3 "
@@ -159,8 +161,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hardware.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                           help="auto = float32 on CPU; on a GPU mixed_float16 (TensorFlow) or mixed_bfloat16 (JAX)")
     hardware.add_argument("--xla", action="store_true",
-                          help="compile the training step with XLA (default: Keras decides: on for one GPU when "
-                               "every layer supports it, off on CPU)")
+                          help="compile the training step with XLA (TensorFlow; default: Keras decides: on for one "
+                               "GPU when every layer supports it, off on CPU). JAX always compiles: no change there")
 
     evaluate = parser.add_argument_group("evaluate a saved model instead of training")
     evaluate.add_argument("--evaluate", type=nonempty_path, metavar="MODEL",

@@ -141,7 +141,7 @@ class TrainConfig:
     name: str = ""  # the run's folder name; empty = a timestamp
     backbone: str = "resnet101"
     weights: str = "imagenet"  # "imagenet", "none" (from scratch) or a path to backbone weights
-    image_size: int = 224  # side the backbone sees; inputs of any size are resized to it
+    image_size: int = 224  # side the backbone sees; inputs of any size are resized to it (crops: cut to it)
     input_mode: str = "resize"  # one of INPUT_MODES; "crops": image_size crops at native resolution
     batch_size: int = 32  # images per step on each device (global batch = this x devices)
     head_epochs: int = 5  # phase 1: backbone frozen (with --weights none: the epochs simply add up)
@@ -160,8 +160,8 @@ class TrainConfig:
     stop_margin: float = 0.1  # StopTrainingOnValidationLoss: val_loss > loss + margin, no new low, overfits
     stop_patience: int = 3  # ... for this many epochs in a row ends the phase
     early_stopping_patience: int = 5  # epochs without a lower val_loss that end the phase
-    precision: str = "auto"  # auto = mixed_float16 on a GPU, float32 on CPU
-    xla: bool = False  # force XLA (jit_compile); otherwise Keras decides (on for one GPU, off on CPU)
+    precision: str = "auto"  # auto: on a GPU mixed_float16 (TensorFlow) or mixed_bfloat16 (JAX); float32 on CPU
+    xla: bool = False  # force XLA on TensorFlow (else Keras decides: on for one GPU, off on CPU); JAX always compiles
     seed: int = 42
     max_pixels: int = MAX_IMAGE_PIXELS  # larger images are skipped unread (a guard against decompression bombs)
     demo: bool = False  # trained on realvsai.demo's synthetic images (model card and app say so)

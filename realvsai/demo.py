@@ -245,7 +245,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose
     logger.info("2/3 splitting them as DataSplitD2.py does into %s", config.data_dir)
     report = splitting.split_train_test(raw_dir, config.data_dir, val_fraction=config.val_fraction,
                                         seed=config.seed)
-    logger.info("%s", splitting.format_report(report))
+    logger.info("%s", splitting.format_report(report, next_step=False))  # the demo trains next by itself
     readme, text = Path(config.data_dir) / README_NAME, (raw_dir / README_NAME).read_text(encoding="utf-8")
     if not readme.exists():
         atomic_write_text(readme, text)

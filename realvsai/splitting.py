@@ -649,9 +649,9 @@ def _log_problems(report: SplitReport) -> None:
                            if VALIDATION in empty else "")
 
 
-def format_report(report: SplitReport) -> str:
-    """The table of files per split and class, what was skipped, and the next step's command, for the scripts to
-    print."""
+def format_report(report: SplitReport, next_step: bool = True) -> str:
+    """The table of files per split and class, what was skipped, and (``next_step``) the next step's command, for
+    the scripts to print."""
     classes = sorted({class_name for _, class_name in report.counts})
     splits = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
     rows = [[split, *(f"{report.counts[(split, name)]:,}" for name in classes),
@@ -674,7 +674,8 @@ def format_report(report: SplitReport) -> str:
     lines += [f"{class_name}: {text}" for class_name, text in describe_profiles(report.class_profiles).items()]
     if report.moved_aside:
         lines.append(f"the previous split was moved to {report.moved_aside}")
-    data = shell_path(report.out)
-    lines.append(f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py "
-                 f"--data {data}")
+    if next_step:
+        data = shell_path(report.out)
+        lines.append(f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py "
+                     f"--data {data}")
     return "\n".join(lines)
