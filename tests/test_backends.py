@@ -242,3 +242,31 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
     assert cifake["precision_policy"] == "float32" and cifake["wall_s"] > 0
     assert 0 <= cifake["test_accuracy"] <= 1 and 0 <= cifake["test_argmax_accuracy"] <= 1
     assert "Epoch 1/2" not in output and "Epoch 2/2" in output and "written to" in output
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_training_stopped_mid_epoch_on_jax_ends_with_its_one_line_and_exit_1(tmp_path, make_class_folder, stop):
+    """On JAX a run stopped during an epoch printed its line, then crashed in the interpreter's teardown of
+    TensorFlow's and XLA's runtimes: "Segmentation fault", exit 139, which Slurm and `timeout` read as a crash."""
+    import signal
+    import time
+
+    for split, count in (("train", 48), ("validation", 16)):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": count, "REAL": count})
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO),
+                   "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "ModelTraining.py"), "--data", str(tmp_path / "data"), "--out",
+         str(tmp_path / "models"), "--name", "run", "--weights", "none", "--image-size", "32", "--backbone",
+         "resnet50", "--head-epochs", "2", "--fine-tune-epochs", "0", "--batch-size", "16", "--augment", "none"],
+        cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    said = []
+    for line in process.stdout:
+        said.append(line)
+        if line.startswith("Epoch 1/"):
+            time.sleep(3)  # into the first epoch: compiling its step, or running it
+            process.send_signal(getattr(signal, stop))
+            break
+    said += process.stdout.readlines()
+    assert process.wait(timeout=600) == 1, "".join(said[-20:])
+    assert said[-1].startswith("error: interrupted. Continue the run with: python ModelTraining.py --resume")
