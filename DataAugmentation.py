@@ -41,7 +41,6 @@ import glob
 import logging
 import os
 import shlex
-import sys
 import time
 from argparse import ArgumentTypeError, Namespace
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.cli import (
+    exit_script,
     format_table,
     make_parser,
     nonempty_path,
@@ -303,4 +303,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_script(main())

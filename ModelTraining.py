@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from realvsai.cli import (
     Interrupted,
     describe_os_error,
+    exit_script,
     make_parser,
     nonempty_path,
     plural,
@@ -494,4 +495,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_script(main())

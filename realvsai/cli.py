@@ -175,6 +175,21 @@ def run_main(body: Callable[[], object]) -> int:
     return EXIT_FAILED
 
 
+def exit_script(code: int) -> None:
+    """Ends a script with ``code``: ``sys.exit``, but under Keras' JAX backend without the interpreter's teardown
+    (once the output is flushed). A training stopped in its first epoch there printed its line, then crashed in
+    the teardown of TensorFlow's and XLA's runtimes (a segmentation fault, exit 139, which Slurm and ``timeout``
+    read as a crash); so does no run that ends here."""
+    keras = sys.modules.get("keras")
+    if keras is None or keras.backend.backend() != "jax":
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
 def usage_check(parser: argparse.ArgumentParser, check: Callable[[], T]) -> T:
     """``check()``, its UserError turned into bad usage: argparse's line and exit 2. For what a ``type=`` function
     cannot see, one value at a time: several values together (``--ratios``), a flag given more than once."""
