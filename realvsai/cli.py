@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tqdm import tqdm
 
@@ -175,11 +175,11 @@ def run_main(body: Callable[[], object]) -> int:
     return EXIT_FAILED
 
 
-def exit_script(code: int) -> None:
+def exit_script(code: int) -> NoReturn:
     """Ends a script with ``code``: ``sys.exit``, but under Keras' JAX backend without the interpreter's teardown
-    (once the output is flushed). A training stopped in its first epoch there printed its line, then crashed in
-    the teardown of TensorFlow's and XLA's runtimes (a segmentation fault, exit 139, which Slurm and ``timeout``
-    read as a crash); so does no run that ends here."""
+    (once the output is flushed), which skips nothing of the project's: its files are written and closed by then.
+    A training stopped in its first epoch on JAX printed its line, then crashed in the teardown of TensorFlow's
+    and XLA's runtimes (a segmentation fault, exit 139, which Slurm and ``timeout`` read as a crash)."""
     keras = sys.modules.get("keras")
     if keras is None or keras.backend.backend() != "jax":
         sys.exit(code)
