@@ -6,6 +6,7 @@ where a pipeline is built: the scan needs none, so a machine without it scans to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -147,6 +148,15 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         logger.warning("%s has no readable image of class %s: counted as a class without images (an evaluation "
                        "lists it in missing_classes)", folder, without)
     return images
+
+
+def split_folders(data_dir: Path) -> list[Path]:
+    """``data_dir``, its splits and the folders in them: what ``scan_splits`` reads, and a training with it."""
+    splits, inside = [Path(data_dir) / split for split in (TRAIN, VALIDATION, TEST)], []
+    for split in splits:
+        with contextlib.suppress(OSError):  # one missing or unreadable: scan_splits says so
+            inside += [folder for folder in split.iterdir() if folder.is_dir()]
+    return [Path(data_dir), *splits, *inside]
 
 
 def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS

@@ -94,6 +94,7 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
         RunInterrupted: for Ctrl-C once the run folder is chosen; RunWriteFailed for a file-system error then.
     """
     from realvsai import distributed
+    from realvsai.data import split_folders
 
     config.validate()
     strategy = strategy or distributed.select_strategy({})
@@ -107,7 +108,7 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
     # A second start of this --name (or a --resume of it) would train into the same folder, each run writing some of
     # its files: the chief claims it first (the folder itself is made only once the data is read). It claims its
     # data for reading, so that no merge, move or deletion changes it meanwhile (which --resume would refuse).
-    claim = (working_on([run_dir], "ModelTraining.py", reading=_data_folders(Path(config.data)))
+    claim = (working_on([run_dir], "ModelTraining.py", reading=split_folders(Path(config.data)))
              if distributed.is_chief(strategy) else contextlib.nullcontext())
     try:
         with claim, distributed.worker_folder(strategy, run_dir) as folder:
@@ -138,15 +139,6 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
             raise RunWriteFailed(stop, run_dir, resumable=saved) from stop
         raise RunInterrupted(run_dir, resumable=saved) from stop
     return dataclasses.replace(result, run_dir=run_dir)
-
-
-def _data_folders(data: Path) -> list[Path]:
-    """The dataset folder, its splits and the folders in them: what a training reads."""
-    splits, inside = [data / split for split in (TRAIN, VALIDATION, TEST)], []
-    for split in splits:
-        with contextlib.suppress(OSError):  # one missing or unreadable: the data check says so
-            inside += [folder for folder in split.iterdir() if folder.is_dir()]
-    return [data, *splits, *inside]
 
 
 def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
