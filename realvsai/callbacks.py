@@ -72,8 +72,6 @@ class StopOnLostCtrlC(keras.callbacks.Callback):
     """Stops training at the next batch after a Ctrl-C that Python lost in a finalizer (``cli.watch_ctrl_c``),
     which would otherwise go on to its last epoch."""
 
-    async_safe = True  # on JAX Keras calls it from a thread; what it raises reaches fit at the next batch
-
     def on_train_batch_end(self, batch, logs=None):
         raise_if_ctrl_c()
 
@@ -89,9 +87,6 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     with ``raise_error=True`` it raises a bare RuntimeError, a traceback with no hint for the user.
     """
 
-    # On JAX Keras calls on_train_batch_end from a thread, so reading the loss does not make each step wait for
-    # the device; its UserError reaches fit at a later batch, and at the latest before any on_epoch_end.
-    async_safe = True
     epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):

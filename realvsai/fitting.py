@@ -128,7 +128,4 @@ def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
         logger.info("no TensorBoard logs in %s: TensorBoard writes them with TensorFlow, which is not installed",
                     log_dir)
         return []
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)
-    # It writes once an epoch; its per-batch hook would otherwise make JAX's steps wait for each batch's loss.
-    tensorboard.async_safe = True
-    return [tensorboard]
+    return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]

@@ -17,7 +17,6 @@ from realvsai.callbacks import (
     BestModel,
     ResumableEarlyStopping,
     RunBackup,
-    StopOnLostCtrlC,
     StopOnNonFiniteLoss,
     StopTrainingOnValidationLoss,
     TrainingHistory,
@@ -106,16 +105,6 @@ def test_nan_training_loss_stops_the_run_with_a_clear_error():
     with pytest.raises(UserError) as raised:
         model.fit(x, np.zeros(8, "int32"), epochs=3, batch_size=4, verbose=0, callbacks=[StopOnNonFiniteLoss()])
     assert str(raised.value) == "training loss became NaN at epoch 1; lower --learning-rate or use --precision float32"
-
-
-@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="Keras runs batch callbacks inline there")
-def test_the_per_batch_callbacks_of_a_run_leave_the_steps_asynchronous(tmp_path):
-    """On JAX, Keras hands each batch's logs to a thread unless a callback is not async-safe; then the main
-    thread reads the loss after every step, which waits for the device, and the next batch is not on its way."""
-    from realvsai.fitting import _tensorboard
-
-    run_callbacks = [StopOnLostCtrlC(), StopOnNonFiniteLoss(), *_tensorboard(tmp_path)]
-    assert keras.callbacks.CallbackList(run_callbacks, model=tiny_model())._async_train
 
 
 # --- the best model ------------------------------------------------------------------------------------
