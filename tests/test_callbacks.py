@@ -17,6 +17,7 @@ from realvsai.callbacks import (
     BestModel,
     ResumableEarlyStopping,
     RunBackup,
+    StopBeforeDeadline,
     StopOnNonFiniteLoss,
     StopTrainingOnValidationLoss,
     TrainingHistory,
@@ -105,6 +106,40 @@ def test_nan_training_loss_stops_the_run_with_a_clear_error():
     with pytest.raises(UserError) as raised:
         model.fit(x, np.zeros(8, "int32"), epochs=3, batch_size=4, verbose=0, callbacks=[StopOnNonFiniteLoss()])
     assert str(raised.value) == "training loss became NaN at epoch 1; lower --learning-rate or use --precision float32"
+
+
+# --- the time limit of a command (bench_gpu_cifake.py --time-limit) ----------------------------------------
+
+
+def timed_epoch(deadline: StopBeforeDeadline, clock: list[float], compiling: bool) -> bool:
+    """One epoch of 10 training steps of 1 s and 3 validation steps of 0.5 s (when ``compiling``, the first
+    training step takes 60 s and the first validation step 5 s) and 1 s of saves, on the fake ``clock``;
+    returns whether it stops training."""
+    deadline.model.stop_training = False
+    deadline.on_epoch_begin(0)
+    for part, steps, seconds, first in (("train", 10, 1.0, 60.0), ("test", 3, 0.5, 5.0)):
+        if part == "test":
+            deadline.on_test_begin()
+        for step in range(steps):
+            getattr(deadline, f"on_{part}_batch_begin")(step)
+            clock[0] += first if step == 0 and compiling else seconds
+            getattr(deadline, f"on_{part}_batch_end")(step)
+    deadline.on_test_end()
+    clock[0] += 1.0
+    deadline.on_epoch_end(0)
+    return deadline.model.stop_training
+
+
+def test_the_time_limit_measures_the_next_epoch_without_the_first_steps_that_compile(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("realvsai.callbacks.time.monotonic", lambda: clock[0])
+    # The epoch took 60 + 9 + 5 + 1 + 1 = 76 s, of which the first steps compiled for 63 s: the next takes 12.5 s.
+    deadline = StopBeforeDeadline(deadline=1000 + 76 + 15)
+    deadline.set_model(tiny_model())
+    assert not timed_epoch(deadline, clock, compiling=True)
+    assert deadline.seconds[0] == {"train": 69.0, "validation": 6.0, "saves": 1.0, "total": 76.0}
+    assert timed_epoch(deadline, clock, compiling=False)  # 12.5 s more would end at 1101, past 1091
+    assert deadline.stopped
 
 
 # --- the best model ------------------------------------------------------------------------------------
