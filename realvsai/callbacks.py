@@ -158,26 +158,45 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 
 
 class StopBeforeDeadline(keras.callbacks.Callback):
-    """Ends training after an epoch when the next one, taking as long, would end after ``deadline`` (a
-    ``time.monotonic()`` value); ``stopped`` tells whether it did. ``seconds`` says where each epoch's time went:
-    ``train`` (its steps), ``validation``, ``saves`` (the epoch-end work of the callbacks before it: the history,
-    the backup, the best model) and ``total``. Runs after the run's backup (``fitting.fit_phases``'
-    ``extra_callbacks``), so the phase is not backed up as done: a resumed run goes on. It ends one ``fit``:
-    fit_phases then starts a later phase, if any, which it ends after that phase's first epoch."""
+    """Ends training after an epoch when the next one would end after ``deadline`` (a ``time.monotonic()``
+    value); ``stopped`` tells whether it did. The next epoch is measured by this one with the first training and
+    validation step each taking as long as the others: in a command's first epoch those compile the steps.
+    ``seconds`` says where each epoch's time went: ``train`` (its steps), ``validation``, ``saves`` (the epoch-end
+    work of the callbacks before it: the history, the backup, the best model) and ``total``. Runs after the run's
+    backup (``fitting.fit_phases``' ``extra_callbacks``), so the phase is not backed up as done: a resumed run
+    goes on. It ends one ``fit``: fit_phases then starts a later phase, if any, which it ends after that phase's
+    first epoch."""
 
     def __init__(self, deadline: float = math.inf):
         super().__init__()
         self.deadline, self.stopped, self.seconds = deadline, False, []
         self._marks: dict[str, float] = {}  # when this epoch's parts began
+        self._steps: dict[str, list] = {}  # per part: [steps begun, when the second began]
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._marks = {"train": time.monotonic()}
+        self._marks, self._steps = {"train": time.monotonic()}, {}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._step_begins("train")
 
     def on_test_begin(self, logs=None):
         self._marks["validation"] = time.monotonic()
 
+    def on_test_batch_begin(self, batch, logs=None):
+        self._step_begins("validation")
+
     def on_test_end(self, logs=None):
         self._marks["saves"] = time.monotonic()
+
+    def _step_begins(self, part: str) -> None:
+        steps = self._steps.setdefault(part, [0, None])
+        steps[0] += 1
+        if steps[0] == 2:
+            steps[1] = time.monotonic()
+
+    def _without_first_step(self, part: str, began: float, ended: float) -> float:
+        count, second = self._steps.get(part, (0, None))
+        return (ended - second) * count / (count - 1) if second is not None else ended - began
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.monotonic()
@@ -186,7 +205,9 @@ class StopBeforeDeadline(keras.callbacks.Callback):
         self.seconds.append({part: round(seconds, 1) for part, seconds in (
             ("train", validation - began), ("validation", saves - validation), ("saves", now - saves),
             ("total", now - began))})
-        if now + (now - began) > self.deadline:
+        next_epoch = (self._without_first_step("train", began, validation)
+                      + self._without_first_step("validation", validation, saves) + now - saves)
+        if now + next_epoch > self.deadline:
             self.stopped = self.model.stop_training = True
             logger.info("epoch %d: another epoch would end past the time limit; training stops here (a resumed run "
                         "goes on from this epoch)", epoch + 1)
