@@ -412,6 +412,22 @@ def test_the_advice_to_delete_moved_copies_is_a_command_that_spares_training_ima
     assert augment(data, "--preset", "detector") == 0
 
 
+def test_the_advice_to_delete_moved_copies_works_for_a_folder_whose_name_begins_with_a_dash(data, capsys,
+                                                                                              monkeypatch):
+    """find reads a starting point that begins with a dash as an expression ("unknown predicate")."""
+    monkeypatch.chdir(data.parent)
+    data = data.rename("-data")
+    given = ["--data", "./-data"]
+    assert DataAugmentation.main([*given, "--copies", "2", "--seed", "1", "--quiet"]) == 0
+    assert MoveAugmentedImages.main([*given, "--quiet"]) == 0
+    photo = write_image(data / "train" / "REAL" / "aug_holiday.jpg", seed=11)
+    capsys.readouterr()
+    assert DataAugmentation.main([*given, "--copies", "2", "--seed", "1", "--preset", "detector", "--quiet"]) == 1
+    [command] = re.findall(r"\((find .*?)\) to make", capsys.readouterr().err)
+    subprocess.run(command, shell=True, check=True)
+    assert sorted(path.name for path in (data / "train").rglob("aug_*")) == [photo.name]
+
+
 def test_summaries_count_one_thing_in_the_singular(tmp_path, capsys):
     data = tmp_path / "data"
     write_image(data / "train" / "REAL" / "cat.png", seed=1)
