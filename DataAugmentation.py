@@ -59,7 +59,7 @@ from realvsai.cli import (
     setup_logging,
     tensorflow_logs_filtered,
 )
-from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, deleter_command, flag_name
+from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
@@ -196,8 +196,8 @@ def delete_copies_command(data_dir: Path, train_dir: Path) -> str:
     (``moving.MovedCopies``): each of those is spared by name."""
     moved = moved_copies(data_dir)
     spared = [path for path in sorted(train_dir.glob(f"*/{COPY_PREFIX}*")) if not moved.holds(path)]
-    sparing = [word for path in spared for word in ("!", "-path", glob.escape(str(path)))]
-    return shlex.join(["find", str(train_dir), "-mindepth", "2", "-maxdepth", "2", "-type", "f",
+    sparing = [word for path in spared for word in ("!", "-path", glob.escape(command_path(path)))]
+    return shlex.join(["find", command_path(train_dir), "-mindepth", "2", "-maxdepth", "2", "-type", "f",
                        "-name", f"{COPY_PREFIX}*", *sparing, "-delete"])
 
 

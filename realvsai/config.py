@@ -266,11 +266,16 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, str | None, str | None]
     return config, digest if isinstance(digest, str) else None, backend if isinstance(backend, str) else None
 
 
-def shell_path(path: Path | str) -> str:
-    """``path`` as a word of a command line to copy: quoted for the shell, and with ``./`` before a path that
-    begins with a dash, which a script would read as an option."""
+def command_path(path: Path | str) -> str:
+    """``path`` as a command's argument: with ``./`` before a path that begins with a dash, which a script would
+    read as an option."""
     text = str(path)
-    return shlex.quote(os.path.join(".", text) if text.startswith("-") else text)
+    return os.path.join(".", text) if text.startswith("-") else text
+
+
+def shell_path(path: Path | str) -> str:
+    """``path`` as a word of a command line to copy: ``command_path`` quoted for the shell."""
+    return shlex.quote(command_path(path))
 
 
 def deleter_command(path: Path) -> str:
