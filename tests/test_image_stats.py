@@ -63,10 +63,22 @@ def test_format_alone_is_found_when_sizes_are_alike():
     assert accuracy["format"] == 1.0 and accuracy["size"] < 0.9
 
 
-def test_three_classes_one_of_them_all_one_size():
+def test_three_classes_one_of_them_all_one_size_is_a_shortcut_to_that_class():
+    """Size tells normal from the rest, not every class (about 0.67 over all three), and a model can learn it."""
     data = (facts("benign", 20, PHOTO_SIZES, "JPEG", 9) + facts("malignant", 20, PHOTO_SIZES, "JPEG", 10)
             + facts("normal", 20, [(256, 256)], "JPEG", 11))
-    assert by_feature(check_shortcuts(data))["size"] < 0.9  # two classes stay apart only by content
+    shortcuts = check_shortcuts(data)
+    assert by_feature(shortcuts)["size"] < 0.9  # two classes stay apart only by content
+    warning = shortcut_warning(shortcuts, class_profiles(data))
+    assert "image size (width and height) alone tells normal from the other classes with 100% balanced accuracy" \
+        in warning
+    assert "file format" not in warning  # one format everywhere
+
+
+def test_three_classes_alike_in_size_and_format_have_no_shortcut():
+    data = (facts("benign", 20, PHOTO_SIZES, "JPEG", 15) + facts("malignant", 20, PHOTO_SIZES, "JPEG", 16)
+            + facts("normal", 20, PHOTO_SIZES, "JPEG", 17))
+    assert shortcut_warning(check_shortcuts(data), class_profiles(data)) is None
 
 
 def test_one_class_or_a_single_image_gives_no_verdict():
