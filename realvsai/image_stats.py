@@ -4,6 +4,7 @@ giving the label away) and unfamiliar inputs (far outside model.json's ``trainin
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +51,11 @@ class Shortcut:
     """How well one property (a key of ``PROPERTIES``) alone predicts the class."""
 
     feature: str
-    balanced_accuracy: float
+    balanced_accuracy: float  # of telling every class from every other
+    # With three classes or more: the class it tells best from the others together, and that balanced accuracy.
+    # A property that gives one class away is a shortcut the score over all classes hides (at most 2/3 with three).
+    one_class: str | None = None
+    one_class_accuracy: float | None = None
 
 
 # The properties the shortcut check judges, with their words for the warning.
@@ -120,9 +125,16 @@ def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut
     labels = labels[order]
     folds = list(StratifiedKFold(n_splits=min(5, min(counts.values())), shuffle=True, random_state=seed)
                  .split(np.zeros(len(labels)), labels))
-    return [Shortcut(name, float(balanced_accuracy_score(
-                labels, _nearest_value_predictions(values[order], labels, folds, len(class_names)))))
-            for name, values in columns.items()]
+    shortcuts = []
+    for name, values in columns.items():
+        predicted = _nearest_value_predictions(values[order], labels, folds, len(class_names))
+        shortcut = Shortcut(name, float(balanced_accuracy_score(labels, predicted)))
+        if len(class_names) > 2:
+            accuracy, index = max((balanced_accuracy_score(labels == index, predicted == index), -index)
+                                  for index in range(len(class_names)))  # a tie: the first class by name
+            shortcut = dataclasses.replace(shortcut, one_class=class_names[-index], one_class_accuracy=float(accuracy))
+        shortcuts.append(shortcut)
+    return shortcuts
 
 
 def _property_columns(facts: Sequence[ImageFacts]) -> dict:
@@ -190,12 +202,19 @@ def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mappi
     With ``facts``, the warning also gives each class's range of a shortcut the profiles do not show
     (file size, aspect, JPEG quality).
     """
-    found = [shortcut for shortcut in shortcuts if shortcut.balanced_accuracy >= SHORTCUT_ACCURACY]
+    def verdict(shortcut: Shortcut) -> str | None:
+        words = PROPERTIES.get(shortcut.feature, shortcut.feature)
+        if shortcut.balanced_accuracy >= SHORTCUT_ACCURACY:
+            return f"{words} alone predicts the class with {shortcut.balanced_accuracy:.0%} balanced accuracy"
+        if (shortcut.one_class_accuracy or 0) >= SHORTCUT_ACCURACY:
+            return (f"{words} alone tells {shortcut.one_class} from the other classes with "
+                    f"{shortcut.one_class_accuracy:.0%} balanced accuracy")
+        return None
+
+    found = [(shortcut, said) for shortcut in shortcuts if (said := verdict(shortcut))]
     if not found:
         return None
-    named = "; ".join(f"{PROPERTIES.get(shortcut.feature, shortcut.feature)} alone predicts the class "
-                      f"with {shortcut.balanced_accuracy:.0%} balanced accuracy"
-                      + (_ranges(facts, shortcut.feature) if facts else "") for shortcut in found)
+    named = "; ".join(said + (_ranges(facts, shortcut.feature) if facts else "") for shortcut, said in found)
     classes = "; ".join(f"{name} {text}" for name, text in describe_profiles(profiles).items())
     return (f"shortcut: {named}. Classes: {classes}. A model can learn that instead of the content; make the "
             "classes alike in size and format (re-encode or resize one side) before trusting its accuracy.")
