@@ -333,6 +333,39 @@ def test_class_names_must_match_the_existing_target(first, tmp_path):
         merge_datasets([first], into)
 
 
+def test_a_source_with_some_of_the_target_classes_adds_to_them(first, tmp_path):
+    """More images of a small class alone: the usual way to grow it."""
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    extra = make_split(tmp_path / "extra", {("train", "REAL"): 3}, seed=5)
+    report = merge_datasets([extra], into)
+    assert report.added == 3 and len(list((into / "train" / "REAL").iterdir())) == 7
+    assert sorted(path.name for path in (into / "train").iterdir()) == ["FAKE", "REAL"]
+
+
+def test_a_new_target_takes_its_classes_from_the_source_with_the_most(first, tmp_path):
+    extra = make_split(tmp_path / "extra", {("train", "REAL"): 3}, seed=5)
+    assert merge_datasets([extra, first], tmp_path / "merged").added == 15
+
+
+def test_a_class_the_target_has_not_is_refused(first, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    other = make_split(tmp_path / "other", {("train", "REAL"): 1, ("train", "SCAN"): 1}, seed=6)
+    with pytest.raises(UserError, match=r"\['REAL', 'SCAN'\].*\['FAKE', 'REAL'\].*'SCAN'.*--rename"):
+        merge_datasets([other], into)
+
+
+def test_a_class_name_macos_wrote_decomposed_merges_into_the_composed_folder(tmp_path):
+    """"tumör" typed on Linux (NFC) and written by macOS (NFD) print alike: one class, one folder."""
+    composed, decomposed = "tum\u00f6r", "tumo\u0308r"
+    into = make_split(tmp_path / "merged", {("train", composed): 2, ("train", "normal"): 2}, seed=7)
+    mac = make_split(tmp_path / "mac", {("train", decomposed): 2, ("train", "normal"): 2}, seed=8)
+    assert merge_datasets([mac], into).added == 4
+    assert sorted(path.name for path in (into / "train").iterdir()) == ["normal", composed]
+    assert len(list((into / "train" / composed).iterdir())) == 4
+
+
 def test_move_removes_merged_source_files_but_keeps_refused_ones(first, second, tmp_path):
     into = tmp_path / "merged"
     merge_datasets([first], into)

@@ -344,6 +344,14 @@ def test_rename_of_a_folder_that_is_not_a_class_is_an_error(art, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_rename_finds_a_folder_macos_named_with_decomposed_accents(tmp_path, make_class_folder):
+    """--rename typed with composed accents names the folder that prints alike."""
+    art = make_class_folder(tmp_path / "art", {"tumo\u0308r": 20, "normal": 20})
+    out = tmp_path / "out"
+    split_by_class(art, out, renames={"tum\u00f6r": "malignant"})
+    assert sorted(path.name for path in (out / "train").iterdir()) == ["malignant", "normal"]
+
+
 def test_rename_of_two_classes_to_one_name_is_an_error(art, tmp_path):
     with pytest.raises(UserError, match="same name"):
         split_by_class(art, tmp_path / "out", renames={"RealArt": "GeneratedArt"})
