@@ -7,8 +7,9 @@
                                                  manifest.csv         every image but augmented copies, and its source
                                                  merge-refused.csv    files refused (leakage, two labels), by merge
 
-Class names must match across the sources and the target (split with --rename so they do, e.g.
---rename RealArt=REAL). One image is one set of decoded pixels, as the splitters see it: the same
+A source adds images to classes the target has (all of them, or some: more images of a small class);
+a new target takes the classes of the source with the most. Split with --rename so the names match
+(e.g. --rename RealArt=REAL). One image is one set of decoded pixels, as the splitters see it: the same
 image saved in another format or with other metadata counts as the same content below. Nothing is
 ever overwritten: a file whose bytes are already in the same split and class is skipped, and a name
 taken by other content gets a stable new name (name_<sha256[:8]>.jpg). A file whose content already

@@ -149,9 +149,11 @@ def find_train_test_root(source: Path) -> Path:
 def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
     """Class folder -> output class name; UserError for an OLD that is not a class folder, or two classes
     ending with one name (also in another letter case)."""
-    if unknown := sorted(set(renames) - set(class_folders)):
+    folder_of = class_folder_of(renames, class_folders)  # an OLD typed with composed accents, a macOS folder's not
+    if unknown := sorted(old for old, folder in folder_of.items() if folder not in class_folders):
         raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
                         "Use the folder names exactly as they are spelled.")
+    renames = {folder_of[old]: new for old, new in renames.items()}
     names = {folder: renames.get(folder, folder) for folder in class_folders}
     for new in names.values():
         if new.startswith(".") or new in SPLITS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import Counter, defaultdict
@@ -32,6 +33,7 @@ from realvsai.layout import (
     SPLITS,
     TRAIN,
     ManifestRow,
+    class_folder_of,
     find_label_conflicts,
     read_manifest,
     read_split_classes,
@@ -105,14 +107,18 @@ def merge_datasets(
     target_classes = sorted({child.name for split in SPLITS if (into / split).is_dir()
                              for child in (into / split).iterdir() if child.is_dir() and not child.name.startswith(".")}
                             | ({row.class_name for row in read_manifest(manifest)} if manifest.is_file() else set()))
-    reference = (into, target_classes) if target_classes else None
-    for source in sources:
-        classes = sorted({name for names in read_split_classes(source).values() for name in names})
-        reference = reference or (source, classes)
-        if classes != reference[1]:
+    source_classes = {source: sorted({name for names in read_split_classes(source).values() for name in names})
+                      for source in sources}
+    # The classes a merge adds to: the target's, or a new target's source with the most (the first of those).
+    reference = (into, target_classes) if target_classes else max(source_classes.items(), key=lambda item: len(item[1]))
+    spelling = {}  # source -> its class folder -> the reference's spelling (macOS writes accents decomposed)
+    for source, classes in source_classes.items():
+        spelling[source] = class_folder_of(classes, reference[1])
+        if unknown := [name for name in classes if spelling[source][name] not in reference[1]]:
             raise UserError(
-                f"{source} has classes {classes}, but {reference[0]} has {reference[1]}. Class names must match: "
-                "re-split with --rename OLD=NEW (e.g. --rename RealArt=REAL) so they are spelled the same."
+                f"{source} has classes {classes}, but {reference[0]} has {reference[1]}, not {unknown}: a merge adds "
+                "images to the classes a dataset has. Re-split with --rename OLD=NEW (e.g. --rename RealArt=REAL) "
+                "where a class is spelled otherwise."
             )
 
     workers = workers or 2 * default_workers()
@@ -122,7 +128,7 @@ def merge_datasets(
     moved = moved_copies(into)
     copies_in_train = any(file.copy_of or moved.holds(file.path, file.digest)
                           for file in existing if file.split == TRAIN)
-    incoming = [(source, file) for source in sources
+    incoming = [(source, dataclasses.replace(file, class_name=spelling[source][file.class_name])) for source in sources
                 for file in _hash_dataset(source, workers, f"reading {source.name}", max_pixels,
                                           dataset=source.resolve().name)]
     if broken := [file for file in existing if file.problem]:
