@@ -92,6 +92,22 @@ def test_the_newest_model_opens_with_its_card(start_app, models_dir):
         ("Test accuracy", "0.910"), ("Test F1", "0.900"), ("Test ROC AUC", "0.950")]
 
 
+def test_the_browser_tab_and_the_metrics_speak_of_the_model_served(start_app, tmp_path, monkeypatch):
+    """A three-class run: its question in the tab, not "Real vs AI"; its F1 is a macro average and says so."""
+    import streamlit
+
+    titles, set_page_config = [], streamlit.set_page_config
+    monkeypatch.setattr(streamlit, "set_page_config", lambda **options: (
+        titles.append(options.get("page_title")), set_page_config(**options))[1])
+    write_run(tmp_path, "scans", class_names=["benign", "malignant", "normal"],
+              metrics={"accuracy": 0.8, "f1": 0.7, "precision": 0.75, "recall": 0.72})
+    app = start_app("--models", tmp_path)
+
+    assert titles[-1] == "benign, malignant or normal?"
+    assert [metric.label for metric in app.metric] == [
+        "Test accuracy", "Test F1 (macro)", "Test precision (macro)", "Test recall (macro)"]
+
+
 def test_the_model_flag_opens_that_run_first(start_app, models_dir):
     app = start_app("--models", models_dir, "--model", models_dir / "older" / "model.h5")
 
