@@ -352,9 +352,16 @@ def sidebar_settings(run: ModelRun, classifier: inference.Classifier) -> Setting
     return Settings(run.info.rule(threshold), explain_on)
 
 
+def metric_name(name: str, num_classes: int) -> str:
+    """A headline metric's name: with three classes or more, all but accuracy are macro averages over the classes."""
+    return HEADLINE_METRICS[name] + (" (macro)" if num_classes > 2 and name != "accuracy" else "")
+
+
 def model_card(run: ModelRun, settings: Settings) -> None:
     """The chosen model at a glance: classes, image size, test metrics, date, decision rule."""
-    st.title(f"🔍 {', '.join(run.class_names[:-1])} or {run.class_names[-1]}?")
+    question = f"{', '.join(run.class_names[:-1])} or {run.class_names[-1]}?"
+    st.set_page_config(page_title=question)  # the browser tab asks it too (first set to the app's name in main)
+    st.title(f"🔍 {question}")
     if run.demo:
         st.warning(f"**{DEMO_WARNING}** Its answers show how the app works, nothing about your "
                    "images. Train on real data (README, steps 1-6) for a detector.", icon="⚠️")
@@ -377,11 +384,12 @@ def model_card(run: ModelRun, settings: Settings) -> None:
         on_images = plural(num_images, "test image") if num_images is not None else "test images (number not recorded)"
         if metrics and run.demo:  # no headline figures: they measure the synthetic test images only
             st.caption(f"Test metrics on {on_images}, synthetic demo images (they say nothing about real ones): "
-                       + ", ".join(f"{HEADLINE_METRICS[name]} {value:.3f}" for name, value in metrics.items()))
+                       + ", ".join(f"{metric_name(name, len(run.class_names))} {value:.3f}"
+                                   for name, value in metrics.items()))
         elif metrics:
             columns = st.columns(len(metrics))
             for column, (name, value) in zip(columns, metrics.items()):
-                column.metric(f"Test {HEADLINE_METRICS[name]}", f"{value:.3f}")
+                column.metric(f"Test {metric_name(name, len(run.class_names))}", f"{value:.3f}")
             st.caption(" ".join(text for text in (f"Measured on {on_images}.", small_test_set(num_images)) if text))
         else:
             st.caption("No test metrics recorded for this model.")
@@ -474,7 +482,7 @@ def batch_table(results: list[inference.UploadResult], run: ModelRun, settings: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    st.set_page_config(page_title="Real vs AI", page_icon="🔍", layout="wide")
+    st.set_page_config(page_title="Image classifier", page_icon="🔍", layout="wide")
     usage = io.StringIO()
     try:
         with contextlib.redirect_stderr(usage), contextlib.redirect_stdout(usage):

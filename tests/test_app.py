@@ -100,12 +100,12 @@ def test_the_browser_tab_and_the_metrics_speak_of_the_model_served(start_app, tm
     monkeypatch.setattr(streamlit, "set_page_config", lambda **options: (
         titles.append(options.get("page_title")), set_page_config(**options))[1])
     write_run(tmp_path, "scans", class_names=["benign", "malignant", "normal"],
-              metrics={"accuracy": 0.8, "f1": 0.7, "precision": 0.75, "recall": 0.72})
+              info={"test_metrics": {"accuracy": 0.8, "f1": 0.7, "roc_auc": 0.9, "recall": 0.72}})
     app = start_app("--models", tmp_path)
 
     assert titles[-1] == "benign, malignant or normal?"
     assert [metric.label for metric in app.metric] == [
-        "Test accuracy", "Test F1 (macro)", "Test precision (macro)", "Test recall (macro)"]
+        "Test accuracy", "Test F1 (macro)", "Test ROC AUC (macro)", "Test recall (macro)"]
 
 
 def test_the_model_flag_opens_that_run_first(start_app, models_dir):
