@@ -148,9 +148,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     schedule.add_argument("--no-class-weights", dest="class_weights", action="store_false", default=argparse.SUPPRESS,
                           help="do not weight the loss by inverse class frequency (weighted by default)")
     schedule.add_argument("--positive-class", default=None,
-                          help="the class the binary precision/recall/F1/AUC are about; when not given, the one "
-                               f"class whose name has a word among {', '.join(sorted(POSITIVE_WORDS))} (FAKE, "
-                               "AiArt, ai_generated)")
+                          help="two classes only: the class the binary precision/recall/F1/AUC are about; when not "
+                               f"given, the one class whose name has a word among {', '.join(sorted(POSITIVE_WORDS))} "
+                               "(FAKE, AiArt, ai_generated). With more classes they are macro averages")
     add_number(schedule, "--stop-margin", float,
                help="StopTrainingOnValidationLoss: an epoch overfits when val_loss > loss + this and "
                     "val_loss is not the phase's lowest yet")
