@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATASETS, one_error_line, run_script, write_image
 
+import DataAugmentation
 import DataMerger
 import DataSplitD1
 import DataSplitD2
+import MoveAugmentedImages
+from realvsai.files import temporary_name
 from realvsai.layout import read_manifest
 
 CIFAKE_MINI = SHARED_DATASETS / "cifake-mini"
@@ -200,3 +203,37 @@ def test_a_class_folder_that_is_a_symlink_to_elsewhere_is_split_like_a_folder(tm
     assert DataSplitD1.main([str(tmp_path / "mixed"), "--out", str(tmp_path / "data"), "--quiet"]) == 0
     assert "12 files in" in capsys.readouterr().out
     assert len(list((tmp_path / "data" / "train" / "FAKE").iterdir())) == 4
+
+
+def plant_leftovers(folder: Path, *names: str) -> list[Path]:
+    """The hidden temporary file a kill -9 during the atomic write of each of ``names`` leaves in ``folder``."""
+    planted = [folder / f"{temporary_name(name)}{index + 0x1234abcd:08x}.tmp" for index, name in enumerate(names)]
+    for path in planted:
+        path.write_bytes(b"half a record")
+    return planted
+
+
+def test_each_data_script_run_again_removes_what_a_kill_left_of_its_records(tmp_path, make_class_folder):
+    """A kill between writing a record (manifest.csv, settings.json, ...) and renaming it leaves a hidden
+    temporary file; running the same command again finishes the work, and this too."""
+    for group in ("train", "test"):
+        make_class_folder(tmp_path / "raw" / group, {"REAL": 4, "FAKE": 4}, seed=len(group))
+    make_class_folder(tmp_path / "more" / "REAL", {"extra": 3}, seed=7)
+    data, more, quiet = tmp_path / "data", tmp_path / "more-split", "--quiet"
+    steps = [
+        (lambda: DataSplitD2.main([str(tmp_path / "raw"), "--out", str(data), quiet]), data,
+         ("manifest.csv", "skipped.csv")),
+        (lambda: DataSplitD1.main([str(tmp_path / "more" / "REAL"), "--out", str(more), quiet]), more,
+         ("manifest.csv", "skipped.csv")),
+        (lambda: DataMerger.main([str(more), "--into", str(data), quiet]), data,
+         ("manifest.csv", "merge-refused.csv", "augmented-copies.csv", "augmented-settings.json")),
+        (lambda: DataAugmentation.main(["--data", str(data), "--copies", "1", quiet]), data / "augmented_train",
+         ("settings.json", "sources.csv")),
+        (lambda: MoveAugmentedImages.main(["--data", str(data), quiet]), data,
+         ("augmented-copies.csv", "augmented-settings.json", "move-refused.csv")),
+    ]
+    for step, (run, folder, records) in enumerate(steps):
+        assert run() == 0
+        planted = plant_leftovers(folder, *records)
+        assert run() == 0
+        assert [path.name for path in planted if path.exists()] == [], f"step {step + 1}"
