@@ -74,6 +74,7 @@ from realvsai.moving import (
     plan_copies,
     record_copy_settings,
     record_copy_sources,
+    remove_copy_record_temporaries,
 )
 
 logger = logging.getLogger("realvsai.augment")
@@ -213,6 +214,7 @@ def augment(args: Namespace) -> None:
     # settings only once it found every one of them to be its own.
     unrecorded = has_unrecorded_copies(dataset_folders(args.data)[1])
     plan = plan_copies(args.data, args.copies, max_pixels=args.max_pixels, verify=unrecorded)
+    remove_copy_record_temporaries(args.data)  # what a killed run left
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")
     if plan.not_images:

@@ -47,6 +47,7 @@ from realvsai.moving import (
     add_moved_copies,
     moved_copies,
     read_moved_copies,
+    remove_copy_record_temporaries,
 )
 
 logger = logging.getLogger(__name__)
@@ -157,9 +158,10 @@ def merge_datasets(
     names_in: dict[Path, list[str]] = defaultdict(list)
     for path in [file.path for file in existing] + [target for _, _, target, _ in actions if target]:
         names_in[path.parent].append(path.name)
-    for folder, names in names_in.items():
+    for folder, names in [*names_in.items(), (into, [MANIFEST_NAME, REFUSED_NAME])]:
         if folder.is_dir():
             remove_temporaries(folder, names)  # what a killed merge left
+    remove_copy_record_temporaries(into)
     # The records first, so a merge cut short keeps them for every file it placed (a re-run completes the rest):
     # each file's source and dataset, each augmented copy's source, and the copies' settings.
     into.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from realvsai.files import (
     place_file,
     read_json,
     read_list,
+    remove_temporaries,
     sha256_file,
     write_csv,
     write_json,
@@ -449,6 +450,17 @@ REFUSED_UNLISTED = "without a recorded source"
 REFUSED_SYMLINK = "in a symlinked folder"
 
 
+def remove_copy_record_temporaries(data_dir: Path) -> None:
+    """Removes the temporary files a kill during the write of a record of augmented copies left: in DATA (the
+    copies moved into train, their settings, the move's refusals) and in augmented_train (its settings, sources)."""
+    if not Path(data_dir).is_dir():
+        return
+    for folder, names in ((Path(data_dir), (MOVED_COPIES_NAME, MOVED_SETTINGS_NAME, MOVE_REFUSED_NAME)),
+                          (find_child_folder(data_dir, AUGMENTED_TRAIN), (SETTINGS_NAME, SOURCES_NAME))):
+        if folder is not None and folder.is_dir():
+            remove_temporaries(folder, names)
+
+
 def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = False) -> MoveReport | None:
     """Moves every image in ``DATA/augmented_train/<Class>/`` into ``DATA/train/<Class>/``, then removes the folder.
 
@@ -463,6 +475,8 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
     if os.path.lexists(augmented_dir) and not augmented_dir.is_dir():
         raise UserError(f"{augmented_dir} is a file, but it should be the folder of augmented copies; nothing was "
                         "moved. Move or rename that file, then run DataAugmentation.py and this again.")
+    if not dry_run:
+        remove_copy_record_temporaries(data_dir)  # what a killed run left
     if not augmented_dir.is_dir():
         return None
     train_classes = find_class_folders(train_dir)

@@ -397,6 +397,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                 item.read_from = new + item.read_from[len(old):]
     write_manifest(out / MANIFEST_NAME, rows)
     write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped_rows)
+    remove_temporaries(out, [MANIFEST_NAME, SKIPPED_NAME])  # what a kill during their writes left
     names_in: dict[Path, list[str]] = defaultdict(list)
     for row in rows:
         names_in[(out / row.path).parent].append(Path(row.path).name)

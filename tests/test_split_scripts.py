@@ -218,12 +218,12 @@ def test_each_data_script_run_again_removes_what_a_kill_left_of_its_records(tmp_
     temporary file; running the same command again finishes the work, and this too."""
     for group in ("train", "test"):
         make_class_folder(tmp_path / "raw" / group, {"REAL": 4, "FAKE": 4}, seed=len(group))
-    make_class_folder(tmp_path / "more" / "REAL", {"extra": 3}, seed=7)
+    make_class_folder(tmp_path / "more", {"REAL": 6}, seed=7)
     data, more, quiet = tmp_path / "data", tmp_path / "more-split", "--quiet"
     steps = [
         (lambda: DataSplitD2.main([str(tmp_path / "raw"), "--out", str(data), quiet]), data,
          ("manifest.csv", "skipped.csv")),
-        (lambda: DataSplitD1.main([str(tmp_path / "more" / "REAL"), "--out", str(more), quiet]), more,
+        (lambda: DataSplitD1.main([str(tmp_path / "more"), "--out", str(more), quiet]), more,
          ("manifest.csv", "skipped.csv")),
         (lambda: DataMerger.main([str(more), "--into", str(data), quiet]), data,
          ("manifest.csv", "merge-refused.csv", "augmented-copies.csv", "augmented-settings.json")),
