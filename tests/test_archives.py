@@ -33,6 +33,7 @@ from realvsai.files import fit_name
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 DataUnZipper = importlib.import_module("DataUnZipper")
+DataZipper = importlib.import_module("DataZipper")
 
 CONTENT = {
     "train/REAL/a.jpg": b"\xff\xd8 real a",
@@ -872,6 +873,20 @@ def test_zipping_refuses_an_existing_archive_without_overwrite(tmp_path, dataset
     assert out.read_bytes() == b"precious"
     zip_folder(dataset, out, overwrite=True)
     assert zipfile.is_zipfile(out)
+
+
+def test_zipping_again_into_an_archive_of_the_same_files_writes_nothing_and_succeeds(tmp_path, dataset, capsys):
+    """A run killed after the archive took its name (before it said so) finishes when run again."""
+    out = tmp_path / "d.zip"
+    assert DataZipper.main([str(dataset), "--out", str(out), "--quiet"]) == 0
+    before = (out.read_bytes(), out.stat().st_mtime_ns)
+    capsys.readouterr()
+    assert DataZipper.main([str(dataset), "--out", str(out), "--quiet"]) == 0
+    assert f"{out} already holds these" in capsys.readouterr().out
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == before
+    (dataset / "REAL" / "img_000.jpg").write_bytes((dataset / "FAKE" / "img_000.jpg").read_bytes())  # changed
+    with pytest.raises(UserError, match=r"already exists.*--overwrite"):
+        zip_folder(dataset, out)
 
 
 def test_zipping_refuses_to_write_inside_the_folder(tmp_path, dataset):
