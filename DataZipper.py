@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("folder", type=nonempty_path, help="the folder to zip")
     parser.add_argument("--out", type=nonempty_path, default=None,
                         help="the archive to write (default: <folder>.zip beside the folder)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists (one that already holds these files is kept without it)")
     parser.add_argument("--verify", action="store_true",
                         help="read the archive back and check every CRC-32 before giving it its name")
     return parser.parse_args(argv)
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out if args.out is not None else folder.with_name(f"{folder.name}.zip")
         with working_on([out], "DataZipper.py"):
             result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
+        if result.unchanged:
+            print(f"{result.archive} already holds these {plural(result.stored + result.deflated, 'file')} (each "
+                  "one's size and CRC-32 compared): nothing written.")
+            return
         left_out = (f", {plural(len(result.left_out), 'symlink or special file', 'symlinks or special files')} "
                     "left out" if result.left_out else "")
         print(f"Wrote {result.archive} ({human_bytes(result.archive_bytes)}): {plural(result.stored, 'file')} stored, "

@@ -88,6 +88,7 @@ class ZipResult:
     empty_folders: int
     left_out: tuple[str, ...]  # symlinks and special files, which an archive should not carry
     archive_bytes: int
+    unchanged: bool = False  # the archive already held these files (a run killed once it had its name): none written
 
 
 def entry_parts(name: str) -> list[str] | None:
@@ -562,9 +563,13 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
     real_folder, real_out = Path(os.path.realpath(folder)), Path(os.path.realpath(out))
     if real_folder == real_out or real_folder in real_out.parents:
         raise UserError(f"{out} is inside {folder}, the folder being zipped. Write the archive elsewhere with --out.")
-    if os.path.lexists(out) and not overwrite:
-        raise UserError(f"{out} already exists. Add --overwrite to replace it, or choose another --out.")
     files, empty_folders, left_out = _folder_contents(folder)
+    if os.path.lexists(out) and not overwrite:
+        if not _holds(out, folder, files, empty_folders):
+            raise UserError(f"{out} already exists. Add --overwrite to replace it, or choose another --out.")
+        stored = sum(os.path.splitext(name)[1].lower() in STORED_SUFFIXES for name in files)
+        return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size,
+                         unchanged=True)
     if not files and not empty_folders:
         raise UserError(f"{folder} has no files to zip.")
     for name in [*files, *empty_folders]:
@@ -605,6 +610,20 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
                 raise UserError(f"the new archive failed its check ({bad}), so {out} was not written. "
                                 "Check the disk (space, errors) and run again.")
     return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size)
+
+
+def _holds(out: Path, folder: Path, files: Sequence[str], empty_folders: Sequence[str]) -> bool:
+    """Whether the archive ``out`` holds exactly what ``zip_folder`` would write of ``folder``: the same entries,
+    and each file's size and CRC-32."""
+    try:
+        with zipfile.ZipFile(out) as archive:
+            infos = {info.filename: info for info in archive.infolist()}
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return False
+    if infos.keys() != {*files, *(f"{name}/" for name in empty_folders)}:
+        return False
+    return all(os.path.getsize(folder / name) == infos[name].file_size and _crc32(str(folder / name)) == infos[name].CRC
+               for name in files)
 
 
 def _warn_of_ratios(out: Path, infos: Sequence[zipfile.ZipInfo]) -> None:

@@ -1051,6 +1051,7 @@ def test_zipper_then_unzipper_scripts_round_trip(tmp_path, dataset):
     unzipped = run_script("DataUnZipper.py", tmp_path / "dataset.zip", "--to", tmp_path / "back", "--quiet")
     assert unzipped.returncode == 0, unzipped.stderr
     assert files_under(tmp_path / "back") == files_under(dataset)
+    (dataset / "labels.csv").write_text("name,label\n")  # the folder changed since: the archive is not its zip
     again = run_script("DataZipper.py", dataset, "--quiet")
     assert again.returncode == 1 and "--overwrite" in again.stderr
 
