@@ -130,9 +130,10 @@ def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut
         predicted = _nearest_value_predictions(values[order], labels, folds, len(class_names))
         shortcut = Shortcut(name, float(balanced_accuracy_score(labels, predicted)))
         if len(class_names) > 2:
-            accuracy, index = max((balanced_accuracy_score(labels == index, predicted == index), -index)
-                                  for index in range(len(class_names)))  # a tie: the first class by name
-            shortcut = dataclasses.replace(shortcut, one_class=class_names[-index], one_class_accuracy=float(accuracy))
+            scores = [balanced_accuracy_score(labels == index, predicted == index) for index in range(len(class_names))]
+            best = int(np.argmax(scores))  # a tie: the first class by name
+            shortcut = dataclasses.replace(shortcut, one_class=class_names[best],
+                                           one_class_accuracy=float(scores[best]))
         shortcuts.append(shortcut)
     return shortcuts
 
