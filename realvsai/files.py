@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -324,6 +325,11 @@ def _link_new(temporary: str, path: Path | str, data: bytes) -> bool:
     return True
 
 
+# The part a temporary file's name has between ``.<name>.`` and ``.tmp``: 8 random characters (token_hex; mkstemp's
+# in earlier versions), or write_new's process id.
+_TEMPORARY_PART = re.compile(r"[a-z0-9_]{8}|[0-9]+")
+
+
 def remove_temporaries(folder: Path | str, names: Iterable[str]) -> None:
     """Removes the hidden temporary files (``.<name>.<random or pid>.tmp``) that a killed write of one of
     ``names`` left in ``folder``; other files are never touched."""
@@ -331,8 +337,9 @@ def remove_temporaries(folder: Path | str, names: Iterable[str]) -> None:
     with os.scandir(folder) as listing:
         for item in listing:
             stem = item.name[:-len(".tmp")]
-            if item.name.endswith(".tmp") and stem[:stem.rfind(".") + 1] in wanted and item.is_file(
-                    follow_symlinks=False):
+            cut = stem.rfind(".") + 1
+            if (item.name.endswith(".tmp") and stem[:cut] in wanted and _TEMPORARY_PART.fullmatch(stem[cut:])
+                    and item.is_file(follow_symlinks=False)):
                 os.unlink(item.path)
 
 

@@ -699,7 +699,7 @@ def test_rerun_completes_an_interrupted_extraction_without_redoing_finished_file
     extract_archive(archive, target)
     (target / "train/REAL/b.jpg").unlink()
     (target / "test/FAKE/d.jpg").unlink()
-    (target / "train/REAL/.b.jpg.partial.tmp").write_bytes(b"half of b")  # what a killed run leaves
+    (target / "train/REAL/.b.jpg.1a2b3c4d.tmp").write_bytes(b"half of b")  # what a killed run leaves
     kept = {name: (target / name).stat() for name in ("train/REAL/a.jpg", "train/FAKE/c.jpg", "notes.txt")}
 
     result = extract_archive(archive, target)

@@ -348,7 +348,7 @@ def test_a_failed_write_names_the_users_file_not_the_hidden_temporary(tmp_path, 
 def test_remove_temporaries_removes_only_what_a_killed_write_left(tmp_path):
     names = ["cat.jpg", "dog.jpg", ".dog.jpg.tmp", "cat.jpg.tmp", ".other.jpg.123.tmp",
              ".cat.jpg.backup.tmp", ".dog.jpg.my copy.tmp"]  # a user's own files, named alike
-    for name in [*names, ".cat.jpg.4242.tmp", ".dog.jpg.x7k2_ab.tmp"]:  # write_new's pid, mkstemp's random
+    for name in [*names, ".cat.jpg.4242.tmp", ".dog.jpg.x7k2_ab9.tmp"]:  # write_new's pid, mkstemp's 8 random
         (tmp_path / name).write_bytes(b"x")
     files.remove_temporaries(tmp_path, ["cat.jpg", "dog.jpg"])
     assert sorted(os.listdir(tmp_path)) == sorted(names)
