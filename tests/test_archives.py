@@ -889,6 +889,25 @@ def test_zipping_again_into_an_archive_of_the_same_files_writes_nothing_and_succ
         zip_folder(dataset, out)
 
 
+def test_an_archive_of_the_same_names_but_damaged_or_doubled_is_not_taken_for_the_folder_s_zip(tmp_path, dataset):
+    out, doubled = tmp_path / "d.zip", tmp_path / "doubled.zip"
+    zip_folder(dataset, out)
+    with zipfile.ZipFile(out) as archive, zipfile.ZipFile(doubled, "w") as copy:
+        entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
+        copy.writestr(entries[1][0], b"another first copy")  # DataUnZipper refuses two entries of one name
+        for name, data in entries:
+            copy.writestr(name, data)
+    with pytest.raises(UserError, match="already exists"):
+        zip_folder(dataset, doubled)
+    info = next(info for info in zipfile.ZipFile(out).infolist() if info.filename.endswith(".jpg"))
+    damaged = bytearray(out.read_bytes())
+    damaged[info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 10] ^= 0xFF  # a flipped byte
+    out.write_bytes(bytes(damaged))
+    assert zip_folder(dataset, out).unchanged  # without --verify, as a new archive's data is not read back either
+    with pytest.raises(UserError, match="already exists"):
+        zip_folder(dataset, out, verify=True)
+
+
 def test_zipping_refuses_to_write_inside_the_folder(tmp_path, dataset):
     with pytest.raises(UserError, match="inside"):
         zip_folder(dataset, dataset / "REAL" / "self.zip")
