@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
         if result.unchanged:
             print(f"{result.archive} already holds these {plural(result.stored + result.deflated, 'file')} (each "
-                  "one's size and CRC-32 compared): nothing written.")
+                  f"one's size and CRC-32 compared{', its data read back' if args.verify else ''}): nothing written.")
             return
         left_out = (f", {plural(len(result.left_out), 'symlink or special file', 'symlinks or special files')} "
                     "left out" if result.left_out else "")

@@ -565,7 +565,7 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
         raise UserError(f"{out} is inside {folder}, the folder being zipped. Write the archive elsewhere with --out.")
     files, empty_folders, left_out = _folder_contents(folder)
     if os.path.lexists(out) and not overwrite:
-        if not _holds(out, folder, files, empty_folders):
+        if not _holds(out, folder, files, empty_folders, verify):
             raise UserError(f"{out} already exists. Add --overwrite to replace it, or choose another --out.")
         stored = sum(os.path.splitext(name)[1].lower() in STORED_SUFFIXES for name in files)
         return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size,
@@ -612,15 +612,18 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
     return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size)
 
 
-def _holds(out: Path, folder: Path, files: Sequence[str], empty_folders: Sequence[str]) -> bool:
+def _holds(out: Path, folder: Path, files: Sequence[str], empty_folders: Sequence[str], verify: bool) -> bool:
     """Whether the archive ``out`` holds exactly what ``zip_folder`` would write of ``folder``: the same entries,
-    and each file's size and CRC-32."""
+    each once, and each file's size and CRC-32; with ``verify``, its data read back matches them too."""
     try:
         with zipfile.ZipFile(out) as archive:
-            infos = {info.filename: info for info in archive.infolist()}
-    except (OSError, zipfile.BadZipFile, EOFError):
+            listed = archive.infolist()
+            if verify and archive.testzip() is not None:
+                return False
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError):
         return False
-    if infos.keys() != {*files, *(f"{name}/" for name in empty_folders)}:
+    infos = {info.filename: info for info in listed}
+    if len(infos) != len(listed) or infos.keys() != {*files, *(f"{name}/" for name in empty_folders)}:
         return False
     return all(os.path.getsize(folder / name) == infos[name].file_size and _crc32(str(folder / name)) == infos[name].CRC
                for name in files)
