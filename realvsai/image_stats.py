@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 SHORTCUT_ACCURACY = 0.9  # balanced accuracy from one property at which the property is a shortcut
+# The images a class needs before one property is said to give it away (three classes or more): with 4 a class,
+# one of the 15 checks of 3 classes and 5 properties clears SHORTCUT_ACCURACY by chance in about 1 draw in 20.
+ONE_CLASS_MIN_IMAGES = 10
 # A side more than this many times smaller or larger than the training images' sides is unfamiliar:
 # the model's resize then erases or invents the detail it was trained on.
 SIZE_TOLERANCE = 2.0
@@ -129,10 +132,11 @@ def check_shortcuts(facts: Sequence[ImageFacts], seed: int = 0) -> list[Shortcut
     for name, values in columns.items():
         predicted = _nearest_value_predictions(values[order], labels, folds, len(class_names))
         shortcut = Shortcut(name, float(balanced_accuracy_score(labels, predicted)))
-        if len(class_names) > 2:
-            scores = [balanced_accuracy_score(labels == index, predicted == index) for index in range(len(class_names))]
+        judged = [index for index, name in enumerate(class_names) if counts[name] >= ONE_CLASS_MIN_IMAGES]
+        if len(class_names) > 2 and judged:
+            scores = [balanced_accuracy_score(labels == index, predicted == index) for index in judged]
             best = int(np.argmax(scores))  # a tie: the first class by name
-            shortcut = dataclasses.replace(shortcut, one_class=class_names[best],
+            shortcut = dataclasses.replace(shortcut, one_class=class_names[judged[best]],
                                            one_class_accuracy=float(scores[best]))
         shortcuts.append(shortcut)
     return shortcuts
