@@ -356,6 +356,25 @@ def test_a_class_the_target_has_not_is_refused(first, tmp_path):
         merge_datasets([other], into)
 
 
+def test_a_class_the_target_has_not_is_added_when_asked(tmp_path):
+    """A one-class split grows into a dataset class by class: the splitter's advice for it."""
+    into = make_split(tmp_path / "merged", {("train", "REAL"): 2, ("test", "REAL"): 1}, seed=9)
+    other = make_split(tmp_path / "other", {("train", "FAKE"): 2, ("test", "FAKE"): 1}, seed=10)
+    with pytest.raises(UserError, match=r"run again with --add-classes"):
+        merge_datasets([other], into)
+    assert merge_datasets([other], into, add_classes=True).added == 3
+    assert sorted(path.name for path in (into / "train").iterdir()) == ["FAKE", "REAL"]
+
+
+def test_datamerger_adds_classes_with_its_flag(tmp_path):
+    into = make_split(tmp_path / "merged", {("train", "REAL"): 2}, seed=11)
+    other = make_split(tmp_path / "other", {("train", "FAKE"): 2}, seed=12)
+    refused = run_script("DataMerger.py", other, "--into", into, "--quiet")
+    assert refused.returncode == 1 and "--add-classes" in one_error_line(refused)
+    assert run_script("DataMerger.py", other, "--into", into, "--add-classes", "--quiet").returncode == 0
+    assert (into / "train" / "FAKE").is_dir()
+
+
 def test_a_class_name_macos_wrote_decomposed_merges_into_the_composed_folder(tmp_path):
     """"tumör" typed on Linux (NFC) and written by macOS (NFD) print alike: one class, one folder."""
     composed, decomposed = "tum\u00f6r", "tumo\u0308r"
