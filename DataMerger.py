@@ -8,9 +8,10 @@
                                                  merge-refused.csv    files refused (leakage, two labels), by merge
 
 A source adds images to classes the target has (all of them, or some: more images of a small class);
-a new target takes the classes of the source with the most. Split with --rename so the names match
-(e.g. --rename RealArt=REAL). One image is one set of decoded pixels, as the splitters see it: the same
-image saved in another format or with other metadata counts as the same content below. Nothing is
+a new target takes the classes of the source with the most, and --add-classes lets a source bring a
+class the target lacks. Split with --rename so the names match (e.g. --rename RealArt=REAL).
+One image is one set of decoded pixels, as the splitters see it: the same image saved in another
+format or with other metadata counts as the same content below. Nothing is
 ever overwritten: a file whose bytes are already in the same split and class is skipped, and a name
 taken by other content gets a stable new name (name_<sha256[:8]>.jpg). A file whose content already
 sits in ANOTHER split of the target (or in another split among the sources; the target, then the
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="split datasets (train/, validation/, test/ with class folders) to merge")
     parser.add_argument("--into", type=nonempty_path, required=True,
                         help="the dataset folder to merge into (the one holding train/); created when missing")
+    parser.add_argument("--add-classes", action="store_true",
+                        help="let a source add classes --into does not have (by default a class name it lacks is "
+                             "refused: often the same class spelled otherwise)")
     parser.add_argument("--move", action="store_true", help="remove each source file once its content is in --into")
     parser.add_argument("--dry-run", action="store_true", help="print what would happen and change nothing")
     parser.add_argument("--workers", type=positive_int, default=2 * default_workers(),
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         with working_on([args.into, *(args.sources if args.move else [])], "DataMerger.py"):
             report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run,
-                                    workers=args.workers, max_pixels=args.max_pixels)
+                                    workers=args.workers, max_pixels=args.max_pixels, add_classes=args.add_classes)
         print(format_merge_report(report))
         if report.refused and not report.dry_run:
             # After the summary: a command that goes on to train must not take the merge for complete.

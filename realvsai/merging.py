@@ -93,10 +93,11 @@ class MergeReport:
 
 def merge_datasets(
     sources: Sequence[Path], into: Path, *, move: bool = False, dry_run: bool = False, workers: int | None = None,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_pixels: int = MAX_IMAGE_PIXELS, add_classes: bool = False,
 ) -> MergeReport:
     """Merges the split datasets ``sources`` into ``into``; ``move`` removes each source file once its
-    content is safely in the target (refused files stay).
+    content is safely in the target (refused files stay). A source adds to the target's classes (a new target's:
+    those of the source with the most); a class the target has not is a UserError unless ``add_classes``.
 
     One image is one set of decoded pixels, as the splitters see it: the same image in other bytes (another
     lossless format, other metadata) is kept out of a second split and a second class. A source file that does not
@@ -112,15 +113,19 @@ def merge_datasets(
                       for source in sources}
     # The classes a merge adds to: the target's, or a new target's source with the most (the first of those).
     reference = (into, target_classes) if target_classes else max(source_classes.items(), key=lambda item: len(item[1]))
-    spelling = {}  # source -> its class folder -> the reference's spelling (macOS writes accents decomposed)
+    known = list(reference[1])
+    spelling = {}  # source -> its class folder -> the known spelling (macOS writes accents decomposed)
     for source, classes in source_classes.items():
-        spelling[source] = class_folder_of(classes, reference[1])
-        if unknown := [name for name in classes if spelling[source][name] not in reference[1]]:
-            raise UserError(
-                f"{source} has classes {classes}, but {reference[0]} has {reference[1]}, not {unknown}: a merge adds "
-                "images to the classes a dataset has. Re-split with --rename OLD=NEW (e.g. --rename RealArt=REAL) "
-                "where a class is spelled otherwise."
-            )
+        spelling[source] = class_folder_of(classes, known)
+        if unknown := [name for name in classes if spelling[source][name] not in known]:
+            if not add_classes:
+                raise UserError(
+                    f"{source} has classes {classes}, but {reference[0]} has {reference[1]}, not {unknown}: a merge "
+                    f"adds images to the classes a dataset has. To add {', '.join(unknown)} as new classes, run again "
+                    "with --add-classes; where a class is spelled otherwise, re-split with --rename OLD=NEW (e.g. "
+                    "--rename RealArt=REAL)."
+                )
+            known += unknown
 
     workers = workers or 2 * default_workers()
     existing = _hash_dataset(into, workers, "reading target", max_pixels)

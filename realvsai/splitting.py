@@ -636,7 +636,8 @@ def _log_problems(report: SplitReport) -> None:
         # Not an error: another class can still be merged in (DataMerger.py) before training.
         logger.warning("only one class (%s) has usable images in this split, but a classifier needs at least two. "
                        "Add a folder of images for each other class to SOURCE and split again, or merge another "
-                       "split dataset into %s with DataMerger.py, before training", classes[0], report.out)
+                       "split dataset of the other classes into %s with DataMerger.py --add-classes, before training",
+                       classes[0], report.out)
     if report.shortcut_warning:
         logger.warning("%s", report.shortcut_warning)
     # Training needs train and validation images of every class; test, where the split made one.
