@@ -385,6 +385,25 @@ def test_a_class_name_macos_wrote_decomposed_merges_into_the_composed_folder(tmp
     assert len(list((into / "train" / composed).iterdir())) == 4
 
 
+def test_a_target_folder_macos_renamed_is_one_class_with_its_manifest_s_spelling(tmp_path):
+    """The folder on disk decomposed, manifest.csv (written before) composed: one class, not two look-alikes."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    into = tmp_path / "merged"
+    merge_datasets([make_split(tmp_path / "first", {("train", composed): 2, ("train", "B"): 2}, seed=13)], into)
+    (into / "train" / composed).rename(into / "train" / decomposed)
+    source = make_split(tmp_path / "more", {("train", composed): 2, ("train", "B"): 2}, seed=14)
+    assert merge_datasets([source], into).added == 4
+    assert sorted(path.name for path in (into / "train").iterdir()) == ["B", decomposed]
+
+
+def test_a_source_with_two_classes_that_print_alike_is_refused(tmp_path):
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    into = make_split(tmp_path / "merged", {("train", composed): 2, ("train", "B"): 2}, seed=15)
+    source = make_split(tmp_path / "both", {("train", composed): 1, ("train", decomposed): 1}, seed=16)
+    with pytest.raises(UserError, match="print alike"):
+        merge_datasets([source], into)
+
+
 def test_move_removes_merged_source_files_but_keeps_refused_ones(first, second, tmp_path):
     into = tmp_path / "merged"
     merge_datasets([first], into)
