@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -106,9 +107,12 @@ def merge_datasets(
     into, sources = Path(into), [Path(source) for source in sources]
     _check_folders(sources, into)
     manifest = into / MANIFEST_NAME  # also lists the classes a merge cut short had yet to write
-    target_classes = sorted({child.name for split in SPLITS if (into / split).is_dir()
-                             for child in (into / split).iterdir() if child.is_dir() and not child.name.startswith(".")}
-                            | ({row.class_name for row in read_manifest(manifest)} if manifest.is_file() else set()))
+    folders = {child.name for split in SPLITS if (into / split).is_dir()
+               for child in (into / split).iterdir() if child.is_dir() and not child.name.startswith(".")}
+    listed = {row.class_name for row in read_manifest(manifest)} if manifest.is_file() else set()
+    # A class manifest.csv names that a folder spells otherwise (macOS decomposes accents) is that folder's class.
+    target_classes = sorted(folders | {name for name, folder in class_folder_of(listed, folders).items()
+                                       if folder not in folders})
     source_classes = {source: sorted({name for names in read_split_classes(source).values() for name in names})
                       for source in sources}
     # The classes a merge adds to: the target's, or a new target's source with the most (the first of those).
@@ -126,6 +130,10 @@ def merge_datasets(
                     "--rename RealArt=REAL)."
                 )
             known += unknown
+        alike = Counter(unicodedata.normalize("NFC", name) for name in classes)
+        if doubled := sorted(name for name in classes if alike[unicodedata.normalize("NFC", name)] > 1):
+            raise UserError(f"{source} has classes {doubled}, which print alike (one is written with decomposed "
+                            "accents, as macOS writes names): move the images of one into the other, then merge again.")
 
     workers = workers or 2 * default_workers()
     existing = _hash_dataset(into, workers, "reading target", max_pixels)

@@ -402,6 +402,8 @@ def test_a_source_with_two_classes_that_print_alike_is_refused(tmp_path):
     source = make_split(tmp_path / "both", {("train", composed): 1, ("train", decomposed): 1}, seed=16)
     with pytest.raises(UserError, match="print alike"):
         merge_datasets([source], into)
+    with pytest.raises(UserError, match="print alike"):  # into a new target too
+        merge_datasets([source], tmp_path / "new")
 
 
 def test_move_removes_merged_source_files_but_keeps_refused_ones(first, second, tmp_path):
