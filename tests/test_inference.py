@@ -1037,6 +1037,23 @@ def test_a_phone_jpeg_that_pillow_reads_as_mpo_is_a_familiar_jpeg(classifier):
     assert image_stats.unfamiliar_reason(profile, 40, 32, "PNG") is not None  # another format still is unfamiliar
 
 
+def animated(image_format: str, frames: int = 3) -> bytes:
+    """An animated WebP or PNG (APNG) of ``frames`` different 40x32 frames."""
+    buffer = io.BytesIO()
+    first, *rest = [Image.fromarray(random_image(20 + index, 40, 32)) for index in range(frames)]
+    first.save(buffer, image_format, save_all=True, append_images=rest, duration=100, lossless=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image_format", ["WEBP", "PNG"])
+def test_an_animated_upload_says_its_first_frame_alone_is_classified(classifier, image_format):
+    profile = {"min_side": 32, "max_side": 48, "formats": [image_format]}
+
+    result = inference.classify_uploads(classifier, [("clip", animated(image_format))], info=with_profile(profile))[0]
+
+    assert result.ok and result.unfamiliar == "an animation of 3 frames: only its first is classified"
+
+
 COLOUR_ONLY = {"min_side": 32, "max_side": 48, "formats": ["PNG"], "images": 8, "grayscale": 0}
 
 
