@@ -50,6 +50,9 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image we can use; the message says why, in words for the user."""
 
 
+ANIMATED_FORMATS = ("WEBP", "PNG", "GIF")  # Pillow's names of the formats whose frames are an animation
+
+
 @dataclass(frozen=True)
 class ImageHeader:
     """What the header tells about a file, and whether its pixels are gray (which takes a decode: ``looks_gray``)."""
@@ -60,6 +63,7 @@ class ImageHeader:
     image_format: str = ""  # the file format as ``image_stats.format_name`` names it: "JPEG" (also MPO), "PNG", ...
     jpeg_quality: int | None = None  # a JPEG's quality (1-100) estimated from its quantisation table
     grayscale: bool | None = None  # gray pixels (``looks_gray``); None: not checked (``read_header(gray=False)``)
+    frames: int = 1  # an animation's frames (WebP, APNG, GIF), of which the first is decoded; an MPO's previews are not
 
 
 # libjpeg's luminance quantisation table at quality 50 (JPEG standard, Annex K), in natural order as Pillow
@@ -316,7 +320,8 @@ def _header(image: Image.Image, gray: bool = True) -> ImageHeader:
     # A quarter turn (orientations 5 to 8): the upright image is transposed.
     width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
     image_format, quality = format_name(image.format), _jpeg_quality(image)
-    return ImageHeader(width, height, needs_pil, image_format, quality, looks_gray(image) if gray else None)
+    frames = getattr(image, "n_frames", 1) if image.format in ANIMATED_FORMATS else 1
+    return ImageHeader(width, height, needs_pil, image_format, quality, looks_gray(image) if gray else None, frames)
 
 
 def _ignore_broken_exif() -> None:

@@ -309,8 +309,8 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
             image, header = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
             slot.update(prepared=classifier.prepare(image), preview=preview_image(image),
                         size=(header.width, header.height), decoded_shape=image.shape[:2],
-                        unfamiliar=None if info is None else doubt(info, header.width, header.height,
-                                                                   header.image_format, header.grayscale))
+                        unfamiliar=None if info is None else doubt(
+                            info, header.width, header.height, header.image_format, header.grayscale, header.frames))
             prepared.append(slot)
         except ImageDecodeError as error:
             slot["error"] = str(error)

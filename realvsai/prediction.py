@@ -197,7 +197,8 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
                     for path, bad in zip(files, failed) if bad]
         usable = [pair for pair, bad in zip(usable, failed) if not bad]
         probabilities = probabilities[~failed]
-    unlike = [doubt(info, header.width, header.height, header.image_format, header.grayscale) for _, header in usable]
+    unlike = [doubt(info, header.width, header.height, header.image_format, header.grayscale, header.frames)
+              for _, header in usable]
     predicted, uncertain = write_predictions(out_dir / PREDICTIONS_FILE, folder, [path for path, _ in usable],
                                              probabilities, class_names, info.rule(), unlike)
     unreadable = write_unreadable(out_dir, folder, skipped)

@@ -232,14 +232,16 @@ def untested(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str 
 
 
 def doubt(info: ModelInfo, width: int, height: int, image_format: str | None,
-          grayscale: bool | None = None) -> str | None:
+          grayscale: bool | None = None, frames: int = 1) -> str | None:
     """Why the model's answer on this image is never certain: unlike the training images in size, format or
     colour (``image_stats.unfamiliar_reason``; MPO counts as JPEG; ``grayscale`` is ``images.looks_gray``'s, None: not
-    known), of a kind validation shows it at chance on (``at_chance``), or of a size no validation image had
-    (``untested``); None when none is. The app, --predict and the evaluation call it."""
+    known), of a kind validation shows it at chance on (``at_chance``), of a size no validation image had
+    (``untested``), or an animation of ``frames`` of which only the first is classified; None when none is. The app,
+    --predict and the evaluation call it."""
     by_kind = info.get("validation_by_kind")
     reasons = [unfamiliar_reason(info.training_images, width, height, image_format, grayscale),
-               at_chance(by_kind, width, height) or untested(by_kind, width, height)]
+               at_chance(by_kind, width, height) or untested(by_kind, width, height),
+               f"an animation of {frames} frames: only its first is classified" if frames > 1 else None]
     return "; ".join(reason for reason in reasons if reason) or None
 
 
