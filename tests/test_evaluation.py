@@ -587,6 +587,28 @@ def test_training_s_predictions_csv_flags_a_size_validation_shows_at_chance_as_p
                for _, _, uncertain, unfamiliar in trained)
 
 
+def test_training_s_predictions_csv_flags_an_animation_as_predict_does(tmp_path, make_class_folder, binary_model):
+    data = make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2}).parent
+    make_class_folder(data / "validation", {"FAKE": 2, "REAL": 2}, seed=1)
+    make_class_folder(data / "test", {"FAKE": 1, "REAL": 1}, seed=2)
+    first, *rest = [Image.fromarray(np.full((32, 32, 3), 40 * index, np.uint8)) for index in range(3)]
+    first.save(data / "test" / "REAL" / "clip.png", save_all=True, append_images=rest, duration=100)  # an APNG
+    run = tmp_path / "run"
+
+    evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"], confidence_threshold=0.0), data, run,
+                            batch_size=4)
+    prediction.predict_folder(binary_model, json.loads((run / "model.json").read_text()), data / "test",
+                              tmp_path / "predicted", batch_size=4)
+
+    columns = ("file", "uncertain", "unfamiliar")
+    with open(run / "predictions.csv", newline="", encoding="utf-8") as stream:
+        trained = [tuple(row[column] for column in columns) for row in csv.DictReader(stream)]
+    with open(tmp_path / "predicted" / "predictions.csv", newline="", encoding="utf-8") as stream:
+        predicted = [tuple(row[column] for column in columns) for row in csv.DictReader(stream)]
+    assert trained == predicted
+    assert ("REAL/clip.png", "true", "an animation of 3 frames: only its first is classified") in trained
+
+
 def test_three_classes_get_the_validation_by_kind_and_its_at_chance_rule_too(tmp_path, make_class_folder,
                                                                                 three_class_model):
     names = ["benign", "malignant", "normal"]
