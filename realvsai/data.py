@@ -55,6 +55,7 @@ class LabelledImages:
     jpeg_qualities: list[int | None] = field(default_factory=list)  # each JPEG's estimated quality, else None
     grayscale: list[bool] = field(default_factory=list)  # whether each file's pixels are gray (images.looks_gray)
     max_pixels: int = MAX_IMAGE_PIXELS  # the limit the files were scanned under, which decoding keeps
+    frames: list[int] = field(default_factory=list)  # an animation's frames (images.ImageHeader.frames), else 1
 
     def __len__(self) -> int:
         return len(self.files)
@@ -116,7 +117,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
                        plural(len(not_images), "file"), "is" if len(not_images) == 1 else "are", *min(not_images))
     results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
                                     crop_size=crop_size)
-    files, labels, sizes, needs_pil, formats, qualities, grayscale, skipped = [], [], [], [], [], [], [], []
+    files, labels, sizes, needs_pil, formats, qualities, grayscale, frames, skipped = [], [], [], [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
             logger.warning("skipping %s: %s", path, result)
@@ -129,6 +130,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         formats.append(result.image_format)
         qualities.append(result.jpeg_quality)
         grayscale.append(result.grayscale)
+        frames.append(result.frames)
     if not files:
         nested = next((path for name in class_names if folder_of[name] in found
                        for path in list_images(folder / folder_of[name], recursive=True)
@@ -139,7 +141,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
                             f"so move them up into {folder}{os.sep}<class>{os.sep}.")
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
     images = LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities,
-                            grayscale, max_pixels)
+                            grayscale, max_pixels, frames)
     without = ", ".join(repr(name) for name, count in images.counts().items() if not count)
     if without and every_class:
         raise UserError(f"class {without} has no readable image in {folder}: add some there, or re-split the "

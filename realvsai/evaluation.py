@@ -293,9 +293,10 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
     root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
     predicted, uncertain = prediction.write_predictions(
         out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
-        class_names, rule, [doubt(info, width, height, image_format, grayscale)
-         for (width, height), image_format, grayscale
-         in zip(images.sizes, images.formats, images.grayscale or [None] * len(images))], true_labels=images.labels)
+        class_names, rule, [doubt(info, width, height, image_format, grayscale, frames)
+                            for (width, height), image_format, grayscale, frames
+                            in zip(images.sizes, images.formats, images.grayscale or [None] * len(images),
+                                   images.frames or [1] * len(images))], true_labels=images.labels)
     certain = ~uncertain
     metrics["uncertain"] = int(uncertain.sum())
     metrics["accuracy_when_certain"] = float(np.mean(predicted[certain] == labels[certain])) if certain.any() else None
