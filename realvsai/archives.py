@@ -567,7 +567,7 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
     if os.path.lexists(out) and not overwrite:
         if not _holds(out, folder, files, empty_folders, verify):
             raise UserError(f"{out} already exists. Add --overwrite to replace it, or choose another --out.")
-        stored = sum(os.path.splitext(name)[1].lower() in STORED_SUFFIXES for name in files)
+        stored = sum(map(_is_stored, files))
         return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size,
                          unchanged=True)
     if not files and not empty_folders:
@@ -590,7 +590,7 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
     with atomic_write(out, "w+b") as stream:
         with zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as zip_file:
             for name in progress(sorted([*files, *(f"{name}/" for name in empty_folders)]), desc=f"zip {folder.name}"):
-                keep = os.path.splitext(name)[1].lower() in STORED_SUFFIXES
+                keep = _is_stored(name)
                 stored += keep
                 try:
                     zip_file.write(folder / name, name, zipfile.ZIP_STORED if keep else zipfile.ZIP_DEFLATED)
@@ -610,6 +610,11 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
                 raise UserError(f"the new archive failed its check ({bad}), so {out} was not written. "
                                 "Check the disk (space, errors) and run again.")
     return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size)
+
+
+def _is_stored(name: str) -> bool:
+    """Whether ``zip_folder`` stores the file ``name`` as it is (already compressed) rather than deflating it."""
+    return os.path.splitext(name)[1].lower() in STORED_SUFFIXES
 
 
 def _holds(out: Path, folder: Path, files: Sequence[str], empty_folders: Sequence[str], verify: bool) -> bool:
