@@ -508,3 +508,14 @@ def test_a_printed_command_names_a_path_that_begins_with_a_dash_so_that_it_runs(
     assert shlex.split(deleter_command(Path("-out")))[2] == "./-out"
     assert shlex.split(resume_command(Path("-models") / "run"))[-2:] == ["--out", "./-models"]
     assert shlex.split(ModelTraining.serve_command(Path("-models") / "run"))[-1] == "./-models/run"
+
+
+def test_a_printed_resume_command_names_a_run_that_begins_with_a_dash_so_that_it_runs():
+    """``--resume --name -run`` failed with "argument --name: expected one argument"."""
+    import shlex
+
+    import ModelTraining
+    from realvsai.config import resume_command
+
+    words = shlex.split(resume_command(Path("models") / "-run"))
+    assert ModelTraining.parse_args(words[2:]).name == "-run"
