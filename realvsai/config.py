@@ -293,7 +293,8 @@ def resume_command(run_dir: Path, flags: Sequence[str] = ("--resume",), defaults
     defaults = defaults or TrainConfig
     words = ["python", "ModelTraining.py", *flags]
     if run_dir.name != defaults.name:
-        words += ["--name", shlex.quote(run_dir.name)]
+        name = shlex.quote(run_dir.name)  # ``--name -run`` would read -run as an option; ``--name=-run`` does not
+        words.append(f"--name={name}" if run_dir.name.startswith("-") else f"--name {name}")
     if run_dir.parent != Path(defaults.out):
         words += ["--out", shell_path(run_dir.parent)]
     return " ".join(words)
