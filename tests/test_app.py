@@ -82,6 +82,14 @@ def test_without_a_model_the_app_says_how_to_train_one(start_app, tmp_path):
     assert not app.file_uploader
 
 
+def test_without_a_model_the_title_presumes_no_classes(start_app, tmp_path):
+    """It read "Real or AI?" for a user about to train on, say, benign/malignant/normal scans."""
+    (tmp_path / "models").mkdir()
+    app = start_app("--models", tmp_path / "models")
+
+    assert [title.value for title in app.title] == ["🔍 Image classifier"]
+
+
 def test_the_newest_model_opens_with_its_card(start_app, models_dir):
     app = start_app("--models", models_dir)
 
