@@ -285,7 +285,7 @@ def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[ModelRun], 
 
 def no_model_page(models_dir: Path, skipped: Sequence[tuple[Path, str]]) -> None:
     """What a first-time user sees: how to get a model (or why the runs there cannot be opened)."""
-    st.title("🔍 Real or AI?")
+    st.title("🔍 Image classifier")  # the tab's name too (main); a model's own question replaces both
     if skipped:
         folder, reason = skipped[0]
         others = f" (and {len(skipped) - 1} more, listed in the sidebar)" if len(skipped) > 1 else ""
