@@ -221,7 +221,7 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
                "--batch-size", "4", "--backbone", "resnet50", "--results", str(results))
 
     # A time limit no second epoch fits in: the run stops after one, and is tested all the same.
-    output = run_benchmark(*command, "--time-limit", "1")
+    output = first_output = run_benchmark(*command, "--time-limit", "1")
 
     cifake = json.loads(results.read_text())["cifake"]
     assert (cifake["train_images"], cifake["validation_images"], cifake["test_images"]) == (16, 4, 6)
@@ -242,6 +242,9 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
     assert cifake["precision_policy"] == "float32" and cifake["wall_s"] > 0
     assert 0 <= cifake["test_accuracy"] <= 1 and 0 <= cifake["test_argmax_accuracy"] <= 1
     assert "Epoch 1/2" not in output and "Epoch 2/2" in output and "written to" in output
+    # ... from the images the first command decoded (a minute of a GPU command at full scale), not decoded again
+    assert "decoding 16 images" in first_output and "decoding" not in output
+    assert f"the decoded splits of {tmp_path / 'work' / 'decoded-32px.npz'}" in output
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
