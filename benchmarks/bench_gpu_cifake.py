@@ -11,7 +11,8 @@ with the most-probable-class accuracy beside it. The preset's JPEG step is not p
 belongs to training's tf.data input (TensorFlow's codec); the preset's model layers all train.
 
 Resumable: the same command continues a stopped run after its last finished epoch, as long as --work
-survives (on a lent machine: give the next command while it is still warm). The training time adds up
+survives (on a lent machine: give the next command while it is still warm), from the images the first decoded
+(WORK/decoded-32px.npz: a minute of each command at full scale). The training time adds up
 across the commands. ``--time-limit`` fits a command into the time at hand: training stops after the epoch
 past which another would not end TEST_RESERVE_S before the limit, and the model is tested all the same
 (``stopped_by_time_limit`` in the figures); the same command, with a later limit or none, goes on from there.
@@ -87,6 +88,29 @@ def prepare(archive: Path, work: Path) -> Path:
     return data
 
 
+def decoded_splits(data_dir: Path, image_size: int) -> tuple[list[str], ...]:
+    """The class names, then (pixels, labels) of train, validation and test, as ``arrays.load_images`` decodes
+    them: kept in WORK/decoded-SIZEpx.npz by the first command, so that the next reads them at once (the scan and
+    decode of the 100,000 images took a minute of each command on an H200)."""
+    import numpy as np
+
+    from realvsai import arrays, data
+    from realvsai.files import atomic_write
+
+    cache = data_dir.parent / f"decoded-{image_size}px.npz"
+    if cache.is_file():
+        logger.info("the decoded splits of %s", cache)
+        with np.load(cache) as stored:
+            return (stored["class_names"].tolist(), *((stored[f"{split}_x"], stored[f"{split}_y"])
+                                                     for split in ("train", "validation", "test")))
+    splits = dict(zip(("train", "validation", "test"), data.scan_splits(data_dir)))
+    decoded = {split: arrays.load_images(images, image_size) for split, images in splits.items()}
+    with atomic_write(cache) as stream:  # a command killed while writing leaves no half cache
+        np.savez(stream, class_names=np.array(splits["train"].class_names),
+                 **{f"{split}_{part}": array for split, pair in decoded.items() for part, array in zip("xy", pair)})
+    return (splits["train"].class_names, *decoded.values())
+
+
 def keep_wall_time(run_dir: Path) -> None:
     """Adds this command's time to RUN/wall.json every few seconds (a killed command loses at most those)."""
     from realvsai.files import read_json, write_json
@@ -106,7 +130,7 @@ def train_and_test(args: argparse.Namespace) -> dict:
     import keras
     import numpy as np
 
-    from realvsai import arrays, callbacks, data, distributed, fitting, metrics, run
+    from realvsai import arrays, callbacks, distributed, fitting, metrics, run
     from realvsai.files import read_json
     from realvsai.model import build_model
 
@@ -124,18 +148,17 @@ def train_and_test(args: argparse.Namespace) -> dict:
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
 
-    train, validation, test = data.scan_splits(config.data)
+    class_names, (x, y), (val_x, val_y), (test_x, test_y) = decoded_splits(config.data, config.image_size)
     if args.limit:
-        train = train.subset(np.random.default_rng(config.seed).permutation(len(train))[:args.limit].tolist())
-    class_names, counts = train.class_names, train.counts()
+        kept = np.random.default_rng(config.seed).permutation(len(x))[:args.limit]
+        x, y = x[kept], y[kept]
+    counts = dict(zip(class_names, np.bincount(y, minlength=len(class_names)).tolist()))
     positive_class = metrics.find_positive_class(class_names)
     positive = class_names.index(positive_class)
     class_weight = metrics.balanced_class_weights(counts) if config.class_weights else None
-    (x, y), (val_x, val_y), (test_x, test_y) = (arrays.load_images(images, config.image_size)
-                                                for images in (train, validation, test))
     global_batch = config.batch_size * distributed.num_replicas(strategy)
     full = distributed.needs_full_batches(strategy)
-    steps, drop_short_batch = distributed.training_steps(len(train), global_batch, strategy)
+    steps, drop_short_batch = distributed.training_steps(len(x), global_batch, strategy)
     train_batches = functools.partial(arrays.EpochBatches, x, y, batch_size=global_batch, shuffle=True,
                                       seed=config.seed, drop_remainder=drop_short_batch, workers=4)
     validation_batches = arrays.EpochBatches(val_x, val_y, batch_size=global_batch, drop_remainder=full,
@@ -143,7 +166,7 @@ def train_and_test(args: argparse.Namespace) -> dict:
     with strategy.scope():
         model = build_model(len(class_names), **config.model_options())
     logger.info("training %s from scratch on %d images (%s), validating on %d, %s, %d steps per epoch%s",
-                config.backbone, len(train), counts, len(validation), policy, steps,
+                config.backbone, len(x), counts, len(val_x), policy, steps,
                 ", resuming" if resume else "")
     deadline = callbacks.StopBeforeDeadline(STARTED + args.time_limit - TEST_RESERVE_S if args.time_limit else math.inf)
     history = fitting.fit_phases(model, config, run_dir, strategy, (train_batches, steps),
@@ -158,7 +181,7 @@ def train_and_test(args: argparse.Namespace) -> dict:
     threshold = metrics.choose_threshold(val_y == positive, probabilities["validation"][:, positive])
     scored = metrics.compute_metrics(test_y.tolist(), probabilities["test"], class_names, positive_class, threshold)
     finite = [row for row in history if np.isfinite(row.get("val_loss", np.nan))]
-    return {"train_images": len(train), "validation_images": len(validation), "test_images": len(test),
+    return {"train_images": len(x), "validation_images": len(val_x), "test_images": len(test_x),
             "image_size": config.image_size, "backbone": config.backbone, "batch_size": global_batch,
             "precision_policy": policy, "augment": config.augment, "learning_rate": config.learning_rate,
             "epochs": len(history), "epochs_planned": config.total_epochs, "stopped_by_time_limit": deadline.stopped,

@@ -20,13 +20,14 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = needs_jax  # every check here runs JAX, in a subprocess
 
 
-def run_python(code: str, backend: str, timeout: int = 600) -> str:
-    """Runs ``code`` in a fresh interpreter under ``KERAS_BACKEND=backend``; returns its stdout (fails on an error)."""
+def run_python(code: str, backend: str, timeout: int = 600, log: bool = False) -> str:
+    """Runs ``code`` in a fresh interpreter under ``KERAS_BACKEND=backend``; returns its stdout, and then its stderr
+    (the log) where ``log`` (fails on an error)."""
     environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=environment,
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return result.stdout + (result.stderr if log else "")
 
 
 def test_the_model_builds_and_runs_under_jax_without_tensorflow():
@@ -170,13 +171,14 @@ def test_the_training_recipe_runs_under_jax_without_tensorflow(tmp_path, make_cl
 
 
 def run_benchmark(script: str, *args: str) -> str:
-    """``benchmarks/script args`` under JAX with TensorFlow blocked, as on a GPU machine set up for JAX alone."""
+    """``benchmarks/script args`` under JAX with TensorFlow blocked, as on a GPU machine set up for JAX alone: its
+    output, then its log."""
     return run_python(f"""
         import runpy, sys
         sys.modules["tensorflow"] = None
         sys.argv = [{script!r}, *{list(args)!r}]
         runpy.run_path("benchmarks/{script}", run_name="__main__")
-    """, backend="jax")
+    """, backend="jax", log=True)
 
 
 @pytest.mark.slow
