@@ -88,6 +88,18 @@ def test_model_takes_raw_images_of_any_size_and_returns_probabilities(resnet101)
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_the_head_noise_and_dropout_draw_from_streams_of_their_own(resnet101):
+    """Both took the run's seed: every step drew the dropout mask and the noise from one key (on JAX the kept
+    units and the noise at the same positions correlated, -0.1)."""
+    noise, dropout = (resnet101.get_layer(name).seed_generator for name in ("head_noise", "head_dropout"))
+    seeds = [int(keras.ops.convert_to_numpy(generator.state.value)[0]) for generator in (noise, dropout)]
+    assert seeds[0] != seeds[1]
+    # ... and each stays the run seed's: the same seed builds the same streams
+    again = build_model(2, image_size=32, backbone="resnet50", weights=None, augment="none", head_units=4)
+    assert [int(keras.ops.convert_to_numpy(again.get_layer(name).seed_generator.state.value)[0])
+            for name in ("head_noise", "head_dropout")] == seeds
+
+
 def test_augmentation_noise_and_dropout_are_inactive_at_inference(resnet101):
     batch = raw_images(3, 48, 48)
     first = keras.ops.convert_to_numpy(resnet101(batch, training=False))
