@@ -45,14 +45,15 @@ def build_augmentation(preset: str, seed: int | None = None, part: str = "all") 
     else:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
     # float32 even under a mixed-precision policy: float16 would round pixel values above 128 to steps of 0.125.
-    chosen = [make(seed=_layer_seed(seed, index), dtype="float32") for index, (where, make) in enumerate(layers)
+    chosen = [make(seed=layer_seed(seed, index), dtype="float32") for index, (where, make) in enumerate(layers)
               if part in ("all", where)]
     return keras.Sequential(chosen, name="augmentation") if chosen else None
 
 
-def _layer_seed(seed: Any, index: int) -> int | None:
-    """The ``index``-th layer's own stable seed (a non-negative int32) from the preset's ``seed`` (None: none)."""
-    digest = hashlib.sha256(f"realvsai-augmentation:{seed}:{index}".encode()).digest()
+def layer_seed(seed: Any, key: int | str) -> int | None:
+    """A random layer's own stable seed (a non-negative int32) from the run's ``seed`` (None: none), for the
+    ``key``: a preset layer's index, or another layer's name. Layers that shared a seed would draw from one key."""
+    digest = hashlib.sha256(f"realvsai-augmentation:{seed}:{key}".encode()).digest()
     return None if seed is None else int.from_bytes(digest[:4], "little") >> 1
 
 

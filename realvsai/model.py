@@ -16,7 +16,7 @@ import h5py
 import keras
 from keras import ops
 
-from realvsai.augmentation import build_augmentation  # also registers its layers for load_model
+from realvsai.augmentation import build_augmentation, layer_seed  # also registers its layers for load_model
 from realvsai.config import BACKBONES, CROP_GRID, TrainConfig
 from realvsai.errors import UserError
 
@@ -190,11 +190,11 @@ def build_model(
             if _RESIDUAL_LAST_BN.match(layer.name):
                 layer.gamma.assign(ops.zeros(layer.gamma.shape, layer.gamma.dtype))
     features = base(x, training=False) if weights is not None else base(x)
-    x = keras.layers.GaussianNoise(noise, seed=seed, name="head_noise")(features)
+    x = keras.layers.GaussianNoise(noise, seed=layer_seed(seed, "head_noise"), name="head_noise")(features)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dense(head_units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2),
                            name="head_dense")(x)
-    x = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")(x)
+    x = keras.layers.Dropout(dropout, seed=layer_seed(seed, "head_dropout"), name="head_dropout")(x)
     # float32 softmax even under mixed precision: float16 probabilities round 0.9999 to 1.
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
