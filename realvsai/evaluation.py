@@ -400,7 +400,8 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
 
 def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], data_dir: Path, out_dir: Path,
                  batch_size: int = config.TrainConfig.batch_size) -> dict[str, Any]:
-    """The end-of-training evaluation: the F1-best threshold on validation (two classes), metrics on test.
+    """The end-of-training evaluation: the threshold of the best balanced accuracy on validation (two classes:
+    ``metrics.choose_threshold``), metrics on test.
 
     Every output is written with model.json as it ends up, its ``validation_by_kind`` included, so predictions.csv's
     uncertain and unfamiliar columns are those --predict and the app give for the same images.
