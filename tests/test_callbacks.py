@@ -142,6 +142,55 @@ def test_the_time_limit_measures_the_next_epoch_without_the_first_steps_that_com
     assert deadline.stopped
 
 
+# --- what picks the best epoch and ends a phase: the cross-entropy, not the loss with the head's L2 penalty ----
+
+
+# Epochs of a good model: its weights shrink, and with them the penalty in loss and val_loss (which fall), while
+# the validation cross-entropy rises from the first epoch on.
+PENALISED = [{"loss": 0.60, "val_loss": 0.50, "cross_entropy": 0.30, "val_cross_entropy": 0.20},
+             {"loss": 0.50, "val_loss": 0.48, "cross_entropy": 0.10, "val_cross_entropy": 0.40},
+             {"loss": 0.40, "val_loss": 0.46, "cross_entropy": 0.05, "val_cross_entropy": 0.45}]
+
+
+def feed(callbacks: list[keras.callbacks.Callback], model: keras.Model, epochs: list[dict[str, float]]) -> list[int]:
+    """Feeds each epoch's logs as a fit would; returns the epochs run."""
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    ran = []
+    for epoch, logs in enumerate(epochs):
+        model.set_weights([weight + 1.0 for weight in model.get_weights()])
+        callback_list.on_epoch_end(epoch, dict(logs))
+        ran.append(epoch)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+    return ran
+
+
+def test_the_best_model_is_the_epoch_of_the_lowest_validation_cross_entropy_not_of_the_penalised_loss(tmp_path):
+    best = BestModel(tmp_path / "model.h5")
+    feed([best], tiny_model(), PENALISED)
+    assert best.best_epoch == 0
+
+
+def test_a_resumed_best_model_knows_the_epoch_of_the_lowest_validation_cross_entropy(tmp_path):
+    best = BestModel(tmp_path / "model.h5")
+    best.resume([{"epoch": epoch, **logs} for epoch, logs in enumerate(PENALISED, start=1)])
+    assert (best.best_epoch, best.best) == (0, 0.20)
+
+
+def test_early_stopping_counts_epochs_without_a_lower_validation_cross_entropy():
+    assert feed([ResumableEarlyStopping(patience=2)], tiny_model(), PENALISED) == [0, 1, 2]
+    assert ResumableEarlyStopping(patience=2).monitor == "val_cross_entropy"
+
+
+def test_the_stop_rule_compares_the_cross_entropies_not_the_penalised_losses():
+    """val_loss stays within loss + 0.1 while the validation cross-entropy runs 0.3 and 0.4 above training's."""
+    rule = StopTrainingOnValidationLoss(margin=0.1, patience=2)
+    assert feed([rule], tiny_model(), PENALISED) == [0, 1, 2] and rule.stopped_epoch == 2
+
+
 # --- the best model ------------------------------------------------------------------------------------
 
 

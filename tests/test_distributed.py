@@ -43,7 +43,8 @@ def tiny_model(seed: int = 0, units: int = 8, optimizer: str = "adam", l2: float
         keras.layers.Dense(2, activation="softmax", dtype="float32"),
     ])
     chosen = keras.optimizers.Adam(0.01) if optimizer == "adam" else keras.optimizers.SGD(0.1)
-    model.compile(optimizer=chosen, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=chosen, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  weighted_metrics=[keras.metrics.SparseCategoricalCrossentropy(name="cross_entropy")])  # as fit's
     return model
 
 
@@ -209,7 +210,8 @@ def test_callbacks_see_every_epoch_with_the_logs_of_fit():
     history = fit(tiny_model(), epochs=3, callbacks=[recorder])
     assert recorder.events == ["train_begin", "epoch_begin 0", "epoch_end 0", "epoch_begin 1", "epoch_end 1",
                                "epoch_begin 2", "epoch_end 2", "train_end"]
-    assert set(recorder.logs[2]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(recorder.logs[2]) == {"loss", "cross_entropy", "accuracy", "val_loss", "val_cross_entropy",
+                                     "val_accuracy"}
     assert history.history["val_loss"] == [recorder.logs[epoch]["val_loss"] for epoch in range(3)]
 
 
@@ -239,8 +241,23 @@ def test_loop_matches_model_fit_for_one_epoch():
     model = tiny_model(optimizer="sgd", l2=0.01)
     history = fit(model, epochs=1, class_weight=class_weight)
     assert weights_close(model, expected_model)
-    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+    for name in ("loss", "cross_entropy", "accuracy", "val_loss", "val_cross_entropy", "val_accuracy"):
         assert history.history[name][0] == pytest.approx(expected.history[name][0], abs=1e-6), name
+
+
+def test_fit_reports_the_cross_entropy_without_the_l2_penalty():
+    """What picks the best epoch: the loss fit reports adds the L2 penalty, which falls as the weights shrink
+    whatever the model's answers do."""
+    from sklearn.metrics import log_loss
+
+    model, recorder = tiny_model(l2=0.5), Recorder()
+    distributed.fit(model, tiny_data().repeat(), tiny_data().repeat(), strategy=tf.distribute.get_strategy(),
+                    optimizer=keras.optimizers.Adam(0.01), metrics=accuracy, epochs=1, initial_epoch=0,
+                    steps_per_epoch=STEPS, validation_steps=STEPS, callbacks=[recorder], verbose=0)
+    x, y = next(iter(tiny_data(batch_size=10_000)))
+    plain = log_loss(y.numpy(), keras.ops.convert_to_numpy(model(x)), labels=[0, 1])
+    logs = recorder.logs[0]
+    assert logs["val_cross_entropy"] == pytest.approx(plain, rel=1e-5) and logs["val_loss"] > plain + 0.01
 
 
 def test_loop_matches_model_fit_under_mixed_precision():
