@@ -1,7 +1,7 @@
 """Step 6: fine-tunes a ResNet (ResNet101 by default) on DATA/train, picks the best epoch on DATA/validation,
 and evaluates it on DATA/test.
 
-    DATA/train/<Class>/...           ->   OUT/NAME/model.h5            best epoch (lowest val_loss)
+    DATA/train/<Class>/...           ->   OUT/NAME/model.h5            best epoch (lowest val_cross_entropy)
     DATA/validation/<Class>/...           OUT/NAME/model.json          class names, settings, counts, best epoch
     DATA/test/<Class>/...  (optional)     OUT/NAME/history.csv         one row per epoch, both phases
                                           OUT/NAME/training_curves.png loss, accuracy, precision, recall, AUC, F1
@@ -71,6 +71,7 @@ from realvsai.config import (
     LIMITS,
     MAX_IMAGE_PIXELS,
     MODEL_JSON_FILE,
+    MONITOR,
     POSITIVE_WORDS,
     PRECISIONS,
     PRESETS,
@@ -152,11 +153,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                f"given, the one class whose name has a word among {', '.join(sorted(POSITIVE_WORDS))} "
                                "(FAKE, AiArt, ai_generated). With more classes they are macro averages")
     add_number(schedule, "--stop-margin", float,
-               help="StopTrainingOnValidationLoss: an epoch overfits when val_loss > loss + this and "
-                    "val_loss is not the phase's lowest yet")
+               help="StopTrainingOnValidationLoss: an epoch overfits when the validation cross-entropy exceeds "
+                    "training's by more than this and is not the phase's lowest yet")
     add_number(schedule, "--stop-patience", int,
                help="StopTrainingOnValidationLoss: overfitting epochs in a row that end the phase")
-    add_number(schedule, "--early-stopping-patience", int, help="epochs without a lower val_loss that end the phase")
+    add_number(schedule, "--early-stopping-patience", int,
+               help="epochs without a lower validation cross-entropy that end the phase")
 
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
@@ -394,7 +396,7 @@ def summarize(result: TrainResult) -> str:
     parts = [f"trained {result.run_dir}" if result.chief
              else f"this worker has finished; the chief wrote the run to {result.run_dir} on its machine"]
     if best:
-        parts.append(f"best epoch {best.get('epoch')}: val_loss {best.get('val_loss', math.nan):.4f}, "
+        parts.append(f"best epoch {best.get('epoch')}: {MONITOR} {best.get(MONITOR, math.nan):.4f}, "
                      f"val_accuracy {best.get('val_accuracy', math.nan):.4f}")
     test = result.test_metrics or {}
     if test.get("accuracy") is not None:

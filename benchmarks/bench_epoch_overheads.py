@@ -85,6 +85,7 @@ def save_seconds(args: argparse.Namespace, once_a_fit: bool) -> float:
     import keras
 
     from realvsai.callbacks import BestModel
+    from realvsai.config import MONITOR
     from realvsai.model import float32_copy
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -100,7 +101,7 @@ def save_seconds(args: argparse.Namespace, once_a_fit: bool) -> float:
             if not once_a_fit:
                 best.on_train_begin()  # forgets the copy, as the code before did at every save
             start = time.perf_counter()
-            best.on_epoch_end(epoch, {"val_loss": 1.0 - epoch / 100})
+            best.on_epoch_end(epoch, {MONITOR: 1.0 - epoch / 100})
             seconds.append(time.perf_counter() - start)
     return statistics.median(seconds[1:])
 

@@ -180,13 +180,12 @@ def train_and_test(args: argparse.Namespace) -> dict:
                      for name, images in (("validation", val_x), ("test", test_x))}
     threshold = metrics.choose_threshold(val_y == positive, probabilities["validation"][:, positive])
     scored = metrics.compute_metrics(test_y.tolist(), probabilities["test"], class_names, positive_class, threshold)
-    finite = [row for row in history if np.isfinite(row.get("val_loss", np.nan))]
     return {"train_images": len(x), "validation_images": len(val_x), "test_images": len(test_x),
             "image_size": config.image_size, "backbone": config.backbone, "batch_size": global_batch,
             "precision_policy": policy, "augment": config.augment, "learning_rate": config.learning_rate,
             "epochs": len(history), "epochs_planned": config.total_epochs, "stopped_by_time_limit": deadline.stopped,
             "epoch_seconds": deadline.seconds,  # this command's epochs, in parts; the first compiles the steps
-            "best_epoch": min(finite, key=lambda row: row["val_loss"])["epoch"] if finite else None,
+            "best_epoch": (callbacks.best_epoch_row(history) or {}).get("epoch"),
             "wall_s": (read_json(run_dir / WALL_FILE) or {}).get("seconds"), "decision_threshold": round(threshold, 4),
             "test_accuracy": scored["accuracy"], "test_argmax_accuracy": scored["argmax_accuracy"],
             "test_roc_auc": scored.get("roc_auc")}

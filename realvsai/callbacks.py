@@ -20,6 +20,7 @@ from typing import Any
 import keras
 
 from realvsai.cli import plural, raise_if_ctrl_c
+from realvsai.config import CROSS_ENTROPY, MONITOR
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, write_csv
 
@@ -118,9 +119,10 @@ class _Resumable(keras.callbacks.Callback):
 
 
 class StopTrainingOnValidationLoss(_Resumable):
-    """Stops a phase once ``val_loss > loss + margin`` without a new lowest ``val_loss`` of the phase (or
-    ``val_loss`` is NaN) for ``patience`` epochs in a row. The gap alone is no sign of overfitting: fine-tuning
-    drives the training loss towards 0 while val_loss still falls."""
+    """Stops a phase once the validation cross-entropy exceeds training's by ``margin`` without a new lowest of
+    the phase (or is NaN) for ``patience`` epochs in a row: ``val_cross_entropy > cross_entropy + margin``
+    (config.CROSS_ENTROPY: the losses without the L2 penalty, which would narrow the gap). The gap alone is no
+    sign of overfitting: fine-tuning drives the training loss towards 0 while the validation loss still falls."""
 
     def __init__(self, margin: float = 0.1, patience: int = 3):
         super().__init__()
@@ -135,7 +137,7 @@ class StopTrainingOnValidationLoss(_Resumable):
         self.best = math.inf if self.best is None else self.best
 
     def on_epoch_end(self, epoch, logs=None):
-        loss, val_loss = (logs or {}).get("loss"), (logs or {}).get("val_loss")
+        loss, val_loss = (logs or {}).get(CROSS_ENTROPY), (logs or {}).get(MONITOR)
         if loss is None or val_loss is None:
             return
         lower = val_loss < self.best  # False for NaN
@@ -145,12 +147,16 @@ class StopTrainingOnValidationLoss(_Resumable):
         self.wait = self.wait + 1 if overfits else 0
         if self.wait >= self.patience:
             self.stopped_epoch, self.model.stop_training = epoch, True
-            logger.info("epoch %d: val_loss exceeded loss by more than %s, and fell no lower, for %s in a row; "
-                        "stopping", epoch + 1, self.margin, plural(self.wait, "epoch"))
+            logger.info("epoch %d: the validation cross-entropy exceeded training's by more than %s, and fell no "
+                        "lower, for %s in a row; stopping", epoch + 1, self.margin, plural(self.wait, "epoch"))
 
 
 class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
-    """``keras.callbacks.EarlyStopping`` (counting within each ``fit``) whose counters survive a restart."""
+    """``keras.callbacks.EarlyStopping`` (counting within each ``fit``) whose counters survive a restart; it
+    watches the validation cross-entropy (config.MONITOR) unless told otherwise."""
+
+    def __init__(self, monitor: str = MONITOR, mode: str = "min", **kwargs: Any):
+        super().__init__(monitor=monitor, mode=mode, **kwargs)
 
     def state(self) -> dict[str, Any]:
         best = None if self.best is None or not math.isfinite(self.best) else float(self.best)
@@ -299,8 +305,16 @@ class RunBackup(keras.callbacks.Callback):
                 old.unlink(missing_ok=True)
 
 
+def best_epoch_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The history row (TrainingHistory's) of the run's best epoch: the lowest finite validation cross-entropy
+    (config.MONITOR); None when no epoch has one."""
+    finite = [row for row in rows if math.isfinite(row.get(MONITOR, math.nan))]
+    return min(finite, key=lambda row: row[MONITOR]) if finite else None
+
+
 class BestModel(keras.callbacks.Callback):
-    """The epoch with the lowest ``val_loss`` of the whole run in ``filepath``; each phase ends with its weights.
+    """The epoch with the lowest validation cross-entropy of the whole run (``best_epoch_row``) in ``filepath``;
+    each phase ends with its weights.
 
     Written once per improvement, as ``export(model)`` (the float32 copy), atomically: ``ModelCheckpoint``
     writes the training model in place, so a kill mid-write would leave no usable best model. The export is
@@ -319,10 +333,8 @@ class BestModel(keras.callbacks.Callback):
         self._exported: keras.Model | None = None  # this fit's export, made at its first save
 
     def resume(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        finite = [row for row in rows if math.isfinite(row.get("val_loss", math.nan))]
-        if finite:
-            best = min(finite, key=lambda row: row["val_loss"])
-            self.best, self.best_epoch, self.last_epoch = best["val_loss"], best["epoch"] - 1, rows[-1]["epoch"] - 1
+        if best := best_epoch_row(rows):
+            self.best, self.best_epoch, self.last_epoch = best[MONITOR], best["epoch"] - 1, rows[-1]["epoch"] - 1
             # Killed between the restored epoch's backup and this save: save it once the backup restored it.
             self._save_on_begin = self.best_epoch == self.last_epoch
 
@@ -344,11 +356,11 @@ class BestModel(keras.callbacks.Callback):
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.last_epoch, val_loss = epoch, (logs or {}).get("val_loss", math.nan)
-        if val_loss < self.best:  # False for NaN: a diverged epoch is never "best"
-            self.best, self.best_epoch = float(val_loss), epoch
+        self.last_epoch, value = epoch, (logs or {}).get(MONITOR, math.nan)
+        if value < self.best:  # False for NaN: a diverged epoch is never "best"
+            self.best, self.best_epoch = float(value), epoch
             self._save()
-            logger.info("epoch %d: val_loss %.4f is the best so far; saved to %s", epoch + 1, val_loss, self.filepath)
+            logger.info("epoch %d: %s %.4f is the best so far; saved to %s", epoch + 1, MONITOR, value, self.filepath)
 
     def on_train_end(self, logs=None):
         if self.best_epoch is None or self.best_epoch == self.last_epoch:
@@ -361,4 +373,4 @@ class BestModel(keras.callbacks.Callback):
             self.best_weights = keras.models.load_model(self.filepath, compile=False).get_weights()
         self.model.set_weights(self.best_weights)
         self.last_epoch = self.best_epoch
-        logger.info("restored the weights of epoch %d (val_loss %.4f)", self.best_epoch + 1, self.best)
+        logger.info("restored the weights of epoch %d (%s %.4f)", self.best_epoch + 1, MONITOR, self.best)

@@ -26,6 +26,11 @@ PREDICTIONS_FILE = "predictions.csv"  # one row per image: --predict and --evalu
 UNREADABLE_FILE = "unreadable.csv"  # --predict's and --evaluate's files left out, with the reason
 ROBUSTNESS_PLOT_FILE = "robustness.png"  # --evaluate --robustness: accuracy against perturbation strength
 HISTORY_FILE = "history.csv"
+# What picks the best epoch and ends a phase (early stopping, the overfitting rule): the cross-entropy, weighted as
+# the loss is, without the head's L2 penalty. Keras' loss adds the penalty, which falls as the weights shrink
+# whatever the model's answers do, and can outweigh a good model's cross-entropy.
+CROSS_ENTROPY = "cross_entropy"
+MONITOR = f"val_{CROSS_ENTROPY}"
 CURVES_FILE = "training_curves.png"
 LOGS_DIR = "logs"  # TensorBoard
 BACKUP_DIR = "backup"  # resume state; removed last, when everything else is written: the run is then finished
@@ -157,9 +162,10 @@ class TrainConfig:
     augment: str = "detector"  # one of PRESETS
     class_weights: bool = True  # weight the loss by inverse class frequency
     positive_class: str = ""  # binary metrics' positive class; empty = the class named fake/generated/synthetic/ai
-    stop_margin: float = 0.1  # StopTrainingOnValidationLoss: val_loss > loss + margin, no new low, overfits
+    stop_margin: float = 0.1  # StopTrainingOnValidationLoss: validation cross-entropy > training's + margin, no new
+    # low of it, overfits
     stop_patience: int = 3  # ... for this many epochs in a row ends the phase
-    early_stopping_patience: int = 5  # epochs without a lower val_loss that end the phase
+    early_stopping_patience: int = 5  # epochs without a lower validation cross-entropy (MONITOR) that end the phase
     precision: str = "auto"  # auto: on a GPU mixed_float16 (TensorFlow) or mixed_bfloat16 (JAX); float32 on CPU
     xla: bool = False  # force XLA on TensorFlow (else Keras decides: on for one GPU, off on CPU); JAX always compiles
     seed: int = 42

@@ -232,7 +232,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose
         # The backbone sees the images at their own size: a resize would blur the decoder's trace.
         weights="none", image_size=config.data.image_size, batch_size=config.batch_size, head_epochs=config.epochs,
         fine_tune_epochs=0, augment=config.augment, seed=config.seed,
-        # From scratch, val_loss jumps about while the BatchNorm statistics settle (validation accuracy
+        # From scratch, the validation loss jumps about while the BatchNorm statistics settle (validation accuracy
         # does not); the stop rules would end a run of a few epochs early. The best epoch is kept anyway.
         stop_patience=config.epochs, early_stopping_patience=config.epochs, demo=True)
     train_config.validate()

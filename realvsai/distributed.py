@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from realvsai.cli import plural
-from realvsai.config import resume_command
+from realvsai.config import CROSS_ENTROPY, resume_command
 from realvsai.errors import UserError
 
 if TYPE_CHECKING:
@@ -367,11 +367,17 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
                      validation_steps=validation_steps, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
     with strategy.scope():  # a Keras distribution must also be in scope while fit runs
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics(),
-                      jit_compile=jit_compile)
+                      weighted_metrics=[cross_entropy()], jit_compile=jit_compile)
         if num_workers(strategy) == 1:
             model.fit(train, validation_data=validation, shuffle=False, **arguments)
             return
     fit_loop(model, train, validation, strategy=strategy, metrics=metrics, **arguments)
+
+
+def cross_entropy() -> keras.metrics.Metric:
+    """The loss without the L2 penalty (config.CROSS_ENTROPY), weighted as the loss is: compile's weighted_metrics
+    take the class weights (training) and the data's sample weights (validation)."""
+    return keras.metrics.SparseCategoricalCrossentropy(name=CROSS_ENTROPY)
 
 
 def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset, *,
@@ -391,7 +397,7 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     optimizer = model.optimizer
     with strategy.scope():  # variables are created in the scope: inside strategy.run would fail
         optimizer.build(model.trainable_variables)
-        metric_list = [keras.metrics.Mean(name="loss"), *metrics()]
+        metric_list = [keras.metrics.Mean(name="loss"), cross_entropy(), *metrics()]
     weights = None if not class_weight else tf.constant(
         [class_weight.get(index, 1.0) for index in range(max(class_weight) + 1)], tf.float32)
 
@@ -408,7 +414,8 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
         # fit's "loss": the mean of (weighted example loss + regularisation), summed across replicas when read.
         metric_list[0].update_state(tf.math.divide_no_nan(tf.reduce_sum(losses), size) + regularization,
                                     sample_weight=size)
-        for metric in metric_list[1:]:  # unweighted, as compile's metrics= (not weighted_metrics=) are in fit
+        metric_list[1].update_state(y, predictions, sample_weight=sample_weight)  # as compile's weighted_metrics
+        for metric in metric_list[2:]:  # unweighted, as compile's metrics= (not weighted_metrics=) are in fit
             metric.update_state(y, predictions)
         return losses, regularization, size
 

@@ -65,7 +65,7 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
         None)) if resume else None
     rows: list[dict[str, Any]] = []
     stop_rule = callbacks.StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience)
-    early_stopping = callbacks.ResumableEarlyStopping(monitor="val_loss", patience=config.early_stopping_patience)
+    early_stopping = callbacks.ResumableEarlyStopping(patience=config.early_stopping_patience)
     best_model = callbacks.BestModel(run_dir / MODEL_FILE,
                                      export=None if model.dtype_policy.name == "float32" else float32_copy)
     if latest is not None:

@@ -137,8 +137,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
             for key, value in config.items()], align="---")]
     if model_info.get("best_epoch"):
         best = ", ".join(f"{key} {_number(value)}" for key, value in model_info["best_epoch"].items())
-        penalty = ", plus the head's L2 penalty" if (model_info.get("config") or {}).get("l2", 1) else ""
-        lines += ["", f"Best epoch (the saved model): {best}. Its loss and val_loss are training's objective: "
+        penalty = ("; loss and val_loss, training's objective, add the head's L2 penalty"
+                   if (model_info.get("config") or {}).get("l2", 1) else "")
+        lines += ["", f"Best epoch (the saved model): {best}. It has the run's lowest val_cross_entropy: "
                   f"cross-entropy, class-weighted where class weights are on{penalty}; learning_rate is the "
                   "schedule's at the epoch's end."]
 

@@ -19,7 +19,7 @@ from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
 from realvsai.cli import plural
-from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.config import CROSS_ENTROPY, MAX_IMAGE_PIXELS
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
 from realvsai.metrics import CALIBRATION_BINS, threshold_metrics
@@ -211,19 +211,22 @@ def plot_robustness(clean_accuracy: float, accuracies: Mapping[str, Mapping[floa
 
 
 def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None) -> Path:
-    """Loss, accuracy, precision, recall, AUC and F1 per epoch (history.csv's rows), with a line at
-    ``fine_tune_start`` (from 1)."""
+    """Cross-entropy (and the loss: it plus the L2 penalty), accuracy, precision, recall, AUC and F1 per epoch
+    (history.csv's rows), with a line at ``fine_tune_start`` (from 1)."""
     figure = Figure(figsize=(15, 8), layout="constrained")
     axes = figure.subplots(2, 3).ravel()
     epochs = [row["epoch"] for row in rows]
-    for axis, metric in zip(axes, ("loss", "accuracy", "precision", "recall", "auc", "f1")):
-        for key, label, style in ((metric, "training", "-o"), (f"val_{metric}", "validation", "-s")):
-            values = [row.get(key, math.nan) for row in rows]
-            if not all(math.isnan(value) for value in values):
-                axis.plot(epochs, values, style, label=label, markersize=3)
+    panels = ((CROSS_ENTROPY, "loss"), ("accuracy",), ("precision",), ("recall",), ("auc",), ("f1",))
+    for axis, metrics in zip(axes, panels):
+        for metric, line in zip(metrics, ("-", ":")):
+            named = "" if metric == metrics[0] else f" {metric}"
+            for key, label, style in ((metric, "training", "o"), (f"val_{metric}", "validation", "s")):
+                values = [row.get(key, math.nan) for row in rows]
+                if not all(math.isnan(value) for value in values):
+                    axis.plot(epochs, values, line + style, label=label + named, markersize=3)
         if fine_tune_start is not None:
             axis.axvline(fine_tune_start - 0.5, color="gray", linestyle="--", label="fine-tuning starts")
-        axis.set_title(metric)
+        axis.set_title(metrics[0].replace("_", "-"))
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)

@@ -151,7 +151,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     from realvsai import data, distributed, fitting, metrics
     from realvsai import model as model_module
     from realvsai.augmentation import augment_copies, build_augmentation
-    from realvsai.callbacks import save_model_atomically
+    from realvsai.callbacks import best_epoch_row, save_model_atomically
 
     # A resumed run's epochs must go on as they began: on the same backend (another draws other random numbers
     # for the same seeds) and over the data of its first (a file added, removed or changed since, or a class,
@@ -229,7 +229,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
                                            crops="centre" if crops else None, drop_remainder=full_batches)
     class_weight = metrics.balanced_class_weights(counts[TRAIN]) if config.class_weights else None
-    if class_weight:  # validation weighted like the training loss, so loss and val_loss (and the stop rule) compare
+    if class_weight:  # validation weighted as training is, so the losses and cross-entropies (the stop rule) compare
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
         weights = tf.constant(list(class_weight.values()), tf.float32)
@@ -273,14 +273,14 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
                           (validation_dataset.repeat(), validation_steps), class_weight, len(class_names),
                           positive_index, resume, verbose)
 
-    finite = [row for row in history if math.isfinite(row.get("val_loss", math.nan))]
-    model_info["best_epoch"] = dict(min(finite, key=lambda row: row["val_loss"])) if finite else None
+    best = best_epoch_row(history)
+    model_info["best_epoch"] = dict(best) if best else None
     if not distributed.is_chief(strategy):
         return TrainResult(run_dir, model, model_info, history, None, chief=False)
     # In float32 (the app runs on machines without float16 kernels), and outside the strategy: on several
     # machines the distributed model's predict would wait for the stopped workers.
     model = model_module.float32_copy(model)
-    if model_info["best_epoch"] is None:  # no epoch had a finite val_loss, so none was saved as the best
+    if model_info["best_epoch"] is None:  # no epoch had a finite validation loss, so none was saved as the best
         save_model_atomically(model, run_dir / MODEL_FILE)
     write_json(run_dir / BACKUP_DIR / TRAINED_FILE, {"model_info": model_info, "history": history})
     return TrainResult(run_dir, model, model_info, history, None)

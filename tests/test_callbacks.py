@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import read_history_csv
 
+from realvsai import distributed
 from realvsai.callbacks import (
     BestModel,
     ResumableEarlyStopping,
@@ -37,13 +38,15 @@ def tiny_model(seed: int = 0, policy: str = "float32") -> keras.Model:
                                   keras.layers.Dense(2, activation="softmax")])
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
+                  weighted_metrics=[distributed.cross_entropy()])  # as training compiles it
     return model
 
 
 def drive(callbacks: list[keras.callbacks.Callback], model: keras.Model, epochs: list[tuple[float, float]],
           first_epoch: int = 0) -> list[int]:
-    """Feeds (loss, val_loss) pairs as a fit would; changes the weights each epoch; returns the epochs run."""
+    """Feeds (cross-entropy, validation cross-entropy) pairs as a fit would, as the losses too (no L2 penalty);
+    changes the weights each epoch; returns the epochs run."""
     callback_list = keras.callbacks.CallbackList(callbacks, model=model)
     model.stop_training = False
     callback_list.on_train_begin()
@@ -51,7 +54,8 @@ def drive(callbacks: list[keras.callbacks.Callback], model: keras.Model, epochs:
     for offset, (loss, val_loss) in enumerate(epochs):
         epoch = first_epoch + offset
         model.set_weights([weight + 1.0 for weight in model.get_weights()])  # "training" moves the weights
-        callback_list.on_epoch_end(epoch, {"loss": loss, "val_loss": val_loss})
+        callback_list.on_epoch_end(epoch, {"loss": loss, "val_loss": val_loss, "cross_entropy": loss,
+                                           "val_cross_entropy": val_loss})
         ran.append(epoch)
         if model.stop_training:
             break
@@ -64,7 +68,7 @@ def assert_weights(actual: list, expected: list) -> None:
         np.testing.assert_allclose(got, wanted)
 
 
-# --- the stop rule: val_loss > loss + margin, and no lower val_loss, for patience epochs in a row ----------
+# --- the stop rule: val_cross_entropy > cross_entropy + margin, and no lower one, for patience epochs in a row --
 
 
 @pytest.mark.parametrize(("epochs", "patience", "ran"), [
@@ -194,7 +198,7 @@ def test_the_stop_rule_compares_the_cross_entropies_not_the_penalised_losses():
 # --- the best model ------------------------------------------------------------------------------------
 
 
-def test_best_model_saves_and_restores_the_weights_of_the_lowest_val_loss(tmp_path):
+def test_best_model_saves_and_restores_the_weights_of_the_lowest_validation_cross_entropy(tmp_path):
     model = tiny_model()
     best = BestModel(tmp_path / "model.h5")
     start = model.get_weights()
@@ -211,7 +215,7 @@ def test_best_model_resumed_after_the_backup_of_a_new_best_epoch_saves_that_epoc
     save_model_atomically(tiny_model(seed=5), tmp_path / "model.h5")
     restored = tiny_model(seed=1)  # the weights the backup restores: epoch 2's
     best = BestModel(tmp_path / "model.h5")
-    best.resume([{"epoch": 1, "val_loss": 0.9}, {"epoch": 2, "val_loss": 0.5}])
+    best.resume([{"epoch": 1, "val_cross_entropy": 0.9}, {"epoch": 2, "val_cross_entropy": 0.5}])
     drive([best], restored, [(0.7, 0.8)], first_epoch=2)
     assert best.best_epoch == 1
     assert_weights(keras.models.load_model(tmp_path / "model.h5", compile=False).get_weights(),

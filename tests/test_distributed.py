@@ -299,7 +299,8 @@ def test_fit_trains_one_phase_with_model_fit_on_one_machine():
     distributed.fit(model, tiny_data().repeat(), tiny_data().repeat(), strategy=tf.distribute.get_strategy(),
                     optimizer=keras.optimizers.SGD(0.1), metrics=accuracy, epochs=2, initial_epoch=0,
                     steps_per_epoch=STEPS, validation_steps=STEPS, verbose=0)
-    assert set(model.history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(model.history.history) == {"loss", "cross_entropy", "accuracy", "val_loss", "val_cross_entropy",
+                                          "val_accuracy"}
     assert int(model.optimizer.iterations.numpy()) == 2 * STEPS
 
 

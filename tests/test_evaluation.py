@@ -780,8 +780,9 @@ def test_model_card_tells_trainings_losses_from_the_tests_plain_log_loss():
 
     assert f"| log loss (plain cross-entropy) | {metrics['loss']:.4f} |" in card
     assert "| loss |" not in card
-    assert ("loss and val_loss are training's objective: cross-entropy, class-weighted where class weights are on, "
-            "plus the head's L2 penalty; learning_rate is the schedule's at the epoch's end.") in card
+    assert ("It has the run's lowest val_cross_entropy: cross-entropy, class-weighted where class weights are on; "
+            "loss and val_loss, training's objective, add the head's L2 penalty; learning_rate is the schedule's at "
+            "the epoch's end.") in card
 
 
 def test_model_card_names_the_l2_penalty_only_where_the_run_had_one():
@@ -791,7 +792,7 @@ def test_model_card_names_the_l2_penalty_only_where_the_run_had_one():
     with_l2 = model_card.render_card(model_info(["FAKE", "REAL"], best_epoch=best, config={"l2": 1e-4}), metrics, "t")
     without = model_card.render_card(model_info(["FAKE", "REAL"], best_epoch=best, config={"l2": 0}), metrics, "t")
 
-    assert "plus the head's L2 penalty" in with_l2 and "L2" not in without.split("## Training configuration")[0]
+    assert "add the head's L2 penalty" in with_l2 and "L2" not in without.split("## Training configuration")[0]
     assert "class-weighted where class weights are on;" in without
 
 
