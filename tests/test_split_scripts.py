@@ -48,6 +48,28 @@ def test_a_split_ends_with_the_next_steps_commands(tmp_path, make_class_folder, 
         f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py --data {data}")
 
 
+def test_each_step_ends_with_the_next_steps_command_that_runs_for_a_folder_with_a_space(tmp_path, make_class_folder,
+                                                                                        capsys):
+    """DataMerger printed no next step, and DataAugmentation's ``--data /tmp/my data`` was two words."""
+    import shlex
+
+    def next_words() -> list[str]:
+        (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Next: ")]
+        return shlex.split(line.removeprefix("Next: ").split(" (optional)")[0])
+
+    data, art = tmp_path / "my data", tmp_path / "my art"
+    make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10})
+    make_class_folder(tmp_path / "raw art", {"REAL": 10, "FAKE": 10}, seed=7)
+    assert DataSplitD1.main([str(tmp_path / "raw"), "--out", str(data), "--quiet"]) == 0
+    assert DataSplitD1.main([str(tmp_path / "raw art"), "--out", str(art), "--quiet"]) == 0
+    capsys.readouterr()
+
+    assert DataMerger.main([str(art), "--into", str(data), "--quiet"]) == 0
+    assert next_words() == ["python", "DataAugmentation.py", "--data", str(data)]
+    assert DataAugmentation.main(["--data", str(data), "--copies", "1", "--quiet"]) == 0
+    assert next_words() == ["python", "MoveAugmentedImages.py", "--data", str(data)]
+
+
 def test_datasplitd1_says_in_one_line_that_it_looked_inside_a_single_wrapper_folder(tmp_path, make_class_folder):
     make_class_folder(tmp_path / "raw_art" / "Top Folder", {"RealArt": 5, "GeneratedArt": 5})
     process = run_script("DataSplitD1.py", tmp_path / "raw_art", "--out", tmp_path / "data")
