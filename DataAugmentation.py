@@ -59,7 +59,7 @@ from realvsai.cli import (
     setup_logging,
     tensorflow_logs_filtered,
 )
-from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name
+from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name, shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
@@ -289,7 +289,7 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
            f"{'that copy' if in_the_way == 1 else 'those copies'} not written." if in_the_way else "")
     )
     if written and not in_the_way:
-        print(f"Next: python MoveAugmentedImages.py --data {args.data}")
+        print(f"Next: python MoveAugmentedImages.py --data {shell_path(args.data)}")
 
 
 def main(argv: list[str] | None = None) -> int:

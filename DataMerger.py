@@ -46,6 +46,7 @@ from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.merging import REFUSED_NAME, REFUSED_WHY, format_merge_report, merge_datasets
+from realvsai.splitting import next_step_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run,
                                     workers=args.workers, max_pixels=args.max_pixels, add_classes=args.add_classes)
         print(format_merge_report(report))
+        if not report.refused and not report.dry_run:
+            print(next_step_line(report.into))
         if report.refused and not report.dry_run:
             # After the summary: a command that goes on to train must not take the merge for complete.
             raise UserError(

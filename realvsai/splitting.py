@@ -677,7 +677,11 @@ def format_report(report: SplitReport, next_step: bool = True) -> str:
     if report.moved_aside:
         lines.append(f"the previous split was moved to {report.moved_aside}")
     if next_step:
-        data = shell_path(report.out)
-        lines.append(f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py "
-                     f"--data {data}")
+        lines.append(next_step_line(report.out))
     return "\n".join(lines)
+
+
+def next_step_line(data: Path) -> str:
+    """The command that follows a split (or a merge) of the dataset ``data``."""
+    data = shell_path(data)
+    return f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py --data {data}"
