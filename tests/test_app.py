@@ -145,6 +145,7 @@ def test_a_model_flag_pointing_nowhere_says_so_and_serves_no_other_model(start_a
     [error] = app.error
     assert error.value.startswith(f"--model `{tmp_path / 'missing'}`: ") and "does not exist" in error.value
     assert "Or start the app without `--model` to choose among the runs in" in error.value
+    assert "--demo Or start" not in error.value  # the loader's advice ends with a command: no full stop to end it
     assert not app.selectbox and not app.get("file_uploader") and not app.exception
 
 
