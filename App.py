@@ -274,7 +274,8 @@ def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[ModelRun], 
     try:
         chosen = read_run(explicit)
     except UserError as error:  # no other run instead: its answers would pass for the one asked for
-        st.error(f"--model {_code(str(explicit))}: {error} Or start the app without `--model` to choose among the "
+        # A paragraph of its own: the loader's advice may end with a command, which takes no full stop.
+        st.error(f"--model {_code(str(explicit))}: {error}\n\nOr start the app without `--model` to choose among the "
                  f"runs in {_code(str(models_dir))}.")
         st.stop()
     for index, run in enumerate(runs):
