@@ -249,6 +249,26 @@ def test_float32_copy_of_a_mixed_precision_model_computes_the_same_in_float32():
     np.testing.assert_allclose(copy(batch), mixed(batch), atol=2e-3)
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_under_mixed_precision_the_first_convolution_sees_the_pixels_unrounded(policy):
+    """The resize kept float32 so as not to round pixels, but the backbone's first layers cast them to the policy's
+    type: bfloat16 rounds 0..255 levels above 128 to whole steps, so training saw other pixels than the float32
+    model that evaluation and the app serve."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        mixed = build_model(2, image_size=32, backbone="resnet50", weights=None, augment="none", head_units=4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    served = float32_copy(mixed)
+    pixels = raw_images(2, 32, 32) + 0.37  # between the levels a 16-bit float can hold above 128
+    stems = [keras.Model(model.get_layer("backbone").input, model.get_layer("backbone").get_layer("conv1_conv").output)
+             for model in (mixed, served)]
+    preprocess = served.get_layer("preprocess")
+    first, second = (keras.ops.convert_to_numpy(stem(preprocess(pixels))) for stem in stems)
+    assert first.dtype == np.float32
+    np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-4)
+
+
 # Metrics ------------------------------------------------------------------------------------------
 
 
