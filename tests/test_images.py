@@ -348,6 +348,15 @@ def test_a_file_pillow_cannot_identify_is_named_by_its_first_bytes_on_every_path
             images.load_rgb(content)
 
 
+@pytest.mark.parametrize(("brand", "name"), [(b"heic", "HEIC"), (b"mif1", "HEIC"), (b"avif", "AVIF")])
+def test_an_iphone_photo_named_jpg_is_named_for_its_format_not_as_no_image(brand, name):
+    """A HEIC photo renamed .jpg (a phone's export, a chat app) was "not an image (no known image format)"."""
+    content = b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1heic" + b"\x00" * 100
+    with pytest.raises(images.ImageDecodeError) as raised:
+        images.load_rgb(content)
+    assert f"a {name} image, a format not read here: convert it to JPEG or PNG" in str(raised.value)
+
+
 def test_the_gray_check_of_decoded_pixels_holds_no_full_size_temporaries():
     """It took each pixel's largest and smallest channel over the whole image at once: four temporaries of a
     third of the image each (480 MB more for a 119 MP upload, on top of its 360 MB of pixels)."""
