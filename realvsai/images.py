@@ -253,6 +253,9 @@ def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
 
 # The first bytes of the formats read here, for a file of one that Pillow cannot open at all.
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"))  # BMP's "BM" is too short to tell
+# The major brands of an ISO media file's "ftyp" box (bytes 4-12) that mark a HEIF photo (an iPhone's HEIC) or AVIF.
+_HEIF_BRANDS = {**dict.fromkeys((b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"), "HEIC"),
+                **dict.fromkeys((b"avif", b"avis"), "AVIF")}
 
 
 def _unidentified(source: Path | BinaryIO) -> str:
@@ -272,6 +275,8 @@ def _unidentified(source: Path | BinaryIO) -> str:
     formats = [*_SIGNATURES, *([(head[:4], "WebP")] if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else [])]
     if name := next((name for magic, name in formats if head.startswith(magic)), None):
         return f"a broken {name} file (its start says {name}, but Pillow cannot read its header)"
+    if head[4:8] == b"ftyp" and (name := _HEIF_BRANDS.get(head[8:12])):
+        return f"a {name} image, a format not read here: convert it to JPEG or PNG"
     return "not an image (no known image format)"
 
 
