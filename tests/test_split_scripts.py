@@ -131,6 +131,19 @@ def test_datasplitd1_on_a_folder_without_class_folders_exits_1_with_one_line(tmp
     assert "no class folders" in one_error_line(process)
 
 
+@pytest.mark.parametrize(("script", "args", "error"), [
+    ("DataSplitD1.py", ["--ratios", "0.5", "0.5", "0.5"], "add up to 1.5, not 1"),
+    ("ModelTraining.py", ["--resume"], "--resume needs --name NAME"),
+    ("MoveAugmentedImages.py", ["--dataa", "data"], "unrecognized arguments: --dataa data"),
+])
+def test_a_bad_command_line_is_one_line_naming_the_help(script, args, error):
+    """It printed argparse's usage first: 21 lines of ModelTraining.py's options above the line that mattered."""
+    process = run_script(script, *args)
+    assert process.returncode == 2
+    [line] = process.stderr.strip().splitlines()
+    assert line.startswith(f"{script}: error: ") and error in line and line.endswith(f"(python {script} --help)")
+
+
 def test_ratios_that_do_not_add_up_are_bad_usage(tmp_path, make_class_folder):
     source = make_class_folder(tmp_path / "art", {"A": 2, "B": 2})
     process = run_script("DataSplitD1.py", source, "--out", tmp_path / "data", "--ratios", "0.8", "0.2", "0.2")
