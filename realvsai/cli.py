@@ -41,9 +41,18 @@ def make_parser(doc: str | None, prog: str | None = None,
                 ) -> argparse.ArgumentParser:
     """A parser whose description is the script's docstring (its help shows every default), with ``--quiet`` (whose
     help is ``quiet``)."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=_HelpFormatter)
+    parser = _Parser(prog=prog, description=doc, formatter_class=_HelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose bad command line is one line, naming the help (argparse's usage first, ModelTraining's
+    21 lines, buried the line that mattered)."""
+
+    def error(self, message: str):
+        command = self.prog if " " in self.prog else f"python {self.prog}"  # the app's prog is a whole command
+        self.exit(2, f"{self.prog}: error: {message} ({command} --help)\n")
 
 
 class _StderrHandler(logging.Handler):

@@ -132,7 +132,7 @@ def test_datasplitd1_on_a_folder_without_class_folders_exits_1_with_one_line(tmp
 
 
 @pytest.mark.parametrize(("script", "args", "error"), [
-    ("DataSplitD1.py", ["--ratios", "0.5", "0.5", "0.5"], "add up to 1.5, not 1"),
+    ("DataSplitD1.py", ["data/raw", "--ratios", "0.5", "0.5", "0.5"], "add up to 1.5, not 1"),
     ("ModelTraining.py", ["--resume"], "--resume needs --name NAME"),
     ("MoveAugmentedImages.py", ["--dataa", "data"], "unrecognized arguments: --dataa data"),
 ])
