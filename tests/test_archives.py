@@ -1034,7 +1034,7 @@ def test_unzipper_script_rejects_an_unknown_name_encoding_as_a_usage_error(tmp_p
     with pytest.raises(SystemExit) as exit_info:
         DataUnZipper.main([str(archive), "--to", str(tmp_path / "t"), "--name-encoding", encoding])
     assert exit_info.value.code == 2
-    last_line = capsys.readouterr().err.splitlines()[-1]  # after argparse's usage
+    last_line = capsys.readouterr().err.splitlines()[-1]
     assert f"error: argument --name-encoding: {encoding!r} is not a known text encoding" in last_line
     assert not (tmp_path / "t").exists()
 

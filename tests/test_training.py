@@ -276,7 +276,7 @@ def test_cli_run_name_must_be_a_plain_folder_name(tmp_path, capsys, monkeypatch,
 def test_cli_image_size_below_the_backbones_minimum_is_a_command_line_error(tmp_path, capsys, cli, size):
     with pytest.raises(SystemExit) as exit_info:
         cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--image-size", size, "--quiet"])
-    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
+    error = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_info.value.code == 2 and "--image-size" in error and "32" in error and "--batch-size" not in error
     assert not (tmp_path / "models").exists()
 
@@ -293,7 +293,7 @@ def test_cli_image_size_below_the_backbones_minimum_is_a_command_line_error(tmp_
 def test_cli_values_no_run_can_use_are_command_line_errors(tmp_path, capsys, cli, flags):
     with pytest.raises(SystemExit) as exit_info:
         cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--quiet", *flags])
-    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage line
+    error = capsys.readouterr().err.strip().splitlines()[-1]
     named = flags[-2] if flags[-2].startswith("--") else flags[0]
     assert exit_info.value.code == 2 and ": error: " in error and named in error
     assert not (tmp_path / "models").exists()
@@ -530,7 +530,7 @@ def test_evaluate_and_predict_together_is_bad_usage_asking_for_one(capsys, flags
     with pytest.raises(SystemExit) as stopped:
         ModelTraining.parse_args(["--evaluate", "run", "--predict", "run", *flags])
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert stopped.value.code == 2 and error.endswith("give one of --evaluate or --predict"), error
+    assert stopped.value.code == 2 and "give one of --evaluate or --predict (" in error, error
 
 
 @pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
