@@ -26,6 +26,7 @@ from realvsai.callbacks import (
     save_model_atomically,
     write_history_csv,
 )
+from realvsai.config import MONITOR
 from realvsai.errors import UserError
 
 
@@ -185,8 +186,24 @@ def test_a_resumed_best_model_knows_the_epoch_of_the_lowest_validation_cross_ent
 
 
 def test_early_stopping_counts_epochs_without_a_lower_validation_cross_entropy():
-    assert feed([ResumableEarlyStopping(patience=2)], tiny_model(), PENALISED) == [0, 1, 2]
-    assert ResumableEarlyStopping(patience=2).monitor == "val_cross_entropy"
+    stopping = ResumableEarlyStopping(patience=2)
+    assert feed([stopping], tiny_model(), PENALISED) == [0, 1, 2] and stopping.stopped_epoch == 2
+
+
+# A run begun before history.csv held the cross-entropy: its rows have the penalised losses alone.
+EARLIER_ROWS = [{"epoch": 1, "loss": 0.5, "val_loss": 0.30}, {"epoch": 2, "loss": 0.4, "val_loss": 0.50}]
+
+
+def test_a_run_begun_before_the_cross_entropy_was_logged_keeps_its_best_epoch_by_val_loss(tmp_path):
+    """Resumed, its best epoch was forgotten: the next epoch, however bad, overwrote model.h5 as the best."""
+    from realvsai.callbacks import best_epoch_row, monitor_of
+
+    assert monitor_of(EARLIER_ROWS) == "val_loss" and monitor_of([*EARLIER_ROWS[:0], {"epoch": 1}]) == MONITOR
+    assert best_epoch_row(EARLIER_ROWS)["epoch"] == 1
+    best = BestModel(tmp_path / "model.h5", monitor=monitor_of(EARLIER_ROWS))
+    best.resume(EARLIER_ROWS)
+    feed([best], tiny_model(), [{"loss": 0.3, "val_loss": 0.9, "cross_entropy": 0.2, "val_cross_entropy": 0.1}])
+    assert best.best_epoch == 0 and not (tmp_path / "model.h5").exists()
 
 
 def test_the_stop_rule_compares_the_cross_entropies_not_the_penalised_losses():

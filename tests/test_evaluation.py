@@ -785,6 +785,15 @@ def test_model_card_tells_trainings_losses_from_the_tests_plain_log_loss():
             "the epoch's end.") in card
 
 
+def test_the_model_card_of_a_run_begun_before_the_cross_entropy_was_logged_names_its_own_choice():
+    """It said "It has the run's lowest val_cross_entropy" of a best epoch chosen by val_loss."""
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    info = model_info(["FAKE", "REAL"], best_epoch={"epoch": 3, "loss": 0.4, "val_loss": 0.5})
+    card = model_card.render_card(info, metrics, "Model card: run")
+    assert "It has the run's lowest val_loss" in card and "val_cross_entropy" not in card
+
+
 def test_model_card_names_the_l2_penalty_only_where_the_run_had_one():
     metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
                "folder": "data/test", "num_images": len(BINARY_LABELS)}
