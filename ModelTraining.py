@@ -71,13 +71,13 @@ from realvsai.config import (
     LIMITS,
     MAX_IMAGE_PIXELS,
     MODEL_JSON_FILE,
-    MONITOR,
     POSITIVE_WORDS,
     PRECISIONS,
     PRESETS,
     UNREADABLE_FILE,
     TrainConfig,
     flag_name,
+    monitor_of,
     resume_command,
     run_name_problem,
     shell_path,
@@ -396,7 +396,8 @@ def summarize(result: TrainResult) -> str:
     parts = [f"trained {result.run_dir}" if result.chief
              else f"this worker has finished; the chief wrote the run to {result.run_dir} on its machine"]
     if best:
-        parts.append(f"best epoch {best.get('epoch')}: {MONITOR} {best.get(MONITOR, math.nan):.4f}, "
+        monitor = monitor_of([best])
+        parts.append(f"best epoch {best.get('epoch')}: {monitor} {best.get(monitor, math.nan):.4f}, "
                      f"val_accuracy {best.get('val_accuracy', math.nan):.4f}")
     test = result.test_metrics or {}
     if test.get("accuracy") is not None:

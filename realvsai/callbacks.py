@@ -20,7 +20,7 @@ from typing import Any
 import keras
 
 from realvsai.cli import plural, raise_if_ctrl_c
-from realvsai.config import CROSS_ENTROPY, MONITOR
+from realvsai.config import MONITOR, monitor_of
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, write_csv
 
@@ -121,12 +121,14 @@ class _Resumable(keras.callbacks.Callback):
 class StopTrainingOnValidationLoss(_Resumable):
     """Stops a phase once the validation cross-entropy exceeds training's by ``margin`` without a new lowest of
     the phase (or is NaN) for ``patience`` epochs in a row: ``val_cross_entropy > cross_entropy + margin``
-    (config.CROSS_ENTROPY: the losses without the L2 penalty, which would narrow the gap). The gap alone is no
-    sign of overfitting: fine-tuning drives the training loss towards 0 while the validation loss still falls."""
+    (config.CROSS_ENTROPY: the losses without the L2 penalty, which would narrow the gap; ``monitor_of`` for a
+    run begun before they were logged). The gap alone is no sign of overfitting: fine-tuning drives the training
+    loss towards 0 while the validation loss still falls."""
 
-    def __init__(self, margin: float = 0.1, patience: int = 3):
+    def __init__(self, margin: float = 0.1, patience: int = 3, monitor: str = MONITOR):
         super().__init__()
         self.margin, self.patience, self.wait, self.best, self.stopped_epoch = margin, patience, 0, math.inf, None
+        self.monitor = monitor
 
     def state(self) -> dict[str, Any]:
         return {"wait": self.wait, "best": None if math.isinf(self.best) else self.best}
@@ -137,7 +139,7 @@ class StopTrainingOnValidationLoss(_Resumable):
         self.best = math.inf if self.best is None else self.best
 
     def on_epoch_end(self, epoch, logs=None):
-        loss, val_loss = (logs or {}).get(CROSS_ENTROPY), (logs or {}).get(MONITOR)
+        loss, val_loss = (logs or {}).get(self.monitor.removeprefix("val_")), (logs or {}).get(self.monitor)
         if loss is None or val_loss is None:
             return
         lower = val_loss < self.best  # False for NaN
@@ -306,10 +308,11 @@ class RunBackup(keras.callbacks.Callback):
 
 
 def best_epoch_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The history row (TrainingHistory's) of the run's best epoch: the lowest finite validation cross-entropy
-    (config.MONITOR); None when no epoch has one."""
-    finite = [row for row in rows if math.isfinite(row.get(MONITOR, math.nan))]
-    return min(finite, key=lambda row: row[MONITOR]) if finite else None
+    """The history row of the run's best epoch: the lowest finite ``monitor_of(rows)``; None when no epoch has
+    one."""
+    monitor = monitor_of(rows)
+    finite = [row for row in rows if math.isfinite(row.get(monitor, math.nan))]
+    return min(finite, key=lambda row: row[monitor]) if finite else None
 
 
 class BestModel(keras.callbacks.Callback):
@@ -324,9 +327,10 @@ class BestModel(keras.callbacks.Callback):
     holds an epoch a resumed run does not know of.
     """
 
-    def __init__(self, filepath: Path, export: Callable[[keras.Model], keras.Model] | None = None):
+    def __init__(self, filepath: Path, export: Callable[[keras.Model], keras.Model] | None = None,
+                 monitor: str = MONITOR):
         super().__init__()
-        self.filepath, self.export = Path(filepath), export
+        self.filepath, self.export, self.monitor = Path(filepath), export, monitor
         self.best, self.best_epoch, self.last_epoch = math.inf, None, None
         self.best_weights: list | None = None
         self._save_on_begin = False
@@ -334,7 +338,7 @@ class BestModel(keras.callbacks.Callback):
 
     def resume(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if best := best_epoch_row(rows):
-            self.best, self.best_epoch, self.last_epoch = best[MONITOR], best["epoch"] - 1, rows[-1]["epoch"] - 1
+            self.best, self.best_epoch, self.last_epoch = best[self.monitor], best["epoch"] - 1, rows[-1]["epoch"] - 1
             # Killed between the restored epoch's backup and this save: save it once the backup restored it.
             self._save_on_begin = self.best_epoch == self.last_epoch
 
@@ -356,11 +360,12 @@ class BestModel(keras.callbacks.Callback):
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.last_epoch, value = epoch, (logs or {}).get(MONITOR, math.nan)
+        self.last_epoch, value = epoch, (logs or {}).get(self.monitor, math.nan)
         if value < self.best:  # False for NaN: a diverged epoch is never "best"
             self.best, self.best_epoch = float(value), epoch
             self._save()
-            logger.info("epoch %d: %s %.4f is the best so far; saved to %s", epoch + 1, MONITOR, value, self.filepath)
+            logger.info("epoch %d: %s %.4f is the best so far; saved to %s", epoch + 1, self.monitor, value,
+                        self.filepath)
 
     def on_train_end(self, logs=None):
         if self.best_epoch is None or self.best_epoch == self.last_epoch:
@@ -373,4 +378,4 @@ class BestModel(keras.callbacks.Callback):
             self.best_weights = keras.models.load_model(self.filepath, compile=False).get_weights()
         self.model.set_weights(self.best_weights)
         self.last_epoch = self.best_epoch
-        logger.info("restored the weights of epoch %d (%s %.4f)", self.best_epoch + 1, MONITOR, self.best)
+        logger.info("restored the weights of epoch %d (%s %.4f)", self.best_epoch + 1, self.monitor, self.best)

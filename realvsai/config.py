@@ -242,6 +242,13 @@ class TrainConfig:
                       for key, value in values.items() if key in fields})
 
 
+def monitor_of(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What picks the best epoch of the run whose history (callbacks.TrainingHistory's rows) is ``rows``: the
+    validation cross-entropy (MONITOR), or val_loss for a run begun before the cross-entropy was logged (its
+    earlier epochs have no other measure)."""
+    return "val_loss" if any("val_loss" in row and MONITOR not in row for row in rows) else MONITOR
+
+
 def run_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a run's folder inside OUT, or None when it can."""
     return None if _RUN_NAME.fullmatch(name) else (

@@ -63,14 +63,16 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
     latest = distributed.chief_decides(strategy, lambda: next(
         ([name, found] for name in reversed(names) if (found := callbacks.read_backup(run_dir / BACKUP_DIR / name))),
         None)) if resume else None
-    rows: list[dict[str, Any]] = []
-    stop_rule = callbacks.StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience)
-    early_stopping = callbacks.ResumableEarlyStopping(patience=config.early_stopping_patience)
-    best_model = callbacks.BestModel(run_dir / MODEL_FILE,
+    # The rows are committed together with the weights' epoch, so they match it.
+    rows: list[dict[str, Any]] = latest[1]["state"]["rows"] if latest is not None else []
+    monitor = callbacks.monitor_of(rows)  # val_loss for a run begun before the cross-entropy was logged
+    stop_rule = callbacks.StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience,
+                                                       monitor=monitor)
+    early_stopping = callbacks.ResumableEarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
+    best_model = callbacks.BestModel(run_dir / MODEL_FILE, monitor=monitor,
                                      export=None if model.dtype_policy.name == "float32" else float32_copy)
     if latest is not None:
         state = latest[1]["state"]
-        rows = state["rows"]  # committed together with the weights' epoch, so they match it
         stop_rule.restore(state["stop_rule"])
         early_stopping.restore(state["early_stopping"])
         best_model.resume(rows)

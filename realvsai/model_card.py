@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from realvsai.cli import plural
-from realvsai.config import CROP_GRID, METRICS_FILE, REPORT_FILE, UNREADABLE_FILE
+from realvsai.config import CROP_GRID, METRICS_FILE, MONITOR, REPORT_FILE, UNREADABLE_FILE, monitor_of
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
 from realvsai.metrics import DecisionRule, uncertain_text
@@ -139,9 +139,10 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         best = ", ".join(f"{key} {_number(value)}" for key, value in model_info["best_epoch"].items())
         penalty = ("; loss and val_loss, training's objective, add the head's L2 penalty"
                    if (model_info.get("config") or {}).get("l2", 1) else "")
-        lines += ["", f"Best epoch (the saved model): {best}. It has the run's lowest val_cross_entropy: "
-                  f"cross-entropy, class-weighted where class weights are on{penalty}; learning_rate is the "
-                  "schedule's at the epoch's end."]
+        chosen_by = monitor_of([model_info["best_epoch"]])
+        lines += ["", f"Best epoch (the saved model): {best}. It has the run's lowest {chosen_by}"
+                  + (": cross-entropy, class-weighted where class weights are on" if chosen_by == MONITOR else "")
+                  + f"{penalty}; learning_rate is the schedule's at the epoch's end."]
 
     lines += ["", f"## {metrics_heading}", ""]
     threshold = metrics.get("decision_threshold")

@@ -196,7 +196,8 @@ EARLIER_ROWS = [{"epoch": 1, "loss": 0.5, "val_loss": 0.30}, {"epoch": 2, "loss"
 
 def test_a_run_begun_before_the_cross_entropy_was_logged_keeps_its_best_epoch_by_val_loss(tmp_path):
     """Resumed, its best epoch was forgotten: the next epoch, however bad, overwrote model.h5 as the best."""
-    from realvsai.callbacks import best_epoch_row, monitor_of
+    from realvsai.callbacks import best_epoch_row
+    from realvsai.config import monitor_of
 
     assert monitor_of(EARLIER_ROWS) == "val_loss" and monitor_of([*EARLIER_ROWS[:0], {"epoch": 1}]) == MONITOR
     assert best_epoch_row(EARLIER_ROWS)["epoch"] == 1

@@ -775,7 +775,8 @@ def test_model_card_tells_trainings_losses_from_the_tests_plain_log_loss():
     cross-entropy under one name it invites a wrong comparison."""
     metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
                "folder": "data/test", "num_images": len(BINARY_LABELS)}
-    info = model_info(["FAKE", "REAL"], best_epoch={"epoch": 3, "loss": 0.4, "val_loss": 0.5, "learning_rate": 1e-05})
+    info = model_info(["FAKE", "REAL"], best_epoch={"epoch": 3, "loss": 0.4, "val_loss": 0.5, "cross_entropy": 0.3,
+                                                    "val_cross_entropy": 0.4, "learning_rate": 1e-05})
     card = model_card.render_card(info, metrics, "Model card: run")
 
     assert f"| log loss (plain cross-entropy) | {metrics['loss']:.4f} |" in card
@@ -797,7 +798,7 @@ def test_the_model_card_of_a_run_begun_before_the_cross_entropy_was_logged_names
 def test_model_card_names_the_l2_penalty_only_where_the_run_had_one():
     metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
                "folder": "data/test", "num_images": len(BINARY_LABELS)}
-    best = {"epoch": 3, "loss": 0.4, "val_loss": 0.5}
+    best = {"epoch": 3, "loss": 0.4, "val_loss": 0.5, "cross_entropy": 0.3, "val_cross_entropy": 0.4}
     with_l2 = model_card.render_card(model_info(["FAKE", "REAL"], best_epoch=best, config={"l2": 1e-4}), metrics, "t")
     without = model_card.render_card(model_info(["FAKE", "REAL"], best_epoch=best, config={"l2": 0}), metrics, "t")
 
