@@ -523,6 +523,7 @@ def test_a_bad_app_option_is_shown_on_the_page_not_a_blank_one(monkeypatch):
 
     assert not app.exception, app.exception
     assert "--batch-size" in app.error[0].value and "streamlit run App.py --" in app.error[0].value
+    assert app.error[0].value.count("--help") == 1  # the parser's line names it already
 
 
 def test_the_confidence_slider_of_a_two_class_model_starts_at_one_half(start_app, thresholded_models):
