@@ -492,8 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         if not stop.code:  # --help
             st.code(usage.getvalue(), language=None)
             return 0
-        st.error(f"{usage.getvalue().strip().splitlines()[-1]} (the app's options come after `--`: "
-                 "`streamlit run App.py -- --help` lists them).")
+        # The parser's one line, which names the help (`streamlit run App.py -- --help`).
+        st.error(f"{usage.getvalue().strip().splitlines()[-1]} The app's options come after `--`.")
         return int(stop.code)
     setup_logging(args.quiet)
     if args.ignored:  # `streamlit run App.py models/run` would open another model without a word
