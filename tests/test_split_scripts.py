@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATASETS, one_error_line, run_script, write_image
+from conftest import REPO, SHARED_DATASETS, one_error_line, run_script, write_image
 
 import DataAugmentation
 import DataMerger
@@ -136,12 +136,14 @@ def test_datasplitd1_on_a_folder_without_class_folders_exits_1_with_one_line(tmp
     ("ModelTraining.py", ["--resume"], "--resume needs --name NAME"),
     ("MoveAugmentedImages.py", ["--dataa", "data"], "unrecognized arguments: --dataa data"),
 ])
-def test_a_bad_command_line_is_one_line_naming_the_help(script, args, error):
-    """It printed argparse's usage first: 21 lines of ModelTraining.py's options above the line that mattered."""
-    process = run_script(script, *args)
+def test_a_bad_command_line_is_one_line_naming_the_help(script, args, error, tmp_path):
+    """It printed argparse's usage first: 21 lines of ModelTraining.py's options above the line that mattered. The
+    help is named as the script was given, so that the command runs from any folder."""
+    process = run_script(script, *args, cwd=tmp_path)  # as ``python /path/to/repo/SCRIPT ...``
     assert process.returncode == 2
     [line] = process.stderr.strip().splitlines()
-    assert line.startswith(f"{script}: error: ") and error in line and line.endswith(f"(python {script} --help)")
+    assert line.startswith(f"{script}: error: ") and error in line
+    assert line.endswith(f"(python {REPO / script} --help)")
 
 
 def test_ratios_that_do_not_add_up_are_bad_usage(tmp_path, make_class_folder):
