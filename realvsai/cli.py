@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -51,7 +52,11 @@ class _Parser(argparse.ArgumentParser):
     21 lines, buried the line that mattered)."""
 
     def error(self, message: str):
-        command = self.prog if " " in self.prog else f"python {self.prog}"  # the app's prog is a whole command
+        if " " in self.prog:  # the app's prog is a whole command
+            command = self.prog
+        else:  # the script as it was given (``python ../repo/DataZipper.py`` from another folder)
+            given = sys.argv[0] if os.path.basename(sys.argv[0]) == self.prog else self.prog
+            command = f"python {shlex.quote(given)}"
         self.exit(2, f"{self.prog}: error: {message} ({command} --help)\n")
 
 
