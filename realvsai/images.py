@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
@@ -253,9 +253,9 @@ def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
 
 # The first bytes of the formats read here, for a file of one that Pillow cannot open at all.
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"))  # BMP's "BM" is too short to tell
-# The major brands of an ISO media file's "ftyp" box (bytes 4-12) that mark a HEIF photo (an iPhone's HEIC) or AVIF.
-_HEIF_BRANDS = {**dict.fromkeys((b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"), "HEIC"),
-                **dict.fromkeys((b"avif", b"avis"), "AVIF")}
+# The brands of an ISO media file's "ftyp" box that mark a HEIF photo (an iPhone's HEIC) or, among them, AVIF.
+_HEIC_BRANDS = frozenset((b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"))
+_AVIF_BRANDS = frozenset((b"avif", b"avis"))
 
 
 def _unidentified(source: Path | BinaryIO) -> str:
@@ -266,17 +266,23 @@ def _unidentified(source: Path | BinaryIO) -> str:
     try:
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as stream:
-                head = stream.read(12)
+                head = stream.read(64)
         else:
             source.seek(0)
-            head = source.read(12)
+            head = source.read(64)
     except (OSError, ValueError):
         head = b""
     formats = [*_SIGNATURES, *([(head[:4], "WebP")] if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else [])]
     if name := next((name for magic, name in formats if head.startswith(magic)), None):
         return f"a broken {name} file (its start says {name}, but Pillow cannot read its header)"
-    if head[4:8] == b"ftyp" and (name := _HEIF_BRANDS.get(head[8:12])):
-        return f"a {name} image, a format not read here: convert it to JPEG or PNG"
+    if head[4:8] == b"ftyp":  # the box: its size, "ftyp", the major brand, a version, the compatible brands
+        brands = {head[8:12], *(head[at:at + 4] for at in range(16, min(len(head), int.from_bytes(head[:4])), 4))}
+        if brands & _AVIF_BRANDS:  # Pillow reads AVIF where it was built with libavif
+            if "avif" in features.get_supported_modules():
+                return "a broken AVIF file (its start says AVIF, but Pillow cannot read its header)"
+            return "an AVIF image, a format not read here: convert it to JPEG or PNG"
+        if brands & _HEIC_BRANDS:
+            return "a HEIC image, a format not read here: convert it to JPEG or PNG"
     return "not an image (no known image format)"
 
 

@@ -359,7 +359,7 @@ def test_an_iphone_photo_named_jpg_is_named_for_its_format_not_as_no_image(brand
     content = b"\x00\x00\x00\x18ftyp" + major + b"\x00\x00\x00\x00" + compatible + b"\x00" * 100
     with pytest.raises(images.ImageDecodeError) as raised:
         images.load_rgb(content)
-    if name == "AVIF" and features.check("avif"):
+    if name == "AVIF" and "avif" in features.get_supported_modules():
         assert "a broken AVIF file (its start says AVIF, but Pillow cannot read its header)" in str(raised.value)
     else:
         article = "an" if name == "AVIF" else "a"
