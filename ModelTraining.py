@@ -4,7 +4,8 @@ and evaluates it on DATA/test.
     DATA/train/<Class>/...           ->   OUT/NAME/model.h5            best epoch (lowest val_cross_entropy)
     DATA/validation/<Class>/...           OUT/NAME/model.json          class names, settings, counts, best epoch
     DATA/test/<Class>/...  (optional)     OUT/NAME/history.csv         one row per epoch, both phases
-                                          OUT/NAME/training_curves.png loss, accuracy, precision, recall, AUC, F1
+                                          OUT/NAME/training_curves.png cross-entropy and loss, accuracy, precision,
+                                                                       recall, AUC, F1
                                           OUT/NAME/logs/               TensorBoard
                                           OUT/NAME/metrics.json, MODEL_CARD.md, plots,  (when DATA/test exists)
                                             classification_report.txt, predictions.csv,

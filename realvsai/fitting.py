@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realvsai.config import BACKUP_DIR, HISTORY_FILE, LOGS_DIR, MODEL_FILE, TrainConfig
+from realvsai.config import BACKUP_DIR, HISTORY_FILE, LOGS_DIR, MODEL_FILE, TrainConfig, monitor_of
 
 if TYPE_CHECKING:
     import keras
@@ -65,7 +65,7 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
         None)) if resume else None
     # The rows are committed together with the weights' epoch, so they match it.
     rows: list[dict[str, Any]] = latest[1]["state"]["rows"] if latest is not None else []
-    monitor = callbacks.monitor_of(rows)  # val_loss for a run begun before the cross-entropy was logged
+    monitor = monitor_of(rows)  # val_loss for a run begun before the cross-entropy was logged
     stop_rule = callbacks.StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience,
                                                        monitor=monitor)
     early_stopping = callbacks.ResumableEarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
