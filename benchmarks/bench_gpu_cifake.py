@@ -99,7 +99,7 @@ def decoded_splits(data_dir: Path, image_size: int) -> tuple[list[str], ...]:
 
     cache = data_dir.parent / f"decoded-{image_size}px.npz"
     if cache.is_file():
-        logger.info("the decoded splits of %s", cache)
+        logger.info("reading the decoded splits from %s", cache)
         with np.load(cache) as stored:
             return (stored["class_names"].tolist(), *((stored[f"{split}_x"], stored[f"{split}_y"])
                                                      for split in ("train", "validation", "test")))

@@ -246,7 +246,7 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
     assert "Epoch 1/2" not in output and "Epoch 2/2" in output and "written to" in output
     # ... from the images the first command decoded (a minute of a GPU command at full scale), not decoded again
     assert "decoding 16 images" in first_output and "decoding" not in output
-    assert f"the decoded splits of {tmp_path / 'work' / 'decoded-32px.npz'}" in output
+    assert f"reading the decoded splits from {tmp_path / 'work' / 'decoded-32px.npz'}" in output
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
