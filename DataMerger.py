@@ -76,14 +76,15 @@ def main(argv: list[str] | None = None) -> int:
             report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run,
                                     workers=args.workers, max_pixels=args.max_pixels, add_classes=args.add_classes)
         print(format_merge_report(report))
-        if not report.refused and not report.dry_run:
-            print(next_step_line(report.into))
-        if report.refused and not report.dry_run:
+        if report.dry_run:
+            return
+        if report.refused:
             # After the summary: a command that goes on to train must not take the merge for complete.
             raise UserError(
                 f"refused {plural(len(report.refused), 'file')} ({REFUSED_WHY}), not merged; the reasons are in "
                 f"{report.into / REFUSED_NAME} (rows merged at {report.started}). Do what each reason says, or "
                 "delete those files from SOURCE, then run DataMerger.py again (the other files are merged).")
+        print(next_step_line(report.into))
 
     return run_main(body)
 
