@@ -684,6 +684,33 @@ def test_two_merged_datasets_are_two_sources(tmp_path, make_class_folder):
     assert sources["cifake"]["num_images"] == sources["photos"]["num_images"] == 10
 
 
+def test_a_size_band_of_one_class_in_validation_names_the_class_it_lacks(tmp_path, make_class_folder):
+    make_class_folder(tmp_path / "data" / "validation", {"FAKE": 3, "REAL": 3})  # 32 px: both classes
+    for index in range(4):  # larger photos, all REAL
+        write_image(tmp_path / "data" / "validation" / "REAL" / f"photo_{index}.png", size=(300, 280), seed=index)
+
+    sizes = _validation_by_kind(tmp_path / "data")["size"]
+
+    assert sizes["0-63 px"]["missing_classes"] == []
+    assert sizes["256-1023 px"]["missing_classes"] == ["FAKE"]
+    assert sizes["256-1023 px"]["balanced_accuracy"] == 1.0 and not sizes["256-1023 px"]["near_chance"]
+
+
+def test_the_card_marks_a_size_band_validation_held_one_class_of(tmp_path, dataset, binary_model):
+    by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "min_images": 10, "size": {
+        "0-63 px": {"num_images": 20, "accuracy": 0.9, "balanced_accuracy": 0.9, "near_chance": False,
+                    "missing_classes": []},
+        "1024+ px": {"num_images": 14, "accuracy": 1.0, "balanced_accuracy": 1.0, "near_chance": False,
+                     "missing_classes": ["FAKE"]}}}
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE", validation_by_kind=by_kind)
+
+    evaluation.evaluate_folders(binary_model, info, [dataset / "test"], tmp_path / "out")
+
+    card = (tmp_path / "out" / "EVALUATION.md").read_text()
+    assert "| size: 1024+ px | 14 | 1.0000 | 1.0000 | **no FAKE image: answers Uncertain** |" in card
+    assert "| size: 0-63 px | 20 | 0.9000 | 0.9000 |  |" in card
+
+
 def test_an_old_run_s_per_file_sources_are_left_out_of_its_evaluation_card(tmp_path, dataset, binary_model):
     old = {"chance": 0.5, "near_chance_margin": 0.05, "min_images": 10,  # before sources were datasets
            "source": {f"/home/someone/raw/train/FAKE/{index:05d}.jpg": {

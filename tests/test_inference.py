@@ -382,6 +382,24 @@ def test_an_upload_of_a_size_no_validation_image_had_is_untested_and_uncertain(t
     assert validated.unfamiliar is None
 
 
+def test_an_upload_of_a_size_validation_held_one_class_of_is_untested_and_uncertain(tmp_path):
+    # CIFAKE's 32 px images of both classes merged with phone photos that are all REAL: a model that calls every
+    # large image REAL scores a perfect recall on that band, and nothing in validation says it can find a FAKE there.
+    both = {"num_images": 40, "accuracy": 0.9, "balanced_accuracy": 0.9, "near_chance": False, "missing_classes": []}
+    one = {"num_images": 14, "accuracy": 1.0, "balanced_accuracy": 1.0, "near_chance": False,
+           "missing_classes": ["FAKE"]}
+    info = {"validation_by_kind": {"chance": 0.5, "size": {"0-63 px": both, "256-1023 px": one}}}
+    classifier, loaded = load(write_run(tmp_path, "merged", info=info))
+
+    uploads = [("photo.png", encode(random_image(1, 300, 300))), ("small.png", encode(random_image(2, 32, 32)))]
+    photo, small = inference.classify_uploads(classifier, uploads, info=loaded.info)
+
+    assert photo.unfamiliar == ("no validation image of FAKE was of 256-1023 px a side: its answers on such images "
+                                "are untested")
+    assert photo.answer(loaded.info.rule())[1]  # uncertain
+    assert small.unfamiliar is None
+
+
 @pytest.mark.parametrize(("balanced", "verdict"), [(0.52, "at chance"), (0.46, "at chance"), (0.04, "below chance")])
 def test_a_size_band_far_under_chance_is_called_below_chance(balanced, verdict):
     by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "size": {"0-63 px": {
