@@ -476,18 +476,22 @@ def _choose_threshold(info: ModelInfo, source: Source, folder: Path) -> tuple[fl
                        "accuracy": at["accuracy"], "f1": at["f1"]}
 
 
-def _kind_numbers(labels: np.ndarray, decided: np.ndarray, chance: float) -> dict[str, Any]:
+def _kind_numbers(labels: np.ndarray, decided: np.ndarray, chance: float, class_names: Sequence[str]
+                  ) -> dict[str, Any]:
     recalls = [float(np.mean(decided[labels == label] == label)) for label in np.unique(labels)]
     balanced = float(np.mean(recalls))
     return {"num_images": len(labels), "accuracy": float(np.mean(decided == labels)), "balanced_accuracy": balanced,
-            "near_chance": len(labels) >= MIN_IMAGES_PER_KIND and balanced <= chance + NEAR_CHANCE}
+            "near_chance": len(labels) >= MIN_IMAGES_PER_KIND and balanced <= chance + NEAR_CHANCE,
+            "missing_classes": [name for index, name in enumerate(class_names) if index not in set(labels.tolist())]}
 
 
 def accuracy_by_kind(images: LabelledImages, decided: np.ndarray, data_dir: Path, num_classes: int) -> dict[str, Any]:
     """The decision rule's accuracy on each kind of image: per ``source`` dataset (data_dir/manifest.csv's
     ``dataset`` column, where it has one: the folder each image was split from) and per ``size`` band
     (``run.size_band``), each with its balanced accuracy (the mean recall of the classes it has) and whether that
-    is at or near chance (1 / classes); model.json's ``validation_by_kind``."""
+    is at or near chance (1 / classes), and the classes it has no image of (``missing_classes``: a kind of one class
+    scores its recall alone, which says nothing of telling the classes apart there); model.json's
+    ``validation_by_kind``."""
     labels, decided = np.asarray(images.labels), np.asarray(decided)
     chance = 1.0 / num_classes
     kinds: dict[str, list[str]] = {"size": [size_band(width, height) for width, height in images.sizes]}
@@ -501,6 +505,7 @@ def accuracy_by_kind(images: LabelledImages, decided: np.ndarray, data_dir: Path
         result["source_unit"] = SOURCE_UNIT  # earlier runs keyed "source" by file (run.validation_by_kind)
     for kind, names in kinds.items():
         names_array = np.asarray(names)
-        result[kind] = {name: _kind_numbers(labels[names_array == name], decided[names_array == name], chance)
+        result[kind] = {name: _kind_numbers(labels[names_array == name], decided[names_array == name], chance,
+                                            images.class_names)
                         for name in sorted(set(names))}
     return result

@@ -43,6 +43,16 @@ def _number(value: Any) -> str:
 METRIC_LABELS = {"loss": "log loss (plain cross-entropy)"}
 
 
+def _kind_verdict(by_kind: dict[str, Any], numbers: dict[str, Any], consequence: str) -> str:
+    """The last cell of a kind's row in "Validation by kind of image": at or below chance, or which classes it had
+    no image of (its balanced accuracy is then the recall of the others alone), with ``consequence``; else empty."""
+    if numbers["near_chance"]:
+        return f"**{chance_verdict(by_kind, numbers)}{consequence}**"
+    if numbers.get("missing_classes"):
+        return f"**no {', '.join(numbers['missing_classes'])} image{consequence}**"
+    return ""
+
+
 def _table(headers: list[str], rows: list[list[Any]], align: str = "---:") -> list[str]:
     """Markdown table lines; the first column is left-aligned."""
     return ["| " + " | ".join(headers) + " |", "|---|" + f"{align}|" * (len(headers) - 1),
@@ -194,15 +204,14 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         # An upload's size is known, its source is not: only a size band at chance makes the answers Uncertain.
         uncertain = {"source": "", "size": ": answers Uncertain"}
         rows = [[f"{kind}: {name}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
-                 _number(numbers["balanced_accuracy"]),
-                 f"**{chance_verdict(by_kind, numbers)}{uncertain[kind]}**" if numbers["near_chance"] else ""]
+                 _number(numbers["balanced_accuracy"]), _kind_verdict(by_kind, numbers, uncertain[kind])]
                 for kind in ("source", "size") for name, numbers in (by_kind.get(kind) or {}).items()]
         lines += ["", "## Validation by kind of image", "", "The decision rule on the validation images of each "
                   "source dataset (the folder they were split or merged from, by manifest.csv) and each size band "
                   "(short side). Where the balanced accuracy is within "
                   f"{by_kind.get('near_chance_margin', 0.05):.2f} of chance ({by_kind.get('chance', 0.5):.2f}) on "
-                  f"{by_kind.get('min_images', 10)} images or more, the app and --predict answer Uncertain on images "
-                  "of that size, with the reason.", "",
+                  f"{by_kind.get('min_images', 10)} images or more, or where no validation image of a class was of "
+                  "that size, the app and --predict answer Uncertain on images of that size, with the reason.", "",
                   *_table(["kind", "images", "accuracy", "balanced accuracy", ""], rows)]
     if metrics.get("robustness"):
         clean = metrics["robustness_clean"]

@@ -222,13 +222,19 @@ def chance_verdict(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> st
 
 def untested(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str | None:
     """Why validation says nothing of the model on images of this size: no validation image was of its size band
-    (a gap between the training sizes, as CIFAKE's 32 px merged with photos of 800 px leaves), or None."""
+    (a gap between the training sizes, as CIFAKE's 32 px merged with photos of 800 px leaves), or none of a class
+    (CIFAKE merged with photos that are all REAL: a model calling every photo REAL scores 1.0 there), or None."""
     if not isinstance(by_kind, Mapping) or not isinstance(by_kind.get("size"), Mapping) or not by_kind["size"]:
         return None
     band = size_band(width, height)
-    if band in by_kind["size"]:
-        return None
-    return f"no validation image was of {band} a side: its answers on such images are untested"
+    numbers = by_kind["size"].get(band)
+    if numbers is None:
+        return f"no validation image was of {band} a side: its answers on such images are untested"
+    missing = numbers.get("missing_classes") if isinstance(numbers, Mapping) else None  # runs before: not recorded
+    if missing:
+        return (f"no validation image of {', '.join(missing)} was of {band} a side: its answers on such images are "
+                "untested")
+    return None
 
 
 def doubt(info: ModelInfo, width: int, height: int, image_format: str | None,
