@@ -744,6 +744,7 @@ def test_a_move_that_refused_a_copy_exits_1_after_moving_the_others_and_its_summ
     assert line.startswith("error: refused 1 copy (identical to a validation or test image)")
     assert str(augmented / "augmented_train") in line and str(augmented / moving.MOVE_REFUSED_NAME) in line
     assert "MoveAugmentedImages.py again" in line
+    assert "Next:" not in out  # training now would miss the refused copies: the error line says what to do
 
 
 def test_a_repeated_move_lists_each_refused_copy_once(augmented):

@@ -391,6 +391,36 @@ def test_images_in_sub_folders_are_flattened_without_name_clashes(art, tmp_path)
     assert any(name.startswith("extra__img_000_") for name in names)
 
 
+@pytest.mark.parametrize("splits", [("Train", "Validation"), ("train", "val"), ("Train", "Test", "Validation")])
+def test_split_folders_are_not_taken_for_classes(tmp_path, make_class_folder, splits):
+    # A Kaggle download that comes split (Dataset/Train/Real, Dataset/Validation/Fake) is not two classes
+    # "Train" and "Validation".
+    for split in splits:
+        make_class_folder(tmp_path / "raw" / "Dataset" / split, {"Real": 3, "Fake": 3})
+
+    with pytest.raises(UserError, match="split folders") as raised:
+        split_by_class(tmp_path / "raw", tmp_path / "data")
+
+    assert "DataSplitD2.py" in str(raised.value) and not (tmp_path / "data").exists()
+
+
+def test_a_split_that_cannot_be_trained_on_names_no_training_step(art, tmp_path):
+    report = split_by_class(art, tmp_path / "out", ratios=(1, 0, 0))  # a train-only share to merge elsewhere
+
+    text = format_report(report)
+
+    assert "ModelTraining.py" not in text
+    assert "Not ready for training: no validation images of GeneratedArt, RealArt" in text
+
+
+def test_a_split_of_one_class_names_no_training_step(tmp_path, make_class_folder):
+    make_class_folder(tmp_path / "raw", {"Only": 12})
+
+    text = format_report(split_by_class(tmp_path / "raw", tmp_path / "out"))
+
+    assert "ModelTraining.py" not in text and "Not ready for training: one class (Only)" in text
+
+
 def test_the_class_folders_inside_a_single_wrapper_folder_are_the_classes(tmp_path, make_class_folder):
     make_class_folder(tmp_path / "raw_art" / "Top Folder", {"RealArt": 10, "GeneratedArt": 10})
     (tmp_path / "raw_art" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
