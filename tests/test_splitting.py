@@ -404,6 +404,16 @@ def test_split_folders_are_not_taken_for_classes(tmp_path, make_class_folder, sp
     assert "DataSplitD2.py" in str(raised.value) and not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_datasplitd2_on_train_and_validation_says_to_rename_the_held_out_folder(tmp_path, make_class_folder, wrapped):
+    source = tmp_path / "raw" / ("Dataset" if wrapped else "")
+    for split in ("Train", "Validation"):
+        make_class_folder(source / split, {"Real": 3, "Fake": 3})
+
+    with pytest.raises(UserError, match=r"rename Validation to test, then run python DataSplitD2\.py"):
+        split_train_test(tmp_path / "raw", tmp_path / "data")
+
+
 def test_a_split_that_cannot_be_trained_on_names_no_training_step(art, tmp_path):
     report = split_by_class(art, tmp_path / "out", ratios=(1, 0, 0))  # a train-only share to merge elsewhere
 
