@@ -90,7 +90,7 @@ def print_summary(args: Namespace, report: MoveReport | None) -> None:
         line += (f" Kept {args.data}/augmented_train: it still holds "
                  f"{plural(len(report.left_behind) + refused, 'file')}.")
     print(line)
-    if not args.dry_run:
+    if not args.dry_run and not refused:  # after a refusal, the error line that follows says what to do
         print(f"Next: python ModelTraining.py --data {shell_path(args.data)}")
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import list_images, write_csv
 
@@ -122,6 +123,28 @@ def _holds_class_folders(folder: Path) -> bool:
     return bool(list_images(folders[0])) or not subfolders(folders[0])
 
 
+# Folder names that mean a split, not a class: Kaggle downloads come as Train/ Validation/, train/ val/, ...
+SPLIT_WORDS = {"train": TRAIN, "training": TRAIN, "validation": VALIDATION, "valid": VALIDATION,
+                "val": VALIDATION, "test": TEST, "testing": TEST}
+
+
+def refuse_split_folders(root: Path, class_folders: Sequence[str]) -> None:
+    """A UserError when ``root``'s "class folders" are split folders (DataSplitD1 would train on classes "Train" and
+    "Validation"), with what DataSplitD2 needs: train/ and test/, a held-out folder renamed to test if none is."""
+    splits = {name: SPLIT_WORDS[name.lower()] for name in class_folders if name.lower() in SPLIT_WORDS}
+    if not splits:
+        return
+    found = ", ".join(sorted(splits))
+    command = f"python DataSplitD2.py {shell_path(root)} --out data"
+    held_out = sorted(name for name, split in splits.items() if split != TRAIN)
+    if TRAIN not in splits.values() or TEST in splits.values() or not held_out:
+        fix = f"Use DataSplitD2.py, which reads train/ and test/ folders of class folders: {command}"
+    else:  # train/ and validation/ only: the dataset's held-out images become the test split
+        fix = (f"DataSplitD2.py reads train/ and test/ (validation is carved out of train): rename {held_out[0]} to "
+               f"test, then run {command}")
+    raise UserError(f"{root} holds the split folders {found}, not one folder per class. {fix}")
+
+
 def find_class_root(source: Path) -> Path:
     """The folder whose sub-folders are the classes: ``source``, or the one folder it wraps (a Kaggle zip often
     unpacks as ``raw/<Top Folder>/{RealArt,GeneratedArt}/``)."""
@@ -130,12 +153,14 @@ def find_class_root(source: Path) -> Path:
 
 def find_train_test_root(source: Path) -> Path:
     """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does."""
+    if not _holds_train_and_test(root := find_dataset_root(source, _holds_train_and_test)):
+        class_root = find_class_root(source)  # a split without test/: Dataset/Train/, Dataset/Validation/
+        refuse_split_folders(class_root, [folder.name for folder in subfolders(class_root)])
     train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
     if bool(train) != bool(test):
         found, missing = (train, TEST) if train else (test, TRAIN)
         raise UserError(f"{source} has {found.name}/ but no {missing}/ folder. DataSplitD2.py needs both train/ "
                         "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
-    root = find_dataset_root(source, _holds_train_and_test)
     if not _holds_train_and_test(root):
         folders = [folder.name for folder in subfolders(source)]
         raise UserError(

@@ -51,6 +51,7 @@ from realvsai.layout import (
     find_train_test_root,
     folders_down,
     read_manifest,
+    refuse_split_folders,
     rename_classes,
     subfolders,
     write_manifest,
@@ -113,6 +114,17 @@ class SplitReport:
         return sum(self.counts.values())
 
     @property
+    def not_trainable(self) -> str | None:
+        """Why training cannot run on this split as it is (one class; a class without train or validation images,
+        as a train-only --ratios 1 0 0 leaves for a merge), or None."""
+        classes = sorted({class_name for _, class_name in self.counts})
+        if len(classes) < 2:
+            return f"one class ({classes[0]})" if classes else "no images"
+        lacking = [f"no {split} images of {', '.join(without)}" for split in (TRAIN, VALIDATION)
+                   if (without := [name for name in classes if not self.counts[(split, name)]])]
+        return "; ".join(lacking) or None
+
+    @property
     def skipped_rows(self) -> list[tuple[str, str]]:
         """Every file left out, (source, reason), sorted: the rows of skipped.csv."""
         return sorted(row for rows in self.skipped.values() for row in rows)
@@ -145,9 +157,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     source, out = _check_paths(source, out)
     root = find_class_root(source)
     class_folders = find_class_folders(root)
-    if {name.lower() for name in class_folders} >= {TRAIN, TEST}:
-        raise UserError(f"{root} holds train/ and test/ folders, not one folder per class. "
-                        "Use DataSplitD2.py for a dataset that comes already split into train and test.")
+    refuse_split_folders(root, class_folders)
     class_names = rename_classes(class_folders, renames or {}, root)
 
     def locate(key: str) -> tuple[str, str, str] | None:
@@ -645,10 +655,11 @@ def _log_problems(report: SplitReport) -> None:
     for class_name in classes:
         empty = [split for split in used if not report.counts[(split, class_name)]]
         if empty:
-            logger.warning("class %s has no files in %s: it has too few usable images for this split%s",
+            logger.warning("class %s has no files in %s: too few usable images for this split's shares%s",
                            class_name, ", ".join(empty),
-                           "; training needs a validation image of every class: add images to it and split again"
-                           if VALIDATION in empty else "")
+                           "; training needs a validation image of every class: split again with more images of it "
+                           "or a larger validation share (--ratios), or merge this split into a dataset that has "
+                           "them (DataMerger.py)" if VALIDATION in empty else "")
 
 
 def format_report(report: SplitReport, next_step: bool = True) -> str:
@@ -677,7 +688,9 @@ def format_report(report: SplitReport, next_step: bool = True) -> str:
     if report.moved_aside:
         lines.append(f"the previous split was moved to {report.moved_aside}")
     if next_step:
-        lines.append(next_step_line(report.out))
+        why = report.not_trainable
+        lines.append(f"Not ready for training: {why} (the warnings above say what to do)." if why
+                     else next_step_line(report.out))
     return "\n".join(lines)
 
 
