@@ -414,6 +414,23 @@ def test_datasplitd2_on_train_and_validation_says_to_rename_the_held_out_folder(
         split_train_test(tmp_path / "raw", tmp_path / "data")
 
 
+def test_a_second_dataset_split_into_the_first_one_s_out_is_told_to_split_apart_and_merge(tmp_path,
+                                                                                           make_class_folder):
+    # The unzipper's Next: line names --out data for every dataset: the second one lands on the first one's split.
+    make_class_folder(tmp_path / "raw" / "art", {"RealArt": 10, "GeneratedArt": 10})
+    make_class_folder(tmp_path / "raw" / "photos", {"real": 10, "fake": 10}, seed=4)
+    split_by_class(tmp_path / "raw" / "art", tmp_path / "data")
+
+    with pytest.raises(UserError) as refused:
+        split_by_class(tmp_path / "raw" / "photos", tmp_path / "data")
+
+    message = str(refused.value)
+    assert f"{tmp_path / 'data'} holds a split of another dataset (art)" in message
+    assert "merged in" not in message
+    assert f"--out {tmp_path / 'data' / 'photos'}" in message
+    assert f"python DataMerger.py {tmp_path / 'data' / 'photos'} --into {tmp_path / 'data'}" in message
+
+
 def test_a_split_that_cannot_be_trained_on_names_no_training_step(art, tmp_path):
     report = split_by_class(art, tmp_path / "out", ratios=(1, 0, 0))  # a train-only share to merge elsewhere
 
