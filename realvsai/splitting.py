@@ -536,6 +536,19 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
     return written
 
 
+def _refuse_another_dataset(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow],
+                            overwrite: bool) -> None:
+    """A UserError when ``out`` holds a split of other datasets only (the unzipper's Next: line names --out data
+    for each download): two datasets are split apart and merged (DataMerger.py), which keeps each one's source."""
+    datasets, old_datasets = {row.dataset for row in rows}, {row.dataset for row in old_rows}
+    if overwrite or len(datasets) != 1 or "" in old_datasets or datasets & old_datasets:
+        return
+    apart = out / next(iter(datasets))
+    raise UserError(f"{out} holds a split of another dataset ({', '.join(sorted(old_datasets))}). Split this one into "
+                    f"a folder of its own (--out {shell_path(apart)}), then merge the two: python DataMerger.py "
+                    f"{shell_path(apart)} --into {shell_path(out)}; or add --overwrite to move the old split aside.")
+
+
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
                  overwrite: bool) -> Path | None:
     """Checks that ``out`` holds nothing or this same split; returns where a different one was moved aside."""
@@ -543,6 +556,7 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
         old_keys, new_keys = [row.key() for row in old_rows], [row.key() for row in rows]
         if old_keys == new_keys:
             return None  # the same split: complete it
+        _refuse_another_dataset(out, rows, old_rows, overwrite)
         # By content and class: a file added to SOURCE, or gone from it, apart from one this run would put elsewhere.
         old_files, new_files = ({(row.class_name, row.sha256) for row in listed} for listed in (old_rows, rows))
         placed = set(new_keys)
