@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 import pytest
@@ -314,10 +315,15 @@ def broken_pngs() -> dict[str, bytes]:
     data = encode(Image.fromarray(np.full((48, 64, 3), 90, np.uint8)), "PNG")
     at = data.index(b"IDAT")
     crc = at + 4 + int.from_bytes(data[at - 4:at], "big")
-    return {"no end chunk": data[:-12], "bad CRC": data[:crc] + bytes([data[crc] ^ 0xFF]) + data[crc + 1:]}
+    # A text chunk after the pixels (where editors put metadata written late), its CRC off by one bit.
+    text = b"tEXt" + b"Comment\x00late"
+    late = len(text[4:]).to_bytes(4, "big") + text + ((zlib.crc32(text) ^ 1) & 0xFFFFFFFF).to_bytes(4, "big")
+    return {"no end chunk": data[:-12], "bad CRC": data[:crc] + bytes([data[crc] ^ 0xFF]) + data[crc + 1:],
+            "bad end chunk CRC": data[:-1] + bytes([data[-1] ^ 1]), "bad CRC after the pixels": data[:-12] + late
+            + data[-12:]}
 
 
-@pytest.mark.parametrize("kind", ["no end chunk", "bad CRC"])
+@pytest.mark.parametrize("kind", ["no end chunk", "bad CRC", "bad end chunk CRC", "bad CRC after the pixels"])
 def test_a_broken_png_is_refused_with_its_reason_on_every_path(kind):
     """The app (Pillow) classified these while --predict (TensorFlow) said only "could not be decoded": every
     check refuses them alike, naming what is broken, so no path uses a file another refuses."""
@@ -328,6 +334,8 @@ def test_a_broken_png_is_refused_with_its_reason_on_every_path(kind):
         images.load_rgb(data)
     with pytest.raises(images.ImageDecodeError, match="PNG"):
         images.load_rgb_with_header(data)
+    with pytest.raises(images.ImageDecodeError, match="PNG"):  # the header scan of training, --predict, --evaluate
+        images.read_header(data)
 
 
 def test_a_file_pillow_cannot_identify_is_named_by_its_first_bytes_on_every_path():
