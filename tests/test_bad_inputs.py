@@ -498,7 +498,7 @@ def test_a_printed_command_names_a_path_that_begins_with_a_dash_so_that_it_runs(
     monkeypatch.chdir(tmp_path)
     for name in ("REAL", "FAKE"):
         for index in range(5):
-            write_image(tmp_path / "-src" / name / f"{index}.png", seed=index + 10 * len(name))
+            write_image(tmp_path / "-src" / name / f"{index}.png", seed=index + 100 * (name == "REAL"))
     assert DataSplitD1.main(["./-src", "--out", "./-out", "-q"]) == 0
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Next: ")]
     words = shlex.split(line.split("(optional)")[0].removeprefix("Next: "))
