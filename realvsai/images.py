@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError, features
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.files import map_in_threads
@@ -193,11 +194,12 @@ def _check_png(image: Image.Image, source: Path | bytes | BinaryIO) -> None:
     if image.format != "PNG":
         return
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
-    if not isinstance(data, str | os.PathLike):
-        data.seek(0)
     try:
-        with open_image(data, image.width * image.height) as again:  # passed the run's limit as it was opened
-            again.verify()  # each chunk's CRC, up to the end chunk; no decoding
+        with open(data, "rb") if isinstance(data, str | os.PathLike) else contextlib.nullcontext(data) as stream:
+            stream.seek(8)  # past the signature, which opening the image checked
+            chunks = PngImagePlugin.ChunkStream(stream)
+            chunks.verify()  # each chunk's CRC up to the end chunk; no decoding
+            chunks.crc(b"IEND", b"")  # the end chunk's own, which Pillow's verify leaves unread and libpng checks
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
 
@@ -313,6 +315,7 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
     are gray (``looks_gray``: a colour mode's image is decoded, a large JPEG at 1/8). ImageDecodeError when it
     cannot (with ``crop_size``, also when crops mode would enlarge it past ``max_pixels``)."""
     with _open(source, max_pixels, crop_size) as image:
+        _check_png(image, source)
         return _header(image, gray)
 
 
