@@ -631,6 +631,23 @@ def test_three_classes_get_the_validation_by_kind_and_its_at_chance_rule_too(tmp
     assert "## Validation by kind of image" in (run / "MODEL_CARD.md").read_text()
 
 
+def test_predictions_csv_names_a_symlinked_image_and_class_folder_as_they_are_in_the_folder(tmp_path,
+                                                                                           make_class_folder,
+                                                                                           binary_model):
+    # Named by their targets, a link beside its target read as the same file twice under two labels, and a class
+    # folder linked from elsewhere gave absolute paths; --predict names them as they are in the folder.
+    folder = make_class_folder(tmp_path / "test", {"FAKE": 2})
+    (folder / "REAL").symlink_to(make_class_folder(tmp_path / "elsewhere", {"REAL": 2}, seed=3) / "REAL",
+                                 target_is_directory=True)
+    (folder / "FAKE" / "link.png").symlink_to(Path("..") / "REAL" / "img_000.png")
+
+    evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
+
+    with open(tmp_path / "out" / "predictions.csv", newline="", encoding="utf-8") as stream:
+        names = sorted(row["file"] for row in csv.DictReader(stream))
+    assert names == ["FAKE/img_000.png", "FAKE/img_001.png", "FAKE/link.png", "REAL/img_000.png", "REAL/img_001.png"]
+
+
 def test_a_threshold_chosen_on_few_images_of_the_positive_class_is_said_in_the_card_and_log(
         tmp_path, make_class_folder, binary_model, caplog):
     # 8 FAKE in 150 images: 70/15/15 leaves one FAKE in validation, and the threshold is fitted to it.
