@@ -290,9 +290,10 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
     labels = np.asarray(images.labels)
     # At the threshold these metrics use; file names relative to the folder all sources share. The classes the
     # app would answer, and where it says Uncertain (the rule, or an image unlike the training images).
-    root = Path(os.path.commonpath([source.folder.resolve() for source in sources]))
+    # Absolute, not resolved: a symlinked file or class folder keeps the name it has in the folder, as --predict's.
+    root = Path(os.path.commonpath([os.path.abspath(source.folder) for source in sources]))
     predicted, uncertain = prediction.write_predictions(
-        out_dir / config.PREDICTIONS_FILE, root, [path.resolve() for path in images.files], probabilities,
+        out_dir / config.PREDICTIONS_FILE, root, [Path(os.path.abspath(path)) for path in images.files], probabilities,
         class_names, rule, [doubt(info, width, height, image_format, grayscale, frames)
                             for (width, height), image_format, grayscale, frames
                             in zip(images.sizes, images.formats, images.grayscale or [None] * len(images),
@@ -318,8 +319,8 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
     atomic_write_text(out_dir / config.REPORT_FILE, _classification_report(
         labels, probabilities, predicted, metrics,
         f"Classification report: {metrics['folder']} ({plural(len(labels), 'image')})"))
-    # As --predict lists them, resolved as predictions.csv's files are (a dangling symlink not followed).
-    prediction.write_unreadable(out_dir, root, [(path.parent.resolve() / path.name, reason)
+    # As --predict lists them, absolute as predictions.csv's files are.
+    prediction.write_unreadable(out_dir, root, [(Path(os.path.abspath(path)), reason)
                                                 for path, reason in images.skipped])
     return metrics
 
