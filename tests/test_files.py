@@ -508,3 +508,17 @@ def test_a_claim_waits_out_the_moment_an_ending_run_holds_a_lock_alone_to_remove
         threading.Timer(0.05, ending.close).start()
         with files.working_on([tmp_path / "art"], "DataSplitD1.py"):
             pass
+
+
+@pytest.mark.parametrize("name", ["photo\r2.jpg", "Icon\r", "two\nlines.png"])
+def test_a_csv_cell_with_a_line_break_reads_back_as_it_was_written(tmp_path, name):
+    # csv quotes only the writer's own line terminator ("\n"): a bare CR (macOS' "Icon\r", a name made by a script)
+    # was written as it is, and csv.reader read the row as two; a re-run then found manifest.csv "different".
+    import csv
+
+    rows = [["file", "class"], [name, "REAL"], ["plain.jpg", "FAKE"]]
+    files.write_csv(tmp_path / "list.csv", rows[0], rows[1:])
+
+    with open(tmp_path / "list.csv", newline="", encoding="utf-8") as stream:
+        assert list(csv.reader(stream)) == rows
+    assert files.csv_text(rows[0], rows[1:]) == (tmp_path / "list.csv").read_bytes().decode("utf-8")
