@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import io
@@ -55,6 +54,7 @@ from realvsai import inference
 from realvsai.cli import make_parser, nonempty_path, plural, positive_int, setup_logging, tensorflow_logs_filtered
 from realvsai.config import CROP_GRID
 from realvsai.errors import UserError
+from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
 from realvsai.metrics import DecisionRule
 from realvsai.model_card import small_test_set
@@ -201,12 +201,7 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
     """The results table as CSV text, written as predictions.csv is."""
     if not rows:
         return ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: csv_cell(value) for key, value in row.items()})
-    return buffer.getvalue()
+    return csv_text(list(rows[0]), [[csv_cell(row[key]) for key in rows[0]] for row in rows])
 
 
 def _code(text: str) -> str:

@@ -343,14 +343,22 @@ def remove_temporaries(folder: Path | str, names: Iterable[str]) -> None:
                 os.unlink(item.path)
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> bool:
-    """Writes a CSV atomically; returns False (and writes nothing) when ``path`` already holds exactly that."""
+def csv_text(header: Sequence[object], rows: Iterable[Sequence[object]]) -> str:
+    """``header`` and ``rows`` as CSV text with "\n" line ends. csv quotes a cell holding its line terminator, not
+    one holding a bare CR (a name such as macOS' "Icon\r"), which a reader then splits: such a file quotes all."""
+    table = [list(header), *(list(row) for row in rows)]
+    carriage_return = any(isinstance(cell, str) and "\r" in cell for row in table for cell in row)
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL if carriage_return else csv.QUOTE_MINIMAL
+               ).writerows(table)
+    return buffer.getvalue()
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> bool:
+    """Writes a CSV (``csv_text``) atomically; returns False (and writes nothing) when ``path`` already holds exactly
+    that."""
     # surrogateescape: a file name that is not UTF-8 is written (and read back) as the bytes it has on disk
-    data = buffer.getvalue().encode("utf-8", "surrogateescape")
+    data = csv_text(header, rows).encode("utf-8", "surrogateescape")
     if path.is_file() and path.read_bytes() == data:
         return False  # a re-run leaves an identical file untouched, its time stamp included
     atomic_write_bytes(path, data)
