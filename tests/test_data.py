@@ -156,6 +156,22 @@ def test_scan_splits_refuses_a_test_split_with_other_class_names_with_the_rename
         data.scan_splits(data_dir)
 
 
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_scan_splits_refuses_a_split_that_was_stopped_before_it_placed_every_file(tmp_path, make_class_folder, split):
+    # A split killed while it copied: its manifest lists every file, the folders hold some. Training on it went on
+    # and reported its test accuracy on the part that was there.
+    from realvsai.splitting import split_by_class
+
+    split_by_class(make_class_folder(tmp_path / "raw", {"REAL": 20, "FAKE": 20}), tmp_path / "data")
+    data.scan_splits(tmp_path / "data")  # finished: no complaint
+    for path in sorted((tmp_path / "data" / split / "REAL").iterdir())[:2]:
+        path.unlink()
+
+    with pytest.raises(UserError, match=r"manifest\.csv lists 2 files that are not there .* run the split or merge "
+                                        "that made it again"):
+        data.scan_splits(tmp_path / "data")
+
+
 @pytest.mark.parametrize("folder", ["missing", "empty"])
 def test_scan_splits_refuses_a_class_without_validation_images_saying_so(tmp_path, make_class_folder, folder):
     # The best epoch, the stop rules and the decision threshold are chosen on validation: blind to the class.
