@@ -26,7 +26,7 @@ from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import list_images
 from realvsai.image_stats import ImageFacts
-from realvsai.layout import TEST, TRAIN, VALIDATION, class_folder_of, find_class_folders
+from realvsai.layout import MANIFEST_NAME, TEST, TRAIN, VALIDATION, class_folder_of, find_class_folders, unplaced_rows
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -178,6 +178,12 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
     if not (data_dir / VALIDATION).is_dir():
         raise UserError(f"{data_dir} has no {VALIDATION} folder: the best model and the stop rules are chosen on "
                         "it. Split off one with DataSplitD1.py or DataSplitD2.py.")
+    if unplaced := unplaced_rows(data_dir):
+        raise UserError(f"{data_dir} is not a finished split: its {MANIFEST_NAME} lists "
+                        f"{plural(len(unplaced), 'file')} that {'is' if len(unplaced) == 1 else 'are'} not there "
+                        f"(e.g. {unplaced[0].path}): run the "
+                        "split or merge that made it again to finish it (what it placed is kept), or, if you removed "
+                        f"them yourself, remove their rows from {MANIFEST_NAME}.")
     train = scan_images(data_dir / TRAIN, max_pixels=max_pixels, crop_size=crop_size, every_class=True)
     if len(train.class_names) < 2:
         raise UserError(f"{data_dir / TRAIN} has one class folder ({train.class_names[0]}); a classifier needs "

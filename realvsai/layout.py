@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -244,6 +245,17 @@ class ManifestRow:
     def order(self) -> tuple[int, str, str]:
         """The manifest's row order: split (train, validation, test), class, path."""
         return SPLITS.index(self.split), self.class_name, self.path
+
+
+def unplaced_rows(data_dir: Path) -> list[ManifestRow]:
+    """The rows of ``data_dir``'s manifest.csv (none without one) whose file is not in its class folder: a split or
+    merge stopped before it placed them (it writes the manifest and makes the folders first, so that a re-run
+    completes the rest). A class or split folder that is gone was removed on purpose (DataDeleter.py data/test)."""
+    manifest = Path(data_dir) / MANIFEST_NAME
+    if not manifest.is_file():
+        return []
+    return [row for row in read_manifest(manifest)
+            if (path := Path(data_dir) / row.path).parent.is_dir() and not os.path.lexists(path)]
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
