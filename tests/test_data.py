@@ -156,6 +156,21 @@ def test_scan_splits_refuses_a_test_split_with_other_class_names_with_the_rename
         data.scan_splits(data_dir)
 
 
+def test_scan_images_leaves_out_segmentation_masks_beside_their_images_as_the_split_does(tmp_path):
+    # BUSI's layout: --evaluate --test-dir on the download scored 57 masks as ultrasound images of their class.
+    for index, name in enumerate(["benign (1).png", "benign (1)_mask.png", "benign (1)_mask_1.png", "lone_mask.png"]):
+        write_image(tmp_path / "busi" / "benign" / name, seed=index)
+    for index, name in enumerate(["normal (1).png", "normal (1)_mask.png"]):
+        write_image(tmp_path / "busi" / "normal" / name, seed=10 + index)
+
+    scanned = data.scan_images(tmp_path / "busi")
+
+    assert sorted(path.name for path in scanned.files) == ["benign (1).png", "lone_mask.png", "normal (1).png"]
+    reasons = {path.name: why for path, why in scanned.skipped}
+    assert set(reasons) == {"benign (1)_mask.png", "benign (1)_mask_1.png", "normal (1)_mask.png"}
+    assert all("segmentation mask of" in why for why in reasons.values())
+
+
 @pytest.mark.parametrize("split", ["test", "validation"])
 def test_scan_splits_refuses_a_split_that_was_stopped_before_it_placed_every_file(tmp_path, make_class_folder, split):
     # A split killed while it copied: its manifest lists every file, the folders hold some. Training on it went on
