@@ -26,7 +26,16 @@ from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import list_images
 from realvsai.image_stats import ImageFacts
-from realvsai.layout import MANIFEST_NAME, TEST, TRAIN, VALIDATION, class_folder_of, find_class_folders, unplaced_rows
+from realvsai.layout import (
+    MANIFEST_NAME,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    class_folder_of,
+    find_class_folders,
+    mask_images,
+    unplaced_rows,
+)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -115,9 +124,14 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     if not_images := [(path, why) for path, why in not_images if not os.path.basename(path).startswith(".")]:
         logger.warning("%s: %s in its class folders %s not images read here, left out (e.g. %s: %s)", folder,
                        plural(len(not_images), "file"), "is" if len(not_images) == 1 else "are", *min(not_images))
+    masks = mask_images([path.as_posix() for path, _ in candidates])  # as the splitters leave them out
+    if masks:
+        logger.warning("%s: %s left out (e.g. %s)", folder, plural(len(masks), "segmentation mask"), min(masks))
+    skipped = [(path, masks[path.as_posix()]) for path, _ in candidates if path.as_posix() in masks]
+    candidates = [(path, label) for path, label in candidates if path.as_posix() not in masks]
     results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
                                     crop_size=crop_size)
-    files, labels, sizes, needs_pil, formats, qualities, grayscale, frames, skipped = [], [], [], [], [], [], [], [], []
+    files, labels, sizes, needs_pil, formats, qualities, grayscale, frames = [], [], [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
             logger.warning("skipping %s: %s", path, result)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import posixpath
+import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -245,6 +247,24 @@ class ManifestRow:
     def order(self) -> tuple[int, str, str]:
         """The manifest's row order: split (train, validation, test), class, path."""
         return SPLITS.index(self.split), self.class_name, self.path
+
+
+_MASK_NAME = re.compile(r"(?P<image>.+)_mask(?:_\d+)?", re.IGNORECASE)
+
+
+def mask_images(paths: Sequence[str]) -> dict[str, str]:
+    """The segmentation masks among ``paths`` (POSIX), each with why it is left out. A mask is named as its image with
+    ``_mask`` (and maybe ``_<n>``) added, in the same folder: BUSI's ``benign (1).png``, ``benign (1)_mask.png`` and
+    ``benign (1)_mask_1.png``. It is a lesion's outline, not an image of the class: trained on, it teaches the
+    outline; in another split than its image, it leaks where the lesion is; evaluated, it scores outlines."""
+    images = {posixpath.splitext(path)[0]: posixpath.basename(path) for path in paths}
+    masks = {}
+    for path in paths:
+        match = _MASK_NAME.fullmatch(posixpath.splitext(path)[0])
+        if match and match["image"] in images:
+            masks[path] = (f"a segmentation mask of {images[match['image']]} (named as it is, with _mask): a mask is "
+                           "not an image of its class, and is left out")
+    return masks
 
 
 def unplaced_rows(data_dir: Path) -> list[ManifestRow]:

@@ -6,9 +6,7 @@ import argparse
 import itertools
 import logging
 import os
-import posixpath
 import random
-import re
 import threading
 import time
 import unicodedata
@@ -50,6 +48,7 @@ from realvsai.layout import (
     find_label_conflicts,
     find_train_test_root,
     folders_down,
+    mask_images,
     read_manifest,
     refuse_split_folders,
     rename_classes,
@@ -61,7 +60,6 @@ from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-_MASK_NAME = re.compile(r"(?P<image>.+)_mask(?:_\d+)?", re.IGNORECASE)  # see _leave_out_masks
 
 COPY, MOVE, LINK = "copy", "move", "link"
 _KEEP_FILE_BYTES, _KEEP_TOTAL_BYTES = 1 << 20, 2 << 30  # see _run_split's scan
@@ -423,20 +421,11 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
 
 
 def _leave_out_masks(items: Sequence[_Item]) -> tuple[list[_Item], list[tuple[str, str]]]:
-    """``items`` less the segmentation masks beside their images, and those masks with why (source, reason). A mask
-    is named as its image with ``_mask`` (and maybe ``_<n>``) added, in the same folder: BUSI's ``benign (1).png``,
-    ``benign (1)_mask.png`` and ``benign (1)_mask_1.png``. It is a lesion's outline, not an image of the class:
-    trained on, it teaches the outline; in another split than its image, it leaks where the lesion is."""
-    images = {posixpath.splitext(item.key)[0]: posixpath.basename(item.key) for item in items}
-    kept, masks = [], []
-    for item in items:
-        match = _MASK_NAME.fullmatch(posixpath.splitext(item.key)[0])
-        if match and match["image"] in images:
-            masks.append((item.source, f"a segmentation mask of {images[match['image']]} (named as it is, with "
-                          "_mask): a mask is not an image of its class, and is left out"))
-        else:
-            kept.append(item)
-    return kept, masks
+    """``items`` less the segmentation masks beside their images (``layout.mask_images``), and those masks with why
+    (source, reason)."""
+    masks = mask_images([item.key for item in items])
+    return ([item for item in items if item.key not in masks],
+            [(item.source, masks[item.key]) for item in items if item.key in masks])
 
 
 def _flat_name(parts: Sequence[str]) -> str:
