@@ -156,6 +156,18 @@ def test_scan_splits_refuses_a_test_split_with_other_class_names_with_the_rename
         data.scan_splits(data_dir)
 
 
+def test_training_on_a_download_s_own_capitalised_split_says_to_split_it_first(tmp_path, make_class_folder):
+    # Kaggle's Dataset/{Train,Validation,Test}/: "has no train folder" read as a lie beside Train/.
+    from realvsai.layout import read_split_classes
+
+    for split in ("Train", "Validation", "Test"):
+        make_class_folder(tmp_path / "Dataset" / split, {"Real": 2, "Fake": 2})
+
+    for read in (data.scan_splits, read_split_classes):
+        with pytest.raises(UserError, match=r"it has Train/.* python DataSplitD2\.py .*Dataset --out data"):
+            read(tmp_path / "Dataset")
+
+
 def test_scan_images_leaves_out_segmentation_masks_beside_their_images_as_the_split_does(tmp_path):
     # BUSI's layout: --evaluate --test-dir on the download scored 57 masks as ultrasound images of their class.
     for index, name in enumerate(["benign (1).png", "benign (1)_mask.png", "benign (1)_mask_1.png", "lone_mask.png"]):
