@@ -32,6 +32,7 @@ from realvsai.layout import (
     TRAIN,
     VALIDATION,
     class_folder_of,
+    download_split_hint,
     find_class_folders,
     mask_images,
     unplaced_rows,
@@ -187,6 +188,8 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
     """
     data_dir = Path(data_dir)
     if not (data_dir / TRAIN).is_dir():
+        if hint := download_split_hint(data_dir):
+            raise UserError(f"{data_dir} has no {TRAIN} folder{hint}.")
         raise UserError(f"{data_dir} has no {TRAIN} folder. Run DataSplitD1.py or DataSplitD2.py first, "
                         "or point --data at the folder that holds train/ and validation/.")
     if not (data_dir / VALIDATION).is_dir():

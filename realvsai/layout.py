@@ -223,10 +223,23 @@ def read_split_classes(data_dir: Path, splits: Iterable[str] = SPLITS) -> dict[s
     data_dir = Path(data_dir)
     found = {split: find_class_folders(data_dir / split) for split in splits if (data_dir / split).is_dir()}
     if not found:
-        raise UserError(
-            f"{data_dir} has none of the folders {', '.join(splits)}. Run DataSplitD1.py or DataSplitD2.py first."
-        )
+        raise UserError(f"{data_dir} has none of the folders {', '.join(splits)}{download_split_hint(data_dir)}. "
+                        "Run DataSplitD1.py or DataSplitD2.py first.")
     return found
+
+
+def download_split_hint(data_dir: Path) -> str:
+    """", but it has Train/ (...): split it first: <command>" where ``data_dir`` holds split folders not in this
+    project's lower case (a download's own split: Kaggle's ``Dataset/Train/``), else ""."""
+    if not Path(data_dir).is_dir():
+        return ""
+    own = sorted((folder.name for folder in subfolders(data_dir)
+                  if folder.name.lower() in SPLIT_WORDS and folder.name not in SPLITS),
+                 key=lambda name: SPLITS.index(SPLIT_WORDS[name.lower()]))
+    if not own:
+        return ""
+    return (f", but it has {'/, '.join(own)}/, a download's own split: split it first (checked for duplicates "
+            f"across the splits), python DataSplitD2.py {shell_path(data_dir)} --out data")
 
 
 @dataclass(frozen=True)
