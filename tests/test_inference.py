@@ -400,7 +400,8 @@ def test_an_upload_of_a_size_validation_held_one_class_of_is_untested_and_uncert
     assert small.unfamiliar is None
 
 
-@pytest.mark.parametrize(("balanced", "verdict"), [(0.52, "at chance"), (0.46, "at chance"), (0.04, "below chance")])
+@pytest.mark.parametrize(("balanced", "verdict"), [(0.52, "at chance"), (0.46, "at chance"), (0.04, "below chance"),
+                                                   (0.62, "not shown above chance")])
 def test_a_size_band_far_under_chance_is_called_below_chance(balanced, verdict):
     by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "size": {"0-63 px": {
         "num_images": 40, "accuracy": balanced, "balanced_accuracy": balanced, "near_chance": True}}}
