@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -477,12 +478,21 @@ def _choose_threshold(info: ModelInfo, source: Source, folder: Path) -> tuple[fl
                        "accuracy": at["accuracy"], "f1": at["f1"]}
 
 
+_ONE_SIDED_95 = 1.645  # the normal quantile of a one-sided 95 % bound
+
+
 def _kind_numbers(labels: np.ndarray, decided: np.ndarray, chance: float, class_names: Sequence[str]
                   ) -> dict[str, Any]:
-    recalls = [float(np.mean(decided[labels == label] == label)) for label in np.unique(labels)]
-    balanced = float(np.mean(recalls))
+    counts = [(int(np.sum(decided[labels == label] == label)), int(np.sum(labels == label)))
+              for label in np.unique(labels)]
+    balanced = float(np.mean([right / total for right, total in counts]))
+    # Near chance unless validation shows it above: the one-sided 95 % lower bound of the balanced accuracy (the
+    # mean of the class recalls; each recall's variance by Agresti-Coull, +2 right of +4, sound at 0 and 1).
+    spread = math.sqrt(sum(recall * (1 - recall) / (total + 4) for recall, total in
+                           (((right + 2) / (total + 4), total) for right, total in counts))) / len(counts)
     return {"num_images": len(labels), "accuracy": float(np.mean(decided == labels)), "balanced_accuracy": balanced,
-            "near_chance": len(labels) >= MIN_IMAGES_PER_KIND and balanced <= chance + NEAR_CHANCE,
+            "near_chance": len(labels) >= MIN_IMAGES_PER_KIND and balanced - _ONE_SIDED_95 * spread
+            <= chance + NEAR_CHANCE,
             "missing_classes": [name for index, name in enumerate(class_names) if index not in set(labels.tolist())]}
 
 

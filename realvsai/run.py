@@ -210,14 +210,19 @@ def at_chance(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str
     if not isinstance(numbers, Mapping) or not numbers.get("near_chance"):
         return None
     return (f"on validation images of {band} a side the model is {chance_verdict(by_kind, numbers)} (balanced "
-            f"accuracy {numbers['balanced_accuracy']:.2f}, chance {by_kind.get('chance', 0.5):.2f})")
+            f"accuracy {numbers['balanced_accuracy']:.2f} on {numbers['num_images']:,} images, chance "
+            f"{by_kind.get('chance', 0.5):.2f})")
 
 
 def chance_verdict(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> str:
-    """"at chance", or "below chance" for a kind of image the model gets wrong more often than chance would (a
-    band of one class that it answers with another): ``numbers`` are one kind's of ``validation_by_kind``."""
-    floor = by_kind.get("chance", 0.5) - by_kind.get("near_chance_margin", NEAR_CHANCE)
-    return "at chance" if numbers["balanced_accuracy"] >= floor else "below chance"
+    """"at chance"; "below chance" for a kind of image the model gets wrong more often than chance would (a
+    band of one class that it answers with another); "not shown above chance" for one whose balanced accuracy is
+    above chance by more than the margin, on too few images to tell it from luck: ``numbers`` are one kind's of
+    ``validation_by_kind``."""
+    chance, margin = by_kind.get("chance", 0.5), by_kind.get("near_chance_margin", NEAR_CHANCE)
+    if numbers["balanced_accuracy"] < chance - margin:
+        return "below chance"
+    return "at chance" if numbers["balanced_accuracy"] <= chance + margin else "not shown above chance"
 
 
 def untested(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str | None:

@@ -406,7 +406,8 @@ def test_a_size_band_far_under_chance_is_called_below_chance(balanced, verdict):
     by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "size": {"0-63 px": {
         "num_images": 40, "accuracy": balanced, "balanced_accuracy": balanced, "near_chance": True}}}
 
-    assert f"the model is {verdict} (balanced accuracy {balanced:.2f}, chance 0.50)" in run.at_chance(by_kind, 32, 32)
+    assert (f"the model is {verdict} (balanced accuracy {balanced:.2f} on 40 images, chance 0.50)"
+            in run.at_chance(by_kind, 32, 32))
 
 
 def test_test_metrics_fall_back_to_metrics_json(tmp_path):
