@@ -864,6 +864,7 @@ def test_split_train_test_lists_images_outside_train_and_test_classes_in_skipped
     assert skipped.keys() == {"in_valid.png", "loose.png", "cover.jpg"}
     assert "valid/" in skipped["in_valid.png"] and "beside the class folders" in skipped["loose.png"]
     assert skipped_count(splitting.format_report(report)) == 3
+    assert "3 outside the class folders" in splitting.format_report(report)  # valid/'s image is not "beside" them
     assert "in_valid.png" not in {Path(row.path).name for row in read_manifest(out / "manifest.csv")}
 
 
