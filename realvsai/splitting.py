@@ -72,7 +72,7 @@ MASK = "mask"
 _SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them
     UNUSABLE: "that cannot be used (not an image, unreadable, too large or hidden)",
     MASK: "that are segmentation masks beside their images",
-    BESIDE: "beside the class folders",
+    BESIDE: "outside the class folders",
     OUTSIDE: "in a folder that leads outside SOURCE",
     IN_TEST: "in train identical to a test file (kept in test only)",
     TWO_CLASSES: "whose content is under two classes",
