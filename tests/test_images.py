@@ -387,3 +387,16 @@ def test_the_gray_check_of_decoded_pixels_holds_no_full_size_temporaries():
     finally:
         tracemalloc.stop()
     assert not gray and peak < pixels.nbytes / 8
+
+
+def test_a_file_the_system_will_not_read_is_named_alike_by_the_split_and_the_header_scan(tmp_path):
+    # --predict and --evaluate said "not an image Pillow can read ([Errno 13] Permission denied...)" of a file the
+    # split called "cannot be read (Permission denied)". A folder named like an image stands in for chmod 000,
+    # which root (CI) reads anyway.
+    (tmp_path / "photo.png").mkdir()
+
+    split_says = images.inspect_file(tmp_path / "photo.png")[2]
+    with pytest.raises(images.ImageDecodeError) as scan_says:
+        images.read_header(tmp_path / "photo.png")
+
+    assert split_says == str(scan_says.value) == "cannot be read (Is a directory)"
