@@ -306,6 +306,8 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | Non
         # Pillow's message names the stream object (<_io.BytesIO object at 0x...>): useless to a user.
         raise ImageDecodeError(_unidentified(data)) from error
     except (OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, OSError) and error.errno is not None:  # the system's (permissions), not Pillow's
+            raise ImageDecodeError(f"cannot be read ({error.strerror or error})") from error
         raise ImageDecodeError(f"not an image Pillow can read ({error})") from error
 
 
