@@ -128,7 +128,7 @@ def _holds_class_folders(folder: Path) -> bool:
 
 # Folder names that mean a split, not a class: Kaggle downloads come as Train/ Validation/, train/ val/, ...
 SPLIT_WORDS = {"train": TRAIN, "training": TRAIN, "validation": VALIDATION, "valid": VALIDATION,
-                "val": VALIDATION, "test": TEST, "testing": TEST}
+               "val": VALIDATION, "test": TEST, "testing": TEST}
 
 
 def refuse_split_folders(root: Path, class_folders: Sequence[str]) -> None:
@@ -229,8 +229,8 @@ def read_split_classes(data_dir: Path, splits: Iterable[str] = SPLITS) -> dict[s
 
 
 def download_split_hint(data_dir: Path) -> str:
-    """", but it has Train/ (...): split it first: <command>" where ``data_dir`` holds split folders not in this
-    project's lower case (a download's own split: Kaggle's ``Dataset/Train/``), else ""."""
+    """The end of a "has no train folder" line where ``data_dir`` holds split folders other than this project's
+    (a download's own split, Kaggle's ``Dataset/Train/``): which, and the split command to run first; else ""."""
     if not Path(data_dir).is_dir():
         return ""
     own = sorted((folder.name for folder in subfolders(data_dir)
