@@ -701,22 +701,25 @@ def test_two_merged_datasets_are_two_sources(tmp_path, make_class_folder):
     assert sources["cifake"]["num_images"] == sources["photos"]["num_images"] == 10
 
 
-@pytest.mark.parametrize(("right_per_class", "near_chance"), [((4, 5, 4), True), ((9, 9, 8), False)])
-def test_a_kind_of_image_is_near_chance_unless_validation_shows_it_above_chance(tmp_path, right_per_class,
+@pytest.mark.parametrize(("per_class", "right_per_class", "near_chance"), [
+    (10, (4, 5, 4), True), (10, (9, 9, 8), False),
+    (3, (1, 2, 1), True),  # 9 images: under the 10 a kind once needed to be judged at all, so never Uncertain
+    (3, (3, 3, 3), False)])
+def test_a_kind_of_image_is_near_chance_unless_validation_shows_it_above_chance(tmp_path, per_class, right_per_class,
                                                                              near_chance):
     # 30 validation images of 3 classes: a balanced accuracy of 0.43 is 0.10 above chance (0.33) by luck as often
     # as not at that count; this run's test accuracy was 0.33. Judged on its lower bound, not on the point.
     from realvsai.data import LabelledImages
 
-    labels = np.repeat([0, 1, 2], 10)
-    decided = np.concatenate([np.where(np.arange(10) < right, label, (label + 1) % 3)
+    labels = np.repeat([0, 1, 2], per_class)
+    decided = np.concatenate([np.where(np.arange(per_class) < right, label, (label + 1) % 3)
                               for label, right in enumerate(right_per_class)])
-    images = LabelledImages([tmp_path / f"{index}.png" for index in range(30)], labels.tolist(), ["a", "b", "c"],
-                            [(32, 32)] * 30, [False] * 30)
+    images = LabelledImages([tmp_path / f"{index}.png" for index in range(len(labels))], labels.tolist(),
+                            ["a", "b", "c"], [(32, 32)] * len(labels), [False] * len(labels))
 
     band = evaluation.accuracy_by_kind(images, decided, tmp_path, 3)["size"]["0-63 px"]
 
-    assert band["balanced_accuracy"] == pytest.approx(np.mean(right_per_class) / 10)
+    assert band["balanced_accuracy"] == pytest.approx(np.mean(right_per_class) / per_class)
     assert band["near_chance"] is near_chance
 
 
