@@ -210,9 +210,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                   "source dataset (the folder they were split or merged from, by manifest.csv) and each size band "
                   "(short side). Where the balanced accuracy is not shown (by its one-sided 95 % lower bound) "
                   f"more than {by_kind.get('near_chance_margin', 0.05):.2f} above chance "
-                  f"({by_kind.get('chance', 0.5):.2f}) on {by_kind.get('min_images', 10)} images or more, or where no "
-                  "validation image of a class was of "
-                  "that size, the app and --predict answer Uncertain on images of that size, with the reason.", "",
+                  f"({by_kind.get('chance', 0.5):.2f}), on however few images, or where no validation image of a "
+                  "class was of that size, the app and --predict answer Uncertain on images of that size, with the "
+                  "reason.", "",
                   *_table(["kind", "images", "accuracy", "balanced accuracy", ""], rows)]
     if metrics.get("robustness"):
         clean = metrics["robustness_clean"]

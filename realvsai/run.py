@@ -162,10 +162,11 @@ class ModelInfo:
 
 # Kinds of image by size: the short side in pixels, from the file's header (lower bound of each band).
 SIZE_BANDS = (0, 64, 256, 1024)
-# A kind of image with at least this many validation images, and a balanced accuracy at most this far
-# above chance (1 / classes), is one the model cannot tell apart: the app and --predict answer Uncertain.
-MIN_IMAGES_PER_KIND = 10
+# A kind of image whose validation balanced accuracy is not shown (by its one-sided 95 % lower bound) more than
+# this far above chance (1 / classes) is one the model cannot tell apart: the app and --predict answer Uncertain.
 NEAR_CHANCE = 0.05
+# A decision threshold chosen on fewer validation images of the positive class than this is said to be (the card).
+MIN_IMAGES_PER_KIND = 10
 # What validation_by_kind's "source" is keyed by: the dataset (SOURCE folder) each image was split from, as
 # manifest.csv's dataset column names it. Runs without this key keyed it by each file's own path.
 SOURCE_UNIT = "dataset"
@@ -210,7 +211,7 @@ def at_chance(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str
     if not isinstance(numbers, Mapping) or not numbers.get("near_chance"):
         return None
     return (f"on validation images of {band} a side the model is {chance_verdict(by_kind, numbers)} (balanced "
-            f"accuracy {numbers['balanced_accuracy']:.2f} on {numbers['num_images']:,} images, chance "
+            f"accuracy {numbers['balanced_accuracy']:.2f} on {plural(numbers['num_images'], 'image')}, chance "
             f"{by_kind.get('chance', 0.5):.2f})")
 
 
