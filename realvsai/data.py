@@ -125,11 +125,12 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     if not_images := [(path, why) for path, why in not_images if not os.path.basename(path).startswith(".")]:
         logger.warning("%s: %s in its class folders %s not images read here, left out (e.g. %s: %s)", folder,
                        plural(len(not_images), "file"), "is" if len(not_images) == 1 else "are", *min(not_images))
-    masks = mask_images([path.as_posix() for path, _ in candidates])  # as the splitters leave them out
+    keys = [path.as_posix() for path, _ in candidates]
+    masks = mask_images(keys)  # as the splitters leave them out
     if masks:
         logger.warning("%s: %s left out (e.g. %s)", folder, plural(len(masks), "segmentation mask"), min(masks))
-    skipped = [(path, masks[path.as_posix()]) for path, _ in candidates if path.as_posix() in masks]
-    candidates = [(path, label) for path, label in candidates if path.as_posix() not in masks]
+    skipped = [(path, masks[key]) for (path, _), key in zip(candidates, keys) if key in masks]
+    candidates = [candidate for candidate, key in zip(candidates, keys) if key not in masks]
     results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
                                     crop_size=crop_size)
     files, labels, sizes, needs_pil, formats, qualities, grayscale, frames = [], [], [], [], [], [], [], []

@@ -483,16 +483,17 @@ _ONE_SIDED_95 = 1.645  # the normal quantile of a one-sided 95 % bound
 
 def _kind_numbers(labels: np.ndarray, decided: np.ndarray, chance: float, class_names: Sequence[str]
                   ) -> dict[str, Any]:
-    counts = [(int(np.sum(decided[labels == label] == label)), int(np.sum(labels == label)))
-              for label in np.unique(labels)]
-    balanced = float(np.mean([right / total for right, total in counts]))
+    present = np.unique(labels)
+    right = np.array([np.sum(decided[labels == label] == label) for label in present], np.float64)
+    total = np.array([np.sum(labels == label) for label in present], np.float64)
+    balanced = float(np.mean(right / total))
     # Near chance unless validation shows it above: the one-sided 95 % lower bound of the balanced accuracy (the
     # mean of the class recalls; each recall's variance by Agresti-Coull, +2 right of +4, sound at 0 and 1).
-    spread = math.sqrt(sum(recall * (1 - recall) / (total + 4) for recall, total in
-                           (((right + 2) / (total + 4), total) for right, total in counts))) / len(counts)
+    adjusted = (right + 2) / (total + 4)
+    spread = math.sqrt(float(np.sum(adjusted * (1 - adjusted) / (total + 4)))) / len(present)
     return {"num_images": len(labels), "accuracy": float(np.mean(decided == labels)), "balanced_accuracy": balanced,
             "near_chance": balanced - _ONE_SIDED_95 * spread <= chance + NEAR_CHANCE,  # few images: a low bound
-            "missing_classes": [name for index, name in enumerate(class_names) if index not in set(labels.tolist())]}
+            "missing_classes": [name for index, name in enumerate(class_names) if index not in present]}
 
 
 def accuracy_by_kind(images: LabelledImages, decided: np.ndarray, data_dir: Path, num_classes: int) -> dict[str, Any]:
