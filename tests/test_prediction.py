@@ -94,6 +94,20 @@ def test_unreadable_files_are_listed_and_the_others_predicted(tmp_path, binary_m
     assert "unreadable.csv" in summary.describe(folder) and "5 unreadable" in summary.describe(folder)
 
 
+def test_predict_leaves_out_segmentation_masks_beside_their_images_as_evaluate_does(tmp_path, binary_model):
+    folder = tmp_path / "scans"
+    for name in ("benign (1).png", "benign (1)_mask.png", "benign (1)_mask_1.png", "lone_mask.png"):
+        write_image(folder / name, seed=len(name))
+    summary = prediction.predict_folder(binary_model, model_info(CLASSES), folder, tmp_path / "out", batch_size=2)
+
+    assert [row["file"] for row in read_rows(tmp_path / "out" / "predictions.csv")] == ["benign (1).png",
+                                                                                         "lone_mask.png"]
+    unreadable = {row["file"]: row["reason"] for row in read_rows(tmp_path / "out" / "unreadable.csv")}
+    assert set(unreadable) == {"benign (1)_mask.png", "benign (1)_mask_1.png"}
+    assert "segmentation mask of benign (1).png" in unreadable["benign (1)_mask.png"]
+    assert "; 2 segmentation masks listed in" in summary.describe(folder)
+
+
 def test_predict_in_crops_mode_lists_an_image_its_crops_would_enlarge_past_the_limit(tmp_path, binary_model):
     folder = tmp_path / "photos"
     write_image(folder / "photo.png", seed=1, size=(40, 30))
