@@ -2,7 +2,7 @@
 writes too.
 
     DIR/**/*.jpg ...   ->   OUT/predictions.csv   file, predicted, probability_<class>..., uncertain, unfamiliar
-                            OUT/unreadable.csv    file, reason (not images, broken, too many pixels)
+                            OUT/unreadable.csv    file, reason (not images, broken, too many pixels, masks)
 
 Images stream through ``data.make_dataset``, so any folder needs the memory of a few batches.
 
@@ -26,6 +26,7 @@ from realvsai.cli import plural
 from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE, TrainConfig
 from realvsai.errors import UserError
 from realvsai.files import list_images, spreadsheet_safe, write_csv
+from realvsai.layout import mask_images
 from realvsai.metrics import DecisionRule
 from realvsai.run import ModelInfo, Predictor, doubt
 
@@ -45,15 +46,19 @@ class PredictionSummary:
     counts: dict[str, int]  # images per predicted class, uncertain ones included
     num_uncertain: int
     num_unfamiliar: int
-    unreadable: list[tuple[str, str]]  # (file relative to the folder, reason)
+    unreadable: list[tuple[str, str]]  # (file relative to the folder, reason), the masks included
+    num_masks: int = 0  # segmentation masks beside their images, left out as training and --evaluate leave them
 
     def describe(self, folder: Path) -> str:
         """One line: ``predicted 2,000 images in DIR: 1,200 FAKE, 800 REAL (35 uncertain) ...``."""
         line = (f"predicted {plural(sum(self.counts.values()), 'image')} in {folder}: "
                 f"{describe_counts(self.counts, self.num_uncertain, self.num_unfamiliar)}")
         line += f"; predictions in {self.out_dir / PREDICTIONS_FILE}"
-        if self.unreadable:
-            line += f"; {plural(len(self.unreadable), 'unreadable file')} listed in {self.out_dir / UNREADABLE_FILE}"
+        left_out = [plural(count, what) for count, what in ((self.num_masks, "segmentation mask"),
+                                                            (len(self.unreadable) - self.num_masks, "unreadable file"))
+                    if count]
+        if left_out:
+            line += f"; {' and '.join(left_out)} listed in {self.out_dir / UNREADABLE_FILE}"
         return line
 
 
@@ -178,6 +183,9 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
     class_names = list(info.class_names)
     skipped: list[tuple[Path, str]] = []  # (file, why)
     candidates = list_images(folder, recursive=True, skipped=skipped)
+    masks = mask_images([path.as_posix() for path in candidates])
+    skipped += [(path, masks[path.as_posix()]) for path in candidates if path.as_posix() in masks]
+    candidates = [path for path in candidates if path.as_posix() not in masks]
     headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}", crop_size=info.crop_size)
     skipped += [(path, header) for path, header in zip(candidates, headers) if isinstance(header, str)]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]
@@ -203,4 +211,5 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
                                              probabilities, class_names, info.rule(), unlike)
     unreadable = write_unreadable(out_dir, folder, skipped)
     return PredictionSummary(out_dir, {name: int(np.sum(predicted == index)) for index, name in enumerate(class_names)},
-                             int(np.sum(uncertain)), sum(reason is not None for reason in unlike), unreadable)
+                             int(np.sum(uncertain)), sum(reason is not None for reason in unlike), unreadable,
+                             len(masks))
