@@ -765,6 +765,22 @@ def train_with(builder, monkeypatch, tmp_path, make_class_folder, counts=None, *
     return training.train(config, verbose=0)
 
 
+def test_the_final_evaluation_reads_validation_and_test_under_the_runs_max_pixels(tmp_path, make_class_folder,
+                                                                                   monkeypatch):
+    """Training skipped the images over its --max-pixels; the threshold, the accuracy by kind and the card's test
+    numbers were computed on them all the same, under the default limit."""
+    make_class_folder(tmp_path / "data" / "test", {"FAKE": 3, "REAL": 3}, seed=9)
+    for split in ("validation", "test"):
+        write_image(tmp_path / "data" / split / "REAL" / "large.png", seed=7, size=(60, 60))  # 3,600 pixels
+
+    result = train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, max_pixels=2000)
+
+    assert result.model_info["counts"]["validation"] == {"FAKE": 4, "REAL": 4}
+    assert result.test_metrics["threshold_selection"]["num_images"] == 8
+    assert result.test_metrics["num_images"] == 6
+    assert [entry["file"] for entry in result.test_metrics["skipped_files"]] == ["REAL/large.png"]
+
+
 def test_class_weighted_loss_and_val_loss_are_comparable(tmp_path, make_class_folder, monkeypatch):
     # Imbalanced 3:1, so weighting changes the mean loss; val_loss is weighted like loss.
     result = train_with(constant_classifier, monkeypatch, tmp_path, make_class_folder, {"FAKE": 12, "REAL": 4})
