@@ -401,9 +401,11 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
 
 
 def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], data_dir: Path, out_dir: Path,
-                 batch_size: int = config.TrainConfig.batch_size) -> dict[str, Any]:
+                 batch_size: int = config.TrainConfig.batch_size,
+                 max_pixels: int = config.MAX_IMAGE_PIXELS) -> dict[str, Any]:
     """The end-of-training evaluation: the threshold of the best balanced accuracy on validation (two classes:
-    ``metrics.choose_threshold``), metrics on test.
+    ``metrics.choose_threshold``), metrics on test. Both splits are read under the run's ``max_pixels``, as training
+    read them: an image it skipped is skipped here too.
 
     Every output is written with model.json as it ends up, its ``validation_by_kind`` included, so predictions.csv's
     uncertain and unfamiliar columns are those --predict and the app give for the same images.
@@ -418,11 +420,11 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
         raise UserError(f"{data_dir} has no {TEST} folder to evaluate on. Run DataSplitD1.py or DataSplitD2.py to "
                         "make one, or evaluate another folder with --evaluate MODEL.h5 --test-dir DIR.")
     class_names = list(info.class_names)
-    test = check_folders(info, [data_dir / TEST])
+    test = check_folders(info, [data_dir / TEST], max_pixels)
     prediction.make_output_folder(out_dir)
     extra = {}
     predictor = Predictor(model, info, batch_size)  # one for validation and test: each new one compiles the model
-    threshold, selection, by_kind = _validate(predictor, data_dir / VALIDATION)
+    threshold, selection, by_kind = _validate(predictor, data_dir / VALIDATION, max_pixels)
     if len(class_names) == 2:
         extra = {"threshold_source": VALIDATION if threshold is not None else None, "threshold_selection": selection}
     if by_kind:
@@ -441,7 +443,8 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
     return metrics
 
 
-def _validate(predictor: Predictor, folder: Path) -> tuple[float | None, dict[str, Any] | None, dict[str, Any] | None]:
+def _validate(predictor: Predictor, folder: Path,
+              max_pixels: int) -> tuple[float | None, dict[str, Any] | None, dict[str, Any] | None]:
     """One pass over the validation split: with two classes the threshold of the best balanced accuracy and how it
     was found (None, None without one); for any number of classes the decision rule's accuracy by kind of image
     (``accuracy_by_kind``; None without the split)."""
@@ -450,7 +453,7 @@ def _validate(predictor: Predictor, folder: Path) -> tuple[float | None, dict[st
         logger.warning("no %s folder: %sno accuracy by kind of image", folder,
                        "the decision threshold stays at argmax, " if len(info.class_names) == 2 else "")
         return None, None, None
-    (source,) = _predict_sources(predictor, [folder], check_folders(info, [folder]))
+    (source,) = _predict_sources(predictor, [folder], check_folders(info, [folder], max_pixels))
     threshold, selection = None, None
     if len(info.class_names) == 2:
         threshold, selection = _choose_threshold(info, source, folder)

@@ -128,7 +128,7 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
                 if trained is not None:  # its threshold and test metrics come from the data it trained on
                     _refuse_other_data(config, _recorded_start(folder), _scan(config)[3])
                 result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data),
-                                     config.batch_size)
+                                     config.batch_size, config.max_pixels)
 
             # The chief's; the other workers wait for it, and end with its UserError: one that left first would be
             # reported by the chief's TensorFlow as a crashed task ("stopped sending heartbeats").
@@ -361,11 +361,11 @@ def _recorded_start(run_dir: Path) -> dict[str, str | None] | None:
 
 
 def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],
-                run_dir: Path, data_dir: Path, batch_size: int) -> TrainResult:
+                run_dir: Path, data_dir: Path, batch_size: int, max_pixels: int) -> TrainResult:
     """What a trained run owes once its best model is in model.h5 (``model``, or None to read it back): the
     curves, model.json, and with ``data_dir/test`` the threshold, evaluation and card (predicting ``batch_size``
-    images a step). Removing the backup comes last: until then ``--resume`` comes back here (the backup's
-    TRAINED_FILE), so a kill never leaves a run half-finished."""
+    images a step, reading the images under the run's ``max_pixels``). Removing the backup comes last: until then
+    ``--resume`` comes back here (the backup's TRAINED_FILE), so a kill never leaves a run half-finished."""
     from realvsai import plots, run
 
     raise_if_ctrl_c()  # one that Python lost since training's last batch stops the run before its evaluation
@@ -378,7 +378,7 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
     if (data_dir / TEST).is_dir():  # the evaluation writes model.json's final content, with the test metrics
         from realvsai import evaluation
 
-        test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir, batch_size)
+        test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir, batch_size, max_pixels)
         model_info = read_json(run_dir / MODEL_JSON_FILE)
     else:
         logger.info("%s has no %s folder: skipping the final evaluation", data_dir, TEST)
