@@ -458,6 +458,18 @@ def test_an_upload_unlike_the_training_images_is_warned_about_and_never_certain(
     assert "1 uncertain" in app.subheader[0].value
 
 
+def test_an_unfamiliar_upload_leaning_to_a_class_under_50_percent_says_the_threshold_decided_it(start_app,
+                                                                                                 tmp_path):
+    write_run(tmp_path, "leaning", evidence=True, info={
+        "decision_threshold": 0.3, "training_images": {"min_side": 32, "max_side": 32, "formats": ["JPEG"]}})
+    app = upload(start_app("--models", tmp_path), UNSURE)  # 48% FAKE: FAKE at the 30% threshold; a 64 px PNG
+
+    assert verdicts(app) == [":orange[Uncertain]"]
+    (caption,) = [text for text in texts(app) if text.startswith("Leaning")]
+    assert caption.startswith("Leaning FAKE: P(FAKE) 4") and "≥ the decision threshold 30.0%" in caption
+    assert caption.endswith("but not certain on such images.")
+
+
 @pytest.fixture(scope="module")
 def chance_models(tmp_path_factory) -> Path:
     """One run whose validation showed it at chance on images 256-1023 px a side."""
