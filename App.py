@@ -223,8 +223,8 @@ UNFAMILIAR_ANSWER = "not certain on such images"
 
 def _uncertain_reason(result: inference.UploadResult, predicted: str, probability: float,
                       run: ModelRun, rule: DecisionRule) -> str:
-    if result.unfamiliar:
-        return f"Leaning {predicted} at {probability:.1%}, but {UNFAMILIAR_ANSWER}."
+    if result.unfamiliar:  # decided as a certain answer is (at a threshold: maybe under 50%), so said the same way
+        return f"Leaning {predicted}: {_decided_reason(result, probability, run, rule)}, but {UNFAMILIAR_ANSWER}."
     if not rule.at_threshold(len(run.class_names)):
         return f"Leaning {predicted} at {probability:.1%}, below the {rule.confidence_threshold:.0%} threshold."
     positive = run.class_names[rule.positive_index]
