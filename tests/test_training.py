@@ -218,6 +218,14 @@ def test_the_closing_line_says_which_rule_each_accuracy_follows():
     assert summary.endswith("test accuracy 0.7500")
 
 
+def test_the_closing_line_says_on_how_many_test_images_the_app_would_answer_uncertain():
+    """The README promises the closing line says it; the test line that did was an info log, hidden by --quiet."""
+    test = {"accuracy": 0.75, "decided_by": "argmax", "argmax_accuracy": 0.75, "num_images": 8, "uncertain": 2,
+            "accuracy_when_certain": 0.8333}
+    summary = ModelTraining.summarize(training.TrainResult(Path("models/run"), None, {}, [], test))
+    assert summary.endswith("test accuracy 0.7500; Uncertain on 2 of 8 images (accuracy 0.8333 on the other 6)")
+
+
 def test_resume_takes_the_runs_saved_settings(tmp_path):
     saved = TrainConfig(out=tmp_path, name="run", weights="none", head_epochs=3, seed=7)
     (tmp_path / "run" / "backup").mkdir(parents=True)
