@@ -393,6 +393,8 @@ def keras_verbose(quiet: bool) -> int | str:
 
 def summarize(result: TrainResult) -> str:
     """One line for the end of a run."""
+    from realvsai.metrics import uncertain_text
+
     best = result.model_info.get("best_epoch") or {}
     parts = [f"trained {result.run_dir}" if result.chief
              else f"this worker has finished; the chief wrote the run to {result.run_dir} on its machine"]
@@ -407,6 +409,8 @@ def summarize(result: TrainResult) -> str:
             line += (f" at the decision threshold {float(test['decision_threshold']):.3f} "
                      f"({float(test['argmax_accuracy']):.4f} by the highest probability, as val_accuracy)")
         parts.append(line)
+    if (uncertain := uncertain_text(test)) is not None:  # what the app would answer on the test images
+        parts.append(uncertain)
     return "; ".join(parts)
 
 
