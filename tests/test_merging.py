@@ -366,6 +366,19 @@ def test_a_class_the_target_has_not_is_added_when_asked(tmp_path):
     assert sorted(path.name for path in (into / "train").iterdir()) == ["FAKE", "REAL"]
 
 
+@pytest.mark.parametrize("add_classes", [False, True])
+def test_a_class_spelled_in_another_letter_case_is_refused_even_with_add_classes(first, tmp_path, add_classes):
+    """CIFAKE's REAL/FAKE beside another download's Real/Fake: --add-classes made a 4-class dataset of them, and
+    training a 4-class model (one folder on macOS and Windows)."""
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    other = make_split(tmp_path / "other", {("train", "Real"): 2, ("train", "Fake"): 2}, seed=6)
+    with pytest.raises(UserError, match=r"\['Fake', 'Real'\].*only in letter case.*--rename Fake=FAKE --rename "
+                                        r"Real=REAL"):
+        merge_datasets([other], into, add_classes=add_classes)
+    assert sorted(path.name for path in (into / "train").iterdir()) == ["FAKE", "REAL"]
+
+
 def test_datamerger_adds_classes_with_its_flag(tmp_path):
     into = make_split(tmp_path / "merged", {("train", "REAL"): 2}, seed=11)
     other = make_split(tmp_path / "other", {("train", "FAKE"): 2}, seed=12)
