@@ -122,6 +122,15 @@ def merge_datasets(
     for source, classes in source_classes.items():
         spelling[source] = class_folder_of(classes, known)
         if unknown := [name for name in classes if spelling[source][name] not in known]:
+            # REAL beside Real: one class to whoever made them, and one folder on macOS and Windows
+            case_of = {name.casefold(): name for name in known}
+            if alike := {name: case_of[name.casefold()] for name in unknown if name.casefold() in case_of}:
+                raise UserError(
+                    f"{source} has classes {classes}, and {sorted(alike)} differ only in letter case from "
+                    f"{sorted(alike.values())} of {reference[0]}: nothing was merged. Split that dataset again "
+                    f"with {' '.join(f'--rename {old}={new}' for old, new in sorted(alike.items()))} (into a new "
+                    "--out), then merge it."
+                )
             if not add_classes:
                 raise UserError(
                     f"{source} has classes {classes}, but {reference[0]} has {reference[1]}, not {unknown}: a merge "
