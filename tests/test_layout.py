@@ -38,7 +38,9 @@ def test_find_class_folders_of_a_missing_folder_is_a_user_error(tmp_path):
     (["Top/REAL/a.png", "Top/FAKE/b.png", "README.txt", ".DS_Store"], "Top"),  # no image beside it
     (["REAL/a.png"], "."),  # one class
     (["Top/a.png", "Top/REAL/b.png"], "."),  # one class with a sub-folder
-    (["Top/REAL/a.png", "Top/FAKE/b.png", "loose.png"], "."),  # an image beside it
+    # An image beside it, a cover or a sample: a file beside the dataset (Top as the one class mixed REAL and FAKE)
+    (["Top/REAL/a.png", "Top/FAKE/b.png", "loose.png"], "Top"),
+    (["Top/REAL/a.png", "Top/FAKE/b.png", "cover.png", "README.txt"], "Top"),
 ])
 def test_find_class_root_looks_inside_only_a_lone_folder_of_class_folders(tmp_path, files, root):
     for index, name in enumerate(files):
