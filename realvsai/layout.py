@@ -118,10 +118,11 @@ def _holds_train_and_test(folder: Path) -> bool:
 
 
 def _holds_class_folders(folder: Path) -> bool:
-    """False when ``folder`` only wraps the dataset: its one visible folder has sub-folders and no images, and no
-    image lies beside it. A lone folder that holds images is one class, not a wrapper."""
+    """False when ``folder`` only wraps the dataset: its one visible folder has sub-folders and no images. An image
+    beside that folder (a cover, a sample) is a file beside the dataset: taking the folder for the one class would
+    mix its classes. A lone folder that holds images is one class, not a wrapper."""
     folders = subfolders(folder)
-    if len(folders) != 1 or list_images(folder):
+    if len(folders) != 1:
         return True
     return bool(list_images(folders[0])) or not subfolders(folders[0])
 
