@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -129,6 +130,28 @@ def test_datasplitd1_on_a_folder_without_class_folders_exits_1_with_one_line(tmp
     (tmp_path / "flat" / "photo.jpg").write_bytes(b"")
     process = run_script("DataSplitD1.py", tmp_path / "flat", "--out", tmp_path / "data")
     assert "no class folders" in one_error_line(process)
+
+
+def test_a_dataset_packed_twice_in_one_of_its_class_folders_is_refused_naming_the_copy(tmp_path, make_class_folder):
+    """Dataset/{Real,Fake} beside Dataset/Dataset/{Real,Fake}: "Dataset" became a third class, every image of it
+    the same as one of Real or Fake, all left out: a split of no images, with exit 0."""
+    source = make_class_folder(tmp_path / "raw" / "Dataset", {"Real": 2, "Fake": 2})
+    make_class_folder(source / "Dataset", {"Real": 2, "Fake": 2})
+    process = run_script("DataSplitD1.py", tmp_path / "raw", "--out", tmp_path / "data")
+    assert process.returncode == 1  # after the line that says it looked inside raw/
+    line = process.stderr.strip().splitlines()[-1]
+    assert "holds its class folders twice" in line and "['Fake', 'Real']" in line
+    assert f"give {source / 'Dataset'} as SOURCE" in line and not (tmp_path / "data").exists()
+
+
+def test_a_split_that_would_place_no_image_exits_1_with_why_and_writes_nothing(tmp_path, make_class_folder):
+    """Every image under both classes: all left out, a split of no images, "Not ready for training" and exit 0."""
+    make_class_folder(tmp_path / "raw", {"Real": 2})
+    shutil.copytree(tmp_path / "raw" / "Real", tmp_path / "raw" / "Fake")
+    process = run_script("DataSplitD1.py", tmp_path / "raw", "--out", tmp_path / "data")
+    line = one_error_line(process)
+    assert "no image of" in line and "is left to split" in line and "same image as" in line
+    assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize(("script", "args", "error"), [
