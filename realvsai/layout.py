@@ -149,6 +149,18 @@ def refuse_split_folders(root: Path, class_folders: Sequence[str]) -> None:
     raise UserError(f"{root} holds the split folders {found}, not one folder per class. {fix}")
 
 
+def refuse_nested_copy(root: Path, class_folders: Sequence[str]) -> None:
+    """A UserError when a class folder holds the other class folders again (``Dataset/{Real,Fake}`` beside
+    ``Dataset/Dataset/{Real,Fake}``, as some downloads are packed): split, it would be a class of its own whose
+    every image is also under another class, all left out."""
+    for name in class_folders:
+        others = sorted(set(class_folders) - {name})
+        inside = {folder.name for folder in subfolders(root / name)}
+        if len(others) >= 2 and set(others) <= inside:
+            raise UserError(f"{root} holds its class folders twice: {others}, and again inside {name}/ (the "
+                            f"download packed the dataset twice). Split one copy: give {root / name} as SOURCE.")
+
+
 def find_class_root(source: Path) -> Path:
     """The folder whose sub-folders are the classes: ``source``, or the one folder it wraps (a Kaggle zip often
     unpacks as ``raw/<Top Folder>/{RealArt,GeneratedArt}/``)."""

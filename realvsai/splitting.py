@@ -50,6 +50,7 @@ from realvsai.layout import (
     folders_down,
     mask_images,
     read_manifest,
+    refuse_nested_copy,
     refuse_split_folders,
     rename_classes,
     subfolders,
@@ -156,6 +157,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     root = find_class_root(source)
     class_folders = find_class_folders(root)
     refuse_split_folders(root, class_folders)
+    refuse_nested_copy(root, class_folders)
     class_names = rename_classes(class_folders, renames or {}, root)
 
     def locate(key: str) -> tuple[str, str, str] | None:
@@ -387,6 +389,10 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                                   item.source, root.name), item) for split, name, item in _target_names(placements)),
                     key=lambda pair: pair[0].order())
     rows = [row for row, _ in placed]
+    if not rows:  # every usable image under two classes (or, with --move, outside SOURCE): no split to write
+        source, reason = min([(item.source, item.problem) for item in conflicting] + outside)
+        raise UserError(f"no image of {root} is left to split: each is left out (e.g. {source}: {reason}). "
+                        "Nothing was written.")
     report.num_duplicates = len(placed) - len({(row.split, item.pixels) for row, item in placed})
     report.skipped = {UNUSABLE: sorted(not_images + [(item.source, item.problem) for item in unreadable]),
                       MASK: sorted(masks),
