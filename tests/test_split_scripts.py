@@ -93,7 +93,7 @@ def test_datasplitd2_warns_with_examples_of_the_images_it_leaves_outside_train_a
                                                                                            capsys):
     make_class_folder(tmp_path / "cifake" / "train", {"REAL": 10, "FAKE": 10}, seed=1)
     make_class_folder(tmp_path / "cifake" / "test", {"REAL": 3, "FAKE": 3}, seed=2)
-    extra = write_image(tmp_path / "cifake" / "valid" / "REAL" / "extra.png", seed=3)
+    extra = write_image(tmp_path / "cifake" / "extra" / "REAL" / "extra.png", seed=3)
     assert DataSplitD2.main([str(tmp_path / "cifake"), "--out", str(tmp_path / "data"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "skipped: 1 file (list: " in captured.out

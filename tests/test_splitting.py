@@ -854,17 +854,52 @@ def test_the_summary_of_a_train_test_split_counts_every_file_listed_in_skipped_c
     assert skipped_count(splitting.format_report(report)) == len(skipped_sources(out)) == 6
 
 
+@pytest.mark.parametrize("folder", ["valid", "Validation", "val"])
+def test_split_train_test_keeps_the_downloads_own_validation_folder_as_validation(cifake, tmp_path, folder):
+    """Kaggle's 140k faces come as train/ valid/ test/: valid/ was left out (20,000 images), and validation carved
+    out of train; a split sent back through the pipeline (DataZipper, DataUnZipper) lost its validation the same way."""
+    held = cifake / folder
+    for index, name in enumerate(("REAL", "FAKE", "REAL")):
+        write_image(held / name / f"held_{index}.png", seed=500 + index)
+    report = split_train_test(cifake, tmp_path / "out")
+    assert dict(report.counts) == {("train", "REAL"): 20, ("train", "FAKE"): 20, ("validation", "REAL"): 2,
+                                   ("validation", "FAKE"): 1, ("test", "REAL"): 5, ("test", "FAKE"): 5}
+    assert sorted(path.name for path in (tmp_path / "out" / "validation").rglob("*.png")) == [
+        "held_0.png", "held_1.png", "held_2.png"]
+    assert not skipped_sources(tmp_path / "out")
+
+
+def test_a_train_copy_of_a_validation_image_and_a_validation_copy_of_a_test_image_are_left_out(cifake, tmp_path):
+    write_image(cifake / "valid" / "REAL" / "held.png", seed=600)
+    write_image(cifake / "valid" / "FAKE" / "held.png", seed=601)
+    shutil.copyfile(cifake / "valid" / "REAL" / "held.png", cifake / "train" / "REAL" / "copy_of_valid.png")
+    shutil.copyfile(cifake / "test" / "FAKE" / "img_001.png", cifake / "valid" / "FAKE" / "copy_of_test.png")
+    report = split_train_test(cifake, tmp_path / "out")
+    reasons = skipped_sources(tmp_path / "out")
+    assert set(reasons) == {"copy_of_valid.png", "copy_of_test.png"}
+    assert "kept in validation only" in reasons["copy_of_valid.png"]
+    assert "kept in test only" in reasons["copy_of_test.png"]
+    assert report.counts[("validation", "FAKE")] == 1 and report.counts[("train", "REAL")] == 20
+
+
+def test_a_validation_folder_with_other_classes_is_refused_naming_it(cifake, tmp_path):
+    write_image(cifake / "valid" / "REAL" / "held.png", seed=600)
+    write_image(cifake / "valid" / "SCAN" / "held.png", seed=601)
+    with pytest.raises(UserError, match=r"valid has class folders \['REAL', 'SCAN'\]"):
+        split_train_test(cifake, tmp_path / "out")
+
+
 def test_split_train_test_lists_images_outside_train_and_test_classes_in_skipped_csv(cifake, tmp_path):
-    write_image(cifake / "valid" / "REAL" / "in_valid.png", seed=9)
+    write_image(cifake / "extra" / "REAL" / "in_valid.png", seed=9)
     write_image(cifake / "train" / "loose.png", seed=10)
     write_image(cifake / "cover.jpg", seed=11)
     out = tmp_path / "out"
     report = split_train_test(cifake, out)
     skipped = skipped_sources(out)
     assert skipped.keys() == {"in_valid.png", "loose.png", "cover.jpg"}
-    assert "valid/" in skipped["in_valid.png"] and "beside the class folders" in skipped["loose.png"]
+    assert "extra/" in skipped["in_valid.png"] and "beside the class folders" in skipped["loose.png"]
     assert skipped_count(splitting.format_report(report)) == 3
-    assert "3 outside the class folders" in splitting.format_report(report)  # valid/'s image is not "beside" them
+    assert "3 outside the class folders" in splitting.format_report(report)  # extra/'s image is not "beside" them
     assert "in_valid.png" not in {Path(row.path).name for row in read_manifest(out / "manifest.csv")}
 
 
