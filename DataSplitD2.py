@@ -10,14 +10,16 @@
 train/ and test/ may be in any letter case, and SOURCE may also be a folder holding one such dataset,
 or a folder or two around it (a Kaggle zip often unpacks to cifake/train, cifake/test). Each train
 class is cut on its own (stratified) after sorting and a shuffle with --seed, so the same files and
-seed always give the same split. Test stays test. A train file identical to a test file (the same
-decoded pixels) is left out of train and validation and listed in skipped.csv, so the test accuracy
-is never inflated by an image the model trained on; other exact duplicates stay in the split of their
-first copy. An image under two classes is left out (all its copies), and so is a segmentation mask beside
+seed always give the same split. Test stays test. A download that comes with its own validation folder
+beside train/ and test/ (valid/, val/ or validation/, as Kaggle's 140k faces, or a split that DataZipper
+packed) keeps it as validation, and nothing is carved out of train. A train file identical to a test file
+(the same decoded pixels) is left out of train and validation and listed in skipped.csv, so the test
+accuracy is never inflated by an image the model trained on (and one identical to a validation file is left
+out of train); other exact duplicates stay in the split of their first copy. An image under two classes is left out (all its copies), and so is a segmentation mask beside
 its image (x_mask.png by x.png). Files that are not images or do not
 decode, hidden files (.name) and symlinked folders inside a class folder (not followed) are skipped
-and listed in skipped.csv; so are the images outside train/<Class>/ and test/<Class>/ (loose in
-SOURCE, train/ or test/, or in another folder such as valid/), with a warning naming some.
+and listed in skipped.csv; so are the images outside the class folders of train/, test/ (and valid/)
+(loose in SOURCE, train/ or test/, or in another folder), with a warning naming some.
 A dataset with only one class is split, with a warning: a classifier needs at least two.
 
 SOURCE is left untouched (copies), unless --move (which never moves a file from outside SOURCE,

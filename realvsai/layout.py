@@ -132,6 +132,16 @@ SPLIT_WORDS = {"train": TRAIN, "training": TRAIN, "validation": VALIDATION, "val
                "val": VALIDATION, "test": TEST, "testing": TEST}
 
 
+def find_validation_folder(source: Path) -> Path | None:
+    """The validation split a download comes with beside train/ and test/ (``valid/``, ``val/``, ``validation/``, any
+    letter case), or None; a UserError when it has several, so the choice would be a guess."""
+    found = [child for child in subfolders(source) if SPLIT_WORDS.get(child.name.lower()) == VALIDATION]
+    if len(found) > 1:
+        raise UserError(f"{source} has several validation folders: {sorted(child.name for child in found)}. Keep "
+                        "one (move the other's images into it).")
+    return found[0] if found else None
+
+
 def refuse_split_folders(root: Path, class_folders: Sequence[str]) -> None:
     """A UserError when ``root``'s "class folders" are split folders (DataSplitD1 would train on classes "Train" and
     "Validation"), with what DataSplitD2 needs: train/ and test/, a held-out folder renamed to test if none is."""

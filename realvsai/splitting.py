@@ -47,6 +47,7 @@ from realvsai.layout import (
     find_class_root,
     find_label_conflicts,
     find_train_test_root,
+    find_validation_folder,
     folders_down,
     mask_images,
     read_manifest,
@@ -75,7 +76,7 @@ _SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them
     MASK: "that are segmentation masks beside their images",
     BESIDE: "outside the class folders",
     OUTSIDE: "in a folder that leads outside SOURCE",
-    IN_TEST: "in train identical to a test file (kept in test only)",
+    IN_TEST: "identical to a held-out file (kept in test, or in the download's validation, only)",
     TWO_CLASSES: "whose content is under two classes",
 }
 
@@ -182,14 +183,18 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
                      seed: int = SplitDefaults.seed, mode: str = COPY, renames: Mapping[str, str] | None = None,
                      overwrite: bool = False, workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
                      ) -> SplitReport:
-    """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2).
-    A train file identical to a test file is left out (listed in ``skipped.csv``), and so is every image
-    outside the class folders (loose, or in another folder such as ``valid/``)."""
+    """Splits ``SOURCE/{train,test}/<Class>/<images>``: validation is carved out of train (DataSplitD2), or is the
+    download's own ``valid/`` (``val/``, ``validation/``) where it has one. A file identical to one of a held-out
+    split (a train file to a test or validation file, a validation file to a test file) is left out (listed in
+    ``skipped.csv``), and so is every image outside the class folders (loose, or in another folder)."""
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
     wrapper, out = _check_paths(source, out)
     source = find_train_test_root(wrapper)
     group_dirs = {TRAIN: find_child_folder(source, TRAIN), TEST: find_child_folder(source, TEST)}
+    if given := find_validation_folder(source):  # the download's own: its makers chose it (Kaggle's 140k faces)
+        group_dirs[VALIDATION] = given
+        logger.info("validation: the images of %s (--val-fraction is not used)", given)
     names = _group_class_names(group_dirs, renames or {}, source)  # group -> class folder -> class name
     group_names = {folder.name: group for group, folder in group_dirs.items()}
 
@@ -201,52 +206,63 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
         return group, names[group][parts[1]], _flat_name(parts[2:])
 
     def plan(items: list[_Item]) -> tuple[list[tuple[str, _Item]], list[_Item]]:
-        test_items = [item for item in items if item.group == TEST]
-        in_test = {item.pixels: item for item in reversed(test_items)}  # the first copy in key order
-        train_items = [item for item in items if item.group == TRAIN and item.pixels not in in_test]
-        dropped = [item for item in items if item.group == TRAIN and item.pixels in in_test]
-        for item in dropped:
-            item.problem = f"same image as test file {in_test[item.pixels].key}; kept in test only"
-        fractions = {TRAIN: 1 - val_fraction, VALIDATION: val_fraction}
-        return _assign(train_items, fractions, seed) + [(TEST, item) for item in test_items], dropped
+        kept: dict[str, list[_Item]] = {}
+        held: dict[str, tuple[str, _Item]] = {}  # pixels -> the held-out split and its first copy in key order
+        dropped = []
+        for group in (TEST, VALIDATION, TRAIN):  # an image held out stays out of the splits that learn before it
+            kept[group] = []
+            for item in (item for item in items if item.group == group):
+                if item.pixels in held and held[item.pixels][0] != group:
+                    split, first = held[item.pixels]
+                    item.problem = f"same image as {split} file {first.key}; kept in {split} only"
+                    dropped.append(item)
+                else:
+                    kept[group].append(item)
+                    held.setdefault(item.pixels, (group, item))
+        carved = ([(TRAIN, item) for item in kept[TRAIN]] + [(VALIDATION, item) for item in kept[VALIDATION]]
+                  if VALIDATION in group_dirs else
+                  _assign(kept[TRAIN], {TRAIN: 1 - val_fraction, VALIDATION: val_fraction}, seed))
+        return carved + [(TEST, item) for item in kept[TEST]], dropped
 
     # The images outside the class folders are listed too: nothing in SOURCE that could be split goes unsaid.
-    rule = "only images inside train/<Class>/ and test/<Class>/ are split"
+    rule = f"only images in the class folders of {', '.join(folder.name for folder in group_dirs.values())} are split"
     beside = (*folders_down(wrapper, source), *group_dirs.values())
     loose = [(str(path), f"an image beside the class folders: {rule}")
              for folder in beside for path in list_images(folder)]
-    elsewhere = [(str(path), f"in {folder.name}/, which is neither train/ nor test/: {rule} (move it into one "
-                  "to include it)")
+    elsewhere = [(str(path), f"in {folder.name}/, which is not one of those: {rule} (move it into one to include it)")
                  for folder in subfolders(source) if folder not in group_dirs.values()
                  for path in list_images(folder, recursive=True)]
-    folders = [group_dirs[group] / name for group in (TRAIN, TEST) for name in names[group]]
+    folders = [folder / name for group, folder in group_dirs.items() for name in names[group]]
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
                       max_pixels=max_pixels, beside=loose + elsewhere + _hidden_in(beside))
 
 
 def _group_class_names(group_dirs: Mapping[str, Path], renames: Mapping[str, str], source: Path
                        ) -> dict[str, dict[str, str]]:
-    """Train's and test's class folder -> class name (``layout.rename_classes``, each OLD applied where it is a
-    folder); a UserError unless both end with the same classes, naming the folders to rename where they differ only
-    in letter case (train/REAL, test/real)."""
+    """Each group's (train, test, a given validation) class folder -> class name (``layout.rename_classes``, each
+    OLD applied where it is a folder); a UserError unless all end with train's classes, naming the folders to rename
+    where they differ only in letter case (train/REAL, test/real)."""
     folders = {group: find_class_folders(folder) for group, folder in group_dirs.items()}
     if unknown := sorted(set(renames) - {name for names in folders.values() for name in names}):
-        raise UserError(f"--rename names {unknown}, but the class folders in {source} are {folders[TRAIN]} (train) "
-                        f"and {folders[TEST]} (test). Use the folder names exactly as they are spelled.")
+        listed = " and ".join(f"{found} ({group})" for group, found in folders.items())
+        raise UserError(f"--rename names {unknown}, but the class folders in {source} are {listed}. Use the folder "
+                        "names exactly as they are spelled.")
     names = {group: rename_classes(found, {old: new for old, new in renames.items() if old in found},
                                    group_dirs[group]) for group, found in folders.items()}
-    train, test = (sorted(names[group].values()) for group in (TRAIN, TEST))
-    if train == test:
-        return names
-    shown = [f"{group_dirs[group]} has class folders {folders[group]}" for group in (TRAIN, TEST)]
-    alike = {name.casefold(): name for name in train}
-    if sorted(alike) == sorted(name.casefold() for name in test):
-        renames_needed = " ".join(f"--rename {folder}={alike[name.casefold()]}"
-                                  for folder, name in names[TEST].items() if name not in train)
-        raise UserError(f"{shown[0]}, but {shown[1]}: they differ only in letter case. Add {renames_needed} "
-                        "(or rename the test folders) and split again.")
-    raise UserError(f"{shown[0]}, but {shown[1]}. Train and test need the same classes: rename or remove folders "
-                    "so they match, or name a class folder as the other side does with --rename OLD=NEW.")
+    train = sorted(names[TRAIN].values())
+    for group in (group for group in names if group != TRAIN):
+        if sorted(names[group].values()) == train:
+            continue
+        shown = [f"{group_dirs[side]} has class folders {folders[side]}" for side in (TRAIN, group)]
+        alike = {name.casefold(): name for name in train}
+        if sorted(alike) == sorted(name.casefold() for name in names[group].values()):
+            renames_needed = " ".join(f"--rename {folder}={alike[name.casefold()]}"
+                                      for folder, name in names[group].items() if name not in train)
+            raise UserError(f"{shown[0]}, but {shown[1]}: they differ only in letter case. Add {renames_needed} "
+                            f"(or rename the {group} folders) and split again.")
+        raise UserError(f"{shown[0]}, but {shown[1]}. Train and {group} need the same classes: rename or remove "
+                        "folders so they match, or name a class folder as the other side does with --rename OLD=NEW.")
+    return names
 
 
 def _hidden_in(folders: Iterable[Path]) -> list[tuple[str, str]]:
