@@ -15,11 +15,11 @@ beside train/ and test/ (valid/, val/ or validation/, as Kaggle's 140k faces, or
 packed) keeps it as validation, and nothing is carved out of train. A train file identical to a test file
 (the same decoded pixels) is left out of train and validation and listed in skipped.csv, so the test
 accuracy is never inflated by an image the model trained on (and one identical to a validation file is left
-out of train); other exact duplicates stay in the split of their first copy. An image under two classes is left out (all its copies), and so is a segmentation mask beside
-its image (x_mask.png by x.png). Files that are not images or do not
-decode, hidden files (.name) and symlinked folders inside a class folder (not followed) are skipped
-and listed in skipped.csv; so are the images outside the class folders of train/, test/ (and valid/)
-(loose in SOURCE, train/ or test/, or in another folder), with a warning naming some.
+out of train); other exact duplicates stay in the split of their first copy. An image under two classes is
+left out (all its copies), and so is a segmentation mask beside its image (x_mask.png by x.png). Files that
+are not images or do not decode, hidden files (.name) and symlinked folders inside a class folder (not
+followed) are skipped and listed in skipped.csv; so are the images outside the class folders of train/,
+test/ (and valid/): loose in SOURCE, train/ or test/, or in another folder, with a warning naming some.
 A dataset with only one class is split, with a warning: a classifier needs at least two.
 
 SOURCE is left untouched (copies), unless --move (which never moves a file from outside SOURCE,
