@@ -407,6 +407,17 @@ def test_evaluate_s_closing_line_names_the_decision_rule_of_its_numbers(tmp_path
                         rf"other \d\))?; outputs in {re.escape(str(run / 'eval-test'))}", line), line
 
 
+def test_evaluate_says_its_summary_once(tmp_path, make_class_folder, capsys):
+    """A log line "evaluated DIR: accuracy ..." came before the closing line that says the same."""
+    run = write_run(tmp_path / "models", "run")
+    make_class_folder(tmp_path / "test", {"FAKE": 2, "REAL": 2})
+
+    assert ModelTraining.main(["--evaluate", str(run), "--test-dir", str(tmp_path / "test")]) == 0
+
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("F1 ") == 1
+
+
 def test_evaluate_refused_for_its_classes_announces_no_output_folder(tmp_path, capsys):
     # "eval-test already holds results ...; writing to eval-test-2 instead", then the refusal: a folder that was
     # never made was announced.
