@@ -396,8 +396,7 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
     title = ", ".join(source.name for source in sources)
     atomic_write_text(out_dir / config.EVALUATION_CARD_FILE,
                       render_card(info.content, metrics, f"Evaluation on {title}", split_counts, f"Metrics on {title}"))
-    logger.info("evaluated %s: %s", metrics["folder"], scoring.format_summary(metrics))
-    return metrics
+    return metrics  # the summary line is the caller's (ModelTraining.py --evaluate prints it with the outputs)
 
 
 def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], data_dir: Path, out_dir: Path,
