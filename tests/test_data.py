@@ -156,6 +156,13 @@ def test_scan_splits_refuses_a_test_split_with_other_class_names_with_the_rename
         data.scan_splits(data_dir)
 
 
+def test_training_on_a_data_folder_that_does_not_exist_says_so(tmp_path):
+    """It said "has no train folder. Run DataSplitD1.py or DataSplitD2.py first": of a folder that is not there,
+    a mistyped --data most likely."""
+    with pytest.raises(UserError, match=r"missing is not an existing folder\. Check --data"):
+        data.scan_splits(tmp_path / "missing")
+
+
 def test_training_on_a_download_s_own_capitalised_split_says_to_split_it_first(tmp_path, make_class_folder):
     # Kaggle's Dataset/{Train,Validation,Test}/: "has no train folder" read as a lie beside Train/.
     from realvsai.layout import read_split_classes
