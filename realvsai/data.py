@@ -188,6 +188,9 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
             validation: they would not see it). A class without test images is evaluated as one (a warning).
     """
     data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir} is not an existing folder. Check --data: the split folder that holds train/ and "
+                        "validation/ (DataSplitD1.py or DataSplitD2.py makes one).")
     if not (data_dir / TRAIN).is_dir():
         if hint := download_split_hint(data_dir):
             raise UserError(f"{data_dir} has no {TRAIN} folder{hint}.")

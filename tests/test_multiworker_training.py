@@ -201,5 +201,5 @@ def test_workers_that_read_different_data_both_stop_with_a_clear_error(tmp_path)
     errors = [cluster.output(index).strip().splitlines()[-1] for index in range(2)]
     assert codes == [1, 1], cluster.tails()
     assert errors[0].startswith("error: the training data differs between the machines")
-    assert errors[1].startswith("error: data has no train folder")
+    assert errors[1].startswith("error: data is not an existing folder")
     assert not (folders[0] / "models").exists() and not (folders[1] / "models").exists()
