@@ -138,10 +138,24 @@ def test_image_problem_accepts_a_good_image(tmp_path, name):
     assert images.image_problem(write_image(tmp_path / name, seed=1)) is None
 
 
-@pytest.mark.parametrize("kind", ["truncated", "empty", "text"])
-def test_image_problem_names_a_broken_file(tmp_path, bad_files, kind):
+@pytest.mark.parametrize("kind", ["empty", "text"])
+def test_image_problem_names_a_file_that_is_not_an_image(tmp_path, bad_files, kind):
     problem = images.image_problem(bad_files(tmp_path)[kind])
     assert problem is not None and "not a readable image" in problem
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_truncated_image_is_named_alike_by_the_scan_and_by_the_app_s_decode(tmp_path, mode):
+    """--predict's unreadable.csv said "not a readable image (OSError: image file is truncated ...)" of the file the
+    app called "the image data is broken (image file is truncated ...)"."""
+    whole = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8)).convert(mode).save(whole, "JPEG")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    problem = images.image_problem(cut)
+    with pytest.raises(images.ImageDecodeError) as raised:
+        images.load_rgb_with_header(cut.read_bytes())
+    assert problem == str(raised.value) and problem.startswith("the image data is broken (image file is truncated")
 
 
 def test_image_problem_applies_its_pixel_limit(tmp_path):

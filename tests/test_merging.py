@@ -224,7 +224,7 @@ def test_a_file_that_does_not_decode_is_refused_with_the_reason(first, second, t
     into = tmp_path / "merged"
     report = merge_datasets([first, second], into)
     assert [Path(source).name for source, _ in report.refused] == ["broken.png"]
-    assert "not a readable image" in report.refused[0][1]
+    assert "the image data is broken" in report.refused[0][1]
     assert not (into / "train" / "REAL" / "broken.png").exists()
     assert report.added == 24 and report.after == 24
 
