@@ -162,7 +162,10 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
     try:
         with open_image(path, max_pixels) as image, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
-            image.load()
+            try:
+                image.load()
+            except (OSError, SyntaxError, ValueError) as error:  # an image whose data breaks off: as _rgb says it
+                raise ImageDecodeError(f"the image data is broken ({error})") from error
             _check_png(image, path)
             # The pixels the model takes (an RGB image's raw bytes): the same image saved as palette, gray or
             # opaque RGBA (a lossless optimiser's, an editor's) is one image, and two palette images of the same
