@@ -1110,6 +1110,20 @@ def test_the_unzipper_ends_with_the_command_of_the_splitter_that_reads_what_it_e
     assert capsys.readouterr().out.splitlines()[-1] == f"Next: python {splitter} {target} --out data"
 
 
+def test_the_unzipper_says_what_a_train_and_validation_download_needs_before_its_splitter(tmp_path, capsys):
+    """It named DataSplitD1.py, which refused the split folders and only then said to rename Validation to test."""
+    layout = ["Dataset/Train/Real/a.png", "Dataset/Train/Fake/b.png", "Dataset/Validation/Real/c.png",
+              "Dataset/Validation/Fake/d.png"]
+    archive = make_zip(tmp_path / "download.zip", {name: b"\x89PNG an image by its name" for name in layout})
+    target = tmp_path / "raw" / "download"
+
+    assert DataUnZipper.main([str(archive), "--to", str(target), "-q"]) == 0
+
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"Next: rename {target / 'Dataset' / 'Validation'} to test (DataSplitD2.py reads train/ and test/, and carves "
+        f"validation out of train), then run python DataSplitD2.py {target / 'Dataset'} --out data")
+
+
 def test_an_archive_inside_the_archive_is_named_with_the_command_that_unzips_it(tmp_path, capsys):
     """A Kaggle download is often a zip holding the dataset's own zip: unzipped, it gives no images, and the
     splitters would only say that they find no class folders."""
