@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from realvsai.cli import byte_count, expansion_ratio, make_parser, nonempty_path
 from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import human_bytes, working_on
-from realvsai.layout import find_train_test_root
+from realvsai.layout import find_class_root, find_train_test_root, split_folders_fix, subfolders
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,14 +74,18 @@ def name_encoding(text: str) -> str:
     return text
 
 
-def splitter_for(folder: Path) -> str:
-    """The split script that reads ``folder``: DataSplitD2.py where it holds train/ and test/ (or wraps a folder
-    that does), else DataSplitD1.py (one folder per class), which says what it finds there if neither fits."""
-    try:
+def next_step(folder: Path) -> str:
+    """The line that names the split script that reads ``folder``: DataSplitD2.py where it holds train/ and test/ (or
+    wraps a folder that does); for a download split as train/ and validation/ alone, the rename DataSplitD2 needs
+    first; else DataSplitD1.py (one folder per class), which says what it finds there if neither fits."""
+    with contextlib.suppress(UserError):
         find_train_test_root(folder)
-    except UserError:
-        return "DataSplitD1.py"
-    return "DataSplitD2.py"
+        return f"Next: python DataSplitD2.py {shell_path(folder)} --out data"
+    with contextlib.suppress(UserError):
+        root = find_class_root(folder)
+        if fix := split_folders_fix(root, [child.name for child in subfolders(root)]):
+            return f"Next: {fix}"
+    return f"Next: python DataSplitD1.py {shell_path(folder)} --out data"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', ...' if len(result.archives) > 3 else ''}), whose files are still packed: unzip "
                   f"{'it' if len(result.archives) == 1 else 'each'} too, e.g. python DataUnZipper.py {first}")
         else:
-            print(f"Next: python {splitter_for(result.target)} {shell_path(result.target)} --out data")
+            print(next_step(result.target))
 
     return run_main(body)
 

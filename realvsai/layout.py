@@ -142,21 +142,27 @@ def find_validation_folder(source: Path) -> Path | None:
     return found[0] if found else None
 
 
-def refuse_split_folders(root: Path, class_folders: Sequence[str]) -> None:
-    """A UserError when ``root``'s "class folders" are split folders (DataSplitD1 would train on classes "Train" and
-    "Validation"), with what DataSplitD2 needs: train/ and test/, a held-out folder renamed to test if none is."""
+def split_folders_fix(root: Path, class_folders: Sequence[str]) -> str | None:
+    """What DataSplitD2 needs of ``root`` when its "class folders" are split folders (Kaggle's Train/ Validation/),
+    as a sentence that ends with its command; None when none of them is a split folder."""
     splits = {name: SPLIT_WORDS[name.lower()] for name in class_folders if name.lower() in SPLIT_WORDS}
     if not splits:
-        return
-    found = ", ".join(sorted(splits))
+        return None
     command = f"python DataSplitD2.py {shell_path(root)} --out data"
     held_out = sorted(name for name, split in splits.items() if split != TRAIN)
     if TRAIN not in splits.values() or TEST in splits.values() or not held_out:
-        fix = f"Use DataSplitD2.py, which reads train/ and test/ folders of class folders: {command}"
-    else:  # train/ and validation/ only: the dataset's held-out images become the test split
-        fix = (f"DataSplitD2.py reads train/ and test/ (validation is carved out of train): rename {held_out[0]} to "
-               f"test, then run {command}")
-    raise UserError(f"{root} holds the split folders {found}, not one folder per class. {fix}")
+        return f"use DataSplitD2.py, which reads train/ and test/ folders of class folders: {command}"
+    # train/ and validation/ only: the dataset's held-out images become the test split
+    return (f"rename {shell_path(root / held_out[0])} to test (DataSplitD2.py reads train/ and test/, and carves "
+            f"validation out of train), then run {command}")
+
+
+def refuse_split_folders(root: Path, class_folders: Sequence[str]) -> None:
+    """A UserError when ``root``'s "class folders" are split folders (DataSplitD1 would train on classes "Train" and
+    "Validation"), with what DataSplitD2 needs (``split_folders_fix``)."""
+    if fix := split_folders_fix(root, class_folders):
+        found = ", ".join(sorted(name for name in class_folders if name.lower() in SPLIT_WORDS))
+        raise UserError(f"{root} holds the split folders {found}, not one folder per class: {fix}")
 
 
 def refuse_nested_copy(root: Path, class_folders: Sequence[str]) -> None:

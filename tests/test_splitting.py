@@ -410,7 +410,7 @@ def test_datasplitd2_on_train_and_validation_says_to_rename_the_held_out_folder(
     for split in ("Train", "Validation"):
         make_class_folder(source / split, {"Real": 3, "Fake": 3})
 
-    with pytest.raises(UserError, match=r"rename Validation to test, then run python DataSplitD2\.py"):
+    with pytest.raises(UserError, match=r"rename \S*Validation to test \(.*\), then run python DataSplitD2\.py"):
         split_train_test(tmp_path / "raw", tmp_path / "data")
 
 
