@@ -189,6 +189,29 @@ def test_list_runs_skips_a_run_that_has_not_finished_training_and_says_how_to_fi
     assert "has not finished training" in skipped[0][1] and "--resume --name unfinished" in skipped[0][1]
 
 
+def test_list_runs_names_a_run_without_model_h5_instead_of_leaving_it_out_silently(tmp_path):
+    """A run killed in its first epoch (model.json and backup/ written, no best model yet) and a run copied without
+    its model.h5 vanished from the app: with no other run, it said to train the demo."""
+    killed = write_run(tmp_path, "killed")
+    (killed / "model.h5").unlink()
+    (killed / "backup").mkdir()
+    (killed / "backup" / "config.json").write_text("{}")
+    copied = write_run(tmp_path, "copied")
+    (copied / "model.h5").unlink()
+    (tmp_path / "notes").mkdir()  # not a run: left out as before
+    (tmp_path / "notes" / "todo.txt").write_text("train more")
+
+    runs, skipped = run.list_runs(tmp_path)
+
+    assert runs == [] and [folder.name for folder, _ in skipped] == ["copied", "killed"]
+    reasons = dict(skipped)
+    assert "model.h5 is missing beside its model.json" in reasons[copied]
+    assert "before its first epoch ended" in reasons[killed] and "--resume --name killed" in reasons[killed]
+    with pytest.raises(UserError, match=r"before its first epoch ended\. Finish it with python ModelTraining\.py "
+                                        r"--resume --name killed"):
+        run.read_run(killed)
+
+
 def test_a_run_that_has_not_finished_shows_no_test_numbers(tmp_path):
     """Stopped between writing metrics.json and adding its decision rule to model.json, a run showed the test
     numbers of the threshold rule beside a caption of the rule it answers by, the most probable class."""
