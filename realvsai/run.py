@@ -352,6 +352,12 @@ def read_run(path: Path) -> ModelRun:
         raise UserError(f"{path} is a file, but a run folder (or its model.h5 or model.json) was expected. Give a "
                         "run folder under models/, or train one with: python ModelTraining.py --demo")
     if not model_file.is_file():
+        if (folder / BACKUP_DIR / RUN_CONFIG_FILE).is_file():  # model.h5 comes with the first epoch's best model
+            raise UserError(f"{folder} has no {MODEL_FILE} yet: its training is running, or stopped, before its first "
+                            f"epoch ended. Finish it with {resume_command(folder)}")
+        if (folder / MODEL_JSON_FILE).is_file():
+            raise UserError(f"{model_file} is missing beside its {MODEL_JSON_FILE}: copy the run folder whole, or "
+                            "train the run again.")
         missing = model_file if folder.is_dir() else folder  # the path the user gave, or the model.h5 it lacks
         raise UserError(f"{missing} does not exist. Give a run folder under models/ or its model.h5, "
                         "or train one with: python ModelTraining.py --demo")
@@ -378,12 +384,13 @@ def read_run(path: Path) -> ModelRun:
 
 def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]:
     """The usable runs under ``models_dir`` (sub-folders holding model.h5 whose training finished), newest first,
-    and those skipped, why."""
+    and the run folders skipped, why (one without model.h5 too: killed in its first epoch, or copied without it)."""
     models_dir = Path(models_dir)
     runs, skipped = [], []
-    # A folder without model.h5 is a run still training, or notes.
+    # A folder with none of these is not a run (notes); one without model.h5 is skipped with why (read_run).
+    marks = (MODEL_FILE, MODEL_JSON_FILE, f"{BACKUP_DIR}/{RUN_CONFIG_FILE}")
     folders = sorted(child for child in models_dir.iterdir() if not child.name.startswith(".")
-                     and (child / MODEL_FILE).is_file()) if models_dir.is_dir() else []
+                     and any((child / mark).is_file() for mark in marks)) if models_dir.is_dir() else []
     for folder in folders:
         try:
             run = read_run(folder)
