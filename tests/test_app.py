@@ -8,6 +8,7 @@ contract's layer names (see test_inference.py).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -121,6 +122,23 @@ def test_the_model_flag_opens_that_run_first(start_app, models_dir):
 
     assert app.selectbox[0].value == str(models_dir / "older")
     assert len(app.selectbox[0].options) == 2
+
+
+def test_a_chosen_run_that_goes_away_is_said_to_be_gone_before_another_answers(start_app, tmp_path):
+    """The run chosen in the sidebar was deleted while the page was open: the next rerun answered the same uploads
+    with the newest run, and nothing on the page said so."""
+    write_run(tmp_path, "older", created="2024-01-01T00:00:00+00:00")
+    write_run(tmp_path, "newest", created="2025-06-01T12:00:00+00:00", evidence=True)
+    app = start_app("--models", tmp_path)
+    app.selectbox[0].set_value(str(tmp_path / "older")).run()
+    upload(app, SURE)
+
+    shutil.rmtree(tmp_path / "older")
+    app.run()
+
+    assert app.selectbox[0].value == str(tmp_path / "newest")
+    gone = [warning.value for warning in app.warning if "no longer available" in warning.value]
+    assert len(gone) == 1 and "`older`" in gone[0] and "`newest`" in gone[0]
 
 
 def test_the_model_flag_opens_the_run_of_a_model_json(start_app, models_dir):
