@@ -303,9 +303,14 @@ def no_model_page(models_dir: Path, skipped: Sequence[tuple[Path, str]]) -> None
 def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
     """The sidebar's model choice."""
     by_path = {str(run.path): run for run in runs}
+    previous = st.session_state.get("model")  # the run chosen before this rerun
     chosen = st.sidebar.selectbox("Model", list(by_path), index=default, key="model",
                                   format_func=lambda path: _run_label(by_path[path]),
                                   help="Trained runs found in the models folder, newest first.")
+    if previous is not None and previous not in by_path:  # Streamlit falls back on the default without a word
+        st.warning(f"The model you chose, {_code(Path(previous).name)}, is no longer available (its folder was "
+                   "removed, or it can no longer be opened: the sidebar says why); the answers below are "
+                   f"{_code(by_path[chosen].name)}'s. Choose another model in the sidebar.")
     return by_path[chosen]
 
 
