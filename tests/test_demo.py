@@ -227,6 +227,16 @@ def test_run_demo_refuses_an_existing_run_before_making_any_data(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_run_demo_refuses_its_unfinished_run_with_the_demo_s_resume_command(tmp_path):
+    (tmp_path / "models" / "demo" / "backup").mkdir(parents=True)
+    (tmp_path / "models" / "demo" / "backup" / "config.json").write_text("{}")
+    config = demo.DemoConfig(data_dir=tmp_path / "data", out=tmp_path / "models",
+                             data=demo.DemoDataConfig(train_per_class=4, test_per_class=2))
+    with pytest.raises(UserError, match=r"has not finished.*Continue it with python ModelTraining\.py --demo --resume "
+                                        r"--out "):
+        demo.run_demo(config)
+
+
 def test_run_demo_resume_leaves_saying_it_resumes_to_the_training(tmp_path, monkeypatch, caplog):
     """``--demo --resume`` said "resuming ... with the settings it was started with" twice: its early check of the
     run folder said it too."""

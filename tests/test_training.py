@@ -157,10 +157,21 @@ def test_invalid_settings_are_user_errors(change, message):
         TrainConfig(**change).validate()
 
 
-def test_an_existing_run_folder_is_refused_without_resume(tmp_path):
+def test_a_folder_that_is_not_a_run_is_refused_as_such_without_advice_to_resume_it(tmp_path):
+    """It said "Continue that run with --resume", and --resume said the folder is not a run."""
     (tmp_path / "run1").mkdir()
     (tmp_path / "run1" / "notes.txt").write_text("mine")  # an empty folder is what a killed start leaves: used
-    with pytest.raises(UserError, match=r"--resume, or choose another --name"):
+    with pytest.raises(UserError, match=r"run1 already exists and is not a run folder .*Choose another") as raised:
+        resolve_run_dir(TrainConfig(out=tmp_path, name="run1"), resume=False)
+    assert "--resume" not in str(raised.value)
+
+
+def test_an_unfinished_run_is_refused_without_resume_with_the_command_that_continues_it(tmp_path):
+    (tmp_path / "run1" / "backup").mkdir(parents=True)
+    (tmp_path / "run1" / "backup" / "config.json").write_text("{}")
+    (tmp_path / "run1" / "model.json").write_text("{}")  # written as the run starts
+    with pytest.raises(UserError, match=r"run1 holds a run that has not finished: it is training now, or was stopped\. "
+                                        r"Continue it with python ModelTraining\.py --resume --name run1 --out "):
         resolve_run_dir(TrainConfig(out=tmp_path, name="run1"), resume=False)
 
 
