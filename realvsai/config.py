@@ -7,7 +7,7 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -313,10 +313,12 @@ def resume_command(run_dir: Path, flags: Sequence[str] = ("--resume",), defaults
     return " ".join(words)
 
 
-def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None) -> tuple[TrainConfig, Path]:
+def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
+                    continue_with: Callable[[Path], str] = resume_command) -> tuple[TrainConfig, Path]:
     """The run folder, and the configuration to use (the saved one when resuming, reading ``data`` if given:
     the run's dataset, moved); a UserError if the folder exists and ``resume`` is False (but for what a run killed
-    before it saved its settings leaves: that start begins again), or ``resume`` finds nothing to resume."""
+    before it saved its settings leaves: that start begins again; an unfinished run's names ``continue_with``'s
+    command for it), or ``resume`` finds nothing to resume."""
     if not config.name:
         if resume:
             raise UserError("--resume needs the --name of the run to continue.")
@@ -328,7 +330,11 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None)
             raise UserError(f"{run_dir} holds a finished run. Choose another --name, or delete it "
                             f"({deleter_command(run_dir)}) to train it again.")
         if run_dir.exists() and not (run_dir.is_dir() and _left_by_a_killed_start(run_dir)):
-            raise UserError(f"{run_dir} already exists. Continue that run with --resume, or choose another --name.")
+            if saved.is_file():  # a second start while it trains: its --resume is refused, naming the first
+                raise UserError(f"{run_dir} holds a run that has not finished: it is training now, or was stopped. "
+                                f"Continue it with {continue_with(run_dir)}, or choose another --name.")
+            raise UserError(f"{run_dir} already exists and is not a run folder (it has neither {MODEL_JSON_FILE} nor "
+                            f"{BACKUP_DIR}/{RUN_CONFIG_FILE}); its files are kept. Choose another --name (or --out).")
         return config, run_dir  # a new run, or one killed before it saved its settings started over
     if data is not None:
         config = dataclasses.replace(config, data=Path(data))

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from realvsai.cli import plural, progress
-from realvsai.config import TrainConfig, resolve_run_dir
+from realvsai.config import TrainConfig, resolve_run_dir, resume_command
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
 from realvsai.layout import TEST, TRAIN
@@ -238,7 +238,8 @@ def run_demo(config: DemoConfig = DemoConfig(), *, resume: bool = False, verbose
     train_config.validate()
     # Fails now, not after the data is made, where the run exists (or is not there to resume); the data, made
     # again where it is gone, is the same.
-    resolve_run_dir(train_config, resume, data=train_config.data)
+    resolve_run_dir(train_config, resume, data=train_config.data,
+                    continue_with=lambda run_dir: resume_command(run_dir, ["--demo", "--resume"], DemoConfig))
     raw_dir = Path(config.data_dir) / "raw"
     logger.info("1/3 making synthetic demo images in %s", raw_dir)
     generate_demo_data(raw_dir, config.data)
