@@ -302,6 +302,15 @@ def test_files_in_train_that_are_not_images_read_here_are_counted_in_one_line(da
     assert str(data / "train" / "REAL" / "notes.txt") in lines[0] or "palette.gif" in lines[0]
 
 
+def test_segmentation_masks_beside_their_images_are_not_augmented(data):
+    """A mask's copy, aug_benign (1)_mask_0.jpg, no longer sits beside its image's name: training took it for an
+    image of its class."""
+    write_image(data / "train" / "REAL" / "img_000_mask.png", seed=9)
+    assert augment(data) == 0
+    names = sorted(path.name for path in (data / "augmented_train" / "REAL").iterdir())
+    assert names == sorted(f"aug_img_{index:03d}_{k}.jpg" for index in range(CLASSES["REAL"]) for k in range(2))
+
+
 def test_a_users_file_under_a_copys_name_is_never_replaced(data):
     folder = data / "augmented_train" / "REAL"
     picture = write_image(folder / "aug_img_000_0.jpg", seed=7, fmt="PNG")  # a PNG named .jpg: no JPEG end marker

@@ -634,6 +634,21 @@ def test_a_move_across_file_systems_killed_between_copy_and_delete_is_completed_
         path for path in snapshot(tmp_path / "expected") if path.endswith(".png")}
 
 
+def test_augmented_copies_beside_their_images_are_left_out_of_a_split(tmp_path, make_class_folder):
+    """A train folder with moved copies (aug_<image>_<k>.jpg), split again (DataZipper, DataUnZipper, DataSplitD1):
+    a copy landed in validation or test while its image stayed in train."""
+    art = make_class_folder(tmp_path / "art", {"REAL": 6, "FAKE": 6})
+    for k in range(2):
+        write_image(art / "REAL" / f"aug_img_000_{k}.jpg", seed=900 + k, fmt="JPEG")
+    write_image(art / "FAKE" / "aug_0_123.png", seed=950)  # a download's own name, no image of its own beside it
+    report = split_by_class(art, tmp_path / "out")
+    reasons = skipped_sources(tmp_path / "out")
+    assert set(reasons) == {"aug_img_000_0.jpg", "aug_img_000_1.jpg"}
+    assert "an augmented copy of img_000.png" in reasons["aug_img_000_0.jpg"]
+    placed = {Path(row.path).name for row in read_manifest(tmp_path / "out" / "manifest.csv")}
+    assert "aug_0_123.png" in placed and not placed & set(reasons) and report.num_files == 13
+
+
 # ----------------------------------------------------------------------------------------------
 # DataSplitD2 layout
 
