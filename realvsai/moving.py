@@ -17,11 +17,12 @@ import itertools
 import json
 import logging
 import os
-from collections import Counter
+import posixpath
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from realvsai.cli import progress
 from realvsai.config import MAX_IMAGE_PIXELS, flag_name
@@ -51,6 +52,7 @@ from realvsai.layout import (
     VALIDATION,
     find_child_folder,
     find_class_folders,
+    mask_images,
     read_manifest,
 )
 
@@ -162,6 +164,9 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS,
         files = list_images(train_dir / class_name, skipped=skipped)
         # Hidden files (.DS_Store, an interrupted write's .tmp) are left out without a word, as everywhere.
         plan.not_images += [(Path(path), reason) for path, reason in skipped if os.path.basename(path)[0] != "."]
+        masks = mask_images([path.as_posix() for path in files])  # a lesion's outline, not an image of its class
+        plan.not_images += [(path, masks[path.as_posix()]) for path in files if path.as_posix() in masks]
+        files = [path for path in files if path.as_posix() not in masks]
         earlier = {path for path in files if moved.holds(path)}
         sources = [path for path in files if path not in earlier]
         plan.earlier_copies += len(earlier)
@@ -237,6 +242,26 @@ def _copy_bases(sources: Iterable[Path]) -> dict[Path, str]:
             taken.add(bases[path].casefold())
     # Different bases give different names: <k> has no "_", so the last "_" of a name ends its base.
     return bases
+
+
+def copies_beside_their_images(paths: Iterable[str]) -> dict[str, str]:
+    """The augmented copies among ``paths`` (POSIX) whose image lies beside them, each with that image's path:
+    DataAugmentation names the copies of an image ``aug_<base>_<k>.jpg`` (``_copy_bases``), and MoveAugmentedImages
+    puts them in its class folder. A file named aug_* with no such image beside it (a download's own aug_0_123.png)
+    is none."""
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        by_folder[posixpath.dirname(path)].append(path)
+    found = {}
+    for names in by_folder.values():
+        images = [PurePosixPath(path) for path in names if not posixpath.basename(path).startswith(COPY_PREFIX)]
+        image_of = {f"{COPY_PREFIX}{base}".casefold(): str(path) for path, base in _copy_bases(images).items()}
+        for path in names:
+            head, _, tail = posixpath.basename(path).rpartition("_")  # <k> has no "_" (_copy_bases)
+            number, _, extension = tail.partition(".")
+            if number.isdigit() and extension.lower() == "jpg" and head.casefold() in image_of:
+                found[path] = image_of[head.casefold()]
+    return found
 
 
 def _copy_entries(folder: Path) -> list[os.DirEntry]:

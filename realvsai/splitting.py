@@ -6,6 +6,7 @@ import argparse
 import itertools
 import logging
 import os
+import posixpath
 import random
 import threading
 import time
@@ -58,7 +59,7 @@ from realvsai.layout import (
     write_manifest,
 )
 from realvsai.merging import REFUSED_NAME as MERGE_REFUSED_NAME
-from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS_NAME
+from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS_NAME, copies_beside_their_images
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,10 +71,11 @@ SKIPPED_FIELDS = ("source", "reason")
 # Why a file is left out, by kind: each row of skipped.csv is of one kind, and the summary and the warnings
 # count and show each kind from those rows, so their numbers add up to skipped.csv.
 UNUSABLE, BESIDE, OUTSIDE, IN_TEST, TWO_CLASSES = "unusable", "beside", "outside", "in test", "two classes"
-MASK = "mask"
+MASK, COPY = "mask", "copy"
 _SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them
     UNUSABLE: "that cannot be used (not an image, unreadable, too large or hidden)",
     MASK: "that are segmentation masks beside their images",
+    COPY: "that are augmented copies beside their images (DataAugmentation.py's aug_*.jpg)",
     BESIDE: "outside the class folders",
     OUTSIDE: "in a folder that leads outside SOURCE",
     IN_TEST: "identical to a held-out file (kept in test, or in the download's validation, only)",
@@ -354,6 +356,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     if mode == MOVE and old_rows:
         items += _moved_items(root, out, old_rows, locate, {item.key for item in items})
     items, masks = _leave_out_masks(items)
+    items, copies = _leave_out_copies(items)
     if empty := _class_folders_without(class_dirs, root, items):  # often a nested or misnamed folder
         raise UserError(f"class folder {empty[0]} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
                         "Remove it or put its images in it.")
@@ -412,6 +415,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     report.num_duplicates = len(placed) - len({(row.split, item.pixels) for row, item in placed})
     report.skipped = {UNUSABLE: sorted(not_images + [(item.source, item.problem) for item in unreadable]),
                       MASK: sorted(masks),
+                      COPY: sorted(copies),
                       BESIDE: sorted(beside),
                       OUTSIDE: sorted(outside),
                       IN_TEST: sorted((item.source, item.problem) for item in dropped),
@@ -453,6 +457,17 @@ def _leave_out_masks(items: Sequence[_Item]) -> tuple[list[_Item], list[tuple[st
 def _flat_name(parts: Sequence[str]) -> str:
     """The output name of a file at ``parts`` below its class folder: sub-folders joined with ``__``, cut to fit."""
     return fit_name("__".join(parts))
+
+
+def _leave_out_copies(items: Sequence[_Item]) -> tuple[list[_Item], list[tuple[str, str]]]:
+    """``items`` less the augmented copies beside their images (``moving.copies_beside_their_images``: a train folder
+    with moved copies, split again), and those copies with why (source, reason). Split as images, a copy could land
+    in validation or test while its image trains."""
+    copies = copies_beside_their_images(item.key for item in items)
+    return ([item for item in items if item.key not in copies],
+            [(item.source, f"an augmented copy of {posixpath.basename(copies[item.key])}: split, it could land in "
+              "another split than its image; split the images alone, then augment the new split (DataAugmentation.py)")
+             for item in items if item.key in copies])
 
 
 def _refuse_label_conflicts(items: Sequence[_Item]) -> list[_Item]:
