@@ -390,6 +390,17 @@ def test_an_older_model_json_with_sources_by_file_still_loads_and_flags_a_size_a
     assert run.validation_by_kind(by_kind) == {"chance": 0.5, "size": by_kind["size"]}  # no per-file rows
 
 
+def test_a_segmentation_mask_uploaded_beside_its_image_is_left_out_as_predict_leaves_it_out(classifier):
+    """The app called a BUSI mask "benign, 99.3 %, certain"; --predict lists it in unreadable.csv."""
+    uploads = [(name, encode(random_image(seed, 40, 30)))
+               for seed, name in enumerate(("benign (1).png", "benign (1)_mask.png", "lone_mask.png"))]
+
+    image, mask, lone = inference.classify_uploads(classifier, uploads)
+
+    assert image.ok and lone.ok and not mask.ok
+    assert mask.error.startswith("a segmentation mask of benign (1).png")
+
+
 def test_an_upload_of_a_size_no_validation_image_had_is_untested_and_uncertain(tmp_path):
     # CIFAKE's 32 px images merged with photos of 800 px and more: the sides span 32-2000, the bands between are empty.
     band = {"num_images": 40, "accuracy": 0.9, "balanced_accuracy": 0.9, "near_chance": False}
