@@ -23,6 +23,7 @@ from PIL import Image
 
 from realvsai.config import CROP_GRID, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from realvsai.images import ImageDecodeError, ImageHeader, cover_size, grid_offsets, load_rgb_with_header
+from realvsai.layout import mask_images
 from realvsai.metrics import DecisionRule
 from realvsai.run import ModelInfo, ModelRun, Predictor, check_model, doubt
 
@@ -295,16 +296,22 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
     """Classifies uploads in order, ``batch_size`` per model call (default: the classifier's), each decoded once
     and holding one full-size image at a time.
 
-    A file that fails gets an ``error`` and the others go on; one unlike the run's training images, or of a size
+    A file that fails gets an ``error`` and the others go on (so does a segmentation mask uploaded beside its image,
+    ``layout.mask_images``); one unlike the run's training images, or of a size
     its validation shows it at chance on or had none of (``info``, model.json: ``run.doubt``), gets the reason in
     ``unfamiliar``.
     """
     batch_size = batch_size or classifier.predictor.batch_size
+    uploads = list(uploads)
+    masks = mask_images([name for name, _ in uploads])  # beside their images, as --predict leaves them out
     slots: list[dict[str, Any]] = []
     prepared: list[dict[str, Any]] = []  # resized, so they hold little memory
     for name, data in uploads:
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
+        if name in masks:
+            slot["error"] = masks[name]
+            continue
         try:
             image, header = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
             slot.update(prepared=classifier.prepare(image), preview=preview_image(image),
