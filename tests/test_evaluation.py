@@ -412,7 +412,7 @@ def test_the_evaluation_says_1_file_was_left_out_for_one_file(tmp_path, make_cla
 
     evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
 
-    assert "1 file was left out (not an image, or unreadable); it is listed in" in caplog.text
+    assert "1 file was left out (not an image, unreadable, or a segmentation mask); it is listed in" in caplog.text
 
 
 def test_images_of_mixed_sizes_are_evaluated(tmp_path, make_class_folder, binary_model):
@@ -886,12 +886,12 @@ def test_format_summary_names_the_headline_numbers_and_skipped_files():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
     line = format_summary({**metrics, "num_skipped": 2})
     assert f"accuracy {metrics['accuracy']:.4f}" in line and f"ROC AUC {metrics['roc_auc']:.4f}" in line
-    assert "threshold 0.450" in line and "2 files skipped (not images, or unreadable)" in line
+    assert "threshold 0.450" in line and "2 files skipped (not images, unreadable, or segmentation masks)" in line
 
 
 def test_format_summary_says_1_file_skipped_for_one_file():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
-    assert "; 1 file skipped (not an image, or unreadable)" in format_summary({**metrics, "num_skipped": 1})
+    assert "; 1 file skipped (not an image, unreadable, or a segmentation mask)" in format_summary({**metrics, "num_skipped": 1})
 
 
 # --- several sources -----------------------------------------------------------------------------
