@@ -891,7 +891,8 @@ def test_format_summary_names_the_headline_numbers_and_skipped_files():
 
 def test_format_summary_says_1_file_skipped_for_one_file():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
-    assert "; 1 file skipped (not an image, unreadable, or a segmentation mask)" in format_summary({**metrics, "num_skipped": 1})
+    line = format_summary({**metrics, "num_skipped": 1})
+    assert "; 1 file skipped (not an image, unreadable, or a segmentation mask)" in line
 
 
 # --- several sources -----------------------------------------------------------------------------
