@@ -331,6 +331,13 @@ def uncertain_text(metrics: Mapping[str, Any]) -> str | None:
             + (f" (accuracy {accuracy:.4f} on the other {rest:,})" if accuracy is not None and uncertain else ""))
 
 
+def skipped_why(count: int) -> str:
+    """Why ``count`` files were left out of an evaluation or a prediction, as their summaries say it (each file's own
+    reason is in unreadable.csv)."""
+    return ("not an image, unreadable, or a segmentation mask" if count == 1 else
+            "not images, unreadable, or segmentation masks")
+
+
 def format_summary(metrics: Mapping[str, Any]) -> str:
     """One line for a script to print: ``accuracy 0.9120, F1 0.9050, ROC AUC 0.9700 on 2,000 images (...)``,
     the numbers of the decision rule, with the most probable class's accuracy beside them."""
@@ -348,5 +355,5 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
         line += f"; {uncertain}"
     if metrics.get("num_skipped"):
         skipped = metrics["num_skipped"]
-        line += f"; {plural(skipped, 'file')} skipped (not {'an image' if skipped == 1 else 'images'}, or unreadable)"
+        line += f"; {plural(skipped, 'file')} skipped ({skipped_why(skipped)})"
     return line

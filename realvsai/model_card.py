@@ -13,7 +13,7 @@ from realvsai.cli import plural
 from realvsai.config import CROP_GRID, METRICS_FILE, MONITOR, REPORT_FILE, UNREADABLE_FILE, monitor_of
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
-from realvsai.metrics import DecisionRule, uncertain_text
+from realvsai.metrics import DecisionRule, skipped_why, uncertain_text
 from realvsai.run import DEMO_WARNING, MIN_IMAGES_PER_KIND, chance_verdict, is_demo, validation_by_kind
 
 _CAPTIONS = {
@@ -135,8 +135,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         lines += [f"**Warning: {model_info['shortcut_warning']}**", ""]
     skipped = metrics.get("num_skipped") or 0
     lines.append(f"Evaluated on `{metrics['folder']}`: {plural(metrics['num_images'], 'image')}"
-                 + (f", {plural(skipped, 'file')} skipped: not {'an image' if skipped == 1 else 'images'}, or "
-                    "unreadable (listed in "
+                 + (f", {plural(skipped, 'file')} skipped: {skipped_why(skipped)} (listed in "
                     f"{UNREADABLE_FILE} and metrics.json)."
                     if metrics.get("num_skipped") else ", no file skipped."))
 

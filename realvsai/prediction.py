@@ -27,7 +27,7 @@ from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, PREDICTIONS_FILE
 from realvsai.errors import UserError
 from realvsai.files import list_images, spreadsheet_safe, write_csv
 from realvsai.layout import mask_images
-from realvsai.metrics import DecisionRule
+from realvsai.metrics import DecisionRule, skipped_why
 from realvsai.run import ModelInfo, Predictor, doubt
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting
@@ -107,8 +107,8 @@ def write_unreadable(out_dir: Path, folder: Path, skipped: Sequence[tuple[Path, 
         write_csv(out_dir / UNREADABLE_FILE, ["file", "reason"],
                   [(spreadsheet_safe(name), reason) for name, reason in unreadable])
         one = len(unreadable) == 1
-        logger.warning("%s left out (not %s, or unreadable); %s listed in %s",
-                       plural(len(unreadable), "file was", "files were"), "an image" if one else "images",
+        logger.warning("%s left out (%s); %s listed in %s",
+                       plural(len(unreadable), "file was", "files were"), skipped_why(len(unreadable)),
                        "it is" if one else "they are", out_dir / UNREADABLE_FILE)
     return unreadable
 
