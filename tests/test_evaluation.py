@@ -837,6 +837,17 @@ def test_model_card_shows_a_small_learning_rate_as_it_is():
     assert "Best epoch (the saved model): epoch 3, val_loss 0.1235, learning_rate 1e-05." in card
 
 
+def test_model_card_names_every_reason_the_app_says_uncertain_for():
+    """It named the confidence threshold and unlike images only: a run at chance on its test images' size band said
+    Uncertain on 16 of 16 whose top probabilities all passed the threshold."""
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS), "uncertain": 2, "accuracy_when_certain": 0.5}
+    card = model_card.render_card(model_info(["FAKE", "REAL"]), metrics, "Model card: run")
+
+    assert ("below the confidence threshold, unlike the training images, or of a size validation found the model at "
+            "chance on or had no image of") in card
+
+
 def test_model_card_tells_trainings_losses_from_the_tests_plain_log_loss():
     """val_loss is training's objective (class-weighted, with the head's L2 penalty): beside the test's plain
     cross-entropy under one name it invites a wrong comparison."""
