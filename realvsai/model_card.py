@@ -178,8 +178,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     lines += ["", f"{rule.describe(class_names)} The app answers by this rule; the numbers above are its numbers, "
               "each image scored at the class the rule leans to."]
     if (uncertain := uncertain_text(metrics)) is not None:
-        lines[-1] += (f" It says {uncertain}: below the confidence threshold, or unlike the training images "
-                      "(`uncertain` in predictions.csv).")
+        lines[-1] += (f" It says {uncertain}: below the confidence threshold, unlike the training images, or of a "
+                      "size validation found the model at chance on or had no image of (`uncertain` in "
+                      "predictions.csv, and `unfamiliar` says which).")
     lines += [""]
     lines += _table(["class", "precision", "recall", "F1", "images"], [
         [name, *(f"{values[key]:.4f}" for key in ("precision", "recall", "f1")), f"{values['support']:,}"]
