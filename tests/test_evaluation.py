@@ -900,6 +900,15 @@ def test_format_summary_names_the_headline_numbers_and_skipped_files():
     assert "threshold 0.450" in line and "2 files skipped (not images, unreadable, or segmentation masks)" in line
 
 
+def test_format_summary_says_macro_of_the_averaged_numbers_of_three_classes():
+    """The app and the card say "F1 (macro)" of a 3-class run; the closing lines said "F1" alone."""
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    probabilities = np.eye(3)[[0, 1, 2, 1, 1, 2]] * 0.8 + 0.2 / 3
+    line = format_summary({**compute_metrics(labels, probabilities, ["benign", "malignant", "normal"]),
+                           "num_images": 6})
+    assert ", F1 (macro) " in line and ", ROC AUC (macro) " in line
+
+
 def test_format_summary_says_1_file_skipped_for_one_file():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
     line = format_summary({**metrics, "num_skipped": 1})
