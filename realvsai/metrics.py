@@ -344,7 +344,8 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
     def number(key: str) -> str:
         return "n/a" if metrics.get(key) is None else f"{metrics[key]:.4f}"
 
-    line = (f"accuracy {number('accuracy')}, F1 {number('f1')}, ROC AUC {number('roc_auc')} "
+    macro = " (macro)" if metrics.get("average") == "macro" else ""  # as the app and the card label them
+    line = (f"accuracy {number('accuracy')}, F1{macro} {number('f1')}, ROC AUC{macro} {number('roc_auc')} "
             f"on {plural(metrics['num_images'], 'image')}")
     if metrics.get("decision_threshold") is not None:
         line += (f" (decided at threshold {metrics['decision_threshold']:.3f}; argmax accuracy "
