@@ -265,7 +265,7 @@ def test_training_refuses_data_it_cannot_read_before_it_lists_its_settings(tmp_p
     code = cli(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "models"), "--name", "x",
                 "--weights", "none"])
     err = capsys.readouterr().err
-    assert code == 1 and "has no train folder" in err.strip().splitlines()[-1]
+    assert code == 1 and "nope is not an existing folder" in err.strip().splitlines()[-1]
     assert "settings:" not in err
 
 
@@ -918,7 +918,7 @@ def test_op_determinism_is_turned_on_for_a_cpu_run_unless_xla_is_asked_for(tmp_p
     monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: turned_on.append(True))
     config = TrainConfig(data=tmp_path / "missing", out=tmp_path / "models", name="run", weights="none", xla=xla)
 
-    with pytest.raises(UserError, match="no train folder"):  # stops right after the setup
+    with pytest.raises(UserError, match="missing is not an existing folder"):  # stops right after the setup
         training.train(config, verbose=0)
 
     assert turned_on == ([] if xla else [True])
