@@ -302,11 +302,13 @@ def test_files_in_train_that_are_not_images_read_here_are_counted_in_one_line(da
     assert str(data / "train" / "REAL" / "notes.txt") in lines[0] or "palette.gif" in lines[0]
 
 
-def test_segmentation_masks_beside_their_images_are_not_augmented(data):
+def test_segmentation_masks_beside_their_images_are_not_augmented(data, capsys):
     """A mask's copy, aug_benign (1)_mask_0.jpg, no longer sits beside its image's name: training took it for an
     image of its class."""
     write_image(data / "train" / "REAL" / "img_000_mask.png", seed=9)
     assert augment(data) == 0
+    err = capsys.readouterr().err
+    assert "1 segmentation mask in train left out" in err and "not an image this script reads" not in err
     names = sorted(path.name for path in (data / "augmented_train" / "REAL").iterdir())
     assert names == sorted(f"aug_img_{index:03d}_{k}.jpg" for index in range(CLASSES["REAL"]) for k in range(2))
 
