@@ -222,6 +222,9 @@ def augment(args: Namespace) -> None:
         logger.warning("%s in train %s this script reads (e.g. %s: %s): skipped",
                        plural(len(plan.not_images), "file"),
                        "is not an image" if len(plan.not_images) == 1 else "are not images", path, reason)
+    if plan.masks:
+        logger.warning("%s in train left out (e.g. %s: %s)", plural(len(plan.masks), "segmentation mask"),
+                       *plan.masks[0])
     if not any(target for image in plan.images for target in image.targets):
         already_there = sum(len(image.targets) for image in plan.images)
         print_summary(args, plan, written=0, already_there=already_there, seconds=time.perf_counter() - started)

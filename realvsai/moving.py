@@ -113,6 +113,7 @@ class CopyPlan:
     broken: list[tuple[Path, str]] = field(default_factory=list)
     earlier_copies: int = 0  # aug_* files already in train: copies, not sources
     not_images: list[tuple[Path, str]] = field(default_factory=list)  # (file in a class folder, why it is no image)
+    masks: list[tuple[Path, str]] = field(default_factory=list)  # (segmentation mask beside its image, why left out)
     copy_names: dict[Path, tuple[str, ...]] = field(default_factory=dict)  # source -> all its copies' names
 
 
@@ -165,7 +166,7 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS,
         # Hidden files (.DS_Store, an interrupted write's .tmp) are left out without a word, as everywhere.
         plan.not_images += [(Path(path), reason) for path, reason in skipped if os.path.basename(path)[0] != "."]
         masks = mask_images([path.as_posix() for path in files])  # a lesion's outline, not an image of its class
-        plan.not_images += [(path, masks[path.as_posix()]) for path in files if path.as_posix() in masks]
+        plan.masks += [(path, masks[path.as_posix()]) for path in files if path.as_posix() in masks]
         files = [path for path in files if path.as_posix() not in masks]
         earlier = {path for path in files if moved.holds(path)}
         sources = [path for path in files if path not in earlier]
