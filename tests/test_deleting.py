@@ -165,6 +165,14 @@ def test_refuses_the_data_folder_itself(project):
         deletable(project / "data", project)
 
 
+@pytest.mark.parametrize("root", ["data", "models"])
+def test_refuses_the_readme_the_project_keeps_in_data_and_models(project, root):
+    """data/ itself was refused for the README it holds, and the README deleted when named."""
+    (project / root / "README.md").write_text("what goes here")
+    with pytest.raises(UserError, match=rf"{root}/README\.md: it is the README the project keeps"):
+        deletable(project / root / "README.md", project)
+
+
 def test_missing_path_is_a_clear_error(project):
     with pytest.raises(UserError, match="does not exist"):
         deletable(project / "data/raw/nothing", project)
