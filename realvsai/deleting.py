@@ -59,6 +59,9 @@ def check_deletable(location: Path, protected: Sequence[Path], allowed_roots: Se
     if not allow_outside and location in roots:
         raise UserError(f"refusing to delete {location} itself (it holds a README the project keeps). "
                         "Delete the folders inside it instead.")
+    if location.parent in roots and location.name == "README.md":  # part of the repository, as its code is
+        raise UserError(f"refusing to delete {location}: it is the README the project keeps there. Delete the "
+                        "folders beside it instead.")
     if not allow_outside and not any(root in location.parents for root in roots):
         raise UserError(f"refusing to delete {location}: it is not inside {' or '.join(map(str, roots))}. "
                         "Add --allow-outside if you really mean it.")
