@@ -838,6 +838,16 @@ def test_move_dry_run_changes_nothing_and_counts_what_would_happen(augmented, ca
     assert "Would move 12 files" in out and "1 under a new name" in out and "nothing was changed" in out
 
 
+@pytest.mark.parametrize("flags", [[], ["--dry-run"]])
+def test_a_record_of_moved_copies_that_cannot_be_read_stops_the_move_and_its_dry_run_alike(augmented, capsys, flags):
+    """The dry run said "Would move 12 files" where the move itself stops on the record."""
+    (augmented / "augmented-copies.csv").write_text("not,the,columns\n")
+    before = tree(augmented)
+    assert move(augmented, *flags) == 1
+    assert tree(augmented) == before
+    assert "augmented-copies.csv is not a list written by MoveAugmentedImages.py" in capsys.readouterr().err
+
+
 def test_move_keeps_other_files_and_their_folder(augmented):
     note = augmented / "augmented_train" / "REAL" / "notes.txt"
     note.write_text("keep me")
