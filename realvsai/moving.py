@@ -533,6 +533,7 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
             digest = sha256_file(source)
             checked.append((source, digest, refusal.why(source, digest)))
     read_list(Path(data_dir) / MOVE_REFUSED_NAME, MOVE_REFUSED_FIELDS, MOVE_REFUSED_KEY)  # before anything moves
+    read_moved_copies(data_dir)  # the record the move adds to: one it cannot read stops a dry run too
     if not dry_run and any(not reason for _, _, reason in checked):
         # Before the first copy moves: in train, only these records say what a copy was made from and how.
         add_moved_copies(data_dir, [record for source, digest, reason in checked if not reason
