@@ -34,7 +34,7 @@ from realvsai.layout import (
     class_folder_of,
     download_split_hint,
     find_class_folders,
-    mask_images,
+    leave_out_masks,
     unplaced_rows,
 )
 
@@ -125,12 +125,12 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     if not_images := [(path, why) for path, why in not_images if not os.path.basename(path).startswith(".")]:
         logger.warning("%s: %s in its class folders %s not images read here, left out (e.g. %s: %s)", folder,
                        plural(len(not_images), "file"), "is" if len(not_images) == 1 else "are", *min(not_images))
-    keys = [path.as_posix() for path, _ in candidates]
-    masks = mask_images(keys)  # as the splitters leave them out
-    if masks:
-        logger.warning("%s: %s left out (e.g. %s)", folder, plural(len(masks), "segmentation mask"), min(masks))
-    skipped = [(path, masks[key]) for (path, _), key in zip(candidates, keys) if key in masks]
-    candidates = [candidate for candidate, key in zip(candidates, keys) if key not in masks]
+    label_of = dict(candidates)
+    kept, skipped = leave_out_masks(list(label_of))  # as the splitters leave them out
+    if skipped:
+        logger.warning("%s: %s left out (e.g. %s)", folder, plural(len(skipped), "segmentation mask"),
+                       min(path.as_posix() for path, _ in skipped))
+    candidates = [(path, label_of[path]) for path in kept]
     results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
                                     crop_size=crop_size)
     files, labels, sizes, needs_pil, formats, qualities, grayscale, frames = [], [], [], [], [], [], [], []

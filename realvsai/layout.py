@@ -234,6 +234,14 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
     return names
 
 
+def leave_out_masks(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``paths`` less the segmentation masks among them (``mask_images``), and those masks with why."""
+    keys = [Path(path).as_posix() for path in paths]
+    masks = mask_images(keys)
+    return ([path for path, key in zip(paths, keys) if key not in masks],
+            [(path, masks[key]) for path, key in zip(paths, keys) if key in masks])
+
+
 def find_label_conflicts(files: Iterable[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
     """The contents found under more than one class, from the ``(sha256, class, where)`` of each file:
     sha256 -> {class: where its first file (in the order given) is}.

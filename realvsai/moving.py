@@ -52,7 +52,7 @@ from realvsai.layout import (
     VALIDATION,
     find_child_folder,
     find_class_folders,
-    mask_images,
+    leave_out_masks,
     read_manifest,
 )
 
@@ -165,9 +165,8 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS,
         files = list_images(train_dir / class_name, skipped=skipped)
         # Hidden files (.DS_Store, an interrupted write's .tmp) are left out without a word, as everywhere.
         plan.not_images += [(Path(path), reason) for path, reason in skipped if os.path.basename(path)[0] != "."]
-        masks = mask_images([path.as_posix() for path in files])  # a lesion's outline, not an image of its class
-        plan.masks += [(path, masks[path.as_posix()]) for path in files if path.as_posix() in masks]
-        files = [path for path in files if path.as_posix() not in masks]
+        files, masks = leave_out_masks(files)  # a lesion's outline, not an image of its class
+        plan.masks += masks
         earlier = {path for path in files if moved.holds(path)}
         sources = [path for path in files if path not in earlier]
         plan.earlier_copies += len(earlier)

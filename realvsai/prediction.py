@@ -26,7 +26,7 @@ from realvsai.cli import plural
 from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE, TrainConfig
 from realvsai.errors import UserError
 from realvsai.files import list_images, spreadsheet_safe, write_csv
-from realvsai.layout import mask_images
+from realvsai.layout import leave_out_masks
 from realvsai.metrics import DecisionRule, skipped_why
 from realvsai.run import ModelInfo, Predictor, doubt
 
@@ -183,9 +183,8 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
     class_names = list(info.class_names)
     skipped: list[tuple[Path, str]] = []  # (file, why)
     candidates = list_images(folder, recursive=True, skipped=skipped)
-    masks = mask_images([path.as_posix() for path in candidates])
-    skipped += [(path, masks[path.as_posix()]) for path in candidates if path.as_posix() in masks]
-    candidates = [path for path in candidates if path.as_posix() not in masks]
+    candidates, masks = leave_out_masks(candidates)
+    skipped += masks
     headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}", crop_size=info.crop_size)
     skipped += [(path, header) for path, header in zip(candidates, headers) if isinstance(header, str)]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]
