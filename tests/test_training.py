@@ -170,9 +170,21 @@ def test_an_unfinished_run_is_refused_without_resume_with_the_command_that_conti
     (tmp_path / "run1" / "backup").mkdir(parents=True)
     (tmp_path / "run1" / "backup" / "config.json").write_text("{}")
     (tmp_path / "run1" / "model.json").write_text("{}")  # written as the run starts
-    with pytest.raises(UserError, match=r"run1 holds a run that has not finished: it is training now, or was stopped\. "
+    with pytest.raises(UserError, match=r"run1 holds a run that has not finished \(it was stopped\)\. "
                                         r"Continue it with python ModelTraining\.py --resume --name run1 --out "):
         resolve_run_dir(TrainConfig(out=tmp_path, name="run1"), resume=False)
+
+
+def test_a_second_start_of_a_run_that_is_training_names_the_process_instead_of_advising_resume(tmp_path):
+    """It said "it is training now, or was stopped. Continue it with ... --resume", which the lock then refused."""
+    from realvsai.files import working_on
+
+    (tmp_path / "run1" / "backup").mkdir(parents=True)
+    (tmp_path / "run1" / "backup" / "config.json").write_text("{}")
+    refusal = rf"run1 is training now in ModelTraining\.py \(process {os.getpid()}\); wait for it to finish, or choose"
+    with working_on([tmp_path / "run1"], "ModelTraining.py"), pytest.raises(UserError, match=refusal) as refused:
+        resolve_run_dir(TrainConfig(out=tmp_path, name="run1"), resume=False)
+    assert "--resume" not in str(refused.value)
 
 
 def test_resume_of_a_finished_or_missing_run_is_refused(tmp_path):
