@@ -319,6 +319,8 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
     the run's dataset, moved); a UserError if the folder exists and ``resume`` is False (but for what a run killed
     before it saved its settings leaves: that start begins again; an unfinished run's names ``continue_with``'s
     command for it), or ``resume`` finds nothing to resume."""
+    from realvsai.files import claimed_by  # files reads this module's constants
+
     if not config.name:
         if resume:
             raise UserError("--resume needs the --name of the run to continue.")
@@ -330,8 +332,11 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
             raise UserError(f"{run_dir} holds a finished run. Choose another --name, or delete it "
                             f"({deleter_command(run_dir)}) to train it again.")
         if run_dir.exists() and not (run_dir.is_dir() and _left_by_a_killed_start(run_dir)):
-            if saved.is_file():  # a second start while it trains: its --resume is refused, naming the first
-                raise UserError(f"{run_dir} holds a run that has not finished: it is training now, or was stopped. "
+            if saved.is_file():
+                if holder := claimed_by(run_dir):  # a second start while it trains
+                    raise UserError(f"{run_dir} is training now in {holder}; wait for it to finish, or choose "
+                                    "another --name.")
+                raise UserError(f"{run_dir} holds a run that has not finished (it was stopped). "
                                 f"Continue it with {continue_with(run_dir)}, or choose another --name.")
             raise UserError(f"{run_dir} already exists and is not a run folder (it has neither {MODEL_JSON_FILE} nor "
                             f"{BACKUP_DIR}/{RUN_CONFIG_FILE}); its files are kept. Choose another --name (or --out).")
