@@ -945,3 +945,56 @@ def test_hidden_files_and_folders_outside_the_class_folders_are_listed_in_skippe
     report = split_by_class(art, out)
     assert skipped_sources(out).keys() == {".ipynb_checkpoints", ".hidden.png"}
     assert skipped_count(splitting.format_report(report)) == 2
+
+
+def test_images_in_a_folder_beside_the_dataset_folder_a_wrapper_holds_are_listed_in_skipped_csv(tmp_path,
+                                                                                                 make_class_folder):
+    """A download of cifake/{train,test}/ beside extra_fakes/FAKE/: the split read cifake/ and said nothing of the
+    other folder's images (in neither manifest.csv nor skipped.csv)."""
+    download = tmp_path / "raw" / "download"
+    for split in ("train", "test"):
+        make_class_folder(download / "cifake" / split, {"REAL": 6, "FAKE": 6}, seed=len(split))
+    write_image(download / "extra_fakes" / "FAKE" / "x0.png", seed=900)
+    write_image(download / "extra_fakes" / "FAKE" / "x1.png", seed=901)
+    out = tmp_path / "data"
+
+    report = split_train_test(download, out)
+
+    skipped = skipped_sources(out)
+    assert {"x0.png", "x1.png"} <= skipped.keys()
+    assert "extra_fakes/" in skipped["x0.png"] and "beside cifake/" in skipped["x0.png"]
+    assert "2 outside the class folders" in splitting.format_report(report)
+
+
+@pytest.mark.parametrize("name", ["train", "Test", "validation"])
+def test_a_second_dataset_named_like_a_split_is_told_to_split_apart_into_a_folder_that_is_not_a_split(
+        tmp_path, make_class_folder, name):
+    """DataZipper data/train -> train.zip -> data/raw/train: the advice said --out data/train, the first split's
+    own train folder, and the split then wrote into it."""
+    make_class_folder(tmp_path / "raw" / "cats", {"REAL": 10, "FAKE": 10})
+    make_class_folder(tmp_path / "raw" / name, {"REAL": 10, "FAKE": 10}, seed=4)
+    split_by_class(tmp_path / "raw" / "cats", tmp_path / "data")
+
+    with pytest.raises(UserError) as refused:
+        split_by_class(tmp_path / "raw" / name, tmp_path / "data")
+
+    apart = re.search(r"--out (\S+)\)", str(refused.value))[1]
+    assert Path(apart).parent == tmp_path / "data"
+    assert Path(apart).name.casefold() not in {"train", "validation", "test"} and not Path(apart).exists()
+    split_by_class(tmp_path / "raw" / name, Path(apart))  # the advice works
+
+
+@pytest.mark.parametrize("inside", [("train",), ("validation", "more"), ("augmented_train",)])
+def test_a_split_into_a_folder_of_another_split_is_refused_before_anything_is_written(tmp_path, make_class_folder,
+                                                                                      inside):
+    make_class_folder(tmp_path / "raw" / "cats", {"REAL": 10, "FAKE": 10})
+    make_class_folder(tmp_path / "raw" / "dogs", {"REAL": 10, "FAKE": 10}, seed=4)
+    split_by_class(tmp_path / "raw" / "cats", tmp_path / "data")
+    (tmp_path / "data" / "augmented_train").mkdir()
+    before, paths = snapshot(tmp_path / "data"), sorted((tmp_path / "data").rglob("*"))
+
+    with pytest.raises(UserError, match=rf"{inside[0]}/ of the split in {re.escape(str(tmp_path / 'data'))}.*"
+                                        r"choose an --out outside it"):
+        split_by_class(tmp_path / "raw" / "dogs", tmp_path / "data" / Path(*inside))
+
+    assert snapshot(tmp_path / "data") == before and sorted((tmp_path / "data").rglob("*")) == paths
