@@ -234,6 +234,11 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
     elsewhere = [(str(path), f"in {folder.name}/, which is not one of those: {rule} (move it into one to include it)")
                  for folder in subfolders(source) if folder not in group_dirs.values()
                  for path in list_images(folder, recursive=True)]
+    down = folders_down(wrapper, source)  # the folders a wrapper holds beside the dataset folder are not read
+    elsewhere += [(str(path), f"in {folder.name}/, beside {inner.name}/, the dataset folder: {rule} (move it into "
+                              "one to include it)")
+                  for outer, inner in itertools.pairwise(down) for folder in subfolders(outer) if folder != inner
+                  for path in list_images(folder, recursive=True)]
     folders = [folder / name for group, folder in group_dirs.items() for name in names[group]]
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
                       max_pixels=max_pixels, beside=loose + elsewhere + _hidden_in(beside))
@@ -569,10 +574,17 @@ def _refuse_another_dataset(out: Path, rows: Sequence[ManifestRow], old_rows: Se
     datasets, old_datasets = {row.dataset for row in rows}, {row.dataset for row in old_rows}
     if overwrite or len(datasets) != 1 or "" in old_datasets or datasets & old_datasets:
         return
-    apart = out / next(iter(datasets))
+    apart = _folder_apart(out, next(iter(datasets)))
     raise UserError(f"{out} holds a split of another dataset ({', '.join(sorted(old_datasets))}). Split this one into "
                     f"a folder of its own (--out {shell_path(apart)}), then merge the two: python DataMerger.py "
                     f"{shell_path(apart)} --into {shell_path(out)}; or add --overwrite to move the old split aside.")
+
+
+def _folder_apart(out: Path, dataset: str) -> Path:
+    """The folder inside ``out`` that a split of ``dataset`` is advised into: named after it, unless that name is
+    one of the split's own folders (a dataset zipped as ``train.zip``)."""
+    taken = {name.casefold() for name in (*SPLITS, AUGMENTED_TRAIN)}
+    return out / (f"{dataset}-dataset" if dataset.casefold() in taken else dataset)
 
 
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
@@ -652,6 +664,12 @@ def _check_paths(source: Path, out: Path) -> tuple[Path, Path]:
         if resolved_source == resolved_out / split or (resolved_out / split) in resolved_source.parents:
             raise UserError(f"SOURCE {source} is inside the output split folder {out / split}. "
                             "Keep the raw dataset elsewhere, e.g. data/raw/.")
+    for split_dir in (parent for parent in resolved_out.parents if (parent / MANIFEST_NAME).is_file()):
+        folder = resolved_out.relative_to(split_dir).parts[0]
+        if folder.casefold() in {name.casefold() for name in (*SPLITS, AUGMENTED_TRAIN)}:
+            raise UserError(f"--out {out} is inside {folder}/ of the split in {split_dir}, whose images it would "
+                            f"mix with; choose an --out outside it, e.g. --out "
+                            f"{shell_path(_folder_apart(split_dir, source.resolve().name))}.")
     return source, out
 
 
