@@ -1135,3 +1135,52 @@ def test_an_archive_inside_the_archive_is_named_with_the_command_that_unzips_it(
     assert "1 archive" in out and str(target / "cifake.zip") in out and "DataUnZipper.py" in out
     assert extract_archive(outer, tmp_path / "again").archives == ("cifake.zip",)
     assert extract_archive(make_zip(tmp_path / "plain.zip"), tmp_path / "plain").archives == ()
+
+
+def test_a_macos_appledouble_file_of_an_inner_archive_is_not_taken_for_an_archive(tmp_path, capsys):
+    """The unzipper named ._cifake.zip first, and its own command then said the file was damaged."""
+    inner = make_zip(tmp_path / "cifake.zip")
+    outer = make_zip(tmp_path / "download.zip", {"cifake.zip": inner.read_bytes(),
+                                                 "._cifake.zip": b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X"})
+    assert extract_archive(outer, tmp_path / "raw").archives == ("cifake.zip",)
+
+
+def test_a_download_of_split_archives_is_unzipped_beside_them_then_split_as_one_dataset(tmp_path, capsys):
+    """train.zip and test.zip inside a download: the unzipper's advice put each in data/raw/<stem>, two datasets
+    whose Next: lines split the test images as a dataset of their own."""
+    images = {split: make_zip(tmp_path / f"{split}.zip", {f"{name}/{split}{index}.png": b"\x89PNG an image"
+                                                          for name in ("REAL", "FAKE") for index in range(2)})
+              for split in ("train", "test")}
+    outer = make_zip(tmp_path / "kaggle.zip", {f"{split}.zip": path.read_bytes() for split, path in images.items()})
+    target = tmp_path / "raw" / "kaggle"
+
+    commands = []
+    for archive in (outer, None, None):
+        argv = [str(outer), "--to", str(target)] if archive else commands[-1].split()[2:]
+        assert DataUnZipper.main([*argv, "-q"]) == 0
+        commands.append(capsys.readouterr().out.splitlines()[-1].split(": ")[-1])
+
+    assert commands[0] == f"python DataUnZipper.py {target / 'test.zip'} --to {target / 'test'}"
+    assert commands[1] == f"python DataUnZipper.py {target / 'train.zip'} --to {target / 'train'}"
+    assert commands[2] == f"python DataSplitD2.py {target} --out data"
+
+
+def test_the_zipper_writes_beside_a_symlinked_folder_not_beside_its_target(tmp_path):
+    store, project = tmp_path / "store" / "cifake-v2", tmp_path / "project" / "data"
+    (store / "REAL").mkdir(parents=True)
+    (store / "REAL" / "a.png").write_bytes(b"\x89PNG an image")
+    project.mkdir(parents=True)
+    (project / "train").symlink_to(store)
+
+    zipped = run_script("DataZipper.py", "data/train", "--quiet", cwd=project.parent)
+
+    assert zipped.returncode == 0, zipped.stderr
+    assert (project / "train.zip").is_file() and not (tmp_path / "store" / "cifake-v2.zip").exists()
+
+
+def test_the_zipper_says_in_one_line_that_an_out_that_is_a_folder_needs_a_file_name(tmp_path, dataset):
+    """It said to add --overwrite, which then said the folder is not a file."""
+    (tmp_path / "out.zip").mkdir()
+    refused = run_script("DataZipper.py", dataset, "--out", tmp_path / "out.zip")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "is a folder" in refused.stderr and "--overwrite" not in refused.stderr
