@@ -21,7 +21,9 @@ all) is refused, and no folder is made. Files are written under a temporary name
 renamed into place, so an interrupted run is finished by running the same command again: files
 already there with the same size and CRC-32 are skipped. A file with other content is never
 replaced unless you add --overwrite, and no file is ever deleted: when the target also holds files
-this archive does not (another download's), a warning says so.
+this archive does not (another download's), a warning says so. A download that holds archives (train.zip,
+test.zip) is named with the command that unzips each one beside itself (data/raw/<download>/train/), and once
+they are all unzipped, with the split that reads them together.
 
 Example:
     python DataUnZipper.py ~/Downloads/cifake-real-and-ai-generated-synthetic-images.zip
@@ -39,7 +41,7 @@ from realvsai.cli import byte_count, expansion_ratio, make_parser, nonempty_path
 from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import human_bytes, working_on
-from realvsai.layout import find_class_root, find_train_test_root, split_folders_fix, subfolders
+from realvsai.layout import SPLIT_WORDS, find_class_root, find_train_test_root, split_folders_fix, subfolders
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,10 +76,26 @@ def name_encoding(text: str) -> str:
     return text
 
 
+def unzip_command(archive: Path) -> str:
+    """The command that unzips ``archive`` (one a download holds) into a folder beside it of its name."""
+    return f"python DataUnZipper.py {shell_path(archive)} --to {shell_path(archive.parent / archive_stem(archive))}"
+
+
 def next_step(folder: Path) -> str:
     """The line that names the split script that reads ``folder``: DataSplitD2.py where it holds train/ and test/ (or
     wraps a folder that does); for a download split as train/ and validation/ alone, the rename DataSplitD2 needs
-    first; else DataSplitD1.py (one folder per class), which says what it finds there if neither fits."""
+    first; else DataSplitD1.py (one folder per class), which says what it finds there if neither fits. A split
+    folder unzipped beside the archives of the other splits (train/ beside test.zip) names the next archive to unzip,
+    then the split of the folder that holds them all."""
+    if SPLIT_WORDS.get(folder.name.lower()):  # one of a download's split archives (train.zip beside test.zip)
+        packed = [path for path in sorted(folder.parent.iterdir()) if path.name.lower().endswith(".zip")
+                  and SPLIT_WORDS.get(archive_stem(path).lower()) and not path.name.startswith(".")
+                  and not (path.parent / archive_stem(path)).exists()]
+        if packed:
+            return f"Next: unzip {packed[0].name} too: {unzip_command(packed[0])}"
+        with contextlib.suppress(UserError):
+            if find_train_test_root(folder.parent) == folder.parent:
+                folder = folder.parent
     with contextlib.suppress(UserError):
         find_train_test_root(folder)
         return f"Next: python DataSplitD2.py {shell_path(folder)} --out data"
@@ -102,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{result.already_there:,} already there, "
               f"{plural(result.junk_skipped, 'macOS junk entry', 'macOS junk entries')} skipped.")
         if result.archives:  # a download that wraps the dataset's own archive: its images are still packed
-            first = shell_path(result.target / result.archives[0])
             print(f"It holds {plural(len(result.archives), 'archive')} ({', '.join(result.archives[:3])}"
-                  f"{', ...' if len(result.archives) > 3 else ''}), whose files are still packed: unzip "
-                  f"{'it' if len(result.archives) == 1 else 'each'} too, e.g. python DataUnZipper.py {first}")
+                  f"{', ...' if len(result.archives) > 3 else ''}), whose files are still packed; unzip "
+                  f"{'it' if len(result.archives) == 1 else 'each'} beside itself, starting with: "
+                  f"{unzip_command(result.target / result.archives[0])}")
         else:
             print(next_step(result.target))
 

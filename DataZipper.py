@@ -18,7 +18,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from realvsai.archives import zip_folder
 from realvsai.cli import make_parser, nonempty_path, plural, run_main, setup_logging
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        folder = args.folder.resolve()
+        folder = Path(os.path.abspath(args.folder))  # "." and "x/.." named; a symlinked folder's zip goes beside it
         out = args.out if args.out is not None else folder.with_name(f"{folder.name}.zip")
         with working_on([out], "DataZipper.py"):
             result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)

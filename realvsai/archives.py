@@ -198,7 +198,8 @@ def extract_archive(
         logger.warning("%s holds %d file%s that this archive does not (e.g. %s): it mixes another archive's files; "
                        "unzip into a new --to folder for this archive alone", target, len(others),
                        "s" * (len(others) > 1), min(others))
-    archives = tuple(sorted(relative for _, relative in entries if relative.lower().endswith(_ARCHIVE_SUFFIXES)))
+    archives = tuple(sorted(relative for _, relative in entries if relative.lower().endswith(_ARCHIVE_SUFFIXES)
+                            and not relative.rsplit("/", 1)[-1].startswith(".")))  # macOS' ._name files are none
     return ExtractResult(target, len(to_write), already_there, junk, num_bytes, archives)
 
 
@@ -563,6 +564,9 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
     real_folder, real_out = Path(os.path.realpath(folder)), Path(os.path.realpath(out))
     if real_folder == real_out or real_folder in real_out.parents:
         raise UserError(f"{out} is inside {folder}, the folder being zipped. Write the archive elsewhere with --out.")
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; --out names the archive file to write, e.g. --out "
+                        f"{shell_path(out / f'{folder.name}.zip')}.")
     files, empty_folders, left_out = _folder_contents(folder)
     if os.path.lexists(out) and not overwrite:
         if not _holds(out, folder, files, empty_folders, verify):
