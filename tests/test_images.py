@@ -414,3 +414,19 @@ def test_a_file_the_system_will_not_read_is_named_alike_by_the_split_and_the_hea
         images.read_header(tmp_path / "photo.png")
 
     assert split_says == str(scan_says.value) == "cannot be read (Is a directory)"
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "BMP"])
+def test_the_scan_refuses_a_truncated_gray_image_as_the_app_does(tmp_path, image_format):
+    """A gray image was taken for gray by its mode, not decoded: training's scan counted a truncated one (in
+    model.json, the card, the familiar sizes) that tf.data then dropped, and the app refused."""
+    whole = io.BytesIO()
+    Image.fromarray(np.random.default_rng(9).integers(0, 256, (200, 300), np.uint8), "L").save(whole, image_format)
+    cut = whole.getvalue()[: len(whole.getvalue()) // 2]
+    with pytest.raises(images.ImageDecodeError) as app:
+        images.load_rgb_with_header(cut)
+
+    with pytest.raises(images.ImageDecodeError) as scan:
+        images.read_header(io.BytesIO(cut))
+
+    assert str(scan.value) == str(app.value) and str(scan.value).startswith("the image data is broken")
