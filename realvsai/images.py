@@ -352,16 +352,16 @@ def _ignore_broken_exif() -> None:
 
 def looks_gray(image: Image.Image) -> bool:
     """Whether ``image`` (opened or loaded) is gray: a gray mode, or ``gray_pixels`` (a scan saved as RGB, a small
-    coloured mark allowed). Decoded to check, band by band (a large JPEG not yet loaded at 1/8 of its sides);
-    ImageDecodeError for broken image data."""
-    if is_grayscale_mode(image.mode):
-        return True
+    coloured mark allowed). Decoded to check, band by band (a large JPEG not yet loaded at 1/8 of its sides); a
+    gray mode's image too, so that the scan finds its broken data as the decode does: ImageDecodeError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked at opening
             if (scale := _gray_check_scale(image)) > 1:
                 image.draft("RGB", (image.width // scale, image.height // scale))
             image.load()
+            if is_grayscale_mode(image.mode):
+                return True
             spread = sum(_spread(_as_rgb(band)) for band in _bands(image))
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
