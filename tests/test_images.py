@@ -430,3 +430,23 @@ def test_the_scan_refuses_a_truncated_gray_image_as_the_app_does(tmp_path, image
         images.read_header(io.BytesIO(cut))
 
     assert str(scan.value) == str(app.value) and str(scan.value).startswith("the image data is broken")
+
+
+def test_a_png_whose_pixel_data_fails_its_checksum_gets_one_reason_on_every_path(tmp_path):
+    """The scan (training, --predict) said "bad header checksum in b'IDAT'", the app and the splitters "unrecognized
+    data stream contents" of the same file."""
+    whole = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300, 3), np.uint8)).save(whole, "PNG")
+    data = bytearray(whole.getvalue())
+    data[len(data) // 2] ^= 0xFF
+    path = tmp_path / "crc.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(images.ImageDecodeError) as scan:
+        images.read_header(path)
+    with pytest.raises(images.ImageDecodeError) as app:
+        images.load_rgb_with_header(bytes(data), image_size=32)
+    with pytest.raises(images.ImageDecodeError) as predict:
+        images.load_rgb(path)
+
+    assert str(scan.value) == str(app.value) == str(predict.value) == images.decode_check(path)[0]
+    assert "checksum" in str(scan.value)
