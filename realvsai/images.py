@@ -162,11 +162,11 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
     try:
         with open_image(path, max_pixels) as image, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
+            _check_png(image, path)  # before decoding, as the scan does: a bad checksum is named as such
             try:
                 image.load()
             except (OSError, SyntaxError, ValueError) as error:  # an image whose data breaks off: as _rgb says it
                 raise ImageDecodeError(f"the image data is broken ({error})") from error
-            _check_png(image, path)
             # The pixels the model takes (an RGB image's raw bytes): the same image saved as palette, gray or
             # opaque RGBA (a lossless optimiser's, an editor's) is one image, and two palette images of the same
             # indices in other colours are two. Bands are whole rows, so the hash is the whole's. Upright: a photo
@@ -427,9 +427,8 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     ``decode_jpeg(ratio=...)``; 16-bit images are scaled to 8 bits rather than clipped.
     """
     with _open(source, max_pixels, crop_size) as image:
-        pixels = _rgb(image, image_size)
         _check_png(image, source)
-        return pixels
+        return _rgb(image, image_size)
 
 
 def load_rgb_with_header(source: Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS, image_size: int | None = None,
@@ -442,10 +441,10 @@ def load_rgb_with_header(source: Path | bytes, max_pixels: int = MAX_IMAGE_PIXEL
     shrinks in a reduced decode, so another scale may answer otherwise).
     """
     with _open(source, max_pixels, crop_size) as image:
+        _check_png(image, source)
         header = _header(image, gray=False)
         same_scale = _gray_check_scale(image) == decode_scale(*image.size, format_name(image.format), image_size)
         pixels = _rgb(image, image_size)
-        _check_png(image, source)
     if same_scale:
         return pixels, dataclasses.replace(header, grayscale=gray_pixels(pixels))
     with _open(source, max_pixels, crop_size) as image:
