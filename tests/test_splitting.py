@@ -998,3 +998,24 @@ def test_a_split_into_a_folder_of_another_split_is_refused_before_anything_is_wr
         split_by_class(tmp_path / "raw" / "dogs", tmp_path / "data" / Path(*inside))
 
     assert snapshot(tmp_path / "data") == before and sorted((tmp_path / "data").rglob("*")) == paths
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_stopped_move_split_run_again_without_move_is_told_to_finish_it_with_move(cifake, tmp_path, overwrite):
+    """Run again without --move, the split was "a different split" and --overwrite was the advice: it moved the
+    stopped split aside (with the only copies of the images moved so far, in a folder it said to delete when no
+    longer needed) and split what was left in SOURCE."""
+    out = tmp_path / "out"
+    split_train_test(cifake, out, mode=splitting.MOVE)
+    for row in read_manifest(out / "manifest.csv")[::2]:  # where a stop partway leaves them: still in SOURCE
+        shutil.move(out / row.path, row.source)
+    before, left = snapshot(out), snapshot(cifake)
+
+    with pytest.raises(UserError, match=r"holds a --move split of .*cifake: \d+ images it lists were moved out of "
+                                        r"SOURCE into it\. Run the same command with --move") as refused:
+        split_train_test(cifake, out, overwrite=overwrite)
+
+    assert "--overwrite" not in str(refused.value).split("Run the same command")[1].split(";")[0]
+    assert snapshot(out) == before and snapshot(cifake) == left
+    split_train_test(cifake, out, mode=splitting.MOVE)  # what it says finishes the split
+    assert len(read_manifest(out / "manifest.csv")) == 50 and not list(cifake.rglob("*.png"))
