@@ -358,8 +358,13 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     root = root.resolve()
     old_rows = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
     items, not_images = _list_items(root, class_dirs, locate)
-    if mode == MOVE and old_rows:
-        items += _moved_items(root, out, old_rows, locate, {item.key for item in items})
+    if old_rows and (moved := _moved_items(root, out, old_rows, locate, {item.key for item in items})):
+        if mode != MOVE:  # left out, the images moved so far would stay only in the old split (even moved aside)
+            raise UserError(f"{out} holds a --move split of {root}: {plural(len(moved), 'image')} it lists "
+                            f"{'was' if len(moved) == 1 else 'were'} moved out of SOURCE into it. Run the same "
+                            "command with --move: it finishes a stopped move (a finished one has nothing left to "
+                            "do); without it they would be left out of this split.")
+        items += moved
     items, masks = _leave_out_masks(items)
     items, copies = _leave_out_copies(items)
     if empty := _class_folders_without(class_dirs, root, items):  # often a nested or misnamed folder
