@@ -1184,3 +1184,16 @@ def test_the_zipper_says_in_one_line_that_an_out_that_is_a_folder_needs_a_file_n
     refused = run_script("DataZipper.py", dataset, "--out", tmp_path / "out.zip")
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
     assert "is a folder" in refused.stderr and "--overwrite" not in refused.stderr
+
+
+def test_an_archive_damaged_in_its_first_entry_leaves_no_folder_behind(tmp_path):
+    """It said "nothing was written" and left the archive's whole (empty) folder tree."""
+    entries = {f"ds/{split}/{name}/a.bin": b"hello world " * 10 for split in ("train", "test") for name in "AB"}
+    raw = bytearray(make_zip(tmp_path / "d.zip", entries).read_bytes())
+    raw[raw.find(b"hello")] ^= 1
+    (tmp_path / "d.zip").write_bytes(bytes(raw))
+
+    with pytest.raises(UserError, match=r"damaged or incomplete .*nothing was written"):
+        extract_archive(tmp_path / "d.zip", tmp_path / "raw" / "d")
+
+    assert not (tmp_path / "raw" / "d").exists()
