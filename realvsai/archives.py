@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -131,7 +132,7 @@ def extract_archive(
     archive, target = Path(archive), Path(target)
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file. Give --to a folder to extract into.")
-    root, finished = os.path.realpath(target), 0
+    root, finished, fresh = os.path.realpath(target), 0, False  # fresh: this run made the target folder
     try:
         with zipfile.ZipFile(archive) as zip_file:
             # Before any check: the offsets of a split zip count from the start of each part.
@@ -158,6 +159,7 @@ def extract_archive(
                 raise UserError(f"extracting needs {human_bytes(num_bytes)}, but only "
                                 f"{human_bytes(shutil.disk_usage(disk).free)} is free on the disk holding {root}. "
                                 "Free some space or extract elsewhere with --to.")
+            fresh = not existed
             for folder in ["", *sorted(folders - existing_folders)]:
                 os.makedirs(os.path.join(root, folder), exist_ok=True)
             # Each entry writes exactly the size it declares (or fails), so the bytes written stay
@@ -191,6 +193,10 @@ def extract_archive(
         if finished:
             raise UserError(f"{archive} is damaged or incomplete ({error}). Files finished before the damage are "
                             "complete; download the archive again and re-run the same command to finish.") from error
+        if fresh and not finished:  # only the empty folders made for its entries: none is kept
+            for folder, _, _ in sorted(os.walk(root), reverse=True):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
         raise UserError(_other_format(archive, target) or f"{archive} is damaged or incomplete ({error}); nothing was "
                         "written. Download the archive again and re-run the same command.") from error
     others = _files_not_in(root, {relative for _, relative in entries}) if existed else []
