@@ -468,6 +468,16 @@ def test_an_empty_weights_is_a_command_line_error_not_the_current_folder(capsys)
     assert "argument --weights: empty; give imagenet, none or a weights file" in capsys.readouterr().err
 
 
+def test_an_empty_positive_class_is_a_command_line_error_not_the_automatic_choice(capsys):
+    """``--positive-class "$CLASS"`` with CLASS unset trained with the class chosen by name, in silence."""
+    import ModelTraining
+
+    with pytest.raises(SystemExit) as exit_:
+        ModelTraining.parse_args(["--data", "data", "--positive-class", ""])
+    assert exit_.value.code == 2
+    assert "argument --positive-class: empty; give a class name, or leave the option out" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("script, argv", [
     ("DataUnZipper", [""]), ("DataUnZipper", ["a.zip", "--to", ""]), ("DataZipper", [""]),
     ("DataZipper", ["data", "--out", ""]), ("DataSplitD1", ["", "--out", "x"]), ("DataSplitD1", ["raw", "--out", ""]),
