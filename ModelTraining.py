@@ -149,7 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                help="Adam's start rate in phase 2; decays linearly over the phase")
     schedule.add_argument("--no-class-weights", dest="class_weights", action="store_false", default=argparse.SUPPRESS,
                           help="do not weight the loss by inverse class frequency (weighted by default)")
-    schedule.add_argument("--positive-class", default=None,
+    schedule.add_argument("--positive-class", type=class_name, default=None,
                           help="two classes only: the class the binary precision/recall/F1/AUC are about; when not "
                                f"given, the one class whose name has a word among {', '.join(sorted(POSITIVE_WORDS))} "
                                "(FAKE, AiArt, ai_generated). With more classes they are macro averages")
@@ -273,6 +273,14 @@ def weights_choice(text: str) -> str:
     current folder."""
     if not text:
         raise argparse.ArgumentTypeError("empty; give imagenet, none or a weights file")
+    return text
+
+
+def class_name(text: str) -> str:
+    """argparse type for --positive-class: an empty text (an unset shell variable) is refused rather than read as
+    "choose it by name"."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty; give a class name, or leave the option out to choose it by name")
     return text
 
 
