@@ -68,8 +68,11 @@ def test_find_child_folder_refuses_two_folders_differing_by_case(tmp_path):
     (tmp_path / "Train").mkdir()
     if len(list(tmp_path.iterdir())) < 2:
         pytest.skip("case-insensitive file system")
-    with pytest.raises(UserError, match="different letter cases"):
+    with pytest.raises(UserError, match="different letter cases") as refused:
         find_child_folder(tmp_path, "TRAIN")
+    # "Keep one" invited deleting a folder of other images: a zip made where the two are one folder (Windows, macOS)
+    assert "Keep one" not in str(refused.value)
+    assert f"move what {tmp_path / 'train'} holds into {tmp_path / 'Train'}" in str(refused.value)
 
 
 def test_parse_renames_builds_the_mapping():
