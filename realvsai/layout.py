@@ -58,8 +58,11 @@ def find_child_folder(parent: Path, name: str) -> Path | None:
     UserError when two differ only by letter case, so the choice would be a guess."""
     matches = [child for child in Path(parent).iterdir() if child.is_dir() and child.name.lower() == name.lower()]
     if len(matches) > 1:
+        first, *others = sorted(matches)
         raise UserError(f"{parent} has several folders named {name!r} in different letter cases: "
-                        f"{sorted(m.name for m in matches)}. Keep one.")
+                        f"{sorted(m.name for m in matches)} (one folder where the download was made: Windows, "
+                        f"macOS). Join them: move what {', '.join(map(str, others))} "
+                        f"{'holds' if len(others) == 1 else 'hold'} into {first}, then run the command again.")
     return matches[0] if matches else None
 
 
