@@ -513,7 +513,7 @@ def test_a_source_beside_the_targets_split_folders_can_be_merged_into_it(first, 
     assert len(images(into)) == 24  # data/art/... is not counted as part of the target
 
 
-def augment_and_move(data: Path, source: Path, copies: int = 2) -> list[str]:
+def augment_and_move(data: Path, source: Path, copies: int = 2, seed: int = 1) -> list[str]:
     """Moves ``copies`` augmented copies of ``source`` (an image in ``data/train``) into train, their source recorded
     as DataAugmentation.py records it (made without TensorFlow); returns the copies' sha256."""
     records = {}
@@ -523,7 +523,7 @@ def augment_and_move(data: Path, source: Path, copies: int = 2) -> list[str]:
         records[f"{source.parent.name}/{copy.name}"] = moving.CopySource(
             sha256(copy), source.relative_to(data).as_posix(), sha256(source))
     moving.add_copy_sources(data / "augmented_train", records)
-    moving.record_copy_settings(data / "augmented_train", {"copies": copies, "preset": "classic", "seed": 1,
+    moving.record_copy_settings(data / "augmented_train", {"copies": copies, "preset": "classic", "seed": seed,
                                                            "size": "native", "batch_size": 32, "jpeg_quality": 95})
     moving.move_augmented(data)
     assert not (data / "augmented_train").exists()
@@ -619,6 +619,32 @@ def test_the_settings_of_the_copies_go_with_them_into_a_target_without_copies(se
     augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
     into = merge_datasets([second], tmp_path / "merged").into
     assert (into / moving.MOVED_SETTINGS_NAME).read_bytes() == (second / moving.MOVED_SETTINGS_NAME).read_bytes()
+
+
+def test_copies_of_other_settings_merged_beside_the_targets_copies_leave_no_record_to_misstate_them(
+        first, second, tmp_path, caplog):
+    """The target kept the record of its own copies, which then named settings half its copies were not made with
+    (in the model card, and in DataAugmentation's check of new copies); and the next move wrote one again."""
+    augment_and_move(first, first / "train" / "FAKE" / "img_001.png", seed=1)
+    augment_and_move(second, second / "train" / "FAKE" / "img_001.png", seed=2)
+
+    merge_datasets([second], first)
+
+    assert not (first / moving.MOVED_SETTINGS_NAME).exists()
+    assert "made with other settings" in caplog.text and str(first / moving.MOVED_SETTINGS_NAME) in caplog.text
+    augment_and_move(first, first / "train" / "REAL" / "img_000.png", seed=3)  # a move of new copies beside them
+    assert not (first / moving.MOVED_SETTINGS_NAME).exists()
+
+
+def test_copies_of_the_same_settings_merged_beside_the_targets_copies_keep_its_record(first, second, tmp_path):
+    augment_and_move(first, first / "train" / "FAKE" / "img_001.png", seed=1)
+    augment_and_move(second, second / "train" / "FAKE" / "img_001.png", seed=1)
+    record = (first / moving.MOVED_SETTINGS_NAME).read_bytes()
+
+    merge_datasets([second], first)
+    augment_and_move(first, first / "train" / "REAL" / "img_000.png", seed=1)
+
+    assert (first / moving.MOVED_SETTINGS_NAME).read_bytes() == record
 
 
 def test_a_training_image_named_like_a_copy_is_no_copy_where_the_record_lists_the_copies(second, tmp_path):
