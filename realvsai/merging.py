@@ -47,6 +47,7 @@ from realvsai.moving import (
     MovedCopies,
     add_moved_copies,
     moved_copies,
+    read_copy_settings,
     read_moved_copies,
     remove_copy_record_temporaries,
 )
@@ -190,8 +191,11 @@ def merge_datasets(
     _update_manifest(into, existing, [(target, file) for file, _, target, _ in actions if target], actions, moved)
     add_moved_copies(into, [file.copy_of for file, kind, _, _ in actions if file.copy_of and kind != "refuse"])
     taken = {file.path for file, kind, _, _ in actions if kind != "refuse"}
-    if not (into / MOVED_SETTINGS_NAME).exists() and not copies_in_train:
-        _carry_copy_settings(into, {source for source, file in incoming if file.copy_of and file.path in taken})
+    with_copies = {source for source, file in incoming if file.copy_of and file.path in taken}
+    if copies_in_train:
+        _drop_mixed_copy_settings(into, with_copies)
+    elif not (into / MOVED_SETTINGS_NAME).exists():
+        _carry_copy_settings(into, with_copies)
     added = []  # (target path, source file)
     for file, kind, target, _ in progress(actions, desc="moving" if move else "copying"):
         if kind == "identical" and move:  # its content was read from the target during this run: it is safe there
@@ -321,6 +325,20 @@ def _carry_copy_settings(into: Path, sources: Iterable[Path]) -> None:
                if (source / MOVED_SETTINGS_NAME).is_file()}
     if len(records) == 1:
         atomic_write_bytes(into / MOVED_SETTINGS_NAME, records.pop())
+
+
+def _drop_mixed_copy_settings(into: Path, sources: Iterable[Path]) -> None:
+    """Removes the settings record of ``into``, whose train holds augmented copies, when the ``sources`` whose
+    copies it takes made theirs otherwise (or kept no record): no one record holds for them all, and one that
+    named half of them would be read as all of theirs (the model card; DataAugmentation's check of new copies)."""
+    record = into / MOVED_SETTINGS_NAME
+    if (settings := read_copy_settings(record)) is None:
+        return
+    if any(read_copy_settings(source / MOVED_SETTINGS_NAME) != settings for source in sources):
+        record.unlink()
+        logger.warning("the augmented copies merged into %s were made with other settings than those in its train: "
+                       "removed %s, which no longer holds for them all (the model card names no settings for "
+                       "them, and DataAugmentation.py adds copies there with any)", into / TRAIN, record)
 
 
 def _check_folders(sources: Sequence[Path], into: Path) -> None:

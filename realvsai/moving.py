@@ -414,10 +414,9 @@ def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
     the record is not one DataAugmentation.py writes (``read_copy_settings``).
     """
     train_dir, augmented_dir = dataset_folders(data_dir)
-    moved = moved_copies(data_dir)
     if any(augmented_dir.glob(f"*/{COPY_PREFIX}*")):
         folder, path = augmented_dir, augmented_dir / SETTINGS_NAME
-    elif any(moved.holds(copy) for copy in train_dir.glob(f"*/{COPY_PREFIX}*")):
+    elif holds_moved_copies(data_dir):
         folder, path = train_dir, Path(data_dir) / MOVED_SETTINGS_NAME
     else:
         return augmented_dir, {}
@@ -429,6 +428,12 @@ def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
     if isinstance(old_copies, int) and isinstance(new_copies, int) and old_copies < new_copies:
         del changed["copies"]
     return folder, changed
+
+
+def holds_moved_copies(data_dir: Path) -> bool:
+    """Whether the train folder of the dataset ``data_dir`` holds augmented copies moved there (``MovedCopies``)."""
+    moved = moved_copies(data_dir)
+    return any(moved.holds(copy) for copy in dataset_folders(data_dir)[0].glob(f"*/{COPY_PREFIX}*"))
 
 
 def has_unrecorded_copies(augmented_dir: Path) -> bool:
@@ -534,11 +539,18 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
     read_list(Path(data_dir) / MOVE_REFUSED_NAME, MOVE_REFUSED_FIELDS, MOVE_REFUSED_KEY)  # before anything moves
     read_moved_copies(data_dir)  # the record the move adds to: one it cannot read stops a dry run too
     if not dry_run and any(not reason for _, _, reason in checked):
-        # Before the first copy moves: in train, only these records say what a copy was made from and how.
+        # Before the first copy moves: in train, only these records say what a copy was made from and how. The
+        # settings only where every copy in train has them: beside copies of unknown settings (a merge of copies
+        # made otherwise, or an older version's) a record would misstate those.
+        record_settings = settings is not None and (
+            not holds_moved_copies(data_dir) or read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME) == settings)
+        if settings is not None and not record_settings:
+            logger.warning("%s holds augmented copies of other or unknown settings: %s is not written for the "
+                           "copies moved beside them", train_dir, Path(data_dir) / MOVED_SETTINGS_NAME)
         add_moved_copies(data_dir, [record for source, digest, reason in checked if not reason
                                     and (record := refusal.records.get(f"{source.parent.name}/{source.name}"))
                                     and record.copy_sha256 == digest])
-        if settings is not None:
+        if record_settings:
             atomic_write_bytes(Path(data_dir) / MOVED_SETTINGS_NAME, (augmented_dir / SETTINGS_NAME).read_bytes())
     for source, digest, reason in progress(checked, desc="moving"):
         target = train_dir / source.parent.name / source.name
