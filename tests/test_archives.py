@@ -1197,3 +1197,12 @@ def test_an_archive_damaged_in_its_first_entry_leaves_no_folder_behind(tmp_path)
         extract_archive(tmp_path / "d.zip", tmp_path / "raw" / "d")
 
     assert not (tmp_path / "raw" / "d").exists()
+
+
+def test_macos_appledouble_files_beside_their_files_are_skipped_as_junk(tmp_path):
+    """A zip made by some macOS tools keeps each file's ._name resource fork beside it, not in __MACOSX/: they were
+    extracted as files (which the splitters then listed as hidden files)."""
+    entries = {**CONTENT, "train/REAL/._a.jpg": b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X", "._train": b"fork"}
+    result = extract_archive(make_zip(tmp_path / "mac.zip", entries), tmp_path / "target")
+    assert files_under(tmp_path / "target") == CONTENT
+    assert result.junk_skipped == 2
