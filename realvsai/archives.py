@@ -109,8 +109,9 @@ def archive_stem(archive: Path) -> str:
 
 
 def _is_junk(parts: Sequence[str]) -> bool:
-    """True for what macOS's Finder adds to every archive: ``__MACOSX/`` resource forks and ``.DS_Store``."""
-    return bool(parts) and (parts[-1] == ".DS_Store" or "__MACOSX" in parts)
+    """True for what macOS adds to archives: ``__MACOSX/`` resource forks, ``.DS_Store``, and the AppleDouble
+    ``._name`` files that some tools keep beside their files rather than in ``__MACOSX/``."""
+    return bool(parts) and (parts[-1] == ".DS_Store" or parts[-1].startswith("._") or "__MACOSX" in parts)
 
 
 def extract_archive(
@@ -328,7 +329,7 @@ def _files_not_in(root: str, relatives: set[str]) -> list[str]:
     for folder, folder_names, file_names in os.walk(root):
         folder_names[:] = [name for name in folder_names if name != "__MACOSX"]
         prefix = "" if folder == root else folder[len(root) + 1:] + os.sep
-        others += [prefix + name for name in file_names if prefix + name not in relatives and name != ".DS_Store"
+        others += [prefix + name for name in file_names if prefix + name not in relatives and not _is_junk([name])
                    and stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode)]
     return others
 
