@@ -16,7 +16,7 @@ never setuid, setgid or sticky, and the owner can always read and write it; fold
 The whole archive is checked before anything is written: entries that would land outside the
 target (absolute paths, "..", symlinks) and zip bombs (entries that overlap; see also
 --max-total-bytes, --max-ratio) are refused, and each entry must inflate to exactly the size it
-declares. macOS junk (__MACOSX/, .DS_Store) is skipped; an archive with nothing else (or nothing at
+declares. macOS junk (__MACOSX/, .DS_Store, ._name) is skipped; an archive with nothing else (or nothing at
 all) is refused, and no folder is made. Files are written under a temporary name and
 renamed into place, so an interrupted run is finished by running the same command again: files
 already there with the same size and CRC-32 are skipped. A file with other content is never
