@@ -1073,3 +1073,16 @@ def test_a_file_that_fails_to_decode_is_judged_under_the_evaluations_pixel_limit
 
     ((path, reason),) = kept.skipped
     assert path.name == "changed.png" and "limit" not in reason
+
+
+@pytest.mark.parametrize(("sides", "cifake"), [((32, 32), True), ((816, 2912), False)])
+def test_the_cards_limitation_for_a_real_or_fake_detector_names_cifake_only_for_cifake_sized_images(sides, cifake):
+    """A model trained on 816-2912 px photos (classes ai and real) was said to be "A detector trained on CIFAKE"."""
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["ai", "real"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    profile = {"min_side": sides[0], "max_side": sides[1], "images": 40, "formats": ["JPEG"]}
+
+    card = model_card.render_card(model_info(["ai", "real"], training_images=profile), metrics, "Model card: run")
+
+    assert ("trained on CIFAKE" in card) is cifake
+    assert "Other generators, other resolutions, and post-processing" in card
