@@ -89,6 +89,11 @@ def _colour(profile: Mapping[str, Any]) -> str:
     return "; all grayscale" if grayscale == images else f"; {grayscale:,} of {images:,} grayscale"
 
 
+def _cifake_sized(profile: dict[str, Any] | None) -> bool:
+    """Whether the training images (``training_images``) were all CIFAKE's 32×32."""
+    return bool(profile) and profile["min_side"] == profile["max_side"] == 32
+
+
 def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title: str,
                 split_counts: Mapping[str, Mapping[str, int]] | None = None, metrics_heading: str = "Test metrics"
                 ) -> str:
@@ -234,9 +239,12 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         "These numbers hold for images like the test images above, and nothing else. Evaluate the model on "
         "your own images before trusting it: `python ModelTraining.py --evaluate MODEL.h5 --test-dir DIR`.",
         any(name.upper() in ("FAKE", "REAL") for name in class_names)
-        and "A detector trained on CIFAKE is only known to work on CIFAKE-like images: 32×32 CIFAR-10 photos against "
-        "Stable Diffusion 1.4 images. Other generators, other resolutions, and post-processing (JPEG "
-        "re-compression, resizing, filters, screenshots) need their own evaluation.",
+        and ("A detector trained on CIFAKE is only known to work on CIFAKE-like images: 32×32 CIFAR-10 photos "
+             "against Stable Diffusion 1.4 images." if _cifake_sized(model_info.get("training_images")) else
+             "A detector of generated images is only known to work on images like its training images, from the "
+             "cameras and generators they came from.")
+        + " Other generators, other resolutions, and post-processing (JPEG re-compression, resizing, filters, "
+        "screenshots) need their own evaluation.",
         model_info.get("shortcut_warning") and "The training classes differ in image size or format (the shortcut "
         "warning under Data): the numbers above may measure that, not the content.",
         f"The model sees {CROP_GRID}x{CROP_GRID} crops of {image_size} px at native resolution: on a large image "

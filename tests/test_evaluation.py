@@ -828,7 +828,8 @@ def test_model_card_says_how_many_training_images_are_offline_copies(tmp_path):
 def test_model_card_has_counts_config_metrics_plots_and_limitations(tmp_path, dataset, binary_model):
     info = model_info(["FAKE", "REAL"], positive_class="FAKE",
                       counts={"train": {"FAKE": 4, "REAL": 4}, "validation": {"FAKE": 10, "REAL": 10},
-                              "test": {"FAKE": 12, "REAL": 12}})
+                              "test": {"FAKE": 12, "REAL": 12}},
+                      training_images={"min_side": 32, "max_side": 32, "images": 8, "formats": ["PNG"]})
     metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
     card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
     assert "| FAKE | 4 | 10 | 12 |" in card
