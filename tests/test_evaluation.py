@@ -829,7 +829,7 @@ def test_model_card_has_counts_config_metrics_plots_and_limitations(tmp_path, da
     info = model_info(["FAKE", "REAL"], positive_class="FAKE",
                       counts={"train": {"FAKE": 4, "REAL": 4}, "validation": {"FAKE": 10, "REAL": 10},
                               "test": {"FAKE": 12, "REAL": 12}},
-                      training_images={"min_side": 32, "max_side": 32, "images": 8, "formats": ["PNG"]})
+                      training_images={"min_side": 32, "max_side": 32, "images": 8, "grayscale": 0, "formats": ["PNG"]})
     metrics = evaluation.evaluate_run(binary_model, info, dataset, tmp_path / "run")
     card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
     assert "| FAKE | 4 | 10 | 12 |" in card
@@ -1081,7 +1081,7 @@ def test_the_cards_limitation_for_a_real_or_fake_detector_names_cifake_only_for_
     """A model trained on 816-2912 px photos (classes ai and real) was said to be "A detector trained on CIFAKE"."""
     metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["ai", "real"]),
                "folder": "data/test", "num_images": len(BINARY_LABELS)}
-    profile = {"min_side": sides[0], "max_side": sides[1], "images": 40, "formats": ["JPEG"]}
+    profile = {"min_side": sides[0], "max_side": sides[1], "images": 40, "grayscale": 0, "formats": ["JPEG"]}
 
     card = model_card.render_card(model_info(["ai", "real"], training_images=profile), metrics, "Model card: run")
 
