@@ -212,6 +212,23 @@ def test_list_runs_names_a_run_without_model_h5_instead_of_leaving_it_out_silent
         run.read_run(killed)
 
 
+def test_a_run_training_in_its_first_epoch_is_said_to_be_training_not_told_to_resume(tmp_path):
+    """The app listed it with "its training is running, or stopped ... Finish it with ... --resume", a command the
+    running training's claim then refused."""
+    from realvsai.files import working_on
+
+    training = write_run(tmp_path, "training")
+    (training / "model.h5").unlink()
+    (training / "backup").mkdir()
+    (training / "backup" / "config.json").write_text("{}")
+
+    with working_on([training], "ModelTraining.py"):
+        reasons = dict(run.list_runs(tmp_path)[1])
+
+    assert f"is training now in ModelTraining.py (process {os.getpid()})" in reasons[training]
+    assert "--resume" not in reasons[training]
+
+
 def test_a_run_that_has_not_finished_shows_no_test_numbers(tmp_path):
     """Stopped between writing metrics.json and adding its decision rule to model.json, a run showed the test
     numbers of the threshold rule beside a caption of the rule it answers by, the most probable class."""
