@@ -36,6 +36,7 @@ from realvsai.config import (
     shell_path,
 )
 from realvsai.errors import UserError
+from realvsai.files import claimed_by
 from realvsai.image_stats import unfamiliar_reason
 from realvsai.metrics import DecisionRule
 
@@ -353,8 +354,11 @@ def read_run(path: Path) -> ModelRun:
                         "run folder under models/, or train one with: python ModelTraining.py --demo")
     if not model_file.is_file():
         if (folder / BACKUP_DIR / RUN_CONFIG_FILE).is_file():  # model.h5 comes with the first epoch's best model
-            raise UserError(f"{folder} has no {MODEL_FILE} yet: its training is running, or stopped, before its first "
-                            f"epoch ended. Finish it with {resume_command(folder)}")
+            if holder := claimed_by(folder):
+                raise UserError(f"{folder} has no {MODEL_FILE} yet: it is training now in {holder}, and its first "
+                                "epoch has not ended.")
+            raise UserError(f"{folder} has no {MODEL_FILE} yet: its training stopped before its first epoch ended. "
+                            f"Finish it with {resume_command(folder)}")
         if (folder / MODEL_JSON_FILE).is_file():
             raise UserError(f"{model_file} is missing beside its {MODEL_JSON_FILE}: copy the run folder whole, or "
                             "train the run again.")
