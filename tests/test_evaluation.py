@@ -1087,3 +1087,24 @@ def test_the_cards_limitation_for_a_real_or_fake_detector_names_cifake_only_for_
 
     assert ("trained on CIFAKE" in card) is cifake
     assert "Other generators, other resolutions, and post-processing" in card
+
+
+@pytest.mark.parametrize("only", ["FAKE", "REAL"])
+def test_a_test_folder_of_one_class_scores_nothing_it_cannot_measure(only):
+    """A FAKE-only folder showed average precision 1.0 whatever the model did, a REAL-only one FAKE's recall 0/0 as
+    0.0000 and AP 0.0, both said "averaged over the other classes" of two classes' positive-class numbers."""
+    probabilities = np.random.default_rng(3).dirichlet([1, 1], size=10)
+    labels = [["FAKE", "REAL"].index(only)] * 10
+
+    metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], threshold=0.5)
+
+    assert metrics["roc_auc"] is None and metrics["average_precision"] is None
+    if only == "REAL":  # FAKE, the positive class, has no image: its recall (and F1) is 0/0
+        assert metrics["recall"] is None and metrics["f1"] is None and metrics["argmax_recall"] is None
+        assert metrics["per_class"]["FAKE"]["recall"] is None
+    else:
+        assert metrics["recall"] == metrics["per_class"]["FAKE"]["recall"] is not None
+    summary = format_summary(metrics)
+    assert "averaged" not in summary and f"no images of {'REAL' if only == 'FAKE' else 'FAKE'}" in summary
+    card = model_card.render_card(model_info(["FAKE", "REAL"]), {**metrics, "folder": "x", "num_images": 10}, "card")
+    assert "macro averages" not in card
