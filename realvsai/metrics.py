@@ -274,13 +274,17 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         # The positive class's numbers for two classes, else the unweighted means over the classes present.
         averaged = {name: float(values[positive] if binary else values[present].mean())
                     for name, values in zip(("precision", "recall", "f1"), per_class[:3])}
+        if binary and positive not in present:  # its recall is 0 of 0, and so its F1 is undefined too
+            averaged["recall"] = averaged["f1"] = None
         return {"accuracy": float(sk.accuracy_score(labels, decided)), **averaged}, per_class
 
     headline, (precision, recall, f1, support) = scores(predicted)
     if binary:
         truth, positive_scores = labels == positive, probabilities[:, positive]
+        # Both need images of both classes: of the positive class alone, any scores give an AP of 1.
         ranking = {"roc_auc": _score(sk.roc_auc_score, truth, positive_scores),
-                   "average_precision": _score(sk.average_precision_score, truth, positive_scores)}
+                   "average_precision": _score(sk.average_precision_score, truth, positive_scores)
+                   if len(present) == 2 else None}
     else:
         ranking = _ranking(labels, probabilities, present)
     metrics: dict[str, Any] = {
@@ -295,8 +299,10 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         "expected_calibration_error": float(sum(gaps) / len(labels)) if gaps else 0.0,
         **{f"argmax_{name}": value for name, value in scores(argmax)[0].items()},
         "missing_classes": [name for index, name in enumerate(class_names) if index not in present],
-        "per_class": {name: {"precision": float(precision[index]), "recall": float(recall[index]),
-                             "f1": float(f1[index]), "support": int(support[index])}
+        "per_class": {name: {"precision": float(precision[index]),
+                             **({"recall": float(recall[index]), "f1": float(f1[index])} if support[index]
+                                else {"recall": None, "f1": None}),  # 0 of 0 images
+                             "support": int(support[index])}
                       for index, name in enumerate(class_names)},
         "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=class_ids).tolist(),
         "confusion_matrix_axes": "rows: true class, columns: class decided by the decision rule, both in "
@@ -351,7 +357,8 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
         line += (f" (decided at threshold {metrics['decision_threshold']:.3f}; argmax accuracy "
                  f"{number('argmax_accuracy')})")
     if metrics.get("missing_classes"):
-        line += f"; no images of {', '.join(metrics['missing_classes'])}: averaged over the other classes"
+        line += f"; no images of {', '.join(metrics['missing_classes'])}: " + (
+            "averaged over the other classes" if macro else "what needs them is n/a")
     if (uncertain := uncertain_text(metrics)) is not None:
         line += f"; {uncertain}"
     if metrics.get("num_skipped"):

@@ -179,7 +179,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                                                 for key in (*headline, *ranking)])]
     if metrics.get("missing_classes"):
         lines += ["", f"No test images of {', '.join(f'`{name}`' for name in metrics['missing_classes'])}: the "
-                  "macro averages and ROC AUC are over the other classes."]
+                  + ("macro averages and ROC AUC are over the other classes." if metrics["average"] == "macro" else
+                     "figures that need images of both classes (ROC AUC, average precision, and the positive "
+                     "class's recall and F1 where it is the one missing) are n/a.")]
     lines += ["", f"{rule.describe(class_names)} The app answers by this rule; the numbers above are its numbers, "
               "each image scored at the class the rule leans to."]
     if (uncertain := uncertain_text(metrics)) is not None:
@@ -188,7 +190,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                       "predictions.csv, and `unfamiliar` says which).")
     lines += [""]
     lines += _table(["class", "precision", "recall", "F1", "images"], [
-        [name, *(f"{values[key]:.4f}" for key in ("precision", "recall", "f1")), f"{values['support']:,}"]
+        [name, *(_number(values[key]) for key in ("precision", "recall", "f1")), f"{values['support']:,}"]
         for name, values in metrics["per_class"].items()])
     lines += ["", f"Full numbers: [{METRICS_FILE}]({METRICS_FILE}), [{REPORT_FILE}]({REPORT_FILE})."]
 

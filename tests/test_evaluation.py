@@ -1096,7 +1096,7 @@ def test_a_test_folder_of_one_class_scores_nothing_it_cannot_measure(only):
     probabilities = np.random.default_rng(3).dirichlet([1, 1], size=10)
     labels = [["FAKE", "REAL"].index(only)] * 10
 
-    metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], threshold=0.5)
+    metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], positive_class="FAKE", threshold=0.5)
 
     assert metrics["roc_auc"] is None and metrics["average_precision"] is None
     if only == "REAL":  # FAKE, the positive class, has no image: its recall (and F1) is 0/0
