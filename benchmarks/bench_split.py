@@ -13,6 +13,8 @@ time.
 Default data: ../shared/datasets/cifake-trainsplit.zip (100,000 32x32 JPEGs, cifake/train|test/REAL|FAKE),
 unpacked once into a temporary folder (not timed). Or give an unpacked train/test folder.
 
+The default run writes benchmarks/results/split.json; a run on other data writes only where --results says.
+
 Example:
     python benchmarks/bench_split.py                                      # 100,000 files
     python benchmarks/bench_split.py ../shared/datasets/cifake-mini --repeats 5   # 10,000 files, quick
@@ -21,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -37,26 +38,35 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from realvsai.cli import default_workers, format_table  # noqa: E402
+from benchmarks._bench import (  # noqa: E402
+    Destination,
+    add_results_option,
+    existing,
+    results_destination,
+    run_child,
+    zip_entries,
+)
+from realvsai.cli import default_workers, format_table, positive_int, run_main  # noqa: E402
 from realvsai.layout import find_train_test_root  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
-RESULTS = REPO / "benchmarks" / "results"
 SIDES = ("cp -r", "DataSplitD2 copy", "DataSplitD2 --link")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, nargs="?", default=None,
                         help=f"an unpacked dataset with train/ and test/ (default: unpack {DEFAULT_ZIP.name})")
     parser.add_argument("--source", dest="source_option", type=Path, default=None, help="same as SOURCE")
     parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="archive to unpack when no SOURCE is given")
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each side (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="repetitions of each side (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the temporary folders go (default: the system temp folder)")
-    parser.add_argument("--workers", type=int, default=default_workers(),
+    parser.add_argument("--workers", type=positive_int, default=default_workers(),
                         help="threads that check and copy images (default: %(default)s)")
-    return parser.parse_args(argv)
+    add_results_option(parser, "split")
+    return parser
 
 
 def cpu_seconds() -> float:
@@ -74,13 +84,24 @@ def run_side(side: str, source: Path, out: Path, workers: int) -> tuple[float, f
                    "--workers", str(workers), *(["--link"] if "--link" in side else [])]
     os.sync()  # start every run with nothing left to flush from the previous one
     cpu, start = cpu_seconds(), time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    run_child(command, side, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     return wall, cpu_seconds() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    return run_main(lambda: measure(args, results_destination(parser, args, "split", ("source", "source_option",
+                                                                                        "zip"))))
+
+
+def measure(args: argparse.Namespace, destination: Destination) -> None:
+    given = args.source or args.source_option
+    if given is not None:
+        existing(given, "SOURCE", "an unpacked dataset with train/ and test/")
+    else:
+        zip_entries(args.zip, "--zip")
     with tempfile.TemporaryDirectory(prefix="bench_split_", dir=args.workdir) as work:
         work = Path(work)
         source = args.source or args.source_option
@@ -112,11 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             for side, (wall, cpu) in medians.items()]
     print()
     print(format_table(["side", "median wall s", "vs cp -r", "median CPU s", "vs cp -r"], rows))
-    # The default (100,000-file) run is split.json; a run on another folder does not replace it.
-    given = args.source or args.source_option
-    results = RESULTS / ("split.json" if given is None else f"split-{given.resolve().name}.json")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps({
+    print()
+    destination.write({
         "benchmark": "split",
         "source": str(args.source or args.source_option or args.zip),
         "num_files": num_files,
@@ -129,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_wall_s": {side: wall for side, (wall, _) in medians.items()},
         "median_cpu_s": {side: cpu for side, (_, cpu) in medians.items()},
         "ratio_wall_vs_cp": {side: wall / base_wall for side, (wall, _) in medians.items()},
-    }, indent=2) + "\n")
-    print(f"\nresults: {results}")
-    return 0
+    })
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ are inside the time. `unzip` is skipped when it is not installed. Beside the wal
 (user + system, of this process and of `unzip`) is kept: other work on the machine stretches the wall time
 of a run far more than its CPU time, so the CPU ratio says more on a busy machine.
 
+The default archive's run writes benchmarks/results/unzip.json; a run on another zip writes only where
+--results says.
+
 Example:
     python benchmarks/bench_unzip.py ../shared/datasets/cifake-trainsplit.zip --repeats 3
 """
@@ -16,14 +19,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,29 +35,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._bench import Destination, add_results_option, results_destination, run_child, zip_entries  # noqa: E402
 from realvsai.archives import extract_archive  # noqa: E402
-from realvsai.cli import format_table, setup_logging  # noqa: E402
+from realvsai.cli import format_table, positive_int, run_main, setup_logging  # noqa: E402
+from realvsai.errors import UserError  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
-RESULTS = REPO / "benchmarks" / "results" / "unzip.json"
 OURS = "DataUnZipper (realvsai)"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("archive", type=Path, nargs="?", default=DEFAULT_ARCHIVE,
                         help="the zip to extract (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each side (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs of each side (default: %(default)s)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where the fresh folders go (default: the system's temp folder)")
-    return parser.parse_args(argv)
+    add_results_option(parser, "unzip")
+    return parser
 
 
 def sides(archive: Path) -> dict[str, Callable[[Path], None]]:
     found = {OURS: lambda target: extract_archive(archive, target)}
     if shutil.which("unzip"):
-        found["unzip -q"] = lambda target: subprocess.run(
-            ["unzip", "-q", str(archive), "-d", str(target)], check=True)
+        found["unzip -q"] = lambda target: run_child(["unzip", "-q", str(archive), "-d", str(target)], "unzip")
     found["ZipFile.extractall"] = lambda target: _extractall(archive, target)
     return found
 
@@ -77,11 +79,15 @@ def count_files(folder: Path) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     setup_logging(quiet=True)
+    return run_main(lambda: measure(args, results_destination(parser, args, "unzip", ("archive",))))
+
+
+def measure(args: argparse.Namespace, destination: Destination) -> None:
     archive = args.archive.resolve()
-    with zipfile.ZipFile(archive) as zip_file:
-        infos = zip_file.infolist()
+    infos = zip_entries(archive, "ARCHIVE")
     num_files = sum(not info.is_dir() for info in infos)
     runners = sides(archive)
     names = list(runners)
@@ -103,7 +109,8 @@ def main(argv=None) -> int:
                 times[name].append(time.perf_counter() - start)
                 cpu_times[name].append(cpu_seconds() - cpu_start)
                 if count_files(target) != num_files:
-                    raise SystemExit(f"{name} extracted {count_files(target)} files, expected {num_files}")
+                    raise UserError(f"{name} extracted {count_files(target)} files of {archive}'s {num_files}: "
+                                    "check the archive with unzip -t")
                 shutil.rmtree(target)
                 print(f"round {round_index + 1}: {name:<24} {times[name][-1]:7.2f} s, CPU {cpu_times[name][-1]:5.2f} s",
                       file=sys.stderr)
@@ -120,17 +127,14 @@ def main(argv=None) -> int:
           f"{args.repeats} rounds, alternated; load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     print(format_table(["side", "median s", "runs s", "ours / this", "median CPU s", "CPU ours / this"], rows))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    destination.write({
         "archive": str(archive), "files": num_files, "repeats": args.repeats, "seconds": times,
         "median_seconds": medians, "ratio_ours_to": {name: medians[OURS] / medians[name] for name in names},
         "cpu_seconds": cpu_times, "median_cpu_seconds": cpu_medians,
         "cpu_ratio_ours_to": {name: cpu_medians[OURS] / cpu_medians[name] for name in names},
         "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count(),
         "python": platform.python_version(), "platform": platform.platform(),
-    }, indent=2))
-    print(f"wrote {RESULTS}")
-    return 0
+    })
 
 
 if __name__ == "__main__":
