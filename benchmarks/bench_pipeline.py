@@ -11,7 +11,8 @@
     in training from the second epoch on); its first, cold epoch is reported too. Target: >= 20x.
 
 The two sides of each comparison alternate, several repetitions each after a warm-up; medians
-are reported. Results go to benchmarks/results/pipeline.json.
+are reported. A run of both parts on the default data and sizes writes benchmarks/results/pipeline.json;
+any other run (--skip one part included) writes only where --results says.
 
 Example:
     python benchmarks/bench_pipeline.py --steps 10 --repeats 3
@@ -20,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,25 +32,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from realvsai.cli import format_table  # noqa: E402
+from benchmarks._bench import Destination, add_results_option, existing, results_destination  # noqa: E402
+from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifake-mini" / "train"
-RESULTS = REPO / "benchmarks" / "results" / "pipeline.json"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="folder of class folders (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=32, help="(a): the model's input side (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=10,
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: %(default)s)")
+    parser.add_argument("--image-size", type=positive_int, default=32,
+                        help="(a): the model's input side (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=10,
                         help="(a): training steps per measurement (default: %(default)s)")
-    parser.add_argument("--legacy-batches", type=int, default=20,
+    parser.add_argument("--legacy-batches", type=positive_int, default=20,
                         help="(b): ImageDataGenerator batches per measurement (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements of each side (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="measurements of each side (default: %(default)s)")
     parser.add_argument("--skip", choices=("training", "input"), help="leave out one part")
-    return parser.parse_args(argv)
+    add_results_option(parser, "pipeline")
+    return parser
 
 
 def training_throughput(data: Path, batch_size: int, image_size: int, steps: int, repeats: int) -> dict:
@@ -131,7 +134,14 @@ def input_throughput(data: Path, batch_size: int, legacy_batches: int, repeats: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    destination = results_destination(parser, args, "pipeline", ("data", "batch_size", "image_size", "skip"))
+    return run_main(lambda: measure(args, destination))
+
+
+def measure(args: argparse.Namespace, destination: Destination) -> None:
+    existing(args.data, "--data", "a folder of class folders")
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "data": str(args.data)}
     if args.skip != "training":
         training = training_throughput(args.data, args.batch_size, args.image_size, args.steps, args.repeats)
@@ -148,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("realvsai.data, first epoch (cold)", f"{inputs['cold_first_epoch_images_per_second']:.0f}"))
         print(format_table(("(b) input pipeline to 224 px", "images/s"), rows))
         print(f"ratio realvsai.data / ImageDataGenerator: {inputs['ratio']:.1f}x (target >= 20x)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {RESULTS}")
-    return 0
+    destination.write(results)
 
 
 if __name__ == "__main__":
