@@ -12,7 +12,9 @@ the same ResNet101 (random weights) at image size 224 on this machine's CPU; the
 after warm-up calls, and medians are reported with their ratios (the target: app / bare <= 1.5).
 
 The photo is a 1024x768 JPEG made by upscaling the first image of --data (a CIFAKE picture by
-default) with detail noise added, or your own file via --image.
+default; a made colour field, "synthetic", where the default folder is missing) with detail noise added, or
+your own file via --image; app.json records which (``photo.source``). The default run writes
+benchmarks/results/app.json, any other only where --results says.
 
 Example:
     python benchmarks/bench_app.py --repeats 15
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import statistics
@@ -37,35 +38,53 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from realvsai.cli import format_table  # noqa: E402
-from realvsai.files import atomic_write_text, list_images  # noqa: E402
+from benchmarks._bench import Destination, add_results_option, existing, results_destination  # noqa: E402
+from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
+from realvsai.errors import UserError  # noqa: E402
+from realvsai.files import list_images  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifake-mini"
-RESULTS = REPO / "benchmarks" / "results" / "app.json"
 PHOTO_SIZE = (1024, 768)  # (width, height)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="folder whose first image becomes the test photo (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"folder whose first image becomes the test photo (default: {DEFAULT_DATA}, or a made "
+                             "picture where it is missing)")
     parser.add_argument("--image", type=Path, default=None, help="time this photo instead (default: none)")
     parser.add_argument("--backbone", default="resnet101", help="(default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=224, help="(default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed calls of each side (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls of each side first (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
-    return parser.parse_args(argv)
+    parser.add_argument("--image-size", type=positive_int, default=224, help="(default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=15,
+                        help="timed calls of each side (default: %(default)s)")
+    parser.add_argument("--warmup", type=positive_int, default=3,
+                        help="untimed calls of each side first (default: %(default)s)")
+    add_results_option(parser, "app")
+    return parser
 
 
-def make_photo(data: Path, image: Path | None, seed: int = 0) -> bytes:
-    """JPEG bytes of the photo to classify (quality 90, as a camera or phone would save it)."""
+def photo_source(data: Path | None, image: Path | None) -> Path | None:
+    """The file the photo is made from (``image``, or the first image of ``data``), or None for a made picture,
+    which only a missing default folder gives: a --data or --image that does not exist is a UserError."""
     if image is not None:
-        return image.read_bytes()
-    sources = list_images(data, recursive=True) if data.is_dir() else []
-    if sources:
-        with Image.open(sources[0]) as source:
-            pixels = np.asarray(source.convert("RGB").resize(PHOTO_SIZE, Image.BICUBIC), np.float32)
+        return existing(image, "--image", "a photo to time")
+    if data is None and not DEFAULT_DATA.is_dir():
+        return None
+    folder = existing(data or DEFAULT_DATA, "--data", "a folder of images")
+    sources = list_images(folder, recursive=True) if folder.is_dir() else []
+    if not sources:
+        raise UserError(f"{folder} holds no images. Give --data a folder of images, or --image a photo.")
+    return sources[0]
+
+
+def make_photo(source: Path | None, as_it_is: bool, seed: int = 0) -> bytes:
+    """JPEG bytes of the photo to classify (quality 90, as a camera or phone would save it): ``source`` itself
+    when ``as_it_is``, else ``source`` (or, where None, a colour field) upscaled with detail noise."""
+    if as_it_is:
+        return source.read_bytes()
+    if source is not None:
+        with Image.open(source) as opened:
+            pixels = np.asarray(opened.convert("RGB").resize(PHOTO_SIZE, Image.BICUBIC), np.float32)
     else:
         ys, xs = np.mgrid[0:PHOTO_SIZE[1], 0:PHOTO_SIZE[0]]
         pixels = np.stack([xs / PHOTO_SIZE[0], ys / PHOTO_SIZE[1], 0.5 + 0 * xs], -1).astype(np.float32) * 255
@@ -77,13 +96,20 @@ def make_photo(data: Path, image: Path | None, seed: int = 0) -> bytes:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    destination = results_destination(parser, args, "app", ("data", "image", "backbone", "image_size"))
+    return run_main(lambda: measure(args, destination))
+
+
+def measure(args: argparse.Namespace, destination: Destination) -> None:
+    source = photo_source(args.data, args.image)
+    photo = make_photo(source, as_it_is=args.image is not None)
     import tensorflow as tf
 
     from realvsai import inference
     from realvsai.model import build_model
 
-    photo = make_photo(args.data, args.image)
     decoded, _ = inference.decode_upload(photo)
     model = build_model(2, image_size=args.image_size, backbone=args.backbone, weights=None, augment="none")
     classifier = inference.Classifier(model, ["FAKE", "REAL"], args.image_size)
@@ -135,16 +161,15 @@ def main(argv=None) -> int:
 
     result = {
         "backbone": args.backbone, "image_size": args.image_size,
-        "photo": {"width": int(decoded.shape[1]), "height": int(decoded.shape[0]), "bytes": len(photo)},
+        "photo": {"source": str(source) if source is not None else "synthetic", "width": int(decoded.shape[1]),
+                  "height": int(decoded.shape[0]), "bytes": len(photo)},
         "repeats": args.repeats, "median_seconds": medians, "decode_median_seconds": statistics.median(decode_times),
         "ratio_app_over_bare": ratio, "ratio_app_over_traced_bare": traced_ratio,
         "max_probability_difference": agreement,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "tensorflow": tf.__version__},
     }
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return 0
+    destination.write(result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ its growth should not depend on --uploads. The target: less memory, not slower; 
 of each other (reduced decoding gives other pixels than decoding whole and resizing).
 
 The photo is a --size JPEG (default 6000x4000, a 24 MP phone or camera photo) made from smooth colour
-with detail noise, or your own file via --image. Results go to benchmarks/results/app_memory.json.
+with detail noise, or your own file via --image. The default run writes benchmarks/results/app_memory.json,
+any other only where --results says.
 
 Example:
     python benchmarks/bench_app_memory.py
@@ -27,7 +28,6 @@ import platform
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,10 +37,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from realvsai.cli import format_table, plural  # noqa: E402
-from realvsai.files import atomic_write_text  # noqa: E402
+from benchmarks._bench import Destination, add_results_option, existing, results_destination, run_child  # noqa: E402
+from realvsai.cli import format_table, plural, positive_int, run_main  # noqa: E402
+from realvsai.errors import UserError  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "app_memory.json"
 VARIANTS = ("reduced", "full")  # (today, before)
 
 
@@ -55,18 +55,19 @@ def size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", type=Path, default=None, help="classify this JPEG instead (default: a made one)")
     parser.add_argument("--size", type=size, default=(6000, 4000),
                         help="WIDTHxHEIGHT of the made JPEG (default: 6000x4000)")
-    parser.add_argument("--uploads", type=int, nargs="+", default=[1, 4],
+    parser.add_argument("--uploads", type=positive_int, nargs="+", default=[1, 4],
                         help="how many copies of the photo one call classifies (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=224, help="model input side (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per variant (default: %(default)s)")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file written (default: %(default)s)")
+    parser.add_argument("--image-size", type=positive_int, default=224, help="model input side (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed calls per variant (default: %(default)s)")
+    add_results_option(parser, "app_memory")
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "UPLOADS", "PHOTO"), help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser
 
 
 def make_photo(width: int, height: int, seed: int = 0) -> bytes:
@@ -113,7 +114,7 @@ def measure(variant: str, uploads: int, photo_path: Path, image_size: int, repea
         seconds.append(time.perf_counter() - started)
         errors = [result.error for result in results if result.error]
         if errors:
-            raise SystemExit(f"the app refused the photo: {errors[0]}")
+            raise UserError(f"the app refused the photo: {errors[0]}. Give --image a JPEG the app accepts.")
         probabilities = np.stack([result.probabilities for result in results])
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"seconds_per_call": statistics.median(seconds), "calls": seconds, "peak_rss_mib": peak_mib,
@@ -122,19 +123,32 @@ def measure(variant: str, uploads: int, photo_path: Path, image_size: int, repea
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     if args.child:
         variant, uploads, photo = args.child
-        print(json.dumps(measure(variant, int(uploads), Path(photo), args.image_size, args.repeats)))
-        return 0
-    from PIL import Image
+        return run_main(lambda: print(json.dumps(measure(variant, int(uploads), Path(photo), args.image_size,
+                                                         args.repeats))))
+    destination = results_destination(parser, args, "app_memory", ("image", "size", "uploads", "image_size"))
+    return run_main(lambda: compare(args, destination))
+
+
+def compare(args: argparse.Namespace, destination: Destination) -> None:
+    """Each variant at each --uploads in a process of its own; their figures and ratios."""
+    from PIL import Image, UnidentifiedImageError
+
+    if args.image is not None:
+        existing(args.image, "--image", "a JPEG to classify")
 
     with tempfile.TemporaryDirectory() as folder:
         photo = args.image or Path(folder) / "photo.jpg"
         if args.image is None:
             photo.write_bytes(make_photo(*args.size))
-        with Image.open(photo) as image:
-            width, height = image.size
+        try:
+            with Image.open(photo) as image:
+                width, height = image.size
+        except UnidentifiedImageError:
+            raise UserError(f"{photo} is not an image. Give --image a JPEG.") from None
         results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                "python": platform.python_version()},
                    "photo": {"width": width, "height": height, "bytes": photo.stat().st_size},
@@ -144,13 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         for uploads in args.uploads:
             measured = {}
             for variant in VARIANTS:
-                child = subprocess.run([sys.executable, __file__, "--image-size", str(args.image_size),
-                                        "--repeats", str(args.repeats), "--child", variant, str(uploads), str(photo)],
-                                       capture_output=True, text=True)
-                if child.returncode:
-                    print(child.stderr.strip().splitlines()[-1] if child.stderr.strip() else "the measurement failed")
-                    return 1
-                measured[variant] = json.loads(child.stdout.strip().splitlines()[-1])
+                output = run_child([sys.executable, __file__, "--image-size", str(args.image_size), "--repeats",
+                                    str(args.repeats), "--child", variant, str(uploads), str(photo)],
+                                   f"the {variant} variant's process")
+                measured[variant] = json.loads(output.strip().splitlines()[-1])
                 rows.append((f"{plural(uploads, 'upload')}, {variant}", f"{measured[variant]['seconds_per_call']:.2f}",
                              f"{measured[variant]['peak_rss_mib']:.0f}", f"{measured[variant]['upload_peak_mib']:.0f}"))
             now, then = (measured[variant] for variant in VARIANTS)
@@ -165,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{width}x{height} JPEG ({results['photo']['bytes'] / 2**20:.1f} MiB) through the app's upload path, "
           f"ResNet101 at {args.image_size} px, {os.cpu_count()} CPUs")
     print(format_table(("upload path", "seconds per call (median)", "peak RSS MiB", "of it the uploads'"), rows))
-    atomic_write_text(args.results, json.dumps(results, indent=2) + "\n")
-    print(f"results: {args.results}")
-    return 0
+    destination.write(results)
 
 
 if __name__ == "__main__":
