@@ -22,7 +22,8 @@ figures (measure on an idle machine).
 By default the whole train split of cifake-mini is augmented (8,000 images x 10 copies = 80,000
 files per run, about 40 s for the legacy loop, 3 minutes for the benchmark); ``--images N`` takes
 a subset, where our side's fixed start-up (loading the layers, building the tf.data graph: about
-0.2 s) weighs more.
+0.2 s) weighs more. Only the default data and sizes write benchmarks/results/augmentation.json; any
+other run writes only where --results says.
 
     <temp>/images/train/<Class>/   ../shared/datasets/cifake-mini/train, or a subset of it
     <temp>/run_<n>/train -> images/train, run_<n>/augmented_train/   one per timed run
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import shutil
@@ -54,31 +54,32 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks._bench import Destination, add_results_option, existing, results_destination  # noqa: E402
 from DataAugmentation import AugmentConfig  # noqa: E402
-from realvsai.cli import format_table  # noqa: E402
+from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
 from realvsai.files import list_images  # noqa: E402
 from realvsai.layout import find_class_folders  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifake-mini" / "train"
-RESULTS = REPO / "benchmarks" / "results" / "augmentation.json"
 SIDES = ("ours", "legacy", "floor")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="folder of class folders (default: %(default)s)")
-    parser.add_argument("--images", type=int, default=None,
+    parser.add_argument("--images", type=positive_int, default=None,
                         help="source images, split evenly over the classes (default: all of them)")
-    parser.add_argument("--copies", type=int, default=10, help="copies per image")
-    parser.add_argument("--size", type=int, default=None, help="resize to N x N first (default: native size)")
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each side")
+    parser.add_argument("--copies", type=positive_int, default=10, help="copies per image")
+    parser.add_argument("--size", type=positive_int, default=None, help="resize to N x N first (default: native size)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="repetitions of each side")
     parser.add_argument("--preset", default="classic", choices=("classic", "detector"), help="our side's preset")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to copy the images and write the copies (default: the system temp folder; "
                              "/dev/shm takes the disk out of the comparison)")
-    return parser.parse_args(argv)
+    add_results_option(parser, "augmentation")
+    return parser
 
 
 def make_subset(source: Path, root: Path, num_images: int | None) -> Path:
@@ -166,10 +167,15 @@ def settle() -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if not args.data.is_dir():
-        print(f"error: {args.data} is not a folder of class folders. Pass --data.", file=sys.stderr)
-        return 1
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    destination = results_destination(parser, args, "augmentation", ("data", "images", "copies", "size", "preset",
+                                                                      "seed"))
+    return run_main(lambda: measure(args, destination))
+
+
+def measure(args: argparse.Namespace, destination: Destination) -> None:
+    existing(args.data, "--data", "a folder of class folders")
     import tensorflow as tf  # noqa: F401  (loaded once, outside every timing)
 
     from realvsai import augmentation
@@ -237,8 +243,7 @@ def main(argv=None) -> int:
     if files_on_disk["legacy"] < outputs:
         print(f"note: the legacy loop lost {outputs - files_on_disk['legacy']} copies to its random file names "
               "(save_prefix_index_hash collides)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    destination.write({
         "benchmark": "augmentation",
         "images": num_sources, "copies": args.copies, "outputs": outputs, "preset": args.preset, "size": args.size,
         "output_sizes": sizes, "wall_seconds": wall, "cpu_seconds": cpu,
@@ -247,9 +252,7 @@ def main(argv=None) -> int:
         "files_on_disk": files_on_disk,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average_before": load_before, "load_average_after": load_after},
-    }, indent=2))
-    print(f"wrote {RESULTS.relative_to(REPO)}")
-    return 0
+    })
 
 
 if __name__ == "__main__":

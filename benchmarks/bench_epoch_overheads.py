@@ -11,7 +11,7 @@
    setting the improvement's weights into the copy the fit made once (today). Median of ``--saves``
    improvements, after the first.
 
-Writes benchmarks/results/epoch_overheads.json.
+The default sizes write benchmarks/results/epoch_overheads.json; any other run writes only where --results says.
 
 Example:
     KERAS_BACKEND=jax python benchmarks/bench_epoch_overheads.py
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,15 +32,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from realvsai.cli import format_table, positive_int  # noqa: E402
-from realvsai.files import atomic_write_text  # noqa: E402
+from benchmarks._bench import Destination, add_results_option, results_destination, run_child  # noqa: E402
+from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
+from realvsai.config import BACKBONES  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "epoch_overheads.json"
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="resnet101", help="(default: %(default)s)")
+    parser.add_argument("--backbone", choices=BACKBONES, default="resnet101", help="(default: %(default)s)")
     parser.add_argument("--image-size", type=positive_int, default=32, help="(default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="(default: %(default)s)")
     parser.add_argument("--images", type=positive_int, default=72,
@@ -49,9 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=positive_int, default=2, help="processes per side (default: %(default)s)")
     parser.add_argument("--saves", type=positive_int, default=3,
                         help="improvements saved per side (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
+    add_results_option(parser, "epoch_overheads")
     parser.add_argument("--first-epoch", choices=("short", "full"), help=argparse.SUPPRESS)  # one side's process
-    return parser.parse_args(argv)
+    return parser
 
 
 def build(args: argparse.Namespace):
@@ -107,10 +105,17 @@ def save_seconds(args: argparse.Namespace, once_a_fit: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     if args.first_epoch:
-        print(json.dumps(first_epoch_seconds(args, args.first_epoch == "short")))
-        return 0
+        return run_main(lambda: print(json.dumps(first_epoch_seconds(args, args.first_epoch == "short"))))
+    destination = results_destination(parser, args, "epoch_overheads", ("backbone", "image_size", "batch_size",
+                                                                        "images"))
+    return run_main(lambda: compare(args, destination))
+
+
+def compare(args: argparse.Namespace, destination: Destination) -> None:
+    """Both sides of both overheads; their figures."""
     import keras
 
     passed = [flag for name in ("backbone", "image_size", "batch_size", "images")
@@ -118,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     epochs: dict[str, list[float]] = {"short": [], "full": []}
     for _ in range(args.repeats):
         for side in epochs:  # alternating, so a slower spell of the machine falls on both
-            output = subprocess.run([sys.executable, __file__, "--first-epoch", side, *passed], check=True,
-                                    capture_output=True, text=True).stdout
+            output = run_child([sys.executable, __file__, "--first-epoch", side, *passed],
+                               f"the first epoch's process ({side} last batch)")
             epochs[side].append(json.loads(output.strip().splitlines()[-1]))
     saves = {"copy_each_save": save_seconds(args, once_a_fit=False), "copy_once_a_fit": save_seconds(args, True)}
 
@@ -132,13 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                                                 for side, values in epochs.items()}},
                "best_model_save_seconds": {name: round(value, 3) for name, value in saves.items()},
                "date": time.strftime("%Y-%m-%d")}
-    atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
     print(format_table(("what", "before", "today", "today / before"), [
         ("first epoch, s", f"{first['short']:.1f}", f"{first['full']:.1f}", f"{first['full'] / first['short']:.2f}"),
         ("best-model save, s", f"{saves['copy_each_save']:.2f}", f"{saves['copy_once_a_fit']:.2f}",
          f"{saves['copy_once_a_fit'] / saves['copy_each_save']:.2f}")]))
-    print(f"written to {args.out}")
-    return 0
+    destination.write(results)
 
 
 if __name__ == "__main__":

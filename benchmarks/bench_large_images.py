@@ -14,7 +14,8 @@ size; with --scans COUNT, the data is COUNT made 12000x9000 PNGs (108 MP scans, 
 and only --variants "reduced" and "all at once" are worth running on them.
 
 Reads ../shared/datasets/real-or-ai-photos (162 JPEGs, short side about 800-2,100 px) by default;
-without it the script says so and exits 0. Results go to benchmarks/results/large_images.json.
+without it the script says so and exits 0 (a --data that does not exist is an error). The default data and
+sizes write benchmarks/results/large_images.json; any other run writes only where --results says.
 
 Examples:
     python benchmarks/bench_large_images.py
@@ -31,7 +32,6 @@ import platform
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,29 +41,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from realvsai.cli import format_table  # noqa: E402
+from benchmarks._bench import Destination, add_results_option, existing, results_destination, run_child  # noqa: E402
+from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "real-or-ai-photos"
-RESULTS = REPO / "benchmarks" / "results" / "large_images.json"
 VARIANTS = ("reduced", "full", "crops", "crops, converted whole", "all at once")
 PAIRS = (("reduced", "full"), ("crops", "crops, converted whole"), ("reduced", "all at once"))  # (today, before)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="folder of class folders of large JPEGs (default: %(default)s)")
-    parser.add_argument("--image-sizes", type=int, nargs="+", default=[224, 64],
+    parser.add_argument("--image-sizes", type=positive_int, nargs="+", default=[224, 64],
                         help="model input sides to measure (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per variant (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed passes per variant (default: %(default)s)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:4]),
                         help="pipelines to measure (default: %(default)s)")
-    parser.add_argument("--scans", type=int, metavar="COUNT",
+    parser.add_argument("--scans", type=positive_int, metavar="COUNT",
                         help="measure COUNT made 12000x9000 PNGs (108 MP scans) instead of --data")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file written (default: %(default)s)")
+    add_results_option(parser, "large_images")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "IMAGE_SIZE"), help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser
 
 
 def measure(data: Path, variant: str, image_size: int, batch_size: int, repeats: int) -> dict:
@@ -120,16 +121,25 @@ def make_scans(count: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     if args.child:
         variant, image_size = args.child
-        print(json.dumps(measure(args.data, variant, int(image_size), args.batch_size, args.repeats)))
-        return 0
+        return run_main(lambda: print(json.dumps(measure(args.data, variant, int(image_size), args.batch_size,
+                                                         args.repeats))))
+    destination = results_destination(parser, args, "large_images", ("data", "image_sizes", "batch_size", "variants",
+                                                                     "scans"))
     if args.scans:
         args.data = make_scans(args.scans)
-    if not args.data.is_dir():
+    elif args.data == DEFAULT_DATA and not DEFAULT_DATA.is_dir():
         print(f"{args.data} is missing: nothing to measure. Give --data a folder of class folders of large JPEGs.")
         return 0
+    return run_main(lambda: compare(args, destination))
+
+
+def compare(args: argparse.Namespace, destination: Destination) -> None:
+    """Each variant at each --image-sizes in a process of its own; their figures and ratios."""
+    existing(args.data, "--data", "a folder of class folders of large JPEGs")
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "data": str(args.data),
                "batch_size": args.batch_size, "sizes": {},
                "command": shlex.join(["python", "benchmarks/bench_large_images.py", *sys.argv[1:]])}
@@ -137,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     for image_size in args.image_sizes:
         measured = {}
         for variant in args.variants:
-            child = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--batch-size",
-                                    str(args.batch_size), "--repeats", str(args.repeats), "--child", variant,
-                                    str(image_size)], capture_output=True, text=True, check=True)
-            measured[variant] = json.loads(child.stdout.strip().splitlines()[-1])
+            output = run_child([sys.executable, __file__, "--data", str(args.data), "--batch-size",
+                                str(args.batch_size), "--repeats", str(args.repeats), "--child", variant,
+                                str(image_size)], f"the {variant!r} variant's process")
+            measured[variant] = json.loads(output.strip().splitlines()[-1])
         for variant in args.variants:
             rows.append((f"{image_size} px, {variant}", f"{measured[variant]['images_per_second']:.1f}",
                          f"{measured[variant]['peak_rss_mib']:.0f}", f"{measured[variant]['pipeline_peak_mib']:.0f}"))
@@ -154,10 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{ratios['peak_memory_ratio']:.2f}x", f"{ratios['pipeline_memory_ratio']:.2f}x"))
         results["sizes"][str(image_size)] = measured
     print(format_table(("input pipeline", "images/s (median)", "peak RSS MiB", "of it the pipeline's"), rows))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {args.results}")
-    return 0
+    destination.write(results)
 
 
 if __name__ == "__main__":
