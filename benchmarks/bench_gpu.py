@@ -8,9 +8,10 @@ ResNet101 (weights none), both with training's optimizer (``fitting.make_optimiz
 batch held in device memory: the figures are the models', not the host's. After a warm-up that
 compiles the step, settings alternate over --repeats rounds and the median images/s is kept.
 
-Figures merge into --results (default benchmarks/results/gpu.json) under model, size and precision,
-with ``project_vs_bare``, ``mixed_vs_float32`` and ``best_images_per_second`` worked out again, so
-sizes and precisions can be measured in separate runs. ``benchmarks/bench_gpu_cifake.py`` adds the
+Figures merge into benchmarks/results/gpu.json under model, size and precision, with ``project_vs_bare``,
+``mixed_vs_float32`` and ``best_images_per_second`` worked out again, so sizes, precisions and models can be
+measured in separate runs; a run with another --backbone or --batch-size, or with --cpu, merges only into
+where --results says. ``benchmarks/bench_gpu_cifake.py`` adds the
 CIFAKE run. Without a GPU it says so and exits 0; ``--cpu`` runs it anyway (a check of the script,
 whose figures say "cpu").
 
@@ -35,15 +36,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from realvsai.cli import format_table, positive_int  # noqa: E402
+from benchmarks._bench import Destination, add_results_option, results_destination  # noqa: E402
+from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
 from realvsai.config import BACKBONES  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "gpu.json"
 MODELS = ("project", "bare")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=positive_int, nargs="+", default=[224, 32],
                         help="image sides (default: %(default)s)")
@@ -58,10 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=positive_int, default=3, help="steps before timing (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=3,
                         help="rounds over the settings (default: %(default)s)")
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="the JSON file to merge into (default: %(default)s)")
+    add_results_option(parser, "gpu")
     parser.add_argument("--cpu", action="store_true", help="run without a GPU too (to check the script)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def device_name() -> str:
@@ -148,13 +148,19 @@ def merge(results: dict[str, Any], measured: dict[tuple[str, int, str], float]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    destination = results_destination(parser, args, "gpu", ("backbone", "batch_size", "cpu"))
+    return run_main(lambda: measure(args, destination))
+
+
+def measure(args: argparse.Namespace, destination: Destination) -> None:
     import keras
 
     if not any(device.startswith("gpu") for device in keras.distribution.list_devices()) and not args.cpu:
         print("No GPU here: nothing to measure. Run this on a GPU machine (KERAS_BACKEND=jax with jax[cuda12], "
               "or TensorFlow with CUDA), or add --cpu to check the script on this one.")
-        return 0
+        return
     settings = [(kind, size, precision) for size in args.sizes for precision in args.precisions for kind in args.models]
     models, data = {}, {}
     for setting in settings:  # compiled once each, before any timing
@@ -169,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             rates[setting].append(rate(models[setting], data[setting[1]], args.batch_size, args.steps))
     medians = {setting: statistics.median(values) for setting, values in rates.items()}
 
-    results = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
+    merged_into = destination.path
+    results = json.loads(merged_into.read_text(encoding="utf-8")) if merged_into and merged_into.is_file() else {}
     backend = keras.backend.backend()
     facts = {"device": device_name() if not args.cpu else "cpu", "backend": backend, "keras": keras.__version__,
              backend: importlib.metadata.version(backend), "backbone": args.backbone,
@@ -177,16 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     if results and any(results.get(key) != value for key, value in facts.items() if key in results):
         results = {key: value for key, value in results.items() if key == "cifake"}  # another machine or setup
     results = merge({**results, **facts}, medians)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
     print(f"{facts['device']}, Keras {keras.__version__} on {backend}, {args.backbone}, batch {args.batch_size}")
     print(format_table(("model", "size", "precision", "images/s", "project / bare"), [
         (kind, size, precision, f"{medians[(kind, size, precision)]:,.0f}",
          results["project_vs_bare"].get(str(size), {}).get(precision, "") if kind == "project" else "")
         for kind, size, precision in settings]))
-    print(f"written to {args.results}")
-    return 0
+    destination.write(results)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ across the commands. ``--time-limit`` fits a command into the time at hand: trai
 past which another would not end TEST_RESERVE_S before the limit, and the model is tested all the same
 (``stopped_by_time_limit`` in the figures); the same command, with a later limit or none, goes on from there.
 
+Only the default data and settings (--work and --time-limit aside) merge their figures into
+benchmarks/results/gpu.json; any other run merges only into where --results says.
+
 Example (on the GPU machine, about 10 minutes a command):
-    KERAS_BACKEND=jax python benchmarks/bench_gpu_cifake.py --zip cifake-trainsplit.zip --work /tmp/cifake
+    KERAS_BACKEND=jax python benchmarks/bench_gpu_cifake.py --work /tmp/cifake
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._bench import add_results_option, results_destination, zip_entries  # noqa: E402
 from realvsai.cli import positive_int, run_main, setup_logging  # noqa: E402
 from realvsai.config import BACKBONES, BACKUP_DIR, PRECISIONS, PRESETS, TrainConfig  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
-RESULTS = REPO / "benchmarks" / "results" / "gpu.json"
 WALL_FILE = "wall.json"  # training seconds of the earlier commands, kept in the run folder
 # What --time-limit keeps back for testing: on an H200 the whole command but training (unzip, split, decode
 # of the 100,000 images, predicting validation and test) took about 140 s, of which the predictions are a part.
@@ -51,7 +54,7 @@ STARTED = time.monotonic()
 logger = logging.getLogger("realvsai.bench_gpu_cifake")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="the CIFAKE archive (default: %(default)s)")
@@ -71,9 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--time-limit", type=positive_int, default=None, metavar="SECONDS",
                         help="stop training when another epoch would end later than SECONDS after this command "
                              f"started, less {TEST_RESERVE_S} s to test the model (default: train every epoch)")
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="the JSON file to merge into (default: %(default)s)")
-    return parser.parse_args(argv)
+    add_results_option(parser, "gpu")
+    return parser
 
 
 def prepare(archive: Path, work: Path) -> Path:
@@ -192,17 +194,22 @@ def train_and_test(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     setup_logging()
+    destination = results_destination(parser, args, "gpu", ("zip", "image_size", "epochs", "batch_size",
+                                                            "learning_rate", "backbone", "augment", "precision",
+                                                            "limit"))
 
     def body() -> None:
+        if not (args.work / "data" / "test").is_dir():  # else prepared by an earlier command, the zip not needed
+            zip_entries(args.zip, "--zip")
         cifake = train_and_test(args)
-        results = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
+        path = destination.path
+        results = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
         results["cifake"] = cifake
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(cifake, indent=2))
-        print(f"written to {args.results}")
+        destination.write(results)
 
     return run_main(body)
 
