@@ -48,7 +48,7 @@ class Destination:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, json.dumps(results, indent=2, default=str) + "\n")
-        print(f"results: {self.path}")
+        print(f"written to {self.path}")
 
 
 def _same(value: object, default: object) -> bool:
