@@ -476,3 +476,18 @@ def test_the_help_says_evaluate_and_predict_take_a_model_json_too(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     for flag in ("--evaluate MODEL", "--predict MODEL"):
         assert "a run folder, its model.h5 or its model.json" in help_text.split(flag, 2)[2][:200], flag
+
+
+def test_evaluate_s_default_folder_of_sources_with_long_names_fits_a_name_and_its_numbering(tmp_path,
+                                                                                             make_class_folder):
+    """eval-<a>+<b>+<c> passed the file system's 255 bytes a name: "Shorten it", of a name the user never chose."""
+    run = write_run(tmp_path / "models", "run")
+    sources = [make_class_folder(tmp_path / f"{'x' * 100}{index}", {"FAKE": 1, "REAL": 1}) for index in range(3)]
+    argv = ["--evaluate", str(run), *(part for source in sources for part in ("--test-dir", str(source))), "--quiet"]
+
+    assert ModelTraining.main(argv) == 0
+    assert ModelTraining.main(argv) == 0  # beside the first: numbered
+
+    written = sorted(folder.name for folder in run.iterdir() if folder.name.startswith("eval-"))
+    assert len(written) == 2 and all(len(name.encode()) <= 255 for name in written)
+    assert written[1] == f"{written[0]}-2"
