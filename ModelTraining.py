@@ -341,7 +341,7 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
         model_path = Path(model_path)
         run_dir = model_path if model_path.is_dir() else model_path.parent
         scanned = evaluation.check_folders(loaded.info, test_dirs, max_pixels)  # refused before a folder is announced
-        default_name = "eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs)
+        default_name = output_name("eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs))
         requested = Path(out_dir) if out_dir is not None else run_dir / default_name
         writing = evaluation.unused_output_folder(requested)
         if writing != requested:
@@ -353,6 +353,14 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
     except KeyboardInterrupt:
         raise Interrupted(start_over_advice("evaluation", writing)) from None
     return writing, metrics
+
+
+def output_name(name: str) -> str:
+    """A default output folder's ``name`` made to fit the file system with room for the ``-2``, ``-3``, ... that
+    numbers it beside earlier results (``files.fit_name``: cut short, with a CRC-32 of the whole)."""
+    from realvsai.files import MAX_NAME_BYTES, fit_name
+
+    return fit_name(name, MAX_NAME_BYTES - 8)
 
 
 def start_over_advice(what: str, out_dir: Path | None) -> str:
@@ -479,7 +487,7 @@ def run_prediction(args: argparse.Namespace) -> None:
         prediction.check_input(args.input)  # before the model loads and an output folder is announced
         model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
         run_dir = args.predict if args.predict.is_dir() else args.predict.parent
-        requested = args.out or run_dir / f"predictions-{args.input.resolve().name}"
+        requested = args.out or run_dir / output_name(f"predictions-{args.input.resolve().name}")
         out_dir = evaluation.unused_output_folder(requested)  # earlier predictions are never replaced
         if out_dir != requested:
             logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
