@@ -491,3 +491,23 @@ def test_evaluate_s_default_folder_of_sources_with_long_names_fits_a_name_and_it
     written = sorted(folder.name for folder in run.iterdir() if folder.name.startswith("eval-"))
     assert len(written) == 2 and all(len(name.encode()) <= 255 for name in written)
     assert written[1] == f"{written[0]}-2"
+
+
+def test_the_error_grid_of_several_sources_names_each_image_as_predictions_csv_does(tmp_path, make_class_folder,
+                                                                                     monkeypatch):
+    """Two generators' outputs are often both called 00001.png: the grid titled each tile with the file name alone."""
+    from realvsai import plots
+
+    run = write_run(tmp_path / "models", "run")
+    for source in ("a", "b"):
+        make_class_folder(tmp_path / source / "test", {"FAKE": 3, "REAL": 3})  # the same names in each
+    drawn = []
+    monkeypatch.setattr(plots, "plot_confident_errors", lambda examples, path, **options: drawn.extend(examples))
+
+    assert ModelTraining.main(["--evaluate", str(run), "--test-dir", str(tmp_path / "a" / "test"), "--test-dir",
+                               str(tmp_path / "b" / "test"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+
+    named = [example.name for example in drawn]
+    assert named and all(name.startswith(("a/test/", "b/test/")) for name in named)
+    with open(tmp_path / "out" / "predictions.csv", encoding="utf-8") as csv_file:
+        assert set(named) <= {row["file"] for row in csv.DictReader(csv_file)}
