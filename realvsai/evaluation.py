@@ -313,7 +313,9 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
     plots.plot_class_distribution(split_counts, out_dir / PLOT_FILES["class_distribution"])
     plots.plot_confident_errors([plots.ErrorExample(images.files[index], class_names[labels[index]],
                                                     class_names[predicted[index]],
-                                                    float(probabilities[index, predicted[index]]))
+                                                    float(probabilities[index, predicted[index]]),
+                                                    prediction.relative_name(Path(os.path.abspath(images.files[index])),
+                                                                             root))
                                  for index in scoring.most_confident_errors(labels, probabilities, predicted)],
                                 out_dir / PLOT_FILES["confident_errors"], max_pixels=images.max_pixels)
     metrics["plots"] = dict(PLOT_FILES)

@@ -40,6 +40,7 @@ class ErrorExample:
     true_name: str
     predicted_name: str
     confidence: float  # probability the model gave its (wrong) predicted class
+    name: str | None = None  # as predictions.csv names it (sources apart: a/test/FAKE/00001.png); else the file's
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -179,8 +180,8 @@ def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, columns:
         except (ImageDecodeError, OSError) as error:
             logger.warning("cannot show %s in the error grid: %s", example.file, error)
             axes.text(0.5, 0.5, "unreadable", ha="center", va="center")
-        name = example.file.name
-        name = name if len(name) <= 28 else name[:12] + "…" + name[-12:]
+        name = example.name or example.file.name
+        name = name if len(name) <= 28 else name[:12] + "…" + name[-15:]
         axes.set_title(f"{name}\ntrue {example.true_name}\npredicted {example.predicted_name} "
                        f"({example.confidence:.3f})", fontsize=8)
     figure.suptitle("Most confident errors", y=1 - 0.1 / height, va="top")
