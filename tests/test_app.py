@@ -20,7 +20,7 @@ from conftest import REPO, run_script
 from streamlit.testing.v1 import AppTest
 from test_inference import bright_patch, build_stand_in, encode, load, png_header_only, random_image, write_run
 
-from realvsai import inference, model_card
+from realvsai import evaluation, inference, model_card
 from realvsai.run import DEMO_WARNING, read_run
 
 APP = REPO / "App.py"
@@ -626,6 +626,21 @@ def test_the_headline_test_metrics_say_when_the_test_set_is_small_as_the_model_c
     said = model_card.small_test_set(120)
     assert said and "The test set is small (120 images)" in said
     assert any(said in text for text in texts(app))
+
+
+def test_the_headline_test_metrics_say_how_often_the_app_answered_uncertain_on_the_test_images(start_app, tmp_path):
+    """The header showed "Test accuracy 0.733" of a model that answered Uncertain on all 30 test images, as its
+    model card said and the app did not."""
+    write_run(tmp_path, "doubtful", info={"test_metrics": {"accuracy": 0.733, "f1": 0.7, "num_images": 30,
+                                                           "uncertain": 30, "accuracy_when_certain": None}})
+
+    app = start_app("--models", tmp_path)
+
+    assert any("Uncertain on 30 of 30 images" in text for text in texts(app))
+
+
+def test_model_json_s_test_metrics_count_the_uncertain_answers_the_card_counts():
+    assert {"uncertain", "accuracy_when_certain"} <= set(evaluation.SUMMARY_KEYS)
 
 
 def test_a_large_test_set_is_not_called_small(start_app, tmp_path):
