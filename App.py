@@ -391,7 +391,10 @@ def model_card(run: ModelRun, settings: Settings) -> None:
             columns = st.columns(len(metrics))
             for column, (name, value) in zip(columns, metrics.items()):
                 column.metric(f"Test {metric_name(name, len(run.class_names))}", f"{value:.3f}")
-            st.caption(" ".join(text for text in (f"Measured on {on_images}.", small_test_set(num_images)) if text))
+            uncertain = run.test_uncertain()
+            st.caption(" ".join(text for text in (f"Measured on {on_images}"
+                                                  + (f"; the app's rule said {uncertain}." if uncertain else "."),
+                                                  small_test_set(num_images)) if text))
         else:
             st.caption("No test metrics recorded for this model.")
         st.caption(settings.rule.describe(run.class_names))

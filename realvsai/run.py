@@ -38,7 +38,7 @@ from realvsai.config import (
 from realvsai.errors import UserError
 from realvsai.files import claimed_by
 from realvsai.image_stats import unfamiliar_reason
-from realvsai.metrics import DecisionRule
+from realvsai.metrics import DecisionRule, uncertain_text
 
 if TYPE_CHECKING:
     import keras
@@ -331,6 +331,15 @@ class ModelRun:
     def _test_sources(self) -> tuple[Any, ...]:
         """Where the test numbers are, in order of preference: none before the run has finished."""
         return () if self.unfinished else (self.info.get("test_metrics"), self.metrics)
+
+    def test_uncertain(self) -> str | None:
+        """How often the decision rule answered Uncertain on the test images (``metrics.uncertain_text``), where the
+        headline metrics' source records it."""
+        for source in self._test_sources():
+            if isinstance(source, dict) and isinstance(source.get("num_images"), int) and (
+                    said := uncertain_text(source)):
+                return said
+        return None
 
     def num_test_images(self) -> int | None:
         """How many test images the headline metrics were measured on (where ``test_metrics`` finds them), or None
