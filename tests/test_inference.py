@@ -1054,6 +1054,19 @@ def test_the_explained_upload_outlines_the_region_the_model_saw(tmp_path):
     assert not (overlay[:, 40] == 255).all()
 
 
+def test_the_explained_upload_leaves_what_the_model_never_saw_as_it_is():
+    """Outside the seen square the heatmap's zero colour was laid over the picture: "no evidence" there, where the
+    model saw nothing at all."""
+    classifier = inference.Classifier(build_stand_in(evidence=True), CLASS_NAMES, IMAGE_SIZE)
+    result = inference.classify_uploads(classifier, [("wide.png", encode(random_image(3, 96, 64)))])[0]
+
+    overlay = inference.explain_result(classifier, result, class_index=1)
+
+    assert np.array_equal(overlay[:, :16], result.preview[:, :16])
+    assert np.array_equal(overlay[:, 80:], result.preview[:, 80:])
+    assert not np.array_equal(overlay[1:-1, 17:79], result.preview[1:-1, 17:79])
+
+
 @pytest.mark.parametrize("shape", [(1, 5000), (5000, 1)])
 def test_classify_uploads_in_crops_mode_refuses_a_strip_its_crops_would_enlarge_past_the_pixel_limit(shape):
     classifier = inference.Classifier(build_stand_in(), CLASS_NAMES, IMAGE_SIZE, "crops")
