@@ -343,24 +343,36 @@ def explain_result(classifier: Classifier, result: UploadResult, class_index: in
     the image the model saw, each outlined; from the upload's one decode (its prepared model input)."""
     cams = classifier.grad_cam_prepared(result.prepared, class_index)
     heatmap = classifier.place_heatmaps(cams, result.decoded_shape, result.preview.shape[:2])
-    overlay = overlay_heatmap(result.preview, heatmap)
-    return outline_regions(overlay, classifier.seen_regions(*result.decoded_shape), result.decoded_shape)
+    regions = classifier.seen_regions(*result.decoded_shape)
+    seen = np.zeros(result.preview.shape[:2], bool)  # what the model never saw is shown as it is, not as "cold"
+    for first_row, last_row, first_col, last_col in _region_pixels(result.preview.shape, regions, result.decoded_shape):
+        seen[first_row:last_row + 1, first_col:last_col + 1] = True
+    overlay = np.where(seen[..., None], overlay_heatmap(result.preview, heatmap), result.preview)
+    return outline_regions(overlay, regions, result.decoded_shape)
 
 
 def outline_regions(image: np.ndarray, regions: Sequence[tuple[float, float, float, float]],
                     image_shape: tuple[int, int], colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
     """A copy of ``image`` with a 1-pixel frame around each region (given in the pixels of ``image_shape``)."""
     framed = np.array(image)
-    row_scale, col_scale = image.shape[0] / image_shape[0], image.shape[1] / image_shape[1]
-    for top, left, height, width in regions:
-        # A region thinner than a preview pixel at the far edge rounds to past it: kept on the last pixel.
-        first_row = min(round(top * row_scale), image.shape[0] - 1)
-        first_col = min(round(left * col_scale), image.shape[1] - 1)
-        last_row = max(first_row, min(image.shape[0], round((top + height) * row_scale)) - 1)
-        last_col = max(first_col, min(image.shape[1], round((left + width) * col_scale)) - 1)
+    for first_row, last_row, first_col, last_col in _region_pixels(image.shape, regions, image_shape):
         framed[[first_row, last_row], first_col:last_col + 1] = colour
         framed[first_row:last_row + 1, [first_col, last_col]] = colour
     return framed
+
+
+def _region_pixels(shape: tuple[int, ...], regions: Sequence[tuple[float, float, float, float]],
+                   image_shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Each region (in the pixels of ``image_shape``) as the first and last row and column it covers in an image
+    of ``shape``."""
+    row_scale, col_scale = shape[0] / image_shape[0], shape[1] / image_shape[1]
+    pixels = []
+    for top, left, height, width in regions:
+        # A region thinner than a preview pixel at the far edge rounds to past it: kept on the last pixel.
+        first_row, first_col = min(round(top * row_scale), shape[0] - 1), min(round(left * col_scale), shape[1] - 1)
+        pixels.append((first_row, max(first_row, min(shape[0], round((top + height) * row_scale)) - 1),
+                       first_col, max(first_col, min(shape[1], round((left + width) * col_scale)) - 1)))
+    return pixels
 
 
 def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | None = None,
