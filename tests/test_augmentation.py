@@ -462,6 +462,25 @@ def test_plan_batches_spreads_the_copies_of_a_huge_image_over_batches(tmp_path):
     assert [target for batch in batches for target in batch.targets[0]] == list(image.targets)
 
 
+def test_a_phone_photos_copies_are_made_one_at_a_time(tmp_path):
+    """Two copies of a 4000x3000 photo made in one batch peaked at 3.4 GB; one copy a batch bounds the floats in
+    flight by the larger of the batch budget and one copy."""
+    photo = FakeSource(tmp_path / "photo.jpg", tuple(tmp_path / f"copy_{k}.jpg" for k in range(3)), 4000, 3000)
+    batches = plan_batches([photo], seed=1)
+    assert [len(batch.targets[0]) for batch in batches] == [1, 1, 1]
+
+
+def test_images_wait_for_their_batch_as_uint8_not_as_floats(tmp_path):
+    """The decoded images waiting in tf.data's buffers took 4 bytes a channel (800 MB for four 12 MP photos);
+    they are cast to float32 only when their batch is augmented."""
+    from realvsai.offline_augmentation import _decoded_batches
+
+    source = write_image(tmp_path / "train" / "REAL" / "photo.png", seed=1, size=(40, 30))
+    batches = plan_batches([FakeSource(source, (str(tmp_path / "copy_0.jpg"),), 40, 30)], seed=1)
+    [(_, _, images)] = list(_decoded_batches(batches, None, 10**6).as_numpy_iterator())
+    assert images.dtype == np.uint8 and images.shape == (1, 30, 40, 3)
+
+
 def test_progress_counts_each_copy_once_when_an_images_copies_span_batches(tmp_path):
     """DataAugmentation's bar counted an image once per batch holding some of its copies: 356 of 353 images."""
     source = write_image(tmp_path / "train" / "REAL" / "big.png", seed=1, size=(40, 40))
