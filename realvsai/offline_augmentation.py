@@ -28,9 +28,14 @@ from realvsai.data import decode_rgb, resize_to_square
 from realvsai.files import write_new_files
 from realvsai.moving import SourceImage
 
-# A batch holds at most this many pixels of copies (about 400 MB as float32 RGB), so a folder of
-# 12-megapixel photos never needs more than a few full-size float copies at once.
-MAX_BATCH_PIXELS = 1 << 25
+# A batch holds at most this many pixels of copies (about 50 MB as float32 RGB), or one copy where a copy holds
+# more: augmenting a batch takes 60-130 bytes a pixel at its peak (XLA or graph), so two copies of a 12 MP photo
+# in one batch (the budget was 1 << 25) peaked at 3.4 GB. Batches of fewer copies give the same bytes (measured
+# on 4000x3000 photos and real-or-ai-photos, both presets), and 32 px batches stay whole (32 images x 10 copies
+# are 0.3 M pixels).
+MAX_BATCH_PIXELS = 1 << 22
+# Rounding a batch to uint8 pixels takes this many pixels at a time: whole, it held two more float batches.
+ROUNDING_PIXELS = 1 << 20
 # XLA-compiling the augmentation costs about 0.15 s a batch shape and saves a fifth of a 32 px run's
 # CPU time (80,000 copies: 12.8 s, not 15.5 s): sizes whose images hold at least this many pixels compile
 # (about 10 copies' worth of the old rule's 1 << 24). The images count, not the copies: XLA's numbers differ
@@ -190,13 +195,23 @@ def _augmenter(augmentation: keras.Sequential | None, compile_some: bool
            for layer, function in zip(layers, plain)]
 
     def augment(images: np.ndarray, seeds: Sequence[bytes], jit_compile: bool) -> np.ndarray:
+        images = images.astype(np.float32, copy=False)  # exact: uint8 at native size, float32 from --size
         if layers:
             drawn = copy_transformations(augmentation, images, seeds)  # on the host, outside the compiled functions
             for transform, transformation in zip(xla if jit_compile else plain, drawn):
                 images = transform(images, transformation)
-        return np.clip(np.round(keras.ops.convert_to_numpy(images)), 0, 255).astype(np.uint8)
+        return _rounded_pixels(keras.ops.convert_to_numpy(images))
 
     return augment
+
+
+def _rounded_pixels(images: np.ndarray) -> np.ndarray:
+    """``images`` rounded and clipped to uint8, ``ROUNDING_PIXELS`` at a time (the same values as at once)."""
+    pixels = np.empty(images.shape, np.uint8)
+    step = max(1, ROUNDING_PIXELS // max(1, images[0].size // images.shape[-1])) if len(images) else 1
+    for start in range(0, len(images), step):
+        pixels[start:start + step] = np.clip(np.round(images[start:start + step]), 0, 255)
+    return pixels
 
 
 def _compiled(function: Callable, xla: bool) -> Callable:
@@ -227,7 +242,9 @@ def _compiled(function: Callable, xla: bool) -> Callable:
 
 
 def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None, max_pixels: int) -> tf.data.Dataset:
-    """Elements ``(batch index, positions of its decoded images, float32 images)``, one per batch."""
+    """Elements ``(batch index, positions of its decoded images, images)``, one per batch: uint8 at native size
+    (cast to float32 when the batch is augmented: waiting in tf.data's buffers, floats took four times the
+    memory), float32 when resized to ``image_size``."""
     elements = [(batch_index, position, os.fsencode(source), batch.needs_pil[position])  # bytes: any name
                 for batch_index, batch in enumerate(batches) for position, source in enumerate(batch.sources)]
     batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
@@ -240,7 +257,7 @@ def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None, max_p
     def decode(batch_index, position, path, pil):
         image = decode_rgb(path, pil, max_pixels=max_pixels)  # as training decodes it: upright, RGB
         # As the model sees it: the centre square (squashing a wide image would show training another geometry).
-        image = tf.cast(image, tf.float32) if image_size is None else resize_to_square(image, image_size)
+        image = image if image_size is None else resize_to_square(image, image_size)
         return batch_index, position, image
 
     # (batch index, position in it, path, decode with Pillow) of every image
