@@ -12,6 +12,10 @@ the path before ``data.cut_covered``: the whole photo converted to float32 befor
 "all at once" is the path before ``data.decode_parallelism``: one image decoded per core at once whatever its
 size; with --scans COUNT, the data is COUNT made 12000x9000 PNGs (108 MP scans, which nothing decodes reduced),
 and only --variants "reduced" and "all at once" are worth running on them.
+With --photos COUNT, DataAugmentation.py instead (``--copies 2`` per --presets, native size, as QA ran it) on COUNT
+made 4000x3000 JPEGs (12 MP phone photos): peak RSS and wall time of today's writer beside the path before
+``offline_augmentation.MAX_BATCH_PIXELS`` fell to 1 << 22 (two such copies a batch), decoded images waited as uint8
+and a batch was rounded ``ROUNDING_PIXELS`` at a time; each in its own process, the copies' bytes compared.
 
 Reads ../shared/datasets/real-or-ai-photos (162 JPEGs, short side about 800-2,100 px) by default;
 without it the script says so and exits 0 (a --data that does not exist is an error). The default data and
@@ -21,6 +25,7 @@ Examples:
     python benchmarks/bench_large_images.py
     python benchmarks/bench_large_images.py --scans 8 --image-sizes 224 --repeats 1 --variants reduced "all at once" \
         --results benchmarks/results/large_scans.json
+    python benchmarks/bench_large_images.py --photos 4 --results benchmarks/results/augmentation_memory.json
 """
 
 from __future__ import annotations
@@ -62,8 +67,13 @@ def make_parser() -> argparse.ArgumentParser:
                         help="pipelines to measure (default: %(default)s)")
     parser.add_argument("--scans", type=positive_int, metavar="COUNT",
                         help="measure COUNT made 12000x9000 PNGs (108 MP scans) instead of --data")
+    parser.add_argument("--photos", type=positive_int, metavar="COUNT",
+                        help="augment COUNT made 4000x3000 JPEGs with DataAugmentation.py, today vs before")
+    parser.add_argument("--presets", nargs="+", choices=("detector", "classic"), default=["detector", "classic"],
+                        help="with --photos: the augmentation presets to measure (default: %(default)s)")
     add_results_option(parser, "large_images")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "IMAGE_SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--augment-child", nargs=3, metavar=("VARIANT", "PRESET", "DATA"), help=argparse.SUPPRESS)
     return parser
 
 
@@ -120,6 +130,80 @@ def make_scans(count: int) -> Path:
     return folder
 
 
+def make_photos(count: int) -> Path:
+    """A folder ``train/`` of two class folders of ``count`` 4000x3000 JPEGs (12 MP, a phone's), made once."""
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(tempfile.gettempdir()) / f"realvsai-bench-photos-{count}"
+    rows, columns = np.mgrid[0:3000, 0:4000]
+    for number in range(count):
+        path = folder / "train" / ("REAL" if number % 2 else "FAKE") / f"photo{number}.jpg"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pixels = np.stack([columns * 255 // 4000, rows * 255 // 3000, (columns + rows + 500 * number) % 256], -1)
+            noise = np.random.default_rng(number).integers(-20, 20, pixels.shape)  # texture, as a photo has
+            Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
+    return folder
+
+
+def augment_photos(variant: str, preset: str, data: Path) -> dict:
+    """DataAugmentation.py's main in this process (``variant`` "before": the writer's earlier batching, float
+    buffers and rounding); its wall time, peak RSS and the sha256 of every copy."""
+    import hashlib
+
+    import tensorflow as tf
+
+    import DataAugmentation
+    from realvsai import offline_augmentation
+
+    if variant == "before":
+        offline_augmentation.MAX_BATCH_PIXELS = 1 << 25
+        offline_augmentation.ROUNDING_PIXELS = 1 << 40
+        decode = offline_augmentation.decode_rgb
+        offline_augmentation.decode_rgb = lambda *args, **kwargs: tf.cast(decode(*args, **kwargs), tf.float32)
+    start = time.perf_counter()
+    status = DataAugmentation.main(["--data", str(data), "--copies", "2", "--preset", preset, "--seed", "42"])
+    seconds = time.perf_counter() - start
+    copies = sorted((data / "augmented_train").rglob("*.jpg"))
+    return {"status": status, "seconds": seconds, "copies": len(copies),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "sha256": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in copies}}
+
+
+def compare_augmentation(args: argparse.Namespace, destination: Destination) -> None:
+    """Today's writer and the one before on the made photos, a process and a fresh folder each."""
+    import shutil
+
+    photos = make_photos(args.photos)
+    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "photos": args.photos,
+               "photo_size": [4000, 3000], "copies": 2, "presets": {},
+               "command": shlex.join(["python", "benchmarks/bench_large_images.py", *sys.argv[1:]])}
+    rows = []
+    for preset in args.presets:
+        measured = {}
+        for variant in ("today", "before"):
+            with tempfile.TemporaryDirectory(prefix="bench_augment_") as temporary:
+                data = Path(temporary) / "data"
+                shutil.copytree(photos, data)
+                output = run_child([sys.executable, __file__, "--augment-child", variant, preset, str(data)],
+                                   f"the {variant!r} augmentation's process")
+            measured[variant] = json.loads(output.strip().splitlines()[-1])
+            rows.append((f"{preset}, {variant}", f"{measured[variant]['seconds']:.1f}",
+                         f"{measured[variant]['peak_rss_mib']:.0f}"))
+        today, before = measured["today"], measured["before"]
+        measured["today / before"] = {"time_ratio": today["seconds"] / before["seconds"],
+                                      "peak_memory_ratio": today["peak_rss_mib"] / before["peak_rss_mib"],
+                                      "same_bytes": today["sha256"] == before["sha256"]}
+        rows.append((f"{preset}, today / before", f"{today['seconds'] / before['seconds']:.2f}x",
+                     f"{today['peak_rss_mib'] / before['peak_rss_mib']:.2f}x"
+                     f" (same bytes: {today['sha256'] == before['sha256']})"))
+        results["presets"][preset] = measured
+    print(format_table((f"DataAugmentation, {args.photos} photos 4000x3000 x 2 copies", "wall s", "peak RSS MiB"),
+                       rows))
+    destination.write(results)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -127,8 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         variant, image_size = args.child
         return run_main(lambda: print(json.dumps(measure(args.data, variant, int(image_size), args.batch_size,
                                                          args.repeats))))
+    if args.augment_child:
+        variant, preset, data = args.augment_child
+        return run_main(lambda: print(json.dumps(augment_photos(variant, preset, Path(data)))))
     destination = results_destination(parser, args, "large_images", ("data", "image_sizes", "batch_size", "variants",
-                                                                     "scans"))
+                                                                     "scans", "photos"))
+    if args.photos:
+        return run_main(lambda: compare_augmentation(args, destination))
     if args.scans:
         args.data = make_scans(args.scans)
     elif args.data == DEFAULT_DATA and not DEFAULT_DATA.is_dir():
