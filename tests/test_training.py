@@ -787,10 +787,11 @@ def nan_classifier(num_classes: int, **ignored) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", dtype="float32")(features))
 
 
-def train_with(builder, monkeypatch, tmp_path, make_class_folder, counts=None, **settings) -> training.TrainResult:
+def train_with(builder, monkeypatch, tmp_path, make_class_folder, counts=None, validation_counts=None,
+               **settings) -> training.TrainResult:
     monkeypatch.setattr(model_module, "build_model", builder)
-    for split in ("train", "validation"):
-        make_class_folder(tmp_path / "data" / split, counts or {"FAKE": 4, "REAL": 4}, seed=len(split))
+    for split, split_counts in (("train", counts), ("validation", validation_counts or counts)):
+        make_class_folder(tmp_path / "data" / split, split_counts or {"FAKE": 4, "REAL": 4}, seed=len(split))
     config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="run", weights="none",
                          **{"batch_size": 4, "head_epochs": 1, "fine_tune_epochs": 0, **settings})
     return training.train(config, verbose=0)
@@ -815,6 +816,16 @@ def test_the_final_evaluation_reads_validation_and_test_under_the_runs_max_pixel
 def test_class_weighted_loss_and_val_loss_are_comparable(tmp_path, make_class_folder, monkeypatch):
     # Imbalanced 3:1, so weighting changes the mean loss; val_loss is weighted like loss.
     result = train_with(constant_classifier, monkeypatch, tmp_path, make_class_folder, {"FAKE": 12, "REAL": 4})
+    (row,) = result.history
+    assert row["loss"] == pytest.approx(row["val_loss"], abs=1e-5)
+
+
+def test_validation_of_another_class_mix_is_weighted_by_its_own_counts(tmp_path, make_class_folder, monkeypatch):
+    """Validation took the train split's weights: on a balanced validation split (a download's own valid/) of a 3:1
+    train split, REAL counted three times FAKE in val_loss and the cross-entropy that picks the best epoch and
+    stops a phase, which then compared a skewed validation figure with training's balanced one."""
+    result = train_with(constant_classifier, monkeypatch, tmp_path, make_class_folder, {"FAKE": 12, "REAL": 4},
+                        validation_counts={"FAKE": 4, "REAL": 4})
     (row,) = result.history
     assert row["loss"] == pytest.approx(row["val_loss"], abs=1e-5)
 
