@@ -229,10 +229,12 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
                                            crops="centre" if crops else None, drop_remainder=full_batches)
     class_weight = metrics.balanced_class_weights(counts[TRAIN]) if config.class_weights else None
-    if class_weight:  # validation weighted as training is, so the losses and cross-entropies (the stop rule) compare
+    if class_weight:
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
-        weights = tf.constant(list(class_weight.values()), tf.float32)
+        # Validation balanced by its own counts, as training is by its: the losses and cross-entropies (the best
+        # epoch, the stop rule) compare, whatever each split's class mix (a download's own valid/ may differ).
+        weights = tf.constant(list(metrics.balanced_class_weights(counts[VALIDATION]).values()), tf.float32)
         validation_dataset = validation_dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
 
     # Built before the run folder exists: a start that fails on its weights leaves no folder behind.
