@@ -1206,3 +1206,13 @@ def test_macos_appledouble_files_beside_their_files_are_skipped_as_junk(tmp_path
     result = extract_archive(make_zip(tmp_path / "mac.zip", entries), tmp_path / "target")
     assert files_under(tmp_path / "target") == CONTENT
     assert result.junk_skipped == 2
+
+
+def test_zipping_again_a_folder_of_one_file_says_so_in_the_singular(tmp_path, capsys):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "a.txt").write_text("a")
+    out = tmp_path / "one.zip"
+    assert DataZipper.main([str(tmp_path / "one"), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert DataZipper.main([str(tmp_path / "one"), "--out", str(out), "--quiet"]) == 0
+    assert f"{out} already holds this file (its size and CRC-32 compared)" in capsys.readouterr().out
