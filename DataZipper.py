@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         with working_on([out], "DataZipper.py"):
             result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
         if result.unchanged:
-            print(f"{result.archive} already holds these {plural(result.stored + result.deflated, 'file')} (each "
-                  f"one's size and CRC-32 compared{', its data read back' if args.verify else ''}): nothing written.")
+            count = result.stored + result.deflated
+            held = ("this file (its size and CRC-32 compared" if count == 1 else
+                    f"these {count:,} files (each one's size and CRC-32 compared")
+            print(f"{result.archive} already holds {held}{', its data read back' if args.verify else ''}): "
+                  "nothing written.")
             return
         left_out = (f", {plural(len(result.left_out), 'symlink or special file', 'symlinks or special files')} "
                     "left out" if result.left_out else "")
