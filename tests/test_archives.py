@@ -1110,6 +1110,16 @@ def test_the_unzipper_ends_with_the_command_of_the_splitter_that_reads_what_it_e
     assert capsys.readouterr().out.splitlines()[-1] == f"Next: python {splitter} {target} --out data"
 
 
+def test_the_unzipper_finds_its_next_step_without_the_splitters_own_notes(tmp_path):
+    """It printed the splitter's "using .../cifake (the dataset folder inside ...)" twice before its Next: line."""
+    layout = ["cifake/train/REAL/a.png", "cifake/train/FAKE/b.png", "cifake/test/REAL/c.png", "cifake/test/FAKE/d.png"]
+    archive = make_zip(tmp_path / "download.zip", {name: b"\x89PNG an image by its name" for name in layout})
+
+    unzipped = run_script("DataUnZipper.py", archive, "--to", tmp_path / "raw" / "download")
+
+    assert unzipped.returncode == 0 and "using" not in unzipped.stderr, unzipped.stderr
+
+
 def test_the_unzipper_says_what_a_train_and_validation_download_needs_before_its_splitter(tmp_path, capsys):
     """It named DataSplitD1.py, which refused the split folders and only then said to rename Validation to test."""
     layout = ["Dataset/Train/Real/a.png", "Dataset/Train/Fake/b.png", "Dataset/Validation/Real/c.png",
