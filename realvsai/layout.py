@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import posixpath
 import re
@@ -16,8 +15,6 @@ from pathlib import Path
 from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import list_images, write_csv
-
-logger = logging.getLogger(__name__)
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
@@ -86,7 +83,7 @@ def find_dataset_root(source: Path, holds_dataset: Callable[[Path], bool]) -> Pa
     """``source``, or the folder below it that ``holds_dataset`` when ``source`` does not: a download often
     unpacks into a folder or two of its own (``raw/<Top Folder>/<Dataset>/...``). Looks into each sub-folder,
     and goes down through a folder whose one visible folder is its only content besides files that are not
-    images. Logs the folder it found; the caller checks what it returns.
+    images. The caller checks what it returns (and says which folder it reads).
 
     Raises:
         UserError: when several sub-folders hold a dataset, so the choice would be a guess.
@@ -104,8 +101,6 @@ def find_dataset_root(source: Path, holds_dataset: Callable[[Path], bool]) -> Pa
             folder = children[0]
         else:
             return source
-    if folder != source:
-        logger.info("using %s (the dataset folder inside %s)", folder, source)
     return folder
 
 

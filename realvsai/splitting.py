@@ -158,6 +158,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     fractions = check_ratios(ratios)
     source, out = _check_paths(source, out)
     root = find_class_root(source)
+    _announce_root(root, source)
     class_folders = find_class_folders(root)
     refuse_split_folders(root, class_folders)
     refuse_nested_copy(root, class_folders)
@@ -193,6 +194,7 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
     wrapper, out = _check_paths(source, out)
     source = find_train_test_root(wrapper)
+    _announce_root(source, wrapper)
     group_dirs = {TRAIN: find_child_folder(source, TRAIN), TEST: find_child_folder(source, TEST)}
     if given := find_validation_folder(source):  # the download's own: its makers chose it (Kaggle's 140k faces)
         group_dirs[VALIDATION] = given
@@ -242,6 +244,12 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
     folders = [folder / name for group, folder in group_dirs.items() for name in names[group]]
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
                       max_pixels=max_pixels, beside=loose + elsewhere + _hidden_in(beside))
+
+
+def _announce_root(root: Path, source: Path) -> None:
+    """Says which folder inside SOURCE a split reads, where it is not SOURCE itself (a download's wrapper)."""
+    if root != source:
+        logger.info("using %s (the dataset folder inside %s)", root, source)
 
 
 def _group_class_names(group_dirs: Mapping[str, Path], renames: Mapping[str, str], source: Path
