@@ -379,6 +379,14 @@ def test_a_class_spelled_in_another_letter_case_is_refused_even_with_add_classes
     assert sorted(path.name for path in (into / "train").iterdir()) == ["FAKE", "REAL"]
 
 
+def test_the_rename_a_case_only_class_needs_is_given_as_words_the_shell_keeps(tmp_path):
+    """"--rename real photos=Real photos", pasted, split into three words."""
+    into = make_split(tmp_path / "into", {("train", "Real photos"): 2, ("train", "FAKE"): 2}, seed=5)
+    other = make_split(tmp_path / "other", {("train", "real photos"): 2, ("train", "FAKE"): 2}, seed=6)
+    with pytest.raises(UserError, match=r"again with --rename 'real photos=Real photos' \(into a new --out\)"):
+        merge_datasets([other], into, add_classes=True)
+
+
 def test_datamerger_adds_classes_with_its_flag(tmp_path):
     into = make_split(tmp_path / "merged", {("train", "REAL"): 2}, seed=11)
     other = make_split(tmp_path / "other", {("train", "FAKE"): 2}, seed=12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import random
@@ -18,7 +19,7 @@ from PIL import Image
 
 from realvsai import files, splitting
 from realvsai.errors import UserError
-from realvsai.layout import find_train_test_root, read_manifest
+from realvsai.layout import find_train_test_root, parse_renames, read_manifest
 from realvsai.splitting import (
     IN_TEST,
     TWO_CLASSES,
@@ -1019,3 +1020,25 @@ def test_a_stopped_move_split_run_again_without_move_is_told_to_finish_it_with_m
     assert snapshot(out) == before and snapshot(cifake) == left
     split_train_test(cifake, out, mode=splitting.MOVE)  # what it says finishes the split
     assert len(read_manifest(out / "manifest.csv")) == 50 and not list(cifake.rglob("*.png"))
+
+
+@pytest.mark.parametrize(("train_name", "test_name"), [("Real photos", "real photos"), ("-real", "-REAL")])
+def test_the_rename_a_case_only_difference_needs_is_given_as_words_the_shell_keeps(tmp_path, make_class_folder,
+                                                                                    train_name, test_name):
+    """"Add --rename real photos=Real photos", pasted, split into three words; "--rename -REAL=-real" read -REAL as
+    an option."""
+    import shlex
+
+    from realvsai.splitting import add_split_arguments
+
+    make_class_folder(tmp_path / "raw" / "train", {train_name: 6, "fake": 6})
+    make_class_folder(tmp_path / "raw" / "test", {test_name: 3, "fake": 3}, seed=2)
+    with pytest.raises(UserError) as refused:
+        split_train_test(tmp_path / "raw", tmp_path / "out")
+
+    advice = re.search(r"Add (.*) \(or rename", str(refused.value))[1]
+    parser = argparse.ArgumentParser()
+    add_split_arguments(parser, splitting.SplitDefaults())
+    renames = parser.parse_args(shlex.split(advice)).rename
+    split_train_test(tmp_path / "raw", tmp_path / "out", renames=parse_renames(renames))
+    assert {row.class_name for row in read_manifest(tmp_path / "out" / "manifest.csv")} == {train_name, "fake"}
