@@ -6,6 +6,7 @@ import csv
 import os
 import posixpath
 import re
+import shlex
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,6 +62,12 @@ def find_child_folder(parent: Path, name: str) -> Path | None:
                         f"macOS). Join them: move what {', '.join(map(str, others))} "
                         f"{'holds' if len(others) == 1 else 'hold'} into {first}, then run the command again.")
     return matches[0] if matches else None
+
+
+def rename_option(old: str, new: str) -> str:
+    """``--rename OLD=NEW`` as words to paste into a shell: quoted, and joined by ``=`` where OLD starts with a dash
+    (argparse would read ``-REAL=-real`` as an option)."""
+    return shlex.quote(f"--rename={old}={new}") if old.startswith("-") else f"--rename {shlex.quote(f'{old}={new}')}"
 
 
 def parse_renames(pairs: Iterable[str]) -> dict[str, str]:

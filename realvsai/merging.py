@@ -38,6 +38,7 @@ from realvsai.layout import (
     find_label_conflicts,
     read_manifest,
     read_split_classes,
+    rename_option,
     subfolders,
     write_manifest,
 )
@@ -129,7 +130,7 @@ def merge_datasets(
                 raise UserError(
                     f"{source} has classes {classes}, and {sorted(alike)} differ only in letter case from "
                     f"{sorted(alike.values())} of {reference[0]}: nothing was merged. Split that dataset again "
-                    f"with {' '.join(f'--rename {old}={new}' for old, new in sorted(alike.items()))} (into a new "
+                    f"with {' '.join(rename_option(old, new) for old, new in sorted(alike.items()))} (into a new "
                     "--out), then merge it."
                 )
             if not add_classes:

@@ -55,6 +55,7 @@ from realvsai.layout import (
     refuse_nested_copy,
     refuse_split_folders,
     rename_classes,
+    rename_option,
     subfolders,
     write_manifest,
 )
@@ -271,7 +272,7 @@ def _group_class_names(group_dirs: Mapping[str, Path], renames: Mapping[str, str
         shown = [f"{group_dirs[side]} has class folders {folders[side]}" for side in (TRAIN, group)]
         alike = {name.casefold(): name for name in train}
         if sorted(alike) == sorted(name.casefold() for name in names[group].values()):
-            renames_needed = " ".join(f"--rename {folder}={alike[name.casefold()]}"
+            renames_needed = " ".join(rename_option(folder, alike[name.casefold()])
                                       for folder, name in names[group].items() if name not in train)
             raise UserError(f"{shown[0]}, but {shown[1]}: they differ only in letter case. Add {renames_needed} "
                             f"(or rename the {group} folders) and split again.")
