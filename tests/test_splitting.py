@@ -1042,3 +1042,15 @@ def test_the_rename_a_case_only_difference_needs_is_given_as_words_the_shell_kee
     renames = parser.parse_args(shlex.split(advice)).rename
     split_train_test(tmp_path / "raw", tmp_path / "out", renames=parse_renames(renames))
     assert {row.class_name for row in read_manifest(tmp_path / "out" / "manifest.csv")} == {train_name, "fake"}
+
+
+@pytest.mark.parametrize("classes", [("valid", "forged"), ("test", "other")])
+def test_a_class_named_like_a_held_out_split_is_a_class_where_no_train_folder_is_beside_it(tmp_path,
+                                                                                       make_class_folder, classes):
+    """A "valid vs forged" signature set was refused as split folders, with advice to use DataSplitD2, which refused
+    it the same way."""
+    make_class_folder(tmp_path / "raw", dict.fromkeys(classes, 10))
+
+    report = split_by_class(tmp_path / "raw", tmp_path / "out")
+
+    assert {class_name for _, class_name in report.counts} == set(classes)
