@@ -1044,7 +1044,7 @@ def test_the_rename_a_case_only_difference_needs_is_given_as_words_the_shell_kee
     assert {row.class_name for row in read_manifest(tmp_path / "out" / "manifest.csv")} == {train_name, "fake"}
 
 
-@pytest.mark.parametrize("classes", [("valid", "forged"), ("test", "other")])
+@pytest.mark.parametrize("classes", [("valid", "forged"), ("testing", "other")])
 def test_a_class_named_like_a_held_out_split_is_a_class_where_no_train_folder_is_beside_it(tmp_path,
                                                                                        make_class_folder, classes):
     """A "valid vs forged" signature set was refused as split folders, with advice to use DataSplitD2, which refused
@@ -1054,3 +1054,14 @@ def test_a_class_named_like_a_held_out_split_is_a_class_where_no_train_folder_is
     report = split_by_class(tmp_path / "raw", tmp_path / "out")
 
     assert {class_name for _, class_name in report.counts} == set(classes)
+
+
+def test_a_class_named_as_a_split_folder_is_told_the_rename_that_splits_it(tmp_path, make_class_folder):
+    """It said "--rename to 'test' is not a usable class name" of a folder no --rename had named."""
+    make_class_folder(tmp_path / "raw", {"test": 10, "other": 10})
+
+    with pytest.raises(UserError, match=r"class folder 'test' has the name of a split folder.*--rename test=") as no:
+        split_by_class(tmp_path / "raw", tmp_path / "out")
+
+    assert "--rename to" not in str(no.value)
+    split_by_class(tmp_path / "raw", tmp_path / "out", renames={"test": "tested"})
