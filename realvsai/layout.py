@@ -151,11 +151,11 @@ def split_folders_fix(root: Path, class_folders: Sequence[str]) -> str | None:
     """What DataSplitD2 needs of ``root`` when its "class folders" are split folders (Kaggle's Train/ Validation/),
     as a sentence that ends with its command; None when none of them is a split folder."""
     splits = {name: SPLIT_WORDS[name.lower()] for name in class_folders if name.lower() in SPLIT_WORDS}
-    if not splits:
+    if TRAIN not in splits.values():  # valid/ beside forged/ with no train/ are classes (a signature set)
         return None
     command = f"python DataSplitD2.py {shell_path(root)} --out data"
     held_out = sorted(name for name, split in splits.items() if split != TRAIN)
-    if TRAIN not in splits.values() or TEST in splits.values() or not held_out:
+    if TEST in splits.values() or not held_out:
         return f"use DataSplitD2.py, which reads train/ and test/ folders of class folders: {command}"
     # train/ and validation/ only: the dataset's held-out images become the test split
     return (f"rename {shell_path(root / held_out[0])} to test (DataSplitD2.py reads train/ and test/, and carves "
@@ -217,7 +217,11 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
                         "Use the folder names exactly as they are spelled.")
     renames = {folder_of[old]: new for old, new in renames.items()}
     names = {folder: renames.get(folder, folder) for folder in class_folders}
-    for new in names.values():
+    for folder, new in names.items():
+        if folder not in renames and new in SPLITS:
+            raise UserError(f"class folder {new!r} has the name of a split folder, which the split's own folders "
+                            f"take: give it another with {rename_option(new, f'{new}_class')} (or a name of your "
+                            "choice).")
         if new.startswith(".") or new in SPLITS:
             raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
     if doubled := sorted(name for name, count in Counter(names.values()).items() if count > 1):
