@@ -685,3 +685,13 @@ def test_the_same_source_given_twice_is_refused_before_anything_is_written(first
         merge_datasets([first, first], into)
     assert "\n" not in str(error.value)
     assert not into.exists()
+
+
+def test_a_dry_run_says_the_settings_record_a_merge_of_other_copies_would_remove(first, second, caplog):
+    augment_and_move(first, first / "train" / "FAKE" / "img_001.png", seed=1)
+    augment_and_move(second, second / "train" / "FAKE" / "img_001.png", seed=2)
+
+    merge_datasets([second], first, dry_run=True)
+
+    assert (first / moving.MOVED_SETTINGS_NAME).exists()
+    assert f"would remove {first / moving.MOVED_SETTINGS_NAME}" in caplog.text
