@@ -175,7 +175,13 @@ def merge_datasets(
     report.added_counts = Counter((file.split, file.class_name) for file, _, target, _ in actions if target)
     report.added = sum(report.added_counts.values())
     report.counts = Counter((file.split, file.class_name) for file in existing) + report.added_counts
+    taken = {file.path for file, kind, _, _ in actions if kind != "refuse"}
+    with_copies = {source for source, file in incoming if file.copy_of and file.path in taken}
+    mixed = copies_in_train and _mixed_copy_settings(into, with_copies)
     if dry_run:
+        if mixed:
+            logger.warning("would remove %s: the augmented copies it merges into %s were made with other settings "
+                           "than those there", into / MOVED_SETTINGS_NAME, into / TRAIN)
         report.after = report.before + report.added
         return report
 
@@ -191,11 +197,13 @@ def merge_datasets(
     into.mkdir(parents=True, exist_ok=True)
     _update_manifest(into, existing, [(target, file) for file, _, target, _ in actions if target], actions, moved)
     add_moved_copies(into, [file.copy_of for file, kind, _, _ in actions if file.copy_of and kind != "refuse"])
-    taken = {file.path for file, kind, _, _ in actions if kind != "refuse"}
-    with_copies = {source for source, file in incoming if file.copy_of and file.path in taken}
-    if copies_in_train:
-        _drop_mixed_copy_settings(into, with_copies)
-    elif not (into / MOVED_SETTINGS_NAME).exists():
+    if mixed:  # no one record holds for them all: one that named half of them would be read as all of theirs
+        (into / MOVED_SETTINGS_NAME).unlink()
+        logger.warning("the augmented copies merged into %s were made with other settings than those in its train: "
+                       "removed %s, which no longer holds for them all (the model card names no settings for "
+                       "them, and DataAugmentation.py adds copies there with any)", into / TRAIN,
+                       into / MOVED_SETTINGS_NAME)
+    elif not copies_in_train and not (into / MOVED_SETTINGS_NAME).exists():
         _carry_copy_settings(into, with_copies)
     added = []  # (target path, source file)
     for file, kind, target, _ in progress(actions, desc="moving" if move else "copying"):
@@ -328,18 +336,13 @@ def _carry_copy_settings(into: Path, sources: Iterable[Path]) -> None:
         atomic_write_bytes(into / MOVED_SETTINGS_NAME, records.pop())
 
 
-def _drop_mixed_copy_settings(into: Path, sources: Iterable[Path]) -> None:
-    """Removes the settings record of ``into``, whose train holds augmented copies, when the ``sources`` whose
-    copies it takes made theirs otherwise (or kept no record): no one record holds for them all, and one that
-    named half of them would be read as all of theirs (the model card; DataAugmentation's check of new copies)."""
-    record = into / MOVED_SETTINGS_NAME
-    if (settings := read_copy_settings(record)) is None:
-        return
-    if any(read_copy_settings(source / MOVED_SETTINGS_NAME) != settings for source in sources):
-        record.unlink()
-        logger.warning("the augmented copies merged into %s were made with other settings than those in its train: "
-                       "removed %s, which no longer holds for them all (the model card names no settings for "
-                       "them, and DataAugmentation.py adds copies there with any)", into / TRAIN, record)
+def _mixed_copy_settings(into: Path, sources: Iterable[Path]) -> bool:
+    """Whether ``into``, whose train holds augmented copies, has a settings record that the ``sources`` whose copies
+    it takes do not share (theirs differ, or they kept none): the model card and DataAugmentation's check of new
+    copies read it as the record of all."""
+    settings = read_copy_settings(into / MOVED_SETTINGS_NAME)
+    return settings is not None and any(read_copy_settings(source / MOVED_SETTINGS_NAME) != settings
+                                        for source in sources)
 
 
 def _check_folders(sources: Sequence[Path], into: Path) -> None:
