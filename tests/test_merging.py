@@ -396,6 +396,20 @@ def test_datamerger_adds_classes_with_its_flag(tmp_path):
     assert (into / "train" / "FAKE").is_dir()
 
 
+def test_a_merge_that_leaves_a_class_without_validation_images_names_no_training_step(tmp_path, capsys):
+    """--add-classes brought a class with train images only; the merge said "Next: ... train", which refused it."""
+    import DataMerger
+
+    into = make_split(tmp_path / "merged", {(split, name): 2 for split in ("train", "validation", "test")
+                                            for name in ("FAKE", "REAL")}, seed=11)
+    other = make_split(tmp_path / "other", {("train", "OTHER"): 3}, seed=12)
+
+    assert DataMerger.main([str(other), "--into", str(into), "--add-classes", "-q"]) == 0
+
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("Not ready for training: no validation images of OTHER") and "ModelTraining" not in last
+
+
 def test_a_class_name_macos_wrote_decomposed_merges_into_the_composed_folder(tmp_path):
     """"tumör" typed on Linux (NFC) and written by macOS (NFD) print alike: one class, one folder."""
     composed, decomposed = "tum\u00f6r", "tumo\u0308r"
