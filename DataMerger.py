@@ -46,7 +46,7 @@ from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.merging import REFUSED_NAME, REFUSED_WHY, format_merge_report, merge_datasets
-from realvsai.splitting import next_step_line
+from realvsai.splitting import next_step_line, not_trainable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"refused {plural(len(report.refused), 'file')} ({REFUSED_WHY}), not merged; the reasons are in "
                 f"{report.into / REFUSED_NAME} (rows merged at {report.started}). Do what each reason says, or "
                 "delete those files from SOURCE, then run DataMerger.py again (the other files are merged).")
-        print(next_step_line(report.into))
+        if why := not_trainable(report.counts):
+            print(f"Not ready for training: {why}. Merge a dataset that has them too, or split these classes' "
+                  "images again with the others (DataSplitD1.py or DataSplitD2.py).")
+        else:
+            print(next_step_line(report.into))
 
     return run_main(body)
 

@@ -118,14 +118,8 @@ class SplitReport:
 
     @property
     def not_trainable(self) -> str | None:
-        """Why training cannot run on this split as it is (one class; a class without train or validation images,
-        as a train-only --ratios 1 0 0 leaves for a merge), or None."""
-        classes = sorted({class_name for _, class_name in self.counts})
-        if len(classes) < 2:
-            return f"one class ({classes[0]})" if classes else "no images"
-        lacking = [f"no {split} images of {', '.join(without)}" for split in (TRAIN, VALIDATION)
-                   if (without := [name for name in classes if not self.counts[(split, name)]])]
-        return "; ".join(lacking) or None
+        """Why training cannot run on this split as it is (``not_trainable``), or None."""
+        return not_trainable(self.counts)
 
     @property
     def skipped_rows(self) -> list[tuple[str, str]]:
@@ -764,6 +758,18 @@ def format_report(report: SplitReport, next_step: bool = True) -> str:
         lines.append(f"Not ready for training: {why} (the warnings above say what to do)." if why
                      else next_step_line(report.out))
     return "\n".join(lines)
+
+
+def not_trainable(counts: Mapping[tuple[str, str], int]) -> str | None:
+    """Why training cannot run on a dataset of these ``(split, class)`` counts (one class; a class without train or
+    validation images, as a train-only --ratios 1 0 0 leaves for a merge, or a merge's --add-classes brings), or
+    None."""
+    classes = sorted({class_name for _, class_name in counts})
+    if len(classes) < 2:
+        return f"one class ({classes[0]})" if classes else "no images"
+    lacking = [f"no {split} images of {', '.join(without)}" for split in (TRAIN, VALIDATION)
+               if (without := [name for name in classes if not counts.get((split, name))])]
+    return "; ".join(lacking) or None
 
 
 def next_step_line(data: Path) -> str:
