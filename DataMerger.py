@@ -11,7 +11,8 @@ A source adds images to classes the target has (all of them, or some: more image
 a new target takes the classes of the source with the most, and --add-classes lets a source bring a
 class the target lacks. Split with --rename so the names match (e.g. --rename RealArt=REAL).
 One image is one set of decoded pixels, as the splitters see it: the same image saved in another
-format or with other metadata counts as the same content below. Nothing is
+lossless format or with other metadata counts as the same content below; one re-compressed (a JPEG saved
+again) or resized has other pixels and is not caught. Nothing is
 ever overwritten: a file whose bytes are already in the same split and class is skipped, and a name
 taken by other content gets a stable new name (name_<sha256[:8]>.jpg). A file whose content already
 sits in ANOTHER split of the target (or in another split among the sources; the target, then the
