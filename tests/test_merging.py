@@ -14,7 +14,7 @@ from PIL import Image, PngImagePlugin
 from realvsai import merging, moving
 from realvsai.errors import UserError
 from realvsai.layout import read_manifest
-from realvsai.merging import merge_datasets
+from realvsai.merging import format_merge_report, merge_datasets
 from realvsai.splitting import split_by_class
 
 
@@ -408,6 +408,22 @@ def test_a_merge_that_leaves_a_class_without_validation_images_names_no_training
 
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("Not ready for training: no validation images of OTHER") and "ModelTraining" not in last
+
+
+@pytest.mark.parametrize("move", [False, True])
+def test_files_of_a_source_that_a_merge_leaves_out_are_named(first, tmp_path, move):
+    """A GIF, a TIFF and an image in a sub-folder of a class folder stayed in SOURCE, even with --move, and the merge
+    named none of them (the splitters list such files in skipped.csv)."""
+    write_image(first / "train" / "FAKE" / "more" / "nested.png", seed=70)
+    Image.new("RGB", (8, 8)).save(first / "train" / "FAKE" / "anim.gif")
+    (first / "train" / "FAKE" / ".DS_Store").write_bytes(b"view")  # macOS' own: not worth a word
+
+    report = merge_datasets([first], tmp_path / "merged", move=move)
+
+    left_out = {Path(path).name: reason for path, reason in report.left_out}
+    assert left_out.keys() == {"nested.png", "anim.gif"}
+    assert "sub-folder" in left_out["nested.png"] and "format not read here" in left_out["anim.gif"]
+    assert "left out of the sources: 2 files" in format_merge_report(report)
 
 
 def test_a_class_name_macos_wrote_decomposed_merges_into_the_composed_folder(tmp_path):
