@@ -88,6 +88,7 @@ class MergeReport:
     renamed: int = 0  # of ``added``: written under a new name because theirs was taken
     identical: int = 0  # skipped: the same bytes are already in that split and class
     refused: list[tuple[str, str]] = field(default_factory=list)  # (source file, reason)
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (source file, reason): not an image it reads
     after: int = 0
     counts: Counter = field(default_factory=Counter)  # files per (split, class) after
     added_counts: Counter = field(default_factory=Counter)  # files added per (split, class)
@@ -153,9 +154,14 @@ def merge_datasets(
     moved = moved_copies(into)
     copies_in_train = any(file.copy_of or moved.holds(file.path, file.digest)
                           for file in existing if file.split == TRAIN)
+    left_out: list[tuple[str, str]] = []
     incoming = [(source, dataclasses.replace(file, class_name=spelling[source][file.class_name])) for source in sources
                 for file in _hash_dataset(source, workers, f"reading {source.name}", max_pixels,
-                                          dataset=source.resolve().name)]
+                                          dataset=source.resolve().name, left_out=left_out)]
+    if left_out:  # macOS' .DS_Store and the like are not worth a word
+        logger.warning("%s in the sources %s left out (e.g. %s: %s)%s",
+                       plural(len(left_out), "file"), "is" if len(left_out) == 1 else "are", *left_out[0],
+                       "; they stay where they are" if move else "")
     if broken := [file for file in existing if file.problem]:
         logger.warning("the target holds %s (e.g. %s: %s); kept as found, though a split leaves such files out",
                        plural(len(broken), "file that is not a usable image", "files that are not usable images"),
@@ -168,7 +174,7 @@ def merge_datasets(
     actions = _plan(existing, [file for _, file in incoming if str(file.path) not in outside_paths], into)
 
     read_list(into / REFUSED_NAME, REFUSED_FIELDS, REFUSED_KEY)  # one it cannot add to stops it before it starts
-    report = MergeReport(into=into, dry_run=dry_run, before=len(existing))
+    report = MergeReport(into=into, dry_run=dry_run, before=len(existing), left_out=left_out)
     report.refused = outside + [(str(file.path), reason) for file, kind, _, reason in actions if kind == "refuse"]
     report.identical = sum(kind == "identical" for _, kind, _, _ in actions)
     report.renamed = sum(kind == "rename" for _, kind, _, _ in actions)
@@ -387,17 +393,27 @@ def _refuse_split_folder(folder: Path, flag: str) -> None:
                         f"(e.g. {example}, if {absolute.name} is one of its splits).")
 
 
-def _list_dataset(root: Path) -> list[tuple[str, str, Path]]:
-    """(split, class, path) of every image in ``root/<split>/<Class>/``, in a stable order."""
-    return [(split, folder.name, path) for split in SPLITS if (root / split).is_dir()
-            for folder in sorted((root / split).iterdir()) if folder.is_dir() and not folder.name.startswith(".")
-            for path in list_images(folder)]
+def _list_dataset(root: Path, left_out: list[tuple[str, str]] | None = None) -> list[tuple[str, str, Path]]:
+    """(split, class, path) of every image in ``root/<split>/<Class>/``, in a stable order; the other files of the
+    class folders, and the images in their sub-folders, added to ``left_out`` as (path, reason), hidden ones not."""
+    listed, skipped = [], []
+    for split in SPLITS:
+        for folder in sorted((root / split).iterdir()) if (root / split).is_dir() else []:
+            if folder.is_dir() and not folder.name.startswith("."):
+                listed += [(split, folder.name, path) for path in list_images(folder, skipped=skipped)]
+                skipped += [(str(path), "in a sub-folder of a class folder: only the images right in a class folder "
+                                        "are merged (move it up to merge it)")
+                            for nested in subfolders(folder) for path in list_images(nested, recursive=True)]
+    if left_out is not None:
+        left_out += [(path, reason) for path, reason in skipped if not os.path.basename(path).startswith(".")]
+    return listed
 
 
-def _hash_dataset(root: Path, workers: int, desc: str, max_pixels: int, dataset: str = "") -> list[_File]:
+def _hash_dataset(root: Path, workers: int, desc: str, max_pixels: int, dataset: str = "",
+                  left_out: list[tuple[str, str]] | None = None) -> list[_File]:
     """Every image of ``root`` with the sha256 of its bytes and of its pixels (or why it does not decode), and its
-    dataset: as ``root/manifest.csv`` names it, else ``dataset``."""
-    listed = _list_dataset(root) if root.is_dir() else []
+    dataset: as ``root/manifest.csv`` names it, else ``dataset``; ``left_out`` gets the files it does not read."""
+    listed = _list_dataset(root, left_out) if root.is_dir() else []
     # The bytes first, in a read of their own: a file that cannot be read stops the merge, as it always has.
     checked = map_in_threads(lambda chunk: [(sha256_file(path), *decode_check(path, max_pixels))
                                             for _, _, path in chunk], listed, workers, desc)
@@ -426,6 +442,11 @@ def format_merge_report(report: MergeReport) -> str:
         + (f" (list: {report.into / REFUSED_NAME}, rows merged at {report.started})"
            if report.refused and not report.dry_run else ""),
     ]
+    if report.left_out:
+        lines.append(f"left out of the sources: {plural(len(report.left_out), 'file')} (not images read here, or in "
+                     "a sub-folder of a class folder): " + "; ".join(f"{path}: {reason}"
+                                                                      for path, reason in report.left_out[:3])
+                     + ("; ..." if len(report.left_out) > 3 else ""))
     if report.dry_run:
         lines.append("dry run: nothing was written or removed.")
     return "\n".join(lines)
