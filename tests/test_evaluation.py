@@ -1108,3 +1108,24 @@ def test_a_test_folder_of_one_class_scores_nothing_it_cannot_measure(only):
     assert "averaged" not in summary and f"no images of {'REAL' if only == 'FAKE' else 'FAKE'}" in summary
     card = model_card.render_card(model_info(["FAKE", "REAL"]), {**metrics, "folder": "x", "num_images": 10}, "card")
     assert "macro averages" not in card
+
+
+def test_the_cards_tables_keep_their_columns_whatever_the_class_and_source_names():
+    """A class "real|photos *x*" made its rows one cell longer than the table (and its name italic), a source
+    folder named so did the same to the per-source table, which then did not render at all."""
+    import re as regex
+
+    names = ["fake `gen` <b>x", "real|photos *x*"]
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, names, names[0], 0.5),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    source = {"num_images": 10, "accuracy": 0.5, "average_precision": 0.5, "roc_auc": 0.5,
+              "class_accuracy": dict.fromkeys(names, 0.5)}
+    metrics["sources"], metrics["combined"] = {"src |1 *x*": source}, source
+    info = model_info(names, positive_class=names[0], counts={"train": dict.fromkeys(names, 4)})
+
+    card = model_card.render_card(info, metrics, "card")
+
+    for table in regex.findall(r"(?m)(?:^\|.*\|\n)+", card):
+        widths = {len(regex.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
+        assert len(widths) == 1, table
+    assert "*x*" not in card.replace("\\*x\\*", "")  # never emphasis
