@@ -609,6 +609,18 @@ def test_the_shortcut_warning_of_model_json_is_shown_under_the_title(start_app, 
     assert app.main.children[1].type == "warning" and shortcut in app.main.children[1].value
 
 
+def test_class_names_are_shown_as_they_are_not_read_as_markdown(start_app, tmp_path):
+    """"real|photos *x*" showed as "real|photos x" in italics in the title, the model line and the decision rule."""
+    write_run(tmp_path, "odd", class_names=["fake `gen` <b>x", "real|photos *x*"])
+
+    app = start_app("--models", tmp_path)
+
+    shown = [app.title[0].value, *(element.value for element in app.markdown), *(caption.value for caption in
+                                                                               app.caption)]
+    assert any("photos \\*x\\*" in text for text in shown)
+    assert not any("*x*" in text.replace("\\*x\\*", "") for text in shown)
+
+
 def test_the_headline_test_metrics_name_the_number_of_test_images(start_app, tmp_path):
     write_run(tmp_path, "counted", info={"test_metrics": {"accuracy": 0.91, "f1": 0.9, "num_images": 1412}})
 
