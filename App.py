@@ -57,7 +57,7 @@ from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
 from realvsai.metrics import DecisionRule
-from realvsai.model_card import small_test_set
+from realvsai.model_card import markdown_text, small_test_set
 from realvsai.prediction import csv_cell, describe_counts
 from realvsai.run import DEMO_WARNING, HEADLINE_METRICS, ModelInfo, ModelRun, list_runs, load_run, read_run
 
@@ -207,6 +207,11 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
 def _code(text: str) -> str:
     """``text`` as inline code, so a file name is shown as typed, never read as Markdown."""
     return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _shown_names(run: ModelRun) -> list[str]:
+    """The run's class names as Markdown that shows them as they are (the page's text is Markdown)."""
+    return [markdown_text(name) for name in run.class_names]
 
 
 def _run_label(run: ModelRun) -> str:
@@ -362,7 +367,8 @@ def model_card(run: ModelRun, settings: Settings) -> None:
     """The chosen model at a glance: classes, image size, test metrics, date, decision rule."""
     question = f"{', '.join(run.class_names[:-1])} or {run.class_names[-1]}?"
     st.set_page_config(page_title=question)  # the browser tab asks it too (first set to the app's name in main)
-    st.title(f"🔍 {question}")
+    shown = _shown_names(run)  # Markdown: "*x*" would turn italic, "<b>" bold
+    st.title(f"🔍 {', '.join(shown[:-1])} or {shown[-1]}?")
     if run.demo:
         st.warning(f"**{DEMO_WARNING}** Its answers show how the app works, nothing about your "
                    "images. Train on real data (README, steps 1-6) for a detector.", icon="⚠️")
@@ -373,7 +379,7 @@ def model_card(run: ModelRun, settings: Settings) -> None:
                    "that rather than the content.", icon="⚠️")
     with st.container(border=True):
         details = [f"Model **{run.name}**", f"trained {run.created.astimezone():%Y-%m-%d %H:%M}",
-                   f"classes {', '.join(run.class_names)}",
+                   f"classes {', '.join(shown)}",
                    f"{CROP_GRID}×{CROP_GRID} crops of {run.image_size} px at native resolution"
                    if run.info.input_mode == "crops" else f"{run.image_size} px"]
         backbone = run.info.get("backbone")
@@ -397,7 +403,7 @@ def model_card(run: ModelRun, settings: Settings) -> None:
                                                   small_test_set(num_images)) if text))
         else:
             st.caption("No test metrics recorded for this model.")
-        st.caption(settings.rule.describe(run.class_names))
+        st.caption(settings.rule.describe(shown))
 
 
 def upload_section() -> list[UploadedFile]:
@@ -438,14 +444,14 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
                 st.markdown("### :orange[Uncertain]")
                 st.caption(_uncertain_reason(result, predicted, probability, run, settings.rule))
             else:
-                st.markdown(f"### {predicted}")
+                st.markdown(f"### {markdown_text(predicted)}")
                 st.caption(_decided_reason(result, probability, run, settings.rule))
             if result.unfamiliar:
                 st.warning(f"Not to be trusted here ({result.unfamiliar}): its answer may mean nothing on such "
                            "images, so it is never called certain.", icon="⚠️")
             if run.demo:
                 st.warning(DEMO_WARNING, icon="⚠️")
-            for name, value in zip(run.class_names, result.probabilities):
+            for name, value in zip(_shown_names(run), result.probabilities):
                 st.progress(float(np.clip(value, 0.0, 1.0)), text=f"{name}: {value:.1%}")
 
 
@@ -453,7 +459,7 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
                     classifier: inference.Classifier, run: ModelRun, settings: Settings) -> None:
     """A card per upload (the first MAX_CARDS of them)."""
     st.subheader(f"{plural(len(results), 'image')}: "
-                 f"{summary_counts(results, run.class_names, settings.rule)}")
+                 f"{summary_counts(results, _shown_names(run), settings.rule)}")
     same_as = duplicates(uploads)
     for number, (result, upload) in enumerate(list(zip(results, uploads))[:MAX_CARDS]):
         first = same_as.get(number)

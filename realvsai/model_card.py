@@ -54,7 +54,7 @@ def _kind_verdict(by_kind: dict[str, Any], numbers: dict[str, Any], consequence:
     return ""
 
 
-def _text(name: str) -> str:
+def markdown_text(name: str) -> str:
     """A class, source or folder ``name`` as Markdown that shows it as it is: a "|" would end a table cell, "*x*"
     turn italic, "<b>" bold the rest of the page. Not "_": inside a word (real_images) it is no emphasis, and the
     card stays readable as text."""
@@ -132,7 +132,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
 
     lines += ["", "## Data", ""]
     if counts := split_counts or model_info.get("counts"):
-        rows = [[_text(name), *(f"{counts[split].get(name, 0):,}" for split in counts)] for name in class_names]
+        rows = [[markdown_text(name), *(f"{counts[split].get(name, 0):,}" for split in counts)] for name in class_names]
         rows.append(["**total**", *(f"{sum(counts[split].values()):,}" for split in counts)])
         lines += [*_table(["class", *counts], rows), ""]
     if (copies := model_info.get("augmented_copies")) and counts and TRAIN in counts:
@@ -179,8 +179,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     # model_info is the one training wrote, before this evaluation added the threshold to model.json.
     rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold, "positive_class": positive})
     if threshold is not None:
-        lines += [f"Predicted class: {_code(positive)} when P({_text(positive)}) >= {threshold:.4f}, the threshold "
-                  "that "
+        lines += [f"Predicted class: {_code(positive)} when P({markdown_text(positive)}) >= {threshold:.4f}, the "
+                  "threshold that "
                   "maximised balanced accuracy (the mean of the two classes' recalls) on the training run's "
                   "validation images (kept in model.json): the rule the app "
                   f"answers by. The most probable class (argmax) beside it, for comparison. Precision, recall and "
@@ -196,8 +196,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                   + ("macro averages and ROC AUC are over the other classes." if metrics["average"] == "macro" else
                      "figures that need images of both classes (ROC AUC, average precision, and the positive "
                      "class's recall and F1 where it is the one missing) are n/a.")]
-    lines += ["", f"{rule.describe(list(map(_text, class_names)))} The app answers by this rule; the numbers above "
-              "are its numbers, "
+    lines += ["", f"{rule.describe(list(map(markdown_text, class_names)))} The app answers by this rule; the "
+              "numbers above are its numbers, "
               "each image scored at the class the rule leans to."]
     if (uncertain := uncertain_text(metrics)) is not None:
         lines[-1] += (f" It says {uncertain}: below the confidence threshold, unlike the training images, or of a "
@@ -205,17 +205,20 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                       "predictions.csv, and `unfamiliar` says which).")
     lines += [""]
     lines += _table(["class", "precision", "recall", "F1", "images"], [
-        [_text(name), *(_number(values[key]) for key in ("precision", "recall", "f1")), f"{values['support']:,}"]
+        [markdown_text(name), *(_number(values[key]) for key in ("precision", "recall", "f1")),
+         f"{values['support']:,}"]
         for name, values in metrics["per_class"].items()])
     lines += ["", f"Full numbers: [{METRICS_FILE}]({METRICS_FILE}), [{REPORT_FILE}]({REPORT_FILE})."]
 
     if metrics.get("sources"):
         ordered = sorted(class_names, key=lambda name: name != positive)  # the positive class first
-        headers = ["source", "images", "accuracy", "AP", "ROC AUC", *(f"accuracy on {_text(name)}" for name in ordered)]
+        headers = ["source", "images", "accuracy", "AP", "ROC AUC",
+                   *(f"accuracy on {markdown_text(name)}" for name in ordered)]
         rows = [[label, f"{numbers['num_images']:,}",
                  *(_number(numbers[key]) for key in ("accuracy", "average_precision", "roc_auc")),
                  *(_number(numbers["class_accuracy"][class_name]) for class_name in ordered)]
-                for label, numbers in [*((_text(name), numbers) for name, numbers in metrics["sources"].items()),
+                for label, numbers in [*((markdown_text(name), numbers)
+                                         for name, numbers in metrics["sources"].items()),
                                        ("**all sources**", metrics["combined"])]]
         lines += ["", "## Per source", "", "Each test folder on its own, then all of them together (the metrics "
                   "above). Accuracy follows the decision rule above; the accuracy on a class is its recall; AP and "
@@ -226,7 +229,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     if by_kind:
         # An upload's size is known, its source is not: only a size band at chance makes the answers Uncertain.
         uncertain = {"source": "", "size": ": answers Uncertain"}
-        rows = [[f"{kind}: {_text(name)}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
+        rows = [[f"{kind}: {markdown_text(name)}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
                  _number(numbers["balanced_accuracy"]), _kind_verdict(by_kind, numbers, uncertain[kind])]
                 for kind in ("source", "size") for name, numbers in (by_kind.get(kind) or {}).items()]
         lines += ["", "## Validation by kind of image", "", "The decision rule on the validation images of each "
@@ -271,7 +274,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         "and detail a larger image has, is lost before the model sees it.",
         "Probabilities are not certainties: check the reliability diagram (ECE "
         f"{_number(metrics['expected_calibration_error'])}) before reading them as such.",
-        few_positives(metrics.get("threshold_selection"), _text(metrics.get("positive_class") or "")),
+        few_positives(metrics.get("threshold_selection"), markdown_text(metrics.get("positive_class") or "")),
         small_test_set(metrics["num_images"]),
         is_demo(model_info) and DEMO_WARNING]
     lines += ["", "## Limitations", "", *(f"- {text}" for text in limitations if text)]
