@@ -492,8 +492,8 @@ def working_on(paths: Iterable[Path | str], script: str, *, reading: Iterable[Pa
 def claimed_by(path: Path | str) -> str | None:
     """The script and process that claim ``path`` itself (``working_on``), or None when no run does. Reads the
     claim without taking it: a run that starts meanwhile is refused by its own claim, as ever."""
-    try:
-        with open(_claim_file(Path(os.path.abspath(path)).resolve()), encoding="utf-8") as handle:
+    try:  # opened for writing as a claim opens it (its lock taken alike), but never made here: "r+", not "a+"
+        with open(_claim_file(Path(os.path.abspath(path)).resolve()), "r+", encoding="utf-8") as handle:
             return None if _lock(handle, shared=True) else _holder(handle)
     except FileNotFoundError:  # a claim keeps its file for as long as it holds it
         return None
