@@ -1065,3 +1065,10 @@ def test_a_class_named_as_a_split_folder_is_told_the_rename_that_splits_it(tmp_p
 
     assert "--rename to" not in str(no.value)
     split_by_class(tmp_path / "raw", tmp_path / "out", renames={"test": "tested"})
+
+
+def test_a_download_of_held_out_splits_alone_is_not_taken_for_classes(tmp_path, make_class_folder):
+    for split in ("Validation", "Test"):
+        make_class_folder(tmp_path / "raw" / split, {"Real": 3, "Fake": 3})
+    with pytest.raises(UserError, match="not one folder per class"):
+        split_by_class(tmp_path / "raw", tmp_path / "out")
