@@ -151,8 +151,8 @@ def split_folders_fix(root: Path, class_folders: Sequence[str]) -> str | None:
     """What DataSplitD2 needs of ``root`` when its "class folders" are split folders (Kaggle's Train/ Validation/),
     as a sentence that ends with its command; None when none of them is a split folder."""
     splits = {name: SPLIT_WORDS[name.lower()] for name in class_folders if name.lower() in SPLIT_WORDS}
-    if TRAIN not in splits.values():  # valid/ beside forged/ with no train/ are classes (a signature set)
-        return None
+    if not splits or (TRAIN not in splits.values() and len(splits) < len(class_folders)):
+        return None  # valid/ beside forged/, with no train/, are classes (a signature set)
     command = f"python DataSplitD2.py {shell_path(root)} --out data"
     held_out = sorted(name for name, split in splits.items() if split != TRAIN)
     if TEST in splits.values() or not held_out:
