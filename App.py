@@ -57,7 +57,7 @@ from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
 from realvsai.metrics import DecisionRule
-from realvsai.model_card import markdown_text, small_test_set
+from realvsai.model_card import code_span, markdown_text, small_test_set
 from realvsai.prediction import csv_cell, describe_counts
 from realvsai.run import DEMO_WARNING, HEADLINE_METRICS, ModelInfo, ModelRun, list_runs, load_run, read_run
 
@@ -204,11 +204,6 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
     return csv_text(list(rows[0]), [[csv_cell(row[key]) for key in rows[0]] for row in rows])
 
 
-def _code(text: str) -> str:
-    """``text`` as inline code, so a file name is shown as typed, never read as Markdown."""
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
-
-
 def _shown_names(run: ModelRun) -> list[str]:
     """The run's class names as Markdown that shows them as they are (the page's text is Markdown)."""
     return [markdown_text(name) for name in run.class_names]
@@ -257,7 +252,8 @@ def _grad_cam_source(classifier: inference.Classifier) -> str:
                 f"smaller than {DEFAULTS.grad_cam_min_size}×{DEFAULTS.grad_cam_min_size}, so a heatmap would be "
                 "one flat colour. Train at a larger --image-size to see where the evidence lies.")
     height, width = layer.output.shape[1:3]
-    return f"Grad-CAM weighs the feature map of {_code(layer.name)} ({height}×{width} at {classifier.image_size} px)."
+    return (f"Grad-CAM weighs the feature map of {code_span(layer.name)} ({height}×{width} at "
+            f"{classifier.image_size} px).")
 
 
 # ---------------------------------------------------------------------------------- sections
@@ -268,15 +264,15 @@ def find_runs(models_dir: Path, explicit: Path | None) -> tuple[list[ModelRun], 
     skipped, with why; a ``--model`` that cannot be opened ends the page with why."""
     runs, skipped = list_runs(models_dir)
     for folder, reason in skipped:
-        st.sidebar.warning(f"Skipped {_code(folder.name)}: {reason}")
+        st.sidebar.warning(f"Skipped {code_span(folder.name)}: {reason}")
     if explicit is None:
         return runs, 0, skipped
     try:
         chosen = read_run(explicit)
     except UserError as error:  # no other run instead: its answers would pass for the one asked for
         # A paragraph of its own: the loader's advice may end with a command, which takes no full stop.
-        st.error(f"--model {_code(str(explicit))}: {error}\n\nOr start the app without `--model` to choose among the "
-                 f"runs in {_code(str(models_dir))}.")
+        st.error(f"--model {code_span(str(explicit))}: {error}\n\nOr start the app without `--model` to choose among "
+                 f"the runs in {code_span(str(models_dir))}.")
         st.stop()
     for index, run in enumerate(runs):
         if run.path.resolve() == chosen.path.resolve():
@@ -290,14 +286,14 @@ def no_model_page(models_dir: Path, skipped: Sequence[tuple[Path, str]]) -> None
     if skipped:
         folder, reason = skipped[0]
         others = f" (and {len(skipped) - 1} more, listed in the sidebar)" if len(skipped) > 1 else ""
-        st.error(f"No run in {_code(str(models_dir.resolve()))} can be opened: {_code(folder.name)}{others} "
+        st.error(f"No run in {code_span(str(models_dir.resolve()))} can be opened: {code_span(folder.name)}{others} "
                  f"was skipped: {reason}")
     elif not models_dir.is_dir():
         what = "a file, not a folder" if models_dir.is_file() else "no such folder"
-        st.info(f"{_code(str(models_dir.resolve()))}: {what}. Give `--models` the folder that holds the "
+        st.info(f"{code_span(str(models_dir.resolve()))}: {what}. Give `--models` the folder that holds the "
                 "training runs (default: `models`), or train a model first.")
     else:
-        st.info(f"There is no trained model in {_code(str(models_dir.resolve()))} yet.")
+        st.info(f"There is no trained model in {code_span(str(models_dir.resolve()))} yet.")
     st.markdown("Train one on the small built-in demo dataset (a few minutes on a laptop), then start the app again:")
     st.code("python ModelTraining.py --demo\nstreamlit run App.py", language="bash")
     st.markdown("Trained one somewhere else? Point the app at its folder (the one holding `model.h5` and "
@@ -313,9 +309,9 @@ def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
                                   format_func=lambda path: _run_label(by_path[path]),
                                   help="Trained runs found in the models folder, newest first.")
     if previous is not None and previous not in by_path:  # Streamlit falls back on the default without a word
-        st.warning(f"The model you chose, {_code(Path(previous).name)}, is no longer available (its folder was "
+        st.warning(f"The model you chose, {code_span(Path(previous).name)}, is no longer available (its folder was "
                    "removed, or it can no longer be opened: the sidebar says why); the answers below are "
-                   f"{_code(by_path[chosen].name)}'s. Choose another model in the sidebar.")
+                   f"{code_span(by_path[chosen].name)}'s. Choose another model in the sidebar.")
     return by_path[chosen]
 
 
@@ -329,7 +325,7 @@ def open_model(run: ModelRun, batch_size: int, others: bool) -> inference.Classi
         st.error(f"{error}{elsewhere}")
     except Exception as error:  # Keras raises many types for a damaged or foreign file; all end here
         logger.exception("cannot load %s", run.model_file)
-        st.error(f"Could not load {_code(str(run.model_file))} ({type(error).__name__}: {error}). "
+        st.error(f"Could not load {code_span(str(run.model_file))} ({type(error).__name__}: {error}). "
                  f"Train the model again.{elsewhere}")
     st.stop()
 
@@ -423,7 +419,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
         if note:
             st.caption(note)
         if not result.ok:
-            st.error(f"{_code(result.name)} could not be classified: {result.error}")
+            st.error(f"{code_span(result.name)} could not be classified: {result.error}")
             return
         index, uncertain = result.answer(settings.rule)
         predicted, probability = run.class_names[index], float(result.probabilities[index])
@@ -438,7 +434,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
                                  caption=f"Grad-CAM: evidence for {predicted}", width="stretch")
             except Exception as error:  # an explanation that fails must not take the verdict with it
                 logger.exception("Grad-CAM failed for %s", result.name)
-                columns[1].warning(f"Grad-CAM failed for {_code(result.name)} ({type(error).__name__}: {error}).")
+                columns[1].warning(f"Grad-CAM failed for {code_span(result.name)} ({type(error).__name__}: {error}).")
         with columns[-1]:
             if uncertain:
                 st.markdown("### :orange[Uncertain]")
@@ -463,12 +459,12 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
     same_as = duplicates(uploads)
     for number, (result, upload) in enumerate(list(zip(results, uploads))[:MAX_CARDS]):
         first = same_as.get(number)
-        note = None if first is None else f"Same file as upload {first + 1}, {_code(uploads[first].name)}."
+        note = None if first is None else f"Same file as upload {first + 1}, {code_span(uploads[first].name)}."
         try:
             result_card(result, upload, number + 1, classifier, run, settings, note)
         except Exception as error:  # one odd upload must not take the page down
             logger.exception("cannot show %s", result.name)
-            st.error(f"{_code(result.name)}: unexpected error ({type(error).__name__}: {error})")
+            st.error(f"{code_span(result.name)}: unexpected error ({type(error).__name__}: {error})")
     if len(results) > MAX_CARDS:
         st.caption(f"Showing the first {MAX_CARDS} of {len(results)} uploads; the table below lists all of them.")
 
@@ -507,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
     if args.ignored:  # `streamlit run App.py models/run` would open another model without a word
         logger.warning("ignoring unknown arguments: %s", " ".join(args.ignored))
-        st.warning(f"Ignored {_code(' '.join(args.ignored))}: the app takes `--model RUN`, `--models FOLDER`, "
+        st.warning(f"Ignored {code_span(' '.join(args.ignored))}: the app takes `--model RUN`, `--models FOLDER`, "
                    "`--batch-size`, `--max-pixels` and `--quiet`, after `--` (`streamlit run App.py -- --model RUN`).")
     runs, default, skipped = find_runs(args.models, args.model)
     if not runs:

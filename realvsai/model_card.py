@@ -61,8 +61,9 @@ def markdown_text(name: str) -> str:
     return re.sub(r"([\\`*\[\]<>|~])", r"\\\1", name)
 
 
-def _code(name: str) -> str:
-    """``name`` as inline code, fenced so that a backtick in it does not end the span."""
+def code_span(name: str) -> str:
+    """``name`` as inline code, shown as typed (never read as Markdown), fenced so that a backtick in it does not end
+    the span: the card's and the app's."""
     return f"`` {name} ``" if "`" in name else f"`{name}`"
 
 
@@ -118,8 +119,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     lines = [f"# {title}", "",
              f"A {model_info.get('backbone', 'Keras')} image classifier "
              f"(weights: {model_info.get('weights', 'unknown')}) "
-             f"over {len(class_names)} classes, in label order: {', '.join(map(_code, class_names))}."
-             + (f" Positive class: {_code(positive)}." if positive else ""),
+             f"over {len(class_names)} classes, in label order: {', '.join(map(code_span, class_names))}."
+             + (f" Positive class: {code_span(positive)}." if positive else ""),
              "", f"Input: {model_info.get('preprocessing', 'raw RGB 0..255 images of any size')}; "
              + (f"{CROP_GRID}x{CROP_GRID} crops of {image_size} px at native resolution (an image smaller than that "
                 "enlarged first), the softmax averaged over them." if crops
@@ -179,7 +180,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     # model_info is the one training wrote, before this evaluation added the threshold to model.json.
     rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold, "positive_class": positive})
     if threshold is not None:
-        lines += [f"Predicted class: {_code(positive)} when P({markdown_text(positive)}) >= {threshold:.4f}, the "
+        lines += [f"Predicted class: {code_span(positive)} when P({markdown_text(positive)}) >= {threshold:.4f}, the "
                   "threshold that "
                   "maximised balanced accuracy (the mean of the two classes' recalls) on the training run's "
                   "validation images (kept in model.json): the rule the app "
