@@ -576,6 +576,22 @@ def test_copy_names_differ_in_more_than_letter_case(tmp_path):
     assert len(set(names)) == len(names) == 6
 
 
+def test_copy_names_differ_in_more_than_accent_encoding(tmp_path):
+    """On macOS, aug_café_0.jpg typed and aug_café_0.jpg with a decomposed accent are one file."""
+    import unicodedata
+
+    data = tmp_path / "data"
+    for index, name in enumerate(("caf\u00e9.png", "cafe\u0301.png")):
+        write_image(data / "train" / "REAL" / name, seed=index)
+    planned = moving.plan_copies(data, copies=2).copy_names
+    names = [unicodedata.normalize("NFC", name) for names in planned.values() for name in names]
+    assert len(set(names)) == len(names) == 4
+    # Moved into train beside their images, each copy is still known as a copy of its own image.
+    found = moving.copies_beside_their_images([f"REAL/{path.name}" for path in planned]
+                                              + [f"REAL/{name}" for names in planned.values() for name in names])
+    assert found == {f"REAL/{name}": f"REAL/{path.name}" for path, names in planned.items() for name in names}
+
+
 def test_copy_names_do_not_depend_on_the_order_the_disk_lists_the_files(tmp_path, monkeypatch):
     data = tmp_path / "data"
     for index, name in enumerate(("cat.jpg", "cat.png", "cat.PNG", "cat_png.jpg", "cat_png_2.jpg")):

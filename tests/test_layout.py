@@ -104,6 +104,32 @@ def test_a_rename_that_clashes_in_letter_case_with_another_class_names_the_renam
     assert "Move their images into one folder" not in message
 
 
+def test_name_key_is_one_for_names_that_differ_only_in_letter_case_or_accent_encoding():
+    """One folder on macOS (and, for letter case, Windows): "café" typed (NFC), "cafe" + a combining accent (NFD,
+    as macOS writes names), and any letter case of either."""
+    from realvsai.layout import name_key
+
+    assert len({name_key(name) for name in ("caf\u00e9", "cafe\u0301", "CAF\u00c9", "CAFE\u0301")}) == 1
+    assert name_key("TRAIN") == name_key("train") and name_key("cafe") != name_key("caf\u00e9")
+
+
+def test_class_folders_that_differ_only_in_accent_encoding_are_refused_as_letter_case_twins_are(tmp_path):
+    """"café" beside "cafe" + a combining accent print alike and are one folder on macOS: they were two classes."""
+    from realvsai.layout import rename_classes
+
+    with pytest.raises(UserError, match="differ only in letter case or accent encoding") as error:
+        rename_classes(["B", "cafe\u0301", "caf\u00e9"], {}, tmp_path)
+    assert "Move their images into one folder" in str(error.value)
+
+
+def test_a_rename_to_a_name_that_differs_only_in_accent_encoding_from_another_class_names_the_rename(tmp_path):
+    from realvsai.layout import rename_classes
+
+    with pytest.raises(UserError, match="differ only in letter case or accent encoding") as error:
+        rename_classes(["A", "caf\u00e9"], {"A": "cafe\u0301"}, tmp_path)
+    assert "--rename A=cafe\u0301" in str(error.value)
+
+
 def test_parse_renames_rejects_the_same_old_name_twice():
     with pytest.raises(UserError, match="twice"):
         parse_renames(["RealArt=Real", "RealArt=Fake"])

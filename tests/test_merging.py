@@ -451,10 +451,32 @@ def test_a_source_with_two_classes_that_print_alike_is_refused(tmp_path):
     composed, decomposed = "caf\u00e9", "cafe\u0301"
     into = make_split(tmp_path / "merged", {("train", composed): 2, ("train", "B"): 2}, seed=15)
     source = make_split(tmp_path / "both", {("train", composed): 1, ("train", decomposed): 1}, seed=16)
-    with pytest.raises(UserError, match="print alike"):
+    with pytest.raises(UserError, match="differ only in letter case or accent encoding"):
         merge_datasets([source], into)
-    with pytest.raises(UserError, match="print alike"):  # into a new target too
+    with pytest.raises(UserError, match="differ only in letter case or accent encoding"):  # into a new target too
         merge_datasets([source], tmp_path / "new")
+
+
+def test_a_source_with_two_classes_that_differ_only_in_letter_case_is_refused_into_a_new_target(tmp_path):
+    """REAL beside real (one folder on macOS and Windows) made a merged dataset of both, as accent twins do not."""
+    source = make_split(tmp_path / "both", {("train", "REAL"): 1, ("train", "real"): 1, ("train", "FAKE"): 1},
+                        seed=17)
+    with pytest.raises(UserError, match=r"\['REAL', 'real'\].*differ only in letter case or accent encoding"):
+        merge_datasets([source], tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("add_classes", [False, True])
+def test_a_class_in_another_letter_case_and_accent_encoding_is_refused_as_a_letter_case_twin(tmp_path, add_classes):
+    """"Café" from a Mac (decomposed) beside the target's typed "café": it was no class of the target's, and
+    --add-classes added it, a second class that macOS holds in the same folder."""
+    composed, decomposed = "caf\u00e9", "Cafe\u0301"
+    into = make_split(tmp_path / "merged", {("train", composed): 2, ("train", "B"): 2}, seed=18)
+    mac = make_split(tmp_path / "mac", {("train", decomposed): 2, ("train", "B"): 2}, seed=19)
+    with pytest.raises(UserError, match="differ only in letter case or accent encoding") as error:
+        merge_datasets([mac], into, add_classes=add_classes)
+    assert f"--rename '{decomposed}={composed}'" in str(error.value)
+    assert sorted(path.name for path in (into / "train").iterdir()) == ["B", composed]
 
 
 def test_move_removes_merged_source_files_but_keeps_refused_ones(first, second, tmp_path):

@@ -89,6 +89,26 @@ def test_datasplitd2_main_splits_train_and_test(tmp_path, make_class_folder, cap
     assert len(list((tmp_path / "data" / "validation" / "REAL").iterdir())) == 3
 
 
+def test_a_mac_s_class_folders_take_a_rename_typed_with_composed_accents_and_are_never_two_classes_that_print_alike(
+        tmp_path, make_class_folder, capsys):
+    """A zip from a Mac names "tumör" with a decomposed accent: DataSplitD2 refused --rename tumör=malignant typed
+    on Linux ("--rename names ['tumör'], but the class folders are [... 'tumör' ...]"), and DataSplitD1 split
+    "tumör" typed beside the Mac's "tumör" as two classes."""
+    composed, decomposed = "tum\u00f6r", "tumo\u0308r"
+    make_class_folder(tmp_path / "mac" / "train", {decomposed: 10, "normal": 10}, seed=1)
+    make_class_folder(tmp_path / "mac" / "test", {decomposed: 3, "normal": 3}, seed=2)
+    assert DataSplitD2.main([str(tmp_path / "mac"), "--out", str(tmp_path / "data"), "--rename",
+                             f"{composed}=malignant", "--quiet"]) == 0
+    assert sorted(path.name for path in (tmp_path / "data" / "test").iterdir()) == ["malignant", "normal"]
+
+    make_class_folder(tmp_path / "both", {composed: 5, decomposed: 5, "normal": 5}, seed=3)
+    capsys.readouterr()
+    assert DataSplitD1.main([str(tmp_path / "both"), "--out", str(tmp_path / "both-data"), "--quiet"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert "differ only in letter case or accent encoding" in line and "Move their images into one folder" in line
+    assert not (tmp_path / "both-data").exists()
+
+
 def test_datasplitd2_warns_with_examples_of_the_images_it_leaves_outside_train_and_test(tmp_path, make_class_folder,
                                                                                            capsys):
     make_class_folder(tmp_path / "cifake" / "train", {"REAL": 10, "FAKE": 10}, seed=1)

@@ -322,6 +322,30 @@ def test_class_folders_that_differ_only_in_letter_case_are_refused_before_anythi
     assert not (tmp_path / "out").exists()
 
 
+def test_class_folders_that_differ_only_in_accent_encoding_are_refused_before_anything_is_written(
+        tmp_path, make_class_folder):
+    """"café" (NFC) beside "cafe" + a combining accent (NFD, from a Mac) print alike: they were split as two
+    classes, which macOS holds as one folder."""
+    source = make_class_folder(tmp_path / "raw", {"caf\u00e9": 2, "cafe\u0301": 2, "FAKE": 2})
+    with pytest.raises(UserError, match="differ only in letter case or accent encoding") as error:
+        split_by_class(source, tmp_path / "out")
+    assert "Move their images into one folder" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_names_that_differ_only_in_accent_encoding_get_names_of_their_own(art, tmp_path):
+    """Two files of one class, "café.png" typed and one from a Mac, were written under both names: one file on
+    macOS, as REAL.png and real.png are (those get a name of their own)."""
+    import unicodedata
+
+    write_image(art / "RealArt" / "caf\u00e9.png", seed=901)
+    write_image(art / "RealArt" / "cafe\u0301.png", seed=902)
+    split_by_class(art, tmp_path / "out", ratios=(1, 0, 0))  # all in train, so the two names do meet
+    names = [path.name for path in (tmp_path / "out" / "train" / "RealArt").iterdir()]
+    assert len(names) == 22
+    assert len({unicodedata.normalize("NFC", name).casefold() for name in names}) == 22
+
+
 def test_skipped_list_is_the_same_on_every_run(art, tmp_path, bad_files):
     bad_files(art / "RealArt")
     out = tmp_path / "out"
@@ -716,6 +740,40 @@ def test_identical_files_within_train_never_straddle_train_and_validation(cifake
         splits_of[row.sha256].add(row.split)
     assert all(len(splits) == 1 for splits in splits_of.values())
     assert report.num_duplicates == 10
+
+
+def test_datasplitd2_rename_finds_a_folder_macos_named_with_decomposed_accents_but_not_one_in_another_case(
+        tmp_path, make_class_folder):
+    """--rename typed with composed accents names the folder that prints alike, in train and test; the error said
+    "--rename names ['tumör'], but the class folders are [... 'tumör' ...]". Letter case still has to match."""
+    decomposed = "tumo\u0308r"
+    make_class_folder(tmp_path / "raw" / "train", {decomposed: 10, "normal": 10}, seed=1)
+    make_class_folder(tmp_path / "raw" / "test", {decomposed: 3, "normal": 3}, seed=2)
+    with pytest.raises(UserError, match="--rename names"):
+        split_train_test(tmp_path / "raw", tmp_path / "out", renames={"Tum\u00f6r": "malignant"})
+
+    report = split_train_test(tmp_path / "raw", tmp_path / "out", renames={"tum\u00f6r": "malignant"})
+
+    assert {class_name for _, class_name in report.counts} == {"malignant", "normal"}
+    assert report.counts[("test", "malignant")] == 3
+
+
+def test_train_and_test_classes_in_other_accent_encoding_are_named_so_and_a_typed_rename_joins_them(
+        cifake, tmp_path):
+    """train/café typed, test/café from a Mac (decomposed): they were "need the same classes", with no word of why
+    (they print alike); the line names the --rename that joins them, which works typed with composed accents too."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    (cifake / "train" / "REAL").rename(cifake / "train" / composed)
+    (cifake / "test" / "REAL").rename(cifake / "test" / decomposed)
+    with pytest.raises(UserError) as error:
+        split_train_test(cifake, tmp_path / "out")
+    assert "differ only in letter case or accent encoding" in str(error.value)
+    assert f"--rename '{decomposed}={composed}'" in str(error.value)
+
+    report = split_train_test(cifake, tmp_path / "out", renames={composed: composed})
+
+    assert report.counts[("test", composed)] == 5 and {class_name for _, class_name in report.counts} == {
+        "FAKE", composed}
 
 
 def test_train_and_test_in_any_letter_case_are_found(cifake, tmp_path):
