@@ -62,7 +62,7 @@ from realvsai.cli import (
 from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name, shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
-from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN
+from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, name_key
 from realvsai.moving import (
     COPY_PREFIX,
     COPY_SETTINGS,
@@ -184,7 +184,7 @@ def refuse_other_settings(data_dir: Path, settings: dict[str, object]) -> None:
     if changed:
         recorded = " ".join(f"{flag_name(name)} {old}" for name, (old, _) in changed.items())
         given = " ".join(f"{flag_name(name)} {new}" for name, (_, new) in changed.items())
-        remedy = (f"delete that folder ({deleter_command(folder)})" if folder.name.lower() == AUGMENTED_TRAIN
+        remedy = (f"delete that folder ({deleter_command(folder)})" if name_key(folder.name) == AUGMENTED_TRAIN
                   else f"delete the copies there ({delete_copies_command(data_dir, folder)})")
         raise UserError(
             f"{folder} holds copies made with {recorded}, not {given}; nothing was written. Run again with "
@@ -204,7 +204,7 @@ def delete_copies_command(data_dir: Path, train_dir: Path) -> str:
 
 def augment(args: Namespace) -> None:
     """Plans, makes and writes the copies; prints the summary."""
-    if args.data.name.lower() in (*SPLITS, AUGMENTED_TRAIN):
+    if name_key(args.data.name) in (*SPLITS, AUGMENTED_TRAIN):
         raise UserError(f"--data {args.data} is a split folder; give the dataset folder that holds train/, "
                         f"e.g. --data {args.data.parent}. Only train is ever augmented.")
     started = time.perf_counter()

@@ -41,7 +41,7 @@ from realvsai.cli import byte_count, expansion_ratio, make_parser, nonempty_path
 from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import human_bytes, working_on
-from realvsai.layout import SPLIT_WORDS, find_class_root, find_train_test_root, split_folders_fix, subfolders
+from realvsai.layout import SPLIT_WORDS, find_class_root, find_train_test_root, name_key, split_folders_fix, subfolders
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,9 +87,9 @@ def next_step(folder: Path) -> str:
     first; else DataSplitD1.py (one folder per class), which says what it finds there if neither fits. A split
     folder unzipped beside the archives of the other splits (train/ beside test.zip) names the next archive to unzip,
     then the split of the folder that holds them all."""
-    if SPLIT_WORDS.get(folder.name.lower()):  # one of a download's split archives (train.zip beside test.zip)
+    if SPLIT_WORDS.get(name_key(folder.name)):  # one of a download's split archives (train.zip beside test.zip)
         packed = [path for path in sorted(folder.parent.iterdir()) if path.name.lower().endswith(".zip")
-                  and SPLIT_WORDS.get(archive_stem(path).lower()) and not path.name.startswith(".")
+                  and SPLIT_WORDS.get(name_key(archive_stem(path))) and not path.name.startswith(".")
                   and not (path.parent / archive_stem(path)).exists()]
         if packed:
             return f"Next: unzip {packed[0].name} too: {unzip_command(packed[0])}"

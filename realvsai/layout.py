@@ -26,6 +26,13 @@ MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source", "dataset")
 
 
+def name_key(name: str) -> str:
+    """What ``name`` is to a person, and to the file systems of macOS (and, for letter case, Windows): one key for
+    names that differ only in letter case (REAL, real) or accent encoding ("é" as one letter, NFC, as typed on Linux
+    and Windows, or "e" and a combining accent, NFD, as macOS writes names). Unicode's canonical caseless match."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
 def subfolders(folder: Path) -> list[Path]:
     """The visible sub-folders of ``folder``, sorted."""
     return sorted(child for child in Path(folder).iterdir() if child.is_dir() and not child.name.startswith("."))
@@ -54,7 +61,7 @@ def class_folder_of(class_names: Iterable[str], found: Iterable[str]) -> dict[st
 def find_child_folder(parent: Path, name: str) -> Path | None:
     """The sub-folder of ``parent`` called ``name`` in any letter case (``Train``, ``TEST``), or None;
     UserError when two differ only by letter case, so the choice would be a guess."""
-    matches = [child for child in Path(parent).iterdir() if child.is_dir() and child.name.lower() == name.lower()]
+    matches = [child for child in Path(parent).iterdir() if child.is_dir() and name_key(child.name) == name_key(name)]
     if len(matches) > 1:
         first, *others = sorted(matches)
         raise UserError(f"{parent} has several folders named {name!r} in different letter cases: "
@@ -140,7 +147,7 @@ SPLIT_WORDS = {"train": TRAIN, "training": TRAIN, "validation": VALIDATION, "val
 def find_validation_folder(source: Path) -> Path | None:
     """The validation split a download comes with beside train/ and test/ (``valid/``, ``val/``, ``validation/``, any
     letter case), or None; a UserError when it has several, so the choice would be a guess."""
-    found = [child for child in subfolders(source) if SPLIT_WORDS.get(child.name.lower()) == VALIDATION]
+    found = [child for child in subfolders(source) if SPLIT_WORDS.get(name_key(child.name)) == VALIDATION]
     if len(found) > 1:
         raise UserError(f"{source} has several validation folders: {sorted(child.name for child in found)}. Keep "
                         "one (move the other's images into it).")
@@ -150,7 +157,7 @@ def find_validation_folder(source: Path) -> Path | None:
 def split_folders_fix(root: Path, class_folders: Sequence[str]) -> str | None:
     """What DataSplitD2 needs of ``root`` when its "class folders" are split folders (Kaggle's Train/ Validation/),
     as a sentence that ends with its command; None when none of them is a split folder."""
-    splits = {name: SPLIT_WORDS[name.lower()] for name in class_folders if name.lower() in SPLIT_WORDS}
+    splits = {name: SPLIT_WORDS[name_key(name)] for name in class_folders if name_key(name) in SPLIT_WORDS}
     if not splits or (TRAIN not in splits.values() and len(splits) < len(class_folders)):
         return None  # valid/ beside forged/, with no train/, are classes (a signature set)
     command = f"python DataSplitD2.py {shell_path(root)} --out data"
@@ -166,7 +173,7 @@ def refuse_split_folders(root: Path, class_folders: Sequence[str]) -> None:
     """A UserError when ``root``'s "class folders" are split folders (DataSplitD1 would train on classes "Train" and
     "Validation"), with what DataSplitD2 needs (``split_folders_fix``)."""
     if fix := split_folders_fix(root, class_folders):
-        found = ", ".join(sorted(name for name in class_folders if name.lower() in SPLIT_WORDS))
+        found = ", ".join(sorted(name for name in class_folders if name_key(name) in SPLIT_WORDS))
         raise UserError(f"{root} holds the split folders {found}, not one folder per class: {fix}")
 
 
@@ -210,7 +217,7 @@ def find_train_test_root(source: Path) -> Path:
 
 def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
     """Class folder -> output class name; UserError for an OLD that is not a class folder, or two classes
-    ending with one name (also in another letter case)."""
+    ending with one name (also in another letter case or accent encoding: ``name_key``)."""
     folder_of = class_folder_of(renames, class_folders)  # an OLD typed with composed accents, a macOS folder's not
     if unknown := sorted(old for old, folder in folder_of.items() if folder not in class_folders):
         raise UserError(f"--rename names {unknown}, but the class folders in {source} are {list(class_folders)}. "
@@ -228,18 +235,18 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
         owners = sorted(folder for folder, name in names.items() if name in doubled)
         raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "
                         "Give each class its own name.")
-    # Two such classes are one folder on a case-insensitive file system (macOS, Windows), and most likely one
-    # class to the person who made them.
-    if alike := sorted(name for name, count in Counter(name.casefold() for name in names.values()).items()
-                       if count > 1):
-        owners = sorted(folder for folder, name in names.items() if name.casefold() in alike)
+    # Two such classes are one folder on macOS (and, for letter case, Windows), and most likely one class to the
+    # person who made them.
+    if alike := sorted(key for key, count in Counter(name_key(name) for name in names.values()).items() if count > 1):
+        owners = sorted(folder for folder, name in names.items() if name_key(name) in alike)
         if renamed := [folder for folder in owners if folder in renames]:
             clash = ", ".join(f"{folder!r} as {names[folder]!r}" for folder in owners)
             raise UserError(f"--rename {', '.join(f'{folder}={renames[folder]}' for folder in renamed)} gives "
-                            f"class names that differ only in letter case ({clash}); nothing was written. Give "
-                            "each class a name of its own.")
-        raise UserError(f"the class folders {owners} in {source} differ only in letter case; nothing was written. "
-                        "Move their images into one folder, or give one another name with --rename OLD=NEW.")
+                            f"class names that differ only in letter case or accent encoding ({clash}); nothing was "
+                            "written. Give each class a name of its own.")
+        raise UserError(f"the class folders {owners} in {source} differ only in letter case or accent encoding; "
+                        "nothing was written. Move their images into one folder, or give one another name with "
+                        "--rename OLD=NEW.")
     return names
 
 
@@ -280,8 +287,8 @@ def download_split_hint(data_dir: Path) -> str:
     if not Path(data_dir).is_dir():
         return ""
     own = sorted((folder.name for folder in subfolders(data_dir)
-                  if folder.name.lower() in SPLIT_WORDS and folder.name not in SPLITS),
-                 key=lambda name: SPLITS.index(SPLIT_WORDS[name.lower()]))
+                  if name_key(folder.name) in SPLIT_WORDS and folder.name not in SPLITS),
+                 key=lambda name: SPLITS.index(SPLIT_WORDS[name_key(name)]))
     if not own:
         return ""
     return (f", but it has {'/, '.join(own)}/, a download's own split: split it first (checked for duplicates "

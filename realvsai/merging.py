@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from realvsai.layout import (
     ManifestRow,
     class_folder_of,
     find_label_conflicts,
+    name_key,
     read_manifest,
     read_split_classes,
     rename_option,
@@ -126,13 +126,13 @@ def merge_datasets(
         spelling[source] = class_folder_of(classes, known)
         if unknown := [name for name in classes if spelling[source][name] not in known]:
             # REAL beside Real: one class to whoever made them, and one folder on macOS and Windows
-            case_of = {name.casefold(): name for name in known}
-            if alike := {name: case_of[name.casefold()] for name in unknown if name.casefold() in case_of}:
+            case_of = {name_key(name): name for name in known}
+            if alike := {name: case_of[name_key(name)] for name in unknown if name_key(name) in case_of}:
                 raise UserError(
-                    f"{source} has classes {classes}, and {sorted(alike)} differ only in letter case from "
-                    f"{sorted(alike.values())} of {reference[0]}: nothing was merged. Split that dataset again "
-                    f"with {' '.join(rename_option(old, new) for old, new in sorted(alike.items()))} (into a new "
-                    "--out), then merge it."
+                    f"{source} has classes {classes}, and {sorted(alike)} differ only in letter case or accent "
+                    f"encoding from {sorted(alike.values())} of {reference[0]}: nothing was merged. Split that "
+                    f"dataset again with {' '.join(rename_option(old, new) for old, new in sorted(alike.items()))} "
+                    "(into a new --out), then merge it."
                 )
             if not add_classes:
                 raise UserError(
@@ -142,10 +142,10 @@ def merge_datasets(
                     "--rename RealArt=REAL)."
                 )
             known += unknown
-        alike = Counter(unicodedata.normalize("NFC", name) for name in classes)
-        if doubled := sorted(name for name in classes if alike[unicodedata.normalize("NFC", name)] > 1):
-            raise UserError(f"{source} has classes {doubled}, which print alike (one is written with decomposed "
-                            "accents, as macOS writes names): move the images of one into the other, then merge again.")
+        alike = Counter(name_key(name) for name in classes)
+        if doubled := sorted(name for name in classes if alike[name_key(name)] > 1):
+            raise UserError(f"{source} has classes {doubled}, which differ only in letter case or accent encoding (one "
+                            "folder on macOS): move the images of one into the other, then merge again.")
 
     workers = workers or 2 * default_workers()
     existing = _hash_dataset(into, workers, "reading target", max_pixels)
@@ -381,10 +381,10 @@ def _refuse_split_folder(folder: Path, flag: str) -> None:
     absolute = Path(os.path.abspath(folder))  # "." and ".." have a name here
     parent = folder.parent if folder.name not in ("", ".", "..") else absolute.parent
     children = subfolders(folder) if folder.is_dir() else []
-    holds_splits = any(child.name.lower() in SPLITS for child in children)
-    classes = [child.name for child in children if child.name.lower() not in SPLITS and list_images(child)]
+    holds_splits = any(name_key(child.name) in SPLITS for child in children)
+    classes = [child.name for child in children if name_key(child.name) not in SPLITS and list_images(child)]
     example = f"--into {parent}" if flag == "--into" else str(parent)
-    if absolute.name.lower() in SPLITS and (classes or not holds_splits):
+    if name_key(absolute.name) in SPLITS and (classes or not holds_splits):
         raise UserError(f"{flag} {folder} is a split folder; give the dataset folder that holds train/, "
                         f"e.g. {example}.")
     if flag == "--into" and classes and not holds_splits:

@@ -53,6 +53,7 @@ from realvsai.layout import (
     find_child_folder,
     find_class_folders,
     leave_out_masks,
+    name_key,
     read_manifest,
 )
 
@@ -227,19 +228,20 @@ def _copy_bases(sources: Iterable[Path]) -> dict[Path, str]:
     or where several share a stem (cat.png, cat.jpg) stem and extension (cat_png), numbered (cat_png_2) if a
     stem or an earlier base took that.
 
-    Bases differ in more than letter case (aug_Cat_0.jpg is aug_cat_0.jpg on macOS and Windows), so no two
-    sources write the same file, and the same files always get the same bases, whatever order they come in.
+    Bases differ in more than letter case and accent encoding (aug_Cat_0.jpg is aug_cat_0.jpg on macOS and Windows:
+    ``name_key``), so no two sources write the same file, and the same files always get the same bases, whatever
+    order they come in.
     """
     sources = sorted(sources)
-    stems = Counter(path.stem.casefold() for path in sources)
-    bases = {path: path.stem for path in sources if stems[path.stem.casefold()] == 1}
-    taken = {base.casefold() for base in bases.values()}
+    stems = Counter(name_key(path.stem) for path in sources)
+    bases = {path: path.stem for path in sources if stems[name_key(path.stem)] == 1}
+    taken = {name_key(base) for base in bases.values()}
     for path in sources:
         if path not in bases:
             base = f"{path.stem}_{path.suffix.lstrip('.').lower()}"
             bases[path] = next(name for name in itertools.chain([base], (f"{base}_{n}" for n in itertools.count(2)))
-                               if name.casefold() not in taken)
-            taken.add(bases[path].casefold())
+                               if name_key(name) not in taken)
+            taken.add(name_key(bases[path]))
     # Different bases give different names: <k> has no "_", so the last "_" of a name ends its base.
     return bases
 
@@ -255,12 +257,12 @@ def copies_beside_their_images(paths: Iterable[str]) -> dict[str, str]:
     found = {}
     for names in by_folder.values():
         images = [PurePosixPath(path) for path in names if not posixpath.basename(path).startswith(COPY_PREFIX)]
-        image_of = {f"{COPY_PREFIX}{base}".casefold(): str(path) for path, base in _copy_bases(images).items()}
+        image_of = {name_key(f"{COPY_PREFIX}{base}"): str(path) for path, base in _copy_bases(images).items()}
         for path in names:
             head, _, tail = posixpath.basename(path).rpartition("_")  # <k> has no "_" (_copy_bases)
             number, _, extension = tail.partition(".")
-            if number.isdigit() and extension.lower() == "jpg" and head.casefold() in image_of:
-                found[path] = image_of[head.casefold()]
+            if number.isdigit() and extension.lower() == "jpg" and name_key(head) in image_of:
+                found[path] = image_of[name_key(head)]
     return found
 
 

@@ -43,6 +43,7 @@ from realvsai.layout import (
     TRAIN,
     VALIDATION,
     ManifestRow,
+    class_folder_of,
     find_child_folder,
     find_class_folders,
     find_class_root,
@@ -51,6 +52,7 @@ from realvsai.layout import (
     find_validation_folder,
     folders_down,
     mask_images,
+    name_key,
     read_manifest,
     refuse_nested_copy,
     refuse_split_folders,
@@ -250,26 +252,29 @@ def _announce_root(root: Path, source: Path) -> None:
 def _group_class_names(group_dirs: Mapping[str, Path], renames: Mapping[str, str], source: Path
                        ) -> dict[str, dict[str, str]]:
     """Each group's (train, test, a given validation) class folder -> class name (``layout.rename_classes``, each
-    OLD applied where it is a folder); a UserError unless all end with train's classes, naming the folders to rename
-    where they differ only in letter case (train/REAL, test/real)."""
+    OLD applied where it is a folder, also one that spells its accents otherwise); a UserError unless all end with
+    train's classes, naming the folders to rename where they differ only in letter case or accent encoding
+    (train/REAL, test/real)."""
     folders = {group: find_class_folders(folder) for group, folder in group_dirs.items()}
-    if unknown := sorted(set(renames) - {name for names in folders.values() for name in names}):
+    # The renames of each group's folders (an OLD typed with composed accents, a macOS folder's not: class_folder_of)
+    applied = {group: {old: new for old, new in renames.items() if class_folder_of([old], found)[old] in found}
+               for group, found in folders.items()}
+    if unknown := sorted(set(renames).difference(*applied.values())):
         listed = " and ".join(f"{found} ({group})" for group, found in folders.items())
         raise UserError(f"--rename names {unknown}, but the class folders in {source} are {listed}. Use the folder "
                         "names exactly as they are spelled.")
-    names = {group: rename_classes(found, {old: new for old, new in renames.items() if old in found},
-                                   group_dirs[group]) for group, found in folders.items()}
+    names = {group: rename_classes(found, applied[group], group_dirs[group]) for group, found in folders.items()}
     train = sorted(names[TRAIN].values())
     for group in (group for group in names if group != TRAIN):
         if sorted(names[group].values()) == train:
             continue
         shown = [f"{group_dirs[side]} has class folders {folders[side]}" for side in (TRAIN, group)]
-        alike = {name.casefold(): name for name in train}
-        if sorted(alike) == sorted(name.casefold() for name in names[group].values()):
-            renames_needed = " ".join(rename_option(folder, alike[name.casefold()])
+        alike = {name_key(name): name for name in train}
+        if sorted(alike) == sorted(name_key(name) for name in names[group].values()):
+            renames_needed = " ".join(rename_option(folder, alike[name_key(name)])
                                       for folder, name in names[group].items() if name not in train)
-            raise UserError(f"{shown[0]}, but {shown[1]}: they differ only in letter case. Add {renames_needed} "
-                            f"(or rename the {group} folders) and split again.")
+            raise UserError(f"{shown[0]}, but {shown[1]}: they differ only in letter case or accent encoding. Add "
+                            f"{renames_needed} (or rename the {group} folders) and split again.")
         raise UserError(f"{shown[0]}, but {shown[1]}. Train and {group} need the same classes: rename or remove "
                         "folders so they match, or name a class folder as the other side does with --rename OLD=NEW.")
     return names
@@ -338,15 +343,16 @@ def _assign(items: Sequence[_Item], fractions: Mapping[str, float], seed: int) -
 
 
 def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, str, _Item]]:
-    """(split, name, item) with names unique per split and class in any letter case (macOS, Windows)."""
+    """(split, name, item) with names unique per split and class in any letter case and accent encoding (one file on
+    macOS, Windows: ``name_key``)."""
     taken: set[tuple[str, str, str]] = set()
     result = []
     for split, item in sorted(placements, key=lambda placement: _order(placement[1])):
         name = item.name
-        if (split, item.class_name, name.casefold()) in taken:
+        if (split, item.class_name, name_key(name)) in taken:
             name = free_name(Path(name), item.digest, lambda path, split=split, class_name=item.class_name:
-                             (split, class_name, path.name.casefold()) not in taken).name
-        taken.add((split, item.class_name, name.casefold()))
+                             (split, class_name, name_key(path.name)) not in taken).name
+        taken.add((split, item.class_name, name_key(name)))
         result.append((split, name, item))
     return result
 
@@ -591,8 +597,8 @@ def _refuse_another_dataset(out: Path, rows: Sequence[ManifestRow], old_rows: Se
 def _folder_apart(out: Path, dataset: str) -> Path:
     """The folder inside ``out`` that a split of ``dataset`` is advised into: named after it, unless that name is
     one of the split's own folders (a dataset zipped as ``train.zip``)."""
-    taken = {name.casefold() for name in (*SPLITS, AUGMENTED_TRAIN)}
-    return out / (f"{dataset}-dataset" if dataset.casefold() in taken else dataset)
+    taken = {name_key(name) for name in (*SPLITS, AUGMENTED_TRAIN)}
+    return out / (f"{dataset}-dataset" if name_key(dataset) in taken else dataset)
 
 
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
@@ -674,7 +680,7 @@ def _check_paths(source: Path, out: Path) -> tuple[Path, Path]:
                             "Keep the raw dataset elsewhere, e.g. data/raw/.")
     for split_dir in (parent for parent in resolved_out.parents if (parent / MANIFEST_NAME).is_file()):
         folder = resolved_out.relative_to(split_dir).parts[0]
-        if folder.casefold() in {name.casefold() for name in (*SPLITS, AUGMENTED_TRAIN)}:
+        if name_key(folder) in {name_key(name) for name in (*SPLITS, AUGMENTED_TRAIN)}:
             raise UserError(f"--out {out} is inside {folder}/ of the split in {split_dir}, whose images it would "
                             f"mix with; choose an --out outside it, e.g. --out "
                             f"{shell_path(_folder_apart(split_dir, source.resolve().name))}.")
