@@ -508,6 +508,55 @@ def test_merge_keeps_the_sources_of_the_targets_own_manifest(tmp_path, make_clas
     assert len(after) == 20 + 12
 
 
+def datasets_by_origin(into: Path, splits: dict[str, Path]) -> dict[str, set[str]]:
+    """The ``dataset`` names manifest.csv gives the files of each of ``splits`` (by its name), by content."""
+    named = {row.sha256: row.dataset for row in read_manifest(into / "manifest.csv")}
+    return {name: {named[sha256(path)] for path in images(split) if sha256(path) in named}
+            for name, split in splits.items()}
+
+
+@pytest.fixture
+def two_downloads(tmp_path, make_class_folder) -> dict[str, Path]:
+    """Two different datasets that both unzip to a folder named Dataset, each split into a folder of its own."""
+    splits = {}
+    for seed, name in enumerate("ab", start=1):
+        split_by_class(make_class_folder(tmp_path / name / "Dataset", {"REAL": 10, "FAKE": 10}, seed=seed),
+                       tmp_path / name / "split")
+        splits[name] = tmp_path / name / "split"
+    return splits
+
+
+def test_two_datasets_of_one_folder_name_stay_two_sources_after_a_merge(two_downloads, tmp_path, caplog):
+    into = tmp_path / "merged"
+    merge_datasets([two_downloads["a"], two_downloads["b"]], into)
+    assert datasets_by_origin(into, two_downloads) == {"a": {"Dataset"}, "b": {"Dataset-2"}}
+    assert "Dataset-2" in caplog.text and str(two_downloads["b"]) in caplog.text
+
+
+def test_a_dataset_merged_into_a_target_with_a_source_of_its_name_gets_a_name_of_its_own(two_downloads, tmp_path):
+    into = tmp_path / "data"
+    split_by_class(tmp_path / "a" / "Dataset", into)  # the target's own source is called Dataset too
+    merge_datasets([two_downloads["b"]], into)
+    assert datasets_by_origin(into, two_downloads) == {"a": {"Dataset"}, "b": {"Dataset-2"}}
+
+
+def test_merging_a_dataset_again_keeps_its_name(two_downloads, tmp_path):
+    into = tmp_path / "merged"
+    for source in ("a", "b", "a", "b"):  # A, then B, then each again: no Dataset-3
+        merge_datasets([two_downloads[source]], into)
+    assert datasets_by_origin(into, two_downloads) == {"a": {"Dataset"}, "b": {"Dataset-2"}}
+    assert {row.dataset for row in read_manifest(into / "manifest.csv")} == {"Dataset", "Dataset-2"}
+
+
+def test_an_interrupted_merge_completed_keeps_the_name_it_gave_a_dataset(two_downloads, tmp_path):
+    into = tmp_path / "merged"
+    merge_datasets([two_downloads["a"], two_downloads["b"]], into)
+    for path in images(into)[::2]:  # as if the merge had stopped before writing these
+        path.unlink()
+    merge_datasets([two_downloads["a"], two_downloads["b"]], into)
+    assert datasets_by_origin(into, two_downloads) == {"a": {"Dataset"}, "b": {"Dataset-2"}}
+
+
 def test_a_source_without_split_folders_is_an_error(tmp_path, make_class_folder):
     flat = make_class_folder(tmp_path / "flat", {"REAL": 2, "FAKE": 2})
     with pytest.raises(UserError, match=r"DataSplitD1\.py or DataSplitD2\.py"):
