@@ -27,7 +27,9 @@ an image whose copies sit in another split: either way training would see that i
 that does not decode, or has more pixels than --max-pixels, is refused too; a merge that refused a
 file ends with exit status 1 once the others are merged (a --dry-run with 0). The counts add up: files
 in the target before + added = after. An interrupted merge is completed by running the same command
-again. --dry-run shows all of this and changes nothing. A SOURCE may sit inside the target folder
+again. Each file keeps the name of the dataset it was split from (the unit of the accuracy per source); a
+dataset named as another one there (two downloads that both unzip to Dataset/) becomes Dataset-2, with a
+warning. --dry-run shows all of this and changes nothing. A SOURCE may sit inside the target folder
 (data/art beside data/train), just not inside its split folders. --into and each SOURCE are dataset
 folders (data), never one of their splits (data/train): that is refused before anything is written.
 

@@ -22,7 +22,8 @@ SPLITS = (TRAIN, VALIDATION, TEST)
 AUGMENTED_TRAIN = "augmented_train"
 MANIFEST_NAME = "manifest.csv"
 # source: where the file was taken from (its path when split or merged); dataset: the name of the dataset it
-# belongs to (the SOURCE folder it was split from), the unit of model.json's per-source validation accuracy.
+# belongs to (the SOURCE folder it was split from; a merge gives a second dataset of one name NAME-2), the unit
+# of model.json's per-source validation accuracy.
 MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source", "dataset")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from collections import Counter, defaultdict
@@ -75,6 +76,7 @@ class _File:
     problem: str | None  # why it is not a usable image (decode_check), or None
     dataset: str = ""  # the dataset it belongs to (manifest.csv's column), carried into the target's manifest
     copy_of: CopySource | None = None  # an augmented copy's source (DATA/augmented-copies.csv), carried too
+    origin: str = ""  # where its dataset's manifest.csv says it was taken from (its source column), or ""
 
 
 @dataclass
@@ -158,6 +160,10 @@ def merge_datasets(
     incoming = [(source, dataclasses.replace(file, class_name=spelling[source][file.class_name])) for source in sources
                 for file in _hash_dataset(source, workers, f"reading {source.name}", max_pixels,
                                           dataset=source.resolve().name, left_out=left_out)]
+    # Two datasets split from folders of one name (two downloads that both unzip to Dataset/) stay two sources.
+    dataset_names = _dataset_names(manifest, incoming)
+    incoming = [(source, dataclasses.replace(file, dataset=dataset_names[(source, file.dataset)]))
+                for source, file in incoming]
     if left_out:  # macOS' .DS_Store and the like are not worth a word
         logger.warning("%s in the sources %s left out (e.g. %s: %s)%s",
                        plural(len(left_out), "file"), "is" if len(left_out) == 1 else "are", *left_out[0],
@@ -176,6 +182,13 @@ def merge_datasets(
     read_list(into / REFUSED_NAME, REFUSED_FIELDS, REFUSED_KEY)  # one it cannot add to stops it before it starts
     report = MergeReport(into=into, dry_run=dry_run, before=len(existing), left_out=left_out)
     report.refused = outside + [(str(file.path), reason) for file, kind, _, reason in actions if kind == "refuse"]
+    source_of = {file.path: source for source, file in incoming}
+    adding = {(source_of[file.path], file.dataset) for file, _, target, _ in actions if target}
+    for (source, name), new in sorted(dataset_names.items()):
+        if new != name and (source, new) in adding:
+            logger.warning("%s: its dataset %s %s recorded as %s in %s, since another dataset there has its name "
+                           "(the accuracy per source names it so)", source, name, "would be" if dry_run else "is",
+                           new, manifest)
     report.identical = sum(kind == "identical" for _, kind, _, _ in actions)
     report.renamed = sum(kind == "rename" for _, kind, _, _ in actions)
     report.added_counts = Counter((file.split, file.class_name) for file, _, target, _ in actions if target)
@@ -235,6 +248,32 @@ def merge_datasets(
         append_csv(into / REFUSED_NAME, REFUSED_FIELDS,
                    [(report.started, source, reason) for source, reason in report.refused], key=REFUSED_KEY)
     return report
+
+
+def _dataset_names(manifest: Path, incoming: Sequence[tuple[Path, _File]]) -> dict[tuple[Path, str], str]:
+    """The name each (SOURCE, dataset) of ``incoming`` goes by in the target of ``manifest``: the name of the
+    target's dataset (or an earlier SOURCE's) that lists one of its files by where it was taken from (the same dataset
+    merged again, or a merge cut short), else its own, else, when another dataset has that one (two downloads
+    that both unzip to Dataset/), the first free of NAME-2, NAME-3, ..."""
+    known: dict[str, set[str]] = defaultdict(set)  # dataset name -> where its files were taken from
+    for row in read_manifest(manifest) if manifest.is_file() else []:
+        if row.dataset:
+            known[row.dataset].add(row.source)
+    groups: dict[tuple[Path, str], set[str]] = defaultdict(set)
+    for source, file in incoming:  # what the target records as its source, and what its own manifest records
+        groups[(source, file.dataset)].update(filter(None, (str(file.path.resolve()), file.origin)))
+    names = {}
+    for (source, name), origins in groups.items():
+        shared = Counter({other: len(origins & taken_from) for other, taken_from in known.items()})
+        if (best := max(shared.items(), key=lambda item: (item[1], item[0] == name), default=(None, 0)))[1]:
+            names[(source, name)] = best[0]
+        elif name not in known:
+            names[(source, name)] = name
+        else:
+            names[(source, name)] = next(new for number in itertools.count(2)
+                                         if (new := f"{name}-{number}") not in known)
+        known[names[(source, name)]] |= origins
+    return names
 
 
 def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
@@ -418,11 +457,14 @@ def _hash_dataset(root: Path, workers: int, desc: str, max_pixels: int, dataset:
     checked = map_in_threads(lambda chunk: [(sha256_file(path), *decode_check(path, max_pixels))
                                             for _, _, path in chunk], listed, workers, desc)
     manifest = root / MANIFEST_NAME
-    datasets = {row.path: row.dataset for row in read_manifest(manifest)} if manifest.is_file() else {}
+    rows = {row.path: row for row in read_manifest(manifest)} if manifest.is_file() else {}
     copies = read_moved_copies(root) if root.is_dir() else {}
-    return [_File(split, class_name, path, digest, pixels, problem,
-                  datasets.get(path.relative_to(root).as_posix()) or dataset, copies.get(digest))
-            for (split, class_name, path), (digest, problem, pixels) in zip(listed, checked)]
+    files = []
+    for (split, class_name, path), (digest, problem, pixels) in zip(listed, checked):
+        row = rows.get(path.relative_to(root).as_posix())
+        files.append(_File(split, class_name, path, digest, pixels, problem, (row and row.dataset) or dataset,
+                           copies.get(digest), row.source if row and row.sha256 == digest else ""))
+    return files
 
 
 def format_merge_report(report: MergeReport) -> str:
