@@ -456,6 +456,21 @@ def test_a_second_dataset_split_into_the_first_one_s_out_is_told_to_split_apart_
     assert f"python DataMerger.py {tmp_path / 'data' / 'photos'} --into {tmp_path / 'data'}" in message
 
 
+def test_a_second_dataset_of_the_first_one_s_folder_name_is_told_to_split_apart_and_merge(tmp_path,
+                                                                                          make_class_folder):
+    # Two downloads that both unzip to Dataset/: one name, two datasets (not the first one split again).
+    make_class_folder(tmp_path / "a" / "Dataset", {"real": 10, "fake": 10})
+    make_class_folder(tmp_path / "b" / "Dataset", {"real": 10, "fake": 10}, seed=4)
+    split_by_class(tmp_path / "a" / "Dataset", tmp_path / "data")
+
+    with pytest.raises(UserError) as refused:
+        split_by_class(tmp_path / "b" / "Dataset", tmp_path / "data")
+
+    message = str(refused.value)
+    assert f"{tmp_path / 'data'} holds a split of another dataset (Dataset)" in message
+    assert f"python DataMerger.py {tmp_path / 'data' / 'Dataset'} --into {tmp_path / 'data'}" in message
+
+
 def test_a_split_that_cannot_be_trained_on_names_no_training_step(art, tmp_path):
     report = split_by_class(art, tmp_path / "out", ratios=(1, 0, 0))  # a train-only share to merge elsewhere
 
