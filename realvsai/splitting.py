@@ -584,9 +584,13 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
 def _refuse_another_dataset(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow],
                             overwrite: bool) -> None:
     """A UserError when ``out`` holds a split of other datasets only (the unzipper's Next: line names --out data
-    for each download): two datasets are split apart and merged (DataMerger.py), which keeps each one's source."""
+    for each download): two datasets are split apart and merged (DataMerger.py), which keeps each one's source.
+    The old split is this dataset's when it has its name and took a file from where this one takes it (two
+    downloads that both unzip to Dataset/ are two datasets)."""
     datasets, old_datasets = {row.dataset for row in rows}, {row.dataset for row in old_rows}
-    if overwrite or len(datasets) != 1 or "" in old_datasets or datasets & old_datasets:
+    if overwrite or len(datasets) != 1 or "" in old_datasets:
+        return
+    if datasets & old_datasets and {row.source for row in rows} & {row.source for row in old_rows}:
         return
     apart = _folder_apart(out, next(iter(datasets)))
     raise UserError(f"{out} holds a split of another dataset ({', '.join(sorted(old_datasets))}). Split this one into "
