@@ -439,36 +439,23 @@ def test_datasplitd2_on_train_and_validation_says_to_rename_the_held_out_folder(
         split_train_test(tmp_path / "raw", tmp_path / "data")
 
 
-def test_a_second_dataset_split_into_the_first_one_s_out_is_told_to_split_apart_and_merge(tmp_path,
-                                                                                           make_class_folder):
+@pytest.mark.parametrize("first, second", [("art", "photos"), ("a/Dataset", "b/Dataset")])
+def test_a_second_dataset_split_into_the_first_one_s_out_is_told_to_split_apart_and_merge(tmp_path, make_class_folder,
+                                                                                           first, second):
     # The unzipper's Next: line names --out data for every dataset: the second one lands on the first one's split.
-    make_class_folder(tmp_path / "raw" / "art", {"RealArt": 10, "GeneratedArt": 10})
-    make_class_folder(tmp_path / "raw" / "photos", {"real": 10, "fake": 10}, seed=4)
-    split_by_class(tmp_path / "raw" / "art", tmp_path / "data")
+    # Two downloads that both unzip to Dataset/ are two datasets of one name, not the first one split again.
+    make_class_folder(tmp_path / "raw" / first, {"RealArt": 10, "GeneratedArt": 10})
+    make_class_folder(tmp_path / "raw" / second, {"real": 10, "fake": 10}, seed=4)
+    split_by_class(tmp_path / "raw" / first, tmp_path / "data")
 
     with pytest.raises(UserError) as refused:
-        split_by_class(tmp_path / "raw" / "photos", tmp_path / "data")
+        split_by_class(tmp_path / "raw" / second, tmp_path / "data")
 
-    message = str(refused.value)
-    assert f"{tmp_path / 'data'} holds a split of another dataset (art)" in message
+    message, apart = str(refused.value), tmp_path / "data" / Path(second).name
+    assert f"{tmp_path / 'data'} holds a split of another dataset ({Path(first).name})" in message
     assert "merged in" not in message
-    assert f"--out {tmp_path / 'data' / 'photos'}" in message
-    assert f"python DataMerger.py {tmp_path / 'data' / 'photos'} --into {tmp_path / 'data'}" in message
-
-
-def test_a_second_dataset_of_the_first_one_s_folder_name_is_told_to_split_apart_and_merge(tmp_path,
-                                                                                          make_class_folder):
-    # Two downloads that both unzip to Dataset/: one name, two datasets (not the first one split again).
-    make_class_folder(tmp_path / "a" / "Dataset", {"real": 10, "fake": 10})
-    make_class_folder(tmp_path / "b" / "Dataset", {"real": 10, "fake": 10}, seed=4)
-    split_by_class(tmp_path / "a" / "Dataset", tmp_path / "data")
-
-    with pytest.raises(UserError) as refused:
-        split_by_class(tmp_path / "b" / "Dataset", tmp_path / "data")
-
-    message = str(refused.value)
-    assert f"{tmp_path / 'data'} holds a split of another dataset (Dataset)" in message
-    assert f"python DataMerger.py {tmp_path / 'data' / 'Dataset'} --into {tmp_path / 'data'}" in message
+    assert f"--out {apart}" in message
+    assert f"python DataMerger.py {apart} --into {tmp_path / 'data'}" in message
 
 
 def test_a_split_that_cannot_be_trained_on_names_no_training_step(art, tmp_path):
