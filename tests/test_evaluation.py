@@ -724,6 +724,41 @@ def test_a_kind_of_image_is_near_chance_unless_validation_shows_it_above_chance(
     assert band["near_chance"] is near_chance
 
 
+def _band(tmp_path, labels, decided, class_names) -> dict:
+    """``accuracy_by_kind``'s numbers of the one size band (32 px) of images with ``labels`` answered ``decided``."""
+    from realvsai.data import LabelledImages
+
+    images = LabelledImages([tmp_path / f"{index}.png" for index in range(len(labels))], list(labels),
+                            list(class_names), [(32, 32)] * len(labels), [False] * len(labels))
+    return evaluation.accuracy_by_kind(images, np.asarray(decided), tmp_path, len(class_names))["size"]["0-63 px"]
+
+
+@pytest.mark.parametrize(("num_classes", "per_class", "right", "near_chance"), [
+    (10, 5, False, True), (40, 5, False, True), (40, 20, False, True), (10, 5, True, False), (40, 1, True, False)])
+def test_a_kind_of_image_of_many_classes_all_answered_wrong_is_never_shown_above_chance(
+        tmp_path, num_classes, per_class, right, near_chance):
+    # Each recall was drawn towards 0.5 (+2 right of +4), which the mean over many classes kept while its spread
+    # shrank: every answer wrong on 5 validation images of each of 10 classes passed as above chance (0.10).
+    labels = np.repeat(np.arange(num_classes), per_class)
+    decided = labels if right else (labels + 1) % num_classes
+
+    band = _band(tmp_path, labels, decided, [f"c{index:02d}" for index in range(num_classes)])
+
+    assert band["balanced_accuracy"] == (1.0 if right else 0.0)
+    assert band["near_chance"] is near_chance
+
+
+@pytest.mark.parametrize(("decided", "near_chance"), [([0] * 20, True), ([0] * 10 + [1] * 10, False)])
+def test_a_kind_of_image_of_some_of_the_classes_is_judged_against_the_chance_of_telling_those_apart(
+        tmp_path, decided, near_chance):
+    # Validation's large photos are of two of three classes: a model that calls each of them "a" has recalls 1 and
+    # 0 there, 0.50, which is 1/2's chance, not above the 1/3 of three classes.
+    band = _band(tmp_path, [0] * 10 + [1] * 10, decided, ["a", "b", "c"])
+
+    assert band["chance"] == 0.5 and band["missing_classes"] == ["c"]
+    assert band["near_chance"] is near_chance
+
+
 def test_a_size_band_of_one_class_in_validation_names_the_class_it_lacks(tmp_path, make_class_folder):
     make_class_folder(tmp_path / "data" / "validation", {"FAKE": 3, "REAL": 3})  # 32 px: both classes
     for index in range(4):  # larger photos, all REAL

@@ -451,6 +451,24 @@ def test_an_upload_of_a_size_validation_held_one_class_of_is_untested_and_uncert
     assert small.unfamiliar is None
 
 
+def test_an_upload_of_a_size_validation_held_some_of_three_classes_of_is_judged_by_them(tmp_path):
+    # Ten classes and a few validation images each: a size band nearly always lacks one of them, and every upload
+    # of that size read Uncertain (untested), though validation showed the model telling the others apart there.
+    some = {"num_images": 20, "accuracy": 0.95, "balanced_accuracy": 0.95, "near_chance": False, "chance": 0.5,
+            "missing_classes": ["c"]}
+    one = {"num_images": 14, "accuracy": 1.0, "balanced_accuracy": 1.0, "near_chance": False, "chance": 1 / 3,
+           "missing_classes": ["b", "c"]}
+    info = {"validation_by_kind": {"chance": 1 / 3, "size": {"0-63 px": some, "256-1023 px": one}}}
+    classifier, loaded = load(write_run(tmp_path, "three", class_names=("a", "b", "c"), info=info))
+
+    uploads = [("photo.png", encode(random_image(1, 300, 300))), ("small.png", encode(random_image(2, 32, 32)))]
+    photo, small = inference.classify_uploads(classifier, uploads, info=loaded.info)
+
+    assert small.unfamiliar is None
+    assert photo.unfamiliar == ("no validation image of b, c was of 256-1023 px a side: its answers on such images "
+                                "are untested")
+
+
 @pytest.mark.parametrize(("balanced", "verdict"), [(0.52, "at chance"), (0.46, "at chance"), (0.04, "below chance"),
                                                    (0.62, "not shown above chance")])
 def test_a_size_band_far_under_chance_is_called_below_chance(balanced, verdict):
