@@ -492,14 +492,20 @@ def _kind_numbers(labels: np.ndarray, decided: np.ndarray, chance: float, class_
     right = np.array([np.sum(decided[labels == label] == label) for label in present], np.float64)
     total = np.array([np.sum(labels == label) for label in present], np.float64)
     balanced = float(np.mean(right / total))
+    # A kind of some of the classes shows how well the model tells those apart: one answer for all of them scores
+    # 1 / their number. A kind of one class says nothing of that (run.untested); its recall is held to chance.
+    if len(present) > 1:
+        chance = 1.0 / len(present)
     # Near chance unless validation shows it above: the one-sided 95 % lower bound of the balanced accuracy (the
-    # mean of the class recalls), Agresti-Coull's: each recall's centre and variance from +2 right of +4, sound at 0
-    # and 1 (below the raw recalls, 2 right of 2 passed: a coin does that one time in 4).
-    adjusted = (right + 2) / (total + 4)
+    # mean of the class recalls), Agresti-Coull's: each recall's centre and variance from +4 answers, sound at 0
+    # and 1 (below the raw recalls, 2 right of 2 passed: a coin does that one time in 4). The +4 are right at
+    # chance's rate (+2 of +4 for two classes): drawn towards 0.5, the recalls of many classes kept that pull in
+    # their mean as its spread shrank, and every answer wrong on 5 images of each of 10 classes passed.
+    adjusted = (right + 4 * chance) / (total + 4)
     spread = math.sqrt(float(np.sum(adjusted * (1 - adjusted) / (total + 4)))) / len(present)
     lower_bound = float(np.mean(adjusted)) - _ONE_SIDED_95 * spread
     return {"num_images": len(labels), "accuracy": float(np.mean(decided == labels)), "balanced_accuracy": balanced,
-            "near_chance": lower_bound <= chance + NEAR_CHANCE,  # few images: a low bound
+            "chance": chance, "near_chance": lower_bound <= chance + NEAR_CHANCE,  # few images: a low bound
             "missing_classes": [name for index, name in enumerate(class_names) if index not in present]}
 
 
@@ -507,9 +513,9 @@ def accuracy_by_kind(images: LabelledImages, decided: np.ndarray, data_dir: Path
     """The decision rule's accuracy on each kind of image: per ``source`` dataset (data_dir/manifest.csv's
     ``dataset`` column, where it has one: the folder each image was split from) and per ``size`` band
     (``run.size_band``), each with its balanced accuracy (the mean recall of the classes it has) and whether that
-    is at or near chance (1 / classes), and the classes it has no image of (``missing_classes``: a kind of one class
-    scores its recall alone, which says nothing of telling the classes apart there); model.json's
-    ``validation_by_kind``."""
+    is at or near its ``chance`` (1 / the classes it has, 1 / classes for a kind of one), and the classes it has no
+    image of (``missing_classes``: a kind of one class scores its recall alone, which says nothing of telling the
+    classes apart there); model.json's ``validation_by_kind``."""
     labels, decided = np.asarray(images.labels), np.asarray(decided)
     chance = 1.0 / num_classes
     kinds: dict[str, list[str]] = {"size": [size_band(width, height) for width, height in images.sizes]}

@@ -15,7 +15,14 @@ from realvsai.config import CROP_GRID, METRICS_FILE, MONITOR, REPORT_FILE, UNREA
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
 from realvsai.metrics import DecisionRule, skipped_why, uncertain_text
-from realvsai.run import DEMO_WARNING, MIN_IMAGES_PER_KIND, chance_verdict, is_demo, validation_by_kind
+from realvsai.run import (
+    DEMO_WARNING,
+    MIN_IMAGES_PER_KIND,
+    chance_verdict,
+    is_demo,
+    of_one_class,
+    validation_by_kind,
+)
 
 _CAPTIONS = {
     "confusion_matrix": "Confusion matrix (counts and row-normalised)",
@@ -44,13 +51,16 @@ def _number(value: Any) -> str:
 METRIC_LABELS = {"loss": "log loss (plain cross-entropy)"}
 
 
-def _kind_verdict(by_kind: dict[str, Any], numbers: dict[str, Any], consequence: str) -> str:
+def _kind_verdict(by_kind: dict[str, Any], numbers: dict[str, Any], consequence: str, num_classes: int) -> str:
     """The last cell of a kind's row in "Validation by kind of image": at or below chance, or which classes it had
-    no image of (its balanced accuracy is then the recall of the others alone), with ``consequence``; else empty."""
+    no image of (its balanced accuracy is then the recall of the others alone), with ``consequence`` where that says
+    nothing of telling the ``num_classes`` classes apart (``run.of_one_class``); else empty."""
     if numbers["near_chance"]:
         return f"**{chance_verdict(by_kind, numbers)}{consequence}**"
-    if numbers.get("missing_classes"):
+    if of_one_class(numbers, num_classes):
         return f"**no {', '.join(numbers['missing_classes'])} image{consequence}**"
+    if numbers.get("missing_classes"):
+        return f"no {', '.join(numbers['missing_classes'])} image"
     return ""
 
 
@@ -229,17 +239,17 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                                  or model_info.get("validation_by_kind"))
     if by_kind:
         # An upload's size is known, its source is not: only a size band at chance makes the answers Uncertain.
-        uncertain = {"source": "", "size": ": answers Uncertain"}
+        uncertain, num_classes = {"source": "", "size": ": answers Uncertain"}, len(model_info["class_names"])
         rows = [[f"{kind}: {markdown_text(name)}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
-                 _number(numbers["balanced_accuracy"]), _kind_verdict(by_kind, numbers, uncertain[kind])]
+                 _number(numbers["balanced_accuracy"]), _kind_verdict(by_kind, numbers, uncertain[kind], num_classes)]
                 for kind in ("source", "size") for name, numbers in (by_kind.get(kind) or {}).items()]
         lines += ["", "## Validation by kind of image", "", "The decision rule on the validation images of each "
                   "source dataset (the folder they were split or merged from, by manifest.csv) and each size band "
                   "(short side). Where the balanced accuracy is not shown (by its one-sided 95 % lower bound) "
                   f"more than {by_kind.get('near_chance_margin', 0.05):.2f} above chance "
-                  f"({by_kind.get('chance', 0.5):.2f}), on however few images, or where no validation image of a "
-                  "class was of that size, the app and --predict answer Uncertain on images of that size, with the "
-                  "reason.", "",
+                  f"({by_kind.get('chance', 0.5):.2f}; of a kind with some of the classes, 1 / their number), on "
+                  "however few images, or where the validation images of that size were all of one class, the app "
+                  "and --predict answer Uncertain on images of that size, with the reason.", "",
                   *_table(["kind", "images", "accuracy", "balanced accuracy", ""], rows)]
     if metrics.get("robustness"):
         clean = metrics["robustness_clean"]

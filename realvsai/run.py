@@ -213,7 +213,13 @@ def at_chance(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str
         return None
     return (f"on validation images of {band} a side the model is {chance_verdict(by_kind, numbers)} (balanced "
             f"accuracy {numbers['balanced_accuracy']:.2f} on {plural(numbers['num_images'], 'image')}, chance "
-            f"{by_kind.get('chance', 0.5):.2f})")
+            f"{kind_chance(by_kind, numbers):.2f})")
+
+
+def kind_chance(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> float:
+    """The chance level of one kind of ``validation_by_kind``: 1 / the classes it has (runs before recorded
+    only 1 / classes, for all kinds)."""
+    return numbers.get("chance", by_kind.get("chance", 0.5))
 
 
 def chance_verdict(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> str:
@@ -221,24 +227,33 @@ def chance_verdict(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> st
     band of one class that it answers with another); "not shown above chance" for one whose balanced accuracy is
     above chance by more than the margin, on too few images to tell it from luck: ``numbers`` are one kind's of
     ``validation_by_kind``."""
-    chance, margin = by_kind.get("chance", 0.5), by_kind.get("near_chance_margin", NEAR_CHANCE)
+    chance, margin = kind_chance(by_kind, numbers), by_kind.get("near_chance_margin", NEAR_CHANCE)
     if numbers["balanced_accuracy"] < chance - margin:
         return "below chance"
     return "at chance" if numbers["balanced_accuracy"] <= chance + margin else "not shown above chance"
 
 
-def untested(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str | None:
+def of_one_class(numbers: Mapping[str, Any], num_classes: int) -> bool:
+    """Whether one kind of ``validation_by_kind`` says nothing of telling the ``num_classes`` classes apart: its
+    images are all of one class (of a run before kinds had a ``chance`` of their own: it lacked a class)."""
+    missing = numbers.get("missing_classes") or []  # runs before: not recorded
+    return bool(missing) and (len(missing) >= num_classes - 1 or "chance" not in numbers)
+
+
+def untested(by_kind: Mapping[str, Any] | None, width: int, height: int, num_classes: int) -> str | None:
     """Why validation says nothing of the model on images of this size: no validation image was of its size band
-    (a gap between the training sizes, as CIFAKE's 32 px merged with photos of 800 px leaves), or none of a class
-    (CIFAKE merged with photos that are all REAL: a model calling every photo REAL scores 1.0 there), or None."""
+    (a gap between the training sizes, as CIFAKE's 32 px merged with photos of 800 px leaves), or all were of one of
+    its ``num_classes`` classes (CIFAKE merged with photos that are all REAL: a model calling every photo REAL scores
+    1.0 there), or None. A band of some of the classes (3 or more) is judged by how well it tells those apart
+    (``at_chance``); runs that did not record that judgement (no ``chance`` of the band's own) are untested there."""
     if not isinstance(by_kind, Mapping) or not isinstance(by_kind.get("size"), Mapping) or not by_kind["size"]:
         return None
     band = size_band(width, height)
     numbers = by_kind["size"].get(band)
     if numbers is None:
         return f"no validation image was of {band} a side: its answers on such images are untested"
-    missing = numbers.get("missing_classes") if isinstance(numbers, Mapping) else None  # runs before: not recorded
-    if missing:
+    if isinstance(numbers, Mapping) and of_one_class(numbers, num_classes):
+        missing = numbers["missing_classes"]
         return (f"no validation image of {', '.join(missing)} was of {band} a side: its answers on such images are "
                 "untested")
     return None
@@ -253,7 +268,7 @@ def doubt(info: ModelInfo, width: int, height: int, image_format: str | None,
     --predict and the evaluation call it."""
     by_kind = info.get("validation_by_kind")
     reasons = [unfamiliar_reason(info.training_images, width, height, image_format, grayscale),
-               at_chance(by_kind, width, height) or untested(by_kind, width, height),
+               at_chance(by_kind, width, height) or untested(by_kind, width, height, len(info.class_names)),
                f"an animation of {frames} frames: only its first is classified" if frames > 1 else None]
     return "; ".join(reason for reason in reasons if reason) or None
 
