@@ -467,6 +467,18 @@ def test_a_split_that_cannot_be_trained_on_names_no_training_step(art, tmp_path)
     assert "Not ready for training: no validation images of GeneratedArt, RealArt" in text
 
 
+def test_the_summary_of_a_split_of_many_classes_has_a_row_per_class(tmp_path, make_class_folder):
+    # A column per class made a 1,700-character line of 40 classes.
+    names = [f"species_{index:02d}" for index in range(40)]
+    make_class_folder(tmp_path / "raw", dict.fromkeys(names, 3))
+
+    text = format_report(split_by_class(tmp_path / "raw", tmp_path / "out"))
+
+    assert max(map(len, text.splitlines())) <= 100
+    assert all(re.search(rf"^{name}\s+1\s+1\s+1\s+3$", text, re.MULTILINE) for name in names)
+    assert re.search(r"^total\s+40\s+40\s+40\s+120$", text, re.MULTILINE)
+
+
 def test_a_split_of_one_class_names_no_training_step(tmp_path, make_class_folder):
     make_class_folder(tmp_path / "raw", {"Only": 12})
 
