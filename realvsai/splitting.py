@@ -743,15 +743,16 @@ def format_report(report: SplitReport, next_step: bool = True) -> str:
     the scripts to print."""
     classes = sorted({class_name for _, class_name in report.counts})
     splits = [split for split in SPLITS if any(report.counts[(split, name)] for name in classes)]
-    rows = [[split, *(f"{report.counts[(split, name)]:,}" for name in classes),
-             f"{sum(report.counts[(split, name)] for name in classes):,}"] for split in splits]
-    rows.append(["total", *(f"{sum(report.counts[(split, name)] for split in splits):,}" for name in classes),
+    # A row per class, as a merge's summary has: a column each made lines no terminal holds for many classes.
+    rows = [[name, *(f"{report.counts[(split, name)]:,}" for split in splits),
+             f"{sum(report.counts[(split, name)] for split in splits):,}"] for name in classes]
+    rows.append(["total", *(f"{sum(report.counts[(split, name)] for name in classes):,}" for split in splits),
                  f"{report.num_files:,}"])
     verb = {COPY: "copied", MOVE: "moved", LINK: "linked"}[report.mode]
     num_skipped = sum(len(rows) for rows in report.skipped.values())
     by_kind = ", ".join(f"{len(rows):,} {_SKIPPED_KINDS[kind]}" for kind, rows in report.skipped.items() if rows)
     lines = [
-        format_table(["split", *classes, "all"], rows),
+        format_table(["class", *splits, "all"], rows),
         "",
         f"{plural(report.num_files, 'file')} in {report.out}: {report.num_written:,} {verb}, "
         f"{report.num_in_place:,} already in place.",

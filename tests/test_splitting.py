@@ -474,7 +474,7 @@ def test_the_summary_of_a_split_of_many_classes_has_a_row_per_class(tmp_path, ma
 
     text = format_report(split_by_class(tmp_path / "raw", tmp_path / "out"))
 
-    assert max(map(len, text.splitlines())) <= 100
+    assert max(map(len, text.split("\n\n")[0].splitlines())) <= 60  # the table
     assert all(re.search(rf"^{name}\s+1\s+1\s+1\s+3$", text, re.MULTILINE) for name in names)
     assert re.search(r"^total\s+40\s+40\s+40\s+120$", text, re.MULTILINE)
 
