@@ -211,10 +211,14 @@ def _as_rgb(image: Image.Image) -> np.ndarray:
     """The (H, W, 3) uint8 RGB pixels of a loaded image (or band), as the model takes them: 16-bit and float
     images scaled to 8 bits rather than clipped, other modes converted by Pillow."""
     if image.mode in _HIGH_BIT_DEPTH_MODES:
-        pixels = np.asarray(image, dtype=np.float64)
+        pixels = np.asarray(image)  # its own type: 2 or 4 bytes a pixel
         scale = 255.0 / 65535.0 if image.mode.startswith("I") else 255.0
-        gray = np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
+        rgb = np.empty((*pixels.shape, 3), np.uint8)
+        rows = max(1, _HASH_BAND_BYTES // (8 * pixels.shape[1]))  # scaled in float64 a band at a time: a 49 MP
+        for top in range(0, pixels.shape[0], rows):  # scan took 40 bytes a pixel whole
+            band = np.clip(np.rint(pixels[top:top + rows] * scale), 0, 255)
+            rgb[top:top + rows] = band.astype(np.uint8)[..., None]
+        return rgb
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
