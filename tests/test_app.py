@@ -722,3 +722,77 @@ def test_a_models_path_that_is_a_file_is_called_a_file(start_app, tmp_path):
     app = start_app("--models", photo)
 
     assert any("a file, not a folder" in info.value for info in app.info)
+
+
+# --- many classes --------------------------------------------------------------------------------
+
+MANY = [f"class {index:02d} with a rather long folder name" for index in range(40)]
+
+
+@pytest.fixture(scope="module")
+def many_models(tmp_path_factory) -> Path:
+    """One run of 40 classes, the evidence stand-in: noise is the last class (100%), black leans to the first (16%)."""
+    models = tmp_path_factory.mktemp("many_models")
+    write_run(models, "many", evidence=True, class_names=MANY)
+    return models
+
+
+def test_a_model_of_many_classes_asks_a_short_question_in_the_title_the_tab_and_the_model_line(
+        start_app, many_models, monkeypatch):
+    """The title, the browser tab and the model line listed all 40 names: over 1,500 characters each."""
+    import streamlit
+
+    titles, set_page_config = [], streamlit.set_page_config
+    monkeypatch.setattr(streamlit, "set_page_config", lambda **options: (
+        titles.append(options.get("page_title")), set_page_config(**options))[1])
+    app = start_app("--models", many_models)
+
+    assert [title.value for title in app.title] == ["🔍 Which of 40 classes?"]
+    assert titles[-1] == "Which of 40 classes?"
+    line = next(element.value for element in app.markdown if element.value.startswith("Model **many**"))
+    assert "40 classes" in line and MANY[20] not in line and len(line) < 200
+    [listed] = [expander for expander in app.expander if expander.label == "The 40 classes"]
+    assert listed.markdown[0].value == ", ".join(MANY)  # the full list is one click away
+
+
+def test_a_card_of_a_many_class_model_shows_its_most_probable_classes_sorted(start_app, many_models):
+    """It showed a bar for each of the 40 classes in label order, the answer's among them."""
+    app = upload(start_app("--models", many_models), SURE)
+
+    assert verdicts(app) == [MANY[-1]]
+    bars = [bar.proto.text for bar in app.get("progress")]
+    assert len(bars) == 5 and bars[0].startswith(f"{MANY[-1]}: ")
+    shown = [float(text.rsplit(": ", 1)[1].removesuffix("%")) for text in bars]
+    assert shown == sorted(shown, reverse=True)
+    folded = [expander for expander in app.expander if expander.label.startswith("and ")]
+    assert [expander.label for expander in folded] == ["and 35 more classes"]
+    rest = folded[0].caption[0].value.split(" · ")
+    assert len(rest) == 35 and not set(bars) & set(rest)
+
+
+def test_the_summary_of_a_many_class_model_names_only_the_classes_answered_most_frequent_first(start_app,
+                                                                                                many_models):
+    """It counted every class, "3 images: 1 class 00 …, 0 class 01 …, 0 class 02 …", 38 of them zero."""
+    other = ("other.jpg", encode(random_image(2, 50, 40), "JPEG"), JPEG)
+    app = upload(start_app("--models", many_models), DARK, SURE, other)
+
+    assert app.subheader[0].value == f"3 images: 2 {MANY[-1]}, 1 {MANY[0]} (1 uncertain)"
+
+
+def test_the_table_of_a_many_class_model_shows_the_answer_s_probability_and_its_csv_every_one(start_app, many_models,
+                                                                                                monkeypatch):
+    """The table had a column per class: 46 columns for 40 classes."""
+    import streamlit
+
+    downloads = []
+    real_download = streamlit.download_button
+    monkeypatch.setattr(streamlit, "download_button", lambda label, data, *args, **kwargs: (
+        downloads.append(data), real_download(label, data, *args, **kwargs))[1])
+    app = upload(start_app("--models", many_models), SURE, ("notes.png", b"plain text", PNG))
+
+    table = app.dataframe[0].value
+    assert list(table.columns) == ["upload", "file", "predicted", "probability", "uncertain", "unfamiliar", "error"]
+    assert table["predicted"].iloc[0] == MANY[-1] and table["probability"].iloc[0] == pytest.approx(1.0, abs=1e-3)
+    header = downloads[-1].splitlines()[0].split(",")
+    assert header == ["upload", "file", "predicted", *(f"probability_{name}" for name in MANY), "uncertain",
+                      "unfamiliar", "error"]
