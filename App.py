@@ -2,7 +2,8 @@
 
 The app finds the trained models under models/ (each run folder holds model.h5 + model.json, written by
 ModelTraining.py), newest first, with a selector in the sidebar. For every upload it shows the picture,
-the predicted class with its probability and a bar per class. For two classes the class is decided by
+the predicted class with its probability and a bar per class (with more than five, for the five most probable,
+sorted; the title then asks "Which of 40 classes?"). For two classes the class is decided by
 P(positive) at the decision threshold chosen on validation (model.json), "Uncertain" when P(positive) is
 close to it (within (confidence threshold - 0.5) / 0.5 of the way to 0 or to 1; the page gives the
 band), and each answer says how P(positive) compares with the threshold (so a class decided below 50%
@@ -69,6 +70,10 @@ if not st.runtime.exists():
 logger = logging.getLogger("realvsai.app")
 DEFAULTS = inference.DEFAULTS
 MAX_CARDS = 60  # uploads shown one by one; the table below them lists all of them
+# Up to this many classes the page names them all (title, model line, a bar each, a count each, a table column each);
+# with more, it asks "Which of 40 classes?", a card shows this many most probable classes, the summary this many most
+# frequent answers, and the table the answer's probability (its CSV keeps every class's).
+FEW_CLASSES = 5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -153,10 +158,30 @@ def results_table(results: Sequence[inference.UploadResult], class_names: Sequen
     return rows
 
 
+def shown_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The table as the page shows it: with more than FEW_CLASSES classes, the decided class's ``probability`` in
+    place of a ``probability_<class>`` column per class (the CSV keeps them all)."""
+    if len(class_names) <= FEW_CLASSES:
+        return list(rows)
+    per_class = {f"probability_{name}" for name in class_names}
+    shown = []
+    for row in rows:
+        short: dict[str, Any] = {}
+        for key, value in row.items():
+            if key not in per_class:
+                short[key] = value
+            if key == "predicted":
+                short["probability"] = None if value is None else row[f"probability_{value}"]
+        shown.append(short)
+    return shown
+
+
 def summary_counts(results: Sequence[inference.UploadResult], class_names: Sequence[str],
                    rule: DecisionRule) -> str:
     """``1,200 FAKE, 800 REAL (35 uncertain); 3 not classified``: counted and worded as --predict's summary
-    (``prediction.describe_counts``): an uncertain answer counts in its decided class too."""
+    (``prediction.describe_counts``): an uncertain answer counts in its decided class too. With more than
+    FEW_CLASSES classes only the classes answered, most frequent first, the FEW_CLASSES most frequent by name
+    (``40 cat, 12 dog, …, 9 in 4 other classes``)."""
     counts = {name: 0 for name in class_names}
     num_uncertain = num_unfamiliar = num_failed = 0
     for result in results:
@@ -167,6 +192,14 @@ def summary_counts(results: Sequence[inference.UploadResult], class_names: Seque
         counts[class_names[index]] += 1
         num_uncertain += uncertain
         num_unfamiliar += result.unfamiliar is not None
+    if len(class_names) > FEW_CLASSES:
+        if not any(counts.values()):  # nothing classified: the count of classes answered is empty
+            return f"{num_failed:,} not classified"
+        answered = sorted(((name, count) for name, count in counts.items() if count), key=lambda item: -item[1])
+        counts = dict(answered[:FEW_CLASSES])
+        rest = answered[FEW_CLASSES:]
+        if rest:
+            counts[f"in {plural(len(rest), 'other class', 'other classes')}"] = sum(count for _, count in rest)
     line = describe_counts(counts, num_uncertain, num_unfamiliar)
     return line + (f"; {num_failed:,} not classified" if num_failed else "")
 
@@ -361,10 +394,12 @@ def metric_name(name: str, num_classes: int) -> str:
 
 def model_card(run: ModelRun, settings: Settings) -> None:
     """The chosen model at a glance: classes, image size, test metrics, date, decision rule."""
-    question = f"{', '.join(run.class_names[:-1])} or {run.class_names[-1]}?"
-    st.set_page_config(page_title=question)  # the browser tab asks it too (first set to the app's name in main)
     shown = _shown_names(run)  # Markdown: "*x*" would turn italic, "<b>" bold
-    st.title(f"🔍 {', '.join(shown[:-1])} or {shown[-1]}?")
+    many = len(shown) > FEW_CLASSES
+    question = (f"Which of {len(shown)} classes?" if many
+                else f"{', '.join(run.class_names[:-1])} or {run.class_names[-1]}?")
+    st.set_page_config(page_title=question)  # the browser tab asks it too (first set to the app's name in main)
+    st.title(f"🔍 {question}" if many else f"🔍 {', '.join(shown[:-1])} or {shown[-1]}?")
     if run.demo:
         st.warning(f"**{DEMO_WARNING}** Its answers show how the app works, nothing about your "
                    "images. Train on real data (README, steps 1-6) for a detector.", icon="⚠️")
@@ -375,13 +410,16 @@ def model_card(run: ModelRun, settings: Settings) -> None:
                    "that rather than the content.", icon="⚠️")
     with st.container(border=True):
         details = [f"Model **{run.name}**", f"trained {run.created.astimezone():%Y-%m-%d %H:%M}",
-                   f"classes {', '.join(shown)}",
+                   f"{len(shown)} classes" if many else f"classes {', '.join(shown)}",
                    f"{CROP_GRID}×{CROP_GRID} crops of {run.image_size} px at native resolution"
                    if run.info.input_mode == "crops" else f"{run.image_size} px"]
         backbone = run.info.get("backbone")
         if backbone:
             details.append(str(backbone))
         st.markdown(" · ".join(details))
+        if many:
+            with st.expander(f"The {len(shown)} classes"):
+                st.markdown(", ".join(shown))
         metrics = run.test_metrics()
         num_images = run.num_test_images()
         on_images = plural(num_images, "test image") if num_images is not None else "test images (number not recorded)"
@@ -414,7 +452,8 @@ def upload_section() -> list[UploadedFile]:
 
 def result_card(result: inference.UploadResult, upload: UploadedFile, number: int, classifier: inference.Classifier,
                 run: ModelRun, settings: Settings, note: str | None = None) -> None:
-    """Upload ``number``: its picture (and heatmap), the verdict and a bar per class; ``note`` above them."""
+    """Upload ``number``: its picture (and heatmap), the verdict and a bar per class (with more than FEW_CLASSES
+    classes, for the most probable, the others folded away); ``note`` above them."""
     with st.container(border=True):
         if note:
             st.caption(note)
@@ -447,8 +486,17 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
                            "images, so it is never called certain.", icon="⚠️")
             if run.demo:
                 st.warning(DEMO_WARNING, icon="⚠️")
-            for name, value in zip(_shown_names(run), result.probabilities):
+            bars = list(zip(_shown_names(run), result.probabilities))
+            if len(bars) > FEW_CLASSES:  # the most probable first, the rest folded away
+                bars = sorted(bars, key=lambda bar: -bar[1])
+                bars, rest = bars[:FEW_CLASSES], bars[FEW_CLASSES:]
+            else:
+                rest = []
+            for name, value in bars:
                 st.progress(float(np.clip(value, 0.0, 1.0)), text=f"{name}: {value:.1%}")
+            if rest:
+                with st.expander(f"and {plural(len(rest), 'more class', 'more classes')}"):
+                    st.caption(" · ".join(f"{name}: {value:.1%}" for name, value in rest))
 
 
 def results_section(results: list[inference.UploadResult], uploads: list[UploadedFile],
@@ -470,16 +518,17 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
 
 
 def batch_table(results: list[inference.UploadResult], run: ModelRun, settings: Settings) -> None:
-    """Every upload in one table, downloadable as CSV."""
+    """Every upload in one table (with many classes, the answer's probability rather than every class's), downloadable
+    as CSV with every class's."""
     rows = results_table(results, run.class_names, settings.rule)
     st.subheader("All results")
     if run.demo:
         st.caption(DEMO_WARNING)
-    probability_columns = {
-        f"probability_{name}": st.column_config.ProgressColumn(f"P({name})", min_value=0.0, max_value=1.0,
-                                                               format="%.3f")
-        for name in run.class_names}
-    st.dataframe(rows, hide_index=True, column_config=probability_columns)
+    bars = {f"probability_{name}": f"P({name})" for name in run.class_names} if len(run.class_names) <= FEW_CLASSES \
+        else {"probability": "P(predicted)"}
+    probability_columns = {column: st.column_config.ProgressColumn(label, min_value=0.0, max_value=1.0, format="%.3f")
+                           for column, label in bars.items()}
+    st.dataframe(shown_table(rows, run.class_names), hide_index=True, column_config=probability_columns)
     st.download_button("Download CSV", data=results_csv(rows), file_name="predictions.csv",
                        mime="text/csv", icon=":material/download:", on_click="ignore", key="download")
 

@@ -796,3 +796,23 @@ def test_the_table_of_a_many_class_model_shows_the_answer_s_probability_and_its_
     header = downloads[-1].splitlines()[0].split(",")
     assert header == ["upload", "file", "predicted", *(f"probability_{name}" for name in MANY), "uncertain",
                       "unfamiliar", "error"]
+
+
+def test_the_summary_of_a_many_class_model_names_the_most_frequent_answers_and_counts_the_rest(monkeypatch):
+    import importlib.util
+
+    from realvsai.metrics import DecisionRule
+
+    spec = importlib.util.spec_from_file_location("app_under_test", APP)
+    app = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, app)  # its dataclasses look their module up
+    spec.loader.exec_module(app)
+    names = [f"c{index:02d}" for index in range(40)]
+    answered = [inference.UploadResult(f"{index}.png", np.eye(40, dtype=np.float32)[index])
+                for index in (3, 0, 1, 3, 2, 4, 5, 6)]
+    failed = [inference.UploadResult("broken.png", error="not an image")]
+    rule = DecisionRule()
+
+    assert app.summary_counts(answered + failed, names, rule) == (
+        "2 c03, 1 c00, 1 c01, 1 c02, 1 c04, 2 in 2 other classes (0 uncertain); 1 not classified")
+    assert app.summary_counts(failed * 2, names, rule) == "2 not classified"
