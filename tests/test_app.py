@@ -212,6 +212,21 @@ def test_a_corrupt_upload_is_named_and_the_others_are_classified(start_app, mode
     assert len(verdicts(app)) == 2
 
 
+def test_an_upload_of_a_format_not_read_here_is_named_with_what_to_do_and_any_file_is_taken(start_app, models_dir):
+    # The uploader took only the names the pipeline reads: an iPhone's HEIC, a scanner's TIFF and a JPEG saved without
+    # an extension got Streamlit's "image/heif files are not allowed" and no word of what to do.
+    assert not start_app("--models", models_dir).file_uploader[0].proto.type  # any file: the app says what it is
+    heic = ("IMG_0001.HEIC", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64), "image/heic")
+    tiff = ("scan.tiff", encode(random_image(2, 40, 40), "TIFF"), "image/tiff")
+    bare = ("photo", SURE[1], "application/octet-stream")
+
+    app = upload(start_app("--models", models_dir), heic, tiff, bare)
+
+    assert [error.value.split(" ")[0] for error in app.error] == ["`IMG_0001.HEIC`", "`scan.tiff`"]
+    assert all("a format not read here" in error.value and "convert it to" in error.value for error in app.error)
+    assert verdicts(app) == ["REAL"]  # the JPEG, by its content
+
+
 def test_an_image_with_too_many_pixels_is_refused_by_name(start_app, models_dir):
     app = upload(start_app("--models", models_dir), ("huge.png", png_header_only(20_000, 20_000), PNG), SURE)
 
