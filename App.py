@@ -442,8 +442,10 @@ def model_card(run: ModelRun, settings: Settings) -> None:
 
 def upload_section() -> list[UploadedFile]:
     """The file uploader; returns the uploaded files (possibly none)."""
-    files = st.file_uploader("Upload images", type=list(inference.UPLOAD_TYPES), accept_multiple_files=True,
-                             key="uploads", help="JPG (or JFIF), PNG, WebP or BMP; one or many at once.")
+    # Any file: one of a format not read here (an iPhone's HEIC) gets a card saying what to do, not Streamlit's
+    # "image/heif files are not allowed"; a JPEG saved without an extension is read by its content.
+    files = st.file_uploader("Upload images", accept_multiple_files=True, key="uploads",
+                             help="JPG (or JFIF), PNG, WebP or BMP; one or many at once.")
     if not files:
         st.caption("Drop one or more images above. Each one gets a predicted class with its probability; "
                    "switch on Grad-CAM in the sidebar to see where the evidence lies.")

@@ -76,9 +76,8 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
                         folders.append(entry.path)
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and is_file:
                     found.append(entry.path)
-                elif is_file and os.path.splitext(entry.name)[1].lower() in _OTHER_IMAGE_EXTENSIONS:
-                    skipped.append((entry.path, f"an image format not read here ({', '.join(sorted(IMAGE_EXTENSIONS))}"
-                                    "); convert it to PNG (lossless) to include it"))
+                elif is_file and (reason := other_image_format(entry.name)):
+                    skipped.append((entry.path, reason))
                 elif is_file:
                     skipped.append((entry.path, f"not an image file (image names end in "
                                     f"{', '.join(sorted(IMAGE_EXTENSIONS))})"))
@@ -88,6 +87,13 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
                 else:  # never opened: reading a pipe would wait for a writer
                     skipped.append((entry.path, "not a regular file (a named pipe, socket or device)"))
     return [Path(path) for path in sorted(found)]
+
+
+def other_image_format(name: str) -> str | None:
+    """Why a file of this name is no image read here though it is one (a GIF, a TIFF, an iPhone's HEIC), or None."""
+    if os.path.splitext(name)[1].lower() not in _OTHER_IMAGE_EXTENSIONS:
+        return None
+    return f"an image format not read here ({', '.join(sorted(IMAGE_EXTENSIONS))}); convert it to PNG (lossless)"
 
 
 def is_inside(path: Path | str, root: Path | str) -> bool:

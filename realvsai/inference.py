@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from realvsai.config import CROP_GRID, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
+from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
+from realvsai.files import other_image_format
 from realvsai.images import ImageDecodeError, ImageHeader, cover_size, grid_offsets, load_rgb_with_header
 from realvsai.layout import mask_images
 from realvsai.metrics import DecisionRule
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     import keras
 
 logger = logging.getLogger(__name__)
-
-UPLOAD_TYPES = tuple(sorted(extension.lstrip(".") for extension in IMAGE_EXTENSIONS))  # what the uploader offers
 
 
 @dataclass(frozen=True)
@@ -309,8 +308,8 @@ def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]
     for name, data in uploads:
         slot: dict[str, Any] = {"name": name}
         slots.append(slot)
-        if name in masks:
-            slot["error"] = masks[name]
+        if reason := masks.get(name) or other_image_format(name):  # by its name, as --predict leaves it out
+            slot["error"] = reason
             continue
         try:
             image, header = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
