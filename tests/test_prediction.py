@@ -511,3 +511,18 @@ def test_the_error_grid_of_several_sources_names_each_image_as_predictions_csv_d
     assert named and all(name.startswith(("a/test/", "b/test/")) for name in named)
     with open(tmp_path / "out" / "predictions.csv", encoding="utf-8") as csv_file:
         assert set(named) <= {row["file"] for row in csv.DictReader(csv_file)}
+
+
+def test_the_summary_of_many_classes_names_the_classes_answered_most_frequent_first_as_the_app_does(tmp_path):
+    # Every class's count, zeros too: a 1,900-character closing line of 40 classes, unlike the app's summary.
+    from realvsai.prediction import PredictionSummary
+
+    counts = {f"class {index:02d}": 0 for index in range(40)}
+    counts.update({"class 03": 2, "class 07": 9, "class 11": 1, "class 12": 1, "class 20": 4, "class 31": 3,
+                   "class 39": 1})
+    summary = PredictionSummary(tmp_path / "out", counts, num_uncertain=5, num_unfamiliar=0, unreadable=[])
+
+    line = summary.describe(tmp_path / "in")
+
+    assert (f"predicted 21 images in {tmp_path / 'in'}: 9 class 07, 4 class 20, 3 class 31, 2 class 03, 1 class 11, "
+            "2 in 2 other classes (5 uncertain)") in line
