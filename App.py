@@ -59,7 +59,7 @@ from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
 from realvsai.metrics import DecisionRule
 from realvsai.model_card import code_span, markdown_text, small_test_set
-from realvsai.prediction import csv_cell, describe_counts
+from realvsai.prediction import FEW_CLASSES, csv_cell, describe_counts
 from realvsai.run import DEMO_WARNING, HEADLINE_METRICS, ModelInfo, ModelRun, list_runs, load_run, read_run
 
 if not st.runtime.exists():
@@ -70,10 +70,9 @@ if not st.runtime.exists():
 logger = logging.getLogger("realvsai.app")
 DEFAULTS = inference.DEFAULTS
 MAX_CARDS = 60  # uploads shown one by one; the table below them lists all of them
-# Up to this many classes the page names them all (title, model line, a bar each, a count each, a table column each);
-# with more, it asks "Which of 40 classes?", a card shows this many most probable classes, the summary this many most
-# frequent answers, and the table the answer's probability (its CSV keeps every class's).
-FEW_CLASSES = 5
+# FEW_CLASSES (prediction.py, as --predict's summary): up to it the page names every class (title, model line, a
+# bar, a count and a table column each); with more, it asks "Which of 40 classes?", a card shows this many most
+# probable classes, the summary this many most frequent answers, the table the answer's probability (its CSV all).
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -179,9 +178,8 @@ def shown_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> l
 def summary_counts(results: Sequence[inference.UploadResult], class_names: Sequence[str],
                    rule: DecisionRule) -> str:
     """``1,200 FAKE, 800 REAL (35 uncertain); 3 not classified``: counted and worded as --predict's summary
-    (``prediction.describe_counts``): an uncertain answer counts in its decided class too. With more than
-    FEW_CLASSES classes only the classes answered, most frequent first, the FEW_CLASSES most frequent by name
-    (``40 cat, 12 dog, …, 9 in 4 other classes``)."""
+    (``prediction.describe_counts``, which names the most frequent answers of more than FEW_CLASSES classes): an
+    uncertain answer counts in its decided class too."""
     counts = {name: 0 for name in class_names}
     num_uncertain = num_unfamiliar = num_failed = 0
     for result in results:
@@ -192,14 +190,8 @@ def summary_counts(results: Sequence[inference.UploadResult], class_names: Seque
         counts[class_names[index]] += 1
         num_uncertain += uncertain
         num_unfamiliar += result.unfamiliar is not None
-    if len(class_names) > FEW_CLASSES:
-        if not any(counts.values()):  # nothing classified: the count of classes answered is empty
-            return f"{num_failed:,} not classified"
-        answered = sorted(((name, count) for name, count in counts.items() if count), key=lambda item: -item[1])
-        counts = dict(answered[:FEW_CLASSES])
-        rest = answered[FEW_CLASSES:]
-        if rest:
-            counts[f"in {plural(len(rest), 'other class', 'other classes')}"] = sum(count for _, count in rest)
+    if len(class_names) > FEW_CLASSES and not any(counts.values()):  # it would name no class answered
+        return f"{num_failed:,} not classified"
     line = describe_counts(counts, num_uncertain, num_unfamiliar)
     return line + (f"; {num_failed:,} not classified" if num_failed else "")
 
