@@ -466,6 +466,27 @@ def test_a_source_with_two_classes_that_differ_only_in_letter_case_is_refused_in
     assert not (tmp_path / "new").exists()
 
 
+def test_a_source_whose_classes_differ_in_letter_case_is_told_the_commands_that_rename_and_merge_it(tmp_path):
+    """"Split that dataset again with --rename Fake=FAKE --rename Real=REAL (into a new --out)": run on its raw folder,
+    the renames name no folder there; the split that takes them, and the merge after it, were left to guess."""
+    from realvsai.splitting import split_train_test
+
+    into = make_split(tmp_path / "data", {("train", "REAL"): 3, ("train", "FAKE"): 3, ("validation", "REAL"): 1,
+                                          ("validation", "FAKE"): 1}, seed=20)
+    art = make_split(tmp_path / "data" / "art", {("train", "Real"): 4, ("train", "Fake"): 4, ("validation", "Real"): 1,
+                                                  ("validation", "Fake"): 1, ("test", "Real"): 1,
+                                                  ("test", "Fake"): 1}, seed=21)
+    renamed = tmp_path / "data" / "art-renamed"
+
+    with pytest.raises(UserError) as error:
+        merge_datasets([art], into)
+
+    split = f"python DataSplitD2.py {art} --out {renamed} --rename Fake=FAKE --rename Real=REAL"
+    assert split in str(error.value) and f"python DataMerger.py {renamed} --into {into}" in str(error.value)
+    split_train_test(art, renamed, renames={"Fake": "FAKE", "Real": "REAL"})
+    assert merge_datasets([renamed], into).added == 12
+
+
 @pytest.mark.parametrize("add_classes", [False, True])
 def test_a_class_in_another_letter_case_and_accent_encoding_is_refused_as_a_letter_case_twin(tmp_path, add_classes):
     """"Café" from a Mac (decomposed) beside the target's typed "café": it was no class of the target's, and
