@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from realvsai.cli import default_workers, format_table, plural, progress
-from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.config import MAX_IMAGE_PIXELS, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
@@ -130,11 +130,14 @@ def merge_datasets(
             # REAL beside Real: one class to whoever made them, and one folder on macOS and Windows
             case_of = {name_key(name): name for name in known}
             if alike := {name: case_of[name_key(name)] for name in unknown if name_key(name) in case_of}:
+                renamed = source.with_name(f"{source.name}-renamed")
+                renames = " ".join(rename_option(old, new) for old, new in sorted(alike.items()))
                 raise UserError(
                     f"{source} has classes {classes}, and {sorted(alike)} differ only in letter case or accent "
-                    f"encoding from {sorted(alike.values())} of {reference[0]}: nothing was merged. Split that "
-                    f"dataset again with {' '.join(rename_option(old, new) for old, new in sorted(alike.items()))} "
-                    "(into a new --out), then merge it."
+                    f"encoding from {sorted(alike.values())} of {reference[0]}: nothing was merged. Split it again "
+                    f"under those names: python DataSplitD2.py {shell_path(source)} --out {shell_path(renamed)} "
+                    f"{renames}, then merge that: python DataMerger.py {shell_path(renamed)} --into "
+                    f"{shell_path(into)}"
                 )
             if not add_classes:
                 raise UserError(
