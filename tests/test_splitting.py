@@ -454,7 +454,8 @@ def test_a_second_dataset_split_into_the_first_one_s_out_is_told_to_split_apart_
     message, apart = str(refused.value), tmp_path / "data" / Path(second).name
     assert f"{tmp_path / 'data'} holds a split of another dataset ({Path(first).name})" in message
     assert "merged in" not in message
-    assert f"--out {apart}" in message
+    assert f"the same command with --out {apart}, and --rename OLD=NEW to name its classes as the split there does: " \
+           "GeneratedArt, RealArt" in message  # its classes are fake and real: the merge would refuse them
     assert f"python DataMerger.py {apart} --into {tmp_path / 'data'}" in message
 
 
