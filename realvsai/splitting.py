@@ -593,9 +593,13 @@ def _refuse_another_dataset(out: Path, rows: Sequence[ManifestRow], old_rows: Se
     if datasets & old_datasets and {row.source for row in rows} & {row.source for row in old_rows}:
         return
     apart = _folder_apart(out, next(iter(datasets)))
+    classes, old_classes = ({row.class_name for row in listed} for listed in (rows, old_rows))
+    renames = (", and --rename OLD=NEW to name its classes as the split there does: "
+               f"{', '.join(sorted(old_classes))}" if classes - old_classes else "")  # a merge refuses others
     raise UserError(f"{out} holds a split of another dataset ({', '.join(sorted(old_datasets))}). Split this one into "
-                    f"a folder of its own (--out {shell_path(apart)}), then merge the two: python DataMerger.py "
-                    f"{shell_path(apart)} --into {shell_path(out)}; or add --overwrite to move the old split aside.")
+                    f"a folder of its own (the same command with --out {shell_path(apart)}{renames}), then merge the "
+                    f"two: python DataMerger.py {shell_path(apart)} --into {shell_path(out)}; or add --overwrite to "
+                    "move the old split aside.")
 
 
 def _folder_apart(out: Path, dataset: str) -> Path:
