@@ -283,6 +283,29 @@ def test_save_model_atomically_keeps_the_old_file_when_the_save_fails(tmp_path, 
     assert [path.name for path in tmp_path.iterdir()] == ["model.h5"]
 
 
+def test_a_save_the_disk_cannot_hold_is_refused_before_hdf5_writes_it(tmp_path, monkeypatch):
+    """HDF5 crashed the process (exit 139, once without a word) when a disk filled part way through its write:
+    Keras leaves the file open, and libhdf5 fails as it is closed. A save that cannot fit is refused first."""
+    import errno
+    import shutil
+
+    model, saves = tiny_model(), []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
+    monkeypatch.setattr(model, "save", lambda *args, **kwargs: saves.append(args))
+    monkeypatch.setattr(model, "save_weights", lambda *args, **kwargs: saves.append(args))
+
+    with pytest.raises(OSError) as full:
+        save_model_atomically(model, tmp_path / "model.h5")
+    backup = RunBackup(tmp_path / "backup")
+    backup.set_model(model)
+    with pytest.raises(OSError) as backup_full:
+        backup.on_epoch_end(0)
+
+    assert full.value.errno == backup_full.value.errno == errno.ENOSPC and not saves
+    assert "100 bytes free" in str(full.value)
+    assert not (tmp_path / "model.h5").exists() and not list((tmp_path / "backup").glob("*.h5"))
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
 def test_saved_model_gets_the_mode_every_other_output_gets(tmp_path, umask):
     previous = os.umask(umask)
