@@ -302,7 +302,7 @@ def test_a_save_the_disk_cannot_hold_is_refused_before_hdf5_writes_it(tmp_path, 
         backup.on_epoch_end(0)
 
     assert full.value.errno == backup_full.value.errno == errno.ENOSPC and not saves
-    assert "100 bytes free" in str(full.value)
+    assert "100 B free" in str(full.value)
     assert not (tmp_path / "model.h5").exists() and not list((tmp_path / "backup").glob("*.h5"))
 
 
