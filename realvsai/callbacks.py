@@ -6,11 +6,13 @@ They use only the public callback hooks, so the multi-worker loop drives them th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +24,7 @@ import keras
 from realvsai.cli import plural, raise_if_ctrl_c
 from realvsai.config import MONITOR, monitor_of
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, write_csv
+from realvsai.files import atomic_write_text, human_bytes, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +37,28 @@ def _save_folder_prefix(path: Path) -> str:
     return f".{path.stem}."
 
 
+def refuse_if_no_room(variables: Sequence[keras.Variable], path: Path) -> None:
+    """An OSError (no space) when the disk of ``path`` cannot hold ``variables`` saved as HDF5: a write that fails
+    part way crashes the process in libhdf5 as Keras' open file is closed (exit 139, at times without a word)."""
+    def value_bytes(dtype: str) -> int:  # float32 4, bfloat16 2, int64 8, bool 1
+        bits = re.search(r"\d+$", str(dtype))
+        return int(bits.group()) // 8 if bits else 1
+
+    # The values, and a twentieth and a megabyte more for HDF5's own records.
+    values = sum(math.prod(variable.shape) * value_bytes(variable.dtype) for variable in variables)
+    needed = values * 21 // 20 + (1 << 20)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: saving it needs about {human_bytes(needed)}, "
+                      f"{human_bytes(free)} free", str(path))
+
+
 def save_model_atomically(model: keras.Model, path: Path) -> None:
     """Saves ``model`` as HDF5 (without optimizer) under a temporary name beside ``path``, then renames it.
     A kill in between leaves a hidden ``.<stem>.<random>.tmp`` folder, which ``remove_killed_saves`` removes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_if_no_room(model.weights, path)
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # HDF5 is the project's format: hide Keras' "legacy format" warning
@@ -299,6 +318,7 @@ class RunBackup(keras.callbacks.Callback):
         self._build_optimizer()
         name = f"epoch-{epoch + 1}{WEIGHTS_SUFFIX}"
         self.folder.mkdir(parents=True, exist_ok=True)
+        refuse_if_no_room([*self.model.weights, *self.model.optimizer.variables], self.folder / name)
         self.model.save_weights(self.folder / name)  # not yet named by the commit: a torn write is never read
         atomic_write_text(self.folder / BACKUP_COMMIT_FILE, json.dumps(
             {"epoch": epoch + 1, "checkpoint": name, "state": self.state_fn()}, indent=1))
