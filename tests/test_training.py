@@ -6,6 +6,8 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, needs_jax, read_history_csv, run_script, write_image
+from conftest import REPO, needs_jax, read_history_csv, run_script, snapshot, write_image
 from test_cli import drop_a_ctrl_c
 
 import ModelTraining
@@ -288,6 +290,47 @@ def test_cli_refuses_an_existing_run_in_one_line(tmp_path, make_class_folder, ca
     code = cli(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "models"), "--name", "taken", "--quiet"])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and error[-1].startswith("error: ") and "--resume" in error[-1]
+
+
+@pytest.mark.parametrize("out", ["test", "train", "", "test/preds"])
+def test_cli_refuses_an_out_inside_data_before_it_trains_or_writes(tmp_path, make_class_folder, capsys, monkeypatch,
+                                                                   cli, out):
+    """--out "data/my out/test" trained the whole run, then its final evaluation found the run folder among the test
+    classes (and --resume repeated it); in train/ the run finished, but the next training found class 't7' empty."""
+    data = tmp_path / "data" / "my out"
+    for split in ("train", "validation", "test"):
+        make_class_folder(data / split, {"FAKE": 2, "REAL": 2})
+    monkeypatch.setattr(training, "_train", lambda *args: pytest.fail("trained"))
+    before = snapshot(data)
+    code = cli(["--data", str(data), "--out", str(data / out), "--name", "t7", "--image-size", "32", "--weights",
+                "none", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(error) == 1
+    assert error[0] == (f"error: --out {data / out} lies inside --data {data} (the run folder would land among the "
+                        "dataset's images); choose an --out outside it, e.g. --out models.")
+    assert snapshot(data) == before
+
+
+def test_resume_of_a_run_inside_its_data_says_to_move_it_out_and_the_move_resumes(tmp_path):
+    """A run started with --out inside --data (before that was refused) failed its final evaluation on every
+    --resume; so does one whose dataset moved around it (--data NEW, --out inside NEW)."""
+    data = tmp_path / "data" / "my out"
+    run = data / "test" / "t7"
+    (run / "backup").mkdir(parents=True)
+    (run / "backup" / "config.json").write_text(json.dumps(TrainConfig(data=data, name="t7", weights="none",
+                                                                       out=data / "test").to_json()))
+    for given in (None, data):
+        with pytest.raises(UserError) as refused:
+            resolve_run_dir(TrainConfig(out=data / "test", name="t7"), resume=True, data=given)
+        assert str(refused.value) == (
+            f"{run} lies inside its dataset {data}, where it would be read as images; move it out of there "
+            f"(mkdir -p models && mv {shlex.quote(str(run))} models/), then continue it with: "
+            "python ModelTraining.py --resume --name t7"
+            + ("" if given is None else f" --data {shlex.quote(str(data))}") + ".")
+    (tmp_path / "models").mkdir()
+    shutil.move(run, tmp_path / "models")  # as the advice says, from the repository: out of the dataset
+    config, run_dir = resolve_run_dir(TrainConfig(out=tmp_path / "models", name="t7"), resume=True)
+    assert run_dir == tmp_path / "models" / "t7" and config.data == data
 
 
 @pytest.mark.parametrize("name", ["..", ".", "", "runs/art", "runs\\art", "/tmp/art", "../art"])
