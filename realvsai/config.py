@@ -328,6 +328,7 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
     run_dir = Path(config.out) / config.name
     saved = run_dir / BACKUP_DIR / RUN_CONFIG_FILE
     if not resume:
+        _refuse_run_inside_data(run_dir, Path(config.data), None)
         if run_dir.exists() and not saved.is_file() and (run_dir / MODEL_JSON_FILE).is_file():
             raise UserError(f"{run_dir} holds a finished run. Choose another --name, or delete it "
                             f"({deleter_command(run_dir)}) to train it again.")
@@ -345,6 +346,7 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
         config = dataclasses.replace(config, data=Path(data))
     if saved.is_file():
         stored = read_run_config(run_dir)[0]
+        _refuse_run_inside_data(run_dir, Path(data if data is not None else stored.data), data)
         if data is None and not Path(stored.data).is_dir():  # a new split would be other data, which is refused
             raise UserError(f"{stored.data}, the data {run_dir} started on, is not there. If it moved, give its new "
                             f"place: --resume --name {config.name} --data NEW-PLACE.")
@@ -361,6 +363,30 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
                         "nothing to resume, and its files are kept. Check --out and --name, or start a new run "
                         "with another --name.")
     raise UserError(f"{run_dir} does not exist, so there is nothing to resume. Check --out and --name.")
+
+
+def _refuse_run_inside_data(run_dir: Path, data: Path, moved_data: Path | None) -> None:
+    """A UserError when the run folder ``run_dir`` lies inside its dataset ``data`` (``--out`` inside ``--data``):
+    there it would be read as a class folder, or a split's, and the run's own evaluation (or the next training)
+    would fail on it. A new run is refused before anything is written; a run folder already there (from before
+    this was refused), with the move that takes it out and the command that goes on (``moved_data``: the --data
+    a resume was given, which it needs again)."""
+    from realvsai.files import is_inside  # files reads this module's constants
+
+    if not is_inside(run_dir, data):
+        return
+    models = Path(TrainConfig.out)
+    if not run_dir.exists():
+        raise UserError(f"--out {run_dir.parent} lies inside --data {data} (the run folder would land among the "
+                        f"dataset's images); choose an --out outside it, e.g. --out {shell_path(models)}.")
+    if (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file():
+        flags = [] if moved_data is None else [f"--data {shell_path(moved_data)}"]
+        then = f"continue it with: {' '.join([resume_command(models / run_dir.name), *flags])}"
+    else:
+        then = f"choose an --out outside the dataset, e.g. --out {shell_path(models)}"
+    raise UserError(f"{run_dir} lies inside its dataset {data}, where it would be read as images; move it out of "
+                    f"there (mkdir -p {shell_path(models)} && mv {shell_path(run_dir)} {shell_path(models)}/), "
+                    f"then {then}.")
 
 
 def _left_by_a_killed_start(run_dir: Path) -> bool:
