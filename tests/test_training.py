@@ -622,6 +622,28 @@ def test_evaluate_or_predict_out_a_run_folder_is_bad_usage(tmp_path, make_class_
     assert sorted(path.name for path in run.parent.iterdir()) == ["art"]
 
 
+@pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
+@pytest.mark.parametrize("inside", ["", "preds", "REAL/preds"])
+def test_evaluate_or_predict_out_inside_the_folder_it_reads_is_bad_usage(tmp_path, make_class_folder, capsys, cli,
+                                                                         mode, inside):
+    """--predict RUN --input "data/my out/test" --out "data/my out/test/preds" was accepted: the next --evaluate and
+    training found a class 'preds' there, and the next --predict listed predictions.csv as an unreadable input."""
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    images = make_class_folder(tmp_path / "data" / "my out" / "test", {"FAKE": 2, "REAL": 2})
+    before = snapshot(images)
+    reads = "--test-dir" if mode == "--evaluate" else "--input"
+    command = [mode, str(run), reads, str(images), "--quiet"]
+    with pytest.raises(SystemExit) as stopped:
+        cli([*command, "--out", str(images / inside)])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2, error
+    assert (f"error: --out {images / inside} lies inside {reads} {images}, where its files would be read with the "
+            "images the next time; leave --out out for a folder beside the model, or choose one outside "
+            f"{images} (") in error, error
+    assert snapshot(images) == before
+    assert cli(command) == 0 and snapshot(images) == before  # the advice, followed
+
+
 def test_cli_robustness_without_evaluate_is_a_command_line_error(tmp_path, capsys, cli):
     with pytest.raises(SystemExit) as exit_info:
         cli(["--data", str(tmp_path / "data"), "--robustness", "--quiet"])
