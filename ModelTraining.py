@@ -84,6 +84,7 @@ from realvsai.config import (
     shell_path,
 )
 from realvsai.errors import UserError
+from realvsai.files import is_inside
 
 if TYPE_CHECKING:
     from realvsai.training import RunInterrupted, RunWriteFailed, TrainResult
@@ -214,6 +215,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--out {args.out} is a training run's folder (it holds {MODEL_JSON_FILE}), whose own results "
                      f"--{reading} would be mixed with. Give a folder of its own, or leave --out out for {default} "
                      "beside the model")
+    for read in (args.test_dir or []) if reading == "evaluate" else [args.input] if reading == "predict" else []:
+        if args.out is not None and (is_inside(args.out, read) or os.path.realpath(args.out) == os.path.realpath(read)):
+            # Its results would be read back: as a class folder by --evaluate and training, as input by --predict.
+            parser.error(f"--out {args.out} lies inside {'--test-dir' if reading == 'evaluate' else '--input'} "
+                         f"{read}, where its files would be read with the images the next time; leave --out out for a "
+                         f"folder beside the model, or choose one outside {read}")
     mode = next((mode for mode in MODE_FLAGS if getattr(args, mode)), None)
     ignored = ignored_flags(parser, argv, args, MODE_FLAGS[mode]) if mode else []
     if ignored and mode == "demo":
