@@ -644,6 +644,26 @@ def test_evaluate_or_predict_out_inside_the_folder_it_reads_is_bad_usage(tmp_pat
     assert cli(command) == 0 and snapshot(images) == before  # the advice, followed
 
 
+@pytest.mark.parametrize("splits", [("train", "validation", "test"), ("Train", "Valid", "TEST")])
+def test_evaluate_on_a_dataset_folder_names_its_test_split_not_a_rename(tmp_path, make_class_folder, capsys, cli,
+                                                                       splits):
+    """--test-dir "data/my out" said "class folders ['test', 'train', 'validation'] ... Rename the folders (or
+    re-split with --rename OLD=NEW)": followed, that damages the split; what it needs is the test split."""
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    data = tmp_path / "data" / "my out"
+    for split in splits:
+        make_class_folder(data / split, {"FAKE": 2, "REAL": 2})
+    before = snapshot(data)
+    code = cli(["--evaluate", str(run), "--test-dir", str(data), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    found = ", ".join(sorted(splits))
+    assert code == 1 and error == [f"error: {data} is a dataset folder (it holds the split folders {found}), not one "
+                                   f"folder per class: give its test split, --test-dir "
+                                   f"{shlex.quote(str(data / splits[2]))}."]
+    assert snapshot(data) == before
+    assert cli(["--evaluate", str(run), "--test-dir", str(data / splits[2]), "--quiet"]) == 0  # the advice, followed
+
+
 def test_cli_robustness_without_evaluate_is_a_command_line_error(tmp_path, capsys, cli):
     with pytest.raises(SystemExit) as exit_info:
         cli(["--data", str(tmp_path / "data"), "--robustness", "--quiet"])
