@@ -29,7 +29,17 @@ from realvsai.cli import plural, progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images, read_json, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb
-from realvsai.layout import MANIFEST_NAME, SPLITS, TEST, VALIDATION, class_folder_of, find_class_folders, read_manifest
+from realvsai.layout import (
+    MANIFEST_NAME,
+    SPLIT_WORDS,
+    SPLITS,
+    TEST,
+    VALIDATION,
+    class_folder_of,
+    find_class_folders,
+    name_key,
+    read_manifest,
+)
 from realvsai.model_card import PLOT_FILES, few_positives, render_card
 from realvsai.run import NEAR_CHANCE, SOURCE_UNIT, ModelInfo, Predictor, doubt, size_band
 
@@ -249,9 +259,26 @@ def check_folders(model_info: ModelInfo | Mapping[str, Any], folders: Sequence[P
     source_names(folders)  # a folder given twice fails before any is scanned
     scanned = []
     for folder in map(Path, folders):
+        _refuse_dataset_folder(folder, class_names)
         images = scan_images(folder, class_names=class_names, max_pixels=max_pixels, crop_size=info.crop_size)
         scanned.append(dataclasses.replace(images, skipped=[*images.skipped, *left_out_files(folder, class_names)]))
     return scanned
+
+
+def _refuse_dataset_folder(folder: Path, class_names: Sequence[str]) -> None:
+    """A UserError when the "class folders" of ``folder`` are a dataset's split folders (train/, validation/, test/,
+    in any letter case or spelling of ``layout.SPLIT_WORDS``) that the model has no class of: a --test-dir given the
+    dataset folder instead of its test split, which renaming the folders (as for other unknown classes) would
+    damage. Names the split to give instead: test/, else validation/. A folder that also holds a class of the model
+    is left to ``scan_images``, which names the folders it does not expect."""
+    found = find_class_folders(folder) if folder.is_dir() else []
+    splits = {name: SPLIT_WORDS[name_key(name)] for name in found if name_key(name) in SPLIT_WORDS}
+    if not splits or set(class_folder_of(class_names, found).values()) & set(found):  # a class beside: not a dataset
+        return
+    chosen = min(splits, key=lambda name: (SPLITS[::-1].index(splits[name]), name))  # test, validation, train
+    raise UserError(f"{folder} is a dataset folder (it holds the split folders {', '.join(sorted(splits))}), not one "
+                    f"folder per class: give its {splits[chosen]} split, --test-dir "
+                    f"{config.shell_path(folder / chosen)}.")
 
 
 def _predict_sources(predictor: Predictor, folders: Sequence[Path], scanned: Sequence[LabelledImages]
