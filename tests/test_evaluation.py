@@ -1165,3 +1165,15 @@ def test_the_cards_tables_keep_their_columns_whatever_the_class_and_source_names
         assert len(widths) == 1, table
     prose = regex.sub(r"``.*?``|`[^`]*`", "", card)  # code spans show their text as it is
     assert "*x*" not in prose.replace("\\*x\\*", "")  # never emphasis
+
+
+def test_a_dataset_folder_of_a_train_split_alone_is_never_advised_as_the_test_dir(tmp_path, make_class_folder):
+    # Its train split is what the model learnt: an evaluation there says nothing of new images.
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
+
+    with pytest.raises(UserError) as refused:
+        evaluation.check_folders(model_info(["FAKE", "REAL"]), [tmp_path / "data"])
+
+    message = str(refused.value)
+    assert "is a dataset folder" in message and "--test-dir" not in message
+    assert "no test or validation split" in message
