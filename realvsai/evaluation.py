@@ -34,6 +34,7 @@ from realvsai.layout import (
     SPLIT_WORDS,
     SPLITS,
     TEST,
+    TRAIN,
     VALIDATION,
     class_folder_of,
     find_class_folders,
@@ -269,16 +270,21 @@ def _refuse_dataset_folder(folder: Path, class_names: Sequence[str]) -> None:
     """A UserError when the "class folders" of ``folder`` are a dataset's split folders (train/, validation/, test/,
     in any letter case or spelling of ``layout.SPLIT_WORDS``) that the model has no class of: a --test-dir given the
     dataset folder instead of its test split, which renaming the folders (as for other unknown classes) would
-    damage. Names the split to give instead: test/, else validation/. A folder that also holds a class of the model
-    is left to ``scan_images``, which names the folders it does not expect."""
+    damage. Names the split to give instead: test/, else validation/ (never train/, which the model learnt). A
+    folder that also holds a class of the model is left to ``scan_images``, which names the folders it does not
+    expect."""
     found = find_class_folders(folder) if folder.is_dir() else []
     splits = {name: SPLIT_WORDS[name_key(name)] for name in found if name_key(name) in SPLIT_WORDS}
     if not splits or set(class_folder_of(class_names, found).values()) & set(found):  # a class beside: not a dataset
         return
-    chosen = min(splits, key=lambda name: (SPLITS[::-1].index(splits[name]), name))  # test, validation, train
-    raise UserError(f"{folder} is a dataset folder (it holds the split folders {', '.join(sorted(splits))}), not one "
-                    f"folder per class: give its {splits[chosen]} split, --test-dir "
-                    f"{config.shell_path(folder / chosen)}.")
+    held_out = sorted((name for name in splits if splits[name] != TRAIN), key=lambda name: (splits[name] != TEST, name))
+    found = (f"{folder} is a dataset folder (it holds the split folders {', '.join(sorted(splits))}), not one folder "
+             "per class")
+    if not held_out:  # what the model learnt from says nothing of new images
+        raise UserError(f"{found}, and it has no test or validation split: give a folder of images the model did "
+                        "not train on.")
+    raise UserError(f"{found}: give its {splits[held_out[0]]} split, --test-dir "
+                    f"{config.shell_path(folder / held_out[0])}.")
 
 
 def _predict_sources(predictor: Predictor, folders: Sequence[Path], scanned: Sequence[LabelledImages]
