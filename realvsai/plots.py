@@ -1,5 +1,6 @@
-"""Evaluation plots as PNG files: scikit-learn's displays drawn on a bare ``matplotlib.figure.Figure``
-(it saves through Agg by itself: no pyplot, no backend switch, no figure leaked).
+"""Evaluation plots as PNG files: scikit-learn's displays and curves drawn on a bare ``matplotlib.figure.Figure``
+(it saves through Agg by itself: no pyplot, no backend switch, no figure leaked). Each stays bounded in size and
+readable whatever the number of classes.
 """
 
 from __future__ import annotations
@@ -7,16 +8,18 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.calibration import CalibrationDisplay
-from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, auc, average_precision_score, precision_recall_curve, roc_curve
 
 from realvsai.cli import plural
 from realvsai.config import CROSS_ENTROPY, MAX_IMAGE_PIXELS
@@ -30,6 +33,14 @@ DPI = 120
 THUMBNAIL_SIDE = 256  # the error grid shows each image at most this big, so huge photos cost little
 _LINE_NAMES = {"jpeg": "JPEG re-compression (quality)", "blur": "Gaussian blur (σ)", "downscale": "downscale (scale)"}
 _POINT_LABELS = {"jpeg": "q{:g}", "blur": "σ{:g}", "downscale": "×{:g}"}
+MAX_NAME = 22  # characters of a class name a plot shows; a longer one loses its middle to "…"
+MAX_MATRIX_SIDE = 12.0  # inches a confusion-matrix panel grows to (100 classes made a 248-megapixel PNG)
+MAX_CELL_VALUES = 25  # classes up to which each confusion-matrix cell shows its number; above, its colour only
+MAX_NAMED_CURVES = 10  # one-vs-rest curves up to which each has a colour (tab10's) and a legend entry of its own
+WORST_NAMED = 3  # above that, the classes of the lowest AUC or AP named; the others thin and grey, one entry
+MAX_BARS_HEIGHT = 20.0  # inches the class-distribution plot grows to
+# A class name in a script DejaVu Sans lacks (CJK) draws as boxes, with a warning a character: silenced.
+_MISSING_GLYPH = r"Glyph \d+ \(.*\) missing from font"
 
 
 @dataclass(frozen=True)
@@ -45,72 +56,150 @@ class ErrorExample:
 
 def _save(figure: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    with warnings.catch_warnings():  # the layout and drawing measure and draw every text here
+        warnings.filterwarnings("ignore", _MISSING_GLYPH, UserWarning)
+        figure.savefig(buffer, format="png", dpi=DPI)
     atomic_write_bytes(Path(path), buffer.getvalue())
     return Path(path)
 
 
+def _short(name: str, limit: int = MAX_NAME) -> str:
+    """``name``, or its start and end around "…" where it is longer than ``limit`` characters."""
+    if len(name) <= limit:
+        return name
+    tail = (limit - 1) // 3
+    return name[:limit - 1 - tail] + "…" + name[-tail:]
+
+
+def _name_ticks(count: int, spacing: float) -> tuple[float, range]:
+    """The font size of the class names along an axis whose classes lie ``spacing`` points apart, and which of
+    them are named: every one, or every n-th where even the smallest font would overlap its neighbours."""
+    font = min(10.0, max(6.0, 0.8 * spacing))
+    return font, range(0, count, math.ceil(1.2 * font / spacing))
+
+
 def plot_confusion_matrix(labels: Sequence[int], predicted: Sequence[int], class_names: Sequence[str],
                           path: Path) -> Path:
-    """Counts and row-normalised rates (recall on the diagonal) side by side."""
-    side = max(4.0, 0.9 * len(class_names) + 2.5)
+    """Counts and row-normalised rates (recall on the diagonal) side by side; a panel at most ``MAX_MATRIX_SIDE``
+    inches, with each cell's number up to ``MAX_CELL_VALUES`` classes."""
+    count = len(class_names)
+    side = min(MAX_MATRIX_SIDE, max(4.0, 0.9 * count + 2.5))
+    cell = (side - 2.5) * 72 / count  # points a class takes along an axis, about (names and colour bar aside)
+    font, named = _name_ticks(count, cell)
+    names = [_short(class_names[index]) for index in named]
+    if max(map(len, names)) * 0.6 * font <= 0.9 * cell * named.step:  # the names fit side by side
+        rotation = {"rotation": 0}
+    elif cell >= 2 * font:
+        rotation = {"rotation": 45, "ha": "right", "rotation_mode": "anchor"}
+    else:
+        rotation = {"rotation": 90}
     figure = Figure(figsize=(2 * side + 1, side), layout="constrained")
     for axes, normalize, subtitle, values_format in zip(
             figure.subplots(1, 2), (None, "true"), ("counts", "row-normalised (recall on the diagonal)"),
             (",d", ".2f")):
         ConfusionMatrixDisplay.from_predictions(
-            labels, predicted, labels=list(range(len(class_names))), display_labels=list(class_names),
-            normalize=normalize, values_format=values_format, cmap="Blues", ax=axes,
-            xticks_rotation=45 if len(class_names) > 3 else "horizontal")
+            labels, predicted, labels=list(range(count)), normalize=normalize, values_format=values_format,
+            cmap="Blues", ax=axes, include_values=count <= MAX_CELL_VALUES, text_kw={"fontsize": min(10, 0.3 * cell)})
+        axes.set_xticks(named, names, fontsize=font, **rotation)
+        axes.set_yticks(named, names, fontsize=font)
         axes.set(xlabel="predicted class", ylabel="true class", title=subtitle)
     figure.suptitle(f"Confusion matrix ({plural(len(labels), 'image')})")
     return _save(figure, path)
 
 
-def _curves(display: type[RocCurveDisplay] | type[PrecisionRecallDisplay], labels: Sequence[int],
+def _roc(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    false_positive_rate, true_positive_rate, _ = roc_curve(truth, scores)
+    return false_positive_rate, true_positive_rate, float(auc(false_positive_rate, true_positive_rate))
+
+
+def _precision_recall(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    precision, recall, _ = precision_recall_curve(truth, scores, drop_intermediate=True)
+    return recall, precision, float(average_precision_score(truth, scores))
+
+
+def _curves(curve: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, float]], labels: Sequence[int],
             probabilities: np.ndarray, class_names: Sequence[str], positive_index: int,
-            title: str) -> tuple[Figure, list]:
-    """One curve of P(positive) for two classes, one-vs-rest for more; a class with one side only gets none."""
+            title: str) -> tuple[Figure, Axes | None]:
+    """One curve of P(positive) for two classes, one-vs-rest for more; a class with one side only gets none.
+    Up to ``MAX_NAMED_CURVES`` curves each have a colour and an entry; more are drawn thin and grey under one entry,
+    the ``WORST_NAMED`` lowest named, and their micro-average in bold. The axes, or None where none was drawn."""
     labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    roc = curve is _roc
+    score_name, style = ("AUC", {}) if roc else ("AP", {"drawstyle": "steps-post"})
     figure = Figure(figsize=(6, 5.5), layout="constrained")
     axes = figure.add_subplot()
     binary = len(class_names) == 2
-    drawn = []
-    for index in [positive_index] if binary else range(len(class_names)):
-        truth = labels == index
-        if truth.all() or not truth.any():
-            logger.warning("%s: none for %s, the labels hold only one side of it", title, class_names[index])
-            continue
-        # ROC's chance line is one diagonal for every class; precision-recall's is each class's share of images.
-        chance = display is PrecisionRecallDisplay or not drawn
-        drawn.append(display.from_predictions(truth, probabilities[:, index], ax=axes, plot_chance_level=chance,
-                                              name=class_names[index] + ("" if binary else " vs rest")))
-    if not drawn:
+    indices = [positive_index] if binary else range(len(class_names))
+    one_sided = [index for index in indices if (labels == index).all() or not (labels == index).any()]
+    if one_sided:
+        named = ", ".join(_short(class_names[index]) for index in one_sided[:5])
+        logger.warning("%s: none for %s%s, the labels hold only one side of %s", title, named,
+                       f" and {len(one_sided) - 5} more" if len(one_sided) > 5 else "",
+                       "it" if len(one_sided) == 1 else "them")
+    curves = {index: curve(labels == index, probabilities[:, index]) for index in indices if index not in one_sided}
+
+    def name(index: int) -> str:
+        return _short(class_names[index]) + ("" if binary else " vs rest") + f" ({score_name} = {curves[index][2]:.2f})"
+
+    # Precision-recall's chance level: each class's share of the images (the micro-average's for many classes).
+    shares = {index: float(np.mean(labels == index)) for index in curves}
+    if len(curves) <= MAX_NAMED_CURVES:
+        for colour, (index, (x, y, _score)) in enumerate(curves.items()):
+            axes.plot(x, y, color=f"C{colour}", label=name(index), **style)
+    else:
+        worst = sorted(curves, key=lambda index: curves[index][2])[:WORST_NAMED]
+        others = [index for index in curves if index not in worst]
+        mean = np.mean([score for _x, _y, score in curves.values()])
+        for number, index in enumerate(others):
+            axes.plot(*curves[index][:2], color="0.6", linewidth=0.6, alpha=0.7, **style, label="_" if number else
+                      f"{len(others)} more classes vs rest (mean {score_name} of all {len(curves)} = {mean:.2f})")
+        for colour, index in enumerate(worst, start=1):
+            axes.plot(*curves[index][:2], color=f"C{colour}", linewidth=1.2, label="lowest: " + name(index), **style)
+        truth = labels[:, None] == np.arange(len(class_names))
+        x, y, score = curve(truth.ravel(), probabilities.ravel())
+        axes.plot(x, y, color="C0", linewidth=2.5, label=f"micro-average ({score_name} = {score:.2f})", **style)
+        shares = {None: float(truth.mean())}
+    if not curves:
         axes.text(0.5, 0.5, "undefined: the labels hold one class only", ha="center", va="center")
-    else:  # scikit-learn's labels add "(Positive label: 1)", the one-vs-rest truth's encoding
-        axes.set(**({"xlabel": "false positive rate", "ylabel": "true positive rate (recall)"}
-                    if display is RocCurveDisplay else {"xlabel": "recall", "ylabel": "precision"}))
+    else:
+        if roc:
+            axes.plot((0, 1), (0, 1), "k--", label="Chance level (AUC = 0.5)")
+        elif len(set(shares.values())) == 1:
+            share = next(iter(shares.values()))
+            axes.plot((0, 1), (share, share), "k--", label=f"Chance level (AP = {share:.2f})")
+        else:  # dotted, each in its class's colour, one entry
+            for colour, share in enumerate(shares.values()):
+                axes.plot((0, 1), (share, share), ":", color=f"C{colour}",
+                          label="_" if colour else "Chance level (dotted: each class's share)")
+        axes.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01),
+                 **({"xlabel": "false positive rate", "ylabel": "true positive rate (recall)"} if roc
+                    else {"xlabel": "recall", "ylabel": "precision"}))
+        if binary:
+            axes.legend(loc="lower right" if roc else "lower left")
+        else:  # below the axes, where it hides no curve
+            figure.set_size_inches(6, 5.5 + 0.25 * len(axes.get_legend_handles_labels()[1]))
+            figure.legend(loc="outside lower center", fontsize="small")
     axes.set_title(title if binary else f"{title}s, one vs rest")
     axes.grid(alpha=0.3)
-    return figure, drawn
+    return figure, axes if curves else None
 
 
 def plot_roc_curves(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str], path: Path,
                     positive_index: int = 1) -> Path:
     """ROC curve(s) with the AUC in the legend."""
-    return _save(_curves(RocCurveDisplay, labels, probabilities, class_names, positive_index, "ROC curve")[0], path)
+    return _save(_curves(_roc, labels, probabilities, class_names, positive_index, "ROC curve")[0], path)
 
 
 def plot_precision_recall_curves(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                                  path: Path, positive_index: int = 1, threshold: float | None = None) -> Path:
     """Precision-recall curve(s) with average precision in the legend; two classes mark ``threshold``."""
-    figure, drawn = _curves(PrecisionRecallDisplay, labels, probabilities, class_names, positive_index,
-                            "Precision-recall curve")
-    if threshold is not None and len(class_names) == 2 and drawn:
+    figure, axes = _curves(_precision_recall, labels, probabilities, class_names, positive_index,
+                           "Precision-recall curve")
+    if threshold is not None and len(class_names) == 2 and axes is not None:
         at = threshold_metrics(np.asarray(labels), np.asarray(probabilities)[:, positive_index], positive_index,
                                threshold)
-        drawn[0].ax_.plot(at["recall"], at["precision"], "o", color="black", label=f"threshold {threshold:.3f}")
-        drawn[0].ax_.legend(loc="lower left", fontsize=8)
+        axes.plot(at["recall"], at["precision"], "o", color="black", label=f"threshold {threshold:.3f}")
+        axes.legend(loc="lower left", fontsize=8)
     return _save(figure, path)
 
 
@@ -132,23 +221,28 @@ def plot_reliability_diagram(labels: Sequence[int], probabilities: np.ndarray, e
 
 
 def plot_class_distribution(counts: Mapping[str, Mapping[str, int]], path: Path) -> Path:
-    """Grouped bars: images per class (groups) and split (bars), with the numbers on the bars."""
+    """Grouped horizontal bars: images per class (rows, in label order) and split (bars), with the numbers on the
+    bars where they fit; at most ``MAX_BARS_HEIGHT`` inches tall."""
     splits = list(counts)
     class_names = list(dict.fromkeys(name for per_class in counts.values() for name in per_class))  # label order
+    groups = max(1, len(splits))
+    height = min(MAX_BARS_HEIGHT, max(3.0, 1.2 + (0.16 * groups + 0.12) * len(class_names)))
+    row = (height - 1.2) * 72 / max(1, len(class_names))  # points a class takes, about
+    font, named = _name_ticks(len(class_names), row)
     positions = np.arange(len(class_names))
-    width = 0.8 / max(1, len(splits))
-    figure = Figure(figsize=(max(6.0, 1.2 * len(class_names) * max(1, len(splits)) / 2 + 3), 4.5),
-                    layout="constrained")
+    width = 0.8 / groups
+    figure = Figure(figsize=(8, height), layout="constrained")
     axes = figure.add_subplot()
     for offset, split in enumerate(splits):
         values = [int(counts[split].get(name, 0)) for name in class_names]
-        bars = axes.bar(positions + (offset - (len(splits) - 1) / 2) * width, values, width, label=split)
-        axes.bar_label(bars, labels=[f"{value:,}" for value in values], fontsize=7, padding=2)
-    axes.set_xticks(positions, class_names, rotation=45 if len(class_names) > 4 else 0)
-    axes.set(ylabel="images", title="Class distribution per split")
-    axes.margins(y=0.12)
-    axes.legend(fontsize=8)
-    axes.grid(axis="y", alpha=0.3)
+        bars = axes.barh(positions + (offset - (groups - 1) / 2) * width, values, width, label=split)
+        if width * row >= 8:  # room for a 7-point number beside each bar
+            axes.bar_label(bars, labels=[f"{value:,}" for value in values], fontsize=7, padding=2)
+    axes.set_yticks(positions[named], [_short(class_names[index]) for index in named], fontsize=font)
+    axes.set(ylim=(len(class_names) - 0.5, -0.5), xlabel="images", title="Class distribution per split")  # first on top
+    axes.margins(x=0.12)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axes.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 
 
