@@ -1177,3 +1177,20 @@ def test_a_dataset_folder_of_a_train_split_alone_is_never_advised_as_the_test_di
     message = str(refused.value)
     assert "is a dataset folder" in message and "--test-dir" not in message
     assert "no test or validation split" in message
+
+
+def test_the_per_source_table_of_many_classes_has_no_column_per_class(tmp_path):
+    # A column per class made a 2,245-character row of 40 classes; metrics.json keeps every class's accuracy.
+    class_names = [f"class {index:02d}" for index in range(40)]
+    numbers = {"num_images": 80, "accuracy": 0.5, "average_precision": 0.6, "roc_auc": 0.7,
+               "class_accuracy": dict.fromkeys(class_names, 0.5)}
+    metrics = {"folder": "data/test", "num_images": 80, "average": "macro", "per_class": {},
+               "expected_calibration_error": 0.1, "sources": {"a/test": numbers, "b/test": numbers},
+               "combined": numbers,
+               **dict.fromkeys(("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "loss"), 0.5)}
+
+    card = model_card.render_card(model_info(class_names), metrics, "Model card: run")
+
+    assert "| source | images | accuracy | AP | ROC AUC |\n" in card
+    assert "| a/test | 80 | 0.5000 | 0.6000 | 0.7000 |\n" in card
+    assert "accuracy on class" not in card and "per class in [metrics.json](metrics.json)" in card
