@@ -53,13 +53,13 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from realvsai import inference
 from realvsai.cli import make_parser, nonempty_path, plural, positive_int, setup_logging, tensorflow_logs_filtered
-from realvsai.config import CROP_GRID
+from realvsai.config import CROP_GRID, FEW_CLASSES
 from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
 from realvsai.metrics import DecisionRule
 from realvsai.model_card import code_span, markdown_text, small_test_set
-from realvsai.prediction import FEW_CLASSES, csv_cell, describe_counts
+from realvsai.prediction import csv_cell, describe_counts
 from realvsai.run import DEMO_WARNING, HEADLINE_METRICS, ModelInfo, ModelRun, list_runs, load_run, read_run
 
 if not st.runtime.exists():
@@ -70,7 +70,7 @@ if not st.runtime.exists():
 logger = logging.getLogger("realvsai.app")
 DEFAULTS = inference.DEFAULTS
 MAX_CARDS = 60  # uploads shown one by one; the table below them lists all of them
-# FEW_CLASSES (prediction.py, as --predict's summary): up to it the page names every class (title, model line, a
+# FEW_CLASSES (config.py, as --predict's summary): up to it the page names every class (title, model line, a
 # bar, a count and a table column each); with more, it asks "Which of 40 classes?", a card shows this many most
 # probable classes, the summary this many most frequent answers, the table the answer's probability (its CSV all).
 

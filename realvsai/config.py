@@ -51,6 +51,9 @@ INPUT_MODES = ("resize", "crops")  # whole image resized, or native-resolution c
 CROP_GRID = 3  # crops mode predicts from CROP_GRID x CROP_GRID crops, evenly spaced, softmax averaged
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
+# Up to this many classes a summary, the model card and the app name each (a count, a column, a bar each); with
+# more, the most frequent answers and the most probable classes, the rest in metrics.json and predictions.csv.
+FEW_CLASSES = 5
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp"})  # any letter case
 MIN_IMAGE_SIZE = 32  # the smallest side keras.applications' ResNets accept (five stride-2 stages)
 CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" rule, recorded in model.json

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from realvsai.cli import plural
-from realvsai.config import CROP_GRID, METRICS_FILE, MONITOR, REPORT_FILE, UNREADABLE_FILE, monitor_of
+from realvsai.config import CROP_GRID, FEW_CLASSES, METRICS_FILE, MONITOR, REPORT_FILE, UNREADABLE_FILE, monitor_of
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
 from realvsai.metrics import DecisionRule, skipped_why, uncertain_text
@@ -222,7 +222,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     lines += ["", f"Full numbers: [{METRICS_FILE}]({METRICS_FILE}), [{REPORT_FILE}]({REPORT_FILE})."]
 
     if metrics.get("sources"):
-        ordered = sorted(class_names, key=lambda name: name != positive)  # the positive class first
+        # The positive class first; of many classes none (metrics.json has each one's): a row would not fit a page.
+        ordered = sorted(class_names, key=lambda name: name != positive) if len(class_names) <= FEW_CLASSES else []
         headers = ["source", "images", "accuracy", "AP", "ROC AUC",
                    *(f"accuracy on {markdown_text(name)}" for name in ordered)]
         rows = [[label, f"{numbers['num_images']:,}",
@@ -232,8 +233,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                                          for name, numbers in metrics["sources"].items()),
                                        ("**all sources**", metrics["combined"])]]
         lines += ["", "## Per source", "", "Each test folder on its own, then all of them together (the metrics "
-                  "above). Accuracy follows the decision rule above; the accuracy on a class is its recall; AP and "
-                  "ROC AUC need no threshold.", "",
+                  "above). Accuracy follows the decision rule above; the accuracy on a class is its recall"
+                  f"{'' if ordered else f' (per class in [{METRICS_FILE}]({METRICS_FILE}))'}; AP and ROC AUC need no "
+                  "threshold.", "",
                   *_table(headers, rows)]
     by_kind = validation_by_kind((metrics.get("threshold_selection") or {}).get("by_kind")
                                  or model_info.get("validation_by_kind"))

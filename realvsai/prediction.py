@@ -23,7 +23,14 @@ import numpy as np
 
 from realvsai import images as image_io
 from realvsai.cli import plural
-from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, PREDICTIONS_FILE, UNREADABLE_FILE, TrainConfig
+from realvsai.config import (
+    FEW_CLASSES,
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    PREDICTIONS_FILE,
+    UNREADABLE_FILE,
+    TrainConfig,
+)
 from realvsai.errors import UserError
 from realvsai.files import list_images, spreadsheet_safe, write_csv
 from realvsai.layout import leave_out_masks
@@ -60,11 +67,6 @@ class PredictionSummary:
         if left_out:
             line += f"; {' and '.join(left_out)} listed in {self.out_dir / UNREADABLE_FILE}"
         return line
-
-
-# Up to this many classes a summary names each (and the app shows a bar, a column each); with more, the most
-# frequent answers.
-FEW_CLASSES = 5
 
 
 def describe_counts(counts: Mapping[str, int], num_uncertain: int, num_unfamiliar: int) -> str:
