@@ -619,6 +619,15 @@ def test_refuses_data_pointing_at_a_split_folder(data, make_class_folder, split,
     assert not list(data.rglob("aug_*"))
 
 
+def test_the_dataset_folder_a_split_folder_refusal_names_is_quoted_where_it_has_a_space(tmp_path, make_class_folder,
+                                                                                       capsys):
+    """It said "e.g. --data .../my out": pasted, --data got ".../my" and "out" was an argument of its own."""
+    data = tmp_path / "my out"
+    make_class_folder(data / "train", CLASSES)
+    assert augment(data / "train") == 1
+    assert f"e.g. --data {shlex.quote(str(data))}." in capsys.readouterr().err
+
+
 def test_offline_presets_are_library_presets():
     from realvsai.augmentation import PRESETS
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shlex
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -621,6 +622,18 @@ def test_a_source_that_is_a_split_folder_is_refused_naming_its_dataset_folder(fi
     assert f"SOURCE {first / 'train'} is a split folder" in str(caught.value)
     assert str(caught.value).endswith(f"e.g. {first}.")
     assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("flag", ["SOURCE", "--into"])
+def test_the_dataset_folder_a_split_folder_refusal_names_is_quoted_where_it_has_a_space(tmp_path, flag):
+    """It said "e.g. .../my data": pasted, the path was two arguments."""
+    dataset = make_split(tmp_path / "my data", COUNTS, seed=1)
+    other = make_split(tmp_path / "other", COUNTS, seed=2)
+    sources, into = ([dataset / "train"], tmp_path / "merged") if flag == "SOURCE" else ([other], dataset / "train")
+    with pytest.raises(UserError) as caught:
+        merge_datasets(sources, into)
+    example = shlex.quote(str(dataset))
+    assert str(caught.value).endswith(f"e.g. {example}." if flag == "SOURCE" else f"e.g. --into {example}.")
 
 
 def test_merging_a_folder_into_itself_is_refused(first):
