@@ -206,7 +206,7 @@ def augment(args: Namespace) -> None:
     """Plans, makes and writes the copies; prints the summary."""
     if name_key(args.data.name) in (*SPLITS, AUGMENTED_TRAIN):
         raise UserError(f"--data {args.data} is a split folder; give the dataset folder that holds train/, "
-                        f"e.g. --data {args.data.parent}. Only train is ever augmented.")
+                        f"e.g. --data {shell_path(args.data.parent)}. Only train is ever augmented.")
     started = time.perf_counter()
     settings = copy_settings(args)
     refuse_other_settings(args.data, settings)  # before planning reads every header

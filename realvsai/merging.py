@@ -425,7 +425,7 @@ def _refuse_split_folder(folder: Path, flag: str) -> None:
     children = subfolders(folder) if folder.is_dir() else []
     holds_splits = any(name_key(child.name) in SPLITS for child in children)
     classes = [child.name for child in children if name_key(child.name) not in SPLITS and list_images(child)]
-    example = f"--into {parent}" if flag == "--into" else str(parent)
+    example = f"--into {shell_path(parent)}" if flag == "--into" else shell_path(parent)
     if name_key(absolute.name) in SPLITS and (classes or not holds_splits):
         raise UserError(f"{flag} {folder} is a split folder; give the dataset folder that holds train/, "
                         f"e.g. {example}.")
