@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import shlex
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -143,6 +144,23 @@ def test_datasplitd2_on_a_folder_per_class_layout_exits_1_with_one_line(tmp_path
     process = run_script("DataSplitD2.py", source, "--out", tmp_path / "data")
     line = one_error_line(process)
     assert "no train/ and test/" in line and "DataSplitD1.py" in line
+
+
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
+@pytest.mark.parametrize("given", ["train", "Test"])
+def test_a_split_folder_of_a_train_and_test_download_is_refused_naming_the_download(tmp_path, make_class_folder,
+                                                                                   script, given):
+    """DataSplitD2 said "for one folder per class, use DataSplitD1.py", and DataSplitD1 split train's images alone:
+    the test images were silently left out."""
+    source = tmp_path / "my set"
+    make_class_folder(source / given, {"REAL": 3, "FAKE": 3})
+    make_class_folder(source / ("test" if given == "train" else "train"), {"REAL": 3, "FAKE": 3}, seed=1)
+    line = one_error_line(run_script(script, source / given, "--out", tmp_path / "data"))
+    command = f"python DataSplitD2.py {shlex.quote(str(source))} --out data"
+    assert command in line and not (tmp_path / "data").exists()
+    advised = shlex.split(line[line.index(command):])[2:-1]  # as pasted, with an --out of the test's own
+    assert run_script("DataSplitD2.py", *advised, str(tmp_path / "out")).returncode == 0
+    assert {row.split for row in read_manifest(tmp_path / "out" / "manifest.csv")} == {"train", "validation", "test"}
 
 
 def test_datasplitd1_on_a_folder_without_class_folders_exits_1_with_one_line(tmp_path):
