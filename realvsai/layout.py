@@ -196,8 +196,25 @@ def find_class_root(source: Path) -> Path:
     return find_dataset_root(source, _holds_class_folders)
 
 
+def refuse_one_split_of_a_download(folder: Path) -> None:
+    """A UserError when ``folder`` is one split (``train/``, ``Test/``, ``valid/``: ``SPLIT_WORDS``) of a download
+    whose folder holds train/ and test/: split alone, the other splits' images would be silently left out. It names
+    the DataSplitD2 command that reads the download whole."""
+    folder = Path(folder)
+    parent = Path(os.path.abspath(folder)).parent if folder.name in ("", ".", "..") else folder.parent
+    if name_key(Path(os.path.abspath(folder)).name) not in SPLIT_WORDS or not _holds_train_and_test(parent):
+        return
+    if (parent / MANIFEST_NAME).is_file():  # this project's split: nothing to split
+        raise UserError(f"{folder} is one split of {parent}, a dataset split already ({MANIFEST_NAME}); nothing "
+                        f"was written. Train on it: python ModelTraining.py --data {shell_path(parent)}")
+    raise UserError(f"{folder} is one split of the dataset in {parent}, which holds train/ and test/; split alone, "
+                    "the other split's images would be left out. Split the dataset folder: python DataSplitD2.py "
+                    f"{shell_path(parent)} --out data")
+
+
 def find_train_test_root(source: Path) -> Path:
     """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does."""
+    refuse_one_split_of_a_download(source)
     if not _holds_train_and_test(root := find_dataset_root(source, _holds_train_and_test)):
         class_root = find_class_root(source)  # a split without test/: Dataset/Train/, Dataset/Validation/
         refuse_split_folders(class_root, [folder.name for folder in subfolders(class_root)])

@@ -55,6 +55,7 @@ from realvsai.layout import (
     name_key,
     read_manifest,
     refuse_nested_copy,
+    refuse_one_split_of_a_download,
     refuse_split_folders,
     rename_classes,
     rename_option,
@@ -154,6 +155,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     ``mode``: copy, move or link; ``overwrite`` moves a different split in ``out`` aside instead of refusing."""
     fractions = check_ratios(ratios)
     source, out = _check_paths(source, out)
+    refuse_one_split_of_a_download(source)
     root = find_class_root(source)
     _announce_root(root, source)
     class_folders = find_class_folders(root)
