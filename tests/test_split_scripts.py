@@ -163,6 +163,21 @@ def test_a_split_folder_of_a_train_and_test_download_is_refused_naming_the_downl
     assert {row.split for row in read_manifest(tmp_path / "out" / "manifest.csv")} == {"train", "validation", "test"}
 
 
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
+def test_a_class_folder_named_train_beside_other_classes_is_told_the_rename_that_splits_it(tmp_path, make_class_folder,
+                                                                                          script):
+    """A vehicles set (train/ car/ bus/): DataSplitD1 said to use DataSplitD2, which said the same of itself, and
+    --rename train=locomotive was refused with that same line."""
+    source = make_class_folder(tmp_path / "raw" / "vehicles", {"train": 4, "car": 4, "bus": 4})
+    line = one_error_line(run_script(script, source, "--out", tmp_path / "data"))
+    assert "--rename train=" in line and "python DataSplitD2.py" not in line
+    assert not (tmp_path / "data").exists()
+    assert run_script("DataSplitD1.py", source, "--out", tmp_path / "data", "--rename", "train=locomotive",
+                      "--quiet").returncode == 0
+    assert {row.class_name for row in read_manifest(tmp_path / "data" / "manifest.csv")} == {"bus", "car",
+                                                                                               "locomotive"}
+
+
 def test_datasplitd1_on_a_folder_without_class_folders_exits_1_with_one_line(tmp_path):
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "photo.jpg").write_bytes(b"")
