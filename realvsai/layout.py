@@ -155,12 +155,17 @@ def find_validation_folder(source: Path) -> Path | None:
     return found[0] if found else None
 
 
-def split_folders_fix(root: Path, class_folders: Sequence[str]) -> str | None:
+def split_folders_fix(root: Path, class_folders: Sequence[str], renamed: Iterable[str] = ()) -> str | None:
     """What DataSplitD2 needs of ``root`` when its "class folders" are split folders (Kaggle's Train/ Validation/),
-    as a sentence that ends with its command; None when none of them is a split folder."""
-    splits = {name: SPLIT_WORDS[name_key(name)] for name in class_folders if name_key(name) in SPLIT_WORDS}
-    if not splits or (TRAIN not in splits.values() and len(splits) < len(class_folders)):
-        return None  # valid/ beside forged/, with no train/, are classes (a signature set)
+    as a sentence that ends with its command; None when none of them is a split folder. A folder ``renamed``
+    (by --rename) is a class; so are split names beside other folders unless train/ and a held-out split are among
+    them: valid/ beside forged/ (a signature set), train/ beside car/ and bus/ (a vehicles set)."""
+    renamed = set(renamed)
+    splits = {name: SPLIT_WORDS[name_key(name)] for name in class_folders
+              if name_key(name) in SPLIT_WORDS and name not in renamed}
+    whole = TRAIN in splits.values() and any(split != TRAIN for split in splits.values())
+    if not splits or (not whole and len(splits) < len(class_folders)):
+        return None
     command = f"python DataSplitD2.py {shell_path(root)} --out data"
     held_out = sorted(name for name, split in splits.items() if split != TRAIN)
     if TEST in splits.values() or not held_out:
@@ -170,12 +175,27 @@ def split_folders_fix(root: Path, class_folders: Sequence[str]) -> str | None:
             f"validation out of train), then run {command}")
 
 
-def refuse_split_folders(root: Path, class_folders: Sequence[str]) -> None:
+def refuse_split_folders(root: Path, class_folders: Sequence[str], renamed: Iterable[str] = ()) -> None:
     """A UserError when ``root``'s "class folders" are split folders (DataSplitD1 would train on classes "Train" and
-    "Validation"), with what DataSplitD2 needs (``split_folders_fix``)."""
-    if fix := split_folders_fix(root, class_folders):
+    "Validation"), with what DataSplitD2 needs (``split_folders_fix``); ``renamed`` folders are classes."""
+    if fix := split_folders_fix(root, class_folders, renamed):
         found = ", ".join(sorted(name for name in class_folders if name_key(name) in SPLIT_WORDS))
         raise UserError(f"{root} holds the split folders {found}, not one folder per class: {fix}")
+
+
+def class_named_like_a_split_fix(source: Path) -> str | None:
+    """Where ``source`` holds one folder per class, one of them named like a split (a vehicles set's train/ beside
+    car/ and bus/, no held-out split): the rest of a sentence naming the other folders and the DataSplitD1 command
+    that splits them, with the --rename that the one named exactly as a split needs; else None."""
+    root = find_class_root(source)
+    folders = [folder.name for folder in subfolders(root)]
+    if split_folders_fix(root, folders) or not any(name_key(name) in SPLIT_WORDS for name in folders):
+        return None
+    others = sorted(name for name in folders if name_key(name) not in SPLIT_WORDS)
+    renames = "".join(f" {rename_option(name, f'{name}_class')}" for name in folders if name in SPLITS)
+    return (f"the folders {', '.join(others)}: one folder per class, a class named like a split among them. Split "
+            f"them with DataSplitD1.py{', giving it another name' if renames else ''}: python DataSplitD1.py "
+            f"{shell_path(source)} --out data{renames}")
 
 
 def refuse_nested_copy(root: Path, class_folders: Sequence[str]) -> None:
@@ -221,6 +241,8 @@ def find_train_test_root(source: Path) -> Path:
     train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
     if bool(train) != bool(test):
         found, missing = (train, TEST) if train else (test, TRAIN)
+        if fix := class_named_like_a_split_fix(source):
+            raise UserError(f"{source} has {found.name}/ but no {missing}/ folder, and beside it {fix}")
         raise UserError(f"{source} has {found.name}/ but no {missing}/ folder. DataSplitD2.py needs both train/ "
                         "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
     if not _holds_train_and_test(root):

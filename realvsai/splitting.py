@@ -159,7 +159,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     root = find_class_root(source)
     _announce_root(root, source)
     class_folders = find_class_folders(root)
-    refuse_split_folders(root, class_folders)
+    refuse_split_folders(root, class_folders, class_folder_of(renames or {}, class_folders).values())
     refuse_nested_copy(root, class_folders)
     class_names = rename_classes(class_folders, renames or {}, root)
 
