@@ -628,6 +628,23 @@ def test_the_dataset_folder_a_split_folder_refusal_names_is_quoted_where_it_has_
     assert f"e.g. --data {shlex.quote(str(data))}." in capsys.readouterr().err
 
 
+def test_augmenting_a_download_not_yet_split_is_refused_with_its_split_command(tmp_path, make_class_folder, capsys):
+    """A raw download's train/ and test/ got copies, which the move put into its train/: training was then refused
+    (no validation) and DataSplitD2 skipped every copy."""
+    raw = tmp_path / "raw" / "my set"
+    make_class_folder(raw / "train", CLASSES)
+    make_class_folder(raw / "test", CLASSES, seed=1)
+    before = tree(raw)
+    assert augment(raw) == 1
+    error = capsys.readouterr().err
+    command = f"python DataSplitD2.py {shlex.quote(str(raw))} --out data"
+    assert len(error.strip().splitlines()) == 1 and "validation" in error and command in error
+    assert tree(raw) == before
+    advised = shlex.split(error[error.index(command):])[2:-1]  # as pasted, with an --out of the test's own
+    assert run_script("DataSplitD2.py", *advised, str(tmp_path / "data"), "--quiet").returncode == 0
+    assert augment(tmp_path / "data") == 0
+
+
 def test_offline_presets_are_library_presets():
     from realvsai.augmentation import PRESETS
 
