@@ -62,7 +62,7 @@ from realvsai.cli import (
 from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name, shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
-from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, name_key
+from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, name_key, refuse_unsplit_download
 from realvsai.moving import (
     COPY_PREFIX,
     COPY_SETTINGS,
@@ -207,6 +207,7 @@ def augment(args: Namespace) -> None:
     if name_key(args.data.name) in (*SPLITS, AUGMENTED_TRAIN):
         raise UserError(f"--data {args.data} is a split folder; give the dataset folder that holds train/, "
                         f"e.g. --data {shell_path(args.data.parent)}. Only train is ever augmented.")
+    refuse_unsplit_download(args.data, "written")
     started = time.perf_counter()
     settings = copy_settings(args)
     refuse_other_settings(args.data, settings)  # before planning reads every header

@@ -175,6 +175,21 @@ def split_folders_fix(root: Path, class_folders: Sequence[str], renamed: Iterabl
             f"validation out of train), then run {command}")
 
 
+def refuse_unsplit_download(data_dir: Path, step: str) -> None:
+    """A UserError when ``data_dir`` is a download not yet split: train/ beside a held-out folder of its own (test/,
+    valid/), with no validation/ folder nor manifest.csv: files a step placed there ("nothing was ``step``") would be
+    trained on by no run (training needs validation/) and skipped by the split. Names the split command that fits."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir() or (data_dir / MANIFEST_NAME).is_file() or find_child_folder(data_dir, VALIDATION):
+        return
+    folders = [folder.name for folder in subfolders(data_dir) if name_key(folder.name) in SPLIT_WORDS]
+    if TRAIN not in {SPLIT_WORDS[name_key(name)] for name in folders} or len(folders) < 2:
+        return
+    raise UserError(f"--data {data_dir} is not a split dataset: it has no validation/ folder (nor {MANIFEST_NAME}); "
+                    f"nothing was {step}. Split it first, then give the split's folder as --data: "
+                    f"{split_folders_fix(data_dir, folders)}")
+
+
 def refuse_split_folders(root: Path, class_folders: Sequence[str], renamed: Iterable[str] = ()) -> None:
     """A UserError when ``root``'s "class folders" are split folders (DataSplitD1 would train on classes "Train" and
     "Validation"), with what DataSplitD2 needs (``split_folders_fix``); ``renamed`` folders are classes."""
