@@ -628,6 +628,19 @@ def test_the_dataset_folder_a_split_folder_refusal_names_is_quoted_where_it_has_
     assert f"e.g. --data {shlex.quote(str(data))}." in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("folder", ["train", "augmented_train", "Validation"])
+def test_moving_from_a_split_folder_is_refused_naming_the_dataset_folder(tmp_path, make_class_folder, folder,
+                                                                         capsys):
+    """MoveAugmentedImages said "Run DataSplitD1.py or DataSplitD2.py first" of data/train: a dead end."""
+    data = tmp_path / "my out"
+    make_class_folder(data / "train", CLASSES)
+    make_class_folder(data / folder, CLASSES)
+    assert MoveAugmentedImages.main(["--data", str(data / folder), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert "is a split folder" in error and f"e.g. --data {shlex.quote(str(data))}" in error
+    assert "DataSplitD1" not in error
+
+
 def test_augmenting_a_download_not_yet_split_is_refused_with_its_split_command(tmp_path, make_class_folder, capsys):
     """A raw download's train/ and test/ got copies, which the move put into its train/: training was then refused
     (no validation) and DataSplitD2 skipped every copy."""
