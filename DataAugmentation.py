@@ -62,7 +62,7 @@ from realvsai.cli import (
 from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name, shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
-from realvsai.layout import AUGMENTED_TRAIN, SPLITS, TRAIN, name_key, refuse_unsplit_download
+from realvsai.layout import AUGMENTED_TRAIN, TRAIN, name_key, refuse_unsplit_download
 from realvsai.moving import (
     COPY_PREFIX,
     COPY_SETTINGS,
@@ -74,6 +74,7 @@ from realvsai.moving import (
     plan_copies,
     record_copy_settings,
     record_copy_sources,
+    refuse_split_folder,
     remove_copy_record_temporaries,
 )
 
@@ -204,9 +205,7 @@ def delete_copies_command(data_dir: Path, train_dir: Path) -> str:
 
 def augment(args: Namespace) -> None:
     """Plans, makes and writes the copies; prints the summary."""
-    if name_key(args.data.name) in (*SPLITS, AUGMENTED_TRAIN):
-        raise UserError(f"--data {args.data} is a split folder; give the dataset folder that holds train/, "
-                        f"e.g. --data {shell_path(args.data.parent)}. Only train is ever augmented.")
+    refuse_split_folder(args.data)
     refuse_unsplit_download(args.data, "written")
     started = time.perf_counter()
     settings = copy_settings(args)

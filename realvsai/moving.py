@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from realvsai.cli import progress
-from realvsai.config import MAX_IMAGE_PIXELS, flag_name
+from realvsai.config import MAX_IMAGE_PIXELS, flag_name, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
@@ -47,6 +47,7 @@ from realvsai.images import read_headers
 from realvsai.layout import (
     AUGMENTED_TRAIN,
     MANIFEST_NAME,
+    SPLITS,
     TEST,
     TRAIN,
     VALIDATION,
@@ -132,9 +133,22 @@ def is_made(path: Path | str) -> bool:
         return False
 
 
+def refuse_split_folder(data_dir: Path) -> None:
+    """A UserError when ``--data`` names one split folder of a dataset (train/, augmented_train/, any letter case),
+    not the dataset folder that holds it (DataAugmentation.py, MoveAugmentedImages.py). A dataset that happens to be
+    called test, holding train/, is none."""
+    name = Path(os.path.abspath(data_dir)).name
+    holds_train = Path(data_dir).is_dir() and find_child_folder(data_dir, TRAIN)
+    if name_key(name) in (*SPLITS, AUGMENTED_TRAIN) and not holds_train:
+        parent = Path(os.path.abspath(data_dir)).parent if Path(data_dir).name in ("", ".", "..") else data_dir.parent
+        raise UserError(f"--data {data_dir} is a split folder; give the dataset folder that holds train/, "
+                        f"e.g. --data {shell_path(parent)}.")
+
+
 def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
     """``(DATA/train, DATA/augmented_train)`` (either letter case); ``UserError`` if DATA or train is missing."""
     data_dir = Path(data_dir)
+    refuse_split_folder(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"{data_dir} is not a folder. Give the dataset folder that holds train/ with --data.")
     train_dir = find_child_folder(data_dir, TRAIN)
