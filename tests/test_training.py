@@ -599,6 +599,31 @@ def test_ctrl_c_during_evaluate_says_it_starts_over_and_names_its_incomplete_res
                                    "evaluation starts over)."]
 
 
+def test_a_full_disk_during_evaluate_names_its_incomplete_results_to_delete(tmp_path, make_class_folder, monkeypatch,
+                                                                          capsys, cli):
+    """It said "run the same command again (finished work is kept)": the same command wrote to eval-mine-2 beside a
+    folder of half the results, which looked like results."""
+    import errno
+
+    from realvsai import evaluation
+
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    test_dir = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+
+    def disk_full_while_writing(model, info, folders, out_dir, **kwargs):
+        out_dir.mkdir(parents=True)
+        (out_dir / "predictions.csv").write_text("file\n")
+        raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / "confusion_matrix.png"))
+
+    monkeypatch.setattr(evaluation, "evaluate_folders", disk_full_while_writing)
+    code = cli(["--evaluate", str(run), "--test-dir", str(test_dir), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    out = run / "eval-mine"
+    assert code == 1 and error == [f"error: {out / 'confusion_matrix.png'}: no space left on the disk. Free some "
+                                   f"space, then delete the part of this evaluation's results in {out} "
+                                   "(predictions.csv) and run the same command again (the evaluation starts over)."]
+
+
 @pytest.mark.parametrize("flags", [[], ["--test-dir", "t", "--input", "i"]], ids=["alone", "with-their-folders"])
 def test_evaluate_and_predict_together_is_bad_usage_asking_for_one(capsys, flags):
     with pytest.raises(SystemExit) as stopped:
