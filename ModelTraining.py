@@ -51,7 +51,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from realvsai.cli import (
     Interrupted,
@@ -359,6 +359,8 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
         raise_if_ctrl_c()  # one that Python lost (cli.watch_ctrl_c) gets this advice too
     except KeyboardInterrupt:
         raise Interrupted(start_over_advice("evaluation", writing)) from None
+    except OSError as error:
+        raise_with_partial_results(error, "evaluation", writing)
     return writing, metrics
 
 
@@ -370,12 +372,28 @@ def output_name(name: str) -> str:
     return fit_name(name, MAX_NAME_BYTES - 8)
 
 
-def start_over_advice(what: str, out_dir: Path | None) -> str:
-    """Ctrl-C's advice for --evaluate and --predict, which keep nothing of an interrupted run: the same command
-    starts over (beside the results it had begun to write: ``evaluation.unused_output_folder``)."""
+def partial_results(out_dir: Path | None) -> list[str]:
+    """The result files an --evaluate or --predict stopped part way left in ``out_dir``: the same command writes
+    beside them (``evaluation.unused_output_folder``), where they would pass for results."""
     from realvsai.evaluation import RESULT_FILES
 
-    written = [name for name in RESULT_FILES if out_dir is not None and (out_dir / name).exists()]
+    return [name for name in RESULT_FILES if out_dir is not None and (out_dir / name).exists()]
+
+
+def raise_with_partial_results(error: OSError, what: str, out_dir: Path | None) -> NoReturn:
+    """A file-system error (a full disk) of --evaluate or --predict (``what``), as a UserError naming the results
+    it left part way to delete before the same command starts over; ``error`` itself where it left none."""
+    if not (written := partial_results(out_dir)):
+        raise error
+    raise UserError(describe_os_error(error, then=f"delete the part of this {what}'s results in {out_dir} "
+                                      f"({', '.join(written)}) and run the same command again (the {what} starts "
+                                      "over)")) from None
+
+
+def start_over_advice(what: str, out_dir: Path | None) -> str:
+    """Ctrl-C's advice for --evaluate and --predict, which keep nothing of an interrupted run: the same command
+    starts over (beside the results it had begun to write: ``partial_results``)."""
+    written = partial_results(out_dir)
     if not written:
         return f"Run the same command again: the {what} starts over."
     them = "it" if len(written) == 1 else "them"
@@ -503,6 +521,8 @@ def run_prediction(args: argparse.Namespace) -> None:
         raise_if_ctrl_c()  # one that Python lost (cli.watch_ctrl_c) gets this advice too
     except KeyboardInterrupt:
         raise Interrupted(start_over_advice("prediction", out_dir)) from None
+    except OSError as error:
+        raise_with_partial_results(error, "prediction", out_dir)
     if not sum(summary.counts.values()):  # every file was unreadable (an empty folder is refused before)
         raise UserError(f"no file in {args.input} could be predicted ({plural(len(summary.unreadable), 'file')} "
                         f"there, each listed with why in {out_dir / UNREADABLE_FILE}). Give --input a folder of "
