@@ -384,7 +384,7 @@ def test_the_rename_a_case_only_class_needs_is_given_as_words_the_shell_keeps(tm
     """"--rename real photos=Real photos", pasted, split into three words."""
     into = make_split(tmp_path / "into", {("train", "Real photos"): 2, ("train", "FAKE"): 2}, seed=5)
     other = make_split(tmp_path / "other", {("train", "real photos"): 2, ("train", "FAKE"): 2}, seed=6)
-    with pytest.raises(UserError, match=r"again with --rename 'real photos=Real photos' \(into a new --out\)"):
+    with pytest.raises(UserError, match=r"-renamed --rename 'real photos=Real photos', then merge that"):
         merge_datasets([other], into, add_classes=True)
 
 
