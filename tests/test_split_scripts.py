@@ -6,6 +6,7 @@ import csv
 import hashlib
 import shlex
 import shutil
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -130,6 +131,22 @@ def test_datasplitd1_max_pixels_sets_the_limit_its_skipped_list_names(tmp_path, 
         reasons = {Path(row["source"]).name: row["reason"] for row in csv.DictReader(stream)}
     assert list(reasons) == ["big.png"]
     assert "limit of 2,000 pixels" in reasons["big.png"] and "--max-pixels" in reasons["big.png"]
+
+
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py", "DataMerger.py"])
+def test_a_zip_given_as_source_is_told_the_unzip_command(script, tmp_path):
+    # "is not an existing folder. Check the path.": the path was right, the step before was missing.
+    archive = tmp_path / "my downloads" / "cifake.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as packed:
+        packed.writestr("train/REAL/a.txt", "x")
+    flags = ["--into", tmp_path / "data"] if script == "DataMerger.py" else ["--out", tmp_path / "data"]
+
+    process = run_script(script, archive, *flags)
+
+    assert (f"is a zip archive, not a folder: unzip it first: python DataUnZipper.py '{archive}'"
+            in one_error_line(process))
+    assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
