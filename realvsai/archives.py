@@ -101,6 +101,11 @@ def entry_parts(name: str) -> list[str] | None:
     return [part for part in parts if part not in ("", ".")]
 
 
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` is named as an archive (.zip, .tar.gz, .7z, ...)."""
+    return Path(path).name.lower().endswith(_ARCHIVE_SUFFIXES)
+
+
 def archive_stem(archive: Path) -> str:
     """``archive``'s name without its archive suffix: ``x.zip``, ``x.tar.gz`` and ``x.tgz`` all give ``x``."""
     name = Path(archive).name

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from realvsai.archives import is_archive
 from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import list_images, write_csv
@@ -32,6 +33,18 @@ def name_key(name: str) -> str:
     names that differ only in letter case (REAL, real) or accent encoding ("é" as one letter, NFC, as typed on Linux
     and Windows, or "e" and a combining accent, NFD, as macOS writes names). Unicode's canonical caseless match."""
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
+def refuse_missing_folder(folder: Path, flag: str) -> None:
+    """A UserError when ``folder`` (given as ``flag``: SOURCE, --data) is no folder; for an archive, with the
+    command that unzips it (the step before)."""
+    if Path(folder).is_dir():
+        return
+    if Path(folder).is_file() and is_archive(folder):
+        kind = "a zip archive" if Path(folder).name.lower().endswith(".zip") else "an archive"
+        raise UserError(f"{flag} {folder} is {kind}, not a folder: unzip it first: python DataUnZipper.py "
+                        f"{shell_path(folder)}")
+    raise UserError(f"{flag} {folder} is not an existing folder. Check the path.")
 
 
 def subfolders(folder: Path) -> list[Path]:

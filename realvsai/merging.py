@@ -39,6 +39,7 @@ from realvsai.layout import (
     name_key,
     read_manifest,
     read_split_classes,
+    refuse_missing_folder,
     rename_option,
     subfolders,
     write_manifest,
@@ -402,8 +403,7 @@ def _check_folders(sources: Sequence[Path], into: Path) -> None:
         if resolved_sources[index] in resolved_sources[:index]:
             first = sources[resolved_sources.index(resolved_sources[index])]
             raise UserError(f"SOURCE {source} is given twice (also as {first}). Give each dataset once.")
-        if not source.is_dir():
-            raise UserError(f"SOURCE {source} is not an existing folder. Check the path.")
+        refuse_missing_folder(source, "SOURCE")
         _refuse_split_folder(source, "SOURCE")
         resolved = source.resolve()
         # A source beside the target's split folders (data/art with --into data) is fine; one inside

@@ -54,6 +54,7 @@ from realvsai.layout import (
     mask_images,
     name_key,
     read_manifest,
+    refuse_missing_folder,
     refuse_nested_copy,
     refuse_one_split_of_a_download,
     refuse_split_folders,
@@ -677,8 +678,7 @@ def _cross_device(source: Path, out: Path) -> bool:
 def _check_paths(source: Path, out: Path) -> tuple[Path, Path]:
     """``source`` and ``out``, checked: an existing SOURCE, not inside one of OUT's split folders, nor OUT in it."""
     source, out, resolved_source, resolved_out = Path(source), Path(out), Path(source).resolve(), Path(out).resolve()
-    if not source.is_dir():
-        raise UserError(f"SOURCE {source} is not an existing folder. Check the path.")
+    refuse_missing_folder(source, "SOURCE")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder. Choose a folder, e.g. --out data.")
     if resolved_out == resolved_source or resolved_source in resolved_out.parents:
