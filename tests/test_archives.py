@@ -1226,3 +1226,16 @@ def test_zipping_again_a_folder_of_one_file_says_so_in_the_singular(tmp_path, ca
     capsys.readouterr()
     assert DataZipper.main([str(tmp_path / "one"), "--out", str(out), "--quiet"]) == 0
     assert f"{out} already holds this file (its size and CRC-32 compared)" in capsys.readouterr().out
+
+
+def test_the_unzipper_given_a_folder_names_the_next_step_for_it(tmp_path):
+    """"is a folder, but a file was expected.": no word of what to do with a folder already unzipped."""
+    folder = tmp_path / "my set"
+    for name in ("real", "fake"):
+        write_image(folder / name / "a.png", seed=len(name))
+
+    refused = run_script("DataUnZipper.py", folder)
+
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert (f"{folder} is a folder, not an archive: nothing to unzip. Next: python DataSplitD1.py '{folder}' "
+            "--out data") in refused.stderr
