@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
+        if args.archive.is_dir():  # unzipped already, or never packed
+            raise UserError(f"{args.archive} is a folder, not an archive: nothing to unzip. {next_step(args.archive)}")
         target = args.to if args.to is not None else Path("data/raw") / archive_stem(args.archive)
         limits = UnzipLimits(max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio)
         with working_on([target], "DataUnZipper.py"):
