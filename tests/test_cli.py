@@ -82,6 +82,19 @@ def test_run_main_exits_1_on_a_ctrl_c_that_python_dropped_in_a_finalizer(capsys)
     assert capsys.readouterr().err == f"error: interrupted. {cli.RERUN_ADVICE}\n"
 
 
+def test_run_main_ends_as_interrupted_where_ctrl_c_became_another_error_in_tensorflow_s_code(capsys):
+    """A Ctrl-C that lands in TensorFlow's C++ code comes out as another error (ImportError: initialization failed,
+    SystemError: bad argument to internal function): 80-200 lines of traceback, where a Ctrl-C gets one line."""
+    def body() -> None:
+        try:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
+
+    assert cli.run_main(body) == cli.EXIT_FAILED
+    assert capsys.readouterr().err == f"error: interrupted. {cli.RERUN_ADVICE}\n"
+
+
 def test_run_main_ends_a_script_stopped_by_sigterm_as_one_stopped_by_ctrl_c(capsys):
     """``timeout``, ``docker stop``, Slurm and systemd stop a program with SIGTERM: a training ended then without a
     word (exit 143), where Ctrl-C tells how to go on."""
