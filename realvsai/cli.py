@@ -161,10 +161,14 @@ RERUN_ADVICE = "Run the same command again: finished work is kept and not redone
 def run_main(body: Callable[[], object]) -> int:
     """Runs a script's ``body`` (None or an exit code); the failures a user can cause become one line and exit 1.
     Ctrl-C ends with "interrupted." and ``RERUN_ADVICE``, or an ``Interrupted``'s own advice, even one that Python
-    lost while ``body`` ran (``watch_ctrl_c``)."""
+    lost while ``body`` ran (``watch_ctrl_c``) or that became another error."""
     try:
         with watch_ctrl_c():
-            result = body()
+            try:
+                result = body()
+            except Exception:  # a Ctrl-C in TensorFlow's C++ code comes out as another error (SystemError, ...)
+                raise_if_ctrl_c()
+                raise
             raise_if_ctrl_c()
     except UserError as error:
         message = str(error)
