@@ -47,6 +47,21 @@ def refuse_missing_folder(folder: Path, flag: str) -> None:
     raise UserError(f"{flag} {folder} is not an existing folder. Check the path.")
 
 
+def typed_parent(folder: Path) -> Path:
+    """The folder that holds ``folder``, as typed (data for data/train); for ".", ".." and the like, which have no
+    name, the absolute one."""
+    folder = Path(folder)
+    return Path(os.path.abspath(folder)).parent if folder.name in ("", ".", "..") else folder.parent
+
+
+def split_folder_error(folder: Path, flag: str) -> UserError:
+    """The refusal of a ``flag`` (--data, --into, SOURCE) that names one split folder of a dataset (data/train), with
+    the dataset folder to give instead."""
+    parent = shell_path(typed_parent(folder))
+    return UserError(f"{flag} {folder} is a split folder; give the dataset folder that holds train/, e.g. "
+                     f"{parent if flag == 'SOURCE' else f'{flag} {parent}'}.")
+
+
 def subfolders(folder: Path) -> list[Path]:
     """The visible sub-folders of ``folder``, sorted."""
     return sorted(child for child in Path(folder).iterdir() if child.is_dir() and not child.name.startswith("."))
@@ -248,8 +263,7 @@ def refuse_one_split_of_a_download(folder: Path) -> None:
     """A UserError when ``folder`` is one split (``train/``, ``Test/``, ``valid/``: ``SPLIT_WORDS``) of a download
     whose folder holds train/ and test/: split alone, the other splits' images would be silently left out. It names
     the DataSplitD2 command that reads the download whole."""
-    folder = Path(folder)
-    parent = Path(os.path.abspath(folder)).parent if folder.name in ("", ".", "..") else folder.parent
+    folder, parent = Path(folder), typed_parent(folder)
     if name_key(Path(os.path.abspath(folder)).name) not in SPLIT_WORDS or not _holds_train_and_test(parent):
         return
     if (parent / MANIFEST_NAME).is_file():  # this project's split: nothing to split

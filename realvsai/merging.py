@@ -41,7 +41,9 @@ from realvsai.layout import (
     read_split_classes,
     refuse_missing_folder,
     rename_option,
+    split_folder_error,
     subfolders,
+    typed_parent,
     write_manifest,
 )
 from realvsai.moving import (
@@ -421,18 +423,15 @@ def _refuse_split_folder(folder: Path, flag: str) -> None:
     happens to be called test); so is an --into that holds class folders of images and no split folder. A SOURCE
     of class folders only is left to ``read_split_classes``, whose message says to split it first."""
     absolute = Path(os.path.abspath(folder))  # "." and ".." have a name here
-    parent = folder.parent if folder.name not in ("", ".", "..") else absolute.parent
     children = subfolders(folder) if folder.is_dir() else []
     holds_splits = any(name_key(child.name) in SPLITS for child in children)
     classes = [child.name for child in children if name_key(child.name) not in SPLITS and list_images(child)]
-    example = f"--into {shell_path(parent)}" if flag == "--into" else shell_path(parent)
     if name_key(absolute.name) in SPLITS and (classes or not holds_splits):
-        raise UserError(f"{flag} {folder} is a split folder; give the dataset folder that holds train/, "
-                        f"e.g. {example}.")
+        raise split_folder_error(folder, flag)
     if flag == "--into" and classes and not holds_splits:
         raise UserError(f"--into {folder} holds class folders of images ({', '.join(classes)}), not train/, "
                         "validation/ and test/; nothing was written. Give the dataset folder that holds train/ "
-                        f"(e.g. {example}, if {absolute.name} is one of its splits).")
+                        f"(e.g. --into {shell_path(typed_parent(folder))}, if {absolute.name} is one of its splits).")
 
 
 def _list_dataset(root: Path, left_out: list[tuple[str, str]] | None = None) -> list[tuple[str, str, Path]]:

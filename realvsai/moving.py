@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from realvsai.cli import progress
-from realvsai.config import MAX_IMAGE_PIXELS, flag_name, shell_path
+from realvsai.config import MAX_IMAGE_PIXELS, flag_name
 from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
@@ -56,6 +56,7 @@ from realvsai.layout import (
     leave_out_masks,
     name_key,
     read_manifest,
+    split_folder_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -140,9 +141,7 @@ def refuse_split_folder(data_dir: Path) -> None:
     name = Path(os.path.abspath(data_dir)).name
     holds_train = Path(data_dir).is_dir() and find_child_folder(data_dir, TRAIN)
     if name_key(name) in (*SPLITS, AUGMENTED_TRAIN) and not holds_train:
-        parent = Path(os.path.abspath(data_dir)).parent if Path(data_dir).name in ("", ".", "..") else data_dir.parent
-        raise UserError(f"--data {data_dir} is a split folder; give the dataset folder that holds train/, "
-                        f"e.g. --data {shell_path(parent)}.")
+        raise split_folder_error(data_dir, "--data")
 
 
 def dataset_folders(data_dir: Path) -> tuple[Path, Path]:

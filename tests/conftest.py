@@ -10,9 +10,11 @@ import os
 import struct
 import subprocess
 import sys
+import tracemalloc
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,6 +86,17 @@ def predictor(model, image_size: int, batch_size: int, input_mode: str = "resize
     from realvsai.run import ModelInfo, Predictor
 
     return Predictor(model, ModelInfo(tuple(class_names), image_size, input_mode), batch_size)
+
+
+def traced_peak(call: Callable[[], Any]) -> tuple[Any, int]:
+    """``call()``'s result and the most memory Python's allocator held during it (NumPy's arrays included), in bytes:
+    counted, not timed."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import png_header_only, write_image
+from conftest import png_header_only, traced_peak, write_image
 from PIL import Image
 
 from realvsai import images
@@ -277,7 +277,6 @@ def test_a_16_bit_image_and_its_8_bit_copy_are_one_image(tmp_path):
 def test_a_deep_scan_is_scaled_to_8_bits_in_bands_not_whole_in_float64(tmp_path, mode):
     """A 16-bit gray scan (an X-ray) took about 40 bytes a pixel as it was scaled whole in float64: two 49 MP scans
     of a --predict folder peaked at 5.2 GB. Counted by tracemalloc (NumPy's arrays included), not timed."""
-    import tracemalloc
 
     levels = np.random.default_rng(0).integers(0, 65536, (1000, 1200)).astype(np.uint16)
     image = Image.fromarray(levels.astype(np.float32) / 65535 if mode == "F" else levels)  # a float image: 0 to 1
@@ -287,12 +286,7 @@ def test_a_deep_scan_is_scaled_to_8_bits_in_bands_not_whole_in_float64(tmp_path,
         opened.load()
         expected = np.clip(np.rint(np.asarray(opened, np.float64) * (255 / 65535 if mode == "I;16" else 255)), 0, 255)
 
-    tracemalloc.start()
-    try:
-        pixels = images.load_rgb(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    pixels, peak = traced_peak(lambda: images.load_rgb(path))
 
     assert np.array_equal(pixels, np.repeat(expected.astype(np.uint8)[..., None], 3, axis=-1))
     assert peak < 12 * levels.size  # Pillow's image (2 or 4 bytes a pixel), its array, the RGB result (3), a band
@@ -317,17 +311,11 @@ def test_a_photo_stored_turned_and_its_upright_export_are_one_image(tmp_path):
 def test_decode_check_holds_no_copy_of_a_large_images_pixels(tmp_path):
     """A 100 MP photo in a split: its pixels are hashed band by band, not copied whole twice (1.1 GB peak for one
     such JPEG before, with one check per core)."""
-    import tracemalloc
 
     path = tmp_path / "large.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), np.uint8)).save(path, compress_level=0)
 
-    tracemalloc.start()
-    try:
-        problem, _ = images.decode_check(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (problem, _), peak = traced_peak(lambda: images.decode_check(path))
 
     assert problem is None and peak < 3 * 2**20  # the raw pixels: 9 MB
 
@@ -416,15 +404,9 @@ def test_an_iphone_photo_named_jpg_is_named_for_its_format_not_as_no_image(brand
 def test_the_gray_check_of_decoded_pixels_holds_no_full_size_temporaries():
     """It took each pixel's largest and smallest channel over the whole image at once: four temporaries of a
     third of the image each (480 MB more for a 119 MP upload, on top of its 360 MB of pixels)."""
-    import tracemalloc
 
     pixels = np.random.default_rng(0).integers(0, 256, (3000, 2000, 3), dtype=np.uint8)
-    tracemalloc.start()
-    try:
-        gray = images.gray_pixels(pixels)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    gray, peak = traced_peak(lambda: images.gray_pixels(pixels))
     assert not gray and peak < pixels.nbytes / 8
 
 

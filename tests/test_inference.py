@@ -9,13 +9,12 @@ import re
 import struct
 import subprocess
 import sys
-import tracemalloc
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, predictor, write_image
+from conftest import REPO, predictor, traced_peak, write_image
 from PIL import Image
 
 from realvsai import image_stats, inference, run
@@ -595,12 +594,7 @@ def test_prepare_makes_no_full_size_float_copy_of_a_large_image(classifier):
     full-size float32 copy (4 bytes a value) in NumPy memory beside the decoded image."""
     image = random_image(0, 3000, 1000)
     expected = classifier.prepare(image)  # warmed up: the first call traces the layer
-    tracemalloc.start()
-    try:
-        prepared = classifier.prepare(image)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    prepared, peak = traced_peak(lambda: classifier.prepare(image))
     assert np.array_equal(prepared, expected)
     # A full-size float32 copy alone is 4 times the image; the square's float32 copy (a third of it here) 1.3.
     assert peak < 2 * image.nbytes, f"prepare took {peak / image.nbytes:.1f} times the uint8 image in Python memory"
@@ -1191,15 +1185,9 @@ def test_the_apps_grid_crops_are_the_pipelines(shape):
 def test_grid_crops_of_a_long_strip_take_the_memory_of_the_crops():
     """Enlarging the whole 3x50000 strip to 32x533334 took 204 MB on TensorFlow, and on JAX (jax.image.resize
     weighs every input pixel of an axis against every output pixel) failed allocating 106 GB."""
-    import tracemalloc
 
     strip = np.random.default_rng(1).integers(0, 256, (3, 50_000, 3)).astype(np.uint8)
-    tracemalloc.start()
-    try:
-        crops = inference.grid_crops(strip, 32)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    crops, peak = traced_peak(lambda: inference.grid_crops(strip, 32))
     assert crops.shape == (9, 32, 32, 3) and peak < 20 * 2**20
 
 
