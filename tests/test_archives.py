@@ -865,6 +865,21 @@ def test_zipping_leaves_out_symlinks(tmp_path, dataset):
     assert "link.txt" not in zipfile.ZipFile(result.archive).namelist()
 
 
+def test_zipping_leaves_out_the_partial_file_a_killed_run_left_and_says_so(tmp_path, dataset, caplog):
+    """A killed unzip (or augmentation, or copy) leaves its half-written file under a hidden temporary name; zipped,
+    it came back from DataUnZipper.py as a file of the dataset."""
+    partial = dataset / "REAL" / ".img_000.jpg.tg4oktwg.tmp"
+    partial.write_bytes(b"\xff\xd8\xff half an image")
+    (dataset / "REAL" / ".notes.tmp").write_text("a user's own hidden file")
+    caplog.set_level("WARNING", logger="realvsai")
+
+    names = zipfile.ZipFile(zip_folder(dataset, tmp_path / "d.zip").archive).namelist()
+
+    assert "REAL/.img_000.jpg.tg4oktwg.tmp" not in names and "REAL/.notes.tmp" in names
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert "REAL/.img_000.jpg.tg4oktwg.tmp" in warning and "killed" in warning
+
+
 def test_zipping_refuses_an_existing_archive_without_overwrite(tmp_path, dataset):
     out = tmp_path / "d.zip"
     out.write_bytes(b"precious")
