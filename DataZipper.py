@@ -5,7 +5,8 @@
 Entries are named relative to the folder and written in sorted order, so the same folder always
 gives the same archive layout, and DataUnZipper.py data/train.zip recreates it as
 data/raw/train/. JPEG, PNG, WebP and GIF files are stored as they are (they are compressed
-already); other files are deflated. Symlinks are left out. A file name DataUnZipper.py would not
+already); other files are deflated. Symlinks are left out, and so is the half-written file (a hidden
+.<name>.<random>.tmp) of a run that was killed. A file name DataUnZipper.py would not
 give back as it is (a backslash, a leading drive letter such as C:) or that is not UTF-8 is refused
 before anything is written. The archive is written under a temporary name and renamed into place
 only when complete (the partial archive of a killed run is removed by the next); --verify reads it

@@ -23,7 +23,7 @@ from typing import IO
 from realvsai.cli import plural, progress
 from realvsai.config import shell_path
 from realvsai.errors import UserError
-from realvsai.files import atomic_write, atomic_write_bytes, fit_name, human_bytes, remove_temporaries
+from realvsai.files import atomic_write, atomic_write_bytes, fit_name, human_bytes, remove_temporaries, temporary_of
 
 logger = logging.getLogger(__name__)
 
@@ -679,6 +679,10 @@ def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
     for path, folder_names, file_names in os.walk(folder, onerror=fail):
         prefix = "" if path == os.fspath(folder) else Path(path).relative_to(folder).as_posix() + "/"
         names = [name for name in file_names if not _is_junk([name])]
+        for name in [name for name in names if temporary_of(name)]:  # half a file: unzipped, it would be one
+            logger.warning("left out %s%s: the half-written file of a run that was killed (run it again to finish "
+                           "it)", prefix, name)
+            names.remove(name)
         regular = {name for name in names if stat.S_ISREG(os.lstat(os.path.join(path, name)).st_mode)}
         links = [name for name in folder_names if os.path.islink(os.path.join(path, name))]  # os.walk skips them
         files += [prefix + name for name in names if name in regular]

@@ -336,16 +336,23 @@ def _link_new(temporary: str, path: Path | str, data: bytes) -> bool:
 _TEMPORARY_PART = re.compile(r"[a-z0-9_]{8}|[0-9]+")
 
 
+def temporary_of(name: str) -> str | None:
+    """The ``temporary_name`` (``.<name>.``) whose write a file named ``name`` is the hidden temporary of
+    (``.<name>.<random or pid>.tmp``), or None for any other file."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    stem = name[:-len(".tmp")]
+    cut = stem.rfind(".") + 1
+    return stem[:cut] if cut > 1 and _TEMPORARY_PART.fullmatch(stem[cut:]) else None
+
+
 def remove_temporaries(folder: Path | str, names: Iterable[str]) -> None:
     """Removes the hidden temporary files (``.<name>.<random or pid>.tmp``) that a killed write of one of
     ``names`` left in ``folder``; other files are never touched."""
     wanted = {temporary_name(name) for name in names}
     with os.scandir(folder) as listing:
         for item in listing:
-            stem = item.name[:-len(".tmp")]
-            cut = stem.rfind(".") + 1
-            if (item.name.endswith(".tmp") and stem[:cut] in wanted and _TEMPORARY_PART.fullmatch(stem[cut:])
-                    and item.is_file(follow_symlinks=False)):
+            if temporary_of(item.name) in wanted and item.is_file(follow_symlinks=False):
                 os.unlink(item.path)
 
 
