@@ -11,6 +11,8 @@ from conftest import REPO, one_error_line, run_script
 from realvsai import deleting
 from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
 from realvsai.errors import UserError
+from realvsai.layout import read_manifest, unplaced_rows
+from realvsai.splitting import split_by_class
 
 
 @pytest.fixture
@@ -236,3 +238,32 @@ def test_a_protected_folder_is_refused_as_such_while_another_run_works_below_it(
     with working_on([tmp_path / "data"], "DataSplitD2.py"):
         stderr = one_error_line(run_script("DataDeleter.py", "/", "--dry-run", "--allow-outside", cwd=REPO))
     assert "refusing to delete" in stderr
+
+
+@pytest.mark.parametrize("what", ["one image", "a class folder"])
+def test_deleting_from_a_split_drops_the_manifest_rows_of_what_went(tmp_path, make_class_folder, what):
+    """A split's manifest.csv listing a file that is gone reads as a split cut short: training refused the split and
+    said to run the split again, which would copy the deleted image back, or to edit manifest.csv by hand."""
+    split = tmp_path / "split"
+    split_by_class(make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10}), split)
+    train_real = split / "train" / "REAL"
+    target = sorted(train_real.iterdir())[0] if what == "one image" else split / "test" / "FAKE"
+    gone = {path.relative_to(split).as_posix() for path in ([target] if target.is_file() else target.iterdir())}
+    before = read_manifest(split / "manifest.csv")
+
+    result = run_script("DataDeleter.py", target, "--yes", "--allow-outside")
+
+    assert result.returncode == 0, result.stderr
+    after = read_manifest(split / "manifest.csv")
+    assert [row for row in before if row.path not in gone] == after and len(after) == len(before) - len(gone)
+    assert "manifest.csv" in result.stdout
+    assert unplaced_rows(split) == []
+
+
+def test_deleting_a_file_of_no_split_leaves_any_manifest_alone(tmp_path, make_class_folder):
+    folder = make_class_folder(tmp_path / "raw", {"REAL": 2, "FAKE": 2})
+    (tmp_path / "manifest.csv").write_text("not ours")
+
+    assert run_script("DataDeleter.py", folder / "REAL" / "img_000.png", "--yes", "--allow-outside").returncode == 0
+
+    assert (tmp_path / "manifest.csv").read_text() == "not ours"
