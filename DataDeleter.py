@@ -7,7 +7,9 @@ terminal to ask on, it refuses unless --yes is given). --dry-run only shows what
 It never deletes the file-system root, your home folder, this repository, a folder holding them, or
 a file of the repository outside data/ and models/; anything else outside the project's data/ and
 models/ needs --allow-outside.
-Symlinks are removed as links: what they point to is never touched.
+Symlinks are removed as links: what they point to is never touched. Deleting images of a split
+(data/split/train/REAL/bad.png, or a class folder) removes their rows from its manifest.csv too,
+so that training reads the split as finished.
 
 Example:
     python DataDeleter.py data/raw/cifake-real-and-ai-generated-synthetic-images --dry-run
@@ -67,7 +69,7 @@ def delete(args: argparse.Namespace, location: Path) -> int:
         print(f"Deleted the symlink {location}; {plan.link} is kept.")
     else:
         print(f"Deleted {plural(files, 'file')} and {plural(folders, 'folder')} ({human_bytes(plan.num_bytes)}) "
-              f"from {location}.")
+              f"from {location}{plan.and_rows()}.")
     return 0
 
 

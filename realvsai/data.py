@@ -204,7 +204,8 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
                         f"{plural(len(unplaced), 'file')} that {'is' if len(unplaced) == 1 else 'are'} not there "
                         f"(e.g. {unplaced[0].path}): run the "
                         "split or merge that made it again to finish it (what it placed is kept), or, if you removed "
-                        f"them yourself, remove their rows from {MANIFEST_NAME}.")
+                        f"them yourself, remove their rows from {MANIFEST_NAME} (DataDeleter.py removes an image's "
+                        "row with it).")
     train = scan_images(data_dir / TRAIN, max_pixels=max_pixels, crop_size=crop_size, every_class=True)
     if len(train.class_names) < 2:
         raise UserError(f"{data_dir / TRAIN} has one class folder ({train.class_names[0]}); a classifier needs "

@@ -16,6 +16,7 @@ from pathlib import Path
 from realvsai.cli import format_table, plural, progress
 from realvsai.errors import UserError
 from realvsai.files import human_bytes
+from realvsai.layout import MANIFEST_NAME, SPLITS, ManifestRow, read_manifest, write_manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,13 @@ class DeletionPlan:
     num_bytes: int  # sizes as lstat sees them: a symlink counts its own few bytes, not its target
     by_child: tuple[tuple[str, int, int], ...]  # (name, files, bytes) for each entry directly in ``path``
     link: str | None = None  # where ``path`` leads when it is a symlink: removed as a link, its target kept
+    manifest: Path | None = None  # the manifest.csv of the split ``path`` is in, where it lists files going
+    kept_rows: tuple[ManifestRow, ...] = ()  # that manifest's rows of the files that stay
+    dropped_rows: int = 0  # its rows of the files that go
+
+    def and_rows(self) -> str:
+        """The manifest rows that go with the files, in words, to end a sentence ("" for none)."""
+        return f", and {plural(self.dropped_rows, 'row')} of {self.manifest}" if self.manifest else ""
 
 
 def locate(path: Path) -> Path:
@@ -75,10 +83,24 @@ def plan_deletion(location: Path) -> DeletionPlan:
     for path, is_folder, size in entries[:-1]:  # the last is the location itself (if a folder)
         counts = by_child.setdefault(path[len(str(location)) + 1:].split(os.sep, 1)[0], [0, 0])
         counts[0], counts[1] = counts[0] + (not is_folder), counts[1] + size
+    manifest, kept, dropped = _manifest_rows(location)
     return DeletionPlan(location, sum(not is_folder for _, is_folder, _ in entries),
                         sum(is_folder for _, is_folder, _ in entries), sum(size for _, _, size in entries),
                         tuple((name, count, size) for name, (count, size) in sorted(by_child.items())),
-                        os.readlink(location) if location.is_symlink() else None)
+                        os.readlink(location) if location.is_symlink() else None, manifest, tuple(kept), dropped)
+
+
+def _manifest_rows(location: Path) -> tuple[Path | None, list[ManifestRow], int]:
+    """The manifest.csv of the split ``location`` is in (``DATA/manifest.csv`` for ``DATA/<split>/...``) where it
+    lists ``location`` or files under it, its rows of the rest, and how many name what goes; else (None, [], 0)."""
+    data_dir = next((folder for folder in location.parents
+                     if location.relative_to(folder).parts[0] in SPLITS and (folder / MANIFEST_NAME).is_file()), None)
+    if data_dir is None:
+        return None, [], 0
+    going = location.relative_to(data_dir).as_posix()
+    rows = read_manifest(data_dir / MANIFEST_NAME)
+    kept = [row for row in rows if row.path != going and not row.path.startswith(f"{going}/")]
+    return (data_dir / MANIFEST_NAME, kept, len(rows) - len(kept)) if len(kept) < len(rows) else (None, [], 0)
 
 
 def describe(plan: DeletionPlan, max_rows: int = 20) -> str:
@@ -89,12 +111,16 @@ def describe(plan: DeletionPlan, max_rows: int = 20) -> str:
     if len(plan.by_child) > max_rows:
         rows.append((f"... {len(plan.by_child) - max_rows:,} more", "", ""))
     total = (f"{plan.path}: {plural(plan.files, 'file')} and {plural(plan.folders, 'folder')}, "
-             f"{human_bytes(plan.num_bytes)} in all.")
+             f"{human_bytes(plan.num_bytes)} in all{plan.and_rows()}.")
     return f"{format_table(['entry', 'files', 'size'], rows)}\n{total}" if rows else total
 
 
 def delete_planned(plan: DeletionPlan) -> tuple[int, int]:
-    """Deletes ``plan.path`` without following symlinks; returns the files (and links) and folders removed."""
+    """Deletes ``plan.path`` without following symlinks, after the rows of its files in the split's manifest.csv
+    (a file a manifest lists is one the split placed: one missing reads as a split cut short; rows first, so that
+    an interrupted run deletes the rest when run again); returns the files (and links) and folders removed."""
+    if plan.manifest is not None:
+        write_manifest(plan.manifest, plan.kept_rows)
     files = folders = 0
     try:
         for path, is_folder in progress(walk_bottom_up(plan.path), total=plan.files + plan.folders,
