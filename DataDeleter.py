@@ -8,7 +8,7 @@ It never deletes the file-system root, your home folder, this repository, a fold
 a file of the repository outside data/ and models/; anything else outside the project's data/ and
 models/ needs --allow-outside.
 Symlinks are removed as links: what they point to is never touched. Deleting images of a split
-(data/split/train/REAL/bad.png, or a class folder) removes their rows from its manifest.csv too,
+(data/train/REAL/bad.png, or a class folder) removes their rows from its manifest.csv too,
 so that training reads the split as finished.
 
 Example:
