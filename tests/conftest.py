@@ -110,6 +110,58 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 
+def on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``rgb`` (H, W, 3 uint8) under ``alpha`` (H, W: 0 transparent, 255 opaque) as a browser or viewer shows it on
+    a white page: each channel ``(colour * alpha + 255 * (255 - alpha)) / 255``, rounded (never a tie: 255 is odd)."""
+    weight = alpha.astype(np.float64)[..., None]
+    return np.rint((rgb * weight + 255.0 * (255.0 - weight)) / 255.0).astype(np.uint8)
+
+
+def transparent_images() -> dict[str, tuple[bytes, np.ndarray]]:
+    """32x32 images with transparency, of every kind a user has, by file name: (their bytes, what a viewer shows of
+    them on a white page). Each has fully transparent pixels that store black and pixels that store red (the colours
+    a decode that drops the alpha shows the model), half-transparent ones and opaque noise."""
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    rgb[:, :4], rgb[:, 4:8] = (0, 0, 0), (255, 0, 0)  # under the transparent columns: black, then red
+    alpha = np.full((32, 32), 255, np.uint8)
+    alpha[:, :8], alpha[:, 8:12], alpha[:, 12:16] = 0, 128, 30
+
+    def saved(image: Image.Image, fmt: str, **options) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    gray = rgb[..., 1]  # the red columns store 0 here: black under the transparency too
+    palette = np.array([(0, 0, 0), (255, 0, 0), (0, 200, 0), (0, 0, 255)], np.uint8)  # black and red transparent
+    palette_alpha = np.array([0, 0, 128, 255], np.uint8)
+    indices = rng.integers(0, 4, (32, 32), dtype=np.uint8)
+    indexed = Image.fromarray(indices, "L").convert("P")
+    indexed.putpalette(palette.ravel().tolist())
+    key = np.array((255, 0, 0), np.uint8)  # the colour-key PNG: its red pixels are transparent
+    keyed = Image.fromarray(rgb)
+    keyed.info["transparency"] = tuple(int(value) for value in key)
+    gray_keyed = Image.fromarray(gray)
+    gray_keyed.info["transparency"] = 0
+    gif = Image.fromarray(np.where(indices == 3, 0, indices + 1).astype(np.uint8), "L").convert("P")
+    gif.putpalette([0, 0, 0, *palette[:3].ravel().tolist()])  # index 0 transparent: black under it
+    return {
+        "rgba.png": (saved(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "PNG"), on_white(rgb, alpha)),
+        "gray_alpha.png": (saved(Image.fromarray(np.dstack([gray, alpha]), "LA"), "PNG"),
+                           on_white(np.repeat(gray[..., None], 3, axis=-1), alpha)),
+        "palette_trns.png": (saved(indexed, "PNG", transparency=palette_alpha.tobytes()),
+                             on_white(palette[indices], palette_alpha[indices])),
+        "colour_key.png": (saved(keyed, "PNG"), on_white(rgb, np.where((rgb == key).all(-1), 0, 255))),
+        "gray_key.png": (saved(gray_keyed, "PNG"),
+                         on_white(np.repeat(gray[..., None], 3, axis=-1), np.where(gray == 0, 0, 255))),
+        "alpha.webp": (saved(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "WEBP", lossless=True, exact=True),
+                       on_white(rgb, alpha)),  # exact: the colours under the transparent pixels are kept
+        "transparent_gif.png": (saved(gif, "GIF", transparency=0, optimize=False),  # a GIF by another name
+                                on_white(np.array([(0, 0, 0), *palette[:3]], np.uint8)[np.asarray(gif)],
+                                         np.where(np.asarray(gif) == 0, 0, 255))),
+    }
+
+
 def assert_same_copies(first: Mapping[str, bytes], second: Mapping[str, bytes]) -> None:
     """The same augmented copies (JPEG bytes by name): each the same transformation of the same image. Computed in
     batches of another shape, a pixel may round one level apart (floating point), which JPEG turns into other

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_same_copies, run_script, write_image
+from conftest import assert_same_copies, run_script, transparent_images, write_image
 
 from realvsai import augmentation
 from realvsai.augmentation import (
@@ -479,6 +479,28 @@ def test_images_wait_for_their_batch_as_uint8_not_as_floats(tmp_path):
     batches = plan_batches([FakeSource(source, (str(tmp_path / "copy_0.jpg"),), 40, 30)], seed=1)
     [(_, _, images)] = list(_decoded_batches(batches, None, 10**6).as_numpy_iterator())
     assert images.dtype == np.uint8 and images.shape == (1, 30, 40, 3)
+
+
+def test_offline_copies_are_made_from_a_transparent_image_shown_on_white(tmp_path, make_class_folder):
+    """DataAugmentation decoded a cut-out as training did, without its alpha: its copies showed the colours stored
+    under the transparent pixels (black, or junk), which neither the user nor, now, training sees."""
+    from realvsai.moving import plan_copies
+    from realvsai.offline_augmentation import _decoded_batches
+
+    make_class_folder(tmp_path / "train", {"REAL": 1})
+    kinds = transparent_images()
+    for name, (data, _) in kinds.items():
+        (tmp_path / "train" / "FAKE" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / "FAKE" / name).write_bytes(data)
+    batches = plan_batches(plan_copies(tmp_path, copies=1).images, seed=1, batch_size=len(kinds) + 1)
+
+    decoded = {}
+    for batch_index, positions, pixels in _decoded_batches(batches, None, 10**6).as_numpy_iterator():
+        for position, image in zip(positions, pixels, strict=True):
+            decoded[batches[batch_index].sources[position].name] = image
+
+    for name, (_, shown) in kinds.items():
+        np.testing.assert_array_equal(decoded[name], shown, err_msg=name)
 
 
 def test_progress_counts_each_copy_once_when_an_images_copies_span_batches(tmp_path):

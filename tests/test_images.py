@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import png_header_only, traced_peak, write_image
+from conftest import on_white, png_header_only, traced_peak, transparent_images, write_image
 from PIL import Image
 
 from realvsai import images
@@ -457,3 +457,102 @@ def test_a_png_whose_pixel_data_fails_its_checksum_gets_one_reason_on_every_path
 
     assert str(scan.value) == str(app.value) == str(predict.value) == images.decode_check(path)[0]
     assert "checksum" in str(scan.value)
+
+
+@pytest.mark.parametrize("name", sorted(transparent_images()))
+def test_a_transparent_pixel_decodes_as_the_white_it_shows_not_the_colour_stored_under_it(name):
+    """Every decode dropped the alpha: a cut-out (an AI image on a transparent background, white-backed in a browser
+    and in the app's preview) reached the model on black, or on whatever colour its editor left under it."""
+    data, shown = transparent_images()[name]
+
+    pixels, header = images.load_rgb_with_header(data)  # the app's and --predict's decode
+
+    assert np.array_equal(images.load_rgb(data), shown)  # training's Pillow route, evaluation's arrays
+    assert np.array_equal(pixels, shown) and (header.width, header.height) == (32, 32)
+
+
+def test_a_16_bit_gray_png_shows_white_where_its_transparent_level_is():
+    """A 16-bit gray PNG marks one level transparent (its tRNS chunk): scaled to 8 bits, it kept that level's gray."""
+    levels = np.random.default_rng(0).integers(0, 65536, (16, 16)).astype(np.uint16)
+    levels[:, :4] = 1234
+    image = Image.fromarray(levels)
+    data = encode(image, "PNG", transparency=1234)
+    scaled = np.clip(np.rint(levels * (255 / 65535)), 0, 255).astype(np.uint8)
+
+    pixels = images.load_rgb(data)
+
+    assert np.array_equal(pixels, np.repeat(np.where(levels == 1234, 255, scaled)[..., None], 3, axis=-1))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_an_opaque_image_with_an_alpha_channel_is_its_rgb_copy_pixels_and_hash_alike(tmp_path, mode):
+    """Opaque (every alpha 255, or a palette's transparent entry unused): the pixels and the pixel hash of its RGB
+    copy, as before transparency counted: an ordinary dataset decodes and splits as it did."""
+    import hashlib
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    if mode == "LA":
+        rgb = np.repeat(rgb[..., :1], 3, axis=-1)
+    if mode == "P":  # four colours; entry 4 is transparent and no pixel uses it
+        rgb = np.array([(0, 0, 0), (255, 0, 0), (10, 200, 30), (255, 255, 255)], np.uint8)[rng.integers(0, 4, (24, 40))]
+        image = Image.fromarray(rgb).quantize(5)
+        image.save(tmp_path / "alpha.png", transparency=bytes([255] * 4 + [0]))
+        assert np.array_equal(np.asarray(image.convert("RGB")), rgb)
+    else:
+        opaque = np.full((24, 40, 1), 255, np.uint8)
+        Image.fromarray(np.dstack([rgb[..., :1] if mode == "LA" else rgb, opaque]), mode).save(tmp_path / "alpha.png")
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    with Image.open(tmp_path / "alpha.png") as saved:
+        assert saved.mode == mode and saved.has_transparency_data
+
+    assert np.array_equal(images.load_rgb(tmp_path / "alpha.png"), rgb)
+    expected = hashlib.sha256(b"RGB (40, 24)\n" + rgb.tobytes()).hexdigest()
+    assert images.decode_check(tmp_path / "alpha.png") == images.decode_check(tmp_path / "rgb.png") == (None, expected)
+
+
+def test_a_transparent_image_and_its_copy_flattened_on_white_are_one_image(tmp_path):
+    """The pixel hash read the colours stored under the transparency: a cut-out and its export on white, which the
+    model takes as the same pixels, went to different splits; two cut-outs differing only under their transparent
+    pixels (the junk an editor leaves there) counted as two images."""
+    data, shown = transparent_images()["rgba.png"]
+    (tmp_path / "cutout.png").write_bytes(data)
+    Image.fromarray(shown).save(tmp_path / "flattened.png")
+    with Image.open(tmp_path / "cutout.png") as cutout:
+        other = np.asarray(cutout).copy()
+    other[other[..., 3] == 0, :3] = (0, 255, 0)  # other junk under the same transparent pixels
+    Image.fromarray(other, "RGBA").save(tmp_path / "other_junk.png")
+    Image.fromarray(other[..., :3]).save(tmp_path / "alpha_dropped.png")  # what a decode without alpha saw
+
+    cutout, flattened, other_junk, dropped = (images.decode_check(tmp_path / name)[1] for name in (
+        "cutout.png", "flattened.png", "other_junk.png", "alpha_dropped.png"))
+
+    assert cutout == flattened == other_junk != dropped
+
+
+def test_a_gray_cut_out_is_gray_whatever_colour_its_transparent_pixels_store():
+    """The gray check (the scan's, the app's) read the colour under the transparency: a gray cut-out whose hidden
+    pixels are red was called a colour image, though the model, and the user, see it gray on white."""
+    gray = np.random.default_rng(2).integers(0, 256, (32, 32), dtype=np.uint8)
+    rgba = np.dstack([gray, gray, gray, np.full((32, 32), 255, np.uint8)])
+    rgba[:, :12] = (255, 0, 0, 0)  # transparent, red under it
+    data = encode(Image.fromarray(rgba, "RGBA"), "PNG")
+
+    assert images.read_header(data).grayscale
+    assert images.load_rgb_with_header(data)[1].grayscale
+
+
+def test_a_large_cut_out_is_made_opaque_in_bands_not_whole(tmp_path):
+    """Compositing a 3 MP image with transparency onto the background holds the RGB result and a band at a time,
+    not float or 16-bit copies of the whole image; the pixel hash holds no copy of it at all."""
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (1500, 2000, 4), dtype=np.uint8)
+    path = tmp_path / "large.png"
+    Image.fromarray(rgba, "RGBA").save(path, compress_level=0)
+
+    pixels, peak = traced_peak(lambda: images.load_rgb(path))
+    (problem, _), hash_peak = traced_peak(lambda: images.decode_check(path))
+
+    assert np.array_equal(pixels[::50, ::50], on_white(rgba[::50, ::50, :3], rgba[::50, ::50, 3]))
+    assert peak < pixels.nbytes + 4 * 2**20  # the result (9 MB), and a band
+    assert problem is None and hash_peak < 4 * 2**20

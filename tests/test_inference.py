@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, predictor, traced_peak, write_image
+from conftest import REPO, predictor, traced_peak, transparent_images, write_image
 from PIL import Image
 
 from realvsai import image_stats, inference, run
@@ -1024,6 +1024,44 @@ def test_a_crops_mode_model_predicts_alike_in_evaluation_prediction_and_the_app(
     np.testing.assert_allclose(np.stack(by_app), expected, atol=1e-5)
     resized = predict(inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE), [load_rgb(paths[0])])
     assert not np.allclose(resized[0], expected[0], atol=1e-5)  # crops mode is not the resize path
+
+
+@pytest.mark.parametrize("input_mode", ["resize", "crops"])
+def test_a_transparent_image_is_judged_on_white_alike_in_evaluation_prediction_and_the_app(tmp_path, input_mode):
+    """Evaluation, --predict and the app judged a cut-out by the colours stored under its transparent pixels (black,
+    or junk), which no user sees: each now takes it as shown on white, as the app's preview shows it."""
+    from realvsai import prediction
+    from realvsai.data import grid_crops, scan_images
+
+    model = build_stand_in(seed=3)
+    kinds = transparent_images()
+    for name, (data, _) in kinds.items():
+        (tmp_path / "in" / "REAL").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / "REAL" / name).write_bytes(data)
+    names = sorted(kinds)
+    shown = [kinds[name][1] for name in names]
+    if input_mode == "crops":
+        expected = np.stack([np.asarray(model(np.asarray(grid_crops(pixels, IMAGE_SIZE)), training=False)).mean(0)
+                             for pixels in shown])
+    else:
+        expected = np.asarray(model(np.stack(shown).astype(np.float32), training=False))
+    info = {"class_names": CLASS_NAMES, "image_size": IMAGE_SIZE, "input_mode": input_mode}
+    scanned = scan_images(tmp_path / "in", ["REAL"])
+    assert [path.name for path in scanned.files] == names
+
+    by_evaluation = prediction.predict_images(predictor(model, IMAGE_SIZE, 4, input_mode, CLASS_NAMES), scanned)
+    prediction.predict_folder(model, info, tmp_path / "in", tmp_path / "out", batch_size=4)
+    rows = {row.split(",")[0]: [float(value) for value in row.split(",")[2:4]]
+            for row in (tmp_path / "out" / "predictions.csv").read_text().splitlines()[1:]}
+    by_predict = np.array([rows[f"REAL/{name}"] for name in names])
+    classifier = inference.Classifier(model, CLASS_NAMES, IMAGE_SIZE, input_mode)
+    results = inference.classify_uploads(classifier, [(name, kinds[name][0]) for name in names], batch_size=4)
+
+    np.testing.assert_allclose(by_evaluation, expected, atol=1e-5)
+    np.testing.assert_allclose(by_predict, expected, atol=1e-5)
+    np.testing.assert_allclose(np.stack([result.probabilities for result in results]), expected, atol=1e-5)
+    for result, pixels in zip(results, shown, strict=True):
+        np.testing.assert_array_equal(result.preview, pixels)  # the card shows what the model judged
 
 
 def test_grad_cam_of_a_crops_mode_model_explains_its_native_resolution_crops():

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import transparent_images
 from PIL import Image
 
 from realvsai import data, inference
@@ -74,6 +75,38 @@ def test_training_decodes_every_other_format_to_exactly_the_apps_pixels(tmp_path
 
     shown_to_app, _ = inference.decode_upload(path.read_bytes())
     np.testing.assert_array_equal(trained_on, shown_to_app.astype(np.float32))
+
+
+@pytest.mark.parametrize("name", sorted(transparent_images()))
+def test_training_and_the_app_see_a_transparent_image_on_white_as_the_user_does(tmp_path, name):
+    """Training decoded a PNG with transparency with TensorFlow (and Pillow's route dropped the alpha too): the model
+    learnt the colours stored under the transparent pixels, black or junk, which the user never sees, while a
+    browser and the app's preview show the image on white."""
+    data, shown = transparent_images()[name]
+    path = tmp_path / "a" / name
+    path.parent.mkdir()
+    path.write_bytes(data)
+
+    trained_on = dataset_pixels(tmp_path, image_size=32)[0]
+
+    shown_to_app, _ = inference.decode_upload(data)
+    np.testing.assert_array_equal(trained_on, shown.astype(np.float32))
+    np.testing.assert_array_equal(shown_to_app, shown)
+    np.testing.assert_array_equal(inference.preview_image(shown_to_app), shown)  # the card's picture
+
+
+def test_an_opaque_rgba_png_trains_on_exactly_its_rgb_pixels(tmp_path):
+    """Every alpha 255: the pixels TensorFlow gave before transparency counted, whatever route decodes it now."""
+    rgb = noisy_pixels(40, 56, seed=4)
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.dstack([rgb, np.full((40, 56), 255, np.uint8)]), "RGBA").save(tmp_path / "a" / "1_rgba.png")
+    Image.fromarray(rgb).save(tmp_path / "a" / "2_rgb.png")
+
+    rgba_pixels, rgb_pixels = dataset_pixels(tmp_path, image_size=32)
+
+    np.testing.assert_array_equal(rgba_pixels, rgb_pixels)
+    np.testing.assert_array_equal(rgb_pixels, tf.io.decode_png((tmp_path / "a" / "1_rgba.png").read_bytes(),
+                                                               channels=3).numpy().astype(np.float32))
 
 
 def test_dataset_and_model_crop_a_non_square_image_identically(tmp_path):
