@@ -25,11 +25,19 @@ from realvsai.image_stats import format_name, is_grayscale_mode
 # How the pixel limit is raised, as ``pixel_problem`` says it (the app says it its own way).
 RAISE_LIMIT = ("--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMerger.py, DataAugmentation.py, "
                "ModelTraining.py and App.py")
-# Formats tf.io.decode_image reads exactly as Pillow does (for 8-bit, unrotated images; WebP without alpha).
-# Not BMP: TensorFlow returns a palette BMP's colour indices as gray levels and refuses a 1-bit one; not GIF:
-# it paints a transparent pixel black, Pillow in its palette colour; a WebP with alpha it refuses (TF 2.21).
+# Formats tf.io.decode_image reads exactly as Pillow does, for 8-bit, unrotated images without transparency (which
+# TensorFlow drops: ``_header`` sends those to Pillow, ``ALPHA_BACKGROUND``). Not BMP: TensorFlow returns a palette
+# BMP's colour indices as gray levels and refuses a 1-bit one; not GIF: it paints a transparent pixel black; a WebP
+# with alpha it refuses (TF 2.21).
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+# The level (every channel) a transparent pixel is seen on: white, the background a web page, a document or an
+# editor's flatten puts behind a cut-out, so the model judges what the user sees; the colour stored under a
+# transparent pixel is never shown (mostly black, sometimes an editor's leftovers), and a decode that dropped the
+# alpha judged that. ``_as_rgb`` composites onto it (``_over_background``) on every path, training, evaluation,
+# --predict, offline augmentation and the app alike, whose preview is these pixels: one truth, what the user sees
+# on the page is what the model judged.
+ALPHA_BACKGROUND = 255
 _PILLOW_LIMIT_LOCK = threading.Lock()
 # An image is gray when its channels' spread (largest minus smallest, per pixel) averages at most GRAY_SPREAD
 # levels: gray content saved as RGB (PNG, or JPEG: its chroma decodes equal) spreads by rounding at most, and a
@@ -170,13 +178,15 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
             # The pixels the model takes (an RGB image's raw bytes): the same image saved as palette, gray or
             # opaque RGBA (a lossless optimiser's, an editor's) is one image, and two palette images of the same
             # indices in other colours are two. Bands are whole rows, so the hash is the whole's. Upright: a photo
-            # stored turned (EXIF) and its upright export are one input.
+            # stored turned (EXIF) and its upright export are one input. Transparency as the model sees it, on
+            # ALPHA_BACKGROUND: a cut-out is its export flattened on white, whatever colours it stores under it.
             _ignore_broken_exif()
             turned = image.getexif().get(ExifTags.Base.Orientation, 1) not in (0, 1)
             upright = ImageOps.exif_transpose(image) if turned else image
             digest = hashlib.sha256(f"RGB {upright.size}\n".encode())
             for band in _bands(upright):
-                digest.update(band.tobytes() if band.mode == "RGB" else _as_rgb(band).tobytes())
+                plain = band.mode == "RGB" and not band.has_transparency_data  # not a PNG's transparent colour
+                digest.update(band.tobytes() if plain else _as_rgb(band).tobytes())
             return None, digest.hexdigest(), _header(image) if header else None
     except FileNotFoundError:
         return "file not found", None, None
@@ -209,22 +219,50 @@ def _check_png(image: Image.Image, source: Path | bytes | BinaryIO) -> None:
 
 def _as_rgb(image: Image.Image) -> np.ndarray:
     """The (H, W, 3) uint8 RGB pixels of a loaded image (or band), as the model takes them: 16-bit and float
-    images scaled to 8 bits rather than clipped, other modes converted by Pillow."""
+    images scaled to 8 bits rather than clipped, other modes converted by Pillow; an image with transparency (an
+    alpha channel: RGBA, LA, PA, a WebP's; a palette's alpha or transparent entry: PNG's tRNS, GIF's; a PNG's
+    transparent colour or gray level) composited onto ``ALPHA_BACKGROUND``, band by band (``_over_background``).
+    An opaque one (every alpha 255, or no pixel of the transparent colour) keeps its pixels exactly."""
     if image.mode in _HIGH_BIT_DEPTH_MODES:
         pixels = np.asarray(image)  # its own type: 2 or 4 bytes a pixel
         scale = 255.0 / 65535.0 if image.mode.startswith("I") else 255.0
+        transparent = image.info.get("transparency")  # a 16-bit gray PNG's transparent level (tRNS)
         rgb = np.empty((*pixels.shape, 3), np.uint8)
         rows = max(1, _HASH_BAND_BYTES // (8 * pixels.shape[1]))  # scaled in float64 a band at a time: a 49 MP
         for top in range(0, pixels.shape[0], rows):  # scan took 40 bytes a pixel whole
-            band = np.clip(np.rint(pixels[top:top + rows] * scale), 0, 255)
-            rgb[top:top + rows] = band.astype(np.uint8)[..., None]
+            band = np.clip(np.rint(pixels[top:top + rows] * scale), 0, 255).astype(np.uint8)[..., None]
+            if isinstance(transparent, int):
+                band = _over_background(band, np.where(pixels[top:top + rows] == transparent, 0, 255))
+            rgb[top:top + rows] = band
+        return rgb
+    if image.has_transparency_data:
+        rgb = np.empty((image.height, image.width, 3), np.uint8)
+        top = 0
+        for band in _bands(image, 12):  # its RGBA copy (4 bytes a pixel) and the arithmetic's (8) at a time
+            rgba = np.asarray(band if band.mode == "RGBA" else band.convert("RGBA"))  # a palette's alphas too
+            rgb[top:top + band.height] = _over_background(rgba[..., :3], rgba[..., 3])
+            top += band.height
         return rgb
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
-def _bands(image: Image.Image) -> Iterator[Image.Image]:
-    """``image`` in bands of whole rows, about ``_HASH_BAND_BYTES`` each: a 100 MP photo is never copied whole."""
-    rows = max(1, _HASH_BAND_BYTES // (4 * image.width))
+def _over_background(colours: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 ``colours`` (or (H, W, 1), gray) under ``alpha`` (H, W: 0 transparent, 255 opaque) composited
+    onto ``ALPHA_BACKGROUND`` as a browser shows them: ``(colour * alpha + background * (255 - alpha)) / 255``,
+    rounded (never a tie: 255 is odd). In 16-bit integers, exact: an opaque pixel keeps its colour, a transparent
+    one is the background, whatever colour it stores."""
+    weight = alpha.astype(np.uint16)[..., None]
+    mixed = colours.astype(np.uint16)
+    mixed *= weight  # at most 255 * 255, and with the background's share and the rounding 65,152: within 16 bits
+    mixed += ALPHA_BACKGROUND * (255 - weight) + 127
+    mixed //= 255
+    return mixed.astype(np.uint8)
+
+
+def _bands(image: Image.Image, pixel_bytes: int = 4) -> Iterator[Image.Image]:
+    """``image`` in bands of whole rows, about ``_HASH_BAND_BYTES`` each at ``pixel_bytes`` a pixel: a 100 MP photo is
+    never copied whole."""
+    rows = max(1, _HASH_BAND_BYTES // (pixel_bytes * image.width))
     if rows >= image.height:  # one band: the image itself, not a copy
         yield image
         return
@@ -337,8 +375,9 @@ def _header(image: Image.Image, gray: bool = True) -> ImageHeader:
     except (OSError, SyntaxError, ValueError) as error:
         # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
         raise ImageDecodeError(f"the image data is broken ({error})") from error
+    # Transparency: TensorFlow's decoders drop it (channels=3), so such an image is composited by ``_as_rgb``.
     needs_pil = (image.format not in TF_DECODABLE_FORMATS or image.mode in _HIGH_BIT_DEPTH_MODES
-                 or (image.format == "WEBP" and image.mode != "RGB")
+                 or (image.format == "WEBP" and image.mode != "RGB") or image.has_transparency_data
                  or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1)
     # A quarter turn (orientations 5 to 8): the upright image is transposed.
     width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
