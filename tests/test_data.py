@@ -156,6 +156,16 @@ def test_scan_splits_refuses_a_test_split_with_other_class_names_with_the_rename
         data.scan_splits(data_dir)
 
 
+def test_scan_splits_refuses_class_folders_that_differ_only_in_letter_case(tmp_path, make_class_folder):
+    """A class folder renamed in the split (REAL to Real) and the split run again: train/ held REAL/ and Real/ with
+    the same images, and training learnt three classes without a word (half its answers then Uncertain)."""
+    for split, seed in (("train", 0), ("validation", 1)):
+        make_class_folder(tmp_path / split, {"FAKE": 2, "REAL": 2, "Real": 2}, seed=seed)
+
+    with pytest.raises(UserError, match=r"'REAL', 'Real'.* differ only in letter case.*one folder"):
+        data.scan_splits(tmp_path)
+
+
 def test_training_on_a_data_folder_that_does_not_exist_says_so(tmp_path):
     """It said "has no train folder. Run DataSplitD1.py or DataSplitD2.py first": of a folder that is not there,
     a mistyped --data most likely."""
