@@ -31,6 +31,7 @@ from realvsai.layout import (
     TEST,
     TRAIN,
     VALIDATION,
+    alike_names,
     class_folder_of,
     download_split_hint,
     find_class_folders,
@@ -210,6 +211,11 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
     if len(train.class_names) < 2:
         raise UserError(f"{data_dir / TRAIN} has one class folder ({train.class_names[0]}); a classifier needs "
                         "at least two.")
+    if alike := alike_names(train.class_names):
+        raise UserError(f"{data_dir / TRAIN} has class folders {alike} that differ only in letter case or accent "
+                        "encoding: they would be learnt as separate classes (and are one folder on macOS and "
+                        "Windows). Move the images of each such class into one folder, in every split, then train "
+                        "again.")
     validation = scan_images(data_dir / VALIDATION, train.class_names, max_pixels, crop_size, every_class=True)
     test = (scan_images(data_dir / TEST, train.class_names, max_pixels, crop_size)
             if (data_dir / TEST).is_dir() else None)

@@ -297,6 +297,14 @@ def find_train_test_root(source: Path) -> Path:
     return root
 
 
+def alike_names(names: Iterable[str]) -> list[str]:
+    """The ``names`` that share their ``name_key`` with another (REAL and Real; é composed and decomposed), sorted:
+    one folder on macOS (and, for letter case, Windows), and most likely one class to the person who made them."""
+    names = list(names)
+    keys = Counter(name_key(name) for name in names)
+    return sorted(name for name in names if keys[name_key(name)] > 1)
+
+
 def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], source: Path) -> dict[str, str]:
     """Class folder -> output class name; UserError for an OLD that is not a class folder, or two classes
     ending with one name (also in another letter case or accent encoding: ``name_key``)."""
@@ -317,10 +325,8 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
         owners = sorted(folder for folder, name in names.items() if name in doubled)
         raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "
                         "Give each class its own name.")
-    # Two such classes are one folder on macOS (and, for letter case, Windows), and most likely one class to the
-    # person who made them.
-    if alike := sorted(key for key, count in Counter(name_key(name) for name in names.values()).items() if count > 1):
-        owners = sorted(folder for folder, name in names.items() if name_key(name) in alike)
+    if alike := alike_names(names.values()):
+        owners = sorted(folder for folder, name in names.items() if name in alike)
         if renamed := [folder for folder in owners if folder in renames]:
             clash = ", ".join(f"{folder!r} as {names[folder]!r}" for folder in owners)
             raise UserError(f"--rename {', '.join(f'{folder}={renames[folder]}' for folder in renamed)} gives "

@@ -34,6 +34,7 @@ from realvsai.layout import (
     SPLITS,
     TRAIN,
     ManifestRow,
+    alike_names,
     class_folder_of,
     find_label_conflicts,
     name_key,
@@ -150,8 +151,7 @@ def merge_datasets(
                     "--rename RealArt=REAL)."
                 )
             known += unknown
-        alike = Counter(name_key(name) for name in classes)
-        if doubled := sorted(name for name in classes if alike[name_key(name)] > 1):
+        if doubled := alike_names(classes):
             raise UserError(f"{source} has classes {doubled}, which differ only in letter case or accent encoding (one "
                             "folder on macOS): move the images of one into the other, then merge again.")
 
