@@ -80,6 +80,28 @@ def write_image(
     return path
 
 
+# A 2000x1500 JPEG plays a 200 MP phone photo (16320x12240) in the tests of the pixel limit: over PHOTO_LIMIT at its
+# full size (3 MP), 250x188 (47,000 pixels) where libjpeg decodes it at 1/8 of its sides, as a resize model's path does.
+PHOTO_LIMIT = 1_000_000
+
+
+def phone_photo(seed: int = 0, size: tuple[int, int] = (2000, 1500), mode: str = "RGB", **options: Any) -> bytes:
+    """A large JPEG of a photo's smooth content, made in milliseconds (a few random colours enlarged): sequential, as
+    cameras write them, unless ``options`` say ``progressive=True``."""
+    colours = np.random.default_rng(seed).integers(0, 256, (15, 20, 3), np.uint8)
+    image = Image.fromarray(colours).resize(size, Image.Resampling.BILINEAR).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def write_phone_photo(path: Path, seed: int = 0, **options: Any) -> Path:
+    """``phone_photo`` written to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(phone_photo(seed, **options))
+    return path
+
+
 def predictor(model, image_size: int, batch_size: int, input_mode: str = "resize",
               class_names: tuple[str, ...] = ("FAKE", "REAL")):
     """The run's one predict path (``run.Predictor``) for ``model``, as evaluation and --predict make it."""

@@ -17,7 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_same_copies, follow_deleter_hint, run_script, sha256, snapshot, write_image
+from conftest import (
+    PHOTO_LIMIT,
+    REPO,
+    assert_same_copies,
+    follow_deleter_hint,
+    run_script,
+    sha256,
+    snapshot,
+    write_image,
+    write_phone_photo,
+)
 from PIL import Image
 
 from realvsai import moving
@@ -475,6 +485,16 @@ def test_max_pixels_sets_the_limit_the_skip_warning_names(data, capsys):
     err = capsys.readouterr().err
     assert "limit of 1,000 pixels" in err and "--max-pixels" in err
     assert not list(data.glob("augmented_train/*/*"))
+
+
+def test_a_phone_photo_is_counted_whole_for_its_copies_are_made_from_its_full_decode(data, capsys):
+    """Training decodes a 200 MP JPEG (conftest's stand-in) at 1/8; DataAugmentation makes its copies from the whole
+    photo (about 80 bytes a pixel in flight): the limit counts all its pixels, with --size too."""
+    write_phone_photo(data / "train" / "REAL" / "phone.jpg")
+    assert augment(data, "--max-pixels", str(PHOTO_LIMIT), "--size", "32") == 0
+    err = capsys.readouterr().err
+    assert "phone.jpg" in err and "2000x1500 pixels is more than the limit of 1,000,000 pixels" in err
+    assert not list(data.glob("augmented_train/*/aug_phone*"))
 
 
 def test_image_only_pillow_reads_is_augmented_as_training_reads_it(data, capsys):

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, write_image
+from conftest import PHOTO_LIMIT, REPO, write_image, write_phone_photo
 from PIL import Image
 
 from realvsai import data, images
@@ -475,6 +475,24 @@ def test_a_scan_for_crops_skips_and_names_an_image_its_crops_would_enlarge_past_
     ((path, reason),) = scanned.skipped
     assert path == strip and "32x160000" in reason and "limit of 100,000 pixels" in reason
     assert any(str(strip) in record.getMessage() for record in caplog.records if record.levelname == "WARNING")
+
+
+def test_a_scan_for_a_resize_model_keeps_a_jpeg_it_decodes_reduced_within_the_limit(tmp_path):
+    """A 200 MP phone photo (conftest's stand-in) is decoded at 1/8 for a resize model, by TensorFlow as by Pillow:
+    the scan counts those pixels. Crops mode and a scan for no model (full decodes) count it whole."""
+    phone = write_phone_photo(tmp_path / "a" / "phone.jpg")
+    write_image(tmp_path / "b" / "photo.png", seed=2, size=(48, 40))
+
+    scanned = data.scan_images(tmp_path, max_pixels=PHOTO_LIMIT, image_size=32)
+
+    assert scanned.files == [phone, tmp_path / "b" / "photo.png"] and scanned.sizes[0] == (2000, 1500)
+    assert not scanned.skipped and scanned.grayscale == [False, False]
+    (batch, labels), = data.make_dataset(scanned, batch_size=2, image_size=32)
+    assert batch.shape == (2, 32, 32, 3) and list(labels.numpy()) == [0, 1]
+    for whole in (data.scan_images(tmp_path, max_pixels=PHOTO_LIMIT, crop_size=32),
+                  data.scan_images(tmp_path, max_pixels=PHOTO_LIMIT)):
+        ((path, reason),) = whole.skipped
+        assert path == phone and "2000x1500 pixels is more than the limit of 1,000,000 pixels" in reason
 
 
 def test_training_crops_are_native_resolution_crops_of_the_model_size(tmp_path):

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import struct
 import zlib
 
 import numpy as np
 import pytest
-from conftest import on_white, png_header_only, traced_peak, transparent_images, write_image
+from conftest import (
+    PHOTO_LIMIT,
+    on_white,
+    phone_photo,
+    png_header_only,
+    traced_peak,
+    transparent_images,
+    write_image,
+    write_phone_photo,
+)
 from PIL import Image
 
 from realvsai import images
@@ -556,3 +567,128 @@ def test_a_large_cut_out_is_made_opaque_in_bands_not_whole(tmp_path):
     assert np.array_equal(pixels[::50, ::50], on_white(rgba[::50, ::50, :3], rgba[::50, ::50, 3]))
     assert peak < pixels.nbytes + 4 * 2**20  # the result (9 MB), and a band
     assert problem is None and hash_peak < 4 * 2**20
+
+
+# ------------------------------------------------------------------ a large JPEG is counted at the pixels decoded
+# A 200 MP phone photo (16320x12240) was refused on every path, though a resize model's path decodes it at 1/8 of its
+# sides (2040x1530); the stand-in here is conftest's 2000x1500 photo under PHOTO_LIMIT.
+
+
+def test_a_jpeg_a_resize_model_decodes_reduced_is_counted_at_the_pixels_decoded():
+    data = phone_photo()
+
+    assert images.load_rgb(data, PHOTO_LIMIT, image_size=32).shape == (188, 250, 3)  # 1/8 of its sides
+    header = images.read_header(data, PHOTO_LIMIT, image_size=32)  # the scan of training, --evaluate, --predict
+    assert (header.width, header.height, header.image_format, header.grayscale) == (2000, 1500, "JPEG", False)
+    pixels, header = images.load_rgb_with_header(data, PHOTO_LIMIT, image_size=32)  # the app's
+    assert pixels.shape == (188, 250, 3) and (header.width, header.height, header.grayscale) == (2000, 1500, False)
+
+
+@pytest.mark.parametrize("read", [
+    lambda data: images.load_rgb(data, PHOTO_LIMIT),  # --robustness's full-resolution decode
+    lambda data: images.load_rgb(data, PHOTO_LIMIT, crop_size=32),  # crops mode: native pixels
+    lambda data: images.read_header(data, PHOTO_LIMIT),  # DataAugmentation's plan: its copies are made whole
+    lambda data: images.load_rgb_with_header(data, PHOTO_LIMIT, crop_size=32),  # the app in crops mode
+])
+def test_a_jpeg_a_path_decodes_whole_is_counted_whole(read):
+    with pytest.raises(images.ImageDecodeError) as raised:
+        read(phone_photo())
+
+    message = str(raised.value)
+    assert "2000x1500 pixels is more than the limit of 1,000,000 pixels" in message and "--max-pixels" in message
+
+
+def test_the_limit_counts_the_scale_the_models_side_decodes_a_jpeg_at():
+    data = phone_photo()  # for a 200 px model, 1/2 keeps its short side at twice that: 1000x750 pixels
+
+    assert images.load_rgb(data, PHOTO_LIMIT, image_size=200).shape == (750, 1000, 3)
+    pixels, header = images.load_rgb_with_header(data, PHOTO_LIMIT, image_size=200)  # gray judged at 1/8 apart
+    assert pixels.shape == (750, 1000, 3) and header.grayscale is False
+    with pytest.raises(images.ImageDecodeError) as raised:
+        images.read_header(data, 500_000, image_size=200)
+
+    message = str(raised.value)
+    assert "2000x1500 pixels, decoded at 1/2 of its sides as 1000x750," in message
+    assert "limit of 500,000 pixels" in message and "--max-pixels" in message
+
+
+def split_check(data: bytes, max_pixels: int) -> None:
+    """The splitters' and DataMerger's check (``decode_check``), its problem raised."""
+    problem = images.image_problem(io.BytesIO(data), max_pixels)
+    if problem:
+        raise images.ImageDecodeError(problem)
+
+
+@pytest.mark.parametrize("read", [
+    lambda data: images.load_rgb(data, PHOTO_LIMIT, image_size=32),
+    lambda data: images.read_header(data, PHOTO_LIMIT, image_size=32),
+    lambda data: split_check(data, PHOTO_LIMIT),
+])
+def test_a_progressive_jpeg_is_counted_whole_whatever_its_decode(read):
+    """libjpeg holds every DCT coefficient of a progressive JPEG, 2 bytes each, whatever the scale it decodes at (a
+    progressive 200 MP photo at 1/8: 584 MiB): its memory is its full size's."""
+    read(phone_photo(progressive=True, size=(1000, 750)))  # within the limit whole
+    with pytest.raises(images.ImageDecodeError, match="2000x1500 pixels is more than the limit of 1,000,000"):
+        read(phone_photo(progressive=True))
+
+
+def jpeg_header(width: int, height: int, scan_components: int) -> bytes:
+    """A baseline JPEG's header of three components up to its first scan, which holds ``scan_components`` of them
+    (fewer: the image is coded in several scans), and no data: opened, never decoded."""
+    def segment(marker: int, payload: bytes) -> bytes:
+        return struct.pack(">HH", marker, len(payload) + 2) + payload
+
+    frame = struct.pack(">BHHB", 8, height, width, 3) + bytes([1, 0x22, 0, 2, 0x11, 0, 3, 0x11, 0])
+    scan = bytes([scan_components, *(part for index in range(scan_components) for part in (index + 1, 0)), 0, 63, 0])
+    return b"\xff\xd8" + segment(0xFFC0, frame) + segment(0xFFDA, scan) + b"\xff\xd9"
+
+
+def test_a_jpeg_coded_in_several_scans_is_counted_whole_whatever_its_decode():
+    """A sequential JPEG whose first scan lacks a component is decoded by libjpeg through a buffer of the whole
+    image's DCT coefficients too, as a progressive one: a 65535x65535 one would take 25 GB at any scale."""
+    with pytest.raises(images.ImageDecodeError, match="2000x1500 pixels is more than the limit"):
+        images.read_header(jpeg_header(2000, 1500, scan_components=1), PHOTO_LIMIT, image_size=32)
+    with pytest.raises(images.ImageDecodeError, match="broken"):  # one scan: counted reduced, and then decoded
+        images.read_header(jpeg_header(2000, 1500, scan_components=3), PHOTO_LIMIT, image_size=32)
+
+
+def test_a_jpeg_whose_gray_check_decodes_it_whole_is_counted_whole():
+    """The scan judges gray at 1/8 only where the short side keeps 64 pixels there: a strip's is a full decode."""
+    strip = phone_photo(size=(8000, 300))  # 2.4 MP; a 32 px model decodes it at 1/4
+
+    for read in (lambda: images.read_header(strip, PHOTO_LIMIT, image_size=32),
+                 lambda: split_check(strip, PHOTO_LIMIT)):
+        with pytest.raises(images.ImageDecodeError, match="8000x300 pixels is more than the limit"):
+            read()
+
+
+def reduced_pixels_hash(data: bytes) -> str:
+    """The sha256 ``decode_check`` gives an image whose pixels are those of ``data`` decoded at 1/8."""
+    pixels = images.load_rgb(data, PHOTO_LIMIT, image_size=32)
+    return hashlib.sha256(f"RGB {pixels.shape[1::-1]}\n".encode() + pixels.tobytes()).hexdigest()
+
+
+def test_the_split_s_check_hashes_a_jpeg_over_the_limit_whole_at_its_reduced_decode(tmp_path):
+    """The splitters and DataMerger hash an image's decoded pixels to find duplicates: a JPEG over the limit at its
+    full size is hashed at 1/8, which its duplicates share (the same photo saved with other metadata)."""
+    data = phone_photo()
+    phone = tmp_path / "phone.jpg"
+    phone.write_bytes(data)
+    commented = tmp_path / "commented.jpg"  # a COM segment after SOI: other bytes, the same pixels
+    commented.write_bytes(data[:2] + b"\xff\xfe\x00\x07edited" + data[2:])
+
+    problem, pixels = images.decode_check(phone, PHOTO_LIMIT)
+
+    assert problem is None and pixels == reduced_pixels_hash(data)
+    assert images.decode_check(commented, PHOTO_LIMIT) == (None, pixels)
+    assert images.decode_check(phone)[1] != pixels  # within the default limit: its full pixels, as before
+
+
+@pytest.mark.parametrize("mode, gray", [("RGB", False), ("L", True)])
+def test_the_split_s_header_of_a_jpeg_over_the_limit_whole_is_its_full_sizes(tmp_path, mode, gray):
+    path = write_phone_photo(tmp_path / "phone.jpg", mode=mode)
+
+    data, _, problem, _, header = images.inspect_file(path, PHOTO_LIMIT)
+
+    assert problem is None and (header.width, header.height, header.image_format) == (2000, 1500, "JPEG")
+    assert header.grayscale is gray is images.read_header(data, PHOTO_LIMIT, image_size=32).grayscale

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, predictor, traced_peak, transparent_images, write_image
+from conftest import PHOTO_LIMIT, REPO, phone_photo, predictor, traced_peak, transparent_images, write_image
 from PIL import Image
 
 from realvsai import image_stats, inference, run
@@ -1135,6 +1135,20 @@ def test_explain_upload_in_crops_mode_refuses_a_strip_its_crops_would_enlarge_pa
 
     with pytest.raises(ImageDecodeError, match="limit of 100,000 pixels"):
         inference.explain_upload(classifier, encode(random_image(4, 1, 5000)), max_pixels=100_000)
+
+
+def test_a_phone_photo_over_the_limit_whole_is_classified_from_the_reduced_decode_the_model_takes():
+    """A 200 MP photo (here conftest's 2000x1500 under PHOTO_LIMIT) decodes at 1/8 for a resize model: the limit
+    counts those pixels. Crops mode takes its native pixels, so there it is counted whole and refused."""
+    uploads = [("phone.jpg", phone_photo()), ("fine.png", encode(random_image(3, 40, 40)))]
+
+    phone, fine = inference.classify_uploads(inference.Classifier(build_stand_in(), CLASS_NAMES, IMAGE_SIZE), uploads,
+                                             max_pixels=PHOTO_LIMIT)
+    assert phone.ok and fine.ok and phone.size == (2000, 1500) and phone.decoded_shape == (188, 250)
+
+    crops = inference.Classifier(build_stand_in(), CLASS_NAMES, IMAGE_SIZE, "crops")
+    phone, fine = inference.classify_uploads(crops, uploads, max_pixels=PHOTO_LIMIT)
+    assert not phone.ok and "2000x1500 pixels is more than the limit of 1,000,000 pixels" in phone.error and fine.ok
 
 
 @pytest.mark.parametrize("shape", [(1, 5000), (5000, 1)])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import predictor, run_script, write_image
+from conftest import PHOTO_LIMIT, predictor, run_script, write_image, write_phone_photo
 from test_evaluation import model_info, read_only, tiny_classifier
 from test_inference import write_run
 
@@ -132,6 +132,36 @@ def test_evaluate_in_crops_mode_skips_an_image_its_crops_would_enlarge_past_the_
     assert "8x40000" in metrics["skipped_files"][0]["reason"]
     assert any(str(strip) in record.getMessage() and "8x40000" in record.getMessage()
                for record in caplog.records if record.levelname == "WARNING")
+
+
+@pytest.mark.parametrize("input_mode", ["resize", "crops"])
+def test_predict_counts_a_phone_photo_at_the_pixels_its_model_decodes(tmp_path, binary_model, input_mode):
+    """A 200 MP JPEG (conftest's stand-in) is decoded at 1/8 for a resize model, so the limit counts those pixels;
+    a crops model's native pixels are the whole photo's."""
+    write_phone_photo(tmp_path / "photos" / "phone.jpg")
+    write_image(tmp_path / "photos" / "photo.png", seed=1, size=(40, 30))
+
+    prediction.predict_folder(binary_model, model_info(CLASSES, input_mode=input_mode), tmp_path / "photos",
+                              tmp_path / "out", batch_size=2, max_pixels=PHOTO_LIMIT)
+
+    predicted = [row["file"] for row in read_rows(tmp_path / "out" / "predictions.csv")]
+    assert predicted == (["phone.jpg", "photo.png"] if input_mode == "resize" else ["photo.png"])
+    if input_mode == "crops":
+        (row,) = read_rows(tmp_path / "out" / "unreadable.csv")
+        assert row["file"] == "phone.jpg" and "2000x1500 pixels is more than the limit" in row["reason"]
+
+
+@pytest.mark.parametrize("input_mode", ["resize", "crops"])
+def test_evaluate_counts_a_phone_photo_at_the_pixels_its_model_decodes(tmp_path, binary_model, make_class_folder,
+                                                                       input_mode):
+    folder = make_class_folder(tmp_path / "images", {"FAKE": 2, "REAL": 2}, size=(40, 30))
+    write_phone_photo(folder / "REAL" / "phone.jpg")
+
+    metrics = evaluation.evaluate_folders(binary_model, model_info(CLASSES, input_mode=input_mode), [folder],
+                                          tmp_path / "out", batch_size=2, max_pixels=PHOTO_LIMIT)
+
+    skipped = [item["file"] for item in metrics["skipped_files"]]
+    assert (metrics["num_images"], skipped) == ((5, []) if input_mode == "resize" else (4, ["REAL/phone.jpg"]))
 
 
 def test_a_file_that_fails_to_decode_after_its_header_is_named_not_shifted(tmp_path, binary_model):

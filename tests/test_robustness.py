@@ -8,7 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import predictor
+from conftest import PHOTO_LIMIT, predictor, write_phone_photo
 from PIL import Image
 
 from realvsai import evaluation, prediction
@@ -201,6 +201,24 @@ def test_a_large_jpeg_is_perturbed_at_its_full_resolution_not_its_reduced_decode
     assert seen == [(300, 400, 3)] * 2  # as the user's copy would be changed, not the 150x200 reduced decode
     clean = prediction.predict_images(predictor(tiny_model, 64, 4), scanned)
     np.testing.assert_allclose(perturbed, clean, atol=2e-2)  # unchanged pixels: nearly the clean answer
+
+
+def test_robustness_leaves_out_a_jpeg_its_full_resolution_decode_would_take_past_the_limit(
+        tmp_path, make_class_folder, tiny_model, caplog):
+    """A 200 MP JPEG (conftest's stand-in) is evaluated from its 1/8 decode, within the limit; the perturbations
+    change the full-resolution pixels, over it: robustness (its clean numbers too) leaves it out, and says so."""
+    folder = make_class_folder(tmp_path / "images", {"FAKE": 2, "REAL": 2}, size=(40, 30))
+    phone = write_phone_photo(folder / "REAL" / "phone.jpg")
+
+    metrics = evaluation.evaluate_folders(tiny_model, info(), [folder], tmp_path / "out", batch_size=2,
+                                          robustness=True, max_pixels=PHOTO_LIMIT)
+
+    assert metrics["num_images"] == 5 and set(metrics["robustness"]) == set(PERTURBATIONS)
+    ((left_out),) = metrics["robustness_left_out"]
+    assert left_out["file"] == "REAL/phone.jpg" and "2000x1500 pixels is more than the limit" in left_out["reason"]
+    assert "1 image left out" in (tmp_path / "out" / "EVALUATION.md").read_text()
+    assert any(str(phone) in record.getMessage() and "robustness" in record.getMessage()
+               for record in caplog.records if record.levelname == "WARNING")
 
 
 def test_a_crops_mode_model_is_perturbed_through_its_crops(tmp_path, make_class_folder, monkeypatch):

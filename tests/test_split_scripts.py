@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_DATASETS, one_error_line, run_script, write_image
+from conftest import PHOTO_LIMIT, REPO, SHARED_DATASETS, one_error_line, phone_photo, run_script, write_image
 
 import DataAugmentation
 import DataMerger
@@ -131,6 +131,27 @@ def test_datasplitd1_max_pixels_sets_the_limit_its_skipped_list_names(tmp_path, 
         reasons = {Path(row["source"]).name: row["reason"] for row in csv.DictReader(stream)}
     assert list(reasons) == ["big.png"]
     assert "limit of 2,000 pixels" in reasons["big.png"] and "--max-pixels" in reasons["big.png"]
+
+
+def test_a_phone_photo_over_the_limit_whole_is_split_and_its_duplicates_found_by_its_reduced_pixels(
+        tmp_path, make_class_folder):
+    """A 200 MP JPEG (conftest's stand-in) is checked and compared at 1/8 of its sides, the pixels a resize model
+    takes of it: it is split, and the same photo with other metadata under another class is still one image."""
+    source = make_class_folder(tmp_path / "art", {"RealArt": 4, "GeneratedArt": 4})
+    data = phone_photo()
+    (source / "RealArt" / "phone.jpg").write_bytes(data)
+    (source / "RealArt" / "other.jpg").write_bytes(phone_photo(seed=1))
+    (source / "GeneratedArt" / "again.jpg").write_bytes(data[:2] + b"\xff\xfe\x00\x07edited" + data[2:])
+
+    assert DataSplitD1.main([str(source), "--out", str(tmp_path / "data"), "--max-pixels", str(PHOTO_LIMIT),
+                             "--quiet"]) == 0
+
+    with open(tmp_path / "data" / "skipped.csv", newline="") as stream:
+        reasons = {Path(row["source"]).name: row["reason"] for row in csv.DictReader(stream)}
+    assert sorted(reasons) == ["again.jpg", "phone.jpg"]  # one image under two classes: every copy left out
+    assert all("GeneratedArt" in reason or "RealArt" in reason for reason in reasons.values())
+    assert str(source / "RealArt" / "other.jpg") in {row.source for row in read_manifest(tmp_path / "data" /
+                                                                                            "manifest.csv")}
 
 
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py", "DataMerger.py"])

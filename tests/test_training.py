@@ -18,7 +18,16 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, needs_jax, read_history_csv, run_script, snapshot, write_image
+from conftest import (
+    PHOTO_LIMIT,
+    REPO,
+    needs_jax,
+    read_history_csv,
+    run_script,
+    snapshot,
+    write_image,
+    write_phone_photo,
+)
 from test_cli import drop_a_ctrl_c
 
 import ModelTraining
@@ -1439,6 +1448,21 @@ def test_resume_refuses_a_training_setting_it_would_ignore(flags, capsys):
     assert stopped.value.code == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert flags[0] in message and "--resume" in message and "settings" in message
+
+
+@pytest.mark.parametrize("input_mode, kept", [("resize", 5), ("crops", 4)])
+def test_training_counts_a_phone_photo_at_the_pixels_its_input_mode_decodes(tmp_path, make_class_folder,
+                                                                             input_mode, kept):
+    """A resize model's pipeline decodes a 200 MP JPEG (conftest's stand-in) at 1/8; crops mode at full size."""
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2}, size=(30, 30))
+        write_phone_photo(tmp_path / "data" / split / "REAL" / "phone.jpg")
+    config = TrainConfig(data=tmp_path / "data", image_size=32, input_mode=input_mode, max_pixels=PHOTO_LIMIT)
+
+    train, validation, _, _ = training._scan(config)
+
+    assert len(train) == len(validation) == kept
+    assert [path.name for path, _ in train.skipped] == ([] if input_mode == "resize" else ["phone.jpg"])
 
 
 def test_resume_takes_its_own_flags():
