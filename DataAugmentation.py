@@ -155,7 +155,8 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
                         help="the split to augment: train, the only one (a copy in validation or test would "
                              "change what they measure)")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
-                        help="images with more pixels are skipped (a guard against decompression bombs)")
+                        help="images with more pixels are skipped (a guard against decompression bombs); counted "
+                             "whole, a large JPEG too: its copies are made from its full decode")
     args = parser.parse_args(argv)
     if args.copies > MAX_COPIES:
         parser.error(f"--copies {args.copies} is over {MAX_COPIES:,} copies of each image; give fewer (copies of "

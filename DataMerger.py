@@ -24,7 +24,8 @@ class only and merge again). So is an augmented copy (moved into train by MoveAu
 which records its source in augmented-copies.csv) of an image that sits in another split, and so is
 an image whose copies sit in another split: either way training would see that image; the record
 (and the copies' settings, where the target's train had no copies) goes with them. A source file
-that does not decode, or has more pixels than --max-pixels, is refused too; a merge that refused a
+that does not decode, or has more pixels than --max-pixels (a JPEG over it whole is counted and
+compared at its 1/8 decode, as the splitters check it), is refused too; a merge that refused a
 file ends with exit status 1 once the others are merged (a --dry-run with 0). The counts add up: files
 in the target before + added = after. An interrupted merge is completed by running the same command
 again. Each file keeps the name of the dataset it was split from (the unit of the accuracy per source); a
@@ -66,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=positive_int, default=2 * default_workers(),
                         help="threads that hash and decode the files")
     parser.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
-                        help="source images with more pixels are refused (a guard against decompression bombs)")
+                        help="source images with more pixels, as checked (a JPEG over it whole at its 1/8 decode: a "
+                             "200 MP phone photo passes), are refused (a guard against decompression bombs)")
     return parser.parse_args(argv)
 
 

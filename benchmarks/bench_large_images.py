@@ -17,6 +17,11 @@ made 4000x3000 JPEGs (12 MP phone photos): peak RSS and wall time of today's wri
 ``offline_augmentation.MAX_BATCH_PIXELS`` fell to 1 << 22 (two such copies a batch), decoded images waited as uint8
 and a batch was rounded ``ROUNDING_PIXELS`` at a time; each in its own process, the copies' bytes compared.
 
+With --phone, each path that reads an image instead, on made 200 MP phone photos (16320x12240 JPEGs, sequential and
+progressive) and a 12000x12000 one, each path and limit in its own process: the pixel limit's answer, wall time and
+the peak RSS past the imports, under the default --max-pixels (a sequential JPEG counted at the pixels each path
+decodes: ``images.limit_scale``) and under 300,000,000 (everything whole within it: what a user had to give before).
+
 Reads ../shared/datasets/real-or-ai-photos (162 JPEGs, short side about 800-2,100 px) by default;
 without it the script says so and exits 0 (a --data that does not exist is an error). The default data and
 sizes write benchmarks/results/large_images.json; any other run writes only where --results says.
@@ -26,6 +31,7 @@ Examples:
     python benchmarks/bench_large_images.py --scans 8 --image-sizes 224 --repeats 1 --variants reduced "all at once" \
         --results benchmarks/results/large_scans.json
     python benchmarks/bench_large_images.py --photos 4 --results benchmarks/results/augmentation_memory.json
+    python benchmarks/bench_large_images.py --phone --results benchmarks/results/phone_photos.json
 """
 
 from __future__ import annotations
@@ -51,6 +57,12 @@ from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "real-or-ai-photos"
 VARIANTS = ("reduced", "full", "crops", "crops, converted whole", "all at once")
+# --phone: the made photos (name: width, height, progressive) and the paths that read an image, for a 224 px model.
+PHONE_PHOTOS = {"200 MP": (16320, 12240, False), "200 MP progressive": (16320, 12240, True),
+                "144 MP": (12000, 12000, False)}
+PHONE_PATHS = ("app, resize", "app, crops", "training's scan, resize", "tf.data decode, resize",
+               "tf.data decode, crops", "split check")
+RAISED_LIMIT = 300_000_000
 PAIRS = (("reduced", "full"), ("crops", "crops, converted whole"), ("reduced", "all at once"))  # (today, before)
 
 
@@ -69,11 +81,14 @@ def make_parser() -> argparse.ArgumentParser:
                         help="measure COUNT made 12000x9000 PNGs (108 MP scans) instead of --data")
     parser.add_argument("--photos", type=positive_int, metavar="COUNT",
                         help="augment COUNT made 4000x3000 JPEGs with DataAugmentation.py, today vs before")
+    parser.add_argument("--phone", action="store_true",
+                        help="measure every path that reads an image on made 200 MP phone photos instead")
     parser.add_argument("--presets", nargs="+", choices=("detector", "classic"), default=["detector", "classic"],
                         help="with --photos: the augmentation presets to measure (default: %(default)s)")
     add_results_option(parser, "large_images")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "IMAGE_SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--augment-child", nargs=3, metavar=("VARIANT", "PRESET", "DATA"), help=argparse.SUPPRESS)
+    parser.add_argument("--phone-child", nargs=3, metavar=("PATH", "FILE", "LIMIT"), help=argparse.SUPPRESS)
     return parser
 
 
@@ -147,6 +162,103 @@ def make_photos(count: int) -> Path:
     return folder
 
 
+def make_phone_photos() -> dict[str, Path]:
+    """``PHONE_PHOTOS`` as JPEGs (quality 90, 4:2:0, as a phone saves them: smooth colours and a fine noise, about
+    34 MB each at 200 MP) in the temporary folder, made once."""
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(tempfile.gettempdir()) / "realvsai-bench-phone"
+    folder.mkdir(exist_ok=True)
+    made = {}
+    for name, (width, height, progressive) in PHONE_PHOTOS.items():
+        path = made[name] = folder / f"{name.replace(' ', '-')}.jpg"
+        if path.is_file():
+            continue
+        rng = np.random.default_rng(0)
+        colours = Image.fromarray(rng.integers(0, 256, (height // 64, width // 64, 3), np.uint8))
+        pixels = np.asarray(colours.resize((width, height), Image.Resampling.BILINEAR)).copy()
+        for top in range(0, height, 256):  # the noise a band at a time: int16 of the whole would take 1.2 GB
+            band = pixels[top:top + 256].astype(np.int16) + rng.integers(-6, 7, (min(256, height - top), width, 3))
+            pixels[top:top + 256] = np.clip(band, 0, 255)
+        Image.fromarray(pixels).save(path, quality=90, progressive=progressive)
+    return made
+
+
+def memory_mib(field: str) -> float:
+    """This process's ``VmRSS`` (resident memory) or ``VmHWM`` (its peak) from /proc, in MiB. Not ``ru_maxrss``: a
+    child process starts with its parent's resident memory at the fork as its peak (the photos' maker's 2.8 GB)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
+
+
+def read_phone_photo(path_name: str, file: Path, max_pixels: int) -> dict:
+    """One path (``PHONE_PATHS``) reading ``file`` under ``max_pixels`` in this process: its refusal, or the shape it
+    decoded; wall time and the peak RSS past the imports (Linux: the peak is reset to the resident memory first)."""
+    if "tf.data" in path_name:
+        import tensorflow as tf
+
+        from realvsai import data as data_module
+    from realvsai import images as image_io
+    from realvsai import inference
+
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # VmHWM := VmRSS, so the peak below is this path's
+    baseline_mib = memory_mib("VmRSS")
+    start = time.perf_counter()
+    shape, problem = None, None
+    try:
+        if path_name.startswith("app"):  # App.py: the upload's bytes, for a 224 px model
+            crops = path_name.endswith("crops")
+            pixels, _ = inference.decode_upload(file.read_bytes(), max_pixels, None if crops else 224,
+                                                224 if crops else None)
+            shape = pixels.shape
+        elif path_name.startswith("training's scan"):  # and --evaluate's, --predict's: the header and gray check
+            header = image_io.read_header(file, max_pixels, image_size=224)
+            shape = (header.height, header.width)
+        elif path_name.startswith("tf.data"):  # after the scan took it: no limit of its own
+            crops = path_name.endswith("crops")
+            pixels = data_module.decode_rgb(tf.constant(str(file)), tf.constant(False), None if crops else 224,
+                                            max_pixels)
+            shape = tuple(pixels.shape)
+        else:  # DataSplitD1/D2's check and pixel hash of every file; DataMerger's is the same decode
+            _, _, problem, _, _ = image_io.inspect_file(file, max_pixels)
+    except image_io.ImageDecodeError as error:
+        problem = str(error)
+    except Exception as error:  # TensorFlow's refusal of a whole 200 MP JPEG
+        problem = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+    seconds = time.perf_counter() - start
+    peak_mib = memory_mib("VmHWM")
+    return {"accepted": problem is None, "problem": problem, "decoded_shape": shape and list(shape)[:2],
+            "seconds": seconds, "peak_past_imports_mib": peak_mib - baseline_mib, "peak_rss_mib": peak_mib}
+
+
+def compare_phone(args: argparse.Namespace, destination: Destination) -> None:
+    """Every ``PHONE_PATHS`` on every ``PHONE_PHOTOS`` under the default limit and ``RAISED_LIMIT``, a process each."""
+    from realvsai.config import MAX_IMAGE_PIXELS
+
+    photos = make_phone_photos()
+    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "image_size": 224,
+               "photos": {name: {"size": list(PHONE_PHOTOS[name][:2]), "progressive": PHONE_PHOTOS[name][2],
+                                 "bytes": path.stat().st_size} for name, path in photos.items()},
+               "paths": {}, "command": shlex.join(["python", "benchmarks/bench_large_images.py", *sys.argv[1:]])}
+    rows = []
+    for name, file in photos.items():
+        for path_name in PHONE_PATHS:
+            for limit in (MAX_IMAGE_PIXELS, RAISED_LIMIT):
+                output = run_child([sys.executable, __file__, "--phone-child", path_name, str(file), str(limit)],
+                                   f"the {path_name!r} process")
+                measured = json.loads(output.strip().splitlines()[-1])
+                results["paths"].setdefault(name, {}).setdefault(path_name, {})[f"{limit:,}"] = measured
+                taken = "decoded" if "tf.data" in path_name else "taken"  # no limit of its own: the scan's
+                answer = taken if measured["accepted"] else "refused" if "limit" in measured["problem"] else "fails"
+                rows.append((name, path_name, f"{limit / 1e6:,.0f} MP", answer, f"{measured['seconds']:.2f}",
+                             f"{measured['peak_past_imports_mib']:.0f}"))
+    print(format_table(("photo", "path (224 px model)", "--max-pixels", "answer", "wall s", "peak MiB past imports"),
+                       rows))
+    destination.write(results)
+
+
 def augment_photos(variant: str, preset: str, data: Path) -> dict:
     """DataAugmentation.py's main in this process (``variant`` "before": the writer's earlier batching, float
     buffers and rounding); its wall time, peak RSS and the sha256 of every copy."""
@@ -214,8 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.augment_child:
         variant, preset, data = args.augment_child
         return run_main(lambda: print(json.dumps(augment_photos(variant, preset, Path(data)))))
+    if args.phone_child:
+        path_name, file, limit = args.phone_child
+        return run_main(lambda: print(json.dumps(read_phone_photo(path_name, Path(file), int(limit)))))
     destination = results_destination(parser, args, "large_images", ("data", "image_sizes", "batch_size", "variants",
-                                                                     "scans", "photos"))
+                                                                     "scans", "photos", "phone"))
+    if args.phone:
+        return run_main(lambda: compare_phone(args, destination))
     if args.photos:
         return run_main(lambda: compare_augmentation(args, destination))
     if args.scans:

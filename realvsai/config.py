@@ -58,7 +58,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp"}
 MIN_IMAGE_SIZE = 32  # the smallest side keras.applications' ResNets accept (five stride-2 stages)
 CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" rule, recorded in model.json
 # Larger images are refused before a pixel is decoded (a guard against decompression bombs); above
-# Pillow's 89 megapixels, so 100 MP camera photos still pass. The scripts' --max-pixels changes it.
+# Pillow's 89 megapixels, so 100 MP camera photos still pass. The scripts' --max-pixels changes it. Counted as
+# each path decodes an image (images.limit_scale): a JPEG that libjpeg decodes reduced there at that size, so a
+# 200 MP phone photo (16320x12240, 2040x1530 at 1/8) passes a resize model's path and the splitters' check.
 MAX_IMAGE_PIXELS = 120_000_000
 # Words in a class name that mark the AI-generated class (the positive class of the binary metrics).
 POSITIVE_WORDS = frozenset({"fake", "generated", "synthetic", "ai"})

@@ -101,9 +101,10 @@ class LabelledImages:
 
 def scan_images(folder: Path, class_names: Sequence[str] | None = None,
                 max_pixels: int = MAX_IMAGE_PIXELS, crop_size: int | None = None, *,
-                every_class: bool = False) -> LabelledImages:
+                every_class: bool = False, image_size: int | None = None) -> LabelledImages:
     """The images of ``folder/<Class>/`` with their headers; files without one, or with more than ``max_pixels``
-    pixels (with ``crop_size``: once crops mode enlarged them, ``images.pixel_problem``), are skipped and named.
+    pixels as the pipeline decodes them (``images.open_image``: with ``crop_size``, once crops mode enlarged them;
+    with ``image_size``, a resize model's side, a large JPEG at its reduced decode), are skipped and named.
 
     ``class_names`` is the label order (None: the sorted sub-folders); the folder may hold no other class
     folder. A class without a readable image (no folder, an empty one, only broken files) is kept, with a
@@ -133,7 +134,7 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
                        min(path.as_posix() for path, _ in skipped))
     candidates = [(path, label_of[path]) for path in kept]
     results = image_io.read_headers([path for path, _ in candidates], max_pixels, desc=f"checking {folder.name}",
-                                    crop_size=crop_size)
+                                    crop_size=crop_size, image_size=image_size)
     files, labels, sizes, needs_pil, formats, qualities, grayscale, frames = [], [], [], [], [], [], [], []
     for (path, label), result in zip(candidates, results):
         if isinstance(result, str):
@@ -178,10 +179,10 @@ def split_folders(data_dir: Path) -> list[Path]:
     return [Path(data_dir), *splits, *inside]
 
 
-def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS
-                ) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
+def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
+                image_size: int | None = None) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
     """The train, validation and (when there is one) test images of ``data_dir``, in train's class order;
-    ``crop_size`` for crops mode and ``max_pixels`` (``scan_images``).
+    ``crop_size`` for crops mode, ``image_size`` for a resize model, and ``max_pixels`` (``scan_images``).
 
     Raises:
         UserError: without train/ or validation/, with fewer than two classes, or with a class without training
@@ -207,7 +208,8 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
                         "split or merge that made it again to finish it (what it placed is kept), or, if you removed "
                         f"them yourself, remove their rows from {MANIFEST_NAME} (DataDeleter.py removes an image's "
                         "row with it).")
-    train = scan_images(data_dir / TRAIN, max_pixels=max_pixels, crop_size=crop_size, every_class=True)
+    train = scan_images(data_dir / TRAIN, max_pixels=max_pixels, crop_size=crop_size, every_class=True,
+                        image_size=image_size)
     if len(train.class_names) < 2:
         raise UserError(f"{data_dir / TRAIN} has one class folder ({train.class_names[0]}); a classifier needs "
                         "at least two.")
@@ -216,8 +218,9 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
                         "encoding: they would be learnt as separate classes (and are one folder on macOS and "
                         "Windows). Move the images of each such class into one folder, in every split, then train "
                         "again.")
-    validation = scan_images(data_dir / VALIDATION, train.class_names, max_pixels, crop_size, every_class=True)
-    test = (scan_images(data_dir / TEST, train.class_names, max_pixels, crop_size)
+    validation = scan_images(data_dir / VALIDATION, train.class_names, max_pixels, crop_size, every_class=True,
+                             image_size=image_size)
+    test = (scan_images(data_dir / TEST, train.class_names, max_pixels, crop_size, image_size=image_size)
             if (data_dir / TEST).is_dir() else None)
     return train, validation, test
 

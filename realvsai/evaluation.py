@@ -28,7 +28,7 @@ from realvsai import metrics as scoring  # "metrics" names the dict of numbers h
 from realvsai.cli import plural, progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, list_images, read_json, write_json
-from realvsai.images import ImageDecodeError, image_problem, load_rgb
+from realvsai.images import ImageDecodeError, image_problem, load_rgb, pixel_problem
 from realvsai.layout import (
     MANIFEST_NAME,
     SPLIT_WORDS,
@@ -121,6 +121,15 @@ def predict_perturbed(predictor: Predictor, images: LabelledImages, perturbation
     probabilities = np.full((len(images), rows.shape[-1]), np.nan, np.float32)
     probabilities[kept] = rows
     return probabilities
+
+
+def _within_limit_whole(images: LabelledImages) -> tuple[LabelledImages, list[tuple[Path, str]]]:
+    """``images`` whose full-resolution decode (``perturbed_copies``) is within the limit they were read under, and
+    the others with why (a JPEG the scan counted at its reduced decode)."""
+    problems = [pixel_problem(width, height, images.max_pixels) for width, height in images.sizes]
+    kept = [index for index, problem in enumerate(problems) if problem is None]
+    left_out = [(path, problem) for path, problem in zip(images.files, problems) if problem is not None]
+    return (images if not left_out else images.subset(kept)), left_out
 
 
 def without_failed(images: LabelledImages, probabilities: np.ndarray) -> tuple[LabelledImages, np.ndarray]:
@@ -261,7 +270,8 @@ def check_folders(model_info: ModelInfo | Mapping[str, Any], folders: Sequence[P
     scanned = []
     for folder in map(Path, folders):
         _refuse_dataset_folder(folder, class_names)
-        images = scan_images(folder, class_names=class_names, max_pixels=max_pixels, crop_size=info.crop_size)
+        images = scan_images(folder, class_names=class_names, max_pixels=max_pixels, crop_size=info.crop_size,
+                             image_size=info.decode_size)
         scanned.append(dataclasses.replace(images, skipped=[*images.skipped, *left_out_files(folder, class_names)]))
     return scanned
 
@@ -406,17 +416,31 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
     keys = ("accuracy", "roc_auc") if len(class_names) == 2 else ("accuracy",)  # what robustness reports
     metrics["combined"] = source_metrics(labels, np.concatenate([source.probabilities for source in sources]),
                                          class_names, positive_class, threshold)
+    # The perturbations change the full-resolution pixels: a JPEG within the pixel limit only at its reduced decode
+    # (images.limit_scale: a 200 MP phone photo) is left out of them, and of their clean numbers.
+    whole = [_within_limit_whole(source.images) for source in sources] if robustness else []
     if robustness:
+        metrics["robustness_left_out"] = [
+            {**({"source": source.name} if len(sources) > 1 else {}),
+             "file": prediction.relative_name(path, source.folder), "reason": reason}
+            for source, (_, left_out) in zip(sources, whole) for path, reason in left_out]
+        for path, reason in (item for _, left_out in whole for item in left_out):
+            logger.warning("%s is left out of --robustness, whose perturbations change the full-resolution pixels: "
+                           "%s", path, reason)
+    robust_labels = [label for kept, _ in whole for label in kept.labels]
+    if robustness and not robust_labels:
+        logger.warning("no image is left for --robustness: every one is over --max-pixels at full resolution")
+    elif robustness:
         # Unchanged copies first: the clean numbers take the perturbed copies' route (a full decode written as
         # PNG), so the gap to each perturbation is the perturbation's alone, not also a large JPEG's reduced decode.
         steps = [None, *((kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths)]
         results: dict[str, dict[str, Any]] = {kind: {} for kind in PERTURBATIONS}
         for step in progress(steps, desc="robustness", unit="perturbation"):
-            probabilities = np.concatenate([predict_perturbed(predictor, source.images, step) for source in sources])
+            probabilities = np.concatenate([predict_perturbed(predictor, kept, step) for kept, _ in whole])
             if np.isnan(probabilities).any():
                 raise UserError(f"an image stopped decoding during the {describe(step)} evaluation; check the "
                                 "files of the test folders and run it again.")
-            numbers = source_metrics(labels, probabilities, class_names, positive_class, threshold)
+            numbers = source_metrics(robust_labels, probabilities, class_names, positive_class, threshold)
             if step is None:
                 metrics["robustness_clean"] = {key: numbers[key] for key in keys}
             else:

@@ -53,6 +53,12 @@ JPEG_SCALES = (8, 4, 2)
 # The reduced image keeps at least this many times the model's side, so the antialiased resize
 # that follows still averages several decoded pixels into each model pixel.
 JPEG_SCALE_HEADROOM = 2
+# An ``image_size`` for which ``decode_scale`` is libjpeg's smallest decode, 1/8, wherever a short side allows it:
+# the splitters' and DataMerger's check of a JPEG over the pixel limit at full size (``decode_check``).
+SMALLEST_DECODE = 1
+# The start-of-frame markers of sequential Huffman-coded JPEGs (baseline and extended), which libjpeg decodes in one
+# pass when their first scan holds every component (``_one_pass_jpeg``).
+_SEQUENTIAL_FRAMES = frozenset({0xC0, 0xC1})
 
 
 class ImageDecodeError(ValueError):
@@ -116,22 +122,87 @@ def grid_offsets(length: Any, crop_size: int) -> list[Any]:
     return [(length - crop_size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
 
 
-def pixel_problem(width: int, height: int, max_pixels: int, crop_size: int | None = None) -> str | None:
-    """Why an image of ``width`` x ``height`` is refused, or None: more than ``max_pixels`` pixels, as it is or,
-    with ``crop_size`` (crops mode), once ``cover_size`` enlarged (a 1x300000 strip would take gigabytes)."""
-    covered = cover_size(width, height, crop_size) if crop_size else (width, height)
+def pixel_problem(width: int, height: int, max_pixels: int, crop_size: int | None = None,
+                  scale: int = 1) -> str | None:
+    """Why an image of ``width`` x ``height`` is refused, or None: more than ``max_pixels`` pixels as a path decodes
+    it: at 1/``scale`` of its sides (a JPEG decoded reduced: ``limit_scale``), as it is, or, with ``crop_size``
+    (crops mode), once ``cover_size`` enlarged (a 1x300000 strip would take gigabytes)."""
+    decoded = (-(-width // scale), -(-height // scale))  # libjpeg rounds up
+    covered = cover_size(*decoded, crop_size) if crop_size else decoded
     if covered[0] * covered[1] <= max_pixels:
         return None
-    size = f"{width}x{height} pixels" + (f", enlarged to {covered[0]}x{covered[1]} for the model's "
-                                         f"{crop_size} px crops," if covered != (width, height) else "")
+    size = f"{width}x{height} pixels" + (f", decoded at 1/{scale} of its sides as {decoded[0]}x{decoded[1]},"
+                                         if scale > 1 else "")
+    size += (f", enlarged to {covered[0]}x{covered[1]} for the model's {crop_size} px crops,"
+             if covered != decoded else "")
     return (f"{size} is more than the limit of {max_pixels:,} pixels (a guard against decompression bombs; "
             f"{RAISE_LIMIT})")
 
 
+def limit_scale(image: Image.Image, image_size: int | None) -> int:
+    """The reduction at which the pixel limit counts an opened (not loaded) image on a path that decodes a JPEG
+    reduced for a model of side ``image_size`` (None: a path that decodes it whole, 1): ``decode_scale``'s, or the
+    scan's gray check's (``looks_gray``) where that is less reduced, for a JPEG that libjpeg decodes in one pass
+    (``_one_pass_jpeg``); 1 for any other image.
+
+    Every decode of such a JPEG on the path is then at most that size (a 200 MP phone photo: 2040x1530 for a 224 px
+    model, 62 MiB for the app's decode against 1.9 GB whole, benchmark 7d), and no JPEG escapes the limit: at 1/8 of
+    its sides JPEG's largest, 65535x65535 (4.3 G pixels), is 67 M pixels.
+    """
+    if not image_size or format_name(image.format) != "JPEG":
+        return 1
+    scale = min(decode_scale(*image.size, "JPEG", image_size), _gray_check_scale(image))
+    return scale if scale > 1 and _one_pass_jpeg(image) else 1
+
+
+def _one_pass_jpeg(image: Image.Image) -> bool:
+    """Whether libjpeg decodes an opened JPEG in one pass, holding a few rows at a time: sequential (not progressive)
+    and every component in its first scan. Otherwise it buffers every DCT coefficient of the whole image, 2 bytes
+    each, whatever the scale it decodes at (a progressive 200 MP photo at 1/8: 584 MiB), as libjpeg's
+    ``has_multiple_scans`` says: that memory is its full size's. Read from the file's markers up to its first scan,
+    which Pillow has read to open it."""
+    stream = image.fp
+    if stream is None or image.info.get("progressive"):
+        return False
+    position = stream.tell()
+    try:
+        stream.seek(0)
+        if stream.read(2) != b"\xff\xd8":
+            return False
+        frame, components = None, 0
+        while True:
+            byte = stream.read(1)
+            if not byte:
+                return False
+            if byte != b"\xff":
+                continue  # between segments only in a broken file: libjpeg skips such bytes too
+            marker = stream.read(1)
+            while marker == b"\xff":  # fill bytes
+                marker = stream.read(1)
+            if not marker:
+                return False
+            code = marker[0]
+            if code in (0x00, 0x01) or 0xD0 <= code <= 0xD7:
+                continue  # no length: a stuffed zero, TEM, or a restart marker
+            payload = stream.read(max(0, int.from_bytes(stream.read(2), "big") - 2))
+            if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC) and len(payload) >= 6:  # a start of frame
+                frame, components = code, payload[5]
+            elif code == 0xDA:  # the first scan: the number of components it holds comes first
+                return frame in _SEQUENTIAL_FRAMES and bool(payload) and payload[0] == components
+            elif code == 0xD9:  # the end of the image, before any scan
+                return False
+    except (OSError, ValueError):
+        return False
+    finally:
+        stream.seek(position)
+
+
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
-               crop_size: int | None = None) -> Image.Image:
-    """Opens an image's header with Pillow; ImageDecodeError above ``max_pixels`` (``pixel_problem``; Pillow's
-    own bomb limit is replaced), Pillow's OSError, SyntaxError or ValueError for what it cannot open."""
+               crop_size: int | None = None, image_size: int | None = None) -> Image.Image:
+    """Opens an image's header with Pillow; ImageDecodeError above ``max_pixels`` as the path decodes it
+    (``pixel_problem``: a JPEG at ``limit_scale`` for a model of side ``image_size``, None: whole; crops mode's
+    ``crop_size`` enlarged; Pillow's own bomb limit is replaced), Pillow's OSError, SyntaxError or ValueError for
+    what it cannot open."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         _ignore_broken_exif()  # a JPEG's is read as it opens
@@ -148,7 +219,8 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
                     image = Image.open(source)
                 finally:
                     Image.MAX_IMAGE_PIXELS = pillow_limit
-    problem = pixel_problem(*image.size, max_pixels, crop_size)
+    scale = 1 if crop_size else limit_scale(image, image_size)  # crops mode takes the native pixels
+    problem = pixel_problem(*image.size, max_pixels, crop_size, scale)
     if problem:
         image.close()
         raise ImageDecodeError(problem)
@@ -159,7 +231,8 @@ def decode_check(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> t
     """``(problem, pixels)``: why ``path`` is not a usable image, or None when it decodes completely (pixel count
     checked first); and then the sha256 of its decoded pixels as the model takes them (upright: ``load_rgb``'s size
     and RGB values), which the same image shares in another lossless format or mode, stored turned with an EXIF
-    orientation, or saved again with other metadata."""
+    orientation, or saved again with other metadata. A JPEG over ``max_pixels`` at full size that libjpeg decodes
+    within it at 1/8 (``limit_scale``: a 200 MP phone photo) is checked and hashed at that decode."""
     return _full_check(path, max_pixels, header=False)[:2]
 
 
@@ -168,9 +241,19 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
     """``decode_check``'s ``(problem, pixels)`` and, with ``header``, the image's ``read_header`` from the same
     decode (None without)."""
     try:
-        with open_image(path, max_pixels) as image, warnings.catch_warnings():
+        with open_image(path, max_pixels, image_size=SMALLEST_DECODE) as image, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
             _check_png(image, path)  # before decoding, as the scan does: a bad checksum is named as such
+            # Hashed whole where that is within the limit (every image it took before). A JPEG over it whole that
+            # open_image took at its 1/8 decode is checked and hashed at that decode, which still reads all its data
+            # (a file cut short is found): a full decode would break the limit's memory bound (a 200 MP photo: 799
+            # MiB a check, and a check runs per core; 49 MiB at 1/8, benchmark 7d). Its duplicates are then found by
+            # their 1/8 pixels: the same photo with other metadata shares them (and so would an image of exactly
+            # those pixels, its 1/8 decode saved losslessly); one re-compressed or resized is not caught, as ever.
+            reduced = 1 if pixel_problem(*image.size, max_pixels) is None else limit_scale(image, SMALLEST_DECODE)
+            whole = _header(image, gray=False) if header and reduced > 1 else None  # its own size, before draft
+            if reduced > 1:
+                image.draft("RGB", (image.width // reduced, image.height // reduced))
             try:
                 image.load()
             except (OSError, SyntaxError, ValueError) as error:  # an image whose data breaks off: as _rgb says it
@@ -187,6 +270,8 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
             for band in _bands(upright):
                 plain = band.mode == "RGB" and not band.has_transparency_data  # not a PNG's transparent colour
                 digest.update(band.tobytes() if plain else _as_rgb(band).tobytes())
+            if whole is not None:  # gray judged at 1/8, looks_gray's own scale for such a JPEG
+                return None, digest.hexdigest(), dataclasses.replace(whole, grayscale=looks_gray(image))
             return None, digest.hexdigest(), _header(image) if header else None
     except FileNotFoundError:
         return "file not found", None, None
@@ -341,10 +426,11 @@ def _is_empty(source: Path | BinaryIO) -> bool:
         return False
 
 
-def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | None = None) -> Image.Image:
+def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | None = None,
+          image_size: int | None = None) -> Image.Image:
     data = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
-        return open_image(data, max_pixels, crop_size)
+        return open_image(data, max_pixels, crop_size, image_size)
     except ImageDecodeError:  # too many pixels: its message says so already
         raise
     except UnidentifiedImageError as error:
@@ -357,11 +443,12 @@ def _open(source: Path | bytes | BinaryIO, max_pixels: int, crop_size: int | Non
 
 
 def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
-                crop_size: int | None = None, gray: bool = True) -> ImageHeader:
+                crop_size: int | None = None, gray: bool = True, image_size: int | None = None) -> ImageHeader:
     """Upright size, format and decode route of an image, from its header, and with ``gray`` whether its pixels
     are gray (``looks_gray``: a colour mode's image is decoded, a large JPEG at 1/8). ImageDecodeError when it
-    cannot (with ``crop_size``, also when crops mode would enlarge it past ``max_pixels``)."""
-    with _open(source, max_pixels, crop_size) as image:
+    cannot, or has more than ``max_pixels`` pixels as the path decodes it (``open_image``: a large JPEG reduced for a
+    resize model of side ``image_size``; with ``crop_size``, as crops mode would enlarge it)."""
+    with _open(source, max_pixels, crop_size, image_size) as image:
         _check_png(image, source)
         return _header(image, gray)
 
@@ -450,11 +537,12 @@ def _jpeg_quality(image: Image.Image) -> int | None:
 
 
 def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",
-                 workers: int = 8, crop_size: int | None = None, gray: bool = True) -> list[ImageHeader | str]:
+                 workers: int = 8, crop_size: int | None = None, gray: bool = True,
+                 image_size: int | None = None) -> list[ImageHeader | str]:
     """Each file's ``read_header``, or why it is not a usable image, read in threads."""
     def read(path: Path) -> ImageHeader | str:
         try:
-            return read_header(path, max_pixels, crop_size, gray)
+            return read_header(path, max_pixels, crop_size, gray, image_size)
         except ImageDecodeError as error:
             return str(error)
 
@@ -467,9 +555,10 @@ def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     ``crop_size``, if crops mode would enlarge it past ``max_pixels``).
 
     With ``image_size``, a large JPEG is decoded at 1/``jpeg_scale`` of its size, as TensorFlow's
-    ``decode_jpeg(ratio=...)``; 16-bit images are scaled to 8 bits rather than clipped.
+    ``decode_jpeg(ratio=...)``, and counted so against ``max_pixels`` (``open_image``); 16-bit images are scaled to
+    8 bits rather than clipped.
     """
-    with _open(source, max_pixels, crop_size) as image:
+    with _open(source, max_pixels, crop_size, image_size) as image:
         _check_png(image, source)
         return _rgb(image, image_size)
 
@@ -483,14 +572,14 @@ def load_rgb_with_header(source: Path | bytes, max_pixels: int = MAX_IMAGE_PIXEL
     they are decoded at the scale it judges at, else from a decode at that scale (the spread of faint colour noise
     shrinks in a reduced decode, so another scale may answer otherwise).
     """
-    with _open(source, max_pixels, crop_size) as image:
+    with _open(source, max_pixels, crop_size, image_size) as image:
         _check_png(image, source)
         header = _header(image, gray=False)
         same_scale = _gray_check_scale(image) == decode_scale(*image.size, format_name(image.format), image_size)
         pixels = _rgb(image, image_size)
     if same_scale:
         return pixels, dataclasses.replace(header, grayscale=gray_pixels(pixels))
-    with _open(source, max_pixels, crop_size) as image:
+    with _open(source, max_pixels, crop_size, image_size) as image:
         return pixels, dataclasses.replace(header, grayscale=looks_gray(image))
 
 

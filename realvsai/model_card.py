@@ -261,10 +261,14 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                                      for strength, values in by_strength.items())]
         rows = [[name, _number(values["accuracy"]), f"{values['accuracy'] - clean['accuracy']:+.4f}",
                  *(_number(values[key]) for key in auc)] for name, values in named]
+        left_out = metrics.get("robustness_left_out") or []
         lines += ["", "## Robustness", "", "The same images again, each perturbation applied to the full-resolution "
                   "decoded pixels, as a user's copy would be changed, written losslessly (PNG), then through the "
                   "model's resize or crops, scored by the same decision rule; change is against the clean images, "
-                  "unchanged copies taken the same route.", "",
+                  "unchanged copies taken the same route." + (
+                      f" {plural(len(left_out), 'image')} left out, over the pixel limit at full resolution (a large "
+                      "JPEG evaluated above from its reduced decode): see `robustness_left_out` in metrics.json."
+                      if left_out else ""), "",
                   *_table(["images", "accuracy", "change", *(["ROC AUC"] if auc else [])], rows)]
 
     lines += ["", "## Plots", "", *(f"- [{_CAPTIONS.get(kind, kind)}]({file_name})"

@@ -198,7 +198,8 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
     candidates = list_images(folder, recursive=True, skipped=skipped)
     candidates, masks = leave_out_masks(candidates)
     skipped += masks
-    headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}", crop_size=info.crop_size)
+    headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}", crop_size=info.crop_size,
+                                    image_size=info.decode_size)
     skipped += [(path, header) for path, header in zip(candidates, headers) if isinstance(header, str)]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]
     if not usable and not skipped:

@@ -136,6 +136,12 @@ class ModelInfo:
         ``images.pixel_problem``); None in resize mode."""
         return self.image_size if self.input_mode == "crops" else None
 
+    @property
+    def decode_size(self) -> int | None:
+        """The side a large JPEG is decoded reduced for (``images.jpeg_scale``), which the pixel limit counts
+        (``images.limit_scale``): the model's in resize mode; None in crops mode, which takes the native pixels."""
+        return None if self.crop_size else self.image_size
+
     @classmethod
     def of(cls, info: ModelInfo | Mapping[str, Any]) -> ModelInfo:
         """``info`` itself, or a model.json's content checked (for callers that hold the dict training wrote)."""

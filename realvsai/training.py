@@ -293,9 +293,11 @@ def _scan(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, Labelled
     digest of its train and validation images (``data.data_digest``)."""
     from realvsai import data
 
-    # Crops mode enlarges an image whose short side is below the crop: the pixel limit holds for that size.
+    # Crops mode enlarges an image whose short side is below the crop: the pixel limit holds for that size. Resize
+    # mode decodes a large JPEG reduced for the model's side: the limit counts those pixels (images.limit_scale).
     crop_size = config.image_size if config.input_mode == "crops" else None
-    train_images, validation_images, test_images = data.scan_splits(config.data, crop_size, config.max_pixels)
+    train_images, validation_images, test_images = data.scan_splits(
+        config.data, crop_size, config.max_pixels, image_size=None if crop_size else config.image_size)
     return train_images, validation_images, test_images, data.data_digest(Path(config.data), train_images,
                                                                           validation_images)
 
