@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from conftest import (
     write_phone_photo,
 )
 from PIL import Image
+from test_cli import drop_a_ctrl_c
 
 from realvsai import moving
 from realvsai.errors import UserError
@@ -250,6 +252,31 @@ def test_copies_of_a_run_interrupted_after_its_first_copies_are_not_mixed_with_o
         assert augment(data, "--batch-size", "1") == 1
     assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 2  # one image's two copies
     assert augment(data, "--seed", "2") == 1
+
+
+def test_a_ctrl_c_dropped_in_the_first_batch_stops_the_augmentation_there(data, monkeypatch, capsys):
+    """It was noticed only once every copy was written (a Ctrl-C's handler often runs in JAX's garbage-collection
+    callback, which Keras registers on every backend, and is dropped there)."""
+    from realvsai import offline_augmentation
+
+    real_augmenter, batches = offline_augmentation._augmenter, []
+
+    def augmenter(*args):
+        augment_batch = real_augmenter(*args)
+
+        def dropped_in_the_first(images, seeds, jit_compile):
+            batches.append(len(images))
+            if len(batches) == 1:
+                drop_a_ctrl_c()
+            time.sleep(0.05)  # a batch of large images takes longer
+            return augment_batch(images, seeds, jit_compile)
+
+        return dropped_in_the_first
+
+    monkeypatch.setattr(offline_augmentation, "_augmenter", augmenter)
+    assert augment(data, "--batch-size", "1") == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: interrupted. ")
+    assert len(batches) <= 3, f"went on for {len(batches)} of 6 batches"  # the next, but for a loaded machine
 
 
 def test_rerun_with_fewer_copies_is_refused(data):
@@ -892,6 +919,25 @@ def test_move_interrupted_half_way_loses_nothing_when_run_again(augmented, monke
     assert move(augmented) == 0
     assert sorted(digests(augmented / "train")) == expected  # every file exactly once
     assert not (augmented / "augmented_train").exists()
+
+
+def test_a_ctrl_c_dropped_at_the_first_file_stops_the_move_there(augmented, monkeypatch, capsys):
+    """It was noticed only once every copy was moved, then the finished move was reported as interrupted."""
+    real_place_file, calls = moving.place_file, []
+
+    def dropped_at_the_first(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            drop_a_ctrl_c()
+        time.sleep(0.02)  # a large file takes longer (on another disk, a copy)
+        return real_place_file(*args, **kwargs)
+
+    monkeypatch.setattr(moving, "place_file", dropped_at_the_first)
+    assert move(augmented) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: interrupted. ")
+    assert len(calls) <= 6, f"went on for {len(calls)} of 12 files"  # the next, but for a loaded machine
+    monkeypatch.setattr(moving, "place_file", real_place_file)
+    assert move(augmented) == 0 and not (augmented / "augmented_train").exists()
 
 
 def test_move_cut_between_link_and_unlink_finishes_when_run_again(augmented):

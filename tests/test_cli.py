@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import io
 import logging
 import os
 import re
 import signal
+import subprocess
 import sys
+import threading
 import time
 
 import pytest
-from conftest import run_script
+from conftest import REPO, run_script
 
 from realvsai import cli
 from realvsai.errors import UserError
@@ -78,8 +82,59 @@ def drop_a_ctrl_c() -> None:
 
 
 def test_run_main_exits_1_on_a_ctrl_c_that_python_dropped_in_a_finalizer(capsys):
-    assert cli.run_main(drop_a_ctrl_c) == cli.EXIT_FAILED
+    """It was noticed only where the body ended (or a callback looked): a long loop went on to its last step, and
+    then the work it had finished was called interrupted."""
+    steps = []
+
+    def body() -> None:
+        for step in range(100):
+            steps.append(step)
+            if step == 1:
+                drop_a_ctrl_c()
+            time.sleep(0.01)  # the step's work, during which other threads run, as they do while files are read
+
+    assert cli.run_main(body) == cli.EXIT_FAILED
     assert capsys.readouterr().err == f"error: interrupted. {cli.RERUN_ADVICE}\n"
+    assert len(steps) < 50, f"went on for {len(steps)} of 100 steps"  # at once, but for a loaded machine's delays
+
+
+def test_a_ctrl_c_that_lands_in_a_garbage_collection_callback_stops_the_body_at_its_next_step(capsys):
+    """JAX runs a garbage-collection callback (Keras imports JAX on every backend): a SIGINT that arrived while it
+    ran had its KeyboardInterrupt dropped there, and the loop went on to its end."""
+    steps, sent = [], []
+
+    def callback(phase: str, info: dict) -> None:
+        if len(steps) == 2 and not sent:  # the SIGINT comes while the callback runs: its handler runs here
+            sent.append(phase)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            time.sleep(0)
+
+    def body() -> None:
+        for step in range(100):
+            steps.append(step)
+            gc.collect()  # a collection, as allocating does now and then
+            time.sleep(0.01)
+
+    gc.callbacks.append(callback)
+    try:
+        assert cli.run_main(body) == cli.EXIT_FAILED
+    finally:
+        gc.callbacks.remove(callback)
+    assert capsys.readouterr().err == f"error: interrupted. {cli.RERUN_ADVICE}\n"
+    assert sent and len(steps) < 50, f"went on for {len(steps)} of 100 steps"
+
+
+def test_run_main_ends_a_body_that_finished_as_done_though_a_ctrl_c_came_and_went_during_it(capsys):
+    """A Ctrl-C whose KeyboardInterrupt the body's own code caught, to go on, was raised again once the body had
+    finished: its complete work was reported as interrupted (exit 1)."""
+    def body() -> int:
+        with contextlib.suppress(KeyboardInterrupt):  # handled where it landed
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        print("done")
+        return cli.EXIT_OK
+
+    assert cli.run_main(body) == cli.EXIT_OK
+    assert capsys.readouterr() == ("done\n", "")
 
 
 def test_run_main_ends_as_interrupted_where_ctrl_c_became_another_error_in_tensorflow_s_code(capsys):
@@ -356,3 +411,57 @@ def test_the_second_line_of_tensorflow_s_cpu_features_notice_is_hidden_too(capfd
             write_to_fd_2(notice)
             write_to_fd_2(b"To enable mixed precision, pass --precision mixed_float16\n")
         assert capfd.readouterr().err == "To enable mixed precision, pass --precision mixed_float16\n"
+
+
+# --- Ctrl-C while a script starts ------------------------------------------------------------------------------
+
+# Holds a script's import of realvsai.cli (after the package's own) until a signal ends it: the 0.1-0.6 s of imports
+# before a script's run_main, made as long as a test needs.
+PAUSED_IMPORT = '''
+import sys
+import time
+
+
+class PauseInRealvsaiCli:
+    def find_spec(self, name, path=None, target=None):
+        if name == "realvsai.cli":
+            sys.meta_path.remove(self)
+            print("importing", flush=True)
+            time.sleep(120)
+        return None
+
+
+sys.meta_path.insert(0, PauseInRealvsaiCli())
+'''
+RUN_MAIN_SCRIPTS = ["DataUnZipper.py", "DataSplitD1.py", "DataSplitD2.py", "DataMerger.py", "DataAugmentation.py",
+                    "MoveAugmentedImages.py", "DataDeleter.py", "DataZipper.py", "ModelTraining.py"]
+
+
+def stopped_while_importing(tmp_path, script: str, stop: signal.Signals) -> subprocess.CompletedProcess:
+    """``script`` (with --help, which it never reaches) sent ``stop`` during its start-up imports."""
+    (tmp_path / "sitecustomize.py").write_text(PAUSED_IMPORT)
+    process = subprocess.Popen([sys.executable, str(REPO / script), "--help"], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])})
+    try:
+        assert process.stdout.readline() == "importing\n", process.communicate()
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, "importing\n" + out, err)
+
+
+@pytest.mark.parametrize("script", RUN_MAIN_SCRIPTS)
+def test_ctrl_c_while_a_script_imports_ends_it_with_the_interrupted_line(tmp_path, script):
+    """A Ctrl-C in the imports before run_main printed a KeyboardInterrupt traceback (10-30 lines) and the
+    process died of SIGINT, where a Ctrl-C anywhere later gets one line and exit 1."""
+    stopped = stopped_while_importing(tmp_path, script, signal.SIGINT)
+    assert (stopped.returncode, stopped.stderr) == (1, f"error: interrupted. {cli.RERUN_ADVICE}\n"), stopped.stderr
+    assert stopped.stdout == "importing\n"
+
+
+def test_sigterm_while_a_script_imports_ends_it_as_a_ctrl_c_does(tmp_path):
+    """SIGTERM counts as a Ctrl-C once run_main runs; before, it ended the script without a word (exit -15)."""
+    stopped = stopped_while_importing(tmp_path, "ModelTraining.py", signal.SIGTERM)
+    assert (stopped.returncode, stopped.stderr) == (1, f"error: interrupted. {cli.RERUN_ADVICE}\n"), stopped.stderr

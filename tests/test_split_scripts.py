@@ -6,12 +6,14 @@ import csv
 import hashlib
 import shlex
 import shutil
+import time
 import zipfile
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from conftest import PHOTO_LIMIT, REPO, SHARED_DATASETS, one_error_line, phone_photo, run_script, write_image
+from test_cli import drop_a_ctrl_c
 
 import DataAugmentation
 import DataMerger
@@ -33,6 +35,52 @@ def test_datasplitd1_main_prints_the_table_of_renamed_classes(tmp_path, make_cla
     assert "Fake" in printed and "Real" in printed and "RealArt" not in printed
     assert "20 files in" in printed
     assert sorted(path.name for path in (tmp_path / "data" / "validation").iterdir()) == ["Fake", "Real"]
+
+
+def test_a_ctrl_c_dropped_at_a_split_s_first_files_stops_it_there(tmp_path, make_class_folder, monkeypatch, capsys):
+    """It was noticed only once every file was checked and copied, then the finished split was reported as
+    interrupted. The threads read and copy the files; the main thread, where Python raises a Ctrl-C, takes their
+    results a chunk at a time."""
+    from realvsai import files
+
+    source = make_class_folder(tmp_path / "raw", {"REAL": 6, "FAKE": 6})
+    taken = []
+
+    class DroppedAtTheFirstChunk:
+        def update(self, count):
+            taken.append(count)
+            if len(taken) == 1:
+                drop_a_ctrl_c()
+            time.sleep(0.01)  # the main thread's share of a chunk of large files
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(files, "_CHUNK", 1)
+    monkeypatch.setattr(files, "progress", lambda *args, **kwargs: DroppedAtTheFirstChunk())
+    assert DataSplitD1.main([str(source), "--out", str(tmp_path / "data"), "--workers", "1", "--quiet"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: interrupted. ")
+    assert len(taken) <= 12, f"went on for {len(taken)} of 24 chunks (12 files checked, then copied)"
+
+
+def test_a_ctrl_c_dropped_at_a_merge_s_first_file_stops_it_there(tmp_path, make_class_folder, monkeypatch, capsys):
+    """It was noticed only once every file was merged, then the finished merge was reported as interrupted."""
+    from realvsai import merging
+
+    make_class_folder(tmp_path / "more" / "train", {"REAL": 6, "FAKE": 6})
+    real_place_file, calls = merging.place_file, []
+
+    def dropped_at_the_first(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            drop_a_ctrl_c()
+        time.sleep(0.02)  # a large file takes longer
+        return real_place_file(*args, **kwargs)
+
+    monkeypatch.setattr(merging, "place_file", dropped_at_the_first)
+    assert DataMerger.main([str(tmp_path / "more"), "--into", str(tmp_path / "data"), "--quiet"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: interrupted. ")
+    assert len(calls) <= 6, f"went on for {len(calls)} of 12 files"  # the next, but for a loaded machine
 
 
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
