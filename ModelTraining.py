@@ -61,7 +61,6 @@ from realvsai.cli import (
     nonempty_path,
     plural,
     positive_int,
-    raise_if_ctrl_c,
     run_main,
     setup_logging,
     tensorflow_logs_filtered,
@@ -357,7 +356,6 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
         metrics = evaluation.evaluate_folders(model, loaded.info, [Path(test_dir) for test_dir in test_dirs],
                                               writing, batch_size=batch_size, robustness=robustness,
                                               max_pixels=max_pixels, scanned=scanned)
-        raise_if_ctrl_c()  # one that Python lost (cli.watch_ctrl_c) gets this advice too
     except KeyboardInterrupt:
         raise Interrupted(start_over_advice("evaluation", writing)) from None
     except OSError as error:
@@ -519,7 +517,6 @@ def run_prediction(args: argparse.Namespace) -> None:
             logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
         summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
                                             max_pixels=args.max_pixels, verbose=keras_verbose(args.quiet))
-        raise_if_ctrl_c()  # one that Python lost (cli.watch_ctrl_c) gets this advice too
     except KeyboardInterrupt:
         raise Interrupted(start_over_advice("prediction", out_dir)) from None
     except OSError as error:

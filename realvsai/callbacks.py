@@ -89,8 +89,8 @@ def remove_killed_saves(path: Path) -> None:
 
 
 class StopOnLostCtrlC(keras.callbacks.Callback):
-    """Stops training at the next batch after a Ctrl-C that Python lost in a finalizer (``cli.watch_ctrl_c``),
-    which would otherwise go on to its last epoch."""
+    """Stops training at the next batch after a Ctrl-C that did not stop it where it landed (``cli.raise_if_ctrl_c``:
+    caught on the way), which would otherwise go on to its last epoch."""
 
     def on_train_batch_end(self, batch, logs=None):
         raise_if_ctrl_c()

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import errno
 import logging
 import math
 import os
+import queue
 import re
 import shlex
 import signal
@@ -21,8 +23,9 @@ from typing import Any, NoReturn, TypeVar
 from tqdm import tqdm
 
 from realvsai.errors import UserError
+from realvsai.interrupts import EXIT_FAILED, RERUN_ADVICE, end_start_up
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_USAGE = 0, 2  # and EXIT_FAILED (1), with which a script interrupted while it starts exits too
 T = TypeVar("T")
 logger = logging.getLogger("realvsai")
 
@@ -102,38 +105,93 @@ class Interrupted(KeyboardInterrupt):
 
 
 class _CtrlC:
-    """``watch_ctrl_c``'s note: whether Ctrl-C was pressed since the watch began."""
+    """``watch_ctrl_c``'s note: whether Ctrl-C was pressed since the watch began, with which signal, and whether its
+    unraisable hook is running."""
 
-    pressed = False
+    pressed = in_hook = False
+    signum = signal.SIGINT
+
+
+class _RaiseAgain:
+    """A thread that sends the main thread a signal when ``later`` asks: its handler then runs at the main thread's
+    next bytecode, outside the finalizer and the hook that asked (a wait there, ``time.sleep`` or a lock, ends as for
+    a Ctrl-C). Started at the first request (most runs make none); ``stop`` ends it, after which it sends nothing."""
+
+    def __init__(self) -> None:
+        self._asked: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._tripping = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def later(self, signum: int) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="realvsai-ctrl-c", daemon=True)
+            self._thread.start()
+        self._asked.put(signum)
+
+    def _run(self) -> None:
+        while (signum := self._asked.get()) is not None:
+            with self._tripping:
+                if self._stopped:
+                    continue
+                if hasattr(signal, "pthread_kill"):
+                    signal.pthread_kill(threading.main_thread().ident, signum)
+                else:  # Windows: at the main thread's next bytecode, once a wait it is in ends
+                    _thread.interrupt_main(signum)
+
+    def stop(self) -> None:
+        with self._tripping:
+            self._stopped = True
+        if self._thread is not None:
+            self._asked.put(None)
+            self._thread.join()
 
 
 @contextlib.contextmanager
 def watch_ctrl_c() -> Iterator[None]:
-    """While the block runs, Ctrl-C is noted as well as raised, so that ``raise_if_ctrl_c`` raises again the
-    KeyboardInterrupt of one that Python lost (which is not printed either).
+    """While the block runs, a Ctrl-C that Python drops is raised again, and every Ctrl-C is noted, so that
+    ``raise_if_ctrl_c`` stops at one that did not stop the code it landed in.
 
     Python runs a signal's handler at the main thread's next bytecode, which may be in a finalizer (a ``__del__``,
-    a weakref or garbage-collection callback: TensorFlow, JAX and matplotlib run many), where it prints the
-    KeyboardInterrupt as "Exception ignored in ..." and drops it: the program went on as if never interrupted.
+    a weakref or garbage-collection callback: TensorFlow and matplotlib run many, and JAX, which Keras imports on
+    every backend, runs one at each of Python's garbage collections), where it prints the KeyboardInterrupt as
+    "Exception ignored in ..." and drops it: the program went on as if never interrupted, to the end of a long
+    loop. Here a dropped one is not printed but raised again at once (``_RaiseAgain``) past the finalizer (or
+    dropped there and raised again once more), so that it stops the program where an undropped one would, a moment
+    later: in a loop, within the step it landed in (the batch, where TensorFlow's or JAX's compiled code runs it).
     Only the main thread may set a handler, and one that is not Python's own (Ctrl-C ignored) is left as it is.
     SIGTERM (``timeout``, ``docker stop``, Slurm, systemd), where it would end the program without a word, counts as
-    a Ctrl-C too, so a stopped run says how to go on.
+    a Ctrl-C too, so a stopped run says how to go on. The watch takes both over from the guard of a script's start
+    (``interrupts.guard_start_up``); once it ends, a Ctrl-C raised again too late is let go, and Python's own handlers
+    are back.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    end_start_up()
     found = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     pythons_own = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     watched = [number for number, handler in found.items() if handler is pythons_own[number]]
-    printing_hook = sys.unraisablehook
+    printing_hook, again, watching = sys.unraisablehook, _RaiseAgain(), True
 
     def note(signum: int, frame: object) -> None:
-        _CtrlC.pressed = True
+        if not watching:  # raised again as the watch ended: the block is over
+            return
+        _CtrlC.pressed, _CtrlC.signum = True, signum
+        if _CtrlC.in_hook:  # ``unprinted`` would drop it as well
+            again.later(signum)
+            return
         raise KeyboardInterrupt
 
     def unprinted(unraisable: Any) -> None:
-        if not (_CtrlC.pressed and issubclass(unraisable.exc_type, KeyboardInterrupt)):
-            printing_hook(unraisable)
+        outer, _CtrlC.in_hook = _CtrlC.in_hook, True
+        try:
+            if _CtrlC.pressed and issubclass(unraisable.exc_type, KeyboardInterrupt):
+                again.later(_CtrlC.signum)  # dropped in a finalizer: raised again past it
+            else:
+                printing_hook(unraisable)
+        finally:
+            _CtrlC.in_hook = outer
 
     _CtrlC.pressed = False
     for number in watched:
@@ -142,6 +200,8 @@ def watch_ctrl_c() -> Iterator[None]:
     try:
         yield
     finally:
+        watching = False
+        again.stop()  # trips nothing more; one it tripped already runs ``note`` on the way, which lets it go
         for number in watched:
             signal.signal(number, found[number])
         sys.unraisablehook = printing_hook
@@ -149,19 +209,18 @@ def watch_ctrl_c() -> Iterator[None]:
 
 
 def raise_if_ctrl_c() -> None:
-    """Raises KeyboardInterrupt when Ctrl-C was pressed during ``watch_ctrl_c`` but the program went on (Python
-    lost it in a finalizer): call it where stopping is safe, and before what must not happen once interrupted."""
+    """Raises KeyboardInterrupt when Ctrl-C was pressed during ``watch_ctrl_c`` but the program went on (the
+    KeyboardInterrupt was caught, or became another error): call it where stopping is safe, and before what must
+    not happen once interrupted; never after work that has finished, which a Ctrl-C can no longer stop."""
     if _CtrlC.pressed:
         raise KeyboardInterrupt
 
 
-RERUN_ADVICE = "Run the same command again: finished work is kept and not redone."
-
-
 def run_main(body: Callable[[], object]) -> int:
     """Runs a script's ``body`` (None or an exit code); the failures a user can cause become one line and exit 1.
-    Ctrl-C ends with "interrupted." and ``RERUN_ADVICE``, or an ``Interrupted``'s own advice, even one that Python
-    lost while ``body`` ran (``watch_ctrl_c``) or that became another error."""
+    Ctrl-C ends with "interrupted." and ``RERUN_ADVICE``, or an ``Interrupted``'s own advice, also one that Python
+    dropped in a finalizer (``watch_ctrl_c`` raises it again) or that became another error. A body that returns
+    has finished its work: it ends with its exit code, whatever Ctrl-C its code caught on the way."""
     try:
         with watch_ctrl_c():
             try:
@@ -169,7 +228,6 @@ def run_main(body: Callable[[], object]) -> int:
             except Exception:  # a Ctrl-C in TensorFlow's C++ code comes out as another error (SystemError, ...)
                 raise_if_ctrl_c()
                 raise
-            raise_if_ctrl_c()
     except UserError as error:
         message = str(error)
     except FileNotFoundError as error:

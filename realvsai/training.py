@@ -372,7 +372,7 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
     ``--resume`` comes back here (the backup's TRAINED_FILE), so a kill never leaves a run half-finished."""
     from realvsai import plots, run
 
-    raise_if_ctrl_c()  # one that Python lost since training's last batch stops the run before its evaluation
+    raise_if_ctrl_c()  # one that did not stop training (caught on the way) stops the run before its evaluation
     if model is None:
         model = run.load_model(run_dir / MODEL_FILE)  # the one loader: it registers the project's layers first
 
@@ -387,7 +387,6 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
     else:
         logger.info("%s has no %s folder: skipping the final evaluation", data_dir, TEST)
         write_json(run_dir / MODEL_JSON_FILE, model_info)
-    raise_if_ctrl_c()  # the last moment a Ctrl-C can stop the run resumably
     # Finished in one step: a kill during the removal would leave part of the backup, which --resume cannot go on
     # from. The hidden folder left by such a kill only takes room (DataDeleter.py removes the run with it).
     removed = run_dir / f".{BACKUP_DIR}.finished"

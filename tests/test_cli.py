@@ -124,6 +124,19 @@ def test_a_ctrl_c_that_lands_in_a_garbage_collection_callback_stops_the_body_at_
     assert sent and len(steps) < 50, f"went on for {len(steps)} of 100 steps"
 
 
+def test_a_run_main_within_a_run_main_leaves_the_outer_one_watching(capsys):
+    """A benchmark runs a script's main in its own run_main: the inner one's end must not end the outer's watch."""
+    def body() -> None:
+        assert cli.run_main(lambda: None) == cli.EXIT_OK
+        drop_a_ctrl_c()
+        time.sleep(30)  # ended by the Ctrl-C raised again
+
+    started = time.monotonic()
+    assert cli.run_main(body) == cli.EXIT_FAILED
+    assert capsys.readouterr().err == f"error: interrupted. {cli.RERUN_ADVICE}\n"
+    assert time.monotonic() - started < 20
+
+
 def test_run_main_ends_a_body_that_finished_as_done_though_a_ctrl_c_came_and_went_during_it(capsys):
     """A Ctrl-C whose KeyboardInterrupt the body's own code caught, to go on, was raised again once the body had
     finished: its complete work was reported as interrupted (exit 1)."""
@@ -465,3 +478,13 @@ def test_sigterm_while_a_script_imports_ends_it_as_a_ctrl_c_does(tmp_path):
     """SIGTERM counts as a Ctrl-C once run_main runs; before, it ended the script without a word (exit -15)."""
     stopped = stopped_while_importing(tmp_path, "ModelTraining.py", signal.SIGTERM)
     assert (stopped.returncode, stopped.stderr) == (1, f"error: interrupted. {cli.RERUN_ADVICE}\n"), stopped.stderr
+
+
+def test_a_program_that_imports_the_package_as_a_library_keeps_python_s_ctrl_c(tmp_path):
+    """The start-up guard is the project's scripts' own: another program's Ctrl-C stays its KeyboardInterrupt."""
+    program = tmp_path / "mine.py"
+    program.write_text("import signal\nimport realvsai.cli\n"
+                       "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    done = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert (done.stdout, done.returncode) == ("True\n", 0), done.stderr
