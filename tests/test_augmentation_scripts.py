@@ -1019,6 +1019,20 @@ def test_move_without_augmented_folder_has_nothing_to_do(data, capsys):
     assert "Nothing to move" in capsys.readouterr().out
 
 
+def test_move_run_again_after_a_move_says_the_copies_are_in_train_and_the_next_step(augmented, capsys):
+    """It said "Nothing to move: DATA has no augmented_train folder. Run DataAugmentation.py first." after the
+    move had put 12 copies into train: the step it asked for was done, and training is next."""
+    assert move(augmented) == 0
+    capsys.readouterr()
+
+    assert move(augmented) == 0
+
+    out = capsys.readouterr().out
+    assert "Run DataAugmentation.py first" not in out
+    assert f"{augmented}/train holds the 12 augmented copies moved there already" in out
+    assert out.splitlines()[-1] == f"Next: python ModelTraining.py --data {augmented}"
+
+
 def test_move_records_each_copys_source_beside_the_dataset_before_it_moves(augmented, monkeypatch):
     """Once moved, a copy's source is known from ``DATA/augmented-copies.csv``: DataMerger reads it to keep copies
     of another split's image out of train. Written before the first copy moves, so a kill loses no record."""

@@ -457,6 +457,102 @@ def test_a_script_refuses_in_one_line_a_path_another_run_is_working_on(script, t
     assert sorted(path for path in tmp_path.rglob("*")) == before
 
 
+def _split_source(root: Path) -> Path:
+    """A split dataset: train/, validation/ and test/ with class folders A and B."""
+    seeds = iter(range(100, 200))
+    for split, count in (("train", 4), ("validation", 2), ("test", 2)):
+        for name in ("A", "B"):
+            for index in range(count):
+                write_image(root / split / name / f"{split}_{index}.png", seed=next(seeds))
+    return root
+
+
+def _download_source(root: Path) -> Path:
+    """A download: train/ and test/ with class folders A and B."""
+    seeds = iter(range(200, 300))
+    for split, count in (("train", 6), ("test", 2)):
+        for name in ("A", "B"):
+            for index in range(count):
+                write_image(root / split / name / f"{split}_{index}.png", seed=next(seeds))
+    return root
+
+
+def _class_source(root: Path) -> Path:
+    """Class folders A and B."""
+    seeds = iter(range(300, 400))
+    for name in ("A", "B"):
+        for index in range(8):
+            write_image(root / name / f"{index}.png", seed=next(seeds))
+    return root
+
+
+# Each script that reads a folder it does not change (SOURCE: made by the first function), its command and the name
+# of the function that reads it.
+SCRIPTS_READING = {
+    "DataSplitD1": (DataSplitD1, _class_source, lambda s: [str(s), "--out", str(s.parent / "out")], "split_by_class"),
+    "DataSplitD2": (DataSplitD2, _download_source, lambda s: [str(s), "--out", str(s.parent / "out")],
+                    "split_train_test"),
+    "DataMerger": (DataMerger, _split_source, lambda s: [str(s), "--into", str(s.parent / "out")], "merge_datasets"),
+    "DataZipper": (DataZipper, _split_source, lambda s: [str(s), "--out", str(s.parent / "out.zip")], "zip_folder"),
+}
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: a reading claim is not taken")
+@pytest.mark.parametrize("other", ["writes SOURCE", "deletes a file in SOURCE"])
+@pytest.mark.parametrize("script", sorted(SCRIPTS_READING))
+def test_a_script_refuses_to_read_a_folder_another_run_writes_in(script, other, tmp_path, capsys):
+    """A split ran (exit 0, "Next: train") on a folder DataUnZipper was still extracting (2,683 REAL and 5,000 FAKE
+    of 10,000), or that DataDeleter deleted meanwhile; DataZipper zipped a folder an augmentation was writing."""
+    from realvsai.files import working_on
+
+    module, make_source, arguments, _ = SCRIPTS_READING[script]
+    source = make_source(tmp_path / "source")
+    path, holder = ((source, "DataUnZipper.py") if other == "writes SOURCE" else
+                    (sorted(source.rglob("*.png"))[0], "DataDeleter.py"))
+    before = sorted(tmp_path.rglob("*"))
+
+    with working_on([path], holder):
+        assert module.main([*arguments(source), "-q"]) == 1
+
+    err = capsys.readouterr().err
+    expected = (f"{source} is being worked on by DataUnZipper.py" if other == "writes SOURCE" else
+                f"another run works on a folder or file inside {source}")
+    assert err.count("\n") == 1 and expected in err and "wait for it to finish" in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: a reading claim is not taken")
+@pytest.mark.parametrize("script", sorted(SCRIPTS_READING))
+def test_a_folder_a_script_reads_is_refused_to_other_runs_writing_in_it_until_it_ends(script, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """A copy merge ran while a --move merge emptied its SOURCE; a deletion or a re-extraction (DataUnZipper.py
+    --overwrite) of a folder that a split was reading went ahead."""
+    from realvsai.errors import UserError
+    from realvsai.files import working_on
+
+    module, make_source, arguments, reader = SCRIPTS_READING[script]
+    source = make_source(tmp_path / "source")
+    image = sorted(source.rglob("*.png"))[0]
+    refused = []
+
+    def meanwhile(*args, **kwargs):
+        for other, path in (("DataUnZipper.py", source), ("DataDeleter.py", image.parent),
+                            ("DataDeleter.py", image), ("DataMerger.py", tmp_path)):
+            try:
+                with working_on([path], other):
+                    pass
+            except UserError as error:
+                refused.append(str(error))
+        raise UserError("stopped here")
+
+    monkeypatch.setattr(module, reader, meanwhile)
+    assert module.main([*arguments(source), "-q"]) == 1
+    assert "stopped here" in capsys.readouterr().err
+    assert len(refused) == 4 and all("another run reads" in message for message in refused), refused
+    with working_on([source], "DataUnZipper.py"):  # free again once it ended
+        pass
+
+
 def test_an_empty_weights_is_a_command_line_error_not_the_current_folder(capsys):
     """``--weights "$WEIGHTS"`` with WEIGHTS unset read the current folder, after the data was checked: "--weights
     is a folder" (exit 1)."""

@@ -267,3 +267,44 @@ def test_deleting_a_file_of_no_split_leaves_any_manifest_alone(tmp_path, make_cl
     assert run_script("DataDeleter.py", folder / "REAL" / "img_000.png", "--yes", "--allow-outside").returncode == 0
 
     assert (tmp_path / "manifest.csv").read_text() == "not ours"
+
+
+def test_deleting_one_image_of_a_split_that_a_training_reads_is_refused(tmp_path, make_class_folder):
+    """A folder there was refused, one file not: a kill -9 of the training then left a run that --resume refused
+    (its data changed), and the deletion rewrote the manifest.csv the training had read."""
+    from realvsai.data import split_folders
+    from realvsai.files import working_on
+
+    split = tmp_path / "split"
+    split_by_class(make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10}), split)
+    image = sorted((split / "train" / "FAKE").iterdir())[0]
+    manifest = (split / "manifest.csv").read_bytes()
+
+    with working_on([tmp_path / "models" / "run"], "ModelTraining.py", reading=split_folders(split)):
+        stderr = one_error_line(run_script("DataDeleter.py", image, "--yes", "--allow-outside"))
+
+    assert f"{image} is inside" in stderr and "which another run reads" in stderr and "wait for it" in stderr
+    assert image.is_file() and (split / "manifest.csv").read_bytes() == manifest
+
+
+def test_two_deletions_in_one_split_at_once_keep_each_other_s_manifest_rows_out(tmp_path, make_class_folder,
+                                                                                 monkeypatch, capsys):
+    """Each rewrites the split's manifest.csv from the rows it read: the second one's write brought back the row of
+    the file the first had deleted, and the split read as cut short."""
+    import DataDeleter
+
+    split = tmp_path / "split"
+    split_by_class(make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10}), split)
+    first, second = sorted((split / "train" / "FAKE").iterdir())[0], sorted((split / "train" / "REAL").iterdir())[0]
+    meanwhile = []
+
+    def delete_while_another_deletes(plan):
+        meanwhile.append(run_script("DataDeleter.py", second, "--yes", "--allow-outside"))
+        return delete_planned(plan)
+
+    monkeypatch.setattr(DataDeleter, "delete_planned", delete_while_another_deletes)
+    assert DataDeleter.main([str(first), "--yes", "--allow-outside", "--quiet"]) == 0
+
+    assert not first.exists() and second.is_file()
+    assert "is being worked on by DataDeleter.py" in one_error_line(meanwhile[0])
+    assert unplaced_rows(split) == []

@@ -423,6 +423,47 @@ def test_a_folder_being_read_is_refused_to_its_writers_and_shared_with_its_reade
         pass
 
 
+@pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: claims there are per path")
+def test_a_folder_being_read_is_refused_to_a_writer_of_anything_inside_it_and_the_other_way_round(tmp_path):
+    """A folder read (a split's SOURCE, a training's train/) was refused only to a claim of itself or of a folder
+    around it: a deletion of one of its files, or of a folder deeper than those the reader named, went ahead, and
+    a split read a folder while a deletion inside it went on."""
+    raw = tmp_path / "raw"
+    image, deeper = raw / "train" / "REAL" / "a.png", raw / "train" / "REAL" / "trip"
+    with files.working_on([tmp_path / "data"], "DataSplitD2.py", reading=[raw]):
+        for path in (image, deeper):
+            with pytest.raises(UserError) as refused, files.working_on([path], "DataDeleter.py"):
+                pass
+            message = str(refused.value)
+            assert "\n" not in message and f"{path} is inside {raw}, which another run reads" in message
+            assert "wait for it to finish" in message
+        with files.working_on([tmp_path / "raw-2" / "a.png"], "DataDeleter.py"):
+            pass  # beside it
+        with files.working_on([tmp_path / "data-2"], "DataSplitD2.py", reading=[raw]):
+            pass  # a second reader
+    for path in (image, deeper):
+        second = files.working_on([tmp_path / "data"], "DataSplitD2.py", reading=[raw])
+        with files.working_on([path], "DataDeleter.py"), pytest.raises(UserError) as refused, second:
+            pass
+        message = str(refused.value)
+        assert "\n" not in message and f"another run works on a folder or file inside {raw}" in message
+        assert "wait for it to finish" in message
+    with files.working_on([image], "DataDeleter.py"), files.working_on([raw / "test"], "DataSplitD2.py"):
+        pass  # all free again
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: claims there are per path")
+def test_a_run_that_reads_a_folder_and_writes_inside_it_goes_ahead_and_holds_all_of_it(tmp_path):
+    raw = tmp_path / "raw"
+    first, second = (files.working_on([raw / "split"], "DataSplitD1.py", reading=[raw]),
+                      files.working_on([], "DataZipper.py", reading=[raw]))
+    with first, pytest.raises(UserError) as refused, second:
+        pass
+    assert f"{raw} is being worked on by DataSplitD1.py" in str(refused.value)
+    with files.working_on([tmp_path / "data"], "DataMerger.py", reading=[tmp_path / "data" / "art"]):
+        pass  # a merge of a source inside its target
+
+
 def test_claims_on_folders_side_by_side_or_one_run_s_nested_folders_go_ahead(tmp_path):
     with files.working_on([tmp_path / "data" / "art"], "DataSplitD1.py"):
         with files.working_on([tmp_path / "data" / "cifake"], "DataSplitD2.py"):

@@ -556,3 +556,67 @@ def test_the_summary_of_many_classes_names_the_classes_answered_most_frequent_fi
 
     assert (f"predicted 21 images in {tmp_path / 'in'}: 9 class 07, 4 class 20, 3 class 31, 2 class 03, 1 class 11, "
             "2 in 2 other classes (5 uncertain)") in line
+
+
+def _program_arguments(program: str, folder: Path) -> tuple[list[str], str]:
+    """The arguments that give ``program`` (--evaluate or --predict) ``folder``, and its default output folder's
+    name."""
+    if program == "--evaluate":
+        return ["--test-dir", str(folder)], f"eval-{folder.name}"
+    return ["--input", str(folder)], f"predictions-{folder.name}"
+
+
+@pytest.mark.parametrize("program", ["--evaluate", "--predict"])
+def test_a_default_output_folder_another_run_is_writing_is_left_to_it(tmp_path, make_class_folder, capsys, program):
+    """Two --evaluate runs of one model on folders of one name (both test/) at once both wrote MODEL/eval-test/ and
+    both exited 0: the second's results replaced the first's."""
+    from realvsai.files import working_on
+
+    run = write_run(tmp_path / "models", "run")
+    given, default = _program_arguments(program, make_class_folder(tmp_path / "test", {"FAKE": 2, "REAL": 2}))
+
+    with working_on([run / default], "ModelTraining.py"):
+        assert ModelTraining.main([program, str(run), *given, "--quiet"]) == 0
+        assert not (run / default).exists()
+
+    assert (run / f"{default}-2" / "predictions.csv").is_file()
+    captured = capsys.readouterr()
+    assert f"{run / default}-2" in captured.out.splitlines()[-1]
+    assert f"{run / default} is being written by ModelTraining.py" in captured.err
+
+
+@pytest.mark.parametrize("program", ["--evaluate", "--predict"])
+def test_an_out_another_run_is_writing_is_refused_in_one_line(tmp_path, make_class_folder, capsys, program):
+    from realvsai.files import working_on
+
+    run, out = write_run(tmp_path / "models", "run"), tmp_path / "out"
+    given, _ = _program_arguments(program, make_class_folder(tmp_path / "test", {"FAKE": 2, "REAL": 2}))
+
+    with working_on([out], "ModelTraining.py"):
+        assert ModelTraining.main([program, str(run), *given, "--out", str(out), "--quiet"]) == 1
+
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{out} is being worked on by ModelTraining.py" in errors[0]
+    assert not out.exists() and not (tmp_path / "out-2").exists()
+
+
+@pytest.mark.parametrize("program", ["--evaluate", "--predict"])
+@pytest.mark.parametrize("explicit", [False, True], ids=["default", "--out"])
+def test_an_evaluation_or_prediction_claims_its_output_folder_while_it_writes(tmp_path, make_class_folder,
+                                                                              monkeypatch, program, explicit):
+    from realvsai.files import claimed_by
+
+    run, out = write_run(tmp_path / "models", "run"), tmp_path / "out"
+    given, default = _program_arguments(program, make_class_folder(tmp_path / "test", {"FAKE": 2, "REAL": 2}))
+    module, name = (evaluation, "evaluate_folders") if program == "--evaluate" else (prediction, "predict_folder")
+    real, seen = getattr(module, name), []
+
+    def writing(model, info, folders, out_dir, **kwargs):
+        seen.append((Path(out_dir), claimed_by(out_dir)))
+        return real(model, info, folders, out_dir, **kwargs)
+
+    monkeypatch.setattr(module, name, writing)
+    assert ModelTraining.main([program, str(run), *given, *(["--out", str(out)] if explicit else []), "--quiet"]) == 0
+
+    assert seen == [(out if explicit else run / default, f"ModelTraining.py (process {os.getpid()})")]
+    assert claimed_by(seen[0][0]) is None

@@ -91,12 +91,13 @@ def test_a_training_is_refused_while_another_run_works_on_its_run_folder(tmp_pat
 def test_a_training_keeps_other_runs_from_changing_its_data_while_it_runs(tmp_path, monkeypatch, resume,
                                                                           make_class_folder):
     """A merge or a move of augmented copies into the data of a running training made its --resume refuse the
-    changed data; a deletion there failed the training at its next epoch."""
+    changed data; a deletion there failed the training at its next epoch. The deletion of one image went ahead."""
     from realvsai.files import working_on
 
     data = tmp_path / "data"
     make_class_folder(data / "train", {"FAKE": 2, "REAL": 2})
     make_class_folder(data / "validation", {"FAKE": 2, "REAL": 2})
+    image = sorted((data / "train" / "FAKE").iterdir())[0]
     config = TrainConfig(data=data, out=tmp_path / "models", name="run", weights="none")
     if resume:
         saved = tmp_path / "models" / "run" / "backup" / "config.json"
@@ -106,18 +107,21 @@ def test_a_training_keeps_other_runs_from_changing_its_data_while_it_runs(tmp_pa
 
     def meanwhile(*args, **kwargs):
         for script, path in (("DataMerger.py", data), ("MoveAugmentedImages.py", data),
-                             ("DataDeleter.py", data / "train"), ("DataDeleter.py", data / "validation" / "REAL")):
+                             ("DataDeleter.py", data / "train"), ("DataDeleter.py", data / "validation" / "REAL"),
+                             ("DataDeleter.py", image)):
             try:
                 with working_on([path], script):
                     pass
             except UserError as error:
                 refused.append(str(error))
+        with working_on([data / "art"], "DataSplitD1.py"):  # a dataset split beside its splits, to merge later
+            pass
         raise Killed
 
     monkeypatch.setattr(training, "_train", meanwhile)
     with pytest.raises(Killed):
         training.train(config, resume=resume, verbose=0)
-    assert len(refused) == 4 and all("another run reads" in message for message in refused)
+    assert len(refused) == 5 and all("another run reads" in message for message in refused), refused
     with working_on([data], "DataMerger.py"):  # free again once the training ended
         pass
 
