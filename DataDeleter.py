@@ -23,7 +23,7 @@ from pathlib import Path
 
 from realvsai.cli import confirm, make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.config import DELETABLE_ROOTS, REPOSITORY
-from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
+from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion, split_manifest
 from realvsai.files import human_bytes, working_on
 
 
@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         # Before the claim: a protected folder is refused as such, whatever runs below it.
         check_deletable(location, protected=[Path(REPOSITORY.anchor), Path.home(), REPOSITORY],
                         allowed_roots=DELETABLE_ROOTS, allow_outside=args.allow_outside, repository=REPOSITORY)
-        with working_on([args.path], "DataDeleter.py"):
+        # A run that reads a folder around it refuses it, even for one file (files.working_on); the manifest.csv
+        # of a split it deletes from is rewritten: a second deletion there at once would write back its rows.
+        manifest = split_manifest(location)
+        with working_on([args.path, *([manifest] if manifest else [])], "DataDeleter.py"):
             return delete(args, location)
 
     return run_main(body)

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        with working_on([args.into, *(args.sources if args.move else [])], "DataMerger.py"):
+        # Each SOURCE is written with --move (files leave it), else read: kept as it is meanwhile.
+        with working_on([args.into, *(args.sources if args.move else [])], "DataMerger.py",
+                        reading=[] if args.move else args.sources):
             report = merge_datasets(args.sources, args.into, move=args.move, dry_run=args.dry_run,
                                     workers=args.workers, max_pixels=args.max_pixels, add_classes=args.add_classes)
         print(format_merge_report(report))

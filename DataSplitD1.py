@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        with working_on([args.out, *([args.source] if args.mode == MOVE else [])], "DataSplitD1.py"):
+        moved = args.mode == MOVE  # SOURCE is written then (files leave it), else read: kept as it is meanwhile
+        with working_on([args.out, *([args.source] if moved else [])], "DataSplitD1.py",
+                        reading=[] if moved else [args.source]):
             report = split_by_class(args.source, args.out, ratios=args.ratios, seed=args.seed, mode=args.mode,
                                     renames=args.rename, overwrite=args.overwrite, workers=args.workers,
                                     max_pixels=args.max_pixels)

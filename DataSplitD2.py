@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        with working_on([args.out, *([args.source] if args.mode == MOVE else [])], "DataSplitD2.py"):
+        moved = args.mode == MOVE  # SOURCE is written then (files leave it), else read: kept as it is meanwhile
+        with working_on([args.out, *([args.source] if moved else [])], "DataSplitD2.py",
+                        reading=[] if moved else [args.source]):
             report = split_train_test(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed,
                                       mode=args.mode, renames=args.rename, overwrite=args.overwrite,
                                       workers=args.workers, max_pixels=args.max_pixels)

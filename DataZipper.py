@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         folder = Path(os.path.abspath(args.folder))  # "." and "x/.." named; a symlinked folder's zip goes beside it
         out = args.out if args.out is not None else folder.with_name(f"{folder.name}.zip")
-        with working_on([out], "DataZipper.py"):
+        with working_on([out], "DataZipper.py", reading=[folder]):  # no run writes in the folder meanwhile
             result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
         if result.unchanged:
             count = result.stored + result.deflated

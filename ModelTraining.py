@@ -43,6 +43,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -342,7 +343,7 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
     """
     from realvsai import evaluation, run
 
-    writing = None
+    writing, claim = None, contextlib.ExitStack()  # the claim of the folder written, until the evaluation ends
     try:
         model, loaded = run.load_run(model_path)  # model.json is checked before Keras loads
         model_path = Path(model_path)
@@ -350,9 +351,7 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
         scanned = evaluation.check_folders(loaded.info, test_dirs, max_pixels)  # refused before a folder is announced
         default_name = output_name("eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs))
         requested = Path(out_dir) if out_dir is not None else run_dir / default_name
-        writing = evaluation.unused_output_folder(requested)
-        if writing != requested:
-            logger.warning("%s already holds results, which are kept; writing to %s instead", requested, writing)
+        writing = claim.enter_context(evaluation.claimed_output_folder(requested, given=out_dir is not None))
         metrics = evaluation.evaluate_folders(model, loaded.info, [Path(test_dir) for test_dir in test_dirs],
                                               writing, batch_size=batch_size, robustness=robustness,
                                               max_pixels=max_pixels, scanned=scanned)
@@ -360,6 +359,8 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
         raise Interrupted(start_over_advice("evaluation", writing)) from None
     except OSError as error:
         raise_with_partial_results(error, "evaluation", writing)
+    finally:
+        claim.close()
     return writing, metrics
 
 
@@ -506,21 +507,22 @@ def run_evaluation(args: argparse.Namespace) -> None:
 def run_prediction(args: argparse.Namespace) -> None:
     from realvsai import evaluation, prediction, run
 
-    out_dir = None
+    out_dir, claim = None, contextlib.ExitStack()  # the claim of the folder written, until the prediction ends
     try:
         prediction.check_input(args.input)  # before the model loads and an output folder is announced
         model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
         run_dir = args.predict if args.predict.is_dir() else args.predict.parent
         requested = args.out or run_dir / output_name(f"predictions-{args.input.resolve().name}")
-        out_dir = evaluation.unused_output_folder(requested)  # earlier predictions are never replaced
-        if out_dir != requested:
-            logger.warning("%s already holds results, which are kept; writing to %s instead", requested, out_dir)
+        # Earlier predictions are never replaced, nor those of a run writing at the same time.
+        out_dir = claim.enter_context(evaluation.claimed_output_folder(requested, given=args.out is not None))
         summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
                                             max_pixels=args.max_pixels, verbose=keras_verbose(args.quiet))
     except KeyboardInterrupt:
         raise Interrupted(start_over_advice("prediction", out_dir)) from None
     except OSError as error:
         raise_with_partial_results(error, "prediction", out_dir)
+    finally:
+        claim.close()
     if not sum(summary.counts.values()):  # every file was unreadable (an empty folder is refused before)
         raise UserError(f"no file in {args.input} could be predicted ({plural(len(summary.unreadable), 'file')} "
                         f"there, each listed with why in {out_dir / UNREADABLE_FILE}). Give --input a folder of "

@@ -32,7 +32,7 @@ from realvsai.cli import format_table, make_parser, nonempty_path, plural, run_m
 from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
-from realvsai.moving import MoveReport, move_augmented
+from realvsai.moving import MoveReport, count_moved_copies, move_augmented
 
 
 def parse_args(argv: list[str] | None = None) -> Namespace:
@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
 def move(args: Namespace) -> None:
     with working_on([args.data], "MoveAugmentedImages.py"):
         report = move_augmented(args.data, dry_run=args.dry_run, move_unlisted=args.move_unlisted)
-    print_summary(args, report)
+        moved_before = count_moved_copies(args.data) if report is None else 0  # by an earlier run
+    print_summary(args, report, moved_before)
     if report is not None and report.refused_files and not args.dry_run:
         # After the summary: training on a train folder that lacks copies the user asked for must not follow.
         raise UserError(refusal_line(report))
@@ -64,7 +65,14 @@ def refusal_line(report: MoveReport) -> str:
             "MoveAugmentedImages.py again (the other copies are in train).")
 
 
-def print_summary(args: Namespace, report: MoveReport | None) -> None:
+def print_summary(args: Namespace, report: MoveReport | None, moved_before: int = 0) -> None:
+    """What the move did (``report``; None without augmented_train, where train holds ``moved_before`` copies moved
+    by an earlier run), and the next step."""
+    if report is None and moved_before:
+        print(f"Nothing to move: {args.data} has no augmented_train folder; {args.data}/train holds the "
+              f"{plural(moved_before, 'augmented copy', 'augmented copies')} moved there already.")
+        print(f"Next: python ModelTraining.py --data {shell_path(args.data)}")
+        return
     if report is None:
         print(f"Nothing to move: {args.data} has no augmented_train folder. Run DataAugmentation.py first.")
         return

@@ -90,17 +90,23 @@ def plan_deletion(location: Path) -> DeletionPlan:
                         os.readlink(location) if location.is_symlink() else None, manifest, tuple(kept), dropped)
 
 
+def split_manifest(location: Path) -> Path | None:
+    """The manifest.csv of the split ``location`` is in (``DATA/manifest.csv`` for ``DATA/<split>/...``), or None:
+    deleting there may rewrite it (``_manifest_rows``)."""
+    return next((folder / MANIFEST_NAME for folder in location.parents
+                 if location.relative_to(folder).parts[0] in SPLITS and (folder / MANIFEST_NAME).is_file()), None)
+
+
 def _manifest_rows(location: Path) -> tuple[Path | None, list[ManifestRow], int]:
-    """The manifest.csv of the split ``location`` is in (``DATA/manifest.csv`` for ``DATA/<split>/...``) where it
-    lists ``location`` or files under it, its rows of the rest, and how many name what goes; else (None, [], 0)."""
-    data_dir = next((folder for folder in location.parents
-                     if location.relative_to(folder).parts[0] in SPLITS and (folder / MANIFEST_NAME).is_file()), None)
-    if data_dir is None:
+    """``split_manifest`` where it lists ``location`` or files under it, its rows of the rest, and how many name
+    what goes; else (None, [], 0)."""
+    manifest = split_manifest(location)
+    if manifest is None:
         return None, [], 0
-    going = location.relative_to(data_dir).as_posix()
-    rows = read_manifest(data_dir / MANIFEST_NAME)
+    going = location.relative_to(manifest.parent).as_posix()
+    rows = read_manifest(manifest)
     kept = [row for row in rows if row.path != going and not row.path.startswith(f"{going}/")]
-    return (data_dir / MANIFEST_NAME, kept, len(rows) - len(kept)) if len(kept) < len(rows) else (None, [], 0)
+    return (manifest, kept, len(rows) - len(kept)) if len(kept) < len(rows) else (None, [], 0)
 
 
 def describe(plan: DeletionPlan, max_rows: int = 20) -> str:

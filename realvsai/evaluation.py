@@ -8,13 +8,15 @@ EVALUATION.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import itertools
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +29,7 @@ from realvsai import config, plots, prediction
 from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
 from realvsai.cli import plural, progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, list_images, read_json, write_json
+from realvsai.files import atomic_write_text, claimed_by, list_images, read_json, working_on, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb, pixel_problem
 from realvsai.layout import (
     MANIFEST_NAME,
@@ -216,12 +218,55 @@ def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mappi
 
 def unused_output_folder(out_dir: Path) -> Path:
     """``out_dir``, or when it already holds results the first free ``out_dir-2``, ``out_dir-3``, ... beside it."""
-    candidate, number = Path(out_dir), 1
-    while any((candidate / name).exists() for name in RESULT_FILES):
-        number += 1
-        base = Path(out_dir).resolve()  # resolved, so that "." gets a name to number too
-        candidate = base.with_name(f"{base.name}-{number}")
-    return candidate
+    return next(candidate for candidate in _numbered(out_dir) if not _holds_results(candidate))
+
+
+def _numbered(out_dir: Path) -> Iterator[Path]:
+    """``out_dir``, then ``out_dir-2``, ``out_dir-3``, ... beside it."""
+    yield Path(out_dir)
+    base = Path(out_dir).resolve()  # resolved, so that "." gets a name to number too
+    for number in itertools.count(2):
+        yield base.with_name(f"{base.name}-{number}")
+
+
+def _holds_results(folder: Path) -> bool:
+    """Whether ``folder`` holds one of the files an evaluation or a prediction writes."""
+    return any((folder / name).exists() for name in RESULT_FILES)
+
+
+@contextlib.contextmanager
+def claimed_output_folder(out_dir: Path, *, given: bool, script: str = "ModelTraining.py") -> Iterator[Path]:
+    """``unused_output_folder``, skipping too a folder another run writes (``files.working_on``), claimed for this
+    run while the block runs: two --evaluate (or --predict) runs at once whose default folders coincide each write
+    their own. ``given`` (an --out): a run that writes ``out_dir`` itself refuses this one instead (UserError),
+    rather than a folder the user did not ask for. A warning names the folder written where it is not
+    ``out_dir``."""
+    out_dir, busy = Path(out_dir), None
+    with contextlib.ExitStack() as claims:
+        if given:
+            claims.enter_context(working_on([out_dir], script))
+        for candidate in _numbered(out_dir):
+            if _holds_results(candidate):
+                continue
+            claim = contextlib.ExitStack()
+            if not (given and candidate == out_dir):
+                try:
+                    claim.enter_context(working_on([candidate], script))
+                except UserError:
+                    if (holder := claimed_by(candidate)) is None:  # a run on a folder around it: all are refused
+                        raise
+                    busy = busy or holder
+                    continue
+            if _holds_results(candidate):  # written by a run that ended meanwhile
+                claim.close()
+                continue
+            claims.enter_context(claim)
+            break
+        if candidate != out_dir:
+            why = "already holds results, which are kept" if busy is None or _holds_results(out_dir) else (
+                f"is being written by {busy}")
+            logger.warning("%s %s; writing to %s instead", out_dir, why, candidate)
+        yield candidate
 
 
 @dataclass(frozen=True)

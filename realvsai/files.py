@@ -459,23 +459,27 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
 @contextlib.contextmanager
 def working_on(paths: Iterable[Path | str], script: str, *, reading: Iterable[Path | str] = ()) -> Iterator[None]:
     """Claims each of ``paths`` (a folder or file a script writes or moves from, by its resolved path) for this
-    run of ``script`` while the block runs, and each of ``reading`` (a folder it reads for long: a training's data)
-    beside other readers; UserError naming the run that holds one already, or one around or inside it, or a run
-    that reads one. Two runs on one folder at once would remove each other's temporary files and write back each
-    other's stale records; one deleting ``data/train`` while another moves copies into it would lose them. A
-    folder being read is refused to its writers, but not a folder inside it: name those read too.
+    run of ``script`` while the block runs, and each of ``reading`` (a folder it reads, with all that is inside it:
+    a split's SOURCE, a training's splits) beside other readers; UserError naming the run that holds one already,
+    or one around or inside it, or a run that reads one or a folder around it, or a run that writes inside a folder
+    it reads. Two runs on one folder at once would remove each other's temporary files and write back each other's
+    stale records; one deleting ``data/train`` while another moves copies into it would lose them; a split of a
+    folder being extracted, or deleted file by file, would split part of it. A run that reads a folder and writes
+    inside it claims the whole folder.
 
     A claim is a lock the operating system holds on a file in the user's folder of them in the temporary folder
     (named by the path's hash), so the folder itself gets no file, and the claim ends with the process, killed
     too: an interrupted run never leaves one behind. The last claim on a path removes its file as it ends (not on
     Windows, which cannot remove an open file). The folders around a claimed path are locked shared, as are those
-    read, so runs on two folders side by side go ahead. Windows' locks have no shared mode: claims there are per
-    path, and ``reading`` is not claimed. A run of another user, or on another machine through a network share,
-    is not seen.
+    read, so runs on two folders side by side go ahead; two more files per folder say that a run writes inside it
+    and that a run reads it (``_claim_inside``). Windows' locks have no shared mode: claims there are per path, and
+    ``reading`` is not claimed. A run of another user, or on another machine through a network share, is not seen.
     """
     _claim_file(Path()).parent.mkdir(mode=0o700, exist_ok=True)
     claimed = {Path(os.path.abspath(path)).resolve() for path in paths}
     read = set() if os.name == "nt" else {Path(os.path.abspath(path)).resolve() for path in reading} - claimed
+    claimed |= {folder for folder in read if any(folder in path.parents for path in claimed)}  # written inside
+    read -= claimed
     shared = set() if os.name == "nt" else (read | {parent for path in claimed | read for parent in path.parents}
                                             ) - claimed
     with contextlib.ExitStack() as claims:
@@ -499,7 +503,39 @@ def working_on(paths: Iterable[Path | str], script: str, *, reading: Iterable[Pa
             handle.truncate()
             handle.write(f"{script} (process {os.getpid()})")
             handle.flush()
+        if os.name != "nt":
+            _claim_inside(claims, claimed, read)
         yield
+
+
+_WRITING_INSIDE = "-inside"  # the suffix of a folder's lock file that each run writing inside it holds shared
+_READ = "-read"  # and of the one each run reading it holds shared
+
+
+def _claim_inside(claims: contextlib.ExitStack, claimed: set[Path], read: set[Path]) -> None:
+    """Keeps runs that write inside a folder and runs that read it apart (``working_on``): the locks of a path and
+    the folders around it see a run on that path, not one on a file or folder deeper inside a folder read. So a run
+    holds the ``_WRITING_INSIDE`` lock of each folder around what it claims, and the ``_READ`` lock of each folder
+    it reads, both shared; then it checks that no other run holds the other kind (taking it alone for a moment,
+    as the last claim does to remove its file). Held first, then checked: of two runs that start at once, the
+    later checker sees the other's lock, or both refuse."""
+    around = {folder for path in claimed for folder in path.parents}
+    for kind, folders in ((_WRITING_INSIDE, around), (_READ, read)):
+        for folder in sorted(folders):
+            _, taken = claims.enter_context(_lock_file(_claim_file(folder, kind), shared=True))
+            if not taken:  # a run checking it, for longer than _CLAIM_RETRY_S
+                raise UserError(f"another run is taking its claim on {folder}; run the command again in a moment.")
+    for folder in sorted(around, key=lambda folder: len(folder.parts), reverse=True):  # the nearest first
+        with _lock_file(_claim_file(folder, _READ), shared=False) as (_, alone):
+            if not alone:
+                inside = min(path for path in claimed if folder in path.parents)
+                raise UserError(f"{inside} is inside {folder}, which another run reads; wait for it to finish (or "
+                                "stop it), then run the command again.")
+    for folder in sorted(read):
+        with _lock_file(_claim_file(folder, _WRITING_INSIDE), shared=False) as (_, alone):
+            if not alone:
+                raise UserError(f"another run works on a folder or file inside {folder}; wait for it to finish (or "
+                                "stop it), then run the command again.")
 
 
 def claimed_by(path: Path | str) -> str | None:
@@ -512,11 +548,12 @@ def claimed_by(path: Path | str) -> str | None:
         return None
 
 
-def _claim_file(path: Path) -> Path:
-    """The lock file that claims the resolved ``path``: named by its hash, in the user's folder of them (one folder
-    per user where the temporary folder is shared: POSIX's /tmp; Windows gives each user their own)."""
+def _claim_file(path: Path, kind: str = "") -> Path:
+    """The lock file that claims the resolved ``path`` (``kind``: one of its other lock files, ``_claim_inside``):
+    named by its hash, in the user's folder of them (one folder per user where the temporary folder is shared:
+    POSIX's /tmp; Windows gives each user their own)."""
     folder = Path(tempfile.gettempdir()) / f"realvsai-locks{f'-{os.getuid()}' if hasattr(os, 'getuid') else ''}"
-    return folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}.lock"
+    return folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}{kind}.lock"
 
 
 _CLAIM_RETRY_S = 0.2

@@ -451,6 +451,12 @@ def holds_moved_copies(data_dir: Path) -> bool:
     return any(moved.holds(copy) for copy in dataset_folders(data_dir)[0].glob(f"*/{COPY_PREFIX}*"))
 
 
+def count_moved_copies(data_dir: Path) -> int:
+    """How many augmented copies moved there (``MovedCopies``) the train folder of the dataset ``data_dir`` holds."""
+    moved = moved_copies(data_dir)
+    return sum(moved.holds(copy) for copy in dataset_folders(data_dir)[0].glob(f"*/{COPY_PREFIX}*"))
+
+
 def has_unrecorded_copies(augmented_dir: Path) -> bool:
     """True when ``augmented_dir`` holds copies (aug_*) but no ``settings.json``: made before settings were
     recorded, with settings no one knows, so a run's own settings are recorded only once it has found every

@@ -515,6 +515,17 @@ def test_a_claim_removes_its_lock_files_when_it_ends(tmp_path):
 
 
 @pytest.mark.skipif(os.name == "nt", reason="Windows cannot remove a file that is open")
+def test_a_claim_removes_the_lock_files_of_what_it_writes_inside_and_reads_when_it_ends(tmp_path):
+    data, raw = tmp_path / "data", tmp_path / "raw"
+    kinds = [files._claim_file(path.resolve(), kind) for path in (data, raw, tmp_path)
+             for kind in (files._WRITING_INSIDE, files._READ)]
+    with files.working_on([data / "train"], "DataSplitD2.py", reading=[raw]):
+        assert files._claim_file(data.resolve(), files._WRITING_INSIDE).is_file()
+        assert files._claim_file(raw.resolve(), files._READ).is_file()
+    assert not any(path.exists() for path in kinds)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows cannot remove a file that is open")
 def test_a_claim_whose_lock_file_is_removed_before_it_locks_takes_the_new_file(tmp_path, monkeypatch):
     folder, real_lock, removed = tmp_path / "data", files._lock, []
 
