@@ -6,7 +6,6 @@ where a pipeline is built: the scan needs none, so a machine without it scans to
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -171,12 +170,10 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
 
 
 def split_folders(data_dir: Path) -> list[Path]:
-    """``data_dir``, its splits and the folders in them: what ``scan_splits`` reads, and a training with it."""
-    splits, inside = [Path(data_dir) / split for split in (TRAIN, VALIDATION, TEST)], []
-    for split in splits:
-        with contextlib.suppress(OSError):  # one missing or unreadable: scan_splits says so
-            inside += [folder for folder in split.iterdir() if folder.is_dir()]
-    return [Path(data_dir), *splits, *inside]
+    """The splits of ``data_dir`` that ``scan_splits`` reads (missing ones too): what a training claims for reading,
+    with all inside them (``files.working_on``), and not ``data_dir`` itself, where a split into ``data_dir/art`` may
+    go ahead meanwhile."""
+    return [Path(data_dir) / split for split in (TRAIN, VALIDATION, TEST)]
 
 
 def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS,

@@ -107,9 +107,8 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
         logger.info("the chief writes the run folder %s (on its machine); this worker keeps no file", run_dir)
     # A second start of this --name (or a --resume of it) would train into the same folder, each run writing some of
     # its files: the chief claims it first (the folder itself is made only once the data is read). It claims its
-    # data for reading, so that no merge, move or deletion changes it meanwhile (which --resume would refuse): its
-    # splits with all inside them, not DATA itself (held as their folder), where a split into DATA/art goes ahead.
-    claim = (working_on([run_dir], "ModelTraining.py", reading=split_folders(Path(config.data))[1:])
+    # data for reading, so that no merge, move or deletion changes it meanwhile (which --resume would refuse).
+    claim = (working_on([run_dir], "ModelTraining.py", reading=split_folders(Path(config.data)))
              if distributed.is_chief(strategy) else contextlib.nullcontext())
     try:
         with claim, distributed.worker_folder(strategy, run_dir) as folder:
