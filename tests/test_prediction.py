@@ -620,3 +620,37 @@ def test_an_evaluation_or_prediction_claims_its_output_folder_while_it_writes(tm
 
     assert seen == [(out if explicit else run / default, f"ModelTraining.py (process {os.getpid()})")]
     assert claimed_by(seen[0][0]) is None
+
+
+@pytest.mark.parametrize("program", ["--evaluate", "--predict"])
+def test_a_folder_another_run_is_writing_is_not_read_until_it_ends(tmp_path, make_class_folder, capsys, program):
+    """--evaluate and --predict claimed nothing they read: one started while DataUnZipper still extracted the test
+    set (or a deletion emptied it) scored part of it, and exited 0 with figures of a set no one chose."""
+    from realvsai.files import working_on
+
+    run = write_run(tmp_path / "models", "run")
+    folder = make_class_folder(tmp_path / "test", {"FAKE": 2, "REAL": 2})
+    given, default = _program_arguments(program, folder)
+
+    with working_on([folder], "DataUnZipper.py"):
+        assert ModelTraining.main([program, str(run), *given, "--quiet"]) == 1
+
+    assert f"{folder} is being worked on by DataUnZipper.py" in capsys.readouterr().err
+    assert not (run / default).exists()
+
+
+def test_an_archive_that_another_run_deletes_is_not_extracted_meanwhile(tmp_path):
+    """DataUnZipper claimed only the folder it writes: DataDeleter could remove the archive it was reading."""
+    import zipfile
+
+    from realvsai.files import working_on
+
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr("REAL/a.txt", "a")
+
+    with working_on([archive], "DataDeleter.py"):
+        result = run_script("DataUnZipper.py", archive, "--to", tmp_path / "raw")
+
+    assert result.returncode == 1 and f"{archive} is being worked on by DataDeleter.py" in result.stderr
+    assert not (tmp_path / "raw").exists()
