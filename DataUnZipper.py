@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{args.archive} is a folder, not an archive: nothing to unzip. {next_step(args.archive)}")
         target = args.to if args.to is not None else Path("data/raw") / archive_stem(args.archive)
         limits = UnzipLimits(max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio)
-        with working_on([target], "DataUnZipper.py"):
+        with working_on([target], "DataUnZipper.py", reading=[args.archive]):
             result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits,
                                      name_encoding=args.name_encoding)
         print(f"Extracted {plural(result.extracted, 'file')} ({human_bytes(result.bytes_written)}) to {result.target}; "

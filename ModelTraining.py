@@ -84,7 +84,7 @@ from realvsai.config import (
     shell_path,
 )
 from realvsai.errors import UserError
-from realvsai.files import is_inside
+from realvsai.files import is_inside, working_on
 
 if TYPE_CHECKING:
     from realvsai.training import RunInterrupted, RunWriteFailed, TrainResult
@@ -343,8 +343,9 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
     """
     from realvsai import evaluation, run
 
-    writing, claim = None, contextlib.ExitStack()  # the claim of the folder written, until the evaluation ends
+    writing, claim = None, contextlib.ExitStack()  # the claims of the folders read and written, until it ends
     try:
+        claim.enter_context(working_on([], "ModelTraining.py", reading=test_dirs))  # no run writes them meanwhile
         model, loaded = run.load_run(model_path)  # model.json is checked before Keras loads
         model_path = Path(model_path)
         run_dir = model_path if model_path.is_dir() else model_path.parent
@@ -507,8 +508,9 @@ def run_evaluation(args: argparse.Namespace) -> None:
 def run_prediction(args: argparse.Namespace) -> None:
     from realvsai import evaluation, prediction, run
 
-    out_dir, claim = None, contextlib.ExitStack()  # the claim of the folder written, until the prediction ends
+    out_dir, claim = None, contextlib.ExitStack()  # the claims of the folders read and written, until it ends
     try:
+        claim.enter_context(working_on([], "ModelTraining.py", reading=[args.input]))  # no run writes it meanwhile
         prediction.check_input(args.input)  # before the model loads and an output folder is announced
         model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
         run_dir = args.predict if args.predict.is_dir() else args.predict.parent
