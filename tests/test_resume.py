@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -33,6 +34,36 @@ def test_resume_refuses_a_folder_that_is_not_a_run_and_keeps_its_files(tmp_path,
     with pytest.raises(UserError, match=r"X is not a run folder: it has no backup/config.json.*another --name"):
         resolve_run_dir(TrainConfig(out=tmp_path, name="X"), resume=True)
     assert {path.name: path.read_text() for path in folder.iterdir()} == files
+
+
+@pytest.mark.parametrize("taken_by", ["a finished run", "a training now", "a file"])
+def test_a_run_named_by_the_clock_takes_the_next_free_name_where_its_second_is_taken(tmp_path, monkeypatch,
+                                                                                       taken_by):
+    """Two trainings without --name started in one second got one timestamp: the second was refused over a name the
+    user never chose ("holds a finished run. Choose another --name", "is training now")."""
+    from datetime import datetime
+
+    from realvsai import config as config_module
+    from realvsai.files import working_on
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 11, 27, 12, 0, 0)
+
+    monkeypatch.setattr(config_module, "datetime", Clock)
+    taken = tmp_path / "20261127-120000"
+    claim = working_on([taken], "ModelTraining.py") if taken_by == "a training now" else contextlib.nullcontext()
+    if taken_by == "a finished run":
+        taken.mkdir()
+        (taken / "model.json").write_text("{}")
+    elif taken_by == "a file":
+        taken.write_text("notes")
+
+    with claim:
+        config, run_dir = resolve_run_dir(TrainConfig(out=tmp_path, data=tmp_path / "data"), resume=False)
+
+    assert run_dir == tmp_path / "20261127-120000-2" and config.name == "20261127-120000-2"
 
 
 @pytest.mark.parametrize("left", [[], ["backup/"], ["backup/.config.json.x1y2.tmp"]],
