@@ -324,12 +324,17 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
     the run's dataset, moved); a UserError if the folder exists and ``resume`` is False (but for what a run killed
     before it saved its settings leaves: that start begins again; an unfinished run's names ``continue_with``'s
     command for it), or ``resume`` finds nothing to resume."""
-    from realvsai.files import claimed_by  # files reads this module's constants
+    from realvsai.files import claimed_by, numbered  # files reads this module's constants
 
     if not config.name:
         if resume:
             raise UserError("--resume needs the --name of the run to continue.")
-        config = dataclasses.replace(config, name=datetime.now().strftime("%Y%m%d-%H%M%S"))
+        # A name the user did not choose is never refused: where another run started in the same second (or a file
+        # holds the name), the next free one, STAMP-2, ...
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = next(name for name in numbered(stamp)
+                    if not os.path.lexists(Path(config.out) / name) and claimed_by(Path(config.out) / name) is None)
+        config = dataclasses.replace(config, name=name)
     run_dir = Path(config.out) / config.name
     saved = run_dir / BACKUP_DIR / RUN_CONFIG_FILE
     if not resume:

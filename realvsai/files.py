@@ -148,6 +148,13 @@ def read_verified(path: str | Path, digest: str) -> bytes:
     return data
 
 
+def numbered(name: str) -> Iterator[str]:
+    """``name``, then ``name-2``, ``name-3``, ...: the names a new file or folder tries where another holds one."""
+    yield name
+    for number in itertools.count(2):
+        yield f"{name}-{number}"
+
+
 def temporary_name(path: Path | str) -> str:
     """The hidden name a write to ``path`` starts under: ``.<name>.``, shortened when ``name`` is very long."""
     name = os.path.basename(os.fspath(path))

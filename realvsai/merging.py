@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import os
 from collections import Counter, defaultdict
@@ -23,6 +22,7 @@ from realvsai.files import (
     is_inside,
     list_images,
     map_in_threads,
+    numbered,
     place_file,
     read_list,
     remove_temporaries,
@@ -276,8 +276,7 @@ def _dataset_names(manifest: Path, incoming: Sequence[tuple[Path, _File]]) -> di
         elif name not in known:
             names[(source, name)] = name
         else:
-            names[(source, name)] = next(new for number in itertools.count(2)
-                                         if (new := f"{name}-{number}") not in known)
+            names[(source, name)] = next(new for new in numbered(name) if new not in known)
         known[names[(source, name)]] |= origins
     return names
 

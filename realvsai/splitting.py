@@ -27,6 +27,7 @@ from realvsai.files import (
     is_inside,
     list_images,
     map_in_threads,
+    numbered,
     read_verified,
     remove_temporaries,
     sha256_file,
@@ -650,8 +651,7 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
         raise UserError(f"{reason}. Add --overwrite to move the old split aside into {out}/previous-split-<time>/ "
                         "and write this one, or choose another --out.")
     stamp = time.strftime("previous-split-%Y%m%d-%H%M%S")
-    aside = next(path for path in itertools.chain([out / stamp], (out / f"{stamp}-{n}" for n in itertools.count(2)))
-                 if not path.exists())
+    aside = next(out / name for name in numbered(stamp) if not (out / name).exists())
     aside.mkdir(parents=True)
     # augmented_train goes with the split its copies were made from: moved into the new train, a copy
     # of an image the new split puts in validation or test would leak it (its refusals and the records of the
