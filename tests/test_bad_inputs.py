@@ -457,33 +457,29 @@ def test_a_script_refuses_in_one_line_a_path_another_run_is_working_on(script, t
     assert sorted(path for path in tmp_path.rglob("*")) == before
 
 
-def _split_source(root: Path) -> Path:
-    """A split dataset: train/, validation/ and test/ with class folders A and B."""
-    seeds = iter(range(100, 200))
-    for split, count in (("train", 4), ("validation", 2), ("test", 2)):
+def _source(root: Path, counts: dict[str, int], first_seed: int) -> Path:
+    """Class folders A and B in each of ``counts``' folders ("" for none), that many distinct images each."""
+    seeds = iter(range(first_seed, first_seed + 100))
+    for split, count in counts.items():
         for name in ("A", "B"):
             for index in range(count):
-                write_image(root / split / name / f"{split}_{index}.png", seed=next(seeds))
+                write_image(root / split / name / f"{f'{split}_' if split else ''}{index}.png", seed=next(seeds))
     return root
+
+
+def _split_source(root: Path) -> Path:
+    """A split dataset: train/, validation/ and test/ with class folders A and B."""
+    return _source(root, {"train": 4, "validation": 2, "test": 2}, 100)
 
 
 def _download_source(root: Path) -> Path:
     """A download: train/ and test/ with class folders A and B."""
-    seeds = iter(range(200, 300))
-    for split, count in (("train", 6), ("test", 2)):
-        for name in ("A", "B"):
-            for index in range(count):
-                write_image(root / split / name / f"{split}_{index}.png", seed=next(seeds))
-    return root
+    return _source(root, {"train": 6, "test": 2}, 200)
 
 
 def _class_source(root: Path) -> Path:
     """Class folders A and B."""
-    seeds = iter(range(300, 400))
-    for name in ("A", "B"):
-        for index in range(8):
-            write_image(root / name / f"{index}.png", seed=next(seeds))
-    return root
+    return _source(root, {"": 8}, 300)
 
 
 # Each script that reads a folder it does not change (SOURCE: made by the first function), its command and the name
