@@ -375,7 +375,7 @@ def output_name(name: str) -> str:
 
 def partial_results(out_dir: Path | None) -> list[str]:
     """The result files an --evaluate or --predict stopped part way left in ``out_dir``: the same command writes
-    beside them (``evaluation.unused_output_folder``), where they would pass for results."""
+    beside them (``evaluation.claimed_output_folder``), where they would pass for results."""
     from realvsai.evaluation import RESULT_FILES
 
     return [name for name in RESULT_FILES if out_dir is not None and (out_dir / name).exists()]

@@ -32,7 +32,7 @@ from realvsai.cli import format_table, make_parser, nonempty_path, plural, run_m
 from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
-from realvsai.moving import MoveReport, count_moved_copies, move_augmented
+from realvsai.moving import MoveReport, move_augmented, moved_copies_in_train
 
 
 def parse_args(argv: list[str] | None = None) -> Namespace:
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
 def move(args: Namespace) -> None:
     with working_on([args.data], "MoveAugmentedImages.py"):
         report = move_augmented(args.data, dry_run=args.dry_run, move_unlisted=args.move_unlisted)
-        moved_before = count_moved_copies(args.data) if report is None else 0  # by an earlier run
+        moved_before = sum(1 for _ in moved_copies_in_train(args.data)) if report is None else 0  # by an earlier run
     print_summary(args, report, moved_before)
     if report is not None and report.refused_files and not args.dry_run:
         # After the summary: training on a train folder that lacks copies the user asked for must not follow.

@@ -216,11 +216,6 @@ def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mappi
     write_json(path, content, strict=True)
 
 
-def unused_output_folder(out_dir: Path) -> Path:
-    """``out_dir``, or when it already holds results the first free ``out_dir-2``, ``out_dir-3``, ... beside it."""
-    return next(candidate for candidate in _numbered(out_dir) if not _holds_results(candidate))
-
-
 def _numbered(out_dir: Path) -> Iterator[Path]:
     """``out_dir``, then ``out_dir-2``, ``out_dir-3``, ... beside it."""
     yield Path(out_dir)
@@ -236,11 +231,11 @@ def _holds_results(folder: Path) -> bool:
 
 @contextlib.contextmanager
 def claimed_output_folder(out_dir: Path, *, given: bool, script: str = "ModelTraining.py") -> Iterator[Path]:
-    """``unused_output_folder``, skipping too a folder another run writes (``files.working_on``), claimed for this
-    run while the block runs: two --evaluate (or --predict) runs at once whose default folders coincide each write
-    their own. ``given`` (an --out): a run that writes ``out_dir`` itself refuses this one instead (UserError),
-    rather than a folder the user did not ask for. A warning names the folder written where it is not
-    ``out_dir``."""
+    """``out_dir``, or when it already holds results the first free ``out_dir-2``, ``out_dir-3``, ... beside it,
+    skipping too a folder another run writes (``files.working_on``), claimed for this run while the block runs: two
+    --evaluate (or --predict) runs at once whose default folders coincide each write their own. ``given`` (an
+    --out): a run that writes ``out_dir`` itself refuses this one instead (UserError), rather than a folder the user
+    did not ask for. A warning names the folder written where it is not ``out_dir``."""
     out_dir, busy = Path(out_dir), None
     with contextlib.ExitStack() as claims:
         if given:

@@ -19,7 +19,7 @@ import logging
 import os
 import posixpath
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -445,16 +445,15 @@ def changed_copy_settings(data_dir: Path, settings: Mapping[str, object]
     return folder, changed
 
 
+def moved_copies_in_train(data_dir: Path) -> Iterator[Path]:
+    """The augmented copies moved there (``MovedCopies``) that the train folder of the dataset ``data_dir`` holds."""
+    moved = moved_copies(data_dir)
+    return (copy for copy in dataset_folders(data_dir)[0].glob(f"*/{COPY_PREFIX}*") if moved.holds(copy))
+
+
 def holds_moved_copies(data_dir: Path) -> bool:
     """Whether the train folder of the dataset ``data_dir`` holds augmented copies moved there (``MovedCopies``)."""
-    moved = moved_copies(data_dir)
-    return any(moved.holds(copy) for copy in dataset_folders(data_dir)[0].glob(f"*/{COPY_PREFIX}*"))
-
-
-def count_moved_copies(data_dir: Path) -> int:
-    """How many augmented copies moved there (``MovedCopies``) the train folder of the dataset ``data_dir`` holds."""
-    moved = moved_copies(data_dir)
-    return sum(moved.holds(copy) for copy in dataset_folders(data_dir)[0].glob(f"*/{COPY_PREFIX}*"))
+    return next(moved_copies_in_train(data_dir), None) is not None
 
 
 def has_unrecorded_copies(augmented_dir: Path) -> bool:
