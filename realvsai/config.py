@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from realvsai.errors import UserError
+from realvsai.files import claimed_by, is_inside, numbered
 
 # A training run's files, in OUT/NAME/.
 MODEL_FILE = "model.h5"  # the best epoch, float32, HDF5
@@ -54,7 +55,6 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # Up to this many classes a summary, the model card and the app name each (a count, a column, a bar each); with
 # more, the most frequent answers and the most probable classes, the rest in metrics.json and predictions.csv.
 FEW_CLASSES = 5
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp"})  # any letter case
 MIN_IMAGE_SIZE = 32  # the smallest side keras.applications' ResNets accept (five stride-2 stages)
 CONFIDENCE_THRESHOLD = 0.6  # the app's "Uncertain" rule, recorded in model.json
 # Larger images are refused before a pixel is decoded (a guard against decompression bombs); above
@@ -324,8 +324,6 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
     the run's dataset, moved); a UserError if the folder exists and ``resume`` is False (but for what a run killed
     before it saved its settings leaves: that start begins again; an unfinished run's names ``continue_with``'s
     command for it), or ``resume`` finds nothing to resume."""
-    from realvsai.files import claimed_by, numbered  # files reads this module's constants
-
     if not config.name:
         if resume:
             raise UserError("--resume needs the --name of the run to continue.")
@@ -381,8 +379,6 @@ def _refuse_run_inside_data(run_dir: Path, data: Path, moved_data: Path | None) 
     would fail on it. A new run is refused before anything is written; a run folder already there (from before
     this was refused), with the move that takes it out and the command that goes on (``moved_data``: the --data
     a resume was given, which it needs again)."""
-    from realvsai.files import is_inside  # files reads this module's constants
-
     if not is_inside(run_dir, data):
         return
     models = Path(TrainConfig.out)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from realvsai.cli import progress
-from realvsai.config import IMAGE_EXTENSIONS
 from realvsai.errors import UserError
 
 _CHUNK = 256  # files per task of map_in_threads
@@ -33,6 +32,7 @@ CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACC
 T = TypeVar("T")
 _MAX_NAME_BYTES = 200  # leaves room for a temporary name's prefix and suffix within the usual 255 bytes
 MAX_NAME_BYTES = 255  # the longest file name ext4, APFS, NTFS and most others take
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp"})  # read here, in any letter case
 # Images of formats the pipeline does not read (TensorFlow and the app neither): named as such when left out.
 _OTHER_IMAGE_EXTENSIONS = frozenset({".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".psd"})
 

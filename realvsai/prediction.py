@@ -25,14 +25,13 @@ from realvsai import images as image_io
 from realvsai.cli import plural
 from realvsai.config import (
     FEW_CLASSES,
-    IMAGE_EXTENSIONS,
     MAX_IMAGE_PIXELS,
     PREDICTIONS_FILE,
     UNREADABLE_FILE,
     TrainConfig,
 )
 from realvsai.errors import UserError
-from realvsai.files import list_images, spreadsheet_safe, write_csv
+from realvsai.files import IMAGE_EXTENSIONS, list_images, spreadsheet_safe, write_csv
 from realvsai.layout import leave_out_masks
 from realvsai.metrics import DecisionRule, skipped_why
 from realvsai.run import ModelInfo, Predictor, doubt

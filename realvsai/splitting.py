@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from realvsai.cli import default_workers, format_table, nonempty_path, plural, positive_int, progress
-from realvsai.config import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, shell_path
+from realvsai.config import MAX_IMAGE_PIXELS, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
+    IMAGE_EXTENSIONS,
     fit_name,
     free_name,
     is_inside,
