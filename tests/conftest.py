@@ -132,6 +132,41 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 
+def jpeg_header_only(width: int, height: int) -> bytes:
+    """A JPEG whose frame declares ``width`` x ``height`` but whose data is a 16x16 image's: its header reads as that
+    size at no cost, and a decoder refuses it, or makes its pixels from a few blocks (``try_recover_truncated``)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "gray").save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    frame = data.index(b"\xff\xc0")  # baseline start of frame: marker, length, precision, height, width
+    data[frame + 5:frame + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.fixture
+def tensorflow_jpeg_limit(monkeypatch) -> int:
+    """TensorFlow's JPEG decoder refuses to make 2^29 bytes of pixels or more (178,956,971 pixels and up, as RGB):
+    here it refuses more than PHOTO_LIMIT pixels, as it decodes them (at 1/``ratio`` of the sides), so that
+    conftest's 2000x1500 stand-in of a 190 MP photo is refused whole and decoded at 1/8, as a real one is. The
+    project's own knowledge of that limit (``images.TF_JPEG_MAX_PIXELS``) is lowered to match. Returns the limit."""
+    import tensorflow as tf
+
+    from realvsai import images
+
+    decode_jpeg = tf.io.decode_jpeg
+
+    def limited(contents, channels=0, ratio=1, **options):
+        height, width = tf.unstack(tf.cast(tf.io.extract_jpeg_shape(contents)[:2], tf.int64))
+        pixels = ((height + ratio - 1) // ratio) * ((width + ratio - 1) // ratio)  # libjpeg rounds up
+        check = tf.debugging.assert_less_equal(pixels, tf.constant(PHOTO_LIMIT, tf.int64), message="Image too large")
+        with tf.control_dependencies([check]):
+            return decode_jpeg(contents, channels=channels, ratio=ratio, **options)
+
+    monkeypatch.setattr(tf.io, "decode_jpeg", limited)
+    monkeypatch.setattr(images, "TF_JPEG_MAX_PIXELS", PHOTO_LIMIT, raising=False)
+    return PHOTO_LIMIT
+
+
 def on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``rgb`` (H, W, 3 uint8) under ``alpha`` (H, W: 0 transparent, 255 opaque) as a browser or viewer shows it on
     a white page: each channel ``(colour * alpha + 255 * (255 - alpha)) / 255``, rounded (never a tie: 255 is odd)."""

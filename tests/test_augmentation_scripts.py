@@ -524,6 +524,36 @@ def test_a_phone_photo_is_counted_whole_for_its_copies_are_made_from_its_full_de
     assert not list(data.glob("augmented_train/*/aug_phone*"))
 
 
+def test_a_photo_too_large_for_tensorflows_jpeg_decoder_whole_gets_its_copies(data, capsys, tensorflow_jpeg_limit):
+    """A 190 MP photo under a raised --max-pixels was skipped as "not a decodable image": TensorFlow's JPEG decoder
+    refuses 2^29 bytes of pixels (conftest's stand-in: its 2000x1500 photo over ``tensorflow_jpeg_limit``). Pillow
+    decodes it, for copies of its own size or --size."""
+    write_phone_photo(data / "train" / "REAL" / "phone.jpg")
+
+    assert augment(data, "--max-pixels", str(10 * PHOTO_LIMIT)) == 0
+
+    assert "skipping" not in capsys.readouterr().err
+    copies = sorted(data.glob("augmented_train/REAL/aug_phone_*.jpg"))
+    assert len(copies) == 2 and all(Image.open(copy).size == (2000, 1500) for copy in copies)
+
+
+def test_the_detector_preset_makes_no_copy_too_large_for_tensorflows_jpeg_codec(data, capsys, tensorflow_jpeg_limit):
+    """The detector preset re-compresses copies with TensorFlow's JPEG codec, which decodes no more than
+    ``images.TF_JPEG_MAX_PIXELS``: such a photo is skipped in one line saying why and what to do, the others are
+    augmented; a --size over it is bad usage."""
+    write_phone_photo(data / "train" / "REAL" / "phone.jpg")
+
+    assert augment(data, "--preset", "detector", "--max-pixels", str(10 * PHOTO_LIMIT)) == 0
+
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "phone.jpg" in line]
+    assert "2000x1500 pixels" in line and "detector" in line and f"{PHOTO_LIMIT:,} pixels" in line
+    assert "--size" in line and "--preset classic" in line and "python -c" in line
+    assert not list(data.glob("augmented_train/*/aug_phone*")) and len(list(data.glob("augmented_train/*/*.jpg"))) == 12
+    with pytest.raises(SystemExit):
+        augment(data, "--preset", "detector", "--max-pixels", str(10 * PHOTO_LIMIT), "--size", "1001")
+    assert "--size 1001" in capsys.readouterr().err
+
+
 def test_image_only_pillow_reads_is_augmented_as_training_reads_it(data, capsys):
     tiff = data / "train" / "REAL" / "scan.png"  # a TIFF under a .png name: TensorFlow cannot decode it
     Image.new("RGB", (32, 32), "red").save(tiff, format="TIFF")

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import PHOTO_LIMIT, REPO, write_image, write_phone_photo
+from conftest import PHOTO_LIMIT, REPO, jpeg_header_only, write_image, write_phone_photo
 from PIL import Image
 
 from realvsai import data, images
@@ -493,6 +493,37 @@ def test_a_scan_for_a_resize_model_keeps_a_jpeg_it_decodes_reduced_within_the_li
                   data.scan_images(tmp_path, max_pixels=PHOTO_LIMIT)):
         ((path, reason),) = whole.skipped
         assert path == phone and "2000x1500 pixels is more than the limit of 1,000,000 pixels" in reason
+
+
+def test_tensorflows_jpeg_decoder_refuses_whole_what_images_sends_to_pillow():
+    """``images.TF_JPEG_MAX_PIXELS`` is TensorFlow's own limit: one pixel more is refused whole (before a pixel is
+    decoded: "Image too large" in its log), and decoded at 1/8 of its sides."""
+    width = 13378
+    height = -(-(images.TF_JPEG_MAX_PIXELS + 1) // width)  # 13377: 536 pixels over
+    over = jpeg_header_only(width, height)
+    recover = {"channels": 3, "try_recover_truncated": True, "acceptable_fraction": 0.0}  # its data is 16x16's
+
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_jpeg(over, **recover)
+    assert tuple(tf.io.decode_jpeg(over, ratio=8, **recover).shape) == (-(-height // 8), -(-width // 8), 3)
+
+
+@pytest.mark.parametrize("crops", ["random", "centre", "grid"])
+def test_crops_mode_decodes_a_jpeg_too_large_for_tensorflows_decoder_whole(tmp_path, tensorflow_jpeg_limit, crops):
+    """A 190 MP photo under a raised --max-pixels was dropped by crops mode's pipeline (training, validation,
+    --evaluate, --predict) as undecodable, unnamed: TensorFlow's JPEG decoder refuses 2^29 bytes of pixels
+    (conftest's stand-in: its 2000x1500 photo over ``tensorflow_jpeg_limit``). Pillow decodes it, the same pixels."""
+    phone = write_phone_photo(tmp_path / "a" / "phone.jpg")
+    scanned = data.scan_images(tmp_path, max_pixels=10 * PHOTO_LIMIT, crop_size=32)
+    assert scanned.files == [phone]
+
+    batches = list(data.make_dataset(scanned, batch_size=1, image_size=32, shuffle=crops == "random", crops=crops))
+
+    (pixels, _), = batches
+    assert pixels.shape == {"random": (1, 32, 32, 3), "centre": (1, 32, 32, 3), "grid": (1, 9, 32, 32, 3)}[crops]
+    if crops == "grid":
+        whole = images.load_rgb(phone, 10 * PHOTO_LIMIT)
+        assert np.array_equal(pixels[0, 0], whole[:32, :32]) and np.array_equal(pixels[0, -1], whole[-32:, -32:])
 
 
 def test_training_crops_are_native_resolution_crops_of_the_model_size(tmp_path):

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import (
     PHOTO_LIMIT,
+    jpeg_header_only,
     on_white,
     phone_photo,
     png_header_only,
@@ -660,6 +665,75 @@ def test_a_jpeg_whose_gray_check_decodes_it_whole_is_counted_whole():
                  lambda: split_check(strip, PHOTO_LIMIT)):
         with pytest.raises(images.ImageDecodeError, match="8000x300 pixels is more than the limit"):
             read()
+
+
+def follow_the_advice(message: str, source: Path, tmp_path: Path) -> Path:
+    """Runs the one Pillow command ``message`` gives (``python -c "..." IN.jpg OUT.jpg``) on ``source``; its output."""
+    (code,) = re.findall(r'python -c "([^"]+)" IN\.jpg OUT\.jpg', message)
+    output = tmp_path / "out.jpg"
+    subprocess.run([sys.executable, "-c", code, str(source), str(output)], check=True, timeout=60)
+    return output
+
+
+def test_a_progressive_jpeg_refused_whole_says_why_and_the_command_that_makes_it_pass(tmp_path):
+    """A progressive 200 MP photo is refused where a sequential one passes at its 1/8 decode: the refusal says so in
+    its line, and the command it gives (the same pixels saved as a sequential JPEG) makes one that passes."""
+    progressive = tmp_path / "progressive.jpg"
+    progressive.write_bytes(phone_photo(progressive=True))
+    for read in (lambda path: images.read_header(path, PHOTO_LIMIT, image_size=32),
+                 lambda path: split_check(path.read_bytes(), PHOTO_LIMIT)):
+        with pytest.raises(images.ImageDecodeError) as raised:
+            read(progressive)
+
+        message = str(raised.value)
+        assert "\n" not in message and "2000x1500 pixels is more than the limit of 1,000,000" in message
+        assert "progressive" in message and "decoded whole" in message and "sequential" in message
+        sequential = follow_the_advice(message, progressive, tmp_path)
+        read(sequential)  # passes
+        # Saved again with its own quantisation tables: a pixel a few levels off at most, here and there.
+        difference = np.abs(images.load_rgb(sequential, 10**7).astype(int) - images.load_rgb(progressive, 10**7))
+        assert difference.max() <= 4 and difference.mean() < 0.1
+
+
+@pytest.mark.parametrize("read, path_words", [
+    (lambda data: images.read_header(data, PHOTO_LIMIT, crop_size=32), "crops mode decodes it whole"),
+    (lambda data: images.load_rgb_with_header(data, PHOTO_LIMIT, crop_size=32), "crops mode decodes it whole"),
+    (lambda data: images.read_header(data, PHOTO_LIMIT), "decodes it whole"),  # DataAugmentation's plan
+])
+def test_a_path_refusing_a_photo_it_decodes_whole_says_why_and_the_command_that_makes_it_pass(tmp_path, read,
+                                                                                               path_words):
+    """A 200 MP photo (conftest's stand-in) that resize mode takes at 1/8 is refused where it is decoded whole: the
+    line says so, and how to make it pass (crops mode: a resize model too), with a command that does."""
+    photo = write_phone_photo(tmp_path / "photo.jpg")
+    with pytest.raises(images.ImageDecodeError) as raised:
+        read(photo.read_bytes())
+
+    message = str(raised.value)
+    assert "\n" not in message and "2000x1500 pixels is more than the limit of 1,000,000" in message
+    assert path_words in message and "--max-pixels" in message
+    assert ("--input-mode resize" in message) is ("crops" in path_words)
+    read(follow_the_advice(message, photo, tmp_path).read_bytes())  # passes
+
+
+def test_an_image_crops_mode_enlarges_past_the_limit_is_not_told_to_shrink(tmp_path):
+    strip = phone_photo(size=(4, 3000))  # 32x24000 once its short side covers 32
+
+    with pytest.raises(images.ImageDecodeError) as raised:
+        images.read_header(strip, 500_000, crop_size=32)
+
+    assert "32x24000" in str(raised.value) and "python -c" not in str(raised.value)
+
+
+def test_a_jpeg_too_large_for_tensorflows_decoder_whole_takes_pillows_route():
+    """TensorFlow's JPEG decoder refuses 2^29 bytes of pixels or more (178,956,971 pixels and up, as RGB) whatever
+    --max-pixels allows: a 190 MP photo was dropped as "not decodable" where it decodes whole (crops mode,
+    DataAugmentation). Such a JPEG takes Pillow's route, the same pixels, on every path."""
+    assert images.TF_JPEG_MAX_PIXELS == (2**29 - 1) // 3 == 178_956_970
+
+    over = images.read_header(jpeg_header_only(16000, 11900), max_pixels=300_000_000, gray=False)
+    within = images.read_header(jpeg_header_only(13000, 13000), max_pixels=300_000_000, gray=False)
+
+    assert over.needs_pil and (over.width, over.height) == (16000, 11900) and not within.needs_pil
 
 
 def reduced_pixels_hash(data: bytes) -> str:
