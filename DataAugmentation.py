@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from realvsai import images
 from realvsai.cli import (
     exit_script,
     format_table,
@@ -156,7 +157,9 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
                              "change what they measure)")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
                         help="images with more pixels are skipped (a guard against decompression bombs); counted "
-                             "whole, a large JPEG too: its copies are made from its full decode")
+                             "whole, a large JPEG too: its copies are made from its full decode. The detector "
+                             f"preset makes no copy over {images.TF_JPEG_MAX_PIXELS:,} pixels (TensorFlow's JPEG "
+                             "codec, which re-compresses them, decodes no more): give --size for such images")
     args = parser.parse_args(argv)
     if args.copies > MAX_COPIES:
         parser.error(f"--copies {args.copies} is over {MAX_COPIES:,} copies of each image; give fewer (copies of "
@@ -167,6 +170,10 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
         parser.error(f"--size {args.size} makes copies of {args.size * args.size:,} pixels, over --max-pixels "
                      f"{args.max_pixels:,}; give a smaller --size (or a higher --max-pixels, if the machine has the "
                      "memory)")
+    if args.preset == "detector" and args.size is not None and args.size * args.size > images.TF_JPEG_MAX_PIXELS:
+        parser.error(f"--size {args.size} makes copies of {args.size * args.size:,} pixels, more than the detector "
+                     f"preset can re-compress (TensorFlow's JPEG codec decodes at most {images.TF_JPEG_MAX_PIXELS:,} "
+                     "pixels); give a smaller --size, or --preset classic")
     return args
 
 
@@ -194,6 +201,23 @@ def refuse_other_settings(data_dir: Path, settings: dict[str, object]) -> None:
         )
 
 
+def leave_out_copies_too_large_to_recompress(plan: CopyPlan) -> None:
+    """Moves the images whose copies of their own size the detector preset cannot make into ``plan.broken``, each
+    named in a warning that says why and what to do: its JPEG re-compression is TensorFlow's, whose decoder makes
+    at most ``images.TF_JPEG_MAX_PIXELS`` pixels (an image of more is decoded by Pillow, as everywhere)."""
+    limit, kept = images.TF_JPEG_MAX_PIXELS, []
+    for image in plan.images:
+        if image.width * image.height <= limit:
+            kept.append(image)
+            continue
+        reason = (f"{image.width}x{image.height} pixels is more than the detector preset can re-compress (TensorFlow's "
+                  f"JPEG codec decodes at most {limit:,} pixels); give --size N for N x N copies, use --preset "
+                  f"classic, or downscale it, e.g. {images.downscale_command(limit)}")
+        logger.warning("skipping %s: %s", image.source, reason)
+        plan.broken.append((image.source, reason))
+    plan.images = kept
+
+
 def delete_copies_command(data_dir: Path, train_dir: Path) -> str:
     """A shell command deleting the copies moved into ``train_dir``, and no training image named aug_* too
     (``moving.MovedCopies``): each of those is spared by name."""
@@ -215,6 +239,8 @@ def augment(args: Namespace) -> None:
     # settings only once it found every one of them to be its own.
     unrecorded = has_unrecorded_copies(dataset_folders(args.data)[1])
     plan = plan_copies(args.data, args.copies, max_pixels=args.max_pixels, verify=unrecorded)
+    if args.preset == "detector" and args.size is None:
+        leave_out_copies_too_large_to_recompress(plan)
     remove_copy_record_temporaries(args.data)  # what a killed run left
     if not plan.images and not plan.broken:
         raise UserError(f"{plan.train_dir} has no images to augment. Put the training images in its class folders.")

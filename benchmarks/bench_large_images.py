@@ -216,9 +216,10 @@ def read_phone_photo(path_name: str, file: Path, max_pixels: int) -> dict:
         elif path_name.startswith("training's scan"):  # and --evaluate's, --predict's: the header and gray check
             header = image_io.read_header(file, max_pixels, image_size=224)
             shape = (header.height, header.width)
-        elif path_name.startswith("tf.data"):  # after the scan took it: no limit of its own
+        elif path_name.startswith("tf.data"):  # after the scan took it: no limit of its own, the route it gave
             crops = path_name.endswith("crops")
-            pixels = data_module.decode_rgb(tf.constant(str(file)), tf.constant(False), None if crops else 224,
+            pil = image_io.read_header(file, 2**62, gray=False).needs_pil  # Pillow's over TensorFlow's limit whole
+            pixels = data_module.decode_rgb(tf.constant(str(file)), tf.constant(pil), None if crops else 224,
                                             max_pixels)
             shape = tuple(pixels.shape)
         else:  # DataSplitD1/D2's check and pixel hash of every file; DataMerger's is the same decode

@@ -311,7 +311,8 @@ def decode_rgb(path: tf.Tensor, use_pil: tf.Tensor, image_size: int | None = Non
     """The ``(height, width, 3)`` uint8 pixels of the image file ``path``, upright, inside a tf.data map.
 
     Pixel for pixel what ``images.load_rgb`` gives: TensorFlow's decoders, or Pillow where ``use_pil``
-    says they differ (refusing more than ``max_pixels``, as the scan did). With ``image_size``, a large JPEG
+    says they differ or TensorFlow's cannot decode it whole (``images.TF_JPEG_MAX_PIXELS``), refusing more than
+    ``max_pixels``, as the scan did. With ``image_size``, a large JPEG
     decodes at 1/2, 1/4 or 1/8 (``images.jpeg_scale``).
     """
     import tensorflow as tf

@@ -30,6 +30,11 @@ RAISE_LIMIT = ("--max-pixels raises it in DataSplitD1.py, DataSplitD2.py, DataMe
 # BMP's colour indices as gray levels and refuses a 1-bit one; not GIF: it paints a transparent pixel black; a WebP
 # with alpha it refuses (TF 2.21).
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+# The most pixels TensorFlow's JPEG decoder makes: it refuses 2^29 bytes of output or more (jpeg_mem.cc, "Image too
+# large"), as RGB 178,956,971 pixels and up, whatever --max-pixels allows: a 190 MP photo decoded whole (crops mode,
+# DataAugmentation). ``_header`` sends a larger JPEG to Pillow, which decodes the same pixels. (Pillow's own bomb
+# check, twice its MAX_IMAGE_PIXELS, is the same number; ``open_image`` puts the project's limit in its place.)
+TF_JPEG_MAX_PIXELS = ((1 << 29) - 1) // 3
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 # The level (every channel) a transparent pixel is seen on: white, the background a web page, a document or an
 # editor's flatten puts behind a cut-out, so the model judges what the user sees; the colour stored under a
@@ -74,7 +79,7 @@ class ImageHeader:
 
     width: int
     height: int
-    needs_pil: bool  # True when TensorFlow's decoders would not give the same pixels as load_rgb
+    needs_pil: bool  # True when TensorFlow's decoders would not give the same pixels as load_rgb, or none whole
     image_format: str = ""  # the file format as ``image_stats.format_name`` names it: "JPEG" (also MPO), "PNG", ...
     jpeg_quality: int | None = None  # a JPEG's quality (1-100) estimated from its quantisation table
     grayscale: bool | None = None  # gray pixels (``looks_gray``); None: not checked (``read_header(gray=False)``)
@@ -222,9 +227,50 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
     scale = 1 if crop_size else limit_scale(image, image_size)  # crops mode takes the native pixels
     problem = pixel_problem(*image.size, max_pixels, crop_size, scale)
     if problem:
+        problem += _limit_advice(image, max_pixels, crop_size, image_size)
         image.close()
         raise ImageDecodeError(problem)
     return image
+
+
+# ``downscale_command``'s and ``SEQUENTIAL_COMMAND``'s parts: opening IN.jpg needs Pillow's own bomb check off (it
+# refuses a JPEG of over 178,956,970 pixels), and the copy keeps the EXIF orientation.
+_PILLOW_OPENS = ('python -c "import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = None; '
+                 "image = Image.open(sys.argv[1]); ")
+_PILLOW_SAVES = "image.save(sys.argv[2], "
+_PILLOW_ENDS = ', exif=image.getexif())" IN.jpg OUT.jpg'
+# Saves a JPEG, IN.jpg, as a sequential one, OUT.jpg, that libjpeg decodes in one pass (``_one_pass_jpeg``): the same
+# quantisation tables and subsampling (``quality="keep"``), so the same quality.
+SEQUENTIAL_COMMAND = f"{_PILLOW_OPENS}{_PILLOW_SAVES}quality='keep'{_PILLOW_ENDS}"
+
+
+def downscale_command(max_pixels: int) -> str:
+    """A shell command (Pillow's, which the project installs) that saves a smaller copy of a JPEG, IN.jpg, as OUT.jpg:
+    its sides at most the square root of ``max_pixels``, so within it, its EXIF orientation kept."""
+    side = math.isqrt(max_pixels)
+    return f"{_PILLOW_OPENS}image.thumbnail(({side}, {side})); {_PILLOW_SAVES}quality=95{_PILLOW_ENDS}"
+
+
+def _limit_advice(image: Image.Image, max_pixels: int, crop_size: int | None, image_size: int | None) -> str:
+    """The end of ``open_image``'s refusal of a JPEG over ``max_pixels`` whole: what makes it pass. Where the path
+    decodes it whole (crops mode; no ``image_size``: DataAugmentation's plan), that it does, a command that downscales
+    it and, in crops mode, a resize model. Where the path counts a sequential JPEG reduced but this one is coded in
+    several scans (progressive), that, and a command that saves it as a sequential one, where that would pass. ""
+    otherwise: another format (decoded whole on every path), or an image crops mode refused only once it enlarged
+    it (a strip: smaller would not do)."""
+    if format_name(image.format) != "JPEG" or pixel_problem(*image.size, max_pixels) is None:
+        return ""
+    if crop_size or not image_size:
+        where = "crops mode decodes it whole" if crop_size else "this path decodes it whole"
+        resize = (", or use a resize model (--input-mode resize), which counts a sequential JPEG at its reduced decode"
+                  if crop_size else "")
+        return f"; {where}: downscale it, e.g. {downscale_command(max_pixels)}{resize}"
+    scale = min(decode_scale(*image.size, "JPEG", image_size), _gray_check_scale(image))
+    if scale == 1 or _one_pass_jpeg(image) or pixel_problem(*image.size, max_pixels, scale=scale) is not None:
+        return ""
+    kind = "a progressive JPEG" if image.info.get("progressive") else "a JPEG whose first scan lacks a colour component"
+    return (f"; as {kind} it is decoded whole (libjpeg holds all its coefficients), where a sequential one is counted "
+            f"at 1/{scale} of its sides: save it as one, e.g. {SEQUENTIAL_COMMAND}")
 
 
 def decode_check(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str | None, str | None]:
@@ -463,9 +509,11 @@ def _header(image: Image.Image, gray: bool = True) -> ImageHeader:
         # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
         raise ImageDecodeError(f"the image data is broken ({error})") from error
     # Transparency: TensorFlow's decoders drop it (channels=3), so such an image is composited by ``_as_rgb``.
+    # A JPEG over TensorFlow's decoder's limit whole (``TF_JPEG_MAX_PIXELS``): on every path, the same pixels.
     needs_pil = (image.format not in TF_DECODABLE_FORMATS or image.mode in _HIGH_BIT_DEPTH_MODES
                  or (image.format == "WEBP" and image.mode != "RGB") or image.has_transparency_data
-                 or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1)
+                 or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1
+                 or (image.format == "JPEG" and image.width * image.height > TF_JPEG_MAX_PIXELS))
     # A quarter turn (orientations 5 to 8): the upright image is transposed.
     width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
     image_format, quality = format_name(image.format), _jpeg_quality(image)
