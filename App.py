@@ -52,7 +52,15 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from realvsai import inference
-from realvsai.cli import make_parser, nonempty_path, plural, positive_int, setup_logging, tensorflow_logs_filtered
+from realvsai.cli import (
+    EXIT_USAGE,
+    make_parser,
+    nonempty_path,
+    plural,
+    positive_int,
+    setup_logging,
+    tensorflow_logs_filtered,
+)
 from realvsai.config import CROP_GRID, FEW_CLASSES
 from realvsai.errors import UserError
 from realvsai.files import csv_text
@@ -575,4 +583,4 @@ if __name__ == "__main__":
     else:
         parse_args()  # so that `python App.py --help` shows the options
         print("Start the app with Streamlit: streamlit run App.py [-- --model PATH]", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)

@@ -60,7 +60,7 @@ class _Parser(argparse.ArgumentParser):
         else:  # the script as it was given (``python ../repo/DataZipper.py`` from another folder)
             given = sys.argv[0] if os.path.basename(sys.argv[0]) == self.prog else self.prog
             command = f"python {shlex.quote(given)}"
-        self.exit(2, f"{self.prog}: error: {message} ({command} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} ({command} --help)\n")
 
 
 class _StderrHandler(logging.Handler):
