@@ -23,7 +23,7 @@ from typing import Any, NoReturn, TypeVar
 from tqdm import tqdm
 
 from realvsai.errors import UserError
-from realvsai.interrupts import EXIT_FAILED, RERUN_ADVICE, end_start_up
+from realvsai.interrupts import EXIT_FAILED, PYTHONS_OWN, RERUN_ADVICE, end_start_up
 
 EXIT_OK, EXIT_USAGE = 0, 2  # and EXIT_FAILED (1), with which a script interrupted while it starts exits too
 T = TypeVar("T")
@@ -169,9 +169,8 @@ def watch_ctrl_c() -> Iterator[None]:
         yield
         return
     end_start_up()
-    found = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    pythons_own = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    watched = [number for number, handler in found.items() if handler is pythons_own[number]]
+    found = {number: signal.getsignal(number) for number in PYTHONS_OWN}
+    watched = [number for number, handler in found.items() if handler is PYTHONS_OWN[number]]
     printing_hook, again, watching = sys.unraisablehook, _RaiseAgain(), True
 
     def note(signum: int, frame: object) -> None:

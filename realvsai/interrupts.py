@@ -24,7 +24,8 @@ from typing import Any
 EXIT_FAILED = 1  # a script's exit status when it failed or was interrupted (``cli.run_main``'s)
 RERUN_ADVICE = "Run the same command again: finished work is kept and not redone."
 
-_PYTHONS_OWN = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+# Python's own handling of each signal guarded here and watched by ``cli.watch_ctrl_c``: another handler is left alone.
+PYTHONS_OWN = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 _ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 _replaced: dict[int, Any] = {}  # the handlers ``guard_start_up`` replaced, by signal
 
@@ -34,7 +35,7 @@ def guard_start_up() -> None:
     ``end_start_up``."""
     if threading.current_thread() is not threading.main_thread() or not _a_script_is_starting():
         return
-    for number, handler in _PYTHONS_OWN.items():
+    for number, handler in PYTHONS_OWN.items():
         if signal.getsignal(number) is handler:
             _replaced[number] = signal.signal(number, _stop_starting)
 
