@@ -29,7 +29,7 @@ from realvsai import config, plots, prediction
 from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
 from realvsai.cli import plural, progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, claimed_by, list_images, read_json, working_on, write_json
+from realvsai.files import atomic_write_text, claimed_by, list_images, numbered, read_json, working_on, write_json
 from realvsai.images import ImageDecodeError, image_problem, load_rgb, pixel_problem
 from realvsai.layout import (
     MANIFEST_NAME,
@@ -217,11 +217,10 @@ def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mappi
 
 
 def _numbered(out_dir: Path) -> Iterator[Path]:
-    """``out_dir``, then ``out_dir-2``, ``out_dir-3``, ... beside it."""
+    """``out_dir``, then ``out_dir-2``, ``out_dir-3``, ... beside it (``files.numbered``)."""
     yield Path(out_dir)
     base = Path(out_dir).resolve()  # resolved, so that "." gets a name to number too
-    for number in itertools.count(2):
-        yield base.with_name(f"{base.name}-{number}")
+    yield from (base.with_name(name) for name in itertools.islice(numbered(base.name), 1, None))
 
 
 def _holds_results(folder: Path) -> bool:
