@@ -121,7 +121,7 @@ class Classifier:
         # decode_upload's image_size: crops mode sees native pixels, so no reduced JPEG decode there; its
         # crop_size: crops mode enlarges a small image, and the pixel limit holds for the enlarged one.
         self.crop_size = info.crop_size
-        self.decode_size = None if self.crop_size else self.image_size
+        self.decode_size = info.decode_size
         check_model(model, info)
         self._resize = model.get_layer("resize")  # the model contract: build_model names it so
         self.predictor = Predictor(model, info, batch_size)
