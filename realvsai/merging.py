@@ -116,8 +116,7 @@ def merge_datasets(
     into, sources = Path(into), [Path(source) for source in sources]
     _check_folders(sources, into)
     manifest = into / MANIFEST_NAME  # also lists the classes a merge cut short had yet to write
-    folders = {child.name for split in SPLITS if (into / split).is_dir()
-               for child in (into / split).iterdir() if child.is_dir() and not child.name.startswith(".")}
+    folders = {child.name for split in SPLITS if (into / split).is_dir() for child in subfolders(into / split)}
     listed = {row.class_name for row in read_manifest(manifest)} if manifest.is_file() else set()
     # A class manifest.csv names that a folder spells otherwise (macOS decomposes accents) is that folder's class.
     target_classes = sorted(folders | {name for name, folder in class_folder_of(listed, folders).items()
@@ -438,12 +437,11 @@ def _list_dataset(root: Path, left_out: list[tuple[str, str]] | None = None) -> 
     class folders, and the images in their sub-folders, added to ``left_out`` as (path, reason), hidden ones not."""
     listed, skipped = [], []
     for split in SPLITS:
-        for folder in sorted((root / split).iterdir()) if (root / split).is_dir() else []:
-            if folder.is_dir() and not folder.name.startswith("."):
-                listed += [(split, folder.name, path) for path in list_images(folder, skipped=skipped)]
-                skipped += [(str(path), "in a sub-folder of a class folder: only the images right in a class folder "
-                                        "are merged (move it up to merge it)")
-                            for nested in subfolders(folder) for path in list_images(nested, recursive=True)]
+        for folder in subfolders(root / split) if (root / split).is_dir() else []:
+            listed += [(split, folder.name, path) for path in list_images(folder, skipped=skipped)]
+            skipped += [(str(path), "in a sub-folder of a class folder: only the images right in a class folder "
+                                    "are merged (move it up to merge it)")
+                        for nested in subfolders(folder) for path in list_images(nested, recursive=True)]
     if left_out is not None:
         left_out += [(path, reason) for path, reason in skipped if not os.path.basename(path).startswith(".")]
     return listed

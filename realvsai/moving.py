@@ -57,6 +57,7 @@ from realvsai.layout import (
     name_key,
     read_manifest,
     split_folder_error,
+    subfolders,
 )
 
 logger = logging.getLogger(__name__)
@@ -530,7 +531,7 @@ def move_augmented(data_dir: Path, dry_run: bool = False, move_unlisted: bool = 
     if not augmented_dir.is_dir():
         return None
     train_classes = find_class_folders(train_dir)
-    classes = sorted(child.name for child in augmented_dir.iterdir() if child.is_dir() and child.name[0] != ".")
+    classes = [child.name for child in subfolders(augmented_dir)]
     unknown = sorted(set(classes) - set(train_classes))
     if unknown:
         raise UserError(
