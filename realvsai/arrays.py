@@ -25,7 +25,7 @@ import numpy as np
 from realvsai.cli import plural
 from realvsai.errors import UserError
 from realvsai.files import map_in_threads
-from realvsai.images import ImageDecodeError, decode_scale, load_rgb
+from realvsai.images import ImageDecodeError, decoded_size, load_rgb
 
 if TYPE_CHECKING:
     from realvsai.data import LabelledImages
@@ -42,7 +42,7 @@ def load_images(images: LabelledImages, image_size: int, workers: int | None = N
         UserError: when the images differ in size, or a file no longer decodes.
     """
     formats = images.formats or [""] * len(images)
-    sizes = sorted(set(map(functools.partial(_decoded_size, image_size=image_size), images.sizes, formats)))
+    sizes = sorted({decoded_size(*size, image_format, image_size) for size, image_format in zip(images.sizes, formats)})
     if len(sizes) > 1:
         raise UserError(f"the {len(images)} images decode in {len(sizes)} sizes (e.g. {sizes[0][0]}x{sizes[0][1]} "
                         f"and {sizes[-1][0]}x{sizes[-1][1]}), but images in memory need one size. Resize them to "
@@ -59,12 +59,6 @@ def load_images(images: LabelledImages, image_size: int, workers: int | None = N
                 len(images) * width * height * 3 / 1e9)
     pixels = map_in_threads(decode, images.files, workers or os.cpu_count() or 1, "decoding")
     return np.stack(pixels), np.asarray(images.labels, np.int32)
-
-
-def _decoded_size(size: tuple[int, int], image_format: str, image_size: int) -> tuple[int, int]:
-    """The (width, height) ``load_rgb`` decodes an image of ``size`` in for ``image_size``: a JPEG's reduced."""
-    scale = decode_scale(*size, image_format, image_size)
-    return -(-size[0] // scale), -(-size[1] // scale)
 
 
 class EpochBatches(keras.utils.PyDataset):

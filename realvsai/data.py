@@ -382,8 +382,8 @@ def decode_parallelism(images: LabelledImages, image_size: int, crops: bool = Fa
 
     largest = 0
     for (width, height), image_format in zip(images.sizes, images.formats or [""] * len(images)):
-        scale = image_io.decode_scale(width, height, image_format, None if crops else image_size)
-        largest = max(largest, math.ceil(width / scale) * math.ceil(height / scale))
+        largest = max(largest, math.prod(image_io.decoded_size(width, height, image_format,
+                                                                None if crops else image_size)))
     if largest * default_workers() <= DECODE_PIXEL_BUDGET:
         return tf.data.AUTOTUNE
     return max(1, DECODE_PIXEL_BUDGET // largest)

@@ -102,6 +102,13 @@ def decode_scale(width: int, height: int, image_format: str, image_size: int | N
     return jpeg_scale(width, height, image_size) if image_format == "JPEG" else 1
 
 
+def decoded_size(width: int, height: int, image_format: str, image_size: int | None) -> tuple[int, int]:
+    """The (width, height) ``load_rgb`` (and tf.data) decodes an image of that size and ``format_name`` in for
+    ``image_size``: a large JPEG's reduced (at ``decode_scale``; libjpeg rounds up), else its own."""
+    scale = decode_scale(width, height, image_format, image_size)
+    return -(-width // scale), -(-height // scale)
+
+
 def jpeg_scale(width: int, height: int, image_size: int | None) -> int:
     """The largest of ``JPEG_SCALES`` whose decoded short side (libjpeg rounds up) is still at least
     ``JPEG_SCALE_HEADROOM`` x ``image_size``; 1 (full size) when none is, or ``image_size`` is None."""
