@@ -347,11 +347,9 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
     try:
         claim.enter_context(working_on([], "ModelTraining.py", reading=test_dirs))  # no run writes them meanwhile
         model, loaded = run.load_run(model_path)  # model.json is checked before Keras loads
-        model_path = Path(model_path)
-        run_dir = model_path if model_path.is_dir() else model_path.parent
         scanned = evaluation.check_folders(loaded.info, test_dirs, max_pixels)  # refused before a folder is announced
         default_name = output_name("eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs))
-        requested = Path(out_dir) if out_dir is not None else run_dir / default_name
+        requested = Path(out_dir) if out_dir is not None else loaded.path / default_name
         writing = claim.enter_context(evaluation.claimed_output_folder(requested, given=out_dir is not None))
         metrics = evaluation.evaluate_folders(model, loaded.info, [Path(test_dir) for test_dir in test_dirs],
                                               writing, batch_size=batch_size, robustness=robustness,
@@ -513,8 +511,7 @@ def run_prediction(args: argparse.Namespace) -> None:
         claim.enter_context(working_on([], "ModelTraining.py", reading=[args.input]))  # no run writes it meanwhile
         prediction.check_input(args.input)  # before the model loads and an output folder is announced
         model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
-        run_dir = args.predict if args.predict.is_dir() else args.predict.parent
-        requested = args.out or run_dir / output_name(f"predictions-{args.input.resolve().name}")
+        requested = args.out or loaded.path / output_name(f"predictions-{args.input.resolve().name}")
         # Earlier predictions are never replaced, nor those of a run writing at the same time.
         out_dir = claim.enter_context(evaluation.claimed_output_folder(requested, given=args.out is not None))
         summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
