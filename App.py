@@ -61,7 +61,7 @@ from realvsai.cli import (
     setup_logging,
     tensorflow_logs_filtered,
 )
-from realvsai.config import CROP_GRID, FEW_CLASSES
+from realvsai.config import CROP_GRID, FEW_CLASSES, MODEL_JSON_FILE, PREDICTIONS_FILE
 from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
@@ -249,7 +249,7 @@ def _run_label(run: ModelRun) -> str:
 
 def _model_key(run: ModelRun) -> str:
     # model.json too: a new decision threshold or validation_by_kind changes the answers.
-    return f"{run.model_file}:{run.model_file.stat().st_mtime_ns}:{(run.path / 'model.json').stat().st_mtime_ns}"
+    return f"{run.model_file}:{run.model_file.stat().st_mtime_ns}:{(run.path / MODEL_JSON_FILE).stat().st_mtime_ns}"
 
 
 UNFAMILIAR_ANSWER = "not certain on such images"
@@ -532,7 +532,7 @@ def batch_table(results: list[inference.UploadResult], run: ModelRun, settings: 
     probability_columns = {column: st.column_config.ProgressColumn(label, min_value=0.0, max_value=1.0, format="%.3f")
                            for column, label in bars.items()}
     st.dataframe(shown_table(rows, run.class_names), hide_index=True, column_config=probability_columns)
-    st.download_button("Download CSV", data=results_csv(rows), file_name="predictions.csv",
+    st.download_button("Download CSV", data=results_csv(rows), file_name=PREDICTIONS_FILE,
                        mime="text/csv", icon=":material/download:", on_click="ignore", key="download")
 
 

@@ -96,7 +96,7 @@ class AugmentConfig:
     size: str = "native"
     batch_size: int = 32
     jpeg_quality: int = 95
-    split: str = "train"
+    split: str = TRAIN
     max_pixels: int = MAX_IMAGE_PIXELS
 
 
