@@ -142,9 +142,10 @@ class StopTrainingOnValidationLoss(_Resumable):
     the phase (or is NaN) for ``patience`` epochs in a row: ``val_cross_entropy > cross_entropy + margin``
     (config.CROSS_ENTROPY: the losses without the L2 penalty, which would narrow the gap; ``monitor_of`` for a
     run begun before they were logged). The gap alone is no sign of overfitting: fine-tuning drives the training
-    loss towards 0 while the validation loss still falls."""
+    loss towards 0 while the validation loss still falls. ``margin`` and ``patience``: --stop-margin and
+    --stop-patience (TrainConfig's defaults)."""
 
-    def __init__(self, margin: float = 0.1, patience: int = 3, monitor: str = MONITOR):
+    def __init__(self, margin: float, patience: int, monitor: str = MONITOR):
         super().__init__()
         self.margin, self.patience, self.wait, self.best, self.stopped_epoch = margin, patience, 0, math.inf, None
         self.monitor = monitor
