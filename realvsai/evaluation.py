@@ -229,7 +229,7 @@ def _holds_results(folder: Path) -> bool:
 
 
 @contextlib.contextmanager
-def claimed_output_folder(out_dir: Path, *, given: bool, script: str = "ModelTraining.py") -> Iterator[Path]:
+def claimed_output_folder(out_dir: Path, *, given: bool) -> Iterator[Path]:
     """``out_dir``, or when it already holds results the first free ``out_dir-2``, ``out_dir-3``, ... beside it,
     skipping too a folder another run writes (``files.working_on``), claimed for this run while the block runs: two
     --evaluate (or --predict) runs at once whose default folders coincide each write their own. ``given`` (an
@@ -238,14 +238,14 @@ def claimed_output_folder(out_dir: Path, *, given: bool, script: str = "ModelTra
     out_dir, busy = Path(out_dir), None
     with contextlib.ExitStack() as claims:
         if given:
-            claims.enter_context(working_on([out_dir], script))
+            claims.enter_context(working_on([out_dir], "ModelTraining.py"))
         for candidate in _numbered(out_dir):
             if _holds_results(candidate):
                 continue
             claim = contextlib.ExitStack()
             if not (given and candidate == out_dir):
                 try:
-                    claim.enter_context(working_on([candidate], script))
+                    claim.enter_context(working_on([candidate], "ModelTraining.py"))
                 except UserError:
                     if (holder := claimed_by(candidate)) is None:  # a run on a folder around it: all are refused
                         raise
