@@ -359,12 +359,12 @@ def find_label_conflicts(files: Iterable[tuple[str, str, str]]) -> dict[str, dic
     return {digest: classes for digest, classes in classes_of.items() if len(classes) > 1}
 
 
-def read_split_classes(data_dir: Path, splits: Iterable[str] = SPLITS) -> dict[str, list[str]]:
+def read_split_classes(data_dir: Path) -> dict[str, list[str]]:
     """Class names of each split folder present under ``data_dir`` (UserError when there is none)."""
     data_dir = Path(data_dir)
-    found = {split: find_class_folders(data_dir / split) for split in splits if (data_dir / split).is_dir()}
+    found = {split: find_class_folders(data_dir / split) for split in SPLITS if (data_dir / split).is_dir()}
     if not found:
-        raise UserError(f"{data_dir} has none of the folders {', '.join(splits)}{download_split_hint(data_dir)}. "
+        raise UserError(f"{data_dir} has none of the folders {', '.join(SPLITS)}{download_split_hint(data_dir)}. "
                         "Run DataSplitD1.py or DataSplitD2.py first.")
     return found
 
