@@ -246,15 +246,14 @@ def plot_class_distribution(counts: Mapping[str, Mapping[str, int]], path: Path)
     return _save(figure, path)
 
 
-def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, columns: int = 4,
-                          max_pixels: int = MAX_IMAGE_PIXELS) -> Path:
+def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Path:
     """A grid of wrongly classified images, titled true / predicted (probability); says so when there are none.
     Each image is decoded under ``max_pixels`` (the limit it was read under), a large JPEG reduced."""
     if not examples:
         figure = Figure(figsize=(5, 2))
         figure.text(0.5, 0.5, "No errors: every image was classified correctly.", ha="center", va="center", fontsize=12)
         return _save(figure, path)
-    columns = min(columns, len(examples))
+    columns = min(4, len(examples))  # at most 4 a row
     rows = -(-len(examples) // columns)
     height = 3.0 * rows + 0.8
     figure = Figure(figsize=(2.6 * columns, height))
