@@ -41,6 +41,7 @@ ROUNDING_PIXELS = 1 << 20
 # (about 10 copies' worth of the old rule's 1 << 24). The images count, not the copies: XLA's numbers differ
 # from the graph's in the last bits, so the choice must not depend on --copies either.
 MIN_COMPILED_PIXELS = 1 << 21
+WRITERS = 2  # threads that encode and write a batch of copies while the next batch is made
 
 
 @dataclass(frozen=True)
@@ -110,14 +111,14 @@ class CopyReport:
 
 
 def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Sequential | None,
-                           image_size: int | None = None, jpeg_quality: int = 95, writers: int = 2,
+                           image_size: int | None = None, jpeg_quality: int = 95,
                            on_copies_done: Callable[[int], None] | None = None,
                            report: CopyReport | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> CopyReport:
     """Makes every batch's copies and writes them with ``files.write_new_files``, never over another file.
 
     A file at a copy's name counts as already there when it holds the copy's very bytes (an earlier or
     concurrent run made it); any other is kept and listed in ``in_the_way``. TensorFlow decodes the images in
-    parallel, the augmentation runs on the Keras backend, and ``writers`` threads encode and write a batch
+    parallel, the augmentation runs on the Keras backend, and ``WRITERS`` threads encode and write a batch
     at a time while the next is made; ``on_copies_done`` gets the number of copies computed, of all the
     batches' targets: an image's copies may span several batches. ``report.already_there`` counts the targets
     found holding their copy's very bytes.
@@ -128,7 +129,7 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
         os.makedirs(folder, exist_ok=True)
     augment = _augmenter(augmentation, any(batch.jit_compile for batch in batches))
     in_flight: collections.deque = collections.deque()  # bounds the copies held in memory
-    with ThreadPoolExecutor(max_workers=writers) as pool:
+    with ThreadPoolExecutor(max_workers=WRITERS) as pool:
         for batch_index, positions, images in _decoded_batches(batches, image_size, max_pixels).as_numpy_iterator():
             batch = batches[batch_index]
             decoded.update((int(batch_index), int(position)) for position in positions)
@@ -137,7 +138,7 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
             copies = augment(np.repeat(images, [len(batch.targets[position]) for position in positions], axis=0),
                              [seed for position in positions for seed in batch.seeds[position]], batch.jit_compile)
             in_flight.append(pool.submit(_write_files, targets, copies, jpeg_quality, report))
-            while len(in_flight) > 2 * writers:
+            while len(in_flight) > 2 * WRITERS:
                 report.written += in_flight.popleft().result()
             if on_copies_done:
                 on_copies_done(len(targets))
