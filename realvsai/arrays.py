@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from realvsai.cli import plural
+from realvsai.cli import default_workers, plural
 from realvsai.errors import UserError
 from realvsai.files import map_in_threads
 from realvsai.images import ImageDecodeError, decoded_size, load_rgb
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def load_images(images: LabelledImages, image_size: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_images(images: LabelledImages, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """``images``' pixels as one uint8 array ``(count, height, width, 3)``, and their int32 labels: decoded for a
     model of side ``image_size`` as tf.data decodes them (a large JPEG reduced, ``images.jpeg_scale``), so the
     model, which resizes each batch, sees the pixels training with TensorFlow gives it.
@@ -57,7 +56,7 @@ def load_images(images: LabelledImages, image_size: int, workers: int | None = N
     width, height = sizes[0]
     logger.info("decoding %s of %dx%d into memory (%.1f GB)", plural(len(images), "image"), width, height,
                 len(images) * width * height * 3 / 1e9)
-    pixels = map_in_threads(decode, images.files, workers or os.cpu_count() or 1, "decoding")
+    pixels = map_in_threads(decode, images.files, default_workers(), "decoding")
     return np.stack(pixels), np.asarray(images.labels, np.int32)
 
 
