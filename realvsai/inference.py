@@ -221,17 +221,16 @@ class Classifier:
         weights = ops.convert_to_numpy(ops.cast(gradients, "float32"))[0].mean(axis=(0, 1))
         return np.maximum((explained * weights).sum(axis=-1), 0.0)
 
-    def grad_cam(self, image: np.ndarray, class_index: int | None = None,
-                 output_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Grad-CAM heatmap (float32 in [0, 1], ``output_size`` or the image's) for ``class_index`` (default: the
-        decided class by argmax), over the parts of the image the model saw (``seen_regions``); zero elsewhere.
+    def grad_cam(self, image: np.ndarray, class_index: int | None = None) -> np.ndarray:
+        """Grad-CAM heatmap (float32 in [0, 1], the image's size) for ``class_index`` (default: the decided class by
+        argmax), over the parts of the image the model saw (``seen_regions``); zero elsewhere.
 
         Raises:
             ValueError: when no feature map is large enough to localise.
         """
         height, width = image.shape[:2]
         return self.place_heatmaps(self.grad_cam_prepared(self.prepare(image), class_index), (height, width),
-                                   output_size or (height, width))
+                                   (height, width))
 
     def place_heatmaps(self, cams: Sequence[np.ndarray], image_shape: tuple[int, int],
                        output_size: tuple[int, int]) -> np.ndarray:
@@ -351,12 +350,12 @@ def explain_result(classifier: Classifier, result: UploadResult, class_index: in
 
 
 def outline_regions(image: np.ndarray, regions: Sequence[tuple[float, float, float, float]],
-                    image_shape: tuple[int, int], colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
-    """A copy of ``image`` with a 1-pixel frame around each region (given in the pixels of ``image_shape``)."""
+                    image_shape: tuple[int, int]) -> np.ndarray:
+    """A copy of ``image`` with a white 1-pixel frame around each region (given in the pixels of ``image_shape``)."""
     framed = np.array(image)
     for first_row, last_row, first_col, last_col in _region_pixels(image.shape, regions, image_shape):
-        framed[[first_row, last_row], first_col:last_col + 1] = colour
-        framed[first_row:last_row + 1, [first_col, last_col]] = colour
+        framed[[first_row, last_row], first_col:last_col + 1] = 255
+        framed[first_row:last_row + 1, [first_col, last_col]] = 255
     return framed
 
 
