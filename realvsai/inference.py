@@ -382,11 +382,12 @@ def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | No
     return explain_result(classifier, result, class_index)
 
 
-def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, opacity: float = DEFAULTS.heatmap_opacity,
-                    colormap: str = DEFAULTS.colormap) -> np.ndarray:
-    """``image`` (H, W, 3 uint8) blended with ``heatmap`` (H, W in 0..1) in a matplotlib colormap."""
+def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """``image`` (H, W, 3 uint8) blended with ``heatmap`` (H, W in 0..1) in the matplotlib colormap
+    ``DEFAULTS.colormap``, at ``DEFAULTS.heatmap_opacity``."""
     import matplotlib
 
-    colours = matplotlib.colormaps[colormap](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
+    opacity = DEFAULTS.heatmap_opacity
+    colours = matplotlib.colormaps[DEFAULTS.colormap](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
     blended = (1.0 - opacity) * image.astype(np.float32) + opacity * colours
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

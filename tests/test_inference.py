@@ -843,7 +843,7 @@ def test_overlay_keeps_the_image_size_and_colours_the_hot_area():
     heatmap = np.zeros((40, 60), np.float32)
     heatmap[:10, :10] = 1.0
 
-    overlay = inference.overlay_heatmap(image, heatmap, opacity=0.5, colormap="jet")
+    overlay = inference.overlay_heatmap(image, heatmap)
 
     assert overlay.shape == image.shape and overlay.dtype == np.uint8
     assert not np.array_equal(overlay[0, 0], overlay[-1, -1])
