@@ -282,9 +282,9 @@ def decode_upload(data: bytes, max_pixels: int = DEFAULTS.max_pixels, image_size
     return load_rgb_with_header(bytes(data), max_pixels, image_size, crop_size)
 
 
-def preview_image(image: np.ndarray, max_side: int = DEFAULTS.preview_size) -> np.ndarray:
-    """A copy of ``image`` no longer than ``max_side`` on either side (fast box reduction)."""
-    factor = math.ceil(max(image.shape[:2]) / max_side)
+def preview_image(image: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` no longer than ``DEFAULTS.preview_size`` on either side (fast box reduction)."""
+    factor = math.ceil(max(image.shape[:2]) / DEFAULTS.preview_size)
     return np.asarray(Image.fromarray(image).reduce(factor)) if factor > 1 else image
 
 
@@ -371,15 +371,6 @@ def _region_pixels(shape: tuple[int, ...], regions: Sequence[tuple[float, float,
         pixels.append((first_row, max(first_row, min(shape[0], round((top + height) * row_scale)) - 1),
                        first_col, max(first_col, min(shape[1], round((left + width) * col_scale)) - 1)))
     return pixels
-
-
-def explain_upload(classifier: Classifier, data: bytes, *, class_index: int | None = None,
-                   max_pixels: int = DEFAULTS.max_pixels, preview_size: int = DEFAULTS.preview_size) -> np.ndarray:
-    """``explain_result`` of raw bytes: the upload's preview with the Grad-CAM heatmap of ``class_index``."""
-    image, _ = decode_upload(data, max_pixels, classifier.decode_size, classifier.crop_size)
-    result = UploadResult("upload", preview=preview_image(image, preview_size), prepared=classifier.prepare(image),
-                          decoded_shape=image.shape[:2])
-    return explain_result(classifier, result, class_index)
 
 
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:

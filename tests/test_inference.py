@@ -754,7 +754,7 @@ def test_classify_uploads_calls_the_model_once_per_batch(classifier, monkeypatch
 
 
 def test_preview_is_no_longer_than_its_limit_and_keeps_the_aspect_ratio():
-    preview = inference.preview_image(random_image(8, 1000, 500), max_side=384)
+    preview = inference.preview_image(random_image(8, 1000, 500))  # the app's 384 px
 
     assert max(preview.shape[:2]) <= 384
     assert preview.shape[1] == 2 * preview.shape[0]
@@ -849,10 +849,12 @@ def test_overlay_keeps_the_image_size_and_colours_the_hot_area():
     assert not np.array_equal(overlay[0, 0], overlay[-1, -1])
 
 
-def test_explain_upload_returns_an_overlay_of_the_preview_size(classifier):
-    overlay = inference.explain_upload(classifier, encode(random_image(11, 800, 200)), preview_size=100)
+def test_explain_result_returns_an_overlay_of_the_preview_size(classifier):
+    (result,) = inference.classify_uploads(classifier, [("wide.png", encode(random_image(11, 800, 200)))])
 
-    assert overlay.shape == (25, 100, 3)
+    overlay = inference.explain_result(classifier, result)
+
+    assert overlay.shape == result.preview.shape == (67, 267, 3)  # 800x200 reduced by 3 to fit 384 px
 
 
 # ---------------------------------------------------------------------------- the decision rule
@@ -1126,15 +1128,6 @@ def test_classify_uploads_in_crops_mode_refuses_a_strip_its_crops_would_enlarge_
 
     assert not strip.ok and "limit of 100,000 pixels" in strip.error and "160000" in strip.error
     assert fine.ok
-
-
-def test_explain_upload_in_crops_mode_refuses_a_strip_its_crops_would_enlarge_past_the_pixel_limit():
-    from realvsai.images import ImageDecodeError
-
-    classifier = inference.Classifier(build_stand_in(evidence=True), CLASS_NAMES, IMAGE_SIZE, "crops")
-
-    with pytest.raises(ImageDecodeError, match="limit of 100,000 pixels"):
-        inference.explain_upload(classifier, encode(random_image(4, 1, 5000)), max_pixels=100_000)
 
 
 def test_a_phone_photo_over_the_limit_whole_is_classified_from_the_reduced_decode_the_model_takes():
