@@ -605,15 +605,15 @@ def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc
 
 
 def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
-             image_size: int | None = None, crop_size: int | None = None) -> np.ndarray:
-    """Decodes an image into an (H, W, 3) uint8 RGB array, upright (ImageDecodeError if it cannot, or, with
-    ``crop_size``, if crops mode would enlarge it past ``max_pixels``).
+             image_size: int | None = None) -> np.ndarray:
+    """Decodes an image into an (H, W, 3) uint8 RGB array, upright (ImageDecodeError if it cannot, or if it has more
+    than ``max_pixels`` pixels).
 
     With ``image_size``, a large JPEG is decoded at 1/``jpeg_scale`` of its size, as TensorFlow's
     ``decode_jpeg(ratio=...)``, and counted so against ``max_pixels`` (``open_image``); 16-bit images are scaled to
     8 bits rather than clipped.
     """
-    with _open(source, max_pixels, crop_size, image_size) as image:
+    with _open(source, max_pixels, image_size=image_size) as image:
         _check_png(image, source)
         return _rgb(image, image_size)
 
