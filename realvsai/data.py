@@ -407,6 +407,9 @@ def make_dataset(
     Args:
         image_size: the side to resize to when the images differ in size or are large (``kept_size``).
         shuffle: reshuffle every epoch (seeded); False keeps the files' order.
+        seed: seeds the shuffle, the random crops and ``augment``'s seeds.
+        cache_bytes: the decoded images are cached in memory, for every pass, when they take at most this
+            (uint8, or float32 where resized here); above it (0: always), each pass decodes them again.
         augment: ``augment(images, seed)`` on every batch, with an int64 seed pair per batch and epoch.
         crops: None resizes the whole image; else native-resolution crops: "random" one per image and
             epoch (training), "centre" the middle one of ``grid_crops`` (validation), "grid" all of them.

@@ -167,7 +167,9 @@ def left_out_files(folder: Path, class_names: Sequence[str]) -> list[tuple[Path,
 
 def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                    positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
-    """Accuracy (by the decision rule), AP, ROC AUC and each class's recall (None without images) of one source."""
+    """Accuracy (by the decision rule), AP, ROC AUC and each class's recall (None without images) of one source;
+    ``positive_class`` and ``threshold`` (on P(positive), two classes; None: the most probable class) as
+    ``metrics.compute_metrics`` takes them."""
     metrics = scoring.compute_metrics(labels, probabilities, class_names, positive_class, threshold)
     matrix = np.asarray(metrics["confusion_matrix"])
     totals = matrix.sum(axis=1)

@@ -128,7 +128,9 @@ def write_unreadable(out_dir: Path, folder: Path, skipped: Sequence[tuple[Path, 
 def write_predictions(path: Path, folder: Path, files: Sequence[Path], probabilities: np.ndarray,
                       class_names: Sequence[str], rule: DecisionRule, unfamiliar: Sequence[str | None],
                       true_labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Writes predictions.csv (``true`` only with ``true_labels``); returns the decided classes and uncertain flags."""
+    """Writes predictions.csv (``true`` only with ``true_labels``); returns the decided classes and uncertain flags.
+    Each of ``files`` is named relative to ``folder`` (``relative_name``); ``unfamiliar`` holds each file's reason
+    to doubt the answer (``run.doubt``) or None, and a reason makes that answer uncertain (``rule.uncertain``)."""
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(len(files), len(class_names))
     predicted = rule.decide(probabilities)
     uncertain = rule.uncertain(probabilities, np.array([reason is not None for reason in unfamiliar], dtype=bool))
