@@ -25,6 +25,7 @@ from realvsai.cli import default_workers, plural
 from realvsai.errors import UserError
 from realvsai.files import map_in_threads
 from realvsai.images import ImageDecodeError, decoded_size, load_rgb
+from realvsai.metrics import class_weight_list
 
 if TYPE_CHECKING:
     from realvsai.data import LabelledImages
@@ -79,8 +80,7 @@ class EpochBatches(keras.utils.PyDataset):
         self.pixels, self.labels = pixels, np.asarray(labels, np.int32)
         self.batch_size, self.shuffle, self.seed, self.first_epoch = batch_size, shuffle, seed, first_epoch
         self.steps = len(labels) // batch_size if drop_remainder else math.ceil(len(labels) / batch_size)
-        self.weights = None if class_weight is None else np.array(
-            [class_weight.get(index, 1.0) for index in range(max(class_weight) + 1)], np.float32)
+        self.weights = None if class_weight is None else np.array(class_weight_list(class_weight), np.float32)
 
     @property
     def num_batches(self) -> None:

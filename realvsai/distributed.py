@@ -29,6 +29,7 @@ import numpy as np
 from realvsai.cli import plural
 from realvsai.config import CROSS_ENTROPY, resume_command
 from realvsai.errors import UserError
+from realvsai.metrics import class_weight_list
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -398,8 +399,7 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     with strategy.scope():  # variables are created in the scope: inside strategy.run would fail
         optimizer.build(model.trainable_variables)
         metric_list = [keras.metrics.Mean(name="loss"), cross_entropy(), *metrics()]
-    weights = None if not class_weight else tf.constant(
-        [class_weight.get(index, 1.0) for index in range(max(class_weight) + 1)], tf.float32)
+    weights = None if not class_weight else tf.constant(class_weight_list(class_weight), tf.float32)
 
     def replica_losses(data, training: bool):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -53,6 +53,12 @@ def balanced_class_weights(counts: Mapping[str, int]) -> dict[int, float]:
     return dict(enumerate(compute_class_weight("balanced", classes=classes, y=labels).tolist()))
 
 
+def class_weight_list(class_weight: Mapping[int, float]) -> list[float]:
+    """``class_weight`` (class index -> weight, as model.fit takes it) as a list by class index, a class it leaves out
+    weighing 1.0: what an input without Keras' own weighting gathers each label's weight from."""
+    return [class_weight.get(index, 1.0) for index in range(max(class_weight) + 1)]
+
+
 def positive_index(class_names: Sequence[str], positive_class: str | None) -> int:
     """Column of the positive class: ``positive_class`` by name (ValueError if unknown), or 1 when None."""
     if positive_class is None:
