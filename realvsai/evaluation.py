@@ -30,7 +30,7 @@ from realvsai import metrics as scoring  # "metrics" names the dict of numbers h
 from realvsai.cli import plural, progress
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, claimed_by, list_images, numbered, read_json, working_on, write_json
-from realvsai.images import ImageDecodeError, image_problem, load_rgb, pixel_problem
+from realvsai.images import ImageDecodeError, load_rgb, pixel_problem
 from realvsai.layout import (
     MANIFEST_NAME,
     SPLIT_WORDS,
@@ -141,7 +141,7 @@ def without_failed(images: LabelledImages, probabilities: np.ndarray) -> tuple[L
     if not failed.any():
         return images, probabilities
     kept = np.flatnonzero(~failed)
-    broken = [(images.files[index], image_problem(images.files[index], images.max_pixels) or "could not be decoded")
+    broken = [(images.files[index], prediction.decode_failure(images.files[index], images.max_pixels))
               for index in np.flatnonzero(failed)]
     for path, reason in broken:
         logger.warning("skipping %s: %s", path, reason)

@@ -106,6 +106,12 @@ def predict_images(predictor: Predictor, images: LabelledImages, *, verbose: int
     return predictor.predict_indexed(dataset.map(pad), len(images), verbose=verbose)
 
 
+def decode_failure(path: Path, max_pixels: int) -> str:
+    """Why a file the scan took did not decode in the input pipeline (it broke or changed since), as unreadable.csv
+    says it."""
+    return image_io.image_problem(path, max_pixels) or "could not be decoded"
+
+
 def relative_name(path: Path, folder: Path) -> str:
     """``path`` relative to ``folder`` with forward slashes (the path itself when outside it)."""
     return Path(path).relative_to(folder).as_posix() if Path(path).is_relative_to(folder) else str(path)
@@ -215,8 +221,7 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
                                 max_pixels=max_pixels)
         probabilities = predict_images(Predictor(model, info, batch_size), images, verbose=verbose)
         failed = np.isnan(probabilities).any(axis=1)
-        skipped += [(path, image_io.image_problem(path, max_pixels) or "could not be decoded")
-                    for path, bad in zip(files, failed) if bad]
+        skipped += [(path, decode_failure(path, max_pixels)) for path, bad in zip(files, failed) if bad]
         usable = [pair for pair, bad in zip(usable, failed) if not bad]
         probabilities = probabilities[~failed]
     unlike = [doubt(info, header.width, header.height, header.image_format, header.grayscale, header.frames)
