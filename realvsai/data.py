@@ -27,6 +27,7 @@ from realvsai.files import list_images
 from realvsai.image_stats import ImageFacts
 from realvsai.layout import (
     MANIFEST_NAME,
+    SPLITS,
     TEST,
     TRAIN,
     VALIDATION,
@@ -173,7 +174,7 @@ def split_folders(data_dir: Path) -> list[Path]:
     """The splits of ``data_dir`` that ``scan_splits`` reads (missing ones too): what a training claims for reading,
     with all inside them (``files.working_on``), and not ``data_dir`` itself, where a split into ``data_dir/art`` may
     go ahead meanwhile."""
-    return [Path(data_dir) / split for split in (TRAIN, VALIDATION, TEST)]
+    return [Path(data_dir) / split for split in SPLITS]
 
 
 def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
