@@ -71,18 +71,18 @@ from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-COPY, MOVE, LINK = "copy", "move", "link"
+COPY, MOVE, LINK = "copy", "move", "link"  # how a split places its files (the mode)
 _KEEP_FILE_BYTES, _KEEP_TOTAL_BYTES = 1 << 20, 2 << 30  # see _run_split's scan
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
 # Why a file is left out, by kind: each row of skipped.csv is of one kind, and the summary and the warnings
 # count and show each kind from those rows, so their numbers add up to skipped.csv.
 UNUSABLE, BESIDE, OUTSIDE, IN_TEST, TWO_CLASSES = "unusable", "beside", "outside", "in test", "two classes"
-MASK, COPY = "mask", "copy"
+MASK, AUGMENTED_COPY = "mask", "augmented copy"
 _SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them
     UNUSABLE: "that cannot be used (not an image, unreadable, too large or hidden)",
     MASK: "that are segmentation masks beside their images",
-    COPY: "that are augmented copies beside their images (DataAugmentation.py's aug_*.jpg)",
+    AUGMENTED_COPY: "that are augmented copies beside their images (DataAugmentation.py's aug_*.jpg)",
     BESIDE: "outside the class folders",
     OUTSIDE: "in a folder that leads outside SOURCE",
     IN_TEST: "identical to a held-out file (kept in test, or in the download's validation, only)",
@@ -439,7 +439,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     report.num_duplicates = len(placed) - len({(row.split, item.pixels) for row, item in placed})
     report.skipped = {UNUSABLE: sorted(not_images + [(item.source, item.problem) for item in unreadable]),
                       MASK: sorted(masks),
-                      COPY: sorted(copies),
+                      AUGMENTED_COPY: sorted(copies),
                       BESIDE: sorted(beside),
                       OUTSIDE: sorted(outside),
                       IN_TEST: sorted((item.source, item.problem) for item in dropped),
