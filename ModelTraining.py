@@ -77,6 +77,7 @@ from realvsai.config import (
     PRESETS,
     UNREADABLE_FILE,
     TrainConfig,
+    epochs_problem,
     flag_name,
     monitor_of,
     resume_command,
@@ -245,8 +246,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          f"from the first epoch at --learning-rate. Leave {'it' if len(unused) == 1 else 'them'} out")
     if args.resume and not args.demo and not hasattr(args, "name"):
         parser.error("--resume needs --name NAME, the run in --out to continue")
-    if args.head_epochs + args.fine_tune_epochs == 0:
-        parser.error("--head-epochs and --fine-tune-epochs are both 0: give at least one epoch to train")
+    if problem := epochs_problem(args.head_epochs, args.fine_tune_epochs):
+        parser.error(problem)
     return args
 
 

@@ -196,8 +196,8 @@ class TrainConfig:
         for name, limit in LIMITS.items():
             if getattr(self, name) not in limit:
                 raise UserError(f"{flag_name(name)} {getattr(self, name)}: it must be {limit}.")
-        if self.total_epochs == 0:
-            raise UserError("--head-epochs and --fine-tune-epochs: not both 0; give at least one epoch to train.")
+        if problem := epochs_problem(self.head_epochs, self.fine_tune_epochs):
+            raise UserError(f"{problem}.")
         if self.name and run_name_problem(self.name):
             raise UserError(f"--name {run_name_problem(self.name)}.")
 
@@ -258,6 +258,14 @@ def run_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a run's folder inside OUT, or None when it can."""
     return None if _RUN_NAME.fullmatch(name) else (
         f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), without '/' or '\\'")
+
+
+def epochs_problem(head_epochs: int, fine_tune_epochs: int) -> str | None:
+    """Why a run of these epoch counts cannot train, or None when it can: ModelTraining.py's usage error, and
+    ``TrainConfig.validate``'s for settings from elsewhere."""
+    if head_epochs + fine_tune_epochs == 0:
+        return "--head-epochs and --fine-tune-epochs are both 0: give at least one epoch to train"
+    return None
 
 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, str | None, str | None]:

@@ -157,7 +157,7 @@ def test_config_round_trips_through_json():
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"backbone": "vgg16"}, "--backbone"),
-    ({"head_epochs": 0, "fine_tune_epochs": 0}, "not both 0"),
+    ({"head_epochs": 0, "fine_tune_epochs": 0}, "are both 0"),
     ({"name": "../elsewhere"}, "--name"),
     ({"name": ".."}, "--name"),
     ({"name": "."}, "--name"),
@@ -381,6 +381,17 @@ def test_cli_values_no_run_can_use_are_command_line_errors(tmp_path, capsys, cli
     named = flags[-2] if flags[-2].startswith("--") else flags[0]
     assert exit_info.value.code == 2 and ": error: " in error and named in error
     assert not (tmp_path / "models").exists()
+
+
+def test_no_epochs_is_refused_in_the_same_words_on_the_command_line_and_in_settings(tmp_path, capsys, cli):
+    """ModelTraining.py said "are both 0", TrainConfig.validate "not both 0"; the command line's is a usage error."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--data", str(tmp_path / "data"), "--head-epochs", "0", "--fine-tune-epochs", "0", "--quiet"])
+    with pytest.raises(UserError) as raised:
+        TrainConfig(head_epochs=0, fine_tune_epochs=0).validate()
+    problem = "--head-epochs and --fine-tune-epochs are both 0: give at least one epoch to train"
+    assert exit_info.value.code == 2 and f"error: {problem} (" in capsys.readouterr().err
+    assert str(raised.value) == f"{problem}."
 
 
 @pytest.mark.parametrize(("terminal", "quiet", "expected"),
