@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from realvsai.errors import UserError
-from realvsai.files import claimed_by, is_inside, numbered
+from realvsai.files import claimed_by, is_inside, numbered, temporary_of
 
 # A training run's files, in OUT/NAME/.
 MODEL_FILE = "model.h5"  # the best epoch, float32, HDF5
@@ -409,6 +409,6 @@ def _left_by_a_killed_start(run_dir: Path) -> bool:
     for item in run_dir.iterdir():
         if item.name != BACKUP_DIR or item.is_symlink() or not item.is_dir():
             return False
-        if any(not (part.name.startswith(".") and part.name.endswith(".tmp")) for part in item.iterdir()):
+        if any(temporary_of(part.name) is None for part in item.iterdir()):
             return False
     return True

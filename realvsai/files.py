@@ -170,7 +170,7 @@ def _naming(path: Path | str) -> Iterator[None]:
         yield
     except OSError as error:
         name = os.path.basename(os.fspath(error.filename or ""))
-        if error.errno is None or not (name.startswith(".") and name.endswith(".tmp")):
+        if error.errno is None or temporary_of(name) is None:
             raise
         raise type(error)(error.errno, error.strerror, os.fspath(path)) from error
 

@@ -40,6 +40,7 @@ from realvsai.files import (
     read_list,
     remove_temporaries,
     sha256_file,
+    temporary_of,
     write_csv,
     write_json,
 )
@@ -281,14 +282,14 @@ def copies_beside_their_images(paths: Iterable[str]) -> dict[str, str]:
 
 
 def _copy_entries(folder: Path) -> list[os.DirEntry]:
-    """The entries of ``folder`` named like copies (``aug_*``); removes the ``.aug_*.tmp`` an interrupted write
-    left."""
+    """The entries of ``folder`` named like copies (``aug_*``); removes the hidden temporary files of copies
+    (``.aug_*.<random or pid>.tmp``, as ``files.temporary_of`` reads them) an interrupted write left."""
     if not folder.is_dir():
         return []
     with os.scandir(folder) as entries:
         entries = list(entries)
     for entry in entries:
-        if entry.name.startswith("." + COPY_PREFIX) and entry.name.endswith(".tmp"):
+        if (temporary_of(entry.name) or "").startswith("." + COPY_PREFIX):
             os.unlink(entry.path)
     return [entry for entry in entries if entry.name.startswith(COPY_PREFIX)]
 
@@ -686,8 +687,9 @@ def _would_place(source: Path, target: Path, digest: str | None = None) -> Outco
 def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path], bool]:
     """Removes augmented_train once its images are gone; returns the other files it keeps, and whether it went.
 
-    Hidden ``.*.tmp`` files (interrupted writes) go, and the records (``RECORD_NAMES``) once nothing else is
-    left; anything else not ``refused`` is kept and returned.
+    The hidden temporary files of interrupted writes (``.<name>.<random or pid>.tmp``, as ``files.temporary_of``
+    reads them) go, and the records (``RECORD_NAMES``) once nothing else is left; anything else not ``refused``
+    (a user's own hidden ``.notes.tmp`` too) is kept and returned.
     """
     kept = []
     records = {augmented_dir / name for name in RECORD_NAMES}
@@ -697,7 +699,7 @@ def _remove_emptied(augmented_dir: Path, refused: set[Path]) -> tuple[list[Path]
         if path.is_dir():
             if not any(path.iterdir()):
                 path.rmdir()
-        elif path.name.startswith(".") and path.name.endswith(".tmp"):
+        elif temporary_of(path.name) is not None:
             path.unlink()
         elif path not in refused and path not in records:
             kept.append(path)

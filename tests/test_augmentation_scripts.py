@@ -193,6 +193,15 @@ def test_interrupted_run_is_completed_with_the_same_bytes_and_its_temporary_file
     assert tree(twin / "augmented_train") == tree(data / "augmented_train")
 
 
+def test_a_rerun_keeps_a_users_hidden_file_named_like_a_copys_temporary(data):
+    """Any hidden .aug_*.tmp went as an interrupted write's; only a name files.temporary_of reads as one goes now."""
+    assert augment(data) == 0
+    own = data / "augmented_train" / "REAL" / ".aug_notes.tmp"
+    own.write_text("mine")
+    assert augment(data) == 0
+    assert own.read_text() == "mine"
+
+
 def test_rerun_with_other_settings_is_refused_before_anything_is_written(data):
     assert augment(data) == 0
     for path in sorted((data / "augmented_train").rglob("*.jpg"))[::3]:  # an interrupted run's copies
@@ -1002,13 +1011,21 @@ def test_a_record_of_moved_copies_that_cannot_be_read_stops_the_move_and_its_dry
 def test_move_keeps_other_files_and_their_folder(augmented):
     note = augmented / "augmented_train" / "REAL" / "notes.txt"
     note.write_text("keep me")
-    leftover = augmented / "augmented_train" / "FAKE" / ".aug_img_000_0.jpg.abc123.tmp"
+    leftover = augmented / "augmented_train" / "FAKE" / ".aug_img_000_0.jpg.abc12345.tmp"
     leftover.write_bytes(b"half a jpeg")
     report = moving.move_augmented(augmented)
     assert report.left_behind == [note] and not report.removed_folder
     assert note.read_text() == "keep me"
     assert not leftover.exists()
     assert not (augmented / "augmented_train" / "FAKE").exists()
+
+
+def test_move_keeps_a_users_hidden_file_named_like_a_temporary_and_its_folder(augmented):
+    """Any hidden .tmp went as an interrupted write's; only a name files.temporary_of reads as one goes now."""
+    own = augmented / "augmented_train" / "FAKE" / ".notes.tmp"
+    own.write_text("mine")
+    report = moving.move_augmented(augmented)
+    assert report.left_behind == [own] and not report.removed_folder and own.read_text() == "mine"
 
 
 def test_move_removes_the_settings_record_with_the_last_copy(augmented):

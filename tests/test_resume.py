@@ -66,7 +66,7 @@ def test_a_run_named_by_the_clock_takes_the_next_free_name_where_its_second_is_t
     assert run_dir == tmp_path / "20261127-120000-2" and config.name == "20261127-120000-2"
 
 
-@pytest.mark.parametrize("left", [[], ["backup/"], ["backup/.config.json.x1y2.tmp"]],
+@pytest.mark.parametrize("left", [[], ["backup/"], ["backup/.config.json.x1y2z3w4.tmp"]],
                          ids=["empty", "backup-folder", "cut-write"])
 def test_the_same_command_starts_over_a_run_killed_before_it_saved_its_settings(tmp_path, left):
     """What training leaves between creating the run folder and its first write, backup/config.json: the command
@@ -82,6 +82,19 @@ def test_the_same_command_starts_over_a_run_killed_before_it_saved_its_settings(
     assert resolve_run_dir(config, resume=False) == (config, folder)
     with pytest.raises(UserError, match=r"before it saved its settings.*without --resume"):
         resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=True)
+
+
+def test_a_users_hidden_tmp_file_in_backup_is_no_killed_start_and_is_kept(tmp_path):
+    """Any hidden .tmp passed for the temporary of the settings' write, and the run started over in the folder;
+    only a name files.temporary_of reads as a write's temporary does now."""
+    own = tmp_path / "run" / "backup" / ".notes.tmp"
+    own.parent.mkdir(parents=True)
+    own.write_text("mine")
+    with pytest.raises(UserError, match=r"already exists and is not a run folder .*its files are kept"):
+        resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=False)
+    with pytest.raises(UserError, match=r"is not a run folder: it has no backup/config\.json"):
+        resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=True)
+    assert own.read_text() == "mine"
 
 
 @pytest.mark.parametrize("text", ['{"backbone": "resnet50", "image_si', '{"image_size": "32"}', '[1, 2]',
