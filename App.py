@@ -280,11 +280,9 @@ def _decided_reason(result: inference.UploadResult, probability: float, run: Mod
 
 
 def _grad_cam_source(classifier: inference.Classifier) -> str:
+    if problem := classifier.grad_cam_problem:
+        return problem
     layer = classifier.grad_cam_layer
-    if layer is None:
-        return (f"Grad-CAM cannot localise at {classifier.image_size} px: every feature map of the backbone is "
-                f"smaller than {DEFAULTS.grad_cam_min_size}×{DEFAULTS.grad_cam_min_size}, so a heatmap would be "
-                "one flat colour. Train at a larger --image-size to see where the evidence lies.")
     height, width = layer.output.shape[1:3]
     return (f"Grad-CAM weighs the feature map of {code_span(layer.name)} ({height}×{width} at "
             f"{classifier.image_size} px).")

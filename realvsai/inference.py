@@ -165,6 +165,17 @@ class Classifier:
         size = DEFAULTS.grad_cam_min_size
         return next((layer for layer in reversed(blocks) if min(layer.output.shape[1:3]) >= size), None)
 
+    @property
+    def grad_cam_problem(self) -> str | None:
+        """Why Grad-CAM cannot explain this model (no feature map is large enough to localise), or None when it
+        can: the app's note, and ``grad_cam_prepared``'s ValueError."""
+        if self.grad_cam_layer is not None:
+            return None
+        size = DEFAULTS.grad_cam_min_size
+        return (f"Grad-CAM cannot localise at {self.image_size} px: every feature map of the backbone is smaller "
+                f"than {size}×{size}, so a heatmap would be one flat colour. Train at a larger --image-size to see "
+                "where the evidence lies.")
+
     @functools.cached_property
     def _split(self) -> tuple[keras.Model, keras.Model | None, list[keras.layers.Layer]]:
         """The model cut at the explained block: backbone up to it, the backbone's rest (None when the block is
@@ -184,9 +195,8 @@ class Classifier:
         Raises:
             ValueError: when no feature map is large enough to localise.
         """
-        if self.grad_cam_layer is None:
-            raise ValueError(f"Grad-CAM cannot localise at {self.image_size} px: every feature map of the backbone "
-                             f"is smaller than {DEFAULTS.grad_cam_min_size}x{DEFAULTS.grad_cam_min_size}")
+        if problem := self.grad_cam_problem:
+            raise ValueError(problem)
         prepared = np.asarray(prepared, np.float32)
         if self.input_mode == "crops" and class_index is None:  # the class of the averaged softmax
             class_index = int(np.argmax(self.predict_prepared(prepared[np.newaxis])[0]))

@@ -363,7 +363,7 @@ def test_grad_cam_says_so_when_the_model_cannot_localise(start_app, tmp_path):
 
     assert not app.exception
     assert len(app.get("image")) == 1  # the upload, and no heatmap
-    assert any("cannot localise" in text for text in texts(app))
+    assert any("cannot localise at 2 px" in text and "larger --image-size" in text for text in texts(app))
 
 
 def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypatch):

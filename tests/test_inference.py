@@ -811,8 +811,11 @@ def test_grad_cam_of_a_model_whose_feature_maps_are_all_below_4x4_has_no_layer_a
     classifier = inference.Classifier(build_stand_in(image_size=2), CLASS_NAMES, 2)  # conv1 2x2, conv2 1x1
 
     assert classifier.grad_cam_layer is None
-    with pytest.raises(ValueError, match="cannot localise"):
+    with pytest.raises(ValueError, match="cannot localise") as raised:
         classifier.grad_cam(random_image(14, 20, 20))
+    # The app's note in the same words (it wrote "4×4" and advice, this error "4x4" and none).
+    assert str(raised.value) == classifier.grad_cam_problem and "smaller than 4×4" in str(raised.value)
+    assert "--image-size" in str(raised.value)
 
 
 def test_grad_cam_of_a_224_px_resnet_uses_its_last_block():
