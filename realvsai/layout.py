@@ -114,12 +114,18 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
         old, new = old.strip(), new.strip()
         if not sep or not old or not new:
             raise UserError(f"--rename {pair!r} is not OLD=NEW. Write e.g. --rename RealArt=Real.")
-        if "/" in new or "\\" in new or new.startswith(".") or new in SPLITS:
-            raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
+        refuse_unusable_class_name(new)
         if old in renames:
             raise UserError(f"--rename names {old!r} twice. Give each class folder one new name.")
         renames[old] = new
     return renames
+
+
+def refuse_unusable_class_name(new: str) -> None:
+    """UserError when ``new``, a --rename's NEW, cannot name a class folder: it holds '/' or '\\' (a path, not a
+    folder), is hidden ('.', '..' too), or is a split folder's name."""
+    if "/" in new or "\\" in new or new.startswith(".") or new in SPLITS:
+        raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
 
 
 def find_dataset_root(source: Path, holds_dataset: Callable[[Path], bool]) -> Path:
@@ -319,8 +325,8 @@ def rename_classes(class_folders: Sequence[str], renames: Mapping[str, str], sou
             raise UserError(f"class folder {new!r} has the name of a split folder, which the split's own folders "
                             f"take: give it another with {rename_option(new, f'{new}_class')} (or a name of your "
                             "choice).")
-        if new.startswith(".") or new in SPLITS:
-            raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
+        if folder in renames:  # a class folder's own name is a visible folder's, and a split's is refused above
+            refuse_unusable_class_name(new)
     if doubled := sorted(name for name, count in Counter(names.values()).items() if count > 1):
         owners = sorted(folder for folder, name in names.items() if name in doubled)
         raise UserError(f"--rename gives the class folders {owners} the same name {doubled}. "

@@ -1129,6 +1129,18 @@ def test_a_class_named_like_a_held_out_split_is_a_class_where_no_train_folder_is
     assert {class_name for _, class_name in report.counts} == set(classes)
 
 
+@pytest.mark.parametrize("new", ["a/b", "a\\b", ".hidden", "test"])
+def test_a_rename_given_in_code_to_no_folder_name_is_refused_as_on_the_command_line(tmp_path, make_class_folder, new):
+    """parse_renames refused '/' and '\\' in NEW, rename_classes not: a rename in code to "a/b" split the class into
+    out/train/a/b/, and the manifest named a class "a/b" that is no folder."""
+    make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10})
+
+    with pytest.raises(UserError, match=rf"--rename to {re.escape(repr(new))} is not a usable class name"):
+        split_by_class(tmp_path / "raw", tmp_path / "out", renames={"REAL": new})
+
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_class_named_as_a_split_folder_is_told_the_rename_that_splits_it(tmp_path, make_class_folder):
     """It said "--rename to 'test' is not a usable class name" of a folder no --rename had named."""
     make_class_folder(tmp_path / "raw", {"test": 10, "other": 10})
