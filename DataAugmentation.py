@@ -115,10 +115,11 @@ def image_size(text: str) -> int | None:
 
 
 def jpeg_quality(text: str) -> int:
-    """argparse type for a JPEG quality, 1..100."""
+    """argparse type for a JPEG quality, ``images.MIN_JPEG_QUALITY`` to ``images.MAX_JPEG_QUALITY``."""
     value = int(text)
-    if not 1 <= value <= 100:
-        raise ArgumentTypeError(f"{text} is not a JPEG quality between 1 and 100")
+    if not images.MIN_JPEG_QUALITY <= value <= images.MAX_JPEG_QUALITY:
+        raise ArgumentTypeError(f"{text} is not a JPEG quality between {images.MIN_JPEG_QUALITY} and "
+                                f"{images.MAX_JPEG_QUALITY}")
     return value
 
 

@@ -28,6 +28,7 @@ from realvsai.cli import plural, progress
 from realvsai.config import TrainConfig, resolve_run_dir, resume_command
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text
+from realvsai.images import MAX_JPEG_QUALITY, MIN_JPEG_QUALITY
 from realvsai.layout import TEST, TRAIN
 
 if TYPE_CHECKING:  # TensorFlow loads only when the demo trains
@@ -57,10 +58,10 @@ class DemoDataConfig:
         """Raises ValueError for settings that cannot make a dataset."""
         if (min(self.train_per_class, self.test_per_class) < 1 or self.image_size < 8 or self.image_size % 2
                 or self.min_crop < self.image_size // 2 or min(self.artefact_strength, self.noise) < 0
-                or not 1 <= self.jpeg_quality <= 100):
+                or not MIN_JPEG_QUALITY <= self.jpeg_quality <= MAX_JPEG_QUALITY):
             raise ValueError(f"impossible demo data settings: {self}; counts must be at least 1, image_size even "
                              "and at least 8, min_crop at least image_size / 2, strength and noise not negative, "
-                             "jpeg_quality in 1..100")
+                             f"jpeg_quality in {MIN_JPEG_QUALITY}..{MAX_JPEG_QUALITY}")
 
 
 def source_photos() -> list[tuple[str, np.ndarray]]:

@@ -54,6 +54,9 @@ _GRAY_CHECK_SIDE = 64  # a large JPEG is checked at 1/8 of its sides while its s
 _HASH_BAND_BYTES = 1 << 20  # about the most ``decode_check`` and ``looks_gray`` copy of an image's pixels at once
 # libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size in its inverse DCT, for a fraction of the
 # time and memory of the full image (TensorFlow's decode_jpeg ratio, Pillow's draft: the same pixels).
+# The JPEG qualities the scripts write with (DataAugmentation.py's --jpeg-quality, its settings record, the demo's):
+# libjpeg's scale, which Pillow's "quality" takes.
+MIN_JPEG_QUALITY, MAX_JPEG_QUALITY = 1, 100
 JPEG_SCALES = (8, 4, 2)
 # The reduced image keeps at least this many times the model's side, so the antialiased resize
 # that follows still averages several decoded pixels into each model pixel.

@@ -44,7 +44,7 @@ from realvsai.files import (
     write_csv,
     write_json,
 )
-from realvsai.images import read_headers
+from realvsai.images import MAX_JPEG_QUALITY, MIN_JPEG_QUALITY, read_headers
 from realvsai.layout import (
     AUGMENTED_TRAIN,
     MANIFEST_NAME,
@@ -91,7 +91,8 @@ COPY_SETTINGS: dict[str, tuple[str, Callable[[object], bool]]] = {
     "seed": ("a whole number", _whole_number),
     "size": ('"native" or a whole number of pixels above 0',
              lambda value: value == "native" or _whole_number(value, low=1)),
-    "jpeg_quality": ("a whole number from 1 to 100", lambda value: _whole_number(value, low=1, high=100)),
+    "jpeg_quality": (f"a whole number from {MIN_JPEG_QUALITY} to {MAX_JPEG_QUALITY}",
+                     lambda value: _whole_number(value, low=MIN_JPEG_QUALITY, high=MAX_JPEG_QUALITY)),
 }
 
 

@@ -202,6 +202,20 @@ def test_a_rerun_keeps_a_users_hidden_file_named_like_a_copys_temporary(data):
     assert own.read_text() == "mine"
 
 
+@pytest.mark.parametrize(("quality", "usable"), [(1, True), (100, True), (0, False), (101, False)])
+def test_the_flag_and_the_settings_record_take_the_same_jpeg_qualities(quality, usable):
+    """DataAugmentation.py's --jpeg-quality and moving.COPY_SETTINGS each wrote the range 1 to 100."""
+    from argparse import ArgumentTypeError
+
+    words, check = moving.COPY_SETTINGS["jpeg_quality"]
+    assert check(quality) == usable and words == "a whole number from 1 to 100"
+    if usable:
+        assert DataAugmentation.jpeg_quality(str(quality)) == quality
+    else:
+        with pytest.raises(ArgumentTypeError, match=f"{quality} is not a JPEG quality between 1 and 100"):
+            DataAugmentation.jpeg_quality(str(quality))
+
+
 def test_rerun_with_other_settings_is_refused_before_anything_is_written(data):
     assert augment(data) == 0
     for path in sorted((data / "augmented_train").rglob("*.jpg"))[::3]:  # an interrupted run's copies
