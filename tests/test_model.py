@@ -173,6 +173,13 @@ def test_fine_tune_blocks_unfreezes_only_the_top_residual_blocks(backbone_weight
     assert backbone_blocks(backbone)[-2:] == ["conv5_block2", "conv5_block3"]
 
 
+def test_each_backbone_the_settings_offer_is_built_by_its_keras_application():
+    """config.BACKBONES (the --backbone choices, checked without Keras) and model.APPLICATIONS list the same models."""
+    from realvsai.config import BACKBONES
+
+    assert tuple(model_module.APPLICATIONS) == BACKBONES
+
+
 def offline(*args, **kwargs):  # what keras.utils.get_file raises for a URLError (Keras 3.15)
     raise Exception("URL fetch failure on https://...: None -- no network")
 
