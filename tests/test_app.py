@@ -8,6 +8,7 @@ contract's layer names (see test_inference.py).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from conftest import REPO, run_script
 from streamlit.testing.v1 import AppTest
 from test_inference import bright_patch, build_stand_in, encode, load, png_header_only, random_image, write_run
 
-from realvsai import evaluation, inference, model_card
+from realvsai import evaluation, inference, model_card, run
 from realvsai.run import DEMO_WARNING, read_run
 
 APP = REPO / "App.py"
@@ -831,3 +832,70 @@ def test_the_summary_of_a_many_class_model_names_the_most_frequent_answers_and_c
     assert app.summary_counts(answered + failed, names, rule) == (
         "2 c03, 1 c00, 1 c01, 1 c02, 1 c04, 2 in 2 other classes (0 uncertain); 1 not classified")
     assert app.summary_counts(failed * 2, names, rule) == "2 not classified"
+
+
+# --- runs that change while the page is open ---------------------------------------------------------------------
+
+
+def probabilities_on_disk(folder: Path, image: np.ndarray) -> list[float]:
+    """What the model.h5 in ``folder`` now answers for ``image``, loaded afresh."""
+    classifier, _ = load(folder)
+    return [float(p) for p in classifier.predict_prepared(np.stack([classifier.prepare(image)]))[0]]
+
+
+def shown_probabilities(app: AppTest) -> list[float]:
+    return [float(p) for p in app.dataframe[0].value[["probability_FAKE", "probability_REAL"]].iloc[0]]
+
+
+def saving_meanwhile(monkeypatch, change: Callable[[], None]) -> None:
+    """``change()`` once, as the page's next model load ends: what a training writes while the page loads."""
+    real_load, pending = run.load_model, [change]
+
+    def load_model(path):
+        model = real_load(path)
+        while pending:
+            pending.pop()()
+        return model
+
+    monkeypatch.setattr(run, "load_model", load_model)
+
+
+def test_answers_are_the_loaded_model_h5_s_when_a_training_saves_another_as_the_page_loads_one(start_app, tmp_path,
+                                                                                               monkeypatch):
+    """A training saves each better epoch over model.h5. One saved while the page loaded the one before left that
+    one's answers cached under the new file's date: every later rerun showed them, beside a card of the new file,
+    until model.json changed."""
+    image = random_image(5, 40, 40)
+    folder = write_run(tmp_path, "training", model=build_stand_in(seed=1))
+    app = upload(start_app("--models", tmp_path), ("noise.png", encode(image), PNG))
+    next_best = tmp_path / "next_best.h5"
+    build_stand_in(seed=3).save(next_best)
+    build_stand_in(seed=2).save(folder / "model.h5")  # a better epoch, which the next rerun loads
+    saving_meanwhile(monkeypatch, lambda: os.replace(next_best, folder / "model.h5"))  # and the one after it
+
+    app.run()
+    app.run()  # nothing changed since the one before
+
+    assert not app.exception
+    assert shown_probabilities(app) == pytest.approx(probabilities_on_disk(folder, image), abs=1e-5)
+
+
+def test_answers_follow_the_model_json_shown_when_a_training_rewrites_it_as_the_page_loads_the_model(
+        start_app, tmp_path, monkeypatch):
+    """A training's end writes model.json again with what validation found (here: the model is at chance on images
+    of this size). Written while the page loaded the model, the answers made with the model.json read before were
+    cached under the new file's date: the upload was never flagged, under a card of the new model.json."""
+    folder = write_run(tmp_path, "training", evidence=True)
+    app = upload(start_app("--models", tmp_path), SURE)
+    assert verdicts(app) == ["REAL"]
+    by_kind = {"chance": 0.5, "size": {
+        "0-63 px": {"num_images": 40, "accuracy": 0.5, "balanced_accuracy": 0.5, "near_chance": True}}}
+    final = {**json.loads((folder / "model.json").read_text()), "validation_by_kind": by_kind}
+    build_stand_in(evidence=True).save(folder / "model.h5")  # the last save, which the next rerun loads
+    saving_meanwhile(monkeypatch, lambda: (folder / "model.json").write_text(json.dumps(final)))
+
+    app.run()
+    app.run()  # nothing changed since the one before
+
+    assert verdicts(app) == [":orange[Uncertain]"]
+    assert any("at chance" in warning.value and "never called certain" in warning.value for warning in app.warning)
