@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import sys
 from collections import Counter
@@ -61,7 +62,7 @@ from realvsai.cli import (
     setup_logging,
     tensorflow_logs_filtered,
 )
-from realvsai.config import CROP_GRID, FEW_CLASSES, MODEL_JSON_FILE, PREDICTIONS_FILE
+from realvsai.config import CROP_GRID, FEW_CLASSES, PREDICTIONS_FILE
 from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
@@ -115,12 +116,28 @@ class Settings:
 # --------------------------------------------------------------------------------- cached work
 
 
+def file_stamp(path: Path) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another: a training saves each better epoch's model.h5 under another
+    name and renames it over the last, so every save is another file (device and inode), whatever its date."""
+    status = path.stat()
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+class ModelFileChanged(Exception):
+    """model.h5 was replaced while it loaded (a training saved a better epoch meanwhile)."""
+
+
+LOAD_TRIES = 3  # loads of a model.h5 that a training keeps replacing before the page says so
+
+
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def cached_classifier(model_file: str, modified: float, batch_size: int) -> inference.Classifier:
-    """The model, loaded once per file and modification time (a retrained run reloads)."""
-    del modified  # only part of the cache key
+def cached_classifier(model_file: str, stamp: tuple[int, ...], batch_size: int) -> inference.Classifier:
+    """The model of ``model_file`` at ``stamp`` (``file_stamp``), loaded once per version of the file (a retrained run
+    reloads); ModelFileChanged, and nothing cached, when the file loaded is no longer that version."""
     with tensorflow_logs_filtered(quiet=False):  # the first load starts TensorFlow: its notices tell a user nothing
         model, run = load_run(Path(model_file))
+        if file_stamp(Path(model_file)) != stamp:  # what was loaded may be either version: cached as neither
+            raise ModelFileChanged(model_file)
         return inference.Classifier.for_run(model, run, batch_size)
 
 
@@ -247,9 +264,12 @@ def _run_label(run: ModelRun) -> str:
     return f"{run.name} · {run.created.astimezone():%Y-%m-%d %H:%M}"
 
 
-def _model_key(run: ModelRun) -> str:
-    # model.json too: a new decision threshold or validation_by_kind changes the answers.
-    return f"{run.model_file}:{run.model_file.stat().st_mtime_ns}:{(run.path / MODEL_JSON_FILE).stat().st_mtime_ns}"
+def answers_key(run: ModelRun, stamp: tuple[int, ...]) -> str:
+    """What the answers of the cached uploads depend on: the version of model.h5 loaded (``stamp``, as
+    ``open_model`` loaded it) and the model.json read for this page (``validation_by_kind`` flags uploads). Both as
+    used, not as the files are by now: a training writes them while the page reruns."""
+    info = json.dumps(run.info.content, sort_keys=True, default=str)
+    return f"{run.model_file}:{stamp}:{hashlib.sha256(info.encode()).hexdigest()}"
 
 
 UNFAMILIAR_ANSWER = "not certain on such images"
@@ -347,12 +367,17 @@ def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
     return by_path[chosen]
 
 
-def open_model(run: ModelRun, batch_size: int, others: bool) -> inference.Classifier:
-    """The loaded model; an unreadable one ends the page with a message instead of a traceback (``others``:
-    whether the sidebar offers other models)."""
+def open_model(run: ModelRun, batch_size: int, others: bool) -> tuple[inference.Classifier, str]:
+    """The loaded model and the key of its answers (``answers_key``); an unreadable one ends the page with a message
+    instead of a traceback (``others``: whether the sidebar offers other models)."""
     elsewhere = " Or choose another model in the sidebar." if others else ""
     try:
-        return cached_classifier(str(run.model_file), run.model_file.stat().st_mtime, batch_size)
+        for _ in range(LOAD_TRIES):
+            stamp = file_stamp(run.model_file)
+            with contextlib.suppress(ModelFileChanged):  # loaded as a training replaced it: load the new one
+                return cached_classifier(str(run.model_file), stamp, batch_size), answers_key(run, stamp)
+        st.error(f"{code_span(str(run.model_file))} was replaced each of the {LOAD_TRIES} times the app loaded it: a "
+                 f"training is saving it. Rerun the page (press R) in a moment.{elsewhere}")
     except UserError as error:
         st.error(f"{error}{elsewhere}")
     except Exception as error:  # Keras raises many types for a damaged or foreign file; all end here
@@ -452,9 +477,10 @@ def upload_section() -> list[UploadedFile]:
 
 
 def result_card(result: inference.UploadResult, upload: UploadedFile, number: int, classifier: inference.Classifier,
-                run: ModelRun, settings: Settings, note: str | None = None) -> None:
+                key: str, run: ModelRun, settings: Settings, note: str | None = None) -> None:
     """Upload ``number``: its picture (and heatmap), the verdict and a bar per class (with more than FEW_CLASSES
-    classes, for the most probable, the others folded away); ``note`` above them."""
+    classes, for the most probable, the others folded away); ``note`` above them. ``key``: the answers'
+    (``answers_key``)."""
     with st.container(border=True):
         if note:
             st.caption(note)
@@ -469,7 +495,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
             columns[1].info(_grad_cam_source(classifier))
         elif settings.explain:
             try:
-                overlay = explain(classifier, _model_key(run), upload.file_id, result, index)
+                overlay = explain(classifier, key, upload.file_id, result, index)
                 columns[1].image(overlay,
                                  caption=f"Grad-CAM: evidence for {predicted}", width="stretch")
             except Exception as error:  # an explanation that fails must not take the verdict with it
@@ -501,8 +527,8 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
 
 
 def results_section(results: list[inference.UploadResult], uploads: list[UploadedFile],
-                    classifier: inference.Classifier, run: ModelRun, settings: Settings) -> None:
-    """A card per upload (the first MAX_CARDS of them)."""
+                    classifier: inference.Classifier, key: str, run: ModelRun, settings: Settings) -> None:
+    """A card per upload (the first MAX_CARDS of them); ``key``: the answers' (``answers_key``)."""
     st.subheader(f"{plural(len(results), 'image')}: "
                  f"{summary_counts(results, _shown_names(run), settings.rule)}")
     same_as = duplicates(uploads)
@@ -510,7 +536,7 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
         first = same_as.get(number)
         note = None if first is None else f"Same file as upload {first + 1}, {code_span(uploads[first].name)}."
         try:
-            result_card(result, upload, number + 1, classifier, run, settings, note)
+            result_card(result, upload, number + 1, classifier, key, run, settings, note)
         except Exception as error:  # one odd upload must not take the page down
             logger.exception("cannot show %s", result.name)
             st.error(f"{code_span(result.name)}: unexpected error ({type(error).__name__}: {error})")
@@ -560,17 +586,17 @@ def main(argv: list[str] | None = None) -> int:
         no_model_page(args.models, skipped)
         return 0
     run = model_selector(runs, default)
-    classifier = open_model(run, args.batch_size, others=len(runs) > 1)
+    classifier, key = open_model(run, args.batch_size, others=len(runs) > 1)
     settings = sidebar_settings(run, classifier)
     model_card(run, settings)
     uploads = upload_section()
     if not uploads:
         return 0
     with st.spinner(f"Classifying {plural(len(uploads), 'image')}…"):
-        results = classify(classifier, _model_key(run), tuple(file.file_id for file in uploads), uploads,
+        results = classify(classifier, key, tuple(file.file_id for file in uploads), uploads,
                            args.batch_size, args.max_pixels, run.info)
     results = in_app_terms(results)
-    results_section(results, uploads, classifier, run, settings)
+    results_section(results, uploads, classifier, key, run, settings)
     batch_table(results, run, settings)
     return 0
 
