@@ -899,3 +899,19 @@ def test_answers_follow_the_model_json_shown_when_a_training_rewrites_it_as_the_
 
     assert verdicts(app) == [":orange[Uncertain]"]
     assert any("at chance" in warning.value and "never called certain" in warning.value for warning in app.warning)
+
+
+def test_a_model_json_rewritten_to_other_classes_while_the_page_is_open_is_refused_as_at_start(start_app, tmp_path):
+    """model.json was checked against model.h5 only as model.h5 loaded: one rewritten to name three classes (copied
+    from another run) while the page was open was shown, three classes in the title, over the loaded model's two
+    answers."""
+    folder = write_run(tmp_path, "run")
+    app = upload(start_app("--models", tmp_path), SURE)
+    info = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**info, "class_names": ["cat", "dog", "fish"]}))
+
+    app.run()
+
+    assert not app.exception
+    assert "outputs 2 classes" in app.error[0].value
+    assert not verdicts(app)
