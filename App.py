@@ -69,7 +69,16 @@ from realvsai.images import RAISE_LIMIT
 from realvsai.metrics import DecisionRule
 from realvsai.model_card import code_span, markdown_text, small_test_set
 from realvsai.prediction import csv_cell, describe_counts
-from realvsai.run import DEMO_WARNING, HEADLINE_METRICS, ModelInfo, ModelRun, list_runs, load_run, read_run
+from realvsai.run import (
+    DEMO_WARNING,
+    HEADLINE_METRICS,
+    ModelInfo,
+    ModelRun,
+    check_model,
+    list_runs,
+    load_model,
+    read_run,
+)
 
 if not st.runtime.exists():
     # `python App.py --help`: the cache decorators below would warn that no Streamlit runtime runs.
@@ -131,14 +140,17 @@ LOAD_TRIES = 3  # loads of a model.h5 that a training keeps replacing before the
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def cached_classifier(model_file: str, stamp: tuple[int, ...], batch_size: int) -> inference.Classifier:
-    """The model of ``model_file`` at ``stamp`` (``file_stamp``), loaded once per version of the file (a retrained run
-    reloads); ModelFileChanged, and nothing cached, when the file loaded is no longer that version."""
+def cached_classifier(model_file: str, stamp: tuple[int, ...], class_names: tuple[str, ...], image_size: int,
+                      input_mode: str, batch_size: int) -> inference.Classifier:
+    """The model of ``model_file`` at ``stamp`` (``file_stamp``) with the classes, size and input mode of the
+    model.json the page shows, checked to fit them (``check_model``): loaded once per version of the file (a retrained
+    run reloads) and of those; ModelFileChanged, and nothing cached, when the file loaded is no longer that version."""
     with tensorflow_logs_filtered(quiet=False):  # the first load starts TensorFlow: its notices tell a user nothing
-        model, run = load_run(Path(model_file))
+        model = load_model(Path(model_file))
         if file_stamp(Path(model_file)) != stamp:  # what was loaded may be either version: cached as neither
             raise ModelFileChanged(model_file)
-        return inference.Classifier.for_run(model, run, batch_size)
+        check_model(model, ModelInfo(class_names, image_size, input_mode), model_file)
+        return inference.Classifier(model, class_names, image_size, input_mode, batch_size=batch_size)
 
 
 # The uploads are cached by their upload ids (unique per upload, stable across reruns) rather than
@@ -375,7 +387,8 @@ def open_model(run: ModelRun, batch_size: int, others: bool) -> tuple[inference.
         for _ in range(LOAD_TRIES):
             stamp = file_stamp(run.model_file)
             with contextlib.suppress(ModelFileChanged):  # loaded as a training replaced it: load the new one
-                return cached_classifier(str(run.model_file), stamp, batch_size), answers_key(run, stamp)
+                return (cached_classifier(str(run.model_file), stamp, tuple(run.class_names), run.image_size,
+                                          run.info.input_mode, batch_size), answers_key(run, stamp))
         st.error(f"{code_span(str(run.model_file))} was replaced each of the {LOAD_TRIES} times the app loaded it: a "
                  f"training is saving it. Rerun the page (press R) in a moment.{elsewhere}")
     except UserError as error:
