@@ -915,3 +915,39 @@ def test_a_model_json_rewritten_to_other_classes_while_the_page_is_open_is_refus
     assert not app.exception
     assert "outputs 2 classes" in app.error[0].value
     assert not verdicts(app)
+
+
+def rerun_as_the_browser_does(app: AppTest, held_label: str) -> AppTest:
+    """The next click in a browser that holds the sidebar's choice as ``held_label``: a browser sends back the label
+    it shows until the page sets another (AppTest sends the label of the value the page chose)."""
+    box = app.selectbox[0]
+    states = app._tree.get_widget_states()
+    for state in states.widgets:
+        if state.id == box.id:
+            state.string_value = box.proto.raw_value if box.proto.set_value else held_label
+    app._run(states)
+    assert not app.exception, app.exception
+    return app
+
+
+def test_a_chosen_run_retrained_under_its_name_stays_chosen_in_a_browser(start_app, tmp_path):
+    """A browser holds the sidebar's choice by its label, the run's name and date. Retrained under its name
+    (DataDeleter.py, then ModelTraining.py --name), the run has another date; never told, the browser sent the old
+    label back with the next click, which no run had: the page served the newest run instead, saying the one chosen,
+    `older · 2024-01-01 00:00`, was no longer available."""
+    write_run(tmp_path, "older", created="2024-01-01T00:00:00+00:00")
+    write_run(tmp_path, "newest", created="2025-06-01T12:00:00+00:00", evidence=True)
+    app = start_app("--models", tmp_path)
+    app.selectbox[0].set_value(str(tmp_path / "older")).run()
+    held = app.selectbox[0].proto.options[app.selectbox[0].index]
+    shutil.rmtree(tmp_path / "older")
+    write_run(tmp_path, "older", created="2024-02-01T00:00:00+00:00")
+
+    seen = []
+    for _ in range(2):  # two clicks
+        held = rerun_as_the_browser_does(app, held).selectbox[0].proto.raw_value or held
+        card = next(text for text in texts(app) if text.startswith("Model **"))
+        seen.append((held, card.split(" · classes")[0], [warning.value for warning in app.warning]))
+
+    # The sidebar shows the run that answers, and nothing is said to be gone.
+    assert seen == [("older · 2024-02-01 00:00", "Model **older** · trained 2024-02-01 00:00", [])] * 2
