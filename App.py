@@ -369,7 +369,11 @@ def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
     """The sidebar's model choice."""
     by_path = {str(run.path): run for run in runs}
     previous = st.session_state.get("model")  # the run chosen before this rerun
-    chosen = st.sidebar.selectbox("Model", list(by_path), index=default, key="model",
+    # Set on every run, not only the first: the browser holds the choice by its label (name and date) and sends it
+    # back, and a run retrained under its name has another date. Setting it sends the browser today's label; the old
+    # one, sent back with the next click, would match no run: the page would serve the default, calling the run gone.
+    st.session_state["model"] = previous if previous in by_path else list(by_path)[default]
+    chosen = st.sidebar.selectbox("Model", list(by_path), key="model",
                                   format_func=lambda path: _run_label(by_path[path]),
                                   help="Trained runs found in the models folder, newest first.")
     if previous is not None and previous not in by_path:  # Streamlit falls back on the default without a word
