@@ -951,3 +951,40 @@ def test_a_chosen_run_retrained_under_its_name_stays_chosen_in_a_browser(start_a
 
     # The sidebar shows the run that answers, and nothing is said to be gone.
     assert seen == [("older · 2024-02-01 00:00", "Model **older** · trained 2024-02-01 00:00", [])] * 2
+
+
+def answered_by(app: AppTest) -> list[str]:
+    return [caption.value for caption in app.caption if caption.value.startswith("Answered by ")]
+
+
+def test_the_answers_name_the_model_that_gave_them_clicks_after_the_chosen_run_went_away(start_app, tmp_path):
+    """The chosen run deleted, the next rerun said once that another run answered the same uploads; from the click
+    after it on, nothing beside the answers said which model gave them, only the card at the top of the page."""
+    write_run(tmp_path, "older", created="2024-01-01T00:00:00+00:00")
+    write_run(tmp_path, "newest", created="2025-06-01T12:00:00+00:00", evidence=True)
+    app = start_app("--models", tmp_path)
+    app.selectbox[0].set_value(str(tmp_path / "older")).run()
+    upload(app, SURE)
+    assert [text.split("'s model.h5 of ")[0] for text in answered_by(app)] == ["Answered by `older`"]
+
+    shutil.rmtree(tmp_path / "older")
+    app.run()
+    app.run()
+
+    assert [text.split("'s model.h5 of ")[0] for text in answered_by(app)] == ["Answered by `newest`"]
+
+
+def test_answers_that_changed_as_the_chosen_run_s_model_h5_was_saved_again_say_so(start_app, tmp_path):
+    """A training saved the chosen run's model.h5 again (a better epoch, or the run retrained under its name): the
+    same uploads' answers changed at the next click, under the same run's name, without a word."""
+    folder = write_run(tmp_path, "training", model=build_stand_in(seed=1))
+    app = upload(start_app("--models", tmp_path), SURE)
+    assert not [info.value for info in app.info if "saved again" in info.value]
+
+    build_stand_in(seed=2).save(folder / "model.h5")
+    app.run()
+
+    [said] = [info.value for info in app.info if "saved again" in info.value]
+    assert said.startswith("`training`'s model.h5 was saved again") and "the answers below are the new one's" in said
+    app.run()
+    assert not [info.value for info in app.info if "saved again" in info.value]  # said once
