@@ -45,6 +45,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -278,10 +279,33 @@ def _run_label(run: ModelRun) -> str:
 
 def answers_key(run: ModelRun, stamp: tuple[int, ...]) -> str:
     """What the answers of the cached uploads depend on: the version of model.h5 loaded (``stamp``, as
-    ``open_model`` loaded it) and the model.json read for this page (``validation_by_kind`` flags uploads). Both as
+    ``open_model`` loaded) and the model.json read for this page (``validation_by_kind`` flags uploads). Both as
     used, not as the files are by now: a training writes them while the page reruns."""
     info = json.dumps(run.info.content, sort_keys=True, default=str)
     return f"{run.model_file}:{stamp}:{hashlib.sha256(info.encode()).hexdigest()}"
+
+
+def saved_at(stamp: tuple[int, ...]) -> str:
+    """When the version of model.h5 of ``stamp`` (``file_stamp``'s) was saved, in local time to the second."""
+    return f"{datetime.fromtimestamp(stamp[3] / 1e9, tz=timezone.utc).astimezone():%Y-%m-%d %H:%M:%S}"
+
+
+def model_version(run: ModelRun, stamp: tuple[int, ...]) -> str:
+    """The run and the save of its model.h5 that answer, as the page names them: a run retrained under its name, or a
+    training's next best epoch, is another save of the same run."""
+    return f"{code_span(run.name)}'s model.h5 of {saved_at(stamp)}"
+
+
+def answers_changed(run: ModelRun, stamp: tuple[int, ...], uploads: Sequence[UploadedFile]) -> str | None:
+    """What to say, once, when the uploads answered at the last rerun are answered by another save of the same run's
+    model.h5 (a training saved a better epoch, or the run was retrained under its name); None otherwise."""
+    answered = (tuple(upload.file_id for upload in uploads), str(run.path), stamp)
+    before = st.session_state.get("_answered")
+    st.session_state["_answered"] = answered
+    if before is None or before[:2] != answered[:2] or before[2] == stamp:
+        return None
+    return (f"{code_span(run.name)}'s model.h5 was saved again since these uploads were answered (by its save of "
+            f"{saved_at(before[2])}): the answers below are the new one's, of {saved_at(stamp)}.")
 
 
 UNFAMILIAR_ANSWER = "not certain on such images"
@@ -383,16 +407,16 @@ def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
     return by_path[chosen]
 
 
-def open_model(run: ModelRun, batch_size: int, others: bool) -> tuple[inference.Classifier, str]:
-    """The loaded model and the key of its answers (``answers_key``); an unreadable one ends the page with a message
-    instead of a traceback (``others``: whether the sidebar offers other models)."""
+def open_model(run: ModelRun, batch_size: int, others: bool) -> tuple[inference.Classifier, tuple[int, ...]]:
+    """The loaded model and the version of model.h5 it was loaded from (``file_stamp``); an unreadable one ends the
+    page with a message instead of a traceback (``others``: whether the sidebar offers other models)."""
     elsewhere = " Or choose another model in the sidebar." if others else ""
     try:
         for _ in range(LOAD_TRIES):
             stamp = file_stamp(run.model_file)
             with contextlib.suppress(ModelFileChanged):  # loaded as a training replaced it: load the new one
-                return (cached_classifier(str(run.model_file), stamp, tuple(run.class_names), run.image_size,
-                                          run.info.input_mode, batch_size), answers_key(run, stamp))
+                return cached_classifier(str(run.model_file), stamp, tuple(run.class_names), run.image_size,
+                                         run.info.input_mode, batch_size), stamp
         st.error(f"{code_span(str(run.model_file))} was replaced each of the {LOAD_TRIES} times the app loaded it: a "
                  f"training is saving it. Rerun the page (press R) in a moment.{elsewhere}")
     except UserError as error:
@@ -544,10 +568,17 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
 
 
 def results_section(results: list[inference.UploadResult], uploads: list[UploadedFile],
-                    classifier: inference.Classifier, key: str, run: ModelRun, settings: Settings) -> None:
-    """A card per upload (the first MAX_CARDS of them); ``key``: the answers' (``answers_key``)."""
+                    classifier: inference.Classifier, stamp: tuple[int, ...], run: ModelRun,
+                    settings: Settings) -> None:
+    """The model that answered and a card per upload (the first MAX_CARDS of them); ``stamp``: the version of model.h5
+    that answered (``file_stamp``)."""
     st.subheader(f"{plural(len(results), 'image')}: "
                  f"{summary_counts(results, _shown_names(run), settings.rule)}")
+    st.caption(f"Answered by {model_version(run, stamp)}.")  # the card is at the top, and the model may change
+    changed = answers_changed(run, stamp, uploads)
+    if changed:
+        st.info(changed, icon="🔄")
+    key = answers_key(run, stamp)
     same_as = duplicates(uploads)
     for number, (result, upload) in enumerate(list(zip(results, uploads))[:MAX_CARDS]):
         first = same_as.get(number)
@@ -603,17 +634,17 @@ def main(argv: list[str] | None = None) -> int:
         no_model_page(args.models, skipped)
         return 0
     run = model_selector(runs, default)
-    classifier, key = open_model(run, args.batch_size, others=len(runs) > 1)
+    classifier, stamp = open_model(run, args.batch_size, others=len(runs) > 1)
     settings = sidebar_settings(run, classifier)
     model_card(run, settings)
     uploads = upload_section()
     if not uploads:
         return 0
     with st.spinner(f"Classifying {plural(len(uploads), 'image')}…"):
-        results = classify(classifier, key, tuple(file.file_id for file in uploads), uploads,
+        results = classify(classifier, answers_key(run, stamp), tuple(file.file_id for file in uploads), uploads,
                            args.batch_size, args.max_pixels, run.info)
     results = in_app_terms(results)
-    results_section(results, uploads, classifier, key, run, settings)
+    results_section(results, uploads, classifier, stamp, run, settings)
     batch_table(results, run, settings)
     return 0
 
