@@ -75,9 +75,8 @@ from realvsai.run import (
     HEADLINE_METRICS,
     ModelInfo,
     ModelRun,
-    check_model,
     list_runs,
-    load_model,
+    load_run_model,
     read_run,
 )
 
@@ -141,17 +140,16 @@ LOAD_TRIES = 3  # loads of a model.h5 that a training keeps replacing before the
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def cached_classifier(model_file: str, stamp: tuple[int, ...], class_names: tuple[str, ...], image_size: int,
-                      input_mode: str, batch_size: int) -> inference.Classifier:
-    """The model of ``model_file`` at ``stamp`` (``file_stamp``) with the classes, size and input mode of the
-    model.json the page shows, checked to fit them (``check_model``): loaded once per version of the file (a retrained
-    run reloads) and of those; ModelFileChanged, and nothing cached, when the file loaded is no longer that version."""
+def cached_classifier(model_key: str, stamp: tuple[int, ...], batch_size: int, _run: ModelRun) -> inference.Classifier:
+    """The model of ``_run`` (the model.json the page shows, ``model_key``: ``answers_key``) at the version of its
+    model.h5 that ``stamp`` (``file_stamp``) names, checked to fit that model.json: loaded once per version of both (a
+    retrained run reloads); ModelFileChanged, and nothing cached, when the file loaded is no longer that version."""
+    del model_key  # only the cache key
     with tensorflow_logs_filtered(quiet=False):  # the first load starts TensorFlow: its notices tell a user nothing
-        model = load_model(Path(model_file))
-        if file_stamp(Path(model_file)) != stamp:  # what was loaded may be either version: cached as neither
-            raise ModelFileChanged(model_file)
-        check_model(model, ModelInfo(class_names, image_size, input_mode), model_file)
-        return inference.Classifier(model, class_names, image_size, input_mode, batch_size=batch_size)
+        model = load_run_model(_run)
+        if file_stamp(_run.model_file) != stamp:  # what was loaded may be either version: cached as neither
+            raise ModelFileChanged(_run.model_file)
+        return inference.Classifier.for_run(model, _run, batch_size)
 
 
 # The uploads are cached by their upload ids (unique per upload, stable across reruns) rather than
@@ -278,9 +276,10 @@ def _run_label(run: ModelRun) -> str:
 
 
 def answers_key(run: ModelRun, stamp: tuple[int, ...]) -> str:
-    """What the answers of the cached uploads depend on: the version of model.h5 loaded (``stamp``, as
-    ``open_model`` loaded) and the model.json read for this page (``validation_by_kind`` flags uploads). Both as
-    used, not as the files are by now: a training writes them while the page reruns."""
+    """What the loaded model and the answers of the cached uploads depend on: the version of model.h5 loaded
+    (``stamp``, as ``open_model`` loaded) and the model.json read for this page (its classes, size and input mode
+    build the model; ``validation_by_kind`` flags uploads). Both as used, not as the files are by now: a training
+    writes them while the page reruns."""
     info = json.dumps(run.info.content, sort_keys=True, default=str)
     return f"{run.model_file}:{stamp}:{hashlib.sha256(info.encode()).hexdigest()}"
 
@@ -415,8 +414,7 @@ def open_model(run: ModelRun, batch_size: int, others: bool) -> tuple[inference.
         for _ in range(LOAD_TRIES):
             stamp = file_stamp(run.model_file)
             with contextlib.suppress(ModelFileChanged):  # loaded as a training replaced it: load the new one
-                return cached_classifier(str(run.model_file), stamp, tuple(run.class_names), run.image_size,
-                                         run.info.input_mode, batch_size), stamp
+                return cached_classifier(answers_key(run, stamp), stamp, batch_size, run), stamp
         st.error(f"{code_span(str(run.model_file))} was replaced each of the {LOAD_TRIES} times the app loaded it: a "
                  f"training is saving it. Rerun the page (press R) in a moment.{elsewhere}")
     except UserError as error:

@@ -481,11 +481,22 @@ def load_run(path: Path) -> tuple[keras.Model, ModelRun]:
             model that does not match its model.json (``check_model``).
     """
     run = read_run(path)
-    model = load_model(run.model_file)
-    check_model(model, run.info, run.model_file)
+    model = load_run_model(run)
     if run.unfinished:
         logger.warning("%s", run.unfinished)
     return model, run
+
+
+def load_run_model(run: ModelRun) -> keras.Model:
+    """The model of a run already read (``read_run``), checked against that model.json (``check_model``): what
+    ``load_run`` loads, for a caller that keeps the model.json it read (the app, while a training rewrites it).
+
+    Raises:
+        UserError: for an unreadable model file, or one that does not match the run's model.json.
+    """
+    model = load_model(run.model_file)
+    check_model(model, run.info, run.model_file)
+    return model
 
 
 def check_model(model: keras.Model, info: ModelInfo, model_file: Path | str = MODEL_FILE) -> None:
