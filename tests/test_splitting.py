@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import os
 import random
 import re
@@ -113,6 +114,33 @@ def test_a_split_that_leaves_every_class_without_validation_images_warns_that_tr
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert sum("no files in validation" in message and "training needs a validation image" in message
                for message in warnings) == 2
+
+
+def _class_warnings(caplog, class_name: str) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.levelname == "WARNING" and record.getMessage().startswith(f"class {class_name} has no files")]
+
+
+@pytest.mark.parametrize("script", ["D1", "D2"])
+def test_a_class_of_one_image_is_told_to_get_more_images_not_a_share_that_cannot_help(
+        tmp_path, make_class_folder, caplog, script):
+    """A class of one image has none to spare for validation, whatever the shares: the warning said "or a larger
+    validation share (--ratios)", a flag DataSplitD2 does not have, and one that moves the lone image out of train."""
+    if script == "D1":
+        source = make_class_folder(tmp_path / "raw", {"REAL": 1, "FAKE": 10})
+        split = functools.partial(split_by_class, source, tmp_path / "out")
+    else:
+        make_class_folder(tmp_path / "raw" / "train", {"REAL": 1, "FAKE": 10}, seed=1)
+        make_class_folder(tmp_path / "raw" / "test", {"REAL": 2, "FAKE": 2}, seed=2)
+        split = functools.partial(split_train_test, tmp_path / "raw", tmp_path / "out")
+    with caplog.at_level("WARNING", logger="realvsai"):
+        report = split()
+
+    assert report.counts[("validation", "REAL")] == 0
+    (warning,) = _class_warnings(caplog, "REAL")
+    assert "training needs a validation image" in warning
+    assert "--ratios" not in warning and "validation share" not in warning
+    assert "1 usable image" in warning and "add images of it" in warning
 
 
 def test_split_files_depends_on_the_seed():
