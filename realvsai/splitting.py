@@ -741,9 +741,20 @@ def _log_problems(report: SplitReport) -> None:
         if empty:
             logger.warning("class %s has no files in %s: too few usable images for this split's shares%s",
                            class_name, ", ".join(empty),
-                           "; training needs a validation image of every class: split again with more images of it "
-                           "or a larger validation share (--ratios), or merge this split into a dataset that has "
-                           "them (DataMerger.py)" if VALIDATION in empty else "")
+                           _no_validation_advice(report.counts[(TRAIN, class_name)]) if VALIDATION in empty else "")
+
+
+def _no_validation_advice(num_train: int) -> str:
+    """What to do about a class without validation images that has ``num_train`` training images. With two or more,
+    the split had one to spare, so validation's share was 0 (DataSplitD1's --ratios; DataSplitD2 always carves
+    one); with one or none, no share helps: a larger one would take the lone image out of train."""
+    merge = "or merge this split into a dataset that has them (DataMerger.py)"
+    if num_train >= 2:
+        return ("; training needs a validation image of every class: split again with a validation share above 0 "
+                f"(--ratios), {merge}")
+    return (f"; training needs a validation image of every class, besides its training images, and this class has "
+            f"{plural(num_train, 'usable image')} to share between them: add images of it to SOURCE and split "
+            f"again, {merge}")
 
 
 def format_report(report: SplitReport, next_step: bool = True) -> str:

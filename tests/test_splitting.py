@@ -143,6 +143,15 @@ def test_a_class_of_one_image_is_told_to_get_more_images_not_a_share_that_cannot
     assert "1 usable image" in warning and "add images of it" in warning
 
 
+def test_a_split_without_a_validation_share_is_told_to_give_one(tmp_path, make_class_folder, caplog):
+    source = make_class_folder(tmp_path / "raw", {"REAL": 5, "FAKE": 5})
+    with caplog.at_level("WARNING", logger="realvsai"):
+        split_by_class(source, tmp_path / "out", ratios=(0.8, 0.0, 0.2))
+
+    (warning,) = _class_warnings(caplog, "REAL")
+    assert "training needs a validation image" in warning and "validation share above 0 (--ratios)" in warning
+
+
 def test_split_files_depends_on_the_seed():
     files = list(range(40))
     assert split_files(files, {"a": 0.5, "b": 0.5}, seed=1) != split_files(files, {"a": 0.5, "b": 0.5}, seed=2)
