@@ -152,6 +152,18 @@ def test_a_split_without_a_validation_share_is_told_to_give_one(tmp_path, make_c
     assert "training needs a validation image" in warning and "validation share above 0 (--ratios)" in warning
 
 
+def test_a_split_too_small_for_any_test_image_says_so(tmp_path, make_class_folder, caplog):
+    """Two images a class go to train and validation, none to test: the split asked 15 % for test and made no
+    test folder, without a word, and training then skipped its evaluation (no test numbers, threshold or card)."""
+    source = make_class_folder(tmp_path / "raw", {"REAL": 2, "FAKE": 2})
+    with caplog.at_level("WARNING", logger="realvsai"):
+        report = split_by_class(source, tmp_path / "out")
+
+    assert not any(report.counts[("test", name)] for name in ("REAL", "FAKE"))
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert any("no test image" in message and "--evaluate" in message for message in warnings), warnings
+
+
 def test_split_files_depends_on_the_seed():
     files = list(range(40))
     assert split_files(files, {"a": 0.5, "b": 0.5}, seed=1) != split_files(files, {"a": 0.5, "b": 0.5}, seed=2)
