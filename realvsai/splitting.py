@@ -179,9 +179,16 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     loose = sorted((str(path), "a file beside the class folders: only images inside a class folder are split")
                    for folder in folders_down(source, root) for path in folder.iterdir()
                    if not path.name.startswith(".") and not path.is_dir())
-    return _run_split(root, [root / name for name in class_folders], out, locate, plan, mode=mode,
-                      overwrite=overwrite, workers=workers, max_pixels=max_pixels,
-                      beside=loose + _hidden_in(folders_down(source, root)))
+    report = _run_split(root, [root / name for name in class_folders], out, locate, plan, mode=mode,
+                        overwrite=overwrite, workers=workers, max_pixels=max_pixels,
+                        beside=loose + _hidden_in(folders_down(source, root)))
+    if fractions[2] > 0 and not any(count for (split, _), count in report.counts.items() if split == TEST):
+        # Each class went to train and validation first (2 images: 1 / 1 / 0): nothing made a test folder.
+        logger.warning("no test image: each class is too small to spare one for the test share (--ratios "
+                       "%s), so training will report no test numbers, decision threshold or model card. Add images "
+                       "and split again, or evaluate a trained model on other images: python ModelTraining.py "
+                       "--evaluate MODEL --test-dir DIR", " ".join(f"{ratio:g}" for ratio in fractions))
+    return report
 
 
 def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fraction: float = SplitDefaults.val_fraction,

@@ -164,6 +164,14 @@ def test_a_split_too_small_for_any_test_image_says_so(tmp_path, make_class_folde
     assert any("no test image" in message and "--evaluate" in message for message in warnings), warnings
 
 
+def test_a_split_without_a_test_share_does_not_warn_of_no_test_images(tmp_path, make_class_folder, caplog):
+    source = make_class_folder(tmp_path / "raw", {"REAL": 2, "FAKE": 2})
+    with caplog.at_level("WARNING", logger="realvsai"):
+        split_by_class(source, tmp_path / "out", ratios=(0.5, 0.5, 0.0))
+
+    assert not [record for record in caplog.records if "no test image" in record.getMessage()]
+
+
 def test_split_files_depends_on_the_seed():
     files = list(range(40))
     assert split_files(files, {"a": 0.5, "b": 0.5}, seed=1) != split_files(files, {"a": 0.5, "b": 0.5}, seed=2)
