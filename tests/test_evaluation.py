@@ -665,6 +665,24 @@ def test_a_threshold_chosen_on_few_images_of_the_positive_class_is_said_in_the_c
     assert said in (tmp_path / "run" / "MODEL_CARD.md").read_text() and said in caplog.text
 
 
+def test_a_threshold_chosen_on_few_images_of_the_other_class_is_said_too(
+        tmp_path, make_class_folder, binary_model, caplog):
+    """Balanced accuracy weighs both classes' recalls alike: on 1 REAL validation image (1,000 FAKE and 3 REAL
+    split 70/15/15) the threshold is fitted to that one image as much as to a lone FAKE one, but only a positive
+    class of few images was said."""
+    data = make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2}).parent
+    make_class_folder(data / "validation", {"FAKE": 12, "REAL": 1}, seed=3)
+    make_class_folder(data / "test", {"FAKE": 2, "REAL": 2}, seed=2)
+    caplog.set_level("WARNING", logger="realvsai")
+
+    metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"], positive_class="FAKE"), data,
+                                      tmp_path / "run", batch_size=4)
+
+    assert metrics["threshold_selection"]["num_positive"] == 12
+    said = "The decision threshold was chosen on 1 validation image of REAL"
+    assert said in (tmp_path / "run" / "MODEL_CARD.md").read_text() and said in caplog.text
+
+
 def _validation_by_kind(data_dir: Path) -> dict:
     """``accuracy_by_kind`` of ``data_dir/validation`` with every image decided right."""
     validation = scan_images(data_dir / "validation", class_names=["FAKE", "REAL"])
