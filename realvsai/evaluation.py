@@ -43,7 +43,7 @@ from realvsai.layout import (
     name_key,
     read_manifest,
 )
-from realvsai.model_card import PLOT_FILES, few_positives, render_card
+from realvsai.model_card import PLOT_FILES, few_threshold_images, render_card
 from realvsai.run import NEAR_CHANCE, SOURCE_UNIT, ModelInfo, Predictor, doubt, size_band
 
 if TYPE_CHECKING:  # TensorFlow is imported only when predicting, so the metrics load fast
@@ -574,7 +574,8 @@ def _choose_threshold(info: ModelInfo, source: Source, folder: Path) -> tuple[fl
         return None, None
     at = scoring.threshold_metrics(labels, scores, positive, threshold)
     num_positive = int(np.sum(labels == positive))
-    if few := few_positives({"num_positive": num_positive}, info.class_names[positive]):
+    if few := few_threshold_images({"num_positive": num_positive, "num_images": len(labels)},
+                                   info.class_names[positive], info.class_names[1 - positive]):
         logger.warning("%s", few)
     return threshold, {"split": VALIDATION, "num_images": len(source.images), "num_positive": num_positive,
                        "num_skipped": len(source.images.skipped), "balanced_accuracy": at["balanced_accuracy"],

@@ -83,15 +83,22 @@ def _table(headers: list[str], rows: list[list[Any]], align: str = "---:") -> li
             *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
 
 
-def few_positives(selection: Mapping[str, Any] | None, positive_class: str | None) -> str | None:
+def few_threshold_images(selection: Mapping[str, Any] | None, positive_class: str | None,
+                         negative_class: str | None) -> str | None:
     """A sentence when the decision threshold was chosen on fewer than ``MIN_IMAGES_PER_KIND`` validation images
-    of the positive class (``threshold_selection``'s ``num_positive``), else None."""
-    count = (selection or {}).get("num_positive")
-    if count is None or count >= MIN_IMAGES_PER_KIND:
+    of either class (``threshold_selection``'s ``num_positive``, and ``num_images`` less it for the negative class:
+    balanced accuracy weighs the two recalls alike, so a lone image of either one moves the threshold), else None."""
+    selection = selection or {}
+    positives, total = selection.get("num_positive"), selection.get("num_images")
+    if not isinstance(positives, int):
         return None
-    return (f"The decision threshold was chosen on {count} validation image{'s' * (count != 1)} of {positive_class}: "
-            f"it may sit far from where it belongs. Give validation more {positive_class} images (re-split) for a "
-            "steadier one.")
+    counts = {positive_class: positives, **({negative_class: total - positives} if isinstance(total, int) else {})}
+    few = [(name, count) for name, count in counts.items() if count < MIN_IMAGES_PER_KIND]
+    if not few:
+        return None
+    chosen_on = " and ".join(f"{count} validation image{'s' * (count != 1)} of {name}" for name, count in few)
+    return (f"The decision threshold was chosen on {chosen_on}: it may sit far from where it belongs. Give "
+            f"validation more {' and '.join(str(name) for name, _ in few)} images (re-split) for a steadier one.")
 
 
 def small_test_set(num_images: int | None) -> str | None:
@@ -291,7 +298,8 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         "and detail a larger image has, is lost before the model sees it.",
         "Probabilities are not certainties: check the reliability diagram (ECE "
         f"{_number(metrics['expected_calibration_error'])}) before reading them as such.",
-        few_positives(metrics.get("threshold_selection"), markdown_text(metrics.get("positive_class") or "")),
+        few_threshold_images(metrics.get("threshold_selection"), markdown_text(positive or ""),
+                             markdown_text(next((name for name in class_names if name != positive), ""))),
         small_test_set(metrics["num_images"]),
         is_demo(model_info) and DEMO_WARNING]
     lines += ["", "## Limitations", "", *(f"- {text}" for text in limitations if text)]

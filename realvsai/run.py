@@ -172,7 +172,7 @@ SIZE_BANDS = (0, 64, 256, 1024)
 # A kind of image whose validation balanced accuracy is not shown (by its one-sided 95 % lower bound) more than
 # this far above chance (1 / classes) is one the model cannot tell apart: the app and --predict answer Uncertain.
 NEAR_CHANCE = 0.05
-# A decision threshold chosen on fewer validation images of the positive class than this is said to be (the card).
+# A decision threshold chosen on fewer validation images of either class than this is said to be (the card).
 MIN_IMAGES_PER_KIND = 10
 # What validation_by_kind's "source" is keyed by: the dataset (SOURCE folder) each image was split from, as
 # manifest.csv's dataset column names it. Runs without this key keyed it by each file's own path.
