@@ -1163,6 +1163,28 @@ def test_a_test_folder_of_one_class_scores_nothing_it_cannot_measure(only):
     assert "macro averages" not in card
 
 
+@pytest.mark.parametrize("answer", ["FAKE", "REAL"])
+def test_the_precision_of_a_class_the_rule_never_answers_is_none_not_zero(answer):
+    """A model that answers one class on every image (a lopsided set's majority) had the other class's precision,
+    0 right of 0 answers, shown as 0.0000 beside its recall; a class without images already had its recall n/a."""
+    labels = [0] * 9 + [1]  # 9 FAKE, 1 REAL
+    column = ["FAKE", "REAL"].index(answer)
+    probabilities = np.full((10, 2), 0.1)
+    probabilities[:, column] = 0.9
+    never = "REAL" if answer == "FAKE" else "FAKE"
+
+    metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], positive_class="FAKE", threshold=0.5)
+
+    assert metrics["per_class"][never]["precision"] is None
+    assert metrics["per_class"][never]["recall"] == 0.0 and metrics["per_class"][never]["f1"] == 0.0
+    assert metrics["per_class"][answer]["precision"] == pytest.approx(0.9 if answer == "FAKE" else 0.1)
+    if never == "FAKE":  # the positive class: the headline precision is its
+        assert metrics["precision"] is None and metrics["argmax_precision"] is None and metrics["f1"] == 0.0
+    json.dumps(metrics, allow_nan=False)
+    card = model_card.render_card(model_info(["FAKE", "REAL"]), {**metrics, "folder": "x"}, "card")
+    assert f"| {never} | n/a | 0.0000 | 0.0000 | " in card
+
+
 def test_the_cards_tables_keep_their_columns_whatever_the_class_and_source_names():
     """A class "real|photos *x*" made its rows one cell longer than the table (and its name italic), a source
     folder named so did the same to the per-source table, which then did not render at all."""
