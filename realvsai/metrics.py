@@ -282,9 +282,12 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
                     for name, values in zip(("precision", "recall", "f1"), per_class[:3])}
         if binary and positive not in present:  # its recall is 0 of 0, and so its F1 is undefined too
             averaged["recall"] = averaged["f1"] = None
+        if binary and not np.any(decided == positive):  # its precision is 0 right of 0 answers
+            averaged["precision"] = None
         return {"accuracy": float(sk.accuracy_score(labels, decided)), **averaged}, per_class
 
     headline, (precision, recall, f1, support) = scores(predicted)
+    answered = np.bincount(predicted, minlength=len(class_ids))  # a class never answered has no precision (0 of 0)
     if binary:
         truth, positive_scores = labels == positive, probabilities[:, positive]
         # Both need images of both classes: of the positive class alone, any scores give an AP of 1.
@@ -305,7 +308,7 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         "expected_calibration_error": float(sum(gaps) / len(labels)) if gaps else 0.0,
         **{f"argmax_{name}": value for name, value in scores(argmax)[0].items()},
         "missing_classes": [name for index, name in enumerate(class_names) if index not in present],
-        "per_class": {name: {"precision": float(precision[index]),
+        "per_class": {name: {"precision": float(precision[index]) if answered[index] else None,
                              **({"recall": float(recall[index]), "f1": float(f1[index])} if support[index]
                                 else {"recall": None, "f1": None}),  # 0 of 0 images
                              "support": int(support[index])}
