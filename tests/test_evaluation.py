@@ -1185,6 +1185,33 @@ def test_the_precision_of_a_class_the_rule_never_answers_is_none_not_zero(answer
     assert f"| {never} | n/a | 0.0000 | 0.0000 | " in card
 
 
+def test_a_lopsided_test_set_reports_balanced_accuracy_beside_accuracy():
+    """1,000 FAKE and 3 REAL split 70/15/15: a model answering FAKE on all 151 test images scored "accuracy
+    0.9934, F1 0.9967" in the summary, the card and model.json, with no number that says it tells nothing apart."""
+    labels = np.array([0] * 150 + [1])
+    probabilities = np.tile([0.9, 0.1], (151, 1))
+
+    metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], positive_class="FAKE", threshold=0.5)
+
+    assert metrics["accuracy"] == pytest.approx(150 / 151)
+    assert metrics["balanced_accuracy"] == metrics["argmax_balanced_accuracy"] == pytest.approx(0.5)
+    assert "balanced accuracy 0.5000" in format_summary(metrics)
+    card = model_card.render_card(model_info(["FAKE", "REAL"]), {**metrics, "folder": "x"}, "card")
+    assert "| balanced_accuracy | 0.5000 | 0.5000 |" in card
+    assert "balanced_accuracy" in evaluation.SUMMARY_KEYS  # model.json's test_metrics, which the app shows
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_with_test_images():
+    metrics = compute_metrics(THREE_LABELS, THREE_PROBABILITIES, ["a", "b", "c"])
+    recalls = recall_score(THREE_LABELS, THREE_PROBABILITIES.argmax(axis=1), average=None)
+    assert metrics["balanced_accuracy"] == pytest.approx(recalls.mean())
+    without_c = THREE_LABELS != 2
+    metrics = compute_metrics(THREE_LABELS[without_c], THREE_PROBABILITIES[without_c], ["a", "b", "c"])
+    recalls = recall_score(THREE_LABELS[without_c], THREE_PROBABILITIES[without_c].argmax(axis=1), labels=[0, 1],
+                           average=None)
+    assert metrics["balanced_accuracy"] == pytest.approx(recalls.mean())
+
+
 def test_the_cards_tables_keep_their_columns_whatever_the_class_and_source_names():
     """A class "real|photos *x*" made its rows one cell longer than the table (and its name italic), a source
     folder named so did the same to the per-source table, which then did not render at all."""

@@ -253,6 +253,15 @@ def test_the_closing_line_says_which_rule_each_accuracy_follows():
     assert summary.endswith("test accuracy 0.7500")
 
 
+def test_the_closing_line_gives_the_balanced_accuracy_beside_the_accuracy():
+    """On 150 FAKE and 1 REAL test images, "test accuracy 0.9934" was all the closing line said of a model that
+    answers FAKE on every image."""
+    test = {"accuracy": 0.9934, "balanced_accuracy": 0.5, "decided_by": "threshold", "decision_threshold": 0.5,
+            "argmax_accuracy": 0.9934}
+    summary = ModelTraining.summarize(training.TrainResult(Path("models/run"), None, {}, [], test))
+    assert "test accuracy 0.9934 (balanced accuracy 0.5000) at the decision threshold 0.500" in summary
+
+
 def test_the_closing_line_says_on_how_many_test_images_the_app_would_answer_uncertain():
     """The README promises the closing line says it; the test line that did was an info log, hidden by --quiet."""
     test = {"accuracy": 0.75, "decided_by": "argmax", "argmax_accuracy": 0.75, "num_images": 8, "uncertain": 2,
