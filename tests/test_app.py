@@ -646,6 +646,19 @@ def test_the_headline_test_metrics_name_the_number_of_test_images(start_app, tmp
     assert any("1,412 test images" in text for text in texts(app))
 
 
+@pytest.mark.parametrize("classes", [["FAKE", "REAL"], ["benign", "malignant", "normal"]])
+def test_the_headline_test_metrics_show_the_balanced_accuracy_beside_the_accuracy(start_app, tmp_path, classes):
+    """150 FAKE and 1 REAL test images all answered FAKE: "Test accuracy 0.993" alone hid a model at chance. The
+    balanced accuracy is the mean recall over the classes: no "(macro)" of it."""
+    write_run(tmp_path, "lopsided", class_names=classes,
+              info={"test_metrics": {"accuracy": 0.9934, "balanced_accuracy": 0.5, "f1": 0.9967, "num_images": 151}})
+
+    app = start_app("--models", tmp_path)
+
+    assert [(metric.label, metric.value) for metric in app.metric][:2] == [
+        ("Test accuracy", "0.993"), ("Test balanced accuracy", "0.500")]
+
+
 def test_the_headline_test_metrics_say_when_the_test_set_is_small_as_the_model_card_does(start_app, tmp_path):
     write_run(tmp_path, "small", info={"test_metrics": {"accuracy": 0.91, "f1": 0.9, "num_images": 120}})
 
