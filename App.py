@@ -451,8 +451,10 @@ def sidebar_settings(run: ModelRun, classifier: inference.Classifier) -> Setting
 
 
 def metric_name(name: str, num_classes: int) -> str:
-    """A headline metric's name: with three classes or more, all but accuracy are macro averages over the classes."""
-    return HEADLINE_METRICS[name] + (" (macro)" if num_classes > 2 and name != "accuracy" else "")
+    """A headline metric's name: with three classes or more, all but accuracy are macro averages over the classes (the
+    balanced accuracy is the mean recall by its name)."""
+    macro = num_classes > 2 and name not in ("accuracy", "balanced_accuracy")
+    return HEADLINE_METRICS[name] + (" (macro)" if macro else "")
 
 
 def model_card(run: ModelRun, settings: Settings) -> None:

@@ -446,6 +446,8 @@ def summarize(result: TrainResult) -> str:
     test = result.test_metrics or {}
     if test.get("accuracy") is not None:
         line = f"test accuracy {float(test['accuracy']):.4f}"
+        if test.get("balanced_accuracy") is not None:  # the mean recall: what a lopsided test set's accuracy hides
+            line += f" (balanced accuracy {float(test['balanced_accuracy']):.4f})"
         if test.get("decided_by") == "threshold":  # val_accuracy is Keras': the most probable class decides
             line += (f" at the decision threshold {float(test['decision_threshold']):.3f} "
                      f"({float(test['argmax_accuracy']):.4f} by the highest probability, as val_accuracy)")

@@ -58,7 +58,7 @@ RESULT_FILES = (config.METRICS_FILE, config.REPORT_FILE, config.MODEL_CARD_FILE,
                 config.MODEL_JSON_FILE, config.ROBUSTNESS_PLOT_FILE, config.PREDICTIONS_FILE, config.UNREADABLE_FILE,
                 *PLOT_FILES.values())
 # The metrics copied into model.json's "test_metrics" (the app and the README read them there).
-SUMMARY_KEYS = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
+SUMMARY_KEYS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
                 "expected_calibration_error", "num_images", "decided_by", "argmax_accuracy", "argmax_f1", "uncertain",
                 "accuracy_when_certain")
 # --robustness: each perturbation of the full-resolution decoded pixels with its strengths, mildest first (JPEG

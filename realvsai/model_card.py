@@ -192,7 +192,9 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     lines += ["", f"## {metrics_heading}", ""]
     threshold = metrics.get("decision_threshold")
     average = "of the positive class" if metrics["average"] == "binary" else "macro averages; ROC AUC one-vs-rest"
-    headline = ("accuracy", "precision", "recall", "f1")
+    # The mean recall beside the accuracy, which a lopsided test set inflates (metrics before it lack it).
+    headline = ("accuracy", *(("balanced_accuracy",) if "balanced_accuracy" in metrics else ()), "precision",
+                "recall", "f1")
     ranking = ("roc_auc", "average_precision", "loss", "expected_calibration_error")
     # model_info is the one training wrote, before this evaluation added the threshold to model.json.
     rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold, "positive_class": positive})

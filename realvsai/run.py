@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Metrics worth a headline on the app's model card (all written by evaluation), in the order shown, with their labels.
-HEADLINE_METRICS = {"accuracy": "accuracy", "f1": "F1", "roc_auc": "ROC AUC", "precision": "precision",
-                    "recall": "recall"}
+HEADLINE_METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1": "F1", "roc_auc": "ROC AUC",
+                    "precision": "precision", "recall": "recall"}
 
 
 class ModelInfoError(UserError):
