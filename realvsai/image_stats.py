@@ -13,6 +13,7 @@ from typing import Any
 SHORTCUT_ACCURACY = 0.9  # balanced accuracy from one property at which the property is a shortcut
 # The images a class needs before one property is said to give it away (three classes or more): with 4 a class,
 # one of the 15 checks of 3 classes and 5 properties clears SHORTCUT_ACCURACY by chance in about 1 draw in 20.
+# A shortcut judged on fewer images of some class is said to be maybe chance (``shortcut_warning``).
 ONE_CLASS_MIN_IMAGES = 10
 # A side more than this many times smaller or larger than the training images' sides is unfamiliar:
 # the model's resize then erases or invents the detail it was trained on.
@@ -186,9 +187,14 @@ def _ranges(facts: Sequence[ImageFacts], feature: str) -> str:
         return low if low == high else f"{low}-{high}"
 
     parts = []
+    # Thumbnails' sizes in bytes: in whole KB, 907-914 and 947-961 bytes read "1 KB" alike.
+    small_files = feature == "file_size" and max(fact.file_bytes for fact in facts) < 10 * 1024
     for name in sorted({fact.class_name for fact in facts}):
         members = [fact for fact in facts if fact.class_name == name]
-        if feature == "file_size":
+        if feature == "file_size" and small_files:
+            sizes = [fact.file_bytes for fact in members]
+            parts.append(f"{name} {span(str(min(sizes)), str(max(sizes)))} bytes")
+        elif feature == "file_size":
             sizes = [fact.file_bytes / 1024 for fact in members]
             parts.append(f"{name} {span(f'{min(sizes):.0f}', f'{max(sizes):.0f}')} KB")
         elif feature == "aspect":
@@ -222,7 +228,20 @@ def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mappi
     named = "; ".join(said + (_ranges(facts, shortcut.feature) if facts else "") for shortcut, said in found)
     classes = "; ".join(f"{name} {text}" for name, text in describe_profiles(profiles).items())
     return (f"shortcut: {named}. Classes: {classes}. A model can learn that instead of the content; make the "
-            "classes alike in size and format (re-encode or resize one side) before trusting its accuracy.")
+            "classes alike in size and format (re-encode or resize one side) before trusting its accuracy."
+            + _few_images_caveat(profiles))
+
+
+def _few_images_caveat(profiles: Mapping[str, Mapping[str, object]]) -> str:
+    """A sentence for a shortcut judged on fewer than ``ONE_CLASS_MIN_IMAGES`` images of some class, "" otherwise:
+    a few images fall apart in one property by luck (file sizes of noise, at 2 images a class, about 1 draw in 4)."""
+    few = {name: profile["images"] for name, profile in profiles.items()
+           if isinstance(profile.get("images"), int) and profile["images"] < ONE_CLASS_MIN_IMAGES}
+    if not few:
+        return ""
+    counts = " and ".join(f"{count} {name}" for name, count in few.items())
+    return (f" Judged on only {counts} images, this may be chance: so few images often differ in one property by "
+            "luck; judge it again once the classes have more images.")
 
 
 def profile_classes(facts: Sequence[ImageFacts]) -> tuple[dict[str, dict[str, object]], str | None]:

@@ -179,6 +179,12 @@ def test_a_shortcut_on_a_few_images_says_it_may_be_chance_and_shows_sizes_that_d
     assert "may be chance" in warning and "2 FAKE and 2 REAL images" in warning
 
 
+def test_a_shortcut_on_enough_images_of_each_class_is_not_called_chance():
+    data = facts("FAKE", 10, [(512, 512)], "PNG", 1) + facts("REAL", 10, PHOTO_SIZES, "JPEG", 2)
+    warning = shortcut_warning(check_shortcuts(data), class_profiles(data), data)
+    assert "format alone predicts the class" in warning and "chance" not in warning
+
+
 def test_jpeg_quality_alone_is_found_and_named():
     data = ([ImageFacts("FAKE", 640, 480, "JPEG", jpeg_quality=95) for _ in range(20)]
             + [ImageFacts("REAL", 640, 480, "JPEG", jpeg_quality=quality) for quality in (70, 75, 80, 85) * 5])
