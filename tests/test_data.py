@@ -166,6 +166,29 @@ def test_scan_splits_refuses_class_folders_that_differ_only_in_letter_case(tmp_p
         data.scan_splits(tmp_path)
 
 
+def test_scan_splits_warns_of_the_same_file_under_two_classes_and_of_test_files_it_trains_on(
+        tmp_path, make_class_folder, caplog):
+    """A split made by hand whose REAL folder was copied into FAKE trained a model at chance without a word (the
+    split scripts leave such images out); so did one whose test folder holds training images."""
+    import shutil
+
+    for split, seed in (("train", 0), ("validation", 1), ("test", 2)):
+        make_class_folder(tmp_path / split, {"FAKE": 3, "REAL": 3}, seed=seed)
+    for index in range(3):
+        shutil.copyfile(tmp_path / "train" / "REAL" / f"img_{index:03d}.png",
+                        tmp_path / "train" / "FAKE" / f"copy_{index}.png")
+    shutil.copyfile(tmp_path / "train" / "FAKE" / "img_000.png", tmp_path / "test" / "FAKE" / "seen.png")
+    caplog.set_level("WARNING", logger="realvsai")
+
+    data.scan_splits(tmp_path)
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    (classes,) = [message for message in warnings if "under two classes" in message]
+    assert "3 files" in classes and "train/FAKE/copy_0.png" in classes and "train/REAL/img_000.png" in classes
+    (leak,) = [message for message in warnings if "the model trains on" in message]
+    assert "1 test file" in leak and "test/FAKE/seen.png" in leak
+
+
 def test_training_on_a_data_folder_that_does_not_exist_says_so(tmp_path):
     """It said "has no train folder. Run DataSplitD1.py or DataSplitD2.py first": of a folder that is not there,
     a mistyped --data most likely."""
