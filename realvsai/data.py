@@ -220,7 +220,54 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
                              image_size=image_size)
     test = (scan_images(data_dir / TEST, train.class_names, max_pixels, crop_size, image_size=image_size)
             if (data_dir / TEST).is_dir() else None)
+    _warn_of_identical_files(data_dir, {TRAIN: train, VALIDATION: validation, **({TEST: test} if test else {})})
     return train, validation, test
+
+
+def _warn_of_identical_files(data_dir: Path, splits: dict[str, LabelledImages]) -> None:
+    """Warns of files with the same bytes under two classes (a class folder copied into another: learnt under both
+    labels, the model cannot be right on both) and of validation or test files identical to training files (their
+    numbers then count images the model trains on): the split scripts leave both out, a split made by hand may hold
+    them. Only files that share their size with another file are read."""
+    by_size: dict[int, list[tuple[str, str, Path]]] = {}
+    for split, images in splits.items():
+        for path, label in zip(images.files, images.labels):
+            by_size.setdefault(os.stat(path).st_size, []).append((split, images.class_names[label], path))
+    by_content: dict[tuple[int, bytes], list[tuple[str, str, Path]]] = {}
+    for size, members in by_size.items():
+        if len({(split, class_name) for split, class_name, _ in members}) > 1:
+            for member in members:
+                by_content.setdefault((size, hashlib.sha256(member[2].read_bytes()).digest()), []).append(member)
+    classes: list[tuple[Path, Path]] = []  # (the file, one of another class with its bytes)
+    trained: dict[str, list[tuple[Path, Path]]] = {}  # held-out split -> (its file, the training file)
+    for members in by_content.values():
+        for _split, class_name, path in members[1:]:
+            if other := next((other for _, name, other in members if name != class_name), None):
+                classes.append((path, other))
+        if first_trained := next((path for split, _, path in members if split == TRAIN), None):
+            for split, _, path in members:
+                if split != TRAIN:
+                    trained.setdefault(split, []).append((path, first_trained))
+
+    def shown(path: Path) -> str:
+        return Path(os.path.relpath(path, data_dir)).as_posix() if path.is_relative_to(data_dir) else str(path)
+
+    def example(pairs: list[tuple[Path, Path]]) -> str:
+        path, other = min(pairs)
+        return f"e.g. {shown(path)} and {shown(other)}"
+
+    if classes:
+        logger.warning("%s in %s %s under two classes, with the same bytes as a file of another class (%s): the "
+                       "model learns %s under both labels and cannot be right on both. Keep each image in the folder "
+                       "of its true class only (DataSplitD1.py and DataSplitD2.py leave such images out).",
+                       plural(len(classes), "file"), data_dir, "is" if len(classes) == 1 else "are", example(classes),
+                       "it" if len(classes) == 1 else "them")
+    for split, pairs in trained.items():
+        logger.warning("%s %s the same bytes as a training file (%s): the model trains on %s, so its %s numbers "
+                       "count images it has learnt. Split with DataSplitD1.py or DataSplitD2.py, which keep such "
+                       "images in one split only.", plural(len(pairs), f"{split} file"),
+                       "has" if len(pairs) == 1 else "have", example(pairs), "it" if len(pairs) == 1 else "them",
+                       split)
 
 
 def data_digest(data_dir: Path, *splits: LabelledImages) -> str:

@@ -189,6 +189,16 @@ def test_scan_splits_warns_of_the_same_file_under_two_classes_and_of_test_files_
     assert "1 test file" in leak and "test/FAKE/seen.png" in leak
 
 
+def test_scan_splits_says_nothing_of_distinct_files_of_one_size(tmp_path, make_class_folder, caplog):
+    for split, seed in (("train", 0), ("validation", 1), ("test", 2)):
+        make_class_folder(tmp_path / split, {"FAKE": 3, "REAL": 3}, seed=seed, suffix=".bmp")  # all one size
+    caplog.set_level("WARNING", logger="realvsai")
+
+    data.scan_splits(tmp_path)
+
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
 def test_training_on_a_data_folder_that_does_not_exist_says_so(tmp_path):
     """It said "has no train folder. Run DataSplitD1.py or DataSplitD2.py first": of a folder that is not there,
     a mistyped --data most likely."""
