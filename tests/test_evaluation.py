@@ -1212,6 +1212,21 @@ def test_balanced_accuracy_is_the_mean_recall_of_the_classes_with_test_images():
     assert metrics["balanced_accuracy"] == pytest.approx(recalls.mean())
 
 
+def test_the_card_names_a_class_of_few_test_images_whatever_the_test_set_s_size():
+    """2,000 FAKE and 3 REAL test images: the card called no test set small, while REAL's recall, the balanced
+    accuracy and ROC AUC rest on 3 images."""
+    labels = np.array([0] * 2000 + [1] * 3)
+    probabilities = np.tile([0.7, 0.3], (2003, 1))
+    probabilities[-2:] = [0.2, 0.8]
+    metrics = {**compute_metrics(labels, probabilities, ["FAKE", "REAL"], positive_class="FAKE", threshold=0.5),
+               "folder": "data/test"}
+
+    card = model_card.render_card(model_info(["FAKE", "REAL"]), metrics, "card")
+
+    limitations = card.split("## Limitations")[1]
+    assert "REAL has only 3 test images" in limitations and "FAKE has only" not in limitations
+
+
 def test_the_cards_tables_keep_their_columns_whatever_the_class_and_source_names():
     """A class "real|photos *x*" made its rows one cell longer than the table (and its name italic), a source
     folder named so did the same to the per-source table, which then did not render at all."""
