@@ -110,6 +110,21 @@ def small_test_set(num_images: int | None) -> str | None:
             "numbers noticeably.")
 
 
+def few_test_images(metrics: Mapping[str, Any]) -> str | None:
+    """A sentence naming the classes with fewer than ``MIN_IMAGES_PER_KIND`` test images (but some), whose recall,
+    and the balanced accuracy and ranking figures built on it, one image more or less right moves by a large step,
+    however large the test set (2,000 FAKE beside 3 REAL); None when there is none."""
+    few = {name: values["support"] for name, values in (metrics.get("per_class") or {}).items()
+           if isinstance(values.get("support"), int) and 0 < values["support"] < MIN_IMAGES_PER_KIND}
+    if not few:
+        return None
+    named = ", ".join(f"{markdown_text(name)} has only {plural(count, 'test image')}" for name, count in few.items())
+    one = len(few) == 1
+    return (f"{named}: each image right or wrong moves {'its' if one else 'a'} recall by 1/{max(few.values())}"
+            f"{'' if one else ' or more'}, and the balanced accuracy and ROC AUC with it. Test on more images of "
+            f"{'it' if one else 'them'} before trusting those numbers.")
+
+
 def _colour(profile: Mapping[str, Any]) -> str:
     """How many training images were grayscale, in words ("; all in colour"); "" where not counted."""
     if (counts := grayscale_counts(profile)) is None:
@@ -303,6 +318,7 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         few_threshold_images(metrics.get("threshold_selection"), markdown_text(positive or ""),
                              markdown_text(next((name for name in class_names if name != positive), ""))),
         small_test_set(metrics["num_images"]),
+        few_test_images(metrics),
         is_demo(model_info) and DEMO_WARNING]
     lines += ["", "## Limitations", "", *(f"- {text}" for text in limitations if text)]
     return "\n".join(lines) + "\n"
