@@ -143,6 +143,24 @@ def test_a_class_of_one_image_is_told_to_get_more_images_not_a_share_that_cannot
     assert "1 usable image" in warning and "add images of it" in warning
 
 
+def test_a_download_s_validation_left_without_a_class_is_not_told_of_a_share_option(
+        tmp_path, make_class_folder, caplog):
+    """A download's own valid/ whose one REAL image is also in test: REAL is left without validation, and the
+    warning named --ratios, which DataSplitD2 lacks (it carves nothing out of train beside a given valid/)."""
+    make_class_folder(tmp_path / "raw" / "train", {"REAL": 5, "FAKE": 5}, seed=1)
+    make_class_folder(tmp_path / "raw" / "test", {"REAL": 2, "FAKE": 2}, seed=2)
+    make_class_folder(tmp_path / "raw" / "valid", {"FAKE": 2}, seed=3)
+    (tmp_path / "raw" / "valid" / "REAL").mkdir()
+    shutil.copyfile(tmp_path / "raw" / "test" / "REAL" / "img_000.png", tmp_path / "raw" / "valid" / "REAL" / "x.png")
+    with caplog.at_level("WARNING", logger="realvsai"):
+        report = split_train_test(tmp_path / "raw", tmp_path / "out")
+
+    assert report.counts[("validation", "REAL")] == 0 and report.counts[("train", "REAL")] == 5
+    (warning,) = _class_warnings(caplog, "REAL")
+    assert "training needs a validation image" in warning and "--ratios" not in warning
+    assert "validation folder" in warning
+
+
 def test_a_split_without_a_validation_share_is_told_to_give_one(tmp_path, make_class_folder, caplog):
     source = make_class_folder(tmp_path / "raw", {"REAL": 5, "FAKE": 5})
     with caplog.at_level("WARNING", logger="realvsai"):
