@@ -181,7 +181,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
                    if not path.name.startswith(".") and not path.is_dir())
     report = _run_split(root, [root / name for name in class_folders], out, locate, plan, mode=mode,
                         overwrite=overwrite, workers=workers, max_pixels=max_pixels,
-                        beside=loose + _hidden_in(folders_down(source, root)))
+                        beside=loose + _hidden_in(folders_down(source, root)), validation_share="--ratios")
     if fractions[2] > 0 and not any(count for (split, _), count in report.counts.items() if split == TEST):
         # Each class went to train and validation first (2 images: 1 / 1 / 0): nothing made a test folder.
         logger.warning("no test image: each class is too small to spare one for the test share (--ratios "
@@ -371,10 +371,11 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
 
 def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callable[[str], tuple[str, str, str] | None],
                plan: Callable[[list[_Item]], tuple[list[tuple[str, _Item]], list[_Item]]], *, mode: str,
-               overwrite: bool, workers: int | None, max_pixels: int, beside: Sequence[tuple[str, str]] = ()
-               ) -> SplitReport:
+               overwrite: bool, workers: int | None, max_pixels: int, beside: Sequence[tuple[str, str]] = (),
+               validation_share: str | None = None) -> SplitReport:
     """List, check, plan, write ``manifest.csv`` (so a re-run only completes what is missing) and place;
-    ``beside`` (path, reason): the files outside the class folders, listed in ``skipped.csv`` as they are."""
+    ``beside`` (path, reason): the files outside the class folders, listed in ``skipped.csv`` as they are;
+    ``validation_share``: the option that sets validation's share, for the warnings (None: DataSplitD2's)."""
     report = SplitReport(out=out, mode=mode)
     root = root.resolve()
     old_rows = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
@@ -473,7 +474,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                              [(out / row.path, item) for row, item in placed], workers,
                              {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
     report.num_written, report.num_in_place = sum(written), len(written) - sum(written)
-    _log_problems(report)
+    _log_problems(report, validation_share)
     return report
 
 
@@ -726,7 +727,7 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
                              "phone photo passes), are skipped and listed (a guard against decompression bombs)")
 
 
-def _log_problems(report: SplitReport) -> None:
+def _log_problems(report: SplitReport, validation_share: str | None = None) -> None:
     for kind, rows in report.skipped.items():
         if rows and kind != IN_TEST:  # train copies of test images are expected (CIFAKE has them): no warning
             examples = "; ".join(f"{source}: {reason}" for source, reason in rows[:3])
@@ -748,17 +749,22 @@ def _log_problems(report: SplitReport) -> None:
         if empty:
             logger.warning("class %s has no files in %s: too few usable images for this split's shares%s",
                            class_name, ", ".join(empty),
-                           _no_validation_advice(report.counts[(TRAIN, class_name)]) if VALIDATION in empty else "")
+                           _no_validation_advice(report.counts[(TRAIN, class_name)], validation_share)
+                           if VALIDATION in empty else "")
 
 
-def _no_validation_advice(num_train: int) -> str:
+def _no_validation_advice(num_train: int, validation_share: str | None) -> str:
     """What to do about a class without validation images that has ``num_train`` training images. With two or more,
-    the split had one to spare, so validation's share was 0 (DataSplitD1's --ratios; DataSplitD2 always carves
-    one); with one or none, no share helps: a larger one would take the lone image out of train."""
+    the split had one to spare: validation's share was 0 (``validation_share``, DataSplitD1's --ratios), or the
+    download's own validation folder had none of the class left (DataSplitD2, which carves one otherwise); with one
+    or none, no share helps: a larger one would take the lone image out of train."""
     merge = "or merge this split into a dataset that has them (DataMerger.py)"
-    if num_train >= 2:
+    if num_train >= 2 and validation_share:
         return ("; training needs a validation image of every class: split again with a validation share above 0 "
-                f"(--ratios), {merge}")
+                f"({validation_share}), {merge}")
+    if num_train >= 2:
+        return ("; training needs a validation image of every class: add images of it to the download's validation "
+                f"folder (none of its own is left there: see {SKIPPED_NAME}) and split again, {merge}")
     return (f"; training needs a validation image of every class, besides its training images, and this class has "
             f"{plural(num_train, 'usable image')} to share between them: add images of it to SOURCE and split "
             f"again, {merge}")
