@@ -1054,6 +1054,29 @@ def test_training_from_scratch_for_one_epoch_says_1_epoch(tmp_path, make_class_f
     assert any("throughout its 1 epoch (head + fine-tune)" in record.getMessage() for record in caplog.records)
 
 
+def test_a_class_of_few_training_images_is_warned_of_with_the_weight_that_makes_each_count_for_many(
+        tmp_path, make_class_folder, monkeypatch, caplog):
+    """1 REAL image beside 30 FAKE trained with REAL's loss weighted 15.5, and only an info line listed the weights:
+    the model learns next to nothing of a class from one image, while each of its steps swings the loss."""
+    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
+
+    def stop(*args, **kwargs):
+        raise Killed  # the warning comes before the first epoch: no need to train
+
+    monkeypatch.setattr(fitting, "fit_phases", stop)
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 30, "REAL": 1})
+    make_class_folder(tmp_path / "data" / "validation", {"FAKE": 1, "REAL": 1}, seed=1)
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="run", weights="none", batch_size=4,
+                         head_epochs=1, fine_tune_epochs=0)
+
+    with pytest.raises(Killed):
+        training.train(config, verbose=0)
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert any("REAL has only 1 training image" in message and "15.500" in message and "FAKE" not in message
+               for message in warnings), warnings
+
+
 def test_a_test_split_without_a_class_folder_is_evaluated_with_the_class_reported_missing(tmp_path, make_class_folder,
                                                                                         monkeypatch, caplog):
     """DataSplitD1 leaves a class of two images without test images; training refused that split, asking for a
