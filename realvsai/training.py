@@ -229,6 +229,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
                                            crops="centre" if crops else None, drop_remainder=full_batches)
     class_weight = metrics.balanced_class_weights(counts[TRAIN]) if config.class_weights else None
+    _warn_of_few_training_images(counts[TRAIN], class_weight)
     if class_weight:
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(class_names)))
@@ -300,6 +301,21 @@ def _scan(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, Labelled
         config.data, crop_size, config.max_pixels, image_size=None if crop_size else config.image_size)
     return train_images, validation_images, test_images, data.data_digest(Path(config.data), train_images,
                                                                           validation_images)
+
+
+def _warn_of_few_training_images(counts: dict[str, int], class_weight: dict[int, float] | None) -> None:
+    """Warns of each class with fewer than ``run.MIN_IMAGES_PER_KIND`` training images (``counts``: images per class,
+    in class order): a model learns little of a class from so few, and its loss weight (``class_weight``, None
+    without --class-weights) makes each of them count for many."""
+    from realvsai.run import MIN_IMAGES_PER_KIND
+
+    for index, (name, count) in enumerate(counts.items()):
+        if count < MIN_IMAGES_PER_KIND:
+            weight = (f", and its loss weight of {class_weight[index]:.3f} makes each of them count for that many"
+                      if class_weight is not None and class_weight[index] > 1 else "")
+            logger.warning("%s has only %s: a model learns little of a class from so few%s. Add images of it (%d or "
+                           "more) and split again.", name, plural(count, "training image"), weight,
+                           MIN_IMAGES_PER_KIND)
 
 
 def _refuse_other_data(config: TrainConfig, started: dict[str, str | None] | None, digest: str) -> None:

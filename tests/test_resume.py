@@ -377,7 +377,12 @@ def stopped_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder, caps
     code = ModelTraining.main(["--data", str(tmp_path / "data"), "--out", str(out), "--name", "k9", "--weights",
                                "none", "--batch-size", "4", "--head-epochs", "2", "--fine-tune-epochs", "0", "--quiet"])
     monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", real_backup)
-    return code, capsys.readouterr().err.strip().splitlines()
+    return code, error_lines(capsys)
+
+
+def error_lines(capsys) -> list[str]:
+    """What a --quiet run printed on stderr but the warnings of its classes' few training images (4 each here)."""
+    return [line for line in capsys.readouterr().err.strip().splitlines() if "a model learns little" not in line]
 
 
 def test_ctrl_c_during_training_names_the_command_that_continues_the_run(tmp_path, monkeypatch, make_class_folder,
@@ -446,7 +451,7 @@ def test_a_ctrl_c_dropped_during_an_epoch_stops_the_training_there_not_after_its
 
     monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", dropped_after_the_first_backup)
     code = ModelTraining.main(command)
-    error = capsys.readouterr().err.strip().splitlines()
+    error = error_lines(capsys)
     assert code == 1 and len(error) == 1 and "--resume --name k9" in error[0], error
     assert [row["epoch"] for row in read_history_csv(out / "k9" / "history.csv")] == [1]
 

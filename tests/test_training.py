@@ -1433,8 +1433,9 @@ def test_a_run_stopped_after_an_epoch_and_resumed_matches_the_uninterrupted_run(
 
 
 def test_quiet_prints_no_tensorflow_absl_or_cuda_log_line(tmp_path, make_class_folder):
-    for seed, split in enumerate(("train", "validation")):  # other images: the same ones in both are warned of
-        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2}, seed=seed)
+    # Other images in each split (the same ones in both are warned of), and 10 a class (fewer are warned of).
+    for seed, split in enumerate(("train", "validation")):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 10, "REAL": 10}, seed=seed)
     environ = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
     process = subprocess.run(  # TensorFlow starts (data, model), then the missing weights file ends the run
         [sys.executable, str(REPO / "ModelTraining.py"), "--data", str(tmp_path / "data"), "--out",
