@@ -649,37 +649,24 @@ def test_predictions_csv_names_a_symlinked_image_and_class_folder_as_they_are_in
     assert names == ["FAKE/img_000.png", "FAKE/img_001.png", "FAKE/link.png", "REAL/img_000.png", "REAL/img_001.png"]
 
 
-def test_a_threshold_chosen_on_few_images_of_the_positive_class_is_said_in_the_card_and_log(
-        tmp_path, make_class_folder, binary_model, caplog):
-    # 8 FAKE in 150 images: 70/15/15 leaves one FAKE in validation, and the threshold is fitted to it.
+# 8 FAKE in 150 images: 70/15/15 leaves one FAKE in validation, and the threshold is fitted to it. Balanced accuracy
+# weighs both classes' recalls alike: on 1 REAL validation image (1,000 FAKE and 3 REAL split 70/15/15) the threshold
+# is fitted to that one image as much as to a lone FAKE one, but only a positive class of few images was said.
+@pytest.mark.parametrize(("validation", "num_positive", "few"), [({"FAKE": 1, "REAL": 12}, 1, "FAKE"),
+                                                                 ({"FAKE": 12, "REAL": 1}, 12, "REAL")],
+                         ids=["positive", "other"])
+def test_a_threshold_chosen_on_few_images_of_either_class_is_said_in_the_card_and_log(
+        tmp_path, make_class_folder, binary_model, caplog, validation, num_positive, few):
     data = make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2}).parent
-    make_class_folder(data / "validation", {"FAKE": 1, "REAL": 12}, seed=3)
+    make_class_folder(data / "validation", validation, seed=3)
     make_class_folder(data / "test", {"FAKE": 2, "REAL": 2}, seed=2)
     caplog.set_level("WARNING", logger="realvsai")
 
     metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"], positive_class="FAKE"), data,
                                       tmp_path / "run", batch_size=4)
 
-    assert metrics["threshold_selection"]["num_positive"] == 1
-    said = "The decision threshold was chosen on 1 validation image of FAKE"
-    assert said in (tmp_path / "run" / "MODEL_CARD.md").read_text() and said in caplog.text
-
-
-def test_a_threshold_chosen_on_few_images_of_the_other_class_is_said_too(
-        tmp_path, make_class_folder, binary_model, caplog):
-    """Balanced accuracy weighs both classes' recalls alike: on 1 REAL validation image (1,000 FAKE and 3 REAL
-    split 70/15/15) the threshold is fitted to that one image as much as to a lone FAKE one, but only a positive
-    class of few images was said."""
-    data = make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2}).parent
-    make_class_folder(data / "validation", {"FAKE": 12, "REAL": 1}, seed=3)
-    make_class_folder(data / "test", {"FAKE": 2, "REAL": 2}, seed=2)
-    caplog.set_level("WARNING", logger="realvsai")
-
-    metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"], positive_class="FAKE"), data,
-                                      tmp_path / "run", batch_size=4)
-
-    assert metrics["threshold_selection"]["num_positive"] == 12
-    said = "The decision threshold was chosen on 1 validation image of REAL"
+    assert metrics["threshold_selection"]["num_positive"] == num_positive
+    said = f"The decision threshold was chosen on 1 validation image of {few}"
     assert said in (tmp_path / "run" / "MODEL_CARD.md").read_text() and said in caplog.text
 
 
