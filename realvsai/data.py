@@ -23,7 +23,7 @@ from realvsai import images as image_io
 from realvsai.cli import default_workers, plural
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.files import list_images
+from realvsai.files import list_images, sha256_file
 from realvsai.image_stats import ImageFacts
 from realvsai.layout import (
     MANIFEST_NAME,
@@ -233,11 +233,11 @@ def _warn_of_identical_files(data_dir: Path, splits: dict[str, LabelledImages]) 
     for split, images in splits.items():
         for path, label in zip(images.files, images.labels):
             by_size.setdefault(os.stat(path).st_size, []).append((split, images.class_names[label], path))
-    by_content: dict[tuple[int, bytes], list[tuple[str, str, Path]]] = {}
+    by_content: dict[tuple[int, str], list[tuple[str, str, Path]]] = {}
     for size, members in by_size.items():
         if len({(split, class_name) for split, class_name, _ in members}) > 1:
             for member in members:
-                by_content.setdefault((size, hashlib.sha256(member[2].read_bytes()).digest()), []).append(member)
+                by_content.setdefault((size, sha256_file(member[2])), []).append(member)
     classes: list[tuple[Path, Path]] = []  # (the file, one of another class with its bytes)
     trained: dict[str, list[tuple[Path, Path]]] = {}  # held-out split -> (its file, the training file)
     for members in by_content.values():
