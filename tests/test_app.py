@@ -7,6 +7,8 @@ contract's layer names (see test_inference.py).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -367,24 +369,29 @@ def test_grad_cam_says_so_when_the_model_cannot_localise(start_app, tmp_path):
     assert any("cannot localise at 2 px" in text and "larger --image-size" in text for text in texts(app))
 
 
-def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypatch):
+def captured_downloads(monkeypatch) -> list[tuple[str, str]]:
+    """The ``(file name, data)`` of each download button the page shows from now on, in order."""
     import streamlit
 
-    downloads = []
-    real_download = streamlit.download_button
+    downloads, real_download = [], streamlit.download_button
 
     def download_button(label, data, *args, **kwargs):
-        downloads.append(data)
+        downloads.append((kwargs.get("file_name"), data))
         return real_download(label, data, *args, **kwargs)
 
     monkeypatch.setattr(streamlit, "download_button", download_button)
+    return downloads
+
+
+def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypatch):
+    downloads = captured_downloads(monkeypatch)
     formula = ("=cmd.png", encode(np.zeros((30, 40, 3), np.uint8)), PNG)
     app = upload(start_app("--models", models_dir), SURE, ("notes.png", b"plain text", PNG), UNSURE, DARK, formula)
 
     table = app.dataframe[0].value
     assert list(table["file"]) == ["noise.jpg", "notes.png", "patch.png", "night.png", "=cmd.png"]
     assert list(table["upload"]) == [1, 2, 3, 4, 5]  # the cards' numbers: a phone names every photo image.jpg
-    lines = downloads[-1].splitlines()
+    lines = downloads[-1][1].splitlines()
     # The upload's number, predictions.csv's columns in its order, and an error column for the uploads it could
     # not classify.
     assert lines[0] == "upload,file,predicted,probability_FAKE,probability_REAL,uncertain,unfamiliar,error"
@@ -393,6 +400,24 @@ def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypa
     assert lines[3].startswith("3,patch.png,REAL,0.47") and lines[3].endswith(",true,,")
     assert lines[4] == "4,night.png,FAKE,0.880797,0.119203,false,,"
     assert lines[5] == "5,'=cmd.png,FAKE,0.880797,0.119203,false,,"  # a spreadsheet shows it, never runs it
+
+
+def test_the_csv_names_the_run_and_the_save_of_its_model_h5_that_answered(start_app, tmp_path, monkeypatch):
+    """The page said "Answered by `older`'s model.h5 of ...", but the CSV it downloaded, predictions.csv whichever run
+    answered, said nothing of it: two runs' CSVs of the same uploads could not be told apart."""
+    downloads = captured_downloads(monkeypatch)
+    write_run(tmp_path, "older", created="2024-01-01T00:00:00+00:00")
+    write_run(tmp_path, "newest", created="2025-06-01T12:00:00+00:00", evidence=True)
+    app = upload(start_app("--models", tmp_path), SURE, ("notes.png", b"plain text", PNG))
+    app.selectbox[0].set_value(str(tmp_path / "older")).run()
+
+    [(newest_name, newest_csv), (older_name, older_csv)] = downloads[-2:]
+    assert (newest_name, older_name) == ("predictions-newest.csv", "predictions-older.csv")
+    header, *rows = csv.reader(io.StringIO(older_csv))
+    assert header[-3:] == ["error", "model", "model_saved"]
+    saved = answered_by(app)[0].split("'s model.h5 of ")[1].removesuffix(".")
+    assert [row[-2:] for row in rows] == [["older", saved]] * 2  # the upload not classified too
+    assert [row[-2] for row in list(csv.reader(io.StringIO(newest_csv)))[1:]] == ["newest"] * 2
 
 
 def test_an_unreadable_model_file_shows_a_one_line_message_not_a_traceback(start_app, tmp_path):
@@ -811,18 +836,13 @@ def test_the_summary_of_a_many_class_model_names_only_the_classes_answered_most_
 def test_the_table_of_a_many_class_model_shows_the_answer_s_probability_and_its_csv_every_one(start_app, many_models,
                                                                                                 monkeypatch):
     """The table had a column per class: 46 columns for 40 classes."""
-    import streamlit
-
-    downloads = []
-    real_download = streamlit.download_button
-    monkeypatch.setattr(streamlit, "download_button", lambda label, data, *args, **kwargs: (
-        downloads.append(data), real_download(label, data, *args, **kwargs))[1])
+    downloads = captured_downloads(monkeypatch)
     app = upload(start_app("--models", many_models), SURE, ("notes.png", b"plain text", PNG))
 
     table = app.dataframe[0].value
     assert list(table.columns) == ["upload", "file", "predicted", "probability", "uncertain", "unfamiliar", "error"]
     assert table["predicted"].iloc[0] == MANY[-1] and table["probability"].iloc[0] == pytest.approx(1.0, abs=1e-3)
-    header = downloads[-1].splitlines()[0].split(",")
+    header = downloads[-1][1].splitlines()[0].split(",")
     assert header == ["upload", "file", "predicted", *(f"probability_{name}" for name in MANY), "uncertain",
                       "unfamiliar", "error"]
 
@@ -1001,3 +1021,65 @@ def test_answers_that_changed_as_the_chosen_run_s_model_h5_was_saved_again_say_s
     assert said.startswith("`training`'s model.h5 was saved again") and "the answers below are the new one's" in said
     app.run()
     assert not [info.value for info in app.info if "saved again" in info.value]  # said once
+
+
+def test_two_runs_of_one_name_and_date_have_labels_of_their_own_and_each_can_be_chosen(start_app, tmp_path):
+    """`--model backup/older` beside `models/older`, trained the same minute (a copy): the sidebar listed both as
+    `older · 2024-01-01 00:00`, and the browser, which holds the choice by its label, sent it back at the next click
+    as the last run of that label: `models/older` answered though the page had opened `backup/older`."""
+    write_run(tmp_path / "models", "older", created="2024-01-01T00:00:00+00:00", evidence=True)
+    write_run(tmp_path / "backup", "older", created="2024-01-01T00:00:00+00:00")
+    app = start_app("--models", tmp_path / "models", "--model", tmp_path / "backup" / "older")
+
+    labels = app.selectbox[0].proto.options
+    assert len(set(labels)) == 2 and all(label.startswith("older · 2024-01-01 00:00") for label in labels)
+    for chosen in ("backup", "models", "backup"):
+        app.selectbox[0].set_value(str(tmp_path / chosen / "older")).run()
+        upload(app, SURE)
+        assert app.selectbox[0].value == str(tmp_path / chosen / "older")
+
+
+@pytest.mark.parametrize("went", ["deleted", "renamed", "lost its model.h5"])
+def test_the_run_that_answers_after_the_chosen_one_went_away_is_named_with_why_it_went(start_app, tmp_path, went):
+    """The page said the chosen run was "no longer available (its folder was removed, or it can no longer be opened:
+    the sidebar says why)": two guesses, the reason left to find among the sidebar's notes."""
+    write_run(tmp_path, "older", created="2024-01-01T00:00:00+00:00")
+    write_run(tmp_path, "newest", created="2025-06-01T12:00:00+00:00", evidence=True)
+    app = start_app("--models", tmp_path)
+    app.selectbox[0].set_value(str(tmp_path / "older")).run()
+
+    if went == "deleted":
+        shutil.rmtree(tmp_path / "older")
+    elif went == "renamed":
+        (tmp_path / "older").rename(tmp_path / "older-v1")
+    else:
+        (tmp_path / "older" / "model.h5").unlink()
+    app.run()
+
+    [gone] = [warning.value for warning in app.warning if "no longer available" in warning.value]
+    assert gone.startswith("The model you chose, `older`, is no longer available: ")
+    assert "`newest` answers instead" in gone
+    why = ("was deleted or renamed" if went != "lost its model.h5"
+           else f"`older`: {tmp_path / 'older' / 'model.h5'} is missing beside its model.json")
+    assert why in gone
+
+
+def test_switching_among_three_runs_loads_each_model_once(start_app, tmp_path, monkeypatch):
+    """Two models were kept loaded: going round three runs in the sidebar loaded a model at every switch (a ResNet101:
+    seconds each). A fourth run goes beyond what is kept (a ResNet101 holds about 170 MB)."""
+    loaded = []
+    real_load = run.load_model
+    monkeypatch.setattr(run, "load_model", lambda path: loaded.append(Path(path).parent.name) or real_load(path))
+    names = ["first", "second", "third"]
+    for day, name in enumerate(names, start=1):
+        write_run(tmp_path, name, created=f"2024-01-0{day}T00:00:00+00:00")
+    app = start_app("--models", tmp_path)
+
+    for name in names * 2:
+        app.selectbox[0].set_value(str(tmp_path / name)).run()
+
+    assert sorted(loaded) == names
+    write_run(tmp_path, "fourth", created="2024-01-04T00:00:00+00:00")
+    for name in [*names, "fourth"] * 2:
+        app.selectbox[0].set_value(str(tmp_path / name)).run()
+    assert len(loaded) > 4  # kept: a bounded number
