@@ -12,9 +12,10 @@ threshold (sidebar slider; its default comes from model.json). The page states t
 toggle lays a heatmap over each image showing where the evidence for the decided class lies, from the
 backbone's last block or, at small image sizes, its deepest block still 4x4 (the sidebar names it; with
 none, the app says it cannot localise), over the part of the image the model saw (outlined). A table
-lists every upload and downloads as CSV, with predictions.csv's columns. A demo model (model.json:
-"config": {"demo": true}) carries a warning at the top and beside every answer, and its test metrics are
-shown as a plain caption, never as headline figures; the test figures name the number of test images
+lists every upload and downloads as CSV (predictions-<run>.csv), with predictions.csv's columns and the run
+and the save of its model.h5 that answered (model, model_saved). A demo model (model.json: "config":
+{"demo": true}) carries a warning at the top and beside every answer, and its test metrics are shown as a
+plain caption, never as headline figures; the test figures name the number of test images
 (and say so when they are few, as the model card does), and model.json's shortcut_warning (the training
 classes differ in image size or format) stands under the title. The summary counts as --predict's does
 (an uncertain answer in its class too), and the same file uploaded twice is noted on its second card. An
@@ -259,11 +260,22 @@ def duplicates(uploads: Sequence[UploadedFile]) -> dict[int, int]:
     return same_as
 
 
-def results_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The results table as CSV text, written as predictions.csv is."""
+def results_csv(rows: Sequence[dict[str, Any]], run: ModelRun, stamp: tuple[int, ...]) -> str:
+    """The results table as CSV text, written as predictions.csv is, each row ending with the run that answered
+    (``model``) and the save of its model.h5 (``model_saved``, as the page's "Answered by" line gives it): the CSVs of
+    two runs, or of two saves of one, tell themselves apart."""
     if not rows:
         return ""
-    return csv_text(list(rows[0]), [[csv_cell(row[key]) for key in rows[0]] for row in rows])
+    answered = {"model": run.name, "model_saved": saved_at(stamp)}
+    return csv_text([*rows[0], *answered],
+                    [[csv_cell(value) for value in [*(row[key] for key in rows[0]), *answered.values()]]
+                     for row in rows])
+
+
+def csv_file_name(run: ModelRun) -> str:
+    """The downloaded CSV's name: predictions.csv with the name of the run that answered (``predictions-older.csv``)."""
+    name = Path(PREDICTIONS_FILE)
+    return f"{name.stem}-{run.name}{name.suffix}"
 
 
 def _shown_names(run: ModelRun) -> list[str]:
@@ -592,9 +604,10 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
         st.caption(f"Showing the first {MAX_CARDS} of {len(results)} uploads; the table below lists all of them.")
 
 
-def batch_table(results: list[inference.UploadResult], run: ModelRun, settings: Settings) -> None:
+def batch_table(results: list[inference.UploadResult], run: ModelRun, stamp: tuple[int, ...],
+                settings: Settings) -> None:
     """Every upload in one table (with many classes, the answer's probability rather than every class's), downloadable
-    as CSV with every class's."""
+    as CSV with every class's, naming the run and the save of its model.h5 (``stamp``) that answered."""
     rows = results_table(results, run.class_names, settings.rule)
     st.subheader("All results")
     if run.demo:
@@ -604,7 +617,7 @@ def batch_table(results: list[inference.UploadResult], run: ModelRun, settings: 
     probability_columns = {column: st.column_config.ProgressColumn(label, min_value=0.0, max_value=1.0, format="%.3f")
                            for column, label in bars.items()}
     st.dataframe(shown_table(rows, run.class_names), hide_index=True, column_config=probability_columns)
-    st.download_button("Download CSV", data=results_csv(rows), file_name=PREDICTIONS_FILE,
+    st.download_button("Download CSV", data=results_csv(rows, run, stamp), file_name=csv_file_name(run),
                        mime="text/csv", icon=":material/download:", on_click="ignore", key="download")
 
 
@@ -645,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.batch_size, args.max_pixels, run.info)
     results = in_app_terms(results)
     results_section(results, uploads, classifier, stamp, run, settings)
-    batch_table(results, run, settings)
+    batch_table(results, run, stamp, settings)
     return 0
 
 

@@ -392,9 +392,12 @@ def test_the_table_and_its_csv_list_every_upload(start_app, models_dir, monkeypa
     assert list(table["file"]) == ["noise.jpg", "notes.png", "patch.png", "night.png", "=cmd.png"]
     assert list(table["upload"]) == [1, 2, 3, 4, 5]  # the cards' numbers: a phone names every photo image.jpg
     lines = downloads[-1][1].splitlines()
-    # The upload's number, predictions.csv's columns in its order, and an error column for the uploads it could
-    # not classify.
-    assert lines[0] == "upload,file,predicted,probability_FAKE,probability_REAL,uncertain,unfamiliar,error"
+    # The upload's number, predictions.csv's columns in its order, an error column for the uploads it could not
+    # classify, and the run that answered with the save of its model.h5 (their own test), here left off each row.
+    assert lines[0] == ("upload,file,predicted,probability_FAKE,probability_REAL,uncertain,unfamiliar,error,"
+                        "model,model_saved")
+    assert {line.split(",")[-2] for line in lines[1:]} == {"newest"}
+    lines = [line.rsplit(",", 2)[0] for line in lines]
     assert lines[1].startswith("1,noise.jpg,REAL,0.0000") and lines[1].endswith(",1.000000,false,,")
     assert lines[2].startswith("2,notes.png,,,,,,not an image")
     assert lines[3].startswith("3,patch.png,REAL,0.47") and lines[3].endswith(",true,,")
@@ -844,7 +847,7 @@ def test_the_table_of_a_many_class_model_shows_the_answer_s_probability_and_its_
     assert table["predicted"].iloc[0] == MANY[-1] and table["probability"].iloc[0] == pytest.approx(1.0, abs=1e-3)
     header = downloads[-1][1].splitlines()[0].split(",")
     assert header == ["upload", "file", "predicted", *(f"probability_{name}" for name in MANY), "uncertain",
-                      "unfamiliar", "error"]
+                      "unfamiliar", "error", "model", "model_saved"]
 
 
 def test_the_summary_of_a_many_class_model_names_the_most_frequent_answers_and_counts_the_rest(monkeypatch):
