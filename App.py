@@ -283,8 +283,13 @@ def _shown_names(run: ModelRun) -> list[str]:
     return [markdown_text(name) for name in run.class_names]
 
 
-def _run_label(run: ModelRun) -> str:
-    return f"{run.name} · {run.created.astimezone():%Y-%m-%d %H:%M}"
+def run_labels(runs: Sequence[ModelRun]) -> dict[str, str]:
+    """The sidebar's label of each run, by its folder: its name and date, and where another run has that label too (a
+    ``--model`` run beside a run of its name under ``--models``, trained the same minute), the folder holding it: the
+    browser holds the choice by its label, so two runs of one label would be one choice."""
+    labels = {str(run.path): f"{run.name} · {run.created.astimezone():%Y-%m-%d %H:%M}" for run in runs}
+    shared = Counter(labels.values())
+    return {path: f"{label} · in {Path(path).parent}" if shared[label] > 1 else label for path, label in labels.items()}
 
 
 def answers_key(run: ModelRun, stamp: tuple[int, ...]) -> str:
@@ -403,13 +408,14 @@ def no_model_page(models_dir: Path, skipped: Sequence[tuple[Path, str]]) -> None
 def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
     """The sidebar's model choice."""
     by_path = {str(run.path): run for run in runs}
+    labels = run_labels(runs)
     previous = st.session_state.get("model")  # the run chosen before this rerun
-    # Set on every run, not only the first: the browser holds the choice by its label (name and date) and sends it
+    # Set on every run, not only the first: the browser holds the choice by its label (run_labels) and sends it
     # back, and a run retrained under its name has another date. Setting it sends the browser today's label; the old
     # one, sent back with the next click, would match no run: the page would serve the default, calling the run gone.
     st.session_state["model"] = previous if previous in by_path else list(by_path)[default]
     chosen = st.sidebar.selectbox("Model", list(by_path), key="model",
-                                  format_func=lambda path: _run_label(by_path[path]),
+                                  format_func=labels.__getitem__,
                                   help="Trained runs found in the models folder, newest first.")
     if previous is not None and previous not in by_path:  # Streamlit falls back on the default without a word
         st.warning(f"The model you chose, {code_span(Path(previous).name)}, is no longer available (its folder was "
