@@ -405,8 +405,9 @@ def no_model_page(models_dir: Path, skipped: Sequence[tuple[Path, str]]) -> None
     st.code("streamlit run App.py -- --model PATH/TO/RUN", language="bash")
 
 
-def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
-    """The sidebar's model choice."""
+def model_selector(runs: list[ModelRun], default: int, skipped: Sequence[tuple[Path, str]]) -> ModelRun:
+    """The sidebar's model choice; a chosen run no longer among ``runs`` is said to be gone, with why (``skipped``: the
+    run folders ``list_runs`` skipped, with why), naming the run that answers instead."""
     by_path = {str(run.path): run for run in runs}
     labels = run_labels(runs)
     previous = st.session_state.get("model")  # the run chosen before this rerun
@@ -418,9 +419,15 @@ def model_selector(runs: list[ModelRun], default: int) -> ModelRun:
                                   format_func=labels.__getitem__,
                                   help="Trained runs found in the models folder, newest first.")
     if previous is not None and previous not in by_path:  # Streamlit falls back on the default without a word
-        st.warning(f"The model you chose, {code_span(Path(previous).name)}, is no longer available (its folder was "
-                   "removed, or it can no longer be opened: the sidebar says why); the answers below are "
-                   f"{code_span(by_path[chosen].name)}'s. Choose another model in the sidebar.")
+        # Not chosen again by itself when it comes back: the answers would change without a click.
+        name = code_span(Path(previous).name)
+        why = {str(folder): reason for folder, reason in skipped}.get(previous)
+        gone = ("it can no longer be opened, for the reason below" if why else
+                f"its folder {code_span(previous)} no longer holds a trained run" if Path(previous).is_dir() else
+                f"its folder {code_span(previous)} was deleted or renamed (a renamed run is listed under its new name)")
+        st.warning(f"The model you chose, {name}, is no longer available: {gone}. {code_span(by_path[chosen].name)} "
+                   f"answers instead until you choose another model in the sidebar ({name} again, once it is back "
+                   "there)." + (f"\n\n{name}: {why}" if why else ""))
     return by_path[chosen]
 
 
@@ -652,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         no_model_page(args.models, skipped)
         return 0
-    run = model_selector(runs, default)
+    run = model_selector(runs, default, skipped)
     classifier, stamp = open_model(run, args.batch_size, others=len(runs) > 1)
     settings = sidebar_settings(run, classifier)
     model_card(run, settings)

@@ -1042,7 +1042,7 @@ def test_two_runs_of_one_name_and_date_have_labels_of_their_own_and_each_can_be_
         assert app.selectbox[0].value == str(tmp_path / chosen / "older")
 
 
-@pytest.mark.parametrize("went", ["deleted", "renamed", "lost its model.h5"])
+@pytest.mark.parametrize("went", ["deleted", "renamed", "lost its model.h5", "emptied"])
 def test_the_run_that_answers_after_the_chosen_one_went_away_is_named_with_why_it_went(start_app, tmp_path, went):
     """The page said the chosen run was "no longer available (its folder was removed, or it can no longer be opened:
     the sidebar says why)": two guesses, the reason left to find among the sidebar's notes."""
@@ -1055,16 +1055,39 @@ def test_the_run_that_answers_after_the_chosen_one_went_away_is_named_with_why_i
         shutil.rmtree(tmp_path / "older")
     elif went == "renamed":
         (tmp_path / "older").rename(tmp_path / "older-v1")
-    else:
+    elif went == "lost its model.h5":
         (tmp_path / "older" / "model.h5").unlink()
+    else:
+        for name in ("model.h5", "model.json"):
+            (tmp_path / "older" / name).unlink()
     app.run()
 
     [gone] = [warning.value for warning in app.warning if "no longer available" in warning.value]
     assert gone.startswith("The model you chose, `older`, is no longer available: ")
     assert "`newest` answers instead" in gone
-    why = ("was deleted or renamed" if went != "lost its model.h5"
-           else f"`older`: {tmp_path / 'older' / 'model.h5'} is missing beside its model.json")
+    why = {"deleted": "was deleted or renamed", "renamed": "was deleted or renamed",
+           "lost its model.h5": f"`older`: {tmp_path / 'older' / 'model.h5'} is missing beside its model.json",
+           "emptied": f"its folder `{tmp_path / 'older'}` no longer holds a trained run"}[went]
     assert why in gone
+
+
+def test_a_chosen_run_that_comes_back_is_offered_again_and_the_run_said_to_answer_still_answers(start_app, tmp_path):
+    """Renamed away and back while the page was open: the page said `newest` answered instead; it goes on answering
+    (a run the user did not pick again does not take over the answers unannounced), and `older` is there to pick."""
+    write_run(tmp_path, "older", created="2024-01-01T00:00:00+00:00")
+    write_run(tmp_path, "newest", created="2025-06-01T12:00:00+00:00", evidence=True)
+    app = upload(start_app("--models", tmp_path), SURE)
+    app.selectbox[0].set_value(str(tmp_path / "older")).run()
+    (tmp_path / "older").rename(tmp_path / "older-v1")
+    app.run()
+    (tmp_path / "older-v1").rename(tmp_path / "older")
+
+    app.run()
+
+    assert app.selectbox[0].value == str(tmp_path / "newest")
+    assert [label.split(" · ")[0] for label in app.selectbox[0].options] == ["newest", "older"]
+    assert [text.split("'s model.h5 of ")[0] for text in answered_by(app)] == ["Answered by `newest`"]
+    assert not [warning.value for warning in app.warning if "no longer available" in warning.value]
 
 
 def test_switching_among_three_runs_loads_each_model_once(start_app, tmp_path, monkeypatch):
