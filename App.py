@@ -138,9 +138,13 @@ class ModelFileChanged(Exception):
 
 
 LOAD_TRIES = 3  # loads of a model.h5 that a training keeps replacing before the page says so
+# Loaded models kept, the least recently used dropped first: going round three runs in the sidebar loads each once. A
+# ResNet101 at float32 holds about 170 MB (weights alone); a run retrained under its name keeps its old model here
+# until it is dropped.
+MODELS_KEPT = 3
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
+@st.cache_resource(show_spinner="Loading the model…", max_entries=MODELS_KEPT)
 def cached_classifier(model_key: str, stamp: tuple[int, ...], batch_size: int, _run: ModelRun) -> inference.Classifier:
     """The model of ``_run`` (the model.json the page shows, ``model_key``: ``answers_key``) at the version of its
     model.h5 that ``stamp`` (``file_stamp``) names, checked to fit that model.json: loaded once per version of both (a
