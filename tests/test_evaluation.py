@@ -6,7 +6,9 @@ import csv
 import errno
 import io
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -831,10 +833,49 @@ def test_evaluate_run_without_validation_keeps_argmax(tmp_path, make_class_folde
     assert json.loads((tmp_path / "run" / "model.json").read_text())["decision_threshold"] is None
 
 
-def test_evaluate_run_without_test_split_fails_clearly(tmp_path, make_class_folder, binary_model):
-    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
-    with pytest.raises(UserError, match="no test folder"):
-        evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), tmp_path / "data", tmp_path / "run")
+def test_evaluate_run_without_a_test_split_chooses_the_threshold_and_accuracy_by_kind_on_validation(
+        tmp_path, dataset, binary_model, caplog):
+    """Both come from validation: a split of train/ and validation/ alone got neither (the run's model.json had no
+    decision_threshold, so the app decided by the highest probability, and no validation_by_kind)."""
+    shutil.rmtree(dataset / "test")
+    run = tmp_path / "run"
+    run.mkdir()
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE")
+    (run / "model.json").write_text(json.dumps({**info, "created": "2026-01-01T00:00:00"}))
+    caplog.set_level(logging.INFO, logger="realvsai")
+
+    assert evaluation.evaluate_run(binary_model, info, dataset, run) is None
+
+    saved = json.loads((run / "model.json").read_text())
+    validation = scan_images(dataset / "validation", class_names=["FAKE", "REAL"])
+    scores = prediction.predict_images(predictor(binary_model, 8, 64), validation)[:, 0]
+    assert saved["decision_threshold"] == pytest.approx(
+        choose_threshold(np.asarray(validation.labels) == 0, scores.astype(np.float64)))
+    assert saved["validation_by_kind"]["size"]["0-63 px"]["num_images"] == 20
+    assert saved["created"] == "2026-01-01T00:00:00" and "test_metrics" not in saved
+    assert sorted(path.name for path in run.iterdir()) == ["model.json"]  # no test numbers, so no card
+    assert any(f"{dataset} has no test folder: no test numbers" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("test_split", [True, False])
+def test_evaluate_run_predicts_validation_once_with_or_without_a_test_split(tmp_path, dataset, binary_model,
+                                                                              monkeypatch, test_split):
+    from test_robustness import predictors_built
+
+    if not test_split:
+        shutil.rmtree(dataset / "test")
+    built, predicted = predictors_built(monkeypatch), []
+    real_predict_images = prediction.predict_images
+
+    def predict_images(predictor, images, **kwargs):
+        predicted.append(Path(images.files[0]).parent.parent.name)
+        return real_predict_images(predictor, images, **kwargs)
+
+    monkeypatch.setattr(prediction, "predict_images", predict_images)
+
+    evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"]), dataset, tmp_path / "run", batch_size=8)
+
+    assert predicted == (["validation", "test"] if test_split else ["validation"]) and len(built) == 1
 
 
 def test_three_class_run_reports_macro_metrics_without_threshold(tmp_path, make_class_folder, three_class_model):

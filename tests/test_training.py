@@ -1096,6 +1096,27 @@ def test_a_test_split_without_a_class_folder_is_evaluated_with_the_class_reporte
                for record in caplog.records if record.levelname == "WARNING")
 
 
+def test_a_run_without_a_test_split_still_chooses_its_threshold_and_accuracy_by_kind_on_validation(
+        tmp_path, make_class_folder, monkeypatch, caplog):
+    """Both come from validation, yet a split made by hand with train/ and validation/ alone finished with no
+    decision_threshold (the app and --predict decided by the highest probability) and no validation_by_kind (so
+    they could not say Uncertain for an image of a kind the model was poor at)."""
+    caplog.set_level(logging.INFO, logger="realvsai")
+
+    result = train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder)
+
+    run = tmp_path / "models" / "run"
+    model_json = json.loads((run / "model.json").read_text())
+    assert result.test_metrics is None and "test_metrics" not in model_json
+    assert isinstance(model_json["decision_threshold"], float)
+    assert model_json["validation_by_kind"]["size"]["0-63 px"]["num_images"] == 8
+    assert result.model_info == model_json
+    assert not (run / "metrics.json").exists() and not (run / "MODEL_CARD.md").exists()
+    assert any(f"{tmp_path / 'data'} has no test folder: no test numbers" in record.getMessage()
+               for record in caplog.records)
+    assert not (run / "backup").exists()
+
+
 def test_the_final_evaluation_predicts_in_batches_of_the_runs_batch_size(tmp_path, make_class_folder, monkeypatch):
     """--batch-size means one thing in training, --evaluate and --predict: the evaluation at the end of training
     took 64 images a step whatever it said (a GPU that fits only 8 at 224 px would run out of memory there)."""
