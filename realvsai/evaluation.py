@@ -208,13 +208,15 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, predic
                       classification_report(labels, probabilities.argmax(axis=1), **report)])
 
 
-def _update_model_json(path: Path, model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
-    """Writes ``model_info`` (with its ``validation_by_kind``) to model.json with ``test_metrics`` (and
-    ``decision_threshold``), keeping every other key."""
+def _update_model_json(path: Path, model_info: Mapping[str, Any], threshold: float | None,
+                       metrics: Mapping[str, Any] | None) -> None:
+    """Writes ``model_info`` (with its ``validation_by_kind``) to model.json with ``decision_threshold`` (two
+    classes) and ``test_metrics`` (not without ``metrics``: no test split), keeping every other key."""
     content = {**(read_json(path) or {}), **model_info}
-    content["test_metrics"] = {key: metrics[key] for key in SUMMARY_KEYS}
+    if metrics is not None:
+        content["test_metrics"] = {key: metrics[key] for key in SUMMARY_KEYS}
     if len(model_info["class_names"]) == 2:
-        content["decision_threshold"] = metrics.get("decision_threshold")
+        content["decision_threshold"] = threshold
     write_json(path, content, strict=True)
 
 
@@ -502,25 +504,23 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
 
 def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], data_dir: Path, out_dir: Path,
                  batch_size: int = config.TrainConfig.batch_size,
-                 max_pixels: int = config.MAX_IMAGE_PIXELS) -> dict[str, Any]:
+                 max_pixels: int = config.MAX_IMAGE_PIXELS) -> dict[str, Any] | None:
     """The end-of-training evaluation: the threshold of the best balanced accuracy on validation (two classes:
-    ``metrics.choose_threshold``), metrics on test. Both splits are read under the run's ``max_pixels``, as training
-    read them: an image it skipped is skipped here too.
+    ``metrics.choose_threshold``) and the accuracy by kind of image there, then metrics on test. Both splits are read
+    under the run's ``max_pixels``, as training read them: an image it skipped is skipped here too. Without
+    ``data_dir/test`` only model.json is written (threshold and ``validation_by_kind``, no test numbers, so no card)
+    and None is returned.
 
     Every output is written with model.json as it ends up, its ``validation_by_kind`` included, so predictions.csv's
     uncertain and unfamiliar columns are those --predict and the app give for the same images.
 
     Raises:
-        UserError: if ``data_dir/test`` is missing or its classes differ from the model's, or ``out_dir`` cannot
-            be written.
+        UserError: if the classes of ``data_dir/test`` differ from the model's, or ``out_dir`` cannot be written.
     """
     info = ModelInfo.of(model_info)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if not (data_dir / TEST).is_dir():
-        raise UserError(f"{data_dir} has no {TEST} folder to evaluate on. Run DataSplitD1.py or DataSplitD2.py to "
-                        "make one, or evaluate another folder with --evaluate MODEL.h5 --test-dir DIR.")
     class_names = list(info.class_names)
-    test = check_folders(info, [data_dir / TEST], max_pixels)
+    test = check_folders(info, [data_dir / TEST], max_pixels) if (data_dir / TEST).is_dir() else None
     prediction.make_output_folder(out_dir)
     extra = {}
     predictor = Predictor(model, info, batch_size)  # one for validation and test: each new one compiles the model
@@ -529,6 +529,12 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
         extra = {"threshold_source": VALIDATION if threshold is not None else None, "threshold_selection": selection}
     if by_kind:
         info = ModelInfo.of({**info.content, "validation_by_kind": by_kind})
+    if test is None:
+        _update_model_json(out_dir / config.MODEL_JSON_FILE, info.content, threshold, None)
+        logger.info("%s has no %s folder: no test numbers, and no model card; model.json has the %saccuracy by kind "
+                    "of image on %s", data_dir, TEST, "decision threshold and the " if len(class_names) == 2 else "",
+                    VALIDATION)
+        return None
     split_counts = info.get("counts") or {
         split: {name: len(list_images(data_dir / split / name)) if (data_dir / split / name).is_dir() else 0
                 for name in class_names}
@@ -538,7 +544,7 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
     write_json(out_dir / config.METRICS_FILE, metrics, strict=True)
     atomic_write_text(out_dir / config.MODEL_CARD_FILE,
                       render_card(info.content, metrics, f"Model card: {out_dir.resolve().name}", split_counts))
-    _update_model_json(out_dir / config.MODEL_JSON_FILE, info.content, metrics)
+    _update_model_json(out_dir / config.MODEL_JSON_FILE, info.content, metrics.get("decision_threshold"), metrics)
     logger.info("test: %s", scoring.format_summary(metrics))
     return metrics
 

@@ -185,9 +185,10 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     if fractions[2] > 0 and not any(count for (split, _), count in report.counts.items() if split == TEST):
         # Each class went to train and validation first (2 images: 1 / 1 / 0): nothing made a test folder.
         logger.warning("no test image: each class is too small to spare one for the test share (--ratios "
-                       "%s), so training will report no test numbers, decision threshold or model card. Add images "
-                       "and split again, or evaluate a trained model on other images: python ModelTraining.py "
-                       "--evaluate MODEL --test-dir DIR", " ".join(f"{ratio:g}" for ratio in fractions))
+                       "%s), so training will report no test numbers or model card (only its decision threshold "
+                       "and accuracy by kind of image, chosen on validation). Add images and split again, or "
+                       "evaluate a trained model on other images: python ModelTraining.py --evaluate MODEL "
+                       "--test-dir DIR", " ".join(f"{ratio:g}" for ratio in fractions))
     return report
 
 

@@ -2,8 +2,8 @@
 
 ``train`` settles the run folder (``--resume`` continues it), trains (``fitting.fit_phases``), writes the
 best epoch's model in float32, then finishes the run. Only the chief of a cluster writes. Outputs in
-``OUT/NAME/``: model.h5 (best epoch, float32), model.json, history.csv, training_curves.png, logs/, then
-the evaluation's files when DATA/test exists.
+``OUT/NAME/``: model.h5 (best epoch, float32), model.json (with the decision threshold chosen on validation),
+history.csv, training_curves.png, logs/, then the evaluation's files when DATA/test exists.
 """
 
 from __future__ import annotations
@@ -383,10 +383,11 @@ def _recorded_start(run_dir: Path) -> dict[str, str | None] | None:
 def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],
                 run_dir: Path, data_dir: Path, batch_size: int, max_pixels: int) -> TrainResult:
     """What a trained run owes once its best model is in model.h5 (``model``, or None to read it back): the
-    curves, model.json, and with ``data_dir/test`` the threshold, evaluation and card (predicting ``batch_size``
-    images a step, reading the images under the run's ``max_pixels``). Removing the backup comes last: until then
+    curves, model.json with the threshold and accuracy by kind of image chosen on validation, and with
+    ``data_dir/test`` the evaluation and card (``evaluation.evaluate_run``, predicting ``batch_size`` images a step,
+    reading the images under the run's ``max_pixels``). Removing the backup comes last: until then
     ``--resume`` comes back here (the backup's TRAINED_FILE), so a kill never leaves a run half-finished."""
-    from realvsai import plots, run
+    from realvsai import evaluation, plots, run
 
     raise_if_ctrl_c()  # one that did not stop training (caught on the way) stops the run before its evaluation
     if model is None:
@@ -394,15 +395,10 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
 
     fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
     plots.plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start)
-    test_metrics = None
-    if (data_dir / TEST).is_dir():  # the evaluation writes model.json's final content, with the test metrics
-        from realvsai import evaluation
-
-        test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir, batch_size, max_pixels)
-        model_info = read_json(run_dir / MODEL_JSON_FILE)
-    else:
-        logger.info("%s has no %s folder: skipping the final evaluation", data_dir, TEST)
-        write_json(run_dir / MODEL_JSON_FILE, model_info)
+    # The evaluation writes model.json's final content: the threshold and validation_by_kind, the test metrics
+    # (None without a test folder).
+    test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir, batch_size, max_pixels)
+    model_info = read_json(run_dir / MODEL_JSON_FILE)
     # Finished in one step: a kill during the removal would leave part of the backup, which --resume cannot go on
     # from. The hidden folder left by such a kill only takes room (DataDeleter.py removes the run with it).
     removed = run_dir / f".{BACKUP_DIR}.finished"
