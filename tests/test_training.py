@@ -1117,6 +1117,39 @@ def test_a_run_without_a_test_split_still_chooses_its_threshold_and_accuracy_by_
     assert not (run / "backup").exists()
 
 
+@pytest.mark.parametrize("finished_on_resume", [False, True])
+def test_a_run_warns_once_of_what_its_scan_of_validation_and_test_found(tmp_path, make_class_folder, monkeypatch,
+                                                                        caplog, finished_on_resume):
+    """The final evaluation scanned validation and test again, after training's scan (or, finishing a run killed
+    in it, after --resume's scan of the data it checks): "data/test has no readable image of class 'REAL'" and each
+    broken file's "skipping" line were logged twice by one command."""
+    from realvsai import evaluation
+
+    make_class_folder(tmp_path / "data" / "test", {"FAKE": 3}, seed=9)
+    (tmp_path / "data" / "test" / "REAL").mkdir()
+    for split in ("validation", "test"):
+        (tmp_path / "data" / split / "FAKE").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / split / "FAKE" / "empty.png").write_bytes(b"")
+    if finished_on_resume:
+        def killed_while_evaluating(*args, **kwargs):
+            raise Killed
+
+        with monkeypatch.context() as patch, pytest.raises(Killed):
+            patch.setattr(evaluation, "evaluate_run", killed_while_evaluating)
+            train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder)
+        caplog.clear()
+        result = training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+    else:
+        result = train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder)
+
+    assert result.test_metrics["missing_classes"] == ["REAL"]
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert sum("has no readable image of class 'REAL'" in message for message in warnings) == 1, warnings
+    for split in ("validation", "test"):
+        assert sum(f"skipping {tmp_path / 'data' / split / 'FAKE' / 'empty.png'}" in message
+                   for message in warnings) == 1, warnings
+
+
 def test_the_final_evaluation_predicts_in_batches_of_the_runs_batch_size(tmp_path, make_class_folder, monkeypatch):
     """--batch-size means one thing in training, --evaluate and --predict: the evaluation at the end of training
     took 64 images a step whatever it said (a GPU that fits only 8 at 224 px would run out of memory there)."""
