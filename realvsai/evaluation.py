@@ -296,11 +296,14 @@ def source_names(folders: Sequence[Path]) -> list[str]:
 
 
 def check_folders(model_info: ModelInfo | Mapping[str, Any], folders: Sequence[Path],
-                  max_pixels: int = config.MAX_IMAGE_PIXELS) -> list[LabelledImages]:
+                  max_pixels: int = config.MAX_IMAGE_PIXELS,
+                  already_scanned: Mapping[Path, LabelledImages] | None = None) -> list[LabelledImages]:
     """Each folder's usable images (more than ``max_pixels`` pixels: skipped; ``skipped`` also lists the files
     ``left_out_files`` names), from the headers alone: what refuses an evaluation (a folder missing or given
     twice, class folders other than the model's, no readable image) fails here, before any image is predicted
-    and before a caller chooses or announces an output folder.
+    and before a caller chooses or announces an output folder. ``already_scanned``: folders the caller has read
+    with ``data.scan_images`` under the model's settings and ``max_pixels`` (training's ``data.scan_splits``),
+    taken as they are rather than read, and warned of, again.
 
     Raises:
         UserError: naming the folder and what is wrong with it.
@@ -310,13 +313,14 @@ def check_folders(model_info: ModelInfo | Mapping[str, Any], folders: Sequence[P
     info = ModelInfo.of(model_info)
     class_names = list(info.class_names)
     source_names(folders)  # a folder given twice fails before any is scanned
-    scanned = []
+    checked = []
     for folder in map(Path, folders):
         _refuse_dataset_folder(folder, class_names)
-        images = scan_images(folder, class_names=class_names, max_pixels=max_pixels, crop_size=info.crop_size,
-                             image_size=info.decode_size)
-        scanned.append(dataclasses.replace(images, skipped=[*images.skipped, *left_out_files(folder, class_names)]))
-    return scanned
+        images = already_scanned[folder] if folder in (already_scanned or {}) else scan_images(
+            folder, class_names=class_names, max_pixels=max_pixels, crop_size=info.crop_size,
+            image_size=info.decode_size)
+        checked.append(dataclasses.replace(images, skipped=[*images.skipped, *left_out_files(folder, class_names)]))
+    return checked
 
 
 def _refuse_dataset_folder(folder: Path, class_names: Sequence[str]) -> None:
@@ -503,13 +507,14 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
 
 
 def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], data_dir: Path, out_dir: Path,
-                 batch_size: int = config.TrainConfig.batch_size,
-                 max_pixels: int = config.MAX_IMAGE_PIXELS) -> dict[str, Any] | None:
+                 batch_size: int = config.TrainConfig.batch_size, max_pixels: int = config.MAX_IMAGE_PIXELS,
+                 already_scanned: Mapping[Path, LabelledImages] | None = None) -> dict[str, Any] | None:
     """The end-of-training evaluation: the threshold of the best balanced accuracy on validation (two classes:
     ``metrics.choose_threshold``) and the accuracy by kind of image there, then metrics on test. Both splits are read
     under the run's ``max_pixels``, as training read them: an image it skipped is skipped here too. Without
     ``data_dir/test`` only model.json is written (threshold and ``validation_by_kind``, no test numbers, so no card)
-    and None is returned.
+    and None is returned. ``already_scanned``: the validation and test images by folder as training scanned them
+    (``check_folders``), so that each warning of that scan (a broken file, a class without images) is said once.
 
     Every output is written with model.json as it ends up, its ``validation_by_kind`` included, so predictions.csv's
     uncertain and unfamiliar columns are those --predict and the app give for the same images.
@@ -520,11 +525,12 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
     info = ModelInfo.of(model_info)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     class_names = list(info.class_names)
-    test = check_folders(info, [data_dir / TEST], max_pixels) if (data_dir / TEST).is_dir() else None
+    test = (check_folders(info, [data_dir / TEST], max_pixels, already_scanned) if (data_dir / TEST).is_dir()
+            else None)
     prediction.make_output_folder(out_dir)
     extra = {}
     predictor = Predictor(model, info, batch_size)  # one for validation and test: each new one compiles the model
-    threshold, selection, by_kind = _validate(predictor, data_dir / VALIDATION, max_pixels)
+    threshold, selection, by_kind = _validate(predictor, data_dir / VALIDATION, max_pixels, already_scanned)
     if len(class_names) == 2:
         extra = {"threshold_source": VALIDATION if threshold is not None else None, "threshold_selection": selection}
     if by_kind:
@@ -549,17 +555,19 @@ def evaluate_run(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], 
     return metrics
 
 
-def _validate(predictor: Predictor, folder: Path,
-              max_pixels: int) -> tuple[float | None, dict[str, Any] | None, dict[str, Any] | None]:
-    """One pass over the validation split: with two classes the threshold of the best balanced accuracy and how it
-    was found (None, None without one); for any number of classes the decision rule's accuracy by kind of image
-    (``accuracy_by_kind``; None without the split)."""
+def _validate(predictor: Predictor, folder: Path, max_pixels: int,
+              already_scanned: Mapping[Path, LabelledImages] | None
+              ) -> tuple[float | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """One pass over the validation split (``check_folders``, which takes it from ``already_scanned`` if there):
+    with two classes the threshold of the best balanced accuracy and how it was found (None, None without one); for
+    any number of classes the decision rule's accuracy by kind of image (``accuracy_by_kind``; None without the
+    split)."""
     info = predictor.info
     if not folder.is_dir():
         logger.warning("no %s folder: %sno accuracy by kind of image", folder,
                        "the decision threshold stays at argmax, " if len(info.class_names) == 2 else "")
         return None, None, None
-    (source,) = _predict_sources(predictor, [folder], check_folders(info, [folder], max_pixels))
+    (source,) = _predict_sources(predictor, [folder], check_folders(info, [folder], max_pixels, already_scanned))
     threshold, selection = None, None
     if len(info.class_names) == 2:
         threshold, selection = _choose_threshold(info, source, folder)

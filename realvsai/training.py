@@ -117,18 +117,21 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
             trained = distributed.chief_decides(strategy, lambda: read_json(folder / BACKUP_DIR / TRAINED_FILE)
                                                 ) if resume else None
             if trained is None:
-                result = _train(config, folder, strategy, resume, verbose)
+                result, held_out = _train(config, folder, strategy, resume, verbose)
             else:  # killed after training, before the run was finished
                 logger.info("%s has finished training; writing what it had not written yet", run_dir)
                 result = TrainResult(folder, None, trained["model_info"], trained["history"], None,
                                      chief=distributed.is_chief(strategy))
+                held_out = {}  # scanned by finish, on the chief
 
             def finish() -> None:
-                nonlocal result
+                nonlocal result, held_out
                 if trained is not None:  # its threshold and test metrics come from the data it trained on
-                    _refuse_other_data(config, _recorded_start(folder), _scan(config)[3])
+                    _, validation_images, test_images, digest = _scan(config)
+                    _refuse_other_data(config, _recorded_start(folder), digest)
+                    held_out = _held_out(config, validation_images, test_images)
                 result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data),
-                                     config.batch_size, config.max_pixels)
+                                     config.batch_size, config.max_pixels, held_out)
 
             # The chief's; the other workers wait for it, and end with its UserError: one that left first would be
             # reported by the chief's TensorFlow as a crashed task ("stopped sending heartbeats").
@@ -142,9 +145,10 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
 
 
 def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
-           verbose: int | str) -> TrainResult:
+           verbose: int | str) -> tuple[TrainResult, dict[Path, LabelledImages]]:
     """``train``'s training, once the run folder is settled; ``run_dir`` is where this process writes. The
-    chief's result holds the best model in float32, which is also in model.h5."""
+    chief's result holds the best model in float32, which is also in model.h5; beside it, the validation and test
+    images as it scanned them (``_held_out``)."""
     import keras
     import tensorflow as tf  # the tf.data input, which feeds model.fit on every backend
 
@@ -278,15 +282,16 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
 
     best = best_epoch_row(history)
     model_info["best_epoch"] = dict(best) if best else None
+    held_out = _held_out(config, validation_images, test_images)
     if not distributed.is_chief(strategy):
-        return TrainResult(run_dir, model, model_info, history, None, chief=False)
+        return TrainResult(run_dir, model, model_info, history, None, chief=False), held_out
     # In float32 (the app runs on machines without float16 kernels), and outside the strategy: on several
     # machines the distributed model's predict would wait for the stopped workers.
     model = model_module.float32_copy(model)
     if model_info["best_epoch"] is None:  # no epoch had a finite validation loss, so none was saved as the best
         save_model_atomically(model, run_dir / MODEL_FILE)
     write_json(run_dir / BACKUP_DIR / TRAINED_FILE, {"model_info": model_info, "history": history})
-    return TrainResult(run_dir, model, model_info, history, None)
+    return TrainResult(run_dir, model, model_info, history, None), held_out
 
 
 def _scan(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, LabelledImages | None, str]:
@@ -301,6 +306,15 @@ def _scan(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, Labelled
         config.data, crop_size, config.max_pixels, image_size=None if crop_size else config.image_size)
     return train_images, validation_images, test_images, data.data_digest(Path(config.data), train_images,
                                                                           validation_images)
+
+
+def _held_out(config: TrainConfig, validation_images: LabelledImages,
+              test_images: LabelledImages | None) -> dict[Path, LabelledImages]:
+    """The run's validation and test images (``_scan``) by folder, as the final evaluation takes them
+    (``evaluation.check_folders``) rather than scanning them again, which would repeat each warning of the scan."""
+    data_dir = Path(config.data)
+    return {data_dir / VALIDATION: validation_images,
+            **({data_dir / TEST: test_images} if test_images is not None else {})}
 
 
 def _warn_of_few_training_images(counts: dict[str, int], class_weight: dict[int, float] | None) -> None:
@@ -381,12 +395,14 @@ def _recorded_start(run_dir: Path) -> dict[str, str | None] | None:
 
 
 def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],
-                run_dir: Path, data_dir: Path, batch_size: int, max_pixels: int) -> TrainResult:
+                run_dir: Path, data_dir: Path, batch_size: int, max_pixels: int,
+                held_out: dict[Path, LabelledImages]) -> TrainResult:
     """What a trained run owes once its best model is in model.h5 (``model``, or None to read it back): the
     curves, model.json with the threshold and accuracy by kind of image chosen on validation, and with
     ``data_dir/test`` the evaluation and card (``evaluation.evaluate_run``, predicting ``batch_size`` images a step,
-    reading the images under the run's ``max_pixels``). Removing the backup comes last: until then
-    ``--resume`` comes back here (the backup's TRAINED_FILE), so a kill never leaves a run half-finished."""
+    reading the images under the run's ``max_pixels``, as ``held_out`` holds them: ``_held_out``). Removing the
+    backup comes last: until then ``--resume`` comes back here (the backup's TRAINED_FILE), so a kill never leaves
+    a run half-finished."""
     from realvsai import evaluation, plots, run
 
     raise_if_ctrl_c()  # one that did not stop training (caught on the way) stops the run before its evaluation
@@ -397,7 +413,7 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
     plots.plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start)
     # The evaluation writes model.json's final content: the threshold and validation_by_kind, the test metrics
     # (None without a test folder).
-    test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir, batch_size, max_pixels)
+    test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir, batch_size, max_pixels, held_out)
     model_info = read_json(run_dir / MODEL_JSON_FILE)
     # Finished in one step: a kill during the removal would leave part of the backup, which --resume cannot go on
     # from. The hidden folder left by such a kill only takes room (DataDeleter.py removes the run with it).
