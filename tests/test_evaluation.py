@@ -188,7 +188,37 @@ def test_the_classification_report_says_which_macro_averages_metrics_json_holds_
 
     assert ("No test images of c (support 0): the macro averages of metrics.json, the card and the summary leave "
             f"it out (precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f}); "
-            "scikit-learn's macro avg above counts its zeros.") in report
+            "scikit-learn's macro avg above counts its n/a as 0.") in report
+
+
+def report_rows(report: str, name: str) -> list[list[str]]:
+    """The cells of each row of ``report`` that stands for ``name`` (one per table: the rule's, then argmax's)."""
+    return [line.split()[1:] for line in report.splitlines() if line.split()[:1] == [name]]
+
+
+def test_the_classification_report_shows_n_a_where_metrics_json_has_nothing_to_count():
+    """A class never answered showed precision 0.0000 in classification_report.txt, where metrics.json, the summary
+    and the card say n/a (0 right of 0 answers), and so did the recall and F1 of a class without test images."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.45, 0.55], [0.8, 0.2]])
+    metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], threshold=0.6)
+    assert metrics["per_class"]["REAL"]["precision"] is None  # never answered at 0.6; once by argmax
+
+    report = evaluation._classification_report(labels, probabilities, np.zeros(6, int), metrics, "t")
+
+    (rule, argmax) = report_rows(report, "REAL")
+    assert rule == ["n/a", "0.0000", "0.0000", "3"]
+    assert argmax == ["1.0000", "0.3333", "0.5000", "3"]
+    assert report_rows(report, "FAKE")[0] == ["0.5000", "1.0000", "0.6667", "3"]
+    assert report.count("n/a: nothing to count (0 of 0)") == 1  # under the rule's table, not argmax's
+    assert report_rows(report, "macro")[0] == ["avg", "0.2500", "0.5000", "0.3333", "6"]  # scikit-learn's averages
+
+    three = compute_metrics([0, 0, 1, 1], np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.6, 0.3, 0.1],
+                                                    [0.2, 0.6, 0.2]]), ["a", "b", "c"])
+    report = evaluation._classification_report(np.array([0, 0, 1, 1]), np.eye(3)[[0, 0, 0, 1]],
+                                               np.array([0, 0, 0, 1]), three, "t")
+    assert report_rows(report, "c") == [["n/a", "n/a", "n/a", "0"]]
+    assert report_rows(report, "b") == [["1.0000", "0.5000", "0.6667", "2"]]
 
 
 def test_roc_auc_is_none_when_the_labels_hold_one_class():
