@@ -185,27 +185,51 @@ def source_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names
     return numbers
 
 
+def _report_table(labels: np.ndarray, decided: np.ndarray, class_names: Sequence[str]) -> str:
+    """scikit-learn's classification report of the classes ``decided``, laid out as it lays it out, with each class's
+    row as metrics.json's ``per_class`` holds it (``metrics.class_numbers``): n/a, not 0, where there is nothing to
+    count, said under the table. The averages are scikit-learn's, which count an n/a as 0."""
+    report = classification_report(labels, decided, labels=list(range(len(class_names))), target_names=class_names,
+                                   zero_division=0, output_dict=True)
+    width = max(len("weighted avg"), *(len(name) for name in class_names))
+
+    def row(name: str, values: Sequence[float | None], support: int) -> str:
+        cells = ["n/a" if value is None else f"{value:.4f}" for value in values]
+        return f"{name:>{width}} " + "".join(f" {cell:>9}" for cell in [*cells, str(support)])
+
+    per_class = scoring.class_numbers(labels, decided, class_names)
+    lines = [f"{'':>{width}} " + "".join(f" {header:>9}" for header in ("precision", "recall", "f1-score", "support")),
+             "", *(row(name, [numbers["precision"], numbers["recall"], numbers["f1"]], numbers["support"])
+                   for name, numbers in per_class.items()),
+             "", f"{'accuracy':>{width}} {'':>20} {np.mean(labels == decided):>9.4f} {len(labels):>9}",
+             *(row(name, [report[name][key] for key in ("precision", "recall", "f1-score")], len(labels))
+               for name in ("macro avg", "weighted avg")), ""]
+    if any(value is None for numbers in per_class.values() for value in numbers.values()):
+        lines += ["n/a: nothing to count (0 of 0), as in metrics.json: the precision of a class never answered, the "
+                  "recall and F1 of a class without images; scikit-learn's averages count it as 0.", ""]
+    return "\n".join(lines)
+
+
 def _classification_report(labels: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray,
                            metrics: Mapping[str, Any], title: str) -> str:
     """The report of the decision rule's classes (``predicted``), then, with a threshold, the argmax's."""
     class_names = metrics["class_names"]
-    report = {"labels": list(range(len(class_names))), "target_names": class_names, "digits": 4, "zero_division": 0}
     threshold, positive = metrics.get("decision_threshold"), metrics.get("positive_class")
     if threshold is None:
         lines = [title, "", "Predicted class = the most probable class (the decision rule):", "",
-                 classification_report(labels, predicted, **report)]
+                 _report_table(labels, predicted, class_names)]
         missing = metrics["missing_classes"]
         if missing and metrics["average"] == "macro":
             it, its = ("it", "its") if len(missing) == 1 else ("them", "their")
             lines.append(f"No test images of {', '.join(missing)} (support 0): the macro averages of metrics.json, "
                          f"the card and the summary leave {it} out (precision {metrics['precision']:.4f}, recall "
                          f"{metrics['recall']:.4f}, F1 {metrics['f1']:.4f}); scikit-learn's macro avg above counts "
-                         f"{its} zeros.")
+                         f"{its} n/a as 0.")
         return "\n".join(lines)
     return "\n".join([title, "", f"Predicted class = {positive} when P({positive}) >= {threshold:.4f} (the decision "
-                      "rule the app answers by):", "", classification_report(labels, predicted, **report),
+                      "rule the app answers by):", "", _report_table(labels, predicted, class_names),
                       "Predicted class = the most probable class (argmax, for comparison):", "",
-                      classification_report(labels, probabilities.argmax(axis=1), **report)])
+                      _report_table(labels, probabilities.argmax(axis=1), class_names)])
 
 
 def _update_model_json(path: Path, model_info: Mapping[str, Any], threshold: float | None,

@@ -244,6 +244,24 @@ def _ranking(labels: np.ndarray, probabilities: np.ndarray, present: list[int]) 
             "average_precision": None if None in precisions else float(np.mean(precisions))}
 
 
+def class_numbers(labels: Sequence[int], decided: Sequence[int], class_names: Sequence[str]
+                  ) -> dict[str, dict[str, float | int | None]]:
+    """Each class's precision, recall, F1 and support when ``decided`` answers: metrics.json's ``per_class``. None
+    (shown n/a, never 0) where there is nothing to count: the precision of a class never answered (0 right of 0
+    answers), the recall and F1 of a class without images (0 of 0)."""
+    from sklearn import metrics as sk
+
+    class_ids = list(range(len(class_names)))
+    precision, recall, f1, support = sk.precision_recall_fscore_support(labels, decided, labels=class_ids,
+                                                                        zero_division=0)
+    answered = np.bincount(np.asarray(decided, np.int64), minlength=len(class_ids))
+    return {name: {"precision": float(precision[index]) if answered[index] else None,
+                   **({"recall": float(recall[index]), "f1": float(f1[index])} if support[index]
+                      else {"recall": None, "f1": None}),
+                   "support": int(support[index])}
+            for index, name in enumerate(class_names)}
+
+
 def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                     positive_class: str | None = None, threshold: float | None = None) -> dict[str, Any]:
     """Every metric as a JSON-ready dict (ValueError for outputs that are not probabilities).
@@ -275,7 +293,7 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     bins = calibration_bins(labels, probabilities)
     gaps = [entry["count"] * abs(entry["accuracy"] - entry["confidence"]) for entry in bins if entry["count"]]  # ECE's
 
-    def scores(decided: np.ndarray) -> tuple[dict[str, float], tuple[np.ndarray, ...]]:
+    def scores(decided: np.ndarray) -> dict[str, float | None]:
         per_class = sk.precision_recall_fscore_support(labels, decided, labels=class_ids, zero_division=0)
         # The positive class's numbers for two classes, else the unweighted means over the classes present.
         averaged = {name: float(values[positive] if binary else values[present].mean())
@@ -287,10 +305,8 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         # The mean recall of the classes present: what a lopsided test set's accuracy hides (150 FAKE and 1 REAL
         # all answered FAKE: accuracy 0.9934, balanced accuracy 0.5).
         return {"accuracy": float(sk.accuracy_score(labels, decided)),
-                "balanced_accuracy": float(per_class[1][present].mean()), **averaged}, per_class
+                "balanced_accuracy": float(per_class[1][present].mean()), **averaged}
 
-    headline, (precision, recall, f1, support) = scores(predicted)
-    answered = np.bincount(predicted, minlength=len(class_ids))  # a class never answered has no precision (0 of 0)
     if binary:
         truth, positive_scores = labels == positive, probabilities[:, positive]
         # Both need images of both classes: of the positive class alone, any scores give an AP of 1.
@@ -304,18 +320,14 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         "num_images": len(labels),
         "loss": float(sk.log_loss(labels, probabilities, labels=class_ids)),
         "decided_by": "threshold" if rule.decision_threshold is not None else "argmax",  # the rule's kind
-        **headline,
+        **scores(predicted),
         "average": "binary" if binary else "macro",
         "positive_class": class_names[positive] if binary else None,
         **ranking,
         "expected_calibration_error": float(sum(gaps) / len(labels)) if gaps else 0.0,
-        **{f"argmax_{name}": value for name, value in scores(argmax)[0].items()},
+        **{f"argmax_{name}": value for name, value in scores(argmax).items()},
         "missing_classes": [name for index, name in enumerate(class_names) if index not in present],
-        "per_class": {name: {"precision": float(precision[index]) if answered[index] else None,
-                             **({"recall": float(recall[index]), "f1": float(f1[index])} if support[index]
-                                else {"recall": None, "f1": None}),  # 0 of 0 images
-                             "support": int(support[index])}
-                      for index, name in enumerate(class_names)},
+        "per_class": class_numbers(labels, predicted, class_names),
         "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=class_ids).tolist(),
         "confusion_matrix_axes": "rows: true class, columns: class decided by the decision rule, both in "
                                  "class_names order",
