@@ -270,6 +270,15 @@ def test_the_closing_line_says_on_how_many_test_images_the_app_would_answer_unce
     assert summary.endswith("test accuracy 0.7500; Uncertain on 2 of 8 images (accuracy 0.8333 on the other 6)")
 
 
+def test_the_closing_line_says_why_a_run_without_a_test_folder_has_no_test_numbers():
+    """A run on train/ and validation/ alone ended on its best epoch, with no word of test numbers: the one line
+    that said why was an info log, hidden by --quiet."""
+    info = {"best_epoch": {"epoch": 1, "val_loss": 0.5, "val_accuracy": 0.75}, "config": {"data": "my data"}}
+    summary = ModelTraining.summarize(training.TrainResult(Path("models/run"), None, info, [], None))
+    assert summary.endswith("no test numbers: my data has no test folder (evaluate the run on other images with "
+                            "python ModelTraining.py --evaluate models/run --test-dir DIR)")
+
+
 def test_resume_takes_the_runs_saved_settings(tmp_path):
     saved = TrainConfig(out=tmp_path, name="run", weights="none", head_epochs=3, seed=7)
     (tmp_path / "run" / "backup").mkdir(parents=True)
