@@ -454,6 +454,10 @@ def summarize(result: TrainResult) -> str:
         parts.append(line)
     if (uncertain := uncertain_text(test)) is not None:  # what the app would answer on the test images
         parts.append(uncertain)
+    if result.chief and result.test_metrics is None:  # the threshold is chosen on validation all the same
+        data = (result.model_info.get("config") or {}).get("data", "the data folder")
+        parts.append(f"no test numbers: {data} has no test folder (evaluate the run on other images with python "
+                     f"ModelTraining.py --evaluate {shell_path(result.run_dir)} --test-dir DIR)")
     return "; ".join(parts)
 
 
