@@ -93,11 +93,23 @@ def progress(
     """A tqdm bar on stderr around ``iterable``, hidden when logging is quiet and where stderr is not a terminal (in a
     log its redraws are carriage returns on one line, which the next line printed would follow)."""
     try:
-        shown = logger.isEnabledFor(logging.INFO) and sys.stderr.isatty()
+        terminal = sys.stderr.isatty()
     except (AttributeError, ValueError):  # no stderr (pythonw), or a closed one
-        shown = False
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not shown, dynamic_ncols=True, leave=False,
-                file=sys.stderr)
+        terminal = False
+    # Inside tensorflow_logs_filtered, stderr is the filter's pipe: the bar goes through it to the terminal behind.
+    behind = _FILTERED_TERMINALS[-1] if not terminal and _FILTERED_TERMINALS else None
+    shown = logger.isEnabledFor(logging.INFO) and (terminal or behind is not None)
+    width = {} if behind is None else {"dynamic_ncols": False, "ncols": _terminal_columns(behind)}
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not shown, leave=False, file=sys.stderr,
+                **({"dynamic_ncols": True} | width))
+
+
+def _terminal_columns(fd: int) -> int | None:
+    """The width of the terminal at ``fd``; None (tqdm's own choice) when it cannot be read."""
+    try:
+        return os.get_terminal_size(fd).columns
+    except OSError:
+        return None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -424,6 +436,9 @@ _NATIVE_LOG_WITHIN, _START_UP_NOTICE_WITHIN = re.compile(_ABSL), re.compile(_STA
 
 # One filter at a time: each swaps the process's stderr, so two threads' (the app's sessions) would cross.
 _STDERR_FILTER = threading.RLock()
+# The file descriptors (each a dup of the stderr the filter replaced) of the filters on now that lead to a terminal,
+# innermost last: ``progress`` draws its bars through the filter's pipe to them.
+_FILTERED_TERMINALS: list[int] = []
 
 
 @contextlib.contextmanager
@@ -475,9 +490,14 @@ def _filtered_stderr(quiet: bool) -> Iterator[None]:
 
     thread = threading.Thread(target=forward, daemon=True)
     thread.start()
+    terminal = os.isatty(stderr)
+    if terminal:
+        _FILTERED_TERMINALS.append(stderr)
     try:
         yield
     finally:
+        if terminal:
+            _FILTERED_TERMINALS.remove(stderr)
         sys.stderr.flush()
         os.dup2(stderr, 2)  # closes the pipe's write end: the thread reads what is left, then stops
         thread.join()
