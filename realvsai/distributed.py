@@ -147,6 +147,18 @@ def training_steps(count: int, global_batch: int, strategy: Strategy) -> tuple[i
     return (count // global_batch if drop else math.ceil(count / global_batch)), drop
 
 
+def reads_datasets_as_given(strategy: Strategy) -> bool:
+    """Whether training reads the tf.data datasets it is given as they are, in this process: on JAX (Keras turns each
+    batch into arrays here) and under TensorFlow's default strategy (one device). MirroredStrategy and
+    MultiWorkerMirroredStrategy first rebuild a dataset from its graph for their devices, with caches of their own."""
+    if isinstance(strategy, keras.distribution.DataParallel):
+        return True
+    import tensorflow as tf
+
+    with strategy.scope():  # in the default strategy's scope, no strategy is set
+        return not tf.distribute.has_strategy()
+
+
 def num_workers(strategy: Strategy) -> int:
     """How many machines (processes) train together: 1 except under MultiWorkerMirroredStrategy."""
     cluster = _cluster_of(strategy)

@@ -227,7 +227,8 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     train_epochs = functools.partial(
         data.make_dataset, train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True,
         seed=config.seed, augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
-        crops="random" if crops else None, drop_remainder=drop_short_batch)
+        crops="random" if crops else None, drop_remainder=drop_short_batch,
+        decode_ahead=distributed.reads_datasets_as_given(strategy))
     counts = {split: images.counts() for split, images in
               ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
