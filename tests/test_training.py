@@ -25,6 +25,7 @@ from conftest import (
     needs_jax,
     read_history_csv,
     run_script,
+    sha256,
     snapshot,
     write_image,
     write_phone_photo,
@@ -54,6 +55,45 @@ def test_a_run_records_how_many_training_images_are_offline_copies_and_their_set
                                             scan_images(tmp_path / "data" / "train"))["augmented_copies"]
 
     assert copies == {"count": 2, "settings": settings}
+
+
+def test_training_hashes_each_file_at_most_once_before_it_trains(tmp_path, monkeypatch):
+    """The identical-file check hashes every file that shares its size with a file of another split or class (nearly
+    all of CIFAKE's 32 px JPEGs), and counting the augmented copies hashed each copy again: 387,170 hashes of 243,579
+    files before CIFAKE's first batch, with two copies of each training image moved into train."""
+    from realvsai import data, moving
+    from realvsai.moving import CopySource, add_moved_copies
+
+    root = tmp_path / "data"
+    for split, count in (("train", 2), ("validation", 1), ("test", 1)):
+        for offset, name in ((0, "FAKE"), (100, "REAL")):
+            for index in range(count):  # BMPs of one size: every file shares its size with files of other classes
+                write_image(root / split / name / f"{index}.bmp", seed=offset + 10 * len(split) + index)
+    copies = [write_image(root / "train" / name / f"aug_0_{number}.bmp", seed=1000 + offset + number)
+              for offset, name in ((0, "FAKE"), (100, "REAL")) for number in range(2)]
+    add_moved_copies(root, [CopySource(sha256(copy), f"train/{copy.parent.name}/0.bmp",
+                                       sha256(copy.parent / "0.bmp")) for copy in copies])
+    hashed: list[str] = []
+
+    def counted(path):
+        hashed.append(os.path.realpath(path))
+        return sha256(Path(path))
+
+    class ModelBuilt(Exception):
+        """Stops the run once its data is read."""
+
+    def built(*args, **kwargs):
+        raise ModelBuilt
+
+    for module in (data, moving):
+        monkeypatch.setattr(module, "sha256_file", counted)
+    monkeypatch.setattr(model_module, "build_model", built)
+    config = TrainConfig(data=root, out=tmp_path / "models", name="once", weights="none", image_size=32)
+    with pytest.raises(ModelBuilt):
+        training.train(config, verbose=0)
+
+    assert {os.path.realpath(copy) for copy in copies} <= set(hashed)  # the identical-file check read them
+    assert [path for path in set(hashed) if hashed.count(path) > 1] == []
 
 
 @pytest.mark.parametrize("shortcut", ["format", "size"])
