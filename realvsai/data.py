@@ -178,9 +178,12 @@ def split_folders(data_dir: Path) -> list[Path]:
 
 
 def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
-                image_size: int | None = None) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
+                image_size: int | None = None, digests: dict[Path, str] | None = None
+                ) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
     """The train, validation and (when there is one) test images of ``data_dir``, in train's class order;
     ``crop_size`` for crops mode, ``image_size`` for a resize model, and ``max_pixels`` (``scan_images``).
+    ``digests``, when given, gets the sha256 of each file the check for identical files read, so that a caller
+    that needs some of them does not read those files again.
 
     Raises:
         UserError: without train/ or validation/, with fewer than two classes, or with a class without training
@@ -220,15 +223,17 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
                              image_size=image_size)
     test = (scan_images(data_dir / TEST, train.class_names, max_pixels, crop_size, image_size=image_size)
             if (data_dir / TEST).is_dir() else None)
-    _warn_of_identical_files(data_dir, {TRAIN: train, VALIDATION: validation, **({TEST: test} if test else {})})
+    _warn_of_identical_files(data_dir, {TRAIN: train, VALIDATION: validation, **({TEST: test} if test else {})},
+                             {} if digests is None else digests)
     return train, validation, test
 
 
-def _warn_of_identical_files(data_dir: Path, splits: dict[str, LabelledImages]) -> None:
+def _warn_of_identical_files(data_dir: Path, splits: dict[str, LabelledImages], digests: dict[Path, str]) -> None:
     """Warns of files with the same bytes under two classes (a class folder copied into another: learnt under both
     labels, the model cannot be right on both) and of validation or test files identical to training files (their
     numbers then count images the model trains on): the split scripts leave both out, a split made by hand may hold
-    them. Only files that share their size with another file are read."""
+    them. Only files that share their size with a file of another split or class are read; ``digests`` gets their
+    sha256."""
     by_size: dict[int, list[tuple[str, str, Path]]] = {}
     for split, images in splits.items():
         for path, label in zip(images.files, images.labels):
@@ -237,7 +242,8 @@ def _warn_of_identical_files(data_dir: Path, splits: dict[str, LabelledImages]) 
     for size, members in by_size.items():
         if len({(split, class_name) for split, class_name, _ in members}) > 1:
             for member in members:
-                by_content.setdefault((size, sha256_file(member[2])), []).append(member)
+                digests[member[2]] = sha256_file(member[2])
+                by_content.setdefault((size, digests[member[2]]), []).append(member)
     classes: list[tuple[Path, Path]] = []  # (the file, one of another class with its bytes)
     trained: dict[str, list[tuple[Path, Path]]] = {}  # held-out split -> (its file, the training file)
     for members in by_content.values():

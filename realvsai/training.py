@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -179,8 +180,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
 
     problem = None
     try:
-        train_images, validation_images, test_images, digest = _scan(config)
-        images_record = training_images_record(Path(config.data), train_images)
+        file_digests: dict[Path, str] = {}  # each file read once: the copies' count takes the identical-file check's
+        train_images, validation_images, test_images, digest = _scan(config, file_digests)
+        images_record = training_images_record(Path(config.data), train_images, file_digests)
     except UserError as error:  # raised after the check below, which stops the other workers too
         problem, digest = error, f"unreadable: {error}"
     try:
@@ -295,16 +297,19 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     return TrainResult(run_dir, model, model_info, history, None), held_out
 
 
-def _scan(config: TrainConfig) -> tuple[LabelledImages, LabelledImages, LabelledImages | None, str]:
-    """The run's train, validation and test images (``data.scan_splits``; test None without the folder), and the
-    digest of its train and validation images (``data.data_digest``)."""
+def _scan(config: TrainConfig, file_digests: dict[Path, str] | None = None
+          ) -> tuple[LabelledImages, LabelledImages, LabelledImages | None, str]:
+    """The run's train, validation and test images (``data.scan_splits``; test None without the folder, and
+    ``file_digests`` its files' sha256 where it read them), and the digest of its train and validation images
+    (``data.data_digest``)."""
     from realvsai import data
 
     # Crops mode enlarges an image whose short side is below the crop: the pixel limit holds for that size. Resize
     # mode decodes a large JPEG reduced for the model's side: the limit counts those pixels (images.limit_scale).
     crop_size = config.image_size if config.input_mode == "crops" else None
     train_images, validation_images, test_images = data.scan_splits(
-        config.data, crop_size, config.max_pixels, image_size=None if crop_size else config.image_size)
+        config.data, crop_size, config.max_pixels, image_size=None if crop_size else config.image_size,
+        digests=file_digests)
     return train_images, validation_images, test_images, data.data_digest(Path(config.data), train_images,
                                                                           validation_images)
 
@@ -348,7 +353,8 @@ def _refuse_other_data(config: TrainConfig, started: dict[str, str | None] | Non
                     "that data, or start a new --name to train on this one.")
 
 
-def training_images_record(data_dir: Path, train_images: LabelledImages) -> dict[str, Any]:
+def training_images_record(data_dir: Path, train_images: LabelledImages,
+                           file_digests: Mapping[Path, str] | None = None) -> dict[str, Any]:
     """model.json's record of ``train_images``: ``augmented_copies``, how many are augmented copies
     (DataAugmentation.py's ``aug_*`` files moved into train by MoveAugmentedImages.py: ``moving.MovedCopies``) and
     the settings they were made with (``DATA/augmented-settings.json``, None without one), None without copies;
@@ -356,13 +362,15 @@ def training_images_record(data_dir: Path, train_images: LabelledImages) -> dict
     ``shortcuts`` and ``shortcut_warning`` (of the originals, as the split judged them: a copy repeats its source's
     size and takes the format the augmentation gave it, which would hide a shortcut or make one). A UserError
     naming the file and key for a record of settings that DataAugmentation.py did not write
-    (``moving.read_copy_settings``), so the model card never shows one."""
+    (``moving.read_copy_settings``), so the model card never shows one. ``file_digests``: the sha256 of files read
+    already (``data.scan_splits``), which are not read again."""
     from realvsai import image_stats
     from realvsai.moving import MOVED_SETTINGS_NAME, moved_copies, read_copy_settings
 
     moved = moved_copies(data_dir)
+    known = file_digests or {}
     originals = train_images.subset([index for index, path in enumerate(train_images.files)
-                                     if not moved.holds(Path(path))])
+                                     if not moved.holds(Path(path), known.get(path))])
     count = len(train_images) - len(originals)
     copies = {"count": count, "settings": read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME)} if count else None
     return {"augmented_copies": copies, **image_stats.training_record(train_images.facts(), originals.facts())}
