@@ -384,6 +384,31 @@ def test_jpeg_layer_opts_out_of_xla():
     assert RandomJpegQuality().supports_jit is False
 
 
+@pytest.mark.parametrize("make", [lambda: RandomAffine(seed=1),
+                                  lambda: RandomBlur((0.5, 2.0), probability=1.0, seed=1),
+                                  lambda: RandomCropPad(horizontal_flip=True, seed=1)],
+                         ids=["affine", "blur", "crop-pad"])
+def test_a_band_of_rows_of_a_layer_is_those_rows_of_its_whole_image_from_uint8_pixels(make):
+    """A large image's copies are made a band of output rows at a time, each from the whole image as uint8 (its
+    float32 copy, and the whole output's intermediates, took 13.5 GB at 190 MP)."""
+    layer, pixels = make(), np.random.default_rng(0).integers(0, 256, (2, 37, 29, 3), np.uint8)
+    images = pixels.astype("float32")
+    transformation = layer.get_random_transformation(images)
+    whole = keras.ops.convert_to_numpy(layer.transform_images(images, transformation))
+    for start, rows in [(0, 5), (3, 7), (30, 7), (0, 37)]:
+        band = keras.ops.convert_to_numpy(layer.transform_rows(pixels, transformation, start, rows))
+        np.testing.assert_array_equal(band, whole[:, start:start + rows], err_msg=f"rows {start}-{start + rows}")
+
+
+def test_jpeg_layer_recompresses_uint8_pixels_into_uint8_of_the_same_values():
+    images = np.random.default_rng(0).integers(0, 256, (2, 24, 16, 3), np.uint8)
+    layer = RandomJpegQuality((60, 90), probability=1.0, seed=1)
+    transformation = layer.get_random_transformation(images)
+    output = keras.ops.convert_to_numpy(layer.transform_images(images, transformation))
+    expected = keras.ops.convert_to_numpy(layer.transform_images(images.astype("float32"), transformation))
+    assert output.dtype == np.uint8 and np.array_equal(output, expected)
+
+
 @pytest.mark.parametrize("make", [
     lambda: RandomAffine(rotation_degrees=-1.0),
     lambda: RandomAffine(shift_fraction=1.5),
@@ -597,6 +622,50 @@ def copies_made(data: Path, copies: int, batch_size: int, preset: str, seed: int
     write_augmented_copies(batches, build_augmentation(preset, seed=seed))
     return {path.relative_to(data).as_posix(): path.read_bytes()
             for path in sorted((data / "augmented_train").rglob("*.jpg"))}
+
+
+@pytest.mark.parametrize("xla", [False, True])
+@pytest.mark.parametrize("preset", [*AUGMENTING, "detector, blurred and re-compressed"])
+def test_a_large_copy_is_made_in_bands_of_rows_into_the_bytes_of_the_whole_image(preset, xla, tmp_path, monkeypatch):
+    """A classic copy of a 190 MP photo peaked at 13.5 GB, a detector copy of a 178 MP one at 18 GB: each layer
+    made float32 arrays of the whole image (its pixels, the affine map's coordinate grids, four gathers of pixels).
+    A copy of over ``BANDED_PIXELS`` is made ``BAND_PIXELS`` of output rows at a time, into the same bytes, and an
+    image of over ``DECODED_AHEAD_PIXELS`` is decoded alone, when its batch is made, not ahead by tf.data."""
+    from realvsai import offline_augmentation
+
+    monkeypatch.setattr(offline_augmentation, "MIN_COMPILED_PIXELS", 1 if xla else 1 << 40)
+    source = write_image(tmp_path / "train" / "REAL" / "large.png", seed=1, size=(90, 70))
+
+    def made(folder: str) -> tuple[list[bytes], list[tuple[int, str]]]:
+        """The copies' bytes, and the rows and dtype of every array a layer returned."""
+        targets = tuple(str(tmp_path / folder / f"copy_{k}.jpg") for k in range(3))
+        layers, results = build_augmentation(preset.split(",")[0], seed=5), []
+        for layer in layers.layers:
+            if preset.endswith("re-compressed"):
+                layer.probability = 1.0  # the blur and the JPEG re-compression on every copy
+            for name in ("transform_images", "transform_rows"):
+                if hasattr(layer, name):
+                    monkeypatch.setattr(layer, name, recorded(getattr(layer, name), results))
+        write_augmented_copies(plan_batches([FakeSource(source, targets, 90, 70)], seed=5), layers)
+        return [Path(target).read_bytes() for target in targets], results
+
+    def recorded(function, results):
+        def call(images, transformation, *band):  # band: (start, rows) of transform_rows
+            output = function(images, transformation, *band)
+            rows = band[1] if band else int(keras.ops.shape(images)[1])
+            results.append((rows, keras.backend.standardize_dtype(output.dtype)))
+            return output
+        return call
+
+    monkeypatch.setattr(offline_augmentation, "BANDED_PIXELS", 1 << 40, raising=False)
+    whole, _ = made("whole")
+    monkeypatch.setattr(offline_augmentation, "BANDED_PIXELS", 1000, raising=False)
+    monkeypatch.setattr(offline_augmentation, "BAND_PIXELS", 90 * 8, raising=False)
+    monkeypatch.setattr(offline_augmentation, "DECODED_AHEAD_PIXELS", 1000, raising=False)  # decoded alone, too
+    banded, results = made("banded")
+    assert banded == whole
+    floats = [rows for rows, dtype in results if dtype != "uint8"]
+    assert floats and max(floats) <= 8, results  # no float array of more than a band's rows
 
 
 @pytest.mark.parametrize("xla", [False, True])

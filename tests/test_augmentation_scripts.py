@@ -512,7 +512,13 @@ def test_summaries_count_one_thing_in_the_singular(tmp_path, capsys):
     assert "1 earlier copy (aug_*) in train not augmented" in capsys.readouterr().out
 
 
-def test_broken_images_are_skipped_with_a_warning_naming_them(data, bad_files, capsys):
+@pytest.mark.parametrize("decoded", ["ahead", "alone"])
+def test_broken_images_are_skipped_with_a_warning_naming_them(decoded, data, bad_files, capsys, monkeypatch):
+    """Also where every image is decoded alone, when its batch is made, as a large one is."""
+    from realvsai import offline_augmentation
+
+    if decoded == "alone":
+        monkeypatch.setattr(offline_augmentation, "DECODED_AHEAD_PIXELS", 0, raising=False)
     broken = bad_files(data / "train" / "REAL")
     assert augment(data) == 0
     err = capsys.readouterr().err
