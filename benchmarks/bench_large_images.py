@@ -17,6 +17,14 @@ made 4000x3000 JPEGs (12 MP phone photos): peak RSS and wall time of today's wri
 ``offline_augmentation.MAX_BATCH_PIXELS`` fell to 1 << 22 (two such copies a batch), decoded images waited as uint8
 and a batch was rounded ``ROUNDING_PIXELS`` at a time; each in its own process, the copies' bytes compared.
 
+With --huge, DataAugmentation.py (``--copies 2 --seed 42 --max-pixels 200,000,000``, native size) instead on a made
+16000x11900 JPEG (190 MP: the default --max-pixels, 120,000,000, refuses it on this path, which decodes it whole)
+with each preset, and the detector preset also on a 15000x11900 one (178.5 MP: that preset skips an image over
+TensorFlow's JPEG limit, 178,956,970 pixels), each in its own process: peak RSS, wall time and the copies' sha256.
+With --whole-too, also the whole-image path before ``offline_augmentation.BANDED_PIXELS`` (every layer on the
+whole image in float32, decoded ahead by tf.data, the copies queued for the writers by count alone), which needs
+about 14 GB for the 190 MP photo and 15 GB for the 178.5 MP one.
+
 With --phone, each path that reads an image instead, on made 200 MP phone photos (16320x12240 JPEGs, sequential and
 progressive) and a 12000x12000 one, each path and limit in its own process: the pixel limit's answer, wall time and
 the peak RSS past the imports, under the default --max-pixels (a sequential JPEG counted at the pixels each path
@@ -32,6 +40,7 @@ Examples:
         --results benchmarks/results/large_scans.json
     python benchmarks/bench_large_images.py --photos 4 --results benchmarks/results/augmentation_memory.json
     python benchmarks/bench_large_images.py --phone --results benchmarks/results/phone_photos.json
+    python benchmarks/bench_large_images.py --huge --whole-too --results benchmarks/results/huge_augmentation.json
 """
 
 from __future__ import annotations
@@ -63,6 +72,10 @@ PHONE_PHOTOS = {"200 MP": (16320, 12240, False), "200 MP progressive": (16320, 1
 PHONE_PATHS = ("app, resize", "app, crops", "training's scan, resize", "tf.data decode, resize",
                "tf.data decode, crops", "split check")
 RAISED_LIMIT = 300_000_000
+# --huge: the made photos (name: width, height) and what DataAugmentation.py makes of them, under HUGE_LIMIT.
+HUGE_PHOTOS = {"190 MP": (16000, 11900), "178.5 MP": (15000, 11900)}
+HUGE_CASES = (("190 MP", "classic"), ("190 MP", "detector"), ("178.5 MP", "detector"))
+HUGE_LIMIT = 200_000_000
 PAIRS = (("reduced", "full"), ("crops", "crops, converted whole"), ("reduced", "all at once"))  # (today, before)
 
 
@@ -83,11 +96,16 @@ def make_parser() -> argparse.ArgumentParser:
                         help="augment COUNT made 4000x3000 JPEGs with DataAugmentation.py, today vs before")
     parser.add_argument("--phone", action="store_true",
                         help="measure every path that reads an image on made 200 MP phone photos instead")
+    parser.add_argument("--huge", action="store_true",
+                        help="augment made 190 and 178.5 MP JPEGs with DataAugmentation.py instead")
+    parser.add_argument("--whole-too", action="store_true",
+                        help="with --huge: also the whole-image path before banding (needs about 15 GB of memory)")
     parser.add_argument("--presets", nargs="+", choices=("detector", "classic"), default=["detector", "classic"],
                         help="with --photos: the augmentation presets to measure (default: %(default)s)")
     add_results_option(parser, "large_images")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "IMAGE_SIZE"), help=argparse.SUPPRESS)
-    parser.add_argument("--augment-child", nargs=3, metavar=("VARIANT", "PRESET", "DATA"), help=argparse.SUPPRESS)
+    parser.add_argument("--augment-child", nargs=4, metavar=("VARIANT", "PRESET", "DATA", "MAX_PIXELS"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--phone-child", nargs=3, metavar=("PATH", "FILE", "LIMIT"), help=argparse.SUPPRESS)
     return parser
 
@@ -165,24 +183,28 @@ def make_photos(count: int) -> Path:
 def make_phone_photos() -> dict[str, Path]:
     """``PHONE_PHOTOS`` as JPEGs (quality 90, 4:2:0, as a phone saves them: smooth colours and a fine noise, about
     34 MB each at 200 MP) in the temporary folder, made once."""
+    return {name: made_photo("realvsai-bench-phone", name, width, height, progressive)
+            for name, (width, height, progressive) in PHONE_PHOTOS.items()}
+
+
+def made_photo(folder_name: str, name: str, width: int, height: int, progressive: bool = False) -> Path:
+    """A made photo ``name`` of ``width`` x ``height`` (a JPEG as a phone saves it: quality 90, 4:2:0, smooth colours
+    and a fine noise) in the temporary folder ``folder_name``, made once."""
     import numpy as np
     from PIL import Image
 
-    folder = Path(tempfile.gettempdir()) / "realvsai-bench-phone"
-    folder.mkdir(exist_ok=True)
-    made = {}
-    for name, (width, height, progressive) in PHONE_PHOTOS.items():
-        path = made[name] = folder / f"{name.replace(' ', '-')}.jpg"
-        if path.is_file():
-            continue
-        rng = np.random.default_rng(0)
-        colours = Image.fromarray(rng.integers(0, 256, (height // 64, width // 64, 3), np.uint8))
-        pixels = np.asarray(colours.resize((width, height), Image.Resampling.BILINEAR)).copy()
-        for top in range(0, height, 256):  # the noise a band at a time: int16 of the whole would take 1.2 GB
-            band = pixels[top:top + 256].astype(np.int16) + rng.integers(-6, 7, (min(256, height - top), width, 3))
-            pixels[top:top + 256] = np.clip(band, 0, 255)
-        Image.fromarray(pixels).save(path, quality=90, progressive=progressive)
-    return made
+    path = Path(tempfile.gettempdir()) / folder_name / f"{name.replace(' ', '-')}.jpg"
+    if path.is_file():
+        return path
+    path.parent.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    colours = Image.fromarray(rng.integers(0, 256, (height // 64, width // 64, 3), np.uint8))
+    pixels = np.asarray(colours.resize((width, height), Image.Resampling.BILINEAR)).copy()
+    for top in range(0, height, 256):  # the noise a band at a time: int16 of the whole would take 1.2 GB
+        band = pixels[top:top + 256].astype(np.int16) + rng.integers(-6, 7, (min(256, height - top), width, 3))
+        pixels[top:top + 256] = np.clip(band, 0, 255)
+    Image.fromarray(pixels).save(path, quality=90, progressive=progressive)
+    return path
 
 
 def memory_mib(field: str) -> float:
@@ -260,9 +282,10 @@ def compare_phone(args: argparse.Namespace, destination: Destination) -> None:
     destination.write(results)
 
 
-def augment_photos(variant: str, preset: str, data: Path) -> dict:
+def augment_photos(variant: str, preset: str, data: Path, max_pixels: int) -> dict:
     """DataAugmentation.py's main in this process (``variant`` "before": the writer's earlier batching, float
-    buffers and rounding); its wall time, peak RSS and the sha256 of every copy."""
+    buffers and rounding; "whole": every copy made on the whole image, as before banding); its wall time, peak RSS
+    and the sha256 of every copy."""
     import hashlib
 
     import tensorflow as tf
@@ -275,8 +298,12 @@ def augment_photos(variant: str, preset: str, data: Path) -> dict:
         offline_augmentation.ROUNDING_PIXELS = 1 << 40
         decode = offline_augmentation.decode_rgb
         offline_augmentation.decode_rgb = lambda *args, **kwargs: tf.cast(decode(*args, **kwargs), tf.float32)
+    if variant in ("before", "whole"):  # no copy made in bands, every image decoded ahead, copies queued by count
+        offline_augmentation.BANDED_PIXELS = offline_augmentation.DECODED_AHEAD_PIXELS = 2**62
+        offline_augmentation.MAX_WAITING_BYTES = 2**62
     start = time.perf_counter()
-    status = DataAugmentation.main(["--data", str(data), "--copies", "2", "--preset", preset, "--seed", "42"])
+    status = DataAugmentation.main(["--data", str(data), "--copies", "2", "--preset", preset, "--seed", "42",
+                                    "--max-pixels", str(max_pixels)])
     seconds = time.perf_counter() - start
     copies = sorted((data / "augmented_train").rglob("*.jpg"))
     return {"status": status, "seconds": seconds, "copies": len(copies),
@@ -287,6 +314,8 @@ def augment_photos(variant: str, preset: str, data: Path) -> dict:
 def compare_augmentation(args: argparse.Namespace, destination: Destination) -> None:
     """Today's writer and the one before on the made photos, a process and a fresh folder each."""
     import shutil
+
+    from realvsai.config import MAX_IMAGE_PIXELS
 
     photos = make_photos(args.photos)
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "photos": args.photos,
@@ -299,8 +328,8 @@ def compare_augmentation(args: argparse.Namespace, destination: Destination) -> 
             with tempfile.TemporaryDirectory(prefix="bench_augment_") as temporary:
                 data = Path(temporary) / "data"
                 shutil.copytree(photos, data)
-                output = run_child([sys.executable, __file__, "--augment-child", variant, preset, str(data)],
-                                   f"the {variant!r} augmentation's process")
+                output = run_child([sys.executable, __file__, "--augment-child", variant, preset, str(data),
+                                    str(MAX_IMAGE_PIXELS)], f"the {variant!r} augmentation's process")
             measured[variant] = json.loads(output.strip().splitlines()[-1])
             rows.append((f"{preset}, {variant}", f"{measured[variant]['seconds']:.1f}",
                          f"{measured[variant]['peak_rss_mib']:.0f}"))
@@ -317,6 +346,38 @@ def compare_augmentation(args: argparse.Namespace, destination: Destination) -> 
     destination.write(results)
 
 
+def compare_huge(args: argparse.Namespace, destination: Destination) -> None:
+    """``HUGE_CASES``, today's path (and with --whole-too the whole-image one), a process and a fresh folder each."""
+    import shutil
+
+    photos = {name: made_photo("realvsai-bench-huge", name, *size) for name, size in HUGE_PHOTOS.items()}
+    variants = ("today", "whole") if args.whole_too else ("today",)
+    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "copies": 2,
+               "max_pixels": HUGE_LIMIT, "photos": {name: {"size": list(HUGE_PHOTOS[name]),
+                                                           "bytes": path.stat().st_size}
+                                                    for name, path in photos.items()},
+               "cases": {}, "command": shlex.join(["python", "benchmarks/bench_large_images.py", *sys.argv[1:]])}
+    rows = []
+    for name, preset in HUGE_CASES:
+        measured = {}
+        for variant in variants:
+            with tempfile.TemporaryDirectory(prefix="bench_huge_") as temporary:
+                data = Path(temporary) / "data"
+                (data / "train" / "REAL").mkdir(parents=True)
+                shutil.copy(photos[name], data / "train" / "REAL")
+                output = run_child([sys.executable, __file__, "--augment-child", variant, preset, str(data),
+                                    str(HUGE_LIMIT)], f"the {variant!r} augmentation's process")
+            measured[variant] = json.loads(output.strip().splitlines()[-1])
+            rows.append((f"{name}, {preset}, {variant}", measured[variant]["copies"],
+                         f"{measured[variant]['seconds']:.1f}", f"{measured[variant]['peak_rss_mib']:.0f}"))
+        if args.whole_too:
+            measured["same_bytes"] = measured["today"]["sha256"] == measured["whole"]["sha256"]
+            rows.append((f"{name}, {preset}, same bytes", measured["same_bytes"], "", ""))
+        results["cases"][f"{name}, {preset}"] = measured
+    print(format_table(("DataAugmentation, --copies 2", "copies", "wall s", "peak RSS MiB"), rows))
+    destination.write(results)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -325,13 +386,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: print(json.dumps(measure(args.data, variant, int(image_size), args.batch_size,
                                                          args.repeats))))
     if args.augment_child:
-        variant, preset, data = args.augment_child
-        return run_main(lambda: print(json.dumps(augment_photos(variant, preset, Path(data)))))
+        variant, preset, data, max_pixels = args.augment_child
+        return run_main(lambda: print(json.dumps(augment_photos(variant, preset, Path(data), int(max_pixels)))))
     if args.phone_child:
         path_name, file, limit = args.phone_child
         return run_main(lambda: print(json.dumps(read_phone_photo(path_name, Path(file), int(limit)))))
     destination = results_destination(parser, args, "large_images", ("data", "image_sizes", "batch_size", "variants",
-                                                                     "scans", "photos", "phone"))
+                                                                     "scans", "photos", "phone", "huge"))
+    if args.huge:
+        return run_main(lambda: compare_huge(args, destination))
     if args.phone:
         return run_main(lambda: compare_phone(args, destination))
     if args.photos:

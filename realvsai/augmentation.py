@@ -105,10 +105,18 @@ def _require(condition: bool, message: str) -> None:
 
 class _RandomImageLayer(keras.layers.Layer):
     """Draws ``num_draws`` numbers in [0, 1) per image (from a given seed, or the layer's own generator), makes
-    them the image's parameters (``transformation``), then applies those (``transform_images``)."""
+    them the image's parameters (``transformation``), then applies those (``transform_images``).
+
+    A layer with ``transform_rows(images, transformation, start, rows)`` also gives output rows ``start`` to
+    ``start + rows`` alone (``start`` may be a tensor, ``rows`` is a number), the numbers ``transform_images``
+    gives there, from the whole ``images``, uint8 ones read as the floats they equal: the offline copies of a large
+    image are made so, a band of rows at a time. ``moves_whole_pixels``: every output pixel is an input pixel, so
+    the layer commutes with rounding to uint8.
+    """
 
     config_names: tuple[str, ...] = ()
     num_draws: int = 0
+    moves_whole_pixels = False
 
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -179,7 +187,14 @@ class RandomAffine(_RandomImageLayer):
                 "flip": (flip < 0.0) if self.horizontal_flip else ops.zeros(ops.shape(flip), "bool")}
 
     def transform_images(self, images, transformation):
-        # Each image's row [a0, a1, a2, b0, b1, b2, 0, 0] for affine_resample; zoom is input pixels per output pixel.
+        return affine_resample(images, self.affine_maps(images, transformation))
+
+    def transform_rows(self, images, transformation, start, rows):
+        return affine_resample(images, self.affine_maps(images, transformation), start, rows)
+
+    def affine_maps(self, images, transformation):
+        """Each image's row [a0, a1, a2, b0, b1, b2, 0, 0] for ``affine_resample``; zoom is input pixels per output
+        pixel."""
         shape = ops.shape(images)
         cos, sin = ops.cos(transformation["angle"]), ops.sin(transformation["angle"])
         zoom_x = ops.where(transformation["flip"], -transformation["zoom_x"], transformation["zoom_x"])  # F, then Z
@@ -195,18 +210,20 @@ class RandomAffine(_RandomImageLayer):
         a2 = center_x - a0 * center_x - a1 * center_y - (cos * shift_x - sin * shift_y)
         b2 = center_y - b0 * center_x - b1 * center_y - (sin * shift_x + cos * shift_y)
         zeros = ops.zeros_like(a0)
-        return affine_resample(images, ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1))
+        return ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
-def affine_resample(images, transforms):
-    """``keras.ops.image.affine_transform(images, transforms, "bilinear", "nearest")`` as gathers.
+def affine_resample(images, transforms, start=None, count=None):
+    """``keras.ops.image.affine_transform(images, transforms, "bilinear", "nearest")`` as gathers; with ``start``,
+    only its output rows ``start`` to ``start + count``, the same numbers (``images`` may be uint8: its pixels are
+    read as the floats they equal).
 
     Not the built-in: on TensorFlow it runs ``ImageProjectiveTransformV3``, which has no XLA kernel
     (measured with Keras 3.15 / TF 2.21: a jit_compile=True model holding it fails to compile), and
     Keras XLA-compiles the training step (``--xla``, and "auto" on one GPU).
     """
     batch, height, width, channels = ops.shape(images)
-    rows = ops.cast(ops.arange(height), "float32")[None, :, None]
+    rows = ops.cast(ops.arange(height) if start is None else start + ops.arange(count), "float32")[None, :, None]
     columns = ops.cast(ops.arange(width), "float32")[None, None, :]
     t = ops.cast(transforms, "float32")[:, :, None, None]
     x = ops.clip(t[:, 0] * columns + t[:, 1] * rows + t[:, 2], 0.0, ops.cast(width - 1, "float32"))
@@ -220,9 +237,9 @@ def affine_resample(images, transforms):
     first_row = ops.arange(batch)[:, None, None] * height
 
     def row(index):  # one row of neighbours, interpolated along x
-        start = (first_row + index) * width
-        return ops.take(pixels, start + left, axis=0) * (1.0 - x_weight) + ops.take(
-            pixels, start + right, axis=0) * x_weight
+        first = (first_row + index) * width
+        return ops.cast(ops.take(pixels, first + left, axis=0), "float32") * (1.0 - x_weight) + ops.cast(
+            ops.take(pixels, first + right, axis=0), "float32") * x_weight
 
     return row(top) * (1.0 - y_weight) + row(bottom) * y_weight
 
@@ -239,6 +256,7 @@ class RandomCropPad(_RandomImageLayer):
     whole pixels move, never interpolated, so the texture a detector looks at survives."""
 
     config_names = ("pad_fraction", "horizontal_flip")
+    moves_whole_pixels = True
 
     def __init__(self, pad_fraction: float = 0.125, horizontal_flip: bool = False, seed: int | None = None,
                  **kwargs):
@@ -264,15 +282,19 @@ class RandomCropPad(_RandomImageLayer):
                 "flip": flip}
 
     def transform_images(self, images, transformation):
+        return self.transform_rows(images, transformation, 0, ops.shape(images)[1])
+
+    def transform_rows(self, images, transformation, start, rows):
         # The crop of the padded image as one gather: each output pixel's source row and column,
         # reflected back into the image, instead of materialising the padded batch.
         batch, height, width, channels = ops.shape(images)
         pad_height, pad_width = self._pads(images)
-        rows = _reflect(transformation["offset_y"][:, None] - pad_height + ops.arange(height)[None, :], height)
+        sources = _reflect(transformation["offset_y"][:, None] - pad_height + (start + ops.arange(rows))[None, :],
+                           height)
         columns = ops.where(transformation["flip"][:, None], width - 1 - ops.arange(width)[None, :],
                             ops.arange(width)[None, :])
         columns = _reflect(transformation["offset_x"][:, None] - pad_width + columns, width)
-        flat = (ops.arange(batch)[:, None, None] * height + rows[:, :, None]) * width + columns[:, None, :]
+        flat = (ops.arange(batch)[:, None, None] * height + sources[:, :, None]) * width + columns[:, None, :]
         return ops.take(ops.reshape(images, (-1, channels)), flat, axis=0)
 
 
@@ -304,6 +326,15 @@ class RandomBlur(_RandomImageLayer):
         return {"sigma": ops.where(draws[:, 0] < self.probability, sigma, ops.zeros_like(sigma))}
 
     def transform_images(self, images, transformation):
+        return self._blurred(images, transformation, 0, ops.shape(images)[1], images)
+
+    def transform_rows(self, images, transformation, start, rows):
+        batch, _, width, channels = ops.shape(images)
+        return self._blurred(images, transformation, start, rows,
+                             ops.slice(images, (0, start, 0, 0), (batch, rows, width, channels)))
+
+    def _blurred(self, images, transformation, start, rows, kept):
+        """Output rows ``start`` to ``start + rows``; ``kept``: those rows of ``images``, for the images not blurred."""
         # Every image is blurred and only the chosen ones are kept, the others returned untouched: a fixed
         # shape for XLA and JAX (a gather of the chosen ones has a data-dependent size).
         sigma = ops.cast(transformation["sigma"], self.compute_dtype)
@@ -311,16 +342,15 @@ class RandomBlur(_RandomImageLayer):
         weights = ops.exp(-0.5 * ops.square(offsets / ops.maximum(sigma, 1e-3)[:, None]))
         weights = weights / ops.sum(weights, axis=1, keepdims=True)
         blurred = images
-        for axis in (1, 2):
-            length = ops.shape(blurred)[axis]
+        for axis, first, length in ((1, start, rows), (2, 0, ops.shape(images)[2])):
             # Indices clamped into the image: edge padding that, unlike a reflection, works for images
             # smaller than the kernel.
-            indices = ops.clip(ops.arange(-self.radius, length + self.radius), 0, length - 1)
-            padded = ops.take(blurred, indices, axis=axis)
+            indices = ops.clip(first + ops.arange(-self.radius, length + self.radius), 0, ops.shape(images)[axis] - 1)
+            padded = ops.cast(ops.take(blurred, indices, axis=axis), self.compute_dtype)
             blurred = sum(weights[:, tap, None, None, None]
                           * (padded[:, tap:tap + length] if axis == 1 else padded[:, :, tap:tap + length])
                           for tap in range(2 * self.radius + 1))
-        return ops.where((sigma > 0.0)[:, None, None, None], blurred, images)
+        return ops.where((sigma > 0.0)[:, None, None, None], blurred, ops.cast(kept, self.compute_dtype))
 
 
 @keras.saving.register_keras_serializable(package="realvsai")
@@ -361,9 +391,10 @@ class RandomJpegQuality(_RandomImageLayer):
         return {"apply": draws[:, 0] < self.probability, "quality": tf.minimum(quality, high)}
 
     def transform_images(self, images, transformation):
+        """uint8 ``images`` give uint8 ones (the same numbers: a copy's pixels wait as uint8), others float32."""
         tf = _tensorflow()
-        compressed = _jpeg_recompress()(tf.cast(images, self.compute_dtype), transformation["apply"],
-                                        transformation["quality"])
+        dtype = "uint8" if keras.backend.standardize_dtype(images.dtype) == "uint8" else self.compute_dtype
+        compressed = _jpeg_recompress()(tf.cast(images, dtype), transformation["apply"], transformation["quality"])
         if tf.executing_eagerly() and keras.backend.backend() != "tensorflow":
             return ops.convert_to_tensor(compressed.numpy())  # outside tf.data: the backend's tensors again
         return compressed
@@ -377,12 +408,14 @@ def _jpeg_recompress():
 
     def one_image(args):
         image, apply, quality = args
-        pixels = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+        pixels = image if image.dtype == tf.uint8 else tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
         return tf.cond(apply, lambda: tf.cast(tf.image.adjust_jpeg_quality(pixels, quality), image.dtype),
                        lambda: image)
 
     @tf.function(autograph=False)
     def recompress(images, apply, quality):
+        if images.shape[0] == 1:  # one image (a large copy's): map_fn would hold two more copies of it
+            return one_image((images[0], apply[0], quality[0]))[None]
         compressed = tf.map_fn(one_image, (images, apply, quality), fn_output_signature=images.dtype)
         return tf.ensure_shape(compressed, images.shape)
 

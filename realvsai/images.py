@@ -10,7 +10,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -376,15 +376,28 @@ def _as_rgb(image: Image.Image) -> np.ndarray:
                 band = _over_background(band, np.where(pixels[top:top + rows] == transparent, 0, 255))
             rgb[top:top + rows] = band
         return rgb
-    if image.has_transparency_data:
-        rgb = np.empty((image.height, image.width, 3), np.uint8)
-        top = 0
-        for band in _bands(image, 12):  # its RGBA copy (4 bytes a pixel) and the arithmetic's (8) at a time
-            rgba = np.asarray(band if band.mode == "RGBA" else band.convert("RGBA"))  # a palette's alphas too
-            rgb[top:top + band.height] = _over_background(rgba[..., :3], rgba[..., 3])
-            top += band.height
-        return rgb
-    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+    if image.has_transparency_data:  # its RGBA copy (4 bytes a pixel) and the arithmetic's (8) a band at a time
+        return _rgb_by_bands(image, 12, _band_over_background)
+    if image.width * image.height * 3 <= _HASH_BAND_BYTES:
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+    # A band at a time: NumPy takes an image whole through its bytes, copied twice (a 190 MP photo peaked at
+    # 1.9 GB past Pillow's 760 MB).
+    return _rgb_by_bands(image, 3, lambda band: np.asarray(band if band.mode == "RGB" else band.convert("RGB")))
+
+
+def _rgb_by_bands(image: Image.Image, pixel_bytes: int, rgb_of: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """The (H, W, 3) uint8 pixels of ``image``, ``rgb_of`` each of its ``_bands(image, pixel_bytes)``."""
+    rgb = np.empty((image.height, image.width, 3), np.uint8)
+    top = 0
+    for band in _bands(image, pixel_bytes):
+        rgb[top:top + band.height] = rgb_of(band)
+        top += band.height
+    return rgb
+
+
+def _band_over_background(band: Image.Image) -> np.ndarray:
+    rgba = np.asarray(band if band.mode == "RGBA" else band.convert("RGBA"))  # a palette's alphas too
+    return _over_background(rgba[..., :3], rgba[..., 3])
 
 
 def _over_background(colours: np.ndarray, alpha: np.ndarray) -> np.ndarray:

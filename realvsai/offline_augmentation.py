@@ -5,6 +5,9 @@ number): the same images and seed give the same bytes, a re-run makes exactly th
 --copies, --batch-size nor the Keras backend changes what is done to a copy. (Computed in batches of another
 shape, or on the other backend, a pixel may round one level apart now and then: floating point; 1 copy in 6,000
 at 32 px with --batch-size 7 instead of 32.)
+
+A copy of a large image is made a band of rows at a time from the image's uint8 pixels, into the bytes it has when
+made whole, and the largest images are decoded one at a time: a 190 MP photo's copies peak at 2.8 GB, not 14 GB.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from realvsai.augmentation import copy_transformations
+from realvsai.augmentation import RandomJpegQuality, copy_transformations
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.data import decode_rgb, resize_to_square
 from realvsai.files import write_new_files
@@ -36,6 +40,20 @@ from realvsai.moving import SourceImage
 MAX_BATCH_PIXELS = 1 << 22
 # Rounding a batch to uint8 pixels takes this many pixels at a time: whole, it held two more float batches.
 ROUNDING_PIXELS = 1 << 20
+# A copy of more pixels than this (made alone, in a batch of its own) is made BAND_PIXELS of output rows at a time,
+# each layer's in turn (``transform_rows``), from the whole image held as uint8 between layers where that is exact:
+# made whole, a 190 MP photo's classic copy peaked at 13.5 GB (the float32 image, the affine map's coordinate grids,
+# four gathers of its pixels), a 178 MP photo's detector copy at 18 GB. The same bytes as made whole.
+BANDED_PIXELS = MAX_BATCH_PIXELS
+BAND_PIXELS = 1 << 20  # a band's intermediates: about 70 bytes a pixel (four gathers of float32 RGB, the grids)
+# Images of more pixels are decoded in the main thread, one at a time, when their batch is made, not ahead by
+# tf.data, one per core: its threads decoded a 190 MP photo through 1.8 GB (Pillow's image, its array, the
+# tensor), and held 3.3 GB from one of its copies to the next.
+DECODED_AHEAD_PIXELS = 1 << 25
+# Copies handed to the writer threads that pass this many bytes are written before the next batch is decoded: the
+# 2 * WRITERS batches of 32 px or 12 MP copies that may wait are far below it; a 190 MP copy (570 MB, and its tensor
+# as it is encoded) is written alone, as that photo's next decode takes 1.7 GB at its peak (Pillow's).
+MAX_WAITING_BYTES = 1 << 28
 # XLA-compiling the augmentation costs about 0.15 s a batch shape and saves a fifth of a 32 px run's
 # CPU time (80,000 copies: 12.8 s, not 15.5 s): sizes whose images hold at least this many pixels compile
 # (about 10 copies' worth of the old rule's 1 << 24). The images count, not the copies: XLA's numbers differ
@@ -54,6 +72,7 @@ class CopyBatch:
     seeds: tuple[tuple[bytes, ...], ...]
     needs_pil: tuple[bool, ...]
     jit_compile: bool = False
+    pixels: int = 0  # of its largest image, as decoded (its own size) and as augmented (--size)
 
 
 def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | None = None, batch_size: int = 32,
@@ -87,6 +106,7 @@ def plan_batches(images: Sequence[SourceImage], seed: int, image_size: int | Non
                                     for image, part in chunk),
                         needs_pil=tuple(image.needs_pil for image, _ in chunk),
                         jit_compile=jit_compile,
+                        pixels=max(max(image.width * image.height, height * width) for image, _ in chunk),
                     ))
     return batches
 
@@ -128,21 +148,27 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets}:
         os.makedirs(folder, exist_ok=True)
     augment = _augmenter(augmentation, any(batch.jit_compile for batch in batches))
-    in_flight: collections.deque = collections.deque()  # bounds the copies held in memory
+    in_flight: collections.deque = collections.deque()  # (future, bytes): bounds the copies held in memory
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-        for batch_index, positions, images in _decoded_batches(batches, image_size, max_pixels).as_numpy_iterator():
+        # Tensors, not NumPy arrays: a large image's copies are made from the decoded tensor itself (a NumPy copy of
+        # a 190 MP photo, and the tensor made of it again, held 1.1 GB more).
+        for batch_index, positions, images in itertools.chain(_decoded_batches(batches, image_size, max_pixels),
+                                                              _decoded_alone(batches, image_size, max_pixels)):
+            batch_index, positions = int(batch_index), np.asarray(positions)
             batch = batches[batch_index]
             decoded.update((int(batch_index), int(position)) for position in positions)
             targets = [target for position in positions for target in batch.targets[position]]
             # Each image's copies side by side, each from its own seed.
-            copies = augment(np.repeat(images, [len(batch.targets[position]) for position in positions], axis=0),
+            copies = augment(images, [len(batch.targets[position]) for position in positions],
                              [seed for position in positions for seed in batch.seeds[position]], batch.jit_compile)
-            in_flight.append(pool.submit(_write_files, targets, copies, jpeg_quality, report))
-            while len(in_flight) > 2 * WRITERS:
-                report.written += in_flight.popleft().result()
+            del images  # before the copies are encoded (a 190 MP photo: 570 MB)
+            in_flight.append((pool.submit(_write_files, targets, copies, jpeg_quality, report), copies.nbytes))
+            del copies  # the writer holds them
+            while len(in_flight) > 2 * WRITERS or sum(size for _, size in in_flight) > MAX_WAITING_BYTES:
+                report.written += in_flight.popleft()[0].result()
             if on_copies_done:
                 on_copies_done(len(targets))
-        report.written += sum(future.result() for future in in_flight)
+        report.written += sum(future.result() for future, _ in in_flight)
     missing = [(batch.targets[position], source) for index, batch in enumerate(batches)
                for position, source in enumerate(batch.sources) if (index, position) not in decoded]
     report.already_there = (sum(len(batches[index].targets[position]) for index, position in decoded)
@@ -168,7 +194,9 @@ def _write_files(targets: Sequence[str], copies: np.ndarray, jpeg_quality: int, 
     """Encodes each of ``copies`` (uint8 RGB images of one size) and writes it to its path in ``targets``
     (``files.write_new_files``); returns how many it wrote. Adds each path, with the sha256 of its bytes, to
     ``report.made`` once it holds its copy, or to ``report.in_the_way``."""
-    encoded = _jpeg_encoder(jpeg_quality)(copies).numpy()
+    # One copy (a large image's) as it is: map_fn would first copy it into a TensorArray (570 MB at 190 MP).
+    encoded = (_jpeg_encoder(jpeg_quality)(copies).numpy() if len(copies) > 1
+               else [tf.io.encode_jpeg(copy, quality=jpeg_quality).numpy() for copy in copies])
     wrote = write_new_files(list(zip(targets, encoded)))  # one wait on the disk for the batch
     for path, data, new in zip(targets, encoded, wrote):
         if not new:
@@ -183,8 +211,10 @@ def _write_files(targets: Sequence[str], copies: np.ndarray, jpeg_quality: int, 
 
 
 def _augmenter(augmentation: keras.Sequential | None, compile_some: bool
-               ) -> Callable[[np.ndarray, Sequence[bytes], bool], np.ndarray]:
-    """``augment(images, seeds, jit_compile)``: each image augmented from its own seed, rounded to uint8 pixels.
+               ) -> Callable[[np.ndarray, Sequence[int], Sequence[bytes], bool], np.ndarray]:
+    """``augment(images, counts, seeds, jit_compile)``: ``counts[i]`` copies of ``images[i]`` side by side, each
+    augmented from its own seed, rounded to uint8 pixels; a copy of over ``BANDED_PIXELS`` a band of rows at a time
+    (``_banded_copy``) where every layer can be so made or keeps uint8 pixels uint8.
 
     Each layer runs compiled: on TensorFlow as a graph, XLA-compiled for a batch with ``jit_compile`` when
     the layer can be; on JAX (which has no graph without XLA) jit-compiled whenever it can be.
@@ -194,9 +224,27 @@ def _augmenter(augmentation: keras.Sequential | None, compile_some: bool
     plain = [_compiled(layer.transform_images, xla=on_jax and layer.supports_jit) for layer in layers]
     xla = [_compiled(layer.transform_images, xla=layer.supports_jit) if compile_some and not on_jax else function
            for layer, function in zip(layers, plain)]
+    # Layers without transform_rows are made whole: the JPEG re-compression, whose uint8 pixels stay uint8.
+    can_band = bool(layers) and all(hasattr(layer, "transform_rows") or isinstance(layer, RandomJpegQuality)
+                                    for layer in layers)
 
-    def augment(images: np.ndarray, seeds: Sequence[bytes], jit_compile: bool) -> np.ndarray:
-        images = images.astype(np.float32, copy=False)  # exact: uint8 at native size, float32 from --size
+    @functools.cache
+    def band_function(index: int, rows: int, jit_compile: bool) -> Callable:
+        layer = layers[index]
+        return _compiled(lambda images, transformation, start: layer.transform_rows(images, transformation, start,
+                                                                                    rows),
+                         xla=layer.supports_jit and (on_jax or jit_compile))
+
+    def augment(images: tf.Tensor, counts: Sequence[int], seeds: Sequence[bytes], jit_compile: bool) -> np.ndarray:
+        if can_band and images.shape[1] * images.shape[2] > BANDED_PIXELS:
+            whole, bands = xla if jit_compile else plain, functools.partial(band_function, jit_compile=jit_compile)
+            images = images if keras.backend.backend() == "tensorflow" else images.numpy()
+            copies = [_banded_copy(images[source:source + 1], copy_transformations(
+                augmentation, images[source:source + 1], [seed]), layers, whole, bands)
+                for source, seed in zip(np.repeat(np.arange(len(images)), counts), seeds)]
+            return copies[0] if len(copies) == 1 else np.concatenate(copies)  # one copy: not copied again
+        # exact: uint8 at native size, float32 from --size
+        images = np.repeat(images.numpy(), counts, axis=0).astype(np.float32, copy=False)
         if layers:
             drawn = copy_transformations(augmentation, images, seeds)  # on the host, outside the compiled functions
             for transform, transformation in zip(xla if jit_compile else plain, drawn):
@@ -204,6 +252,35 @@ def _augmenter(augmentation: keras.Sequential | None, compile_some: bool
         return _rounded_pixels(keras.ops.convert_to_numpy(images))
 
     return augment
+
+
+def _banded_copy(pixels: np.ndarray, drawn: Sequence, layers: Sequence[keras.layers.Layer],
+                 whole: Sequence[Callable], band_function: Callable[[int, int], Callable]) -> np.ndarray:
+    """A copy of ``pixels`` (a batch of one image: uint8, or float32 from --size) by ``layers`` with its ``drawn``
+    transformations, as a batch of one uint8 image: each layer's output ``BAND_PIXELS`` at a time, in bands of whole
+    rows (``band_function(layer index, rows)``: its compiled ``transform_rows``) or, without ``transform_rows``,
+    whole (``whole[index]``: the JPEG re-compression, uint8 pixels kept uint8). Between layers the image waits
+    whole, as uint8 where that is exact (the values are whole numbers, or only layers that move whole pixels follow:
+    those commute with the rounding), else as float32. Every number is the whole-image path's: each row is computed
+    as there, and rounded as there (``_rounded_pixels``)."""
+    shape = tuple(pixels.shape)
+    rows = max(1, min(shape[1], BAND_PIXELS // max(1, shape[2])))
+    for index, (layer, transformation) in enumerate(zip(layers, drawn)):
+        source = keras.ops.convert_to_tensor(pixels)  # once: a band reads it, not a copy of it
+        if not hasattr(layer, "transform_rows"):
+            pixels = whole[index](source, transformation)  # a tensor, which the next layer reads as it is
+            continue
+        rounded = all(later.moves_whole_pixels for later in layers[index + 1:])
+        pixels = np.empty(shape, np.uint8 if rounded else np.float32)
+        function = band_function(index, rows)
+        for start in range(0, shape[1], rows):
+            start = min(start, shape[1] - rows)  # the last band ends at the last row: one shape for every band
+            band = keras.ops.convert_to_numpy(function(source, transformation,
+                                                       keras.ops.convert_to_tensor(start, "int32")))
+            pixels[:, start:start + rows] = band if band.dtype == pixels.dtype else np.clip(np.round(band), 0, 255)
+        del source  # the layer's input, before the next layer's is made
+    pixels = np.asarray(pixels)
+    return pixels if pixels.dtype == np.uint8 else _rounded_pixels(pixels)
 
 
 def _rounded_pixels(images: np.ndarray) -> np.ndarray:
@@ -233,21 +310,31 @@ def _compiled(function: Callable, xla: bool) -> Callable:
     traced = tf.function(function, jit_compile=xla, autograph=False)
     by_shape: dict[tuple, Callable] = {}
 
-    def call(images, transformation):
-        key = tuple((tuple(value.shape), str(value.dtype)) for value in tf.nest.flatten((images, transformation)))
+    def call(*args):  # images, transformation (and a band's first row)
+        key = tuple((tuple(value.shape), str(value.dtype)) for value in tf.nest.flatten(args))
         if key not in by_shape:
-            by_shape[key] = traced.get_concrete_function(images, transformation)
-        return by_shape[key](images, transformation)
+            by_shape[key] = traced.get_concrete_function(*args)
+        return by_shape[key](*args)
 
     return call
 
 
+def _decoded(path: tf.Tensor, pil: tf.Tensor, image_size: int | None, max_pixels: int) -> tf.Tensor:
+    """An image's pixels as its copies are made from them: as training decodes it (upright, RGB), and with
+    ``image_size`` its centre square as the model sees it (squashing a wide image would show training another
+    geometry)."""
+    image = decode_rgb(path, pil, max_pixels=max_pixels)
+    return image if image_size is None else resize_to_square(image, image_size)
+
+
 def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None, max_pixels: int) -> tf.data.Dataset:
-    """Elements ``(batch index, positions of its decoded images, images)``, one per batch: uint8 at native size
-    (cast to float32 when the batch is augmented: waiting in tf.data's buffers, floats took four times the
-    memory), float32 when resized to ``image_size``."""
+    """Elements ``(batch index, positions of its decoded images, images)``, one per batch of images of at most
+    ``DECODED_AHEAD_PIXELS`` (``_decoded_alone`` gives the others): uint8 at native size (cast to float32 when the
+    batch is augmented: waiting in tf.data's buffers, floats took four times the memory), float32 when resized to
+    ``image_size``."""
     elements = [(batch_index, position, os.fsencode(source), batch.needs_pil[position])  # bytes: any name
-                for batch_index, batch in enumerate(batches) for position, source in enumerate(batch.sources)]
+                for batch_index, batch in enumerate(batches) if batch.pixels <= DECODED_AHEAD_PIXELS
+                for position, source in enumerate(batch.sources)]
     batch_lengths = tf.constant([len(batch.sources) for batch in batches], tf.int64)
 
     # No autograph: these functions use Python control flow on Python values only (converting them
@@ -256,13 +343,12 @@ def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None, max_p
 
     @plain
     def decode(batch_index, position, path, pil):
-        image = decode_rgb(path, pil, max_pixels=max_pixels)  # as training decodes it: upright, RGB
-        # As the model sees it: the centre square (squashing a wide image would show training another geometry).
-        image = image if image_size is None else resize_to_square(image, image_size)
-        return batch_index, position, image
+        return batch_index, position, _decoded(path, pil, image_size, max_pixels)
 
-    # (batch index, position in it, path, decode with Pillow) of every image
-    dataset = tf.data.Dataset.from_tensor_slices(tuple(np.array(column) for column in zip(*elements)))
+    # (batch index, position in it, path, decode with Pillow) of every image, typed: there may be none
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(
+        tf.constant([element[column] for element in elements], dtype)
+        for column, dtype in enumerate((tf.int64, tf.int64, tf.string, tf.bool))))
     # Where broken images are found (plan_copies reads only headers): one TensorFlow cannot decode drops
     # out and is reported by its missing position. Errors after decoding are bugs and stop the run.
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
@@ -276,3 +362,30 @@ def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None, max_p
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
     return dataset.prefetch(2).with_options(options)
+
+
+def _decoded_alone(batches: Sequence[CopyBatch], image_size: int | None,
+                   max_pixels: int) -> Iterator[tuple[int, np.ndarray, tf.Tensor]]:
+    """``_decoded_batches``' elements of the batches of images of over ``DECODED_AHEAD_PIXELS``: decoded here, an
+    image at a time, when its batch is wanted. An image TensorFlow cannot decode is left out, as there."""
+    for batch_index, batch in enumerate(batches):
+        if batch.pixels <= DECODED_AHEAD_PIXELS:
+            continue
+        positions, images = [], []
+        for position, source in enumerate(batch.sources):
+            try:
+                images.append(_decoded(tf.constant(os.fsencode(source)), tf.constant(batch.needs_pil[position]),
+                                       image_size, max_pixels))
+            except tf.errors.OpError:
+                continue
+            positions.append(position)
+        if images:
+            yield batch_index, np.array(positions), _taken_as_batch(images)
+
+
+def _taken_as_batch(images: list[tf.Tensor]) -> tf.Tensor:
+    """``images`` as one batch (one image: itself, not a copy), the list emptied: a generator that yields the batch
+    waits while its copies are made and written, and would hold the images as long."""
+    batch = images[0][None] if len(images) == 1 else tf.stack(images)
+    images.clear()
+    return batch

@@ -287,12 +287,12 @@ def test_a_ctrl_c_dropped_in_the_first_batch_stops_the_augmentation_there(data, 
     def augmenter(*args):
         augment_batch = real_augmenter(*args)
 
-        def dropped_in_the_first(images, seeds, jit_compile):
+        def dropped_in_the_first(images, *args):
             batches.append(len(images))
             if len(batches) == 1:
                 drop_a_ctrl_c()
             time.sleep(0.05)  # a batch of large images takes longer
-            return augment_batch(images, seeds, jit_compile)
+            return augment_batch(images, *args)
 
         return dropped_in_the_first
 
@@ -545,7 +545,7 @@ def test_max_pixels_sets_the_limit_the_skip_warning_names(data, capsys):
 
 def test_a_phone_photo_is_counted_whole_for_its_copies_are_made_from_its_full_decode(data, capsys):
     """Training decodes a 200 MP JPEG (conftest's stand-in) at 1/8; DataAugmentation makes its copies from the whole
-    photo (about 80 bytes a pixel in flight): the limit counts all its pixels, with --size too."""
+    photo: the limit counts all its pixels, with --size too."""
     write_phone_photo(data / "train" / "REAL" / "phone.jpg")
     assert augment(data, "--max-pixels", str(PHOTO_LIMIT), "--size", "32") == 0
     err = capsys.readouterr().err
