@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib
+import io
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from conftest import (
     write_image,
     write_phone_photo,
 )
-from PIL import Image
+from PIL import ExifTags, Image
 from test_cli import drop_a_ctrl_c
 
 from realvsai import moving
@@ -524,6 +525,25 @@ def test_broken_images_are_skipped_with_a_warning_naming_them(decoded, data, bad
     err = capsys.readouterr().err
     for path in broken.values():
         assert str(path) in err
+    assert len(list((data / "augmented_train" / "REAL").iterdir())) == 6
+
+
+def test_a_broken_image_pillow_decodes_alone_is_skipped_as_one_decoded_ahead(data, capsys, monkeypatch):
+    """An image of over ``DECODED_AHEAD_PIXELS`` is decoded alone, in the main thread, where Pillow's error came as
+    it is (not as a TensorFlow error, as tf.data gives it): a 48 MP phone photo stored turned (EXIF), which Pillow
+    decodes, cut short by a copy that broke off, ended the run with a traceback."""
+    from realvsai import offline_augmentation
+
+    monkeypatch.setattr(offline_augmentation, "DECODED_AHEAD_PIXELS", 0, raising=False)
+    photo, exif = io.BytesIO(), Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # turned: Pillow decodes it (upright), not TensorFlow
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (48, 64, 3), np.uint8)).save(photo, "JPEG", exif=exif)
+    broken = data / "train" / "REAL" / "turned.jpg"
+    broken.write_bytes(photo.getvalue()[:len(photo.getvalue()) // 2])  # the header is whole, the data is not
+
+    assert augment(data) == 0
+    captured = capsys.readouterr()
+    assert str(broken) in captured.err and "1 broken image skipped" in captured.out
     assert len(list((data / "augmented_train" / "REAL").iterdir())) == 6
 
 
