@@ -30,6 +30,7 @@ from realvsai.augmentation import RandomJpegQuality, copy_transformations
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.data import decode_rgb, resize_to_square
 from realvsai.files import write_new_files
+from realvsai.images import ImageDecodeError
 from realvsai.moving import SourceImage
 
 # A batch holds at most this many pixels of copies (about 50 MB as float32 RGB), or one copy where a copy holds
@@ -367,7 +368,9 @@ def _decoded_batches(batches: Sequence[CopyBatch], image_size: int | None, max_p
 def _decoded_alone(batches: Sequence[CopyBatch], image_size: int | None,
                    max_pixels: int) -> Iterator[tuple[int, np.ndarray, tf.Tensor]]:
     """``_decoded_batches``' elements of the batches of images of over ``DECODED_AHEAD_PIXELS``: decoded here, an
-    image at a time, when its batch is wanted. An image TensorFlow cannot decode is left out, as there."""
+    image at a time, when its batch is wanted. An image that does not decode is left out, as there: TensorFlow's
+    error, or Pillow's (``images.ImageDecodeError``), which tf.data turns into one of TensorFlow's but which comes
+    here as it is (a phone photo stored turned, a JPEG over TensorFlow's limit, a 16-bit or transparent PNG)."""
     for batch_index, batch in enumerate(batches):
         if batch.pixels <= DECODED_AHEAD_PIXELS:
             continue
@@ -376,7 +379,7 @@ def _decoded_alone(batches: Sequence[CopyBatch], image_size: int | None,
             try:
                 images.append(_decoded(tf.constant(os.fsencode(source)), tf.constant(batch.needs_pil[position]),
                                        image_size, max_pixels))
-            except tf.errors.OpError:
+            except (tf.errors.OpError, ImageDecodeError):
                 continue
             positions.append(position)
         if images:
