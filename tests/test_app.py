@@ -423,6 +423,23 @@ def test_the_csv_names_the_run_and_the_save_of_its_model_h5_that_answered(start_
     assert [row[-2] for row in list(csv.reader(io.StringIO(newest_csv)))[1:]] == ["newest"] * 2
 
 
+@pytest.mark.parametrize("given", [".", "model.h5"])
+def test_a_run_given_from_inside_its_folder_is_named_in_its_csv_and_the_sidebar(start_app, tmp_path, monkeypatch,
+                                                                               given):
+    """`streamlit run App.py -- --model .` (or `--model model.h5`) in the run's folder: the run's name was its path's
+    last part, which is empty, so the CSV came as predictions-.csv with an empty model column, and the sidebar's
+    label began with its date."""
+    downloads = captured_downloads(monkeypatch)
+    monkeypatch.chdir(write_run(tmp_path, "older", created="2024-01-01T00:00:00+00:00"))
+    app = upload(start_app("--models", tmp_path / "none", "--model", given), SURE)
+
+    [label] = app.selectbox[0].proto.options
+    assert label.startswith("older · ")
+    [(name, text)] = downloads
+    assert name == "predictions-older.csv"
+    assert [row[-2] for row in list(csv.reader(io.StringIO(text)))[1:]] == ["older"]
+
+
 def test_an_unreadable_model_file_shows_a_one_line_message_not_a_traceback(start_app, tmp_path):
     folder = write_run(tmp_path, "damaged", model=build_stand_in())
     (folder / "model.h5").write_bytes(b"this is not HDF5")
