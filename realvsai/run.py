@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -306,7 +307,9 @@ class ModelRun:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The run folder's name, also where its path ends in ``.`` or ``..`` (``--model .`` or ``--model model.h5``
+        inside it), whose last part names nothing; a link to a run is named as the link, not its target."""
+        return Path(os.path.abspath(self.path)).name
 
     @property
     def class_names(self) -> list[str]:
