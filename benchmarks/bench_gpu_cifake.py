@@ -27,7 +27,6 @@ Example (on the GPU machine, about 10 minutes a command):
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import math
@@ -161,8 +160,11 @@ def train_and_test(args: argparse.Namespace) -> dict:
     global_batch = config.batch_size * distributed.num_replicas(strategy)
     full = distributed.needs_full_batches(strategy)
     steps, drop_short_batch = distributed.training_steps(len(x), global_batch, strategy)
-    train_batches = functools.partial(arrays.EpochBatches, x, y, batch_size=global_batch, shuffle=True,
-                                      seed=config.seed, drop_remainder=drop_short_batch, workers=4)
+
+    def train_batches(first_epoch: int, decode_ahead: bool) -> arrays.EpochBatches:  # decoded already: arrays
+        return arrays.EpochBatches(x, y, batch_size=global_batch, shuffle=True, seed=config.seed,
+                                   first_epoch=first_epoch, drop_remainder=drop_short_batch, workers=4)
+
     validation_batches = arrays.EpochBatches(val_x, val_y, batch_size=global_batch, drop_remainder=full,
                                              class_weight=class_weight)
     with strategy.scope():

@@ -483,7 +483,8 @@ def make_dataset(
         decode_ahead: where the images are cached and shuffled, decode them into the cache now, under a progress
             bar: a pass's shuffle draws from all of them, so its first batch would wait for every image to decode
             with nothing on the screen (22 s for 215,613 CIFAKE images on 2 cores). False where the dataset is
-            rebuilt from its graph before it is read (MirroredStrategy), with a cache of its own this would not fill.
+            rebuilt from its graph before it is read (MirroredStrategy), with a cache of its own this would not fill,
+            and where it is never read (a phase resumed as it ended: ``fitting.fit_phases``).
     """
     import tensorflow as tf
 

@@ -46,10 +46,12 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
                 class_weight: dict[int, float] | None, num_classes: int, positive_index: int | None,
                 resume: bool, verbose: int | str,
                 extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> list[dict[str, Any]]:
-    """Runs (or resumes) every phase; returns the history rows. ``train`` is (a function of ``first_epoch``
-    giving the endless training batches from that epoch on, batches per epoch), ``validation`` (endless
-    batches, batches per epoch); the batches are a tf.data dataset (``data.make_dataset``) or, without
-    TensorFlow, ``arrays.EpochBatches``. ``extra_callbacks`` run after the run's own, so an epoch they stop
+    """Runs (or resumes) every phase; returns the history rows. ``train`` is (a function of ``first_epoch`` and
+    ``decode_ahead`` giving the endless training batches from that epoch on, batches per epoch): ``decode_ahead``
+    is False for a phase resumed as it ended, which trains no epoch, so its batches are never read (``data.
+    make_dataset`` then decodes no image into its cache for it). ``validation`` is (endless batches, batches per
+    epoch); the batches are a tf.data dataset (``data.make_dataset``) or, without TensorFlow,
+    ``arrays.EpochBatches``. ``extra_callbacks`` run after the run's own, so an epoch they stop
     training after is backed up as unfinished business: a resumed run goes on. The model ends with its best
     weights."""
     from realvsai import callbacks, distributed
@@ -111,7 +113,9 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
                                        train[1] * (phase.end - phase.start),
                                        loss_scaling=model.dtype_policy.name == "mixed_float16")
-        distributed.fit(model, train[0](first_epoch=start), validation[0], strategy=strategy, optimizer=optimizer,
+        # A phase resumed as it ended (end == start) trains no epoch: no image is decoded ahead for it.
+        batches = train[0](first_epoch=start, decode_ahead=end > start)
+        distributed.fit(model, batches, validation[0], strategy=strategy, optimizer=optimizer,
                         metrics=functools.partial(make_metrics, num_classes, positive_index), epochs=end,
                         initial_epoch=start, steps_per_epoch=train[1], validation_steps=validation[1],
                         class_weight=class_weight, callbacks=phase_callbacks,

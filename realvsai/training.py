@@ -226,11 +226,14 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
     input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
     crops = config.input_mode == "crops"
-    train_epochs = functools.partial(
-        data.make_dataset, train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True,
-        seed=config.seed, augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
-        crops="random" if crops else None, drop_remainder=drop_short_batch,
-        decode_ahead=distributed.reads_datasets_as_given(strategy))
+    reads_as_given = distributed.reads_datasets_as_given(strategy)
+
+    def train_epochs(first_epoch: int, decode_ahead: bool) -> tf.data.Dataset:  # fitting.fit_phases' ``train``
+        return data.make_dataset(
+            train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
+            augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
+            crops="random" if crops else None, first_epoch=first_epoch, drop_remainder=drop_short_batch,
+            decode_ahead=decode_ahead and reads_as_given)
     counts = {split: images.counts() for split, images in
               ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
     validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,

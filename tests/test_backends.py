@@ -142,7 +142,7 @@ def test_the_training_recipe_runs_under_jax_without_tensorflow(tmp_path, make_cl
     for split, seed in (("train", 0), ("validation", 1)):
         make_class_folder(tmp_path / "data" / split, {"FAKE": 4, "REAL": 4}, suffix=".jpg", seed=seed)
     output = run_python(f"""
-        import functools, sys
+        import sys
         from pathlib import Path
         sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
         import keras
@@ -160,7 +160,8 @@ def test_the_training_recipe_runs_under_jax_without_tensorflow(tmp_path, make_cl
             model = build_model(2, image_size=32, backbone="resnet50", weights=None, augment=config.augment,
                                 head_units=8, seed=config.seed)
         weights = {{0: 1.0, 1: 1.0}}
-        train = functools.partial(arrays.EpochBatches, x, y, batch_size=4, shuffle=True, seed=config.seed)
+        train = lambda first_epoch, decode_ahead: arrays.EpochBatches(x, y, batch_size=4, shuffle=True,
+                                                                      seed=config.seed, first_epoch=first_epoch)
         validation = arrays.EpochBatches(val_x, val_y, batch_size=4, class_weight=weights)
         history = fitting.fit_phases(model, config, Path({str(tmp_path / "run")!r}), strategy, (train, 2),
                                      (validation, 2), weights, 2, 0, False, 0)
