@@ -283,6 +283,43 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+class HashingWatch:
+    """What ``watch_hashing`` saw: each progress bar drawn, as (desc, total), and each file hashed while no bar was
+    being read."""
+
+    def __init__(self) -> None:
+        self.bars: list[tuple[str | None, int | None]] = []
+        self.hashed_outside: list[Path] = []
+        self._reading: list[str | None] = []  # the bars being read from, innermost last
+
+    def progress(self, iterable: Any, total: int | None = None, desc: str | None = None, unit: str = "file") -> Any:
+        self.bars.append((desc, total))
+
+        def read() -> Any:
+            self._reading.append(desc)
+            try:
+                yield from iterable
+            finally:
+                self._reading.pop()
+
+        return read()
+
+    def sha256_file(self, path: Path) -> str:
+        if not self._reading:
+            self.hashed_outside.append(Path(path))
+        return sha256(path)
+
+
+def watch_hashing(monkeypatch: pytest.MonkeyPatch, *modules: Any) -> HashingWatch:
+    """Replaces ``progress`` and ``sha256_file`` of each of ``modules`` by a ``HashingWatch``'s: a file read with
+    nothing on the screen is one hashed outside a bar."""
+    watch = HashingWatch()
+    for module in modules:
+        monkeypatch.setattr(module, "progress", watch.progress)
+        monkeypatch.setattr(module, "sha256_file", watch.sha256_file)
+    return watch
+
+
 def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
     """Every file below ``folder`` with its sha256, modification time and inode: an equal snapshot
     means nothing was rewritten, replaced or changed."""

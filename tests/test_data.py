@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import PHOTO_LIMIT, REPO, jpeg_header_only, write_image, write_phone_photo
+from conftest import PHOTO_LIMIT, REPO, jpeg_header_only, watch_hashing, write_image, write_phone_photo
 from PIL import Image
 
 from realvsai import data, images
@@ -205,34 +204,13 @@ def test_scan_splits_reads_each_file_it_compares_under_a_progress_bar(tmp_path, 
     of CIFAKE's 243,579, for several seconds with nothing on the screen before the settings table."""
     for split, seed in (("train", 0), ("validation", 1), ("test", 2)):
         make_class_folder(tmp_path / split, {"FAKE": 3, "REAL": 3}, seed=seed, suffix=".bmp")  # all one size
-    bars, hashed_outside = [], []
-    reading = []  # the description of the bar being read from, while one is
-
-    def progress(iterable, total=None, desc=None, unit="file"):
-        bars.append((desc, total))
-
-        def read():
-            reading.append(desc)
-            try:
-                yield from iterable
-            finally:
-                reading.pop()
-
-        return read()
-
-    def sha256_file(path):
-        if not reading:
-            hashed_outside.append(path)
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-    monkeypatch.setattr(data, "progress", progress)
-    monkeypatch.setattr(data, "sha256_file", sha256_file)
+    watch = watch_hashing(monkeypatch, data)
     digests = {}
 
     data.scan_splits(tmp_path, digests=digests)
 
-    assert len(digests) == 18 and hashed_outside == []
-    assert bars == [("checking for identical files", 18)]
+    assert len(digests) == 18 and watch.hashed_outside == []
+    assert watch.bars == [("checking for identical files", 18)]
 
 
 def test_training_on_a_data_folder_that_does_not_exist_says_so(tmp_path):

@@ -27,6 +27,7 @@ from conftest import (
     run_script,
     sha256,
     snapshot,
+    watch_hashing,
     write_image,
     write_phone_photo,
 )
@@ -94,6 +95,29 @@ def test_training_hashes_each_file_at_most_once_before_it_trains(tmp_path, monke
 
     assert {os.path.realpath(copy) for copy in copies} <= set(hashed)  # the identical-file check read them
     assert [path for path in set(hashed) if hashed.count(path) > 1] == []
+
+
+def test_counting_the_augmented_copies_reads_the_copies_not_read_yet_under_a_progress_bar(tmp_path, monkeypatch):
+    """model.json counts the copies moved into train by their bytes (augmented-copies.csv): each copy the
+    identical-file check did not read was hashed with nothing on the screen, before the settings table."""
+    from realvsai import moving
+    from realvsai.data import scan_images
+    from realvsai.moving import CopySource, add_moved_copies
+
+    root = tmp_path / "data"
+    copies = []
+    for offset, name in ((0, "FAKE"), (100, "REAL")):
+        write_image(root / "train" / name / "a.png", seed=offset)
+        copies += [write_image(root / "train" / name / f"aug_a_{number}.jpg", seed=offset + 1 + number)
+                   for number in range(2)]
+    add_moved_copies(root, [CopySource(sha256(copy), f"train/{copy.parent.name}/a.png",
+                                       sha256(copy.parent / "a.png")) for copy in copies])
+    watch = watch_hashing(monkeypatch, moving)
+
+    record = training.training_images_record(root, scan_images(root / "train"), {copies[0]: sha256(copies[0])})
+
+    assert record["augmented_copies"]["count"] == 4
+    assert watch.hashed_outside == [] and watch.bars == [("counting augmented copies", 3)]
 
 
 @pytest.mark.parametrize("shortcut", ["format", "size"])
