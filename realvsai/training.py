@@ -370,10 +370,8 @@ def training_images_record(data_dir: Path, train_images: LabelledImages,
     from realvsai import image_stats
     from realvsai.moving import MOVED_SETTINGS_NAME, moved_copies, read_copy_settings
 
-    moved = moved_copies(data_dir)
-    known = file_digests or {}
-    originals = train_images.subset([index for index, path in enumerate(train_images.files)
-                                     if not moved.holds(Path(path), known.get(path))])
+    moved = moved_copies(data_dir).among(train_images.files, file_digests, desc="counting augmented copies")
+    originals = train_images.subset([index for index, path in enumerate(train_images.files) if path not in moved])
     count = len(train_images) - len(originals)
     copies = {"count": count, "settings": read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME)} if count else None
     return {"augmented_copies": copies, **image_stats.training_record(train_images.facts(), originals.facts())}
