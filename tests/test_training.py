@@ -285,6 +285,29 @@ def test_workers_data_digest_depends_on_the_files_not_on_where_the_data_folder_i
     assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
 
 
+@pytest.mark.skipif(os.sep != "/", reason="the digest holds the paths as the system writes them")
+@pytest.mark.parametrize("spelling", ["data", "data/", "./data", "{tmp}/data", "x/../data", "../{name}/data", "."])
+def test_the_data_digest_of_a_dataset_stays_the_one_its_runs_recorded(tmp_path, monkeypatch, spelling):
+    """--resume compares the digest a run recorded as it started with its data's now: one computed another way would
+    refuse every run started before ("changed since the run started"), however --data is spelt."""
+    from realvsai.data import LabelledImages, data_digest
+
+    monkeypatch.chdir(tmp_path)
+    data_dir = Path(spelling.format(tmp=tmp_path, name=tmp_path.name))
+
+    def images(split, names, sizes):
+        files = [data_dir / split / class_name / name for class_name, name in names]
+        return LabelledImages(files, [["FAKE", "REAL"].index(class_name) for class_name, _ in names],
+                              ["FAKE", "REAL"], sizes, [False] * len(files))
+
+    train = images("train", [("FAKE", "a b.png"), ("FAKE", "aug_a b_0.jpg"), ("REAL", "\u00e9t\u00e9.jpg")],
+                   [(32, 32), (32, 32), (4032, 3024)])
+    validation = images("validation", [("FAKE", "c.webp"), ("REAL", "d.JPG")], [(640, 480), (1, 1)])
+
+    recorded = "5ede3f486f010962bf15c6c82ed9831f0702c05a4f0bbd051f6f50f6f1dee58a"  # as the digest was first computed
+    assert data_digest(data_dir, train, validation) == recorded
+
+
 def test_summary_of_a_worker_that_is_not_the_chief_names_the_chiefs_run_folder():
     result = training.TrainResult(Path("models/run"), None, {"best_epoch": {"epoch": 2, "val_loss": 0.5}}, [], None,
                                   chief=False)
