@@ -1150,6 +1150,28 @@ def test_training_from_scratch_for_one_epoch_says_1_epoch(tmp_path, make_class_f
     assert any("throughout its 1 epoch (head + fine-tune)" in record.getMessage() for record in caplog.records)
 
 
+def test_the_user_is_told_the_training_step_compiles_before_its_first_step(tmp_path, make_class_folder, monkeypatch,
+                                                                         caplog):
+    """Keras shows its first progress bar once the first step is done, and that step compiles the training step
+    first: a minute of nothing on the screen after the decoding bar (ResNet101 at 32 px on a CPU)."""
+    from realvsai import distributed
+
+    said_before_fit = []
+
+    def fit(*args, **kwargs):
+        said_before_fit.extend(record.getMessage() for record in caplog.records)
+        raise Killed
+
+    monkeypatch.setattr(distributed, "fit", fit)
+    caplog.set_level(logging.INFO, logger="realvsai")
+
+    with pytest.raises(Killed):
+        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder)
+
+    (line,) = [message for message in said_before_fit if message.startswith("compiling the training step")]
+    assert "first" in line and "longer than the rest" in line
+
+
 def test_a_class_of_few_training_images_is_warned_of_with_the_weight_that_makes_each_count_for_many(
         tmp_path, make_class_folder, monkeypatch, caplog):
     """1 REAL image beside 30 FAKE trained with REAL's loss weighted 15.5, and only an info line listed the weights:
