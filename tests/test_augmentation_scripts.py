@@ -27,6 +27,7 @@ from conftest import (
     run_script,
     sha256,
     snapshot,
+    watch_hashing,
     write_image,
     write_phone_photo,
 )
@@ -438,6 +439,21 @@ def test_copies_moved_into_train_are_neither_remade_nor_augmented_again(data):
     assert augment(data) == 0
     assert tree(data / "train") == train_before
     assert not list(data.glob("augmented_train/*/*"))
+
+
+def test_planning_reads_the_earlier_copies_under_a_progress_bar(data, tmp_path, monkeypatch):
+    """Planning tells each earlier copy by its bytes: those in augmented_train by sources.csv, those moved into train
+    by augmented-copies.csv. After CIFAKE's copies were moved, 13 s of reading with nothing on the screen."""
+    assert augment(data) == 0
+    moved = shutil.copytree(data, tmp_path / "moved")
+    assert MoveAugmentedImages.main(["--data", str(moved), "--quiet"]) == 0
+    watch = watch_hashing(monkeypatch, moving)
+
+    unmoved_plan, moved_plan = moving.plan_copies(data, copies=2), moving.plan_copies(moved, copies=2)
+
+    assert [target for image in unmoved_plan.images for target in image.targets] == [None] * 12  # made already
+    assert moved_plan.earlier_copies == 12
+    assert watch.hashed_outside == [] and watch.bars == [("checking earlier copies", 12)] * 2
 
 
 def test_the_move_ends_with_the_training_command(data, capsys):
