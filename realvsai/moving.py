@@ -64,6 +64,7 @@ from realvsai.layout import (
 logger = logging.getLogger(__name__)
 
 COPY_PREFIX = "aug_"
+EARLIER_COPIES = "checking earlier copies"  # the progress bar of the copies planning reads
 MOVE_REFUSED_NAME = "move-refused.csv"
 MOVE_REFUSED_FIELDS = ("moved_at", "source", "reason")
 MOVE_REFUSED_KEY = ("source", "reason")  # a copy refused again for the same reason keeps one row
@@ -175,23 +176,27 @@ def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS,
     train_dir, output_dir = dataset_folders(data_dir)
     plan = CopyPlan(train_dir=train_dir, output_dir=output_dir)
     recorded = {} if verify else read_copy_sources(output_dir)
-    moved = moved_copies(data_dir)
-    targets: dict[Path, tuple[str | None, ...]] = {}
+    listed: dict[str, list[Path]] = {}
     for class_name in find_class_folders(train_dir):
         skipped: list[tuple[str, str]] = []
         files = list_images(train_dir / class_name, skipped=skipped)
         # Hidden files (.DS_Store, an interrupted write's .tmp) are left out without a word, as everywhere.
         plan.not_images += [(Path(path), reason) for path, reason in skipped if os.path.basename(path)[0] != "."]
-        files, masks = leave_out_masks(files)  # a lesion's outline, not an image of its class
+        listed[class_name], masks = leave_out_masks(files)  # a lesion's outline, not an image of its class
         plan.masks += masks
-        earlier = {path for path in files if moved.holds(path)}
+    # Earlier copies are told by their bytes, each read under a progress bar (CIFAKE's, moved into train: 13 s).
+    moved = moved_copies(data_dir)
+    earlier = moved.among([path for files in listed.values() for path in files], desc=EARLIER_COPIES)
+    made_here = _recorded_copies(output_dir, list(listed), recorded)
+    targets: dict[Path, tuple[str | None, ...]] = {}
+    for class_name, files in listed.items():
         sources = [path for path in files if path not in earlier]
-        plan.earlier_copies += len(earlier)
+        plan.earlier_copies += len(files) - len(sources)
+        earlier_here = {path.name for path in files if path in earlier}
+        # A copy told by its bytes holds a recorded copy's, which is whole: only one told by its name is opened.
         made = {entry.name for entry in _copy_entries(train_dir / class_name)
-                if is_made(entry.path) and Path(entry.path) in earlier}
-        made |= {entry.name for entry in _copy_entries(output_dir / class_name)
-                 if (record := recorded.get(f"{class_name}/{entry.name}")) is not None
-                 and entry.is_file(follow_symlinks=False) and sha256_file(entry.path) == record.copy_sha256}
+                if entry.name in earlier_here and (moved.digests is not None or is_made(entry.path))}
+        made |= made_here.get(class_name, set())
         folder, bases = f"{output_dir / class_name}{os.sep}", _copy_bases(sources)
         for path in sources:
             names = [fit_name(f"{COPY_PREFIX}{bases[path]}_{k}.jpg") for k in range(copies)]
@@ -229,8 +234,7 @@ class MovedCopies:
         path = Path(path)
         return f"{TRAIN}/{path.parent.name}/{path.name}" not in self.originals
 
-    def among(self, paths: Iterable[Path], digests: Mapping[Path, str] | None = None,
-              desc: str = "finding earlier copies") -> set[Path]:
+    def among(self, paths: Iterable[Path], digests: Mapping[Path, str] | None = None, *, desc: str) -> set[Path]:
         """The moved copies among ``paths``, in train (``holds``). Where their bytes decide, the files named like
         copies whose sha256 ``digests`` lacks are read under a progress bar (``desc``): each is a file to read."""
         named = [path for path in paths if os.path.basename(path).startswith(COPY_PREFIX)]
@@ -248,6 +252,21 @@ def moved_copies(data_dir: Path) -> MovedCopies:
     manifest = Path(data_dir) / MANIFEST_NAME
     rows = read_manifest(manifest) if manifest.is_file() else []
     return MovedCopies(None, frozenset(row.path for row in rows if row.split == TRAIN))
+
+
+def _recorded_copies(output_dir: Path, class_names: Iterable[str], recorded: Mapping[str, CopySource]
+                     ) -> dict[str, set[str]]:
+    """The names of the copies in each ``output_dir/<class>/`` that hold the bytes ``recorded`` (``sources.csv``)
+    has for them, read under a progress bar."""
+    listed = [(class_name, entry, record) for class_name in class_names
+              for entry in _copy_entries(Path(output_dir) / class_name)
+              if (record := recorded.get(f"{class_name}/{entry.name}")) is not None
+              and entry.is_file(follow_symlinks=False)]
+    made: dict[str, set[str]] = defaultdict(set)
+    for class_name, entry, record in progress(listed, total=len(listed), desc=EARLIER_COPIES) if listed else ():
+        if sha256_file(entry.path) == record.copy_sha256:
+            made[class_name].add(entry.name)
+    return made
 
 
 def _copy_bases(sources: Iterable[Path]) -> dict[Path, str]:
