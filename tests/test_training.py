@@ -1154,15 +1154,22 @@ def test_the_user_is_told_the_training_step_compiles_before_its_first_step(tmp_p
                                                                          caplog):
     """Keras shows its first progress bar once the first step is done, and that step compiles the training step
     first: a minute of nothing on the screen after the decoding bar (ResNet101 at 32 px on a CPU)."""
-    from realvsai import distributed
+    from realvsai import data, distributed
 
-    said_before_fit = []
+    said_before_fit, make_dataset = [], data.make_dataset
 
     def fit(*args, **kwargs):
         said_before_fit.extend(record.getMessage() for record in caplog.records)
         raise Killed
 
+    def made(images, **options):  # the training images are decoded as their dataset is made, under a bar
+        dataset = make_dataset(images, **options)
+        if options.get("shuffle"):
+            logging.getLogger("realvsai").info("training images decoded")
+        return dataset
+
     monkeypatch.setattr(distributed, "fit", fit)
+    monkeypatch.setattr(data, "make_dataset", made)
     caplog.set_level(logging.INFO, logger="realvsai")
 
     with pytest.raises(Killed):
@@ -1170,6 +1177,7 @@ def test_the_user_is_told_the_training_step_compiles_before_its_first_step(tmp_p
 
     (line,) = [message for message in said_before_fit if message.startswith("compiling the training step")]
     assert "first" in line and "longer than the rest" in line
+    assert said_before_fit[-2:] == ["training images decoded", line]  # said as Keras begins, not before the bar
 
 
 def test_a_class_of_few_training_images_is_warned_of_with_the_weight_that_makes_each_count_for_many(
