@@ -199,6 +199,22 @@ def test_scan_splits_says_nothing_of_distinct_files_of_one_size(tmp_path, make_c
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="a file name that is not UTF-8 needs a POSIX file system")
+def test_the_data_digest_takes_a_file_name_that_is_not_utf8(tmp_path, make_class_folder):
+    """A file named in Latin-1 (copied off an old disk) ended training with a UnicodeEncodeError in the digest; the
+    digest of every other name is the one it was."""
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / split, {"FAKE": 2, "REAL": 2})
+    splits = [data.scan_images(tmp_path / split) for split in ("train", "validation")]
+    before = data.data_digest(tmp_path, *splits)
+    write_image(Path(os.fsdecode(os.fsencode(tmp_path / "train" / "REAL") + b"/caf\xe9.png")), seed=9)
+    splits = [data.scan_images(tmp_path / split) for split in ("train", "validation")]
+
+    assert len(splits[0]) == 5 and data.data_digest(tmp_path, *splits) not in (before, None)
+    assert data.data_digest(tmp_path, *[data.scan_images(tmp_path / split) for split in ("train", "validation")
+                                        ]) == data.data_digest(tmp_path, *splits)
+
+
 def test_scan_splits_reads_each_file_it_compares_under_a_progress_bar(tmp_path, make_class_folder, monkeypatch):
     """The identical-file check hashes every file that shares its size with one of another split or class: nearly all
     of CIFAKE's 243,579, for several seconds with nothing on the screen before the settings table."""
