@@ -283,7 +283,8 @@ def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
     under = _path_under(data_dir)
     for images in splits:
         for path, label, size in zip(images.files, images.labels, images.sizes):
-            digest.update(f"{under(path)}\0{label}\0{size}\n".encode())
+            # surrogateescape: a name that is not UTF-8 (its bytes as os.fsdecode keeps them); any other, as before
+            digest.update(f"{under(path)}\0{label}\0{size}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
