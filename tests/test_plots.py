@@ -116,6 +116,25 @@ def test_confident_errors_grid_decodes_under_the_runs_pixel_limit_and_reduced_to
         "source": example.file, "max_pixels": 10**9, "image_size": plots.THUMBNAIL_SIDE}
 
 
+def test_confident_errors_grid_names_a_file_whose_name_is_not_utf8(tmp_path):
+    """A test image named in Latin-1 ended the run's evaluation in matplotlib (a TypeError on its title)."""
+    import os
+
+    file = write_image(Path(os.fsdecode(os.fsencode(tmp_path) + b"/t\xe9st.png")), seed=1)
+    titles = []
+    real_save = plots._save
+
+    def plots_save(figure, path):
+        titles.extend(axes.get_title() for axes in figure.axes)
+        return real_save(figure, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "_save", plots_save)
+        assert_png(plots.plot_confident_errors([plots.ErrorExample(file, "REAL", "FAKE", 0.9)], tmp_path / "e.png"))
+
+    assert titles[0].startswith("t\\xe9st.png\ntrue REAL")
+
+
 def test_confident_errors_without_errors_still_writes_an_image(tmp_path):
     assert_png(plots.plot_confident_errors([], tmp_path / "errors.png"), min_height=150)
 
