@@ -21,7 +21,7 @@ from PIL import Image
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, auc, average_precision_score, precision_recall_curve, roc_curve
 
-from realvsai.cli import plural
+from realvsai.cli import plural, printable
 from realvsai.config import CROSS_ENTROPY, MAX_IMAGE_PIXELS
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
@@ -273,7 +273,7 @@ def plot_confident_errors(examples: Sequence[ErrorExample], path: Path, max_pixe
         except (ImageDecodeError, OSError) as error:
             logger.warning("cannot show %s in the error grid: %s", example.file, error)
             axes.text(0.5, 0.5, "unreadable", ha="center", va="center")
-        name = example.name or example.file.name
+        name = printable(example.name or example.file.name)  # a name that is not UTF-8 as \xe9: matplotlib's fonts
         name = name if len(name) <= 28 else name[:12] + "…" + name[-15:]
         axes.set_title(f"{name}\ntrue {example.true_name}\npredicted {example.predicted_name} "
                        f"({example.confidence:.3f})", fontsize=8)
