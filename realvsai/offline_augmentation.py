@@ -263,7 +263,9 @@ def _banded_copy(pixels: np.ndarray, drawn: Sequence, layers: Sequence[keras.lay
     whole (``whole[index]``: the JPEG re-compression, uint8 pixels kept uint8). Between layers the image waits
     whole, as uint8 where that is exact (the values are whole numbers, or only layers that move whole pixels follow:
     those commute with the rounding), else as float32. Every number is the whole-image path's: each row is computed
-    as there, and rounded as there (``_rounded_pixels``)."""
+    as there, and rounded as there (``_rounded_pixels``), both XLA-compiled, as a copy of over ``BANDED_PIXELS`` always
+    is (over ``MIN_COMPILED_PIXELS``); uncompiled, TensorFlow's graph may round a band's floats apart in the last
+    bits."""
     shape = tuple(pixels.shape)
     rows = max(1, min(shape[1], BAND_PIXELS // max(1, shape[2])))
     for index, (layer, transformation) in enumerate(zip(layers, drawn)):
