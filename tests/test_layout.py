@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 from conftest import write_image
 
@@ -150,3 +153,17 @@ def test_read_split_classes_reads_the_splits_present(tmp_path, make_class_folder
 def test_read_split_classes_without_splits_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=r"DataSplitD1\.py"):
         read_split_classes(tmp_path)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a folder name that is not UTF-8 needs a POSIX file system")
+def test_a_class_folder_whose_name_is_not_utf8_is_refused_in_one_line_that_says_to_rename_it(tmp_path):
+    """Training on a class folder named in Latin-1 ended with a UnicodeEncodeError writing model.json: a class name
+    is text there, in the app and in every report."""
+    (tmp_path / "REAL").mkdir()
+    os.mkdir(os.fsencode(tmp_path) + b"/FAK\xc9")
+
+    with pytest.raises(UserError) as caught:
+        find_class_folders(tmp_path)
+
+    message = str(caught.value)
+    assert "\n" not in message and "FAK\\xc9" in message and "not UTF-8" in message and "rename" in message.lower()
