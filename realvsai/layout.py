@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realvsai.archives import is_archive
+from realvsai.cli import printable
 from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import list_images, write_csv
@@ -75,6 +76,12 @@ def find_class_folders(folder: Path) -> list[str]:
     if not classes:
         raise UserError(f"{folder} has no class folders. Put the images of each class in a sub-folder named after it, "
                         f"e.g. {folder}/REAL and {folder}/FAKE.")
+    for name in classes:  # a class name is text in model.json, the app and every report
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"{folder} has a class folder whose name is not UTF-8: {printable(name)}. Rename it to "
+                            "a name in UTF-8 (your file manager, or mv), then run the command again.") from None
     return classes
 
 
