@@ -185,19 +185,23 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
 def _jpeg_encoder(quality: int) -> Callable[[np.ndarray], tf.Tensor]:
     """``encode(copies)``: each of a batch of uint8 RGB images as JPEG bytes, in one graph call, traced once for
     any batch and image size. The same bytes as one eager ``encode_jpeg`` call per copy, whose overhead made the
-    writer threads the bottleneck (cifake-mini's 80,000 copies: 14 s with it, 8 s without)."""
-    return tf.function(lambda copies: tf.map_fn(lambda image: tf.io.encode_jpeg(image, quality=quality), copies,
-                                                fn_output_signature=tf.string),
-                       input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
+    writer threads the bottleneck (cifake-mini's 80,000 copies: 14 s with it, 8 s without). One copy (a large
+    image's) is encoded as it is: map_fn would first copy it into a TensorArray (570 MB at 190 MP)."""
+    batch = tf.function(lambda copies: tf.map_fn(lambda image: tf.io.encode_jpeg(image, quality=quality), copies,
+                                                 fn_output_signature=tf.string),
+                        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
+
+    def encode(copies: np.ndarray) -> tf.Tensor:
+        return tf.io.encode_jpeg(copies[0], quality=quality)[None] if len(copies) == 1 else batch(copies)
+
+    return encode
 
 
 def _write_files(targets: Sequence[str], copies: np.ndarray, jpeg_quality: int, report: CopyReport) -> int:
     """Encodes each of ``copies`` (uint8 RGB images of one size) and writes it to its path in ``targets``
     (``files.write_new_files``); returns how many it wrote. Adds each path, with the sha256 of its bytes, to
     ``report.made`` once it holds its copy, or to ``report.in_the_way``."""
-    # One copy (a large image's) as it is: map_fn would first copy it into a TensorArray (570 MB at 190 MP).
-    encoded = (_jpeg_encoder(jpeg_quality)(copies).numpy() if len(copies) > 1
-               else [tf.io.encode_jpeg(copy, quality=jpeg_quality).numpy() for copy in copies])
+    encoded = _jpeg_encoder(jpeg_quality)(copies).numpy()
     wrote = write_new_files(list(zip(targets, encoded)))  # one wait on the disk for the batch
     for path, data, new in zip(targets, encoded, wrote):
         if not new:
