@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -280,31 +280,11 @@ def _warn_of_identical_files(data_dir: Path, splits: dict[str, LabelledImages], 
 def data_digest(data_dir: Path, *splits: LabelledImages) -> str:
     """Each file's path under ``data_dir``, label and size, in order: what every worker must read alike."""
     digest = hashlib.sha256(json.dumps(splits[0].class_names).encode("utf-8"))
-    under = _path_under(data_dir)
     for images in splits:
         for path, label, size in zip(images.files, images.labels, images.sizes):
             # surrogateescape: a name that is not UTF-8 (its bytes as os.fsdecode keeps them); any other, as before
-            digest.update(f"{under(path)}\0{label}\0{size}\n".encode("utf-8", "surrogateescape"))
+            digest.update(f"{os.path.relpath(path, data_dir)}\0{label}\0{size}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
-
-
-def _path_under(folder: Path) -> Callable[[Path], str]:
-    """``os.path.relpath(path, folder)`` as a function of ``path``: for a Path made from ``folder`` (as
-    ``scan_splits`` makes each file's) the rest of it after ``folder``, which is what relpath gives, without
-    making both absolute for each file (most of the time of a digest of CIFAKE's 243,579 files). Any other path
-    goes through relpath."""
-    start = os.fspath(Path(folder))  # as a Path made from it spells it: "data/" and "./data" are "data"
-    prefix = "" if start == os.curdir else start if start.endswith(os.sep) else start + os.sep
-
-    def under(path: Path) -> str:
-        text = os.fspath(path)
-        # A Path holds no "." or empty part; a ".." or an absolute path under "." is relpath's to work out.
-        if isinstance(path, PurePath) and text.startswith(prefix) and ".." not in text[len(prefix):] and (
-                prefix or not os.path.isabs(text)):
-            return text[len(prefix):]
-        return os.path.relpath(path, folder)
-
-    return under
 
 
 def _fill_cache(decoded: tf.data.Dataset, count: int) -> None:
