@@ -258,11 +258,9 @@ def test_resume_refuses_training_data_changed_since_the_run_started(tmp_path, mo
     assert snapshot(run) == before
 
 
-@pytest.mark.parametrize("data", ["changed", "other"])
-def test_a_run_killed_after_training_finishes_only_on_the_data_it_trained_on(tmp_path, monkeypatch,
-                                                                           make_class_folder, data):
-    """Killed once training was over (before its curves and evaluation), --resume finished the run on whatever data
-    it found: a threshold and test metrics from other images, under the card of the run's own, without a word."""
+def killed_after_training(tmp_path, monkeypatch, make_class_folder):
+    """A one-epoch run of a stand-in model in tmp_path/models/run, killed once its training was over (its backup
+    holds trained.json), before its curves and evaluation."""
     from realvsai import plots
 
     real_plot = plots.plot_training_curves
@@ -276,6 +274,15 @@ def test_a_run_killed_after_training_finishes_only_on_the_data_it_trained_on(tmp
     monkeypatch.setattr(plots, "plot_training_curves", real_plot)
     run = tmp_path / "models" / "run"
     assert (run / "backup" / "trained.json").is_file()
+    return run
+
+
+@pytest.mark.parametrize("data", ["changed", "other"])
+def test_a_run_killed_after_training_finishes_only_on_the_data_it_trained_on(tmp_path, monkeypatch,
+                                                                           make_class_folder, data):
+    """Killed once training was over (before its curves and evaluation), --resume finished the run on whatever data
+    it found: a threshold and test metrics from other images, under the card of the run's own, without a word."""
+    run = killed_after_training(tmp_path, monkeypatch, make_class_folder)
     other = None
     if data == "changed":
         write_image(tmp_path / "data" / "validation" / "FAKE" / "added.png", seed=77)
@@ -353,6 +360,34 @@ def test_cli_resume_reads_the_runs_moved_data_from_the_data_flag(tmp_path, monke
     assert "give its new place: --resume --name run --data" in capsys.readouterr().err  # and it does so:
     assert ModelTraining.main([*resume, "--data", str(tmp_path / "moved")]) == 0
     assert json.loads((run / "model.json").read_text())["config"]["data"] == str(tmp_path / "moved")
+
+
+def test_a_run_killed_after_training_and_resumed_on_its_moved_data_names_the_new_place(tmp_path, monkeypatch,
+                                                                                        make_class_folder, capsys):
+    """Finished on the moved data, the run's closing line said the old folder had no test folder, and its
+    model.json named the old folder as its data: both came from what the run had saved before the kill."""
+    run = killed_after_training(tmp_path, monkeypatch, make_class_folder)
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+
+    assert ModelTraining.main(["--resume", "--name", "run", "--out", str(tmp_path / "models"), "--data",
+                               str(tmp_path / "moved"), "--quiet"]) == 0
+
+    assert f"no test numbers: {tmp_path / 'moved'} has no test folder" in capsys.readouterr().out
+    assert json.loads((run / "model.json").read_text())["config"]["data"] == str(tmp_path / "moved")
+
+
+def test_the_model_card_of_a_run_killed_after_training_and_resumed_on_its_moved_data_names_the_new_place(
+        tmp_path, monkeypatch, make_class_folder):
+    """The card's training configuration named the old folder, where the run had finished on the moved one."""
+    make_class_folder(tmp_path / "data" / "test", {"FAKE": 2, "REAL": 2}, seed=9)
+    run = killed_after_training(tmp_path, monkeypatch, make_class_folder)
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+
+    training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, data=tmp_path / "moved", verbose=0)
+
+    card = (run / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert f"| data | `{json.dumps(str(tmp_path / 'moved'))}` |" in card
+    assert str(tmp_path / "data") not in card
 
 
 def test_resume_refuses_a_data_flag_naming_other_data_and_says_it_is_other_data(tmp_path, monkeypatch,
