@@ -121,7 +121,11 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
                 result, held_out = _train(config, folder, strategy, resume, verbose)
             else:  # killed after training, before the run was finished
                 logger.info("%s has finished training; writing what it had not written yet", run_dir)
-                result = TrainResult(folder, None, trained["model_info"], trained["history"], None,
+                # Saved before the kill: a resume with --data finishes the run on the dataset's new place, and
+                # model.json, the card and the closing line name that place, as a resume during training does.
+                saved = trained["model_info"]
+                model_info = {**saved, "config": {**saved["config"], "data": str(config.data)}}
+                result = TrainResult(folder, None, model_info, trained["history"], None,
                                      chief=distributed.is_chief(strategy))
                 held_out = {}  # scanned by finish, on the chief
 
