@@ -258,9 +258,10 @@ def test_resume_refuses_training_data_changed_since_the_run_started(tmp_path, mo
     assert snapshot(run) == before
 
 
-def killed_after_training(tmp_path, monkeypatch, make_class_folder):
-    """A one-epoch run of a stand-in model in tmp_path/models/run, killed once its training was over (its backup
-    holds trained.json), before its curves and evaluation."""
+@contextlib.contextmanager
+def killed_before_the_curves(monkeypatch):
+    """Expects the training inside to be killed once its training is over (its backup holds trained.json), as it
+    begins its curves and evaluation."""
     from realvsai import plots
 
     real_plot = plots.plot_training_curves
@@ -270,8 +271,14 @@ def killed_after_training(tmp_path, monkeypatch, make_class_folder):
 
     monkeypatch.setattr(plots, "plot_training_curves", killed)
     with pytest.raises(Killed):
-        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder)
+        yield
     monkeypatch.setattr(plots, "plot_training_curves", real_plot)
+
+
+def killed_after_training(tmp_path, monkeypatch, make_class_folder):
+    """A one-epoch run of a stand-in model in tmp_path/models/run, killed once its training was over."""
+    with killed_before_the_curves(monkeypatch):
+        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder)
     run = tmp_path / "models" / "run"
     assert (run / "backup" / "trained.json").is_file()
     return run
@@ -388,6 +395,23 @@ def test_the_model_card_of_a_run_killed_after_training_and_resumed_on_its_moved_
     card = (run / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert f"| data | `{json.dumps(str(tmp_path / 'moved'))}` |" in card
     assert str(tmp_path / "data") not in card
+
+
+def test_a_run_killed_again_while_finishing_on_its_moved_data_resumes_there_without_data(tmp_path, monkeypatch,
+                                                                                         make_class_folder):
+    """Killed after training, resumed with --data NEW and killed again in its evaluation, the run still recorded the
+    old folder: --resume refused with "OLD, the data run started on, is not there", where one killed in an epoch
+    goes on from NEW."""
+    run = killed_after_training(tmp_path, monkeypatch, make_class_folder)
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    with killed_before_the_curves(monkeypatch):
+        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, data=tmp_path / "moved",
+                       verbose=0)
+
+    training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+
+    assert json.loads((run / "model.json").read_text())["config"]["data"] == str(tmp_path / "moved")
+    assert not (run / "backup").exists()
 
 
 def test_resume_refuses_a_data_flag_naming_other_data_and_says_it_is_other_data(tmp_path, monkeypatch,
