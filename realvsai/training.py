@@ -133,7 +133,10 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
                 nonlocal result, held_out
                 if trained is not None:  # its threshold and test metrics come from the data it trained on
                     _, validation_images, test_images, digest = _scan(config)
-                    _refuse_other_data(config, _recorded_start(folder), digest)
+                    started = _recorded_start(folder)
+                    _refuse_other_data(config, started, digest)
+                    # Where --data moved it: a --resume after another kill reads it there, as after an epoch's.
+                    _save_settings(folder, config, digest, started["backend"])
                     held_out = _held_out(config, validation_images, test_images)
                 result = _finish_run(result.model, result.model_info, result.history, folder, Path(config.data),
                                      config.batch_size, config.max_pixels, held_out)
@@ -256,8 +259,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     with strategy.scope():
         model = model_module.build_model(len(class_names), **config.model_options())
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / BACKUP_DIR / RUN_CONFIG_FILE, {**config.to_json(), DATA_DIGEST_KEY: digest,
-                                                        BACKEND_KEY: backend})
+    _save_settings(run_dir, config, digest, backend)
     model_info: dict[str, Any] = {
         "class_names": class_names,
         "image_size": config.image_size,
@@ -406,6 +408,13 @@ def _recorded_start(run_dir: Path) -> dict[str, str | None] | None:
         return None
     config, digest, backend = read_run_config(run_dir)
     return {"digest": digest, "backend": backend, "data": str(config.data)}
+
+
+def _save_settings(run_dir: Path, config: TrainConfig, digest: str, backend: str | None) -> None:
+    """Saves what ``--resume`` continues the run in ``run_dir`` with (``read_run_config``): its settings, the
+    ``digest`` of its data and the Keras ``backend`` it trains on (None where an older backup recorded none)."""
+    write_json(run_dir / BACKUP_DIR / RUN_CONFIG_FILE, {**config.to_json(), DATA_DIGEST_KEY: digest,
+                                                        BACKEND_KEY: backend})
 
 
 def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: list[dict[str, Any]],
