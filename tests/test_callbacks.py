@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import re
 import stat
+import sys
 
 import keras
 import numpy as np
 import pytest
 from conftest import read_history_csv
 
-from realvsai import distributed
+from realvsai import cli, distributed
 from realvsai.callbacks import (
     BestModel,
     ResumableEarlyStopping,
@@ -22,6 +25,7 @@ from realvsai.callbacks import (
     StopOnNonFiniteLoss,
     StopTrainingOnValidationLoss,
     TrainingHistory,
+    ValidationProgress,
     read_backup,
     save_model_atomically,
     write_history_csv,
@@ -145,6 +149,106 @@ def test_the_time_limit_measures_the_next_epoch_without_the_first_steps_that_com
     assert deadline.seconds[0] == {"train": 69.0, "validation": 6.0, "saves": 1.0, "total": 76.0}
     assert timed_epoch(deadline, clock, compiling=False)  # 12.5 s more would end at 1101, past 1091
     assert deadline.stopped
+
+
+# --- the bar of fit's validation, where Keras' own shows nothing -------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    """A terminal's screen, which stdout and stderr both draw on."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def screen_lines(text: str) -> list[str]:
+    """The lines a terminal shows once ``text`` is drawn: a carriage return goes back to the line's start, a
+    backspace one column, and what follows overwrites what is there (colours left out)."""
+    lines, column = [""], 0
+    for char in re.sub(r"\x1b\[[\d;]*m", "", text):
+        if char == "\n":
+            lines.append("")
+            column = 0
+        elif char == "\r":
+            column = 0
+        elif char == "\b":
+            column = max(0, column - 1)
+        else:
+            lines[-1] = lines[-1][:column] + char + lines[-1][column + 1:]
+            column += 1
+    return [line.rstrip() for line in lines]
+
+
+@pytest.fixture
+def terminal(monkeypatch) -> Terminal:
+    """stdout and stderr on one ``Terminal``, with the project's bars shown."""
+    cli.setup_logging(quiet=False)
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", screen)
+    return screen
+
+
+def bars_made(monkeypatch) -> list:
+    """Every bar the callbacks make (``cli.progress``'s tqdm), kept to look at once closed."""
+    bars = []
+
+    def kept(*args, **kwargs):
+        bars.append(cli.progress(*args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr("realvsai.callbacks.progress", kept)
+    return bars
+
+
+def fit_validated(callback: keras.callbacks.Callback, verbose: int = 1) -> keras.Model:
+    """Two epochs of 4 training batches, each validated on 3 batches."""
+    x, y = rows_of()
+    model = tiny_model()
+    model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), validation_steps=3, verbose=verbose,
+              callbacks=[callback])
+    return model
+
+
+def test_fit_validates_each_epoch_under_a_bar_counting_its_batches(terminal, monkeypatch):
+    """Inside fit, Keras' bar shows nothing while the epoch validates: on CIFAKE at 100k on a CPU, minutes of a
+    finished bar standing still."""
+    bars = bars_made(monkeypatch)
+    fit_validated(ValidationProgress(steps=3))
+    # n counts only while a bar is shown; disable is set once it is closed.
+    assert [(bar.desc, bar.total, bar.n, bar.disable) for bar in bars] == [("validating", 3, 3, True)] * 2
+    assert "validating:   0%" in terminal.getvalue()
+
+
+def test_the_validation_bar_leaves_its_line_to_the_epochs_closing_line(terminal):
+    """Drawn over Keras' bar of the epoch, it is wiped before Keras rewrites that line with the validation metrics:
+    no line of it is left between the epochs."""
+    fit_validated(ValidationProgress(steps=3))
+    lines = screen_lines(terminal.getvalue())
+    assert "validating" in terminal.getvalue()
+    assert not any("validating" in line for line in lines), lines
+    assert [line.split()[0] for line in lines if "val_loss" in line] == ["4/4", "4/4"], lines
+
+
+def test_evaluate_draws_no_validation_bar(terminal, monkeypatch):
+    """The bar is fit's: an evaluate (or a predict) shows its own progress."""
+    bars, callback = bars_made(monkeypatch), ValidationProgress(steps=4)
+    model = fit_validated(callback)
+    bars.clear()
+    x, y = rows_of()
+    model.evaluate(x, y, batch_size=4, verbose=1, callbacks=[callback])
+    assert bars == []
+
+
+@pytest.mark.parametrize("hidden", ["--quiet", "no terminal", "verbose=0"])
+def test_the_validation_bar_is_hidden_where_progress_bars_are(monkeypatch, hidden):
+    """--quiet, a stderr that is no terminal (a log), and Keras told to draw nothing (--quiet, or a worker of a
+    cluster other than the chief)."""
+    cli.setup_logging(quiet=hidden == "--quiet")
+    stderr = io.StringIO() if hidden == "no terminal" else Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    fit_validated(ValidationProgress(steps=3), verbose=0 if hidden == "verbose=0" else 1)
+    assert stderr.getvalue() == ""
 
 
 # --- what picks the best epoch and ends a phase: the cross-entropy, not the loss with the head's L2 penalty ----

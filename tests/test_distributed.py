@@ -215,6 +215,41 @@ def test_callbacks_see_every_epoch_with_the_logs_of_fit():
     assert history.history["val_loss"] == [recorder.logs[epoch]["val_loss"] for epoch in range(3)]
 
 
+class ValidationHooks(keras.callbacks.Callback):
+    """Remembers the validation hooks called, and the epochs' ends between them."""
+
+    def __init__(self):
+        super().__init__()
+        self.events: list[str] = []
+
+    def on_test_begin(self, logs=None):
+        self.events.append("test_begin")
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.events.append(f"test_batch_begin {batch}")
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.events.append(f"test_batch_end {batch}")
+
+    def on_test_end(self, logs=None):
+        self.events.append(f"test_end {sorted(logs)}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.events.append(f"epoch_end {epoch}")
+
+
+def test_the_loop_calls_the_validation_hooks_as_model_fit_does():
+    """callbacks.ValidationProgress draws fit's validation bar from them, StopOnLostCtrlC stops at a validation batch,
+    StopBeforeDeadline times the validation: on a cluster all three saw none."""
+    expected, hooks = ValidationHooks(), ValidationHooks()
+    fit_keras(tiny_model(), epochs=2, callbacks=[expected])
+    fit(tiny_model(), epochs=2, callbacks=[hooks])
+    assert hooks.events == expected.events
+    assert expected.events[:STEPS * 2 + 3] == ["test_begin", *(f"test_batch_{hook} {step}" for step in range(STEPS)
+                                                               for hook in ("begin", "end")),
+                                               "test_end ['accuracy', 'cross_entropy', 'loss']", "epoch_end 0"]
+
+
 def test_stop_training_set_by_a_callback_ends_after_that_epoch():
     class StopAfterSecond(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -1180,6 +1180,23 @@ def test_the_user_is_told_the_training_step_compiles_before_its_first_step(tmp_p
     assert said_before_fit[-2:] == ["training images decoded", line]  # said as Keras begins, not before the bar
 
 
+def test_each_epochs_validation_is_counted_under_a_bar_of_its_batches(tmp_path, make_class_folder, monkeypatch):
+    """Keras' bar stands still while fit validates: minutes after each epoch on CIFAKE at 100k on a CPU."""
+    from realvsai import distributed
+    from realvsai.callbacks import ValidationProgress
+
+    fitted = []
+
+    def fit(*args, validation_steps, callbacks, **kwargs):
+        fitted.append((validation_steps, [each.steps for each in callbacks if isinstance(each, ValidationProgress)]))
+        raise Killed
+
+    monkeypatch.setattr(distributed, "fit", fit)
+    with pytest.raises(Killed):
+        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, validation_counts={"FAKE": 3, "REAL": 3})
+    assert fitted == [(2, [2])]  # 6 validation images in batches of 4
+
+
 def test_a_class_of_few_training_images_is_warned_of_with_the_weight_that_makes_each_count_for_many(
         tmp_path, make_class_folder, monkeypatch, caplog):
     """1 REAL image beside 30 FAKE trained with REAL's loss weighted 15.5, and only an info line listed the weights:
