@@ -21,7 +21,7 @@ from typing import Any
 
 import keras
 
-from realvsai.cli import plural, raise_if_ctrl_c
+from realvsai.cli import plural, progress, raise_if_ctrl_c
 from realvsai.config import MONITOR, monitor_of
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, human_bytes, write_csv
@@ -97,6 +97,38 @@ class StopOnLostCtrlC(keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch, logs=None):
         raise_if_ctrl_c()
+
+
+class ValidationProgress(keras.callbacks.Callback):
+    """A "validating" bar (``cli.progress``) over each epoch's ``steps`` validation batches: inside ``fit`` Keras'
+    own bar stands still while the epoch validates (its ProgbarLogger skips those batches there), for minutes on
+    a CPU with a large validation split. Only inside ``fit``, and not where Keras draws nothing (verbose 0:
+    --quiet, a worker other than the chief). It is drawn over Keras' unfinished line of the epoch, as wide as the
+    terminal, and wiped when validation ends: the lines logged at the epoch's end and Keras' closing line of the
+    epoch start on a clean line."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps, self._in_fit, self._bar = steps, False, None
+
+    def on_train_begin(self, logs=None):
+        self._in_fit = bool((self.params or {}).get("verbose"))  # no params: a CallbackList made without them
+
+    def on_train_end(self, logs=None):
+        self._in_fit = False
+
+    def on_test_begin(self, logs=None):
+        if self._in_fit:
+            self._bar = progress(None, total=self.steps, desc="validating", unit="batch")
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self._bar is not None:
+            self._bar.update()
+
+    def on_test_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.close()  # leave=False: the line is wiped
+            self._bar = None
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

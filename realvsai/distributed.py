@@ -461,8 +461,8 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     def validation_step(batch):
         strategy.run(lambda data: replica_losses(data, False), args=(batch,))
 
-    def read_logs(prefix: str = "") -> dict[str, float]:  # and resets the metrics
-        logs = {prefix + metric.name: float(keras.ops.convert_to_numpy(metric.result())) for metric in metric_list}
+    def read_logs() -> dict[str, float]:  # and resets the metrics
+        logs = {metric.name: float(keras.ops.convert_to_numpy(metric.result())) for metric in metric_list}
         for metric in metric_list:
             metric.reset_state()
         return logs
@@ -483,9 +483,15 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
             callback_list.on_train_batch_begin(step)
             callback_list.on_train_batch_end(step, {"loss": train_step(next(iterator))})
         logs = read_logs()
-        for batch in itertools.islice(validation_batches, validation_steps):  # islice stops before fetching more
+        callback_list.on_test_begin()  # the validation hooks, as fit's evaluate calls them
+        # islice stops before fetching more
+        for step, batch in enumerate(itertools.islice(validation_batches, validation_steps)):
+            callback_list.on_test_batch_begin(step)
             validation_step(batch)
-        logs.update(read_logs("val_"))
+            callback_list.on_test_batch_end(step)
+        validation_logs = read_logs()
+        callback_list.on_test_end(validation_logs)
+        logs.update({f"val_{name}": value for name, value in validation_logs.items()})
         callback_list.on_epoch_end(epoch, logs)
         model.stop_training = any_worker(strategy, bool(model.stop_training))  # all stop after the same epoch
         if model.stop_training:

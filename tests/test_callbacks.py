@@ -179,9 +179,9 @@ def screen_lines(text: str) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
-@pytest.fixture
-def terminal(monkeypatch) -> Terminal:
-    """stdout and stderr on one ``Terminal``, with the project's bars shown."""
+def on_a_terminal(monkeypatch) -> Terminal:
+    """stdout and stderr on one ``Terminal``, with the project's bars shown (in the test itself: pytest puts its
+    own capture back on sys.stdout and sys.stderr after a fixture's setup)."""
     cli.setup_logging(quiet=False)
     screen = Terminal()
     monkeypatch.setattr(sys, "stdout", screen)
@@ -210,19 +210,20 @@ def fit_validated(callback: keras.callbacks.Callback, verbose: int = 1) -> keras
     return model
 
 
-def test_fit_validates_each_epoch_under_a_bar_counting_its_batches(terminal, monkeypatch):
+def test_fit_validates_each_epoch_under_a_bar_counting_its_batches(monkeypatch):
     """Inside fit, Keras' bar shows nothing while the epoch validates: on CIFAKE at 100k on a CPU, minutes of a
     finished bar standing still."""
-    bars = bars_made(monkeypatch)
+    terminal, bars = on_a_terminal(monkeypatch), bars_made(monkeypatch)
     fit_validated(ValidationProgress(steps=3))
     # n counts only while a bar is shown; disable is set once it is closed.
     assert [(bar.desc, bar.total, bar.n, bar.disable) for bar in bars] == [("validating", 3, 3, True)] * 2
     assert "validating:   0%" in terminal.getvalue()
 
 
-def test_the_validation_bar_leaves_its_line_to_the_epochs_closing_line(terminal):
+def test_the_validation_bar_leaves_its_line_to_the_epochs_closing_line(monkeypatch):
     """Drawn over Keras' bar of the epoch, it is wiped before Keras rewrites that line with the validation metrics:
     no line of it is left between the epochs."""
+    terminal = on_a_terminal(monkeypatch)
     fit_validated(ValidationProgress(steps=3))
     lines = screen_lines(terminal.getvalue())
     assert "validating" in terminal.getvalue()
@@ -230,8 +231,9 @@ def test_the_validation_bar_leaves_its_line_to_the_epochs_closing_line(terminal)
     assert [line.split()[0] for line in lines if "val_loss" in line] == ["4/4", "4/4"], lines
 
 
-def test_evaluate_draws_no_validation_bar(terminal, monkeypatch):
+def test_evaluate_draws_no_validation_bar(monkeypatch):
     """The bar is fit's: an evaluate (or a predict) shows its own progress."""
+    on_a_terminal(monkeypatch)
     bars, callback = bars_made(monkeypatch), ValidationProgress(steps=4)
     model = fit_validated(callback)
     bars.clear()
