@@ -240,9 +240,11 @@ def test_help_leaves_out_a_default_of_none_which_says_nothing():
     assert "(default: None)" not in parser.format_help()
 
 
-@pytest.mark.parametrize("script", ["DataUnZipper.py", "DataZipper.py", "DataSplitD1.py", "DataSplitD2.py",
-                                    "DataMerger.py", "DataAugmentation.py", "MoveAugmentedImages.py",
-                                    "DataDeleter.py", "ModelTraining.py"])
+DATA_SCRIPTS = ["DataUnZipper.py", "DataZipper.py", "DataSplitD1.py", "DataSplitD2.py", "DataMerger.py",
+                "DataAugmentation.py", "MoveAugmentedImages.py", "DataDeleter.py", "ModelTraining.py"]
+
+
+@pytest.mark.parametrize("script", DATA_SCRIPTS)
 def test_help_gives_each_flag_one_default_and_none_for_a_switch(script):
     # "(default: False)" after a switch says nothing; after a help that gives its own default, it contradicts it.
     process = run_script(script, "--help")
@@ -251,6 +253,35 @@ def test_help_gives_each_flag_one_default_and_none_for_a_switch(script):
     assert "(default: False)" not in text and "(default: [])" not in text
     for flag_help in re.split(r"\s(?=--?[a-z])", text):
         assert flag_help.count("(default:") <= 1, flag_help
+
+
+def help_blocks(help_text: str) -> list[list[str]]:
+    """The description of a --help (between the usage and the options) as its paragraphs and "- " items, each a
+    list of lines; a tree or an example (indented 4 or more) is a block of its own."""
+    description = re.split(r"\n(?:positional arguments|options):\n", help_text.split("\n\n", 1)[1], maxsplit=1)[0]
+    blocks: list[list[str]] = []
+    for paragraph in description.split("\n\n"):
+        previous = None
+        for line in paragraph.splitlines():
+            verbatim = line.startswith("    ")
+            if previous is not None and verbatim == previous and not line.startswith("- "):
+                blocks[-1].append(line)
+            else:
+                blocks.append([line])
+            previous = verbatim
+    return blocks
+
+
+@pytest.mark.parametrize("script", [*DATA_SCRIPTS, "App.py"])
+def test_help_description_reads_as_short_lines_and_short_paragraphs(script):
+    """After the tree came one paragraph of clauses, up to 30 lines (App.py), in lines up to 116 characters."""
+    process = run_script(script, "--help", timeout=120)
+    assert process.returncode == 0
+    blocks = help_blocks(process.stdout)
+    assert blocks, process.stdout
+    for block in blocks:
+        assert all(len(line) <= 100 for line in block), block
+        assert block[0].startswith("    ") or len(block) <= 3, block
 
 
 def test_setup_logging_quiet_hides_info_and_progress():
