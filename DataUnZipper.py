@@ -4,26 +4,34 @@
       -> data/raw/cifake-real-and-ai-generated-synthetic-images/
            train/REAL/  train/FAKE/  test/REAL/  test/FAKE/
 
-Only zip archives are read: a .tar.gz, .tgz, .tar, .7z or .rar file, or one part of a split zip
-(.z01, .z02, ...), is refused in one line that gives the command that extracts it (or joins the parts).
-Entry names not marked UTF-8 are read as UTF-8 when they are valid UTF-8, else as cp437, and a warning
-says so; --name-encoding reads them in the archive's encoding (shift_jis for a Japanese Windows zip).
-Each file gets the modification time the archive gives it: the exact UTC time where the zip has one
-(Info-ZIP's extended timestamp, which zip on Linux and macOS writes), else its DOS time read as local time.
-A zip made on Unix gives each file its permission bits (an executable stays one, a private file private), but
-never setuid, setgid or sticky, and the owner can always read and write it; folders get the umask's mode.
+Only zip archives are read. Refused in one line that gives the command to run instead:
+- a .tar.gz, .tgz, .tar, .7z or .rar file (the command that extracts it)
+- one part of a split zip, .z01, .z02, ... (the command that joins the parts)
 
-The whole archive is checked before anything is written: entries that would land outside the
-target (absolute paths, "..", symlinks) and zip bombs (entries that overlap; see also
---max-total-bytes, --max-ratio) are refused, and each entry must inflate to exactly the size it
-declares. macOS junk (__MACOSX/, .DS_Store, ._name) is skipped; an archive with nothing else (or nothing at
-all) is refused, and no folder is made. Files are written under a temporary name and
-renamed into place, so an interrupted run is finished by running the same command again: files
-already there with the same size and CRC-32 are skipped. A file with other content is never
-replaced unless you add --overwrite, and no file is ever deleted: when the target also holds files
-this archive does not (another download's), a warning says so. A download that holds archives (train.zip,
-test.zip) is named with the command that unzips each one beside itself (data/raw/<download>/train/), and once
-they are all unzipped, with the split that reads them together.
+The whole archive is checked before anything is written:
+- refused: entries that would land outside the target (absolute paths, "..", symlinks)
+- refused: zip bombs (entries that overlap; see also --max-total-bytes, --max-ratio)
+- each entry must inflate to exactly the size it declares
+- macOS junk (__MACOSX/, .DS_Store, ._name) is skipped; an archive with nothing else (or nothing at
+  all) is refused, and no folder is made
+
+Names, times and permissions:
+- entry names not marked UTF-8 are read as UTF-8 where valid, else as cp437, with a warning;
+  --name-encoding reads them in the archive's encoding (shift_jis for a Japanese Windows zip)
+- each file gets the archive's modification time: exact UTC where the zip has one (Info-ZIP's
+  extended timestamp), else its DOS time read as local time
+- a zip made on Unix gives each file its permission bits, never setuid, setgid or sticky, and the
+  owner can always read and write it; folders get the umask's mode
+
+Re-runs and your files:
+- files are written under a temporary name, then renamed: run the same command again to finish an
+  interrupted run (files already there with the same size and CRC-32 are skipped)
+- a file with other content is replaced only with --overwrite; no file is ever deleted
+- a warning says when the target also holds files this archive does not (another download's)
+
+For a download that holds archives (train.zip, test.zip), the summary names the command that unzips
+each one beside itself (data/raw/<download>/train/) and, once all are unzipped, the split that reads
+them together.
 
 Example:
     python DataUnZipper.py ~/Downloads/cifake-real-and-ai-generated-synthetic-images.zip
@@ -56,11 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-total-bytes", type=byte_count, default=f"{limits.max_total_bytes / 1024**3:g}G",
                         help="refuse archives that expand to more than this many bytes (accepts 500M, 100G)")
     parser.add_argument("--max-ratio", type=expansion_ratio, default=limits.max_ratio,
-                        help="refuse entries above 1 MB (and archives) that expand more than this many times "
+                        help="refuse entries over 1 MB (and archives) that expand more than this many times "
                              "(at least 1)")
     parser.add_argument("--name-encoding", type=name_encoding, default=None,
-                        help="read the entry names not marked UTF-8 in this encoding, e.g. shift_jis, cp932, gbk, "
-                             "cp866 (default: UTF-8 where valid, else cp437; like unzip -O)")
+                        help="encoding of the entry names not marked UTF-8, e.g. shift_jis, cp932, gbk, cp866 "
+                             "(default: UTF-8 where valid, else cp437; like unzip -O)")
     return parser.parse_args(argv)
 
 
