@@ -2,15 +2,17 @@
 
     data/train/REAL/  data/train/FAKE/   ->   data/train.zip  (entries REAL/..., FAKE/...)
 
-Entries are named relative to the folder and written in sorted order, so the same folder always
-gives the same archive layout, and DataUnZipper.py data/train.zip recreates it as
-data/raw/train/. JPEG, PNG, WebP and GIF files are stored as they are (they are compressed
-already); other files are deflated. Symlinks are left out, and so is the half-written file (a hidden
-.<name>.<random>.tmp) of a run that was killed. A file name DataUnZipper.py would not
-give back as it is (a backslash, a leading drive letter such as C:) or that is not UTF-8 is refused
-before anything is written. The archive is written under a temporary name and renamed into place
-only when complete (the partial archive of a killed run is removed by the next); --verify reads it
-back first and checks every file's CRC-32.
+What goes in:
+- entries named relative to the folder, in sorted order: the same folder always gives the same
+  archive layout, and DataUnZipper.py data/train.zip recreates it as data/raw/train/
+- JPEG, PNG, WebP and GIF files stored as they are (compressed already); other files deflated
+- left out: symlinks, and a killed run's half-written file (a hidden .<name>.<random>.tmp)
+
+Refused before anything is written: a file name DataUnZipper.py would not give back as it is
+(a backslash, a leading drive letter such as C:) or that is not UTF-8.
+
+The archive is written under a temporary name and renamed into place only when complete (the next
+run removes a killed run's partial archive); --verify reads it back first and checks every CRC-32.
 
 Example:
     python DataZipper.py data/train --out ~/train.zip --verify
