@@ -2,14 +2,18 @@
 
     data/raw/cifake-trainsplit/   ->   (gone; the archive it came from is untouched)
 
-It counts the files and bytes first and asks before deleting (--yes skips the question; without a
-terminal to ask on, it refuses unless --yes is given). --dry-run only shows what would go.
-It never deletes the file-system root, your home folder, this repository, a folder holding them, or
-a file of the repository outside data/ and models/; anything else outside the project's data/ and
-models/ needs --allow-outside.
-Symlinks are removed as links: what they point to is never touched. Deleting images of a split
-(data/train/REAL/bad.png, or a class folder) removes their rows from its manifest.csv too,
-so that training reads the split as finished.
+It counts the files and bytes first and asks before deleting:
+- --yes skips the question; without a terminal to ask on, it refuses unless --yes is given
+- --dry-run only shows what would go
+
+It never deletes:
+- the file-system root, your home folder, this repository, or a folder holding them
+- a file of the repository outside data/ and models/
+- anything else outside the project's data/ and models/, unless --allow-outside
+- what a symlink points to: symlinks are removed as links
+
+Deleting images of a split (data/train/REAL/bad.png, or a class folder) removes their rows from its
+manifest.csv too, so that training reads the split as finished.
 
 Example:
     python DataDeleter.py data/raw/cifake-real-and-ai-generated-synthetic-images --dry-run
