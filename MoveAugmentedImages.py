@@ -2,22 +2,26 @@
 
     DATA/augmented_train/<Class>/aug_cat_0.jpg   ->   DATA/train/<Class>/aug_cat_0.jpg
 
-Nothing is overwritten: a copy whose content is already in train is dropped, and one whose name
-is taken by a different file gets a new name derived from its content. Class folders that train
-does not have are refused before anything moves.
+Nothing is overwritten:
+- a copy whose content is already in train is dropped
+- a copy whose name is taken by a different file gets a new name derived from its content
+- class folders that train does not have are refused before anything moves
 
-No copy leaks a validation or test image into training: a copy stays in augmented_train, added to
-DATA/move-refused.csv with the time of the run and the reason, when it has the content of a
-validation or test image, or when augmented_train/sources.csv (written by DataAugmentation.py) says
-it was made from an image that is now in validation or test (the split changed since), or in no
-split. A copy sources.csv does not list (made by hand or by an older version) is refused too, unless
---move-unlisted. A run that refused a copy ends with exit status 1 once the others are moved, so a
-command that goes on to train stops (a --dry-run only says what it would refuse, with 0). Before the
-first copy moves, each one's source is added to DATA/augmented-copies.csv (by sha256): in train, that
-record is how DataMerger.py keeps copies of another split's image out of train. Interrupted, it can
-simply be run again.
+No copy leaks a validation or test image into training. A copy stays in augmented_train, added to
+DATA/move-refused.csv with the time of the run and the reason, when:
+- it has the content of a validation or test image
+- augmented_train/sources.csv (written by DataAugmentation.py) says it was made from an image that
+  is now in validation or test (the split changed since), or in no split
+- sources.csv does not list it (made by hand or by an older version), unless --move-unlisted
 
-Example:
+A run that refused a copy ends with exit status 1 once the others are moved, so a command that goes
+on to train stops (a --dry-run only says what it would refuse, with 0).
+
+Before the first copy moves, each one's source is added to DATA/augmented-copies.csv (by sha256):
+in train, that record is how DataMerger.py keeps copies of another split's image out of train.
+Interrupted, it can simply be run again.
+
+Examples:
     python MoveAugmentedImages.py --data data --dry-run
     python MoveAugmentedImages.py --data data
 """
