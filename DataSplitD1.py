@@ -1,32 +1,38 @@
 """Step 2 (class folders): split a dataset with one folder per class into train, validation and test.
 
-    data/raw/art/                        data/
-      RealArt/*.jpg             ->         train/Real/       train/Fake/        (70 %)
-      GeneratedArt/*.jpg                   validation/Real/  validation/Fake/   (15 %)
-                                           test/Real/        test/Fake/         (15 %)
-                                           manifest.csv   split, class, path, sha256, source, dataset
-                                           skipped.csv    files left out, and why
+    data/raw/art/                    data/
+      RealArt/*.jpg         ->         train/Real/       train/Fake/        (70 %)
+      GeneratedArt/*.jpg               validation/Real/  validation/Fake/   (15 %)
+                                       test/Real/        test/Fake/         (15 %)
+                                       manifest.csv   split, class, path, sha256, source, dataset
+                                       skipped.csv    files left out, and why
 
-Each class is cut on its own (stratified): its files are sorted, shuffled with --seed and cut at
---ratios, so the same files and seed always give the same split, whatever order the disk lists them
-in. Exact duplicates (the same decoded pixels, also in other bytes: PNG and BMP, a JPEG with other
-metadata) stay in the split of their first copy, so no image is both trained on and tested on; an image
-under two classes is left out (all its copies), and so is a segmentation mask beside its image (BUSI's
-benign (1)_mask.png by benign (1).png): a mask is not an image of its class. Files that
-are not images or do not decode, hidden files (.name), and files beside the class folders are
-skipped and listed in skipped.csv. A dataset with only one class is split, with a warning: a
-classifier needs at least two. Images in sub-folders of a class folder are included, their names
-prefixed with the sub-folder; a symlinked sub-folder is not followed (listed in skipped.csv).
-SOURCE may also be the folder a zip unpacked around the dataset (data/raw/art/<Top Folder>/RealArt/, or
-two deep: <Top Folder>/<Dataset>/RealArt/): while a folder holds one folder and no images, the script
-looks inside it, and a line says where it found the classes.
+How it splits:
+- each class on its own (stratified): its files sorted, shuffled with --seed and cut at --ratios,
+  so the same files and seed always give the same split, whatever order the disk lists them in
+- exact duplicates (the same decoded pixels, also in other bytes: PNG and BMP, a JPEG with other
+  metadata) stay in the split of their first copy: no image is both trained on and tested on
+- images in sub-folders of a class folder are included, their names prefixed with the sub-folder
+- a dataset with only one class is split, with a warning: a classifier needs at least two
 
-SOURCE is left untouched (copies), unless --move (which never moves a file from outside SOURCE,
-e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed); --link makes
-hard links instead (instant, no extra disk; SOURCE and --out must be on one file system).
-Re-running the same command completes an interrupted split and otherwise changes nothing; an --out
-that holds a different split is refused unless --overwrite, which moves the old split aside into
-OUT/previous-split-<time>/.
+Left out and listed in skipped.csv:
+- an image under two classes (all its copies)
+- a segmentation mask beside its image (BUSI's benign (1)_mask.png by benign (1).png): a mask is
+  not an image of its class
+- files that are not images or do not decode, hidden files (.name), files beside the class folders
+- a symlinked sub-folder (not followed)
+
+SOURCE may also be the folder a zip unpacked around the dataset (data/raw/art/<Top Folder>/RealArt/,
+or two deep: <Top Folder>/<Dataset>/RealArt/): while a folder holds one folder and no images, the
+script looks inside it, and a line says where it found the classes.
+
+Your files and re-runs:
+- SOURCE is left untouched (copies), unless --move, which never moves a file from outside SOURCE
+  (e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed)
+- --link makes hard links instead (instant, no extra disk; SOURCE and --out on one file system)
+- the same command again completes an interrupted split and otherwise changes nothing
+- an --out that holds a different split is refused unless --overwrite, which moves the old split
+  aside into OUT/previous-split-<time>/
 
 Example:
     python DataSplitD1.py data/raw/art --rename RealArt=Real --rename GeneratedArt=Fake

@@ -1,33 +1,43 @@
-"""Step 2 (CIFAKE): split a dataset that comes as train/ and test/ (e.g. CIFAKE): validation is carved out of train.
+"""Step 2 (CIFAKE): split a dataset that comes as train/ and test/: validation is carved out of train.
 
-    data/raw/cifake-real-and-ai-generated-synthetic-images/        data/
-      train/REAL/  train/FAKE/      ->      train/REAL/       train/FAKE/        (80 % of train)
-      test/REAL/   test/FAKE/               validation/REAL/  validation/FAKE/   (20 % of train)
-                                            test/REAL/        test/FAKE/         (all of test)
-                                            manifest.csv   split, class, path, sha256, source, dataset
-                                            skipped.csv    files left out, and why
+    data/raw/cifake-real-and-ai-generated-synthetic-images/   data/
+      train/REAL/  train/FAKE/   ->   train/REAL/       train/FAKE/        (80 % of train)
+      test/REAL/   test/FAKE/         validation/REAL/  validation/FAKE/   (20 % of train)
+                                      test/REAL/        test/FAKE/         (all of test)
+                                      manifest.csv   split, class, path, sha256, source, dataset
+                                      skipped.csv    files left out, and why
 
-train/ and test/ may be in any letter case, and SOURCE may also be a folder holding one such dataset,
-or a folder or two around it (a Kaggle zip often unpacks to cifake/train, cifake/test). Each train
-class is cut on its own (stratified) after sorting and a shuffle with --seed, so the same files and
-seed always give the same split. Test stays test. A download that comes with its own validation folder
-beside train/ and test/ (valid/, val/ or validation/, as Kaggle's 140k faces, or a split that DataZipper
-packed) keeps it as validation, and nothing is carved out of train. A train file identical to a test file
-(the same decoded pixels) is left out of train and validation and listed in skipped.csv, so the test
-accuracy is never inflated by an image the model trained on (and one identical to a validation file is left
-out of train); other exact duplicates stay in the split of their first copy. An image under two classes is
-left out (all its copies), and so is a segmentation mask beside its image (x_mask.png by x.png). Files that
-are not images or do not decode, hidden files (.name) and symlinked folders inside a class folder (not
-followed) are skipped and listed in skipped.csv; so are the images outside the class folders of train/,
-test/ (and valid/): loose in SOURCE, train/ or test/, or in another folder, with a warning naming some.
-A dataset with only one class is split, with a warning: a classifier needs at least two.
+How it splits:
+- each train class on its own (stratified), after sorting and a shuffle with --seed: the same files
+  and seed always give the same split; test stays test
+- a validation folder beside train/ and test/ (valid/, val/ or validation/, as Kaggle's 140k faces,
+  or a split that DataZipper packed) is kept as validation, and nothing is carved out of train
+- train/ and test/ may be in any letter case; SOURCE may also be a folder holding one such dataset,
+  or a folder or two around it (a Kaggle zip often unpacks to cifake/train, cifake/test)
+- a dataset with only one class is split, with a warning: a classifier needs at least two
 
-SOURCE is left untouched (copies), unless --move (which never moves a file from outside SOURCE,
-e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed); --link makes
-hard links instead (instant, no extra disk; SOURCE and --out must be on one file system).
-Re-running the same command completes an interrupted split and otherwise changes nothing; an --out
-that holds a different split is refused unless --overwrite, which moves the old split aside into
-OUT/previous-split-<time>/.
+No leakage:
+- a train file identical to a test file (the same decoded pixels) is left out of train and
+  validation and listed in skipped.csv: the test accuracy is never inflated by an image the model
+  trained on
+- a train file identical to a validation file is left out of train
+- other exact duplicates stay in the split of their first copy
+
+Left out and listed in skipped.csv:
+- an image under two classes (all its copies)
+- a segmentation mask beside its image (x_mask.png by x.png)
+- files that are not images or do not decode, hidden files (.name), symlinked folders inside a
+  class folder (not followed)
+- images outside the class folders of train/, test/ (and valid/): loose in SOURCE, train/ or test/,
+  or in another folder, with a warning naming some
+
+Your files and re-runs:
+- SOURCE is left untouched (copies), unless --move, which never moves a file from outside SOURCE
+  (e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed)
+- --link makes hard links instead (instant, no extra disk; SOURCE and --out on one file system)
+- the same command again completes an interrupted split and otherwise changes nothing
+- an --out that holds a different split is refused unless --overwrite, which moves the old split
+  aside into OUT/previous-split-<time>/
 
 Example:
     python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data

@@ -724,8 +724,8 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
     parser.add_argument("--workers", type=positive_int, default=defaults.workers,
                         help="threads that read, check and place the images")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
-                        help="images with more pixels, as checked (a JPEG over it whole at its 1/8 decode: a 200 MP "
-                             "phone photo passes), are skipped and listed (a guard against decompression bombs)")
+                        help="images with more pixels are skipped and listed (decompression bombs); a JPEG over it "
+                             "is checked at its 1/8 decode, so a 200 MP phone photo passes")
 
 
 def _log_problems(report: SplitReport, validation_share: str | None = None) -> None:
