@@ -1,42 +1,59 @@
-"""Step 3 (optional): merge split datasets into one, e.g. the Fake-or-Real art set into the CIFAKE split.
+"""Step 3 (optional): merge split datasets into one, e.g. the Fake-or-Real art set into CIFAKE's split.
 
-    data/art/                                  data/
-      train/{FAKE,REAL}/               ->        train/{FAKE,REAL}/        (CIFAKE's + the art set's)
-      validation/{FAKE,REAL}/                    validation/{FAKE,REAL}/
-      test/{FAKE,REAL}/                          test/{FAKE,REAL}/
-                                                 manifest.csv         every image but augmented copies, and its source
-                                                 merge-refused.csv    files refused (leakage, two labels), by merge
+    data/art/                   data/
+      train/{FAKE,REAL}/   ->   train/{FAKE,REAL}/       (CIFAKE's + the art set's)
+      validation/{FAKE,REAL}/   validation/{FAKE,REAL}/
+      test/{FAKE,REAL}/         test/{FAKE,REAL}/
+                                manifest.csv        every image but augmented copies, and its source
+                                merge-refused.csv   files refused (leakage, two labels), by merge
 
-A source adds images to classes the target has (all of them, or some: more images of a small class);
-a new target takes the classes of the source with the most, and --add-classes lets a source bring a
-class the target lacks. Split with --rename so the names match (e.g. --rename RealArt=REAL).
-One image is one set of decoded pixels, as the splitters see it: the same image saved in another
-lossless format or with other metadata counts as the same content below; one re-compressed (a JPEG saved
-again) or resized has other pixels and is not caught. Nothing is
-ever overwritten: a file whose bytes are already in the same split and class is skipped, and a name
-taken by other content gets a stable new name (name_<sha256[:8]>.jpg). A file whose content already
-sits in ANOTHER split of the target (or in another split among the sources; the target, then the
-sources in the order given, train first, keep what they hold) is refused and added to merge-
-refused.csv with the merge's time (rows of earlier merges stay), so no image is both trained on and
-tested on. So is every incoming copy of content that sits under another class, anywhere in the
-target or the sources: one image under two labels would be learnt under both (keep it in its true
-class only and merge again). So is an augmented copy (moved into train by MoveAugmentedImages.py,
-which records its source in augmented-copies.csv) of an image that sits in another split, and so is
-an image whose copies sit in another split: either way training would see that image; the record
-(and the copies' settings, where the target's train had no copies) goes with them. A source file
-that does not decode, or has more pixels than --max-pixels (a JPEG over it whole is counted and
-compared at its 1/8 decode, as the splitters check it), is refused too; a merge that refused a
-file ends with exit status 1 once the others are merged (a --dry-run with 0). The counts add up: files
-in the target before + added = after. An interrupted merge is completed by running the same command
-again. Each file keeps the name of the dataset it was split from (the unit of the accuracy per source); a
-dataset named as another one there (two downloads that both unzip to Dataset/) becomes Dataset-2, with a
-warning. --dry-run shows all of this and changes nothing. A SOURCE may sit inside the target folder
-(data/art beside data/train), just not inside its split folders. --into and each SOURCE are dataset
-folders (data), never one of their splits (data/train): that is refused before anything is written.
+Classes:
+- a source adds images to classes the target has (all of them, or some: more of a small class)
+- a new target takes the classes of the source with the most
+- --add-classes lets a source bring a class the target lacks
+- split with --rename so the names match (e.g. --rename RealArt=REAL)
+
+One image is one set of decoded pixels, as the splitters see it: saved in another lossless format or
+with other metadata, it is the same content below; re-compressed (a JPEG saved again) or resized, it
+has other pixels and is not caught.
+
+Nothing is ever overwritten:
+- a file whose bytes are already in the same split and class is skipped
+- a name taken by other content gets a stable new name (name_<sha256[:8]>.jpg)
+
+Refused, and added to merge-refused.csv with the merge's time (rows of earlier merges stay):
+- a file whose content sits in ANOTHER split of the target or of the sources (the target, then the
+  sources in the order given, train first, keep what they hold), so no image is both trained on and
+  tested on
+- every incoming copy of content under another class, in the target or the sources: one image under
+  two labels would be learnt under both (keep it in its true class only and merge again)
+- an augmented copy of an image in another split, and an image whose copies sit in another split:
+  training would see that image (MoveAugmentedImages.py records each copy's source in
+  augmented-copies.csv)
+- a source file that does not decode, or has more pixels than --max-pixels (a JPEG over it whole is
+  counted and compared at its 1/8 decode, as the splitters check it)
+
+What the target records:
+- each file keeps the name of the dataset it was split from (the unit of the accuracy per source)
+- a dataset named as another one there (two downloads that both unzip to Dataset/) becomes
+  Dataset-2, with a warning
+- the augmented copies' record (and settings, where the target's train had none) goes with them
+
+Folders:
+- --into and each SOURCE are dataset folders (data), never one of their splits (data/train): that is
+  refused before anything is written
+- a SOURCE may sit inside the target folder (data/art beside data/train), just not inside its splits
+
+Runs:
+- --dry-run shows all of this and changes nothing
+- the counts add up: files in the target before + added = after
+- a merge that refused a file ends with exit status 1 once the others are merged (--dry-run: 0)
+- an interrupted merge is completed by running the same command again
 
 Example:
     python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data
-    python DataSplitD1.py data/raw/art --out data/art --rename RealArt=REAL --rename GeneratedArt=FAKE
+    python DataSplitD1.py data/raw/art --out data/art \\
+        --rename RealArt=REAL --rename GeneratedArt=FAKE
     python DataMerger.py data/art --into data
 """
 
@@ -67,8 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=positive_int, default=2 * default_workers(),
                         help="threads that hash and decode the files")
     parser.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
-                        help="source images with more pixels, as checked (a JPEG over it whole at its 1/8 decode: a "
-                             "200 MP phone photo passes), are refused (a guard against decompression bombs)")
+                        help="source images with more pixels are refused (decompression bombs); a JPEG over it is "
+                             "checked at its 1/8 decode, so a 200 MP phone photo passes")
     return parser.parse_args(argv)
 
 
