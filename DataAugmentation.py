@@ -1,35 +1,46 @@
-"""Step 4 (optional): makes augmented copies of every training image, to be moved into train by MoveAugmentedImages.py.
+"""Step 4 (optional): makes augmented copies of every training image, for MoveAugmentedImages.py.
 
     DATA/train/<Class>/cat.jpg   ->   DATA/augmented_train/<Class>/aug_cat_0.jpg ... aug_cat_9.jpg
 
-Only train is ever augmented (never validation or test). The copies keep each image's own size
-unless --size N makes them N x N: the centre square, as the model sees an image (N x N at most
---max-pixels). Names derive from the source, so running again makes only what is missing; copies
-already moved into train (aug_* files, and where DATA/augmented-copies.csv exists, those it lists)
-count as made and are not augmented again.
-A file under a copy's name counts as that copy when sources.csv records it with its sha256, or when it
-holds the very bytes this run makes (a run cut off before recording it); any other file there is never
-replaced nor recorded: it is kept and named, and the run ends with exit status 1 once the other copies
-are written.
-Each copy's random transformation is drawn from its own seed (--seed, its source's class and name, its
-number): the same command gives byte-identical files, and neither --copies nor --batch-size changes
-what is done to a copy, so a higher --copies adds the copies a fresh run would have made (computed in
-batches of another shape, a pixel may round one level apart now and then: floating point). Broken
-images are skipped with a warning naming them.
-Each copy's source is recorded, with both files' sha256, in DATA/augmented_train/sources.csv (rows
-are added on every run), so MoveAugmentedImages.py can refuse a copy whose source is no longer a
-training image. The settings the copies depend on (--preset, --seed, --size, --jpeg-quality) and
---copies are recorded in DATA/augmented_train/settings.json before the first copy is written
-(beside copies made before settings were recorded, only once a run found every one of them its own):
-a run with other settings over those copies is refused (exit 1) before it writes anything, except a
-higher --copies, which adds the missing copies. Once MoveAugmentedImages.py has moved them into train,
-the record is DATA/augmented-settings.json, and the same holds for new copies beside them.
+The copies:
+- only train is ever augmented (never validation or test)
+- each keeps its image's size, unless --size N makes it N x N: the centre square, as the model sees
+  an image (N x N at most --max-pixels)
+- broken images are skipped with a warning naming them
 
-Presets: classic = ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal
-flip, nearest fill, composed into one affine map per copy and interpolated once; detector =
-whole-pixel crop-and-pad, flip, rare mild blur and JPEG re-compression (no resampling; see the
-README for why that matters to a real-vs-AI detector). For detectors, prefer augmenting online
-during training to writing copies.
+Re-runs:
+- names derive from the source, so running again makes only what is missing
+- copies already moved into train (aug_* files, and where DATA/augmented-copies.csv exists, those
+  it lists) count as made and are not augmented again
+- a file under a copy's name counts as that copy when sources.csv records it with its sha256, or
+  when it holds the very bytes this run makes (a run cut off before recording it)
+- any other file there is never replaced nor recorded: it is kept and named, and the run ends with
+  exit status 1 once the other copies are written
+
+Each copy's random transformation is drawn from its own seed (--seed, its source's class and name,
+its number):
+- the same command gives byte-identical files
+- neither --copies nor --batch-size changes what is done to a copy, so a higher --copies adds the
+  copies a fresh run would have made (in batches of another shape, a pixel may round one level
+  apart now and then: floating point)
+
+What it records:
+- DATA/augmented_train/sources.csv: each copy's source, with both files' sha256 (rows are added on
+  every run), so MoveAugmentedImages.py can refuse a copy whose source is no longer a training image
+- DATA/augmented_train/settings.json, before the first copy is written: what the copies depend on
+  (--preset, --seed, --size, --jpeg-quality) and --copies (beside copies made before settings were
+  recorded, only once a run found every one of them its own)
+- a run with other settings over those copies is refused (exit 1) before it writes anything, except
+  a higher --copies, which adds the missing copies
+- once MoveAugmentedImages.py has moved them into train, the record is DATA/augmented-settings.json,
+  and the same holds for new copies beside them
+
+Presets:
+- classic = ImageDataGenerator's rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip,
+  nearest fill, composed into one affine map per copy and interpolated once
+- detector = whole-pixel crop-and-pad, flip, rare mild blur and JPEG re-compression (no resampling;
+  see the README for why that matters to a real-vs-AI detector)
+For detectors, prefer augmenting online during training to writing copies.
 
 Example:
     python DataAugmentation.py --data data --copies 10 --preset classic --seed 42
@@ -140,27 +151,24 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--copies", type=positive_int, default=defaults.copies,
                         help=f"augmented copies per image (at most {MAX_COPIES:,})")
     parser.add_argument("--preset", choices=OFFLINE_PRESETS, default=defaults.preset,
-                        help="classic: random rotation, shift, shear, zoom and flip (the "
-                        "original notebook's ImageDataGenerator settings); detector: JPEG re-compression, blur, "
-                        "crop-and-pad by whole pixels and flip, keeping the pixel texture a real-vs-AI detector "
-                        "relies on")
+                        help="classic: the original notebook's ImageDataGenerator settings; detector: keeps the pixel "
+                             "texture a real-vs-AI detector relies on (both under Presets above)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same files")
     parser.add_argument("--size", type=image_size, default=defaults.size,
                         help="'native' keeps each image's size; N first takes each image's centre square at N x N, as "
                              "the model does")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
-                        help="images of one size augmented together, all copies each (large images are "
-                             "capped by memory); it does not change what is done to a copy")
+                        help="images of one size augmented together, all copies each (large images: capped by "
+                             "memory); no copy changes with it")
     parser.add_argument("--jpeg-quality", type=jpeg_quality, default=defaults.jpeg_quality,
                         help="quality of the written JPEG files")
     parser.add_argument("--split", type=train_split, default=defaults.split,
                         help="the split to augment: train, the only one (a copy in validation or test would "
                              "change what they measure)")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
-                        help="images with more pixels are skipped (a guard against decompression bombs); counted "
-                             "whole, a large JPEG too: its copies are made from its full decode. The detector "
-                             f"preset makes no copy over {images.TF_JPEG_MAX_PIXELS:,} pixels (TensorFlow's JPEG "
-                             "codec, which re-compresses them, decodes no more): give --size for such images")
+                        help="images with more pixels, counted whole (a JPEG too), are skipped (decompression bombs); "
+                             f"detector makes no copy over {images.TF_JPEG_MAX_PIXELS:,} pixels (TensorFlow's JPEG "
+                             "limit): give --size")
     args = parser.parse_args(argv)
     if args.copies > MAX_COPIES:
         parser.error(f"--copies {args.copies} is over {MAX_COPIES:,} copies of each image; give fewer (copies of "
