@@ -1,32 +1,38 @@
-"""Step 6: fine-tunes a ResNet (ResNet101 by default) on DATA/train, picks the best epoch on DATA/validation,
-and evaluates it on DATA/test.
+"""Step 6: fine-tunes a ResNet (ResNet101 by default) on DATA/train, picks the best epoch on
+DATA/validation, and evaluates it on DATA/test.
 
-    DATA/train/<Class>/...           ->   OUT/NAME/model.h5            best epoch (lowest val_cross_entropy)
-    DATA/validation/<Class>/...           OUT/NAME/model.json          class names, settings, counts, best epoch
-    DATA/test/<Class>/...  (optional)     OUT/NAME/history.csv         one row per epoch, both phases
-                                          OUT/NAME/training_curves.png cross-entropy and loss, accuracy, precision,
-                                                                       recall, AUC, F1
-                                          OUT/NAME/logs/               TensorBoard
-                                          OUT/NAME/metrics.json, MODEL_CARD.md, plots,  (when DATA/test exists)
-                                            classification_report.txt, predictions.csv,
-                                            unreadable.csv (the test files left out, if any)
+    DATA/train/<Class>/         ->  OUT/NAME/
+    DATA/validation/<Class>/          model.h5             best epoch (lowest val_cross_entropy)
+    DATA/test/<Class>/ (optional)     model.json           class names, settings, counts, best epoch
+                                      history.csv          one row per epoch, both phases
+                                      training_curves.png  cross-entropy and loss, accuracy,
+                                                           precision, recall, AUC, F1
+                                      logs/                TensorBoard
+                                      metrics.json, MODEL_CARD.md, plots,  (when DATA/test exists)
+                                        classification_report.txt, predictions.csv,
+                                        unreadable.csv (the test files left out, if any)
 
-Phase 1 trains the head on the frozen backbone (--head-epochs); phase 2 fine-tunes the backbone
-(--fine-tune-epochs, all of it or its top --fine-tune-blocks residual blocks) at a lower learning
-rate, on the same epoch axis. With --weights none the whole network trains from scratch for all
-the epochs. A run killed at any moment continues from its last finished epoch with
---resume --name NAME, on the data it started on (--data DIR if that moved). Preprocessing is inside
-the model: it takes raw RGB images of any size.
+Two phases, on the same epoch axis:
+- phase 1 trains the head on the frozen backbone (--head-epochs)
+- phase 2 fine-tunes the backbone (--fine-tune-epochs, all of it or its top --fine-tune-blocks
+  residual blocks) at a lower learning rate
+- with --weights none the whole network trains from scratch for all the epochs
 
-Every local GPU trains (TensorFlow: MirroredStrategy; KERAS_BACKEND=jax: keras.distribution.DataParallel).
-To train on several machines (TensorFlow), set TF_CONFIG on each
-(MultiWorkerMirroredStrategy) and start the same command on all of them: they take the chief's
-settings, read the data at the same --data path (checked to be the same files), and only the
-chief writes OUT/NAME. --batch-size counts per device (a GPU, or the machine's CPU without one).
+A run killed at any moment continues from its last finished epoch with --resume --name NAME, on
+the data it started on (--data DIR if that moved). Preprocessing is inside the model: it takes raw
+RGB images of any size.
+
+Devices:
+- every local GPU trains (TensorFlow: MirroredStrategy; KERAS_BACKEND=jax:
+  keras.distribution.DataParallel)
+- --batch-size counts per device (a GPU, or the machine's CPU without one)
+- several machines (TensorFlow): set TF_CONFIG on each (MultiWorkerMirroredStrategy) and start the
+  same command on all of them: they take the chief's settings, read the data at the same --data
+  path (checked to be the same files), and only the chief writes OUT/NAME
 
 --demo needs no dataset: it makes a small synthetic one in data/demo/ (from photos that ship with
-scikit-learn and matplotlib), splits it as DataSplitD2.py does and trains on it into models/demo/ (OUT/demo/),
-offline, in a few minutes on a laptop CPU; App.py then serves it.
+scikit-learn and matplotlib), splits it as DataSplitD2.py does and trains on it into models/demo/
+(OUT/demo/), offline, in a few minutes on a laptop CPU; App.py then serves it.
 
 Examples:
     python ModelTraining.py --demo
@@ -35,9 +41,11 @@ Examples:
     python ModelTraining.py --resume --name art
     python ModelTraining.py --evaluate models/art/model.h5 --test-dir other_images
     python ModelTraining.py --predict models/art --input my_photos --out my_photos_predicted
-    python ModelTraining.py --evaluate models/art --test-dir data/test --test-dir photos/test --robustness
-    export TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
-    python ModelTraining.py --data data --name big     # on host1; on host2 the same, with "index": 1
+    python ModelTraining.py --evaluate models/art --test-dir data/test --test-dir photos/test \\
+        --robustness
+    export TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                      "task": {"type": "worker", "index": 0}}'
+    python ModelTraining.py --data data --name big  # on host1; on host2 the same, with "index": 1
 """
 
 from __future__ import annotations
@@ -101,9 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help=f"dataset folder with train/ and validation/ (default: {defaults.data}; with --resume, "
                            "the run's own: give it when the dataset moved, it must hold the same files)")
     data.add_argument("--out", type=nonempty_path, default=None,
-                      help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate or --predict, the "
-                           "folder for its outputs (default: eval-<test folders> or predictions-<input> beside the "
-                           "model; when it already holds results, a new OUT-2 beside it)")
+                      help=f"runs go to OUT/NAME (default: {defaults.out}); with --evaluate or --predict, the folder "
+                           "for its outputs (default: eval-<test folders> or predictions-<input> beside the model, "
+                           "or a new OUT-2 when it holds results)")
     data.add_argument("--name", type=run_name, default=argparse.SUPPRESS,
                       help="the run's folder name inside OUT: letters, digits, '-', '_', '.' (default: a timestamp)")
     data.add_argument("--resume", action="store_true",
@@ -111,10 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "data it started on")
     add_number(data, "--seed", int, help="seeds shuffling, augmentation and weights")
     data.add_argument("--demo", action="store_true",
-                      help="make synthetic demo data in data/demo/ and train on it into OUT/demo/ (models/demo/) with "
-                           "the demo's own small settings (--out, --name, --resume and --quiet apply; a training "
-                           "flag is refused): "
-                           "the whole pipeline, offline")
+                      help="train the demo (above) with its own small settings: --out, --name, --resume and --quiet "
+                           "apply, a training flag is refused")
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone, help="the ResNet to fine-tune")
@@ -125,13 +131,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                help="side in pixels the backbone sees: images of any size are resized to it (--input-mode "
                     "crops: cut to it at native resolution)")
     model.add_argument("--input-mode", choices=INPUT_MODES, default=defaults.input_mode,
-                       help="resize: the whole image (centre square) resized to --image-size; crops: random "
-                            "--image-size crops at native resolution in training, the softmax averaged over a 3x3 "
-                            "grid of crops in evaluation, --predict and the app")
+                       help="resize: the whole image (centre square) resized to --image-size; crops: --image-size "
+                            "crops at native resolution (random in training; a 3x3 grid, softmax averaged, in "
+                            "evaluation, --predict and the app)")
     model.add_argument("--augment", choices=PRESETS, default=defaults.augment,
-                       help="augmentation in training only (in the model; detector's JPEG re-compression in the input "
-                            "pipeline): detector keeps the pixel traces of generated images; classic = "
-                            "ImageDataGenerator's rotations, shifts, shear, zoom, flip")
+                       help="augmentation in training only: detector keeps the pixel traces of generated images; "
+                            "classic = ImageDataGenerator's rotations, shifts, shear, zoom, flip")
     add_number(model, "--head-units", int, help="units of the head's Dense")
     add_number(model, "--l2", float, help="L2 factor on the head's Dense kernel")
     add_number(model, "--dropout", float, help="dropout rate before the output")
@@ -139,8 +144,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     schedule = parser.add_argument_group("schedule")
     add_number(schedule, "--batch-size", int,
-               help="images per step on each device (each GPU, or the CPU of a machine without one), in "
-                    "training, --evaluate and --predict alike; a step takes this times the devices")
+               help="images per step on each device (above), in training, --evaluate and --predict alike; a "
+                    "step takes this times the devices")
     add_number(schedule, "--head-epochs", int, help="phase 1: epochs with the backbone frozen")
     add_number(schedule, "--fine-tune-epochs", int, help="phase 2: epochs that fine-tune the backbone too")
     add_number(schedule, "--fine-tune-blocks", int,
@@ -152,9 +157,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     schedule.add_argument("--no-class-weights", dest="class_weights", action="store_false", default=argparse.SUPPRESS,
                           help="do not weight the loss by inverse class frequency (weighted by default)")
     schedule.add_argument("--positive-class", type=class_name, default=None,
-                          help="two classes only: the class the binary precision/recall/F1/AUC are about; when not "
-                               f"given, the one class whose name has a word among {', '.join(sorted(POSITIVE_WORDS))} "
-                               "(FAKE, AiArt, ai_generated). With more classes they are macro averages")
+                          help="two classes only: the class binary precision/recall/F1/AUC are about (default: the one "
+                               f"whose name has a word among {', '.join(sorted(POSITIVE_WORDS))}: FAKE, AiArt, "
+                               "ai_generated); more classes: macro averages")
     add_number(schedule, "--stop-margin", float,
                help="StopTrainingOnValidationLoss: an epoch overfits when the validation cross-entropy exceeds "
                     "training's by more than this and is not the phase's lowest yet")
@@ -168,28 +173,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="auto = float32 on CPU; on a GPU mixed_float16 (TensorFlow) or mixed_bfloat16 (JAX)")
     hardware.add_argument("--xla", action="store_true",
                           help="compile the training step with XLA (TensorFlow; default: Keras decides: on for one "
-                               "GPU when every layer supports it, off on CPU). JAX always compiles: no change there")
+                               "GPU when every layer supports it, off on CPU); JAX always compiles")
 
     evaluate = parser.add_argument_group("evaluate a saved model instead of training")
     evaluate.add_argument("--evaluate", type=nonempty_path, metavar="MODEL",
                           help="a run folder, its model.h5 or its model.json, to evaluate on --test-dir")
     evaluate.add_argument("--test-dir", type=nonempty_path, action="append",
-                          help="folder of class folders to evaluate --evaluate on; give it once per source (e.g. "
-                               "each generator or photo collection): metrics.json and EVALUATION.md then report "
-                               "each source and all of them together")
+                          help="folder of class folders to evaluate --evaluate on; give one per source (e.g. each "
+                               "generator or photo collection) to report each and all together")
     evaluate.add_argument("--robustness", action="store_true",
                           help="also evaluate after JPEG re-compression (quality 90, 70, 50, 30), Gaussian blur "
                                "(sigma 1, 2) and downscaling (x0.5, x0.25): metrics.json's robustness, "
                                "robustness.png and a table in EVALUATION.md")
     evaluate.add_argument("--predict", type=nonempty_path, metavar="MODEL",
                           help="a run folder, its model.h5 or its model.json: predict every image in --input "
-                               "(and its sub-folders) into OUT/predictions.csv (default OUT: predictions-<input "
-                               "folder> beside the model; when it already holds results, a new OUT-2 beside it)")
+                               "(and its sub-folders) into OUT/predictions.csv")
     evaluate.add_argument("--input", type=nonempty_path, help="folder of images, of unknown class, to --predict")
     evaluate.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
-                          help="images with more pixels, as the model decodes them (in resize mode a large JPEG "
-                               "reduced: a 200 MP phone photo passes), are skipped unread and named (decompression "
-                               "bombs); raise it for larger scans, in training as the split was made with it")
+                          help="images with more pixels, as the model decodes them (a 200 MP photo passes in resize "
+                               "mode), are skipped unread and named (decompression bombs); raise it for larger "
+                               "scans, in training as for the split")
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # often the folder of `--predict MODEL photos`, as other tools take it
         needed = ("--input" if args.predict is not None and args.input is None else
