@@ -1,31 +1,43 @@
 """Step 8: classify images in the browser: upload photos, see the predicted class, its odds and why.
 
-The app finds the trained models under models/ (each run folder holds model.h5 + model.json, written by
-ModelTraining.py), newest first, with a selector in the sidebar. For every upload it shows the picture,
-the predicted class with its probability and a bar per class (with more than five, for the five most probable,
-sorted; the title then asks "Which of 40 classes?"). For two classes the class is decided by
-P(positive) at the decision threshold chosen on validation (model.json), "Uncertain" when P(positive) is
-close to it (within (confidence threshold - 0.5) / 0.5 of the way to 0 or to 1; the page gives the
-band), and each answer says how P(positive) compares with the threshold (so a class decided below 50%
-says why); otherwise the most probable class, "Uncertain" when its probability is below the confidence
-threshold (sidebar slider; its default comes from model.json). The page states the rule. The Grad-CAM
-toggle lays a heatmap over each image showing where the evidence for the decided class lies, from the
-backbone's last block or, at small image sizes, its deepest block still 4x4 (the sidebar names it; with
-none, the app says it cannot localise), over the part of the image the model saw (outlined). A table
-lists every upload and downloads as CSV (predictions-<run>.csv), with predictions.csv's columns and the run
-and the save of its model.h5 that answered (model, model_saved). A demo model (model.json: "config":
-{"demo": true}) carries a warning at the top and beside every answer, and its test metrics are shown as a
-plain caption, never as headline figures; the test figures name the number of test images
-(and say so when they are few, as the model card does), and model.json's shortcut_warning (the training
-classes differ in image size or format) stands under the title. The summary counts as --predict's does
-(an uncertain answer in its class too), and the same file uploaded twice is noted on its second card. An
-upload far outside the training images' sizes or formats, or grayscale where no training image was (colour
-where every one was; model.json's training_images), gets a warning beside its answer and is never called
-certain: its answer reads "Uncertain" (not certain on such images); so is one of a kind of image (its size
-band) on which validation showed the model at chance, or that validation had no image of (model.json's
-validation_by_kind).
-
     models/<run>/model.h5, model.json, metrics.json   ->   http://localhost:8501
+
+The app finds the trained models under models/ (each run folder holds model.h5 + model.json, written
+by ModelTraining.py), newest first, with a selector in the sidebar.
+
+For every upload:
+- the picture, the predicted class with its probability and a bar per class (with more than five,
+  for the five most probable, sorted; the title then asks "Which of 40 classes?")
+- the Grad-CAM toggle lays a heatmap over it showing where the evidence for the decided class lies,
+  over the part of the image the model saw (outlined)
+- Grad-CAM's block: the backbone's last or, at small image sizes, its deepest still 4x4 (the sidebar
+  names it; with none, the app says it cannot localise)
+- the same file uploaded twice is noted on its second card
+
+How it decides (the page states the rule):
+- two classes: by P(positive) at the decision threshold chosen on validation (model.json),
+  "Uncertain" when P(positive) is close to it (within (confidence threshold - 0.5) / 0.5 of the way
+  to 0 or to 1; the page gives the band)
+- each such answer says how P(positive) compares with the threshold (so a class decided below 50%
+  says why)
+- otherwise: the most probable class, "Uncertain" when its probability is below the confidence
+  threshold (sidebar slider; its default comes from model.json)
+
+Never called certain: the answer reads "Uncertain" (not certain on such images), with a warning
+beside it, for:
+- an upload far outside the training images' sizes or formats, or grayscale where no training
+  image was (colour where every one was; model.json's training_images)
+- one of a kind of image (its size band) on which validation showed the model at chance, or that
+  validation had no image of (model.json's validation_by_kind)
+
+The page also shows:
+- the test figures with the number of test images, saying so when they are few (as the model card)
+- under the title, model.json's shortcut_warning (training classes differ in image size or format)
+- for a demo model (model.json: "config": {"demo": true}), a warning at the top and beside every
+  answer; its test metrics as a plain caption, never as headline figures
+- a summary that counts as --predict's does (an uncertain answer in its class too)
+- a table of every upload that downloads as CSV (predictions-<run>.csv), with predictions.csv's
+  columns and the run and the save of its model.h5 that answered (model, model_saved)
 
 Start it with Streamlit; the app's own options come after "--":
 
@@ -106,8 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size,
                         help="uploads per model call")
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULTS.max_pixels,
-                        help="uploads with more pixels, as the model decodes them (in resize mode a large JPEG "
-                             "reduced: a 200 MP phone photo passes), are refused unread (decompression bombs)")
+                        help="uploads with more pixels, as the model decodes them (a 200 MP photo passes in resize "
+                             "mode), are refused unread (decompression bombs)")
     # Tolerant: whatever else ends up in sys.argv (a test runner's, Streamlit's) must not stop the app.
     args, unknown = parser.parse_known_args(argv)
     args.model = getattr(args, "model", None)  # SUPPRESS: so --help shows the default in words, once
