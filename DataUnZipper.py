@@ -29,9 +29,9 @@ Re-runs and your files:
 - a file with other content is replaced only with --overwrite; no file is ever deleted
 - a warning says when the target also holds files this archive does not (another download's)
 
-For a download that holds archives (train.zip, test.zip), the summary names the command that unzips
-each one beside itself (data/raw/<download>/train/) and, once all are unzipped, the split that reads
-them together.
+For a download that holds archives (train.zip, test.zip), a line after the summary names the command
+that unzips each one beside itself (data/raw/<download>/train/); once all are unzipped, the Next:
+line names the split that reads them together.
 
 Example:
     python DataUnZipper.py ~/Downloads/cifake-real-and-ai-generated-synthetic-images.zip
