@@ -5,7 +5,8 @@
 Nothing is overwritten:
 - a copy whose content is already in train is dropped
 - a copy whose name is taken by a different file gets a new name derived from its content
-- class folders that train does not have are refused before anything moves
+
+Class folders that train does not have are refused before anything moves.
 
 No copy leaks a validation or test image into training. A copy stays in augmented_train, added to
 DATA/move-refused.csv with the time of the run and the reason, when:
