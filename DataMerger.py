@@ -37,7 +37,7 @@ What the target records:
 - each file keeps the name of the dataset it was split from (the unit of the accuracy per source)
 - a dataset named as another one there (two downloads that both unzip to Dataset/) becomes
   Dataset-2, with a warning
-- the augmented copies' record (and settings, where the target's train had none) goes with them
+- the augmented copies' record (and settings, where the target's train had no copies) goes with them
 
 Folders:
 - --into and each SOURCE are dataset folders (data), never one of their splits (data/train): that is
