@@ -118,8 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size,
                         help="uploads per model call")
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULTS.max_pixels,
-                        help="uploads with more pixels, as the model decodes them (a 200 MP photo passes in resize "
-                             "mode), are refused unread (decompression bombs)")
+                        help="uploads with more pixels, as the model decodes them (in resize mode a large JPEG "
+                             "reduced: a 200 MP phone photo passes), are refused unread (decompression bombs)")
     # Tolerant: whatever else ends up in sys.argv (a test runner's, Streamlit's) must not stop the app.
     args, unknown = parser.parse_known_args(argv)
     args.model = getattr(args, "model", None)  # SUPPRESS: so --help shows the default in words, once

@@ -190,9 +190,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                "(and its sub-folders) into OUT/predictions.csv")
     evaluate.add_argument("--input", type=nonempty_path, help="folder of images, of unknown class, to --predict")
     evaluate.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
-                          help="images with more pixels, as the model decodes them (a 200 MP photo passes in resize "
-                               "mode), are skipped unread and named (decompression bombs); raise it for larger "
-                               "scans, in training as for the split")
+                          help="images with more pixels, as the model decodes them (in resize mode a large JPEG "
+                               "reduced: a 200 MP phone photo passes), are skipped unread and named (decompression "
+                               "bombs); raise it for larger scans, in training as for the split")
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # often the folder of `--predict MODEL photos`, as other tools take it
         needed = ("--input" if args.predict is not None and args.input is None else
