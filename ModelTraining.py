@@ -158,8 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="do not weight the loss by inverse class frequency (weighted by default)")
     schedule.add_argument("--positive-class", type=class_name, default=None,
                           help="two classes only: the class binary precision/recall/F1/AUC are about (default: the one "
-                               f"whose name has a word among {', '.join(sorted(POSITIVE_WORDS))}: FAKE, AiArt, "
-                               "ai_generated); more classes: macro averages")
+                               f"class whose name has a word among {', '.join(sorted(POSITIVE_WORDS))}, e.g. FAKE, "
+                               "AiArt, ai_generated); more classes: macro averages")
     add_number(schedule, "--stop-margin", float,
                help="StopTrainingOnValidationLoss: an epoch overfits when the validation cross-entropy exceeds "
                     "training's by more than this and is not the phase's lowest yet")
