@@ -11,7 +11,6 @@ Only zip archives are read. Refused in one line that gives the command to run in
 The whole archive is checked before anything is written:
 - refused: entries that would land outside the target (absolute paths, "..", symlinks)
 - refused: zip bombs (entries that overlap; see also --max-total-bytes, --max-ratio)
-- each entry must inflate to exactly the size it declares
 - macOS junk (__MACOSX/, .DS_Store, ._name) is skipped; an archive with nothing else (or nothing at
   all) is refused, and no folder is made
 
@@ -22,6 +21,8 @@ Names, times and permissions:
   extended timestamp), else its DOS time read as local time
 - a zip made on Unix gives each file its permission bits, never setuid, setgid or sticky, and the
   owner can always read and write it; folders get the umask's mode
+
+While writing, an entry that inflates to more or fewer bytes than it declares is an error.
 
 Re-runs and your files:
 - files are written under a temporary name, then renamed: run the same command again to finish an
