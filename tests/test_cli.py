@@ -381,34 +381,75 @@ def test_a_progress_bar_passes_the_filter_as_it_is_drawn(capfd):
     assert "100%" in capfd.readouterr().err
 
 
-def test_a_progress_bar_is_drawn_inside_the_filter_when_stderr_is_a_terminal(monkeypatch):
-    """The filter puts a pipe on file descriptor 2; DataAugmentation.py and ModelTraining.py run inside it, so a bar
-    that asked the pipe whether it is a terminal was never drawn (71,871 copies written in 50 s of silence)."""
+@contextlib.contextmanager
+def fd_2_on_a_terminal(monkeypatch):
+    """Puts file descriptor 2 (and ``sys.stderr`` on it, as a script's) on a new pty while the block runs; yields its
+    terminal side (for writes that stand for Keras' stdout) and a list that then holds all the terminal showed."""
     import pty
     import select
+    import termios
 
-    monkeypatch.setattr(cli.logger, "level", logging.INFO)
     master, terminal = pty.openpty()
-    saved = os.dup(2)
+    termios.tcsetwinsize(terminal, (24, 80))  # a new pty is 0 columns wide, where tqdm draws nothing
+    saved, shown, done = os.dup(2), [], threading.Event()
+
+    def read() -> None:  # all along: a full pty (17 kB) blocks its writers
+        while True:
+            if select.select([master], [], [], 0.2)[0]:
+                shown.append(os.read(master, 1 << 16))
+            elif done.is_set():
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     os.dup2(terminal, 2)
     try:
-        with open(2, "w", closefd=False) as stream:  # as a script's stderr is: file descriptor 2
+        with open(2, "w", closefd=False) as stream:
             monkeypatch.setattr(sys, "stderr", stream)
-            with cli.tensorflow_logs_filtered(False):
-                assert not sys.stderr.isatty()  # the filter's pipe
-                with cli.progress(None, total=10, desc="augmenting", unit="copy") as bar:
-                    drawn = not bar.disable  # closing sets it
-                    bar.update(5)
+            yield terminal, shown
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-    shown = b""
-    while select.select([master], [], [], 0.5)[0]:  # read before the terminal side closes, which drops the rest
-        shown += os.read(master, 1 << 16)
-    os.close(terminal)
-    os.close(master)
+        done.set()
+        reader.join()  # before the terminal side closes, which drops what is unread
+        os.close(terminal)
+        os.close(master)
+
+
+def test_a_progress_bar_is_drawn_inside_the_filter_when_stderr_is_a_terminal(monkeypatch):
+    """The filter puts a pipe on file descriptor 2; DataAugmentation.py and ModelTraining.py run inside it, so a bar
+    that asked the pipe whether it is a terminal was never drawn (71,871 copies written in 50 s of silence)."""
+    monkeypatch.setattr(cli.logger, "level", logging.INFO)
+    with fd_2_on_a_terminal(monkeypatch) as (_, shown), cli.tensorflow_logs_filtered(False):
+        assert not sys.stderr.isatty()  # the filter's pipe
+        with cli.progress(None, total=10, desc="augmenting", unit="copy") as bar:
+            drawn = not bar.disable  # closing sets it
+            bar.update(5)
     assert drawn, "the bar was hidden"
-    assert b"\raugmenting:   0%" in shown, shown
+    assert b"\raugmenting:   0%" in b"".join(shown), shown
+
+
+@pytest.mark.parametrize("ours", ["log line", "progress bar"])
+def test_our_lines_reach_the_terminal_in_order_with_what_keras_writes_to_stdout(monkeypatch, ours):
+    """Keras writes its bar and epoch lines straight to stdout, while the filter's thread passed our log lines and
+    bars on later: under JAX "epoch 1: ... saved" showed after Keras' line of the epoch, and a bar's wipe too."""
+    cli.setup_logging()
+    epochs = range(1, 101)  # many: a single one is in order now and then, by chance
+    with fd_2_on_a_terminal(monkeypatch) as (terminal, shown), cli.tensorflow_logs_filtered(False):
+        for epoch in epochs:
+            if ours == "log line":
+                cli.logger.info("epoch %d: saved", epoch)
+            else:
+                with cli.progress(None, total=1, desc=f"validating {epoch}", unit="batch") as bar:
+                    bar.update()
+            os.write(terminal, f"Epoch {epoch} done\n".encode())  # as Keras' stdout, on the same terminal
+    # What the terminal showed, a bar's redraws as one and its wipe (leave=False) named, in order.
+    text = re.sub(r"\r {10,}\r", "(wiped)", b"".join(shown).decode())
+    found = re.findall(r"epoch \d+: saved|validating \d+:|\(wiped\)|Epoch \d+", text)
+    written = [each for i, each in enumerate(found) if not i or each != found[i - 1]]
+    ours_each_epoch = ["epoch {}: saved"] if ours == "log line" else ["validating {}:", "(wiped)"]
+    expected = [each.format(epoch) for epoch in epochs for each in [*ours_each_epoch, "Epoch {}"]]
+    assert written == expected, written
 
 
 def test_filters_begun_in_two_threads_do_not_cross(capfd):
