@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -64,11 +64,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _StderrHandler(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is when a line is logged (a test harness may swap and close it)."""
+    """Writes to whatever ``sys.stderr`` is when a line is logged (a test harness may swap and close it), or past
+    the filter to its terminal (``_stderr``)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(printable(self.format(record)), file=sys.stderr)
+            print(printable(self.format(record)), file=_stderr())
         except (OSError, ValueError):  # a closed or broken stderr: logging's own report, as StreamHandler does
             self.handleError(record)
 
@@ -90,26 +91,27 @@ def setup_logging(quiet: bool = False) -> None:
 def progress(
     iterable: Iterable[T], total: int | None = None, desc: str | None = None, unit: str = "file"
 ) -> Iterable[T]:
-    """A tqdm bar on stderr around ``iterable``, hidden when logging is quiet and where stderr is not a terminal (in a
-    log its redraws are carriage returns on one line, which the next line printed would follow)."""
+    """A tqdm bar on stderr (``_stderr``) around ``iterable``, hidden when logging is quiet and where stderr is not a
+    terminal (in a log its redraws are carriage returns on one line, which the next line printed would follow)."""
+    stream = _stderr()
     try:
-        terminal = sys.stderr.isatty()
+        terminal = stream.isatty()
     except (AttributeError, ValueError):  # no stderr (pythonw), or a closed one
         terminal = False
-    # Inside tensorflow_logs_filtered, stderr is the filter's pipe: the bar goes through it to the terminal behind.
-    behind = _FILTERED_TERMINALS[-1] if not terminal and _FILTERED_TERMINALS else None
-    shown = logger.isEnabledFor(logging.INFO) and (terminal or behind is not None)
-    width = {} if behind is None else {"dynamic_ncols": False, "ncols": _terminal_columns(behind)}
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not shown, leave=False, file=sys.stderr,
-                **({"dynamic_ncols": True} | width))
+    shown = logger.isEnabledFor(logging.INFO) and terminal
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not shown, leave=False, file=stream,
+                dynamic_ncols=True)
 
 
-def _terminal_columns(fd: int) -> int | None:
-    """The width of the terminal at ``fd``; None (tqdm's own choice) when it cannot be read."""
+def _stderr() -> TextIO:
+    """Where the project's log lines and bars go: ``sys.stderr``, or, when that writes into the pipe of a filter
+    (``tensorflow_logs_filtered``) on a terminal, that terminal itself. Keras writes to stdout directly, so a line
+    that took the pipe's thread could show after Keras' next one ("epoch 1: ... saved" after the epoch's line)."""
     try:
-        return os.get_terminal_size(fd).columns
-    except OSError:
-        return None
+        into_the_filter = bool(_FILTERED_TERMINALS) and sys.stderr.fileno() == 2
+    except (AttributeError, ValueError, OSError):  # no stderr (pythonw), a closed one, or one with no file (a test's)
+        into_the_filter = False
+    return _FILTERED_TERMINALS[-1] if into_the_filter else sys.stderr
 
 
 class Interrupted(KeyboardInterrupt):
@@ -436,9 +438,9 @@ _NATIVE_LOG_WITHIN, _START_UP_NOTICE_WITHIN = re.compile(_ABSL), re.compile(_STA
 
 # One filter at a time: each swaps the process's stderr, so two threads' (the app's sessions) would cross.
 _STDERR_FILTER = threading.RLock()
-# The file descriptors (each a dup of the stderr the filter replaced) of the filters on now that lead to a terminal,
-# innermost last: ``progress`` draws its bars through the filter's pipe to them.
-_FILTERED_TERMINALS: list[int] = []
+# The terminals behind the filters on now (a stream on a dup of the stderr each replaced), innermost last: the
+# project's own lines and bars go there directly (``_stderr``); only other writers' lines take the filter's pipe.
+_FILTERED_TERMINALS: list[TextIO] = []
 
 
 @contextlib.contextmanager
@@ -446,7 +448,8 @@ def tensorflow_logs_filtered(quiet: bool) -> Iterator[None]:
     """Filters this process's stderr while the block runs: TensorFlow's start-up notices never show, and with
     ``quiet`` (--quiet) none of its log lines (its Python loggers' below ERROR, and the absl lines of its C++ code,
     which TF_CPP_MIN_LOG_LEVEL does not reach). Every other line passes as it comes, a progress bar's redraw too,
-    whichever thread writes it. A block begun in another thread waits for this one to end."""
+    whichever thread writes it; on a terminal the project's own lines and bars skip the filter (``_stderr``). A
+    block begun in another thread waits for this one to end."""
     with _STDERR_FILTER, _filtered_stderr(quiet):
         yield
 
@@ -490,15 +493,26 @@ def _filtered_stderr(quiet: bool) -> Iterator[None]:
 
     thread = threading.Thread(target=forward, daemon=True)
     thread.start()
-    terminal = os.isatty(stderr)
-    if terminal:
-        _FILTERED_TERMINALS.append(stderr)
     try:
-        yield
+        with _listed_if_a_terminal(stderr):
+            yield
     finally:
-        if terminal:
-            _FILTERED_TERMINALS.remove(stderr)
         sys.stderr.flush()
         os.dup2(stderr, 2)  # closes the pipe's write end: the thread reads what is left, then stops
         thread.join()
         os.close(stderr)
+
+
+@contextlib.contextmanager
+def _listed_if_a_terminal(fd: int) -> Iterator[None]:
+    """While the block runs, a stream on ``fd`` is the last of ``_FILTERED_TERMINALS`` if ``fd`` is a terminal."""
+    if not os.isatty(fd):
+        yield
+        return
+    # closefd=False: the filter closes fd itself, after it has put it back on file descriptor 2.
+    with open(fd, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace", closefd=False) as terminal:
+        _FILTERED_TERMINALS.append(terminal)
+        try:
+            yield
+        finally:
+            _FILTERED_TERMINALS.remove(terminal)
