@@ -18,7 +18,7 @@ import pytest
 from conftest import sha256, snapshot, write_image
 from PIL import Image
 
-from realvsai import files, splitting
+from realvsai import files, images, splitting
 from realvsai.errors import UserError
 from realvsai.layout import find_train_test_root, parse_renames, read_manifest
 from realvsai.splitting import (
@@ -668,6 +668,62 @@ def test_re_running_the_same_split_changes_nothing(art, tmp_path, bad_files):
     report = split_by_class(art, out)
     assert snapshot(out) == before
     assert (report.num_written, report.num_in_place) == (0, 40)
+
+
+@pytest.fixture
+def decoded(monkeypatch) -> list[str]:
+    """The names of the files a split decodes, as it decodes them."""
+    names, full_check = [], images._full_check
+    monkeypatch.setattr(images, "_full_check", lambda source, *args, **kwargs:
+                        names.append(source.name) or full_check(source, *args, **kwargs))
+    return names
+
+
+@pytest.mark.parametrize("mode", ["copy", "move", "link"])
+def test_a_re_run_with_nothing_to_do_decodes_no_file(art, tmp_path, bad_files, decoded, mode):
+    bad_files(art / "RealArt")
+    first = split_by_class(art, tmp_path / "out", mode=mode)
+    decoded.clear()
+    again = split_by_class(art, tmp_path / "out", mode=mode)
+    assert decoded == []
+    assert (again.num_written, again.num_in_place) == (0, first.num_written)
+    assert (again.skipped, again.class_profiles, again.num_duplicates) == (
+        first.skipped, first.class_profiles, first.num_duplicates)
+
+
+def test_a_source_file_changed_since_the_split_is_decoded_again_and_refused(tmp_path, make_class_folder, decoded):
+    art = make_class_folder(tmp_path / "art", {"Real": 10, "Fake": 10}, suffix=".bmp")  # one size: 3,126 bytes
+    split_by_class(art, tmp_path / "out")
+    victim, other = art / "Real" / "img_003.bmp", write_image(tmp_path / "other.bmp", seed=99)
+    before = victim.stat()
+    victim.write_bytes(other.read_bytes())  # the same size and, below, time stamp: only the bytes tell
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert victim.stat().st_size == before.st_size
+    decoded.clear()
+    with pytest.raises(UserError, match=r"lists a different split: .*1 file it lists would not be in it"):
+        split_by_class(art, tmp_path / "out")
+    assert decoded == ["img_003.bmp"]
+
+
+def test_a_re_run_with_another_max_pixels_checks_every_file_again(art, tmp_path, decoded):
+    write_image(art / "RealArt" / "large.png", seed=99, size=(100, 100))
+    split_by_class(art, tmp_path / "out")
+    decoded.clear()
+    report = split_by_class(art, tmp_path / "out", max_pixels=5000, overwrite=True)
+    assert len(decoded) == 41
+    assert [Path(source).name for source, _ in report.skipped[UNUSABLE]] == ["large.png"]
+
+
+def test_a_damaged_record_of_checks_is_checked_again_and_rewritten(art, tmp_path, decoded):
+    split_by_class(art, tmp_path / "out")
+    record = tmp_path / "out" / splitting.CHECKS_NAME
+    record.write_text('{"checked_with": "cut short')
+    decoded.clear()
+    report = split_by_class(art, tmp_path / "out")
+    assert len(decoded) == 40 and report.num_in_place == 40
+    decoded.clear()
+    split_by_class(art, tmp_path / "out")
+    assert decoded == []
 
 
 def test_re_running_an_interrupted_split_completes_it(art, tmp_path):
