@@ -6,6 +6,7 @@
                                       test/REAL/        test/FAKE/         (all of test)
                                       manifest.csv   split, class, path, sha256, source, dataset
                                       skipped.csv    files left out, and why
+                                      .checks.json   each file's check, which a re-run reuses
 
 How it splits:
 - each train class on its own (stratified), after sorting and a shuffle with --seed: the same files
@@ -36,6 +37,8 @@ Your files and re-runs:
   (e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed)
 - --link makes hard links instead (instant, no extra disk; SOURCE and --out on one file system)
 - the same command again completes an interrupted split and otherwise changes nothing
+- a re-run reads every file again, but decodes only those new or changed since (by sha256:
+  .checks.json)
 - an --out that holds a different split is refused unless --overwrite, which moves the old split
   aside into OUT/previous-split-<time>/
 

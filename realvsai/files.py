@@ -378,9 +378,14 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) 
     """Writes a CSV (``csv_text``) atomically; returns False (and writes nothing) when ``path`` already holds exactly
     that."""
     # surrogateescape: a file name that is not UTF-8 is written (and read back) as the bytes it has on disk
-    data = csv_text(header, rows).encode("utf-8", "surrogateescape")
+    return write_changed(path, csv_text(header, rows).encode("utf-8", "surrogateescape"))
+
+
+def write_changed(path: Path, data: bytes) -> bool:
+    """Writes ``data`` to ``path`` atomically; returns False (and writes nothing) when ``path`` already holds exactly
+    that, so a re-run leaves an identical file untouched, its time stamp included."""
     if path.is_file() and path.read_bytes() == data:
-        return False  # a re-run leaves an identical file untouched, its time stamp included
+        return False
     atomic_write_bytes(path, data)
     return True
 

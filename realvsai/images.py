@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import PIL
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError, features
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
@@ -440,16 +441,26 @@ class _NamedBytes(io.BytesIO):
         return repr(self.name)
 
 
-def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
+# What an earlier ``inspect_file`` result must have been made with to be taken again: raise the number when a change
+# gives some file another problem, pixels or header (or changes ImageHeader's fields); Pillow's decoders count too.
+CHECK_VERSION = f"1, Pillow {PIL.__version__}"
+
+
+def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS,
+                 known: tuple[str, str | None, str | None, ImageHeader | None] | None = None
                  ) -> tuple[bytes, str | None, str | None, str | None, ImageHeader | None]:
     """(bytes, sha256, problem, pixels, header) of a file from one read (``decode_check``'s problem and pixels);
-    ``header`` is None when there is a problem."""
+    ``header`` is None when there is a problem. ``known``: an earlier (sha256, problem, pixels, header) of this file,
+    with this ``max_pixels`` and ``CHECK_VERSION``, taken as it is when the bytes still have that sha256 (no decode)."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         return b"", None, f"cannot be read ({error.strerror or error})", None, None
+    digest = hashlib.sha256(data).hexdigest()
+    if known is not None and known[0] == digest:
+        return data, *known
     problem, pixels, header = _full_check(_NamedBytes(data, os.path.basename(path)), max_pixels)
-    return data, hashlib.sha256(data).hexdigest(), problem, pixels, header
+    return data, digest, problem, pixels, header
 
 
 # The first bytes of the formats read here, for a file of one that Pillow cannot open at all.

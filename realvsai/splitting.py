@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
+import json
 import logging
 import os
 import posixpath
@@ -29,14 +31,16 @@ from realvsai.files import (
     list_images,
     map_in_threads,
     numbered,
+    read_json,
     read_verified,
     remove_temporaries,
     sha256_file,
+    write_changed,
     write_csv,
     write_new,
 )
 from realvsai.image_stats import ImageFacts, describe_profiles, profile_classes
-from realvsai.images import inspect_file
+from realvsai.images import CHECK_VERSION, ImageHeader, inspect_file
 from realvsai.layout import (
     AUGMENTED_TRAIN,
     MANIFEST_NAME,
@@ -75,6 +79,8 @@ COPY, MOVE, LINK = "copy", "move", "link"  # how a split places its files (the m
 _KEEP_FILE_BYTES, _KEEP_TOTAL_BYTES = 1 << 20, 2 << 30  # see _run_split's scan
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
+# Each file's check (sha256, problem, pixels, header) by source: a re-run decodes only a file whose bytes changed.
+CHECKS_NAME = ".checks.json"
 # Why a file is left out, by kind: each row of skipped.csv is of one kind, and the summary and the warnings
 # count and show each kind from those rows, so their numbers add up to skipped.csv.
 UNUSABLE, BESIDE, OUTSIDE, IN_TEST, TWO_CLASSES = "unusable", "beside", "outside", "in test", "two classes"
@@ -147,6 +153,7 @@ class _Item:
     pixels: str | None = None  # sha256 of its decoded pixels: the same image in other bytes (images.decode_check)
     problem: str | None = None
     facts: ImageFacts | None = None  # size, format, file size and JPEG quality, for the shortcut check
+    checked: list | None = None  # inspect_file's (sha256, problem, pixels, header), for the record of checks
     data: bytes | None = None  # the bytes the scan read, kept for the copy when small
 
 
@@ -415,9 +422,12 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     # A copy writes the bytes the scan read for files up to _KEEP_FILE_BYTES, up to _KEEP_TOTAL_BYTES in all
     # (benchmarks/bench_split.py: reading them again costs about 15 % of a copy split of 100,000 files).
     budget, lock = [_KEEP_TOTAL_BYTES if mode == COPY or (mode == MOVE and cross_device) else 0], threading.Lock()
+    checked_with = f"{CHECK_VERSION}, --max-pixels {max_pixels}"
+    known = _read_checks(out / CHECKS_NAME, checked_with)
 
     def inspect(item: _Item) -> None:
-        data, item.digest, item.problem, item.pixels, header = inspect_file(item.read_from, max_pixels)
+        data, *item.checked = inspect_file(item.read_from, max_pixels, known.get(item.source))
+        item.digest, item.problem, item.pixels, header = item.checked
         item.facts = header and ImageFacts(item.class_name, header.width, header.height, header.image_format,
                                            len(data), header.jpeg_quality, header.grayscale)
         with lock:
@@ -464,7 +474,8 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                 item.read_from = new + item.read_from[len(old):]
     write_manifest(out / MANIFEST_NAME, rows)
     write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped_rows)
-    remove_temporaries(out, [MANIFEST_NAME, SKIPPED_NAME])  # what a kill during their writes left
+    _write_checks(out / CHECKS_NAME, checked_with, items)
+    remove_temporaries(out, [MANIFEST_NAME, SKIPPED_NAME, CHECKS_NAME])  # what a kill during their writes left
     names_in: dict[Path, list[str]] = defaultdict(list)
     for row in rows:
         names_in[(out / row.path).parent].append(Path(row.path).name)
@@ -477,6 +488,31 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     report.num_written, report.num_in_place = sum(written), len(written) - sum(written)
     _log_problems(report, validation_share)
     return report
+
+
+def _read_checks(path: Path, checked_with: str) -> dict[str, tuple[str, str | None, str | None, ImageHeader | None]]:
+    """source -> (sha256, problem, pixels, header) of each file ``_write_checks`` recorded with ``checked_with`` (the
+    check's version and --max-pixels); none from another check, nor from a record that does not read."""
+    try:
+        record = read_json(path)
+        if not isinstance(record, dict) or record.get("checked_with") != checked_with:
+            return {}
+        return {source: (digest, problem, pixels, header and ImageHeader(*header))
+                for source, (digest, problem, pixels, header) in record["files"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # damaged: every file is decoded again
+        return {}
+
+
+def _write_checks(path: Path, checked_with: str, items: Iterable[_Item]) -> None:
+    """Records the check of each of ``items`` that was read, by source, in order: the same files write the same bytes,
+    which a re-run leaves untouched."""
+    fields = [field.name for field in dataclasses.fields(ImageHeader)]  # not astuple: its deep copies took seconds
+    files = {}
+    for item in sorted(items, key=lambda item: item.source):
+        digest, problem, pixels, header = item.checked
+        if digest is not None:  # a file that could not be read is tried again
+            files[item.source] = [digest, problem, pixels, header and [getattr(header, name) for name in fields]]
+    write_changed(path, json.dumps({"checked_with": checked_with, "files": files}).encode())
 
 
 def _leave_out_masks(items: Sequence[_Item]) -> tuple[list[_Item], list[tuple[str, str]]]:
@@ -669,8 +705,8 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
     augmented = find_child_folder(out, AUGMENTED_TRAIN)
     # Renamed, never deleted; the manifest last: until it goes, a re-run cut short here sees the old split and
     # moves the rest of it aside.
-    for name in (*SPLITS, SKIPPED_NAME, augmented.name if augmented else AUGMENTED_TRAIN, MOVE_REFUSED_NAME,
-                 MOVED_COPIES_NAME, MOVED_SETTINGS_NAME, MERGE_REFUSED_NAME, MANIFEST_NAME):
+    for name in (*SPLITS, SKIPPED_NAME, CHECKS_NAME, augmented.name if augmented else AUGMENTED_TRAIN,
+                 MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS_NAME, MERGE_REFUSED_NAME, MANIFEST_NAME):
         if (out / name).exists():
             os.rename(out / name, aside / name)
     logger.warning("moved the previous split to %s; delete that folder when you no longer need it", aside)
