@@ -584,13 +584,13 @@ def _moved_items(root: Path, out: Path, old_rows: Sequence[ManifestRow], locate:
                  ) -> list[_Item]:
     """Files an interrupted ``--move`` already moved, counted in again so the re-run makes the same plan."""
     items = []
-    root_text = f"{root.resolve()}{os.sep}"
+    root_text, resolved_out = f"{root.resolve()}{os.sep}", out.resolve()
     for row in old_rows:
         key = row.source[len(root_text):].replace(os.sep, "/")
-        located = locate(key) if row.source.startswith(root_text) else None
-        target = out.resolve() / row.path
-        if located and key not in present and not os.path.exists(row.source) and target.is_file():
-            items.append(_Item(key, *located, row.source, str(target)))
+        if not row.source.startswith(root_text) or key in present:  # still in SOURCE: every row of a copy split
+            continue
+        if (located := locate(key)) and not os.path.exists(row.source) and (resolved_out / row.path).is_file():
+            items.append(_Item(key, *located, row.source, str(resolved_out / row.path)))
     return items
 
 
