@@ -8,7 +8,8 @@ DataSplitD2's threads) are counted too. Both write to the same disk; each run st
 (``sync``, not timed) and its output is deleted afterwards (not timed). The sides alternate, several
 repetitions, medians reported, with the ratio to ``cp -r`` (target: copies <= 1.5x). CPU seconds
 (user + system, all child processes) are reported too: on a shared machine they vary less than wall
-time.
+time. The re-run side times the copy split run again on its own output, with nothing left to do (its
+first run is not timed): every file is read and its sha256 compared, and only a changed one decoded.
 
 Default data: ../shared/datasets/cifake-trainsplit.zip (100,000 32x32 JPEGs, cifake/train|test/REAL|FAKE),
 unpacked once into a temporary folder (not timed). Or give an unpacked train/test folder.
@@ -50,7 +51,7 @@ from realvsai.cli import default_workers, format_table, positive_int, run_main  
 from realvsai.layout import find_train_test_root  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
-SIDES = ("cp -r", "DataSplitD2 copy", "DataSplitD2 --link")
+SIDES = ("cp -r", "DataSplitD2 copy", "DataSplitD2 --link", "DataSplitD2 re-run")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -76,12 +77,15 @@ def cpu_seconds() -> float:
 
 
 def run_side(side: str, source: Path, out: Path, workers: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one run of ``side`` from ``source`` into the fresh folder ``out``."""
+    """(wall seconds, CPU seconds) of one run of ``side`` from ``source`` into the fresh folder ``out`` (the re-run
+    side: its second run there)."""
     if side == "cp -r":
         command = ["cp", "-r", str(source), str(out)]
     else:
         command = [sys.executable, str(REPO / "DataSplitD2.py"), str(source), "--out", str(out), "--quiet",
                    "--workers", str(workers), *(["--link"] if "--link" in side else [])]
+    if side == "DataSplitD2 re-run":
+        run_child(command, "the split before the re-run", stdout=subprocess.DEVNULL)
     os.sync()  # start every run with nothing left to flush from the previous one
     cpu, start = cpu_seconds(), time.perf_counter()
     run_child(command, side, stdout=subprocess.DEVNULL)
