@@ -7,6 +7,7 @@ What goes in:
   archive layout, and DataUnZipper.py data/train.zip recreates it as data/raw/train/
 - JPEG, PNG, WebP and GIF files stored as they are (compressed already); other files deflated
 - left out: symlinks, and a killed run's half-written file (a hidden .<name>.<random>.tmp)
+- left out: a split's .checks.json beside its manifest.csv (only a re-run of that split reads it)
 
 Refused before anything is written: a file name DataUnZipper.py would not give back as it is
 (a backslash, a leading drive letter such as C:) or that is not UTF-8.

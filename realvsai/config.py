@@ -16,6 +16,10 @@ from typing import Any
 from realvsai.errors import UserError
 from realvsai.files import claimed_by, is_inside, numbered, temporary_of
 
+# A split's files beside its train/ validation/ test/ (splitting).
+MANIFEST_NAME = "manifest.csv"  # one row per file the split placed
+CHECKS_NAME = ".checks.json"  # each file's check, by source: only a re-run of that split reads it
+
 # A training run's files, in OUT/NAME/.
 MODEL_FILE = "model.h5"  # the best epoch, float32, HDF5
 MODEL_JSON_FILE = "model.json"  # class names, image size, decision rule, config, test metrics

@@ -15,14 +15,13 @@ from pathlib import Path
 
 from realvsai.archives import is_archive
 from realvsai.cli import printable
-from realvsai.config import shell_path
+from realvsai.config import MANIFEST_NAME, shell_path
 from realvsai.errors import UserError
 from realvsai.files import list_images, write_csv
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
 AUGMENTED_TRAIN = "augmented_train"
-MANIFEST_NAME = "manifest.csv"
 # source: where the file was taken from (its path when split or merged); dataset: the name of the dataset it
 # belongs to (the SOURCE folder it was split from; a merge gives a second dataset of one name NAME-2), the unit
 # of model.json's per-source validation accuracy.

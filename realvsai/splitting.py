@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from realvsai.cli import default_workers, format_table, nonempty_path, plural, positive_int, progress
-from realvsai.config import MAX_IMAGE_PIXELS, shell_path
+from realvsai.config import CHECKS_NAME, MAX_IMAGE_PIXELS, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
@@ -79,8 +79,6 @@ COPY, MOVE, LINK = "copy", "move", "link"  # how a split places its files (the m
 _KEEP_FILE_BYTES, _KEEP_TOTAL_BYTES = 1 << 20, 2 << 30  # see _run_split's scan
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
-# Each file's check (sha256, problem, pixels, header) by source: a re-run decodes only a file whose bytes changed.
-CHECKS_NAME = ".checks.json"
 # Why a file is left out, by kind: each row of skipped.csv is of one kind, and the summary and the warnings
 # count and show each kind from those rows, so their numbers add up to skipped.csv.
 UNUSABLE, BESIDE, OUTSIDE, IN_TEST, TWO_CLASSES = "unusable", "beside", "outside", "in test", "two classes"
