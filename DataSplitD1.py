@@ -27,16 +27,6 @@ SOURCE may also be the folder a zip unpacked around the dataset (data/raw/art/<T
 or two deep: <Top Folder>/<Dataset>/RealArt/): while a folder holds one folder and no images, the
 script looks inside it, and a line says where it found the classes.
 
-Your files and re-runs:
-- SOURCE is left untouched (copies), unless --move, which never moves a file from outside SOURCE
-  (e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed)
-- --link makes hard links instead (instant, no extra disk; SOURCE and --out on one file system)
-- the same command again completes an interrupted split and otherwise changes nothing
-- a re-run reads every file again, but decodes only those new or changed since (by sha256:
-  .checks.json)
-- an --out that holds a different split is refused unless --overwrite, which moves the old split
-  aside into OUT/previous-split-<time>/
-
 Example:
     python DataSplitD1.py data/raw/art --rename RealArt=Real --rename GeneratedArt=Fake
 """

@@ -32,16 +32,6 @@ Left out and listed in skipped.csv:
 - images outside the class folders of train/, test/ (and valid/): loose in SOURCE, train/ or test/,
   or in another folder, with a warning naming some
 
-Your files and re-runs:
-- SOURCE is left untouched (copies), unless --move, which never moves a file from outside SOURCE
-  (e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed)
-- --link makes hard links instead (instant, no extra disk; SOURCE and --out on one file system)
-- the same command again completes an interrupted split and otherwise changes nothing
-- a re-run reads every file again, but decodes only those new or changed since (by sha256:
-  .checks.json)
-- an --out that holds a different split is refused unless --overwrite, which moves the old split
-  aside into OUT/previous-split-<time>/
-
 Example:
     python DataSplitD2.py data/raw/cifake-real-and-ai-generated-synthetic-images --out data
 """

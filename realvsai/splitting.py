@@ -741,19 +741,32 @@ def _check_paths(source: Path, out: Path) -> tuple[Path, Path]:
     return source, out
 
 
+_FILES_HELP = """\
+- SOURCE is left untouched (copies), unless --move, which never moves a file from outside SOURCE
+  (e.g. in a class folder that is a symlink to elsewhere: such files stay and are listed)
+- --link makes hard links instead (instant, no extra disk; SOURCE and --out on one file system)
+- the same command again completes an interrupted split and otherwise changes nothing
+- a re-run reads every file again, but decodes only those new or changed since (by sha256:
+  .checks.json)
+- an --out that holds a different split is refused unless --overwrite, which moves the old split
+  aside into OUT/previous-split-<time>/"""
+
+
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:
-    """Adds the options DataSplitD1.py and DataSplitD2.py share, with ``defaults``."""
-    parser.add_argument("--out", type=nonempty_path, default=defaults.out,
+    """Adds the options DataSplitD1.py and DataSplitD2.py share, with ``defaults``; the ones that place the files
+    under the rules they keep, which their --help shows above them."""
+    files = parser.add_argument_group("your files and re-runs", _FILES_HELP)
+    files.add_argument("--out", type=nonempty_path, default=defaults.out,
                         help="where train/, validation/, test/ and manifest.csv are written")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the shuffle of each class")
-    placing = parser.add_mutually_exclusive_group()
+    placing = files.add_mutually_exclusive_group()
     placing.add_argument("--move", dest="mode", action="store_const", const=MOVE, default=COPY,
                          help="move the files out of SOURCE instead of copying them")
     placing.add_argument("--link", dest="mode", action="store_const", const=LINK,
                          help="hard-link the files instead of copying them (same file system only)")
     parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                         help="name a class folder differently in the output; repeat for several classes")
-    parser.add_argument("--overwrite", action="store_true",
+    files.add_argument("--overwrite", action="store_true",
                         help="if --out holds a different split, move it aside into OUT/previous-split-<time>/")
     parser.add_argument("--workers", type=positive_int, default=defaults.workers,
                         help="threads that read, check and place the images")
