@@ -452,6 +452,52 @@ def test_our_lines_reach_the_terminal_in_order_with_what_keras_writes_to_stdout(
     assert written == expected, written
 
 
+@pytest.mark.parametrize("ours", ["log line", "progress bar"])
+def test_our_line_from_another_thread_as_the_filter_ends_neither_raises_nor_is_lost(monkeypatch, ours):
+    """The app's sessions are threads, and one loads its model inside the filter: a session that logged (or began a
+    bar) as that filter ended found the list of terminals empty by the time it read it (IndexError out of
+    logger.exception), or wrote to the terminal's stream just closed (a "Logging error" in place of the line)."""
+    cli.setup_logging()
+    asking, ended, raised = threading.Event(), threading.Event(), []
+
+    class Stalling:
+        """A script's stderr, on which the other thread stops as it asks for the file descriptor, while the filter
+        ends (for 1 s where the filter waits for it instead)."""
+
+        def __init__(self, stream):
+            self.stream = stream
+
+        def fileno(self) -> int:
+            if threading.current_thread() is other:
+                asking.set()
+                ended.wait(1)
+            return self.stream.fileno()
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+    def write() -> None:
+        try:
+            if ours == "log line":
+                cli.logger.info("from another session")
+            else:
+                cli.progress(None, total=1, desc="another session's").close()
+        except Exception as error:  # whatever it is, the other session's page shows it
+            raised.append(error)
+
+    other = threading.Thread(target=write)
+    with fd_2_on_a_terminal(monkeypatch) as (_, shown):
+        monkeypatch.setattr(sys, "stderr", Stalling(sys.stderr))
+        with cli.tensorflow_logs_filtered(False):
+            other.start()
+            assert asking.wait(10)
+        ended.set()
+        other.join(10)
+    assert raised == []
+    if ours == "log line":  # a line of its own: logging's report of a failed write quotes it too
+        assert b"from another session" in b"".join(shown).splitlines(), shown
+
+
 def test_filters_begun_in_two_threads_do_not_cross(capfd):
     """The app's sessions run in threads: a filter begun while another thread's is on must neither hang nor leave
     stderr swapped when both have ended, and each thread's lines pass."""
