@@ -69,7 +69,9 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(printable(self.format(record)), file=_stderr())
+            text = printable(self.format(record))
+            with _TERMINALS_LOCK:  # the terminal _stderr gives stays open until the line is written
+                print(text, file=_stderr())
         except (OSError, ValueError):  # a closed or broken stderr: logging's own report, as StreamHandler does
             self.handleError(record)
 
@@ -107,11 +109,12 @@ def _stderr() -> TextIO:
     """Where the project's log lines and bars go: ``sys.stderr``, or, when that writes into the pipe of a filter
     (``tensorflow_logs_filtered``) on a terminal, that terminal itself. Keras writes to stdout directly, so a line
     that took the pipe's thread could show after Keras' next one ("epoch 1: ... saved" after the epoch's line)."""
+    terminals = _FILTERED_TERMINALS[-1:]  # read once: another thread's filter may end meanwhile
     try:
-        into_the_filter = bool(_FILTERED_TERMINALS) and sys.stderr.fileno() == 2
+        into_the_filter = bool(terminals) and sys.stderr.fileno() == 2
     except (AttributeError, ValueError, OSError):  # no stderr (pythonw), a closed one, or one with no file (a test's)
         into_the_filter = False
-    return _FILTERED_TERMINALS[-1] if into_the_filter else sys.stderr
+    return terminals[0] if into_the_filter else sys.stderr
 
 
 class Interrupted(KeyboardInterrupt):
@@ -441,6 +444,9 @@ _STDERR_FILTER = threading.RLock()
 # The terminals behind the filters on now (a stream on a dup of the stderr each replaced), innermost last: the
 # project's own lines and bars go there directly (``_stderr``); only other writers' lines take the filter's pipe.
 _FILTERED_TERMINALS: list[TextIO] = []
+# Held while a log line is written to one of them and while one is taken off the list, to be closed: the app's
+# sessions are threads, and one that logged as another's filter ended wrote to the stream just closed.
+_TERMINALS_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -515,4 +521,5 @@ def _listed_if_a_terminal(fd: int) -> Iterator[None]:
         try:
             yield
         finally:
-            _FILTERED_TERMINALS.remove(terminal)
+            with _TERMINALS_LOCK:
+                _FILTERED_TERMINALS.remove(terminal)
