@@ -1152,6 +1152,19 @@ def test_hidden_files_and_folders_outside_the_class_folders_are_listed_in_skippe
     assert skipped_count(splitting.format_report(report)) == 2
 
 
+def test_splitting_a_split_again_says_nothing_of_its_record_of_checks(cifake, tmp_path):
+    """DataSplitD2 of a split folder (train/ validation/ test/, as a split of its own validation keeps it) listed
+    the split's .checks.json in skipped.csv and warned of it as a hidden file beside the class folders, where
+    its manifest.csv and skipped.csv, the same split's records, go unsaid: only a re-run of that split reads it."""
+    first = tmp_path / "first"
+    split_train_test(cifake, first)
+    assert (first / splitting.CHECKS_NAME).is_file()
+    out = tmp_path / "again"
+    report = split_train_test(first, out)
+    assert splitting.CHECKS_NAME not in skipped_sources(out)
+    assert skipped_count(splitting.format_report(report)) == 0
+
+
 def test_images_in_a_folder_beside_the_dataset_folder_a_wrapper_holds_are_listed_in_skipped_csv(tmp_path,
                                                                                                  make_class_folder):
     """A download of cifake/{train,test}/ beside extra_fakes/FAKE/: the split read cifake/ and said nothing of the
