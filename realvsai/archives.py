@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from realvsai.cli import plural, progress
-from realvsai.config import CHECKS_NAME, MANIFEST_NAME, shell_path
+from realvsai.config import is_split_checks, shell_path
 from realvsai.errors import UserError
 from realvsai.files import atomic_write, atomic_write_bytes, fit_name, human_bytes, remove_temporaries, temporary_of
 
@@ -678,8 +678,7 @@ def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
 
     for path, folder_names, file_names in os.walk(folder, onerror=fail):
         prefix = "" if path == os.fspath(folder) else Path(path).relative_to(folder).as_posix() + "/"
-        names = [name for name in file_names if not _is_junk([name])
-                 and not (name == CHECKS_NAME and MANIFEST_NAME in file_names)]  # a split's, for its re-runs alone
+        names = [name for name in file_names if not _is_junk([name]) and not is_split_checks(name, file_names)]
         for name in [name for name in names if temporary_of(name)]:  # half a file: unzipped, it would be one
             logger.warning("left out %s%s: the half-written file of a run that was killed (run it again to finish "
                            "it)", prefix, name)

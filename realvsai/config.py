@@ -7,7 +7,7 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +19,12 @@ from realvsai.files import claimed_by, is_inside, numbered, temporary_of
 # A split's files beside its train/ validation/ test/ (splitting).
 MANIFEST_NAME = "manifest.csv"  # one row per file the split placed
 CHECKS_NAME = ".checks.json"  # each file's check, by source: only a re-run of that split reads it
+
+
+def is_split_checks(name: str, names_beside: Container[str]) -> bool:
+    """Whether a file ``name`` among ``names_beside`` is a split's record of checks (beside its manifest.csv):
+    neither zipped nor split nor listed as left out, since only a re-run of that split reads it."""
+    return name == CHECKS_NAME and MANIFEST_NAME in names_beside
 
 # A training run's files, in OUT/NAME/.
 MODEL_FILE = "model.h5"  # the best epoch, float32, HDF5

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from realvsai.cli import default_workers, format_table, nonempty_path, plural, positive_int, progress
-from realvsai.config import CHECKS_NAME, MAX_IMAGE_PIXELS, shell_path
+from realvsai.config import CHECKS_NAME, MAX_IMAGE_PIXELS, is_split_checks, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
@@ -300,11 +300,16 @@ def _group_class_names(group_dirs: Mapping[str, Path], renames: Mapping[str, str
 
 def _hidden_in(folders: Iterable[Path]) -> list[tuple[str, str]]:
     """The hidden files and folders right in ``folders`` (beside the class folders), with ``list_images``' reasons:
-    left out as inside a class folder, and as there listed in skipped.csv."""
-    skipped: list[tuple[str, str]] = []
+    left out as inside a class folder, and as there listed in skipped.csv. A split's own .checks.json (a split
+    split again) is no file of the dataset: it goes unsaid, as its manifest.csv does."""
+    hidden: list[tuple[str, str]] = []
     for folder in folders:
+        skipped: list[tuple[str, str]] = []
         list_images(folder, skipped=skipped)
-    return [(path, reason) for path, reason in skipped if os.path.basename(path).startswith(".")]
+        beside = os.listdir(folder)
+        hidden += [(path, reason) for path, reason in skipped if (name := os.path.basename(path)).startswith(".")
+                   and not is_split_checks(name, beside)]
+    return hidden
 
 
 def split_files(files: Sequence[T], fractions: Mapping[str, float], seed: int, key: Callable[[T], object] | None = None
