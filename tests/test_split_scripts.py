@@ -99,6 +99,21 @@ def test_a_split_ends_with_the_next_steps_commands(tmp_path, make_class_folder, 
         f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py --data {data}")
 
 
+def test_a_split_into_a_folder_of_another_split_dataset_names_the_merge_first(tmp_path, make_class_folder, capsys):
+    """The README's worked example splits the photos into data/photos beside CIFAKE's split in data; the Next: line
+    named only augmenting and training data/photos alone, not the merge the README runs next."""
+    make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10})
+    make_class_folder(tmp_path / "photos", {"REAL": 10, "FAKE": 10}, seed=3)
+    data = tmp_path / "data"
+    assert DataSplitD1.main([str(tmp_path / "raw"), "--out", str(data), "--quiet"]) == 0
+    capsys.readouterr()
+
+    assert DataSplitD1.main([str(tmp_path / "photos"), "--out", str(data / "photos"), "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"Next: merge it into the split beside it: python DataMerger.py {data / 'photos'} --into {data} "
+        f"(or train on it alone: python ModelTraining.py --data {data / 'photos'})")
+
+
 def test_each_step_ends_with_the_next_steps_command_that_runs_for_a_folder_with_a_space(tmp_path, make_class_folder,
                                                                                         capsys):
     """DataMerger printed no next step, and DataAugmentation's ``--data /tmp/my data`` was two words."""
