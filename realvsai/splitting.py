@@ -869,6 +869,11 @@ def not_trainable(counts: Mapping[tuple[str, str], int]) -> str | None:
 
 
 def next_step_line(data: Path) -> str:
-    """The command that follows a split (or a merge) of the dataset ``data``."""
+    """The command that follows a split (or a merge) of the dataset ``data``: the merge first where ``data`` lies in
+    the folder of another split dataset (data/photos beside data/train), as the README's worked example runs."""
+    beside = Path(data).parent
     data = shell_path(data)
+    if (beside / TRAIN).is_dir():
+        return (f"Next: merge it into the split beside it: python DataMerger.py {data} --into {shell_path(beside)} "
+                f"(or train on it alone: python ModelTraining.py --data {data})")
     return f"Next: python DataAugmentation.py --data {data} (optional), or train: python ModelTraining.py --data {data}"
