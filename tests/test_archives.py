@@ -29,6 +29,7 @@ from realvsai import archives
 from realvsai.archives import UnzipLimits, entry_parts, extract_archive, zip_folder
 from realvsai.errors import UserError
 from realvsai.files import fit_name
+from realvsai.layout import name_key
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -686,6 +687,25 @@ def test_a_name_longer_than_a_file_system_allows_is_shortened_and_one_just_short
         extract_archive(archive, tmp_path / "target")
     assert files_under(tmp_path / "target") == {f"REAL/{longest}": b"kept", f"REAL/{fit_name(too_long)}": b"shortened"}
     assert len(caplog.records) == 1 and "1 entry name is longer" in caplog.records[0].getMessage()
+
+def test_entries_that_would_be_one_file_on_macos_and_windows_are_each_written_under_a_name_of_their_own(
+        tmp_path, caplog):
+    # Names that differ only in letter case or accent encoding, a file's and a folder's too: written as they are,
+    # the later replaced the earlier there without a word.
+    entries = {"REAL/IMG_1.jpg": b"first", "REAL/img_1.jpg": b"second", "real/IMG_1.jpg": b"third",
+               "REAL/caf\u00e9.jpg": b"composed", "REAL/cafe\u0301.jpg": b"decomposed",
+               "REAL/NOTES": b"a file", "REAL/notes/a.jpg": b"in a folder"}
+    archive, target = make_zip(tmp_path / "a.zip", entries), tmp_path / "target"
+    with caplog.at_level("WARNING", logger="realvsai"):
+        extract_archive(archive, target)
+    written = files_under(target)
+    assert sorted(written.values()) == sorted(entries.values())
+    assert len({name_key(path) for path in written}) == len(entries)
+    assert written[f"REAL/img_1_{zlib.crc32(b'second'):08x}.jpg"] == b"second"
+    assert written["REAL/IMG_1.jpg"] == b"first" and written["REAL/notes/a.jpg"] == b"in a folder"
+    assert "differ only in letter case" in caplog.text
+    assert extract_archive(archive, target).already_there == len(entries)  # a re-run finds them all
+
 
 def test_windows_backslash_names_become_folders(tmp_path):
     archive = make_zip(tmp_path / "win.zip", {"train\\": b"", "train\\REAL\\a.jpg": b"a"})
