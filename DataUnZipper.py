@@ -17,6 +17,8 @@ The whole archive is checked before anything is written:
 Names, times and permissions:
 - entry names not marked UTF-8 are read as UTF-8 where valid, else as cp437, with a warning;
   --name-encoding reads them in the archive's encoding (shift_jis for a Japanese Windows zip)
+- two entries that would be one file on macOS and Windows (IMG_1.jpg, img_1.jpg) are both
+  written, the later under a name of its own (img_1_<CRC-32>.jpg), with a warning
 - each file gets the archive's modification time: exact UTC where the zip has one (Info-ZIP's
   extended timestamp), else its DOS time read as local time
 - a zip made on Unix gives each file its permission bits, never setuid, setgid or sticky, and the

@@ -23,7 +23,16 @@ from typing import IO
 from realvsai.cli import plural, progress
 from realvsai.config import is_split_checks, shell_path
 from realvsai.errors import UserError
-from realvsai.files import atomic_write, atomic_write_bytes, fit_name, human_bytes, remove_temporaries, temporary_of
+from realvsai.files import (
+    atomic_write,
+    atomic_write_bytes,
+    fit_name,
+    free_name,
+    human_bytes,
+    name_key,
+    remove_temporaries,
+    temporary_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +334,26 @@ def _check_entries(
     clash = next((relative for relative in entries if relative in folders), None)
     if clash:
         raise _duplicate_error(archive, clash)
-    return [(info, relative) for relative, info in entries.items()], folders, junk
+    return _own_names(entries, folders), folders, junk
+
+
+def _own_names(entries: dict[str, zipfile.ZipInfo], folders: set[str]) -> list[tuple[zipfile.ZipInfo, str]]:
+    """(info, path below the target) of each entry; one whose path is one file (or folder) on macOS and Windows with
+    an earlier one's (``name_key``: IMG_1.jpg and img_1.jpg) gets ``free_name``'s name from its CRC-32, on every
+    system alike: written as it is, it would replace the earlier there without a word."""
+    taken, named, renamed = {name_key(folder) for folder in folders}, [], []
+    for relative, info in entries.items():
+        if name_key(relative) in taken:
+            new = str(free_name(Path(relative), f"{info.CRC:08x}", lambda path: name_key(str(path)) not in taken))
+            renamed.append((relative, new))
+            relative = new
+        taken.add(name_key(relative))
+        named.append((info, relative))
+    if renamed:
+        logger.warning("%s only in letter case or accent encoding from another (one file on macOS and Windows), so "
+                       "each is extracted under a name of its own (e.g. %r as %r)",
+                       plural(len(renamed), "entry name differs", "entry names differ"), *renamed[0])
+    return named
 
 
 def _files_not_in(root: str, relatives: set[str]) -> list[str]:

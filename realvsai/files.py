@@ -17,6 +17,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +95,13 @@ def other_image_format(name: str) -> str | None:
     if os.path.splitext(name)[1].lower() not in _OTHER_IMAGE_EXTENSIONS:
         return None
     return f"an image format not read here ({', '.join(sorted(IMAGE_EXTENSIONS))}); convert it to PNG (lossless)"
+
+
+def name_key(name: str) -> str:
+    """What ``name`` is to a person, and to the file systems of macOS (and, for letter case, Windows): one key for
+    names that differ only in letter case (REAL, real) or accent encoding ("é" as one letter, NFC, as typed on Linux
+    and Windows, or "e" and a combining accent, NFD, as macOS writes names). Unicode's canonical caseless match."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
 
 
 def is_inside(path: Path | str, root: Path | str) -> bool:

@@ -17,7 +17,7 @@ from realvsai.archives import is_archive
 from realvsai.cli import printable
 from realvsai.config import MANIFEST_NAME, shell_path
 from realvsai.errors import UserError
-from realvsai.files import list_images, write_csv
+from realvsai.files import list_images, name_key, write_csv
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
@@ -26,13 +26,6 @@ AUGMENTED_TRAIN = "augmented_train"
 # belongs to (the SOURCE folder it was split from; a merge gives a second dataset of one name NAME-2), the unit
 # of model.json's per-source validation accuracy.
 MANIFEST_FIELDS = ("split", "class", "path", "sha256", "source", "dataset")
-
-
-def name_key(name: str) -> str:
-    """What ``name`` is to a person, and to the file systems of macOS (and, for letter case, Windows): one key for
-    names that differ only in letter case (REAL, real) or accent encoding ("é" as one letter, NFC, as typed on Linux
-    and Windows, or "e" and a combining accent, NFD, as macOS writes names). Unicode's canonical caseless match."""
-    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
 
 
 def refuse_missing_folder(folder: Path, flag: str) -> None:
