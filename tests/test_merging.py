@@ -76,6 +76,21 @@ def test_merge_never_overwrites_a_different_file_with_the_same_name(first, secon
     assert report.renamed == 12
 
 
+def test_a_name_that_is_a_target_file_s_in_another_letter_case_is_renamed_on_every_system(first, second, tmp_path):
+    # IMG_000.png beside img_000.png is one file on macOS and Windows: planned as a new name, it was kept on Linux
+    # but renamed there, so the two systems made different datasets (and the summary's count of renamed was wrong).
+    into = tmp_path / "merged"
+    shutil.copytree(first, into)
+    for path in images(second):
+        path.rename(path.with_name(path.name.upper().replace(".PNG", ".png")))
+    planned = merge_datasets([second], into, dry_run=True)
+    report = merge_datasets([second], into)
+    incoming = second / "train" / "REAL" / "IMG_000.png"
+    assert sha256(into / "train" / "REAL" / f"IMG_000_{sha256(incoming)[:8]}.png") == sha256(incoming)
+    assert not (into / "train" / "REAL" / "IMG_000.png").exists()
+    assert planned.renamed == report.renamed == 12
+
+
 def test_counts_before_plus_added_equal_after(first, second, tmp_path):
     into = tmp_path / "merged"
     merge_datasets([first], into)
