@@ -19,7 +19,8 @@ has other pixels and is not caught.
 
 Nothing is ever overwritten:
 - a file whose bytes are already in the same split and class is skipped
-- a name taken by other content gets a stable new name (name_<sha256[:8]>.jpg)
+- a name taken by other content gets a stable new name (name_<sha256[:8]>.jpg), also one taken in
+  another letter case (IMG_1.jpg beside img_1.jpg: one file on macOS and Windows)
 
 Refused, and added to merge-refused.csv with the merge's time (rows of earlier merges stay):
 - a file whose content sits in ANOTHER split of the target or of the sources (the target, then the

@@ -307,12 +307,14 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
                             (file.split, f"augmented copies of it, e.g. {file.path}"))
 
     present: dict[tuple[str, str], set[str]] = defaultdict(set)  # (split, class) -> contents
-    names: dict[Path, str] = {}  # target path -> its content
+    # name_key of a target path -> its content: IMG_1.jpg beside img_1.jpg is one file on macOS and Windows, so it
+    # gets a name of its own on every system
+    names: dict[str, str] = {}
     for file in existing:
         if not file.problem:
             settle(file)
         present[(file.split, file.class_name)].add(file.digest)
-        names[file.path] = file.digest
+        names[name_key(str(file.path))] = file.digest
     actions = []
     for file in incoming:
         if file.problem:
@@ -340,9 +342,10 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
         else:
             settle(file)
             wanted = into / file.split / file.class_name / file.path.name
-            target = wanted if wanted not in names else free_name(
-                wanted, file.digest, lambda candidate, digest=file.digest: names.get(candidate, digest) == digest)
-            names[target] = file.digest
+            target = wanted if name_key(str(wanted)) not in names else free_name(
+                wanted, file.digest,
+                lambda candidate, digest=file.digest: names.get(name_key(str(candidate)), digest) == digest)
+            names[name_key(str(target))] = file.digest
             present[(file.split, file.class_name)].add(file.digest)
             actions.append((file, "add" if target == wanted else "rename", target, ""))
     return actions
