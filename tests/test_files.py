@@ -384,6 +384,17 @@ def test_a_second_claim_on_a_folder_being_worked_on_is_refused_in_one_line_namin
         pass
 
 
+def test_a_claim_holds_its_folder_in_any_letter_case_or_accent_encoding(tmp_path):
+    # models/Merged and models/merged are one folder on macOS and Windows: claimed apart, two trainings (a run and a
+    # --resume --name merged) wrote it at once there.
+    claimed = tmp_path / "models" / "Merged-caf\u00e9"
+    with files.working_on([claimed], "ModelTraining.py"):
+        for other in (tmp_path / "models" / "merged-caf\u00e9", tmp_path / "MODELS" / "Merged-cafe\u0301"):
+            assert files.claimed_by(other) == f"ModelTraining.py (process {os.getpid()})"
+            with pytest.raises(UserError, match="wait for it to finish"), files.working_on([other], "DataDeleter.py"):
+                pass
+
+
 @pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: claims there are per path")
 def test_a_claim_on_a_folder_inside_or_around_one_being_worked_on_is_refused(tmp_path):
     data, train = tmp_path / "data", tmp_path / "data" / "train"
