@@ -570,10 +570,11 @@ def claimed_by(path: Path | str) -> str | None:
 
 def _claim_file(path: Path, kind: str = "") -> Path:
     """The lock file that claims the resolved ``path`` (``kind``: one of its other lock files, ``_claim_inside``):
-    named by its hash, in the user's folder of them (one folder per user where the temporary folder is shared:
-    POSIX's /tmp; Windows gives each user their own)."""
+    named by the hash of its ``name_key``, since models/Merged and models/merged are one folder on macOS and Windows,
+    in the user's folder of them (one folder per user where the temporary folder is shared: POSIX's /tmp; Windows
+    gives each user their own)."""
     folder = Path(tempfile.gettempdir()) / f"realvsai-locks{f'-{os.getuid()}' if hasattr(os, 'getuid') else ''}"
-    return folder / f"{hashlib.sha256(os.fsencode(path)).hexdigest()[:32]}{kind}.lock"
+    return folder / f"{hashlib.sha256(os.fsencode(name_key(os.fspath(path)))).hexdigest()[:32]}{kind}.lock"
 
 
 _CLAIM_RETRY_S = 0.2
