@@ -156,6 +156,25 @@ def test_refuses_a_protected_home_folder_but_not_what_is_inside_it(tmp_path):
     check_deletable(locate(home / "Downloads" / "old"), protected=[home], allowed_roots=[], allow_outside=True)
 
 
+def test_a_protected_path_named_in_another_letter_case_is_refused_as_such(project, tmp_path):
+    # One folder (or file) on macOS and Windows: compared as typed, the home folder, the repository, its code or
+    # data's README named so passed as another path, and was deleted there.
+    home = tmp_path / "home"
+    home.mkdir()
+    (project / "data" / "README.md").write_text("kept")
+    for path in (tmp_path / "HOME", tmp_path / "REPO" / "tests"):  # other folders here; there they are those
+        path.mkdir(parents=True)
+    (project / "data" / "readme.md").write_text("kept")
+    with pytest.raises(UserError, match="protected folder"):
+        check_deletable(locate(tmp_path / "HOME"), protected=[home], allowed_roots=[], allow_outside=True)
+    with pytest.raises(UserError, match="protected folder"):
+        deletable(tmp_path / "REPO", project, allow_outside=True)
+    with pytest.raises(UserError, match="part of the repository"):
+        check_deletable(locate(tmp_path / "REPO" / "tests"), **rules(project), allow_outside=True, repository=project)
+    with pytest.raises(UserError, match="README the project keeps"):
+        deletable(project / "data" / "readme.md", project)
+
+
 def test_refuses_outside_data_and_models_without_allow_outside(project, tmp_path):
     with pytest.raises(UserError, match="--allow-outside"):
         deletable(tmp_path / "outside", project)
