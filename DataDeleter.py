@@ -8,6 +8,7 @@ It counts the files and bytes first and asks before deleting:
 
 It never deletes:
 - the file-system root, your home folder, this repository, or a folder holding them
+  (also named in another letter case: the same folder on macOS and Windows)
 - a file of the repository outside data/ and models/
 - anything else outside the project's data/ and models/, unless --allow-outside
 - what a symlink points to: symlinks are removed as links

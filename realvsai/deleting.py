@@ -15,7 +15,7 @@ from pathlib import Path
 
 from realvsai.cli import format_table, plural, progress
 from realvsai.errors import UserError
-from realvsai.files import human_bytes
+from realvsai.files import human_bytes, name_key
 from realvsai.layout import MANIFEST_NAME, SPLITS, ManifestRow, read_manifest, write_manifest
 
 
@@ -48,31 +48,38 @@ def check_deletable(location: Path, protected: Sequence[Path], allowed_roots: Se
                     allow_outside: bool = False, repository: Path | None = None) -> None:
     """Refuses (``UserError``) a missing target, a ``protected`` folder or one holding it, anything inside
     ``repository`` but outside ``allowed_roots`` (its code: even with ``allow_outside``), or anything outside
-    ``allowed_roots`` (the roots themselves included) unless ``allow_outside``."""
+    ``allowed_roots`` (the roots themselves included) unless ``allow_outside``. What is protected is compared by
+    ``name_key``, as macOS and Windows find a path (``~/REPO`` is the repository there); what is allowed, as typed."""
     if not os.path.lexists(location):
         raise UserError(f"{location} does not exist: nothing to delete. Check the path.")
     if location.parent == location:
         raise UserError(f"refusing to delete {location}: it is the root of a file system.")
+    key = _key(location)
     for folder in (Path(folder).resolve() for folder in protected):
-        if location == folder or location in folder.parents:
-            raise UserError(f"refusing to delete {location}: it {'is' if location == folder else 'holds'} the "
+        if key == _key(folder) or key in _key(folder).parents:
+            raise UserError(f"refusing to delete {location}: it {'is' if key == _key(folder) else 'holds'} the "
                             f"protected folder {folder} (the file-system root, your home folder or this "
                             "repository). Give a folder inside data/ or models/.")
     roots = [Path(root).resolve() for root in allowed_roots]
-    if repository is not None and Path(repository).resolve() in location.parents and not any(
+    if repository is not None and _key(Path(repository).resolve()) in key.parents and not any(
             root == location or root in location.parents for root in roots):
         raise UserError(f"refusing to delete {location}: it is part of the repository {Path(repository).resolve()}, "
                         f"whose files DataDeleter never deletes, --allow-outside or not (only those inside "
                         f"{' or '.join(map(str, roots))}). Delete it yourself if you really mean it.")
-    if not allow_outside and location in roots:
+    if not allow_outside and key in map(_key, roots):
         raise UserError(f"refusing to delete {location} itself (it holds a README the project keeps). "
                         "Delete the folders inside it instead.")
-    if location.parent in roots and location.name == "README.md":  # part of the repository, as its code is
+    if key.parent in map(_key, roots) and key.name == name_key("README.md"):  # part of the repository, as its code
         raise UserError(f"refusing to delete {location}: it is the README the project keeps there. Delete the "
                         "folders beside it instead.")
     if not allow_outside and not any(root in location.parents for root in roots):
         raise UserError(f"refusing to delete {location}: it is not inside {' or '.join(map(str, roots))}. "
                         "Add --allow-outside if you really mean it.")
+
+
+def _key(path: Path) -> Path:
+    """``path`` as its ``name_key``: one key for the spellings macOS and Windows take for one path."""
+    return Path(name_key(os.fspath(path)))
 
 
 def plan_deletion(location: Path) -> DeletionPlan:
