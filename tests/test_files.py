@@ -395,6 +395,19 @@ def test_a_claim_holds_its_folder_in_any_letter_case_or_accent_encoding(tmp_path
                 pass
 
 
+@pytest.mark.parametrize(("paths", "reading"), [(["data", "Data"], []), (["raw/out"], ["Raw"])],
+                         ids=["one-folder", "one-inside-the-other"])
+def test_a_run_on_folders_that_are_one_on_macos_and_windows_is_refused_in_one_line(tmp_path, paths, reading):
+    # There DataMerger.py Data --into data --move merged a folder into itself, deleting each file as "identical",
+    # and a split wrote inside its SOURCE; claimed apart, such a run found its own claim taken.
+    second = files.working_on([tmp_path / path for path in paths], "DataMerger.py",
+                              reading=[tmp_path / path for path in reading])
+    with pytest.raises(UserError) as error, second:
+        pass
+    message = str(error.value)
+    assert "\n" not in message and "one folder on macOS and Windows" in message and "by DataMerger.py" not in message
+
+
 @pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: claims there are per path")
 def test_a_claim_on_a_folder_inside_or_around_one_being_worked_on_is_refused(tmp_path):
     data, train = tmp_path / "data", tmp_path / "data" / "train"
