@@ -497,6 +497,7 @@ def working_on(paths: Iterable[Path | str], script: str, *, reading: Iterable[Pa
     """
     _claim_file(Path()).parent.mkdir(mode=0o700, exist_ok=True)
     claimed = {Path(os.path.abspath(path)).resolve() for path in paths}
+    _refuse_twins(claimed | {Path(os.path.abspath(path)).resolve() for path in reading})
     read = set() if os.name == "nt" else {Path(os.path.abspath(path)).resolve() for path in reading} - claimed
     claimed |= {folder for folder in read if any(folder in path.parents for path in claimed)}  # written inside
     read -= claimed
@@ -526,6 +527,22 @@ def working_on(paths: Iterable[Path | str], script: str, *, reading: Iterable[Pa
         if os.name != "nt":
             _claim_inside(claims, claimed, read)
         yield
+
+
+def _refuse_twins(paths: set[Path]) -> None:
+    """A UserError where two of a run's ``paths`` are one folder, or one inside the other, on macOS and Windows but
+    not as spelled (``name_key``: data and Data). There DataMerger.py Data --into data --move merged a folder into
+    itself, deleting each file as already there; here their claims are one (``_claim_file``)."""
+    def key(path: Path) -> str:
+        return name_key(os.fspath(path))
+
+    for path, other in itertools.permutations(sorted(paths), 2):
+        if path not in (other, *other.parents) and (twin := next(
+                (folder for folder in (other, *other.parents) if key(folder) == key(path)), None)):
+            raise UserError(f"{path} and {twin} differ only in letter case or accent encoding: one folder on macOS "
+                            f"and Windows, so this run would work on it {'twice' if twin == other else 'and inside it'}"
+                            " there. Spell them alike where you mean one folder, or rename one, then run the command "
+                            "again.")
 
 
 _WRITING_INSIDE = "-inside"  # the suffix of a folder's lock file that each run writing inside it holds shared
