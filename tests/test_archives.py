@@ -707,6 +707,21 @@ def test_entries_that_would_be_one_file_on_macos_and_windows_are_each_written_un
     assert extract_archive(archive, target).already_there == len(entries)  # a re-run finds them all
 
 
+def test_on_windows_an_entry_name_it_cannot_hold_is_written_as_one_it_can(tmp_path, monkeypatch, caplog):
+    # Made on Linux or macOS, a zip can hold such names; Windows refuses them (a re-run failed at the same entry, so
+    # the extraction never finished) or drops a trailing dot or space (the file replaced another without a word).
+    monkeypatch.setattr(archives, "_WINDOWS", True)
+    entries = {"REAL/CON.jpg": b"device", "REAL/12:30?.png": b"characters", "REAL/b.png ": b"space",
+               "REAL/b.png": b"plain", "REAL./c.png": b"dot"}
+    archive, target = make_zip(tmp_path / "a.zip", entries), tmp_path / "target"
+    with caplog.at_level("WARNING", logger="realvsai"):
+        extract_archive(archive, target)
+    assert files_under(target) == {"REAL/CON_.jpg": b"device", "REAL/12_30_.png": b"characters", "REAL/b.png": b"space",
+                                   f"REAL/b_{zlib.crc32(b'plain'):08x}.png": b"plain", "REAL/c.png": b"dot"}
+    assert "Windows" in caplog.text
+    assert extract_archive(archive, target).already_there == len(entries)
+
+
 def test_windows_backslash_names_become_folders(tmp_path):
     archive = make_zip(tmp_path / "win.zip", {"train\\": b"", "train\\REAL\\a.jpg": b"a"})
     extract_archive(archive, tmp_path / "target")
