@@ -19,6 +19,8 @@ Names, times and permissions:
   --name-encoding reads them in the archive's encoding (shift_jis for a Japanese Windows zip)
 - two entries that would be one file on macOS and Windows (IMG_1.jpg, img_1.jpg) are both
   written, the later under a name of its own (img_1_<CRC-32>.jpg), with a warning
+- on Windows, a name it cannot hold (12:30?.png, CON.jpg) is written with _ in its place
+  (12_30_.png, CON_.jpg), with a warning
 - each file gets the archive's modification time: exact UTC where the zip has one (Info-ZIP's
   extended timestamp), else its DOS time read as local time
 - a zip made on Unix gives each file its permission bits, never setuid, setgid or sticky, and the

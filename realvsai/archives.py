@@ -32,6 +32,7 @@ from realvsai.files import (
     name_key,
     remove_temporaries,
     temporary_of,
+    windows_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ _LOCAL_HEADER = struct.Struct("<4s22xHH")
 # Small entries cannot be bombs however well they compress (a 100 KB text file of spaces is fine),
 # so the ratio limit only applies above this size.
 _RATIO_FLOOR_BYTES = 1 << 20
+_WINDOWS = os.name == "nt"  # where an entry's name may be one the file system cannot hold (files.windows_name)
 _UTF8_NAME = 1 << 11  # general-purpose flag bit 11: the entry's name is UTF-8 (else, by the spec, cp437)
 _EXTRA_RECORD = struct.Struct("<HH")  # each record of an extra field: header id, size of the data that follows
 _EXTENDED_TIMESTAMP = 0x5455  # Info-ZIP's "UT" record: a flags byte, then (flag bit 0) the modification time
@@ -334,26 +336,39 @@ def _check_entries(
     clash = next((relative for relative in entries if relative in folders), None)
     if clash:
         raise _duplicate_error(archive, clash)
-    return _own_names(entries, folders), folders, junk
+    return (*_own_names(entries, folders), junk)
 
 
-def _own_names(entries: dict[str, zipfile.ZipInfo], folders: set[str]) -> list[tuple[zipfile.ZipInfo, str]]:
-    """(info, path below the target) of each entry; one whose path is one file (or folder) on macOS and Windows with
-    an earlier one's (``name_key``: IMG_1.jpg and img_1.jpg) gets ``free_name``'s name from its CRC-32, on every
-    system alike: written as it is, it would replace the earlier there without a word."""
-    taken, named, renamed = {name_key(folder) for folder in folders}, [], []
+def _own_names(entries: dict[str, zipfile.ZipInfo], folders: set[str]
+               ) -> tuple[list[tuple[zipfile.ZipInfo, str]], set[str]]:
+    """(info, path below the target) of each entry, and the folders they need, each under a name the file system
+    holds: on Windows, ``windows_name``'s of each part. An entry whose path is then one file (or folder) on macOS and
+    Windows with an earlier one's (``name_key``: IMG_1.jpg and img_1.jpg) gets ``free_name``'s name from its CRC-32,
+    on every system alike: written as it is, it would replace the earlier there without a word."""
+    def held(relative: str) -> str:
+        return os.sep.join(map(windows_name, relative.split(os.sep))) if _WINDOWS else relative
+
+    folders = {held(folder) for folder in folders}
+    taken, named, renamed, unholdable = {name_key(folder) for folder in folders}, [], [], []
     for relative, info in entries.items():
-        if name_key(relative) in taken:
-            new = str(free_name(Path(relative), f"{info.CRC:08x}", lambda path: name_key(str(path)) not in taken))
-            renamed.append((relative, new))
-            relative = new
-        taken.add(name_key(relative))
-        named.append((info, relative))
+        if (written := held(relative)) != relative:
+            unholdable.append(relative)
+        if name_key(written) in taken:
+            new = str(free_name(Path(written), f"{info.CRC:08x}", lambda path: name_key(str(path)) not in taken))
+            renamed.append((written, new))
+            written = new
+        taken.add(name_key(written))
+        named.append((info, written))
+    if unholdable:
+        logger.warning("%s Windows can hold (a character among <>:\"|?*, a trailing dot or space, or a device name "
+                       "such as CON): extracted with _ in its place, without the dot or space (e.g. %r)",
+                       plural(len(unholdable), "entry name is not one", "entry names are not ones"), unholdable[0])
     if renamed:
-        logger.warning("%s only in letter case or accent encoding from another (one file on macOS and Windows), so "
-                       "each is extracted under a name of its own (e.g. %r as %r)",
-                       plural(len(renamed), "entry name differs", "entry names differ"), *renamed[0])
-    return named
+        logger.warning("%s only in letter case or accent encoding%s from another (one file on macOS and Windows), "
+                       "so each is extracted under a name of its own (e.g. %r as %r)",
+                       plural(len(renamed), "entry name differs", "entry names differ"),
+                       " (or a trailing dot or space, which Windows drops)" if unholdable else "", *renamed[0])
+    return named, folders
 
 
 def _files_not_in(root: str, relatives: set[str]) -> list[str]:

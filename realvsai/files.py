@@ -33,6 +33,9 @@ CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACC
 T = TypeVar("T")
 _MAX_NAME_BYTES = 200  # leaves room for a temporary name's prefix and suffix within the usual 255 bytes
 MAX_NAME_BYTES = 255  # the longest file name ext4, APFS, NTFS and most others take
+_NOT_ON_WINDOWS = re.compile(r'[<>:"|?*\x00-\x1f]')  # and / and \\, which separate folders
+_WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{number}" for port in ("COM", "LPT")
+                                                          for number in range(1, 10))})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp"})  # read here, in any letter case
 # Images of formats the pipeline does not read (TensorFlow and the app neither): named as such when left out.
 _OTHER_IMAGE_EXTENSIONS = frozenset({".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".psd"})
@@ -121,6 +124,15 @@ def fit_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     while stem and len(os.fsencode(stem + tail)) > max_bytes:
         stem = stem[:-1]
     return stem + tail
+
+
+def windows_name(name: str) -> str:
+    """``name`` as Windows can hold it: ``_`` for each character it refuses (``<>:"|?*`` and control characters),
+    without the trailing dots and spaces it would drop (``_`` for a name of nothing else), and ``_`` after a device
+    name (``CON.jpg``, ``aux``: ``CON_.jpg``, ``aux_``), which names no file there."""
+    name = _NOT_ON_WINDOWS.sub("_", name).rstrip(" .") or "_"
+    stem, dot, rest = name.partition(".")
+    return f"{stem}_{dot}{rest}" if stem.rstrip(" ").upper() in _WINDOWS_DEVICES else name
 
 
 def map_in_threads(function: Callable[[Sequence[T]], list], items: Sequence[T], workers: int, desc: str) -> list:
