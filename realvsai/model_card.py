@@ -144,6 +144,21 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                 split_counts: Mapping[str, Mapping[str, int]] | None = None, metrics_heading: str = "Test metrics"
                 ) -> str:
     """Markdown: the model, data and counts, training configuration, metrics, plots, limitations."""
+    lines = [*_model_section(model_info, metrics, title),
+             *_data_section(model_info, metrics, split_counts),
+             *_training_section(model_info),
+             *_metrics_section(model_info, metrics, metrics_heading),
+             *_per_source_section(model_info, metrics),
+             *_by_kind_section(model_info, metrics),
+             *_robustness_section(metrics),
+             *_plots_section(metrics),
+             *_limitations_section(model_info, metrics)]
+    return "\n".join(lines) + "\n"
+
+
+def _model_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title: str) -> list[str]:
+    """The card's opening: the title, the model and its classes, what it takes as input, when it was created, and
+    the demo model's warning."""
     class_names = list(model_info["class_names"])
     positive = metrics.get("positive_class")
     image_size = model_info.get("image_size", "?")
@@ -162,8 +177,15 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
     if is_demo(model_info):
         lines += ["", "**Demo model: trained on synthetic demo images, not on real data. Its numbers say nothing "
                   "about real photos or AI-generated images.**"]
+    return lines
 
-    lines += ["", "## Data", ""]
+
+def _data_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any],
+                  split_counts: Mapping[str, Mapping[str, int]] | None) -> list[str]:
+    """The "## Data" section: images per class and split (``split_counts``, else model.json's), the augmented
+    copies among the training images, their sizes and formats, the shortcut warning, and what this evaluation read."""
+    class_names = list(model_info["class_names"])
+    lines = ["", "## Data", ""]
     if counts := split_counts or model_info.get("counts"):
         rows = [[markdown_text(name), *(f"{counts[split].get(name, 0):,}" for split in counts)] for name in class_names]
         rows.append(["**total**", *(f"{sum(counts[split].values()):,}" for split in counts)])
@@ -189,7 +211,13 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
                  + (f", {plural(skipped, 'file')} skipped: {skipped_why(skipped)} (listed in "
                     f"{UNREADABLE_FILE} and metrics.json)."
                     if metrics.get("num_skipped") else ", no file skipped."))
+    return lines
 
+
+def _training_section(model_info: Mapping[str, Any]) -> list[str]:
+    """The "## Training configuration" section, the run's settings, then its best epoch; nothing where model.json
+    has neither."""
+    lines: list[str] = []
     if config := model_info.get("config"):
         # A "|" inside a value would end the table cell; GitHub's Markdown takes "\|" even in code.
         lines += ["", "## Training configuration", "", *_table(["setting", "value"], [
@@ -203,100 +231,145 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         lines += ["", f"Best epoch (the saved model): {best}. It has the run's lowest {chosen_by}"
                   + (": cross-entropy, class-weighted where class weights are on" if chosen_by == MONITOR else "")
                   + f"{penalty}; learning_rate is the schedule's at the epoch's end."]
+    return lines
 
-    lines += ["", f"## {metrics_heading}", ""]
-    threshold = metrics.get("decision_threshold")
+
+def _metrics_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any], heading: str) -> list[str]:
+    """The metrics under ``heading``: the headline table, the classes without test images, the decision rule the
+    numbers follow, and the table per class."""
+    class_names = list(model_info["class_names"])
+    threshold, positive = metrics.get("decision_threshold"), metrics.get("positive_class")
     average = "of the positive class" if metrics["average"] == "binary" else "macro averages; ROC AUC one-vs-rest"
-    # The mean recall beside the accuracy, which a lopsided test set inflates (metrics before it lack it).
-    headline = ("accuracy", *(("balanced_accuracy",) if "balanced_accuracy" in metrics else ()), "precision",
-                "recall", "f1")
-    ranking = ("roc_auc", "average_precision", "loss", "expected_calibration_error")
     # model_info is the one training wrote, before this evaluation added the threshold to model.json.
     rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold, "positive_class": positive})
-    if threshold is not None:
-        lines += [f"Predicted class: {code_span(positive)} when P({markdown_text(positive)}) >= {threshold:.4f}, the "
-                  "threshold that "
-                  "maximised balanced accuracy (the mean of the two classes' recalls) on the training run's "
-                  "validation images (kept in model.json): the rule the app "
-                  f"answers by. The most probable class (argmax) beside it, for comparison. Precision, recall and "
-                  f"F1 are {average}.", "", *_table(["metric", "decision rule", "argmax"], [
-                      [key, _number(metrics[key]), _number(metrics.get(f"argmax_{key}"))] for key in headline])]
-        lines += [f"| {METRIC_LABELS.get(key, key)} | {_number(metrics[key])} | |" for key in ranking]
-    else:
-        lines += [f"Predicted class = the most probable one. Precision, recall and F1 are {average}.", "",
-                  *_table(["metric", "value"], [[METRIC_LABELS.get(key, key), _number(metrics[key])]
-                                                for key in (*headline, *ranking)])]
+    lines = ["", f"## {heading}", "", *_headline_table(metrics, average)]
     if metrics.get("missing_classes"):
         lines += ["", f"No test images of {', '.join(f'`{name}`' for name in metrics['missing_classes'])}: the "
                   + ("macro averages and ROC AUC are over the other classes." if metrics["average"] == "macro" else
                      "figures that need images of both classes (ROC AUC, average precision, and the positive "
                      "class's recall and F1 where it is the one missing) are n/a.")]
-    lines += ["", f"{rule.describe(list(map(markdown_text, class_names)))} The app answers by this rule; the "
-              "numbers above are its numbers, "
-              "each image scored at the class the rule leans to."]
-    if (uncertain := uncertain_text(metrics)) is not None:
-        lines[-1] += (f" It says {uncertain}: below the confidence threshold, unlike the training images, or of a "
-                      "size validation found the model at chance on or had no image of (`uncertain` in "
-                      "predictions.csv, and `unfamiliar` says which).")
-    lines += [""]
+    lines += ["", _rule_text(rule, class_names, metrics), ""]
     lines += _table(["class", "precision", "recall", "F1", "images"], [
         [markdown_text(name), *(_number(values[key]) for key in ("precision", "recall", "f1")),
          f"{values['support']:,}"]
         for name, values in metrics["per_class"].items()])
     lines += ["", f"Full numbers: [{METRICS_FILE}]({METRICS_FILE}), [{REPORT_FILE}]({REPORT_FILE})."]
+    return lines
 
-    if metrics.get("sources"):
-        # The positive class first; of many classes none (metrics.json has each one's): a row would not fit a page.
-        ordered = sorted(class_names, key=lambda name: name != positive) if len(class_names) <= FEW_CLASSES else []
-        headers = ["source", "images", "accuracy", "AP", "ROC AUC",
-                   *(f"accuracy on {markdown_text(name)}" for name in ordered)]
-        rows = [[label, f"{numbers['num_images']:,}",
-                 *(_number(numbers[key]) for key in ("accuracy", "average_precision", "roc_auc")),
-                 *(_number(numbers["class_accuracy"][class_name]) for class_name in ordered)]
-                for label, numbers in [*((markdown_text(name), numbers)
-                                         for name, numbers in metrics["sources"].items()),
-                                       ("**all sources**", metrics["combined"])]]
-        lines += ["", "## Per source", "", "Each test folder on its own, then all of them together (the metrics "
-                  "above). Accuracy follows the decision rule above; the accuracy on a class is its recall"
-                  f"{'' if ordered else f' (per class in [{METRICS_FILE}]({METRICS_FILE}))'}; AP and ROC AUC need no "
-                  "threshold.", "",
-                  *_table(headers, rows)]
+
+def _headline_table(metrics: Mapping[str, Any], average: str) -> list[str]:
+    """The headline and ranking metrics with what decides the predicted class: at a decision threshold, the rule's
+    numbers beside argmax's; else argmax's alone. ``average`` says what precision, recall and F1 average."""
+    threshold, positive = metrics.get("decision_threshold"), metrics.get("positive_class")
+    # The mean recall beside the accuracy, which a lopsided test set inflates (metrics before it lack it).
+    headline = ("accuracy", *(("balanced_accuracy",) if "balanced_accuracy" in metrics else ()), "precision",
+                "recall", "f1")
+    ranking = ("roc_auc", "average_precision", "loss", "expected_calibration_error")
+    if threshold is None:
+        return [f"Predicted class = the most probable one. Precision, recall and F1 are {average}.", "",
+                *_table(["metric", "value"], [[METRIC_LABELS.get(key, key), _number(metrics[key])]
+                                              for key in (*headline, *ranking)])]
+    return [f"Predicted class: {code_span(positive)} when P({markdown_text(positive)}) >= {threshold:.4f}, the "
+            "threshold that "
+            "maximised balanced accuracy (the mean of the two classes' recalls) on the training run's "
+            "validation images (kept in model.json): the rule the app "
+            f"answers by. The most probable class (argmax) beside it, for comparison. Precision, recall and "
+            f"F1 are {average}.", "", *_table(["metric", "decision rule", "argmax"], [
+                [key, _number(metrics[key]), _number(metrics.get(f"argmax_{key}"))] for key in headline]),
+            *(f"| {METRIC_LABELS.get(key, key)} | {_number(metrics[key])} | |" for key in ranking)]
+
+
+def _rule_text(rule: DecisionRule, class_names: list[str], metrics: Mapping[str, Any]) -> str:
+    """The paragraph saying the decision rule the app answers by, and how often it answers Uncertain and why."""
+    text = (f"{rule.describe(list(map(markdown_text, class_names)))} The app answers by this rule; the numbers above "
+            "are its numbers, each image scored at the class the rule leans to.")
+    if (uncertain := uncertain_text(metrics)) is not None:
+        text += (f" It says {uncertain}: below the confidence threshold, unlike the training images, or of a "
+                 "size validation found the model at chance on or had no image of (`uncertain` in "
+                 "predictions.csv, and `unfamiliar` says which).")
+    return text
+
+
+def _per_source_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+    """The "## Per source" section: each test folder's numbers, then all of them together; nothing where the
+    metrics have no ``sources`` (a run's own test, which ``evaluation.evaluate_run`` scores as one)."""
+    if not metrics.get("sources"):
+        return []
+    class_names, positive = list(model_info["class_names"]), metrics.get("positive_class")
+    # The positive class first; of many classes none (metrics.json has each one's): a row would not fit a page.
+    ordered = sorted(class_names, key=lambda name: name != positive) if len(class_names) <= FEW_CLASSES else []
+    headers = ["source", "images", "accuracy", "AP", "ROC AUC",
+               *(f"accuracy on {markdown_text(name)}" for name in ordered)]
+    rows = [[label, f"{numbers['num_images']:,}",
+             *(_number(numbers[key]) for key in ("accuracy", "average_precision", "roc_auc")),
+             *(_number(numbers["class_accuracy"][class_name]) for class_name in ordered)]
+            for label, numbers in [*((markdown_text(name), numbers)
+                                     for name, numbers in metrics["sources"].items()),
+                                   ("**all sources**", metrics["combined"])]]
+    return ["", "## Per source", "", "Each test folder on its own, then all of them together (the metrics "
+            "above). Accuracy follows the decision rule above; the accuracy on a class is its recall"
+            f"{'' if ordered else f' (per class in [{METRICS_FILE}]({METRICS_FILE}))'}; AP and ROC AUC need no "
+            "threshold.", "",
+            *_table(headers, rows)]
+
+
+def _by_kind_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+    """The "## Validation by kind of image" section: the decision rule on validation per source dataset and size
+    band, and which of them the app answers Uncertain on; nothing where neither the metrics nor model.json has them."""
     by_kind = validation_by_kind((metrics.get("threshold_selection") or {}).get("by_kind")
                                  or model_info.get("validation_by_kind"))
-    if by_kind:
-        # An upload's size is known, its source is not: only a size band at chance makes the answers Uncertain.
-        uncertain, num_classes = {"source": "", "size": ": answers Uncertain"}, len(model_info["class_names"])
-        rows = [[f"{kind}: {markdown_text(name)}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
-                 _number(numbers["balanced_accuracy"]), _kind_verdict(by_kind, numbers, uncertain[kind], num_classes)]
-                for kind in ("source", "size") for name, numbers in (by_kind.get(kind) or {}).items()]
-        lines += ["", "## Validation by kind of image", "", "The decision rule on the validation images of each "
-                  "source dataset (the folder they were split or merged from, by manifest.csv) and each size band "
-                  "(short side). Where the balanced accuracy is not shown (by its one-sided 95 % lower bound) "
-                  f"more than {by_kind.get('near_chance_margin', 0.05):.2f} above chance "
-                  f"({by_kind.get('chance', 0.5):.2f}; of a kind with some of the classes, 1 / their number), on "
-                  "however few images, or where the validation images of that size were all of one class, the app "
-                  "and --predict answer Uncertain on images of that size, with the reason.", "",
-                  *_table(["kind", "images", "accuracy", "balanced accuracy", ""], rows)]
-    if metrics.get("robustness"):
-        clean = metrics["robustness_clean"]
-        auc = ["roc_auc"] if "roc_auc" in clean else []  # two classes only
-        named = [("clean", clean), *((_PERTURBATION_LABELS[kind].format(float(strength)), values)
-                                     for kind, by_strength in metrics["robustness"].items()
-                                     for strength, values in by_strength.items())]
-        rows = [[name, _number(values["accuracy"]), f"{values['accuracy'] - clean['accuracy']:+.4f}",
-                 *(_number(values[key]) for key in auc)] for name, values in named]
-        left_out = metrics.get("robustness_left_out") or []
-        lines += ["", "## Robustness", "", "The same images again, each perturbation applied to the full-resolution "
-                  "decoded pixels, as a user's copy would be changed, written losslessly (PNG), then through the "
-                  "model's resize or crops, scored by the same decision rule; change is against the clean images, "
-                  "unchanged copies taken the same route." + (
-                      f" {plural(len(left_out), 'image')} left out, over the pixel limit at full resolution (a large "
-                      "JPEG evaluated above from its reduced decode): see `robustness_left_out` in metrics.json."
-                      if left_out else ""), "",
-                  *_table(["images", "accuracy", "change", *(["ROC AUC"] if auc else [])], rows)]
+    if not by_kind:
+        return []
+    # An upload's size is known, its source is not: only a size band at chance makes the answers Uncertain.
+    uncertain, num_classes = {"source": "", "size": ": answers Uncertain"}, len(model_info["class_names"])
+    rows = [[f"{kind}: {markdown_text(name)}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
+             _number(numbers["balanced_accuracy"]), _kind_verdict(by_kind, numbers, uncertain[kind], num_classes)]
+            for kind in ("source", "size") for name, numbers in (by_kind.get(kind) or {}).items()]
+    return ["", "## Validation by kind of image", "", "The decision rule on the validation images of each "
+            "source dataset (the folder they were split or merged from, by manifest.csv) and each size band "
+            "(short side). Where the balanced accuracy is not shown (by its one-sided 95 % lower bound) "
+            f"more than {by_kind.get('near_chance_margin', 0.05):.2f} above chance "
+            f"({by_kind.get('chance', 0.5):.2f}; of a kind with some of the classes, 1 / their number), on "
+            "however few images, or where the validation images of that size were all of one class, the app "
+            "and --predict answer Uncertain on images of that size, with the reason.", "",
+            *_table(["kind", "images", "accuracy", "balanced accuracy", ""], rows)]
 
-    lines += ["", "## Plots", "", *(f"- [{_CAPTIONS.get(kind, kind)}]({file_name})"
-                                    for kind, file_name in (metrics.get("plots") or {}).items())]
+
+def _robustness_section(metrics: Mapping[str, Any]) -> list[str]:
+    """The "## Robustness" section: accuracy (and two classes' ROC AUC) per perturbation, against the clean
+    images; nothing without --robustness."""
+    if not metrics.get("robustness"):
+        return []
+    clean = metrics["robustness_clean"]
+    auc = ["roc_auc"] if "roc_auc" in clean else []  # two classes only
+    named = [("clean", clean), *((_PERTURBATION_LABELS[kind].format(float(strength)), values)
+                                 for kind, by_strength in metrics["robustness"].items()
+                                 for strength, values in by_strength.items())]
+    rows = [[name, _number(values["accuracy"]), f"{values['accuracy'] - clean['accuracy']:+.4f}",
+             *(_number(values[key]) for key in auc)] for name, values in named]
+    left_out = metrics.get("robustness_left_out") or []
+    return ["", "## Robustness", "", "The same images again, each perturbation applied to the full-resolution "
+            "decoded pixels, as a user's copy would be changed, written losslessly (PNG), then through the "
+            "model's resize or crops, scored by the same decision rule; change is against the clean images, "
+            "unchanged copies taken the same route." + (
+                f" {plural(len(left_out), 'image')} left out, over the pixel limit at full resolution (a large "
+                "JPEG evaluated above from its reduced decode): see `robustness_left_out` in metrics.json."
+                if left_out else ""), "",
+            *_table(["images", "accuracy", "change", *(["ROC AUC"] if auc else [])], rows)]
+
+
+def _plots_section(metrics: Mapping[str, Any]) -> list[str]:
+    """The "## Plots" section: a link to each plot the evaluation drew."""
+    return ["", "## Plots", "", *(f"- [{_CAPTIONS.get(kind, kind)}]({file_name})"
+                                  for kind, file_name in (metrics.get("plots") or {}).items())]
+
+
+def _limitations_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+    """The "## Limitations" section: what the numbers do not say, those that apply to this model and test set."""
+    class_names = list(model_info["class_names"])
+    positive = metrics.get("positive_class")
+    image_size = model_info.get("image_size", "?")
+    crops = model_info.get("input_mode") == "crops"
     limitations = [
         "These numbers hold for images like the test images above, and nothing else. Evaluate the model on "
         "your own images before trusting it: `python ModelTraining.py --evaluate MODEL.h5 --test-dir DIR`.",
@@ -320,5 +393,4 @@ def render_card(model_info: Mapping[str, Any], metrics: Mapping[str, Any], title
         small_test_set(metrics["num_images"]),
         few_test_images(metrics),
         is_demo(model_info) and DEMO_WARNING]
-    lines += ["", "## Limitations", "", *(f"- {text}" for text in limitations if text)]
-    return "\n".join(lines) + "\n"
+    return ["", "## Limitations", "", *(f"- {text}" for text in limitations if text)]
