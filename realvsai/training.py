@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from realvsai.layout import TEST, TRAIN, VALIDATION
 
 if TYPE_CHECKING:  # TensorFlow loads only when training starts, so the script's --help is instant
     import keras
+    import tensorflow as tf
 
     from realvsai.data import LabelledImages
     from realvsai.distributed import Strategy
@@ -158,102 +159,29 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     chief's result holds the best model in float32, which is also in model.h5; beside it, the validation and test
     images as it scanned them (``_held_out``)."""
     import keras
-    import tensorflow as tf  # the tf.data input, which feeds model.fit on every backend
 
-    from realvsai import data, distributed, fitting, metrics
+    from realvsai import distributed, fitting
     from realvsai import model as model_module
-    from realvsai.augmentation import augment_copies, build_augmentation
-    from realvsai.callbacks import best_epoch_row, save_model_atomically
 
     # A resumed run's epochs must go on as they began: on the same backend (another draws other random numbers
     # for the same seeds) and over the data of its first (a file added, removed or changed since, or a class,
     # would silently train on other data, or fail on the backup's weights). Older backups record neither.
     backend = keras.backend.backend()
     started = distributed.chief_decides(strategy, lambda: _recorded_start(run_dir)) if resume else None
-    started_backend = started["backend"] if started else None
-    if started_backend not in (None, backend):
-        raise UserError(f"{Path(config.out) / config.name} started on {started_backend}; resume it with "
-                        f"KERAS_BACKEND={started_backend}, or start a new --name.")
-    num_gpus = sum(device.startswith("gpu") for device in keras.distribution.list_devices())
-    policy = config.precision_policy(num_gpus, backend)
-    keras.mixed_precision.set_global_policy(policy)
-    keras.utils.set_random_seed(config.seed)
-    if backend == "tensorflow" and not num_gpus:
-        if config.xla:  # Keras turns XLA off for the whole process once op determinism is on
-            logger.info("--xla: TensorFlow's op determinism stays off, so a resumed run comes close to the "
-                        "uninterrupted one but may not repeat its numbers exactly")
-        else:  # the same numbers on every run, so a resumed run repeats the uninterrupted one (slower on a GPU)
-            tf.config.experimental.enable_op_determinism()
-
-    problem = None
-    try:
-        file_digests: dict[Path, str] = {}  # each file read once: the copies' count takes the identical-file check's
-        train_images, validation_images, test_images, digest = _scan(config, file_digests)
-        images_record = training_images_record(Path(config.data), train_images, file_digests)
-    except UserError as error:  # raised after the check below, which stops the other workers too
-        problem, digest = error, f"unreadable: {error}"
-    try:
-        distributed.check_same_on_every_worker(strategy, "training data", digest)
-    except UserError as error:
-        problem = problem or error
-    if problem is not None:
-        raise problem
+    _refuse_other_backend(config, started, backend)
+    policy = _set_up_keras(config, backend)
+    train_images, validation_images, test_images, digest, images_record = _read_data(config, strategy)
     _refuse_other_data(config, started, digest)
     logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
     class_names = train_images.class_names
-    positive_class = metrics.find_positive_class(class_names, config.positive_class)
-    if len(class_names) == 2 and positive_class is None:
-        positive_class = class_names[1]
-        logger.warning("no class is named like the generated one (a word among %s); the binary metrics count %r "
-                       "as positive. Set --positive-class to choose.", ", ".join(sorted(POSITIVE_WORDS)),
-                       positive_class)
+    positive_class = _positive_class(class_names, config.positive_class)
     positive_index = class_names.index(positive_class) if positive_class else None
-
     replicas, workers = distributed.num_replicas(strategy), distributed.num_workers(strategy)
     global_batch = config.batch_size * replicas
-    full_batches = distributed.needs_full_batches(strategy)
-    steps_per_epoch, drop_short_batch = distributed.training_steps(len(train_images), global_batch, strategy)
-    validation_steps = (len(validation_images) // global_batch if full_batches
-                        else math.ceil(len(validation_images) / global_batch))
-    if full_batches:
-        if not steps_per_epoch or not validation_steps:
-            raise UserError(f"{plural(len(train_images), 'training image')} and "
-                            f"{plural(len(validation_images), 'validation image')} do not fill one batch of "
-                            f"{global_batch} ({config.batch_size} on each of {plural(replicas, 'device')}). "
-                            "Lower --batch-size, or add images.")
-        logger.info("every batch splits evenly over the %s: each epoch leaves out the last %s (a different few "
-                    "each epoch) and %s", plural(replicas, "device"),
-                    plural(len(train_images) % global_batch, "training image"),
-                    plural(len(validation_images) % global_batch, "validation image"))
-    elif drop_short_batch and len(train_images) % global_batch:
-        logger.info("each epoch trains on %d full batches of %d and leaves out the last %s (a different few each "
-                    "epoch): the train step is compiled for one batch shape", steps_per_epoch, global_batch,
-                    plural(len(train_images) % global_batch, "training image"))
-    # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras.
-    # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
-    input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
-    crops = config.input_mode == "crops"
-    reads_as_given = distributed.reads_datasets_as_given(strategy)
-
-    def train_epochs(first_epoch: int, decode_ahead: bool) -> tf.data.Dataset:  # fitting.fit_phases' ``train``
-        return data.make_dataset(
-            train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
-            augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
-            crops="random" if crops else None, first_epoch=first_epoch, drop_remainder=drop_short_batch,
-            decode_ahead=decode_ahead and reads_as_given)
+    (train_epochs, steps_per_epoch), validation, class_weight = _batches(config, strategy, global_batch, train_images,
+                                                                         validation_images)
     counts = {split: images.counts() for split, images in
               ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
-    validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
-                                           crops="centre" if crops else None, drop_remainder=full_batches)
-    class_weight = metrics.balanced_class_weights(counts[TRAIN]) if config.class_weights else None
-    _warn_of_few_training_images(counts[TRAIN], class_weight)
-    if class_weight:
-        logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
-                                                    for index, name in enumerate(class_names)))
-        # Validation balanced by its own counts, as training is by its: the losses and cross-entropies (the best
-        # epoch, the stop rule) compare, whatever each split's class mix (a download's own valid/ may differ).
-        weights = tf.constant(list(metrics.balanced_class_weights(counts[VALIDATION]).values()), tf.float32)
-        validation_dataset = validation_dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
 
     # Built before the run folder exists: a start that fails on its weights leaves no folder behind.
     with strategy.scope():
@@ -288,22 +216,164 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
                     "mode, throughout its %s (head + fine-tune) at learning rate %g",
                     plural(config.total_epochs, "epoch"), config.learning_rate)
 
-    history = fitting.fit_phases(model, config, run_dir, strategy, (train_epochs, steps_per_epoch),
-                          (validation_dataset.repeat(), validation_steps), class_weight, len(class_names),
-                          positive_index, resume, verbose)
+    history = fitting.fit_phases(model, config, run_dir, strategy, (train_epochs, steps_per_epoch), validation,
+                                 class_weight, len(class_names), positive_index, resume, verbose)
+    return _keep_best(model, model_info, history, run_dir, strategy), _held_out(config, validation_images, test_images)
+
+
+def _refuse_other_backend(config: TrainConfig, started: dict[str, str | None] | None, backend: str) -> None:
+    """A UserError where a resumed run (``started``: ``_recorded_start``'s) started on another Keras backend than
+    ``backend``: another draws other random numbers for the same seeds. An older backup records none."""
+    started_backend = started["backend"] if started else None
+    if started_backend not in (None, backend):
+        raise UserError(f"{Path(config.out) / config.name} started on {started_backend}; resume it with "
+                        f"KERAS_BACKEND={started_backend}, or start a new --name.")
+
+
+def _set_up_keras(config: TrainConfig, backend: str) -> str:
+    """Sets the run's dtype policy (returned: ``TrainConfig.precision_policy`` for the local GPUs), its seed, and,
+    on TensorFlow without a GPU, op determinism unless --xla."""
+    import keras
+    import tensorflow as tf
+
+    num_gpus = sum(device.startswith("gpu") for device in keras.distribution.list_devices())
+    policy = config.precision_policy(num_gpus, backend)
+    keras.mixed_precision.set_global_policy(policy)
+    keras.utils.set_random_seed(config.seed)
+    if backend == "tensorflow" and not num_gpus:
+        if config.xla:  # Keras turns XLA off for the whole process once op determinism is on
+            logger.info("--xla: TensorFlow's op determinism stays off, so a resumed run comes close to the "
+                        "uninterrupted one but may not repeat its numbers exactly")
+        else:  # the same numbers on every run, so a resumed run repeats the uninterrupted one (slower on a GPU)
+            tf.config.experimental.enable_op_determinism()
+    return policy
+
+
+def _read_data(config: TrainConfig, strategy: Strategy
+               ) -> tuple[LabelledImages, LabelledImages, LabelledImages | None, str, dict[str, Any]]:
+    """``_scan``'s train, validation and test images and data digest, and ``training_images_record``'s record of
+    the training images; a UserError on every worker where the data is unusable, or differs between them."""
+    from realvsai import distributed
+
+    problem = None
+    try:
+        file_digests: dict[Path, str] = {}  # each file read once: the copies' count takes the identical-file check's
+        train_images, validation_images, test_images, digest = _scan(config, file_digests)
+        images_record = training_images_record(Path(config.data), train_images, file_digests)
+    except UserError as error:  # raised after the check below, which stops the other workers too
+        problem, digest = error, f"unreadable: {error}"
+    try:
+        distributed.check_same_on_every_worker(strategy, "training data", digest)
+    except UserError as error:
+        problem = problem or error
+    if problem is not None:
+        raise problem
+    return train_images, validation_images, test_images, digest, images_record
+
+
+def _positive_class(class_names: list[str], requested: str) -> str | None:
+    """The class the binary metrics count as positive (``metrics.find_positive_class``); of two classes with none
+    named like the generated one, the second, with a warning that says how to choose; None for more classes."""
+    from realvsai import metrics
+
+    positive_class = metrics.find_positive_class(class_names, requested)
+    if len(class_names) == 2 and positive_class is None:
+        positive_class = class_names[1]
+        logger.warning("no class is named like the generated one (a word among %s); the binary metrics count %r "
+                       "as positive. Set --positive-class to choose.", ", ".join(sorted(POSITIVE_WORDS)),
+                       positive_class)
+    return positive_class
+
+
+def _batches(config: TrainConfig, strategy: Strategy, global_batch: int, train_images: LabelledImages,
+             validation_images: LabelledImages
+             ) -> tuple[tuple[Callable[[int, bool], tf.data.Dataset], int], tuple[tf.data.Dataset, int],
+                        dict[int, float] | None]:
+    """``fitting.fit_phases``' ``train``, ``validation`` and ``class_weight`` for batches of ``global_batch``
+    images: the training batches' function and steps per epoch, the endless validation batches and their steps,
+    and the loss weight of each class (None without --class-weights), by which validation weighs its own mix."""
+    import tensorflow as tf  # the tf.data input, which feeds model.fit on every backend
+
+    from realvsai import data, distributed, metrics
+    from realvsai.augmentation import augment_copies, build_augmentation
+
+    steps_per_epoch, validation_steps, drop_short_batch = _epoch_steps(global_batch, strategy, len(train_images),
+                                                                       len(validation_images))
+    # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras.
+    # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
+    input_augmentation = build_augmentation(config.augment, seed=config.seed, part="input")
+    crops = config.input_mode == "crops"
+    reads_as_given = distributed.reads_datasets_as_given(strategy)
+
+    def train_epochs(first_epoch: int, decode_ahead: bool) -> tf.data.Dataset:  # fitting.fit_phases' ``train``
+        return data.make_dataset(
+            train_images, batch_size=global_batch, image_size=config.image_size, shuffle=True, seed=config.seed,
+            augment=functools.partial(augment_copies, input_augmentation) if input_augmentation else None,
+            crops="random" if crops else None, first_epoch=first_epoch, drop_remainder=drop_short_batch,
+            decode_ahead=decode_ahead and reads_as_given)
+    train_counts = train_images.counts()
+    validation_dataset = data.make_dataset(validation_images, batch_size=global_batch, image_size=config.image_size,
+                                           crops="centre" if crops else None,
+                                           drop_remainder=distributed.needs_full_batches(strategy))
+    class_weight = metrics.balanced_class_weights(train_counts) if config.class_weights else None
+    _warn_of_few_training_images(train_counts, class_weight)
+    if class_weight:
+        logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
+                                                    for index, name in enumerate(train_images.class_names)))
+        # Validation balanced by its own counts, as training is by its: the losses and cross-entropies (the best
+        # epoch, the stop rule) compare, whatever each split's class mix (a download's own valid/ may differ).
+        weights = tf.constant(list(metrics.balanced_class_weights(validation_images.counts()).values()), tf.float32)
+        validation_dataset = validation_dataset.map(lambda images, labels: (images, labels, tf.gather(weights, labels)))
+    return (train_epochs, steps_per_epoch), (validation_dataset.repeat(), validation_steps), class_weight
+
+
+def _epoch_steps(global_batch: int, strategy: Strategy, num_train: int, num_validation: int) -> tuple[int, int, bool]:
+    """(training steps per epoch, validation steps, whether each epoch leaves out its short last training batch)
+    for ``num_train`` and ``num_validation`` images in batches of ``global_batch``, saying what each epoch leaves
+    out. A UserError where every batch must split evenly over the devices and the images do not fill one."""
+    from realvsai import distributed
+
+    replicas = distributed.num_replicas(strategy)
+    full_batches = distributed.needs_full_batches(strategy)
+    steps_per_epoch, drop_short_batch = distributed.training_steps(num_train, global_batch, strategy)
+    validation_steps = num_validation // global_batch if full_batches else math.ceil(num_validation / global_batch)
+    if full_batches:
+        if not steps_per_epoch or not validation_steps:
+            raise UserError(f"{plural(num_train, 'training image')} and "
+                            f"{plural(num_validation, 'validation image')} do not fill one batch of "
+                            f"{global_batch} ({global_batch // replicas} on each of {plural(replicas, 'device')}). "
+                            "Lower --batch-size, or add images.")
+        logger.info("every batch splits evenly over the %s: each epoch leaves out the last %s (a different few "
+                    "each epoch) and %s", plural(replicas, "device"),
+                    plural(num_train % global_batch, "training image"),
+                    plural(num_validation % global_batch, "validation image"))
+    elif drop_short_batch and num_train % global_batch:
+        logger.info("each epoch trains on %d full batches of %d and leaves out the last %s (a different few each "
+                    "epoch): the train step is compiled for one batch shape", steps_per_epoch, global_batch,
+                    plural(num_train % global_batch, "training image"))
+    return steps_per_epoch, validation_steps, drop_short_batch
+
+
+def _keep_best(model: keras.Model, model_info: dict[str, Any], history: list[dict[str, Any]], run_dir: Path,
+               strategy: Strategy) -> TrainResult:
+    """The trained run, its best epoch added to ``model_info``. On the chief, the model becomes a float32 copy
+    (saved to model.h5 where no epoch was saved as the best), and the result is backed up (TRAINED_FILE) for a
+    ``--resume`` after a kill before the run is finished."""
+    from realvsai import distributed
+    from realvsai import model as model_module
+    from realvsai.callbacks import best_epoch_row, save_model_atomically
 
     best = best_epoch_row(history)
     model_info["best_epoch"] = dict(best) if best else None
-    held_out = _held_out(config, validation_images, test_images)
     if not distributed.is_chief(strategy):
-        return TrainResult(run_dir, model, model_info, history, None, chief=False), held_out
+        return TrainResult(run_dir, model, model_info, history, None, chief=False)
     # In float32 (the app runs on machines without float16 kernels), and outside the strategy: on several
     # machines the distributed model's predict would wait for the stopped workers.
     model = model_module.float32_copy(model)
     if model_info["best_epoch"] is None:  # no epoch had a finite validation loss, so none was saved as the best
         save_model_atomically(model, run_dir / MODEL_FILE)
     write_json(run_dir / BACKUP_DIR / TRAINED_FILE, {"model_info": model_info, "history": history})
-    return TrainResult(run_dir, model, model_info, history, None), held_out
+    return TrainResult(run_dir, model, model_info, history, None)
 
 
 def _scan(config: TrainConfig, file_digests: dict[Path, str] | None = None
