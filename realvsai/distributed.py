@@ -19,7 +19,7 @@ import math
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -401,16 +401,61 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
     """``model.fit`` for a model compiled in ``strategy.scope()``, under any strategy; class weights weight
     training, the data's sample weights validation. Each worker keeps its share of every global batch
     (DATA sharding), so all must read the same data in the same order."""
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_batches, validation_batches = (strategy.experimental_distribute_dataset(data.with_options(options))
-                                         for data in (train, validation))
+    train_batches, validation_batches = _distribute_datasets(strategy, (train, validation))
     optimizer = model.optimizer
     with strategy.scope():  # variables are created in the scope: inside strategy.run would fail
         optimizer.build(model.trainable_variables)
         metric_list = [keras.metrics.Mean(name="loss"), cross_entropy(), *metrics()]
+    replica_losses = _replica_losses(model, metric_list, class_weight)
+    train_step = _train_step(model, strategy, replica_losses, train_batches.element_spec)
+    validation_step = _validation_step(strategy, replica_losses, validation_batches.element_spec)
+
+    chief = is_chief(strategy)
+    verbose = 1 if verbose == "auto" else int(verbose)
+    callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=bool(verbose) and chief,
+                                                 model=model, verbose=verbose if chief else 0, epochs=epochs,
+                                                 steps=steps_per_epoch)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    # Callbacks may have restored a backup that only the chief has: every worker starts from its weights.
+    sync_variables(strategy, [*model.variables, *optimizer.variables])
+    iterator, logs = iter(train_batches), {}
+    for epoch in range(initial_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        for step in range(steps_per_epoch):
+            callback_list.on_train_batch_begin(step)
+            callback_list.on_train_batch_end(step, {"loss": train_step(next(iterator))})
+        logs = _read_logs(metric_list)
+        validation_logs = _validate(callback_list, validation_step, validation_batches, validation_steps, metric_list)
+        logs.update({f"val_{name}": value for name, value in validation_logs.items()})
+        callback_list.on_epoch_end(epoch, logs)
+        model.stop_training = any_worker(strategy, bool(model.stop_training))  # all stop after the same epoch
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    sync_variables(strategy, model.variables)  # callbacks may have read the best weights from the chief's file
+    return next(callback for callback in callback_list.callbacks if isinstance(callback, keras.callbacks.History))
+
+
+def _distribute_datasets(strategy: tf.distribute.Strategy, datasets: Sequence[tf.data.Dataset]
+                         ) -> list[tf.distribute.DistributedDataset]:
+    """``datasets`` as ``strategy`` hands them to its replicas, each worker keeping its share of every global batch
+    (DATA sharding)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return [strategy.experimental_distribute_dataset(data.with_options(options)) for data in datasets]
+
+
+def _replica_losses(model: keras.Model, metric_list: list[keras.metrics.Metric],
+                    class_weight: Mapping[int, float] | None) -> Callable[[Any, bool], tuple[Any, Any, Any]]:
+    """A replica's forward pass over its share of a batch, ``(data, training) -> (losses, regularization, size)``:
+    each example's loss (weighted by ``class_weight`` in training, by the data's sample weights in validation), the
+    model's regularization losses, and the number of examples; it updates ``metric_list`` as ``model.fit`` would
+    (fit's "loss", the cross-entropy, then the compiled metrics)."""
+    import tensorflow as tf
+
     weights = None if not class_weight else tf.constant(class_weight_list(class_weight), tf.float32)
 
     def replica_losses(data, training: bool):
@@ -430,6 +475,17 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
         for metric in metric_list[2:]:  # unweighted, as compile's metrics= (not weighted_metrics=) are in fit
             metric.update_state(y, predictions)
         return losses, regularization, size
+
+    return replica_losses
+
+
+def _train_step(model: keras.Model, strategy: tf.distribute.Strategy, replica_losses: Callable[[Any, bool], Any],
+                element_spec: Any) -> Callable[[Any], tf.Tensor]:
+    """One training step over a global batch (of ``element_spec``): each replica's gradients of its share of the
+    loss (``replica_losses``), applied by the model's optimizer, which sums them across replicas; returns the loss."""
+    import tensorflow as tf
+
+    optimizer = model.optimizer
 
     def train_replica(data):
         context = tf.distribute.get_replica_context()
@@ -453,49 +509,43 @@ def fit_loop(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dat
         optimizer.apply_gradients(zip(grads, model.trainable_variables))  # sums the gradients across replicas
         return loss
 
-    @tf.function(input_signature=[train_batches.element_spec], reduce_retracing=True)
+    @tf.function(input_signature=[element_spec], reduce_retracing=True)
     def train_step(batch):
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(train_replica, args=(batch,)), axis=None)
 
-    @tf.function(input_signature=[validation_batches.element_spec], reduce_retracing=True)
+    return train_step
+
+
+def _validation_step(strategy: tf.distribute.Strategy, replica_losses: Callable[[Any, bool], Any],
+                     element_spec: Any) -> Callable[[Any], None]:
+    """One validation step over a global batch (of ``element_spec``): each replica's share through
+    ``replica_losses`` in inference mode, for the metrics it updates."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[element_spec], reduce_retracing=True)
     def validation_step(batch):
         strategy.run(lambda data: replica_losses(data, False), args=(batch,))
 
-    def read_logs() -> dict[str, float]:  # and resets the metrics
-        logs = {metric.name: float(keras.ops.convert_to_numpy(metric.result())) for metric in metric_list}
-        for metric in metric_list:
-            metric.reset_state()
-        return logs
+    return validation_step
 
-    chief = is_chief(strategy)
-    verbose = 1 if verbose == "auto" else int(verbose)
-    callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=bool(verbose) and chief,
-                                                 model=model, verbose=verbose if chief else 0, epochs=epochs,
-                                                 steps=steps_per_epoch)
-    model.stop_training = False
-    callback_list.on_train_begin()
-    # Callbacks may have restored a backup that only the chief has: every worker starts from its weights.
-    sync_variables(strategy, [*model.variables, *optimizer.variables])
-    iterator, logs = iter(train_batches), {}
-    for epoch in range(initial_epoch, epochs):
-        callback_list.on_epoch_begin(epoch)
-        for step in range(steps_per_epoch):
-            callback_list.on_train_batch_begin(step)
-            callback_list.on_train_batch_end(step, {"loss": train_step(next(iterator))})
-        logs = read_logs()
-        callback_list.on_test_begin()  # the validation hooks, as fit's evaluate calls them
-        # islice stops before fetching more
-        for step, batch in enumerate(itertools.islice(validation_batches, validation_steps)):
-            callback_list.on_test_batch_begin(step)
-            validation_step(batch)
-            callback_list.on_test_batch_end(step)
-        validation_logs = read_logs()
-        callback_list.on_test_end(validation_logs)
-        logs.update({f"val_{name}": value for name, value in validation_logs.items()})
-        callback_list.on_epoch_end(epoch, logs)
-        model.stop_training = any_worker(strategy, bool(model.stop_training))  # all stop after the same epoch
-        if model.stop_training:
-            break
-    callback_list.on_train_end(logs)
-    sync_variables(strategy, model.variables)  # callbacks may have read the best weights from the chief's file
-    return next(callback for callback in callback_list.callbacks if isinstance(callback, keras.callbacks.History))
+
+def _validate(callback_list: keras.callbacks.CallbackList, validation_step: Callable[[Any], None],
+              batches: Iterable[Any], steps: int, metric_list: list[keras.metrics.Metric]) -> dict[str, float]:
+    """Runs ``validation_step`` over the first ``steps`` of ``batches`` between the callbacks' validation hooks, as
+    fit's evaluate calls them; returns the validation logs (``_read_logs``)."""
+    callback_list.on_test_begin()
+    for step, batch in enumerate(itertools.islice(batches, steps)):  # islice stops before fetching more
+        callback_list.on_test_batch_begin(step)
+        validation_step(batch)
+        callback_list.on_test_batch_end(step)
+    validation_logs = _read_logs(metric_list)
+    callback_list.on_test_end(validation_logs)
+    return validation_logs
+
+
+def _read_logs(metric_list: list[keras.metrics.Metric]) -> dict[str, float]:
+    """Each metric's result by name, then resets the metrics for the next steps."""
+    logs = {metric.name: float(keras.ops.convert_to_numpy(metric.result())) for metric in metric_list}
+    for metric in metric_list:
+        metric.reset_state()
+    return logs
