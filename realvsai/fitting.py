@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realvsai.config import BACKUP_DIR, HISTORY_FILE, LOGS_DIR, MODEL_FILE, TrainConfig, monitor_of
+from realvsai.config import BACKUP_DIR, HISTORY_FILE, LOGS_DIR, MODEL_FILE, Phase, TrainConfig, monitor_of
 
 if TYPE_CHECKING:
     import keras
 
+    from realvsai.callbacks import BestModel, ResumableEarlyStopping, StopTrainingOnValidationLoss, TrainingHistory
     from realvsai.distributed import Strategy
 
 logger = logging.getLogger(__name__)
@@ -55,48 +56,21 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
     training after is backed up as unfinished business: a resumed run goes on. The model ends with its best
     weights."""
     from realvsai import callbacks, distributed
-    from realvsai.model import float32_copy, make_metrics, set_backbone_trainable
+    from realvsai.model import make_metrics
 
     if distributed.num_workers(strategy) > 1 and config.xla:
         logger.warning("--xla applies to model.fit on one machine; the training loop for several machines runs "
                        "without it")
     names = config.phase_names()
-    # The last phase with a backup (later phases first), and that backup's commit.
-    latest = distributed.chief_decides(strategy, lambda: next(
-        ([name, found] for name in reversed(names) if (found := callbacks.read_backup(run_dir / BACKUP_DIR / name))),
-        None)) if resume else None
-    # The rows are committed together with the weights' epoch, so they match it.
-    rows: list[dict[str, Any]] = latest[1]["state"]["rows"] if latest is not None else []
-    monitor = monitor_of(rows)  # val_loss for a run begun before the cross-entropy was logged
-    stop_rule = callbacks.StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience,
-                                                       monitor=monitor)
-    early_stopping = callbacks.ResumableEarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
-    best_model = callbacks.BestModel(run_dir / MODEL_FILE, monitor=monitor,
-                                     export=None if model.dtype_policy.name == "float32" else float32_copy)
-    if latest is not None:
-        state = latest[1]["state"]
-        stop_rule.restore(state["stop_rule"])
-        early_stopping.restore(state["early_stopping"])
-        best_model.resume(rows)
-        logger.info("resuming %s after epoch %d (phase %s)", run_dir, latest[1]["epoch"], latest[0])
-    callbacks.write_history_csv(run_dir / HISTORY_FILE, rows)
-    recorder = callbacks.TrainingHistory(run_dir / HISTORY_FILE, rows)
+    latest = _latest_backup(run_dir, names, strategy) if resume else None
+    stop_rule, early_stopping, best_model, recorder = _callbacks_across_phases(model, config, run_dir, latest)
     tensorboard = _tensorboard(run_dir / LOGS_DIR)
 
     # Phases before the backed-up one are finished; their weights live on in the later backup.
     for name in names[names.index(latest[0]):] if latest is not None else names:
         phase = config.plan_phase(name, sum(1 for row in recorder.rows if row["phase"] == "head"))
-        start, end, restoring = phase.start, phase.end, latest is not None and latest[0] == name
-        if restoring:
-            start = latest[1]["epoch"]
-            if latest[1]["state"]["phase_done"]:
-                end = start  # the phase ended (maybe early) just before the kill: only restore it
-        if config.pretrained:
-            with strategy.scope():
-                blocks = set_backbone_trainable(model, phase.train_backbone, config.fine_tune_blocks)
-            if phase.train_backbone:
-                logger.info("fine-tuning %d residual block(s) of the backbone from epoch %d at learning rate %g",
-                            blocks, phase.start + 1, phase.learning_rate)
+        start, end, restoring = _epochs_to_run(phase, latest)
+        _set_trainable_for_phase(model, config, phase, strategy)
         recorder.phase = name
 
         def state_fn(phase_end: int = phase.end) -> dict[str, Any]:
@@ -124,6 +98,67 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
                         jit_compile=True if config.xla else "auto", verbose=verbose)
         latest = None
     return recorder.rows
+
+
+def _latest_backup(run_dir: Path, names: list[str], strategy: Strategy) -> list[Any] | None:
+    """[phase name, its backup (``callbacks.read_backup``)] of the last of the phases ``names`` with a backup in
+    ``run_dir`` (later phases first), as the chief read it; None where none has one."""
+    from realvsai import callbacks, distributed
+
+    return distributed.chief_decides(strategy, lambda: next(
+        ([name, found] for name in reversed(names) if (found := callbacks.read_backup(run_dir / BACKUP_DIR / name))),
+        None))
+
+
+def _callbacks_across_phases(model: keras.Model, config: TrainConfig, run_dir: Path, latest: list[Any] | None
+                   ) -> tuple[StopTrainingOnValidationLoss, ResumableEarlyStopping, BestModel, TrainingHistory]:
+    """The callbacks that go on across the phases: the stop rule, early stopping, the best model's writer and the
+    history's recorder, as the ``latest`` backup (``_latest_backup``'s; None for a new run) left them. Writes
+    history.csv as far as that backup goes."""
+    from realvsai import callbacks
+    from realvsai.model import float32_copy
+
+    # The rows are committed together with the weights' epoch, so they match it.
+    rows: list[dict[str, Any]] = latest[1]["state"]["rows"] if latest is not None else []
+    monitor = monitor_of(rows)  # val_loss for a run begun before the cross-entropy was logged
+    stop_rule = callbacks.StopTrainingOnValidationLoss(margin=config.stop_margin, patience=config.stop_patience,
+                                                       monitor=monitor)
+    early_stopping = callbacks.ResumableEarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
+    best_model = callbacks.BestModel(run_dir / MODEL_FILE, monitor=monitor,
+                                     export=None if model.dtype_policy.name == "float32" else float32_copy)
+    if latest is not None:
+        state = latest[1]["state"]
+        stop_rule.restore(state["stop_rule"])
+        early_stopping.restore(state["early_stopping"])
+        best_model.resume(rows)
+        logger.info("resuming %s after epoch %d (phase %s)", run_dir, latest[1]["epoch"], latest[0])
+    callbacks.write_history_csv(run_dir / HISTORY_FILE, rows)
+    return stop_rule, early_stopping, best_model, callbacks.TrainingHistory(run_dir / HISTORY_FILE, rows)
+
+
+def _epochs_to_run(phase: Phase, latest: list[Any] | None) -> tuple[int, int, bool]:
+    """(first epoch, end epoch, whether to restore the backup) of ``phase``: where the ``latest`` backup
+    (``_latest_backup``'s) is this phase's, from the epoch it backed up, and no further when the phase had ended."""
+    start, end, restoring = phase.start, phase.end, latest is not None and latest[0] == phase.name
+    if restoring:
+        start = latest[1]["epoch"]
+        if latest[1]["state"]["phase_done"]:
+            end = start  # the phase ended (maybe early) just before the kill: only restore it
+    return start, end, restoring
+
+
+def _set_trainable_for_phase(model: keras.Model, config: TrainConfig, phase: Phase, strategy: Strategy) -> None:
+    """Freezes a pretrained backbone for ``phase``, or unfreezes it (its top ``fine_tune_blocks`` blocks) and says
+    so; a model trained from scratch trains whole throughout."""
+    from realvsai.model import set_backbone_trainable
+
+    if not config.pretrained:
+        return
+    with strategy.scope():
+        blocks = set_backbone_trainable(model, phase.train_backbone, config.fine_tune_blocks)
+    if phase.train_backbone:
+        logger.info("fine-tuning %d residual block(s) of the backbone from epoch %d at learning rate %g",
+                    blocks, phase.start + 1, phase.learning_rate)
 
 
 # How long the first step of a phase may take on a CPU, where it compiles the training step: measured on 2 cores at
