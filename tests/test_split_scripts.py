@@ -334,8 +334,9 @@ def test_ratios_that_do_not_add_up_are_bad_usage(tmp_path, make_class_folder):
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
 @pytest.mark.parametrize(("renames", "said"), [(["FOO"], "'FOO' is not OLD=NEW"),
                                                (["A=X", "A=Y"], "names 'A' twice"),
-                                               (["A=test"], "'test' is not a usable class name")],
-                         ids=["no_equals", "twice", "split_name"])
+                                               (["A=test"], "'test' is not a usable class name"),
+                                               (["A=" + "x" * 256], "longer than a folder name may be")],
+                         ids=["no_equals", "twice", "split_name", "over_255_bytes"])
 def test_a_malformed_rename_is_bad_usage(script, renames, said, tmp_path, make_class_folder):
     source = make_class_folder(tmp_path / "art", {"A": 2, "B": 2})
     flags = [flag for rename in renames for flag in ("--rename", rename)]
