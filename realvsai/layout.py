@@ -17,7 +17,7 @@ from realvsai.archives import is_archive
 from realvsai.cli import printable
 from realvsai.config import MANIFEST_NAME, shell_path
 from realvsai.errors import UserError
-from realvsai.files import list_images, name_key, write_csv
+from realvsai.files import MAX_NAME_BYTES, list_images, name_key, write_csv
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
@@ -122,9 +122,12 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
 
 def refuse_unusable_class_name(new: str) -> None:
     """UserError when ``new``, a --rename's NEW, cannot name a class folder: it holds '/' or '\\' (a path, not a
-    folder), is hidden ('.', '..' too), or is a split folder's name."""
+    folder), is hidden ('.', '..' too), is a split folder's name, or is too long for a folder's name."""
     if "/" in new or "\\" in new or new.startswith(".") or new in SPLITS:
         raise UserError(f"--rename to {new!r} is not a usable class name. Choose a plain name such as Real.")
+    if (size := len(os.fsencode(new))) > MAX_NAME_BYTES:
+        raise UserError(f"--rename to {new[:20]!r}... is {size:,} bytes, longer than a folder name may be "
+                        f"({MAX_NAME_BYTES} bytes). Choose a shorter name such as Real.")
 
 
 def find_dataset_root(source: Path, holds_dataset: Callable[[Path], bool]) -> Path:
