@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shlex
 import shutil
 from collections import Counter
@@ -609,6 +610,22 @@ def test_datamerger_refuses_a_split_folder_as_into_before_writing_anything(first
     assert f"--into {data / 'train'} is a split folder" in line and f"e.g. --into {data}." in line
     assert snapshot(data) == before
 
+
+
+@pytest.mark.parametrize("inside", [("train", "REAL"), ("test", "more"), ("augmented_train",)])
+def test_a_merge_into_a_folder_inside_a_split_is_refused_before_anything_is_written(first, second, tmp_path, inside):
+    """--into data/train/REAL merged with exit 0, nesting train/FAKE/ of another dataset inside the class REAL,
+    which a split (DataSplitD1.py --out) refuses."""
+    data = tmp_path / "data"
+    merge_datasets([first], data)  # a split, with its manifest.csv
+    (data / "augmented_train").mkdir()
+    before, paths = snapshot(data), sorted(data.rglob("*"))
+
+    with pytest.raises(UserError, match=rf"{inside[0]}/ of the split in {re.escape(str(data))}.*"
+                                        rf"--into {re.escape(str(data))}\.$"):
+        merge_datasets([second], data.joinpath(*inside))
+
+    assert snapshot(data) == before and sorted(data.rglob("*")) == paths
 
 @pytest.mark.parametrize("name", ["train", "Validation", "TEST"])
 def test_a_new_into_named_like_a_split_in_any_case_is_refused(first, tmp_path, name):
