@@ -55,6 +55,19 @@ def split_folder_error(folder: Path, flag: str) -> UserError:
                      f"{parent if flag == 'SOURCE' else f'{flag} {parent}'}.")
 
 
+def enclosing_split(folder: Path) -> tuple[Path, str] | None:
+    """The split (a folder with a manifest.csv) that ``folder`` lies inside one of the folders of, with that
+    folder's name (train, validation, test or augmented_train), or None: written there, a dataset's folders would be
+    mixed with that split's images."""
+    resolved = Path(folder).resolve()
+    own_folders = {name_key(name) for name in (*SPLITS, AUGMENTED_TRAIN)}
+    for split_dir in (parent for parent in resolved.parents if (parent / MANIFEST_NAME).is_file()):
+        inner = resolved.relative_to(split_dir).parts[0]
+        if name_key(inner) in own_folders:
+            return split_dir, inner
+    return None
+
+
 def subfolders(folder: Path) -> list[Path]:
     """The visible sub-folders of ``folder``, sorted."""
     return sorted(child for child in Path(folder).iterdir() if child.is_dir() and not child.name.startswith("."))

@@ -36,6 +36,7 @@ from realvsai.layout import (
     ManifestRow,
     alike_names,
     class_folder_of,
+    enclosing_split,
     find_label_conflicts,
     name_key,
     read_manifest,
@@ -401,6 +402,11 @@ def _check_folders(sources: Sequence[Path], into: Path) -> None:
     if into.exists() and not into.is_dir():
         raise UserError(f"--into {into} is a file, not a folder. Choose a folder, e.g. --into data.")
     _refuse_split_folder(into, "--into")
+    if enclosing := enclosing_split(into):
+        split_dir, folder = enclosing
+        raise UserError(f"--into {into} is inside {folder}/ of the split in {split_dir}, whose images it would mix "
+                        f"with; nothing was written. Merge into the dataset folder itself: --into "
+                        f"{shell_path(split_dir)}.")
     resolved_into, resolved_sources = into.resolve(), [source.resolve() for source in sources]
     for index, source in enumerate(sources):
         if resolved_sources[index] in resolved_sources[:index]:

@@ -50,6 +50,7 @@ from realvsai.layout import (
     VALIDATION,
     ManifestRow,
     class_folder_of,
+    enclosing_split,
     find_child_folder,
     find_class_folders,
     find_class_root,
@@ -737,12 +738,11 @@ def _check_paths(source: Path, out: Path) -> tuple[Path, Path]:
         if resolved_source == resolved_out / split or (resolved_out / split) in resolved_source.parents:
             raise UserError(f"SOURCE {source} is inside the output split folder {out / split}. "
                             "Keep the raw dataset elsewhere, e.g. data/raw/.")
-    for split_dir in (parent for parent in resolved_out.parents if (parent / MANIFEST_NAME).is_file()):
-        folder = resolved_out.relative_to(split_dir).parts[0]
-        if name_key(folder) in {name_key(name) for name in (*SPLITS, AUGMENTED_TRAIN)}:
-            raise UserError(f"--out {out} is inside {folder}/ of the split in {split_dir}, whose images it would "
-                            f"mix with; choose an --out outside it, e.g. --out "
-                            f"{shell_path(_folder_apart(split_dir, source.resolve().name))}.")
+    if enclosing := enclosing_split(out):
+        split_dir, folder = enclosing
+        raise UserError(f"--out {out} is inside {folder}/ of the split in {split_dir}, whose images it would "
+                        f"mix with; choose an --out outside it, e.g. --out "
+                        f"{shell_path(_folder_apart(split_dir, source.resolve().name))}.")
     return source, out
 
 
