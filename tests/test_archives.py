@@ -1146,6 +1146,16 @@ def test_zipper_script_refuses_a_backslash_name_with_one_line(tmp_path, dataset)
     assert "back\\slash.jpg" in refused.stderr and not (tmp_path / "d.zip").exists()
 
 
+
+@pytest.mark.parametrize("name", ["d.tar.gz", "d.tgz", "d.tar", "d.7z", "D.RAR"])
+def test_zipper_script_refuses_an_out_named_as_another_kind_of_archive(tmp_path, dataset, name):
+    """It wrote a zip named d.tar.gz with exit 0: tar refuses it, and so does a person who trusts the name."""
+    refused = run_script("DataZipper.py", dataset, "--out", tmp_path / name)
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert f"--out {tmp_path / name} is named as" in line and "writes a zip" in line
+    assert not (tmp_path / name).exists()
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATASETS / "cifake-trainsplit.zip").exists(), reason="needs ../shared/datasets")
 def test_unzipper_extracts_the_real_cifake_archive(tmp_path):
