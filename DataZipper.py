@@ -26,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from realvsai.archives import zip_folder
+from realvsai.archives import archive_stem, is_archive, zip_folder
 from realvsai.cli import make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.files import human_bytes, working_on
 
@@ -40,7 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="replace --out if it exists (one that already holds these files is kept without it)")
     parser.add_argument("--verify", action="store_true",
                         help="read the archive back and check every CRC-32 before giving it its name")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is not None and is_archive(args.out) and not args.out.name.lower().endswith(".zip"):
+        # A zip named d.tar.gz: tar refuses it, and the name misleads whoever receives it.
+        stem = archive_stem(args.out)
+        parser.error(f"--out {args.out} is named as a {args.out.name[len(stem):]} archive, but DataZipper.py writes "
+                     f"a zip: name it {args.out.with_name(stem + '.zip')}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
