@@ -971,6 +971,14 @@ def test_an_archive_of_the_same_names_but_damaged_or_doubled_is_not_taken_for_th
         zip_folder(dataset, out, verify=True)
 
 
+def test_zipping_a_folder_without_files_says_what_to_give_instead(tmp_path):
+    """It said "models has no files to zip." and no more."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "link").symlink_to(tmp_path)  # left out, as every symlink
+    with pytest.raises(UserError, match=r"has no files to zip\b.*Give a folder that holds files"):
+        zip_folder(tmp_path / "models", tmp_path / "models.zip")
+    assert not (tmp_path / "models.zip").exists()
+
 def test_zipping_refuses_to_write_inside_the_folder(tmp_path, dataset):
     with pytest.raises(UserError, match="inside"):
         zip_folder(dataset, dataset / "REAL" / "self.zip")
