@@ -630,7 +630,8 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
         return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size,
                          unchanged=True)
     if not files and not empty_folders:
-        raise UserError(f"{folder} has no files to zip.")
+        raise UserError(f"{folder} has no files to zip (symlinks are left out). Give a folder that holds files, "
+                        "e.g. data/train.")
     for name in [*files, *empty_folders]:
         try:
             name.encode("utf-8")
