@@ -448,7 +448,8 @@ def test_resume_of_a_run_inside_its_data_says_to_move_it_out_and_the_move_resume
     assert run_dir == tmp_path / "models" / "t7" and config.data == data
 
 
-@pytest.mark.parametrize("name", ["..", ".", "", "runs/art", "runs\\art", "/tmp/art", "../art"])
+@pytest.mark.parametrize("name", ["..", ".", "", "runs/art", "runs\\art", "/tmp/art", "../art",
+                                  pytest.param("x" * 256, id="over_255_bytes")])
 @pytest.mark.parametrize("mode", [[], ["--resume"], ["--demo"]], ids=["train", "resume", "demo"])
 def test_cli_run_name_must_be_a_plain_folder_name(tmp_path, capsys, monkeypatch, cli, name, mode):
     monkeypatch.chdir(tmp_path)  # --demo would write data/demo/ here
