@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from realvsai.errors import UserError
-from realvsai.files import claimed_by, is_inside, numbered, temporary_of
+from realvsai.files import MAX_NAME_BYTES, claimed_by, is_inside, numbered, temporary_of
 
 # A split's files beside its train/ validation/ test/ (splitting).
 MANIFEST_NAME = "manifest.csv"  # one row per file the split placed
@@ -266,8 +266,12 @@ def monitor_of(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def run_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a run's folder inside OUT, or None when it can."""
-    return None if _RUN_NAME.fullmatch(name) else (
-        f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), without '/' or '\\'")
+    if not _RUN_NAME.fullmatch(name):
+        return (f"{name!r} is not a plain folder name: use letters, digits, '-', '_' and '.' (not first), without "
+                "'/' or '\\'")
+    if (size := len(os.fsencode(name))) > MAX_NAME_BYTES:
+        return f"{name[:20]!r}... is {size:,} bytes, longer than a folder name may be ({MAX_NAME_BYTES}): shorten it"
+    return None
 
 
 def epochs_problem(head_epochs: int, fine_tune_epochs: int) -> str | None:
