@@ -479,6 +479,7 @@ def test_cli_image_size_below_the_backbones_minimum_is_a_command_line_error(tmp_
     ["--batch-size", "1000000"], ["--head-epochs", "-1"], ["--fine-tune-epochs", "-1"],
     ["--head-epochs", "0", "--fine-tune-epochs", "0"], ["--fine-tune-blocks", "-1"], ["--head-units", "0"],
     ["--stop-patience", "0"], ["--early-stopping-patience", "0"], ["--seed", "-1"], ["--l2", "x"],
+    ["--max-pixels", str(2**62 + 1)],
 ], ids=" ".join)
 def test_cli_values_no_run_can_use_are_command_line_errors(tmp_path, capsys, cli, flags):
     with pytest.raises(SystemExit) as exit_info:
