@@ -69,7 +69,6 @@ from realvsai.cli import (
     make_parser,
     nonempty_path,
     plural,
-    positive_int,
     run_main,
     setup_logging,
     tensorflow_logs_filtered,
@@ -189,7 +188,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="a run folder, its model.h5 or its model.json: predict every image in --input "
                                "(and its sub-folders) into OUT/predictions.csv")
     evaluate.add_argument("--input", type=nonempty_path, help="folder of images, of unknown class, to --predict")
-    evaluate.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
+    evaluate.add_argument("--max-pixels", type=bounded(int, "max_pixels"), default=MAX_IMAGE_PIXELS,
                           help="images with more pixels, as the model decodes them (in resize mode a large JPEG "
                                "reduced: a 200 MP phone photo passes), are skipped unread and named (decompression "
                                "bombs); raise it for larger scans, in training as for the split")
