@@ -353,6 +353,17 @@ def test_a_size_over_max_pixels_is_bad_usage_naming_both_flags(data, capsys):
     assert not (data / "augmented_train").exists()
 
 
+
+def test_a_max_pixels_too_large_for_tensorflow_is_bad_usage(data, capsys):
+    """--max-pixels 99999999999999999999999 ended in an OverflowError traceback from TensorFlow, which takes the
+    limit as an int64, once augmented_train/ had been made."""
+    with pytest.raises(SystemExit) as exit_info:
+        augment(data, "--max-pixels", "99999999999999999999999")
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--max-pixels 99999999999999999999999 is out of range" in line
+    assert not (data / "augmented_train").exists()
+
 def test_files_in_train_that_are_not_images_read_here_are_counted_in_one_line(data, capsys):
     (data / "train" / "REAL" / "notes.txt").write_text("my notes\n")
     Image.new("P", (8, 8)).save(data / "train" / "REAL" / "palette.gif")
