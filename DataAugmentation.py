@@ -71,7 +71,7 @@ from realvsai.cli import (
     setup_logging,
     tensorflow_logs_filtered,
 )
-from realvsai.config import MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name, shell_path
+from realvsai.config import LIMITS, MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name, shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.layout import AUGMENTED_TRAIN, TRAIN, name_key, refuse_unsplit_download
@@ -173,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     if args.copies > MAX_COPIES:
         parser.error(f"--copies {args.copies} is over {MAX_COPIES:,} copies of each image; give fewer (copies of "
                      "one image differ by their transformations alone)")
+    if args.max_pixels not in LIMITS["max_pixels"]:  # TensorFlow's decoders take the limit as an int64
+        parser.error(f"--max-pixels {args.max_pixels} is out of range: give a value {LIMITS['max_pixels']}")
     if args.size is not None and args.size * args.size > args.max_pixels:
         # The guard the sources get: a copy is decoded, augmented and encoded as a source image is (--size 9,000 on
         # 32 px sources peaks at 4.1 GB, the float32 squares the resize makes; 13.3 GB before copies were banded).
