@@ -852,6 +852,25 @@ def test_evaluate_or_predict_out_inside_the_folder_it_reads_is_bad_usage(tmp_pat
     assert cli(command) == 0 and snapshot(images) == before  # the advice, followed
 
 
+@pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
+def test_evaluate_or_predict_of_a_model_inside_the_folder_it_reads_says_to_give_an_out_outside_it(
+        tmp_path, make_class_folder, capsys, cli, mode):
+    """--predict models/art --input models said another run read models and to wait for it to finish: the run's
+    own claim on what it reads, around its default output folder beside the model. No wait helped."""
+    images = make_class_folder(tmp_path / "photos", {"FAKE": 2, "REAL": 2})
+    run = tiny_saved_run(images / "REAL" / "art")
+    before = snapshot(images)
+    reads = "--test-dir" if mode == "--evaluate" else "--input"
+    command = [mode, str(run), reads, str(images), "--quiet"]
+    assert cli(command) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "another run" not in error
+    beside = run / ("eval-" if mode == "--evaluate" else "predictions-")
+    assert (f"error: the folder for the results beside the model, {beside}" in error
+            and f"lies inside {reads} {images}" in error and "give --out a folder outside it" in error), error
+    assert snapshot(images) == before
+    assert cli([*command, "--out", str(tmp_path / "out")]) == 0  # the advice, followed
+
 @pytest.mark.parametrize("splits", [("train", "validation", "test"), ("Train", "Valid", "TEST")])
 def test_evaluate_on_a_dataset_folder_names_its_test_split_not_a_rename(tmp_path, make_class_folder, capsys, cli,
                                                                        splits):
