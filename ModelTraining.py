@@ -58,7 +58,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -219,12 +219,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--out {args.out} is a training run's folder (it holds {MODEL_JSON_FILE}), whose own results "
                      f"--{reading} would be mixed with. Give a folder of its own, or leave --out out for {default} "
                      "beside the model")
-    for read in (args.test_dir or []) if reading == "evaluate" else [args.input] if reading == "predict" else []:
-        if args.out is not None and (is_inside(args.out, read) or os.path.realpath(args.out) == os.path.realpath(read)):
-            # Its results would be read back: as a class folder by --evaluate and training, as input by --predict.
-            parser.error(f"--out {args.out} lies inside {'--test-dir' if reading == 'evaluate' else '--input'} "
-                         f"{read}, where its files would be read with the images the next time; leave --out out for a "
-                         f"folder beside the model, or choose one outside {read}")
+    reads = (args.test_dir or []) if reading == "evaluate" else [args.input] if reading == "predict" else []
+    if args.out is not None and (read := folder_it_reads(args.out, reads)) is not None:
+        parser.error(f"--out {args.out} lies inside {'--test-dir' if reading == 'evaluate' else '--input'} "
+                     f"{read}, where its files would be read with the images the next time; leave --out out for a "
+                     f"folder beside the model, or choose one outside {read}")
     mode = next((mode for mode in MODE_FLAGS if getattr(args, mode)), None)
     ignored = ignored_flags(parser, argv, args, MODE_FLAGS[mode]) if mode else []
     if ignored and mode == "demo":
@@ -277,6 +276,22 @@ def ignored_flags(parser: argparse.ArgumentParser, argv: list[str] | None, args:
 
 class _Unset(list):
     """``ignored_flags``' mark of a flag that was not given."""
+
+
+def folder_it_reads(out: Path, reads: Sequence[Path]) -> Path | None:
+    """The folder of ``reads`` that ``out`` is or lies inside, or None. Results written there would be read back: as
+    a class folder by --evaluate and training, as input by --predict."""
+    return next((read for read in reads
+                 if is_inside(out, read) or os.path.realpath(out) == os.path.realpath(read)), None)
+
+
+def refuse_results_beside_a_model_inside(out_dir: Path, reads: Sequence[Path], flag: str) -> None:
+    """UserError when ``out_dir``, the default folder for --evaluate's or --predict's results beside the model, lies
+    inside a folder the run reads (``flag``): the model does too. (The run's claim on what it reads would refuse it
+    as if another run read there.)"""
+    if (read := folder_it_reads(out_dir, reads)) is not None:
+        raise UserError(f"the folder for the results beside the model, {out_dir}, lies inside {flag} {read}, where "
+                        "its files would be read with the images the next time; give --out a folder outside it.")
 
 
 def weights_choice(text: str) -> str:
@@ -353,6 +368,8 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
         scanned = evaluation.check_folders(loaded.info, test_dirs, max_pixels)  # refused before a folder is announced
         default_name = output_name("eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs))
         requested = Path(out_dir) if out_dir is not None else loaded.path / default_name
+        if out_dir is None:  # a given one was checked with the command line
+            refuse_results_beside_a_model_inside(requested, test_dirs, "--test-dir")
         writing = claim.enter_context(evaluation.claimed_output_folder(requested, given=out_dir is not None))
         metrics = evaluation.evaluate_folders(model, loaded.info, [Path(test_dir) for test_dir in test_dirs],
                                               writing, batch_size=batch_size, robustness=robustness,
@@ -521,6 +538,8 @@ def run_prediction(args: argparse.Namespace) -> None:
         prediction.check_input(args.input)  # before the model loads and an output folder is announced
         model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
         requested = args.out or loaded.path / output_name(f"predictions-{args.input.resolve().name}")
+        if args.out is None:  # a given one was checked with the command line
+            refuse_results_beside_a_model_inside(requested, [args.input], "--input")
         # Earlier predictions are never replaced, nor those of a run writing at the same time.
         out_dir = claim.enter_context(evaluation.claimed_output_folder(requested, given=args.out is not None))
         summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
