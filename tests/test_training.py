@@ -853,6 +853,21 @@ def test_evaluate_or_predict_out_inside_the_folder_it_reads_is_bad_usage(tmp_pat
 
 
 @pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
+def test_evaluate_or_predict_out_around_the_folder_it_reads_is_bad_usage(tmp_path, make_class_folder, capsys, cli,
+                                                                         mode):
+    """--test-dir data/test --out data said another run read data and to wait for it to finish: the run's own claim
+    on what it reads, inside the folder it writes. No wait helped."""
+    run = tiny_saved_run(tmp_path / "models" / "art")
+    images = make_class_folder(tmp_path / "data" / "test", {"FAKE": 2, "REAL": 2})
+    reads = "--test-dir" if mode == "--evaluate" else "--input"
+    with pytest.raises(SystemExit) as stopped:
+        cli([mode, str(run), reads, str(images), "--out", str(tmp_path / "data"), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2 and "another run" not in error, error
+    assert f"error: --out {tmp_path / 'data'} holds {reads} {images}, which" in error, error
+    assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["test"]
+
+@pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
 def test_evaluate_or_predict_of_a_model_inside_the_folder_it_reads_says_to_give_an_out_outside_it(
         tmp_path, make_class_folder, capsys, cli, mode):
     """--predict models/art --input models said another run read models and to wait for it to finish: the run's
