@@ -398,6 +398,25 @@ def test_training_refuses_data_it_cannot_read_before_it_lists_its_settings(tmp_p
     assert "settings:" not in err
 
 
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--positive-class", "NOPE"], "--positive-class NOPE: no such class"),
+    (["--weights", "notes.txt"], "--weights notes.txt is corrupt, truncated or not an HDF5 weights file"),
+], ids=["positive_class", "weights"])
+def test_training_refuses_settings_it_cannot_use_before_it_lists_them(tmp_path, monkeypatch, capsys, cli,
+                                                                       make_class_folder, flags, said):
+    """--positive-class NOPE, or a --weights file that holds no weights, printed the settings table (about 30 lines)
+    above the one line that mattered, as --data nope did."""
+    monkeypatch.chdir(tmp_path)
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"FAKE": 2, "REAL": 2})
+    (tmp_path / "notes.txt").write_text("not weights\n")
+    code = cli(["--data", "data", "--out", "models", "--name", "x", "--image-size", "32", *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and said in err.strip().splitlines()[-1], err
+    assert "settings:" not in err
+    assert not (tmp_path / "models" / "x").exists()
+
+
 def test_cli_refuses_an_existing_run_in_one_line(tmp_path, make_class_folder, capsys, cli):
     make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
     (tmp_path / "models" / "taken" / "backup").mkdir(parents=True)
