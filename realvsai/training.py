@@ -172,7 +172,6 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     policy = _set_up_keras(config, backend)
     train_images, validation_images, test_images, digest, images_record = _read_data(config, strategy)
     _refuse_other_data(config, started, digest)
-    logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
     class_names = train_images.class_names
     positive_class = _positive_class(class_names, config.positive_class)
     positive_index = class_names.index(positive_class) if positive_class else None
@@ -188,6 +187,8 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         model = model_module.build_model(len(class_names), **config.model_options())
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_settings(run_dir, config, digest, backend)
+    # Listed once every setting proved usable and the run folder took them: never above the line refusing one.
+    logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
     model_info: dict[str, Any] = {
         "class_names": class_names,
         "image_size": config.image_size,
