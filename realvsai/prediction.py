@@ -86,13 +86,13 @@ def predict_images(predictor: Predictor, images: LabelledImages, *, verbose: int
     """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode.
 
     The files stream through ``data.make_dataset`` (at the predictor's image size and input mode) into the run's
-    one predict path, every batch padded to the predictor's batch size.
+    one predict path, every batch padded to the predictor's ``rows_for`` them.
     """
     import tensorflow as tf
 
     from realvsai.data import make_dataset
 
-    batch_size, info = predictor.batch_size, predictor.info
+    batch_size, info = predictor.rows_for(len(images)), predictor.info
     # Labels become file indices: the pipeline drops files it cannot decode, so each row carries its file's.
     indexed = dataclasses.replace(images, labels=list(range(len(images))))
     dataset = make_dataset(indexed, batch_size=batch_size, image_size=info.image_size, shuffle=False, cache_bytes=0,

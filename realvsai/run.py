@@ -556,14 +556,17 @@ class Predictor:
         index = keras.Input((), dtype="int32", name="index")
         return keras.Model([pixels, index], [predictor(pixels), keras.layers.Identity()(index)])
 
+    def rows_for(self, count: int) -> int:
+        """The rows a batch of ``count`` images is padded to: ``batch_size``, or below it the next power of two, so
+        one upload costs one row, not a full batch (nor 6 photos a --batch-size of 65,536), and the model still
+        sees at most log2(batch_size) + 2 shapes (JAX compiles each once)."""
+        return min(self.batch_size, 1 << max(0, count - 1).bit_length())
+
     def pad(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``pixels`` (N, ...) padded with zero rows, and their indices (-1: padding): to a multiple of
-        ``batch_size``, or below it to the next power of two, so one upload costs one row, not a full batch,
-        and the model still sees at most log2(batch_size) + 2 shapes (JAX compiles each once)."""
+        ``batch_size``, or below it to ``rows_for``."""
         count = len(pixels)
-        padded = -(-count // self.batch_size) * self.batch_size
-        if count < self.batch_size:
-            padded = min(padded, 1 << max(0, count - 1).bit_length())
+        padded = -(-count // self.batch_size) * self.batch_size if count > self.batch_size else self.rows_for(count)
         rows = np.zeros((padded, *pixels.shape[1:]), np.float32)
         rows[:count] = pixels
         return rows, np.concatenate([np.arange(count), np.full(padded - count, -1)]).astype(np.int32)
@@ -586,7 +589,7 @@ class Predictor:
 
     def predict_indexed(self, inputs: Any, num_rows: int, verbose: int | str = 0) -> np.ndarray:
         """Probabilities (``num_rows``, classes) from ``inputs``, a dataset of ``((pixels, indices),)`` batches of
-        ``batch_size`` rows (``pad``); a row whose file the pipeline could not decode stays NaN."""
+        ``rows_for(num_rows)`` rows; a row whose file the pipeline could not decode stays NaN."""
         import warnings
 
         with warnings.catch_warnings():
