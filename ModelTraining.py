@@ -220,15 +220,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      f"--{reading} would be mixed with. Give a folder of its own, or leave --out out for {default} "
                      "beside the model")
     reads = (args.test_dir or []) if reading == "evaluate" else [args.input] if reading == "predict" else []
+    flag = "--test-dir" if reading == "evaluate" else "--input"
     if args.out is not None and (read := folder_it_reads(args.out, reads)) is not None:
-        parser.error(f"--out {args.out} lies inside {'--test-dir' if reading == 'evaluate' else '--input'} "
-                     f"{read}, where its files would be read with the images the next time; leave --out out for a "
-                     f"folder beside the model, or choose one outside {read}")
+        parser.error(f"--out {args.out} lies inside {flag} {read}, where its files would be read with the images the "
+                     f"next time; leave --out out for a folder beside the model, or choose one outside {read}")
     if args.out is not None and (read := next((read for read in reads if is_inside(read, args.out)), None)):
         # Its claim on the folder it writes would take in what it reads, and refuse it as another run's.
-        parser.error(f"--out {args.out} holds {'--test-dir' if reading == 'evaluate' else '--input'} {read}, which "
-                     "the run reads while it writes there; leave --out out for a folder beside the model, or choose "
-                     f"one beside {read}")
+        parser.error(f"--out {args.out} holds {flag} {read}, which the run reads while it writes there; leave --out "
+                     f"out for a folder beside the model, or choose one beside {read}")
     mode = next((mode for mode in MODE_FLAGS if getattr(args, mode)), None)
     ignored = ignored_flags(parser, argv, args, MODE_FLAGS[mode]) if mode else []
     if ignored and mode == "demo":
