@@ -607,6 +607,15 @@ def test_app_py_help_imports_neither_tensorflow_nor_scikit_learn():
     assert not imported & {"tensorflow", "keras", "sklearn"}
 
 
+def test_app_py_run_with_python_ends_in_one_error_line_naming_the_streamlit_command():
+    """``python App.py`` said how to start the app without the ``error:`` every other refusal begins with."""
+    finished = run_script("App.py", timeout=120)
+
+    assert finished.returncode == 2
+    assert finished.stderr.strip().splitlines() == [
+        "error: App.py is a Streamlit app, not a script: start it with streamlit run App.py [-- --model PATH]"]
+
+
 def test_a_bad_app_option_is_shown_on_the_page_not_a_blank_one(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["App.py", "--batch-size", "0"])
     app = AppTest.from_file(str(APP), default_timeout=60)
