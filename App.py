@@ -696,5 +696,6 @@ if __name__ == "__main__":
         main()  # under Streamlit: no sys.exit, which would end the script run rather than a process
     else:
         parse_args()  # so that `python App.py --help` shows the options
-        print("Start the app with Streamlit: streamlit run App.py [-- --model PATH]", file=sys.stderr)
+        print("error: App.py is a Streamlit app, not a script: start it with streamlit run App.py [-- --model PATH]",
+              file=sys.stderr)
         sys.exit(EXIT_USAGE)
