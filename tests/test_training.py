@@ -886,6 +886,7 @@ def test_evaluate_or_predict_out_around_the_folder_it_reads_is_bad_usage(tmp_pat
     assert f"error: --out {tmp_path / 'data'} holds {reads} {images}, which" in error, error
     assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["test"]
 
+
 @pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
 def test_evaluate_or_predict_of_a_model_inside_the_folder_it_reads_says_to_give_an_out_outside_it(
         tmp_path, make_class_folder, capsys, cli, mode):
