@@ -388,8 +388,22 @@ def test_predict_on_a_folder_where_no_file_is_a_readable_image_fails_with_one_li
                                "--quiet"]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == (f"error: no file in {tmp_path / 'photos'} could be predicted (2 files there, each listed with "
-                    f"why in {out / 'unreadable.csv'}). Give --input a folder of images.")
+                    f"why in {out / 'unreadable.csv'}; empty.png: empty file (0 bytes)). Fix that, or give --input a "
+                    "folder of images.")
     assert len(read_rows(out / "unreadable.csv")) == 2
+
+
+def test_predict_where_every_image_is_over_max_pixels_says_so_in_its_one_line(tmp_path, capsys):
+    """--max-pixels 1 ended "Give --input a folder of images" for a folder of images: the why was in unreadable.csv
+    alone, and the line sent the user the wrong way."""
+    run = write_run(tmp_path / "models", "run")
+    (tmp_path / "photos").mkdir()
+    write_image(tmp_path / "photos" / "a.png", seed=1, size=(40, 30))
+
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos"), "--out",
+                               str(tmp_path / "predicted"), "--max-pixels", "1", "--quiet"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "; a.png: 40x30 pixels is more than the limit of 1 pixels" in line and "--max-pixels raises it" in line
 
 
 def test_file_names_that_a_spreadsheet_would_run_as_formulas_are_written_as_text(tmp_path, binary_model):
