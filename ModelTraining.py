@@ -555,9 +555,10 @@ def run_prediction(args: argparse.Namespace) -> None:
     finally:
         claim.close()
     if not sum(summary.counts.values()):  # every file was unreadable (an empty folder is refused before)
+        name, why = summary.unreadable[0]  # the why, for the fix may be a flag (--max-pixels), not other files
         raise UserError(f"no file in {args.input} could be predicted ({plural(len(summary.unreadable), 'file')} "
-                        f"there, each listed with why in {out_dir / UNREADABLE_FILE}). Give --input a folder of "
-                        "images.")
+                        f"there, each listed with why in {out_dir / UNREADABLE_FILE}; {name}: {why}). Fix that, or "
+                        "give --input a folder of images.")
     print(summary.describe(args.input))
 
 

@@ -388,7 +388,7 @@ def test_predict_on_a_folder_where_no_file_is_a_readable_image_fails_with_one_li
                                "--quiet"]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == (f"error: no file in {tmp_path / 'photos'} could be predicted (2 files there, each listed with "
-                    f"why in {out / 'unreadable.csv'}; empty.png: empty file (0 bytes)). Fix that, or give --input a "
+                    f"why in {out / 'unreadable.csv'}; empty.png: the file is empty). Fix that, or give --input a "
                     "folder of images.")
     assert len(read_rows(out / "unreadable.csv")) == 2
 
