@@ -56,20 +56,21 @@ def check_deletable(location: Path, protected: Sequence[Path], allowed_roots: Se
         raise UserError(f"refusing to delete {location}: it is the root of a file system.")
     key = _key(location)
     for folder in (Path(folder).resolve() for folder in protected):
-        if key == _key(folder) or key in _key(folder).parents:
-            raise UserError(f"refusing to delete {location}: it {'is' if key == _key(folder) else 'holds'} the "
+        if (folder_key := _key(folder)) == key or key in folder_key.parents:
+            raise UserError(f"refusing to delete {location}: it {'is' if key == folder_key else 'holds'} the "
                             f"protected folder {folder} (the file-system root, your home folder or this "
                             "repository). Give a folder inside data/ or models/.")
     roots = [Path(root).resolve() for root in allowed_roots]
+    root_keys = set(map(_key, roots))
     if repository is not None and _key(Path(repository).resolve()) in key.parents and not any(
             root == location or root in location.parents for root in roots):
         raise UserError(f"refusing to delete {location}: it is part of the repository {Path(repository).resolve()}, "
                         f"whose files DataDeleter never deletes, --allow-outside or not (only those inside "
                         f"{' or '.join(map(str, roots))}). Delete it yourself if you really mean it.")
-    if not allow_outside and key in map(_key, roots):
+    if not allow_outside and key in root_keys:
         raise UserError(f"refusing to delete {location} itself (it holds a README the project keeps). "
                         "Delete the folders inside it instead.")
-    if key.parent in map(_key, roots) and key.name == name_key("README.md"):  # part of the repository, as its code
+    if key.parent in root_keys and key.name == name_key("README.md"):  # part of the repository, as its code
         raise UserError(f"refusing to delete {location}: it is the README the project keeps there. Delete the "
                         "folders beside it instead.")
     if not allow_outside and not any(root in location.parents for root in roots):
