@@ -12,7 +12,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import PHOTO_LIMIT, REPO, SHARED_DATASETS, one_error_line, phone_photo, run_script, write_image
+from conftest import (
+    PHOTO_LIMIT,
+    REPO,
+    SHARED_DATASETS,
+    one_error_line,
+    phone_photo,
+    run_script,
+    snapshot,
+    write_image,
+)
 from test_cli import drop_a_ctrl_c
 
 import DataAugmentation
@@ -112,6 +121,27 @@ def test_a_split_into_a_folder_of_another_split_dataset_names_the_merge_first(tm
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"Next: merge it into the split beside it: python DataMerger.py {data / 'photos'} --into {data} "
         f"(or train on it alone: python ModelTraining.py --data {data / 'photos'})")
+
+
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
+@pytest.mark.parametrize("out, what", [("flat/REAL", "is a class folder of images"),
+                                       ("flat/REAL/split", "lies inside a class folder of images"),
+                                       ("models/run", "is a training run's folder")])
+def test_a_split_into_a_class_folder_or_a_run_folder_is_refused_in_one_line(tmp_path, make_class_folder, script, out,
+                                                                             what):
+    """--out flat/REAL wrote train/, validation/ and test/ among the images of REAL, which the next split of flat
+    read as images of REAL; --out models/run wrote them among a training run's files."""
+    for seed, group in enumerate(["train", "test"] if script == "DataSplitD2.py" else [""]):
+        make_class_folder(tmp_path / "raw" / group, {"REAL": 4, "FAKE": 4}, seed=seed)
+    make_class_folder(tmp_path / "flat", {"REAL": 2, "FAKE": 2}, seed=5)
+    (tmp_path / "models" / "run").mkdir(parents=True)
+    (tmp_path / "models" / "run" / "model.json").write_text("{}")
+    before, paths = snapshot(tmp_path), sorted(tmp_path.rglob("*"))
+
+    line = one_error_line(run_script(script, tmp_path / "raw", "--out", tmp_path / out))
+
+    assert line.startswith(f"error: --out {tmp_path / out} {what}") and "Choose an --out of its own" in line, line
+    assert snapshot(tmp_path) == before and sorted(tmp_path.rglob("*")) == paths
 
 
 def test_each_step_ends_with_the_next_steps_command_that_runs_for_a_folder_with_a_space(tmp_path, make_class_folder,
