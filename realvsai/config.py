@@ -52,6 +52,14 @@ DATA_DIGEST_KEY = "data_digest"  # data.data_digest of the train and validation 
 # other random numbers for the same seeds, so a resumed run must go on with the one it started on.
 BACKEND_KEY = "backend"
 TRAINED_FILE = "trained.json"  # in BACKUP_DIR: training is over (the history and model.json's content)
+# The files that make a folder a training run's: its settings from the start, model.h5 from the first epoch on.
+RUN_MARKS = (MODEL_FILE, MODEL_JSON_FILE, f"{BACKUP_DIR}/{RUN_CONFIG_FILE}")
+
+
+def run_mark(folder: Path) -> str | None:
+    """The first of ``RUN_MARKS`` that ``folder`` holds (it is a training run's folder), or None."""
+    return next((mark for mark in RUN_MARKS if (Path(folder) / mark).is_file()), None)
+
 
 BACKBONES = ("resnet50", "resnet101", "resnet152")
 # "detector" keeps the pixel-level traces that tell generated images apart (whole-pixel shifts,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from realvsai.archives import is_archive
 from realvsai.cli import printable
-from realvsai.config import MANIFEST_NAME, shell_path
+from realvsai.config import MANIFEST_NAME, PREDICTIONS_FILE, run_mark, shell_path
 from realvsai.errors import UserError
 from realvsai.files import MAX_NAME_BYTES, list_images, name_key, write_csv
 
@@ -66,6 +66,42 @@ def enclosing_split(folder: Path) -> tuple[Path, str] | None:
         if name_key(inner) in own_folders:
             return split_dir, inner
     return None
+
+
+def class_folder_around(folder: Path) -> tuple[Path, Path] | None:
+    """The class folder of images that ``folder`` is or would be made in, with one of its images, or None: the
+    nearest existing folder at or above ``folder``, where it holds images of its own (flat/REAL) and neither a
+    manifest.csv (a dataset's) nor a predictions.csv (results, whose plots are images too). What a step writes there
+    would be read as images of that class the next time."""
+    existing = next((path for path in (Path(folder), *Path(folder).parents) if os.path.lexists(path)), None)
+    if existing is None or not existing.is_dir() or any((existing / name).is_file()
+                                                         for name in (MANIFEST_NAME, PREDICTIONS_FILE)):
+        return None
+    try:
+        images = list_images(existing)
+    except OSError:  # a folder that cannot be listed: the step's own write there says why
+        return None
+    return (existing, images[0]) if images else None
+
+
+def refuse_unfit_dataset_folder(folder: Path, flag: str) -> None:
+    """A UserError when ``folder`` (``flag``: a splitter's --out, DataMerger's --into), where a dataset's train/,
+    validation/ and test/ go, holds no manifest.csv and is a training run's folder, or is or lies inside a class
+    folder of images (``class_folder_around``): the split folders would be mixed with the run's files, or read as
+    images of that class."""
+    folder = Path(folder)
+    if (folder / MANIFEST_NAME).is_file():
+        return
+    fix = f"Choose an {flag} of its own, e.g. {flag} data."
+    if mark := run_mark(folder):
+        raise UserError(f"{flag} {folder} is a training run's folder (it holds {mark}): train/, validation/ and "
+                        f"test/ there would be mixed with the run's files. {fix}")
+    if found := class_folder_around(folder):
+        classes, image = found
+        where = "is" if classes == folder else "lies inside"
+        holder = "it" if classes == folder else str(classes)
+        raise UserError(f"{flag} {folder} {where} a class folder of images ({holder} holds {image.name}): train/, "
+                        f"validation/ and test/ there would be read as images of {classes.name} the next time. {fix}")
 
 
 def subfolders(folder: Path) -> list[Path]:

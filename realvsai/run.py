@@ -34,6 +34,7 @@ from realvsai.config import (
     MODEL_JSON_FILE,
     RUN_CONFIG_FILE,
     resume_command,
+    run_mark,
     shell_path,
 )
 from realvsai.errors import UserError
@@ -424,10 +425,9 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
     and the run folders skipped, why (one without model.h5 too: killed in its first epoch, or copied without it)."""
     models_dir = Path(models_dir)
     runs, skipped = [], []
-    # A folder with none of these is not a run (notes); one without model.h5 is skipped with why (read_run).
-    marks = (MODEL_FILE, MODEL_JSON_FILE, f"{BACKUP_DIR}/{RUN_CONFIG_FILE}")
-    folders = sorted(child for child in models_dir.iterdir() if not child.name.startswith(".")
-                     and any((child / mark).is_file() for mark in marks)) if models_dir.is_dir() else []
+    # A folder with no run mark is not a run (notes); one without model.h5 is skipped with why (read_run).
+    folders = (sorted(child for child in models_dir.iterdir() if not child.name.startswith(".") and run_mark(child))
+               if models_dir.is_dir() else [])
     for folder in folders:
         try:
             run = read_run(folder)

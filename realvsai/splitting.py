@@ -65,6 +65,7 @@ from realvsai.layout import (
     refuse_nested_copy,
     refuse_one_split_of_a_download,
     refuse_split_folders,
+    refuse_unfit_dataset_folder,
     rename_classes,
     rename_option,
     subfolders,
@@ -743,6 +744,7 @@ def _check_paths(source: Path, out: Path) -> tuple[Path, Path]:
         raise UserError(f"--out {out} is inside {folder}/ of the split in {split_dir}, whose images it would "
                         f"mix with; choose an --out outside it, e.g. --out "
                         f"{shell_path(_folder_apart(split_dir, source.resolve().name))}.")
+    refuse_unfit_dataset_folder(out, "--out")
     return source, out
 
 
