@@ -642,6 +642,16 @@ def test_an_into_that_holds_class_folders_of_images_is_refused(first, tmp_path, 
     assert snapshot(flat) == before
 
 
+def test_an_into_that_holds_images_of_its_own_is_refused(first, tmp_path, make_class_folder):
+    """--into flat/REAL merged train/ and test/ in among the images of REAL, which the next split of flat read as
+    images of REAL."""
+    flat = make_class_folder(tmp_path / "flat", {"REAL": 2, "FAKE": 2})
+    before, paths = snapshot(flat), sorted(flat.rglob("*"))
+    with pytest.raises(UserError, match=r"^--into .*REAL is a class folder of images \(it holds img_000\.png\)"):
+        merge_datasets([first], flat / "REAL")
+    assert snapshot(flat) == before and sorted(flat.rglob("*")) == paths
+
+
 def test_a_dataset_folder_named_like_a_split_can_be_merged_into(first, second, tmp_path):
     into = shutil.copytree(first, tmp_path / "test")  # holds train/ and test/: a dataset, not a split
     report = merge_datasets([second], into)
