@@ -42,6 +42,7 @@ from realvsai.layout import (
     read_manifest,
     read_split_classes,
     refuse_missing_folder,
+    refuse_unfit_dataset_folder,
     rename_option,
     split_folder_error,
     subfolders,
@@ -407,6 +408,7 @@ def _check_folders(sources: Sequence[Path], into: Path) -> None:
         raise UserError(f"--into {into} is inside {folder}/ of the split in {split_dir}, whose images it would mix "
                         f"with; nothing was written. Merge into the dataset folder itself: --into "
                         f"{shell_path(split_dir)}.")
+    refuse_unfit_dataset_folder(into, "--into")
     resolved_into, resolved_sources = into.resolve(), [source.resolve() for source in sources]
     for index, source in enumerate(sources):
         if resolved_sources[index] in resolved_sources[:index]:
