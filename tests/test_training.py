@@ -872,6 +872,36 @@ def test_evaluate_or_predict_out_inside_the_folder_it_reads_is_bad_usage(tmp_pat
 
 
 @pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
+@pytest.mark.parametrize("out, where", [("REAL", "is"), ("REAL/results", "lies inside")])
+def test_evaluate_or_predict_out_in_a_class_folder_of_images_is_bad_usage(tmp_path, make_class_folder, capsys, mode,
+                                                                          out, where):
+    """--evaluate RUN --test-dir mine --out flat/REAL wrote its PNG plots among the images of another dataset's
+    class REAL, where the next split, training or evaluation of flat read them as images of REAL."""
+    images = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    flat = make_class_folder(tmp_path / "flat", {"FAKE": 2, "REAL": 2}, seed=3)
+    reads = "--test-dir" if mode == "--evaluate" else "--input"
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args([mode, str(tmp_path / "models" / "art"), reads, str(images), "--out", str(flat / out)])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2, error
+    assert f"error: --out {flat / out} {where} a class folder of images (" in error, error
+
+
+@pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
+def test_evaluate_or_predict_out_that_holds_earlier_results_is_not_taken_for_a_class_folder(tmp_path,
+                                                                                             make_class_folder, mode):
+    """An --evaluate's folder holds its PNG plots beside predictions.csv: given as --out again, it is not a class
+    folder of images (the run writes OUT-2 beside it)."""
+    images = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    earlier = tmp_path / "evaluation"
+    write_image(earlier / "confusion_matrix.png", seed=1)
+    (earlier / "predictions.csv").write_text("file,predicted\n")
+    reads = "--test-dir" if mode == "--evaluate" else "--input"
+    args = ModelTraining.parse_args([mode, str(tmp_path / "models" / "art"), reads, str(images), "--out", str(earlier)])
+    assert args.out == earlier
+
+
+@pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
 def test_evaluate_or_predict_out_around_the_folder_it_reads_is_bad_usage(tmp_path, make_class_folder, capsys, cli,
                                                                          mode):
     """--test-dir data/test --out data said another run read data and to wait for it to finish: the run's own claim
