@@ -93,6 +93,7 @@ from realvsai.config import (
 )
 from realvsai.errors import UserError
 from realvsai.files import is_inside, working_on
+from realvsai.layout import class_folder_problem
 
 if TYPE_CHECKING:
     from realvsai.training import RunInterrupted, RunWriteFailed, TrainResult
@@ -228,6 +229,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         # Its claim on the folder it writes would take in what it reads, and refuse it as another run's.
         parser.error(f"--out {args.out} holds {flag} {read}, which the run reads while it writes there; leave --out "
                      f"out for a folder beside the model, or choose one beside {read}")
+    if reading and args.out is not None and (problem := class_folder_problem(args.out, "--out", "its results")):
+        parser.error(f"{problem}; leave --out out for a folder beside the model, or choose one of its own")
     mode = next((mode for mode in MODE_FLAGS if getattr(args, mode)), None)
     ignored = ignored_flags(parser, argv, args, MODE_FLAGS[mode]) if mode else []
     if ignored and mode == "demo":

@@ -68,11 +68,10 @@ def enclosing_split(folder: Path) -> tuple[Path, str] | None:
     return None
 
 
-def class_folder_around(folder: Path) -> tuple[Path, Path] | None:
+def _class_folder_around(folder: Path) -> tuple[Path, Path] | None:
     """The class folder of images that ``folder`` is or would be made in, with one of its images, or None: the
     nearest existing folder at or above ``folder``, where it holds images of its own (flat/REAL) and neither a
-    manifest.csv (a dataset's) nor a predictions.csv (results, whose plots are images too). What a step writes there
-    would be read as images of that class the next time."""
+    manifest.csv (a dataset's) nor a predictions.csv (results, whose plots are images too)."""
     existing = next((path for path in (Path(folder), *Path(folder).parents) if os.path.lexists(path)), None)
     if existing is None or not existing.is_dir() or any((existing / name).is_file()
                                                          for name in (MANIFEST_NAME, PREDICTIONS_FILE)):
@@ -84,11 +83,22 @@ def class_folder_around(folder: Path) -> tuple[Path, Path] | None:
     return (existing, images[0]) if images else None
 
 
+def class_folder_problem(folder: Path, flag: str, what: str) -> str | None:
+    """Why ``what`` a step writes into ``folder`` (given as ``flag``) cannot go there, where ``folder`` is or lies
+    inside a class folder of images (``_class_folder_around``): the next step that reads that class would read it
+    too. None elsewhere."""
+    if not (found := _class_folder_around(folder)):
+        return None
+    classes, image = found
+    where, holder = ("is", "it") if classes == Path(folder) else ("lies inside", str(classes))
+    return (f"{flag} {folder} {where} a class folder of images ({holder} holds {image.name}): {what} there would be "
+            f"read with the images of {classes.name} the next time")
+
+
 def refuse_unfit_dataset_folder(folder: Path, flag: str) -> None:
     """A UserError when ``folder`` (``flag``: a splitter's --out, DataMerger's --into), where a dataset's train/,
     validation/ and test/ go, holds no manifest.csv and is a training run's folder, or is or lies inside a class
-    folder of images (``class_folder_around``): the split folders would be mixed with the run's files, or read as
-    images of that class."""
+    folder of images (``class_folder_problem``)."""
     folder = Path(folder)
     if (folder / MANIFEST_NAME).is_file():
         return
@@ -96,12 +106,8 @@ def refuse_unfit_dataset_folder(folder: Path, flag: str) -> None:
     if mark := run_mark(folder):
         raise UserError(f"{flag} {folder} is a training run's folder (it holds {mark}): train/, validation/ and "
                         f"test/ there would be mixed with the run's files. {fix}")
-    if found := class_folder_around(folder):
-        classes, image = found
-        where = "is" if classes == folder else "lies inside"
-        holder = "it" if classes == folder else str(classes)
-        raise UserError(f"{flag} {folder} {where} a class folder of images ({holder} holds {image.name}): train/, "
-                        f"validation/ and test/ there would be read as images of {classes.name} the next time. {fix}")
+    if problem := class_folder_problem(folder, flag, "train/, validation/ and test/"):
+        raise UserError(f"{problem}. {fix}")
 
 
 def subfolders(folder: Path) -> list[Path]:
