@@ -393,6 +393,18 @@ def test_predict_on_a_folder_where_no_file_is_a_readable_image_fails_with_one_li
     assert len(read_rows(out / "unreadable.csv")) == 2
 
 
+def test_predict_where_no_file_could_be_predicted_writes_no_predictions_csv(tmp_path):
+    """It left a predictions.csv of its header alone beside unreadable.csv: a file of results that holds none."""
+    run = write_run(tmp_path / "models", "run")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.jpg").write_text("not an image")
+    out = tmp_path / "predicted"
+
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos"), "--out", str(out),
+                               "--quiet"]) == 1
+    assert [path.name for path in out.iterdir() if not path.name.startswith(".")] == ["unreadable.csv"]
+
+
 def test_predict_where_every_image_is_over_max_pixels_says_so_in_its_one_line(tmp_path, capsys):
     """--max-pixels 1 ended "Give --input a folder of images" for a folder of images: the why was in unreadable.csv
     alone, and the line sent the user the wrong way."""
