@@ -187,7 +187,8 @@ def check_input(folder: Path) -> None:
 def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folder: Path, out_dir: Path, *,
                    batch_size: int = TrainConfig.batch_size, max_pixels: int = MAX_IMAGE_PIXELS,
                    verbose: int | str = 0) -> PredictionSummary:
-    """Predicts every image under ``folder`` into ``out_dir/predictions.csv``, the unusable ones into unreadable.csv.
+    """Predicts every image under ``folder`` into ``out_dir/predictions.csv`` (not written where none could be), the
+    unusable ones into unreadable.csv.
 
     Raises:
         UserError: if the folder is missing or holds no image file, or ``out_dir`` already has predictions or
@@ -226,8 +227,10 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
         probabilities = probabilities[~failed]
     unlike = [doubt(info, header.width, header.height, header.image_format, header.grayscale, header.frames)
               for _, header in usable]
-    predicted, uncertain = write_predictions(out_dir / PREDICTIONS_FILE, folder, [path for path, _ in usable],
-                                             probabilities, class_names, info.rule(), unlike)
+    predicted = uncertain = np.zeros(0)
+    if usable:  # a predictions.csv of its header alone would be results that hold none
+        predicted, uncertain = write_predictions(out_dir / PREDICTIONS_FILE, folder, [path for path, _ in usable],
+                                                 probabilities, class_names, info.rule(), unlike)
     unreadable = write_unreadable(out_dir, folder, skipped)
     return PredictionSummary(out_dir, {name: int(np.sum(predicted == index)) for index, name in enumerate(class_names)},
                              int(np.sum(uncertain)), sum(reason is not None for reason in unlike), unreadable,
