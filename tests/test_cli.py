@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
 import io
 import logging
 import os
@@ -537,6 +538,53 @@ def test_a_count_that_is_not_a_whole_number_is_refused_without_an_example_unfit_
     with pytest.raises(argparse.ArgumentTypeError) as error:
         cli.positive_int(text)
     assert str(error.value) == f"{text!r} is not a whole number; give one above 0"
+
+
+OTHER_DIGITS = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")  # Arabic-Indic: int("٣") and float("٣") are 3
+
+
+def parser_of(script: str, monkeypatch: pytest.MonkeyPatch) -> argparse.ArgumentParser:
+    """The parser that ``script``'s parse_args builds, caught as it starts to parse."""
+
+    class Built(Exception):
+        pass
+
+    def catch(parser: argparse.ArgumentParser, *args, **kwargs):
+        raise Built(parser)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", catch)
+    with pytest.raises(Built) as built:
+        importlib.import_module(script).parse_args([])
+    return built.value.args[0]
+
+
+@pytest.mark.parametrize("script", ["DataUnZipper", "DataSplitD1", "DataSplitD2", "DataMerger", "DataAugmentation",
+                                    "ModelTraining", "App"])
+def test_every_numeric_flag_refuses_digits_other_than_ascii(script, monkeypatch):
+    """--seed ٣ (an Arabic-Indic 3) split with seed 3: Python's int() and float() read the digits of every script,
+    so a number typed in another keyboard layout passed unseen."""
+    numeric = []
+    for action in parser_of(script, monkeypatch)._actions:  # argparse lists its actions nowhere public
+        for text in ("3", "32", "0.5"):  # one fits each numeric flag's range
+            try:
+                value = action.type(text) if callable(action.type) else None
+            except (argparse.ArgumentTypeError, ValueError, TypeError):
+                continue
+            if isinstance(value, (int, float)):
+                numeric.append(action.dest)
+                with pytest.raises(argparse.ArgumentTypeError, match="ASCII"):
+                    action.type(text.translate(OTHER_DIGITS))
+                break
+    assert numeric, "no numeric flag found"
+
+
+def test_a_number_in_other_digits_is_one_line_of_bad_usage(capsys):
+    import ModelTraining
+
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args(["--head-epochs", "٣"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2 and "argument --head-epochs: '٣' " in error and "digits 0-9" in error, error
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["own-write", "one-write-with-the-bar"])
