@@ -60,8 +60,10 @@ from pathlib import Path
 
 from realvsai import images
 from realvsai.cli import (
+    ascii_number,
     exit_script,
     format_table,
+    integer,
     make_parser,
     nonempty_path,
     plural,
@@ -119,15 +121,16 @@ def image_size(text: str) -> int | None:
     """argparse type for --size: ``native`` (None) or a positive whole number of pixels."""
     if text.lower() == "native":
         return None
+    digits = ascii_number(text)  # a number in other digits is told so, not "neither 'native' nor ..."
     try:
-        return positive_int(text)
+        return positive_int(digits)
     except ArgumentTypeError:
         raise ArgumentTypeError(f"{text!r} is neither 'native' nor a whole number of pixels") from None
 
 
 def jpeg_quality(text: str) -> int:
     """argparse type for a JPEG quality, ``images.MIN_JPEG_QUALITY`` to ``images.MAX_JPEG_QUALITY``."""
-    value = int(text)
+    value = int(ascii_number(text))
     if not images.MIN_JPEG_QUALITY <= value <= images.MAX_JPEG_QUALITY:
         raise ArgumentTypeError(f"{text} is not a JPEG quality between {images.MIN_JPEG_QUALITY} and "
                                 f"{images.MAX_JPEG_QUALITY}")
@@ -153,7 +156,7 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--preset", choices=OFFLINE_PRESETS, default=defaults.preset,
                         help="classic: the original notebook's ImageDataGenerator settings; detector: keeps the pixel "
                              "texture a real-vs-AI detector relies on (both under Presets above)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same files")
+    parser.add_argument("--seed", type=integer, default=defaults.seed, help="same seed, same files")
     parser.add_argument("--size", type=image_size, default=defaults.size,
                         help="'native' keeps each image's size; N first takes each image's centre square at N x N, as "
                              "the model does")

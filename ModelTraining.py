@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from realvsai.cli import (
     Interrupted,
+    ascii_number,
     describe_os_error,
     exit_script,
     make_parser,
@@ -338,7 +339,7 @@ def bounded(kind: type, field: str) -> Callable[[str], Any]:
 
     def parse(text: str) -> Any:
         try:
-            value = kind(text)
+            value = kind(ascii_number(text))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}"
                                              ) from None

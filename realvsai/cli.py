@@ -331,10 +331,27 @@ def nonempty_path(text: str) -> Path:
     return Path(text)
 
 
+def ascii_number(text: str) -> str:
+    """``text``, a numeric flag's value, where it is ASCII (else ArgumentTypeError): every numeric type reads it
+    through here. Python's int() and float() (and re's ``\\d``) also read the digits of other scripts, "٣" as 3, so
+    a number typed in another keyboard layout would pass unseen."""
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(f"{text!r} is not written in ASCII; type the number with the digits 0-9")
+    return text
+
+
+def integer(text: str) -> int:
+    """argparse type for a whole number of any sign (a seed)."""
+    try:
+        return int(ascii_number(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
 def positive_int(text: str) -> int:
     """argparse type for an integer above zero."""
     try:
-        value = int(text)
+        value = int(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one above 0") from None
     if value <= 0:
@@ -344,7 +361,7 @@ def positive_int(text: str) -> int:
 
 def _finite_float(text: str) -> float:
     try:
-        value = float(text)
+        value = float(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
@@ -382,7 +399,7 @@ _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 def byte_count(text: str) -> int:
     """argparse type for a size of at least one byte: ``5000000``, ``500M``, ``100G`` (units are powers of 1024)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", ascii_number(text), re.IGNORECASE)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 5000000, 500M or 100G")
     num_bytes = int(float(match.group(1)) * _UNITS[match.group(2).upper()])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from realvsai.cli import default_workers, format_table, nonempty_path, plural, positive_int, progress
+from realvsai.cli import default_workers, format_table, integer, nonempty_path, plural, positive_int, progress
 from realvsai.config import CHECKS_NAME, MAX_IMAGE_PIXELS, is_split_checks, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
@@ -765,7 +765,7 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
     files = parser.add_argument_group("your files and re-runs", _FILES_HELP)
     files.add_argument("--out", type=nonempty_path, default=defaults.out,
                         help="where train/, validation/, test/ and manifest.csv are written")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the shuffle of each class")
+    parser.add_argument("--seed", type=integer, default=defaults.seed, help="seeds the shuffle of each class")
     placing = files.add_mutually_exclusive_group()
     placing.add_argument("--move", dest="mode", action="store_const", const=MOVE, default=COPY,
                          help="move the files out of SOURCE instead of copying them")
