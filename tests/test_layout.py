@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import write_image
 
 from realvsai.errors import UserError
 from realvsai.layout import (
+    class_folder_problem,
     find_child_folder,
     find_class_folders,
     find_class_root,
@@ -167,3 +169,15 @@ def test_a_class_folder_whose_name_is_not_utf8_is_refused_in_one_line_that_says_
 
     message = str(caught.value)
     assert "\n" not in message and "FAK\\xc9" in message and "not UTF-8" in message and "rename" in message.lower()
+
+
+def test_a_new_folder_in_the_working_folder_is_no_class_folder_for_a_stray_image_there(tmp_path, monkeypatch):
+    """A screenshot left in the folder a user works in made ``--out evals`` (or a splitter's default ``--out data``,
+    where data/ is not made yet) "lie inside a class folder of images"; a class folder given by its path still is."""
+    write_image(tmp_path / "screenshot.png", seed=1)
+    monkeypatch.chdir(tmp_path)
+
+    assert class_folder_problem(Path("evals"), "--out", "its results") is None
+    assert class_folder_problem(tmp_path / "evals", "--out", "its results") is None
+    write_image(tmp_path / "flat" / "REAL" / "a.png", seed=2)
+    assert "lies inside a class folder" in class_folder_problem(Path("flat/REAL/evals"), "--out", "its results")
