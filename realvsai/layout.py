@@ -71,10 +71,11 @@ def enclosing_split(folder: Path) -> tuple[Path, str] | None:
 def _class_folder_around(folder: Path) -> tuple[Path, Path] | None:
     """The class folder of images that ``folder`` is or would be made in, with one of its images, or None: the
     nearest existing folder at or above ``folder``, where it holds images of its own (flat/REAL) and neither a
-    manifest.csv (a dataset's) nor a predictions.csv (results, whose plots are images too)."""
+    manifest.csv (a dataset's) nor a predictions.csv (results, whose plots are images too). The working folder is
+    none: a stray screenshot there must not refuse ``--out evals``, and no script reads it as a class."""
     existing = next((path for path in (Path(folder), *Path(folder).parents) if os.path.lexists(path)), None)
-    if existing is None or not existing.is_dir() or any((existing / name).is_file()
-                                                         for name in (MANIFEST_NAME, PREDICTIONS_FILE)):
+    if (existing is None or not existing.is_dir() or existing.resolve() == Path.cwd().resolve()
+            or any((existing / name).is_file() for name in (MANIFEST_NAME, PREDICTIONS_FILE))):
         return None
     try:
         images = list_images(existing)
