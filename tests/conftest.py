@@ -36,6 +36,22 @@ needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                                reason="jax is not installed: pip install -r requirements-jax.txt")
 
 
+def pytest_configure(config):
+    """One JAX compilation cache for the whole run, made by the process that starts it: xdist's workers and every
+    script's subprocess inherit it through the environment. The same small ResNets compile again and again (each
+    test builds its own model, each subprocess starts afresh), about 40 s each time on 2 cores; a compiled program
+    is read back in about a second. JAX keys the cache on the program itself, its version and its flags, so a hit
+    is the program that would have been compiled. A cache the user set up is kept."""
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="realvsai-tests-jax-cache-")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=folder, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name in BOTH_BACKENDS:
