@@ -887,6 +887,22 @@ def test_evaluate_or_predict_out_in_a_class_folder_of_images_is_bad_usage(tmp_pa
     assert f"error: --out {flat / out} {where} a class folder of images (" in error, error
 
 
+@pytest.mark.parametrize("mode", [[], ["--demo"]])
+@pytest.mark.parametrize("out, where", [("REAL", "is"), ("REAL/models", "lies inside")])
+def test_a_training_out_in_a_class_folder_of_images_is_bad_usage(tmp_path, make_class_folder, capsys, mode, out,
+                                                                   where):
+    """--out flat/REAL made the run's folder among the images of another dataset's class REAL, where the next split
+    or training of flat read its plots as images of REAL."""
+    data = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
+    flat = make_class_folder(tmp_path / "flat", {"FAKE": 2, "REAL": 2}, seed=3)
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args([*mode, *([] if mode else ["--data", str(data)]), "--out", str(flat / out)])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2, error
+    assert error.startswith(f"error: --out {flat / out} {where} a class folder of images ("), error
+    assert error.endswith("choose a folder of its own, e.g. the default --out models"), error
+
+
 @pytest.mark.parametrize("mode", ["--evaluate", "--predict"])
 def test_evaluate_or_predict_out_that_holds_earlier_results_is_not_taken_for_a_class_folder(tmp_path,
                                                                                              make_class_folder, mode):
