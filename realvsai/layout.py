@@ -15,7 +15,15 @@ from pathlib import Path
 
 from realvsai.archives import is_archive
 from realvsai.cli import printable
-from realvsai.config import MANIFEST_NAME, PREDICTIONS_FILE, run_mark, shell_path
+from realvsai.config import (
+    EVALUATION_CARD_FILE,
+    MANIFEST_NAME,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    UNREADABLE_FILE,
+    run_mark,
+    shell_path,
+)
 from realvsai.errors import UserError
 from realvsai.files import MAX_NAME_BYTES, list_images, name_key, write_csv
 
@@ -68,14 +76,19 @@ def enclosing_split(folder: Path) -> tuple[Path, str] | None:
     return None
 
 
+# Files the scripts write into a folder beside images: a folder holding one is theirs, not a class of images.
+_RESULTS_MARKS = (MANIFEST_NAME, PREDICTIONS_FILE, UNREADABLE_FILE, METRICS_FILE, EVALUATION_CARD_FILE)
+
+
 def _class_folder_around(folder: Path) -> tuple[Path, Path] | None:
     """The class folder of images that ``folder`` is or would be made in, with one of its images, or None: the
-    nearest existing folder at or above ``folder``, where it holds images of its own (flat/REAL) and neither a
-    manifest.csv (a dataset's) nor a predictions.csv (results, whose plots are images too). The working folder is
-    none: a stray screenshot there must not refuse ``--out evals``, and no script reads it as a class."""
+    nearest existing folder at or above ``folder``, where it holds images of its own (flat/REAL) and none of the
+    files the scripts write beside images (``_RESULTS_MARKS``: a dataset's manifest, results whose plots are images
+    too). The working folder is none: a stray screenshot there must not refuse ``--out evals``, and no script reads
+    it as a class."""
     existing = next((path for path in (Path(folder), *Path(folder).parents) if os.path.lexists(path)), None)
     if (existing is None or not existing.is_dir() or existing.resolve() == Path.cwd().resolve()
-            or any((existing / name).is_file() for name in (MANIFEST_NAME, PREDICTIONS_FILE))):
+            or run_mark(existing) or any((existing / name).is_file() for name in _RESULTS_MARKS)):
         return None
     try:
         images = list_images(existing)
