@@ -230,8 +230,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         # Its claim on the folder it writes would take in what it reads, and refuse it as another run's.
         parser.error(f"--out {args.out} holds {flag} {read}, which the run reads while it writes there; leave --out "
                      f"out for a folder beside the model, or choose one beside {read}")
-    if reading and args.out is not None and (problem := class_folder_problem(args.out, "--out", "its results")):
-        parser.error(f"{problem}; leave --out out for a folder beside the model, or choose one of its own")
+    if args.out is not None and (problem := class_folder_problem(args.out, "--out", "its results" if reading
+                                                                  else "the run's folder")):
+        parser.error(f"{problem}; leave --out out for a folder beside the model, or choose one of its own" if reading
+                     else f"{problem}; choose a folder of its own, e.g. the default --out models")
     mode = next((mode for mode in MODE_FLAGS if getattr(args, mode)), None)
     ignored = ignored_flags(parser, argv, args, MODE_FLAGS[mode]) if mode else []
     if ignored and mode == "demo":
