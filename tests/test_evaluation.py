@@ -34,12 +34,15 @@ from realvsai.data import scan_images
 from realvsai.errors import UserError
 from realvsai.images import load_rgb
 from realvsai.metrics import (
+    NUM_ERROR_IMAGES,
     DecisionRule,
     calibration_bins,
     choose_threshold,
     compute_metrics,
     format_summary,
     most_confident_errors,
+    threshold_metrics,
+    uncertain_text,
 )
 
 BINARY_LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 0])
@@ -163,6 +166,7 @@ def test_the_headline_metrics_are_those_of_the_decision_rule_and_argmax_is_named
     assert metrics["confusion_matrix"] == confusion_matrix(BINARY_LABELS, predicted).tolist()
     assert metrics["argmax_accuracy"] == pytest.approx(accuracy_score(BINARY_LABELS, argmax))
     assert metrics["argmax_f1"] == pytest.approx(f1_score(BINARY_LABELS, argmax))
+    assert metrics["argmax_confusion_matrix"] == confusion_matrix(BINARY_LABELS, argmax).tolist()
     assert metrics["argmax_accuracy"] != metrics["accuracy"]  # 0.45 and argmax disagree on this data
     assert "at threshold 0.450" in format_summary(metrics) and "argmax accuracy" in format_summary(metrics)
 
@@ -221,16 +225,24 @@ def test_the_classification_report_shows_n_a_where_metrics_json_has_nothing_to_c
     assert report_rows(report, "b") == [["1.0000", "0.5000", "0.6667", "2"]]
 
 
+def test_a_decision_threshold_applies_to_two_classes_only():
+    metrics = compute_metrics(THREE_LABELS, THREE_PROBABILITIES, ["a", "b", "c"], threshold=0.3)
+    assert metrics["decided_by"] == "argmax" and "decision_threshold" not in metrics
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(THREE_LABELS, THREE_PROBABILITIES.argmax(axis=1)))
+
+
 def test_roc_auc_is_none_when_the_labels_hold_one_class():
     metrics = compute_metrics([1, 1, 1], [[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]], ["A", "B"])
     assert metrics["roc_auc"] is None
     json.dumps(metrics, allow_nan=False)  # still valid JSON
 
 
-def test_outputs_that_are_not_probabilities_are_rejected():
-    logits = np.array([[2.0, -1.0], [0.5, 3.0]])
+@pytest.mark.parametrize("outputs", [[[2.0, -1.0], [0.5, 3.0]],  # logits
+                                     [[-0.1, 1.1], [0.3, 0.7]],  # rows sum to 1, one value negative
+                                     [[0.6, 0.41], [0.3, 0.7]]])  # a row 0.01 off: more than float32 rounding
+def test_outputs_that_are_not_probabilities_are_rejected(outputs):
     with pytest.raises(ValueError, match="softmax"):
-        compute_metrics([0, 1], logits, ["A", "B"])
+        compute_metrics([0, 1], np.array(outputs), ["A", "B"])
 
 
 def balanced_accuracy(labels, decided) -> float:
@@ -257,6 +269,16 @@ def test_choose_threshold_keeps_the_most_probable_class_where_nothing_decides_be
     assert choose_threshold(labels, [0.9, 0.7, 0.3, 0.1]) == pytest.approx(0.5)  # nothing beats chance
 
 
+@pytest.mark.parametrize("scores", [[0.2, 0.6], [0.2, 0.5]])  # at 0.5, P(positive) = 0.5 is positive
+def test_choose_threshold_keeps_0_5_where_it_decides_as_well_as_the_best_cut(scores):
+    assert choose_threshold([0, 1], scores) == 0.5  # not 0.4 or 0.35, halfway between the two scores
+
+
+def test_choose_threshold_takes_the_one_nearest_0_5_of_equally_good_thresholds():
+    # Above 0.3 or above 0.1 both get one class's images all right and half of the other's.
+    assert choose_threshold([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.35)
+
+
 def test_a_weak_model_s_threshold_does_not_call_most_negatives_positive():
     """The F1-best threshold of a weak model slides towards "everything is positive" (F1 0.667 on balanced data):
     a ResNet50 run called 34 of 40 real test photos AI-made, at accuracy 0.56 where the most probable class had 0.63.
@@ -279,6 +301,21 @@ def test_a_weak_model_s_threshold_does_not_call_most_negatives_positive():
 def test_choose_threshold_needs_both_classes():
     with pytest.raises(ValueError, match="both classes"):
         choose_threshold([1, 1, 1], [0.2, 0.5, 0.9])
+    with pytest.raises(ValueError, match="both classes"):
+        choose_threshold([0, 0, 0], [0.2, 0.5, 0.9])
+
+
+def test_threshold_metrics_score_the_positive_class_decided_at_the_threshold():
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])  # class 0 positive, and the more frequent
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.1, 0.6, 0.3, 0.65])
+    decided = np.where(scores >= 0.5, 0, 1)
+
+    numbers = threshold_metrics(labels, scores, 0, 0.5)
+
+    assert numbers["f1"] == pytest.approx(f1_score(labels, decided, pos_label=0))
+    assert numbers["recall"] == pytest.approx(recall_score(labels, decided, pos_label=0))
+    assert numbers["balanced_accuracy"] == pytest.approx((4 / 6 + 1 / 2) / 2)  # not the accuracy, 5 / 8
+    assert numbers["confusion_matrix"] == confusion_matrix(labels, decided).tolist()
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy():
@@ -305,12 +342,33 @@ def test_calibration_bins_are_15_equal_width_bins_over_top_class_confidence():
     assert filled[6]["confidence"] == pytest.approx(0.45)
 
 
+def test_a_confidence_on_a_bin_edge_falls_in_the_bin_it_closes():
+    bins = calibration_bins([0], [[0.8, 0.2]])  # 0.8 = 12 / 15: in (11/15, 12/15], not (12/15, 13/15]
+    assert [index for index, entry in enumerate(bins) if entry["count"]] == [11]
+
+
 def test_most_confident_errors_come_first():
     order = most_confident_errors(BINARY_LABELS, BINARY_PROBABILITIES)
     predicted = BINARY_PROBABILITIES.argmax(axis=1)
     assert set(order) == set(np.flatnonzero(predicted != BINARY_LABELS))
     confidences = [BINARY_PROBABILITIES[index].max() for index in order]
     assert confidences == sorted(confidences, reverse=True)
+
+
+def test_the_most_confident_errors_of_a_threshold_rank_by_the_probability_of_the_class_it_decided():
+    labels = [1, 1, 1]
+    probabilities = np.array([[0.45, 0.55], [0.35, 0.65], [0.9, 0.1]])
+    decided = np.array([0, 0, 0])  # at a threshold of 0.3 on P(class 0): each is called 0, wrongly
+    assert most_confident_errors(labels, probabilities, decided) == [2, 0, 1]  # P(0): 0.9, 0.45, 0.35
+
+
+def test_the_confident_errors_grid_takes_the_16_most_confident():
+    confidences = np.linspace(0.6, 0.99, 20)
+    probabilities = np.stack([confidences, 1 - confidences], axis=1)  # every image called 0, all of class 1
+
+    order = most_confident_errors([1] * 20, probabilities)
+
+    assert NUM_ERROR_IMAGES == 16 and order == list(range(19, 3, -1))
 
 
 # --- predictions -----------------------------------------------------------------------------
@@ -1036,6 +1094,13 @@ def test_format_summary_says_macro_of_the_averaged_numbers_of_three_classes():
     line = format_summary({**compute_metrics(labels, probabilities, ["benign", "malignant", "normal"]),
                            "num_images": 6})
     assert ", F1 (macro) " in line and ", ROC AUC (macro) " in line
+
+
+def test_an_evaluation_without_uncertain_answers_says_so_without_the_accuracy_on_the_rest():
+    assert uncertain_text({"num_images": 18, "uncertain": 0, "accuracy_when_certain": 0.9}) == (
+        "Uncertain on 0 of 18 images")
+    assert uncertain_text({"num_images": 18, "uncertain": 9, "accuracy_when_certain": 0.7778}) == (
+        "Uncertain on 9 of 18 images (accuracy 0.7778 on the other 9)")
 
 
 def test_format_summary_says_1_file_skipped_for_one_file():

@@ -908,6 +908,30 @@ def test_without_a_threshold_uncertain_means_the_top_probability_below_the_confi
     assert rule.uncertain(np.array([[0.5, 0.3, 0.2], [0.7, 0.2, 0.1]])).tolist() == [True, False]
 
 
+def test_a_top_probability_equal_to_the_confidence_threshold_is_certain():
+    rule = DecisionRule(confidence_threshold=0.75)  # 0.75 and 0.25: exact in binary floating point
+
+    assert rule.uncertain(np.array([[0.75, 0.25], [0.74, 0.26]])).tolist() == [False, True]
+    assert rule.uncertain(np.array([[0.25, 0.75, 0.0], [0.25, 0.5, 0.25]])).tolist() == [False, True]
+
+
+def test_the_edges_of_the_uncertain_band_around_a_threshold_are_certain():
+    # Confidence 0.75 is half the way from the threshold 0.5 to 0 and to 1: the band is (0.25, 0.75).
+    rule = DecisionRule(confidence_threshold=0.75, decision_threshold=0.5, positive_index=1)
+    rows = np.array([[0.75, 0.25], [0.74, 0.26], [0.26, 0.74], [0.25, 0.75]])
+
+    assert rule.band == (0.25, 0.75)
+    assert rule.uncertain(rows).tolist() == [False, True, True, False]
+
+
+def test_a_decision_threshold_never_decides_between_three_classes():
+    rule = DecisionRule(confidence_threshold=0.6, decision_threshold=0.1, positive_index=0)
+    rows = np.array([[0.2, 0.5, 0.3]])  # P(class 0) is above the threshold, but three classes take the most probable
+
+    assert rule.decide(rows).tolist() == [1]
+    assert rule.uncertain(rows).tolist() == [True]
+
+
 def test_a_run_decides_with_the_threshold_and_positive_class_of_its_model_json(tmp_path):
     folder = write_run(tmp_path, "run", info={"positive_class": "FAKE", "decision_threshold": 0.3})
 
