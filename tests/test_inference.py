@@ -18,6 +18,7 @@ from conftest import PHOTO_LIMIT, REPO, phone_photo, predictor, traced_peak, tra
 from PIL import Image
 
 from realvsai import image_stats, inference, run
+from realvsai.config import CONFIDENCE_THRESHOLD
 from realvsai.errors import UserError
 from realvsai.metrics import DecisionRule
 from realvsai.model import SquareResize
@@ -306,7 +307,10 @@ def test_read_run_rejects_a_model_json_without_class_names(tmp_path):
     ("decision_threshold", "0.3"), ("confidence_threshold", "high"),
     ("training_images", {"min_side": 32}), ("config", [1, 2]),
     ("training_images", {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8, "grayscale": "some"}),
-    ("training_images", {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8, "grayscale": 9})])
+    ("training_images", {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8, "grayscale": 9}),
+    ("training_images", {"min_side": 32, "max_side": 32, "formats": ["PNG"], "images": 8}),  # grayscale not counted
+    ("training_images", {"min_side": float("nan"), "max_side": 32, "formats": ["PNG"]}),  # json writes NaN
+    ("class_names", ["FAKE", "FAKE"]), ("image_size", True), ("confidence_threshold", 1.5)])
 def test_a_malformed_model_json_is_refused_naming_the_file_and_the_field(tmp_path, field, value):
     folder = write_run(tmp_path, "run", model=build_stand_in(), info={field: value})
 
@@ -325,6 +329,22 @@ def test_model_info_keeps_every_key_as_read_and_gives_the_decision_rule(tmp_path
     assert info.class_names == ("FAKE", "REAL") and info.input_mode == "resize"
     assert info.get("counts") == {"train": {"FAKE": 3}} and info["class_names"] == ["FAKE", "REAL"]
     assert info.rule() == DecisionRule(0.6, 0.25, positive_index=0)
+
+
+def test_model_json_thresholds_may_be_0_or_1_and_a_null_confidence_threshold_is_the_default():
+    def info(**content) -> run.ModelInfo:
+        return run.ModelInfo.from_dict({"class_names": CLASS_NAMES, "image_size": IMAGE_SIZE, **content})
+
+    assert info(decision_threshold=0.0, confidence_threshold=None).decision_threshold == 0.0
+    assert info(decision_threshold=0.0, confidence_threshold=None).confidence_threshold == CONFIDENCE_THRESHOLD
+    assert info(decision_threshold=1.0, confidence_threshold=1.0).rule() == DecisionRule(1.0, 1.0, positive_index=1)
+
+
+def test_a_crops_mode_model_decodes_an_image_at_its_full_size_and_a_resize_model_reduced_to_its_own():
+    crops, resize = (run.ModelInfo(tuple(CLASS_NAMES), IMAGE_SIZE, mode) for mode in ("crops", "resize"))
+
+    assert (crops.crop_size, crops.decode_size) == (IMAGE_SIZE, None)
+    assert (resize.crop_size, resize.decode_size) == (None, IMAGE_SIZE)
 
 
 def test_predict_and_evaluate_refuse_a_malformed_model_json_with_one_line_naming_the_field(tmp_path):
@@ -469,13 +489,39 @@ def test_an_upload_of_a_size_validation_held_some_of_three_classes_of_is_judged_
 
 
 @pytest.mark.parametrize(("balanced", "verdict"), [(0.52, "at chance"), (0.46, "at chance"), (0.04, "below chance"),
-                                                   (0.62, "not shown above chance")])
+                                                   (0.62, "not shown above chance"),
+                                                   (0.55, "at chance")])  # chance + the margin: not above it
 def test_a_size_band_far_under_chance_is_called_below_chance(balanced, verdict):
     by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "size": {"0-63 px": {
         "num_images": 40, "accuracy": balanced, "balanced_accuracy": balanced, "near_chance": True}}}
 
     assert (f"the model is {verdict} (balanced accuracy {balanced:.2f} on 40 images, chance 0.50)"
             in run.at_chance(by_kind, 32, 32))
+
+
+@pytest.mark.parametrize(("width", "height", "band"), [
+    (63, 900, "0-63 px"), (64, 64, "64-255 px"), (900, 255, "64-255 px"), (256, 300, "256-1023 px"),
+    (4000, 1024, "1024+ px")])
+def test_an_image_s_size_band_is_that_of_its_short_side(width, height, band):
+    assert run.size_band(width, height) == band
+
+
+# validation_by_kind as runs wrote it before each kind had a "chance" of its own: 1 / classes for every kind.
+OLD_THREE_CLASS_KIND = {"num_images": 20, "accuracy": 0.35, "balanced_accuracy": 0.35, "near_chance": True}
+
+
+def test_an_old_run_s_kind_is_judged_against_the_chance_of_all_its_classes():
+    by_kind = {"chance": 1 / 3, "near_chance_margin": 0.05, "size": {"0-63 px": OLD_THREE_CLASS_KIND}}
+
+    assert run.at_chance(by_kind, 32, 32).endswith("(balanced accuracy 0.35 on 20 images, chance 0.33)")
+
+
+def test_an_old_run_s_kind_that_lacks_a_class_is_untested():
+    numbers = {**OLD_THREE_CLASS_KIND, "near_chance": False, "missing_classes": ["c"]}
+    by_kind = {"chance": 1 / 3, "size": {"0-63 px": numbers}}
+
+    assert run.untested(by_kind, 32, 32, 3) == ("no validation image of c was of 0-63 px a side: its answers on "
+                                                "such images are untested")
 
 
 def test_test_metrics_fall_back_to_metrics_json(tmp_path):
@@ -493,6 +539,11 @@ def test_test_metrics_fall_back_to_metrics_json(tmp_path):
 def test_a_classifier_refuses_class_names_of_another_number_than_the_model_outputs():
     with pytest.raises(UserError, match="outputs 2 classes"):
         inference.Classifier(build_stand_in(), ["a", "b", "c"], IMAGE_SIZE)
+
+
+def test_a_model_of_more_outputs_than_its_model_json_has_classes_is_refused():
+    with pytest.raises(UserError, match=r"outputs 3 classes, but model\.json names 2"):
+        run.check_model(build_stand_in(("a", "b", "c")), run.ModelInfo(tuple(CLASS_NAMES), IMAGE_SIZE))
 
 
 def test_a_keras_model_that_is_not_the_projects_is_refused_by_every_loader(tmp_path, capsys):
@@ -1233,6 +1284,13 @@ def test_doubt_flags_a_grayscale_image_to_a_model_trained_on_colour_images_only(
     assert run.doubt(info, 40, 32, "PNG", grayscale=False) is None
     assert run.doubt(with_profile({"min_side": 32, "max_side": 48, "formats": ["PNG"]}), 40, 32, "PNG",
                      grayscale=True) is None  # a model.json written before the counts
+
+
+def test_doubt_flags_an_animation_of_two_frames_or_more():
+    info = run.ModelInfo(tuple(CLASS_NAMES), IMAGE_SIZE)
+
+    assert run.doubt(info, 40, 32, "WEBP", frames=2) == "an animation of 2 frames: only its first is classified"
+    assert run.doubt(info, 40, 32, "WEBP", frames=1) is None
 
 
 def test_a_grayscale_upload_to_a_model_trained_on_colour_images_only_is_unfamiliar(classifier):
