@@ -96,6 +96,7 @@ def test_split_files_puts_every_file_in_exactly_one_split():
     (6, {"train": 0.7, "validation": 0.15, "test": 0.15}, [4, 1, 1]),
     (1, {"train": 0.8, "validation": 0.2}, [1, 0]),  # too few for both
     (4, {"train": 0.8, "validation": 0.2, "test": 0.0}, [3, 1, 0]),  # no test asked for
+    (4, {"train": 0.5, "validation": 0.01, "test": 0.49}, [1, 1, 2]),  # 2 / 0 / 2: the first of the largest gives
 ])
 def test_split_files_gives_each_split_asked_for_a_file_while_there_are_enough(count, fractions, expected):
     """Training needs a validation image of every class: rounding must not leave validation empty while another
@@ -161,10 +162,11 @@ def test_a_download_s_validation_left_without_a_class_is_not_told_of_a_share_opt
     assert "validation folder" in warning
 
 
-def test_a_split_without_a_validation_share_is_told_to_give_one(tmp_path, make_class_folder, caplog):
-    source = make_class_folder(tmp_path / "raw", {"REAL": 5, "FAKE": 5})
+@pytest.mark.parametrize(("count", "ratios"), [(5, (0.8, 0.0, 0.2)), (2, (1.0, 0.0, 0.0))])  # 2: one to spare
+def test_a_split_without_a_validation_share_is_told_to_give_one(tmp_path, make_class_folder, caplog, count, ratios):
+    source = make_class_folder(tmp_path / "raw", {"REAL": count, "FAKE": count})
     with caplog.at_level("WARNING", logger="realvsai"):
-        split_by_class(source, tmp_path / "out", ratios=(0.8, 0.0, 0.2))
+        split_by_class(source, tmp_path / "out", ratios=ratios)
 
     (warning,) = _class_warnings(caplog, "REAL")
     assert "training needs a validation image" in warning and "validation share above 0 (--ratios)" in warning
@@ -195,7 +197,7 @@ def test_split_files_depends_on_the_seed():
     assert split_files(files, {"a": 0.5, "b": 0.5}, seed=1) != split_files(files, {"a": 0.5, "b": 0.5}, seed=2)
 
 
-@pytest.mark.parametrize("ratios", [(0.7, 0.2, 0.2), (0.5, 0.5), (1.2, -0.1, -0.1), (0, 0.5, 0.5)])
+@pytest.mark.parametrize("ratios", [(0.7, 0.2, 0.2), (0.5, 0.5), (1.2, -0.1, -0.1), (0, 0.5, 0.5), (0.7, 0.15, 0.145)])
 def test_check_ratios_rejects_shares_that_are_not_three_adding_up_to_one(ratios):
     with pytest.raises(UserError, match="--ratios"):
         check_ratios(ratios)
@@ -233,6 +235,30 @@ def test_split_by_class_is_reproducible_whatever_order_the_file_system_lists(art
     monkeypatch.setattr(os, "scandir", ShuffledScandir)
     split_by_class(art, tmp_path / "out2", seed=5)
     assert manifest_keys(tmp_path / "out1") == manifest_keys(tmp_path / "out2")
+
+
+def test_split_by_class_cuts_each_class_as_split_files_does_with_the_seed(art, tmp_path):
+    """Each class on its own, its files in path order: another class, or images added to one, move none of a
+    class's files, and --seed seeds the shuffle of each class."""
+    split_by_class(art, tmp_path / "out", seed=7)
+
+    placed = read_manifest(tmp_path / "out" / "manifest.csv")
+    for class_name in ("GeneratedArt", "RealArt"):
+        names = sorted(path.name for path in (art / class_name).iterdir())
+        expected = split_files(names, {"train": 0.7, "validation": 0.15, "test": 0.15}, seed=7)
+        assert {Path(row.path).name: row.split for row in placed if row.class_name == class_name} == {
+            name: split for split, chosen in expected.items() for name in chosen}
+
+
+def test_a_copy_of_an_image_under_a_later_name_moves_no_other_file(art, tmp_path):
+    split_by_class(art, tmp_path / "before", seed=11)
+    shutil.copyfile(art / "GeneratedArt" / "img_005.png", art / "GeneratedArt" / "zz_copy.png")
+    split_by_class(art, tmp_path / "after", seed=11)
+
+    before, after = ({(row.class_name, Path(row.path).name): row.split for row in read_manifest(out / "manifest.csv")}
+                     for out in (tmp_path / "before", tmp_path / "after"))
+    assert after.pop(("GeneratedArt", "zz_copy.png")) == before[("GeneratedArt", "img_005.png")]
+    assert after == before
 
 
 def test_split_by_class_keeps_each_class_proportions(art, tmp_path):
@@ -833,12 +859,32 @@ def test_split_train_test_carves_validation_out_of_train_and_keeps_test(cifake, 
     assert sorted(sha256(path) for path in (tmp_path / "out" / "test").rglob("*.png")) == test_sources
 
 
-def test_a_train_file_identical_to_a_test_file_is_left_out_of_train(cifake, tmp_path):
+def test_split_train_test_carves_validation_out_of_each_class_as_split_files_does(cifake, tmp_path):
+    split_train_test(cifake, tmp_path / "out", val_fraction=0.2, seed=3)
+
+    placed = read_manifest(tmp_path / "out" / "manifest.csv")
+    for class_name in ("FAKE", "REAL"):
+        names = sorted(path.name for path in (cifake / "train" / class_name).iterdir())
+        expected = split_files(names, {"train": 1 - 0.2, "validation": 0.2}, seed=3)
+        assert sorted(Path(row.path).name for row in placed
+                      if row.class_name == class_name and row.split == "validation") == sorted(expected["validation"])
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 1.0])
+def test_split_train_test_refuses_a_validation_fraction_of_none_or_all_of_train(cifake, tmp_path, val_fraction):
+    with pytest.raises(UserError, match="--val-fraction"):
+        split_train_test(cifake, tmp_path / "out", val_fraction=val_fraction)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_train_file_identical_to_a_test_file_is_left_out_of_train(cifake, tmp_path, caplog):
     test_file = cifake / "test" / "REAL" / "img_002.png"
     shutil.copyfile(test_file, cifake / "train" / "REAL" / "copy_of_test.png")
     shutil.copyfile(test_file, cifake / "train" / "REAL" / "another_copy.png")
     out = tmp_path / "out"
-    report = split_train_test(cifake, out)
+    with caplog.at_level("WARNING", logger="realvsai"):
+        report = split_train_test(cifake, out)
+    assert "identical to a held-out file" not in caplog.text  # expected (CIFAKE has them): listed, not warned of
     splits = {row.split for row in read_manifest(out / "manifest.csv") if row.sha256 == sha256(test_file)}
     assert splits == {"test"}
     assert len(report.skipped[IN_TEST]) == 2
