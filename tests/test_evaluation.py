@@ -67,6 +67,26 @@ def tiny_classifier(num_classes: int, seed: int = 0) -> keras.Model:
     return keras.Model(pixels, outputs)
 
 
+def grey_classifier() -> keras.Model:
+    """A stand-in whose answer an image's grey level sets: P(REAL) = sigmoid(10 * brightness - 5), brightness 0..1,
+    so P(FAKE) is 0.47 at grey 130, 0.29 at 150, 0.10 at 184 and 0.03 at 210 (below 0.5 from grey 128 up)."""
+    pixels = keras.Input((None, None, 3))
+    brightness = keras.layers.GlobalAveragePooling2D()(keras.layers.Resizing(8, 8, name="resize")(pixels))
+    predictions = keras.layers.Dense(2, activation="softmax", name="predictions")
+    model = keras.Model(pixels, predictions(brightness))
+    predictions.set_weights([np.array([[0.0, 10 / 3 / 255]] * 3, np.float32), np.array([0.0, -5.0], np.float32)])
+    return model
+
+
+def grey_folder(root: Path, levels: dict[str, list[int]]) -> Path:
+    """Class folders of one solid grey 32 px image per level: ``grey_folder(root, {"FAKE": [150], "REAL": [220]})``."""
+    for class_name, class_levels in levels.items():
+        (root / class_name).mkdir(parents=True, exist_ok=True)
+        for level in class_levels:
+            Image.new("RGB", (32, 32), (level,) * 3).save(root / class_name / f"grey_{level}.png")
+    return root
+
+
 def model_info(class_names: list[str], **extra: object) -> dict:
     return {"class_names": class_names, "image_size": 8, "positive_class": None, "backbone": "tiny",
             "weights": "none", "config": {"epochs": 1, "batch_size": 4}, **extra}
@@ -601,7 +621,9 @@ def test_evaluate_run_updates_model_json_keeping_other_keys(tmp_path, dataset, b
     run = tmp_path / "run"
     run.mkdir()
     info = model_info(["FAKE", "REAL"], positive_class="FAKE", best_epoch={"epoch": 3, "val_loss": 0.5})
-    (run / "model.json").write_text(json.dumps({**info, "created": "2026-01-01T00:00:00"}))
+    # The run's info replaces what model.json held of it (an earlier best epoch), and leaves the other keys.
+    (run / "model.json").write_text(json.dumps({**info, "best_epoch": {"epoch": 2, "val_loss": 0.7},
+                                                "created": "2026-01-01T00:00:00"}))
     metrics = evaluation.evaluate_run(binary_model, info, dataset, run)
     saved = json.loads((run / "model.json").read_text())
     assert saved["created"] == "2026-01-01T00:00:00"
@@ -622,6 +644,23 @@ def test_evaluate_run_chooses_the_threshold_on_validation(tmp_path, dataset, bin
     assert metrics["decision_threshold"] == pytest.approx(expected)
     assert metrics["threshold_source"] == "validation"
     assert metrics["threshold_selection"]["num_images"] == 20
+
+
+def test_the_final_evaluation_answers_by_the_threshold_it_chose_on_validation(tmp_path):
+    data = tmp_path / "data"
+    grey_folder(data / "validation", {"FAKE": [130, 135, 140, 150], "REAL": [210, 220, 230, 240]})
+    grey_folder(data / "test", {"FAKE": [131, 136, 141], "REAL": [215, 225, 235]})
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE")
+
+    metrics = evaluation.evaluate_run(grey_classifier(), info, data, tmp_path / "run")
+
+    # P(FAKE) is below 0.5 for every image: the most probable class is REAL throughout, the threshold tells them apart.
+    assert metrics["decision_threshold"] < 0.5 and metrics["argmax_accuracy"] == 0.5 and metrics["accuracy"] == 1.0
+    with open(tmp_path / "run" / "predictions.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [(row["predicted"], row["uncertain"]) for row in rows] == [(row["true"], "false") for row in rows]
+    by_kind = json.loads((tmp_path / "run" / "model.json").read_text())["validation_by_kind"]
+    assert by_kind["size"]["0-63 px"]["balanced_accuracy"] == 1.0
 
 
 def test_the_final_evaluation_records_the_validation_accuracy_per_source_and_size(tmp_path, dataset, binary_model):
@@ -883,6 +922,25 @@ def test_a_handful_of_right_answers_does_not_show_a_kind_above_chance(tmp_path, 
     assert band["near_chance"] is near_chance
 
 
+def test_a_kind_s_balanced_accuracy_is_the_mean_recall_of_its_classes_not_its_accuracy(tmp_path):
+    band = _band(tmp_path, [0] * 8 + [1] * 2, [0] * 10, ["a", "b"])  # every image answered a
+
+    assert (band["accuracy"], band["balanced_accuracy"]) == (0.8, 0.5)
+
+
+def test_a_manifest_written_before_the_dataset_column_gives_no_sources(tmp_path, make_class_folder):
+    from realvsai.layout import ManifestRow, write_manifest
+
+    make_class_folder(tmp_path / "data" / "validation", {"FAKE": 2, "REAL": 2})
+    write_manifest(tmp_path / "data" / "manifest.csv", [
+        ManifestRow("validation", path.parent.name, path.relative_to(tmp_path / "data").as_posix(), "0" * 64)
+        for path in sorted((tmp_path / "data" / "validation").rglob("*.png"))])
+
+    by_kind = _validation_by_kind(tmp_path / "data")
+
+    assert "source" not in by_kind and "source_unit" not in by_kind and by_kind["size"]["0-63 px"]["num_images"] == 4
+
+
 def test_the_card_marks_a_size_band_validation_held_one_class_of(tmp_path, dataset, binary_model):
     by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "min_images": 10, "size": {
         "0-63 px": {"num_images": 20, "accuracy": 0.9, "balanced_accuracy": 0.9, "near_chance": False,
@@ -976,6 +1034,7 @@ def test_three_class_run_reports_macro_metrics_without_threshold(tmp_path, make_
     saved = json.loads((tmp_path / "run" / "model.json").read_text())
     assert "decision_threshold" not in saved and saved["test_metrics"]["f1"] == metrics["f1"]
     assert (tmp_path / "run" / "roc_curve.png").stat().st_size > 0
+    assert "threshold_source" not in metrics and "threshold_selection" not in metrics
 
 
 # --- model card ------------------------------------------------------------------------------
@@ -1163,6 +1222,20 @@ def test_each_source_is_scored_alone_and_all_of_them_together(tmp_path, make_cla
     assert metrics["num_images"] == metrics["combined"]["num_images"] == 16
     assert metrics["combined"]["accuracy"] == pytest.approx(metrics["accuracy"])
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
+
+
+def test_every_number_of_an_evaluation_follows_the_decision_rule_of_model_json(tmp_path):
+    # At the threshold 0.1 on P(FAKE) the first three FAKE images are FAKE; grey 184 (0.098) is REAL, wrong and
+    # Uncertain (P(FAKE) within 0.08 to 0.28); the most probable class is REAL for every image.
+    folder = grey_folder(tmp_path / "mine", {"FAKE": [130, 140, 150, 184], "REAL": [220, 230, 240]})
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE", decision_threshold=0.1)
+
+    metrics = evaluation.evaluate_folders(grey_classifier(), info, [folder], tmp_path / "out")
+
+    assert metrics["accuracy"] == pytest.approx(6 / 7) and metrics["argmax_accuracy"] == pytest.approx(3 / 7)
+    assert metrics["combined"]["accuracy"] == metrics["sources"]["mine"]["accuracy"] == pytest.approx(6 / 7)
+    assert metrics["sources"]["mine"]["accuracy_positive"] == 0.75
+    assert (metrics["uncertain"], metrics["accuracy_when_certain"]) == (1, 1.0)
 
 
 def test_evaluation_card_has_a_row_per_source_and_one_for_all(tmp_path, make_class_folder, binary_model):
