@@ -83,7 +83,7 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
         phase_callbacks = [callbacks.StopOnLostCtrlC(), callbacks.StopOnNonFiniteLoss(),
                            distributed.EpochSeeds(strategy), stop_rule, early_stopping, recorder, backup, best_model,
                            *tensorboard, callbacks.ValidationProgress(validation[1]), *extra_callbacks]
-        with strategy.scope():
+        with distributed.scope(strategy):
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
                                        train[1] * (phase.end - phase.start),
                                        loss_scaling=model.dtype_policy.name == "mixed_float16")
@@ -150,11 +150,12 @@ def _epochs_to_run(phase: Phase, latest: list[Any] | None) -> tuple[int, int, bo
 def _set_trainable_for_phase(model: keras.Model, config: TrainConfig, phase: Phase, strategy: Strategy) -> None:
     """Freezes a pretrained backbone for ``phase``, or unfreezes it (its top ``fine_tune_blocks`` blocks) and says
     so; a model trained from scratch trains whole throughout."""
+    from realvsai import distributed
     from realvsai.model import set_backbone_trainable
 
     if not config.pretrained:
         return
-    with strategy.scope():
+    with distributed.scope(strategy):
         blocks = set_backbone_trainable(model, phase.train_backbone, config.fine_tune_blocks)
     if phase.train_backbone:
         logger.info("fine-tuning %d residual block(s) of the backbone from epoch %d at learning rate %g",

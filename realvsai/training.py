@@ -183,7 +183,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
               ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
 
     # Built before the run folder exists: a start that fails on its weights leaves no folder behind.
-    with strategy.scope():
+    with distributed.scope(strategy):
         model = model_module.build_model(len(class_names), **config.model_options())
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_settings(run_dir, config, digest, backend)
