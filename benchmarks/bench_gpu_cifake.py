@@ -167,7 +167,7 @@ def train_and_test(args: argparse.Namespace) -> dict:
 
     validation_batches = arrays.EpochBatches(val_x, val_y, batch_size=global_batch, drop_remainder=full,
                                              class_weight=class_weight)
-    with strategy.scope():
+    with distributed.scope(strategy):
         model = build_model(len(class_names), **config.model_options())
     logger.info("training %s from scratch on %d images (%s), validating on %d, %s, %d steps per epoch%s",
                 config.backbone, len(x), counts, len(val_x), policy, steps,
