@@ -169,12 +169,10 @@ CPU_COMPILE_TIMES = {"resnet50": "half a minute", "resnet101": "a minute", "resn
 
 def compile_notice(backbone: str) -> str:
     """The line said before a phase's first step: Keras shows its progress bar once that step is done, and it
-    compiles the training step first, with nothing on the screen. On JAX the second step compiles again (25 s and
-    28 s for ResNet101 on 2 CPU cores)."""
+    compiles the training step first, with nothing on the screen (once on either backend: ``distributed.scope``)."""
     import keras
 
-    steps = "two steps take" if keras.backend.backend() == "jax" else "step takes"
-    line = f"compiling the training step: its first {steps} longer than the rest"
+    line = "compiling the training step: its first step takes longer than the rest"
     if not any(device.startswith("gpu") for device in keras.distribution.list_devices()):
         line += f", up to about {CPU_COMPILE_TIMES.get(backbone, 'a minute')} on a CPU"
     return line
