@@ -1694,6 +1694,14 @@ def test_a_phase_on_one_jax_device_compiles_its_train_and_test_steps_once(tmp_pa
     assert (compiled.count("Compiling jit(train_step)"), compiled.count("Compiling jit(test_step)")) == (1, 1)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's strategy (CI's KERAS_BACKEND=jax pass)")
+def test_the_log_names_one_jax_device_as_one_device_not_a_distribution():
+    from realvsai import distributed
+
+    strategy = distributed.select_strategy({})
+    assert distributed.describe(strategy) == f"one device ({keras.distribution.list_devices()[0]})"
+
+
 @pytest.mark.slow
 @needs_jax
 @pytest.mark.skipif(keras.backend.backend() == "jax",
