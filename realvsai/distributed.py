@@ -186,7 +186,9 @@ def describe(strategy: Strategy) -> str:
     replicas = num_replicas(strategy)
     if isinstance(strategy, keras.distribution.DataParallel):
         devices = ", ".join(str(device) for device in np.ravel(strategy.device_mesh.devices))
-        return f"{type(strategy).__name__} over {replicas} device(s) ({devices})"
+        if replicas == 1:  # trained under no distribution (``scope``)
+            return f"one device ({devices})"
+        return f"{type(strategy).__name__} over {replicas} devices ({devices})"
     cluster = _cluster_of(strategy)
     if cluster is not None:
         role = " (chief: writes the files)" if _is_chief_task(cluster) else ""
@@ -385,7 +387,7 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Dataset,
         callbacks: Sequence[keras.callbacks.Callback] = (), jit_compile: bool | str = "auto",
         verbose: int | str = "auto") -> None:
     """Trains one phase with sparse categorical cross-entropy on repeated datasets, here or on the cluster;
-    ``metrics()`` makes the metrics in ``strategy.scope()``."""
+    ``metrics()`` makes the metrics in ``scope(strategy)``."""
     arguments = dict(epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                      validation_steps=validation_steps, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
     with scope(strategy):  # a Keras distribution must also be in scope while fit runs
