@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -1181,14 +1182,28 @@ def nan_classifier(num_classes: int, **ignored) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", dtype="float32")(features))
 
 
-def train_with(builder, monkeypatch, tmp_path, make_class_folder, counts=None, validation_counts=None,
+def train_with(builder, monkeypatch, tmp_path, make_class_folder, counts=None, validation_counts=None, verbose=0,
                **settings) -> training.TrainResult:
     monkeypatch.setattr(model_module, "build_model", builder)
     for split, split_counts in (("train", counts), ("validation", validation_counts or counts)):
         make_class_folder(tmp_path / "data" / split, split_counts or {"FAKE": 4, "REAL": 4}, seed=len(split))
     config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="run", weights="none",
                          **{"batch_size": 4, "head_epochs": 1, "fine_tune_epochs": 0, **settings})
-    return training.train(config, verbose=0)
+    return training.train(config, verbose=verbose)
+
+
+def test_keras_bar_shows_the_loss_and_accuracy_alone_so_that_its_line_fits_a_terminal(tmp_path, make_class_folder,
+                                                                                       monkeypatch, capsys):
+    """Every metric (precision, recall, AUC, F1, cross-entropy, and validation's of each) made Keras' line of an
+    epoch about 390 characters: in a terminal of 120 columns it wrapped, and each step's redraw went back over its
+    last row only, leaving the others behind. history.csv keeps them all."""
+    result = train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, verbose=1)
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in re.split(r"[\r\n\b]+", capsys.readouterr().out)]
+    (epoch_line,) = [line for line in lines if "val_accuracy" in line]
+    assert sorted(re.findall(r"(\w+): [0-9.e+-]+", epoch_line)) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert len(epoch_line) <= 120
+    assert {"precision", "auc", "f1", "val_f1", "val_cross_entropy"} <= set(result.history[0])
 
 
 def test_the_final_evaluation_reads_validation_and_test_under_the_runs_max_pixels(tmp_path, make_class_folder,
