@@ -99,6 +99,27 @@ class StopOnLostCtrlC(keras.callbacks.Callback):
         raise_if_ctrl_c()
 
 
+# What Keras' progress bar shows. Every metric (precision, recall, AUC, F1, cross-entropy, and validation's of each)
+# made its line of an epoch about 390 characters: in a terminal of 120 columns it wrapped, and each step's redraw went
+# back over its last row only, leaving the others behind. history.csv and the training curves keep them all.
+BAR_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class ShortProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar of ``fit``, showing ``BAR_METRICS`` alone. Keras draws it in place of its own when it is
+    among the callbacks; it draws nothing at verbose 0."""
+
+    @staticmethod
+    def _shown(logs: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {key: value for key, value in (logs or {}).items() if key in BAR_METRICS}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._shown(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._shown(logs))
+
+
 class ValidationProgress(keras.callbacks.Callback):
     """A "validating" bar (``cli.progress``) over each epoch's ``steps`` validation batches: inside ``fit`` Keras'
     own bar stands still while the epoch validates (its ProgbarLogger skips those batches there), for minutes on

@@ -82,7 +82,9 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
         # recorder writes the row, the backup commits, and only then is a new best model written.
         phase_callbacks = [callbacks.StopOnLostCtrlC(), callbacks.StopOnNonFiniteLoss(),
                            distributed.EpochSeeds(strategy), stop_rule, early_stopping, recorder, backup, best_model,
-                           *tensorboard, callbacks.ValidationProgress(validation[1]), *extra_callbacks]
+                           *tensorboard, callbacks.ValidationProgress(validation[1]),
+                           *([callbacks.ShortProgressBar()] if distributed.is_chief(strategy) else []),
+                           *extra_callbacks]
         with distributed.scope(strategy):
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
                                        train[1] * (phase.end - phase.start),
