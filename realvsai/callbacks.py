@@ -107,7 +107,8 @@ BAR_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 class ShortProgressBar(keras.callbacks.ProgbarLogger):
     """Keras' progress bar of ``fit``, showing ``BAR_METRICS`` alone. Keras draws it in place of its own when it is
-    among the callbacks; it draws nothing at verbose 0."""
+    among the callbacks; it draws nothing at verbose 0 (--quiet, and a worker other than the chief:
+    ``distributed.fit_loop``)."""
 
     @staticmethod
     def _shown(logs: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -132,14 +132,17 @@ def num_replicas(strategy: Strategy) -> int:
     return strategy.num_replicas_in_sync
 
 
+def _undistributed(strategy: Strategy) -> bool:
+    """Whether ``strategy`` is JAX's DataParallel over one device, which trains under no distribution (``scope``)."""
+    return isinstance(strategy, keras.distribution.DataParallel) and num_replicas(strategy) == 1
+
+
 def scope(strategy: Strategy) -> contextlib.AbstractContextManager:
     """``strategy.scope()``, where models, optimizers and metrics are made and trained; on JAX with one device, no
     distribution at all. Under a one-device DataParallel, Keras compiled the train step three times a phase (the
     first step's state not yet on the device, the next one's placed there, each epoch's reset metrics and seed state
     not again), 16 s each for ResNet101 at 32 px on 2 CPU cores; without it, once."""
-    if isinstance(strategy, keras.distribution.DataParallel) and num_replicas(strategy) == 1:
-        return contextlib.nullcontext()
-    return strategy.scope()
+    return contextlib.nullcontext() if _undistributed(strategy) else strategy.scope()
 
 
 def needs_full_batches(strategy: Strategy) -> bool:
@@ -186,7 +189,7 @@ def describe(strategy: Strategy) -> str:
     replicas = num_replicas(strategy)
     if isinstance(strategy, keras.distribution.DataParallel):
         devices = ", ".join(str(device) for device in np.ravel(strategy.device_mesh.devices))
-        if replicas == 1:  # trained under no distribution (``scope``)
+        if _undistributed(strategy):
             return f"one device ({devices})"
         return f"{type(strategy).__name__} over {replicas} devices ({devices})"
     cluster = _cluster_of(strategy)

@@ -82,8 +82,7 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
         # recorder writes the row, the backup commits, and only then is a new best model written.
         phase_callbacks = [callbacks.StopOnLostCtrlC(), callbacks.StopOnNonFiniteLoss(),
                            distributed.EpochSeeds(strategy), stop_rule, early_stopping, recorder, backup, best_model,
-                           *tensorboard, callbacks.ValidationProgress(validation[1]),
-                           *([callbacks.ShortProgressBar()] if distributed.is_chief(strategy) else []),
+                           *tensorboard, callbacks.ValidationProgress(validation[1]), callbacks.ShortProgressBar(),
                            *extra_callbacks]
         with distributed.scope(strategy):
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
