@@ -287,6 +287,33 @@ def test_split_by_class_leaves_the_source_untouched_when_copying(art, tmp_path):
     assert snapshot(art) == before
 
 
+@pytest.mark.skipif(not hasattr(os, "sync"), reason="no os.sync here: each copy is fsynced")
+@pytest.mark.parametrize("mode", [splitting.COPY, splitting.MOVE])
+def test_a_copy_split_waits_on_the_disk_once_a_batch_not_once_a_copy(art, tmp_path, monkeypatch, mode):
+    """Each copy was fsynced: 100,000 CIFAKE files spent most of a split waiting on the disk
+    (benchmarks/bench_split.py). The copies of a batch are written under temporary names, synced together, then
+    named: no cut file under an image's name after a power cut, as before."""
+    calls = []
+    real_sync, real_fsync = os.sync, os.fsync
+
+    def fsync(handle):
+        calls.append(("fsync", Path(os.readlink(f"/proc/self/fd/{handle}")).parent.name))
+        real_fsync(handle)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "sync", lambda: (calls.append(("sync", "")), real_sync())[1])
+    monkeypatch.setattr(splitting, "_cross_device", lambda root, out: True)  # a move copies, then deletes
+    monkeypatch.setattr(files, "_CHUNK", 16)
+
+    report = split_by_class(art, tmp_path / "out", workers=1, mode=mode)
+
+    assert report.num_written == 40
+    assert [call for call in calls if call[1] in ("RealArt", "GeneratedArt")] == []
+    assert calls.count(("sync", "")) == 3  # 40 images in chunks of 16
+    assert sorted(path.name for path in (tmp_path / "out").rglob("*") if path.name.startswith(".")) == [
+        ".checks.json"]
+
+
 def test_accented_names_split_alike_whichever_unicode_form_the_disk_gives(tmp_path):
     # macOS (and zips made there) spell "é" as e + a combining accent (NFD); Linux and Windows as one letter.
     import unicodedata
