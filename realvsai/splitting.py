@@ -37,7 +37,7 @@ from realvsai.files import (
     sha256_file,
     write_changed,
     write_csv,
-    write_new,
+    write_new_files,
 )
 from realvsai.image_stats import ImageFacts, describe_profiles, profile_classes
 from realvsai.images import CHECK_VERSION, ImageHeader, inspect_file
@@ -79,6 +79,7 @@ T = TypeVar("T")
 
 COPY, MOVE, LINK = "copy", "move", "link"  # how a split places its files (the mode)
 _KEEP_FILE_BYTES, _KEEP_TOTAL_BYTES = 1 << 20, 2 << 30  # see _run_split's scan
+_BATCH_BYTES = 64 << 20  # copies written together (_place_chunk), fewer where a chunk of files holds less
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
 # Why a file is left out, by kind: each row of skipped.csv is of one kind, and the summary and the warnings
@@ -600,40 +601,67 @@ def _moved_items(root: Path, out: Path, old_rows: Sequence[ManifestRow], locate:
 
 
 def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> list[bool]:
-    """Places each planned file at its target (never over other content); True when written, False when there."""
-    written = []
+    """Places each planned file at its target (never over other content); True when written, False when there.
+    Copies are written a batch at a time (``files.write_new_files``: one wait on the disk a batch, not an fsync a
+    file, which took most of a 100,000-file split: benchmarks/bench_split.py)."""
+    written: list[bool] = []
+    batch: list[tuple[int, Path, _Item, bytes]] = []  # (index in written, target, item, bytes)
+    batch_bytes = 0
+
+    def write_batch() -> None:
+        for (index, target, item, _), new in zip(batch, write_new_files([(path, data) for _, path, _, data in batch])):
+            if not new:  # taken since it was checked free (another process): left as it is unless it differs
+                _check_placed(target, item, mode)
+                continue
+            if mode == MOVE:
+                os.unlink(item.read_from)  # its copy is on disk under its name
+            written[index] = True
+        batch.clear()
+
     for target, item in jobs:
+        written.append(False)
         if os.path.lexists(target):
-            if not (target.is_file() and sha256_file(target) == item.digest):
-                raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
-                                "overwritten. Move that file away (or delete it if it is a broken copy) and run "
-                                "the same command again.")
-            if (mode == MOVE and os.path.realpath(item.read_from) != os.path.realpath(target)
-                    and os.path.isfile(item.read_from) and sha256_file(item.read_from) == item.digest):
-                os.unlink(item.read_from)  # copied by a move across file systems stopped before it deleted it
-            written.append(False)
+            _check_placed(target, item, mode)
             continue
         # A symlinked file is placed as its target's bytes: the link itself, renamed or hard-linked (os.link links
         # a symlink, not its target, on Linux), would lead nowhere from the split when its target is relative.
         symlink = os.path.islink(item.read_from)
-        try:
-            if mode == LINK:
+        if mode == LINK:
+            try:
                 os.link(os.path.realpath(item.read_from), target)
-            elif mode == MOVE and not cross_device and not symlink:
-                os.rename(item.read_from, target)  # the target was checked free just above
-            else:  # the bytes the scan kept, or read again and checked against its sha256
-                write_new(target, item.data if item.data is not None else read_verified(item.read_from, item.digest))
-                if mode == MOVE:
-                    os.unlink(item.read_from)
-        except OSError as error:
-            if mode == LINK and error.errno in CANNOT_LINK:
-                raise UserError(f"cannot hard-link {item.read_from} to {target} ({error.strerror}). --link needs "
-                                "SOURCE and --out on one file system that supports hard links; drop --link to "
-                                "copy.") from error
-            raise
-        item.data = None  # free the memory as soon as the file is out
-        written.append(True)
+            except OSError as error:
+                if error.errno in CANNOT_LINK:
+                    raise UserError(f"cannot hard-link {item.read_from} to {target} ({error.strerror}). --link needs "
+                                    "SOURCE and --out on one file system that supports hard links; drop --link to "
+                                    "copy.") from error
+                raise
+        elif mode == MOVE and not cross_device and not symlink:
+            os.rename(item.read_from, target)  # the target was checked free just above
+        else:  # the bytes the scan kept, or read again and checked against its sha256
+            data = item.data if item.data is not None else read_verified(item.read_from, item.digest)
+            item.data = None  # the batch holds them until they are out
+            batch.append((len(written) - 1, target, item, data))
+            batch_bytes += len(data)
+            if batch_bytes >= _BATCH_BYTES:
+                write_batch()
+                batch_bytes = 0
+            continue
+        written[-1] = True
+    if batch:
+        write_batch()
     return written
+
+
+def _check_placed(target: Path, item: _Item, mode: str) -> None:
+    """``target`` exists already: the planned file placed by an earlier run, left as it is (a move's source, copied
+    by a run stopped before it deleted it, is deleted now); a UserError where it holds other content."""
+    if not (target.is_file() and sha256_file(target) == item.digest):
+        raise UserError(f"{target} exists with other content than the planned {item.source}; nothing was "
+                        "overwritten. Move that file away (or delete it if it is a broken copy) and run "
+                        "the same command again.")
+    if (mode == MOVE and os.path.realpath(item.read_from) != os.path.realpath(target)
+            and os.path.isfile(item.read_from) and sha256_file(item.read_from) == item.digest):
+        os.unlink(item.read_from)  # copied by a move across file systems stopped before it deleted it
 
 
 def _refuse_another_dataset(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow],
