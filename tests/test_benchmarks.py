@@ -127,6 +127,27 @@ def test_a_split_run_on_another_zip_leaves_the_recorded_figures(tmp_path, record
     assert "--results" in process.stdout  # how to keep the figures
 
 
+def test_the_split_benchmark_deletes_no_output_until_every_run_is_done(tmp_path, monkeypatch):
+    """Each run's output was deleted before the next run: on ext4, creating files within seconds of deleting
+    100,000 takes up to ten times the kernel time a file, so a side's time depended on whether it came after a
+    deletion (`cp -r` of the CIFAKE zip's tree: 5.5 s once, 37.4 s the next time)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_split
+
+    outs: list[Path] = []
+
+    def run_side(side, source, out, workers):
+        assert not out.exists() and all(earlier.is_dir() for earlier in outs)
+        (out / "train").mkdir(parents=True)
+        outs.append(out)
+        return 1.0, 1.0
+
+    monkeypatch.setattr(bench_split, "run_side", run_side)
+    assert bench_split.main([str(tiny_dataset(tmp_path / "data")), "--repeats", "2", "--workdir", str(tmp_path),
+                             "--results", str(tmp_path / "mine.json")]) == 0
+    assert len(outs) == 2 * len(bench_split.SIDES)
+
+
 def test_a_split_run_writes_where_results_says(tmp_path, recorded_results):
     results = tmp_path / "mine.json"
 
