@@ -24,10 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from realvsai.cli import progress
+from realvsai.cli import progress, raise_if_ctrl_c
 from realvsai.errors import UserError
 
 _CHUNK = 256  # files per task of map_in_threads
+_PLACE_BATCH_BYTES = 64 << 20  # copies place_files holds in memory and writes together
 # os.link errors that mean "no hard link here" (another file system, FAT, a share, protected links)
 CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
 T = TypeVar("T")
@@ -486,6 +487,42 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
     if move:
         source.unlink()
     return target, outcome
+
+
+def place_files(jobs: Iterable[tuple[Path, Path, str | None]], *, move: bool = False) -> list[tuple[Path, Outcome]]:
+    """``place_file`` for each ``(source, target, source_digest)`` of ``jobs``; the results in order. The copies to
+    free targets are written together, up to ``_PLACE_BATCH_BYTES`` at a time (``write_new_files``: one wait on the
+    disk a batch, not an fsync a file, which took most of a merge of 100,000 files). A move links, as
+    ``place_file`` does."""
+    results: list[tuple[Path, Outcome]] = []
+    batch: list[tuple[int, Path, Path, str | None, bytes]] = []  # (index in results, source, target, digest, bytes)
+
+    def write_batch() -> None:
+        for (index, source, target, digest, _), new in zip(
+                batch, write_new_files([(target, data) for _, _, target, _, data in batch])):
+            if new:
+                shutil.copystat(source, target)
+            # else taken since it was found free: placed beside it, or found holding this content
+            results[index] = (target, Outcome.COPIED) if new else place_file(source, target, source_digest=digest)
+        batch.clear()
+
+    held = 0
+    for source, target, digest in jobs:
+        raise_if_ctrl_c()  # a Ctrl-C that Python dropped: stop before the next file, not after the batch
+        source, target = Path(source), Path(target)
+        if move or os.path.lexists(target):
+            results.append(place_file(source, target, move=move, source_digest=digest))
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = read_verified(source, digest) if digest else source.read_bytes()
+        results.append((target, Outcome.COPIED))  # set again by write_batch
+        batch.append((len(results) - 1, source, target, digest, data))
+        held += len(data)
+        if held >= _PLACE_BATCH_BYTES:
+            write_batch()
+            held = 0
+    write_batch()
+    return results
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from realvsai.files import (
     list_images,
     map_in_threads,
     numbered,
-    place_file,
+    place_files,
     read_list,
     remove_temporaries,
     sha256_file,
@@ -63,6 +63,7 @@ from realvsai.moving import (
 logger = logging.getLogger(__name__)
 
 REFUSED_NAME = "merge-refused.csv"
+_PLACE_CHUNK = 256  # files placed together (files.place_files: one wait on the disk for their copies)
 REFUSED_FIELDS = ("merged_at", "source", "reason")
 REFUSED_KEY = ("source", "reason")  # a file refused again for the same reason keeps one row
 # Why a merge refuses a file, in the words its summary and DataMerger.py's error line use
@@ -232,17 +233,25 @@ def merge_datasets(
     elif not copies_in_train and not (into / MOVED_SETTINGS_NAME).exists():
         _carry_copy_settings(into, with_copies)
     added = []  # (target path, source file)
-    for file, kind, target, _ in progress(actions, desc="moving" if move else "copying"):
-        if kind == "identical" and move:  # its content was read from the target during this run: it is safe there
-            file.path.unlink()
-        elif target:
-            # place_file never overwrites: should the name have been taken since the plan, it keeps both.
-            target, outcome = place_file(file.path, target, move=move, source_digest=file.digest)
-            if outcome is Outcome.IDENTICAL:
-                report.added, report.identical = report.added - 1, report.identical + 1
-                report.added_counts[(file.split, file.class_name)] -= 1
-            else:
-                added.append((target, file))
+    bar = progress(None, total=len(actions), desc="moving" if move else "copying")
+    try:
+        for start in range(0, len(actions), _PLACE_CHUNK):
+            chunk = actions[start:start + _PLACE_CHUNK]
+            for file, kind, _, _ in chunk:
+                if kind == "identical" and move:  # its content was read from the target during this run: safe there
+                    file.path.unlink()
+            placing = [(file, target) for file, _, target, _ in chunk if target]
+            # place_files never overwrites: should a name have been taken since the plan, it keeps both.
+            placed = place_files([(file.path, target, file.digest) for file, target in placing], move=move)
+            for (file, _), (target, outcome) in zip(placing, placed):
+                if outcome is Outcome.IDENTICAL:
+                    report.added, report.identical = report.added - 1, report.identical + 1
+                    report.added_counts[(file.split, file.class_name)] -= 1
+                else:
+                    added.append((target, file))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
     report.after = sum(1 for _ in _list_dataset(into))
     if report.before + report.added != report.after:
         logger.warning("the target held %s, %s added, but it now holds %s: something else changed it during "

@@ -122,6 +122,29 @@ def test_place_file_never_overwrites_different_content(tmp_path):
     assert placed == tmp_path / "dst" / f"cat_{digest[:8]}.jpg" and placed.read_bytes() == b"new cat"
 
 
+def test_place_files_places_each_as_place_file_does_also_where_a_name_was_taken_since(tmp_path, monkeypatch):
+    sources = [write(tmp_path / "src" / f"{name}.jpg", name.encode()) for name in ("cat", "dog", "owl", "bee")]
+    write(tmp_path / "dst" / "dog.jpg", b"dog")  # the same content: identical
+    write(tmp_path / "dst" / "owl.jpg", b"another owl")  # other content: placed beside it
+    real_write_new_files = files.write_new_files
+
+    def taken_meanwhile(batch):  # another program takes bee.jpg between the check and the write
+        write(tmp_path / "dst" / "bee.jpg", b"another bee")
+        return real_write_new_files(batch)
+
+    monkeypatch.setattr(files, "write_new_files", taken_meanwhile)
+    placed = files.place_files([(source, tmp_path / "dst" / source.name, None) for source in sources])
+
+    digest = {name: hashlib.sha256(name.encode()).hexdigest()[:8] for name in ("owl", "bee")}
+    assert placed == [(tmp_path / "dst" / "cat.jpg", Outcome.COPIED), (tmp_path / "dst" / "dog.jpg", Outcome.IDENTICAL),
+                      (tmp_path / "dst" / f"owl_{digest['owl']}.jpg", Outcome.RENAMED),
+                      (tmp_path / "dst" / f"bee_{digest['bee']}.jpg", Outcome.RENAMED)]
+    assert [target.read_bytes() for target, _ in placed] == [b"cat", b"dog", b"owl", b"bee"]
+    assert (tmp_path / "dst" / "bee.jpg").read_bytes() == b"another bee"
+    assert sorted(path.name for path in (tmp_path / "dst").iterdir()) == sorted(
+        ["cat.jpg", "dog.jpg", "owl.jpg", "bee.jpg", placed[2][0].name, placed[3][0].name])
+
+
 def test_place_file_skips_identical_content_without_writing(tmp_path):
     source = write(tmp_path / "src" / "cat.jpg", b"cat")
     target = write(tmp_path / "dst" / "cat.jpg", b"cat")

@@ -14,7 +14,7 @@ import pytest
 from conftest import one_error_line, run_script, sha256, snapshot, write_image
 from PIL import Image, PngImagePlugin
 
-from realvsai import merging, moving
+from realvsai import files, merging, moving
 from realvsai.errors import UserError
 from realvsai.layout import read_manifest
 from realvsai.merging import format_merge_report, merge_datasets
@@ -809,7 +809,7 @@ def test_an_image_whose_augmented_copies_are_in_the_targets_train_is_refused_in_
 def test_a_merge_with_move_cut_short_keeps_the_records_of_what_it_moved(second, tmp_path, monkeypatch):
     copies = augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
     into = tmp_path / "merged"
-    real_place_file, calls = merging.place_file, []
+    real_place_file, calls = files.place_file, []
 
     def place_then_stop(*args, **kwargs):
         if len(calls) == 6:  # the copies (aug_*) come first in train/FAKE
@@ -817,10 +817,10 @@ def test_a_merge_with_move_cut_short_keeps_the_records_of_what_it_moved(second, 
         calls.append(args)
         return real_place_file(*args, **kwargs)
 
-    monkeypatch.setattr(merging, "place_file", place_then_stop)
+    monkeypatch.setattr(files, "place_file", place_then_stop)  # a move places each file alone (a link)
     with pytest.raises(KeyboardInterrupt):
         merge_datasets([second], into, move=True)
-    monkeypatch.setattr(merging, "place_file", real_place_file)
+    monkeypatch.setattr(files, "place_file", real_place_file)
     merge_datasets([second], into, move=True)
     assert set(copies) <= set(moving.read_moved_copies(into))
     assert {row.dataset for row in read_manifest(into / "manifest.csv")} == {"second"}

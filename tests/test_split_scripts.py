@@ -74,19 +74,19 @@ def test_a_ctrl_c_dropped_at_a_split_s_first_files_stops_it_there(tmp_path, make
 
 def test_a_ctrl_c_dropped_at_a_merge_s_first_file_stops_it_there(tmp_path, make_class_folder, monkeypatch, capsys):
     """It was noticed only once every file was merged, then the finished merge was reported as interrupted."""
-    from realvsai import merging
+    from realvsai import files
 
     make_class_folder(tmp_path / "more" / "train", {"REAL": 6, "FAKE": 6})
-    real_place_file, calls = merging.place_file, []
+    real_read_verified, calls = files.read_verified, []
 
-    def dropped_at_the_first(*args, **kwargs):
+    def dropped_at_the_first(*args, **kwargs):  # each copy's bytes are read, then a batch of them written
         calls.append(args)
         if len(calls) == 1:
             drop_a_ctrl_c()
         time.sleep(0.02)  # a large file takes longer
-        return real_place_file(*args, **kwargs)
+        return real_read_verified(*args, **kwargs)
 
-    monkeypatch.setattr(merging, "place_file", dropped_at_the_first)
+    monkeypatch.setattr(files, "read_verified", dropped_at_the_first)
     assert DataMerger.main([str(tmp_path / "more"), "--into", str(tmp_path / "data"), "--quiet"]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: interrupted. ")
     assert len(calls) <= 6, f"went on for {len(calls)} of 12 files"  # the next, but for a loaded machine
