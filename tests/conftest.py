@@ -343,6 +343,25 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
             for path in sorted(Path(folder).rglob("*")) if path.is_file()}
 
 
+def record_disk_waits(monkeypatch) -> list[tuple[str, str]]:
+    """The waits on the disk from now on, in order: ``("fsync", <the synced file's folder name>)`` and
+    ``("sync", "")``; each still happens."""
+    calls: list[tuple[str, str]] = []
+    real_sync, real_fsync = os.sync, os.fsync
+
+    def fsync(handle: int) -> None:
+        calls.append(("fsync", Path(os.readlink(f"/proc/self/fd/{handle}")).parent.name))
+        real_fsync(handle)
+
+    def sync() -> None:
+        calls.append(("sync", ""))
+        real_sync()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "sync", sync)
+    return calls
+
+
 def one_error_line(process: subprocess.CompletedProcess) -> str:
     """The single ``error: ...`` line a failed script prints, after checking it exited 1 with just that."""
     assert process.returncode == 1, process.stdout + process.stderr

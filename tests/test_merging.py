@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import one_error_line, run_script, sha256, snapshot, write_image
+from conftest import one_error_line, record_disk_waits, run_script, sha256, snapshot, write_image
 from PIL import Image, PngImagePlugin
 
 from realvsai import files, merging, moving
@@ -60,15 +60,7 @@ def test_a_merge_waits_on_the_disk_once_a_batch_of_copies_not_once_a_copy(first,
     """Each copy was fsynced: a merge of the 100,000-file CIFAKE split spent most of its 99 s waiting on the disk.
     The copies of a batch are written under temporary names, synced together, then named, and keep their source's
     modification time."""
-    calls = []
-    real_sync, real_fsync = os.sync, os.fsync
-
-    def fsync(handle):
-        calls.append(("fsync", Path(os.readlink(f"/proc/self/fd/{handle}")).parent.name))
-        real_fsync(handle)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "sync", lambda: (calls.append(("sync", "")), real_sync())[1])
+    calls = record_disk_waits(monkeypatch)
     into = tmp_path / "merged"
 
     report = merge_datasets([first, second], into)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sha256, snapshot, write_image
+from conftest import record_disk_waits, sha256, snapshot, write_image
 from PIL import Image
 
 from realvsai import files, images, splitting
@@ -293,15 +293,7 @@ def test_a_copy_split_waits_on_the_disk_once_a_batch_not_once_a_copy(art, tmp_pa
     """Each copy was fsynced: 100,000 CIFAKE files spent most of a split waiting on the disk
     (benchmarks/bench_split.py). The copies of a batch are written under temporary names, synced together, then
     named: no cut file under an image's name after a power cut, as before."""
-    calls = []
-    real_sync, real_fsync = os.sync, os.fsync
-
-    def fsync(handle):
-        calls.append(("fsync", Path(os.readlink(f"/proc/self/fd/{handle}")).parent.name))
-        real_fsync(handle)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "sync", lambda: (calls.append(("sync", "")), real_sync())[1])
+    calls = record_disk_waits(monkeypatch)
     monkeypatch.setattr(splitting, "_cross_device", lambda root, out: True)  # a move copies, then deletes
     monkeypatch.setattr(files, "_CHUNK", 16)
 
