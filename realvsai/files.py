@@ -28,7 +28,9 @@ from realvsai.cli import progress, raise_if_ctrl_c
 from realvsai.errors import UserError
 
 _CHUNK = 256  # files per task of map_in_threads
-_PLACE_BATCH_BYTES = 64 << 20  # copies place_files holds in memory and writes together
+# Copies held in memory and written together by write_new_files (place_files, the split's): at most about this many
+# bytes, fewer where a chunk of files holds less
+COPY_BATCH_BYTES = 64 << 20
 # os.link errors that mean "no hard link here" (another file system, FAT, a share, protected links)
 CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
 T = TypeVar("T")
@@ -491,7 +493,7 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
 
 def place_files(jobs: Iterable[tuple[Path, Path, str | None]], *, move: bool = False) -> list[tuple[Path, Outcome]]:
     """``place_file`` for each ``(source, target, source_digest)`` of ``jobs``; the results in order. The copies to
-    free targets are written together, up to ``_PLACE_BATCH_BYTES`` at a time (``write_new_files``: one wait on the
+    free targets are written together, up to ``COPY_BATCH_BYTES`` at a time (``write_new_files``: one wait on the
     disk a batch, not an fsync a file, which took most of a merge of 100,000 files). A move links, as
     ``place_file`` does."""
     results: list[tuple[Path, Outcome]] = []
@@ -518,7 +520,7 @@ def place_files(jobs: Iterable[tuple[Path, Path, str | None]], *, move: bool = F
         results.append((target, Outcome.COPIED))  # set again by write_batch
         batch.append((len(results) - 1, source, target, digest, data))
         held += len(data)
-        if held >= _PLACE_BATCH_BYTES:
+        if held >= COPY_BATCH_BYTES:
             write_batch()
             held = 0
     write_batch()

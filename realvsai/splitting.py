@@ -24,6 +24,7 @@ from realvsai.config import CHECKS_NAME, MAX_IMAGE_PIXELS, is_split_checks, shel
 from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
+    COPY_BATCH_BYTES,
     IMAGE_EXTENSIONS,
     fit_name,
     free_name,
@@ -79,7 +80,6 @@ T = TypeVar("T")
 
 COPY, MOVE, LINK = "copy", "move", "link"  # how a split places its files (the mode)
 _KEEP_FILE_BYTES, _KEEP_TOTAL_BYTES = 1 << 20, 2 << 30  # see _run_split's scan
-_BATCH_BYTES = 64 << 20  # copies written together (_place_chunk), fewer where a chunk of files holds less
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_FIELDS = ("source", "reason")
 # Why a file is left out, by kind: each row of skipped.csv is of one kind, and the summary and the warnings
@@ -642,7 +642,7 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
             item.data = None  # the batch holds them until they are out
             batch.append((len(written) - 1, target, item, data))
             batch_bytes += len(data)
-            if batch_bytes >= _BATCH_BYTES:
+            if batch_bytes >= COPY_BATCH_BYTES:
                 write_batch()
                 batch_bytes = 0
             continue

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from conftest import record_disk_waits, write_image
 
 from realvsai import files
 from realvsai.errors import UserError
@@ -143,6 +143,18 @@ def test_place_files_places_each_as_place_file_does_also_where_a_name_was_taken_
     assert (tmp_path / "dst" / "bee.jpg").read_bytes() == b"another bee"
     assert sorted(path.name for path in (tmp_path / "dst").iterdir()) == sorted(
         ["cat.jpg", "dog.jpg", "owl.jpg", "bee.jpg", placed[2][0].name, placed[3][0].name])
+
+
+@pytest.mark.skipif(not hasattr(os, "sync"), reason="no os.sync here: each copy is fsynced")
+def test_place_files_holds_about_copy_batch_bytes_of_copies_at_a_time(tmp_path, monkeypatch):
+    sources = [write(tmp_path / "src" / f"{name}.jpg", name.encode()) for name in ("cat", "dog", "owl")]
+    monkeypatch.setattr(files, "COPY_BATCH_BYTES", 4)
+    calls = record_disk_waits(monkeypatch)
+
+    files.place_files([(source, tmp_path / "dst" / source.name, None) for source in sources])
+
+    assert calls == [("sync", ""), ("sync", "")]  # cat and dog (6 bytes), then owl
+    assert [(tmp_path / "dst" / source.name).read_bytes() for source in sources] == [b"cat", b"dog", b"owl"]
 
 
 def test_place_file_skips_identical_content_without_writing(tmp_path):
