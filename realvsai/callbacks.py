@@ -22,7 +22,7 @@ from typing import Any
 import keras
 
 from realvsai.cli import plural, progress, raise_if_ctrl_c
-from realvsai.config import MONITOR, monitor_of
+from realvsai.config import CROSS_ENTROPY, MONITOR, monitor_of
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, human_bytes, write_csv
 
@@ -101,8 +101,10 @@ class StopOnLostCtrlC(keras.callbacks.Callback):
 
 # What Keras' progress bar shows. Every metric (precision, recall, AUC, F1, cross-entropy, and validation's of each)
 # made its line of an epoch about 390 characters: in a terminal of 120 columns it wrapped, and each step's redraw went
-# back over its last row only, leaving the others behind. history.csv and the training curves keep them all.
-BAR_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# back over its last row only, leaving the others behind. history.csv and the training curves keep them all. The
+# cross-entropies, not Keras' loss and val_loss: they are what picks the best epoch (BestModel's line names
+# config.MONITOR) and what the overfitting rule compares; the loss adds the head's L2 penalty.
+BAR_METRICS = (CROSS_ENTROPY, "val_accuracy", MONITOR)
 
 
 class ShortProgressBar(keras.callbacks.ProgbarLogger):
