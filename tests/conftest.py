@@ -362,6 +362,24 @@ def record_disk_waits(monkeypatch) -> list[tuple[str, str]]:
     return calls
 
 
+def disk_full_at_write(monkeypatch, number: int) -> None:
+    """The ``number``-th file write of ``realvsai.files`` from now on (``files._write_all``) fails as on a full
+    disk (ENOSPC); the others write."""
+    import errno
+
+    from realvsai import files
+
+    real_write_all, writes = files._write_all, []
+
+    def write_all(handle: int, data: bytes) -> None:
+        writes.append(1)
+        if len(writes) == number:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_all(handle, data)
+
+    monkeypatch.setattr(files, "_write_all", write_all)
+
+
 def one_error_line(process: subprocess.CompletedProcess) -> str:
     """The single ``error: ...`` line a failed script prints, after checking it exited 1 with just that."""
     assert process.returncode == 1, process.stdout + process.stderr

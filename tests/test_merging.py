@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import one_error_line, record_disk_waits, run_script, sha256, snapshot, write_image
+from conftest import disk_full_at_write, one_error_line, record_disk_waits, run_script, sha256, snapshot, write_image
 from PIL import Image, PngImagePlugin
 
 from realvsai import files, merging, moving
@@ -355,6 +355,22 @@ def test_an_interrupted_merge_is_completed_without_duplicates(first, second, tmp
     report = merge_datasets([first, second], into)
     assert report.added == 12
     assert Counter(sha256(path) for path in images(into)) == complete
+
+
+def test_a_merge_stopped_by_a_full_disk_in_a_batch_of_copies_leaves_no_temporary_and_is_completed(
+        first, second, tmp_path, monkeypatch):
+    expected = Counter(sha256(path) for path in images(first) + images(second))
+    disk_full_at_write(monkeypatch, 20)  # the records, a batch of copies, then part of the next
+    monkeypatch.setattr(merging, "_PLACE_CHUNK", 8)
+    into = tmp_path / "merged"
+    with pytest.raises(OSError, match="No space"):
+        merge_datasets([first, second], into)
+    assert not [path for path in into.rglob("*") if path.name.endswith(".tmp")]
+    assert 0 < len(images(into)) < 24
+
+    merge_datasets([first, second], into)
+
+    assert Counter(sha256(path) for path in images(into)) == expected
 
 
 def test_different_class_names_are_an_error_naming_both_and_rename(first, tmp_path):

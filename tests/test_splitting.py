@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import record_disk_waits, sha256, snapshot, write_image
+from conftest import disk_full_at_write, record_disk_waits, sha256, snapshot, write_image
 from PIL import Image
 
 from realvsai import files, images, splitting
@@ -781,6 +781,23 @@ def test_re_running_an_interrupted_split_completes_it(art, tmp_path):
     report = split_by_class(art, out)
     assert report.num_written == len(removed)
     assert {path: sha256(out / path) for path in snapshot(out)} == complete
+
+
+def test_a_split_stopped_by_a_full_disk_in_a_batch_of_copies_leaves_no_temporary_and_is_completed(
+        art, tmp_path, monkeypatch):
+    split_by_class(art, tmp_path / "expected")
+    disk_full_at_write(monkeypatch, 20)  # the records, a batch of copies, then part of the next
+    monkeypatch.setattr(files, "_CHUNK", 8)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space"):
+        split_by_class(art, out, workers=1)
+    assert not [path for path in out.rglob("*") if path.name.endswith(".tmp")]
+    assert 0 < len(list(out.glob("*/*/*.png"))) < 40
+
+    split_by_class(art, out, workers=1)
+
+    assert {path: sha256(out / path) for path in snapshot(out) if path.endswith(".png")} == {
+        path: sha256(tmp_path / "expected" / path) for path in snapshot(tmp_path / "expected") if path.endswith(".png")}
 
 
 def test_a_file_changed_in_the_output_is_never_overwritten(art, tmp_path):
