@@ -73,6 +73,28 @@ def test_a_merge_waits_on_the_disk_once_a_batch_of_copies_not_once_a_copy(first,
     assert not [path for path in into.rglob(".*") if path.name.endswith(".tmp")]
 
 
+def test_a_merge_opens_each_source_image_once_to_check_it_and_once_to_copy_it(first, tmp_path, monkeypatch):
+    """Its check read each file twice, for the sha256 of its bytes and to decode it: a third of a merge of the
+    100,000-file CIFAKE split went to reading the files."""
+    import builtins
+    import io
+
+    opened = Counter()
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)):
+            opened[Path(file).resolve()] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)
+
+    merge_datasets([first], tmp_path / "merged")
+
+    assert {path: opened[path.resolve()] for path in images(first)} == {path: 2 for path in images(first)}
+
+
 def test_merge_skips_a_file_with_the_same_name_and_content(first, tmp_path):
     into = tmp_path / "merged"
     shutil.copytree(first, into)
