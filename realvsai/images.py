@@ -430,6 +430,13 @@ def image_problem(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> 
     return decode_check(path, max_pixels)[0]
 
 
+def read_and_check(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str, str | None, str | None]:
+    """``(sha256 of the bytes, problem, pixels)`` of ``path`` from one read of the file (``decode_check`` of its
+    bytes, as ``inspect_file`` checks them); an OSError reading it is raised."""
+    data = Path(path).read_bytes()
+    return hashlib.sha256(data).hexdigest(), *decode_check(_NamedBytes(data, os.path.basename(path)), max_pixels)
+
+
 class _NamedBytes(io.BytesIO):
     """File bytes that Pillow's error messages name by the file's name, not a memory address."""
 

@@ -26,9 +26,8 @@ from realvsai.files import (
     place_files,
     read_list,
     remove_temporaries,
-    sha256_file,
 )
-from realvsai.images import decode_check
+from realvsai.images import read_and_check
 from realvsai.layout import (
     MANIFEST_NAME,
     SPLITS,
@@ -79,8 +78,8 @@ class _File:
     class_name: str
     path: Path
     digest: str  # sha256 of its bytes: its identity in manifest.csv and when it is copied
-    pixels: str | None  # sha256 of its decoded pixels (images.decode_check): its identity for the leak and label rules
-    problem: str | None  # why it is not a usable image (decode_check), or None
+    pixels: str | None  # sha256 of its decoded pixels (images.read_and_check): its identity for leakage and labels
+    problem: str | None  # why it is not a usable image (images.read_and_check), or None
     dataset: str = ""  # the dataset it belongs to (manifest.csv's column), carried into the target's manifest
     copy_of: CopySource | None = None  # an augmented copy's source (DATA/augmented-copies.csv), carried too
     origin: str = ""  # where its dataset's manifest.csv says it was taken from (its source column), or ""
@@ -472,9 +471,9 @@ def _hash_dataset(root: Path, workers: int, desc: str, max_pixels: int, dataset:
     """Every image of ``root`` with the sha256 of its bytes and of its pixels (or why it does not decode), and its
     dataset: as ``root/manifest.csv`` names it, else ``dataset``; ``left_out`` gets the files it does not read."""
     listed = _list_dataset(root, left_out) if root.is_dir() else []
-    # The bytes first, in a read of their own: a file that cannot be read stops the merge, as it always has.
-    checked = map_in_threads(lambda chunk: [(sha256_file(path), *decode_check(path, max_pixels))
-                                            for _, _, path in chunk], listed, workers, desc)
+    # One read a file, for its sha256 and its decode: a file that cannot be read stops the merge, as it always has.
+    checked = map_in_threads(lambda chunk: [read_and_check(path, max_pixels) for _, _, path in chunk], listed,
+                             workers, desc)
     manifest = root / MANIFEST_NAME
     rows = {row.path: row for row in read_manifest(manifest)} if manifest.is_file() else {}
     copies = read_moved_copies(root) if root.is_dir() else {}
