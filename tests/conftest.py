@@ -343,9 +343,15 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
             for path in sorted(Path(folder).rglob("*")) if path.is_file()}
 
 
+# For the tests of record_disk_waits: a batch of files is synced by os.sync (Windows has none: each file is fsynced),
+# and /proc names the file an fsync is given (Linux).
+syncs_a_batch = pytest.mark.skipif(not hasattr(os, "sync") or not os.path.isdir("/proc/self/fd"),
+                                   reason="no os.sync here (each file is fsynced), or no /proc to name a synced file")
+
+
 def record_disk_waits(monkeypatch) -> list[tuple[str, str]]:
     """The waits on the disk from now on, in order: ``("fsync", <the synced file's folder name>)`` and
-    ``("sync", "")``; each still happens."""
+    ``("sync", "")``; each still happens (``syncs_a_batch`` marks the tests that use it)."""
     calls: list[tuple[str, str]] = []
     real_sync, real_fsync = os.sync, os.fsync
 

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import record_disk_waits, write_image
+from conftest import record_disk_waits, syncs_a_batch, write_image
 
 from realvsai import files
 from realvsai.errors import UserError
@@ -145,7 +145,7 @@ def test_place_files_places_each_as_place_file_does_also_where_a_name_was_taken_
         ["cat.jpg", "dog.jpg", "owl.jpg", "bee.jpg", placed[2][0].name, placed[3][0].name])
 
 
-@pytest.mark.skipif(not hasattr(os, "sync"), reason="no os.sync here: each copy is fsynced")
+@syncs_a_batch
 def test_place_files_holds_about_copy_batch_bytes_of_copies_at_a_time(tmp_path, monkeypatch):
     sources = [write(tmp_path / "src" / f"{name}.jpg", name.encode()) for name in ("cat", "dog", "owl")]
     monkeypatch.setattr(files, "COPY_BATCH_BYTES", 4)

@@ -11,7 +11,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import disk_full_at_write, one_error_line, record_disk_waits, run_script, sha256, snapshot, write_image
+from conftest import (
+    disk_full_at_write,
+    one_error_line,
+    record_disk_waits,
+    run_script,
+    sha256,
+    snapshot,
+    syncs_a_batch,
+    write_image,
+)
 from PIL import Image, PngImagePlugin
 
 from realvsai import files, merging, moving
@@ -55,7 +64,7 @@ def test_merge_into_a_new_folder_adds_every_file(first, second, tmp_path):
         sha256(path) for path in images(first) + images(second))
 
 
-@pytest.mark.skipif(not hasattr(os, "sync"), reason="no os.sync here: each copy is fsynced")
+@syncs_a_batch
 def test_a_merge_waits_on_the_disk_once_a_batch_of_copies_not_once_a_copy(first, second, tmp_path, monkeypatch):
     """Each copy was fsynced: a merge of the 100,000-file CIFAKE split spent most of its 99 s waiting on the disk.
     The copies of a batch are written under temporary names, synced together, then named, and keep their source's

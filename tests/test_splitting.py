@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import disk_full_at_write, record_disk_waits, sha256, snapshot, write_image
+from conftest import disk_full_at_write, record_disk_waits, sha256, snapshot, syncs_a_batch, write_image
 from PIL import Image
 
 from realvsai import files, images, splitting
@@ -287,7 +287,7 @@ def test_split_by_class_leaves_the_source_untouched_when_copying(art, tmp_path):
     assert snapshot(art) == before
 
 
-@pytest.mark.skipif(not hasattr(os, "sync"), reason="no os.sync here: each copy is fsynced")
+@syncs_a_batch
 @pytest.mark.parametrize("mode", [splitting.COPY, splitting.MOVE])
 def test_a_copy_split_waits_on_the_disk_once_a_batch_not_once_a_copy(art, tmp_path, monkeypatch, mode):
     """Each copy was fsynced: 100,000 CIFAKE files spent most of a split waiting on the disk
