@@ -28,8 +28,7 @@ from realvsai.cli import progress, raise_if_ctrl_c
 from realvsai.errors import UserError
 
 _CHUNK = 256  # files per task of map_in_threads
-# Copies held in memory and written together by write_new_files (place_files, the split's): at most about this many
-# bytes, fewer where a chunk of files holds less
+# The bytes of the files write_new_in_batches holds in memory and writes together (the copies of a split, a merge)
 COPY_BATCH_BYTES = 64 << 20
 # os.link errors that mean "no hard link here" (another file system, FAT, a share, protected links)
 CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
@@ -316,6 +315,22 @@ def write_new_files(files: Sequence[tuple[Path | str, bytes]]) -> list[bool]:
     return _write_new_files(files, sync_each=not hasattr(os, "sync"))
 
 
+def write_new_in_batches(files: Iterable[tuple[Path | str, bytes]]) -> Iterator[bool]:
+    """``write_new_files`` over ``files`` a batch at a time, each batch up to about ``COPY_BATCH_BYTES``: each file's
+    result (True: written, False: the path was taken) in order, once its batch is on the disk. ``files`` may read each
+    one's bytes when it is asked for them, so that only a batch of them is held in memory."""
+    batch: list[tuple[Path | str, bytes]] = []
+    held = 0
+    for path, data in files:
+        batch.append((path, data))
+        held += len(data)
+        if held >= COPY_BATCH_BYTES:
+            yield from write_new_files(batch)
+            batch, held = [], 0
+    if batch:
+        yield from write_new_files(batch)
+
+
 def _write_new_files(files: Sequence[tuple[Path | str, bytes]], sync_each: bool) -> list[bool]:
     temporaries: list[str] = []
     try:
@@ -493,37 +508,30 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
 
 def place_files(jobs: Iterable[tuple[Path, Path, str | None]], *, move: bool = False) -> list[tuple[Path, Outcome]]:
     """``place_file`` for each ``(source, target, source_digest)`` of ``jobs``; the results in order. The copies to
-    free targets are written together, up to ``COPY_BATCH_BYTES`` at a time (``write_new_files``: one wait on the
-    disk a batch, not an fsync a file, which took most of a merge of 100,000 files). A move links, as
-    ``place_file`` does."""
+    free targets are written together (``write_new_in_batches``: one wait on the disk a batch, not an fsync a file,
+    which took most of a merge of 100,000 files). A move links, as ``place_file`` does."""
     results: list[tuple[Path, Outcome]] = []
-    batch: list[tuple[int, Path, Path, str | None, bytes]] = []  # (index in results, source, target, digest, bytes)
-
-    def write_batch() -> None:
-        for (index, source, target, digest, _), new in zip(
-                batch, write_new_files([(target, data) for _, _, target, _, data in batch])):
-            if new:
-                shutil.copystat(source, target)
-            # else taken since it was found free: placed beside it, or found holding this content
-            results[index] = (target, Outcome.COPIED) if new else place_file(source, target, source_digest=digest)
-        batch.clear()
-
-    held = 0
+    copies: list[tuple[int, Path, Path, str | None]] = []  # (index in results, source, target, digest)
     for source, target, digest in jobs:
-        raise_if_ctrl_c()  # a Ctrl-C that Python dropped: stop before the next file, not after the batch
+        raise_if_ctrl_c()  # a Ctrl-C that Python dropped: stop before the next file
         source, target = Path(source), Path(target)
         if move or os.path.lexists(target):
             results.append(place_file(source, target, move=move, source_digest=digest))
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        data = read_verified(source, digest) if digest else source.read_bytes()
-        results.append((target, Outcome.COPIED))  # set again by write_batch
-        batch.append((len(results) - 1, source, target, digest, data))
-        held += len(data)
-        if held >= COPY_BATCH_BYTES:
-            write_batch()
-            held = 0
-    write_batch()
+        results.append((target, Outcome.COPIED))
+        copies.append((len(results) - 1, source, target, digest))
+
+    def read() -> Iterator[tuple[Path, bytes]]:
+        for _, source, target, digest in copies:
+            raise_if_ctrl_c()  # also between the reads of a batch, not only after it
+            yield target, read_verified(source, digest) if digest else source.read_bytes()
+
+    for (index, source, target, digest), new in zip(copies, write_new_in_batches(read())):
+        if new:
+            shutil.copystat(source, target)
+        else:  # taken since it was found free: placed beside it, or found holding this content
+            results[index] = place_file(source, target, source_digest=digest)
     return results
 
 

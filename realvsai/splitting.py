@@ -14,7 +14,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +24,6 @@ from realvsai.config import CHECKS_NAME, MAX_IMAGE_PIXELS, is_split_checks, shel
 from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
-    COPY_BATCH_BYTES,
     IMAGE_EXTENSIONS,
     fit_name,
     free_name,
@@ -38,7 +37,7 @@ from realvsai.files import (
     sha256_file,
     write_changed,
     write_csv,
-    write_new_files,
+    write_new_in_batches,
 )
 from realvsai.image_stats import ImageFacts, describe_profiles, profile_classes
 from realvsai.images import CHECK_VERSION, ImageHeader, inspect_file
@@ -602,22 +601,10 @@ def _moved_items(root: Path, out: Path, old_rows: Sequence[ManifestRow], locate:
 
 def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bool) -> list[bool]:
     """Places each planned file at its target (never over other content); True when written, False when there.
-    Copies are written a batch at a time (``files.write_new_files``: one wait on the disk a batch, not an fsync a
-    file, which took most of a 100,000-file split: benchmarks/bench_split.py)."""
+    Copies are written a batch at a time (``files.write_new_in_batches``: one wait on the disk a batch, not an fsync
+    a file, which took most of a 100,000-file split: benchmarks/bench_split.py)."""
     written: list[bool] = []
-    batch: list[tuple[int, Path, _Item, bytes]] = []  # (index in written, target, item, bytes)
-    batch_bytes = 0
-
-    def write_batch() -> None:
-        for (index, target, item, _), new in zip(batch, write_new_files([(path, data) for _, path, _, data in batch])):
-            if not new:  # taken since it was checked free (another process): left as it is unless it differs
-                _check_placed(target, item, mode)
-                continue
-            if mode == MOVE:
-                os.unlink(item.read_from)  # its copy is on disk under its name
-            written[index] = True
-        batch.clear()
-
+    copies: list[tuple[int, Path, _Item]] = []  # (index in written, target, item)
     for target, item in jobs:
         written.append(False)
         if os.path.lexists(target):
@@ -637,18 +624,24 @@ def _place_chunk(jobs: Sequence[tuple[Path, _Item]], mode: str, cross_device: bo
                 raise
         elif mode == MOVE and not cross_device and not symlink:
             os.rename(item.read_from, target)  # the target was checked free just above
-        else:  # the bytes the scan kept, or read again and checked against its sha256
-            data = item.data if item.data is not None else read_verified(item.read_from, item.digest)
-            item.data = None  # the batch holds them until they are out
-            batch.append((len(written) - 1, target, item, data))
-            batch_bytes += len(data)
-            if batch_bytes >= COPY_BATCH_BYTES:
-                write_batch()
-                batch_bytes = 0
+        else:
+            copies.append((len(written) - 1, target, item))
             continue
         written[-1] = True
-    if batch:
-        write_batch()
+
+    def read() -> Iterator[tuple[Path, bytes]]:  # the bytes the scan kept, or read again and checked against its sha256
+        for _, target, item in copies:
+            data = item.data if item.data is not None else read_verified(item.read_from, item.digest)
+            item.data = None  # the batch holds them until they are out
+            yield target, data
+
+    for (index, target, item), new in zip(copies, write_new_in_batches(read())):
+        if not new:  # taken since it was checked free (another process): left as it is unless it differs
+            _check_placed(target, item, mode)
+            continue
+        if mode == MOVE:
+            os.unlink(item.read_from)  # its copy is on disk under its name
+        written[index] = True
     return written
 
 
