@@ -323,6 +323,13 @@ def test_format_table_right_aligns_numbers():
     assert lines[2].endswith("1,000") and lines[3].endswith("    5")
 
 
+def test_format_table_writes_whole_numbers_with_thousands_separators():
+    """DataAugmentation's and MoveAugmentedImages' tables gave ``3254`` where the split's and the merge's give
+    ``3,254``; a flag stays a word."""
+    table = cli.format_table(["class", "images", "moved", "checked"], [("REAL", 3254, 12, True)])
+    assert table.splitlines()[2].split() == ["REAL", "3,254", "12", "True"]
+
+
 def test_a_log_line_that_cannot_be_written_does_not_stop_the_script(monkeypatch):
     class BrokenStream(io.StringIO):
         def write(self, text):

@@ -1271,6 +1271,24 @@ def test_training_from_scratch_for_one_epoch_says_1_epoch(tmp_path, make_class_f
     assert any("throughout its 1 epoch (head + fine-tune)" in record.getMessage() for record in caplog.records)
 
 
+def test_the_training_line_writes_its_counts_as_every_summary_does(tmp_path, make_class_folder, monkeypatch, caplog):
+    """``training ... on 13,026 images (FAKE 6508, REAL 6518), validating on 1624``: the per-class and validation
+    counts lacked the thousands separators of the total beside them, and of every other summary."""
+    monkeypatch.setattr(model_module, "build_model", tiny_classifier)
+    monkeypatch.setattr(fitting, "fit_phases", lambda *args, **kwargs: (_ for _ in ()).throw(Killed()))
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 1000, "REAL": 2}, size=(8, 8))
+    make_class_folder(tmp_path / "data" / "validation", {"FAKE": 1000, "REAL": 1}, seed=1, size=(8, 8))
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "models", name="run", weights="none", batch_size=4,
+                         image_size=32, class_weights=False)
+    caplog.set_level(logging.INFO, logger="realvsai")
+
+    with pytest.raises(Killed):
+        training.train(config, verbose=0)
+
+    (line,) = [record.getMessage() for record in caplog.records if record.getMessage().startswith("training ")]
+    assert "on 1,002 images (FAKE 1,000, REAL 2), validating on 1,001;" in line
+
+
 def test_the_user_is_told_the_training_step_compiles_before_its_first_step(tmp_path, make_class_folder, monkeypatch,
                                                                          caplog):
     """Keras shows its first progress bar once the first step is done, and that step compiles the training step
