@@ -423,8 +423,10 @@ def confirm(question: str, assume_yes: bool) -> bool:
 
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A plain-text table with right-aligned numbers, for the summaries the scripts print."""
-    rows = [[str(cell) for cell in row] for row in rows]
+    """A plain-text table with right-aligned numbers, for the summaries the scripts print; a whole number (not a
+    flag) with thousands separators, as the scripts' summary lines write counts."""
+    rows = [[f"{cell:,}" if isinstance(cell, int) and not isinstance(cell, bool) else str(cell) for cell in row]
+            for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(header, widths)),
              "  ".join("-" * width for width in widths)]

@@ -188,7 +188,8 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_settings(run_dir, config, digest, backend)
     # Listed once every setting proved usable and the run folder took them: never above the line refusing one.
-    logger.info("settings:\n%s", format_table(("setting", "value"), sorted(config.to_json().items())))
+    settings = [(key, str(value)) for key, value in sorted(config.to_json().items())]  # as given: --seed 12345
+    logger.info("settings:\n%s", format_table(("setting", "value"), settings))
     model_info: dict[str, Any] = {
         "class_names": class_names,
         "image_size": config.image_size,
@@ -208,9 +209,9 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         logger.warning("%s", model_info["shortcut_warning"])
     # Written now too, so the best model saved during training is usable even if the run never finishes.
     write_json(run_dir / MODEL_JSON_FILE, model_info)
-    logger.info("training %s on %s (%s), validating on %d; %d step(s) per epoch on %d device(s)%s, %s",
-                run_dir, plural(len(train_images), "image"), ", ".join(f"{k} {v}" for k, v in counts[TRAIN].items()),
-                len(validation_images), steps_per_epoch, replicas,
+    logger.info("training %s on %s (%s), validating on %s; %s step(s) per epoch on %d device(s)%s, %s",
+                run_dir, plural(len(train_images), "image"), ", ".join(f"{k} {v:,}" for k, v in counts[TRAIN].items()),
+                f"{len(validation_images):,}", f"{steps_per_epoch:,}", replicas,
                 f" of {workers} machines" if workers > 1 else "", policy)
     if not config.pretrained:
         logger.info("--weights none: the whole network trains from the first epoch with BatchNorm in training "
