@@ -537,6 +537,19 @@ def test_an_upload_unlike_the_training_images_is_warned_about_and_never_certain(
     assert "1 uncertain" in app.subheader[0].value
 
 
+def test_the_summary_heading_stays_short_and_says_what_unfamiliar_means_beneath_it(start_app, thumbnail_models):
+    """The heading over the cards said "3 images: 1 FAKE, 2 REAL (2 uncertain, 2 flagged in the unfamiliar column:
+    unlike the training images, or of a size validation found the model at chance on or had no image of)": three
+    lines of heading type on a laptop screen, where the count is what a heading is for."""
+    photo = ("photo.png", encode(random_image(3, 1024, 768)), PNG)
+    thumbnail = ("thumb.jpg", encode(random_image(1, 32, 32), "JPEG"), JPEG)
+    app = upload(start_app("--models", thumbnail_models), photo, thumbnail)
+
+    assert app.subheader[0].value == "2 images: 0 FAKE, 2 REAL (1 uncertain, 1 unfamiliar)"
+    assert any(text.startswith("Unfamiliar: unlike the training images, or of a size validation found the model at "
+                               "chance on or had no image of") for text in texts(app))
+
+
 def test_an_unfamiliar_upload_leaning_to_a_class_under_50_percent_says_the_threshold_decided_it(start_app,
                                                                                                  tmp_path):
     write_run(tmp_path, "leaning", evidence=True, info={
