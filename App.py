@@ -82,7 +82,7 @@ from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
 from realvsai.metrics import DecisionRule
 from realvsai.model_card import code_span, markdown_text, small_test_set
-from realvsai.prediction import csv_cell, describe_counts
+from realvsai.prediction import UNFAMILIAR_MEANS, csv_cell, describe_counts
 from realvsai.run import (
     DEMO_WARNING,
     HEADLINE_METRICS,
@@ -231,9 +231,9 @@ def shown_table(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> l
 
 def summary_counts(results: Sequence[inference.UploadResult], class_names: Sequence[str],
                    rule: DecisionRule) -> str:
-    """``1,200 FAKE, 800 REAL (35 uncertain); 3 not classified``: counted and worded as --predict's summary
-    (``prediction.describe_counts``, which names the most frequent answers of more than FEW_CLASSES classes): an
-    uncertain answer counts in its decided class too."""
+    """``1,200 FAKE, 800 REAL (35 uncertain, 2 unfamiliar); 3 not classified``: counted and worded as --predict's
+    summary (``prediction.describe_counts``, which names the most frequent answers of more than FEW_CLASSES classes):
+    an uncertain answer counts in its decided class too."""
     counts = {name: 0 for name in class_names}
     num_uncertain = num_unfamiliar = num_failed = 0
     for result in results:
@@ -246,7 +246,7 @@ def summary_counts(results: Sequence[inference.UploadResult], class_names: Seque
         num_unfamiliar += result.unfamiliar is not None
     if len(class_names) > FEW_CLASSES and not any(counts.values()):  # it would name no class answered
         return f"{num_failed:,} not classified"
-    line = describe_counts(counts, num_uncertain, num_unfamiliar)
+    line = describe_counts(counts, num_uncertain, num_unfamiliar, explained=False)  # the page says it beneath
     return line + (f"; {num_failed:,} not classified" if num_failed else "")
 
 
@@ -615,6 +615,8 @@ def results_section(results: list[inference.UploadResult], uploads: list[Uploade
     that answered (``file_stamp``)."""
     st.subheader(f"{plural(len(results), 'image')}: "
                  f"{summary_counts(results, _shown_names(run), settings.rule)}")
+    if any(result.ok and result.unfamiliar is not None for result in results):
+        st.caption(f"Unfamiliar: {UNFAMILIAR_MEANS}; such an answer is never called certain.")
     st.caption(f"Answered by {model_version(run, stamp)}.")  # the card is at the top, and the model may change
     changed = answers_changed(run, stamp, uploads)
     if changed:

@@ -68,18 +68,26 @@ class PredictionSummary:
         return line
 
 
-def describe_counts(counts: Mapping[str, int], num_uncertain: int, num_unfamiliar: int) -> str:
+# What the unfamiliar column's flag means: it names one of two reasons for each image it flags.
+UNFAMILIAR_MEANS = "unlike the training images, or of a size validation found the model at chance on or had no image of"
+
+
+def describe_counts(counts: Mapping[str, int], num_uncertain: int, num_unfamiliar: int, explained: bool = True) -> str:
     """``1,200 FAKE, 800 REAL (35 uncertain)``: the images of each decided class (an uncertain answer counted in its
     class too), as --predict and the app sum up their answers. With more than FEW_CLASSES classes, the classes
-    answered, most frequent first, FEW_CLASSES of them by name (``40 cat, 12 dog, ..., 9 in 4 other classes``)."""
+    answered, most frequent first, FEW_CLASSES of them by name (``40 cat, 12 dog, ..., 9 in 4 other classes``).
+    Unfamiliar images are counted with ``UNFAMILIAR_MEANS`` (``explained``) or as ``3 unfamiliar`` (the app's heading,
+    which says it beneath)."""
     if len(counts) > FEW_CLASSES:
         answered = sorted(((name, count) for name, count in counts.items() if count), key=lambda item: -item[1])
         counts = dict(answered[:FEW_CLASSES])
         if rest := answered[FEW_CLASSES:]:
             counts[f"in {plural(len(rest), 'other class', 'other classes')}"] = sum(count for _, count in rest)
     line = ", ".join(f"{count:,} {name}" for name, count in counts.items()) + f" ({num_uncertain:,} uncertain"
-    return line + (f", {num_unfamiliar:,} flagged in the unfamiliar column: unlike the training images, or of a size "
-                   "validation found the model at chance on or had no image of)" if num_unfamiliar else ")")
+    if not num_unfamiliar:
+        return line + ")"
+    return line + (f", {num_unfamiliar:,} flagged in the unfamiliar column: {UNFAMILIAR_MEANS})" if explained
+                   else f", {num_unfamiliar:,} unfamiliar)")
 
 
 def predict_images(predictor: Predictor, images: LabelledImages, *, verbose: int | str = 0) -> np.ndarray:
