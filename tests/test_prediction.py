@@ -112,7 +112,10 @@ def test_unreadable_files_are_listed_and_the_others_predicted(tmp_path, binary_m
     assert set(unreadable) == {"broken/empty.jpg", "broken/notes.jpg", "broken/truncated.jpg", "readme.txt",
                                "huge.png"}
     assert "10,000 pixels" in unreadable["huge.png"]
-    assert "unreadable.csv" in summary.describe(folder) and "5 unreadable" in summary.describe(folder)
+    # Not "5 unreadable files": a text file and an image over the limit are neither unreadable (real-or-ai-photos'
+    # SOURCE.md and manifest.csv were called so).
+    assert f"; 5 files left out, listed in {tmp_path / 'out' / 'unreadable.csv'} with each one's reason" \
+        in summary.describe(folder)
 
 
 def test_predict_leaves_out_segmentation_masks_beside_their_images_as_evaluate_does(tmp_path, binary_model):
@@ -126,7 +129,7 @@ def test_predict_leaves_out_segmentation_masks_beside_their_images_as_evaluate_d
     unreadable = {row["file"]: row["reason"] for row in read_rows(tmp_path / "out" / "unreadable.csv")}
     assert set(unreadable) == {"benign (1)_mask.png", "benign (1)_mask_1.png"}
     assert "segmentation mask of benign (1).png" in unreadable["benign (1)_mask.png"]
-    assert "; 2 segmentation masks listed in" in summary.describe(folder)
+    assert "; 2 segmentation masks left out, listed in" in summary.describe(folder)
 
 
 def test_predict_in_crops_mode_lists_an_image_its_crops_would_enlarge_past_the_limit(tmp_path, binary_model):
