@@ -60,11 +60,13 @@ class PredictionSummary:
         line = (f"predicted {plural(sum(self.counts.values()), 'image')} in {folder}: "
                 f"{describe_counts(self.counts, self.num_uncertain, self.num_unfamiliar)}")
         line += f"; predictions in {self.out_dir / PREDICTIONS_FILE}"
+        others = len(self.unreadable) - self.num_masks
         left_out = [plural(count, what) for count, what in ((self.num_masks, "segmentation mask"),
-                                                            (len(self.unreadable) - self.num_masks, "unreadable file"))
+                                                            (others, "other file" if self.num_masks else "file"))
                     if count]
-        if left_out:
-            line += f"; {' and '.join(left_out)} listed in {self.out_dir / UNREADABLE_FILE}"
+        if left_out:  # not images, unreadable, over the pixel limit: unreadable.csv gives each one's reason
+            reason = "each one's reason" if len(self.unreadable) > 1 else "its reason"
+            line += f"; {' and '.join(left_out)} left out, listed in {self.out_dir / UNREADABLE_FILE} with {reason}"
         return line
 
 
