@@ -379,6 +379,32 @@ def test_predict_on_a_missing_folder_fails_with_one_line(tmp_path):
     assert process.returncode == 1 and "is not a folder" in process.stderr
 
 
+def test_predict_takes_one_image_as_its_input(tmp_path, capsys):
+    """``--predict MODEL --input photo.jpg`` was refused ("is not a folder"): a user with one photo to check had to
+    make a folder for it first."""
+    run = write_run(tmp_path / "models", "run")
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+    write_image(tmp_path / "photos" / "b.png", seed=2)
+
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos" / "a.png"), "--quiet"]) == 0
+    assert [row["file"] for row in read_rows(run / "predictions-a" / "predictions.csv")] == ["a.png"]
+    assert capsys.readouterr().out.startswith(f"predicted 1 image in {tmp_path / 'photos' / 'a.png'}: ")
+
+
+@pytest.mark.parametrize("name, why", [("notes.txt", "not an image file (image names end in "),
+                                       ("scan.tiff", "an image format not read here"),
+                                       ("broken.png", "the file is empty")])
+def test_predict_on_one_file_it_cannot_predict_says_why_in_one_line(tmp_path, capsys, name, why):
+    run = write_run(tmp_path / "models", "run")
+    (tmp_path / name).write_bytes(b"")
+
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / name), "--out",
+                               str(tmp_path / "out"), "--quiet"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: {tmp_path / name} could not be predicted: {why}"), line
+    assert line.endswith("Give --input an image, or a folder of images."), line
+
+
 def test_predict_on_a_folder_where_no_file_is_a_readable_image_fails_with_one_line_and_the_list(tmp_path, capsys):
     """It ended "predicted 0 images ... (0 uncertain)" with exit 0, as if the job were done."""
     run = write_run(tmp_path / "models", "run")
