@@ -93,7 +93,7 @@ from realvsai.config import (
     shell_path,
 )
 from realvsai.errors import UserError
-from realvsai.files import is_inside, working_on
+from realvsai.files import is_inside, not_an_image_name, working_on
 from realvsai.layout import class_folder_problem
 
 if TYPE_CHECKING:
@@ -189,7 +189,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     evaluate.add_argument("--predict", type=nonempty_path, metavar="MODEL",
                           help="a run folder, its model.h5 or its model.json: predict every image in --input "
                                "(and its sub-folders) into OUT/predictions.csv")
-    evaluate.add_argument("--input", type=nonempty_path, help="folder of images, of unknown class, to --predict")
+    evaluate.add_argument("--input", type=nonempty_path,
+                          help="a folder of images, of unknown class, to --predict (sub-folders too), or one image")
     evaluate.add_argument("--max-pixels", type=bounded(int, "max_pixels"), default=MAX_IMAGE_PIXELS,
                           help="images with more pixels, as the model decodes them (in resize mode a large JPEG "
                                "reduced: a 200 MP phone photo passes), are skipped unread and named (decompression "
@@ -198,14 +199,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:  # often the folder of `--predict MODEL photos`, as other tools take it
         needed = ("--input" if args.predict is not None and args.input is None else
                   "--test-dir" if args.evaluate is not None and not args.test_dir else None)
-        where = f"; give the folder with {needed} {unknown[0]}" if needed and not unknown[0].startswith("-") else ""
+        what = "the image" if needed == "--input" and not not_an_image_name(unknown[0]) else "the folder"
+        where = f"; give {what} with {needed} {unknown[0]}" if needed and not unknown[0].startswith("-") else ""
         parser.error(f"unrecognized arguments: {' '.join(unknown)}{where}")
     if args.evaluate is not None and args.predict is not None:
         parser.error("--evaluate and --predict do not go together: give one of --evaluate or --predict")
     if args.demo and (args.evaluate is not None or args.predict is not None):
         parser.error("--demo trains a model; it does not go with --evaluate or --predict")
     if args.predict is not None and args.input is None:
-        parser.error("--predict needs --input DIR")
+        parser.error("--predict needs --input DIR (or --input IMAGE)")
     if args.input is not None and args.predict is None:
         parser.error("--input goes with --predict MODEL")
     if args.evaluate is not None and args.test_dir is None:
@@ -547,7 +549,9 @@ def run_prediction(args: argparse.Namespace) -> None:
         claim.enter_context(working_on([], "ModelTraining.py", reading=[args.input]))  # no run writes it meanwhile
         prediction.check_input(args.input)  # before the model loads and an output folder is announced
         model, loaded = run.load_run(args.predict)  # model.json is checked before Keras loads
-        requested = args.out or loaded.path / output_name(f"predictions-{args.input.resolve().name}")
+        source = args.input.resolve()
+        name = source.stem if source.is_file() else source.name  # predictions-photos; holiday.jpg: predictions-holiday
+        requested = args.out or loaded.path / output_name(f"predictions-{name}")
         if args.out is None:  # a given one was checked with the command line
             refuse_results_beside_a_model_inside(requested, [args.input], "--input")
         # Earlier predictions are never replaced, nor those of a run writing at the same time.
@@ -562,6 +566,8 @@ def run_prediction(args: argparse.Namespace) -> None:
         claim.close()
     if not sum(summary.counts.values()):  # every file was unreadable (an empty folder is refused before)
         name, why = summary.unreadable[0]  # the why, for the fix may be a flag (--max-pixels), not other files
+        if args.input.is_file():
+            raise UserError(prediction.cannot_predict(args.input, why))
         raise UserError(f"no file in {args.input} could be predicted ({plural(len(summary.unreadable), 'file')} "
                         f"there, each listed with why in {out_dir / UNREADABLE_FILE}; {name}: {why}). Fix that, or "
                         "give --input a folder of images.")

@@ -80,19 +80,23 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
                 elif is_dir:
                     if recursive:
                         folders.append(entry.path)
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and is_file:
-                    found.append(entry.path)
-                elif is_file and (reason := other_image_format(entry.name)):
+                elif is_file and (reason := not_an_image_name(entry.name)):
                     skipped.append((entry.path, reason))
                 elif is_file:
-                    skipped.append((entry.path, f"not an image file (image names end in "
-                                    f"{', '.join(sorted(IMAGE_EXTENSIONS))})"))
+                    found.append(entry.path)
                 elif entry.is_symlink():
                     skipped.append((entry.path, "symlink that leads nowhere (its target is missing, or it is "
                                     "a loop)"))
                 else:  # never opened: reading a pipe would wait for a writer
                     skipped.append((entry.path, "not a regular file (a named pipe, socket or device)"))
     return [Path(path) for path in sorted(found)]
+
+
+def not_an_image_name(name: str) -> str | None:
+    """Why a file of this name is not listed as an image (``list_images``' reason), or None when it is."""
+    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        return None
+    return other_image_format(name) or f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"
 
 
 def other_image_format(name: str) -> str | None:

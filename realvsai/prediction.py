@@ -31,7 +31,7 @@ from realvsai.config import (
     TrainConfig,
 )
 from realvsai.errors import UserError
-from realvsai.files import IMAGE_EXTENSIONS, list_images, spreadsheet_safe, write_csv
+from realvsai.files import IMAGE_EXTENSIONS, list_images, not_an_image_name, spreadsheet_safe, write_csv
 from realvsai.layout import leave_out_masks
 from realvsai.metrics import DecisionRule, skipped_why
 from realvsai.run import ModelInfo, Predictor, doubt
@@ -188,35 +188,47 @@ def make_output_folder(out_dir: Path) -> None:
                         "the same command again (nothing was predicted yet).") from None
 
 
-def check_input(folder: Path) -> None:
-    """UserError unless ``folder`` (--input) is a folder: checked before an output folder is chosen or announced."""
-    if not Path(folder).is_dir():
-        raise UserError(f"{folder} is not a folder. Give --input the folder of images to predict.")
+def check_input(source: Path) -> None:
+    """UserError unless ``source`` (--input) is a folder, or a file named as an image: checked before the model loads
+    and an output folder is chosen or announced."""
+    source = Path(source)
+    if source.is_file() and (why := not_an_image_name(source.name)):
+        raise UserError(cannot_predict(source, why))
+    if not source.is_file() and not source.is_dir():
+        raise UserError(f"{source} is not a folder, nor a file. Give --input an image, or a folder of images.")
+
+
+def cannot_predict(source: Path, why: str) -> str:
+    """The one line that ends a --predict of one file (``source``) that could not be predicted, for ``why``."""
+    return f"{source} could not be predicted: {why}. Give --input an image, or a folder of images."
 
 
 def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folder: Path, out_dir: Path, *,
                    batch_size: int = TrainConfig.batch_size, max_pixels: int = MAX_IMAGE_PIXELS,
                    verbose: int | str = 0) -> PredictionSummary:
-    """Predicts every image under ``folder`` into ``out_dir/predictions.csv`` (not written where none could be), the
-    unusable ones into unreadable.csv.
+    """Predicts every image under ``folder`` (or the one image file it names) into ``out_dir/predictions.csv`` (not
+    written where none could be), the unusable ones into unreadable.csv; files are named relative to the folder (a
+    file given alone: by its name).
 
     Raises:
-        UserError: if the folder is missing or holds no image file, or ``out_dir`` already has predictions or
-            cannot be written (checked before any image is predicted).
+        UserError: if the folder is missing or holds no image file, the file is not named as an image, or
+            ``out_dir`` already has predictions or cannot be written (checked before any image is predicted).
     """
     from realvsai.data import LabelledImages
 
     info = ModelInfo.of(model_info)
-    folder, out_dir = Path(folder), Path(out_dir)
-    check_input(folder)
+    source, out_dir = Path(folder), Path(out_dir)
+    check_input(source)
     if (out_dir / PREDICTIONS_FILE).exists():
         raise UserError(f"{out_dir / PREDICTIONS_FILE} already exists and is kept. Choose another --out folder.")
     class_names = list(info.class_names)
     skipped: list[tuple[Path, str]] = []  # (file, why)
-    candidates = list_images(folder, recursive=True, skipped=skipped)
+    alone = source.is_file()  # one image: named within its folder, as it would be among the folder's
+    folder = source.parent if alone else source
+    candidates = [source] if alone else list_images(folder, recursive=True, skipped=skipped)
     candidates, masks = leave_out_masks(candidates)
     skipped += masks
-    headers = image_io.read_headers(candidates, max_pixels, f"checking {folder.name}", crop_size=info.crop_size,
+    headers = image_io.read_headers(candidates, max_pixels, f"checking {source.name}", crop_size=info.crop_size,
                                     image_size=info.decode_size)
     skipped += [(path, header) for path, header in zip(candidates, headers) if isinstance(header, str)]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]

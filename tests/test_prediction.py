@@ -372,6 +372,12 @@ def test_a_folder_given_without_its_option_is_named_with_the_option_it_needs(cap
     assert f"unrecognized arguments: photos; give the folder with {option} photos (" in capsys.readouterr().err
 
 
+def test_an_image_given_without_input_is_named_with_the_option_it_needs(capsys):
+    with pytest.raises(SystemExit):
+        ModelTraining.parse_args(["--predict", "models/run", "holiday.jpg"])
+    assert "unrecognized arguments: holiday.jpg; give the image with --input holiday.jpg (" in capsys.readouterr().err
+
+
 def test_predict_on_a_missing_folder_fails_with_one_line(tmp_path):
     run = write_run(tmp_path / "models", "run")
     process = run_script("ModelTraining.py", "--predict", run, "--input", tmp_path / "missing")
@@ -396,12 +402,13 @@ def test_predict_takes_one_image_as_its_input(tmp_path, capsys):
                                        ("broken.png", "the file is empty")])
 def test_predict_on_one_file_it_cannot_predict_says_why_in_one_line(tmp_path, capsys, name, why):
     run = write_run(tmp_path / "models", "run")
-    (tmp_path / name).write_bytes(b"")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / name).write_bytes(b"")
 
-    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / name), "--out",
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "in" / name), "--out",
                                str(tmp_path / "out"), "--quiet"]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"error: {tmp_path / name} could not be predicted: {why}"), line
+    assert line.startswith(f"error: {tmp_path / 'in' / name} could not be predicted: {why}"), line
     assert line.endswith("Give --input an image, or a folder of images."), line
 
 
