@@ -467,6 +467,21 @@ def test_planning_reads_the_earlier_copies_under_a_progress_bar(data, tmp_path, 
     assert watch.hashed_outside == [] and watch.bars == [("checking earlier copies", 12)] * 2
 
 
+@pytest.mark.parametrize("moved", [False, True], ids=["copies_not_moved", "copies_moved"])
+def test_a_run_with_every_copy_made_already_ends_with_the_step_left_to_do(data, capsys, moved):
+    """Run again once its copies were made, it ended with no next step: the move where the copies still wait in
+    augmented_train, training once they were moved into train."""
+    assert augment(data) == 0
+    if moved:
+        assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
+    capsys.readouterr()
+
+    assert augment(data) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == (f"Next: python ModelTraining.py --data {data}" if moved else
+                    f"Next: python MoveAugmentedImages.py --data {data}")
+
+
 def test_the_move_ends_with_the_training_command(data, capsys):
     assert augment(data) == 0
     capsys.readouterr()
