@@ -332,8 +332,12 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
         + (f" {plural(in_the_way, 'other file')} in the way of a copy kept, "
            f"{'that copy' if in_the_way == 1 else 'those copies'} not written." if in_the_way else "")
     )
-    if written and not in_the_way:
+    if in_the_way:  # training now would miss the copies not written: the error line says what to do
+        return
+    if written or any(plan.output_dir.glob(f"*/{COPY_PREFIX}*")):  # copies wait in augmented_train
         print(f"Next: python MoveAugmentedImages.py --data {shell_path(args.data)}")
+    elif already_there:  # every copy was moved into train already
+        print(f"Next: python ModelTraining.py --data {shell_path(args.data)}")
 
 
 def main(argv: list[str] | None = None) -> int:
