@@ -397,6 +397,18 @@ def test_predict_takes_one_image_as_its_input(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"predicted 1 image in {tmp_path / 'photos' / 'a.png'}: ")
 
 
+def test_predict_of_one_image_gives_its_answer_in_the_app_s_words(tmp_path, capsys):
+    """For one image the summary alone said "0 FAKE, 1 REAL (0 uncertain)": the answer, but not the probability nor
+    the reason the app's card gives for it."""
+    run = write_run(tmp_path / "models", "run", evidence=True, info={"decision_threshold": 0.5})
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos" / "a.png"), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "a.png: REAL. P(FAKE) 0.0% < the decision threshold 50.0% (chosen on validation)."
+    assert lines[1].startswith("predicted 1 image in ")
+
+
 @pytest.mark.parametrize("name, why", [("notes.txt", "not an image file (image names end in "),
                                        ("scan.tiff", "an image format not read here"),
                                        ("broken.png", "the file is empty")])
