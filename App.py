@@ -340,33 +340,6 @@ def answers_changed(run: ModelRun, stamp: tuple[int, ...], uploads: Sequence[Upl
             f"{saved_at(before[2])}): the answers below are the new one's, of {saved_at(stamp)}.")
 
 
-UNFAMILIAR_ANSWER = "not certain on such images"
-
-
-def _uncertain_reason(result: inference.UploadResult, predicted: str, probability: float,
-                      run: ModelRun, rule: DecisionRule) -> str:
-    if result.unfamiliar:  # decided as a certain answer is (at a threshold: maybe under 50%), so said the same way
-        return f"Leaning {predicted}: {_decided_reason(result, probability, run, rule)}, but {UNFAMILIAR_ANSWER}."
-    if not rule.at_threshold(len(run.class_names)):
-        return f"Leaning {predicted} at {probability:.1%}, below the {rule.confidence_threshold:.0%} threshold."
-    positive = run.class_names[rule.positive_index]
-    low, high = rule.band
-    return (f"Leaning {predicted}: P({positive}) is {result.probabilities[rule.positive_index]:.1%}, between "
-            f"{low:.1%} and {high:.1%}, close to the {rule.decision_threshold:.1%} decision threshold.")
-
-
-def _decided_reason(result: inference.UploadResult, probability: float, run: ModelRun,
-                    rule: DecisionRule) -> str:
-    # At a decision threshold the decided class may have less than 50%: the comparison that decided it says why.
-    if not rule.at_threshold(len(run.class_names)):
-        return f"{probability:.1%} probability"
-    positive = run.class_names[rule.positive_index]
-    score = float(result.probabilities[rule.positive_index])
-    side = "≥" if score >= rule.decision_threshold else "<"
-    return (f"P({positive}) {score:.1%} {side} the decision threshold {rule.decision_threshold:.1%} "
-            "(chosen on validation)")
-
-
 def _grad_cam_source(classifier: inference.Classifier) -> str:
     if problem := classifier.grad_cam_problem:
         return problem
@@ -570,7 +543,7 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
             st.error(f"{code_span(result.name)} could not be classified: {result.error}")
             return
         index, uncertain = result.answer(settings.rule)
-        predicted, probability = run.class_names[index], float(result.probabilities[index])
+        predicted = run.class_names[index]
         columns = st.columns([1, 1, 1.2] if settings.explain else [1, 1.6])
         columns[0].image(result.preview, caption=f"{number} · {result.name}", width="stretch")
         if settings.explain and classifier.grad_cam_layer is None:
@@ -584,12 +557,8 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
                 logger.exception("Grad-CAM failed for %s", result.name)
                 columns[1].warning(f"Grad-CAM failed for {code_span(result.name)} ({type(error).__name__}: {error}).")
         with columns[-1]:
-            if uncertain:
-                st.markdown("### :orange[Uncertain]")
-                st.caption(_uncertain_reason(result, predicted, probability, run, settings.rule))
-            else:
-                st.markdown(f"### {markdown_text(predicted)}")
-                st.caption(_decided_reason(result, probability, run, settings.rule))
+            st.markdown("### :orange[Uncertain]" if uncertain else f"### {markdown_text(predicted)}")
+            st.caption(settings.rule.reason(result.probabilities, run.class_names, result.unfamiliar is not None))
             if result.unfamiliar:
                 st.warning(f"Not to be trusted here ({result.unfamiliar}): its answer may mean nothing on such "
                            "images, so it is never called certain.", icon="⚠️")

@@ -571,6 +571,8 @@ def run_prediction(args: argparse.Namespace) -> None:
         raise UserError(f"no file in {args.input} could be predicted ({plural(len(summary.unreadable), 'file')} "
                         f"there, each listed with why in {out_dir / UNREADABLE_FILE}; {name}: {why}). Fix that, or "
                         "give --input a folder of images.")
+    if summary.answer:
+        print(summary.answer)
     print(summary.describe(args.input))
 
 

@@ -72,6 +72,10 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+# The end of an unfamiliar image's reason (``DecisionRule.reason``): never called certain.
+UNFAMILIAR_ANSWER = "not certain on such images"
+
+
 @dataclass(frozen=True)
 class DecisionRule:
     """How probabilities become an answer: the one rule of the app, --predict, --evaluate and the model card.
@@ -125,6 +129,30 @@ class DecisionRule:
             positive = probabilities[..., self.positive_index]
             unsure = (positive > low) & (positive < high)
         return unsure if unfamiliar is None else unsure | np.asarray(unfamiliar, dtype=bool)
+
+    def reason(self, probabilities: np.ndarray, class_names: Sequence[str], unfamiliar: bool = False) -> str:
+        """Why one image's ``probabilities`` get their answer, as the app's card and --predict of one image say it:
+        what decided the class (at a decision threshold it may have under 50%), and what made an answer Uncertain
+        (an ``unfamiliar`` image always is)."""
+        probabilities = np.asarray(probabilities)
+        index = int(self.decide(probabilities))
+        predicted, probability = class_names[index], float(probabilities[index])
+        if self.at_threshold(len(class_names)):
+            positive, score = class_names[self.positive_index], float(probabilities[self.positive_index])
+            side = "≥" if score >= self.decision_threshold else "<"
+            decided = f"P({positive}) {score:.1%} {side} the decision threshold {self.decision_threshold:.1%} " \
+                      "(chosen on validation)"
+        else:
+            decided = f"{probability:.1%} probability"
+        if unfamiliar:  # decided as a certain answer is, so said the same way
+            return f"Leaning {predicted}: {decided}, but {UNFAMILIAR_ANSWER}."
+        if not self.uncertain(probabilities):
+            return decided
+        if not self.at_threshold(len(class_names)):
+            return f"Leaning {predicted} at {probability:.1%}, below the {self.confidence_threshold:.0%} threshold."
+        low, high = self.band
+        return (f"Leaning {predicted}: P({positive}) is {score:.1%}, between {low:.1%} and {high:.1%}, close to the "
+                f"{self.decision_threshold:.1%} decision threshold.")
 
     @property
     def margin(self) -> float:

@@ -54,6 +54,7 @@ class PredictionSummary:
     num_unfamiliar: int
     unreadable: list[tuple[str, str]]  # (file relative to the folder, reason), the masks included
     num_masks: int = 0  # segmentation masks beside their images, left out as training and --evaluate leave them
+    answer: str | None = None  # one image given (--input photo.jpg): its answer and why, as the app's card says it
 
     def describe(self, folder: Path) -> str:
         """One line: ``predicted 2,000 images in DIR: 1,200 FAKE, 800 REAL (35 uncertain) ...``."""
@@ -254,6 +255,11 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
         predicted, uncertain = write_predictions(out_dir / PREDICTIONS_FILE, folder, [path for path, _ in usable],
                                                  probabilities, class_names, info.rule(), unlike)
     unreadable = write_unreadable(out_dir, folder, skipped)
+    answer = None
+    if alone and usable:  # one image given: its answer in the app's words
+        verdict = "Uncertain" if uncertain[0] else class_names[predicted[0]]
+        reason = info.rule().reason(probabilities[0], class_names, unlike[0] is not None).rstrip(".")
+        answer = f"{source.name}: {verdict}. {reason}." + (f" Unfamiliar: {unlike[0]}." if unlike[0] else "")
     return PredictionSummary(out_dir, {name: int(np.sum(predicted == index)) for index, name in enumerate(class_names)},
                              int(np.sum(uncertain)), sum(reason is not None for reason in unlike), unreadable,
-                             len(masks))
+                             len(masks), answer)

@@ -394,7 +394,8 @@ def test_predict_takes_one_image_as_its_input(tmp_path, capsys):
 
     assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos" / "a.png"), "--quiet"]) == 0
     assert [row["file"] for row in read_rows(run / "predictions-a" / "predictions.csv")] == ["a.png"]
-    assert capsys.readouterr().out.startswith(f"predicted 1 image in {tmp_path / 'photos' / 'a.png'}: ")
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert summary.startswith(f"predicted 1 image in {tmp_path / 'photos' / 'a.png'}: ")
 
 
 def test_predict_of_one_image_gives_its_answer_in_the_app_s_words(tmp_path, capsys):
