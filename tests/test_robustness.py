@@ -126,6 +126,23 @@ def test_robustness_reports_every_perturbation_and_plots_it(tmp_path, two_source
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
 
 
+def test_evaluate_with_robustness_says_in_its_summary_how_each_perturbation_hurt(tmp_path, capsys, monkeypatch):
+    """--evaluate --robustness printed the evaluated line alone: the perturbations' numbers were only in files."""
+    import ModelTraining
+
+    metrics = {"accuracy": 0.86, "num_images": 10, "robustness_clean": {"accuracy": 0.86}, "robustness": {
+        "jpeg": {"90": {"accuracy": 0.86}, "30": {"accuracy": 0.85}},
+        "blur": {"1": {"accuracy": 0.68}, "2": {"accuracy": 0.63}},
+        "downscale": {"0.5": {"accuracy": 0.69}, "0.25": {"accuracy": 0.64}}}}
+    monkeypatch.setattr(ModelTraining, "evaluate_model_file", lambda *args, **kwargs: (tmp_path, metrics))
+
+    ModelTraining.run_evaluation(ModelTraining.parse_args(["--evaluate", "run", "--test-dir", "test", "--robustness"]))
+
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "robustness: accuracy 0.8600 clean; at the strongest of each perturbation: JPEG quality 30 0.8500 (-0.0100), "
+        "Gaussian blur σ=2 0.6300 (-0.2300), downscale ×0.25 0.6400 (-0.2200); every step in EVALUATION.md")
+
+
 def predictors_built(monkeypatch) -> list:
     """The ``run.Predictor``s made from now on: each compiles the model's predict function (JAX) or traces it
     (TensorFlow) on its first batch, seconds on a CPU and more on a GPU."""
