@@ -536,9 +536,12 @@ def run_evaluation(args: argparse.Namespace) -> None:
     out_dir, metrics = evaluate_model_file(args.evaluate, args.test_dir, args.out, batch_size=args.batch_size,
                                            robustness=args.robustness, max_pixels=args.max_pixels)
     from realvsai.metrics import format_summary
+    from realvsai.model_card import robustness_line
 
     folders = ", ".join(str(folder) for folder in args.test_dir)
     print(f"evaluated {args.evaluate} on {folders}: {format_summary(metrics)}; outputs in {out_dir}")
+    if line := robustness_line(metrics):
+        print(line)
 
 
 def run_prediction(args: argparse.Namespace) -> None:

@@ -11,7 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from realvsai.cli import plural
-from realvsai.config import CROP_GRID, FEW_CLASSES, METRICS_FILE, MONITOR, REPORT_FILE, UNREADABLE_FILE, monitor_of
+from realvsai.config import (
+    CROP_GRID,
+    EVALUATION_CARD_FILE,
+    FEW_CLASSES,
+    METRICS_FILE,
+    MONITOR,
+    REPORT_FILE,
+    UNREADABLE_FILE,
+    monitor_of,
+)
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
 from realvsai.metrics import DecisionRule, skipped_why, uncertain_text
@@ -356,6 +365,22 @@ def _robustness_section(metrics: Mapping[str, Any]) -> list[str]:
                 "JPEG evaluated above from its reduced decode): see `robustness_left_out` in metrics.json."
                 if left_out else ""), "",
             *_table(["images", "accuracy", "change", *(["ROC AUC"] if auc else [])], rows)]
+
+
+def robustness_line(metrics: Mapping[str, Any]) -> str | None:
+    """--robustness in one line for the terminal: the clean accuracy, and each perturbation's at its strongest (the
+    card's "## Robustness" table has every step); None without it."""
+    if not metrics.get("robustness"):
+        return None
+    clean = metrics["robustness_clean"]["accuracy"]
+    strongest = []
+    for kind, by_strength in metrics["robustness"].items():
+        strength, values = list(by_strength.items())[-1]  # mildest first
+        accuracy = values["accuracy"]
+        strongest.append(f"{_PERTURBATION_LABELS[kind].format(float(strength))} {accuracy:.4f} "
+                         f"({accuracy - clean:+.4f})")
+    return (f"robustness: accuracy {clean:.4f} clean; at the strongest of each perturbation: {', '.join(strongest)}; "
+            f"every step in {EVALUATION_CARD_FILE}")
 
 
 def _plots_section(metrics: Mapping[str, Any]) -> list[str]:
