@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -621,3 +622,18 @@ def test_a_printed_resume_command_names_a_run_that_begins_with_a_dash_so_that_it
 
     words = shlex.split(resume_command(Path("models") / "-run"))
     assert ModelTraining.parse_args(words[2:]).name == "-run"
+
+
+@pytest.mark.parametrize("script", ["DataSplitD2.py", "ModelTraining.py", "App.py"])
+def test_a_python_older_than_the_project_needs_is_refused_in_one_line(script):
+    """Under Python 3.10 (whose support ended in October 2026; pip resolves Keras 3.12 and JAX 0.6 for it) 13 tests
+    failed, a HEIC photo's check among them with a TypeError: a script would have ended in a traceback."""
+    program = (f"import sys; sys.version_info = (3, 10, 13, 'final', 0); sys.argv = [{script!r}, '--help']; "
+               f"import runpy; runpy.run_path({script!r}, run_name='__main__')")
+    process = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    assert process.returncode == 1 and process.stdout == ""
+    assert process.stderr.strip().splitlines() == [
+        "error: Python 3.11 or newer is needed, and this is Python 3.10.13 (support for 3.10 ended in October "
+        "2026). Install a newer Python, make a virtual environment with it, and install requirements.txt there."]
