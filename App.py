@@ -58,7 +58,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +319,7 @@ def answers_key(run: ModelRun, stamp: tuple[int, ...]) -> str:
 
 def saved_at(stamp: tuple[int, ...]) -> str:
     """When the version of model.h5 of ``stamp`` (``file_stamp``'s) was saved, in local time to the second."""
-    return f"{datetime.fromtimestamp(stamp[3] / 1e9, tz=timezone.utc).astimezone():%Y-%m-%d %H:%M:%S}"
+    return f"{datetime.fromtimestamp(stamp[3] / 1e9, tz=UTC).astimezone():%Y-%m-%d %H:%M:%S}"
 
 
 def model_version(run: ModelRun, stamp: tuple[int, ...]) -> str:

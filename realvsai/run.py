@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -411,7 +411,7 @@ def read_run(path: Path) -> ModelRun:
         except UserError as error:  # the metrics only decorate the model card; the model still works
             logger.warning("%s", error)
     # model.json's creation time (a naive one is local), else the model file's.
-    created = datetime.fromtimestamp(model_file.stat().st_mtime, tz=timezone.utc)
+    created = datetime.fromtimestamp(model_file.stat().st_mtime, tz=UTC)
     if isinstance(info.get("created"), str):
         try:
             created = datetime.fromisoformat(info.get("created")).astimezone()

@@ -624,7 +624,7 @@ def test_a_printed_resume_command_names_a_run_that_begins_with_a_dash_so_that_it
     assert ModelTraining.parse_args(words[2:]).name == "-run"
 
 
-@pytest.mark.parametrize("script", ["DataSplitD2.py", "ModelTraining.py", "App.py"])
+@pytest.mark.parametrize("script", ["DataUnZipper.py", "DataSplitD2.py", "ModelTraining.py"])
 def test_a_python_older_than_the_project_needs_is_refused_in_one_line(script):
     """Under Python 3.10 (whose support ended in October 2026; pip resolves Keras 3.12 and JAX 0.6 for it) 13 tests
     failed, a HEIC photo's check among them with a TypeError: a script would have ended in a traceback."""
