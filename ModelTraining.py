@@ -41,6 +41,7 @@ Examples:
     python ModelTraining.py --resume --name art
     python ModelTraining.py --evaluate models/art/model.h5 --test-dir other_images
     python ModelTraining.py --predict models/art --input my_photos --out my_photos_predicted
+    python ModelTraining.py --predict models/art --input holiday.jpg  # one image: answer, why
     python ModelTraining.py --evaluate models/art --test-dir data/test --test-dir photos/test \\
         --robustness
     export TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
@@ -188,7 +189,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                "robustness.png and a table in EVALUATION.md")
     evaluate.add_argument("--predict", type=nonempty_path, metavar="MODEL",
                           help="a run folder, its model.h5 or its model.json: predict every image in --input "
-                               "(and its sub-folders) into OUT/predictions.csv")
+                               "(and its sub-folders), or the one image it names, into OUT/predictions.csv")
     evaluate.add_argument("--input", type=nonempty_path,
                           help="a folder of images, of unknown class, to --predict (sub-folders too), or one image")
     evaluate.add_argument("--max-pixels", type=bounded(int, "max_pixels"), default=MAX_IMAGE_PIXELS,
