@@ -137,19 +137,20 @@ class DecisionRule:
         probabilities = np.asarray(probabilities)
         index = int(self.decide(probabilities))
         predicted, probability = class_names[index], float(probabilities[index])
-        if self.at_threshold(len(class_names)):
-            positive, score = class_names[self.positive_index], float(probabilities[self.positive_index])
-            side = "≥" if score >= self.decision_threshold else "<"
-            decided = f"P({positive}) {score:.1%} {side} the decision threshold {self.decision_threshold:.1%} " \
-                      "(chosen on validation)"
-        else:
-            decided = f"{probability:.1%} probability"
+        if not self.at_threshold(len(class_names)):  # the most probable class
+            if unfamiliar:
+                return f"Leaning {predicted}: {probability:.1%} probability, but {UNFAMILIAR_ANSWER}."
+            if self.uncertain(probabilities):
+                return f"Leaning {predicted} at {probability:.1%}, below the {self.confidence_threshold:.0%} threshold."
+            return f"{probability:.1%} probability"
+        positive, score = class_names[self.positive_index], float(probabilities[self.positive_index])
+        side = "≥" if score >= self.decision_threshold else "<"
+        decided = f"P({positive}) {score:.1%} {side} the decision threshold {self.decision_threshold:.1%} " \
+                  "(chosen on validation)"
         if unfamiliar:  # decided as a certain answer is, so said the same way
             return f"Leaning {predicted}: {decided}, but {UNFAMILIAR_ANSWER}."
         if not self.uncertain(probabilities):
             return decided
-        if not self.at_threshold(len(class_names)):
-            return f"Leaning {predicted} at {probability:.1%}, below the {self.confidence_threshold:.0%} threshold."
         low, high = self.band
         return (f"Leaning {predicted}: P({positive}) is {score:.1%}, between {low:.1%} and {high:.1%}, close to the "
                 f"{self.decision_threshold:.1%} decision threshold.")
