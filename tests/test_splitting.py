@@ -1383,3 +1383,22 @@ def test_a_download_of_held_out_splits_alone_is_not_taken_for_classes(tmp_path, 
         make_class_folder(tmp_path / "raw" / split, {"Real": 3, "Fake": 3})
     with pytest.raises(UserError, match="not one folder per class"):
         split_by_class(tmp_path / "raw", tmp_path / "out")
+
+
+def test_one_mask_left_out_is_counted_in_the_singular(tmp_path, make_class_folder, caplog):
+    """One mask left out reads "1 file that is a segmentation mask beside its image", in the warning and the
+    summary, not "1 file that are segmentation masks", and the warning names it without an "e.g."."""
+    source = tmp_path / "busi"
+    for class_name, seed in (("benign", 0), ("normal", 100)):
+        for index in range(1, 5):
+            write_image(source / class_name / f"{class_name} ({index}).png", seed=seed + index, mode="L")
+    write_image(source / "benign" / "benign (1)_mask.png", seed=99, mode="L")
+
+    with caplog.at_level("WARNING", logger="realvsai"):
+        report = split_by_class(source, tmp_path / "out")
+
+    warnings = " ".join(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
+    assert "left out 1 file that is a segmentation mask beside its image (" in warnings and "e.g." not in warnings
+    assert "skipped: 1 file (list: " in format_report(report)
+    assert "1 that is a segmentation mask beside its image" in format_report(report)
+    assert "that are" not in warnings + format_report(report)
