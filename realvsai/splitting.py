@@ -85,7 +85,7 @@ SKIPPED_FIELDS = ("source", "reason")
 # count and show each kind from those rows, so their numbers add up to skipped.csv.
 UNUSABLE, BESIDE, OUTSIDE, IN_TEST, TWO_CLASSES = "unusable", "beside", "outside", "in test", "two classes"
 MASK, AUGMENTED_COPY = "mask", "augmented copy"
-_SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them
+_SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them (one file: _ONE_SKIPPED where it differs)
     UNUSABLE: "that cannot be used (not an image, unreadable, too large or hidden)",
     MASK: "that are segmentation masks beside their images",
     AUGMENTED_COPY: "that are augmented copies beside their images (DataAugmentation.py's aug_*.jpg)",
@@ -94,6 +94,15 @@ _SKIPPED_KINDS = {  # kind -> the files, as "N files ..." names them
     IN_TEST: "identical to a held-out file (kept in test, or in the download's validation, only)",
     TWO_CLASSES: "whose content is under two classes",
 }
+_ONE_SKIPPED = {
+    MASK: "that is a segmentation mask beside its image",
+    AUGMENTED_COPY: "that is an augmented copy beside its image (DataAugmentation.py's aug_*.jpg)",
+}
+
+
+def _skipped_words(kind: str, count: int) -> str:
+    """What ``count`` files of ``kind`` are, after their number: "that is a ..." for one, "that are ..." for more."""
+    return _ONE_SKIPPED.get(kind, _SKIPPED_KINDS[kind]) if count == 1 else _SKIPPED_KINDS[kind]
 
 
 @dataclass(frozen=True)
@@ -807,8 +816,9 @@ def _log_problems(report: SplitReport, validation_share: str | None = None) -> N
     for kind, rows in report.skipped.items():
         if rows and kind != IN_TEST:  # train copies of test images are expected (CIFAKE has them): no warning
             examples = "; ".join(f"{source}: {reason}" for source, reason in rows[:3])
-            logger.warning("left out %s %s (e.g. %s); the list is in %s", plural(len(rows), "file"),
-                           _SKIPPED_KINDS[kind], examples, report.out / SKIPPED_NAME)
+            examples = f"e.g. {examples}" if len(rows) > 1 else examples
+            logger.warning("left out %s %s (%s); the list is in %s", plural(len(rows), "file"),
+                           _skipped_words(kind, len(rows)), examples, report.out / SKIPPED_NAME)
     classes = sorted({class_name for _, class_name in report.counts})
     if len(classes) == 1:
         # Not an error: another class can still be merged in (DataMerger.py) before training.
@@ -858,7 +868,8 @@ def format_report(report: SplitReport, next_step: bool = True) -> str:
                  f"{report.num_files:,}"])
     verb = {COPY: "copied", MOVE: "moved", LINK: "linked"}[report.mode]
     num_skipped = sum(len(rows) for rows in report.skipped.values())
-    by_kind = ", ".join(f"{len(rows):,} {_SKIPPED_KINDS[kind]}" for kind, rows in report.skipped.items() if rows)
+    by_kind = ", ".join(f"{len(rows):,} {_skipped_words(kind, len(rows))}" for kind, rows in report.skipped.items()
+                        if rows)
     lines = [
         format_table(["class", *splits, "all"], rows),
         "",
