@@ -1146,7 +1146,9 @@ def test_the_rule_at_a_confidence_threshold_of_one_half_is_never_uncertain():
                           "threshold."),
     ([0.1, 0.9], True, "Leaning REAL: P(FAKE) 10.0% < the decision threshold 40.0% (chosen on validation), but not "
                        "certain on such images."),
-], ids=["decided_positive", "decided_other", "in_the_band", "unfamiliar"])
+    ([0.45, 0.55], True, "Leaning FAKE: P(FAKE) is 45.0%, between 32.0% and 52.0%, close to the 40.0% decision "
+                         "threshold, and not certain on such images."),
+], ids=["decided_positive", "decided_other", "in_the_band", "unfamiliar", "in_the_band_and_unfamiliar"])
 def test_the_rule_says_why_an_answer_is_what_it_is_at_a_decision_threshold(probabilities, unfamiliar, reason):
     """The reason the app's card and --predict of one image give (``DecisionRule.reason``)."""
     rule = DecisionRule(decision_threshold=0.4, positive_index=0)
@@ -1158,7 +1160,8 @@ def test_the_rule_says_why_an_answer_is_what_it_is_at_a_decision_threshold(proba
     ([0.8, 0.1, 0.1], False, "80.0% probability"),
     ([0.5, 0.3, 0.2], False, "Leaning cat at 50.0%, below the 60% threshold."),
     ([0.8, 0.1, 0.1], True, "Leaning cat: 80.0% probability, but not certain on such images."),
-], ids=["decided", "below_the_confidence_threshold", "unfamiliar"])
+    ([0.5, 0.3, 0.2], True, "Leaning cat at 50.0%, below the 60% threshold, and not certain on such images."),
+], ids=["decided", "below_the_confidence_threshold", "unfamiliar", "below_and_unfamiliar"])
 def test_the_rule_says_why_an_answer_is_what_it_is_by_the_most_probable_class(probabilities, unfamiliar, reason):
     assert DecisionRule().reason(np.array(probabilities), ["cat", "dog", "fox"], unfamiliar) == reason
 
