@@ -138,22 +138,21 @@ class DecisionRule:
         index = int(self.decide(probabilities))
         predicted, probability = class_names[index], float(probabilities[index])
         if not self.at_threshold(len(class_names)):  # the most probable class
-            if unfamiliar:
-                return f"Leaning {predicted}: {probability:.1%} probability, but {UNFAMILIAR_ANSWER}."
-            if self.uncertain(probabilities):
-                return f"Leaning {predicted} at {probability:.1%}, below the {self.confidence_threshold:.0%} threshold."
-            return f"{probability:.1%} probability"
-        positive, score = class_names[self.positive_index], float(probabilities[self.positive_index])
-        side = "≥" if score >= self.decision_threshold else "<"
-        decided = f"P({positive}) {score:.1%} {side} the decision threshold {self.decision_threshold:.1%} " \
-                  "(chosen on validation)"
+            decided = f"{probability:.1%} probability"
+            doubt = f"Leaning {predicted} at {probability:.1%}, below the {self.confidence_threshold:.0%} threshold"
+        else:
+            positive, score = class_names[self.positive_index], float(probabilities[self.positive_index])
+            side = "≥" if score >= self.decision_threshold else "<"
+            decided = f"P({positive}) {score:.1%} {side} the decision threshold {self.decision_threshold:.1%} " \
+                      "(chosen on validation)"
+            low, high = self.band
+            doubt = (f"Leaning {predicted}: P({positive}) is {score:.1%}, between {low:.1%} and {high:.1%}, close to "
+                     f"the {self.decision_threshold:.1%} decision threshold")
+        if self.uncertain(probabilities):  # by the rule alone
+            return f"{doubt}, and {UNFAMILIAR_ANSWER}." if unfamiliar else f"{doubt}."
         if unfamiliar:  # decided as a certain answer is, so said the same way
             return f"Leaning {predicted}: {decided}, but {UNFAMILIAR_ANSWER}."
-        if not self.uncertain(probabilities):
-            return decided
-        low, high = self.band
-        return (f"Leaning {predicted}: P({positive}) is {score:.1%}, between {low:.1%} and {high:.1%}, close to the "
-                f"{self.decision_threshold:.1%} decision threshold.")
+        return decided
 
     @property
     def margin(self) -> float:
