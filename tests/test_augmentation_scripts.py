@@ -178,7 +178,7 @@ def test_rerun_reports_the_copies_already_there(data, capsys):
     assert augment(data) == 0
     out = capsys.readouterr().out
     assert "Wrote 0 copies" in out
-    assert "12 already there (skipped)" in out
+    assert "12 already made (skipped)" in out
 
 
 def test_interrupted_run_is_completed_with_the_same_bytes_and_its_temporary_files_removed(data, tmp_path):
@@ -477,9 +477,13 @@ def test_a_run_with_every_copy_made_already_ends_with_the_step_left_to_do(data, 
     capsys.readouterr()
 
     assert augment(data) == 0
-    last = capsys.readouterr().out.splitlines()[-1]
+    *_, wrote, last = capsys.readouterr().out.splitlines()
     assert last == (f"Next: python ModelTraining.py --data {data}" if moved else
                     f"Next: python MoveAugmentedImages.py --data {data}")
+    # Moved, the copies are in train, and augmented_train is gone: the summary said "to DATA/augmented_train".
+    assert ("12 already made and moved into train (skipped)" if moved else
+            f"to {data / 'augmented_train'} in ") in wrote
+    assert ("augmented_train" in wrote) is not moved
 
 
 def test_the_move_ends_with_the_training_command(data, capsys):
