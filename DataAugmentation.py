@@ -324,9 +324,12 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
     rows = [(name, images, broken) for name, (images, broken) in sorted(per_class.items())]
     print(format_table(("class", "images", "broken (skipped)"), rows))
     size = "native size" if args.size is None else f"{args.size}x{args.size}"
+    # MoveAugmentedImages.py removes the augmented_train it emptied: copies made then are in train.
+    gone = not written and not plan.output_dir.is_dir()
     print(
-        f"Wrote {plural(written, 'copy', 'copies')} ({args.copies} per image, {args.preset}, {size}) to "
-        f"{plan.output_dir} in {seconds:.1f} s; {already_there:,} already there (skipped); "
+        f"Wrote {plural(written, 'copy', 'copies')} ({args.copies} per image, {args.preset}, {size})"
+        + ("" if gone else f" to {plan.output_dir}")
+        + f" in {seconds:.1f} s; {already_there:,} already made{' and moved into train' if gone else ''} (skipped); "
         f"{plural(len(plan.broken) + len(undecodable), 'broken image')} skipped; "
         f"{plural(plan.earlier_copies, 'earlier copy', 'earlier copies')} (aug_*) in train not augmented."
         + (f" {plural(in_the_way, 'other file')} in the way of a copy kept, "
