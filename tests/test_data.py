@@ -722,3 +722,15 @@ def test_decoding_fewer_at_a_time_gives_the_same_batches(tmp_path, make_class_fo
     assert data.decode_parallelism(images, 16) == 1
     for (pixels, labels), (expected_pixels, expected_labels) in zip(batches(), expected, strict=True):
         assert np.array_equal(pixels, expected_pixels) and np.array_equal(labels, expected_labels)
+
+
+def test_classes_without_images_are_named_in_the_plural(tmp_path, caplog):
+    """Two classes of three without an image: "no readable image of classes 'malignant' and 'normal'", and with
+    every_class "classes 'malignant' and 'normal' have no readable image", not "class 'malignant', 'normal'"."""
+    write_image(tmp_path / "test" / "benign" / "a.png", seed=1)
+    names = ["benign", "malignant", "normal"]
+    with caplog.at_level("WARNING", logger="realvsai"):
+        data.scan_images(tmp_path / "test", names)
+    assert "has no readable image of classes 'malignant' and 'normal': counted as classes without images" in caplog.text
+    with pytest.raises(UserError, match="^classes 'malignant' and 'normal' have no readable image in "):
+        data.scan_images(tmp_path / "test", names, every_class=True)

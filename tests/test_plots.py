@@ -81,6 +81,17 @@ def test_curves_of_a_single_class_still_give_an_image(tmp_path):
     assert_png(plots.plot_precision_recall_curves(labels, probabilities, ["A", "B"], tmp_path / "pr.png"))
 
 
+def test_curves_left_out_say_why_in_words(tmp_path, caplog):
+    """Test images of one class of three: no one-vs-rest curve can be drawn, and the warning says why ("a curve
+    needs images of its class and of the others"), not "the labels hold only one side of them"."""
+    labels = np.zeros(4, dtype=int)
+    probabilities = np.tile([0.5, 0.3, 0.2], (4, 1))
+    with caplog.at_level("WARNING", logger="realvsai"):
+        plots.plot_roc_curves(labels, probabilities, ["benign", "malignant", "normal"], tmp_path / "roc.png")
+    assert ("ROC curve: none for benign, malignant, normal: a curve needs images of its class and of the "
+            "others") in caplog.text
+
+
 def test_reliability_diagram_is_written(tmp_path):
     ece = compute_metrics(LABELS, PROBABILITIES, ["a", "b", "c"])["expected_calibration_error"]
     assert_png(plots.plot_reliability_diagram(LABELS, PROBABILITIES, ece, tmp_path / "reliability.png"))
