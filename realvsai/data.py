@@ -160,13 +160,15 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         raise UserError(f"{folder} holds no readable image in {list(class_names)}. Check the folder and its files.")
     images = LabelledImages(files, labels, list(class_names), sizes, needs_pil, skipped, formats, qualities,
                             grayscale, max_pixels, frames)
-    without = ", ".join(repr(name) for name, count in images.counts().items() if not count)
+    without = [repr(name) for name, count in images.counts().items() if not count]
+    one = len(without) == 1
+    classes = f"{'class' if one else 'classes'} {' and '.join(filter(None, [', '.join(without[:-1]), *without[-1:]]))}"
     if without and every_class:
-        raise UserError(f"class {without} has no readable image in {folder}: add some there, or re-split the "
-                        "dataset so that every class has some.")
+        raise UserError(f"{classes} {'has' if one else 'have'} no readable image in {folder}: add some there, or "
+                        "re-split the dataset so that every class has some.")
     if without:
-        logger.warning("%s has no readable image of class %s: counted as a class without images (an evaluation "
-                       "lists it in missing_classes)", folder, without)
+        logger.warning("%s has no readable image of %s: counted as %s without images (an evaluation lists %s in "
+                       "missing_classes)", folder, classes, "a class" if one else "classes", "it" if one else "them")
     return images
 
 

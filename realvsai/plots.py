@@ -133,9 +133,8 @@ def _curves(curve: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarr
     one_sided = [index for index in indices if (labels == index).all() or not (labels == index).any()]
     if one_sided:
         named = ", ".join(_short(class_names[index]) for index in one_sided[:5])
-        logger.warning("%s: none for %s%s, the labels hold only one side of %s", title, named,
-                       f" and {len(one_sided) - 5} more" if len(one_sided) > 5 else "",
-                       "it" if len(one_sided) == 1 else "them")
+        logger.warning("%s: none for %s%s: a curve needs images of its class and of the others", title, named,
+                       f" and {len(one_sided) - 5} more" if len(one_sided) > 5 else "")
     curves = {index: curve(labels == index, probabilities[:, index]) for index in indices if index not in one_sided}
 
     def name(index: int) -> str:

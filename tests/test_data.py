@@ -732,5 +732,5 @@ def test_classes_without_images_are_named_in_the_plural(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="realvsai"):
         data.scan_images(tmp_path / "test", names)
     assert "has no readable image of classes 'malignant' and 'normal': counted as classes without images" in caplog.text
-    with pytest.raises(UserError, match="^classes 'malignant' and 'normal' have no readable image in "):
+    with pytest.raises(UserError, match=r"^classes 'malignant' and 'normal' have no readable image in "):
         data.scan_images(tmp_path / "test", names, every_class=True)
