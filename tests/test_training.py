@@ -1290,6 +1290,7 @@ def test_the_training_line_writes_its_counts_as_every_summary_does(tmp_path, mak
 
     (line,) = [record.getMessage() for record in caplog.records if record.getMessage().startswith("training ")]
     assert "on 1,002 images (FAKE 1,000, REAL 2), validating on 1,001;" in line
+    assert " steps per epoch on one device (" in line  # which one: the CPU, a GPU
 
 
 def test_the_user_is_told_the_training_step_compiles_before_its_first_step(tmp_path, make_class_folder, monkeypatch,
@@ -1817,15 +1818,16 @@ def test_quiet_prints_no_tensorflow_absl_or_cuda_log_line(tmp_path, make_class_f
 
 def test_a_run_shows_no_tensorflow_start_up_notice_without_quiet(tmp_path):
     """Without --quiet too: absl's notice, oneDNN's, and the CUDA probes of a machine without a GPU (one an 'E'
-    line, 'failed call to cuInit') are not the user's business; the run's own lines and its error are."""
+    line, 'failed call to cuInit') are not the user's business; the run's error is, alone: the device it would
+    have trained on ("training with one device (CPU)", which came before the error) is named once training
+    starts, in the training line."""
     environ = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
     process = subprocess.run(  # TensorFlow starts (the devices), then the missing data folder ends the run
         [sys.executable, str(REPO / "ModelTraining.py"), "--data", str(tmp_path / "nowhere"), "--out",
          str(tmp_path / "models")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**environ, "PYTHONPATH": str(REPO)})
     lines = process.stderr.strip().splitlines()
-    assert process.returncode == 1 and lines[-1].startswith("error: "), process.stderr
-    assert "\ntraining with " in "\n" + process.stderr  # the run says itself which devices it trains on
+    assert process.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), process.stderr
     for notice in ("absl::InitializeLog", "oneDNN", "cudart_stub", "cuInit"):
         assert notice not in process.stderr, process.stderr
 
