@@ -501,7 +501,8 @@ def run_training(args: argparse.Namespace) -> None:
     # Before any other TensorFlow call: a TF_CONFIG cluster sets up its collective operations
     # before the runtime starts. Waits until every machine of the cluster has started.
     strategy = distributed.select_strategy(os.environ)
-    logger.info("training with %s", distributed.describe(strategy))
+    if distributed.num_workers(strategy) > 1:  # one machine's devices are named in the training line
+        logger.info("training with %s", distributed.describe(strategy))
     if not distributed.is_chief(strategy):
         # The chief logs the run; the others would repeat it, naming their temporary folders.
         logger.info("the chief's log follows the run; this worker shows only warnings and errors")

@@ -209,10 +209,11 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         logger.warning("%s", model_info["shortcut_warning"])
     # Written now too, so the best model saved during training is usable even if the run never finishes.
     write_json(run_dir / MODEL_JSON_FILE, model_info)
-    logger.info("training %s on %s (%s), validating on %s; %s step(s) per epoch on %d device(s)%s, %s",
+    devices = (f"{plural(replicas, 'device')} of {workers} machines" if workers > 1  # the cluster's line named them
+               else distributed.describe(strategy))
+    logger.info("training %s on %s (%s), validating on %s; %s per epoch on %s, %s",
                 run_dir, plural(len(train_images), "image"), ", ".join(f"{k} {v:,}" for k, v in counts[TRAIN].items()),
-                f"{len(validation_images):,}", f"{steps_per_epoch:,}", replicas,
-                f" of {workers} machines" if workers > 1 else "", policy)
+                f"{len(validation_images):,}", plural(steps_per_epoch, "step"), devices, policy)
     if not config.pretrained:
         logger.info("--weights none: the whole network trains from the first epoch with BatchNorm in training "
                     "mode, throughout its %s (head + fine-tune) at learning rate %g",
