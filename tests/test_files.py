@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -630,3 +631,31 @@ def test_a_csv_cell_with_a_line_break_reads_back_as_it_was_written(tmp_path, nam
     with open(tmp_path / "list.csv", newline="", encoding="utf-8") as stream:
         assert list(csv.reader(stream)) == rows
     assert files.csv_text(rows[0], rows[1:]) == (tmp_path / "list.csv").read_bytes().decode("utf-8")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs(2) is Linux's")
+def test_a_batch_waits_on_its_own_file_system_not_on_every_one(tmp_path, monkeypatch):
+    """``os.sync`` flushed every file system of the machine: a batch of copies waited on a USB stick being written
+    to, or a network share. A batch syncs the file system it was written to (Linux's syncfs), and nothing else."""
+    synced = []
+    monkeypatch.setattr(os, "sync", lambda: pytest.fail("os.sync waits on every file system"))
+    monkeypatch.setattr(files, "_syncfs", lambda handle: synced.append(os.fstat(handle).st_dev) or 0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    batch = [(str(tmp_path / folder / f"{index}.jpg"), bytes([index]) * 10) for folder in "ab" for index in range(2)]
+
+    assert files.write_new_files(batch) == [True] * 4
+    assert synced == [tmp_path.stat().st_dev]  # one file system, synced once
+    assert all(Path(path).read_bytes() == data for path, data in batch)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs(2) is Linux's")
+def test_a_batch_whose_file_system_fails_to_sync_gives_no_name(tmp_path, monkeypatch):
+    """A disk that fails to write (syncfs's EIO) is an OSError naming the folder, and no copy takes its name."""
+    import ctypes
+
+    monkeypatch.setattr(files, "_syncfs", lambda handle: (ctypes.set_errno(errno.EIO), -1)[1])
+    with pytest.raises(OSError, match="Input/output error") as raised:
+        files.write_new_files([(str(tmp_path / "a.jpg"), b"data")])
+    assert raised.value.errno == errno.EIO and raised.value.filename == str(tmp_path)
+    assert os.listdir(tmp_path) == []
