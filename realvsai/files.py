@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import enum
 import errno
 import hashlib
@@ -15,6 +16,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 import unicodedata
@@ -313,10 +315,39 @@ def write_new(path: Path | str, data: bytes) -> None:
 def write_new_files(files: Sequence[tuple[Path | str, bytes]]) -> list[bool]:
     """``write_new`` for a batch: creates each path holding its bytes, never over another file; True where it
     wrote, False where the path was taken already (left as it is, for the caller to compare). Every temporary
-    file is written first, one ``os.sync`` puts them on disk together, and only then does each take its name:
+    file is written first, one ``syncfs`` puts them on disk together, and only then does each take its name:
     ``write_new``'s guarantee at one wait on the disk a batch, not one a file (DataAugmentation's copies on an
-    ext4 disk: benchmarks/bench_augmentation.py). Without ``os.sync`` (Windows) each file is fsynced."""
-    return _write_new_files(files, sync_each=not hasattr(os, "sync"))
+    ext4 disk: benchmarks/bench_augmentation.py). Without it (macOS, Windows) each file is fsynced."""
+    return _write_new_files(files, sync_each=_syncfs is None)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2), which puts on disk what was written to the file system an open file is on, and nothing
+    else: os.sync flushes every file system, so a batch waited on a USB stick or a network share written to by
+    other programs. None elsewhere: macOS's sync(2) returns before the data is on disk, and Windows has none."""
+    function = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None) if sys.platform.startswith("linux") else None
+    if function is not None:
+        function.argtypes, function.restype = [ctypes.c_int], ctypes.c_int
+    return function
+
+
+_syncfs = _load_syncfs()
+
+
+def _sync_file_systems(paths: Iterable[str]) -> None:
+    """Puts what was written at ``paths`` on disk: one ``_syncfs`` a file system they are on."""
+    synced: set[int] = set()
+    for folder in dict.fromkeys(os.path.dirname(path) or "." for path in paths):
+        if os.stat(folder).st_dev in synced:
+            continue
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            synced.add(os.fstat(handle).st_dev)
+            if _syncfs(handle) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code), folder)
+        finally:
+            os.close(handle)
 
 
 def write_new_in_batches(files: Iterable[tuple[Path | str, bytes]]) -> Iterator[bool]:
@@ -352,7 +383,7 @@ def _write_new_files(files: Sequence[tuple[Path | str, bytes]], sync_each: bool)
                 finally:
                     os.close(handle)
         if not sync_each:
-            os.sync()
+            _sync_file_systems(temporaries)
         return [_link_new(temporary, path, data) for temporary, (path, data) in zip(temporaries, files)]
     finally:
         for temporary in temporaries:

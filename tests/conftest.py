@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from realvsai import files
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -343,28 +345,28 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
             for path in sorted(Path(folder).rglob("*")) if path.is_file()}
 
 
-# For the tests of record_disk_waits: a batch of files is synced by os.sync (Windows has none: each file is fsynced),
+# For the tests of record_disk_waits: a batch of files is synced by syncfs (Linux; elsewhere each file is fsynced),
 # and /proc names the file an fsync is given (Linux).
-syncs_a_batch = pytest.mark.skipif(not hasattr(os, "sync") or not os.path.isdir("/proc/self/fd"),
-                                   reason="no os.sync here (each file is fsynced), or no /proc to name a synced file")
+syncs_a_batch = pytest.mark.skipif(files._syncfs is None or not os.path.isdir("/proc/self/fd"),
+                                   reason="no syncfs here (each file is fsynced), or no /proc to name a synced file")
 
 
 def record_disk_waits(monkeypatch) -> list[tuple[str, str]]:
     """The waits on the disk from now on, in order: ``("fsync", <the synced file's folder name>)`` and
-    ``("sync", "")``; each still happens (``syncs_a_batch`` marks the tests that use it)."""
+    ``("sync", "")`` for a syncfs; each still happens (``syncs_a_batch`` marks the tests that use it)."""
     calls: list[tuple[str, str]] = []
-    real_sync, real_fsync = os.sync, os.fsync
+    real_syncfs, real_fsync = files._syncfs, os.fsync
 
     def fsync(handle: int) -> None:
         calls.append(("fsync", Path(os.readlink(f"/proc/self/fd/{handle}")).parent.name))
         real_fsync(handle)
 
-    def sync() -> None:
+    def syncfs(handle: int) -> int:
         calls.append(("sync", ""))
-        real_sync()
+        return real_syncfs(handle)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "sync", sync)
+    monkeypatch.setattr(files, "_syncfs", syncfs)
     return calls
 
 

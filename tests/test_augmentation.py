@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import assert_same_copies, run_script, transparent_images, write_image
 
-from realvsai import augmentation
+from realvsai import augmentation, files
 from realvsai.augmentation import (
     PRESETS,
     RandomAffine,
@@ -571,16 +571,16 @@ def test_offline_copies_are_the_all_part_applied_to_images_decoded_as_training_d
             assert np.abs(written - reference).mean() < 0.5  # float rounding (graph, XLA) apart, the same
 
 
-@pytest.mark.skipif(not hasattr(os, "sync"), reason="no os.sync here: each copy is fsynced")
+@pytest.mark.skipif(files._syncfs is None, reason="no syncfs here: each copy is fsynced")
 def test_a_batch_of_copies_waits_on_the_disk_once_not_once_a_copy(tmp_path, make_class_folder, monkeypatch):
     from realvsai.moving import plan_copies
 
     make_class_folder(tmp_path / "train", {"REAL": 3})
     batches = plan_batches(plan_copies(tmp_path, copies=4).images, seed=3, batch_size=3)
     calls = []
-    real_sync = os.sync
+    real_syncfs = files._syncfs
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync"))
-    monkeypatch.setattr(os, "sync", lambda: (calls.append("sync"), real_sync())[1])
+    monkeypatch.setattr(files, "_syncfs", lambda handle: (calls.append("sync"), real_syncfs(handle))[1])
     assert write_augmented_copies(batches, build_augmentation("classic", seed=3)).written == 12
     assert len(batches) == 1 and calls == ["sync"]
 

@@ -339,15 +339,15 @@ def test_write_new_syncs_the_bytes_before_the_name_appears(tmp_path, monkeypatch
     assert calls == ["fsync", "link"] and (tmp_path / "a.bin").read_bytes() == b"data"
 
 
-@pytest.mark.skipif(not hasattr(os, "sync"), reason="no os.sync here: each file is fsynced")
+@pytest.mark.skipif(files._syncfs is None, reason="no syncfs here: each file is fsynced")
 def test_write_new_files_syncs_a_batch_once_before_any_name_appears(tmp_path, monkeypatch):
     """One sync for the batch (one fsync a file made DataAugmentation's copies wait on the disk), and still no
     name before the bytes are on disk; a path taken already is left as it is and answered False."""
     (tmp_path / "taken.jpg").write_bytes(b"someone else's")
     calls = []
-    real_sync, real_link = os.sync, os.link
+    real_syncfs, real_link = files._syncfs, os.link
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync"))
-    monkeypatch.setattr(os, "sync", lambda: (calls.append("sync"), real_sync())[1])
+    monkeypatch.setattr(files, "_syncfs", lambda handle: (calls.append("sync"), real_syncfs(handle))[1])
     monkeypatch.setattr(os, "link", lambda *args, **kwargs: (calls.append("link"), real_link(*args, **kwargs))[1])
     batch = [(str(tmp_path / f"{index}.jpg"), bytes([index]) * 10) for index in range(3)]
     assert files.write_new_files([*batch, (str(tmp_path / "taken.jpg"), b"mine")]) == [True, True, True, False]
@@ -649,7 +649,7 @@ def test_a_batch_waits_on_its_own_file_system_not_on_every_one(tmp_path, monkeyp
     assert all(Path(path).read_bytes() == data for path, data in batch)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs(2) is Linux's")
+@pytest.mark.skipif(files._syncfs is None, reason="no syncfs here: each file is fsynced")
 def test_a_batch_whose_file_system_fails_to_sync_gives_no_name(tmp_path, monkeypatch):
     """A disk that fails to write (syncfs's EIO) is an OSError naming the folder, and no copy takes its name."""
     import ctypes
