@@ -325,7 +325,7 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
     print(format_table(("class", "images", "broken (skipped)"), rows))
     size = "native size" if args.size is None else f"{args.size}x{args.size}"
     # MoveAugmentedImages.py removes the augmented_train it emptied: copies made then are in train.
-    gone = not written and not plan.output_dir.is_dir()
+    gone = not written and already_there and not plan.output_dir.is_dir()
     print(
         f"Wrote {plural(written, 'copy', 'copies')} ({args.copies} per image, {args.preset}, {size})"
         + ("" if gone else f" to {plan.output_dir}")

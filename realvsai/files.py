@@ -338,14 +338,13 @@ def _sync_file_systems(paths: Iterable[str]) -> None:
     """Puts what was written at ``paths`` on disk: one ``_syncfs`` a file system they are on."""
     synced: set[int] = set()
     for folder in dict.fromkeys(os.path.dirname(path) or "." for path in paths):
-        if os.stat(folder).st_dev in synced:
-            continue
         handle = os.open(folder, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            synced.add(os.fstat(handle).st_dev)
-            if _syncfs(handle) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code), folder)
+            if (device := os.fstat(handle).st_dev) not in synced:
+                synced.add(device)
+                if _syncfs(handle) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code), folder)
         finally:
             os.close(handle)
 
