@@ -263,3 +263,19 @@ def test_the_class_distribution_of_many_long_named_classes_fits_its_canvas(monke
 
     assert width <= 3200 and height <= 3200
     assert_tick_labels_apart_and_on_the_canvas(figures[0], figures[0].axes[0])
+
+
+def test_training_curves_count_whole_epochs_and_mark_the_saved_one(monkeypatch, tmp_path):
+    """Two epochs were drawn on an axis of 1.0, 1.2, ... 2.0; and nothing showed which epoch's weights model.h5
+    holds (the best epoch, not the last)."""
+    figures = drawn_figures(monkeypatch)
+    rows = [{"epoch": epoch, "phase": "full", "cross_entropy": 1.0 / epoch, "val_cross_entropy": value,
+             "accuracy": 0.5 + epoch / 10, "val_accuracy": 0.6} for epoch, value in ((1, 0.9), (2, 0.7), (3, 0.8))]
+
+    assert_png(plots.plot_training_curves(rows, tmp_path / "curves.png", best_epoch=2))
+
+    for axes in figures[0].axes:
+        ticks = [tick for tick in axes.get_xticks() if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+        legend = [text.get_text() for text in axes.get_legend().get_texts()]
+        assert "best epoch 2 (model.h5)" in legend
