@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, auc, average_precision_score, precision_recall_curve, roc_curve
 
 from realvsai.cli import plural, printable
-from realvsai.config import CROSS_ENTROPY, MAX_IMAGE_PIXELS
+from realvsai.config import CROSS_ENTROPY, MAX_IMAGE_PIXELS, MODEL_FILE
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
 from realvsai.metrics import CALIBRATION_BINS, threshold_metrics
@@ -303,9 +304,11 @@ def plot_robustness(clean_accuracy: float, accuracies: Mapping[str, Mapping[floa
     return _save(robustness_figure(clean_accuracy, accuracies), path)
 
 
-def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None) -> Path:
+def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tune_start: int | None = None,
+                         best_epoch: int | None = None) -> Path:
     """Cross-entropy (and the loss: it plus the L2 penalty), accuracy, precision, recall, AUC and F1 per epoch
-    (history.csv's rows), with a line at ``fine_tune_start`` (from 1)."""
+    (history.csv's rows), with a line at ``fine_tune_start`` (from 1) and one at ``best_epoch``, whose weights
+    model.h5 holds."""
     figure = Figure(figsize=(15, 8), layout="constrained")
     axes = figure.subplots(2, 3).ravel()
     epochs = [row["epoch"] for row in rows]
@@ -319,8 +322,13 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: Path, fine_tun
                     axis.plot(epochs, values, line + style, label=label + named, markersize=3)
         if fine_tune_start is not None:
             axis.axvline(fine_tune_start - 0.5, color="gray", linestyle="--", label="fine-tuning starts")
+        if best_epoch is not None:
+            axis.axvline(best_epoch, color="black", linestyle=":", label=f"best epoch {best_epoch} ({MODEL_FILE})")
         axis.set_title(metrics[0].replace("_", "-"))
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if epochs:  # every panel over the same epochs, a panel without values too
+            axis.set_xlim(min(epochs) - 0.25, max(epochs) + 0.25)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     return _save(figure, path)

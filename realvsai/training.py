@@ -506,7 +506,8 @@ def _finish_run(model: keras.Model | None, model_info: dict[str, Any], history: 
         model = run.load_model(run_dir / MODEL_FILE)  # the one loader: it registers the project's layers first
 
     fine_tune_start = next((row["epoch"] for row in history if row.get("phase") == "fine_tune"), None)
-    plots.plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start)
+    plots.plot_training_curves(history, run_dir / CURVES_FILE, fine_tune_start,
+                               (model_info.get("best_epoch") or {}).get("epoch"))
     # The evaluation writes model.json's final content: the threshold and validation_by_kind, the test metrics
     # (None without a test folder).
     test_metrics = evaluation.evaluate_run(model, model_info, data_dir, run_dir, batch_size, max_pixels, held_out)
