@@ -1035,6 +1035,7 @@ def test_model_json_describes_the_run_as_the_contract_says(trained_run):
     assert info["class_names"] == ["cat", "dog", "fox"] and info["positive_class"] is None
     assert info["image_size"] == 32 and info["backbone"] == "resnet101" and info["weights"] == "none"
     assert info["preprocessing"].startswith("caffe") and info["confidence_threshold"] == 0.6
+    assert "(RGB to BGR, less the ImageNet channel means)" in info["preprocessing"]  # "caffe" alone said little
     assert info["counts"]["train"] == {"cat": 4, "dog": 4, "fox": 4}  # the broken file is not counted
     assert info["config"]["batch_size"] == 4 and info["config"]["steps_per_epoch"] == 3
     assert info["best_epoch"]["epoch"] in (1, 2) and "val_loss" in info["best_epoch"]
