@@ -782,3 +782,29 @@ def test_the_split_s_header_of_a_jpeg_over_the_limit_whole_is_its_full_sizes(tmp
 
     assert problem is None and (header.width, header.height, header.image_format) == (2000, 1500, "JPEG")
     assert header.grayscale is gray is images.read_header(data, PHOTO_LIMIT, image_size=32).grayscale
+
+
+def test_pillow_s_bomb_warning_stays_quiet_when_another_thread_restores_the_warning_filters(monkeypatch):
+    """``warnings.catch_warnings`` saves the filter list as it finds it and puts that back: not thread-safe. Around each
+    open, two threads' blocks interleaved, one put back a list without the other's filter while that one was still
+    opening, and Pillow's DecompressionBombWarning reached the terminal (1 in 12,000 opens of a 108 MP JPEG's header
+    in four threads; also across the app's sessions, each a thread). Played here: another thread's block, begun after
+    an image was opened, ends inside the next open."""
+    import warnings
+
+    shown = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *args, **kwargs: shown.append(str(message)))
+    images.read_header(io.BytesIO(encode(Image.new("RGB", (8, 8)), "PNG")))  # the filters are in place once used
+    other_thread = warnings.catch_warnings()
+    other_thread.__enter__()
+    real_check = Image._decompression_bomb_check
+
+    def check_as_the_other_thread_ends(size):
+        other_thread.__exit__(None, None, None)
+        real_check(size)
+
+    monkeypatch.setattr(Image, "_decompression_bomb_check", check_as_the_other_thread_ends)
+    with images.open_image(io.BytesIO(jpeg_header_only(12_000, 9_000)), max_pixels=200_000_000) as image:
+        assert image.size == (12_000, 9_000)  # over Pillow's 89.5 MP: it warns, unless told not to
+
+    assert shown == []
