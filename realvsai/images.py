@@ -8,6 +8,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +46,26 @@ _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 # on the page is what the model judged.
 ALPHA_BACKGROUND = 255
 _PILLOW_LIMIT_LOCK = threading.Lock()
+# Pillow's warnings that say nothing to a user, as the first entries of ``warnings.filters``: its
+# DecompressionBombWarning (``open_image`` puts the project's limit in place of Pillow's), and those about a broken
+# EXIF block ("Corrupt EXIF data", "Truncated File Read"), which only hides the orientation. Each would reach the
+# terminal as a line of Pillow's code naming no file, even under --quiet.
+_PILLOW_NOISE = (("ignore", None, Image.DecompressionBombWarning, None, 0),
+                 ("ignore", None, UserWarning, re.compile(r"PIL\.TiffImagePlugin"), 0))
+
+
+def quiet_pillow() -> None:
+    """Puts ``_PILLOW_NOISE`` first in the process's warning filters, where another filter or a reset moved or took
+    them (a test's "error"); each function here that opens, decodes or reads an image's EXIF calls it. Not
+    ``warnings.catch_warnings`` around each call, which saves the filter list as it finds it and puts that back, and
+    is not thread-safe: two threads' blocks interleaved, one put back a list without the other's filter while that
+    one was still opening, and Pillow's warning went through (1 in 12,000 opens of a 108 MP header in 4 threads)."""
+    if tuple(warnings.filters[:len(_PILLOW_NOISE)]) != _PILLOW_NOISE:
+        for action, _, category, module, _ in reversed(_PILLOW_NOISE):
+            warnings.filterwarnings(action, category=category, module=module.pattern if module else "")
+
+
+quiet_pillow()
 # An image is gray when its channels' spread (largest minus smallest, per pixel) averages at most GRAY_SPREAD
 # levels: gray content saved as RGB (PNG, or JPEG: its chroma decodes equal) spreads by rounding at most, and a
 # small coloured mark passes (pure red on up to 0.8 % of a scan). A mean, not a share of pixels: a 1 px mark
@@ -219,22 +240,20 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
     (``pixel_problem``: a JPEG at ``limit_scale`` for a model of side ``image_size``, None: whole; crops mode's
     ``crop_size`` enlarged; Pillow's own bomb limit is replaced), Pillow's OSError, SyntaxError or ValueError for
     what it cannot open."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        _ignore_broken_exif()  # a JPEG's is read as it opens
-        try:
-            image = Image.open(source)
-        except Image.DecompressionBombError:
-            # Open the header again without Pillow's check, to measure the image against our limit.
-            # The setting is global, so one thread at a time; the others' opens check our limit too.
-            if hasattr(source, "seek"):
-                source.seek(0)
-            with _PILLOW_LIMIT_LOCK:
-                pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-                try:
-                    image = Image.open(source)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = pillow_limit
+    quiet_pillow()  # a JPEG's EXIF is read as it opens
+    try:
+        image = Image.open(source)
+    except Image.DecompressionBombError:
+        # Open the header again without Pillow's check, to measure the image against our limit.
+        # The setting is global, so one thread at a time; the others' opens check our limit too.
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with _PILLOW_LIMIT_LOCK:
+            pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(source)
+            finally:
+                Image.MAX_IMAGE_PIXELS = pillow_limit
     scale = 1 if crop_size else limit_scale(image, image_size)  # crops mode takes the native pixels
     problem = pixel_problem(*image.size, max_pixels, crop_size, scale)
     if problem:
@@ -298,8 +317,7 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
     """``decode_check``'s ``(problem, pixels)`` and, with ``header``, the image's ``read_header`` from the same
     decode (None without)."""
     try:
-        with open_image(path, max_pixels, image_size=SMALLEST_DECODE) as image, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
+        with open_image(path, max_pixels, image_size=SMALLEST_DECODE) as image:  # our limit checked, Pillow quiet
             _check_png(image, path)  # before decoding, as the scan does: a bad checksum is named as such
             # Hashed whole where that is within the limit (every image it took before). A JPEG over it whole that
             # open_image took at its 1/8 decode is checked and hashed at that decode, which still reads all its data
@@ -320,7 +338,6 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
             # indices in other colours are two. Bands are whole rows, so the hash is the whole's. Upright: a photo
             # stored turned (EXIF) and its upright export are one input. Transparency as the model sees it, on
             # ALPHA_BACKGROUND: a cut-out is its export flattened on white, whatever colours it stores under it.
-            _ignore_broken_exif()
             turned = image.getexif().get(ExifTags.Base.Orientation, 1) not in (0, 1)
             upright = ImageOps.exif_transpose(image) if turned else image
             digest = hashlib.sha256(f"RGB {upright.size}\n".encode())
@@ -542,10 +559,9 @@ def read_header(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIX
 
 def _header(image: Image.Image, gray: bool = True) -> ImageHeader:
     """``read_header``'s answer for an opened (or loaded) image."""
+    quiet_pillow()
     try:
-        with warnings.catch_warnings():
-            _ignore_broken_exif()
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except (OSError, SyntaxError, ValueError) as error:
         # A PNG keeps its EXIF after the pixels, so reading it reads the data: a truncated file ends here.
         raise ImageDecodeError(f"the image data is broken ({error})") from error
@@ -562,26 +578,18 @@ def _header(image: Image.Image, gray: bool = True) -> ImageHeader:
     return ImageHeader(width, height, needs_pil, image_format, quality, looks_gray(image) if gray else None, frames)
 
 
-def _ignore_broken_exif() -> None:
-    """Inside ``warnings.catch_warnings``: Pillow's warnings about a broken EXIF block ("Corrupt EXIF data",
-    "Truncated File Read"), which only hides the orientation, would reach the terminal as a line of Pillow's code
-    naming no file, even under --quiet."""
-    warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
-
-
 def looks_gray(image: Image.Image) -> bool:
     """Whether ``image`` (opened or loaded) is gray: a gray mode, or ``gray_pixels`` (a scan saved as RGB, a small
     coloured mark allowed). Decoded to check, band by band (a large JPEG not yet loaded at 1/8 of its sides); a
     gray mode's image too, so that the scan finds its broken data as the decode does: ImageDecodeError."""
+    quiet_pillow()  # our limit was checked at opening
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked at opening
-            if (scale := _gray_check_scale(image)) > 1:
-                image.draft("RGB", (image.width // scale, image.height // scale))
-            image.load()
-            if is_grayscale_mode(image.mode):
-                return True
-            spread = sum(_spread(_as_rgb(band)) for band in _bands(image))
+        if (scale := _gray_check_scale(image)) > 1:
+            image.draft("RGB", (image.width // scale, image.height // scale))
+        image.load()
+        if is_grayscale_mode(image.mode):
+            return True
+        spread = sum(_spread(_as_rgb(band)) for band in _bands(image))
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"the image data is broken ({error})") from error
     return bool(spread <= GRAY_SPREAD * image.width * image.height)
@@ -674,16 +682,14 @@ def load_rgb_with_header(source: Path | bytes, max_pixels: int = MAX_IMAGE_PIXEL
 
 def _rgb(image: Image.Image, image_size: int | None) -> np.ndarray:
     """``load_rgb``'s pixels of an opened image."""
+    quiet_pillow()  # _open applied our limit
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _open applied our limit
-            _ignore_broken_exif()
-            scale = decode_scale(*image.size, format_name(image.format), image_size)
-            if scale > 1:
-                # draft picks the largest libjpeg scale keeping at least this size: exactly ``scale``.
-                image.draft("RGB", (image.width // scale, image.height // scale))
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)  # not a copy of the whole image where it is upright
+        scale = decode_scale(*image.size, format_name(image.format), image_size)
+        if scale > 1:
+            # draft picks the largest libjpeg scale keeping at least this size: exactly ``scale``.
+            image.draft("RGB", (image.width // scale, image.height // scale))
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)  # not a copy of the whole image where it is upright
         return _as_rgb(image)
     except Image.DecompressionBombError as error:  # an animation frame larger than the image itself
         raise ImageDecodeError(f"too many pixels ({error})") from error
