@@ -443,7 +443,7 @@ def test_a_class_the_target_has_not_is_added_when_asked(tmp_path):
     """A one-class split grows into a dataset class by class: the splitter's advice for it."""
     into = make_split(tmp_path / "merged", {("train", "REAL"): 2, ("test", "REAL"): 1}, seed=9)
     other = make_split(tmp_path / "other", {("train", "FAKE"): 2, ("test", "FAKE"): 1}, seed=10)
-    with pytest.raises(UserError, match=r"run again with --add-classes"):
+    with pytest.raises(UserError, match=r"To add FAKE as a new class, run again with --add-classes"):  # not "classes"
         merge_datasets([other], into)
     assert merge_datasets([other], into, add_classes=True).added == 3
     assert sorted(path.name for path in (into / "train").iterdir()) == ["FAKE", "REAL"]
