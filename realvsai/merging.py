@@ -147,7 +147,8 @@ def merge_datasets(
             if not add_classes:
                 raise UserError(
                     f"{source} has classes {classes}, but {reference[0]} has {reference[1]}, not {unknown}: a merge "
-                    f"adds images to the classes a dataset has. To add {', '.join(unknown)} as new classes, run again "
+                    f"adds images to the classes a dataset has. To add {', '.join(unknown)} as "
+                    f"{'a new class' if len(unknown) == 1 else 'new classes'}, run again "
                     "with --add-classes; where a class is spelled otherwise, re-split with --rename OLD=NEW (e.g. "
                     "--rename RealArt=REAL)."
                 )
