@@ -314,8 +314,26 @@ def test_duplicate_entries_are_refused(tmp_path):
 
 def test_corrupt_archive_gives_a_clear_error(tmp_path):
     archive = tmp_path / "corrupt.zip"
-    archive.write_bytes(random.Random(0).randbytes(4096))
+    archive.write_bytes(b"PK\x03\x04" + random.Random(0).randbytes(4096))  # a zip's start, then garbage
     with pytest.raises(UserError, match="damaged or incomplete"):
+        extract_archive(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+@pytest.mark.parametrize("content, said", [
+    (b"", r"photo\.zip is empty \(0 bytes\): the download did not finish; nothing was written\. Download"),
+    (b"\n<!DOCTYPE html><html><head><title>Sign in</title>",
+     r"photo\.zip is a web page \(HTML\), not a zip: the download saved a page .*nothing was written\. Download"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(100),
+     r"photo\.zip is not a zip archive \(a zip begins with PK\); nothing was written\. Give DataUnZipper\.py the"),
+], ids=["empty", "web_page", "jpeg"])
+def test_a_file_that_is_no_zip_at_all_is_not_called_a_damaged_download(tmp_path, content, said):
+    """A photo given by mistake, a sign-in page saved by wget in place of a Kaggle download, a download that never
+    started: each was "damaged or incomplete (File is not a zip file) ... Download the archive again", which is the
+    wrong advice for the first and does not say what happened to the others."""
+    archive = tmp_path / "photo.zip"
+    archive.write_bytes(content)
+    with pytest.raises(UserError, match=said):
         extract_archive(archive, tmp_path / "target")
     assert not (tmp_path / "target").exists()
 
@@ -374,7 +392,7 @@ def test_a_failed_write_of_a_bzip2_entry_is_still_called_a_failed_write(tmp_path
 
 def test_an_archive_damaged_before_anything_was_written_says_so(tmp_path):
     archive = tmp_path / "corrupt.zip"
-    archive.write_bytes(random.Random(0).randbytes(4096))
+    archive.write_bytes(b"PK\x03\x04" + random.Random(0).randbytes(4096))
     with pytest.raises(UserError, match="damaged or incomplete") as error:
         extract_archive(archive, tmp_path / "target")
     assert "nothing was written" in str(error.value) and "Files finished" not in str(error.value)
