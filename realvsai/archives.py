@@ -214,8 +214,9 @@ def extract_archive(
             for folder, _, _ in sorted(os.walk(root), reverse=True):
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
-        raise UserError(_other_format(archive, target) or f"{archive} is damaged or incomplete ({error}); nothing was "
-                        "written. Download the archive again and re-run the same command.") from error
+        raise UserError(_other_format(archive, target) or _not_a_zip(archive) or f"{archive} is damaged or incomplete "
+                        f"({error}); nothing was written. Download the archive again and re-run the same command."
+                        ) from error
     others = _files_not_in(root, {relative for _, relative in entries}) if existed else []
     if others:
         logger.warning("%s holds %d file%s that this archive does not (e.g. %s): it mixes another archive's files; "
@@ -243,6 +244,25 @@ def _other_format(archive: Path, target: Path, infos: Sequence[zipfile.ZipInfo] 
             command = (f"mkdir -p {folder} && tar xf {file} -C {folder}" if tool == "tar"
                        else f"7z x {file} {shlex.quote(f'-o{target}')}")
             return f"{archive} is {what}, not a zip; nothing was written. Extract it with `{command}`."
+    return None
+
+
+def _not_a_zip(archive: Path) -> str | None:
+    """One line naming what ``archive``, which zipfile could not read, is when it is no zip at all rather than a damaged
+    one: an empty file, a web page saved in place of the download, or another file; None when it starts as a zip (or
+    as a self-extracting one, an executable) does."""
+    with open(archive, "rb") as stream:
+        head = stream.read(512)
+    if not head:
+        return (f"{archive} is empty (0 bytes): the download did not finish; nothing was written. Download the archive "
+                "again and re-run the same command.")
+    if head.lstrip()[:1] == b"<":  # <!DOCTYPE html>, <html>: a sign-in or error page
+        return (f"{archive} is a web page (HTML), not a zip: the download saved a page (a sign-in or error page) in "
+                "place of the archive; nothing was written. Download the archive again from its page in a browser, "
+                "then re-run the same command.")
+    if not head.startswith((b"PK", b"MZ")):
+        return (f"{archive} is not a zip archive (a zip begins with PK); nothing was written. Give DataUnZipper.py "
+                "the .zip you downloaded.")
     return None
 
 
