@@ -1499,3 +1499,22 @@ def test_the_per_source_table_of_many_classes_has_no_column_per_class(tmp_path):
     assert "| source | images | accuracy | AP | ROC AUC |\n" in card
     assert "| a/test | 80 | 0.5000 | 0.6000 | 0.7000 |\n" in card
     assert "accuracy on class" not in card and "per class in [metrics.json](metrics.json)" in card
+
+
+def test_images_in_two_test_folders_at_once_are_named_before_they_count_twice(tmp_path, make_class_folder, caplog):
+    """``--test-dir data/test --test-dir photos`` where photos held copies of data/test's images: each was scored in
+    both, the headline numbers counted it twice, and nothing said so."""
+    first = make_class_folder(tmp_path / "data" / "test", {"FAKE": 3, "REAL": 3})
+    second = tmp_path / "photos"
+    for path in sorted((first / "REAL").iterdir())[:2]:
+        (second / "REAL").mkdir(parents=True, exist_ok=True)
+        (second / "REAL" / f"copy_{path.name}").write_bytes(path.read_bytes())
+    write_image(second / "FAKE" / "own.png", seed=99)
+
+    with caplog.at_level("WARNING", logger="realvsai"):
+        evaluation.check_folders(model_info(["FAKE", "REAL"]), [first, second])
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"2 images in {second} are identical to images in {first} (e.g. ")
+    assert "each is scored once per folder" in warnings[0]
