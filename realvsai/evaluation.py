@@ -29,7 +29,16 @@ from realvsai import config, plots, prediction
 from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
 from realvsai.cli import plural, progress
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, claimed_by, list_images, numbered, read_json, working_on, write_json
+from realvsai.files import (
+    atomic_write_text,
+    claimed_by,
+    list_images,
+    numbered,
+    read_json,
+    sha256_file,
+    working_on,
+    write_json,
+)
 from realvsai.images import ImageDecodeError, load_rgb, pixel_problem
 from realvsai.layout import (
     MANIFEST_NAME,
@@ -344,7 +353,31 @@ def check_folders(model_info: ModelInfo | Mapping[str, Any], folders: Sequence[P
             folder, class_names=class_names, max_pixels=max_pixels, crop_size=info.crop_size,
             image_size=info.decode_size)
         checked.append(dataclasses.replace(images, skipped=[*images.skipped, *left_out_files(folder, class_names)]))
+    _warn_of_images_in_two_folders(list(map(Path, folders)), checked)
     return checked
+
+
+def _warn_of_images_in_two_folders(folders: Sequence[Path], checked: Sequence[LabelledImages]) -> None:
+    """Warns, for each folder, of its images with the same bytes as an earlier folder's: each is scored in both, and
+    the headline numbers count it twice. Only files sharing their size with another folder's file are read."""
+    by_size: dict[int, list[tuple[int, Path]]] = {}
+    for number, images in enumerate(checked):
+        for path in images.files:
+            by_size.setdefault(os.stat(path).st_size, []).append((number, path))
+    compared = [member for members in by_size.values() if len({number for number, _ in members}) > 1
+                for member in members]
+    first: dict[str, tuple[int, Path]] = {}  # sha256 -> the first folder and file holding those bytes
+    twins: dict[tuple[int, int], list[tuple[Path, Path]]] = {}  # (folder, earlier folder) -> (its file, the earlier)
+    for number, path in progress(compared, total=len(compared), desc="checking for images in two folders"):
+        earlier = first.setdefault(sha256_file(path), (number, path))
+        if earlier[0] < number:
+            twins.setdefault((number, earlier[0]), []).append((path, earlier[1]))
+    for (number, earlier), pairs in sorted(twins.items()):
+        one = len(pairs) == 1
+        logger.warning("%s in %s %s identical to %s in %s (e.g. %s = %s): each is scored once per folder, so the "
+                       "numbers over all the folders count %s twice", plural(len(pairs), "image"), folders[number],
+                       "is" if one else "are", "an image" if one else "images", folders[earlier], *min(pairs),
+                       "it" if one else "them")
 
 
 def _refuse_dataset_folder(folder: Path, class_names: Sequence[str]) -> None:
