@@ -23,7 +23,7 @@ from realvsai import images as image_io
 from realvsai.cli import default_workers, plural, progress
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.files import list_images, sha256_file
+from realvsai.files import list_images, same_bytes_across
 from realvsai.image_stats import ImageFacts
 from realvsai.layout import (
     MANIFEST_NAME,
@@ -236,20 +236,14 @@ def _warn_of_identical_files(data_dir: Path, splits: dict[str, LabelledImages], 
     numbers then count images the model trains on): the split scripts leave both out, a split made by hand may hold
     them. Only files that share their size with a file of another split or class are read, under a progress bar;
     ``digests`` gets their sha256."""
-    by_size: dict[int, list[tuple[str, str, Path]]] = {}
-    for split, images in splits.items():
-        for path, label in zip(images.files, images.labels):
-            by_size.setdefault(os.stat(path).st_size, []).append((split, images.class_names[label], path))
-    compared = [(size, member) for size, members in by_size.items()
-                if len({(split, class_name) for split, class_name, _ in members}) > 1 for member in members]
-    by_content: dict[tuple[int, str], list[tuple[str, str, Path]]] = {}
+    keys = [(split, class_name) for split, images in splits.items() for class_name in images.class_names]
+    groups = [[path for path, label in zip(images.files, images.labels) if label == index]
+              for images in splits.values() for index in range(len(images.class_names))]
     # Nearly all of CIFAKE's 243,579 files share a size with another class's: seconds of reading.
-    for size, member in progress(compared, total=len(compared), desc="checking for identical files"):
-        digests[member[2]] = sha256_file(member[2])
-        by_content.setdefault((size, digests[member[2]]), []).append(member)
+    alike = same_bytes_across(groups, "checking for identical files", digests)
     classes: list[tuple[Path, Path]] = []  # (the file, one of another class with its bytes)
     trained: dict[str, list[tuple[Path, Path]]] = {}  # held-out split -> (its file, the training file)
-    for members in by_content.values():
+    for members in ([(*keys[number], path) for number, path in content] for content in alike):
         for _split, class_name, path in members[1:]:
             if other := next((other for _, name, other in members if name != class_name), None):
                 classes.append((path, other))

@@ -35,7 +35,7 @@ from realvsai.files import (
     list_images,
     numbered,
     read_json,
-    sha256_file,
+    same_bytes_across,
     working_on,
     write_json,
 )
@@ -360,18 +360,12 @@ def check_folders(model_info: ModelInfo | Mapping[str, Any], folders: Sequence[P
 def _warn_of_images_in_two_folders(folders: Sequence[Path], checked: Sequence[LabelledImages]) -> None:
     """Warns, for each folder, of its images with the same bytes as an earlier folder's: each is scored in both, and
     the headline numbers count it twice. Only files sharing their size with another folder's file are read."""
-    by_size: dict[int, list[tuple[int, Path]]] = {}
-    for number, images in enumerate(checked):
-        for path in images.files:
-            by_size.setdefault(os.stat(path).st_size, []).append((number, path))
-    compared = [member for members in by_size.values() if len({number for number, _ in members}) > 1
-                for member in members]
-    first: dict[str, tuple[int, Path]] = {}  # sha256 -> the first folder and file holding those bytes
     twins: dict[tuple[int, int], list[tuple[Path, Path]]] = {}  # (folder, earlier folder) -> (its file, the earlier)
-    for number, path in progress(compared, total=len(compared), desc="checking for images in two folders"):
-        earlier = first.setdefault(sha256_file(path), (number, path))
-        if earlier[0] < number:
-            twins.setdefault((number, earlier[0]), []).append((path, earlier[1]))
+    for (first, first_path), *others in same_bytes_across([images.files for images in checked],
+                                                          "checking for images in two folders"):
+        for number, path in others:
+            if number != first:
+                twins.setdefault((number, first), []).append((path, first_path))
     for (number, earlier), pairs in sorted(twins.items()):
         one = len(pairs) == 1
         logger.warning("%s in %s %s identical to %s in %s (e.g. %s = %s): each is scored once per folder, so the "

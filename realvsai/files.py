@@ -168,6 +168,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def same_bytes_across(groups: Sequence[Sequence[Path]], desc: str,
+                      digests: dict[Path, str] | None = None) -> list[list[tuple[int, Path]]]:
+    """The files of ``groups`` whose bytes a file of another group has: for each such content, its files as (group
+    number, path), in the groups' order. Only files that share their size with another group's file are read (their
+    sha256, under a progress bar named ``desc``); ``digests``, where given, gets those sha256s."""
+    by_size: dict[int, list[tuple[int, Path]]] = {}
+    for number, paths in enumerate(groups):
+        for path in paths:
+            by_size.setdefault(os.stat(path).st_size, []).append((number, path))
+    compared = [(size, member) for size, members in by_size.items() if len({number for number, _ in members}) > 1
+                for member in members]
+    by_content: dict[tuple[int, str], list[tuple[int, Path]]] = {}
+    for size, (number, path) in progress(compared, total=len(compared), desc=desc):
+        digest = sha256_file(path)
+        if digests is not None:
+            digests[path] = digest
+        by_content.setdefault((size, digest), []).append((number, path))
+    return [members for members in by_content.values() if len({number for number, _ in members}) > 1]
+
+
 def read_verified(path: str | Path, digest: str) -> bytes:
     """The bytes of ``path``, checked against the ``digest`` read before (UserError if it changed)."""
     data = Path(path).read_bytes()

@@ -311,6 +311,10 @@ class HashingWatch:
         self._reading: list[str | None] = []  # the bars being read from, innermost last
 
     def progress(self, iterable: Any, total: int | None = None, desc: str | None = None, unit: str = "file") -> Any:
+        if iterable is None:  # a bar updated by hand (``files.map_in_threads``' header reads), which hashes nothing
+            from realvsai.cli import progress
+
+            return progress(None, total=total, desc=desc, unit=unit)
         self.bars.append((desc, total))
 
         def read() -> Any:

@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import PHOTO_LIMIT, REPO, jpeg_header_only, watch_hashing, write_image, write_phone_photo
 from PIL import Image
 
-from realvsai import data, images
+from realvsai import data, files, images
 from realvsai.errors import UserError
 from realvsai.model import SquareResize
 
@@ -220,7 +220,7 @@ def test_scan_splits_reads_each_file_it_compares_under_a_progress_bar(tmp_path, 
     of CIFAKE's 243,579, for several seconds with nothing on the screen before the settings table."""
     for split, seed in (("train", 0), ("validation", 1), ("test", 2)):
         make_class_folder(tmp_path / split, {"FAKE": 3, "REAL": 3}, seed=seed, suffix=".bmp")  # all one size
-    watch = watch_hashing(monkeypatch, data)
+    watch = watch_hashing(monkeypatch, files)  # the check hashes through files.same_bytes_across
     digests = {}
 
     data.scan_splits(tmp_path, digests=digests)

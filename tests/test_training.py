@@ -63,7 +63,7 @@ def test_training_hashes_each_file_at_most_once_before_it_trains(tmp_path, monke
     """The identical-file check hashes every file that shares its size with a file of another split or class (nearly
     all of CIFAKE's 32 px JPEGs), and counting the augmented copies hashed each copy again: 387,170 hashes of 243,579
     files before CIFAKE's first batch, with two copies of each training image moved into train."""
-    from realvsai import data, moving
+    from realvsai import files, moving
     from realvsai.moving import CopySource, add_moved_copies
 
     root = tmp_path / "data"
@@ -87,7 +87,7 @@ def test_training_hashes_each_file_at_most_once_before_it_trains(tmp_path, monke
     def built(*args, **kwargs):
         raise ModelBuilt
 
-    for module in (data, moving):
+    for module in (files, moving):  # the identical-file check hashes through files.same_bytes_across
         monkeypatch.setattr(module, "sha256_file", counted)
     monkeypatch.setattr(model_module, "build_model", built)
     config = TrainConfig(data=root, out=tmp_path / "models", name="once", weights="none", image_size=32)
