@@ -357,6 +357,23 @@ def test_write_new_files_syncs_a_batch_once_before_any_name_appears(tmp_path, mo
     assert sorted(os.listdir(tmp_path)) == ["0.jpg", "1.jpg", "2.jpg", "taken.jpg"]  # no temporary file left
 
 
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="files without a name are Linux's (O_TMPFILE)")
+def test_a_batch_killed_before_its_names_appear_leaves_nothing_in_the_folder(tmp_path):
+    """Killed (kill -9, a power cut) while a batch waits on the disk: no copy, and no hidden temporary file that only
+    a re-run of the same script would clear. The files have no name until they are on the disk."""
+    import signal
+    import subprocess
+
+    from conftest import REPO
+
+    killed = subprocess.run([sys.executable, "-c", "import os, signal; from realvsai import files\n"
+                             "files._syncfs = lambda handle: os.kill(os.getpid(), signal.SIGKILL)\n"
+                             f"files.write_new_files([({str(tmp_path / 'a.jpg')!r}, b'a'), "
+                             f"({str(tmp_path / 'b.jpg')!r}, b'b')])"], cwd=REPO)
+    assert killed.returncode == -signal.SIGKILL
+    assert os.listdir(tmp_path) == []
+
+
 def test_write_new_files_that_fails_leaves_no_file_and_names_the_users_file(tmp_path):
     batch = [(str(tmp_path / "a.jpg"), b"a"), (str(tmp_path / "missing" / "b.jpg"), b"b")]
     with pytest.raises(FileNotFoundError) as error:
