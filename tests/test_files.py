@@ -374,6 +374,30 @@ def test_a_batch_killed_before_its_names_appear_leaves_nothing_in_the_folder(tmp
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="files without a name are Linux's (O_TMPFILE)")
+@pytest.mark.parametrize("no_unnamed_files", [errno.EOPNOTSUPP, errno.EISDIR])
+def test_a_file_system_without_unnamed_files_takes_a_batch_under_temporary_names(tmp_path, monkeypatch,
+                                                                                 no_unnamed_files):
+    """Where O_TMPFILE fails (a file system without it, or a kernel before 3.11), nothing is lost: the batch is
+    written as before, and each path taken already is left as it is."""
+    real_open, names = os.open, []
+
+    def open_file(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(no_unnamed_files, os.strerror(no_unnamed_files), path)
+        names.append(os.path.basename(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_file)
+    (tmp_path / "taken.jpg").write_bytes(b"someone else's")
+    batch = [(str(tmp_path / f"{index}.jpg"), bytes([index]) * 10) for index in range(2)]
+    assert files.write_new_files([*batch, (str(tmp_path / "taken.jpg"), b"mine")]) == [True, True, False]
+    assert all(Path(path).read_bytes() == data for path, data in batch)
+    assert (tmp_path / "taken.jpg").read_bytes() == b"someone else's"
+    assert sorted(os.listdir(tmp_path)) == ["0.jpg", "1.jpg", "taken.jpg"]
+    assert any(files.temporary_of(name) for name in names)  # written under temporary names
+
+
 def test_write_new_files_that_fails_leaves_no_file_and_names_the_users_file(tmp_path):
     batch = [(str(tmp_path / "a.jpg"), b"a"), (str(tmp_path / "missing" / "b.jpg"), b"b")]
     with pytest.raises(FileNotFoundError) as error:
