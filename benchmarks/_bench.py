@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
+import time
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -95,3 +97,14 @@ def run_child(command: Sequence[str], what: str, stdout: int | None = subprocess
         said = lines[-1].removeprefix("error: ") if lines else f"exit status {process.returncode} and no message"
         raise UserError(f"{what} failed: {said}")
     return process.stdout or ""
+
+
+def settle() -> None:
+    """Lets the disk catch up with the previous run's writes, outside every timing."""
+    os.sync()
+    time.sleep(1.0)
+
+
+def format_load(load: tuple[float, float, float]) -> str:
+    """A load average (1, 5, 15 min) as ``0.97/1.08/1.14``."""
+    return "/".join(f"{value:.2f}" for value in load)

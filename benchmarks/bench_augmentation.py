@@ -5,7 +5,7 @@ Both sides make the same number of copies at the same size from the same images:
 decode/augment/encode in tf.data, one write per copy), the legacy side as the original notebook
 did, one ``ImageDataGenerator.flow(x, batch_size=1, save_to_dir=...)`` per image with the classic
 parameters (``--size N``: both sides resize to N x N first). A third row writes the same number of
-ready-made JPEG bytes with our writer and nothing else: the floor any one-file-per-copy
+ready-made JPEG bytes with our writer, a batch at a time as ours, and nothing else: the floor any one-file-per-copy
 method pays. Sides alternate, each run writes into a fresh folder after the disk has settled,
 several repetitions, medians reported.
 
@@ -54,7 +54,14 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks._bench import Destination, add_results_option, existing, results_destination  # noqa: E402
+from benchmarks._bench import (  # noqa: E402
+    Destination,
+    add_results_option,
+    existing,
+    format_load,
+    results_destination,
+    settle,
+)
 from DataAugmentation import AugmentConfig  # noqa: E402
 from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
 from realvsai.files import list_images  # noqa: E402
@@ -136,14 +143,16 @@ def run_legacy(data: Path, copies: int, size: int | None) -> int:
     return written
 
 
-def run_floor(data: Path, payloads: list[bytes]) -> int:
-    """Only the file writing of ours: the same number of ready-made JPEGs, one ``files.write_new`` each."""
-    from realvsai.files import write_new
+def run_floor(data: Path, payloads: list[bytes], batch: int) -> int:
+    """Only the file writing of ours: the same number of ready-made JPEGs, ``batch`` at a time through
+    ``files.write_new_files``, as ours writes a batch's copies."""
+    from realvsai.files import write_new_files
 
     output = data / "augmented_train" / "ALL"
     output.mkdir(parents=True)
-    for index, payload in enumerate(payloads):
-        write_new(output / f"aug_{index}.jpg", payload)
+    for start in range(0, len(payloads), batch):
+        write_new_files([(output / f"aug_{index}.jpg", payloads[index])
+                         for index in range(start, min(len(payloads), start + batch))])
     return len(payloads)
 
 
@@ -154,16 +163,6 @@ def output_stats(data: Path) -> tuple[int, list[tuple[int, int]]]:
         with Image.open(path) as image:
             sizes.add(image.size)
     return len(files), sorted(sizes)
-
-
-def format_load(load: tuple[float, float, float]) -> str:
-    return "/".join(f"{value:.2f}" for value in load)
-
-
-def settle() -> None:
-    """Lets the disk catch up with the previous run's writes, outside every timing."""
-    os.sync()
-    time.sleep(1.0)
 
 
 def main(argv=None) -> int:
@@ -214,7 +213,7 @@ def measure(args: argparse.Namespace, destination: Destination) -> None:
                 elif side == "legacy":
                     run_legacy(data, args.copies, args.size)
                 else:
-                    run_floor(data, payloads)
+                    run_floor(data, payloads, AugmentConfig.batch_size * args.copies)
                 wall[side].append(time.perf_counter() - started_wall)
                 cpu[side].append(time.process_time() - started_cpu)
                 files_on_disk[side], sizes[side] = output_stats(data)

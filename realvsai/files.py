@@ -335,10 +335,11 @@ def write_new(path: Path | str, data: bytes) -> None:
 
 def write_new_files(files: Sequence[tuple[Path | str, bytes]]) -> list[bool]:
     """``write_new`` for a batch: creates each path holding its bytes, never over another file; True where it
-    wrote, False where the path was taken already (left as it is, for the caller to compare). Every temporary
-    file is written first, one ``syncfs`` puts them on disk together, and only then does each take its name:
-    ``write_new``'s guarantee at one wait on the disk a batch, not one a file (DataAugmentation's copies on an
-    ext4 disk: benchmarks/bench_augmentation.py). Without it (macOS, Windows) each file is fsynced."""
+    wrote, False where the path was taken already (left as it is, for the caller to compare). Every file is
+    written first (on Linux without a name, ``_write_unnamed``; else under a temporary one), one ``syncfs`` puts
+    them on disk together, and only then does each take its name: ``write_new``'s guarantee at one wait on the disk
+    a batch, not one a file (DataAugmentation's copies on an ext4 disk: benchmarks/bench_augmentation.py). Without
+    it (macOS, Windows) each file is fsynced."""
     return _write_new_files(files, sync_each=_syncfs is None)
 
 

@@ -65,6 +65,7 @@ MISSING = "/nonexistent/typo"
     ("bench_augmentation.py", ["--data", MISSING]),
     ("bench_large_images.py", ["--data", MISSING]),
     ("bench_gpu_cifake.py", ["--zip", MISSING + ".zip", "--work", "{tmp}/work"]),
+    ("bench_write.py", ["--data", MISSING]),
 ])
 def test_a_missing_path_is_one_error_line(script, args, tmp_path, recorded_results):
     process = run_script(f"benchmarks/{script}", *(arg.format(tmp=tmp_path) for arg in args), timeout=180)
@@ -93,6 +94,7 @@ def test_a_file_that_is_not_a_zip_is_one_error_line(script, tmp_path):
     ("bench_large_images.py", ["--data", MISSING]),
     ("bench_epoch_overheads.py", []),
     ("bench_gpu.py", []),
+    ("bench_write.py", ["--data", MISSING]),
 ])
 def test_no_repeats_is_a_usage_error(script, args, recorded_results):
     process = run_script(f"benchmarks/{script}", "--repeats", "0", *args, timeout=120)
@@ -175,6 +177,20 @@ def test_a_small_augmentation_run_leaves_the_recorded_figures(tmp_path, recorded
 
     assert process.returncode == 0, process.stderr[-2000:]
     assert unchanged(recorded_results)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "O_TMPFILE"), reason="O_TMPFILE is Linux's")
+def test_a_small_write_run_writes_every_file_on_both_sides_and_leaves_the_recorded_figures(tmp_path,
+                                                                                          recorded_results):
+    data = tiny_dataset(tmp_path / "data") / "train"
+
+    process = run_script("benchmarks/bench_write.py", "--data", data, "--files", "700", "--repeats", "2",
+                         "--workdir", tmp_path, timeout=300)
+
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert process.stderr.count("s wall") == 4  # each side twice, each run checked to hold exactly its 700 files
+    assert "no name vs temporary names" in process.stdout and unchanged(recorded_results)
+    assert not list(tmp_path.glob("bench_write_*"))  # removed at the end
 
 
 def test_a_pipeline_run_of_one_part_leaves_the_recorded_figures(tmp_path, recorded_results):

@@ -291,8 +291,8 @@ def test_split_by_class_leaves_the_source_untouched_when_copying(art, tmp_path):
 @pytest.mark.parametrize("mode", [splitting.COPY, splitting.MOVE])
 def test_a_copy_split_waits_on_the_disk_once_a_batch_not_once_a_copy(art, tmp_path, monkeypatch, mode):
     """Each copy was fsynced: 100,000 CIFAKE files spent most of a split waiting on the disk
-    (benchmarks/bench_split.py). The copies of a batch are written under temporary names, synced together, then
-    named: no cut file under an image's name after a power cut, as before."""
+    (benchmarks/bench_split.py). The copies of a batch are written (on Linux without a name), synced together,
+    then named: no cut file under an image's name after a power cut, as before."""
     calls = record_disk_waits(monkeypatch)
     monkeypatch.setattr(splitting, "_cross_device", lambda root, out: True)  # a move copies, then deletes
     monkeypatch.setattr(files, "_CHUNK", 16)
