@@ -398,6 +398,26 @@ def test_a_file_system_without_unnamed_files_takes_a_batch_under_temporary_names
     assert any(files.temporary_of(name) for name in names)  # written under temporary names
 
 
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="files without a name are Linux's (O_TMPFILE)")
+def test_a_batch_of_more_files_than_the_process_may_hold_open_is_written_all_the_same(tmp_path):
+    """Files without a name stay open until the batch is on the disk: a split writes a batch of 256 a thread, one
+    thread a core. Where that would take more than a share of the process's limit of open files (1024 is common),
+    the batch is written as before, under temporary names, and handles are left for the files the process reads."""
+    import subprocess
+
+    from conftest import REPO
+
+    code = ("import resource; from realvsai import files\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+            f"batch = [(f'{tmp_path}/{{index}}.jpg', bytes([index])) for index in range(100)]\n"
+            "print(sum(files.write_new_files(batch)))")
+    process = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert process.stdout.strip() == "100"
+    assert sorted(os.listdir(tmp_path)) == sorted(f"{index}.jpg" for index in range(100))
+    assert all((tmp_path / f"{index}.jpg").read_bytes() == bytes([index]) for index in range(100))
+
+
 def test_write_new_files_that_fails_leaves_no_file_and_names_the_users_file(tmp_path):
     batch = [(str(tmp_path / "a.jpg"), b"a"), (str(tmp_path / "missing" / "b.jpg"), b"b")]
     with pytest.raises(FileNotFoundError) as error:
