@@ -18,6 +18,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 import zlib
@@ -419,11 +420,44 @@ _NO_UNNAMED_FILES = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux's
 
 
+def _open_files_limit() -> int:
+    """The most files this process may hold open (its soft RLIMIT_NOFILE); a million where there is none."""
+    import resource  # Unix only, as O_TMPFILE is
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+
+
+class _UnnamedFiles:
+    """The files without a name held open across the process's threads, at most half its limit of open files: a
+    batch that would pass it is written under temporary names (a split writes a batch of 256 a thread, one thread a
+    core, and 1024 files is a common limit), so the files the threads read always have handles left."""
+
+    def __init__(self) -> None:
+        self.lock, self.held = threading.Lock(), 0
+
+    def reserve(self, count: int) -> bool:
+        with self.lock:
+            if self.held + count > _open_files_limit() // 2:
+                return False
+            self.held += count
+            return True
+
+    def release(self, count: int) -> None:
+        with self.lock:
+            self.held -= count
+
+
+_unnamed_files = _UnnamedFiles()
+
+
 def _write_unnamed(files: Sequence[tuple[Path | str, bytes]]) -> list[bool] | None:
     """``write_new_files``' batch as files without a name (O_TMPFILE), each linked to its path once they are all on
     the disk: no temporary name is made and removed a file (on ext4, 80,000 small files took 6.3 s, not 10-12 s),
     and a killed run leaves nothing. None, having written nothing, where a folder's file system cannot, or there is
     no /proc to link them through: the caller writes them under temporary names."""
+    if not _unnamed_files.reserve(len(files) + 1):  # and the handle of /proc/self/fd
+        return None
     handles: list[int] = []
     try:
         try:
@@ -448,6 +482,7 @@ def _write_unnamed(files: Sequence[tuple[Path | str, bytes]]) -> list[bool] | No
     finally:
         for handle in handles:
             os.close(handle)
+        _unnamed_files.release(len(files) + 1)
 
 
 def _link_new(temporary: str, path: Path | str, data: bytes, src_dir_fd: int | None = None) -> bool:
