@@ -111,7 +111,6 @@ def measure(args: argparse.Namespace, destination: Destination) -> None:
                 print(f"repeat {repeat + 1} {side:20s} {wall[side][-1]:7.2f} s wall {cpu[side][-1]:7.2f} s cpu",
                       file=sys.stderr)
         load_after = os.getloadavg()
-        device = os.stat(temporary).st_dev
     median_wall = {side: statistics.median(values) for side, values in wall.items()}
     median_cpu = {side: statistics.median(values) for side, values in cpu.items()}
     print(f"{args.files} files of {args.data}'s images, batches of {BATCH}, median of {args.repeats}, in "
@@ -125,7 +124,7 @@ def measure(args: argparse.Namespace, destination: Destination) -> None:
           f"{median_cpu[SIDES[1]] / median_cpu[SIDES[0]]:.2f}x in CPU seconds")
     destination.write({
         "benchmark": "write", "files": args.files, "batch": BATCH, "repeats": args.repeats,
-        "workdir": str(args.workdir or tempfile.gettempdir()), "device": device,
+        "workdir": str(args.workdir or tempfile.gettempdir()),
         "wall_seconds": wall, "cpu_seconds": cpu, "median_wall_seconds": median_wall,
         "median_cpu_seconds": median_cpu, "temporary_names_vs_no_name": ratio,
         "load_average_before": load_before, "load_average_after": load_after,
