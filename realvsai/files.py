@@ -415,8 +415,9 @@ def _write_new_files(files: Sequence[tuple[Path | str, bytes]], sync_each: bool)
                 os.unlink(temporary)
 
 
-# Where a folder's file system cannot make a file without a name: not supported there, or a kernel before 3.11.
-_NO_UNNAMED_FILES = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+# Where a file without a name cannot be made: not supported by the folder's file system, a kernel before 3.11, or
+# no open file left to the process or the system (other threads hold them); a temporary name takes one at a time.
+_NO_UNNAMED_FILES = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.EMFILE, errno.ENFILE)
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux's
 
 
@@ -454,8 +455,9 @@ _unnamed_files = _UnnamedFiles()
 def _write_unnamed(files: Sequence[tuple[Path | str, bytes]]) -> list[bool] | None:
     """``write_new_files``' batch as files without a name (O_TMPFILE), each linked to its path once they are all on
     the disk: no temporary name is made and removed a file (80,000 small files in a sixth less time, on a disk or in
-    memory: benchmarks/bench_write.py), and a killed run leaves nothing. None, having written nothing, where a folder's file system cannot, or there is
-    no /proc to link them through: the caller writes them under temporary names."""
+    memory: benchmarks/bench_write.py), and a killed run leaves nothing. None, having written nothing, where they
+    cannot be made (``_NO_UNNAMED_FILES``), would hold more than ``_unnamed_files`` allows, or there is no /proc to
+    link them through: the caller writes them under temporary names."""
     if not _unnamed_files.reserve(len(files) + 1):  # and the handle of /proc/self/fd
         return None
     handles: list[int] = []
