@@ -153,7 +153,7 @@ def extract_archive(
     try:
         with zipfile.ZipFile(archive) as zip_file:
             # Before any check: the offsets of a split zip count from the start of each part.
-            if other := _other_format(archive, target, zip_file.infolist()):
+            if other := _other_format(archive, target, _head(archive), zip_file.infolist()):
                 raise UserError(other)
             _decode_names(archive, zip_file.infolist(), name_encoding)  # before the checks: they see these names
             entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
@@ -214,9 +214,10 @@ def extract_archive(
             for folder, _, _ in sorted(os.walk(root), reverse=True):
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
-        raise UserError(_other_format(archive, target) or _not_a_zip(archive) or f"{archive} is damaged or incomplete "
-                        f"({error}); nothing was written. Download the archive again and re-run the same command."
-                        ) from error
+        head = _head(archive)
+        raise UserError(_other_format(archive, target, head) or _not_a_zip(archive, head) or f"{archive} is damaged "
+                        f"or incomplete ({error}); nothing was written. Download the archive again and re-run the same "
+                        "command.") from error
     others = _files_not_in(root, {relative for _, relative in entries}) if existed else []
     if others:
         logger.warning("%s holds %d file%s that this archive does not (e.g. %s): it mixes another archive's files; "
@@ -227,12 +228,16 @@ def extract_archive(
     return ExtractResult(target, len(to_write), already_there, junk, num_bytes, archives)
 
 
-def _other_format(archive: Path, target: Path, infos: Sequence[zipfile.ZipInfo] = ()) -> str | None:
-    """One line naming what ``archive`` is when it is not one whole zip, with the command that reads it: a tar, 7z or
-    rar archive (by its magic bytes), or one part of a split zip (a .z01 beside it, the first part's signature, or
-    entries on another part); None when it looks like a zip."""
+def _head(archive: Path) -> bytes:
+    """The first bytes of ``archive``, by which ``_other_format`` and ``_not_a_zip`` tell what it is."""
     with open(archive, "rb") as stream:
-        head = stream.read(512)
+        return stream.read(512)
+
+
+def _other_format(archive: Path, target: Path, head: bytes, infos: Sequence[zipfile.ZipInfo] = ()) -> str | None:
+    """One line naming what ``archive`` (starting with ``head``) is when it is not one whole zip, with the command
+    that reads it: a tar, 7z or rar archive (by its magic bytes), or one part of a split zip (a .z01 beside it, the
+    first part's signature, or entries on another part); None when it looks like a zip."""
     if head.startswith(b"PK\x07\x08") or archive.with_suffix(".z01").exists() or any(info.volume for info in infos):
         last, whole = archive.with_suffix(".zip"), archive.with_name(f"{archive.stem}-whole.zip")
         return (f"{archive} is one part of a split zip archive ({archive.stem}.z01, .z02, ... and {last.name}); "
@@ -247,12 +252,10 @@ def _other_format(archive: Path, target: Path, infos: Sequence[zipfile.ZipInfo] 
     return None
 
 
-def _not_a_zip(archive: Path) -> str | None:
-    """One line naming what ``archive``, which zipfile could not read, is when it is no zip at all rather than a damaged
-    one: an empty file, a web page saved in place of the download, or another file; None when it starts as a zip (or
-    as a self-extracting one, an executable) does."""
-    with open(archive, "rb") as stream:
-        head = stream.read(512)
+def _not_a_zip(archive: Path, head: bytes) -> str | None:
+    """One line naming what ``archive`` (starting with ``head``), which zipfile could not read, is when it is no zip
+    at all rather than a damaged one: an empty file, a web page saved in place of the download, or another file; None
+    when it starts as a zip (or as a self-extracting one, an executable) does."""
     if not head:
         return (f"{archive} is empty (0 bytes): the download did not finish; nothing was written. Download the archive "
                 "again and re-run the same command.")
