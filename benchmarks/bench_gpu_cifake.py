@@ -17,8 +17,9 @@ across the commands. ``--time-limit`` fits a command into the time at hand: trai
 past which another would not end TEST_RESERVE_S before the limit, and the model is tested all the same
 (``stopped_by_time_limit`` in the figures); the same command, with a later limit or none, goes on from there.
 
-Only the default data and settings (--work and --time-limit aside) merge their figures into
-benchmarks/results/gpu.json; any other run merges only into where --results says.
+Only the default data and settings (--work, --time-limit and --image-size aside) merge their figures into
+benchmarks/results/gpu.json, as "cifake" at 32 px and "cifake_64px" for --image-size 64; any other run merges only
+into where --results says.
 
 Example (on the GPU machine, about 10 minutes a command):
     KERAS_BACKEND=jax python benchmarks/bench_gpu_cifake.py --work /tmp/cifake
@@ -40,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks._bench import add_results_option, results_destination, zip_entries  # noqa: E402
+from benchmarks._bench import Destination, add_results_option, results_destination, zip_entries  # noqa: E402
 from realvsai.cli import positive_int, run_main, setup_logging  # noqa: E402
 from realvsai.config import BACKBONES, BACKUP_DIR, PRECISIONS, PRESETS, TrainConfig  # noqa: E402
 
@@ -195,23 +196,32 @@ def train_and_test(args: argparse.Namespace) -> dict:
             "test_roc_auc": scored.get("roc_auc")}
 
 
+def destination(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Destination:
+    """gpu.json for the README's settings at any --image-size (--work and --time-limit aside), else nowhere."""
+    return results_destination(parser, args, "gpu", ("zip", "epochs", "batch_size", "learning_rate", "backbone",
+                                                     "augment", "precision", "limit"))
+
+
+def record_name(image_size: int) -> str:
+    """The run's figures in gpu.json: "cifake" at CIFAKE's own 32 px, "cifake_64px" for images upscaled to 64."""
+    return "cifake" if image_size == 32 else f"cifake_{image_size}px"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     setup_logging()
-    destination = results_destination(parser, args, "gpu", ("zip", "image_size", "epochs", "batch_size",
-                                                            "learning_rate", "backbone", "augment", "precision",
-                                                            "limit"))
+    where = destination(parser, args)
 
     def body() -> None:
         if not (args.work / "data" / "test").is_dir():  # else prepared by an earlier command, the zip not needed
             zip_entries(args.zip, "--zip")
         cifake = train_and_test(args)
-        path = destination.path
+        path = where.path
         results = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
-        results["cifake"] = cifake
+        results[record_name(args.image_size)] = cifake
         print(json.dumps(cifake, indent=2))
-        destination.write(results)
+        where.write(results)
 
     return run_main(body)
 
