@@ -400,6 +400,29 @@ def test_a_file_system_without_unnamed_files_takes_a_batch_under_temporary_names
 
 
 @pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="files without a name are Linux's (O_TMPFILE)")
+def test_a_proc_whose_fd_links_do_not_link_takes_the_batch_under_temporary_names(tmp_path, monkeypatch):
+    """A file without a name takes its name through /proc/self/fd/N. Where that /proc shows the links but they do
+    not lead to the open file (a sandbox's own /proc), linking found nothing, and the batch failed with "No such
+    file or directory" naming the user's first file. The batch is written under temporary names instead."""
+    real_link, linked = os.link, []
+
+    def link(source, target, *args, src_dir_fd=None, **kwargs):
+        if src_dir_fd is not None:  # /proc/self/fd/N
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source)
+        linked.append(os.path.basename(source))
+        return real_link(source, target, *args, src_dir_fd=src_dir_fd, **kwargs)
+
+    monkeypatch.setattr(os, "link", link)
+    (tmp_path / "taken.jpg").write_bytes(b"someone else's")
+    batch = [(str(tmp_path / f"{index}.jpg"), bytes([index]) * 10) for index in range(2)]
+    assert files.write_new_files([*batch, (str(tmp_path / "taken.jpg"), b"mine")]) == [True, True, False]
+    assert all(Path(path).read_bytes() == data for path, data in batch)
+    assert (tmp_path / "taken.jpg").read_bytes() == b"someone else's"
+    assert sorted(os.listdir(tmp_path)) == ["0.jpg", "1.jpg", "taken.jpg"]
+    assert linked and all(files.temporary_of(name) for name in linked)  # written under temporary names
+
+
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="files without a name are Linux's (O_TMPFILE)")
 def test_a_batch_of_more_files_than_the_process_may_hold_open_is_written_all_the_same(tmp_path):
     """Files without a name stay open until the batch is on the disk: a split writes a batch of 256 a thread, one
     thread a core. Where that would take more than a share of the process's limit of open files (1024 is common),
