@@ -432,14 +432,15 @@ def _open_files_limit() -> int:
 class _UnnamedFiles:
     """The files without a name held open across the process's threads, at most half its limit of open files: a
     batch that would pass it is written under temporary names (a split writes a batch of 256 a thread, one thread a
-    core, and 1024 files is a common limit), so the files the threads read always have handles left."""
+    core, and 1024 files is a common limit), so the files the threads read always have handles left. It reserves
+    none once ``linkable`` is False: /proc/self/fd's links did not lead to the files."""
 
     def __init__(self) -> None:
-        self.lock, self.held = threading.Lock(), 0
+        self.lock, self.held, self.linkable = threading.Lock(), 0, True
 
     def reserve(self, count: int) -> bool:
         with self.lock:
-            if self.held + count > _open_files_limit() // 2:
+            if not self.linkable or self.held + count > _open_files_limit() // 2:
                 return False
             self.held += count
             return True
@@ -457,7 +458,7 @@ def _write_unnamed(files: Sequence[tuple[Path | str, bytes]]) -> list[bool] | No
     the disk: no temporary name is made and removed a file (80,000 small files in a sixth less time, on a disk or in
     memory: benchmarks/bench_write.py), and a killed run leaves nothing. None, having written nothing, where they
     cannot be made (``_NO_UNNAMED_FILES``), would hold more than ``_unnamed_files`` allows, or there is no /proc to
-    link them through: the caller writes them under temporary names."""
+    link them through, or its links lead nowhere: the caller writes them under temporary names."""
     if not _unnamed_files.reserve(len(files) + 1):  # and the handle of /proc/self/fd
         return None
     handles: list[int] = []
@@ -478,9 +479,16 @@ def _write_unnamed(files: Sequence[tuple[Path | str, bytes]]) -> list[bool] | No
                     raise
                 _write_all(handles[-1], data)
         _sync_file_systems([os.fspath(path) for path, _ in files])
-        # Through /proc/self/fd/N, followed: linkat(AT_EMPTY_PATH) would need privileges.
-        return [_link_new(str(handle), path, data, src_dir_fd=links)
-                for handle, (path, data) in zip(handles[1:], files)]
+        written: list[bool] = []
+        for handle, (path, data) in zip(handles[1:], files):
+            try:  # through /proc/self/fd/N, followed: linkat(AT_EMPTY_PATH) would need privileges
+                written.append(_link_new(str(handle), path, data, src_dir_fd=links))
+            except FileNotFoundError:
+                if written:  # the links work: the file's folder went away
+                    raise
+                _unnamed_files.linkable = False  # a /proc whose links lead nowhere (a sandbox's own)
+                return None
+        return written
     finally:
         for handle in handles:
             os.close(handle)

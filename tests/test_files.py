@@ -374,6 +374,16 @@ def test_a_batch_killed_before_its_names_appear_leaves_nothing_in_the_folder(tmp
     assert os.listdir(tmp_path) == []
 
 
+def assert_a_batch_beside_a_taken_path_written(folder: Path) -> None:
+    """write_new_files of two new paths and one taken: the two written, the taken one as it was, nothing else left."""
+    (folder / "taken.jpg").write_bytes(b"someone else's")
+    batch = [(str(folder / f"{index}.jpg"), bytes([index]) * 10) for index in range(2)]
+    assert files.write_new_files([*batch, (str(folder / "taken.jpg"), b"mine")]) == [True, True, False]
+    assert all(Path(path).read_bytes() == data for path, data in batch)
+    assert (folder / "taken.jpg").read_bytes() == b"someone else's"
+    assert sorted(os.listdir(folder)) == ["0.jpg", "1.jpg", "taken.jpg"]
+
+
 @pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="files without a name are Linux's (O_TMPFILE)")
 @pytest.mark.parametrize("no_unnamed_files", [errno.EOPNOTSUPP, errno.EISDIR, errno.EMFILE])
 def test_a_file_system_without_unnamed_files_takes_a_batch_under_temporary_names(tmp_path, monkeypatch,
@@ -390,12 +400,7 @@ def test_a_file_system_without_unnamed_files_takes_a_batch_under_temporary_names
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", open_file)
-    (tmp_path / "taken.jpg").write_bytes(b"someone else's")
-    batch = [(str(tmp_path / f"{index}.jpg"), bytes([index]) * 10) for index in range(2)]
-    assert files.write_new_files([*batch, (str(tmp_path / "taken.jpg"), b"mine")]) == [True, True, False]
-    assert all(Path(path).read_bytes() == data for path, data in batch)
-    assert (tmp_path / "taken.jpg").read_bytes() == b"someone else's"
-    assert sorted(os.listdir(tmp_path)) == ["0.jpg", "1.jpg", "taken.jpg"]
+    assert_a_batch_beside_a_taken_path_written(tmp_path)
     assert any(files.temporary_of(name) for name in names)  # written under temporary names
 
 
@@ -404,22 +409,22 @@ def test_a_proc_whose_fd_links_do_not_link_takes_the_batch_under_temporary_names
     """A file without a name takes its name through /proc/self/fd/N. Where that /proc shows the links but they do
     not lead to the open file (a sandbox's own /proc), linking found nothing, and the batch failed with "No such
     file or directory" naming the user's first file. The batch is written under temporary names instead."""
-    real_link, linked = os.link, []
+    real_link, linked, through_proc = os.link, [], []
 
     def link(source, target, *args, src_dir_fd=None, **kwargs):
         if src_dir_fd is not None:  # /proc/self/fd/N
+            through_proc.append(source)
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source)
         linked.append(os.path.basename(source))
         return real_link(source, target, *args, src_dir_fd=src_dir_fd, **kwargs)
 
     monkeypatch.setattr(os, "link", link)
-    (tmp_path / "taken.jpg").write_bytes(b"someone else's")
-    batch = [(str(tmp_path / f"{index}.jpg"), bytes([index]) * 10) for index in range(2)]
-    assert files.write_new_files([*batch, (str(tmp_path / "taken.jpg"), b"mine")]) == [True, True, False]
-    assert all(Path(path).read_bytes() == data for path, data in batch)
-    assert (tmp_path / "taken.jpg").read_bytes() == b"someone else's"
-    assert sorted(os.listdir(tmp_path)) == ["0.jpg", "1.jpg", "taken.jpg"]
+    monkeypatch.setattr(files._unnamed_files, "linkable", True)  # put back after the test
+    assert_a_batch_beside_a_taken_path_written(tmp_path)
     assert linked and all(files.temporary_of(name) for name in linked)  # written under temporary names
+
+    # The next batch of the run goes straight to temporary names: no write and sync the links cannot name.
+    assert files.write_new_files([(str(tmp_path / "2.jpg"), b"2")]) == [True] and len(through_proc) == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="files without a name are Linux's (O_TMPFILE)")
