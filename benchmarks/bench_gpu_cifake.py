@@ -1,4 +1,5 @@
-"""CIFAKE at full scale, from scratch, with training's recipe: the "cifake" figures of benchmarks/results/gpu.json.
+"""CIFAKE at full scale, from scratch, with training's recipe: the "cifake" figures of benchmarks/results/gpu.json
+(and "cifake_64px" with --image-size 64).
 
 The pipeline's own steps, on a machine that may have no TensorFlow (a GPU box set up for JAX): the
 archive is unzipped as DataUnZipper.py does and split as DataSplitD2.py does (validation carved out of
@@ -21,8 +22,9 @@ Only the default data and settings (--work, --time-limit and --image-size aside)
 benchmarks/results/gpu.json, as "cifake" at 32 px and "cifake_64px" for --image-size 64; any other run merges only
 into where --results says.
 
-Example (on the GPU machine, about 10 minutes a command):
+Examples (on the GPU machine, about 10 minutes a command):
     KERAS_BACKEND=jax python benchmarks/bench_gpu_cifake.py --work /tmp/cifake
+    KERAS_BACKEND=jax python benchmarks/bench_gpu_cifake.py --work /tmp/cifake64 --image-size 64
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="the CIFAKE archive (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cifake-gpu"),
                         help="the unzipped, split data and the run go here (default: %(default)s)")
-    parser.add_argument("--image-size", type=positive_int, default=32, help="(default: %(default)s)")
+    parser.add_argument("--image-size", type=positive_int, default=32,
+                        help="the side the model sees; it upscales the 32 px images itself (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=defaults.total_epochs,
                         help="epochs from scratch (default: training's %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="(default: %(default)s)")
