@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: where their figures go, the checks of the paths they are given, and a child
-process's failure told as one line.
+"""What the benchmark scripts share: where their figures go, the checks of the paths they are given, a child
+process's failure told as one line, and ready-made files written as DataAugmentation writes its copies.
 
 benchmarks/results/<name>.json holds the figures the README quotes, so only the run its row names writes it: the
 default data and sizes (how many repetitions, and where the work goes, may differ). Any other run (a smoke run,
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text
+from realvsai.files import atomic_write_text, write_new_files
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -108,3 +108,12 @@ def settle() -> None:
 def format_load(load: tuple[float, float, float]) -> str:
     """A load average (1, 5, 15 min) as ``0.97/1.08/1.14``."""
     return "/".join(f"{value:.2f}" for value in load)
+
+
+def write_in_batches(folder: Path, prefix: str, payloads: Sequence[bytes], batch: int) -> None:
+    """Writes ``payloads`` into ``folder`` as ``<prefix><n>.jpg``, ``batch`` at a time through
+    ``files.write_new_files``, as DataAugmentation writes a batch's copies; RuntimeError where a file was there."""
+    for start in range(0, len(payloads), batch):
+        if not all(write_new_files([(folder / f"{prefix}{index}.jpg", payloads[index])
+                                    for index in range(start, min(len(payloads), start + batch))])):
+            raise RuntimeError(f"a file in {folder} was there already")

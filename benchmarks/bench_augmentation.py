@@ -61,6 +61,7 @@ from benchmarks._bench import (  # noqa: E402
     format_load,
     results_destination,
     settle,
+    write_in_batches,
 )
 from DataAugmentation import AugmentConfig  # noqa: E402
 from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
@@ -146,13 +147,9 @@ def run_legacy(data: Path, copies: int, size: int | None) -> int:
 def run_floor(data: Path, payloads: list[bytes], batch: int) -> int:
     """Only the file writing of ours: the same number of ready-made JPEGs, ``batch`` at a time through
     ``files.write_new_files``, as ours writes a batch's copies."""
-    from realvsai.files import write_new_files
-
     output = data / "augmented_train" / "ALL"
     output.mkdir(parents=True)
-    for start in range(0, len(payloads), batch):
-        write_new_files([(output / f"aug_{index}.jpg", payloads[index])
-                         for index in range(start, min(len(payloads), start + batch))])
+    write_in_batches(output, "aug_", payloads, batch)
     return len(payloads)
 
 

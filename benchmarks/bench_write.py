@@ -40,6 +40,7 @@ from benchmarks._bench import (  # noqa: E402
     format_load,
     results_destination,
     settle,
+    write_in_batches,
 )
 from realvsai import files  # noqa: E402
 from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
@@ -68,11 +69,7 @@ def write_files(folder: Path, payloads: list[bytes], unnamed: bool) -> None:
     o_tmpfile = files._O_TMPFILE
     files._O_TMPFILE = o_tmpfile if unnamed else 0
     try:
-        for start in range(0, len(payloads), BATCH):
-            batch = [(str(folder / f"copy_{index}.jpg"), payloads[index])
-                     for index in range(start, min(len(payloads), start + BATCH))]
-            if not all(files.write_new_files(batch)):
-                raise RuntimeError(f"a file in {folder} was there already")
+        write_in_batches(folder, "copy_", payloads, BATCH)
     finally:
         files._O_TMPFILE = o_tmpfile
 
