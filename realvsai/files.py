@@ -433,7 +433,7 @@ class _UnnamedFiles:
     """The files without a name held open across the process's threads, at most half its limit of open files: a
     batch that would pass it is written under temporary names (a split writes a batch of 256 a thread, one thread a
     core, and 1024 files is a common limit), so the files the threads read always have handles left. It reserves
-    none once ``linkable`` is False: /proc/self/fd's links did not lead to the files."""
+    none once ``linkable`` is False: there is no /proc/self/fd, or its links did not lead to the files."""
 
     def __init__(self) -> None:
         self.lock, self.held, self.linkable = threading.Lock(), 0, True
@@ -465,7 +465,8 @@ def _write_unnamed(files: Sequence[tuple[Path | str, bytes]]) -> list[bool] | No
     try:
         try:
             links = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        except FileNotFoundError:  # no /proc: none of the run's batches can link one
+            _unnamed_files.linkable = False
             return None
         handles.append(links)
         for path, data in files:
