@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -149,6 +150,20 @@ def test_the_time_limit_measures_the_next_epoch_without_the_first_steps_that_com
     assert deadline.seconds[0] == {"train": 69.0, "validation": 6.0, "saves": 1.0, "total": 76.0}
     assert timed_epoch(deadline, clock, compiling=False)  # 12.5 s more would end at 1101, past 1091
     assert deadline.stopped
+
+
+def test_the_time_limit_does_not_stop_after_the_last_planned_epoch(monkeypatch, caplog):
+    """A run that trained all its epochs was not stopped by the time limit: no next epoch to fit in."""
+    clock = [1000.0]
+    monkeypatch.setattr("realvsai.callbacks.time.monotonic", lambda: clock[0])
+    deadline = StopBeforeDeadline(deadline=1000 + 76 + 5)
+    deadline.set_model(tiny_model())
+    deadline.set_params({"epochs": 1, "steps": 10, "verbose": 0})
+    with caplog.at_level(logging.INFO, logger="realvsai"):
+        assert not timed_epoch(deadline, clock, compiling=True)  # epoch 1 of 1: 12.5 s more would end past 1081
+    assert not deadline.stopped
+    assert "time limit" not in caplog.text
+    assert deadline.seconds[0]["total"] == 76.0
 
 
 # --- the bar of fit's validation, where Keras' own shows nothing -------------------------------------------------
