@@ -248,8 +248,8 @@ class StopBeforeDeadline(keras.callbacks.Callback):
     ``seconds`` says where each epoch's time went: ``train`` (its steps), ``validation``, ``saves`` (the epoch-end
     work of the callbacks before it: the history, the backup, the best model) and ``total``. Runs after the run's
     backup (``fitting.fit_phases``' ``extra_callbacks``), so the phase is not backed up as done: a resumed run
-    goes on. It ends one ``fit``: fit_phases then starts a later phase, if any, which it ends after that phase's
-    first epoch."""
+    goes on. It ends one ``fit``, and never after the fit's last epoch: fit_phases then starts a later phase, if
+    any, which it ends after that phase's first epoch."""
 
     def __init__(self, deadline: float = math.inf):
         super().__init__()
@@ -291,7 +291,8 @@ class StopBeforeDeadline(keras.callbacks.Callback):
             ("total", now - began))})
         next_epoch = (self._without_first_step("train", began, validation)
                       + self._without_first_step("validation", validation, saves) + now - saves)
-        if now + next_epoch > self.deadline:
+        last = epoch + 1 >= (self.params or {}).get("epochs", math.inf)  # this fit ends here anyway: nothing is stopped
+        if not last and now + next_epoch > self.deadline:
             self.stopped = self.model.stop_training = True
             logger.info("epoch %d: another epoch would end past the time limit; training stops here (a resumed run "
                         "goes on from this epoch)", epoch + 1)
