@@ -234,8 +234,9 @@ def test_the_app_benchmark_records_where_its_photo_came_from(tmp_path):
     assert f'"source": "{photo}"' in results.read_text()
 
 
-def test_a_cifake_gpu_run_at_another_image_size_is_recorded_beside_the_32px_one():
-    """The upscaled run the README quotes (--image-size 64) went nowhere without --results, like any other setting."""
+def test_a_cifake_gpu_run_at_another_image_size_or_length_is_recorded_beside_the_32px_one():
+    """The upscaled runs the README quotes (--image-size 64, --epochs 20) went nowhere without --results, nor
+    under a name of their own: a longer run would have taken the place of the README's 15 epochs."""
     sys.path.insert(0, str(REPO))
     from benchmarks import bench_gpu_cifake
 
@@ -243,9 +244,11 @@ def test_a_cifake_gpu_run_at_another_image_size_is_recorded_beside_the_32px_one(
 
     def record(*argv: str) -> tuple[Path | None, str]:
         args = parser.parse_args(argv)
-        return bench_gpu_cifake.destination(parser, args).path, bench_gpu_cifake.record_name(args.image_size)
+        return bench_gpu_cifake.destination(parser, args).path, bench_gpu_cifake.record_name(args)
 
     assert record() == (RECORDED / "gpu.json", "cifake")
     assert record("--image-size", "64", "--time-limit", "565") == (RECORDED / "gpu.json", "cifake_64px")
-    assert record("--image-size", "64", "--epochs", "3") == (None, "cifake_64px")
+    assert record("--image-size", "64", "--epochs", "20") == (RECORDED / "gpu.json", "cifake_64px_20epochs")
+    assert record("--epochs", "3") == (RECORDED / "gpu.json", "cifake_3epochs")
+    assert record("--image-size", "64", "--batch-size", "64") == (None, "cifake_64px")
     assert record("--image-size", "96", "--results", "x.json") == (Path("x.json"), "cifake_96px")
