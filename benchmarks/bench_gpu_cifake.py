@@ -1,5 +1,5 @@
 """CIFAKE at full scale, from scratch, with training's recipe: the "cifake" figures of benchmarks/results/gpu.json
-(and "cifake_64px" with --image-size 64).
+(and "cifake_64px" with --image-size 64, "cifake_64px_20epochs" with --epochs 20 too).
 
 The pipeline's own steps, on a machine that may have no TensorFlow (a GPU box set up for JAX): the
 archive is unzipped as DataUnZipper.py does and split as DataSplitD2.py does (validation carved out of
@@ -18,9 +18,9 @@ across the commands. ``--time-limit`` fits a command into the time at hand: trai
 past which another would not end TEST_RESERVE_S before the limit, and the model is tested all the same
 (``stopped_by_time_limit`` in the figures); the same command, with a later limit or none, goes on from there.
 
-Only the default data and settings (--work, --time-limit and --image-size aside) merge their figures into
-benchmarks/results/gpu.json, as "cifake" at 32 px and "cifake_64px" for --image-size 64; any other run merges only
-into where --results says.
+Only the default data and settings (--work, --time-limit, --image-size and --epochs aside) merge their figures
+into benchmarks/results/gpu.json, as "cifake" at 32 px and the default epochs, "cifake_64px" for --image-size 64,
+"cifake_64px_20epochs" for --image-size 64 --epochs 20; any other run merges only into where --results says.
 
 Examples (on the GPU machine, about 10 minutes a command):
     KERAS_BACKEND=jax python benchmarks/bench_gpu_cifake.py --work /tmp/cifake
@@ -200,14 +200,18 @@ def train_and_test(args: argparse.Namespace) -> dict:
 
 
 def destination(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Destination:
-    """gpu.json for the README's settings at any --image-size (--work and --time-limit aside), else nowhere."""
-    return results_destination(parser, args, "gpu", ("zip", "epochs", "batch_size", "learning_rate", "backbone",
-                                                     "augment", "precision", "limit"))
+    """gpu.json for the README's settings at any --image-size and --epochs (--work and --time-limit aside), else
+    nowhere."""
+    return results_destination(parser, args, "gpu", ("zip", "batch_size", "learning_rate", "backbone", "augment",
+                                                     "precision", "limit"))
 
 
-def record_name(image_size: int) -> str:
-    """The run's figures in gpu.json: "cifake" at CIFAKE's own 32 px, "cifake_64px" for images upscaled to 64."""
-    return "cifake" if image_size == 32 else f"cifake_{image_size}px"
+def record_name(args: argparse.Namespace) -> str:
+    """The run's figures in gpu.json: "cifake" at CIFAKE's own 32 px and the default epochs, "cifake_64px" for
+    images upscaled to 64, "cifake_64px_20epochs" for 20 epochs of those."""
+    size = "" if args.image_size == 32 else f"_{args.image_size}px"
+    epochs = "" if args.epochs == TrainConfig().total_epochs else f"_{args.epochs}epochs"
+    return f"cifake{size}{epochs}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         cifake = train_and_test(args)
         path = where.path
         results = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
-        results[record_name(args.image_size)] = cifake
+        results[record_name(args)] = cifake
         print(json.dumps(cifake, indent=2))
         where.write(results)
 
