@@ -226,7 +226,7 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
     # A time limit no second epoch fits in: the run stops after one, and is tested all the same.
     output = first_output = run_benchmark(*command, "--time-limit", "1")
 
-    cifake = json.loads(results.read_text())["cifake"]
+    cifake = json.loads(results.read_text())["cifake_2epochs"]
     assert (cifake["train_images"], cifake["validation_images"], cifake["test_images"]) == (16, 4, 6)
     assert (cifake["epochs"], cifake["epochs_planned"], cifake["stopped_by_time_limit"]) == (1, 2, True)
     [epoch] = cifake["epoch_seconds"]  # where an epoch's time went: its steps, validation, the run's saves
@@ -239,7 +239,7 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
     # The same command without the limit continues the run: its second epoch, then the test again.
     output = run_benchmark(*command)
 
-    cifake = json.loads(results.read_text())["cifake"]
+    cifake = json.loads(results.read_text())["cifake_2epochs"]
     assert (cifake["epochs"], cifake["epochs_planned"], cifake["stopped_by_time_limit"]) == (2, 2, False)
     assert len(cifake["epoch_seconds"]) == 1  # this command's one epoch
     assert cifake["precision_policy"] == "float32" and cifake["wall_s"] > 0
