@@ -119,7 +119,8 @@ def decoded_splits(data_dir: Path, image_size: int) -> tuple[list[str], ...]:
 
 def keep_compiled_programs(work: Path) -> None:
     """On JAX, the compiled steps kept in WORK/jax-cache (unless JAX_COMPILATION_CACHE_DIR says where): a resumed
-    command reads them instead of compiling again (its first epoch took 36-42 s so on an H200, 66-90 s without)."""
+    command reads them instead of compiling again (on an H200 its first epoch took 36-42 s with them, 66-90 s
+    without)."""
     import keras
 
     if keras.backend.backend() == "jax" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
