@@ -52,8 +52,8 @@ DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
 WALL_FILE = "wall.json"  # training seconds of the earlier commands, kept in the run folder
 # What --time-limit keeps back for testing (the best weights restored, validation and test predicted and scored):
 # on an H200 at 64 px a command ended at most 27 s after its last epoch (14 s where it resumed the run, the
-# prediction compiled already); a reserve of 60 s kept the 20th
-# epoch out of a command that then ended 77 s before its limit.
+# prediction compiled already); a reserve of 60 s kept the 20th epoch out of a command that then ended 77 s before
+# its limit.
 TEST_RESERVE_S = 40
 STARTED = time.monotonic()
 logger = logging.getLogger("realvsai.bench_gpu_cifake")
