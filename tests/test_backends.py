@@ -5,6 +5,7 @@ Each check that needs another backend runs in a subprocess (Keras picks its back
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -236,8 +237,9 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
     assert 0 <= cifake["test_accuracy"] <= 1 and 0 <= cifake["test_argmax_accuracy"] <= 1
     assert "Epoch 2/2" not in output and "written to" in output
 
-    # The same command without the limit continues the run: its second epoch, then the test again.
-    output = run_benchmark(*command)
+    # The same command without the limit continues the run: its second epoch, then the test again; one of its steps
+    # traced for a profile (what keeps a GPU waiting), as a Perfetto trace.
+    output = run_benchmark(*command, "--profile-steps", "1")
 
     cifake = json.loads(results.read_text())["cifake_2epochs"]
     assert (cifake["epochs"], cifake["epochs_planned"], cifake["stopped_by_time_limit"]) == (2, 2, False)
@@ -248,6 +250,9 @@ def test_the_cifake_gpu_run_unzips_splits_trains_and_tests_without_tensorflow(tm
     # ... from the images the first command decoded (a minute of a GPU command at full scale), not decoded again
     assert "decoding 16 images" in first_output and "decoding" not in output
     assert f"reading the decoded splits from {tmp_path / 'work' / 'decoded-32px.npz'}" in output
+    [trace] = (tmp_path / "work" / "profile").rglob("perfetto_trace.json.gz")
+    assert f"traced training step 4 of 4 of epoch 2 into {tmp_path / 'work' / 'profile'}" in output
+    assert json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
 
 
 def test_a_resumed_cifake_gpu_command_reads_the_steps_the_first_compiled(tmp_path, monkeypatch):
