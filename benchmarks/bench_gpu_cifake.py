@@ -80,6 +80,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-limit", type=positive_int, default=None, metavar="SECONDS",
                         help="stop training when another epoch would end later than SECONDS after this command "
                              f"started, less {TEST_RESERVE_S} s to test the model (default: train every epoch)")
+    parser.add_argument("--profile-steps", type=positive_int, default=None, metavar="N",
+                        help="on JAX, trace N training steps of this command's first epoch (from its 11th, past the "
+                             "compile) into WORK/profile, a Perfetto trace (ui.perfetto.dev) of what the host and "
+                             "the device did")
     add_results_option(parser, "gpu")
     return parser
 
@@ -131,6 +135,37 @@ def keep_compiled_programs(work: Path) -> None:
         jax.config.update("jax_compilation_cache_dir", str(work / "jax-cache"))
 
 
+def trace_steps(folder: Path, count: int, steps: int):
+    """A callback that traces ``count`` training steps of the first epoch it sees, from its 11th (the first
+    compiles; fewer where the epoch is short), with jax.profiler into ``folder``: the device's kernels against the
+    host's work say what keeps the device waiting."""
+    import jax
+    import keras
+
+    first = min(10, max(0, steps - count))
+    count = min(count, steps - first)
+
+    class TraceSteps(keras.callbacks.Callback):
+        state, epoch = "waiting", 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.state == "waiting" and batch == first:
+                jax.profiler.start_trace(str(folder), create_perfetto_trace=True)
+                self.state = "tracing"
+
+        def on_train_batch_end(self, batch, logs=None):  # the step has ended: Keras read its loss for the callbacks
+            if self.state == "tracing" and batch == first + count - 1:
+                jax.profiler.stop_trace()
+                self.state = "done"
+                which = f"steps {first + 1}-{first + count}" if count > 1 else f"step {first + 1}"
+                logger.info("traced training %s of %d of epoch %d into %s", which, steps, self.epoch + 1, folder)
+
+    return TraceSteps()
+
+
 def keep_wall_time(run_dir: Path) -> None:
     """Adds this command's time to RUN/wall.json every few seconds (a killed command loses at most those)."""
     from realvsai.files import read_json, write_json
@@ -149,6 +184,11 @@ def keep_wall_time(run_dir: Path) -> None:
 def train_and_test(args: argparse.Namespace) -> dict:
     import keras
     import numpy as np
+
+    from realvsai.errors import UserError
+
+    if args.profile_steps and keras.backend.backend() != "jax":
+        raise UserError("--profile-steps traces with jax.profiler. Run with KERAS_BACKEND=jax, or leave it out.")
 
     from realvsai import arrays, callbacks, distributed, fitting, metrics, run
     from realvsai.files import read_json
@@ -192,10 +232,11 @@ def train_and_test(args: argparse.Namespace) -> dict:
     logger.info("training %s from scratch on %d images (%s), validating on %d, %s, %d steps per epoch%s",
                 config.backbone, len(x), counts, len(val_x), policy, steps,
                 ", resuming" if resume else "")
+    profile = [trace_steps(args.work / "profile", args.profile_steps, steps)] if args.profile_steps else []
     deadline = callbacks.StopBeforeDeadline(STARTED + args.time_limit - TEST_RESERVE_S if args.time_limit else math.inf)
     history = fitting.fit_phases(model, config, run_dir, strategy, (train_batches, steps),
                                  (validation_batches, validation_batches.steps), class_weight, len(class_names),
-                                 positive, resume, 2, extra_callbacks=[deadline])
+                                 positive, resume, 2, extra_callbacks=[deadline, *profile])
 
     # The one predict path of the app, --predict and evaluation (fixed batch shapes: one compile on JAX).
     predictor = run.Predictor(model, run.ModelInfo(tuple(class_names), config.image_size,

@@ -3,6 +3,7 @@ README's never replaces the figures the README quotes (benchmarks/results/<name>
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -232,6 +233,17 @@ def test_the_app_benchmark_records_where_its_photo_came_from(tmp_path):
 
     assert process.returncode == 0, process.stderr[-2000:]
     assert f'"source": "{photo}"' in results.read_text()
+
+
+def test_a_cifake_gpu_profile_is_refused_at_once_off_jax(tmp_path):
+    """--profile-steps traces with jax.profiler: on TensorFlow it says so before it unzips or decodes anything."""
+    process = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_gpu_cifake.py"), "--profile-steps", "2",
+                              "--zip", str(tmp_path / "missing.zip"), "--work", str(tmp_path / "work")],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert one_error_line(process) == ("error: --profile-steps traces with jax.profiler. Run with KERAS_BACKEND=jax, "
+                                       "or leave it out.")
+    assert not (tmp_path / "work").exists()
 
 
 def test_a_cifake_gpu_run_at_another_image_size_or_length_is_recorded_beside_the_32px_one():
