@@ -11,13 +11,13 @@ test accuracy is the app's (the decision threshold chosen on validation, as the 
 with the most-probable-class accuracy beside it. The preset's JPEG step is not part of this input: it
 belongs to training's tf.data input (TensorFlow's codec); the preset's model layers all train.
 
-Resumable: the same command continues a stopped run after its last finished epoch, as long as --work
-survives (on a lent machine: give the next command while it is still warm), from the images the first decoded
+Resumable: the same command continues a stopped run after its last finished epoch, as long as --work survives (on
+a lent machine: give the next command while it is still warm), from the images the first decoded
 (WORK/decoded-32px.npz: a minute of each command at full scale) and, on JAX, with the steps it compiled
-(WORK/jax-cache: half a minute less). The training time adds up
-across the commands. ``--time-limit`` fits a command into the time at hand: training stops after the epoch
-past which another would not end TEST_RESERVE_S before the limit, and the model is tested all the same
-(``stopped_by_time_limit`` in the figures); the same command, with a later limit or none, goes on from there.
+(WORK/jax-cache: half a minute less). The training time adds up across the commands. ``--time-limit`` fits a
+command into the time at hand: training stops after the epoch past which another would not end TEST_RESERVE_S
+before the limit, and the model is tested all the same (``stopped_by_time_limit`` in the figures); the same
+command, with a later limit or none, goes on from there.
 
 Only the default data and settings (--work, --time-limit, --image-size and --epochs aside) merge their figures
 into benchmarks/results/gpu.json, as "cifake" at 32 px and the default epochs, "cifake_64px" for --image-size 64,
@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks._bench import Destination, add_results_option, results_destination, zip_entries  # noqa: E402
 from realvsai.cli import positive_int, run_main, setup_logging  # noqa: E402
 from realvsai.config import BACKBONES, BACKUP_DIR, PRECISIONS, PRESETS, TrainConfig  # noqa: E402
+from realvsai.errors import UserError  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
 WALL_FILE = "wall.json"  # training seconds of the earlier commands, kept in the run folder
@@ -185,11 +186,6 @@ def train_and_test(args: argparse.Namespace) -> dict:
     import keras
     import numpy as np
 
-    from realvsai.errors import UserError
-
-    if args.profile_steps and keras.backend.backend() != "jax":
-        raise UserError("--profile-steps traces with jax.profiler. Run with KERAS_BACKEND=jax, or leave it out.")
-
     from realvsai import arrays, callbacks, distributed, fitting, metrics, run
     from realvsai.files import read_json
     from realvsai.model import build_model
@@ -278,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     where = destination(parser, args)
 
     def body() -> None:
+        if args.profile_steps:
+            import keras
+
+            if keras.backend.backend() != "jax":
+                raise UserError("--profile-steps traces with jax.profiler. Run with KERAS_BACKEND=jax, or leave it "
+                                "out.")
         if not (args.work / "data" / "test").is_dir():  # else prepared by an earlier command, the zip not needed
             zip_entries(args.zip, "--zip")
         cifake = train_and_test(args)
