@@ -164,11 +164,19 @@ def test_the_training_recipe_runs_under_jax_without_tensorflow(tmp_path, make_cl
         train = lambda first_epoch, decode_ahead: arrays.EpochBatches(x, y, batch_size=4, shuffle=True,
                                                                       seed=config.seed, first_epoch=first_epoch)
         validation = arrays.EpochBatches(val_x, val_y, batch_size=4, class_weight=weights)
+        # Whether model.fit's callbacks take each step's logs in a thread (Keras' private flag): else the loop
+        # reads each step's loss before it dispatches the next, and the device waits on the host every step.
+        from keras.src.callbacks import callback_list
+        asynchronous, configure = [], callback_list.CallbackList._configure_async_dispatch
+        def recording(self, callbacks):
+            configure(self, callbacks)
+            asynchronous.append(self._async_train)
+        callback_list.CallbackList._configure_async_dispatch = recording
         history = fitting.fit_phases(model, config, Path({str(tmp_path / "run")!r}), strategy, (train, 2),
-                                     (validation, 2), weights, 2, 0, False, 0)
-        print(keras.backend.backend(), [(row["phase"], row["epoch"]) for row in history])
+                                     (validation, 2), weights, 2, 0, False, 2)
+        print(keras.backend.backend(), [(row["phase"], row["epoch"]) for row in history], asynchronous)
     """, backend="jax")
-    assert output.splitlines()[-1] == "jax [('full', 1), ('full', 2)]"
+    assert output.splitlines()[-1] == "jax [('full', 1), ('full', 2)] [True]"
     assert (tmp_path / "run" / "model.h5").is_file() and (tmp_path / "run" / "history.csv").is_file()
 
 
