@@ -146,7 +146,7 @@ def trace_steps(folder: Path, count: int, steps: int):
     first = min(10, max(0, steps - count))
     count = min(count, steps - first)
 
-    class TraceSteps(keras.callbacks.Callback):
+    class TraceSteps(keras.callbacks.Callback):  # begin hooks alone: an end hook would make each step wait (JAX)
         state, epoch = "waiting", 0
 
         def on_epoch_begin(self, epoch, logs=None):
@@ -156,13 +156,18 @@ def trace_steps(folder: Path, count: int, steps: int):
             if self.state == "waiting" and batch == first:
                 jax.profiler.start_trace(str(folder), create_perfetto_trace=True)
                 self.state = "tracing"
+            elif batch == first + count:
+                self.on_test_begin()
 
-        def on_train_batch_end(self, batch, logs=None):  # the step has ended: Keras read its loss for the callbacks
-            if self.state == "tracing" and batch == first + count - 1:
+        def on_test_begin(self, logs=None):  # the epoch's training ended
+            if self.state == "tracing":
                 jax.profiler.stop_trace()
                 self.state = "done"
                 which = f"steps {first + 1}-{first + count}" if count > 1 else f"step {first + 1}"
                 logger.info("traced training %s of %d of epoch %d into %s", which, steps, self.epoch + 1, folder)
+
+        def on_epoch_end(self, epoch, logs=None):  # where no validation follows
+            self.on_test_begin()
 
     return TraceSteps()
 

@@ -92,6 +92,8 @@ class StopOnLostCtrlC(keras.callbacks.Callback):
     """Stops training at the next batch after a Ctrl-C that did not stop it where it landed (``cli.raise_if_ctrl_c``:
     caught on the way), which would otherwise go on to its last epoch."""
 
+    async_safe = True  # on JAX Keras calls it in a thread: what it raises reaches fit at the next batch
+
     def on_train_batch_end(self, batch, logs=None):
         raise_if_ctrl_c()
 
@@ -110,7 +112,10 @@ BAR_METRICS = (CROSS_ENTROPY, "val_accuracy", MONITOR)
 class ShortProgressBar(keras.callbacks.ProgbarLogger):
     """Keras' progress bar of ``fit``, showing ``BAR_METRICS`` alone. Keras draws it in place of its own when it is
     among the callbacks; it draws nothing at verbose 0 (--quiet, and a worker other than the chief:
-    ``distributed.fit_loop``)."""
+    ``distributed.fit_loop``). On JAX Keras draws it in a thread, as it draws its own: a step's loss is read there,
+    not before the next step is sent to the device."""
+
+    async_safe = True
 
     @staticmethod
     def _shown(logs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -163,6 +168,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     with ``raise_error=True`` it raises a bare RuntimeError, a traceback with no hint for the user.
     """
 
+    # On JAX Keras calls on_train_batch_end in a thread, so reading the loss does not make each step wait for the
+    # device; its UserError reaches fit at a later batch, and at the latest before the epoch's end.
+    async_safe = True
     epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):

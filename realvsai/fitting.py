@@ -189,4 +189,6 @@ def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
         logger.info("no TensorBoard logs in %s: TensorBoard writes them with TensorFlow, which is not installed",
                     log_dir)
         return []
-    return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)
+    tensorboard.async_safe = True  # it writes once an epoch: its per-batch count needs no step's loss
+    return [tensorboard]
