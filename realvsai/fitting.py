@@ -190,5 +190,5 @@ def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
                     log_dir)
         return []
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)
-    tensorboard.async_safe = True  # it writes once an epoch: its per-batch count needs no step's loss
+    tensorboard.async_safe = True  # it writes once an epoch: its per-batch hook writes nothing, reads no loss
     return [tensorboard]
