@@ -157,17 +157,20 @@ def trace_steps(folder: Path, count: int, steps: int):
                 jax.profiler.start_trace(str(folder), create_perfetto_trace=True)
                 self.state = "tracing"
             elif batch == first + count:
-                self.on_test_begin()
+                self._stop()
 
         def on_test_begin(self, logs=None):  # the epoch's training ended
+            self._stop()
+
+        def on_epoch_end(self, epoch, logs=None):  # where no validation follows
+            self._stop()
+
+        def _stop(self) -> None:
             if self.state == "tracing":
                 jax.profiler.stop_trace()
                 self.state = "done"
                 which = f"steps {first + 1}-{first + count}" if count > 1 else f"step {first + 1}"
                 logger.info("traced training %s of %d of epoch %d into %s", which, steps, self.epoch + 1, folder)
-
-        def on_epoch_end(self, epoch, logs=None):  # where no validation follows
-            self.on_test_begin()
 
     return TraceSteps()
 
