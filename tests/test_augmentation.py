@@ -720,3 +720,17 @@ def test_only_the_missing_copies_are_planned_and_made(tmp_path):
     report = write_augmented_copies(batches, build_augmentation("classic", seed=1), on_copies_done=done_counts.append)
     assert sum(done_counts) == 2 and report.written == 2 and report.already_there == 0
     assert sorted(path.name for path in out.iterdir()) == ["half_1.jpg", "half_2.jpg"]
+
+
+def test_dataaugmentation_reads_the_images_off_the_gpus_when_another_keras_backend_augments(tmp_path, monkeypatch):
+    """DataAugmentation under KERAS_BACKEND=jax: TensorFlow decodes and encodes (tf.data, the JPEG codec) while JAX
+    augments on the GPU; TensorFlow, seeing it, would take nearly all its memory at its first op."""
+    source = write_image(tmp_path / "train" / "REAL" / "a.png", seed=1)
+    image = FakeSource(source, (str(tmp_path / "out" / "copy_0.jpg"),), 32, 32)
+    hidden = []
+    monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind=None: hidden.append((devices, kind)))
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+
+    write_augmented_copies(plan_batches([image], seed=1), None)
+
+    assert hidden[:1] == [([], "GPU")]

@@ -734,3 +734,19 @@ def test_classes_without_images_are_named_in_the_plural(tmp_path, caplog):
     assert "has no readable image of classes 'malignant' and 'normal': counted as classes without images" in caplog.text
     with pytest.raises(UserError, match=r"^classes 'malignant' and 'normal' have no readable image in "):
         data.scan_images(tmp_path / "test", names, every_class=True)
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_tensorflow_reads_the_images_off_the_gpus_when_another_keras_backend_trains(
+        backend, tmp_path, make_class_folder, monkeypatch):
+    """Under KERAS_BACKEND=jax, TensorFlow is the input alone (tf.data, the JPEG codec), and on a GPU machine with
+    TensorFlow's CUDA build it would take nearly all the GPU's memory at its first op, leaving JAX none: the GPUs are
+    hidden from it before. On TensorFlow, its own backend, they are its to train on."""
+    make_class_folder(tmp_path, {"a": 2, "b": 2})
+    hidden = []
+    monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind=None: hidden.append((devices, kind)))
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+
+    data.make_dataset(data.scan_images(tmp_path), batch_size=2, image_size=32)
+
+    assert hidden == ([([], "GPU")] if backend == "jax" else [])
