@@ -52,6 +52,22 @@ DEFAULT_CACHE_BYTES = 4 * 1024**3
 DECODE_PIXEL_BUDGET = 250_000_000
 
 
+def input_tensorflow():
+    """TensorFlow, which reads the images (tf.data, the JPEG codec) on every Keras backend. Under another backend it
+    does nothing else: the GPUs are that backend's, so they are hidden from TensorFlow before its first op, at which
+    its CUDA build takes nearly all their memory (JAX then fails to allocate its own). Call it before TensorFlow's
+    first op in a process; on TensorFlow it only imports it."""
+    import keras
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # an op ran already, with the GPUs visible: too late, and nothing to mend now
+            logger.debug("TensorFlow started before its GPUs could be hidden from it")
+    return tf
+
+
 @dataclass(frozen=True)
 class LabelledImages:
     """The usable images of a folder of class folders, in a fixed order (sorted per class)."""
@@ -484,8 +500,7 @@ def make_dataset(
             rebuilt from its graph before it is read (MirroredStrategy), with a cache of its own this would not fill,
             and where it is never read (a phase resumed as it ended: ``fitting.fit_phases``).
     """
-    import tensorflow as tf
-
+    tf = input_tensorflow()
     uniform = None if crops else kept_size(images, image_size)
     width, height = uniform or (image_size, image_size)
     pixels = sum(w * h for w, h in images.sizes) if crops else len(images) * width * height

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from realvsai.augmentation import RandomJpegQuality, copy_transformations
 from realvsai.config import MAX_IMAGE_PIXELS
-from realvsai.data import decode_rgb, resize_to_square
+from realvsai.data import decode_rgb, input_tensorflow, resize_to_square
 from realvsai.files import write_new_files
 from realvsai.images import ImageDecodeError
 from realvsai.moving import SourceImage
@@ -145,6 +145,7 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
     found holding their copy's very bytes.
     ``report``: filled as the copies are written, so a caller that passes one knows them when interrupted.
     """
+    input_tensorflow()  # it decodes and encodes; under JAX, the GPUs are for the augmentation
     report, decoded = CopyReport() if report is None else report, set()
     for folder in {os.path.dirname(target) for batch in batches for targets in batch.targets for target in targets}:
         os.makedirs(folder, exist_ok=True)
