@@ -749,3 +749,10 @@ def test_a_batch_whose_file_system_fails_to_sync_gives_no_name(tmp_path, monkeyp
         files.write_new_files([(str(tmp_path / "a.jpg"), b"data")])
     assert raised.value.errno == errno.EIO and raised.value.filename == str(tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_few_items_are_shared_among_the_threads():
+    """162 photos (real-or-ai-photos) were one chunk of 256, read by one thread however many cores there were."""
+    chunks = []
+    files.map_in_threads(lambda chunk: chunks.append(len(chunk)) or list(chunk), list(range(16)), 2, "reading")
+    assert len(chunks) >= 2 * 2 and sum(chunks) == 16
