@@ -63,7 +63,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from realvsai.cli import default_workers, make_parser, nonempty_path, plural, positive_int, run_main, setup_logging
+from realvsai.cli import make_parser, nonempty_path, plural, positive_int, run_main, setup_logging
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import working_on
@@ -82,8 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "refused: often the same class spelled otherwise)")
     parser.add_argument("--move", action="store_true", help="remove each source file once its content is in --into")
     parser.add_argument("--dry-run", action="store_true", help="print what would happen and change nothing")
-    parser.add_argument("--workers", type=positive_int, default=2 * default_workers(),
-                        help="threads that hash and decode the files")
+    parser.add_argument("--workers", type=positive_int,
+                        help="threads that hash and decode the files (default: one per core, or one for small "
+                             "images, such as CIFAKE's, where threads only wait on each other)")
     parser.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
                         help="source images with more pixels are refused (decompression bombs); a JPEG over it is "
                              "checked at its 1/8 decode, so a 200 MP phone photo passes")

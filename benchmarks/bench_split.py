@@ -49,7 +49,7 @@ from benchmarks._bench import (  # noqa: E402
     run_child,
     zip_entries,
 )
-from realvsai.cli import default_workers, format_table, positive_int, run_main  # noqa: E402
+from realvsai.cli import format_table, positive_int, run_main  # noqa: E402
 from realvsai.layout import find_train_test_root  # noqa: E402
 
 DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-trainsplit.zip"
@@ -66,8 +66,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="repetitions of each side (default: %(default)s)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the temporary folders go (default: the system temp folder)")
-    parser.add_argument("--workers", type=positive_int, default=default_workers(),
-                        help="threads that check and copy images (default: %(default)s)")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="DataSplitD2's --workers (default: its own, one thread to check small images such as "
+                             "CIFAKE's, one per core to copy them)")
     add_results_option(parser, "split")
     return parser
 
@@ -78,14 +79,14 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_side(side: str, source: Path, out: Path, workers: int) -> tuple[float, float]:
+def run_side(side: str, source: Path, out: Path, workers: int | None) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one run of ``side`` from ``source`` into the fresh folder ``out`` (the re-run
     side: its second run there)."""
     if side == "cp -r":
         command = ["cp", "-r", str(source), str(out)]
     else:
         command = [sys.executable, str(REPO / "DataSplitD2.py"), str(source), "--out", str(out), "--quiet",
-                   "--workers", str(workers), *(["--link"] if "--link" in side else [])]
+                   *(["--workers", str(workers)] if workers else []), *(["--link"] if "--link" in side else [])]
     if side == "DataSplitD2 re-run":
         run_child(command, "the split before the re-run", stdout=subprocess.DEVNULL)
     os.sync()  # start every run with nothing left to flush from the previous one
@@ -120,7 +121,7 @@ def measure(args: argparse.Namespace, destination: Destination) -> None:
         files = [path for path in source.rglob("*") if path.is_file()]
         num_files, num_bytes = len(files), sum(path.stat().st_size for path in files)
         print(f"{num_files:,} files, {num_bytes / 1e6:.0f} MB in {source}; {args.repeats} repetitions, "
-              f"{args.workers} workers", flush=True)
+              f"{args.workers or 'default'} workers", flush=True)
 
         runs: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
         for repeat in range(args.repeats):
@@ -146,7 +147,7 @@ def measure(args: argparse.Namespace, destination: Destination) -> None:
         "num_files": num_files,
         "num_bytes": num_bytes,
         "repeats": args.repeats,
-        "workers": args.workers,
+        "workers": args.workers or "DataSplitD2's default",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "load_average_at_end": os.getloadavg(),
         "runs": {side: [{"wall_s": wall, "cpu_s": cpu} for wall, cpu in runs[side]] for side in SIDES},

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from realvsai.cli import default_workers, plural
+from realvsai.cli import plural
 from realvsai.errors import UserError
-from realvsai.files import map_in_threads
+from realvsai.files import map_in_threads, reading_workers
 from realvsai.images import ImageDecodeError, decoded_size, load_rgb
 from realvsai.metrics import class_weight_list
 
@@ -57,7 +57,7 @@ def load_images(images: LabelledImages, image_size: int) -> tuple[np.ndarray, np
     width, height = sizes[0]
     logger.info("decoding %s of %dx%d into memory (%.1f GB)", plural(len(images), "image"), width, height,
                 len(images) * width * height * 3 / 1e9)
-    pixels = map_in_threads(decode, images.files, default_workers(), "decoding")
+    pixels = map_in_threads(decode, images.files, reading_workers(images.files), "decoding")
     return np.stack(pixels), np.asarray(images.labels, np.int32)
 
 

@@ -21,7 +21,7 @@ import PIL
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError, features
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.files import map_in_threads
+from realvsai.files import map_in_threads, reading_workers
 from realvsai.image_stats import format_name, is_grayscale_mode
 
 # How the pixel limit is raised, as ``pixel_problem`` says it (the app says it its own way).
@@ -635,16 +635,18 @@ def _jpeg_quality(image: Image.Image) -> int | None:
 
 
 def read_headers(paths: Sequence[Path], max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "reading headers",
-                 workers: int = 8, crop_size: int | None = None, gray: bool = True,
+                 workers: int | None = None, crop_size: int | None = None, gray: bool = True,
                  image_size: int | None = None) -> list[ImageHeader | str]:
-    """Each file's ``read_header``, or why it is not a usable image, read in threads."""
+    """Each file's ``read_header``, or why it is not a usable image, read in ``workers`` threads (by default
+    ``files.reading_workers``)."""
     def read(path: Path) -> ImageHeader | str:
         try:
             return read_header(path, max_pixels, crop_size, gray, image_size)
         except ImageDecodeError as error:
             return str(error)
 
-    return map_in_threads(lambda chunk: [read(path) for path in chunk], list(paths), workers, desc)
+    paths = list(paths)
+    return map_in_threads(lambda chunk: [read(path) for path in chunk], paths, workers or reading_workers(paths), desc)
 
 
 def load_rgb(source: Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from realvsai.cli import default_workers, format_table, plural, progress
+from realvsai.cli import format_table, plural, progress
 from realvsai.config import MAX_IMAGE_PIXELS, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
@@ -25,6 +25,7 @@ from realvsai.files import (
     numbered,
     place_files,
     read_list,
+    reading_workers,
     remove_temporaries,
 )
 from realvsai.images import read_and_check
@@ -157,7 +158,6 @@ def merge_datasets(
             raise UserError(f"{source} has classes {doubled}, which differ only in letter case or accent encoding (one "
                             "folder on macOS): move the images of one into the other, then merge again.")
 
-    workers = workers or 2 * default_workers()
     existing = _hash_dataset(into, workers, "reading target", max_pixels)
     # Whether the target's train holds augmented copies, by the rule DataAugmentation and training follow (its own
     # record of them, as it was before this merge adds to it).
@@ -467,14 +467,14 @@ def _list_dataset(root: Path, left_out: list[tuple[str, str]] | None = None) -> 
     return listed
 
 
-def _hash_dataset(root: Path, workers: int, desc: str, max_pixels: int, dataset: str = "",
+def _hash_dataset(root: Path, workers: int | None, desc: str, max_pixels: int, dataset: str = "",
                   left_out: list[tuple[str, str]] | None = None) -> list[_File]:
     """Every image of ``root`` with the sha256 of its bytes and of its pixels (or why it does not decode), and its
     dataset: as ``root/manifest.csv`` names it, else ``dataset``; ``left_out`` gets the files it does not read."""
     listed = _list_dataset(root, left_out) if root.is_dir() else []
     # One read a file, for its sha256 and its decode: a file that cannot be read stops the merge, as it always has.
     checked = map_in_threads(lambda chunk: [read_and_check(path, max_pixels) for _, _, path in chunk], listed,
-                             workers, desc)
+                             workers or reading_workers([path for _, _, path in listed]), desc)
     manifest = root / MANIFEST_NAME
     rows = {row.path: row for row in read_manifest(manifest)} if manifest.is_file() else {}
     copies = read_moved_copies(root) if root.is_dir() else {}

@@ -33,6 +33,7 @@ from realvsai.files import (
     numbered,
     read_json,
     read_verified,
+    reading_workers,
     remove_temporaries,
     sha256_file,
     write_changed,
@@ -113,7 +114,7 @@ class SplitDefaults:
     ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, validation, test (DataSplitD1)
     val_fraction: float = 0.2  # of train, carved out as validation (DataSplitD2)
     seed: int = 42
-    workers: int = field(default_factory=default_workers)
+    workers: int | None = None  # files.reading_workers to check the images, one per core to place them
     max_pixels: int = MAX_IMAGE_PIXELS  # larger images are skipped: a guard against decompression bombs
 
 
@@ -432,7 +433,6 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     if mode == LINK and cross_device:
         raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
                         "ones. Drop --link to copy, or choose an --out on the same disk.")
-    workers = workers or default_workers()
     # A copy writes the bytes the scan read for files up to _KEEP_FILE_BYTES, up to _KEEP_TOTAL_BYTES in all
     # (benchmarks/bench_split.py: reading them again costs about 15 % of a copy split of 100,000 files).
     budget, lock = [_KEEP_TOTAL_BYTES if mode == COPY or (mode == MOVE and cross_device) else 0], threading.Lock()
@@ -449,7 +449,8 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                 budget[0] -= len(data)
                 item.data = data
 
-    map_in_threads(lambda chunk: [inspect(item) for item in chunk], items, workers, "checking")
+    map_in_threads(lambda chunk: [inspect(item) for item in chunk], items,
+                   workers or reading_workers([item.read_from for item in items]), "checking")
 
     unreadable = [item for item in items if item.problem is not None]
     for broken in _class_folders_without(class_dirs, root, [item for item in items if item.problem is None]):
@@ -497,8 +498,8 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
         folder.mkdir(parents=True, exist_ok=True)
         remove_temporaries(folder, names_in[folder])  # what a killed run left
     written = map_in_threads(lambda chunk: _place_chunk(chunk, mode, cross_device),
-                             [(out / row.path, item) for row, item in placed], workers,
-                             {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode])
+                             [(out / row.path, item) for row, item in placed], workers or default_workers(),
+                             {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode], spread=False)
     report.num_written, report.num_in_place = sum(written), len(written) - sum(written)
     _log_problems(report, validation_share)
     return report
@@ -806,7 +807,8 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
     files.add_argument("--overwrite", action="store_true",
                         help="if --out holds a different split, move it aside into OUT/previous-split-<time>/")
     parser.add_argument("--workers", type=positive_int, default=defaults.workers,
-                        help="threads that read, check and place the images")
+                        help="threads that read, check and place the images (default: one per core; one to "
+                             "check small images, such as CIFAKE's, where threads only wait on each other)")
     parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
                         help="images with more pixels are skipped and listed (decompression bombs); a JPEG over it "
                              "is checked at its 1/8 decode, so a 200 MP phone photo passes")

@@ -771,7 +771,6 @@ def test_the_scan_reads_small_images_in_one_thread_and_large_ones_in_several(sid
         return read_header(*args, **kwargs)
 
     monkeypatch.setattr(images, "read_header", recorded)
-    monkeypatch.setattr(data, "default_workers", lambda: 2, raising=False)
     monkeypatch.setattr(files, "default_workers", lambda: 2, raising=False)
 
     assert len(data.scan_images(tmp_path)) == (301 if side == 32 else 9)
