@@ -1148,3 +1148,20 @@ def test_switching_among_three_runs_loads_each_model_once(start_app, tmp_path, m
     for name in [*names, "fourth"] * 2:
         app.selectbox[0].set_value(str(tmp_path / name)).run()
     assert len(loaded) > 4  # kept: a bounded number
+
+
+@pytest.mark.parametrize("set_by_user", [False, True])
+def test_the_served_model_takes_the_gpu_memory_it_needs_not_all_of_it(start_app, tmp_path, monkeypatch, set_by_user):
+    """On a GPU, TensorFlow takes nearly all its memory and JAX three quarters of it when the app loads a model: a
+    training started beside the app on the same GPU then ran out of memory. The app asks both to take what they use
+    (read when the backend first uses the GPU); a user's own setting is kept."""
+    for name in ("TF_FORCE_GPU_ALLOW_GROWTH", "XLA_PYTHON_CLIENT_PREALLOCATE"):
+        if set_by_user:
+            monkeypatch.setenv(name, "mine")
+        else:
+            monkeypatch.delenv(name, raising=False)
+    (tmp_path / "models").mkdir()
+    start_app("--models", tmp_path / "models")
+
+    expected = ("mine", "mine") if set_by_user else ("true", "false")
+    assert (os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH"), os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")) == expected
