@@ -54,6 +54,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -99,6 +100,11 @@ if not st.runtime.exists():
         logging.getLogger(f"streamlit.runtime.caching.{name}").setLevel(logging.ERROR)
 
 logger = logging.getLogger("realvsai.app")
+# On a GPU, the served model takes the memory it uses, not nearly all of it (TensorFlow) nor three quarters (JAX), so
+# that a training started beside the app fits on the same GPU. Each backend reads its setting when it first uses the
+# GPU, after this line; a user's own is kept.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 DEFAULTS = inference.DEFAULTS
 MAX_CARDS = 60  # uploads shown one by one; the table below them lists all of them
 # FEW_CLASSES (config.py, as --predict's summary): up to it the page names every class (title, model line, a
