@@ -767,7 +767,7 @@ def test_the_scan_reads_small_images_in_one_thread_and_large_ones_in_several(sid
 
     def recorded(*args, **kwargs):
         read_by.add(threading.get_ident())
-        time.sleep(0.01)  # so that every thread takes a share
+        time.sleep(0.002)  # so that every thread takes a share
         return read_header(*args, **kwargs)
 
     monkeypatch.setattr(images, "read_header", recorded)
