@@ -236,13 +236,9 @@ def _refuse_other_backend(config: TrainConfig, started: dict[str, str | None] | 
 
 def _set_up_keras(config: TrainConfig, backend: str) -> str:
     """Sets the run's dtype policy (returned: ``TrainConfig.precision_policy`` for the local GPUs), its seed, and,
-    on TensorFlow without a GPU, op determinism unless --xla. Under another backend, TensorFlow (the input) keeps
-    off the GPUs from here (``data.input_tensorflow``)."""
+    on TensorFlow without a GPU, op determinism unless --xla."""
     import keras
-
-    from realvsai.data import input_tensorflow
-
-    tf = input_tensorflow()
+    import tensorflow as tf
 
     num_gpus = sum(device.startswith("gpu") for device in keras.distribution.list_devices())
     policy = config.precision_policy(num_gpus, backend)
