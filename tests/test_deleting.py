@@ -327,3 +327,21 @@ def test_two_deletions_in_one_split_at_once_keep_each_other_s_manifest_rows_out(
     assert not first.exists() and second.is_file()
     assert "is being worked on by DataDeleter.py" in one_error_line(meanwhile[0])
     assert unplaced_rows(split) == []
+
+
+def test_files_added_while_the_question_waits_are_not_deleted_unseen(outside_tree, monkeypatch, capsys):
+    """The folder was counted, the question asked, then walked again to delete: what came meanwhile went too,
+    unshown, and the last line gave the bytes counted before."""
+    import DataDeleter
+
+    def answer_while_files_arrive(question, assume_yes):
+        (outside_tree / "new").mkdir()
+        (outside_tree / "new" / "keep.txt").write_text("added while the question waited")
+        return True
+
+    monkeypatch.setattr(DataDeleter, "confirm", answer_while_files_arrive)
+    assert DataDeleter.main([str(outside_tree), "--allow-outside"]) == 1
+
+    assert (outside_tree / "new" / "keep.txt").is_file() and (outside_tree / "sub" / "a.bin").is_file()
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "changed while" in error and "nothing was deleted" in error and "run the same command again" in error
