@@ -29,6 +29,7 @@ from pathlib import Path
 from realvsai.cli import confirm, make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.config import DELETABLE_ROOTS, REPOSITORY
 from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion, split_manifest
+from realvsai.errors import UserError
 from realvsai.files import human_bytes, working_on
 
 
@@ -72,6 +73,9 @@ def delete(args: argparse.Namespace, location: Path) -> int:
     if not confirm(question, args.yes):
         print("Nothing was deleted.")
         return 1
+    if not args.yes and plan_deletion(location) != plan:  # counted again: the answer was to what was shown
+        raise UserError(f"{location} changed while the question waited, so nothing was deleted: run the same "
+                        "command again to see what goes now.")
     files, folders = delete_planned(plan)
     if plan.link is not None:
         print(f"Deleted the symlink {location}; {plan.link} is kept.")
