@@ -255,6 +255,38 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
     assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"old"
 
 
+def _write_with_atomic_write(path: Path) -> None:
+    with atomic_write(path) as stream:
+        stream.write(b"data")
+
+
+@pytest.mark.parametrize("write", [lambda path: files.atomic_write_bytes(path, b"data"), _write_with_atomic_write],
+                         ids=["atomic_write_bytes", "atomic_write"])
+def test_ctrl_c_just_after_the_temporary_file_is_made_leaves_no_file(tmp_path, monkeypatch, write):
+    """Python acts on a Ctrl-C at its next function call: after os.open made the temporary file, that call came before
+    the clean-up was in place (a context manager's exit), and DataUnZipper left a hidden 0-byte file behind."""
+    real_open, made = os.open, []
+
+    def open_and_note(*args, **kwargs):
+        made.append(real_open(*args, **kwargs))
+        return made[-1]
+
+    def ctrl_c_at_the_next_call(frame, event, arg):
+        if event == "call" and made:
+            sys.settrace(None)
+            raise KeyboardInterrupt
+        return None
+
+    monkeypatch.setattr(files.os, "open", open_and_note)
+    sys.settrace(ctrl_c_at_the_next_call)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write(tmp_path / "a.jpg")
+    finally:
+        sys.settrace(None)
+    assert made and list(tmp_path.iterdir()) == []
+
+
 def test_atomic_write_text_writes_utf8(tmp_path):
     atomic_write_text(tmp_path / "sub" / "card.md", "Grad-CAM für Bilder\n")
     assert (tmp_path / "sub" / "card.md").read_bytes() == "Grad-CAM für Bilder\n".encode()
