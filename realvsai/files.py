@@ -256,8 +256,14 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True, mtime: floa
     path = Path(path)
     with _naming(path):
         handle, temporary = _new_temporary_in_folder(path)
+        try:  # in _naming: its exit is a call, where a Ctrl-C during the open would be raised (_new_temporary)
+            stream = os.fdopen(handle, mode)
+        except BaseException:
+            os.close(handle)
+            os.unlink(temporary)
+            raise
     try:
-        with os.fdopen(handle, mode) as stream:
+        with stream:
             yield stream
             with _naming(path):
                 stream.flush()
@@ -300,8 +306,12 @@ def _new_temporary(path: Path | str) -> tuple[int, str]:
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     while True:
         temporary = os.path.join(os.path.dirname(path), f"{temporary_name(path)}{secrets.token_hex(4)}.tmp")
-        with contextlib.suppress(FileExistsError):
+        # No function call between the open and the caller's clean-up (not contextlib.suppress): Python raises a
+        # Ctrl-C that came during the open at the next call, which would leave the file behind.
+        try:
             return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            pass
 
 
 def _write_all(handle: int, data: bytes) -> None:
