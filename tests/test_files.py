@@ -260,15 +260,19 @@ def _write_with_atomic_write(path: Path) -> None:
         stream.write(b"data")
 
 
+@pytest.mark.parametrize("when", ["as the open returns", "at the next call"])
 @pytest.mark.parametrize("write", [lambda path: files.atomic_write_bytes(path, b"data"), _write_with_atomic_write],
                          ids=["atomic_write_bytes", "atomic_write"])
-def test_ctrl_c_just_after_the_temporary_file_is_made_leaves_no_file(tmp_path, monkeypatch, write):
-    """Python acts on a Ctrl-C at its next function call: after os.open made the temporary file, that call came before
-    the clean-up was in place (a context manager's exit), and DataUnZipper left a hidden 0-byte file behind."""
+def test_ctrl_c_just_after_the_temporary_file_is_made_leaves_no_file(tmp_path, monkeypatch, write, when):
+    """Python raises a Ctrl-C that came during os.open as the open returns (CPython checks after a call to C) or at
+    the next call of a Python function: either came before the clean-up was in place (the next call was a context
+    manager's exit), and DataUnZipper left a hidden 0-byte file behind."""
     real_open, made = os.open, []
 
     def open_and_note(*args, **kwargs):
         made.append(real_open(*args, **kwargs))
+        if when == "as the open returns":
+            raise KeyboardInterrupt
         return made[-1]
 
     def ctrl_c_at_the_next_call(frame, event, arg):
