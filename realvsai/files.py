@@ -306,12 +306,16 @@ def _new_temporary(path: Path | str) -> tuple[int, str]:
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     while True:
         temporary = os.path.join(os.path.dirname(path), f"{temporary_name(path)}{secrets.token_hex(4)}.tmp")
-        # No function call between the open and the caller's clean-up (not contextlib.suppress): Python raises a
-        # Ctrl-C that came during the open at the next call, which would leave the file behind.
+        # A Ctrl-C that comes during the open is raised as it returns (CPython checks after a call to C), or at the
+        # next call of a Python function: none comes between this and the caller's clean-up (no contextlib.suppress).
         try:
             return os.open(temporary, flags, 0o666), temporary
         except FileExistsError:
             pass
+        except BaseException:  # the file may be made (an O_EXCL open that failed made none, and no other is named so)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
 
 def _write_all(handle: int, data: bytes) -> None:

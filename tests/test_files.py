@@ -282,7 +282,8 @@ def test_ctrl_c_just_after_the_temporary_file_is_made_leaves_no_file(tmp_path, m
         return None
 
     monkeypatch.setattr(files.os, "open", open_and_note)
-    sys.settrace(ctrl_c_at_the_next_call)
+    if when == "at the next call":
+        sys.settrace(ctrl_c_at_the_next_call)
     try:
         with pytest.raises(KeyboardInterrupt):
             write(tmp_path / "a.jpg")
