@@ -453,6 +453,19 @@ def test_a_tar_7z_or_rar_archive_is_named_with_the_command_that_extracts_it(tmp_
     assert not (tmp_path / "target").exists()
 
 
+@pytest.mark.parametrize(("module", "command"), [("gzip", "gunzip -c"), ("bz2", "bunzip2 -c"), ("lzma", "xz -dc")])
+def test_a_zip_compressed_again_is_named_with_the_command_that_gives_the_zip_back(tmp_path, module, command):
+    """A web server that sends a zip gzip-encoded leaves a gzip file named .zip: the tar command the error gave
+    extracted nothing and exited 0."""
+    archive = tmp_path / "served.zip"
+    archive.write_bytes(importlib.import_module(module).compress(make_zip(tmp_path / "whole.zip").read_bytes()))
+    with pytest.raises(UserError, match=f"served.zip is a zip archive compressed again .*nothing was written.*"
+                                        f"`{command} .*served.zip > .*served-unpacked.zip`") as error:
+        extract_archive(archive, tmp_path / "target")
+    assert "tar" not in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "target").exists()
+
+
 def split_zip_parts(tmp_path: Path) -> Path:
     """split.z01 and split.zip as ``zip -s`` writes them: the first part starts with the split signature, the last
     holds the central directory, whose entries say on which part (disk) they start."""
