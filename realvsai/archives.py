@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import copy
 import dataclasses
+import gzip
 import logging
 import lzma
 import math
@@ -66,6 +68,19 @@ _OTHER_FORMATS = (
     (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "7z"),
     (0, b"Rar!\x1a\x07", "a RAR archive", "7z"),
 )
+
+# The compressions above by their magic bytes: the module that reads one, its name, and the command that undoes it.
+_COMPRESSIONS = {b"\x1f\x8b": (gzip, "gzip", "gunzip -c"), b"BZh": (bz2, "bzip2", "bunzip2 -c"),
+                 b"\xfd7zXZ\x00": (lzma, "xz", "xz -dc")}
+
+
+def _decompressed_head(archive: Path, module) -> bytes:
+    """The first 4 bytes ``archive`` holds once decompressed by ``module`` (gzip, bz2 or lzma); b"" if unreadable."""
+    try:
+        with module.open(archive, "rb") as stream:
+            return stream.read(4)
+    except (OSError, EOFError, ValueError):
+        return b""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +261,12 @@ def _other_format(archive: Path, target: Path, head: bytes, infos: Sequence[zipf
     for offset, magic, what, tool in _OTHER_FORMATS:
         if head[offset:offset + len(magic)] == magic:
             file, folder = shell_path(archive), shell_path(target)
+            module, compression, command = _COMPRESSIONS.get(magic, (None, "", ""))
+            if module and _decompressed_head(archive, module) == b"PK\x03\x04":  # not a tar: `tar xf` would pass
+                whole = shell_path(archive.with_name(f"{archive_stem(archive)}-unpacked.zip"))
+                return (f"{archive} is a zip archive compressed again with {compression} (as a web server may send "
+                        f"one); nothing was written. Get the zip back with `{command} {file} > {whole}`, then unzip "
+                        "that.")
             command = (f"mkdir -p {folder} && tar xf {file} -C {folder}" if tool == "tar"
                        else f"7z x {file} {shlex.quote(f'-o{target}')}")
             return f"{archive} is {what}, not a zip; nothing was written. Extract it with `{command}`."
