@@ -1286,6 +1286,25 @@ def test_a_download_of_split_archives_is_unzipped_beside_them_then_split_as_one_
     assert commands[2] == f"python DataSplitD2.py {target} --out data"
 
 
+def test_a_download_unzipped_again_after_its_split_archives_knows_their_files(tmp_path, capsys):
+    """Run again after train.zip and test.zip were unzipped beside themselves (as an interrupted run is), it called
+    their images "another archive's files", said to unzip the archives again, and gave no split command."""
+    outer = make_zip(tmp_path / "kaggle.zip", {f"ds/{split}.zip": make_zip(
+        tmp_path / f"{split}.zip", {f"{name}/{split}{index}.png": b"\x89PNG an image" for name in ("REAL", "FAKE")
+                                    for index in range(2)}).read_bytes() for split in ("train", "test")})
+    target = tmp_path / "raw" / "kaggle"
+    assert DataUnZipper.main([str(outer), "--to", str(target), "-q"]) == 0
+    for split in ("test", "train"):
+        assert DataUnZipper.main([str(target / "ds" / f"{split}.zip"), "--to", str(target / "ds" / split), "-q"]) == 0
+    capsys.readouterr()
+
+    assert DataUnZipper.main([str(outer), "--to", str(target)]) == 0
+
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == f"Next: python DataSplitD2.py {target} --out data"
+    assert "still packed" not in out and "another archive" not in err
+
+
 def test_the_zipper_writes_beside_a_symlinked_folder_not_beside_its_target(tmp_path):
     store, project = tmp_path / "store" / "cifake-v2", tmp_path / "project" / "data"
     (store / "REAL").mkdir(parents=True)
