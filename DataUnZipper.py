@@ -49,7 +49,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from realvsai.archives import UnzipLimits, archive_stem, extract_archive
+from realvsai.archives import UnzipLimits, archive_stem, extract_archive, folder_beside
 from realvsai.cli import byte_count, expansion_ratio, make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.config import shell_path
 from realvsai.errors import UserError
@@ -91,7 +91,7 @@ def name_encoding(text: str) -> str:
 
 def unzip_command(archive: Path) -> str:
     """The command that unzips ``archive`` (one a download holds) into a folder beside it of its name."""
-    return f"python DataUnZipper.py {shell_path(archive)} --to {shell_path(archive.parent / archive_stem(archive))}"
+    return f"python DataUnZipper.py {shell_path(archive)} --to {shell_path(folder_beside(archive))}"
 
 
 def next_step(folder: Path) -> str:
@@ -103,7 +103,7 @@ def next_step(folder: Path) -> str:
     if SPLIT_WORDS.get(name_key(folder.name)):  # one of a download's split archives (train.zip beside test.zip)
         packed = [path for path in sorted(folder.parent.iterdir()) if path.name.lower().endswith(".zip")
                   and SPLIT_WORDS.get(name_key(archive_stem(path))) and not path.name.startswith(".")
-                  and not (path.parent / archive_stem(path)).exists()]
+                  and not folder_beside(path).exists()]
         if packed:
             return f"Next: unzip {packed[0].name} too: {unzip_command(packed[0])}"
         with contextlib.suppress(UserError):
@@ -134,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Extracted {plural(result.extracted, 'file')} ({human_bytes(result.bytes_written)}) to {result.target}; "
               f"{result.already_there:,} already there, "
               f"{plural(result.junk_skipped, 'macOS junk entry', 'macOS junk entries')} skipped.")
-        if result.archives:  # a download that wraps the dataset's own archive: its images are still packed
-            print(f"It holds {plural(len(result.archives), 'archive')} ({', '.join(result.archives[:3])}"
-                  f"{', ...' if len(result.archives) > 3 else ''}), whose files are still packed; unzip "
-                  f"{'it' if len(result.archives) == 1 else 'each'} beside itself, starting with: "
-                  f"{unzip_command(result.target / result.archives[0])}")
+        # A download that wraps the dataset's own archives: their images are still packed, unless unzipped already.
+        packed = [relative for relative in result.archives if not folder_beside(result.target / relative).exists()]
+        if packed:
+            named = f"{', '.join(packed[:3])}{', ...' if len(packed) > 3 else ''}"
+            print(f"It holds {plural(len(packed), 'archive')} ({named}), whose files are still packed; unzip "
+                  f"{'it' if len(packed) == 1 else 'each'} beside itself, starting with: "
+                  f"{unzip_command(result.target / packed[0])}")
         else:
             print(next_step(result.target))
 

@@ -139,6 +139,11 @@ def archive_stem(archive: Path) -> str:
     return name[:len(name) - len(suffix)] if suffix else Path(archive).stem
 
 
+def folder_beside(archive: Path) -> Path:
+    """Where an archive a download holds is unzipped: the folder of its name beside it."""
+    return Path(archive).parent / archive_stem(archive)
+
+
 def _is_junk(parts: Sequence[str]) -> bool:
     """True for what macOS adds to archives: ``__MACOSX/`` resource forks, ``.DS_Store``, and the AppleDouble
     ``._name`` files that some tools keep beside their files rather than in ``__MACOSX/``."""
@@ -233,13 +238,15 @@ def extract_archive(
         raise UserError(_other_format(archive, target, head) or _not_a_zip(archive, head) or f"{archive} is damaged "
                         f"or incomplete ({error}); nothing was written. Download the archive again and re-run the same "
                         "command.") from error
-    others = _files_not_in(root, {relative for _, relative in entries}) if existed else []
+    archives = tuple(sorted(relative for _, relative in entries if relative.lower().endswith(_ARCHIVE_SUFFIXES)
+                            and not relative.rsplit("/", 1)[-1].startswith(".")))  # macOS' ._name files are none
+    # The files of its own archives, unzipped beside them, are this download's, not another archive's.
+    unpacked = {folder_beside(Path(relative)).as_posix() for relative in archives}
+    others = _files_not_in(root, {relative for _, relative in entries}, unpacked) if existed else []
     if others:
         logger.warning("%s holds %d file%s that this archive does not (e.g. %s): it mixes another archive's files; "
                        "unzip into a new --to folder for this archive alone", target, len(others),
                        "s" * (len(others) > 1), min(others))
-    archives = tuple(sorted(relative for _, relative in entries if relative.lower().endswith(_ARCHIVE_SUFFIXES)
-                            and not relative.rsplit("/", 1)[-1].startswith(".")))  # macOS' ._name files are none
     return ExtractResult(target, len(to_write), already_there, junk, num_bytes, archives)
 
 
@@ -415,12 +422,14 @@ def _own_names(entries: dict[str, zipfile.ZipInfo], folders: set[str]
     return named, folders
 
 
-def _files_not_in(root: str, relatives: set[str]) -> list[str]:
-    """The regular files below ``root`` (macOS junk left out) whose paths below it are not in ``relatives``."""
+def _files_not_in(root: str, relatives: set[str], skipped: set[str] = frozenset()) -> list[str]:
+    """The regular files below ``root`` (macOS junk and the folders ``skipped`` left out: paths below it, with "/")
+    whose paths below it are not in ``relatives``."""
     others = []
     for folder, folder_names, file_names in os.walk(root):
-        folder_names[:] = [name for name in folder_names if name != "__MACOSX"]
         prefix = "" if folder == root else folder[len(root) + 1:] + os.sep
+        folder_names[:] = [name for name in folder_names if name != "__MACOSX"
+                           and (prefix + name).replace(os.sep, "/") not in skipped]
         others += [prefix + name for name in file_names if prefix + name not in relatives and not _is_junk([name])
                    and stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode)]
     return others
