@@ -708,6 +708,20 @@ def test_an_into_that_holds_class_folders_of_images_is_refused(first, tmp_path, 
     assert snapshot(flat) == before
 
 
+def test_an_into_that_is_a_download_not_yet_split_is_refused(first, tmp_path, make_class_folder):
+    """--into data/raw/cifake (for --into data) merged into the download's train/ and test/ and added a validation/
+    and a manifest.csv: the download then read as a split, never checked for duplicates, and its own split took the
+    merged validation/ as the download's."""
+    download = tmp_path / "raw" / "cifake"
+    for seed, split in enumerate(["train", "test"]):
+        make_class_folder(download / split, {"REAL": 2, "FAKE": 2}, seed=seed + 20)
+    before, paths = snapshot(download), sorted(download.rglob("*"))
+    with pytest.raises(UserError, match=r"^--into .*cifake is a download not yet split \(train/, test/.*nothing was "
+                                        r"written.*python DataSplitD2\.py .*cifake --out data"):
+        merge_datasets([first], download)
+    assert snapshot(download) == before and sorted(download.rglob("*")) == paths
+
+
 def test_an_into_that_holds_images_of_its_own_is_refused(first, tmp_path, make_class_folder):
     """--into flat/REAL merged train/ and test/ in among the images of REAL, which the next split of flat read as
     images of REAL."""

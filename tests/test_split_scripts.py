@@ -126,13 +126,19 @@ def test_a_split_into_a_folder_of_another_split_dataset_names_the_merge_first(tm
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
 @pytest.mark.parametrize("out, what", [("flat/REAL", "is a class folder of images"),
                                        ("flat/REAL/split", "lies inside a class folder of images"),
-                                       ("models/run", "is a training run's folder")])
+                                       ("models/run", "is a training run's folder"),
+                                       ("flat", "holds class folders of images (FAKE, REAL)"),
+                                       ("download", "is a download not yet split (train/, test/")])
 def test_a_split_into_a_class_folder_or_a_run_folder_is_refused_in_one_line(tmp_path, make_class_folder, script, out,
                                                                              what):
     """--out flat/REAL wrote train/, validation/ and test/ among the images of REAL, which the next split of flat
-    read as images of REAL; --out models/run wrote them among a training run's files."""
+    read as images of REAL; --out models/run wrote them among a training run's files. --out flat (another
+    dataset's class folders) and --out download (a download's train/ and test/) mixed the split with them: flat then
+    split as classes train, validation and test, and the download's split read the new test/ as its own."""
     for seed, group in enumerate(["train", "test"] if script == "DataSplitD2.py" else [""]):
         make_class_folder(tmp_path / "raw" / group, {"REAL": 4, "FAKE": 4}, seed=seed)
+    for seed, split in enumerate(["train", "test"], start=8):
+        make_class_folder(tmp_path / "download" / split, {"REAL": 2, "FAKE": 2}, seed=seed)
     make_class_folder(tmp_path / "flat", {"REAL": 2, "FAKE": 2}, seed=5)
     (tmp_path / "models" / "run").mkdir(parents=True)
     (tmp_path / "models" / "run" / "model.json").write_text("{}")
