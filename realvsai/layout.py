@@ -122,6 +122,16 @@ def refuse_unfit_dataset_folder(folder: Path, flag: str) -> None:
                         f"test/ there would be mixed with the run's files. {fix}")
     if problem := class_folder_problem(folder, flag, "train/, validation/ and test/"):
         raise UserError(f"{problem}. {fix}")
+    children = subfolders(folder) if folder.is_dir() else []
+    if classes := [child.name for child in children if name_key(child.name) not in SPLIT_WORDS and list_images(child)]:
+        raise UserError(f"{flag} {folder} holds class folders of images ({', '.join(classes)}), another dataset: "
+                        "train/, validation/ and test/ there would be mixed with them (and read as classes the next "
+                        f"time it is split); nothing was written. {fix}")
+    if splits := unsplit_download_splits(folder):
+        raise UserError(f"{flag} {folder} is a download not yet split ({'/, '.join(splits)}/, no validation/ nor "
+                        f"{MANIFEST_NAME}): train/, validation/ and test/ there would be mixed with its images, which "
+                        f"no split has checked for duplicates; nothing was written. {fix} To add to that dataset, "
+                        f"split it first: {split_folders_fix(folder, splits)}")
 
 
 def subfolders(folder: Path) -> list[Path]:
@@ -280,15 +290,22 @@ def split_folders_fix(root: Path, class_folders: Sequence[str], renamed: Iterabl
             f"validation out of train), then run {command}")
 
 
+def unsplit_download_splits(folder: Path) -> list[str]:
+    """The split folders of ``folder`` where it is a download not yet split: train/ beside a held-out folder of its
+    own (test/, valid/), with no validation/ folder nor manifest.csv; else []."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / MANIFEST_NAME).is_file() or find_child_folder(folder, VALIDATION):
+        return []
+    splits = sorted((child.name for child in subfolders(folder) if name_key(child.name) in SPLIT_WORDS),
+                    key=lambda name: SPLITS.index(SPLIT_WORDS[name_key(name)]))  # train/ first
+    return splits if TRAIN in {SPLIT_WORDS[name_key(name)] for name in splits} and len(splits) >= 2 else []
+
+
 def refuse_unsplit_download(data_dir: Path, step: str) -> None:
     """A UserError when ``data_dir`` is a download not yet split: train/ beside a held-out folder of its own (test/,
     valid/), with no validation/ folder nor manifest.csv: files a step placed there ("nothing was ``step``") would be
     trained on by no run (training needs validation/) and skipped by the split. Names the split command that fits."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir() or (data_dir / MANIFEST_NAME).is_file() or find_child_folder(data_dir, VALIDATION):
-        return
-    folders = [folder.name for folder in subfolders(data_dir) if name_key(folder.name) in SPLIT_WORDS]
-    if TRAIN not in {SPLIT_WORDS[name_key(name)] for name in folders} or len(folders) < 2:
+    if not (folders := unsplit_download_splits(data_dir)):
         return
     raise UserError(f"--data {data_dir} is not a split dataset: it has no validation/ folder (nor {MANIFEST_NAME}); "
                     f"nothing was {step}. Split it first, then give the split's folder as --data: "

@@ -271,6 +271,7 @@ def test_merge_keeps_moved_copies_of_an_image_in_the_targets_test_out_of_its_tra
     for class_index, class_name in enumerate(("FAKE", "REAL")):
         write_image(target / "train" / class_name / "own.png", seed=900 + class_index)
         write_image(target / "test" / class_name / "own_test.png", seed=950 + class_index)
+        write_image(target / "validation" / class_name / "own_validation.png", seed=970 + class_index)
     shutil.copyfile(augmented / "train" / "REAL" / "img_001.png", target / "test" / "REAL" / "held_out.png")
     copies = {sha256(path) for path in (augmented / "train" / "REAL").glob("aug_img_001_*.jpg")}
     assert len(copies) == 2

@@ -39,6 +39,13 @@ def make_split(root: Path, counts: dict[tuple[str, str], int], seed: int) -> Pat
     return root
 
 
+def target_of(split: Path, into: Path) -> Path:
+    """A target as DataMerger leaves one: ``split``'s images and a manifest.csv that lists them (a merge refuses an
+    --into of train/ and test/ alone, with neither validation/ nor manifest.csv: a download not yet split)."""
+    merge_datasets([split], into)
+    return into
+
+
 def images(root: Path) -> list[Path]:
     return sorted(root.glob("*/*/*.png"))
 
@@ -106,18 +113,16 @@ def test_a_merge_opens_each_source_image_once_to_check_it_and_once_to_copy_it(fi
 
 def test_merge_skips_a_file_with_the_same_name_and_content(first, tmp_path):
     into = tmp_path / "merged"
-    shutil.copytree(first, into)
+    target_of(first, into)
     before = snapshot(into)
     report = merge_datasets([first], into)
     assert (report.added, report.identical) == (0, 12)
-    after = snapshot(into)
-    assert after.pop("manifest.csv")  # the merge writes the manifest the copied folder lacked
-    assert after == before
+    assert snapshot(into) == before
 
 
 def test_merge_never_overwrites_a_different_file_with_the_same_name(first, second, tmp_path):
     into = tmp_path / "merged"
-    shutil.copytree(first, into)
+    target_of(first, into)
     original = sha256(into / "train" / "REAL" / "img_000.png")
     report = merge_datasets([second], into)
     assert sha256(into / "train" / "REAL" / "img_000.png") == original
@@ -131,7 +136,7 @@ def test_a_name_that_is_a_target_file_s_in_another_letter_case_is_renamed_on_eve
     # IMG_000.png beside img_000.png is one file on macOS and Windows: planned as a new name, it was kept on Linux
     # but renamed there, so the two systems made different datasets (and the summary's count of renamed was wrong).
     into = tmp_path / "merged"
-    shutil.copytree(first, into)
+    target_of(first, into)
     for path in images(second):
         path.rename(path.with_name(path.name.upper().replace(".PNG", ".png")))
     planned = merge_datasets([second], into, dry_run=True)
@@ -298,7 +303,7 @@ def test_a_file_that_does_not_decode_is_refused_with_the_reason(first, second, t
 
 def test_a_file_that_does_not_decode_already_in_the_target_stays_listed(first, second, tmp_path):
     into = tmp_path / "merged"
-    shutil.copytree(first, into)
+    target_of(first, into)
     (into / "train" / "REAL" / "broken.png").write_bytes(b"not an image")
     report = merge_datasets([second], into)
     assert (report.before, report.added, report.after) == (13, 12, 25)
@@ -441,11 +446,13 @@ def test_a_class_the_target_has_not_is_refused(first, tmp_path):
 
 def test_a_class_the_target_has_not_is_added_when_asked(tmp_path):
     """A one-class split grows into a dataset class by class: the splitter's advice for it."""
-    into = make_split(tmp_path / "merged", {("train", "REAL"): 2, ("test", "REAL"): 1}, seed=9)
-    other = make_split(tmp_path / "other", {("train", "FAKE"): 2, ("test", "FAKE"): 1}, seed=10)
+    into = make_split(tmp_path / "merged", {("train", "REAL"): 2, ("validation", "REAL"): 1, ("test", "REAL"): 1},
+                      seed=9)
+    other = make_split(tmp_path / "other", {("train", "FAKE"): 2, ("validation", "FAKE"): 1, ("test", "FAKE"): 1},
+                       seed=10)
     with pytest.raises(UserError, match=r"To add FAKE as a new class, run again with --add-classes"):  # not "classes"
         merge_datasets([other], into)
-    assert merge_datasets([other], into, add_classes=True).added == 3
+    assert merge_datasets([other], into, add_classes=True).added == 4
     assert sorted(path.name for path in (into / "train").iterdir()) == ["FAKE", "REAL"]
 
 
@@ -733,7 +740,7 @@ def test_an_into_that_holds_images_of_its_own_is_refused(first, tmp_path, make_c
 
 
 def test_a_dataset_folder_named_like_a_split_can_be_merged_into(first, second, tmp_path):
-    into = shutil.copytree(first, tmp_path / "test")  # holds train/ and test/: a dataset, not a split
+    into = shutil.copytree(target_of(first, tmp_path / "merged"), tmp_path / "test")  # a dataset, not a split
     report = merge_datasets([second], into)
     assert (report.before, report.added, report.after) == (12, 12, 24)
 
@@ -758,9 +765,10 @@ def test_the_dataset_folder_a_split_folder_refusal_names_is_quoted_where_it_has_
     assert str(caught.value).endswith(f"e.g. {example}." if flag == "SOURCE" else f"e.g. --into {example}.")
 
 
-def test_merging_a_folder_into_itself_is_refused(first):
+def test_merging_a_folder_into_itself_is_refused(first, tmp_path):
+    into = target_of(first, tmp_path / "merged")
     with pytest.raises(UserError, match="overlap"):
-        merge_datasets([first], first)
+        merge_datasets([into], into)
 
 
 def test_a_source_inside_a_split_folder_of_the_target_is_refused(tmp_path):
@@ -817,7 +825,7 @@ def test_the_record_of_augmented_copies_goes_with_them_into_a_merged_dataset(fir
     into = merge_datasets([second], tmp_path / "merged").into
     assert set(copies) <= {sha256(path) for path in all_images(into)}
     final = tmp_path / "final"
-    shutil.copytree(first, final)
+    target_of(first, final)
     shutil.copyfile(second / "train" / "FAKE" / "img_001.png", final / "test" / "FAKE" / "held_out.png")
     report = merge_datasets([into], final)  # the copies' source is in final's test now
     assert not {sha256(path) for path in all_images(final / "train")} & set(copies)
@@ -847,7 +855,7 @@ def test_a_merge_into_a_split_with_augmented_copies_keeps_them_out_of_manifest_c
 
 def test_an_image_whose_augmented_copies_are_in_the_targets_train_is_refused_in_another_split(first, tmp_path):
     into = tmp_path / "merged"
-    shutil.copytree(first, into)
+    target_of(first, into)
     source = into / "train" / "REAL" / "img_000.png"
     augment_and_move(into, source)
     other = make_split(tmp_path / "other", COUNTS, seed=5)
@@ -890,6 +898,7 @@ def test_copies_of_other_settings_merged_beside_the_targets_copies_leave_no_reco
         first, second, tmp_path, caplog):
     """The target kept the record of its own copies, which then named settings half its copies were not made with
     (in the model card, and in DataAugmentation's check of new copies); and the next move wrote one again."""
+    first = target_of(first, first.parent / "target")  # a target as a merge leaves one
     augment_and_move(first, first / "train" / "FAKE" / "img_001.png", seed=1)
     augment_and_move(second, second / "train" / "FAKE" / "img_001.png", seed=2)
 
@@ -902,6 +911,7 @@ def test_copies_of_other_settings_merged_beside_the_targets_copies_leave_no_reco
 
 
 def test_copies_of_the_same_settings_merged_beside_the_targets_copies_keep_its_record(first, second, tmp_path):
+    first = target_of(first, first.parent / "target")  # a target as a merge leaves one
     augment_and_move(first, first / "train" / "FAKE" / "img_001.png", seed=1)
     augment_and_move(second, second / "train" / "FAKE" / "img_001.png", seed=1)
     record = (first / moving.MOVED_SETTINGS_NAME).read_bytes()
@@ -916,7 +926,7 @@ def test_a_training_image_named_like_a_copy_is_no_copy_where_the_record_lists_th
     """The rule DataAugmentation and training follow (``moving.MovedCopies``): a target whose train holds a
     photo called aug_holiday.jpg, but none of the copies its record lists, has no copies, so the incoming copies
     bring their settings."""
-    into = make_split(tmp_path / "merged", COUNTS, seed=7)
+    into = target_of(make_split(tmp_path / "seventh", COUNTS, seed=7), tmp_path / "merged")
     photo = write_image(into / "train" / "REAL" / "aug_holiday.jpg", seed=11)
     moving.add_moved_copies(into, [moving.CopySource("0" * 64, "train/REAL/img_000.png", "1" * 64)])  # deleted since
     augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
@@ -927,7 +937,7 @@ def test_a_training_image_named_like_a_copy_is_no_copy_where_the_record_lists_th
 
 def test_without_a_record_of_copies_a_file_named_like_one_in_the_targets_train_counts_as_a_copy(second, tmp_path):
     """Copies moved by a version that kept no record: their settings are unknown, so none are carried in."""
-    into = make_split(tmp_path / "merged", COUNTS, seed=7)
+    into = target_of(make_split(tmp_path / "seventh", COUNTS, seed=7), tmp_path / "merged")
     write_image(into / "train" / "REAL" / "aug_img_000_0.jpg", seed=11)
     augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
     merge_datasets([second], into)
@@ -945,6 +955,7 @@ def test_the_same_source_given_twice_is_refused_before_anything_is_written(first
 
 
 def test_a_dry_run_says_the_settings_record_a_merge_of_other_copies_would_remove(first, second, caplog):
+    first = target_of(first, first.parent / "target")  # a target as a merge leaves one
     augment_and_move(first, first / "train" / "FAKE" / "img_001.png", seed=1)
     augment_and_move(second, second / "train" / "FAKE" / "img_001.png", seed=2)
 
