@@ -587,6 +587,8 @@ def test_a_class_in_another_letter_case_and_accent_encoding_is_refused_as_a_lett
     with pytest.raises(UserError, match="differ only in letter case or accent encoding") as error:
         merge_datasets([mac], into, add_classes=add_classes)
     assert f"--rename '{decomposed}={composed}'" in str(error.value)
+    # The merge it says to run again keeps --add-classes: without it, that merge was refused in turn.
+    assert str(error.value).endswith(f"--into {into} --add-classes" if add_classes else f"--into {into}")
     assert sorted(path.name for path in (into / "train").iterdir()) == ["B", composed]
 
 
