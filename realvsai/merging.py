@@ -143,7 +143,7 @@ def merge_datasets(
                     f"encoding from {sorted(alike.values())} of {reference[0]}: nothing was merged. Split it again "
                     f"under those names: python DataSplitD2.py {shell_path(source)} --out {shell_path(renamed)} "
                     f"{renames}, then merge that: python DataMerger.py {shell_path(renamed)} --into "
-                    f"{shell_path(into)}"
+                    f"{shell_path(into)}{' --add-classes' if add_classes else ''}"
                 )
             if not add_classes:
                 raise UserError(
