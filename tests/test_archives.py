@@ -946,6 +946,58 @@ def test_zipping_leaves_out_the_partial_file_a_killed_run_left_and_says_so(tmp_p
     assert "REAL/.img_000.jpg.tg4oktwg.tmp" in warning and "killed" in warning
 
 
+def test_zipping_leaves_out_macos_junk_in_any_folder_and_says_how_many(tmp_path, dataset, capsys):
+    """.DS_Store and ._name were left out without a word, and a file under __MACOSX/ was zipped, which DataUnZipper
+    then skipped as junk: the round trip lost it."""
+    (dataset / "__MACOSX" / "REAL").mkdir(parents=True)
+    (dataset / "__MACOSX" / "REAL" / "._img_000.jpg").write_bytes(b"\x00\x05\x16\x07 fork")
+    (dataset / "__MACOSX" / "data.csv").write_text("a,b\n")
+    (dataset / ".DS_Store").write_bytes(b"Bud1")
+    (dataset / "REAL" / "._img_000.jpg").write_bytes(b"\x00\x05\x16\x07 fork")
+    out = tmp_path / "d.zip"
+
+    assert DataZipper.main([str(dataset), "--out", str(out)]) == 0
+
+    assert not [name for name in zipfile.ZipFile(out).namelist() if "__MACOSX" in name or "/._" in name
+                or name.startswith(("._", ".DS_Store"))]
+    assert "4 macOS junk files (.DS_Store, ._name, __MACOSX/) left out" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("twin", ["img_000.JPG", "img_000.jpg".upper(), "caf\u00e9.txt"])
+def test_zipping_refuses_names_that_differ_only_in_letter_case_or_accent_encoding(tmp_path, dataset, twin):
+    """DataUnZipper gives the second of two such names another name (one file on macOS and Windows): the round
+    trip was not the folder zipped, though DataZipper refuses the names DataUnZipper would not give back."""
+    first = "cafe\u0301.txt" if twin.startswith("caf") else "img_000.jpg"
+    (dataset / "REAL" / first).write_bytes(b"one")
+    (dataset / "REAL" / twin).write_bytes(b"two")
+    with pytest.raises(UserError, match=r"differ only in letter case or accent encoding.*nothing was written.*"
+                                        r"Rename one"):
+        zip_folder(dataset, tmp_path / "d.zip")
+    assert not (tmp_path / "d.zip").exists()
+
+
+def test_zipping_a_path_through_a_symlink_and_dot_dot_zips_the_folder_the_shell_shows(tmp_path):
+    """``other/link/..`` is the folder that holds what link leads to (ls, cd and the other scripts follow the link);
+    the zipper read it as text and zipped other/."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "a.txt").write_text("a")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "o.txt").write_text("o")
+    (tmp_path / "other" / "link").symlink_to(tmp_path / "a" / "b")
+
+    assert DataZipper.main([str(tmp_path / "other" / "link" / ".."), "--out", str(tmp_path / "d.zip"), "-q"]) == 0
+
+    assert "a.txt" in zipfile.ZipFile(tmp_path / "d.zip").namelist()
+
+
+def test_unzipping_to_a_path_through_a_missing_folder_and_dot_dot_finishes(tmp_path, capsys):
+    """--to nosuch/../out: the files went to out/, then the next-step line looked through nosuch/ and the run ended
+    in an error (exit 1), every time it was run."""
+    archive = make_zip(tmp_path / "d.zip")
+    assert DataUnZipper.main([str(archive), "--to", str(tmp_path / "nosuch" / ".." / "out"), "-q"]) == 0
+    assert files_under(tmp_path / "out") == CONTENT and not (tmp_path / "nosuch").exists()
+
+
 def test_zipping_a_split_leaves_out_its_record_of_checks_which_only_a_re_run_of_that_split_reads(tmp_path, dataset):
     """A split's .checks.json (23 MB for CIFAKE's 100,000 files) serves a re-run of the split where it was made;
     zipped with the split to train elsewhere, it made the archive about a quarter larger for nothing."""
