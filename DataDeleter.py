@@ -28,9 +28,9 @@ from pathlib import Path
 
 from realvsai.cli import confirm, make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.config import DELETABLE_ROOTS, REPOSITORY
-from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion, split_manifest
+from realvsai.deleting import check_deletable, delete_planned, describe, plan_deletion, split_manifest
 from realvsai.errors import UserError
-from realvsai.files import human_bytes, working_on
+from realvsai.files import human_bytes, locate, working_on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

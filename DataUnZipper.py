@@ -53,7 +53,7 @@ from realvsai.archives import UnzipLimits, archive_stem, extract_archive, folder
 from realvsai.cli import byte_count, expansion_ratio, make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.config import shell_path
 from realvsai.errors import UserError
-from realvsai.files import human_bytes, working_on
+from realvsai.files import human_bytes, locate, working_on
 from realvsai.layout import SPLIT_WORDS, find_class_root, find_train_test_root, name_key, split_folders_fix, subfolders
 
 
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         if args.archive.is_dir():  # unzipped already, or never packed
             raise UserError(f"{args.archive} is a folder, not an archive: nothing to unzip. {next_step(args.archive)}")
-        target = args.to if args.to is not None else Path("data/raw") / archive_stem(args.archive)
+        # A --to as the file system finds it (through nosuch/.., extraction's own reading) for every step below.
+        target = locate(args.to) if args.to is not None else Path("data/raw") / archive_stem(args.archive)
         limits = UnzipLimits(max_total_bytes=args.max_total_bytes, max_ratio=args.max_ratio)
         with working_on([target], "DataUnZipper.py", reading=[args.archive]):
             result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits,

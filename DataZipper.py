@@ -22,13 +22,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 from realvsai.archives import archive_stem, is_archive, zip_folder
 from realvsai.cli import make_parser, nonempty_path, plural, run_main, setup_logging
-from realvsai.files import human_bytes, working_on
+from realvsai.files import human_bytes, locate, working_on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
-        folder = Path(os.path.abspath(args.folder))  # "." and "x/.." named; a symlinked folder's zip goes beside it
+        folder = locate(args.folder)  # "." and "link/.." named as the shell sees them; a symlinked folder's zip goes
+        # beside the link
         out = args.out if args.out is not None else folder.with_name(f"{folder.name}.zip")
         with working_on([out], "DataZipper.py", reading=[folder]):  # no run writes in the folder meanwhile
             result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
@@ -67,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             return
         left_out = (f", {plural(len(result.left_out), 'symlink or special file', 'symlinks or special files')} "
                     "left out" if result.left_out else "")
+        if result.junk_left_out:
+            left_out += (f", {plural(result.junk_left_out, 'macOS junk file')} (.DS_Store, ._name, __MACOSX/) left "
+                         "out")
         print(f"Wrote {result.archive} ({human_bytes(result.archive_bytes)}): {plural(result.stored, 'file')} stored, "
               f"{result.deflated:,} deflated, {plural(result.empty_folders, 'empty folder')}{left_out}"
               f"{'; every CRC-32 verified' if args.verify else ''}.")

@@ -116,6 +116,7 @@ class ZipResult:
     left_out: tuple[str, ...]  # symlinks and special files, which an archive should not carry
     archive_bytes: int
     unchanged: bool = False  # the archive already held these files (a run killed once it had its name): none written
+    junk_left_out: int = 0  # macOS junk (.DS_Store, ._name, __MACOSX/), which DataUnZipper would skip
 
 
 def entry_parts(name: str) -> list[str] | None:
@@ -675,13 +676,13 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
     if out.is_dir():
         raise UserError(f"{out} is a folder; --out names the archive file to write, e.g. --out "
                         f"{shell_path(out / f'{folder.name}.zip')}.")
-    files, empty_folders, left_out = _folder_contents(folder)
+    files, empty_folders, left_out, junk = _folder_contents(folder)
     if os.path.lexists(out) and not overwrite:
         if not _holds(out, folder, files, empty_folders, verify):
             raise UserError(f"{out} already exists. Add --overwrite to replace it, or choose another --out.")
         stored = sum(map(_is_stored, files))
         return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size,
-                         unchanged=True)
+                         unchanged=True, junk_left_out=junk)
     if not files and not empty_folders:
         raise UserError(f"{folder} has no files to zip (symlinks are left out). Give a folder that holds files, "
                         "e.g. data/train.")
@@ -695,6 +696,12 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
             raise UserError(f"{folder / name}: DataUnZipper.py would not extract this name as it is (it reads a "
                             "backslash as a folder separator and refuses a drive letter such as C:); nothing was "
                             "written. Rename it (no backslash, no leading drive letter), then zip again.")
+    named: dict[str, str] = {}
+    for name in sorted([*files, *empty_folders]):
+        if (twin := named.setdefault(name_key(name), name)) != name:
+            raise UserError(f"{folder / twin} and {folder / name} differ only in letter case or accent encoding: one "
+                            "file on macOS and Windows, so DataUnZipper.py would give the second another name; "
+                            "nothing was written. Rename one, then zip again.")
     for name in left_out:
         logger.warning("left out %s: symlinks and special files are not archived", name)
     stored = 0
@@ -722,7 +729,8 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
             if bad is not None:
                 raise UserError(f"the new archive failed its check ({bad}), so {out} was not written. "
                                 "Check the disk (space, errors) and run again.")
-    return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size)
+    return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size,
+                     junk_left_out=junk)
 
 
 def _is_stored(name: str) -> bool:
@@ -766,16 +774,22 @@ def _warn_of_ratios(out: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
                        "zip bomb unless given --max-ratio %d", out, total, limit, needed)
 
 
-def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
-    """Regular files, empty folders and left-out entries (symlinks, special files) under ``folder``, POSIX paths."""
-    files, empty_folders, left_out = [], [], []
+def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str], int]:
+    """Regular files, empty folders and left-out entries (symlinks, special files) under ``folder``, POSIX paths,
+    and how many macOS junk files (``_is_junk``: DataUnZipper skips them) were left out."""
+    files, empty_folders, left_out, junk = [], [], [], 0
 
     def fail(error: OSError) -> None:
         raise error
 
     for path, folder_names, file_names in os.walk(folder, onerror=fail):
         prefix = "" if path == os.fspath(folder) else Path(path).relative_to(folder).as_posix() + "/"
-        names = [name for name in file_names if not _is_junk([name]) and not is_split_checks(name, file_names)]
+        if "__MACOSX" in prefix.split("/"):  # junk as a whole, which DataUnZipper skips
+            junk += len(file_names)
+            continue
+        names = [name for name in file_names if not is_split_checks(name, file_names)]
+        junk += sum(_is_junk([name]) for name in names)
+        names = [name for name in names if not _is_junk([name])]
         for name in [name for name in names if temporary_of(name)]:  # half a file: unzipped, it would be one
             logger.warning("left out %s%s: the half-written file of a run that was killed (run it again to finish "
                            "it)", prefix, name)
@@ -786,4 +800,4 @@ def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str]]:
         left_out += [prefix + name for name in links + [name for name in names if name not in regular]]
         if prefix and not regular and len(links) == len(folder_names):
             empty_folders.append(prefix[:-1])
-    return files, empty_folders, sorted(left_out)
+    return files, empty_folders, sorted(left_out), junk

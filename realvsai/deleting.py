@@ -38,12 +38,6 @@ class DeletionPlan:
         return f", and {plural(self.dropped_rows, 'row')} of {self.manifest}" if self.manifest else ""
 
 
-def locate(path: Path) -> Path:
-    """``path`` made absolute, its parent folders resolved but its own name kept (a symlink stays the link)."""
-    path = Path(path)
-    return path.resolve() if path.name in ("", ".", "..") else Path(os.path.realpath(path.parent)) / path.name
-
-
 def check_deletable(location: Path, protected: Sequence[Path], allowed_roots: Sequence[Path],
                     allow_outside: bool = False, repository: Path | None = None) -> None:
     """Refuses (``UserError``) a missing target, a ``protected`` folder or one holding it, anything inside

@@ -119,6 +119,13 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
 
 
+def locate(path: Path | str) -> Path:
+    """``path`` made absolute as the file system finds it, its parent folders resolved (``link/..`` is the folder
+    that holds what link leads to) but its own name kept (a symlink stays the link)."""
+    path = Path(path)
+    return path.resolve() if path.name in ("", ".", "..") else Path(os.path.realpath(path.parent)) / path.name
+
+
 def is_inside(path: Path | str, root: Path | str) -> bool:
     """True when ``path``, with every symlink resolved, lies inside ``root`` (also resolved)."""
     return os.path.realpath(path).startswith(os.path.join(os.path.realpath(root), ""))

@@ -9,8 +9,9 @@ import pytest
 from conftest import REPO, one_error_line, run_script
 
 from realvsai import deleting
-from realvsai.deleting import check_deletable, delete_planned, describe, locate, plan_deletion
+from realvsai.deleting import check_deletable, delete_planned, describe, plan_deletion
 from realvsai.errors import UserError
+from realvsai.files import locate
 from realvsai.layout import read_manifest, unplaced_rows
 from realvsai.splitting import split_by_class
 
