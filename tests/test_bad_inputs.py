@@ -624,12 +624,15 @@ def test_a_printed_resume_command_names_a_run_that_begins_with_a_dash_so_that_it
     assert ModelTraining.parse_args(words[2:]).name == "-run"
 
 
-@pytest.mark.parametrize("script", ["DataUnZipper.py", "DataSplitD2.py", "ModelTraining.py"])
+@pytest.mark.parametrize("script", ["DataUnZipper.py", "DataSplitD2.py", "ModelTraining.py", "App.py"])
 def test_a_python_older_than_the_project_needs_is_refused_in_one_line(script):
     """Under Python 3.10 (whose support ended in October 2026; pip resolves Keras 3.12 and JAX 0.6 for it) 13 tests
-    failed, a HEIC photo's check among them with a TypeError: a script would have ended in a traceback."""
-    program = (f"import sys; sys.version_info = (3, 10, 13, 'final', 0); sys.argv = [{script!r}, '--help']; "
-               f"import runpy; runpy.run_path({script!r}, run_name='__main__')")
+    failed, a HEIC photo's check among them with a TypeError: a script would have ended in a traceback. App.py did:
+    it imported datetime.UTC (new in 3.11), NumPy and Streamlit before the package's check. Here Python is 3.10, with
+    no datetime.UTC and none of the requirements (a system Python the user runs by mistake)."""
+    program = (f"import sys, datetime; sys.version_info = (3, 10, 13, 'final', 0); del datetime.UTC; "
+               "sys.modules.update(dict.fromkeys(['numpy', 'streamlit', 'tensorflow', 'keras', 'PIL'])); "
+               f"sys.argv = [{script!r}, '--help']; import runpy; runpy.run_path({script!r}, run_name='__main__')")
     process = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120,
                              env={**os.environ, "PYTHONPATH": str(REPO)})
 
