@@ -59,10 +59,13 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import realvsai  # noqa: F401 (first: the package's check of the Python version, before the requirements)
+
+# isort: split
 import numpy as np
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
@@ -325,7 +328,7 @@ def answers_key(run: ModelRun, stamp: tuple[int, ...]) -> str:
 
 def saved_at(stamp: tuple[int, ...]) -> str:
     """When the version of model.h5 of ``stamp`` (``file_stamp``'s) was saved, in local time to the second."""
-    return f"{datetime.fromtimestamp(stamp[3] / 1e9, tz=UTC).astimezone():%Y-%m-%d %H:%M:%S}"
+    return f"{datetime.fromtimestamp(stamp[3] / 1e9):%Y-%m-%d %H:%M:%S}"
 
 
 def model_version(run: ModelRun, stamp: tuple[int, ...]) -> str:
