@@ -58,6 +58,24 @@ def test_scan_images_says_how_many_files_are_not_images_it_reads(tmp_path, make_
                            f"{tmp_path / 'a' / 'animated.gif'}: an image format not read here")
 
 
+def test_scan_images_says_how_many_images_sit_in_sub_folders_of_its_class_folders(tmp_path, make_class_folder,
+                                                                                   caplog):
+    """A class folder of a dataset made by hand (REAL/2023/*.jpg) lost those images to training without a word, and
+    its class weights changed, while --evaluate and DataMerger list them."""
+    make_class_folder(tmp_path, {"a": 2, "b": 2})
+    make_class_folder(tmp_path / "a" / "batch2", {"deeper": 2}, seed=4)
+    make_class_folder(tmp_path / "b", {"more": 1}, seed=5)
+    (tmp_path / "b" / "more" / "notes.txt").write_text("not an image: not counted")
+
+    with caplog.at_level("WARNING", logger="realvsai"):
+        scanned = data.scan_images(tmp_path)
+
+    assert len(scanned) == 4
+    (said,) = [record.getMessage() for record in caplog.records]
+    assert said == (f"{tmp_path}: 3 images in sub-folders of its class folders are left out: only the images right in "
+                    f"a class folder are read (move them up to use them; e.g. {tmp_path / 'a' / 'batch2' / 'deeper'})")
+
+
 def jpeg_cut_after_its_header(path: Path) -> Path:
     """A noisy JPEG whose last third is missing: its header reads, its pixels do not all decode."""
     write_image(path, seed=9, size=(64, 64))
