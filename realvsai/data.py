@@ -138,11 +138,16 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         raise UserError(f"{folder} has class folders {sorted(found)}, but {sorted(class_names)} were expected "
                         f"({details}). Rename the folders (or re-split with --rename OLD=NEW) so the names match.")
     not_images: list[tuple[str, str]] = []
+    sub_folders: list[str] = []
     candidates = [(path, label) for label, name in enumerate(class_names) if folder_of[name] in found
-                  for path in list_images(folder / folder_of[name], skipped=not_images)]
+                  for path in list_images(folder / folder_of[name], skipped=not_images, nested=sub_folders)]
     if not_images := [(path, why) for path, why in not_images if not os.path.basename(path).startswith(".")]:
         logger.warning("%s: %s in its class folders %s not images read here, left out (e.g. %s: %s)", folder,
                        plural(len(not_images), "file"), "is" if len(not_images) == 1 else "are", *min(not_images))
+    if nested := [path for sub_folder in sub_folders for path in list_images(Path(sub_folder), recursive=True)]:
+        logger.warning("%s: %s in sub-folders of its class folders %s left out: only the images right in a class "
+                       "folder are read (move them up to use them; e.g. %s)", folder, plural(len(nested), "image"),
+                       "is" if len(nested) == 1 else "are", min(nested).parent)
     label_of = dict(candidates)
     kept, skipped = leave_out_masks(list(label_of))  # as the splitters leave them out
     if skipped:

@@ -58,9 +58,11 @@ class Outcome(enum.Enum):
     RENAMED = "renamed"  # the name was taken by other content: written under a new name
 
 
-def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, str]] | None = None,
+                nested: list[str] | None = None) -> list[Path]:
     """The image files in ``folder`` (and below it when ``recursive``), sorted by path; the hidden and
-    other files left out are added to ``skipped`` as (path, reason).
+    other files left out are added to ``skipped`` as (path, reason), and (without ``recursive``) the visible
+    sub-folders not entered to ``nested``.
 
     A symlinked sub-folder is not entered (it could lead outside ``folder``, or back into it in a loop);
     a symlink that leads nowhere is listed as skipped. ``folder`` itself may be a symlink.
@@ -86,6 +88,8 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
                 elif is_dir:
                     if recursive:
                         folders.append(entry.path)
+                    elif nested is not None:
+                        nested.append(entry.path)
                 elif is_file and (reason := not_an_image_name(entry.name)):
                     skipped.append((entry.path, reason))
                 elif is_file:
