@@ -189,6 +189,21 @@ def test_list_runs_skips_a_run_that_has_not_finished_training_and_says_how_to_fi
     assert "has not finished training" in skipped[0][1] and "--resume --name unfinished" in skipped[0][1]
 
 
+def test_a_run_still_training_is_said_to_be_training_not_told_to_resume(tmp_path):
+    """After its first epoch, a run that was training at that moment read "Finish it with ... --resume", which the
+    training's own claim on the folder then refused."""
+    from realvsai.files import working_on
+
+    training = write_run(tmp_path, "training")
+    (training / "backup").mkdir()
+    (training / "backup" / "config.json").write_text("{}")
+
+    with working_on([training], "ModelTraining.py"):
+        (_, why), = run.list_runs(tmp_path)[1]
+
+    assert "is training now in ModelTraining.py" in why and "best model so far" in why and "--resume" not in why
+
+
 def test_list_runs_names_a_run_without_model_h5_instead_of_leaving_it_out_silently(tmp_path):
     """A run killed in its first epoch (model.json and backup/ written, no best model yet) and a run copied without
     its model.h5 vanished from the app: with no other run, it said to train the demo."""
