@@ -334,9 +334,12 @@ class ModelRun:
         far, and model.json has no decision rule yet), with the command that finishes it; None once finished."""
         if not (self.path / BACKUP_DIR / RUN_CONFIG_FILE).is_file():  # what --resume continues, as it decides
             return None
-        return (f"{self.path} has not finished training (its {BACKUP_DIR}/ folder is there: still training, or "
-                "stopped before its final evaluation): its best model so far answers, with no final test numbers "
-                f"yet. Finish it with {resume_command(self.path)}")
+        if holder := claimed_by(self.path):
+            return (f"{self.path} has not finished training: it is training now in {holder}; its best model so far "
+                    "answers, with no final test numbers yet.")
+        return (f"{self.path} has not finished training (its {BACKUP_DIR}/ folder is there: it stopped before its "
+                "final evaluation): its best model so far answers, with no final test numbers yet. Finish it with "
+                f"{resume_command(self.path)}")
 
     def test_metrics(self) -> dict[str, float]:
         """Headline test metrics, those of the decision rule: model.json's ``test_metrics``, else the numbers
