@@ -337,6 +337,25 @@ def test_datamerger_that_refused_a_file_exits_1_after_merging_the_others_and_its
     assert "DataMerger.py again" in line
 
 
+def test_a_merge_of_two_sources_run_again_keeps_one_row_for_each_refused_file(first, second, tmp_path):
+    """A file of the second source that leaked from the first's train was refused "as the first's file" in the merge,
+    and "as the target's file" when it ran again (as an interrupted merge does): two rows for one refusal, and a
+    record that depended on whether the run was interrupted."""
+    shutil.copyfile(first / "train" / "REAL" / "img_001.png", second / "test" / "REAL" / "leak.png")
+    into = tmp_path / "merged"
+
+    def refused() -> list[dict[str, str]]:
+        with open(into / merging.REFUSED_NAME, newline="") as stream:
+            return [{key: value for key, value in row.items() if key != "merged_at"} for row in csv.DictReader(stream)]
+
+    merge_datasets([first, second], into)
+    once = refused()
+    merge_datasets([first, second], into)
+
+    assert refused() == once and len(once) == 1
+    assert f"same content as {into / 'train' / 'REAL' / 'img_001.png'} (train)" in once[0]["reason"]
+
+
 def test_a_merge_with_a_refused_list_it_cannot_read_stops_before_merging_anything(first, second, tmp_path,
                                                                                   capsys):
     """It merged, then replaced an edited merge-refused.csv with empty rows and its own."""
