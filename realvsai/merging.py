@@ -311,11 +311,11 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
     # must not be in another split than the copy.
     home: dict[str, tuple[str, str]] = {}
 
-    def settle(file: _File) -> None:
-        home.setdefault(file.pixels, (file.split, f"same content as {file.path}"))
+    def settle(file: _File, path: Path) -> None:  # path: where the file is (or goes) in the target
+        home.setdefault(file.pixels, (file.split, f"same content as {path}"))
         if file.copy_of and file.copy_of.source_sha256 in pixels_of:
             home.setdefault(pixels_of[file.copy_of.source_sha256],
-                            (file.split, f"augmented copies of it, e.g. {file.path}"))
+                            (file.split, f"augmented copies of it, e.g. {path}"))
 
     present: dict[tuple[str, str], set[str]] = defaultdict(set)  # (split, class) -> contents
     # name_key of a target path -> its content: IMG_1.jpg beside img_1.jpg is one file on macOS and Windows, so it
@@ -323,7 +323,7 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
     names: dict[str, str] = {}
     for file in existing:
         if not file.problem:
-            settle(file)
+            settle(file, file.path)
         present[(file.split, file.class_name)].add(file.digest)
         names[name_key(str(file.path))] = file.digest
     actions = []
@@ -348,14 +348,16 @@ def _plan(existing: Sequence[_File], incoming: Sequence[_File], into: Path
             actions.append((file, "refuse", None, f"an augmented copy of an image in {source_owner} ({source_why}); "
                                                   f"in {file.split} it would leak that image"))
         elif file.digest in present[(file.split, file.class_name)]:
-            settle(file)
+            settle(file, file.path)
             actions.append((file, "identical", None, ""))
         else:
-            settle(file)
             wanted = into / file.split / file.class_name / file.path.name
             target = wanted if name_key(str(wanted)) not in names else free_name(
                 wanted, file.digest,
                 lambda candidate, digest=file.digest: names.get(name_key(str(candidate)), digest) == digest)
+            # Named by its place in the target: the reason a refusal gives is then the same when the merge runs
+            # again (an interrupted one), and merge-refused.csv keeps one row for it.
+            settle(file, target)
             names[name_key(str(target))] = file.digest
             present[(file.split, file.class_name)].add(file.digest)
             actions.append((file, "add" if target == wanted else "rename", target, ""))

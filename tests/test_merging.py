@@ -248,7 +248,7 @@ def test_the_same_pixels_in_other_bytes_in_two_splits_among_the_sources_are_adde
     into = tmp_path / "merged"
     report = merge_datasets([first, second], into)
     assert [Path(source).name for source, _ in report.refused] == ["resaved.png"]
-    assert str(image) in report.refused[0][1] and "two splits" in report.refused[0][1]
+    assert str(into / "train" / "FAKE" / "img_002.png") in report.refused[0][1] and "two splits" in report.refused[0][1]
     assert not (into / "test" / "FAKE" / "resaved.png").exists()
     with open(into / "merge-refused.csv", newline="") as stream:
         assert [Path(row["source"]).name for row in csv.DictReader(stream)] == ["resaved.png"]
