@@ -271,6 +271,26 @@ def ctrl_c_after_batches(monkeypatch, count: int) -> None:
     monkeypatch.setattr(offline_augmentation, "write_new_files", write_then_stop)
 
 
+def test_a_ctrl_c_while_the_copies_sources_are_recorded_waits_for_the_record(data, monkeypatch, capsys):
+    """A Ctrl-C that landed while sources.csv was written (every copy made, a second of hashing the sources) lost
+    the whole record: the same command then made every copy again to compare it, and the move refused them all."""
+    import signal
+
+    record = DataAugmentation.record_copy_sources
+
+    def ctrl_c_as_it_records(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(DataAugmentation, "record_copy_sources", ctrl_c_as_it_records)
+    assert augment(data) == 1
+    assert "interrupted" in capsys.readouterr().err
+
+    copies = sorted((data / "augmented_train").rglob("aug_*.jpg"))
+    with open(data / "augmented_train" / "sources.csv", newline="") as stream:
+        assert len(list(csv.DictReader(stream))) == len(copies) > 0
+
+
 def test_copies_of_a_run_interrupted_after_its_first_copies_are_not_mixed_with_other_settings(data, monkeypatch):
     with monkeypatch.context() as patched:
         ctrl_c_after_batches(patched, 1)
