@@ -61,6 +61,7 @@ from pathlib import Path
 from realvsai import images
 from realvsai.cli import (
     ascii_number,
+    ctrl_c_deferred,
     exit_script,
     format_table,
     integer,
@@ -287,7 +288,8 @@ def augment(args: Namespace) -> None:
             write_augmented_copies(batches, layers, image_size=args.size, jpeg_quality=args.jpeg_quality,
                                    on_copies_done=bar.update, report=report, max_pixels=args.max_pixels)
     finally:  # also on Ctrl-C: the copies written so far keep their sources, so the move takes them
-        record_copy_sources(plan, args.data, made=report.made)
+        with ctrl_c_deferred():  # and a Ctrl-C while they are recorded waits for the record
+            record_copy_sources(plan, args.data, made=report.made)
     made = {os.path.normpath(path) for path in report.made}
     if unrecorded and not report.in_the_way and all(os.path.normpath(path) in made
                                                     for path in plan.output_dir.glob(f"*/{COPY_PREFIX}*")):

@@ -122,10 +122,10 @@ class Interrupted(KeyboardInterrupt):
 
 
 class _CtrlC:
-    """``watch_ctrl_c``'s note: whether Ctrl-C was pressed since the watch began, with which signal, and whether its
-    unraisable hook is running."""
+    """``watch_ctrl_c``'s note: whether Ctrl-C was pressed since the watch began, with which signal, whether its
+    unraisable hook is running, and whether a Ctrl-C waits for a block to end (``ctrl_c_deferred``)."""
 
-    pressed = in_hook = False
+    pressed = in_hook = deferred = False
     signum = signal.SIGINT
 
 
@@ -194,6 +194,8 @@ def watch_ctrl_c() -> Iterator[None]:
         if not watching:  # raised again as the watch ended: the block is over
             return
         _CtrlC.pressed, _CtrlC.signum = True, signum
+        if _CtrlC.deferred:  # raised as ``ctrl_c_deferred`` ends
+            return
         if _CtrlC.in_hook:  # ``unprinted`` would drop it as well
             again.later(signum)
             return
@@ -222,6 +224,20 @@ def watch_ctrl_c() -> Iterator[None]:
             signal.signal(number, found[number])
         sys.unraisablehook = printing_hook
         _CtrlC.pressed = False
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """A Ctrl-C (or SIGTERM) during the block, under ``watch_ctrl_c``, stops the program as the block ends, not in
+    it: for a record that must be written whole once its work is done (a second or so), which one lost would make
+    the same command do that work again."""
+    outer, _CtrlC.deferred = _CtrlC.deferred, True
+    try:
+        yield
+    finally:
+        _CtrlC.deferred = outer
+    if not outer:
+        raise_if_ctrl_c()
 
 
 def raise_if_ctrl_c() -> None:
