@@ -1,9 +1,9 @@
 """Step 2 (class folders): split a dataset with one folder per class into train, validation and test.
 
     data/raw/art/                    data/
-      RealArt/*.jpg         ->         train/Real/       train/Fake/        (70 %)
-      GeneratedArt/*.jpg               validation/Real/  validation/Fake/   (15 %)
-                                       test/Real/        test/Fake/         (15 %)
+      RealArt/*.jpg         ->         train/REAL/       train/FAKE/        (70 %)
+      GeneratedArt/*.jpg               validation/REAL/  validation/FAKE/   (15 %)
+                                       test/REAL/        test/FAKE/         (15 %)
                                        manifest.csv   split, class, path, sha256, source, dataset
                                        skipped.csv    files left out, and why
                                        .checks.json   each file's check, which a re-run reuses
@@ -28,7 +28,8 @@ or two deep: <Top Folder>/<Dataset>/RealArt/): while a folder holds one folder a
 script looks inside it, and a line says where it found the classes.
 
 Example:
-    python DataSplitD1.py data/raw/art --rename RealArt=Real --rename GeneratedArt=Fake
+    python DataSplitD1.py data/raw/art --out data/art --rename RealArt=REAL --rename GeneratedArt=FAKE
+    (CIFAKE's class names, so that DataMerger.py can merge it into CIFAKE's split)
 """
 
 from __future__ import annotations

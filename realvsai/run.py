@@ -337,8 +337,8 @@ class ModelRun:
         if holder := claimed_by(self.path):
             return (f"{self.path} has not finished training: it is training now in {holder}; its best model so far "
                     "answers, with no final test numbers yet.")
-        return (f"{self.path} has not finished training (its {BACKUP_DIR}/ folder is there: it stopped before its "
-                "final evaluation): its best model so far answers, with no final test numbers yet. Finish it with "
+        return (f"{self.path} has not finished training (its {BACKUP_DIR}/ folder is there: it was stopped before "
+                "it finished): its best model so far answers, with no final test numbers yet. Finish it with "
                 f"{resume_command(self.path)}")
 
     def test_metrics(self) -> dict[str, float]:
