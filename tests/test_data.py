@@ -266,6 +266,21 @@ def test_training_on_a_download_s_own_capitalised_split_says_to_split_it_first(t
             read(tmp_path / "Dataset")
 
 
+def test_a_folder_that_wraps_a_download_not_yet_split_is_named_with_the_split_command(tmp_path, make_class_folder):
+    """data/raw/cifake (the unzipper's folder, around cifake/train and cifake/test) given as --data: training and
+    DataAugmentation said "has no train folder. Run DataSplitD1.py or DataSplitD2.py first" with no command."""
+    from realvsai.moving import dataset_folders
+
+    wrapper = tmp_path / "raw" / "cifake"
+    for split in ("train", "test"):
+        make_class_folder(wrapper / "cifake" / split, {"REAL": 2, "FAKE": 2})
+
+    for read in (data.scan_splits, dataset_folders):
+        with pytest.raises(UserError, match=r"it holds a download not yet split in .*cifake/cifake.* python "
+                                            r"DataSplitD2\.py .*raw/cifake --out data"):
+            read(wrapper)
+
+
 def test_scan_images_leaves_out_segmentation_masks_beside_their_images_as_the_split_does(tmp_path):
     # BUSI's layout: --evaluate --test-dir on the download scored 57 masks as ultrasound images of their class.
     for index, name in enumerate(["benign (1).png", "benign (1)_mask.png", "benign (1)_mask_1.png", "lone_mask.png"]):
