@@ -27,9 +27,9 @@ SOURCE may also be the folder a zip unpacked around the dataset (data/raw/art/<T
 or two deep: <Top Folder>/<Dataset>/RealArt/): while a folder holds one folder and no images, the
 script looks inside it, and a line says where it found the classes.
 
-Example:
-    python DataSplitD1.py data/raw/art --out data/art --rename RealArt=REAL --rename GeneratedArt=FAKE
-    (CIFAKE's class names, so that DataMerger.py can merge it into CIFAKE's split)
+Example, under CIFAKE's class names (so that DataMerger.py can merge it into CIFAKE's split):
+    python DataSplitD1.py data/raw/art --out data/art \\
+        --rename RealArt=REAL --rename GeneratedArt=FAKE
 """
 
 from __future__ import annotations

@@ -465,16 +465,24 @@ def read_split_classes(data_dir: Path) -> dict[str, list[str]]:
 
 def download_split_hint(data_dir: Path) -> str:
     """The end of a "has no train folder" line where ``data_dir`` holds split folders other than this project's
-    (a download's own split, Kaggle's ``Dataset/Train/``): which, and the split command to run first; else ""."""
+    (a download's own split, Kaggle's ``Dataset/Train/``), or wraps a download's train/ and test/ (the unzipper's
+    ``data/raw/cifake/cifake/``): which, and the split command to run first; else ""."""
     if not Path(data_dir).is_dir():
         return ""
+    command = f"python DataSplitD2.py {shell_path(data_dir)} --out data"
     own = sorted((folder.name for folder in subfolders(data_dir)
                   if name_key(folder.name) in SPLIT_WORDS and folder.name not in SPLITS),
                  key=lambda name: SPLITS.index(SPLIT_WORDS[name_key(name)]))
-    if not own:
+    if own:
+        return (f", but it has {'/, '.join(own)}/, a download's own split: split it first (checked for duplicates "
+                f"across the splits), {command}")
+    try:
+        root = find_dataset_root(Path(data_dir), _holds_train_and_test)
+    except UserError:  # several datasets in it: no one command
         return ""
-    return (f", but it has {'/, '.join(own)}/, a download's own split: split it first (checked for duplicates "
-            f"across the splits), python DataSplitD2.py {shell_path(data_dir)} --out data")
+    if root == Path(data_dir) or not _holds_train_and_test(root):
+        return ""
+    return f", but it holds a download not yet split in {root}: split it first, {command}"
 
 
 @dataclass(frozen=True)

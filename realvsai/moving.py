@@ -52,6 +52,7 @@ from realvsai.layout import (
     TEST,
     TRAIN,
     VALIDATION,
+    download_split_hint,
     find_child_folder,
     find_class_folders,
     leave_out_masks,
@@ -156,6 +157,8 @@ def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
         raise UserError(f"{data_dir} is not a folder. Give the dataset folder that holds train/ with --data.")
     train_dir = find_child_folder(data_dir, TRAIN)
     if train_dir is None:
+        if hint := download_split_hint(data_dir):
+            raise UserError(f"{data_dir} has no train folder{hint}.")
         raise UserError(f"{data_dir} has no train folder. Run DataSplitD1.py or DataSplitD2.py first.")
     return train_dir, find_child_folder(data_dir, AUGMENTED_TRAIN) or data_dir / AUGMENTED_TRAIN
 
