@@ -956,6 +956,25 @@ def test_the_card_marks_a_size_band_validation_held_one_class_of(tmp_path, datas
     assert "| size: 0-63 px | 20 | 0.9000 | 0.9000 |  |" in card
 
 
+def test_the_card_names_the_classes_a_size_band_near_chance_lacks(tmp_path, make_class_folder, three_class_model):
+    """"not shown above chance" alone, where the band held one class of three (it says nothing of telling them
+    apart) or two of them (the README: "the card's row names the classes it lacks")."""
+    by_kind = {"chance": 1 / 3, "near_chance_margin": 0.05, "min_images": 10, "size": {
+        "0-63 px": {"num_images": 1, "accuracy": 1.0, "balanced_accuracy": 1.0, "near_chance": True, "chance": 1 / 3,
+                    "missing_classes": ["b", "c"]},
+        "64-255 px": {"num_images": 3, "accuracy": 1.0, "balanced_accuracy": 1.0, "near_chance": True, "chance": 0.5,
+                      "missing_classes": ["c"]}}}
+    info = model_info(["a", "b", "c"], validation_by_kind=by_kind)
+
+    folder = make_class_folder(tmp_path / "test", {"a": 2, "b": 2, "c": 2})
+    evaluation.evaluate_folders(three_class_model, info, [folder], tmp_path / "out")
+
+    card = (tmp_path / "out" / "EVALUATION.md").read_text()
+    assert "| size: 0-63 px | 1 | 1.0000 | 1.0000 | **no b, c image: answers Uncertain** |" in card
+    assert ("| size: 64-255 px | 3 | 1.0000 | 1.0000 | **not shown above chance, with no c image: answers Uncertain** |"
+            in card)
+
+
 def test_an_old_run_s_per_file_sources_are_left_out_of_its_evaluation_card(tmp_path, dataset, binary_model):
     old = {"chance": 0.5, "near_chance_margin": 0.05, "min_images": 10,  # before sources were datasets
            "source": {f"/home/someone/raw/train/FAKE/{index:05d}.jpg": {

@@ -503,6 +503,23 @@ def test_an_upload_of_a_size_validation_held_some_of_three_classes_of_is_judged_
                                 "are untested")
 
 
+def test_a_size_band_near_chance_that_lacks_classes_names_them():
+    """A band of one of three classes (1 image) read "not shown above chance (balanced accuracy 1.00 on 1 image,
+    chance 0.33)", and one of two of them never said which it lacked: the card's row and every answer's reason."""
+    some = {"num_images": 3, "accuracy": 1.0, "balanced_accuracy": 1.0, "near_chance": True, "chance": 0.5,
+            "missing_classes": ["c"]}
+    one = {"num_images": 1, "accuracy": 1.0, "balanced_accuracy": 1.0, "near_chance": True, "chance": 1 / 3,
+           "missing_classes": ["b", "c"]}
+    by_kind = {"chance": 1 / 3, "near_chance_margin": 0.05, "size": {"64-255 px": some, "256-1023 px": one}}
+    info = run.ModelInfo.from_dict({"class_names": ["a", "b", "c"], "image_size": 32, "validation_by_kind": by_kind})
+
+    assert run.doubt(info, 300, 300, "PNG") == ("no validation image of b, c was of 256-1023 px a side: its answers "
+                                                "on such images are untested")
+    assert run.doubt(info, 100, 100, "PNG") == ("on validation images of 64-255 px a side the model is not shown "
+                                                "above chance (balanced accuracy 1.00 on 3 images, chance 0.50; no c "
+                                                "image among them)")
+
+
 @pytest.mark.parametrize(("balanced", "verdict"), [(0.52, "at chance"), (0.46, "at chance"), (0.04, "below chance"),
                                                    (0.62, "not shown above chance"),
                                                    (0.55, "at chance")])  # chance + the margin: not above it
