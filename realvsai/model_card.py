@@ -64,13 +64,12 @@ def _kind_verdict(by_kind: dict[str, Any], numbers: dict[str, Any], consequence:
     """The last cell of a kind's row in "Validation by kind of image": at or below chance, or which classes it had
     no image of (its balanced accuracy is then the recall of the others alone), with ``consequence`` where that says
     nothing of telling the ``num_classes`` classes apart (``run.of_one_class``); else empty."""
+    lacks = f"no {', '.join(numbers['missing_classes'])} image" if numbers.get("missing_classes") else ""
+    if of_one_class(numbers, num_classes):  # before its chance verdict: of one class it is untested, as answers say
+        return f"**{lacks}{consequence}**"
     if numbers["near_chance"]:
-        return f"**{chance_verdict(by_kind, numbers)}{consequence}**"
-    if of_one_class(numbers, num_classes):
-        return f"**no {', '.join(numbers['missing_classes'])} image{consequence}**"
-    if numbers.get("missing_classes"):
-        return f"no {', '.join(numbers['missing_classes'])} image"
-    return ""
+        return f"**{chance_verdict(by_kind, numbers)}{f', with {lacks}' if lacks else ''}{consequence}**"
+    return lacks
 
 
 def markdown_text(name: str) -> str:

@@ -219,9 +219,10 @@ def at_chance(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str
     numbers = by_kind["size"].get(band)
     if not isinstance(numbers, Mapping) or not numbers.get("near_chance"):
         return None
+    missing = ", ".join(numbers.get("missing_classes") or [])  # of three classes or more: which it had none of
     return (f"on validation images of {band} a side the model is {chance_verdict(by_kind, numbers)} (balanced "
             f"accuracy {numbers['balanced_accuracy']:.2f} on {plural(numbers['num_images'], 'image')}, chance "
-            f"{kind_chance(by_kind, numbers):.2f})")
+            f"{kind_chance(by_kind, numbers):.2f}{f'; no {missing} image among them' if missing else ''})")
 
 
 def kind_chance(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> float:
@@ -276,7 +277,8 @@ def doubt(info: ModelInfo, width: int, height: int, image_format: str | None,
     --predict and the evaluation call it."""
     by_kind = info.get("validation_by_kind")
     reasons = [unfamiliar_reason(info.training_images, width, height, image_format, grayscale),
-               at_chance(by_kind, width, height) or untested(by_kind, width, height, len(info.class_names)),
+               # untested first: a band of one class says nothing of telling the classes apart, near chance or not
+               untested(by_kind, width, height, len(info.class_names)) or at_chance(by_kind, width, height),
                f"an animation of {frames} frames: only its first is classified" if frames > 1 else None]
     return "; ".join(reason for reason in reasons if reason) or None
 
