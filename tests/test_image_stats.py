@@ -205,6 +205,19 @@ def test_properties_the_facts_do_not_carry_are_not_judged():
     assert set(by_feature(check_shortcuts(data))) == {"size", "aspect", "format"}
 
 
+def test_colour_alone_is_found_and_named_with_each_class_s_grayscale_count():
+    """One class all colour (annotated screenshots beside gray ultrasound scans) gave no warning, though colour
+    alone told it from the others, and the class profiles already counted the grayscale images."""
+    data = ([ImageFacts("benign", *size, "PNG", grayscale=True) for size in PHOTO_SIZES * 4]
+            + [ImageFacts("malignant", *size, "PNG", grayscale=True) for size in PHOTO_SIZES * 4]
+            + [ImageFacts("normal", *size, "PNG", grayscale=False) for size in PHOTO_SIZES * 4])
+    shortcuts = check_shortcuts(data)
+    assert by_feature(shortcuts)["size"] < 0.9
+    warning = shortcut_warning(shortcuts, class_profiles(data), data)
+    assert "colour or grayscale alone tells normal from the other classes with 100% balanced accuracy" in warning
+    assert "benign 640-2048 px a side, 24 PNG, 24 grayscale" in warning and "make the classes alike" in warning
+
+
 # Grayscale images: one header criterion for the training scan and the upload
 
 
