@@ -1,5 +1,5 @@
-"""Image sizes, formats and colour per class: shortcuts (size, aspect, file size, format or JPEG quality alone
-giving the label away) and unfamiliar inputs (far outside model.json's ``training_images``, never called certain).
+"""Image sizes, formats and colour per class: shortcuts (size, aspect, file size, format, JPEG quality or colour
+alone giving the label away) and unfamiliar inputs (far outside model.json's ``training_images``, never called certain).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ PROPERTIES = {
     "file_size": "file size",
     "format": "file format",
     "jpeg_quality": "JPEG quality",
+    "colour": "colour or grayscale",  # the class profiles give each class's grayscale count
 }
 
 
@@ -144,7 +145,8 @@ def check_shortcuts(facts: Sequence[ImageFacts]) -> list[Shortcut]:
 
 
 def _property_columns(facts: Sequence[ImageFacts]) -> dict:
-    """``PROPERTIES`` name -> (images, values) float array, for the properties every image carries."""
+    """``PROPERTIES`` name -> (images, values) float array, for the properties every image carries (colour: 1 for a
+    grayscale image)."""
     import numpy as np
 
     widths = np.maximum([fact.width for fact in facts], 1).astype(np.float64)
@@ -161,6 +163,8 @@ def _property_columns(facts: Sequence[ImageFacts]) -> dict:
     qualities = [fact.jpeg_quality if name == "JPEG" else 0 for fact, name in zip(facts, names)]  # 0: not a JPEG
     if all(quality is not None for quality in qualities):
         columns["jpeg_quality"] = np.array(qualities, dtype=np.float64)[:, None]
+    if all(fact.grayscale is not None for fact in facts):
+        columns["colour"] = np.array([[float(bool(fact.grayscale))] for fact in facts])
     return {name: columns[name] for name in PROPERTIES if name in columns}
 
 
@@ -228,7 +232,8 @@ def shortcut_warning(shortcuts: Sequence[Shortcut], profiles: Mapping[str, Mappi
     named = "; ".join(said + (_ranges(facts, shortcut.feature) if facts else "") for shortcut, said in found)
     classes = "; ".join(f"{name} {text}" for name, text in describe_profiles(profiles).items())
     return (f"shortcut: {named}. Classes: {classes}. A model can learn that instead of the content; make the "
-            "classes alike in size and format (re-encode or resize one side) before trusting its accuracy."
+            "classes alike in size, format and colour (re-encode, resize or convert one side) before trusting its "
+            "accuracy."
             + _few_images_caveat(profiles))
 
 
@@ -253,7 +258,7 @@ def profile_classes(facts: Sequence[ImageFacts]) -> tuple[dict[str, dict[str, ob
 def training_record(facts: Sequence[ImageFacts], judged: Sequence[ImageFacts] | None = None) -> dict[str, Any]:
     """model.json's ``training_images`` of ``facts`` (the app flags inputs unlike them), and the ``shortcuts`` and
     ``shortcut_warning`` of ``judged`` (default ``facts``): the properties the split judges (size, aspect, file
-    size, format, JPEG quality), for data split elsewhere."""
+    size, format, JPEG quality, colour), for data split elsewhere."""
     judged = facts if judged is None else judged
     shortcuts = check_shortcuts(judged)
     return {

@@ -404,8 +404,8 @@ def _limitations_section(model_info: Mapping[str, Any], metrics: Mapping[str, An
              "cameras and generators they came from.")
         + " Other generators, other resolutions, and post-processing (JPEG re-compression, resizing, filters, "
         "screenshots) need their own evaluation.",
-        model_info.get("shortcut_warning") and "The training classes differ in image size or format (the shortcut "
-        "warning under Data): the numbers above may measure that, not the content.",
+        model_info.get("shortcut_warning") and "The training classes differ in image size, format or colour (the "
+        "shortcut warning under Data): the numbers above may measure that, not the content.",
         f"The model sees {CROP_GRID}x{CROP_GRID} crops of {image_size} px at native resolution: on a large image "
         "they cover only part of it, and what lies between them is never seen." if crops else
         f"Every image is cropped to its centre square and resized to {image_size} px; what lies outside the square, "

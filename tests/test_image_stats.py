@@ -215,7 +215,7 @@ def test_colour_alone_is_found_and_named_with_each_class_s_grayscale_count():
     assert by_feature(shortcuts)["size"] < 0.9
     warning = shortcut_warning(shortcuts, class_profiles(data), data)
     assert "colour or grayscale alone tells normal from the other classes with 100% balanced accuracy" in warning
-    assert "benign 640-2048 px a side, 24 PNG, 24 grayscale" in warning and "make the classes alike" in warning
+    assert "benign 427-2048 px a side, 24 PNG, 24 grayscale" in warning and "make the classes alike" in warning
 
 
 # Grayscale images: one header criterion for the training scan and the upload
