@@ -572,7 +572,7 @@ def test_summaries_count_one_thing_in_the_singular(tmp_path, capsys):
     (data / "train" / "REAL" / "empty.jpg").write_bytes(b"")
     assert augment(data, "--copies", "1") == 0
     out = capsys.readouterr().out
-    assert "Wrote 1 copy (1 per image" in out and "1 broken image skipped" in out
+    assert "Wrote 1 copy (1 per image" in out and "1 image skipped (broken, or over the pixel limit" in out
     assert MoveAugmentedImages.main(["--data", str(data), "--quiet"]) == 0
     assert "Moved 1 file into" in capsys.readouterr().out
     assert augment(data, "--copies", "1") == 0
@@ -609,7 +609,7 @@ def test_a_broken_image_pillow_decodes_alone_is_skipped_as_one_decoded_ahead(dat
 
     assert augment(data) == 0
     captured = capsys.readouterr()
-    assert str(broken) in captured.err and "1 broken image skipped" in captured.out
+    assert str(broken) in captured.err and "1 image skipped (broken, or over the pixel limit" in captured.out
     assert len(list((data / "augmented_train" / "REAL").iterdir())) == 6
 
 
@@ -619,14 +619,16 @@ def test_summary_counts_images_broken_in_the_header_and_in_the_pixels(data, bad_
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("FAKE", "REAL"))}
     assert rows == {"FAKE": ["3", "0"], "REAL": ["3", "3"]}
-    assert "3 broken images skipped" in out
+    assert "3 images skipped (broken, or over the pixel limit" in out
 
 
 def test_max_pixels_sets_the_limit_the_skip_warning_names(data, capsys):
     assert augment(data, "--max-pixels", "1000") == 0  # every 32x32 image is over it
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "limit of 1,000 pixels" in err and "--max-pixels" in err
     assert not list(data.glob("augmented_train/*/*"))
+    # Not "broken": the summary called images it skipped for their size so.
+    assert "broken" not in out and "6 images skipped (broken, or over the pixel limit: each named above)" in out
 
 
 def test_a_phone_photo_is_counted_whole_for_its_copies_are_made_from_its_full_decode(data, capsys):
