@@ -317,14 +317,14 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
     per_class: dict[str, list[int]] = {}
     for image in plan.images:
         per_class.setdefault(image.class_name, [0, 0])[0] += 1
-    # Images whose header was broken never got planned; those that failed to decode did, so they move
-    # from the images column to the broken one.
+    # Images whose header was broken (or over the pixel limit) never got planned; those that failed to decode did,
+    # so they move from the images column to the skipped one.
     for source in undecodable:
         per_class[source.parent.name][0] -= 1
     for source in [source for source, _ in plan.broken] + list(undecodable):
         per_class.setdefault(source.parent.name, [0, 0])[1] += 1
     rows = [(name, images, broken) for name, (images, broken) in sorted(per_class.items())]
-    print(format_table(("class", "images", "broken (skipped)"), rows))
+    print(format_table(("class", "images", "skipped"), rows))
     size = "native size" if args.size is None else f"{args.size}x{args.size}"
     # MoveAugmentedImages.py removes the augmented_train it emptied: copies made then are in train.
     gone = not written and already_there and not plan.output_dir.is_dir()
@@ -332,7 +332,8 @@ def print_summary(args: Namespace, plan: CopyPlan, written: int, already_there: 
         f"Wrote {plural(written, 'copy', 'copies')} ({args.copies} per image, {args.preset}, {size})"
         + ("" if gone else f" to {plan.output_dir}")
         + f" in {seconds:.1f} s; {already_there:,} already made{' and moved into train' if gone else ''} (skipped); "
-        f"{plural(len(plan.broken) + len(undecodable), 'broken image')} skipped; "
+        f"{plural(len(plan.broken) + len(undecodable), 'image')} skipped (broken, or over the pixel limit: each "
+        "named above); "
         f"{plural(plan.earlier_copies, 'earlier copy', 'earlier copies')} (aug_*) in train not augmented."
         + (f" {plural(in_the_way, 'other file')} in the way of a copy kept, "
            f"{'that copy' if in_the_way == 1 else 'those copies'} not written." if in_the_way else "")

@@ -392,8 +392,8 @@ def uncertain_text(metrics: Mapping[str, Any]) -> str | None:
 def skipped_why(count: int) -> str:
     """Why ``count`` files were left out of an evaluation or a prediction, as their summaries say it (each file's own
     reason is in unreadable.csv)."""
-    return ("not an image, unreadable, or a segmentation mask" if count == 1 else
-            "not images, unreadable, or segmentation masks")
+    return ("not an image, unreadable, over the pixel limit, or a segmentation mask" if count == 1 else
+            "not images, unreadable, over the pixel limit, or segmentation masks")
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:

@@ -628,7 +628,7 @@ def test_max_pixels_sets_the_limit_the_skip_warning_names(data, capsys):
     assert "limit of 1,000 pixels" in err and "--max-pixels" in err
     assert not list(data.glob("augmented_train/*/*"))
     # Not "broken": the summary called images it skipped for their size so.
-    assert "broken" not in out and "6 images skipped (broken, or over the pixel limit: each named above)" in out
+    assert "broken image" not in out and "6 images skipped (broken, or over the pixel limit: each named above)" in out
 
 
 def test_a_phone_photo_is_counted_whole_for_its_copies_are_made_from_its_full_decode(data, capsys):

@@ -522,7 +522,8 @@ def test_the_evaluation_says_1_file_was_left_out_for_one_file(tmp_path, make_cla
 
     evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / "out")
 
-    assert "1 file was left out (not an image, unreadable, or a segmentation mask); it is listed in" in caplog.text
+    assert ("1 file was left out (not an image, unreadable, over the pixel limit, or a segmentation mask); it is "
+            "listed in") in caplog.text
 
 
 def test_images_of_mixed_sizes_are_evaluated(tmp_path, make_class_folder, binary_model):
@@ -1189,7 +1190,8 @@ def test_format_summary_names_the_headline_numbers_and_skipped_files():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
     line = format_summary({**metrics, "num_skipped": 2})
     assert f"accuracy {metrics['accuracy']:.4f}" in line and f"ROC AUC {metrics['roc_auc']:.4f}" in line
-    assert "threshold 0.450" in line and "2 files skipped (not images, unreadable, or segmentation masks)" in line
+    assert "threshold 0.450" in line
+    assert "2 files skipped (not images, unreadable, over the pixel limit, or segmentation masks)" in line
 
 
 def test_format_summary_says_macro_of_the_averaged_numbers_of_three_classes():
@@ -1211,7 +1213,7 @@ def test_an_evaluation_without_uncertain_answers_says_so_without_the_accuracy_on
 def test_format_summary_says_1_file_skipped_for_one_file():
     metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
     line = format_summary({**metrics, "num_skipped": 1})
-    assert "; 1 file skipped (not an image, unreadable, or a segmentation mask)" in line
+    assert "; 1 file skipped (not an image, unreadable, over the pixel limit, or a segmentation mask)" in line
 
 
 # --- several sources -----------------------------------------------------------------------------
