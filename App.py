@@ -32,7 +32,8 @@ beside it, for:
 
 The page also shows:
 - the test figures with the number of test images, saying so when they are few (as the model card)
-- under the title, model.json's shortcut_warning (training classes differ in image size, format or colour)
+- under the title, model.json's shortcut_warning (training classes differ in image size, format
+  or colour)
 - for a demo model (model.json: "config": {"demo": true}), a warning at the top and beside every
   answer; its test metrics as a plain caption, never as headline figures
 - a summary that counts as --predict's does (an uncertain answer in its class too)
