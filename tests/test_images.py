@@ -174,6 +174,21 @@ def test_a_truncated_image_is_named_alike_by_the_scan_and_by_the_app_s_decode(tm
     assert problem == str(raised.value) and problem.startswith("the image data is broken (image file is truncated")
 
 
+def test_the_pixel_limit_names_a_turned_photo_by_its_upright_size(tmp_path):
+    """A phone photo stored sideways (EXIF orientation 6) was refused as 9180x16320 pixels, where every other line
+    (the unfamiliar reason, the class profiles, the app) names it 16320x9180, as it is seen."""
+    from PIL import ExifTags
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    turned = tmp_path / "turned.jpg"
+    Image.new("RGB", (60, 40), "gray").save(turned, "JPEG", exif=exif)
+
+    assert images.read_header(turned).width == 40  # upright: 40x60
+    problem = images.image_problem(turned, max_pixels=1000)
+    assert problem is not None and problem.startswith("40x60 pixels is more than the limit of 1,000 pixels"), problem
+
+
 def test_image_problem_applies_its_pixel_limit(tmp_path):
     problem = images.image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=1000)
     assert problem is not None and problem.startswith("64x64 pixels is more than the limit of 1,000 pixels")
