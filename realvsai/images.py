@@ -258,6 +258,13 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
     scale = 1 if crop_size else limit_scale(image, image_size)  # crops mode takes the native pixels
     problem = pixel_problem(*image.size, max_pixels, crop_size, scale)
     if problem:
+        # Named by its upright size, as every other line names it: a quarter turn swaps the sides (the count is
+        # the same either way).
+        try:
+            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+        except (OSError, SyntaxError, ValueError):  # a PNG's EXIF after its pixels, broken: as it is stored
+            turned = False
+        problem = pixel_problem(*(image.size[::-1] if turned else image.size), max_pixels, crop_size, scale)
         problem += _limit_advice(image, max_pixels, crop_size, image_size)
         image.close()
         raise ImageDecodeError(problem)
