@@ -572,7 +572,7 @@ def run_prediction(args: argparse.Namespace) -> None:
     if not sum(summary.counts.values()):  # every file was unreadable (an empty folder is refused before)
         name, why = summary.unreadable[0]  # the why, for the fix may be a flag (--max-pixels), not other files
         if args.input.is_file():
-            raise UserError(prediction.cannot_predict(args.input, why))
+            raise UserError(prediction.cannot_predict(args.input, why, read=True))
         raise UserError(f"no file in {args.input} could be predicted ({plural(len(summary.unreadable), 'file')} "
                         f"there, each listed with why in {out_dir / UNREADABLE_FILE}; {name}: {why}). Fix that, or "
                         "give --input a folder of images.")

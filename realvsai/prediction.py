@@ -199,9 +199,12 @@ def check_input(source: Path) -> None:
         raise UserError(f"{source} is not a folder, nor a file. Give --input an image, or a folder of images.")
 
 
-def cannot_predict(source: Path, why: str) -> str:
-    """The one line that ends a --predict of one file (``source``) that could not be predicted, for ``why``."""
-    return f"{source} could not be predicted: {why}. Give --input an image, or a folder of images."
+def cannot_predict(source: Path, why: str, read: bool = False) -> str:
+    """The one line that ends a --predict of one file (``source``) that could not be predicted, for ``why``;
+    ``read``: an image file it opened (broken, or over the pixel limit, whose ``why`` gives the fix)."""
+    then = ("Fix that, or give --input another image or a folder of images." if read else
+            "Give --input an image, or a folder of images.")
+    return f"{source} could not be predicted: {why}. {then}"
 
 
 def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folder: Path, out_dir: Path, *,
