@@ -59,19 +59,17 @@ _MADE_ON_UNIX = 3  # ZipInfo.create_system: the high 16 bits of external_attr th
 _DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError)
 # A downloaded archive's name ends in one of these: the folder it is extracted into is named without it.
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".tar", ".zip", ".7z", ".rar")
-# What gets downloaded instead of a zip, by its magic bytes: (offset, magic, what it is, the tool that extracts it).
+# What gets downloaded instead of a zip, by its magic bytes: (offset, magic, what it is, the tool that extracts it,
+# and for a compression: the module that reads it, its name and the command that undoes it, as a zip compressed
+# again needs).
 _OTHER_FORMATS = (
-    (0, b"\x1f\x8b", "gzip-compressed (a .tar.gz or .tgz)", "tar"),
-    (0, b"BZh", "bzip2-compressed (a .tar.bz2)", "tar"),
-    (0, b"\xfd7zXZ\x00", "xz-compressed (a .tar.xz)", "tar"),
-    (257, b"ustar", "a tar archive", "tar"),
-    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "7z"),
-    (0, b"Rar!\x1a\x07", "a RAR archive", "7z"),
+    (0, b"\x1f\x8b", "gzip-compressed (a .tar.gz or .tgz)", "tar", (gzip, "gzip", "gunzip -c")),
+    (0, b"BZh", "bzip2-compressed (a .tar.bz2)", "tar", (bz2, "bzip2", "bunzip2 -c")),
+    (0, b"\xfd7zXZ\x00", "xz-compressed (a .tar.xz)", "tar", (lzma, "xz", "xz -dc")),
+    (257, b"ustar", "a tar archive", "tar", None),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "7z", None),
+    (0, b"Rar!\x1a\x07", "a RAR archive", "7z", None),
 )
-
-# The compressions above by their magic bytes: the module that reads one, its name, and the command that undoes it.
-_COMPRESSIONS = {b"\x1f\x8b": (gzip, "gzip", "gunzip -c"), b"BZh": (bz2, "bzip2", "bunzip2 -c"),
-                 b"\xfd7zXZ\x00": (lzma, "xz", "xz -dc")}
 
 
 def _decompressed_head(archive: Path, module) -> bytes:
@@ -266,10 +264,10 @@ def _other_format(archive: Path, target: Path, head: bytes, infos: Sequence[zipf
         return (f"{archive} is one part of a split zip archive ({archive.stem}.z01, .z02, ... and {last.name}); "
                 f"nothing was written. Join the parts with `zip -s 0 {shell_path(last)} --out "
                 f"{shell_path(whole)}`, then unzip {whole}.")
-    for offset, magic, what, tool in _OTHER_FORMATS:
+    for offset, magic, what, tool, compressed in _OTHER_FORMATS:
         if head[offset:offset + len(magic)] == magic:
             file, folder = shell_path(archive), shell_path(target)
-            module, compression, command = _COMPRESSIONS.get(magic, (None, "", ""))
+            module, compression, command = compressed or (None, "", "")
             if module and _decompressed_head(archive, module) == b"PK\x03\x04":  # not a tar: `tar xf` would pass
                 whole = shell_path(archive.with_name(f"{archive_stem(archive)}-unpacked.zip"))
                 return (f"{archive} is a zip archive compressed again with {compression} (as a web server may send "
