@@ -160,6 +160,12 @@ def grid_offsets(length: Any, crop_size: int) -> list[Any]:
     return [(length - crop_size) * index // (CROP_GRID - 1) for index in range(CROP_GRID)]
 
 
+def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """(width, height) of an image stored as ``size`` once its EXIF ``orientation`` turns it upright: a quarter turn
+    (orientations 5 to 8) transposes it."""
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else (size[0], size[1])
+
+
 def pixel_problem(width: int, height: int, max_pixels: int, crop_size: int | None = None,
                   scale: int = 1) -> str | None:
     """Why an image of ``width`` x ``height`` is refused, or None: more than ``max_pixels`` pixels as a path decodes
@@ -261,10 +267,10 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
         # Named by its upright size, as every other line names it: a quarter turn swaps the sides (the count is
         # the same either way).
         try:
-            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         except (OSError, SyntaxError, ValueError):  # a PNG's EXIF after its pixels, broken: as it is stored
-            turned = False
-        problem = pixel_problem(*(image.size[::-1] if turned else image.size), max_pixels, crop_size, scale)
+            orientation = 1
+        problem = pixel_problem(*upright_size(image.size, orientation), max_pixels, crop_size, scale)
         problem += _limit_advice(image, max_pixels, crop_size, image_size)
         image.close()
         raise ImageDecodeError(problem)
@@ -579,8 +585,7 @@ def _header(image: Image.Image, gray: bool = True) -> ImageHeader:
                  or (image.format == "WEBP" and image.mode != "RGB") or image.has_transparency_data
                  or orientation not in (0, 1) or getattr(image, "n_frames", 1) > 1
                  or (image.format == "JPEG" and image.width * image.height > TF_JPEG_MAX_PIXELS))
-    # A quarter turn (orientations 5 to 8): the upright image is transposed.
-    width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+    width, height = upright_size(image.size, orientation)
     image_format, quality = format_name(image.format), _jpeg_quality(image)
     frames = getattr(image, "n_frames", 1) if image.format in ANIMATED_FORMATS else 1
     return ImageHeader(width, height, needs_pil, image_format, quality, looks_gray(image) if gray else None, frames)
