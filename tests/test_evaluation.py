@@ -1150,13 +1150,21 @@ def test_model_card_names_the_l2_penalty_only_where_the_run_had_one():
     assert "class-weighted where class weights are on;" in without
 
 
-def test_the_rule_at_a_confidence_threshold_of_one_half_is_never_uncertain():
+def test_the_rule_at_a_confidence_threshold_of_one_half_is_uncertain_only_on_images_not_to_be_trusted():
+    # "never Uncertain" stood on the app's page beside the Uncertain answers on unfamiliar uploads
     rule = DecisionRule(decision_threshold=0.452, positive_index=0, confidence_threshold=0.5)
 
     assert rule.describe(["FAKE", "REAL"]) == ("Decision rule: FAKE when P(FAKE) ≥ 0.452 (the decision threshold "
-                                               "chosen on validation), else REAL; never Uncertain (the confidence "
-                                               "threshold 0.50).")
+                                               "chosen on validation), else REAL; Uncertain only on an image it is "
+                                               "not to be trusted on (the confidence threshold 0.50 leaves no band).")
     assert not rule.uncertain(np.array([[0.452, 0.548], [0.2, 0.8]])).any()
+    assert rule.uncertain(np.array([[0.2, 0.8]]), np.array([True])).all()
+
+
+@pytest.mark.parametrize("rule", [DecisionRule(decision_threshold=0.452, positive_index=0),
+                                  DecisionRule(confidence_threshold=0.7), DecisionRule()])
+def test_every_statement_of_the_rule_says_an_image_not_to_be_trusted_on_is_uncertain(rule):
+    assert rule.describe(["FAKE", "REAL"]).endswith("and on an image it is not to be trusted on.")
 
 
 @pytest.mark.parametrize("probabilities, unfamiliar, reason", [
