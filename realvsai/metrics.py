@@ -171,19 +171,25 @@ class DecisionRule:
         return threshold - share * threshold, threshold + share * (1 - threshold)
 
     def describe(self, class_names: Sequence[str]) -> str:
-        """The rule in one sentence, as the app and the model card state it."""
+        """The rule in one sentence, as the app and the model card state it: an image it is not to be trusted on
+        (``run.doubt``, the app's "Not to be trusted here") is Uncertain whatever its probabilities."""
+        distrusted = "an image it is not to be trusted on"
         if not self.at_threshold(len(class_names)):
+            if self.confidence_threshold <= 0:
+                return (f"Decision rule: the most probable class; Uncertain only on {distrusted} (the confidence "
+                        f"threshold {self.confidence_threshold:.2f}).")
             return (f"Decision rule: the most probable class; Uncertain when its probability is below the "
-                    f"confidence threshold {self.confidence_threshold:.2f}.")
+                    f"confidence threshold {self.confidence_threshold:.2f}, and on {distrusted}.")
         positive, other = class_names[self.positive_index], class_names[1 - self.positive_index]
         decided = (f"Decision rule: {positive} when P({positive}) ≥ {self.decision_threshold:.3f} (the decision "
                    f"threshold chosen on validation), else {other}; ")
         if self.margin <= 0:  # the band is empty
-            return decided + f"never Uncertain (the confidence threshold {self.confidence_threshold:.2f})."
+            return decided + (f"Uncertain only on {distrusted} (the confidence threshold "
+                              f"{self.confidence_threshold:.2f} leaves no band).")
         low, high = self.band
         return decided + (f"Uncertain when P({positive}) is between {low:.3f} and {high:.3f} ({self.margin / 0.5:.0%} "
                           f"of the way from the threshold to 0 and to 1: the confidence threshold "
-                          f"{self.confidence_threshold:.2f}).")
+                          f"{self.confidence_threshold:.2f}), and on {distrusted}.")
 
 
 def _score(metric: Callable[..., float], *args: Any, **kwargs: Any) -> float | None:
