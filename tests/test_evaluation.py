@@ -957,6 +957,28 @@ def test_the_card_marks_a_size_band_validation_held_one_class_of(tmp_path, datas
     assert "| size: 0-63 px | 20 | 0.9000 | 0.9000 |  |" in card
 
 
+def test_the_card_lists_the_size_bands_validation_had_no_image_of_as_answered_uncertain(tmp_path, dataset,
+                                                                                        binary_model):
+    # The answers on such images are Uncertain ("no validation image was of 256-1023 px a side"), which the section
+    # listing why answers are Uncertain by size left out.
+    by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "min_images": 10, "size": {
+        "0-63 px": {"num_images": 20, "accuracy": 0.9, "balanced_accuracy": 0.9, "near_chance": False,
+                    "missing_classes": []},
+        "1024+ px": {"num_images": 14, "accuracy": 0.9, "balanced_accuracy": 0.9, "near_chance": False,
+                     "missing_classes": []}}}
+    info = model_info(["FAKE", "REAL"], positive_class="FAKE", validation_by_kind=by_kind)
+
+    evaluation.evaluate_folders(binary_model, info, [dataset / "test"], tmp_path / "out")
+
+    card = (tmp_path / "out" / "EVALUATION.md").read_text()
+    rows = [line for line in card.splitlines() if line.startswith("| size: ")]
+    assert rows == ["| size: 0-63 px | 20 | 0.9000 | 0.9000 |  |",
+                    "| size: 64-255 px | 0 | n/a | n/a | **no validation image: answers Uncertain** |",
+                    "| size: 256-1023 px | 0 | n/a | n/a | **no validation image: answers Uncertain** |",
+                    "| size: 1024+ px | 14 | 0.9000 | 0.9000 |  |"]
+    assert "or where no validation image was of that size or all were of one class" in card
+
+
 def test_the_card_names_the_classes_a_size_band_near_chance_lacks(tmp_path, make_class_folder, three_class_model):
     """"not shown above chance" alone, where the band held one class of three (it says nothing of telling them
     apart) or two of them (the README: "the card's row names the classes it lacks")."""
