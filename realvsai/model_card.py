@@ -30,6 +30,7 @@ from realvsai.run import (
     chance_verdict,
     is_demo,
     of_one_class,
+    size_bands,
     validation_by_kind,
 )
 
@@ -328,18 +329,23 @@ def _by_kind_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any]) 
                                  or model_info.get("validation_by_kind"))
     if not by_kind:
         return []
-    # An upload's size is known, its source is not: only a size band at chance makes the answers Uncertain.
+    # An upload's size is known, its source is not: only a size band makes the answers Uncertain.
     uncertain, num_classes = {"source": "", "size": ": answers Uncertain"}, len(model_info["class_names"])
     rows = [[f"{kind}: {markdown_text(name)}", f"{numbers['num_images']:,}", _number(numbers["accuracy"]),
              _number(numbers["balanced_accuracy"]), _kind_verdict(by_kind, numbers, uncertain[kind], num_classes)]
             for kind in ("source", "size") for name, numbers in (by_kind.get(kind) or {}).items()]
+    if sizes := by_kind.get("size"):  # the bands with no validation image, untested (``run.untested``), in order
+        rows = [row for row in rows if not row[0].startswith("size: ")] + [
+            next(row for row in rows if row[0] == f"size: {band}") if band in sizes
+            else [f"size: {band}", "0", "n/a", "n/a", f"**no validation image{uncertain['size']}**"]
+            for band in size_bands()]
     return ["", "## Validation by kind of image", "", "The decision rule on the validation images of each "
             "source dataset (the folder they were split or merged from, by manifest.csv) and each size band "
             "(short side). Where the balanced accuracy is not shown (by its one-sided 95 % lower bound) "
             f"more than {by_kind.get('near_chance_margin', 0.05):.2f} above chance "
             f"({by_kind.get('chance', 0.5):.2f}; of a kind with some of the classes, 1 / their number), on "
-            "however few images, or where the validation images of that size were all of one class, the app "
-            "and --predict answer Uncertain on images of that size, with the reason.", "",
+            "however few images, or where no validation image was of that size or all were of one class, the "
+            "app and --predict answer Uncertain on images of that size, with the reason.", "",
             *_table(["kind", "images", "accuracy", "balanced accuracy", ""], rows)]
 
 

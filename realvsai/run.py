@@ -199,6 +199,11 @@ def size_band(width: int, height: int) -> str:
     return f"{lower}+ px" if index == len(SIZE_BANDS) - 1 else f"{lower}-{SIZE_BANDS[index + 1] - 1} px"
 
 
+def size_bands() -> list[str]:
+    """The names of the ``SIZE_BANDS`` bands, smallest first (``size_band``'s)."""
+    return [size_band(lower, lower) for lower in SIZE_BANDS]
+
+
 def validation_by_kind(by_kind: Any) -> dict[str, Any] | None:
     """model.json's ``validation_by_kind`` as this version reads it (None when it is no object): without the
     ``source`` rows of a run that keyed them by file (no ``source_unit``), one image each, so they never held a
