@@ -747,8 +747,34 @@ def test_the_headline_test_metrics_say_how_often_the_app_answered_uncertain_on_t
     assert any("Uncertain on 30 of 30 images" in text for text in texts(app))
 
 
+def test_the_test_figures_follow_the_confidence_slider(start_app, tmp_path):
+    """The caption kept model.json's count of Uncertain test answers (at its 0.60) while the slider and the rule
+    beneath it moved to 0.90."""
+    by_confidence = {"0.50": [4, 0.55], "0.60": [9, 0.5273], "0.90": [38, 0.5769]}
+    write_run(tmp_path, "sliding", info={"positive_class": "FAKE", "decision_threshold": 0.579, "test_metrics": {
+        "accuracy": 0.547, "f1": 0.54, "num_images": 64, "uncertain": 9, "accuracy_when_certain": 0.5273,
+        "uncertain_by_confidence": by_confidence}})
+    app = start_app("--models", tmp_path)
+    assert any("Uncertain on 9 of 64 images (accuracy 0.5273 on the other 55)" in text for text in texts(app))
+
+    app.slider[0].set_value(0.9).run()
+
+    assert any("Uncertain on 38 of 64 images (accuracy 0.5769 on the other 26)" in text for text in texts(app))
+    assert not any("on 9 of 64" in text for text in texts(app))
+
+
+def test_a_run_without_the_figures_per_confidence_says_which_confidence_its_count_is_at(start_app, tmp_path):
+    write_run(tmp_path, "older", info={"test_metrics": {"accuracy": 0.547, "f1": 0.54, "num_images": 64,
+                                                        "uncertain": 9, "accuracy_when_certain": 0.5273}})
+    app = start_app("--models", tmp_path)
+    app.slider[0].set_value(0.9).run()
+
+    said = next(text for text in texts(app) if "Uncertain on 9 of 64" in text)
+    assert "at the confidence threshold 0.60" in said
+
+
 def test_model_json_s_test_metrics_count_the_uncertain_answers_the_card_counts():
-    assert {"uncertain", "accuracy_when_certain"} <= set(evaluation.SUMMARY_KEYS)
+    assert {"uncertain", "accuracy_when_certain", "uncertain_by_confidence"} <= set(evaluation.SUMMARY_KEYS)
 
 
 def test_a_large_test_set_is_not_called_small(start_app, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import io
 import json
@@ -1010,6 +1011,41 @@ def test_an_old_run_s_per_file_sources_are_left_out_of_its_evaluation_card(tmp_p
     card = (tmp_path / "out" / "EVALUATION.md").read_text()
     assert "| size: 0-63 px | 20 |" in card
     assert "source:" not in card and "/home/someone" not in card
+
+
+@pytest.mark.parametrize("class_names", [["FAKE", "REAL"], ["benign", "malignant", "normal"]])
+def test_the_evaluation_counts_the_uncertain_answers_at_every_confidence_the_app_s_slider_offers(
+        tmp_path, make_class_folder, binary_model, three_class_model, class_names):
+    model = binary_model if len(class_names) == 2 else three_class_model
+    make_class_folder(tmp_path / "data" / "validation", dict.fromkeys(class_names, 4), seed=1)
+    make_class_folder(tmp_path / "data" / "test", dict.fromkeys(class_names, 5), seed=2)
+    info = model_info(class_names, positive_class="FAKE" if len(class_names) == 2 else None)
+
+    metrics = evaluation.evaluate_run(model, info, tmp_path / "data", tmp_path / "run", batch_size=4)
+
+    with open(tmp_path / "run" / "predictions.csv", newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    probabilities = np.array([[float(row[f"probability_{name}"]) for name in class_names] for row in rows])
+    unfamiliar = np.array([bool(row["unfamiliar"]) for row in rows])
+    labels = np.array([class_names.index(row["true"]) for row in rows])
+    table = metrics["uncertain_by_confidence"]
+    lowest = 0.5 if len(class_names) == 2 else 0.0
+    assert list(table) == [f"{lowest + step / 100:.2f}" for step in range(round((1 - lowest) * 100) + 1)]
+    for key, (count, accuracy) in table.items():
+        rule = dataclasses.replace(json_rule(tmp_path / "run" / "model.json"), confidence_threshold=float(key))
+        uncertain = rule.uncertain(probabilities, unfamiliar)
+        decided = rule.decide(probabilities)
+        assert count == int(uncertain.sum())
+        assert accuracy == (pytest.approx(np.mean(decided[~uncertain] == labels[~uncertain])) if count < len(rows)
+                            else None)
+    at_default = table[f"{json_rule(tmp_path / 'run' / 'model.json').confidence_threshold:.2f}"]
+    assert at_default == [metrics["uncertain"], metrics["accuracy_when_certain"]]
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["test_metrics"]["uncertain_by_confidence"] == table
+
+
+def json_rule(path: Path) -> DecisionRule:
+    """The decision rule the model.json at ``path`` records."""
+    return DecisionRule.from_model_info(json.loads(path.read_text()))
 
 
 def test_evaluate_run_without_validation_keeps_argmax(tmp_path, make_class_folder, binary_model):
