@@ -520,7 +520,7 @@ def model_card(run: ModelRun, settings: Settings) -> None:
             columns = st.columns(len(metrics))
             for column, (name, value) in zip(columns, metrics.items()):
                 column.metric(f"Test {metric_name(name, len(run.class_names))}", f"{value:.3f}")
-            uncertain = run.test_uncertain()
+            uncertain = run.test_uncertain(settings.rule.confidence_threshold)
             st.caption(" ".join(text for text in (f"Measured on {on_images}"
                                                   + (f"; the app's rule said {uncertain}." if uncertain else "."),
                                                   small_test_set(num_images)) if text))

@@ -69,7 +69,7 @@ RESULT_FILES = (config.METRICS_FILE, config.REPORT_FILE, config.MODEL_CARD_FILE,
 # The metrics copied into model.json's "test_metrics" (the app and the README read them there).
 SUMMARY_KEYS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
                 "expected_calibration_error", "num_images", "decided_by", "argmax_accuracy", "argmax_f1", "uncertain",
-                "accuracy_when_certain")
+                "accuracy_when_certain", "uncertain_by_confidence")
 # --robustness: each perturbation of the full-resolution decoded pixels with its strengths, mildest first (JPEG
 # quality, Gaussian sigma in pixels, scale): the traces a detector leans on rarely survive a re-save.
 PERTURBATIONS: dict[str, tuple[float, ...]] = {"jpeg": (90, 70, 50, 30), "blur": (1, 2), "downscale": (0.5, 0.25)}
@@ -435,15 +435,18 @@ def _evaluate(info: ModelInfo, sources: Sequence[Source], out_dir: Path, thresho
     # app would answer, and where it says Uncertain (the rule, or an image unlike the training images).
     # Absolute, not resolved: a symlinked file or class folder keeps the name it has in the folder, as --predict's.
     root = Path(os.path.commonpath([os.path.abspath(source.folder) for source in sources]))
+    reasons = [doubt(info, width, height, image_format, grayscale, frames)
+               for (width, height), image_format, grayscale, frames
+               in zip(images.sizes, images.formats, images.grayscale or [None] * len(images),
+                      images.frames or [1] * len(images))]
     predicted, uncertain = prediction.write_predictions(
         out_dir / config.PREDICTIONS_FILE, root, [Path(os.path.abspath(path)) for path in images.files], probabilities,
-        class_names, rule, [doubt(info, width, height, image_format, grayscale, frames)
-                            for (width, height), image_format, grayscale, frames
-                            in zip(images.sizes, images.formats, images.grayscale or [None] * len(images),
-                                   images.frames or [1] * len(images))], true_labels=images.labels)
+        class_names, rule, reasons, true_labels=images.labels)
     certain = ~uncertain
     metrics["uncertain"] = int(uncertain.sum())
     metrics["accuracy_when_certain"] = float(np.mean(predicted[certain] == labels[certain])) if certain.any() else None
+    metrics["uncertain_by_confidence"] = scoring.uncertain_by_confidence(
+        rule, labels, probabilities, np.array([reason is not None for reason in reasons], dtype=bool))
     positive = scoring.positive_index(class_names, metrics["positive_class"])  # 1, unused, for more classes
     plots.plot_confusion_matrix(labels, predicted, class_names, out_dir / PLOT_FILES["confusion_matrix"])
     plots.plot_roc_curves(labels, probabilities, class_names, out_dir / PLOT_FILES["roc_curve"], positive)

@@ -11,7 +11,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 CALIBRATION_BINS = 15  # equal-width bins over the top-class confidence, as in Guo et al. (2017)
 NUM_ERROR_IMAGES = 16  # tiles in the confident-errors grid
+CONFIDENCE_STEP = 0.01  # the app's confidence slider moves by this, and the evaluation counts Uncertain at each step
 
 
 def find_positive_class(class_names: Sequence[str], requested: str = "") -> str | None:
@@ -99,6 +100,12 @@ class DecisionRule:
         return cls(CONFIDENCE_THRESHOLD if confidence_threshold is None else confidence_threshold,
                    _number(info.get("decision_threshold")) if binary else None,
                    positive_index(info["class_names"], info.get("positive_class") if binary else None))
+
+    def confidences(self, num_classes: int) -> list[float]:
+        """The confidence thresholds the app's slider offers, ``CONFIDENCE_STEP`` apart up to 1: from 0.5 where the
+        rule decides at a decision threshold (below it the band would turn inside out), else from 0."""
+        lowest = 0.5 if self.at_threshold(num_classes) else 0.0
+        return [round(lowest + step * CONFIDENCE_STEP, 2) for step in range(round((1 - lowest) / CONFIDENCE_STEP) + 1)]
 
     def at_threshold(self, num_classes: int) -> bool:
         """Whether the rule decides by P(positive) at its decision threshold (two classes with a threshold), not
@@ -393,6 +400,21 @@ def uncertain_text(metrics: Mapping[str, Any]) -> str | None:
     accuracy = metrics.get("accuracy_when_certain")
     return (f"Uncertain on {uncertain:,} of {plural(total, 'image')}"
             + (f" (accuracy {accuracy:.4f} on the other {rest:,})" if accuracy is not None and uncertain else ""))
+
+
+def uncertain_by_confidence(rule: DecisionRule, labels: Sequence[int], probabilities: np.ndarray,
+                            unfamiliar: np.ndarray) -> dict[str, list[int | float | None]]:
+    """What the app's rule would say of these images at each confidence threshold its slider offers
+    (``rule.confidences``), keyed ``"0.60"``: how many answers are Uncertain (an ``unfamiliar`` image always is) and
+    the accuracy on the others (None where none is left)."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    table: dict[str, list[int | float | None]] = {}
+    for confidence in rule.confidences(probabilities.shape[1]):
+        at = replace(rule, confidence_threshold=confidence)
+        certain = ~at.uncertain(probabilities, unfamiliar)
+        accuracy = float(np.mean(at.decide(probabilities)[certain] == labels[certain])) if certain.any() else None
+        table[f"{confidence:.2f}"] = [int((~certain).sum()), accuracy]
+    return table
 
 
 def skipped_why(count: int) -> str:

@@ -367,13 +367,22 @@ class ModelRun:
         """Where the test numbers are, in order of preference: none before the run has finished."""
         return () if self.unfinished else (self.info.get("test_metrics"), self.metrics)
 
-    def test_uncertain(self) -> str | None:
+    def test_uncertain(self, confidence_threshold: float | None = None) -> str | None:
         """How often the decision rule answered Uncertain on the test images (``metrics.uncertain_text``), where the
-        headline metrics' source records it."""
+        headline metrics' source records it: at ``confidence_threshold`` (the app's slider) where the evaluation
+        counted it at that step (``uncertain_by_confidence``), else at model.json's, saying so when the two differ."""
+        asked = self.confidence_threshold if confidence_threshold is None else confidence_threshold
         for source in self._test_sources():
-            if isinstance(source, dict) and isinstance(source.get("num_images"), int) and (
-                    said := uncertain_text(source)):
-                return said
+            if not isinstance(source, dict) or not isinstance(source.get("num_images"), int):
+                continue
+            by_confidence = source.get("uncertain_by_confidence")
+            counted = by_confidence.get(f"{asked:.2f}") if isinstance(by_confidence, dict) else None
+            if isinstance(counted, list) and len(counted) == 2 and isinstance(counted[0], int):
+                return uncertain_text({"num_images": source["num_images"], "uncertain": counted[0],
+                                       "accuracy_when_certain": counted[1]})
+            if said := uncertain_text(source):
+                return (said if f"{asked:.2f}" == f"{self.confidence_threshold:.2f}"
+                        else f"at the confidence threshold {self.confidence_threshold:.2f}, {said}")
         return None
 
     def num_test_images(self) -> int | None:
