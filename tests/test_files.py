@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import record_disk_waits, syncs_a_batch, write_image
+from PIL import Image
 
 from realvsai import files
 from realvsai.errors import UserError
@@ -83,6 +84,21 @@ def test_an_image_of_a_format_not_read_is_named_so_with_how_to_include_it(tmp_pa
         "scan.tif": "an image format not read here (.bmp, .jfif, .jpeg, .jpg, .png, .webp)",
         "anim.GIF": "an image format not read here (.bmp, .jfif, .jpeg, .jpg, .png, .webp)"}
     assert all("convert it to PNG" in reason for _, reason in skipped)
+
+
+@pytest.mark.parametrize("name, fmt, extension", [("noext", "JPEG", ".jpg"), ("photo.jpg_large", "JPEG", ".jpg"),
+                                                   ("scan", "PNG", ".png"), ("frame.dat", "WebP", ".webp"),
+                                                   ("paint", "BMP", ".bmp")])
+def test_an_image_whose_name_lacks_its_extension_is_named_as_that_image_with_the_new_name(tmp_path, name, fmt,
+                                                                                          extension):
+    # It was "not an image file": a JPEG saved without an extension, or as a browser's .jpg_large, is an image the
+    # app reads by its content, and the fix is a new name.
+    Image.new("RGB", (8, 8)).save(tmp_path / name, format=fmt.upper())
+    skipped = []
+    assert list_images(tmp_path, skipped=skipped) == []
+    [(_, reason)] = skipped
+    assert reason == (f"a {fmt} image whose name does not end in {extension} (or another image extension): rename "
+                      f"it to {name}{extension} to include it")
 
 
 def test_list_images_is_sorted(tmp_path):

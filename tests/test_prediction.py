@@ -410,6 +410,15 @@ def test_predict_of_one_image_gives_its_answer_in_the_app_s_words(tmp_path, caps
     assert lines[1].startswith("predicted 1 image in ")
 
 
+def test_predict_of_one_image_named_without_its_extension_reads_it_by_its_content_as_the_app_does(tmp_path, capsys):
+    run = write_run(tmp_path / "models", "run", evidence=True, info={"decision_threshold": 0.5})
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+    (tmp_path / "photos" / "a.png").rename(tmp_path / "photos" / "a")
+
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos" / "a"), "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("a: REAL. ")
+
+
 @pytest.mark.parametrize("name, why, then", [
     ("notes.txt", "not an image file (image names end in ", "Give --input an image, or a folder of images."),
     ("scan.tiff", "an image format not read here", "Give --input an image, or a folder of images."),
