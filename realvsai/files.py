@@ -47,6 +47,10 @@ _WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{number}" fo
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp"})  # read here, in any letter case
 # Images of formats the pipeline does not read (TensorFlow and the app neither): named as such when left out.
 _OTHER_IMAGE_EXTENSIONS = frozenset({".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".psd"})
+# The first bytes of the formats read here, with the extension to give a file of one named otherwise. A BMP's "BM"
+# alone is too short to tell: its info header's size follows at byte 14, one of the sizes its versions have.
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG", ".png"), (b"\xff\xd8\xff", "JPEG", ".jpg"))
+_BMP_INFO_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 
 class Outcome(enum.Enum):
@@ -91,7 +95,7 @@ def list_images(folder: Path, recursive: bool = False, skipped: list[tuple[str, 
                     elif nested is not None:
                         nested.append(entry.path)
                 elif is_file and (reason := not_an_image_name(entry.name)):
-                    skipped.append((entry.path, reason))
+                    skipped.append((entry.path, misnamed_image(entry.path) or reason))
                 elif is_file:
                     found.append(entry.path)
                 elif entry.is_symlink():
@@ -107,6 +111,34 @@ def not_an_image_name(name: str) -> str | None:
     if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
         return None
     return other_image_format(name) or f"not an image file (image names end in {', '.join(sorted(IMAGE_EXTENSIONS))})"
+
+
+def format_by_start(head: bytes) -> tuple[str, str] | None:
+    """The format read here whose first bytes ``head`` (16 or more) begins with, and its extension: ("JPEG",
+    ".jpg"); None for any other."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP", ".webp"
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_INFO_SIZES:
+        return "BMP", ".bmp"
+    return next(((name, extension) for magic, name, extension in IMAGE_SIGNATURES if head.startswith(magic)), None)
+
+
+def misnamed_image(path: Path | str) -> str | None:
+    """Why a file not named as an image (``not_an_image_name``) that is one of the formats read here by its first
+    bytes (a JPEG saved without an extension, a browser's .jpg_large) is left out, with the fix; None for any other
+    file, or one that cannot be read."""
+    if other_image_format(os.fspath(path)):
+        return None
+    try:
+        with open(path, "rb") as stream:
+            found = format_by_start(stream.read(32))
+    except OSError:
+        return None
+    if found is None:
+        return None
+    name, extension = found
+    return (f"a {name} image whose name does not end in {extension} (or another image extension): rename it to "
+            f"{os.path.basename(path)}{extension} to include it")
 
 
 def other_image_format(name: str) -> str | None:

@@ -21,7 +21,7 @@ import PIL
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError, features
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.files import map_in_threads, reading_workers
+from realvsai.files import format_by_start, map_in_threads, reading_workers
 from realvsai.image_stats import format_name, is_grayscale_mode
 
 # How the pixel limit is raised, as ``pixel_problem`` says it (the app says it its own way).
@@ -501,8 +501,6 @@ def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS,
     return data, digest, problem, pixels, header
 
 
-# The first bytes of the formats read here, for a file of one that Pillow cannot open at all.
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"))  # BMP's "BM" is too short to tell
 # The brands of an ISO media file's "ftyp" box that mark a HEIF photo (an iPhone's HEIC) or, among them, AVIF.
 _HEIC_BRANDS = frozenset((b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"))
 _AVIF_BRANDS = frozenset((b"avif", b"avis"))
@@ -522,9 +520,8 @@ def _unidentified(source: Path | BinaryIO) -> str:
             head = source.read(64)
     except (OSError, ValueError):
         head = b""
-    formats = [*_SIGNATURES, *([(head[:4], "WebP")] if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else [])]
-    if name := next((name for magic, name in formats if head.startswith(magic)), None):
-        return f"a broken {name} file (its start says {name}, but Pillow cannot read its header)"
+    if found := format_by_start(head):  # the first bytes of a format read here
+        return f"a broken {found[0]} file (its start says {found[0]}, but Pillow cannot read its header)"
     if head[4:8] == b"ftyp":  # the box: its size, "ftyp", the major brand, a version, the compatible brands
         brands = {head[8:12], *(head[at:at + 4] for at in range(16, min(len(head), int.from_bytes(head[:4])), 4))}
         if brands & _AVIF_BRANDS:  # Pillow reads AVIF where it was built with libavif

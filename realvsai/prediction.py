@@ -31,7 +31,14 @@ from realvsai.config import (
     TrainConfig,
 )
 from realvsai.errors import UserError
-from realvsai.files import IMAGE_EXTENSIONS, list_images, not_an_image_name, spreadsheet_safe, write_csv
+from realvsai.files import (
+    IMAGE_EXTENSIONS,
+    list_images,
+    misnamed_image,
+    not_an_image_name,
+    spreadsheet_safe,
+    write_csv,
+)
 from realvsai.layout import leave_out_masks
 from realvsai.metrics import DecisionRule, skipped_why
 from realvsai.run import ModelInfo, Predictor, doubt
@@ -190,10 +197,11 @@ def make_output_folder(out_dir: Path) -> None:
 
 
 def check_input(source: Path) -> None:
-    """UserError unless ``source`` (--input) is a folder, or a file named as an image: checked before the model loads
-    and an output folder is chosen or announced."""
+    """UserError unless ``source`` (--input) is a folder, or a file named as an image or, as the app reads an upload,
+    one of a format read here by its content: checked before the model loads and an output folder is chosen or
+    announced."""
     source = Path(source)
-    if source.is_file() and (why := not_an_image_name(source.name)):
+    if source.is_file() and (why := not_an_image_name(source.name)) and not misnamed_image(source):
         raise UserError(cannot_predict(source, why))
     if not source.is_file() and not source.is_dir():
         raise UserError(f"{source} is not a folder, nor a file. Give --input an image, or a folder of images.")
