@@ -241,6 +241,36 @@ def test_a_resume_that_only_restores_a_finished_phase_decodes_no_training_image_
     assert decoded == []
 
 
+def test_a_resume_whose_best_epoch_s_model_is_gone_is_refused_in_one_line_and_trains_nothing(tmp_path, monkeypatch,
+                                                                                            make_class_folder):
+    """With model.h5 deleted after a kill, --resume trained on, ended with exit 0 and a run without model.h5, and
+    evaluated the last epoch's weights as the best epoch's."""
+    from realvsai import callbacks
+
+    real_backup = callbacks.RunBackup.on_epoch_end
+
+    def killed_after_the_second(self, epoch, logs=None):
+        real_backup(self, epoch, logs)
+        if epoch == 1:
+            raise Killed
+
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", killed_after_the_second)
+    with pytest.raises(Killed):
+        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, head_epochs=3)
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", real_backup)
+    monkeypatch.setattr(callbacks, "best_epoch_row", lambda rows: rows[0] if rows else None)  # epoch 1, not the last
+    run = tmp_path / "models" / "run"
+    (run / "model.h5").unlink()
+    before = snapshot(run)
+
+    with pytest.raises(UserError) as refused:
+        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+
+    assert str(refused.value) == (f"{run / 'model.h5'}, the model of the run's best epoch (1), is missing, so the run "
+                                  "cannot go on: put the file back, or train a new run under another --name.")
+    assert snapshot(run) == before
+
+
 def snapshot(folder):
     return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
