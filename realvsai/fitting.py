@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from realvsai.config import BACKUP_DIR, HISTORY_FILE, LOGS_DIR, MODEL_FILE, Phase, TrainConfig, monitor_of
+from realvsai.errors import UserError
 
 if TYPE_CHECKING:
     import keras
@@ -104,11 +105,32 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
 def _latest_backup(run_dir: Path, names: list[str], strategy: Strategy) -> list[Any] | None:
     """[phase name, its backup (``callbacks.read_backup``)] of the last of the phases ``names`` with a backup in
     ``run_dir`` (later phases first), as the chief read it; None where none has one."""
-    from realvsai import callbacks, distributed
+    from realvsai import distributed
 
-    return distributed.chief_decides(strategy, lambda: next(
-        ([name, found] for name in reversed(names) if (found := callbacks.read_backup(run_dir / BACKUP_DIR / name))),
-        None))
+    return distributed.chief_decides(strategy, lambda: _read_latest_backup(run_dir, names))
+
+
+def _read_latest_backup(run_dir: Path, names: list[str]) -> list[Any] | None:
+    from realvsai import callbacks
+
+    return next(([name, found] for name in reversed(names)
+                 if (found := callbacks.read_backup(run_dir / BACKUP_DIR / name))), None)
+
+
+def refuse_lost_best_model(run_dir: Path, config: TrainConfig) -> None:
+    """A UserError where the run in ``run_dir`` to resume backed up an epoch after its best one, and the best one's
+    model.h5 is gone: the resumed run would train on and end without it, its last weights taken for the best epoch's.
+    (Where the best epoch is the last backed up, the resumed run saves it again from the backup.)"""
+    from realvsai import callbacks
+
+    latest = _read_latest_backup(run_dir, config.phase_names())
+    if latest is None or (run_dir / MODEL_FILE).is_file():
+        return
+    rows = latest[1]["state"]["rows"]
+    best = callbacks.best_epoch_row(rows)
+    if best and best["epoch"] != rows[-1]["epoch"]:
+        raise UserError(f"{run_dir / MODEL_FILE}, the model of the run's best epoch ({best['epoch']}), is missing, so "
+                        "the run cannot go on: put the file back, or train a new run under another --name.")
 
 
 def _callbacks_across_phases(model: keras.Model, config: TrainConfig, run_dir: Path, latest: list[Any] | None

@@ -95,7 +95,7 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
             weights or a stopped worker.
         RunInterrupted: for Ctrl-C once the run folder is chosen; RunWriteFailed for a file-system error then.
     """
-    from realvsai import distributed
+    from realvsai import distributed, fitting
     from realvsai.data import split_folders
 
     config.validate()
@@ -118,6 +118,8 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
                 _remove_killed_writes(folder)
             trained = distributed.chief_decides(strategy, lambda: read_json(folder / BACKUP_DIR / TRAINED_FILE)
                                                 ) if resume else None
+            if resume and trained is None:  # before the data is read: on a full dataset, minutes
+                distributed.chief_decides(strategy, lambda: fitting.refuse_lost_best_model(folder, config))
             if trained is None:
                 result, held_out = _train(config, folder, strategy, resume, verbose)
             else:  # killed after training, before the run was finished
