@@ -127,7 +127,12 @@ def test_a_training_is_refused_while_another_run_works_on_its_run_folder(tmp_pat
     with working_on([tmp_path / "models" / "run"], "ModelTraining.py"), pytest.raises(UserError) as refused:
         training.train(config, resume=resume, verbose=0)
 
-    assert f"{tmp_path / 'models' / 'run'} is being worked on by ModelTraining.py" in str(refused.value)
+    # Not "wait for it to finish, then run the command again": once it has finished, a start of its --name is
+    # refused as a finished run, and a --resume finds nothing to resume.
+    assert str(refused.value).startswith(f"{tmp_path / 'models' / 'run'} is training now in ModelTraining.py (process "
+                                         f"{os.getpid()})")
+    assert str(refused.value).endswith("To continue it here instead, stop that run, then run this command again."
+                                       if resume else "; choose another --name.")
 
 
 @pytest.mark.skipif(os.name == "nt", reason="Windows' file locks have no shared mode: a training claims no data")
