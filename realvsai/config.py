@@ -365,6 +365,12 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
         config = dataclasses.replace(config, name=name)
     run_dir = Path(config.out) / config.name
     saved = run_dir / BACKUP_DIR / RUN_CONFIG_FILE
+    # Not the claim's "wait for it to finish, then run the command again": once it has, a start of its --name is a
+    # finished run's, and a --resume has nothing to resume.
+    if holder := claimed_by(run_dir):
+        raise UserError(f"{run_dir} is training now in {holder}" + (
+            ": it goes on there. To continue it here instead, stop that run, then run this command again." if resume
+            else "; choose another --name."))
     if not resume:
         _refuse_run_inside_data(run_dir, Path(config.data), None)
         if run_dir.exists() and not saved.is_file() and (run_dir / MODEL_JSON_FILE).is_file():
@@ -372,9 +378,6 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
                             f"({deleter_command(run_dir)}) to train it again.")
         if run_dir.exists() and not (run_dir.is_dir() and _left_by_a_killed_start(run_dir)):
             if saved.is_file():
-                if holder := claimed_by(run_dir):  # a second start while it trains
-                    raise UserError(f"{run_dir} is training now in {holder}; wait for it to finish, or choose "
-                                    "another --name.")
                 raise UserError(f"{run_dir} holds a run that has not finished (it was stopped). "
                                 f"Continue it with {continue_with(run_dir)}, or choose another --name.")
             raise UserError(f"{run_dir} already exists and is not a run folder (it has neither {MODEL_JSON_FILE} nor "

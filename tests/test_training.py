@@ -258,7 +258,7 @@ def test_a_second_start_of_a_run_that_is_training_names_the_process_instead_of_a
 
     (tmp_path / "run1" / "backup").mkdir(parents=True)
     (tmp_path / "run1" / "backup" / "config.json").write_text("{}")
-    refusal = rf"run1 is training now in ModelTraining\.py \(process {os.getpid()}\); wait for it to finish, or choose"
+    refusal = rf"run1 is training now in ModelTraining\.py \(process {os.getpid()}\); choose another --name\.$"
     with working_on([tmp_path / "run1"], "ModelTraining.py"), pytest.raises(UserError, match=refusal) as refused:
         resolve_run_dir(TrainConfig(out=tmp_path, name="run1"), resume=False)
     assert "--resume" not in str(refused.value)
