@@ -587,6 +587,16 @@ def test_a_full_disk_during_training_names_the_command_that_continues_the_run(tm
     assert "--resume --name k9" in error[0] and "run the same command again" not in error[0], error[0]
 
 
+def test_a_read_only_run_folder_during_training_says_to_make_it_writable(tmp_path, monkeypatch, make_class_folder,
+                                                                          capsys):
+    """It said "Choose a writable place", where the run can only go on in its own folder."""
+    read_only = OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "runs" / "k9" / "history.csv"))
+    code, error = stopped_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder, capsys, tmp_path / "runs",
+                                                read_only)
+    assert code == 1 and len(error) == 1, error
+    assert "the file system is read-only. Make it writable, then continue the run with: " in error[0], error[0]
+
+
 def test_resume_removes_what_a_kill_in_the_middle_of_a_write_left_in_the_run_folder(tmp_path, monkeypatch,
                                                                                      make_class_folder):
     run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
