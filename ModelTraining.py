@@ -437,11 +437,13 @@ def continued(args: argparse.Namespace, stop: RunInterrupted | RunWriteFailed, m
     """What ``run_main`` is told of a Ctrl-C or a file-system error (a full disk) during training: the command
     that continues the run, once it has saved its settings (before that the same command starts it, and a
     resumed run's command already continues it)."""
-    if args.resume or not stop.resumable:
+    if not stop.resumable:
         return stop
+    if args.resume:
+        return UserError(describe_os_error(stop, in_place=True)) if isinstance(stop, OSError) else stop
     command = continue_command(args, stop.run_dir, machines)
     if isinstance(stop, OSError):
-        return UserError(describe_os_error(stop, then=f"continue the run with: {command}"))
+        return UserError(describe_os_error(stop, then=f"continue the run with: {command}", in_place=True))
     return Interrupted(f"Continue the run with: {command}")
 
 

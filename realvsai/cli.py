@@ -319,10 +319,13 @@ _OS_ERROR_HINTS = {
 }
 
 
-def describe_os_error(error: OSError, then: str = "run the same command again (finished work is kept)") -> str:
-    """One line for a file-system error: the path, what went wrong, and how to go on (``then``, once fixed)."""
+def describe_os_error(error: OSError, then: str = "run the same command again (finished work is kept)",
+                      in_place: bool = False) -> str:
+    """One line for a file-system error: the path, what went wrong, and how to go on (``then``, once fixed).
+    ``in_place``: the work can only go on where it is (a training's run folder), so no other place is offered."""
     where = f"{error.filename}: " if error.filename is not None else ""
-    hint = _OS_ERROR_HINTS.get(error.errno, f"{error.strerror or error}. Fix the cause")
+    hint = ("the file system is read-only. Make it writable" if in_place and error.errno == errno.EROFS
+            else _OS_ERROR_HINTS.get(error.errno, f"{error.strerror or error}. Fix the cause"))
     return f"{where}{hint}, then {then}."
 
 
