@@ -254,6 +254,23 @@ def test_the_pixel_limit_message_names_only_scripts_that_take_max_pixels(tmp_pat
         assert importlib.import_module(script).parse_args(arguments).max_pixels == 5
 
 
+def test_an_image_too_large_for_the_free_memory_is_a_problem_of_its_own_not_a_traceback(tmp_path, monkeypatch):
+    """A BMP whose header says 50000x50000 (over a raised --max-pixels) ended DataSplitD1 in a MemoryError's traceback
+    where the machine could not lend the 7.5 GB Pillow asks for before it finds the data cut short."""
+    from PIL import ImageFile
+
+    write_image(tmp_path / "huge.png", seed=1)
+
+    def no_memory(self):
+        raise MemoryError
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
+    problem, pixels = images.decode_check(tmp_path / "huge.png")
+    assert pixels is None
+    assert problem == ("too large to decode in the memory free now (32x32 pixels): free some memory, or leave the "
+                       "file out")
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "1", "P", "I;16", "RGBA", "CMYK", "F"])
 def test_decode_check_hashes_the_rgb_pixels_the_model_takes(tmp_path, mode, monkeypatch):
     """The pixel hash is the hash of the size and of ``load_rgb``'s pixels, band by band:
