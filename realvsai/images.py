@@ -347,6 +347,9 @@ def _full_check(path: Path | BinaryIO, max_pixels: int, header: bool = True
                 image.load()
             except (OSError, SyntaxError, ValueError) as error:  # an image whose data breaks off: as _rgb says it
                 raise ImageDecodeError(f"the image data is broken ({error})") from error
+            except MemoryError:  # within a raised --max-pixels, more than the machine has free (Pillow asks first)
+                raise ImageDecodeError(f"too large to decode in the memory free now ({image.width}x{image.height} "
+                                       "pixels): free some memory, or leave the file out") from None
             # The pixels the model takes (an RGB image's raw bytes): the same image saved as palette, gray or
             # opaque RGBA (a lossless optimiser's, an editor's) is one image, and two palette images of the same
             # indices in other colours are two. Bands are whole rows, so the hash is the whole's. Upright: a photo
