@@ -202,6 +202,7 @@ def test_a_run_still_training_is_said_to_be_training_not_told_to_resume(tmp_path
         (_, why), = run.list_runs(tmp_path)[1]
 
     assert "is training now in ModelTraining.py" in why and "best model so far" in why and "--resume" not in why
+    assert why.endswith(f"no final test numbers yet. Open it with --model {training} to try it as it is"), why
 
 
 def test_list_runs_names_a_run_without_model_h5_instead_of_leaving_it_out_silently(tmp_path):
