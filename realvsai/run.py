@@ -456,7 +456,9 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
             continue
         unfinished = run.unfinished  # model.h5 is the best epoch so far, from the first epoch on
         if unfinished:
-            why = f"{unfinished}, or open it with --model {shell_path(folder)} to try it as it is"
+            # After the sentence saying it is training now, or after the command that finishes it
+            then = " Open" if unfinished.endswith(".") else ", or open"
+            why = f"{unfinished}{then} it with --model {shell_path(folder)} to try it as it is"
             logger.warning("skipping %s: %s", folder, why)
             skipped.append((folder, why))
         else:
