@@ -394,6 +394,20 @@ def test_resume_on_another_keras_backend_is_refused_in_one_line(tmp_path, monkey
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("backend, prefix", [("jax", "KERAS_BACKEND=jax "), ("tensorflow", ""), (None, "")])
+def test_the_command_that_continues_a_run_names_the_keras_backend_it_started_on(tmp_path, backend, prefix):
+    """A run interrupted under KERAS_BACKEND=jax printed "Continue the run with: python ModelTraining.py --resume
+    ...", which, pasted, ran on TensorFlow and was refused ("started on jax; resume it with KERAS_BACKEND=jax")."""
+    from realvsai.config import resume_command
+
+    run = tmp_path / "models" / "run"
+    (run / "backup").mkdir(parents=True)
+    (run / "backup" / "config.json").write_text(json.dumps({**TrainConfig(name="run").to_json(), "backend": backend}))
+
+    assert resume_command(run) == (f"{prefix}python ModelTraining.py --resume --name run --out "
+                                   f"{shlex.quote(str(tmp_path / 'models'))}")
+
+
 def test_cli_resume_reads_the_runs_moved_data_from_the_data_flag(tmp_path, monkeypatch, make_class_folder, capsys):
     run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
     shutil.move(tmp_path / "data", tmp_path / "moved")
