@@ -339,13 +339,25 @@ def resume_command(run_dir: Path, flags: Sequence[str] = ("--resume",), defaults
     leaving out --name and --out where they are ``defaults``' (an object with ``name`` and ``out``: TrainConfig's
     unless given; the demo's with ``flags`` ``--demo --resume``)."""
     defaults = defaults or TrainConfig
-    words = ["python", "ModelTraining.py", *flags]
+    backend = _started_on(run_dir)  # pasted without it, the command runs on TensorFlow, which the resume refuses
+    words = [*([f"KERAS_BACKEND={shlex.quote(backend)}"] if backend else []), "python", "ModelTraining.py", *flags]
     if run_dir.name != defaults.name:
         name = shlex.quote(run_dir.name)  # ``--name -run`` would read -run as an option; ``--name=-run`` does not
         words.append(f"--name={name}" if run_dir.name.startswith("-") else f"--name {name}")
     if run_dir.parent != Path(defaults.out):
         words += ["--out", shell_path(run_dir.parent)]
     return " ".join(words)
+
+
+def _started_on(run_dir: Path) -> str | None:
+    """The Keras backend other than TensorFlow, the default, that the run in ``run_dir`` started on (its saved
+    settings say), or None."""
+    try:
+        values = json.loads((Path(run_dir) / BACKUP_DIR / RUN_CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none saved yet, or damaged: read_run_config says so where it matters
+        return None
+    backend = values.get(BACKEND_KEY) if isinstance(values, dict) else None
+    return backend if isinstance(backend, str) and backend and backend != "tensorflow" else None
 
 
 def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
