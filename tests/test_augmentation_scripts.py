@@ -218,6 +218,16 @@ def test_the_flag_and_the_settings_record_take_the_same_jpeg_qualities(quality, 
             DataAugmentation.jpeg_quality(str(quality))
 
 
+@pytest.mark.parametrize("text", ["nan", "", "1e3", "90.5"])
+def test_a_jpeg_quality_that_is_no_whole_number_is_refused_with_the_range(text):
+    """argparse said "invalid jpeg_quality value: 'nan'", with no range, where out-of-range numbers got it."""
+    from argparse import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError) as refused:
+        DataAugmentation.jpeg_quality(text)
+    assert str(refused.value) == f"{text!r} is not a JPEG quality: give a whole number between 1 and 100"
+
+
 def test_rerun_with_other_settings_is_refused_before_anything_is_written(data):
     assert augment(data) == 0
     for path in sorted((data / "augmented_train").rglob("*.jpg"))[::3]:  # an interrupted run's copies
