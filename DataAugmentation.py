@@ -131,7 +131,11 @@ def image_size(text: str) -> int | None:
 
 def jpeg_quality(text: str) -> int:
     """argparse type for a JPEG quality, ``images.MIN_JPEG_QUALITY`` to ``images.MAX_JPEG_QUALITY``."""
-    value = int(ascii_number(text))
+    try:
+        value = int(ascii_number(text))
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is not a JPEG quality: give a whole number between "
+                                f"{images.MIN_JPEG_QUALITY} and {images.MAX_JPEG_QUALITY}") from None
     if not images.MIN_JPEG_QUALITY <= value <= images.MAX_JPEG_QUALITY:
         raise ArgumentTypeError(f"{text} is not a JPEG quality between {images.MIN_JPEG_QUALITY} and "
                                 f"{images.MAX_JPEG_QUALITY}")
