@@ -552,6 +552,19 @@ def test_a_count_that_is_not_a_whole_number_is_refused_without_an_example_unfit_
     assert str(error.value) == f"{text!r} is not a whole number; give one above 0"
 
 
+@pytest.mark.parametrize("kind, text, what", [(float, "nan", "a number"), (float, "", "a number"),
+                                               (int, "4.5", "an integer"), (int, "many", "an integer")])
+def test_a_training_flag_that_is_no_number_is_refused_with_its_range(kind, text, what):
+    """"'nan' is not a number" gave no range, where a number out of range got it."""
+    import ModelTraining
+    from realvsai.config import LIMITS
+
+    field = "learning_rate" if kind is float else "batch_size"
+    with pytest.raises(argparse.ArgumentTypeError) as error:
+        ModelTraining.bounded(kind, field)(text)
+    assert str(error.value) == f"{text!r} is not {what}: give a value {LIMITS[field]}"
+
+
 OTHER_DIGITS = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")  # Arabic-Indic: int("٣") and float("٣") are 3
 
 
