@@ -346,8 +346,8 @@ def bounded(kind: type, field: str) -> Callable[[str], Any]:
         try:
             value = kind(ascii_number(text))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}"
-                                             ) from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}: give "
+                                             f"a value {limit}") from None
         if value not in limit:
             raise argparse.ArgumentTypeError(f"{text} is out of range: give a value {limit}")
         return value
