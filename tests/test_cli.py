@@ -612,6 +612,21 @@ def test_a_number_in_other_digits_is_one_line_of_bad_usage(capsys):
     assert stopped.value.code == 2 and "argument --head-epochs: '٣' " in error and "digits 0-9" in error, error
 
 
+@pytest.mark.parametrize("script, args, flag", [
+    ("DataMerger", ["{a}", "{a}/../a", "--into", "{b}"], "SOURCE"),
+    ("ModelTraining", ["--evaluate", "{b}", "--test-dir", "{a}", "--test-dir", "{a}/../a"], "--test-dir")])
+def test_a_folder_given_twice_is_one_line_of_bad_usage(tmp_path, capsys, script, args, flag):
+    """Exit 1 (a failure) where --rename given a class twice was exit 2 (a bad command line), as the README says."""
+    import importlib
+
+    (tmp_path / "a").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(script).parse_args([arg.format(a=tmp_path / "a", b=tmp_path / "b") for arg in args])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2, error
+    assert f"{flag} {tmp_path / 'a'}/../a is given twice (also as {tmp_path / 'a'}); give each {flag} once" in error
+
+
 @pytest.mark.parametrize("together", [False, True], ids=["own-write", "one-write-with-the-bar"])
 def test_a_start_up_notice_that_follows_a_progress_bar_on_its_line_is_hidden(capfd, together):
     """DataAugmentation.py's bar is drawn ("\\r..." with no line end) when TensorFlow starts and logs: the notice
