@@ -63,7 +63,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from realvsai.cli import make_parser, nonempty_path, plural, positive_int, run_main, setup_logging
+from realvsai.cli import (
+    make_parser,
+    nonempty_path,
+    plural,
+    positive_int,
+    refuse_given_twice,
+    run_main,
+    setup_logging,
+    usage_check,
+)
 from realvsai.config import MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import working_on
@@ -88,7 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
                         help="source images with more pixels are refused (decompression bombs); a JPEG over it is "
                              "checked at its 1/8 decode, so a 200 MP phone photo passes")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    usage_check(parser, lambda: refuse_given_twice(args.sources, "SOURCE"))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

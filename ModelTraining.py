@@ -71,9 +71,11 @@ from realvsai.cli import (
     make_parser,
     nonempty_path,
     plural,
+    refuse_given_twice,
     run_main,
     setup_logging,
     tensorflow_logs_filtered,
+    usage_check,
 )
 from realvsai.config import (
     BACKBONES,
@@ -215,6 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--evaluate needs --test-dir DIR")
     if args.test_dir is not None and args.evaluate is None:
         parser.error("--test-dir goes with --evaluate MODEL")
+    if args.test_dir:
+        usage_check(parser, lambda: refuse_given_twice(args.test_dir, "--test-dir"))
     if args.robustness and args.evaluate is None:
         parser.error("--robustness goes with --evaluate MODEL --test-dir DIR")
     reading = "evaluate" if args.evaluate is not None else "predict" if args.predict is not None else None

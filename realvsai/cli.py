@@ -307,6 +307,16 @@ def usage_check(parser: argparse.ArgumentParser, check: Callable[[], T]) -> T:
         parser.error(str(error))
 
 
+def refuse_given_twice(paths: Sequence[Path], flag: str) -> None:
+    """UserError where two of ``paths`` (given as ``flag``, or the argument ``SOURCE``) are one folder or file, as the
+    file system finds it (``data/test`` and ``data/./test``, a symlink and its target): a bad command line."""
+    resolved = [Path(path).resolve() for path in paths]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise UserError(f"{flag} {paths[index]} is given twice (also as {paths[resolved.index(path)]}); give each "
+                            f"{flag} once")
+
+
 _OS_ERROR_HINTS = {
     errno.ENOTDIR: "a folder in this path is a file. Move that file away or choose another path",
     errno.EEXIST: "this is a file, but a folder is needed here. Move that file away or choose another path",

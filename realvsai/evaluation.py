@@ -27,7 +27,7 @@ from sklearn.metrics import classification_report
 
 from realvsai import config, plots, prediction
 from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
-from realvsai.cli import plural, progress
+from realvsai.cli import plural, progress, refuse_given_twice
 from realvsai.errors import UserError
 from realvsai.files import (
     atomic_write_text,
@@ -312,12 +312,8 @@ class Source:
 
 def source_names(folders: Sequence[Path]) -> list[str]:
     """Each folder's name with as many parents as tell equal names apart (UserError for a folder given twice)."""
+    refuse_given_twice(folders, "--test-dir")
     paths = [Path(folder).absolute() for folder in folders]
-    resolved = [path.resolve() for path in paths]
-    for index, path in enumerate(resolved):
-        if path in resolved[:index]:
-            raise UserError(f"{folders[index]} is given twice (as {folders[resolved.index(path)]} before); give "
-                            "each --test-dir once.")
     names = []
     for path in paths:
         depth = 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from realvsai.cli import format_table, plural, progress
+from realvsai.cli import format_table, plural, progress, refuse_given_twice
 from realvsai.config import MAX_IMAGE_PIXELS, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
@@ -420,11 +420,9 @@ def _check_folders(sources: Sequence[Path], into: Path) -> None:
                         f"with; nothing was written. Merge into the dataset folder itself: --into "
                         f"{shell_path(split_dir)}.")
     refuse_unfit_dataset_folder(into, "--into")
-    resolved_into, resolved_sources = into.resolve(), [source.resolve() for source in sources]
-    for index, source in enumerate(sources):
-        if resolved_sources[index] in resolved_sources[:index]:
-            first = sources[resolved_sources.index(resolved_sources[index])]
-            raise UserError(f"SOURCE {source} is given twice (also as {first}). Give each dataset once.")
+    resolved_into = into.resolve()
+    refuse_given_twice(sources, "SOURCE")
+    for source in sources:
         refuse_missing_folder(source, "SOURCE")
         _refuse_split_folder(source, "SOURCE")
         resolved = source.resolve()
