@@ -281,6 +281,22 @@ def test_a_folder_that_wraps_a_download_not_yet_split_is_named_with_the_split_co
             read(wrapper)
 
 
+def test_training_on_a_split_folder_names_the_dataset_folder_to_give_as_augmentation_does(tmp_path,
+                                                                                          make_class_folder):
+    """--data data/train: training said "data/train has no train folder. Run DataSplitD1.py or DataSplitD2.py
+    first", where DataAugmentation and the move name the dataset folder to give."""
+    from realvsai.moving import dataset_folders
+
+    for split in ("train", "validation"):
+        make_class_folder(tmp_path / "data" / split, {"REAL": 2, "FAKE": 2})
+
+    for read in (data.scan_splits, dataset_folders):
+        with pytest.raises(UserError) as refused:
+            read(tmp_path / "data" / "train")
+        assert str(refused.value) == (f"--data {tmp_path / 'data' / 'train'} is a split folder; give the dataset "
+                                      f"folder that holds train/, e.g. --data {tmp_path / 'data'}.")
+
+
 def test_scan_images_leaves_out_segmentation_masks_beside_their_images_as_the_split_does(tmp_path):
     # BUSI's layout: --evaluate --test-dir on the download scored 57 masks as ultrasound images of their class.
     for index, name in enumerate(["benign (1).png", "benign (1)_mask.png", "benign (1)_mask_1.png", "lone_mask.png"]):
