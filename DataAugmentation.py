@@ -77,7 +77,7 @@ from realvsai.cli import (
 from realvsai.config import LIMITS, MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name, shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
-from realvsai.layout import AUGMENTED_TRAIN, TRAIN, name_key, refuse_unsplit_download
+from realvsai.layout import AUGMENTED_TRAIN, TRAIN, name_key, refuse_split_folder, refuse_unsplit_download
 from realvsai.moving import (
     COPY_PREFIX,
     COPY_SETTINGS,
@@ -89,7 +89,6 @@ from realvsai.moving import (
     plan_copies,
     record_copy_settings,
     record_copy_sources,
-    refuse_split_folder,
     remove_copy_record_temporaries,
 )
 

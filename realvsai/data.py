@@ -36,6 +36,7 @@ from realvsai.layout import (
     download_split_hint,
     find_class_folders,
     leave_out_masks,
+    refuse_split_folder,
     unplaced_rows,
 )
 
@@ -218,6 +219,7 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
         raise UserError(f"{data_dir} is not an existing folder. Check --data: the split folder that holds train/ and "
                         "validation/ (DataSplitD1.py or DataSplitD2.py makes one).")
     if not (data_dir / TRAIN).is_dir():
+        refuse_split_folder(data_dir)
         if hint := download_split_hint(data_dir):
             raise UserError(f"{data_dir} has no {TRAIN} folder{hint}.")
         raise UserError(f"{data_dir} has no {TRAIN} folder. Run DataSplitD1.py or DataSplitD2.py first, "

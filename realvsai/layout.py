@@ -63,6 +63,16 @@ def split_folder_error(folder: Path, flag: str) -> UserError:
                      f"{parent if flag == 'SOURCE' else f'{flag} {parent}'}.")
 
 
+def refuse_split_folder(data_dir: Path) -> None:
+    """A UserError when ``--data`` names one split folder of a dataset (train/, augmented_train/, any letter case),
+    not the dataset folder that holds it (training, DataAugmentation.py, MoveAugmentedImages.py). A dataset that
+    happens to be called test, holding train/, is none."""
+    name = Path(os.path.abspath(data_dir)).name
+    holds_train = Path(data_dir).is_dir() and find_child_folder(data_dir, TRAIN)
+    if name_key(name) in (*SPLITS, AUGMENTED_TRAIN) and not holds_train:
+        raise split_folder_error(data_dir, "--data")
+
+
 def enclosing_split(folder: Path) -> tuple[Path, str] | None:
     """The split (a folder with a manifest.csv) that ``folder`` lies inside one of the folders of, with that
     folder's name (train, validation, test or augmented_train), or None: written there, a dataset's folders would be

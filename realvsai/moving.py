@@ -48,7 +48,6 @@ from realvsai.images import MAX_JPEG_QUALITY, MIN_JPEG_QUALITY, read_headers
 from realvsai.layout import (
     AUGMENTED_TRAIN,
     MANIFEST_NAME,
-    SPLITS,
     TEST,
     TRAIN,
     VALIDATION,
@@ -58,7 +57,7 @@ from realvsai.layout import (
     leave_out_masks,
     name_key,
     read_manifest,
-    split_folder_error,
+    refuse_split_folder,
     subfolders,
 )
 
@@ -137,16 +136,6 @@ def is_made(path: Path | str) -> bool:
             return stream.read() == b"\xff\xd9"
     except OSError:  # missing, shorter than the marker, or a folder
         return False
-
-
-def refuse_split_folder(data_dir: Path) -> None:
-    """A UserError when ``--data`` names one split folder of a dataset (train/, augmented_train/, any letter case),
-    not the dataset folder that holds it (DataAugmentation.py, MoveAugmentedImages.py). A dataset that happens to be
-    called test, holding train/, is none."""
-    name = Path(os.path.abspath(data_dir)).name
-    holds_train = Path(data_dir).is_dir() and find_child_folder(data_dir, TRAIN)
-    if name_key(name) in (*SPLITS, AUGMENTED_TRAIN) and not holds_train:
-        raise split_folder_error(data_dir, "--data")
 
 
 def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
