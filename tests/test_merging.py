@@ -401,6 +401,28 @@ def test_dry_run_into_a_missing_folder_creates_nothing(first, tmp_path):
     assert not (tmp_path / "merged").exists()
 
 
+@pytest.mark.parametrize("where", ["under-a-file", "read-only"])
+def test_a_dry_run_fails_where_the_merge_would_fail_to_write(first, tmp_path, monkeypatch, where):
+    """It said "0 before + 40 would be added ... dry run", exit 0, where the merge itself then failed: --into under a
+    file, or in a folder the user may not write in."""
+    import errno
+
+    if where == "under-a-file":
+        (tmp_path / "afile").write_text("mine")
+        into, expected = tmp_path / "afile" / "merged", errno.ENOTDIR
+    else:
+        (tmp_path / "locked").mkdir()
+        into, expected = tmp_path / "locked" / "merged", errno.EACCES
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **options: (
+            Path(path) != tmp_path / "locked" and real_access(path, mode, **options)))  # as for a user, not root
+
+    for dry_run in (True, False) if where == "under-a-file" else (True,):
+        with pytest.raises(OSError) as failed:
+            merge_datasets([first], into, dry_run=dry_run)
+        assert failed.value.errno == expected
+
+
 def test_an_interrupted_merge_is_completed_without_duplicates(first, second, tmp_path):
     into = tmp_path / "merged"
     merge_datasets([first, second], into)
