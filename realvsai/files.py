@@ -148,6 +148,20 @@ def other_image_format(name: str) -> str | None:
     return f"an image format not read here ({', '.join(sorted(IMAGE_EXTENSIONS))}); convert it to PNG (lossless)"
 
 
+def refuse_unwritable(folder: Path) -> None:
+    """Raises the OSError that making ``folder`` (and the folders above it) and writing into it would meet, and
+    writes nothing: for a dry run, which must fail where the run would. A file in its path (ENOTDIR), a read-only
+    file system (EROFS), or a folder the user may not write in (EACCES), found at the nearest folder that exists."""
+    folder = Path(os.path.abspath(folder))
+    existing = next(path for path in (folder, *folder.parents) if os.path.lexists(path))
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    if hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
+
+
 def name_key(name: str) -> str:
     """What ``name`` is to a person, and to the file systems of macOS (and, for letter case, Windows): one key for
     names that differ only in letter case (REAL, real) or accent encoding ("é" as one letter, NFC, as typed on Linux

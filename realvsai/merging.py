@@ -26,6 +26,7 @@ from realvsai.files import (
     place_files,
     read_list,
     reading_workers,
+    refuse_unwritable,
     remove_temporaries,
 )
 from realvsai.images import read_and_check
@@ -206,6 +207,7 @@ def merge_datasets(
     with_copies = {source for source, file in incoming if file.copy_of and file.path in taken}
     mixed = copies_in_train and _mixed_copy_settings(into, with_copies)
     if dry_run:
+        refuse_unwritable(into)
         if mixed:
             logger.warning("would remove %s: the augmented copies it merges into %s were made with other settings "
                            "than those there", into / MOVED_SETTINGS_NAME, into / TRAIN)
