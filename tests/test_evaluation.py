@@ -1161,6 +1161,19 @@ def test_model_card_shows_a_small_learning_rate_as_it_is():
     assert "Best epoch (the saved model): epoch 3, val_loss 0.1235, learning_rate 1e-05." in card
 
 
+def test_model_card_says_the_best_epoch_s_figures_are_keras_monitors_not_the_rule_s_numbers():
+    """The epoch's val_accuracy 0.6333 and val_auc 0.7689 stood beside the validation numbers of the rule (0.7667)
+    and an --evaluate of the validation images (ROC AUC 0.7733), unexplained."""
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    best = {"epoch": 2, "val_accuracy": 0.6333, "val_auc": 0.7689, "val_cross_entropy": 0.6984}
+    card = model_card.render_card(model_info(["FAKE", "REAL"], best_epoch=best), metrics, "t")
+
+    assert ("The epoch's other figures are Keras' monitors during training: accuracy, precision, recall and F1 of the "
+            "most probable class, not the decision rule, and AUC over 200 thresholds, an approximation of the ROC "
+            "AUC.") in card
+
+
 def test_model_card_names_every_reason_the_app_says_uncertain_for():
     """It named the confidence threshold and unlike images only: a run at chance on its test images' size band said
     Uncertain on 16 of 16 whose top probabilities all passed the threshold."""
