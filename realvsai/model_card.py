@@ -237,9 +237,14 @@ def _training_section(model_info: Mapping[str, Any]) -> list[str]:
         penalty = ("; loss and val_loss, training's objective, add the head's L2 penalty"
                    if (model_info.get("config") or {}).get("l2", 1) else "")
         chosen_by = monitor_of([model_info["best_epoch"]])
+        monitors = any(key.removeprefix("val_") in ("accuracy", "precision", "recall", "f1", "auc")
+                       for key in model_info["best_epoch"])
         lines += ["", f"Best epoch (the saved model): {best}. It has the run's lowest {chosen_by}"
                   + (": cross-entropy, class-weighted where class weights are on" if chosen_by == MONITOR else "")
-                  + f"{penalty}; learning_rate is the schedule's at the epoch's end."]
+                  + f"{penalty}; learning_rate is the schedule's at the epoch's end."
+                  + (" The epoch's other figures are Keras' monitors during training: accuracy, precision, recall and "
+                     "F1 of the most probable class, not the decision rule, and AUC over 200 thresholds, an "
+                     "approximation of the ROC AUC." if monitors else "")]
     return lines
 
 
