@@ -89,8 +89,8 @@ def remove_killed_saves(path: Path) -> None:
 
 
 class StopOnLostCtrlC(keras.callbacks.Callback):
-    """Stops training at the next batch after a Ctrl-C that did not stop it where it landed (``cli.raise_if_ctrl_c``:
-    caught on the way), which would otherwise go on to its last epoch."""
+    """Stops training (or a prediction) at the next batch after a Ctrl-C that did not stop it where it landed
+    (``cli.raise_if_ctrl_c``: caught on the way), which would otherwise go on to its last epoch (or batch)."""
 
     async_safe = True  # on JAX Keras calls it in a thread: what it raises reaches fit at the next batch
 
@@ -98,6 +98,9 @@ class StopOnLostCtrlC(keras.callbacks.Callback):
         raise_if_ctrl_c()
 
     def on_test_batch_end(self, batch, logs=None):
+        raise_if_ctrl_c()
+
+    def on_predict_batch_end(self, batch, logs=None):
         raise_if_ctrl_c()
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from realvsai.cli import plural
+from realvsai.cli import plural, raise_if_ctrl_c
 from realvsai.config import (
     BACKUP_DIR,
     CONFIDENCE_THRESHOLD,
@@ -506,6 +506,9 @@ def load_run(path: Path) -> tuple[keras.Model, ModelRun]:
     """
     run = read_run(path)
     model = load_run_model(run)
+    # TensorFlow's import (the first load's) calls Python from C++ code that clears what it raises: a Ctrl-C (or
+    # SIGTERM) that lands there is lost, and the evaluation or prediction would run to its end (``cli.watch_ctrl_c``).
+    raise_if_ctrl_c()
     if run.unfinished:
         logger.warning("%s", run.unfinished)
     return model, run
@@ -613,6 +616,8 @@ class Predictor:
         ``rows_for(num_rows)`` rows; a row whose file the pipeline could not decode stays NaN."""
         import warnings
 
+        from realvsai.callbacks import StopOnLostCtrlC
+
         with warnings.catch_warnings():
             # A pipeline that skips unreadable files has no known length; Keras warns when it ends.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -620,7 +625,7 @@ class Predictor:
             # JAX leaves the model's variables unset: looked for first, at the cost of one batch's decoding.
             if next(iter(inputs), None) is None:
                 return np.full((num_rows, len(self.info.class_names)), np.nan, dtype=np.float32)
-            rows, kept = self._indexed.predict(inputs, verbose=verbose)
+            rows, kept = self._indexed.predict(inputs, verbose=verbose, callbacks=[StopOnLostCtrlC()])
         kept = np.asarray(kept, dtype=np.int64).reshape(-1)
         probabilities = np.full((num_rows, rows.shape[-1]), np.nan, dtype=np.float32)
         real = kept >= 0
