@@ -1193,6 +1193,32 @@ def train_with(builder, monkeypatch, tmp_path, make_class_folder, counts=None, v
     return training.train(config, verbose=verbose)
 
 
+@pytest.mark.parametrize("problem", ["out-under-a-file", "weights-missing"])
+def test_what_the_settings_point_at_is_checked_before_the_data_is_read(tmp_path, monkeypatch, make_class_folder,
+                                                                       problem):
+    """An --out under a file, or a --weights file that is not there, failed only once the whole dataset was scanned
+    (minutes on a full one), after lines about it ("class weights: FAKE 1.000, REAL 1.000")."""
+    import errno
+
+    from realvsai import data
+
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
+    make_class_folder(tmp_path / "data" / "validation", {"FAKE": 2, "REAL": 2})
+    (tmp_path / "afile").write_text("mine")
+    monkeypatch.setattr(data, "scan_splits", lambda *args, **kwargs: pytest.fail("the data was read first"))
+    settings = ({"out": tmp_path / "afile" / "models", "weights": "none"} if problem == "out-under-a-file"
+                else {"out": tmp_path / "models", "weights": str(tmp_path / "missing.h5")})
+    config = TrainConfig(data=tmp_path / "data", name="run", **settings)
+
+    with pytest.raises((OSError, UserError)) as failed:
+        training.train(config, verbose=0)
+
+    if problem == "out-under-a-file":
+        assert isinstance(failed.value, OSError) and failed.value.errno == errno.ENOTDIR
+    else:
+        assert str(failed.value).startswith(f"--weights {tmp_path / 'missing.h5'}: no such file")
+
+
 def test_keras_bar_shows_the_cross_entropies_and_validation_accuracy_alone_so_that_its_line_fits_a_terminal(
         tmp_path, make_class_folder, monkeypatch, capsys):
     """Every metric (precision, recall, AUC, F1, cross-entropy, and validation's of each) made Keras' line of an
