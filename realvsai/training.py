@@ -39,7 +39,7 @@ from realvsai.config import (
     resolve_run_dir,
 )
 from realvsai.errors import UserError
-from realvsai.files import read_json, remove_temporaries, working_on, write_json
+from realvsai.files import read_json, refuse_unwritable, remove_temporaries, working_on, write_json
 from realvsai.layout import TEST, TRAIN, VALIDATION
 
 if TYPE_CHECKING:  # TensorFlow loads only when training starts, so the script's --help is instant
@@ -171,6 +171,10 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     backend = keras.backend.backend()
     started = distributed.chief_decides(strategy, lambda: _recorded_start(run_dir)) if resume else None
     _refuse_other_backend(config, started, backend)
+    # What the settings point at, before the data is read (minutes on a full dataset) and lines are logged about it
+    if config.pretrained and config.weights.lower() != "imagenet":
+        model_module.check_weights_file(config.weights, config.backbone)
+    refuse_unwritable(run_dir)
     policy = _set_up_keras(config, backend)
     train_images, validation_images, test_images, digest, images_record = _read_data(config, strategy)
     _refuse_other_data(config, started, digest)
