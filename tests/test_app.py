@@ -704,6 +704,18 @@ def test_class_names_are_shown_as_they_are_not_read_as_markdown(start_app, tmp_p
     assert not any("*x*" in text.replace("\\*x\\*", "") for text in shown)
 
 
+def test_an_answer_s_reason_and_its_warning_show_class_names_as_they_are(start_app, tmp_path):
+    """The card's heading was escaped, but the line under it ("Leaning [link](x) at 27.8%, ...") showed a link, and
+    "$1 bill" and "$5 bill" turned the text between them into LaTeX."""
+    write_run(tmp_path, "odd", class_names=["$1 bill", "[link](x)"], evidence=True)
+    app = upload(start_app("--models", tmp_path), UNSURE)
+
+    reason = next(caption.value for caption in app.caption if caption.value.startswith("Leaning"))
+    assert "\\[link\\](x)" in reason and "[link](x)" not in reason.replace("\\[link\\](x)", ""), reason
+    shown = [*texts(app), *(warning.value for warning in app.warning)]
+    assert not any("$1 bill" in text.replace("\\$1 bill", "") for text in shown), shown
+
+
 def test_the_headline_test_metrics_name_the_number_of_test_images(start_app, tmp_path):
     write_run(tmp_path, "counted", info={"test_metrics": {"accuracy": 0.91, "f1": 0.9, "num_images": 1412}})
 

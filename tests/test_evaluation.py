@@ -1174,6 +1174,25 @@ def test_model_card_says_the_best_epoch_s_figures_are_keras_monitors_not_the_rul
             "AUC.") in card
 
 
+@pytest.mark.parametrize("name, shown", [("__init__", "\\_\\_init\\_\\_"), ("_blurry_", "\\_blurry\\_"),
+                                         ("real_images", "real_images"), ("$1 bill", "\\$1 bill")])
+def test_markdown_text_escapes_an_underscore_that_would_emphasise_and_a_dollar_that_would_start_latex(name, shown):
+    """The card showed the class __init__ as a bold "init" and _blurry_ in italics; the app read "$1 bill, $5 bill"
+    as LaTeX. An underscore inside a word emphasises nothing and stays as it is."""
+    assert model_card.markdown_text(name) == shown
+
+
+def test_macro_precision_counts_a_class_the_model_answered_that_has_no_test_image():
+    """Four answers, two of them a class with no test image (all wrong): macro precision was 1.0, over the two
+    classes with test images alone."""
+    probabilities = np.eye(3)[[0, 2, 1, 2]] * 0.9 + 0.1 / 3
+    metrics = compute_metrics([0, 0, 1, 1], probabilities, ["a", "b", "c"])
+
+    assert metrics["precision"] == pytest.approx(2 / 3)  # a 1, b 1, and c 0: its two answers are wrong
+    assert metrics["recall"] == pytest.approx(0.5) and metrics["f1"] == pytest.approx(2 / 3)  # over a and b
+    assert metrics["argmax_precision"] == pytest.approx(2 / 3)
+
+
 def test_model_card_names_every_reason_the_app_says_uncertain_for():
     """It named the confidence threshold and unlike images only: a run at chance on its test images' size band said
     Uncertain on 16 of 16 whose top probabilities all passed the threshold."""
