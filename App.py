@@ -568,10 +568,10 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
                 columns[1].warning(f"Grad-CAM failed for {code_span(result.name)} ({type(error).__name__}: {error}).")
         with columns[-1]:
             st.markdown("### :orange[Uncertain]" if uncertain else f"### {markdown_text(predicted)}")
-            st.caption(settings.rule.reason(result.probabilities, run.class_names, result.unfamiliar is not None))
-            if result.unfamiliar:
-                st.warning(f"Not to be trusted here ({result.unfamiliar}): its answer may mean nothing on such "
-                           "images, so it is never called certain.", icon="⚠️")
+            st.caption(settings.rule.reason(result.probabilities, _shown_names(run), result.unfamiliar is not None))
+            if result.unfamiliar:  # it may name classes
+                st.warning(f"Not to be trusted here ({markdown_text(result.unfamiliar)}): its answer may mean nothing "
+                           "on such images, so it is never called certain.", icon="⚠️")
             if run.demo:
                 st.warning(DEMO_WARNING, icon="⚠️")
             bars = list(zip(_shown_names(run), result.probabilities))

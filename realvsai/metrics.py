@@ -336,8 +336,11 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
 
     def scores(decided: np.ndarray) -> dict[str, float | None]:
         per_class = sk.precision_recall_fscore_support(labels, decided, labels=class_ids, zero_division=0)
-        # The positive class's numbers for two classes, else the unweighted means over the classes present.
-        averaged = {name: float(values[positive] if binary else values[present].mean())
+        # The positive class's numbers for two classes, else the unweighted means over the classes present; for
+        # precision also over those answered: a class with no test image that the model answered is 0 right.
+        answered = sorted(set(present) | set(decided.tolist()))
+        averaged = {name: float(values[positive] if binary else values[answered if name == "precision" else
+                                                                         present].mean())
                     for name, values in zip(("precision", "recall", "f1"), per_class[:3])}
         if binary and positive not in present:  # its recall is 0 of 0, and so its F1 is undefined too
             averaged["recall"] = averaged["f1"] = None

@@ -75,9 +75,10 @@ def _kind_verdict(by_kind: dict[str, Any], numbers: dict[str, Any], consequence:
 
 def markdown_text(name: str) -> str:
     """A class, source or folder ``name`` as Markdown that shows it as it is: a "|" would end a table cell, "*x*"
-    turn italic, "<b>" bold the rest of the page. Not "_": inside a word (real_images) it is no emphasis, and the
-    card stays readable as text."""
-    return re.sub(r"([\\`*\[\]<>|~])", r"\\\1", name)
+    or "_x_" turn italic, "<b>" bold the rest of the page, and "$" begin LaTeX in the app (Streamlit's Markdown).
+    An "_" inside a word (real_images) emphasises nothing and is kept as it is, so the card stays readable as
+    text."""
+    return re.sub(r"([\\`*\[\]<>|~$]|(?<![^\W_])_|_(?![^\W_]))", r"\\\1", name)
 
 
 def code_span(name: str) -> str:
@@ -259,7 +260,8 @@ def _metrics_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any], 
     lines = ["", f"## {heading}", "", *_headline_table(metrics, average)]
     if metrics.get("missing_classes"):
         lines += ["", f"No test images of {', '.join(f'`{name}`' for name in metrics['missing_classes'])}: the "
-                  + ("macro averages and ROC AUC are over the other classes." if metrics["average"] == "macro" else
+                  + ("macro averages and ROC AUC are over the other classes (precision's also over those the model "
+                     "answered, whose answers were all wrong)." if metrics["average"] == "macro" else
                      "figures that need images of both classes (ROC AUC, average precision, and the positive "
                      "class's recall and F1 where it is the one missing) are n/a.")]
     lines += ["", _rule_text(rule, class_names, metrics), ""]
