@@ -225,15 +225,20 @@ def at_chance(by_kind: Mapping[str, Any] | None, width: int, height: int) -> str
     if not isinstance(numbers, Mapping) or not numbers.get("near_chance"):
         return None
     missing = ", ".join(numbers.get("missing_classes") or [])  # of three classes or more: which it had none of
-    return (f"on validation images of {band} a side the model is {chance_verdict(by_kind, numbers)} (balanced "
-            f"accuracy {numbers['balanced_accuracy']:.2f} on {plural(numbers['num_images'], 'image')}, chance "
-            f"{kind_chance(by_kind, numbers):.2f}{f'; no {missing} image among them' if missing else ''})")
+    verdict = chance_verdict(by_kind, numbers)
+    luck = ": too few to tell it from luck" if verdict == NOT_SHOWN else ""  # at 1.00 on 8 images too
+    return (f"on validation images of {band} a side the model is {verdict} (balanced accuracy "
+            f"{numbers['balanced_accuracy']:.2f} on {plural(numbers['num_images'], 'image')}, chance "
+            f"{kind_chance(by_kind, numbers):.2f}{luck}{f'; no {missing} image among them' if missing else ''})")
 
 
 def kind_chance(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> float:
     """The chance level of one kind of ``validation_by_kind``: 1 / the classes it has (runs before recorded
     only 1 / classes, for all kinds)."""
     return numbers.get("chance", by_kind.get("chance", 0.5))
+
+
+NOT_SHOWN = "not shown above chance"  # ``chance_verdict``'s of a kind above chance on too few images to tell
 
 
 def chance_verdict(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> str:
@@ -244,7 +249,7 @@ def chance_verdict(by_kind: Mapping[str, Any], numbers: Mapping[str, Any]) -> st
     chance, margin = kind_chance(by_kind, numbers), by_kind.get("near_chance_margin", NEAR_CHANCE)
     if numbers["balanced_accuracy"] < chance - margin:
         return "below chance"
-    return "at chance" if numbers["balanced_accuracy"] <= chance + margin else "not shown above chance"
+    return "at chance" if numbers["balanced_accuracy"] <= chance + margin else NOT_SHOWN
 
 
 def of_one_class(numbers: Mapping[str, Any], num_classes: int) -> bool:
