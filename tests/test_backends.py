@@ -306,4 +306,5 @@ def test_a_training_stopped_mid_epoch_on_jax_ends_with_its_one_line_and_exit_1(t
             break
     said += process.stdout.readlines()
     assert process.wait(timeout=600) == 1, "".join(said[-20:])
-    assert said[-1].startswith("error: interrupted. Continue the run with: python ModelTraining.py --resume")
+    assert said[-1].startswith("error: interrupted. Continue the run with: KERAS_BACKEND=jax python ModelTraining.py "
+                               "--resume")  # pasted, the command resumes on JAX, which the run started on

@@ -760,12 +760,14 @@ def test_a_ctrl_c_dropped_in_the_first_batch_of_evaluate_or_predict_stops_it_the
 def test_an_evaluation_or_prediction_that_finished_is_not_called_interrupted(tmp_path, make_class_folder,
                                                                             monkeypatch, capsys, cli, mode):
     """A Ctrl-C noted on the way, though the code it landed in handled it, was raised again once every result was
-    written: "holds part of this evaluation's results ...: delete them", of complete results."""
-    from realvsai import evaluation, prediction
+    written: "holds part of this evaluation's results ...: delete them", of complete results. (One handled before
+    the last prediction stops the run there: test_prediction's lost SIGTERM.) Here it lands as the results are
+    written, every prediction made."""
+    from realvsai import plots, prediction
 
     run = tiny_saved_run(tmp_path / "models" / "art")
     images = make_class_folder(tmp_path / "mine", {"FAKE": 2, "REAL": 2})
-    module, name = (evaluation, "evaluate_folders") if mode == "--evaluate" else (prediction, "predict_folder")
+    module, name = (plots, "plot_confusion_matrix") if mode == "--evaluate" else (prediction, "write_predictions")
     real = getattr(module, name)
 
     def handled_on_the_way(*args, **kwargs):
