@@ -202,19 +202,21 @@ def test_cli_resume_of_a_damaged_saved_config_is_one_error_line(tmp_path, capsys
 # --- the data a resumed run reads ---------------------------------------------------------------------
 
 
-def killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder):
-    """A two-epoch run of a stand-in model in tmp_path/models/run, killed once epoch 1's backup has committed."""
+def killed_after_epochs(tmp_path, monkeypatch, make_class_folder, epochs: int = 1):
+    """A run of a stand-in model in tmp_path/models/run (``epochs`` + 1 epochs), killed once the backup of epoch
+    ``epochs`` has committed."""
     from realvsai import callbacks
 
     real_backup = callbacks.RunBackup.on_epoch_end
 
     def killed(self, epoch, logs=None):
         real_backup(self, epoch, logs)
-        raise Killed
+        if epoch + 1 == epochs:
+            raise Killed
 
     monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", killed)
     with pytest.raises(Killed):
-        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, head_epochs=2)
+        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, head_epochs=epochs + 1)
     monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", real_backup)
     return tmp_path / "models" / "run"
 
@@ -252,19 +254,8 @@ def test_a_resume_whose_best_epoch_s_model_is_gone_is_refused_in_one_line_and_tr
     evaluated the last epoch's weights as the best epoch's."""
     from realvsai import callbacks
 
-    real_backup = callbacks.RunBackup.on_epoch_end
-
-    def killed_after_the_second(self, epoch, logs=None):
-        real_backup(self, epoch, logs)
-        if epoch == 1:
-            raise Killed
-
-    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", killed_after_the_second)
-    with pytest.raises(Killed):
-        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, head_epochs=3)
-    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", real_backup)
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder, epochs=2)
     monkeypatch.setattr(callbacks, "best_epoch_row", lambda rows: rows[0] if rows else None)  # epoch 1, not the last
-    run = tmp_path / "models" / "run"
     (run / "model.h5").unlink()
     before = snapshot(run)
 
@@ -283,7 +274,7 @@ def snapshot(folder):
 @pytest.mark.parametrize("change", ["image", "class"])
 def test_resume_refuses_training_data_changed_since_the_run_started(tmp_path, monkeypatch, make_class_folder,
                                                                     change):
-    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     write_image(tmp_path / "data" / "train" / ("FAKE" if change == "image" else "OTHER") / "added.png", seed=77)
     if change == "class":
         write_image(tmp_path / "data" / "validation" / "OTHER" / "added.png", seed=78)
@@ -342,7 +333,7 @@ def test_a_run_killed_after_training_finishes_only_on_the_data_it_trained_on(tmp
 @pytest.mark.parametrize("key", ["data_digest", "backend"])
 def test_a_run_whose_backup_records_no_data_digest_or_backend_resumes_as_before(tmp_path, monkeypatch,
                                                                                 make_class_folder, key):
-    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     saved = run / "backup" / "config.json"
     saved.write_text(json.dumps({name: value for name, value in json.loads(saved.read_text()).items()
                                  if name != key}))
@@ -351,7 +342,7 @@ def test_a_run_whose_backup_records_no_data_digest_or_backend_resumes_as_before(
 
 
 def test_a_run_records_the_keras_backend_it_started_on(tmp_path, monkeypatch, make_class_folder):
-    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     backend = keras.backend.backend()
     assert json.loads((run / "backup" / "config.json").read_text())["backend"] == backend
     result = training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
@@ -360,7 +351,7 @@ def test_a_run_records_the_keras_backend_it_started_on(tmp_path, monkeypatch, ma
 
 
 def test_a_resume_says_once_that_it_takes_the_runs_saved_settings(tmp_path, monkeypatch, make_class_folder, caplog):
-    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     with caplog.at_level("INFO", logger="realvsai"):
         training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
     said = [record.getMessage() for record in caplog.records if "settings it was started with" in record.getMessage()]
@@ -370,7 +361,7 @@ def test_a_resume_says_once_that_it_takes_the_runs_saved_settings(tmp_path, monk
 def test_a_resumed_run_keeps_the_time_it_was_created(tmp_path, monkeypatch, make_class_folder):
     """model.json's created (the card's date, the app's "trained ..." and its newest-first order) became the time
     of the resume."""
-    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     info = json.loads((run / "model.json").read_text())
     (run / "model.json").write_text(json.dumps({**info, "created": "2026-01-02T03:04:05+00:00"}))  # killed long ago
 
@@ -382,7 +373,7 @@ def test_a_resumed_run_keeps_the_time_it_was_created(tmp_path, monkeypatch, make
 
 def test_resume_on_another_keras_backend_is_refused_in_one_line(tmp_path, monkeypatch, make_class_folder):
     """Killed on TensorFlow and resumed under KERAS_BACKEND=jax, the run went on with other random numbers."""
-    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
     saved = run / "backup" / "config.json"
     saved.write_text(json.dumps({**json.loads(saved.read_text()), "backend": other}))  # as if started there
@@ -409,7 +400,7 @@ def test_the_command_that_continues_a_run_names_the_keras_backend_it_started_on(
 
 
 def test_cli_resume_reads_the_runs_moved_data_from_the_data_flag(tmp_path, monkeypatch, make_class_folder, capsys):
-    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     shutil.move(tmp_path / "data", tmp_path / "moved")
     resume = ["--resume", "--name", "run", "--out", str(tmp_path / "models"), "--quiet"]
     assert ModelTraining.main(resume) == 1
@@ -466,7 +457,7 @@ def test_a_run_killed_again_while_finishing_on_its_moved_data_resumes_there_with
 def test_resume_refuses_a_data_flag_naming_other_data_and_says_it_is_other_data(tmp_path, monkeypatch,
                                                                                 make_class_folder):
     """It said "OTHER changed since the run started", of a folder the run had never seen."""
-    killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     make_class_folder(tmp_path / "other" / "train", {"FAKE": 5, "REAL": 4})
     make_class_folder(tmp_path / "other" / "validation", {"FAKE": 4, "REAL": 4})
     with pytest.raises(UserError) as refused:
@@ -613,7 +604,7 @@ def test_a_read_only_run_folder_during_training_says_to_make_it_writable(tmp_pat
 
 def test_resume_removes_what_a_kill_in_the_middle_of_a_write_left_in_the_run_folder(tmp_path, monkeypatch,
                                                                                      make_class_folder):
-    run = killed_after_the_first_epoch(tmp_path, monkeypatch, make_class_folder)
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     torn_model = run / ".model.l8m92q4n.tmp" / "model.h5"  # save_model_atomically's folder, cut by kill -9
     torn_model.parent.mkdir()
     torn_model.write_bytes(b"\x89HDF\r\n\x1a\n cut off")
