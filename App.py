@@ -85,7 +85,7 @@ from realvsai.config import CROP_GRID, FEW_CLASSES, PREDICTIONS_FILE
 from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
-from realvsai.metrics import DecisionRule
+from realvsai.metrics import CONFIDENCE_STEP, DecisionRule
 from realvsai.model_card import code_span, markdown_text, small_test_set
 from realvsai.prediction import UNFAMILIAR_MEANS, csv_cell, describe_counts
 from realvsai.run import (
@@ -452,15 +452,14 @@ def open_model(run: ModelRun, batch_size: int, others: bool) -> tuple[inference.
 
 def sidebar_settings(run: ModelRun, classifier: inference.Classifier) -> Settings:
     """The confidence threshold and the Grad-CAM switch (with the layer it explains from)."""
-    # At a decision threshold the Uncertain band spans (this - 0.5) / 0.5 of the way to 0 and to 1: below 0.5
-    # it would turn inside out.
-    two_classes = run.info.rule().decision_threshold is not None  # the rule keeps one for two classes only
-    lowest = 0.5 if two_classes else 0.0
+    # The values the evaluation counted the test images' Uncertain answers at (``DecisionRule.confidences``)
+    rule = run.info.rule()
+    two_classes, values = rule.at_threshold(len(run.class_names)), rule.confidences(len(run.class_names))
     threshold = st.sidebar.slider(
-        "Confidence threshold", min_value=lowest, max_value=1.0, value=max(lowest, run.confidence_threshold),
-        step=0.01, key=f"threshold:{run.path}",
+        "Confidence threshold", min_value=values[0], max_value=values[-1],
+        value=max(values[0], run.confidence_threshold), step=CONFIDENCE_STEP, key=f"threshold:{run.path}",
         help=("An answer is Uncertain when P(positive) lies within (this − 0.5) / 0.5 of the way from the decision "
-              "threshold to 0 and to 1 (the page states the band); 0.5: never." if two_classes else
+              "threshold to 0 and to 1 (the page states the band); 0.5: never by probability." if two_classes else
               "An answer is Uncertain when its top probability is below this.")
         + " The default comes from the model's model.json.")
     side = DEFAULTS.grad_cam_min_size

@@ -114,7 +114,7 @@ def not_an_image_name(name: str) -> str | None:
 
 
 def format_by_start(head: bytes) -> tuple[str, str] | None:
-    """The format read here whose first bytes ``head`` (16 or more) begins with, and its extension: ("JPEG",
+    """The format read here whose first bytes ``head`` (18 or more) begins with, and its extension: ("JPEG",
     ".jpg"); None for any other."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP", ".webp"
