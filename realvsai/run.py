@@ -387,7 +387,7 @@ class ModelRun:
                                        "accuracy_when_certain": counted[1]})
             if said := uncertain_text(source):
                 return (said if f"{asked:.2f}" == f"{self.confidence_threshold:.2f}"
-                        else f"at the confidence threshold {self.confidence_threshold:.2f}, {said}")
+                        else f"{said} at the confidence threshold {self.confidence_threshold:.2f} of model.json")
         return None
 
     def num_test_images(self) -> int | None:
