@@ -451,7 +451,9 @@ def test_predict_on_a_folder_where_no_file_is_a_readable_image_fails_with_one_li
 
     assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos"), "--out", str(out),
                                "--quiet"]) == 1
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines  # not a warning before it saying the same: "2 files were left out (...)"
+    line = lines[0]
     assert line == (f"error: no file in {tmp_path / 'photos'} could be predicted (2 files there, each listed with "
                     f"why in {out / 'unreadable.csv'}; empty.png: the file is empty). Fix that, or give --input a "
                     "folder of images.")
