@@ -135,13 +135,15 @@ def relative_name(path: Path, folder: Path) -> str:
     return Path(path).relative_to(folder).as_posix() if Path(path).is_relative_to(folder) else str(path)
 
 
-def write_unreadable(out_dir: Path, folder: Path, skipped: Sequence[tuple[Path, str]]) -> list[tuple[str, str]]:
+def write_unreadable(out_dir: Path, folder: Path, skipped: Sequence[tuple[Path, str]],
+                     warn: bool = True) -> list[tuple[str, str]]:
     """Lists the files left out, ``(file, why)``, in ``out_dir/unreadable.csv`` (none: no file), named as
-    predictions.csv names files (relative to ``folder``), with a warning; returns its rows."""
+    predictions.csv names files (relative to ``folder``), with a warning unless not ``warn``; returns its rows."""
     unreadable = sorted((relative_name(Path(path), folder), reason) for path, reason in skipped)
     if unreadable:
         write_csv(out_dir / UNREADABLE_FILE, ["file", "reason"],
                   [(spreadsheet_safe(name), reason) for name, reason in unreadable])
+    if unreadable and warn:
         one = len(unreadable) == 1
         logger.warning("%s left out (%s); %s listed in %s",
                        plural(len(unreadable), "file was", "files were"), skipped_why(len(unreadable)),
@@ -265,7 +267,7 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
     if usable:  # a predictions.csv of its header alone would be results that hold none
         predicted, uncertain = write_predictions(out_dir / PREDICTIONS_FILE, folder, [path for path, _ in usable],
                                                  probabilities, class_names, info.rule(), unlike)
-    unreadable = write_unreadable(out_dir, folder, skipped)
+    unreadable = write_unreadable(out_dir, folder, skipped, warn=bool(usable))  # none: the error line says it
     answer = None
     if alone and usable:  # one image given: its answer in the app's words
         verdict = "Uncertain" if uncertain[0] else class_names[predicted[0]]
