@@ -228,6 +228,23 @@ def test_list_runs_names_a_run_without_model_h5_instead_of_leaving_it_out_silent
         run.read_run(killed)
 
 
+def test_a_stopped_run_whose_model_h5_went_after_epochs_ended_is_not_said_to_have_stopped_in_its_first(tmp_path):
+    """The app, --predict and --evaluate said "its training stopped before its first epoch ended. Finish it with ...
+    --resume" of a run of 10 epochs whose model.h5 was deleted, and that --resume then refused."""
+    stopped = write_run(tmp_path, "stopped")
+    (stopped / "model.h5").unlink()
+    (stopped / "backup").mkdir()
+    (stopped / "backup" / "config.json").write_text("{}")
+    (stopped / "history.csv").write_text("epoch,phase,val_cross_entropy\n1,full,0.6\n2,full,0.7\n")
+
+    with pytest.raises(UserError) as refused:
+        run.read_run(stopped)
+    assert str(refused.value) == (f"{stopped} has no model.h5, though 2 epochs of its training ended: the file was "
+                                  "moved or deleted. Put it back and finish the run with python ModelTraining.py "
+                                  f"--resume --name stopped --out {tmp_path}, or train a new run under another "
+                                  "--name.")
+
+
 def test_a_run_training_in_its_first_epoch_is_said_to_be_training_not_told_to_resume(tmp_path):
     """The app listed it with "its training is running, or stopped ... Finish it with ... --resume", a command the
     running training's claim then refused."""
