@@ -28,6 +28,7 @@ from realvsai.config import (
     BACKUP_DIR,
     CONFIDENCE_THRESHOLD,
     CROP_GRID,
+    HISTORY_FILE,
     INPUT_MODES,
     METRICS_FILE,
     MODEL_FILE,
@@ -400,6 +401,15 @@ class ModelRun:
         return None
 
 
+def _epochs_ended(folder: Path) -> int:
+    """How many epochs the history.csv of the run in ``folder`` holds (0 without one)."""
+    try:
+        with open(folder / HISTORY_FILE, encoding="utf-8") as stream:
+            return max(0, sum(1 for line in stream if line.strip()) - 1)  # less its header
+    except (OSError, UnicodeDecodeError):
+        return 0
+
+
 def read_run(path: Path) -> ModelRun:
     """Reads a run folder, a ``model.h5`` with its ``model.json`` beside it, or that ``model.json`` (naming its
     folder); UserError if unusable."""
@@ -415,6 +425,10 @@ def read_run(path: Path) -> ModelRun:
             if holder := claimed_by(folder):
                 raise UserError(f"{folder} has no {MODEL_FILE} yet: it is training now in {holder}, and its first "
                                 "epoch has not ended.")
+            if epochs := _epochs_ended(folder):  # its best epoch's model was there: moved or deleted since
+                raise UserError(f"{folder} has no {MODEL_FILE}, though {plural(epochs, 'epoch')} of its training "
+                                f"ended: the file was moved or deleted. Put it back and finish the run with "
+                                f"{resume_command(folder)}, or train a new run under another --name.")
             raise UserError(f"{folder} has no {MODEL_FILE} yet: its training stopped before its first epoch ended. "
                             f"Finish it with {resume_command(folder)}")
         if (folder / MODEL_JSON_FILE).is_file():
