@@ -41,6 +41,31 @@ def test_scan_images_skips_and_names_files_without_an_image_header(tmp_path, mak
     assert {path for path, _ in scanned.skipped} == set(broken.values())
 
 
+def test_scan_images_names_an_image_named_without_its_extension_first_with_its_fix(tmp_path, make_class_folder,
+                                                                                   caplog):
+    """Of 5 files left out, the warning named bmpnoext alone ("e.g."), and three more images named without their
+    extension nowhere; one file was said to be "not images"."""
+    make_class_folder(tmp_path, {"a": 2, "b": 2})
+    (tmp_path / "a" / "notes.txt").write_bytes(b"x")
+    (tmp_path / "b" / "notes.txt").write_bytes(b"x")
+    write_image(tmp_path / "a" / "photo.png", seed=3)
+    (tmp_path / "a" / "photo.png").rename(tmp_path / "a" / "photo")
+
+    with caplog.at_level("WARNING", logger="realvsai"):
+        data.scan_images(tmp_path)
+
+    (said,) = [record.getMessage() for record in caplog.records]
+    assert said.startswith(f"{tmp_path}: 3 files in its class folders are not images read here, left out (e.g. "
+                           f"{tmp_path / 'a' / 'photo'}: a PNG image whose name does not end in .png"), said
+    caplog.clear()
+    (tmp_path / "a" / "photo").unlink()
+    (tmp_path / "b" / "notes.txt").unlink()
+    with caplog.at_level("WARNING", logger="realvsai"):
+        data.scan_images(tmp_path)
+    (said,) = [record.getMessage() for record in caplog.records]
+    assert said.startswith(f"{tmp_path}: 1 file in its class folders is not an image read here, left out (e.g. "), said
+
+
 def test_scan_images_says_how_many_files_are_not_images_it_reads(tmp_path, make_class_folder, caplog):
     """Training's scan left out GIF, TIFF and AVIF files, and any file that is not an image, without a word, while
     the splitters, --predict and --evaluate list them."""
