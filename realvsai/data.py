@@ -143,8 +143,11 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     candidates = [(path, label) for label, name in enumerate(class_names) if folder_of[name] in found
                   for path in list_images(folder / folder_of[name], skipped=not_images, nested=sub_folders)]
     if not_images := [(path, why) for path, why in not_images if not os.path.basename(path).startswith(".")]:
-        logger.warning("%s: %s in its class folders %s not images read here, left out (e.g. %s: %s)", folder,
-                       plural(len(not_images), "file"), "is" if len(not_images) == 1 else "are", *min(not_images))
+        # The example an image named without its extension where there is one: its fix is a new name
+        example = min(not_images, key=lambda item: ("whose name does not end in" not in item[1], item))
+        logger.warning("%s: %s in its class folders %s, left out (e.g. %s: %s)", folder,
+                       plural(len(not_images), "file"),
+                       "is not an image read here" if len(not_images) == 1 else "are not images read here", *example)
     if nested := [path for sub_folder in sub_folders for path in list_images(Path(sub_folder), recursive=True)]:
         logger.warning("%s: %s in sub-folders of its class folders %s left out: only the images right in a class "
                        "folder are read (move them up to use them; e.g. %s)", folder, plural(len(nested), "image"),

@@ -230,10 +230,11 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, predic
         missing = metrics["missing_classes"]
         if missing and metrics["average"] == "macro":
             it, its = ("it", "its") if len(missing) == 1 else ("them", "their")
-            lines.append(f"No test images of {', '.join(missing)} (support 0): the macro averages of metrics.json, "
-                         f"the card and the summary leave {it} out (precision {metrics['precision']:.4f}, recall "
-                         f"{metrics['recall']:.4f}, F1 {metrics['f1']:.4f}); scikit-learn's macro avg above counts "
-                         f"{its} n/a as 0.")
+            lines.append(f"No test images of {', '.join(missing)} (support 0): the macro recall and F1 of "
+                         f"metrics.json, the card and the summary leave {it} out (recall {metrics['recall']:.4f}, F1 "
+                         f"{metrics['f1']:.4f}), and their macro precision counts {it} only where the model answered "
+                         f"{it} (precision {metrics['precision']:.4f}); scikit-learn's macro avg above counts {its} "
+                         "n/a as 0.")
         return "\n".join(lines)
     return "\n".join([title, "", f"Predicted class = {positive} when P({positive}) >= {threshold:.4f} (the decision "
                       "rule the app answers by):", "", _report_table(labels, predicted, class_names),
