@@ -775,6 +775,17 @@ def test_the_test_figures_follow_the_confidence_slider(start_app, tmp_path):
     assert not any("on 9 of 64" in text for text in texts(app))
 
 
+def test_a_confidence_off_the_slider_s_steps_is_not_read_from_the_nearest_step(tmp_path):
+    """model.json's 0.655 read the "0.66" row (9 Uncertain) where its rule at 0.655 says 8."""
+    folder = write_run(tmp_path, "edited", threshold=0.655, info={"test_metrics": {
+        "accuracy": 0.5, "num_images": 20, "uncertain": 8, "accuracy_when_certain": 0.5,
+        "uncertain_by_confidence": {"0.65": [8, 0.5], "0.66": [9, 0.5]}}})
+
+    said = run.read_run(folder).test_uncertain()
+
+    assert said.startswith("Uncertain on 8 of 20 images"), said
+
+
 def test_a_run_without_the_figures_per_confidence_says_which_confidence_its_count_is_at(start_app, tmp_path):
     write_run(tmp_path, "older", info={"test_metrics": {"accuracy": 0.547, "f1": 0.54, "num_images": 64,
                                                         "uncertain": 9, "accuracy_when_certain": 0.5273}})
