@@ -382,13 +382,15 @@ class ModelRun:
             if not isinstance(source, dict) or not isinstance(source.get("num_images"), int):
                 continue
             by_confidence = source.get("uncertain_by_confidence")
-            counted = by_confidence.get(f"{asked:.2f}") if isinstance(by_confidence, dict) else None
+            on_a_step = abs(asked - round(asked, 2)) < 1e-9  # the table's keys: a model.json's 0.655 is on none
+            counted = by_confidence.get(f"{asked:.2f}") if isinstance(by_confidence, dict) and on_a_step else None
             if isinstance(counted, list) and len(counted) == 2 and isinstance(counted[0], int):
                 return uncertain_text({"num_images": source["num_images"], "uncertain": counted[0],
                                        "accuracy_when_certain": counted[1]})
             if said := uncertain_text(source):
-                return (said if f"{asked:.2f}" == f"{self.confidence_threshold:.2f}"
-                        else f"{said} at the confidence threshold {self.confidence_threshold:.2f} of model.json")
+                own = self.confidence_threshold
+                shown = f"{own:.2f}" if own == round(own, 2) else f"{own:g}"  # 0.60, and an edited 0.655 in full
+                return said if asked == own else f"{said} at the confidence threshold {shown} of model.json"
         return None
 
     def num_test_images(self) -> int | None:
