@@ -401,15 +401,19 @@ def test_dry_run_into_a_missing_folder_creates_nothing(first, tmp_path):
     assert not (tmp_path / "merged").exists()
 
 
-@pytest.mark.parametrize("where", ["under-a-file", "read-only"])
+@pytest.mark.parametrize("where", ["under-a-file", "read-only", "train-is-a-file"])
 def test_a_dry_run_fails_where_the_merge_would_fail_to_write(first, tmp_path, monkeypatch, where):
     """It said "0 before + 40 would be added ... dry run", exit 0, where the merge itself then failed: --into under a
-    file, or in a folder the user may not write in."""
+    file, in a folder the user may not write in, or holding a file where the merge writes a folder."""
     import errno
 
     if where == "under-a-file":
         (tmp_path / "afile").write_text("mine")
         into, expected = tmp_path / "afile" / "merged", errno.ENOTDIR
+    elif where == "train-is-a-file":
+        (tmp_path / "merged").mkdir()
+        (tmp_path / "merged" / "train").write_text("mine")
+        into, expected = tmp_path / "merged", errno.ENOTDIR
     else:
         (tmp_path / "locked").mkdir()
         into, expected = tmp_path / "locked" / "merged", errno.EACCES
@@ -417,7 +421,7 @@ def test_a_dry_run_fails_where_the_merge_would_fail_to_write(first, tmp_path, mo
         monkeypatch.setattr(os, "access", lambda path, mode, **options: (
             Path(path) != tmp_path / "locked" and real_access(path, mode, **options)))  # as for a user, not root
 
-    for dry_run in (True, False) if where == "under-a-file" else (True,):
+    for dry_run in (True, False) if where != "read-only" else (True,):
         with pytest.raises(OSError) as failed:
             merge_datasets([first], into, dry_run=dry_run)
         assert failed.value.errno == expected
