@@ -206,8 +206,9 @@ def merge_datasets(
     taken = {file.path for file, kind, _, _ in actions if kind != "refuse"}
     with_copies = {source for source, file in incoming if file.copy_of and file.path in taken}
     mixed = copies_in_train and _mixed_copy_settings(into, with_copies)
-    if dry_run:
-        refuse_unwritable(into)
+    if dry_run:  # fails where the merge would: --into, and each class folder it would write into
+        for folder in sorted({into, *(target.parent for _, _, target, _ in actions if target)}):
+            refuse_unwritable(folder)
         if mixed:
             logger.warning("would remove %s: the augmented copies it merges into %s were made with other settings "
                            "than those there", into / MOVED_SETTINGS_NAME, into / TRAIN)
