@@ -257,18 +257,22 @@ def test_a_resume_whose_best_epoch_s_model_is_gone_is_refused_in_one_line_and_tr
     run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder, epochs=2)
     monkeypatch.setattr(callbacks, "best_epoch_row", lambda rows: rows[0] if rows else None)  # epoch 1, not the last
     (run / "model.h5").unlink()
-    before = snapshot(run)
-
-    with pytest.raises(UserError) as refused:
-        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
-
-    assert str(refused.value) == (f"{run / 'model.h5'}, the model of the run's best epoch (1), is missing, so the run "
-                                  "cannot go on: put the file back, or train a new run under another --name.")
-    assert snapshot(run) == before
+    assert refused_resume(run) == (f"{run / 'model.h5'}, the model of the run's best epoch (1), is missing, so the "
+                                   "run cannot go on: put the file back, or train a new run under another --name.")
 
 
 def snapshot(folder):
     return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def refused_resume(run: Path, data: Path | None = None) -> str:
+    """The one line that refuses a --resume of ``run`` (in tmp_path/models, named run), which leaves its files as
+    they were."""
+    before = snapshot(run)
+    with pytest.raises(UserError) as refused:
+        training.train(TrainConfig(out=run.parent, name=run.name), resume=True, data=data, verbose=0)
+    assert snapshot(run) == before
+    return str(refused.value)
 
 
 @pytest.mark.parametrize("change", ["image", "class"])
@@ -278,10 +282,7 @@ def test_resume_refuses_training_data_changed_since_the_run_started(tmp_path, mo
     write_image(tmp_path / "data" / "train" / ("FAKE" if change == "image" else "OTHER") / "added.png", seed=77)
     if change == "class":
         write_image(tmp_path / "data" / "validation" / "OTHER" / "added.png", seed=78)
-    before = snapshot(run)
-    with pytest.raises(UserError, match=r"data changed since the run started.*start a new --name"):
-        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
-    assert snapshot(run) == before
+    assert re.search(r"data changed since the run started.*start a new --name", refused_resume(run))
 
 
 @contextlib.contextmanager
@@ -323,11 +324,9 @@ def test_a_run_killed_after_training_finishes_only_on_the_data_it_trained_on(tmp
         other = tmp_path / "other"
         make_class_folder(other / "train", {"FAKE": 5, "REAL": 4})
         make_class_folder(other / "validation", {"FAKE": 4, "REAL": 4})
-    before = snapshot(run)
-    with pytest.raises(UserError, match=(r"changed since the run started" if data == "changed" else
-                                         r"does not hold the images the run started on") + ".*start a new --name"):
-        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, data=other, verbose=0)
-    assert snapshot(run) == before
+    assert re.search((r"changed since the run started" if data == "changed" else
+                      r"does not hold the images the run started on") + ".*start a new --name",
+                     refused_resume(run, data=other))
 
 
 @pytest.mark.parametrize("key", ["data_digest", "backend"])
@@ -377,12 +376,8 @@ def test_resume_on_another_keras_backend_is_refused_in_one_line(tmp_path, monkey
     other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
     saved = run / "backup" / "config.json"
     saved.write_text(json.dumps({**json.loads(saved.read_text()), "backend": other}))  # as if started there
-    before = snapshot(run)
-    with pytest.raises(UserError) as refused:
-        training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
-    assert str(refused.value) == (f"{run} started on {other}; resume it with KERAS_BACKEND={other}, or start a new "
-                                  "--name.")
-    assert snapshot(run) == before
+    assert refused_resume(run) == (f"{run} started on {other}; resume it with KERAS_BACKEND={other}, or start a new "
+                                   "--name.")
 
 
 @pytest.mark.parametrize("backend, prefix", [("jax", "KERAS_BACKEND=jax "), ("tensorflow", ""), (None, "")])
