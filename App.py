@@ -567,13 +567,14 @@ def result_card(result: inference.UploadResult, upload: UploadedFile, number: in
                 columns[1].warning(f"Grad-CAM failed for {code_span(result.name)} ({type(error).__name__}: {error}).")
         with columns[-1]:
             st.markdown("### :orange[Uncertain]" if uncertain else f"### {markdown_text(predicted)}")
-            st.caption(settings.rule.reason(result.probabilities, _shown_names(run), result.unfamiliar is not None))
+            shown = _shown_names(run)
+            st.caption(settings.rule.reason(result.probabilities, shown, result.unfamiliar is not None))
             if result.unfamiliar:  # it may name classes
                 st.warning(f"Not to be trusted here ({markdown_text(result.unfamiliar)}): its answer may mean nothing "
                            "on such images, so it is never called certain.", icon="⚠️")
             if run.demo:
                 st.warning(DEMO_WARNING, icon="⚠️")
-            bars = list(zip(_shown_names(run), result.probabilities))
+            bars = list(zip(shown, result.probabilities))
             if len(bars) > FEW_CLASSES:  # the most probable first, the rest folded away
                 bars = sorted(bars, key=lambda bar: -bar[1])
                 bars, rest = bars[:FEW_CLASSES], bars[FEW_CLASSES:]

@@ -33,10 +33,9 @@ from realvsai.layout import (
     VALIDATION,
     alike_names,
     class_folder_of,
-    download_split_hint,
     find_class_folders,
     leave_out_masks,
-    refuse_split_folder,
+    no_train_folder,
     unplaced_rows,
 )
 
@@ -222,11 +221,8 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
         raise UserError(f"{data_dir} is not an existing folder. Check --data: the split folder that holds train/ and "
                         "validation/ (DataSplitD1.py or DataSplitD2.py makes one).")
     if not (data_dir / TRAIN).is_dir():
-        refuse_split_folder(data_dir)
-        if hint := download_split_hint(data_dir):
-            raise UserError(f"{data_dir} has no {TRAIN} folder{hint}.")
-        raise UserError(f"{data_dir} has no {TRAIN} folder. Run DataSplitD1.py or DataSplitD2.py first, "
-                        "or point --data at the folder that holds train/ and validation/.")
+        raise no_train_folder(data_dir, "Run DataSplitD1.py or DataSplitD2.py first, or point --data at the folder "
+                                        "that holds train/ and validation/")
     if not (data_dir / VALIDATION).is_dir():
         raise UserError(f"{data_dir} has no {VALIDATION} folder: the best model and the stop rules are chosen on "
                         "it. Split off one with DataSplitD1.py or DataSplitD2.py.")

@@ -73,6 +73,13 @@ def refuse_split_folder(data_dir: Path) -> None:
         raise split_folder_error(data_dir, "--data")
 
 
+def no_train_folder(data_dir: Path, advice: str) -> UserError:
+    """The refusal of a ``--data`` folder with no train/: a split folder given for its dataset (``refuse_split_folder``
+    raises it), a download not yet split (``download_split_hint``), or else ``advice`` ("Run DataSplitD1.py ...")."""
+    refuse_split_folder(data_dir)
+    return UserError(f"{data_dir} has no {TRAIN} folder{download_split_hint(data_dir) or f'. {advice}'}.")
+
+
 def enclosing_split(folder: Path) -> tuple[Path, str] | None:
     """The split (a folder with a manifest.csv) that ``folder`` lies inside one of the folders of, with that
     folder's name (train, validation, test or augmented_train), or None: written there, a dataset's folders would be

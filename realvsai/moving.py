@@ -51,11 +51,11 @@ from realvsai.layout import (
     TEST,
     TRAIN,
     VALIDATION,
-    download_split_hint,
     find_child_folder,
     find_class_folders,
     leave_out_masks,
     name_key,
+    no_train_folder,
     read_manifest,
     refuse_split_folder,
     subfolders,
@@ -146,9 +146,7 @@ def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
         raise UserError(f"{data_dir} is not a folder. Give the dataset folder that holds train/ with --data.")
     train_dir = find_child_folder(data_dir, TRAIN)
     if train_dir is None:
-        if hint := download_split_hint(data_dir):
-            raise UserError(f"{data_dir} has no train folder{hint}.")
-        raise UserError(f"{data_dir} has no train folder. Run DataSplitD1.py or DataSplitD2.py first.")
+        raise no_train_folder(data_dir, "Run DataSplitD1.py or DataSplitD2.py first")
     return train_dir, find_child_folder(data_dir, AUGMENTED_TRAIN) or data_dir / AUGMENTED_TRAIN
 
 
