@@ -96,8 +96,17 @@ class SquareResize(keras.layers.Layer):
         return {**super().get_config(), "size": self.size}
 
 
+def weights_source(weights: str | Path | None) -> str | None:
+    """``--weights`` as ``keras.applications`` takes it: None (from scratch) for "none" or None, "imagenet" in any
+    letter case, else the path of a weights file."""
+    return {"none": None, "imagenet": "imagenet"}.get(str(weights).lower(), str(weights))  # str(None): "None"
+
+
 def check_weights_file(weights: str | Path, backbone: str) -> None:
-    """Raises a UserError for a ``--weights`` path that is missing, or not HDF5 (an interrupted copy, an HTML page)."""
+    """Raises a UserError for a ``--weights`` path that is missing, or not HDF5 (an interrupted copy, an HTML page);
+    "imagenet" and "none" pass (``weights_source``)."""
+    if weights_source(weights) in (None, "imagenet"):
+        return
     path = Path(weights).expanduser()
     if path.is_dir():
         raise UserError(f"--weights {weights} is a folder. Give the {backbone} weights file inside it (an .h5), "
@@ -164,9 +173,8 @@ def build_model(
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
-    weights = {"none": None, "imagenet": "imagenet"}.get(str(weights).lower(), str(weights))  # str(None): "None"
-    if weights not in (None, "imagenet"):
-        check_weights_file(weights, backbone)
+    weights = weights_source(weights)
+    check_weights_file(weights, backbone)
 
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = inputs

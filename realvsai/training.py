@@ -172,8 +172,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     started = distributed.chief_decides(strategy, lambda: _recorded_start(run_dir)) if resume else None
     _refuse_other_backend(config, started, backend)
     # What the settings point at, before the data is read (minutes on a full dataset) and lines are logged about it
-    if config.pretrained and config.weights.lower() != "imagenet":
-        model_module.check_weights_file(config.weights, config.backbone)
+    model_module.check_weights_file(config.weights, config.backbone)
     refuse_unwritable(run_dir)
     policy = _set_up_keras(config, backend)
     train_images, validation_images, test_images, digest, images_record = _read_data(config, strategy)
