@@ -583,6 +583,22 @@ def parser_of(script: str, monkeypatch: pytest.MonkeyPatch) -> argparse.Argument
     return built.value.args[0]
 
 
+@pytest.mark.parametrize("script", ["DataSplitD1", "DataSplitD2", "DataMerger", "DataAugmentation", "ModelTraining",
+                                    "App"])
+def test_every_max_pixels_takes_the_one_range_training_takes(script, monkeypatch):
+    """A split took --max-pixels 10**23 (no upper end) that training then refused with its range: one range for
+    the one flag, so a value one script takes, every other takes too."""
+    from realvsai.config import LIMITS
+
+    limit = LIMITS["max_pixels"]
+    (action,) = [action for action in parser_of(script, monkeypatch)._actions if action.dest == "max_pixels"]
+    assert action.type(str(int(limit.high))) == limit.high
+    for text in (str(int(limit.high) + 1), "0"):
+        with pytest.raises(argparse.ArgumentTypeError) as error:
+            action.type(text)
+        assert str(error.value) == f"{text} is out of range: give a value {limit}"
+
+
 @pytest.mark.parametrize("script", ["DataUnZipper", "DataSplitD1", "DataSplitD2", "DataMerger", "DataAugmentation",
                                     "ModelTraining", "App"])
 def test_every_numeric_flag_refuses_digits_other_than_ascii(script, monkeypatch):
