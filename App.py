@@ -74,6 +74,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from realvsai import inference
 from realvsai.cli import (
     EXIT_USAGE,
+    bounded,
     make_parser,
     nonempty_path,
     plural,
@@ -81,7 +82,7 @@ from realvsai.cli import (
     setup_logging,
     tensorflow_logs_filtered,
 )
-from realvsai.config import CROP_GRID, FEW_CLASSES, PREDICTIONS_FILE
+from realvsai.config import CROP_GRID, FEW_CLASSES, LIMITS, PREDICTIONS_FILE
 from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
@@ -127,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the folder holding the training runs")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size,
                         help="uploads per model call")
-    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULTS.max_pixels,
+    parser.add_argument("--max-pixels", type=bounded(int, LIMITS["max_pixels"]), default=DEFAULTS.max_pixels,
                         help="uploads with more pixels, as the model decodes them (in resize mode a large JPEG "
                              "reduced: a 200 MP phone photo passes), are refused unread (decompression bombs)")
     # Tolerant: whatever else ends up in sys.argv (a test runner's, Streamlit's) must not stop the app.

@@ -61,6 +61,7 @@ from pathlib import Path
 from realvsai import images
 from realvsai.cli import (
     ascii_number,
+    bounded,
     ctrl_c_deferred,
     exit_script,
     format_table,
@@ -172,7 +173,7 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser.add_argument("--split", type=train_split, default=defaults.split,
                         help="the split to augment: train, the only one (a copy in validation or test would "
                              "change what they measure)")
-    parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
+    parser.add_argument("--max-pixels", type=bounded(int, LIMITS["max_pixels"]), default=defaults.max_pixels,
                         help="images with more pixels, counted whole (a JPEG too), are skipped (decompression bombs); "
                              f"detector makes no copy over {images.TF_JPEG_MAX_PIXELS:,} pixels (TensorFlow's JPEG "
                              "limit): give --size")
@@ -180,8 +181,6 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     if args.copies > MAX_COPIES:
         parser.error(f"--copies {args.copies} is over {MAX_COPIES:,} copies of each image; give fewer (copies of "
                      "one image differ by their transformations alone)")
-    if args.max_pixels not in LIMITS["max_pixels"]:  # TensorFlow's decoders take the limit as an int64
-        parser.error(f"--max-pixels {args.max_pixels} is out of range: give a value {LIMITS['max_pixels']}")
     if args.size is not None and args.size * args.size > args.max_pixels:
         # The guard the sources get: a copy is decoded, augmented and encoded as a source image is (--size 9,000 on
         # 32 px sources peaks at 4.1 GB, the float32 squares the resize makes; 13.3 GB before copies were banded).

@@ -64,6 +64,7 @@ import argparse
 import sys
 
 from realvsai.cli import (
+    bounded,
     make_parser,
     nonempty_path,
     plural,
@@ -73,7 +74,7 @@ from realvsai.cli import (
     setup_logging,
     usage_check,
 )
-from realvsai.config import MAX_IMAGE_PIXELS
+from realvsai.config import LIMITS, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.merging import REFUSED_NAME, REFUSED_WHY, format_merge_report, merge_datasets
@@ -94,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=positive_int,
                         help="threads that hash and decode the files (default: one per core, or one for small "
                              "images, such as CIFAKE's, where threads only wait on each other)")
-    parser.add_argument("--max-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
+    parser.add_argument("--max-pixels", type=bounded(int, LIMITS["max_pixels"]), default=MAX_IMAGE_PIXELS,
                         help="source images with more pixels are refused (decompression bombs); a JPEG over it is "
                              "checked at its 1/8 decode, so a 200 MP phone photo passes")
     args = parser.parse_args(argv)

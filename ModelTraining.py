@@ -59,13 +59,13 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from realvsai.cli import (
     Interrupted,
-    ascii_number,
+    bounded,
     describe_os_error,
     exit_script,
     make_parser,
@@ -122,6 +122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="continue the run --name from its last finished epoch, with its saved settings, on the "
                            "data it started on")
     add_number(data, "--seed", int, help="seeds shuffling, augmentation and weights")
+    add_number(data, "--max-pixels", int,
+               help="images with more pixels, as the model decodes them (in resize mode a large JPEG reduced: a "
+                    "200 MP phone photo passes), are skipped unread and named (decompression bombs); raise it for "
+                    "larger scans, in training, --evaluate and --predict as for the split")
     data.add_argument("--demo", action="store_true",
                       help="train the demo (above) with its own small settings: --out, --name, --resume and --quiet "
                            "apply, a training flag is refused")
@@ -194,10 +198,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                "(and its sub-folders), or the one image it names, into OUT/predictions.csv")
     evaluate.add_argument("--input", type=nonempty_path,
                           help="a folder of images, of unknown class, to --predict (sub-folders too), or one image")
-    evaluate.add_argument("--max-pixels", type=bounded(int, "max_pixels"), default=MAX_IMAGE_PIXELS,
-                          help="images with more pixels, as the model decodes them (in resize mode a large JPEG "
-                               "reduced: a 200 MP phone photo passes), are skipped unread and named (decompression "
-                               "bombs); raise it for larger scans, in training as for the split")
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # often the folder of `--predict MODEL photos`, as other tools take it
         needed = ("--input" if args.predict is not None and args.input is None else
@@ -339,25 +339,7 @@ def add_number(group: Any, flag: str, kind: type, help: str) -> None:
     """Adds to ``group`` (a parser or an argument group) the numeric flag of the TrainConfig field of the same
     name, with the field's default and its range from ``config.LIMITS``."""
     field = flag.removeprefix("--").replace("-", "_")
-    group.add_argument(flag, type=bounded(kind, field), default=getattr(TrainConfig(), field), help=help)
-
-
-def bounded(kind: type, field: str) -> Callable[[str], Any]:
-    """argparse type for a numeric flag: a ``kind`` inside ``config.LIMITS[field]`` (so never NaN or infinite)."""
-    limit = LIMITS[field]
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(ascii_number(text))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}: give "
-                                             f"a value {limit}") from None
-        if value not in limit:
-            raise argparse.ArgumentTypeError(f"{text} is out of range: give a value {limit}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
+    group.add_argument(flag, type=bounded(kind, LIMITS[field]), default=getattr(TrainConfig(), field), help=help)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -377,6 +377,24 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def bounded(kind: type, limit: Any) -> Callable[[str], Any]:
+    """argparse type for a numeric flag: a ``kind`` inside ``limit`` (a ``config.Limit``: the one range of that
+    flag, so never NaN or infinite, and a value one script takes every other takes too)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(ascii_number(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}: give "
+                                             f"a value {limit}") from None
+        if value not in limit:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a value {limit}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def positive_int(text: str) -> int:
     """argparse type for an integer above zero."""
     try:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from realvsai.cli import default_workers, format_table, integer, nonempty_path, plural, positive_int, progress
-from realvsai.config import CHECKS_NAME, MAX_IMAGE_PIXELS, is_split_checks, shell_path
+from realvsai.cli import bounded, default_workers, format_table, integer, nonempty_path, plural, positive_int, progress
+from realvsai.config import CHECKS_NAME, LIMITS, MAX_IMAGE_PIXELS, is_split_checks, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
@@ -809,7 +809,7 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
     parser.add_argument("--workers", type=positive_int, default=defaults.workers,
                         help="threads that read, check and place the images (default: one per core; one to "
                              "check small images, such as CIFAKE's, where threads only wait on each other)")
-    parser.add_argument("--max-pixels", type=positive_int, default=defaults.max_pixels,
+    parser.add_argument("--max-pixels", type=bounded(int, LIMITS["max_pixels"]), default=defaults.max_pixels,
                         help="images with more pixels are skipped and listed (decompression bombs); a JPEG over it "
                              "is checked at its 1/8 decode, so a 200 MP phone photo passes")
 

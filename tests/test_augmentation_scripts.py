@@ -391,7 +391,7 @@ def test_a_max_pixels_too_large_for_tensorflow_is_bad_usage(data, capsys):
         augment(data, "--max-pixels", "99999999999999999999999")
     assert exit_info.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert "--max-pixels 99999999999999999999999 is out of range" in line
+    assert "argument --max-pixels: 99999999999999999999999 is out of range" in line
     assert not (data / "augmented_train").exists()
 
 def test_files_in_train_that_are_not_images_read_here_are_counted_in_one_line(data, capsys):

@@ -544,7 +544,7 @@ def test_filters_begun_in_two_threads_do_not_cross(capfd):
 
 @pytest.mark.parametrize("text", ["nan", "4.5", "many"])
 def test_a_count_that_is_not_a_whole_number_is_refused_without_an_example_unfit_for_the_flag(text):
-    """positive_int serves --max-pixels (120,000,000 by default) as well as --epochs: "e.g. 4" misleads."""
+    """positive_int serves --workers and --copies as well as --batch-size: "e.g. 4" misleads."""
     import argparse
 
     with pytest.raises(argparse.ArgumentTypeError) as error:
@@ -556,12 +556,11 @@ def test_a_count_that_is_not_a_whole_number_is_refused_without_an_example_unfit_
                                                (int, "4.5", "an integer"), (int, "many", "an integer")])
 def test_a_training_flag_that_is_no_number_is_refused_with_its_range(kind, text, what):
     """"'nan' is not a number" gave no range, where a number out of range got it."""
-    import ModelTraining
     from realvsai.config import LIMITS
 
     field = "learning_rate" if kind is float else "batch_size"
     with pytest.raises(argparse.ArgumentTypeError) as error:
-        ModelTraining.bounded(kind, field)(text)
+        cli.bounded(kind, LIMITS[field])(text)
     assert str(error.value) == f"{text!r} is not {what}: give a value {LIMITS[field]}"
 
 
