@@ -75,7 +75,16 @@ from realvsai.cli import (
     setup_logging,
     tensorflow_logs_filtered,
 )
-from realvsai.config import LIMITS, MAX_IMAGE_PIXELS, PRESETS, command_path, deleter_command, flag_name, shell_path
+from realvsai.config import (
+    LIMITS,
+    MAX_IMAGE_PIXELS,
+    PRESETS,
+    TrainConfig,
+    command_path,
+    deleter_command,
+    flag_name,
+    shell_path,
+)
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.layout import AUGMENTED_TRAIN, TRAIN, name_key, refuse_split_folder, refuse_unsplit_download
@@ -103,10 +112,10 @@ OFFLINE_PRESETS = tuple(preset for preset in PRESETS if preset != "none")
 class AugmentConfig:
     """The defaults of DataAugmentation.py (the README's)."""
 
-    data: Path = Path("data")
+    data: Path = TrainConfig.data
     copies: int = 10
     preset: str = "classic"
-    seed: int = 42
+    seed: int = TrainConfig.seed
     size: str = "native"
     batch_size: int = 32
     jpeg_quality: int = 95

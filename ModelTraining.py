@@ -94,6 +94,7 @@ from realvsai.config import (
     resume_command,
     run_name_problem,
     shell_path,
+    weights_source,
 )
 from realvsai.errors import UserError
 from realvsai.files import is_inside, not_an_image_name, working_on
@@ -256,7 +257,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  else "uses the settings saved with the model")
         parser.error(f"{' '.join(ignored)} would be ignored by --{mode}, which {saved} (only {accepted} apply). "
                      f"Leave {'it' if len(ignored) == 1 else 'them'} out")
-    if not mode and args.weights.lower() == "none":
+    if not mode and weights_source(args.weights) is None:
         unused = [flag for flag in ignored_flags(parser, argv, args, frozenset())
                   if flag in ("--fine-tune-blocks", "--fine-tune-learning-rate")]
         if unused:

@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import sys
 from argparse import Namespace
-from pathlib import Path
 
 from realvsai.cli import format_table, make_parser, nonempty_path, plural, run_main, setup_logging
-from realvsai.config import shell_path
+from realvsai.config import TrainConfig, shell_path
 from realvsai.errors import UserError
 from realvsai.files import working_on
 from realvsai.moving import MoveReport, move_augmented, moved_copies_in_train
@@ -42,7 +41,7 @@ from realvsai.moving import MoveReport, move_augmented, moved_copies_in_train
 
 def parse_args(argv: list[str] | None = None) -> Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument("--data", type=nonempty_path, default=Path("data"),
+    parser.add_argument("--data", type=nonempty_path, default=TrainConfig.data,
                         help="dataset folder holding train/ and augmented_train/")
     parser.add_argument("--dry-run", action="store_true", help="show what would move and change nothing")
     parser.add_argument("--move-unlisted", action="store_true",

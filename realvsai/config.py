@@ -136,6 +136,12 @@ LIMITS: dict[str, Limit] = {
 }
 
 
+def weights_source(weights: str | Path | None) -> str | None:
+    """``--weights`` as ``keras.applications`` takes it: None (from scratch) for "none" or None, "imagenet" in any
+    letter case, else the path of a weights file."""
+    return {"none": None, "imagenet": "imagenet"}.get(str(weights).lower(), str(weights))  # str(None): "None"
+
+
 def flag_name(field_name: str) -> str:
     """The command-line flag of a TrainConfig field: ``image_size`` -> ``--image-size``, ``class_weights`` (on by
     default) -> ``--no-class-weights``."""
@@ -221,7 +227,7 @@ class TrainConfig:
 
     @property
     def pretrained(self) -> bool:
-        return self.weights.lower() != "none"
+        return weights_source(self.weights) is not None
 
     @property
     def total_epochs(self) -> int:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
+from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS, TrainConfig
 from realvsai.files import other_image_format
 from realvsai.images import ImageDecodeError, ImageHeader, cover_size, grid_offsets, load_rgb_with_header
 from realvsai.layout import mask_images
@@ -36,9 +36,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Defaults of the app and of the prediction path, held once."""
+    """Defaults of the app, held once (``--predict`` takes its batch size and pixel limit from TrainConfig, as
+    ModelTraining's other programs do)."""
 
-    models_dir: Path = Path("models")
+    models_dir: Path = TrainConfig.out
     batch_size: int = 16  # uploads per model call (fewer padded to a power of two: few shapes for JAX to compile)
     max_pixels: int = MAX_IMAGE_PIXELS  # larger uploads are refused before decoding (decompression bombs)
     preview_size: int = 384  # longest side of the picture shown per upload, in pixels

@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from realvsai.augmentation import build_augmentation, layer_seed  # also registers its layers for load_model
-from realvsai.config import BACKBONES, CROP_GRID, TrainConfig
+from realvsai.config import BACKBONES, CROP_GRID, TrainConfig, weights_source
 from realvsai.errors import UserError
 
 APPLICATIONS = {
@@ -94,12 +94,6 @@ class SquareResize(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "size": self.size}
-
-
-def weights_source(weights: str | Path | None) -> str | None:
-    """``--weights`` as ``keras.applications`` takes it: None (from scratch) for "none" or None, "imagenet" in any
-    letter case, else the path of a weights file."""
-    return {"none": None, "imagenet": "imagenet"}.get(str(weights).lower(), str(weights))  # str(None): "None"
 
 
 def check_weights_file(weights: str | Path, backbone: str) -> None:

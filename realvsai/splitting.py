@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from realvsai.cli import bounded, default_workers, format_table, integer, nonempty_path, plural, positive_int, progress
-from realvsai.config import CHECKS_NAME, LIMITS, MAX_IMAGE_PIXELS, is_split_checks, shell_path
+from realvsai.config import CHECKS_NAME, LIMITS, MAX_IMAGE_PIXELS, TrainConfig, is_split_checks, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
@@ -110,10 +110,10 @@ def _skipped_words(kind: str, count: int) -> str:
 class SplitDefaults:
     """The split scripts' defaults, held once; argparse reads them from here."""
 
-    out: Path = Path("data")
+    out: Path = TrainConfig.data
     ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, validation, test (DataSplitD1)
     val_fraction: float = 0.2  # of train, carved out as validation (DataSplitD2)
-    seed: int = 42
+    seed: int = TrainConfig.seed
     workers: int | None = None  # files.reading_workers to check the images, one per core to place them
     max_pixels: int = MAX_IMAGE_PIXELS  # larger images are skipped: a guard against decompression bombs
 
