@@ -1,7 +1,8 @@
 """Training input from images held in memory: model.fit's feed where TensorFlow is not installed.
 
-Wherever TensorFlow is installed, tf.data (``data.make_dataset``) feeds model.fit on every backend. A
-machine set up for JAX alone (a GPU box without TensorFlow) feeds it from here: ``load_images`` decodes
+ModelTraining.py needs TensorFlow: tf.data (``data.make_dataset``) feeds model.fit on every backend. On a
+machine set up for JAX alone (a GPU box without TensorFlow), the GPU benchmark (``benchmarks/
+bench_gpu_cifake.py``) trains the project's recipe through ``fitting.fit_phases`` fed from here: ``load_images`` decodes
 a scanned split once (``images.load_rgb``, the pixels tf.data decodes), and ``EpochBatches`` batches it
 as ``make_dataset(first_epoch=...)`` does: endless passes, each shuffled from ``(seed, epoch)`` alone, so
 a resumed run reads what the uninterrupted one read. The images must share one size (the model resizes

@@ -64,12 +64,12 @@ def _save(figure: Figure, path: Path) -> Path:
     return Path(path)
 
 
-def _short(name: str, limit: int = MAX_NAME) -> str:
-    """``name``, or its start and end around "…" where it is longer than ``limit`` characters."""
-    if len(name) <= limit:
+def _short(name: str) -> str:
+    """``name``, or its start and end around "…" where it is longer than ``MAX_NAME`` characters."""
+    if len(name) <= MAX_NAME:
         return name
-    tail = (limit - 1) // 3
-    return name[:limit - 1 - tail] + "…" + name[-tail:]
+    tail = (MAX_NAME - 1) // 3
+    return name[:MAX_NAME - 1 - tail] + "…" + name[-tail:]
 
 
 def _name_ticks(count: int, spacing: float) -> tuple[float, range]:

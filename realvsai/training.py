@@ -243,17 +243,18 @@ def _set_up_keras(config: TrainConfig, backend: str) -> str:
     """Sets the run's dtype policy (returned: ``TrainConfig.precision_policy`` for the local GPUs), its seed, and,
     on TensorFlow without a GPU, op determinism unless --xla."""
     import keras
-    import tensorflow as tf
 
     num_gpus = sum(device.startswith("gpu") for device in keras.distribution.list_devices())
     policy = config.precision_policy(num_gpus, backend)
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(config.seed)
-    if backend == "tensorflow" and not num_gpus:
+    if backend == "tensorflow" and not num_gpus:  # not on a GPU, where determinism slows every step
         if config.xla:  # Keras turns XLA off for the whole process once op determinism is on
             logger.info("--xla: TensorFlow's op determinism stays off, so a resumed run comes close to the "
                         "uninterrupted one but may not repeat its numbers exactly")
-        else:  # the same numbers on every run, so a resumed run repeats the uninterrupted one (slower on a GPU)
+        else:  # the same numbers on every run, so a resumed run repeats the uninterrupted one
+            import tensorflow as tf
+
             tf.config.experimental.enable_op_determinism()
     return policy
 
