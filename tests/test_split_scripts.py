@@ -300,6 +300,50 @@ def test_a_split_folder_of_a_train_and_test_download_is_refused_naming_the_downl
     assert {row.split for row in read_manifest(tmp_path / "out" / "manifest.csv")} == {"train", "validation", "test"}
 
 
+def loose_images(folder: Path, count: int, seed: int = 7) -> Path:
+    """``count`` distinct images right in ``folder``, in no class folder: images nothing labels."""
+    for index in range(count):
+        write_image(folder / f"{index:04x}.png", seed=seed * 1000 + index)
+    return folder
+
+
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
+def test_a_download_whose_test_folder_is_unlabelled_is_told_to_split_train_alone(tmp_path, make_class_folder, script):
+    """A competition's layout, train/<class>/ beside a test/ of loose images: DataSplitD2 said test/ "has no class
+    folders", DataSplitD1 to use DataSplitD2, and DataSplitD1 on train/ that it was one split of the download: each
+    way led back to another refusal."""
+    source = tmp_path / "raw" / "competition"
+    make_class_folder(source / "train", {"REAL": 4, "FAKE": 4})
+    loose_images(source / "test", 5)
+    line = one_error_line(run_script(script, source, "--out", tmp_path / "data"))
+    command = f"python DataSplitD1.py {shlex.quote(str(source / 'train'))} --out data"
+    assert "test" in line and "no class folders" in line and command in line
+    assert not (tmp_path / "data").exists()
+    advised = shlex.split(line[line.index(command):])[2:-1]  # as pasted, with an --out of the test's own
+    process = run_script("DataSplitD1.py", *advised, str(tmp_path / "out"))
+    assert process.returncode == 0, process.stderr
+    assert {(row.split, row.class_name) for row in read_manifest(tmp_path / "out" / "manifest.csv")} == {
+        (split, name) for split in ("train", "validation", "test") for name in ("REAL", "FAKE")}
+
+
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
+@pytest.mark.parametrize("with_test", [False, True], ids=["train-only", "train-and-test"])
+def test_a_train_folder_of_loose_images_is_told_to_sort_them_into_class_folders(tmp_path, script, with_test):
+    """Labels kept in a CSV (train_data/ of images beside train.csv): the line said to use DataSplitD2.py, the
+    command that had just refused it, for ever."""
+    source = tmp_path / "raw" / "labels-in-csv"
+    loose_images(source / "train", 6)
+    (source / "train.csv").write_text("file_name,label\n" + "".join(f"train/{index:04x}.png,{index % 2}\n"
+                                                                     for index in range(6)))
+    if with_test:
+        loose_images(source / "test", 3, seed=8)
+    line = one_error_line(run_script(script, source, "--out", tmp_path / "data"))
+    train = source / "train"
+    assert f"{train} holds images but no class folders" in line and "train.csv" in line
+    assert f"{train}/REAL" in line and f"python DataSplitD1.py {shlex.quote(str(train))} --out data" in line
+    assert "DataSplitD2" not in line and not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
 def test_a_class_folder_named_train_beside_other_classes_is_told_the_rename_that_splits_it(tmp_path, make_class_folder,
                                                                                           script):
