@@ -298,6 +298,8 @@ def split_folders_fix(root: Path, class_folders: Sequence[str], renamed: Iterabl
     whole = TRAIN in splits.values() and any(split != TRAIN for split in splits.values())
     if not splits or (not whole and len(splits) < len(class_folders)):
         return None
+    if fix := unlabelled_fix(root, splits):
+        return fix
     command = f"python DataSplitD2.py {shell_path(root)} --out data"
     held_out = sorted(name for name, split in splits.items() if split != TRAIN)
     if TEST in splits.values() or not held_out:
@@ -305,6 +307,36 @@ def split_folders_fix(root: Path, class_folders: Sequence[str], renamed: Iterabl
     # train/ and validation/ only: the dataset's held-out images become the test split
     return (f"rename {shell_path(root / held_out[0])} to test (DataSplitD2.py reads train/ and test/, and carves "
             f"validation out of train), then run {command}")
+
+
+def unlabelled(folder: Path) -> bool:
+    """True when ``folder`` holds images and no visible sub-folder: images that no folder names the class of (a
+    competition's test set, or a download that keeps its labels in a CSV file)."""
+    return not subfolders(folder) and bool(list_images(folder))
+
+
+def unlabelled_fix(root: Path, splits: Mapping[str, str]) -> str | None:
+    """Where a split folder of ``root`` (``splits``: folder name -> split) holds images in no class folder, what to
+    do, as a sentence that ends with its command; else None. A train/ of loose images is sorted into class folders
+    first; held-out folders that are all loose images (a competition's unlabelled test set) can test nothing, so
+    train/ is split alone, by DataSplitD1, which carves validation and test out of its classes."""
+    train = next((root / name for name, split in splits.items() if split == TRAIN), None)
+    if train is None:
+        return None
+    held_out = [root / name for name, split in splits.items() if split != TRAIN]
+    labelled_held_out = [folder for folder in held_out if not unlabelled(folder)]
+    command = (f"python DataSplitD2.py {shell_path(root)} --out data" if labelled_held_out else
+               f"python DataSplitD1.py {shell_path(train)} --out data")
+    if unlabelled(train):
+        labels = sorted(path.name for folder in (root, train) for path in folder.glob("*.csv"))
+        kept = f" (a download like this keeps its labels in a file: {', '.join(labels)})" if labels else ""
+        return (f"{train} holds images but no class folders, so nothing says which class each is{kept}. Sort them "
+                f"into one folder per class ({train}/REAL, {train}/FAKE, ...), then split them: {command}")
+    if held_out and not labelled_held_out:
+        return (f"{', '.join(map(str, held_out))} {'holds' if len(held_out) == 1 else 'hold'} images but no class "
+                "folders: unlabelled (a competition's test set), they can test nothing. Split train/ alone with "
+                f"DataSplitD1.py, which carves validation and test out of its classes: {command}")
+    return None
 
 
 def unsplit_download_splits(folder: Path) -> list[str]:
@@ -377,6 +409,10 @@ def refuse_one_split_of_a_download(folder: Path) -> None:
     folder, parent = Path(folder), typed_parent(folder)
     if name_key(Path(os.path.abspath(folder)).name) not in SPLIT_WORDS or not _holds_train_and_test(parent):
         return
+    others = [child for child in subfolders(parent)
+              if name_key(child.name) in SPLIT_WORDS and child.name != Path(os.path.abspath(folder)).name]
+    if all(unlabelled(other) for other in others):  # a competition's test set: nothing left out that could be used
+        return
     if (parent / MANIFEST_NAME).is_file():  # this project's split: nothing to split
         raise UserError(f"{folder} is one split of {parent}, a dataset split already ({MANIFEST_NAME}); nothing "
                         f"was written. Train on it: python ModelTraining.py --data {shell_path(parent)}")
@@ -398,6 +434,10 @@ def find_train_test_root(source: Path) -> Path:
             raise UserError(f"{source} has {found.name}/ but no {missing}/ folder, and beside it {fix}")
         raise UserError(f"{source} has {found.name}/ but no {missing}/ folder. DataSplitD2.py needs both train/ "
                         "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
+    splits = {folder.name: SPLIT_WORDS[name_key(folder.name)] for folder in subfolders(root)
+              if name_key(folder.name) in SPLIT_WORDS} if _holds_train_and_test(root) else {}
+    if fix := unlabelled_fix(root, splits):
+        raise UserError(fix)
     if not _holds_train_and_test(root):
         folders = [folder.name for folder in subfolders(source)]
         raise UserError(
