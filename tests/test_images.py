@@ -189,6 +189,26 @@ def test_the_pixel_limit_names_a_turned_photo_by_its_upright_size(tmp_path):
     assert problem is not None and problem.startswith("40x60 pixels is more than the limit of 1,000 pixels"), problem
 
 
+@pytest.mark.parametrize("exif_first", [False, True], ids=["no-exif", "exif-before-pixels"])
+def test_a_png_over_the_pixel_limit_is_refused_from_its_header_without_decoding_it(tmp_path, monkeypatch,
+                                                                                  exif_first):
+    """A 1.2 MB PNG of 20000x20000 pixels took 33 s and 1.6 GB to refuse in the app: the look-up of its orientation,
+    for the refusal's upright size, made Pillow decode every pixel (a PNG's EXIF may follow its pixels)."""
+    from PIL import ExifTags, PngImagePlugin
+
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    png = tmp_path / "bomb.png"
+    Image.new("RGB", (60, 40), "gray").save(png, exif=exif if exif_first else None)
+    decoded = []
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda image: decoded.append(image))
+
+    problem = images.image_problem(png, max_pixels=1000)
+    upright = "40x60" if exif_first else "60x40"  # an EXIF that follows the pixels is not looked for
+    assert problem is not None and problem.startswith(f"{upright} pixels is more than the limit of 1,000"), problem
+    assert decoded == []
+
+
 def test_image_problem_applies_its_pixel_limit(tmp_path):
     problem = images.image_problem(write_image(tmp_path / "big.png", seed=1, size=(64, 64)), max_pixels=1000)
     assert problem is not None and problem.startswith("64x64 pixels is more than the limit of 1,000 pixels")
