@@ -266,9 +266,10 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
     if problem:
         # Named by its upright size, as every other line names it: a quarter turn swaps the sides (the count is
         # the same either way).
-        try:
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        except (OSError, SyntaxError, ValueError):  # a PNG's EXIF after its pixels, broken: as it is stored
+        try:  # a PNG's EXIF may follow its pixels, which Pillow would decode to find it: one read before them only
+            exif = image.getexif() if image.format != "PNG" or "exif" in image.info else {}
+            orientation = exif.get(ExifTags.Base.Orientation, 1)
+        except (OSError, SyntaxError, ValueError):  # broken: as it is stored
             orientation = 1
         problem = pixel_problem(*upright_size(image.size, orientation), max_pixels, crop_size, scale)
         problem += _limit_advice(image, max_pixels, crop_size, image_size)
