@@ -30,7 +30,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from realvsai import evaluation, model_card, prediction
+from realvsai import evaluation, metrics, model_card, prediction
 from realvsai.data import scan_images
 from realvsai.errors import UserError
 from realvsai.images import load_rgb
@@ -1275,6 +1275,21 @@ def test_the_rule_says_why_an_answer_is_what_it_is_at_a_decision_threshold(proba
     rule = DecisionRule(decision_threshold=0.4, positive_index=0)
 
     assert rule.reason(np.array(probabilities), ["FAKE", "REAL"], unfamiliar) == reason
+
+
+def test_a_threshold_near_1_and_a_probability_just_under_it_read_apart():
+    """A threshold fitted to one validation image, 0.99999535, read "P(FAKE) is 100.0% ... close to the 100.0%
+    decision threshold" beside an answer of REAL, and the rule "FAKE when P(FAKE) ≥ 1.000"."""
+    threshold = 0.9999953508377075
+    rule = DecisionRule(decision_threshold=threshold, positive_index=0)
+    score = 0.999987
+
+    assert rule.reason(np.array([score, 1 - score]), ["FAKE", "REAL"]) == (
+        "Leaning REAL: P(FAKE) is 99.9987%, between 79.9996% and 99.9996%, close to the 99.9995% decision threshold.")
+    assert rule.describe(["FAKE", "REAL"]).startswith("Decision rule: FAKE when P(FAKE) ≥ 0.999995 ")
+    assert metrics.distinct_figures([threshold], 3) == ["0.999995"]
+    assert metrics.distinct_figures([0.4, 0.45], 3) == ["0.400", "0.450"]  # as they were
+    assert metrics.distinct_figures([1.0, 0.0], 3, percent=True) == ["100.000%", "0.000%"]
 
 
 @pytest.mark.parametrize("probabilities, unfamiliar, reason", [
