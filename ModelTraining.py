@@ -455,7 +455,7 @@ def keras_verbose(quiet: bool) -> int | str:
 
 def summarize(result: TrainResult) -> str:
     """One line for the end of a run."""
-    from realvsai.metrics import uncertain_text
+    from realvsai.metrics import distinct_figures, uncertain_text
 
     best = result.model_info.get("best_epoch") or {}
     parts = [f"trained {result.run_dir}" if result.chief
@@ -470,7 +470,7 @@ def summarize(result: TrainResult) -> str:
         if test.get("balanced_accuracy") is not None:  # the mean recall: what a lopsided test set's accuracy hides
             line += f" (balanced accuracy {float(test['balanced_accuracy']):.4f})"
         if test.get("decided_by") == "threshold":  # val_accuracy is Keras': the most probable class decides
-            line += (f" at the decision threshold {float(test['decision_threshold']):.3f} "
+            line += (f" at the decision threshold {distinct_figures([float(test['decision_threshold'])], 3)[0]} "
                      f"({float(test['argmax_accuracy']):.4f} by the highest probability, as val_accuracy)")
         parts.append(line)
     if (uncertain := uncertain_text(test)) is not None:  # what the app would answer on the test images

@@ -236,7 +236,8 @@ def _classification_report(labels: np.ndarray, probabilities: np.ndarray, predic
                          f"{it} (precision {metrics['precision']:.4f}); scikit-learn's macro avg above counts {its} "
                          "n/a as 0.")
         return "\n".join(lines)
-    return "\n".join([title, "", f"Predicted class = {positive} when P({positive}) >= {threshold:.4f} (the decision "
+    [threshold_text] = scoring.distinct_figures([threshold], 4)
+    return "\n".join([title, "", f"Predicted class = {positive} when P({positive}) >= {threshold_text} (the decision "
                       "rule the app answers by):", "", _report_table(labels, predicted, class_names),
                       "Predicted class = the most probable class (argmax, for comparison):", "",
                       _report_table(labels, probabilities.argmax(axis=1), class_names)])

@@ -77,6 +77,24 @@ def _number(value: Any) -> float | None:
 UNFAMILIAR_ANSWER = "not certain on such images"
 
 
+def distinct_figures(values: Sequence[float], digits: int, percent: bool = False, rounded: int = 0) -> list[str]:
+    """``values`` written with ``digits`` decimals (as percentages where ``percent``), or with more where fewer would
+    write two different values alike, or a value short of 0 or 1 as 0 or 1 (the first ``rounded`` values may: a
+    probability of 1e-7 is 0.0%): a decision threshold of 0.99999535 read 1.000, and "P(FAKE) is 100.0%" beside
+    it an answer of the other class. Six more at most."""
+    def written(value: float, decimals: int) -> str:
+        return f"{value:.{decimals}%}" if percent else f"{value:.{decimals}f}"
+
+    for decimals in range(digits, digits + 7):
+        texts = [written(value, decimals) for value in values]
+        alike = len({*texts}) < len({*values})
+        at_an_end = any(text in (written(0, decimals), written(1, decimals)) and value not in (0, 1)
+                        for value, text in zip(values[rounded:], texts[rounded:], strict=True))
+        if not (alike or at_an_end):
+            break
+    return texts
+
+
 @dataclass(frozen=True)
 class DecisionRule:
     """How probabilities become an answer: the one rule of the app, --predict, --evaluate and the model card.
@@ -150,11 +168,11 @@ class DecisionRule:
         else:
             positive, score = class_names[self.positive_index], float(probabilities[self.positive_index])
             side = "≥" if score >= self.decision_threshold else "<"
-            decided = f"P({positive}) {score:.1%} {side} the decision threshold {self.decision_threshold:.1%} " \
-                      "(chosen on validation)"
-            low, high = self.band
-            doubt = (f"Leaning {predicted}: P({positive}) is {score:.1%}, between {low:.1%} and {high:.1%}, close to "
-                     f"the {self.decision_threshold:.1%} decision threshold")
+            score_text, threshold, low, high = distinct_figures([score, self.decision_threshold, *self.band], 1,
+                                                                percent=True, rounded=1)
+            decided = f"P({positive}) {score_text} {side} the decision threshold {threshold} (chosen on validation)"
+            doubt = (f"Leaning {predicted}: P({positive}) is {score_text}, between {low} and {high}, close to the "
+                     f"{threshold} decision threshold")
         if self.uncertain(probabilities):  # by the rule alone
             return f"{doubt}, and {UNFAMILIAR_ANSWER}." if unfamiliar else f"{doubt}."
         if unfamiliar:  # decided as a certain answer is, so said the same way
@@ -188,13 +206,13 @@ class DecisionRule:
             return (f"Decision rule: the most probable class; Uncertain when its probability is below the "
                     f"confidence threshold {self.confidence_threshold:.2f}, and on {distrusted}.")
         positive, other = class_names[self.positive_index], class_names[1 - self.positive_index]
-        decided = (f"Decision rule: {positive} when P({positive}) ≥ {self.decision_threshold:.3f} (the decision "
-                   f"threshold chosen on validation), else {other}; ")
+        threshold, low, high = distinct_figures([self.decision_threshold, *self.band], 3)
+        decided = (f"Decision rule: {positive} when P({positive}) ≥ {threshold} (the decision threshold chosen on "
+                   f"validation), else {other}; ")
         if self.margin <= 0:  # the band is empty
             return decided + (f"Uncertain only on {distrusted} (the confidence threshold "
                               f"{self.confidence_threshold:.2f} leaves no band).")
-        low, high = self.band
-        return decided + (f"Uncertain when P({positive}) is between {low:.3f} and {high:.3f} ({self.margin / 0.5:.0%} "
+        return decided + (f"Uncertain when P({positive}) is between {low} and {high} ({self.margin / 0.5:.0%} "
                           f"of the way from the threshold to 0 and to 1: the confidence threshold "
                           f"{self.confidence_threshold:.2f}), and on {distrusted}.")
 
@@ -438,7 +456,7 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
     line = (f"accuracy {number('accuracy')}{balanced}, F1{macro} {number('f1')}, ROC AUC{macro} {number('roc_auc')} "
             f"on {plural(metrics['num_images'], 'image')}")
     if metrics.get("decision_threshold") is not None:
-        line += (f" (decided at threshold {metrics['decision_threshold']:.3f}; argmax accuracy "
+        line += (f" (decided at threshold {distinct_figures([metrics['decision_threshold']], 3)[0]}; argmax accuracy "
                  f"{number('argmax_accuracy')})")
     if metrics.get("missing_classes"):
         line += f"; no images of {', '.join(metrics['missing_classes'])}: " + (

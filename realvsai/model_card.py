@@ -23,7 +23,7 @@ from realvsai.config import (
 )
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
-from realvsai.metrics import DecisionRule, skipped_why, uncertain_text
+from realvsai.metrics import DecisionRule, distinct_figures, skipped_why, uncertain_text
 from realvsai.run import (
     DEMO_WARNING,
     MIN_IMAGES_PER_KIND,
@@ -285,7 +285,8 @@ def _headline_table(metrics: Mapping[str, Any], average: str) -> list[str]:
         return [f"Predicted class = the most probable one. Precision, recall and F1 are {average}.", "",
                 *_table(["metric", "value"], [[METRIC_LABELS.get(key, key), _number(metrics[key])]
                                               for key in (*headline, *ranking)])]
-    return [f"Predicted class: {code_span(positive)} when P({markdown_text(positive)}) >= {threshold:.4f}, the "
+    [threshold_text] = distinct_figures([threshold], 4)
+    return [f"Predicted class: {code_span(positive)} when P({markdown_text(positive)}) >= {threshold_text}, the "
             "threshold that "
             "maximised balanced accuracy (the mean of the two classes' recalls) on the training run's "
             "validation images (kept in model.json): the rule the app "

@@ -26,7 +26,7 @@ from realvsai.cli import plural, printable
 from realvsai.config import CROSS_ENTROPY, MAX_IMAGE_PIXELS, MODEL_FILE
 from realvsai.files import atomic_write_bytes
 from realvsai.images import ImageDecodeError, load_rgb
-from realvsai.metrics import CALIBRATION_BINS, threshold_metrics
+from realvsai.metrics import CALIBRATION_BINS, distinct_figures, threshold_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ def plot_precision_recall_curves(labels: Sequence[int], probabilities: np.ndarra
     if threshold is not None and len(class_names) == 2 and axes is not None:
         at = threshold_metrics(np.asarray(labels), np.asarray(probabilities)[:, positive_index], positive_index,
                                threshold)
-        axes.plot(at["recall"], at["precision"], "o", color="black", label=f"threshold {threshold:.3f}")
+        [threshold_text] = distinct_figures([threshold], 3)
+        axes.plot(at["recall"], at["precision"], "o", color="black", label=f"threshold {threshold_text}")
         axes.legend(loc="lower left", fontsize=8)
     return _save(figure, path)
 
