@@ -725,6 +725,35 @@ def test_the_headline_test_metrics_name_the_number_of_test_images(start_app, tmp
     assert any("1,412 test images" in text for text in texts(app))
 
 
+def test_the_headline_precision_recall_and_f1_of_two_classes_name_the_class_they_are_of(start_app, tmp_path):
+    """95 % FAKE: "Test precision 1.000" was FAKE's, where the rare REAL's was 0.105; nothing said which."""
+    write_run(tmp_path, "rare", info={"positive_class": "REAL", "test_metrics": {
+        "accuracy": 0.9, "precision": 0.105, "recall": 0.5, "f1": 0.17, "roc_auc": 0.8, "num_images": 40}})
+
+    app = start_app("--models", tmp_path)
+
+    assert [metric.label for metric in app.metric] == [
+        "Test accuracy", "Test F1 (REAL)", "Test ROC AUC", "Test precision (REAL)", "Test recall (REAL)"]
+
+
+def test_the_headline_test_metrics_stand_at_most_three_a_row(start_app, tmp_path):
+    """Six side by side read "0.…" under "Test balan…" in a window 1024 px wide with the sidebar open."""
+    write_run(tmp_path, "six", info={"test_metrics": {
+        "accuracy": 0.9, "balanced_accuracy": 0.8, "precision": 0.7, "recall": 0.6, "f1": 0.65, "roc_auc": 0.85}})
+
+    app = start_app("--models", tmp_path)
+
+    def blocks(node):
+        yield node
+        for child in getattr(node, "children", {}).values():
+            yield from blocks(child)
+
+    rows = [[element.type for column in block.children.values() for element in column.children.values()]
+            for block in blocks(app.main)
+            if any(child.type == "column" for child in getattr(block, "children", {}).values())]
+    assert [row for row in rows if "metric" in row] == [["metric"] * 3] * 2
+
+
 @pytest.mark.parametrize("classes", [["FAKE", "REAL"], ["benign", "malignant", "normal"]])
 def test_the_headline_test_metrics_show_the_balanced_accuracy_beside_the_accuracy(start_app, tmp_path, classes):
     """150 FAKE and 1 REAL test images all answered FAKE: "Test accuracy 0.993" alone hid a model at chance. The
