@@ -474,11 +474,18 @@ def sidebar_settings(run: ModelRun, classifier: inference.Classifier) -> Setting
     return Settings(run.info.rule(threshold), explain_on)
 
 
-def metric_name(name: str, num_classes: int) -> str:
+METRICS_A_ROW = 3  # headline tiles side by side: six read "0.…" in a window 1024 px wide with the sidebar open
+
+
+def metric_name(name: str, class_names: Sequence[str], positive: str) -> str:
     """A headline metric's name: with three classes or more, all but accuracy are macro averages over the classes (the
-    balanced accuracy is the mean recall by its name)."""
-    macro = num_classes > 2 and name not in ("accuracy", "balanced_accuracy")
-    return HEADLINE_METRICS[name] + (" (macro)" if macro else "")
+    balanced accuracy is the mean recall by its name); with two, precision, recall and F1 are the ``positive``
+    class's."""
+    if name in ("accuracy", "balanced_accuracy", "roc_auc") and len(class_names) == 2:
+        return HEADLINE_METRICS[name]
+    if len(class_names) == 2:
+        return f"{HEADLINE_METRICS[name]} ({positive})"
+    return HEADLINE_METRICS[name] + ("" if name in ("accuracy", "balanced_accuracy") else " (macro)")
 
 
 def model_card(run: ModelRun, settings: Settings) -> None:
@@ -512,14 +519,17 @@ def model_card(run: ModelRun, settings: Settings) -> None:
         metrics = run.test_metrics()
         num_images = run.num_test_images()
         on_images = plural(num_images, "test image") if num_images is not None else "test images (number not recorded)"
+        positive = shown[settings.rule.positive_index] if len(shown) == 2 else ""
         if metrics and run.demo:  # no headline figures: they measure the synthetic test images only
             st.caption(f"Test metrics on {on_images}, synthetic demo images (they say nothing about real ones): "
-                       + ", ".join(f"{metric_name(name, len(run.class_names))} {value:.3f}"
+                       + ", ".join(f"{metric_name(name, shown, positive)} {value:.3f}"
                                    for name, value in metrics.items()))
         elif metrics:
-            columns = st.columns(len(metrics))
-            for column, (name, value) in zip(columns, metrics.items()):
-                column.metric(f"Test {metric_name(name, len(run.class_names))}", f"{value:.3f}")
+            tiles = list(metrics.items())
+            for first in range(0, len(tiles), METRICS_A_ROW):
+                row = tiles[first:first + METRICS_A_ROW]
+                for column, (name, value) in zip(st.columns(METRICS_A_ROW), row):
+                    column.metric(f"Test {metric_name(name, shown, positive)}", f"{value:.3f}")
             uncertain = run.test_uncertain(settings.rule.confidence_threshold)
             st.caption(" ".join(text for text in (f"Measured on {on_images}"
                                                   + (f"; the app's rule said {uncertain}." if uncertain else "."),

@@ -101,7 +101,7 @@ def test_the_newest_model_opens_with_its_card(start_app, models_dir):
     card = next(text for text in texts(app) if text.startswith("Model **newest**"))
     assert "trained 2025-06-01" in card and "classes FAKE, REAL" in card and "32 px" in card
     assert [(metric.label, metric.value) for metric in app.metric] == [
-        ("Test accuracy", "0.910"), ("Test F1", "0.900"), ("Test ROC AUC", "0.950")]
+        ("Test accuracy", "0.910"), ("Test F1 (FAKE)", "0.900"), ("Test ROC AUC", "0.950")]
 
 
 def test_the_browser_tab_and_the_metrics_speak_of_the_model_served(start_app, tmp_path, monkeypatch):
@@ -721,7 +721,7 @@ def test_the_headline_test_metrics_name_the_number_of_test_images(start_app, tmp
 
     app = start_app("--models", tmp_path)
 
-    assert [metric.label for metric in app.metric] == ["Test accuracy", "Test F1"]
+    assert [metric.label for metric in app.metric] == ["Test accuracy", "Test F1 (FAKE)"]
     assert any("1,412 test images" in text for text in texts(app))
 
 
