@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -1042,6 +1043,18 @@ def test_model_json_describes_the_run_as_the_contract_says(trained_run):
     assert info["config"]["batch_size"] == 4 and info["config"]["steps_per_epoch"] == 3
     assert info["best_epoch"]["epoch"] in (1, 2) and "val_loss" in info["best_epoch"]
     assert "test_metrics" in info  # added by the evaluation on data/test
+
+
+def test_model_json_records_the_data_and_the_software_the_run_was_trained_with(trained_run):
+    """The data's digest was kept only in the backup, which a finished run removes, and no version was recorded:
+    two runs of the same seed on changed data, or under a newer Keras, could not be told apart."""
+    import platform
+
+    info = json.loads((trained_run["run"] / "model.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{64}", info["data_digest"])
+    backend = keras.backend.backend()
+    assert info["versions"] == {"python": platform.python_version(), "keras": keras.__version__,
+                                backend: importlib.import_module(backend).__version__, "numpy": np.__version__}
 
 
 @pytest.mark.slow
