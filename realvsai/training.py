@@ -209,6 +209,8 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
         "config": {**config.to_json(), BACKEND_KEY: backend, "precision_policy": policy, "devices": replicas,
                    "machines": workers, "global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch},
         "counts": counts,
+        DATA_DIGEST_KEY: digest,  # of the train and validation files' paths, labels and sizes (data.data_digest)
+        "versions": _versions(backend),
         **images_record,
     }
     if model_info["shortcut_warning"]:
@@ -488,6 +490,19 @@ def _recorded_start(run_dir: Path) -> dict[str, str | None] | None:
         return None
     config, digest, backend = read_run_config(run_dir)
     return {"digest": digest, "backend": backend, "data": str(config.data)}
+
+
+def _versions(backend: str) -> dict[str, str]:
+    """The software a run was trained with, for model.json: the same seed on other versions may give other numbers.
+    TensorFlow reads the images (tf.data) on every ``backend``."""
+    import importlib
+    import platform
+
+    import keras
+    import numpy as np
+
+    return {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__,
+            **{name: importlib.import_module(name).__version__ for name in dict.fromkeys(("tensorflow", backend))}}
 
 
 def _save_settings(run_dir: Path, config: TrainConfig, digest: str, backend: str | None) -> None:

@@ -1052,9 +1052,10 @@ def test_model_json_records_the_data_and_the_software_the_run_was_trained_with(t
 
     info = json.loads((trained_run["run"] / "model.json").read_text())
     assert re.fullmatch(r"[0-9a-f]{64}", info["data_digest"])
-    backend = keras.backend.backend()
+    libraries = {"tensorflow", keras.backend.backend()}  # TensorFlow reads the images on every backend
     assert info["versions"] == {"python": platform.python_version(), "keras": keras.__version__,
-                                backend: importlib.import_module(backend).__version__, "numpy": np.__version__}
+                                "numpy": np.__version__,
+                                **{name: importlib.import_module(name).__version__ for name in libraries}}
 
 
 @pytest.mark.slow
