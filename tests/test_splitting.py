@@ -579,6 +579,37 @@ def test_a_second_dataset_split_into_the_first_one_s_out_is_told_to_split_apart_
     assert f"python DataMerger.py {apart} --into {tmp_path / 'data'}" in message
 
 
+def test_a_third_dataset_of_a_taken_name_is_told_a_folder_no_split_holds(tmp_path, make_class_folder):
+    """Three downloads that all unzip to Dataset/: the third was told --out data/Dataset, where the second's split
+    was, and then --out data/Dataset/Dataset, a split inside a split."""
+    for index, name in enumerate(("a", "b", "c")):
+        make_class_folder(tmp_path / "raw" / name / "Dataset", {"REAL": 10, "FAKE": 10}, seed=index)
+    split_by_class(tmp_path / "raw" / "a", tmp_path / "data")
+    split_by_class(tmp_path / "raw" / "b", tmp_path / "data" / "Dataset")
+
+    with pytest.raises(UserError) as refused:
+        split_by_class(tmp_path / "raw" / "c", tmp_path / "data")
+
+    apart = tmp_path / "data" / "Dataset-2"
+    assert f"the same command with --out {apart})" in str(refused.value)
+    assert f"python DataMerger.py {apart} --into {tmp_path / 'data'}" in str(refused.value)
+
+
+@pytest.mark.parametrize("classes", [{"REAL": 10, "FAKE": 10}, {"benign": 7, "malignant": 7, "normal": 7}])
+def test_a_second_dataset_of_other_classes_is_told_it_may_be_trained_on_alone(tmp_path, make_class_folder, classes):
+    """A medical set (benign, malignant, normal) split into CIFAKE's --out was told only to take CIFAKE's class names
+    and merge: a five-class model, or three classes mapped onto two."""
+    make_class_folder(tmp_path / "raw" / "cifake", {"REAL": 10, "FAKE": 10})
+    make_class_folder(tmp_path / "raw" / "busi", classes, seed=3)
+    split_by_class(tmp_path / "raw" / "cifake", tmp_path / "data")
+
+    with pytest.raises(UserError) as refused:
+        split_by_class(tmp_path / "raw" / "busi", tmp_path / "data")
+
+    alone = f"python ModelTraining.py --data {tmp_path / 'data' / 'busi'}"
+    assert (alone in str(refused.value)) == ("REAL" not in classes), str(refused.value)
+
+
 def test_a_split_that_cannot_be_trained_on_names_no_training_step(art, tmp_path):
     report = split_by_class(art, tmp_path / "out", ratios=(1, 0, 0))  # a train-only share to merge elsewhere
 
