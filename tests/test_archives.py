@@ -1424,7 +1424,8 @@ def test_the_unzipper_names_a_folder_of_its_own_where_data_holds_another_dataset
 
     assert DataUnZipper.main([str(archive), "--to", "raw/art", "-q"]) == 0
 
-    assert capsys.readouterr().out.splitlines()[-1] == f"Next: python DataSplitD1.py {tmp_path / 'raw' / 'art'} --out data/art"
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"Next: python DataSplitD1.py {tmp_path / 'raw' / 'art'} --out data/art"
 
 
 def test_the_unzipper_given_a_folder_names_the_next_step_for_it(tmp_path):
