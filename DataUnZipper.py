@@ -55,6 +55,7 @@ from realvsai.config import shell_path
 from realvsai.errors import UserError
 from realvsai.files import human_bytes, locate, working_on
 from realvsai.layout import SPLIT_WORDS, find_class_root, find_train_test_root, name_key, split_folders_fix, subfolders
+from realvsai.splitting import SplitDefaults, advised_out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,13 +111,14 @@ def next_step(folder: Path) -> str:
             if find_train_test_root(folder.parent) == folder.parent:
                 folder = folder.parent
     with contextlib.suppress(UserError):
-        find_train_test_root(folder)
-        return f"Next: python DataSplitD2.py {shell_path(folder)} --out data"
+        out = advised_out(SplitDefaults.out, find_train_test_root(folder))
+        return f"Next: python DataSplitD2.py {shell_path(folder)} --out {shell_path(out)}"
+    root = folder
     with contextlib.suppress(UserError):
         root = find_class_root(folder)
         if fix := split_folders_fix(root, [child.name for child in subfolders(root)]):
             return f"Next: {fix}"
-    return f"Next: python DataSplitD1.py {shell_path(folder)} --out data"
+    return f"Next: python DataSplitD1.py {shell_path(folder)} --out {shell_path(advised_out(SplitDefaults.out, root))}"
 
 
 def main(argv: list[str] | None = None) -> int:

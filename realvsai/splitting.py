@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import itertools
 import json
@@ -676,23 +677,53 @@ def _refuse_another_dataset(out: Path, rows: Sequence[ManifestRow], old_rows: Se
     datasets, old_datasets = {row.dataset for row in rows}, {row.dataset for row in old_rows}
     if overwrite or len(datasets) != 1 or "" in old_datasets:
         return
-    if datasets & old_datasets and {row.source for row in rows} & {row.source for row in old_rows}:
+    sources = {row.source for row in rows}
+    if datasets & old_datasets and sources & {row.source for row in old_rows}:
         return
-    apart = _folder_apart(out, next(iter(datasets)))
+    apart = _folder_apart(out, next(iter(datasets)), sources.__contains__)
     classes, old_classes = ({row.class_name for row in listed} for listed in (rows, old_rows))
     renames = (", and --rename OLD=NEW to name its classes as the split there does: "
                f"{', '.join(sorted(old_classes))}" if classes - old_classes else "")  # a merge refuses others
+    alone = (f"; or, its classes being others than those, train on it alone once split: python ModelTraining.py "
+             f"--data {shell_path(apart)}" if not classes & old_classes else "")
     raise UserError(f"{out} holds a split of another dataset ({', '.join(sorted(old_datasets))}). Split this one into "
                     f"a folder of its own (the same command with --out {shell_path(apart)}{renames}), then merge the "
-                    f"two: python DataMerger.py {shell_path(apart)} --into {shell_path(out)}; or add --overwrite to "
-                    "move the old split aside.")
+                    f"two: python DataMerger.py {shell_path(apart)} --into {shell_path(out)}{alone}; or add "
+                    "--overwrite to move the old split aside.")
 
 
-def _folder_apart(out: Path, dataset: str) -> Path:
-    """The folder inside ``out`` that a split of ``dataset`` is advised into: named after it, unless that name is
-    one of the split's own folders (a dataset zipped as ``train.zip``)."""
+def advised_out(out: Path, root: Path) -> Path:
+    """The --out to advise for a split of the dataset folder ``root`` (the unzipper's Next: line): ``out``, unless it
+    holds another dataset's split, which the split would refuse once it had checked every file; then a folder of its
+    own inside it (``_folder_apart``)."""
+    ours = _from_folder(root)
+    return _folder_apart(out, Path(os.path.abspath(root)).name, ours) if _holds_another_split(out, ours) else out
+
+
+def _from_folder(root: Path) -> Callable[[str], bool]:
+    """Whether a manifest's source path lies under the dataset folder ``root``: a file of this dataset."""
+    inside = os.path.join(os.path.abspath(root), "")
+    return lambda source: source.startswith(inside)
+
+
+def _holds_another_split(folder: Path, ours: Callable[[str], bool]) -> bool:
+    """Whether ``folder`` holds a split (its manifest.csv, or one that cannot be read) that took no file that
+    ``ours`` says is this dataset's (by its source path)."""
+    if not (folder / MANIFEST_NAME).is_file():
+        return False
+    try:
+        return not any(ours(row.source) for row in read_manifest(folder / MANIFEST_NAME))
+    except (UserError, OSError, UnicodeError, csv.Error):
+        return True
+
+
+def _folder_apart(out: Path, dataset: str, ours: Callable[[str], bool]) -> Path:
+    """The folder inside ``out`` that a split of ``dataset`` is advised into: named after it (unless that name is
+    one of the split's own folders: a dataset zipped as ``train.zip``), numbered past one that holds another
+    dataset's split (three downloads that all unzip to Dataset/); ``ours``: ``_holds_another_split``'s."""
     taken = {name_key(name) for name in (*SPLITS, AUGMENTED_TRAIN)}
-    return out / (f"{dataset}-dataset" if name_key(dataset) in taken else dataset)
+    name = f"{dataset}-dataset" if name_key(dataset) in taken else dataset
+    return next(out / free for free in numbered(name) if not _holds_another_split(out / free, ours))
 
 
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
@@ -774,7 +805,7 @@ def _check_paths(source: Path, out: Path) -> tuple[Path, Path]:
         split_dir, folder = enclosing
         raise UserError(f"--out {out} is inside {folder}/ of the split in {split_dir}, whose images it would "
                         f"mix with; choose an --out outside it, e.g. --out "
-                        f"{shell_path(_folder_apart(split_dir, source.resolve().name))}.")
+                        f"{shell_path(_folder_apart(split_dir, source.resolve().name, _from_folder(source)))}.")
     refuse_unfit_dataset_folder(out, "--out")
     return source, out
 
