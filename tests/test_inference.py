@@ -354,6 +354,61 @@ def test_a_malformed_model_json_is_refused_naming_the_file_and_the_field(tmp_pat
     assert str(folder / "model.json") in message and field in message and "\n" not in message
 
 
+# Fields the model card and the evaluation read, of the wrong type: each ended --evaluate in a traceback after all
+# its predicting.
+@pytest.mark.parametrize(("field", "value"), [
+    ("best_epoch", "2"), ("best_epoch", [2]), ("counts", [1, 2]), ("counts", {"train": [1, 2]}),
+    ("counts", {"train": {"FAKE": "3"}}), ("counts", {"train": {"FAKE": -3}}), ("augmented_copies", "3"),
+    ("augmented_copies", {"count": "3"}), ("augmented_copies", {"count": 3, "settings": "strong"}),
+    ("backbone", 101), ("weights", ["imagenet"]), ("preprocessing", 1), ("created", 2025),
+    ("shortcut_warning", ["size"]), ("validation_by_kind", "by size"), ("validation_by_kind", {"size": [1]}),
+    ("validation_by_kind", {"chance": "half"}),
+    ("validation_by_kind", {"size": {"0-63 px": {"num_images": "4", "accuracy": 0.5, "balanced_accuracy": 0.5}}}),
+    ("validation_by_kind", {"size": {"0-63 px": {"num_images": 4, "accuracy": 0.5, "balanced_accuracy": None}}}),
+    ("validation_by_kind", {"size": {"0-63 px": {"num_images": 4, "accuracy": 0.5, "balanced_accuracy": 0.5,
+                                                  "missing_classes": "FAKE"}}})])
+def test_a_wrong_typed_field_the_model_card_reads_is_refused_in_one_line_as_model_json_is_read(tmp_path, field,
+                                                                                               value):
+    folder = write_run(tmp_path, "run", model=build_stand_in(), info={field: value})
+
+    with pytest.raises(run.ModelInfoError) as raised:
+        run.read_run(folder)
+
+    message = str(raised.value)
+    assert message.startswith(f"{folder / 'model.json'}: {field} must be ") and "\n" not in message, message
+
+
+def test_the_records_training_writes_beside_the_model_are_read_whether_filled_or_null(tmp_path):
+    by_kind = {"chance": 0.5, "near_chance_margin": 0.05, "source_unit": "dataset", "size": {"0-63 px": {
+        "num_images": 8, "accuracy": 0.75, "balanced_accuracy": 0.75, "chance": 0.5, "near_chance": True,
+        "missing_classes": []}}, "source": {"cifake": {"num_images": 8, "accuracy": 1, "balanced_accuracy": 1}}}
+    filled = {"best_epoch": {"epoch": 2, "phase": "head", "val_cross_entropy": 0.4},
+              "counts": {"train": {"FAKE": 3, "REAL": 4}, "validation": {"FAKE": 1, "REAL": 0}},
+              "augmented_copies": {"count": 2, "settings": {"copies": 1, "preset": "detector"}},
+              "backbone": "ResNet101", "weights": "imagenet", "preprocessing": "caffe", "shortcut_warning": "sizes",
+              "validation_by_kind": by_kind, "config": {"demo": False, "l2": 0.0001}}
+    nulls = {**dict.fromkeys(filled), "augmented_copies": {"count": 2, "settings": None}}
+
+    assert run.read_run(write_run(tmp_path, "filled", info=filled)).info.get("counts") == filled["counts"]
+    assert run.read_run(write_run(tmp_path, "nulls", info=nulls)).info.get("best_epoch") is None
+
+
+def test_evaluate_refuses_a_wrong_typed_best_epoch_before_it_predicts_an_image(tmp_path, make_class_folder, capsys):
+    """"best_epoch": "2" ended --evaluate in a traceback from the model card, after predicting every image, and left
+    its output folder half-written."""
+    import ModelTraining
+
+    folder = write_run(tmp_path / "models", "run", info={"best_epoch": "2"})
+    make_class_folder(tmp_path / "test", {"FAKE": 2, "REAL": 2})
+
+    code = ModelTraining.main(["--evaluate", str(folder), "--test-dir", str(tmp_path / "test"), "--quiet"])
+
+    assert code == 1 and capsys.readouterr().err.strip().splitlines() == [
+        f"error: {folder / 'model.json'}: best_epoch must be an object of the best epoch's figures or null, not '2'. "
+        "Restore the model.json that ModelTraining.py wrote beside the model, or train the model again."]
+    assert not (folder / "eval-test").exists()
+
+
 def test_model_info_keeps_every_key_as_read_and_gives_the_decision_rule(tmp_path):
     folder = write_run(tmp_path, "run", info={"decision_threshold": 0.25, "counts": {"train": {"FAKE": 3}}})
 
