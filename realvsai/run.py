@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,9 +75,57 @@ def _grayscale_counts_fit(profile: Mapping[str, Any]) -> bool:
             and 0 <= grayscale <= images)
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _all_values(value: Any, fits: Callable[[Any], bool]) -> bool:
+    """Whether ``value`` is an object whose every value ``fits``."""
+    return isinstance(value, Mapping) and all(fits(item) for item in value.values())
+
+
+def _kind_fits(numbers: Any) -> bool:
+    """Whether one kind of image of ``validation_by_kind`` holds what the model card and ``doubt`` read of it."""
+    missing = (numbers.get("missing_classes") or []) if isinstance(numbers, Mapping) else None
+    return (isinstance(numbers, Mapping) and _is_count(numbers.get("num_images"))
+            and all(_is_number(numbers.get(key, 0.5)) for key in ("accuracy", "balanced_accuracy", "chance"))
+            and isinstance(numbers.get("near_chance", False), bool)
+            and isinstance(missing, list) and all(isinstance(name, str) for name in missing))
+
+
+def _by_kind_fits(by_kind: Any) -> bool:
+    return (isinstance(by_kind, Mapping)
+            and all(_is_number(by_kind.get(key, 0.5)) for key in ("chance", "near_chance_margin"))
+            and all(_all_values(by_kind[kind], _kind_fits) for kind in ("source", "size")
+                    if by_kind.get(kind) is not None))
+
+
+# What the model card and the evaluation read of model.json beyond the fields serving needs: the test each value
+# passes, and what it must be; null (or no key) is a record the run does not have. A wrong type ended --evaluate in
+# a traceback after all its predicting, so each is checked as model.json is read.
+_RECORDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **dict.fromkeys(("backbone", "weights", "preprocessing", "created", "shortcut_warning"),
+                    (lambda value: isinstance(value, str), "text")),
+    "counts": (lambda value: _all_values(value, lambda split: _all_values(split, _is_count)),
+               "an object of each split's images per class (whole numbers)"),
+    "augmented_copies": (lambda value: isinstance(value, Mapping) and _is_count(value.get("count"))
+                         and isinstance(value.get("settings") or {}, Mapping),
+                         "an object of the number of copies (count) and their settings (an object or null)"),
+    "best_epoch": (lambda value: isinstance(value, Mapping), "an object of the best epoch's figures"),
+    "validation_by_kind": (_by_kind_fits, "an object of the accuracy by kind of image as the evaluation wrote it"),
+}
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a message quotes it: its repr, cut short."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else f"{shown[:57]}..."
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """model.json, checked: the fields serving needs, typed, and every key as read (``content``)."""
+    """model.json, checked: the fields serving needs, typed, and every key as read (``content``), those the model
+    card and the evaluation read checked for their type (``_RECORDS``)."""
 
     class_names: tuple[str, ...]
     image_size: int
@@ -129,6 +177,10 @@ class ModelInfo:
         config = content.get("config")
         if config is not None and not isinstance(config, Mapping):
             raise _fail(source, "config", "must be an object")
+        for name, (fits, expected) in _RECORDS.items():
+            value = content.get(name)
+            if value is not None and not fits(value):
+                raise _fail(source, name, f"must be {expected} or null, not {_shown(value)}")
         return cls(tuple(class_names), image_size, input_mode, positive_class if binary else None,
                    float(threshold) if binary and threshold is not None else None, float(confidence), is_demo(content),
                    profile, dict(content))
