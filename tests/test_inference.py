@@ -228,6 +228,22 @@ def test_list_runs_names_a_run_without_model_h5_instead_of_leaving_it_out_silent
         run.read_run(killed)
 
 
+def test_a_model_h5_that_is_a_folder_is_said_to_be_one_not_to_be_missing(tmp_path):
+    """A TensorFlow SavedModel saved under the name model.h5 (a folder) was called missing: "copy the run folder
+    whole", which the user had done."""
+    folder = write_run(tmp_path, "saved_model")
+    (folder / "model.h5").unlink()
+    (folder / "model.h5" / "variables").mkdir(parents=True)
+    (folder / "model.h5" / "saved_model.pb").write_bytes(b"")
+
+    for given in (folder, folder / "model.h5"):
+        with pytest.raises(UserError) as refused:
+            run.read_run(given)
+        message = str(refused.value)
+        assert message.startswith(f"{folder / 'model.h5'} is a folder, not a Keras HDF5 file"), message
+        assert "missing" not in message
+
+
 def test_a_stopped_run_whose_model_h5_went_after_epochs_ended_is_not_said_to_have_stopped_in_its_first(tmp_path):
     """The app, --predict and --evaluate said "its training stopped before its first epoch ended. Finish it with ...
     --resume" of a run of 10 epochs whose model.h5 was deleted, and that --resume then refused."""
