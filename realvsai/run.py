@@ -474,6 +474,9 @@ def read_run(path: Path) -> ModelRun:
     if path.is_file() and path != model_file:
         raise UserError(f"{path} is a file, but a run folder (or its model.h5 or model.json) was expected. Give a "
                         "run folder under models/, or train one with: python ModelTraining.py --demo")
+    if model_file.is_dir():  # not missing: a TensorFlow SavedModel saved under that name, which Keras 3 cannot load
+        raise UserError(f"{model_file} is a folder, not a Keras HDF5 file (a TensorFlow SavedModel saved under that "
+                        "name?). Put back the model.h5 file that ModelTraining.py saved, or train the run again.")
     if not model_file.is_file():
         if (folder / BACKUP_DIR / RUN_CONFIG_FILE).is_file():  # model.h5 comes with the first epoch's best model
             if holder := claimed_by(folder):
