@@ -714,6 +714,33 @@ def test_a_keras_model_that_this_project_cannot_rebuild_is_not_called_corrupt(tm
         "ModelTraining.py wrote.")
 
 
+def test_a_keras_archive_named_model_h5_is_named_as_one_not_called_corrupt(tmp_path):
+    """A .keras file (a zip) renamed model.h5 was "corrupt, truncated or another kind of file"."""
+    folder = write_run(tmp_path / "models", "archive")
+    build_stand_in().save(tmp_path / "model.keras")
+    (folder / "model.h5").write_bytes((tmp_path / "model.keras").read_bytes())
+
+    with pytest.raises(UserError) as refused:
+        run.load_run(folder)
+    message = str(refused.value)
+    assert message.startswith(f"{folder / 'model.h5'} is a .keras archive (a zip file), not a Keras HDF5 file"), message
+    assert "save it as .h5" in message and "corrupt" not in message and "\n" not in message
+
+
+def test_weights_without_the_model_s_architecture_are_named_as_such_not_called_corrupt(tmp_path):
+    """A file of save_weights (HDF5 with no model config) named model.h5 was "corrupt, truncated or another kind of
+    file"."""
+    folder = write_run(tmp_path / "models", "weights")
+    build_stand_in().save_weights(tmp_path / "model.weights.h5")
+    (folder / "model.h5").write_bytes((tmp_path / "model.weights.h5").read_bytes())
+
+    with pytest.raises(UserError) as refused:
+        run.load_run(folder)
+    message = str(refused.value)
+    assert message.startswith(f"{folder / 'model.h5'} holds a model's weights without its architecture"), message
+    assert "corrupt" not in message and "\n" not in message
+
+
 def test_a_model_json_that_names_another_image_size_than_the_model_takes_is_refused(tmp_path):
     """Edited from 32 to 128 px, --predict went on (other probabilities), and the app's card said 128 px."""
     folder = write_run(tmp_path / "models", "edited")
