@@ -554,7 +554,16 @@ def load_model(model_file: Path) -> keras.Model:
     except (OSError, ValueError) as error:
         # h5py's OSError: truncated, or not HDF5 at all; Keras' ValueError: HDF5 that holds no model, or a model
         # of layers this project does not define.
-        if isinstance(error, ValueError) and _holds_keras_model(model_file):
+        kind = _stored_kind(model_file)
+        if kind == "archive":
+            raise UserError(f"{model_file} is a .keras archive (a zip file), not a Keras HDF5 file. Load it in Keras "
+                            "and save it as .h5 (rename it model.keras, then keras.models.load_model('model.keras')"
+                            ".save('model.h5')), or train the run again.") from None
+        if kind == "weights":
+            raise UserError(f"{model_file} holds a model's weights without its architecture (a file of save_weights),"
+                            " from which Keras cannot rebuild the model. Copy the model.h5 that ModelTraining.py saved "
+                            "(the whole model), or train the run again.") from None
+        if isinstance(error, ValueError) and kind == "model":
             raise UserError(f"{model_file} holds a Keras model that this project cannot rebuild ({error}): one saved "
                             "by another program, or by a newer version of this project. Give a run folder that "
                             "ModelTraining.py wrote.") from None
@@ -562,15 +571,22 @@ def load_model(model_file: Path) -> keras.Model:
                         f"({error}). Copy the model.h5 that ModelTraining.py saved again, or train it again.") from None
 
 
-def _holds_keras_model(model_file: Path) -> bool:
-    """Whether ``model_file`` is an HDF5 file with a Keras model's architecture (the ``model_config`` Keras saves)."""
+def _stored_kind(model_file: Path) -> str | None:
+    """What ``model_file`` holds, of what Keras may fail to load as a model: ``"archive"`` (a .keras zip),
+    ``"model"`` (HDF5 with a Keras model's architecture, the ``model_config`` Keras saves), ``"weights"`` (HDF5 of
+    ``save_weights``: Keras 3's ``layers`` group, Keras 2's ``layer_names``), or None."""
     import h5py
 
     try:
+        with open(model_file, "rb") as stream:
+            if stream.read(4) == b"PK\x03\x04":
+                return "archive"
         with h5py.File(model_file, "r") as stored:
-            return "model_config" in stored.attrs
+            if "model_config" in stored.attrs:
+                return "model"
+            return "weights" if "layer_names" in stored.attrs or "layers" in stored else None
     except OSError:
-        return False
+        return None
 
 
 def load_run(path: Path) -> tuple[keras.Model, ModelRun]:
