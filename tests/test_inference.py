@@ -425,6 +425,23 @@ def test_evaluate_refuses_a_wrong_typed_best_epoch_before_it_predicts_an_image(t
     assert not (folder / "eval-test").exists()
 
 
+def test_a_model_json_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Saved by a Windows editor, model.json "cannot be read (Unexpected UTF-8 BOM ...)"."""
+    folder = write_run(tmp_path, "run")
+    (folder / "model.json").write_text((folder / "model.json").read_text(), encoding="utf-8-sig")
+
+    assert run.read_run(folder).class_names == CLASS_NAMES
+
+
+def test_an_empty_model_json_is_said_to_be_empty(tmp_path):
+    folder = write_run(tmp_path, "run")
+    (folder / "model.json").write_text("  \n")
+
+    with pytest.raises(UserError) as refused:
+        run.read_run(folder)
+    assert str(refused.value) == f"{folder / 'model.json'} is empty. Train the model again or restore the file."
+
+
 def test_model_info_keeps_every_key_as_read_and_gives_the_decision_rule(tmp_path):
     folder = write_run(tmp_path, "run", info={"decision_threshold": 0.25, "counts": {"train": {"FAKE": 3}}})
 
