@@ -348,9 +348,12 @@ def doubt(info: ModelInfo, width: int, height: int, image_format: str | None,
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8-sig")  # UTF-8, with or without the byte order mark Windows editors write
+        value = json.loads(text) if text.strip() else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"{path} cannot be read ({error}). Train the model again or restore the file.") from error
+    if not text.strip():
+        raise UserError(f"{path} is empty. Train the model again or restore the file.")
     if not isinstance(value, dict):
         raise UserError(f"{path} does not hold a JSON object. Train the model again or restore the file.")
     return value
