@@ -526,6 +526,17 @@ def test_a_run_trained_on_demo_data_is_a_demo(tmp_path, info):
     assert not run.read_run(write_run(tmp_path, "real", info={"config": {"demo": False}})).demo
 
 
+@pytest.mark.parametrize(("info", "field"), [({"config": {"epochs": 1, "demo": "no"}}, "config.demo"),
+                                             ({"demo": "no"}, "demo"), ({"demo": 1}, "demo")])
+def test_a_demo_mark_that_is_not_true_or_false_is_refused_not_taken_for_a_demo(tmp_path, info, field):
+    """"demo": "no" turned the demo banner on: any value but false or null read as true."""
+    folder = write_run(tmp_path, "run", info=info)
+
+    with pytest.raises(run.ModelInfoError) as refused:
+        run.read_run(folder)
+    assert str(refused.value).startswith(f"{folder / 'model.json'}: {field} must be true or false, not "), refused.value
+
+
 def test_the_headline_of_an_older_model_json_is_its_accuracy_at_the_threshold(tmp_path):
     folder = write_run(tmp_path, "run", info={"test_metrics": {"accuracy": 0.9, "f1": 0.8, "precision": 0.7,
                                                                "accuracy_at_threshold": 0.85, "f1_at_threshold": 0.83}})
