@@ -177,6 +177,9 @@ class ModelInfo:
         config = content.get("config")
         if config is not None and not isinstance(config, Mapping):
             raise _fail(source, "config", "must be an object")
+        for name, mark in (("demo", content.get("demo")), ("config.demo", (config or {}).get("demo"))):
+            if mark is not None and not isinstance(mark, bool):  # is_demo would take "no" for a demo
+                raise _fail(source, name, f"must be true or false, not {_shown(mark)}")
         for name, (fits, expected) in _RECORDS.items():
             value = content.get(name)
             if value is not None and not fits(value):
