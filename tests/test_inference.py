@@ -381,6 +381,7 @@ def test_a_malformed_model_json_is_refused_naming_the_file_and_the_field(tmp_pat
     ("validation_by_kind", {"chance": "half"}),
     ("validation_by_kind", {"size": {"0-63 px": {"num_images": "4", "accuracy": 0.5, "balanced_accuracy": 0.5}}}),
     ("validation_by_kind", {"size": {"0-63 px": {"num_images": 4, "accuracy": 0.5, "balanced_accuracy": None}}}),
+    ("validation_by_kind", {"size": {"0-63 px": {"num_images": 4, "balanced_accuracy": 0.5}}}),
     ("validation_by_kind", {"size": {"0-63 px": {"num_images": 4, "accuracy": 0.5, "balanced_accuracy": 0.5,
                                                   "missing_classes": "FAKE"}}})])
 def test_a_wrong_typed_field_the_model_card_reads_is_refused_in_one_line_as_model_json_is_read(tmp_path, field,
