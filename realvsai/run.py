@@ -88,7 +88,8 @@ def _kind_fits(numbers: Any) -> bool:
     """Whether one kind of image of ``validation_by_kind`` holds what the model card and ``doubt`` read of it."""
     missing = (numbers.get("missing_classes") or []) if isinstance(numbers, Mapping) else None
     return (isinstance(numbers, Mapping) and _is_count(numbers.get("num_images"))
-            and all(_is_number(numbers.get(key, 0.5)) for key in ("accuracy", "balanced_accuracy", "chance"))
+            and _is_number(numbers.get("accuracy")) and _is_number(numbers.get("balanced_accuracy"))
+            and _is_number(numbers.get("chance", 0.5))  # runs before recorded none: 1 / classes
             and isinstance(numbers.get("near_chance", False), bool)
             and isinstance(missing, list) and all(isinstance(name, str) for name in missing))
 
