@@ -743,6 +743,30 @@ def test_a_keras_model_that_this_project_cannot_rebuild_is_not_called_corrupt(tm
         "ModelTraining.py wrote.")
 
 
+def test_a_keras_archive_of_layers_this_project_does_not_define_is_refused_in_one_line(tmp_path):
+    """--model RUN/model.keras holding someone's own layer ended in a traceback (Keras' TypeError, whose message
+    runs over many lines with the model's config)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="TheirsArchive")
+    class Scale(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, "softmax")(keras.layers.GlobalAveragePooling2D()(
+        Scale(name="resize")(inputs))))
+    folder = write_run(tmp_path / "models", "theirs", model)
+    model.save(folder / "model.keras")
+    keras.saving.get_custom_objects().pop("TheirsArchive>Scale")  # as in a process that never defined it
+
+    with pytest.raises(UserError) as refused:
+        run.load_run(folder / "model.keras")
+    message = str(refused.value)
+    assert message.startswith(f"{folder / 'model.keras'} holds a Keras model that this project cannot rebuild (")
+    assert "\n" not in message and "corrupt" not in message
+
+
 def test_a_keras_archive_named_model_h5_is_named_as_one_not_called_corrupt(tmp_path):
     """A .keras file (a zip) renamed model.h5 was "corrupt, truncated or another kind of file"."""
     folder = write_run(tmp_path / "models", "archive")
