@@ -558,10 +558,12 @@ def load_model(model_file: Path) -> keras.Model:
 
     try:
         return keras.models.load_model(model_file, compile=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:
         # h5py's OSError: truncated, or not HDF5 at all; Keras' ValueError: HDF5 that holds no model, or a model
-        # of layers this project does not define.
+        # of layers this project does not define (of a .keras archive: TypeError, the model's config after it).
         kind = _stored_kind(model_file)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = reason if len(reason) <= 200 else f"{reason[:197]}..."
         if kind == "archive":
             raise UserError(f"{model_file} is a .keras archive (a zip file), not a Keras HDF5 file. Load it in Keras "
                             "and save it as .h5 (rename it model.keras, then keras.models.load_model('model.keras')"
@@ -570,24 +572,26 @@ def load_model(model_file: Path) -> keras.Model:
             raise UserError(f"{model_file} holds a model's weights without its architecture (a file of save_weights),"
                             " from which Keras cannot rebuild the model. Copy the model.h5 that ModelTraining.py saved "
                             "(the whole model), or train the run again.") from None
-        if isinstance(error, ValueError) and kind == "model":
-            raise UserError(f"{model_file} holds a Keras model that this project cannot rebuild ({error}): one saved "
-                            "by another program, or by a newer version of this project. Give a run folder that "
+        if kind == "model" and not isinstance(error, OSError):
+            raise UserError(f"{model_file} holds a Keras model that this project cannot rebuild ({reason}): one "
+                            "saved by another program, or by a newer version of this project. Give a run folder that "
                             "ModelTraining.py wrote.") from None
         raise UserError(f"{model_file} is not a Keras HDF5 model: it is corrupt, truncated or another kind of file "
-                        f"({error}). Copy the model.h5 that ModelTraining.py saved again, or train it again.") from None
+                        f"({reason}). Copy the model.h5 that ModelTraining.py saved again, or train it again."
+                        ) from None
 
 
 def _stored_kind(model_file: Path) -> str | None:
-    """What ``model_file`` holds, of what Keras may fail to load as a model: ``"archive"`` (a .keras zip),
-    ``"model"`` (HDF5 with a Keras model's architecture, the ``model_config`` Keras saves), ``"weights"`` (HDF5 of
-    ``save_weights``: Keras 3's ``layers`` group, Keras 2's ``layer_names``), or None."""
+    """What ``model_file`` holds, of what Keras may fail to load as a model: ``"archive"`` (a .keras zip under
+    another name), ``"model"`` (a .keras zip, or HDF5 with a Keras model's architecture, the ``model_config`` Keras
+    saves), ``"weights"`` (HDF5 of ``save_weights``: Keras 3's ``layers`` group, Keras 2's ``layer_names``), or
+    None."""
     import h5py
 
     try:
         with open(model_file, "rb") as stream:
-            if stream.read(4) == b"PK\x03\x04":
-                return "archive"
+            if stream.read(4) == b"PK\x03\x04":  # a zip: Keras reads it as a model only named .keras
+                return "model" if Path(model_file).suffix.lower() == ".keras" else "archive"
         with h5py.File(model_file, "r") as stored:
             if "model_config" in stored.attrs:
                 return "model"
