@@ -212,6 +212,24 @@ def test_a_confusion_matrix_of_100_classes_stays_small_and_its_labels_readable(m
         assert_tick_labels_apart_and_on_the_canvas(figures[0], axes)
 
 
+def test_the_row_of_a_class_without_test_images_reads_n_a_not_zero(monkeypatch, tmp_path):
+    """A class with no test image showed 0.00 across its row-normalised row, its recall 0 on the diagonal, while
+    metrics.json, the card and the report call that recall n/a (0 of 0)."""
+    figures = drawn_figures(monkeypatch)
+
+    plots.plot_confusion_matrix([0, 0, 1, 1], [0, 1, 1, 2], ["a", "b", "c"], tmp_path / "confusion.png")
+
+    counts, rates = figures[0].axes[:2]
+
+    def cells(axes):
+        return {(round(text.get_position()[1]), round(text.get_position()[0])): text.get_text() for text in axes.texts}
+
+    assert [cells(rates)[2, column] for column in range(3)] == ["", "", "n/a"]  # n/a on the diagonal, no 0.00
+    assert np.ma.getmaskarray(rates.images[0].get_array())[2].all()  # not coloured as 0 either
+    assert cells(rates)[0, 0] == "0.50" and cells(rates)[1, 2] == "0.50"
+    assert [cells(counts)[2, column] for column in range(3)] == ["0", "0", "0"]  # its counts are 0 indeed
+
+
 @pytest.mark.parametrize("plot", [plots.plot_roc_curves, plots.plot_precision_recall_curves], ids=["roc", "pr"])
 @pytest.mark.parametrize("count", [3, 10, 11, 40])
 def test_curves_of_many_classes_have_a_short_legend_of_distinct_colours_and_one_chance_level(monkeypatch, tmp_path,
