@@ -82,8 +82,10 @@ def _name_ticks(count: int, spacing: float) -> tuple[float, range]:
 def plot_confusion_matrix(labels: Sequence[int], predicted: Sequence[int], class_names: Sequence[str],
                           path: Path) -> Path:
     """Counts and row-normalised rates (recall on the diagonal) side by side; a panel at most ``MAX_MATRIX_SIDE``
-    inches, with each cell's number up to ``MAX_CELL_VALUES`` classes."""
+    inches, with each cell's number up to ``MAX_CELL_VALUES`` classes. The rates of a class without images are 0 of
+    0: its row is left blank, n/a on the diagonal, as metrics.json's ``per_class`` has its recall."""
     count = len(class_names)
+    empty = np.bincount(np.asarray(labels, np.int64), minlength=count) == 0
     side = min(MAX_MATRIX_SIDE, max(4.0, 0.9 * count + 2.5))
     cell = (side - 2.5) * 72 / count  # points a class takes along an axis, about (names and colour bar aside)
     font, named = _name_ticks(count, cell)
@@ -98,9 +100,14 @@ def plot_confusion_matrix(labels: Sequence[int], predicted: Sequence[int], class
     for axes, normalize, subtitle, values_format in zip(
             figure.subplots(1, 2), (None, "true"), ("counts", "row-normalised (recall on the diagonal)"),
             (",d", ".2f")):
-        ConfusionMatrixDisplay.from_predictions(
+        display = ConfusionMatrixDisplay.from_predictions(
             labels, predicted, labels=list(range(count)), normalize=normalize, values_format=values_format,
             cmap="Blues", ax=axes, include_values=count <= MAX_CELL_VALUES, text_kw={"fontsize": min(10, 0.3 * cell)})
+        if normalize and empty.any():  # scikit-learn writes 0 of 0 as 0.00
+            display.im_.set_data(np.ma.masked_array(display.im_.get_array(), np.repeat(empty[:, None], count, 1)))
+            for row in np.flatnonzero(empty) if display.text_ is not None else ():
+                for column, text in enumerate(display.text_[row]):
+                    text.set_text("n/a" if column == row else "")
         axes.set_xticks(named, names, fontsize=font, **rotation)
         axes.set_yticks(named, names, fontsize=font)
         axes.set(xlabel="predicted class", ylabel="true class", title=subtitle)
