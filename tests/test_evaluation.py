@@ -1572,6 +1572,38 @@ def test_balanced_accuracy_is_the_mean_recall_of_the_classes_with_test_images():
     assert metrics["balanced_accuracy"] == pytest.approx(recalls.mean())
 
 
+@pytest.mark.parametrize("only", ["FAKE", "REAL"])
+def test_the_balanced_accuracy_of_two_classes_one_without_test_images_is_n_a(only):
+    """REAL-only test images: the card showed "balanced_accuracy 0.4333", REAL's recall alone, right above its note
+    that the figures needing images of both classes are n/a."""
+    probabilities = np.random.default_rng(3).dirichlet([1, 1], size=10)
+    labels = np.full(10, ["FAKE", "REAL"].index(only))
+
+    metrics = compute_metrics(labels, probabilities, ["FAKE", "REAL"], positive_class="FAKE", threshold=0.5)
+
+    assert metrics["balanced_accuracy"] is None and metrics["argmax_balanced_accuracy"] is None
+    assert "(balanced accuracy n/a)" in format_summary(metrics)
+    card = model_card.render_card(model_info(["FAKE", "REAL"]), {**metrics, "folder": "x"}, "card")
+    assert "| balanced_accuracy | n/a | n/a |" in card and "(balanced accuracy, ROC AUC" in card
+    assert threshold_metrics(labels, probabilities[:, 0], 0, 0.5)["balanced_accuracy"] is None
+
+
+def test_a_balanced_accuracy_over_some_of_the_classes_says_over_how_many():
+    """Three classes, c without test images: "balanced accuracy 0.7500" read as over the three, whose chance is 1/3;
+    it is the mean recall of a and b, whose chance is 1/2."""
+    labels = np.array([0, 0, 1, 1])
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.2, 0.6, 0.2]])
+
+    metrics = compute_metrics(labels, probabilities, ["a", "b", "c"])
+
+    assert metrics["balanced_accuracy"] == pytest.approx(0.75)
+    assert "(balanced accuracy 0.7500 over 2 of 3 classes, chance 0.50)" in format_summary(metrics)
+    card = model_card.render_card(model_info(["a", "b", "c"]), {**metrics, "folder": "x"}, "card")
+    assert "| balanced_accuracy over 2 of 3 classes, chance 0.50 | 0.7500 |" in card
+    every = compute_metrics(THREE_LABELS, THREE_PROBABILITIES, ["a", "b", "c"])
+    assert "over" not in format_summary(every).split("(balanced accuracy")[1].split(")")[0]
+
+
 def test_the_card_names_a_class_of_few_test_images_whatever_the_test_set_s_size():
     """2,000 FAKE and 3 REAL test images: the card called no test set small, while REAL's recall, the balanced
     accuracy and ROC AUC rest on 3 images."""

@@ -351,6 +351,18 @@ def test_the_closing_line_gives_the_balanced_accuracy_beside_the_accuracy():
     assert "test accuracy 0.9934 (balanced accuracy 0.5000) at the decision threshold 0.500" in summary
 
 
+def test_the_closing_line_says_over_how_many_classes_the_balanced_accuracy_is_taken():
+    """Three classes, c without test images: the balanced accuracy is the mean recall of the other two, at chance
+    0.50, not 1/3; and n/a where only one class has test images."""
+    test = {"accuracy": 0.75, "balanced_accuracy": 0.75, "decided_by": "argmax", "argmax_accuracy": 0.75,
+            "class_names": ["a", "b", "c"], "missing_classes": ["c"]}
+    summary = ModelTraining.summarize(training.TrainResult(Path("models/run"), None, {}, [], test))
+    assert summary.endswith("test accuracy 0.7500 (balanced accuracy 0.7500 over 2 of 3 classes, chance 0.50)")
+    test = {**test, "balanced_accuracy": None, "class_names": ["FAKE", "REAL"], "missing_classes": ["REAL"]}
+    summary = ModelTraining.summarize(training.TrainResult(Path("models/run"), None, {}, [], test))
+    assert summary.endswith("test accuracy 0.7500 (balanced accuracy n/a: no test images of REAL)")
+
+
 def test_the_closing_line_says_on_how_many_test_images_the_app_would_answer_uncertain():
     """The README promises the closing line says it; the test line that did was an info log, hidden by --quiet."""
     test = {"accuracy": 0.75, "decided_by": "argmax", "argmax_accuracy": 0.75, "num_images": 8, "uncertain": 2,
