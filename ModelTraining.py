@@ -455,7 +455,7 @@ def keras_verbose(quiet: bool) -> int | str:
 
 def summarize(result: TrainResult) -> str:
     """One line for the end of a run."""
-    from realvsai.metrics import distinct_figures, uncertain_text
+    from realvsai.metrics import balanced_accuracy_over, distinct_figures, uncertain_text
 
     best = result.model_info.get("best_epoch") or {}
     parts = [f"trained {result.run_dir}" if result.chief
@@ -468,7 +468,10 @@ def summarize(result: TrainResult) -> str:
     if test.get("accuracy") is not None:
         line = f"test accuracy {float(test['accuracy']):.4f}"
         if test.get("balanced_accuracy") is not None:  # the mean recall: what a lopsided test set's accuracy hides
-            line += f" (balanced accuracy {float(test['balanced_accuracy']):.4f})"
+            over = balanced_accuracy_over(test, len(test.get("class_names") or ()))
+            line += f" (balanced accuracy {float(test['balanced_accuracy']):.4f}{over})"
+        elif "balanced_accuracy" in test and test.get("missing_classes"):  # test images of one class alone
+            line += f" (balanced accuracy n/a: no test images of {', '.join(test['missing_classes'])})"
         if test.get("decided_by") == "threshold":  # val_accuracy is Keras': the most probable class decides
             line += (f" at the decision threshold {distinct_figures([float(test['decision_threshold'])], 3)[0]} "
                      f"({float(test['argmax_accuracy']):.4f} by the highest probability, as val_accuracy)")

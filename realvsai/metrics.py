@@ -275,16 +275,34 @@ def choose_threshold(labels: Sequence[int] | Sequence[bool], positive_probabilit
     return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
 
 
+def balanced_accuracy(recalls: Sequence[float], present: Sequence[int]) -> float | None:
+    """The mean recall of the ``present`` classes (those with images), which a lopsided test set's accuracy hides
+    (150 FAKE and 1 REAL all answered FAKE: accuracy 0.9934, balanced accuracy 0.5); None with fewer than two: one
+    class's recall alone says nothing of telling classes apart."""
+    return float(np.mean(np.asarray(recalls)[list(present)])) if len(present) > 1 else None
+
+
+def balanced_accuracy_over(metrics: Mapping[str, Any], num_classes: int) -> str:
+    """`` over 2 of 3 classes, chance 0.50``, to follow a balanced accuracy taken over only some of the
+    ``num_classes`` classes (the others, ``missing_classes``, have no test image), whose chance is 1 / their number;
+    "" where it is over every class, or n/a."""
+    over = num_classes - len(metrics.get("missing_classes") or ())
+    if metrics.get("balanced_accuracy") is None or not 0 < over < num_classes:
+        return ""
+    return f" over {over} of {num_classes} classes, chance {1 / over:.2f}"
+
+
 def threshold_metrics(labels: np.ndarray, scores: np.ndarray, positive: int, threshold: float) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, precision, recall, F1 and confusion matrix when P(positive) >= ``threshold``
-    decides."""
+    """Accuracy, balanced accuracy (None with images of one class), precision, recall, F1 and confusion matrix when
+    P(positive) >= ``threshold`` decides."""
     from sklearn import metrics as sk
 
     predicted = DecisionRule(decision_threshold=threshold, positive_index=positive).decide_positive(scores)
     precision, recall, f1, _ = sk.precision_recall_fscore_support(labels, predicted, labels=[0, 1], pos_label=positive,
                                                                   average="binary", zero_division=0)
+    recalls = sk.recall_score(labels, predicted, labels=[0, 1], average=None, zero_division=0)
     return {"threshold": float(threshold), "accuracy": float(sk.accuracy_score(labels, predicted)),
-            "balanced_accuracy": float(sk.balanced_accuracy_score(labels, predicted)),
+            "balanced_accuracy": balanced_accuracy(recalls, np.unique(labels).tolist()),
             "precision": float(precision), "recall": float(recall), "f1": float(f1),
             "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=[0, 1]).tolist()}
 
@@ -329,8 +347,8 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     ``DecisionRule`` the app answers by: two classes with a ``threshold``, the positive class when
     P(positive) >= threshold; else the most probable class. ``argmax_*`` hold the most probable class's
     as a secondary figure. Two classes: the positive class's numbers; more: macro averages and ROC AUC
-    one-vs-rest over the classes that have images (``missing_classes`` names the others). Undefined
-    metrics are None.
+    one-vs-rest over the classes that have images (``missing_classes`` names the others), as the balanced
+    accuracy is (``balanced_accuracy_over``). Undefined metrics are None.
     """
     from sklearn import metrics as sk
 
@@ -364,10 +382,8 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
             averaged["recall"] = averaged["f1"] = None
         if binary and not np.any(decided == positive):  # its precision is 0 right of 0 answers
             averaged["precision"] = None
-        # The mean recall of the classes present: what a lopsided test set's accuracy hides (150 FAKE and 1 REAL
-        # all answered FAKE: accuracy 0.9934, balanced accuracy 0.5).
         return {"accuracy": float(sk.accuracy_score(labels, decided)),
-                "balanced_accuracy": float(per_class[1][present].mean()), **averaged}
+                "balanced_accuracy": balanced_accuracy(per_class[1], present), **averaged}
 
     if binary:
         truth, positive_scores = labels == positive, probabilities[:, positive]
@@ -452,7 +468,8 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
         return "n/a" if metrics.get(key) is None else f"{metrics[key]:.4f}"
 
     macro = " (macro)" if metrics.get("average") == "macro" else ""  # as the app and the card label them
-    balanced = f" (balanced accuracy {number('balanced_accuracy')})" if "balanced_accuracy" in metrics else ""
+    over = balanced_accuracy_over(metrics, len(metrics.get("class_names") or ()))
+    balanced = f" (balanced accuracy {number('balanced_accuracy')}{over})" if "balanced_accuracy" in metrics else ""
     line = (f"accuracy {number('accuracy')}{balanced}, F1{macro} {number('f1')}, ROC AUC{macro} {number('roc_auc')} "
             f"on {plural(metrics['num_images'], 'image')}")
     if metrics.get("decision_threshold") is not None:

@@ -23,7 +23,7 @@ from realvsai.config import (
 )
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
-from realvsai.metrics import DecisionRule, distinct_figures, skipped_why, uncertain_text
+from realvsai.metrics import DecisionRule, balanced_accuracy_over, distinct_figures, skipped_why, uncertain_text
 from realvsai.run import (
     DEMO_WARNING,
     MIN_IMAGES_PER_KIND,
@@ -257,13 +257,13 @@ def _metrics_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any], 
     average = "of the positive class" if metrics["average"] == "binary" else "macro averages; ROC AUC one-vs-rest"
     # model_info is the one training wrote, before this evaluation added the threshold to model.json.
     rule = DecisionRule.from_model_info({**model_info, "decision_threshold": threshold, "positive_class": positive})
-    lines = ["", f"## {heading}", "", *_headline_table(metrics, average)]
+    lines = ["", f"## {heading}", "", *_headline_table(metrics, average, len(class_names))]
     if metrics.get("missing_classes"):
         lines += ["", f"No test images of {', '.join(f'`{name}`' for name in metrics['missing_classes'])}: the "
-                  + ("macro averages and ROC AUC are over the other classes (precision's also over those the model "
-                     "answered, whose answers were all wrong)." if metrics["average"] == "macro" else
-                     "figures that need images of both classes (ROC AUC, average precision, and the positive "
-                     "class's recall and F1 where it is the one missing) are n/a.")]
+                  + ("macro averages, balanced accuracy and ROC AUC are over the other classes (precision's also "
+                     "over those the model answered, whose answers were all wrong)." if metrics["average"] == "macro"
+                     else "figures that need images of both classes (balanced accuracy, ROC AUC, average precision, "
+                     "and the positive class's recall and F1 where it is the one missing) are n/a.")]
     lines += ["", _rule_text(rule, class_names, metrics), ""]
     lines += _table(["class", "precision", "recall", "F1", "images"], [
         [markdown_text(name), *(_number(values[key]) for key in ("precision", "recall", "f1")),
@@ -273,17 +273,19 @@ def _metrics_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any], 
     return lines
 
 
-def _headline_table(metrics: Mapping[str, Any], average: str) -> list[str]:
+def _headline_table(metrics: Mapping[str, Any], average: str, num_classes: int) -> list[str]:
     """The headline and ranking metrics with what decides the predicted class: at a decision threshold, the rule's
-    numbers beside argmax's; else argmax's alone. ``average`` says what precision, recall and F1 average."""
+    numbers beside argmax's; else argmax's alone. ``average`` says what precision, recall and F1 average; the
+    balanced accuracy says over how many of the ``num_classes`` classes it is taken, where not over all."""
     threshold, positive = metrics.get("decision_threshold"), metrics.get("positive_class")
+    labels = {**METRIC_LABELS, "balanced_accuracy": "balanced_accuracy" + balanced_accuracy_over(metrics, num_classes)}
     # The mean recall beside the accuracy, which a lopsided test set inflates (metrics before it lack it).
     headline = ("accuracy", *(("balanced_accuracy",) if "balanced_accuracy" in metrics else ()), "precision",
                 "recall", "f1")
     ranking = ("roc_auc", "average_precision", "loss", "expected_calibration_error")
     if threshold is None:
         return [f"Predicted class = the most probable one. Precision, recall and F1 are {average}.", "",
-                *_table(["metric", "value"], [[METRIC_LABELS.get(key, key), _number(metrics[key])]
+                *_table(["metric", "value"], [[labels.get(key, key), _number(metrics[key])]
                                               for key in (*headline, *ranking)])]
     [threshold_text] = distinct_figures([threshold], 4)
     return [f"Predicted class: {code_span(positive)} when P({markdown_text(positive)}) >= {threshold_text}, the "
@@ -292,7 +294,8 @@ def _headline_table(metrics: Mapping[str, Any], average: str) -> list[str]:
             "validation images (kept in model.json): the rule the app "
             f"answers by. The most probable class (argmax) beside it, for comparison. Precision, recall and "
             f"F1 are {average}.", "", *_table(["metric", "decision rule", "argmax"], [
-                [key, _number(metrics[key]), _number(metrics.get(f"argmax_{key}"))] for key in headline]),
+                [labels.get(key, key), _number(metrics[key]), _number(metrics.get(f"argmax_{key}"))]
+                for key in headline]),
             *(f"| {METRIC_LABELS.get(key, key)} | {_number(metrics[key])} | |" for key in ranking)]
 
 
