@@ -1619,6 +1619,21 @@ def test_the_card_names_a_class_of_few_test_images_whatever_the_test_set_s_size(
     assert "REAL has only 3 test images" in limitations and "FAKE has only" not in limitations
 
 
+@pytest.mark.parametrize(("labels", "class_names", "untested"), [
+    ([0] * 20, ["FAKE", "REAL"], "The model was never tested on REAL: the test set has no image of it"),
+    ([0] * 20 + [1] * 3, list("abcd"), "The model was never tested on c or d: the test set has no image of them"),
+], ids=["one", "two"])
+def test_the_card_names_a_class_the_model_was_never_tested_on(labels, class_names, untested):
+    """A class of 3 test images was a limitation of the card, one of none, the worst case, went unsaid."""
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(len(class_names)), size=len(labels))
+    positive = "FAKE" if len(class_names) == 2 else None
+    metrics = {**compute_metrics(labels, probabilities, class_names, positive_class=positive), "folder": "data/test"}
+
+    card = model_card.render_card(model_info(class_names), metrics, "card")
+
+    assert untested in card.split("## Limitations")[1]
+
+
 def test_the_cards_tables_keep_their_columns_whatever_the_class_and_source_names():
     """A class "real|photos *x*" made its rows one cell longer than the table (and its name italic), a source
     folder named so did the same to the per-source table, which then did not render at all."""
