@@ -135,6 +135,18 @@ def few_test_images(metrics: Mapping[str, Any]) -> str | None:
             f"{'it' if one else 'them'} before trusting those numbers.")
 
 
+def untested_classes(metrics: Mapping[str, Any]) -> str | None:
+    """A sentence naming the classes without test images (``missing_classes``), the worst case of
+    ``few_test_images``: nothing measured says how the model does on them; None when there is none."""
+    missing = metrics.get("missing_classes") or []
+    if not missing:
+        return None
+    named = ", ".join(map(markdown_text, missing[:-1])) + " or " * (len(missing) > 1) + markdown_text(missing[-1])
+    them = "it" if len(missing) == 1 else "them"
+    return (f"The model was never tested on {named}: the test set has no image of {them}, so no number here says how "
+            "the model does on such images. Test it on some before trusting it there.")
+
+
 def _colour(profile: Mapping[str, Any]) -> str:
     """How many training images were grayscale, in words ("; all in colour"); "" where not counted."""
     if (counts := grayscale_counts(profile)) is None:
@@ -432,6 +444,7 @@ def _limitations_section(model_info: Mapping[str, Any], metrics: Mapping[str, An
         few_threshold_images(metrics.get("threshold_selection"), markdown_text(positive or ""),
                              markdown_text(next((name for name in class_names if name != positive), ""))),
         small_test_set(metrics["num_images"]),
+        untested_classes(metrics),
         few_test_images(metrics),
         is_demo(model_info) and DEMO_WARNING]
     return ["", "## Limitations", "", *(f"- {text}" for text in limitations if text)]
