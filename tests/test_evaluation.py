@@ -1604,6 +1604,37 @@ def test_a_balanced_accuracy_over_some_of_the_classes_says_over_how_many():
     assert "over" not in format_summary(every).split("(balanced accuracy")[1].split(")")[0]
 
 
+@pytest.mark.parametrize("answer", ["big", "small"])
+def test_a_model_answering_one_class_for_every_test_image_is_said_so_beside_the_majority_baseline(answer):
+    """Every answer big, 9 of 10 test images big: "test: accuracy 0.9000 (balanced accuracy 0.5000)", no remark, and
+    no output gave the accuracy of always answering the most frequent class."""
+    labels = np.array([0] * 9 + [1])
+    probabilities = np.tile([0.9, 0.1] if answer == "big" else [0.1, 0.9], (10, 1))
+
+    metrics = compute_metrics(labels, probabilities, ["big", "small"])
+
+    assert (metrics["majority_class"], metrics["majority_baseline"], metrics["single_answer"]) == ("big", 0.9, answer)
+    said = ("answered big for every test image: always answering big scores accuracy 0.90 here" if answer == "big"
+            else "answered small for every test image: always answering big, the most frequent test class, scores "
+            "accuracy 0.90 here")
+    summary = format_summary(metrics)
+    assert "majority baseline 0.9000" in summary and f"; the model {said}" in summary
+    card = model_card.render_card(model_info(["big", "small"]), {**metrics, "folder": "x"}, "card")
+    assert "| majority_baseline (always `big`) | 0.9000 |" in card
+    assert f"The model {said}".replace("big", "`big`").replace("small", "`small`") + "." in card
+    assert {"majority_class", "majority_baseline", "single_answer"} <= set(evaluation.SUMMARY_KEYS)  # model.json
+
+
+def test_a_model_answering_several_classes_gets_the_majority_baseline_and_no_remark():
+    metrics = compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["A", "B"], threshold=0.45)
+
+    assert (metrics["majority_class"], metrics["majority_baseline"], metrics["single_answer"]) == ("A", 0.5, None)
+    assert "majority baseline 0.5000" in format_summary(metrics)
+    assert "every test image" not in format_summary(metrics)
+    card = model_card.render_card(model_info(["A", "B"]), {**metrics, "folder": "x"}, "card")
+    assert "| majority_baseline (always `A`) | 0.5000 | |" in card and "every test image" not in card
+
+
 def test_the_card_names_a_class_of_few_test_images_whatever_the_test_set_s_size():
     """2,000 FAKE and 3 REAL test images: the card called no test set small, while REAL's recall, the balanced
     accuracy and ROC AUC rest on 3 images."""

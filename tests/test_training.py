@@ -363,6 +363,16 @@ def test_the_closing_line_says_over_how_many_classes_the_balanced_accuracy_is_ta
     assert summary.endswith("test accuracy 0.7500 (balanced accuracy n/a: no test images of REAL)")
 
 
+def test_the_closing_line_gives_the_majority_baseline_and_says_when_the_model_answered_one_class():
+    """A model answering big for every test image, 9 of 10 of them big, closed on "test accuracy 0.9000 (balanced
+    accuracy 0.5000)" and nothing else."""
+    test = {"accuracy": 0.9, "balanced_accuracy": 0.5, "decided_by": "argmax", "argmax_accuracy": 0.9,
+            "majority_class": "big", "majority_baseline": 0.9, "single_answer": "big"}
+    summary = ModelTraining.summarize(training.TrainResult(Path("models/run"), None, {}, [], test))
+    assert summary.endswith("test accuracy 0.9000 (balanced accuracy 0.5000), majority baseline 0.9000; the model "
+                            "answered big for every test image: always answering big scores accuracy 0.90 here")
+
+
 def test_the_closing_line_says_on_how_many_test_images_the_app_would_answer_uncertain():
     """The README promises the closing line says it; the test line that did was an info log, hidden by --quiet."""
     test = {"accuracy": 0.75, "decided_by": "argmax", "argmax_accuracy": 0.75, "num_images": 8, "uncertain": 2,
