@@ -455,7 +455,7 @@ def keras_verbose(quiet: bool) -> int | str:
 
 def summarize(result: TrainResult) -> str:
     """One line for the end of a run."""
-    from realvsai.metrics import balanced_accuracy_over, distinct_figures, uncertain_text
+    from realvsai.metrics import balanced_accuracy_over, distinct_figures, one_answer_text, uncertain_text
 
     best = result.model_info.get("best_epoch") or {}
     parts = [f"trained {result.run_dir}" if result.chief
@@ -475,7 +475,11 @@ def summarize(result: TrainResult) -> str:
         if test.get("decided_by") == "threshold":  # val_accuracy is Keras': the most probable class decides
             line += (f" at the decision threshold {distinct_figures([float(test['decision_threshold'])], 3)[0]} "
                      f"({float(test['argmax_accuracy']):.4f} by the highest probability, as val_accuracy)")
+        if test.get("majority_baseline") is not None:  # always answering the most frequent class
+            line += f", majority baseline {float(test['majority_baseline']):.4f}"
         parts.append(line)
+    if (one_answer := one_answer_text(test)) is not None:
+        parts.append(one_answer)
     if (uncertain := uncertain_text(test)) is not None:  # what the app would answer on the test images
         parts.append(uncertain)
     if result.chief and result.test_metrics is None:  # the threshold is chosen on validation all the same

@@ -69,7 +69,8 @@ RESULT_FILES = (config.METRICS_FILE, config.REPORT_FILE, config.MODEL_CARD_FILE,
 # The metrics copied into model.json's "test_metrics" (the app and the README read them there).
 SUMMARY_KEYS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
                 "expected_calibration_error", "num_images", "decided_by", "argmax_accuracy", "argmax_f1", "uncertain",
-                "accuracy_when_certain", "uncertain_by_confidence")
+                "accuracy_when_certain", "uncertain_by_confidence", "missing_classes", "majority_class",
+                "majority_baseline", "single_answer")
 # --robustness: each perturbation of the full-resolution decoded pixels with its strengths, mildest first (JPEG
 # quality, Gaussian sigma in pixels, scale): the traces a detector leans on rarely survive a re-save.
 PERTURBATIONS: dict[str, tuple[float, ...]] = {"jpeg": (90, 70, 50, 30), "blur": (1, 2), "downscale": (0.5, 0.25)}

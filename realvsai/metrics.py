@@ -348,7 +348,9 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
     P(positive) >= threshold; else the most probable class. ``argmax_*`` hold the most probable class's
     as a secondary figure. Two classes: the positive class's numbers; more: macro averages and ROC AUC
     one-vs-rest over the classes that have images (``missing_classes`` names the others), as the balanced
-    accuracy is (``balanced_accuracy_over``). Undefined metrics are None.
+    accuracy is (``balanced_accuracy_over``). ``majority_baseline``: the accuracy of always answering the most
+    frequent class (``majority_class``); ``single_answer``: the class the rule gave every image, if one did
+    (``one_answer_text``). Undefined metrics are None.
     """
     from sklearn import metrics as sk
 
@@ -367,6 +369,7 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
                         positive_index=1 if positive is None else positive)
     predicted, argmax = rule.decide(probabilities), probabilities.argmax(axis=1)
     present = sorted(set(labels.tolist()))
+    counts, answered = np.bincount(labels, minlength=len(class_ids)), np.unique(predicted)
     bins = calibration_bins(labels, probabilities)
     gaps = [entry["count"] * abs(entry["accuracy"] - entry["confidence"]) for entry in bins if entry["count"]]  # ECE's
 
@@ -399,6 +402,10 @@ def compute_metrics(labels: Sequence[int], probabilities: np.ndarray, class_name
         "loss": float(sk.log_loss(labels, probabilities, labels=class_ids)),
         "decided_by": "threshold" if rule.decision_threshold is not None else "argmax",  # the rule's kind
         **scores(predicted),
+        "majority_class": class_names[int(counts.argmax())],  # the first of the most frequent, as np.argmax
+        "majority_baseline": float(counts.max() / len(labels)),
+        # One class for every image, a collapsed model's tell; one image alone gets one answer whatever the model.
+        "single_answer": class_names[int(answered[0])] if len(answered) == 1 and len(labels) > 1 else None,
         "average": "binary" if binary else "macro",
         "positive_class": class_names[positive] if binary else None,
         **ranking,
@@ -454,6 +461,19 @@ def uncertain_by_confidence(rule: DecisionRule, labels: Sequence[int], probabili
     return table
 
 
+def one_answer_text(metrics: Mapping[str, Any], name: Callable[[str], str] = str) -> str | None:
+    """``the model answered big for every test image: always answering big scores accuracy 0.90 here``, where the
+    decision rule gave one class to every test image (``single_answer``), beside the majority baseline; None where
+    it did not (or the metrics do not record it). ``name`` writes a class name (the card's code spans)."""
+    answer = metrics.get("single_answer")
+    if answer is None:
+        return None
+    majority = metrics["majority_class"]
+    which = "" if majority == answer else ", the most frequent test class,"
+    return (f"the model answered {name(answer)} for every test image: always answering {name(majority)}{which} "
+            f"scores accuracy {metrics['majority_baseline']:.2f} here")
+
+
 def skipped_why(count: int) -> str:
     """Why ``count`` files were left out of an evaluation or a prediction, as their summaries say it (each file's own
     reason is in unreadable.csv)."""
@@ -470,14 +490,17 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
     macro = " (macro)" if metrics.get("average") == "macro" else ""  # as the app and the card label them
     over = balanced_accuracy_over(metrics, len(metrics.get("class_names") or ()))
     balanced = f" (balanced accuracy {number('balanced_accuracy')}{over})" if "balanced_accuracy" in metrics else ""
-    line = (f"accuracy {number('accuracy')}{balanced}, F1{macro} {number('f1')}, ROC AUC{macro} {number('roc_auc')} "
-            f"on {plural(metrics['num_images'], 'image')}")
+    baseline = f", majority baseline {number('majority_baseline')}" if "majority_baseline" in metrics else ""
+    line = (f"accuracy {number('accuracy')}{balanced}{baseline}, F1{macro} {number('f1')}, ROC AUC{macro} "
+            f"{number('roc_auc')} on {plural(metrics['num_images'], 'image')}")
     if metrics.get("decision_threshold") is not None:
         line += (f" (decided at threshold {distinct_figures([metrics['decision_threshold']], 3)[0]}; argmax accuracy "
                  f"{number('argmax_accuracy')})")
     if metrics.get("missing_classes"):
         line += f"; no images of {', '.join(metrics['missing_classes'])}: " + (
             "averaged over the other classes" if macro else "what needs them is n/a")
+    if (one_answer := one_answer_text(metrics)) is not None:
+        line += f"; {one_answer}"
     if (uncertain := uncertain_text(metrics)) is not None:
         line += f"; {uncertain}"
     if metrics.get("num_skipped"):

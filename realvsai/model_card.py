@@ -23,7 +23,14 @@ from realvsai.config import (
 )
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
-from realvsai.metrics import DecisionRule, balanced_accuracy_over, distinct_figures, skipped_why, uncertain_text
+from realvsai.metrics import (
+    DecisionRule,
+    balanced_accuracy_over,
+    distinct_figures,
+    one_answer_text,
+    skipped_why,
+    uncertain_text,
+)
 from realvsai.run import (
     DEMO_WARNING,
     MIN_IMAGES_PER_KIND,
@@ -276,6 +283,8 @@ def _metrics_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any], 
                      "over those the model answered, whose answers were all wrong)." if metrics["average"] == "macro"
                      else "figures that need images of both classes (balanced accuracy, ROC AUC, average precision, "
                      "and the positive class's recall and F1 where it is the one missing) are n/a.")]
+    if one_answer := one_answer_text(metrics, code_span):
+        lines += ["", f"{one_answer[0].upper()}{one_answer[1:]}."]
     lines += ["", _rule_text(rule, class_names, metrics), ""]
     lines += _table(["class", "precision", "recall", "F1", "images"], [
         [markdown_text(name), *(_number(values[key]) for key in ("precision", "recall", "f1")),
@@ -290,11 +299,14 @@ def _headline_table(metrics: Mapping[str, Any], average: str, num_classes: int) 
     numbers beside argmax's; else argmax's alone. ``average`` says what precision, recall and F1 average; the
     balanced accuracy says over how many of the ``num_classes`` classes it is taken, where not over all."""
     threshold, positive = metrics.get("decision_threshold"), metrics.get("positive_class")
-    labels = {**METRIC_LABELS, "balanced_accuracy": "balanced_accuracy" + balanced_accuracy_over(metrics, num_classes)}
+    labels = {**METRIC_LABELS, "balanced_accuracy": "balanced_accuracy" + balanced_accuracy_over(metrics, num_classes),
+              "majority_baseline": f"majority_baseline (always {code_span(metrics.get('majority_class') or '')})"}
     # The mean recall beside the accuracy, which a lopsided test set inflates (metrics before it lack it).
     headline = ("accuracy", *(("balanced_accuracy",) if "balanced_accuracy" in metrics else ()), "precision",
                 "recall", "f1")
-    ranking = ("roc_auc", "average_precision", "loss", "expected_calibration_error")
+    # The accuracy of always answering the most frequent class: a rule's own, so one value (metrics before it lack it).
+    ranking = (*(("majority_baseline",) if "majority_baseline" in metrics else ()), "roc_auc", "average_precision",
+               "loss", "expected_calibration_error")
     if threshold is None:
         return [f"Predicted class = the most probable one. Precision, recall and F1 are {average}.", "",
                 *_table(["metric", "value"], [[labels.get(key, key), _number(metrics[key])]
@@ -308,7 +320,7 @@ def _headline_table(metrics: Mapping[str, Any], average: str, num_classes: int) 
             f"F1 are {average}.", "", *_table(["metric", "decision rule", "argmax"], [
                 [labels.get(key, key), _number(metrics[key]), _number(metrics.get(f"argmax_{key}"))]
                 for key in headline]),
-            *(f"| {METRIC_LABELS.get(key, key)} | {_number(metrics[key])} | |" for key in ranking)]
+            *(f"| {labels.get(key, key)} | {_number(metrics[key])} | |" for key in ranking)]
 
 
 def _rule_text(rule: DecisionRule, class_names: list[str], metrics: Mapping[str, Any]) -> str:

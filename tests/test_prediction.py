@@ -546,9 +546,11 @@ def test_evaluate_s_closing_line_names_the_decision_rule_of_its_numbers(tmp_path
 
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(rf"evaluated {re.escape(str(run))} on {re.escape(str(tmp_path / 'test'))}: accuracy "
-                        r"\d\.\d{4} \(balanced accuracy \d\.\d{4}\), F1 \d\.\d{4}, ROC AUC \d\.\d{4} on 4 images "
-                        r"\(decided at threshold 0\.450; "
-                        r"argmax accuracy \d\.\d{4}\); Uncertain on \d of 4 images( \(accuracy \d\.\d{4} on the "
+                        r"\d\.\d{4} \(balanced accuracy \d\.\d{4}\), majority baseline 0\.5000, F1 \d\.\d{4}, ROC AUC "
+                        r"\d\.\d{4} on 4 images \(decided at threshold 0\.450; argmax accuracy \d\.\d{4}\)"
+                        r"(; the model answered (FAKE|REAL) for every test image: always answering FAKE(, the most "
+                        r"frequent test class,)? scores accuracy 0\.50 here)?; "
+                        r"Uncertain on \d of 4 images( \(accuracy \d\.\d{4} on the "
                         rf"other \d\))?; outputs in {re.escape(str(run / 'eval-test'))}", line), line
 
 
