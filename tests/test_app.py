@@ -736,6 +736,23 @@ def test_the_headline_precision_recall_and_f1_of_two_classes_name_the_class_they
         "Test accuracy", "Test F1 (REAL)", "Test ROC AUC", "Test precision (REAL)", "Test recall (REAL)"]
 
 
+def test_the_headline_test_metrics_carry_the_card_s_warnings_about_them(start_app, tmp_path):
+    """The card said the model answered one class for every test image, that REAL had 2 test images and that the
+    threshold was chosen on 1 validation image of it; the app's figures stood without a word of it."""
+    test = {"accuracy": 0.9, "balanced_accuracy": 0.5, "f1": 0.95, "num_images": 20, "majority_class": "FAKE",
+            "majority_baseline": 0.9, "single_answer": "FAKE", "missing_classes": []}
+    write_run(tmp_path, "collapsed", info={"test_metrics": test}, metrics={
+        **test, "per_class": {"FAKE": {"support": 18}, "REAL": {"support": 2}},
+        "threshold_selection": {"num_positive": 9, "num_images": 10}, "positive_class": "FAKE"})
+
+    app = start_app("--models", tmp_path)
+
+    warned = " ".join(warning.value for warning in app.warning)
+    assert "the model answered `FAKE` for every test image: always answering `FAKE` scores accuracy 0.90" in warned
+    assert "REAL has only 2 test images" in warned
+    assert "The decision threshold was chosen on 1 validation image of REAL" in warned
+
+
 def test_the_headline_test_metrics_stand_at_most_three_a_row(start_app, tmp_path):
     """Six side by side read "0.…" under "Test balan…" in a window 1024 px wide with the sidebar open."""
     write_run(tmp_path, "six", info={"test_metrics": {
