@@ -86,8 +86,8 @@ from realvsai.config import CROP_GRID, FEW_CLASSES, LIMITS, PREDICTIONS_FILE
 from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
-from realvsai.metrics import CONFIDENCE_STEP, DecisionRule
-from realvsai.model_card import code_span, markdown_text, small_test_set
+from realvsai.metrics import CONFIDENCE_STEP, DecisionRule, one_answer_text
+from realvsai.model_card import code_span, markdown_text, small_test_set, test_caveats
 from realvsai.prediction import UNFAMILIAR_MEANS, csv_cell, describe_counts
 from realvsai.run import (
     DEMO_WARNING,
@@ -534,9 +534,20 @@ def model_card(run: ModelRun, settings: Settings) -> None:
             st.caption(" ".join(text for text in (f"Measured on {on_images}"
                                                   + (f"; the app's rule said {uncertain}." if uncertain else "."),
                                                   small_test_set(num_images)) if text))
+            for warning in test_warnings(run):
+                st.warning(warning, icon="⚠️")
         else:
             st.caption("No test metrics recorded for this model.")
         st.caption(settings.rule.describe(shown))
+
+
+def test_warnings(run: ModelRun) -> list[str]:
+    """What the model card's limitations say of the test figures (``model_card.test_caveats``), and a model that
+    answered one class for every test image (``metrics.one_answer_text``): from metrics.json, which holds them all,
+    else model.json's summary of it."""
+    numbers = run.metrics or dict(run.info.get("test_metrics") or {})
+    one = one_answer_text(numbers, code_span)
+    return ([f"{one[0].upper()}{one[1:]}."] if one else []) + test_caveats(run.info, numbers)
 
 
 def upload_section() -> list[UploadedFile]:

@@ -154,6 +154,16 @@ def untested_classes(metrics: Mapping[str, Any]) -> str | None:
             "the model does on such images. Test it on some before trusting it there.")
 
 
+def test_caveats(model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+    """What the test figures in ``metrics`` do not say of this model, as the card's limitations say it and the app
+    beside its figures: a decision threshold chosen on few validation images, classes with no or few test images."""
+    class_names, positive = list(model_info["class_names"]), metrics.get("positive_class")
+    caveats = (few_threshold_images(metrics.get("threshold_selection"), markdown_text(positive or ""),
+                                    markdown_text(next((name for name in class_names if name != positive), ""))),
+               untested_classes(metrics), few_test_images(metrics))
+    return [text for text in caveats if text]
+
+
 def _colour(profile: Mapping[str, Any]) -> str:
     """How many training images were grayscale, in words ("; all in colour"); "" where not counted."""
     if (counts := grayscale_counts(profile)) is None:
@@ -432,7 +442,6 @@ def _plots_section(metrics: Mapping[str, Any]) -> list[str]:
 def _limitations_section(model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
     """The "## Limitations" section: what the numbers do not say, those that apply to this model and test set."""
     class_names = list(model_info["class_names"])
-    positive = metrics.get("positive_class")
     image_size = model_info.get("image_size", "?")
     crops = model_info.get("input_mode") == "crops"
     limitations = [
@@ -453,10 +462,7 @@ def _limitations_section(model_info: Mapping[str, Any], metrics: Mapping[str, An
         "and detail a larger image has, is lost before the model sees it.",
         "Probabilities are not certainties: check the reliability diagram (ECE "
         f"{_number(metrics['expected_calibration_error'])}) before reading them as such.",
-        few_threshold_images(metrics.get("threshold_selection"), markdown_text(positive or ""),
-                             markdown_text(next((name for name in class_names if name != positive), ""))),
         small_test_set(metrics["num_images"]),
-        untested_classes(metrics),
-        few_test_images(metrics),
+        *test_caveats(model_info, metrics),
         is_demo(model_info) and DEMO_WARNING]
     return ["", "## Limitations", "", *(f"- {text}" for text in limitations if text)]

@@ -743,12 +743,12 @@ def test_the_headline_test_metrics_carry_the_card_s_warnings_about_them(start_ap
             "majority_baseline": 0.9, "single_answer": "FAKE", "missing_classes": []}
     write_run(tmp_path, "collapsed", info={"test_metrics": test}, metrics={
         **test, "per_class": {"FAKE": {"support": 18}, "REAL": {"support": 2}},
-        "threshold_selection": {"num_positive": 9, "num_images": 10}, "positive_class": "FAKE"})
+        "threshold_selection": {"num_positive": 30, "num_images": 31}, "positive_class": "FAKE"})
 
     app = start_app("--models", tmp_path)
 
     warned = " ".join(warning.value for warning in app.warning)
-    assert "the model answered `FAKE` for every test image: always answering `FAKE` scores accuracy 0.90" in warned
+    assert "The model answered `FAKE` for every test image: always answering `FAKE` scores accuracy 0.90" in warned
     assert "REAL has only 2 test images" in warned
     assert "The decision threshold was chosen on 1 validation image of REAL" in warned
 

@@ -767,30 +767,21 @@ def test_a_keras_archive_of_layers_this_project_does_not_define_is_refused_in_on
     assert "\n" not in message and "corrupt" not in message
 
 
-def test_a_keras_archive_named_model_h5_is_named_as_one_not_called_corrupt(tmp_path):
-    """A .keras file (a zip) renamed model.h5 was "corrupt, truncated or another kind of file"."""
-    folder = write_run(tmp_path / "models", "archive")
-    build_stand_in().save(tmp_path / "model.keras")
-    (folder / "model.h5").write_bytes((tmp_path / "model.keras").read_bytes())
+@pytest.mark.parametrize("saved, said", [
+    ("model.keras", "is a .keras archive (a zip file), not a Keras HDF5 file"),
+    ("model.weights.h5", "holds a model's weights without its architecture")], ids=["keras-archive", "weights"])
+def test_a_model_h5_of_another_kind_of_keras_file_is_named_as_what_it_is_not_called_corrupt(tmp_path, saved, said):
+    """A .keras file (a zip) renamed model.h5, or a file of save_weights (HDF5 with no model config), was "corrupt,
+    truncated or another kind of file"."""
+    folder = write_run(tmp_path / "models", "renamed")
+    model = build_stand_in()
+    (model.save if saved == "model.keras" else model.save_weights)(tmp_path / saved)
+    (folder / "model.h5").write_bytes((tmp_path / saved).read_bytes())
 
     with pytest.raises(UserError) as refused:
         run.load_run(folder)
     message = str(refused.value)
-    assert message.startswith(f"{folder / 'model.h5'} is a .keras archive (a zip file), not a Keras HDF5 file"), message
-    assert "save it as .h5" in message and "corrupt" not in message and "\n" not in message
-
-
-def test_weights_without_the_model_s_architecture_are_named_as_such_not_called_corrupt(tmp_path):
-    """A file of save_weights (HDF5 with no model config) named model.h5 was "corrupt, truncated or another kind of
-    file"."""
-    folder = write_run(tmp_path / "models", "weights")
-    build_stand_in().save_weights(tmp_path / "model.weights.h5")
-    (folder / "model.h5").write_bytes((tmp_path / "model.weights.h5").read_bytes())
-
-    with pytest.raises(UserError) as refused:
-        run.load_run(folder)
-    message = str(refused.value)
-    assert message.startswith(f"{folder / 'model.h5'} holds a model's weights without its architecture"), message
+    assert message.startswith(f"{folder / 'model.h5'} {said}"), message
     assert "corrupt" not in message and "\n" not in message
 
 
