@@ -2022,3 +2022,19 @@ def test_resume_without_name_is_bad_usage(capsys):
     with pytest.raises(SystemExit) as stopped:
         ModelTraining.parse_args(["--resume", "--out", "models"])
     assert stopped.value.code == 2 and "--resume needs --name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("counts, steps, drops", [
+    ({"big": 42, "three": 1, "two": 1}, 2, False),  # three's one image: left out of an epoch 12 times in 44
+    ({"FAKE": 22, "REAL": 22}, 1, True),  # a class of 22 is never left out whole: the XLA-friendly full batches
+])
+def test_an_epoch_keeps_its_short_last_batch_where_leaving_it_out_could_leave_a_class_out(caplog, counts, steps,
+                                                                                          drops):
+    """44 training images in batches of 32: each epoch left out the last 12, and a class of one image was left out
+    of the whole of a one-epoch run, which its card then reported as trained on."""
+    import tensorflow as tf
+
+    with caplog.at_level(logging.INFO, logger="realvsai.training"):
+        assert training._epoch_steps(32, tf.distribute.get_strategy(), counts, 8)[::2] == (steps, drops)
+    if not drops:
+        assert "keeps its short last batch of 12 training images: three has 1 training image" in caplog.text
