@@ -309,7 +309,7 @@ def _batches(config: TrainConfig, strategy: Strategy, global_batch: int, train_i
     from realvsai import data, distributed, metrics
     from realvsai.augmentation import augment_copies, build_augmentation
 
-    steps_per_epoch, validation_steps, drop_short_batch = _epoch_steps(global_batch, strategy, len(train_images),
+    steps_per_epoch, validation_steps, drop_short_batch = _epoch_steps(global_batch, strategy, train_images.counts(),
                                                                        len(validation_images))
     # Repeated, with the steps given to fit: ignore_errors() hides the datasets' length from Keras.
     # The preset's steps without an XLA kernel (the JPEG step) run here, on the CPU, not in the model.
@@ -339,15 +339,33 @@ def _batches(config: TrainConfig, strategy: Strategy, global_batch: int, train_i
     return (train_epochs, steps_per_epoch), (validation_dataset.repeat(), validation_steps), class_weight
 
 
-def _epoch_steps(global_batch: int, strategy: Strategy, num_train: int, num_validation: int) -> tuple[int, int, bool]:
+# The chance above which an epoch keeps its short last batch rather than leave a class's every image out of it.
+CLASS_LEFT_OUT_RISK = 0.01
+
+
+def _epoch_steps(global_batch: int, strategy: Strategy, train_counts: Mapping[str, int], num_validation: int
+                 ) -> tuple[int, int, bool]:
     """(training steps per epoch, validation steps, whether each epoch leaves out its short last training batch)
-    for ``num_train`` and ``num_validation`` images in batches of ``global_batch``, saying what each epoch leaves
-    out. A UserError where every batch must split evenly over the devices and the images do not fill one."""
+    for training images of ``train_counts`` (per class) and ``num_validation`` images in batches of ``global_batch``,
+    saying what each epoch leaves out. The short batch stays where leaving it out would leave out every image of a
+    class in more than ``CLASS_LEFT_OUT_RISK`` of the epochs (a class of one image among 44, in batches of 32: 12
+    in 44). A UserError where every batch must split evenly over the devices and the images do not fill one."""
     from realvsai import distributed
 
+    num_train = sum(train_counts.values())
     replicas = distributed.num_replicas(strategy)
     full_batches = distributed.needs_full_batches(strategy)
     steps_per_epoch, drop_short_batch = distributed.training_steps(num_train, global_batch, strategy)
+    left_out = num_train % global_batch if drop_short_batch else 0
+    # The chance that an epoch's shuffle puts all k images of a class among the left_out it leaves out.
+    risks = {name: math.prod((left_out - index) / (num_train - index) for index in range(count))
+             for name, count in train_counts.items() if 0 < count <= left_out}
+    if not full_batches and risks and max(risks.values()) > CLASS_LEFT_OUT_RISK:
+        name = max(risks, key=risks.get)
+        logger.info("each epoch keeps its short last batch of %s: %s has %s, which leaving it out would leave out "
+                    "of %.0f%% of the epochs", plural(left_out, "training image"), name,
+                    plural(train_counts[name], "training image"), 100 * risks[name])
+        return steps_per_epoch + 1, math.ceil(num_validation / global_batch), False
     validation_steps = num_validation // global_batch if full_batches else math.ceil(num_validation / global_batch)
     if full_batches:
         if not steps_per_epoch or not validation_steps:
