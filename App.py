@@ -534,14 +534,14 @@ def model_card(run: ModelRun, settings: Settings) -> None:
             st.caption(" ".join(text for text in (f"Measured on {on_images}"
                                                   + (f"; the app's rule said {uncertain}." if uncertain else "."),
                                                   small_test_set(num_images)) if text))
-            for warning in test_warnings(run):
+            for warning in figure_warnings(run):
                 st.warning(warning, icon="⚠️")
         else:
             st.caption("No test metrics recorded for this model.")
         st.caption(settings.rule.describe(shown))
 
 
-def test_warnings(run: ModelRun) -> list[str]:
+def figure_warnings(run: ModelRun) -> list[str]:
     """What the model card's limitations say of the test figures (``model_card.test_caveats``), and a model that
     answered one class for every test image (``metrics.one_answer_text``): from metrics.json, which holds them all,
     else model.json's summary of it."""
