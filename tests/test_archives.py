@@ -150,6 +150,19 @@ def test_names_neither_flagged_nor_valid_utf8_are_read_as_cp437_and_one_warning_
     assert "cp437" in caplog.records[0].getMessage() and "--name-encoding" in caplog.records[0].getMessage()
 
 
+@pytest.mark.parametrize("encoding, names", [
+    ("cp1252", {"Données/Réel/photo_é0.jpg": b"\xff\xd8 a", "Données/Généré/b.jpg": b"\xff\xd8 b"}),
+    ("shift_jis", SHIFT_JIS_CONTENT)], ids=["western-windows", "japanese-windows"])
+def test_the_cp437_warning_names_the_encoding_that_reads_the_names_as_letters(tmp_path, caplog, encoding, names):
+    """A French Windows zip was read as 'DonnΘes/RΘel' and told "e.g. --name-encoding shift_jis for a Japanese
+    Windows zip"; cp1252 reads it."""
+    raw = {name.encode(encoding): data for name, data in names.items()}
+    archive = make_zip_with_raw_names(tmp_path / "win.zip", raw)
+    with caplog.at_level("WARNING", logger="realvsai"):
+        extract_archive(archive, tmp_path / "target")
+    assert f"--name-encoding {encoding}, which reads them as letters (e.g. " in caplog.records[0].getMessage()
+
+
 def test_name_encoding_reads_the_names_not_flagged_utf8(tmp_path):
     extract_archive(shift_jis_zip(tmp_path / "jp.zip"), tmp_path / "target", name_encoding="shift_jis")
     assert files_under(tmp_path / "target") == SHIFT_JIS_CONTENT
