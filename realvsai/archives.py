@@ -315,10 +315,30 @@ def _decode_names(archive: Path, infos: Sequence[zipfile.ZipInfo], name_encoding
                                 "(e.g. cp932, gbk, cp866), or leave the option out.") from None
             as_cp437.append(info.filename)
     if as_cp437:
+        raw_names = [name.encode("cp437") for name in as_cp437]
+        fits = next(((encoding, names) for encoding in NAME_ENCODINGS if (names := _as_letters(raw_names, encoding))),
+                    None)
+        example = (f"--name-encoding {fits[0]}, which reads them as letters (e.g. {fits[1][0]!r})" if fits else
+                   "--name-encoding shift_jis for a Japanese Windows zip")
         logger.warning("%d entry name%s not marked UTF-8 and not valid UTF-8, so they were read as cp437 (e.g. %r); if "
                        "they look wrong, extract into a new --to folder with the archive's encoding as "
-                       "--name-encoding, e.g. --name-encoding shift_jis for a Japanese Windows zip", len(as_cp437),
-                       "s are" if len(as_cp437) > 1 else " is", as_cp437[0])
+                       "--name-encoding, e.g. %s", len(as_cp437), "s are" if len(as_cp437) > 1 else " is", as_cp437[0],
+                       example)
+
+
+# Windows' encodings of zips made without the UTF-8 flag, in the order the cp437 warning tries them: Western
+# European, Japanese, Chinese, Cyrillic.
+NAME_ENCODINGS = ("cp1252", "shift_jis", "gbk", "cp866")
+
+
+def _as_letters(raw_names: Sequence[bytes], encoding: str) -> list[str] | None:
+    """``raw_names`` read in ``encoding`` where each of them reads, and every character of them not ASCII as a letter
+    (é, 表), as a name in that encoding does; else None."""
+    try:
+        names = [name.decode(encoding) for name in raw_names]
+    except UnicodeDecodeError:
+        return None
+    return names if all(character.isascii() or character.isalpha() for name in names for character in name) else None
 
 
 def _expansion(size: int, compressed: int) -> float:
