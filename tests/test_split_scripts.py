@@ -344,6 +344,21 @@ def test_a_train_folder_of_loose_images_is_told_to_sort_them_into_class_folders(
     assert "DataSplitD2" not in line and not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("table", ["train-00000-of-00001.parquet", "data-00000-of-00001.arrow"])
+def test_a_hugging_face_download_of_tables_is_named_as_such(tmp_path, table):
+    """Its data/ of .parquet files was "class folder data holds no image files. Remove it or put its images in it":
+    removed, nothing was left to split."""
+    source = tmp_path / "raw" / "hf"
+    (source / "data").mkdir(parents=True)
+    (source / "data" / table).write_bytes(b"PAR1 the images are in here PAR1")
+    (source / "README.md").write_text("---\ndataset_info: ...\n")
+
+    line = one_error_line(run_script("DataSplitD1.py", source, "--out", tmp_path / "data"))
+
+    assert f"{source / 'data'} holds no image files but {Path(table).suffix} files" in line, line
+    assert "Hugging Face" in line and "one folder of image files per class" in line and "Remove it" not in line
+
+
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
 def test_a_class_folder_named_train_beside_other_classes_is_told_the_rename_that_splits_it(tmp_path, make_class_folder,
                                                                                           script):
