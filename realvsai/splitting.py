@@ -414,6 +414,11 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     items, masks = _leave_out_masks(items)
     items, copies = _leave_out_copies(items)
     if empty := _class_folders_without(class_dirs, root, items):  # often a nested or misnamed folder
+        if tables := sorted({path.suffix for path in empty[0].rglob("*") if path.suffix in TABLE_EXTENSIONS}):
+            raise UserError(f"class folder {empty[0]} holds no image files but {' and '.join(tables)} files: a "
+                            "dataset's tables (a Hugging Face download), the images inside them. Export them to one "
+                            "folder of image files per class first (the datasets library: load the dataset, then "
+                            "save each row's image into the folder of its label), then split that folder.")
         raise UserError(f"class folder {empty[0]} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}). "
                         "Remove it or put its images in it.")
     outside: list[tuple[str, str]] = []  # (source, reason)
@@ -715,6 +720,10 @@ def _holds_another_split(folder: Path, ours: Callable[[str], bool]) -> bool:
         return not any(ours(row.source) for row in read_manifest(folder / MANIFEST_NAME))
     except (UserError, OSError, UnicodeError, csv.Error):
         return True
+
+
+# The files of a dataset that keeps its images inside tables (Hugging Face's Parquet and Arrow downloads).
+TABLE_EXTENSIONS = frozenset({".parquet", ".arrow"})
 
 
 def _folder_apart(out: Path, dataset: str, ours: Callable[[str], bool]) -> Path:
