@@ -86,6 +86,7 @@ from realvsai.config import CROP_GRID, FEW_CLASSES, LIMITS, PREDICTIONS_FILE
 from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
+from realvsai.layout import mask_images
 from realvsai.metrics import CONFIDENCE_STEP, DecisionRule, one_answer_text
 from realvsai.model_card import code_span, markdown_text, small_test_set, test_caveats
 from realvsai.prediction import UNFAMILIAR_MEANS, csv_cell, describe_counts
@@ -180,16 +181,22 @@ def cached_classifier(model_key: str, stamp: tuple[int, ...], batch_size: int, _
         return inference.Classifier.for_run(model, _run, batch_size)
 
 
-# The uploads are cached by their upload ids (unique per upload, stable across reruns) rather than
-# by their bytes, so a rerun does not hash every uploaded byte again.
-@st.cache_data(show_spinner=False, max_entries=8)
-def classify(_classifier: inference.Classifier, model_key: str, upload_ids: tuple[str, ...],
-             _uploads: list[UploadedFile], batch_size: int, max_pixels: int,
-             _info: ModelInfo) -> list[inference.UploadResult]:
-    """Results of a set of uploads, kept across reruns (moving a slider does not re-run the model)."""
-    del upload_ids  # only part of the cache key
-    return inference.classify_uploads(_classifier, ((file.name, file.getvalue()) for file in _uploads),
-                                      batch_size=batch_size, max_pixels=max_pixels, info=_info)
+def classify(classifier: inference.Classifier, model_key: str, uploads: list[UploadedFile], batch_size: int,
+             max_pixels: int, info: ModelInfo) -> list[inference.UploadResult]:
+    """The uploads' results, each kept in the session by its upload id (unique per upload, stable across reruns: no
+    byte is hashed again), the model's ``model_key`` and whether it is a mask beside its image: moving a slider
+    classifies nothing again, adding a file classifies it alone, and a removed file's result is let go."""
+    masks = mask_images([file.name for file in uploads])
+    keys = [(model_key, max_pixels, file.file_id, masks.get(file.name)) for file in uploads]
+    kept = st.session_state.get("results", {})
+    new = {key: file for key, file in zip(keys, uploads, strict=True) if key not in kept}
+    if new:
+        fresh = inference.classify_uploads(classifier, ((file.name, file.getvalue()) for file in new.values()),
+                                           batch_size=batch_size, max_pixels=max_pixels, info=info,
+                                           masks={file.name: key[-1] for key, file in new.items() if key[-1]})
+        kept = {**kept, **dict(zip(new, fresh, strict=True))}
+    st.session_state["results"] = {key: kept[key] for key in keys}
+    return [kept[key] for key in keys]
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -686,8 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     if not uploads:
         return 0
     with st.spinner(f"Classifying {plural(len(uploads), 'image')}…"):
-        results = classify(classifier, answers_key(run, stamp), tuple(file.file_id for file in uploads), uploads,
-                           args.batch_size, args.max_pixels, run.info)
+        results = classify(classifier, answers_key(run, stamp), uploads, args.batch_size, args.max_pixels, run.info)
     results = in_app_terms(results)
     results_section(results, uploads, classifier, stamp, run, settings)
     batch_table(results, run, stamp, settings)

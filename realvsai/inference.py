@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -301,18 +301,20 @@ def preview_image(image: np.ndarray) -> np.ndarray:
 
 def classify_uploads(classifier: Classifier, uploads: Iterable[tuple[str, bytes]], *,
                      batch_size: int | None = None, max_pixels: int = DEFAULTS.max_pixels,
-                     info: ModelInfo | None = None) -> list[UploadResult]:
+                     info: ModelInfo | None = None, masks: Mapping[str, str] | None = None) -> list[UploadResult]:
     """Classifies uploads in order, ``batch_size`` per model call (default: the classifier's), each decoded once
     and holding one full-size image at a time.
 
     A file that fails gets an ``error`` and the others go on (so does a segmentation mask uploaded beside its image,
-    ``layout.mask_images``); one unlike the run's training images, or of a size
+    ``layout.mask_images``, of ``uploads`` or given as ``masks``: name -> why); one unlike the run's training images,
+    or of a size
     its validation shows it at chance on or had none of (``info``, model.json: ``run.doubt``), gets the reason in
     ``unfamiliar``.
     """
     batch_size = batch_size or classifier.predictor.batch_size
     uploads = list(uploads)
-    masks = mask_images([name for name, _ in uploads])  # beside their images, as --predict leaves them out
+    if masks is None:  # beside their images, as --predict leaves them out
+        masks = mask_images([name for name, _ in uploads])
     slots: list[dict[str, Any]] = []
     prepared: list[dict[str, Any]] = []  # resized, so they hold little memory
     for name, data in uploads:
