@@ -433,6 +433,18 @@ def test_a_one_class_dataset_is_split_with_a_warning_that_a_classifier_needs_two
     assert any("only one class" in message and "at least two" in message for message in warnings)
 
 
+def test_a_one_class_split_whose_file_names_begin_with_classes_names_them(tmp_path, caplog):
+    """images/real_001.jpg beside images/fake_001.jpg: one class, images, and a warning to add a folder for each
+    other class, with no word of the two kinds its names tell apart."""
+    for index in range(12):
+        write_image(tmp_path / "raw" / "images" / f"{('real', 'fake')[index % 2]}_{index:03d}.png", seed=index)
+    with caplog.at_level("WARNING", logger="realvsai"):
+        split_by_class(tmp_path / "raw", tmp_path / "out")
+    [warning] = [record.getMessage() for record in caplog.records if "only one class" in record.getMessage()]
+    assert "its file names begin with fake_ (6 files) and real_ (6 files)" in warning
+    assert "sort them into a folder each (fake/ and real/)" in warning
+
+
 def test_class_folders_that_differ_only_in_letter_case_are_refused_before_anything_is_written(tmp_path,
                                                                                                make_class_folder):
     source = make_class_folder(tmp_path / "raw", {"REAL": 2, "real": 2, "FAKE": 2})
