@@ -11,13 +11,14 @@ import logging
 import os
 import posixpath
 import random
+import re
 import threading
 import time
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from realvsai.cli import bounded, default_workers, format_table, integer, nonempty_path, plural, positive_int, progress
@@ -854,6 +855,24 @@ def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults
                              "is checked at its 1/8 decode, so a 200 MP phone photo passes")
 
 
+def _name_prefixes(manifest: Path) -> str:
+    """Where the files the ``manifest`` lists begin their names with a few words that may name their classes
+    (``real_001.jpg``, ``fake_001.jpg``: the split's one class is every image), the end of its warning saying so;
+    else "". Each word begins 2 names or more, and together they begin nine in ten."""
+    try:
+        names = [PurePosixPath(row.path).name for row in read_manifest(manifest)]
+    except (UserError, OSError, UnicodeError, csv.Error):
+        return ""
+    words = Counter(found.group(1).lower() for name in names if (found := re.match(r"([A-Za-z]+)[_\- ]", name)))
+    words = Counter({word: count for word, count in words.items() if count >= 2})
+    if not 2 <= len(words) <= 10 or sum(words.values()) < 0.9 * len(names):
+        return ""
+    begun = " and ".join(f"{word}_ ({plural(count, 'file')})" for word, count in sorted(words.items()))
+    folders = " and ".join(f"{word}/" for word in sorted(words))
+    return (f"; its file names begin with {begun}: if those name their classes, sort them into a folder each "
+            f"({folders}) and split again")
+
+
 def _log_problems(report: SplitReport, validation_share: str | None = None) -> None:
     for kind, rows in report.skipped.items():
         if rows and kind != IN_TEST:  # train copies of test images are expected (CIFAKE has them): no warning
@@ -866,8 +885,8 @@ def _log_problems(report: SplitReport, validation_share: str | None = None) -> N
         # Not an error: another class can still be merged in (DataMerger.py) before training.
         logger.warning("only one class (%s) has usable images in this split, but a classifier needs at least two. "
                        "Add a folder of images for each other class to SOURCE and split again, or merge another "
-                       "split dataset of the other classes into %s with DataMerger.py --add-classes, before training",
-                       classes[0], report.out)
+                       "split dataset of the other classes into %s with DataMerger.py --add-classes, before "
+                       "training%s", classes[0], report.out, _name_prefixes(report.out / MANIFEST_NAME))
     if report.shortcut_warning:
         logger.warning("%s", report.shortcut_warning)
     # Training needs train and validation images of every class; test, where the split made one.
