@@ -334,6 +334,49 @@ def test_a_ctrl_c_dropped_in_the_first_batch_stops_the_augmentation_there(data, 
     assert len(batches) <= 3, f"went on for {len(batches)} of 6 batches"  # the next, but for a loaded machine
 
 
+def test_a_ctrl_c_writes_only_the_batches_the_writer_threads_hold_not_those_waiting_for_them(data, monkeypatch):
+    """The batches queued for the writer threads (up to 2 * WRITERS + 1) were all encoded and written after a Ctrl-C:
+    on a 72,000-image train split, 500 copies and seconds after it. The writers finish the batch each holds; the
+    others are dropped, and the same command makes them."""
+    import signal
+    import threading
+
+    from realvsai import offline_augmentation
+
+    real_augmenter, write_new_files = offline_augmentation._augmenter, offline_augmentation.write_new_files
+    signalled, written = threading.Event(), []
+
+    def augmenter(*args):
+        augment_batch = real_augmenter(*args)
+        calls = []
+
+        def ctrl_c_at_the_fifth(images, *args):
+            calls.append(len(images))
+            if len(calls) == 5:  # four batches handed to the two writers, which wait for the Ctrl-C
+                signalled.set()
+                signal.raise_signal(signal.SIGINT)
+            return augment_batch(images, *args)
+
+        return ctrl_c_at_the_fifth
+
+    def write_after_the_ctrl_c(files):
+        signalled.wait(30)
+        time.sleep(0.5)  # while the main thread's KeyboardInterrupt leaves the loop
+        written.extend(files)
+        return write_new_files(files)
+
+    monkeypatch.setattr(offline_augmentation, "_augmenter", augmenter)
+    monkeypatch.setattr(offline_augmentation, "write_new_files", write_after_the_ctrl_c)
+    assert augment(data, "--batch-size", "1") == 1
+    assert len(written) == offline_augmentation.WRITERS * 2  # a batch of one image's two copies per writer
+    copies = sorted((data / "augmented_train").rglob("aug_*.jpg"))
+    with open(data / "augmented_train" / "sources.csv", newline="") as stream:
+        assert len(list(csv.DictReader(stream))) == len(copies) == len(written)
+    monkeypatch.undo()
+    assert augment(data) == 0
+    assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 12
+
+
 def test_rerun_with_fewer_copies_is_refused(data):
     """It would write nothing, and the move would take every copy there, not the fewer asked for."""
     assert augment(data) == 0
