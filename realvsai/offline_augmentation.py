@@ -151,7 +151,8 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
         os.makedirs(folder, exist_ok=True)
     augment = _augmenter(augmentation, any(batch.jit_compile for batch in batches))
     in_flight: collections.deque = collections.deque()  # (future, bytes): bounds the copies held in memory
-    with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+    pool = ThreadPoolExecutor(max_workers=WRITERS)
+    try:
         # Tensors, not NumPy arrays: a large image's copies are made from the decoded tensor itself (a NumPy copy of
         # a 190 MP photo, and the tensor made of it again, held 1.1 GB more).
         for batch_index, positions, images in itertools.chain(_decoded_batches(batches, image_size, max_pixels),
@@ -171,6 +172,10 @@ def write_augmented_copies(batches: Sequence[CopyBatch], augmentation: keras.Seq
             if on_copies_done:
                 on_copies_done(len(targets))
         report.written += sum(future.result() for future, _ in in_flight)
+    finally:
+        # On a Ctrl-C (or a failed write) the writers finish the batch each holds, and the batches waiting for
+        # them are dropped: writing those too wrote 500 copies, for seconds, after a Ctrl-C.
+        pool.shutdown(cancel_futures=True)
     missing = [(batch.targets[position], source) for index, batch in enumerate(batches)
                for position, source in enumerate(batch.sources) if (index, position) not in decoded]
     report.already_there = (sum(len(batches[index].targets[position]) for index, position in decoded)
