@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from realvsai.cli import format_table, plural, progress, refuse_given_twice
-from realvsai.config import MAX_IMAGE_PIXELS, shell_path
+from realvsai.config import CHECKS_NAME, MAX_IMAGE_PIXELS, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
@@ -24,12 +24,14 @@ from realvsai.files import (
     map_in_threads,
     numbered,
     place_files,
+    read_json,
     read_list,
     reading_workers,
     refuse_unwritable,
     remove_temporaries,
+    sha256_file,
 )
-from realvsai.images import read_and_check
+from realvsai.images import CHECK_VERSION, ImageHeader, read_and_check
 from realvsai.layout import (
     MANIFEST_NAME,
     SPLITS,
@@ -475,11 +477,18 @@ def _hash_dataset(root: Path, workers: int | None, desc: str, max_pixels: int, d
     """Every image of ``root`` with the sha256 of its bytes and of its pixels (or why it does not decode), and its
     dataset: as ``root/manifest.csv`` names it, else ``dataset``; ``left_out`` gets the files it does not read."""
     listed = _list_dataset(root, left_out) if root.is_dir() else []
-    # One read a file, for its sha256 and its decode: a file that cannot be read stops the merge, as it always has.
-    checked = map_in_threads(lambda chunk: [read_and_check(path, max_pixels) for _, _, path in chunk], listed,
-                             workers or reading_workers([path for _, _, path in listed]), desc)
     manifest = root / MANIFEST_NAME
     rows = {row.path: row for row in read_manifest(manifest)} if manifest.is_file() else {}
+    # A split's record of checks, by the source manifest.csv names for each file (read as its re-run reads it).
+    known = read_checks(root / CHECKS_NAME, max_pixels) if rows else {}
+
+    def check(path: Path) -> tuple[str, str | None, str | None]:
+        row = rows.get(path.relative_to(root).as_posix())
+        return _read_and_check(path, max_pixels, known.get(row.source) if row else None)
+
+    # One read a file, for its sha256 and its decode: a file that cannot be read stops the merge, as it always has.
+    checked = map_in_threads(lambda chunk: [check(path) for _, _, path in chunk], listed,
+                             workers or reading_workers([path for _, _, path in listed]), desc)
     copies = read_moved_copies(root) if root.is_dir() else {}
     files = []
     for (split, class_name, path), (digest, problem, pixels) in zip(listed, checked):
@@ -487,6 +496,40 @@ def _hash_dataset(root: Path, workers: int | None, desc: str, max_pixels: int, d
         files.append(_File(split, class_name, path, digest, pixels, problem, (row and row.dataset) or dataset,
                            copies.get(digest), row.source if row and row.sha256 == digest else ""))
     return files
+
+
+
+def _read_and_check(path: Path, max_pixels: int,
+                    known: tuple[str, str | None, str | None, ImageHeader | None] | None = None
+                    ) -> tuple[str, str | None, str | None]:
+    """``images.read_and_check``'s (sha256, problem, pixels) of ``path``, taken from ``known`` (its check in a split's
+    record, ``read_checks``) when its bytes still have that sha256, as the split's re-run takes it
+    (``images.inspect_file``): only a file new or changed since is decoded."""
+    if known is not None and (digest := sha256_file(path)) == known[0]:
+        return digest, known[1], known[2]
+    return read_and_check(path, max_pixels)
+
+
+def checks_made_with(max_pixels: int) -> str:
+    """What a split's record of checks (``config.CHECKS_NAME``) was made with, which a reader must share to take it:
+    the check's version and --max-pixels."""
+    return f"{CHECK_VERSION}, --max-pixels {max_pixels}"
+
+
+def read_checks(path: Path, max_pixels: int) -> dict[str, tuple[str, str | None, str | None, ImageHeader | None]]:
+    """source -> (sha256, problem, pixels, header) of each file a split recorded at ``path`` with ``max_pixels``
+    (``checks_made_with``); none from another check, nor from a record that does not read. A split's re-run and a
+    merge into (or from) that split take each file's check from it while its bytes keep that sha256.
+
+    Here, not in splitting, which imports this module: both read the record by one rule."""
+    try:
+        record = read_json(path)
+        if not isinstance(record, dict) or record.get("checked_with") != checks_made_with(max_pixels):
+            return {}
+        return {source: (digest, problem, pixels, header and ImageHeader(*header))
+                for source, (digest, problem, pixels, header) in record["files"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # damaged: every file is decoded again
+        return {}
 
 
 def format_merge_report(report: MergeReport) -> str:

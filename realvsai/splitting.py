@@ -33,7 +33,6 @@ from realvsai.files import (
     list_images,
     map_in_threads,
     numbered,
-    read_json,
     read_verified,
     reading_workers,
     remove_temporaries,
@@ -43,7 +42,7 @@ from realvsai.files import (
     write_new_in_batches,
 )
 from realvsai.image_stats import ImageFacts, describe_profiles, profile_classes
-from realvsai.images import CHECK_VERSION, ImageHeader, inspect_file
+from realvsai.images import ImageHeader, inspect_file
 from realvsai.layout import (
     AUGMENTED_TRAIN,
     MANIFEST_NAME,
@@ -75,6 +74,7 @@ from realvsai.layout import (
     write_manifest,
 )
 from realvsai.merging import REFUSED_NAME as MERGE_REFUSED_NAME
+from realvsai.merging import checks_made_with, read_checks
 from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS_NAME, copies_beside_their_images
 
 logger = logging.getLogger(__name__)
@@ -443,8 +443,8 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     # A copy writes the bytes the scan read for files up to _KEEP_FILE_BYTES, up to _KEEP_TOTAL_BYTES in all
     # (benchmarks/bench_split.py: reading them again costs about 15 % of a copy split of 100,000 files).
     budget, lock = [_KEEP_TOTAL_BYTES if mode == COPY or (mode == MOVE and cross_device) else 0], threading.Lock()
-    checked_with = f"{CHECK_VERSION}, --max-pixels {max_pixels}"
-    known = _read_checks(out / CHECKS_NAME, checked_with)
+    checked_with = checks_made_with(max_pixels)
+    known = read_checks(out / CHECKS_NAME, max_pixels)
 
     def inspect(item: _Item) -> None:
         data, *item.checked = inspect_file(item.read_from, max_pixels, known.get(item.source))
@@ -512,22 +512,9 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     return report
 
 
-def _read_checks(path: Path, checked_with: str) -> dict[str, tuple[str, str | None, str | None, ImageHeader | None]]:
-    """source -> (sha256, problem, pixels, header) of each file ``_write_checks`` recorded with ``checked_with`` (the
-    check's version and --max-pixels); none from another check, nor from a record that does not read."""
-    try:
-        record = read_json(path)
-        if not isinstance(record, dict) or record.get("checked_with") != checked_with:
-            return {}
-        return {source: (digest, problem, pixels, header and ImageHeader(*header))
-                for source, (digest, problem, pixels, header) in record["files"].items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # damaged: every file is decoded again
-        return {}
-
-
 def _write_checks(path: Path, checked_with: str, items: Iterable[_Item]) -> None:
-    """Records the check of each of ``items`` that was read, by source, in order: the same files write the same bytes,
-    which a re-run leaves untouched."""
+    """Records the check of each of ``items`` that was read, by source, in order (``merging.read_checks`` reads it): the
+    same files write the same bytes, which a re-run leaves untouched."""
     fields = [field.name for field in dataclasses.fields(ImageHeader)]  # not astuple: its deep copies took seconds
     files = {}
     for item in sorted(items, key=lambda item: item.source):
