@@ -647,6 +647,33 @@ def test_move_removes_merged_source_files_but_keeps_refused_ones(first, second, 
     assert report.added == 12 and report.after == 24
 
 
+
+def test_the_copying_bar_counts_only_the_files_the_merge_places(first, second, tmp_path, monkeypatch):
+    """A merge that added nothing showed "copying: 0%| 0/10000" standing still, then vanished: its total counted the
+    files it skips as identical and those it refuses, which it never copies."""
+    into = target_of(first, tmp_path / "merged")
+    shutil.copyfile(first / "train" / "REAL" / "img_000.png", second / "test" / "REAL" / "leak.png")  # refused
+    bars = []
+
+    class Bar:
+        def __init__(self, iterable, total=None, desc=None, **kwargs):
+            self.counts = [desc, total, 0]
+            bars.append(self.counts)
+
+        def update(self, count):
+            self.counts[2] += count
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(merging, "progress", Bar)
+    report = merge_datasets([first, second], into)
+    assert (report.added, report.identical, len(report.refused)) == (12, 12, 1)
+    assert [counts for counts in bars if counts[0] == "copying"] == [["copying", 12, 12]]
+    bars.clear()
+    assert merge_datasets([first, second], into).added == 0
+    assert [counts for counts in bars if counts[0] == "copying"] == []
+
 def test_manifest_lists_every_file_with_its_source(first, second, tmp_path):
     into = tmp_path / "merged"
     merge_datasets([first, second], into)
