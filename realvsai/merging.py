@@ -238,7 +238,10 @@ def merge_datasets(
     elif not copies_in_train and not (into / MOVED_SETTINGS_NAME).exists():
         _carry_copy_settings(into, with_copies)
     added = []  # (target path, source file)
-    bar = progress(None, total=len(actions), desc="moving" if move else "copying")
+    # Counts the files it places only: with those it skips or refuses, a merge that added nothing showed
+    # "copying: 0/10000" standing still. None where there is none to place.
+    to_place = sum(1 for _, _, target, _ in actions if target)
+    bar = progress(None, total=to_place, desc="moving" if move else "copying") if to_place else None
     try:
         for start in range(0, len(actions), _PLACE_CHUNK):
             chunk = actions[start:start + _PLACE_CHUNK]
@@ -254,9 +257,11 @@ def merge_datasets(
                     report.added_counts[(file.split, file.class_name)] -= 1
                 else:
                     added.append((target, file))
-            bar.update(len(chunk))
+            if bar is not None:
+                bar.update(len(placing))
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     report.after = sum(1 for _ in _list_dataset(into))
     if report.before + report.added != report.after:
         logger.warning("the target held %s, %s added, but it now holds %s: something else changed it during "
