@@ -21,7 +21,7 @@ import PIL
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError, features
 
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.files import format_by_start, map_in_threads, reading_workers
+from realvsai.files import format_by_start, map_in_threads, read_json, reading_workers
 from realvsai.image_stats import format_name, is_grayscale_mode
 
 # How the pixel limit is raised, as ``pixel_problem`` says it (the app says it its own way).
@@ -486,6 +486,26 @@ class _NamedBytes(io.BytesIO):
 # What an earlier ``inspect_file`` result must have been made with to be taken again: raise the number when a change
 # gives some file another problem, pixels or header (or changes ImageHeader's fields); Pillow's decoders count too.
 CHECK_VERSION = f"1, Pillow {PIL.__version__}"
+
+
+def checks_made_with(max_pixels: int) -> str:
+    """What a split's record of checks (``config.CHECKS_NAME``) was made with, which a reader must share to take it:
+    the check's version and --max-pixels."""
+    return f"{CHECK_VERSION}, --max-pixels {max_pixels}"
+
+
+def read_checks(path: Path, max_pixels: int) -> dict[str, tuple[str, str | None, str | None, ImageHeader | None]]:
+    """source -> (sha256, problem, pixels, header) of each file a split recorded at ``path`` with ``max_pixels``
+    (``checks_made_with``); none from another check, nor from a record that does not read. A split's re-run and a
+    merge into (or from) that split take each file's check from it while its bytes keep that sha256."""
+    try:
+        record = read_json(path)
+        if not isinstance(record, dict) or record.get("checked_with") != checks_made_with(max_pixels):
+            return {}
+        return {source: (digest, problem, pixels, header and ImageHeader(*header))
+                for source, (digest, problem, pixels, header) in record["files"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # damaged: every file is decoded again
+        return {}
 
 
 def inspect_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS,

@@ -24,14 +24,13 @@ from realvsai.files import (
     map_in_threads,
     numbered,
     place_files,
-    read_json,
     read_list,
     reading_workers,
     refuse_unwritable,
     remove_temporaries,
     sha256_file,
 )
-from realvsai.images import CHECK_VERSION, ImageHeader, read_and_check
+from realvsai.images import ImageHeader, read_and_check, read_checks
 from realvsai.layout import (
     MANIFEST_NAME,
     SPLITS,
@@ -503,7 +502,6 @@ def _hash_dataset(root: Path, workers: int | None, desc: str, max_pixels: int, d
     return files
 
 
-
 def _read_and_check(path: Path, max_pixels: int,
                     known: tuple[str, str | None, str | None, ImageHeader | None] | None = None
                     ) -> tuple[str, str | None, str | None]:
@@ -513,28 +511,6 @@ def _read_and_check(path: Path, max_pixels: int,
     if known is not None and (digest := sha256_file(path)) == known[0]:
         return digest, known[1], known[2]
     return read_and_check(path, max_pixels)
-
-
-def checks_made_with(max_pixels: int) -> str:
-    """What a split's record of checks (``config.CHECKS_NAME``) was made with, which a reader must share to take it:
-    the check's version and --max-pixels."""
-    return f"{CHECK_VERSION}, --max-pixels {max_pixels}"
-
-
-def read_checks(path: Path, max_pixels: int) -> dict[str, tuple[str, str | None, str | None, ImageHeader | None]]:
-    """source -> (sha256, problem, pixels, header) of each file a split recorded at ``path`` with ``max_pixels``
-    (``checks_made_with``); none from another check, nor from a record that does not read. A split's re-run and a
-    merge into (or from) that split take each file's check from it while its bytes keep that sha256.
-
-    Here, not in splitting, which imports this module: both read the record by one rule."""
-    try:
-        record = read_json(path)
-        if not isinstance(record, dict) or record.get("checked_with") != checks_made_with(max_pixels):
-            return {}
-        return {source: (digest, problem, pixels, header and ImageHeader(*header))
-                for source, (digest, problem, pixels, header) in record["files"].items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # damaged: every file is decoded again
-        return {}
 
 
 def format_merge_report(report: MergeReport) -> str:

@@ -42,7 +42,7 @@ from realvsai.files import (
     write_new_in_batches,
 )
 from realvsai.image_stats import ImageFacts, describe_profiles, profile_classes
-from realvsai.images import ImageHeader, inspect_file
+from realvsai.images import ImageHeader, checks_made_with, inspect_file, read_checks
 from realvsai.layout import (
     AUGMENTED_TRAIN,
     MANIFEST_NAME,
@@ -74,7 +74,6 @@ from realvsai.layout import (
     write_manifest,
 )
 from realvsai.merging import REFUSED_NAME as MERGE_REFUSED_NAME
-from realvsai.merging import checks_made_with, read_checks
 from realvsai.moving import MOVE_REFUSED_NAME, MOVED_COPIES_NAME, MOVED_SETTINGS_NAME, copies_beside_their_images
 
 logger = logging.getLogger(__name__)
@@ -513,7 +512,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
 
 
 def _write_checks(path: Path, checked_with: str, items: Iterable[_Item]) -> None:
-    """Records the check of each of ``items`` that was read, by source, in order (``merging.read_checks`` reads it): the
+    """Records the check of each of ``items`` that was read, by source, in order (``images.read_checks`` reads it): the
     same files write the same bytes, which a re-run leaves untouched."""
     fields = [field.name for field in dataclasses.fields(ImageHeader)]  # not astuple: its deep copies took seconds
     files = {}
