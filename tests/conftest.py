@@ -263,6 +263,17 @@ def make_class_folder() -> Callable[..., Path]:
 
 
 @pytest.fixture
+def decoded(monkeypatch) -> list[str]:
+    """The names of the files a split or a merge decodes (``images._full_check``), as it decodes them."""
+    from realvsai import images
+
+    names, full_check = [], images._full_check
+    monkeypatch.setattr(images, "_full_check", lambda source, *args, **kwargs:
+                        names.append(source.name) or full_check(source, *args, **kwargs))
+    return names
+
+
+@pytest.fixture
 def bad_files() -> Callable[[Path], dict[str, Path]]:
     """Writes the broken files a user really has into a folder; returns them by kind."""
 

@@ -24,7 +24,6 @@ from conftest import (
 from PIL import Image, PngImagePlugin
 
 from realvsai import files, merging, moving
-from realvsai import images as images_module
 from realvsai.errors import UserError
 from realvsai.layout import read_manifest
 from realvsai.merging import format_merge_report, merge_datasets
@@ -693,15 +692,6 @@ def test_merge_keeps_the_sources_of_the_targets_own_manifest(tmp_path, make_clas
     assert {path: after[path] for path in sources} == sources
     assert len(after) == 20 + 12
 
-
-
-@pytest.fixture
-def decoded(monkeypatch) -> list[str]:
-    """The names of the files a merge decodes, as it decodes them."""
-    names, full_check = [], images_module._full_check
-    monkeypatch.setattr(images_module, "_full_check", lambda source, *args, **kwargs:
-                        names.append(source.name) or full_check(source, *args, **kwargs))
-    return names
 
 
 def test_a_merge_into_a_split_decodes_only_the_files_changed_since_its_record_of_checks(tmp_path, make_class_folder,

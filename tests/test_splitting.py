@@ -18,7 +18,7 @@ import pytest
 from conftest import disk_full_at_write, record_disk_waits, sha256, snapshot, syncs_a_batch, write_image
 from PIL import Image
 
-from realvsai import files, images, splitting
+from realvsai import files, splitting
 from realvsai.errors import UserError
 from realvsai.layout import find_train_test_root, parse_renames, read_manifest
 from realvsai.splitting import (
@@ -756,15 +756,6 @@ def test_re_running_the_same_split_changes_nothing(art, tmp_path, bad_files):
     report = split_by_class(art, out)
     assert snapshot(out) == before
     assert (report.num_written, report.num_in_place) == (0, 40)
-
-
-@pytest.fixture
-def decoded(monkeypatch) -> list[str]:
-    """The names of the files a split decodes, as it decodes them."""
-    names, full_check = [], images._full_check
-    monkeypatch.setattr(images, "_full_check", lambda source, *args, **kwargs:
-                        names.append(source.name) or full_check(source, *args, **kwargs))
-    return names
 
 
 @pytest.mark.parametrize("mode", ["copy", "move", "link"])
