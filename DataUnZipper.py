@@ -116,7 +116,8 @@ def next_step(folder: Path) -> str:
     root = folder
     with contextlib.suppress(UserError):
         root = find_class_root(folder)
-        if fix := split_folders_fix(root, [child.name for child in subfolders(root)]):
+        if fix := split_folders_fix(root, [child.name for child in subfolders(root)],
+                                    out=lambda folder: advised_out(SplitDefaults.out, folder)):
             return f"Next: {fix}"
     return f"Next: python DataSplitD1.py {shell_path(folder)} --out {shell_path(advised_out(SplitDefaults.out, root))}"
 

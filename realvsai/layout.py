@@ -21,6 +21,7 @@ from realvsai.config import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     UNREADABLE_FILE,
+    TrainConfig,
     run_mark,
     shell_path,
 )
@@ -287,20 +288,22 @@ def find_validation_folder(source: Path) -> Path | None:
     return found[0] if found else None
 
 
-def split_folders_fix(root: Path, class_folders: Sequence[str], renamed: Iterable[str] = ()) -> str | None:
+def split_folders_fix(root: Path, class_folders: Sequence[str], renamed: Iterable[str] = (),
+                      out: Callable[[Path], Path] = lambda folder: TrainConfig.data) -> str | None:
     """What DataSplitD2 needs of ``root`` when its "class folders" are split folders (Kaggle's Train/ Validation/),
     as a sentence that ends with its command; None when none of them is a split folder. A folder ``renamed``
     (by --rename) is a class; so are split names beside other folders unless train/ and a held-out split are among
-    them: valid/ beside forged/ (a signature set), train/ beside car/ and bus/ (a vehicles set)."""
+    them: valid/ beside forged/ (a signature set), train/ beside car/ and bus/ (a vehicles set). ``out``: the --out
+    the command names for the folder it splits (the unzipper's ``splitting.advised_out``)."""
     renamed = set(renamed)
     splits = {name: SPLIT_WORDS[name_key(name)] for name in class_folders
               if name_key(name) in SPLIT_WORDS and name not in renamed}
     whole = TRAIN in splits.values() and any(split != TRAIN for split in splits.values())
     if not splits or (not whole and len(splits) < len(class_folders)):
         return None
-    if fix := unlabelled_fix(root, splits):
+    if fix := unlabelled_fix(root, splits, out):
         return fix
-    command = f"python DataSplitD2.py {shell_path(root)} --out data"
+    command = f"python DataSplitD2.py {shell_path(root)} --out {shell_path(out(root))}"
     held_out = sorted(name for name, split in splits.items() if split != TRAIN)
     if TEST in splits.values() or not held_out:
         return f"use DataSplitD2.py, which reads train/ and test/ folders of class folders: {command}"
@@ -315,18 +318,20 @@ def unlabelled(folder: Path) -> bool:
     return not subfolders(folder) and bool(list_images(folder))
 
 
-def unlabelled_fix(root: Path, splits: Mapping[str, str]) -> str | None:
+def unlabelled_fix(root: Path, splits: Mapping[str, str],
+                   out: Callable[[Path], Path] = lambda folder: TrainConfig.data) -> str | None:
     """Where a split folder of ``root`` (``splits``: folder name -> split) holds images in no class folder, what to
     do, as a sentence that ends with its command; else None. A train/ of loose images is sorted into class folders
     first; held-out folders that are all loose images (a competition's unlabelled test set) can test nothing, so
-    train/ is split alone, by DataSplitD1, which carves validation and test out of its classes."""
+    train/ is split alone, by DataSplitD1, which carves validation and test out of its classes. ``out``:
+    ``split_folders_fix``'s."""
     train = next((root / name for name, split in splits.items() if split == TRAIN), None)
     if train is None:
         return None
     held_out = [root / name for name, split in splits.items() if split != TRAIN]
     labelled_held_out = [folder for folder in held_out if not unlabelled(folder)]
-    command = (f"python DataSplitD2.py {shell_path(root)} --out data" if labelled_held_out else
-               f"python DataSplitD1.py {shell_path(train)} --out data")
+    command = (f"python DataSplitD2.py {shell_path(root)} --out {shell_path(out(root))}" if labelled_held_out else
+               f"python DataSplitD1.py {shell_path(train)} --out {shell_path(out(train))}")
     if unlabelled(train):
         labels = sorted(path.name for folder in (root, train) for path in folder.glob("*.csv"))
         kept = f" (a download like this keeps its labels in a file: {', '.join(labels)})" if labels else ""
