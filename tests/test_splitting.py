@@ -437,11 +437,11 @@ def test_a_one_class_split_whose_file_names_begin_with_classes_names_them(tmp_pa
     """images/real_001.jpg beside images/fake_001.jpg: one class, images, and a warning to add a folder for each
     other class, with no word of the two kinds its names tell apart."""
     for index in range(12):
-        write_image(tmp_path / "raw" / "images" / f"{('real', 'fake')[index % 2]}_{index:03d}.png", seed=index)
+        write_image(tmp_path / "raw" / "images" / f"{('real_', 'fake-')[index % 2]}{index:03d}.png", seed=index)
     with caplog.at_level("WARNING", logger="realvsai"):
         split_by_class(tmp_path / "raw", tmp_path / "out")
     [warning] = [record.getMessage() for record in caplog.records if "only one class" in record.getMessage()]
-    assert "its file names begin with fake_ (6 files) and real_ (6 files)" in warning
+    assert "its file names begin with fake- (6 files) and real_ (6 files)" in warning
     assert "sort them into a folder each (fake/ and real/)" in warning
 
 
@@ -605,6 +605,18 @@ def test_a_third_dataset_of_a_taken_name_is_told_a_folder_no_split_holds(tmp_pat
     apart = tmp_path / "data" / "Dataset-2"
     assert f"the same command with --out {apart})" in str(refused.value)
     assert f"python DataMerger.py {apart} --into {tmp_path / 'data'}" in str(refused.value)
+
+
+def test_a_dataset_split_through_a_symlink_is_not_advised_a_folder_apart_from_its_own_split(tmp_path,
+                                                                                              make_class_folder):
+    """Split as link/Dataset (link to store/), the same dataset given as store/Dataset was taken for another one,
+    and advised --out data/Dataset: a second copy of it."""
+    make_class_folder(tmp_path / "store" / "Dataset", {"REAL": 6, "FAKE": 6})
+    (tmp_path / "link").symlink_to(tmp_path / "store")
+    split_by_class(tmp_path / "link" / "Dataset", tmp_path / "data")
+
+    assert splitting.advised_out(tmp_path / "data", tmp_path / "store" / "Dataset") == tmp_path / "data"
+    assert splitting.advised_out(tmp_path / "data", tmp_path / "link" / "Dataset") == tmp_path / "data"
 
 
 @pytest.mark.parametrize("classes", [{"REAL": 10, "FAKE": 10}, {"benign": 7, "malignant": 7, "normal": 7}])
