@@ -414,8 +414,8 @@ def refuse_one_split_of_a_download(folder: Path) -> None:
     folder, parent = Path(folder), typed_parent(folder)
     if name_key(Path(os.path.abspath(folder)).name) not in SPLIT_WORDS or not _holds_train_and_test(parent):
         return
-    others = [child for child in subfolders(parent)
-              if name_key(child.name) in SPLIT_WORDS and child.name != Path(os.path.abspath(folder)).name]
+    given = name_key(Path(os.path.abspath(folder)).name)  # Train typed for train/ on macOS and Windows
+    others = [child for child in subfolders(parent) if name_key(child.name) in SPLIT_WORDS.keys() - {given}]
     if all(unlabelled(other) for other in others):  # a competition's test set: nothing left out that could be used
         return
     if (parent / MANIFEST_NAME).is_file():  # this project's split: nothing to split

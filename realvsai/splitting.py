@@ -693,8 +693,9 @@ def advised_out(out: Path, root: Path) -> Path:
 
 
 def _from_folder(root: Path) -> Callable[[str], bool]:
-    """Whether a manifest's source path lies under the dataset folder ``root``: a file of this dataset."""
-    inside = os.path.join(os.path.abspath(root), "")
+    """Whether a manifest's source path lies under the dataset folder ``root``: a file of this dataset (as the split
+    writes sources: through the folder's symlinks)."""
+    inside = os.path.join(Path(root).resolve(), "")
     return lambda source: source.startswith(inside)
 
 
@@ -849,12 +850,13 @@ def _name_prefixes(manifest: Path) -> str:
         names = [PurePosixPath(row.path).name for row in read_manifest(manifest)]
     except (UserError, OSError, UnicodeError, csv.Error):
         return ""
-    words = Counter(found.group(1).lower() for name in names if (found := re.match(r"([A-Za-z]+)[_\- ]", name)))
+    words = Counter(found.group(1).lower() + found.group(2) for name in names
+                    if (found := re.match(r"([A-Za-z]+)([_\- ])", name)))
     words = Counter({word: count for word, count in words.items() if count >= 2})
     if not 2 <= len(words) <= 10 or sum(words.values()) < 0.9 * len(names):
         return ""
-    begun = " and ".join(f"{word}_ ({plural(count, 'file')})" for word, count in sorted(words.items()))
-    folders = " and ".join(f"{word}/" for word in sorted(words))
+    begun = " and ".join(f"{word} ({plural(count, 'file')})" for word, count in sorted(words.items()))
+    folders = " and ".join(f"{word[:-1]}/" for word in sorted(words))
     return (f"; its file names begin with {begun}: if those name their classes, sort them into a folder each "
             f"({folders}) and split again")
 
