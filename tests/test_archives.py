@@ -152,15 +152,19 @@ def test_names_neither_flagged_nor_valid_utf8_are_read_as_cp437_and_one_warning_
 
 @pytest.mark.parametrize("encoding, names", [
     ("cp1252", {"Données/Réel/photo_é0.jpg": b"\xff\xd8 a", "Données/Généré/b.jpg": b"\xff\xd8 b"}),
-    ("shift_jis", SHIFT_JIS_CONTENT)], ids=["western-windows", "japanese-windows"])
-def test_the_cp437_warning_names_the_encoding_that_reads_the_names_as_letters(tmp_path, caplog, encoding, names):
+    ("shift_jis", SHIFT_JIS_CONTENT), ("shift_jis", {"テスト.jpg": b"\xff\xd8 a"}),
+    ("gbk", {"中文/真实.jpg": b"\xff\xd8 a", "图片.png": b"\x89PNG b"}),
+    ("cp866", {"фото/Тест.png": b"\x89PNG a"})],
+    ids=["western-windows", "japanese-windows", "katakana", "chinese-windows", "russian-dos"])
+def test_the_cp437_warning_names_the_encodings_that_read_the_names_as_letters(tmp_path, caplog, encoding, names):
     """A French Windows zip was read as 'DonnΘes/RΘel' and told "e.g. --name-encoding shift_jis for a Japanese
-    Windows zip"; cp1252 reads it."""
+    Windows zip"; cp1252 reads it. Each encoding named shows how it reads the names, for the user to tell."""
     raw = {name.encode(encoding): data for name, data in names.items()}
     archive = make_zip_with_raw_names(tmp_path / "win.zip", raw)
     with caplog.at_level("WARNING", logger="realvsai"):
         extract_archive(archive, tmp_path / "target")
-    assert f"--name-encoding {encoding}, which reads them as letters (e.g. " in caplog.records[0].getMessage()
+    first = next(name for name in names if not name.isascii())
+    assert f"{encoding} reads them as {first!r}" in caplog.records[0].getMessage(), caplog.records[0].getMessage()
 
 
 def test_name_encoding_reads_the_names_not_flagged_utf8(tmp_path):
