@@ -316,9 +316,9 @@ def _decode_names(archive: Path, infos: Sequence[zipfile.ZipInfo], name_encoding
             as_cp437.append(info.filename)
     if as_cp437:
         raw_names = [name.encode("cp437") for name in as_cp437]
-        fits = next(((encoding, names) for encoding in NAME_ENCODINGS if (names := _as_letters(raw_names, encoding))),
-                    None)
-        example = (f"--name-encoding {fits[0]}, which reads them as letters (e.g. {fits[1][0]!r})" if fits else
+        fits = [f"{encoding} reads them as {names[0]!r}" for encoding in NAME_ENCODINGS
+                if (names := _as_letters(raw_names, encoding))]
+        example = (", ".join(fits) + " (the one that reads them right is theirs)" if fits else
                    "--name-encoding shift_jis for a Japanese Windows zip")
         logger.warning("%d entry name%s not marked UTF-8 and not valid UTF-8, so they were read as cp437 (e.g. %r); if "
                        "they look wrong, extract into a new --to folder with the archive's encoding as "
@@ -326,19 +326,25 @@ def _decode_names(archive: Path, infos: Sequence[zipfile.ZipInfo], name_encoding
                        example)
 
 
-# Windows' encodings of zips made without the UTF-8 flag, in the order the cp437 warning tries them: Western
-# European, Japanese, Chinese, Cyrillic.
-NAME_ENCODINGS = ("cp1252", "shift_jis", "gbk", "cp866")
+# Windows' encodings of zips made without the UTF-8 flag, which the cp437 warning tries: Western European,
+# Japanese, Chinese, Cyrillic; each with the code points of the letters its names are written in (Latin, kana and
+# kanji, hanzi, Cyrillic): read in another encoding, the bytes of a name give letters of other scripts, or none.
+NAME_ENCODINGS = {"cp1252": ((0xC0, 0x24F),), "shift_jis": ((0x3040, 0x30FF), (0x4E00, 0x9FFF)),
+                  "gbk": ((0x4E00, 0x9FFF),), "cp866": ((0x400, 0x4FF),)}
 
 
 def _as_letters(raw_names: Sequence[bytes], encoding: str) -> list[str] | None:
     """``raw_names`` read in ``encoding`` where each of them reads, and every character of them not ASCII as a letter
-    (é, 表), as a name in that encoding does; else None."""
+    of that encoding's scripts (``NAME_ENCODINGS``: é, 表), as a name in that encoding does; else None."""
     try:
         names = [name.decode(encoding) for name in raw_names]
     except UnicodeDecodeError:
         return None
-    return names if all(character.isascii() or character.isalpha() for name in names for character in name) else None
+    scripts = NAME_ENCODINGS[encoding]
+    letters = all(character.isascii() or (character.isalpha() and any(low <= ord(character) <= high
+                                                                        for low, high in scripts))
+                  for name in names for character in name)
+    return names if letters else None
 
 
 def _expansion(size: int, compressed: int) -> float:
