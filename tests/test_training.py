@@ -2038,3 +2038,13 @@ def test_an_epoch_keeps_its_short_last_batch_where_leaving_it_out_could_leave_a_
         assert training._epoch_steps(32, tf.distribute.get_strategy(), counts, 8)[::2] == (steps, drops)
     if not drops:
         assert "keeps its short last batch of 12 training images: three has 1 training image" in caplog.text
+
+
+def test_the_few_training_images_warning_counts_the_originals_not_the_augmented_copies(caplog):
+    """7 REAL images with 14 augmented copies moved in: the warning that REAL had only 7 training images went, though
+    the model still saw only 7 images of it (each copy repeats its source)."""
+    with caplog.at_level(logging.WARNING, logger="realvsai.training"):
+        training._warn_of_few_training_images({"FAKE": 133, "REAL": 21}, {0: 0.579, 1: 3.667},
+                                              originals={"FAKE": 133, "REAL": 7})
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert warning.startswith("REAL has only 7 training images (21 with augmented copies): a model learns little")
