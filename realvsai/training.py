@@ -183,7 +183,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     replicas, workers = distributed.num_replicas(strategy), distributed.num_workers(strategy)
     global_batch = config.batch_size * replicas
     (train_epochs, steps_per_epoch), validation, class_weight = _batches(config, strategy, global_batch, train_images,
-                                                                         validation_images)
+                                                                         validation_images, images_record)
     counts = {split: images.counts() for split, images in
               ((TRAIN, train_images), (VALIDATION, validation_images), (TEST, test_images)) if images is not None}
 
@@ -298,12 +298,13 @@ def _positive_class(class_names: list[str], requested: str) -> str | None:
 
 
 def _batches(config: TrainConfig, strategy: Strategy, global_batch: int, train_images: LabelledImages,
-             validation_images: LabelledImages
+             validation_images: LabelledImages, images_record: Mapping[str, Any]
              ) -> tuple[tuple[Callable[[int, bool], tf.data.Dataset], int], tuple[tf.data.Dataset, int],
                         dict[int, float] | None]:
     """``fitting.fit_phases``' ``train``, ``validation`` and ``class_weight`` for batches of ``global_batch``
     images: the training batches' function and steps per epoch, the endless validation batches and their steps,
-    and the loss weight of each class (None without --class-weights), by which validation weighs its own mix."""
+    and the loss weight of each class (None without --class-weights), by which validation weighs its own mix.
+    ``images_record``: ``training_images_record``'s, whose augmented copies the few-images warning leaves out."""
     import tensorflow as tf  # the tf.data input, which feeds model.fit on every backend
 
     from realvsai import data, distributed, metrics
@@ -328,7 +329,8 @@ def _batches(config: TrainConfig, strategy: Strategy, global_batch: int, train_i
                                            crops="centre" if crops else None,
                                            drop_remainder=distributed.needs_full_batches(strategy))
     class_weight = metrics.balanced_class_weights(train_counts) if config.class_weights else None
-    _warn_of_few_training_images(train_counts, class_weight)
+    originals = (images_record.get("augmented_copies") or {}).get("originals")  # less the copies, as they repeat
+    _warn_of_few_training_images(train_counts, class_weight, originals)
     if class_weight:
         logger.info("class weights: %s", ", ".join(f"{name} {class_weight[index]:.3f}"
                                                     for index, name in enumerate(train_images.class_names)))
@@ -432,18 +434,22 @@ def _held_out(config: TrainConfig, validation_images: LabelledImages,
             **({data_dir / TEST: test_images} if test_images is not None else {})}
 
 
-def _warn_of_few_training_images(counts: dict[str, int], class_weight: dict[int, float] | None) -> None:
+def _warn_of_few_training_images(counts: Mapping[str, int], class_weight: dict[int, float] | None,
+                                 originals: Mapping[str, int] | None = None) -> None:
     """Warns of each class with fewer than ``run.MIN_IMAGES_PER_KIND`` training images (``counts``: images per class,
-    in class order): a model learns little of a class from so few, and its loss weight (``class_weight``, None
-    without --class-weights) makes each of them count for many."""
+    in class order; ``originals``: those less DataAugmentation.py's copies, which repeat their sources, where train
+    holds some): a model learns little of a class from so few, and its loss weight (``class_weight``, None without
+    --class-weights) makes each of them count for many."""
     from realvsai.run import MIN_IMAGES_PER_KIND
 
     for index, (name, count) in enumerate(counts.items()):
-        if count < MIN_IMAGES_PER_KIND:
+        original = count if originals is None else originals.get(name, count)
+        if original < MIN_IMAGES_PER_KIND:
             weight = (f", and its loss weight of {class_weight[index]:.3f} makes each of them count for that many"
                       if class_weight is not None and class_weight[index] > 1 else "")
-            logger.warning("%s has only %s: a model learns little of a class from so few%s. Add images of it (%d or "
-                           "more) and split again.", name, plural(count, "training image"), weight,
+            with_copies = f" ({count:,} with augmented copies)" if count != original else ""
+            logger.warning("%s has only %s%s: a model learns little of a class from so few%s. Add images of it (%d "
+                           "or more) and split again.", name, plural(original, "training image"), with_copies, weight,
                            MIN_IMAGES_PER_KIND)
 
 
@@ -479,7 +485,8 @@ def training_images_record(data_dir: Path, train_images: LabelledImages,
     moved = moved_copies(data_dir).among(train_images.files, file_digests, desc="counting augmented copies")
     originals = train_images.subset([index for index, path in enumerate(train_images.files) if path not in moved])
     count = len(train_images) - len(originals)
-    copies = {"count": count, "settings": read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME)} if count else None
+    copies = {"count": count, "originals": originals.counts(),  # per class: the images the copies repeat
+              "settings": read_copy_settings(Path(data_dir) / MOVED_SETTINGS_NAME)} if count else None
     return {"augmented_copies": copies, **image_stats.training_record(train_images.facts(), originals.facts())}
 
 

@@ -57,7 +57,7 @@ def test_a_run_records_how_many_training_images_are_offline_copies_and_their_set
     copies = training.training_images_record(tmp_path / "data",
                                             scan_images(tmp_path / "data" / "train"))["augmented_copies"]
 
-    assert copies == {"count": 2, "settings": settings}
+    assert copies == {"count": 2, "originals": {"REAL": 1}, "settings": settings}
 
 
 def test_training_hashes_each_file_at_most_once_before_it_trains(tmp_path, monkeypatch):
@@ -142,7 +142,7 @@ def test_the_shortcut_check_of_model_json_leaves_out_the_augmented_copies(tmp_pa
 
     record = training.training_images_record(tmp_path / "data", scan_images(train))
 
-    assert record["augmented_copies"] == {"count": 36, "settings": None}
+    assert record["augmented_copies"] == {"count": 36, "originals": {"FAKE": 6, "REAL": 6}, "settings": None}
     assert record["training_images"]["images"] == 48  # the profile the app compares uploads with: every image
     if shortcut == "format":
         assert record["shortcuts"]["format"] == 1.0 and "file format alone predicts" in record["shortcut_warning"]
