@@ -1530,3 +1530,18 @@ def test_the_app_memory_benchmark_measures_reduced_and_full_decoding_of_a_large_
     assert pair["reduced / full"]["max_probability_difference"] < 1e-2  # other pixels, the same verdict
     assert pair["full"]["upload_peak_mib"] < pair["full"]["peak_rss_mib"] / 2  # the model not counted
     assert pair["reduced"]["upload_peak_mib"] < pair["full"]["upload_peak_mib"] / 2  # decoded at 1/8 of each side
+
+
+@pytest.mark.parametrize("edit", [{"class_names": CLASS_NAMES[::-1]}, {"positive_class": CLASS_NAMES[1]}],
+                         ids=["class-names-reordered", "positive-class-swapped"])
+def test_a_model_json_whose_classes_differ_from_its_evaluation_s_is_refused(tmp_path, edit):
+    """model.json edited by hand, its class names reordered or its positive class swapped: every answer turned into
+    the other class, exit 0, without a word. metrics.json, the run's own evaluation, still names them as trained."""
+    evaluated = {"class_names": CLASS_NAMES, "positive_class": CLASS_NAMES[0], "accuracy": 0.9}
+    folder = write_run(tmp_path / "models", "edited", metrics=evaluated, info=edit)
+
+    with pytest.raises(UserError) as refused:
+        run.read_run(folder)
+    field = next(iter(edit))
+    assert str(refused.value).startswith(f"{folder / 'model.json'}: {field} ") and "metrics.json" in str(refused.value)
+    assert run.read_run(write_run(tmp_path / "models", "as-trained", metrics=evaluated)).class_names == CLASS_NAMES
