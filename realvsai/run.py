@@ -512,6 +512,7 @@ def read_run(path: Path) -> ModelRun:
             metrics = _read_json(folder / METRICS_FILE)
         except UserError as error:  # the metrics only decorate the model card; the model still works
             logger.warning("%s", error)
+    _refuse_other_classes(info_file, info, metrics)
     # model.json's creation time (a naive one is local), else the model file's.
     created = datetime.fromtimestamp(model_file.stat().st_mtime, tz=UTC)
     if isinstance(info.get("created"), str):
@@ -548,6 +549,18 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
             runs.append(run)
     runs.sort(key=lambda run: (run.created, run.name), reverse=True)
     return runs, skipped
+
+
+def _refuse_other_classes(info_file: Path, info: ModelInfo, metrics: Mapping[str, Any]) -> None:
+    """A UserError where model.json names its classes, or its positive class, otherwise than the run's own evaluation
+    (``metrics``, metrics.json, where it records them) did: edited by hand, every answer would be another class's."""
+    recorded = {"class_names": list(info.class_names), "positive_class": info.positive_class}
+    for field_name, value in recorded.items():
+        evaluated = metrics.get(field_name)
+        if evaluated is not None and value is not None and evaluated != value:
+            raise _fail(str(info_file), field_name, f"is {value!r}, but the run's evaluation ({METRICS_FILE}) names "
+                        f"{evaluated!r}: the model's outputs are those, and any other would turn its answers into "
+                        "other classes'")
 
 
 def load_model(model_file: Path) -> keras.Model:
