@@ -327,6 +327,16 @@ def test_a_download_whose_test_folder_is_unlabelled_is_told_to_split_train_alone
 
 
 @pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
+def test_the_split_of_train_alone_it_advises_keeps_the_out_given(tmp_path, make_class_folder, script):
+    """Given --out mine, the advice to split a competition's train/ alone named --out data."""
+    source = tmp_path / "raw" / "competition"
+    make_class_folder(source / "train", {"REAL": 4, "FAKE": 4})
+    loose_images(source / "test", 5)
+    line = one_error_line(run_script(script, source, "--out", tmp_path / "mine"))
+    assert line.endswith(f"python DataSplitD1.py {source / 'train'} --out {tmp_path / 'mine'}"), line
+
+
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataSplitD2.py"])
 @pytest.mark.parametrize("with_test", [False, True], ids=["train-only", "train-and-test"])
 def test_a_train_folder_of_loose_images_is_told_to_sort_them_into_class_folders(tmp_path, script, with_test):
     """Labels kept in a CSV (train_data/ of images beside train.csv): the line said to use DataSplitD2.py, the
