@@ -366,10 +366,12 @@ def refuse_unsplit_download(data_dir: Path, step: str) -> None:
                     f"{split_folders_fix(data_dir, folders)}")
 
 
-def refuse_split_folders(root: Path, class_folders: Sequence[str], renamed: Iterable[str] = ()) -> None:
+def refuse_split_folders(root: Path, class_folders: Sequence[str], renamed: Iterable[str] = (),
+                         out: Path = TrainConfig.data) -> None:
     """A UserError when ``root``'s "class folders" are split folders (DataSplitD1 would train on classes "Train" and
-    "Validation"), with what DataSplitD2 needs (``split_folders_fix``); ``renamed`` folders are classes."""
-    if fix := split_folders_fix(root, class_folders, renamed):
+    "Validation"), with what DataSplitD2 needs (``split_folders_fix``, its command naming ``out``); ``renamed``
+    folders are classes."""
+    if fix := split_folders_fix(root, class_folders, renamed, lambda folder: out):
         found = ", ".join(sorted(name for name in class_folders if name_key(name) in SPLIT_WORDS))
         raise UserError(f"{root} holds the split folders {found}, not one folder per class: {fix}")
 
@@ -426,12 +428,13 @@ def refuse_one_split_of_a_download(folder: Path) -> None:
                     f"{shell_path(parent)} --out data")
 
 
-def find_train_test_root(source: Path) -> Path:
-    """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does."""
+def find_train_test_root(source: Path, out: Path = TrainConfig.data) -> Path:
+    """``source`` if it holds ``train/`` and ``test/`` (any letter case), else its one sub-folder that does; a
+    UserError naming what to run instead (its --out: ``out``) where neither does."""
     refuse_one_split_of_a_download(source)
     if not _holds_train_and_test(root := find_dataset_root(source, _holds_train_and_test)):
         class_root = find_class_root(source)  # a split without test/: Dataset/Train/, Dataset/Validation/
-        refuse_split_folders(class_root, [folder.name for folder in subfolders(class_root)])
+        refuse_split_folders(class_root, [folder.name for folder in subfolders(class_root)], out=out)
     train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
     if bool(train) != bool(test):
         found, missing = (train, TEST) if train else (test, TRAIN)
@@ -441,7 +444,7 @@ def find_train_test_root(source: Path) -> Path:
                         "and test/, each with one folder per class (for one folder per class, use DataSplitD1.py).")
     splits = {folder.name: SPLIT_WORDS[name_key(folder.name)] for folder in subfolders(root)
               if name_key(folder.name) in SPLIT_WORDS} if _holds_train_and_test(root) else {}
-    if fix := unlabelled_fix(root, splits):
+    if fix := unlabelled_fix(root, splits, lambda folder: out):
         raise UserError(fix)
     if not _holds_train_and_test(root):
         folders = [folder.name for folder in subfolders(source)]

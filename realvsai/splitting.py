@@ -180,7 +180,7 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     root = find_class_root(source)
     _announce_root(root, source)
     class_folders = find_class_folders(root)
-    refuse_split_folders(root, class_folders, class_folder_of(renames or {}, class_folders).values())
+    refuse_split_folders(root, class_folders, class_folder_of(renames or {}, class_folders).values(), out)
     refuse_nested_copy(root, class_folders)
     class_names = rename_classes(class_folders, renames or {}, root)
 
@@ -221,7 +221,7 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is outside (0, 1). Use e.g. --val-fraction 0.2.")
     wrapper, out = _check_paths(source, out)
-    source = find_train_test_root(wrapper)
+    source = find_train_test_root(wrapper, out)
     _announce_root(source, wrapper)
     group_dirs = {TRAIN: find_child_folder(source, TRAIN), TEST: find_child_folder(source, TEST)}
     if given := find_validation_folder(source):  # the download's own: its makers chose it (Kaggle's 140k faces)

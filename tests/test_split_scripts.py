@@ -316,7 +316,7 @@ def test_a_download_whose_test_folder_is_unlabelled_is_told_to_split_train_alone
     make_class_folder(source / "train", {"REAL": 4, "FAKE": 4})
     loose_images(source / "test", 5)
     line = one_error_line(run_script(script, source, "--out", tmp_path / "data"))
-    command = f"python DataSplitD1.py {shlex.quote(str(source / 'train'))} --out data"
+    command = f"python DataSplitD1.py {shlex.quote(str(source / 'train'))} --out {tmp_path / 'data'}"
     assert "test" in line and "no class folders" in line and command in line
     assert not (tmp_path / "data").exists()
     advised = shlex.split(line[line.index(command):])[2:-1]  # as pasted, with an --out of the test's own
@@ -350,7 +350,8 @@ def test_a_train_folder_of_loose_images_is_told_to_sort_them_into_class_folders(
     line = one_error_line(run_script(script, source, "--out", tmp_path / "data"))
     train = source / "train"
     assert f"{train} holds images but no class folders" in line and "train.csv" in line
-    assert f"{train}/REAL" in line and f"python DataSplitD1.py {shlex.quote(str(train))} --out data" in line
+    assert f"{train}/REAL" in line
+    assert f"python DataSplitD1.py {shlex.quote(str(train))} --out {tmp_path / 'data'}" in line
     assert "DataSplitD2" not in line and not (tmp_path / "data").exists()
 
 
