@@ -284,7 +284,8 @@ def augment(args: Namespace) -> None:
         return
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: hide its CUDA probing chatter
-    # TensorFlow: loaded only once there is work to do
+    # TensorFlow: loaded only once there is work to do, which takes seconds without a bar
+    logger.info("loading TensorFlow to build the augmentation (%s)", args.preset)
     from realvsai.augmentation import build_augmentation
     from realvsai.offline_augmentation import CopyReport, plan_batches, write_augmented_copies
 
