@@ -367,7 +367,7 @@ def _epoch_steps(global_batch: int, strategy: Strategy, train_counts: Mapping[st
         logger.info("each epoch keeps its short last batch of %s: %s has %s, which leaving it out would leave out "
                     "of %.0f%% of the epochs", plural(left_out, "training image"), name,
                     plural(train_counts[name], "training image"), 100 * risks[name])
-        return steps_per_epoch + 1, math.ceil(num_validation / global_batch), False
+        steps_per_epoch, drop_short_batch = steps_per_epoch + 1, False
     validation_steps = num_validation // global_batch if full_batches else math.ceil(num_validation / global_batch)
     if full_batches:
         if not steps_per_epoch or not validation_steps:
