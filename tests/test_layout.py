@@ -27,6 +27,15 @@ def test_find_class_folders_returns_sorted_visible_folders(tmp_path):
     assert find_class_folders(tmp_path) == ["FAKE", "REAL", "__MACOSX_is_visible"]
 
 
+def test_find_class_folders_leaves_out_the_macosx_folder_of_a_mac_zip(tmp_path):
+    """A zip made on a Mac (Finder's Compress) holds __MACOSX/<Class>/._<name> beside the class folders, and unzip,
+    Windows' Explorer and most other tools extract it: it was taken for a class of no images."""
+    for name in ("REAL", "FAKE", "__MACOSX/REAL"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "REAL" / "._img.png").write_bytes(b"\x00\x05\x16\x07 fork")
+    assert find_class_folders(tmp_path) == ["FAKE", "REAL"]
+
+
 def test_find_class_folders_without_subfolders_is_a_user_error(tmp_path):
     write_image(tmp_path / "loose.png", seed=0)
     with pytest.raises(UserError, match="no class folders"):

@@ -180,6 +180,18 @@ def test_datasplitd1_says_in_one_line_that_it_looked_inside_a_single_wrapper_fol
         f"using {tmp_path / 'raw_art' / 'Top Folder'} (the dataset folder inside {tmp_path / 'raw_art'})"]
 
 
+def test_datasplitd1_splits_the_class_folders_of_a_mac_zip_beside_its_macosx_folder(tmp_path, make_class_folder):
+    """Finder's Compress of REAL/ and FAKE/, unzipped with unzip: __MACOSX/{REAL,FAKE}/._* beside them was read as a
+    third class folder, and the split refused it as the dataset packed twice, naming __MACOSX as the SOURCE to give."""
+    source = make_class_folder(tmp_path / "raw", {"REAL": 5, "FAKE": 5})
+    for class_name in ("REAL", "FAKE"):
+        (source / "__MACOSX" / class_name).mkdir(parents=True)
+        (source / "__MACOSX" / class_name / "._img_000.png").write_bytes(b"\x00\x05\x16\x07 fork")
+    process = run_script("DataSplitD1.py", source, "--out", tmp_path / "data", "--quiet")
+    assert process.returncode == 0, process.stderr
+    assert sorted(path.name for path in (tmp_path / "data" / "train").iterdir()) == ["FAKE", "REAL"]
+
+
 def test_datasplitd2_main_splits_train_and_test(tmp_path, make_class_folder, capsys):
     make_class_folder(tmp_path / "cifake" / "train", {"REAL": 10, "FAKE": 10}, seed=1)
     make_class_folder(tmp_path / "cifake" / "test", {"REAL": 3, "FAKE": 3}, seed=2)
