@@ -48,6 +48,9 @@ _LOCAL_HEADER = struct.Struct("<4s22xHH")
 # Small entries cannot be bombs however well they compress (a 100 KB text file of spaces is fine),
 # so the ratio limit only applies above this size.
 _RATIO_FLOOR_BYTES = 1 << 20
+# The folder macOS' zips (Finder's Compress) keep the resource forks of their files in, as ._<name>: unzip and
+# Windows' Explorer extract it beside the dataset.
+MACOS_JUNK_FOLDER = "__MACOSX"
 _WINDOWS = os.name == "nt"  # where an entry's name may be one the file system cannot hold (files.windows_name)
 _UTF8_NAME = 1 << 11  # general-purpose flag bit 11: the entry's name is UTF-8 (else, by the spec, cp437)
 _EXTRA_RECORD = struct.Struct("<HH")  # each record of an extra field: header id, size of the data that follows
@@ -146,7 +149,7 @@ def folder_beside(archive: Path) -> Path:
 def _is_junk(parts: Sequence[str]) -> bool:
     """True for what macOS adds to archives: ``__MACOSX/`` resource forks, ``.DS_Store``, and the AppleDouble
     ``._name`` files that some tools keep beside their files rather than in ``__MACOSX/``."""
-    return bool(parts) and (parts[-1] == ".DS_Store" or parts[-1].startswith("._") or "__MACOSX" in parts)
+    return bool(parts) and (parts[-1] == ".DS_Store" or parts[-1].startswith("._") or MACOS_JUNK_FOLDER in parts)
 
 
 def extract_archive(
@@ -453,7 +456,7 @@ def _files_not_in(root: str, relatives: set[str], skipped: set[str] = frozenset(
     others = []
     for folder, folder_names, file_names in os.walk(root):
         prefix = "" if folder == root else folder[len(root) + 1:] + os.sep
-        folder_names[:] = [name for name in folder_names if name != "__MACOSX"
+        folder_names[:] = [name for name in folder_names if name != MACOS_JUNK_FOLDER
                            and (prefix + name).replace(os.sep, "/") not in skipped]
         others += [prefix + name for name in file_names if prefix + name not in relatives and not _is_junk([name])
                    and stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode)]
@@ -808,7 +811,7 @@ def _folder_contents(folder: Path) -> tuple[list[str], list[str], list[str], int
 
     for path, folder_names, file_names in os.walk(folder, onerror=fail):
         prefix = "" if path == os.fspath(folder) else Path(path).relative_to(folder).as_posix() + "/"
-        if "__MACOSX" in prefix.split("/"):  # junk as a whole, which DataUnZipper skips
+        if MACOS_JUNK_FOLDER in prefix.split("/"):  # junk as a whole, which DataUnZipper skips
             junk += len(file_names)
             continue
         names = [name for name in file_names if not is_split_checks(name, file_names)]

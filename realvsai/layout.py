@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from realvsai.archives import is_archive
+from realvsai.archives import MACOS_JUNK_FOLDER, is_archive
 from realvsai.cli import printable
 from realvsai.config import (
     EVALUATION_CARD_FILE,
@@ -153,8 +153,9 @@ def refuse_unfit_dataset_folder(folder: Path, flag: str) -> None:
 
 
 def subfolders(folder: Path) -> list[Path]:
-    """The visible sub-folders of ``folder``, sorted."""
-    return sorted(child for child in Path(folder).iterdir() if child.is_dir() and not child.name.startswith("."))
+    """The visible sub-folders of ``folder``, sorted; a Mac zip's ``__MACOSX/`` of resource forks is none."""
+    return sorted(child for child in Path(folder).iterdir()
+                  if child.is_dir() and not child.name.startswith(".") and child.name != MACOS_JUNK_FOLDER)
 
 
 def find_class_folders(folder: Path) -> list[str]:
