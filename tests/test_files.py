@@ -551,6 +551,16 @@ def test_appending_to_a_list_this_project_did_not_write_is_refused_and_keeps_it(
     assert listed.read_bytes() == before
 
 
+def test_a_list_a_windows_editor_saved_with_a_byte_order_mark_keeps_its_first_column(tmp_path):
+    """Excel's "CSV UTF-8" and older Notepad write a byte order mark and CRLF: the first column's name read as
+    "\\ufeffmerged_at", so every row lost its merge time when the next merge added to the list."""
+    listed = tmp_path / "merge-refused.csv"
+    listed.write_bytes(b"\xef\xbb\xbfmerged_at,source,reason\r\n2026-11-01T10:00:00,a.png,two splits\r\n")
+    files.append_csv(listed, ["merged_at", "source", "reason"], [["now", "b.png", "why"]], key=("source",))
+    assert files.read_list(listed, ["merged_at", "source", "reason"]) == [
+        ["2026-11-01T10:00:00", "a.png", "two splits"], ["now", "b.png", "why"]]
+
+
 def test_a_second_claim_on_a_folder_being_worked_on_is_refused_in_one_line_naming_the_first(tmp_path):
     folder = tmp_path / "data"
     second = files.working_on([tmp_path / "other", tmp_path / "." / "data"], "DataAugmentation.py")

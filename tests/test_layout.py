@@ -11,12 +11,15 @@ from conftest import write_image
 
 from realvsai.errors import UserError
 from realvsai.layout import (
+    ManifestRow,
     class_folder_problem,
     find_child_folder,
     find_class_folders,
     find_class_root,
     parse_renames,
+    read_manifest,
     read_split_classes,
+    write_manifest,
 )
 
 
@@ -34,6 +37,16 @@ def test_find_class_folders_leaves_out_the_macosx_folder_of_a_mac_zip(tmp_path):
         (tmp_path / name).mkdir(parents=True)
     (tmp_path / "__MACOSX" / "REAL" / "._img.png").write_bytes(b"\x00\x05\x16\x07 fork")
     assert find_class_folders(tmp_path) == ["FAKE", "REAL"]
+
+
+def test_a_manifest_a_windows_editor_saved_with_a_byte_order_mark_and_crlf_reads_as_written(tmp_path):
+    """Training names manifest.csv to edit where its files were removed by hand; saved by Excel ("CSV UTF-8") or an
+    older Notepad, it was refused as "not a manifest written by this project (no column 'split')"."""
+    rows = [ManifestRow("train", "REAL", "train/REAL/a.png", "0" * 64, "/raw/REAL/a.png", "raw")]
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(manifest, rows)
+    manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes().replace(b"\n", b"\r\n"))
+    assert read_manifest(manifest) == rows
 
 
 def test_find_class_folders_without_subfolders_is_a_user_error(tmp_path):
