@@ -669,13 +669,20 @@ def spreadsheet_safe(value: object) -> object:
     return value
 
 
+def open_csv(path: Path) -> io.TextIOWrapper:
+    """``path``, a CSV list ``write_csv`` wrote, open to read: a file name that is not UTF-8 as the bytes it has on
+    disk, without the byte order mark that Excel's "CSV UTF-8" and older Notepad put before the first column's name
+    (CRLF line ends read as "\n")."""
+    return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+
 def read_list(path: Path, header: Sequence[str], key: Sequence[str] = ()) -> list[list[str]]:
     """The rows of the CSV list at ``path`` under ``header``'s columns (empty where a row has none: an older
     list's), none without the file. A UserError where it is not a list this project wrote: it lacks a ``key``
     column, or (without a key) all of ``header``'s, as where a spreadsheet saved it with other separators."""
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
+    with open_csv(path) as stream:
         reader = csv.DictReader(stream)
         names = reader.fieldnames or []
         missing = [name for name in key or header if name not in names]

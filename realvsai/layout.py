@@ -26,7 +26,7 @@ from realvsai.config import (
     shell_path,
 )
 from realvsai.errors import UserError
-from realvsai.files import MAX_NAME_BYTES, list_images, name_key, write_csv
+from realvsai.files import MAX_NAME_BYTES, list_images, name_key, open_csv, write_csv
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
@@ -602,7 +602,7 @@ def unplaced_rows(data_dir: Path) -> list[ManifestRow]:
 
 def read_manifest(path: Path) -> list[ManifestRow]:
     """The rows of a ``manifest.csv`` (UserError when it lacks the manifest's columns)."""
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:  # as files.write_csv
+    with open_csv(path) as stream:
         reader = csv.DictReader(stream)
         if missing := [name for name in MANIFEST_FIELDS[:4] if name not in (reader.fieldnames or [])]:
             raise UserError(f"{path} is not a manifest written by this project (no column {missing[0]!r}). "

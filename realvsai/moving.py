@@ -35,6 +35,7 @@ from realvsai.files import (
     free_name,
     is_inside,
     list_images,
+    open_csv,
     place_file,
     read_json,
     read_list,
@@ -332,7 +333,7 @@ def read_copy_sources(augmented_dir: Path) -> dict[str, CopySource]:
     path = Path(augmented_dir) / SOURCES_NAME
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:  # as files.write_csv
+    with open_csv(path) as stream:
         reader = csv.DictReader(stream)
         if missing := [name for name in SOURCES_FIELDS if name not in (reader.fieldnames or [])]:
             raise UserError(f"{path} is not a list written by DataAugmentation.py (no column {missing[0]!r}). "
@@ -387,7 +388,7 @@ def read_moved_copies(data_dir: Path) -> dict[str, CopySource]:
     path = Path(data_dir) / MOVED_COPIES_NAME
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:  # as files.write_csv
+    with open_csv(path) as stream:
         reader = csv.DictReader(stream)
         if missing := [name for name in MOVED_COPIES_FIELDS if name not in (reader.fieldnames or [])]:
             raise UserError(f"{path} is not a list written by MoveAugmentedImages.py (no column {missing[0]!r}). "
