@@ -172,6 +172,13 @@ def test_positive_class_flag_must_name_a_class_of_a_binary_problem():
         find_positive_class(["a", "b", "c"], "a")
 
 
+def test_positive_class_typed_with_a_composed_accent_names_the_class_a_mac_wrote_decomposed():
+    """A split of a Mac's "Généré/" keeps its decomposed accents: --positive-class Généré, typed on Linux or Windows,
+    was refused as "no such class; the classes are ['Généré', 'Réel']", which print alike (as --rename takes it)."""
+    decomposed, composed = "Ge\u0301ne\u0301re\u0301", "G\u00e9n\u00e9r\u00e9"
+    assert find_positive_class([decomposed, "Real"], composed) == decomposed
+
+
 def test_pretrained_phases_share_one_epoch_axis_and_fine_tuning_takes_the_epochs_the_head_left():
     config = TrainConfig(head_epochs=2, fine_tune_epochs=3)
     assert config.phase_names() == ["head", "fine_tune"]
