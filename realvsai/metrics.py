@@ -19,6 +19,7 @@ import numpy as np
 from realvsai.cli import plural
 from realvsai.config import CONFIDENCE_THRESHOLD, POSITIVE_WORDS
 from realvsai.errors import UserError
+from realvsai.layout import class_folder_of
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def find_positive_class(class_names: Sequence[str], requested: str = "") -> str 
     """The positive class of a binary problem: ``requested`` (a UserError if it is not one of two classes),
     else the one class with a word (``AiArt``, ``ai_generated``, ``FAKE``) in ``POSITIVE_WORDS``, else None."""
     if requested:
+        requested = class_folder_of([requested], class_names)[requested]  # "é" typed names a Mac's "e" and accent
         if requested not in class_names:
             raise UserError(f"--positive-class {requested}: no such class; the classes are {list(class_names)}.")
         if len(class_names) != 2:
