@@ -740,6 +740,21 @@ def test_two_datasets_of_one_folder_name_stay_two_sources_after_a_merge(two_down
     assert "Dataset-2" in caplog.text and str(two_downloads["b"]) in caplog.text
 
 
+def test_two_datasets_whose_names_differ_only_in_accent_encoding_stay_two_sources_that_print_apart(
+        tmp_path, make_class_folder):
+    """Two downloads that unzip to Données/, one of them on a Mac (a decomposed accent): both kept the name, so the
+    per-source accuracy listed two sources that print alike."""
+    decomposed, composed = "Donne\u0301es", "Donn\u00e9es"
+    splits = {}
+    for seed, (name, folder) in enumerate((("a", decomposed), ("b", composed)), start=1):
+        split_by_class(make_class_folder(tmp_path / name / folder, {"REAL": 10, "FAKE": 10}, seed=seed),
+                       tmp_path / name / "split")
+        splits[name] = tmp_path / name / "split"
+    into = tmp_path / "merged"
+    merge_datasets([splits["a"], splits["b"]], into)
+    assert datasets_by_origin(into, splits) == {"a": {decomposed}, "b": {f"{composed}-2"}}
+
+
 def test_a_dataset_merged_into_a_target_with_a_source_of_its_name_gets_a_name_of_its_own(two_downloads, tmp_path):
     into = tmp_path / "data"
     split_by_class(tmp_path / "a" / "Dataset", into)  # the target's own source is called Dataset too
