@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -279,7 +280,7 @@ def _dataset_names(manifest: Path, incoming: Sequence[tuple[Path, _File]]) -> di
     """The name each (SOURCE, dataset) of ``incoming`` goes by in the target of ``manifest``: the name of the
     target's dataset (or an earlier SOURCE's) that lists one of its files by where it was taken from (the same dataset
     merged again, or a merge cut short), else its own, else, when another dataset has that one (two downloads
-    that both unzip to Dataset/), the first free of NAME-2, NAME-3, ..."""
+    that both unzip to Dataset/; also spelled with another accent encoding), the first free of NAME-2, NAME-3, ..."""
     known: dict[str, set[str]] = defaultdict(set)  # dataset name -> where its files were taken from
     for row in read_manifest(manifest) if manifest.is_file() else []:
         if row.dataset:
@@ -292,10 +293,10 @@ def _dataset_names(manifest: Path, incoming: Sequence[tuple[Path, _File]]) -> di
         shared = Counter({other: len(origins & taken_from) for other, taken_from in known.items()})
         if (best := max(shared.items(), key=lambda item: (item[1], item[0] == name), default=(None, 0)))[1]:
             names[(source, name)] = best[0]
-        elif name not in known:
-            names[(source, name)] = name
-        else:
-            names[(source, name)] = next(new for new in numbered(name) if new not in known)
+        else:  # a name that differs from a known one only in accent encoding (a Mac's "e" and accent) prints alike
+            taken = {unicodedata.normalize("NFC", other) for other in known}
+            names[(source, name)] = next(new for new in numbered(name)
+                                         if unicodedata.normalize("NFC", new) not in taken)
         known[names[(source, name)]] |= origins
     return names
 
