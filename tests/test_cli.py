@@ -739,3 +739,10 @@ def test_a_program_that_imports_the_package_as_a_library_keeps_python_s_ctrl_c(t
     done = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert (done.stdout, done.returncode) == ("True\n", 0), done.stderr
+
+
+def test_a_log_line_shows_a_carriage_return_or_escape_in_a_file_name_as_an_escape(tmp_path):
+    """macOS' ``Icon\\r`` file: a raw carriage return sent the rest of the line over its start on a terminal (and an
+    escape byte in a name could recolour it); the line breaks the project writes itself stay line breaks."""
+    assert cli.printable("Icon\r: not an image file\nnext line\tend") == "Icon\\r: not an image file\nnext line\tend"
+    assert cli.printable("a\x1b[31mred\x7f\x9b.jpg") == "a\\x1b[31mred\\x7f\\x9b.jpg"
