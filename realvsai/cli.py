@@ -76,9 +76,16 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
+# Control characters but the line breaks and tabs the project writes itself, as escapes: a file name's carriage return
+# (macOS' "Icon\r") sends the rest of a line over its start on a terminal, an escape byte recolours it.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0)) if chr(code) not in "\n\t"}
+_CONTROL_ESCAPES[ord("\r")] = "\\r"
+
+
 def printable(text: str) -> str:
-    """``text`` with the bytes of a file name that is not UTF-8 shown as ``\\xe9``, which any stream can print."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """``text`` with the bytes of a file name that is not UTF-8 shown as ``\\xe9``, which any stream can print, and
+    its control characters (but line breaks and tabs) as escapes: ``Icon\\r``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").translate(_CONTROL_ESCAPES)
 
 
 def setup_logging(quiet: bool = False) -> None:
