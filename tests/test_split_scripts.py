@@ -192,6 +192,20 @@ def test_datasplitd1_splits_the_class_folders_of_a_mac_zip_beside_its_macosx_fol
     assert sorted(path.name for path in (tmp_path / "data" / "train").iterdir()) == ["FAKE", "REAL"]
 
 
+def test_a_split_run_again_without_its_flags_names_in_one_line_the_flags_that_finish_it(tmp_path, make_class_folder):
+    """A user back at a split (interrupted, or done) with the flags forgotten: the line names the ones it was made
+    with, and the same command with them runs to its end."""
+    make_class_folder(tmp_path / "raw", {"RealArt": 8, "GeneratedArt": 8})
+    command = [tmp_path / "raw", "--out", tmp_path / "data"]
+    made_with = ["--seed", "7", "--ratios", "0.5", "0.25", "0.25", "--rename", "GeneratedArt=FAKE", "--rename",
+                 "RealArt=REAL"]
+    assert run_script("DataSplitD1.py", *command, *made_with).returncode == 0
+    line = one_error_line(run_script("DataSplitD1.py", *command))
+    named = line.partition("; it was made with ")[2].partition(" (this run: ")[0]
+    assert shlex.split(named) == made_with, line
+    assert run_script("DataSplitD1.py", *command, *shlex.split(named)).returncode == 0
+
+
 def test_datasplitd2_main_splits_train_and_test(tmp_path, make_class_folder, capsys):
     make_class_folder(tmp_path / "cifake" / "train", {"REAL": 10, "FAKE": 10}, seed=1)
     make_class_folder(tmp_path / "cifake" / "test", {"REAL": 3, "FAKE": 3}, seed=2)

@@ -25,6 +25,7 @@ from realvsai.splitting import (
     IN_TEST,
     TWO_CLASSES,
     UNUSABLE,
+    SplitDefaults,
     check_ratios,
     format_report,
     split_by_class,
@@ -730,6 +731,65 @@ def test_a_split_refused_for_a_file_added_to_source_says_the_run_would_add_it(ar
     assert re.match(rf"{re.escape(str(out / 'manifest.csv'))} lists a different split: ([1-9]\d* of its 40 files "
                     r"(is|are) not where this run would put them; )?this run would add 1 file it does not list \(other "
                     r"files, seed or ratios\)\. Add --overwrite", str(refused.value)), str(refused.value)
+
+
+def test_a_split_refused_for_other_settings_names_the_seed_and_ratios_it_was_made_with(art, tmp_path):
+    """Back at an interrupted split with the flags forgotten, the user was told "(other files, seed or ratios)" and
+    had to guess which seed and ratios finish it."""
+    out = tmp_path / "out"
+    split_by_class(art, out, ratios=(0.8, 0.1, 0.1), seed=7)
+    with pytest.raises(UserError) as refused:
+        split_by_class(art, out)
+    assert (f"; it was made with --seed 7 --ratios 0.8 0.1 0.1 (this run: --seed {SplitDefaults.seed} --ratios 0.7 "
+            "0.15 0.15). Run the same command with those to finish it, add --overwrite" in str(refused.value)), str(
+        refused.value)
+
+
+def test_a_split_refused_for_another_val_fraction_names_the_one_it_was_made_with(cifake, tmp_path):
+    out = tmp_path / "out"
+    split_train_test(cifake, out, val_fraction=0.5)
+    with pytest.raises(UserError) as refused:
+        split_train_test(cifake, out)
+    assert (f"; it was made with --val-fraction 0.5 (this run: --val-fraction {SplitDefaults.val_fraction:g}). Run the "
+            "same command with those to finish it" in str(refused.value)), str(refused.value)
+
+
+def test_a_move_split_stopped_before_it_moved_a_file_names_move_and_its_seed(art, tmp_path, monkeypatch):
+    """No file moved yet, the re-run without --move cannot tell it from a copy split: its other seed made it
+    "a different split", which the user could finish only by guessing both flags."""
+    def killed(jobs, mode, cross_device):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(splitting, "_place_chunk", killed)
+    with pytest.raises(KeyboardInterrupt):
+        split_by_class(art, tmp_path / "out", seed=7, mode="move")
+    monkeypatch.undo()
+    with pytest.raises(UserError) as refused:
+        split_by_class(art, tmp_path / "out")
+    assert "; it was made with --seed 7 --move (this run: --seed " in str(refused.value), str(refused.value)
+
+
+def test_a_split_killed_once_its_manifest_was_written_still_names_its_settings(art, tmp_path, monkeypatch):
+    """The settings are recorded before the manifest that makes the folder a split, not after it."""
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(splitting, "write_csv", killed)  # skipped.csv, written after the manifest
+    with pytest.raises(KeyboardInterrupt):
+        split_by_class(art, tmp_path / "out", seed=7)
+    monkeypatch.undo()
+    assert (tmp_path / "out" / "manifest.csv").is_file()
+    with pytest.raises(UserError, match=r"; it was made with --seed 7 \(this run: --seed "):
+        split_by_class(art, tmp_path / "out")
+
+
+def test_a_split_without_a_record_of_its_settings_is_refused_as_before(art, tmp_path):
+    """A split made before its settings were recorded (or whose record is damaged) still reads."""
+    out = tmp_path / "out"
+    split_by_class(art, out, seed=1)
+    (out / ".checks.json").unlink()
+    with pytest.raises(UserError, match=r"would put them \(other files, seed or ratios\)\. Add --overwrite"):
+        split_by_class(art, out, seed=2)
 
 
 def test_files_without_a_manifest_in_the_output_are_refused(art, tmp_path):
