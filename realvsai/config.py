@@ -18,7 +18,8 @@ from realvsai.files import MAX_NAME_BYTES, claimed_by, is_inside, numbered, temp
 
 # A split's files beside its train/ validation/ test/ (splitting).
 MANIFEST_NAME = "manifest.csv"  # one row per file the split placed
-CHECKS_NAME = ".checks.json"  # each file's check, by source: a re-run of that split and a merge read it
+CHECKS_NAME = ".checks.json"  # each file's check, by source (a re-run of that split and a merge read it), and the
+# settings the split was made with (a re-run refused as another split names them)
 
 
 def is_split_checks(name: str, names_beside: Container[str]) -> bool:

@@ -33,6 +33,7 @@ from realvsai.files import (
     list_images,
     map_in_threads,
     numbered,
+    read_json,
     read_verified,
     reading_workers,
     remove_temporaries,
@@ -197,8 +198,9 @@ def split_by_class(source: Path, out: Path = SplitDefaults.out, *, ratios: Seque
     loose = sorted((str(path), "a file beside the class folders: only images inside a class folder are split")
                    for folder in folders_down(source, root) for path in folder.iterdir()
                    if not path.name.startswith(".") and not path.is_dir())
+    settings = _settings(seed, f"--ratios {' '.join(map(str, fractions))}", mode, renames, max_pixels)
     report = _run_split(root, [root / name for name in class_folders], out, locate, plan, mode=mode,
-                        overwrite=overwrite, workers=workers, max_pixels=max_pixels,
+                        overwrite=overwrite, workers=workers, max_pixels=max_pixels, settings=settings,
                         beside=loose + _hidden_in(folders_down(source, root)), validation_share="--ratios")
     if fractions[2] > 0 and not any(count for (split, _), count in report.counts.items() if split == TEST):
         # Each class went to train and validation first (2 images: 1 / 1 / 0): nothing made a test folder.
@@ -270,8 +272,47 @@ def split_train_test(source: Path, out: Path = SplitDefaults.out, *, val_fractio
                   for outer, inner in itertools.pairwise(down) for folder in subfolders(outer) if folder != inner
                   for path in list_images(folder, recursive=True)]
     folders = [folder / name for group, folder in group_dirs.items() for name in names[group]]
+    share = "" if VALIDATION in group_dirs else f"--val-fraction {float(val_fraction)}"  # a given one: not used
     return _run_split(source, folders, out, locate, plan, mode=mode, overwrite=overwrite, workers=workers,
-                      max_pixels=max_pixels, beside=loose + elsewhere + _hidden_in(beside))
+                      max_pixels=max_pixels, settings=_settings(seed, share, mode, renames, max_pixels),
+                      beside=loose + elsewhere + _hidden_in(beside))
+
+
+def _settings(seed: int, share: str, mode: str, renames: Mapping[str, str] | None, max_pixels: int
+              ) -> dict[str, str]:
+    """What decides where a split puts each file, as the options that give it (``share``: DataSplitD1's --ratios or
+    DataSplitD2's --val-fraction); "" for a setting no option gives (a copy, no --rename, a download's own
+    validation). Recorded with the split's checks, so that a run refused as another split names those that made it."""
+    return {"seed": f"--seed {seed}", "share": share, "mode": {COPY: "", MOVE: "--move", LINK: "--link"}[mode],
+            "rename": " ".join(rename_option(old, new) for old, new in sorted((renames or {}).items())),
+            "max_pixels": f"--max-pixels {max_pixels}"}
+
+
+def _recorded_settings(path: Path) -> dict[str, str] | None:
+    """The ``_settings`` a split's record of checks at ``path`` holds; None for a split made before the record held
+    them, or a damaged record."""
+    try:
+        settings = read_json(path).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return settings if isinstance(settings, dict) and all(isinstance(text, str) for text in settings.values()) else None
+
+
+def _made_with(recorded: Mapping[str, str] | None, settings: Mapping[str, str]) -> tuple[str, str]:
+    """Why an existing split (made with the ``recorded`` settings) differs from the one a run with ``settings`` makes,
+    and what finishes it: ("; it was made with --seed 7 (this run: --seed 42)", "Run the same command with those to
+    finish it, add") where some setting differs."""
+    if recorded is None:
+        return " (other files, seed or ratios)", "Add"
+    differ = [name for name in settings if name in recorded and recorded[name] != settings[name]]
+    if not differ:
+        return " (other files: it was made with this run's settings)", "Add"
+    given = " ".join(recorded[name] for name in differ if recorded[name])
+    lacking = " ".join(settings[name] for name in differ if not recorded[name])  # a copy made, a --move run now
+    made = ", ".join(([f"with {given}"] if given else []) + ([f"without {lacking}"] if lacking else []))
+    this_run = " ".join(settings[name] for name in differ if settings[name])
+    return (f"; it was made {made}{f' (this run: {this_run})' if this_run else ''}",
+            "Run the same command with those to finish it, add")
 
 
 def _announce_root(root: Path, source: Path) -> None:
@@ -395,9 +436,10 @@ def _target_names(placements: Sequence[tuple[str, _Item]]) -> list[tuple[str, st
 
 def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callable[[str], tuple[str, str, str] | None],
                plan: Callable[[list[_Item]], tuple[list[tuple[str, _Item]], list[_Item]]], *, mode: str,
-               overwrite: bool, workers: int | None, max_pixels: int, beside: Sequence[tuple[str, str]] = (),
-               validation_share: str | None = None) -> SplitReport:
+               overwrite: bool, workers: int | None, max_pixels: int, settings: Mapping[str, str],
+               beside: Sequence[tuple[str, str]] = (), validation_share: str | None = None) -> SplitReport:
     """List, check, plan, write ``manifest.csv`` (so a re-run only completes what is missing) and place;
+    ``settings``: ``_settings``, recorded before the manifest (a run killed once it is written still has them);
     ``beside`` (path, reason): the files outside the class folders, listed in ``skipped.csv`` as they are;
     ``validation_share``: the option that sets validation's share, for the warnings (None: DataSplitD2's)."""
     report = SplitReport(out=out, mode=mode)
@@ -487,15 +529,15 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     report.counts = Counter((row.split, row.class_name) for row in rows)
     report.class_profiles, report.shortcut_warning = profile_classes([item.facts for _, item in placed])
 
-    report.moved_aside = _prepare_out(out, rows, old_rows, overwrite)
+    report.moved_aside = _prepare_out(out, rows, old_rows, overwrite, settings)
     if report.moved_aside:  # a resumed --move reads its files from their new place in the moved-aside split
         old, new = f"{out.resolve()}{os.sep}", f"{report.moved_aside.resolve()}{os.sep}"
         for item in items:
             if item.read_from.startswith(old):
                 item.read_from = new + item.read_from[len(old):]
+    _write_checks(out / CHECKS_NAME, checked_with, items, settings)
     write_manifest(out / MANIFEST_NAME, rows)
     write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped_rows)
-    _write_checks(out / CHECKS_NAME, checked_with, items)
     remove_temporaries(out, [MANIFEST_NAME, SKIPPED_NAME, CHECKS_NAME])  # what a kill during their writes left
     names_in: dict[Path, list[str]] = defaultdict(list)
     for row in rows:
@@ -511,16 +553,17 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     return report
 
 
-def _write_checks(path: Path, checked_with: str, items: Iterable[_Item]) -> None:
-    """Records the check of each of ``items`` that was read, by source, in order (``images.read_checks`` reads it): the
-    same files write the same bytes, which a re-run leaves untouched."""
+def _write_checks(path: Path, checked_with: str, items: Iterable[_Item], settings: Mapping[str, str]) -> None:
+    """Records the check of each of ``items`` that was read, by source, in order (``images.read_checks`` reads it), and
+    the split's ``settings`` (``_recorded_settings`` reads them): the same files and settings write the same bytes,
+    which a re-run leaves untouched."""
     fields = [field.name for field in dataclasses.fields(ImageHeader)]  # not astuple: its deep copies took seconds
     files = {}
     for item in sorted(items, key=lambda item: item.source):
         digest, problem, pixels, header = item.checked
         if digest is not None:  # a file that could not be read is tried again
             files[item.source] = [digest, problem, pixels, header and [getattr(header, name) for name in fields]]
-    write_changed(path, json.dumps({"checked_with": checked_with, "files": files}).encode())
+    write_changed(path, json.dumps({"checked_with": checked_with, "settings": settings, "files": files}).encode())
 
 
 def _leave_out_masks(items: Sequence[_Item]) -> tuple[list[_Item], list[tuple[str, str]]]:
@@ -724,8 +767,10 @@ def _folder_apart(out: Path, dataset: str, ours: Callable[[str], bool]) -> Path:
 
 
 def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[ManifestRow] | None,
-                 overwrite: bool) -> Path | None:
-    """Checks that ``out`` holds nothing or this same split; returns where a different one was moved aside."""
+                 overwrite: bool, settings: Mapping[str, str]) -> Path | None:
+    """Checks that ``out`` holds nothing or this same split; returns where a different one was moved aside. A
+    different one is refused (unless ``overwrite``) naming the settings it was made with that differ from this
+    run's ``settings``, where its record of checks holds them."""
     if old_rows is not None:
         old_keys, new_keys = [row.key() for row in old_rows], [row.key() for row in rows]
         if old_keys == new_keys:
@@ -746,9 +791,11 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
                      "datasets (DataMerger.py)"),
             (gone, f"{plural(gone, 'file')} it lists would not be in it (gone from SOURCE, changed, or skipped "
                    "now)")) if count]
-        reason = (f"{out / MANIFEST_NAME} lists a different split: {'; '.join(differences) or 'in another order'} "
-                  "(other files, seed or ratios)")
+        made_with, advice = _made_with(_recorded_settings(out / CHECKS_NAME), settings)
+        reason = (f"{out / MANIFEST_NAME} lists a different split: {'; '.join(differences) or 'in another order'}"
+                  f"{made_with}")
     else:
+        advice = "Add"
         planned = {row.path for row in rows}
         foreign = [relative for split in SPLITS if (out / split).is_dir()
                    for path in list_images(out / split, recursive=True)
@@ -758,7 +805,7 @@ def _prepare_out(out: Path, rows: Sequence[ManifestRow], old_rows: Sequence[Mani
         reason = (f"{out} already holds {plural(len(foreign), 'file')} in its split folders that this split does not "
                   f"make (e.g. {foreign[0]}) and no {MANIFEST_NAME}")
     if not overwrite:
-        raise UserError(f"{reason}. Add --overwrite to move the old split aside into {out}/previous-split-<time>/ "
+        raise UserError(f"{reason}. {advice} --overwrite to move the old split aside into {out}/previous-split-<time>/ "
                         "and write this one, or choose another --out.")
     stamp = time.strftime("previous-split-%Y%m%d-%H%M%S")
     aside = next(out / name for name in numbered(stamp) if not (out / name).exists())
@@ -815,7 +862,8 @@ _FILES_HELP = """\
 - a re-run reads every file again, but decodes only those new or changed since (by sha256:
   .checks.json)
 - an --out that holds a different split is refused unless --overwrite, which moves the old split
-  aside into OUT/previous-split-<time>/"""
+  aside into OUT/previous-split-<time>/; the refusal names the settings it was made with (--seed,
+  ...) where they differ from the run's, which finish it"""
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, defaults: SplitDefaults) -> None:

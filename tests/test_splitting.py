@@ -730,7 +730,8 @@ def test_a_split_refused_for_a_file_added_to_source_says_the_run_would_add_it(ar
         split_by_class(art, out, seed=1)
     assert re.match(rf"{re.escape(str(out / 'manifest.csv'))} lists a different split: ([1-9]\d* of its 40 files "
                     r"(is|are) not where this run would put them; )?this run would add 1 file it does not list \(other "
-                    r"files, seed or ratios\)\. Add --overwrite", str(refused.value)), str(refused.value)
+                    r"files: it was made with this run's settings\)\. Add --overwrite", str(refused.value)), str(
+        refused.value)
 
 
 def test_a_split_refused_for_other_settings_names_the_seed_and_ratios_it_was_made_with(art, tmp_path):
