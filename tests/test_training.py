@@ -2031,6 +2031,22 @@ def test_resume_without_name_is_bad_usage(capsys):
     assert stopped.value.code == 2 and "--resume needs --name" in capsys.readouterr().err
 
 
+def test_resume_without_name_names_the_command_that_continues_each_stopped_run_in_out(tmp_path, capsys):
+    """Back at a stopped training with its --name forgotten, the user was told only that --resume needs one."""
+    models = tmp_path / "models"
+    for name in ("art", "cifake32"):
+        (models / name / "backup").mkdir(parents=True)
+        (models / name / "backup" / "config.json").write_text("{}")
+    (models / "finished").mkdir()
+    (models / "finished" / "model.json").write_text("{}")
+    with pytest.raises(SystemExit) as stopped:
+        ModelTraining.parse_args(["--resume", "--out", str(models)])
+    message = capsys.readouterr().err
+    assert stopped.value.code == 2, message
+    assert (f"{models} holds 2 stopped runs: continue one with python ModelTraining.py --resume --name art --out "
+            f"{models} (or --name cifake32)" in message), message
+
+
 @pytest.mark.parametrize("counts, steps, drops", [
     ({"big": 42, "three": 1, "two": 1}, 2, False),  # three's one image: left out of an epoch 12 times in 44
     ({"FAKE": 22, "REAL": 22}, 1, True),  # a class of 22 is never left out whole: the XLA-friendly full batches
