@@ -94,6 +94,7 @@ from realvsai.config import (
     resume_command,
     run_name_problem,
     shell_path,
+    stopped_runs_hint,
     weights_source,
 )
 from realvsai.errors import UserError
@@ -264,7 +265,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"{' '.join(unused)} would be ignored with --weights none, which trains the whole network "
                          f"from the first epoch at --learning-rate. Leave {'it' if len(unused) == 1 else 'them'} out")
     if args.resume and not args.demo and not hasattr(args, "name"):
-        parser.error("--resume needs --name NAME, the run in --out to continue")
+        parser.error("--resume needs --name NAME, the run in --out to continue; "
+                     f"{stopped_runs_hint(args.out if args.out is not None else TrainConfig.out)}")
     if problem := epochs_problem(args.head_epochs, args.fine_tune_epochs):
         parser.error(problem)
     return args

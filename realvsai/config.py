@@ -356,6 +356,22 @@ def resume_command(run_dir: Path, flags: Sequence[str] = ("--resume",), defaults
     return " ".join(words)
 
 
+def stopped_runs_hint(out: Path) -> str:
+    """What a --resume given no --name should say about ``out``: the command that continues its stopped runs (those
+    with saved settings: ``resolve_run_dir`` continues them), or that it holds none."""
+    try:
+        stopped = sorted(folder for folder in Path(out).iterdir() if (folder / BACKUP_DIR / RUN_CONFIG_FILE).is_file())
+    except OSError:  # no such folder (yet), or not one
+        stopped = []
+    if not stopped:
+        return f"{out} holds no stopped run; check --out"
+    if len(stopped) == 1:
+        return f"{out} holds 1 stopped run: continue it with {resume_command(stopped[0])}"
+    others = ", ".join(shlex.quote(folder.name) for folder in stopped[1:])
+    return (f"{out} holds {len(stopped)} stopped runs: continue one with {resume_command(stopped[0])} (or --name "
+            f"{others})")
+
+
 def _started_on(run_dir: Path) -> str | None:
     """The Keras backend other than TensorFlow, the default, that the run in ``run_dir`` started on (its saved
     settings say), or None."""
