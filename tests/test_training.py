@@ -1281,6 +1281,27 @@ def test_keras_bar_shows_the_cross_entropies_and_validation_accuracy_alone_so_th
     assert {"precision", "auc", "f1", "val_f1", "val_cross_entropy"} <= set(result.history[0])
 
 
+def test_an_epochs_lines_follow_keras_closing_line_of_that_epoch_on_a_line_of_their_own(
+        tmp_path, make_class_folder, monkeypatch):
+    """On a terminal Keras' bar of an epoch was still unfinished when the epoch's end logged its lines: "25/25 ...
+    cross_entropy: 0.9406epoch 2: val_cross_entropy 0.7570 is the best so far; saved to ...", and Keras' closing line
+    of the epoch came after them."""
+    import io
+    import sys
+
+    from realvsai import cli
+
+    terminal = io.StringIO()  # Keras writes to stdout, the project's lines go to stderr: one terminal shows both
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    cli.setup_logging(quiet=False)
+    train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, verbose=1)
+
+    before, found, _ = terminal.getvalue().partition("epoch 1: val_cross_entropy")
+    assert found and before.endswith("\n"), repr(before[-200:])
+    assert "val_accuracy" in before.splitlines()[-1]  # Keras' closing line of epoch 1, just before
+
+
 def test_the_final_evaluation_reads_validation_and_test_under_the_runs_max_pixels(tmp_path, make_class_folder,
                                                                                    monkeypatch):
     """Training skipped the images over its --max-pixels; the threshold, the accuracy by kind and the card's test
