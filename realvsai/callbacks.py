@@ -164,7 +164,7 @@ class ValidationProgress(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Ends training with a UserError once the training loss is NaN or infinite; put it first.
+    """Ends training with a UserError once the training loss is NaN or infinite; put it before the callbacks that save.
 
     Not ``keras.callbacks.TerminateOnNaN``: by default it only sets ``stop_training``, so the epoch's end
     still runs (the diverged epoch would be recorded and backed up) and the run ends as if it were done;

@@ -79,12 +79,13 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
                     "phase_done": bool(model.stop_training) or recorder.rows[-1]["epoch"] >= phase_end}
 
         backup = callbacks.RunBackup(run_dir / BACKUP_DIR / name, state_fn, restore=restoring)
-        # Order matters: a NaN loss ends the run before anything is saved, the stop rules decide, the
-        # recorder writes the row, the backup commits, and only then is a new best model written.
-        phase_callbacks = [callbacks.StopOnLostCtrlC(), callbacks.StopOnNonFiniteLoss(),
+        # Order matters: Keras' bar closes the epoch's line before any line of its end is logged (on a terminal
+        # they went on the bar's unfinished line), a NaN loss ends the run before anything is saved, the stop rules
+        # decide, the recorder writes the row, the backup commits, and only then is a new best model written.
+        phase_callbacks = [callbacks.ValidationProgress(validation[1]), callbacks.ShortProgressBar(),
+                           callbacks.StopOnLostCtrlC(), callbacks.StopOnNonFiniteLoss(),
                            distributed.EpochSeeds(strategy), stop_rule, early_stopping, recorder, backup, best_model,
-                           *tensorboard, callbacks.ValidationProgress(validation[1]), callbacks.ShortProgressBar(),
-                           *extra_callbacks]
+                           *tensorboard, *extra_callbacks]
         with distributed.scope(strategy):
             optimizer = make_optimizer(phase.learning_rate, config.final_learning_rate_fraction,
                                        train[1] * (phase.end - phase.start),
