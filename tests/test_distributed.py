@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -311,6 +312,20 @@ def test_steps_per_epoch_continues_through_the_data():
     model = tiny_model()
     fit(model, epochs=2, steps_per_epoch=7)
     assert int(model.optimizer.iterations.numpy()) == 14
+
+
+def test_epoch_seeds_read_a_seed_without_numpys_deprecated_array_conversion():
+    """On TensorFlow a seed state's value is a tf.Variable, whose ``__array__`` takes no ``copy``: through
+    ``keras.ops.convert_to_numpy`` (``np.array``) NumPy 2 warned at each epoch's start that this is deprecated (a
+    DeprecationWarning in the terminal with PYTHONWARNINGS=default)."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5, seed=3)])
+    seeds = distributed.EpochSeeds(tf.distribute.get_strategy())
+    seeds.set_model(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seeds.on_epoch_begin(2)
+    states = [variable for variable in model.variables if variable.name == "seed_generator_state"]
+    assert [np.asarray(state).tolist() for state in states] == [[3, 2 * distributed.EpochSeeds.EPOCH_STRIDE]]
 
 
 def test_loop_resumes_from_a_run_backup_after_the_last_finished_epoch(tmp_path):
