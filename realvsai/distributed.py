@@ -365,7 +365,9 @@ class EpochSeeds(keras.callbacks.Callback):
         counter = epoch * self.EPOCH_STRIDE
         if isinstance(self.strategy, keras.distribution.DataParallel) or self.strategy.num_replicas_in_sync == 1:
             for state in self._states():
-                seed = int(keras.ops.convert_to_numpy(state.value)[0]) % self.REPLICA_STRIDE
+                # np.asarray, not keras.ops.convert_to_numpy: that is np.array, whose copy=True NumPy 2 hands to
+                # __array__, and the variable's (Keras', and TensorFlow's under it) takes no copy: deprecated.
+                seed = int(np.asarray(state)[0]) % self.REPLICA_STRIDE
                 state.assign(np.array([seed, counter]).astype(keras.backend.standardize_dtype(state.dtype)))
             return
         import tensorflow as tf
