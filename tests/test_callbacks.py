@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -449,6 +450,16 @@ def test_training_history_writes_a_row_per_epoch_with_phase_and_learning_rate(tm
     rows = read_history_csv(tmp_path / "history.csv")
     assert [(row["epoch"], row["phase"]) for row in rows] == [(1, "head"), (2, "fine_tune")]
     assert rows[1]["learning_rate"] == pytest.approx(1e-2) and rows[1]["val_loss"] == 0.6
+
+
+def test_training_history_reads_a_constant_learning_rate_without_numpys_deprecated_array_conversion(tmp_path):
+    """A constant learning rate is a Keras variable, whose ``__array__`` takes no ``copy``: through
+    ``keras.ops.convert_to_numpy`` (``np.array``) NumPy 2 warned that this is deprecated, on either backend."""
+    recorder = TrainingHistory(tmp_path / "history.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras.callbacks.CallbackList([recorder], model=tiny_model()).on_epoch_end(0, {"loss": 0.5})
+    assert read_history_csv(tmp_path / "history.csv")[0]["learning_rate"] == pytest.approx(1e-2)
 
 
 def test_run_backup_restores_weights_optimizer_and_state_in_a_new_fit(tmp_path):
