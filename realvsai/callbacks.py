@@ -323,7 +323,9 @@ class TrainingHistory(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row: dict[str, Any] = {"epoch": epoch + 1, "phase": self.phase}
         if getattr(self.model, "optimizer", None) is not None:
-            row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            # float() reads a schedule's tensor and a constant rate's variable alike; convert_to_numpy's np.array
+            # hands the variable's __array__ a copy keyword it does not take (deprecated in NumPy 2).
+            row["learning_rate"] = float(self.model.optimizer.learning_rate)
         self.rows.append({**row, **{key: float(value) for key, value in (logs or {}).items()}})
         write_history_csv(self.path, self.rows)
 
