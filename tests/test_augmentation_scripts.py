@@ -491,6 +491,19 @@ def test_another_jpeg_under_a_copys_name_is_kept_named_and_not_recorded_as_that_
     assert "REAL/aug_img_000_0.jpg" not in moving.read_copy_sources(data / "augmented_train")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+def test_a_named_pipe_under_a_copys_name_is_kept_named_and_never_read(data):
+    """Reading a pipe waits for a writer that never comes: the run hung there, at 0 % CPU, without a word."""
+    pipe = data / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
+    pipe.parent.mkdir(parents=True)
+    os.mkfifo(pipe)
+    result = run_script("DataAugmentation.py", "--data", data, "--copies", "2", "--quiet", timeout=90)
+    assert result.returncode == 1
+    assert f"kept {pipe}" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 12  # the 11 copies, and the pipe
+
+
 def test_a_recorded_copy_replaced_by_another_jpeg_is_kept_named_and_fails_the_run(data, capsys):
     assert augment(data) == 0
     copy = data / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
