@@ -17,6 +17,7 @@ import functools
 import hashlib
 import itertools
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -212,7 +213,11 @@ def _write_files(targets: Sequence[str], copies: np.ndarray, jpeg_quality: int, 
     for path, data, new in zip(targets, encoded, wrote):
         if not new:
             # The same bytes: this copy, from a run cut off before sources.csv recorded it (that run planned
-            # these batches too: nothing was recorded since). Anything else is not a copy.
+            # these batches too: nothing was recorded since). Anything else is not a copy: a folder, a symlink, or
+            # a named pipe, which is never opened (reading one waits for a writer: the run hung there).
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                report.in_the_way.append(path)
+                continue
             with open(path, "rb") as stream:
                 if stream.read() != data:
                     report.in_the_way.append(path)
