@@ -248,6 +248,22 @@ def assert_same_copies(first: Mapping[str, bytes], second: Mapping[str, bytes]) 
             assert np.abs(pixels[0] - pixels[1]).max() <= 2, name
 
 @pytest.fixture
+def permissions_bind(tmp_path) -> None:
+    """Skips a test of what a chmod forbids where it forbids nothing: root (or any process with CAP_DAC_OVERRIDE)
+    reads and writes every file whatever its mode."""
+    probe = tmp_path / ".permission-probe"
+    probe.write_bytes(b"")
+    probe.chmod(0)
+    try:
+        probe.open("rb").close()
+    except PermissionError:
+        return
+    finally:
+        probe.unlink()
+    pytest.skip("chmod does not bind this user: root reads and writes any file")
+
+
+@pytest.fixture
 def make_class_folder() -> Callable[..., Path]:
     """``make_class_folder(root, {"REAL": 6, "FAKE": 6})`` writes that many distinct images per class."""
 
