@@ -272,7 +272,7 @@ def run_main(body: Callable[[], object]) -> int:
     except FileNotFoundError as error:
         message = f"{error.filename or error}: no such file or folder. Check the path."
     except PermissionError as error:
-        message = f"{error.filename or error}: permission denied. Check the file's owner and mode."
+        message = permission_denied(error.filename or error)
     except IsADirectoryError as error:
         message = f"{error.filename or error} is a folder, but a file was expected."
     except OSError as error:  # what else the file system refuses: a path under a file, a long name, a loop...
@@ -288,6 +288,12 @@ def run_main(body: Callable[[], object]) -> int:
         return EXIT_OK if result is None else int(result)
     print(printable(f"error: {message}"), file=sys.stderr)
     return EXIT_FAILED
+
+
+def permission_denied(path: object) -> str:
+    """The line for a file or folder that the user may not read or write (chmod, another owner): ``run_main``'s for
+    a PermissionError, and a loader's that must say it as a UserError (the app shows no other)."""
+    return f"{path}: permission denied. Check the file's owner and mode."
 
 
 def exit_script(code: int) -> NoReturn:

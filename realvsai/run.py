@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from realvsai.cli import plural, raise_if_ctrl_c
+from realvsai.cli import permission_denied, plural, raise_if_ctrl_c
 from realvsai.config import (
     BACKUP_DIR,
     CONFIDENCE_THRESHOLD,
@@ -354,6 +354,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # UTF-8, with or without the byte order mark Windows editors write
         value = json.loads(text) if text.strip() else None
+    except PermissionError:  # whole, but not this user's to read: training again would not help
+        raise UserError(permission_denied(path)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"{path} cannot be read ({error}). Train the model again or restore the file.") from error
     if not text.strip():
@@ -571,6 +573,8 @@ def load_model(model_file: Path) -> keras.Model:
 
     try:
         return keras.models.load_model(model_file, compile=False)
+    except PermissionError:  # h5py's OSError of errno EACCES: a whole file, not this user's to read
+        raise UserError(permission_denied(model_file)) from None
     except (OSError, ValueError, TypeError) as error:
         # h5py's OSError: truncated, or not HDF5 at all; Keras' ValueError: HDF5 that holds no model, or a model
         # of layers this project does not define (of a .keras archive: TypeError, the model's config after it).
