@@ -849,3 +849,19 @@ def test_the_scan_reads_small_images_in_one_thread_and_large_ones_in_several(sid
 
     assert len(data.scan_images(tmp_path)) == (301 if side == 32 else 9)
     assert len(read_by) == threads
+
+
+def test_scan_splits_names_a_class_folder_it_may_not_read_not_a_split_stopped_part_way(tmp_path, make_class_folder,
+                                                                                       permissions_bind):
+    """A class folder of chmod 000 was called "not a finished split": run the split again, which would not help."""
+    from realvsai.splitting import split_by_class
+
+    split_by_class(make_class_folder(tmp_path / "raw", {"REAL": 20, "FAKE": 20}), tmp_path / "data")
+    locked = tmp_path / "data" / "train" / "REAL"
+    locked.chmod(0)
+    try:
+        with pytest.raises(PermissionError) as denied:
+            data.scan_splits(tmp_path / "data")
+    finally:
+        locked.chmod(0o755)
+    assert denied.value.filename == str(locked)
