@@ -597,7 +597,19 @@ def unplaced_rows(data_dir: Path) -> list[ManifestRow]:
     if not manifest.is_file():
         return []
     return [row for row in read_manifest(manifest)
-            if (path := Path(data_dir) / row.path).parent.is_dir() and not os.path.lexists(path)]
+            if (path := Path(data_dir) / row.path).parent.is_dir() and not _placed(path)]
+
+
+def _placed(path: Path) -> bool:
+    """Whether the file ``path`` is there; a PermissionError naming its folder where that may not be searched
+    (chmod 000): its files are not missing, and running the split again would not help."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except PermissionError as error:
+        raise PermissionError(error.errno, error.strerror, str(path.parent)) from None
+    return True
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
