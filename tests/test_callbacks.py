@@ -651,3 +651,21 @@ def test_keras_model_checkpoint_saves_the_mixed_precision_training_model_not_the
     assert {layer.dtype_policy.name for layer in saved.layers} == {"mixed_float16"}
     saved = keras.models.load_model(tmp_path / "own.h5", compile=False)
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+
+
+def test_a_failed_backup_write_names_its_file(tmp_path, monkeypatch):
+    """h5py's error of a failed write (a file-size limit, a disk error) names no file but in its text: the
+    training's closing line said what went wrong, not where."""
+    import errno
+
+    model = tiny_model()
+
+    def failed_write(*args, **kwargs):
+        raise OSError(errno.EFBIG, "Can't synchronously write data (file write failed: ...)")
+
+    monkeypatch.setattr(model, "save_weights", failed_write)
+    backup = RunBackup(tmp_path / "backup")
+    backup.set_model(model)
+    with pytest.raises(OSError) as failed:
+        backup.on_epoch_end(0)
+    assert failed.value.filename == str(tmp_path / "backup" / "epoch-1.weights.h5")

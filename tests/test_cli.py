@@ -746,3 +746,10 @@ def test_a_log_line_shows_a_carriage_return_or_escape_in_a_file_name_as_an_escap
     escape byte in a name could recolour it); the line breaks the project writes itself stay line breaks."""
     assert cli.printable("Icon\r: not an image file\nnext line\tend") == "Icon\\r: not an image file\nnext line\tend"
     assert cli.printable("a\x1b[31mred\x7f\x9b.jpg") == "a\\x1b[31mred\\x7f\\x9b.jpg"
+
+
+def test_describe_os_error_is_one_line_for_a_library_text_of_several():
+    """h5py's text of a failed write spans two lines (its time stamp ends in a newline): the error was not one."""
+    error = OSError(5, "Can't synchronously write data (file write failed: time = Sun Nov 29 09:05:58 2026\n, "
+                       "filename = 'model.h5', errno = 5)")
+    assert "\n" not in cli.describe_os_error(error)
