@@ -24,7 +24,7 @@ import keras
 from realvsai.cli import plural, progress, raise_if_ctrl_c
 from realvsai.config import CROSS_ENTROPY, MONITOR, monitor_of
 from realvsai.errors import UserError
-from realvsai.files import atomic_write_text, human_bytes, write_csv
+from realvsai.files import atomic_write_text, human_bytes, naming, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix=_save_folder_prefix(path), suffix=".tmp", dir=path.parent) as folder:
             temporary = Path(folder) / path.name  # Keras picks the HDF5 writer from the ".h5" suffix
-            model.save(temporary, include_optimizer=False)
+            with naming(path):  # h5py's error of a failed write names no file but in its text
+                model.save(temporary, include_optimizer=False)
             os.replace(temporary, path)
     finally:
         absl_logger.setLevel(level)
@@ -390,7 +391,8 @@ class RunBackup(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1}{WEIGHTS_SUFFIX}"
         self.folder.mkdir(parents=True, exist_ok=True)
         refuse_if_no_room([*self.model.weights, *self.model.optimizer.variables], self.folder / name)
-        self.model.save_weights(self.folder / name)  # not yet named by the commit: a torn write is never read
+        with naming(self.folder / name):  # h5py's error of a failed write names no file but in its text
+            self.model.save_weights(self.folder / name)  # not yet named by the commit: a torn write is never read
         atomic_write_text(self.folder / BACKUP_COMMIT_FILE, json.dumps(
             {"epoch": epoch + 1, "checkpoint": name, "state": self.state_fn()}, indent=1))
         for old in self.folder.glob(f"*{WEIGHTS_SUFFIX}"):

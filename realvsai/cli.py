@@ -339,6 +339,8 @@ _OS_ERROR_HINTS = {
     errno.ENOSPC: "no space left on the disk. Free some space",
     errno.EDQUOT: "disk quota exceeded. Free some space",
     errno.EROFS: "the file system is read-only. Choose a writable place",
+    errno.EFBIG: "the file grew past the largest file allowed here: the limit of your shell or job (see ulimit -f), or "
+                 "the file system's (FAT32 holds 4 GB at most). Raise the limit or choose another place",
 }
 
 
@@ -348,7 +350,7 @@ def describe_os_error(error: OSError, then: str = "run the same command again (f
     ``in_place``: the work can only go on where it is (a training's run folder), so no other place is offered."""
     where = f"{error.filename}: " if error.filename is not None else ""
     hint = ("the file system is read-only. Make it writable" if in_place and error.errno == errno.EROFS
-            else _OS_ERROR_HINTS.get(error.errno, f"{error.strerror or error}. Fix the cause"))
+            else _OS_ERROR_HINTS.get(error.errno, f"{' '.join(str(error.strerror or error).split())}. Fix the cause"))
     return f"{where}{hint}, then {then}."
 
 

@@ -291,14 +291,15 @@ def temporary_name(path: Path | str) -> str:
 
 
 @contextlib.contextmanager
-def _naming(path: Path | str, unnamed: str | None = None) -> Iterator[None]:
+def naming(path: Path | str, unnamed: str | None = None) -> Iterator[None]:
     """Re-raises an OSError about a hidden temporary file (or ``unnamed``: what an error about a file without a name
-    gives, its folder or its link) as one about ``path``, the file the user knows."""
+    gives, its folder or its link), or about no file at all (a write or sync that failed: a full disk, a file-size
+    limit; h5py's errors too), as one about ``path``, the file the user knows."""
     try:
         yield
     except OSError as error:
         name = os.fspath(error.filename or "")
-        if error.errno is None or (temporary_of(os.path.basename(name)) is None and name != unnamed):
+        if error.errno is None or (name and temporary_of(os.path.basename(name)) is None and name != unnamed):
             raise
         raise type(error)(error.errno, error.strerror, os.fspath(path)) from error
 
@@ -311,9 +312,9 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True, mtime: floa
     less the umask). ``durable`` also fsyncs (~10 ms a file on some disks: bulk writers pass False and check on a
     re-run)."""
     path = Path(path)
-    with _naming(path):
+    with naming(path):
         handle, temporary = _new_temporary_in_folder(path)
-        try:  # in _naming: its exit is a call, where a Ctrl-C during the open would be raised (_new_temporary)
+        try:  # in naming: its exit is a call, where a Ctrl-C during the open would be raised (_new_temporary)
             stream = os.fdopen(handle, mode)
         except BaseException:
             os.close(handle)
@@ -322,10 +323,10 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True, mtime: floa
     try:
         with stream:
             yield stream
-            with _naming(path):
+            with naming(path):
                 stream.flush()
                 _finish(stream.fileno(), temporary, durable, mtime, permissions)
-        with _naming(path):
+        with naming(path):
             os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -386,7 +387,7 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, durable: bool = True, m
                        permissions: int | None = None) -> None:
     """Writes ``data`` to ``path`` as ``atomic_write`` does, without its buffered stream: a small file in about
     half the time, which counts where DataUnZipper writes 100,000 of them (benchmarks/bench_unzip.py)."""
-    with _naming(path):
+    with naming(path):
         handle, temporary = _new_temporary_in_folder(path)
         try:
             try:
@@ -487,7 +488,7 @@ def _write_new_files(files: Sequence[tuple[Path | str, bytes]], sync_each: bool)
     try:
         for path, data in files:
             temporary = os.path.join(os.path.dirname(os.fspath(path)), f"{temporary_name(path)}{os.getpid()}.tmp")
-            with _naming(path):
+            with naming(path):
                 # os.open and os.write, not a buffered stream: a third less time a file
                 handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
                                  | getattr(os, "O_BINARY", 0), 0o666)
@@ -563,7 +564,7 @@ def _write_unnamed(files: Sequence[tuple[Path | str, bytes]]) -> list[bool] | No
         handles.append(links)
         for path, data in files:
             folder = os.path.dirname(os.fspath(path)) or "."
-            with _naming(path, unnamed=folder):
+            with naming(path, unnamed=folder):
                 try:
                     handles.append(os.open(folder, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666))
                 except OSError as error:
@@ -591,7 +592,7 @@ def _write_unnamed(files: Sequence[tuple[Path | str, bytes]]) -> list[bool] | No
 def _link_new(temporary: str, path: Path | str, data: bytes, src_dir_fd: int | None = None) -> bool:
     """Gives the synced ``temporary`` (relative to ``src_dir_fd``, followed where it is a link) the name ``path``;
     False when ``path`` is taken."""
-    with _naming(path, unnamed=temporary):
+    with naming(path, unnamed=temporary):
         try:
             os.link(temporary, path, src_dir_fd=src_dir_fd, follow_symlinks=True)
         except FileExistsError:
