@@ -311,8 +311,16 @@ def bad_files() -> Callable[[Path], dict[str, Path]]:
 
 
 def run_script(script: str, *args: str, cwd: Path | None = None, input_text: str | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs a top-level script as a user would; returns the finished process (text output)."""
+               timeout: float = 300, max_file_bytes: int | None = None) -> subprocess.CompletedProcess:
+    """Runs a top-level script as a user would; returns the finished process (text output). ``max_file_bytes``: the
+    largest file it may write (``ulimit -f``, POSIX), past which a write fails (EFBIG) rather than kill it."""
+    def limited() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, resource.RLIM_INFINITY))
+
     return subprocess.run(
         [sys.executable, str(REPO / script), *map(str, args)],
         cwd=cwd or REPO,
@@ -321,6 +329,7 @@ def run_script(script: str, *args: str, cwd: Path | None = None, input_text: str
         text=True,
         timeout=timeout,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)},
+        preexec_fn=None if max_file_bytes is None else limited,
     )
 
 

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_DATASETS, run_script, write_image
+from conftest import REPO, SHARED_DATASETS, one_error_line, run_script, write_image
 
 from realvsai import archives
 from realvsai.archives import UnzipLimits, entry_parts, extract_archive, zip_folder
@@ -1463,3 +1463,12 @@ def test_the_unzipper_given_a_folder_names_the_next_step_for_it(tmp_path):
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
     assert (f"{folder} is a folder, not an archive: nothing to unzip. Next: python DataSplitD1.py '{folder}' "
             "--out data") in refused.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="file-size limits (ulimit -f) are POSIX's")
+def test_zipper_script_over_the_file_size_limit_names_the_archive_and_leaves_none(tmp_path, dataset):
+    """It ended "error: File too large. Fix the cause": neither the archive nor the limit named."""
+    out = tmp_path / "d.zip"
+    line = one_error_line(run_script("DataZipper.py", dataset, "--out", out, "--quiet", max_file_bytes=100))
+    assert line.startswith(f"error: {out}: ") and "ulimit -f" in line, line
+    assert not out.exists() and not list(tmp_path.glob(".d.zip.*"))

@@ -592,18 +592,7 @@ def test_each_data_script_run_again_removes_what_a_kill_left_of_its_records(tmp_
 def test_a_split_over_the_file_size_limit_says_which_file_and_what_limit(tmp_path, make_class_folder):
     """Under ``ulimit -f`` (a cluster's job limit) the split ended "error: File too large. Fix the cause": no file
     named, no limit either."""
-    import resource
-    import subprocess
-    import sys
-
-    def limited() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) rather than killing the process
-        resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))
-
     source = make_class_folder(tmp_path / "raw", {"REAL": 8, "FAKE": 8})
-    command = [sys.executable, str(REPO / "DataSplitD1.py"), str(source), "--out", str(tmp_path / "data"), "--quiet"]
-    process = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=limited,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
-
-    line = one_error_line(process)
+    line = one_error_line(run_script("DataSplitD1.py", source, "--out", tmp_path / "data", "--quiet",
+                                     max_file_bytes=512))
     assert line.startswith(f"error: {tmp_path / 'data'}{os.sep}") and "ulimit -f" in line, line
