@@ -321,11 +321,12 @@ def atomic_write(path: Path, mode: str = "wb", durable: bool = True, mtime: floa
             os.unlink(temporary)
             raise
     try:
-        with stream:
+        # naming the body's writes too, and the close, which writes again what a failed write left in the buffer
+        # (its error, naming no file, replaced the first: a zip over the file-size limit named none)
+        with naming(path), stream:
             yield stream
-            with naming(path):
-                stream.flush()
-                _finish(stream.fileno(), temporary, durable, mtime, permissions)
+            stream.flush()
+            _finish(stream.fileno(), temporary, durable, mtime, permissions)
         with naming(path):
             os.replace(temporary, path)
     except BaseException:
