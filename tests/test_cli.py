@@ -753,3 +753,10 @@ def test_describe_os_error_is_one_line_for_a_library_text_of_several():
     error = OSError(5, "Can't synchronously write data (file write failed: time = Sun Nov 29 09:05:58 2026\n, "
                        "filename = 'model.h5', errno = 5)")
     assert "\n" not in cli.describe_os_error(error)
+
+
+def test_describe_os_error_offers_no_other_place_for_a_file_over_the_size_limit_of_work_that_goes_on_in_place():
+    """A training's run folder is where --resume goes on: "choose another place" could not be followed."""
+    error = OSError(27, "File too large", "models/run/backup/full/epoch-3.weights.h5")
+    line = cli.describe_os_error(error, then="continue the run with: python ModelTraining.py --resume", in_place=True)
+    assert "ulimit -f" in line and "another place" not in line
