@@ -342,6 +342,11 @@ _OS_ERROR_HINTS = {
     errno.EFBIG: "the file grew past the largest file allowed here: the limit of your shell or job (see ulimit -f), or "
                  "the file system's (FAT32 holds 4 GB at most). Raise the limit or choose another place",
 }
+# For work that can only go on where it is (``describe_os_error``'s ``in_place``): no other place is offered.
+_IN_PLACE_HINTS = {
+    errno.EROFS: "the file system is read-only. Make it writable",
+    errno.EFBIG: _OS_ERROR_HINTS[errno.EFBIG].removesuffix(" or choose another place"),
+}
 
 
 def describe_os_error(error: OSError, then: str = "run the same command again (finished work is kept)",
@@ -349,8 +354,8 @@ def describe_os_error(error: OSError, then: str = "run the same command again (f
     """One line for a file-system error: the path, what went wrong, and how to go on (``then``, once fixed).
     ``in_place``: the work can only go on where it is (a training's run folder), so no other place is offered."""
     where = f"{error.filename}: " if error.filename is not None else ""
-    hint = ("the file system is read-only. Make it writable" if in_place and error.errno == errno.EROFS
-            else _OS_ERROR_HINTS.get(error.errno, f"{' '.join(str(error.strerror or error).split())}. Fix the cause"))
+    hint = ((in_place and _IN_PLACE_HINTS.get(error.errno))
+            or _OS_ERROR_HINTS.get(error.errno, f"{' '.join(str(error.strerror or error).split())}. Fix the cause"))
     return f"{where}{hint}, then {then}."
 
 
