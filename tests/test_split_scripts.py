@@ -596,3 +596,17 @@ def test_a_split_over_the_file_size_limit_says_which_file_and_what_limit(tmp_pat
     line = one_error_line(run_script("DataSplitD1.py", source, "--out", tmp_path / "data", "--quiet",
                                      max_file_bytes=512))
     assert line.startswith(f"error: {tmp_path / 'data'}{os.sep}") and "ulimit -f" in line, line
+
+
+def test_a_split_into_a_folder_it_may_not_write_names_that_folder_not_a_file_that_is_not_there(
+        tmp_path, make_class_folder, permissions_bind):
+    """It said "data/manifest.csv: permission denied. Check the file's owner and mode": there is no such file."""
+    source = make_class_folder(tmp_path / "raw", {"REAL": 4, "FAKE": 4})
+    out = tmp_path / "data"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        line = one_error_line(run_script("DataSplitD1.py", source, "--out", out, "--quiet"))
+    finally:
+        out.chmod(0o755)
+    assert line.startswith(f"error: {out}: permission denied") and "folder's owner and mode" in line, line
