@@ -292,8 +292,12 @@ def run_main(body: Callable[[], object]) -> int:
 
 def permission_denied(path: object) -> str:
     """The line for a file or folder that the user may not read or write (chmod, another owner): ``run_main``'s for
-    a PermissionError, and a loader's that must say it as a UserError (the app shows no other)."""
-    return f"{path}: permission denied. Check the file's owner and mode."
+    a PermissionError, and a loader's that must say it as a UserError (the app shows no other). A file that is not
+    there (one it could not make, or reach in a folder it may not search) names its folder, the one to fix."""
+    path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+    if not os.path.lexists(path) and os.path.isdir(folder := os.path.dirname(path) or "."):
+        return f"{folder}: permission denied for {os.path.basename(path)} in it. Check the folder's owner and mode."
+    return f"{path}: permission denied. Check the {'folder' if os.path.isdir(path) else 'file'}'s owner and mode."
 
 
 def exit_script(code: int) -> NoReturn:
