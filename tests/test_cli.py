@@ -760,3 +760,11 @@ def test_describe_os_error_offers_no_other_place_for_a_file_over_the_size_limit_
     error = OSError(27, "File too large", "models/run/backup/full/epoch-3.weights.h5")
     line = cli.describe_os_error(error, then="continue the run with: python ModelTraining.py --resume", in_place=True)
     assert "ulimit -f" in line and "another place" not in line
+
+
+def test_describe_os_error_names_the_folder_and_its_mode_for_a_file_it_could_not_make(tmp_path):
+    """A training into a read-only --out ended "<folder>: Permission denied. Fix the cause": which cause?"""
+    error = OSError(13, "Permission denied", str(tmp_path / "run"))  # a training's: OSError, not PermissionError
+    line = cli.describe_os_error(error, then="run the same command again")
+    assert line == (f"{tmp_path}: permission denied for run in it. Check the folder's owner and mode, then run the "
+                    "same command again.")
