@@ -292,12 +292,17 @@ def run_main(body: Callable[[], object]) -> int:
 
 def permission_denied(path: object) -> str:
     """The line for a file or folder that the user may not read or write (chmod, another owner): ``run_main``'s for
-    a PermissionError, and a loader's that must say it as a UserError (the app shows no other). A file that is not
-    there (one it could not make, or reach in a folder it may not search) names its folder, the one to fix."""
+    a PermissionError, and a loader's that must say it as a UserError (the app shows no other)."""
+    return f"{_denied(path)}."
+
+
+def _denied(path: object) -> str:
+    """What is denied at ``path``, and what to check. A file that is not there (one it could not make, or reach in a
+    folder it may not search) names its folder, the one to fix."""
     path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
     if not os.path.lexists(path) and os.path.isdir(folder := os.path.dirname(path) or "."):
-        return f"{folder}: permission denied for {os.path.basename(path)} in it. Check the folder's owner and mode."
-    return f"{path}: permission denied. Check the {'folder' if os.path.isdir(path) else 'file'}'s owner and mode."
+        return f"{folder}: permission denied for {os.path.basename(path)} in it. Check the folder's owner and mode"
+    return f"{path}: permission denied. Check the {'folder' if os.path.isdir(path) else 'file'}'s owner and mode"
 
 
 def exit_script(code: int) -> NoReturn:
@@ -357,6 +362,8 @@ def describe_os_error(error: OSError, then: str = "run the same command again (f
                       in_place: bool = False) -> str:
     """One line for a file-system error: the path, what went wrong, and how to go on (``then``, once fixed).
     ``in_place``: the work can only go on where it is (a training's run folder), so no other place is offered."""
+    if error.errno in (errno.EACCES, errno.EPERM) and error.filename is not None:
+        return f"{_denied(error.filename)}, then {then}."
     where = f"{error.filename}: " if error.filename is not None else ""
     hint = ((in_place and _IN_PLACE_HINTS.get(error.errno))
             or _OS_ERROR_HINTS.get(error.errno, f"{' '.join(str(error.strerror or error).split())}. Fix the cause"))
