@@ -504,6 +504,18 @@ def test_a_named_pipe_under_a_copys_name_is_kept_named_and_never_read(data):
     assert len(list((data / "augmented_train").rglob("aug_*.jpg"))) == 12  # the 11 copies, and the pipe
 
 
+def test_an_augmented_train_that_leads_into_validation_through_a_symlink_is_refused(data, make_class_folder, capsys):
+    """The copies of train's images were written into validation, exit 0: the best epoch and the decision threshold
+    then came from images the model had trained on."""
+    make_class_folder(data / "validation", CLASSES, seed=5)
+    (data / "augmented_train").symlink_to(data / "validation", target_is_directory=True)
+    before = snapshot(data / "validation")
+    assert augment(data) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: {data / 'augmented_train'} leads to {data / 'validation'}"), line
+    assert snapshot(data / "validation") == before
+
+
 def test_a_recorded_copy_replaced_by_another_jpeg_is_kept_named_and_fails_the_run(data, capsys):
     assert augment(data) == 0
     copy = data / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
