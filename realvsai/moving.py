@@ -140,7 +140,9 @@ def is_made(path: Path | str) -> bool:
 
 
 def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
-    """``(DATA/train, DATA/augmented_train)`` (either letter case); ``UserError`` if DATA or train is missing."""
+    """``(DATA/train, DATA/augmented_train)`` (either letter case); ``UserError`` if DATA or train is missing, or
+    where augmented_train leads to one of DATA's splits, or into or around one, through a symlink: copies written
+    there would be that split's images (in validation, copies of train's images choose the best epoch)."""
     data_dir = Path(data_dir)
     refuse_split_folder(data_dir)
     if not data_dir.is_dir():
@@ -148,7 +150,19 @@ def dataset_folders(data_dir: Path) -> tuple[Path, Path]:
     train_dir = find_child_folder(data_dir, TRAIN)
     if train_dir is None:
         raise no_train_folder(data_dir, "Run DataSplitD1.py or DataSplitD2.py first")
-    return train_dir, find_child_folder(data_dir, AUGMENTED_TRAIN) or data_dir / AUGMENTED_TRAIN
+    augmented_dir = find_child_folder(data_dir, AUGMENTED_TRAIN) or data_dir / AUGMENTED_TRAIN
+    if augmented_dir.is_symlink():
+        target = os.path.realpath(augmented_dir)
+        for split in (TRAIN, VALIDATION, TEST):
+            if not (folder := find_child_folder(data_dir, split)):
+                continue
+            where = ("" if target == os.path.realpath(folder) else ", inside " if is_inside(target, folder)
+                     else ", around " if is_inside(folder, target) else None)
+            if where is not None:
+                raise UserError(f"{augmented_dir} leads to {target}{where and where + str(folder)} through a symlink: "
+                                f"copies written there would mix with the {split} images. Remove that link, or point "
+                                "it at a folder of its own, then run the same command again.")
+    return train_dir, augmented_dir
 
 
 def plan_copies(data_dir: Path, copies: int, max_pixels: int = MAX_IMAGE_PIXELS, verify: bool = False) -> CopyPlan:
