@@ -1509,3 +1509,20 @@ def test_one_mask_left_out_is_counted_in_the_singular(tmp_path, make_class_folde
     assert "skipped: 1 file (list: " in format_report(report)
     assert "1 that is a segmentation mask beside its image" in format_report(report)
     assert "that are" not in warnings + format_report(report)
+
+
+def test_a_file_deleted_between_the_check_and_its_copy_is_said_to_have_gone_meanwhile(art, tmp_path, monkeypatch):
+    """It said "<file>: no such file or folder. Check the path": a path the user never gave, found by the scan."""
+    monkeypatch.setattr(splitting, "_KEEP_TOTAL_BYTES", 0, raising=False)  # each file read again as it is copied
+    gone = sorted((art / "RealArt").iterdir())[0]
+    real = splitting.read_verified
+
+    def deleted_first(path, digest):
+        if os.path.exists(gone):
+            gone.unlink()
+        return real(path, digest)
+
+    monkeypatch.setattr(splitting, "read_verified", deleted_first)
+    with pytest.raises(UserError, match=r"went away while .* was being copied") as refused:
+        split_by_class(art, tmp_path / "out")
+    assert str(gone) in str(refused.value)
