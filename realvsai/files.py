@@ -268,8 +268,12 @@ def same_bytes_across(groups: Sequence[Sequence[Path]], desc: str,
 
 
 def read_verified(path: str | Path, digest: str) -> bytes:
-    """The bytes of ``path``, checked against the ``digest`` read before (UserError if it changed)."""
-    data = Path(path).read_bytes()
+    """The bytes of ``path``, checked against the ``digest`` read before (UserError if it changed, or went)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:  # found by the scan, not given by the user: "check the path" would not help
+        raise UserError(f"{path} went away while its folder was being copied (deleted or moved meanwhile). Put it "
+                        "back, or leave it out, and run the same command again.") from None
     if hashlib.sha256(data).hexdigest() != digest:
         raise UserError(f"{path} changed while it was being copied. Run the same command again.")
     return data
