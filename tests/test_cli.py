@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, run_script
+from conftest import REPO, one_error_line, run_script
 
 from realvsai import cli
 from realvsai.errors import UserError
@@ -768,3 +768,14 @@ def test_describe_os_error_names_the_folder_and_its_mode_for_a_file_it_could_not
     line = cli.describe_os_error(error, then="run the same command again")
     assert line == (f"{tmp_path}: permission denied for run in it. Check the folder's owner and mode, then run the "
                     "same command again.")
+
+
+@pytest.mark.parametrize("script", ["DataSplitD1.py", "DataZipper.py", "DataDeleter.py"])
+def test_a_symlink_loop_given_as_a_path_ends_in_one_line(tmp_path, script):
+    """Python's Path.resolve raises RuntimeError("Symlink loop from ...") for one before 3.13: a traceback."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "other")
+    (tmp_path / "other").symlink_to(loop)
+    line = one_error_line(run_script(script, loop, *(["--yes", "--allow-outside"] if script == "DataDeleter.py"
+                                                     else ["--quiet"])))
+    assert str(loop) in line, line
