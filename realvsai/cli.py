@@ -277,6 +277,12 @@ def run_main(body: Callable[[], object]) -> int:
         message = f"{error.filename or error} is a folder, but a file was expected."
     except OSError as error:  # what else the file system refuses: a path under a file, a long name, a loop...
         message = describe_os_error(error)
+    except RuntimeError as error:
+        # Path.resolve's "Symlink loop from ..." (before Python 3.13), raised while handling the loop's OSError
+        loop = error.__context__
+        if not (isinstance(loop, OSError) and loop.errno == errno.ELOOP):
+            raise
+        message = describe_os_error(loop)
     except KeyboardInterrupt as interrupt:
         message = f"interrupted. {interrupt if isinstance(interrupt, Interrupted) else RERUN_ADVICE}"
     except ModuleNotFoundError as error:
