@@ -6,7 +6,7 @@
                                        test/REAL/        test/FAKE/         (15 %)
                                        manifest.csv   split, class, path, sha256, source, dataset
                                        skipped.csv    files left out, and why
-                                       .checks.json   each file's check and the split's settings, for a re-run
+                                       .checks.json   files' checks, settings: for a re-run
 
 How it splits:
 - each class on its own (stratified): its files sorted, shuffled with --seed and cut at --ratios,

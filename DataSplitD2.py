@@ -6,7 +6,7 @@
                                       test/REAL/        test/FAKE/         (all of test)
                                       manifest.csv   split, class, path, sha256, source, dataset
                                       skipped.csv    files left out, and why
-                                      .checks.json   each file's check and the split's settings, for a re-run
+                                      .checks.json   files' checks, settings: for a re-run
 
 How it splits:
 - each train class on its own (stratified), after sorting and a shuffle with --seed: the same files
