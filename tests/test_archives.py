@@ -1125,6 +1125,18 @@ def test_unzipper_script_extracts_to_data_raw_by_default(tmp_path):
     assert f"Extracted {len(CONTENT)} files" in finished.stdout
 
 
+def test_the_unzipper_names_a_relative_to_folder_as_it_was_typed(tmp_path):
+    """It named /home/me/project/data/raw/x in its summary and Next: line for --to data/raw/x."""
+    archive = make_zip(tmp_path / "cifake-x.zip")
+    work = tmp_path / "project"
+    work.mkdir()
+
+    finished = run_script("DataUnZipper.py", archive, "--to", "data/raw/x", "--quiet", cwd=work)
+
+    assert finished.returncode == 0, finished.stderr
+    assert " to data/raw/x;" in finished.stdout and str(work) not in finished.stdout, finished.stdout
+
+
 def test_unzipper_summary_says_1_file_for_an_archive_of_one_file(tmp_path):
     archive = tmp_path / "one.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
