@@ -53,7 +53,7 @@ from realvsai.archives import UnzipLimits, archive_stem, extract_archive, folder
 from realvsai.cli import byte_count, expansion_ratio, make_parser, nonempty_path, plural, run_main, setup_logging
 from realvsai.config import shell_path
 from realvsai.errors import UserError
-from realvsai.files import human_bytes, locate, working_on
+from realvsai.files import as_typed, human_bytes, locate, working_on
 from realvsai.layout import SPLIT_WORDS, find_class_root, find_train_test_root, name_key, split_folders_fix, subfolders
 from realvsai.splitting import SplitDefaults, advised_out
 
@@ -135,18 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         with working_on([target], "DataUnZipper.py", reading=[args.archive]):
             result = extract_archive(args.archive, target, overwrite=args.overwrite, limits=limits,
                                      name_encoding=args.name_encoding)
-        print(f"Extracted {plural(result.extracted, 'file')} ({human_bytes(result.bytes_written)}) to {result.target}; "
+        extracted_to = as_typed(result.target, args.to if args.to is not None else target)
+        print(f"Extracted {plural(result.extracted, 'file')} ({human_bytes(result.bytes_written)}) to {extracted_to}; "
               f"{result.already_there:,} already there, "
               f"{plural(result.junk_skipped, 'macOS junk entry', 'macOS junk entries')} skipped.")
         # A download that wraps the dataset's own archives: their images are still packed, unless unzipped already.
-        packed = [relative for relative in result.archives if not folder_beside(result.target / relative).exists()]
+        packed = [relative for relative in result.archives if not folder_beside(extracted_to / relative).exists()]
         if packed:
             named = f"{', '.join(packed[:3])}{', ...' if len(packed) > 3 else ''}"
             print(f"It holds {plural(len(packed), 'archive')} ({named}), whose files are still packed; unzip "
                   f"{'it' if len(packed) == 1 else 'each'} beside itself, starting with: "
-                  f"{unzip_command(result.target / packed[0])}")
+                  f"{unzip_command(extracted_to / packed[0])}")
         else:
-            print(next_step(result.target))
+            print(next_step(extracted_to))
 
     return run_main(body)
 

@@ -176,6 +176,18 @@ def locate(path: Path | str) -> Path:
     return path.resolve() if path.name in ("", ".", "..") else Path(os.path.realpath(path.parent)) / path.name
 
 
+def as_typed(path: Path | str, given: Path | str) -> Path:
+    """``path``, found from what a user gave (``given``: ``locate``'s absolute path of it, or one inside or beside
+    it), as they would type it: relative to the current folder where ``given`` was relative, else as it is. A
+    summary or a ``Next:`` line then names data/raw/x, not /home/me/project/data/raw/x."""
+    if Path(given).is_absolute():
+        return Path(path)
+    try:
+        return Path(os.path.relpath(path))
+    except ValueError:  # Windows: on another drive than the current folder
+        return Path(path)
+
+
 def is_inside(path: Path | str, root: Path | str) -> bool:
     """True when ``path``, with every symlink resolved, lies inside ``root`` (also resolved)."""
     return os.path.realpath(path).startswith(os.path.join(os.path.realpath(root), ""))
