@@ -1258,6 +1258,14 @@ def test_zipper_then_unzipper_scripts_round_trip(tmp_path, dataset):
     assert again.returncode == 1 and "--overwrite" in again.stderr
 
 
+def test_the_zipper_names_the_archive_of_a_relative_folder_as_typed(tmp_path, dataset):
+    """It wrote "Wrote /home/me/project/dataset.zip" for DataZipper.py dataset."""
+    finished = run_script("DataZipper.py", "dataset", "--quiet", cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.startswith("Wrote dataset.zip ("), finished.stdout
+
+
 def test_zipper_script_refuses_a_backslash_name_with_one_line(tmp_path, dataset):
     (dataset / "back\\slash.jpg").write_bytes(b"\xff\xd8 photo")
     refused = run_script("DataZipper.py", dataset, "--out", tmp_path / "d.zip")
