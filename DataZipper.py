@@ -26,7 +26,7 @@ import sys
 
 from realvsai.archives import archive_stem, is_archive, zip_folder
 from realvsai.cli import make_parser, nonempty_path, plural, run_main, setup_logging
-from realvsai.files import human_bytes, locate, working_on
+from realvsai.files import as_typed, human_bytes, locate, working_on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,11 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out if args.out is not None else folder.with_name(f"{folder.name}.zip")
         with working_on([out], "DataZipper.py", reading=[folder]):  # no run writes in the folder meanwhile
             result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
+        archive = as_typed(result.archive, args.out if args.out is not None else args.folder)
         if result.unchanged:
             count = result.stored + result.deflated
             held = ("this file (its size and CRC-32 compared" if count == 1 else
                     f"these {count:,} files (each one's size and CRC-32 compared")
-            print(f"{result.archive} already holds {held}{', its data read back' if args.verify else ''}): "
+            print(f"{archive} already holds {held}{', its data read back' if args.verify else ''}): "
                   "nothing written.")
             return
         left_out = (f", {plural(len(result.left_out), 'symlink or special file', 'symlinks or special files')} "
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if result.junk_left_out:
             left_out += (f", {plural(result.junk_left_out, 'macOS junk file')} (.DS_Store, ._name, __MACOSX/) left "
                          "out")
-        print(f"Wrote {result.archive} ({human_bytes(result.archive_bytes)}): {plural(result.stored, 'file')} stored, "
+        print(f"Wrote {archive} ({human_bytes(result.archive_bytes)}): {plural(result.stored, 'file')} stored, "
               f"{result.deflated:,} deflated, {plural(result.empty_folders, 'empty folder')}{left_out}"
               f"{'; every CRC-32 verified' if args.verify else ''}.")
 
