@@ -501,6 +501,9 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                    workers or reading_workers([item.read_from for item in items]), "checking")
 
     unreadable = [item for item in items if item.problem is not None]
+    # Seconds without a bar on a large dataset (scikit-learn's import alone takes 2-6 s), between two bars.
+    logger.info("planning the split of %s: duplicates, images under two classes, and shortcuts (a size, format or "
+                "colour that alone tells a class)", plural(len(items) - len(unreadable), "image"))
     for broken in _class_folders_without(class_dirs, root, [item for item in items if item.problem is None]):
         if not (inside := [item for item in unreadable if _under(item.key, _inside(broken, root))]):
             continue  # a symlinked folder --move leaves out: listed as such
