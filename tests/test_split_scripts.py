@@ -505,6 +505,19 @@ def test_move_and_link_together_are_bad_usage(tmp_path, make_class_folder):
     assert "not allowed with argument" in process.stderr
 
 
+def test_a_merge_says_what_it_does_before_each_wait_without_a_bar(tmp_path, make_class_folder):
+    """On CIFAKE's 100,000 images a merge went 2-3 s before its first bar, 4-5 s between reading and copying, and
+    3-6 s after copying, without a word."""
+    make_class_folder(tmp_path / "data" / "train", {"REAL": 2, "FAKE": 2})
+    make_class_folder(tmp_path / "art" / "train", {"REAL": 2, "FAKE": 2}, seed=7)
+
+    process = run_script("DataMerger.py", tmp_path / "art", "--into", tmp_path / "data")
+
+    assert process.returncode == 0, process.stderr
+    assert [line.split(" ")[0] for line in process.stderr.splitlines()] == ["listing", "listing", "planning",
+                                                                           "counting"], process.stderr
+
+
 def test_datamerger_with_a_missing_source_exits_1_with_one_line(tmp_path):
     process = run_script("DataMerger.py", tmp_path / "nowhere", "--into", tmp_path / "merged")
     assert "nowhere is not an existing folder" in one_error_line(process)
