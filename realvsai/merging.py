@@ -188,6 +188,9 @@ def merge_datasets(
                 "symlink; --move never moves files outside SOURCE (merge without --move, or move that folder in)")
                for source, file in incoming if move and not is_inside(file.path.parent, source)]
     outside_paths = {path for path, _ in outside}
+    # Seconds without a bar on a large dataset, up to the copying bar.
+    logger.info("planning the merge of %s into %s: duplicates, names taken, images under two classes%s",
+                plural(len(incoming), "file"), into, "" if dry_run else ", and its manifest.csv")
     actions = _plan(existing, [file for _, file in incoming if str(file.path) not in outside_paths], into)
 
     read_list(into / REFUSED_NAME, REFUSED_FIELDS, REFUSED_KEY)  # one it cannot add to stops it before it starts
@@ -262,6 +265,7 @@ def merge_datasets(
     finally:
         if bar is not None:
             bar.close()
+    logger.info("counting the images now in %s, and writing its manifest.csv", into)  # seconds for 100,000
     report.after = sum(1 for _ in _list_dataset(into))
     if report.before + report.added != report.after:
         logger.warning("the target held %s, %s added, but it now holds %s: something else changed it during "
@@ -481,6 +485,7 @@ def _hash_dataset(root: Path, workers: int | None, desc: str, max_pixels: int, d
                   left_out: list[tuple[str, str]] | None = None) -> list[_File]:
     """Every image of ``root`` with the sha256 of its bytes and of its pixels (or why it does not decode), and its
     dataset: as ``root/manifest.csv`` names it, else ``dataset``; ``left_out`` gets the files it does not read."""
+    logger.info("listing the images of %s", root)  # seconds before the bar for 100,000 images
     listed = _list_dataset(root, left_out) if root.is_dir() else []
     manifest = root / MANIFEST_NAME
     rows = {row.path: row for row in read_manifest(manifest)} if manifest.is_file() else {}
