@@ -1137,6 +1137,32 @@ def test_the_unzipper_names_a_relative_to_folder_as_it_was_typed(tmp_path):
     assert " to data/raw/x;" in finished.stdout and str(work) not in finished.stdout, finished.stdout
 
 
+def test_unzipping_again_compares_the_files_there_under_a_progress_bar(tmp_path, monkeypatch):
+    """A re-run reads every file there for its CRC-32: 5 s without a word for CIFAKE's 100,000 images."""
+    archive = make_zip(tmp_path / "download.zip")
+    extract_archive(archive, tmp_path / "raw")
+    bars = []
+
+    def progress(iterable, total=None, desc=None, unit="file"):
+        bars.append((desc, len(iterable)))
+        return iterable
+
+    monkeypatch.setattr(archives, "progress", progress)
+    extract_archive(archive, tmp_path / "raw")
+
+    assert ("comparing with the files there", len(CONTENT)) in bars
+
+
+def test_the_unzipper_says_it_checks_the_archive_before_that_wait(tmp_path):
+    """Reading and checking the entries of CIFAKE's 100,000 took 3 s before the first bar."""
+    archive = make_zip(tmp_path / "download.zip")
+
+    finished = run_script("DataUnZipper.py", archive, "--to", tmp_path / "raw", cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stderr.splitlines()[0] == f"checking the entries of {archive} before writing anything"
+
+
 def test_unzipper_summary_says_1_file_for_an_archive_of_one_file(tmp_path):
     archive = tmp_path / "one.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
