@@ -501,9 +501,6 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                    workers or reading_workers([item.read_from for item in items]), "checking")
 
     unreadable = [item for item in items if item.problem is not None]
-    # Seconds without a bar on a large dataset (scikit-learn's import alone takes 2-6 s), between two bars.
-    logger.info("planning the split of %s: duplicates, images under two classes, and shortcuts (a size, format or "
-                "colour that alone tells a class)", plural(len(items) - len(unreadable), "image"))
     for broken in _class_folders_without(class_dirs, root, [item for item in items if item.problem is None]):
         if not (inside := [item for item in unreadable if _under(item.key, _inside(broken, root))]):
             continue  # a symlinked folder --move leaves out: listed as such
@@ -511,6 +508,9 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                         f"{'does' if len(inside) == 1 else 'do'} not decode "
                         f"(e.g. {Path(inside[0].source).name}: {inside[0].problem}). Put readable images in it, or "
                         "remove it, and split again.")
+    # Seconds without a bar on a large dataset (scikit-learn's import alone takes 2-6 s), between two bars.
+    logger.info("planning the split of %s: duplicates, images under two classes, and shortcuts (a size, format or "
+                "colour that alone tells a class)", plural(len(items) - len(unreadable), "image"))
     conflicting = _refuse_label_conflicts([item for item in items if item.problem is None])
     placements, dropped = plan(sorted((item for item in items if item.problem is None), key=_order))
     placed = sorted(((ManifestRow(split, item.class_name, f"{split}/{item.class_name}/{name}", item.digest,

@@ -454,7 +454,7 @@ def test_a_split_that_would_place_no_image_exits_1_with_why_and_writes_nothing(t
     """Every image under both classes: all left out, a split of no images, "Not ready for training" and exit 0."""
     make_class_folder(tmp_path / "raw", {"Real": 2})
     shutil.copytree(tmp_path / "raw" / "Real", tmp_path / "raw" / "Fake")
-    process = run_script("DataSplitD1.py", tmp_path / "raw", "--out", tmp_path / "data")
+    process = run_script("DataSplitD1.py", tmp_path / "raw", "--out", tmp_path / "data", "--quiet")
     line = one_error_line(process)
     assert "no image of" in line and "is left to split" in line and "same image as" in line
     assert not (tmp_path / "data").exists()
