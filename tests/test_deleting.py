@@ -243,6 +243,16 @@ def test_script_dry_run_deletes_nothing(outside_tree):
     assert (outside_tree / "sub" / "a.bin").exists()
 
 
+def test_script_names_a_relative_path_as_it_was_typed(outside_tree):
+    """It said "/home/me/project/old_run: 2 files and 2 folders" and "Deleted ... from /home/me/project/old_run"
+    for DataDeleter.py old_run."""
+    finished = run_script("DataDeleter.py", "old_run", "--allow-outside", "--yes", "--quiet", cwd=outside_tree.parent)
+
+    assert finished.returncode == 0, finished.stderr
+    assert "old_run: 2 files and 2 folders" in finished.stdout and "from old_run." in finished.stdout, finished.stdout
+    assert str(outside_tree) not in finished.stdout, finished.stdout
+
+
 def test_script_with_yes_deletes(outside_tree):
     finished = run_script("DataDeleter.py", outside_tree, "--allow-outside", "--yes", "--quiet")
     assert finished.returncode == 0, finished.stderr
