@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from realvsai.cli import confirm, make_parser, nonempty_path, plural, run_main, 
 from realvsai.config import DELETABLE_ROOTS, REPOSITORY
 from realvsai.deleting import check_deletable, delete_planned, describe, plan_deletion, split_manifest
 from realvsai.errors import UserError
-from realvsai.files import human_bytes, locate, working_on
+from realvsai.files import as_typed, human_bytes, locate, working_on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,25 +64,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def delete(args: argparse.Namespace, location: Path) -> int:
     """Plans, asks and deletes ``location`` (checked deletable); the exit code."""
-    plan = plan_deletion(location)
-    print(describe(plan))
+    plan, shown = plan_deletion(location), as_typed(location, args.path)
+    print(describe(dataclasses.replace(plan, path=shown)))
     if args.dry_run:
         print("Dry run: nothing was deleted.")
         return 0
-    question = (f"Delete the symlink {location} ({plan.link}, where it leads, is kept)?" if plan.link is not None else
-                f"Delete {plural(plan.files, 'file')} ({human_bytes(plan.num_bytes)}) in {location}?")
+    question = (f"Delete the symlink {shown} ({plan.link}, where it leads, is kept)?" if plan.link is not None else
+                f"Delete {plural(plan.files, 'file')} ({human_bytes(plan.num_bytes)}) in {shown}?")
     if not confirm(question, args.yes):
         print("Nothing was deleted.")
         return 1
     if not args.yes and plan_deletion(location) != plan:  # counted again: the answer was to what was shown
-        raise UserError(f"{location} changed while the question waited, so nothing was deleted: run the same "
+        raise UserError(f"{shown} changed while the question waited, so nothing was deleted: run the same "
                         "command again to see what goes now.")
     files, folders = delete_planned(plan)
     if plan.link is not None:
-        print(f"Deleted the symlink {location}; {plan.link} is kept.")
+        print(f"Deleted the symlink {shown}; {plan.link} is kept.")
     else:
         print(f"Deleted {plural(files, 'file')} and {plural(folders, 'folder')} ({human_bytes(plan.num_bytes)}) "
-              f"from {location}{plan.and_rows()}.")
+              f"from {shown}{plan.and_rows()}.")
     return 0
 
 
