@@ -460,6 +460,18 @@ def test_a_split_that_would_place_no_image_exits_1_with_why_and_writes_nothing(t
     assert not (tmp_path / "data").exists()
 
 
+def test_a_split_refused_for_placing_no_image_names_a_relative_source_as_typed(tmp_path, make_class_folder):
+    """It said "no image of /home/me/project/raw is left to split (e.g. /home/me/project/raw/Fake/img_000.png: ..."
+    for DataSplitD1.py raw."""
+    make_class_folder(tmp_path / "raw", {"Real": 1})
+    shutil.copytree(tmp_path / "raw" / "Real", tmp_path / "raw" / "Fake")
+
+    line = one_error_line(run_script("DataSplitD1.py", "raw", "--out", "data", "--quiet", cwd=tmp_path))
+
+    assert line.startswith(f"error: no image of raw is left to split: each is left out (e.g. "
+                           f"{Path('raw', 'Fake', 'img_000.png')}: "), line
+
+
 @pytest.mark.parametrize(("script", "args", "error"), [
     ("DataSplitD1.py", ["data/raw", "--ratios", "0.5", "0.5", "0.5"], "add up to 1.5, not 1"),
     ("ModelTraining.py", ["--resume"], "--resume needs --name NAME"),
