@@ -27,6 +27,7 @@ from realvsai.errors import UserError
 from realvsai.files import (
     CANNOT_LINK,
     IMAGE_EXTENSIONS,
+    as_typed,
     fit_name,
     free_name,
     is_inside,
@@ -443,14 +444,14 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     ``beside`` (path, reason): the files outside the class folders, listed in ``skipped.csv`` as they are;
     ``validation_share``: the option that sets validation's share, for the warnings (None: DataSplitD2's)."""
     report = SplitReport(out=out, mode=mode)
-    root = root.resolve()
+    given, root = root, root.resolve()
     old_rows = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
     items, not_images = _list_items(root, class_dirs, locate)
     if old_rows and (moved := _moved_items(root, out, old_rows, locate, {item.key for item in items})):
         if mode != MOVE:  # left out, the images moved so far would stay only in the old split (even moved aside)
-            raise UserError(f"{out} holds a --move split of {root}: {plural(len(moved), 'image')} it lists "
-                            f"{'was' if len(moved) == 1 else 'were'} moved out of SOURCE into it. Run the same "
-                            "command with --move: it finishes a stopped move (a finished one has nothing left to "
+            raise UserError(f"{out} holds a --move split of {as_typed(root, given)}: {plural(len(moved), 'image')} "
+                            f"it lists {'was' if len(moved) == 1 else 'were'} moved out of SOURCE into it. Run the "
+                            "same command with --move: it finishes a stopped move (a finished one has nothing left to "
                             "do); without it they would be left out of this split.")
         items += moved
     items, masks = _leave_out_masks(items)
@@ -479,8 +480,8 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
         items = kept
     cross_device = _cross_device(root, out)
     if mode == LINK and cross_device:
-        raise UserError(f"--link needs SOURCE and --out on one file system, but {root} and {out} are on different "
-                        "ones. Drop --link to copy, or choose an --out on the same disk.")
+        raise UserError(f"--link needs SOURCE and --out on one file system, but {as_typed(root, given)} and {out} are "
+                        "on different ones. Drop --link to copy, or choose an --out on the same disk.")
     # A copy writes the bytes the scan read for files up to _KEEP_FILE_BYTES, up to _KEEP_TOTAL_BYTES in all
     # (benchmarks/bench_split.py: reading them again costs about 15 % of a copy split of 100,000 files).
     budget, lock = [_KEEP_TOTAL_BYTES if mode == COPY or (mode == MOVE and cross_device) else 0], threading.Lock()
@@ -519,7 +520,8 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
     rows = [row for row, _ in placed]
     if not rows:  # every usable image under two classes (or, with --move, outside SOURCE): no split to write
         source, reason = min([(item.source, item.problem) for item in conflicting] + outside)
-        raise UserError(f"no image of {root} is left to split: each is left out (e.g. {source}: {reason}). "
+        raise UserError(f"no image of {as_typed(root, given)} is left to split: each is left out (e.g. "
+                        f"{as_typed(source, given)}: {reason}). "
                         "Nothing was written.")
     report.num_duplicates = len(placed) - len({(row.split, item.pixels) for row, item in placed})
     report.skipped = {UNUSABLE: sorted(not_images + [(item.source, item.problem) for item in unreadable]),
