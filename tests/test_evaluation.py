@@ -1733,3 +1733,13 @@ def test_images_in_two_test_folders_at_once_are_named_before_they_count_twice(tm
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith(f"2 images in {second} are identical to images in {first} (e.g. ")
     assert "each is scored once per folder" in warnings[0]
+
+
+def test_the_free_folder_beside_a_relative_output_folder_is_named_as_typed(tmp_path, monkeypatch):
+    """A second --evaluate printed "outputs in /home/me/project/models/run/eval-test-2" for models/run/eval-test."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "run" / "eval-test").mkdir(parents=True)
+    (tmp_path / "models" / "run" / "eval-test" / evaluation.RESULT_FILES[0]).write_text("{}")
+
+    with evaluation.claimed_output_folder(Path("models/run/eval-test"), given=False) as folder:
+        assert folder == Path("models/run/eval-test-2")
