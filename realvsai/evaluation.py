@@ -30,6 +30,7 @@ from realvsai import metrics as scoring  # "metrics" names the dict of numbers h
 from realvsai.cli import plural, progress, refuse_given_twice
 from realvsai.errors import UserError
 from realvsai.files import (
+    as_typed,
     atomic_write_text,
     claimed_by,
     list_images,
@@ -260,7 +261,7 @@ def _numbered(out_dir: Path) -> Iterator[Path]:
     """``out_dir``, then ``out_dir-2``, ``out_dir-3``, ... beside it (``files.numbered``)."""
     yield Path(out_dir)
     base = Path(out_dir).resolve()  # resolved, so that "." gets a name to number too
-    yield from (base.with_name(name) for name in itertools.islice(numbered(base.name), 1, None))
+    yield from (as_typed(base.with_name(name), out_dir) for name in itertools.islice(numbered(base.name), 1, None))
 
 
 def _holds_results(folder: Path) -> bool:
