@@ -401,6 +401,7 @@ def _predict_sources(predictor: Predictor, folders: Sequence[Path], scanned: Seq
     class_names = list(predictor.info.class_names)
     sources = []
     for name, folder, images in zip(source_names(folders), folders, scanned, strict=True):
+        logger.info("predicting %s in %s", plural(len(images), "image"), folder)  # no bar: 25-40 s for 2,000 on CPU
         probabilities = prediction.predict_images(predictor, images)
         if probabilities.shape[1] != len(class_names):
             raise UserError(f"the model predicts {plural(probabilities.shape[1], 'class', 'classes')}, but its "
