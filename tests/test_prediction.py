@@ -604,6 +604,18 @@ def test_an_evaluation_says_what_it_predicts_before_that_wait(tmp_path, make_cla
     assert f"predicting 3 images in {tmp_path / 'test'}" in process.stderr.splitlines(), process.stderr
 
 
+def test_a_prediction_says_it_loads_the_model_before_that_wait(tmp_path):
+    """--predict and --evaluate loaded a 180 MB ResNet101 for 10-15 s before their first line or bar."""
+    run = write_run(tmp_path / "models", "run")
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+
+    process = run_script("ModelTraining.py", "--predict", run, "--input", tmp_path / "photos", "--out",
+                         tmp_path / "out")
+
+    assert process.returncode == 0, process.stderr
+    assert process.stderr.splitlines()[0] == f"loading the model {run / 'model.h5'}", process.stderr
+
+
 def test_predict_takes_a_runs_model_json_as_naming_its_run(tmp_path):
     run = write_run(tmp_path / "models", "run")
     write_image(tmp_path / "photos" / "a.png", seed=1)
