@@ -420,6 +420,18 @@ def cli():
     return ModelTraining.main
 
 
+def test_a_training_says_it_loads_tensorflow_before_that_wait(tmp_path, make_class_folder):
+    """A training began with 5-15 s without a word while TensorFlow loaded (here one that then finds no validation
+    folder, which is read after it)."""
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
+
+    process = run_script("ModelTraining.py", "--data", "data", "--out", "models", "--name", "x", "--weights", "none",
+                         "--image-size", "32", cwd=tmp_path)
+
+    assert process.returncode == 1 and "no validation folder" in process.stderr, process.stderr
+    assert process.stderr.splitlines()[0] == f"loading TensorFlow to train {Path('models', 'x')}", process.stderr
+
+
 def test_training_refuses_data_it_cannot_read_before_it_lists_its_settings(tmp_path, capsys, cli):
     """``--data nope`` printed the whole settings table (about 30 lines) above the one line that mattered."""
     code = cli(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "models"), "--name", "x",
@@ -1100,6 +1112,15 @@ def test_history_has_both_epochs_with_macro_metrics(trained_run):
 def test_broken_training_image_is_skipped_with_a_warning_naming_it(trained_run):
     assert any(str(trained_run["broken"]) in message for message in trained_run["log"])
     assert any("--weights none" in message for message in trained_run["log"])  # the log says how it trains
+
+
+@pytest.mark.slow
+def test_a_training_says_it_prepares_its_best_model_before_that_wait(trained_run):
+    """After the last epoch's bar, 30-60 s passed without a word on CIFAKE (the float32 copy of ResNet101, the
+    curves, and the compile of the evaluation's first batch) before the evaluation's first line."""
+    log, validation = trained_run["log"], trained_run["root"] / "data" / "validation"
+    said = [index for index, message in enumerate(log) if message.startswith("training finished; ")]
+    assert said and said[0] < log.index(f"predicting 6 images in {validation}"), log
 
 
 @pytest.mark.slow
