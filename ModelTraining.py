@@ -494,6 +494,7 @@ def summarize(result: TrainResult) -> str:
 def run_training(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     config.validate()
+    logger.info("loading TensorFlow to train %s", Path(config.out) / config.name)  # 5-15 s without a bar
     from realvsai import distributed, training  # TensorFlow loads here, after the settings are checked
 
     # Before any other TensorFlow call: a TF_CONFIG cluster sets up its collective operations
