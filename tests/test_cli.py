@@ -779,3 +779,22 @@ def test_a_symlink_loop_given_as_a_path_ends_in_one_line(tmp_path, script):
     line = one_error_line(run_script(script, loop, *(["--yes", "--allow-outside"] if script == "DataDeleter.py"
                                                      else ["--quiet"])))
     assert str(loop) in line, line
+
+
+def test_a_script_that_loaded_keras_exits_without_the_interpreter_s_teardown_on_any_backend(monkeypatch):
+    """On TensorFlow, the prompt came back 5 s after --predict's last line and 10 s after a training's "Next:" line:
+    the interpreter's teardown of TensorFlow's runtime, which writes nothing of the project's."""
+    import keras
+
+    exited = []
+
+    def _exit(code: int) -> None:
+        exited.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", _exit)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)  # the test session's own handlers stay open
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    with pytest.raises(SystemExit):
+        cli.exit_script(3)
+    assert exited == [3]
