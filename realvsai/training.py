@@ -399,6 +399,8 @@ def _keep_best(model: keras.Model, model_info: dict[str, Any], history: list[dic
     model_info["best_epoch"] = dict(best) if best else None
     if not distributed.is_chief(strategy):
         return TrainResult(run_dir, model, model_info, history, None, chief=False)
+    # Seconds to a minute before the evaluation's first line on a CPU: the copy, the curves, a compile.
+    logger.info("training finished; preparing the model for its evaluation (a float32 copy)")
     # In float32 (the app runs on machines without float16 kernels), and outside the strategy: on several
     # machines the distributed model's predict would wait for the stopped workers.
     model = model_module.float32_copy(model)
