@@ -312,12 +312,12 @@ def _denied(path: object) -> str:
 
 
 def exit_script(code: int) -> NoReturn:
-    """Ends a script with ``code``: ``sys.exit``, but under Keras' JAX backend without the interpreter's teardown
-    (once the output is flushed), which skips nothing of the project's: its files are written and closed by then.
-    A training stopped in its first epoch on JAX printed its line, then crashed in the teardown of TensorFlow's
-    and XLA's runtimes (a segmentation fault, exit 139, which Slurm and ``timeout`` read as a crash)."""
-    keras = sys.modules.get("keras")
-    if keras is None or keras.backend.backend() != "jax":
+    """Ends a script with ``code``: ``sys.exit``, but once Keras is loaded without the interpreter's teardown (once
+    the output is flushed), which skips nothing of the project's: its files are written and closed by then. A
+    training stopped in its first epoch on JAX printed its line, then crashed in the teardown of TensorFlow's and
+    XLA's runtimes (a segmentation fault, exit 139, which Slurm and ``timeout`` read as a crash); on TensorFlow the
+    teardown gave the prompt back 5-10 s after the last line (--predict, a training)."""
+    if sys.modules.get("keras") is None:
         sys.exit(code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
