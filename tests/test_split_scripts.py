@@ -226,6 +226,18 @@ def test_a_split_says_what_it_does_between_its_checking_and_copying_bars(tmp_pat
                for line in process.stderr.splitlines()), process.stderr
 
 
+def test_a_split_says_it_writes_its_records_before_it_copies(tmp_path, make_class_folder):
+    """Writing manifest.csv, skipped.csv and .checks.json, and clearing what a killed run left, took 4 s after the
+    shortcut check of a re-run on 100,000 CIFAKE images, under the planning line."""
+    make_class_folder(tmp_path / "raw", {"REAL": 6, "FAKE": 6})
+
+    process = run_script("DataSplitD1.py", tmp_path / "raw", "--out", tmp_path / "data")
+
+    assert process.returncode == 0, process.stderr
+    assert process.stderr.splitlines()[-1] == (f"writing manifest.csv, skipped.csv and .checks.json in "
+                                               f"{tmp_path / 'data'}"), process.stderr
+
+
 def test_datasplitd2_main_splits_train_and_test(tmp_path, make_class_folder, capsys):
     make_class_folder(tmp_path / "cifake" / "train", {"REAL": 10, "FAKE": 10}, seed=1)
     make_class_folder(tmp_path / "cifake" / "test", {"REAL": 3, "FAKE": 3}, seed=2)
