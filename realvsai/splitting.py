@@ -540,6 +540,8 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
         for item in items:
             if item.read_from.startswith(old):
                 item.read_from = new + item.read_from[len(old):]
+    # Seconds on a large split (the records, and in each folder what a killed run left), before the copying bar.
+    logger.info("writing %s, %s and %s in %s", MANIFEST_NAME, SKIPPED_NAME, CHECKS_NAME, out)
     _write_checks(out / CHECKS_NAME, checked_with, items, settings)
     write_manifest(out / MANIFEST_NAME, rows)
     write_csv(out / SKIPPED_NAME, SKIPPED_FIELDS, report.skipped_rows)
