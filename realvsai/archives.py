@@ -172,12 +172,13 @@ def extract_archive(
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file. Give --to a folder to extract into.")
     root, finished, fresh = os.path.realpath(target), 0, False  # fresh: this run made the target folder
-    logger.info("checking the entries of %s before writing anything", archive)  # 3 s for 100,000, before a bar
     try:
         with zipfile.ZipFile(archive) as zip_file:
             # Before any check: the offsets of a split zip count from the start of each part.
             if other := _other_format(archive, target, _head(archive), zip_file.infolist()):
                 raise UserError(other)
+            # Seconds for 100,000 entries before the first bar; said once the file is known to be a zip.
+            logger.info("checking the entries of %s before writing anything", archive)
             _decode_names(archive, zip_file.infolist(), name_encoding)  # before the checks: they see these names
             entries, folders, junk = _check_entries(archive, zip_file.infolist(), limits)
             if not entries:  # folders alone hold no data either
