@@ -1163,6 +1163,17 @@ def test_the_unzipper_says_it_checks_the_archive_before_that_wait(tmp_path):
     assert finished.stderr.splitlines()[0] == f"checking the entries of {archive} before writing anything"
 
 
+def test_a_tar_gz_is_refused_in_one_line_without_quiet(tmp_path):
+    """The line that says the entries are checked came above the refusal of a file that is no zip."""
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(Path(__file__), "notes.txt")
+
+    finished = run_script("DataUnZipper.py", archive, "--to", tmp_path / "raw")
+
+    assert finished.returncode == 1 and finished.stderr.count("\n") == 1, finished.stderr
+
+
 def test_unzipper_summary_says_1_file_for_an_archive_of_one_file(tmp_path):
     archive = tmp_path / "one.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
