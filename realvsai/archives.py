@@ -752,7 +752,7 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
             stream.seek(0)
             try:
                 with zipfile.ZipFile(stream) as zip_file:
-                    bad = zip_file.testzip()
+                    bad = _first_bad_entry(zip_file, f"verify {out.name}")
             except (zipfile.BadZipFile, zlib.error, EOFError) as error:
                 bad = str(error)
             if bad is not None:
@@ -760,6 +760,19 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
                                 "Check the disk (space, errors) and run again.")
     return ZipResult(out, stored, len(files) - stored, len(empty_folders), tuple(left_out), out.stat().st_size,
                      junk_left_out=junk)
+
+
+def _first_bad_entry(zip_file: zipfile.ZipFile, desc: str) -> str | None:
+    """``ZipFile.testzip`` under a progress bar (``desc``): the name of the first entry whose data does not read
+    back to its CRC-32, or None. testzip took 3-12 s for 100,000 entries without a word."""
+    for info in progress(zip_file.infolist(), desc=desc):
+        try:
+            with zip_file.open(info) as entry:
+                while entry.read(_CHUNK):
+                    pass
+        except zipfile.BadZipFile:
+            return info.filename
+    return None
 
 
 def _is_stored(name: str) -> bool:
@@ -773,7 +786,7 @@ def _holds(out: Path, folder: Path, files: Sequence[str], empty_folders: Sequenc
     try:
         with zipfile.ZipFile(out) as archive:
             listed = archive.infolist()
-            if verify and archive.testzip() is not None:
+            if verify and _first_bad_entry(archive, f"verify {out.name}") is not None:
                 return False
     except (OSError, zipfile.BadZipFile, zlib.error, EOFError):
         return False
