@@ -1106,7 +1106,7 @@ def test_zipping_removes_the_partial_archive_a_killed_run_left(tmp_path, dataset
 
 
 def test_failed_verification_leaves_no_archive(tmp_path, dataset, monkeypatch):
-    monkeypatch.setattr(zipfile.ZipFile, "testzip", lambda self: "REAL/img_000.jpg")
+    monkeypatch.setattr(archives, "_first_bad_entry", lambda zip_file, desc: "REAL/img_000.jpg")
     with pytest.raises(UserError, match="failed its check"):
         zip_folder(dataset, tmp_path / "d.zip", verify=True)
     assert list(tmp_path.glob("*d.zip*")) == []
