@@ -1934,14 +1934,15 @@ def test_a_run_shows_no_tensorflow_start_up_notice_without_quiet(tmp_path):
     """Without --quiet too: absl's notice, oneDNN's, and the CUDA probes of a machine without a GPU (one an 'E'
     line, 'failed call to cuInit') are not the user's business; the run's error is, alone: the device it would
     have trained on ("training with one device (CPU)", which came before the error) is named once training
-    starts, in the training line."""
+    starts, in the training line. Only the line that says TensorFlow loads (5-15 s) comes before it."""
     environ = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
     process = subprocess.run(  # TensorFlow starts (the devices), then the missing data folder ends the run
         [sys.executable, str(REPO / "ModelTraining.py"), "--data", str(tmp_path / "nowhere"), "--out",
          str(tmp_path / "models")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**environ, "PYTHONPATH": str(REPO)})
     lines = process.stderr.strip().splitlines()
-    assert process.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), process.stderr
+    assert process.returncode == 1 and len(lines) == 2 and lines[1].startswith("error: "), process.stderr
+    assert lines[0].startswith("loading TensorFlow to train "), process.stderr
     for notice in ("absl::InitializeLog", "oneDNN", "cudart_stub", "cuInit"):
         assert notice not in process.stderr, process.stderr
 
