@@ -159,6 +159,42 @@ def predictors_built(monkeypatch) -> list:
     return built
 
 
+def bars_drawn(monkeypatch) -> list:
+    """Every progress bar the evaluation and its predictions make from now on (``cli.progress``'s tqdm, drawn into a
+    buffer as on a terminal), kept to look at once closed."""
+    from tqdm import tqdm
+
+    bars = []
+
+    def drawn(iterable=None, total=None, desc=None, unit="file"):
+        bars.append(tqdm(iterable, total=total, desc=desc, unit=unit, file=io.StringIO(), leave=False))
+        return bars[-1]
+
+    for module in (evaluation, prediction):
+        monkeypatch.setattr(module, "progress", drawn, raising=False)
+    return bars
+
+
+def test_an_evaluation_counts_each_sources_images_under_a_bar(tmp_path, two_sources, tiny_model, monkeypatch):
+    """--evaluate predicted its test images with nothing on the screen (Keras' predict at verbose 0): minutes for a
+    large test split on a CPU."""
+    bars = bars_drawn(monkeypatch)
+    evaluation.evaluate_folders(tiny_model, info(), two_sources, tmp_path / "out", batch_size=2)
+    assert [(bar.desc, bar.total, bar.n) for bar in bars if bar.unit == "image"] == [
+        ("predicting data/test", 8, 8), ("predicting photos/test", 6, 6)]
+
+
+def test_robustness_counts_the_images_of_each_pass_under_a_bar(tmp_path, two_sources, tiny_model, monkeypatch):
+    """Its one bar counted the passes: it stood at 0/9 through the whole first pass over the test images (6 s on 13
+    large photos, so over a minute on 162), with no rate nor time left until that pass ended."""
+    bars = bars_drawn(monkeypatch)
+    evaluation.evaluate_folders(tiny_model, info(), two_sources, tmp_path / "out", batch_size=2, robustness=True)
+    passes = 1 + sum(len(strengths) for strengths in PERTURBATIONS.values())  # the unchanged copies, then each
+    counted = [(bar.desc, bar.total, bar.n) for bar in bars if bar.unit == "image"][len(two_sources):]
+    assert [(total, done) for _, total, done in counted] == [(14, 14)] * 2 * passes  # its copies, then predicting
+    assert len({desc for desc, _, _ in counted}) == 2 * passes
+
+
 def test_an_evaluation_with_robustness_compiles_the_models_predict_function_once(tmp_path, two_sources, tiny_model,
                                                                                  monkeypatch):
     """It made one per source and perturbation (18 here): TensorFlow warned of retracing, and each cost a trace."""
