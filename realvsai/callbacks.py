@@ -164,6 +164,21 @@ class ValidationProgress(keras.callbacks.Callback):
             self._bar = None
 
 
+class PredictionProgress(keras.callbacks.Callback):
+    """Counts each predicted batch's images on ``bar`` (a ``cli.progress`` bar of images): its rows whose index
+    (which ``run.Predictor`` passes through beside each row) is not the padding's -1."""
+
+    async_safe = True  # on JAX Keras calls it in a thread: reading a batch's indices does not hold up the next
+
+    def __init__(self, bar: Any):
+        super().__init__()
+        self.bar = bar
+
+    def on_predict_batch_end(self, batch, logs=None):
+        _, indices = (logs or {})["outputs"]
+        self.bar.update(int((keras.ops.convert_to_numpy(indices) >= 0).sum()))
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Ends training with a UserError once the training loss is NaN or infinite; put it before the callbacks that save.
 

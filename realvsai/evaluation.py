@@ -99,38 +99,47 @@ def describe(perturbation: tuple[str, float] | None) -> str:
 
 
 def perturbed_copies(images: LabelledImages, perturbation: tuple[str, float] | None,
-                     folder: Path) -> list[tuple[Path, tuple[int, int]] | None]:
+                     folder: Path, bar: Any = None) -> list[tuple[Path, tuple[int, int]] | None]:
     """Each image as the user's changed copy would be: decoded at full resolution (never the reduced JPEG
     decode the model's path takes, which would make the same perturbation cost more on larger files),
     ``perturb``-ed by ``(kind, strength)`` (None: unchanged), written losslessly (PNG) into ``folder`` as
-    (path, (width, height)); None for a file that no longer decodes."""
+    (path, (width, height)); None for a file that no longer decodes. ``bar``: a ``cli.progress`` bar of images
+    that counts each one done."""
     copies: list[tuple[Path, tuple[int, int]] | None] = []
     for index, path in enumerate(images.files):
-        try:
-            pixels = load_rgb(path, images.max_pixels)
-        except ImageDecodeError as error:
-            logger.warning("skipping %s under %s: %s", path, describe(perturbation), error)
-            copies.append(None)
-            continue
-        copy = folder / f"{index:07d}.png"
-        changed = Image.fromarray(np.asarray(perturb(pixels, *perturbation) if perturbation else pixels, np.uint8))
-        changed.save(copy, compress_level=1)
-        copies.append((copy, changed.size))
+        copies.append(_perturbed_copy(path, images.max_pixels, perturbation, folder / f"{index:07d}.png"))
+        if bar is not None:
+            bar.update()
     return copies
 
 
-def predict_perturbed(predictor: Predictor, images: LabelledImages, perturbation: tuple[str, float] | None
-                      ) -> np.ndarray:
+def _perturbed_copy(path: Path, max_pixels: int, perturbation: tuple[str, float] | None,
+                    copy: Path) -> tuple[Path, tuple[int, int]] | None:
+    """``perturbed_copies``' copy of one image, written to ``copy``."""
+    try:
+        pixels = load_rgb(path, max_pixels)
+    except ImageDecodeError as error:
+        logger.warning("skipping %s under %s: %s", path, describe(perturbation), error)
+        return None
+    changed = Image.fromarray(np.asarray(perturb(pixels, *perturbation) if perturbation else pixels, np.uint8))
+    changed.save(copy, compress_level=1)
+    return copy, changed.size
+
+
+def predict_perturbed(predictor: Predictor, images: LabelledImages, perturbation: tuple[str, float] | None,
+                      bars: tuple[Any, Any] = (None, None)) -> np.ndarray:
     """Class probabilities (images, classes) of each image's ``perturbation``-ed copy (``perturbed_copies``; None:
     unchanged, the clean numbers' route), in file order, which takes the model's own path (its resize or crops) as
-    any PNG does; NaN rows for files that broke after the scan."""
+    any PNG does; NaN rows for files that broke after the scan. ``bars``: the ``cli.progress`` bars of images that
+    count the copies made and the copies predicted."""
+    copied, predicted = bars
     with tempfile.TemporaryDirectory(prefix="robustness-") as folder:
-        copies = perturbed_copies(images, perturbation, Path(folder))
+        copies = perturbed_copies(images, perturbation, Path(folder), copied)
         kept = [index for index, copy in enumerate(copies) if copy is not None]
         changed = dataclasses.replace(
             images, files=[copies[index][0] for index in kept], labels=[images.labels[index] for index in kept],
             sizes=[copies[index][1] for index in kept], needs_pil=[False] * len(kept), formats=["PNG"] * len(kept))
-        rows = prediction.predict_images(predictor, changed)
+        rows = prediction.predict_images(predictor, changed, bar=predicted)
     probabilities = np.full((len(images), rows.shape[-1]), np.nan, np.float32)
     probabilities[kept] = rows
     return probabilities
@@ -401,8 +410,9 @@ def _predict_sources(predictor: Predictor, folders: Sequence[Path], scanned: Seq
     class_names = list(predictor.info.class_names)
     sources = []
     for name, folder, images in zip(source_names(folders), folders, scanned, strict=True):
-        logger.info("predicting %s in %s", plural(len(images), "image"), folder)  # no bar: 25-40 s for 2,000 on CPU
-        probabilities = prediction.predict_images(predictor, images)
+        logger.info("predicting %s in %s", plural(len(images), "image"), folder)  # a log shows no bar
+        with progress(None, total=len(images), desc=f"predicting {name}", unit="image") as bar:
+            probabilities = prediction.predict_images(predictor, images, bar=bar)
         if probabilities.shape[1] != len(class_names):
             raise UserError(f"the model predicts {plural(probabilities.shape[1], 'class', 'classes')}, but its "
                             f"model.json names {len(class_names)}: {class_names}. Use the model.json saved with "
@@ -538,7 +548,12 @@ def evaluate_folders(model: keras.Model, model_info: ModelInfo | Mapping[str, An
         steps = [None, *((kind, strength) for kind, strengths in PERTURBATIONS.items() for strength in strengths)]
         results: dict[str, dict[str, Any]] = {kind: {} for kind in PERTURBATIONS}
         for step in progress(steps, desc="robustness", unit="perturbation"):
-            probabilities = np.concatenate([predict_perturbed(predictor, kept, step) for kept, _ in whole])
+            # A pass over the images takes a while (0.5 s a large photo): its copies and predictions are counted.
+            with (progress(None, total=len(robust_labels), desc=f"{describe(step)}: copying", unit="image") as copied,
+                  progress(None, total=len(robust_labels), desc=f"{describe(step)}: predicting", unit="image")
+                  as predicted):
+                probabilities = np.concatenate([predict_perturbed(predictor, kept, step, (copied, predicted))
+                                                for kept, _ in whole])
             if np.isnan(probabilities).any():
                 raise UserError(f"an image stopped decoding during the {describe(step)} evaluation; check the "
                                 "files of the test folders and run it again.")

@@ -100,11 +100,13 @@ def describe_counts(counts: Mapping[str, int], num_uncertain: int, num_unfamilia
                    else f", {num_unfamiliar:,} unfamiliar)")
 
 
-def predict_images(predictor: Predictor, images: LabelledImages, *, verbose: int | str = 0) -> np.ndarray:
+def predict_images(predictor: Predictor, images: LabelledImages, *, verbose: int | str = 0,
+                   bar: Any = None) -> np.ndarray:
     """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode.
 
     The files stream through ``data.make_dataset`` (at the predictor's image size and input mode) into the run's
-    one predict path, every batch padded to the predictor's ``rows_for`` them.
+    one predict path, every batch padded to the predictor's ``rows_for`` them. ``bar``: a ``cli.progress`` bar of
+    images that counts them as they are predicted.
     """
     import tensorflow as tf
 
@@ -121,7 +123,10 @@ def predict_images(predictor: Predictor, images: LabelledImages, *, verbose: int
         pixels = tf.pad(pixels, [[0, missing]] + [[0, 0]] * (pixels.shape.rank - 1))
         return ((pixels, tf.pad(indices, [[0, missing]], constant_values=-1)),)
 
-    return predictor.predict_indexed(dataset.map(pad), len(images), verbose=verbose)
+    from realvsai.callbacks import PredictionProgress
+
+    return predictor.predict_indexed(dataset.map(pad), len(images), verbose=verbose,
+                                     callbacks=[PredictionProgress(bar)] if bar is not None else [])
 
 
 def decode_failure(path: Path, max_pixels: int) -> str:

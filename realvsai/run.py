@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -732,9 +732,11 @@ class Predictor:
                    for start in range(0, len(rows), self.batch_size)]
         return np.concatenate(outputs).astype(np.float32)[:len(pixels)]
 
-    def predict_indexed(self, inputs: Any, num_rows: int, verbose: int | str = 0) -> np.ndarray:
+    def predict_indexed(self, inputs: Any, num_rows: int, verbose: int | str = 0,
+                        callbacks: Sequence[keras.callbacks.Callback] = ()) -> np.ndarray:
         """Probabilities (``num_rows``, classes) from ``inputs``, a dataset of ``((pixels, indices),)`` batches of
-        ``rows_for(num_rows)`` rows; a row whose file the pipeline could not decode stays NaN."""
+        ``rows_for(num_rows)`` rows; a row whose file the pipeline could not decode stays NaN. ``callbacks`` join
+        Keras' predict (``callbacks.PredictionProgress``)."""
         import warnings
 
         from realvsai.callbacks import StopOnLostCtrlC
@@ -746,7 +748,7 @@ class Predictor:
             # JAX leaves the model's variables unset: looked for first, at the cost of one batch's decoding.
             if next(iter(inputs), None) is None:
                 return np.full((num_rows, len(self.info.class_names)), np.nan, dtype=np.float32)
-            rows, kept = self._indexed.predict(inputs, verbose=verbose, callbacks=[StopOnLostCtrlC()])
+            rows, kept = self._indexed.predict(inputs, verbose=verbose, callbacks=[StopOnLostCtrlC(), *callbacks])
         kept = np.asarray(kept, dtype=np.int64).reshape(-1)
         probabilities = np.full((num_rows, rows.shape[-1]), np.nan, dtype=np.float32)
         real = kept >= 0

@@ -72,9 +72,9 @@ def test_a_few_images_are_not_padded_to_a_large_batch_size(tmp_path, binary_mode
 
     seen, predict_indexed = [], Predictor.predict_indexed
 
-    def spy(self, inputs, num_rows, verbose=0):
+    def spy(self, inputs, num_rows, **options):
         seen.append(int(next(iter(inputs))[0][0].shape[0]))
-        return predict_indexed(self, inputs, num_rows, verbose)
+        return predict_indexed(self, inputs, num_rows, **options)
 
     monkeypatch.setattr(Predictor, "predict_indexed", spy)
     for name in ("a.png", "b.png", "c.png"):
