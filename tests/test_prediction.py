@@ -84,6 +84,17 @@ def test_a_few_images_are_not_padded_to_a_large_batch_size(tmp_path, binary_mode
     assert seen == [4]
     assert len(read_rows(tmp_path / "out" / "predictions.csv")) == 3
 
+def test_predicting_a_folder_counts_its_images_under_a_bar(tmp_path, binary_model, monkeypatch):
+    """Its bar was Keras' over batches, which said "1/Unknown 4s/step": no total, so no time left."""
+    from test_robustness import bars_drawn
+
+    bars = bars_drawn(monkeypatch)
+    for index in range(5):
+        write_image(tmp_path / "photos" / f"{index}.png", seed=index)
+    prediction.predict_folder(binary_model, model_info(CLASSES), tmp_path / "photos", tmp_path / "out", batch_size=2)
+    assert [(bar.desc, bar.total, bar.n) for bar in bars if bar.unit == "image"] == [("predicting photos", 5, 5)]
+
+
 def test_predicted_and_uncertain_follow_the_models_decision_rule(tmp_path, binary_model):
     folder = tmp_path / "photos"
     for index in range(6):
