@@ -450,7 +450,7 @@ def continue_command(args: argparse.Namespace, run_dir: Path, machines: int) -> 
 
 
 def keras_verbose(quiet: bool) -> int | str:
-    """Keras' ``verbose``: none with --quiet; its step bars on a terminal; a line per epoch (or prediction) in a
+    """Keras' ``verbose`` for training: none with --quiet; its step bars on a terminal; a line per epoch in a
     log, where the bars would write a line every 0.05 s, with terminal escape codes."""
     return 0 if quiet else "auto" if sys.stdout.isatty() else 2
 
@@ -561,7 +561,7 @@ def run_prediction(args: argparse.Namespace) -> None:
         # Earlier predictions are never replaced, nor those of a run writing at the same time.
         out_dir = claim.enter_context(evaluation.claimed_output_folder(requested, given=args.out is not None))
         summary = prediction.predict_folder(model, loaded.info, args.input, out_dir, batch_size=args.batch_size,
-                                            max_pixels=args.max_pixels, verbose=keras_verbose(args.quiet))
+                                            max_pixels=args.max_pixels)
     except KeyboardInterrupt:
         raise Interrupted(start_over_advice("prediction", out_dir)) from None
     except OSError as error:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from realvsai import images as image_io
-from realvsai.cli import plural
+from realvsai.cli import plural, progress
 from realvsai.config import (
     FEW_CLASSES,
     MAX_IMAGE_PIXELS,
@@ -100,8 +100,7 @@ def describe_counts(counts: Mapping[str, int], num_uncertain: int, num_unfamilia
                    else f", {num_unfamiliar:,} unfamiliar)")
 
 
-def predict_images(predictor: Predictor, images: LabelledImages, *, verbose: int | str = 0,
-                   bar: Any = None) -> np.ndarray:
+def predict_images(predictor: Predictor, images: LabelledImages, *, bar: Any = None) -> np.ndarray:
     """Class probabilities (images, classes) in file order, NaN rows for files that failed to decode.
 
     The files stream through ``data.make_dataset`` (at the predictor's image size and input mode) into the run's
@@ -125,7 +124,7 @@ def predict_images(predictor: Predictor, images: LabelledImages, *, verbose: int
 
     from realvsai.callbacks import PredictionProgress
 
-    return predictor.predict_indexed(dataset.map(pad), len(images), verbose=verbose,
+    return predictor.predict_indexed(dataset.map(pad), len(images),
                                      callbacks=[PredictionProgress(bar)] if bar is not None else [])
 
 
@@ -223,11 +222,10 @@ def cannot_predict(source: Path, why: str, read: bool = False) -> str:
 
 
 def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any], folder: Path, out_dir: Path, *,
-                   batch_size: int = TrainConfig.batch_size, max_pixels: int = MAX_IMAGE_PIXELS,
-                   verbose: int | str = 0) -> PredictionSummary:
+                   batch_size: int = TrainConfig.batch_size, max_pixels: int = MAX_IMAGE_PIXELS) -> PredictionSummary:
     """Predicts every image under ``folder`` (or the one image file it names) into ``out_dir/predictions.csv`` (not
     written where none could be), the unusable ones into unreadable.csv; files are named relative to the folder (a
-    file given alone: by its name).
+    file given alone: by its name). The images are counted under a bar as they are predicted.
 
     Raises:
         UserError: if the folder is missing or holds no image file, the file is not named as an image, or
@@ -261,7 +259,8 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
                                 [(header.width, header.height) for header in kept],
                                 [header.needs_pil for header in kept], formats=[header.image_format for header in kept],
                                 max_pixels=max_pixels)
-        probabilities = predict_images(Predictor(model, info, batch_size), images, verbose=verbose)
+        with progress(None, total=len(images), desc=f"predicting {source.name}", unit="image") as bar:
+            probabilities = predict_images(Predictor(model, info, batch_size), images, bar=bar)
         failed = np.isnan(probabilities).any(axis=1)
         skipped += [(path, decode_failure(path, max_pixels)) for path, bad in zip(files, failed) if bad]
         usable = [pair for pair, bad in zip(usable, failed) if not bad]
