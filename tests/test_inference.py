@@ -1547,30 +1547,17 @@ def test_a_model_json_whose_classes_differ_from_its_evaluation_s_is_refused(tmp_
     assert run.read_run(write_run(tmp_path / "models", "as-trained", metrics=evaluated)).class_names == CLASS_NAMES
 
 
-def test_a_model_h5_that_cannot_be_read_is_said_to_be_unreadable_not_corrupt(tmp_path, permissions_bind):
+@pytest.mark.parametrize("file_name", ["model.h5", "model.json"])
+def test_a_run_file_that_cannot_be_read_is_said_to_be_unreadable_not_corrupt(tmp_path, permissions_bind, file_name):
     """A model.h5 of chmod 000 was called "corrupt, truncated or another kind of file", with the advice to train the
-    model again: hours, for a file that is whole."""
+    model again: hours, for a file that is whole (and a model.json said to need training again)."""
     folder = write_run(tmp_path, "locked")
-    (folder / "model.h5").chmod(0)
+    (folder / file_name).chmod(0)
     try:
         with pytest.raises(UserError) as refused:
             run.load_run(folder)
     finally:
-        (folder / "model.h5").chmod(0o644)
+        (folder / file_name).chmod(0o644)
     message = str(refused.value)
-    assert message.startswith(f"{folder / 'model.h5'}: permission denied"), message
+    assert message.startswith(f"{folder / file_name}: permission denied"), message
     assert "corrupt" not in message and "train" not in message.lower()
-
-
-def test_a_model_json_that_cannot_be_read_is_said_to_be_unreadable_not_to_need_training_again(tmp_path,
-                                                                                              permissions_bind):
-    folder = write_run(tmp_path, "locked")
-    (folder / "model.json").chmod(0)
-    try:
-        with pytest.raises(UserError) as refused:
-            run.read_run(folder)
-    finally:
-        (folder / "model.json").chmod(0o644)
-    message = str(refused.value)
-    assert message.startswith(f"{folder / 'model.json'}: permission denied"), message
-    assert "train" not in message.lower()
