@@ -228,6 +228,28 @@ def test_perturb_is_applied_to_every_decoded_image_before_the_model(tmp_path, tw
     assert sorted(seen, key=str) == [(np.dtype(np.uint8), (40, 48, 3), "blur", 2)] * len(images)
 
 
+def test_a_pass_keeps_a_bounded_number_of_copies_on_disk_and_gives_the_same_probabilities(
+        tmp_path, make_class_folder, tiny_model, monkeypatch):
+    """Each pass wrote a PNG copy of every test image before predicting any: about 6 times a JPEG's size, so a 10 GB
+    test folder needed some 57 GB of temporary space. It now copies and predicts a few batches at a time."""
+    folder = make_class_folder(tmp_path / "mine", {"FAKE": 5, "REAL": 4})
+    images = scan_images(folder, class_names=["FAKE", "REAL"])
+    whole = evaluation.predict_perturbed(predictor(tiny_model, 8, 4), images, ("blur", 2))
+    monkeypatch.setattr(evaluation, "COPIES_AT_ONCE", 4, raising=False)  # one batch of the predictor's 4
+    on_disk = []
+    real_copy = evaluation._perturbed_copy
+
+    def copy(path, max_pixels, perturbation, target):
+        on_disk.append(len(list(target.parent.iterdir())))
+        return real_copy(path, max_pixels, perturbation, target)
+
+    monkeypatch.setattr(evaluation, "_perturbed_copy", copy)
+    chunked = evaluation.predict_perturbed(predictor(tiny_model, 8, 4), images, ("blur", 2))
+
+    assert len(on_disk) == 9 and max(on_disk) < 4
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+
+
 def test_perturbed_images_are_scored_by_the_same_decision_rule(tmp_path, make_class_folder, tiny_model):
     folder = make_class_folder(tmp_path / "mine", {"FAKE": 6, "REAL": 2})
     # A threshold of 0 calls every image FAKE, clean or perturbed: accuracy = the share of FAKE images.
