@@ -98,6 +98,11 @@ def describe(perturbation: tuple[str, float] | None) -> str:
     return "unchanged" if perturbation is None else f"{perturbation[0]} {perturbation[1]:g}"
 
 
+# The most perturbed copies on disk at once (rounded down to whole batches): 256 PNGs of 2-megapixel photos
+# take about 0.5 GB; all at once, a pass over a large test folder could fill the disk.
+COPIES_AT_ONCE = 256
+
+
 def perturbed_copies(images: LabelledImages, perturbation: tuple[str, float] | None,
                      folder: Path, bar: Any = None) -> list[tuple[Path, tuple[int, int]] | None]:
     """Each image as the user's changed copy would be: decoded at full resolution (never the reduced JPEG
@@ -131,7 +136,19 @@ def predict_perturbed(predictor: Predictor, images: LabelledImages, perturbation
     """Class probabilities (images, classes) of each image's ``perturbation``-ed copy (``perturbed_copies``; None:
     unchanged, the clean numbers' route), in file order, which takes the model's own path (its resize or crops) as
     any PNG does; NaN rows for files that broke after the scan. ``bars``: the ``cli.progress`` bars of images that
-    count the copies made and the copies predicted."""
+    count the copies made and the copies predicted.
+
+    The copies are made and predicted ``COPIES_AT_ONCE`` (whole batches) at a time: a PNG copy is some 6 times a
+    JPEG's size, so all of a 10 GB test folder's at once took some 57 GB of temporary space."""
+    at_once = max(1, COPIES_AT_ONCE // predictor.batch_size) * predictor.batch_size  # the batches of one pass
+    parts = [images.subset(range(start, min(start + at_once, len(images))))
+             for start in range(0, len(images), at_once)]
+    return np.concatenate([_predict_copies(predictor, part, perturbation, bars) for part in parts or [images]])
+
+
+def _predict_copies(predictor: Predictor, images: LabelledImages, perturbation: tuple[str, float] | None,
+                    bars: tuple[Any, Any]) -> np.ndarray:
+    """``predict_perturbed`` of ``images``, their copies all made at once in a temporary folder."""
     copied, predicted = bars
     with tempfile.TemporaryDirectory(prefix="robustness-") as folder:
         copies = perturbed_copies(images, perturbation, Path(folder), copied)
