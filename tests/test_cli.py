@@ -781,6 +781,27 @@ def test_a_symlink_loop_given_as_a_path_ends_in_one_line(tmp_path, script):
     assert str(loop) in line, line
 
 
+def test_a_symlink_loop_given_as_a_merge_source_ends_in_one_line(tmp_path):
+    """DataMerger and --evaluate's --test-dir compare their paths (refuse_given_twice) while the command line is read,
+    before run_main watches: Path.resolve's RuntimeError was a traceback there."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "other")
+    (tmp_path / "other").symlink_to(loop)
+    line = one_error_line(run_script("DataMerger.py", loop, "--into", tmp_path / "out", "--quiet"))
+    assert str(loop) in line, line
+
+
+def test_a_permission_error_that_names_no_file_is_one_line_that_makes_sense(capsys):
+    """run_main read the error's text as a path: "error: .: permission denied for [Errno 13] Permission denied in
+    it"."""
+    def body():
+        raise PermissionError(13, "Permission denied")
+
+    assert cli.run_main(body) == 1
+    line = capsys.readouterr().err.strip()
+    assert "[Errno" not in line and " in it" not in line and line.startswith("error: permission denied"), line
+
+
 def test_a_script_that_loaded_keras_exits_without_the_interpreter_s_teardown_on_any_backend(monkeypatch):
     """On TensorFlow, the prompt came back 5 s after --predict's last line and 10 s after a training's "Next:" line:
     the interpreter's teardown of TensorFlow's runtime, which writes nothing of the project's."""
