@@ -272,7 +272,8 @@ def run_main(body: Callable[[], object]) -> int:
     except FileNotFoundError as error:
         message = f"{error.filename or error}: no such file or folder. Check the path."
     except PermissionError as error:
-        message = permission_denied(error.filename or error)
+        message = (permission_denied(error.filename) if error.filename is not None else
+                   "permission denied. Check the owner and mode of the files and folders this command uses.")
     except IsADirectoryError as error:
         message = f"{error.filename or error} is a folder, but a file was expected."
     except OSError as error:  # what else the file system refuses: a path under a file, a long name, a loop...
@@ -338,7 +339,9 @@ def usage_check(parser: argparse.ArgumentParser, check: Callable[[], T]) -> T:
 def refuse_given_twice(paths: Sequence[Path], flag: str) -> None:
     """UserError where two of ``paths`` (given as ``flag``, or the argument ``SOURCE``) are one folder or file, as the
     file system finds it (``data/test`` and ``data/./test``, a symlink and its target): a bad command line."""
-    resolved = [Path(path).resolve() for path in paths]
+    # realpath, not Path.resolve: a symlink loop raised RuntimeError (before Python 3.13) while the command line
+    # was read, before run_main watches; the work then ends on it in one line
+    resolved = [Path(os.path.realpath(path)) for path in paths]
     for index, path in enumerate(resolved):
         if path in resolved[:index]:
             raise UserError(f"{flag} {paths[index]} is given twice (also as {paths[resolved.index(path)]}); give each "
