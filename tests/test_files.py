@@ -819,3 +819,15 @@ def test_a_few_items_are_shared_among_the_threads():
     chunks = []
     files.map_in_threads(lambda chunk: chunks.append(len(chunk)) or list(chunk), list(range(16)), 2, "reading")
     assert len(chunks) >= 2 * 2 and sum(chunks) == 16
+
+
+def test_a_path_found_through_a_symlinked_folder_is_printed_as_typed(tmp_path, monkeypatch):
+    """data/ a symlink to a larger disk (../big): the summary of data/raw named ../big/raw, a path never typed."""
+    (tmp_path / "big" / "raw").mkdir(parents=True)
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "data").symlink_to(tmp_path / "big")
+    monkeypatch.chdir(tmp_path / "project")
+    found = files.locate("data/raw")
+    assert files.as_typed(found, "data/raw") == Path("data/raw")
+    assert files.as_typed(found.with_name("raw.zip"), "data/raw") == Path("data/raw.zip")
+    assert files.as_typed(found / "x" / "REAL", "data/raw") == Path("data/raw/x/REAL")
