@@ -182,10 +182,11 @@ def as_typed(path: Path | str, given: Path | str) -> Path:
     summary or a ``Next:`` line then names data/raw/x, not /home/me/project/data/raw/x."""
     if Path(given).is_absolute():
         return Path(path)
-    try:
-        return Path(os.path.relpath(path))
-    except ValueError:  # Windows: on another drive than the current folder
+    try:  # from what was typed, not the current folder: a data/ that is a symlink to ../big stays data/
+        inside = os.path.relpath(os.path.realpath(path), os.path.realpath(given))
+    except ValueError:  # Windows: on another drive than what was typed
         return Path(path)
+    return Path(os.path.normpath(os.path.join(given, inside)))
 
 
 def is_inside(path: Path | str, root: Path | str) -> bool:
