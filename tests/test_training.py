@@ -432,6 +432,16 @@ def test_a_training_says_it_loads_tensorflow_before_that_wait(tmp_path, make_cla
     assert process.stderr.splitlines()[0] == f"loading TensorFlow to train {Path('models', 'x')}", process.stderr
 
 
+def test_a_training_without_a_name_says_it_loads_tensorflow_for_a_new_run_in_out(tmp_path, make_class_folder):
+    """Without --name the run's name (a timestamp) is not chosen yet: the line named --out as if it were the run."""
+    make_class_folder(tmp_path / "data" / "train", {"FAKE": 2, "REAL": 2})
+
+    process = run_script("ModelTraining.py", "--data", "data", "--out", "models", "--weights", "none",
+                         "--image-size", "32", cwd=tmp_path)
+
+    assert process.stderr.splitlines()[0] == "loading TensorFlow to train a new run in models", process.stderr
+
+
 def test_training_refuses_data_it_cannot_read_before_it_lists_its_settings(tmp_path, capsys, cli):
     """``--data nope`` printed the whole settings table (about 30 lines) above the one line that mattered."""
     code = cli(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "models"), "--name", "x",
