@@ -494,7 +494,9 @@ def summarize(result: TrainResult) -> str:
 def run_training(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     config.validate()
-    logger.info("loading TensorFlow to train %s", Path(config.out) / config.name)  # 5-15 s without a bar
+    # 5-15 s without a bar; without --name, the run's name (a time stamp) is chosen later
+    logger.info("loading TensorFlow to train %s", Path(config.out) / config.name if config.name
+                else f"a new run in {config.out}")
     from realvsai import distributed, training  # TensorFlow loads here, after the settings are checked
 
     # Before any other TensorFlow call: a TF_CONFIG cluster sets up its collective operations
