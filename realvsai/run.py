@@ -732,7 +732,7 @@ class Predictor:
                    for start in range(0, len(rows), self.batch_size)]
         return np.concatenate(outputs).astype(np.float32)[:len(pixels)]
 
-    def predict_indexed(self, inputs: Any, num_rows: int, verbose: int | str = 0,
+    def predict_indexed(self, inputs: Any, num_rows: int,
                         callbacks: Sequence[keras.callbacks.Callback] = ()) -> np.ndarray:
         """Probabilities (``num_rows``, classes) from ``inputs``, a dataset of ``((pixels, indices),)`` batches of
         ``rows_for(num_rows)`` rows; a row whose file the pipeline could not decode stays NaN. ``callbacks`` join
@@ -748,7 +748,7 @@ class Predictor:
             # JAX leaves the model's variables unset: looked for first, at the cost of one batch's decoding.
             if next(iter(inputs), None) is None:
                 return np.full((num_rows, len(self.info.class_names)), np.nan, dtype=np.float32)
-            rows, kept = self._indexed.predict(inputs, verbose=verbose, callbacks=[StopOnLostCtrlC(), *callbacks])
+            rows, kept = self._indexed.predict(inputs, verbose=0, callbacks=[StopOnLostCtrlC(), *callbacks])
         kept = np.asarray(kept, dtype=np.int64).reshape(-1)
         probabilities = np.full((num_rows, rows.shape[-1]), np.nan, dtype=np.float32)
         real = kept >= 0
