@@ -226,16 +226,27 @@ def test_a_split_says_what_it_does_between_its_checking_and_copying_bars(tmp_pat
                for line in process.stderr.splitlines()), process.stderr
 
 
-def test_a_split_says_it_writes_its_records_before_it_copies(tmp_path, make_class_folder):
+def test_a_split_says_it_writes_its_records_before_it_copies(tmp_path, make_class_folder, caplog,
+                                                            monkeypatch):
     """Writing manifest.csv, skipped.csv and .checks.json, and clearing what a killed run left, took 4 s after the
     shortcut check of a re-run on 100,000 CIFAKE images, under the planning line."""
+    import logging
+
+    from realvsai import splitting
+
     make_class_folder(tmp_path / "raw", {"REAL": 6, "FAKE": 6})
+    line = f"writing manifest.csv, skipped.csv and .checks.json in {tmp_path / 'data'}"
+    said_before_writing, write_checks = [], splitting._write_checks
 
-    process = run_script("DataSplitD1.py", tmp_path / "raw", "--out", tmp_path / "data")
+    def write_first_record(*args, **kwargs):
+        said_before_writing.append(any(record.getMessage() == line for record in caplog.records))
+        return write_checks(*args, **kwargs)
 
-    assert process.returncode == 0, process.stderr
-    assert process.stderr.splitlines()[-1] == (f"writing manifest.csv, skipped.csv and .checks.json in "
-                                               f"{tmp_path / 'data'}"), process.stderr
+    monkeypatch.setattr(splitting, "_write_checks", write_first_record)
+    with caplog.at_level(logging.INFO, logger="realvsai"):
+        splitting.split_by_class(tmp_path / "raw", tmp_path / "data")
+
+    assert said_before_writing == [True]
 
 
 def test_datasplitd2_main_splits_train_and_test(tmp_path, make_class_folder, capsys):
