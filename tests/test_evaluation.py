@@ -1743,3 +1743,26 @@ def test_the_free_folder_beside_a_relative_output_folder_is_named_as_typed(tmp_p
 
     with evaluation.claimed_output_folder(Path("models/run/eval-test"), given=False) as folder:
         assert folder == Path("models/run/eval-test-2")
+
+
+def test_an_evaluation_on_a_terminal_counts_under_its_bar_without_a_line_that_says_the_same(
+        tmp_path, make_class_folder, binary_model, monkeypatch):
+    """"predicting 2,000 images in data/test", then the bar "predicting test: 40%| 800/2000": the line is for a log,
+    where no bar is drawn."""
+    import io
+    import sys
+
+    from realvsai import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    folder = make_class_folder(tmp_path / "test", {"FAKE": 3, "REAL": 3})
+    cli.setup_logging(quiet=False)
+    for stream, bar_shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        evaluation.evaluate_folders(binary_model, model_info(["FAKE", "REAL"]), [folder], tmp_path / f"out{bar_shown}")
+        said = stream.getvalue()
+        assert ("predicting test:" in said) == bar_shown, said
+        assert (f"predicting 6 images in {folder}" in said) != bar_shown, said
