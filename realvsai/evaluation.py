@@ -427,8 +427,9 @@ def _predict_sources(predictor: Predictor, folders: Sequence[Path], scanned: Seq
     class_names = list(predictor.info.class_names)
     sources = []
     for name, folder, images in zip(source_names(folders), folders, scanned, strict=True):
-        logger.info("predicting %s in %s", plural(len(images), "image"), folder)  # a log shows no bar
         with progress(None, total=len(images), desc=f"predicting {name}", unit="image") as bar:
+            if bar.disable:  # a log, which draws no bar: a line says what the wait is
+                logger.info("predicting %s in %s", plural(len(images), "image"), folder)
             probabilities = prediction.predict_images(predictor, images, bar=bar)
         if probabilities.shape[1] != len(class_names):
             raise UserError(f"the model predicts {plural(probabilities.shape[1], 'class', 'classes')}, but its "
