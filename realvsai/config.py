@@ -356,11 +356,17 @@ def resume_command(run_dir: Path, flags: Sequence[str] = ("--resume",), defaults
     return " ".join(words)
 
 
+def is_stopped_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run's saved settings (``BACKUP_DIR/RUN_CONFIG_FILE``): a run that has not finished,
+    which --resume continues."""
+    return (Path(run_dir) / BACKUP_DIR / RUN_CONFIG_FILE).is_file()
+
+
 def stopped_runs_hint(out: Path) -> str:
     """What a --resume given no --name should say about ``out``: the command that continues its stopped runs (those
     with saved settings: ``resolve_run_dir`` continues them), or that it holds none."""
     try:
-        stopped = sorted(folder for folder in Path(out).iterdir() if (folder / BACKUP_DIR / RUN_CONFIG_FILE).is_file())
+        stopped = sorted(folder for folder in Path(out).iterdir() if is_stopped_run(folder))
     except OSError:  # no such folder (yet), or not one
         stopped = []
     if not stopped:
@@ -453,7 +459,7 @@ def _refuse_run_inside_data(run_dir: Path, data: Path, moved_data: Path | None) 
     if not run_dir.exists():
         raise UserError(f"--out {run_dir.parent} lies inside --data {data} (the run folder would land among the "
                         f"dataset's images); choose an --out outside it, e.g. --out {shell_path(models)}.")
-    if (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file():
+    if is_stopped_run(run_dir):
         flags = [] if moved_data is None else [f"--data {shell_path(moved_data)}"]
         then = f"continue it with: {' '.join([resume_command(models / run_dir.name), *flags])}"
     else:

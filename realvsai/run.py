@@ -33,7 +33,7 @@ from realvsai.config import (
     METRICS_FILE,
     MODEL_FILE,
     MODEL_JSON_FILE,
-    RUN_CONFIG_FILE,
+    is_stopped_run,
     resume_command,
     run_mark,
     shell_path,
@@ -406,7 +406,7 @@ class ModelRun:
     def unfinished(self) -> str | None:
         """Why this run's answers are not its final ones (its BACKUP_DIR is there: model.h5 is the best epoch so
         far, and model.json has no decision rule yet), with the command that finishes it; None once finished."""
-        if not (self.path / BACKUP_DIR / RUN_CONFIG_FILE).is_file():  # what --resume continues, as it decides
+        if not is_stopped_run(self.path):  # what --resume continues, as it decides
             return None
         if holder := claimed_by(self.path):
             return (f"{self.path} has not finished training: it is training now in {holder}; its best model so far "
@@ -487,7 +487,7 @@ def read_run(path: Path) -> ModelRun:
         raise UserError(f"{model_file} is a folder, not a Keras HDF5 file (a TensorFlow SavedModel saved under that "
                         "name?). Put back the model.h5 file that ModelTraining.py saved, or train the run again.")
     if not model_file.is_file():
-        if (folder / BACKUP_DIR / RUN_CONFIG_FILE).is_file():  # model.h5 comes with the first epoch's best model
+        if is_stopped_run(folder):  # model.h5 comes with the first epoch's best model
             if holder := claimed_by(folder):
                 raise UserError(f"{folder} has no {MODEL_FILE} yet: it is training now in {holder}, and its first "
                                 "epoch has not ended.")

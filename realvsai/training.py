@@ -35,6 +35,7 @@ from realvsai.config import (
     RUN_CONFIG_FILE,
     TRAINED_FILE,
     TrainConfig,
+    is_stopped_run,
     read_run_config,
     resolve_run_dir,
 )
@@ -148,7 +149,7 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
             # reported by the chief's TensorFlow as a crashed task ("stopped sending heartbeats").
             distributed.chief_decides(strategy, finish)
     except (KeyboardInterrupt, OSError) as stop:
-        saved = not distributed.is_chief(strategy) or (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file()
+        saved = not distributed.is_chief(strategy) or is_stopped_run(run_dir)
         if isinstance(stop, OSError):
             raise RunWriteFailed(stop, run_dir, resumable=saved) from stop
         raise RunInterrupted(run_dir, resumable=saved) from stop
@@ -513,7 +514,7 @@ def _created(run_dir: Path) -> str | None:
 def _recorded_start(run_dir: Path) -> dict[str, str | None] | None:
     """What the run in ``run_dir`` started on: the ``digest`` of its data and its Keras ``backend`` (each None where
     its backup holds none) and its ``data`` folder; None without a backup. A dict, as ``chief_decides`` sends it."""
-    if not (run_dir / BACKUP_DIR / RUN_CONFIG_FILE).is_file():
+    if not is_stopped_run(run_dir):
         return None
     config, digest, backend = read_run_config(run_dir)
     return {"digest": digest, "backend": backend, "data": str(config.data)}
