@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 
 import pytest
 from conftest import REPO, one_error_line, run_script
@@ -684,6 +685,7 @@ def test_the_second_line_of_tensorflow_s_cpu_features_notice_is_hidden_too(capfd
 PAUSED_IMPORT = '''
 import sys
 import time
+import unicodedata
 
 
 class PauseInRealvsaiCli:
@@ -819,3 +821,11 @@ def test_a_script_that_loaded_keras_exits_without_the_interpreter_s_teardown_on_
     with pytest.raises(SystemExit):
         cli.exit_script(3)
     assert exited == [3]
+
+
+@pytest.mark.parametrize("name, same_width", [(unicodedata.normalize("NFD", "Réel"), "Reel"), ("真实", "abcd")])
+def test_format_table_aligns_names_by_the_columns_they_take_on_a_terminal(name, same_width):
+    """A class folder named on macOS (NFD: 'é' is 'e' and a combining accent) or in Chinese (two columns a
+    character) pushed its row's cells out of line: the padding counted characters, not columns."""
+    table = cli.format_table(["class", "images"], [(name, 3254), ("REAL", 12)])
+    assert table.replace(name, same_width) == cli.format_table(["class", "images"], [(same_width, 3254), ("REAL", 12)])

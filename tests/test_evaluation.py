@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import unicodedata
 from pathlib import Path
 
 import keras
@@ -1766,3 +1767,18 @@ def test_an_evaluation_on_a_terminal_counts_under_its_bar_without_a_line_that_sa
         said = stream.getvalue()
         assert ("predicting test:" in said) == bar_shown, said
         assert (f"predicting 6 images in {folder}" in said) != bar_shown, said
+
+
+def test_the_classification_report_aligns_class_names_by_the_columns_they_take_on_a_terminal():
+    """A class folder named in Chinese (two columns a character) or on macOS (NFD) pushed its row of
+    classification_report.txt out of line with the header: the padding counted characters, not columns."""
+    labels = np.array([0, 0, 1, 1])
+    probabilities = np.array([[0.8, 0.2], [0.3, 0.7], [0.1, 0.9], [0.6, 0.4]])
+
+    def report(names):
+        return evaluation._classification_report(labels, probabilities, probabilities.argmax(axis=1),
+                                                 compute_metrics(labels, probabilities, names), "t")
+
+    wide, accented = "真实真实真实真", unicodedata.normalize("NFD", "générée")
+    assert report([wide, accented]).replace(wide, "abcdefghijklmn").replace(accented, "generee") == report(
+        ["abcdefghijklmn", "generee"])
