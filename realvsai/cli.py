@@ -16,6 +16,7 @@ import shlex
 import signal
 import sys
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
@@ -86,6 +87,19 @@ def printable(text: str) -> str:
     """``text`` with the bytes of a file name that is not UTF-8 shown as ``\\xe9``, which any stream can print, and
     its control characters (but line breaks and tabs) as escapes: ``Icon\\r``."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").translate(_CONTROL_ESCAPES)
+
+
+def columns(text: str) -> int:
+    """How many columns ``text`` takes on a terminal: a combining mark (an accent of a name written on macOS, NFD)
+    none, a wide character (Chinese, Japanese, Korean) two."""
+    return sum(0 if unicodedata.combining(character) else 2 if unicodedata.east_asian_width(character) in "WF" else 1
+               for character in text)
+
+
+def pad(text: str, width: int, right: bool = False) -> str:
+    """``text`` filled out with spaces to ``width`` columns (``columns``), on its left where ``right``."""
+    filling = " " * (width - columns(text))
+    return filling + text if right else text + filling
 
 
 def setup_logging(quiet: bool = False) -> None:
@@ -514,10 +528,10 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str
     flag) with thousands separators, as the scripts' summary lines write counts."""
     rows = [[f"{cell:,}" if isinstance(cell, int) and not isinstance(cell, bool) else str(cell) for cell in row]
             for row in rows]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(header, widths)),
+    widths = [max(columns(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(pad(str(cell), width) for cell, width in zip(header, widths)),
              "  ".join("-" * width for width in widths)]
-    lines += ["  ".join(cell.rjust(width) if cell.replace(",", "").replace(".", "").isdigit() else cell.ljust(width)
+    lines += ["  ".join(pad(cell, width, right=cell.replace(",", "").replace(".", "").isdigit())
                         for cell, width in zip(row, widths)) for row in rows]
     return "\n".join(lines)
 

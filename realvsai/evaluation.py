@@ -27,7 +27,7 @@ from sklearn.metrics import classification_report
 
 from realvsai import config, plots, prediction
 from realvsai import metrics as scoring  # "metrics" names the dict of numbers here
-from realvsai.cli import plural, progress, refuse_given_twice
+from realvsai.cli import columns, pad, plural, progress, refuse_given_twice
 from realvsai.errors import UserError
 from realvsai.files import (
     as_typed,
@@ -228,11 +228,11 @@ def _report_table(labels: np.ndarray, decided: np.ndarray, class_names: Sequence
     count, said under the table. The averages are scikit-learn's, which count an n/a as 0."""
     report = classification_report(labels, decided, labels=list(range(len(class_names))), target_names=class_names,
                                    zero_division=0, output_dict=True)
-    width = max(len("weighted avg"), *(len(name) for name in class_names))
+    width = max(len("weighted avg"), *(columns(name) for name in class_names))
 
     def row(name: str, values: Sequence[float | None], support: int) -> str:
         cells = ["n/a" if value is None else f"{value:.4f}" for value in values]
-        return f"{name:>{width}} " + "".join(f" {cell:>9}" for cell in [*cells, str(support)])
+        return pad(name, width, right=True) + " " + "".join(f" {cell:>9}" for cell in [*cells, str(support)])
 
     per_class = scoring.class_numbers(labels, decided, class_names)
     lines = [f"{'':>{width}} " + "".join(f" {header:>9}" for header in ("precision", "recall", "f1-score", "support")),
