@@ -397,6 +397,32 @@ def test_corrupt_lzma_or_bzip2_entry_is_called_damaged_not_a_failed_write(tmp_pa
     assert files_under(tmp_path / "target") == {}
 
 
+def failing_read(*args, **kwargs):
+    raise OSError(errno.EIO, "Input/output error")
+
+
+@pytest.mark.parametrize("where", ["opening a large entry", "reading a large entry", "reading a small entry"])
+def test_an_io_error_reading_the_archive_names_the_archive_and_entry_not_the_file_written(tmp_path, monkeypatch,
+                                                                                           where):
+    # A failing USB stick: the read of the zip fails, not the write of the extracted file.
+    if where == "reading a small entry":  # small stored entries are read in one go, past zipfile
+        archive = make_zip(tmp_path / "a.zip", {"A/a.jpg": b"\xff\xd8" * 50})
+        monkeypatch.setattr(archives, "_read_small_entry", failing_read)
+    else:
+        archive = make_zip(tmp_path / "a.zip", {"A/a.jpg": random.Random(0).randbytes(2 << 20)}, zipfile.ZIP_DEFLATED)
+        if where == "opening a large entry":
+            monkeypatch.setattr(zipfile.ZipFile, "open", failing_read)
+        else:
+            monkeypatch.setattr(zipfile.ZipExtFile, "read", failing_read)
+    with pytest.raises(UserError) as error:
+        extract_archive(archive, tmp_path / "target")
+    message = str(error.value)
+    assert "could not read 'A/a.jpg' from" in message and str(archive) in message, message
+    assert "Input/output error" in message and "local disk" in message and "download" in message, message
+    assert "could not write" not in message and "damaged" not in message, message
+    assert not [path for path in (tmp_path / "target").rglob("*") if path.is_file()]
+
+
 def test_a_failed_write_of_a_bzip2_entry_is_still_called_a_failed_write(tmp_path, monkeypatch):
     class FullDisk(io.BytesIO):
         def write(self, data):
