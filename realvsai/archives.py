@@ -60,6 +60,17 @@ _MADE_ON_UNIX = 3  # ZipInfo.create_system: the high 16 bits of external_attr th
 # What zipfile raises for bytes it cannot inflate (a damaged or truncated archive); NotImplementedError for a garbled
 # "version needed to extract" or flag (zip 26.1, "compressed patched data"), which no real zip tool writes either.
 _DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError)
+
+
+class _UnreadableEntry(Exception):
+    """The archive's own bytes could not be read (an I/O error of the disk or stick holding it), as opposed to a
+    failed write of the extracted file or an entry whose bytes do not inflate."""
+
+    def __init__(self, entry: str, error: OSError):
+        super().__init__(entry, error)
+        self.entry, self.error = entry, error
+
+
 # A downloaded archive's name ends in one of these: the folder it is extracted into is named without it.
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".tar", ".zip", ".7z", ".rar")
 # What gets downloaded instead of a zip, by its magic bytes: (offset, magic, what it is, the tool that extracts it,
@@ -219,11 +230,20 @@ def extract_archive(
                     try:
                         if info.compress_size <= _CHUNK and info.file_size <= _CHUNK and info.compress_type in (
                                 zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                            data = _read_small_entry(stream, info, data_offsets[info.header_offset])
+                            try:
+                                data = _read_small_entry(stream, info, data_offsets[info.header_offset])
+                            except OSError as error:
+                                raise _UnreadableEntry(info.filename, error) from error
                             atomic_write_bytes(path, data, durable=False, mtime=mtime, permissions=permissions)
                         else:
                             _extract_entry(zip_file, info, path, mtime, permissions)
                         finished += 1
+                    except _UnreadableEntry as error:  # a failing USB stick or network drive under the archive
+                        raise UserError(f"could not read {error.entry!r} from {archive} "
+                                        f"({error.error.strerror or error.error}): the disk holding the archive "
+                                        "failed to read it. Files finished so far are complete; copy the archive to "
+                                        "a local disk (or download it again) and unzip that copy into the same "
+                                        "folder to finish.") from error.error
                     except OSError as error:  # a full disk, a read-only folder: the user can fix it and re-run
                         raise UserError(f"could not write {path} ({error.strerror or error}). Files finished so "
                                         "far are complete; fix the cause and re-run the same command.") from error
@@ -652,7 +672,7 @@ def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, 
     probe = copy.copy(info)
     probe.file_size = info.file_size + 1
     with (atomic_write(path, "wb", durable=False, mtime=mtime, permissions=permissions) as writer,
-          zip_file.open(probe) as reader):
+          _open_entry(zip_file, probe) as reader):
         left = info.file_size
         try:
             while left and (chunk := _read_entry(reader, min(_CHUNK, left), info)):
@@ -671,12 +691,26 @@ def _extract_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, 
                                      f"less than the {human_bytes(info.file_size)} it declares")
 
 
+def _open_entry(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo) -> IO[bytes]:
+    """``zip_file.open(info)``; _UnreadableEntry when the archive's disk fails to read its local header."""
+    try:
+        return zip_file.open(info)
+    except OSError as error:
+        raise _UnreadableEntry(info.filename, error) from error
+
+
 def _read_entry(reader: IO[bytes], size: int, info: zipfile.ZipInfo) -> bytes:
-    """``reader.read(size)``; BadZipFile naming the entry when its bytes cannot be inflated."""
+    """``reader.read(size)``; BadZipFile naming the entry when its bytes cannot be inflated, _UnreadableEntry when
+    the archive's disk fails to read them."""
     try:
         return reader.read(size)
-    # bz2 reports a damaged stream as a bare OSError ("Invalid data stream"): damage, not a failed write.
-    except (zlib.error, lzma.LZMAError, EOFError, OSError) as error:
+    except OSError as error:
+        # bz2 reports a damaged stream as a bare OSError ("Invalid data stream", no errno): damage, not a failed
+        # read. One with an errno (EIO) is the disk's.
+        if error.errno is not None:
+            raise _UnreadableEntry(info.filename, error) from error
+        raise zipfile.BadZipFile(f"entry {info.filename!r} cannot be inflated: {error}") from error
+    except (zlib.error, lzma.LZMAError, EOFError) as error:
         raise zipfile.BadZipFile(f"entry {info.filename!r} cannot be inflated: {error}") from error
 
 
