@@ -695,6 +695,16 @@ def test_a_models_folder_that_does_not_exist_is_named_as_missing(start_app, tmp_
     assert not any("no trained model" in text for text in texts(app))
 
 
+def test_a_relative_models_folder_is_named_as_typed_not_made_absolute(start_app, tmp_path, monkeypatch):
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    page = texts(start_app("--models", "runs")) + texts(start_app("--models", "modles"))
+
+    assert any("`runs`" in text and "no trained model" in text for text in page), page
+    assert any("`modles`" in text and "no such folder" in text for text in page), page
+    assert not any(str(tmp_path) in text for text in page), page
+
+
 def test_the_model_section_says_a_crops_model_sees_native_resolution_crops(start_app, tmp_path):
     write_run(tmp_path / "models", "crops", info={"input_mode": "crops"})
     app = start_app("--models", tmp_path / "models").run()
