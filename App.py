@@ -397,14 +397,14 @@ def no_model_page(models_dir: Path, skipped: Sequence[tuple[Path, str]]) -> None
     if skipped:
         folder, reason = skipped[0]
         others = f" (and {len(skipped) - 1} more, listed in the sidebar)" if len(skipped) > 1 else ""
-        st.error(f"No run in {code_span(str(models_dir.resolve()))} can be opened: {code_span(folder.name)}{others} "
+        st.error(f"No run in {code_span(str(models_dir))} can be opened: {code_span(folder.name)}{others} "
                  f"was skipped: {reason}")
     elif not models_dir.is_dir():
         what = "a file, not a folder" if models_dir.is_file() else "no such folder"
-        st.info(f"{code_span(str(models_dir.resolve()))}: {what}. Give `--models` the folder that holds the "
+        st.info(f"{code_span(str(models_dir))}: {what}. Give `--models` the folder that holds the "
                 "training runs (default: `models`), or train a model first.")
     else:
-        st.info(f"There is no trained model in {code_span(str(models_dir.resolve()))} yet.")
+        st.info(f"There is no trained model in {code_span(str(models_dir))} yet.")
     st.markdown("Train one on the small built-in demo dataset (a few minutes on a laptop), then start the app again:")
     st.code("python ModelTraining.py --demo\nstreamlit run App.py", language="bash")
     st.markdown("Trained one somewhere else? Point the app at its folder (the one holding `model.h5` and "
