@@ -21,7 +21,7 @@ from typing import Any
 
 import keras
 
-from realvsai.cli import plural, progress, raise_if_ctrl_c
+from realvsai.cli import hide_noise, plural, progress, raise_if_ctrl_c
 from realvsai.config import CROSS_ENTROPY, MONITOR, monitor_of
 from realvsai.errors import UserError
 from realvsai.files import atomic_write_text, human_bytes, naming, write_csv
@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 BACKUP_COMMIT_FILE = "backup.json"  # names the last complete checkpoint: written last, atomically
 WEIGHTS_SUFFIX = ".weights.h5"  # model.save_weights' format: model and optimizer variables
+# Keras' HDF5 writers (model.save's and save_weights') hand each variable to np.array, whose __array__ takes no copy:
+# NumPy 2 warns of Keras' line that this is deprecated, a notice in the terminal of a user with PYTHONWARNINGS=default
+# that asks nothing of them (``cli.hide_noise``).
+_KERAS_NOISE = ("ignore", re.compile(r"__array__ implementation doesn't accept a copy keyword", re.I),
+                DeprecationWarning, re.compile(r"keras\."), 0)
 
 
 def _save_folder_prefix(path: Path) -> str:
@@ -62,6 +67,7 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # HDF5 is the project's format: hide Keras' "legacy format" warning
+    hide_noise(_KERAS_NOISE)
     try:
         with tempfile.TemporaryDirectory(prefix=_save_folder_prefix(path), suffix=".tmp", dir=path.parent) as folder:
             temporary = Path(folder) / path.name  # Keras picks the HDF5 writer from the ".h5" suffix
@@ -406,6 +412,7 @@ class RunBackup(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1}{WEIGHTS_SUFFIX}"
         self.folder.mkdir(parents=True, exist_ok=True)
         refuse_if_no_room([*self.model.weights, *self.model.optimizer.variables], self.folder / name)
+        hide_noise(_KERAS_NOISE)
         with naming(self.folder / name):  # h5py's error of a failed write names no file but in its text
             self.model.save_weights(self.folder / name)  # not yet named by the commit: a torn write is never read
         atomic_write_text(self.folder / BACKUP_COMMIT_FILE, json.dumps(

@@ -10,7 +10,6 @@ import math
 import os
 import re
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import PIL
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError, features
 
+from realvsai.cli import hide_noise
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.files import format_by_start, map_in_threads, read_json, reading_workers
 from realvsai.image_stats import format_name, is_grayscale_mode
@@ -46,7 +46,7 @@ _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 # on the page is what the model judged.
 ALPHA_BACKGROUND = 255
 _PILLOW_LIMIT_LOCK = threading.Lock()
-# Pillow's warnings that say nothing to a user, as the first entries of ``warnings.filters``: its
+# Pillow's warnings that say nothing to a user (``cli.hide_noise``): its
 # DecompressionBombWarning (``open_image`` puts the project's limit in place of Pillow's), and those about a broken
 # EXIF block ("Corrupt EXIF data", "Truncated File Read"), which only hides the orientation. Each would reach the
 # terminal as a line of Pillow's code naming no file, even under --quiet.
@@ -55,16 +55,9 @@ _PILLOW_NOISE = (("ignore", None, Image.DecompressionBombWarning, None, 0),
 
 
 def quiet_pillow() -> None:
-    """Puts ``_PILLOW_NOISE`` first in the process's warning filters, where another filter or a reset moved or took
-    them (a test's "error"); each function here that opens, decodes or reads an image's EXIF calls it. Not
-    ``warnings.catch_warnings`` around each call, which saves the filter list as it finds it and puts that back, and
-    is not thread-safe: two threads' blocks interleaved, one put back a list without the other's filter while that
-    one was still opening, and Pillow's warning went through (in 2 of 3 runs of 12,000 opens of a 108 MP header in 4
-    threads)."""
-    if tuple(warnings.filters[:len(_PILLOW_NOISE)]) != _PILLOW_NOISE:
-        for action, _, category, module, _ in reversed(_PILLOW_NOISE):
-            warnings.filterwarnings(action, category=category, module=module.pattern if module else "")
-
+    """Hides ``_PILLOW_NOISE`` (``cli.hide_noise``); each function here that opens, decodes or reads an image's EXIF
+    calls it."""
+    hide_noise(*_PILLOW_NOISE)
 
 quiet_pillow()
 # An image is gray when its channels' spread (largest minus smallest, per pixel) averages at most GRAY_SPREAD
