@@ -221,6 +221,32 @@ def killed_after_epochs(tmp_path, monkeypatch, make_class_folder, epochs: int = 
     return tmp_path / "models" / "run"
 
 
+@pytest.mark.parametrize("killed_in", [1, 2], ids=["first-epoch", "second-epoch"])
+def test_a_run_killed_before_an_epoch_s_backup_committed_has_no_history_row_of_that_epoch(tmp_path, monkeypatch,
+                                                                                          make_class_folder, killed_in):
+    """history.csv got an epoch's row before its backup committed: a kill -9 between the two left a row of an epoch
+    that --resume trains again (and a run killed so in its first epoch was said to have ended one)."""
+    from realvsai import callbacks
+
+    real_backup = callbacks.RunBackup.on_epoch_end
+
+    def killed(self, epoch, logs=None):
+        if epoch + 1 == killed_in:
+            raise Killed  # the row of the epoch is recorded, its backup not yet committed
+        real_backup(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.RunBackup, "on_epoch_end", killed)
+    with pytest.raises(Killed):
+        train_with(tiny_classifier, monkeypatch, tmp_path, make_class_folder, head_epochs=3)
+    run = tmp_path / "models" / "run"
+    committed = callbacks.read_backup(run / "backup" / "full")  # --weights none: one phase
+    history = run / "history.csv"
+
+    assert ([row["epoch"] for row in committed["state"]["rows"]] if committed else []) == list(range(1, killed_in))
+    assert ([row["epoch"] for row in read_history_csv(history)] if history.exists() else []) == list(
+        range(1, killed_in))
+
+
 def test_a_resume_that_only_restores_a_finished_phase_decodes_no_training_image_for_it(tmp_path, monkeypatch,
                                                                                      make_class_folder):
     """Killed once a phase's last epoch was backed up (in the next phase's first epoch, or before the run wrote that
