@@ -332,7 +332,10 @@ class StopBeforeDeadline(keras.callbacks.Callback):
 
 
 class TrainingHistory(keras.callbacks.Callback):
-    """One row per epoch (epoch from 1, ``phase``, learning rate, every log), the whole CSV rewritten atomically.
+    """One row per epoch (epoch from 1, ``phase``, learning rate, every log), recorded at the epoch's end; ``write``
+    rewrites the whole CSV atomically, which ``RunBackup`` calls once the epoch's backup has committed (its
+    ``on_commit``), so the file never holds the row of an epoch that a kill between the two would have a resumed run
+    train again.
 
     Not ``keras.callbacks.CSVLogger``: it appends, so after a kill the row of an epoch whose backup never
     completed would stay in the file, and the resumed run would write that epoch a second time.
@@ -349,6 +352,8 @@ class TrainingHistory(keras.callbacks.Callback):
             # hands the variable's __array__ a copy keyword it does not take (deprecated in NumPy 2).
             row["learning_rate"] = float(self.model.optimizer.learning_rate)
         self.rows.append({**row, **{key: float(value) for key, value in (logs or {}).items()}})
+
+    def write(self) -> None:
         write_history_csv(self.path, self.rows)
 
 
@@ -384,11 +389,15 @@ class RunBackup(keras.callbacks.Callback):
     it. Keras' ``BackupAndRestore`` does not do here: it deletes its backup when ``fit`` ends (a run has a
     ``fit`` per phase, and one killed between phases would start over), and it carries none of the run's
     own state (history rows, stop rules), which must be committed with the weights of the same epoch.
+
+    ``on_commit`` runs once an epoch's backup has committed: what must never show an epoch ahead of the backup
+    (``TrainingHistory.write``).
     """
 
-    def __init__(self, folder: Path, state_fn: Callable[[], Any] = dict, restore: bool = False):
+    def __init__(self, folder: Path, state_fn: Callable[[], Any] = dict, restore: bool = False,
+                 on_commit: Callable[[], None] = lambda: None):
         super().__init__()
-        self.folder, self.state_fn, self.restore = Path(folder), state_fn, restore
+        self.folder, self.state_fn, self.restore, self.on_commit = Path(folder), state_fn, restore, on_commit
 
     def _build_optimizer(self) -> None:
         # model.fit builds it at the first step; its variables (Adam's moments, the step count) are backed up.
@@ -420,6 +429,7 @@ class RunBackup(keras.callbacks.Callback):
         for old in self.folder.glob(f"*{WEIGHTS_SUFFIX}"):
             if old.name != name:
                 old.unlink(missing_ok=True)
+        self.on_commit()
 
 
 def best_epoch_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:

@@ -78,10 +78,12 @@ def fit_phases(model: keras.Model, config: TrainConfig, run_dir: Path, strategy:
             return {"rows": recorder.rows, "stop_rule": stop_rule.state(), "early_stopping": early_stopping.state(),
                     "phase_done": bool(model.stop_training) or recorder.rows[-1]["epoch"] >= phase_end}
 
-        backup = callbacks.RunBackup(run_dir / BACKUP_DIR / name, state_fn, restore=restoring)
+        backup = callbacks.RunBackup(run_dir / BACKUP_DIR / name, state_fn, restore=restoring,
+                                     on_commit=recorder.write)
         # Order matters: Keras' bar closes the epoch's line before any line of its end is logged (on a terminal
         # they went on the bar's unfinished line), a NaN loss ends the run before anything is saved, the stop rules
-        # decide, the recorder writes the row, the backup commits, and only then is a new best model written.
+        # decide, the recorder records the row, the backup commits (then history.csv gets the row), and only then
+        # is a new best model written.
         phase_callbacks = [callbacks.ValidationProgress(validation[1]), callbacks.ShortProgressBar(),
                            callbacks.StopOnLostCtrlC(), callbacks.StopOnNonFiniteLoss(),
                            distributed.EpochSeeds(strategy), stop_rule, early_stopping, recorder, backup, best_model,

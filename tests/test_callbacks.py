@@ -462,6 +462,7 @@ def test_training_history_writes_a_row_per_epoch_with_phase_and_learning_rate(tm
     recorder = TrainingHistory(tmp_path / "history.csv", rows=[{"epoch": 1, "phase": "head", "loss": 0.9}])
     recorder.phase = "fine_tune"
     keras.callbacks.CallbackList([recorder], model=tiny_model()).on_epoch_end(1, {"loss": 0.5, "val_loss": 0.6})
+    recorder.write()
     rows = read_history_csv(tmp_path / "history.csv")
     assert [(row["epoch"], row["phase"]) for row in rows] == [(1, "head"), (2, "fine_tune")]
     assert rows[1]["learning_rate"] == pytest.approx(1e-2) and rows[1]["val_loss"] == 0.6
@@ -474,6 +475,7 @@ def test_training_history_reads_a_constant_learning_rate_without_numpys_deprecat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         keras.callbacks.CallbackList([recorder], model=tiny_model()).on_epoch_end(0, {"loss": 0.5})
+    recorder.write()
     assert read_history_csv(tmp_path / "history.csv")[0]["learning_rate"] == pytest.approx(1e-2)
 
 
@@ -601,13 +603,14 @@ def test_training_history_resumed_from_the_backup_writes_each_epoch_once(tmp_pat
     kill_at_save(model, monkeypatch, call=3, after_writing=False)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, epochs=3, verbose=0,
-                  callbacks=[recorder, RunBackup(tmp_path / "backup", lambda: {"rows": recorder.rows})])
-    assert epochs_in(tmp_path / "history.csv") == [1, 2, 3]
+                  callbacks=[recorder, RunBackup(tmp_path / "backup", lambda: {"rows": recorder.rows},
+                                                 on_commit=recorder.write)])
+    assert epochs_in(tmp_path / "history.csv") == [1, 2]  # epoch 3's backup never committed: nor its row
     commit = read_backup(tmp_path / "backup")
     resumed = tiny_model()
+    recorder = TrainingHistory(tmp_path / "history.csv", commit["state"]["rows"])
     resumed.fit(x, y, epochs=3, initial_epoch=commit["epoch"], verbose=0,
-                callbacks=[TrainingHistory(tmp_path / "history.csv", commit["state"]["rows"]),
-                           RunBackup(tmp_path / "backup", restore=True)])
+                callbacks=[recorder, RunBackup(tmp_path / "backup", restore=True, on_commit=recorder.write)])
     assert epochs_in(tmp_path / "history.csv") == [1, 2, 3]
 
 
