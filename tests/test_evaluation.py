@@ -623,6 +623,18 @@ def test_evaluate_run_compiles_the_models_predict_function_once(tmp_path, datase
     assert len(built) == 1  # validation's threshold and the test share it
 
 
+def test_model_json_s_test_numbers_record_the_classes_and_threshold_they_were_measured_by(tmp_path, dataset,
+                                                                                        binary_model):
+    """So that a model.json edited by hand is told from the training's own where metrics.json is not beside it (a run
+    folder copied with model.h5 and model.json alone)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    metrics = evaluation.evaluate_run(binary_model, model_info(["FAKE", "REAL"], positive_class="FAKE"), dataset, run)
+    saved = json.loads((run / "model.json").read_text())["test_metrics"]
+    assert (saved["class_names"], saved["positive_class"]) == (["FAKE", "REAL"], "FAKE")
+    assert saved["decision_threshold"] == metrics["decision_threshold"] is not None
+
+
 def test_evaluate_run_updates_model_json_keeping_other_keys(tmp_path, dataset, binary_model):
     run = tmp_path / "run"
     run.mkdir()

@@ -1547,6 +1547,38 @@ def test_a_model_json_whose_classes_differ_from_its_evaluation_s_is_refused(tmp_
     assert run.read_run(write_run(tmp_path / "models", "as-trained", metrics=evaluated)).class_names == CLASS_NAMES
 
 
+@pytest.mark.parametrize("record", ["metrics.json", "model.json's test_metrics"])
+def test_a_model_json_whose_threshold_is_not_the_one_its_test_numbers_were_measured_at_shows_no_test_numbers(
+        tmp_path, record):
+    """model.json's decision_threshold edited by hand (0.474 to 0.3): the app answered by the new threshold and showed
+    the test numbers measured at the old one as that rule's."""
+    measured = {"accuracy": 0.9, "f1": 0.9, "num_images": 20, "decision_threshold": 0.474}
+    info = {"decision_threshold": 0.3}
+    if record == "metrics.json":
+        folder = write_run(tmp_path, "edited", metrics=measured, info=info)
+    else:
+        folder = write_run(tmp_path, "edited", info={**info, "test_metrics": measured})
+        (folder / "metrics.json").unlink()
+
+    opened = run.read_run(folder)
+
+    assert opened.test_metrics() == {} and opened.num_test_images() is None
+    assert "0.474" in opened.unmeasured and "0.3" in opened.unmeasured and "--evaluate" in opened.unmeasured
+
+
+def test_a_model_json_whose_classes_differ_from_those_its_test_numbers_record_is_refused_without_metrics_json(
+        tmp_path):
+    """With metrics.json beside it a model.json whose class names were reordered by hand was refused; without it
+    (a run folder copied with model.h5 and model.json alone) every answer turned into the other class's."""
+    measured = {"accuracy": 0.9, "class_names": CLASS_NAMES, "positive_class": CLASS_NAMES[0]}
+    folder = write_run(tmp_path, "edited", info={"class_names": CLASS_NAMES[::-1], "test_metrics": measured})
+    (folder / "metrics.json").unlink()
+
+    with pytest.raises(UserError) as refused:
+        run.read_run(folder)
+    assert str(refused.value).startswith(f"{folder / 'model.json'}: class_names ")
+
+
 @pytest.mark.parametrize("file_name", ["model.h5", "model.json"])
 def test_a_run_file_that_cannot_be_read_is_said_to_be_unreadable_not_corrupt(tmp_path, permissions_bind, file_name):
     """A model.h5 of chmod 000 was called "corrupt, truncated or another kind of file", with the advice to train the
