@@ -543,6 +543,8 @@ def model_card(run: ModelRun, settings: Settings) -> None:
                                                   small_test_set(num_images)) if text))
             for warning in figure_warnings(run):
                 st.warning(warning, icon="⚠️")
+        elif run.unmeasured:
+            st.warning(f"No test metrics shown: {run.unmeasured}", icon="⚠️")
         else:
             st.caption("No test metrics recorded for this model.")
         st.caption(settings.rule.describe(shown))

@@ -72,6 +72,9 @@ SUMMARY_KEYS = ("loss", "accuracy", "balanced_accuracy", "precision", "recall", 
                 "expected_calibration_error", "num_images", "decided_by", "argmax_accuracy", "argmax_f1", "uncertain",
                 "accuracy_when_certain", "uncertain_by_confidence", "missing_classes", "majority_class",
                 "majority_baseline", "single_answer")
+# The rule the test numbers were measured by, recorded beside them in model.json's test_metrics (as metrics.json
+# records it): a model.json edited by hand is then told from the training's own also without metrics.json beside it.
+RULE_KEYS = ("class_names", "positive_class", "decision_threshold")
 # --robustness: each perturbation of the full-resolution decoded pixels with its strengths, mildest first (JPEG
 # quality, Gaussian sigma in pixels, scale): the traces a detector leans on rarely survive a re-save.
 PERTURBATIONS: dict[str, tuple[float, ...]] = {"jpeg": (90, 70, 50, 30), "blur": (1, 2), "downscale": (0.5, 0.25)}
@@ -277,7 +280,8 @@ def _update_model_json(path: Path, model_info: Mapping[str, Any], threshold: flo
     classes) and ``test_metrics`` (not without ``metrics``: no test split), keeping every other key."""
     content = {**(read_json(path) or {}), **model_info}
     if metrics is not None:
-        content["test_metrics"] = {key: metrics[key] for key in SUMMARY_KEYS}
+        content["test_metrics"] = {key: metrics[key] for key in SUMMARY_KEYS} | {key: metrics.get(key)
+                                                                                 for key in RULE_KEYS}
     if len(model_info["class_names"]) == 2:
         content["decision_threshold"] = threshold
     write_json(path, content, strict=True)

@@ -431,8 +431,31 @@ class ModelRun:
         return {}
 
     def _test_sources(self) -> tuple[Any, ...]:
-        """Where the test numbers are, in order of preference: none before the run has finished."""
-        return () if self.unfinished else (self.info.get("test_metrics"), self.metrics)
+        """Where the test numbers are, in order of preference: none before the run has finished, nor where they were
+        measured at another decision threshold than model.json's (``unmeasured``)."""
+        return () if self.unfinished or self.unmeasured else (self.info.get("test_metrics"), self.metrics)
+
+    @property
+    def unmeasured(self) -> str | None:
+        """Why the recorded test numbers are not those of model.json's decision rule: its decision_threshold is not
+        the one the run's evaluation measured them at (metrics.json's, else the one model.json's test_metrics
+        records), so it was edited by hand; None where it is, where neither records one (an older run), or before
+        the run has finished (``unfinished`` says why)."""
+        if self.unfinished:
+            return None
+        for record, source in ((METRICS_FILE, self.metrics), (f"{MODEL_JSON_FILE}'s test_metrics",
+                                                               self.info.get("test_metrics"))):
+            if isinstance(source, Mapping) and "decision_threshold" in source:
+                measured, own = source["decision_threshold"], self.info.decision_threshold
+                if measured == own:
+                    return None
+                at = "the most probable class" if measured is None else f"the decision threshold {measured}"
+                now = "none (the most probable class)" if own is None else own
+                return (f"the test numbers of {self.name} were measured at {at} ({record}), but the decision_threshold "
+                        f"of its {MODEL_JSON_FILE} is {now}: edited by hand, so they are not its rule's. Put the "
+                        f"threshold back, or measure this rule with python ModelTraining.py --evaluate "
+                        f"{shell_path(self.path)}")
+        return None
 
     def test_uncertain(self, confidence_threshold: float | None = None) -> str | None:
         """How often the decision rule answered Uncertain on the test images (``metrics.uncertain_text``), where the
@@ -555,14 +578,19 @@ def list_runs(models_dir: Path) -> tuple[list[ModelRun], list[tuple[Path, str]]]
 
 def _refuse_other_classes(info_file: Path, info: ModelInfo, metrics: Mapping[str, Any]) -> None:
     """A UserError where model.json names its classes, or its positive class, otherwise than the run's own evaluation
-    (``metrics``, metrics.json, where it records them) did: edited by hand, every answer would be another class's."""
+    did (``metrics``, metrics.json, where it records them, else model.json's own test_metrics, which record them too):
+    edited by hand, every answer would be another class's."""
     recorded = {"class_names": list(info.class_names), "positive_class": info.positive_class}
-    for field_name, value in recorded.items():
-        evaluated = metrics.get(field_name)
-        if evaluated is not None and value is not None and evaluated != value:
-            raise _fail(str(info_file), field_name, f"is {value!r}, but the run's evaluation ({METRICS_FILE}) names "
-                        f"{evaluated!r}: the model's outputs are those, and any other would turn its answers into "
-                        "other classes'")
+    test_metrics = info.get("test_metrics")
+    for record, source in ((METRICS_FILE, metrics), (f"{MODEL_JSON_FILE}'s test_metrics", test_metrics)):
+        if not isinstance(source, Mapping):
+            continue
+        for field_name, value in recorded.items():
+            evaluated = source.get(field_name)
+            if evaluated is not None and value is not None and evaluated != value:
+                raise _fail(str(info_file), field_name, f"is {value!r}, but the run's evaluation ({record}) names "
+                            f"{evaluated!r}: the model's outputs are those, and any other would turn its answers into "
+                            "other classes'")
 
 
 def load_model(model_file: Path) -> keras.Model:
