@@ -469,6 +469,22 @@ def test_an_iphone_photo_named_jpg_is_named_for_its_format_not_as_no_image(brand
         assert f"{article} {name} image, a format not read here: convert it to JPEG or PNG" in str(raised.value)
 
 
+@pytest.mark.parametrize("file_format", ["TIFF", "GIF"])
+def test_a_tiff_or_gif_named_jpg_is_no_image_read_here_as_one_named_tiff_or_gif_is_not(tmp_path, file_format):
+    """A .tiff or .gif is left out as "an image format not read here", but the same image named .jpg was decoded by
+    its content, and trained on, split, predicted and answered in the app: the formats read here are JPEG, PNG, WebP
+    and BMP by content too."""
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)).save(path, file_format)
+    said = f"a {file_format} image, a format not read here"
+
+    assert said in images.decode_check(path)[0]
+    with pytest.raises(images.ImageDecodeError, match=said):
+        images.read_header(path)
+    with pytest.raises(images.ImageDecodeError, match=said):
+        images.load_rgb(path.read_bytes())  # as the app decodes an upload
+
+
 def test_the_gray_check_of_decoded_pixels_holds_no_full_size_temporaries():
     """It took each pixel's largest and smallest channel over the whole image at once: four temporaries of a
     third of the image each (480 MB more for a 119 MP upload, on top of its 360 MB of pixels)."""

@@ -388,6 +388,18 @@ def test_unreadable_and_non_image_files_are_skipped_and_listed(art, tmp_path, ba
     assert report.num_files == 40
 
 
+def test_a_tiff_named_jpg_is_left_out_of_a_split_as_a_tiff_named_tiff_is(art, tmp_path):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8))
+    image.save(art / "RealArt" / "scan.tiff", "TIFF")
+    image.save(art / "RealArt" / "scan_named.jpg", "TIFF")
+    out = tmp_path / "out"
+    split_by_class(art, out)
+    skipped = skipped_sources(out)
+    assert "format not read here" in skipped["scan.tiff"]
+    assert "a TIFF image, a format not read here" in skipped["scan_named.jpg"]
+    assert not list(out.rglob("scan_named.jpg"))
+
+
 def test_hidden_files_in_a_class_folder_are_listed_in_skipped_csv(art, tmp_path):
     write_image(art / "RealArt" / ".hidden.jpg", seed=999)
     (art / "GeneratedArt" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
