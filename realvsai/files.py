@@ -45,6 +45,9 @@ _NOT_ON_WINDOWS = re.compile(r'[<>:"|?*\x00-\x1f]')  # and / and \\, which separ
 _WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{number}" for port in ("COM", "LPT")
                                                           for number in range(1, 10))})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp"})  # read here, in any letter case
+# Pillow's names of the formats read here, whatever a file's name says (MPO: a phone's JPEG with previews): a TIFF or
+# GIF named .jpg is no more read than one named .tiff or .gif (``images.open_image``).
+IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
 # Images of formats the pipeline does not read (TensorFlow and the app neither): named as such when left out.
 _OTHER_IMAGE_EXTENSIONS = frozenset({".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".psd"})
 # The first bytes of the formats read here, with the extension to give a file of one named otherwise. A BMP's "BM"

@@ -21,7 +21,7 @@ from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageErro
 
 from realvsai.cli import hide_noise
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.files import format_by_start, map_in_threads, read_json, reading_workers
+from realvsai.files import IMAGE_FORMATS, format_by_start, map_in_threads, read_json, reading_workers
 from realvsai.image_stats import format_name, is_grayscale_mode
 
 # How the pixel limit is raised, as ``pixel_problem`` says it (the app says it its own way).
@@ -89,7 +89,7 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image we can use; the message says why, in words for the user."""
 
 
-ANIMATED_FORMATS = ("WEBP", "PNG", "GIF")  # Pillow's names of the formats whose frames are an animation
+ANIMATED_FORMATS = ("WEBP", "PNG")  # Pillow's names of the formats read here whose frames are an animation
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class ImageHeader:
     image_format: str = ""  # the file format as ``image_stats.format_name`` names it: "JPEG" (also MPO), "PNG", ...
     jpeg_quality: int | None = None  # a JPEG's quality (1-100) estimated from its quantisation table
     grayscale: bool | None = None  # gray pixels (``looks_gray``); None: not checked (``read_header(gray=False)``)
-    frames: int = 1  # an animation's frames (WebP, APNG, GIF), of which the first is decoded; an MPO's previews are not
+    frames: int = 1  # an animation's frames (WebP, APNG), of which the first is decoded; an MPO's previews are not
 
 
 # libjpeg's luminance quantisation table at quality 50 (JPEG standard, Annex K), in natural order as Pillow
@@ -236,7 +236,8 @@ def _one_pass_jpeg(image: Image.Image) -> bool:
 
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
                crop_size: int | None = None, image_size: int | None = None) -> Image.Image:
-    """Opens an image's header with Pillow; ImageDecodeError above ``max_pixels`` as the path decodes it
+    """Opens an image's header with Pillow; ImageDecodeError for a format not read here whatever the file's name
+    (``files.IMAGE_FORMATS``: a TIFF or GIF named .jpg), or above ``max_pixels`` as the path decodes it
     (``pixel_problem``: a JPEG at ``limit_scale`` for a model of side ``image_size``, None: whole; crops mode's
     ``crop_size`` enlarged; Pillow's own bomb limit is replaced), Pillow's OSError, SyntaxError or ValueError for
     what it cannot open."""
@@ -254,6 +255,11 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
                 image = Image.open(source)
             finally:
                 Image.MAX_IMAGE_PIXELS = pillow_limit
+    if image.format not in IMAGE_FORMATS:  # training, the split, --predict and the app read by name, then by this
+        found = format_name(image.format) or "another"
+        image.close()
+        raise ImageDecodeError(f"{'an' if found[0] in 'AEIOU' else 'a'} {found} image, a format not read here (JPEG, "
+                               "PNG, WebP or BMP, whatever the file's name): convert it to PNG (lossless)")
     scale = 1 if crop_size else limit_scale(image, image_size)  # crops mode takes the native pixels
     problem = pixel_problem(*image.size, max_pixels, crop_size, scale)
     if problem:

@@ -218,8 +218,6 @@ def transparent_images() -> dict[str, tuple[bytes, np.ndarray]]:
     keyed.info["transparency"] = tuple(int(value) for value in key)
     gray_keyed = Image.fromarray(gray)
     gray_keyed.info["transparency"] = 0
-    gif = Image.fromarray(np.where(indices == 3, 0, indices + 1).astype(np.uint8), "L").convert("P")
-    gif.putpalette([0, 0, 0, *palette[:3].ravel().tolist()])  # index 0 transparent: black under it
     return {
         "rgba.png": (saved(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "PNG"), on_white(rgb, alpha)),
         "gray_alpha.png": (saved(Image.fromarray(np.dstack([gray, alpha]), "LA"), "PNG"),
@@ -231,9 +229,6 @@ def transparent_images() -> dict[str, tuple[bytes, np.ndarray]]:
                          on_white(np.repeat(gray[..., None], 3, axis=-1), np.where(gray == 0, 0, 255))),
         "alpha.webp": (saved(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "WEBP", lossless=True, exact=True),
                        on_white(rgb, alpha)),  # exact: the colours under the transparent pixels are kept
-        "transparent_gif.png": (saved(gif, "GIF", transparency=0, optimize=False),  # a GIF by another name
-                                on_white(np.array([(0, 0, 0), *palette[:3]], np.uint8)[np.asarray(gif)],
-                                         np.where(np.asarray(gif) == 0, 0, 255))),
     }
 
 

@@ -750,8 +750,8 @@ def test_the_detector_preset_makes_no_copy_too_large_for_tensorflows_jpeg_codec(
 
 
 def test_image_only_pillow_reads_is_augmented_as_training_reads_it(data, capsys):
-    tiff = data / "train" / "REAL" / "scan.png"  # a TIFF under a .png name: TensorFlow cannot decode it
-    Image.new("RGB", (32, 32), "red").save(tiff, format="TIFF")
+    bitmap = data / "train" / "REAL" / "scan.bmp"  # training decodes a BMP with Pillow, not TensorFlow
+    Image.new("RGB", (32, 32), "red").save(bitmap, format="BMP")
     assert augment(data) == 0
     assert "skipping" not in capsys.readouterr().err
     copies = [data / "augmented_train" / "REAL" / f"aug_scan_{k}.jpg" for k in range(2)]

@@ -56,7 +56,6 @@ OTHER_KINDS = {
     "bilevel.png": ("1", "PNG", {}),
     "lossless.webp": ("RGB", "WEBP", {"lossless": True}),
     "alpha.webp": ("RGBA", "WEBP", {"lossless": True}),  # TensorFlow cannot give it 3 channels
-    "transparent_gif.png": ("P16", "GIF", {"transparency": 0}),  # a GIF under another name: TF paints it black
 }
 
 
