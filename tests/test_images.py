@@ -483,6 +483,20 @@ def test_a_tiff_or_gif_named_jpg_is_no_image_read_here_as_one_named_tiff_or_gif_
         images.load_rgb(path.read_bytes())  # as the app decodes an upload
 
 
+def test_a_split_s_record_of_checks_made_while_a_tiff_named_jpg_passed_is_not_taken(tmp_path):
+    """A split's record of checks keeps each file's result by sha256: one made while a TIFF named .jpg passed the check
+    would let a re-run of the split, or a merge of it, take that file as an image without decoding it again."""
+    import json
+
+    import PIL
+
+    record = tmp_path / ".checks.json"
+    record.write_text(json.dumps({"checked_with": f"1, Pillow {PIL.__version__}, --max-pixels 1000",
+                                  "files": {"scan.jpg": ["ab" * 32, None, "cd" * 32, None]}}))
+
+    assert images.read_checks(record, 1000) == {}
+
+
 def test_the_gray_check_of_decoded_pixels_holds_no_full_size_temporaries():
     """It took each pixel's largest and smallest channel over the whole image at once: four temporaries of a
     third of the image each (480 MB more for a 119 MP upload, on top of its 360 MB of pixels)."""
