@@ -484,7 +484,7 @@ class _NamedBytes(io.BytesIO):
 
 # What an earlier ``inspect_file`` result must have been made with to be taken again: raise the number when a change
 # gives some file another problem, pixels or header (or changes ImageHeader's fields); Pillow's decoders count too.
-CHECK_VERSION = f"1, Pillow {PIL.__version__}"
+CHECK_VERSION = f"2, Pillow {PIL.__version__}"  # 2: a TIFF or GIF named .jpg is no image read here
 
 
 def checks_made_with(max_pixels: int) -> str:
