@@ -163,6 +163,24 @@ def test_a_download_s_validation_left_without_a_class_is_not_told_of_a_share_opt
     assert "validation folder" in warning
 
 
+def test_a_class_of_copies_of_one_image_is_told_to_get_more_images_not_a_validation_share(
+        tmp_path, make_class_folder, caplog):
+    """Five files of REAL with the same bytes are one image, which stays in train with its copies: the warning
+    counted the five files as images to spare and said "split again with a validation share above 0 (--ratios)",
+    which the split already had and which cannot help."""
+    source = make_class_folder(tmp_path / "raw", {"FAKE": 5})
+    write_image(source / "REAL" / "real_0.png", seed=99)
+    for index in range(1, 5):
+        shutil.copyfile(source / "REAL" / "real_0.png", source / "REAL" / f"real_{index}.png")
+    with caplog.at_level("WARNING", logger="realvsai"):
+        report = split_by_class(source, tmp_path / "out")
+
+    assert report.counts[("validation", "REAL")] == 0 and report.counts[("train", "REAL")] == 5
+    (warning,) = _class_warnings(caplog, "REAL")
+    assert "--ratios" not in warning and "validation share" not in warning
+    assert "1 usable image" in warning and "add images of it" in warning
+
+
 @pytest.mark.parametrize(("count", "ratios"), [(5, (0.8, 0.0, 0.2)), (2, (1.0, 0.0, 0.0))])  # 2: one to spare
 def test_a_split_without_a_validation_share_is_told_to_give_one(tmp_path, make_class_folder, caplog, count, ratios):
     source = make_class_folder(tmp_path / "raw", {"REAL": count, "FAKE": count})
