@@ -130,6 +130,8 @@ class SplitReport:
     skipped: dict[str, list[tuple[str, str]]] = field(  # kind (UNUSABLE...) -> (source, reason) of each file
         default_factory=lambda: {kind: [] for kind in _SKIPPED_KINDS})
     num_duplicates: int = 0  # exact duplicates placed with their first copy
+    # Distinct images (by decoded pixels) per (split, class): a class of five copies of one image has one to share
+    distinct_counts: Counter = field(default_factory=Counter)
     num_written: int = 0
     num_in_place: int = 0  # already at their target with the same content
     mode: str = COPY
@@ -523,7 +525,9 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
         raise UserError(f"no image of {as_typed(root, given)} is left to split: each is left out (e.g. "
                         f"{as_typed(source, given)}: {reason}). "
                         "Nothing was written.")
-    report.num_duplicates = len(placed) - len({(row.split, item.pixels) for row, item in placed})
+    distinct = {(row.split, row.class_name, item.pixels) for row, item in placed}
+    report.num_duplicates = len(placed) - len(distinct)
+    report.distinct_counts = Counter((split, class_name) for split, class_name, _ in distinct)
     report.skipped = {UNUSABLE: sorted(not_images + [(item.source, item.problem) for item in unreadable]),
                       MASK: sorted(masks),
                       AUGMENTED_COPY: sorted(copies),
@@ -939,15 +943,18 @@ def _log_problems(report: SplitReport, validation_share: str | None = None) -> N
         if empty:
             logger.warning("class %s has no files in %s: too few usable images for this split's shares%s",
                            class_name, ", ".join(empty),
-                           _no_validation_advice(report.counts[(TRAIN, class_name)], validation_share)
+                           _no_validation_advice(report.distinct_counts[(TRAIN, class_name)], validation_share,
+                                                 report.counts[(TRAIN, class_name)])
                            if VALIDATION in empty else "")
 
 
-def _no_validation_advice(num_train: int, validation_share: str | None) -> str:
-    """What to do about a class without validation images that has ``num_train`` training images. With two or more,
+def _no_validation_advice(num_train: int, validation_share: str | None, num_train_files: int = 0) -> str:
+    """What to do about a class without validation images that has ``num_train`` distinct training images (exact
+    copies of one image stay in its split: they are one image to share). With two or more,
     the split had one to spare: validation's share was 0 (``validation_share``, DataSplitD1's --ratios), or the
     download's own validation folder had none of the class left (DataSplitD2, which carves one otherwise); with one
-    or none, no share helps: a larger one would take the lone image out of train."""
+    or none, no share helps: a larger one would take the lone image out of train. ``num_train_files``, where more
+    than ``num_train``, says the files are copies."""
     merge = "or merge this split into a dataset that has them (DataMerger.py)"
     if num_train >= 2 and validation_share:
         return ("; training needs a validation image of every class: split again with a validation share above 0 "
@@ -955,8 +962,10 @@ def _no_validation_advice(num_train: int, validation_share: str | None) -> str:
     if num_train >= 2:
         return ("; training needs a validation image of every class: add images of it to the download's validation "
                 f"folder (none of its own is left there: see {SKIPPED_NAME}) and split again, {merge}")
+    copies = (f" (its {num_train_files:,} files in train are exact copies of {'it' if num_train == 1 else 'them'})"
+              if num_train_files > num_train else "")
     return (f"; training needs a validation image of every class, besides its training images, and this class has "
-            f"{plural(num_train, 'usable image')} to share between them: add images of it to SOURCE and split "
+            f"{plural(num_train, 'usable image')}{copies} to share between them: add images of it to SOURCE and split "
             f"again, {merge}")
 
 
