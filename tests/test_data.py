@@ -368,6 +368,20 @@ def test_scan_splits_refuses_a_class_without_validation_images_saying_so(tmp_pat
     assert "re-split" in str(refused.value) and "--rename" not in str(refused.value)
 
 
+def test_scan_splits_tells_a_class_of_one_image_to_get_more_images_not_to_re_split(tmp_path, make_class_folder):
+    """DataSplitD1 keeps a class's one image in train (none to spare for validation): training said "add some there,
+    or re-split the dataset so that every class has some", and a re-split places that lone image in train again."""
+    from realvsai.splitting import split_by_class
+
+    split_by_class(make_class_folder(tmp_path / "raw", {"REAL": 1, "FAKE": 20}), tmp_path / "data")
+
+    with pytest.raises(UserError) as refused:
+        data.scan_splits(tmp_path / "data")
+    message = str(refused.value)
+    assert message.startswith(f"class 'REAL' has no readable image in {tmp_path / 'data' / 'validation'} and 1 in ")
+    assert "add images of it" in message.lower() and "re-split" not in message
+
+
 def test_scan_images_of_an_empty_dataset_says_so(tmp_path):
     (tmp_path / "a").mkdir()
 
