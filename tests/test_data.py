@@ -382,6 +382,27 @@ def test_scan_splits_tells_a_class_of_one_image_to_get_more_images_not_to_re_spl
     assert "add images of it" in message.lower() and "re-split" not in message
 
 
+@pytest.mark.parametrize("script", ["D1", "D2"])
+def test_scan_splits_tells_a_split_of_one_image_a_class_to_get_more_images_not_to_split_off_validation(
+        tmp_path, make_class_folder, script):
+    """One image a class leaves nothing to spare for validation, and the split makes no validation folder: training
+    said "Split off one with DataSplitD1.py or DataSplitD2.py", which the user had just run and which makes none."""
+    from realvsai.splitting import split_by_class, split_train_test
+
+    if script == "D1":
+        split_by_class(make_class_folder(tmp_path / "raw", {"REAL": 1, "FAKE": 1}), tmp_path / "data")
+    else:
+        make_class_folder(tmp_path / "raw" / "train", {"REAL": 1, "FAKE": 1}, seed=1)
+        make_class_folder(tmp_path / "raw" / "test", {"REAL": 1, "FAKE": 1}, seed=2)
+        split_train_test(tmp_path / "raw", tmp_path / "data")
+    assert not (tmp_path / "data" / "validation").exists()
+
+    with pytest.raises(UserError) as refused:
+        data.scan_splits(tmp_path / "data")
+    message = str(refused.value)
+    assert "1 image" in message and "add images" in message.lower() and "Split off one" not in message
+
+
 def test_scan_images_of_an_empty_dataset_says_so(tmp_path):
     (tmp_path / "a").mkdir()
 
