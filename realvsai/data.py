@@ -36,6 +36,7 @@ from realvsai.layout import (
     find_class_folders,
     leave_out_masks,
     no_train_folder,
+    subfolders,
     unplaced_rows,
 )
 
@@ -234,6 +235,13 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
         raise no_train_folder(data_dir, "Run DataSplitD1.py or DataSplitD2.py first, or point --data at the folder "
                                         "that holds train/ and validation/")
     if not (data_dir / VALIDATION).is_dir():
+        # A split of one image a class places each in train and makes no validation folder: no split makes one
+        sizes = [len(list_images(folder)) for folder in subfolders(data_dir / TRAIN)]
+        if sizes and max(sizes) <= 1:
+            raise UserError(f"{data_dir} has no {VALIDATION} folder, and at most 1 image a class in {TRAIN}: too "
+                            "few to share between training and validation. Add images of each class to the dataset "
+                            "you split and split it again (2 a class at least; 10 or more give numbers worth "
+                            "reading).")
         raise UserError(f"{data_dir} has no {VALIDATION} folder: the best model and the stop rules are chosen on "
                         "it. Split off one with DataSplitD1.py or DataSplitD2.py.")
     if unplaced := unplaced_rows(data_dir):
