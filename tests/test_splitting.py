@@ -211,6 +211,21 @@ def test_a_split_without_a_test_share_does_not_warn_of_no_test_images(tmp_path, 
     assert not [record for record in caplog.records if "no test image" in record.getMessage()]
 
 
+def test_a_test_folder_without_a_class_of_train_names_the_class_rather_than_say_to_remove_folders(
+        tmp_path, make_class_folder):
+    """test/ held REAL only: the refusal said "rename or remove folders so they match", which read as removing
+    train/FAKE, the class the user came to learn."""
+    make_class_folder(tmp_path / "raw" / "train", {"REAL": 3, "FAKE": 3}, seed=1)
+    make_class_folder(tmp_path / "raw" / "test", {"REAL": 2}, seed=2)
+
+    with pytest.raises(UserError) as refused:
+        split_train_test(tmp_path / "raw", tmp_path / "out")
+    message = str(refused.value)
+    assert "FAKE" in message.split(". ", 1)[1] and "remove folders" not in message
+    assert str(tmp_path / "raw" / "test" / "FAKE") in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_split_files_depends_on_the_seed():
     files = list(range(40))
     assert split_files(files, {"a": 0.5, "b": 0.5}, seed=1) != split_files(files, {"a": 0.5, "b": 0.5}, seed=2)
