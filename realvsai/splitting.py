@@ -350,6 +350,13 @@ def _group_class_names(group_dirs: Mapping[str, Path], renames: Mapping[str, str
                                       for folder, name in names[group].items() if name not in train)
             raise UserError(f"{shown[0]}, but {shown[1]}: they differ only in letter case or accent encoding. Add "
                             f"{renames_needed} (or rename the {group} folders) and split again.")
+        if set(names[group].values()) < set(train):  # a test/ (or valid/) without some class: name it
+            missing = sorted(set(train) - set(names[group].values()))
+            them, folders = ("it", "its folder") if len(missing) == 1 else ("them", "their folders")
+            where = " and ".join(str(group_dirs[group] / name) for name in missing)
+            raise UserError(f"{shown[0]}, but {shown[1]}: it has no folder of {' and '.join(missing)}. Put {group} "
+                            f"images of {them} in {where} and split again, or move {folders} out of "
+                            f"{group_dirs[TRAIN]} to split without {them}.")
         raise UserError(f"{shown[0]}, but {shown[1]}. Train and {group} need the same classes: rename or remove "
                         "folders so they match, or name a class folder as the other side does with --rename OLD=NEW.")
     return names
