@@ -366,8 +366,10 @@ def evaluate_model_file(model_path: Path, test_dirs: list[Path], out_dir: Path |
     writing, claim = None, contextlib.ExitStack()  # the claims of the folders read and written, until it ends
     try:
         claim.enter_context(working_on([], "ModelTraining.py", reading=test_dirs))  # no run writes them meanwhile
-        model, loaded = run.load_run(model_path)  # model.json is checked before Keras loads
-        scanned = evaluation.check_folders(loaded.info, test_dirs, max_pixels)  # refused before a folder is announced
+        loaded = run.read_run(model_path)  # model.json is checked before Keras loads
+        # Refused before the model loads (10-15 s for ResNet101 on a CPU) and before a folder is announced
+        scanned = evaluation.check_folders(loaded.info, test_dirs, max_pixels)
+        model, loaded = run.load_run(loaded)
         default_name = output_name("eval-" + "+".join(Path(test_dir).resolve().name for test_dir in test_dirs))
         requested = Path(out_dir) if out_dir is not None else loaded.path / default_name
         if out_dir is None:  # a given one was checked with the command line

@@ -203,14 +203,22 @@ def make_output_folder(out_dir: Path) -> None:
 
 
 def check_input(source: Path) -> None:
-    """UserError unless ``source`` (--input) is a folder, or a file named as an image or, as the app reads an upload,
-    one of a format read here by its content: checked before the model loads and an output folder is chosen or
-    announced."""
+    """UserError unless ``source`` (--input) is a folder that holds a file, or a file named as an image or, as the app
+    reads an upload, one of a format read here by its content: checked before the model loads and an output folder
+    is chosen or announced."""
     source = Path(source)
     if source.is_file() and (why := not_an_image_name(source.name)) and not misnamed_image(source):
         raise UserError(cannot_predict(source, why))
     if not source.is_file() and not source.is_dir():
         raise UserError(f"{source} is not a folder, nor a file. Give --input an image, or a folder of images.")
+    listed: list[tuple[str, str]] = []  # the files that are not images: each is named in unreadable.csv
+    if source.is_dir() and not list_images(source, recursive=True, skipped=listed) and not listed:
+        raise no_image_file(source)
+
+
+def no_image_file(folder: Path) -> UserError:
+    """The error of a --input folder that holds no file to predict."""
+    return UserError(f"{folder} holds no image file (names ending in {', '.join(sorted(IMAGE_EXTENSIONS))}).")
 
 
 def cannot_predict(source: Path, why: str, read: bool = False) -> str:
@@ -249,8 +257,8 @@ def predict_folder(model: keras.Model, model_info: ModelInfo | Mapping[str, Any]
                                     image_size=info.decode_size)
     skipped += [(path, header) for path, header in zip(candidates, headers) if isinstance(header, str)]
     usable = [(path, header) for path, header in zip(candidates, headers) if not isinstance(header, str)]
-    if not usable and not skipped:
-        raise UserError(f"{folder} holds no image file (names ending in {', '.join(sorted(IMAGE_EXTENSIONS))}).")
+    if not usable and not skipped:  # emptied since check_input
+        raise no_image_file(folder)
     make_output_folder(out_dir)
     probabilities = np.zeros((0, len(class_names)), np.float32)
     if usable:

@@ -645,14 +645,15 @@ def _stored_kind(model_file: Path) -> str | None:
         return None
 
 
-def load_run(path: Path) -> tuple[keras.Model, ModelRun]:
-    """The one loader: a run folder (or its model.h5 or model.json) as its model and its checked ``ModelRun``.
+def load_run(path: Path | ModelRun) -> tuple[keras.Model, ModelRun]:
+    """The one loader: a run folder (or its model.h5 or model.json) as its model and its checked ``ModelRun``; a
+    ``ModelRun`` already read (``read_run``: a caller that checks its input against the run before the model loads).
 
     Raises:
         UserError: for a missing or malformed model.json (naming the field), an unreadable model file, or a
             model that does not match its model.json (``check_model``).
     """
-    run = read_run(path)
+    run = path if isinstance(path, ModelRun) else read_run(path)
     logger.info("loading the model %s", run.model_file)  # 10-15 s for ResNet101 on a CPU, without a bar
     model = load_run_model(run)
     # TensorFlow's import (the first load's) calls Python from C++ code that clears what it raises: a Ctrl-C (or
