@@ -835,6 +835,22 @@ def test_the_headline_test_metrics_say_when_the_test_set_is_small_as_the_model_c
     assert any(said in text for text in texts(app))
 
 
+def test_a_run_without_test_numbers_says_its_threshold_was_chosen_on_few_validation_images(start_app, tmp_path):
+    """A split of two images a class has no test images: its app page said "No test metrics recorded" and answered
+    at a threshold chosen on 1 validation image of each class, which only the training's log had said."""
+    run = write_run(tmp_path, "tiny", info={"test_metrics": None, "decision_threshold": 0.79,
+                                            "counts": {"train": {"FAKE": 1, "REAL": 1},
+                                                       "validation": {"FAKE": 1, "REAL": 1}}})
+    (run / "metrics.json").unlink()
+
+    app = start_app("--models", tmp_path)
+
+    said = model_card.few_threshold_images({"num_positive": 1, "num_images": 2}, "FAKE", "REAL")
+    assert said and "1 validation image of FAKE and 1 validation image of REAL" in said
+    assert "No test metrics recorded for this model." in texts(app)
+    assert said in [warning.value for warning in app.warning]
+
+
 def test_the_headline_test_metrics_say_how_often_the_app_answered_uncertain_on_the_test_images(start_app, tmp_path):
     """The header showed "Test accuracy 0.733" of a model that answered Uncertain on all 30 test images, as its
     model card said and the app did not."""
