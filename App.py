@@ -88,7 +88,7 @@ from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
 from realvsai.layout import mask_images
 from realvsai.metrics import CONFIDENCE_STEP, DecisionRule, one_answer_text
-from realvsai.model_card import code_span, markdown_text, small_test_set, test_caveats
+from realvsai.model_card import code_span, few_threshold_images, markdown_text, small_test_set, test_caveats
 from realvsai.prediction import UNFAMILIAR_MEANS, csv_cell, describe_counts
 from realvsai.run import (
     DEMO_WARNING,
@@ -547,7 +547,20 @@ def model_card(run: ModelRun, settings: Settings) -> None:
             st.warning(f"No test metrics shown: {run.unmeasured}", icon="⚠️")
         else:
             st.caption("No test metrics recorded for this model.")
+            if said := few_threshold_images_without_test(run, shown, settings.rule.positive_index):
+                st.warning(said, icon="⚠️")
         st.caption(settings.rule.describe(shown))
+
+
+def few_threshold_images_without_test(run: ModelRun, shown: list[str], positive_index: int) -> str | None:
+    """``model_card.few_threshold_images`` for a two-class run without test numbers, whose metrics would say how its
+    decision threshold was chosen: from the validation images model.json counts, which it was chosen on."""
+    validation = (run.info.get("counts") or {}).get("validation") or {}
+    counts = [validation.get(name) for name in run.class_names]
+    if len(counts) != 2 or run.info.decision_threshold is None or not all(isinstance(count, int) for count in counts):
+        return None
+    return few_threshold_images({"num_positive": counts[positive_index], "num_images": sum(counts)},
+                                shown[positive_index], shown[1 - positive_index])
 
 
 def figure_warnings(run: ModelRun) -> list[str]:
