@@ -800,6 +800,18 @@ def test_a_split_refused_for_another_val_fraction_names_the_one_it_was_made_with
             "same command with those to finish it" in str(refused.value)), str(refused.value)
 
 
+def test_a_split_refused_for_a_rename_it_was_made_without_says_to_run_without_it(art, tmp_path):
+    """It said "it was made without --rename RealArt=Real (this run: --rename RealArt=Real). Run the same command
+    with those to finish it": the same command, with what it already has, was refused again."""
+    out = tmp_path / "out"
+    split_by_class(art, out)
+    with pytest.raises(UserError) as refused:
+        split_by_class(art, out, renames={"RealArt": "Real"})
+    assert ("; it was made without --rename RealArt=Real (this run: --rename RealArt=Real). Run the same command "
+            "without --rename RealArt=Real to finish it, add --overwrite" in str(refused.value)), str(refused.value)
+    split_by_class(art, out)  # what it says finishes it
+
+
 def test_a_move_split_stopped_before_it_moved_a_file_names_move_and_its_seed(art, tmp_path, monkeypatch):
     """No file moved yet, the re-run without --move cannot tell it from a copy split: its other seed made it
     "a different split", which the user could finish only by guessing both flags."""
