@@ -304,7 +304,9 @@ def _recorded_settings(path: Path) -> dict[str, str] | None:
 def _made_with(recorded: Mapping[str, str] | None, settings: Mapping[str, str]) -> tuple[str, str]:
     """Why an existing split (made with the ``recorded`` settings) differs from the one a run with ``settings`` makes,
     and what finishes it: ("; it was made with --seed 7 (this run: --seed 42)", "Run the same command with those to
-    finish it, add") where some setting differs."""
+    finish it, add") where some setting differs; ("...; it was made with --seed 7, without --move (this run: --seed
+    42 --move)", "Run the same command with --seed 7, without --move to finish it, add") where a flag it was made
+    without differs."""
     if recorded is None:
         return " (other files, seed or ratios)", "Add"
     differ = [name for name in settings if name in recorded and recorded[name] != settings[name]]
@@ -314,8 +316,9 @@ def _made_with(recorded: Mapping[str, str] | None, settings: Mapping[str, str]) 
     lacking = " ".join(settings[name] for name in differ if not recorded[name])  # a copy made, a --move run now
     made = ", ".join(([f"with {given}"] if given else []) + ([f"without {lacking}"] if lacking else []))
     this_run = " ".join(settings[name] for name in differ if settings[name])
+    # "with those", where it was made without a flag this run has, sent the user back with what was refused
     return (f"; it was made {made}{f' (this run: {this_run})' if this_run else ''}",
-            "Run the same command with those to finish it, add")
+            f"Run the same command {made if lacking else 'with those'} to finish it, add")
 
 
 def _announce_root(root: Path, source: Path) -> None:
