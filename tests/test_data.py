@@ -306,6 +306,18 @@ def test_a_folder_that_wraps_a_download_not_yet_split_is_named_with_the_split_co
             read(wrapper)
 
 
+def test_training_on_a_download_s_train_and_test_names_the_split_command_that_fits(tmp_path, make_class_folder):
+    """--data data/raw/cifake (train/ and test/, not yet split): it said "Split off one with DataSplitD1.py or
+    DataSplitD2.py", and DataSplitD1.py refuses a folder of train/ and test/."""
+    for split in ("train", "test"):
+        make_class_folder(tmp_path / "cifake" / split, {"REAL": 2, "FAKE": 2})
+
+    with pytest.raises(UserError) as refused:
+        data.scan_splits(tmp_path / "cifake")
+    assert str(refused.value).endswith(f"python DataSplitD2.py {tmp_path / 'cifake'} --out data"), str(refused.value)
+    assert "DataSplitD1" not in str(refused.value)
+
+
 def test_training_on_a_split_folder_names_the_dataset_folder_to_give_as_augmentation_does(tmp_path,
                                                                                           make_class_folder):
     """--data data/train: training said "data/train has no train folder. Run DataSplitD1.py or DataSplitD2.py
