@@ -36,6 +36,7 @@ from realvsai.layout import (
     find_class_folders,
     leave_out_masks,
     no_train_folder,
+    refuse_unsplit_download,
     subfolders,
     unplaced_rows,
 )
@@ -234,6 +235,7 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
     if not (data_dir / TRAIN).is_dir():
         raise no_train_folder(data_dir, "Run DataSplitD1.py or DataSplitD2.py first, or point --data at the folder "
                                         "that holds train/ and validation/")
+    refuse_unsplit_download(data_dir, "trained")  # a download's train/ and test/: the split command that fits
     if not (data_dir / VALIDATION).is_dir():
         # A split of one image a class places each in train and makes no validation folder: no split makes one
         sizes = [len(list_images(folder)) for folder in subfolders(data_dir / TRAIN)]
