@@ -1064,6 +1064,24 @@ def test_move_refuses_a_copy_identical_to_a_validation_or_test_image(augmented, 
     assert "Refused 1 copy identical to a validation or test image" in capsys.readouterr().out
 
 
+def test_a_copy_without_a_recorded_source_is_refused_with_commands_that_name_its_data(augmented):
+    """A run killed before it recorded its copies: the reason said "Run DataAugmentation.py again with --copies 2
+    ... first ... or run MoveAugmentedImages.py --move-unlisted", without --data: pasted, they worked on data/."""
+    (augmented / "augmented_train" / moving.SOURCES_NAME).unlink()
+    assert move(augmented) == 1
+    with open(augmented / moving.MOVE_REFUSED_NAME, newline="") as stream:
+        reason = next(csv.DictReader(stream))["reason"]
+    assert f"python DataAugmentation.py --data {augmented} --copies 2 --preset classic --seed 1" in reason, reason
+    assert f"python MoveAugmentedImages.py --data {augmented} --move-unlisted" in reason, reason
+    assert MoveAugmentedImages.main(["--data", str(augmented), "--move-unlisted", "--quiet"]) == 0
+
+
+def test_move_without_augmented_folder_names_the_augmentation_command_for_its_data(data, capsys):
+    """It said "Run DataAugmentation.py first", which, pasted, augments data/ rather than the --data given."""
+    assert move(data) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"python DataAugmentation.py --data {data}")
+
+
 def hold_out_a_copy(augmented: Path) -> Path:
     """Puts a copy's content into test, so the move refuses that copy; returns the copy."""
     copy = augmented / "augmented_train" / "REAL" / "aug_img_000_0.jpg"
