@@ -78,7 +78,8 @@ def print_summary(args: Namespace, report: MoveReport | None, moved_before: int 
         print(f"Next: python ModelTraining.py --data {shell_path(args.data)}")
         return
     if report is None:
-        print(f"Nothing to move: {args.data} has no augmented_train folder. Run DataAugmentation.py first.")
+        print(f"Nothing to move: {args.data} has no augmented_train folder. Make the copies first: "
+              f"python DataAugmentation.py --data {shell_path(args.data)}")
         return
     columns = ("train before", "moved", "identical", "renamed", "refused", "train after")
     rows = [(name, *(counts[key] for key in columns)) for name, counts in report.counts.items()]

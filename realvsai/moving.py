@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from realvsai.cli import progress
-from realvsai.config import MAX_IMAGE_PIXELS, flag_name
+from realvsai.config import MAX_IMAGE_PIXELS, flag_name, shell_path
 from realvsai.errors import UserError
 from realvsai.files import (
     Outcome,
@@ -653,13 +653,16 @@ class _Refusal:
         self.records = read_copy_sources(augmented_dir)
         self._in_train: set[str] | None = None  # sha256 of every train image, hashed only when needed
         self._checked: dict[tuple[str, str], bool] = {}  # (source, sha256): a source's ten copies hash it once
+        data = shell_path(data_dir)  # the commands name it: pasted without it, they work on data/
         if settings is not None:
             # A run killed before it recorded the copies it wrote: a re-run with their settings records each copy
             # it finds to be its own.
             flags = " ".join(f"{flag_name(name)} {value}" for name, value in settings.items())
-            self.remedy = f"Run DataAugmentation.py again with {flags} first: it records the copies it made"
+            self.remedy = (f"Run DataAugmentation.py again with their settings first, as it records the copies it "
+                           f"made (python DataAugmentation.py --data {data} {flags})")
         else:
             self.remedy = "Make copies with DataAugmentation.py, which records their sources"
+        self.move_unlisted_command = f"python MoveAugmentedImages.py --data {data} --move-unlisted"
 
     def why(self, copy: Path, digest: str) -> tuple[str, str] | None:
         """``(REFUSED_* kind, reason in words)``, or None when ``copy`` (sha256 ``digest``) may go into train."""
@@ -674,8 +677,8 @@ class _Refusal:
             what = (f"no recorded source (not in {listed})" if record is None
                     else f"changed since it was recorded in {listed} (other sha256)")
             return REFUSED_UNLISTED, (
-                f"{what}, so it may be a copy of a validation or test image. {self.remedy}, or run "
-                "MoveAugmentedImages.py --move-unlisted if you know this one was made from a training image")
+                f"{what}, so it may be a copy of a validation or test image. {self.remedy}, or, if you know this one "
+                f"was made from a training image, move it anyway ({self.move_unlisted_command})")
         if record.source_sha256 in self.held_out:
             return REFUSED_HELD_OUT_SOURCE, (
                 f"a copy of {record.source}, which is now {self.held_out[record.source_sha256]}; in train it would "

@@ -1322,7 +1322,8 @@ def test_move_advises_rerunning_the_augmentation_for_unrecorded_copies_beside_th
         reasons = {row["reason"] for row in csv.DictReader(stream)}
     assert len(reasons) == 1
     [reason] = reasons
-    assert "DataAugmentation.py again with --copies 2 --preset classic --seed 1" in reason
+    assert "DataAugmentation.py again with their settings first" in reason
+    assert "--copies 2 --preset classic --seed 1" in reason
 
 
 def test_a_sources_csv_that_is_not_text_is_one_line(augmented, capsys):
