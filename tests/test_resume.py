@@ -190,6 +190,21 @@ def test_resume_of_a_run_whose_data_is_gone_asks_for_its_new_place(tmp_path):
     assert "DataSplit" not in message
 
 
+def test_resume_of_a_run_whose_data_is_gone_names_the_whole_command_with_its_out(tmp_path):
+    """It said "give its new place: --resume --name run --data NEW-PLACE": a run under --out 'my models', resumed
+    with those flags, was looked for in models/ and was not there."""
+    out = tmp_path / "my models"
+    saved = out / "run" / "backup" / "config.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps(TrainConfig(data=tmp_path / "moved-away", weights="none").to_json()))
+
+    with pytest.raises(UserError) as raised:
+        resolve_run_dir(TrainConfig(out=out, name="run"), resume=True)
+
+    assert str(raised.value).endswith(f"give its new place: python ModelTraining.py --resume --name run --out "
+                                      f"'{out}' --data NEW-PLACE."), str(raised.value)
+
+
 def test_cli_resume_of_a_damaged_saved_config_is_one_error_line(tmp_path, capsys):
     saved = tmp_path / "run" / "backup" / "config.json"
     saved.parent.mkdir(parents=True)
