@@ -431,7 +431,7 @@ def resolve_run_dir(config: TrainConfig, resume: bool, data: Path | None = None,
         _refuse_run_inside_data(run_dir, Path(data if data is not None else stored.data), data)
         if data is None and not Path(stored.data).is_dir():  # a new split would be other data, which is refused
             raise UserError(f"{stored.data}, the data {run_dir} started on, is not there. If it moved, give its new "
-                            f"place: --resume --name {config.name} --data NEW-PLACE.")
+                            f"place: {resume_command(run_dir)} --data NEW-PLACE.")
         moved = {} if data is None else {"data": config.data}  # training checks that it holds the same files
         return dataclasses.replace(stored, out=config.out, name=config.name, **moved), run_dir
     if (run_dir / MODEL_JSON_FILE).is_file():

@@ -186,7 +186,8 @@ def test_resume_of_a_run_whose_data_is_gone_asks_for_its_new_place(tmp_path):
         resolve_run_dir(TrainConfig(out=tmp_path, name="run"), resume=True)
 
     message = str(raised.value)
-    assert str(tmp_path / "moved-away") in message and "--resume --name run --data" in message
+    assert str(tmp_path / "moved-away") in message and "--resume --name run --out" in message
+    assert message.endswith(" --data NEW-PLACE.")
     assert "DataSplit" not in message
 
 
@@ -440,7 +441,8 @@ def test_cli_resume_reads_the_runs_moved_data_from_the_data_flag(tmp_path, monke
     shutil.move(tmp_path / "data", tmp_path / "moved")
     resume = ["--resume", "--name", "run", "--out", str(tmp_path / "models"), "--quiet"]
     assert ModelTraining.main(resume) == 1
-    assert "give its new place: --resume --name run --data" in capsys.readouterr().err  # and it does so:
+    assert (f"give its new place: python ModelTraining.py --resume --name run --out {tmp_path / 'models'} --data "
+            "NEW-PLACE." in capsys.readouterr().err)  # and it does so:
     assert ModelTraining.main([*resume, "--data", str(tmp_path / "moved")]) == 0
     assert json.loads((run / "model.json").read_text())["config"]["data"] == str(tmp_path / "moved")
 
