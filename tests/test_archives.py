@@ -1343,6 +1343,16 @@ def test_the_zipper_names_the_archive_of_a_relative_folder_as_typed(tmp_path, da
     assert finished.stdout.startswith("Wrote dataset.zip ("), finished.stdout
 
 
+def test_the_zipper_refusing_an_archive_that_exists_names_it_as_typed(tmp_path, dataset):
+    """It said "error: /home/me/project/dataset.zip already exists" for DataZipper.py dataset."""
+    assert run_script("DataZipper.py", "dataset", "--quiet", cwd=tmp_path).returncode == 0
+    (dataset / "added.txt").write_text("new")
+
+    line = one_error_line(run_script("DataZipper.py", "dataset", "--quiet", cwd=tmp_path))
+
+    assert line == "error: dataset.zip already exists. Add --overwrite to replace it, or choose another --out.", line
+
+
 def test_zipper_script_refuses_a_backslash_name_with_one_line(tmp_path, dataset):
     (dataset / "back\\slash.jpg").write_bytes(b"\xff\xd8 photo")
     refused = run_script("DataZipper.py", dataset, "--out", tmp_path / "d.zip")
