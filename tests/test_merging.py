@@ -27,7 +27,7 @@ from realvsai import files, merging, moving
 from realvsai.errors import UserError
 from realvsai.layout import read_manifest
 from realvsai.merging import format_merge_report, merge_datasets
-from realvsai.splitting import split_by_class
+from realvsai.splitting import split_by_class, split_train_test
 
 
 def make_split(root: Path, counts: dict[tuple[str, str], int], seed: int) -> Path:
@@ -487,6 +487,23 @@ def test_a_class_the_target_has_not_is_refused(first, tmp_path):
     other = make_split(tmp_path / "other", {("train", "REAL"): 1, ("train", "SCAN"): 1}, seed=6)
     with pytest.raises(UserError, match=r"\['REAL', 'SCAN'\].*\['FAKE', 'REAL'\].*'SCAN'.*--rename"):
         merge_datasets([other], into)
+
+
+def test_a_class_spelled_otherwise_is_refused_with_the_split_command_that_renames_it(first, tmp_path):
+    """It said "re-split with --rename OLD=NEW": run into the split's own folder, that split was refused as another
+    one, a second refusal to get past."""
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    other = make_split(tmp_path / "other", {(split, name): 2 for split in ("train", "validation", "test")
+                                            for name in ("REAL", "SCAN")}, seed=6)
+    with pytest.raises(UserError) as refused:
+        merge_datasets([other], into)
+    renamed = tmp_path / "other-renamed"
+    assert (f"split it again under the names of {into}: python DataSplitD2.py {other} --out {renamed} --rename "
+            f"OLD=NEW (one for each class to rename), then merge that: python DataMerger.py {renamed} --into {into}"
+            in str(refused.value)), str(refused.value)
+    split_train_test(other, renamed, renames={"SCAN": "FAKE"})  # what it says, OLD=NEW filled in
+    assert merge_datasets([renamed], into).added == 12
 
 
 def test_a_class_the_target_has_not_is_added_when_asked(tmp_path):
