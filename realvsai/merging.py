@@ -149,12 +149,16 @@ def merge_datasets(
                     f"{shell_path(into)}{' --add-classes' if add_classes else ''}"
                 )
             if not add_classes:
+                # Into a folder of its own: re-split where it is, the split is refused as another one.
+                renamed = source.with_name(f"{source.name}-renamed")
                 raise UserError(
                     f"{source} has classes {classes}, but {reference[0]} has {reference[1]}, not {unknown}: a merge "
                     f"adds images to the classes a dataset has. To add {', '.join(unknown)} as "
                     f"{'a new class' if len(unknown) == 1 else 'new classes'}, run again "
-                    "with --add-classes; where a class is spelled otherwise, re-split with --rename OLD=NEW (e.g. "
-                    "--rename RealArt=REAL)."
+                    f"with --add-classes; where a class is spelled otherwise, split it again under the names of "
+                    f"{reference[0]}: python DataSplitD2.py {shell_path(source)} --out {shell_path(renamed)} "
+                    f"--rename OLD=NEW (one for each class to rename), then merge that: python DataMerger.py "
+                    f"{shell_path(renamed)} --into {shell_path(into)}"
                 )
             known += unknown
         if doubled := alike_names(classes):
