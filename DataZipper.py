@@ -22,7 +22,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from realvsai.archives import archive_stem, is_archive, zip_folder
 from realvsai.cli import make_parser, nonempty_path, plural, run_main, setup_logging
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = locate(args.folder)  # "." and "link/.." named as the shell sees them; a symlinked folder's zip goes
         # beside the link
         out = args.out if args.out is not None else folder.with_name(f"{folder.name}.zip")
+        if args.out is None and not args.folder.is_absolute():  # a refusal names dataset.zip, as typed, not
+            out = Path(os.path.relpath(out))  # /home/me/project/dataset.zip (lexically: beside a symlinked folder)
         with working_on([out], "DataZipper.py", reading=[folder]):  # no run writes in the folder meanwhile
             result = zip_folder(folder, out, overwrite=args.overwrite, verify=args.verify)
         archive = as_typed(result.archive, args.out if args.out is not None else args.folder)
