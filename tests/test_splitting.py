@@ -617,6 +617,19 @@ def test_datasplitd2_on_train_and_validation_says_to_rename_the_held_out_folder(
         split_train_test(tmp_path / "raw", tmp_path / "data")
 
 
+def test_datasplitd2_on_train_and_validation_says_what_it_lacks_not_what_datasplitd1_needs(tmp_path,
+                                                                                           make_class_folder):
+    """It said "raw holds the split folders Train, Validation, not one folder per class", DataSplitD1's need, to a
+    DataSplitD2 run, which takes split folders."""
+    for split in ("Train", "Validation"):
+        make_class_folder(tmp_path / "raw" / split, {"Real": 3, "Fake": 3})
+
+    with pytest.raises(UserError) as refused:
+        split_train_test(tmp_path / "raw", tmp_path / "data")
+    assert str(refused.value).startswith(f"{tmp_path / 'raw'} holds the split folders Train, Validation, but no test "
+                                         "folder: rename "), str(refused.value)
+
+
 @pytest.mark.parametrize("first, second", [("art", "photos"), ("a/Dataset", "b/Dataset")])
 def test_a_second_dataset_split_into_the_first_one_s_out_is_told_to_split_apart_and_merge(tmp_path, make_class_folder,
                                                                                            first, second):
