@@ -368,13 +368,14 @@ def refuse_unsplit_download(data_dir: Path, step: str) -> None:
 
 
 def refuse_split_folders(root: Path, class_folders: Sequence[str], renamed: Iterable[str] = (),
-                         out: Path = TrainConfig.data) -> None:
+                         out: Path = TrainConfig.data, lacking: str = "not one folder per class") -> None:
     """A UserError when ``root``'s "class folders" are split folders (DataSplitD1 would train on classes "Train" and
     "Validation"), with what DataSplitD2 needs (``split_folders_fix``, its command naming ``out``); ``renamed``
-    folders are classes."""
+    folders are classes. ``lacking``: what the script that refuses them needs of ``root`` (DataSplitD1's unless
+    given)."""
     if fix := split_folders_fix(root, class_folders, renamed, lambda folder: out):
         found = ", ".join(sorted(name for name in class_folders if name_key(name) in SPLIT_WORDS))
-        raise UserError(f"{root} holds the split folders {found}, not one folder per class: {fix}")
+        raise UserError(f"{root} holds the split folders {found}, {lacking}: {fix}")
 
 
 def class_named_like_a_split_fix(source: Path) -> str | None:
@@ -435,7 +436,9 @@ def find_train_test_root(source: Path, out: Path = TrainConfig.data) -> Path:
     refuse_one_split_of_a_download(source)
     if not _holds_train_and_test(root := find_dataset_root(source, _holds_train_and_test)):
         class_root = find_class_root(source)  # a split without test/: Dataset/Train/, Dataset/Validation/
-        refuse_split_folders(class_root, [folder.name for folder in subfolders(class_root)], out=out)
+        missing = [split for split in (TRAIN, TEST) if not find_child_folder(class_root, split)]
+        refuse_split_folders(class_root, [folder.name for folder in subfolders(class_root)], out=out,
+                             lacking=f"but no {' and no '.join(missing)} folder")
     train, test = find_child_folder(source, TRAIN), find_child_folder(source, TEST)
     if bool(train) != bool(test):
         found, missing = (train, TEST) if train else (test, TRAIN)
