@@ -139,6 +139,14 @@ def test_place_file_never_overwrites_different_content(tmp_path):
     assert placed == tmp_path / "dst" / f"cat_{digest[:8]}.jpg" and placed.read_bytes() == b"new cat"
 
 
+def test_a_name_whose_digest_names_are_taken_too_is_numbered_from_2(tmp_path):
+    digest = hashlib.sha256(b"new cat").hexdigest()
+    for name in ("cat", f"cat_{digest[:8]}", f"cat_{digest[:16]}", f"cat_{digest}"):
+        write(tmp_path / "dst" / f"{name}.jpg", b"another cat")
+    placed, outcome = place_file(write(tmp_path / "src" / "cat.jpg", b"new cat"), tmp_path / "dst" / "cat.jpg")
+    assert outcome is Outcome.RENAMED and placed.name == f"cat_{digest[:8]}_2.jpg"
+
+
 def test_place_files_places_each_as_place_file_does_also_where_a_name_was_taken_since(tmp_path, monkeypatch):
     sources = [write(tmp_path / "src" / f"{name}.jpg", name.encode()) for name in ("cat", "dog", "owl", "bee")]
     write(tmp_path / "dst" / "dog.jpg", b"dog")  # the same content: identical
@@ -242,6 +250,26 @@ def test_place_file_move_across_file_systems_copies_then_removes(tmp_path, monke
     monkeypatch.setattr(files.os, "link", cross_device)
     placed, outcome = place_file(source, tmp_path / "dst" / "cat.jpg", move=True)
     assert outcome is Outcome.MOVED and placed.read_bytes() == b"cat" and not source.exists()
+
+
+def test_place_file_keeps_the_modification_time_of_what_it_copies_or_moves_across_file_systems(tmp_path,
+                                                                                             monkeypatch):
+    """A copy placed beside a taken name, and a move that cannot link, keep the source's time as a move does."""
+    stamp = 1_000_000_000
+    renamed = write(tmp_path / "src" / "cat.jpg", b"new cat")
+    os.utime(renamed, (stamp, stamp))
+    write(tmp_path / "dst" / "cat.jpg", b"old cat")
+    placed, outcome = place_file(renamed, tmp_path / "dst" / "cat.jpg")
+    assert outcome is Outcome.RENAMED and placed.stat().st_mtime == stamp
+
+    def cross_device(*args, **kwargs):
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    moved = write(tmp_path / "src" / "dog.jpg", b"dog")
+    os.utime(moved, (stamp, stamp))
+    monkeypatch.setattr(files.os, "link", cross_device)
+    placed, outcome = place_file(moved, tmp_path / "dst" / "dog.jpg", move=True)
+    assert outcome is Outcome.MOVED and placed.stat().st_mtime == stamp
 
 
 def test_place_file_move_never_deletes_the_only_copy(tmp_path):
