@@ -25,7 +25,7 @@ from PIL import Image, PngImagePlugin
 
 from realvsai import files, merging, moving
 from realvsai.errors import UserError
-from realvsai.layout import read_manifest
+from realvsai.layout import read_manifest, write_manifest
 from realvsai.merging import format_merge_report, merge_datasets
 from realvsai.splitting import split_by_class, split_train_test
 
@@ -699,6 +699,18 @@ def test_manifest_lists_every_file_with_its_source(first, second, tmp_path):
     assert all(Path(row.source).is_file() and sha256(Path(row.source)) == row.sha256 for row in rows)
 
 
+def test_a_target_file_its_manifest_does_not_list_gets_the_source_a_merge_finds_its_content_in(first, tmp_path):
+    """As a merge killed between copying a file and listing it leaves the target: merged again, the file is
+    "identical", and its row names the source file it came from, not none."""
+    into = tmp_path / "merged"
+    merge_datasets([first], into)
+    rows = read_manifest(into / "manifest.csv")
+    write_manifest(into / "manifest.csv", [row for row in rows if row.path != "train/REAL/img_000.png"])
+    report = merge_datasets([first], into)
+    assert report.added == 0
+    assert read_manifest(into / "manifest.csv") == rows
+
+
 def test_merge_keeps_the_sources_of_the_targets_own_manifest(tmp_path, make_class_folder):
     art = make_class_folder(tmp_path / "art", {"REAL": 10, "FAKE": 10})
     into = tmp_path / "data"
@@ -958,6 +970,14 @@ def test_the_record_of_augmented_copies_goes_with_them_into_a_merged_dataset(fir
     report = merge_datasets([into], final)  # the copies' source is in final's test now
     assert not {sha256(path) for path in all_images(final / "train")} & set(copies)
     assert sum("augmented copy" in reason for _, reason in report.refused) == len(copies)
+
+
+def test_augmented_copies_merged_into_a_new_target_are_listed_as_copies_not_in_manifest_csv(second, tmp_path):
+    copies = augment_and_move(second, second / "train" / "FAKE" / "img_001.png")
+    into = merge_datasets([second], tmp_path / "merged").into
+    rows = read_manifest(into / "manifest.csv")
+    assert not {row.sha256 for row in rows} & set(copies)
+    assert len(rows) == sum(COUNTS.values()) and set(copies) <= set(moving.read_moved_copies(into))
 
 
 def test_a_merge_into_a_split_with_augmented_copies_keeps_them_out_of_manifest_csv(tmp_path, make_class_folder):
