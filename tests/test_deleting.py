@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -338,6 +340,22 @@ def test_two_deletions_in_one_split_at_once_keep_each_other_s_manifest_rows_out(
     assert not first.exists() and second.is_file()
     assert "is being worked on by DataDeleter.py" in one_error_line(meanwhile[0])
     assert unplaced_rows(split) == []
+
+
+@pytest.mark.parametrize("answer", ["n\n", "\n", ""])  # no, Enter (the default), Ctrl-D
+def test_answering_anything_but_yes_deletes_nothing_and_exits_1(outside_tree, monkeypatch, capsys, answer):
+    """A script that deletes nothing it was asked to delete has not done its work: a caller (a shell's &&) stops."""
+    import DataDeleter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal(answer))
+    assert DataDeleter.main([str(outside_tree), "--allow-outside"]) == 1
+
+    assert (outside_tree / "sub" / "a.bin").is_file() and (outside_tree / "b.txt").is_file()
+    assert capsys.readouterr().out.strip().endswith("Nothing was deleted.")
 
 
 def test_files_added_while_the_question_waits_are_not_deleted_unseen(outside_tree, monkeypatch, capsys):
