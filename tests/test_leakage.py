@@ -133,6 +133,16 @@ def test_move_refuses_a_copy_whose_source_left_train(augmented):
     assert all("no longer in train" in row["reason"] for row in refused_rows(augmented))
 
 
+def test_move_refuses_a_copy_whose_source_s_name_in_train_holds_another_image_now(augmented):
+    """The name alone is no proof: the image its copies were made from is gone, another took its name."""
+    source = augmented / "train" / "FAKE" / "img_002.png"
+    write_image(source, seed=999)
+    assert move(augmented) == 1
+    assert sorted(path.name for path in (augmented / "augmented_train" / "FAKE").glob("*.jpg")) == [
+        "aug_img_002_0.jpg", "aug_img_002_1.jpg"]
+    assert all("no longer in train" in row["reason"] for row in refused_rows(augmented))
+
+
 def test_move_finds_a_source_that_is_in_train_under_another_name(augmented):
     source = augmented / "train" / "FAKE" / "img_002.png"
     source.rename(source.with_name("renamed.png"))
