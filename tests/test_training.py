@@ -38,7 +38,7 @@ from test_cli import drop_a_ctrl_c
 import ModelTraining
 from realvsai import fitting, image_stats, training
 from realvsai import model as model_module
-from realvsai.config import TrainConfig, resolve_run_dir
+from realvsai.config import Phase, TrainConfig, resolve_run_dir
 from realvsai.errors import UserError
 from realvsai.metrics import balanced_class_weights, find_positive_class
 from realvsai.run import load_run
@@ -1159,6 +1159,16 @@ def test_evaluate_flag_evaluates_a_saved_model_on_a_folder(trained_run, capsys):
 
 
 @pytest.mark.slow
+def test_a_phase_its_stop_rule_ended_before_a_kill_is_restored_on_resume_not_trained_on():
+    """Head epochs 0..4, stopped by its rule after 3 (the backup: 3 epochs done, the phase done), then killed:
+    --resume restores the head and trains none of epochs 3 and 4, which the rule gave to fine-tuning."""
+    head, latest = Phase("head", 0, 5, 1e-3, False), ["head", {"epoch": 3, "state": {"phase_done": True}}]
+    assert fitting._epochs_to_run(head, latest) == (3, 3, True)
+    latest[1]["state"]["phase_done"] = False  # killed within the phase: it goes on to its end
+    assert fitting._epochs_to_run(head, latest) == (3, 5, True)
+    assert fitting._epochs_to_run(Phase("fine_tune", 3, 8, 1e-4, True), latest) == (3, 8, False)
+
+
 def test_resume_after_kill_continues_in_the_fine_tune_phase_and_ends_with_the_requested_epochs(tmp_path):
     for split, count in (("train", 16), ("validation", 4)):
         for index, name in enumerate(("FAKE", "REAL")):
