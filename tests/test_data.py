@@ -31,6 +31,19 @@ def test_scan_images_labels_files_in_class_name_order(tmp_path, make_class_folde
     assert [path.parent.name for path in scanned.files] == ["FAKE"] * 2 + ["REAL"] * 3
 
 
+def test_scan_images_labels_files_in_the_order_of_the_class_names_it_is_given(tmp_path, make_class_folder):
+    """A model's class names are its label order, whatever the folders' sorted order: REAL is 0 for a model that
+    says so, or every answer of the evaluation would be scored against the other class."""
+    make_class_folder(tmp_path, {"REAL": 3, "FAKE": 2})
+
+    scanned = data.scan_images(tmp_path, class_names=["REAL", "FAKE"])
+
+    assert scanned.class_names == ["REAL", "FAKE"]
+    assert {(path.parent.name, label) for path, label in zip(scanned.files, scanned.labels)} == {("REAL", 0),
+                                                                                               ("FAKE", 1)}
+    assert scanned.counts() == {"REAL": 3, "FAKE": 2}
+
+
 def test_scan_images_skips_and_names_files_without_an_image_header(tmp_path, make_class_folder, bad_files):
     make_class_folder(tmp_path, {"a": 2, "b": 2})
     broken = bad_files(tmp_path / "a")
