@@ -190,6 +190,14 @@ def test_refuses_the_data_folder_itself(project):
 
 
 @pytest.mark.parametrize("root", ["data", "models"])
+def test_the_data_or_models_folder_itself_is_refused_for_its_readme_not_as_the_repository_s_code(project, root):
+    """In the repository, as DataDeleter checks it: the advice is to delete what is inside, which it may."""
+    with pytest.raises(UserError, match="folders inside it") as refused:
+        check_deletable(locate(project / root), **rules(project), repository=project)
+    assert "never deletes" not in str(refused.value)
+
+
+@pytest.mark.parametrize("root", ["data", "models"])
 def test_refuses_the_readme_the_project_keeps_in_data_and_models(project, root):
     """data/ itself was refused for the README it holds, and the README deleted when named."""
     (project / root / "README.md").write_text("what goes here")
