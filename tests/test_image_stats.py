@@ -116,6 +116,14 @@ def test_a_photo_is_unfamiliar_to_a_model_trained_on_thumbnails():
     assert reason == "1024x768 px, but the training images were 32 px a side"
 
 
+def test_a_thumbnail_is_unfamiliar_to_a_model_trained_on_photos():
+    """A short side under half the smallest training side is as far outside the training sizes as a long side
+    over twice the largest."""
+    photos = {"min_side": 428, "max_side": 640, "formats": ["JPEG"]}
+    assert unfamiliar_reason(photos, 200, 300, "JPEG") == "200x300 px, but the training images were 428-640 px a side"
+    assert unfamiliar_reason(photos, 214, 300, "JPEG") is None  # half the smallest: still within
+
+
 def test_an_image_like_the_training_images_is_familiar():
     assert unfamiliar_reason(CIFAKE_PROFILE, 32, 32, "JPEG") is None
     assert unfamiliar_reason(CIFAKE_PROFILE, 48, 40, "JPEG") is None  # within twice the training size
