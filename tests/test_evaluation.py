@@ -1487,6 +1487,19 @@ def test_model_card_words_the_small_test_set_with_the_function_the_app_calls():
     assert model_card.small_test_set(5000) is None and model_card.small_test_set(None) is None
 
 
+def test_a_test_set_is_small_under_1000_images():
+    assert model_card.small_test_set(999) is not None and model_card.small_test_set(1000) is None
+
+
+def test_a_threshold_chosen_on_fewer_than_10_validation_images_of_either_class_is_said_to_be():
+    """The README's "chosen on fewer than 10 validation images of either class": 9 of one class is few, 10 is not."""
+    few = model_card.few_threshold_images({"num_positive": 9, "num_images": 19}, "REAL", "FAKE")
+    assert few.startswith("The decision threshold was chosen on 9 validation images of REAL:")
+    assert model_card.few_threshold_images({"num_positive": 10, "num_images": 20}, "REAL", "FAKE") is None
+    assert "9 validation images of FAKE" in model_card.few_threshold_images({"num_positive": 10, "num_images": 19},
+                                                                             "REAL", "FAKE")
+
+
 def test_a_file_that_fails_to_decode_is_judged_under_the_evaluations_pixel_limit(tmp_path):
     from conftest import png_header_only
 
