@@ -1077,6 +1077,18 @@ def test_zipping_again_into_an_archive_of_the_same_files_writes_nothing_and_succ
         zip_folder(dataset, out)
 
 
+def test_a_file_changed_since_the_zip_at_the_same_size_is_not_taken_for_zipped(tmp_path, dataset):
+    """An image edited in place (a byte changed, its size kept) makes the archive another folder's: its CRC-32 tells."""
+    out = tmp_path / "d.zip"
+    zip_folder(dataset, out)
+    image = dataset / "REAL" / "img_000.jpg"
+    edited = bytearray(image.read_bytes())
+    edited[len(edited) // 2] ^= 0xFF
+    image.write_bytes(bytes(edited))
+    with pytest.raises(UserError, match=r"already exists.*--overwrite"):
+        zip_folder(dataset, out)
+
+
 def test_an_archive_of_the_same_names_but_damaged_or_doubled_is_not_taken_for_the_folder_s_zip(tmp_path, dataset):
     out, doubled = tmp_path / "d.zip", tmp_path / "doubled.zip"
     zip_folder(dataset, out)
