@@ -801,7 +801,7 @@ def test_a_model_json_that_names_another_image_size_than_the_model_takes_is_refu
 
 @pytest.mark.slow  # a fresh Python process with TensorFlow
 def test_the_app_s_loader_reads_a_model_with_the_project_s_augmentation_layers_in_a_fresh_process(tmp_path):
-    augmentation = pytest.importorskip("realvsai.augmentation")
+    from realvsai import augmentation
     model = build_stand_in(augmentation=augmentation.build_augmentation("detector", seed=0))
     folder = write_run(tmp_path, "augmented", model)
     image = random_image(13, 40, 30)
@@ -1064,7 +1064,7 @@ def test_grad_cam_of_a_model_whose_feature_maps_are_all_below_4x4_has_no_layer_a
 
 
 def test_grad_cam_of_a_224_px_resnet_uses_its_last_block():
-    model_module = pytest.importorskip("realvsai.model")
+    from realvsai import model as model_module
     model = model_module.build_model(2, image_size=224, backbone="resnet101", weights=None, augment="none")
 
     layer = inference.Classifier(model, CLASS_NAMES, 224).grad_cam_layer
@@ -1075,7 +1075,7 @@ def test_grad_cam_of_a_224_px_resnet_uses_its_last_block():
 
 @pytest.mark.slow  # a ResNet101 forward and backward pass
 def test_grad_cam_of_a_32_px_resnet_is_not_a_flat_tint():
-    model_module = pytest.importorskip("realvsai.model")
+    from realvsai import model as model_module
     # At 32 px ResNet's last block is 1x1: a heatmap from it is one colour whatever the image.
     model = model_module.build_model(2, image_size=32, backbone="resnet101", weights=None, augment="none")
     classifier = inference.Classifier(model, CLASS_NAMES, 32)
@@ -1233,7 +1233,7 @@ def test_the_model_card_states_the_rule_the_app_decides_with():
 
 @pytest.mark.slow  # about 10 s alone, twice that on a busy machine
 def test_a_real_resnet_run_folder_loads_predicts_and_explains(tmp_path):
-    model_module = pytest.importorskip("realvsai.model")
+    from realvsai import model as model_module
     # 64 px gives ResNet's last block a 2x2 map, so Grad-CAM explains from the last 4x4 one.
     model = model_module.build_model(2, image_size=64, backbone="resnet50", weights=None, augment="none")
     folder = write_run(tmp_path, "resnet", model, image_size=64)
