@@ -1245,6 +1245,16 @@ def test_the_model_card_of_a_run_begun_before_the_cross_entropy_was_logged_names
     assert "It has the run's lowest val_loss" in card and "val_cross_entropy" not in card
 
 
+def test_the_model_card_names_the_measure_model_json_records_for_a_resumed_best_epoch_that_logged_both():
+    """A run begun before the cross-entropy was logged, resumed since: its best epoch logged both measures but was
+    chosen by val_loss (model.json's monitor), and the card said it had the lowest val_cross_entropy."""
+    metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
+               "folder": "data/test", "num_images": len(BINARY_LABELS)}
+    best = {"epoch": 3, "loss": 0.4, "val_loss": 0.5, "cross_entropy": 0.3, "val_cross_entropy": 0.45}
+    card = model_card.render_card(model_info(["FAKE", "REAL"], best_epoch=best, monitor="val_loss"), metrics,
+                                  "Model card: run")
+    assert "It has the run's lowest val_loss;" in card
+
 def test_model_card_names_the_l2_penalty_only_where_the_run_had_one():
     metrics = {**compute_metrics(BINARY_LABELS, BINARY_PROBABILITIES, ["FAKE", "REAL"]),
                "folder": "data/test", "num_images": len(BINARY_LABELS)}

@@ -382,6 +382,26 @@ def test_a_run_whose_backup_records_no_data_digest_or_backend_resumes_as_before(
     assert [row["epoch"] for row in result.history] == [1, 2]
 
 
+def test_a_run_begun_before_the_cross_entropy_was_logged_names_val_loss_when_a_resumed_epoch_is_best(
+        tmp_path, monkeypatch, make_class_folder):
+    """Killed under an older version (its backup's rows have val_loss alone) and resumed: its best epoch was still
+    chosen by val_loss, but a best epoch of the resumed ones, which log both, was said to have the lowest
+    val_cross_entropy, in the summary and in model.json's record the model card reads."""
+    run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
+    backup = run / "backup" / "full" / "backup.json"
+    content = json.loads(backup.read_text())
+    content["state"]["rows"] = [{**{key: value for key, value in row.items() if "cross_entropy" not in key},
+                                 "val_loss": 1e9} for row in content["state"]["rows"]]  # epoch 1: never the best
+    content["state"]["early_stopping"]["best"] = 1e9
+    backup.write_text(json.dumps(content))
+
+    result = training.train(TrainConfig(out=tmp_path / "models", name="run"), resume=True, verbose=0)
+
+    assert result.model_info["best_epoch"]["epoch"] == 2
+    assert "best epoch 2: val_loss " in ModelTraining.summarize(result)
+    assert json.loads((run / "model.json").read_text())["monitor"] == "val_loss"
+
+
 def test_a_run_records_the_keras_backend_it_started_on(tmp_path, monkeypatch, make_class_folder):
     run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     backend = keras.backend.backend()
