@@ -88,9 +88,9 @@ from realvsai.config import (
     PRESETS,
     UNREADABLE_FILE,
     TrainConfig,
+    best_epoch_monitor,
     epochs_problem,
     flag_name,
-    monitor_of,
     resume_command,
     run_name_problem,
     shell_path,
@@ -465,7 +465,7 @@ def summarize(result: TrainResult) -> str:
     parts = [f"trained {result.run_dir}" if result.chief
              else f"this worker has finished; the chief wrote the run to {result.run_dir} on its machine"]
     if best:
-        monitor = monitor_of([best])
+        monitor = best_epoch_monitor(result.model_info)
         parts.append(f"best epoch {best.get('epoch')}: {monitor} {best.get(monitor, math.nan):.4f}, "
                      f"val_accuracy {best.get('val_accuracy', math.nan):.4f}")
     test = result.test_metrics or {}

@@ -279,6 +279,13 @@ def monitor_of(rows: Sequence[Mapping[str, Any]]) -> str:
     return "val_loss" if any("val_loss" in row and MONITOR not in row for row in rows) else MONITOR
 
 
+def best_epoch_monitor(model_info: Mapping[str, Any]) -> str:
+    """What chose the best epoch of the run whose model.json holds ``model_info``: the ``monitor`` it records
+    (``monitor_of`` its whole history; a run begun before the cross-entropy was logged and resumed since has best
+    epochs that logged both), or for a run from before it was recorded, ``monitor_of`` its best epoch."""
+    return model_info.get("monitor") or monitor_of([model_info.get("best_epoch") or {}])
+
+
 def run_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a run's folder inside OUT, or None when it can."""
     if not _RUN_NAME.fullmatch(name):

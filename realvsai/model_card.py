@@ -19,7 +19,7 @@ from realvsai.config import (
     MONITOR,
     REPORT_FILE,
     UNREADABLE_FILE,
-    monitor_of,
+    best_epoch_monitor,
 )
 from realvsai.image_stats import grayscale_counts, sides, unseen_colour
 from realvsai.layout import TRAIN
@@ -266,7 +266,7 @@ def _training_section(model_info: Mapping[str, Any]) -> list[str]:
         best = ", ".join(f"{key} {_number(value)}" for key, value in model_info["best_epoch"].items())
         penalty = ("; loss and val_loss, training's objective, add the head's L2 penalty"
                    if (model_info.get("config") or {}).get("l2", 1) else "")
-        chosen_by = monitor_of([model_info["best_epoch"]])
+        chosen_by = best_epoch_monitor(model_info)
         monitors = any(key.removeprefix("val_") in ("accuracy", "precision", "recall", "f1", "auc")
                        for key in model_info["best_epoch"])
         lines += ["", f"Best epoch (the saved model): {best}. It has the run's lowest {chosen_by}"

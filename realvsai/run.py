@@ -33,6 +33,7 @@ from realvsai.config import (
     METRICS_FILE,
     MODEL_FILE,
     MODEL_JSON_FILE,
+    MONITOR,
     is_stopped_run,
     resume_command,
     run_mark,
@@ -113,6 +114,7 @@ _RECORDS: dict[str, tuple[Callable[[Any], bool], str]] = {
                          and isinstance(value.get("settings") or {}, Mapping),
                          "an object of the number of copies (count) and their settings (an object or null)"),
     "best_epoch": (lambda value: isinstance(value, Mapping), "an object of the best epoch's figures"),
+    "monitor": (lambda value: value in ("val_loss", MONITOR), f"val_loss or {MONITOR}"),
     "validation_by_kind": (_by_kind_fits, "an object of the accuracy by kind of image as the evaluation wrote it"),
 }
 

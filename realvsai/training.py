@@ -36,6 +36,7 @@ from realvsai.config import (
     TRAINED_FILE,
     TrainConfig,
     is_stopped_run,
+    monitor_of,
     read_run_config,
     resolve_run_dir,
 )
@@ -398,6 +399,7 @@ def _keep_best(model: keras.Model, model_info: dict[str, Any], history: list[dic
 
     best = best_epoch_row(history)
     model_info["best_epoch"] = dict(best) if best else None
+    model_info["monitor"] = monitor_of(history)  # val_loss in a run begun before the cross-entropy was logged
     if not distributed.is_chief(strategy):
         return TrainResult(run_dir, model, model_info, history, None, chief=False)
     # Seconds to a minute before the evaluation's first line on a CPU: the copy, the curves, a compile.
