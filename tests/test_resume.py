@@ -402,6 +402,21 @@ def test_a_run_begun_before_the_cross_entropy_was_logged_names_val_loss_when_a_r
     assert json.loads((run / "model.json").read_text())["monitor"] == "val_loss"
 
 
+@pytest.mark.parametrize("killed", ["in-training", "after-training"])
+def test_a_run_whose_backup_records_no_data_digest_is_refused_where_its_data_now_holds_other_counts(
+        tmp_path, monkeypatch, make_class_folder, killed):
+    """A run killed under an older version, whose backup holds no digest of its data, resumed after a merge into
+    that data: it finished without a word, its threshold and test numbers from images its model.json's counts (and
+    the card's) do not hold."""
+    run = (killed_after_epochs if killed == "in-training" else killed_after_training)(tmp_path, monkeypatch,
+                                                                                       make_class_folder)
+    saved = run / "backup" / "config.json"
+    saved.write_text(json.dumps({name: value for name, value in json.loads(saved.read_text()).items()
+                                 if name != "data_digest"}))
+    write_image(tmp_path / "data" / "validation" / "FAKE" / "merged.png", seed=77)
+    assert re.search(r"data changed since the run started.*start a new --name", refused_resume(run))
+
+
 def test_a_run_records_the_keras_backend_it_started_on(tmp_path, monkeypatch, make_class_folder):
     run = killed_after_epochs(tmp_path, monkeypatch, make_class_folder)
     backend = keras.backend.backend()
