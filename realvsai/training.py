@@ -137,9 +137,9 @@ def train(config: TrainConfig, *, resume: bool = False, data: Path | None = None
             def finish() -> None:
                 nonlocal result, held_out
                 if trained is not None:  # its threshold and test metrics come from the data it trained on
-                    _, validation_images, test_images, digest = _scan(config)
+                    train_images, validation_images, test_images, digest = _scan(config)
                     started = _recorded_start(folder)
-                    _refuse_other_data(config, started, digest)
+                    _refuse_other_data(config, started, digest, train_images, validation_images)
                     # Where --data moved it: a --resume after another kill reads it there, as after an epoch's.
                     _save_settings(folder, config, digest, started["backend"])
                     held_out = _held_out(config, validation_images, test_images)
@@ -178,7 +178,7 @@ def _train(config: TrainConfig, run_dir: Path, strategy: Strategy, resume: bool,
     refuse_unwritable(run_dir)
     policy = _set_up_keras(config, backend)
     train_images, validation_images, test_images, digest, images_record = _read_data(config, strategy)
-    _refuse_other_data(config, started, digest)
+    _refuse_other_data(config, started, digest, train_images, validation_images)
     class_names = train_images.class_names
     positive_class = _positive_class(class_names, config.positive_class)
     positive_index = class_names.index(positive_class) if positive_class else None
@@ -458,11 +458,19 @@ def _warn_of_few_training_images(counts: Mapping[str, int], class_weight: dict[i
                            MIN_IMAGES_PER_KIND)
 
 
-def _refuse_other_data(config: TrainConfig, started: dict[str, str | None] | None, digest: str) -> None:
-    """A UserError where a resumed run's data (``config.data``, of ``digest``) is not what it started on
-    (``started``: ``_recorded_start``'s; an older backup records no digest), saying whether that folder changed or
-    ``--data`` names another."""
-    if started is None or started["digest"] in (None, digest):
+def _refuse_other_data(config: TrainConfig, started: dict[str, Any] | None, digest: str,
+                       train_images: LabelledImages, validation_images: LabelledImages) -> None:
+    """A UserError where a resumed run's data (``config.data``, of ``digest``, holding ``train_images`` and
+    ``validation_images``) is not what it started on (``started``: ``_recorded_start``'s), saying whether that folder
+    changed or ``--data`` names another. An older backup records no digest: there the images per class of train/
+    and validation/ are compared with the counts its model.json records, which a merge or a deletion changes."""
+    if started is None:
+        return
+    if started["digest"] is None:
+        counts = started["counts"]
+        if not counts or {TRAIN: train_images.counts(), VALIDATION: validation_images.counts()} == counts:
+            return
+    elif started["digest"] == digest:
         return
     if Path(started["data"]).resolve() == Path(config.data).resolve():
         raise UserError(f"{config.data} changed since the run started: its train/ and validation/ images are not "
@@ -513,13 +521,24 @@ def _created(run_dir: Path) -> str | None:
     return info.get("created") if isinstance(info, dict) and isinstance(info.get("created"), str) else None
 
 
-def _recorded_start(run_dir: Path) -> dict[str, str | None] | None:
+def _recorded_start(run_dir: Path) -> dict[str, Any] | None:
     """What the run in ``run_dir`` started on: the ``digest`` of its data and its Keras ``backend`` (each None where
-    its backup holds none) and its ``data`` folder; None without a backup. A dict, as ``chief_decides`` sends it."""
+    its backup holds none), its ``data`` folder, and where no digest is recorded the ``counts`` of its train and
+    validation images per class that its model.json records (None without them); None without a backup. A dict, as
+    ``chief_decides`` sends it."""
     if not is_stopped_run(run_dir):
         return None
     config, digest, backend = read_run_config(run_dir)
-    return {"digest": digest, "backend": backend, "data": str(config.data)}
+    counts = None
+    if digest is None:  # a backup of an older version
+        try:
+            info = read_json(run_dir / MODEL_JSON_FILE)
+        except ValueError:  # damaged: nothing to compare with
+            info = None
+        recorded = info.get("counts") if isinstance(info, dict) else None
+        if isinstance(recorded, dict) and all(isinstance(recorded.get(split), dict) for split in (TRAIN, VALIDATION)):
+            counts = {split: recorded[split] for split in (TRAIN, VALIDATION)}
+    return {"digest": digest, "backend": backend, "data": str(config.data), "counts": counts}
 
 
 def _versions(backend: str) -> dict[str, str]:
