@@ -300,6 +300,28 @@ def test_deleting_from_a_split_drops_the_manifest_rows_of_what_went(tmp_path, ma
     assert unplaced_rows(split) == []
 
 
+@pytest.mark.parametrize("killed", ["before the rows were written", "after the rows were written"])
+def test_a_deletion_run_again_after_a_kill_removes_the_manifest_s_half_written_file(tmp_path, make_class_folder,
+                                                                                    killed):
+    """A kill -9 while the manifest.csv was rewritten left its hidden temporary file in the split, and the same
+    command run again finished the deletion (exit 0) but left it there."""
+    from realvsai.layout import write_manifest
+
+    split = tmp_path / "split"
+    split_by_class(make_class_folder(tmp_path / "raw", {"REAL": 10, "FAKE": 10}), split)
+    target = split / "train" / "REAL"
+    if killed == "after the rows were written":
+        write_manifest(split / "manifest.csv", plan_deletion(target).kept_rows)
+    leftover = split / ".manifest.csv.1a2b3c4d.tmp"
+    leftover.write_text("split,class,path\ntrain,REAL,tr")
+
+    result = run_script("DataDeleter.py", target, "--yes", "--allow-outside")
+
+    assert result.returncode == 0, result.stderr
+    assert not target.exists() and not leftover.exists()
+    assert unplaced_rows(split) == []
+
+
 def test_deleting_a_file_of_no_split_leaves_any_manifest_alone(tmp_path, make_class_folder):
     folder = make_class_folder(tmp_path / "raw", {"REAL": 2, "FAKE": 2})
     (tmp_path / "manifest.csv").write_text("not ours")
