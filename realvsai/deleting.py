@@ -15,7 +15,7 @@ from pathlib import Path
 
 from realvsai.cli import format_table, plural, progress
 from realvsai.errors import UserError
-from realvsai.files import human_bytes, name_key
+from realvsai.files import human_bytes, name_key, remove_temporaries
 from realvsai.layout import MANIFEST_NAME, SPLITS, ManifestRow, read_manifest, write_manifest
 
 
@@ -129,6 +129,9 @@ def delete_planned(plan: DeletionPlan) -> tuple[int, int]:
     an interrupted run deletes the rest when run again); returns the files (and links) and folders removed."""
     if plan.manifest is not None:
         write_manifest(plan.manifest, plan.kept_rows)
+    if (manifest := plan.manifest or split_manifest(plan.path)) is not None:
+        # What a kill during that write left, also where it wrote the rows before it was killed (None in the plan)
+        remove_temporaries(manifest.parent, [MANIFEST_NAME])
     files = folders = 0
     try:
         for path, is_folder in progress(walk_bottom_up(plan.path), total=plan.files + plan.folders,
