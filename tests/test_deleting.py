@@ -263,6 +263,14 @@ def test_script_names_a_relative_path_as_it_was_typed(outside_tree):
     assert str(outside_tree) not in finished.stdout, finished.stdout
 
 
+def test_script_names_a_relative_path_that_is_gone_as_it_was_typed(outside_tree):
+    """A deletion killed after its last file went, before it said so, run again: "error: /home/me/project/old_run
+    does not exist" for DataDeleter.py old_run."""
+    finished = run_script("DataDeleter.py", "gone_run", "--allow-outside", "--yes", cwd=outside_tree.parent)
+
+    assert "error: gone_run does not exist: nothing to delete" in one_error_line(finished)
+
+
 def test_script_with_yes_deletes(outside_tree):
     finished = run_script("DataDeleter.py", outside_tree, "--allow-outside", "--yes", "--quiet")
     assert finished.returncode == 0, finished.stderr
