@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         location = locate(args.path)
         # Before the claim: a protected folder is refused as such, whatever runs below it.
         check_deletable(location, protected=[Path(REPOSITORY.anchor), Path.home(), REPOSITORY],
-                        allowed_roots=DELETABLE_ROOTS, allow_outside=args.allow_outside, repository=REPOSITORY)
+                        allowed_roots=DELETABLE_ROOTS, allow_outside=args.allow_outside, repository=REPOSITORY,
+                        given=args.path)
         # A run that reads a folder around it refuses it, even for one file (files.working_on); the manifest.csv
         # of a split it deletes from is rewritten: a second deletion there at once would write back its rows.
         manifest = split_manifest(location)

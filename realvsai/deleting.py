@@ -15,7 +15,7 @@ from pathlib import Path
 
 from realvsai.cli import format_table, plural, progress
 from realvsai.errors import UserError
-from realvsai.files import human_bytes, name_key, remove_temporaries
+from realvsai.files import as_typed, human_bytes, name_key, remove_temporaries
 from realvsai.layout import MANIFEST_NAME, SPLITS, ManifestRow, read_manifest, write_manifest
 
 
@@ -39,13 +39,16 @@ class DeletionPlan:
 
 
 def check_deletable(location: Path, protected: Sequence[Path], allowed_roots: Sequence[Path],
-                    allow_outside: bool = False, repository: Path | None = None) -> None:
+                    allow_outside: bool = False, repository: Path | None = None, given: Path | str | None = None
+                    ) -> None:
     """Refuses (``UserError``) a missing target, a ``protected`` folder or one holding it, anything inside
     ``repository`` but outside ``allowed_roots`` (its code: even with ``allow_outside``), or anything outside
     ``allowed_roots`` (the roots themselves included) unless ``allow_outside``. What is protected is compared by
-    ``name_key``, as macOS and Windows find a path (``~/REPO`` is the repository there); what is allowed, as typed."""
+    ``name_key``, as macOS and Windows find a path (``~/REPO`` is the repository there); what is allowed, as typed.
+    ``given``: the path as the user typed it, which a missing one is named as (``files.as_typed``)."""
     if not os.path.lexists(location):
-        raise UserError(f"{location} does not exist: nothing to delete. Check the path.")
+        shown = location if given is None else as_typed(location, given)
+        raise UserError(f"{shown} does not exist: nothing to delete. Check the path.")
     if location.parent == location:
         raise UserError(f"refusing to delete {location}: it is the root of a file system.")
     key = _key(location)
