@@ -1365,6 +1365,13 @@ def test_the_zipper_refusing_an_archive_that_exists_names_it_as_typed(tmp_path, 
     assert line == "error: dataset.zip already exists. Add --overwrite to replace it, or choose another --out.", line
 
 
+def test_the_zipper_names_a_relative_folder_that_is_not_there_as_typed(tmp_path):
+    """It said "error: /home/me/project/data/nope is not a folder" for DataZipper.py data/nope."""
+    line = one_error_line(run_script("DataZipper.py", "data/nope", "--quiet", cwd=tmp_path))
+
+    assert line == "error: data/nope is not a folder. Give the folder to zip, e.g. data/train.", line
+
+
 def test_zipper_script_refuses_a_backslash_name_with_one_line(tmp_path, dataset):
     (dataset / "back\\slash.jpg").write_bytes(b"\xff\xd8 photo")
     refused = run_script("DataZipper.py", dataset, "--out", tmp_path / "d.zip")
