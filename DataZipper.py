@@ -28,6 +28,7 @@ from pathlib import Path
 
 from realvsai.archives import archive_stem, is_archive, zip_folder
 from realvsai.cli import make_parser, nonempty_path, plural, run_main, setup_logging
+from realvsai.errors import UserError
 from realvsai.files import as_typed, human_bytes, locate, working_on
 
 
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
 
     def body() -> None:
+        if not args.folder.is_dir():  # named as typed
+            raise UserError(f"{args.folder} is not a folder. Give the folder to zip, e.g. data/train.")
         folder = locate(args.folder)  # "." and "link/.." named as the shell sees them; a symlinked folder's zip goes
         # beside the link
         out = args.out if args.out is not None else folder.with_name(f"{folder.name}.zip")

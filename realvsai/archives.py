@@ -729,10 +729,8 @@ def zip_folder(folder: Path, out: Path, *, overwrite: bool = False, verify: bool
     """Zips ``folder`` into ``out`` atomically, in sorted order; images are stored, the rest deflated,
     symlinks left out. ``verify`` checks every CRC-32 before ``out`` gets its name. A name ``extract_archive``
     would not give back as it is (``entry_parts``: a backslash, a drive letter) is refused before anything is
-    written, and the partial archive a killed run left is removed."""
+    written, and the partial archive a killed run left is removed. ``folder`` is one (DataZipper.py checks)."""
     folder, out = Path(folder), Path(out)
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder. Give the folder to zip, e.g. data/train.")
     real_folder, real_out = Path(os.path.realpath(folder)), Path(os.path.realpath(out))
     if real_folder == real_out or real_folder in real_out.parents:
         raise UserError(f"{out} is inside {folder}, the folder being zipped. Write the archive elsewhere with --out.")
