@@ -1566,6 +1566,25 @@ def test_a_model_json_whose_threshold_is_not_the_one_its_test_numbers_were_measu
     assert "0.474" in opened.unmeasured and "0.3" in opened.unmeasured and "--evaluate" in opened.unmeasured
 
 
+def test_a_model_json_whose_threshold_was_edited_names_an_evaluate_command_that_runs(tmp_path):
+    """The advice 'measure this rule with python ModelTraining.py --evaluate RUN' left out --test-dir, which
+    --evaluate needs: pasted, it stopped at a usage error. It names the run's own test folder."""
+    import shlex
+
+    import ModelTraining
+
+    data = tmp_path / "my data"
+    (data / "test").mkdir(parents=True)
+    measured = {"accuracy": 0.9, "num_images": 20, "decision_threshold": 0.474}
+    folder = write_run(tmp_path, "edited", metrics=measured,
+                       info={"decision_threshold": 0.3, "config": {"data": str(data)}})
+
+    command = run.read_run(folder).unmeasured.split("python ModelTraining.py ")[1]
+    args = ModelTraining.parse_args(shlex.split(command))
+
+    assert args.test_dir == [data / "test"] and args.evaluate == folder
+
+
 def test_a_model_json_whose_classes_differ_from_those_its_test_numbers_record_is_refused_without_metrics_json(
         tmp_path):
     """With metrics.json beside it a model.json whose class names were reordered by hand was refused; without it
