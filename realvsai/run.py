@@ -42,6 +42,7 @@ from realvsai.config import (
 from realvsai.errors import UserError
 from realvsai.files import claimed_by
 from realvsai.image_stats import unfamiliar_reason
+from realvsai.layout import TEST
 from realvsai.metrics import DecisionRule, uncertain_text
 
 if TYPE_CHECKING:
@@ -453,10 +454,13 @@ class ModelRun:
                     return None
                 at = "the most probable class" if measured is None else f"the decision threshold {measured}"
                 now = "none (the most probable class)" if own is None else own
+                # --evaluate needs --test-dir: the run's own test folder where it is still there
+                data = (self.info.get("config") or {}).get("data")
+                test_dir = shell_path(Path(data) / TEST) if data and (Path(data) / TEST).is_dir() else "DIR"
                 return (f"the test numbers of {self.name} were measured at {at} ({record}), but the decision_threshold "
                         f"of its {MODEL_JSON_FILE} is {now}: edited by hand, so they are not its rule's. Put the "
                         f"threshold back, or measure this rule with python ModelTraining.py --evaluate "
-                        f"{shell_path(self.path)}")
+                        f"{shell_path(self.path)} --test-dir {test_dir}")
         return None
 
     def test_uncertain(self, confidence_threshold: float | None = None) -> str | None:
