@@ -428,6 +428,27 @@ def test_scan_splits_tells_a_split_of_one_image_a_class_to_get_more_images_not_t
     assert "1 image" in message and "add images" in message.lower() and "Split off one" not in message
 
 
+def test_scan_splits_tells_a_class_of_copies_of_one_image_to_get_more_images_not_to_re_split(tmp_path,
+                                                                                              make_class_folder):
+    """A class whose files are exact copies of one image stays whole in train (the split places copies together):
+    training said "re-split the dataset so that every class has some", which places them in train again."""
+    import shutil
+
+    from realvsai.splitting import split_by_class
+
+    raw = make_class_folder(tmp_path / "raw", {"REAL": 1, "FAKE": 20})
+    (lone,) = (raw / "REAL").iterdir()
+    for number in range(4):
+        shutil.copy(lone, lone.with_name(f"copy{number}{lone.suffix}"))
+    split_by_class(raw, tmp_path / "data")
+
+    with pytest.raises(UserError) as refused:
+        data.scan_splits(tmp_path / "data")
+    message = str(refused.value)
+    assert message.startswith(f"class 'REAL' has no readable image in {tmp_path / 'data' / 'validation'} and 1 ")
+    assert "copies" in message and "add images of it" in message.lower() and "re-split" not in message
+
+
 def test_scan_images_of_an_empty_dataset_says_so(tmp_path):
     (tmp_path / "a").mkdir()
 
