@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ from realvsai import images as image_io
 from realvsai.cli import default_workers, plural, progress
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
 from realvsai.errors import UserError
-from realvsai.files import list_images, same_bytes_across
+from realvsai.files import list_images, same_bytes_across, sha256_file
 from realvsai.image_stats import ImageFacts
 from realvsai.layout import (
     MANIFEST_NAME,
@@ -120,7 +120,7 @@ class LabelledImages:
 def scan_images(folder: Path, class_names: Sequence[str] | None = None,
                 max_pixels: int = MAX_IMAGE_PIXELS, crop_size: int | None = None, *,
                 every_class: bool = False, image_size: int | None = None,
-                train_counts: Mapping[str, int] | None = None) -> LabelledImages:
+                train: LabelledImages | None = None) -> LabelledImages:
     """The images of ``folder/<Class>/`` with their headers; files without one, or with more than ``max_pixels``
     pixels as the pipeline decodes them (``images.open_image``: with ``crop_size``, once crops mode enlarged them;
     with ``image_size``, a resize model's side, a large JPEG at its reduced decode), are skipped and named.
@@ -128,8 +128,9 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     ``class_names`` is the label order (None: the sorted sub-folders); the folder may hold no other class
     folder. A class without a readable image (no folder, an empty one, only broken files) is kept, with a
     warning naming it (an evaluation lists it in ``missing_classes``); with ``every_class`` it is a UserError.
-    ``train_counts``, for a validation folder, are each class's training images: a class without validation images
-    that has one in train had none to spare, and the error says to get more rather than to split again.
+    ``train``, for a validation folder, are the training images: a class without validation images that has one
+    image in train (one file, or exact copies of one, which a split keeps together) had none to spare, and the error
+    says to get more rather than to split again.
     A UserError also if the folder is missing, has a class folder not in ``class_names``, or holds no image.
     """
     folder = Path(folder)
@@ -192,13 +193,16 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
     without = [repr(name) for name, count in images.counts().items() if not count]
     one = len(without) == 1
     classes = f"{'class' if one else 'classes'} {' and '.join(filter(None, [', '.join(without[:-1]), *without[-1:]]))}"
-    lone = [name for name, count in images.counts().items() if not count and (train_counts or {}).get(name) == 1]
+    train_files = {name: [path for path, label in zip(train.files, train.labels) if train.class_names[label] == name]
+                   for name, count in images.counts().items() if not count} if train is not None else {}
+    lone = {name: files for name, files in train_files.items() if _one_image(files)}
     if without and every_class and len(lone) == len(without):
         them = "it" if one else "them"
+        copies = " (exact copies of one image, as a split keeps them)" if max(map(len, lone.values())) > 1 else ""
         raise UserError(f"{classes} {'has' if one else 'have'} no readable image in {folder} and 1 "
-                        f"{'' if one else 'each '}in train: too few to share between training and validation. Add "
-                        f"images of {them} to the dataset you split and split it again, or merge {them} into a split "
-                        "that has more (DataMerger.py).")
+                        f"{'' if one else 'each '}in train{copies}: too few to share between training and "
+                        f"validation. Add images of {them} to the dataset you split and split it again, or merge "
+                        f"{them} into a split that has more (DataMerger.py).")
     if without and every_class:
         raise UserError(f"{classes} {'has' if one else 'have'} no readable image in {folder}: add some there, or "
                         "re-split the dataset so that every class has some.")
@@ -206,6 +210,15 @@ def scan_images(folder: Path, class_names: Sequence[str] | None = None,
         logger.warning("%s has no readable image of %s: counted as %s without images (an evaluation lists %s in "
                        "missing_classes)", folder, classes, "a class" if one else "classes", "it" if one else "them")
     return images
+
+
+def _one_image(files: Sequence[Path]) -> bool:
+    """Whether ``files`` are one image: one file, or exact copies of one (the same bytes). Reads no further than a
+    second content, so a class of thousands costs two reads."""
+    if not files:
+        return False
+    first = sha256_file(files[0])
+    return all(sha256_file(path) == first for path in files[1:])
 
 
 def split_folders(data_dir: Path) -> list[Path]:
@@ -264,7 +277,7 @@ def scan_splits(data_dir: Path, crop_size: int | None = None, max_pixels: int = 
                         "Windows). Move the images of each such class into one folder, in every split, then train "
                         "again.")
     validation = scan_images(data_dir / VALIDATION, train.class_names, max_pixels, crop_size, every_class=True,
-                             image_size=image_size, train_counts=train.counts())
+                             image_size=image_size, train=train)
     test = (scan_images(data_dir / TEST, train.class_names, max_pixels, crop_size, image_size=image_size)
             if (data_dir / TEST).is_dir() else None)
     _warn_of_identical_files(data_dir, {TRAIN: train, VALIDATION: validation, **({TEST: test} if test else {})},
