@@ -464,7 +464,7 @@ def test_an_iphone_photo_named_jpg_is_named_for_its_format_not_as_no_image(brand
         assert "a broken AVIF file (its start says AVIF, but Pillow cannot read its header)" in str(raised.value)
     else:
         article = "an" if name == "AVIF" else "a"
-        assert f"{article} {name} image, a format not read here: convert it to JPEG or PNG" in str(raised.value)
+        assert f"{article} {name} image, a format not read here (JPEG, PNG, WebP" in str(raised.value)
 
 
 @pytest.mark.parametrize("file_format", ["TIFF", "GIF"])
@@ -481,6 +481,21 @@ def test_a_tiff_or_gif_named_jpg_is_no_image_read_here_as_one_named_tiff_or_gif_
         images.read_header(path)
     with pytest.raises(images.ImageDecodeError, match=said):
         images.load_rgb(path.read_bytes())  # as the app decodes an upload
+
+
+@pytest.mark.parametrize("file_format, extension", [("TIFF", ".tif"), ("GIF", ".gif")])
+def test_an_image_of_a_format_not_read_is_told_in_one_sentence_by_its_name_or_by_its_content(tmp_path, file_format,
+                                                                                            extension):
+    """A scan.tif was left out as "an image format not read here (.bmp, .jfif, ...)", the same TIFF named .jpg as "a
+    TIFF image, a format not read here (JPEG, PNG, WebP or BMP, ...)", and a HEIC named .jpg with another fix: one
+    sentence (``files.format_not_read``), whichever way the format was found."""
+    from realvsai.files import format_not_read, other_image_format
+
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)).save(path, file_format)
+
+    assert other_image_format(f"scan{extension}") == format_not_read(file_format)
+    assert images.decode_check(path)[0] == format_not_read(file_format)
 
 
 def test_a_split_s_record_of_checks_made_while_a_tiff_named_jpg_passed_is_not_taken(tmp_path):
