@@ -48,8 +48,10 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp"}
 # Pillow's names of the formats read here, whatever a file's name says (MPO: a phone's JPEG with previews): a TIFF or
 # GIF named .jpg is no more read than one named .tiff or .gif (``images.open_image``).
 IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
-# Images of formats the pipeline does not read (TensorFlow and the app neither): named as such when left out.
-_OTHER_IMAGE_EXTENSIONS = frozenset({".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".psd"})
+# Images of formats the pipeline does not read (TensorFlow and the app neither), by their names' extensions: named as
+# such when left out (``format_not_read``).
+_OTHER_IMAGE_FORMATS = {".gif": "GIF", ".tif": "TIFF", ".tiff": "TIFF", ".heic": "HEIC", ".heif": "HEIF",
+                        ".avif": "AVIF", ".jp2": "JPEG 2000", ".dng": "DNG", ".psd": "PSD"}
 # The first bytes of the formats read here, with the extension to give a file of one named otherwise. A BMP's "BM"
 # alone is too short to tell: its info header's size follows at byte 14, one of the sizes its versions have.
 IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG", ".png"), (b"\xff\xd8\xff", "JPEG", ".jpg"))
@@ -144,11 +146,17 @@ def misnamed_image(path: Path | str) -> str | None:
             f"{os.path.basename(path)}{extension} to include it")
 
 
+def format_not_read(found: str) -> str:
+    """Why an image of the format ``found`` ("TIFF", "HEIC"), found by its name or by its content, is left out or
+    refused, with the fix: the one sentence every path says it in."""
+    return (f"{'an' if found[0] in 'AEIOU' else 'a'} {found} image, a format not read here (JPEG, PNG, WebP or BMP, "
+            "whatever the file's name): convert it to PNG (lossless) or JPEG")
+
+
 def other_image_format(name: str) -> str | None:
     """Why a file of this name is no image read here though it is one (a GIF, a TIFF, an iPhone's HEIC), or None."""
-    if os.path.splitext(name)[1].lower() not in _OTHER_IMAGE_EXTENSIONS:
-        return None
-    return f"an image format not read here ({', '.join(sorted(IMAGE_EXTENSIONS))}); convert it to PNG (lossless)"
+    found = _OTHER_IMAGE_FORMATS.get(os.path.splitext(name)[1].lower())
+    return format_not_read(found) if found else None
 
 
 def refuse_unwritable(folder: Path) -> None:

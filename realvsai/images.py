@@ -21,7 +21,7 @@ from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageErro
 
 from realvsai.cli import hide_noise
 from realvsai.config import CROP_GRID, MAX_IMAGE_PIXELS
-from realvsai.files import IMAGE_FORMATS, format_by_start, map_in_threads, read_json, reading_workers
+from realvsai.files import IMAGE_FORMATS, format_by_start, format_not_read, map_in_threads, read_json, reading_workers
 from realvsai.image_stats import format_name, is_grayscale_mode
 
 # How the pixel limit is raised, as ``pixel_problem`` says it (the app says it its own way).
@@ -256,10 +256,9 @@ def open_image(source: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
             finally:
                 Image.MAX_IMAGE_PIXELS = pillow_limit
     if image.format not in IMAGE_FORMATS:  # training, the split, --predict and the app read by name, then by this
-        found = format_name(image.format) or "another"
+        found = format_name(image.format) or "unknown"
         image.close()
-        raise ImageDecodeError(f"{'an' if found[0] in 'AEIOU' else 'a'} {found} image, a format not read here (JPEG, "
-                               "PNG, WebP or BMP, whatever the file's name): convert it to PNG (lossless)")
+        raise ImageDecodeError(format_not_read(found))
     scale = 1 if crop_size else limit_scale(image, image_size)  # crops mode takes the native pixels
     problem = pixel_problem(*image.size, max_pixels, crop_size, scale)
     if problem:
@@ -550,9 +549,9 @@ def _unidentified(source: Path | BinaryIO) -> str:
         if brands & _AVIF_BRANDS:  # Pillow reads AVIF where it was built with libavif
             if "avif" in features.get_supported_modules():
                 return "a broken AVIF file (its start says AVIF, but Pillow cannot read its header)"
-            return "an AVIF image, a format not read here: convert it to JPEG or PNG"
+            return format_not_read("AVIF")
         if brands & _HEIC_BRANDS:
-            return "a HEIC image, a format not read here: convert it to JPEG or PNG"
+            return format_not_read("HEIC")
     return "not an image (no known image format)"
 
 

@@ -257,7 +257,7 @@ def test_an_upload_of_a_format_not_read_here_is_named_with_what_to_do_and_any_fi
     app = upload(start_app("--models", models_dir), heic, tiff, bare)
 
     assert [error.value.split(" ")[0] for error in app.error] == ["`IMG_0001.HEIC`", "`scan.tiff`"]
-    assert all("image format not read here" in error.value and "convert it to" in error.value for error in app.error)
+    assert all("image, a format not read here" in error.value and "convert it to" in error.value for error in app.error)
     assert verdicts(app) == ["REAL"]  # the JPEG, by its content
 
 

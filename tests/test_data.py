@@ -93,7 +93,7 @@ def test_scan_images_says_how_many_files_are_not_images_it_reads(tmp_path, make_
     assert len(scanned) == 4
     (said,) = [record.getMessage() for record in caplog.records]
     assert said.startswith(f"{tmp_path}: 3 files in its class folders are not images read here, left out (e.g. "
-                           f"{tmp_path / 'a' / 'animated.gif'}: an image format not read here")
+                           f"{tmp_path / 'a' / 'animated.gif'}: a GIF image, a format not read here")
 
 
 def test_scan_images_says_how_many_images_sit_in_sub_folders_of_its_class_folders(tmp_path, make_class_folder,

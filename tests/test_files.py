@@ -81,8 +81,10 @@ def test_an_image_of_a_format_not_read_is_named_so_with_how_to_include_it(tmp_pa
     skipped = []
     list_images(tmp_path, skipped=skipped)
     assert {Path(path).name: reason.split(";")[0] for path, reason in skipped} == {
-        "scan.tif": "an image format not read here (.bmp, .jfif, .jpeg, .jpg, .png, .webp)",
-        "anim.GIF": "an image format not read here (.bmp, .jfif, .jpeg, .jpg, .png, .webp)"}
+        "scan.tif": "a TIFF image, a format not read here (JPEG, PNG, WebP or BMP, whatever the file's name): convert "
+                    "it to PNG (lossless) or JPEG",
+        "anim.GIF": "a GIF image, a format not read here (JPEG, PNG, WebP or BMP, whatever the file's name): convert "
+                    "it to PNG (lossless) or JPEG"}
     assert all("convert it to PNG" in reason for _, reason in skipped)
 
 

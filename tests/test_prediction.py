@@ -432,7 +432,7 @@ def test_predict_of_one_image_named_without_its_extension_reads_it_by_its_conten
 
 @pytest.mark.parametrize("name, why, then", [
     ("notes.txt", "not an image file (image names end in ", "Give --input an image, or a folder of images."),
-    ("scan.tiff", "an image format not read here", "Give --input an image, or a folder of images."),
+    ("scan.tiff", "a TIFF image, a format not read here", "Give --input an image, or a folder of images."),
     # An image it read: "Give --input an image" did not fit (the user did), least of all after a pixel limit's fix.
     ("broken.png", "the file is empty", "Fix that, or give --input another image or a folder of images."),
     ("large.png", "64x64 pixels is more than the limit of 1,000 pixels",
