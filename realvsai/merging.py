@@ -107,6 +107,15 @@ class MergeReport:
     started: str = field(default_factory=lambda: datetime.now().isoformat(timespec="seconds"))
 
 
+def _split_again(source: Path, into: Path, renames: str, add_classes: bool) -> str:
+    """The commands that split ``source`` again with ``renames`` (its --rename options) into a folder of its own,
+    SOURCE-renamed (a re-split where it is would be refused as another split), and merge that into ``into``."""
+    renamed = source.with_name(f"{source.name}-renamed")
+    return (f"python DataSplitD2.py {shell_path(source)} --out {shell_path(renamed)} {renames}, then merge that: "
+            f"python DataMerger.py {shell_path(renamed)} --into {shell_path(into)}"
+            f"{' --add-classes' if add_classes else ''}")
+
+
 def merge_datasets(
     sources: Sequence[Path], into: Path, *, move: bool = False, dry_run: bool = False, workers: int | None = None,
     max_pixels: int = MAX_IMAGE_PIXELS, add_classes: bool = False,
@@ -139,26 +148,20 @@ def merge_datasets(
             # REAL beside Real: one class to whoever made them, and one folder on macOS and Windows
             case_of = {name_key(name): name for name in known}
             if alike := {name: case_of[name_key(name)] for name in unknown if name_key(name) in case_of}:
-                renamed = source.with_name(f"{source.name}-renamed")
                 renames = " ".join(rename_option(old, new) for old, new in sorted(alike.items()))
                 raise UserError(
                     f"{source} has classes {classes}, and {sorted(alike)} differ only in letter case or accent "
                     f"encoding from {sorted(alike.values())} of {reference[0]}: nothing was merged. Split it again "
-                    f"under those names: python DataSplitD2.py {shell_path(source)} --out {shell_path(renamed)} "
-                    f"{renames}, then merge that: python DataMerger.py {shell_path(renamed)} --into "
-                    f"{shell_path(into)}{' --add-classes' if add_classes else ''}"
+                    f"under those names: {_split_again(source, into, renames, add_classes)}"
                 )
             if not add_classes:
-                # Into a folder of its own: re-split where it is, the split is refused as another one.
-                renamed = source.with_name(f"{source.name}-renamed")
                 raise UserError(
                     f"{source} has classes {classes}, but {reference[0]} has {reference[1]}, not {unknown}: a merge "
                     f"adds images to the classes a dataset has. To add {', '.join(unknown)} as "
                     f"{'a new class' if len(unknown) == 1 else 'new classes'}, run again "
                     f"with --add-classes; where a class is spelled otherwise, split it again under the names of "
-                    f"{reference[0]}: python DataSplitD2.py {shell_path(source)} --out {shell_path(renamed)} "
-                    f"--rename OLD=NEW (one for each class to rename), then merge that: python DataMerger.py "
-                    f"{shell_path(renamed)} --into {shell_path(into)}"
+                    f"{reference[0]}: "
+                    f"{_split_again(source, into, '--rename OLD=NEW (one for each class to rename)', add_classes)}"
                 )
             known += unknown
         if doubled := alike_names(classes):
