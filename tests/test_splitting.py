@@ -179,6 +179,7 @@ def test_a_class_of_copies_of_one_image_is_told_to_get_more_images_not_a_validat
     (warning,) = _class_warnings(caplog, "REAL")
     assert "--ratios" not in warning and "validation share" not in warning
     assert "1 usable image" in warning and "add images of it" in warning
+    assert f"add images of it to {source} and split again" in warning  # it said "to SOURCE"
 
 
 @pytest.mark.parametrize(("count", "ratios"), [(5, (0.8, 0.0, 0.2)), (2, (1.0, 0.0, 0.0))])  # 2: one to spare
@@ -477,6 +478,8 @@ def test_a_one_class_dataset_is_split_with_a_warning_that_a_classifier_needs_two
     assert report.num_files == 10
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert any("only one class" in message and "at least two" in message for message in warnings)
+    assert any(f"Add a folder of images for each other class to {source} and split again" in message
+               for message in warnings)  # it said "to SOURCE"
 
 
 def test_a_one_class_split_whose_file_names_begin_with_classes_names_them(tmp_path, caplog):
