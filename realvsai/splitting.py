@@ -570,7 +570,7 @@ def _run_split(root: Path, class_dirs: Sequence[Path], out: Path, locate: Callab
                              [(out / row.path, item) for row, item in placed], workers or default_workers(),
                              {COPY: "copying", MOVE: "moving", LINK: "linking"}[mode], spread=False)
     report.num_written, report.num_in_place = sum(written), len(written) - sum(written)
-    _log_problems(report, validation_share)
+    _log_problems(report, root, validation_share)
     return report
 
 
@@ -930,7 +930,8 @@ def _name_prefixes(manifest: Path) -> str:
             f"({folders}) and split again")
 
 
-def _log_problems(report: SplitReport, validation_share: str | None = None) -> None:
+def _log_problems(report: SplitReport, source: Path, validation_share: str | None = None) -> None:
+    """Warns of the files left out and of classes too small for training, naming ``source``, the folder split."""
     for kind, rows in report.skipped.items():
         if rows and kind != IN_TEST:  # train copies of test images are expected (CIFAKE has them): no warning
             examples = "; ".join(f"{source}: {reason}" for source, reason in rows[:3])
@@ -941,9 +942,9 @@ def _log_problems(report: SplitReport, validation_share: str | None = None) -> N
     if len(classes) == 1:
         # Not an error: another class can still be merged in (DataMerger.py) before training.
         logger.warning("only one class (%s) has usable images in this split, but a classifier needs at least two. "
-                       "Add a folder of images for each other class to SOURCE and split again, or merge another "
+                       "Add a folder of images for each other class to %s and split again, or merge another "
                        "split dataset of the other classes into %s with DataMerger.py --add-classes, before "
-                       "training%s", classes[0], report.out, _name_prefixes(report.out / MANIFEST_NAME))
+                       "training%s", classes[0], source, report.out, _name_prefixes(report.out / MANIFEST_NAME))
     if report.shortcut_warning:
         logger.warning("%s", report.shortcut_warning)
     # Training needs train and validation images of every class; test, where the split made one.
@@ -953,18 +954,18 @@ def _log_problems(report: SplitReport, validation_share: str | None = None) -> N
         if empty:
             logger.warning("class %s has no files in %s: too few usable images for this split's shares%s",
                            class_name, ", ".join(empty),
-                           _no_validation_advice(report.distinct_counts[(TRAIN, class_name)], validation_share,
-                                                 report.counts[(TRAIN, class_name)])
+                           _no_validation_advice(report.distinct_counts[(TRAIN, class_name)], source,
+                                                 validation_share, report.counts[(TRAIN, class_name)])
                            if VALIDATION in empty else "")
 
 
-def _no_validation_advice(num_train: int, validation_share: str | None, num_train_files: int = 0) -> str:
+def _no_validation_advice(num_train: int, source: Path, validation_share: str | None, num_train_files: int = 0) -> str:
     """What to do about a class without validation images that has ``num_train`` distinct training images (exact
     copies of one image stay in its split: they are one image to share). With two or more,
     the split had one to spare: validation's share was 0 (``validation_share``, DataSplitD1's --ratios), or the
     download's own validation folder had none of the class left (DataSplitD2, which carves one otherwise); with one
-    or none, no share helps: a larger one would take the lone image out of train. ``num_train_files``, where more
-    than ``num_train``, says the files are copies."""
+    or none, no share helps: a larger one would take the lone image out of train: add images to ``source``, the folder
+    split. ``num_train_files``, where more than ``num_train``, says the files are copies."""
     merge = "or merge this split into a dataset that has them (DataMerger.py)"
     if num_train >= 2 and validation_share:
         return ("; training needs a validation image of every class: split again with a validation share above 0 "
@@ -975,8 +976,8 @@ def _no_validation_advice(num_train: int, validation_share: str | None, num_trai
     copies = (f" (its {num_train_files:,} files in train are exact copies of {'it' if num_train == 1 else 'them'})"
               if num_train_files > num_train else "")
     return (f"; training needs a validation image of every class, besides its training images, and this class has "
-            f"{plural(num_train, 'usable image')}{copies} to share between them: add images of it to SOURCE and split "
-            f"again, {merge}")
+            f"{plural(num_train, 'usable image')}{copies} to share between them: add images of it to {source} and "
+            f"split again, {merge}")
 
 
 def format_report(report: SplitReport, next_step: bool = True) -> str:
