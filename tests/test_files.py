@@ -274,6 +274,50 @@ def test_place_file_keeps_the_modification_time_of_what_it_copies_or_moves_acros
     assert outcome is Outcome.MOVED and placed.stat().st_mtime == stamp
 
 
+def killed_as_it_copies_the_time(monkeypatch) -> None:
+    """The next shutil.copystat raises KeyboardInterrupt, as a kill between a copy's bytes and its time stops it."""
+    def killed(source, target, **kwargs):
+        monkeypatch.undo()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.shutil, "copystat", killed)
+
+
+def test_a_copy_killed_between_its_bytes_and_its_time_gets_the_time_when_placed_again(tmp_path, monkeypatch):
+    """Killed after the bytes and before the source's time was copied, the re-run found the file identical and left
+    it with the time of the killed copy, where an uninterrupted copy has the source's."""
+    stamp = 1_000_000_000
+    source = write(tmp_path / "src" / "cat.jpg", b"cat")
+    os.chmod(source, 0o640)
+    os.utime(source, (stamp, stamp))
+    killed_as_it_copies_the_time(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        place_file(source, tmp_path / "dst" / "cat.jpg")
+    placed, outcome = place_file(source, tmp_path / "dst" / "cat.jpg")
+    assert outcome is Outcome.IDENTICAL
+    assert (placed.stat().st_mtime, placed.stat().st_mode & 0o777) == (stamp, 0o640)
+
+
+def test_a_move_across_file_systems_killed_between_its_bytes_and_its_time_keeps_the_time_of_its_source(
+        tmp_path, monkeypatch):
+    """As MoveAugmentedImages' move to another disk, killed after the copy's bytes: the re-run deleted the source
+    and kept the copy with the time of the killed copy, the source's time lost for good."""
+    stamp = 1_000_000_000
+    source = write(tmp_path / "src" / "dog.jpg", b"dog")
+    os.utime(source, (stamp, stamp))
+
+    def cross_device(*args, **kwargs):
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    monkeypatch.setattr(files.os, "link", cross_device)
+    killed_as_it_copies_the_time(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        place_file(source, tmp_path / "dst" / "dog.jpg", move=True)
+    placed, outcome = place_file(source, tmp_path / "dst" / "dog.jpg", move=True)
+    assert outcome is Outcome.IDENTICAL and not source.exists()
+    assert placed.stat().st_mtime == stamp
+
+
 def test_place_file_move_never_deletes_the_only_copy(tmp_path):
     digest = hashlib.sha256(b"new cat").hexdigest()
     write(tmp_path / "cat.jpg", b"old cat")

@@ -711,6 +711,29 @@ def test_a_target_file_its_manifest_does_not_list_gets_the_source_a_merge_finds_
     assert read_manifest(into / "manifest.csv") == rows
 
 
+def test_a_merge_killed_between_its_copies_and_their_times_gives_them_their_times_when_run_again(
+        first, tmp_path, monkeypatch):
+    """Killed after a batch of copies was on the disk and before their sources' times were copied, the re-run found
+    them "identical" and left them with the time of the killed copy, where an uninterrupted merge keeps the
+    source's."""
+    stamp = 1_000_000_000
+    for source in images(first):
+        os.utime(source, (stamp, stamp))
+    into = tmp_path / "merged"
+
+    def killed(source, target, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.shutil, "copystat", killed)
+        with pytest.raises(KeyboardInterrupt):
+            merge_datasets([first], into)
+    assert len(images(into)) == len(images(first))  # the whole batch is on the disk, without its times
+    merge_datasets([first], into)
+    assert {path.relative_to(into).as_posix(): path.stat().st_mtime for path in images(into)} == {
+        path.relative_to(first).as_posix(): stamp for path in images(first)}
+
+
 def test_merge_keeps_the_sources_of_the_targets_own_manifest(tmp_path, make_class_folder):
     art = make_class_folder(tmp_path / "art", {"REAL": 10, "FAKE": 10})
     into = tmp_path / "data"
