@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -748,7 +749,8 @@ def free_name(target: Path, digest: str, is_free: Callable[[Path], bool] | None 
 def place_file(source: Path, target: Path, *, move: bool = False, source_digest: str | None = None
                ) -> tuple[Path, Outcome]:
     """Copies or moves ``source`` to ``target``, or to ``free_name``'s name when other bytes are there;
-    returns where it went. ``source_digest``, when known, is checked against what is copied."""
+    returns where it went. ``source_digest``, when known, is checked against what is copied. A file found holding
+    these bytes already is left there, with ``source``'s time (``keep_times``)."""
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     outcome = Outcome.MOVED if move else Outcome.COPIED
@@ -757,6 +759,7 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
         if not (target.is_file() and sha256_file(target) == digest):
             target, outcome = free_name(target, digest), Outcome.RENAMED
         if target.exists():  # this content is already there
+            keep_times(source, target)
             if move and source.resolve() != target.resolve():
                 source.unlink()  # also when both are hard links of one file: what a cut-off move leaves
             return target, Outcome.IDENTICAL
@@ -774,6 +777,18 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
     if move:
         source.unlink()
     return target, outcome
+
+
+def keep_times(source: Path | str, target: Path | str) -> None:
+    """Gives ``target``, a copy of ``source`` found holding its bytes, ``source``'s modification time and permission
+    bits (``shutil.copystat``) where it has others: a copy killed after its bytes and before its time, placed again,
+    ends as an uninterrupted one. A symlink at ``target`` is no copy made here, and what it leads to is left alone."""
+    if os.path.islink(target):
+        return
+    source_stat, target_stat = os.stat(source), os.stat(target)
+    if ((source_stat.st_mtime_ns, stat.S_IMODE(source_stat.st_mode))
+            != (target_stat.st_mtime_ns, stat.S_IMODE(target_stat.st_mode))):
+        shutil.copystat(source, target)
 
 
 def place_files(jobs: Iterable[tuple[Path, Path, str | None]], *, move: bool = False) -> list[tuple[Path, Outcome]]:

@@ -21,6 +21,7 @@ from realvsai.files import (
     atomic_write_bytes,
     free_name,
     is_inside,
+    keep_times,
     list_images,
     map_in_threads,
     numbered,
@@ -237,6 +238,11 @@ def merge_datasets(
     # The records first, so a merge cut short keeps them for every file it placed (a re-run completes the rest):
     # each file's source and dataset, each augmented copy's source, and the copies' settings.
     into.mkdir(parents=True, exist_ok=True)
+    # Each file of the target by the source its manifest row names, with the sha256 of its bytes now (the records
+    # come first, as below): a copy that a merge killed before its source's time left is "identical" now, and gets it.
+    on_disk = {file.path.relative_to(into).as_posix(): file.digest for file in existing}
+    copies = {row.source: (into / row.path, on_disk.get(row.path)) for row in read_manifest(manifest)
+              } if manifest.is_file() else {}
     _update_manifest(into, existing, [(target, file) for file, _, target, _ in actions if target], actions, moved)
     add_moved_copies(into, [file.copy_of for file, kind, _, _ in actions if file.copy_of and kind != "refuse"])
     if mixed:  # no one record holds for them all: one that named half of them would be read as all of theirs
@@ -256,7 +262,12 @@ def merge_datasets(
         for start in range(0, len(actions), _PLACE_CHUNK):
             chunk = actions[start:start + _PLACE_CHUNK]
             for file, kind, _, _ in chunk:
-                if kind == "identical" and move:  # its content was read from the target during this run: safe there
+                if kind != "identical":
+                    continue
+                copy, digest = copies.get(str(file.path.resolve()), (None, None))
+                if digest == file.digest:
+                    keep_times(file.path, copy)
+                if move:  # its content was read from the target during this run: safe there
                     file.path.unlink()
             placing = [(file, target) for file, _, target, _ in chunk if target]
             # place_files never overwrites: should a name have been taken since the plan, it keeps both.
