@@ -14,10 +14,11 @@ from test_evaluation import model_info, read_only, tiny_classifier
 from test_inference import write_run
 
 import ModelTraining
-from realvsai import evaluation, prediction
+from realvsai import evaluation, model_card, prediction
 from realvsai.data import LabelledImages
 from realvsai.errors import UserError
 from realvsai.metrics import DecisionRule
+from realvsai.run import DEMO_WARNING
 
 CLASSES = ["FAKE", "REAL"]
 THUMBNAILS = {"min_side": 32, "max_side": 32, "formats": ["JPEG"]}
@@ -366,6 +367,47 @@ def test_a_run_that_has_not_finished_training_is_used_with_a_warning(tmp_path, m
     assert ModelTraining.main([program, str(run), *given, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     [warning] = [line for line in capsys.readouterr().err.splitlines() if "has not finished training" in line]
     assert "best model so far" in warning and "--resume --name run" in warning
+
+
+# What the app says of a model as a whole (above its answers), by run: model.json's keys, metrics.json, and words
+# the app shows for it. --predict has no page: it said none of it.
+_SMALL_TEST = {"accuracy": 0.91, "f1": 0.9, "num_images": 120}
+_COLLAPSED = {"accuracy": 0.9, "balanced_accuracy": 0.5, "f1": 0.95, "num_images": 20, "majority_class": "FAKE",
+              "majority_baseline": 0.9, "single_answer": "FAKE", "missing_classes": []}
+DOUBTED_RUNS = {
+    "demo": ({"demo": True}, None, [DEMO_WARNING]),
+    "shortcut": ({"shortcut_warning": "Every FAKE training image is a PNG and every REAL one a JPEG."}, None,
+                 ["Every FAKE training image is a PNG and every REAL one a JPEG."]),
+    "edited": ({"decision_threshold": 0.7, "test_metrics": {"accuracy": 0.9, "decision_threshold": 0.5}},
+               {"accuracy": 0.9, "decision_threshold": 0.5}, ["No test metrics shown: ", "edited by hand"]),
+    "small": ({"test_metrics": _SMALL_TEST}, _SMALL_TEST, [model_card.small_test_set(120)]),
+    "collapsed": ({"test_metrics": _COLLAPSED}, {
+        **_COLLAPSED, "per_class": {"FAKE": {"support": 18}, "REAL": {"support": 2}},
+        "threshold_selection": {"num_positive": 30, "num_images": 31}, "positive_class": "FAKE"},
+        ["The model answered `FAKE` for every test image: always answering `FAKE` scores accuracy 0.90",
+         "REAL has only 2 test images", "The decision threshold was chosen on 1 validation image of REAL"]),
+    "untested": ({"test_metrics": None, "decision_threshold": 0.79, "counts": {
+        "train": {"FAKE": 1, "REAL": 1}, "validation": {"FAKE": 1, "REAL": 1}}}, "none",
+        ["No test metrics recorded for this model.",
+         model_card.few_threshold_images({"num_positive": 1, "num_images": 2}, "FAKE", "REAL")]),
+}
+
+
+@pytest.mark.parametrize("name", DOUBTED_RUNS)
+def test_predict_warns_of_what_the_app_says_of_the_model_as_a_whole(tmp_path, capsys, name):
+    """A demo model, a shortcut, test numbers edited out of date, a small or lopsided test set, a threshold chosen
+    on 1 image a class: the app's page says each above its answers; --predict printed its counts without a word."""
+    info, metrics, said = DOUBTED_RUNS[name]
+    run = write_run(tmp_path / "models", name, info=info, metrics=None if metrics == "none" else metrics)
+    if metrics == "none":  # a split without a test folder: its training writes no metrics.json
+        (run / "metrics.json").unlink()
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos"), "--out",
+                               str(tmp_path / "out")]) == 0
+
+    warned = " ".join(line for line in capsys.readouterr().err.splitlines() if not line.startswith("loading"))
+    assert all(text in warned for text in said), warned
 
 
 def test_predict_without_input_is_a_usage_error():
