@@ -87,8 +87,17 @@ from realvsai.errors import UserError
 from realvsai.files import csv_text
 from realvsai.images import RAISE_LIMIT
 from realvsai.layout import mask_images
-from realvsai.metrics import CONFIDENCE_STEP, DecisionRule, one_answer_text
-from realvsai.model_card import code_span, few_threshold_images, markdown_text, small_test_set, test_caveats
+from realvsai.metrics import CONFIDENCE_STEP, DecisionRule
+from realvsai.model_card import (
+    NO_TEST_METRICS,
+    NO_TEST_METRICS_SHOWN,
+    SHORTCUT_CONSEQUENCE,
+    code_span,
+    few_threshold_images_without_test,
+    figure_warnings,
+    markdown_text,
+    small_test_set,
+)
 from realvsai.prediction import UNFAMILIAR_MEANS, csv_cell, describe_counts
 from realvsai.run import (
     DEMO_WARNING,
@@ -509,8 +518,7 @@ def model_card(run: ModelRun, settings: Settings) -> None:
     if run.unfinished:
         st.warning(run.unfinished, icon="⚠️")
     if run.info.get("shortcut_warning"):
-        st.warning(f"**{run.info.get('shortcut_warning')}** Its answers, and the test figures below, may measure "
-                   "that rather than the content.", icon="⚠️")
+        st.warning(f"**{run.info.get('shortcut_warning')}** {SHORTCUT_CONSEQUENCE}", icon="⚠️")
     with st.container(border=True):
         details = [f"Model **{run.name}**", f"trained {run.created.astimezone():%Y-%m-%d %H:%M}",
                    f"{len(shown)} classes" if many else f"classes {', '.join(shown)}",
@@ -544,32 +552,12 @@ def model_card(run: ModelRun, settings: Settings) -> None:
             for warning in figure_warnings(run):
                 st.warning(warning, icon="⚠️")
         elif run.unmeasured:
-            st.warning(f"No test metrics shown: {run.unmeasured}", icon="⚠️")
+            st.warning(f"{NO_TEST_METRICS_SHOWN}: {run.unmeasured}", icon="⚠️")
         else:
-            st.caption("No test metrics recorded for this model.")
+            st.caption(NO_TEST_METRICS)
             if said := few_threshold_images_without_test(run, shown, settings.rule.positive_index):
                 st.warning(said, icon="⚠️")
         st.caption(settings.rule.describe(shown))
-
-
-def few_threshold_images_without_test(run: ModelRun, shown: list[str], positive_index: int) -> str | None:
-    """``model_card.few_threshold_images`` for a two-class run without test numbers, whose metrics would say how its
-    decision threshold was chosen: from the validation images model.json counts, which it was chosen on."""
-    validation = (run.info.get("counts") or {}).get("validation") or {}
-    counts = [validation.get(name) for name in run.class_names]
-    if len(counts) != 2 or run.info.decision_threshold is None or not all(isinstance(count, int) for count in counts):
-        return None
-    return few_threshold_images({"num_positive": counts[positive_index], "num_images": sum(counts)},
-                                shown[positive_index], shown[1 - positive_index])
-
-
-def figure_warnings(run: ModelRun) -> list[str]:
-    """What the model card's limitations say of the test figures (``model_card.test_caveats``), and a model that
-    answered one class for every test image (``metrics.one_answer_text``): from metrics.json, which holds them all,
-    else model.json's summary of it."""
-    numbers = run.metrics or dict(run.info.get("test_metrics") or {})
-    one = one_answer_text(numbers, code_span)
-    return ([f"{one[0].upper()}{one[1:]}."] if one else []) + test_caveats(run.info, numbers)
 
 
 def upload_section() -> list[UploadedFile]:

@@ -550,7 +550,7 @@ def run_evaluation(args: argparse.Namespace) -> None:
 
 
 def run_prediction(args: argparse.Namespace) -> None:
-    from realvsai import evaluation, prediction, run
+    from realvsai import evaluation, model_card, prediction, run
 
     out_dir, claim = None, contextlib.ExitStack()  # the claims of the folders read and written, until it ends
     try:
@@ -579,6 +579,8 @@ def run_prediction(args: argparse.Namespace) -> None:
         raise UserError(f"no file in {args.input} could be predicted ({plural(len(summary.unreadable), 'file')} "
                         f"there, each listed with why in {out_dir / UNREADABLE_FILE}; {name}: {why}). Fix that, or "
                         "give --input a folder of images.")
+    for warning in model_card.model_warnings(loaded):  # what the app's page says of this model above its answers
+        logger.warning("%s", warning)
     if summary.answer:
         print(summary.answer)
     print(summary.describe(args.input))

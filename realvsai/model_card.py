@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realvsai.cli import plural
 from realvsai.config import (
@@ -40,6 +40,9 @@ from realvsai.run import (
     size_bands,
     validation_by_kind,
 )
+
+if TYPE_CHECKING:
+    from realvsai.run import ModelRun
 
 _CAPTIONS = {
     "confusion_matrix": "Confusion matrix (counts and row-normalised)",
@@ -163,6 +166,51 @@ def test_caveats(model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> l
                untested_classes(metrics), few_test_images(metrics))
     return [text for text in caveats if text]
 
+
+
+def figure_warnings(run: ModelRun) -> list[str]:
+    """What the model card's limitations say of the test figures (``test_caveats``), and a model that answered one
+    class for every test image (``metrics.one_answer_text``): from metrics.json, which holds them all, else
+    model.json's summary of it."""
+    numbers = run.metrics or dict(run.info.get("test_metrics") or {})
+    one = one_answer_text(numbers, code_span)
+    return ([f"{one[0].upper()}{one[1:]}."] if one else []) + test_caveats(run.info, numbers)
+
+
+def few_threshold_images_without_test(run: ModelRun, shown: list[str], positive_index: int) -> str | None:
+    """``few_threshold_images`` for a two-class run without test numbers, whose metrics would say how its decision
+    threshold was chosen: from the validation images model.json counts, which it was chosen on; ``shown``: the class
+    names as the caller shows them."""
+    validation = (run.info.get("counts") or {}).get("validation") or {}
+    counts = [validation.get(name) for name in run.class_names]
+    if len(counts) != 2 or run.info.decision_threshold is None or not all(isinstance(count, int) for count in counts):
+        return None
+    return few_threshold_images({"num_positive": counts[positive_index], "num_images": sum(counts)},
+                                shown[positive_index], shown[1 - positive_index])
+
+
+# What follows model.json's shortcut warning where a model's answers are given (the app's page, --predict).
+SHORTCUT_CONSEQUENCE = "Its answers, and its test figures, may measure that rather than the content."
+NO_TEST_METRICS_SHOWN = "No test metrics shown"  # before ``ModelRun.unmeasured``'s why
+NO_TEST_METRICS = "No test metrics recorded for this model."
+
+
+def model_warnings(run: ModelRun) -> list[str]:
+    """What the app's page says of the model as a whole above its answers, in its words, for a caller without a page
+    (--predict): a demo model, a shortcut, test numbers not its rule's (``ModelRun.unmeasured``), a small or lopsided
+    test set (``small_test_set``, ``figure_warnings``), none recorded and a threshold chosen on few images; empty where
+    nothing is to be doubted. A run not finished is said where it loads (``run.load_run``)."""
+    warnings = [DEMO_WARNING] if run.demo else []
+    if shortcut := run.info.get("shortcut_warning"):
+        warnings.append(f"{shortcut} {SHORTCUT_CONSEQUENCE}")
+    if run.test_metrics():
+        warnings += [text for text in (small_test_set(run.num_test_images()), *figure_warnings(run)) if text]
+    elif run.unmeasured:
+        warnings.append(f"{NO_TEST_METRICS_SHOWN}: {run.unmeasured}")
+    elif not run.unfinished:
+        said = few_threshold_images_without_test(run, run.class_names, run.info.rule().positive_index)
+        warnings += [f"{NO_TEST_METRICS} {said}"] if said else []
+    return warnings
 
 def _colour(profile: Mapping[str, Any]) -> str:
     """How many training images were grayscale, in words ("; all in colour"); "" where not counted."""

@@ -410,6 +410,18 @@ def test_predict_warns_of_what_the_app_says_of_the_model_as_a_whole(tmp_path, ca
     assert all(text in warned for text in said), warned
 
 
+def test_predict_of_a_model_with_nothing_to_doubt_warns_of_nothing(tmp_path, capsys):
+    run = write_run(tmp_path / "models", "sound", info={"test_metrics": {"accuracy": 0.91, "num_images": 5000}},
+                    metrics={"accuracy": 0.91, "num_images": 5000, "per_class": {
+                        "FAKE": {"support": 2500}, "REAL": {"support": 2500}}})
+    write_image(tmp_path / "photos" / "a.png", seed=1)
+
+    assert ModelTraining.main(["--predict", str(run), "--input", str(tmp_path / "photos"), "--out",
+                               str(tmp_path / "out")]) == 0
+
+    assert [line for line in capsys.readouterr().err.splitlines() if not line.startswith("loading")] == []
+
+
 def test_predict_without_input_is_a_usage_error():
     process = run_script("ModelTraining.py", "--predict", "models/run")
 
