@@ -1501,6 +1501,12 @@ def test_a_test_set_is_small_under_1000_images():
     assert model_card.small_test_set(999) is not None and model_card.small_test_set(1000) is None
 
 
+def test_the_small_test_set_sentence_names_the_test_numbers_it_speaks_of():
+    """--predict prints it too, above answers with no test numbers near: "move these numbers" pointed at nothing."""
+    assert model_card.small_test_set(120) == ("The test set is small (120 images): a few images more or less right "
+                                              "move its test numbers noticeably.")
+
+
 def test_a_threshold_chosen_on_fewer_than_10_validation_images_of_either_class_is_said_to_be():
     """The README's "chosen on fewer than 10 validation images of either class": 9 of one class is few, 10 is not."""
     few = model_card.few_threshold_images({"num_positive": 9, "num_images": 19}, "REAL", "FAKE")
