@@ -126,8 +126,8 @@ def small_test_set(num_images: int | None) -> str | None:
     ``SMALL_TEST_SET`` images; None for a larger one, or when the number is not recorded."""
     if num_images is None or num_images >= SMALL_TEST_SET:
         return None
-    return (f"The test set is small ({plural(num_images, 'image')}): a few images more or less right move these "
-            "numbers noticeably.")
+    return (f"The test set is small ({plural(num_images, 'image')}): a few images more or less right move its "
+            "test numbers noticeably.")
 
 
 def few_test_images(metrics: Mapping[str, Any]) -> str | None:
@@ -165,7 +165,6 @@ def test_caveats(model_info: Mapping[str, Any], metrics: Mapping[str, Any]) -> l
                                     markdown_text(next((name for name in class_names if name != positive), ""))),
                untested_classes(metrics), few_test_images(metrics))
     return [text for text in caveats if text]
-
 
 
 def figure_warnings(run: ModelRun) -> list[str]:
