@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -200,6 +201,22 @@ def test_place_file_rerun_recognises_its_renamed_copy(tmp_path):
     again, outcome = place_file(source, tmp_path / "dst" / "cat.jpg")
     assert (again, outcome) == (first, Outcome.IDENTICAL)
     assert sorted(path.name for path in (tmp_path / "dst").iterdir()) == ["cat.jpg", first.name]
+
+
+def test_place_file_finding_its_content_in_a_file_of_another_owner_places_it_without_its_time(tmp_path, monkeypatch):
+    """A shared train folder holds a colleague's file with these bytes: setting its time is its owner's to do
+    (EPERM), and the identical file found is placed all the same, as before the time came to be kept."""
+    source = write(tmp_path / "src" / "cat.jpg", b"cat")
+    target = write(tmp_path / "dst" / "cat.jpg", b"cat")
+    os.utime(source, (1_000_000_000, 1_000_000_000))
+
+    def not_the_owner(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(shutil, "copystat", not_the_owner)
+
+    assert place_file(source, target, move=True) == (target, Outcome.IDENTICAL)
+    assert not source.exists() and target.read_bytes() == b"cat"
 
 
 def test_place_file_move_removes_the_source_once_placed(tmp_path):
