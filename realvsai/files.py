@@ -782,13 +782,15 @@ def place_file(source: Path, target: Path, *, move: bool = False, source_digest:
 def keep_times(source: Path | str, target: Path | str) -> None:
     """Gives ``target``, a copy of ``source`` found holding its bytes, ``source``'s modification time and permission
     bits (``shutil.copystat``) where it has others: a copy killed after its bytes and before its time, placed again,
-    ends as an uninterrupted one. A symlink at ``target`` is no copy made here, and what it leads to is left alone."""
+    ends as an uninterrupted one. A symlink at ``target`` is no copy made here, and what it leads to is left alone;
+    nor is a file of another owner (a colleague's in a shared folder), whose time only its owner may set."""
     if os.path.islink(target):
         return
     source_stat, target_stat = os.stat(source), os.stat(target)
     if ((source_stat.st_mtime_ns, stat.S_IMODE(source_stat.st_mode))
             != (target_stat.st_mtime_ns, stat.S_IMODE(target_stat.st_mode))):
-        shutil.copystat(source, target)
+        with contextlib.suppress(PermissionError):
+            shutil.copystat(source, target)
 
 
 def place_files(jobs: Iterable[tuple[Path, Path, str | None]], *, move: bool = False) -> list[tuple[Path, Outcome]]:
