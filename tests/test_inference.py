@@ -1585,6 +1585,17 @@ def test_a_model_json_whose_threshold_was_edited_names_an_evaluate_command_that_
     assert args.test_dir == [data / "test"] and args.evaluate == folder
 
 
+def test_a_model_json_whose_threshold_was_edited_says_where_the_evaluation_it_advises_writes_its_numbers(tmp_path):
+    """Followed, the advised --evaluate wrote its numbers in the run's eval-test/ folder, and the app went on saying
+    "No test metrics shown" as before, with no word that it would."""
+    folder = write_run(tmp_path, "edited", metrics={"accuracy": 0.9, "num_images": 20, "decision_threshold": 0.474},
+                       info={"decision_threshold": 0.3})
+
+    said = run.read_run(folder).unmeasured
+
+    assert "writes its numbers in a folder of the run's own (eval-...), not in these records" in said, said
+
+
 def test_a_model_json_whose_classes_differ_from_those_its_test_numbers_record_is_refused_without_metrics_json(
         tmp_path):
     """With metrics.json beside it a model.json whose class names were reordered by hand was refused; without it
