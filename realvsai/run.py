@@ -459,8 +459,9 @@ class ModelRun:
                 test_dir = shell_path(Path(data) / TEST) if data and (Path(data) / TEST).is_dir() else "DIR"
                 return (f"the test numbers of {self.name} were measured at {at} ({record}), but the decision_threshold "
                         f"of its {MODEL_JSON_FILE} is {now}: edited by hand, so they are not its rule's. Put the "
-                        f"threshold back, or measure this rule with python ModelTraining.py --evaluate "
-                        f"{shell_path(self.path)} --test-dir {test_dir}")
+                        "threshold back, or measure this rule (--evaluate writes its numbers in a folder of the "
+                        "run's own (eval-...), not in these records, which go on holding the old rule's) with "
+                        f"python ModelTraining.py --evaluate {shell_path(self.path)} --test-dir {test_dir}")
         return None
 
     def test_uncertain(self, confidence_threshold: float | None = None) -> str | None:
