@@ -934,7 +934,7 @@ def _log_problems(report: SplitReport, source: Path, validation_share: str | Non
     """Warns of the files left out and of classes too small for training, naming ``source``, the folder split."""
     for kind, rows in report.skipped.items():
         if rows and kind != IN_TEST:  # train copies of test images are expected (CIFAKE has them): no warning
-            examples = "; ".join(f"{source}: {reason}" for source, reason in rows[:3])
+            examples = "; ".join(f"{path}: {reason}" for path, reason in rows[:3])
             examples = f"e.g. {examples}" if len(rows) > 1 else examples
             logger.warning("left out %s %s (%s); the list is in %s", plural(len(rows), "file"),
                            _skipped_words(kind, len(rows)), examples, report.out / SKIPPED_NAME)

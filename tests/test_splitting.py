@@ -482,6 +482,18 @@ def test_a_one_class_dataset_is_split_with_a_warning_that_a_classifier_needs_two
                for message in warnings)  # it said "to SOURCE"
 
 
+def test_a_one_class_split_with_files_left_out_names_the_folder_split_not_a_file_left_out(tmp_path,
+                                                                                          make_class_folder, caplog):
+    """The warning that one class is not enough named the last file the split left out as the folder to add a class
+    folder to: the list of left-out files reused its name."""
+    source = make_class_folder(tmp_path / "only", {"REAL": 10})
+    (source / "REAL" / "broken.png").write_bytes(b"not an image")
+    with caplog.at_level("WARNING", logger="realvsai"):
+        split_by_class(source, tmp_path / "out")
+    [warning] = [record.getMessage() for record in caplog.records if "only one class" in record.getMessage()]
+    assert f"Add a folder of images for each other class to {source} and split again" in warning, warning
+
+
 def test_a_one_class_split_whose_file_names_begin_with_classes_names_them(tmp_path, caplog):
     """images/real_001.jpg beside images/fake_001.jpg: one class, images, and a warning to add a folder for each
     other class, with no word of the two kinds its names tell apart."""
