@@ -133,7 +133,8 @@ def merge_datasets(
     _check_folders(sources, into)
     manifest = into / MANIFEST_NAME  # also lists the classes a merge cut short had yet to write
     folders = {child.name for split in SPLITS if (into / split).is_dir() for child in subfolders(into / split)}
-    listed = {row.class_name for row in read_manifest(manifest)} if manifest.is_file() else set()
+    old_rows = read_manifest(manifest) if manifest.is_file() else []  # as the merge finds it, before its records
+    listed = {row.class_name for row in old_rows}
     # A class manifest.csv names that a folder spells otherwise (macOS decomposes accents) is that folder's class.
     target_classes = sorted(folders | {name for name, folder in class_folder_of(listed, folders).items()
                                        if folder not in folders})
@@ -241,8 +242,7 @@ def merge_datasets(
     # Each file of the target by the source its manifest row names, with the sha256 of its bytes now (the records
     # come first, as below): a copy that a merge killed before its source's time left is "identical" now, and gets it.
     on_disk = {file.path.relative_to(into).as_posix(): file.digest for file in existing}
-    copies = {row.source: (into / row.path, on_disk.get(row.path)) for row in read_manifest(manifest)
-              } if manifest.is_file() else {}
+    copies = {row.source: (into / row.path, on_disk.get(row.path)) for row in old_rows}
     _update_manifest(into, existing, [(target, file) for file, _, target, _ in actions if target], actions, moved)
     add_moved_copies(into, [file.copy_of for file, kind, _, _ in actions if file.copy_of and kind != "refuse"])
     if mixed:  # no one record holds for them all: one that named half of them would be read as all of theirs

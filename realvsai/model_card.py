@@ -211,6 +211,7 @@ def model_warnings(run: ModelRun) -> list[str]:
         warnings += [f"{NO_TEST_METRICS} {said}"] if said else []
     return warnings
 
+
 def _colour(profile: Mapping[str, Any]) -> str:
     """How many training images were grayscale, in words ("; all in colour"); "" where not counted."""
     if (counts := grayscale_counts(profile)) is None:
